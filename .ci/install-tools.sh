@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Extra tools the tests use (real peers). Each step is idempotent and skips what is present.
+set -euo pipefail
+# Python side: a reference msgpack + ZMQ subscriber and a protocol-only lm:// client.
+if ! python3 -c "import zmq, msgpack" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check pyzmq msgpack
+fi

@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+// Runs every compiled test file under dist/test with node's test runner.
+// Node 20 has no glob support for --test, so we list the files ourselves.
+// Usage: node scripts/run-tests.mjs [substring-filter ...]
+import { readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+
+function walk(dir, out) {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walk(p, out);
+    else if (name.endsWith(".test.js")) out.push(p);
+  }
+  return out;
+}
+
+const filters = process.argv.slice(2);
+const files = walk("dist/test", [])
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .sort();
+if (files.length === 0) {
+  console.error("no test files found under dist/test (did the build run?)");
+  process.exit(1);
+}
+// Files run one at a time: several start servers and measure timing, and the machine has 2 cores.
+const res = spawnSync(
+  process.execPath,
+  ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
+  { stdio: "inherit", env: { ...process.env, SWITCHYARD_LOG_LEVEL: process.env.SWITCHYARD_LOG_LEVEL ?? "warn" } },
+);
+process.exit(res.status ?? 1);

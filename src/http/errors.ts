@@ -1,0 +1,76 @@
+// Error bodies in the format OpenAI clients and vLLM (v0.10.1+) use:
+// {"error": {"message", "type", "param", "code": <HTTP status>}}.
+import type { ServerResponse } from "node:http";
+
+export type ErrorType =
+  | "BadRequestError"
+  | "NotFoundError"
+  | "AuthenticationError"
+  | "PermissionDeniedError"
+  | "RateLimitError"
+  | "RequestTooLargeError"
+  | "UnsupportedMediaTypeError"
+  | "InternalServerError"
+  | "ServiceUnavailableError"
+  | "GatewayTimeoutError"
+  | "BadGatewayError";
+
+const TYPE_BY_STATUS: Record<number, ErrorType> = {
+  400: "BadRequestError",
+  401: "AuthenticationError",
+  403: "PermissionDeniedError",
+  404: "NotFoundError",
+  413: "RequestTooLargeError",
+  415: "UnsupportedMediaTypeError",
+  429: "RateLimitError",
+  500: "InternalServerError",
+  502: "BadGatewayError",
+  503: "ServiceUnavailableError",
+  504: "GatewayTimeoutError",
+};
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly headers: Record<string, string> = {},
+    readonly type: ErrorType = TYPE_BY_STATUS[status] ??
+      (status >= 500 ? "InternalServerError" : "BadRequestError"),
+  ) {
+    super(message);
+  }
+}
+
+export function errorBody(
+  status: number,
+  message: string,
+  param: string | null = null,
+  type?: string,
+): string {
+  return JSON.stringify({
+    error: { message, type: type ?? TYPE_BY_STATUS[status] ?? "BadRequestError", param, code: status },
+  });
+}
+
+export function sendError(res: ServerResponse, err: HttpError): void;
+export function sendError(res: ServerResponse, status: number, message: string, param?: string | null): void;
+export function sendError(
+  res: ServerResponse,
+  a: HttpError | number,
+  message?: string,
+  param: string | null = null,
+): void {
+  const e = typeof a === "number" ? new HttpError(a, message ?? "error", param) : a;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = errorBody(e.status, e.message, e.param, e.type);
+  res.writeHead(e.status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    ...e.headers,
+  });
+  res.end(body);
+}

@@ -1,0 +1,82 @@
+// Test helpers for starting the real `switchyard` binary and waiting for it. Tests bind port 0 or
+// ask freePort() so that files can run side by side; every child is killed when the test ends.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+
+const here = import.meta.url;
+const fromSource = here.endsWith(".ts");
+
+/** Command and leading args that run the CLI: compiled JS after `npm run build`, or TS under tsx. */
+export function cliCommand(): { cmd: string; args: string[] } {
+  if (fromSource) {
+    return {
+      cmd: process.execPath,
+      args: ["--import", "tsx", fileURLToPath(new URL("../../src/cli/main.ts", here))],
+    };
+  }
+  return { cmd: process.execPath, args: [fileURLToPath(new URL("../../src/cli/main.js", here))] };
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  output: () => string;
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+export function spawnCli(args: string[], env: Record<string, string> = {}): Spawned {
+  const { cmd, args: pre } = cliCommand();
+  const child = spawn(cmd, [...pre, ...args], {
+    env: { ...process.env, SWITCHYARD_LOG_FORMAT: "json", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  const keep = (b: Buffer) => {
+    out += b.toString("utf8");
+    if (out.length > 200_000) out = out.slice(-100_000);
+  };
+  child.stdout!.on("data", keep);
+  child.stderr!.on("data", keep);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return {
+    child,
+    output: () => out,
+    stop: async (signal: NodeJS.Signals = "SIGTERM") => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls an HTTP URL until it answers with the wanted status (default 200) or the timeout passes. */
+export async function waitForHttp(url: string, timeoutMs = 20_000, status = 200): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      if (res.status === status) return;
+      last = `status ${res.status}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${url}: ${last}`);
+}
