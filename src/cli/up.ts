@@ -1,6 +1,225 @@
-// Placeholder until the router lands.
-import { CliError } from "./args.js";
+// `switchyard up`: the whole stack on one machine. Starts N simulated engines and a router as
+// child processes of this one (each engine gets its own process, so they use every core), waits
+// until all are ready, prints how to call the stack, and stops everything on Ctrl-C.
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "./args.js";
+import { logger } from "../obs/log.js";
+import { onShutdown } from "../obs/lifecycle.js";
 
-export async function main(_argv: string[]): Promise<number> {
-  throw new CliError("'up' is not built yet");
+const specs: FlagSpecs = {
+  engines: { type: "int", default: 2, min: 1, max: 64, help: "number of simulated engines" },
+  model: {
+    type: "string",
+    default: "meta-llama/Llama-3.1-8B-Instruct",
+    help: "model id (Hugging Face) every engine serves",
+  },
+  gpu: {
+    type: "string",
+    default: "h100",
+    help: "GPU profile of the simulated engines (h100, h200, a100, l40s, l4)",
+  },
+  policy: { type: "string", default: "least-load", help: "router policy" },
+  port: { type: "int", default: 8080, min: 0, max: 65535, help: "router port" },
+  host: { type: "string", default: "127.0.0.1", help: "address the router and the engines listen on" },
+  "engine-base-port": {
+    type: "int",
+    default: 8100,
+    min: 1,
+    max: 65000,
+    help: "first engine port (engine i listens on base+i)",
+  },
+  "kv-events-base-port": {
+    type: "int",
+    default: 5557,
+    min: 1,
+    max: 65000,
+    help: "first KV-event PUB port (engine i publishes on base+i); 0 turns KV events off",
+  },
+  "ready-timeout": { type: "number", default: 60, help: "seconds to wait for the stack to become ready" },
+};
+
+const UP_FLAGS = new Set(Object.keys(specs));
+
+/** Splits argv into `up`'s own flags and the flags passed through to every engine. */
+export function splitArgs(argv: string[]): { own: string[]; engine: string[] } {
+  const own: string[] = [];
+  const engine: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const name = a.startsWith("--") ? a.slice(2).split("=")[0]!.replace(/_/g, "-") : "";
+    const target = UP_FLAGS.has(name) ? own : engine;
+    target.push(a);
+    // a flag without '=' takes the next token as its value unless that token is itself a flag
+    const next = argv[i + 1];
+    if (a.startsWith("--") && !a.includes("=") && next !== undefined && !next.startsWith("--")) {
+      target.push(next);
+      i++;
+    }
+  }
+  return { own, engine };
+}
+
+function binPath(): { cmd: string; pre: string[] } {
+  const self = fileURLToPath(import.meta.url);
+  if (self.endsWith(".ts")) {
+    return {
+      cmd: process.execPath,
+      pre: ["--import", "tsx", fileURLToPath(new URL("./main.ts", import.meta.url))],
+    };
+  }
+  return { cmd: process.execPath, pre: [fileURLToPath(new URL("./main.js", import.meta.url))] };
+}
+
+async function waitReady(url: string, deadline: number, child: ChildProcess, what: string): Promise<void> {
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null)
+      throw new CliError(`${what} exited with status ${child.exitCode} before it was ready`);
+    try {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  throw new CliError(`${what} was not ready at ${url} in time`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    console.log(
+      helpText(
+        "usage: switchyard up [options] [any `switchyard sim` flag, passed to every engine]\n\n" +
+          "Starts N simulated engines and the router on this machine. Example:\n" +
+          "  switchyard up --engines 4 --model Qwen/Qwen2.5-0.5B-Instruct --time-scale 0.1 --max-model-len 8192",
+        specs,
+      ),
+    );
+    return 0;
+  }
+  const { own, engine: engineArgs } = splitArgs(argv);
+  const { flags } = parseFlags(own, specs);
+  const n = flags.engines as number;
+  const host = flags.host as string;
+  const basePort = flags["engine-base-port"] as number;
+  const kvBase = flags["kv-events-base-port"] as number;
+  const log = logger("up");
+  const { cmd, pre } = binPath();
+  const children: { name: string; child: ChildProcess }[] = [];
+  let stopping = false;
+
+  const start = (name: string, args: string[]): ChildProcess => {
+    const child = spawn(cmd, [...pre, ...args], {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: process.env,
+    });
+    children.push({ name, child });
+    child.once("exit", (code, signal) => {
+      if (!stopping) log.error({ process: name, code, signal }, "a stack process exited; stopping the stack");
+      if (!stopping) void stopAll().then(() => process.exit(1));
+    });
+    return child;
+  };
+
+  const stopAll = async () => {
+    stopping = true;
+    await Promise.all(
+      children.map(
+        ({ child }) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+            child.once("exit", () => {
+              clearTimeout(t);
+              resolve();
+            });
+            child.kill("SIGTERM");
+          }),
+      ),
+    );
+  };
+  onShutdown(stopAll);
+
+  const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;
+  const engineUrls: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const port = basePort + i;
+    const url = `http://${host}:${port}`;
+    engineUrls.push(url);
+    const args = [
+      "sim",
+      flags.model as string,
+      "--host",
+      host,
+      "--port",
+      String(port),
+      "--gpu",
+      flags.gpu as string,
+    ];
+    if (kvBase > 0) {
+      args.push(
+        "--kv-events-config",
+        JSON.stringify({
+          enable_kv_cache_events: true,
+          publisher: "zmq",
+          endpoint: `tcp://*:${kvBase + i}`, // vLLM binds (rather than connects) when the endpoint has `*`
+          replay_endpoint: `tcp://*:${kvBase + 1000 + i}`,
+          topic: "",
+        }),
+      );
+    }
+    start(`engine-${i}`, [...args, ...engineArgs]);
+  }
+  try {
+    await Promise.all(
+      engineUrls.map((u, i) => waitReady(`${u}/health`, deadline, children[i]!.child, `engine ${i}`)),
+    );
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  const routerPort = flags.port as number;
+  const routerArgs = [
+    "router",
+    "--host",
+    host,
+    "--port",
+    String(routerPort),
+    "--policy",
+    flags.policy as string,
+  ];
+  for (const u of engineUrls) routerArgs.push("--backend", u);
+  const router = start("router", routerArgs);
+  const routerUrl = `http://${host}:${routerPort}`;
+  try {
+    await waitReady(`${routerUrl}/ready`, deadline, router, "router");
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  const model = flags.model as string;
+  const body = JSON.stringify({
+    model,
+    messages: [{ role: "user", content: "Hello! What can you do?" }],
+    max_tokens: 32,
+  });
+  process.stdout.write(
+    [
+      "",
+      `Switchyard is up: ${n} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
+      `  router   ${routerUrl}   (metrics ${routerUrl}/metrics, fleet ${routerUrl}/engines)`,
+      ...engineUrls.map((u, i) => `  engine ${i} ${u}`),
+      "",
+      "Try it:",
+      `  curl -s ${routerUrl}/v1/chat/completions -H 'Content-Type: application/json' -d '${body}'`,
+      "",
+      "Press Ctrl-C to stop.",
+      "",
+    ].join("\n"),
+  );
+  // Stay alive until a signal arrives; onShutdown stops the children and exits.
+  await new Promise<never>(() => undefined);
+  return 0;
 }
