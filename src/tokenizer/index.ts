@@ -1,0 +1,73 @@
+// Tokenizers per model family, built lazily on first use and cached for the life of the process.
+import { createOptTokenizer, createQwenTokenizer } from "./gpt-stand-ins.js";
+import type { FamilyTokenizer } from "./family-tokenizer.js";
+import { createLlama3Tokenizer } from "./llama3.js";
+import type { Tokenizer } from "./types.js";
+
+export type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
+export { ChatTemplateError } from "./types.js";
+export { chatMessageSchema, chatMessagesSchema, contentText } from "./messages.js";
+export { NO_CHAT_TEMPLATE_MESSAGE } from "./chat-templates.js";
+
+const FACTORIES: Record<string, () => FamilyTokenizer> = {
+  llama3: createLlama3Tokenizer,
+  qwen3: () => createQwenTokenizer("qwen3"),
+  "qwen2.5": () => createQwenTokenizer("qwen2.5"),
+  opt: createOptTokenizer,
+};
+
+/** other spellings profiles may use; "qwen" alone means the Qwen3 template */
+const ALIASES: Record<string, string> = {
+  "llama3.1": "llama3",
+  llama: "llama3",
+  qwen: "qwen3",
+  qwen2: "qwen2.5",
+  qwen25: "qwen2.5",
+};
+
+export const TOKENIZER_FAMILIES: readonly string[] = Object.keys(FACTORIES);
+
+const cache = new Map<string, FamilyTokenizer>();
+
+function canonicalFamily(family: string): string {
+  const f = family.toLowerCase();
+  const name = ALIASES[f] ?? f;
+  if (!(name in FACTORIES)) {
+    throw new Error(
+      `unknown tokenizer family "${family}" (known: ${[...TOKENIZER_FAMILIES, ...Object.keys(ALIASES)].join(", ")})`,
+    );
+  }
+  return name;
+}
+
+function load(name: string): FamilyTokenizer {
+  let t = cache.get(name);
+  if (!t) {
+    t = FACTORIES[name]!();
+    cache.set(name, t);
+  }
+  return t;
+}
+
+/** The family's tokenizer (cached; the first call per family loads its tables, 0.1-0.5 s). */
+export function tokenizerFor(family: string): Tokenizer {
+  return load(canonicalFamily(family));
+}
+
+/**
+ * The tokenizer for one model profile. "qwen" picks the Qwen2.5 template when the model id names
+ * Qwen2/Qwen2.5 and Qwen3's otherwise; vocabSize is the model's own (ids below it are accepted).
+ */
+export function tokenizerForModel(model: { tokenizer: string; vocabSize: number; id?: string }): Tokenizer {
+  let name = canonicalFamily(model.tokenizer);
+  if (model.tokenizer.toLowerCase() === "qwen" && model.id && /qwen2(\.5)?[-_/]/i.test(model.id + "-")) {
+    name = "qwen2.5";
+  }
+  const key = `${name}@${model.vocabSize}`;
+  let t = cache.get(key);
+  if (!t) {
+    t = load(name).withVocabSize(model.vocabSize);
+    cache.set(key, t);
+  }
+  return t;
+}

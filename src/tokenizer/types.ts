@@ -1,0 +1,53 @@
+// The tokenizer contract shared by the sim (prompt counting, /tokenize, /detokenize, streamed text)
+// and the router (exact KV-aware routing needs the same token ids the engine computes).
+
+/** One OpenAI chat message as the chat template sees it. Extra fields (tool_calls, ...) are ignored. */
+export interface ChatMessage {
+  role: string;
+  content: string | Array<{ type: string; text?: string }> | null;
+  name?: string;
+}
+
+export interface ChatTemplateOptions {
+  addGenerationPrompt: boolean;
+  /** Qwen3's `enable_thinking` chat-template kwarg; undefined behaves like true (vLLM's default). */
+  enableThinking?: boolean;
+}
+
+export interface Tokenizer {
+  readonly family: string;
+  /** the model's real vocabulary size: every id below it is accepted as a prompt token */
+  readonly vocabSize: number;
+  readonly eosTokenId: number;
+  readonly bosTokenId: number | null;
+  /**
+   * false when the model ships no chat template (vLLM answers chat requests with 400); the
+   * tokenizer still renders a documented fallback so callers may choose to serve chat anyway.
+   */
+  readonly hasChatTemplate: boolean;
+  /** special and added tokens recognised in text, content -> id */
+  readonly addedTokens: ReadonlyMap<string, number>;
+  /** added tokens are always recognised in text; addSpecialTokens only controls the BOS (default true) */
+  encode(text: string, addSpecialTokens?: boolean): number[];
+  /**
+   * Lossless byte-level decode. Ids outside the encoder's table (or negative) decode to "" and
+   * never throw. skipSpecialTokens (default false, as HF's decode) drops special tokens.
+   */
+  decode(ids: readonly number[], skipSpecialTokens?: boolean): string;
+  /** HF-style token strings (byte-level, "Ġ" for a space) for /tokenize's token_strs; unknown ids give "" */
+  tokenStrings(ids: readonly number[]): string[];
+  applyChatTemplate(messages: readonly ChatMessage[], opts: ChatTemplateOptions): string;
+  /** the template text encoded with added tokens recognised and no extra BOS, as vLLM does */
+  encodeChat(messages: readonly ChatMessage[], opts: ChatTemplateOptions): number[];
+  /**
+   * Tokens suitable as generated output: each decodes to a clean word with a leading space;
+   * texts[i] is the decode of ids[i] alone, and decoding any sequence of pool ids equals the
+   * concatenation of their texts.
+   */
+  readonly outputPool: { ids: Int32Array; texts: string[] };
+}
+
+/** A conversation the template cannot render (vLLM answers 400). */
+export class ChatTemplateError extends Error {
+  override name = "ChatTemplateError";
+}
