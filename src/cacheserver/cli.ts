@@ -1,6 +1,56 @@
-// Placeholder until this capability lands.
-import { CliError } from "../cli/args.js";
+// `switchyard cache-server`: flags → startCacheServer, then wait for SIGINT/SIGTERM.
+import { CliError, helpText, parseFlags, parseSize, wantsHelp, type FlagSpecs } from "../cli/args.js";
+import { onShutdown } from "../obs/lifecycle.js";
+import { logger } from "../obs/log.js";
+import { DEFAULT_PORT, startCacheServer } from "./server.js";
 
-export async function main(_argv: string[]): Promise<number> {
-  throw new CliError("'cacheserver' is not built yet");
+const specs: FlagSpecs = {
+  host: { type: "string", default: "0.0.0.0", help: "address to listen on" },
+  port: { type: "int", default: DEFAULT_PORT, min: 0, max: 65535, help: "lm:// port (0 picks a free one)" },
+  "max-memory": { type: "size", default: "16GiB", help: "memory budget for stored objects (LRU beyond it)" },
+  "max-object-size": {
+    type: "size",
+    default: "1GiB",
+    help: "largest PUT accepted; a larger one closes the connection (capped at --max-memory)",
+  },
+  "disk-dir": { type: "string", help: "folder for the disk tier (objects evicted from memory go there)" },
+  "max-disk": { type: "size", default: "200GiB", help: "disk tier budget (LRU beyond it)" },
+  "metrics-port": {
+    type: "int",
+    min: 0,
+    max: 65535,
+    help: "serve Prometheus metrics at http://HOST:PORT/metrics (off when not given)",
+  },
+};
+
+const USAGE =
+  "usage: switchyard cache-server [--host H] [--port P] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--metrics-port P]";
+
+export async function main(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    console.log(helpText(USAGE, specs));
+    return 0;
+  }
+  const { flags, positionals } = parseFlags(argv, specs);
+  if (positionals.length > 0) throw new CliError(`unexpected argument '${positionals[0]}'`);
+  const sizeFlag = (name: string) => {
+    const v = flags[name];
+    // defaults are given as text; parseFlags converts only what was typed
+    return typeof v === "string" ? parseSize(v, `--${name}`) : (v as number);
+  };
+  const maxMemoryBytes = sizeFlag("max-memory");
+  if (maxMemoryBytes <= 0) throw new CliError("--max-memory must be positive");
+  const server = await startCacheServer({
+    host: flags.host as string,
+    port: flags.port as number,
+    maxMemoryBytes,
+    maxObjectBytes: sizeFlag("max-object-size"),
+    diskDir: flags["disk-dir"] as string | undefined,
+    maxDiskBytes: sizeFlag("max-disk"),
+    metricsPort: flags["metrics-port"] as number | undefined,
+    log: logger("cache-server"),
+  });
+  onShutdown(() => server.close());
+  await new Promise(() => {}); // runs until a signal; shutdown() exits the process
+  return 0;
 }

@@ -1,0 +1,125 @@
+// The memory tier: a byte-budgeted LRU over stored objects. A JS Map keeps insertion order, so
+// "delete then set" on a hit moves a key to the young end and eviction takes from the old end, O(1).
+// The budget counts payload bytes plus a fixed per-object overhead, and also the payloads of evicted
+// objects whose disk write has not finished yet (they are still in RAM), so RSS tracks the budget.
+import type { ObjectMeta } from "./protocol.js";
+
+export interface StoredObject {
+  key: string;
+  payload: Buffer;
+  meta: ObjectMeta;
+}
+
+/** Map entry, key and meta bookkeeping, charged per object so that millions of tiny objects stay bounded. */
+export const PER_OBJECT_OVERHEAD = 256;
+
+export function objectCost(obj: StoredObject): number {
+  return obj.payload.length + obj.key.length + PER_OBJECT_OVERHEAD;
+}
+
+/**
+ * Where an evicted object goes. Returns true when it took the object; it must then call `released`
+ * once the payload is no longer held (disk write done or abandoned).
+ */
+export type EvictionSink = (obj: StoredObject, released: () => void) => boolean;
+
+export interface MemoryStats {
+  objects: number;
+  usedBytes: number;
+  pendingOffloadBytes: number;
+  budgetBytes: number;
+}
+
+export class MemoryTier {
+  private readonly objects = new Map<string, StoredObject>();
+  private resident = 0;
+  private pendingOffload = 0;
+
+  constructor(
+    readonly budgetBytes: number,
+    private readonly sink: EvictionSink | undefined,
+    private readonly onEvict: (outcome: "offloaded" | "dropped", obj: StoredObject) => void,
+    /** how many bytes of evicted payloads may wait for the disk at once; beyond it victims are dropped */
+    private readonly maxPendingOffload = Math.floor(budgetBytes / 2),
+  ) {}
+
+  get usedBytes(): number {
+    return this.resident + this.pendingOffload;
+  }
+
+  stats(): MemoryStats {
+    return {
+      objects: this.objects.size,
+      usedBytes: this.usedBytes,
+      pendingOffloadBytes: this.pendingOffload,
+      budgetBytes: this.budgetBytes,
+    };
+  }
+
+  /** A hit: returns the object and marks it most recently used. */
+  get(key: string): StoredObject | undefined {
+    const obj = this.objects.get(key);
+    if (obj) {
+      this.objects.delete(key);
+      this.objects.set(key, obj);
+    }
+    return obj;
+  }
+
+  has(key: string): boolean {
+    return this.objects.has(key);
+  }
+
+  /**
+   * Stores `obj`, evicting least recently used objects until it fits. Returns false (and stores
+   * nothing) when it cannot fit even then: larger than the budget, or the rest is held by disk writes.
+   */
+  put(obj: StoredObject): boolean {
+    const cost = objectCost(obj);
+    this.delete(obj.key);
+    if (cost > this.budgetBytes) return false;
+    while (this.usedBytes + cost > this.budgetBytes) {
+      if (!this.evictOldest()) return false;
+    }
+    this.objects.set(obj.key, obj);
+    this.resident += cost;
+    return true;
+  }
+
+  delete(key: string): boolean {
+    const old = this.objects.get(key);
+    if (!old) return false;
+    this.objects.delete(key);
+    this.resident -= objectCost(old);
+    return true;
+  }
+
+  keys(): IterableIterator<string> {
+    return this.objects.keys();
+  }
+
+  private evictOldest(): boolean {
+    const first = this.objects.values().next();
+    if (first.done) return false;
+    const victim = first.value;
+    const cost = objectCost(victim);
+    this.objects.delete(victim.key);
+    this.resident -= cost;
+    if (this.sink && this.pendingOffload + cost <= this.maxPendingOffload) {
+      this.pendingOffload += cost;
+      let released = false;
+      const took = this.sink(victim, () => {
+        if (released) return;
+        released = true;
+        this.pendingOffload -= cost;
+      });
+      if (took) {
+        this.onEvict("offloaded", victim);
+        return true;
+      }
+      if (!released) this.pendingOffload -= cost;
+    }
+    this.onEvict("dropped", victim);
+    return true;
+  }
+}
