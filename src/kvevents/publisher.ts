@@ -1,0 +1,225 @@
+// vLLM's ZmqEventPublisher: one multipart message per scheduler step on a PUB socket, plus a ROUTER
+// socket that replays recent steps to subscribers that missed some.
+//
+// publish() is called from the sim's engine loop and never waits: it encodes, numbers and enqueues the
+// batch, and a single async pump drains the queue into the socket (zeromq.js allows one send in flight).
+// Sequence numbers are given at publish time, so a batch dropped from a full send queue shows up as a gap
+// downstream instead of vanishing silently, and it stays replayable.
+import { Publisher, Router } from "zeromq";
+import { logger } from "../obs/log.js";
+import { encodeBatch } from "./codec.js";
+import type { KvEventsConfig } from "./config.js";
+import { connectableEndpoint, endpointBinds, offsetEndpoint } from "./endpoint.js";
+import type { KvEventBatch } from "./events.js";
+import { BoundedQueue } from "./ring.js";
+
+/** The seq of the frame that ends a replay answer. */
+export const REPLAY_END_SEQ = 0xffffffffffffffffn;
+
+export interface KvEventPublisher {
+  /** Queues one scheduler step's events; returns at once. */
+  publish(batch: KvEventBatch): void;
+  close(): Promise<void>;
+}
+
+/** publisher: "null" — events are produced and dropped, as in vLLM. */
+export class NullEventPublisher implements KvEventPublisher {
+  publish(_batch: KvEventBatch): void {}
+  async close(): Promise<void> {}
+}
+
+export interface PublisherStats {
+  /** batches given to publish() */
+  published: number;
+  /** batches handed to the PUB socket */
+  sent: number;
+  /** batches dropped because the send queue was full (a slow socket or a stalled event loop) */
+  dropped: number;
+  replayRequests: number;
+  /** batches sent in replay answers */
+  replayed: number;
+}
+
+interface Outgoing {
+  seq: bigint;
+  payload: Buffer;
+}
+
+function seqFrame(seq: bigint): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeBigUInt64BE(seq);
+  return b;
+}
+
+const EMPTY = Buffer.alloc(0);
+const END_FRAME = seqFrame(REPLAY_END_SEQ);
+
+export class ZmqEventPublisher implements KvEventPublisher {
+  readonly stats: PublisherStats = { published: 0, sent: 0, dropped: 0, replayRequests: 0, replayed: 0 };
+  private readonly log = logger("kvevents");
+  private readonly topic: Buffer;
+  private readonly queue: BoundedQueue<Outgoing>;
+  /** the last bufferSteps batches, oldest first; seqs are contiguous, ending at nextSeq - 1 */
+  private readonly replayBuffer: BoundedQueue<Buffer>;
+  private nextSeq = 0n;
+  private pumping = false;
+  private pumpDone: Promise<void> = Promise.resolve();
+  private closed = false;
+  private replayLoop: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly pub: Publisher,
+    private readonly router: Router | null,
+    cfg: KvEventsConfig,
+    /** where the PUB socket is bound or connected (a bound wildcard resolved to its real port) */
+    readonly endpoint: string,
+    /** where the replay ROUTER listens, or null */
+    readonly replayEndpoint: string | null,
+  ) {
+    this.topic = Buffer.from(cfg.topic, "utf8");
+    this.queue = new BoundedQueue(cfg.maxQueueSize);
+    this.replayBuffer = new BoundedQueue(cfg.bufferSteps);
+    if (router) this.replayLoop = this.serveReplay(router);
+  }
+
+  static async create(
+    cfg: KvEventsConfig,
+    opts: { dataParallelRank?: number | null } = {},
+  ): Promise<ZmqEventPublisher> {
+    const rank = opts.dataParallelRank ?? null;
+    const endpoint = offsetEndpoint(cfg.endpoint, rank);
+    // Linger bounds close(): unsent frames are given up to a second, never forever.
+    const pub = new Publisher({ sendHighWaterMark: cfg.hwm, linger: 1000 });
+    let router: Router | null = null;
+    try {
+      const bound = await attach(pub, endpoint);
+      let replayBound: string | null = null;
+      if (cfg.replayEndpoint) {
+        const replayEp = offsetEndpoint(cfg.replayEndpoint, rank);
+        router = new Router({ sendHighWaterMark: cfg.hwm, linger: 0 });
+        // The replay socket always binds: subscribers come to it.
+        await router.bind(replayEp);
+        replayBound = connectableEndpoint(router.lastEndpoint ?? replayEp);
+      }
+      const p = new ZmqEventPublisher(pub, router, cfg, bound, replayBound);
+      p.log.info(
+        { endpoint: bound, replayEndpoint: replayBound, topic: cfg.topic },
+        "KV events publisher ready",
+      );
+      return p;
+    } catch (err) {
+      pub.close();
+      router?.close();
+      throw err;
+    }
+  }
+
+  publish(batch: KvEventBatch): void {
+    if (this.closed) return;
+    const payload = encodeBatch(batch);
+    const seq = this.nextSeq++;
+    this.stats.published++;
+    this.replayBuffer.push(payload);
+    if (this.queue.push({ seq, payload })) {
+      this.stats.dropped++;
+      if (this.stats.dropped === 1 || this.stats.dropped % 10000 === 0)
+        this.log.warn(
+          { dropped: this.stats.dropped },
+          "KV event send queue full: dropping the oldest batches",
+        );
+    }
+    if (!this.pumping) {
+      this.pumping = true;
+      this.pumpDone = this.pump();
+    }
+  }
+
+  /** Sequence number the next published batch gets. */
+  get nextSequence(): bigint {
+    return this.nextSeq;
+  }
+
+  /** Resolves when every batch published so far has been handed to the socket. */
+  async flush(): Promise<void> {
+    await this.pumpDone;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Give queued batches a bounded chance to leave, then close; linger caps the rest.
+    await Promise.race([this.pumpDone, new Promise((r) => setTimeout(r, 1000).unref())]);
+    this.queue.clear();
+    this.pub.close();
+    this.router?.close();
+    await this.replayLoop;
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (let item = this.queue.shift(); item; item = this.queue.shift()) {
+        if (this.pub.closed) return;
+        await this.pub.send([this.topic, seqFrame(item.seq), item.payload]);
+        this.stats.sent++;
+      }
+    } catch (err) {
+      if (!this.closed) this.log.error({ err }, "KV event send failed");
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Payload of `seq` if it is still buffered. */
+  private buffered(seq: bigint): Buffer | undefined {
+    const first = this.nextSeq - BigInt(this.replayBuffer.size);
+    if (seq < first || seq >= this.nextSeq) return undefined;
+    return this.replayBuffer.at(Number(seq - first));
+  }
+
+  /** One request at a time: [identity, b"", start_seq u64 BE] → [identity, b"", seq, payload]* then the end frame. */
+  private async serveReplay(router: Router): Promise<void> {
+    try {
+      for await (const frames of router) {
+        if (this.closed) return;
+        const identity = frames[0]!;
+        const seqBuf = frames[frames.length - 1]!;
+        if (frames.length < 2 || seqBuf.length !== 8) {
+          this.log.warn({ frames: frames.length }, "ignoring a malformed replay request");
+          continue;
+        }
+        this.stats.replayRequests++;
+        const start = seqBuf.readBigUInt64BE(0);
+        const end = this.nextSeq;
+        const first = end - BigInt(this.replayBuffer.size);
+        for (let s = start > first ? start : first; s < end; s++) {
+          const payload = this.buffered(s);
+          if (!payload) continue; // evicted while we were answering
+          await router.send([identity, EMPTY, seqFrame(s), payload]);
+          this.stats.replayed++;
+          if (this.closed) return;
+        }
+        await router.send([identity, EMPTY, END_FRAME, EMPTY]);
+      }
+    } catch (err) {
+      if (!this.closed) this.log.error({ err }, "KV event replay server stopped");
+    }
+  }
+}
+
+async function attach(sock: Publisher, endpoint: string): Promise<string> {
+  if (endpointBinds(endpoint)) {
+    await sock.bind(endpoint);
+    return connectableEndpoint(sock.lastEndpoint ?? endpoint);
+  }
+  sock.connect(endpoint);
+  return endpoint;
+}
+
+/** The publisher --kv-events-config asks for. */
+export async function createEventPublisher(
+  cfg: KvEventsConfig,
+  opts: { dataParallelRank?: number | null } = {},
+): Promise<KvEventPublisher> {
+  if (!cfg.enabled || cfg.publisher === "null") return new NullEventPublisher();
+  return ZmqEventPublisher.create(cfg, opts);
+}
