@@ -1,6 +1,83 @@
-// Placeholder until this capability lands.
-import { CliError } from "../cli/args.js";
+// `switchyard router`: flags and an optional YAML file (hot-reloaded) → a running router.
+import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../cli/args.js";
+import { onShutdown } from "../obs/lifecycle.js";
+import { ConfigError, type RouterConfigInput } from "./config.js";
+import { startRouter } from "./index.js";
 
-export async function main(_argv: string[]): Promise<number> {
-  throw new CliError("'router' is not built yet");
+const specs: FlagSpecs = {
+  config: { type: "string", help: "YAML config file (watched: changes apply without dropping requests)" },
+  host: { type: "string", default: "0.0.0.0", help: "address to listen on" },
+  port: { type: "int", default: 8080, min: 0, max: 65535, help: "port to listen on" },
+  backend: {
+    type: "list",
+    help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight",
+  },
+  policy: { type: "string", default: "least-load", help: "routing policy: round-robin, least-load, session" },
+  "session-header": { type: "string", default: "x-session-id", help: "header carrying the session key" },
+  "session-key": { type: "string", help: "body field used as the session key when the header is absent" },
+  "engine-api-key": { type: "string", help: "API key the engines expect (default: $VLLM_API_KEY)" },
+  "max-body-size": { type: "size", default: "32MiB", help: "largest request body accepted (413 above)" },
+  "max-in-flight-per-engine": { type: "int", default: 0, min: 0, help: "per-engine in-flight cap; 0 = none" },
+  "queue-size": { type: "int", default: 1024, min: 0, help: "requests that may wait for room (429 beyond)" },
+  "queue-timeout": { type: "string", default: "30s", help: "longest wait in the queue before 429" },
+  "connect-timeout": { type: "string", default: "5s", help: "upstream connect timeout" },
+  "first-byte-timeout": { type: "string", default: "10m", help: "time to the first response byte" },
+  "idle-timeout": { type: "string", default: "5m", help: "longest gap between streamed chunks" },
+  "total-timeout": { type: "string", default: "1h", help: "longest request" },
+  "max-attempts": { type: "int", default: 3, min: 1, max: 10, help: "engines tried per request" },
+};
+
+/** Flags given on the command line, as a partial config (file values stay where flags are silent). */
+function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): RouterConfigInput {
+  const c: Record<string, Record<string, unknown> | unknown> = {};
+  const sub = (k: string): Record<string, unknown> => (c[k] ??= {}) as Record<string, unknown>;
+  const has = (n: string) => given.has(n);
+  if (has("host")) c.host = flags.host;
+  if (has("port")) c.port = flags.port;
+  if (has("policy")) c.policy = flags.policy;
+  if (has("backend")) {
+    c.backends = (flags.backend as string[]).map((b) => {
+      const hash = b.lastIndexOf("#");
+      if (hash < 0) return b;
+      const weight = Number(b.slice(hash + 1));
+      if (!Number.isFinite(weight) || weight < 0)
+        throw new CliError(`--backend ${b}: weight must be a number ≥ 0`);
+      return { url: b.slice(0, hash), weight };
+    });
+  }
+  if (has("session-header")) sub("session").header = flags["session-header"];
+  if (has("session-key")) sub("session").bodyKey = flags["session-key"];
+  if (has("engine-api-key")) c.engineApiKey = flags["engine-api-key"];
+  if (has("max-body-size")) sub("limits").maxBodyBytes = flags["max-body-size"];
+  if (has("max-in-flight-per-engine"))
+    sub("admission").maxInFlightPerEngine = flags["max-in-flight-per-engine"];
+  if (has("queue-size")) sub("admission").queueSize = flags["queue-size"];
+  if (has("queue-timeout")) sub("admission").queueTimeout = flags["queue-timeout"];
+  if (has("connect-timeout")) sub("timeouts").connect = flags["connect-timeout"];
+  if (has("first-byte-timeout")) sub("timeouts").firstByte = flags["first-byte-timeout"];
+  if (has("idle-timeout")) sub("timeouts").idle = flags["idle-timeout"];
+  if (has("total-timeout")) sub("timeouts").total = flags["total-timeout"];
+  if (has("max-attempts")) sub("retry").maxAttempts = flags["max-attempts"];
+  return c as RouterConfigInput;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    console.log(helpText("usage: switchyard router [--config FILE] [--backend URL ...] [options]", specs));
+    return 0;
+  }
+  const { flags, given, positionals } = parseFlags(argv, specs);
+  if (positionals.length > 0) throw new CliError(`unexpected argument '${positionals[0]}'`);
+  let running;
+  try {
+    running = await startRouter(flagsToConfig(flags, given), {
+      configFile: flags.config as string | undefined,
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(err.message);
+    throw err;
+  }
+  onShutdown(() => running.close());
+  await new Promise<never>(() => undefined);
+  return 0;
 }

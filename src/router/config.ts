@@ -1,0 +1,157 @@
+// The router's configuration: one zod schema for the YAML file, flags layered on top, every
+// duration and size readable by people ("5m", "32MiB"). Validation errors name the field.
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { parseSize } from "../cli/args.js";
+import { POLICY_NAMES } from "../routing/index.js";
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration in milliseconds: a number (ms) or text like "250ms", "30s", "5m". */
+const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === "number") return v;
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$/.exec(v);
+  if (!m) {
+    ctx.addIssue({ code: "custom", message: `cannot read '${v}' as a duration (examples: 500ms, 30s, 5m)` });
+    return z.NEVER;
+  }
+  return Number(m[1]) * DURATION_UNITS[m[2] ?? "ms"]!;
+});
+
+const size = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  if (typeof v === "number") return v;
+  try {
+    return parseSize(v);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const backendUrl = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ""));
+
+const backend = z.union([
+  backendUrl.transform((url) => ({ url, weight: 1 })),
+  z.strictObject({
+    url: backendUrl,
+    weight: z.number().nonnegative().default(1),
+    /** overrides the fleet-wide engine API key for this engine */
+    apiKey: z.string().optional(),
+  }),
+]);
+
+export const routerConfigSchema = z.strictObject({
+  host: z.string().default("0.0.0.0"),
+  port: z.number().int().min(0).max(65535).default(8080),
+  backends: z.array(backend).default([]),
+  policy: z.enum(POLICY_NAMES as [string, ...string[]]).default("least-load"),
+  session: z
+    .strictObject({
+      header: z.string().default("x-session-id"),
+      /** top-level body field used when the header is absent (e.g. "user") */
+      bodyKey: z.string().optional(),
+      loadFactor: z.number().min(1).default(1.25),
+    })
+    .prefault({}),
+  /** alias → served model name */
+  aliases: z.record(z.string(), z.string()).default({}),
+  /** API key the engines expect (else VLLM_API_KEY); clients' Authorization is then never forwarded */
+  engineApiKey: z.string().optional(),
+  timeouts: z
+    .strictObject({
+      connect: duration.default(5_000),
+      firstByte: duration.default(600_000),
+      idle: duration.default(300_000),
+      total: duration.default(3_600_000),
+      keepAlive: duration.default(15_000),
+    })
+    .prefault({}),
+  health: z
+    .strictObject({
+      interval: duration.default(1_000),
+      timeout: duration.default(1_000),
+      failuresToEject: z.number().int().min(1).default(2),
+      successesToReadmit: z.number().int().min(1).default(2),
+      /** consecutive connect errors or 5xx answers on live traffic that eject an engine */
+      passiveFailures: z.number().int().min(1).default(3),
+    })
+    .prefault({}),
+  discovery: z
+    .strictObject({
+      modelsInterval: duration.default(10_000),
+      metricsInterval: duration.default(1_000),
+      metricsTimeout: duration.default(1_000),
+      maxMetricsBytes: size.default(4 * 2 ** 20),
+    })
+    .prefault({}),
+  retry: z
+    .strictObject({
+      maxAttempts: z.number().int().min(1).max(10).default(3),
+      /** retries allowed as a fraction of requests over the window */
+      budgetRatio: z.number().min(0).max(10).default(0.2),
+      budgetWindow: duration.default(10_000),
+      /** retries always allowed per window, so a quiet router still fails over */
+      minRetries: z.number().int().min(0).default(10),
+    })
+    .prefault({}),
+  admission: z
+    .strictObject({
+      /** 0 = no cap */
+      maxInFlightPerEngine: z.number().int().min(0).default(0),
+      queueSize: z.number().int().min(0).default(1024),
+      queueTimeout: duration.default(30_000),
+    })
+    .prefault({}),
+  limits: z.strictObject({ maxBodyBytes: size.default(32 * 2 ** 20) }).prefault({}),
+});
+
+export type RouterConfigInput = z.input<typeof routerConfigSchema>;
+export type RouterConfig = z.output<typeof routerConfigSchema>;
+
+export class ConfigError extends Error {}
+
+function describe(err: z.ZodError): string {
+  return err.issues.map((i) => `${i.path.length ? i.path.join(".") : "(root)"}: ${i.message}`).join("; ");
+}
+
+export function parseConfig(input: unknown): RouterConfig {
+  const r = routerConfigSchema.safeParse(input ?? {});
+  if (!r.success) throw new ConfigError(`invalid router config: ${describe(r.error)}`);
+  return r.data;
+}
+
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid YAML: ${(err as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== "object" || Array.isArray(doc))
+    throw new ConfigError(`config file ${path}: expected a mapping`);
+  return doc as Record<string, unknown>;
+}
+
+/** Deep-merges `over` into `base` (objects only; arrays and scalars replace). */
+export function mergeConfig(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] =
+      v && typeof v === "object" && !Array.isArray(v) && b && typeof b === "object" && !Array.isArray(b)
+        ? mergeConfig(b as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}

@@ -1,0 +1,95 @@
+// Programmatic entry: start a router in this process (used by `switchyard up` and by tests).
+import { watch, type FSWatcher } from "node:fs";
+import { basename, dirname } from "node:path";
+import type { AddressInfo } from "node:net";
+import { logger } from "../obs/log.js";
+import {
+  mergeConfig,
+  parseConfig,
+  readConfigFile,
+  type RouterConfig,
+  type RouterConfigInput,
+} from "./config.js";
+import { Router } from "./server.js";
+
+export { Router } from "./server.js";
+export {
+  parseConfig,
+  routerConfigSchema,
+  ConfigError,
+  type RouterConfig,
+  type RouterConfigInput,
+} from "./config.js";
+export { StaticDiscovery, type DiscoverySource, type DiscoverySink, type EngineSpec } from "./discovery.js";
+
+const log = logger("router");
+
+export interface StartOptions {
+  /** YAML file to read and watch; `config` is layered on top of it (flags win over the file) */
+  configFile?: string;
+}
+
+export interface RunningRouter {
+  url: string;
+  router: Router;
+  /** re-reads the config file now (also done on file change) */
+  reload(): void;
+  close(): Promise<void>;
+}
+
+function loadConfig(overrides: RouterConfigInput, file: string | undefined): RouterConfig {
+  const base = file ? readConfigFile(file) : {};
+  return parseConfig(mergeConfig(base, overrides as Record<string, unknown>));
+}
+
+export async function startRouter(
+  config: RouterConfigInput = {},
+  opts: StartOptions = {},
+): Promise<RunningRouter> {
+  const withKey = { ...config };
+  if (withKey.engineApiKey === undefined && process.env.VLLM_API_KEY)
+    withKey.engineApiKey = process.env.VLLM_API_KEY;
+  const cfg = loadConfig(withKey, opts.configFile);
+  const router = new Router(cfg);
+  await router.start();
+  await new Promise<void>((resolve, reject) => {
+    router.server.once("error", reject);
+    router.server.listen(cfg.port, cfg.host, () => resolve());
+  });
+  const addr = router.server.address() as AddressInfo;
+  const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  const shownHost = host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host;
+  const url = `http://${shownHost}:${addr.port}`;
+
+  const reload = () => {
+    try {
+      router.reconfigure(loadConfig({ ...withKey, port: cfg.port, host: cfg.host }, opts.configFile));
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "config reload failed; keeping the previous configuration");
+    }
+  };
+  let watcher: FSWatcher | undefined;
+  let debounce: NodeJS.Timeout | undefined;
+  if (opts.configFile) {
+    // editors replace files (rename) as often as they write them: debounce and re-read either way
+    // (rename over it), so watch the folder and pick out the file's name
+    const name = basename(opts.configFile);
+    watcher = watch(dirname(opts.configFile), { persistent: false }, (_event, changed) => {
+      if (changed !== null && changed !== name) return;
+      clearTimeout(debounce);
+      debounce = setTimeout(reload, 100);
+    });
+    watcher.on("error", (err) => log.warn({ err: err.message }, "config watch failed"));
+  }
+  log.info({ url, backends: cfg.backends.length, policy: cfg.policy }, "router listening");
+  return {
+    url,
+    router,
+    reload,
+    close: async () => {
+      clearTimeout(debounce);
+      watcher?.close();
+      await router.close();
+    },
+  };
+}

@@ -1,0 +1,367 @@
+// The engine registry: one record per engine with its connection pool, served models, health and
+// scraped load. Background loops (health, models, metrics) run concurrently across engines, each
+// with a timeout and at most one probe per engine in flight, so a hung engine never stalls the rest.
+import { EventEmitter } from "node:events";
+import { Pool } from "undici";
+import type { EngineView } from "../routing/index.js";
+import type { DiscoverySink, DiscoverySource, EngineSpec } from "./discovery.js";
+import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
+import { logger } from "../obs/log.js";
+import type { RouterConfig } from "./config.js";
+
+const log = logger("router.registry");
+
+/** One entry of an engine's /v1/models answer, kept as the engine sent it. */
+export interface ModelCard {
+  id: string;
+  parent?: string | null;
+  [k: string]: unknown;
+}
+
+/** An upstream attempt that has not had its response headers yet; ejection aborts it for failover. */
+export interface PendingAttempt {
+  abortForFailover(reason: string): void;
+}
+
+export type HealthState = "probing" | "healthy" | "ejected";
+
+const MAX_MODELS_PER_ENGINE = 4096;
+
+export class Engine {
+  readonly pool: Pool;
+  state: HealthState = "probing";
+  draining = false;
+  healthFailures = 0;
+  healthSuccesses = 0;
+  passiveFailures = 0;
+  lastError = "";
+  modelCards: ModelCard[] = [];
+  load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
+  lastScrapeMs = 0;
+  lastModelsMs = 0;
+  readonly pending = new Set<PendingAttempt>();
+  private probing = { health: false, models: false, metrics: false };
+  /** the view policies read; mutated in place so building a snapshot allocates nothing */
+  readonly view: EngineView & { models: Set<string> };
+
+  constructor(
+    public spec: EngineSpec,
+    cfg: RouterConfig,
+  ) {
+    this.pool = new Pool(spec.url, {
+      pipelining: 1,
+      connections: cfg.admission.maxInFlightPerEngine > 0 ? cfg.admission.maxInFlightPerEngine + 16 : null,
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 600_000,
+      connect: { timeout: cfg.timeouts.connect },
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+    this.view = {
+      id: spec.url,
+      models: new Set(),
+      healthy: false,
+      weight: spec.weight,
+      inFlight: 0,
+      maxInFlight: cfg.admission.maxInFlightPerEngine,
+      running: 0,
+      waiting: 0,
+      kvUsage: 0,
+    };
+  }
+
+  get url(): string {
+    return this.spec.url;
+  }
+
+  get healthy(): boolean {
+    return this.state === "healthy";
+  }
+
+  /** try to claim a probe slot so a slow engine never has two of the same probe in flight */
+  claim(kind: "health" | "models" | "metrics"): boolean {
+    if (this.probing[kind]) return false;
+    this.probing[kind] = true;
+    return true;
+  }
+
+  release(kind: "health" | "models" | "metrics"): void {
+    this.probing[kind] = false;
+  }
+}
+
+export interface RegistryEvents {
+  /** an engine became usable or gained room: queued requests may proceed */
+  capacity: [];
+}
+
+/** Reads at most `max` bytes of an undici body as text; larger bodies are cut off and destroyed. */
+async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > max) {
+      body.destroy();
+      throw new Error(`answer larger than ${max} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size).toString("utf8");
+}
+
+export class Registry extends EventEmitter<RegistryEvents> implements DiscoverySink {
+  readonly engines = new Map<string, Engine>();
+  /** views of the engines in rotation candidates (not draining), rebuilt only on membership change */
+  private viewList: EngineView[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private sources: DiscoverySource[] = [];
+  private stopped = false;
+
+  constructor(
+    private cfg: RouterConfig,
+    private readonly hooks: { onEject?: (url: string, reason: string) => void } = {},
+  ) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  setConfig(cfg: RouterConfig): void {
+    const restartLoops =
+      cfg.health.interval !== this.cfg.health.interval ||
+      cfg.discovery.modelsInterval !== this.cfg.discovery.modelsInterval ||
+      cfg.discovery.metricsInterval !== this.cfg.discovery.metricsInterval;
+    this.cfg = cfg;
+    for (const e of this.engines.values()) e.view.maxInFlight = cfg.admission.maxInFlightPerEngine;
+    if (restartLoops && this.timers.length > 0) {
+      this.stopLoops();
+      this.startLoops();
+    }
+    this.emit("capacity");
+  }
+
+  async addSource(src: DiscoverySource): Promise<void> {
+    this.sources.push(src);
+    await src.start(this);
+  }
+
+  snapshot(): readonly EngineView[] {
+    return this.viewList;
+  }
+
+  upsert(spec: EngineSpec): void {
+    const known = this.engines.get(spec.url);
+    if (known && !known.draining) {
+      known.spec = spec;
+      known.view.weight = spec.weight;
+      return;
+    }
+    if (known) this.finishRemoval(known);
+    const e = new Engine(spec, this.cfg);
+    this.engines.set(spec.url, e);
+    this.rebuildViews();
+    log.info({ engine: spec.url, weight: spec.weight }, "engine added");
+    if (!this.stopped) void this.probeNow(e);
+  }
+
+  remove(url: string): void {
+    const e = this.engines.get(url);
+    if (!e || e.draining) return;
+    // In-flight requests finish on the old engine; it just takes no new ones.
+    e.draining = true;
+    e.view.healthy = false;
+    this.rebuildViews();
+    log.info({ engine: url, inFlight: e.view.inFlight }, "engine removed; draining");
+    if (e.view.inFlight === 0) this.finishRemoval(e);
+  }
+
+  /** called by the proxy when an attempt on a draining engine ends */
+  maybeFinishDrain(e: Engine): void {
+    if (e.draining && e.view.inFlight === 0) this.finishRemoval(e);
+  }
+
+  private finishRemoval(e: Engine): void {
+    if (this.engines.get(e.url) === e) this.engines.delete(e.url);
+    void e.pool.close().catch(() => undefined);
+  }
+
+  private rebuildViews(): void {
+    this.viewList = [...this.engines.values()].filter((e) => !e.draining).map((e) => e.view);
+  }
+
+  /** Every model name some engine serves (ready or not): decides 404 versus 503. */
+  knowsModel(model: string): boolean {
+    for (const e of this.engines.values()) if (!e.draining && e.view.models.has(model)) return true;
+    return false;
+  }
+
+  anyReady(): boolean {
+    for (const e of this.engines.values()) if (e.healthy && !e.draining) return true;
+    return false;
+  }
+
+  // ---- health ---------------------------------------------------------------------------------
+
+  private setHealthy(e: Engine): void {
+    if (e.state === "healthy") return;
+    const was = e.state;
+    e.state = "healthy";
+    e.view.healthy = !e.draining;
+    e.passiveFailures = 0;
+    log.info({ engine: e.url, was }, "engine in rotation");
+    this.emit("capacity");
+  }
+
+  eject(e: Engine, reason: string): void {
+    if (e.state === "ejected") return;
+    const was = e.state;
+    e.state = "ejected";
+    e.view.healthy = false;
+    e.healthSuccesses = 0;
+    if (was === "healthy") {
+      log.warn({ engine: e.url, reason, lastError: e.lastError }, "engine ejected");
+      this.hooks.onEject?.(e.url, reason);
+    }
+    // Requests waiting for headers from this engine go elsewhere now rather than at their timeout.
+    for (const p of [...e.pending]) p.abortForFailover(`engine ejected (${reason})`);
+  }
+
+  /** live traffic: a connect error or 5xx answer from the engine */
+  reportFailure(e: Engine, what: string): void {
+    e.lastError = what;
+    if (++e.passiveFailures >= this.cfg.health.passiveFailures) this.eject(e, "passive");
+  }
+
+  reportSuccess(e: Engine): void {
+    e.passiveFailures = 0;
+  }
+
+  private headers(e: Engine): Record<string, string> {
+    const key = e.spec.apiKey ?? this.cfg.engineApiKey;
+    return key ? { authorization: `Bearer ${key}` } : {};
+  }
+
+  private async get(e: Engine, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
+    const signal = AbortSignal.timeout(Math.max(1, timeoutMs));
+    const res = await e.pool.request({ path, method: "GET", headers: this.headers(e), signal });
+    if (res.statusCode !== 200) {
+      res.body.destroy();
+      throw new Error(`GET ${path} answered ${res.statusCode}`);
+    }
+    return readBounded(res.body, maxBytes);
+  }
+
+  async checkHealth(e: Engine): Promise<void> {
+    if (!e.claim("health")) return;
+    try {
+      await this.get(e, "/health", this.cfg.health.timeout, 64 * 1024);
+      e.healthFailures = 0;
+      e.healthSuccesses++;
+      if (e.state === "probing") {
+        // first contact: admit as soon as the engine has told us its models
+        if (e.view.models.size === 0) await this.refreshModels(e, true);
+        if (e.view.models.size > 0) this.setHealthy(e);
+      } else if (e.state === "ejected" && e.healthSuccesses >= this.cfg.health.successesToReadmit) {
+        if (e.view.models.size === 0) await this.refreshModels(e, true);
+        this.setHealthy(e);
+      }
+    } catch (err) {
+      e.lastError = `health: ${(err as Error).message}`;
+      e.healthSuccesses = 0;
+      if (++e.healthFailures >= this.cfg.health.failuresToEject) this.eject(e, "health");
+    } finally {
+      e.release("health");
+    }
+  }
+
+  async refreshModels(e: Engine, force = false): Promise<void> {
+    if (!force && !e.claim("models")) return;
+    try {
+      const text = await this.get(e, "/v1/models", this.cfg.health.timeout * 5, 8 * 2 ** 20);
+      const doc = JSON.parse(text) as { data?: unknown };
+      if (!Array.isArray(doc.data)) throw new Error("/v1/models: no data array");
+      const cards: ModelCard[] = [];
+      for (const m of doc.data.slice(0, MAX_MODELS_PER_ENGINE)) {
+        if (m && typeof m === "object" && typeof (m as ModelCard).id === "string") cards.push(m as ModelCard);
+      }
+      e.modelCards = cards;
+      const names = new Set(cards.map((c) => c.id));
+      const before = e.view.models;
+      if (names.size !== before.size || [...names].some((n) => !before.has(n))) {
+        e.view.models.clear();
+        for (const n of names) e.view.models.add(n);
+        log.info({ engine: e.url, models: [...names] }, "engine models");
+        this.emit("capacity");
+      }
+      e.lastModelsMs = Date.now();
+    } catch (err) {
+      e.lastError = `models: ${(err as Error).message}`;
+    } finally {
+      if (!force) e.release("models");
+    }
+  }
+
+  async scrapeMetrics(e: Engine): Promise<void> {
+    if (!e.claim("metrics")) return;
+    try {
+      const text = await this.get(
+        e,
+        "/metrics",
+        this.cfg.discovery.metricsTimeout,
+        this.cfg.discovery.maxMetricsBytes,
+      );
+      const load = parseEngineMetrics(text);
+      e.load = load;
+      e.view.running = load.running;
+      e.view.waiting = load.waiting;
+      e.view.kvUsage = load.kvUsage;
+      e.view.blockSize = load.blockSize;
+      e.lastScrapeMs = Date.now();
+    } catch (err) {
+      // stale load would mislead routing: forget it and let in-flight counts speak
+      e.view.running = 0;
+      e.view.waiting = 0;
+      e.lastError = `metrics: ${(err as Error).message}`;
+    } finally {
+      e.release("metrics");
+    }
+  }
+
+  private async probeNow(e: Engine): Promise<void> {
+    await this.checkHealth(e);
+    await this.scrapeMetrics(e);
+  }
+
+  private each(fn: (e: Engine) => Promise<void>): void {
+    for (const e of this.engines.values()) if (!e.draining) void fn(e);
+  }
+
+  startLoops(): void {
+    this.stopped = false;
+    const every = (ms: number, fn: () => void) => {
+      const t = setInterval(fn, Math.max(50, ms));
+      t.unref();
+      this.timers.push(t);
+    };
+    every(this.cfg.health.interval, () => this.each((e) => this.checkHealth(e)));
+    every(this.cfg.discovery.modelsInterval, () =>
+      this.each((e) => (e.state === "ejected" ? Promise.resolve() : this.refreshModels(e))),
+    );
+    every(this.cfg.discovery.metricsInterval, () =>
+      this.each((e) => (e.state === "ejected" ? Promise.resolve() : this.scrapeMetrics(e))),
+    );
+  }
+
+  private stopLoops(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.stopLoops();
+    for (const s of this.sources) await s.stop();
+    await Promise.all([...this.engines.values()].map((e) => e.pool.destroy().catch(() => undefined)));
+    this.engines.clear();
+  }
+}

@@ -1,0 +1,390 @@
+// The router process: node:http server, the route table, request validation at the edge, and the
+// router-local endpoints (/v1/models, /health, /ready, /metrics, /engines).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { Readable } from "node:stream";
+import { HttpError, sendError } from "../http/errors.js";
+import { parseJsonObject, readBody } from "../http/body.js";
+import { createPolicy, type Policy, type PolicyName } from "../routing/index.js";
+import { AdmissionQueue, RetryBudget } from "./admission.js";
+import type { RouterConfig } from "./config.js";
+import { StaticDiscovery } from "./discovery.js";
+import { RouterMetrics } from "./metrics.js";
+import { Proxy, type ProxyRequest } from "./proxy.js";
+import { Registry, type ModelCard } from "./registry.js";
+import { logger } from "../obs/log.js";
+
+const log = logger("router");
+
+/** JSON endpoints relayed to an engine serving the body's `model`. */
+const JSON_ROUTES = new Set([
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/v1/embeddings",
+  "/v1/responses",
+  "/v1/rerank",
+  "/v2/rerank",
+  "/rerank",
+  "/v1/score",
+  "/score",
+  "/pooling",
+  "/classify",
+  "/tokenize",
+  "/detokenize",
+]);
+/** vLLM picks its only model when these omit `model`; the router does the same when the fleet has one. */
+const MODEL_OPTIONAL = new Set(["/tokenize", "/detokenize", "/pooling", "/classify"]);
+const MULTIPART_ROUTES = new Set(["/v1/audio/transcriptions", "/v1/audio/translations"]);
+const MULTIPART_SNIFF_BYTES = 64 * 1024;
+
+function specsOf(cfg: RouterConfig) {
+  return cfg.backends.map((b) => ({
+    url: b.url,
+    weight: b.weight,
+    apiKey: "apiKey" in b ? b.apiKey : undefined,
+  }));
+}
+
+export class Router {
+  readonly registry: Registry;
+  readonly metrics: RouterMetrics;
+  readonly queue: AdmissionQueue;
+  readonly budget: RetryBudget;
+  readonly discovery: StaticDiscovery;
+  private policy: Policy;
+  private readonly proxy: Proxy;
+  readonly server: Server;
+
+  constructor(private cfg: RouterConfig) {
+    this.registry = new Registry(cfg, {
+      onEject: (url, reason) => this.metrics.ejections.inc({ engine: url, reason }),
+    });
+    this.queue = new AdmissionQueue(cfg.admission);
+    this.budget = new RetryBudget(cfg.retry);
+    this.policy = createPolicy(cfg.policy as PolicyName, { sessionLoadFactor: cfg.session.loadFactor });
+    this.metrics = new RouterMetrics({
+      forEachEngine: (fn) => {
+        for (const e of this.registry.engines.values()) {
+          if (e.draining) continue;
+          fn(e.url, {
+            healthy: e.healthy,
+            inFlight: e.view.inFlight,
+            running: e.view.running,
+            waiting: e.view.waiting,
+            kv: e.view.kvUsage,
+          });
+        }
+      },
+      queueDepth: () => this.queue.depth,
+    });
+    this.registry.on("capacity", () => this.queue.kick());
+    this.proxy = new Proxy({
+      registry: this.registry,
+      metrics: this.metrics,
+      queue: this.queue,
+      budget: this.budget,
+      config: () => this.cfg,
+      policy: () => this.policy,
+    });
+    this.discovery = new StaticDiscovery(specsOf(cfg));
+    this.server = createServer(
+      { keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 },
+      (req, res) => {
+        this.route(req, res).catch((err: unknown) => {
+          log.error({ err }, "unhandled router error");
+          if (!res.headersSent) sendError(res, 500, "internal router error");
+          else res.destroy();
+        });
+      },
+    );
+    this.server.maxHeadersCount = 200;
+  }
+
+  get config(): RouterConfig {
+    return this.cfg;
+  }
+
+  async start(): Promise<void> {
+    await this.registry.addSource(this.discovery);
+    this.registry.startLoops();
+  }
+
+  /** Applies a new configuration to new requests; in-flight ones finish under the old one. */
+  reconfigure(cfg: RouterConfig): void {
+    if (cfg.host !== this.cfg.host || cfg.port !== this.cfg.port) {
+      log.warn("host/port changes need a restart; keeping the current listener");
+    }
+    this.cfg = cfg;
+    this.policy = createPolicy(cfg.policy as PolicyName, { sessionLoadFactor: cfg.session.loadFactor });
+    this.queue.setLimits(cfg.admission);
+    this.budget.setOptions(cfg.retry);
+    this.registry.setConfig(cfg);
+    this.discovery.update(specsOf(cfg));
+    log.info({ backends: cfg.backends.length, policy: cfg.policy }, "configuration applied");
+  }
+
+  async close(): Promise<void> {
+    this.queue.clear();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+      // streams still open after a grace period are cut
+      setTimeout(() => this.server.closeAllConnections(), 5_000).unref();
+    });
+    await this.registry.close();
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const path = q >= 0 ? url.slice(0, q) : url;
+    if (req.method === "POST") {
+      if (JSON_ROUTES.has(path)) return this.handleJson(req, res, path, url);
+      if (MULTIPART_ROUTES.has(path)) return this.handleMultipart(req, res, url);
+    } else if (req.method === "GET" || req.method === "HEAD") {
+      switch (path) {
+        case "/health":
+          res.writeHead(200, { "content-length": 0 });
+          return void res.end();
+        case "/ready":
+          if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
+          return sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
+        case "/v1/models":
+          return this.json(res, 200, { object: "list", data: this.models() });
+        case "/engines":
+          return this.json(res, 200, { engines: this.engines() });
+        case "/metrics": {
+          const text = await this.metrics.registry.metrics();
+          res.writeHead(200, { "content-type": this.metrics.registry.contentType });
+          return void res.end(text);
+        }
+      }
+    }
+    req.resume();
+    if (JSON_ROUTES.has(path) || MULTIPART_ROUTES.has(path) || path === "/v1/models") {
+      return sendError(
+        res,
+        new HttpError(405, `method ${req.method} not allowed on ${path}`, null, {}, "BadRequestError"),
+      );
+    }
+    sendError(res, 404, `no route for ${req.method} ${path}`);
+  }
+
+  private json(res: ServerResponse, status: number, value: unknown): void {
+    const body = JSON.stringify(value);
+    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  /** Models of engines in rotation (all engines when none is), each once; aliases listed with their target as root. */
+  models(): ModelCard[] {
+    const seen = new Map<string, ModelCard>();
+    const engines = [...this.registry.engines.values()].filter((e) => !e.draining);
+    const live = engines.filter((e) => e.healthy);
+    for (const e of live.length > 0 ? live : engines) {
+      for (const card of e.modelCards) if (!seen.has(card.id)) seen.set(card.id, card);
+    }
+    for (const [alias, target] of Object.entries(this.cfg.aliases)) {
+      const t = seen.get(target);
+      if (t && !seen.has(alias)) seen.set(alias, { ...t, id: alias, root: t.root ?? target });
+    }
+    return [...seen.values()];
+  }
+
+  engines(): unknown[] {
+    const now = Date.now();
+    return [...this.registry.engines.values()].map((e) => ({
+      url: e.url,
+      weight: e.spec.weight,
+      state: e.draining ? "draining" : e.state,
+      healthy: e.healthy && !e.draining,
+      models: e.modelCards.map((c) => ({ id: c.id, parent: c.parent ?? null })),
+      inFlight: e.view.inFlight,
+      running: e.view.running,
+      waiting: e.view.waiting,
+      kvUsage: e.view.kvUsage,
+      blockSize: e.load.blockSize ?? null,
+      numGpuBlocks: e.load.numGpuBlocks ?? null,
+      scrapeAgeMs: e.lastScrapeMs ? now - e.lastScrapeMs : null,
+      passiveFailures: e.passiveFailures,
+      lastError: e.lastError || null,
+    }));
+  }
+
+  /** The only model name in the fleet, when there is exactly one. */
+  private soleModel(): string | undefined {
+    let only: string | undefined;
+    for (const e of this.registry.engines.values()) {
+      for (const m of e.view.models) {
+        if (only === undefined) only = m;
+        else if (only !== m) return undefined;
+      }
+    }
+    return only;
+  }
+
+  private resolveModel(model: string): string {
+    return this.cfg.aliases[model] ?? model;
+  }
+
+  private async handleJson(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    url: string,
+  ): Promise<void> {
+    let pr: ProxyRequest;
+    try {
+      let body = await readBody(req, this.cfg.limits.maxBodyBytes);
+      const obj = parseJsonObject(req, body);
+      validateFields(path, obj);
+      let model = obj.model as string | undefined;
+      if (model === undefined) {
+        model = MODEL_OPTIONAL.has(path) ? this.soleModel() : undefined;
+        if (model === undefined) throw new HttpError(400, "the request needs a `model` field", "model");
+      } else {
+        const target = this.resolveModel(model);
+        if (target !== model) {
+          // an alias: the engine only knows the target name, so this (rare) request is re-serialised
+          model = target;
+          body = Buffer.from(JSON.stringify({ ...obj, model: target }));
+        }
+      }
+      if (!this.registry.knowsModel(model))
+        throw new HttpError(404, `The model \`${model}\` does not exist.`, "model");
+      pr = {
+        path: url,
+        model,
+        stream: obj.stream === true,
+        sessionKey: this.sessionKey(req, obj),
+        body,
+        parsed: obj,
+      };
+    } catch (err) {
+      if (err instanceof HttpError) {
+        this.metrics.requests.inc({
+          model: "none",
+          engine: "none",
+          status: String(err.status),
+          policy: this.policy.name,
+        });
+        return sendError(res, err);
+      }
+      throw err;
+    }
+    await this.proxy.handle(req, res, pr);
+  }
+
+  private sessionKey(req: IncomingMessage, obj: Record<string, unknown> | undefined): string | undefined {
+    const h = req.headers[this.cfg.session.header.toLowerCase()];
+    if (typeof h === "string" && h !== "") return h;
+    const key = this.cfg.session.bodyKey;
+    if (key && obj) {
+      const v = obj[key];
+      if (typeof v === "string" || typeof v === "number") return String(v);
+    }
+    return undefined;
+  }
+
+  /** Multipart uploads stream through: only the head is read, to find the `model` field. */
+  private async handleMultipart(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
+    const reject = (e: HttpError) => {
+      req.resume();
+      this.metrics.requests.inc({
+        model: "none",
+        engine: "none",
+        status: String(e.status),
+        policy: this.policy.name,
+      });
+      sendError(res, e);
+    };
+    const ctype = String(req.headers["content-type"] ?? "");
+    if (!ctype.toLowerCase().startsWith("multipart/form-data")) {
+      return reject(new HttpError(415, `unsupported Content-Type '${ctype}': expected multipart/form-data`));
+    }
+    const limit = this.cfg.limits.maxBodyBytes;
+    if (Number(req.headers["content-length"] ?? 0) > limit) {
+      return reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`));
+    }
+    const it = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    const head: Buffer[] = [];
+    let size = 0;
+    let ended = false;
+    let model: string | undefined;
+    while (size < MULTIPART_SNIFF_BYTES) {
+      const r = await it.next();
+      if (r.done) {
+        ended = true;
+        break;
+      }
+      head.push(r.value);
+      size += r.value.length;
+      const m = /name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n/.exec(
+        Buffer.concat(head).toString("latin1"),
+      );
+      if (m) {
+        model = Buffer.from(m[1]!, "latin1").toString("utf8");
+        break;
+      }
+    }
+    model = model !== undefined ? this.resolveModel(model) : this.soleModel();
+    if (model === undefined) {
+      return reject(new HttpError(400, "the form needs a `model` field before the file part", "model"));
+    }
+    if (!this.registry.knowsModel(model)) {
+      return reject(new HttpError(404, `The model \`${model}\` does not exist.`, "model"));
+    }
+    let sent = 0;
+    async function* body(): AsyncGenerator<Buffer> {
+      for (const c of head) {
+        sent += c.length;
+        yield c;
+      }
+      if (ended) return;
+      while (true) {
+        const r = await it.next();
+        if (r.done) return;
+        sent += r.value.length;
+        if (sent > limit) throw new HttpError(413, `request body exceeds the limit of ${limit} bytes`);
+        yield r.value;
+      }
+    }
+    const stream = Readable.from(body(), { objectMode: false });
+    await this.proxy.handle(req, res, {
+      path: url,
+      model,
+      stream: false,
+      sessionKey: this.sessionKey(req, undefined),
+      body: stream,
+    });
+  }
+}
+
+const NUMERIC_FIELDS = ["max_tokens", "max_completion_tokens", "n", "temperature", "top_p", "seed"];
+
+/** Cheap checks of the fields the router itself reads or that are wrong in an obvious way. */
+function validateFields(path: string, obj: Record<string, unknown>): void {
+  if (obj.model !== undefined && typeof obj.model !== "string") {
+    throw new HttpError(400, "`model` must be a string", "model");
+  }
+  if (obj.stream !== undefined && obj.stream !== null && typeof obj.stream !== "boolean") {
+    throw new HttpError(400, "`stream` must be a boolean", "stream");
+  }
+  if (path === "/v1/chat/completions" && !Array.isArray(obj.messages)) {
+    throw new HttpError(400, "`messages` must be an array of messages", "messages");
+  }
+  if (path === "/v1/completions") {
+    const p = obj.prompt;
+    if (typeof p !== "string" && !Array.isArray(p)) {
+      throw new HttpError(
+        400,
+        "`prompt` must be a string, a list of strings or a list of token ids",
+        "prompt",
+      );
+    }
+  }
+  for (const f of NUMERIC_FIELDS) {
+    const v = obj[f];
+    if (v !== undefined && v !== null && typeof v !== "number")
+      throw new HttpError(400, `\`${f}\` must be a number`, f);
+  }
+}

@@ -1,0 +1,22 @@
+// Small, allocation-free string hashing for consistent hashing and tie-breaks (FNV-1a 32-bit,
+// then a murmur3 finaliser so that similar keys land far apart).
+
+export function hash32(text: string, seed = 0): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Hash of a pair mapped to (0, 1), for rendezvous hashing. */
+export function unitHash(key: string, id: string): number {
+  const h = hash32(id, hash32(key));
+  return (h + 0.5) / 4294967296;
+}

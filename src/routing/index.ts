@@ -1,0 +1,4 @@
+export * from "./types.js";
+export * from "./filters.js";
+export * from "./policies.js";
+export { hash32, unitHash } from "./hash.js";

@@ -1,0 +1,156 @@
+// The policies of this issue: round-robin, least-load and session affinity. Each is a Policy value
+// (filters → scorers → picker); cache-aware policies plug in later as extra scorers over the same views.
+import { unitHash } from "./hash.js";
+import { applyFilters, standardFilters } from "./filters.js";
+import type { Decision, EngineView, FleetSnapshot, Picker, Policy, RequestView, Scorer } from "./types.js";
+
+const GOLDEN = 0.6180339887498949;
+
+/** Router-local in-flight and scraped queue: whichever is larger stands for the work on the engine. */
+export function engineLoad(e: EngineView): number {
+  const scraped = e.running + e.waiting;
+  return (e.inFlight > scraped ? e.inFlight : scraped) + e.waiting;
+}
+
+function allWeightsEqual(engines: readonly EngineView[]): boolean {
+  const w = engines[0]!.weight;
+  for (let i = 1; i < engines.length; i++) if (engines[i]!.weight !== w) return false;
+  return true;
+}
+
+/** Weighted choice by a deterministic low-discrepancy sequence: over many requests engine i gets w_i / Σw. */
+function weightedBySeq(seq: number, engines: readonly EngineView[]): EngineView {
+  let total = 0;
+  for (const e of engines) total += e.weight;
+  const x = ((seq * GOLDEN) % 1) * total;
+  let acc = 0;
+  for (const e of engines) {
+    acc += e.weight;
+    if (x < acc) return e;
+  }
+  return engines[engines.length - 1]!;
+}
+
+export const roundRobinPicker: Picker = (req, engines) => {
+  if (engines.length === 0) return undefined;
+  if (allWeightsEqual(engines)) return engines[req.seq % engines.length];
+  return weightedBySeq(req.seq, engines);
+};
+
+/** Lower load per unit of weight scores higher: (max − x) / (max − min), as GIE's queue scorer. */
+export const loadScorer: Scorer = {
+  name: "load",
+  weight: 1,
+  score(_req, engines, out) {
+    let min = Infinity;
+    let max = -Infinity;
+    for (let i = 0; i < engines.length; i++) {
+      const e = engines[i]!;
+      const x = (engineLoad(e) + 1) / e.weight;
+      out[i] = x;
+      if (x < min) min = x;
+      if (x > max) max = x;
+    }
+    const span = max - min;
+    for (let i = 0; i < engines.length; i++) out[i] = span > 0 ? (max - out[i]!) / span : 1;
+  },
+};
+
+/** Free KV cache scores higher; a small weight makes it a tie-break between equally loaded engines. */
+export const kvFreeScorer: Scorer = {
+  name: "kv-free",
+  weight: 0.01,
+  score(_req, engines, out) {
+    for (let i = 0; i < engines.length; i++) out[i] = 1 - Math.min(1, Math.max(0, engines[i]!.kvUsage));
+  },
+};
+
+/** Highest score wins; exact ties rotate with the request's seq so equal engines share the work. */
+export const maxScorePicker: Picker = (req, engines, scores) => {
+  if (engines.length === 0) return undefined;
+  let best = -Infinity;
+  let ties = 0;
+  for (let i = 0; i < engines.length; i++) {
+    const s = scores[i]!;
+    if (s > best + 1e-12) {
+      best = s;
+      ties = 1;
+    } else if (Math.abs(s - best) <= 1e-12) ties++;
+  }
+  let k = req.seq % ties;
+  for (let i = 0; i < engines.length; i++) {
+    if (Math.abs(scores[i]! - best) <= 1e-12 && k-- === 0) return engines[i];
+  }
+  return engines[0];
+};
+
+/**
+ * Consistent hashing with bounded loads, done as weighted rendezvous hashing: engines are ranked by
+ * −w / ln(u(key, engine)) and the first whose in-flight is under ⌈c · (total + 1) · w / Σw⌉ wins, so a
+ * hot session spills to its next engine instead of overloading one. No key → least-load.
+ */
+export function sessionPicker(loadFactor: number): Picker {
+  return (req, engines, scores) => {
+    if (engines.length === 0) return undefined;
+    const key = req.sessionKey;
+    if (key === undefined || key === "") return maxScorePicker(req, engines, scores);
+    let total = 0;
+    let sumW = 0;
+    for (const e of engines) {
+      total += e.inFlight;
+      sumW += e.weight;
+    }
+    const ranks = engines.map((e) => ({ e, r: -e.weight / Math.log(unitHash(key, e.id)) }));
+    ranks.sort((a, b) => b.r - a.r);
+    for (const { e } of ranks) {
+      const cap = Math.ceil((loadFactor * (total + 1) * e.weight) / sumW);
+      if (e.inFlight < cap) return e;
+    }
+    return ranks[0]!.e;
+  };
+}
+
+export type PolicyName = "round-robin" | "least-load" | "session";
+export const POLICY_NAMES: readonly PolicyName[] = ["round-robin", "least-load", "session"];
+
+export interface PolicyOptions {
+  /** session: how far above the average in-flight an engine may go before a session spills (≥ 1) */
+  sessionLoadFactor?: number;
+}
+
+export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
+  switch (name) {
+    case "round-robin":
+      return { name, filters: standardFilters, scorers: [], picker: roundRobinPicker };
+    case "least-load":
+      return { name, filters: standardFilters, scorers: [loadScorer, kvFreeScorer], picker: maxScorePicker };
+    case "session":
+      return {
+        name,
+        filters: standardFilters,
+        scorers: [loadScorer, kvFreeScorer],
+        picker: sessionPicker(opts.sessionLoadFactor ?? 1.25),
+      };
+  }
+}
+
+/** Runs a policy over a snapshot: the whole decision, pure. */
+export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): Decision {
+  const { candidates, emptiedAt } = applyFilters(policy.filters, req, fleet.engines);
+  if (emptiedAt === 0) return { kind: "unknown-model" };
+  if (candidates.length === 0) {
+    // emptied by the health/exclude stages → nothing usable; by the capacity stage → wait for room
+    const lastStage = policy.filters.length - 1;
+    return emptiedAt === lastStage ? { kind: "saturated" } : { kind: "unavailable" };
+  }
+  const scores = new Float64Array(candidates.length);
+  if (policy.scorers.length > 0) {
+    const tmp = new Float64Array(candidates.length);
+    for (const s of policy.scorers) {
+      s.score(req, candidates, tmp);
+      for (let i = 0; i < tmp.length; i++) scores[i] = scores[i]! + s.weight * tmp[i]!;
+    }
+  }
+  const engine = policy.picker(req, candidates, scores);
+  return engine ? { kind: "picked", engine } : { kind: "unavailable" };
+}

@@ -1,0 +1,81 @@
+// The vocabulary every routing policy speaks. Policies are pure functions of a request view and a
+// fleet snapshot, so the live router and the virtual-time fleet simulator run the same code: the
+// caller owns every piece of state (counters, clocks) and passes it in.
+
+/** What a policy may know about a request. Cache-aware policies read `prompt` / `messages`. */
+export interface RequestView {
+  /** the served model or adapter name the request resolved to */
+  model: string;
+  /** a monotonically increasing number the caller assigns; round-robin spreads on it */
+  seq: number;
+  /** session-affinity key from a header or body field, when one was given */
+  sessionKey?: string | undefined;
+  /** rendered prompt text (completions) — for cache-aware policies */
+  prompt?: unknown;
+  /** chat messages — for cache-aware policies */
+  messages?: unknown;
+  /** engines already tried for this request (failover): never picked again */
+  exclude?: ReadonlySet<string> | undefined;
+}
+
+/** What a policy may know about an engine at the moment of the decision. */
+export interface EngineView {
+  /** stable identity: the engine's base URL */
+  id: string;
+  /** served model names, base models and LoRA adapters alike */
+  models: ReadonlySet<string>;
+  /** admitted by health checks and not ejected */
+  healthy: boolean;
+  /** relative share of traffic among healthy engines (canary rollouts); 0 takes none */
+  weight: number;
+  /** requests this router has in flight on the engine */
+  inFlight: number;
+  /** this router's per-engine in-flight cap; 0 = none */
+  maxInFlight: number;
+  /** scraped vllm:num_requests_running (sum over the engine's series) */
+  running: number;
+  /** scraped vllm:num_requests_waiting */
+  waiting: number;
+  /** scraped vllm:kv_cache_usage_perc, 0..1 */
+  kvUsage: number;
+  /** block size from vllm:cache_config_info, when known (cache-aware policies) */
+  blockSize?: number | undefined;
+}
+
+export interface FleetSnapshot {
+  engines: readonly EngineView[];
+}
+
+/** Narrows the candidate set. Must return a subset of its input (may be the input itself). */
+export type Filter = (req: RequestView, engines: readonly EngineView[]) => readonly EngineView[];
+
+/** Scores candidates in [0, 1], higher is better; `out[i]` belongs to `engines[i]`. */
+export interface Scorer {
+  name: string;
+  weight: number;
+  score(req: RequestView, engines: readonly EngineView[], out: Float64Array): void;
+}
+
+/** Picks one candidate given the weighted score sum per candidate. */
+export type Picker = (
+  req: RequestView,
+  engines: readonly EngineView[],
+  scores: Float64Array,
+) => EngineView | undefined;
+
+/** A routing policy in the Gateway API Inference Extension shape: filters → scorers → picker. */
+export interface Policy {
+  name: string;
+  filters: readonly Filter[];
+  scorers: readonly Scorer[];
+  picker: Picker;
+}
+
+export type Decision =
+  | { kind: "picked"; engine: EngineView }
+  /** engines serve the model but none is healthy */
+  | { kind: "unavailable" }
+  /** healthy engines serve the model but all are at their in-flight cap */
+  | { kind: "saturated" }
+  /** no engine serves the model */
+  | { kind: "unknown-model" };
