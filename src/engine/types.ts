@@ -14,6 +14,8 @@ export interface GpuProfile {
   hbmBandwidth: number;
   /** host<->GPU link bandwidth one way, bytes/s (PCIe or C2C) */
   hostLinkBandwidth: number;
+  /** GPU<->GPU bandwidth one way for tensor parallel all-reduce, bytes/s (NVLink); PCIe figure when absent */
+  interconnectBandwidth?: number;
   source: string;
 }
 

@@ -1,0 +1,214 @@
+// Drivers own the clock. RealTimeDriver runs an engine against wall-clock time (optionally scaled), as
+// `switchyard sim` does; VirtualDriver jumps from event to event for the fleet simulator. Both use the
+// very same beginStep/completeStep, so the two clocks can never model different engines.
+import type { Engine } from "./engine.js";
+
+/** how far behind the ideal timeline the driver may fall before it resynchronises instead of catching up */
+const MAX_CATCH_UP_S = 0.05;
+
+/** Wall-clock seconds (monotonic). */
+export function wallSeconds(): number {
+  return performance.now() / 1000;
+}
+
+export interface RealTimeDriverOptions {
+  /** wall seconds per modelled second: 1 = real time, 0.1 = ten times faster */
+  timeScale?: number;
+  /** clock in seconds; defaults to performance.now()/1000 */
+  clock?: () => number;
+  /** called when a step throws (the driver stops) */
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * Runs beginStep → wait duration × timeScale → completeStep in a loop while the engine has work.
+ * Waits are scheduled against the ideal timeline (the end of the previous step), not "now + duration",
+ * so timer lateness does not accumulate over long runs.
+ */
+export class RealTimeDriver {
+  private readonly engine: Engine;
+  private readonly timeScale: number;
+  private readonly clock: () => number;
+  private readonly onError: (err: unknown) => void;
+  private running = false;
+  private stopped = false;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private immediate: ReturnType<typeof setImmediate> | null = null;
+  /** when the step in flight is due to end on the ideal timeline, seconds */
+  private due = 0;
+
+  constructor(engine: Engine, opts: RealTimeDriverOptions = {}) {
+    const scale = opts.timeScale ?? 1;
+    if (!(scale > 0)) throw new RangeError(`timeScale must be > 0, got ${scale}`);
+    this.engine = engine;
+    this.timeScale = scale;
+    this.clock = opts.clock ?? wallSeconds;
+    this.onError =
+      opts.onError ??
+      ((err) => {
+        throw err;
+      });
+  }
+
+  /** call after add(): starts the loop if it is idle */
+  wake(): void {
+    if (this.running || this.stopped) return;
+    this.running = true;
+    this.due = this.clock();
+    this.step();
+  }
+
+  private step(): void {
+    if (this.stopped) return;
+    try {
+      const now = this.clock();
+      // keep to the ideal timeline (a late timer shortens the next wait) unless we fell far behind it
+      const start = now - this.due > MAX_CATCH_UP_S ? now : this.due;
+      const plan = this.engine.beginStep(now);
+      if (!plan) {
+        this.running = false;
+        return;
+      }
+      this.due = start + plan.duration * this.timeScale;
+      this.schedule(this.due - this.clock());
+    } catch (err) {
+      this.running = false;
+      this.onError(err);
+    }
+  }
+
+  private schedule(delaySeconds: number): void {
+    const fire = () => {
+      this.timer = null;
+      this.immediate = null;
+      if (this.stopped) return;
+      try {
+        this.engine.completeStep(this.clock());
+      } catch (err) {
+        this.running = false;
+        this.onError(err);
+        return;
+      }
+      this.step();
+    };
+    if (delaySeconds < 0.001) this.immediate = setImmediate(fire);
+    else this.timer = setTimeout(fire, delaySeconds * 1000);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.timer = null;
+    this.immediate = null;
+    this.running = false;
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+}
+
+/**
+ * Virtual time for simulators: engines and timed callbacks share one clock that jumps to the next event.
+ * Deterministic: ties run in the order they were scheduled.
+ */
+export class VirtualDriver {
+  private nowS = 0;
+  private seq = 0;
+  /** binary min-heap of pending callbacks by (time, seq) */
+  private readonly heap: { t: number; seq: number; fn: () => void }[] = [];
+  private readonly engines = new Map<Engine, { busy: boolean }>();
+
+  get now(): number {
+    return this.nowS;
+  }
+
+  /** runs fn at absolute virtual time t (>= now) */
+  at(t: number, fn: () => void): void {
+    const item = { t: Math.max(t, this.nowS), seq: this.seq++, fn };
+    const h = this.heap;
+    h.push(item);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (this.less(h[p]!, h[i]!)) break;
+      [h[p], h[i]] = [h[i]!, h[p]!];
+      i = p;
+    }
+  }
+
+  after(delay: number, fn: () => void): void {
+    this.at(this.nowS + delay, fn);
+  }
+
+  private less(a: { t: number; seq: number }, b: { t: number; seq: number }): boolean {
+    return a.t < b.t || (a.t === b.t && a.seq < b.seq);
+  }
+
+  private pop(): { t: number; seq: number; fn: () => void } | undefined {
+    const h = this.heap;
+    if (h.length === 0) return undefined;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && this.less(h[l]!, h[m]!)) m = l;
+        if (r < h.length && this.less(h[r]!, h[m]!)) m = r;
+        if (m === i) break;
+        [h[m], h[i]] = [h[i]!, h[m]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  /** registers an engine; call wake(engine) after adding requests to it */
+  attach(engine: Engine): void {
+    if (!this.engines.has(engine)) this.engines.set(engine, { busy: false });
+  }
+
+  wake(engine: Engine): void {
+    this.attach(engine);
+    const st = this.engines.get(engine)!;
+    if (st.busy) return;
+    this.runStep(engine, st);
+  }
+
+  private runStep(engine: Engine, st: { busy: boolean }): void {
+    const plan = engine.beginStep(this.nowS);
+    if (!plan) {
+      st.busy = false;
+      return;
+    }
+    st.busy = true;
+    this.at(this.nowS + plan.duration, () => {
+      engine.completeStep(this.nowS);
+      this.runStep(engine, st);
+    });
+  }
+
+  /** processes events until none are left or virtual time would pass `until`; returns the events run */
+  run(until = Infinity): number {
+    let n = 0;
+    for (;;) {
+      const next = this.heap[0];
+      if (!next || next.t > until) break;
+      this.pop();
+      this.nowS = next.t;
+      next.fn();
+      n++;
+    }
+    if (until !== Infinity && this.nowS < until) this.nowS = until;
+    return n;
+  }
+
+  get pending(): number {
+    return this.heap.length;
+  }
+}

@@ -1,0 +1,503 @@
+// The engine model: vLLM V1's scheduler over a paged KV cache with prefix caching, an optional CPU
+// offload tier and a roofline step time. No I/O and no clock: a driver calls beginStep(now) to schedule
+// a batch and learn how long it takes, then completeStep(now) when that time has passed.
+import type { KvEvent } from "../kvevents/events.js";
+import { BlockPool } from "./block-pool.js";
+import { kvCapacity, type KvCapacity } from "./capacity.js";
+import { validateEngineConfig } from "./config.js";
+import { extraKeysFor, hashBlockTokens, noneHash } from "./hashing.js";
+import { CpuTier } from "./offload.js";
+import { StepTimer, type StepWork } from "./timing.js";
+import type {
+  EngineConfig,
+  EngineCounters,
+  EngineObserver,
+  EngineRequest,
+  EngineSnapshot,
+  FinishReason,
+  RequestTimings,
+  StepPlan,
+} from "./types.js";
+
+const enum Status {
+  Waiting,
+  Running,
+  Done,
+}
+
+/** Per-request state. Token ids grow as outputs are sampled; hashes grow as blocks fill. */
+class Req {
+  readonly tokens: number[];
+  readonly promptLen: number;
+  numComputed = 0;
+  readonly blocks: number[] = [];
+  /** full-block hash ids and digests computed so far, in chain order */
+  readonly hashIds: bigint[] = [];
+  readonly hashDigests: Buffer[] = [];
+  /** how many of this request's leading blocks have been offered to the prefix cache */
+  numCachedBlocks = 0;
+  status = Status.Waiting;
+  outputs = 0;
+  /** tokens scheduled in the step in flight (0 when not scheduled) */
+  stepTokens = 0;
+  /** tokens computed before the last preemption that have not been recomputed yet */
+  recomputeLeft = 0;
+  preemptions = 0;
+  cachedTokens = -1;
+  firstScheduledTime = -1;
+  firstTokenTime = -1;
+  finishReason: FinishReason | null = null;
+
+  constructor(
+    readonly r: EngineRequest,
+    readonly seq: number,
+  ) {
+    this.tokens = r.promptTokenIds.slice();
+    this.promptLen = r.promptTokenIds.length;
+  }
+}
+
+function newCounters(): EngineCounters {
+  return {
+    numPreemptions: 0,
+    prefixCacheQueries: 0,
+    prefixCacheHits: 0,
+    promptTokens: 0,
+    generationTokens: 0,
+    recomputedTokens: 0,
+    offloadStoredBlocks: 0,
+    offloadLoadedBlocks: 0,
+    offloadHitTokens: 0,
+    offloadBytesToCpu: 0,
+    offloadBytesToGpu: 0,
+    offloadTransferSeconds: 0,
+    steps: 0,
+    busySeconds: 0,
+  };
+}
+
+export class Engine {
+  readonly config: EngineConfig;
+  readonly capacity: KvCapacity;
+  private readonly observer: EngineObserver;
+  private readonly pool: BlockPool;
+  private readonly cpu: CpuTier | null;
+  private readonly timer: StepTimer;
+  private readonly events: KvEvent[] = [];
+  private readonly requests = new Map<string, Req>();
+  private readonly running: Req[] = [];
+  private waiting: Req[] = [];
+  private readonly scheduled: Req[] = [];
+  private readonly finishedScratch: Req[] = [];
+  private readonly counters = newCounters();
+  private readonly noneHash: Buffer;
+  private readonly hashing: boolean;
+  private nextSeq = 0;
+  private inFlight = false;
+  private stepDuration = 0;
+  private stepLoadSeconds = 0;
+  /** the latest time a driver passed in (aborts carry no time of their own) */
+  private lastNow = 0;
+
+  constructor(config: EngineConfig, observer: EngineObserver) {
+    validateEngineConfig(config);
+    this.config = config;
+    this.observer = observer;
+    this.capacity = kvCapacity(config);
+    this.pool = new BlockPool(this.capacity.numGpuBlocks, this.events);
+    this.pool.enableEvents = config.enablePrefixCaching;
+    this.cpu = config.offload ? new CpuTier(this.capacity.numCpuBlocks, this.events) : null;
+    this.timer = new StepTimer(config);
+    this.noneHash = noneHash(config.hashSeed);
+    this.hashing = config.enablePrefixCaching || this.cpu !== null;
+  }
+
+  /** vLLM's 400 message when prompt + max_tokens does not fit max_model_len, else null */
+  validateRequest(promptLen: number, maxTokens: number): string | null {
+    const max = this.config.maxModelLen;
+    if (promptLen >= max) {
+      return `This model's maximum context length is ${max} tokens. However, your request has ${promptLen} input tokens. Please reduce the length of the input messages.`;
+    }
+    if (promptLen + maxTokens > max) {
+      return `'max_tokens' or 'max_completion_tokens' is too large: ${maxTokens}. This model's maximum context length is ${max} tokens and your request has ${promptLen} input tokens (${maxTokens} > ${max} - ${promptLen}).`;
+    }
+    return null;
+  }
+
+  add(req: EngineRequest): void {
+    if (this.requests.has(req.requestId)) throw new Error(`duplicate request id ${req.requestId}`);
+    if (req.promptTokenIds.length === 0) throw new Error(`request ${req.requestId}: empty prompt`);
+    const err = this.validateRequest(req.promptTokenIds.length, req.maxTokens);
+    if (err) throw new Error(err);
+    if (!(req.maxTokens >= 1)) throw new Error(`request ${req.requestId}: max_tokens must be >= 1`);
+    const r = new Req(req, this.nextSeq++);
+    this.requests.set(req.requestId, r);
+    this.counters.promptTokens += r.promptLen;
+    this.enqueueWaiting(r, false);
+  }
+
+  private before(a: Req, b: Req): boolean {
+    if (this.config.schedulingPolicy === "priority" && a.r.priority !== b.r.priority)
+      return a.r.priority < b.r.priority;
+    return a.r.arrivalTime !== b.r.arrivalTime ? a.r.arrivalTime < b.r.arrivalTime : a.seq < b.seq;
+  }
+
+  private enqueueWaiting(r: Req, front: boolean): void {
+    r.status = Status.Waiting;
+    if (this.config.schedulingPolicy === "priority") {
+      // sorted by (priority, arrival): binary search for the insertion point
+      let lo = 0;
+      let hi = this.waiting.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (this.before(this.waiting[mid]!, r)) lo = mid + 1;
+        else hi = mid;
+      }
+      this.waiting.splice(lo, 0, r);
+    } else if (front) {
+      this.waiting.unshift(r);
+    } else {
+      this.waiting.push(r);
+    }
+  }
+
+  abort(requestId: string): boolean {
+    const r = this.requests.get(requestId);
+    if (!r || r.status === Status.Done) return false;
+    if (r.status === Status.Waiting) {
+      const i = this.waiting.indexOf(r);
+      if (i >= 0) this.waiting.splice(i, 1);
+    } else {
+      const i = this.running.indexOf(r);
+      if (i >= 0) this.running.splice(i, 1);
+    }
+    this.finish(r, "abort", this.lastNow);
+    return true;
+  }
+
+  hasWork(): boolean {
+    return this.running.length > 0 || this.waiting.length > 0;
+  }
+
+  // ---- hashing and caching ----------------------------------------------------------------------
+
+  private ensureHashes(r: Req, numBlocks: number): void {
+    const bs = this.config.blockSize;
+    for (let b = r.hashIds.length; b < numBlocks; b++) {
+      const parent = b === 0 ? this.noneHash : r.hashDigests[b - 1]!;
+      const d = hashBlockTokens(
+        parent,
+        r.tokens.slice(b * bs, (b + 1) * bs),
+        extraKeysFor(b, r.r.loraName, r.r.cacheSalt),
+      );
+      r.hashDigests.push(d);
+      r.hashIds.push(d.readBigUInt64BE(24));
+    }
+  }
+
+  /** puts the request's full, computed-by-the-end-of-this-step blocks into the prefix cache (and CPU tier) */
+  private cacheFullBlocks(r: Req, numTokens: number): void {
+    if (!this.hashing) return;
+    const bs = this.config.blockSize;
+    const full = Math.floor(numTokens / bs);
+    if (full <= r.numCachedBlocks) return;
+    this.ensureHashes(r, full);
+    const first = r.numCachedBlocks;
+    if (this.config.enablePrefixCaching) {
+      // one BlockStored per contiguous run of newly cached blocks (a duplicate block splits the run)
+      let runStart = -1;
+      for (let b = first; b < full; b++) {
+        if (this.pool.cacheBlock(r.blocks[b]!, r.hashIds[b]!, r.hashDigests[b]!)) {
+          if (runStart < 0) runStart = b;
+        } else if (runStart >= 0) {
+          this.emitStored(r, runStart, b);
+          runStart = -1;
+        }
+      }
+      if (runStart >= 0) this.emitStored(r, runStart, full);
+    }
+    if (this.cpu) {
+      const ids = r.hashIds.slice(first, full);
+      const stored = this.cpu.store(
+        ids,
+        first > 0 ? r.hashIds[first - 1]! : null,
+        r.tokens.slice(first * bs, full * bs),
+        bs,
+        r.r.loraName,
+      );
+      this.counters.offloadStoredBlocks += stored;
+      this.counters.offloadBytesToCpu +=
+        stored * this.capacity.blockBytesPerGpu * this.config.tensorParallelSize;
+    }
+    r.numCachedBlocks = full;
+  }
+
+  private emitStored(r: Req, start: number, end: number): void {
+    const bs = this.config.blockSize;
+    this.events.push({
+      type: "BlockStored",
+      blockHashes: r.hashIds.slice(start, end),
+      parentBlockHash: start > 0 ? r.hashIds[start - 1]! : null,
+      tokenIds: r.tokens.slice(start * bs, end * bs),
+      blockSize: bs,
+      loraId: null,
+      medium: "GPU",
+      loraName: r.r.loraName,
+    });
+  }
+
+  // ---- scheduling -------------------------------------------------------------------------------
+
+  private blocksFor(tokens: number): number {
+    return Math.ceil(tokens / this.config.blockSize);
+  }
+
+  private pickVictim(): Req {
+    if (this.config.schedulingPolicy !== "priority") return this.running[this.running.length - 1]!;
+    let v = this.running[0]!;
+    for (const r of this.running) if (this.before(v, r)) v = r;
+    return v;
+  }
+
+  private preempt(v: Req): void {
+    const i = this.running.indexOf(v);
+    if (i >= 0) this.running.splice(i, 1);
+    if (v.stepTokens > 0) {
+      const j = this.scheduled.indexOf(v);
+      if (j >= 0) this.scheduled.splice(j, 1);
+      v.stepTokens = 0;
+    }
+    this.pool.free(v.blocks);
+    v.blocks.length = 0;
+    v.recomputeLeft = Math.max(v.recomputeLeft, v.numComputed);
+    v.numComputed = 0;
+    v.numCachedBlocks = 0;
+    v.preemptions++;
+    this.counters.numPreemptions++;
+    this.enqueueWaiting(v, true);
+  }
+
+  private noteComputed(r: Req, numNew: number): void {
+    if (r.recomputeLeft > 0) {
+      const n = Math.min(numNew, r.recomputeLeft);
+      this.counters.recomputedTokens += n;
+      r.recomputeLeft -= n;
+    }
+  }
+
+  beginStep(now: number): StepPlan | null {
+    if (this.inFlight) throw new Error("beginStep called while a step is in flight");
+    this.lastNow = Math.max(this.lastNow, now);
+    const cfg = this.config;
+    let budget = cfg.maxNumBatchedTokens;
+    let preempted = false;
+    this.stepLoadSeconds = 0;
+    let loadBytes = 0;
+    this.scheduled.length = 0;
+
+    // running requests first, in order
+    let i = 0;
+    while (i < this.running.length && budget > 0) {
+      const r = this.running[i]!;
+      let numNew = Math.min(r.tokens.length - r.numComputed, budget);
+      if (numNew <= 0) {
+        i++;
+        continue;
+      }
+      let selfPreempted = false;
+      for (;;) {
+        const need = this.blocksFor(r.numComputed + numNew) - r.blocks.length;
+        if (need <= 0 || this.pool.allocate(need, r.blocks)) break;
+        const v = this.pickVictim();
+        const vi = this.running.indexOf(v);
+        if (v.stepTokens > 0) budget += v.stepTokens;
+        this.preempt(v);
+        preempted = true;
+        if (v === r) {
+          selfPreempted = true;
+          break;
+        }
+        if (vi < i) i--;
+      }
+      if (selfPreempted) continue;
+      numNew = Math.min(numNew, budget);
+      this.schedule(r, numNew, now);
+      budget -= numNew;
+      i++;
+    }
+
+    // then waiting requests, unless this step had to preempt (vLLM skips admissions then)
+    while (!preempted && budget > 0 && this.waiting.length > 0 && this.running.length < cfg.maxNumSeqs) {
+      const r = this.waiting[0]!;
+      const bs = cfg.blockSize;
+      const numTokens = r.tokens.length;
+      // at least the last token is computed, so the hit is capped at whole blocks below numTokens
+      const maxHit = Math.floor((numTokens - 1) / bs);
+      let gpuHit = 0;
+      let cpuHit = 0;
+      if (this.hashing && maxHit > 0) this.ensureHashes(r, maxHit);
+      if (cfg.enablePrefixCaching) {
+        while (gpuHit < maxHit && this.pool.lookup(r.hashIds[gpuHit]!) >= 0) gpuHit++;
+      }
+      if (this.cpu) {
+        while (gpuHit + cpuHit < maxHit && this.cpu.has(r.hashIds[gpuHit + cpuHit]!)) cpuHit++;
+      }
+      const hitTokens = (gpuHit + cpuHit) * bs;
+      const numNew = Math.min(numTokens - hitTokens, budget);
+      let hitFree = 0;
+      for (let b = 0; b < gpuHit; b++) if (this.pool.refs(this.pool.lookup(r.hashIds[b]!)) === 0) hitFree++;
+      const need = this.blocksFor(hitTokens + numNew) - gpuHit;
+      if (need > this.pool.numFreeBlocks - hitFree) break;
+
+      this.waiting.shift();
+      for (let b = 0; b < gpuHit; b++) {
+        const blk = this.pool.lookup(r.hashIds[b]!);
+        this.pool.touch(blk);
+        r.blocks.push(blk);
+      }
+      this.pool.allocate(need, r.blocks);
+      if (cpuHit > 0) {
+        for (let b = gpuHit; b < gpuHit + cpuHit; b++) this.cpu!.touch(r.hashIds[b]!);
+        const perGpu = cpuHit * this.capacity.blockBytesPerGpu;
+        loadBytes += perGpu;
+        this.counters.offloadLoadedBlocks += cpuHit;
+        this.counters.offloadHitTokens += cpuHit * bs;
+        this.counters.offloadBytesToGpu += perGpu * cfg.tensorParallelSize;
+      }
+      if (cfg.enablePrefixCaching) {
+        this.counters.prefixCacheQueries += numTokens;
+        this.counters.prefixCacheHits += gpuHit * bs;
+      }
+      r.numComputed = hitTokens;
+      r.numCachedBlocks = gpuHit;
+      r.recomputeLeft = Math.max(0, r.recomputeLeft - hitTokens);
+      if (r.cachedTokens < 0) r.cachedTokens = hitTokens;
+      r.status = Status.Running;
+      this.running.push(r);
+      this.schedule(r, numNew, now);
+      budget -= numNew;
+    }
+
+    if (this.scheduled.length === 0) return null;
+
+    const work: StepWork = {
+      prefillTokens: 0,
+      decodeSeqs: 0,
+      attentionContext: 0,
+      kvReadTokens: 0,
+      loadBytesPerGpu: loadBytes,
+    };
+    for (const r of this.scheduled) {
+      const n = r.stepTokens;
+      const c = r.numComputed;
+      if (n === 1 && r.outputs > 0 && c + 1 === r.tokens.length) work.decodeSeqs++;
+      else work.prefillTokens += n;
+      work.attentionContext += n * c + (n * (n + 1)) / 2;
+      work.kvReadTokens += c;
+    }
+    const t = this.timer.time(work);
+    this.stepLoadSeconds = t.transfer;
+    this.inFlight = true;
+    this.stepDuration = t.duration;
+    return { duration: t.duration, prefillTokens: work.prefillTokens, decodeSeqs: work.decodeSeqs };
+  }
+
+  private schedule(r: Req, numNew: number, now: number): void {
+    r.stepTokens = numNew;
+    if (r.firstScheduledTime < 0) r.firstScheduledTime = now;
+    this.noteComputed(r, numNew);
+    this.cacheFullBlocks(r, r.numComputed + numNew);
+    this.scheduled.push(r);
+  }
+
+  completeStep(now: number): void {
+    if (!this.inFlight) throw new Error("completeStep called with no step in flight");
+    this.inFlight = false;
+    this.lastNow = Math.max(this.lastNow, now);
+    this.counters.steps++;
+    this.counters.busySeconds += this.stepDuration;
+    this.counters.offloadTransferSeconds += this.stepLoadSeconds;
+    const done = this.finishedScratch;
+    done.length = 0;
+    for (const r of this.scheduled) {
+      if (r.status !== Status.Running || r.stepTokens === 0) continue;
+      r.numComputed += r.stepTokens;
+      r.stepTokens = 0;
+      if (r.numComputed < r.tokens.length) continue; // a prefill chunk: no token yet
+      const tok = r.r.sampleToken(r.outputs);
+      r.tokens.push(tok);
+      r.outputs++;
+      this.counters.generationTokens++;
+      if (r.firstTokenTime < 0) r.firstTokenTime = now;
+      this.observer.onTokens(r.r.requestId, [tok], now);
+      // the modelled EOS wins over the length limit when both land on the same token, as in vLLM
+      if (!r.r.ignoreEos && r.outputs >= r.r.stopAfter && r.outputs >= r.r.minTokens) r.finishReason = "stop";
+      else if (r.outputs >= r.r.maxTokens || r.tokens.length >= this.config.maxModelLen)
+        r.finishReason = "length";
+      else continue;
+      done.push(r);
+    }
+    this.scheduled.length = 0;
+    for (const r of done) {
+      const reason = r.finishReason!;
+      const i = this.running.indexOf(r);
+      if (i >= 0) this.running.splice(i, 1);
+      this.finish(r, reason, now);
+    }
+    this.flushEvents(now);
+  }
+
+  private finish(r: Req, reason: FinishReason, now: number): void {
+    r.status = Status.Done;
+    if (r.blocks.length > 0) {
+      this.pool.free(r.blocks);
+      r.blocks.length = 0;
+    }
+    this.requests.delete(r.r.requestId);
+    const timings: RequestTimings = {
+      arrivalTime: r.r.arrivalTime,
+      firstScheduledTime: r.firstScheduledTime,
+      firstTokenTime: r.firstTokenTime,
+      finishedTime: now,
+      promptTokens: r.promptLen,
+      outputTokens: r.outputs,
+      cachedTokens: Math.max(0, r.cachedTokens),
+      preemptions: r.preemptions,
+    };
+    this.observer.onFinished(r.r.requestId, reason, timings);
+  }
+
+  private flushEvents(now: number): void {
+    if (this.events.length === 0) return;
+    const batch = this.events.splice(0, this.events.length);
+    this.observer.onKvEvents?.(batch, now);
+  }
+
+  snapshot(): EngineSnapshot {
+    return {
+      numRunning: this.running.length,
+      numWaiting: this.waiting.length,
+      kvCacheUsage: this.pool.usage(),
+      numGpuBlocks: this.capacity.numGpuBlocks,
+      numCpuBlocks: this.capacity.numCpuBlocks,
+      counters: this.counters,
+    };
+  }
+
+  /** drops the GPU prefix cache (and the CPU tier); false while blocks are in use, like vLLM */
+  resetPrefixCache(): boolean {
+    if (!this.pool.reset()) return false;
+    this.cpu?.clear();
+    this.flushEvents(this.lastNow);
+    return true;
+  }
+
+  /** free-queue order and cached-block count, for tests and debugging */
+  debugState(): { freeQueue: number[]; cachedBlocks: number; cpuBlocks: number } {
+    return {
+      freeQueue: this.pool.freeQueue(),
+      cachedBlocks: this.pool.numCachedBlocks,
+      cpuBlocks: this.cpu?.size ?? 0,
+    };
+  }
+}

@@ -1,0 +1,86 @@
+// The roofline step-time model: one forward pass over THIS step's batch, never per request.
+//   compute = FLOPs / (peak × COMPUTE_EFFICIENCY)
+//   memory  = bytes / (HBM bandwidth × MEMORY_EFFICIENCY)
+//   step    = max(compute, memory) + TP all-reduce time + STEP_OVERHEAD + offload load time
+// Every constant and its source is listed in docs/engine-model.md.
+import type { EngineConfig } from "./types.js";
+import { kvHeadsPerGpu } from "./capacity.js";
+
+/** fraction of dense peak FLOP/s a serving forward pass sustains (MFU); see docs/engine-model.md */
+export const COMPUTE_EFFICIENCY = 0.5;
+/** fraction of HBM bandwidth achieved: measured 3.0 of 3.35 TB/s on H100 (benchmarks.md) */
+export const MEMORY_EFFICIENCY = 0.9;
+/** fixed per-step cost not hidden behind the GPU: scheduling, input prep, sampling, output processing */
+export const STEP_OVERHEAD_S = 0.002;
+/** latency of one tensor-parallel all-reduce (vLLM's custom all-reduce on NVLink, small messages) */
+export const ALL_REDUCE_LATENCY_S = 8e-6;
+/** fallback GPU-to-GPU bandwidth per direction when the profile has none (PCIe Gen4 practical) */
+export const DEFAULT_INTERCONNECT_BPS = 25e9;
+
+export interface StepWork {
+  /** tokens computed this step that are prompt (or recomputed) tokens */
+  prefillTokens: number;
+  /** sequences producing their next token from one new token */
+  decodeSeqs: number;
+  /** Σ over every computed token of the context it attends to (itself included) */
+  attentionContext: number;
+  /** Σ over scheduled sequences of KV tokens read (their context before this step) */
+  kvReadTokens: number;
+  /** bytes per GPU loaded from the CPU offload tier before the forward pass */
+  loadBytesPerGpu: number;
+}
+
+export interface StepTime {
+  duration: number;
+  compute: number;
+  memory: number;
+  comm: number;
+  transfer: number;
+}
+
+export class StepTimer {
+  private readonly flopsPerToken: number;
+  private readonly attnFlopsPerCtx: number;
+  private readonly weightBytes: number;
+  private readonly kvBytesPerToken: number;
+  private readonly peak: number;
+  private readonly bw: number;
+  private readonly tp: number;
+  private readonly allReduceBytesPerToken: number;
+  private readonly interconnect: number;
+  private readonly hostLink: number;
+  private readonly layers: number;
+
+  constructor(config: EngineConfig) {
+    const m = config.model;
+    this.tp = config.tensorParallelSize;
+    this.flopsPerToken = (2 * m.params) / this.tp;
+    // QKᵀ and AV: 2 FLOPs per multiply-add each, over the query heads (= hidden for most models)
+    this.attnFlopsPerCtx = (4 * m.layers * m.numHeads * m.headDim) / this.tp;
+    this.weightBytes = (m.params * m.dtypeBytes) / this.tp;
+    this.kvBytesPerToken = 2 * m.layers * kvHeadsPerGpu(config) * m.headDim * m.dtypeBytes;
+    this.peak = config.gpu.bf16Flops * COMPUTE_EFFICIENCY;
+    this.bw = config.gpu.hbmBandwidth * MEMORY_EFFICIENCY;
+    this.layers = m.layers;
+    // two all-reduces of the hidden state per layer; a ring moves 2(tp-1)/tp of the message per GPU
+    this.allReduceBytesPerToken =
+      2 * m.layers * m.hiddenSize * m.dtypeBytes * ((2 * (this.tp - 1)) / this.tp);
+    this.interconnect = config.gpu.interconnectBandwidth ?? DEFAULT_INTERCONNECT_BPS;
+    this.hostLink = config.gpu.hostLinkBandwidth;
+  }
+
+  time(w: StepWork): StepTime {
+    const tokens = w.prefillTokens + w.decodeSeqs;
+    const flops = this.flopsPerToken * tokens + this.attnFlopsPerCtx * w.attentionContext;
+    const compute = flops / this.peak;
+    const bytes = this.weightBytes + this.kvBytesPerToken * (w.kvReadTokens + tokens);
+    const memory = bytes / this.bw;
+    const comm =
+      this.tp > 1
+        ? 2 * this.layers * ALL_REDUCE_LATENCY_S + (this.allReduceBytesPerToken * tokens) / this.interconnect
+        : 0;
+    const transfer = w.loadBytesPerGpu / this.hostLink;
+    const duration = Math.max(compute, memory) + comm + STEP_OVERHEAD_S + transfer;
+    return { duration, compute, memory, comm, transfer };
+  }
+}
