@@ -18,6 +18,14 @@ export interface FamilyParts {
   template: ChatTemplate;
 }
 
+/**
+ * Short text segments repeat constantly (template glue such as "\n\nCutting Knowledge Date: ...",
+ * role names, common system prompts), so their ids are cached: an LRU bounded in entries and in
+ * segment length, since long user text rarely repeats and would only churn the cache.
+ */
+const SEGMENT_CACHE_ENTRIES = 4096;
+const SEGMENT_CACHE_MAX_CHARS = 256;
+
 function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
@@ -35,6 +43,7 @@ export class FamilyTokenizer implements Tokenizer {
   private readonly addedRegex: RegExp | null;
   /** every added token here starts with one of these chars: text without them skips the split */
   private readonly addedFirstChars: string;
+  private readonly segmentCache = new Map<string, readonly number[]>();
 
   constructor(parts: FamilyParts) {
     this.parts = parts;
@@ -63,19 +72,39 @@ export class FamilyTokenizer implements Tokenizer {
     const out: number[] = [];
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
     if (!this.mayContainAdded(text)) {
-      appendAll(out, this.parts.encodeOrdinary(text));
+      this.encodeSegment(text, out);
       return out;
     }
     const re = this.addedRegex!;
     re.lastIndex = 0;
     let prev = 0;
     for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-      if (m.index > prev) appendAll(out, this.parts.encodeOrdinary(text.slice(prev, m.index)));
+      if (m.index > prev) this.encodeSegment(text.slice(prev, m.index), out);
       out.push(this.addedTokens.get(m[0])!);
       prev = m.index + m[0].length;
     }
-    if (prev < text.length) appendAll(out, this.parts.encodeOrdinary(text.slice(prev)));
+    if (prev < text.length) this.encodeSegment(text.slice(prev), out);
     return out;
+  }
+
+  /** appends the ids of text that holds no added token */
+  private encodeSegment(text: string, out: number[]): void {
+    if (text.length > SEGMENT_CACHE_MAX_CHARS) {
+      appendAll(out, this.parts.encodeOrdinary(text));
+      return;
+    }
+    let ids = this.segmentCache.get(text);
+    if (ids !== undefined) {
+      // Re-insert so the Map's insertion order stays least-recently-used first.
+      this.segmentCache.delete(text);
+    } else {
+      ids = this.parts.encodeOrdinary(text);
+      if (this.segmentCache.size >= SEGMENT_CACHE_ENTRIES) {
+        this.segmentCache.delete(this.segmentCache.keys().next().value!);
+      }
+    }
+    this.segmentCache.set(text, ids);
+    appendAll(out, ids);
   }
 
   decode(ids: readonly number[], skipSpecialTokens = false): string {
