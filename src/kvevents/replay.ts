@@ -1,0 +1,95 @@
+// Client side of vLLM's replay exchange: a DEALER asks a publisher's ROUTER for every buffered batch
+// from a start seq; answers stream back until the end frame (seq 0xFFFFFFFFFFFFFFFF, empty payload).
+import { Dealer } from "zeromq";
+
+export type ReplayOutcome = "done" | "timeout" | "stopped";
+
+export interface ReplayClientOptions {
+  /** longest silence between two answer frames before the request is given up */
+  timeoutMs?: number;
+}
+
+const END_SEQ = 0xffffffffffffffffn;
+
+export class ReplayClient {
+  private dealer: Dealer;
+  private closed = false;
+  /** requests run one after another: a DEALER cannot tell two answers apart */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly timeoutMs: number;
+
+  constructor(
+    readonly endpoint: string,
+    opts: ReplayClientOptions = {},
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? 2000;
+    this.dealer = this.open();
+  }
+
+  private open(): Dealer {
+    const d = new Dealer({ receiveTimeout: this.timeoutMs, sendTimeout: this.timeoutMs, linger: 0 });
+    d.connect(this.endpoint);
+    return d;
+  }
+
+  /**
+   * Asks for every buffered batch from `startSeq`. `onBatch` sees them in the order the server sends
+   * them (ascending); returning false stops early. A request that times out or stops early leaves
+   * answers in flight, so the socket is replaced: stale frames can never reach the next request.
+   * Replies are accepted with or without the topic frame: [b"", seq, payload] or [b"", topic, seq, payload]
+   * (a DEALER sees no identity frame).
+   */
+  fetch(startSeq: number, onBatch: (seq: number, payload: Buffer) => boolean | void): Promise<ReplayOutcome> {
+    const run = this.queue.then(
+      () => this.request(startSeq, onBatch),
+      () => this.request(startSeq, onBatch),
+    );
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async request(
+    startSeq: number,
+    onBatch: (seq: number, payload: Buffer) => boolean | void,
+  ): Promise<ReplayOutcome> {
+    if (this.closed) return "stopped";
+    let outcome: ReplayOutcome = "timeout";
+    try {
+      const start = Buffer.allocUnsafe(8);
+      start.writeBigUInt64BE(BigInt(startSeq));
+      await this.dealer.send([Buffer.alloc(0), start]);
+      for (;;) {
+        const frames = await this.dealer.receive();
+        if (frames.length < 3) continue; // not an answer we understand
+        const seqFrame = frames[frames.length - 2]!;
+        const payload = frames[frames.length - 1]!;
+        if (seqFrame.length !== 8) continue;
+        const seq = seqFrame.readBigUInt64BE(0);
+        if (seq === END_SEQ) {
+          outcome = "done";
+          break;
+        }
+        if (seq > BigInt(Number.MAX_SAFE_INTEGER)) continue;
+        if (onBatch(Number(seq), payload) === false) {
+          outcome = "stopped";
+          break;
+        }
+      }
+    } catch (err) {
+      if (this.closed) return "stopped";
+      if ((err as { code?: string }).code !== "EAGAIN") throw err;
+    } finally {
+      if (outcome !== "done" && !this.closed) {
+        this.dealer.close();
+        this.dealer = this.open();
+      }
+    }
+    return outcome;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.dealer.close();
+  }
+}
