@@ -1,0 +1,227 @@
+// Assembles a running sim from options: profiles → engine config → engine in real time → tokenizer,
+// metrics, KV-event publisher → HTTP server. Used by the CLI and by tests that start it in-process.
+import type { AddressInfo, Socket } from "node:net";
+import { mulberry32 } from "../engine/rng.js";
+import {
+  defaultEngineConfig,
+  kvCapacity,
+  loadProfilesFile,
+  resolveGpu,
+  resolveModel,
+  type EngineConfig,
+} from "../engine/index.js";
+import { parseKvEventsConfig } from "../kvevents/config.js";
+import { ZmqEventPublisher } from "../kvevents/publisher.js";
+import { logger } from "../obs/log.js";
+import { tokenizerForModel } from "../tokenizer/index.js";
+import { CliError } from "../cli/args.js";
+import type { SimOptions } from "./config.js";
+import type { SimContext } from "./context.js";
+import { LoraRegistry } from "./lora.js";
+import { pyStr, SimMetrics } from "./metrics.js";
+import { SimRuntime } from "./runtime.js";
+import { createSimServer } from "./server.js";
+
+const log = logger("sim");
+const GiB = 2 ** 30;
+
+export interface RunningSim {
+  ctx: SimContext;
+  /** http://HOST:PORT reachable from this machine */
+  url: string;
+  port: number;
+  /** where KV events are published, when enabled */
+  kvEventsEndpoint: string | null;
+  kvReplayEndpoint: string | null;
+  close(): Promise<void>;
+}
+
+function asCliError<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof CliError) throw err;
+    throw new CliError((err as Error).message);
+  }
+}
+
+export function buildEngineConfig(o: SimOptions): EngineConfig {
+  if (o.profilesFile) {
+    const file = o.profilesFile;
+    asCliError(() => loadProfilesFile(file));
+  }
+  const model = asCliError(() => resolveModel(o.model));
+  const gpu = asCliError(() => resolveGpu(o.gpu));
+  const overrides: Partial<EngineConfig> = {
+    tensorParallelSize: o.tensorParallelSize,
+    gpuMemoryUtilization: o.gpuMemoryUtilization,
+    blockSize: o.blockSize,
+    enablePrefixCaching: o.enablePrefixCaching,
+    hashSeed: o.hashSeed,
+    schedulingPolicy: o.schedulingPolicy,
+    offload: o.kvOffloadingGiB ? { backend: "native", bytes: Math.round(o.kvOffloadingGiB * GiB) } : null,
+    dataParallelRank: 0,
+  };
+  if (o.maxModelLen !== undefined) overrides.maxModelLen = o.maxModelLen;
+  if (o.maxNumSeqs !== undefined) overrides.maxNumSeqs = o.maxNumSeqs;
+  if (o.maxNumBatchedTokens !== undefined) overrides.maxNumBatchedTokens = o.maxNumBatchedTokens;
+  if (o.numGpuBlocksOverride !== undefined) overrides.numGpuBlocksOverride = o.numGpuBlocksOverride;
+  const config = asCliError(() => defaultEngineConfig(model, gpu, overrides));
+  asCliError(() => kvCapacity(config));
+  return config;
+}
+
+export async function startSim(o: SimOptions): Promise<RunningSim> {
+  const engineConfig = buildEngineConfig(o);
+  const capacity = kvCapacity(engineConfig);
+  const tokenizer = tokenizerForModel(engineConfig.model);
+  if (o.timeScale <= 0) throw new CliError("--time-scale must be > 0");
+  const runtime = new SimRuntime(engineConfig, o.timeScale);
+  const loras = new LoraRegistry();
+  for (const m of o.loraModules) loras.load(m.name, m.path);
+
+  const kvCfg = o.kvEventsConfig ? asCliError(() => parseKvEventsConfig(o.kvEventsConfig)) : null;
+  let publisher: ZmqEventPublisher | null = null;
+  if (kvCfg && kvCfg.enabled && kvCfg.publisher !== "null") {
+    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0 });
+    runtime.kvSink = publisher;
+  }
+
+  const state: SimContext["state"] = {
+    ready: o.startupDelaySeconds <= 0,
+    sleepState: "awake",
+    generationRequests: 0,
+    serverLoad: 0,
+    nextRequestNumber: 1,
+    faultRandom: mulberry32(o.seed ^ 0x5eed),
+  };
+  const metrics = new SimMetrics({
+    modelName: o.servedModelNames[0]!,
+    maxModelLen: engineConfig.maxModelLen,
+    cacheConfig: {
+      block_size: pyStr(engineConfig.blockSize),
+      cache_dtype: "auto",
+      calculate_kv_scales: pyStr(false),
+      cpu_offload_gb: pyStr(0),
+      enable_prefix_caching: pyStr(engineConfig.enablePrefixCaching),
+      gpu_memory_utilization: pyStr(engineConfig.gpuMemoryUtilization),
+      is_attention_free: pyStr(false),
+      kv_offloading_backend: o.kvOffloadingGiB ? "native" : pyStr(null),
+      kv_offloading_size: pyStr(o.kvOffloadingGiB ?? null),
+      num_cpu_blocks: pyStr(capacity.numCpuBlocks > 0 ? capacity.numCpuBlocks : null),
+      num_gpu_blocks: pyStr(capacity.numGpuBlocks),
+      num_gpu_blocks_override: pyStr(engineConfig.numGpuBlocksOverride ?? null),
+      prefix_caching_hash_algo: o.prefixCachingHashAlgo,
+      sliding_window: pyStr(null),
+      swap_space: pyStr(4),
+    },
+    offloadEnabled: engineConfig.offload !== null,
+    maxLoras: o.maxLoras,
+    snapshot: () => runtime.snapshot(),
+    sleepState: () => state.sleepState,
+    loraActivity: () => runtime.loraActivity(),
+  });
+  runtime.metrics = metrics;
+
+  const tokenLiteral = new Map<number, string>();
+  const tokenText = new Map<number, string>();
+  const pool = tokenizer.outputPool;
+  for (let i = 0; i < pool.ids.length; i++) {
+    tokenText.set(pool.ids[i]!, pool.texts[i]!);
+    tokenLiteral.set(pool.ids[i]!, JSON.stringify(pool.texts[i]!));
+  }
+  // The modelled EOS token ends an answer with an empty delta, as vLLM skips special tokens in text.
+  tokenText.set(tokenizer.eosTokenId, "");
+  tokenLiteral.set(tokenizer.eosTokenId, '""');
+
+  const ctx: SimContext = {
+    options: o,
+    model: engineConfig.model,
+    engineConfig,
+    runtime,
+    tokenizer,
+    metrics,
+    loras,
+    state,
+    servedName: o.servedModelNames[0]!,
+    startedAt: Math.floor(Date.now() / 1000),
+    tokenLiteral,
+    tokenText,
+  };
+
+  const server = createSimServer(ctx);
+  const sockets = new Set<Socket>();
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.once("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port, o.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = o.host === "0.0.0.0" || o.host === "::" ? "127.0.0.1" : o.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+
+  let readyTimer: NodeJS.Timeout | null = null;
+  if (!state.ready) {
+    readyTimer = setTimeout(() => {
+      state.ready = true;
+      log.info("startup delay over: ready");
+    }, o.startupDelaySeconds * 1000);
+  }
+  log.info(
+    {
+      model: engineConfig.model.id,
+      gpu: engineConfig.gpu.id,
+      tp: engineConfig.tensorParallelSize,
+      numGpuBlocks: capacity.numGpuBlocks,
+      numCpuBlocks: capacity.numCpuBlocks,
+      maxModelLen: engineConfig.maxModelLen,
+      maxNumSeqs: engineConfig.maxNumSeqs,
+      maxNumBatchedTokens: engineConfig.maxNumBatchedTokens,
+      timeScale: o.timeScale,
+      url,
+    },
+    "sim listening",
+  );
+
+  let closed = false;
+  return {
+    ctx,
+    url,
+    port,
+    kvEventsEndpoint: publisher?.endpoint ?? null,
+    kvReplayEndpoint: publisher?.replayEndpoint ?? null,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      if (readyTimer) clearTimeout(readyTimer);
+      runtime.stop();
+      // Streams in flight are cut: clients see the connection end, as when vLLM stops.
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (publisher) await publisher.close();
+    },
+  };
+}
+
+/** The ready-to-paste request printed at startup. */
+export function curlExample(sim: RunningSim): string {
+  const o = sim.ctx.options;
+  const auth = o.apiKey ? ` -H 'Authorization: Bearer ${o.apiKey}'` : "";
+  const body = JSON.stringify({
+    model: sim.ctx.servedName,
+    messages: [{ role: "user", content: "Hello!" }],
+    max_tokens: 32,
+    stream: true,
+  });
+  const path = sim.ctx.tokenizer.hasChatTemplate ? "/v1/chat/completions" : "/v1/completions";
+  const payload = sim.ctx.tokenizer.hasChatTemplate
+    ? body
+    : JSON.stringify({ model: sim.ctx.servedName, prompt: "Hello!", max_tokens: 32, stream: true });
+  return `curl -N ${sim.url}${path} -H 'Content-Type: application/json'${auth} -d '${payload}'`;
+}

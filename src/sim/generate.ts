@@ -1,0 +1,575 @@
+// /v1/completions and /v1/chat/completions: prompt → token ids → one engine request per choice →
+// vLLM's JSON, streamed (one SSE event per token) or whole. Each streamed token is a concatenation of
+// strings prebuilt per request and a cached JSON literal of the token's text, written with one write().
+// If the socket pushes back, later tokens are coalesced and sent as one delta on 'drain', the way
+// vLLM's output collector merges deltas for a consumer that falls behind; memory stays bounded by the
+// request's own output.
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { mulberry32, seedFromString } from "../engine/rng.js";
+import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
+import { HttpError } from "../http/errors.js";
+import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";
+import { resolveRequestModel, type SimContext } from "./context.js";
+import { MAX_IN_FLIGHT, type RequestSink } from "./runtime.js";
+import { chatSchema, completionSchema, validate, type ChatBody, type CompletionBody } from "./schemas.js";
+import { DONE_EVENT, SSE_HEADERS } from "./sse.js";
+
+type Kind = "chat" | "completion";
+
+interface PromptInput {
+  tokenIds: number[];
+  /** the prompt as text, for echo */
+  text: string;
+}
+
+interface ChoiceState {
+  index: number;
+  promptIndex: number;
+  engineId: string;
+  promptTokens: number;
+  maxTokens: number;
+  stopAfter: number;
+  ignoreEos: boolean;
+  tokens: number;
+  parts: string[];
+  /** token text held back while the socket pushes back */
+  pending: string;
+  finishReason: FinishReason | null;
+  finishSent: boolean;
+  cachedTokens: number;
+  echo: string | null;
+}
+
+export function newRequestHex(): string {
+  return randomUUID().replaceAll("-", "");
+}
+
+function checkTokenIds(ids: number[], vocabSize: number): void {
+  for (const id of ids) {
+    if (id < 0 || id >= vocabSize) throw new HttpError(400, `Token id ${id} is out of vocabulary`, "prompt");
+  }
+}
+
+function contextLengthMessage(ctx: SimContext, promptLen: number, maxTokens: number | null): string | null {
+  const fromEngine = ctx.runtime.engine.validateRequest(promptLen, maxTokens ?? 0);
+  if (fromEngine) return fromEngine;
+  const maxLen = ctx.engineConfig.maxModelLen;
+  if (promptLen >= maxLen && maxTokens === null) {
+    return (
+      `This model's maximum context length is ${maxLen} tokens. However, your request has ${promptLen} input ` +
+      `tokens. Please reduce the length of the input messages.`
+    );
+  }
+  return null;
+}
+
+function completionPrompts(ctx: SimContext, body: CompletionBody): PromptInput[] {
+  const tk = ctx.tokenizer;
+  const addSpecial = body.add_special_tokens ?? true;
+  const p = body.prompt;
+  if (typeof p === "string") return [{ tokenIds: tk.encode(p, addSpecial), text: p }];
+  if (p.length > 0 && typeof p[0] === "string") {
+    return (p as string[]).map((t) => ({ tokenIds: tk.encode(t, addSpecial), text: t }));
+  }
+  const lists = (typeof p[0] === "number" ? [p as number[]] : (p as number[][])).map((ids) => {
+    checkTokenIds(ids, tk.vocabSize);
+    return ids;
+  });
+  return lists.map((ids) => ({ tokenIds: ids, text: tk.decode(ids) }));
+}
+
+function chatPrompt(ctx: SimContext, body: ChatBody): PromptInput {
+  const tk = ctx.tokenizer;
+  if (!tk.hasChatTemplate) {
+    throw new HttpError(
+      400,
+      "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat " +
+        "template if the tokenizer does not define one.",
+    );
+  }
+  try {
+    const ids = tk.encodeChat(body.messages as ChatMessage[], {
+      addGenerationPrompt: body.add_generation_prompt ?? true,
+    });
+    return { tokenIds: ids, text: "" };
+  } catch (err) {
+    if (err instanceof ChatTemplateError) throw new HttpError(400, err.message, "messages");
+    throw err;
+  }
+}
+
+/** 32-bit fingerprint of a prompt, so that the same request gets the same answer for a given seed. */
+function promptSeed(seed: number, ids: readonly number[], choice: number): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = 0; i < ids.length; i++) h = Math.imul(h ^ ids[i]!, 0x01000193);
+  return Math.imul(h ^ choice, 0x01000193) >>> 0;
+}
+
+const FINISH_LITERAL: Record<FinishReason, string> = { stop: '"stop"', length: '"length"', abort: '"abort"' };
+
+class GenerationJob {
+  readonly choices: ChoiceState[] = [];
+  private readonly prefix: string;
+  private readonly midNull: string;
+  private readonly usageNull: string;
+  private finished = 0;
+  private closed = false;
+  private blocked = false;
+  private started = false;
+  private finalizeWhenDrained = false;
+  private readonly promptTokensTotal: number;
+
+  constructor(
+    private readonly ctx: SimContext,
+    private readonly res: ServerResponse,
+    private readonly kind: Kind,
+    readonly id: string,
+    private readonly model: string,
+    private readonly stream: boolean,
+    private readonly includeUsage: boolean,
+    private readonly continuousUsage: boolean,
+    prompts: PromptInput[],
+  ) {
+    const created = Math.floor(Date.now() / 1000);
+    this.created = created;
+    const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
+    this.prefix = `data: {"id":"${id}","object":"${object}","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":`;
+    this.midNull =
+      kind === "chat"
+        ? `},"logprobs":null,"finish_reason":null}]`
+        : `,"logprobs":null,"finish_reason":null,"stop_reason":null}]`;
+    // Completion chunks are dumped with every field (usage null); chat chunks carry usage only when asked.
+    this.usageNull = kind === "completion" || includeUsage ? `,"usage":null}\n\n` : `}\n\n`;
+    this.promptTokensTotal = prompts.reduce((a, p) => a + p.tokenIds.length, 0);
+  }
+  readonly created: number;
+
+  sink(choice: ChoiceState): RequestSink {
+    return {
+      onTokens: (ids) => this.onTokens(choice, ids),
+      onFinished: (reason, timings) => this.onFinished(choice, reason, timings),
+    };
+  }
+
+  start(): void {
+    if (this.stream) {
+      const headers: Record<string, string> = { ...SSE_HEADERS };
+      this.res.writeHead(200, { ...headers, ...this.extraHeaders });
+      this.res.flushHeaders();
+      this.res.on("drain", () => this.drained());
+    }
+    this.res.on("close", () => this.clientGone());
+  }
+
+  extraHeaders: Record<string, string> = {};
+
+  private textOf(ids: readonly number[]): string {
+    if (ids.length === 1) return this.ctx.tokenText.get(ids[0]!) ?? this.ctx.tokenizer.decode(ids, true);
+    let s = "";
+    for (const id of ids) s += this.ctx.tokenText.get(id) ?? this.ctx.tokenizer.decode([id], true);
+    return s;
+  }
+
+  private literalOf(ids: readonly number[]): string {
+    if (ids.length === 1) {
+      const lit = this.ctx.tokenLiteral.get(ids[0]!);
+      if (lit !== undefined) return lit;
+    }
+    return JSON.stringify(this.textOf(ids));
+  }
+
+  private predictedFinish(c: ChoiceState): FinishReason | null {
+    if (!c.ignoreEos && c.tokens >= c.stopAfter) return "stop";
+    if (c.tokens >= c.maxTokens) return "length";
+    return null;
+  }
+
+  private usageTail(c: ChoiceState): string {
+    if (!this.continuousUsage) return this.usageNull;
+    const p = c.promptTokens;
+    return `,"usage":{"prompt_tokens":${p},"total_tokens":${p + c.tokens},"completion_tokens":${c.tokens}}}\n\n`;
+  }
+
+  private roleEvents(): string {
+    let s = "";
+    for (const c of this.choices) {
+      s += `${this.prefix}${c.index},"delta":{"role":"assistant","content":""${this.midNull}${this.usageTail(c)}`;
+    }
+    return s;
+  }
+
+  private event(c: ChoiceState, literal: string, finish: FinishReason | null): string {
+    const body = this.kind === "chat" ? `,"delta":{"content":${literal}` : `,"text":${literal}`;
+    if (finish === null) return `${this.prefix}${c.index}${body}${this.midNull}${this.usageTail(c)}`;
+    const close = this.kind === "chat" ? "}" : "";
+    return `${this.prefix}${c.index}${body}${close},"logprobs":null,"finish_reason":${FINISH_LITERAL[finish]},"stop_reason":null}]${this.usageTail(c)}`;
+  }
+
+  private firstWrite(): string {
+    this.started = true;
+    if (this.kind === "chat") return this.roleEvents();
+    let s = "";
+    for (const c of this.choices) if (c.echo) s += this.event(c, JSON.stringify(c.echo), null);
+    return s;
+  }
+
+  private onTokens(c: ChoiceState, ids: readonly number[]): void {
+    c.tokens += ids.length;
+    if (this.closed) return;
+    if (!this.stream) {
+      c.parts.push(this.textOf(ids));
+      return;
+    }
+    const finish = this.predictedFinish(c);
+    if (this.blocked) {
+      c.pending += this.textOf(ids);
+      if (finish) c.finishReason = finish;
+      return;
+    }
+    const lead = this.started ? "" : this.firstWrite();
+    if (finish) {
+      c.finishReason = finish;
+      c.finishSent = true;
+    }
+    if (!this.res.write(lead + this.event(c, this.literalOf(ids), finish))) this.blocked = true;
+  }
+
+  private onFinished(c: ChoiceState, reason: FinishReason, timings: RequestTimings): void {
+    c.cachedTokens = timings.cachedTokens;
+    c.tokens = timings.outputTokens;
+    if (!c.finishSent || c.finishReason !== reason) {
+      c.finishReason = reason;
+      if (this.stream && !this.closed && !this.blocked) {
+        const lead = this.started ? "" : this.firstWrite();
+        if (!this.res.write(lead + this.event(c, '""', reason))) this.blocked = true;
+        c.finishSent = true;
+      }
+    }
+    this.finished++;
+    if (this.finished === this.choices.length) this.complete();
+  }
+
+  private drained(): void {
+    if (this.closed) return;
+    this.blocked = false;
+    let out = this.started ? "" : this.firstWrite();
+    for (const c of this.choices) {
+      if (c.pending || (c.finishReason && !c.finishSent)) {
+        const finish = c.finishReason;
+        out += this.event(c, JSON.stringify(c.pending), finish);
+        c.pending = "";
+        if (finish) c.finishSent = true;
+      }
+    }
+    if (out && !this.res.write(out)) this.blocked = true;
+    if (this.finalizeWhenDrained && !this.blocked) this.complete();
+  }
+
+  private usage(): Record<string, unknown> {
+    const completion = this.choices.reduce((a, c) => a + c.tokens, 0);
+    const usage: Record<string, unknown> = {
+      prompt_tokens: this.promptTokensTotal,
+      total_tokens: this.promptTokensTotal + completion,
+      completion_tokens: completion,
+    };
+    if (this.ctx.options.enablePromptTokensDetails) {
+      const cached = this.choices.reduce(
+        (a, c) => a + (c.index % this.nPerPrompt === 0 ? c.cachedTokens : 0),
+        0,
+      );
+      usage.prompt_tokens_details = { cached_tokens: cached };
+    }
+    return usage;
+  }
+
+  nPerPrompt = 1;
+
+  private complete(): void {
+    if (this.closed) return;
+    if (this.stream) {
+      if (this.blocked) {
+        this.finalizeWhenDrained = true;
+        return;
+      }
+      let out = this.started ? "" : this.firstWrite();
+      if (this.includeUsage) {
+        const object = this.kind === "chat" ? "chat.completion.chunk" : "text_completion";
+        out += `data: ${JSON.stringify({
+          id: this.id,
+          object,
+          created: this.created,
+          model: this.model,
+          choices: [],
+          usage: this.usage(),
+        })}\n\n`;
+      }
+      this.closed = true;
+      this.res.end(out + DONE_EVENT);
+      return;
+    }
+    this.closed = true;
+    const body = JSON.stringify(this.kind === "chat" ? this.chatBody() : this.completionBody());
+    this.res.writeHead(200, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      ...this.extraHeaders,
+    });
+    this.res.end(body);
+  }
+
+  private usageWithDetails(): Record<string, unknown> {
+    const u = this.usage();
+    if (!("prompt_tokens_details" in u)) u.prompt_tokens_details = null;
+    return u;
+  }
+
+  private completionBody(): unknown {
+    return {
+      id: this.id,
+      object: "text_completion",
+      created: this.created,
+      model: this.model,
+      choices: this.choices.map((c) => ({
+        index: c.index,
+        text: (c.echo ?? "") + c.parts.join(""),
+        logprobs: null,
+        finish_reason: c.finishReason,
+        stop_reason: null,
+        prompt_logprobs: null,
+      })),
+      service_tier: null,
+      system_fingerprint: null,
+      usage: this.usageWithDetails(),
+      kv_transfer_params: null,
+    };
+  }
+
+  private chatBody(): unknown {
+    return {
+      id: this.id,
+      object: "chat.completion",
+      created: this.created,
+      model: this.model,
+      choices: this.choices.map((c) => ({
+        index: c.index,
+        message: {
+          role: "assistant",
+          content: c.parts.join(""),
+          refusal: null,
+          annotations: null,
+          audio: null,
+          function_call: null,
+          tool_calls: [],
+          reasoning_content: null,
+        },
+        logprobs: null,
+        finish_reason: c.finishReason,
+        stop_reason: null,
+      })),
+      service_tier: null,
+      system_fingerprint: null,
+      usage: this.usageWithDetails(),
+      prompt_logprobs: null,
+      kv_transfer_params: null,
+    };
+  }
+
+  /** A client that goes away aborts its requests in the engine at once, freeing their KV blocks. */
+  private clientGone(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of this.choices)
+      if (c.finishReason === null || !c.finishSent) this.ctx.runtime.abort(c.engineId);
+  }
+}
+
+interface GenerationParams {
+  kind: Kind;
+  prompts: PromptInput[];
+  n: number;
+  maxTokens: number | null;
+  minTokens: number;
+  ignoreEos: boolean;
+  priority: number;
+  cacheSalt: string | null;
+  stream: boolean;
+  includeUsage: boolean;
+  continuousUsage: boolean;
+  echo: boolean;
+  requestId: string | null;
+  model: string | null | undefined;
+}
+
+function sampleStopAfter(rand: () => number, mean: number): number {
+  // Geometric answer lengths (a constant chance of EOS per token), mean --output-len-mean.
+  return Math.max(1, Math.ceil(-Math.log(1 - rand()) * mean));
+}
+
+function startGeneration(
+  ctx: SimContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  p: GenerationParams,
+): void {
+  const chosen = resolveRequestModel(ctx, p.model);
+  if (ctx.state.sleepState !== "awake") {
+    throw new HttpError(503, "the engine is sleeping; POST /wake_up first");
+  }
+  if (p.priority !== 0 && ctx.options.schedulingPolicy !== "priority") {
+    throw new HttpError(
+      400,
+      `Got priority ${p.priority} but Priority scheduling is not enabled.`,
+      "priority",
+    );
+  }
+  if (p.maxTokens !== null && p.maxTokens < 1) {
+    throw new HttpError(400, `max_tokens must be at least 1, got ${p.maxTokens}.`, "max_tokens");
+  }
+  for (const prompt of p.prompts) {
+    const msg = contextLengthMessage(ctx, prompt.tokenIds.length, p.maxTokens);
+    if (msg) throw new HttpError(400, msg, p.maxTokens !== null ? "max_tokens" : "input_tokens");
+    if (prompt.tokenIds.length === 0) throw new HttpError(400, "The prompt cannot be empty.", "prompt");
+  }
+  const total = p.prompts.length * p.n;
+  if (ctx.runtime.inFlight + total > MAX_IN_FLIGHT) {
+    throw new HttpError(503, `the sim holds at most ${MAX_IN_FLIGHT} requests in flight; retry later`);
+  }
+
+  const headerId = req.headers["x-request-id"];
+  const base = typeof headerId === "string" && headerId ? headerId : (p.requestId ?? newRequestHex());
+  const id = `${p.kind === "chat" ? "chatcmpl" : "cmpl"}-${base}`;
+  const job = new GenerationJob(
+    ctx,
+    res,
+    p.kind,
+    id,
+    chosen.name,
+    p.stream,
+    p.includeUsage,
+    p.continuousUsage,
+    p.prompts,
+  );
+  job.nPerPrompt = p.n;
+  if (ctx.options.enableRequestIdHeaders) job.extraHeaders = { "x-request-id": base };
+
+  const maxLen = ctx.engineConfig.maxModelLen;
+  const now = performance.now() / 1000;
+  const pool = ctx.tokenizer.outputPool;
+  const eos = ctx.tokenizer.eosTokenId;
+  const requests: EngineRequest[] = [];
+  p.prompts.forEach((prompt, promptIndex) => {
+    for (let k = 0; k < p.n; k++) {
+      const index = promptIndex * p.n + k;
+      const seed = promptSeed(ctx.options.seed, prompt.tokenIds, k) ^ seedFromString(chosen.loraName ?? "");
+      const rand = mulberry32(seed);
+      const maxTokens = p.maxTokens ?? maxLen - prompt.tokenIds.length;
+      const stopAfter = Math.max(sampleStopAfter(rand, ctx.options.outputLenMean), p.minTokens);
+      const ignoreEos = p.ignoreEos;
+      const engineId = String(ctx.state.nextRequestNumber++);
+      const choice: ChoiceState = {
+        index,
+        promptIndex,
+        engineId,
+        promptTokens: prompt.tokenIds.length,
+        maxTokens,
+        stopAfter,
+        ignoreEos,
+        tokens: 0,
+        parts: [],
+        pending: "",
+        finishReason: null,
+        finishSent: false,
+        cachedTokens: 0,
+        echo: p.echo ? prompt.text : null,
+      };
+      job.choices.push(choice);
+      const tokenSeed = seed >>> 0;
+      const poolSize = pool.ids.length;
+      requests.push({
+        requestId: engineId,
+        promptTokenIds: prompt.tokenIds,
+        maxTokens,
+        stopAfter,
+        ignoreEos,
+        minTokens: p.minTokens,
+        priority: p.priority,
+        cacheSalt: p.cacheSalt,
+        loraName: chosen.loraName,
+        arrivalTime: now,
+        sampleToken: (i: number) => {
+          if (!ignoreEos && i === stopAfter - 1) return eos;
+          // A cheap integer hash of (request seed, position): deterministic and well spread over the pool.
+          let h = Math.imul(tokenSeed ^ (i + 0x9e3779b9), 0x85ebca6b);
+          h ^= h >>> 13;
+          h = Math.imul(h, 0xc2b2ae35);
+          h ^= h >>> 16;
+          return pool.ids[(h >>> 0) % poolSize]!;
+        },
+      });
+    }
+  });
+  job.start();
+  ctx.state.serverLoad++;
+  res.once("close", () => ctx.state.serverLoad--);
+  for (let i = 0; i < requests.length; i++) {
+    ctx.runtime.submit(requests[i]!, job.sink(job.choices[i]!), requests[i]!.maxTokens);
+  }
+}
+
+function streamFlags(ctx: SimContext, body: { stream?: boolean | null; stream_options?: unknown }) {
+  const so = body.stream_options as {
+    include_usage?: boolean | null;
+    continuous_usage_stats?: boolean | null;
+  } | null;
+  const stream = body.stream === true;
+  if (so && !stream)
+    throw new HttpError(400, "Stream options can only be defined when `stream=True`.", "stream_options");
+  const includeUsage = stream && (so?.include_usage === true || ctx.options.enableForceIncludeUsage);
+  const continuousUsage = includeUsage && so?.continuous_usage_stats === true;
+  return { stream, includeUsage, continuousUsage };
+}
+
+export function handleCompletions(
+  ctx: SimContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  raw: unknown,
+): void {
+  const body = validate(completionSchema, raw);
+  if (body.suffix) throw new HttpError(400, "suffix is not currently supported", "suffix");
+  const prompts = completionPrompts(ctx, body);
+  startGeneration(ctx, req, res, {
+    kind: "completion",
+    prompts,
+    n: body.n ?? 1,
+    maxTokens: body.max_tokens ?? 16,
+    minTokens: body.min_tokens ?? 0,
+    ignoreEos: body.ignore_eos ?? false,
+    priority: body.priority ?? 0,
+    cacheSalt: body.cache_salt ?? null,
+    ...streamFlags(ctx, body),
+    echo: body.echo === true,
+    requestId: body.request_id ?? null,
+    model: body.model,
+  });
+}
+
+export function handleChat(ctx: SimContext, req: IncomingMessage, res: ServerResponse, raw: unknown): void {
+  const body = validate(chatSchema, raw);
+  const prompt = chatPrompt(ctx, body);
+  startGeneration(ctx, req, res, {
+    kind: "chat",
+    prompts: [prompt],
+    n: body.n ?? 1,
+    maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+    minTokens: body.min_tokens ?? 0,
+    ignoreEos: body.ignore_eos ?? false,
+    priority: body.priority ?? 0,
+    cacheSalt: body.cache_salt ?? null,
+    ...streamFlags(ctx, body),
+    echo: false,
+    requestId: body.request_id ?? null,
+    model: body.model,
+  });
+}

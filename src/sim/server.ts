@@ -1,0 +1,258 @@
+// The HTTP surface of `vllm serve`, on node:http directly (the token path is hot). Every request body
+// is read with a byte limit and validated before it reaches a handler; every failure becomes vLLM's
+// error JSON and the server keeps serving.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { readBody, parseJsonObject } from "../http/body.js";
+import { HttpError, sendError } from "../http/errors.js";
+import { logger } from "../obs/log.js";
+import { resolveRequestModel, type SimContext } from "./context.js";
+import { handleChat, handleCompletions, newRequestHex } from "./generate.js";
+import { handleEmbeddings, handleRerank, handleScore } from "./pooling.js";
+import { detokenizeSchema, loadLoraSchema, tokenizeSchema, unloadLoraSchema, validate } from "./schemas.js";
+import type { ChatMessage } from "../tokenizer/types.js";
+
+const log = logger("sim.http");
+
+/** The vLLM release whose HTTP surface and metrics the sim follows (GET /version). */
+export const VLLM_VERSION = "0.11.0";
+
+type Handler = (ctx: SimContext, req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void> | void;
+
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  value: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    ...headers,
+  });
+  res.end(body);
+}
+
+function sendEmpty(res: ServerResponse, status = 200): void {
+  res.writeHead(status, { "content-length": 0 });
+  res.end();
+}
+
+function sendText(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  type = "text/plain; charset=utf-8",
+): void {
+  res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function jsonBody(ctx: SimContext, req: IncomingMessage): Promise<Record<string, unknown>> {
+  const buf = await readBody(req, ctx.options.maxBodyBytes);
+  return parseJsonObject(req, buf);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** --crash-after, --stall-ms and --fail-rate, applied to generation requests before any work. */
+async function injectFaults(ctx: SimContext): Promise<void> {
+  const o = ctx.options;
+  const s = ctx.state;
+  s.generationRequests++;
+  if (o.crashAfter !== undefined && s.generationRequests > o.crashAfter) {
+    log.error({ crashAfter: o.crashAfter }, "--crash-after reached: exiting abruptly");
+    process.exit(1);
+  }
+  if (o.stallMs > 0) await sleep(o.stallMs);
+  if (o.failRate > 0 && s.faultRandom() < o.failRate) {
+    throw new HttpError(o.failStatus, `injected failure (--fail-rate ${o.failRate})`);
+  }
+}
+
+function modelCards(ctx: SimContext): unknown {
+  const created = ctx.startedAt;
+  const permission = () => [
+    {
+      id: `modelperm-${newRequestHex()}`,
+      object: "model_permission",
+      created,
+      allow_create_engine: false,
+      allow_sampling: true,
+      allow_logprobs: true,
+      allow_search_indices: false,
+      allow_view: true,
+      allow_fine_tuning: false,
+      organization: "*",
+      group: null,
+      is_blocking: false,
+    },
+  ];
+  const base = ctx.options.servedModelNames.map((name) => ({
+    id: name,
+    object: "model",
+    created,
+    owned_by: "vllm",
+    root: ctx.options.model,
+    parent: null,
+    max_model_len: ctx.engineConfig.maxModelLen,
+    permission: permission(),
+  }));
+  const loras = ctx.loras.list().map((a) => ({
+    id: a.name,
+    object: "model",
+    created: a.created,
+    owned_by: "vllm",
+    root: a.path,
+    parent: ctx.servedName,
+    max_model_len: null,
+    permission: permission(),
+  }));
+  return { object: "list", data: [...base, ...loras] };
+}
+
+const routes: Record<string, Handler> = {
+  "GET /health": (_ctx, _req, res) => sendEmpty(res),
+  "GET /ping": (_ctx, _req, res) => sendEmpty(res),
+  "POST /ping": (_ctx, _req, res) => sendEmpty(res),
+  "GET /version": (_ctx, _req, res) => sendJson(res, 200, { version: VLLM_VERSION }),
+  "GET /v1/models": (ctx, _req, res) => sendJson(res, 200, modelCards(ctx)),
+  "GET /load": (ctx, _req, res) => sendJson(res, 200, { server_load: ctx.state.serverLoad }),
+  "GET /metrics": async (ctx, _req, res) =>
+    sendText(res, 200, await ctx.metrics.text(), ctx.metrics.registry.contentType),
+  "GET /is_sleeping": (ctx, _req, res) =>
+    sendJson(res, 200, { is_sleeping: ctx.state.sleepState !== "awake" }),
+  "POST /sleep": (ctx, _req, res, url) => {
+    const level = Number(url.searchParams.get("level") ?? "1");
+    if (level !== 1 && level !== 2)
+      throw new HttpError(400, `sleep level must be 1 or 2, got ${url.searchParams.get("level")}`);
+    // Sleeping discards the KV cache (both levels); weights are offloaded (1) or dropped (2).
+    ctx.runtime.engine.resetPrefixCache();
+    ctx.state.sleepState = level === 1 ? "weights_offloaded" : "discard_all";
+    log.info({ level }, "engine sleeping");
+    sendEmpty(res);
+  },
+  "POST /wake_up": (ctx, _req, res) => {
+    ctx.state.sleepState = "awake";
+    log.info("engine awake");
+    sendEmpty(res);
+  },
+  "POST /reset_prefix_cache": (ctx, _req, res) => {
+    const ok = ctx.runtime.engine.resetPrefixCache();
+    if (!ok) log.warn("prefix cache not reset: blocks are in use by running requests");
+    sendEmpty(res);
+  },
+  "POST /v1/completions": async (ctx, req, res) => {
+    const body = await jsonBody(ctx, req);
+    await injectFaults(ctx);
+    handleCompletions(ctx, req, res, body);
+  },
+  "POST /v1/chat/completions": async (ctx, req, res) => {
+    const body = await jsonBody(ctx, req);
+    await injectFaults(ctx);
+    handleChat(ctx, req, res, body);
+  },
+  "POST /tokenize": async (ctx, req, res) => {
+    const body = validate(tokenizeSchema, await jsonBody(ctx, req));
+    resolveRequestModel(ctx, body.model);
+    const tk = ctx.tokenizer;
+    let tokens: number[];
+    if ("messages" in body) {
+      const addSpecial = body.add_special_tokens ?? false;
+      tokens = tk.encodeChat(body.messages as ChatMessage[], {
+        addGenerationPrompt: body.add_generation_prompt ?? true,
+      });
+      if (addSpecial && tk.bosTokenId !== null && tokens[0] !== tk.bosTokenId)
+        tokens = [tk.bosTokenId, ...tokens];
+    } else {
+      tokens = tk.encode(body.prompt, body.add_special_tokens ?? true);
+    }
+    sendJson(res, 200, {
+      count: tokens.length,
+      max_model_len: ctx.engineConfig.maxModelLen,
+      tokens,
+      token_strs: body.return_token_strs ? tk.tokenStrings(tokens) : null,
+    });
+  },
+  "POST /detokenize": async (ctx, req, res) => {
+    const body = validate(detokenizeSchema, await jsonBody(ctx, req));
+    resolveRequestModel(ctx, body.model);
+    for (const id of body.tokens) {
+      if (id < 0 || id >= ctx.tokenizer.vocabSize)
+        throw new HttpError(400, `Token id ${id} is out of vocabulary`, "tokens");
+    }
+    sendJson(res, 200, { prompt: ctx.tokenizer.decode(body.tokens) });
+  },
+  "POST /v1/load_lora_adapter": async (ctx, req, res) => {
+    const body = validate(loadLoraSchema, await jsonBody(ctx, req));
+    ctx.loras.load(body.lora_name, body.lora_path);
+    sendText(res, 200, `Success: LoRA adapter '${body.lora_name}' added successfully.`);
+  },
+  "POST /v1/unload_lora_adapter": async (ctx, req, res) => {
+    const body = validate(unloadLoraSchema, await jsonBody(ctx, req));
+    ctx.loras.unload(body.lora_name);
+    sendText(res, 200, `Success: LoRA adapter '${body.lora_name}' removed successfully.`);
+  },
+  "POST /v1/embeddings": async (ctx, req, res) =>
+    sendJson(res, 200, handleEmbeddings(ctx, await jsonBody(ctx, req))),
+  "POST /v1/score": async (ctx, req, res) => sendJson(res, 200, handleScore(ctx, await jsonBody(ctx, req))),
+  "POST /v1/rerank": async (ctx, req, res) => sendJson(res, 200, handleRerank(ctx, await jsonBody(ctx, req))),
+  "POST /v1/responses": () => {
+    throw new HttpError(501, "the Responses API is not modelled by switchyard sim; use /v1/chat/completions");
+  },
+};
+routes["POST /score"] = routes["POST /v1/score"]!;
+routes["POST /rerank"] = routes["POST /v1/rerank"]!;
+routes["POST /v2/rerank"] = routes["POST /v1/rerank"]!;
+
+const knownPaths = new Set(Object.keys(routes).map((k) => k.slice(k.indexOf(" ") + 1)));
+
+function authorized(ctx: SimContext, req: IncomingMessage, path: string): boolean {
+  const key = ctx.options.apiKey;
+  if (!key || !path.startsWith("/v1")) return true;
+  return req.headers.authorization === `Bearer ${key}`;
+}
+
+export function createSimServer(ctx: SimContext): Server {
+  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    const url = new URL(req.url ?? "/", "http://sim");
+    const path = url.pathname;
+    const handler = routes[`${req.method} ${path}`];
+    if (!handler) {
+      req.resume();
+      // FastAPI's own answers for unknown paths and methods.
+      if (knownPaths.has(path)) sendJson(res, 405, { detail: "Method Not Allowed" });
+      else sendJson(res, 404, { detail: "Not Found" });
+      return;
+    }
+    if (!authorized(ctx, req, path)) {
+      req.resume();
+      sendJson(res, 401, { error: "Unauthorized" });
+      return;
+    }
+    if (!ctx.state.ready && path !== "/metrics") {
+      req.resume();
+      sendError(res, 503, "the engine is starting up");
+      return;
+    }
+    let result: Promise<void> | void;
+    try {
+      result = handler(ctx, req, res, url);
+    } catch (err) {
+      fail(res, err);
+      return;
+    }
+    if (result) result.catch((err: unknown) => fail(res, err));
+  });
+  server.headersTimeout = 60_000;
+  return server;
+}
+
+function fail(res: ServerResponse, err: unknown): void {
+  if (err instanceof HttpError) {
+    sendError(res, err);
+    return;
+  }
+  log.error({ err }, "request failed");
+  sendError(res, 500, err instanceof Error ? err.message : String(err));
+}
