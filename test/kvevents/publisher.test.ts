@@ -74,14 +74,13 @@ test("frames are [topic, seq u64 BE from 0, payload], and replay answers from a 
       assert.ok(i < 200, "the subscriber never received anything");
     }
     while (i < 6) pub.publish(batchNo(i++));
-    for (;;) {
-      const [topic, seq, payload]: Buffer[] = frames;
+    for (let current: Buffer[] = frames; ; current = await sub.receive()) {
+      const [topic, seq, payload] = current;
       assert.equal(topic!.toString(), "kv@sim@m");
       assert.equal(seq!.length, 8);
       // batch k is the k-th publish(): its seq is k, counting from 0
       assert.deepEqual(decodeBatch(payload!), batchNo(Number(seq!.readBigUInt64BE())));
       if (seq!.readBigUInt64BE() === BigInt(i - 1)) break;
-      frames = await sub.receive();
     }
     // buffer_steps 4: the last 4 seqs are kept; asking from 0 returns those, then the end marker
     dealer.connect(pub.replayEndpoint!);
