@@ -4,6 +4,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { tokenizerFor, tokenizerForModel, TOKENIZER_FAMILIES } from "../../src/tokenizer/index.js";
 
+/** String.prototype.toWellFormed (ES2024, not in this project's lib): lone surrogates -> U+FFFD */
+function wellFormed(s: string): string {
+  return s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
+}
+
 const ROUND_TRIP = [
   "Hello world!",
   "The quick brown fox jumps over the lazy dog.",
@@ -54,6 +59,27 @@ for (const family of TOKENIZER_FAMILIES) {
     const junk = [-1, tok.vocabSize, tok.vocabSize + 1000, 2 ** 40, Number.NaN, 1.5];
     assert.equal(typeof tok.decode(junk), "string");
     assert.deepEqual(tok.tokenStrings(junk.slice(0, 3)), ["", "", ""]);
+  });
+
+  test(`${family}: random text (specials, digits, unicode, lone surrogates) encodes in range and round-trips`, () => {
+    const pieces = ["<|im_start|>", "<|eot_id|>", "</s>", "<think>", " ", "\n", "\t", "'s", "'LL", "123456"];
+    pieces.push("é", "👋", "\u200b", "\r\n", "<|", "|>", "<", "a", "Z", "中");
+    let seed = 7;
+    const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    for (let i = 0; i < 1000; i++) {
+      let s = "";
+      const n = Math.floor(rand() * 30);
+      for (let k = 0; k < n; k++) {
+        const x = rand();
+        if (x < 0.6) s += pieces[Math.floor(rand() * pieces.length)];
+        else if (x < 0.9) s += String.fromCodePoint(Math.floor(rand() * 0x2ffff) % 0xd800);
+        else s += String.fromCharCode(0xd800 + Math.floor(rand() * 0x800));
+      }
+      const ids = tok.encode(s, false);
+      for (const id of ids) assert.ok(Number.isInteger(id) && id >= 0 && id < tok.vocabSize);
+      // A lone surrogate cannot be UTF-8 encoded: it comes back as U+FFFD, as from any UTF-8 tokenizer.
+      assert.equal(tok.decode(ids), wellFormed(s), JSON.stringify(s));
+    }
   });
 
   test(`${family}: output pool holds single-token words whose decodes concatenate`, () => {
