@@ -1,0 +1,171 @@
+// A/B comparison of two result files: each headline metric side by side with its relative change
+// and a bootstrap confidence interval of that change, from the per-request samples. A difference
+// is called real only when the interval excludes zero AND the change is at least --min-effect,
+// so that tiny, statistically detectable shifts (timer noise on a busy host) are not reported.
+import { tpotOf, type RequestRecord } from "./record.js";
+import { makeRng, type Rng } from "./rng.js";
+import { mean, percentileSorted } from "./stats.js";
+
+/** One metric's samples in ms (samplesOf without building the other three, since this runs per resample). */
+function valuesOf(records: readonly RequestRecord[], metric: "ttft" | "tpot" | "itl" | "e2el"): number[] {
+  const xs: number[] = [];
+  for (const r of records) {
+    if (!r.ok) continue;
+    if (metric === "ttft") xs.push(r.ttft);
+    else if (metric === "e2el") xs.push(r.e2el);
+    else if (metric === "tpot") {
+      const t = tpotOf(r);
+      if (t !== null) xs.push(t);
+    } else for (const g of r.itl) xs.push(g);
+  }
+  return xs;
+}
+
+type Stat = (records: readonly RequestRecord[], durationS: number) => number;
+
+function latencyStat(metric: "ttft" | "tpot" | "itl" | "e2el", kind: "mean" | "median" | "p99"): Stat {
+  return (records) => {
+    const xs = valuesOf(records, metric);
+    if (xs.length === 0) return NaN;
+    if (kind === "mean") return mean(xs);
+    const s = Float64Array.from(xs).sort();
+    return percentileSorted(s as unknown as number[], kind === "median" ? 50 : 99);
+  };
+}
+
+export interface HeadlineMetric {
+  key: string;
+  higherIsBetter: boolean;
+  stat: Stat;
+}
+
+export const HEADLINE: HeadlineMetric[] = [
+  {
+    key: "output_throughput",
+    higherIsBetter: true,
+    stat: (r, d) => r.filter((x) => x.ok).reduce((s, x) => s + x.outputTokens, 0) / d,
+  },
+  { key: "request_throughput", higherIsBetter: true, stat: (r, d) => r.filter((x) => x.ok).length / d },
+  ...(["ttft", "tpot", "itl", "e2el"] as const).flatMap((m) =>
+    (["mean", "median", "p99"] as const).map((k) => ({
+      key: `${k}_${m}_ms`,
+      higherIsBetter: false,
+      stat: latencyStat(m, k),
+    })),
+  ),
+];
+
+export interface Run {
+  name: string;
+  records: readonly RequestRecord[];
+  durationS: number;
+}
+
+export interface MetricComparison {
+  metric: string;
+  a: number;
+  b: number;
+  /** (b − a) / a */
+  delta: number;
+  ci: [number, number];
+  significant: boolean;
+  /** "B better", "B worse" or "no difference" */
+  verdict: string;
+}
+
+function resample(records: readonly RequestRecord[], rng: Rng): RequestRecord[] {
+  const n = records.length;
+  const out = new Array<RequestRecord>(n);
+  for (let i = 0; i < n; i++) out[i] = records[Math.floor(rng.next() * n)]!;
+  return out;
+}
+
+export interface CompareOptions {
+  iterations: number;
+  /** confidence level, e.g. 0.95 */
+  confidence: number;
+  /** smallest relative change worth calling a difference, e.g. 0.02 */
+  minEffect: number;
+  seed: number;
+}
+
+export const COMPARE_DEFAULTS: CompareOptions = {
+  iterations: 1000,
+  confidence: 0.95,
+  minEffect: 0.02,
+  seed: 0,
+};
+
+/**
+ * Resamples requests (ITL samples move with their request, since gaps within one stream
+ * correlate); the throughputs keep each run's duration fixed, an approximation that ignores
+ * the duration's own variance.
+ */
+export function compareRuns(a: Run, b: Run, o: CompareOptions = COMPARE_DEFAULTS): MetricComparison[] {
+  const rng = makeRng(o.seed, "bootstrap");
+  const itlSamples = Math.max(
+    1,
+    [...a.records, ...b.records].reduce((s, r) => s + r.itl.length, 0),
+  );
+  const out: MetricComparison[] = [];
+  for (const h of HEADLINE) {
+    const va = h.stat(a.records, a.durationS);
+    const vb = h.stat(b.records, b.durationS);
+    if (!Number.isFinite(va) || !Number.isFinite(vb) || va === 0) continue;
+    // Pooled-ITL statistics cost a sort of every gap per iteration; fewer iterations keep compare quick.
+    const iters = h.key.includes("itl")
+      ? Math.max(200, Math.min(o.iterations, Math.floor(4e7 / itlSamples)))
+      : o.iterations;
+    const deltas: number[] = [];
+    for (let i = 0; i < iters; i++) {
+      const sa = h.stat(resample(a.records, rng), a.durationS);
+      const sb = h.stat(resample(b.records, rng), b.durationS);
+      if (Number.isFinite(sa) && Number.isFinite(sb) && sa !== 0) deltas.push((sb - sa) / sa);
+    }
+    deltas.sort((x, y) => x - y);
+    const alpha = (1 - o.confidence) / 2;
+    const ci: [number, number] = [
+      percentileSorted(deltas, alpha * 100),
+      percentileSorted(deltas, (1 - alpha) * 100),
+    ];
+    const delta = (vb - va) / va;
+    const significant = (ci[0] > 0 || ci[1] < 0) && Math.abs(delta) >= o.minEffect;
+    const better = h.higherIsBetter ? delta > 0 : delta < 0;
+    out.push({
+      metric: h.key,
+      a: va,
+      b: vb,
+      delta,
+      ci,
+      significant,
+      verdict: significant ? (better ? "B better" : "B worse") : "no difference",
+    });
+  }
+  return out;
+}
+
+const pct = (x: number) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}%`;
+
+export function compareTable(a: Run, b: Run, rows: MetricComparison[], o: CompareOptions): string {
+  const head = `A: ${a.name} (${a.records.length} requests)\nB: ${b.name} (${b.records.length} requests)\n`;
+  const cols = ["metric", "A", "B", "change", `${Math.round(o.confidence * 100)}% CI`, "verdict"];
+  const w = [22, 12, 12, 9, 20, 14];
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(" ");
+  const body = rows.map((r) =>
+    line([
+      r.metric,
+      r.a.toFixed(2),
+      r.b.toFixed(2),
+      pct(r.delta),
+      `[${pct(r.ci[0])}, ${pct(r.ci[1])}]`,
+      r.verdict,
+    ]),
+  );
+  const n = rows.filter((r) => r.significant).length;
+  const foot =
+    n === 0
+      ? `No difference beyond noise (bootstrap, ${o.iterations} resamples, minimum effect ${pct(o.minEffect).slice(1)}).`
+      : `${n} of ${rows.length} metrics differ beyond noise (bootstrap, ${o.iterations} resamples, minimum effect ${pct(o.minEffect).slice(1)}).`;
+  return `${head}\n${line(cols)}\n${body.join("\n")}\n\n${foot}`;
+}

@@ -1,0 +1,171 @@
+// Drives a workload against a sender: open loop (requests start on an arrival schedule at --qps),
+// closed loop (at most --concurrency sessions active at once), or both (a rate with a cap, as vllm
+// bench's --request-rate with --max-concurrency). A session's next turn becomes ready only when its
+// previous answer arrived; ready follow-ups go before new sessions so that users finish.
+import { performance } from "node:perf_hooks";
+import type { RequestRecord } from "./record.js";
+import { arrivalGaps, type ArrivalKind } from "./workloads/arrivals.js";
+import type { Session } from "./workloads/types.js";
+
+export interface LoadOptions {
+  /** requests/s; Infinity sends as fast as the concurrency cap allows */
+  qps: number;
+  arrival: ArrivalKind;
+  /** sessions active at once (single-turn: requests in flight); Infinity for no cap */
+  concurrency: number;
+  /** requests to send at most */
+  maxRequests: number;
+  /** stop starting requests after this many seconds; Infinity for no limit */
+  durationS: number;
+  seed: number;
+}
+
+export interface TurnToSend {
+  index: number;
+  session: Session;
+  round: number;
+  answers: readonly string[];
+}
+
+export type Sender = (turn: TurnToSend) => Promise<{ record: RequestRecord; text: string }>;
+
+export interface LoadResult {
+  records: RequestRecord[];
+  /** seconds from the first send to the last completion (vllm bench's benchmark_duration) */
+  durationS: number;
+  /** highest number of requests in flight at once */
+  maxInFlight: number;
+}
+
+interface Active {
+  session: Session;
+  round: number;
+  answers: string[];
+}
+
+export class LoadRun {
+  private stopped = false;
+  private wake: (() => void) | null = null;
+  inFlight = 0;
+  done = 0;
+  failed = 0;
+  dispatched = 0;
+
+  constructor(
+    private readonly opts: LoadOptions,
+    private readonly sender: Sender,
+  ) {}
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** Stops starting new requests; those in flight finish. */
+  stop(): void {
+    this.stopped = true;
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  private waitForEvent(timeoutMs?: number): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      this.wake = () => {
+        if (timer) clearTimeout(timer);
+        resolve();
+      };
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          this.wake = null;
+          resolve();
+        }, timeoutMs);
+      }
+    });
+  }
+
+  async run(sessions: Iterable<Session>): Promise<LoadResult> {
+    const o = this.opts;
+    const records: RequestRecord[] = [];
+    const source = sessions[Symbol.iterator]();
+    let sourceDone = false;
+    const ready: Active[] = [];
+    let activeSessions = 0;
+    let maxInFlight = 0;
+    const pending = new Set<Promise<void>>();
+    const gaps = arrivalGaps(o.qps, o.arrival, o.seed);
+    const t0 = performance.now();
+    const deadline = Number.isFinite(o.durationS) ? t0 + o.durationS * 1000 : Infinity;
+    let nextAt = t0;
+    let lastEnd = t0;
+
+    const take = (): Active | null => {
+      if (ready.length) return ready.shift()!;
+      if (sourceDone || activeSessions >= o.concurrency) return null;
+      for (;;) {
+        const n = source.next();
+        if (n.done) {
+          sourceDone = true;
+          return null;
+        }
+        if (n.value.turns.length === 0) continue;
+        activeSessions++;
+        return { session: n.value, round: 0, answers: [] };
+      }
+    };
+
+    while (!this.stopped && this.dispatched < o.maxRequests) {
+      nextAt += gaps.next().value! * 1000;
+      if (nextAt > deadline) break;
+      let wait = nextAt - performance.now();
+      // Timers fire late by up to a millisecond or so; sleep only for gaps worth sleeping, and
+      // otherwise send now and let the schedule catch up, so the average rate holds at high qps.
+      if (wait > 1) {
+        await new Promise((r) => setTimeout(r, wait));
+      }
+      let item = take();
+      const held = item === null;
+      while (item === null && !this.stopped) {
+        if (sourceDone && activeSessions === 0) break;
+        wait = deadline - performance.now();
+        if (wait <= 0) break;
+        await this.waitForEvent(Number.isFinite(wait) ? wait : undefined);
+        item = take();
+      }
+      if (item === null || this.stopped || performance.now() > deadline) {
+        if (item) ready.unshift(item);
+        break;
+      }
+      // A tick held by the cap or by sessions awaiting answers does not bunch later arrivals behind it.
+      if (held) nextAt = Math.max(nextAt, performance.now());
+      const index = this.dispatched++;
+      const a = item;
+      this.inFlight++;
+      if (this.inFlight > maxInFlight) maxInFlight = this.inFlight;
+      const p = this.sender({ index, session: a.session, round: a.round, answers: a.answers }).then(
+        ({ record, text }) => {
+          records.push(record);
+          this.inFlight--;
+          this.done++;
+          if (!record.ok) this.failed++;
+          lastEnd = performance.now();
+          a.answers.push(text);
+          a.round++;
+          // A failed turn ends its session: the next round would lack the history it builds on.
+          if (record.ok && a.round < a.session.turns.length) ready.push(a);
+          else activeSessions--;
+          pending.delete(p);
+          this.notify();
+        },
+      );
+      pending.add(p);
+    }
+    await Promise.all(pending);
+    records.sort((x, y) => x.index - y.index);
+    return { records, durationS: (lastEnd - t0) / 1000, maxInFlight };
+  }
+}

@@ -1,0 +1,35 @@
+// What the client records about one request. Times are milliseconds from performance.now();
+// `start` is relative to the run's start so that records of one run share a clock.
+
+export type ErrorKind =
+  "http_4xx" | "http_5xx" | "connect" | "timeout" | "stream_error" | "no_output" | "aborted" | "other";
+
+export interface RequestRecord {
+  /** order of dispatch within the run */
+  index: number;
+  sessionId: string;
+  round: number;
+  /** send time, ms since the run started */
+  start: number;
+  ok: boolean;
+  /** ms from send to the first chunk carrying output; NaN when none came */
+  ttft: number;
+  /** ms between consecutive output-carrying chunks (vllm bench's ITL samples) */
+  itl: number[];
+  /** ms from send to the end of the stream */
+  e2el: number;
+  /** prompt tokens: the server's usage when reported, else the workload's intended count */
+  promptTokens: number;
+  /** output tokens: usage.completion_tokens when reported, else output-carrying chunks */
+  outputTokens: number;
+  usageReported: boolean;
+  httpStatus: number;
+  errorKind: ErrorKind | null;
+  error: string;
+}
+
+/** TPOT as vllm bench defines it: (E2EL − TTFT) / (output tokens − 1), only for outputs of 2+ tokens. */
+export function tpotOf(r: RequestRecord): number | null {
+  if (!r.ok || r.outputTokens <= 1 || !Number.isFinite(r.ttft)) return null;
+  return (r.e2el - r.ttft) / (r.outputTokens - 1);
+}

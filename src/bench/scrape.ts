@@ -1,0 +1,120 @@
+// Server-side figures from Prometheus /metrics, read before and after a run and differenced:
+// prefix cache hit rate, preemptions, router retries, and the engines' own mean TTFT/ITL/E2E from
+// their histograms. Every series of a family is summed, so scraping a router's or several engines'
+// endpoints gives fleet totals.
+import { request } from "undici";
+
+/** Families we read; counters are matched with and without the `_total` suffix. */
+export const SCRAPED = {
+  prefixHits: "vllm:prefix_cache_hits",
+  prefixQueries: "vllm:prefix_cache_queries",
+  preemptions: "vllm:num_preemptions",
+  routerRetries: "switchyard_router_retries",
+  ttftSum: "vllm:time_to_first_token_seconds_sum",
+  ttftCount: "vllm:time_to_first_token_seconds_count",
+  itlSum: "vllm:inter_token_latency_seconds_sum",
+  itlCount: "vllm:inter_token_latency_seconds_count",
+  tpotSum: "vllm:time_per_output_token_seconds_sum",
+  tpotCount: "vllm:time_per_output_token_seconds_count",
+  e2eSum: "vllm:e2e_request_latency_seconds_sum",
+  e2eCount: "vllm:e2e_request_latency_seconds_count",
+} as const;
+
+export type Snapshot = Map<string, number>;
+
+/** Sums sample values by metric name (labels dropped) from Prometheus text exposition. */
+export function parsePrometheus(text: string): Snapshot {
+  const out: Snapshot = new Map();
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    let nameEnd = line.search(/[{\s]/);
+    if (nameEnd < 0) continue;
+    const name = line.slice(0, nameEnd);
+    if (line[nameEnd] === "{") {
+      // Skip the label set, honouring quotes (label values may hold spaces and braces).
+      let inQ = false;
+      let i = nameEnd + 1;
+      for (; i < line.length; i++) {
+        const c = line[i];
+        if (inQ) {
+          if (c === "\\") i++;
+          else if (c === '"') inQ = false;
+        } else if (c === '"') inQ = true;
+        else if (c === "}") break;
+      }
+      nameEnd = i + 1;
+    }
+    const rest = line.slice(nameEnd).trim().split(/\s+/);
+    const v = Number(rest[0]);
+    if (!Number.isFinite(v)) continue;
+    out.set(name, (out.get(name) ?? 0) + v);
+  }
+  return out;
+}
+
+function get(s: Snapshot, name: string): number | undefined {
+  return s.get(name) ?? s.get(`${name}_total`);
+}
+
+/** Scrapes every URL and sums them; a URL that fails is reported, not fatal. */
+export async function scrapeAll(
+  urls: readonly string[],
+  headers: Record<string, string>,
+  timeoutMs = 5000,
+): Promise<{ snapshot: Snapshot; failures: string[] }> {
+  const total: Snapshot = new Map();
+  const failures: string[] = [];
+  await Promise.all(
+    urls.map(async (url) => {
+      try {
+        const res = await request(url, { headers, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+        const text = await res.body.text();
+        if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`);
+        for (const [k, v] of parsePrometheus(text)) total.set(k, (total.get(k) ?? 0) + v);
+      } catch (err) {
+        failures.push(`${url}: ${(err as Error).message}`);
+      }
+    }),
+  );
+  return { snapshot: total, failures };
+}
+
+export interface ServerFigures {
+  prefix_cache_hits: number | null;
+  prefix_cache_queries: number | null;
+  prefix_cache_hit_rate: number | null;
+  num_preemptions: number | null;
+  router_retries: number | null;
+  /** the engines' own mean latencies over the run, from histogram sums and counts */
+  mean_ttft_ms: number | null;
+  mean_itl_ms: number | null;
+  mean_e2el_ms: number | null;
+  requests_seen: number | null;
+}
+
+/** Differences two snapshots into the figures of the run between them. */
+export function serverFigures(before: Snapshot, after: Snapshot): ServerFigures {
+  const d = (name: string): number | null => {
+    const a = get(after, name);
+    if (a === undefined) return null;
+    return a - (get(before, name) ?? 0);
+  };
+  const ratio = (num: number | null, den: number | null, scale = 1): number | null =>
+    num === null || den === null || den <= 0 ? null : (num / den) * scale;
+  const hits = d(SCRAPED.prefixHits);
+  const queries = d(SCRAPED.prefixQueries);
+  const itlSum = d(SCRAPED.itlSum) ?? d(SCRAPED.tpotSum);
+  const itlCount = d(SCRAPED.itlCount) ?? d(SCRAPED.tpotCount);
+  return {
+    prefix_cache_hits: hits,
+    prefix_cache_queries: queries,
+    prefix_cache_hit_rate: ratio(hits, queries),
+    num_preemptions: d(SCRAPED.preemptions),
+    router_retries: d(SCRAPED.routerRetries),
+    mean_ttft_ms: ratio(d(SCRAPED.ttftSum), d(SCRAPED.ttftCount), 1000),
+    mean_itl_ms: ratio(itlSum, itlCount, 1000),
+    mean_e2el_ms: ratio(d(SCRAPED.e2eSum), d(SCRAPED.e2eCount), 1000),
+    requests_seen: d(SCRAPED.e2eCount),
+  };
+}
