@@ -10,7 +10,7 @@ import { HttpError, errorBody, sendError } from "../http/errors.js";
 import type { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import type { RouterMetrics } from "./metrics.js";
-import type { Engine, PendingAttempt, Registry } from "./registry.js";
+import { discard, type Engine, type PendingAttempt, type Registry } from "./registry.js";
 import { logger } from "../obs/log.js";
 
 const log = logger("router.proxy");
@@ -485,12 +485,12 @@ function drained(res: ServerResponse): Promise<void> {
   });
 }
 
-async function readSmall(body: AsyncIterable<Buffer> & { destroy(): void }, max: number): Promise<Buffer> {
+async function readSmall(body: Parameters<typeof discard>[0], max: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of body) {
     if (size + c.length > max) {
-      body.destroy();
+      discard(body);
       break;
     }
     chunks.push(c);

@@ -96,13 +96,21 @@ export interface RegistryEvents {
 }
 
 /** Reads at most `max` bytes of an undici body as text; larger bodies are cut off and destroyed. */
-async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, max: number): Promise<string> {
+type UpstreamBody = AsyncIterable<Buffer> & { destroy(): void; on(ev: "error", fn: () => void): unknown };
+
+/** Drops an undici body we will not read; the listener keeps its abort error from going uncaught. */
+export function discard(body: UpstreamBody): void {
+  body.on("error", () => undefined);
+  body.destroy();
+}
+
+async function readBounded(body: UpstreamBody, max: number): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
     size += chunk.length;
     if (size > max) {
-      body.destroy();
+      discard(body);
       throw new Error(`answer larger than ${max} bytes`);
     }
     chunks.push(chunk);
@@ -245,7 +253,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     const signal = AbortSignal.timeout(Math.max(1, timeoutMs));
     const res = await e.pool.request({ path, method: "GET", headers: this.headers(e), signal });
     if (res.statusCode !== 200) {
-      res.body.destroy();
+      discard(res.body);
       throw new Error(`GET ${path} answered ${res.statusCode}`);
     }
     return readBounded(res.body, maxBytes);

@@ -1,0 +1,151 @@
+// Fault test: engines die, hang and answer 503 under steady load. No non-streaming request may be
+// lost, streams on the killed engine end with an SSE error event, ejection is quick, and engines
+// come back into rotation after they recover.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startFakeEngine } from "./fake-engine.js";
+import { post, routerFor, waitUntil } from "./util.js";
+
+test("kill, hang and 503 under load: nothing lost, streams end with an error event, ejection < 2 s, re-admission", async () => {
+  const opts = { models: ["fake/m"], tokenDelayMs: 5 };
+  const good = await startFakeEngine(opts);
+  const killed = await startFakeEngine(opts);
+  const hung = await startFakeEngine(opts);
+  const failing = await startFakeEngine(opts);
+  const engines = [good, killed, hung, failing];
+  const router = await routerFor(
+    engines.map((e) => e.url),
+    // three engines fail at the same instant: a request may meet all three before they are ejected,
+    // so it needs four attempts to be sure of reaching the good one
+    {
+      policy: "round-robin",
+      retry: { maxAttempts: 4 },
+      health: { interval: 100, timeout: 300, failuresToEject: 2, successesToReadmit: 2 },
+    },
+  );
+  const reg = router.router.registry;
+  const stateOf = (url: string) => reg.engines.get(url)!.state;
+  try {
+    await waitUntil(
+      () => engines.every((e) => stateOf(e.url) === "healthy"),
+      5000,
+      "all engines in rotation",
+    );
+    let stop = false;
+    const statuses = new Map<number, number>();
+    let completed = 0;
+    const worker = async () => {
+      while (!stop) {
+        const r = await post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "x", max_tokens: 4 });
+        const body = (await r.json()) as { choices?: { text: string }[] };
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        if (r.status === 200) assert.equal(body.choices![0]!.text, "tok tok tok tok");
+        completed++;
+      }
+    };
+    const workers = Array.from({ length: 8 }, () => worker());
+    // long streams, spread round-robin over all four engines
+    const streams = Array.from({ length: 8 }, () =>
+      post(`${router.url}/v1/completions`, {
+        model: "fake/m",
+        prompt: "x",
+        max_tokens: 400,
+        stream: true,
+      }).then((r) => r.text()),
+    );
+    await waitUntil(() => killed.active > 0 && completed > 50, 5000, "load running");
+    const streamsOnKilled = killed.active;
+
+    const t0 = Date.now();
+    hung.mode = "hang";
+    failing.mode = "503";
+    await killed.kill();
+    const ejectMs = await Promise.all(
+      [killed, hung, failing].map((e) =>
+        waitUntil(() => stateOf(e.url) === "ejected", 2000, `${e.url} ejected`),
+      ),
+    );
+    const afterFault = completed;
+    await waitUntil(() => completed > afterFault + 100, 10_000, "load continues on the good engine");
+
+    // recovery
+    await killed.restart();
+    hung.mode = "ok";
+    failing.mode = "ok";
+    await waitUntil(() => engines.every((e) => stateOf(e.url) === "healthy"), 5000, "re-admission");
+    const hitsBefore = engines.map((e) => e.hits);
+    const afterRecovery = completed;
+    await waitUntil(() => completed > afterRecovery + 80, 10_000, "load after recovery");
+    stop = true;
+    await Promise.all(workers);
+    const texts = await Promise.all(streams);
+
+    assert.deepEqual(
+      [...statuses.keys()],
+      [200],
+      `every non-streaming request answered 200: ${JSON.stringify([...statuses])}`,
+    );
+    const errored = texts.filter((t) => t.includes('data: {"error"'));
+    assert.equal(
+      errored.length,
+      streamsOnKilled,
+      "exactly the streams on the killed engine ended with an error event",
+    );
+    for (const t of errored) assert.match(t, /data: \{"error": ?\{.*\}\}\n\ndata: \[DONE\]\n\n$/s);
+    for (const t of texts) assert.match(t, /data: \[DONE\]\n\n$/);
+    assert.ok(
+      Math.max(...ejectMs) < 2000,
+      `ejections took ${ejectMs.join(", ")} ms after the fault at ${t0}`,
+    );
+    engines.forEach((e, i) => assert.ok(e.hits > hitsBefore[i]!, `engine ${i} takes traffic again`));
+    const m = await (await fetch(`${router.url}/metrics`)).text();
+    assert.match(m, /switchyard_retries_total\{[^}]*\} [1-9]/);
+    assert.match(m, /switchyard_engine_ejections_total\{[^}]*\} [1-9]/);
+  } finally {
+    await router.close();
+    for (const e of engines) await e.close();
+  }
+});
+
+test("known model without a ready engine → 503 with Retry-After; retry budget caps failover", async () => {
+  const e = await startFakeEngine({ models: ["fake/m"] });
+  const router = await routerFor([e.url], { retry: { maxAttempts: 3, minRetries: 0, budgetRatio: 0 } });
+  try {
+    e.mode = "503";
+    // no budget: the engine's 503 goes to the client as it was, no retry
+    const r = await post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "x" });
+    assert.equal(r.status, 503);
+    assert.equal(((await r.json()) as { error: { message: string } }).error.message, "engine overloaded");
+    await waitUntil(() => router.router.registry.engines.get(e.url)!.state === "ejected", 3000, "ejection");
+    const r2 = await post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "x" });
+    assert.equal(r2.status, 503);
+    assert.ok(Number(r2.headers.get("retry-after")) >= 1);
+    assert.equal(((await r2.json()) as { error: { type: string } }).error.type, "ServiceUnavailableError");
+    assert.equal((await fetch(`${router.url}/ready`)).status, 503);
+  } finally {
+    await router.close();
+    await e.close();
+  }
+});
+
+test("admission: per-engine cap queues requests; a full queue answers 429 with Retry-After", async () => {
+  const e = await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs: 300 });
+  const router = await routerFor([e.url], {
+    admission: { maxInFlightPerEngine: 2, queueSize: 2, queueTimeout: 5000 },
+  });
+  try {
+    const reqs = Array.from({ length: 5 }, () =>
+      post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "x" }),
+    );
+    const res = await Promise.all(reqs);
+    const codes = res.map((r) => r.status).sort();
+    assert.deepEqual(codes, [200, 200, 200, 200, 429]);
+    const limited = res.find((r) => r.status === 429)!;
+    assert.ok(Number(limited.headers.get("retry-after")) >= 1);
+    assert.equal(((await limited.json()) as { error: { type: string } }).error.type, "RateLimitError");
+    assert.ok(e.hits === 4);
+  } finally {
+    await router.close();
+    await e.close();
+  }
+});
