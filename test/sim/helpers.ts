@@ -1,0 +1,55 @@
+// Shared by the sim tests: start a sim in-process on a free loopback port, and small HTTP helpers.
+import { startSim, type RunningSim } from "../../src/sim/app.js";
+import { parseSimArgs } from "../../src/sim/config.js";
+
+export async function startTestSim(model: string, args: string[] = []): Promise<RunningSim> {
+  return startSim(parseSimArgs([model, "--host", "127.0.0.1", "--port", "0", ...args], {}));
+}
+
+export async function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: any; text: string }> {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: any = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: res.status, json, text };
+}
+
+export async function getText(url: string): Promise<{ status: number; text: string }> {
+  const res = await fetch(url);
+  return { status: res.status, text: await res.text() };
+}
+
+/** The value of one Prometheus sample (first series whose line starts with `prefix`), or 0. */
+export function metric(text: string, prefix: string): number {
+  for (const line of text.split("\n")) {
+    if (line.startsWith(prefix) && (line[prefix.length] === " " || line[prefix.length] === "{")) {
+      return Number(line.slice(line.lastIndexOf(" ") + 1));
+    }
+  }
+  return 0;
+}
+
+/** Deterministic token ids in [lo, hi) for prompts given as id lists. */
+export function tokenIds(n: number, seed: number, lo = 1000, hi = 30000): number[] {
+  const out: number[] = [];
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out.push(lo + ((x >>> 0) % (hi - lo)));
+  }
+  return out;
+}
