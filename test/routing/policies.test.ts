@@ -1,0 +1,105 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createPolicy, decide, type EngineView, type RequestView } from "../../src/routing/index.js";
+
+function eng(id: string, over: Partial<EngineView> = {}): EngineView {
+  return {
+    id,
+    models: new Set(["m"]),
+    healthy: true,
+    weight: 1,
+    inFlight: 0,
+    maxInFlight: 0,
+    running: 0,
+    waiting: 0,
+    kvUsage: 0,
+    ...over,
+  };
+}
+const req = (seq: number, over: Partial<RequestView> = {}): RequestView => ({ model: "m", seq, ...over });
+const pickId = (d: ReturnType<typeof decide>) => (d.kind === "picked" ? d.engine.id : d.kind);
+
+test("round-robin cycles; skips unhealthy, excluded and other-model engines", () => {
+  const p = createPolicy("round-robin");
+  const fleet = {
+    engines: [eng("a"), eng("b"), eng("c", { healthy: false }), eng("d", { models: new Set(["x"]) })],
+  };
+  assert.deepEqual(
+    [0, 1, 2, 3].map((s) => pickId(decide(p, req(s), fleet))),
+    ["a", "b", "a", "b"],
+  );
+  assert.equal(pickId(decide(p, req(0, { exclude: new Set(["a"]) }), fleet)), "b");
+  assert.equal(pickId(decide(p, req(0, { model: "zzz" }), fleet)), "unknown-model");
+  assert.equal(pickId(decide(p, req(0, { model: "x" }), fleet)), "d");
+  assert.equal(pickId(decide(p, req(0), { engines: [eng("a", { healthy: false })] })), "unavailable");
+  assert.equal(
+    pickId(decide(p, req(0), { engines: [eng("a", { inFlight: 2, maxInFlight: 2 })] })),
+    "saturated",
+  );
+});
+
+test("weights split traffic among healthy engines (canary)", () => {
+  for (const name of ["round-robin", "least-load", "session"] as const) {
+    const p = createPolicy(name);
+    const stable = eng("stable", { weight: 9 });
+    const canary = eng("canary", { weight: 1 });
+    const fleet = { engines: [stable, canary] };
+    const counts: Record<string, number> = { stable: 0, canary: 0 };
+    for (let s = 0; s < 2000; s++) {
+      const d = decide(p, req(s, { sessionKey: name === "session" ? `user-${s}` : undefined }), fleet);
+      assert.equal(d.kind, "picked");
+      if (d.kind !== "picked") continue;
+      counts[d.engine.id]!++;
+      // least-load and session see the load they create (it only grows here); round-robin ignores it
+      d.engine.inFlight++;
+    }
+    const share = counts.canary! / 2000;
+    assert.ok(share > 0.05 && share < 0.16, `${name}: canary share ${share}`);
+    const zero = decide(p, req(0), { engines: [eng("a", { weight: 0 }), eng("b")] });
+    assert.equal(pickId(zero), "b");
+  }
+});
+
+test("least-load prefers fewer in-flight and queued requests, KV usage breaks ties, ties rotate", () => {
+  const p = createPolicy("least-load");
+  assert.equal(
+    pickId(decide(p, req(0), { engines: [eng("a", { inFlight: 3 }), eng("b", { inFlight: 1 })] })),
+    "b",
+  );
+  assert.equal(
+    pickId(decide(p, req(0), { engines: [eng("a", { waiting: 5 }), eng("b", { running: 2 })] })),
+    "b",
+  );
+  assert.equal(
+    pickId(decide(p, req(0), { engines: [eng("a", { kvUsage: 0.9 }), eng("b", { kvUsage: 0.2 })] })),
+    "b",
+  );
+  const tied = { engines: [eng("a"), eng("b"), eng("c")] };
+  assert.deepEqual(
+    [0, 1, 2].map((s) => pickId(decide(p, req(s), tied))),
+    ["a", "b", "c"],
+  );
+});
+
+test("session: same key → same engine; keys spread; bounded load spills; no key → least-load", () => {
+  const p = createPolicy("session", { sessionLoadFactor: 1.25 });
+  const engines = ["a", "b", "c", "d"].map((id) => eng(id));
+  const fleet = { engines };
+  const first = pickId(decide(p, req(0, { sessionKey: "alice" }), fleet));
+  for (let s = 1; s < 20; s++) assert.equal(pickId(decide(p, req(s, { sessionKey: "alice" }), fleet)), first);
+  const used = new Set<string>();
+  for (let k = 0; k < 100; k++) used.add(pickId(decide(p, req(k, { sessionKey: `u${k}` }), fleet)));
+  assert.equal(used.size, 4);
+  // removing another engine does not move alice (consistent hashing)
+  const without = {
+    engines: engines
+      .filter((e) => e.id !== first && e.id !== "a")
+      .concat(engines.filter((e) => e.id === first)),
+  };
+  assert.equal(pickId(decide(p, req(0, { sessionKey: "alice" }), without)), first);
+  // alice's engine is overloaded: her requests spill to another
+  const hot = engines.map((e) => ({ ...e, inFlight: e.id === first ? 10 : 0 }));
+  assert.notEqual(pickId(decide(p, req(0, { sessionKey: "alice" }), { engines: hot })), first);
+  const loaded = { engines: [eng("a", { inFlight: 5 }), eng("b")] };
+  assert.equal(pickId(decide(p, req(0), loaded)), "b");
+});
