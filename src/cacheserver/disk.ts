@@ -56,6 +56,8 @@ export class DiskTier {
   private readonly inFlight = new Set<Promise<void>>();
   private used = 0;
   private nextSeq = 1;
+  /** writes not yet finished, payload release included */
+  private writes = 0;
 
   constructor(
     readonly dir: string,
@@ -69,7 +71,7 @@ export class DiskTier {
       objects: this.index.size,
       usedBytes: this.used,
       maxBytes: this.maxBytes,
-      writesInFlight: this.pending.size,
+      writesInFlight: this.writes,
     };
   }
 
@@ -200,8 +202,10 @@ export class DiskTier {
     const rec: PendingWrite = { obj, seq };
     this.pending.set(obj.key, rec);
     this.used += fileBytes;
+    this.writes++;
     const p = this.write(rec, fileBytes).finally(() => {
       this.inFlight.delete(p);
+      this.writes--;
       released();
     });
     this.inFlight.add(p);

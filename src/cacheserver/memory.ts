@@ -1,7 +1,10 @@
 // The memory tier: a byte-budgeted LRU over stored objects. A JS Map keeps insertion order, so
 // "delete then set" on a hit moves a key to the young end and eviction takes from the old end, O(1).
 // The budget counts payload bytes plus a fixed per-object overhead, and also the payloads of evicted
-// objects whose disk write has not finished yet (they are still in RAM), so RSS tracks the budget.
+// objects whose disk write has not finished yet (they are still in RAM). With a disk tier, a slice of
+// the budget (default min(1/8, 256 MiB)) is set aside for those writes: resident objects get the rest,
+// and a victim that finds the slice full is dropped rather than queued, so the total never exceeds
+// the budget and eviction never takes more than the incoming object needs.
 import type { ObjectMeta } from "./protocol.js";
 
 export interface StoredObject {
@@ -30,6 +33,10 @@ export interface MemoryStats {
   budgetBytes: number;
 }
 
+export function defaultPendingOffload(budgetBytes: number): number {
+  return Math.min(Math.floor(budgetBytes / 8), 256 * 2 ** 20);
+}
+
 export class MemoryTier {
   private readonly objects = new Map<string, StoredObject>();
   private resident = 0;
@@ -39,9 +46,14 @@ export class MemoryTier {
     readonly budgetBytes: number,
     private readonly sink: EvictionSink | undefined,
     private readonly onEvict: (outcome: "offloaded" | "dropped", obj: StoredObject) => void,
-    /** how many bytes of evicted payloads may wait for the disk at once; beyond it victims are dropped */
-    private readonly maxPendingOffload = Math.floor(budgetBytes / 2),
-  ) {}
+    /** bytes of evicted payloads that may wait for the disk at once; beyond it victims are dropped */
+    readonly maxPendingOffload = sink ? defaultPendingOffload(budgetBytes) : 0,
+  ) {
+    this.residentBudget = budgetBytes - maxPendingOffload;
+  }
+
+  /** what resident objects may take: the budget less the slice kept for disk writes */
+  readonly residentBudget: number;
 
   get usedBytes(): number {
     return this.resident + this.pendingOffload;
@@ -77,8 +89,8 @@ export class MemoryTier {
   put(obj: StoredObject): boolean {
     const cost = objectCost(obj);
     this.delete(obj.key);
-    if (cost > this.budgetBytes) return false;
-    while (this.usedBytes + cost > this.budgetBytes) {
+    if (cost > this.residentBudget) return false;
+    while (this.resident + cost > this.residentBudget) {
       if (!this.evictOldest()) return false;
     }
     this.objects.set(obj.key, obj);

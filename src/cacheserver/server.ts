@@ -7,6 +7,7 @@ import { Connection } from "./connection.js";
 import { DiskTier } from "./disk.js";
 import { CacheMetrics } from "./metrics.js";
 import { TieredStore } from "./store.js";
+import { PER_OBJECT_OVERHEAD } from "./memory.js";
 
 export const DEFAULT_PORT = 65432;
 export const DEFAULT_MAX_OBJECT_BYTES = 2 ** 30;
@@ -65,7 +66,13 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     await disk.open();
   }
   store = new TieredStore(opts.maxMemoryBytes, disk, metrics, log);
-  const ctx = { store, metrics, log, maxObjectBytes };
+  // an object must fit beside the slice kept for disk writes, or it would be accepted and then dropped
+  const ctx = {
+    store,
+    metrics,
+    log,
+    maxObjectBytes: Math.min(maxObjectBytes, store.memory.residentBudget - PER_OBJECT_OVERHEAD - 150),
+  };
 
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
     const conn = new Connection(socket, ctx);
@@ -116,7 +123,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       port,
       metricsPort,
       maxMemoryBytes: opts.maxMemoryBytes,
-      maxObjectBytes,
+      maxObjectBytes: ctx.maxObjectBytes,
       diskDir: opts.diskDir,
       maxDiskBytes: disk?.maxBytes,
     },

@@ -1,0 +1,54 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
+import { LmClient } from "../../src/cacheserver/client.js";
+
+test("switchyard cache-server: flags with units, metrics endpoint, graceful SIGTERM", async () => {
+  const [port, metricsPort] = [await freePort(), await freePort()];
+  const p = spawnCli(
+    [
+      "cache-server",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--max-memory",
+      "64MiB",
+      "--metrics-port",
+      String(metricsPort),
+    ],
+    { SWITCHYARD_LOG_LEVEL: "info" },
+  );
+  try {
+    await waitForHttp(`http://127.0.0.1:${metricsPort}/health`);
+    const c = await LmClient.connect("127.0.0.1", port);
+    await c.put("k", Buffer.alloc(1000, 1));
+    assert.equal((await c.get("k"))?.payload.length, 1000);
+    assert.equal(await c.get("miss"), undefined);
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    for (const line of [
+      'switchyard_cache_hits_total{tier="memory"} 1',
+      "switchyard_cache_misses_total 1",
+      "switchyard_cache_bytes_in_total 1000",
+      "switchyard_cache_bytes_out_total 1000",
+      'switchyard_cache_objects{tier="memory"} 1',
+      "switchyard_cache_memory_budget_bytes 67108864",
+      "switchyard_cache_connections 1",
+      'switchyard_cache_protocol_errors_total{kind="bad_key"} 0',
+      'switchyard_cache_get_latency_seconds_count{tier="memory"} 1',
+    ])
+      assert.ok(text.includes(line), `missing: ${line}\n${text}`);
+    assert.equal(await p.stop("SIGTERM"), 0, p.output());
+    assert.match(p.output(), /cache server stopped/);
+    await assert.rejects(c.health());
+  } finally {
+    await p.stop("SIGKILL");
+  }
+});
+
+test("switchyard cache-server rejects bad flags", async () => {
+  const p = spawnCli(["cache-server", "--max-memory", "lots"]);
+  const code = await new Promise((resolve) => p.child.once("exit", resolve));
+  assert.equal(code, 2);
+  assert.match(p.output(), /--max-memory: cannot read 'lots' as a size/);
+});

@@ -1,0 +1,45 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { LmClient } from "../../src/cacheserver/client.js";
+import { startCacheServer } from "../../src/cacheserver/server.js";
+
+test("LmClient: put/get/exist/health/list, pipelined replies resolve in request order", async () => {
+  const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 26 });
+  const c = await LmClient.connectUrl(`lm://127.0.0.1:${srv.port}`);
+  try {
+    assert.equal(await c.health(), true);
+    assert.equal(await c.get("nope"), undefined);
+    const meta = { fmt: 1, dtype: 3, shape: [2, 32, 256, 8] as [number, number, number, number] };
+    await c.put("a", Buffer.from("alpha"), meta);
+    const got = await c.get("a");
+    assert.deepEqual(got, { payload: Buffer.from("alpha"), meta });
+    // pipeline: fire many requests without awaiting, check each answer belongs to its request
+    const puts = Array.from({ length: 100 }, (_, i) => c.put(`p${i}`, Buffer.alloc(i * 100, i)));
+    const gets = Array.from({ length: 100 }, (_, i) => c.get(i % 3 === 0 ? `absent${i}` : `p${i}`));
+    const exists = Array.from({ length: 100 }, (_, i) => c.exist(i % 2 ? `p${i}` : `absent${i}`));
+    await Promise.all(puts);
+    const g = await Promise.all(gets);
+    g.forEach((o, i) => {
+      if (i % 3 === 0) assert.equal(o, undefined);
+      else assert.deepEqual(o!.payload, Buffer.alloc(i * 100, i));
+    });
+    assert.deepEqual(
+      await Promise.all(exists),
+      Array.from({ length: 100 }, (_, i) => i % 2 === 1),
+    );
+    assert.equal((await c.list()).length, 101);
+    assert.equal(c.pending, 0);
+  } finally {
+    await c.close();
+    await srv.close();
+  }
+});
+
+test("LmClient rejects pending requests when the server goes away", async () => {
+  const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 20 });
+  const c = await LmClient.connect("127.0.0.1", srv.port);
+  assert.equal(await c.health(), true);
+  await srv.close(); // graceful: the server ends the idle connection
+  await assert.rejects(c.exist("x"));
+  await assert.rejects(LmClient.connect("127.0.0.1", srv.port));
+});
