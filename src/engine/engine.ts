@@ -5,7 +5,7 @@ import type { KvEvent } from "../kvevents/events.js";
 import { BlockPool } from "./block-pool.js";
 import { kvCapacity, type KvCapacity } from "./capacity.js";
 import { validateEngineConfig } from "./config.js";
-import { extraKeysFor, hashBlockTokens, noneHash } from "./hashing.js";
+import { BlockHasher, extraKeysFor, noneHash } from "./hashing.js";
 import { CpuTier } from "./offload.js";
 import { StepTimer, type StepWork } from "./timing.js";
 import type {
@@ -92,6 +92,7 @@ export class Engine {
   private readonly counters = newCounters();
   private readonly noneHash: Buffer;
   private readonly hashing: boolean;
+  private readonly hasher: BlockHasher;
   private nextSeq = 0;
   private inFlight = false;
   private stepDuration = 0;
@@ -109,6 +110,7 @@ export class Engine {
     this.cpu = config.offload ? new CpuTier(this.capacity.numCpuBlocks, this.events) : null;
     this.timer = new StepTimer(config);
     this.noneHash = noneHash(config.hashSeed);
+    this.hasher = new BlockHasher(config.blockSize);
     this.hashing = config.enablePrefixCaching || this.cpu !== null;
   }
 
@@ -185,11 +187,8 @@ export class Engine {
     const bs = this.config.blockSize;
     for (let b = r.hashIds.length; b < numBlocks; b++) {
       const parent = b === 0 ? this.noneHash : r.hashDigests[b - 1]!;
-      const d = hashBlockTokens(
-        parent,
-        r.tokens.slice(b * bs, (b + 1) * bs),
-        extraKeysFor(b, r.r.loraName, r.r.cacheSalt),
-      );
+      const keys = b === 0 || r.r.loraName ? extraKeysFor(b, r.r.loraName, r.r.cacheSalt) : null;
+      const d = this.hasher.hash(parent, r.tokens, b * bs, (b + 1) * bs, keys);
       r.hashDigests.push(d);
       r.hashIds.push(d.readBigUInt64BE(24));
     }

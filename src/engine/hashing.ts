@@ -131,3 +131,23 @@ export function computeBlockHashes(
   }
   return { digests, ids };
 }
+
+/** Hashes single blocks into a reused scratch buffer: the engine's per-block path when a block fills. */
+export class BlockHasher {
+  private buf: Buffer;
+  constructor(blockSize: number) {
+    this.buf = Buffer.allocUnsafe(scratchSize(blockSize, null) + 256);
+  }
+  hash(
+    parent: Uint8Array,
+    tokens: ArrayLike<number>,
+    start: number,
+    end: number,
+    extraKeys: readonly string[] | null,
+  ): Buffer {
+    const need = scratchSize(end - start, extraKeys);
+    if (this.buf.length < need) this.buf = Buffer.allocUnsafe(need);
+    const len = encodeBlock(this.buf, parent, tokens, start, end, extraKeys);
+    return createHash("sha256").update(this.buf.subarray(0, len)).digest();
+  }
+}

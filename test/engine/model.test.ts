@@ -1,0 +1,237 @@
+// The shape of the model on the virtual clock: anchors against published figures, batch and prompt-length
+// trends, prefix and offload effects, and the real-time driver.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Engine } from "../../src/engine/engine.js";
+import { RealTimeDriver, VirtualDriver } from "../../src/engine/drivers.js";
+import type { BlockStored } from "../../src/kvevents/events.js";
+import { config, makeEngine, request, runToIdle, tokens, Recorder } from "./helpers.js";
+
+function meanItl(rec: Recorder): number {
+  let sum = 0;
+  let n = 0;
+  for (const { times } of rec.tokens.values()) {
+    for (let i = 1; i < times.length; i++) {
+      sum += times[i]! - times[i - 1]!;
+      n++;
+    }
+  }
+  return sum / n;
+}
+
+test("anchor: Llama-3.1-8B on one H100 decodes one stream in 6-12 ms per token", () => {
+  const { engine, rec, driver } = makeEngine();
+  engine.add(request("a", tokens(1000), { maxTokens: 64 }));
+  runToIdle(engine, driver);
+  const itl = meanItl(rec);
+  console.log(`anchor: single-stream ITL ${(itl * 1000).toFixed(2)} ms`);
+  assert.ok(itl > 0.006 && itl < 0.012, `ITL ${itl}`);
+});
+
+test("anchor: Llama-3.1-8B on one H100 prefills 10k-30k tokens/s", () => {
+  for (const len of [2048, 8192, 16384]) {
+    const { engine, rec, driver } = makeEngine();
+    engine.add(request("a", tokens(len), { maxTokens: 1 }));
+    runToIdle(engine, driver);
+    const ttft = rec.finished.get("a")!.timings.firstTokenTime;
+    const rate = len / ttft;
+    console.log(
+      `anchor: prefill ${len} tokens in ${(ttft * 1000).toFixed(1)} ms = ${Math.round(rate)} tok/s`,
+    );
+    assert.ok(rate > 10_000 && rate < 30_000, `rate ${rate}`);
+  }
+});
+
+test("shape: ITL grows with batch size", () => {
+  const itls: number[] = [];
+  for (const batch of [1, 32, 256, 1024]) {
+    const { engine, rec, driver } = makeEngine();
+    for (let i = 0; i < batch; i++) engine.add(request(`r${i}`, tokens(200, i), { maxTokens: 40 }));
+    runToIdle(engine, driver);
+    itls.push(meanItl(rec));
+  }
+  console.log(`shape: ITL by batch 1/32/256/1024: ${itls.map((x) => (x * 1000).toFixed(2)).join(" / ")} ms`);
+  for (let i = 1; i < itls.length; i++) assert.ok(itls[i]! > itls[i - 1]!, `ITL ${itls}`);
+});
+
+test("shape: TTFT grows with prompt length; a prefix hit cuts it", () => {
+  const ttfts: number[] = [];
+  for (const len of [256, 2048, 16384]) {
+    const { engine, rec, driver } = makeEngine();
+    engine.add(request("a", tokens(len), { maxTokens: 1 }));
+    runToIdle(engine, driver);
+    ttfts.push(rec.finished.get("a")!.timings.firstTokenTime);
+  }
+  assert.ok(ttfts[0]! < ttfts[1]! && ttfts[1]! < ttfts[2]!, `TTFT ${ttfts}`);
+  const { engine, rec, driver } = makeEngine();
+  const prompt = tokens(8000);
+  engine.add(request("cold", prompt, { maxTokens: 1 }));
+  runToIdle(engine, driver);
+  const t0 = driver.now;
+  engine.add(request("warm", prompt, { maxTokens: 1, arrivalTime: t0 }));
+  runToIdle(engine, driver);
+  const cold = rec.finished.get("cold")!.timings.firstTokenTime;
+  const warm = rec.finished.get("warm")!.timings.firstTokenTime - t0;
+  console.log(
+    `shape: TTFT 8000-token prompt cold ${(cold * 1000).toFixed(1)} ms, warm ${(warm * 1000).toFixed(1)} ms`,
+  );
+  assert.ok(warm < cold / 5, `warm ${warm} cold ${cold}`);
+});
+
+test("shape: tensor parallel shortens a 70B step, with communication cost", () => {
+  const step = (tp: number) => {
+    const e = new Engine(
+      config({ tensorParallelSize: tp, maxModelLen: 8192 }, "meta-llama/Llama-3.1-70B", "h100"),
+      new Recorder(),
+    );
+    e.add(request("a", tokens(2048), { maxTokens: 1 }));
+    return e.beginStep(0)!.duration;
+  };
+  const t2 = step(2);
+  const t4 = step(4);
+  const t8 = step(8);
+  assert.ok(t4 < t2 && t8 < t4);
+  assert.ok(t8 > t2 / 4, "communication keeps TP scaling below linear");
+});
+
+function offloadRun(withOffload: boolean) {
+  const { engine, rec, driver } = makeEngine({
+    numGpuBlocksOverride: 64,
+    maxModelLen: 1024,
+    offload: withOffload ? { backend: "native", bytes: 2 * 2 ** 30 } : null,
+  });
+  // 8 distinct 320-token prompts (20 blocks each) cycle twice through a 64-block GPU cache
+  const prompts = Array.from({ length: 8 }, (_, i) => tokens(320, 100 + i));
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < prompts.length; i++) {
+      engine.add(request(`r${round}-${i}`, prompts[i]!, { maxTokens: 4, arrivalTime: driver.now }));
+      runToIdle(engine, driver);
+    }
+  }
+  const c = engine.snapshot().counters;
+  const computed = c.promptTokens - c.prefixCacheHits - c.offloadHitTokens;
+  return { c, computed, rec, end: driver.now };
+}
+
+test("offload tier: evicted prefixes load from CPU instead of being recomputed", () => {
+  const base = offloadRun(false);
+  const off = offloadRun(true);
+  console.log(
+    `offload: prompt tokens computed ${base.computed} without, ${off.computed} with the CPU tier ` +
+      `(${off.c.offloadHitTokens} tokens loaded, ${off.c.offloadLoadedBlocks} blocks, ` +
+      `${(off.c.offloadTransferSeconds * 1000).toFixed(2)} ms of transfer); run ${base.end.toFixed(3)} s vs ${off.end.toFixed(3)} s`,
+  );
+  assert.ok(off.computed < base.computed * 0.6, `${off.computed} vs ${base.computed}`);
+  assert.ok(off.c.offloadStoredBlocks > 0 && off.c.offloadBytesToCpu > 0 && off.c.offloadBytesToGpu > 0);
+  assert.ok(off.end < base.end, "loading at the host-link rate beats recomputing");
+  const cpuStored = off.rec.events.filter(
+    (e): e is BlockStored => e.type === "BlockStored" && e.medium === "CPU",
+  );
+  assert.ok(cpuStored.length > 0);
+});
+
+test("offload tier reduces recomputation after preemption", () => {
+  const run = (withOffload: boolean) => {
+    const { engine, rec, driver } = makeEngine({
+      numGpuBlocksOverride: 40,
+      maxModelLen: 640,
+      offload: withOffload ? { backend: "native", bytes: 2 * 2 ** 30 } : null,
+    });
+    for (let i = 0; i < 12; i++) engine.add(request(`r${i}`, tokens(200, i), { maxTokens: 200 }));
+    runToIdle(engine, driver);
+    assert.equal(rec.finished.size, 12);
+    return engine.snapshot().counters;
+  };
+  const base = run(false);
+  const off = run(true);
+  console.log(
+    `offload+preemption: recomputed ${base.recomputedTokens} tokens without, ${off.recomputedTokens} with (${off.offloadHitTokens} loaded)`,
+  );
+  assert.ok(off.recomputedTokens < base.recomputedTokens);
+});
+
+test("CPU tier is bounded and evicts LRU with CPU BlockRemoved events", () => {
+  const { engine, rec, driver } = makeEngine({
+    numGpuBlocksOverride: 64,
+    maxModelLen: 1024,
+    offload: { backend: "native", bytes: 10 * 2 * 2 ** 20 }, // 10 blocks of 2 MiB
+  });
+  for (let i = 0; i < 3; i++) {
+    engine.add(request(`r${i}`, tokens(160, i), { maxTokens: 1, arrivalTime: driver.now }));
+    runToIdle(engine, driver);
+  }
+  assert.equal(engine.snapshot().numCpuBlocks, 10);
+  assert.equal(engine.debugState().cpuBlocks, 10);
+  assert.ok(rec.events.some((e) => e.type === "BlockRemoved" && e.medium === "CPU"));
+});
+
+test("virtual driver: many engines share one clock and idle time is skipped", () => {
+  const driver = new VirtualDriver();
+  const recs = [new Recorder(), new Recorder()];
+  const engines = recs.map((r) => new Engine(config(), r));
+  driver.at(100, () => {
+    engines[1]!.add(request("late", tokens(100), { maxTokens: 3, arrivalTime: driver.now }));
+    driver.wake(engines[1]!);
+  });
+  engines[0]!.add(request("early", tokens(100), { maxTokens: 3 }));
+  driver.wake(engines[0]!);
+  driver.run();
+  assert.ok(recs[0]!.finished.get("early")!.timings.finishedTime < 1);
+  const late = recs[1]!.finished.get("late")!.timings;
+  assert.ok(late.firstScheduledTime === 100 && late.finishedTime > 100 && late.finishedTime < 101);
+});
+
+test("real-time driver: runs a request on the wall clock with a time scale", async () => {
+  const rec = new Recorder();
+  const engine = new Engine(config(), rec);
+  const driver = new RealTimeDriver(engine, { timeScale: 0.5 });
+  const start = performance.now() / 1000;
+  engine.add(request("a", tokens(100), { maxTokens: 20, arrivalTime: start }));
+  driver.wake();
+  driver.wake(); // idempotent while running
+  const done = await new Promise<boolean>((resolve) => {
+    const poll = setInterval(() => {
+      if (rec.finished.has("a")) {
+        clearInterval(poll);
+        resolve(true);
+      }
+    }, 5);
+    setTimeout(() => {
+      clearInterval(poll);
+      resolve(false);
+    }, 5000);
+  });
+  driver.stop();
+  assert.ok(done);
+  const t = rec.finished.get("a")!.timings;
+  const modelled = engine.snapshot().counters.busySeconds;
+  const wall = t.finishedTime - t.firstScheduledTime;
+  // the wall time is at least the scaled model time (timers never fire early)
+  assert.ok(wall >= modelled * 0.5 * 0.9, `wall ${wall} modelled ${modelled}`);
+  assert.equal(rec.tokens.get("a")!.ids.length, 20);
+});
+
+test("real-time driver compensates timer lateness over many steps", async () => {
+  const rec = new Recorder();
+  const engine = new Engine(config(), rec);
+  let t = 0;
+  // a fake clock that runs 0.3 ms late on every read, like a busy event loop
+  const clock = () => (t += 0.0003) + performance.now() / 1000;
+  const driver = new RealTimeDriver(engine, { timeScale: 0.2, clock });
+  engine.add(request("a", tokens(100), { maxTokens: 150, arrivalTime: clock() }));
+  const begin = clock();
+  driver.wake();
+  await new Promise<void>((resolve) => {
+    const poll = setInterval(() => {
+      if (rec.finished.has("a")) {
+        clearInterval(poll);
+        resolve();
+      }
+    }, 5);
+  });
+  driver.stop();
+  const elapsed = rec.finished.get("a")!.timings.finishedTime - begin;
+  const ideal = engine.snapshot().counters.busySeconds * 0.2;
+  console.log(`real-time: ${(elapsed * 1000).toFixed(1)} ms for ${(ideal * 1000).toFixed(1)} ms ideal`);
+  assert.ok(elapsed < ideal * 1.25 + 0.02, `elapsed ${elapsed} ideal ${ideal}`);
+});
