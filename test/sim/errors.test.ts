@@ -1,0 +1,132 @@
+// Bad inputs get vLLM's status and error body, and the server keeps serving after each.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import type { RunningSim } from "../../src/sim/app.js";
+import { postJson, startTestSim } from "./helpers.js";
+
+let sim: RunningSim;
+before(async () => {
+  sim = await startTestSim("facebook/opt-125m", [
+    "--max-model-len",
+    "256",
+    "--max-body-bytes",
+    "4KiB",
+    "--api-key",
+    "sekret",
+  ]);
+});
+after(async () => sim.close());
+
+const auth = { authorization: "Bearer sekret" };
+
+function assertError(r: { status: number; json: any }, status: number, type: string, message?: RegExp): void {
+  assert.equal(r.status, status, JSON.stringify(r.json));
+  assert.equal(r.json.error.code, status);
+  assert.equal(r.json.error.type, type);
+  assert.ok("param" in r.json.error);
+  if (message) assert.match(r.json.error.message, message);
+}
+
+test("malformed JSON, non-object bodies and wrong field types are 400 (never 422)", async () => {
+  const url = `${sim.url}/v1/completions`;
+  assertError(await postJson(url, "{not json", auth), 400, "BadRequestError", /malformed JSON/);
+  assertError(await postJson(url, "[1,2]", auth), 400, "BadRequestError", /JSON object/);
+  assertError(
+    await postJson(url, { prompt: "hi", max_tokens: "many" }, auth),
+    400,
+    "BadRequestError",
+    /max_tokens/,
+  );
+  assertError(await postJson(url, { prompt: 42 }, auth), 400, "BadRequestError", /prompt/);
+  assertError(await postJson(url, { max_tokens: 3 }, auth), 400, "BadRequestError", /prompt/);
+  assertError(
+    await postJson(`${sim.url}/v1/chat/completions`, { messages: "hi" }, auth),
+    400,
+    "BadRequestError",
+  );
+  assertError(
+    await postJson(url, { prompt: "hi", stream: false, stream_options: { include_usage: true } }, auth),
+    400,
+    "BadRequestError",
+  );
+});
+
+test("unknown model is 404 with vLLM's message", async () => {
+  const r = await postJson(`${sim.url}/v1/completions`, { model: "gpt-9", prompt: "hi" }, auth);
+  assertError(r, 404, "NotFoundError");
+  assert.equal(r.json.error.message, "The model `gpt-9` does not exist.");
+});
+
+test("prompt + max_tokens over max_model_len is 400 with vLLM's message", async () => {
+  const r = await postJson(
+    `${sim.url}/v1/completions`,
+    { prompt: Array(200).fill(5), max_tokens: 100 },
+    auth,
+  );
+  assertError(r, 400, "BadRequestError");
+  assert.equal(
+    r.json.error.message,
+    "'max_tokens' or 'max_completion_tokens' is too large: 100. This model's maximum context length is 256 tokens and your request has 200 input tokens (100 > 256 - 200).",
+  );
+  const r2 = await postJson(`${sim.url}/v1/completions`, { prompt: Array(300).fill(5) }, auth);
+  assertError(r2, 400, "BadRequestError", /maximum context length is 256 tokens/);
+});
+
+test("token ids outside the vocabulary are 400; the last valid id is accepted", async () => {
+  assertError(
+    await postJson(`${sim.url}/v1/completions`, { prompt: [1, 50272], max_tokens: 1 }, auth),
+    400,
+    "BadRequestError",
+    /out of vocabulary/,
+  );
+  assertError(
+    await postJson(`${sim.url}/v1/completions`, { prompt: [-1], max_tokens: 1 }, auth),
+    400,
+    "BadRequestError",
+  );
+  const ok = await postJson(`${sim.url}/v1/completions`, { prompt: [0, 50271], max_tokens: 1 }, auth);
+  assert.equal(ok.status, 200, ok.text);
+});
+
+test("oversized bodies are 413; unknown paths 404; wrong methods 405", async () => {
+  const big = { prompt: "x".repeat(8000) };
+  assertError(await postJson(`${sim.url}/v1/completions`, big, auth), 413, "RequestTooLargeError");
+  const nf = await fetch(`${sim.url}/v1/nope`, { headers: auth });
+  assert.equal(nf.status, 404);
+  await nf.arrayBuffer();
+  const m = await fetch(`${sim.url}/v1/completions`, { headers: auth });
+  assert.equal(m.status, 405);
+  await m.arrayBuffer();
+});
+
+test("--api-key guards /v1/* only", async () => {
+  const r = await postJson(`${sim.url}/v1/completions`, { prompt: "hi" });
+  assert.equal(r.status, 401);
+  assert.deepEqual(r.json, { error: "Unauthorized" });
+  const wrong = await postJson(
+    `${sim.url}/v1/completions`,
+    { prompt: "hi" },
+    { authorization: "Bearer nope" },
+  );
+  assert.equal(wrong.status, 401);
+  const health = await fetch(`${sim.url}/health`);
+  assert.equal(health.status, 200);
+  await health.arrayBuffer();
+  const tok = await postJson(`${sim.url}/tokenize`, { prompt: "hi" });
+  assert.equal(tok.status, 200);
+});
+
+test("chat on a model without a chat template is 400, as in vLLM", async () => {
+  const r = await postJson(
+    `${sim.url}/v1/chat/completions`,
+    { messages: [{ role: "user", content: "hi" }] },
+    auth,
+  );
+  assertError(r, 400, "BadRequestError", /chat template/);
+});
+
+test("the server keeps serving after all of the above", async () => {
+  const r = await postJson(`${sim.url}/v1/completions`, { prompt: "still there?", max_tokens: 2 }, auth);
+  assert.equal(r.status, 200);
+  assert.equal(r.json.usage.completion_tokens <= 2, true);
+});
