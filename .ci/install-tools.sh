@@ -3,5 +3,5 @@
 set -euo pipefail
 # Python side: a reference msgpack + ZMQ subscriber and a protocol-only lm:// client.
 if ! python3 -c "import zmq, msgpack" 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check pyzmq msgpack
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq msgpack
 fi
