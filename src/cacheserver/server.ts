@@ -50,10 +50,10 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   const live = new Set<Connection>();
   let disk: DiskTier | undefined;
   // metrics read the store through closures, so they can exist before it does
-  let store: TieredStore | undefined;
+  const ref: { store?: TieredStore } = {};
   const metrics = new CacheMetrics({
-    memoryObjects: () => store?.memory.stats().objects ?? 0,
-    memoryUsed: () => store?.memory.usedBytes ?? 0,
+    memoryObjects: () => ref.store?.memory.stats().objects ?? 0,
+    memoryUsed: () => ref.store?.memory.usedBytes ?? 0,
     memoryBudget: () => opts.maxMemoryBytes,
     diskObjects: () => disk?.stats().objects ?? 0,
     diskUsed: () => disk?.stats().usedBytes ?? 0,
@@ -65,7 +65,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     disk = new DiskTier(opts.diskDir, opts.maxDiskBytes, log, () => metrics.evictDisk.inc());
     await disk.open();
   }
-  store = new TieredStore(opts.maxMemoryBytes, disk, metrics, log);
+  const store = (ref.store = new TieredStore(opts.maxMemoryBytes, disk, metrics, log));
   // an object must fit beside the slice kept for disk writes, or it would be accepted and then dropped
   const ctx = {
     store,
