@@ -39,21 +39,64 @@ export interface HeadlineMetric {
   stat: Stat;
 }
 
+/** Output tokens completed in each of WINDOWS equal slices of the run, as tokens/s. */
+const WINDOWS = 10;
+function windowRates(
+  records: readonly RequestRecord[],
+  durationS: number,
+  what: "tokens" | "requests",
+): number[] {
+  const d = durationS * 1000;
+  const bins = new Array<number>(WINDOWS).fill(0);
+  if (!(d > 0)) return bins;
+  const t0 = records.reduce((m, r) => Math.min(m, r.start), Infinity);
+  for (const r of records) {
+    if (!r.ok) continue;
+    const k = Math.min(WINDOWS - 1, Math.max(0, Math.floor(((r.start + r.e2el - t0) / d) * WINDOWS)));
+    bins[k]! += what === "tokens" ? r.outputTokens : 1;
+  }
+  return bins.map((b) => b / (durationS / WINDOWS));
+}
+
+export interface HeadlineMetric {
+  key: string;
+  higherIsBetter: boolean;
+  /** the statistic of the run as reported */
+  stat: Stat;
+  /**
+   * Throughputs are resampled over time windows (a request resample cannot move them when every
+   * request has the same length); latencies over requests.
+   */
+  byWindow?: "tokens" | "requests";
+  /** tail quantile: needs enough samples beyond it for a bootstrap to mean anything */
+  tail?: number;
+}
+
 export const HEADLINE: HeadlineMetric[] = [
   {
     key: "output_throughput",
     higherIsBetter: true,
     stat: (r, d) => r.filter((x) => x.ok).reduce((s, x) => s + x.outputTokens, 0) / d,
+    byWindow: "tokens",
   },
-  { key: "request_throughput", higherIsBetter: true, stat: (r, d) => r.filter((x) => x.ok).length / d },
+  {
+    key: "request_throughput",
+    higherIsBetter: true,
+    stat: (r, d) => r.filter((x) => x.ok).length / d,
+    byWindow: "requests",
+  },
   ...(["ttft", "tpot", "itl", "e2el"] as const).flatMap((m) =>
     (["mean", "median", "p99"] as const).map((k) => ({
       key: `${k}_${m}_ms`,
       higherIsBetter: false,
       stat: latencyStat(m, k),
+      ...(k === "p99" ? { tail: 0.99 } : {}),
     })),
   ),
 ];
+
+/** A p99 needs this many samples beyond it in each run before its interval is trusted. */
+export const MIN_TAIL_SAMPLES = 5;
 
 export interface Run {
   name: string;
@@ -69,15 +112,42 @@ export interface MetricComparison {
   delta: number;
   ci: [number, number];
   significant: boolean;
-  /** "B better", "B worse" or "no difference" */
+  /** "B better", "B worse", "no difference" or "too few samples" (a tail with too little data) */
   verdict: string;
 }
 
-function resample(records: readonly RequestRecord[], rng: Rng): RequestRecord[] {
-  const n = records.length;
-  const out = new Array<RequestRecord>(n);
-  for (let i = 0; i < n; i++) out[i] = records[Math.floor(rng.next() * n)]!;
+/** Requests grouped into BLOCKS runs of consecutive sends. */
+const BLOCKS = 20;
+function blocksOf(records: readonly RequestRecord[]): RequestRecord[][] {
+  const sorted = [...records].sort((x, y) => x.start - y.start);
+  const k = Math.max(1, Math.min(BLOCKS, sorted.length));
+  const out: RequestRecord[][] = Array.from({ length: k }, () => []);
+  sorted.forEach((r, i) => out[Math.floor((i * k) / sorted.length)]!.push(r));
   return out;
+}
+
+/**
+ * A block bootstrap: whole blocks of consecutive requests are drawn, because requests in flight
+ * together share the server's (and the host's) hiccups and are not independent samples.
+ */
+function resample(blocks: readonly RequestRecord[][], rng: Rng): RequestRecord[] {
+  const out: RequestRecord[] = [];
+  for (let i = 0; i < blocks.length; i++) {
+    for (const r of blocks[Math.floor(rng.next() * blocks.length)]!) out.push(r);
+  }
+  return out;
+}
+
+function resampleNums(xs: readonly number[], rng: Rng): number[] {
+  const n = xs.length;
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) out[i] = xs[Math.floor(rng.next() * n)]!;
+  return out;
+}
+
+function sampleCount(records: readonly RequestRecord[], key: string): number {
+  const m = /_(ttft|tpot|itl|e2el)_ms$/.exec(key);
+  return m ? valuesOf(records, m[1] as "ttft" | "tpot" | "itl" | "e2el").length : records.length;
 }
 
 export interface CompareOptions {
@@ -97,9 +167,8 @@ export const COMPARE_DEFAULTS: CompareOptions = {
 };
 
 /**
- * Resamples requests (ITL samples move with their request, since gaps within one stream
- * correlate); the throughputs keep each run's duration fixed, an approximation that ignores
- * the duration's own variance.
+ * Latencies: a block bootstrap over consecutive requests (ITL samples move with their request).
+ * Throughputs: a bootstrap over equal time windows of each run.
  */
 export function compareRuns(a: Run, b: Run, o: CompareOptions = COMPARE_DEFAULTS): MetricComparison[] {
   const rng = makeRng(o.seed, "bootstrap");
@@ -117,10 +186,22 @@ export function compareRuns(a: Run, b: Run, o: CompareOptions = COMPARE_DEFAULTS
       ? Math.max(200, Math.min(o.iterations, Math.floor(4e7 / itlSamples)))
       : o.iterations;
     const deltas: number[] = [];
-    for (let i = 0; i < iters; i++) {
-      const sa = h.stat(resample(a.records, rng), a.durationS);
-      const sb = h.stat(resample(b.records, rng), b.durationS);
-      if (Number.isFinite(sa) && Number.isFinite(sb) && sa !== 0) deltas.push((sb - sa) / sa);
+    if (h.byWindow) {
+      const wa = windowRates(a.records, a.durationS, h.byWindow);
+      const wb = windowRates(b.records, b.durationS, h.byWindow);
+      for (let i = 0; i < iters; i++) {
+        const sa = mean(resampleNums(wa, rng));
+        const sb = mean(resampleNums(wb, rng));
+        if (sa !== 0) deltas.push((sb - sa) / sa);
+      }
+    } else {
+      const ba = blocksOf(a.records);
+      const bb = blocksOf(b.records);
+      for (let i = 0; i < iters; i++) {
+        const sa = h.stat(resample(ba, rng), a.durationS);
+        const sb = h.stat(resample(bb, rng), b.durationS);
+        if (Number.isFinite(sa) && Number.isFinite(sb) && sa !== 0) deltas.push((sb - sa) / sa);
+      }
     }
     deltas.sort((x, y) => x - y);
     const alpha = (1 - o.confidence) / 2;
@@ -129,7 +210,11 @@ export function compareRuns(a: Run, b: Run, o: CompareOptions = COMPARE_DEFAULTS
       percentileSorted(deltas, (1 - alpha) * 100),
     ];
     const delta = (vb - va) / va;
-    const significant = (ci[0] > 0 || ci[1] < 0) && Math.abs(delta) >= o.minEffect;
+    const tooFew =
+      h.tail !== undefined &&
+      Math.min(sampleCount(a.records, h.key), sampleCount(b.records, h.key)) * (1 - h.tail) <
+        MIN_TAIL_SAMPLES;
+    const significant = !tooFew && (ci[0] > 0 || ci[1] < 0) && Math.abs(delta) >= o.minEffect;
     const better = h.higherIsBetter ? delta > 0 : delta < 0;
     out.push({
       metric: h.key,
@@ -138,7 +223,7 @@ export function compareRuns(a: Run, b: Run, o: CompareOptions = COMPARE_DEFAULTS
       delta,
       ci,
       significant,
-      verdict: significant ? (better ? "B better" : "B worse") : "no difference",
+      verdict: tooFew ? "too few samples" : significant ? (better ? "B better" : "B worse") : "no difference",
     });
   }
   return out;
