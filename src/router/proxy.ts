@@ -398,6 +398,7 @@ export class Proxy {
         return { kind: "done" };
       }
       let lastChunk = 0;
+      let held: Buffer | undefined;
       const onIdle = () => {
         idleTimedOut = true;
         ac.abort();
@@ -420,7 +421,16 @@ export class Proxy {
           lastChunk = now;
           if (idle) idle.refresh();
           else idle = setTimeout(onIdle, cfg.timeouts.idle);
-          if (!res.write(chunk)) await drained(res);
+          if (!isSse) {
+            // Non-streamed bodies: hold one chunk back so a one-chunk answer leaves in a single
+            // write with its headers and terminator (res.end), instead of three.
+            if (held !== undefined && !res.write(held)) {
+              held = chunk;
+              await drained(res);
+              continue;
+            }
+            held = chunk;
+          } else if (!res.write(chunk)) await drained(res);
         }
       } catch (err) {
         const why = interrupted();
@@ -453,7 +463,8 @@ export class Proxy {
         }
         ctx.status = status;
       }
-      res.end();
+      if (held !== undefined) res.end(held);
+      else res.end();
       return { kind: "done" };
     } finally {
       cleanup();

@@ -1,0 +1,245 @@
+// Router overhead benchmark: latency the router adds over calling the engine directly, for tiny
+// non-streaming requests and 256-chunk streams at several concurrencies, side by side with nginx
+// `proxy_pass` (one worker, keep-alive upstream) when nginx is installed; and tiny-request throughput.
+// The upstream is a minimal fast server (not the sim) and the load client runs in its own process.
+//   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512]
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import { freePort } from "../test/helpers/cli.js";
+
+const self = fileURLToPath(import.meta.url);
+const role = process.argv[2];
+
+const TINY = JSON.stringify({
+  id: "cmpl-1",
+  object: "text_completion",
+  created: 1,
+  model: "bench/m",
+  choices: [{ index: 0, text: "ok", logprobs: null, finish_reason: "length", stop_reason: null }],
+  usage: { prompt_tokens: 1, total_tokens: 2, completion_tokens: 1 },
+});
+const CHUNK = `data: ${JSON.stringify({ id: "cmpl-1", object: "text_completion", created: 1, model: "bench/m", choices: [{ index: 0, text: " tok", logprobs: null, finish_reason: null }] })}\n\n`;
+
+function upstream(port: number): void {
+  const models = JSON.stringify({ object: "list", data: [{ id: "bench/m", object: "model", parent: null }] });
+  createServer((req, res) => {
+    if (req.method === "GET") {
+      if (req.url === "/v1/models") {
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(models);
+      }
+      res.writeHead(200, { "content-type": "text/plain" });
+      return void res.end(req.url === "/metrics" ? "vllm:num_requests_running 0\n" : "");
+    }
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const stream = Buffer.concat(chunks).includes('"stream":true');
+      if (!stream) {
+        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(TINY) });
+        return void res.end(TINY);
+      }
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      let i = 0;
+      // each chunk its own write, a macrotask apart, like tokens from an engine
+      const tick = () => {
+        if (i++ < 256) {
+          res.write(CHUNK);
+          setImmediate(tick);
+        } else res.end("data: [DONE]\n\n");
+      };
+      tick();
+    });
+  }).listen(port, "127.0.0.1").keepAliveTimeout = 60_000;
+}
+
+async function client(url: string, concurrency: number, durationS: number, stream: boolean): Promise<void> {
+  const u = new URL(url);
+  const pool = new Pool(u.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 60_000 });
+  const body = JSON.stringify({ model: "bench/m", prompt: "hi", max_tokens: stream ? 256 : 1, stream });
+  const lat: number[] = [];
+  let errors = 0;
+  const one = async () => {
+    const t = performance.now();
+    const r = await pool.request({
+      path: u.pathname,
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
+    for await (const _ of r.body) void _;
+    if (r.statusCode !== 200) errors++;
+    return performance.now() - t;
+  };
+  // warm-up: open connections
+  await Promise.all(Array.from({ length: concurrency }, () => one().catch(() => 0)));
+  const end = performance.now() + durationS * 1000;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        try {
+          lat.push(await one());
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? NaN;
+  process.stdout.write(
+    JSON.stringify({ n: lat.length, errors, rps: lat.length / elapsed, p50: q(0.5), p99: q(0.99) }) + "\n",
+  );
+  await pool.close();
+}
+
+function runChild(args: string[]): ChildProcess {
+  return spawn(process.execPath, [...process.execArgv, self, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+}
+
+async function waitHttp(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      const r = await fetch(url);
+      await r.arrayBuffer();
+      if (r.ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} never came up`);
+}
+
+interface Result {
+  n: number;
+  errors: number;
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+function measure(url: string, c: number, d: number, stream: boolean): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const ch = runChild(["client", url, String(c), String(d), String(stream)]);
+    let out = "";
+    ch.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    ch.on("exit", (code) =>
+      code === 0 ? resolve(JSON.parse(out) as Result) : reject(new Error(`client exit ${code}`)),
+    );
+  });
+}
+
+function startNginx(upPort: number, port: number): (() => void) | undefined {
+  const bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => existsSync(p));
+  if (!bin) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), "bench-nginx-"));
+  writeFileSync(
+    join(dir, "nginx.conf"),
+    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http { access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+  upstream engine { server 127.0.0.1:${upPort}; keepalive 1024; }
+  server { listen 127.0.0.1:${port};
+    location / { proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffering off; proxy_request_buffering off; }
+  }
+}`,
+  );
+  const ch = spawn(bin, ["-c", join(dir, "nginx.conf"), "-p", dir], { stdio: "ignore" });
+  return () => ch.kill("SIGTERM");
+}
+
+async function mainBench(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const get = (f: string, d: string) => {
+    const i = argv.indexOf(f);
+    return i >= 0 ? argv[i + 1]! : d;
+  };
+  const duration = Number(get("--duration", "5"));
+  const conc = get("--concurrency", "1,64,512").split(",").map(Number);
+  const upPort = await freePort();
+  const routerPort = await freePort();
+  const nginxPort = await freePort();
+  const up = runChild(["upstream", String(upPort)]);
+  await waitHttp(`http://127.0.0.1:${upPort}/health`);
+  const cli = fileURLToPath(
+    new URL(self.endsWith(".ts") ? "../src/cli/main.ts" : "../src/cli/main.js", import.meta.url),
+  );
+  const router = spawn(
+    process.execPath,
+    [
+      ...process.execArgv,
+      cli,
+      "router",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(routerPort),
+      "--backend",
+      `http://127.0.0.1:${upPort}`,
+    ],
+    { stdio: "ignore", env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" } },
+  );
+  await waitHttp(`http://127.0.0.1:${routerPort}/ready`);
+  const stopNginx = startNginx(upPort, nginxPort);
+  if (stopNginx) await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
+  else
+    console.log(
+      "nginx not found: install with `apt-get install -y nginx-light` for the side-by-side figures",
+    );
+  const targets: [string, string][] = [
+    ["direct", `http://127.0.0.1:${upPort}/v1/completions`],
+    ["router", `http://127.0.0.1:${routerPort}/v1/completions`],
+  ];
+  if (stopNginx) targets.push(["nginx", `http://127.0.0.1:${nginxPort}/v1/completions`]);
+  const f = (x: number) => x.toFixed(2).padStart(8);
+  console.log(`duration ${duration}s per cell; latencies in ms; added = target − direct`);
+  console.log("workload      conc  target     rps        p50      p99   added p50  added p99  errors");
+  try {
+    for (const stream of [false, true]) {
+      for (const c of conc) {
+        if (stream && c > 64) continue;
+        const res: Record<string, Result> = {};
+        for (const [name, url] of targets) {
+          res[name] = await measure(url, c, duration, stream);
+          const r = res[name]!;
+          const d = res.direct!;
+          console.log(
+            `${(stream ? "stream-256" : "tiny").padEnd(12)} ${String(c).padStart(5)}  ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} ${f(r.p50)} ${f(r.p99)} ${name === "direct" ? "         -          -" : `${f(r.p50 - d.p50)}   ${f(r.p99 - d.p99)}`}  ${r.errors}`,
+          );
+        }
+        if (res.nginx && res.router) {
+          const d = res.direct!;
+          console.log(
+            `  router/nginx: throughput ${(res.router.rps / res.nginx.rps).toFixed(2)}x, added p50 ${((res.router.p50 - d.p50) / Math.max(1e-3, res.nginx.p50 - d.p50)).toFixed(2)}x, added p99 ${((res.router.p99 - d.p99) / Math.max(1e-3, res.nginx.p99 - d.p99)).toFixed(2)}x`,
+          );
+        }
+      }
+    }
+  } finally {
+    stopNginx?.();
+    router.kill("SIGTERM");
+    up.kill("SIGTERM");
+  }
+}
+
+if (role === "upstream") upstream(Number(process.argv[3]));
+else if (role === "client") {
+  void client(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]), process.argv[6] === "true");
+} else
+  void mainBench().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
