@@ -68,6 +68,10 @@ export function kvCapacity(config: EngineConfig): KvCapacity {
         `which is larger than the available KV cache memory (${fmtGiB(numGpuBlocks * blockBytesPerGpu)}); decrease max_model_len or raise gpu_memory_utilization`,
     );
   }
-  const numCpuBlocks = config.offload ? Math.floor(config.offload.bytes / (blockBytesPerGpu * tp)) : 0;
+  // native: the size is the engine's, split over its ranks; lmcache: every rank allocates the size
+  const off = config.offload;
+  const numCpuBlocks = !off
+    ? 0
+    : Math.floor(off.bytes / (off.backend === "lmcache" ? blockBytesPerGpu : blockBytesPerGpu * tp));
   return { numGpuBlocks, blockBytesPerGpu, kvBytesPerToken, weightBytesPerGpu, reserveBytes, numCpuBlocks };
 }

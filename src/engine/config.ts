@@ -84,9 +84,19 @@ export function validateEngineConfig(c: EngineConfig): void {
     fail("scheduling_policy", `must be "fcfs" or "priority", got ${String(c.schedulingPolicy)}`);
   }
   if (c.offload) {
-    if (c.offload.backend !== "native")
-      fail("kv_offloading_backend", `must be "native", got ${c.offload.backend}`);
+    const backend = c.offload.backend as string;
+    if (backend !== "native" && backend !== "lmcache")
+      fail("kv_offloading_backend", `must be "native" or "lmcache", got ${backend}`);
     if (!(c.offload.bytes > 0)) fail("kv_offloading_size", `must be > 0, got ${c.offload.bytes}`);
+    if (backend === "lmcache") {
+      const chunk = c.offload.chunkTokens ?? 256;
+      requireInt("chunk_size", chunk, 1);
+      if (chunk % c.blockSize !== 0)
+        fail("chunk_size", `(${chunk}) must be a multiple of block_size (${c.blockSize})`);
+      if (c.offload.bandwidth !== undefined && !(c.offload.bandwidth > 0))
+        fail("lmcache bandwidth", `must be > 0, got ${c.offload.bandwidth}`);
+    }
   }
+  if (c.externalChunkTokens !== undefined) requireInt("external_chunk_tokens", c.externalChunkTokens, 1);
   if (c.numGpuBlocksOverride !== undefined) requireInt("num_gpu_blocks_override", c.numGpuBlocksOverride, 1);
 }

@@ -6,6 +6,7 @@ import { BlockPool } from "./block-pool.js";
 import { kvCapacity, type KvCapacity } from "./capacity.js";
 import { validateEngineConfig } from "./config.js";
 import { BlockHasher, extraKeysFor, noneHash } from "./hashing.js";
+import { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";
 import { CpuTier } from "./offload.js";
 import { StepTimer, type StepWork } from "./timing.js";
 import type {
@@ -44,6 +45,11 @@ class Req {
   recomputeLeft = 0;
   preemptions = 0;
   cachedTokens = -1;
+  externalTokens = 0;
+  /** prompt chunks (of externalChunkTokens) already announced to onChunksComputed */
+  announcedChunks = 0;
+  /** prompt chunks offered to the LMCache tier */
+  lmcacheChunks = 0;
   firstScheduledTime = -1;
   firstTokenTime = -1;
   finishReason: FinishReason | null = null;
@@ -71,6 +77,10 @@ function newCounters(): EngineCounters {
     offloadBytesToCpu: 0,
     offloadBytesToGpu: 0,
     offloadTransferSeconds: 0,
+    offloadStoreSeconds: 0,
+    externalHitTokens: 0,
+    externalBytesLoaded: 0,
+    externalTransferSeconds: 0,
     steps: 0,
     busySeconds: 0,
   };
@@ -82,6 +92,15 @@ export class Engine {
   private readonly observer: EngineObserver;
   private readonly pool: BlockPool;
   private readonly cpu: CpuTier | null;
+  private readonly lmcache: ChunkTier | null;
+  /** blocks per LMCache chunk, and the per-rank copy rate of the LMCache tier */
+  private readonly chunkBlocks: number;
+  private readonly lmcacheBps: number;
+  private readonly announceTokens: number;
+  /** seconds of external loads and blocking stores charged to the step being planned */
+  private stepExtraSeconds = 0;
+  private stepStoreSeconds = 0;
+  private stepExternalSeconds = 0;
   private readonly timer: StepTimer;
   private readonly events: KvEvent[] = [];
   private readonly requests = new Map<string, Req>();
@@ -107,11 +126,19 @@ export class Engine {
     this.capacity = kvCapacity(config);
     this.pool = new BlockPool(this.capacity.numGpuBlocks, this.events);
     this.pool.enableEvents = config.enablePrefixCaching;
-    this.cpu = config.offload ? new CpuTier(this.capacity.numCpuBlocks, this.events) : null;
+    const off = config.offload;
+    this.cpu = off?.backend === "native" ? new CpuTier(this.capacity.numCpuBlocks, this.events) : null;
+    this.chunkBlocks = off?.backend === "lmcache" ? (off.chunkTokens ?? 256) / config.blockSize : 1;
+    this.lmcache =
+      off?.backend === "lmcache"
+        ? new ChunkTier(Math.floor(this.capacity.numCpuBlocks / this.chunkBlocks))
+        : null;
+    this.lmcacheBps = off?.bandwidth ?? LMCACHE_LOCAL_CPU_BPS;
+    this.announceTokens = config.externalChunkTokens ?? 256;
     this.timer = new StepTimer(config);
     this.noneHash = noneHash(config.hashSeed);
     this.hasher = new BlockHasher(config.blockSize);
-    this.hashing = config.enablePrefixCaching || this.cpu !== null;
+    this.hashing = config.enablePrefixCaching || this.cpu !== null || this.lmcache !== null;
   }
 
   /** vLLM's 400 message when prompt + max_tokens does not fit max_model_len, else null */
@@ -132,6 +159,8 @@ export class Engine {
     const err = this.validateRequest(req.promptTokenIds.length, req.maxTokens);
     if (err) throw new Error(err);
     if (!(req.maxTokens >= 1)) throw new Error(`request ${req.requestId}: max_tokens must be >= 1`);
+    if ((req.externalCachedTokens ?? 0) > 0 && !((req.externalLoadBandwidth ?? 0) > 0))
+      throw new Error(`request ${req.requestId}: externalCachedTokens needs externalLoadBandwidth > 0`);
     const r = new Req(req, this.nextSeq++);
     this.requests.set(req.requestId, r);
     this.counters.promptTokens += r.promptLen;
@@ -228,7 +257,40 @@ export class Engine {
       this.counters.offloadBytesToCpu +=
         stored * this.capacity.blockBytesPerGpu * this.config.tensorParallelSize;
     }
+    if (this.lmcache) this.storeChunks(r, numTokens);
     r.numCachedBlocks = full;
+  }
+
+  /**
+   * LMCache stores prompt KV only (save_decode_cache off by default), in full chunks, and its vLLM
+   * connector saves in wait_for_save() at the end of the forward pass: the copy blocks the step.
+   */
+  private storeChunks(r: Req, numTokens: number): void {
+    const cb = this.chunkBlocks;
+    const chunkTokens = cb * this.config.blockSize;
+    const full = Math.floor(Math.min(numTokens, r.promptLen) / chunkTokens);
+    if (full <= r.lmcacheChunks) return;
+    this.ensureHashes(r, full * cb);
+    let stored = 0;
+    for (let c = r.lmcacheChunks; c < full; c++)
+      if (this.lmcache!.store(r.hashIds[(c + 1) * cb - 1]!)) stored++;
+    r.lmcacheChunks = full;
+    if (stored === 0) return;
+    const perRank = stored * cb * this.capacity.blockBytesPerGpu;
+    this.counters.offloadStoredBlocks += stored * cb;
+    this.counters.offloadBytesToCpu += perRank * this.config.tensorParallelSize;
+    this.stepStoreSeconds += perRank / this.lmcacheBps;
+  }
+
+  /** leading chunks of the request's prompt in the LMCache tier, counted in blocks, at most maxBlocks */
+  private lmcacheHitBlocks(r: Req, maxBlocks: number): number {
+    const cb = this.chunkBlocks;
+    const maxChunks = Math.floor(maxBlocks / cb);
+    if (maxChunks === 0) return 0;
+    this.ensureHashes(r, maxChunks * cb);
+    let c = 0;
+    while (c < maxChunks && this.lmcache!.has(r.hashIds[(c + 1) * cb - 1]!)) c++;
+    return c * cb;
   }
 
   private emitStored(r: Req, start: number, end: number): void {
@@ -271,6 +333,7 @@ export class Engine {
     v.recomputeLeft = Math.max(v.recomputeLeft, v.numComputed);
     v.numComputed = 0;
     v.numCachedBlocks = 0;
+    v.lmcacheChunks = 0;
     v.preemptions++;
     this.counters.numPreemptions++;
     this.enqueueWaiting(v, true);
@@ -291,6 +354,8 @@ export class Engine {
     let budget = cfg.maxNumBatchedTokens;
     let preempted = false;
     this.stepLoadSeconds = 0;
+    this.stepStoreSeconds = 0;
+    this.stepExternalSeconds = 0;
     let loadBytes = 0;
     this.scheduled.length = 0;
 
@@ -341,7 +406,13 @@ export class Engine {
       if (this.cpu) {
         while (gpuHit + cpuHit < maxHit && this.cpu.has(r.hashIds[gpuHit + cpuHit]!)) cpuHit++;
       }
-      const hitTokens = (gpuHit + cpuHit) * bs;
+      // LMCache answers in whole chunks from the prompt start; it loads what the GPU does not hold
+      let lmHit = 0;
+      if (this.lmcache) lmHit = Math.max(0, this.lmcacheHitBlocks(r, maxHit) - gpuHit);
+      // the external tier (decided by the caller before add) covers what neither local tier did
+      const extBlocks = Math.min(maxHit, Math.floor((r.r.externalCachedTokens ?? 0) / bs));
+      const extHit = Math.max(0, extBlocks - gpuHit - cpuHit - lmHit);
+      const hitTokens = (gpuHit + cpuHit + lmHit + extHit) * bs;
       const numNew = Math.min(numTokens - hitTokens, budget);
       let hitFree = 0;
       for (let b = 0; b < gpuHit; b++) if (this.pool.refs(this.pool.lookup(r.hashIds[b]!)) === 0) hitFree++;
@@ -363,12 +434,30 @@ export class Engine {
         this.counters.offloadHitTokens += cpuHit * bs;
         this.counters.offloadBytesToGpu += perGpu * cfg.tensorParallelSize;
       }
+      if (lmHit > 0) {
+        const cb = this.chunkBlocks;
+        for (let c = 0; c < (gpuHit + lmHit) / cb; c++) this.lmcache!.touch(r.hashIds[(c + 1) * cb - 1]!);
+        const perRank = lmHit * this.capacity.blockBytesPerGpu;
+        this.stepExtraSeconds += perRank / this.lmcacheBps;
+        this.counters.offloadLoadedBlocks += lmHit;
+        this.counters.offloadHitTokens += lmHit * bs;
+        this.counters.offloadBytesToGpu += perRank * cfg.tensorParallelSize;
+      }
+      if (extHit > 0) {
+        const bytes = extHit * this.capacity.blockBytesPerGpu * cfg.tensorParallelSize;
+        const secs = bytes / r.r.externalLoadBandwidth!;
+        this.stepExternalSeconds += secs;
+        this.counters.externalHitTokens += extHit * bs;
+        this.counters.externalBytesLoaded += bytes;
+        if (r.externalTokens === 0) r.externalTokens = extHit * bs;
+      }
       if (cfg.enablePrefixCaching) {
         this.counters.prefixCacheQueries += numTokens;
         this.counters.prefixCacheHits += gpuHit * bs;
       }
       r.numComputed = hitTokens;
       r.numCachedBlocks = gpuHit;
+      r.announcedChunks = Math.max(r.announcedChunks, Math.floor(hitTokens / this.announceTokens));
       r.recomputeLeft = Math.max(0, r.recomputeLeft - hitTokens);
       if (r.cachedTokens < 0) r.cachedTokens = hitTokens;
       r.status = Status.Running;
@@ -377,7 +466,10 @@ export class Engine {
       budget -= numNew;
     }
 
-    if (this.scheduled.length === 0) return null;
+    if (this.scheduled.length === 0) {
+      this.stepExtraSeconds = 0;
+      return null;
+    }
 
     const work: StepWork = {
       prefillTokens: 0,
@@ -385,7 +477,9 @@ export class Engine {
       attentionContext: 0,
       kvReadTokens: 0,
       loadBytesPerGpu: loadBytes,
+      extraTransferSeconds: this.stepExtraSeconds + this.stepStoreSeconds + this.stepExternalSeconds,
     };
+    this.stepExtraSeconds = 0;
     for (const r of this.scheduled) {
       const n = r.stepTokens;
       const c = r.numComputed;
@@ -395,7 +489,7 @@ export class Engine {
       work.kvReadTokens += c;
     }
     const t = this.timer.time(work);
-    this.stepLoadSeconds = t.transfer;
+    this.stepLoadSeconds = t.transfer - this.stepStoreSeconds - this.stepExternalSeconds;
     this.inFlight = true;
     this.stepDuration = t.duration;
     return { duration: t.duration, prefillTokens: work.prefillTokens, decodeSeqs: work.decodeSeqs };
@@ -416,12 +510,23 @@ export class Engine {
     this.counters.steps++;
     this.counters.busySeconds += this.stepDuration;
     this.counters.offloadTransferSeconds += this.stepLoadSeconds;
+    this.counters.offloadStoreSeconds += this.stepStoreSeconds;
+    this.counters.externalTransferSeconds += this.stepExternalSeconds;
+    const announce = this.observer.onChunksComputed;
     const done = this.finishedScratch;
     done.length = 0;
     for (const r of this.scheduled) {
       if (r.status !== Status.Running || r.stepTokens === 0) continue;
       r.numComputed += r.stepTokens;
       r.stepTokens = 0;
+      if (announce && r.announcedChunks * this.announceTokens < r.promptLen) {
+        const full = Math.floor(Math.min(r.numComputed, r.promptLen) / this.announceTokens);
+        if (full > r.announcedChunks) {
+          const from = r.announcedChunks;
+          r.announcedChunks = full;
+          announce.call(this.observer, r.r.requestId, from, full, r.tokens, now);
+        }
+      }
       if (r.numComputed < r.tokens.length) continue; // a prefill chunk: no token yet
       const tok = r.r.sampleToken(r.outputs);
       r.tokens.push(tok);
@@ -461,6 +566,7 @@ export class Engine {
       promptTokens: r.promptLen,
       outputTokens: r.outputs,
       cachedTokens: Math.max(0, r.cachedTokens),
+      externalTokens: r.externalTokens,
       preemptions: r.preemptions,
     };
     this.observer.onFinished(r.r.requestId, reason, timings);
@@ -487,6 +593,7 @@ export class Engine {
   resetPrefixCache(): boolean {
     if (!this.pool.reset()) return false;
     this.cpu?.clear();
+    this.lmcache?.clear();
     this.flushEvents(this.lastNow);
     return true;
   }
@@ -496,7 +603,7 @@ export class Engine {
     return {
       freeQueue: this.pool.freeQueue(),
       cachedBlocks: this.pool.numCachedBlocks,
-      cpuBlocks: this.cpu?.size ?? 0,
+      cpuBlocks: this.cpu?.size ?? (this.lmcache ? this.lmcache.size * this.chunkBlocks : 0),
     };
   }
 }

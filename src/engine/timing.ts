@@ -28,6 +28,11 @@ export interface StepWork {
   kvReadTokens: number;
   /** bytes per GPU loaded from the CPU offload tier before the forward pass */
   loadBytesPerGpu: number;
+  /**
+   * seconds of transfers at other rates on the step's critical path: external-tier loads and blocking
+   * offload stores (LMCache); optional so that callers of the native-only shape keep working
+   */
+  extraTransferSeconds?: number;
 }
 
 export interface StepTime {
@@ -79,7 +84,7 @@ export class StepTimer {
       this.tp > 1
         ? 2 * this.layers * ALL_REDUCE_LATENCY_S + (this.allReduceBytesPerToken * tokens) / this.interconnect
         : 0;
-    const transfer = w.loadBytesPerGpu / this.hostLink;
+    const transfer = w.loadBytesPerGpu / this.hostLink + (w.extraTransferSeconds ?? 0);
     const duration = Math.max(compute, memory) + comm + STEP_OVERHEAD_S + transfer;
     return { duration, compute, memory, comm, transfer };
   }

@@ -41,9 +41,20 @@ export interface ModelProfile {
 }
 
 export interface OffloadConfig {
-  backend: "native";
-  /** CPU tier capacity in bytes (per engine; vLLM's --kv-offloading-size is GiB) */
+  /**
+   * native: vLLM's OffloadingConnector (block-granular, write-through, async stores);
+   * lmcache: LMCache's local CPU backend (chunk-granular LRU, stores block the step, see docs/engine-model.md)
+   */
+  backend: "native" | "lmcache";
+  /**
+   * CPU tier capacity in bytes. native: per engine (vLLM's --kv-offloading-size, GiB);
+   * lmcache: per TP rank, as LMCache allocates max_local_cpu_size × 1024³ bytes in every worker
+   */
   bytes: number;
+  /** lmcache: chunk_size in tokens (LMCache's default 256); must be a multiple of block_size */
+  chunkTokens?: number;
+  /** lmcache: bytes/s per rank of the GPU↔CPU copies; default LMCACHE_LOCAL_CPU_BPS */
+  bandwidth?: number;
 }
 
 export interface EngineConfig {
@@ -64,6 +75,11 @@ export interface EngineConfig {
   numGpuBlocksOverride?: number;
   /** vLLM's data-parallel rank, carried into KV event batches */
   dataParallelRank?: number;
+  /**
+   * chunk size in tokens of `EngineObserver.onChunksComputed` announcements (an external KV store's
+   * chunk_size; LMCache's default 256); default 256
+   */
+  externalChunkTokens?: number;
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -85,6 +101,14 @@ export interface EngineRequest {
   arrivalTime: number;
   /** produces the i-th output token id (0-based) deterministically; supplied by the caller */
   sampleToken: (index: number) => number;
+  /**
+   * Tokens of the prompt's prefix an external KV tier (a shared LMCache server) holds, as the caller
+   * looked it up before add(). At admission, whatever of it the GPU prefix cache and the in-engine
+   * offload tier do not already cover is loaded at `externalLoadBandwidth` instead of recomputed.
+   */
+  externalCachedTokens?: number;
+  /** bytes/s the external tier delivers to this engine (all TP ranks together); required with externalCachedTokens */
+  externalLoadBandwidth?: number;
 }
 
 export interface RequestTimings {
@@ -96,6 +120,8 @@ export interface RequestTimings {
   outputTokens: number;
   /** prompt tokens served from the GPU prefix cache or an offload tier at first schedule */
   cachedTokens: number;
+  /** of those, tokens loaded from the external tier (externalCachedTokens) at first schedule */
+  externalTokens: number;
   preemptions: number;
 }
 
@@ -105,6 +131,19 @@ export interface EngineObserver {
   onFinished(requestId: string, reason: FinishReason, timings: RequestTimings): void;
   /** KV events of one step, in order; called only when there are events */
   onKvEvents?(events: KvEvent[], time: number): void;
+  /**
+   * Prompt KV of chunks [fromChunk, toChunk) of `externalChunkTokens` tokens each is computed (or was
+   * found in a cache) by the end of the step at `time`: the caller may store it in an external tier.
+   * `tokenIds` is the request's token array (read-only, not a copy; prompt tokens come first).
+   * Each chunk is announced once per request, full chunks only.
+   */
+  onChunksComputed?(
+    requestId: string,
+    fromChunk: number,
+    toChunk: number,
+    tokenIds: readonly number[],
+    time: number,
+  ): void;
 }
 
 export interface StepPlan {
@@ -128,6 +167,12 @@ export interface EngineCounters {
   offloadBytesToCpu: number;
   offloadBytesToGpu: number;
   offloadTransferSeconds: number;
+  /** seconds steps waited for blocking offload stores (LMCache's save at the end of the forward pass) */
+  offloadStoreSeconds: number;
+  /** prompt tokens loaded from the external tier instead of being computed */
+  externalHitTokens: number;
+  externalBytesLoaded: number;
+  externalTransferSeconds: number;
   steps: number;
   busySeconds: number;
 }
