@@ -52,6 +52,7 @@ function seqFrame(seq: bigint): Buffer {
 }
 
 const EMPTY = Buffer.alloc(0);
+const REPLAY_SEND_TIMEOUT_MS = 5000;
 const END_FRAME = seqFrame(REPLAY_END_SEQ);
 
 export class ZmqEventPublisher implements KvEventPublisher {
@@ -96,7 +97,10 @@ export class ZmqEventPublisher implements KvEventPublisher {
       let replayBound: string | null = null;
       if (cfg.replayEndpoint) {
         const replayEp = offsetEndpoint(cfg.replayEndpoint, rank);
-        router = new Router({ sendHighWaterMark: cfg.hwm, linger: 0 });
+        // mandatory: a replay answer waits for the client to read instead of being dropped at the HWM
+        // (a silently truncated answer would look like batches the publisher no longer has); the send
+        // timeout stops a client that never reads from holding the server.
+        router = new Router({ mandatory: true, sendTimeout: REPLAY_SEND_TIMEOUT_MS, linger: 0 });
         // The replay socket always binds: subscribers come to it.
         await router.bind(replayEp);
         replayBound = connectableEndpoint(router.lastEndpoint ?? replayEp);
@@ -181,28 +185,36 @@ export class ZmqEventPublisher implements KvEventPublisher {
     try {
       for await (const frames of router) {
         if (this.closed) return;
-        const identity = frames[0]!;
         const seqBuf = frames[frames.length - 1]!;
         if (frames.length < 2 || seqBuf.length !== 8) {
           this.log.warn({ frames: frames.length }, "ignoring a malformed replay request");
           continue;
         }
         this.stats.replayRequests++;
-        const start = seqBuf.readBigUInt64BE(0);
-        const end = this.nextSeq;
-        const first = end - BigInt(this.replayBuffer.size);
-        for (let s = start > first ? start : first; s < end; s++) {
-          const payload = this.buffered(s);
-          if (!payload) continue; // evicted while we were answering
-          await router.send([identity, EMPTY, seqFrame(s), payload]);
-          this.stats.replayed++;
+        try {
+          await this.answerReplay(router, frames[0]!, seqBuf.readBigUInt64BE(0));
+        } catch (err) {
+          // the client went away or stopped reading: its answer is abandoned, the server goes on
           if (this.closed) return;
+          this.log.warn({ err: (err as Error).message }, "KV event replay answer abandoned");
         }
-        await router.send([identity, EMPTY, END_FRAME, EMPTY]);
       }
     } catch (err) {
       if (!this.closed) this.log.error({ err }, "KV event replay server stopped");
     }
+  }
+
+  private async answerReplay(router: Router, identity: Buffer, start: bigint): Promise<void> {
+    const end = this.nextSeq;
+    const first = end - BigInt(this.replayBuffer.size);
+    for (let s = start > first ? start : first; s < end; s++) {
+      const payload = this.buffered(s);
+      if (!payload) continue; // evicted while we were answering
+      await router.send([identity, EMPTY, seqFrame(s), payload]);
+      this.stats.replayed++;
+      if (this.closed) return;
+    }
+    await router.send([identity, EMPTY, END_FRAME, EMPTY]);
   }
 }
 

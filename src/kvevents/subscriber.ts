@@ -74,6 +74,8 @@ export class KvEventSubscriber {
   private readonly maxPending: number;
   /** next seq to deliver; null until the first batch (or initialSeq) fixes it */
   private next: number | null;
+  /** the last seq received live: a live stream from one publisher only goes up */
+  private lastLive: number | null = null;
   /** batches ahead of `next`; null marks a seq that arrived but could not be decoded */
   private readonly pending = new Map<number, KvEventBatch | null>();
   /** bumped to orphan an in-flight replay (restart, overflow, close) */
@@ -180,17 +182,20 @@ export class KvEventSubscriber {
   }
 
   private onLive(seq: number, batch: KvEventBatch | null): void {
-    if (this.next === null) this.next = seq;
-    if (seq < this.next) {
-      // A live stream never goes backwards: this is a new publisher (engine restart), numbering from 0.
+    if (this.lastLive !== null && seq <= this.lastLive) {
+      // One publisher's live stream only goes up: this is a new one (engine restart), numbering from 0.
       this.stats.restarts++;
-      this.log.warn({ seq, expected: this.next }, "KV event seq went backwards: publisher restarted");
+      this.log.warn({ seq, previous: this.lastLive }, "KV event seq went backwards: publisher restarted");
       this.replayGen++;
       this.replaying = false;
       this.pending.clear();
       this.next = 0;
       this.safeCall(() => this.opts.onRestart?.(seq));
     }
+    this.lastLive = seq;
+    if (this.next === null) this.next = seq;
+    // Replay answers run up to the publisher's newest batch, so they can overtake the live stream.
+    if (seq < this.next) return;
     if (seq === this.next && !this.replaying) {
       this.deliver(seq, batch);
       this.drainPending();

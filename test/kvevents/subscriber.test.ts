@@ -274,3 +274,40 @@ test("a replay server that never answers times out and the held batches are deli
     eng.close();
   }
 });
+
+test("a burst beyond the high-water mark loses live batches; replay restores every one in order", async () => {
+  const pub = await ZmqEventPublisher.create(loopbackConfig({ hwm: 10, buffer_steps: 10000 }));
+  const r = recorder();
+  const sub = await KvEventSubscriber.create({
+    endpoint: pub.endpoint,
+    replayEndpoint: pub.replayEndpoint,
+    initialSeq: 0,
+    hwm: 10,
+    ...r,
+  });
+  try {
+    // wait until live batches flow, then burst
+    let i = 0;
+    while (r.batches.length === 0) {
+      pub.publish(batchNo(i++));
+      await waitFor(() => r.batches.length > 0, "a first batch", 50).catch(() => undefined);
+      assert.ok(i < 200, "nothing got through");
+    }
+    const total = i + 3000;
+    while (i < total) pub.publish(batchNo(i++));
+    // one more after a pause so that a loss at the very end is noticed too
+    await pub.flush();
+    await waitFor(() => (sub.nextSeq ?? 0) >= total - 50, "the burst", 15000).catch(() => undefined);
+    pub.publish(batchNo(i++));
+    await waitFor(() => seqs(r).at(-1) === i - 1, "every batch", 15000);
+    assert.deepEqual(
+      seqs(r),
+      Array.from({ length: i }, (_, k) => k),
+    );
+    assert.deepEqual(r.gaps, []);
+    assert.ok(sub.stats.replayed > 0, "the burst should have needed replay");
+  } finally {
+    await sub.close();
+    await pub.close();
+  }
+});

@@ -1,5 +1,6 @@
 // The shared vLLM KV-event vectors, and a mapping from their `decoded` JSON form to typed batches.
 import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import type { KvEvent, KvEventBatch } from "../../src/kvevents/events.js";
 
 export interface EventVector {
@@ -11,7 +12,12 @@ export interface EventVector {
   decoded: unknown[];
 }
 
-const VECTORS_PATH = process.env.SWITCHYARD_VECTORS ?? "/work/shared/vectors/vllm-kv-events.json";
+// A copy of the shared vectors lives beside the tests so that CI needs nothing outside the repo; compiled
+// tests run from dist/test/kvevents and read the copy in the source tree.
+const here = import.meta.url.endsWith(".ts")
+  ? new URL("./", import.meta.url)
+  : new URL("../../../test/kvevents/", import.meta.url);
+const VECTORS_PATH = process.env.SWITCHYARD_KV_VECTORS ?? fileURLToPath(new URL("vllm-kv-events.json", here));
 
 export function loadVectors(): EventVector[] {
   const raw = JSON.parse(readFileSync(VECTORS_PATH, "utf8")) as { frames: EventVector[] };
