@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { computeBlockHashes, hashBlockTokens, noneHash, extraKeysFor } from "../../src/engine/hashing.js";
+import { vectorPath } from "../helpers/vectors.js";
 
 interface VectorCase {
   name: string;
@@ -14,7 +15,7 @@ interface VectorCase {
   blocks: { digest_hex: string; uint64: string }[];
 }
 
-const vectors = JSON.parse(readFileSync("/work/shared/vectors/vllm-block-hashes.json", "utf8")) as {
+const vectors = JSON.parse(readFileSync(vectorPath("vllm-block-hashes.json"), "utf8")) as {
   cases: VectorCase[];
 };
 

@@ -18,9 +18,11 @@ const script = (name: string) => fileURLToPath(new URL(name, scriptDir));
 
 const python = process.env.PYTHON ?? "python3";
 const hasPyDeps = spawnSync(python, ["-c", "import zmq, msgpack"], { stdio: "ignore" }).status === 0;
-const skip = hasPyDeps
-  ? false
-  : `${python} with pyzmq and msgpack is not available (pip install pyzmq msgpack)`;
+// Under CI the deps are installed by .ci/install-tools.sh, so a missing one must fail the run, not skip it.
+const skip =
+  hasPyDeps || process.env.CI
+    ? false
+    : `${python} with pyzmq and msgpack is not available (pip install pyzmq msgpack)`;
 
 /** Reads a child's stdout as JSON lines. */
 function jsonLines(child: ChildProcess): { lines: Array<Record<string, unknown>>; stderr: () => string } {
