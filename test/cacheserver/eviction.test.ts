@@ -31,7 +31,6 @@ test("with a budget smaller than the working set, memory stays under it and rece
     assert.match(text, /switchyard_cache_evictions_total\{tier="memory",outcome="dropped"\} 21/);
     assert.match(text, /switchyard_cache_objects\{tier="memory"\} 9/);
     assert.match(text, new RegExp(`switchyard_cache_memory_used_bytes ${srv.store.memory.usedBytes}`));
-    // an object larger than the whole budget is refused at the header, not stored
     await c.close();
   } finally {
     await srv.close();
