@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { startCacheServer } from "../../src/cacheserver/server.js";
 import { RawConn, clientHeader } from "./raw.js";
+import { readVectors } from "../helpers/vectors.js";
 
 interface Exchange {
   name: string;
@@ -11,9 +11,7 @@ interface Exchange {
   payload_hex?: string;
   server_hex: string | null;
 }
-const vectors = JSON.parse(readFileSync("/work/shared/vectors/lmcache-lm-protocol.json", "utf8")) as {
-  exchanges: Exchange[];
-};
+const vectors = readVectors<{ exchanges: Exchange[] }>("lmcache-lm-protocol.json");
 
 test("the LMCache vectors pass byte for byte, in order, on one connection", async () => {
   const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 24 });
