@@ -157,7 +157,9 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(o.port, o.host, () => {
+    // A deep accept queue: thousands of clients connecting at once must not wait on SYN retries
+    // (Node's default backlog is 511; uvicorn, in front of vLLM, uses 2048).
+    server.listen({ port: o.port, host: o.host, backlog: 4096 }, () => {
       server.off("error", reject);
       resolve();
     });
