@@ -9,8 +9,9 @@ import { decodeBatch } from "../../src/kvevents/codec.js";
 import type { KvEvent, KvEventBatch } from "../../src/kvevents/events.js";
 import type { RunningSim } from "../../src/sim/app.js";
 import { postJson, startTestSim, tokenIds } from "./helpers.js";
+import { vectorPath } from "../helpers/vectors.js";
 
-const vectors = JSON.parse(readFileSync("/work/shared/vectors/vllm-block-hashes.json", "utf8")) as {
+const vectors = JSON.parse(readFileSync(vectorPath("vllm-block-hashes.json"), "utf8")) as {
   cases: Array<{
     name: string;
     token_ids: number[];
