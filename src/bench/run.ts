@@ -143,12 +143,15 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
           `warmup: ${bad} of ${w.records.length} requests failed: ${w.records.find((r) => !r.ok)?.error}`,
         );
     }
-    for (const qps of o.qps) {
+    for (const [point, qps] of o.qps.entries()) {
       const count = Number.isFinite(maxRequests) ? maxRequests : Infinity;
+      // Each point of a sweep gets its own prompts: with one seed, later points would find the
+      // earlier points' prompts in the server's prefix cache and look faster than they are.
+      const seed = o.seed + point;
       const { workload, options: workloadOptions } = buildWorkload(
         o.workload,
         o.workloadFlags,
-        o.seed,
+        seed,
         count,
         cal.shape,
       );
@@ -158,7 +161,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
         concurrency,
         maxRequests,
         durationS: o.durationS ?? Infinity,
-        seed: o.seed,
+        seed,
       };
       const before = scrapeUrls.length ? await scrapeAll(scrapeUrls, headers) : null;
       const run = new LoadRun(load, senderFor(client, workload, endpoint));
@@ -212,6 +215,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
         config: {
           ...o,
           qps: Number.isFinite(qps) ? qps : "inf",
+          seed,
           qps_sweep: o.qps.map((q) => (Number.isFinite(q) ? q : "inf")),
           model,
           endpoint,

@@ -16,6 +16,8 @@ export interface Panel {
   series: Series[];
   /** fixed y range (CDFs use 0..1) */
   yRange?: [number, number];
+  /** legend corner: top-right by default; bottom-right for CDFs, whose curves fill the top */
+  legend?: "top" | "bottom";
 }
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -117,7 +119,8 @@ function panelSvg(p: Panel, ox: number, oy: number): string {
           parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3" fill="${color}"/>`);
       }
     }
-    const ly = oy + M.t + 14 + i * 16;
+    const ly =
+      p.legend === "bottom" ? oy + M.t + h - 8 - (p.series.length - 1 - i) * 16 : oy + M.t + 14 + i * 16;
     const lx = ox + M.l + w - 150;
     parts.push(
       `<line x1="${lx}" y1="${ly - 4}" x2="${lx + 18}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`,
@@ -170,6 +173,7 @@ export function latencyCdfSvg(
     xLabel: `${CDF_TITLES[m]} (ms)`,
     yLabel: "fraction of samples",
     yRange: [0, 1],
+    legend: "bottom",
     series: samples.map((r, i) => ({
       name: r.name,
       points: cdfPoints(r.s[m]),
