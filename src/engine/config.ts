@@ -97,6 +97,8 @@ export function validateEngineConfig(c: EngineConfig): void {
         fail("lmcache bandwidth", `must be > 0, got ${c.offload.bandwidth}`);
     }
   }
+  if (c.blockHashAlgo !== undefined && c.blockHashAlgo !== "sha256_cbor" && c.blockHashAlgo !== "fast")
+    fail("prefix_caching_hash_algo", `must be "sha256_cbor" or "fast", got ${String(c.blockHashAlgo)}`);
   if (c.externalChunkTokens !== undefined) requireInt("external_chunk_tokens", c.externalChunkTokens, 1);
   if (c.numGpuBlocksOverride !== undefined) requireInt("num_gpu_blocks_override", c.numGpuBlocksOverride, 1);
 }

@@ -50,6 +50,12 @@ class Req {
   announcedChunks = 0;
   /** prompt chunks offered to the LMCache tier */
   lmcacheChunks = 0;
+  /**
+   * GPU blocks that held this request's leading hashes at its last admission check: a blocked queue
+   * head is checked every step, and confirming a block still holds its hash is far cheaper than a
+   * hash-map lookup per block
+   */
+  readonly hitBlocks: number[] = [];
   firstScheduledTime = -1;
   firstTokenTime = -1;
   finishReason: FinishReason | null = null;
@@ -137,7 +143,7 @@ export class Engine {
     this.announceTokens = config.externalChunkTokens ?? 256;
     this.timer = new StepTimer(config);
     this.noneHash = noneHash(config.hashSeed);
-    this.hasher = new BlockHasher(config.blockSize);
+    this.hasher = new BlockHasher(config.blockSize, config.blockHashAlgo === "fast");
     this.hashing = config.enablePrefixCaching || this.cpu !== null || this.lmcache !== null;
   }
 
@@ -282,6 +288,24 @@ export class Engine {
     this.stepStoreSeconds += perRank / this.lmcacheBps;
   }
 
+  /** leading blocks of the request found in the GPU prefix cache; leaves their ids in r.hitBlocks */
+  private gpuHitBlocks(r: Req, maxHit: number): number {
+    const cache = r.hitBlocks;
+    let n = 0;
+    while (n < maxHit) {
+      const id = r.hashIds[n]!;
+      let b = n < cache.length ? cache[n]! : -1;
+      if (b < 0 || this.pool.hashOf(b) !== id) {
+        b = this.pool.lookup(id);
+        if (b < 0) break;
+        cache[n] = b;
+      }
+      n++;
+    }
+    cache.length = n;
+    return n;
+  }
+
   /** leading chunks of the request's prompt in the LMCache tier, counted in blocks, at most maxBlocks */
   private lmcacheHitBlocks(r: Req, maxBlocks: number): number {
     const cb = this.chunkBlocks;
@@ -400,9 +424,7 @@ export class Engine {
       let gpuHit = 0;
       let cpuHit = 0;
       if (this.hashing && maxHit > 0) this.ensureHashes(r, maxHit);
-      if (cfg.enablePrefixCaching) {
-        while (gpuHit < maxHit && this.pool.lookup(r.hashIds[gpuHit]!) >= 0) gpuHit++;
-      }
+      if (cfg.enablePrefixCaching) gpuHit = this.gpuHitBlocks(r, maxHit);
       if (this.cpu) {
         while (gpuHit + cpuHit < maxHit && this.cpu.has(r.hashIds[gpuHit + cpuHit]!)) cpuHit++;
       }
@@ -415,13 +437,13 @@ export class Engine {
       const hitTokens = (gpuHit + cpuHit + lmHit + extHit) * bs;
       const numNew = Math.min(numTokens - hitTokens, budget);
       let hitFree = 0;
-      for (let b = 0; b < gpuHit; b++) if (this.pool.refs(this.pool.lookup(r.hashIds[b]!)) === 0) hitFree++;
+      for (let b = 0; b < gpuHit; b++) if (this.pool.refs(r.hitBlocks[b]!) === 0) hitFree++;
       const need = this.blocksFor(hitTokens + numNew) - gpuHit;
       if (need > this.pool.numFreeBlocks - hitFree) break;
 
       this.waiting.shift();
       for (let b = 0; b < gpuHit; b++) {
-        const blk = this.pool.lookup(r.hashIds[b]!);
+        const blk = r.hitBlocks[b]!;
         this.pool.touch(blk);
         r.blocks.push(blk);
       }

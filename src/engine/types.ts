@@ -69,6 +69,11 @@ export interface EngineConfig {
   enablePrefixCaching: boolean;
   /** PYTHONHASHSEED as text; NONE_HASH = sha256_cbor(hashSeed) */
   hashSeed: string;
+  /**
+   * block hash function: sha256_cbor (default; byte-exact with vLLM, what KV events carry) or fast (a
+   * non-cryptographic hash with the same chaining, for virtual-time fleets where no one reads the ids)
+   */
+  blockHashAlgo?: "sha256_cbor" | "fast";
   schedulingPolicy: "fcfs" | "priority";
   offload: OffloadConfig | null;
   /** overrides the computed number of GPU blocks (tests, --num-gpu-blocks-override) */

@@ -1,0 +1,344 @@
+// The fleet simulator: N engines of the one engine model (src/engine) on one virtual clock, a router
+// that decides with the routing library's policies (src/routing) over the view the live router would
+// have, and a load driver that replays a bench workload (src/bench/workloads) the way `switchyard
+// bench` sends it: an arrival schedule, a cap on active sessions, follow-up turns after their answers.
+import type { RequestRecord } from "../bench/record.js";
+import { arrivalGaps, type ArrivalKind } from "../bench/workloads/arrivals.js";
+import type { Session, Workload } from "../bench/workloads/types.js";
+import {
+  Engine,
+  VirtualDriver,
+  type EngineConfig,
+  type EngineCounters,
+  type RequestTimings,
+} from "../engine/index.js";
+import { createPolicy, decide, type EngineView, type PolicyName } from "../routing/index.js";
+import { RemoteStore } from "./remote.js";
+import { chunkKeys, VirtualTokenizer } from "./tokens.js";
+
+export interface SharedServerOptions {
+  /** memory of the shared cache server, bytes */
+  bytes: number;
+  /** bytes/s an engine gets from it */
+  bandwidth: number;
+  /** LMCache chunk_size, tokens */
+  chunkTokens: number;
+}
+
+export interface FleetOptions {
+  engine: EngineConfig;
+  engines: number;
+  policy: PolicyName;
+  /** what the router's session-affinity key carries: none, the session id, or the workload group */
+  sessionKey: "none" | "session" | "group";
+  /** the live router scrapes vllm:num_requests_running/waiting and kv_cache_usage_perc this often */
+  scrapeIntervalS: number;
+  sharedServer: SharedServerOptions | null;
+  workload: Workload;
+  /** requests/s; Infinity = as fast as the concurrency cap allows */
+  qps: number;
+  arrival: ArrivalKind;
+  /** sessions active at once; Infinity = no cap */
+  concurrency: number;
+  maxRequests: number;
+  /** stop starting requests after this many virtual seconds */
+  durationS: number;
+  seed: number;
+  /** keep every inter-token gap for ITL percentiles (memory grows with output tokens) */
+  recordItl: boolean;
+}
+
+export interface FleetResult {
+  records: RequestRecord[];
+  /** seconds from the first send to the last completion */
+  durationS: number;
+  /** every engine's scraped kv_cache_usage_perc samples, 0..1 */
+  kvSamples: Float64Array;
+  counters: EngineCounters[];
+  numGpuBlocks: number;
+  numCpuBlocks: number;
+  remote: { lookups: number; hitTokens: number; storedChunks: number; evictedChunks: number } | null;
+  /** events the virtual clock ran (a measure of simulation work) */
+  events: number;
+}
+
+interface Active {
+  session: Session;
+  round: number;
+  /** prompt ids of the last turn plus its answer: the history the next turn carries */
+  history: readonly number[];
+}
+
+interface InFlight {
+  index: number;
+  active: Active;
+  engine: number;
+  start: number;
+  promptTokens: number;
+  lastTokenAt: number;
+  firstTokenAt: number;
+  itl: number[];
+  answer: number[];
+  keys: number[] | null;
+}
+
+/** the group part of a workload's session id (`g12-q3` → `g12`, `user-4` → `user-4`) */
+function groupOf(id: string): string {
+  const dash = id.indexOf("-");
+  return /^[gp]\d+-/.test(id) ? id.slice(0, dash) : id;
+}
+
+export function simulateFleet(o: FleetOptions): FleetResult {
+  const driver = new VirtualDriver();
+  const tok = new VirtualTokenizer();
+  const policy = createPolicy(o.policy);
+  const model = o.engine.model.id;
+  const remote = o.sharedServer
+    ? new RemoteStore(
+        o.sharedServer.bytes,
+        o.sharedServer.chunkTokens *
+          2 *
+          o.engine.model.layers *
+          o.engine.model.kvHeads *
+          o.engine.model.headDim *
+          o.engine.model.dtypeBytes,
+        o.sharedServer.bandwidth,
+      )
+    : null;
+  const chunk = o.sharedServer?.chunkTokens ?? 256;
+  const flights = new Map<string, InFlight>();
+  const records: RequestRecord[] = [];
+  const kv: number[] = [];
+  const views: (EngineView & { models: Set<string> })[] = [];
+  const engines: Engine[] = [];
+  const engineCfg: EngineConfig = o.sharedServer ? { ...o.engine, externalChunkTokens: chunk } : o.engine;
+
+  for (let e = 0; e < o.engines; e++) {
+    const id = `http://engine-${e}`;
+    views.push({
+      id,
+      models: new Set([model]),
+      healthy: true,
+      weight: 1,
+      inFlight: 0,
+      maxInFlight: 0,
+      running: 0,
+      waiting: 0,
+      kvUsage: 0,
+      blockSize: o.engine.blockSize,
+    });
+    const engine: Engine = new Engine(engineCfg, {
+      onTokens: (rid, ids, time) => {
+        const f = flights.get(rid)!;
+        if (f.firstTokenAt < 0) f.firstTokenAt = time;
+        else if (o.recordItl) f.itl.push((time - f.lastTokenAt) * 1000);
+        f.lastTokenAt = time;
+        for (let i = 0; i < ids.length; i++) f.answer.push(ids[i]!);
+      },
+      onFinished: (rid, _reason, t) => finished(rid, t),
+      onChunksComputed: remote
+        ? (rid, from, to) => {
+            const f = flights.get(rid);
+            if (f?.keys) remote.put(f.keys, from, to);
+          }
+        : undefined,
+    });
+    engines.push(engine);
+    driver.attach(engine);
+  }
+
+  // ---- the router's view: its own in-flight counts now, engine metrics as of the last scrape ----
+  let outstanding = 0;
+  let loadDone = false;
+  const scrape = () => {
+    for (let e = 0; e < engines.length; e++) {
+      const s = engines[e]!.snapshot();
+      const v = views[e]!;
+      v.running = s.numRunning;
+      v.waiting = s.numWaiting;
+      v.kvUsage = s.kvCacheUsage;
+      kv.push(s.kvCacheUsage);
+    }
+    if (!loadDone || outstanding > 0) driver.after(o.scrapeIntervalS, scrape);
+  };
+
+  // ---- load: arrival schedule, session cap, follow-ups first (as src/bench/load.ts) ----
+  const source = o.workload.sessions[Symbol.iterator]();
+  let sourceDone = false;
+  const ready: Active[] = [];
+  let activeSessions = 0;
+  let dispatched = 0;
+  let lastEnd = 0;
+  let waitingForSlot = false;
+  const gaps = arrivalGaps(o.qps, o.arrival, o.seed);
+
+  const take = (): Active | null => {
+    if (ready.length) return ready.shift()!;
+    if (sourceDone || activeSessions >= o.concurrency) return null;
+    for (;;) {
+      const n = source.next();
+      if (n.done) {
+        sourceDone = true;
+        return null;
+      }
+      if (n.value.turns.length === 0) continue;
+      activeSessions++;
+      return { session: n.value, round: 0, history: [] };
+    }
+  };
+
+  const promptOf = (a: Active): number[] => {
+    const s = a.session;
+    const turn = tok.encode(s.turns[a.round]!.text);
+    if (a.round === 0 || !s.carriesHistory) {
+      const sys = s.system !== null ? tok.encode(s.system) : [];
+      const out = new Array<number>(sys.length + turn.length);
+      for (let i = 0; i < sys.length; i++) out[i] = sys[i]!;
+      for (let i = 0; i < turn.length; i++) out[sys.length + i] = turn[i]!;
+      return out;
+    }
+    return a.history.concat(turn);
+  };
+
+  const dispatch = (a: Active) => {
+    const index = dispatched++;
+    const now = driver.now;
+    const prompt = promptOf(a);
+    const turn = a.session.turns[a.round]!;
+    const rid = `r${index}`;
+    const sessionKey =
+      o.sessionKey === "none" ? undefined : o.sessionKey === "group" ? groupOf(a.session.id) : a.session.id;
+    const d = decide(policy, { model, seq: index, sessionKey }, { engines: views });
+    if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
+    const e = views.indexOf(d.engine as EngineView & { models: Set<string> });
+    const engine = engines[e]!;
+    const maxTokens = Math.min(turn.maxTokens, engine.config.maxModelLen - prompt.length);
+    let keys: number[] | null = null;
+    let ext = 0;
+    if (remote) {
+      keys = chunkKeys(prompt, chunk);
+      ext = remote.matchPrefix(keys) * chunk;
+    }
+    const f: InFlight = {
+      index,
+      active: a,
+      engine: e,
+      start: now,
+      promptTokens: prompt.length,
+      lastTokenAt: now,
+      firstTokenAt: -1,
+      itl: [],
+      answer: [],
+      keys,
+    };
+    flights.set(rid, f);
+    views[e]!.inFlight++;
+    outstanding++;
+    const salt = index * 2654435761;
+    engine.add({
+      requestId: rid,
+      promptTokenIds: prompt,
+      maxTokens: Math.max(1, maxTokens),
+      stopAfter: Math.max(1, maxTokens),
+      ignoreEos: true,
+      minTokens: 0,
+      priority: 0,
+      cacheSalt: null,
+      loraName: null,
+      arrivalTime: now,
+      sampleToken: (i) => 1000 + (((salt + i * 40503) >>> 0) % 50000),
+      externalCachedTokens: ext > 0 ? ext : undefined,
+      externalLoadBandwidth: ext > 0 ? remote!.bandwidth : undefined,
+    });
+    driver.wake(engine);
+  };
+
+  const finished = (rid: string, t: RequestTimings) => {
+    const f = flights.get(rid)!;
+    flights.delete(rid);
+    views[f.engine]!.inFlight--;
+    outstanding--;
+    lastEnd = t.finishedTime;
+    const ok = t.outputTokens > 0;
+    records.push({
+      index: f.index,
+      sessionId: f.active.session.id,
+      round: f.active.round,
+      start: f.start * 1000,
+      ok,
+      ttft: ok ? (t.firstTokenTime - f.start) * 1000 : NaN,
+      itl: f.itl,
+      e2el: (t.finishedTime - f.start) * 1000,
+      promptTokens: t.promptTokens,
+      outputTokens: t.outputTokens,
+      usageReported: true,
+      httpStatus: 200,
+      errorKind: ok ? null : "no_output",
+      error: "",
+    });
+    const a = f.active;
+    a.round++;
+    if (ok && a.round < a.session.turns.length) {
+      // the next turn carries this turn's prompt and its answer
+      if (a.session.carriesHistory) a.history = promptOfDone(f).concat(f.answer);
+      ready.push(a);
+    } else activeSessions--;
+    if (waitingForSlot) {
+      waitingForSlot = false;
+      driver.at(driver.now, next);
+    }
+  };
+
+  // the prompt of a finished turn is rebuilt rather than kept per request (prompts can be large)
+  const promptOfDone = (f: InFlight): number[] => promptOf({ ...f.active, round: f.active.round - 1 });
+
+  let nextAt = 0;
+  const next = () => {
+    if (loadDone) return;
+    if (dispatched >= o.maxRequests || driver.now > o.durationS) {
+      loadDone = true;
+      return;
+    }
+    const item = take();
+    if (item === null) {
+      if (sourceDone && activeSessions === 0) {
+        loadDone = true;
+        return;
+      }
+      // held by the session cap or by sessions awaiting answers: resume when a request finishes
+      waitingForSlot = true;
+      nextAt = Math.max(nextAt, driver.now);
+      return;
+    }
+    dispatch(item);
+    nextAt = Math.max(nextAt, driver.now) + gaps.next().value!;
+    if (Number.isFinite(nextAt)) driver.at(nextAt, next);
+    else driver.at(driver.now, next);
+  };
+
+  gaps.next(); // the first gap is 0
+  driver.at(0, next);
+  driver.at(0, scrape);
+  const events = driver.run();
+
+  records.sort((x, y) => x.index - y.index);
+  const first = records.length ? records[0]!.start / 1000 : 0;
+  const cpuBlocks = engines[0]?.capacity.numCpuBlocks ?? 0;
+  return {
+    records,
+    durationS: Math.max(0, lastEnd - first),
+    kvSamples: Float64Array.from(kv),
+    counters: engines.map((e) => ({ ...e.snapshot().counters })),
+    numGpuBlocks: engines[0]?.capacity.numGpuBlocks ?? 0,
+    numCpuBlocks: cpuBlocks,
+    remote: remote
+      ? {
+          lookups: remote.lookups,
+          hitTokens: remote.hitChunks * chunk,
+          storedChunks: remote.storedChunks,
+          evictedChunks: remote.evictedChunks,
+        }
+      : null,
+    events,
+  };
+}
