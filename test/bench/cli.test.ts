@@ -206,11 +206,11 @@ test("timings: TTFT, TPOT and ITL match the server's controlled delays; an early
     ]);
     assert.equal(r.code, 0, r.stderr);
     const res = json(out);
-    // Timers fire at or after their delay (Node may round down by under 1 ms); scheduling adds a little.
-    assert.ok(res.min_ttft_ms === undefined);
-    for (const t of res.ttfts as number[]) assert.ok(t >= 0.059 && t < 0.2, `ttft ${t}`);
-    assert.ok(res.mean_tpot_ms >= 14 && res.mean_tpot_ms < 40, `tpot ${res.mean_tpot_ms}`);
-    assert.ok(res.median_itl_ms >= 14 && res.median_itl_ms < 40, `itl ${res.median_itl_ms}`);
+    // Timers fire at or after their delay (Node may round down by under 1 ms); a loaded host adds
+    // scheduling delay, so the upper bounds are loose. The lower bounds catch a role chunk taken as a token.
+    for (const t of res.ttfts as number[]) assert.ok(t >= 0.059 && t < 0.5, `ttft ${t}`);
+    assert.ok(res.mean_tpot_ms >= 14 && res.mean_tpot_ms < 80, `tpot ${res.mean_tpot_ms}`);
+    assert.ok(res.median_itl_ms >= 14 && res.median_itl_ms < 80, `itl ${res.median_itl_ms}`);
     assert.deepEqual(res.output_lens, [6, 6, 6, 6]);
     assert.equal((res.itls as number[][])[0]!.length, 5);
   });
