@@ -13,8 +13,9 @@ sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi
 }
 
-# helm: a few minutes to build on 2 cores, so the binary is cached and the build skipped when present
-if [ -x "$TOOLS_BIN/helm" ] && "$TOOLS_BIN/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
+# helm: a few minutes to build on 2 cores, so the binary is cached and the build skipped when present.
+# A source build reports only "v3.22" as its version, hence the stamp file.
+if [ -x "$TOOLS_BIN/helm" ] && [ "$(cat "$TOOLS_BIN/helm.version" 2>/dev/null)" = "$HELM_VERSION" ]; then
   :
 elif command -v helm >/dev/null && helm version --short 2>/dev/null | grep -q '^v3\.'; then
   ln -sf "$(command -v helm)" "$TOOLS_BIN/helm"
@@ -25,6 +26,7 @@ else
   fi
   echo "install-k8s-tools: building helm ${HELM_VERSION} (a few minutes)" >&2
   GOFLAGS=-mod=mod GOBIN="$TOOLS_BIN" go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  echo "$HELM_VERSION" >"$TOOLS_BIN/helm.version"
 fi
 
 # promtool

@@ -3,11 +3,13 @@
 // core object validated offline against the Kubernetes schemas, and the properties the deployment
 // promises checked on the rendered objects.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
 import { parse as parseYaml, parseAllDocuments, stringify } from "yaml";
+import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
 import { repoRoot, requireTool, run } from "./tools.js";
 
 const root = repoRoot();
@@ -385,4 +387,98 @@ describe("helm chart", { timeout: 120_000 }, () => {
   });
 
   after(() => rendered.clear());
+});
+
+describe("rendered commands run under the real CLI", { timeout: 60_000 }, () => {
+  it("a sim engine pod's args start a sim that serves vLLM metrics and KV events; its drain hook exits", async (t) => {
+    const helm = requireTool(t, "helm");
+    if (!helm) return;
+    const [port, kvPort] = await Promise.all([freePort(), freePort()]);
+    const objs = render(helm, "sim-values.yaml", [
+      `--set=engines.port=${port}`,
+      `--set=engines.kvEvents.port=${kvPort}`,
+      "--set=engines.drain.delaySeconds=0",
+      "--set=engines.drain.timeoutSeconds=20",
+    ]);
+    const c = container(one(objs, "Deployment", "-engine-qwen-0-5b"));
+    // loopback only in tests
+    const args = (c.args as string[]).map((a) =>
+      a === "--host=0.0.0.0" ? "--host=127.0.0.1" : a.replace("tcp://*:", "tcp://127.0.0.1:"),
+    );
+    const env = Object.fromEntries(
+      (c.env as Array<{ name: string; value?: string }>)
+        .filter((e) => e.value)
+        .map((e) => [e.name, e.value!]),
+    );
+    const sim = spawnCli(args, env);
+    try {
+      await waitForHttp(`http://127.0.0.1:${port}/health`, 30_000);
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(
+        metrics,
+        /^vllm:num_requests_waiting\{model_name="Qwen\/Qwen2.5-0.5B-Instruct",engine="0"\} 0$/m,
+      );
+      assert.match(metrics, /^vllm:kv_offload_size/m);
+      assert.match(sim.output(), new RegExp(`tcp://127\\.0\\.0\\.1:${kvPort}`));
+      const [cmd, flag, script] = c.lifecycle.preStop.exec.command as string[];
+      assert.equal(cmd, "node");
+      const drainExit = () => {
+        const child = spawn(process.execPath, [flag!, script!], { stdio: "ignore" });
+        return new Promise<number | null>((resolve) => child.once("exit", resolve));
+      };
+      // idle: the hook returns at once
+      const idleStart = Date.now();
+      assert.equal(await drainExit(), 0);
+      assert.ok(Date.now() - idleStart < 10_000, "an idle engine drains at once");
+      // a long stream in flight holds the hook until the stream ends
+      const abort = new AbortController();
+      const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "Qwen/Qwen2.5-0.5B-Instruct",
+          prompt: "tell me a long story",
+          max_tokens: 4000,
+          ignore_eos: true,
+          stream: true,
+        }),
+        signal: abort.signal,
+      });
+      const reader = res.body!.getReader();
+      await reader.read();
+      let drained = false;
+      const draining = drainExit().then((code) => {
+        drained = true;
+        return code;
+      });
+      await new Promise((r) => setTimeout(r, 2_500));
+      assert.equal(drained, false, "the hook returned while a stream was running");
+      abort.abort();
+      await reader.cancel().catch(() => undefined);
+      assert.equal(await draining, 0);
+    } finally {
+      await sim.stop();
+    }
+  });
+
+  it("the cache server's rendered args start a cache server with metrics", async (t) => {
+    const helm = requireTool(t, "helm");
+    if (!helm) return;
+    const [port, metricsPort] = await Promise.all([freePort(), freePort()]);
+    const objs = render(helm, undefined, [
+      `--set=cacheServer.port=${port}`,
+      `--set=cacheServer.metricsPort=${metricsPort}`,
+      "--set=cacheServer.maxMemory=64MiB",
+    ]);
+    const c = container(one(objs, "Deployment", "-cache-server"));
+    const args = (c.args as string[]).map((a) => (a === "--host=0.0.0.0" ? "--host=127.0.0.1" : a));
+    const server = spawnCli(args);
+    try {
+      await waitForHttp(`http://127.0.0.1:${metricsPort}${c.livenessProbe.httpGet.path}`, 30_000);
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      assert.match(metrics, /^switchyard_cache_memory_budget_bytes 67108864$/m);
+    } finally {
+      await server.stop();
+    }
+  });
 });
