@@ -5,3 +5,5 @@ set -euo pipefail
 if ! python3 -c "import zmq, msgpack" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq msgpack
 fi
+# helm (built from the Go module proxy, cached), promtool, kubernetes-validate, hadolint
+bash "$(dirname "$0")/../deploy/ci/install-k8s-tools.sh"
