@@ -173,7 +173,7 @@ describe("metric catalogue", { timeout: 60_000 }, () => {
     assert.deepEqual(stale, [], "in docs/metrics.md but exported by no process");
   });
 
-  it("takes real-vLLM-only rows from the vLLM reference", (t) => {
+  it("takes real-vLLM-only rows from the vLLM reference", () => {
     const vllmOnly = readCatalogue().filter((r) => r.source === "vllm");
     assert.ok(vllmOnly.length > 0);
     for (const r of vllmOnly) assert.ok(!exported.has(r.name), `${r.name} is emulated: mark it 'sim'`);

@@ -1,15 +1,19 @@
-// The interop vectors from shared/vectors, copied into the repo (test/fixtures/vectors) so that a
+// The interop vectors and reference text from shared/, copied into the repo (test/fixtures) so that a
 // clean clone tests against exactly the bytes it was written for.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-export function vectorPath(name: string): string {
-  // compiled tests live in dist/test/helpers, sources in test/helpers: the fixtures stay in test/fixtures
+/** A file under test/fixtures, found from compiled (dist/test/helpers) or source (test/helpers) tests alike. */
+export function fixturePath(relative: string): string {
   const here = fileURLToPath(import.meta.url);
   const root = here.includes("/dist/test/")
     ? here.slice(0, here.indexOf("/dist/test/"))
     : here.slice(0, here.indexOf("/test/"));
-  return `${root}/test/fixtures/vectors/${name}`;
+  return `${root}/test/fixtures/${relative}`;
+}
+
+export function vectorPath(name: string): string {
+  return fixturePath(`vectors/${name}`);
 }
 
 export function readVectors<T = unknown>(name: string): T {
