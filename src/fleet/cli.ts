@@ -1,0 +1,64 @@
+// `switchyard simulate --scenario file.yaml`: one scenario on N engines in virtual time.
+import { readFileSync, writeFileSync } from "node:fs";
+import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../cli/args.js";
+import { OFFLOAD_MODES, parseScenarioText, ScenarioError, type ResolvedScenario } from "./scenario.js";
+import type { OffloadMode } from "./build.js";
+import { formatReport } from "./report.js";
+import { runScenario } from "./run.js";
+
+const specs: FlagSpecs = {
+  scenario: { type: "string", help: "scenario YAML (docs/fleet-simulator.md)" },
+  offload: {
+    type: "string",
+    help: "override simulation.offload.mode: none | native | lmcache",
+  },
+  requests: { type: "int", min: 1, help: "override simulation.requests" },
+  seed: { type: "int", min: 0, help: "override simulation.seed" },
+  format: { type: "string", default: "text", help: "text | json" },
+  output: { type: "string", help: "also write the JSON report to this file" },
+};
+
+const USAGE =
+  "usage: switchyard simulate --scenario FILE [--offload none|native|lmcache] [--requests N] [--seed S] [--format text|json] [--output FILE]";
+
+export function loadScenario(path: string): ResolvedScenario {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new CliError(`--scenario: cannot read ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return parseScenarioText(text, path);
+  } catch (err) {
+    if (err instanceof ScenarioError)
+      throw new CliError(`invalid scenario ${path}:\n  ${err.problems.join("\n  ")}`);
+    throw err;
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    console.log(helpText(USAGE, specs));
+    return 0;
+  }
+  const { flags, positionals } = parseFlags(argv, specs);
+  if (positionals.length > 0) throw new CliError(`unexpected argument '${positionals[0]}'`);
+  if (typeof flags.scenario !== "string") throw new CliError(`--scenario FILE is required\n${USAGE}`);
+  const format = flags.format as string;
+  if (format !== "text" && format !== "json")
+    throw new CliError(`--format: expected text or json, got '${format}'`);
+  const r = loadScenario(flags.scenario);
+  if (typeof flags.seed === "number") r.scenario.simulation.seed = flags.seed;
+  let mode = r.scenario.simulation.offload.mode as OffloadMode;
+  if (flags.offload !== undefined) {
+    if (!(OFFLOAD_MODES as readonly string[]).includes(flags.offload as string))
+      throw new CliError(`--offload: expected none, native or lmcache, got '${String(flags.offload)}'`);
+    mode = flags.offload as OffloadMode;
+  }
+  const rep = runScenario(r, mode, typeof flags.requests === "number" ? { requests: flags.requests } : {});
+  const json = JSON.stringify(rep, null, 2);
+  if (typeof flags.output === "string") writeFileSync(flags.output, json + "\n");
+  console.log(format === "json" ? json : formatReport(rep));
+  return 0;
+}

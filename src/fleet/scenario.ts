@@ -1,0 +1,231 @@
+// The scenario file of `switchyard simulate` and `switchyard plan`: workload shape, fleet, operations,
+// and optional simulation settings. Parsed once at the edge; every error names the field and repeats
+// the value given.
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import {
+  GPUS,
+  MODELS,
+  resolveGpu,
+  resolveModel,
+  type GpuProfile,
+  type ModelProfile,
+} from "../engine/index.js";
+import { POLICY_NAMES } from "../routing/index.js";
+
+const posInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+const positive = z.number().positive();
+
+const tokensOrPercentiles = z.union([
+  posInt,
+  z
+    .strictObject({ p50: posInt, p90: posInt })
+    .refine((v) => v.p90 >= v.p50, { message: "p90 must be >= p50" }),
+]);
+
+export const REUSE_KINDS = ["none", "multi-round", "rag", "multi-tenant"] as const;
+export const OFFLOAD_MODES = ["none", "native", "lmcache"] as const;
+export const GENERATORS = ["random", "shared-prefix", "multi-round-qa", "prefix-repetition"] as const;
+
+const workloadSchema = z.strictObject({
+  prompt_tokens: tokensOrPercentiles,
+  output_tokens: posInt,
+  concurrency: posInt,
+  qps: positive.optional(),
+  shared_prefix_tokens: nonNegInt.default(0),
+  prefix_reuse: z.enum(REUSE_KINDS).default("none"),
+  tenants: posInt.default(1),
+  preemption_heavy: z.boolean().default(false),
+});
+
+const fleetSchema = z.strictObject({
+  model: z.string().min(1),
+  gpu: z.string().min(1),
+  engines: posInt,
+  tensor_parallel_size: posInt.default(1),
+  gpu_memory_utilization: z.number().gt(0).lte(1).optional(),
+  /** vLLM's --num-gpu-blocks-override: take the KV size a real engine logged */
+  num_gpu_blocks_override: posInt.optional(),
+  max_num_seqs: posInt.optional(),
+  max_num_batched_tokens: posInt.optional(),
+  max_model_len: posInt.optional(),
+});
+
+const opsSchema = z.strictObject({
+  kubernetes: z.boolean(),
+  multi_tenant: z.boolean().default(false),
+  hbm_monitoring: z.boolean(),
+  budget_usd_per_hour: positive.optional(),
+  /** the team means to build its own stack (manifests, router) although the chart covers the use case */
+  hand_rolled_stack: z.boolean().default(false),
+});
+
+const offloadSchema = z.strictObject({
+  mode: z.enum(OFFLOAD_MODES).default("none"),
+  /** native: CPU tier per engine, GiB (vLLM --kv-offloading-size) */
+  native_gib: positive.default(64),
+  /** native: vLLM's num_cpu_blocks instead of a size */
+  native_cpu_blocks: posInt.optional(),
+  /** lmcache: max_local_cpu_size per worker, GiB (LMCache allocates × 1024³) */
+  lmcache_local_cpu_gib: positive.default(20),
+  lmcache_chunk_size: posInt.default(256),
+  shared_server: z
+    .strictObject({ size_gib: positive, bandwidth_gbps: positive.default(100) })
+    .nullable()
+    .default(null),
+});
+
+const simulationSchema = z.strictObject({
+  seed: nonNegInt.default(0),
+  /** requests to send at most (default: the workload's natural size, else 1000) */
+  requests: posInt.optional(),
+  /** stop starting requests after this many virtual seconds */
+  duration_s: positive.optional(),
+  policy: z.enum(POLICY_NAMES as unknown as [string, ...string[]]).optional(),
+  session_key: z.enum(["auto", "none", "session", "group"]).default("auto"),
+  scrape_interval_ms: positive.default(1000),
+  arrival: z.enum(["poisson", "constant"]).default("poisson"),
+  offload: offloadSchema.default({
+    mode: "none",
+    native_gib: 64,
+    lmcache_local_cpu_gib: 20,
+    lmcache_chunk_size: 256,
+    shared_server: null,
+  }),
+  /** an explicit bench generator and its options, instead of one derived from `workload` */
+  generator: z
+    .strictObject({
+      name: z.enum(GENERATORS),
+      num_groups: posInt.optional(),
+      prompts_per_group: posInt.optional(),
+      system_prompt_len: nonNegInt.optional(),
+      question_len: posInt.optional(),
+      output_len: posInt.optional(),
+      input_len: posInt.optional(),
+      range_ratio: z.number().min(0).max(1).optional(),
+      prefix_len: nonNegInt.optional(),
+      suffix_len: posInt.optional(),
+      num_prefixes: posInt.optional(),
+      num_users: posInt.optional(),
+      num_rounds: posInt.optional(),
+      shared_system_prompt: nonNegInt.optional(),
+      user_history_prompt: nonNegInt.optional(),
+      answer_len: posInt.optional(),
+    })
+    .optional(),
+  itl: z.boolean().default(true),
+});
+
+export const scenarioSchema = z.strictObject({
+  name: z.string().optional(),
+  workload: workloadSchema,
+  fleet: fleetSchema,
+  ops: opsSchema,
+  simulation: simulationSchema.default(simulationSchema.parse({})),
+});
+
+export type Scenario = z.infer<typeof scenarioSchema>;
+
+export interface ResolvedScenario {
+  scenario: Scenario;
+  model: ModelProfile;
+  gpu: GpuProfile;
+  /** typical prompt length (p50 when percentiles are given) */
+  promptTokens: number;
+  promptP90: number;
+}
+
+export class ScenarioError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join("\n"));
+  }
+}
+
+function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
+  let v: unknown = raw;
+  for (const k of path) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
+const show = (v: unknown) => (v === undefined ? "nothing" : JSON.stringify(v));
+
+/** Validates a parsed YAML/JSON value; throws ScenarioError with one line per problem. */
+export function resolveScenario(raw: unknown): ResolvedScenario {
+  const parsed = scenarioSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((iss) => {
+      const path = iss.path.map(String).join(".");
+      if (iss.code === "unrecognized_keys") {
+        return `${path ? path + ": " : ""}unknown field${iss.keys.length > 1 ? "s" : ""} ${iss.keys.join(", ")}`;
+      }
+      return `${path || "scenario"}: ${iss.message}, got ${show(valueAt(raw, iss.path))}`;
+    });
+    throw new ScenarioError(problems);
+  }
+  const s = parsed.data;
+  const problems: string[] = [];
+  let model: ModelProfile | undefined;
+  let gpu: GpuProfile | undefined;
+  try {
+    model = resolveModel(s.fleet.model);
+  } catch {
+    problems.push(
+      `fleet.model: unknown model ${show(s.fleet.model)} (known: ${MODELS.map((m) => m.id).join(", ")})`,
+    );
+  }
+  try {
+    gpu = resolveGpu(s.fleet.gpu);
+  } catch {
+    problems.push(`fleet.gpu: unknown GPU ${show(s.fleet.gpu)} (known: ${GPUS.map((g) => g.id).join(", ")})`);
+  }
+  const w = s.workload;
+  const promptTokens = typeof w.prompt_tokens === "number" ? w.prompt_tokens : w.prompt_tokens.p50;
+  const promptP90 = typeof w.prompt_tokens === "number" ? w.prompt_tokens : w.prompt_tokens.p90;
+  if (w.shared_prefix_tokens >= promptTokens) {
+    problems.push(
+      `workload.shared_prefix_tokens: must be below workload.prompt_tokens (${promptTokens}), got ${w.shared_prefix_tokens}`,
+    );
+  }
+  if (model) {
+    const maxLen = s.fleet.max_model_len ?? model.maxContext;
+    if (promptP90 + w.output_tokens > maxLen) {
+      problems.push(
+        `workload.prompt_tokens: ${promptP90} prompt + ${w.output_tokens} output tokens exceed the context of ${model.id} (${maxLen})`,
+      );
+    }
+    if (model.numHeads % s.fleet.tensor_parallel_size !== 0) {
+      problems.push(
+        `fleet.tensor_parallel_size: must divide the ${model.numHeads} attention heads of ${model.id}, got ${s.fleet.tensor_parallel_size}`,
+      );
+    }
+    if (s.fleet.max_model_len !== undefined && s.fleet.max_model_len > model.maxContext) {
+      problems.push(
+        `fleet.max_model_len: above the ${model.maxContext} of ${model.id}, got ${s.fleet.max_model_len}`,
+      );
+    }
+  }
+  if (s.fleet.tensor_parallel_size > 8) {
+    problems.push(
+      `fleet.tensor_parallel_size: at most 8 GPUs per engine are modelled, got ${s.fleet.tensor_parallel_size}`,
+    );
+  }
+  if (problems.length) throw new ScenarioError(problems);
+  return { scenario: s, model: model!, gpu: gpu!, promptTokens, promptP90 };
+}
+
+export function parseScenarioText(text: string, source = "scenario"): ResolvedScenario {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ScenarioError([`${source}: not valid YAML: ${(err as Error).message.split("\n")[0]}`]);
+  }
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    throw new ScenarioError([`${source}: expected a mapping with workload, fleet and ops`]);
+  }
+  return resolveScenario(raw);
+}

@@ -1,0 +1,103 @@
+// What `plan` writes for the cluster: Helm values for deploy/helm/switchyard (only keys its values.yaml
+// defines) and a PrometheusRule with the 92% sustained KV alert and the closing gate as a recording rule.
+import { stringify } from "yaml";
+import type { ResolvedScenario } from "../fleet/scenario.js";
+import { ALERT_FOR, type Plan } from "./plan.js";
+
+/** a DNS-1123 label from a model id: `Qwen/Qwen3-32B` → `qwen3-32b` */
+export function dnsName(model: string): string {
+  const base = model.split("/").pop() ?? model;
+  return (
+    base
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, "-")
+      .replace(/^-+|-+$/g, "")
+      .slice(0, 40) || "model"
+  );
+}
+
+export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unknown> {
+  const s = r.scenario;
+  const off = s.simulation.offload;
+  const choice = plan.kv_offload.choice;
+  const shared = choice === "lmcache" && off.shared_server !== null;
+  return {
+    router: {
+      policy: plan.router.policy,
+    },
+    engines: {
+      mode: "vllm",
+      prefixCachingHashAlgo: "sha256_cbor",
+      pythonHashSeed: plan.router.engine_env.PYTHONHASHSEED,
+      kvEvents: { enabled: true },
+      offload: {
+        mode: choice,
+        native: { sizeGiB: off.native_gib },
+        lmcache: {
+          chunkSize: off.lmcache_chunk_size,
+          localCpu: true,
+          maxLocalCpuSizeGB: off.lmcache_local_cpu_gib,
+          remoteSerde: "naive",
+        },
+      },
+      models: [
+        {
+          name: dnsName(s.fleet.model),
+          model: r.model.id,
+          replicas: plan.stack.kind === "helm-chart" ? s.fleet.engines : 1,
+          tensorParallelSize: s.fleet.tensor_parallel_size,
+          gpuMemoryUtilization: plan.hbm.gpu_memory_utilization,
+          maxModelLen: s.fleet.max_model_len ?? r.model.maxContext,
+          enablePrefixCaching: true,
+          enableChunkedPrefill: true,
+          ...(s.fleet.max_num_seqs !== undefined ? { maxNumSeqs: s.fleet.max_num_seqs } : {}),
+          resources: { limits: { "nvidia.com/gpu": s.fleet.tensor_parallel_size } },
+        },
+      ],
+    },
+    cacheServer: {
+      enabled: shared,
+      ...(shared ? { maxMemory: `${off.shared_server!.size_gib}GiB` } : {}),
+    },
+    monitoring: {
+      serviceMonitors: { enabled: true },
+      prometheusRule: { enabled: true },
+      dashboards: { enabled: true },
+    },
+  };
+}
+
+export function prometheusRule(plan: Plan, name = "switchyard-kv-pressure"): Record<string, unknown> {
+  return {
+    apiVersion: "monitoring.coreos.com/v1",
+    kind: "PrometheusRule",
+    metadata: { name, labels: { "app.kubernetes.io/part-of": "switchyard" } },
+    spec: {
+      groups: [
+        {
+          name: "switchyard-kv-pressure",
+          rules: [
+            {
+              alert: "SwitchyardKVCacheSustainedPressure",
+              expr: plan.hbm.alert_promql,
+              for: ALERT_FOR,
+              labels: { severity: "warning" },
+              annotations: {
+                summary:
+                  "KV cache of {{ $labels.pod }} at {{ $value | humanizePercentage }} for " + ALERT_FOR,
+                description:
+                  "Sustained KV (HBM) usage at or above 92% is the pre-preemption signal: the scheduler is about to preempt running requests. Add replicas, lower max-num-seqs, or enable KV offload.",
+              },
+            },
+            {
+              record: "switchyard:kv_cache_usage_perc:p99_24h",
+              expr: plan.gate.promql,
+            },
+          ],
+        },
+      ],
+    },
+  };
+}
+
+export const toYaml = (v: unknown) => stringify(v, { lineWidth: 0 });

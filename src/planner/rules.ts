@@ -1,0 +1,193 @@
+// The decider's rules and refusals (seed 000, /work/shared/seeds/000_352c711fb8523455.txt), each with a
+// stable id, the seed's own words, and a predicate over the scenario (and, for the selection rules, the
+// simulator's view of the baseline). Tests trigger and miss every one of them.
+import type { ResolvedScenario } from "../fleet/scenario.js";
+
+export interface Finding {
+  rule: string;
+  reason: string;
+}
+
+export interface Rule {
+  id: string;
+  /** the seed's words, quoted in the plan */
+  quote: string;
+}
+
+export const REFUSALS = {
+  noHbmMonitoring: {
+    id: "refuse.plan.no-hbm-monitoring",
+    quote: "Running vLLM without HBM-pressure monitoring. Refuse — first preemption will be a surprise.",
+  },
+  noKubernetes: {
+    id: "refuse.chart.no-kubernetes",
+    quote:
+      "If the team doesn't have K8s capability, refuse production-stack — start with a single-engine vLLM + simple proxy.",
+  },
+  handRolled: {
+    id: "refuse.stack.hand-rolled",
+    quote: "Hand-rolling production-stack when the Helm chart covers the use case. Refuse — reinvent cost.",
+  },
+  shortPromptsLowConcurrency: {
+    id: "refuse.offload.short-prompts-low-concurrency",
+    quote:
+      "If the workload has prompts < 1K tokens and < 100 concurrency, refuse offload of any kind — HBM headroom suffices.",
+  },
+  lmcacheSingleEngine: {
+    id: "refuse.lmcache.single-engine",
+    quote:
+      "If the fleet has <2 engines, refuse LMCache — cross-engine reuse is the point; single-engine use native.",
+  },
+  lmcacheNoReuse: {
+    id: "refuse.lmcache.no-shared-prefix-no-preemption",
+    quote: "Deploying LMCache without shared prefixes or preemption. Refuse — overhead, no benefit.",
+  },
+} as const satisfies Record<string, Rule>;
+
+export const SELECTIONS = {
+  none: {
+    id: "select.offload.none",
+    quote: "None (short prompts, low concurrency — overhead exceeds benefit).",
+  },
+  native: {
+    id: "select.offload.native",
+    quote: "Native vLLM CPU offload (single-engine HBM pressure, simple).",
+  },
+  lmcache: {
+    id: "select.offload.lmcache",
+    quote: "LMCache connector (multi-engine prefix reuse, preemption-heavy, or multi-tenant shared prompts).",
+  },
+} as const satisfies Record<string, Rule>;
+
+/** the KV usage the seed calls the pre-preemption signal */
+export const KV_ALERT_THRESHOLD = 0.92;
+/** the seed's short-prompt and low-concurrency bounds */
+export const SHORT_PROMPT_TOKENS = 1000;
+export const LOW_CONCURRENCY = 100;
+
+const refusal = (r: Rule, detail: string): Finding => ({ rule: r.id, reason: `${r.quote} (${detail})` });
+
+/** planning itself is refused: exit 2 */
+export function planRefusal(r: ResolvedScenario): Finding | null {
+  if (!r.scenario.ops.hbm_monitoring) return refusal(REFUSALS.noHbmMonitoring, "ops.hbm_monitoring is false");
+  return null;
+}
+
+export function stackRefusals(r: ResolvedScenario): Finding[] {
+  const out: Finding[] = [];
+  const ops = r.scenario.ops;
+  if (!ops.kubernetes) out.push(refusal(REFUSALS.noKubernetes, "ops.kubernetes is false"));
+  else if (ops.hand_rolled_stack)
+    out.push(
+      refusal(REFUSALS.handRolled, "ops.hand_rolled_stack is true and the chart covers this workload"),
+    );
+  return out;
+}
+
+/** whether the workload shares prefixes across requests (the reuse LMCache exists for) */
+export function hasSharedPrefixes(r: ResolvedScenario): boolean {
+  const w = r.scenario.workload;
+  return w.shared_prefix_tokens > 0 || w.prefix_reuse !== "none";
+}
+
+/** evidence of preemption: declared by the team, or seen by the simulator in the baseline */
+export function preemptionSeen(r: ResolvedScenario, simulatedPreemptions: number): boolean {
+  return r.scenario.workload.preemption_heavy || simulatedPreemptions > 0;
+}
+
+export function offloadRefusals(r: ResolvedScenario, simulatedPreemptions: number): Finding[] {
+  const out: Finding[] = [];
+  const w = r.scenario.workload;
+  if (r.promptTokens < SHORT_PROMPT_TOKENS && w.concurrency < LOW_CONCURRENCY) {
+    out.push(
+      refusal(
+        REFUSALS.shortPromptsLowConcurrency,
+        `prompts of ${r.promptTokens} tokens < ${SHORT_PROMPT_TOKENS} and concurrency ${w.concurrency} < ${LOW_CONCURRENCY}`,
+      ),
+    );
+  }
+  if (r.scenario.fleet.engines < 2) {
+    out.push(refusal(REFUSALS.lmcacheSingleEngine, `fleet.engines is ${r.scenario.fleet.engines}`));
+  }
+  if (!hasSharedPrefixes(r) && !preemptionSeen(r, simulatedPreemptions)) {
+    out.push(
+      refusal(
+        REFUSALS.lmcacheNoReuse,
+        "workload.shared_prefix_tokens is 0, prefix_reuse is none, and neither the team nor the simulator sees preemptions",
+      ),
+    );
+  }
+  return out;
+}
+
+export interface SelectionInput {
+  refusals: readonly Finding[];
+  /** the simulated baseline's KV usage P99 (0..1) and preemptions */
+  baselineKvP99: number;
+  baselinePreemptions: number;
+  /** simulated throughput gain of offload over none (the better of native and LMCache), e.g. 0.21 */
+  offloadGain: number;
+}
+
+/**
+ * a simulated gain below this is not counted as HBM pressure: the published cost of offload when KV fits
+ * is 1.5–2.6% (benchmarks.md), so smaller gains are within what the option costs elsewhere
+ */
+export const OFFLOAD_PAYS_GAIN = 0.03;
+
+/** the seed's selection: LMCache for cross-engine reuse or preemption, native for HBM pressure, else none */
+export function selectOffload(
+  r: ResolvedScenario,
+  s: SelectionInput,
+): { choice: "none" | "native" | "lmcache"; finding: Finding } {
+  const refused = new Set(s.refusals.map((f) => f.rule));
+  const w = r.scenario.workload;
+  const anyOffloadRefused = refused.has(REFUSALS.shortPromptsLowConcurrency.id);
+  const lmcacheRefused =
+    anyOffloadRefused ||
+    refused.has(REFUSALS.lmcacheSingleEngine.id) ||
+    refused.has(REFUSALS.lmcacheNoReuse.id);
+  // KV usage counts blocks in use; a prefix cache that spills (evicted prefixes re-prefilled) shows up
+  // as an offload gain in the simulator instead
+  const pressure =
+    s.baselineKvP99 >= KV_ALERT_THRESHOLD ||
+    s.baselinePreemptions > 0 ||
+    w.preemption_heavy ||
+    s.offloadGain >= OFFLOAD_PAYS_GAIN;
+  const crossEngineReuse =
+    r.scenario.fleet.engines >= 2 &&
+    (w.prefix_reuse === "multi-tenant" ||
+      w.prefix_reuse === "rag" ||
+      w.prefix_reuse === "multi-round" ||
+      w.shared_prefix_tokens > 0);
+  const kvP99 = `simulated baseline KV usage P99 ${(s.baselineKvP99 * 100).toFixed(1)}%, ${s.baselinePreemptions} preemptions, offload gain ${(s.offloadGain * 100).toFixed(1)}%`;
+  if (
+    !lmcacheRefused &&
+    (crossEngineReuse || (w.preemption_heavy && r.scenario.fleet.engines >= 2)) &&
+    pressure
+  ) {
+    return {
+      choice: "lmcache",
+      finding: {
+        rule: SELECTIONS.lmcache.id,
+        reason: `${SELECTIONS.lmcache.quote} (prefix_reuse ${w.prefix_reuse}, ${w.shared_prefix_tokens} shared tokens, ${r.scenario.fleet.engines} engines; ${kvP99})`,
+      },
+    };
+  }
+  if (!anyOffloadRefused && pressure) {
+    return {
+      choice: "native",
+      finding: {
+        rule: SELECTIONS.native.id,
+        reason: `${SELECTIONS.native.quote} (${kvP99}${lmcacheRefused ? "; LMCache refused" : "; no cross-engine reuse"})`,
+      },
+    };
+  }
+  return {
+    choice: "none",
+    finding: {
+      rule: SELECTIONS.none.id,
+      reason: `${SELECTIONS.none.quote} (${anyOffloadRefused ? "offload refused" : `no HBM pressure: ${kvP99}`})`,
+    },
+  };
+}
