@@ -118,6 +118,7 @@ export class Engine {
   private readonly noneHash: Buffer;
   private readonly hashing: boolean;
   private readonly hasher: BlockHasher;
+  private readonly wantEvents: boolean;
   private nextSeq = 0;
   private inFlight = false;
   private stepDuration = 0;
@@ -131,9 +132,12 @@ export class Engine {
     this.observer = observer;
     this.capacity = kvCapacity(config);
     this.pool = new BlockPool(this.capacity.numGpuBlocks, this.events);
-    this.pool.enableEvents = config.enablePrefixCaching;
+    // KV events are built only for an observer that takes them (a fleet in virtual time does not)
+    this.wantEvents = observer.onKvEvents !== undefined;
+    this.pool.enableEvents = config.enablePrefixCaching && this.wantEvents;
     const off = config.offload;
     this.cpu = off?.backend === "native" ? new CpuTier(this.capacity.numCpuBlocks, this.events) : null;
+    if (this.cpu) this.cpu.enableEvents = this.wantEvents;
     this.chunkBlocks = off?.backend === "lmcache" ? (off.chunkTokens ?? 256) / config.blockSize : 1;
     this.lmcache =
       off?.backend === "lmcache"
@@ -318,6 +322,7 @@ export class Engine {
   }
 
   private emitStored(r: Req, start: number, end: number): void {
+    if (!this.wantEvents) return;
     const bs = this.config.blockSize;
     this.events.push({
       type: "BlockStored",

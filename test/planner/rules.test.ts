@@ -1,0 +1,166 @@
+// Every rule and refusal of the seed (stable ids), each with a scenario that triggers it and one that
+// does not. Predicates are pure over the scenario (and the simulator's baseline figures), so most cases
+// need no simulation; the end-to-end cases run small fleets.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { resolveScenario, type ResolvedScenario } from "../../src/fleet/scenario.js";
+import {
+  offloadRefusals,
+  planRefusal,
+  REFUSALS,
+  selectOffload,
+  SELECTIONS,
+  stackRefusals,
+} from "../../src/planner/rules.js";
+import { makePlan } from "../../src/planner/plan.js";
+
+type Patch = { workload?: object; fleet?: object; ops?: object; simulation?: object };
+
+function scenario(p: Patch = {}): ResolvedScenario {
+  return resolveScenario({
+    workload: {
+      prompt_tokens: 6000,
+      output_tokens: 300,
+      concurrency: 120,
+      shared_prefix_tokens: 4000,
+      prefix_reuse: "multi-tenant",
+      tenants: 20,
+      ...p.workload,
+    },
+    fleet: { model: "meta-llama/Llama-3.1-8B-Instruct", gpu: "h100", engines: 4, ...p.fleet },
+    ops: { kubernetes: true, hbm_monitoring: true, ...p.ops },
+    ...(p.simulation ? { simulation: p.simulation } : {}),
+  });
+}
+
+const ids = (fs: { rule: string }[]) => fs.map((f) => f.rule);
+
+test("refuse.plan.no-hbm-monitoring: no HBM-pressure monitoring refuses to plan", () => {
+  const f = planRefusal(scenario({ ops: { hbm_monitoring: false } }));
+  assert.equal(f?.rule, "refuse.plan.no-hbm-monitoring");
+  assert.match(f!.reason, /first preemption will be a surprise/);
+  assert.equal(planRefusal(scenario()), null);
+  const out = makePlan(scenario({ ops: { hbm_monitoring: false } }));
+  assert.equal(out.ok, false);
+});
+
+test("refuse.chart.no-kubernetes: no Kubernetes refuses the chart", () => {
+  assert.deepEqual(ids(stackRefusals(scenario({ ops: { kubernetes: false } }))), [REFUSALS.noKubernetes.id]);
+  assert.deepEqual(ids(stackRefusals(scenario())), []);
+});
+
+test("refuse.stack.hand-rolled: hand-rolling what the chart covers is refused", () => {
+  assert.deepEqual(ids(stackRefusals(scenario({ ops: { hand_rolled_stack: true } }))), [
+    REFUSALS.handRolled.id,
+  ]);
+  assert.deepEqual(ids(stackRefusals(scenario({ ops: { hand_rolled_stack: false } }))), []);
+});
+
+test("refuse.offload.short-prompts-low-concurrency: prompts < 1K and concurrency < 100", () => {
+  const short = { prompt_tokens: 800, shared_prefix_tokens: 0, prefix_reuse: "none" };
+  const hit = scenario({ workload: { ...short, concurrency: 50 } });
+  assert.ok(ids(offloadRefusals(hit, 0)).includes(REFUSALS.shortPromptsLowConcurrency.id));
+  assert.ok(
+    !ids(offloadRefusals(scenario({ workload: { ...short, concurrency: 150 } }), 0)).includes(
+      REFUSALS.shortPromptsLowConcurrency.id,
+    ),
+  );
+  assert.ok(
+    !ids(
+      offloadRefusals(
+        scenario({ workload: { prompt_tokens: 2000, concurrency: 50, shared_prefix_tokens: 0 } }),
+        0,
+      ),
+    ).includes(REFUSALS.shortPromptsLowConcurrency.id),
+  );
+});
+
+test("refuse.lmcache.single-engine: fewer than 2 engines refuses LMCache", () => {
+  assert.ok(
+    ids(offloadRefusals(scenario({ fleet: { engines: 1 } }), 0)).includes(REFUSALS.lmcacheSingleEngine.id),
+  );
+  assert.ok(
+    !ids(offloadRefusals(scenario({ fleet: { engines: 2 } }), 0)).includes(REFUSALS.lmcacheSingleEngine.id),
+  );
+});
+
+test("refuse.lmcache.no-shared-prefix-no-preemption: no shared prefixes and no preemption refuses LMCache", () => {
+  const plain = { shared_prefix_tokens: 0, prefix_reuse: "none" };
+  const id = REFUSALS.lmcacheNoReuse.id;
+  assert.ok(ids(offloadRefusals(scenario({ workload: plain }), 0)).includes(id));
+  // shared prefixes, declared preemptions or simulated preemptions each lift it
+  assert.ok(!ids(offloadRefusals(scenario(), 0)).includes(id));
+  assert.ok(
+    !ids(offloadRefusals(scenario({ workload: { ...plain, preemption_heavy: true } }), 0)).includes(id),
+  );
+  assert.ok(!ids(offloadRefusals(scenario({ workload: plain }), 12)).includes(id));
+});
+
+test("select.offload.lmcache: multi-engine shared prompts under pressure; none without pressure", () => {
+  const r = scenario();
+  const calm = { refusals: [], baselineKvP99: 0.3, baselinePreemptions: 0, offloadGain: 0 };
+  assert.equal(selectOffload(r, { ...calm, offloadGain: 0.2 }).choice, "lmcache");
+  assert.equal(selectOffload(r, { ...calm, baselineKvP99: 0.95 }).finding.rule, SELECTIONS.lmcache.id);
+  assert.equal(selectOffload(r, calm).choice, "none");
+  assert.equal(selectOffload(r, calm).finding.rule, SELECTIONS.none.id);
+});
+
+test("select.offload.native: HBM pressure on a single engine (LMCache refused)", () => {
+  const r = scenario({ fleet: { engines: 1 } });
+  const refusals = offloadRefusals(r, 5);
+  const sel = selectOffload(r, { refusals, baselineKvP99: 0.97, baselinePreemptions: 5, offloadGain: 0.1 });
+  assert.equal(sel.choice, "native");
+  assert.equal(sel.finding.rule, SELECTIONS.native.id);
+  // no pressure, no offload
+  assert.equal(
+    selectOffload(r, { refusals, baselineKvP99: 0.4, baselinePreemptions: 0, offloadGain: 0 }).choice,
+    "none",
+  );
+  // without cross-engine reuse, pressure on a fleet also means native
+  const plain = scenario({ workload: { shared_prefix_tokens: 0, prefix_reuse: "none" } });
+  const sel2 = selectOffload(plain, {
+    refusals: offloadRefusals(plain, 9),
+    baselineKvP99: 0.99,
+    baselinePreemptions: 9,
+    offloadGain: 0.1,
+  });
+  assert.equal(sel2.choice, "native");
+});
+
+test("select.offload.none: short prompts at low concurrency stay without offload even under pressure", () => {
+  const r = scenario({
+    workload: { prompt_tokens: 500, concurrency: 20, shared_prefix_tokens: 0, prefix_reuse: "none" },
+  });
+  const sel = selectOffload(r, {
+    refusals: offloadRefusals(r, 3),
+    baselineKvP99: 0.99,
+    baselinePreemptions: 3,
+    offloadGain: 0.3,
+  });
+  assert.equal(sel.choice, "none");
+  assert.match(sel.finding.reason, /offload refused/);
+});
+
+test("plan end to end: no Kubernetes gives a single engine behind a proxy, with the refusal listed", () => {
+  const r = scenario({
+    workload: { prompt_tokens: 2000, output_tokens: 64, concurrency: 8, shared_prefix_tokens: 1000 },
+    fleet: { engines: 2 },
+    ops: { kubernetes: false },
+    simulation: { requests: 24 },
+  });
+  const out = makePlan(r, { sweep: [] });
+  assert.ok(out.ok);
+  assert.equal(out.plan.stack.kind, "single-engine-proxy");
+  assert.ok(ids(out.plan.refusals).includes(REFUSALS.noKubernetes.id));
+  const withK8s = makePlan(
+    scenario({
+      ...{ workload: { prompt_tokens: 2000, output_tokens: 64, concurrency: 8, shared_prefix_tokens: 1000 } },
+      fleet: { engines: 2 },
+      simulation: { requests: 24 },
+    }),
+    { sweep: [] },
+  );
+  assert.ok(withK8s.ok);
+  assert.equal(withK8s.plan.stack.kind, "helm-chart");
+  assert.equal(withK8s.plan.gate.promql, "max(quantile_over_time(0.99, vllm:kv_cache_usage_perc[24h]))");
+});
