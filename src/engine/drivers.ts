@@ -109,6 +109,11 @@ export class RealTimeDriver {
   }
 }
 
+interface EngineSlot {
+  busy: boolean;
+  complete: () => void;
+}
+
 /**
  * Virtual time for simulators: engines and timed callbacks share one clock that jumps to the next event.
  * Deterministic: ties run in the order they were scheduled.
@@ -118,7 +123,7 @@ export class VirtualDriver {
   private seq = 0;
   /** binary min-heap of pending callbacks by (time, seq) */
   private readonly heap: { t: number; seq: number; fn: () => void }[] = [];
-  private readonly engines = new Map<Engine, { busy: boolean }>();
+  private readonly engines = new Map<Engine, EngineSlot>();
 
   get now(): number {
     return this.nowS;
@@ -170,7 +175,14 @@ export class VirtualDriver {
 
   /** registers an engine; call wake(engine) after adding requests to it */
   attach(engine: Engine): void {
-    if (!this.engines.has(engine)) this.engines.set(engine, { busy: false });
+    if (this.engines.has(engine)) return;
+    // one completion callback per engine, not one closure per step
+    const slot: EngineSlot = { busy: false, complete: () => {} };
+    slot.complete = () => {
+      engine.completeStep(this.nowS);
+      this.runStep(engine, slot);
+    };
+    this.engines.set(engine, slot);
   }
 
   wake(engine: Engine): void {
@@ -180,17 +192,14 @@ export class VirtualDriver {
     this.runStep(engine, st);
   }
 
-  private runStep(engine: Engine, st: { busy: boolean }): void {
+  private runStep(engine: Engine, st: EngineSlot): void {
     const plan = engine.beginStep(this.nowS);
     if (!plan) {
       st.busy = false;
       return;
     }
     st.busy = true;
-    this.at(this.nowS + plan.duration, () => {
-      engine.completeStep(this.nowS);
-      this.runStep(engine, st);
-    });
+    this.at(this.nowS + plan.duration, st.complete);
   }
 
   /** processes events until none are left or virtual time would pass `until`; returns the events run */

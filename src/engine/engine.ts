@@ -119,6 +119,14 @@ export class Engine {
   private readonly hashing: boolean;
   private readonly hasher: BlockHasher;
   private readonly wantEvents: boolean;
+  private readonly work: StepWork = {
+    prefillTokens: 0,
+    decodeSeqs: 0,
+    attentionContext: 0,
+    kvReadTokens: 0,
+    loadBytesPerGpu: 0,
+    extraTransferSeconds: 0,
+  };
   private nextSeq = 0;
   private inFlight = false;
   private stepDuration = 0;
@@ -498,14 +506,14 @@ export class Engine {
       return null;
     }
 
-    const work: StepWork = {
-      prefillTokens: 0,
-      decodeSeqs: 0,
-      attentionContext: 0,
-      kvReadTokens: 0,
-      loadBytesPerGpu: loadBytes,
-      extraTransferSeconds: this.stepExtraSeconds + this.stepStoreSeconds + this.stepExternalSeconds,
-    };
+    // one StepWork per engine, reused: a fleet in virtual time runs millions of steps
+    const work = this.work;
+    work.prefillTokens = 0;
+    work.decodeSeqs = 0;
+    work.attentionContext = 0;
+    work.kvReadTokens = 0;
+    work.loadBytesPerGpu = loadBytes;
+    work.extraTransferSeconds = this.stepExtraSeconds + this.stepStoreSeconds + this.stepExternalSeconds;
     this.stepExtraSeconds = 0;
     for (const r of this.scheduled) {
       const n = r.stepTokens;

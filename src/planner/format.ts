@@ -58,7 +58,7 @@ export function planMarkdown(p: Plan): string {
   out.push("", "## KV-spill report", "");
   const sp = p.kv_spill;
   out.push(
-    `With ${sp.option}: ${sp.reprefill_avoided_tokens.toLocaleString("en-US")} prompt tokens loaded instead of re-prefilled, throughput ${pct(sp.throughput_gain)}. Break-even: ${sp.break_even_kv_usage_p99 === null ? "offload did not pay anywhere in the sweep" : `offload pays (≥ +3%) from a baseline KV usage P99 of ${(sp.break_even_kv_usage_p99 * 100).toFixed(1)}%`}.`,
+    `With ${sp.option}: ${sp.reprefill_avoided_tokens.toLocaleString("en-US")} prompt tokens loaded instead of re-prefilled, throughput ${pct(sp.throughput_gain)}. Break-even: ${sp.break_even_kv_usage_p99 === null ? "offload did not pay anywhere in the sweep" : `offload pays (≥ +3%) once the baseline KV usage P99 reaches ${(sp.break_even_kv_usage_p99 * 100).toFixed(1)}%${sp.no_gain_below_kv_usage_p99 === null ? "" : ` (it did not at ${(sp.no_gain_below_kv_usage_p99 * 100).toFixed(1)}%)`}`}.`,
   );
   if (sp.sweep.length) {
     out.push(

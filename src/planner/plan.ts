@@ -101,7 +101,10 @@ export interface Plan {
     option: OffloadMode;
     reprefill_avoided_tokens: number;
     throughput_gain: number;
+    /** baseline KV usage P99 of the largest KV cache at which offload gains ≥ 3% */
     break_even_kv_usage_p99: number | null;
+    /** the same figure at the next larger KV cache, where offload did not pay yet */
+    no_gain_below_kv_usage_p99: number | null;
     sweep: SweepPoint[];
   };
   gate: { metric: string; promql: string; threshold: number; pass_if: string };
@@ -185,8 +188,11 @@ export function makePlan(r: ResolvedScenario, opts: PlanOptions = {}): PlanOutco
       gain: gain(o, b),
     });
   }
-  const paying = sweep.filter((p) => p.gain >= OFFLOAD_PAYS_GAIN);
-  const breakEven = paying.length ? Math.min(...paying.map((p) => p.baseline_kv_usage_p99)) : null;
+  // walk from the largest cache (least pressure) down: offload starts to pay at the first point that gains
+  const bySize = [...sweep].sort((a, b) => b.kv_scale - a.kv_scale);
+  const firstPaying = bySize.findIndex((p) => p.gain >= OFFLOAD_PAYS_GAIN);
+  const breakEven = firstPaying >= 0 ? bySize[firstPaying]!.baseline_kv_usage_p99 : null;
+  const notPaying = firstPaying > 0 ? bySize[firstPaying - 1]!.baseline_kv_usage_p99 : null;
 
   const { generator } = workloadFor(r, defaultRequests(r));
   const policy = policyFor(r);
@@ -279,6 +285,7 @@ export function makePlan(r: ResolvedScenario, opts: PlanOptions = {}): PlanOutco
       reprefill_avoided_tokens: reports[spillOption].reprefill_avoided_tokens,
       throughput_gain: gain(reports[spillOption], base),
       break_even_kv_usage_p99: breakEven,
+      no_gain_below_kv_usage_p99: notPaying,
       sweep,
     },
     gate: {

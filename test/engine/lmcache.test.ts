@@ -175,3 +175,32 @@ test("onChunksComputed: each full prompt chunk is announced once, across prefill
 test("LMCache local CPU bandwidth constant is LMCache's logged low end", () => {
   assert.equal(LMCACHE_LOCAL_CPU_BPS, 41 * 2 ** 30);
 });
+
+test("fast block hash: the same caching decisions as sha256_cbor; a listener still gets KV events", () => {
+  const run = (algo: "sha256_cbor" | "fast") => {
+    const { engine, driver } = makeEngine({
+      numGpuBlocksOverride: 80,
+      maxModelLen: 2048,
+      blockHashAlgo: algo,
+    });
+    for (let round = 0; round < 3; round++)
+      for (let i = 0; i < 5; i++) {
+        engine.add(
+          request(`r${round}-${i}`, tokens(300 + i * 40, i % 3), { maxTokens: 6, arrivalTime: driver.now }),
+        );
+        if (i % 2 === 1) runToIdle(engine, driver);
+      }
+    runToIdle(engine, driver);
+    return { c: { ...engine.snapshot().counters }, end: driver.now };
+  };
+  const exact = run("sha256_cbor");
+  const fast = run("fast");
+  assert.ok(exact.c.prefixCacheHits > 0);
+  assert.deepEqual(fast, exact);
+  const rec = new Recorder();
+  const e = new Engine(config({ blockHashAlgo: "fast" }), rec);
+  const d = new VirtualDriver();
+  e.add(request("a", tokens(64), { maxTokens: 1 }));
+  runToIdle(e, d);
+  assert.ok(rec.events.some((ev) => ev.type === "BlockStored"));
+});
