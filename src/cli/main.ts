@@ -19,6 +19,14 @@ const commands: Record<string, { help: string; load: () => Promise<{ main: Main 
     help: "load generator and report (TTFT, TPOT, ITL, goodput, A/B)",
     load: () => import("../bench/cli.js"),
   },
+  simulate: {
+    help: "simulate a fleet in virtual time (scenario YAML)",
+    load: () => import("../fleet/cli.js"),
+  },
+  plan: {
+    help: "plan a vLLM stack from a scenario (rules, impact, Helm values)",
+    load: () => import("../planner/cli.js"),
+  },
   "cache-server": {
     help: "an LMCache-compatible lm:// KV cache server",
     load: () => import("../cacheserver/cli.js"),
