@@ -5,5 +5,10 @@ set -euo pipefail
 if ! python3 -c "import zmq, msgpack" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq msgpack
 fi
+# redis-server: shared rate-limit counters across router replicas are tested against a real Redis
+if ! command -v redis-server >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+fi
 # helm (built from the Go module proxy, cached), promtool, kubernetes-validate, hadolint
 bash "$(dirname "$0")/../deploy/ci/install-k8s-tools.sh"
