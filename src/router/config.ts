@@ -4,7 +4,8 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseSize } from "../cli/args.js";
-import { POLICY_NAMES } from "../routing/index.js";
+import { ROUTER_POLICY_NAMES } from "../routing/index.js";
+import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
@@ -38,6 +39,8 @@ const backend = z.union([
     weight: z.number().nonnegative().default(1),
     /** overrides the fleet-wide engine API key for this engine */
     apiKey: z.string().optional(),
+    /** the engine's KV-event PUB (and replay) endpoints, for the kv/hybrid policies */
+    kvEvents: backendKvEventsSchema.optional(),
   }),
 ]);
 
@@ -45,7 +48,9 @@ export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8080),
   backends: z.array(backend).default([]),
-  policy: z.enum(POLICY_NAMES as [string, ...string[]]).default("least-load"),
+  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("hybrid"),
+  /** cache-aware routing (prefix, kv, hybrid): see docs/routing.md */
+  routing: routingConfigSchema,
   session: z
     .strictObject({
       header: z.string().default("x-session-id"),

@@ -2,3 +2,5 @@ export * from "./types.js";
 export * from "./filters.js";
 export * from "./policies.js";
 export { hash32, unitHash } from "./hash.js";
+export * from "./cache-aware.js";
+export * from "./prefix-index.js";

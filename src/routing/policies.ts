@@ -2,7 +2,17 @@
 // (filters → scorers → picker); cache-aware policies plug in later as extra scorers over the same views.
 import { unitHash } from "./hash.js";
 import { applyFilters, standardFilters } from "./filters.js";
-import type { Decision, EngineView, FleetSnapshot, Picker, Policy, RequestView, Scorer } from "./types.js";
+import type {
+  CacheOracle,
+  Decision,
+  EngineView,
+  FleetSnapshot,
+  Picker,
+  Policy,
+  RequestView,
+  Scorer,
+} from "./types.js";
+import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
 
 const GOLDEN = 0.6180339887498949;
 
@@ -110,12 +120,23 @@ export function sessionPicker(loadFactor: number): Picker {
   };
 }
 
-export type PolicyName = "round-robin" | "least-load" | "session";
-export const POLICY_NAMES: readonly PolicyName[] = ["round-robin", "least-load", "session"];
+/** Policies needing nothing but the fleet snapshot (the fleet simulator runs these). */
+export type BasicPolicyName = "round-robin" | "least-load" | "session";
+export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-load", "session"];
+/** Cache-aware policies: their CacheOracle (prefix index, KV-event index) is the caller's state. */
+export type CachePolicyName = "prefix" | "kv" | "hybrid";
+export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid"];
+export type PolicyName = BasicPolicyName | CachePolicyName;
+/** Every policy the live router accepts. */
+export const ROUTER_POLICY_NAMES: readonly PolicyName[] = [...POLICY_NAMES, ...CACHE_POLICY_NAMES];
 
 export interface PolicyOptions {
   /** session: how far above the average in-flight an engine may go before a session spills (≥ 1) */
   sessionLoadFactor?: number;
+  /** cache-aware policies: what each engine holds (none given: they route by load alone) */
+  cache?: CacheOracle;
+  /** cache-aware policies: the cost function's constants */
+  cacheAware?: CacheAwareOptions;
 }
 
 export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
@@ -131,6 +152,16 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
         scorers: [loadScorer, kvFreeScorer],
         picker: sessionPicker(opts.sessionLoadFactor ?? 1.25),
       };
+    case "prefix":
+    case "kv":
+    case "hybrid":
+      return createCacheAwarePolicy(
+        name,
+        opts.cache ?? NO_CACHE,
+        standardFilters,
+        maxScorePicker,
+        opts.cacheAware,
+      );
   }
 }
 
@@ -152,5 +183,7 @@ export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): 
     }
   }
   const engine = policy.picker(req, candidates, scores);
-  return engine ? { kind: "picked", engine } : { kind: "unavailable" };
+  if (!engine) return { kind: "unavailable" };
+  policy.onPicked?.(req, engine);
+  return { kind: "picked", engine };
 }

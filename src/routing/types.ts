@@ -16,6 +16,8 @@ export interface RequestView {
   messages?: unknown;
   /** engines already tried for this request (failover): never picked again */
   exclude?: ReadonlySet<string> | undefined;
+  /** the parsed request body (cache_salt, add_special_tokens, chat template kwargs) — cache-aware policies */
+  body?: Record<string, unknown> | undefined;
 }
 
 /** What a policy may know about an engine at the moment of the decision. */
@@ -69,6 +71,36 @@ export interface Policy {
   filters: readonly Filter[];
   scorers: readonly Scorer[];
   picker: Picker;
+  /** told of every pick, so caller-owned state (an approximate prefix index) can learn from it */
+  onPicked?: ((req: RequestView, engine: EngineView) => void) | undefined;
+}
+
+/** Where a cache prediction for one engine came from. */
+export type CacheSource = "kv" | "prefix" | "none";
+
+/**
+ * What a cache-aware policy knows about a request's prefix on each candidate: the caller owns the
+ * indexes (KV events, approximate prefix) and answers for a given candidate list.
+ */
+export interface CachePrediction {
+  /** the request's prompt length, in tokens (estimated when no tokenizer is used) */
+  promptTokens: number;
+  /** per candidate: prompt tokens the engine is predicted to hold, tier credits applied */
+  cachedTokens: Float64Array;
+  /** per candidate: how the prediction was made */
+  source: CacheSource[];
+}
+
+export interface CacheOracle {
+  predict(req: RequestView, engines: readonly EngineView[]): CachePrediction;
+  /** the policy picked `engine` for `req` (its prediction was `cachedTokens`, `source`) */
+  onPicked?(
+    req: RequestView,
+    engine: EngineView,
+    cachedTokens: number,
+    source: CacheSource,
+    reason: string,
+  ): void;
 }
 
 export type Decision =

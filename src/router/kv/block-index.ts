@@ -1,0 +1,177 @@
+// The exact index of the `kv` policy: block hash (vLLM's uint64 KV-event form) → the engines that hold
+// the block and in which tiers (GPU, or an offload tier such as CPU). Fed by every engine's KV events;
+// bounded: at most `maxBlocks` hashes, least recently stored evicted first.
+import type { KvEvent } from "../../kvevents/events.js";
+
+export const TIER_GPU = 1;
+export const TIER_OFFLOAD = 2;
+
+/** Bytes one hash costs in V8 (Map slot with a bigint key, packed engine array, per-engine Set slot). */
+export const KV_BYTES_PER_BLOCK = 200;
+
+export interface KvBlockIndexOptions {
+  maxBlocks?: number;
+  /** credit for a block held only in an offload tier (llm-d: CPU 0.8 of a GPU hit) */
+  offloadCredit?: number;
+}
+
+export class KvBlockIndex {
+  readonly maxBlocks: number;
+  readonly offloadCredit: number;
+  /** hash → packed (engineNo << 2 | tierMask) per holder; Map order = LRU order (oldest first) */
+  private readonly blocks = new Map<bigint, number[]>();
+  private readonly byEngine = new Map<number, Set<bigint>>();
+  private readonly engineNos = new Map<string, number>();
+  private nextNo = 0;
+  evictions = 0;
+
+  constructor(opts: KvBlockIndexOptions = {}) {
+    this.maxBlocks = opts.maxBlocks ?? 1_000_000;
+    this.offloadCredit = opts.offloadCredit ?? 0.8;
+  }
+
+  get size(): number {
+    return this.blocks.size;
+  }
+
+  approxBytes(): number {
+    return this.blocks.size * KV_BYTES_PER_BLOCK;
+  }
+
+  capBytes(): number {
+    return this.maxBlocks * KV_BYTES_PER_BLOCK;
+  }
+
+  /** blocks indexed for one engine */
+  blocksOf(engine: string): number {
+    const no = this.engineNos.get(engine);
+    return no === undefined ? 0 : (this.byEngine.get(no)?.size ?? 0);
+  }
+
+  private no(engine: string): number {
+    let n = this.engineNos.get(engine);
+    if (n === undefined) {
+      n = this.nextNo++;
+      this.engineNos.set(engine, n);
+      this.byEngine.set(n, new Set());
+    }
+    return n;
+  }
+
+  apply(engine: string, ev: KvEvent): void {
+    switch (ev.type) {
+      case "BlockStored": {
+        const tier = ev.medium === null || ev.medium === "GPU" ? TIER_GPU : TIER_OFFLOAD;
+        const no = this.no(engine);
+        for (const h of ev.blockHashes) this.store(no, h, tier);
+        this.evict();
+        return;
+      }
+      case "BlockRemoved": {
+        const no = this.engineNos.get(engine);
+        if (no === undefined) return;
+        const tier = ev.medium === null || ev.medium === "GPU" ? TIER_GPU : TIER_OFFLOAD;
+        for (const h of ev.blockHashes) this.remove(no, h, tier);
+        return;
+      }
+      case "AllBlocksCleared":
+        this.purge(engine);
+        return;
+    }
+  }
+
+  private store(no: number, h: bigint, tier: number): void {
+    let holders = this.blocks.get(h);
+    if (holders) {
+      this.blocks.delete(h);
+      let found = false;
+      for (let i = 0; i < holders.length; i++) {
+        if (holders[i]! >> 2 === no) {
+          holders[i] = holders[i]! | tier;
+          found = true;
+          break;
+        }
+      }
+      if (!found) holders.push((no << 2) | tier);
+    } else holders = [(no << 2) | tier];
+    this.blocks.set(h, holders);
+    this.byEngine.get(no)!.add(h);
+  }
+
+  private remove(no: number, h: bigint, tier: number): void {
+    const holders = this.blocks.get(h);
+    if (!holders) return;
+    for (let i = 0; i < holders.length; i++) {
+      if (holders[i]! >> 2 !== no) continue;
+      const mask = holders[i]! & 3 & ~tier;
+      if (mask !== 0) holders[i] = (no << 2) | mask;
+      else {
+        holders.splice(i, 1);
+        this.byEngine.get(no)?.delete(h);
+        if (holders.length === 0) this.blocks.delete(h);
+      }
+      return;
+    }
+  }
+
+  private evict(): void {
+    while (this.blocks.size > this.maxBlocks) {
+      const [h, holders] = this.blocks.entries().next().value as [bigint, number[]];
+      for (const p of holders) this.byEngine.get(p >> 2)?.delete(h);
+      this.blocks.delete(h);
+      this.evictions++;
+    }
+  }
+
+  /** Forgets everything about an engine (cache reset, restart, lost events, removal). */
+  purge(engine: string): number {
+    const no = this.engineNos.get(engine);
+    if (no === undefined) return 0;
+    const set = this.byEngine.get(no)!;
+    const n = set.size;
+    for (const h of set) {
+      const holders = this.blocks.get(h);
+      if (!holders) continue;
+      const i = holders.findIndex((p) => p >> 2 === no);
+      if (i >= 0) holders.splice(i, 1);
+      if (holders.length === 0) this.blocks.delete(h);
+    }
+    set.clear();
+    return n;
+  }
+
+  /** Drops the engine's number too (it left the fleet). */
+  forget(engine: string): void {
+    this.purge(engine);
+    const no = this.engineNos.get(engine);
+    if (no === undefined) return;
+    this.byEngine.delete(no);
+    this.engineNos.delete(engine);
+  }
+
+  /**
+   * Longest cached prefix of `hashes` on `engine`: the leading blocks held in some tier, and their
+   * credit (1 per GPU block, `offloadCredit` per block held only in an offload tier).
+   */
+  match(hashes: readonly bigint[], engine: string): { blocks: number; credit: number } {
+    const no = this.engineNos.get(engine);
+    if (no === undefined) return { blocks: 0, credit: 0 };
+    let credit = 0;
+    let k = 0;
+    for (; k < hashes.length; k++) {
+      const holders = this.blocks.get(hashes[k]!);
+      if (!holders) break;
+      let mask = 0;
+      for (const p of holders) if (p >> 2 === no) mask = p & 3;
+      if (mask === 0) break;
+      credit += mask & TIER_GPU ? 1 : this.offloadCredit;
+    }
+    return { blocks: k, credit };
+  }
+
+  /** every hash held for an engine (tests) */
+  hashesOf(engine: string): bigint[] {
+    const no = this.engineNos.get(engine);
+    return no === undefined ? [] : [...(this.byEngine.get(no) ?? [])];
+  }
+}

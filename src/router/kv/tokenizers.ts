@@ -1,0 +1,152 @@
+// Tokenizing a request exactly as the engine will, so the router's block hashes equal the engine's.
+// Per model, one explicit source: a served model's own tokenizer.json + chat template from a local
+// folder (what a real vLLM engine uses), or Switchyard's sim tokenizer (what `switchyard sim` uses for
+// the models it knows). Models with neither are routed by the approximate prefix index.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
+import { resolveModel } from "../../engine/profiles.js";
+import { tokenizerForModel, type ChatMessage, type Tokenizer } from "../../tokenizer/index.js";
+import type { RequestView } from "../../routing/index.js";
+
+export interface RequestTokenizer {
+  /** shown in logs and metrics: `sim:llama3`, `hf:/models/llama` */
+  readonly source: string;
+  /** the prompt's token ids as the engine computes them, or null when it cannot be rendered */
+  tokens(req: RequestView): number[] | null;
+}
+
+function firstPrompt(p: unknown): { text: string } | { ids: number[] } | null {
+  if (typeof p === "string") return { text: p };
+  if (!Array.isArray(p) || p.length === 0) return null;
+  if (typeof p[0] === "string") return { text: p[0] as string };
+  if (typeof p[0] === "number") return { ids: p as number[] };
+  if (Array.isArray(p[0])) return { ids: p[0] as number[] };
+  return null;
+}
+
+/** Switchyard's tokenizer for a model the sim serves: exactly what the sim engine computes. */
+export class SimRequestTokenizer implements RequestTokenizer {
+  readonly source: string;
+  constructor(private readonly tk: Tokenizer) {
+    this.source = `sim:${tk.family}`;
+  }
+
+  tokens(req: RequestView): number[] | null {
+    const body = req.body ?? {};
+    try {
+      if (Array.isArray(req.messages)) {
+        if (!this.tk.hasChatTemplate) return null;
+        return this.tk.encodeChat(req.messages as ChatMessage[], {
+          addGenerationPrompt: (body.add_generation_prompt as boolean | undefined) ?? true,
+        });
+      }
+      const p = firstPrompt(req.prompt);
+      if (!p) return null;
+      if ("ids" in p) return p.ids;
+      return this.tk.encode(p.text, (body.add_special_tokens as boolean | undefined) ?? true);
+    } catch {
+      return null;
+    }
+  }
+}
+
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string")
+    return (v as { content: string }).content;
+  return undefined;
+}
+
+/** A served model's own tokenizer.json and chat template (tokenizer_config.json or chat_template.jinja). */
+export class HfRequestTokenizer implements RequestTokenizer {
+  readonly source: string;
+  private readonly tk: HfTokenizer;
+  private readonly template: Template | null;
+  private readonly specials: Record<string, string | undefined>;
+
+  constructor(dir: string) {
+    this.source = `hf:${dir}`;
+    const tokJson = JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")) as object;
+    const cfgPath = join(dir, "tokenizer_config.json");
+    const cfg = existsSync(cfgPath)
+      ? (JSON.parse(readFileSync(cfgPath, "utf8")) as Record<string, unknown>)
+      : {};
+    this.tk = new HfTokenizer(tokJson, cfg);
+    let tpl: string | undefined;
+    const jinjaPath = join(dir, "chat_template.jinja");
+    if (existsSync(jinjaPath)) tpl = readFileSync(jinjaPath, "utf8");
+    else if (typeof cfg.chat_template === "string") tpl = cfg.chat_template;
+    else if (Array.isArray(cfg.chat_template)) {
+      const named = (cfg.chat_template as { name?: string; template?: string }[]).find(
+        (t) => t.name === "default",
+      );
+      tpl = named?.template;
+    }
+    this.template = tpl ? new Template(tpl) : null;
+    this.specials = {
+      bos_token: tokenText(cfg.bos_token),
+      eos_token: tokenText(cfg.eos_token),
+      pad_token: tokenText(cfg.pad_token),
+      unk_token: tokenText(cfg.unk_token),
+    };
+  }
+
+  render(messages: unknown[], addGenerationPrompt: boolean, kwargs: Record<string, unknown> = {}): string {
+    if (!this.template) throw new Error("the tokenizer has no chat template");
+    return this.template.render({
+      ...this.specials,
+      ...kwargs,
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+    });
+  }
+
+  tokens(req: RequestView): number[] | null {
+    const body = req.body ?? {};
+    try {
+      if (Array.isArray(req.messages)) {
+        if (!this.template) return null;
+        const kwargs = (body.chat_template_kwargs as Record<string, unknown> | undefined) ?? {};
+        const text = this.render(
+          req.messages,
+          (body.add_generation_prompt as boolean | undefined) ?? true,
+          kwargs,
+        );
+        // vLLM tokenizes the rendered template with add_special_tokens=False: the template has the BOS
+        return this.tk.encode(text, { add_special_tokens: false }).ids;
+      }
+      const p = firstPrompt(req.prompt);
+      if (!p) return null;
+      if ("ids" in p) return p.ids;
+      const add = (body.add_special_tokens as boolean | undefined) ?? true;
+      return this.tk.encode(p.text, { add_special_tokens: add }).ids;
+    } catch {
+      return null;
+    }
+  }
+}
+
+/**
+ * The tokenizer for a served model: an explicit folder wins (`dirs[model]`, also tried for the card's
+ * root), then the sim's tokenizer when the sim knows the model, else none.
+ */
+export function requestTokenizerFor(
+  model: string,
+  root: string | undefined,
+  dirs: Record<string, string>,
+): RequestTokenizer | null {
+  const dir = dirs[model] ?? (root ? dirs[root] : undefined);
+  if (dir) return new HfRequestTokenizer(dir);
+  for (const id of [model, root]) {
+    if (!id) continue;
+    try {
+      const profile = resolveModel(id);
+      return new SimRequestTokenizer(tokenizerForModel(profile));
+    } catch {
+      // not a model the sim knows
+    }
+  }
+  return null;
+}

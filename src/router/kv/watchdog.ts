@@ -1,0 +1,136 @@
+// The silent-miss watchdog: the router's exact (KV-event) predictions of prefix-cache hits, per engine,
+// against the hits the engine itself reports (`vllm:prefix_cache_hits`), over a sliding window. When
+// they differ by more than `tolerance` the router's hashes do not match the engine's (PYTHONHASHSEED,
+// tokenizer, chat template, block size, hash algorithm) and KV routing is silently blind: say so loudly.
+
+export interface WatchdogOptions {
+  /** window the two sums are compared over */
+  windowMs?: number;
+  /** buckets the window is kept in */
+  buckets?: number;
+  /** relative difference that raises the alarm */
+  tolerance?: number;
+  /** fewer hit tokens than this (either side) over the window: too little to judge */
+  minTokens?: number;
+}
+
+interface Track {
+  predicted: Float64Array;
+  reported: Float64Array;
+  lastCounter: number | null;
+  bucket: number;
+  bucketStart: number;
+  mismatch: boolean;
+}
+
+export interface WatchdogVerdict {
+  predicted: number;
+  reported: number;
+  /** |predicted − reported| / max(predicted, reported), 0 when both are 0 */
+  error: number;
+  mismatch: boolean;
+  /** false: too few hits to judge */
+  judged: boolean;
+}
+
+export class HitWatchdog {
+  readonly windowMs: number;
+  readonly buckets: number;
+  readonly tolerance: number;
+  readonly minTokens: number;
+  private readonly tracks = new Map<string, Track>();
+
+  constructor(
+    opts: WatchdogOptions = {},
+    private readonly now: () => number = Date.now,
+  ) {
+    this.windowMs = opts.windowMs ?? 300_000;
+    this.buckets = opts.buckets ?? 10;
+    this.tolerance = opts.tolerance ?? 0.2;
+    this.minTokens = opts.minTokens ?? 1024;
+  }
+
+  private track(engine: string): Track {
+    let t = this.tracks.get(engine);
+    if (!t) {
+      t = {
+        predicted: new Float64Array(this.buckets),
+        reported: new Float64Array(this.buckets),
+        lastCounter: null,
+        bucket: 0,
+        bucketStart: this.now(),
+        mismatch: false,
+      };
+      this.tracks.set(engine, t);
+    }
+    this.advance(t);
+    return t;
+  }
+
+  private advance(t: Track): void {
+    const width = this.windowMs / this.buckets;
+    const now = this.now();
+    let steps = Math.floor((now - t.bucketStart) / width);
+    if (steps <= 0) return;
+    t.bucketStart += steps * width;
+    if (steps > this.buckets) steps = this.buckets;
+    for (let i = 0; i < steps; i++) {
+      t.bucket = (t.bucket + 1) % this.buckets;
+      t.predicted[t.bucket] = 0;
+      t.reported[t.bucket] = 0;
+    }
+  }
+
+  /** the router sent a request to `engine` predicting this many cached prompt tokens */
+  predicted(engine: string, tokens: number): void {
+    const t = this.track(engine);
+    t.predicted[t.bucket] = t.predicted[t.bucket]! + tokens;
+  }
+
+  /** a scrape of the engine's `vllm:prefix_cache_hits` counter (tokens); a drop means a restart */
+  reported(engine: string, counter: number): void {
+    const t = this.track(engine);
+    const delta = t.lastCounter === null ? 0 : counter >= t.lastCounter ? counter - t.lastCounter : counter;
+    t.lastCounter = counter;
+    t.reported[t.bucket] = t.reported[t.bucket]! + delta;
+  }
+
+  verdict(engine: string): WatchdogVerdict {
+    const t = this.track(engine);
+    let p = 0;
+    let r = 0;
+    for (let i = 0; i < this.buckets; i++) {
+      p += t.predicted[i]!;
+      r += t.reported[i]!;
+    }
+    const top = Math.max(p, r);
+    const error = top > 0 ? Math.abs(p - r) / top : 0;
+    const judged = top >= this.minTokens;
+    t.mismatch = judged && error > this.tolerance;
+    return { predicted: p, reported: r, error, mismatch: t.mismatch, judged };
+  }
+
+  forget(engine: string): void {
+    this.tracks.delete(engine);
+  }
+
+  engines(): string[] {
+    return [...this.tracks.keys()];
+  }
+}
+
+/** Sums `vllm:prefix_cache_hits_total` (or the unsuffixed name) over its series in a metrics page. */
+export function parsePrefixCacheHits(text: string): number | null {
+  let sum = 0;
+  let seen = false;
+  const re = /^vllm:prefix_cache_hits(?:_total)?(?:\{[^}]*\})?\s+([0-9.eE+-]+)/gm;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(text)) !== null) {
+    const v = Number(m[1]);
+    if (Number.isFinite(v)) {
+      sum += v;
+      seen = true;
+    }
+  }
+  return seen ? sum : null;
+}

@@ -1,0 +1,191 @@
+// The approximate, tokenizer-free prefix index of the `prefix` policy: the rendered prompt is cut into
+// fixed character blocks, each block's id chains its parent's (so equal ids mean equal prefixes), and
+// each id remembers which engines were last sent a request carrying it. Bounded: at most `maxBlocks`
+// ids, least recently used evicted first, at most `maxEnginesPerBlock` engines per id.
+import { contentText } from "../tokenizer/messages.js";
+import type { ChatMessage } from "../tokenizer/types.js";
+import type { RequestView } from "./types.js";
+
+export interface PrefixIndexOptions {
+  /** characters per block; 64 characters ≈ 16 tokens of English, llm-d's equivalent */
+  blockChars?: number;
+  /** ids kept in all (LRU beyond) */
+  maxBlocks?: number;
+  /** engines remembered per id (the least recent one is dropped beyond) */
+  maxEnginesPerBlock?: number;
+  /** prompt blocks looked at per request (longer prompts: the rest is ignored) */
+  maxBlocksPerRequest?: number;
+}
+
+/** Bytes one id costs in V8 (Map slot, entry object, engine array), measured with --expose-gc. */
+export const PREFIX_BYTES_PER_BLOCK = 160;
+export const PREFIX_BYTES_PER_ENGINE_REF = 8;
+
+const DEFAULTS: Required<PrefixIndexOptions> = {
+  blockChars: 64,
+  maxBlocks: 200_000,
+  maxEnginesPerBlock: 16,
+  maxBlocksPerRequest: 4096,
+};
+
+/** The text a request's prefix is judged by: the prompt, or the chat messages with their roles. */
+export function renderForPrefix(req: Pick<RequestView, "prompt" | "messages">): string {
+  const m = req.messages;
+  if (Array.isArray(m)) {
+    let out = "";
+    for (const msg of m as ChatMessage[]) {
+      if (!msg || typeof msg !== "object") continue;
+      out += `<${String(msg.role)}>\n${contentText(msg.content)}\n`;
+    }
+    return out;
+  }
+  const p = req.prompt;
+  if (typeof p === "string") return p;
+  if (Array.isArray(p) && p.length > 0) {
+    if (typeof p[0] === "string") return p[0] as string;
+    if (typeof p[0] === "number") return (p as number[]).join(" ");
+    if (Array.isArray(p[0])) return (p[0] as number[]).join(" ");
+  }
+  return "";
+}
+
+/**
+ * Chained block ids of `text` (one per full block), namespaced by `model`. Two 32-bit FNV/murmur
+ * lanes give 53-bit ids: collisions are negligible at the index's size.
+ */
+export function charBlockIds(text: string, model: string, blockChars: number, maxBlocks: number): number[] {
+  const n = Math.min(Math.floor(text.length / blockChars), maxBlocks);
+  const ids: number[] = new Array(n);
+  let a = 0x811c9dc5;
+  let b = 0x9e3779b9;
+  for (let i = 0; i < model.length; i++) {
+    a = Math.imul(a ^ model.charCodeAt(i), 0x01000193);
+    b = Math.imul(b ^ model.charCodeAt(i), 0x85ebca6b);
+  }
+  for (let k = 0; k < n; k++) {
+    const end = (k + 1) * blockChars;
+    for (let i = k * blockChars; i < end; i++) {
+      const c = text.charCodeAt(i);
+      a = Math.imul(a ^ c, 0x01000193);
+      b = Math.imul(b ^ c, 0x85ebca6b);
+      b ^= b >>> 15;
+    }
+    a ^= a >>> 13;
+    a = Math.imul(a, 0xc2b2ae35);
+    ids[k] = (a >>> 0) * 0x200000 + ((b >>> 0) & 0x1fffff);
+  }
+  return ids;
+}
+
+export class PrefixIndex {
+  readonly opts: Required<PrefixIndexOptions>;
+  /** id → engines holding it, most recent last; Map order is the LRU order (oldest first) */
+  private readonly blocks = new Map<number, string[]>();
+  private refs = 0;
+  evictions = 0;
+
+  constructor(opts: PrefixIndexOptions = {}) {
+    this.opts = { ...DEFAULTS, ...opts };
+  }
+
+  get size(): number {
+    return this.blocks.size;
+  }
+
+  /** (id, engine) pairs held */
+  get engineRefs(): number {
+    return this.refs;
+  }
+
+  /** what the index costs, by the per-entry figures above */
+  approxBytes(): number {
+    return this.blocks.size * PREFIX_BYTES_PER_BLOCK + this.refs * PREFIX_BYTES_PER_ENGINE_REF;
+  }
+
+  /** the most the index can cost at its caps */
+  capBytes(): number {
+    return this.opts.maxBlocks * (PREFIX_BYTES_PER_BLOCK + 2 * PREFIX_BYTES_PER_ENGINE_REF);
+  }
+
+  ids(req: Pick<RequestView, "prompt" | "messages" | "model">): { ids: number[]; chars: number } {
+    const text = renderForPrefix(req);
+    return {
+      ids: charBlockIds(text, req.model, this.opts.blockChars, this.opts.maxBlocksPerRequest),
+      chars: text.length,
+    };
+  }
+
+  /**
+   * Longest run of leading ids each engine holds, in blocks. `engines` lists the candidates;
+   * `out[i]` gets engine i's matched blocks.
+   */
+  match(ids: readonly number[], engines: readonly { id: string }[], out: Float64Array): void {
+    out.fill(0);
+    let alive = engines.length;
+    const done = new Uint8Array(engines.length);
+    for (let k = 0; k < ids.length && alive > 0; k++) {
+      const holders = this.blocks.get(ids[k]!);
+      if (!holders) break;
+      for (let i = 0; i < engines.length; i++) {
+        if (done[i]) continue;
+        if (holders.includes(engines[i]!.id)) out[i] = k + 1;
+        else {
+          done[i] = 1;
+          alive--;
+        }
+      }
+    }
+  }
+
+  /** Records that `engine` was sent a request with these ids (it will hold them once it prefilled). */
+  insert(ids: readonly number[], engine: string): void {
+    // Newest-last LRU: walking from the tail makes block 0 the most recent, so eviction trims chains
+    // from their ends and never leaves an unreachable tail behind a missing head.
+    for (let k = ids.length - 1; k >= 0; k--) {
+      const id = ids[k]!;
+      let holders = this.blocks.get(id);
+      if (holders) {
+        this.blocks.delete(id);
+        const at = holders.indexOf(engine);
+        if (at >= 0) holders.splice(at, 1);
+        else this.refs++;
+        holders.push(engine);
+        if (holders.length > this.opts.maxEnginesPerBlock) {
+          holders.shift();
+          this.refs--;
+        }
+      } else {
+        holders = [engine];
+        this.refs++;
+      }
+      this.blocks.set(id, holders);
+    }
+    while (this.blocks.size > this.opts.maxBlocks) {
+      const oldest = this.blocks.keys().next().value as number;
+      this.refs -= this.blocks.get(oldest)!.length;
+      this.blocks.delete(oldest);
+      this.evictions++;
+    }
+  }
+
+  /** Forgets an engine everywhere (it left the fleet, restarted, or cleared its cache). */
+  purge(engine: string): number {
+    let removed = 0;
+    for (const [id, holders] of this.blocks) {
+      const at = holders.indexOf(engine);
+      if (at < 0) continue;
+      holders.splice(at, 1);
+      this.refs--;
+      removed++;
+      if (holders.length === 0) this.blocks.delete(id);
+    }
+    return removed;
+  }
+
+  /** engines with at least one id (for tests and /engines) */
+  enginesHeld(): Set<string> {
+    const s = new Set<string>();
+    for (const h of this.blocks.values()) for (const e of h) s.add(e);
+    return s;
+  }
+}

@@ -1,0 +1,55 @@
+// The `prefix` policy's oracle: predictions from the approximate character-block index, which learns
+// from the policy's own picks. Deterministic, so the fleet simulator can run it in virtual time.
+import { PrefixIndex, type PrefixIndexOptions } from "./prefix-index.js";
+import type { CacheOracle, CachePrediction, CacheSource, EngineView, RequestView } from "./types.js";
+
+/** English text averages about 4 characters per token in BPE vocabularies of this size. */
+export const CHARS_PER_TOKEN = 4;
+
+interface Prepared {
+  ids: number[];
+  chars: number;
+}
+
+export class PrefixOracle implements CacheOracle {
+  readonly index: PrefixIndex;
+  private readonly prepared = new WeakMap<RequestView, Prepared>();
+
+  constructor(opts: PrefixIndexOptions = {}) {
+    this.index = new PrefixIndex(opts);
+  }
+
+  /** the request's block ids, computed once per request however often it is scored */
+  prepare(req: RequestView): Prepared {
+    let p = this.prepared.get(req);
+    if (!p) {
+      p = this.index.ids(req);
+      this.prepared.set(req, p);
+    }
+    return p;
+  }
+
+  /** Matched characters per candidate, converted to estimated tokens. */
+  predictInto(req: RequestView, engines: readonly EngineView[], blocks: Float64Array): number {
+    const p = this.prepare(req);
+    this.index.match(p.ids, engines, blocks);
+    const perBlock = this.index.opts.blockChars / CHARS_PER_TOKEN;
+    for (let i = 0; i < blocks.length; i++) blocks[i] = blocks[i]! * perBlock;
+    return Math.ceil(p.chars / CHARS_PER_TOKEN);
+  }
+
+  predict(req: RequestView, engines: readonly EngineView[]): CachePrediction {
+    const cachedTokens = new Float64Array(engines.length);
+    const promptTokens = this.predictInto(req, engines, cachedTokens);
+    return { promptTokens, cachedTokens, source: engines.map(() => "prefix" as CacheSource) };
+  }
+
+  onPicked(req: RequestView, engine: EngineView): void {
+    this.learn(req, engine.id);
+  }
+
+  learn(req: RequestView, engineId: string): void {
+    const p = this.prepare(req);
+    if (p.ids.length > 0) this.index.insert(p.ids, engineId);
+  }
+}
