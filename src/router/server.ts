@@ -11,6 +11,7 @@ import { StaticDiscovery } from "./discovery.js";
 import { RouterMetrics } from "./metrics.js";
 import { Proxy, type ProxyRequest } from "./proxy.js";
 import { Registry, type ModelCard } from "./registry.js";
+import { CacheRouting } from "./kv/cache-routing.js";
 import { logger } from "../obs/log.js";
 
 const log = logger("router");
@@ -50,7 +51,9 @@ export class Router {
   readonly queue: AdmissionQueue;
   readonly budget: RetryBudget;
   readonly discovery: StaticDiscovery;
-  private policy: Policy;
+  private policy!: Policy;
+  /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
+  readonly cache: CacheRouting;
   private readonly proxy: Proxy;
   readonly server: Server;
 
@@ -60,7 +63,6 @@ export class Router {
     });
     this.queue = new AdmissionQueue(cfg.admission);
     this.budget = new RetryBudget(cfg.retry);
-    this.policy = createPolicy(cfg.policy as PolicyName, { sessionLoadFactor: cfg.session.loadFactor });
     this.metrics = new RouterMetrics({
       forEachEngine: (fn) => {
         for (const e of this.registry.engines.values()) {
@@ -76,6 +78,8 @@ export class Router {
       },
       queueDepth: () => this.queue.depth,
     });
+    this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
+    this.policy = this.makePolicy(cfg);
     this.registry.on("capacity", () => this.queue.kick());
     this.proxy = new Proxy({
       registry: this.registry,
@@ -103,9 +107,18 @@ export class Router {
     return this.cfg;
   }
 
+  private makePolicy(cfg: RouterConfig): Policy {
+    return createPolicy(cfg.policy as PolicyName, {
+      sessionLoadFactor: cfg.session.loadFactor,
+      cache: this.cache,
+      cacheAware: cfg.routing.cost,
+    });
+  }
+
   async start(): Promise<void> {
     await this.registry.addSource(this.discovery);
     this.registry.startLoops();
+    this.cache.start();
   }
 
   /** Applies a new configuration to new requests; in-flight ones finish under the old one. */
@@ -114,7 +127,8 @@ export class Router {
       log.warn("host/port changes need a restart; keeping the current listener");
     }
     this.cfg = cfg;
-    this.policy = createPolicy(cfg.policy as PolicyName, { sessionLoadFactor: cfg.session.loadFactor });
+    this.cache.setConfig(cfg);
+    this.policy = this.makePolicy(cfg);
     this.queue.setLimits(cfg.admission);
     this.budget.setOptions(cfg.retry);
     this.registry.setConfig(cfg);
@@ -130,6 +144,7 @@ export class Router {
       // streams still open after a grace period are cut
       setTimeout(() => this.server.closeAllConnections(), 5_000).unref();
     });
+    await this.cache.close();
     await this.registry.close();
   }
 

@@ -4,3 +4,4 @@ export * from "./policies.js";
 export { hash32, unitHash } from "./hash.js";
 export * from "./cache-aware.js";
 export * from "./prefix-index.js";
+export * from "./prefix-oracle.js";
