@@ -1,7 +1,10 @@
 // The router's own Prometheus metrics, all under `switchyard_` so they never collide with the
 // engines' `vllm:` series when both are scraped into one Prometheus. Per-engine gauges are read
-// from the registry at scrape time instead of being updated on the hot path.
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+// from the registry at scrape time instead of being updated on the hot path. The per-request
+// series (requests, TTFT, ITL, E2E, in-flight) are plain numbers behind cached per-label-set
+// children: prom-client hashes the label object on every inc/observe, which cost more than the
+// rest of the router's bookkeeping together; these are formatted by prom-client only at scrape.
+import { Counter, Gauge, Registry, type Metric } from "prom-client";
 
 const LATENCY_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,
@@ -12,6 +15,129 @@ const ITL_BUCKETS = [
 const E2E_BUCKETS = [
   0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 60, 120, 240, 480, 960,
 ];
+
+/** Label sets one family keeps; past it the least recently created one is dropped (its series goes stale). */
+const MAX_SERIES = 10_000;
+
+interface PromValue {
+  labels: Record<string, string | number>;
+  value: number;
+  metricName?: string;
+}
+
+/** A counter family whose children are bound once per label set and then cost one addition. */
+export class CounterFamily<L extends string> {
+  readonly type = "counter";
+  readonly aggregator = "sum";
+  private readonly children = new Map<string, { labels: Record<L, string>; value: number }>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly L[],
+  ) {}
+
+  /** The child for these label values (in `labelNames` order); keep it and call `inc` on it. */
+  child(...values: string[]): { value: number } {
+    const key = values.join("\u0001");
+    let c = this.children.get(key);
+    if (!c) {
+      if (this.children.size >= MAX_SERIES) this.children.delete(this.children.keys().next().value!);
+      const labels = {} as Record<L, string>;
+      this.labelNames.forEach((n, i) => (labels[n] = values[i] ?? ""));
+      c = { labels, value: 0 };
+      this.children.set(key, c);
+    }
+    return c;
+  }
+
+  inc(labels: Record<L, string>, by = 1): void {
+    this.child(...this.labelNames.map((n) => labels[n])).value += by;
+  }
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: PromValue[] } {
+    const values: PromValue[] = [];
+    for (const c of this.children.values()) values.push({ labels: c.labels, value: c.value });
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    this.children.clear();
+  }
+}
+
+/** One label set's histogram: bucket counts (non-cumulative; the last is +Inf), sum and count. */
+export class HistogramChild {
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(
+    private readonly bounds: readonly number[],
+    readonly labels: Record<string, string>,
+  ) {
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(v: number): void {
+    const b = this.bounds;
+    let i = 0;
+    while (i < b.length && v > b[i]!) i++;
+    this.counts[i]!++;
+    this.sum += v;
+    this.count++;
+  }
+}
+
+export class HistogramFamily {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  private readonly children = new Map<string, HistogramChild>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelName: string,
+    readonly buckets: readonly number[],
+  ) {}
+
+  child(value: string): HistogramChild {
+    let c = this.children.get(value);
+    if (!c) {
+      if (this.children.size >= MAX_SERIES) this.children.delete(this.children.keys().next().value!);
+      c = new HistogramChild(this.buckets, { [this.labelName]: value });
+      this.children.set(value, c);
+    }
+    return c;
+  }
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: PromValue[] } {
+    const values: PromValue[] = [];
+    const bucket = `${this.name}_bucket`;
+    for (const c of this.children.values()) {
+      let acc = 0;
+      for (let i = 0; i < this.buckets.length; i++) {
+        acc += c.counts[i]!;
+        values.push({ labels: { ...c.labels, le: this.buckets[i]! }, value: acc, metricName: bucket });
+      }
+      values.push({ labels: { ...c.labels, le: "+Inf" }, value: c.count, metricName: bucket });
+      values.push({ labels: c.labels, value: c.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: c.labels, value: c.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    this.children.clear();
+  }
+}
+
+/** The series one request updates, bound once per (model) and per (model, engine, status, policy). */
+export interface ModelSeries {
+  ttft: HistogramChild;
+  itl: HistogramChild;
+  e2e: HistogramChild;
+}
 
 export interface EngineGaugeSource {
   forEachEngine(
@@ -25,48 +151,39 @@ export interface EngineGaugeSource {
 
 export class RouterMetrics {
   readonly registry = new Registry();
-  readonly requests: Counter<"model" | "engine" | "status" | "policy">;
-  readonly ttft: Histogram<"model">;
-  readonly itl: Histogram<"model">;
-  readonly e2e: Histogram<"model">;
+  readonly requests = new CounterFamily(
+    "switchyard_requests_total",
+    "Requests answered by the router, by model, engine (none when not routed), HTTP status and policy",
+    ["model", "engine", "status", "policy"] as const,
+  );
+  readonly ttft = new HistogramFamily(
+    "switchyard_time_to_first_token_seconds",
+    "Time from the request's arrival at the router to the first response byte sent to the client",
+    "model",
+    LATENCY_BUCKETS,
+  );
+  readonly itl = new HistogramFamily(
+    "switchyard_inter_chunk_latency_seconds",
+    "Gap between consecutive streamed chunks relayed to the client",
+    "model",
+    ITL_BUCKETS,
+  );
+  readonly e2e = new HistogramFamily(
+    "switchyard_e2e_request_latency_seconds",
+    "Time from the request's arrival at the router to the end of the response",
+    "model",
+    E2E_BUCKETS,
+  );
   readonly retries: Counter<"model" | "reason">;
   readonly ejections: Counter<"engine" | "reason">;
   readonly rejected: Counter<"reason">;
-  readonly inFlight: Gauge;
-  private readonly perModel = new Map<
-    string,
-    { ttft: Histogram.Internal<"model">; itl: Histogram.Internal<"model">; e2e: Histogram.Internal<"model"> }
-  >();
+  /** client requests being served now; read at scrape */
+  inFlight = 0;
+  private readonly perModel = new Map<string, ModelSeries>();
 
   constructor(source: EngineGaugeSource) {
     const r = this.registry;
-    this.requests = new Counter({
-      name: "switchyard_requests_total",
-      help: "Requests answered by the router, by model, engine (none when not routed), HTTP status and policy",
-      labelNames: ["model", "engine", "status", "policy"],
-      registers: [r],
-    });
-    this.ttft = new Histogram({
-      name: "switchyard_time_to_first_token_seconds",
-      help: "Time from the request's arrival at the router to the first response byte sent to the client",
-      labelNames: ["model"],
-      buckets: LATENCY_BUCKETS,
-      registers: [r],
-    });
-    this.itl = new Histogram({
-      name: "switchyard_inter_chunk_latency_seconds",
-      help: "Gap between consecutive streamed chunks relayed to the client",
-      labelNames: ["model"],
-      buckets: ITL_BUCKETS,
-      registers: [r],
-    });
-    this.e2e = new Histogram({
-      name: "switchyard_e2e_request_latency_seconds",
-      help: "Time from the request's arrival at the router to the end of the response",
-      labelNames: ["model"],
-      buckets: E2E_BUCKETS,
-      registers: [r],
-    });
+    for (const m of [this.requests, this.ttft, this.itl, this.e2e]) r.registerMetric(m as unknown as Metric);
     this.retries = new Counter({
       name: "switchyard_retries_total",
       help: "Attempts retried on another engine, by model and reason",
@@ -85,10 +202,14 @@ export class RouterMetrics {
       labelNames: ["reason"],
       registers: [r],
     });
-    this.inFlight = new Gauge({
+    const inFlight = () => this.inFlight;
+    new Gauge({
       name: "switchyard_requests_in_flight",
       help: "Client requests the router is serving now",
       registers: [r],
+      collect() {
+        this.set(inFlight());
+      },
     });
     const engineGauge = (
       name: string,
@@ -127,18 +248,25 @@ export class RouterMetrics {
   }
 
   /** Pre-bound histogram children per model, so the per-chunk path does no label hashing. */
-  forModel(model: string): {
-    ttft: Histogram.Internal<"model">;
-    itl: Histogram.Internal<"model">;
-    e2e: Histogram.Internal<"model">;
-  } {
+  forModel(model: string): ModelSeries {
     let m = this.perModel.get(model);
     if (!m) {
       // model names reaching here were validated against the fleet, so the map is bounded by it
       if (this.perModel.size > 4096) this.perModel.clear();
-      m = { ttft: this.ttft.labels(model), itl: this.itl.labels(model), e2e: this.e2e.labels(model) };
+      m = { ttft: this.ttft.child(model), itl: this.itl.child(model), e2e: this.e2e.child(model) };
       this.perModel.set(model, m);
     }
     return m;
   }
+
+  /** Counts one answered request; the child per label set is cached by the family. */
+  countRequest(model: string, engine: string, status: number, policy: string): void {
+    this.requests.child(model, engine, statusText(status), policy).value++;
+  }
+}
+
+const STATUS_TEXT: string[] = [];
+function statusText(status: number): string {
+  if (status < 0 || status > 999) return String(status);
+  return (STATUS_TEXT[status] ??= String(status));
 }

@@ -1,16 +1,22 @@
 // The data plane: one client request → attempts on engines until one answers. The original request
 // bytes go upstream untouched; response bytes are relayed chunk by chunk as they arrive. Failover is
 // allowed only while nothing from an engine has reached the client.
+//
+// Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt with this
+// file's handler object (no Readable body, no async iterator, no AbortController or listeners),
+// every timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
+// metrics through pre-bound children.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { performance } from "node:perf_hooks";
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
+import type { Dispatcher } from "undici";
 import { decide, type Policy, type RequestView } from "../routing/index.js";
 import { HttpError, errorBody, sendError } from "../http/errors.js";
 import type { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
-import type { RouterMetrics } from "./metrics.js";
-import { discard, type Engine, type PendingAttempt, type Registry } from "./registry.js";
+import { DeadlineQueue, deadline, type Deadline } from "./deadlines.js";
+import type { ModelSeries, RouterMetrics } from "./metrics.js";
+import type { Engine, PendingAttempt, Registry } from "./registry.js";
 import { logger } from "../obs/log.js";
 
 const log = logger("router.proxy");
@@ -27,6 +33,9 @@ const HOP_BY_HOP = new Set([
   "content-length",
   "expect",
 ]);
+/** response headers not relayed: hop-by-hop ones (Content-Length is kept: bodies go whole) and ours */
+const RESPONSE_SKIP = new Set([...HOP_BY_HOP, "x-request-id"]);
+RESPONSE_SKIP.delete("content-length");
 
 const RETRIABLE_STATUS = new Set([502, 503, 504]);
 const CONNECT_ERRORS = new Set([
@@ -48,6 +57,9 @@ const SSE_HEADERS = {
 };
 const KEEPALIVE_BYTES = Buffer.from(": keep-alive\n\n");
 const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
+/** an engine's failure answer kept for relaying when no other engine does better */
+const MAX_FAILURE_BODY = 64 * 1024;
+const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
 export interface ProxyDeps {
   registry: Registry;
@@ -72,22 +84,25 @@ export interface ProxyRequest {
 
 let seq = 0;
 
+type RetryOutcome = {
+  kind: "retry";
+  reason: string;
+  status: number;
+  body: Buffer | undefined;
+  /** the failing engine's response headers, flat [name, value, ...] */
+  headers: string[];
+};
 /** What one attempt ended as. */
-type Outcome =
-  | { kind: "done" }
-  | { kind: "client-gone" }
-  | {
-      kind: "retry";
-      reason: string;
-      status: number;
-      body: Buffer | undefined;
-      headers: Record<string, string>;
-    };
+type Outcome = { kind: "done" } | { kind: "client-gone" } | RetryOutcome;
+const DONE: Outcome = { kind: "done" };
+const CLIENT_GONE: Outcome = { kind: "client-gone" };
+
+function retry(reason: string, status: number, body?: Buffer, headers: string[] = []): RetryOutcome {
+  return { kind: "retry", reason, status, body, headers };
+}
 
 class RequestContext {
   readonly started = performance.now();
-  readonly abort = new AbortController();
-  readonly exclude = new Set<string>();
   readonly view: RequestView;
   readonly requestId: string;
   /** bytes from an engine (not our keep-alives) have reached the client: no more failover */
@@ -96,13 +111,20 @@ class RequestContext {
   totalTimedOut = false;
   engineUrl = "none";
   status = 0;
-  keepAlive: NodeJS.Timeout | undefined;
-  total: NodeJS.Timeout | undefined;
+  /** the attempt in progress, which client disconnects and the total timeout cut */
+  current: Attempt | undefined;
+  /** only for waiting in the admission queue (rare), so created on demand */
+  private queueAbort: AbortController | undefined;
+  readonly total: Deadline;
+  readonly keepAlive: Deadline;
+  readonly series: ModelSeries;
 
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly pr: ProxyRequest,
+    proxy: Proxy,
+    metrics: RouterMetrics,
   ) {
     this.requestId = (req.headers["x-request-id"] as string | undefined) || randomUUID();
     this.view = {
@@ -111,47 +133,71 @@ class RequestContext {
       sessionKey: pr.sessionKey,
       prompt: pr.parsed?.prompt,
       messages: pr.parsed?.messages,
-      exclude: this.exclude,
+      body: pr.parsed,
+      exclude: NO_EXCLUDE,
     };
+    this.series = metrics.forModel(pr.model);
+    this.total = deadline(() => {
+      this.totalTimedOut = true;
+      this.cancel();
+    });
+    this.keepAlive = deadline(() => proxy.sendKeepAlive(this));
+  }
+
+  readonly onClose = (): void => {
+    if (!this.res.writableFinished) {
+      this.clientGone = true;
+      this.cancel();
+    }
+  };
+
+  cancel(): void {
+    this.current?.cancel();
+    this.queueAbort?.abort();
+  }
+
+  queueSignal(): AbortSignal {
+    this.queueAbort ??= new AbortController();
+    if (this.clientGone || this.totalTimedOut) this.queueAbort.abort();
+    return this.queueAbort.signal;
+  }
+
+  exclude(url: string): void {
+    if (this.view.exclude === NO_EXCLUDE) this.view.exclude = new Set([url]);
+    else (this.view.exclude as Set<string>).add(url);
   }
 }
 
 export class Proxy {
+  /** every per-request timeout of this router, on one coarse timer */
+  readonly deadlines = new DeadlineQueue();
+
   constructor(private readonly d: ProxyDeps) {}
 
-  /** Builds the upstream headers once per request: the client's, minus hop-by-hop, plus ours. */
-  private upstreamHeaders(h: IncomingHttpHeaders, requestId: string): Record<string, string> {
-    const out: Record<string, string> = {};
+  /** The client's headers, minus hop-by-hop ones and Authorization (decided per engine), plus ours. */
+  private upstreamHeaders(h: IncomingHttpHeaders, requestId: string): string[] {
+    const out: string[] = [];
     for (const name in h) {
-      if (HOP_BY_HOP.has(name)) continue;
+      if (HOP_BY_HOP.has(name) || name === "x-request-id" || name === "authorization") continue;
       const v = h[name];
       if (v === undefined) continue;
-      out[name] = Array.isArray(v) ? v.join(", ") : v;
+      out.push(name, Array.isArray(v) ? v.join(", ") : v);
     }
-    out["x-request-id"] = requestId;
+    out.push("x-request-id", requestId);
     return out;
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, pr: ProxyRequest): Promise<void> {
     const cfg = this.d.config();
-    const ctx = new RequestContext(req, res, pr);
     const metrics = this.d.metrics;
-    metrics.inFlight.inc();
+    const ctx = new RequestContext(req, res, pr, this, metrics);
+    metrics.inFlight++;
     this.d.budget.onRequest();
-    const onClose = () => {
-      if (!res.writableFinished) {
-        ctx.clientGone = true;
-        ctx.abort.abort();
-      }
-    };
-    res.once("close", onClose);
-    ctx.total = setTimeout(() => {
-      ctx.totalTimedOut = true;
-      ctx.abort.abort();
-    }, cfg.timeouts.total);
-    if (pr.stream && cfg.timeouts.keepAlive > 0) {
-      ctx.keepAlive = setInterval(() => this.sendKeepAlive(ctx), cfg.timeouts.keepAlive);
-    }
+    res.once("close", ctx.onClose);
+    const now = ctx.started;
+    this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
+    if (pr.stream && cfg.timeouts.keepAlive > 0)
+      this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive, now);
     try {
       await this.run(ctx, cfg);
     } catch (err) {
@@ -162,66 +208,43 @@ export class Proxy {
         this.fail(ctx, e);
       }
     } finally {
-      clearTimeout(ctx.total);
-      clearInterval(ctx.keepAlive);
-      res.off("close", onClose);
-      metrics.inFlight.dec();
+      this.deadlines.disarm(ctx.total);
+      this.deadlines.disarm(ctx.keepAlive);
+      res.off("close", ctx.onClose);
+      metrics.inFlight--;
       const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
-      metrics.requests.inc({
-        model: pr.model,
-        engine: ctx.engineUrl,
-        status: String(status),
-        policy: this.d.policy().name,
-      });
-      metrics.forModel(pr.model).e2e.observe((performance.now() - ctx.started) / 1000);
+      metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
+      ctx.series.e2e.observe((performance.now() - ctx.started) / 1000);
     }
   }
 
   /** Answers with an error: a JSON error before anything was sent, an SSE error event after. */
-  private fail(ctx: RequestContext, e: HttpError): void {
+  fail(ctx: RequestContext, e: HttpError): void {
     const res = ctx.res;
     ctx.status = e.status;
     if (!res.headersSent) {
       res.setHeader("x-request-id", ctx.requestId);
       sendError(res, e);
     } else if (ctx.pr.stream && !res.writableEnded) {
-      this.endStreamWithError(res, e.status, e.message);
+      endStreamWithError(res, e.status, e.message);
     } else res.destroy();
   }
 
-  private endStreamWithError(res: ServerResponse, status: number, message: string): void {
-    if (res.writableEnded || res.destroyed) return;
-    res.write(`data: ${errorBody(status, message)}\n\n`);
-    res.end(DONE_BYTES);
-  }
-
-  private sendKeepAlive(ctx: RequestContext): void {
+  sendKeepAlive(ctx: RequestContext): void {
     const res = ctx.res;
-    if (ctx.relayed || res.writableEnded || res.destroyed) {
-      clearInterval(ctx.keepAlive);
-      return;
-    }
+    if (ctx.relayed || res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       // Committing to 200 now is safe: an engine failure later becomes an SSE error event.
       res.writeHead(200, { ...SSE_HEADERS, "x-request-id": ctx.requestId });
       ctx.status = 200;
     }
     res.write(KEEPALIVE_BYTES);
+    this.deadlines.arm(ctx.keepAlive, this.d.config().timeouts.keepAlive);
   }
 
   /** Picks an engine and claims a slot on it; queues when every candidate is at its cap. */
   private async acquire(ctx: RequestContext): Promise<Engine> {
     const reg = this.d.registry;
-    let picked: Engine | undefined;
-    const tryAcquire = (): boolean => {
-      const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
-      if (dec.kind !== "picked") return false;
-      const e = reg.engines.get(dec.engine.id);
-      if (!e) return false;
-      e.view.inFlight++;
-      picked = e;
-      return true;
-    };
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
@@ -240,7 +263,17 @@ export class Proxy {
       );
     }
     // saturated: wait in the bounded queue for room
-    await this.d.queue.wait(tryAcquire, ctx.abort.signal);
+    let picked: Engine | undefined;
+    const tryAcquire = (): boolean => {
+      const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
+      if (dec.kind !== "picked") return false;
+      const e = reg.engines.get(dec.engine.id);
+      if (!e) return false;
+      e.view.inFlight++;
+      picked = e;
+      return true;
+    };
+    await this.d.queue.wait(tryAcquire, ctx.queueSignal());
     return picked!;
   }
 
@@ -252,10 +285,12 @@ export class Proxy {
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
     const headers = this.upstreamHeaders(ctx.req.headers, ctx.requestId);
+    const baseHeaders = headers.length;
+    const clientAuth = ctx.req.headers.authorization;
     const engineKeyConfigured = cfg.engineApiKey !== undefined;
     const replayable = Buffer.isBuffer(ctx.pr.body);
     const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
-    let last: Extract<Outcome, { kind: "retry" }> | undefined;
+    let last: RetryOutcome | undefined;
     for (let attempt = 1; ; attempt++) {
       let engine: Engine;
       try {
@@ -269,18 +304,19 @@ export class Proxy {
         throw err;
       }
       ctx.engineUrl = engine.url;
+      headers.length = baseHeaders;
       const key = engine.spec.apiKey ?? cfg.engineApiKey;
-      if (key) headers.authorization = `Bearer ${key}`;
-      else if (engineKeyConfigured) delete headers.authorization;
+      if (key) headers.push("authorization", `Bearer ${key}`);
+      else if (!engineKeyConfigured && clientAuth) headers.push("authorization", clientAuth);
       let outcome: Outcome;
       try {
-        outcome = await this.attempt(ctx, engine, headers, cfg);
+        outcome = await new Attempt(this, ctx, engine, cfg).start(headers);
       } finally {
         this.releaseSlot(engine);
       }
       if (outcome.kind !== "retry") return;
       last = outcome;
-      ctx.exclude.add(engine.url);
+      ctx.exclude(engine.url);
       if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
       if (attempt >= maxAttempts) return this.relayFailure(ctx, last);
       if (!this.d.budget.tryRetry()) {
@@ -292,15 +328,17 @@ export class Proxy {
   }
 
   /** No engine could answer: pass on the last engine's 5xx answer, or say what went wrong. */
-  private relayFailure(ctx: RequestContext, last: Extract<Outcome, { kind: "retry" }>): void {
+  private relayFailure(ctx: RequestContext, last: RetryOutcome): void {
     const res = ctx.res;
     if (last.body && !res.headersSent) {
       ctx.status = last.status;
-      res.writeHead(last.status, {
-        ...last.headers,
-        "content-length": String(last.body.length),
-        "x-request-id": ctx.requestId,
-      });
+      const h: string[] = [];
+      for (let i = 0; i < last.headers.length; i += 2) {
+        if (last.headers[i]!.toLowerCase() !== "content-length")
+          h.push(last.headers[i]!, last.headers[i + 1]!);
+      }
+      h.push("content-length", String(last.body.length), "x-request-id", ctx.requestId);
+      res.writeHead(last.status, h);
       res.end(last.body);
       return;
     }
@@ -308,206 +346,274 @@ export class Proxy {
     this.fail(ctx, new HttpError(status, `upstream engine failed: ${last.reason}`));
   }
 
-  /** One try on one engine. Resolves how it ended; never throws for upstream trouble. */
-  private async attempt(
-    ctx: RequestContext,
-    engine: Engine,
-    headers: Record<string, string>,
-    cfg: RouterConfig,
-  ): Promise<Outcome> {
-    const reg = this.d.registry;
-    const ac = new AbortController();
-    let failover: string | undefined;
-    let ttfbTimedOut = false;
-    let idleTimedOut = false;
-    const onParentAbort = () => ac.abort();
-    ctx.abort.signal.addEventListener("abort", onParentAbort, { once: true });
-    const pending: PendingAttempt = {
-      abortForFailover(reason: string) {
-        failover = reason;
-        ac.abort();
-      },
-    };
-    engine.pending.add(pending);
-    const ttfb = setTimeout(() => {
-      ttfbTimedOut = true;
-      ac.abort();
-    }, cfg.timeouts.firstByte);
-    let idle: NodeJS.Timeout | undefined;
-    const retry = (
-      reason: string,
-      status: number,
-      body?: Buffer,
-      h: Record<string, string> = {},
-    ): Outcome => ({
-      kind: "retry",
-      reason,
-      status,
-      body,
-      headers: h,
+  get registry(): Registry {
+    return this.d.registry;
+  }
+}
+
+const enum Mode {
+  /** waiting for the engine's response headers */
+  Headers,
+  /** relaying the body to the client */
+  Relay,
+  /** collecting a 502/503/504 answer in case no other engine does better */
+  CollectRetry,
+  /** collecting a non-200 answer that must become an SSE error event (keep-alives went out) */
+  CollectSseError,
+}
+
+/**
+ * One try on one engine, as an undici dispatch handler. `start` resolves how it ended and never
+ * rejects for upstream trouble. Cancellation (client gone, total/first-byte/idle timeout, ejection)
+ * settles the outcome at once and aborts the upstream request.
+ */
+class Attempt implements Dispatcher.DispatchHandler, PendingAttempt {
+  private mode = Mode.Headers;
+  private done = false;
+  private abortUpstream: ((err?: Error) => void) | undefined;
+  private resumeUpstream: (() => void) | undefined;
+  private onDrain: (() => void) | undefined;
+  private settle!: (o: Outcome) => void;
+  private failover: string | undefined;
+  private ttfbTimedOut = false;
+  private idleTimedOut = false;
+  private status = 0;
+  private isSse = false;
+  private headers: string[] = [];
+  private held: Buffer | undefined;
+  private collected: Buffer[] | undefined;
+  private collectedSize = 0;
+  private lastChunk = 0;
+  private readonly ttfb: Deadline;
+  private readonly idle: Deadline;
+
+  constructor(
+    private readonly proxy: Proxy,
+    private readonly ctx: RequestContext,
+    private readonly engine: Engine,
+    private readonly cfg: RouterConfig,
+  ) {
+    this.ttfb = deadline(() => {
+      this.ttfbTimedOut = true;
+      this.cancel();
     });
-    const interrupted = (): Outcome | undefined => {
-      if (ctx.clientGone) return { kind: "client-gone" };
-      if (ctx.totalTimedOut) return retry("total timeout", 504);
-      if (failover) return retry("ejected", 503);
-      if (ttfbTimedOut) return retry("first-byte timeout", 504);
-      return undefined;
-    };
-    const cleanup = () => {
-      clearTimeout(ttfb);
-      clearTimeout(idle);
-      engine.pending.delete(pending);
-      ctx.abort.signal.removeEventListener("abort", onParentAbort);
-    };
-    try {
-      let up;
-      try {
-        up = await engine.pool.request({
-          path: ctx.pr.path,
-          method: "POST",
-          headers,
-          body: ctx.pr.body,
-          signal: ac.signal,
-        });
-      } catch (err) {
-        const why = interrupted();
-        if (why) return why;
-        const code = (err as { code?: string }).code ?? "";
-        const msg = `${code || "error"}: ${(err as Error).message}`;
-        if (CONNECT_ERRORS.has(code)) reg.reportFailure(engine, msg);
-        return retry(`transport ${code || "error"}`, 502);
-      }
-      const status = up.statusCode;
-      if (RETRIABLE_STATUS.has(status) && !ctx.relayed) {
-        // keep the answer (bounded) in case no other engine does better
-        const body = await readSmall(up.body, 64 * 1024).catch(() => undefined);
-        reg.reportFailure(engine, `answered ${status}`);
-        return interrupted() ?? retry(`status ${status}`, status, body, responseHeaders(up.headers));
-      }
-      if (status >= 500) reg.reportFailure(engine, `answered ${status}`);
-      else reg.reportSuccess(engine);
+    this.idle = deadline(() => {
+      this.idleTimedOut = true;
+      this.cancel();
+    });
+  }
 
-      const res = ctx.res;
-      const isSse = String(up.headers["content-type"] ?? "").includes("text/event-stream");
-      const m = this.d.metrics.forModel(ctx.pr.model);
-      // Committed to SSE by a keep-alive already: a non-200 answer must become an SSE error event.
-      if (res.headersSent && status !== 200) {
-        const body = await readSmall(up.body, 64 * 1024).catch(() => undefined);
+  start(headers: string[]): Promise<Outcome> {
+    const ctx = this.ctx;
+    const p = new Promise<Outcome>((resolve) => (this.settle = resolve));
+    if (ctx.clientGone || ctx.totalTimedOut) {
+      this.finish(this.interrupted()!);
+      return p;
+    }
+    ctx.current = this;
+    this.engine.pending.add(this);
+    this.proxy.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte);
+    // undici serialises the headers synchronously, so the caller may reuse the array afterwards
+    this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.pr.body }, this);
+    return p;
+  }
+
+  abortForFailover(reason: string): void {
+    this.failover = reason;
+    this.cancel();
+  }
+
+  cancel(): void {
+    if (this.done) return;
+    const err = new Error("attempt cancelled by the router");
+    this.abortUpstream?.(err);
+    // before the connection is handed over there is nothing to abort yet: onConnect does it
+    if (!this.done) this.onError(err);
+  }
+
+  private interrupted(): Outcome | undefined {
+    const ctx = this.ctx;
+    if (ctx.clientGone) return CLIENT_GONE;
+    if (ctx.totalTimedOut) return retry("total timeout", 504);
+    if (this.failover) return retry("ejected", 503);
+    if (this.ttfbTimedOut) return retry("first-byte timeout", 504);
+    return undefined;
+  }
+
+  private finish(o: Outcome): void {
+    this.done = true;
+    const dl = this.proxy.deadlines;
+    dl.disarm(this.ttfb);
+    dl.disarm(this.idle);
+    this.engine.pending.delete(this);
+    if (this.ctx.current === this) this.ctx.current = undefined;
+    if (this.onDrain) this.ctx.res.off("drain", this.onDrain);
+    this.settle(o);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.done) abort(new Error("attempt cancelled by the router"));
+    else this.abortUpstream = abort;
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (this.done) return false;
+    if (status < 200) return true;
+    this.status = status;
+    this.resumeUpstream = resume;
+    const h = this.headers;
+    for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!.toString("latin1");
+      const lower = name.toLowerCase();
+      if (RESPONSE_SKIP.has(lower)) continue;
+      const value = rawHeaders[i + 1]!.toString("latin1");
+      if (lower === "content-type" && value.includes("text/event-stream")) this.isSse = true;
+      h.push(name, value);
+    }
+    const reg = this.proxy.registry;
+    const ctx = this.ctx;
+    if (RETRIABLE_STATUS.has(status) && !ctx.relayed) {
+      this.mode = Mode.CollectRetry;
+      this.collected = [];
+      return true;
+    }
+    if (status >= 500) reg.reportFailure(this.engine, `answered ${status}`);
+    else reg.reportSuccess(this.engine);
+    if (ctx.res.headersSent && status !== 200) {
+      this.mode = Mode.CollectSseError;
+      this.collected = [];
+      return true;
+    }
+    this.mode = Mode.Relay;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.done) return false;
+    if (this.mode !== Mode.Relay) {
+      if (this.collected) {
+        this.collectedSize += chunk.length;
+        if (this.collectedSize > MAX_FAILURE_BODY) this.collected = undefined;
+        else this.collected.push(chunk);
+      }
+      return true;
+    }
+    const ctx = this.ctx;
+    const res = ctx.res;
+    const now = performance.now();
+    if (!ctx.relayed) {
+      ctx.relayed = true;
+      this.proxy.deadlines.disarm(this.ttfb);
+      this.engine.pending.delete(this);
+      this.writeHead();
+      ctx.series.ttft.observe((now - ctx.started) / 1000);
+    } else ctx.series.itl.observe((now - this.lastChunk) / 1000);
+    this.lastChunk = now;
+    this.proxy.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
+    let ok = true;
+    if (!this.isSse) {
+      // Non-streamed bodies: hold one chunk back so a one-chunk answer leaves in a single
+      // write with its headers and terminator (res.end), instead of three.
+      if (this.held !== undefined) ok = res.write(this.held);
+      this.held = chunk;
+    } else ok = res.write(chunk);
+    if (ok) return true;
+    this.onDrain ??= () => this.resumeUpstream?.();
+    res.once("drain", this.onDrain);
+    return false;
+  }
+
+  private writeHead(): void {
+    const ctx = this.ctx;
+    if (!ctx.res.headersSent) {
+      this.headers.push("x-request-id", ctx.requestId);
+      ctx.res.writeHead(this.status, this.headers);
+    }
+    ctx.status = this.status;
+  }
+
+  private collectedBody(): Buffer | undefined {
+    return this.collected ? Buffer.concat(this.collected, this.collectedSize) : undefined;
+  }
+
+  onComplete(): void {
+    if (this.done) return;
+    const ctx = this.ctx;
+    switch (this.mode) {
+      case Mode.CollectRetry: {
+        this.proxy.registry.reportFailure(this.engine, `answered ${this.status}`);
+        const s = this.status;
+        return this.finish(this.interrupted() ?? retry(`status ${s}`, s, this.collectedBody(), this.headers));
+      }
+      case Mode.CollectSseError:
         ctx.relayed = true;
-        this.endStreamWithError(res, status, extractMessage(body) ?? `engine answered ${status}`);
-        return { kind: "done" };
-      }
-      let lastChunk = 0;
-      let held: Buffer | undefined;
-      const onIdle = () => {
-        idleTimedOut = true;
-        ac.abort();
-      };
-      try {
-        for await (const chunk of up.body as AsyncIterable<Buffer>) {
-          const now = performance.now();
-          if (!ctx.relayed) {
-            ctx.relayed = true;
-            clearTimeout(ttfb);
-            engine.pending.delete(pending);
-            if (!res.headersSent) {
-              const h = responseHeaders(up.headers);
-              h["x-request-id"] = ctx.requestId;
-              res.writeHead(status, h);
-            }
-            ctx.status = status;
-            m.ttft.observe((now - ctx.started) / 1000);
-          } else m.itl.observe((now - lastChunk) / 1000);
-          lastChunk = now;
-          if (idle) idle.refresh();
-          else idle = setTimeout(onIdle, cfg.timeouts.idle);
-          if (!isSse) {
-            // Non-streamed bodies: hold one chunk back so a one-chunk answer leaves in a single
-            // write with its headers and terminator (res.end), instead of three.
-            if (held !== undefined && !res.write(held)) {
-              held = chunk;
-              await drained(res);
-              continue;
-            }
-            held = chunk;
-          } else if (!res.write(chunk)) await drained(res);
-        }
-      } catch (err) {
-        const why = interrupted();
-        if (why && why.kind === "client-gone") return why;
-        if (!ctx.relayed) {
-          if (why) return why;
-          const code = (err as { code?: string }).code ?? "";
-          if (CONNECT_ERRORS.has(code)) reg.reportFailure(engine, `${code}: ${(err as Error).message}`);
-          return retry(`transport ${code || "error"} before first byte`, 502);
-        }
-        const reason = idleTimedOut
-          ? `engine sent nothing for ${cfg.timeouts.idle} ms`
-          : ctx.totalTimedOut
-            ? "request exceeded the router's total timeout"
-            : `engine connection lost mid-response: ${(err as Error).message}`;
-        if (!idleTimedOut && !ctx.totalTimedOut) reg.reportFailure(engine, reason);
-        if (isSse || ctx.pr.stream)
-          this.endStreamWithError(res, idleTimedOut || ctx.totalTimedOut ? 504 : 502, reason);
-        else res.destroy();
-        ctx.status = 502;
-        return { kind: "done" };
-      }
-      if (!ctx.relayed) {
+        endStreamWithError(
+          ctx.res,
+          this.status,
+          extractMessage(this.collectedBody()) ?? `engine answered ${this.status}`,
+        );
+        return this.finish(DONE);
+      default:
         // an empty body: headers only
-        ctx.relayed = true;
-        if (!res.headersSent) {
-          const h = responseHeaders(up.headers);
-          h["x-request-id"] = ctx.requestId;
-          res.writeHead(status, h);
+        if (!ctx.relayed) {
+          ctx.relayed = true;
+          this.writeHead();
         }
-        ctx.status = status;
+        if (this.held !== undefined) ctx.res.end(this.held);
+        else ctx.res.end();
+        this.held = undefined;
+        return this.finish(DONE);
+    }
+  }
+
+  onError(err: Error): void {
+    if (this.done) return;
+    const ctx = this.ctx;
+    const reg = this.proxy.registry;
+    const why = this.interrupted();
+    const code = (err as { code?: string }).code ?? "";
+    switch (this.mode) {
+      case Mode.Headers:
+        if (why) return this.finish(why);
+        if (CONNECT_ERRORS.has(code)) reg.reportFailure(this.engine, `${code}: ${err.message}`);
+        return this.finish(retry(`transport ${code || "error"}`, 502));
+      case Mode.CollectRetry: {
+        reg.reportFailure(this.engine, `answered ${this.status}`);
+        const s = this.status;
+        return this.finish(why ?? retry(`status ${s}`, s, undefined, this.headers));
       }
-      if (held !== undefined) res.end(held);
-      else res.end();
-      return { kind: "done" };
-    } finally {
-      cleanup();
+      case Mode.CollectSseError:
+        if (why === CLIENT_GONE) return this.finish(why);
+        ctx.relayed = true;
+        endStreamWithError(ctx.res, this.status, `engine answered ${this.status}`);
+        return this.finish(DONE);
     }
-  }
-}
-
-/** The engine's response headers minus hop-by-hop ones; Content-Length kept (the body is relayed whole). */
-function responseHeaders(h: Record<string, string | string[] | undefined>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name in h) {
-    if (HOP_BY_HOP.has(name) && name !== "content-length") continue;
-    const v = h[name];
-    if (v === undefined) continue;
-    out[name] = Array.isArray(v) ? v.join(", ") : v;
-  }
-  return out;
-}
-
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
-    };
-    res.on("drain", done);
-    res.on("close", done);
-  });
-}
-
-async function readSmall(body: Parameters<typeof discard>[0], max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of body) {
-    if (size + c.length > max) {
-      discard(body);
-      break;
+    // relaying
+    if (why === CLIENT_GONE) return this.finish(why);
+    if (!ctx.relayed) {
+      if (why) return this.finish(why);
+      if (CONNECT_ERRORS.has(code)) reg.reportFailure(this.engine, `${code}: ${err.message}`);
+      return this.finish(retry(`transport ${code || "error"} before first byte`, 502));
     }
-    chunks.push(c);
-    size += c.length;
+    const idle = this.idleTimedOut;
+    const reason = idle
+      ? `engine sent nothing for ${this.cfg.timeouts.idle} ms`
+      : ctx.totalTimedOut
+        ? "request exceeded the router's total timeout"
+        : `engine connection lost mid-response: ${err.message}`;
+    if (!idle && !ctx.totalTimedOut) reg.reportFailure(this.engine, reason);
+    if (this.isSse || ctx.pr.stream)
+      endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason);
+    else ctx.res.destroy();
+    ctx.status = 502;
+    this.finish(DONE);
   }
-  return Buffer.concat(chunks, size);
+}
+
+function endStreamWithError(res: ServerResponse, status: number, message: string): void {
+  if (res.writableEnded || res.destroyed) return;
+  res.write(`data: ${errorBody(status, message)}\n\n`);
+  res.end(DONE_BYTES);
 }
 
 function extractMessage(body: Buffer | undefined): string | undefined {
