@@ -37,7 +37,7 @@ export const CACHE_AWARE_DEFAULTS: Required<CacheAwareOptions> = {
   prefillTokensPerUnit: 2048,
   runWeight: 0.1,
   waitWeight: 0.5,
-  balanceAbs: 8,
+  balanceAbs: 4,
   balanceRel: 1.5,
 };
 

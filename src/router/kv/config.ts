@@ -70,7 +70,7 @@ export const routingConfigSchema = z
         prefillTokensPerUnit: z.number().positive().default(2048),
         runWeight: z.number().min(0).default(0.1),
         waitWeight: z.number().min(0).default(0.5),
-        balanceAbs: z.number().min(0).default(8),
+        balanceAbs: z.number().min(0).default(4),
         balanceRel: z.number().min(1).default(1.5),
       })
       .prefault({}),

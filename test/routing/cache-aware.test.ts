@@ -1,0 +1,239 @@
+// Cache-aware routing as pure functions: the prefix index (matching, LRU cap, purge), the KV block
+// index fed from vLLM's own event bytes, the cost function and its saturation guard under skew.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import {
+  createPolicy,
+  decide,
+  PrefixIndex,
+  PrefixOracle,
+  renderForPrefix,
+  type EngineView,
+  type RequestView,
+} from "../../src/routing/index.js";
+import { KvBlockIndex } from "../../src/router/kv/block-index.js";
+import { decodeBatch } from "../../src/kvevents/codec.js";
+import { computeBlockHashes } from "../../src/engine/hashing.js";
+import { fixturePath } from "../helpers/vectors.js";
+
+function eng(id: string, over: Partial<EngineView> = {}): EngineView {
+  return {
+    id,
+    models: new Set(["m"]),
+    healthy: true,
+    weight: 1,
+    inFlight: 0,
+    maxInFlight: 0,
+    running: 0,
+    waiting: 0,
+    kvUsage: 0,
+    ...over,
+  };
+}
+
+const words = (seed: number, n: number) => {
+  let x = seed >>> 0 || 1;
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    x = Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) >>> 0;
+    out.push(`w${x % 9973}`);
+  }
+  return out.join(" ");
+};
+
+test("prefix index: longest shared prefix per engine, chat roles count, other models never match", () => {
+  const idx = new PrefixIndex({ blockChars: 16 });
+  const a = { model: "m", prompt: "x".repeat(160) };
+  const b = { model: "m", prompt: "x".repeat(80) + "y".repeat(80) };
+  idx.insert(idx.ids(a).ids, "e1");
+  idx.insert(idx.ids(b).ids, "e2");
+  const out = new Float64Array(2);
+  idx.match(idx.ids(a).ids, [{ id: "e1" }, { id: "e2" }], out);
+  assert.deepEqual([...out], [10, 5]);
+  idx.match(idx.ids({ model: "other", prompt: "x".repeat(160) }).ids, [{ id: "e1" }, { id: "e2" }], out);
+  assert.deepEqual([...out], [0, 0]);
+  assert.notEqual(
+    renderForPrefix({ messages: [{ role: "system", content: "hi" }] }),
+    renderForPrefix({ messages: [{ role: "user", content: "hi" }] }),
+  );
+  assert.equal(idx.purge("e1"), 10);
+  assert.equal(idx.size, 10); // e2's blocks, shared or not, stay
+  idx.match(idx.ids(a).ids, [{ id: "e1" }, { id: "e2" }], out);
+  assert.deepEqual([...out], [0, 5]);
+  assert.deepEqual([...idx.enginesHeld()], ["e2"]);
+});
+
+test("prefix index memory stays within its cap over a long run of distinct prefixes", () => {
+  const idx = new PrefixIndex({ blockChars: 64, maxBlocks: 5000 });
+  const engines = ["a", "b", "c", "d"];
+  let peak = 0;
+  for (let i = 0; i < 3000; i++) {
+    const { ids } = idx.ids({ model: "m", prompt: `${i} ` + words(i, 200) });
+    idx.insert(ids, engines[i % 4]!);
+    peak = Math.max(peak, idx.size);
+    assert.ok(idx.approxBytes() <= idx.capBytes());
+  }
+  assert.equal(peak, 5000);
+  assert.ok(idx.evictions > 0);
+  // the most recent prompt is still fully known; an early one is gone
+  const last = idx.ids({ model: "m", prompt: `2999 ` + words(2999, 200) }).ids;
+  const out = new Float64Array(1);
+  idx.match(last, [{ id: "d" }], out);
+  assert.equal(out[0], last.length);
+  idx.match(idx.ids({ model: "m", prompt: `0 ` + words(0, 200) }).ids, [{ id: "a" }], out);
+  assert.equal(out[0], 0);
+});
+
+test("KV index from vLLM's event bytes: router hashes match, removal shortens, AllBlocksCleared empties", () => {
+  const ev = JSON.parse(readFileSync(fixturePath("vectors/vllm-kv-events.json"), "utf8")) as {
+    frames: { name: string; frames_hex: string[] }[];
+  };
+  const hv = JSON.parse(readFileSync(fixturePath("vectors/vllm-block-hashes.json"), "utf8")) as {
+    cases: { name: string; python_hash_seed: string; block_size: number; token_ids: number[] }[];
+  };
+  const frame = (name: string) =>
+    decodeBatch(Buffer.from(ev.frames.find((f) => f.name === name)!.frames_hex[2]!, "hex"));
+  const idx = new KvBlockIndex();
+  for (const e of frame("stored_v011").events) idx.apply("e1", e);
+  const c = hv.cases.find((x) => x.name === "small_vocab_64tokens")!;
+  const ours = computeBlockHashes(c.token_ids, { blockSize: c.block_size, hashSeed: c.python_hash_seed }).ids;
+  assert.deepEqual(idx.match(ours, "e1"), { blocks: 4, credit: 4 });
+  assert.deepEqual(idx.match(ours, "e2"), { blocks: 0, credit: 0 });
+  for (const e of frame("stored_child_then_removed").events) idx.apply("e1", e);
+  assert.equal(idx.match(ours, "e1").blocks, 1);
+  for (const e of frame("all_cleared").events) idx.apply("e1", e);
+  assert.equal(idx.match(ours, "e1").blocks, 0);
+  assert.equal(idx.size, 0);
+});
+
+test("KV index: offload tier credit, purge per engine, LRU cap over a long run", () => {
+  const idx = new KvBlockIndex({ maxBlocks: 1000, offloadCredit: 0.8 });
+  const hs = [1n, 2n, 3n];
+  idx.apply("e1", {
+    type: "BlockStored",
+    blockHashes: hs,
+    parentBlockHash: null,
+    tokenIds: [],
+    blockSize: 16,
+    loraId: null,
+    medium: "GPU",
+  });
+  idx.apply("e1", {
+    type: "BlockStored",
+    blockHashes: [3n],
+    parentBlockHash: 2n,
+    tokenIds: [],
+    blockSize: 16,
+    loraId: null,
+    medium: "CPU",
+  });
+  idx.apply("e1", { type: "BlockRemoved", blockHashes: [3n], medium: "GPU" });
+  assert.deepEqual(idx.match(hs, "e1"), { blocks: 3, credit: 2.8 });
+  idx.apply("e2", {
+    type: "BlockStored",
+    blockHashes: hs,
+    parentBlockHash: null,
+    tokenIds: [],
+    blockSize: 16,
+    loraId: null,
+    medium: "GPU",
+  });
+  assert.equal(idx.purge("e1"), 3);
+  assert.deepEqual(idx.match(hs, "e1"), { blocks: 0, credit: 0 });
+  assert.equal(idx.match(hs, "e2").blocks, 3);
+  for (let i = 0; i < 20_000; i++) {
+    const h = BigInt(1000 + i);
+    idx.apply(`e${i % 3}`, {
+      type: "BlockStored",
+      blockHashes: [h],
+      parentBlockHash: null,
+      tokenIds: [],
+      blockSize: 16,
+      loraId: null,
+      medium: "GPU",
+    });
+    assert.ok(idx.size <= 1000);
+  }
+  assert.ok(idx.approxBytes() <= idx.capBytes());
+  let held = 0;
+  for (const e of ["e0", "e1", "e2"]) held += idx.blocksOf(e);
+  assert.equal(held, idx.size); // per-engine sets shrink with evictions too
+});
+
+/** A toy fleet: every request stays in flight for `hold` further arrivals. */
+function runFleet(
+  policy: ReturnType<typeof createPolicy>,
+  prompts: (i: number) => RequestView,
+  n: number,
+  hold: number,
+) {
+  const engines = ["a", "b", "c", "d"].map((id) => eng(id));
+  const done: { at: number; e: EngineView }[] = [];
+  const counts = new Map<string, number>();
+  let maxInFlight = 0;
+  for (let i = 0; i < n; i++) {
+    while (done.length > 0 && done[0]!.at <= i) done.shift()!.e.inFlight--;
+    const d = decide(policy, prompts(i), { engines });
+    assert.equal(d.kind, "picked");
+    if (d.kind !== "picked") continue;
+    d.engine.inFlight++;
+    maxInFlight = Math.max(maxInFlight, d.engine.inFlight);
+    counts.set(d.engine.id, (counts.get(d.engine.id) ?? 0) + 1);
+    if (hold > 0) done.push({ at: i + hold, e: d.engine });
+    else d.engine.inFlight--;
+  }
+  return { counts, maxInFlight };
+}
+
+const HOT = "SYSTEM: " + words(7, 1500);
+
+test("skewed load: a hot shared prefix spreads over several engines under load, sticks when idle", () => {
+  const req = (i: number): RequestView => ({
+    model: "m",
+    seq: i,
+    prompt: `${HOT}\nQ${i}: ${words(i + 100, 20)}`,
+  });
+  // idle fleet: every request finds the prefix on the first engine that got it
+  const idle = runFleet(createPolicy("prefix", { cache: new PrefixOracle() }), req, 200, 0);
+  assert.equal(idle.counts.size, 1);
+  // busy fleet (40 in flight): the guard and the load term spread the hot prefix
+  const busy = runFleet(createPolicy("prefix", { cache: new PrefixOracle() }), req, 2000, 40);
+  assert.ok(busy.counts.size >= 3, `spread over ${busy.counts.size} engines`);
+  for (const c of busy.counts.values()) assert.ok(c < 2000 * 0.6, `one engine took ${c} of 2000`);
+  assert.ok(busy.maxInFlight <= 40 / 4 + 8 + 2, `max in flight on one engine ${busy.maxInFlight}`);
+});
+
+test("multi-round users mostly return to the engine holding their history; round-robin scatters them", () => {
+  const user = (u: number, round: number, seq: number): RequestView => ({
+    model: "m",
+    seq,
+    messages: [
+      { role: "system", content: HOT },
+      { role: "user", content: `user ${u}: ` + words(u, 400) },
+      ...Array.from({ length: round }, (_, r) => ({ role: "user", content: words(u * 31 + r, 30) })),
+    ],
+  });
+  const stayed = (policy: ReturnType<typeof createPolicy>) => {
+    const engines = ["a", "b", "c", "d"].map((id) => eng(id));
+    const last = new Map<number, string>();
+    let same = 0;
+    let seq = 0;
+    for (let round = 0; round < 6; round++) {
+      for (let u = 0; u < 15; u++) {
+        const d = decide(policy, user(u, round, seq++), { engines });
+        if (d.kind !== "picked") throw new Error(d.kind);
+        d.engine.inFlight++; // the round's requests are in flight together
+        if (round > 0 && last.get(u) === d.engine.id) same++;
+        last.set(u, d.engine.id);
+      }
+      for (const e of engines) e.inFlight = 0;
+    }
+    return { same: same / (15 * 5), engines: new Set(last.values()).size };
+  };
+  const prefix = stayed(createPolicy("prefix", { cache: new PrefixOracle() }));
+  const rr = stayed(createPolicy("round-robin"));
+  assert.ok(prefix.same >= 0.8, `prefix kept ${prefix.same} of follow-ups on their engine`);
+  assert.ok(prefix.engines >= 3, `users spread over ${prefix.engines} engines`);
+  assert.ok(rr.same < 0.5, `round-robin kept ${rr.same}`);
+});
