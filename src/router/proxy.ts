@@ -68,6 +68,8 @@ export interface ProxyDeps {
   budget: RetryBudget;
   config: () => RouterConfig;
   policy: () => Policy;
+  /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
+  onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
 }
 
 /** Everything the data plane knows about one client request. */
@@ -304,6 +306,7 @@ export class Proxy {
         throw err;
       }
       ctx.engineUrl = engine.url;
+      this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
       headers.length = baseHeaders;
       const key = engine.spec.apiKey ?? cfg.engineApiKey;
       if (key) headers.push("authorization", `Bearer ${key}`);

@@ -88,6 +88,13 @@ export class Router {
       budget: this.budget,
       config: () => this.cfg,
       policy: () => this.policy,
+      onRouted: (req, res, view, engineUrl) => {
+        if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
+        res.setHeader(
+          "x-switchyard-route",
+          this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`,
+        );
+      },
     });
     this.discovery = new StaticDiscovery(specsOf(cfg));
     this.server = createServer(
