@@ -1,0 +1,194 @@
+// Per-tenant limits on one replica: token buckets (buckets.ts) and an in-flight count per tenant,
+// in a map bounded by a cap, with idle entries dropped once they are as good as fresh.
+import { HttpError } from "../http/errors.js";
+import type { TenantLimits } from "./config.js";
+import {
+  check,
+  fullBuckets,
+  isFull,
+  LIMIT_TEXT,
+  refill,
+  settle,
+  take,
+  type Buckets,
+  type Refusal,
+} from "./buckets.js";
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** What admit hands back; record and release take it, so a reload in between changes nothing. */
+export interface Grant {
+  readonly tenant: string;
+  /** prompt tokens reserved at admission, settled when usage is known */
+  readonly promptReserved: number;
+  /** the limits it was admitted under (settling uses the same ones) */
+  readonly limits: TenantLimits;
+  /** set by record / release so each happens once */
+  recorded: boolean;
+  released: boolean;
+}
+
+export interface Limiter {
+  /** Resolves with a grant, or rejects with an HttpError (429 over a limit, 503 store down + closed). */
+  admit(tenant: string, limits: TenantLimits, promptEstimate: number): Promise<Grant>;
+  record(grant: Grant, usage: Usage): void;
+  release(grant: Grant): void;
+  close(): Promise<void>;
+}
+
+export function limitError(tenant: string, r: Refusal): HttpError {
+  const secs = Math.max(1, Math.ceil(r.retryAfterMs / 1000));
+  return new HttpError(
+    429,
+    `tenant '${tenant}' is over its ${LIMIT_TEXT[r.limit]} limit (${formatLimit(r.value)}); retry in ${secs} s`,
+    null,
+    { "retry-after": String(secs), "x-ratelimit-limit": r.limit },
+  );
+}
+
+function formatLimit(v: number): string {
+  return Number.isInteger(v) ? String(v) : v.toFixed(2);
+}
+
+interface TenantState extends Buckets {
+  inFlight: number;
+  lastUsed: number;
+  /** the limits last applied, so a sweep can judge fullness without the config */
+  limits: TenantLimits;
+}
+
+interface LocalGrant extends Grant {
+  state: TenantState;
+}
+
+export interface LocalLimiterOptions {
+  now?: () => number;
+  /** states idle this long (and full, with nothing in flight) are dropped */
+  idleEvictAfter?: number;
+  /** hard cap on tenant states; the least recently used goes first */
+  maxStates?: number;
+}
+
+export class LocalLimiter implements Limiter {
+  private readonly states = new Map<string, TenantState>();
+  private readonly now: () => number;
+  private idleEvictAfter: number;
+  private maxStates: number;
+  private lastSweep = 0;
+
+  constructor(opts: LocalLimiterOptions = {}) {
+    this.now = opts.now ?? Date.now;
+    this.idleEvictAfter = opts.idleEvictAfter ?? 600_000;
+    this.maxStates = opts.maxStates ?? 100_000;
+  }
+
+  setOptions(opts: { idleEvictAfter: number; maxStates: number }): void {
+    this.idleEvictAfter = opts.idleEvictAfter;
+    this.maxStates = opts.maxStates;
+  }
+
+  get size(): number {
+    return this.states.size;
+  }
+
+  /** In-flight requests of a tenant on this replica (tests, metrics). */
+  inFlight(tenant: string): number {
+    return this.states.get(tenant)?.inFlight ?? 0;
+  }
+
+  admit(tenant: string, limits: TenantLimits, promptEstimate: number): Promise<Grant> {
+    const r = this.admitNow(tenant, limits, promptEstimate);
+    return r instanceof HttpError ? Promise.reject(r) : Promise.resolve(r);
+  }
+
+  /** Synchronous admit for callers on a hot path; returns the refusal instead of throwing. */
+  admitNow(tenant: string, limits: TenantLimits, promptEstimate: number): Grant | HttpError {
+    const now = this.now();
+    this.maybeSweep(now);
+    const s = this.state(tenant, limits, now);
+    refill(s, limits, now);
+    s.lastUsed = now;
+    s.limits = limits;
+    if (limits.maxConcurrent > 0 && s.inFlight >= limits.maxConcurrent)
+      return limitError(tenant, {
+        limit: "concurrent_requests",
+        value: limits.maxConcurrent,
+        retryAfterMs: 1000,
+      });
+    const refusal = check(s, limits, promptEstimate);
+    if (refusal) return limitError(tenant, refusal);
+    take(s, limits, promptEstimate);
+    s.inFlight++;
+    const g: LocalGrant = {
+      tenant,
+      promptReserved: promptEstimate,
+      limits,
+      recorded: false,
+      released: false,
+      state: s,
+    };
+    return g;
+  }
+
+  record(grant: Grant, usage: Usage): void {
+    if (grant.recorded) return;
+    grant.recorded = true;
+    const s = (grant as LocalGrant).state;
+    if (!s) return;
+    const now = this.now();
+    refill(s, grant.limits, now);
+    settle(s, grant.limits, usage.promptTokens - grant.promptReserved, usage.completionTokens);
+    s.lastUsed = now;
+  }
+
+  release(grant: Grant): void {
+    if (grant.released) return;
+    grant.released = true;
+    const s = (grant as LocalGrant).state;
+    // an evicted state is no longer in the map: decrementing it is harmless
+    if (s && s.inFlight > 0) s.inFlight--;
+  }
+
+  async close(): Promise<void> {
+    this.states.clear();
+  }
+
+  private state(tenant: string, limits: TenantLimits, now: number): TenantState {
+    let s = this.states.get(tenant);
+    if (s) {
+      // least recently used first in iteration order: re-insert on use
+      this.states.delete(tenant);
+      this.states.set(tenant, s);
+      return s;
+    }
+    if (this.states.size >= this.maxStates) {
+      this.sweep(now);
+      while (this.states.size >= this.maxStates) {
+        const oldest = this.states.keys().next().value as string;
+        this.states.delete(oldest);
+      }
+    }
+    s = { ...fullBuckets(limits, now), inFlight: 0, lastUsed: now, limits };
+    this.states.set(tenant, s);
+    return s;
+  }
+
+  private maybeSweep(now: number): void {
+    if (now - this.lastSweep < Math.min(this.idleEvictAfter, 10_000)) return;
+    this.lastSweep = now;
+    this.sweep(now);
+  }
+
+  /** Drops states idle past the threshold with nothing in flight and buckets full again. */
+  private sweep(now: number): void {
+    for (const [tenant, s] of this.states) {
+      if (now - s.lastUsed < this.idleEvictAfter) break; // LRU order: the rest are newer
+      if (s.inFlight > 0) continue;
+      refill(s, s.limits, now);
+      if (isFull(s, s.limits)) this.states.delete(tenant);
+    }
+  }
+}

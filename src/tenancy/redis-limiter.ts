@@ -1,0 +1,288 @@
+// Limits shared by every router replica: the bucket arithmetic of buckets.ts as Lua, run atomically
+// in Redis with Redis's own clock (replicas' clocks may disagree). Concurrency is a sorted set of
+// leases scored by expiry, so a replica that dies without releasing loses its slots after leaseTtl
+// instead of forever. When Redis fails, `onError: open` hands the request to the local limiter with
+// the per-replica split; `closed` answers 503.
+import { randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
+import { HttpError } from "../http/errors.js";
+import { logger } from "../obs/log.js";
+import type { TenantLimits } from "./config.js";
+import { splitLimits, type LimitName } from "./buckets.js";
+import { LocalLimiter, limitError, type Grant, type Limiter, type Usage } from "./limiter.js";
+import { RespClient, RespError, type RespValue } from "./resp.js";
+
+const log = logger("tenancy");
+
+// KEYS[1] buckets hash, KEYS[2] lease zset.
+// ARGV: rpm ptpm ctpm maxConcurrent promptEstimate leaseId leaseTtlMs
+const ADMIT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, ptpm, ctpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local maxc, est, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+local h = redis.call('HMGET', KEYS[1], 'rq', 'pt', 'ct', 'ts')
+local ts = tonumber(h[4]) or now
+local el = now - ts
+if el < 0 then el = 0 end
+local function lvl(v, cap)
+  if cap <= 0 then return 0 end
+  local x = tonumber(v)
+  if x == nil then return cap end
+  x = x + el * cap / 60000
+  if x > cap then x = cap end
+  return x
+end
+local rq, pt, ct = lvl(h[1], rpm), lvl(h[2], ptpm), lvl(h[3], ctpm)
+if maxc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= maxc then return {1, 1000} end
+end
+if rpm > 0 and rq < 1 then return {2, math.ceil((1 - rq) * 60000 / rpm)} end
+local need = math.min(est, ptpm)
+if ptpm > 0 and pt < need then return {3, math.ceil((need - pt) * 60000 / ptpm)} end
+local cneed = math.min(1, ctpm)
+if ctpm > 0 and ct < cneed then return {4, math.ceil((cneed - ct) * 60000 / ctpm)} end
+if rpm > 0 then rq = rq - 1 end
+if ptpm > 0 then pt = pt - est end
+redis.call('HSET', KEYS[1], 'rq', tostring(rq), 'pt', tostring(pt), 'ct', tostring(ct), 'ts', now)
+local full = 1000
+if rpm > 0 then full = math.max(full, (rpm - rq) * 60000 / rpm) end
+if ptpm > 0 then full = math.max(full, (ptpm - pt) * 60000 / ptpm) end
+if ctpm > 0 then full = math.max(full, (ctpm - ct) * 60000 / ctpm) end
+redis.call('PEXPIRE', KEYS[1], math.ceil(full) + 1000)
+if maxc > 0 then
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return {0, 0}
+`;
+
+// KEYS[1] buckets hash. ARGV: rpm ptpm ctpm promptDelta completion
+const RECORD = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, ptpm, ctpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local dp, dc = tonumber(ARGV[4]), tonumber(ARGV[5])
+local h = redis.call('HMGET', KEYS[1], 'rq', 'pt', 'ct', 'ts')
+local ts = tonumber(h[4]) or now
+local el = now - ts
+if el < 0 then el = 0 end
+local function lvl(v, cap)
+  if cap <= 0 then return 0 end
+  local x = tonumber(v)
+  if x == nil then return cap end
+  x = x + el * cap / 60000
+  if x > cap then x = cap end
+  return x
+end
+local rq, pt, ct = lvl(h[1], rpm), lvl(h[2], ptpm), lvl(h[3], ctpm)
+if ptpm > 0 then pt = math.min(ptpm, pt - dp) end
+if ctpm > 0 then ct = math.min(ctpm, ct - dc) end
+redis.call('HSET', KEYS[1], 'rq', tostring(rq), 'pt', tostring(pt), 'ct', tostring(ct), 'ts', now)
+local full = 1000
+if rpm > 0 then full = math.max(full, (rpm - rq) * 60000 / rpm) end
+if ptpm > 0 then full = math.max(full, (ptpm - pt) * 60000 / ptpm) end
+if ctpm > 0 then full = math.max(full, (ctpm - ct) * 60000 / ctpm) end
+redis.call('PEXPIRE', KEYS[1], math.ceil(full) + 1000)
+return 0
+`;
+
+const REFUSAL: Record<number, LimitName> = {
+  1: "concurrent_requests",
+  2: "requests_per_minute",
+  3: "prompt_tokens_per_minute",
+  4: "completion_tokens_per_minute",
+};
+
+class Script {
+  readonly sha: string;
+  constructor(readonly body: string) {
+    this.sha = createHash("sha1").update(body).digest("hex");
+  }
+}
+
+const admitScript = new Script(ADMIT);
+const recordScript = new Script(RECORD);
+
+interface RedisGrant extends Grant {
+  leaseId: string | undefined;
+  /** set when the grant came from the fallback limiter */
+  local?: Grant;
+}
+
+export interface RedisLimiterOptions {
+  url: string;
+  prefix: string;
+  onError: "open" | "closed";
+  timeout: number;
+  leaseTtl: number;
+  /** sizes the fallback used while Redis is failing */
+  replicas: number;
+  fallback?: LocalLimiter;
+}
+
+export class RedisLimiter implements Limiter {
+  private readonly client: RespClient;
+  readonly fallback: LocalLimiter;
+  private lastErrorLog = 0;
+  /** Redis failures seen (tests, metrics) */
+  errors = 0;
+
+  constructor(private opts: RedisLimiterOptions) {
+    this.client = new RespClient({ url: opts.url, timeout: opts.timeout });
+    this.fallback = opts.fallback ?? new LocalLimiter();
+  }
+
+  /** Options other than the connection (url) can change on reload. */
+  setOptions(o: Pick<RedisLimiterOptions, "prefix" | "onError" | "timeout" | "leaseTtl" | "replicas">): void {
+    this.opts = { ...this.opts, ...o };
+  }
+
+  get url(): string {
+    return this.opts.url;
+  }
+
+  async admit(tenant: string, limits: TenantLimits, promptEstimate: number): Promise<Grant> {
+    const leaseId = limits.maxConcurrent > 0 ? randomBytes(12).toString("base64url") : undefined;
+    let reply: RespValue;
+    try {
+      reply = await this.eval(
+        admitScript,
+        [this.bucketsKey(tenant), this.leaseKey(tenant)],
+        [
+          limits.requestsPerMinute,
+          limits.promptTokensPerMinute,
+          limits.completionTokensPerMinute,
+          limits.maxConcurrent,
+          promptEstimate,
+          leaseId ?? "-",
+          Math.max(1000, Math.round(this.opts.leaseTtl)),
+        ],
+      );
+    } catch (err) {
+      return this.onFailure(err as Error, tenant, limits, promptEstimate);
+    }
+    if (!Array.isArray(reply) || typeof reply[0] !== "number")
+      return this.onFailure(
+        new Error("unexpected reply to the admit script"),
+        tenant,
+        limits,
+        promptEstimate,
+      );
+    const code = reply[0];
+    if (code !== 0) {
+      const limit = REFUSAL[code]!;
+      const value =
+        limit === "concurrent_requests"
+          ? limits.maxConcurrent
+          : limit === "requests_per_minute"
+            ? limits.requestsPerMinute
+            : limit === "prompt_tokens_per_minute"
+              ? limits.promptTokensPerMinute
+              : limits.completionTokensPerMinute;
+      throw limitError(tenant, { limit, value, retryAfterMs: Number(reply[1]) });
+    }
+    const g: RedisGrant = {
+      tenant,
+      promptReserved: promptEstimate,
+      limits,
+      recorded: false,
+      released: false,
+      leaseId,
+    };
+    return g;
+  }
+
+  record(grant: Grant, usage: Usage): void {
+    if (grant.recorded) return;
+    const g = grant as RedisGrant;
+    if (g.local) {
+      grant.recorded = true;
+      return this.fallback.record(g.local, usage);
+    }
+    grant.recorded = true;
+    const l = grant.limits;
+    if (l.promptTokensPerMinute <= 0 && l.completionTokensPerMinute <= 0) return;
+    this.eval(
+      recordScript,
+      [this.bucketsKey(grant.tenant)],
+      [
+        l.requestsPerMinute,
+        l.promptTokensPerMinute,
+        l.completionTokensPerMinute,
+        usage.promptTokens - grant.promptReserved,
+        usage.completionTokens,
+      ],
+    ).catch((err: Error) => this.logError("record", err));
+  }
+
+  release(grant: Grant): void {
+    if (grant.released) return;
+    grant.released = true;
+    const g = grant as RedisGrant;
+    if (g.local) return this.fallback.release(g.local);
+    if (!g.leaseId) return;
+    // a failed release is not retried: the lease expires after leaseTtl
+    this.client
+      .command("ZREM", this.leaseKey(grant.tenant), g.leaseId)
+      .catch((err: Error) => this.logError("release", err));
+  }
+
+  /** Resolves once every command sent so far has been answered (tests). */
+  async flush(): Promise<void> {
+    await this.client.command("PING");
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+
+  private bucketsKey(tenant: string): string {
+    // the {tenant} hash tag keeps both keys of a tenant in one Redis Cluster slot
+    return `${this.opts.prefix}{${tenant}}:b`;
+  }
+
+  private leaseKey(tenant: string): string {
+    return `${this.opts.prefix}{${tenant}}:c`;
+  }
+
+  private async eval(script: Script, keys: string[], args: (string | number)[]): Promise<RespValue> {
+    let r = await this.client.command("EVALSHA", script.sha, keys.length, ...keys, ...args);
+    if (r instanceof RespError && r.message.startsWith("NOSCRIPT"))
+      r = await this.client.command("EVAL", script.body, keys.length, ...keys, ...args);
+    if (r instanceof RespError) throw r;
+    return r;
+  }
+
+  private onFailure(err: Error, tenant: string, limits: TenantLimits, estimate: number): Promise<Grant> {
+    this.logError("admit", err);
+    if (this.opts.onError === "closed")
+      throw new HttpError(503, "the rate-limit store is unreachable; retry later", null, {
+        "retry-after": "1",
+      });
+    const local = this.fallback.admitNow(tenant, splitLimits(limits, this.opts.replicas), estimate);
+    if (local instanceof HttpError) throw local;
+    const g: RedisGrant = {
+      tenant,
+      promptReserved: estimate,
+      limits,
+      recorded: false,
+      released: false,
+      leaseId: undefined,
+      local,
+    };
+    return Promise.resolve(g);
+  }
+
+  private logError(op: string, err: Error): void {
+    this.errors++;
+    const now = Date.now();
+    if (now - this.lastErrorLog < 10_000) return;
+    this.lastErrorLog = now;
+    log.warn(
+      { op, err: err.message, onError: this.opts.onError },
+      "redis limit store failed; limits fall back until it answers",
+    );
+  }
+}

@@ -1,0 +1,215 @@
+// The tenancy state the router consults per request. One immutable snapshot (keys, tenants, salts)
+// is swapped in a single assignment by apply(), so a request sees either the old key set or the new
+// one, never a mix; limiter state (buckets, in-flight counts) outlives snapshots, and every
+// admission carries the limiter that granted it, so requests in flight across a reload finish and
+// release where they started.
+import { HttpError } from "../http/errors.js";
+import { logger } from "../obs/log.js";
+import { splitLimits } from "./buckets.js";
+import {
+  parseTenancyConfig,
+  readKeysDir,
+  type KeyEntry,
+  type TenancyConfig,
+  type TenantLimits,
+} from "./config.js";
+import { adminDisabledError, adminOnlyError, invalidKeyError, KeyTable, missingKeyError } from "./keys.js";
+import { LocalLimiter, type Grant, type Limiter, type Usage } from "./limiter.js";
+import { RedisLimiter } from "./redis-limiter.js";
+import { deriveCacheSalt } from "./salt.js";
+
+const log = logger("tenancy");
+
+/** A tenant as one snapshot sees it. */
+export interface Tenant {
+  readonly name: string;
+  readonly weight: number;
+  readonly priority: number;
+  /** the limits this replica enforces (already split per replica when there is no Redis) */
+  readonly limits: TenantLimits;
+  /** the `cache_salt` to inject, when isolation is on */
+  readonly cacheSalt: string | undefined;
+}
+
+export interface Admission {
+  readonly tenant: Tenant;
+  readonly grant: Grant;
+  readonly limiter: Limiter;
+}
+
+interface Snapshot {
+  cfg: TenancyConfig;
+  keys: KeyTable;
+  tenants: Map<string, Tenant>;
+  limiter: Limiter;
+}
+
+export interface TenancyStateOptions {
+  now?: () => number;
+}
+
+export class TenancyState {
+  private snap!: Snapshot;
+  private readonly local: LocalLimiter;
+  private redis: RedisLimiter | undefined;
+  private readonly retired = new Set<RedisLimiter>();
+
+  constructor(cfg: unknown = {}, opts: TenancyStateOptions = {}) {
+    this.local = new LocalLimiter(opts.now ? { now: opts.now } : {});
+    this.apply(cfg);
+  }
+
+  /**
+   * Validates and swaps in a new configuration (reads keysDir now). Throws on an invalid one and
+   * keeps the old: a broken reload must not open the router.
+   */
+  apply(input: unknown): void {
+    // parsing is idempotent, so a parsed config (reloadKeys) goes through the same path
+    const cfg = parseTenancyConfig(input);
+    const keys: KeyEntry[] = [...cfg.keys];
+    const admin = [...cfg.adminKeys];
+    if (cfg.keysDir) {
+      const fromDir = readKeysDir(cfg.keysDir);
+      keys.push(...fromDir.keys);
+      admin.push(...fromDir.adminKeys);
+    }
+    const limiter = this.limiterFor(cfg);
+    const tenants = new Map<string, Tenant>();
+    const names = new Set([...Object.keys(cfg.tenants), ...keys.map((k) => k.tenant)]);
+    for (const name of names) {
+      const t = cfg.tenants[name] ?? cfg.defaultTenant;
+      tenants.set(name, {
+        name,
+        weight: t.weight,
+        priority: t.priority,
+        limits: cfg.redis ? t.limits : splitLimits(t.limits, cfg.replicas),
+        cacheSalt:
+          t.cacheIsolation && cfg.cacheSaltSecret ? deriveCacheSalt(cfg.cacheSaltSecret, name) : undefined,
+      });
+    }
+    this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
+    this.snap = { cfg, keys: new KeyTable(keys, admin), tenants, limiter };
+  }
+
+  /** Re-reads keysDir under the current config (the Secret changed). */
+  reloadKeys(): void {
+    this.apply(this.snap.cfg);
+  }
+
+  get config(): TenancyConfig {
+    return this.snap.cfg;
+  }
+
+  /** Keys are required once any tenant key is configured. */
+  get enabled(): boolean {
+    return this.snap.keys.size > 0;
+  }
+
+  /** Admin endpoints are guarded once tenancy is on or an admin key exists. */
+  get adminGuarded(): boolean {
+    return this.enabled || this.snap.keys.hasAdmin;
+  }
+
+  tenant(name: string): Tenant | undefined {
+    return this.snap.tenants.get(name);
+  }
+
+  get tenantNames(): string[] {
+    return [...this.snap.tenants.keys()];
+  }
+
+  /** The tenant a data-plane request belongs to, or a 401 in OpenAI's format. */
+  authenticate(authorization: string | string[] | undefined): Tenant {
+    const s = this.snap;
+    const r = s.keys.check(authorization);
+    if (r.kind === "tenant") return s.tenants.get(r.tenant)!;
+    if (r.kind === "missing") throw missingKeyError();
+    // the admin key is not a data-plane key: it would bypass every tenant limit
+    if (r.kind === "admin") throw new HttpError(403, "the admin key cannot be used for inference requests");
+    throw invalidKeyError();
+  }
+
+  /** Guards admin endpoints: 401 without a valid key, 403 with a tenant key or no admin key set. */
+  authenticateAdmin(authorization: string | string[] | undefined): void {
+    const s = this.snap;
+    if (!this.adminGuarded) return;
+    const r = s.keys.check(authorization);
+    if (r.kind === "admin") return;
+    if (r.kind === "missing") throw missingKeyError();
+    if (r.kind === "invalid") throw invalidKeyError();
+    throw s.keys.hasAdmin ? adminOnlyError() : adminDisabledError();
+  }
+
+  /** Applies the tenant's limits; rejects with 429 (limit named, Retry-After) or 503. */
+  async admit(tenant: Tenant, promptEstimate = 0): Promise<Admission> {
+    const limiter = this.snap.limiter;
+    const grant = await limiter.admit(tenant.name, tenant.limits, Math.max(0, promptEstimate));
+    return { tenant, grant, limiter };
+  }
+
+  /** Token usage once the engine reported it (settles the prompt estimate). */
+  record(a: Admission, usage: Usage): void {
+    a.limiter.record(a.grant, usage);
+  }
+
+  /** The request finished (any way): frees its concurrency slot. Idempotent. */
+  release(a: Admission): void {
+    a.limiter.release(a.grant);
+  }
+
+  /** The salt to inject for this tenant (undefined: isolation off), mixed with a client's own salt. */
+  cacheSaltFor(tenant: Tenant, clientSalt?: string): string | undefined {
+    if (tenant.cacheSalt === undefined) return undefined;
+    if (clientSalt === undefined) return tenant.cacheSalt;
+    return deriveCacheSalt(this.snap.cfg.cacheSaltSecret!, tenant.name, clientSalt);
+  }
+
+  /** In-flight requests of a tenant on this replica's local limiter (tests). */
+  localInFlight(tenant: string): number {
+    return this.local.inFlight(tenant);
+  }
+
+  get localStates(): number {
+    return this.local.size;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.retired].map((r) => r.close()));
+    this.retired.clear();
+    await this.redis?.close();
+    await this.local.close();
+  }
+
+  private limiterFor(cfg: TenancyConfig): Limiter {
+    const r = cfg.redis;
+    if (!r) {
+      if (this.redis) this.retire(this.redis);
+      this.redis = undefined;
+      return this.local;
+    }
+    const opts = {
+      prefix: r.prefix,
+      onError: r.onError,
+      timeout: r.timeout,
+      leaseTtl: r.leaseTtl,
+      replicas: cfg.replicas,
+    };
+    if (this.redis && this.redis.url === r.url) {
+      this.redis.setOptions(opts);
+      return this.redis;
+    }
+    if (this.redis) this.retire(this.redis);
+    this.redis = new RedisLimiter({ url: r.url, ...opts, fallback: this.local });
+    return this.redis;
+  }
+
+  /** A replaced Redis limiter stays open a while so requests admitted by it can release. */
+  private retire(r: RedisLimiter): void {
+    this.retired.add(r);
+    log.info("redis limit store replaced; the old connection closes in 5 minutes");
+    setTimeout(() => {
+      this.retired.delete(r);
+      void r.close();
+    }, 300_000).unref();
+  }
+}
