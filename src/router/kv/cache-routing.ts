@@ -134,7 +134,16 @@ export class CacheRouting implements CacheOracle {
   }
 
   private createMetrics(prom: PromRegistry) {
-    const self = this;
+    // collect() runs with the gauge as `this`: read our state through these
+    const self = {
+      prefix: this.prefix,
+      kv: this.kv,
+      states: this.states,
+      get mode() {
+        return mode();
+      },
+    };
+    const mode = (): CacheMode => this.mode;
     const decisions = new Counter({
       name: "switchyard_routing_decisions_total",
       help: "cache-aware routing decisions, by policy, the picked engine's prediction source and the reason",
@@ -183,7 +192,7 @@ export class CacheRouting implements CacheOracle {
         this.set({ index: "kv" }, self.kv.capBytes());
       },
     });
-    const mode = new Gauge({
+    const kvMode = new Gauge({
       name: "switchyard_routing_engine_kv_mode",
       help: "1 when the engine is routed from its KV events, 0 when by the approximate prefix index",
       labelNames: ["engine"],
@@ -229,7 +238,7 @@ export class CacheRouting implements CacheOracle {
       labelNames: ["model", "source"],
       registers: [prom],
     });
-    void mode;
+    void kvMode;
     void fallback;
     return { decisions, predicted, prompt, purges, mismatch, mismatchError, tokenizer };
   }

@@ -1,0 +1,215 @@
+// Cache-aware routing against live sims publishing KV events over real ZMQ: the router's hashes equal
+// the sim's (chat and completions), repeats go where the prefix is, cache resets and restarts leave no
+// stale entries, and a hash-seed mismatch trips the silent-miss watchdog.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startSim } from "../../src/sim/app.js";
+import { parseSimArgs } from "../../src/sim/config.js";
+import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
+import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
+import { computeBlockHashes } from "../../src/engine/hashing.js";
+import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
+import { freePort } from "../helpers/cli.js";
+import { post, routerFor, waitUntil } from "./util.js";
+
+const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
+type Sim = Awaited<ReturnType<typeof startSim>>;
+
+async function sim(port = 0, kvPort = 0, replayPort = 0, seed = "0"): Promise<Sim> {
+  const kv = JSON.stringify({
+    enable_kv_cache_events: true,
+    publisher: "zmq",
+    // vLLM binds only wildcard endpoints (or port 0); otherwise it connects to a collector
+    endpoint: kvPort ? `tcp://*:${kvPort}` : "tcp://127.0.0.1:0",
+    replay_endpoint: replayPort ? `tcp://*:${replayPort}` : "tcp://127.0.0.1:0",
+  });
+  return startSim(
+    parseSimArgs(
+      [
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--kv-events-config",
+        kv,
+        "--hash-seed",
+        seed,
+        "--time-scale",
+        "0.05",
+      ],
+      {},
+    ),
+  );
+}
+
+const kvOf = (s: Sim) => ({
+  endpoint: connectableEndpoint(s.kvEventsEndpoint!),
+  replay: connectableEndpoint(s.kvReplayEndpoint!),
+});
+
+const LONG =
+  "You are a careful assistant. " + "Answer every question about the rivers of Europe in detail. ".repeat(30);
+
+test("the router's block hashes equal the ones the sim publishes, for chat and completions", async () => {
+  const s = await sim();
+  const stored: bigint[] = [];
+  const sub = await KvEventSubscriber.create({
+    endpoint: connectableEndpoint(s.kvEventsEndpoint!),
+    onBatch: (_q, b) => {
+      for (const e of b.events) if (e.type === "BlockStored") stored.push(...e.blockHashes);
+    },
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 200)); // ZMQ slow joiner
+    const tk = requestTokenizerFor(MODEL, undefined, {})!;
+    assert.equal(tk.source, "sim:llama3");
+    const chat = {
+      model: MODEL,
+      messages: [
+        { role: "system", content: LONG },
+        { role: "user", content: "Which is longest?" },
+      ],
+      max_tokens: 2,
+    };
+    const completion = { model: MODEL, prompt: LONG + " The Danube", max_tokens: 2 };
+    for (const [path, body, view] of [
+      ["/v1/chat/completions", chat, { model: MODEL, seq: 0, messages: chat.messages, body: chat }],
+      ["/v1/completions", completion, { model: MODEL, seq: 1, prompt: completion.prompt, body: completion }],
+    ] as const) {
+      stored.length = 0;
+      const res = await post(`${s.url}${path}`, body);
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+      const ids = tk.tokens(view as never)!;
+      const ours = computeBlockHashes(ids, { blockSize: 16, hashSeed: "0" }).ids;
+      assert.ok(ours.length > 10);
+      await waitUntil(() => stored.length >= ours.length, 5000, `${path} events`);
+      assert.deepEqual(stored.slice(0, ours.length), ours, path);
+    }
+  } finally {
+    await sub.close();
+    await s.close();
+  }
+});
+
+async function routeOf(url: string, body: unknown): Promise<Record<string, string>> {
+  const res = await post(`${url}/v1/chat/completions`, body, { "x-switchyard-debug": "1" });
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
+  const h = res.headers.get("x-switchyard-route") ?? "";
+  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
+}
+
+test("kv policy: repeats go to the engine holding the prefix; reset and restart leave no stale entries", async () => {
+  const ports = [await freePort(), await freePort()];
+  const kvPorts = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const sims = [await sim(ports[0], kvPorts[0], kvPorts[1]), await sim(ports[1], kvPorts[2], kvPorts[3])];
+  const router = await routerFor(
+    sims.map((s) => ({ url: s.url, kvEvents: kvOf(s) })),
+    { policy: "kv" },
+  );
+  const cache = router.router.cache;
+  try {
+    await waitUntil(
+      () => router.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
+      5000,
+      "sims",
+    );
+    const body = (i: number) => ({
+      model: MODEL,
+      messages: [
+        { role: "system", content: `${i} ${LONG}` },
+        { role: "user", content: "Which is longest?" },
+      ],
+      max_tokens: 2,
+    });
+    // first contact: engines have published nothing yet, so the prefix index routes
+    const first = await routeOf(router.url, body(1));
+    const home = first.engine!;
+    const homeSim = sims.find((s) => s.url === home)!;
+    await waitUntil(() => cache.kv.blocksOf(home) > 10, 5000, "events indexed");
+    await waitUntil(
+      () =>
+        (cache as unknown as { states: Map<string, { fallback: string | null }> }).states.get(home)
+          ?.fallback === null,
+      5000,
+      "kv mode",
+    );
+    const again = await routeOf(router.url, body(1));
+    assert.equal(again.engine, home);
+    assert.equal(again.source, "kv");
+    assert.equal(again.reason, "kv-hit");
+    assert.ok(Number(again.predicted_cached_tokens) >= 16 * 10, again.predicted_cached_tokens);
+    assert.ok(Number(again.predicted_cached_tokens) < Number(again.prompt_tokens));
+
+    // reset the prefix cache: AllBlocksCleared empties the engine's entries
+    const r = await fetch(`${home}/reset_prefix_cache`, { method: "POST" });
+    assert.equal(r.status, 200);
+    assert.equal(homeSim.ctx.runtime.engine.debugState().cachedBlocks, 0, "sim reset");
+    await waitUntil(() => cache.kv.blocksOf(home) === 0, 5000, "entries cleared after reset");
+    const afterReset = await routeOf(router.url, body(1));
+    assert.equal(Number(afterReset.predicted_cached_tokens), 0);
+    await waitUntil(() => cache.kv.blocksOf(afterReset.engine!) > 10, 5000, "re-indexed");
+
+    // kill and restart the engine holding it: nothing of the old process stays indexed
+    const victim = afterReset.engine!;
+    const i = sims.findIndex((s) => s.url === victim);
+    await sims[i]!.close();
+    await waitUntil(() => cache.kv.blocksOf(victim) === 0, 5000, "entries dropped on ejection");
+    assert.equal(cache.prefix.index.enginesHeld().has(victim), false);
+    sims[i] = await sim(ports[i], kvPorts[2 * i], kvPorts[2 * i + 1]);
+    await waitUntil(
+      () => router.router.registry.snapshot().every((v) => v.healthy),
+      5000,
+      "restarted sim back",
+    );
+    await new Promise((res) => setTimeout(res, 600));
+    assert.equal(cache.kv.blocksOf(victim), 0);
+    const fresh = await routeOf(router.url, body(2));
+    assert.equal(Number(fresh.predicted_cached_tokens), 0);
+    void homeSim;
+  } finally {
+    await router.close();
+    for (const s of sims) await s.close();
+  }
+});
+
+test("watchdog: a hash-seed mismatch with the engines is reported loudly", async () => {
+  const s = await sim(0, 0, 0, "0");
+  const router = await routerFor([{ url: s.url, kvEvents: kvOf(s) }], {
+    policy: "kv",
+    routing: { hashSeed: "1", watchdog: { window: 60_000, interval: 200, minTokens: 64 } },
+  });
+  try {
+    const body = {
+      model: MODEL,
+      messages: [
+        { role: "system", content: LONG },
+        { role: "user", content: "Hi" },
+      ],
+      max_tokens: 2,
+    };
+    const first = await routeOf(router.url, body);
+    assert.equal(first.engine, s.url);
+    await waitUntil(() => router.router.cache.kv.blocksOf(s.url) > 0, 5000, "events");
+    await new Promise((r) => setTimeout(r, 600));
+    for (let i = 0; i < 3; i++) {
+      const r = await routeOf(router.url, body);
+      assert.equal(r.source, "kv");
+      assert.equal(Number(r.predicted_cached_tokens), 0); // the router's hashes never match the engine's
+    }
+    const mismatch = async () => {
+      const text = await (await fetch(`${router.url}/metrics`)).text();
+      return /switchyard_routing_hit_mismatch\{engine="[^"]+"\} 1/.test(text);
+    };
+    const deadline = Date.now() + 5000;
+    while (!(await mismatch())) {
+      if (Date.now() > deadline) throw new Error("no mismatch reported");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await router.close();
+    await s.close();
+  }
+});
