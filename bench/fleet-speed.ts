@@ -24,6 +24,7 @@ const cfg = defaultEngineConfig(resolveModel("Qwen/Qwen3-32B"), resolveGpu("h100
         : { backend: "lmcache", bytes: 100 * 2 ** 30 },
 });
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 const r = simulateFleet({
   engine: cfg,
   engines,
@@ -48,6 +49,9 @@ const r = simulateFleet({
   recordItl: false,
 });
 const wall = (performance.now() - t0) / 1000;
+const cpu = process.cpuUsage(cpu0);
+// CPU seconds of this process (user + system): what the run costs on one core when the host is shared
+const cpuS = (cpu.user + cpu.system) / 1e6;
 const c = sumCounters(r.counters);
 // the first request starts at virtual time 0, so the run's duration is the simulated span
 const simulated = r.durationS;
@@ -58,6 +62,8 @@ console.log(
     virtual_s: Math.round(simulated),
     wall_s: Number(wall.toFixed(2)),
     speedup: Number((simulated / wall).toFixed(1)),
+    cpu_s: Number(cpuS.toFixed(2)),
+    speedup_cpu: Number((simulated / cpuS).toFixed(1)),
     requests: r.records.length,
     engine_steps: c.steps,
     events: r.events,

@@ -20,6 +20,11 @@ export class BlockPool {
   private readonly blockDigest: (Buffer | undefined)[];
   private readonly hashToBlock = new Map<bigint, number>();
   enableEvents = true;
+  /**
+   * bumped whenever a cached hash leaves a block (eviction, reset): a block list checked against the
+   * cache at the same value is still exact, so a blocked queue head need not check it again
+   */
+  cacheEpoch = 0;
 
   /** `events` receives BlockRemoved / AllBlocksCleared in order (the engine drains it each step) */
   constructor(
@@ -99,6 +104,7 @@ export class BlockPool {
   private evictCached(b: number): void {
     const h = this.blockHash[b];
     if (h === undefined) return;
+    this.cacheEpoch++;
     this.blockHash[b] = undefined;
     this.blockDigest[b] = undefined;
     if (this.hashToBlock.get(h) === b) this.hashToBlock.delete(h);
@@ -158,6 +164,7 @@ export class BlockPool {
       this.blockDigest[b] = undefined;
     }
     this.hashToBlock.clear();
+    this.cacheEpoch++;
     if (this.enableEvents) this.events.push({ type: "AllBlocksCleared" });
     return true;
   }

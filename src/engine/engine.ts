@@ -20,6 +20,18 @@ import type {
   StepPlan,
 } from "./types.js";
 
+/** shared prefixes whose block hashes an engine remembers (EngineRequest.sharedPrefix) */
+const MAX_PREFIX_MEMOS = 256;
+
+/** one shared prefix: its block hash chain, and the GPU blocks that last held it (validated before use) */
+interface PrefixMemo {
+  readonly ids: bigint[];
+  readonly digests: Buffer[];
+  readonly blocks: number[];
+  /** the pool's cacheEpoch when `blocks` was last checked */
+  epoch: number;
+}
+
 const enum Status {
   Waiting,
   Running,
@@ -56,6 +68,10 @@ class Req {
    * hash-map lookup per block
    */
   readonly hitBlocks: number[] = [];
+  /** the shared prefix this request declared, when the engine memoises it */
+  memo: PrefixMemo | null = null;
+  /** the pool's cacheEpoch when hitBlocks was last checked (-1: never) */
+  hitEpoch = -1;
   firstScheduledTime = -1;
   firstTokenTime = -1;
   finishReason: FinishReason | null = null;
@@ -110,6 +126,7 @@ export class Engine {
   private readonly timer: StepTimer;
   private readonly events: KvEvent[] = [];
   private readonly requests = new Map<string, Req>();
+  private readonly prefixMemos = new Map<string, PrefixMemo>();
   private readonly running: Req[] = [];
   private waiting: Req[] = [];
   private readonly scheduled: Req[] = [];
@@ -180,6 +197,7 @@ export class Engine {
     if ((req.externalCachedTokens ?? 0) > 0 && !((req.externalLoadBandwidth ?? 0) > 0))
       throw new Error(`request ${req.requestId}: externalCachedTokens needs externalLoadBandwidth > 0`);
     const r = new Req(req, this.nextSeq++);
+    if (req.sharedPrefix && this.hashing) this.attachPrefixMemo(r, req.sharedPrefix);
     this.requests.set(req.requestId, r);
     this.counters.promptTokens += r.promptLen;
     this.enqueueWaiting(r, false);
@@ -229,6 +247,42 @@ export class Engine {
   }
 
   // ---- hashing and caching ----------------------------------------------------------------------
+
+  /** seeds the request's hash chain from its declared shared prefix (computing and keeping it once) */
+  private attachPrefixMemo(r: Req, p: { key: string; tokens: number }): void {
+    const n = Math.floor(Math.min(p.tokens, r.promptLen) / this.config.blockSize);
+    if (!(n > 0)) return;
+    // the chain depends on the salt (block 0) and the adapter (every block) as well as on the tokens
+    const key = `${r.r.cacheSalt ?? ""}\u0000${r.r.loraName ?? ""}\u0000${p.key}`;
+    let m = this.prefixMemos.get(key);
+    if (m && m.ids.length < n) {
+      // a longer claim under the same key: extend the chain from this request's tokens
+      for (let b = 0; b < m.ids.length; b++) {
+        r.hashIds.push(m.ids[b]!);
+        r.hashDigests.push(m.digests[b]!);
+      }
+      this.ensureHashes(r, n);
+      for (let b = m.ids.length; b < n; b++) {
+        m.ids.push(r.hashIds[b]!);
+        m.digests.push(r.hashDigests[b]!);
+      }
+      r.memo = m;
+      return;
+    }
+    if (!m) {
+      this.ensureHashes(r, n);
+      m = { ids: r.hashIds.slice(), digests: r.hashDigests.slice(), blocks: [], epoch: -1 };
+      if (this.prefixMemos.size >= MAX_PREFIX_MEMOS)
+        this.prefixMemos.delete(this.prefixMemos.keys().next().value!);
+      this.prefixMemos.set(key, m);
+    } else {
+      for (let b = 0; b < n; b++) {
+        r.hashIds.push(m.ids[b]!);
+        r.hashDigests.push(m.digests[b]!);
+      }
+    }
+    r.memo = m;
+  }
 
   private ensureHashes(r: Req, numBlocks: number): void {
     const bs = this.config.blockSize;
@@ -303,7 +357,19 @@ export class Engine {
   /** leading blocks of the request found in the GPU prefix cache; leaves their ids in r.hitBlocks */
   private gpuHitBlocks(r: Req, maxHit: number): number {
     const cache = r.hitBlocks;
-    let n = 0;
+    const memo = r.memo;
+    const epoch = this.pool.cacheEpoch;
+    // entries checked since the last eviction are still exact; only the rest need a look
+    let valid = r.hitEpoch === epoch ? cache.length : 0;
+    if (memo !== null && memo.blocks.length > valid) {
+      // blocks another request with the same prefix found: exact if no eviction since, else candidates
+      if (memo.epoch === epoch) {
+        cache.length = 0;
+        valid = memo.blocks.length;
+      }
+      for (let i = cache.length; i < memo.blocks.length; i++) cache.push(memo.blocks[i]!);
+    }
+    let n = Math.min(valid, maxHit);
     while (n < maxHit) {
       const id = r.hashIds[n]!;
       let b = n < cache.length ? cache[n]! : -1;
@@ -315,6 +381,15 @@ export class Engine {
       n++;
     }
     cache.length = n;
+    r.hitEpoch = epoch;
+    if (memo !== null) {
+      const keep = Math.min(n, memo.ids.length);
+      if (memo.epoch !== epoch || keep !== memo.blocks.length) {
+        for (let i = 0; i < keep; i++) memo.blocks[i] = cache[i]!;
+        memo.blocks.length = keep;
+        memo.epoch = epoch;
+      }
+    }
     return n;
   }
 

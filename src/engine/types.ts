@@ -114,6 +114,13 @@ export interface EngineRequest {
   externalCachedTokens?: number;
   /** bytes/s the external tier delivers to this engine (all TP ranks together); required with externalCachedTokens */
   externalLoadBandwidth?: number;
+  /**
+   * The caller's promise that the first `tokens` prompt tokens equal those of every other request it
+   * gives the same `key` (a shared system prompt, a document). The engine then hashes that prefix once
+   * and remembers which GPU blocks last held it (bounded, checked block by block before use) instead of
+   * hashing and looking up thousands of blocks per request. Scheduling is identical with or without it.
+   */
+  sharedPrefix?: { key: string; tokens: number };
 }
 
 export interface RequestTimings {

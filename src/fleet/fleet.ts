@@ -82,6 +82,9 @@ interface InFlight {
   keys: number[] | null;
 }
 
+/** distinct shared prefixes the fleet names to its engines; later ones are hashed per request */
+const MAX_PREFIX_KEYS = 4096;
+
 /** the group part of a workload's session id (`g12-q3` → `g12`, `user-4` → `user-4`) */
 function groupOf(id: string): string {
   const dash = id.indexOf("-");
@@ -133,7 +136,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
         if (f.firstTokenAt < 0) f.firstTokenAt = time;
         else if (o.recordItl) f.itl.push((time - f.lastTokenAt) * 1000);
         f.lastTokenAt = time;
-        for (let i = 0; i < ids.length; i++) f.answer.push(ids[i]!);
+        // only a multi-round session's next turn needs the answer's ids
+        if (f.active.session.carriesHistory) for (let i = 0; i < ids.length; i++) f.answer.push(ids[i]!);
       },
       onFinished: (rid, _reason, t) => finished(rid, t),
       onChunksComputed: remote
@@ -187,16 +191,22 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     }
   };
 
+  // the system text of a session names its shared prefix to the engine (EngineRequest.sharedPrefix)
+  const prefixKeys = new Map<string, string>();
+  const prefixKeyOf = (system: string): string | undefined => {
+    let k = prefixKeys.get(system);
+    if (k === undefined && prefixKeys.size < MAX_PREFIX_KEYS) {
+      k = `s${prefixKeys.size}`;
+      prefixKeys.set(system, k);
+    }
+    return k;
+  };
+
   const promptOf = (a: Active): number[] => {
     const s = a.session;
     const turn = tok.encode(s.turns[a.round]!.text);
-    if (a.round === 0 || !s.carriesHistory) {
-      const sys = s.system !== null ? tok.encode(s.system) : [];
-      const out = new Array<number>(sys.length + turn.length);
-      for (let i = 0; i < sys.length; i++) out[i] = sys[i]!;
-      for (let i = 0; i < turn.length; i++) out[sys.length + i] = turn[i]!;
-      return out;
-    }
+    if (a.round === 0 || !s.carriesHistory)
+      return s.system !== null ? tok.encode(s.system).concat(turn) : turn.slice();
     return a.history.concat(turn);
   };
 
@@ -235,6 +245,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     views[e]!.inFlight++;
     outstanding++;
     const salt = index * 2654435761;
+    const system = a.session.system;
+    const prefixKey = system !== null ? prefixKeyOf(system) : undefined;
     engine.add({
       requestId: rid,
       promptTokenIds: prompt,
@@ -249,6 +261,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       sampleToken: (i) => 1000 + (((salt + i * 40503) >>> 0) % 50000),
       externalCachedTokens: ext > 0 ? ext : undefined,
       externalLoadBandwidth: ext > 0 ? remote!.bandwidth : undefined,
+      sharedPrefix:
+        prefixKey !== undefined ? { key: prefixKey, tokens: tok.encode(system!).length } : undefined,
     });
     driver.wake(engine);
   };

@@ -42,8 +42,10 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
       },
       models: [
         {
+          // Helm replaces lists whole: the entry carries every field the chart requires (role, ...)
           name: dnsName(s.fleet.model),
           model: r.model.id,
+          role: "mixed",
           replicas: plan.stack.kind === "helm-chart" ? s.fleet.engines : 1,
           tensorParallelSize: s.fleet.tensor_parallel_size,
           gpuMemoryUtilization: plan.hbm.gpu_memory_utilization,
@@ -51,7 +53,12 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
           enablePrefixCaching: true,
           enableChunkedPrefill: true,
           ...(s.fleet.max_num_seqs !== undefined ? { maxNumSeqs: s.fleet.max_num_seqs } : {}),
-          resources: { limits: { "nvidia.com/gpu": s.fleet.tensor_parallel_size } },
+          resources: {
+            requests: { cpu: "4", memory: "32Gi" },
+            limits: { memory: "64Gi", "nvidia.com/gpu": s.fleet.tensor_parallel_size },
+          },
+          // the same engine in `engines.mode: sim` (a CPU-only rehearsal of this plan)
+          sim: { gpu: r.gpu.id, timeScale: 1 },
         },
       ],
     },
