@@ -12,7 +12,36 @@ const specs: FlagSpecs = {
     type: "list",
     help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight",
   },
-  policy: { type: "string", default: "least-load", help: "routing policy: round-robin, least-load, session" },
+  policy: {
+    type: "string",
+    default: "hybrid",
+    help: "routing policy: hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+  },
+  "hash-seed": {
+    type: "string",
+    help: "the engines' PYTHONHASHSEED, for KV-event routing (default $PYTHONHASHSEED, else 0)",
+  },
+  "tokenizer-dir": {
+    type: "list",
+    help: "MODEL=DIR: the served model's tokenizer.json + tokenizer_config.json for exact KV routing (repeatable)",
+  },
+  "kv-events-port": {
+    type: "int",
+    min: 1,
+    max: 65535,
+    help: "engines publish KV events on tcp://<engine host>:PORT (+ i for backend i with --kv-events-by-index)",
+  },
+  "kv-events-replay-port": {
+    type: "int",
+    min: 1,
+    max: 65535,
+    help: "engines' KV-event replay port (same rule)",
+  },
+  "kv-events-by-index": {
+    type: "boolean",
+    default: false,
+    help: "add the backend's position to both ports (switchyard up)",
+  },
   "session-header": { type: "string", default: "x-session-id", help: "header carrying the session key" },
   "session-key": { type: "string", help: "body field used as the session key when the header is absent" },
   "engine-api-key": { type: "string", help: "API key the engines expect (default: $VLLM_API_KEY)" },
@@ -58,6 +87,25 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("idle-timeout")) sub("timeouts").idle = flags["idle-timeout"];
   if (has("total-timeout")) sub("timeouts").total = flags["total-timeout"];
   if (has("max-attempts")) sub("retry").maxAttempts = flags["max-attempts"];
+  if (has("hash-seed")) sub("routing").hashSeed = flags["hash-seed"];
+  if (has("tokenizer-dir")) {
+    const dirs: Record<string, string> = {};
+    for (const kv of flags["tokenizer-dir"] as string[]) {
+      const eq = kv.indexOf("=");
+      if (eq <= 0) throw new CliError(`--tokenizer-dir ${kv}: expected MODEL=DIR`);
+      dirs[kv.slice(0, eq)] = kv.slice(eq + 1);
+    }
+    sub("routing").tokenizers = dirs;
+  }
+  if (has("kv-events-port")) {
+    sub("routing").kvEvents = {
+      derive: {
+        port: flags["kv-events-port"],
+        replayPort: flags["kv-events-replay-port"],
+        byIndex: flags["kv-events-by-index"] === true,
+      },
+    };
+  }
   return c as RouterConfigInput;
 }
 
