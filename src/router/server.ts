@@ -3,7 +3,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../http/errors.js";
-import { parseJsonObject, readBody } from "../http/body.js";
+import { parseJsonObject } from "../http/body.js";
+import { readRequestBody } from "./body.js";
 import { createPolicy, type Policy, type PolicyName } from "../routing/index.js";
 import { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
@@ -256,7 +257,7 @@ export class Router {
   ): Promise<void> {
     let pr: ProxyRequest;
     try {
-      let body = await readBody(req, this.cfg.limits.maxBodyBytes);
+      let body = await readRequestBody(req, this.cfg.limits.maxBodyBytes);
       const obj = parseJsonObject(req, body);
       validateFields(path, obj);
       let model = obj.model as string | undefined;
