@@ -2,11 +2,11 @@
 // non-streaming requests and 256-chunk streams at several concurrencies, side by side with nginx
 // `proxy_pass` (one worker, keep-alive upstream) when nginx is installed; and tiny-request throughput.
 // The upstream is a minimal fast server (not the sim) and the load client runs in its own process.
-//   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512]
+//   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
@@ -169,6 +169,7 @@ async function mainBench(): Promise<void> {
   };
   const duration = Number(get("--duration", "5"));
   const conc = get("--concurrency", "1,64,512").split(",").map(Number);
+  const policy = get("--policy", "");
   const upPort = await freePort();
   const routerPort = await freePort();
   const nginxPort = await freePort();
@@ -189,6 +190,7 @@ async function mainBench(): Promise<void> {
       String(routerPort),
       "--backend",
       `http://127.0.0.1:${upPort}`,
+      ...(policy ? ["--policy", policy] : []),
     ],
     { stdio: "ignore", env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" } },
   );
@@ -205,7 +207,9 @@ async function mainBench(): Promise<void> {
   ];
   if (stopNginx) targets.push(["nginx", `http://127.0.0.1:${nginxPort}/v1/completions`]);
   const f = (x: number) => x.toFixed(2).padStart(8);
-  console.log(`duration ${duration}s per cell; latencies in ms; added = target − direct`);
+  console.log(
+    `duration ${duration}s per cell; router policy ${policy || "(default)"}; load ${loadavg()[0]!.toFixed(2)}; latencies in ms; added = target − direct`,
+  );
   console.log("workload      conc  target     rps        p50      p99   added p50  added p99  errors");
   try {
     for (const stream of [false, true]) {
