@@ -17,6 +17,8 @@ import { tokenizerForModel } from "../tokenizer/index.js";
 import { CliError } from "../cli/args.js";
 import type { SimOptions } from "./config.js";
 import type { SimContext } from "./context.js";
+import { keyProblem } from "./lmcache-keys.js";
+import { LmcacheTier } from "./lmcache.js";
 import { LoraRegistry } from "./lora.js";
 import { pyStr, SimMetrics } from "./metrics.js";
 import { SimRuntime } from "./runtime.js";
@@ -52,6 +54,14 @@ export function buildEngineConfig(o: SimOptions): EngineConfig {
   }
   const model = asCliError(() => resolveModel(o.model));
   const gpu = asCliError(() => resolveGpu(o.gpu));
+  const lm = o.lmcache;
+  const offload: EngineConfig["offload"] = lm
+    ? lm.localCpu && lm.localCpuBytesPerRank > 0
+      ? { backend: "lmcache", bytes: lm.localCpuBytesPerRank, chunkTokens: lm.chunkTokens }
+      : null
+    : o.kvOffloadingGiB
+      ? { backend: "native", bytes: Math.round(o.kvOffloadingGiB * GiB) }
+      : null;
   const overrides: Partial<EngineConfig> = {
     tensorParallelSize: o.tensorParallelSize,
     gpuMemoryUtilization: o.gpuMemoryUtilization,
@@ -59,13 +69,20 @@ export function buildEngineConfig(o: SimOptions): EngineConfig {
     enablePrefixCaching: o.enablePrefixCaching,
     hashSeed: o.hashSeed,
     schedulingPolicy: o.schedulingPolicy,
-    offload: o.kvOffloadingGiB ? { backend: "native", bytes: Math.round(o.kvOffloadingGiB * GiB) } : null,
+    offload,
     dataParallelRank: 0,
   };
   if (o.maxModelLen !== undefined) overrides.maxModelLen = o.maxModelLen;
   if (o.maxNumSeqs !== undefined) overrides.maxNumSeqs = o.maxNumSeqs;
   if (o.maxNumBatchedTokens !== undefined) overrides.maxNumBatchedTokens = o.maxNumBatchedTokens;
   if (o.numGpuBlocksOverride !== undefined) overrides.numGpuBlocksOverride = o.numGpuBlocksOverride;
+  if (lm) {
+    overrides.externalChunkTokens = lm.chunkTokens;
+    if (lm.chunkTokens % o.blockSize !== 0)
+      throw new CliError(
+        `LMCache chunk_size (${lm.chunkTokens}) must be a multiple of --block-size (${o.blockSize})`,
+      );
+  }
   const config = asCliError(() => defaultEngineConfig(model, gpu, overrides));
   asCliError(() => kvCapacity(config));
   return config;
@@ -77,6 +94,13 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   const tokenizer = tokenizerForModel(engineConfig.model);
   if (o.timeScale <= 0) throw new CliError("--time-scale must be > 0");
   const runtime = new SimRuntime(engineConfig, o.timeScale);
+  let lmcache: LmcacheTier | null = null;
+  if (o.lmcache) {
+    lmcache = new LmcacheTier(o.lmcache, o.model, engineConfig, logger("sim.lmcache"));
+    const problem = o.lmcache.remoteUrl ? keyProblem(lmcache.scheme) : null;
+    if (problem) throw new CliError(problem);
+    runtime.lmcache = lmcache;
+  }
   const loras = new LoraRegistry();
   for (const m of o.loraModules) loras.load(m.name, m.path);
 
@@ -106,8 +130,12 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
       enable_prefix_caching: pyStr(engineConfig.enablePrefixCaching),
       gpu_memory_utilization: pyStr(engineConfig.gpuMemoryUtilization),
       is_attention_free: pyStr(false),
-      kv_offloading_backend: o.kvOffloadingGiB ? "native" : pyStr(null),
-      kv_offloading_size: pyStr(o.kvOffloadingGiB ?? null),
+      kv_offloading_backend: o.lmcache ? "lmcache" : o.kvOffloadingGiB ? "native" : pyStr(null),
+      kv_offloading_size: pyStr(
+        o.lmcache
+          ? (o.lmcache.localCpuBytesPerRank * engineConfig.tensorParallelSize) / GiB
+          : (o.kvOffloadingGiB ?? null),
+      ),
       num_cpu_blocks: pyStr(capacity.numCpuBlocks > 0 ? capacity.numCpuBlocks : null),
       num_gpu_blocks: pyStr(capacity.numGpuBlocks),
       num_gpu_blocks_override: pyStr(engineConfig.numGpuBlocksOverride ?? null),
@@ -116,6 +144,7 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
       swap_space: pyStr(4),
     },
     offloadEnabled: engineConfig.offload !== null,
+    lmcache: lmcache ? () => lmcache.stats() : undefined,
     maxLoras: o.maxLoras,
     snapshot: () => runtime.snapshot(),
     sleepState: () => state.sleepState,
@@ -186,6 +215,9 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
       maxNumSeqs: engineConfig.maxNumSeqs,
       maxNumBatchedTokens: engineConfig.maxNumBatchedTokens,
       timeScale: o.timeScale,
+      lmcache: o.lmcache
+        ? { remote: o.lmcache.remoteUrl, localCpuBytesPerRank: o.lmcache.localCpuBytesPerRank }
+        : undefined,
       url,
     },
     "sim listening",
@@ -203,6 +235,7 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
       closed = true;
       if (readyTimer) clearTimeout(readyTimer);
       runtime.stop();
+      if (lmcache) await lmcache.close();
       // Streams in flight are cut: clients see the connection end, as when vLLM stops.
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { CliError, parseFlags, type FlagSpecs, type FlagValues } from "../cli/args.js";
+import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
 
 export const SIM_FLAGS: FlagSpecs = {
   port: { type: "int", default: 8000, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
@@ -36,7 +37,11 @@ export const SIM_FLAGS: FlagSpecs = {
   "kv-offloading-backend": {
     type: "string",
     default: "native",
-    help: "offload backend: native (lmcache not yet)",
+    help: "offload backend: native or lmcache (LMCache settings from LMCACHE_* env / LMCACHE_CONFIG_FILE)",
+  },
+  "kv-transfer-config": {
+    type: "string",
+    help: 'KV connector JSON; {"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"} turns LMCache on',
   },
   "api-key": { type: "string", help: "require 'Authorization: Bearer KEY' on /v1/* (env VLLM_API_KEY)" },
   "enable-prompt-tokens-details": { type: "boolean", default: false, help: "usage.prompt_tokens_details" },
@@ -103,6 +108,18 @@ export const SIM_FLAGS: FlagSpecs = {
     default: "16MiB",
     help: "[sim] largest request body accepted (413 above)",
   },
+  "lmcache-payload-scale": {
+    type: "number",
+    default: DEFAULT_PAYLOAD_SCALE,
+    min: 0,
+    max: 1,
+    help: "[sim] bytes sent per LMCache chunk = modelled bytes × this (timing uses the modelled size)",
+  },
+  "lmcache-remote-bandwidth": {
+    type: "number",
+    min: 0,
+    help: "[sim] GB/s a remote LMCache load delivers to the engine (default 10: one 100 GbE NIC)",
+  },
   profiles: { type: "string", help: "[sim] YAML file with extra gpus:/models: profiles" },
   config: { type: "string", help: "YAML file with the same keys as the flags (flags win)" },
 };
@@ -121,7 +138,10 @@ export interface SimOptions {
   enablePrefixCaching: boolean;
   prefixCachingHashAlgo: "sha256_cbor";
   kvEventsConfig?: string;
+  /** native offload tier size (absent with LMCache, whose local CPU size is in `lmcache`) */
   kvOffloadingGiB?: number;
+  /** LMCache connector settings, when LMCache is on */
+  lmcache: LmcacheSettings | null;
   apiKey?: string;
   enablePromptTokensDetails: boolean;
   enableForceIncludeUsage: boolean;
@@ -208,10 +228,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     throw new CliError(`--prefix-caching-hash-algo ${algo} is not supported by the sim; use sha256_cbor`);
   }
   const backend = String(f["kv-offloading-backend"]);
-  if (backend === "lmcache") {
-    throw new CliError("--kv-offloading-backend lmcache is not yet supported by the sim; use native");
-  }
-  if (backend !== "native")
+  if (backend !== "native" && backend !== "lmcache")
     throw new CliError(`--kv-offloading-backend must be native or lmcache, got '${backend}'`);
   const policy = String(f["scheduling-policy"]);
   if (policy !== "fcfs" && policy !== "priority") {
@@ -224,6 +241,15 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   });
   const names = f["served-model-name"] as string[];
   const offload = num(f["kv-offloading-size"]);
+  const lmcache = resolveLmcache({
+    backend,
+    offloadGiB: offload,
+    kvTransferConfig: str(f["kv-transfer-config"]),
+    tensorParallelSize: f["tensor-parallel-size"] as number,
+    payloadScale: f["lmcache-payload-scale"] as number,
+    remoteBandwidthGBps: num(f["lmcache-remote-bandwidth"]),
+    env,
+  });
   return {
     model,
     port: f.port as number,
@@ -238,7 +264,8 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     enablePrefixCaching: f["enable-prefix-caching"] as boolean,
     prefixCachingHashAlgo: "sha256_cbor",
     kvEventsConfig: str(f["kv-events-config"]),
-    kvOffloadingGiB: offload !== undefined && offload > 0 ? offload : undefined,
+    kvOffloadingGiB: !lmcache && offload !== undefined && offload > 0 ? offload : undefined,
+    lmcache,
     apiKey: str(f["api-key"]) ?? (env.VLLM_API_KEY || undefined),
     enablePromptTokensDetails: f["enable-prompt-tokens-details"] as boolean,
     enableForceIncludeUsage: f["enable-force-include-usage"] as boolean,

@@ -4,6 +4,7 @@
 // a request finishes, inter-token latency once per token through a pre-bound child.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EngineSnapshot, FinishReason, RequestTimings } from "../engine/types.js";
+import type { LmcacheStats } from "./lmcache.js";
 
 export const TTFT_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,
@@ -37,6 +38,8 @@ export interface MetricsSources {
   /** every cache-config field, already as Python would print it ("True", "None", "16") */
   cacheConfig: Record<string, string>;
   offloadEnabled: boolean;
+  /** LMCache connector counters, when LMCache is on */
+  lmcache?: () => LmcacheStats;
   maxLoras: number;
   snapshot: () => EngineSnapshot;
   sleepState: () => SleepState;
@@ -229,6 +232,8 @@ export class SimMetrics {
       });
     }
 
+    if (src.lmcache) this.registerLmcache(src.lmcache, mirrored, labels, labelNames);
+
     const success = new Counter({
       name: "vllm:request_success_total",
       help: "Count of successfully processed requests.",
@@ -302,6 +307,69 @@ export class SimMetrics {
         tokenBuckets,
       ),
     };
+  }
+
+  /** vLLM's connector prefix-cache counters, and the sim's own view of the LMCache traffic. */
+  private registerLmcache(
+    stats: () => LmcacheStats,
+    mirrored: (name: string, help: string, read: (s: EngineSnapshot) => number) => void,
+    labels: Record<string, string>,
+    labelNames: readonly string[],
+  ): void {
+    const r = this.registry;
+    mirrored(
+      "vllm:external_prefix_cache_queries_total",
+      "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.",
+      () => stats().queriedTokens,
+    );
+    mirrored(
+      "vllm:external_prefix_cache_hits_total",
+      "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.",
+      (s) => s.counters.externalHitTokens,
+    );
+    const own = (name: string, help: string, read: (st: LmcacheStats) => number) =>
+      mirrored(`switchyard_sim_lmcache_${name}`, `${help} (sim only).`, () => read(stats()));
+    own(
+      "lookups_total",
+      "Remote prefix lookups (pipelined EXIST, then GET of the hit chunks)",
+      (st) => st.lookups,
+    );
+    own("lookup_hit_chunks_total", "Chunks found and verified by remote lookups", (st) => st.lookupHitChunks);
+    own(
+      "stored_chunks_total",
+      "Chunks stored on the remote server, fenced (every TP rank's key)",
+      (st) => st.storedChunks,
+    );
+    own(
+      "dropped_chunks_total",
+      "Chunks dropped from a full store queue, oldest first, while the server was slow or down",
+      (st) => st.droppedChunks,
+    );
+    own(
+      "errors_total",
+      "Failed remote lookups and store batches (refused, lost, timed out, bad bytes)",
+      (st) => st.errors,
+    );
+    own(
+      "sent_bytes_total",
+      "Payload bytes PUT on the wire (modelled bytes × --lmcache-payload-scale)",
+      (st) => st.bytesSent,
+    );
+    own("received_bytes_total", "Payload bytes read back by lookups (scaled)", (st) => st.bytesReceived);
+    mirrored(
+      "switchyard_sim_lmcache_loaded_bytes_total",
+      "Modelled KV bytes loaded from the remote tier instead of computed (sim only).",
+      (s) => s.counters.externalBytesLoaded,
+    );
+    new Gauge({
+      name: "switchyard_sim_lmcache_store_queue",
+      help: "Chunks waiting to be stored on the remote server (sim only).",
+      labelNames,
+      registers: [r],
+      collect() {
+        this.set(labels, stats().storeQueue);
+      },
+    });
   }
 
   observeStep(tokens: number): void {

@@ -13,6 +13,7 @@ import type {
 } from "../engine/types.js";
 import type { KvEvent, KvEventBatch } from "../kvevents/events.js";
 import { logger } from "../obs/log.js";
+import type { LmcacheTier } from "./lmcache.js";
 import type { SimMetrics } from "./metrics.js";
 
 const log = logger("sim.engine");
@@ -45,6 +46,8 @@ export class SimRuntime {
   metrics: SimMetrics | null = null;
   kvSink: KvBatchSink | null = null;
   kvBatchesPublished = 0;
+  /** LMCache around the engine: prefix lookups before admission, stores of computed chunks */
+  lmcache: LmcacheTier | null = null;
 
   constructor(
     readonly config: EngineConfig,
@@ -54,6 +57,7 @@ export class SimRuntime {
       onTokens: (id, ids, time) => this.tokens(id, ids, time),
       onFinished: (id, reason, timings) => this.finished(id, reason, timings),
       onKvEvents: (events, time) => this.kvEvents(events, time),
+      onChunksComputed: (id, from, to, tokenIds, time) => this.chunksComputed(id, from, to, tokenIds, time),
     };
     this.engine = new Engine(config, observer);
     this.observeSteps();
@@ -90,7 +94,39 @@ export class SimRuntime {
       arrivalTime: req.arrivalTime,
       producing: false,
     });
-    this.engine.add(req);
+    const lookup = this.lmcache?.prepare(req);
+    if (lookup) void lookup.then(() => this.admit(req));
+    else this.admit(req);
+  }
+
+  private admit(req: EngineRequest): void {
+    const t = this.tracked.get(req.requestId);
+    if (!t) {
+      // aborted while its prefix was being looked up
+      this.lmcache?.forget(req.requestId);
+      return;
+    }
+    try {
+      this.engine.add(req);
+    } catch (err) {
+      // submit() callers validate first; this is a bug, but one request must not take the server down
+      log.error({ err, requestId: req.requestId }, "engine refused a request after its LMCache lookup");
+      this.tracked.delete(req.requestId);
+      this.lmcache?.forget(req.requestId);
+      const now = req.arrivalTime;
+      t.sink.onFinished("abort", {
+        arrivalTime: now,
+        firstScheduledTime: now,
+        firstTokenTime: -1,
+        finishedTime: now,
+        promptTokens: req.promptTokenIds.length,
+        outputTokens: 0,
+        cachedTokens: 0,
+        externalTokens: 0,
+        preemptions: 0,
+      });
+      return;
+    }
     this.driver.wake();
   }
 
@@ -126,11 +162,28 @@ export class SimRuntime {
 
   private finished(id: string, reason: FinishReason, timings: RequestTimings): void {
     const t = this.tracked.get(id);
+    this.lmcache?.forget(id);
     if (!t) return;
     this.tracked.delete(id);
     this.metrics?.observeFinished(reason, timings, t.maxTokensParam);
     t.sink.onFinished(reason, timings);
   }
+
+  private chunksComputed(
+    id: string,
+    from: number,
+    to: number,
+    tokenIds: readonly number[],
+    _time: number,
+  ): void {
+    const lm = this.lmcache;
+    if (!lm) return;
+    const t = this.tracked.get(id);
+    lm.chunksComputed(id, from, to, tokenIds, t?.loraName ?? null, this.kvSink ? this.emitEvents : null);
+  }
+
+  // after the step's own batch (flushed at the end of completeStep), not before it
+  private readonly emitEvents = (events: KvEvent[]): void => queueMicrotask(() => this.kvEvents(events, 0));
 
   private kvEvents(events: KvEvent[], _time: number): void {
     if (!this.kvSink || events.length === 0) return;

@@ -127,7 +127,8 @@ test("CLI: refusals name the problem", async () => {
     [["no/such-model"], /facebook\/opt-125m/],
     [[OPT, "--prefix-caching-hash-algo", "sha256"], /pickle/],
     [[OPT, "--prefix-caching-hash-algo", "xxhash"], /sha256_cbor/],
-    [[OPT, "--kv-offloading-size", "1", "--kv-offloading-backend", "lmcache"], /not yet/],
+    [[OPT, "--kv-offloading-size", "1", "--kv-offloading-backend", "disk"], /native or lmcache/],
+    [[OPT, "--kv-transfer-config", '{"kv_connector":"NixlConnector"}'], /LMCacheConnectorV1 only/],
   ] as const) {
     const p = spawnCli(["sim", ...args]);
     const code = await new Promise<number | null>((r) => p.child.once("exit", (c) => r(c)));
