@@ -88,6 +88,22 @@ export const routerConfigSchema = z.strictObject({
       metricsInterval: duration.default(1_000),
       metricsTimeout: duration.default(1_000),
       maxMetricsBytes: size.default(4 * 2 ** 20),
+      /** where engines come from besides `backends`: static (only them), kubernetes, file */
+      mode: z.enum(["static", "kubernetes", "file"]).default("static"),
+      /** pods by namespace + label selector (src/discovery/kubernetes.ts); in-cluster unless apiUrl */
+      kubernetes: z
+        .strictObject({
+          namespace: z.string().optional(),
+          selector: z.string().default("switchyard.dev/engine=true"),
+          apiUrl: z.string().optional(),
+          tokenFile: z.string().optional(),
+          caFile: z.string().optional(),
+          resyncInterval: duration.default(300_000),
+          defaultPort: z.number().int().min(1).max(65535).default(8000),
+        })
+        .prefault({}),
+      /** YAML/JSON list of backends, re-read on change (src/discovery/file.ts) */
+      file: z.string().optional(),
     })
     .prefault({}),
   retry: z
