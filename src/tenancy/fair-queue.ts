@@ -153,7 +153,10 @@ export class FairQueue<T> {
       f.headTag = Math.max(f.band.vtime, f.lastFinish);
       f.band.heap.push(f);
       this.bySize.push(f);
-    } else this.bySize.update(f);
+    } else {
+      this.bySize.update(f);
+      f.band.heap.update(f); // its count breaks ties
+    }
     const r: EnqueueResult<T> = { ok: true, ticket: e };
     if (evicted !== undefined) r.evicted = evicted;
     return r;
@@ -252,11 +255,9 @@ export class FairQueue<T> {
       return;
     }
     this.bySize.update(f);
-    if (wasHead) {
-      // a served head advanced lastFinish; a cancelled one was never charged, so the tag holds
-      f.headTag = Math.max(f.band.vtime, f.lastFinish);
-      f.band.heap.update(f);
-    }
+    // a served head advanced lastFinish; a cancelled one was never charged, so the tag holds
+    if (wasHead) f.headTag = Math.max(f.band.vtime, f.lastFinish);
+    f.band.heap.update(f);
   }
 
   private newFlow(key: string, p: FlowParams): Flow {
@@ -282,7 +283,12 @@ export class FairQueue<T> {
       priority,
       vtime: 0,
       heap: new IndexedHeap<Flow>(
-        (x, y) => x.headTag < y.headTag || (x.headTag === y.headTag && x.head!.seq < y.head!.seq),
+        // equal tags: the shorter flow first (a light tenant's second request does not queue
+        // behind a flood's backlog; shares are set by the tags, so they do not change), then age
+        (x, y) =>
+          x.headTag < y.headTag ||
+          (x.headTag === y.headTag &&
+            (x.count < y.count || (x.count === y.count && x.head!.seq < y.head!.seq))),
         (f) => f.fairPos,
         (f, i) => (f.fairPos = i),
       ),

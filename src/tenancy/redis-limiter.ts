@@ -282,7 +282,9 @@ export class RedisLimiter implements Limiter {
     this.lastErrorLog = now;
     log.warn(
       { op, err: err.message, onError: this.opts.onError },
-      "redis limit store failed; limits fall back until it answers",
+      this.opts.onError === "open"
+        ? "redis limit store failed; per-replica limits apply until it answers"
+        : "redis limit store failed; limited requests get 503 until it answers",
     );
   }
 }

@@ -1,0 +1,74 @@
+// Starts a throwaway redis-server on a free loopback port (no persistence). Under CI a missing
+// binary is a failure (CI installs it); locally the Redis tests are skipped.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { connect } from "node:net";
+import { freePort } from "../helpers/cli.js";
+
+export function redisAvailable(): boolean {
+  const r = spawnSync("redis-server", ["--version"], { stdio: "ignore" });
+  return r.status === 0;
+}
+
+/** Skip reason for node:test, or false to run; throws under CI when redis-server is missing. */
+export function redisSkip(): string | false {
+  if (redisAvailable()) return false;
+  if (process.env.CI === "true")
+    throw new Error("redis-server is required under CI (.ci/install-tools.sh installs it)");
+  return "redis-server not installed";
+}
+
+export interface RedisProc {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  stop: () => Promise<void>;
+}
+
+export async function startRedis(port?: number): Promise<RedisProc> {
+  const p = port ?? (await freePort());
+  const child = spawn(
+    "redis-server",
+    [
+      "--port",
+      String(p),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--protected-mode",
+      "yes",
+    ],
+    { stdio: "ignore" },
+  );
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: "127.0.0.1", port: p }, () => {
+        s.write("PING\r\n");
+      });
+      s.once("data", (d) => {
+        s.destroy();
+        resolve(d.toString().startsWith("+PONG"));
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (ok) break;
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill("SIGKILL");
+      throw new Error(`redis-server did not start on port ${p}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `redis://127.0.0.1:${p}`,
+    port: p,
+    child,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
