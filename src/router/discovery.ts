@@ -1,6 +1,6 @@
 // Where engines come from. A discovery source yields add/remove events; the registry does the rest
-// (health, models, load). Static lists (flags, config file, hot reload) now; file and Kubernetes
-// sources later implement the same interface.
+// (health, models, load). Static lists (flags, config file, hot reload) here; the file and
+// Kubernetes sources (src/discovery) implement the same interface.
 
 export interface EngineSpec {
   /** base URL without a trailing slash; the engine's identity */
@@ -9,6 +9,16 @@ export interface EngineSpec {
   weight: number;
   /** API key for this engine, overriding the fleet-wide one */
   apiKey?: string | undefined;
+  /** the engine's KV-event PUB endpoint (Kubernetes: pod IP + `switchyard.dev/kv-events-port`) */
+  kvEvents?: { endpoint: string; replay?: string | undefined; topic?: string | undefined } | undefined;
+  /** model entry name (`switchyard.dev/model`); the served names still come from /v1/models */
+  model?: string | undefined;
+  /** `switchyard.dev/served-model-name` */
+  servedModelName?: string | undefined;
+  /** `switchyard.dev/role`: mixed, prefill or decode */
+  role?: string | undefined;
+  /** where it was found, for logs and /engines (e.g. `pod ns/name`) */
+  source?: string | undefined;
 }
 
 export interface DiscoverySink {

@@ -9,6 +9,7 @@ import { createPolicy, type Policy, type PolicyName } from "../routing/index.js"
 import { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import { StaticDiscovery } from "./discovery.js";
+import { discoverySources } from "../discovery/index.js";
 import { RouterMetrics } from "./metrics.js";
 import { Proxy, type ProxyRequest } from "./proxy.js";
 import { Registry, type ModelCard } from "./registry.js";
@@ -125,6 +126,8 @@ export class Router {
 
   async start(): Promise<void> {
     await this.registry.addSource(this.discovery);
+    // Kubernetes / file discovery (not hot-reloaded: a mode change needs a restart)
+    for (const src of discoverySources(this.cfg)) await this.registry.addSource(src);
     this.registry.startLoops();
     this.cache.start();
   }
