@@ -54,6 +54,25 @@ const specs: FlagSpecs = {
   "idle-timeout": { type: "string", default: "5m", help: "longest gap between streamed chunks" },
   "total-timeout": { type: "string", default: "1h", help: "longest request" },
   "max-attempts": { type: "int", default: 3, min: 1, max: 10, help: "engines tried per request" },
+  discovery: {
+    type: "string",
+    default: "static",
+    help: "where engines come from besides --backend: static, kubernetes (pods), file (--discovery-file)",
+  },
+  "discovery-file": { type: "string", help: "YAML/JSON list of backends, re-read on change" },
+  "k8s-namespace": { type: "string", help: "namespace of the engine pods (default: the router's own)" },
+  "k8s-selector": {
+    type: "string",
+    default: "switchyard.dev/engine=true",
+    help: "label selector of the engine pods",
+  },
+  "k8s-api-url": {
+    type: "string",
+    help: "API server URL (default: in-cluster KUBERNETES_SERVICE_HOST/PORT with the service account)",
+  },
+  "k8s-token-file": { type: "string", help: "bearer token file for --k8s-api-url" },
+  "k8s-ca-file": { type: "string", help: "CA bundle for an https --k8s-api-url" },
+  "k8s-resync": { type: "string", default: "5m", help: "full pod re-list interval besides the watch" },
 };
 
 /** Flags given on the command line, as a partial config (file values stay where flags are silent). */
@@ -106,6 +125,24 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
       },
     };
   }
+  if (has("discovery")) {
+    const mode = flags.discovery as string;
+    if (!["static", "kubernetes", "file"].includes(mode))
+      throw new CliError(`--discovery ${mode}: expected static, kubernetes or file`);
+    sub("discovery").mode = mode;
+  }
+  if (has("discovery-file")) {
+    sub("discovery").file = flags["discovery-file"];
+    if (!has("discovery")) sub("discovery").mode = "file";
+  }
+  const k8s: Record<string, unknown> = {};
+  if (has("k8s-namespace")) k8s.namespace = flags["k8s-namespace"];
+  if (has("k8s-selector")) k8s.selector = flags["k8s-selector"];
+  if (has("k8s-api-url")) k8s.apiUrl = flags["k8s-api-url"];
+  if (has("k8s-token-file")) k8s.tokenFile = flags["k8s-token-file"];
+  if (has("k8s-ca-file")) k8s.caFile = flags["k8s-ca-file"];
+  if (has("k8s-resync")) k8s.resyncInterval = flags["k8s-resync"];
+  if (Object.keys(k8s).length > 0) sub("discovery").kubernetes = k8s;
   return c as RouterConfigInput;
 }
 
