@@ -1,6 +1,7 @@
 // What `plan` writes for the cluster: Helm values for deploy/helm/switchyard (only keys its values.yaml
 // defines) and a PrometheusRule with the 92% sustained KV alert and the closing gate as a recording rule.
 import { stringify } from "yaml";
+import { engineConfigFor } from "../fleet/build.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { ALERT_FOR, type Plan } from "./plan.js";
 
@@ -21,6 +22,9 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   const off = s.simulation.offload;
   const choice = plan.kv_offload.choice;
   const shared = choice === "lmcache" && off.shared_server !== null;
+  // the engine the simulator ran: its vLLM defaults (max_num_seqs, max_model_len) go out explicitly
+  const engine = engineConfigFor(r, "none");
+  const replicas = plan.stack.kind === "helm-chart" ? s.fleet.engines : 1;
   return {
     router: {
       policy: plan.router.policy,
@@ -30,6 +34,8 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
       prefixCachingHashAlgo: "sha256_cbor",
       pythonHashSeed: plan.router.engine_env.PYTHONHASHSEED,
       kvEvents: { enabled: true },
+      // KEDA keeps at least the fleet the plan simulated; raise maxReplicas to let it add engines
+      autoscaling: { enabled: true, minReplicas: replicas, maxReplicas: replicas },
       offload: {
         mode: choice,
         native: { sizeGiB: off.native_gib },
@@ -46,16 +52,18 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
           name: dnsName(s.fleet.model),
           model: r.model.id,
           role: "mixed",
-          replicas: plan.stack.kind === "helm-chart" ? s.fleet.engines : 1,
+          replicas,
           tensorParallelSize: s.fleet.tensor_parallel_size,
           gpuMemoryUtilization: plan.hbm.gpu_memory_utilization,
-          maxModelLen: s.fleet.max_model_len ?? r.model.maxContext,
+          maxModelLen: engine.maxModelLen,
           enablePrefixCaching: true,
           enableChunkedPrefill: true,
-          ...(s.fleet.max_num_seqs !== undefined ? { maxNumSeqs: s.fleet.max_num_seqs } : {}),
+          dtype: "auto",
+          maxNumSeqs: engine.maxNumSeqs,
           resources: {
             requests: { cpu: "4", memory: "32Gi" },
-            limits: { memory: "64Gi", "nvidia.com/gpu": s.fleet.tensor_parallel_size },
+            // the chart adds nvidia.com/gpu = tensorParallelSize itself
+            limits: { memory: "64Gi" },
           },
           // the same engine in `engines.mode: sim` (a CPU-only rehearsal of this plan)
           sim: { gpu: r.gpu.id, timeScale: 1 },
