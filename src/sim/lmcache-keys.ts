@@ -81,13 +81,7 @@ export function chunkPayload(key: string, bytes: number): Buffer {
   return Buffer.alloc(bytes, seed);
 }
 
-/** Does a payload read back match what chunkPayload(key) wrote? Checks without allocating a copy. */
+/** Does a payload read back match what chunkPayload(key) wrote? (one native fill and compare) */
 export function payloadMatches(key: string, payload: Buffer, bytes: number): boolean {
-  if (payload.length !== bytes) return false;
-  const seed = createHash("sha256").update(key, "latin1").digest();
-  for (let off = 0; off < bytes; off += DIGEST_BYTES) {
-    const n = Math.min(DIGEST_BYTES, bytes - off);
-    if (seed.compare(payload, off, off + n, 0, n) !== 0) return false;
-  }
-  return true;
+  return payload.length === bytes && chunkPayload(key, bytes).equals(payload);
 }
