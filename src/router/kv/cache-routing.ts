@@ -476,6 +476,10 @@ export class CacheRouting implements CacheOracle {
       source[i] = "kv";
       exact = p.tokens.length;
     }
+    for (let i = 0; i < n; i++) {
+      // an engine failing live traffic must not attract requests by what it (maybe) caches
+      if ((this.registry.engines.get(engines[i]!.id)?.passiveFailures ?? 0) > 0) cachedTokens[i] = 0;
+    }
     let promptTokens = estimate;
     if (exact >= 0 && estimate > 0) {
       // put the prefix engines' character estimates in the same (exact) token units
