@@ -33,21 +33,21 @@ const entry = z.union([
       .optional(),
   }),
 ]);
-const fileSchema = z.union([
-  z.array(entry).max(MAX_BACKENDS),
-  z.strictObject({ backends: z.array(entry).max(MAX_BACKENDS) }).transform((d) => d.backends),
-]);
+const listSchema = z.array(entry).max(MAX_BACKENDS);
+const mapSchema = z.strictObject({ backends: listSchema });
 
 /** Reads and validates the file; throws with the field named on bad content. */
 export function readBackendsFile(path: string): EngineSpec[] {
   const text = readFileSync(path, "utf8");
   const doc: unknown = path.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
-  const r = fileSchema.safeParse(doc ?? []);
+  // one schema per shape, so errors name the field instead of "no union member matched"
+  const r = Array.isArray(doc ?? []) ? listSchema.safeParse(doc ?? []) : mapSchema.safeParse(doc);
   if (!r.success) {
     const why = r.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
     throw new Error(`${path}: ${why}`);
   }
-  return r.data.map((b) => {
+  const list = Array.isArray(r.data) ? r.data : r.data.backends;
+  return list.map((b) => {
     const spec: EngineSpec = { url: b.url, weight: b.weight };
     if ("apiKey" in b && b.apiKey !== undefined) spec.apiKey = b.apiKey;
     if ("role" in b && b.role !== undefined) spec.role = b.role;
