@@ -255,8 +255,10 @@ test("chunk keys: the same in another process with the same hash seed, different
     }
     console.log(JSON.stringify(out));`;
   const cwd = fileURLToPath(new URL("../..", import.meta.url));
+  // from the sources (tsx) or from dist/ (plain node), as this file itself runs
+  const loader = import.meta.url.endsWith(".ts") ? ["--import", "tsx"] : [];
   const child = JSON.parse(
-    execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    execFileSync(process.execPath, [...loader, "--input-type=module", "-e", script], {
       cwd,
       encoding: "utf8",
     }),
