@@ -191,6 +191,16 @@ export async function main(argv: string[]): Promise<number> {
     flags.policy as string,
   ];
   for (const u of engineUrls) routerArgs.push("--backend", u);
+  if (kvBase > 0) {
+    // engine i publishes KV events on kvBase+i and serves replay on kvBase+1000+i (see above)
+    routerArgs.push(
+      "--kv-events-port",
+      String(kvBase),
+      "--kv-events-replay-port",
+      String(kvBase + 1000),
+      "--kv-events-by-index",
+    );
+  }
   const router = start("router", routerArgs);
   const routerUrl = `http://${host}:${routerPort}`;
   try {
