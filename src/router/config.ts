@@ -125,6 +125,16 @@ export const routerConfigSchema = z.strictObject({
     })
     .prefault({}),
   limits: z.strictObject({ maxBodyBytes: size.default(32 * 2 ** 20) }).prefault({}),
+  /** OpenTelemetry spans over OTLP/HTTP JSON (src/obs/tracing.ts); off without an endpoint */
+  tracing: z
+    .strictObject({
+      /** collector base URL (http://otel-collector:4318) or full /v1/traces URL; else $OTEL_EXPORTER_OTLP_ENDPOINT */
+      otlpEndpoint: z.string().optional(),
+      serviceName: z.string().default("switchyard-router"),
+      /** share of root traces recorded; requests carrying a traceparent follow its sampled flag */
+      sampleRatio: z.number().min(0).max(1).default(1),
+    })
+    .prefault({}),
 });
 
 export type RouterConfigInput = z.input<typeof routerConfigSchema>;
