@@ -73,6 +73,10 @@ const specs: FlagSpecs = {
   "k8s-token-file": { type: "string", help: "bearer token file for --k8s-api-url" },
   "k8s-ca-file": { type: "string", help: "CA bundle for an https --k8s-api-url" },
   "k8s-resync": { type: "string", default: "5m", help: "full pod re-list interval besides the watch" },
+  "otlp-endpoint": {
+    type: "string",
+    help: "OTLP/HTTP collector for request spans, e.g. http://otel-collector:4318 (default $OTEL_EXPORTER_OTLP_ENDPOINT; none = tracing off)",
+  },
 };
 
 /** Flags given on the command line, as a partial config (file values stay where flags are silent). */
@@ -143,6 +147,7 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("k8s-ca-file")) k8s.caFile = flags["k8s-ca-file"];
   if (has("k8s-resync")) k8s.resyncInterval = flags["k8s-resync"];
   if (Object.keys(k8s).length > 0) sub("discovery").kubernetes = k8s;
+  if (has("otlp-endpoint")) sub("tracing").otlpEndpoint = flags["otlp-endpoint"];
   return c as RouterConfigInput;
 }
 

@@ -11,6 +11,7 @@ import {
   type RouterConfigInput,
 } from "./config.js";
 import { Router } from "./server.js";
+import { endpointFromEnv } from "../obs/tracing.js";
 
 export { Router } from "./server.js";
 export {
@@ -39,7 +40,10 @@ export interface RunningRouter {
 
 function loadConfig(overrides: RouterConfigInput, file: string | undefined): RouterConfig {
   const base = file ? readConfigFile(file) : {};
-  return parseConfig(mergeConfig(base, overrides as Record<string, unknown>));
+  const cfg = parseConfig(mergeConfig(base, overrides as Record<string, unknown>));
+  // the standard OTel variable applies when neither the file nor a flag names an endpoint
+  cfg.tracing.otlpEndpoint ??= endpointFromEnv();
+  return cfg;
 }
 
 export async function startRouter(

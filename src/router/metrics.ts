@@ -147,6 +147,8 @@ export interface EngineGaugeSource {
     ) => void,
   ): void;
   queueDepth(): number;
+  /** the span exporter when tracing is on */
+  tracing?(): { exported: number; dropped: Record<string, number> } | undefined;
 }
 
 export class RouterMetrics {
@@ -237,6 +239,27 @@ export class RouterMetrics {
     engineGauge("switchyard_engine_requests_running", "Scraped vllm:num_requests_running", (s) => s.running);
     engineGauge("switchyard_engine_requests_waiting", "Scraped vllm:num_requests_waiting", (s) => s.waiting);
     engineGauge("switchyard_engine_kv_cache_usage", "Scraped vllm:kv_cache_usage_perc (0..1)", (s) => s.kv);
+    const tracing = () => source.tracing?.();
+    new Counter({
+      name: "switchyard_tracing_spans_exported_total",
+      help: "Spans accepted by the OTLP collector (0 with tracing off)",
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(tracing()?.exported ?? 0);
+      },
+    });
+    new Counter({
+      name: "switchyard_tracing_spans_dropped_total",
+      help: "Spans lost: export queue full, or the collector refused or was unreachable",
+      labelNames: ["reason"],
+      registers: [r],
+      collect() {
+        this.reset();
+        const t = tracing();
+        if (t) for (const [reason, n] of Object.entries(t.dropped)) this.inc({ reason }, n);
+      },
+    });
     new Gauge({
       name: "switchyard_queue_depth",
       help: "Requests waiting in the router's admission queue",

@@ -17,6 +17,8 @@ import type { RouterConfig } from "./config.js";
 import { DeadlineQueue, deadline, type Deadline } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
 import type { Engine, PendingAttempt, Registry } from "./registry.js";
+import { RequestTrace } from "./request-trace.js";
+import type { Tracer } from "../obs/tracing.js";
 import { logger } from "../obs/log.js";
 
 const log = logger("router.proxy");
@@ -68,6 +70,8 @@ export interface ProxyDeps {
   budget: RetryBudget;
   config: () => RouterConfig;
   policy: () => Policy;
+  /** present only when tracing is configured: spans per request and attempt, traceparent upstream */
+  tracer?: Tracer | undefined;
   /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
   onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
 }
@@ -120,6 +124,8 @@ class RequestContext {
   readonly total: Deadline;
   readonly keepAlive: Deadline;
   readonly series: ModelSeries;
+  /** spans of this request; undefined with tracing off */
+  readonly trace: RequestTrace | undefined;
 
   constructor(
     readonly req: IncomingMessage,
@@ -127,6 +133,7 @@ class RequestContext {
     readonly pr: ProxyRequest,
     proxy: Proxy,
     metrics: RouterMetrics,
+    tracer: Tracer | undefined,
   ) {
     this.requestId = (req.headers["x-request-id"] as string | undefined) || randomUUID();
     this.view = {
@@ -139,6 +146,7 @@ class RequestContext {
       exclude: NO_EXCLUDE,
     };
     this.series = metrics.forModel(pr.model);
+    this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
     this.total = deadline(() => {
       this.totalTimedOut = true;
       this.cancel();
@@ -177,10 +185,12 @@ export class Proxy {
   constructor(private readonly d: ProxyDeps) {}
 
   /** The client's headers, minus hop-by-hop ones and Authorization (decided per engine), plus ours. */
-  private upstreamHeaders(h: IncomingHttpHeaders, requestId: string): string[] {
+  private upstreamHeaders(h: IncomingHttpHeaders, requestId: string, traced: boolean): string[] {
     const out: string[] = [];
     for (const name in h) {
       if (HOP_BY_HOP.has(name) || name === "x-request-id" || name === "authorization") continue;
+      // traced: the engine gets our attempt span as its parent instead of the client's span
+      if (traced && name === "traceparent") continue;
       const v = h[name];
       if (v === undefined) continue;
       out.push(name, Array.isArray(v) ? v.join(", ") : v);
@@ -192,7 +202,7 @@ export class Proxy {
   async handle(req: IncomingMessage, res: ServerResponse, pr: ProxyRequest): Promise<void> {
     const cfg = this.d.config();
     const metrics = this.d.metrics;
-    const ctx = new RequestContext(req, res, pr, this, metrics);
+    const ctx = new RequestContext(req, res, pr, this, metrics, this.d.tracer);
     metrics.inFlight++;
     this.d.budget.onRequest();
     res.once("close", ctx.onClose);
@@ -217,6 +227,7 @@ export class Proxy {
       const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
       metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
       ctx.series.e2e.observe((performance.now() - ctx.started) / 1000);
+      ctx.trace?.end(status, ctx.engineUrl);
     }
   }
 
@@ -286,7 +297,7 @@ export class Proxy {
   }
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
-    const headers = this.upstreamHeaders(ctx.req.headers, ctx.requestId);
+    const headers = this.upstreamHeaders(ctx.req.headers, ctx.requestId, ctx.trace !== undefined);
     const baseHeaders = headers.length;
     const clientAuth = ctx.req.headers.authorization;
     const engineKeyConfigured = cfg.engineApiKey !== undefined;
@@ -311,6 +322,7 @@ export class Proxy {
       const key = engine.spec.apiKey ?? cfg.engineApiKey;
       if (key) headers.push("authorization", `Bearer ${key}`);
       else if (!engineKeyConfigured && clientAuth) headers.push("authorization", clientAuth);
+      if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
       let outcome: Outcome;
       try {
         outcome = await new Attempt(this, ctx, engine, cfg).start(headers);
@@ -318,6 +330,7 @@ export class Proxy {
         this.releaseSlot(engine);
       }
       if (outcome.kind !== "retry") return;
+      ctx.trace?.attemptEnded(outcome.status, outcome.reason);
       last = outcome;
       ctx.exclude(engine.url);
       if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
@@ -510,7 +523,9 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt {
       this.engine.pending.delete(this);
       this.writeHead();
       ctx.series.ttft.observe((now - ctx.started) / 1000);
+      ctx.trace?.firstByte((now - ctx.started) / 1000);
     } else ctx.series.itl.observe((now - this.lastChunk) / 1000);
+    ctx.trace?.onBody(chunk, this.isSse);
     this.lastChunk = now;
     this.proxy.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
     let ok = true;

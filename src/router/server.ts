@@ -10,6 +10,7 @@ import { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import { StaticDiscovery } from "./discovery.js";
 import { discoverySources } from "../discovery/index.js";
+import { Tracer } from "../obs/tracing.js";
 import { RouterMetrics } from "./metrics.js";
 import { Proxy, type ProxyRequest } from "./proxy.js";
 import { Registry, type ModelCard } from "./registry.js";
@@ -58,6 +59,8 @@ export class Router {
   readonly cache: CacheRouting;
   private readonly proxy: Proxy;
   readonly server: Server;
+  /** OTLP span exporter; undefined when tracing is off */
+  readonly tracer: Tracer | undefined;
 
   constructor(private cfg: RouterConfig) {
     this.registry = new Registry(cfg, {
@@ -65,7 +68,15 @@ export class Router {
     });
     this.queue = new AdmissionQueue(cfg.admission);
     this.budget = new RetryBudget(cfg.retry);
+    this.tracer = cfg.tracing.otlpEndpoint
+      ? new Tracer({
+          endpoint: cfg.tracing.otlpEndpoint,
+          serviceName: cfg.tracing.serviceName,
+          sampleRatio: cfg.tracing.sampleRatio,
+        })
+      : undefined;
     this.metrics = new RouterMetrics({
+      tracing: () => this.tracer,
       forEachEngine: (fn) => {
         for (const e of this.registry.engines.values()) {
           if (e.draining) continue;
@@ -84,6 +95,7 @@ export class Router {
     this.policy = this.makePolicy(cfg);
     this.registry.on("capacity", () => this.queue.kick());
     this.proxy = new Proxy({
+      tracer: this.tracer,
       registry: this.registry,
       metrics: this.metrics,
       queue: this.queue,
@@ -157,6 +169,7 @@ export class Router {
     });
     await this.cache.close();
     await this.registry.close();
+    await this.tracer?.shutdown();
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,0 +1,173 @@
+// One client request as OpenTelemetry spans with the GenAI semantic conventions: a SERVER span for
+// the request (continuing the client's traceparent) and a CLIENT span per engine attempt, whose
+// traceparent goes upstream. Token usage is read from what passes by — the JSON body's `usage`, or
+// the stream's final usage chunk when the client asked for one — never by changing the request.
+// Only built when a Tracer exists, so none of this runs with tracing off.
+import type { IncomingMessage } from "node:http";
+import { SPAN_KIND, STATUS, parseTraceparent, type Span, type Tracer } from "../obs/tracing.js";
+
+const OPERATION: Record<string, string> = {
+  "/v1/chat/completions": "chat",
+  "/v1/completions": "text_completion",
+  "/v1/embeddings": "embeddings",
+  "/v1/responses": "chat",
+};
+
+/** Response bytes kept to find `usage` in a non-streamed body; larger bodies go unread. */
+const MAX_JSON_BODY = 4 * 2 ** 20;
+/** An SSE event longer than this is skipped for usage. */
+const MAX_SSE_CARRY = 2 ** 20;
+
+interface Usage {
+  input?: number;
+  output?: number;
+  model?: string;
+  id?: string;
+  finish?: string;
+}
+
+function readUsage(doc: unknown, into: Usage): void {
+  if (!doc || typeof doc !== "object") return;
+  let d = doc as Record<string, unknown>;
+  // Responses API stream: the usage sits on the `response.completed` event's response
+  if (d.response && typeof d.response === "object") d = d.response as Record<string, unknown>;
+  if (typeof d.model === "string") into.model = d.model;
+  if (typeof d.id === "string") into.id = d.id;
+  const u = d.usage as Record<string, unknown> | null | undefined;
+  if (u && typeof u === "object") {
+    const input = u.prompt_tokens ?? u.input_tokens;
+    const output = u.completion_tokens ?? u.output_tokens;
+    if (typeof input === "number") into.input = input;
+    if (typeof output === "number") into.output = output;
+  }
+  const choices = d.choices;
+  if (Array.isArray(choices)) {
+    for (const c of choices) {
+      const f = (c as { finish_reason?: unknown } | null)?.finish_reason;
+      if (typeof f === "string") into.finish = f;
+    }
+  }
+}
+
+export class RequestTrace {
+  readonly span: Span;
+  private attemptSpan: Span | undefined;
+  private readonly usage: Usage = {};
+  private json: Buffer[] | undefined = [];
+  private jsonSize = 0;
+  private sse = "";
+  private sawSse = false;
+
+  constructor(
+    tracer: Tracer,
+    req: IncomingMessage,
+    private readonly path: string,
+    model: string,
+    stream: boolean,
+    parsed: Record<string, unknown> | undefined,
+  ) {
+    const route = path.split("?", 1)[0]!;
+    const op = OPERATION[route] ?? route.replace(/^\/(v\d\/)?/, "");
+    const s = tracer.startSpan(`${op} ${model}`, SPAN_KIND.server, parseTraceparent(req.headers.traceparent));
+    s.setAttribute("gen_ai.operation.name", op)
+      .setAttribute("gen_ai.system", "vllm")
+      .setAttribute("gen_ai.request.model", model)
+      .setAttribute("http.request.method", req.method ?? "POST")
+      .setAttribute("url.path", route)
+      .setAttribute("switchyard.stream", stream);
+    if (parsed) {
+      const num = (k: string) => (typeof parsed[k] === "number" ? (parsed[k] as number) : undefined);
+      s.setAttribute("gen_ai.request.max_tokens", num("max_tokens") ?? num("max_completion_tokens"))
+        .setAttribute("gen_ai.request.temperature", num("temperature"))
+        .setAttribute("gen_ai.request.top_p", num("top_p"))
+        .setAttribute("gen_ai.request.seed", num("seed"));
+    }
+    const id = req.headers["x-request-id"];
+    if (typeof id === "string") s.setAttribute("switchyard.request_id", id);
+    this.span = s;
+  }
+
+  /** A CLIENT span for one engine attempt; its traceparent is what the engine receives. */
+  attempt(engineUrl: string, n: number): Span {
+    this.attemptSpan?.end();
+    const u = new URL(engineUrl);
+    const a = this.span.child(`POST ${this.path.split("?", 1)[0]}`, SPAN_KIND.client);
+    a.setAttribute("server.address", u.hostname)
+      .setAttribute("server.port", Number(u.port) || 80)
+      .setAttribute("switchyard.engine", engineUrl)
+      .setAttribute("switchyard.attempt", n);
+    this.attemptSpan = a;
+    return a;
+  }
+
+  /** The engine attempt ended (answer relayed, or failed over with `error`). */
+  attemptEnded(status: number, error?: string): void {
+    const a = this.attemptSpan;
+    if (!a) return;
+    if (status) a.setAttribute("http.response.status_code", status);
+    if (error) a.setAttribute("error.type", error).setStatus(STATUS.error, error);
+    a.end();
+    this.attemptSpan = undefined;
+  }
+
+  firstByte(ttftSeconds: number): void {
+    this.span.setAttribute("gen_ai.server.time_to_first_token", ttftSeconds);
+    this.span.addEvent("gen_ai.first_token", { "gen_ai.server.time_to_first_token": ttftSeconds });
+  }
+
+  /** Response bytes as relayed: keeps what is needed to read `usage` at the end. */
+  onBody(chunk: Buffer, isSse: boolean): void {
+    if (isSse) {
+      this.sawSse = true;
+      this.sse += chunk.toString("utf8");
+      let cut: number;
+      while ((cut = this.sse.indexOf("\n\n")) >= 0) {
+        const event = this.sse.slice(0, cut);
+        this.sse = this.sse.slice(cut + 2);
+        if (event.includes('"usage"') || event.includes('"model"')) this.readEvent(event);
+      }
+      if (this.sse.length > MAX_SSE_CARRY) this.sse = "";
+      return;
+    }
+    if (!this.json) return;
+    this.jsonSize += chunk.length;
+    if (this.jsonSize > MAX_JSON_BODY) this.json = undefined;
+    else this.json.push(chunk);
+  }
+
+  private readEvent(event: string): void {
+    for (const line of event.split("\n")) {
+      if (!line.startsWith("data:")) continue;
+      const data = line.slice(5).trim();
+      if (data === "[DONE]" || !data.startsWith("{")) continue;
+      try {
+        readUsage(JSON.parse(data), this.usage);
+      } catch {
+        // not JSON: nothing to read
+      }
+    }
+  }
+
+  end(status: number, engineUrl: string): void {
+    this.attemptEnded(status);
+    if (!this.sawSse && this.json && this.json.length > 0) {
+      try {
+        readUsage(JSON.parse(Buffer.concat(this.json, this.jsonSize).toString("utf8")), this.usage);
+      } catch {
+        // not JSON (or cut): no usage
+      }
+    }
+    const s = this.span;
+    const u = this.usage;
+    s.setAttribute("gen_ai.usage.input_tokens", u.input)
+      .setAttribute("gen_ai.usage.output_tokens", u.output)
+      .setAttribute("gen_ai.response.model", u.model)
+      .setAttribute("gen_ai.response.id", u.id)
+      .setAttribute("gen_ai.response.finish_reasons", u.finish)
+      .setAttribute("http.response.status_code", status);
+    if (engineUrl !== "none") s.setAttribute("switchyard.engine", engineUrl);
+    if (status >= 500) s.setStatus(STATUS.error, `HTTP ${status}`);
+    else if (status === 499) s.setAttribute("error.type", "client_closed");
+    s.end();
+  }
+}
