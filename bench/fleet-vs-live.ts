@@ -1,0 +1,126 @@
+// The fleet simulator against the live stack, longer than test/fleet/live.test.ts: each scenario runs in
+// virtual time and against a fresh `switchyard up` (same model, GPU, engines, policy and seed; engines at
+// --time-scale), and the bench's metrics of both are printed side by side with their relative difference.
+// Usage: node dist/bench/fleet-vs-live.js [requests-per-scenario] [time-scale]
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { compare, runLive, runVirtual } from "../src/fleet/live.js";
+import { resolveScenario, type ResolvedScenario } from "../src/fleet/scenario.js";
+
+const requests = Number(process.argv[2] ?? 200);
+const timeScale = Number(process.argv[3] ?? 0.25);
+const METRICS = [
+  "mean_ttft_ms",
+  "median_ttft_ms",
+  "p90_ttft_ms",
+  "mean_tpot_ms",
+  "mean_e2el_ms",
+  "output_throughput",
+  "total_token_throughput",
+];
+
+const base = {
+  fleet: { model: "meta-llama/Llama-3.1-8B-Instruct", gpu: "l4", engines: 2, max_model_len: 8192 },
+  ops: { kubernetes: true, hbm_monitoring: true },
+};
+const scenarios: { name: string; s: ResolvedScenario; policy: string }[] = [
+  {
+    name: "random 512→64, concurrency 8, round-robin",
+    policy: "round-robin",
+    s: resolveScenario({
+      ...base,
+      workload: { prompt_tokens: 512, output_tokens: 64, concurrency: 8 },
+      simulation: { seed: 5, requests, policy: "round-robin" },
+    }),
+  },
+  {
+    name: "shared 2k prefix in 4 groups + 256, →48, concurrency 12, round-robin",
+    policy: "round-robin",
+    s: resolveScenario({
+      ...base,
+      workload: {
+        prompt_tokens: 2304,
+        output_tokens: 48,
+        concurrency: 12,
+        shared_prefix_tokens: 2048,
+        prefix_reuse: "multi-tenant",
+        tenants: 4,
+      },
+      simulation: { seed: 5, requests, policy: "round-robin" },
+    }),
+  },
+];
+
+function cli(): { cmd: string; pre: string[] } {
+  const self = import.meta.url;
+  if (self.endsWith(".ts"))
+    return {
+      cmd: process.execPath,
+      pre: ["--import", "tsx", fileURLToPath(new URL("../src/cli/main.ts", self))],
+    };
+  return { cmd: process.execPath, pre: [fileURLToPath(new URL("../src/cli/main.js", self))] };
+}
+
+async function waitFor(url: string, child: ChildProcess, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`switchyard up exited with ${child.exitCode}`);
+    try {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${url}`);
+}
+
+async function main(): Promise<void> {
+  const port = 18480;
+  for (const { name, s, policy } of scenarios) {
+    const { cmd, pre } = cli();
+    const f = s.scenario.fleet;
+    const child = spawn(
+      cmd,
+      [
+        ...pre,
+        "up",
+        ...["--engines", String(f.engines), "--gpu", f.gpu, "--model", s.model.id, "--policy", policy],
+        ...["--port", String(port), "--engine-base-port", "18500", "--kv-events-base-port", "18600"],
+        ...["--time-scale", String(timeScale), "--max-model-len", String(f.max_model_len)],
+        ...["--seed", String(s.scenario.simulation.seed)],
+      ],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    try {
+      await waitFor(`http://127.0.0.1:${port}/v1/models`, child);
+      const t0 = Date.now();
+      const v = runVirtual(s);
+      const tv = (Date.now() - t0) / 1000;
+      const t1 = Date.now();
+      const l = await runLive(s, { baseUrl: `http://127.0.0.1:${port}`, timeScale });
+      const tl = (Date.now() - t1) / 1000;
+      console.log(`\n## ${name}: ${requests} requests, time scale ${timeScale}`);
+      console.log(
+        `completed virtual ${v.fields.completed} live ${l.fields.completed} (failed ${l.fields.failed}); ` +
+          `input tokens ${v.fields.total_input_tokens} / ${l.fields.total_input_tokens}; ` +
+          `wall: virtual ${tv.toFixed(2)} s, live ${tl.toFixed(1)} s`,
+      );
+      console.log("| metric | virtual | live | live vs virtual |\n| --- | --- | --- | --- |");
+      for (const a of compare(v.fields, l.fields, METRICS))
+        console.log(
+          `| ${a.metric} | ${a.virtual.toFixed(1)} | ${a.live.toFixed(1)} | ${(a.relDiff * 100).toFixed(1)}% |`,
+        );
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+  }
+}
+
+void main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
