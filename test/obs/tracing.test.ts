@@ -1,0 +1,234 @@
+// Tracing: the router's spans reach a local OTLP/HTTP receiver as OTLP JSON with the GenAI
+// attributes; the client's trace is continued and our attempt span is the engine's parent; usage
+// is read from what passes by (never injected); the exporter's queue is bounded and drops count.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { SPAN_KIND, Tracer, parseTraceparent } from "../../src/obs/tracing.js";
+import { startFakeEngine } from "../router/fake-engine.js";
+import { post, routerFor } from "../router/util.js";
+import { freePort } from "../helpers/cli.js";
+
+interface OtlpAttr {
+  key: string;
+  value: { stringValue?: string; intValue?: string; doubleValue?: number; boolValue?: boolean };
+}
+interface OtlpSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  kind: number;
+  startTimeUnixNano: string;
+  endTimeUnixNano: string;
+  attributes: OtlpAttr[];
+  events?: { name: string; timeUnixNano: string }[];
+  status: { code: number };
+}
+
+async function otlpReceiver(): Promise<{
+  url: string;
+  bodies: unknown[];
+  spans: () => OtlpSpan[];
+  server: Server;
+}> {
+  const bodies: unknown[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      assert.equal(req.method, "POST");
+      assert.equal(req.url, "/v1/traces");
+      assert.match(String(req.headers["content-type"]), /application\/json/);
+      bodies.push(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end("{}");
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const spans = () =>
+    bodies.flatMap((b) =>
+      (b as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] }).resourceSpans.flatMap((rs) =>
+        rs.scopeSpans.flatMap((ss) => ss.spans),
+      ),
+    );
+  return { url, bodies, spans, server };
+}
+
+function attrs(s: OtlpSpan): Record<string, string | number | boolean | undefined> {
+  const out: Record<string, string | number | boolean | undefined> = {};
+  for (const a of s.attributes) {
+    const v = a.value;
+    out[a.key] =
+      v.stringValue ?? (v.intValue !== undefined ? Number(v.intValue) : (v.doubleValue ?? v.boolValue));
+  }
+  return out;
+}
+
+test("parseTraceparent accepts W3C version 00 headers and rejects malformed or all-zero ids", () => {
+  const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  assert.deepEqual(parseTraceparent(tp), {
+    traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+    spanId: "00f067aa0ba902b7",
+    sampled: true,
+  });
+  assert.equal(parseTraceparent(tp.replace(/-01$/, "-00"))?.sampled, false);
+  assert.equal(parseTraceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), undefined);
+  assert.equal(parseTraceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), undefined);
+  assert.equal(parseTraceparent("garbage"), undefined);
+  assert.equal(parseTraceparent(undefined), undefined);
+});
+
+test("router spans: GenAI attributes, client trace continued, attempt span as the engine's parent, usage as it passed", async () => {
+  const otlp = await otlpReceiver();
+  const engine = await startFakeEngine({ models: ["fake/m"] });
+  const router = await routerFor([engine.url], { tracing: { otlpEndpoint: otlp.url } });
+  const clientTrace = "0af7651916cd43dd8448eb211c80319c";
+  const clientSpan = "b7ad6b7169203331";
+  try {
+    const r1 = await post(
+      `${router.url}/v1/chat/completions`,
+      { model: "fake/m", messages: [{ role: "user", content: "hi" }], max_tokens: 3, temperature: 0.5 },
+      { traceparent: `00-${clientTrace}-${clientSpan}-01`, "x-request-id": "req-1" },
+    );
+    assert.equal(r1.status, 200);
+    await r1.json();
+    const upstream = parseTraceparent(engine.lastHeaders?.traceparent);
+    assert.ok(upstream, "the engine got a traceparent");
+    assert.equal(upstream.traceId, clientTrace, "same trace as the client's");
+    assert.notEqual(upstream.spanId, clientSpan, "the router's attempt span is the engine's parent");
+
+    const streamBody = {
+      model: "fake/m",
+      prompt: "hello",
+      max_tokens: 5,
+      stream: true,
+      stream_options: { include_usage: true },
+    };
+    const r2 = await post(`${router.url}/v1/completions`, streamBody, { "x-request-id": "req-2" });
+    assert.equal(r2.status, 200);
+    await r2.text();
+    assert.deepEqual(JSON.parse(engine.lastBody), streamBody, "request body unchanged");
+
+    const r3 = await post(
+      `${router.url}/v1/completions`,
+      { model: "fake/m", prompt: "hello", max_tokens: 4, stream: true },
+      { "x-request-id": "req-3" },
+    );
+    await r3.text();
+    assert.equal(JSON.parse(engine.lastBody).stream_options, undefined, "no include_usage injected");
+  } finally {
+    await router.close(); // flushes the exporter
+    await engine.close();
+  }
+  try {
+    const spans = otlp.spans();
+    const body = otlp.bodies[0] as { resourceSpans: { resource: { attributes: OtlpAttr[] } }[] };
+    assert.deepEqual(
+      body.resourceSpans[0]!.resource.attributes.find((a) => a.key === "service.name")?.value,
+      { stringValue: "switchyard-router" },
+    );
+    for (const s of spans) {
+      assert.match(s.traceId, /^[0-9a-f]{32}$/);
+      assert.match(s.spanId, /^[0-9a-f]{16}$/);
+      assert.match(s.startTimeUnixNano, /^\d{19}$/);
+      assert.ok(BigInt(s.endTimeUnixNano) >= BigInt(s.startTimeUnixNano));
+    }
+    const server = (id: string) =>
+      spans.find((s) => s.kind === SPAN_KIND.server && attrs(s)["switchyard.request_id"] === id)!;
+
+    const chat = server("req-1");
+    assert.ok(chat, "server span of the chat request");
+    assert.equal(chat.name, "chat fake/m");
+    assert.equal(chat.traceId, clientTrace);
+    assert.equal(chat.parentSpanId, clientSpan);
+    const a = attrs(chat);
+    assert.equal(a["gen_ai.operation.name"], "chat");
+    assert.equal(a["gen_ai.system"], "vllm");
+    assert.equal(a["gen_ai.request.model"], "fake/m");
+    assert.equal(a["gen_ai.response.model"], "fake/m");
+    assert.equal(a["gen_ai.request.max_tokens"], 3);
+    assert.equal(a["gen_ai.request.temperature"], 0.5);
+    assert.equal(a["gen_ai.usage.input_tokens"], 7);
+    assert.equal(a["gen_ai.usage.output_tokens"], 3);
+    assert.equal(a["http.response.status_code"], 200);
+    assert.ok(
+      typeof a["gen_ai.server.time_to_first_token"] === "number" &&
+        a["gen_ai.server.time_to_first_token"] > 0,
+    );
+    assert.ok(chat.events?.some((e) => e.name === "gen_ai.first_token"));
+    const attempt = spans.find((s) => s.parentSpanId === chat.spanId);
+    assert.ok(attempt, "attempt span under the server span");
+    assert.equal(attempt.kind, SPAN_KIND.client);
+    assert.equal(attrs(attempt)["http.response.status_code"], 200);
+
+    const streamed = attrs(server("req-2"));
+    assert.equal(streamed["gen_ai.operation.name"], "text_completion");
+    assert.equal(streamed["gen_ai.usage.input_tokens"], 7, "from the final usage chunk");
+    assert.equal(streamed["gen_ai.usage.output_tokens"], 5);
+    const noUsage = server("req-3");
+    assert.notEqual(noUsage.traceId, clientTrace, "a request without traceparent starts its own trace");
+    assert.equal(noUsage.parentSpanId, undefined);
+    assert.equal(attrs(noUsage)["gen_ai.usage.output_tokens"], undefined, "nothing invented");
+  } finally {
+    await new Promise<void>((r) => otlp.server.close(() => r()));
+  }
+});
+
+test("tracing off: the client's traceparent passes through untouched and nothing is exported", async () => {
+  const engine = await startFakeEngine({ models: ["fake/m"] });
+  const router = await routerFor([engine.url]);
+  try {
+    const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const r = await post(
+      `${router.url}/v1/completions`,
+      { model: "fake/m", prompt: "x" },
+      { traceparent: tp },
+    );
+    await r.arrayBuffer();
+    assert.equal(engine.lastHeaders?.traceparent, tp);
+    assert.equal(router.router.tracer, undefined);
+    const m = await (await fetch(`${router.url}/metrics`)).text();
+    assert.match(m, /^switchyard_tracing_spans_exported_total 0$/m);
+  } finally {
+    await router.close();
+    await engine.close();
+  }
+});
+
+test("exporter: bounded queue drops and counts; an unreachable collector counts failed spans; shutdown flushes", async () => {
+  const dead = await freePort();
+  const t = new Tracer({
+    endpoint: `http://127.0.0.1:${dead}`,
+    maxQueue: 2,
+    flushInterval: 60_000,
+    exportTimeout: 2000,
+  });
+  for (let i = 0; i < 5; i++) t.startSpan(`s${i}`, SPAN_KIND.internal).end();
+  assert.equal(t.dropped.queue_full, 3);
+  await t.shutdown();
+  assert.equal(t.dropped.export_failed, 2);
+  assert.equal(t.exported, 0);
+  t.startSpan("late", SPAN_KIND.internal).end();
+  assert.equal(t.dropped.queue_full, 4, "no spans taken after shutdown");
+
+  const otlp = await otlpReceiver();
+  try {
+    const u = new Tracer({ endpoint: `${otlp.url}/v1/traces`, maxBatch: 3, flushInterval: 60_000 });
+    const unsampled = new Tracer({ endpoint: otlp.url, sampleRatio: 0 });
+    unsampled.startSpan("never", SPAN_KIND.internal).end();
+    await unsampled.shutdown();
+    for (let i = 0; i < 7; i++) u.startSpan(`s${i}`, SPAN_KIND.internal).setAttribute("i", i).end();
+    await u.shutdown();
+    assert.equal(u.exported, 7);
+    assert.deepEqual(
+      otlp.spans().map((s) => s.name),
+      ["s0", "s1", "s2", "s3", "s4", "s5", "s6"],
+    );
+    assert.ok(otlp.bodies.length >= 3, "batches of at most 3");
+  } finally {
+    await new Promise<void>((r) => otlp.server.close(() => r()));
+  }
+});
