@@ -40,7 +40,12 @@ const enum Status {
 
 /** Per-request state. Token ids grow as outputs are sampled; hashes grow as blocks fill. */
 class Req {
-  readonly tokens: number[];
+  /**
+   * prompt then output ids, sized for max_tokens up front: a typed array keeps long prompts (tens of
+   * thousands of ids per request in a fleet) off the JS heap and never regrows
+   */
+  readonly tokens: Float64Array;
+  numTokens: number;
   readonly promptLen: number;
   numComputed = 0;
   readonly blocks: number[] = [];
@@ -80,8 +85,10 @@ class Req {
     readonly r: EngineRequest,
     readonly seq: number,
   ) {
-    this.tokens = r.promptTokenIds.slice();
     this.promptLen = r.promptTokenIds.length;
+    this.tokens = new Float64Array(this.promptLen + r.maxTokens);
+    this.tokens.set(r.promptTokenIds);
+    this.numTokens = this.promptLen;
   }
 }
 
@@ -144,6 +151,8 @@ export class Engine {
     loadBytesPerGpu: 0,
     extraTransferSeconds: 0,
   };
+  /** the array onTokens receives, reused (valid during the call only) */
+  private readonly oneToken: number[] = [0];
   private nextSeq = 0;
   private inFlight = false;
   private stepDuration = 0;
@@ -321,7 +330,7 @@ export class Engine {
       const stored = this.cpu.store(
         ids,
         first > 0 ? r.hashIds[first - 1]! : null,
-        r.tokens.slice(first * bs, full * bs),
+        Array.from(r.tokens.subarray(first * bs, full * bs)),
         bs,
         r.r.loraName,
       );
@@ -411,7 +420,7 @@ export class Engine {
       type: "BlockStored",
       blockHashes: r.hashIds.slice(start, end),
       parentBlockHash: start > 0 ? r.hashIds[start - 1]! : null,
-      tokenIds: r.tokens.slice(start * bs, end * bs),
+      tokenIds: Array.from(r.tokens.subarray(start * bs, end * bs)),
       blockSize: bs,
       loraId: null,
       medium: "GPU",
@@ -475,7 +484,7 @@ export class Engine {
     let i = 0;
     while (i < this.running.length && budget > 0) {
       const r = this.running[i]!;
-      let numNew = Math.min(r.tokens.length - r.numComputed, budget);
+      let numNew = Math.min(r.numTokens - r.numComputed, budget);
       if (numNew <= 0) {
         i++;
         continue;
@@ -506,7 +515,7 @@ export class Engine {
     while (!preempted && budget > 0 && this.waiting.length > 0 && this.running.length < cfg.maxNumSeqs) {
       const r = this.waiting[0]!;
       const bs = cfg.blockSize;
-      const numTokens = r.tokens.length;
+      const numTokens = r.numTokens;
       // at least the last token is computed, so the hit is capped at whole blocks below numTokens
       const maxHit = Math.floor((numTokens - 1) / bs);
       let gpuHit = 0;
@@ -593,7 +602,7 @@ export class Engine {
     for (const r of this.scheduled) {
       const n = r.stepTokens;
       const c = r.numComputed;
-      if (n === 1 && r.outputs > 0 && c + 1 === r.tokens.length) work.decodeSeqs++;
+      if (n === 1 && r.outputs > 0 && c + 1 === r.numTokens) work.decodeSeqs++;
       else work.prefillTokens += n;
       work.attentionContext += n * c + (n * (n + 1)) / 2;
       work.kvReadTokens += c;
@@ -634,19 +643,22 @@ export class Engine {
         if (full > r.announcedChunks) {
           const from = r.announcedChunks;
           r.announcedChunks = full;
-          announce.call(this.observer, r.r.requestId, from, full, r.tokens, now);
+          // announced chunks are prompt chunks: the caller's prompt array holds them
+          announce.call(this.observer, r.r.requestId, from, full, r.r.promptTokenIds, now);
         }
       }
-      if (r.numComputed < r.tokens.length) continue; // a prefill chunk: no token yet
+      if (r.numComputed < r.numTokens) continue; // a prefill chunk: no token yet
       const tok = r.r.sampleToken(r.outputs);
-      r.tokens.push(tok);
+      r.tokens[r.numTokens++] = tok;
       r.outputs++;
       this.counters.generationTokens++;
       if (r.firstTokenTime < 0) r.firstTokenTime = now;
-      this.observer.onTokens(r.r.requestId, [tok], now);
+      const one = this.oneToken;
+      one[0] = tok;
+      this.observer.onTokens(r.r.requestId, one, now);
       // the modelled EOS wins over the length limit when both land on the same token, as in vLLM
       if (!r.r.ignoreEos && r.outputs >= r.r.stopAfter && r.outputs >= r.r.minTokens) r.finishReason = "stop";
-      else if (r.outputs >= r.r.maxTokens || r.tokens.length >= this.config.maxModelLen)
+      else if (r.outputs >= r.r.maxTokens || r.numTokens >= this.config.maxModelLen)
         r.finishReason = "length";
       else continue;
       done.push(r);

@@ -138,7 +138,10 @@ export interface RequestTimings {
 }
 
 export interface EngineObserver {
-  /** tokens produced for a request in the step that ended at `time` (one per step when decoding) */
+  /**
+   * tokens produced for a request in the step that ended at `time` (one per step when decoding);
+   * `tokenIds` is valid during the call only: the engine reuses the array (a fleet samples millions)
+   */
   onTokens(requestId: string, tokenIds: readonly number[], time: number): void;
   onFinished(requestId: string, reason: FinishReason, timings: RequestTimings): void;
   /** KV events of one step, in order; called only when there are events */
@@ -146,7 +149,7 @@ export interface EngineObserver {
   /**
    * Prompt KV of chunks [fromChunk, toChunk) of `externalChunkTokens` tokens each is computed (or was
    * found in a cache) by the end of the step at `time`: the caller may store it in an external tier.
-   * `tokenIds` is the request's token array (read-only, not a copy; prompt tokens come first).
+   * `tokenIds` is the request's prompt: the caller's own `promptTokenIds` (announced chunks are prompt chunks).
    * Each chunk is announced once per request, full chunks only.
    */
   onChunksComputed?(
