@@ -12,7 +12,8 @@ import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { decide, type Policy, type RequestView } from "../routing/index.js";
 import { HttpError, errorBody, sendError } from "../http/errors.js";
-import type { AdmissionQueue, RetryBudget } from "./admission.js";
+import type { AdmissionQueue, QueueFlow, RetryBudget } from "./admission.js";
+import type { TenantRequest } from "../tenancy/request.js";
 import type { RouterConfig } from "./config.js";
 import { DeadlineQueue, deadline, type Deadline } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
@@ -86,7 +87,14 @@ export interface ProxyRequest {
   body: Buffer | Readable;
   /** for cache-aware policies later */
   parsed?: Record<string, unknown> | undefined;
+  /** tenancy on: the admitted tenant's bookkeeping (usage from the relayed body, slot release) */
+  tenant?: TenantRequest | undefined;
+  /** the fair admission queue's flow (tenant, weight, priority); anonymous when absent */
+  flow?: QueueFlow | undefined;
 }
+
+/** An X-Request-Id we echo must be a safe header value (no response splitting, no odd bytes). */
+const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
 let seq = 0;
 
@@ -135,7 +143,8 @@ class RequestContext {
     metrics: RouterMetrics,
     tracer: Tracer | undefined,
   ) {
-    this.requestId = (req.headers["x-request-id"] as string | undefined) || randomUUID();
+    const rid = req.headers["x-request-id"];
+    this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : randomUUID();
     this.view = {
       model: pr.model,
       seq: seq++ & 0x3fffffff,
@@ -152,14 +161,16 @@ class RequestContext {
       this.cancel();
     });
     this.keepAlive = deadline(() => proxy.sendKeepAlive(this));
+    // assigned, not a class field: under tsx a named arrow costs a defineProperty per request
+    this.onClose = () => {
+      if (!this.res.writableFinished) {
+        this.clientGone = true;
+        this.cancel();
+      }
+    };
   }
 
-  readonly onClose = (): void => {
-    if (!this.res.writableFinished) {
-      this.clientGone = true;
-      this.cancel();
-    }
-  };
+  readonly onClose: () => void;
 
   cancel(): void {
     this.current?.cancel();
@@ -228,6 +239,7 @@ export class Proxy {
       metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
       ctx.series.e2e.observe((performance.now() - ctx.started) / 1000);
       ctx.trace?.end(status, ctx.engineUrl);
+      pr.tenant?.finish(status);
     }
   }
 
@@ -286,7 +298,7 @@ export class Proxy {
       picked = e;
       return true;
     };
-    await this.d.queue.wait(tryAcquire, ctx.queueSignal());
+    await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow);
     return picked!;
   }
 
@@ -321,7 +333,9 @@ export class Proxy {
       headers.length = baseHeaders;
       const key = engine.spec.apiKey ?? cfg.engineApiKey;
       if (key) headers.push("authorization", `Bearer ${key}`);
-      else if (!engineKeyConfigured && clientAuth) headers.push("authorization", clientAuth);
+      // with tenancy on the client's key is the router's credential: it never goes upstream
+      else if (!engineKeyConfigured && clientAuth && !ctx.pr.tenant)
+        headers.push("authorization", clientAuth);
       if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
       let outcome: Outcome;
       try {
@@ -528,6 +542,10 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt {
     ctx.trace?.onBody(chunk, this.isSse);
     this.lastChunk = now;
     this.proxy.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
+    if (ctx.pr.tenant) {
+      chunk = ctx.pr.tenant.onBody(chunk, this.isSse);
+      if (chunk.length === 0) return true;
+    }
     let ok = true;
     if (!this.isSse) {
       // Non-streamed bodies: hold one chunk back so a one-chunk answer leaves in a single
@@ -576,6 +594,10 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt {
         if (!ctx.relayed) {
           ctx.relayed = true;
           this.writeHead();
+        }
+        if (ctx.pr.tenant) {
+          const rest = ctx.pr.tenant.flush();
+          if (rest.length > 0) ctx.res.write(rest);
         }
         if (this.held !== undefined) ctx.res.end(this.held);
         else ctx.res.end();
