@@ -17,6 +17,7 @@ import { tokenizerForModel } from "../tokenizer/index.js";
 import { CliError } from "../cli/args.js";
 import type { SimOptions } from "./config.js";
 import type { SimContext } from "./context.js";
+import { DisaggConnector, deriveEngineId } from "./disagg.js";
 import { keyProblem } from "./lmcache-keys.js";
 import { LmcacheTier } from "./lmcache.js";
 import { LoraRegistry } from "./lora.js";
@@ -196,6 +197,28 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   const port = (server.address() as AddressInfo).port;
   const host = o.host === "0.0.0.0" || o.host === "::" ? "127.0.0.1" : o.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  let disagg: DisaggConnector | null = null;
+  if (o.disagg) {
+    // the side channel is this HTTP server: decode engines need its address, known only once listening
+    const sideHost = o.disagg.sideChannelHost ?? host;
+    const engineId = o.disagg.engineId ?? deriveEngineId(o.model, sideHost, port, o.seed);
+    disagg = new DisaggConnector(
+      o.disagg,
+      engineConfig,
+      o.timeScale,
+      engineId,
+      sideHost,
+      port,
+      logger("sim.nixl"),
+    );
+    disagg.registerMetrics(
+      metrics.registry,
+      { model_name: ctx.servedName, engine: "0" },
+      () => runtime.snapshot().counters.externalHitTokens,
+    );
+    ctx.disagg = disagg;
+    runtime.disagg = disagg;
+  }
 
   let readyTimer: NodeJS.Timeout | null = null;
   if (!state.ready) {
@@ -218,6 +241,7 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
       lmcache: o.lmcache
         ? { remote: o.lmcache.remoteUrl, localCpuBytesPerRank: o.lmcache.localCpuBytesPerRank }
         : undefined,
+      nixl: disagg ? { role: disagg.role, engineId: disagg.engineId } : undefined,
       url,
     },
     "sim listening",
@@ -236,6 +260,7 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
       if (readyTimer) clearTimeout(readyTimer);
       runtime.stop();
       if (lmcache) await lmcache.close();
+      if (disagg) await disagg.close();
       // Streams in flight are cut: clients see the connection end, as when vLLM stops.
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { CliError, parseFlags, type FlagSpecs, type FlagValues } from "../cli/args.js";
 import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
+import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
 
 export const SIM_FLAGS: FlagSpecs = {
   port: { type: "int", default: 8000, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
@@ -41,7 +42,9 @@ export const SIM_FLAGS: FlagSpecs = {
   },
   "kv-transfer-config": {
     type: "string",
-    help: 'KV connector JSON; {"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"} turns LMCache on',
+    help:
+      'KV connector JSON; {"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"} turns LMCache on, ' +
+      '{"kv_connector":"NixlConnector","kv_role":"kv_producer|kv_consumer|kv_both"} disaggregated prefill/decode',
   },
   "api-key": { type: "string", help: "require 'Authorization: Bearer KEY' on /v1/* (env VLLM_API_KEY)" },
   "enable-prompt-tokens-details": { type: "boolean", default: false, help: "usage.prompt_tokens_details" },
@@ -120,6 +123,11 @@ export const SIM_FLAGS: FlagSpecs = {
     min: 0,
     help: "[sim] GB/s a remote LMCache load delivers to the engine (default 10: one 100 GbE NIC)",
   },
+  "kv-transfer-bandwidth": {
+    type: "number",
+    min: 0,
+    help: "[sim] GB/s per TP rank of a NixlConnector KV pull from a prefill engine (default 40: RDMA, one 400 Gb/s NIC per GPU)",
+  },
   profiles: { type: "string", help: "[sim] YAML file with extra gpus:/models: profiles" },
   config: { type: "string", help: "YAML file with the same keys as the flags (flags win)" },
 };
@@ -142,6 +150,8 @@ export interface SimOptions {
   kvOffloadingGiB?: number;
   /** LMCache connector settings, when LMCache is on */
   lmcache: LmcacheSettings | null;
+  /** NixlConnector (disaggregated prefill/decode) settings, when that connector is configured */
+  disagg: DisaggSettings | null;
   apiKey?: string;
   enablePromptTokensDetails: boolean;
   enableForceIncludeUsage: boolean;
@@ -250,6 +260,11 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     remoteBandwidthGBps: num(f["lmcache-remote-bandwidth"]),
     env,
   });
+  const disagg = resolveDisagg({
+    kvTransferConfig: str(f["kv-transfer-config"]),
+    bandwidthGBps: num(f["kv-transfer-bandwidth"]),
+    env,
+  });
   return {
     model,
     port: f.port as number,
@@ -266,6 +281,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     kvEventsConfig: str(f["kv-events-config"]),
     kvOffloadingGiB: !lmcache && offload !== undefined && offload > 0 ? offload : undefined,
     lmcache,
+    disagg,
     apiKey: str(f["api-key"]) ?? (env.VLLM_API_KEY || undefined),
     enablePromptTokensDetails: f["enable-prompt-tokens-details"] as boolean,
     enableForceIncludeUsage: f["enable-force-include-usage"] as boolean,

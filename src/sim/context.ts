@@ -4,6 +4,7 @@ import { HttpError } from "../http/errors.js";
 import type { EngineConfig, ModelProfile } from "../engine/types.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import type { SimOptions } from "./config.js";
+import type { DisaggConnector } from "./disagg.js";
 import type { LoraRegistry } from "./lora.js";
 import type { SimMetrics, SleepState } from "./metrics.js";
 import type { SimRuntime } from "./runtime.js";
@@ -35,6 +36,8 @@ export interface SimContext {
   /** output token id -> JSON literal of its text (the pool plus EOS as "") */
   tokenLiteral: Map<number, string>;
   tokenText: Map<number, string>;
+  /** NixlConnector (disaggregated prefill/decode), when configured */
+  disagg?: DisaggConnector | null;
 }
 
 export interface ModelChoice {

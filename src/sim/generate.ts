@@ -163,6 +163,8 @@ class GenerationJob {
   }
 
   extraHeaders: Record<string, string> = {};
+  /** a NixlConnector producer's answer to do_remote_decode (src/sim/disagg.ts); null otherwise */
+  kvTransferParams: Record<string, unknown> | null = null;
 
   private textOf(ids: readonly number[]): string {
     if (ids.length === 1) return this.ctx.tokenText.get(ids[0]!) ?? this.ctx.tokenizer.decode(ids, true);
@@ -341,7 +343,7 @@ class GenerationJob {
       service_tier: null,
       system_fingerprint: null,
       usage: this.usageWithDetails(),
-      kv_transfer_params: null,
+      kv_transfer_params: this.kvTransferParams,
     };
   }
 
@@ -371,7 +373,7 @@ class GenerationJob {
       system_fingerprint: null,
       usage: this.usageWithDetails(),
       prompt_logprobs: null,
-      kv_transfer_params: null,
+      kv_transfer_params: this.kvTransferParams,
     };
   }
 
@@ -399,6 +401,7 @@ interface GenerationParams {
   echo: boolean;
   requestId: string | null;
   model: string | null | undefined;
+  kvTransferParams?: Record<string, unknown> | null | undefined;
 }
 
 function sampleStopAfter(rand: () => number, mean: number): number {
@@ -512,8 +515,10 @@ function startGeneration(
   job.start();
   ctx.state.serverLoad++;
   res.once("close", () => ctx.state.serverLoad--);
+  const sinks = job.choices.map((c) => job.sink(c));
+  ctx.disagg?.attach(p.kvTransferParams, id, requests, sinks, (kv) => (job.kvTransferParams = kv));
   for (let i = 0; i < requests.length; i++) {
-    ctx.runtime.submit(requests[i]!, job.sink(job.choices[i]!), requests[i]!.maxTokens);
+    ctx.runtime.submit(requests[i]!, sinks[i]!, requests[i]!.maxTokens);
   }
 }
 
@@ -552,6 +557,7 @@ export function handleCompletions(
     echo: body.echo === true,
     requestId: body.request_id ?? null,
     model: body.model,
+    kvTransferParams: body.kv_transfer_params,
   });
 }
 
@@ -571,5 +577,6 @@ export function handleChat(ctx: SimContext, req: IncomingMessage, res: ServerRes
     echo: false,
     requestId: body.request_id ?? null,
     model: body.model,
+    kvTransferParams: body.kv_transfer_params,
   });
 }

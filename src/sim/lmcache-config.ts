@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { CliError } from "../cli/args.js";
+import { DISAGG_CONNECTORS } from "./disagg-config.js";
 
 export interface LmcacheSettings {
   /** tokens per chunk (LMCache's chunk_size, 256) */
@@ -116,12 +117,18 @@ function readConfigFile(file: string): Record<string, unknown> {
 
 /** null when LMCache is not in use; throws CliError on settings vLLM or LMCache would refuse. */
 export function resolveLmcache(s: LmcacheSources): LmcacheSettings | null {
-  const connector = s.kvTransferConfig ? connectorName(s.kvTransferConfig) : null;
+  let connector = s.kvTransferConfig ? connectorName(s.kvTransferConfig) : null;
+  const viaBackend = s.backend === "lmcache";
+  // a P/D connector (src/sim/disagg-config.ts) is not LMCache; vLLM takes one connector at a time
+  if (connector !== null && (DISAGG_CONNECTORS as readonly string[]).includes(connector)) {
+    if (viaBackend)
+      throw new CliError(`--kv-offloading-backend lmcache cannot be combined with kv_connector ${connector}`);
+    connector = null;
+  }
   if (connector !== null && connector !== "LMCacheConnectorV1")
     throw new CliError(
-      `--kv-transfer-config: the sim models kv_connector LMCacheConnectorV1 only, got '${connector}'`,
+      `--kv-transfer-config: the sim models kv_connector LMCacheConnectorV1 or ${DISAGG_CONNECTORS.join(", ")}, got '${connector}'`,
     );
-  const viaBackend = s.backend === "lmcache";
   if (!viaBackend && connector === null) return null;
 
   const raw: Record<string, unknown> = { ...DEFAULTS };

@@ -13,6 +13,7 @@ import type {
 } from "../engine/types.js";
 import type { KvEvent, KvEventBatch } from "../kvevents/events.js";
 import { logger } from "../obs/log.js";
+import type { DisaggConnector } from "./disagg.js";
 import type { LmcacheTier } from "./lmcache.js";
 import type { SimMetrics } from "./metrics.js";
 
@@ -48,6 +49,8 @@ export class SimRuntime {
   kvBatchesPublished = 0;
   /** LMCache around the engine: prefix lookups before admission, stores of computed chunks */
   lmcache: LmcacheTier | null = null;
+  /** NixlConnector: a decode request waits for its KV from the prefill engine before admission */
+  disagg: DisaggConnector | null = null;
 
   constructor(
     readonly config: EngineConfig,
@@ -94,7 +97,7 @@ export class SimRuntime {
       arrivalTime: req.arrivalTime,
       producing: false,
     });
-    const lookup = this.lmcache?.prepare(req);
+    const lookup = this.lmcache?.prepare(req) ?? this.disagg?.prepare(req);
     if (lookup) void lookup.then(() => this.admit(req));
     else this.admit(req);
   }

@@ -6,6 +6,7 @@ import { readBody, parseJsonObject } from "../http/body.js";
 import { HttpError, sendError } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
+import { NIXL_READ_PATH } from "./disagg.js";
 import { handleChat, handleCompletions, newRequestHex } from "./generate.js";
 import { handleEmbeddings, handleRerank, handleScore } from "./pooling.js";
 import { detokenizeSchema, loadLoraSchema, tokenizeSchema, unloadLoraSchema, validate } from "./schemas.js";
@@ -197,6 +198,11 @@ const routes: Record<string, Handler> = {
     sendJson(res, 200, handleEmbeddings(ctx, await jsonBody(ctx, req))),
   "POST /v1/score": async (ctx, req, res) => sendJson(res, 200, handleScore(ctx, await jsonBody(ctx, req))),
   "POST /v1/rerank": async (ctx, req, res) => sendJson(res, 200, handleRerank(ctx, await jsonBody(ctx, req))),
+  // NixlConnector's side channel (src/sim/disagg.ts): a decode engine reads a held prefill
+  [`POST ${NIXL_READ_PATH}`]: async (ctx, req, res) => {
+    if (!ctx.disagg) throw new HttpError(404, "no KV connector: start the sim with NixlConnector");
+    ctx.disagg.serveRead(await jsonBody(ctx, req), res);
+  },
   "POST /v1/responses": () => {
     throw new HttpError(501, "the Responses API is not modelled by switchyard sim; use /v1/chat/completions");
   },
