@@ -4,11 +4,16 @@
 //   PUT phase: each connection pipelines its PUTs (Redis: SET) and is then fenced (lm://: an EXIST
 //   reply; Redis: the SET replies); the phase ends when every connection's fence has answered.
 //   GET phase: each connection fetches its objects one at a time (request, full reply, next).
-// Both servers run as child processes. Usage:
-//   node dist/bench/cacheserver-throughput.js [--size-mib 32] [--objects 64] [--conns 1,4,16] [--redis redis-server]
+// Both servers run as child processes. Besides wall-clock GiB/s it reports CPU seconds per GiB moved
+// (server: every thread of the child, from /proc/PID/task/*/schedstat; client: this process), which
+// stays meaningful when other work shares the machine. --repeat N runs the whole grid N times
+// (lm:// and Redis alternating) and ends with the median of each cell. Usage:
+//   node dist/bench/cacheserver-throughput.js [--size-mib 32] [--objects 64] [--conns 1,4,16]
+//     [--repeat 1] [--redis redis-server]
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Socket } from "node:net";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 function arg(name: string, dflt: string): string {
@@ -19,6 +24,25 @@ const SIZE = Number(arg("size-mib", "32")) * 2 ** 20;
 const OBJECTS = Number(arg("objects", "64"));
 const CONNS = arg("conns", "1,4,16").split(",").map(Number);
 const REDIS = arg("redis", "redis-server");
+const REPEAT = Number(arg("repeat", "1"));
+
+/** CPU time of every thread of a process, in seconds (Linux); NaN where /proc cannot tell. */
+function processCpuS(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    let ns = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`))
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "latin1").split(" ")[0]);
+    return ns / 1e9;
+  } catch {
+    return NaN;
+  }
+}
+
+const clientCpuS = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 
 /** Reads exact byte counts and CRLF lines from a socket without re-joining large data. */
 class Reader {
@@ -156,12 +180,31 @@ async function openConn(port: number): Promise<Reader> {
   throw new Error(`cannot connect to ${port}`);
 }
 
-async function runPhase(proto: Proto, port: number, conns: number, payloads: Buffer[]) {
+interface PhaseResult {
+  /** GiB/s */
+  put: number;
+  get: number;
+  /** server and client CPU seconds per GiB */
+  putCpu: number;
+  getCpu: number;
+  putClientCpu: number;
+  getClientCpu: number;
+}
+
+async function runPhase(
+  proto: Proto,
+  port: number,
+  serverPid: number | undefined,
+  conns: number,
+  payloads: Buffer[],
+): Promise<PhaseResult> {
   const readers = await Promise.all(Array.from({ length: conns }, () => openConn(port)));
   const per = Math.ceil(OBJECTS / conns);
   // keys repeat across rounds (overwrites), so each server holds one round's objects at a time
   const keyOf = (c: number, i: number) => `bench@c${c}@${i}`;
   let t0 = performance.now();
+  let cpu0 = processCpuS(serverPid);
+  let client0 = clientCpuS();
   await Promise.all(
     readers.map(async (r, c) => {
       for (let i = 0; i < per; i++) await proto.put(r, keyOf(c, i), payloads[i % payloads.length]!);
@@ -169,7 +212,11 @@ async function runPhase(proto: Proto, port: number, conns: number, payloads: Buf
     }),
   );
   const putS = (performance.now() - t0) / 1000;
+  const putCpuS = processCpuS(serverPid) - cpu0;
+  const putClientS = clientCpuS() - client0;
   t0 = performance.now();
+  cpu0 = processCpuS(serverPid);
+  client0 = clientCpuS();
   await Promise.all(
     readers.map(async (r, c) => {
       const dest = Buffer.allocUnsafe(SIZE);
@@ -180,9 +227,85 @@ async function runPhase(proto: Proto, port: number, conns: number, payloads: Buf
     }),
   );
   const getS = (performance.now() - t0) / 1000;
+  const getCpuS = processCpuS(serverPid) - cpu0;
+  const getClientS = clientCpuS() - client0;
   for (const r of readers) r.socket.destroy();
   const gib = (per * conns * SIZE) / 2 ** 30;
-  return { put: gib / putS, get: gib / getS };
+  return {
+    put: gib / putS,
+    get: gib / getS,
+    putCpu: putCpuS / gib,
+    getCpu: getCpuS / gib,
+    putClientCpu: putClientS / gib,
+    getClientCpu: getClientS / gib,
+  };
+}
+
+function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const f2 = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? "-" : x.toFixed(2));
+const ratio = (a: number | undefined, b: number | undefined) =>
+  a === undefined || b === undefined || Number.isNaN(a) || Number.isNaN(b) ? "-" : `${(a / b).toFixed(2)}x`;
+
+interface Row {
+  conns: number;
+  lm: PhaseResult;
+  redis: PhaseResult | undefined;
+  putRatio: number;
+  getRatio: number;
+}
+
+function printThroughput(rows: Row[]): void {
+  console.log(
+    "| conns | lm PUT GiB/s | redis SET GiB/s | PUT ratio | lm GET GiB/s | redis GET GiB/s | GET ratio |",
+  );
+  console.log("|---:|---:|---:|---:|---:|---:|---:|");
+  for (const { conns, lm: a, redis: b, putRatio, getRatio } of rows)
+    console.log(
+      `| ${conns} | ${f2(a.put)} | ${f2(b?.put)} | ${Number.isNaN(putRatio) ? "-" : putRatio.toFixed(2) + "x"} | ${f2(a.get)} | ${f2(b?.get)} | ${Number.isNaN(getRatio) ? "-" : getRatio.toFixed(2) + "x"} |`,
+    );
+}
+
+function printCpu(rows: Row[]): void {
+  console.log("CPU seconds per GiB (server: all threads of the child; client: this harness)\n");
+  console.log(
+    "| conns | lm PUT | redis SET | lm/redis | lm GET | redis GET | lm/redis | client PUT lm / redis | client GET lm / redis |",
+  );
+  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+  for (const { conns, lm: a, redis: b } of rows)
+    console.log(
+      `| ${conns} | ${f2(a.putCpu)} | ${f2(b?.putCpu)} | ${ratio(a.putCpu, b?.putCpu)} | ${f2(a.getCpu)} | ${f2(b?.getCpu)} | ${ratio(a.getCpu, b?.getCpu)} | ${f2(a.putClientCpu)} / ${f2(b?.putClientCpu)} | ${f2(a.getClientCpu)} / ${f2(b?.getClientCpu)} |`,
+    );
+}
+
+/** Cell-wise median of several runs of the same grid (ratios: the median of each run's ratio). */
+function medianRows(runs: Row[][]): Row[] {
+  return runs[0]!.map((first, i) => {
+    const pick = (f: (r: Row) => number) => median(runs.map((run) => f(run[i]!)));
+    const phase = (side: (r: Row) => PhaseResult | undefined): PhaseResult | undefined =>
+      side(first) === undefined
+        ? undefined
+        : {
+            put: pick((r) => side(r)!.put),
+            get: pick((r) => side(r)!.get),
+            putCpu: pick((r) => side(r)!.putCpu),
+            getCpu: pick((r) => side(r)!.getCpu),
+            putClientCpu: pick((r) => side(r)!.putClientCpu),
+            getClientCpu: pick((r) => side(r)!.getClientCpu),
+          };
+    return {
+      conns: first.conns,
+      lm: phase((r) => r.lm)!,
+      redis: phase((r) => r.redis),
+      putRatio: pick((r) => r.putRatio),
+      getRatio: pick((r) => r.getRatio),
+    };
+  });
 }
 
 function cli(): { cmd: string; args: string[] } {
@@ -238,18 +361,33 @@ async function main(): Promise<void> {
     );
   } else console.error(`${REDIS} not found: install it (apt-get install -y redis-server) for the comparison`);
   try {
-    console.log(`objects: ${OBJECTS} x ${SIZE / 2 ** 20} MiB per run, loopback\n`);
-    console.log(
-      "| conns | lm PUT GiB/s | redis SET GiB/s | PUT ratio | lm GET GiB/s | redis GET GiB/s | GET ratio |",
-    );
-    console.log("|---:|---:|---:|---:|---:|---:|---:|");
-    for (const conns of CONNS) {
-      const a = await runPhase(lm, lmPort, conns, payloads);
-      const b = redisChild ? await runPhase(redis, redisPort, conns, payloads) : undefined;
-      const f = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(2));
-      const row = `| ${conns} | ${f(a.put)} | ${f(b?.put)} | ${b ? (a.put / b.put).toFixed(2) + "x" : "-"} | ${f(a.get)} | ${f(b?.get)} | ${b ? (a.get / b.get).toFixed(2) + "x" : "-"} |`;
-      console.log(row);
+    console.log(`objects: ${OBJECTS} x ${SIZE / 2 ** 20} MiB per run, loopback, ${REPEAT} run(s)\n`);
+    const runs: Row[][] = [];
+    for (let rep = 0; rep < REPEAT; rep++) {
+      const rows: Row[] = [];
+      for (const conns of CONNS) {
+        const a = await runPhase(lm, lmPort, lmChild.pid, conns, payloads);
+        const b = redisChild ? await runPhase(redis, redisPort, redisChild.pid, conns, payloads) : undefined;
+        rows.push({
+          conns,
+          lm: a,
+          redis: b,
+          putRatio: b ? a.put / b.put : NaN,
+          getRatio: b ? a.get / b.get : NaN,
+        });
+      }
+      runs.push(rows);
+      if (REPEAT > 1) {
+        console.log(`run ${rep + 1}:\n`);
+        printThroughput(rows);
+        console.log("");
+      }
     }
+    const med = REPEAT > 1 ? medianRows(runs) : runs[0]!;
+    if (REPEAT > 1) console.log(`median of ${REPEAT} runs:\n`);
+    printThroughput(med);
+    console.log("");
+    printCpu(med);
   } finally {
     await stop(lmChild);
     if (redisChild) await stop(redisChild);

@@ -1,9 +1,10 @@
 // One client connection: a byte-level state machine over the socket's chunks. Requests are handled
 // strictly in order; when one must wait (a disk read, or a slow reader's socket buffer filling up),
-// the socket is paused and later chunks wait in a backlog until it is done. A PUT payload is copied
-// once, into a Buffer allocated at its exact size when its header arrives, and becomes visible only
-// when its last byte is in. Any protocol violation closes this connection and nothing else.
-import type { Socket } from "node:net";
+// the socket is paused and later chunks wait in a backlog until it is done. A PUT payload is kept as
+// the socket reads it arrived in (payload.ts: no copy of the bulk of it) and becomes visible only
+// when its last byte is in; a GET hit sends those chunks back in one writev. Any protocol violation
+// closes this connection and nothing else.
+import { Socket } from "node:net";
 import type { Logger } from "../obs/log.js";
 import type { CacheMetrics } from "./metrics.js";
 import {
@@ -18,6 +19,7 @@ import {
   type ClientHeader,
   type ProtocolErrorKind,
 } from "./protocol.js";
+import { DirectPayload, EMPTY_PAYLOAD, PayloadBuilder, payloadOf, type Payload } from "./payload.js";
 import type { TieredStore } from "./store.js";
 
 export interface ConnectionContext {
@@ -25,6 +27,8 @@ export interface ConnectionContext {
   metrics: CacheMetrics | undefined;
   log: Logger;
   maxObjectBytes: number;
+  /** read PUT payloads straight into their Buffers (default); false: keep Node's own read buffers */
+  directReads?: boolean;
 }
 
 /** Stop handling requests while more than this many reply bytes wait in the socket's buffer. */
@@ -36,12 +40,37 @@ const DTYPE_UINT8 = 6;
 
 interface PutInProgress {
   header: ClientHeader;
-  payload: Buffer;
-  filled: number;
+  payload: PayloadBuilder | DirectPayload;
+}
+
+/** Header reads (and whatever follows a header in the same read) land here in direct-read mode. */
+const SCRATCH_BYTES = 64 * 1024;
+
+type OnRead = { buffer: () => Buffer; callback: (nread: number, buf: Buffer) => boolean };
+
+/**
+ * Rebuilds an accepted socket (created paused: `pauseOnConnect`) around the same handle with
+ * `onread`, which Node offers for sockets it creates but not for those a server accepts. Reads then
+ * land in buffers we choose, so a PUT payload goes from the kernel straight into its final Buffer
+ * (one copy, as Redis does) and no ArrayBuffer is allocated per read, which is what drives V8's
+ * external-memory GCs under bulk traffic. Returns undefined where the handle cannot be taken over.
+ */
+function withUserBuffers(raw: Socket, onread: OnRead): Socket | undefined {
+  const r = raw as unknown as { _handle?: object | null };
+  const handle = r._handle;
+  if (!handle) return undefined;
+  r._handle = null;
+  raw.destroy(); // with no handle: only releases the server's count of the old object
+  return new Socket({ handle, allowHalfOpen: true, onread } as unknown as ConstructorParameters<
+    typeof Socket
+  >[0]);
 }
 
 export class Connection {
   readonly peer: string;
+  private readonly socket: Socket;
+  /** direct-read mode only: where headers are read (reused, so never kept past a read) */
+  private scratch: Buffer | undefined;
   private readonly header = Buffer.allocUnsafe(CLIENT_HEADER_BYTES);
   private headerFilled = 0;
   private put: PutInProgress | undefined;
@@ -53,14 +82,27 @@ export class Connection {
   readonly done: Promise<void>;
 
   constructor(
-    private readonly socket: Socket,
+    raw: Socket,
     private readonly ctx: ConnectionContext,
   ) {
+    // assigned before the socket is rebuilt: its first read buffer is asked for during construction
+    this.scratch = ctx.directReads !== false ? Buffer.allocUnsafeSlow(SCRATCH_BYTES) : undefined;
+    const direct = this.scratch
+      ? withUserBuffers(raw, {
+          buffer: () => this.nextReadBuffer(),
+          callback: (n, buf) => this.onRead(n, buf),
+        })
+      : undefined;
+    if (!direct) this.scratch = undefined;
+    const socket = (this.socket = direct ?? raw);
     this.peer = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     this.done = new Promise((resolve) => socket.once("close", () => resolve()));
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    if (!direct) {
+      socket.on("data", (chunk: Buffer) => this.onData(chunk));
+      socket.resume(); // accepted paused (pauseOnConnect)
+    }
     socket.on("end", () => this.onEnd());
     socket.on("error", (err) => {
       ctx.log.debug({ peer: this.peer, err: err.message }, "connection error");
@@ -83,13 +125,38 @@ export class Connection {
   }
 
   private finish(): void {
-    if (!this.closed) this.socket.end();
+    if (this.closed) return;
+    this.socket.end();
+    // direct reads stop for real when paused: keep reading (and discarding) to see the peer's FIN
+    if (this.scratch) this.socket.resume();
+  }
+
+  /** Direct reads: the buffer libuv fills next. */
+  private nextReadBuffer(): Buffer {
+    const p = this.put?.payload;
+    if (p instanceof DirectPayload && p.missing > 0) return p.view();
+    return this.scratch!;
+  }
+
+  /** Direct reads: `buf` is the buffer nextReadBuffer gave out; false stops reading. */
+  private onRead(n: number, buf: Buffer): boolean {
+    if (this.closed) return false;
+    if (this.stopping) return true; // finished: bytes after that are dropped, only EOF matters
+    const put = this.put;
+    if (put && put.payload instanceof DirectPayload && buf !== this.scratch) {
+      put.payload.advance(n);
+      if (put.payload.missing === 0) {
+        this.put = undefined;
+        this.commitPut(put.header, put.payload.finish());
+      }
+    } else this.onData(buf.subarray(0, n));
+    return !this.busy && !this.closed && !this.stopping;
   }
 
   private onData(chunk: Buffer): void {
     if (this.closed || this.stopping) return;
     if (this.busy) {
-      this.backlog.push(chunk);
+      this.backlog.push(this.scratch ? Buffer.from(chunk) : chunk); // the scratch buffer is reused
       this.socket.pause();
       return;
     }
@@ -105,10 +172,7 @@ export class Connection {
   private endOfInput(): void {
     if (this.put) {
       const p = this.put;
-      this.fail(
-        "truncated_payload",
-        `connection closed ${p.payload.length - p.filled} bytes short of a PUT payload`,
-      );
+      this.fail("truncated_payload", `connection closed ${p.payload.missing} bytes short of a PUT payload`);
     } else if (this.headerFilled > 0) {
       this.fail(
         "truncated_header",
@@ -133,13 +197,10 @@ export class Connection {
       if (this.closed || this.stopping) return;
       const put = this.put;
       if (put) {
-        const n = Math.min(put.payload.length - put.filled, len - off);
-        chunk.copy(put.payload, put.filled, off, off + n);
-        put.filled += n;
-        off += n;
-        if (put.filled === put.payload.length) {
+        off += put.payload.take(chunk, off, len);
+        if (put.payload.missing === 0) {
           this.put = undefined;
-          this.commitPut(put.header, put.payload);
+          this.commitPut(put.header, put.payload.finish());
         }
         continue;
       }
@@ -168,7 +229,12 @@ export class Connection {
       }
       const wait = this.handle(h);
       if (wait || this.socket.writableLength > MAX_QUEUED_REPLY_BYTES) {
-        if (off < len) this.backlog.unshift(chunk.subarray(off));
+        if (off < len) {
+          const rest = chunk.subarray(off);
+          this.backlog.unshift(
+            this.scratch && rest.buffer === this.scratch.buffer ? Buffer.from(rest) : rest,
+          );
+        }
         this.block(wait ?? new Promise<void>((resolve) => this.socket.once("drain", resolve)));
         return;
       }
@@ -198,8 +264,12 @@ export class Connection {
     switch (h.command) {
       case Command.PUT:
         m?.request("put");
-        if (h.length === 0) this.commitPut(h, Buffer.alloc(0));
-        else this.put = { header: h, payload: Buffer.allocUnsafe(h.length), filled: 0 };
+        if (h.length === 0) this.commitPut(h, EMPTY_PAYLOAD);
+        else
+          this.put = {
+            header: h,
+            payload: this.scratch ? new DirectPayload(h.length) : new PayloadBuilder(h.length),
+          };
         return undefined;
       case Command.GET:
         m?.request("get");
@@ -221,7 +291,7 @@ export class Connection {
             dtype: DTYPE_UINT8,
             shape: [text.length, 0, 0, 0],
           }),
-          text,
+          payloadOf(text),
         );
         return undefined;
       }
@@ -230,17 +300,18 @@ export class Connection {
     }
   }
 
-  private commitPut(h: ClientHeader, payload: Buffer): void {
+  private commitPut(h: ClientHeader, payload: Payload): void {
     this.ctx.metrics?.bytesIn.inc(payload.length);
     this.ctx.store.put({ key: h.key, payload, meta: { fmt: h.fmt, dtype: h.dtype, shape: h.shape } });
   }
 
-  private reply(head: Buffer, payload: Buffer): void {
-    // cork + two writes = one writev: no copy of the payload into a joined buffer
-    this.socket.cork();
-    this.socket.write(head);
-    if (payload.length > 0) this.socket.write(payload);
-    this.socket.uncork();
+  private reply(head: Buffer, payload: Payload): void {
+    // cork + writes = one writev of the stored chunks themselves: no copy into a joined buffer
+    const s = this.socket;
+    s.cork();
+    s.write(head);
+    for (const chunk of payload.chunks) s.write(chunk);
+    s.uncork();
   }
 
   private get(key: string): Promise<void> | undefined {
@@ -271,7 +342,7 @@ export class Connection {
         m?.getLatencyMiss.observe((performance.now() - t0) / 1000);
         return;
       }
-      this.reply(encodeServerHeader(SUCCESS, payload.length, entry.meta), payload);
+      this.reply(encodeServerHeader(SUCCESS, payload.length, entry.meta), payloadOf(payload));
       m?.hitDisk.inc();
       m?.bytesOut.inc(payload.length);
       m?.getLatencyDisk.observe((performance.now() - t0) / 1000);

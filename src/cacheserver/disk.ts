@@ -49,6 +49,16 @@ function encodeFileHeader(seq: number, obj: StoredObject): Buffer {
   return h;
 }
 
+/** What is left of `parts` after its first `written` bytes went out. */
+function unwritten(parts: Buffer[], written: number): Buffer[] {
+  let i = 0;
+  while (i < parts.length && written >= parts[i]!.length) written -= parts[i++]!.length;
+  if (i === parts.length) return [];
+  const rest = parts.slice(i);
+  rest[0] = rest[0]!.subarray(written);
+  return rest;
+}
+
 export class DiskTier {
   /** in LRU order: first = least recently used */
   private readonly index = new Map<string, DiskEntry>();
@@ -220,15 +230,14 @@ export class DiskTier {
     try {
       const fh = await open(tmp, "wx");
       try {
-        const parts = [encodeFileHeader(rec.seq, obj), Buffer.from(obj.key, "latin1"), obj.payload];
+        let parts = [encodeFileHeader(rec.seq, obj), Buffer.from(obj.key, "latin1"), ...obj.payload.chunks];
+        // one writev for header, key and every payload chunk (libuv splits it at IOV_MAX)
         let pos = 0;
-        for (const part of parts) {
-          let off = 0;
-          while (off < part.length) {
-            const { bytesWritten } = await fh.write(part, off, part.length - off, pos);
-            off += bytesWritten;
-            pos += bytesWritten;
-          }
+        while (parts.length > 0) {
+          const { bytesWritten } = await fh.writev(parts, pos);
+          if (bytesWritten <= 0) throw new Error("disk writev wrote nothing");
+          pos += bytesWritten;
+          parts = unwritten(parts, bytesWritten);
         }
         await fh.sync();
       } finally {

@@ -1,15 +1,16 @@
 // The memory tier: a byte-budgeted LRU over stored objects. A JS Map keeps insertion order, so
 // "delete then set" on a hit moves a key to the young end and eviction takes from the old end, O(1).
-// The budget counts payload bytes plus a fixed per-object overhead, and also the payloads of evicted
+// The budget counts the memory a payload holds (see payload.ts) plus a fixed per-object overhead, and also the payloads of evicted
 // objects whose disk write has not finished yet (they are still in RAM). With a disk tier, a slice of
 // the budget (default min(1/8, 256 MiB)) is set aside for those writes: resident objects get the rest,
 // and a victim that finds the slice full is dropped rather than queued, so the total never exceeds
 // the budget and eviction never takes more than the incoming object needs.
+import type { Payload } from "./payload.js";
 import type { ObjectMeta } from "./protocol.js";
 
 export interface StoredObject {
   key: string;
-  payload: Buffer;
+  payload: Payload;
   meta: ObjectMeta;
 }
 
@@ -17,7 +18,7 @@ export interface StoredObject {
 export const PER_OBJECT_OVERHEAD = 256;
 
 export function objectCost(obj: StoredObject): number {
-  return obj.payload.length + obj.key.length + PER_OBJECT_OVERHEAD;
+  return obj.payload.heldBytes + obj.key.length + PER_OBJECT_OVERHEAD;
 }
 
 /**

@@ -74,7 +74,8 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     maxObjectBytes: Math.min(maxObjectBytes, store.memory.residentBudget - PER_OBJECT_OVERHEAD - 150),
   };
 
-  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+  // paused on connect: Connection may rebuild the socket around its handle to choose its read buffers
+  const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
     const conn = new Connection(socket, ctx);
     live.add(conn);
     metrics.connectionsTotal.inc();

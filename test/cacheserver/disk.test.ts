@@ -22,13 +22,15 @@ test("evicted objects move to disk and are served from there; disk is bounded; r
   const opts = {
     host: "127.0.0.1",
     port: 0,
-    maxMemoryBytes: 8 * MiB + 16384,
+    // 8 objects of 1 MiB plus slack for bookkeeping (≤ 8 KiB per MiB: a payload is kept in chunks)
+    maxMemoryBytes: 8 * MiB + 128 * 1024,
     diskDir: dir,
     maxDiskBytes: 6 * MiB + 4096,
   };
   const payload = (i: number) => Buffer.alloc(MiB, i + 1);
+  let srv: CacheServer | undefined;
   try {
-    let srv = await startCacheServer(opts);
+    srv = await startCacheServer(opts);
     let c = await RawConn.open(srv.port);
     for (let i = 0; i < 14; i++) {
       await c.put(`d@${i}`, payload(i));
@@ -72,6 +74,7 @@ test("evicted objects move to disk and are served from there; disk is bounded; r
     await c.close();
     await srv.close();
   } finally {
+    await srv?.close(); // idempotent; on a failed assertion it stops the server so the file ends
     await rm(dir, { recursive: true, force: true });
   }
 });

@@ -43,7 +43,8 @@ test("an overwrite replaces the old bytes and its accounting", async () => {
     const c = await RawConn.open(srv.port);
     for (let i = 0; i < 20; i++) await c.put("same", Buffer.alloc(MiB, i));
     assert.deepEqual(await c.get("same"), Buffer.alloc(MiB, 19));
-    assert.ok(srv.store.memory.usedBytes < MiB + 1024);
+    // one MiB plus per-object and per-chunk bookkeeping; a leaked older version would add a whole MiB
+    assert.ok(srv.store.memory.usedBytes < MiB + 32 * 1024, `used ${srv.store.memory.usedBytes}`);
     assert.equal(srv.store.memory.stats().objects, 1);
     await c.close();
   } finally {

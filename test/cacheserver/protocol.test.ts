@@ -4,7 +4,6 @@ import { randomBytes } from "node:crypto";
 import { startCacheServer } from "../../src/cacheserver/server.js";
 import { RawConn, clientHeader } from "./raw.js";
 import { readVectors } from "../helpers/vectors.js";
-import { vectorPath } from "../helpers/vectors.js";
 
 interface Exchange {
   name: string;

@@ -1,0 +1,159 @@
+// A stored payload is the list of buffers it arrived in, not one joined Buffer: Node reads a socket
+// into a fresh ArrayBuffer per read (64 KiB when data is flowing), so keeping those reads as they are
+// stores a PUT with no copy and no page faults on a fresh large buffer, and a GET sends them back as
+// one writev. Only reads that own their whole ArrayBuffer and are large enough are adopted; slices of
+// a read shared with a header or the next request, and small reads, are copied into blocks cut to
+// fit, so every stored byte pins exactly one byte of memory and per-buffer overhead stays below 1%
+// (at most 256 B per 32 KiB).
+
+export interface Payload {
+  readonly chunks: readonly Buffer[];
+  /** total bytes across chunks */
+  readonly length: number;
+  /** memory the chunks keep alive (their whole ArrayBuffers plus per-chunk overhead): what the budget is charged */
+  readonly heldBytes: number;
+}
+
+/** A read at least this large that owns its ArrayBuffer is kept as is instead of copied. */
+export const ADOPT_MIN_BYTES = 32 * 1024;
+/** Small pieces are gathered into blocks of up to this size (cut to the bytes still expected). */
+export const COPY_BLOCK_BYTES = 64 * 1024;
+/** Heap and allocator cost of one chunk (JS view, ArrayBuffer, backing store), charged to the budget. */
+export const PER_CHUNK_OVERHEAD = 256;
+
+export const EMPTY_PAYLOAD: Payload = { chunks: [], length: 0, heldBytes: 0 };
+
+function held(chunks: readonly Buffer[]): number {
+  let n = 0;
+  for (const c of chunks) n += c.buffer.byteLength + PER_CHUNK_OVERHEAD;
+  return n;
+}
+
+/** Wraps one Buffer (a disk read, a LIST reply). */
+export function payloadOf(buf: Buffer): Payload {
+  if (buf.length === 0) return EMPTY_PAYLOAD;
+  return { chunks: [buf], length: buf.length, heldBytes: held([buf]) };
+}
+
+/** One Buffer with the payload's bytes (tests and small data; never on the hot path). */
+export function joinPayload(p: Payload): Buffer {
+  return p.chunks.length === 1 ? p.chunks[0]! : Buffer.concat(p.chunks as Buffer[], p.length);
+}
+
+function ownsItsMemory(b: Buffer): boolean {
+  return b.byteOffset === 0 && b.buffer.byteLength === b.length;
+}
+
+/**
+ * Collects exactly `length` bytes from socket reads: a whole read that owns its memory is adopted,
+ * a large slice of a read is copied to a buffer of its exact size, small pieces are gathered into
+ * blocks. A block is always cut to what is still expected and, if a read is adopted while it is
+ * part full, copied down to its filled size: no stored byte pins more than itself.
+ */
+export class PayloadBuilder {
+  private readonly chunks: Buffer[] = [];
+  private filled = 0;
+  /** the block being gathered into, until it is full */
+  private block: Buffer | undefined;
+  private blockFilled = 0;
+
+  constructor(readonly length: number) {}
+
+  get missing(): number {
+    return this.length - this.filled;
+  }
+
+  /** Takes bytes `[start, end)` of `read`, at most `missing` of them; returns how many it took. */
+  take(read: Buffer, start: number, end: number): number {
+    const n = Math.min(this.missing, end - start);
+    if (n <= 0) return 0;
+    if (n >= ADOPT_MIN_BYTES) {
+      if (start === 0 && n === read.length && ownsItsMemory(read)) {
+        this.closeBlock();
+        this.chunks.push(read);
+        this.filled += n;
+        return n;
+      }
+      if (this.block === undefined) {
+        const exact = Buffer.allocUnsafeSlow(n);
+        read.copy(exact, 0, start, start + n);
+        this.chunks.push(exact);
+        this.filled += n;
+        return n;
+      }
+    }
+    let done = 0;
+    while (done < n) {
+      let block = this.block;
+      if (block === undefined) {
+        block = this.block = Buffer.allocUnsafeSlow(Math.min(this.missing, COPY_BLOCK_BYTES));
+        this.blockFilled = 0;
+      }
+      const k = Math.min(block.length - this.blockFilled, n - done);
+      read.copy(block, this.blockFilled, start + done, start + done + k);
+      this.blockFilled += k;
+      this.filled += k;
+      done += k;
+      if (this.blockFilled === block.length) {
+        this.chunks.push(block);
+        this.block = undefined;
+      }
+    }
+    return n;
+  }
+
+  private closeBlock(): void {
+    const block = this.block;
+    if (block === undefined) return;
+    this.block = undefined;
+    const exact = Buffer.allocUnsafeSlow(this.blockFilled);
+    block.copy(exact, 0, 0, this.blockFilled);
+    this.chunks.push(exact);
+  }
+
+  /** The payload, once `missing` is 0. */
+  finish(): Payload {
+    if (this.missing !== 0) throw new Error(`payload ${this.missing} bytes short`);
+    return { chunks: this.chunks, length: this.length, heldBytes: held(this.chunks) };
+  }
+}
+
+/**
+ * A payload read straight from the socket into its final Buffer (see `directReads` in
+ * connection.ts): `view()` is handed to libuv as the next read buffer, `advance(n)` records a read.
+ * Bytes that arrived together with the header are copied in with `take`.
+ */
+export class DirectPayload {
+  private readonly buf: Buffer;
+  private filled = 0;
+
+  constructor(readonly length: number) {
+    this.buf = Buffer.allocUnsafeSlow(length);
+  }
+
+  get missing(): number {
+    return this.length - this.filled;
+  }
+
+  take(read: Buffer, start: number, end: number): number {
+    const n = Math.min(this.missing, end - start);
+    if (n <= 0) return 0;
+    read.copy(this.buf, this.filled, start, start + n);
+    this.filled += n;
+    return n;
+  }
+
+  /** Where the next read should land: exactly the bytes still missing, so it never takes the next request. */
+  view(): Buffer {
+    return this.buf.subarray(this.filled);
+  }
+
+  advance(n: number): void {
+    this.filled += n;
+  }
+
+  finish(): Payload {
+    if (this.missing !== 0) throw new Error(`payload ${this.missing} bytes short`);
+    return payloadOf(this.buf);
+  }
+}
