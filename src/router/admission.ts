@@ -1,100 +1,142 @@
-// Admission control: a bounded FIFO of requests waiting for an engine with room, each with a
-// deadline; and a retry budget that keeps failover from multiplying load during an outage.
+// Admission control: requests waiting for an engine with room, in a weighted fair queue across
+// tenants (src/tenancy/fair-queue.ts: priority bands, start-time fair queuing by weight, global and
+// per-tenant bounds, push-out of the longest flow's newest waiter, one deadline timer); and a retry
+// budget that keeps failover from multiplying load during an outage. Without tenancy every request
+// is in one flow ("anonymous"), which makes the fair queue a bounded FIFO.
 import { HttpError } from "../http/errors.js";
+import { FairQueue, type Ticket } from "../tenancy/fair-queue.js";
+
+/** Who a waiting request belongs to; the fair queue shares freed room between flows by weight. */
+export interface QueueFlow {
+  key: string;
+  weight: number;
+  priority: number;
+}
+
+export const ANONYMOUS_FLOW: QueueFlow = { key: "anonymous", weight: 1, priority: 0 };
+
+export interface QueueLimits {
+  queueSize: number;
+  queueTimeout: number;
+  /** waiters per flow; 0 = only the global bound */
+  perFlow?: number;
+}
 
 interface Waiter {
   /** tries to claim an engine; true when claimed (the waiter is then done) */
   tryAcquire: () => boolean;
   resolve: () => void;
   reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-  done: boolean;
+  flow: string;
+  ticket: Ticket<Waiter> | undefined;
 }
 
 export class AdmissionQueue {
-  private waiters: Waiter[] = [];
+  private readonly q: FairQueue<Waiter>;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  /** told how long each admitted waiter waited (seconds), by flow */
+  onWaited: ((flow: string, seconds: number) => void) | undefined;
 
-  constructor(private limits: { queueSize: number; queueTimeout: number }) {}
+  constructor(private limits: QueueLimits) {
+    this.q = new FairQueue<Waiter>(this.fqLimits(limits));
+  }
 
-  setLimits(limits: { queueSize: number; queueTimeout: number }): void {
+  private fqLimits(l: QueueLimits) {
+    return { size: l.queueSize, perFlow: l.perFlow ?? 0, timeout: l.queueTimeout };
+  }
+
+  setLimits(limits: QueueLimits): void {
     this.limits = limits;
+    this.q.setLimits(this.fqLimits(limits));
   }
 
   get depth(): number {
-    return this.waiters.length;
+    return this.q.size;
+  }
+
+  private retryAfter(): Record<string, string> {
+    return { "retry-after": String(Math.max(1, Math.ceil(this.limits.queueTimeout / 1000))) };
   }
 
   /** Waits until `tryAcquire` succeeds; 429 when the queue is full or the wait times out. */
-  wait(tryAcquire: () => boolean, signal: AbortSignal): Promise<void> {
-    const retryAfter = String(Math.max(1, Math.ceil(this.limits.queueTimeout / 1000)));
-    if (this.waiters.length >= this.limits.queueSize) {
-      return Promise.reject(
-        new HttpError(429, "the router's wait queue is full; retry later", null, {
-          "retry-after": retryAfter,
+  wait(tryAcquire: () => boolean, signal: AbortSignal, flow: QueueFlow = ANONYMOUS_FLOW): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiter = { tryAcquire, resolve, reject, flow: flow.key, ticket: undefined };
+      const now = Date.now();
+      const r = this.q.enqueue(flow.key, w, flow, now);
+      if (!r.ok) {
+        const what =
+          r.reason === "tenant_queue_full"
+            ? `too many requests of '${flow.key}' are waiting already`
+            : "the router's wait queue is full";
+        return reject(new HttpError(429, `${what}; retry later`, null, this.retryAfter()));
+      }
+      w.ticket = r.ticket;
+      // a flood pushed out of a full queue makes room for a shorter flow
+      r.evicted?.reject(
+        new HttpError(429, "pushed out of the wait queue by other tenants' requests; retry later", null, {
+          ...this.retryAfter(),
         }),
       );
-    }
-    return new Promise<void>((resolve, reject) => {
-      const w: Waiter = {
-        tryAcquire,
-        resolve,
-        reject,
-        done: false,
-        timer: setTimeout(() => {
-          this.drop(w);
-          reject(
-            new HttpError(
-              429,
-              `no engine had room within ${this.limits.queueTimeout} ms; retry later`,
-              null,
-              {
-                "retry-after": retryAfter,
-              },
-            ),
-          );
-        }, this.limits.queueTimeout),
-      };
       signal.addEventListener(
         "abort",
         () => {
-          this.drop(w);
-          reject(new Error("client went away while queued"));
+          if (w.ticket && this.q.cancel(w.ticket)) reject(new Error("client went away while queued"));
         },
         { once: true },
       );
-      this.waiters.push(w);
+      this.armTimer();
     });
   }
 
-  private drop(w: Waiter): void {
-    if (w.done) return;
-    w.done = true;
-    clearTimeout(w.timer);
-    const i = this.waiters.indexOf(w);
-    if (i >= 0) this.waiters.splice(i, 1);
+  private armTimer(): void {
+    const next = this.q.nextDeadline();
+    if (next === undefined) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      return;
+    }
+    if (this.timer && this.timerAt <= next) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = next;
+    this.timer = setTimeout(() => this.expire(), Math.max(0, next - Date.now()));
+    this.timer.unref?.();
   }
 
-  /** Lets queued requests claim freed room, oldest first; stops after `max` admissions. */
-  kick(max = Infinity): void {
-    if (this.waiters.length === 0) return;
-    let admitted = 0;
-    for (let i = 0; i < this.waiters.length && admitted < max;) {
-      const w = this.waiters[i]!;
-      if (w.tryAcquire()) {
-        w.done = true;
-        clearTimeout(w.timer);
-        this.waiters.splice(i, 1);
-        admitted++;
-        w.resolve();
-      } else i++;
+  private expire(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    for (const w of this.q.expire(Date.now())) {
+      w.reject(
+        new HttpError(
+          429,
+          `no engine had room within ${this.limits.queueTimeout} ms; retry later`,
+          null,
+          this.retryAfter(),
+        ),
+      );
     }
+    this.armTimer();
+  }
+
+  /** Lets queued requests claim freed room, fairly across flows; stops after `max` admissions. */
+  kick(max = Infinity): void {
+    if (this.q.size === 0) return;
+    const now = Date.now();
+    for (let admitted = 0; admitted < max; admitted++) {
+      const w = this.q.dequeue((w) => w.tryAcquire());
+      if (!w) break;
+      this.onWaited?.(w.flow, (now - w.ticket!.enqueuedAt) / 1000);
+      w.resolve();
+    }
+    if (this.q.size === 0) this.armTimer();
   }
 
   clear(): void {
-    for (const w of [...this.waiters]) {
-      this.drop(w);
-      w.reject(new HttpError(503, "router is shutting down"));
-    }
+    for (const w of this.q.drain()) w.reject(new HttpError(503, "router is shutting down"));
+    this.armTimer();
   }
 }
 

@@ -54,6 +54,11 @@ const specs: FlagSpecs = {
   "idle-timeout": { type: "string", default: "5m", help: "longest gap between streamed chunks" },
   "total-timeout": { type: "string", default: "1h", help: "longest request" },
   "max-attempts": { type: "int", default: 3, min: 1, max: 10, help: "engines tried per request" },
+  "drain-timeout": {
+    type: "string",
+    default: "30s",
+    help: "on SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close",
+  },
   discovery: {
     type: "string",
     default: "static",
@@ -110,6 +115,7 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("idle-timeout")) sub("timeouts").idle = flags["idle-timeout"];
   if (has("total-timeout")) sub("timeouts").total = flags["total-timeout"];
   if (has("max-attempts")) sub("retry").maxAttempts = flags["max-attempts"];
+  if (has("drain-timeout")) c.drainTimeout = flags["drain-timeout"];
   if (has("hash-seed")) sub("routing").hashSeed = flags["hash-seed"];
   if (has("tokenizer-dir")) {
     const dirs: Record<string, string> = {};
@@ -167,6 +173,10 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new CliError(err.message);
     throw err;
   }
+  // the process-wide shutdown deadline must outlast the drain, else it would cut streams first
+  const drainMs = running.router.config.drainTimeout;
+  const shutdownMs = Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0);
+  if (!(shutdownMs > drainMs + 5_000)) process.env.SWITCHYARD_SHUTDOWN_MS = String(drainMs + 10_000);
   onShutdown(() => running.close());
   await new Promise<never>(() => undefined);
   return 0;

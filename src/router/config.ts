@@ -6,6 +6,7 @@ import { z } from "zod";
 import { parseSize } from "../cli/args.js";
 import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
+import { tenancyConfigSchema } from "../tenancy/config.js";
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
@@ -124,7 +125,25 @@ export const routerConfigSchema = z.strictObject({
       queueTimeout: duration.default(30_000),
     })
     .prefault({}),
-  limits: z.strictObject({ maxBodyBytes: size.default(32 * 2 ** 20) }).prefault({}),
+  limits: z
+    .strictObject({
+      maxBodyBytes: size.default(32 * 2 ** 20),
+      /** request line + headers; larger → 431 (node's maxHeaderSize; needs a restart) */
+      maxHeaderBytes: size.default(16 * 1024),
+      /** slowloris: the whole header block must arrive within this (restart) */
+      headersTimeout: duration.default(20_000),
+      /** the whole request (headers + body) must arrive within this; 0 = none (restart) */
+      requestTimeout: duration.default(300_000),
+      /** longest gap between body chunks while reading a JSON body */
+      bodyIdleTimeout: duration.default(30_000),
+      /** open client connections; beyond, new ones are dropped at accept (logged); 0 = none (restart) */
+      maxConnections: z.number().int().min(0).default(32_768),
+    })
+    .prefault({}),
+  /** SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close */
+  drainTimeout: duration.default(30_000),
+  /** API keys, tenants, limits, fair queuing, cache isolation (src/tenancy, docs/security.md); off without keys */
+  tenancy: tenancyConfigSchema.optional(),
   /** OpenTelemetry spans over OTLP/HTTP JSON (src/obs/tracing.ts); off without an endpoint */
   tracing: z
     .strictObject({

@@ -11,6 +11,7 @@ import {
   type RouterConfigInput,
 } from "./config.js";
 import { Router } from "./server.js";
+import { KeysDirWatcher } from "../tenancy/keys-watch.js";
 import { endpointFromEnv } from "../obs/tracing.js";
 
 export { Router } from "./server.js";
@@ -35,7 +36,8 @@ export interface RunningRouter {
   router: Router;
   /** re-reads the config file now (also done on file change) */
   reload(): void;
-  close(): Promise<void>;
+  /** graceful: in-flight requests get up to `drainMs` (default the config's drainTimeout) */
+  close(drainMs?: number): Promise<void>;
 }
 
 function loadConfig(overrides: RouterConfigInput, file: string | undefined): RouterConfig {
@@ -65,13 +67,21 @@ export async function startRouter(
   const shownHost = host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host;
   const url = `http://${shownHost}:${addr.port}`;
 
-  const reload = () => {
+  const keys = new KeysDirWatcher(router.tenancy);
+  keys.sync();
+  /** returns why a reload was refused (the previous config stays), undefined when applied */
+  const tryReload = (): string | undefined => {
     try {
       router.reconfigure(loadConfig({ ...withKey, port: cfg.port, host: cfg.host }, opts.configFile));
+      keys.sync();
+      return undefined;
     } catch (err) {
       log.error({ err: (err as Error).message }, "config reload failed; keeping the previous configuration");
+      return (err as Error).message;
     }
   };
+  const reload = () => void tryReload();
+  if (opts.configFile) router.onReload = tryReload;
   let watcher: FSWatcher | undefined;
   let debounce: NodeJS.Timeout | undefined;
   if (opts.configFile) {
@@ -90,10 +100,12 @@ export async function startRouter(
     url,
     router,
     reload,
-    close: async () => {
+    close: async (drainMs?: number) => {
       clearTimeout(debounce);
       watcher?.close();
-      await router.close();
+      keys.stop();
+      await router.close(drainMs);
+      await router.tenancy.close();
     },
   };
 }

@@ -176,6 +176,33 @@ export class RouterMetrics {
     "model",
     E2E_BUCKETS,
   );
+  /** per tenant (configured names only: the label set is bounded by the config); never keys */
+  readonly tenantRequests = new CounterFamily(
+    "switchyard_tenant_requests_total",
+    "Requests of each tenant answered by the router, by HTTP status",
+    ["tenant", "status"] as const,
+  );
+  readonly tenantRejected = new CounterFamily(
+    "switchyard_tenant_rejected_total",
+    "Requests refused for a tenant limit, by the limit (requests_per_minute, prompt_tokens_per_minute, completion_tokens_per_minute, concurrent_requests, store)",
+    ["tenant", "limit"] as const,
+  );
+  readonly tenantTokens = new CounterFamily(
+    "switchyard_tenant_tokens_total",
+    "Tokens charged to each tenant (prompt, completion), from the engines' usage or the router's estimate",
+    ["tenant", "kind"] as const,
+  );
+  readonly tenantQueueWait = new HistogramFamily(
+    "switchyard_tenant_queue_wait_seconds",
+    "Time a tenant's request waited in the fair admission queue before an engine had room",
+    "tenant",
+    LATENCY_BUCKETS,
+  );
+  readonly connectionsDropped = new CounterFamily(
+    "switchyard_connections_dropped_total",
+    "Client connections refused at accept because limits.maxConnections were open",
+    [] as const,
+  );
   readonly retries: Counter<"model" | "reason">;
   readonly ejections: Counter<"engine" | "reason">;
   readonly rejected: Counter<"reason">;
@@ -185,7 +212,18 @@ export class RouterMetrics {
 
   constructor(source: EngineGaugeSource) {
     const r = this.registry;
-    for (const m of [this.requests, this.ttft, this.itl, this.e2e]) r.registerMetric(m as unknown as Metric);
+    for (const m of [
+      this.requests,
+      this.ttft,
+      this.itl,
+      this.e2e,
+      this.tenantRequests,
+      this.tenantRejected,
+      this.tenantTokens,
+      this.tenantQueueWait,
+      this.connectionsDropped,
+    ])
+      r.registerMetric(m as unknown as Metric);
     this.retries = new Counter({
       name: "switchyard_retries_total",
       help: "Attempts retried on another engine, by model and reason",

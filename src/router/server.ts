@@ -17,6 +17,10 @@ import { Registry, type ModelCard } from "./registry.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { logger } from "../obs/log.js";
 
+import { TenancyState } from "../tenancy/state.js";
+import { RouterGate } from "../tenancy/router-gate.js";
+import type { Tenant } from "../tenancy/state.js";
+import { ANONYMOUS_FLOW, type QueueFlow, type QueueLimits } from "./admission.js";
 const log = logger("router");
 
 /** JSON endpoints relayed to an engine serving the body's `model`. */
@@ -41,6 +45,17 @@ const MULTIPART_ROUTES = new Set(["/v1/audio/transcriptions", "/v1/audio/transla
 const MULTIPART_SNIFF_BYTES = 64 * 1024;
 
 function specsOf(cfg: RouterConfig) {
+/** Admission-queue bounds: the tenancy queue block when tenancy is on, else the admission block. */
+function queueLimits(cfg: RouterConfig, tenancyOn: boolean): QueueLimits {
+  const t = cfg.tenancy?.queue;
+  if (tenancyOn && t) return { queueSize: t.size, queueTimeout: t.timeout, perFlow: t.perTenant };
+  return { queueSize: cfg.admission.queueSize, queueTimeout: cfg.admission.queueTimeout };
+}
+
+function flowOf(t: Tenant | undefined): QueueFlow {
+  return t ? { key: t.name, weight: t.weight, priority: t.priority } : ANONYMOUS_FLOW;
+}
+
   return cfg.backends.map((b) => ({
     url: b.url,
     weight: b.weight,
@@ -63,10 +78,21 @@ export class Router {
   readonly tracer: Tracer | undefined;
 
   constructor(private cfg: RouterConfig) {
+  /** API keys, tenant limits, cache salts (src/tenancy); off until a key is configured */
+  readonly tenancy: TenancyState;
+  private readonly gate: RouterGate;
+  /** set once a drain starts: /ready answers 503 and responses close their connections */
+  draining = false;
+  /** re-reads the config file (set by startRouter); returns an error message when it was refused */
+  onReload: (() => string | undefined) | undefined;
+  /** starts a drain without exiting (POST /admin/drain; set by startRouter) */
+  onDrain: (() => void) | undefined;
+  private droppedLogged = 0;
     this.registry = new Registry(cfg, {
       onEject: (url, reason) => this.metrics.ejections.inc({ engine: url, reason }),
     });
-    this.queue = new AdmissionQueue(cfg.admission);
+    this.tenancy = new TenancyState(cfg.tenancy ?? {});
+    this.queue = new AdmissionQueue(queueLimits(cfg, this.tenancy.enabled));
     this.budget = new RetryBudget(cfg.retry);
     this.tracer = cfg.tracing.otlpEndpoint
       ? new Tracer({
@@ -94,6 +120,13 @@ export class Router {
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
     this.policy = this.makePolicy(cfg);
     this.registry.on("capacity", () => this.queue.kick());
+    const m = this.metrics;
+    this.gate = new RouterGate(this.tenancy, {
+      finished: (t, status) => m.tenantRequests.child(t, String(status)).value++,
+      tokens: (t, kind, n) => (m.tenantTokens.child(t, kind).value += n),
+      rejected: (t, limit) => m.tenantRejected.child(t, limit).value++,
+    });
+    this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
     this.proxy = new Proxy({
       tracer: this.tracer,
       registry: this.registry,
@@ -112,13 +145,21 @@ export class Router {
     });
     this.discovery = new StaticDiscovery(specsOf(cfg));
     this.server = createServer(
-      { keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 },
+      {
+        keepAliveTimeout: 65_000,
+        // slowloris: headers and the whole request must arrive in time (node checks both per connection)
+        requestTimeout: lim.requestTimeout,
+        headersTimeout: lim.headersTimeout,
+        maxHeaderSize: lim.maxHeaderBytes,
+        connectionsCheckingInterval: Math.min(30_000, Math.max(250, lim.headersTimeout / 4)),
+      },
       (req, res) => {
         this.route(req, res).catch((err: unknown) => {
           log.error({ err }, "unhandled router error");
           if (!res.headersSent) sendError(res, 500, "internal router error");
           else res.destroy();
         });
+    const lim = cfg.limits;
       },
     );
     this.server.maxHeadersCount = 200;
@@ -130,6 +171,18 @@ export class Router {
 
   private makePolicy(cfg: RouterConfig): Policy {
     return createPolicy(cfg.policy as PolicyName, {
+    if (lim.maxConnections > 0) this.server.maxConnections = lim.maxConnections;
+    this.server.on("drop", () => {
+      this.metrics.connectionsDropped.child().value++;
+      // a flood of drops logs once a second at most
+      const now = Date.now();
+      if (now - this.droppedLogged < 1000) return;
+      this.droppedLogged = now;
+      log.warn(
+        { maxConnections: this.server.maxConnections },
+        "connection refused: limits.maxConnections client connections are open (switchyard_connections_dropped_total counts them)",
+      );
+    });
       sessionLoadFactor: cfg.session.loadFactor,
       cache: this.cache,
       cacheAware: cfg.routing.cost,
@@ -152,21 +205,47 @@ export class Router {
     this.cfg = cfg;
     this.cache.setConfig(cfg);
     this.policy = this.makePolicy(cfg);
-    this.queue.setLimits(cfg.admission);
+    this.queue.setLimits(queueLimits(cfg, this.tenancy.enabled));
     this.budget.setOptions(cfg.retry);
     this.registry.setConfig(cfg);
     this.discovery.update(specsOf(cfg));
     log.info({ backends: cfg.backends.length, policy: cfg.policy }, "configuration applied");
+    // first: reading a new keys directory may fail, and a failed reload must change nothing
+    this.tenancy.apply(cfg.tenancy ?? {});
   }
 
-  async close(): Promise<void> {
+  /** Drain mode: /ready answers 503 (the load balancer stops sending) and connections close after their response. */
+  startDrain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    log.info({ inFlight: this.metrics.inFlight, queued: this.queue.depth }, "draining");
+  }
+
+  /**
+   * Graceful stop: no new connections, in-flight and queued requests finish for up to `drainMs`
+   * (default `drainTimeout`), then whatever is still open is cut and everything closes.
+   */
+  async close(drainMs: number = this.cfg.drainTimeout): Promise<void> {
+    this.startDrain();
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    // a keep-alive connection whose response ended during the drain goes idle: close it promptly
+    const sweep = setInterval(() => this.server.closeIdleConnections(), 200);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), drainMs)));
+    const timedOut = await Promise.race([closed.then(() => false), deadline]);
+    clearInterval(sweep);
+    clearTimeout(timer);
+    if (timedOut) {
+      log.warn(
+        { drainMs, inFlight: this.metrics.inFlight, queued: this.queue.depth },
+        "drain deadline passed: cutting the requests still open",
+      );
+      this.queue.clear();
+      this.server.closeAllConnections();
+      await closed;
+    }
     this.queue.clear();
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-      // streams still open after a grace period are cut
-      setTimeout(() => this.server.closeAllConnections(), 5_000).unref();
-    });
     await this.cache.close();
     await this.registry.close();
     await this.tracer?.shutdown();
@@ -184,20 +263,35 @@ export class Router {
         case "/health":
           res.writeHead(200, { "content-length": 0 });
           return void res.end();
+    // draining: finish this response, then close the connection so the client reconnects elsewhere
+    if (this.draining) res.setHeader("connection", "close");
         case "/ready":
           if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
           return sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
+      if (path === "/admin/reload" || path === "/admin/drain") return this.handleAdmin(req, res, path);
         case "/v1/models":
           return this.json(res, 200, { object: "list", data: this.models() });
         case "/engines":
           return this.json(res, 200, { engines: this.engines() });
         case "/metrics": {
           const text = await this.metrics.registry.metrics();
+          if (this.draining)
+            return sendError(res, new HttpError(503, "router is draining", null, { "retry-after": "1" }));
           res.writeHead(200, { "content-type": this.metrics.registry.contentType });
           return void res.end(text);
         }
+          try {
+            this.gate.authenticate(req);
+          } catch (err) {
+            return sendError(res, err as HttpError);
+          }
       }
     }
+          try {
+            this.gate.authenticateAdmin(req);
+          } catch (err) {
+            return sendError(res, err as HttpError);
+          }
     req.resume();
     if (JSON_ROUTES.has(path) || MULTIPART_ROUTES.has(path) || path === "/v1/models") {
       return sendError(
@@ -216,6 +310,28 @@ export class Router {
 
   /** Models of engines in rotation (all engines when none is), each once; aliases listed with their target as root. */
   models(): ModelCard[] {
+  /** POST /admin/reload (re-read the config file now), POST /admin/drain (readiness off, connections close). */
+  private handleAdmin(req: IncomingMessage, res: ServerResponse, path: string): void {
+    req.resume();
+    try {
+      // without any admin key these stay closed: an open drain endpoint is a denial of service
+      if (!this.tenancy.adminGuarded)
+        throw new HttpError(403, "admin endpoints are disabled: no admin key is configured");
+      this.gate.authenticateAdmin(req);
+    } catch (err) {
+      return sendError(res, err as HttpError);
+    }
+    if (path === "/admin/drain") {
+      if (this.onDrain) this.onDrain();
+      else this.startDrain();
+      return this.json(res, 202, { status: "draining", inFlight: this.metrics.inFlight });
+    }
+    if (!this.onReload) return sendError(res, 409, "this router was started without a config file");
+    const error = this.onReload();
+    if (error !== undefined) return sendError(res, 400, `reload refused, previous config kept: ${error}`);
+    this.json(res, 200, { status: "reloaded" });
+  }
+
     const seen = new Map<string, ModelCard>();
     const engines = [...this.registry.engines.values()].filter((e) => !e.draining);
     const live = engines.filter((e) => e.healthy);
@@ -273,19 +389,25 @@ export class Router {
   ): Promise<void> {
     let pr: ProxyRequest;
     try {
-      let body = await readRequestBody(req, this.cfg.limits.maxBodyBytes);
+      // keys before the body: an anonymous client never makes the router buffer a body
+      tenant = this.gate.authenticate(req);
+      let body = await this.readBody(req);
       const obj = parseJsonObject(req, body);
       validateFields(path, obj);
       let model = obj.model as string | undefined;
       if (model === undefined) {
         model = MODEL_OPTIONAL.has(path) ? this.soleModel() : undefined;
         if (model === undefined) throw new HttpError(400, "the request needs a `model` field", "model");
+    let tenant: Tenant | undefined;
+    let admitted: Awaited<ReturnType<RouterGate["admit"]>> | undefined;
       } else {
         const target = this.resolveModel(model);
         if (target !== model) {
           // an alias: the engine only knows the target name, so this (rare) request is re-serialised
+      let mutated = false;
           model = target;
-          body = Buffer.from(JSON.stringify({ ...obj, model: target }));
+          obj.model = target;
+          mutated = true;
         }
       }
       if (!this.registry.knowsModel(model))
@@ -298,6 +420,13 @@ export class Router {
         body,
         parsed: obj,
       };
+      if (tenant) {
+        // limits, then the tenant's cache_salt into the body before the routing view is built,
+        // so the KV-aware policy hashes the blocks the engine will
+        admitted = await this.gate.admit(tenant, path, obj, body.length);
+        mutated ||= admitted.mutated;
+      }
+      if (mutated) body = Buffer.from(JSON.stringify(obj));
     } catch (err) {
       if (err instanceof HttpError) {
         this.metrics.requests.inc({
@@ -305,9 +434,12 @@ export class Router {
           engine: "none",
           status: String(err.status),
           policy: this.policy.name,
+        tenant: admitted?.request,
+        flow: flowOf(tenant),
         });
         return sendError(res, err);
       }
+        if (err.status !== 429 && err.status !== 503) this.gate.refused(tenant, err.status);
       throw err;
     }
     await this.proxy.handle(req, res, pr);
@@ -321,6 +453,36 @@ export class Router {
       const v = obj[key];
       if (typeof v === "string" || typeof v === "number") return String(v);
     }
+  /** The JSON body; a client stalling mid-body for limits.bodyIdleTimeout gets 408 (slowloris). */
+  private readBody(req: IncomingMessage): Promise<Buffer> {
+    const p = readRequestBody(req, this.cfg.limits.maxBodyBytes);
+    const idle = this.cfg.limits.bodyIdleTimeout;
+    // most bodies arrived with the headers: no timer then
+    if (req.complete || idle <= 0) return p;
+    return new Promise<Buffer>((resolve, reject) => {
+      // a listener on the request keeps node from destroying the socket, so the 408 can go out
+      const onTimeout = () => {
+        done();
+        reject(new HttpError(408, `no request body bytes for ${idle} ms`, null, { connection: "close" }));
+      };
+      const done = () => {
+        req.off("timeout", onTimeout);
+        req.socket?.setTimeout(0);
+      };
+      req.setTimeout(idle, onTimeout);
+      p.then(
+        (b) => {
+          done();
+          resolve(b);
+        },
+        (e: unknown) => {
+          done();
+          reject(e as Error);
+        },
+      );
+    });
+  }
+
     return undefined;
   }
 
@@ -343,6 +505,12 @@ export class Router {
     const limit = this.cfg.limits.maxBodyBytes;
     if (Number(req.headers["content-length"] ?? 0) > limit) {
       return reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`));
+    }
+    let tenant: Tenant | undefined;
+    try {
+      tenant = this.gate.authenticate(req);
+    } catch (err) {
+      return reject(err as HttpError);
     }
     const it = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     const head: Buffer[] = [];
@@ -396,12 +564,28 @@ export class Router {
       body: stream,
     });
   }
+    let admitted;
+    if (tenant) {
+      try {
+        admitted = await this.gate.admit(
+          tenant,
+          url,
+          undefined,
+          Number(req.headers["content-length"] ?? size),
+        );
+      } catch (err) {
+        if (err instanceof HttpError) return reject(err);
+        throw err;
+      }
+    }
 }
 
 const NUMERIC_FIELDS = ["max_tokens", "max_completion_tokens", "n", "temperature", "top_p", "seed"];
 
 /** Cheap checks of the fields the router itself reads or that are wrong in an obvious way. */
 function validateFields(path: string, obj: Record<string, unknown>): void {
+      tenant: admitted?.request,
+      flow: flowOf(tenant),
   if (obj.model !== undefined && typeof obj.model !== "string") {
     throw new HttpError(400, "`model` must be a string", "model");
   }
