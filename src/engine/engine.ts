@@ -304,6 +304,45 @@ export class Engine {
     }
   }
 
+  /**
+   * Prompt tokens the GPU prefix cache would serve this prompt now (leading cached blocks, at most the
+   * blocks below the last token, as at admission): what a router's KV-event index predicts for this
+   * engine. No side effects on the cache; `sharedPrefix` reuses a remembered hash chain.
+   */
+  probeCachedTokens(
+    promptTokenIds: readonly number[],
+    opts: {
+      cacheSalt?: string | null;
+      loraName?: string | null;
+      sharedPrefix?: { key: string; tokens: number };
+    } = {},
+  ): number {
+    if (!this.config.enablePrefixCaching || promptTokenIds.length === 0) return 0;
+    const bs = this.config.blockSize;
+    const maxHit = Math.floor((promptTokenIds.length - 1) / bs);
+    const salt = opts.cacheSalt ?? null;
+    const lora = opts.loraName ?? null;
+    let n = 0;
+    let parent: Buffer = this.noneHash;
+    const sp = opts.sharedPrefix;
+    const m = sp ? this.prefixMemos.get(`${salt ?? ""}\u0000${lora ?? ""}\u0000${sp.key}`) : undefined;
+    if (m && sp) {
+      const lim = Math.min(m.ids.length, maxHit, Math.floor(sp.tokens / bs));
+      // blocks checked since the last eviction are still exact
+      if (m.epoch === this.pool.cacheEpoch) n = Math.min(m.blocks.length, lim);
+      while (n < lim && this.pool.lookup(m.ids[n]!) >= 0) n++;
+      if (n < lim) return n * bs;
+      if (n > 0) parent = m.digests[n - 1]!;
+    }
+    for (; n < maxHit; n++) {
+      const keys = n === 0 || lora ? extraKeysFor(n, lora, salt) : null;
+      const d = this.hasher.hash(parent, promptTokenIds, n * bs, (n + 1) * bs, keys);
+      if (this.pool.lookup(d.readBigUInt64BE(24)) < 0) break;
+      parent = d;
+    }
+    return n * bs;
+  }
+
   /** puts the request's full, computed-by-the-end-of-this-step blocks into the prefix cache (and CPU tier) */
   private cacheFullBlocks(r: Req, numTokens: number): void {
     if (!this.hashing) return;

@@ -12,7 +12,17 @@ import {
   type EngineCounters,
   type RequestTimings,
 } from "../engine/index.js";
-import { createPolicy, decide, type EngineView, type PolicyName } from "../routing/index.js";
+import {
+  createPolicy,
+  decide,
+  PrefixOracle,
+  type CacheOracle,
+  type EngineView,
+  type PolicyName,
+  type RequestView,
+} from "../routing/index.js";
+import { chatMessages, completionPrompt } from "../bench/workloads/types.js";
+import { EngineProbeOracle } from "./oracle.js";
 import { RemoteStore } from "./remote.js";
 import { chunkKeys, VirtualTokenizer } from "./tokens.js";
 
@@ -94,7 +104,6 @@ function groupOf(id: string): string {
 export function simulateFleet(o: FleetOptions): FleetResult {
   const driver = new VirtualDriver();
   const tok = new VirtualTokenizer();
-  const policy = createPolicy(o.policy);
   const model = o.engine.model.id;
   const remote = o.sharedServer
     ? new RemoteStore(
@@ -150,6 +159,19 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     engines.push(engine);
     driver.attach(engine);
   }
+
+  // cache-aware policies get the oracle the live router would have (src/fleet/oracle.ts)
+  const probe =
+    o.policy === "kv" || o.policy === "hybrid"
+      ? new EngineProbeOracle(
+          engines,
+          views.map((v) => v.id),
+        )
+      : null;
+  const prefixOracle = o.policy === "prefix" ? new PrefixOracle() : null;
+  const cache: CacheOracle | undefined = probe ?? prefixOracle ?? undefined;
+  const policy = createPolicy(o.policy, cache ? { cache } : {});
+  const chat = o.workload.defaultEndpoint === "chat";
 
   // ---- the router's view: its own in-flight counts now, engine metrics as of the last scrape ----
   let outstanding = 0;
@@ -218,7 +240,21 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     const rid = `r${index}`;
     const sessionKey =
       o.sessionKey === "none" ? undefined : o.sessionKey === "group" ? groupOf(a.session.id) : a.session.id;
-    const d = decide(policy, { model, seq: index, sessionKey }, { engines: views });
+    const system = a.session.system;
+    const prefixKey = system !== null ? prefixKeyOf(system) : undefined;
+    const sharedPrefix =
+      prefixKey !== undefined ? { key: prefixKey, tokens: tok.encode(system!).length } : undefined;
+    const req: RequestView = { model, seq: index, sessionKey };
+    if (prefixOracle) {
+      // the text the live router renders: chat messages or the completions prompt (earlier answers are
+      // not kept as text here, so a multi-round history matches up to its first answer)
+      const answers: string[] = [];
+      if (chat) req.messages = chatMessages(a.session, a.round, answers);
+      else req.prompt = completionPrompt(a.session, a.round, answers);
+    }
+    if (probe) probe.current = { tokens: prompt, sharedPrefix };
+    const d = decide(policy, req, { engines: views });
+    if (probe) probe.current = null;
     if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
     const e = views.indexOf(d.engine as EngineView & { models: Set<string> });
     const engine = engines[e]!;
@@ -245,8 +281,6 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     views[e]!.inFlight++;
     outstanding++;
     const salt = index * 2654435761;
-    const system = a.session.system;
-    const prefixKey = system !== null ? prefixKeyOf(system) : undefined;
     engine.add({
       requestId: rid,
       promptTokenIds: prompt,
@@ -261,8 +295,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       sampleToken: (i) => 1000 + (((salt + i * 40503) >>> 0) % 50000),
       externalCachedTokens: ext > 0 ? ext : undefined,
       externalLoadBandwidth: ext > 0 ? remote!.bandwidth : undefined,
-      sharedPrefix:
-        prefixKey !== undefined ? { key: prefixKey, tokens: tok.encode(system!).length } : undefined,
+      sharedPrefix,
     });
     driver.wake(engine);
   };

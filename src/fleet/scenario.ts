@@ -11,7 +11,7 @@ import {
   type GpuProfile,
   type ModelProfile,
 } from "../engine/index.js";
-import { POLICY_NAMES } from "../routing/index.js";
+import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -82,7 +82,7 @@ const simulationSchema = z.strictObject({
   requests: posInt.optional(),
   /** stop starting requests after this many virtual seconds */
   duration_s: positive.optional(),
-  policy: z.enum(POLICY_NAMES as unknown as [string, ...string[]]).optional(),
+  policy: z.enum(ROUTER_POLICY_NAMES as unknown as [string, ...string[]]).optional(),
   session_key: z.enum(["auto", "none", "session", "group"]).default("auto"),
   scrape_interval_ms: positive.default(1000),
   arrival: z.enum(["poisson", "constant"]).default("poisson"),
