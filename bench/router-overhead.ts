@@ -5,7 +5,7 @@
 //   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -139,7 +139,26 @@ function measure(url: string, c: number, d: number, stream: boolean): Promise<Re
   });
 }
 
-function startNginx(upPort: number, port: number): (() => void) | undefined {
+/** CPU ms (user + system) a process and its direct children have used so far; Linux /proc only. */
+function cpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  const one = (p: string): number => {
+    const f = readFileSync(`/proc/${p}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100; // utime, stime in 100 Hz ticks
+  };
+  try {
+    let total = one(String(pid));
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
+      if (c) total += one(c);
+    }
+    return total;
+  } catch {
+    return undefined;
+  }
+}
+
+function startNginx(upPort: number, port: number): { stop: () => void; pid: number | undefined } | undefined {
   const bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => existsSync(p));
   if (!bin) return undefined;
   const dir = mkdtempSync(join(tmpdir(), "bench-nginx-"));
@@ -158,7 +177,7 @@ http { access_log off;
 }`,
   );
   const ch = spawn(bin, ["-c", join(dir, "nginx.conf"), "-p", dir], { stdio: "ignore" });
-  return () => ch.kill("SIGTERM");
+  return { stop: () => ch.kill("SIGTERM"), pid: ch.pid };
 }
 
 async function mainBench(): Promise<void> {
@@ -195,33 +214,42 @@ async function mainBench(): Promise<void> {
     { stdio: "ignore", env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" } },
   );
   await waitHttp(`http://127.0.0.1:${routerPort}/ready`);
-  const stopNginx = startNginx(upPort, nginxPort);
+  const nginx = startNginx(upPort, nginxPort);
+  const stopNginx = nginx?.stop;
   if (stopNginx) await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
   else
     console.log(
       "nginx not found: install with `apt-get install -y nginx-light` for the side-by-side figures",
     );
-  const targets: [string, string][] = [
-    ["direct", `http://127.0.0.1:${upPort}/v1/completions`],
-    ["router", `http://127.0.0.1:${routerPort}/v1/completions`],
+  // the process whose CPU time per request is reported for each target (the proxy's own cost)
+  const targets: [string, string, number | undefined][] = [
+    ["direct", `http://127.0.0.1:${upPort}/v1/completions`, up.pid],
+    ["router", `http://127.0.0.1:${routerPort}/v1/completions`, router.pid],
   ];
-  if (stopNginx) targets.push(["nginx", `http://127.0.0.1:${nginxPort}/v1/completions`]);
+  if (stopNginx) targets.push(["nginx", `http://127.0.0.1:${nginxPort}/v1/completions`, nginx?.pid]);
   const f = (x: number) => x.toFixed(2).padStart(8);
   console.log(
     `duration ${duration}s per cell; router policy ${policy || "(default)"}; load ${loadavg()[0]!.toFixed(2)}; latencies in ms; added = target − direct`,
   );
-  console.log("workload      conc  target     rps        p50      p99   added p50  added p99  errors");
+  console.log(
+    "workload      conc  target     rps        p50      p99   added p50  added p99  errors  cpu µs/req",
+  );
   try {
     for (const stream of [false, true]) {
       for (const c of conc) {
         if (stream && c > 64) continue;
         const res: Record<string, Result> = {};
-        for (const [name, url] of targets) {
+        for (const [name, url, pid] of targets) {
+          const cpu0 = cpuMs(pid);
           res[name] = await measure(url, c, duration, stream);
+          const cpu1 = cpuMs(pid);
           const r = res[name]!;
+          // includes the warm-up round (one request per connection), so slightly high at c = 512
+          const perReq =
+            cpu0 !== undefined && cpu1 !== undefined ? (((cpu1 - cpu0) * 1000) / (r.n + c)).toFixed(0) : "-";
           const d = res.direct!;
           console.log(
-            `${(stream ? "stream-256" : "tiny").padEnd(12)} ${String(c).padStart(5)}  ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} ${f(r.p50)} ${f(r.p99)} ${name === "direct" ? "         -          -" : `${f(r.p50 - d.p50)}   ${f(r.p99 - d.p99)}`}  ${r.errors}`,
+            `${(stream ? "stream-256" : "tiny").padEnd(12)} ${String(c).padStart(5)}  ${name.padEnd(7)} ${r.rps.toFixed(0).padStart(7)} ${f(r.p50)} ${f(r.p99)} ${name === "direct" ? "         -          -" : `${f(r.p50 - d.p50)}   ${f(r.p99 - d.p99)}`}  ${String(r.errors).padStart(6)}  ${perReq.padStart(10)}`,
           );
         }
         if (res.nginx && res.router) {
