@@ -8,6 +8,7 @@ import { DiskTier } from "./disk.js";
 import { CacheMetrics } from "./metrics.js";
 import { TieredStore } from "./store.js";
 import { PER_OBJECT_OVERHEAD } from "./memory.js";
+import { PER_CHUNK_OVERHEAD } from "./payload.js";
 
 export const DEFAULT_PORT = 65432;
 export const DEFAULT_MAX_OBJECT_BYTES = 2 ** 30;
@@ -27,6 +28,8 @@ export interface CacheServerOptions {
   metricsPort?: number;
   metricsHost?: string;
   log?: Logger;
+  /** read PUT payloads straight into their final Buffers (default true; false is for tests) */
+  directReads?: boolean;
 }
 
 export interface CacheServer {
@@ -71,7 +74,11 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     store,
     metrics,
     log,
-    maxObjectBytes: Math.min(maxObjectBytes, store.memory.residentBudget - PER_OBJECT_OVERHEAD - 150),
+    maxObjectBytes: Math.min(
+      maxObjectBytes,
+      store.memory.residentBudget - PER_OBJECT_OVERHEAD - PER_CHUNK_OVERHEAD - 150,
+    ),
+    directReads: opts.directReads,
   };
 
   // paused on connect: Connection may rebuild the socket around its handle to choose its read buffers
