@@ -20,6 +20,7 @@ import {
   type ProtocolErrorKind,
 } from "./protocol.js";
 import { DirectPayload, EMPTY_PAYLOAD, PayloadBuilder, payloadOf, type Payload } from "./payload.js";
+import type { StoredObject } from "./memory.js";
 import type { TieredStore } from "./store.js";
 
 export interface ConnectionContext {
@@ -268,7 +269,9 @@ export class Connection {
         else
           this.put = {
             header: h,
-            payload: this.scratch ? new DirectPayload(h.length) : new PayloadBuilder(h.length),
+            payload: this.scratch
+              ? new DirectPayload(h.length, this.ctx.store.pool)
+              : new PayloadBuilder(h.length),
           };
         return undefined;
       case Command.GET:
@@ -305,12 +308,20 @@ export class Connection {
     this.ctx.store.put({ key: h.key, payload, meta: { fmt: h.fmt, dtype: h.dtype, shape: h.shape } });
   }
 
-  private reply(head: Buffer, payload: Payload): void {
+  /** `obj`: the stored object sent, whose buffer must not be reused until the socket is done with it. */
+  private reply(head: Buffer, payload: Payload, obj?: StoredObject): void {
     // cork + writes = one writev of the stored chunks themselves: no copy into a joined buffer
     const s = this.socket;
+    const { chunks } = payload;
     s.cork();
     s.write(head);
-    for (const chunk of payload.chunks) s.write(chunk);
+    if (obj && chunks.length > 0) {
+      const store = this.ctx.store;
+      store.sending(obj);
+      // a write's callback runs when it is done or has failed (socket destroyed): either way, released
+      for (let i = 0; i < chunks.length - 1; i++) s.write(chunks[i]!);
+      s.write(chunks[chunks.length - 1]!, () => store.sent(obj));
+    } else for (const chunk of chunks) s.write(chunk);
     s.uncork();
   }
 
@@ -326,7 +337,7 @@ export class Connection {
     }
     if (found.tier === "memory") {
       const { obj } = found;
-      this.reply(encodeServerHeader(SUCCESS, obj.payload.length, obj.meta), obj.payload);
+      this.reply(encodeServerHeader(SUCCESS, obj.payload.length, obj.meta), obj.payload, obj);
       m?.hitMemory.inc();
       m?.bytesOut.inc(obj.payload.length);
       m?.getLatencyMemory.observe((performance.now() - t0) / 1000);

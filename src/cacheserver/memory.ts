@@ -12,6 +12,10 @@ export interface StoredObject {
   key: string;
   payload: Payload;
   meta: ObjectMeta;
+  /** GET replies still in the socket's queue with this payload (its buffer is not reused before 0) */
+  sending?: number;
+  /** no tier holds it any more */
+  retired?: boolean;
 }
 
 /** Map entry, key and meta bookkeeping, charged per object so that millions of tiny objects stay bounded. */
@@ -49,6 +53,8 @@ export class MemoryTier {
     private readonly onEvict: (outcome: "offloaded" | "dropped", obj: StoredObject) => void,
     /** bytes of evicted payloads that may wait for the disk at once; beyond it victims are dropped */
     readonly maxPendingOffload = sink ? defaultPendingOffload(budgetBytes) : 0,
+    /** called once an object has left memory and no disk write holds it */
+    private readonly onRetire: (obj: StoredObject) => void = () => {},
   ) {
     this.residentBudget = budgetBytes - maxPendingOffload;
   }
@@ -104,6 +110,7 @@ export class MemoryTier {
     if (!old) return false;
     this.objects.delete(key);
     this.resident -= objectCost(old);
+    this.onRetire(old);
     return true;
   }
 
@@ -125,6 +132,7 @@ export class MemoryTier {
         if (released) return;
         released = true;
         this.pendingOffload -= cost;
+        this.onRetire(victim);
       });
       if (took) {
         this.onEvict("offloaded", victim);
@@ -133,6 +141,7 @@ export class MemoryTier {
       if (!released) this.pendingOffload -= cost;
     }
     this.onEvict("dropped", victim);
+    this.onRetire(victim);
     return true;
   }
 }

@@ -12,6 +12,8 @@ export interface Payload {
   readonly length: number;
   /** memory the chunks keep alive (their whole ArrayBuffers plus per-chunk overhead): what the budget is charged */
   readonly heldBytes: number;
+  /** one Buffer that may go back to a BufferPool once no one holds it */
+  readonly recyclable?: boolean;
 }
 
 /** A read at least this large that owns its ArrayBuffer is kept as is instead of copied. */
@@ -127,8 +129,11 @@ export class DirectPayload {
   private readonly buf: Buffer;
   private filled = 0;
 
-  constructor(readonly length: number) {
-    this.buf = Buffer.allocUnsafeSlow(length);
+  constructor(
+    readonly length: number,
+    private readonly pool?: BufferPool,
+  ) {
+    this.buf = pool ? pool.acquire(length) : Buffer.allocUnsafeSlow(length);
   }
 
   get missing(): number {
@@ -154,6 +159,45 @@ export class DirectPayload {
 
   finish(): Payload {
     if (this.missing !== 0) throw new Error(`payload ${this.missing} bytes short`);
-    return payloadOf(this.buf);
+    return { ...payloadOf(this.buf), recyclable: this.pool !== undefined && this.length > 0 };
+  }
+}
+
+/** Only buffers at least this large are worth keeping for reuse. */
+export const POOL_MIN_BYTES = 1024 * 1024;
+
+/**
+ * Receive buffers of objects that were replaced or evicted, handed to the next PUT of the same size
+ * (LMCache chunks all have one size). A fresh large Buffer costs a page fault and a zeroed page per
+ * 4 KiB, an munmap when it dies, and external-memory GC pressure: that, not copying, is most of
+ * what a PUT costs. Bounded by `maxBytes` (held outside the store's budget); beyond it, buffers are
+ * left to the GC. Callers must release a Buffer only when nothing reads it any more.
+ */
+export class BufferPool {
+  private readonly free = new Map<number, Buffer[]>();
+  private held = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  acquire(length: number): Buffer {
+    const list = this.free.get(length);
+    const b = list?.pop();
+    if (!b) return Buffer.allocUnsafeSlow(length);
+    if (list!.length === 0) this.free.delete(length);
+    this.held -= length;
+    return b;
+  }
+
+  release(b: Buffer): void {
+    if (b.length < POOL_MIN_BYTES || this.held + b.length > this.maxBytes) return;
+    if (b.byteOffset !== 0 || b.buffer.byteLength !== b.length) return; // only whole buffers
+    const list = this.free.get(b.length);
+    if (list) list.push(b);
+    else this.free.set(b.length, [b]);
+    this.held += b.length;
   }
 }

@@ -122,3 +122,43 @@ for (const directReads of [true, false]) {
     }
   });
 }
+
+test("a receive buffer is reused only after every GET reply holding it has been written", async () => {
+  const SIZE = 24 * 2 ** 20; // larger than loopback socket buffers: the reply stays in flight
+  const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 29 });
+  try {
+    assert.ok(srv.store.pool.maxBytes >= SIZE);
+    const x = randomBytes(SIZE);
+    const writer = await RawConn.open(srv.port);
+    await writer.put("k", x);
+    assert.equal(await writer.exist("k"), true);
+    // a reader asks for k and does not read the reply yet
+    const reader = await RawConn.open(srv.port);
+    reader.socket.pause();
+    reader.write(clientHeader(2, "k"));
+    await new Promise((r) => setTimeout(r, 200));
+    // k is replaced, and a PUT of the same size follows: it must not be handed k's old buffer
+    const y = randomBytes(SIZE);
+    const z = randomBytes(SIZE);
+    await writer.put("k", y);
+    await writer.put("k2", z);
+    assert.equal(await writer.exist("k2"), true);
+    assert.equal(srv.store.pool.heldBytes, 0, "the old buffer is still being sent");
+    reader.socket.resume();
+    const h = await reader.reply();
+    assert.equal(h[1], SIZE);
+    assert.ok((await reader.read(SIZE)).equals(x), "the reply carries the bytes it had when asked");
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(srv.store.pool.heldBytes, SIZE, "once written, the old buffer went back to the pool");
+    await writer.put("k3", x);
+    assert.equal(await writer.exist("k3"), true);
+    assert.equal(srv.store.pool.heldBytes, 0, "and the next PUT of that size took it");
+    assert.ok((await writer.get("k3"))!.equals(x));
+    assert.ok((await writer.get("k"))!.equals(y));
+    assert.ok((await writer.get("k2"))!.equals(z));
+    await reader.close();
+    await writer.close();
+  } finally {
+    await srv.close();
+  }
+});
