@@ -62,11 +62,23 @@ export function versionAtLeast(v: string, min: string): boolean {
 }
 
 /** The KV endpoints of the i-th configured backend, explicit or derived from the config rule. */
-export function kvEndpointFor(url: string, cfg: RouterConfig): BackendKvEvents | undefined {
+export function kvEndpointFor(
+  url: string,
+  cfg: RouterConfig,
+  discovered?: { endpoint: string; replay?: string | undefined; topic?: string | undefined },
+): BackendKvEvents | undefined {
   const i = cfg.backends.findIndex((b) => b.url === url);
   const b = i >= 0 ? cfg.backends[i] : undefined;
   const explicit = (b as { kvEvents?: BackendKvEvents } | undefined)?.kvEvents;
   if (explicit) return explicit;
+  // engines found by Kubernetes or file discovery carry their endpoint (pod annotation / file entry)
+  if (discovered) {
+    return {
+      endpoint: discovered.endpoint,
+      replay: discovered.replay,
+      topic: discovered.topic ?? cfg.routing.kvEvents.topic,
+    };
+  }
   const d = cfg.routing.kvEvents.derive;
   if (!d) return undefined;
   if (d.byIndex && i < 0) return undefined;
@@ -275,7 +287,7 @@ export class CacheRouting implements CacheOracle {
       if (!st) {
         st = {
           url: e.url,
-          endpoint: kvEndpointFor(e.url, this.cfg),
+          endpoint: kvEndpointFor(e.url, this.cfg, e.spec.kvEvents),
           sub: undefined,
           flowing: false,
           version: undefined,
