@@ -16,11 +16,11 @@ import { Proxy, type ProxyRequest } from "./proxy.js";
 import { Registry, type ModelCard } from "./registry.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { logger } from "../obs/log.js";
-
 import { TenancyState } from "../tenancy/state.js";
 import { RouterGate } from "../tenancy/router-gate.js";
 import type { Tenant } from "../tenancy/state.js";
 import { ANONYMOUS_FLOW, type QueueFlow, type QueueLimits } from "./admission.js";
+
 const log = logger("router");
 
 /** JSON endpoints relayed to an engine serving the body's `model`. */
@@ -44,7 +44,6 @@ const MODEL_OPTIONAL = new Set(["/tokenize", "/detokenize", "/pooling", "/classi
 const MULTIPART_ROUTES = new Set(["/v1/audio/transcriptions", "/v1/audio/translations"]);
 const MULTIPART_SNIFF_BYTES = 64 * 1024;
 
-function specsOf(cfg: RouterConfig) {
 /** Admission-queue bounds: the tenancy queue block when tenancy is on, else the admission block. */
 function queueLimits(cfg: RouterConfig, tenancyOn: boolean): QueueLimits {
   const t = cfg.tenancy?.queue;
@@ -56,6 +55,7 @@ function flowOf(t: Tenant | undefined): QueueFlow {
   return t ? { key: t.name, weight: t.weight, priority: t.priority } : ANONYMOUS_FLOW;
 }
 
+function specsOf(cfg: RouterConfig) {
   return cfg.backends.map((b) => ({
     url: b.url,
     weight: b.weight,
@@ -76,8 +76,6 @@ export class Router {
   readonly server: Server;
   /** OTLP span exporter; undefined when tracing is off */
   readonly tracer: Tracer | undefined;
-
-  constructor(private cfg: RouterConfig) {
   /** API keys, tenant limits, cache salts (src/tenancy); off until a key is configured */
   readonly tenancy: TenancyState;
   private readonly gate: RouterGate;
@@ -88,6 +86,13 @@ export class Router {
   /** starts a drain without exiting (POST /admin/drain; set by startRouter) */
   onDrain: (() => void) | undefined;
   private droppedLogged = 0;
+  /** requests between their headers and the end of their handling (a drain waits for these) */
+  private active = 0;
+  private readonly routeDone = (): void => {
+    this.active--;
+  };
+
+  constructor(private cfg: RouterConfig) {
     this.registry = new Registry(cfg, {
       onEject: (url, reason) => this.metrics.ejections.inc({ engine: url, reason }),
     });
@@ -118,8 +123,6 @@ export class Router {
       queueDepth: () => this.queue.depth,
     });
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
-    this.policy = this.makePolicy(cfg);
-    this.registry.on("capacity", () => this.queue.kick());
     const m = this.metrics;
     this.gate = new RouterGate(this.tenancy, {
       finished: (t, status) => m.tenantRequests.child(t, String(status)).value++,
@@ -127,6 +130,8 @@ export class Router {
       rejected: (t, limit) => m.tenantRejected.child(t, limit).value++,
     });
     this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
+    this.policy = this.makePolicy(cfg);
+    this.registry.on("capacity", () => this.queue.kick());
     this.proxy = new Proxy({
       tracer: this.tracer,
       registry: this.registry,
@@ -144,6 +149,7 @@ export class Router {
       },
     });
     this.discovery = new StaticDiscovery(specsOf(cfg));
+    const lim = cfg.limits;
     this.server = createServer(
       {
         keepAliveTimeout: 65_000,
@@ -154,23 +160,16 @@ export class Router {
         connectionsCheckingInterval: Math.min(30_000, Math.max(250, lim.headersTimeout / 4)),
       },
       (req, res) => {
-        this.route(req, res).catch((err: unknown) => {
+        this.active++;
+        this.route(req, res).then(this.routeDone, (err: unknown) => {
+          this.active--;
           log.error({ err }, "unhandled router error");
           if (!res.headersSent) sendError(res, 500, "internal router error");
           else res.destroy();
         });
-    const lim = cfg.limits;
       },
     );
     this.server.maxHeadersCount = 200;
-  }
-
-  get config(): RouterConfig {
-    return this.cfg;
-  }
-
-  private makePolicy(cfg: RouterConfig): Policy {
-    return createPolicy(cfg.policy as PolicyName, {
     if (lim.maxConnections > 0) this.server.maxConnections = lim.maxConnections;
     this.server.on("drop", () => {
       this.metrics.connectionsDropped.child().value++;
@@ -183,6 +182,14 @@ export class Router {
         "connection refused: limits.maxConnections client connections are open (switchyard_connections_dropped_total counts them)",
       );
     });
+  }
+
+  get config(): RouterConfig {
+    return this.cfg;
+  }
+
+  private makePolicy(cfg: RouterConfig): Policy {
+    return createPolicy(cfg.policy as PolicyName, {
       sessionLoadFactor: cfg.session.loadFactor,
       cache: this.cache,
       cacheAware: cfg.routing.cost,
@@ -202,6 +209,8 @@ export class Router {
     if (cfg.host !== this.cfg.host || cfg.port !== this.cfg.port) {
       log.warn("host/port changes need a restart; keeping the current listener");
     }
+    // first: reading a new keys directory may fail, and a failed reload must change nothing
+    this.tenancy.apply(cfg.tenancy ?? {});
     this.cfg = cfg;
     this.cache.setConfig(cfg);
     this.policy = this.makePolicy(cfg);
@@ -210,8 +219,6 @@ export class Router {
     this.registry.setConfig(cfg);
     this.discovery.update(specsOf(cfg));
     log.info({ backends: cfg.backends.length, policy: cfg.policy }, "configuration applied");
-    // first: reading a new keys directory may fail, and a failed reload must change nothing
-    this.tenancy.apply(cfg.tenancy ?? {});
   }
 
   /** Drain mode: /ready answers 503 (the load balancer stops sending) and connections close after their response. */
@@ -229,8 +236,12 @@ export class Router {
     this.startDrain();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
-    // a keep-alive connection whose response ended during the drain goes idle: close it promptly
-    const sweep = setInterval(() => this.server.closeIdleConnections(), 200);
+    // a keep-alive connection whose response ended during the drain goes idle: close it promptly;
+    // once no request is being handled, what is left (clients that stopped reading) is cut
+    const sweep = setInterval(() => {
+      if (this.active === 0 && this.queue.depth === 0) this.server.closeAllConnections();
+      else this.server.closeIdleConnections();
+    }, 200);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), drainMs)));
     const timedOut = await Promise.race([closed.then(() => false), deadline]);
@@ -255,43 +266,43 @@ export class Router {
     const url = req.url ?? "/";
     const q = url.indexOf("?");
     const path = q >= 0 ? url.slice(0, q) : url;
+    // draining: finish this response, then close the connection so the client reconnects elsewhere
+    if (this.draining) res.setHeader("connection", "close");
     if (req.method === "POST") {
       if (JSON_ROUTES.has(path)) return this.handleJson(req, res, path, url);
       if (MULTIPART_ROUTES.has(path)) return this.handleMultipart(req, res, url);
+      if (path === "/admin/reload" || path === "/admin/drain") return this.handleAdmin(req, res, path);
     } else if (req.method === "GET" || req.method === "HEAD") {
       switch (path) {
         case "/health":
           res.writeHead(200, { "content-length": 0 });
           return void res.end();
-    // draining: finish this response, then close the connection so the client reconnects elsewhere
-    if (this.draining) res.setHeader("connection", "close");
         case "/ready":
-          if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
-          return sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
-      if (path === "/admin/reload" || path === "/admin/drain") return this.handleAdmin(req, res, path);
-        case "/v1/models":
-          return this.json(res, 200, { object: "list", data: this.models() });
-        case "/engines":
-          return this.json(res, 200, { engines: this.engines() });
-        case "/metrics": {
-          const text = await this.metrics.registry.metrics();
           if (this.draining)
             return sendError(res, new HttpError(503, "router is draining", null, { "retry-after": "1" }));
-          res.writeHead(200, { "content-type": this.metrics.registry.contentType });
-          return void res.end(text);
-        }
+          if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
+          return sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
+        case "/v1/models":
           try {
             this.gate.authenticate(req);
           } catch (err) {
             return sendError(res, err as HttpError);
           }
-      }
-    }
+          return this.json(res, 200, { object: "list", data: this.models() });
+        case "/engines":
           try {
             this.gate.authenticateAdmin(req);
           } catch (err) {
             return sendError(res, err as HttpError);
           }
+          return this.json(res, 200, { engines: this.engines() });
+        case "/metrics": {
+          const text = await this.metrics.registry.metrics();
+          res.writeHead(200, { "content-type": this.metrics.registry.contentType });
+          return void res.end(text);
+        }
+      }
+    }
     req.resume();
     if (JSON_ROUTES.has(path) || MULTIPART_ROUTES.has(path) || path === "/v1/models") {
       return sendError(
@@ -302,14 +313,6 @@ export class Router {
     sendError(res, 404, `no route for ${req.method} ${path}`);
   }
 
-  private json(res: ServerResponse, status: number, value: unknown): void {
-    const body = JSON.stringify(value);
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-    res.end(body);
-  }
-
-  /** Models of engines in rotation (all engines when none is), each once; aliases listed with their target as root. */
-  models(): ModelCard[] {
   /** POST /admin/reload (re-read the config file now), POST /admin/drain (readiness off, connections close). */
   private handleAdmin(req: IncomingMessage, res: ServerResponse, path: string): void {
     req.resume();
@@ -332,6 +335,14 @@ export class Router {
     this.json(res, 200, { status: "reloaded" });
   }
 
+  private json(res: ServerResponse, status: number, value: unknown): void {
+    const body = JSON.stringify(value);
+    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  /** Models of engines in rotation (all engines when none is), each once; aliases listed with their target as root. */
+  models(): ModelCard[] {
     const seen = new Map<string, ModelCard>();
     const engines = [...this.registry.engines.values()].filter((e) => !e.draining);
     const live = engines.filter((e) => e.healthy);
@@ -388,23 +399,23 @@ export class Router {
     url: string,
   ): Promise<void> {
     let pr: ProxyRequest;
+    let tenant: Tenant | undefined;
+    let admitted: Awaited<ReturnType<RouterGate["admit"]>> | undefined;
     try {
       // keys before the body: an anonymous client never makes the router buffer a body
       tenant = this.gate.authenticate(req);
       let body = await this.readBody(req);
       const obj = parseJsonObject(req, body);
       validateFields(path, obj);
+      let mutated = false;
       let model = obj.model as string | undefined;
       if (model === undefined) {
         model = MODEL_OPTIONAL.has(path) ? this.soleModel() : undefined;
         if (model === undefined) throw new HttpError(400, "the request needs a `model` field", "model");
-    let tenant: Tenant | undefined;
-    let admitted: Awaited<ReturnType<RouterGate["admit"]>> | undefined;
       } else {
         const target = this.resolveModel(model);
         if (target !== model) {
           // an alias: the engine only knows the target name, so this (rare) request is re-serialised
-      let mutated = false;
           model = target;
           obj.model = target;
           mutated = true;
@@ -412,14 +423,6 @@ export class Router {
       }
       if (!this.registry.knowsModel(model))
         throw new HttpError(404, `The model \`${model}\` does not exist.`, "model");
-      pr = {
-        path: url,
-        model,
-        stream: obj.stream === true,
-        sessionKey: this.sessionKey(req, obj),
-        body,
-        parsed: obj,
-      };
       if (tenant) {
         // limits, then the tenant's cache_salt into the body before the routing view is built,
         // so the KV-aware policy hashes the blocks the engine will
@@ -427,32 +430,32 @@ export class Router {
         mutated ||= admitted.mutated;
       }
       if (mutated) body = Buffer.from(JSON.stringify(obj));
+      pr = {
+        path: url,
+        model,
+        stream: obj.stream === true,
+        sessionKey: this.sessionKey(req, obj),
+        body,
+        parsed: obj,
+        tenant: admitted?.request,
+        flow: flowOf(tenant),
+      };
     } catch (err) {
       if (err instanceof HttpError) {
+        if (err.status !== 429 && err.status !== 503) this.gate.refused(tenant, err.status);
         this.metrics.requests.inc({
           model: "none",
           engine: "none",
           status: String(err.status),
           policy: this.policy.name,
-        tenant: admitted?.request,
-        flow: flowOf(tenant),
         });
         return sendError(res, err);
       }
-        if (err.status !== 429 && err.status !== 503) this.gate.refused(tenant, err.status);
       throw err;
     }
     await this.proxy.handle(req, res, pr);
   }
 
-  private sessionKey(req: IncomingMessage, obj: Record<string, unknown> | undefined): string | undefined {
-    const h = req.headers[this.cfg.session.header.toLowerCase()];
-    if (typeof h === "string" && h !== "") return h;
-    const key = this.cfg.session.bodyKey;
-    if (key && obj) {
-      const v = obj[key];
-      if (typeof v === "string" || typeof v === "number") return String(v);
-    }
   /** The JSON body; a client stalling mid-body for limits.bodyIdleTimeout gets 408 (slowloris). */
   private readBody(req: IncomingMessage): Promise<Buffer> {
     const p = readRequestBody(req, this.cfg.limits.maxBodyBytes);
@@ -483,6 +486,14 @@ export class Router {
     });
   }
 
+  private sessionKey(req: IncomingMessage, obj: Record<string, unknown> | undefined): string | undefined {
+    const h = req.headers[this.cfg.session.header.toLowerCase()];
+    if (typeof h === "string" && h !== "") return h;
+    const key = this.cfg.session.bodyKey;
+    if (key && obj) {
+      const v = obj[key];
+      if (typeof v === "string" || typeof v === "number") return String(v);
+    }
     return undefined;
   }
 
@@ -498,6 +509,12 @@ export class Router {
       });
       sendError(res, e);
     };
+    let tenant: Tenant | undefined;
+    try {
+      tenant = this.gate.authenticate(req);
+    } catch (err) {
+      return reject(err as HttpError);
+    }
     const ctype = String(req.headers["content-type"] ?? "");
     if (!ctype.toLowerCase().startsWith("multipart/form-data")) {
       return reject(new HttpError(415, `unsupported Content-Type '${ctype}': expected multipart/form-data`));
@@ -505,12 +522,6 @@ export class Router {
     const limit = this.cfg.limits.maxBodyBytes;
     if (Number(req.headers["content-length"] ?? 0) > limit) {
       return reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`));
-    }
-    let tenant: Tenant | undefined;
-    try {
-      tenant = this.gate.authenticate(req);
-    } catch (err) {
-      return reject(err as HttpError);
     }
     const it = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     const head: Buffer[] = [];
@@ -556,14 +567,6 @@ export class Router {
       }
     }
     const stream = Readable.from(body(), { objectMode: false });
-    await this.proxy.handle(req, res, {
-      path: url,
-      model,
-      stream: false,
-      sessionKey: this.sessionKey(req, undefined),
-      body: stream,
-    });
-  }
     let admitted;
     if (tenant) {
       try {
@@ -578,14 +581,22 @@ export class Router {
         throw err;
       }
     }
+    await this.proxy.handle(req, res, {
+      path: url,
+      model,
+      stream: false,
+      sessionKey: this.sessionKey(req, undefined),
+      body: stream,
+      tenant: admitted?.request,
+      flow: flowOf(tenant),
+    });
+  }
 }
 
 const NUMERIC_FIELDS = ["max_tokens", "max_completion_tokens", "n", "temperature", "top_p", "seed"];
 
 /** Cheap checks of the fields the router itself reads or that are wrong in an obvious way. */
 function validateFields(path: string, obj: Record<string, unknown>): void {
-      tenant: admitted?.request,
-      flow: flowOf(tenant),
   if (obj.model !== undefined && typeof obj.model !== "string") {
     throw new HttpError(400, "`model` must be a string", "model");
   }
