@@ -19,7 +19,11 @@ const specs: FlagSpecs = {
     default: "h100",
     help: "GPU profile of the simulated engines (h100, h200, a100, l40s, l4)",
   },
-  policy: { type: "string", default: "least-load", help: "router policy" },
+  policy: {
+    type: "string",
+    default: "hybrid",
+    help: "router policy: hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+  },
   port: { type: "int", default: 8080, min: 0, max: 65535, help: "router port" },
   host: { type: "string", default: "127.0.0.1", help: "address the router and the engines listen on" },
   "engine-base-port": {

@@ -14,8 +14,8 @@ const specs: FlagSpecs = {
   },
   policy: {
     type: "string",
-    default: "least-load",
-    help: "routing policy: least-load, round-robin, session, hybrid (KV events where they flow, prefix elsewhere), kv, prefix",
+    default: "hybrid",
+    help: "routing policy: hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
   },
   "hash-seed": {
     type: "string",

@@ -49,7 +49,7 @@ export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8080),
   backends: z.array(backend).default([]),
-  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("least-load"),
+  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("hybrid"),
   /** cache-aware routing (prefix, kv, hybrid): see docs/routing.md */
   routing: routingConfigSchema,
   session: z
