@@ -15,6 +15,8 @@ export interface Gauges {
   diskUsed: () => number;
   diskMax: () => number;
   connections: () => number;
+  /** free receive buffers kept for reuse (outside the budget); optional for callers that have none */
+  bufferPool?: () => number;
 }
 
 export class CacheMetrics {
@@ -132,6 +134,11 @@ export class CacheMetrics {
       g.diskMax,
     );
     gauge("switchyard_cache_connections", "client connections open now", g.connections);
+    gauge(
+      "switchyard_cache_buffer_pool_bytes",
+      "freed receive buffers kept for the next PUT of their size (outside the memory budget)",
+      g.bufferPool ?? (() => 0),
+    );
 
     this.hitMemory = this.hits.labels("memory");
     this.hitDisk = this.hits.labels("disk");

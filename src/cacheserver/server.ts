@@ -62,6 +62,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     diskUsed: () => disk?.stats().usedBytes ?? 0,
     diskMax: () => disk?.maxBytes ?? 0,
     connections: () => live.size,
+    bufferPool: () => ref.store?.pool.heldBytes ?? 0,
   });
   if (opts.diskDir) {
     if (!(opts.maxDiskBytes && opts.maxDiskBytes > 0)) throw new RangeError("a disk tier needs maxDiskBytes");

@@ -150,6 +150,10 @@ test("a receive buffer is reused only after every GET reply holding it has been 
     assert.ok((await reader.read(SIZE)).equals(x), "the reply carries the bytes it had when asked");
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(srv.store.pool.heldBytes, SIZE, "once written, the old buffer went back to the pool");
+    assert.match(
+      await srv.metrics.registry.metrics(),
+      new RegExp(`switchyard_cache_buffer_pool_bytes ${SIZE}`),
+    );
     await writer.put("k3", x);
     assert.equal(await writer.exist("k3"), true);
     assert.equal(srv.store.pool.heldBytes, 0, "and the next PUT of that size took it");
