@@ -6,6 +6,21 @@ import type { KvEvent } from "../kvevents/events.js";
 
 const NIL = -1;
 
+/** the two 32-bit halves of a digest's uint64 id (bytes 24..31, big-endian) */
+function hiOf(d: Uint8Array): number {
+  return ((d[24]! << 24) | (d[25]! << 16) | (d[26]! << 8) | d[27]!) >>> 0;
+}
+function loOf(d: Uint8Array): number {
+  return ((d[28]! << 24) | (d[29]! << 16) | (d[30]! << 8) | d[31]!) >>> 0;
+}
+/** the same halves from the id itself (block hash ids are uint64) */
+function idHi(id: bigint): number {
+  return Number(id >> 32n) >>> 0;
+}
+function idLo(id: bigint): number {
+  return Number(id & 0xffffffffn);
+}
+
 export class BlockPool {
   readonly numBlocks: number;
   private readonly refCount: Int32Array;
@@ -18,7 +33,19 @@ export class BlockPool {
   /** hash id of the block's contents while it is in the prefix cache, else undefined */
   private readonly blockHash: (bigint | undefined)[];
   private readonly blockDigest: (Buffer | undefined)[];
-  private readonly hashToBlock = new Map<bigint, number>();
+  /**
+   * hash id → block, open addressing over typed arrays keyed by the id's two 32-bit halves (read from
+   * the digest, where the id lives). A JS Map under this churn (every allocation evicts a hash, every
+   * computed block inserts one) spent ~0.5 µs per insert/delete pair on rehashing its tombstones.
+   */
+  private readonly slotHi: Uint32Array;
+  private readonly slotLo: Uint32Array;
+  private readonly slotBlock: Int32Array;
+  private readonly slotMask: number;
+  /** each cached block's key halves, so evicting it needs no bigint arithmetic */
+  private readonly blockHi: Uint32Array;
+  private readonly blockLo: Uint32Array;
+  private cachedCount = 0;
   enableEvents = true;
   /**
    * bumped whenever a cached hash leaves a block (eviction, reset): a block list checked against the
@@ -40,6 +67,15 @@ export class BlockPool {
     this.inFree = new Uint8Array(numBlocks);
     this.blockHash = new Array<bigint | undefined>(numBlocks).fill(undefined);
     this.blockDigest = new Array<Buffer | undefined>(numBlocks).fill(undefined);
+    // at most one entry per block: a table of ≥ 2× the blocks keeps probe runs short
+    let cap = 16;
+    while (cap < numBlocks * 2) cap *= 2;
+    this.slotHi = new Uint32Array(cap);
+    this.slotLo = new Uint32Array(cap);
+    this.slotBlock = new Int32Array(cap).fill(NIL);
+    this.slotMask = cap - 1;
+    this.blockHi = new Uint32Array(numBlocks);
+    this.blockLo = new Uint32Array(numBlocks);
     for (let i = 0; i < numBlocks; i++) this.pushTail(i);
   }
 
@@ -48,7 +84,7 @@ export class BlockPool {
   }
 
   get numCachedBlocks(): number {
-    return this.hashToBlock.size;
+    return this.cachedCount;
   }
 
   /** fraction of blocks in use (vllm:kv_cache_usage_perc) */
@@ -77,9 +113,44 @@ export class BlockPool {
     this.freeCount--;
   }
 
-  /** the cached block holding this hash, or -1 */
-  lookup(id: bigint): number {
-    return this.hashToBlock.get(id) ?? NIL;
+  private home(hi: number, lo: number): number {
+    return (Math.imul(hi ^ (lo >>> 16), 0x9e3779b1) ^ lo) & this.slotMask;
+  }
+
+  /** the slot holding (hi, lo), or -1 */
+  private findSlot(hi: number, lo: number): number {
+    const mask = this.slotMask;
+    for (let i = this.home(hi, lo); ; i = (i + 1) & mask) {
+      if (this.slotBlock[i] === NIL) return NIL;
+      if (this.slotLo[i] === lo && this.slotHi[i] === hi) return i;
+    }
+  }
+
+  private removeSlot(i: number): void {
+    // backward-shift deletion: later entries of the probe run move up, so no tombstones are left
+    const mask = this.slotMask;
+    let hole = i;
+    for (let j = (i + 1) & mask; this.slotBlock[j] !== NIL; j = (j + 1) & mask) {
+      const k = this.home(this.slotHi[j]!, this.slotLo[j]!);
+      const movable = hole <= j ? k <= hole || k > j : k <= hole && k > j;
+      if (movable) {
+        this.slotHi[hole] = this.slotHi[j]!;
+        this.slotLo[hole] = this.slotLo[j]!;
+        this.slotBlock[hole] = this.slotBlock[j]!;
+        hole = j;
+      }
+    }
+    this.slotBlock[hole] = NIL;
+    this.cachedCount--;
+  }
+
+  /**
+   * the cached block holding this hash, or -1. `digest`, when given, must be the one `id` was read
+   * from (bytes 24..31): its halves are read directly instead of splitting the bigint
+   */
+  lookup(id: bigint, digest?: Uint8Array): number {
+    const i = digest ? this.findSlot(hiOf(digest), loOf(digest)) : this.findSlot(idHi(id), idLo(id));
+    return i === NIL ? NIL : this.slotBlock[i]!;
   }
 
   /** takes a reference on a prefix-cache hit; a free block leaves the free queue */
@@ -107,7 +178,8 @@ export class BlockPool {
     this.cacheEpoch++;
     this.blockHash[b] = undefined;
     this.blockDigest[b] = undefined;
-    if (this.hashToBlock.get(h) === b) this.hashToBlock.delete(h);
+    const i = this.findSlot(this.blockHi[b]!, this.blockLo[b]!);
+    if (i !== NIL && this.slotBlock[i] === b) this.removeSlot(i);
     if (this.enableEvents) this.events.push({ type: "BlockRemoved", blockHashes: [h], medium: "GPU" });
   }
 
@@ -128,12 +200,23 @@ export class BlockPool {
    * Puts a full block into the prefix cache. Returns false when another block already holds the same
    * contents (two requests computed it in the same step): this copy stays unhashed and is simply reused.
    */
-  cacheBlock(b: number, id: bigint, digest: Buffer): boolean {
+  cacheBlock(b: number, id: bigint, digest: Buffer, idFromDigest = false): boolean {
     if (this.blockHash[b] !== undefined) return false;
-    if (this.hashToBlock.has(id)) return false;
+    // the engine's ids are read from their digests (bytes 24..31): their halves come straight from it
+    const hi = idFromDigest ? hiOf(digest) : idHi(id);
+    const lo = idFromDigest ? loOf(digest) : idLo(id);
+    const mask = this.slotMask;
+    let i = this.home(hi, lo);
+    for (; this.slotBlock[i] !== NIL; i = (i + 1) & mask)
+      if (this.slotLo[i] === lo && this.slotHi[i] === hi) return false;
+    this.slotHi[i] = hi;
+    this.slotLo[i] = lo;
+    this.slotBlock[i] = b;
+    this.cachedCount++;
+    this.blockHi[b] = hi;
+    this.blockLo[b] = lo;
     this.blockHash[b] = id;
     this.blockDigest[b] = digest;
-    this.hashToBlock.set(id, b);
     return true;
   }
 
@@ -163,7 +246,8 @@ export class BlockPool {
       this.blockHash[b] = undefined;
       this.blockDigest[b] = undefined;
     }
-    this.hashToBlock.clear();
+    this.slotBlock.fill(NIL);
+    this.cachedCount = 0;
     this.cacheEpoch++;
     if (this.enableEvents) this.events.push({ type: "AllBlocksCleared" });
     return true;

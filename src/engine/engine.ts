@@ -330,14 +330,14 @@ export class Engine {
       const lim = Math.min(m.ids.length, maxHit, Math.floor(sp.tokens / bs));
       // blocks checked since the last eviction are still exact
       if (m.epoch === this.pool.cacheEpoch) n = Math.min(m.blocks.length, lim);
-      while (n < lim && this.pool.lookup(m.ids[n]!) >= 0) n++;
+      while (n < lim && this.pool.lookup(m.ids[n]!, m.digests[n]) >= 0) n++;
       if (n < lim) return n * bs;
       if (n > 0) parent = m.digests[n - 1]!;
     }
     for (; n < maxHit; n++) {
       const keys = n === 0 || lora ? extraKeysFor(n, lora, salt) : null;
       const d = this.hasher.hash(parent, promptTokenIds, n * bs, (n + 1) * bs, keys);
-      if (this.pool.lookup(d.readBigUInt64BE(24)) < 0) break;
+      if (this.pool.lookup(0n, d) < 0) break;
       parent = d;
     }
     return n * bs;
@@ -355,7 +355,7 @@ export class Engine {
       // one BlockStored per contiguous run of newly cached blocks (a duplicate block splits the run)
       let runStart = -1;
       for (let b = first; b < full; b++) {
-        if (this.pool.cacheBlock(r.blocks[b]!, r.hashIds[b]!, r.hashDigests[b]!)) {
+        if (this.pool.cacheBlock(r.blocks[b]!, r.hashIds[b]!, r.hashDigests[b]!, true)) {
           if (runStart < 0) runStart = b;
         } else if (runStart >= 0) {
           this.emitStored(r, runStart, b);
@@ -422,7 +422,7 @@ export class Engine {
       const id = r.hashIds[n]!;
       let b = n < cache.length ? cache[n]! : -1;
       if (b < 0 || this.pool.hashOf(b) !== id) {
-        b = this.pool.lookup(id);
+        b = this.pool.lookup(id, r.hashDigests[n]);
         if (b < 0) break;
         cache[n] = b;
       }
@@ -572,10 +572,14 @@ export class Engine {
       const extHit = Math.max(0, extBlocks - gpuHit - cpuHit - lmHit);
       const hitTokens = (gpuHit + cpuHit + lmHit + extHit) * bs;
       const numNew = Math.min(numTokens - hitTokens, budget);
+      const need = this.blocksFor(hitTokens + numNew) - gpuHit;
+      const free = this.pool.numFreeBlocks;
+      // a blocked head is checked every step: skip counting its free hit blocks when even all free
+      // blocks would not do
+      if (need > free) break;
       let hitFree = 0;
       for (let b = 0; b < gpuHit; b++) if (this.pool.refs(r.hitBlocks[b]!) === 0) hitFree++;
-      const need = this.blocksFor(hitTokens + numNew) - gpuHit;
-      if (need > this.pool.numFreeBlocks - hitFree) break;
+      if (need > free - hitFree) break;
 
       this.waiting.shift();
       for (let b = 0; b < gpuHit; b++) {
