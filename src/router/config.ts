@@ -42,6 +42,8 @@ const backend = z.union([
     apiKey: z.string().optional(),
     /** the engine's KV-event PUB (and replay) endpoints, for the kv/hybrid policies */
     kvEvents: backendKvEventsSchema.optional(),
+    /** disaggregated prefill/decode pool (docs/disaggregated.md); mixed = both, the default */
+    role: z.enum(["prefill", "decode", "both", "mixed"]).optional(),
   }),
 ]);
 

@@ -18,6 +18,7 @@ import type { RouterConfig } from "./config.js";
 import { DeadlineQueue, deadline, type Deadline } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
 import type { Engine, PendingAttempt, Registry } from "./registry.js";
+import type { Disaggregation } from "./disagg.js";
 import { RequestTrace } from "./request-trace.js";
 import type { Tracer } from "../obs/tracing.js";
 import { logger } from "../obs/log.js";
@@ -73,6 +74,8 @@ export interface ProxyDeps {
   policy: () => Policy;
   /** present only when tracing is configured: spans per request and attempt, traceparent upstream */
   tracer?: Tracer | undefined;
+  /** disaggregated prefill/decode: runs the prefill step before the attempts loop (src/router/disagg.ts) */
+  disagg?: Disaggregation | undefined;
   /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
   onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
 }
@@ -313,6 +316,17 @@ export class Proxy {
     const baseHeaders = headers.length;
     const clientAuth = ctx.req.headers.authorization;
     const engineKeyConfigured = cfg.engineApiKey !== undefined;
+    // P/D: the prefill step runs first; the loop below then sends the decode step (body and
+    // candidates rewritten) like any request, so its stream is relayed as it arrives
+    if (this.d.disagg?.applies(ctx.pr)) {
+      const finished = await this.d.disagg.prefill(ctx, {
+        headers,
+        acquire: () => this.acquire(ctx),
+        release: (e) => this.releaseSlot(e),
+        fail: (e) => this.fail(ctx, e),
+      });
+      if (finished) return;
+    }
     const replayable = Buffer.isBuffer(ctx.pr.body);
     const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
     let last: RetryOutcome | undefined;

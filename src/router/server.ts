@@ -13,6 +13,7 @@ import { discoverySources } from "../discovery/index.js";
 import { Tracer } from "../obs/tracing.js";
 import { RouterMetrics } from "./metrics.js";
 import { Proxy, type ProxyRequest } from "./proxy.js";
+import { Disaggregation } from "./disagg.js";
 import { Registry, type ModelCard } from "./registry.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { logger } from "../obs/log.js";
@@ -60,6 +61,7 @@ function specsOf(cfg: RouterConfig) {
     url: b.url,
     weight: b.weight,
     apiKey: "apiKey" in b ? b.apiKey : undefined,
+    role: "role" in b ? b.role : undefined,
   }));
 }
 
@@ -140,6 +142,12 @@ export class Router {
       budget: this.budget,
       config: () => this.cfg,
       policy: () => this.policy,
+      disagg: new Disaggregation({
+        registry: this.registry,
+        config: () => this.cfg,
+        budget: this.budget,
+        metrics: this.metrics.registry,
+      }),
       onRouted: (req, res, view, engineUrl) => {
         if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
         res.setHeader(
