@@ -10,7 +10,7 @@ test("hash table agrees with a Map through heavy insert/evict churn and a reset"
   pool.enableEvents = false;
   const ref = new Map<bigint, number>();
   const byBlock = new Map<number, bigint>();
-  let parent = Buffer.alloc(32);
+  let parent: Buffer = Buffer.alloc(32);
   let seed = 12345;
   const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
   const held: number[][] = [];
