@@ -3,19 +3,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pack } from "msgpackr";
 import { decodeBatch, DecodeError, encodeBatch } from "../../src/kvevents/codec.js";
+import { mulberry32 as prng } from "../../src/engine/rng.js";
 import { loadVectors } from "./vectors.js";
-
-/** mulberry32: a seeded PRNG so that a failure reproduces */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function check(buf: Buffer, what: string): "ok" | "error" {
   try {
