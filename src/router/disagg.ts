@@ -142,6 +142,12 @@ export class Disaggregation {
   private readonly requests: Counter<"model" | "outcome">;
   private readonly attempts: Counter<"engine" | "result">;
   private readonly prefillSeconds: Histogram<"model">;
+  /** prefill-role engines as of the snapshot array `views` (see prefillEngines) */
+  private readonly roles: { views: unknown; at: number; prefill: Engine[] } = {
+    views: null,
+    at: 0,
+    prefill: [],
+  };
 
   constructor(private readonly d: DisaggDeps) {
     const registers = [d.metrics];
@@ -169,30 +175,37 @@ export class Disaggregation {
     });
   }
 
-  /** Prefill and decode URLs of engines that could take this model now (healthy, weighted, serving it). */
-  private pools(model: string): { prefill: string[]; decode: number } {
-    const prefill: string[] = [];
-    let decode = 0;
-    for (const e of this.d.registry.engines.values()) {
-      const v = e.view;
-      if (e.draining || !v.models.has(model)) continue;
-      if (roleOf(e.spec) === "prefill") prefill.push(e.url);
-      else if (v.healthy && v.weight > 0) decode++;
+  /**
+   * Prefill-role engines, recomputed when the engine set changes (a new snapshot array) or at most a
+   * second later (a hot reload may change a known engine's role in place), so that a fleet without
+   * prefill engines pays one comparison per request.
+   */
+  private prefillEngines(): readonly Engine[] {
+    const views = this.d.registry.snapshot();
+    const now = performance.now();
+    const c = this.roles;
+    if (c.views !== views || now - c.at > 1000) {
+      c.views = views;
+      c.at = now;
+      c.prefill = [];
+      for (const e of this.d.registry.engines.values())
+        if (!e.draining && roleOf(e.spec) === "prefill") c.prefill.push(e);
     }
-    return { prefill, decode };
+    return c.prefill;
   }
 
   /** True when this request should run the two-step flow. */
   applies(pr: ProxyRequest): boolean {
+    const prefill = this.prefillEngines();
+    if (prefill.length === 0) return false;
     if (!pr.parsed || !Buffer.isBuffer(pr.body) || !DISAGG_PATHS.has(basePath(pr.path))) return false;
     // a client (or another proxy) already speaking the protocol is passed through untouched
     if (pr.parsed.kv_transfer_params !== undefined && pr.parsed.kv_transfer_params !== null) return false;
-    const { prefill, decode } = this.pools(pr.model);
-    if (prefill.length === 0 || decode === 0) return false;
-    for (const url of prefill) {
-      const v = this.d.registry.engines.get(url)!.view;
-      if (v.healthy && v.weight > 0) return true;
-    }
+    const usable = (e: Engine) =>
+      !e.draining && e.view.healthy && e.view.weight > 0 && e.view.models.has(pr.model);
+    if (!prefill.some(usable)) return false;
+    for (const e of this.d.registry.engines.values())
+      if (roleOf(e.spec) !== "prefill" && usable(e)) return true;
     return false;
   }
 
