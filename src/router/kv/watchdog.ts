@@ -84,6 +84,9 @@ export class HitWatchdog {
   /** the router sent a request to `engine` predicting this many cached prompt tokens */
   predicted(engine: string, tokens: number): void {
     const t = this.track(engine);
+    // until the engine's counter has a baseline, its reported side cannot count these hits: comparing
+    // them would raise a false alarm on every fresh router (seen as "reported 0" at the first check)
+    if (t.lastCounter === null) return;
     t.predicted[t.bucket] = t.predicted[t.bucket]! + tokens;
   }
 
