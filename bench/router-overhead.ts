@@ -1,62 +1,19 @@
 // Router overhead benchmark: latency the router adds over calling the engine directly, for tiny
 // non-streaming requests and 256-chunk streams at several concurrencies, side by side with nginx
 // `proxy_pass` (one worker, keep-alive upstream) when nginx is installed; and tiny-request throughput.
-// The upstream is a minimal fast server (not the sim) and the load client runs in its own process.
+// The upstream is bench/fast-upstream.ts (not the sim) and the load client runs in its own process.
 //   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { freePort } from "../test/helpers/cli.js";
+import { spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
 
 const self = fileURLToPath(import.meta.url);
 const role = process.argv[2];
-
-const TINY = JSON.stringify({
-  id: "cmpl-1",
-  object: "text_completion",
-  created: 1,
-  model: "bench/m",
-  choices: [{ index: 0, text: "ok", logprobs: null, finish_reason: "length", stop_reason: null }],
-  usage: { prompt_tokens: 1, total_tokens: 2, completion_tokens: 1 },
-});
-const CHUNK = `data: ${JSON.stringify({ id: "cmpl-1", object: "text_completion", created: 1, model: "bench/m", choices: [{ index: 0, text: " tok", logprobs: null, finish_reason: null }] })}\n\n`;
-
-function upstream(port: number): void {
-  const models = JSON.stringify({ object: "list", data: [{ id: "bench/m", object: "model", parent: null }] });
-  createServer((req, res) => {
-    if (req.method === "GET") {
-      if (req.url === "/v1/models") {
-        res.writeHead(200, { "content-type": "application/json" });
-        return void res.end(models);
-      }
-      res.writeHead(200, { "content-type": "text/plain" });
-      return void res.end(req.url === "/metrics" ? "vllm:num_requests_running 0\n" : "");
-    }
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const stream = Buffer.concat(chunks).includes('"stream":true');
-      if (!stream) {
-        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(TINY) });
-        return void res.end(TINY);
-      }
-      res.writeHead(200, { "content-type": "text/event-stream" });
-      let i = 0;
-      // each chunk its own write, a macrotask apart, like tokens from an engine
-      const tick = () => {
-        if (i++ < 256) {
-          res.write(CHUNK);
-          setImmediate(tick);
-        } else res.end("data: [DONE]\n\n");
-      };
-      tick();
-    });
-  }).listen(port, "127.0.0.1").keepAliveTimeout = 60_000;
-}
 
 async function client(url: string, concurrency: number, durationS: number, stream: boolean): Promise<void> {
   const u = new URL(url);
@@ -104,20 +61,6 @@ function runChild(args: string[]): ChildProcess {
   return spawn(process.execPath, [...process.execArgv, self, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
   });
-}
-
-async function waitHttp(url: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const r = await fetch(url);
-      await r.arrayBuffer();
-      if (r.ok) return;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} never came up`);
 }
 
 interface Result {
@@ -192,27 +135,9 @@ async function mainBench(): Promise<void> {
   const upPort = await freePort();
   const routerPort = await freePort();
   const nginxPort = await freePort();
-  const up = runChild(["upstream", String(upPort)]);
+  const up = spawnUpstream(upPort);
   await waitHttp(`http://127.0.0.1:${upPort}/health`);
-  const cli = fileURLToPath(
-    new URL(self.endsWith(".ts") ? "../src/cli/main.ts" : "../src/cli/main.js", import.meta.url),
-  );
-  const router = spawn(
-    process.execPath,
-    [
-      ...process.execArgv,
-      cli,
-      "router",
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(routerPort),
-      "--backend",
-      `http://127.0.0.1:${upPort}`,
-      ...(policy ? ["--policy", policy] : []),
-    ],
-    { stdio: "ignore", env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" } },
-  );
+  const router = spawnRouter(routerPort, upPort, policy ? ["--policy", policy] : []);
   await waitHttp(`http://127.0.0.1:${routerPort}/ready`);
   const nginx = startNginx(upPort, nginxPort);
   const stopNginx = nginx?.stop;
@@ -267,8 +192,7 @@ async function mainBench(): Promise<void> {
   }
 }
 
-if (role === "upstream") upstream(Number(process.argv[3]));
-else if (role === "client") {
+if (role === "client") {
   void client(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]), process.argv[6] === "true");
 } else
   void mainBench().catch((err: unknown) => {

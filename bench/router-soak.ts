@@ -1,13 +1,11 @@
 // Soak: the router under moderate mixed load (non-streaming, streams, client aborts, some unknown
 // models) for a long time, sampling its RSS; memory must stay flat after warm-up. Not part of npm test.
 //   node --import tsx bench/router-soak.ts [--duration 600] [--concurrency 16]
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { freePort } from "../test/helpers/cli.js";
+import { spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
 
-const self = fileURLToPath(import.meta.url);
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);
 const duration = Number(get("--duration", "600"));
@@ -21,47 +19,10 @@ function rssMiB(pid: number): number {
 async function main(): Promise<void> {
   const upPort = await freePort();
   const routerPort = await freePort();
-  const up = spawn(
-    process.execPath,
-    [
-      ...process.execArgv,
-      new URL("./router-overhead.ts", import.meta.url).pathname.replace(
-        /\.ts$/,
-        self.endsWith(".ts") ? ".ts" : ".js",
-      ),
-      "upstream",
-      String(upPort),
-    ],
-    { stdio: "ignore" },
-  );
-  const cli = fileURLToPath(
-    new URL(self.endsWith(".ts") ? "../src/cli/main.ts" : "../src/cli/main.js", import.meta.url),
-  );
-  const router = spawn(
-    process.execPath,
-    [
-      ...process.execArgv,
-      cli,
-      "router",
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(routerPort),
-      "--backend",
-      `http://127.0.0.1:${upPort}`,
-    ],
-    { stdio: "ignore", env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" } },
-  );
+  const up = spawnUpstream(upPort);
+  const router = spawnRouter(routerPort, upPort);
   const base = `http://127.0.0.1:${routerPort}`;
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${base}/ready`)).ok) break;
-    } catch {
-      // starting
-    }
-    if (i > 200) throw new Error("router never became ready");
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitHttp(`${base}/ready`);
   const pool = new Pool(base, { connections: concurrency });
   const end = Date.now() + duration * 1000;
   let n = 0;
