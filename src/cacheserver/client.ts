@@ -71,7 +71,12 @@ export class LmClient {
 
   put(key: string, payload: Buffer, meta: ObjectMeta = bytesMeta(payload.length)): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);
-    const h = encodeClientHeader(Command.PUT, key, payload.length, meta);
+    let h: Buffer;
+    try {
+      h = encodeClientHeader(Command.PUT, key, payload.length, meta);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     return new Promise((resolve, reject) => {
       this.socket.cork();
       this.socket.write(h);
@@ -109,9 +114,17 @@ export class LmClient {
 
   private request(cmd: number, key: string, kind: Waiter["kind"]): Promise<boolean | LmObject | undefined> {
     if (this.failed) return Promise.reject(this.failed);
+    // encoded before the waiter is queued: a key that cannot be sent must not leave a waiter behind
+    // that the next reply would be matched to
+    let h: Buffer;
+    try {
+      h = encodeClientHeader(cmd, key);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     return new Promise((resolve, reject) => {
       this.waiters.push({ kind, resolve, reject } as Waiter);
-      this.socket.write(encodeClientHeader(cmd, key));
+      this.socket.write(h);
     });
   }
 

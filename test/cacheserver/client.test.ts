@@ -43,3 +43,22 @@ test("LmClient rejects pending requests when the server goes away", async () => 
   await assert.rejects(c.exist("x"));
   await assert.rejects(LmClient.connect("127.0.0.1", srv.port));
 });
+
+test("LmClient: a key that cannot be sent rejects that call and leaves the reply order intact", async () => {
+  const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 20 });
+  const c = await LmClient.connect("127.0.0.1", srv.port);
+  try {
+    await c.put("a", Buffer.from("alpha"));
+    await assert.rejects(c.get("caf\u00e9"), RangeError);
+    await assert.rejects(c.exist("k".repeat(1000)), RangeError);
+    await assert.rejects(c.put("caf\u00e9", Buffer.from("x")), RangeError);
+    // each reply still goes to its own request
+    assert.equal(await c.exist("a"), true);
+    assert.equal(await c.exist("b"), false);
+    assert.deepEqual((await c.get("a"))?.payload, Buffer.from("alpha"));
+    assert.equal(c.pending, 0);
+  } finally {
+    await c.close();
+    await srv.close();
+  }
+});
