@@ -85,8 +85,6 @@ export class Router {
   draining = false;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
   onReload: (() => string | undefined) | undefined;
-  /** starts a drain without exiting (POST /admin/drain; set by startRouter) */
-  onDrain: (() => void) | undefined;
   private droppedLogged = 0;
   /** requests between their headers and the end of their handling (a drain waits for these) */
   private active = 0;
@@ -333,8 +331,7 @@ export class Router {
       return sendError(res, err as HttpError);
     }
     if (path === "/admin/drain") {
-      if (this.onDrain) this.onDrain();
-      else this.startDrain();
+      this.startDrain();
       return this.json(res, 202, { status: "draining", inFlight: this.metrics.inFlight });
     }
     if (!this.onReload) return sendError(res, 409, "this router was started without a config file");
