@@ -49,6 +49,23 @@ const scenarios: { name: string; s: ResolvedScenario; policy: string }[] = [
       simulation: { seed: 5, requests, policy: "round-robin" },
     }),
   },
+  {
+    name: "shared 2k prefix in 8 groups + 256, →48, concurrency 12, prefix policy, 4 engines",
+    policy: "prefix",
+    s: resolveScenario({
+      ...base,
+      fleet: { ...base.fleet, engines: 4 },
+      workload: {
+        prompt_tokens: 2304,
+        output_tokens: 48,
+        concurrency: 12,
+        shared_prefix_tokens: 2048,
+        prefix_reuse: "multi-tenant",
+        tenants: 8,
+      },
+      simulation: { seed: 5, requests, policy: "prefix" },
+    }),
+  },
 ];
 
 function cli(): { cmd: string; pre: string[] } {
