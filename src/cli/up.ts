@@ -36,7 +36,7 @@ const specs: FlagSpecs = {
   "kv-events-base-port": {
     type: "int",
     default: 5557,
-    min: 1,
+    min: 0,
     max: 65000,
     help: "first KV-event PUB port (engine i publishes on base+i); 0 turns KV events off",
   },
