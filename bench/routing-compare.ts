@@ -1,27 +1,39 @@
-// Routing benchmark: 4 sim engines publishing KV events, multi-round QA whose users' contexts exceed one
-// engine's KV cache but fit the fleet, one run per policy (fresh engines each time), through the router
-// and measured with `switchyard bench`. Prints TTFT p50/p99, throughput, prefix-cache hit rate and the
-// largest waiting queue any engine reached; then `switchyard bench compare` of round-robin vs session.
-//   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv,session]
-//     [--users 40] [--rounds 5] [--concurrency 40] [--time-scale 1] [--gpu-memory-utilization 0.3]
-//     [--max-model-len 16384] [--model meta-llama/Llama-3.1-8B-Instruct] [--out-dir DIR]
+// Routing benchmark (issue 5, acceptance 2): 4 sim engines publishing KV events, multi-round QA whose
+// users' contexts exceed one engine's KV cache but fit the fleet, one run per policy on fresh engines,
+// through the router, measured with `switchyard bench`. Sizing and expected figures: docs/routing.md
+// "Benchmark" (bench/routing-virtual.ts runs the same thing in virtual time).
+// Prints per policy: steady-state TTFT p50/p99 and output throughput (round 0 left out: it is a cold
+// prefill under every policy), all-round figures, the engines' prefix-cache hit rate, their modelled
+// busy fraction (saturation), the largest waiting queue of each engine, failures by kind, and the CPU
+// the sims, router and bench used (if the host is the bottleneck, the figures say nothing about
+// routing). Times are modelled: wall-clock figures divided by --time-scale (throughput multiplied).
+//   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv]
+//     [--users 17] [--rounds 8] [--concurrency 0 (= users)] [--user-history-prompt 8000]
+//     [--time-scale 2] [--gpu-memory-utilization 0.3] [--out-dir DIR] [--compare-session]
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { createWriteStream, mkdtempSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpecs } from "../src/cli/args.js";
 import { freePort } from "../test/helpers/cli.js";
+import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
 
 const specs: FlagSpecs = {
-  policies: { type: "string", default: "round-robin,least-load,prefix,kv,session", help: "" },
-  users: { type: "int", default: 40, help: "" },
-  rounds: { type: "int", default: 5, help: "" },
-  concurrency: { type: "int", default: 40, help: "" },
+  policies: { type: "string", default: "round-robin,least-load,prefix,kv", help: "" },
+  // 17 users: not a multiple of the engine count, so round-robin cannot fall into a static
+  // user → engine mapping when rounds run in lockstep
+  users: { type: "int", default: 17, help: "" },
+  rounds: { type: "int", default: 8, help: "" },
+  concurrency: { type: "int", default: 0, help: "0 = users (every user active all run)" },
   "shared-system-prompt": { type: "int", default: 1000, help: "" },
-  "user-history-prompt": { type: "int", default: 2000, help: "" },
+  "user-history-prompt": { type: "int", default: 8000, help: "" },
+  "question-len": { type: "int", default: 20, help: "" },
   "answer-len": { type: "int", default: 100, help: "" },
-  "time-scale": { type: "number", default: 1, help: "" },
+  "time-scale": { type: "number", default: 2, help: "" },
+  "router-log-level": { type: "string", default: "info", help: "debug: one line per routing decision" },
+  "compare-session": { type: "boolean", default: false, help: "also run session and bench-compare it" },
   "gpu-memory-utilization": { type: "number", default: 0.3, help: "" },
   "max-model-len": { type: "int", default: 16384, help: "" },
   model: { type: "string", default: "meta-llama/Llama-3.1-8B-Instruct", help: "" },
@@ -36,11 +48,35 @@ const main = isTs ? join(here, "../src/cli/main.ts") : join(here, "../src/cli/ma
 const pre = isTs ? ["--import", "tsx", main] : [main];
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-compare-"));
 
-function cli(args: string[], inherit = false): ChildProcess {
-  return spawn(process.execPath, [...pre, ...args], {
-    stdio: ["ignore", inherit ? "inherit" : "ignore", inherit ? "inherit" : "ignore"],
-    env: { ...process.env, LOG_LEVEL: "warn" },
+const scale = flags["time-scale"] as number;
+const users = flags.users as number;
+const concurrency = (flags.concurrency as number) > 0 ? (flags.concurrency as number) : users;
+
+/** a CLI child; its stderr (warnings, errors) goes to `log` in the output folder */
+function cli(args: string[], log?: string, inherit = false, level = "warn"): ChildProcess {
+  const c = spawn(process.execPath, [...pre, ...args], {
+    stdio: ["ignore", inherit ? "inherit" : "ignore", inherit ? "inherit" : log ? "pipe" : "ignore"],
+    env: { ...process.env, SWITCHYARD_LOG_LEVEL: level, SWITCHYARD_LOG_FORMAT: "json" },
   });
+  if (log && c.stderr) c.stderr.pipe(createWriteStream(join(outDir, log)));
+  return c;
+}
+
+/** a base port under the ephemeral range with base+i and base+1000+i (i < n) all free: KV-event ports */
+async function freeBase(n: number): Promise<number> {
+  const canBind = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
+    });
+  for (let tries = 0; tries < 50; tries++) {
+    const base = 20000 + Math.floor(Math.random() * 9000);
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = (await canBind(base + i)) && (await canBind(base + 1000 + i));
+    if (ok) return base;
+  }
+  throw new Error("no free KV-event ports");
 }
 
 async function waitHttp(url: string, ms = 60_000): Promise<void> {
@@ -67,30 +103,46 @@ async function stop(c: ChildProcess): Promise<void> {
   });
 }
 
-function gauge(text: string, name: string): number {
+function metric(text: string, name: string): number {
   let sum = 0;
   for (const line of text.split("\n"))
-    if (line.startsWith(name)) sum += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
+    if (line.startsWith(name + "{") || line.startsWith(name + " "))
+      sum += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
   return sum;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc (Linux); NaN elsewhere */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return NaN;
+  }
 }
 
 interface Row {
   policy: string;
+  steady: SteadyStats;
   ttftP50: number;
-  ttftP99: number;
   outTps: number;
-  reqPs: number;
   hitRate: number;
-  maxWaiting: number;
+  busy: number[];
+  maxWaiting: number[];
   failed: number;
+  errors: Record<string, number>;
+  decisions: Record<string, number>;
+  cpu: { sims: number; router: number; bench: number; load: number };
+  wallS: number;
   file: string;
 }
 
 async function runPolicy(policy: string): Promise<Row> {
   const n = flags.engines as number;
   const ports: number[] = [];
-  const kvPort = 20000 + Math.floor(Math.random() * 20000);
-  const procs: ChildProcess[] = [];
+  const kvPort = await freeBase(n);
+  const sims: ChildProcess[] = [];
   for (let i = 0; i < n; i++) {
     const port = await freePort();
     ports.push(port);
@@ -100,39 +152,40 @@ async function runPolicy(policy: string): Promise<Row> {
       endpoint: `tcp://*:${kvPort + i}`,
       replay_endpoint: `tcp://*:${kvPort + 1000 + i}`,
     });
-    procs.push(
-      cli([
-        "sim",
-        flags.model as string,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(port),
-        "--gpu",
-        flags.gpu as string,
-        "--gpu-memory-utilization",
-        String(flags["gpu-memory-utilization"]),
-        "--max-model-len",
-        String(flags["max-model-len"]),
-        "--time-scale",
-        String(flags["time-scale"]),
-        "--kv-events-config",
-        kv,
-      ]),
+    sims.push(
+      cli(
+        [
+          "sim",
+          flags.model as string,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(port),
+          "--gpu",
+          flags.gpu as string,
+          "--gpu-memory-utilization",
+          String(flags["gpu-memory-utilization"]),
+          "--max-model-len",
+          String(flags["max-model-len"]),
+          "--time-scale",
+          String(scale),
+          "--kv-events-config",
+          kv,
+        ],
+        `${policy}-sim${i}.log`,
+      ),
     );
   }
   const urls = ports.map((p) => `http://127.0.0.1:${p}`);
-  await Promise.all(urls.map((u) => waitHttp(`${u}/health`)));
+  const died = new Promise<never>((_, reject) =>
+    sims.forEach((c, i) =>
+      c.once("exit", (code) => reject(new Error(`sim ${i} exited (${code}); see ${policy}-sim${i}.log`))),
+    ),
+  );
+  died.catch(() => undefined);
+  await Promise.race([Promise.all(urls.map((u) => waitHttp(`${u}/health`))), died]);
   const rport = await freePort();
-  const rargs = [
-    "router",
-    "--host",
-    "127.0.0.1",
-    "--port",
-    String(rport),
-    "--policy",
-    policy === "session" ? "session" : policy,
-  ];
+  const rargs = ["router", "--host", "127.0.0.1", "--port", String(rport), "--policy", policy];
   for (const u of urls) rargs.push("--backend", u);
   rargs.push(
     "--kv-events-port",
@@ -142,19 +195,26 @@ async function runPolicy(policy: string): Promise<Row> {
     "--kv-events-by-index",
   );
   if (policy === "session") rargs.push("--session-header", "x-user-id");
-  const router = cli(rargs);
-  procs.push(router);
+  const router = cli(rargs, `${policy}-router.log`, false, flags["router-log-level"] as string);
   const rurl = `http://127.0.0.1:${rport}`;
   await waitHttp(`${rurl}/ready`);
   await new Promise((r) => setTimeout(r, 1500)); // scrapes, subscriptions
-  let maxWaiting = 0;
+  const maxWaiting = urls.map(() => 0);
   const sampler = setInterval(() => {
-    for (const u of urls)
+    urls.forEach((u, i) => {
       void fetch(`${u}/metrics`)
         .then((r) => r.text())
-        .then((t) => (maxWaiting = Math.max(maxWaiting, gauge(t, "vllm:num_requests_waiting"))))
+        .then((t) => (maxWaiting[i] = Math.max(maxWaiting[i]!, metric(t, "vllm:num_requests_waiting"))))
         .catch(() => undefined);
-  }, 1000);
+    });
+  }, 250);
+  const busyOf = async () =>
+    Promise.all(
+      urls.map(async (u) =>
+        metric(await (await fetch(`${u}/metrics`)).text(), "switchyard_sim_busy_seconds_total"),
+      ),
+    );
+  const busy0 = await busyOf();
   const file = join(outDir, `${policy}.json`);
   const bargs = [
     "bench",
@@ -165,73 +225,132 @@ async function runPolicy(policy: string): Promise<Row> {
     "--workload",
     "multi-round-qa",
     "--num-users",
-    String(flags.users),
+    String(users),
     "--num-rounds",
     String(flags.rounds),
     "--concurrency",
-    String(flags.concurrency),
+    String(concurrency),
     "--shared-system-prompt",
     String(flags["shared-system-prompt"]),
     "--user-history-prompt",
     String(flags["user-history-prompt"]),
+    "--question-len",
+    String(flags["question-len"]),
     "--answer-len",
     String(flags["answer-len"]),
+    // every answer runs to --answer-len: equal work under every policy, and no answer that is only an
+    // end-of-sequence token (the bench counts those as "no_output" failures)
+    "--ignore-eos",
     "--seed",
     "1",
     "--out",
     file,
   ];
   for (const u of urls) bargs.push("--scrape", `${u}/metrics`);
-  const bench = cli(bargs);
+  const cpu0 = sims.map((c) => cpuSeconds(c.pid));
+  const rcpu0 = cpuSeconds(router.pid);
+  const t0 = Date.now();
+  const bench = cli(bargs, `${policy}-bench.log`);
+  // the bench's own CPU, read while it runs (its /proc entry is gone once it exits)
+  let benchCpu = 0;
   const load: number[] = [];
-  const cpu = setInterval(() => load.push(loadavg()[0]!), 5000);
+  const loadTimer = setInterval(() => {
+    load.push(loadavg()[0]!);
+    const c = cpuSeconds(bench.pid);
+    if (Number.isFinite(c)) benchCpu = c;
+  }, 1000);
   await new Promise((r) => bench.once("exit", r));
+  const wallS = (Date.now() - t0) / 1000;
   clearInterval(sampler);
-  clearInterval(cpu);
-  for (const p of procs) await stop(p);
+  clearInterval(loadTimer);
+  const busy1 = await busyOf();
+  // why the router picked what it picked (cache-aware policies): reason → decisions
+  const decisions: Record<string, number> = {};
+  try {
+    const text = await (await fetch(`${rurl}/metrics`)).text();
+    for (const m of text.matchAll(
+      /^switchyard_routing_decisions_total\{[^}]*reason="([^"]+)"[^}]*\} (\S+)/gm,
+    ))
+      decisions[m[1]!] = (decisions[m[1]!] ?? 0) + Number(m[2]);
+  } catch {
+    // the router is gone: no breakdown
+  }
+  const simCpu = sims.reduce((a, c, i) => a + cpuSeconds(c.pid) - cpu0[i]!, 0);
+  const routerCpu = cpuSeconds(router.pid) - rcpu0;
+  for (const p of [...sims, router]) await stop(p);
   const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
   const server = (j.server ?? {}) as Record<string, unknown>;
+  const duration = (j.duration as number) || wallS;
+  const steady = steadyStats(samplesFromBenchJson(j));
+  // modelled time: wall-clock durations divided by the sims' time scale
+  steady.ttftP50 /= scale;
+  steady.ttftP99 /= scale;
+  steady.outputTps *= scale;
+  steady.reqPs *= scale;
   return {
     policy,
-    ttftP50: j.median_ttft_ms as number,
-    ttftP99: (j.p99_ttft_ms as number) ?? NaN,
-    outTps: j.output_throughput as number,
-    reqPs: j.request_throughput as number,
+    steady,
+    ttftP50: (j.median_ttft_ms as number) / scale,
+    outTps: (j.output_throughput as number) * scale,
     hitRate: (server.prefix_cache_hit_rate as number) ?? NaN,
+    busy: busy1.map((b, i) => (b - busy0[i]!) / (duration / scale)),
     maxWaiting,
     failed: j.failed as number,
+    errors: (j.errors_by_kind as Record<string, number>) ?? {},
+    decisions,
+    cpu: {
+      sims: simCpu / wallS,
+      router: routerCpu / wallS,
+      bench: benchCpu / wallS,
+      load: load.length ? load.reduce((a, b) => a + b, 0) / load.length : loadavg()[0]!,
+    },
+    wallS,
     file,
   };
 }
 
+const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
+const policies = (flags.policies as string).split(",").filter(Boolean);
+if (flags["compare-session"] && !policies.includes("session")) policies.push("session");
 const rows: Row[] = [];
-for (const p of (flags.policies as string).split(",")) {
+for (const p of policies) {
   process.stderr.write(`running ${p} ...\n`);
   rows.push(await runPolicy(p));
   const r = rows[rows.length - 1]!;
-  process.stderr.write(`${JSON.stringify(r)}\n`);
+  process.stderr.write(`${JSON.stringify({ ...r, file: undefined })}\n`);
 }
+const ctx =
+  (flags["shared-system-prompt"] as number) +
+  (flags["user-history-prompt"] as number) +
+  (flags.rounds as number) * ((flags["question-len"] as number) + (flags["answer-len"] as number));
 console.log(
-  `\n4 engines, ${flags.users} users × ${flags.rounds} rounds, concurrency ${flags.concurrency}, results in ${outDir}`,
+  `\n${flags.engines} × ${flags.model} sims on ${flags.gpu} at gpu-memory-utilization ${flags["gpu-memory-utilization"]}, ` +
+    `time scale ${scale} (figures in modelled time); ${users} users × ${flags.rounds} rounds, concurrency ${concurrency}, ` +
+    `${flags["shared-system-prompt"]}-token shared prompt + ${flags["user-history-prompt"]}-token histories ` +
+    `(contexts up to ≈ ${ctx} tokens, ≈ ${users * ctx} in all); results and logs in ${outDir}`,
 );
 console.log(
-  "| policy | TTFT p50 ms | TTFT p99 ms | output tok/s | req/s | prefix hit rate | max engine waiting | failed |",
+  "| policy | steady TTFT p50 ms | steady TTFT p99 ms | steady output tok/s | all-round TTFT p50 ms | all-round output tok/s | prefix hit rate | engine busy | max waiting per engine | failed | routing decisions | CPU sims / router / bench (cores), load avg | wall s |",
 );
-console.log("|---|---|---|---|---|---|---|---|");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows)
   console.log(
-    `| ${r.policy} | ${r.ttftP50.toFixed(0)} | ${r.ttftP99.toFixed(0)} | ${r.outTps.toFixed(1)} | ${r.reqPs.toFixed(2)} | ${(r.hitRate * 100).toFixed(1)}% | ${r.maxWaiting} | ${r.failed} |`,
+    `| ${r.policy} | ${f(r.steady.ttftP50)} | ${f(r.steady.ttftP99)} | ${f(r.steady.outputTps)} | ${f(r.ttftP50)} | ${f(r.outTps)} | ${f(r.hitRate * 100, 1)}% | ${r.busy.map((b) => f(b * 100)).join("/")}% | ${r.maxWaiting.join("/")} | ${r.failed}${r.failed ? ` ${JSON.stringify(r.errors)}` : ""} | ${
+      Object.entries(r.decisions)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ") || "–"
+    } | ${f(r.cpu.sims, 2)} / ${f(r.cpu.router, 2)} / ${f(r.cpu.bench, 2)}, ${f(r.cpu.load, 1)} | ${f(r.wallS)} |`,
   );
 const rr = rows.find((r) => r.policy === "round-robin");
 if (rr) {
   for (const r of rows)
     if (r !== rr)
       console.log(
-        `${r.policy} vs round-robin: TTFT p50 ${(rr.ttftP50 / r.ttftP50).toFixed(2)}× lower, throughput ${(r.outTps / rr.outTps).toFixed(2)}×`,
+        `${r.policy} vs round-robin (steady state): TTFT p50 ${f(rr.steady.ttftP50 / r.steady.ttftP50, 2)}× lower, output throughput ${f(r.steady.outputTps / rr.steady.outputTps, 2)}×`,
       );
   const session = rows.find((r) => r.policy === "session");
   if (session) {
-    const cmp = cli(["bench", "compare", rr.file, session.file], true);
+    const cmp = cli(["bench", "compare", rr.file, session.file], undefined, true);
     await new Promise((r) => cmp.once("exit", r));
   }
 }
