@@ -80,7 +80,8 @@ export class LmClient {
     return new Promise((resolve, reject) => {
       this.socket.cork();
       this.socket.write(h);
-      this.socket.write(payload, (err) => (err ? reject(err) : resolve()));
+      // a socket destroyed with this write still queued calls back without an error: the bytes were dropped
+      this.socket.write(payload, (err) => (err || this.failed ? reject(err ?? this.failed) : resolve()));
       this.socket.uncork();
     });
   }
@@ -104,6 +105,17 @@ export class LmClient {
     return text === "" ? [] : text.split("\n");
   }
 
+  /**
+   * Closes at once, without waiting for the server to finish or answer: pending requests reject and PUT
+   * bytes not yet written are dropped. For shutdown paths that must not hang on a slow or dead server;
+   * close() is the orderly way.
+   */
+  destroy(): void {
+    this.failAll(new Error("lm:// client destroyed"));
+    this.socket.destroy();
+  }
+
+  /** Ends the connection once what was written has been sent; resolves when the server has closed its side. */
   close(): Promise<void> {
     return new Promise((resolve) => {
       if (this.socket.destroyed) return resolve();

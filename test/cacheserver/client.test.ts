@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { LmClient } from "../../src/cacheserver/client.js";
 import { startCacheServer } from "../../src/cacheserver/server.js";
 
@@ -60,5 +61,43 @@ test("LmClient: a key that cannot be sent rejects that call and leaves the reply
   } finally {
     await c.close();
     await srv.close();
+  }
+});
+
+test("LmClient.destroy closes at once against a server that never answers; close would wait", async () => {
+  const sockets: Socket[] = [];
+  const mute = createServer({ allowHalfOpen: true }, (s) => {
+    sockets.push(s);
+    s.resume(); // reads everything, answers nothing, never ends its side
+  });
+  await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
+  const port = (mute.address() as AddressInfo).port;
+  try {
+    const a = await LmClient.connect("127.0.0.1", port);
+    const pendingExist = a.exist("x");
+    const closing = a.close();
+    const stillOpen = await Promise.race([
+      closing.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), 200)),
+    ]);
+    assert.equal(stillOpen, true, "close() waits for the server's side");
+    const existRejects = assert.rejects(pendingExist, /destroyed/);
+    a.destroy();
+    await closing;
+    await existRejects;
+
+    const b = await LmClient.connect("127.0.0.1", port);
+    // more than the kernel buffers take, so part of it is still queued in the client
+    const bigRejects = assert.rejects(b.put("big", Buffer.alloc(64 << 20)));
+    const existRejects2 = assert.rejects(b.exist("big"), /destroyed/);
+    b.destroy();
+    await existRejects2;
+    await bigRejects;
+    await assert.rejects(b.health(), /destroyed/);
+    assert.equal(b.pending, 0);
+    b.destroy(); // twice is harmless
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => mute.close(r));
   }
 });
