@@ -13,7 +13,7 @@ import { discoverySources } from "../discovery/index.js";
 import { Tracer } from "../obs/tracing.js";
 import { RouterMetrics } from "./metrics.js";
 import { Proxy, type ProxyRequest } from "./proxy.js";
-import { Disaggregation } from "./disagg.js";
+import { Disaggregation, roleOf } from "./disagg.js";
 import { Registry, type ModelCard } from "./registry.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { logger } from "../obs/log.js";
@@ -366,6 +366,7 @@ export class Router {
     return [...this.registry.engines.values()].map((e) => ({
       url: e.url,
       weight: e.spec.weight,
+      role: roleOf(e.spec),
       state: e.draining ? "draining" : e.state,
       healthy: e.healthy && !e.draining,
       models: e.modelCards.map((c) => ({ id: c.id, parent: c.parent ?? null })),
