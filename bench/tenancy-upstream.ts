@@ -1,0 +1,175 @@
+// A minimal engine stand-in for the tenancy/hardening runs (fuzz, 10k streams, chaos): /health,
+// /v1/models, /metrics, and generation endpoints that answer any JSON body. Streams send
+// `max_tokens` chunks `tokenIntervalMs` apart (the usage event when asked); JSON answers at once
+// with usage. A fault mode, set in-process or by `POST /fault/<mode>`, makes it misbehave the way
+// the chaos run needs: hang (accept, never answer), slow (10× the interval), 5xx (503), reset
+// (destroy the socket), ok. Not the sim: cheap enough that one process can hold 10 000 streams.
+//   node --import tsx bench/tenancy-upstream.ts PORT [TOKEN_INTERVAL_MS]
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+
+export type UpstreamFault = "ok" | "hang" | "slow" | "5xx" | "reset";
+
+export interface UpstreamOptions {
+  port?: number;
+  host?: string;
+  model?: string;
+  /** gap between streamed chunks; 0 = back to back */
+  tokenIntervalMs?: number;
+  /** cap on max_tokens honoured per request */
+  maxTokens?: number;
+}
+
+export interface Upstream {
+  url: string;
+  port: number;
+  fault: UpstreamFault;
+  /** generation requests answered or in progress */
+  requests: number;
+  /** streams open now */
+  open: number;
+  close(): Promise<void>;
+}
+
+const FAULTS = new Set<UpstreamFault>(["ok", "hang", "slow", "5xx", "reset"]);
+
+export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstream> {
+  const model = opts.model ?? "bench/m";
+  const interval = opts.tokenIntervalMs ?? 0;
+  const maxTokens = opts.maxTokens ?? 4096;
+  const models = JSON.stringify({
+    object: "list",
+    data: [{ id: model, object: "model", created: 1, owned_by: "vllm", root: model, parent: null }],
+  });
+  const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const up: Upstream = {
+    url: "",
+    port: 0,
+    fault: "ok",
+    requests: 0,
+    open: 0,
+    close: async () => {
+      for (const t of timers) clearTimeout(t);
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+
+  const generate = (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+    up.requests++;
+    let doc: Record<string, unknown> = {};
+    try {
+      const v = JSON.parse(body.toString("utf8")) as unknown;
+      if (v && typeof v === "object" && !Array.isArray(v)) doc = v as Record<string, unknown>;
+    } catch {
+      // any body gets an answer: this is a stand-in, the router is what is tested
+    }
+    const n = Math.max(1, Math.min(maxTokens, typeof doc.max_tokens === "number" ? doc.max_tokens | 0 : 4));
+    const chat = req.url?.startsWith("/v1/chat") ?? false;
+    const usage = { prompt_tokens: 5, total_tokens: 5 + n, completion_tokens: n };
+    if (doc.stream !== true) {
+      const text = JSON.stringify({
+        id: "cmpl-1",
+        object: chat ? "chat.completion" : "text_completion",
+        created: 1,
+        model,
+        choices: [
+          chat
+            ? { index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "length" }
+            : { index: 0, text: "ok", finish_reason: "length" },
+        ],
+        usage,
+      });
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+      return void res.end(text);
+    }
+    const so = doc.stream_options as { include_usage?: unknown } | undefined;
+    const includeUsage = so?.include_usage === true;
+    const piece = chat
+      ? `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"${model}","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]${includeUsage ? ',"usage":null' : ""}}\n\n`
+      : `data: {"id":"c","object":"text_completion","created":1,"model":"${model}","choices":[{"index":0,"text":" tok","finish_reason":null}]${includeUsage ? ',"usage":null' : ""}}\n\n`;
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
+    up.open++;
+    let sent = 0;
+    let timer: NodeJS.Timeout | undefined;
+    res.on("close", () => {
+      up.open--;
+      if (timer) {
+        clearTimeout(timer);
+        timers.delete(timer);
+      }
+    });
+    const tick = () => {
+      if (timer) timers.delete(timer);
+      timer = undefined;
+      if (res.destroyed) return;
+      if (sent++ < n) {
+        res.write(piece);
+        const gap = up.fault === "slow" ? Math.max(50, interval * 10) : interval;
+        if (gap > 0) {
+          timer = setTimeout(tick, gap);
+          timers.add(timer);
+        } else setImmediate(tick);
+        return;
+      }
+      if (includeUsage)
+        res.write(
+          `data: {"id":"c","object":"${chat ? "chat.completion.chunk" : "text_completion"}","created":1,"model":"${model}","choices":[],"usage":${JSON.stringify(usage)}}\n\n`,
+        );
+      res.end("data: [DONE]\n\n");
+    };
+    tick();
+  };
+
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0]!;
+    if (req.method === "GET") {
+      if (path === "/v1/models") {
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(models);
+      }
+      res.writeHead(200, { "content-type": "text/plain" });
+      return void res.end(path === "/metrics" ? "vllm:num_requests_running 0\n" : "");
+    }
+    if (path.startsWith("/fault/")) {
+      const f = path.slice(7) as UpstreamFault;
+      req.resume();
+      if (FAULTS.has(f)) up.fault = f;
+      res.writeHead(FAULTS.has(f) ? 200 : 400);
+      return void res.end();
+    }
+    switch (up.fault) {
+      case "hang":
+        return void req.resume();
+      case "reset":
+        return void req.socket.destroy();
+      case "5xx":
+        req.resume();
+        res.writeHead(503, { "content-type": "application/json" });
+        return void res.end(
+          '{"error":{"message":"overloaded","type":"ServiceUnavailableError","param":null,"code":503}}',
+        );
+    }
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => generate(req, res, Buffer.concat(chunks)));
+  });
+  server.keepAliveTimeout = 60_000;
+  server.on("connection", (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", resolve));
+  up.port = (server.address() as AddressInfo).port;
+  up.url = `http://127.0.0.1:${up.port}`;
+  return up;
+}
+
+if (process.argv[1] && /tenancy-upstream\.[jt]s$/.test(process.argv[1])) {
+  const port = Number(process.argv[2] ?? 0);
+  const interval = Number(process.argv[3] ?? 0);
+  void startUpstream({ port, tokenIntervalMs: interval }).then((u) => {
+    console.log(JSON.stringify({ url: u.url }));
+  });
+}
