@@ -6,8 +6,8 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse as parseYaml } from "yaml";
-import { freePort, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
 import { dashboardExpressions, metricNames, sampleNames } from "./promql.js";
+import { startLocalStack, type LocalStack } from "./stack.js";
 import { repoRoot } from "./tools.js";
 import { fixturePath } from "../helpers/vectors.js";
 
@@ -95,55 +95,13 @@ describe("PromQL metric-name extraction", () => {
 });
 
 describe("metric catalogue", { timeout: 60_000 }, () => {
-  const procs: Spawned[] = [];
+  let stack: LocalStack | undefined;
   const exported = new Map<string, { type: string; source: string }>();
 
   before(async () => {
-    const [simPort, lmcacheSimPort, routerPort, cachePort, cacheMetricsPort] = await Promise.all([
-      freePort(),
-      freePort(),
-      freePort(),
-      freePort(),
-      freePort(),
-    ]);
-    const sim = spawnCli([
-      "sim",
-      "meta-llama/Llama-3.1-8B-Instruct",
-      "--host=127.0.0.1",
-      `--port=${simPort}`,
-      // offload on, so the offload families are exported too
-      "--kv-offloading-size=1",
-    ]);
-    const cache = spawnCli([
-      "cache-server",
-      "--host=127.0.0.1",
-      `--port=${cachePort}`,
-      `--metrics-port=${cacheMetricsPort}`,
-      "--max-memory=64MiB",
-    ]);
-    // a second engine with LMCache on, reaching the cache server, so the connector families are exported
-    const lmcacheSim = spawnCli(
-      [
-        "sim",
-        "meta-llama/Llama-3.1-8B-Instruct",
-        "--host=127.0.0.1",
-        `--port=${lmcacheSimPort}`,
-        "--kv-offloading-backend=lmcache",
-      ],
-      { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${cachePort}` },
-    );
-    procs.push(sim, cache, lmcacheSim);
-    await waitForHttp(`http://127.0.0.1:${simPort}/health`, 30_000);
-    await waitForHttp(`http://127.0.0.1:${lmcacheSimPort}/health`, 30_000);
-    const router = spawnCli([
-      "router",
-      "--host=127.0.0.1",
-      `--port=${routerPort}`,
-      `--backend=http://127.0.0.1:${simPort}`,
-    ]);
-    procs.push(router);
-    await waitForHttp(`http://127.0.0.1:${routerPort}/ready`, 30_000);
-    await waitForHttp(`http://127.0.0.1:${cacheMetricsPort}/metrics`, 30_000);
+    // offload on in the first sim and LMCache in the second, so those families are exported too
+    stack = await startLocalStack({ simArgs: ["--kv-offloading-size=1"], lmcacheSim: true });
+    const { simPort, lmcacheSimPort, routerPort, cacheMetricsPort } = stack;
     for (const [source, url] of [
       ["sim", `http://127.0.0.1:${simPort}/metrics`],
       ["sim", `http://127.0.0.1:${lmcacheSimPort}/metrics`],
@@ -155,7 +113,7 @@ describe("metric catalogue", { timeout: 60_000 }, () => {
   });
 
   after(async () => {
-    await Promise.all(procs.map((p) => p.stop()));
+    await stack?.stop();
   });
 
   it("documents every switchyard_* and vllm:* family the processes export, with its type and source", () => {

@@ -8,7 +8,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
+import { freePort, waitForHttp } from "../helpers/cli.js";
+import { startLocalStack, type LocalStack } from "./stack.js";
 import { findTool } from "./tools.js";
 
 interface PromVector {
@@ -39,7 +40,7 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
 }
 
 describe("a real Prometheus scrapes the router, a sim and the cache server", { timeout: 90_000 }, () => {
-  const procs: Spawned[] = [];
+  let stack: LocalStack | undefined;
   let prometheus: ChildProcess | undefined;
   let promLog = "";
   let dir = "";
@@ -56,34 +57,10 @@ describe("a real Prometheus scrapes the router, a sim and the cache server", { t
       skipped = true;
       return;
     }
-    const [simPort, routerPort, cachePort, cacheMetricsPort, promPort] = await Promise.all(
-      Array.from({ length: 5 }, () => freePort()),
-    );
-    const sim = spawnCli([
-      "sim",
-      "meta-llama/Llama-3.1-8B-Instruct",
-      "--host=127.0.0.1",
-      `--port=${simPort}`,
-    ]);
-    const cache = spawnCli([
-      "cache-server",
-      "--host=127.0.0.1",
-      `--port=${cachePort}`,
-      `--metrics-port=${cacheMetricsPort}`,
-      "--max-memory=64MiB",
-    ]);
-    procs.push(sim, cache);
-    await waitForHttp(`http://127.0.0.1:${simPort}/health`, 30_000);
-    const router = spawnCli([
-      "router",
-      "--host=127.0.0.1",
-      `--port=${routerPort}`,
-      `--backend=http://127.0.0.1:${simPort}`,
-    ]);
-    procs.push(router);
+    stack = await startLocalStack();
+    const { simPort, routerPort, cacheMetricsPort } = stack;
+    const promPort = await freePort();
     routerUrl = `http://127.0.0.1:${routerPort}`;
-    await waitForHttp(`${routerUrl}/ready`, 30_000);
-    await waitForHttp(`http://127.0.0.1:${cacheMetricsPort}/metrics`, 30_000);
 
     dir = mkdtempSync(join(tmpdir(), "prom-scrape-"));
     const job = (name: string, port: number) =>
@@ -134,7 +111,7 @@ describe("a real Prometheus scrapes the router, a sim and the cache server", { t
       await exited;
       clearTimeout(t);
     }
-    await Promise.all(procs.map((p) => p.stop()));
+    await stack?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
