@@ -35,6 +35,22 @@ function seqFrame(seq: number | bigint): Buffer {
   return b;
 }
 
+/** A subscriber that joins, asking replay from seq 0, once `published` batches have gone out. */
+async function joinAfter(
+  pub: ZmqEventPublisher,
+  published: number,
+  r: ReturnType<typeof recorder>,
+): Promise<KvEventSubscriber> {
+  for (let i = 0; i < published; i++) pub.publish(batchNo(i));
+  await pub.flush();
+  return KvEventSubscriber.create({
+    endpoint: pub.endpoint,
+    replayEndpoint: pub.replayEndpoint,
+    initialSeq: 0,
+    ...r,
+  });
+}
+
 test("publisher → subscriber over tcp loopback: in order, seq from 0, topic filtering", async () => {
   const pub = await ZmqEventPublisher.create(loopbackConfig({ topic: "kv@a", replay_endpoint: null }));
   const mine = recorder();
@@ -76,14 +92,7 @@ test("a late subscriber asks replay from 0 and gets every batch in order, then l
   const r = recorder();
   let sub: KvEventSubscriber | undefined;
   try {
-    for (let i = 0; i < 5; i++) pub.publish(batchNo(i));
-    await pub.flush();
-    sub = await KvEventSubscriber.create({
-      endpoint: pub.endpoint,
-      replayEndpoint: pub.replayEndpoint,
-      initialSeq: 0,
-      ...r,
-    });
+    sub = await joinAfter(pub, 5, r);
     await waitFor(() => r.batches.length >= 5, "the replayed batches");
     // Live batches now. Any the SUB misses while its subscription travels are a gap that replay fills;
     // keep publishing until live ones get through.
@@ -112,14 +121,7 @@ test("joining after the replay buffer rolled over reports the lost range as a ga
   const r = recorder();
   let sub: KvEventSubscriber | undefined;
   try {
-    for (let i = 0; i < 8; i++) pub.publish(batchNo(i));
-    await pub.flush();
-    sub = await KvEventSubscriber.create({
-      endpoint: pub.endpoint,
-      replayEndpoint: pub.replayEndpoint,
-      initialSeq: 0,
-      ...r,
-    });
+    sub = await joinAfter(pub, 8, r);
     await waitFor(() => r.batches.length === 3, "the buffered batches");
     assert.deepEqual(r.gaps, [[0, 4]]);
     assert.deepEqual(seqs(r), [5, 6, 7]);
