@@ -1,6 +1,7 @@
 // A small seeded PRNG (mulberry32) so that every workload and arrival schedule is a pure function
 // of its options and seed: the same seed gives the same requests in the live bench and the fleet
-// simulator's virtual time.
+// simulator's virtual time. The generator is the engine's; the seed mixing by stream name is ours.
+import { mulberry32 } from "../engine/rng.js";
 
 export interface Rng {
   /** uniform in [0, 1) */
@@ -23,14 +24,7 @@ export function seedOf(seed: number, stream = ""): number {
 }
 
 export function makeRng(seed: number, stream = ""): Rng {
-  let a = seedOf(seed, stream);
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seedOf(seed, stream));
   return {
     next,
     int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
