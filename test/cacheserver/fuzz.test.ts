@@ -2,17 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { startCacheServer } from "../../src/cacheserver/server.js";
+import { mulberry32 as rng } from "../../src/engine/rng.js";
 import { RawConn, clientHeader } from "./raw.js";
-
-/** mulberry32: a seeded PRNG so that a failure replays */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240917);
 
