@@ -295,7 +295,11 @@ export class Disaggregation {
     base: readonly string[],
     cfg: RouterConfig,
   ): Promise<PrefillResult> {
-    const headers = [...base, "content-type", "application/json"];
+    const headers = [...base];
+    let typed = false;
+    for (let i = 0; i < headers.length; i += 2)
+      if (headers[i]!.toLowerCase() === "content-type") typed = true;
+    if (!typed) headers.push("content-type", "application/json");
     const key = engine.spec.apiKey ?? cfg.engineApiKey;
     if (key) headers.push("authorization", `Bearer ${key}`);
     else if (cfg.engineApiKey === undefined && ctx.req.headers.authorization)
