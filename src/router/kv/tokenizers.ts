@@ -26,11 +26,35 @@ function firstPrompt(p: unknown): { text: string } | { ids: number[] } | null {
   return null;
 }
 
-/** Switchyard's tokenizer for a model the sim serves: exactly what the sim engine computes. */
+/** segments up to this length are cached by the sim tokenizer itself */
+const LONG_SEGMENT_CHARS = 256;
+/** characters of long segments remembered (LRU): ≈ 2M chars + their ids ≈ 8 MB */
+const LONG_SEGMENT_CACHE_CHARS = 2_000_000;
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * Switchyard's tokenizer for a model the sim serves: exactly what the sim engine computes.
+ *
+ * The tokenizer splits text at added (special) tokens and BPE-encodes the pieces between them
+ * independently, so a piece's ids never depend on its neighbours. Chat templates put special tokens
+ * around every message, so a multi-round conversation repeats the same long pieces (a system prompt, a
+ * user's history) request after request; BPE of a 9k-token piece costs 15–60 ms of the router's event
+ * loop on a loaded 2-core host, more than a cache hit saves at the engine. Long pieces are therefore
+ * remembered here (LRU by characters); the result is the same ids the tokenizer gives for the whole text.
+ */
 export class SimRequestTokenizer implements RequestTokenizer {
   readonly source: string;
+  private readonly added: RegExp | null;
+  private readonly longSegments = new Map<string, readonly number[]>();
+  private longChars = 0;
+
   constructor(private readonly tk: Tokenizer) {
     this.source = `sim:${tk.family}`;
+    const contents = [...tk.addedTokens.keys()].sort((a, b) => b.length - a.length);
+    this.added = contents.length ? new RegExp(contents.map(escapeRegex).join("|"), "g") : null;
   }
 
   tokens(req: RequestView): number[] | null {
@@ -38,17 +62,66 @@ export class SimRequestTokenizer implements RequestTokenizer {
     try {
       if (Array.isArray(req.messages)) {
         if (!this.tk.hasChatTemplate) return null;
-        return this.tk.encodeChat(req.messages as ChatMessage[], {
+        const text = this.tk.applyChatTemplate(req.messages as ChatMessage[], {
           addGenerationPrompt: (body.add_generation_prompt as boolean | undefined) ?? true,
         });
+        // as encodeChat: the template's text with added tokens recognised and no extra BOS
+        return this.encode(text, false);
       }
       const p = firstPrompt(req.prompt);
       if (!p) return null;
       if ("ids" in p) return p.ids;
-      return this.tk.encode(p.text, (body.add_special_tokens as boolean | undefined) ?? true);
+      return this.encode(p.text, (body.add_special_tokens as boolean | undefined) ?? true);
     } catch {
       return null;
     }
+  }
+
+  /** the tokenizer's encode, with long pieces between added tokens remembered */
+  encode(text: string, addSpecialTokens: boolean): number[] {
+    const out: number[] = [];
+    if (addSpecialTokens && this.tk.bosTokenId !== null) out.push(this.tk.bosTokenId);
+    const re = this.added;
+    if (re === null) {
+      this.piece(text, out);
+      return out;
+    }
+    re.lastIndex = 0;
+    let prev = 0;
+    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+      if (m.index > prev) this.piece(text.slice(prev, m.index), out);
+      out.push(this.tk.addedTokens.get(m[0])!);
+      prev = m.index + m[0].length;
+    }
+    if (prev < text.length) this.piece(text.slice(prev), out);
+    return out;
+  }
+
+  private piece(text: string, out: number[]): void {
+    let ids: readonly number[] | undefined;
+    if (text.length <= LONG_SEGMENT_CHARS || text.length > LONG_SEGMENT_CACHE_CHARS / 4) {
+      ids = this.tk.encode(text, false);
+    } else {
+      ids = this.longSegments.get(text);
+      if (ids !== undefined)
+        this.longSegments.delete(text); // re-inserted below: most recent last
+      else {
+        ids = this.tk.encode(text, false);
+        this.longChars += text.length;
+        for (const [k] of this.longSegments) {
+          if (this.longChars <= LONG_SEGMENT_CACHE_CHARS) break;
+          this.longSegments.delete(k);
+          this.longChars -= k.length;
+        }
+      }
+      this.longSegments.set(text, ids);
+    }
+    for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+  }
+
+  /** characters of long pieces remembered (bounded by LONG_SEGMENT_CACHE_CHARS) */
+  get cachedChars(): number {
+    return this.longChars;
   }
 }
 
