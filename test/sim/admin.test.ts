@@ -128,7 +128,10 @@ test("CLI: refusals name the problem", async () => {
     [[OPT, "--prefix-caching-hash-algo", "sha256"], /pickle/],
     [[OPT, "--prefix-caching-hash-algo", "xxhash"], /sha256_cbor/],
     [[OPT, "--kv-offloading-size", "1", "--kv-offloading-backend", "disk"], /native or lmcache/],
-    [[OPT, "--kv-transfer-config", '{"kv_connector":"NixlConnector"}'], /LMCacheConnectorV1 only/],
+    [
+      [OPT, "--kv-transfer-config", '{"kv_connector":"P2pNcclConnector","kv_role":"kv_both"}'],
+      /LMCacheConnectorV1 or NixlConnector/,
+    ],
   ] as const) {
     const p = spawnCli(["sim", ...args]);
     const code = await new Promise<number | null>((r) => p.child.once("exit", (c) => r(c)));

@@ -399,8 +399,12 @@ test("LMCache config: env over LMCACHE_CONFIG_FILE, vLLM's ways to turn it on, a
     // LMCACHE_* alone does nothing, as in vLLM without the connector
     assert.equal(parseSimArgs([MODEL], { LMCACHE_REMOTE_URL: "lm://x:1" }).lmcache, null);
     assert.throws(
-      () => parseSimArgs([MODEL, "--kv-transfer-config", '{"kv_connector":"NixlConnector"}'], {}),
-      /LMCacheConnectorV1 only/,
+      () =>
+        parseSimArgs(
+          [MODEL, "--kv-transfer-config", '{"kv_connector":"P2pNcclConnector","kv_role":"kv_both"}'],
+          {},
+        ),
+      /LMCacheConnectorV1 or NixlConnector/,
     );
     assert.throws(
       () =>
