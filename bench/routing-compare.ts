@@ -7,7 +7,7 @@
 // busy fraction (saturation), the largest waiting queue of each engine, failures by kind, and the CPU
 // the sims, router and bench used (if the host is the bottleneck, the figures say nothing about
 // routing). Times are modelled: wall-clock figures divided by --time-scale (throughput multiplied).
-//   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv]
+//   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv,hybrid]
 //     [--users 17] [--rounds 8] [--concurrency 0 (= users)] [--user-history-prompt 8000]
 //     [--time-scale 2] [--gpu-memory-utilization 0.3] [--out-dir DIR] [--compare-session]
 import { spawn, type ChildProcess } from "node:child_process";
@@ -21,7 +21,7 @@ import { freePort } from "../test/helpers/cli.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
 
 const specs: FlagSpecs = {
-  policies: { type: "string", default: "round-robin,least-load,prefix,kv", help: "" },
+  policies: { type: "string", default: "round-robin,least-load,prefix,kv,hybrid", help: "" },
   // 17 users: not a multiple of the engine count, so round-robin cannot fall into a static
   // user → engine mapping when rounds run in lockstep
   users: { type: "int", default: 17, help: "" },
