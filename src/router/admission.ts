@@ -61,6 +61,8 @@ export class AdmissionQueue {
 
   /** Waits until `tryAcquire` succeeds; 429 when the queue is full or the wait times out. */
   wait(tryAcquire: () => boolean, signal: AbortSignal, flow: QueueFlow = ANONYMOUS_FLOW): Promise<void> {
+    // a client already gone never takes a queue slot (an aborted signal fires no more events)
+    if (signal.aborted) return Promise.reject(new Error("client went away while queued"));
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = { tryAcquire, resolve, reject, flow: flow.key, ticket: undefined };
       const now = Date.now();
