@@ -65,7 +65,8 @@ export class TenantRequest {
   flush(): Buffer {
     const rest = this.partial;
     this.partial = EMPTY;
-    return rest;
+    // without stripping nothing was held back: the partial was a scanning copy, already relayed
+    return this.opts.stripUsageEvent ? rest : EMPTY;
   }
 
   /** The request ended in any way: record usage (or the estimate) and free the slot. Idempotent. */
@@ -111,8 +112,14 @@ export class TenantRequest {
       }
       from = next;
     }
-    // keep an incomplete event back only while it may still be the usage event we must strip
-    if (from < buf.length && this.opts.stripUsageEvent && buf.length - from <= MAX_EVENT_BYTES) {
+    const rest = buf.length - from;
+    if (!this.opts.stripUsageEvent) {
+      // nothing to strip: relay the chunk as it came, keeping an incomplete event only to scan it whole
+      this.partial = rest > 0 && rest <= MAX_EVENT_BYTES ? Buffer.from(buf.subarray(from)) : EMPTY;
+      return chunk;
+    }
+    // keep an incomplete event back: it may be the usage event we must strip
+    if (rest > 0 && rest <= MAX_EVENT_BYTES) {
       this.partial = Buffer.from(buf.subarray(from));
       buf = buf.subarray(0, from);
     } else this.partial = EMPTY;
