@@ -137,6 +137,14 @@ describe("metric catalogue", { timeout: 60_000 }, () => {
     }
   });
 
+  it("has one row per metric", () => {
+    const seen = new Set<string>();
+    const twice = readCatalogue()
+      .map((r) => r.name)
+      .filter((n) => seen.has(n) || !seen.add(n));
+    assert.deepEqual(twice, [], "rows written twice in docs/metrics.md");
+  });
+
   it("lists no Switchyard metric that nobody exports", () => {
     const stale = readCatalogue()
       .filter((r) => r.source === "router" || r.source === "sim" || r.source === "cache-server")
