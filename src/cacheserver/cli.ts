@@ -2,7 +2,12 @@
 import { CliError, helpText, parseFlags, parseSize, wantsHelp, type FlagSpecs } from "../cli/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
-import { DEFAULT_PORT, startCacheServer } from "./server.js";
+import {
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_PORT,
+  DEFAULT_STALL_TIMEOUT_MS,
+  startCacheServer,
+} from "./server.js";
 
 const specs: FlagSpecs = {
   host: { type: "string", default: "0.0.0.0", help: "address to listen on" },
@@ -15,6 +20,18 @@ const specs: FlagSpecs = {
   },
   "disk-dir": { type: "string", help: "folder for the disk tier (objects evicted from memory go there)" },
   "max-disk": { type: "size", default: "200GiB", help: "disk tier budget (LRU beyond it)" },
+  "max-connections": {
+    type: "int",
+    default: DEFAULT_MAX_CONNECTIONS,
+    min: 1,
+    help: "connections beyond this are closed at accept",
+  },
+  "stall-timeout": {
+    type: "number",
+    default: DEFAULT_STALL_TIMEOUT_MS / 1000,
+    min: 0.001,
+    help: "seconds a peer may move no bytes mid-request or with unread replies before it is closed",
+  },
   "metrics-port": {
     type: "int",
     min: 0,
@@ -24,7 +41,7 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard cache-server [--host H] [--port P] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--metrics-port P]";
+  "usage: switchyard cache-server [--host H] [--port P] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--stall-timeout S] [--metrics-port P]";
 
 export async function main(argv: string[]): Promise<number> {
   if (wantsHelp(argv)) {
@@ -48,6 +65,8 @@ export async function main(argv: string[]): Promise<number> {
     diskDir: flags["disk-dir"] as string | undefined,
     maxDiskBytes: sizeFlag("max-disk"),
     metricsPort: flags["metrics-port"] as number | undefined,
+    maxConnections: flags["max-connections"] as number,
+    stallTimeoutMs: (flags["stall-timeout"] as number) * 1000,
     log: logger("cache-server"),
   });
   onShutdown(() => server.close());

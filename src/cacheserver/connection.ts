@@ -28,6 +28,8 @@ export interface ConnectionContext {
   metrics: CacheMetrics | undefined;
   log: Logger;
   maxObjectBytes: number;
+  /** close a peer that moves no bytes for this long inside a request or behind unread replies */
+  stallTimeoutMs: number;
   /** read PUT payloads straight into their Buffers (default); false: keep Node's own read buffers */
   directReads?: boolean;
 }
@@ -99,6 +101,7 @@ export class Connection {
     this.peer = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
+    socket.setTimeout(ctx.stallTimeoutMs, () => this.onIdle());
     this.done = new Promise((resolve) => socket.once("close", () => resolve()));
     if (!direct) {
       socket.on("data", (chunk: Buffer) => this.onData(chunk));
@@ -180,6 +183,20 @@ export class Connection {
         `connection closed after ${this.headerFilled} of ${CLIENT_HEADER_BYTES} header bytes`,
       );
     } else this.finish();
+  }
+
+  /**
+   * No byte moved either way for stallTimeoutMs. Idle between requests is normal (LMCache keeps its
+   * connections open); idle inside a request, or with replies the peer does not read, is a peer
+   * holding a receive buffer or queued replies that may never be released.
+   */
+  private onIdle(): void {
+    if (this.closed || this.stopping) return;
+    const ms = this.ctx.stallTimeoutMs;
+    if (this.busy && this.socket.writableLength > 0)
+      this.fail("stalled_reader", `${this.socket.writableLength} reply bytes unread for ${ms} ms`);
+    else if (this.put) this.fail("stalled_frame", `no PUT payload bytes for ${ms} ms`);
+    else if (this.headerFilled > 0) this.fail("stalled_frame", `no header bytes for ${ms} ms`);
   }
 
   private fail(kind: ProtocolErrorKind, message: string): void {

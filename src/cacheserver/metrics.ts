@@ -27,6 +27,7 @@ export class CacheMetrics {
   readonly bytesOut: Counter;
   private readonly evictions: Counter<"tier" | "outcome">;
   readonly connectionsTotal: Counter;
+  readonly connectionsRefused: Counter;
   private readonly protocolErrors: Counter<"kind">;
   private readonly requests: Counter<"command">;
   readonly rejectedPuts: Counter;
@@ -74,6 +75,11 @@ export class CacheMetrics {
     this.connectionsTotal = new Counter({
       name: "switchyard_cache_connections_total",
       help: "client connections accepted",
+      registers,
+    });
+    this.connectionsRefused = new Counter({
+      name: "switchyard_cache_connections_refused_total",
+      help: "client connections closed at accept because max connections were open",
       registers,
     });
     this.protocolErrors = new Counter({

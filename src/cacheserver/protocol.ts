@@ -38,7 +38,9 @@ export type ProtocolErrorKind =
   | "empty_key"
   | "bad_key"
   | "truncated_header"
-  | "truncated_payload";
+  | "truncated_payload"
+  | "stalled_frame"
+  | "stalled_reader";
 
 export class ProtocolError extends Error {
   constructor(

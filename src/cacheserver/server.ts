@@ -12,6 +12,9 @@ import { PER_CHUNK_OVERHEAD } from "./payload.js";
 
 export const DEFAULT_PORT = 65432;
 export const DEFAULT_MAX_OBJECT_BYTES = 2 ** 30;
+/** LMCache opens one connection per worker: a large fleet stays far below this */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 /** lm:// lengths are int32 */
 const PROTOCOL_MAX_LENGTH = 2 ** 31 - 1;
 
@@ -30,6 +33,10 @@ export interface CacheServerOptions {
   log?: Logger;
   /** read PUT payloads straight into their final Buffers (default true; false is for tests) */
   directReads?: boolean;
+  /** connections beyond this are closed at accept (each may hold a PUT receive buffer outside the budget) */
+  maxConnections?: number;
+  /** a peer that moves no bytes for this long mid-request, or while its replies go unread, is closed */
+  stallTimeoutMs?: number;
 }
 
 export interface CacheServer {
@@ -80,10 +87,25 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       store.memory.residentBudget - PER_OBJECT_OVERHEAD - PER_CHUNK_OVERHEAD - 150,
     ),
     directReads: opts.directReads,
+    stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
   };
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  let refusedLoggedAt = -Infinity;
 
   // paused on connect: Connection may rebuild the socket around its handle to choose its read buffers
+  // counted here, not by net.Server's maxConnections: Connection takes the accepted handle over, and the
+  // server stops counting the socket it came in
   const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
+    if (live.size >= maxConnections) {
+      socket.destroy();
+      metrics.connectionsRefused.inc();
+      // a flood of them must not become a flood of log lines
+      if (performance.now() - refusedLoggedAt > 10_000) {
+        refusedLoggedAt = performance.now();
+        log.warn({ maxConnections }, "connection refused: max connections open");
+      }
+      return;
+    }
     const conn = new Connection(socket, ctx);
     live.add(conn);
     metrics.connectionsTotal.inc();

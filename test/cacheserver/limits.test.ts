@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { startCacheServer } from "../../src/cacheserver/server.js";
 import { RawConn, clientHeader } from "./raw.js";
 
@@ -74,3 +75,107 @@ test("an idle persistent connection is not dropped and a client that disconnects
     await srv.close();
   }
 });
+
+for (const directReads of [true, false]) {
+  test(
+    `a peer stalled inside a request is closed after the stall timeout; idle between requests is not (directReads ${directReads})`,
+    { timeout: 10_000 },
+    async () => {
+      const srv = await startCacheServer({
+        host: "127.0.0.1",
+        port: 0,
+        maxMemoryBytes: 2 ** 24,
+        stallTimeoutMs: 150,
+        directReads,
+      });
+      try {
+        const idle = await RawConn.open(srv.port);
+        await idle.put("keep", Buffer.alloc(1000, 5));
+        const midHeader = await RawConn.open(srv.port);
+        midHeader.write(clientHeader(3, "k").subarray(0, 90));
+        const midPut = await RawConn.open(srv.port);
+        midPut.write(Buffer.concat([clientHeader(1, "half", 100_000), Buffer.alloc(4000, 1)]));
+        await Promise.all([midHeader.closedP, midPut.closedP]);
+        assert.equal(await errorCount(srv, "stalled_frame"), 2);
+        await new Promise((r) => setTimeout(r, 300)); // twice the timeout, idle
+        assert.equal(idle.closed, false);
+        assert.deepEqual(await idle.get("keep"), Buffer.alloc(1000, 5));
+        assert.equal(await idle.exist("half"), false);
+        await idle.close();
+      } finally {
+        await srv.close();
+      }
+    },
+  );
+}
+
+test(
+  "a peer that sends GETs but never reads the replies is closed once nothing moves for the stall timeout",
+  { timeout: 10_000 },
+  async () => {
+    const srv = await startCacheServer({
+      host: "127.0.0.1",
+      port: 0,
+      maxMemoryBytes: 2 ** 26,
+      stallTimeoutMs: 200,
+    });
+    try {
+      const good = await RawConn.open(srv.port);
+      await good.put("big", Buffer.alloc(4 << 20, 9));
+      assert.equal(await good.exist("big"), true);
+      const deaf = connect({ host: "127.0.0.1", port: srv.port });
+      deaf.on("error", () => {});
+      await new Promise((r) => deaf.once("connect", r));
+      deaf.pause(); // reads nothing: replies pile up in the kernel, then in the server
+      for (let i = 0; i < 40; i++) deaf.write(clientHeader(2, "big"));
+      // a paused socket does not see its close: watch the server's count instead
+      for (let i = 0; (await errorCount(srv, "stalled_reader")) === 0; i++) {
+        assert.ok(i < 200, "the deaf peer was never closed");
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      deaf.destroy();
+      assert.deepEqual(await good.get("big"), Buffer.alloc(4 << 20, 9));
+      await good.close();
+    } finally {
+      await srv.close();
+    }
+  },
+);
+
+test(
+  "connections beyond maxConnections are closed at accept and counted; a freed slot is used again",
+  { timeout: 10_000 },
+  async () => {
+    const srv = await startCacheServer({
+      host: "127.0.0.1",
+      port: 0,
+      maxMemoryBytes: 2 ** 20,
+      maxConnections: 2,
+    });
+    const refused = async () =>
+      (await srv.metrics.registry.getSingleMetric("switchyard_cache_connections_refused_total")!.get())
+        .values[0]?.value ?? 0;
+    try {
+      const a = await RawConn.open(srv.port);
+      const b = await RawConn.open(srv.port);
+      assert.equal(await a.exist("x"), false);
+      assert.equal(await b.exist("x"), false);
+      const c = await RawConn.open(srv.port);
+      await c.closedP;
+      await assert.rejects(c.exist("x"));
+      assert.equal(await refused(), 1);
+      assert.equal(await a.exist("x"), false, "the open ones are unharmed");
+      await a.close();
+      for (let i = 0; srv.connections() > 1; i++) {
+        assert.ok(i < 100, "the server never saw the close");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const d = await RawConn.open(srv.port);
+      assert.equal(await d.exist("x"), false);
+      assert.equal(await refused(), 1);
+      await Promise.all([b.close(), d.close()]);
+    } finally {
+      await srv.close();
+    }
+  },
+);
