@@ -9,7 +9,7 @@ export const SCRAPED = {
   prefixHits: "vllm:prefix_cache_hits",
   prefixQueries: "vllm:prefix_cache_queries",
   preemptions: "vllm:num_preemptions",
-  routerRetries: "switchyard_router_retries",
+  routerRetries: "switchyard_retries",
   ttftSum: "vllm:time_to_first_token_seconds_sum",
   ttftCount: "vllm:time_to_first_token_seconds_count",
   itlSum: "vllm:inter_token_latency_seconds_sum",
