@@ -27,6 +27,9 @@ export function bytesMeta(n: number): ObjectMeta {
   return { fmt: 4, dtype: 6, shape: [n, 0, 0, 0] };
 }
 
+/** Largest GET/LIST reply accepted by default: our server's default max object (LMCache chunks are MiBs). */
+export const DEFAULT_MAX_REPLY_BYTES = 2 ** 30;
+
 export class LmClient {
   private readonly waiters: Waiter[] = [];
   private head = 0;
@@ -35,14 +38,23 @@ export class LmClient {
   private body: { buf: Buffer; filled: number; meta: ObjectMeta; waiter: Waiter } | undefined;
   private failed: Error | undefined;
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(
+    private readonly socket: Socket,
+    private readonly maxReplyBytes: number,
+  ) {
     socket.setNoDelay(true);
     socket.on("data", (c: Buffer) => this.onData(c));
     socket.on("error", (e) => this.failAll(e));
     socket.on("close", () => this.failAll(new Error("lm:// connection closed")));
   }
 
-  static connect(host: string, port: number, timeoutMs = 10_000): Promise<LmClient> {
+  /** `maxReplyBytes`: a reply announcing more closes the connection before anything is allocated. */
+  static connect(
+    host: string,
+    port: number,
+    timeoutMs = 10_000,
+    maxReplyBytes = DEFAULT_MAX_REPLY_BYTES,
+  ): Promise<LmClient> {
     return new Promise((resolve, reject) => {
       const s = connect({ host, port });
       const t = setTimeout(() => s.destroy(new Error(`connect to ${host}:${port} timed out`)), timeoutMs);
@@ -53,7 +65,7 @@ export class LmClient {
       s.once("connect", () => {
         clearTimeout(t);
         s.removeAllListeners("error");
-        resolve(new LmClient(s));
+        resolve(new LmClient(s, maxReplyBytes));
       });
     });
   }
@@ -182,8 +194,13 @@ export class LmClient {
       else if (h.code !== SUCCESS) w.resolve(undefined);
       else if (h.length === 0)
         w.resolve({ payload: Buffer.alloc(0), meta: { fmt: h.fmt, dtype: h.dtype, shape: h.shape } });
-      else if (h.length < 0) {
-        this.socket.destroy(new Error(`lm:// reply with negative length ${h.length}`));
+      else if (h.length < 0 || h.length > this.maxReplyBytes) {
+        const err = new Error(
+          `lm:// reply length ${h.length} outside 0..${this.maxReplyBytes} (maxReplyBytes)`,
+        );
+        // taken off the queue already: failAll on the socket's close would not reach it
+        w.reject(err);
+        this.socket.destroy(err);
         return;
       } else
         this.body = {

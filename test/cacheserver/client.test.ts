@@ -101,3 +101,38 @@ test("LmClient.destroy closes at once against a server that never answers; close
     await new Promise((r) => mute.close(r));
   }
 });
+
+test(
+  "LmClient refuses a reply length beyond maxReplyBytes (or negative) before allocating, failing only that client",
+  { timeout: 5000 },
+  async () => {
+    let announced = 0;
+    const liar = createServer((s) => {
+      s.once("data", () => {
+        // a GET hit announcing `announced` bytes, then nothing
+        const h = Buffer.alloc(36);
+        h.writeInt32LE(200, 0);
+        h.writeInt32LE(announced, 4);
+        s.write(h);
+      });
+      s.on("error", () => {});
+    });
+    await new Promise<void>((r) => liar.listen(0, "127.0.0.1", r));
+    const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 20 });
+    try {
+      const port = (liar.address() as AddressInfo).port;
+      for (announced of [2 ** 30, -5]) {
+        const c = await LmClient.connect("127.0.0.1", port, 1000, 2 ** 20);
+        await assert.rejects(c.get("k"), new RegExp(`reply length ${announced} outside 0\\.\\.1048576`));
+        await assert.rejects(c.exist("k"));
+      }
+      const ok = await LmClient.connect("127.0.0.1", srv.port, 1000, 2 ** 20);
+      await ok.put("k", Buffer.alloc(2 ** 19, 1));
+      assert.equal((await ok.get("k"))?.payload.length, 2 ** 19);
+      await ok.close();
+    } finally {
+      await srv.close();
+      await new Promise((r) => liar.close(r));
+    }
+  },
+);
