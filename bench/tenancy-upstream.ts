@@ -18,6 +18,8 @@ export interface UpstreamOptions {
   tokenIntervalMs?: number;
   /** cap on max_tokens honoured per request */
   maxTokens?: number;
+  /** delay before the first token (or the JSON answer), uniform in [min, max] ms; 0 by default */
+  firstTokenMs?: [number, number];
 }
 
 export interface Upstream {
@@ -56,7 +58,18 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     },
   };
 
+  const [ftMin, ftMax] = opts.firstTokenMs ?? [0, 0];
+  const firstDelay = () => ftMin + Math.random() * (ftMax - ftMin);
   const generate = (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+    const d = firstDelay();
+    if (d <= 0) return answer(req, res, body);
+    const t = setTimeout(() => {
+      timers.delete(t);
+      if (!res.destroyed) answer(req, res, body);
+    }, d);
+    timers.add(t);
+  };
+  const answer = (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
     up.requests++;
     let doc: Record<string, unknown> = {};
     try {
