@@ -11,6 +11,7 @@ import { stringify as toYaml } from "yaml";
 import { startRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { deriveCacheSalt } from "../../src/tenancy/salt.js";
+import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
 import { startFakeEngine } from "../router/fake-engine.js";
 import { routerFor, waitUntil } from "../router/util.js";
 
@@ -278,3 +279,46 @@ test("a key rotated in the keys directory during load: in-flight requests finish
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test(
+  "keys never reach the router's logs (a real process at debug level, bad keys, a refused reload)",
+  { timeout: 40_000 },
+  async () => {
+    const eng = await startFakeEngine();
+    const dir = mkdtempSync(join(tmpdir(), "sy-logs-"));
+    const file = join(dir, "router.yaml");
+    const GOOD = "sk-log-check-good-0000000000";
+    const WRONG = "sk-log-check-wrong-000000000";
+    const PLAIN = "sk-log-check-plain-in-config";
+    const port = await freePort();
+    writeFileSync(
+      file,
+      toYaml({ tenancy: { keys: [{ hash: hashKey(GOOD), tenant: "a" }], adminKeys: [hashKey(ADMIN)] } }),
+    );
+    const router = spawnCli(
+      ["router", "--host=127.0.0.1", `--port=${port}`, `--backend=${eng.url}`, `--config=${file}`],
+      { SWITCHYARD_LOG_LEVEL: "debug" },
+    );
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      await waitForHttp(`${url}/ready`, 30_000);
+      for (const key of [GOOD, WRONG, ADMIN])
+        await status(client(url, key).completions.create({ model: MODEL, prompt: "x", max_tokens: 1 }));
+      writeFileSync(file, toYaml({ tenancy: { keys: [{ hash: PLAIN, tenant: "a" }] } }));
+      const r = await fetch(`${url}/admin/reload`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN}` },
+      });
+      assert.equal(r.status, 400);
+      await new Promise((res) => setTimeout(res, 300));
+      const out = router.output();
+      assert.match(out, /reload failed/, "the refused reload was logged");
+      for (const k of [GOOD, WRONG, ADMIN, PLAIN, hashKey(GOOD), hashKey(ADMIN)])
+        assert.ok(!out.includes(k), `a key or key hash appeared in the logs`);
+    } finally {
+      await router.stop();
+      await eng.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
