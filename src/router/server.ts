@@ -45,10 +45,13 @@ const MODEL_OPTIONAL = new Set(["/tokenize", "/detokenize", "/pooling", "/classi
 const MULTIPART_ROUTES = new Set(["/v1/audio/transcriptions", "/v1/audio/translations"]);
 const MULTIPART_SNIFF_BYTES = 64 * 1024;
 
-/** Admission-queue bounds: the tenancy queue block when tenancy is on, else the admission block. */
-function queueLimits(cfg: RouterConfig, tenancyOn: boolean): QueueLimits {
+/**
+ * Admission-queue bounds: the tenancy block's queue when the config has one (whether or not keys are
+ * loaded yet: a keys directory can turn tenancy on without a reload), else the admission block.
+ */
+function queueLimits(cfg: RouterConfig): QueueLimits {
   const t = cfg.tenancy?.queue;
-  if (tenancyOn && t) return { queueSize: t.size, queueTimeout: t.timeout, perFlow: t.perTenant };
+  if (t) return { queueSize: t.size, queueTimeout: t.timeout, perFlow: t.perTenant };
   return { queueSize: cfg.admission.queueSize, queueTimeout: cfg.admission.queueTimeout };
 }
 
@@ -97,7 +100,7 @@ export class Router {
       onEject: (url, reason) => this.metrics.ejections.inc({ engine: url, reason }),
     });
     this.tenancy = new TenancyState(cfg.tenancy ?? {});
-    this.queue = new AdmissionQueue(queueLimits(cfg, this.tenancy.enabled));
+    this.queue = new AdmissionQueue(queueLimits(cfg));
     this.budget = new RetryBudget(cfg.retry);
     this.tracer = cfg.tracing.otlpEndpoint
       ? new Tracer({
@@ -220,7 +223,7 @@ export class Router {
     this.cfg = cfg;
     this.cache.setConfig(cfg);
     this.policy = this.makePolicy(cfg);
-    this.queue.setLimits(queueLimits(cfg, this.tenancy.enabled));
+    this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
     this.registry.setConfig(cfg);
     this.discovery.update(specsOf(cfg));
