@@ -1,5 +1,5 @@
 // `switchyard cache-server`: flags → startCacheServer, then wait for SIGINT/SIGTERM.
-import { CliError, helpText, parseFlags, parseSize, wantsHelp, type FlagSpecs } from "../cli/args.js";
+import { CliError, parseCommand, type FlagSpecs } from "../cli/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
 import {
@@ -44,17 +44,10 @@ const USAGE =
   "usage: switchyard cache-server [--host H] [--port P] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--stall-timeout S] [--metrics-port P]";
 
 export async function main(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    console.log(helpText(USAGE, specs));
-    return 0;
-  }
-  const { flags, positionals } = parseFlags(argv, specs);
-  if (positionals.length > 0) throw new CliError(`unexpected argument '${positionals[0]}'`);
-  const sizeFlag = (name: string) => {
-    const v = flags[name];
-    // defaults are given as text; parseFlags converts only what was typed
-    return typeof v === "string" ? parseSize(v, `--${name}`) : (v as number);
-  };
+  const parsed = parseCommand(argv, USAGE, specs);
+  if (!parsed) return 0;
+  const { flags } = parsed;
+  const sizeFlag = (name: string) => flags[name] as number;
   const maxMemoryBytes = sizeFlag("max-memory");
   if (maxMemoryBytes <= 0) throw new CliError("--max-memory must be positive");
   const server = await startCacheServer({

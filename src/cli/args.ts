@@ -14,6 +14,8 @@ export interface FlagSpec {
   negatable?: boolean;
   min?: number;
   max?: number;
+  /** for strings: the accepted values */
+  choices?: readonly string[];
 }
 
 export type FlagSpecs = Record<string, FlagSpec>;
@@ -78,6 +80,9 @@ function coerce(name: string, spec: FlagSpec, raw: string): string | number | bo
       throw new CliError(`--${name}: expected true or false, got '${raw}'`);
     }
     default:
+      if (spec.choices && !spec.choices.includes(raw)) {
+        throw new CliError(`--${name}: expected ${spec.choices.join(" or ")}, got '${raw}'`);
+      }
       return raw;
   }
 }
@@ -87,9 +92,13 @@ export function parseFlags(argv: string[], specs: FlagSpecs): Parsed {
   const given = new Set<string>();
   const positionals: string[] = [];
   for (const [name, spec] of Object.entries(specs)) {
-    if (spec.default !== undefined)
-      flags[name] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
-    else if (spec.type === "list") flags[name] = [];
+    if (spec.default === undefined) {
+      if (spec.type === "list") flags[name] = [];
+    } else if (Array.isArray(spec.default)) flags[name] = [...spec.default];
+    // size defaults are written as text ("16GiB") but reach the command as bytes, like typed values
+    else if (spec.type === "size" && typeof spec.default === "string")
+      flags[name] = parseSize(spec.default, `--${name}`);
+    else flags[name] = spec.default;
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -163,4 +172,24 @@ export function helpText(usageLine: string, specs: FlagSpecs): string {
 
 export function wantsHelp(argv: string[]): boolean {
   return argv.includes("--help") || argv.includes("-h");
+}
+
+/**
+ * The start of every subcommand: prints help and returns null for --help/-h, else parses the flags and
+ * refuses positional arguments beyond `maxPositionals`.
+ */
+export function parseCommand(
+  argv: string[],
+  usageLine: string,
+  specs: FlagSpecs,
+  opts: { maxPositionals?: number } = {},
+): Parsed | null {
+  if (wantsHelp(argv)) {
+    console.log(helpText(usageLine, specs));
+    return null;
+  }
+  const parsed = parseFlags(argv, specs);
+  const max = opts.maxPositionals ?? 0;
+  if (parsed.positionals.length > max) throw new CliError(`unexpected argument '${parsed.positionals[max]}'`);
+  return parsed;
 }

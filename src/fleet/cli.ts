@@ -1,6 +1,6 @@
 // `switchyard simulate --scenario file.yaml`: one scenario on N engines in virtual time.
 import { readFileSync, writeFileSync } from "node:fs";
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../cli/args.js";
+import { CliError, parseCommand, type FlagSpecs } from "../cli/args.js";
 import { OFFLOAD_MODES, parseScenarioText, ScenarioError, type ResolvedScenario } from "./scenario.js";
 import type { OffloadMode } from "./build.js";
 import { formatReport } from "./report.js";
@@ -14,7 +14,7 @@ const specs: FlagSpecs = {
   },
   requests: { type: "int", min: 1, help: "override simulation.requests" },
   seed: { type: "int", min: 0, help: "override simulation.seed" },
-  format: { type: "string", default: "text", help: "text | json" },
+  format: { type: "string", default: "text", choices: ["text", "json"], help: "text | json" },
   output: { type: "string", help: "also write the JSON report to this file" },
 };
 
@@ -38,16 +38,11 @@ export function loadScenario(path: string): ResolvedScenario {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    console.log(helpText(USAGE, specs));
-    return 0;
-  }
-  const { flags, positionals } = parseFlags(argv, specs);
-  if (positionals.length > 0) throw new CliError(`unexpected argument '${positionals[0]}'`);
+  const parsed = parseCommand(argv, USAGE, specs);
+  if (!parsed) return 0;
+  const { flags } = parsed;
   if (typeof flags.scenario !== "string") throw new CliError(`--scenario FILE is required\n${USAGE}`);
   const format = flags.format as string;
-  if (format !== "text" && format !== "json")
-    throw new CliError(`--format: expected text or json, got '${format}'`);
   const r = loadScenario(flags.scenario);
   if (typeof flags.seed === "number") r.scenario.simulation.seed = flags.seed;
   let mode = r.scenario.simulation.offload.mode as OffloadMode;

@@ -2,7 +2,7 @@
 // Exit 0 when a plan is produced (refused options are listed in it); 2 when planning is refused or the
 // scenario is invalid, with the reasons printed.
 import { writeFileSync } from "node:fs";
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../cli/args.js";
+import { CliError, parseCommand, type FlagSpecs } from "../cli/args.js";
 import { loadScenario } from "../fleet/cli.js";
 import { helmValues, prometheusRule, toYaml } from "./emit.js";
 import { planMarkdown } from "./format.js";
@@ -10,7 +10,7 @@ import { makePlan, SWEEP_SCALES } from "./plan.js";
 
 const specs: FlagSpecs = {
   scenario: { type: "string", help: "scenario YAML (docs/planner.md)" },
-  format: { type: "string", default: "md", help: "md | json" },
+  format: { type: "string", default: "md", choices: ["md", "json"], help: "md | json" },
   "emit-values": { type: "string", help: "write Helm values for deploy/helm/switchyard to this file" },
   "emit-rules": {
     type: "string",
@@ -28,16 +28,11 @@ const USAGE =
   "usage: switchyard plan --scenario FILE [--format md|json] [--emit-values values.yaml] [--emit-rules rules.yaml] [--no-sweep]";
 
 export async function main(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    console.log(helpText(USAGE, specs));
-    return 0;
-  }
-  const { flags, positionals } = parseFlags(argv, specs);
-  if (positionals.length > 0) throw new CliError(`unexpected argument '${positionals[0]}'`);
+  const parsed = parseCommand(argv, USAGE, specs);
+  if (!parsed) return 0;
+  const { flags } = parsed;
   if (typeof flags.scenario !== "string") throw new CliError(`--scenario FILE is required\n${USAGE}`);
   const format = flags.format as string;
-  if (format !== "md" && format !== "json")
-    throw new CliError(`--format: expected md or json, got '${format}'`);
   const r = loadScenario(flags.scenario);
   const outcome = makePlan(r, { sweep: flags.sweep ? SWEEP_SCALES : [] });
   if (!outcome.ok) {

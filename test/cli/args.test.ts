@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseFlags, parseSize, CliError, type FlagSpecs } from "../../src/cli/args.js";
+import { parseCommand, parseFlags, parseSize, CliError, type FlagSpecs } from "../../src/cli/args.js";
 
 const specs: FlagSpecs = {
   port: { type: "int", default: 8000, help: "port", min: 0, max: 65535 },
@@ -47,4 +47,29 @@ test("sizes", () => {
   assert.equal(parseSize("2GB"), 2e9);
   assert.equal(parseSize("100"), 100);
   assert.throws(() => parseSize("lots"), /cannot read/);
+});
+
+test("size defaults reach the command as bytes; choices are enforced", () => {
+  const p = parseFlags([], specs);
+  assert.equal(p.flags["max-memory"], 2 ** 30);
+  const withChoices: FlagSpecs = {
+    format: { type: "string", default: "md", choices: ["md", "json"], help: "" },
+  };
+  assert.equal(parseFlags(["--format", "json"], withChoices).flags.format, "json");
+  assert.throws(
+    () => parseFlags(["--format", "yaml"], withChoices),
+    /--format: expected md or json, got 'yaml'/,
+  );
+});
+
+test("parseCommand: help returns null, stray arguments are refused", () => {
+  const log = console.log;
+  console.log = () => {};
+  try {
+    assert.equal(parseCommand(["--help"], "usage: x", specs), null);
+  } finally {
+    console.log = log;
+  }
+  assert.throws(() => parseCommand(["extra"], "usage: x", specs), /unexpected argument 'extra'/);
+  assert.deepEqual(parseCommand(["MODEL"], "usage: x", specs, { maxPositionals: 1 })!.positionals, ["MODEL"]);
 });
