@@ -45,6 +45,12 @@ const specs: FlagSpecs = {
 
 const UP_FLAGS = new Set(Object.keys(specs));
 
+/**
+ * How long a stack process may take to stop after SIGTERM before it is killed: the router drains
+ * in-flight streams for its drain timeout (30 s by default) and exits a little after it.
+ */
+const CHILD_STOP_MS = 45_000;
+
 /** Splits argv into `up`'s own flags and the flags passed through to every engine. */
 export function splitArgs(argv: string[]): { own: string[]; engine: string[] } {
   const own: string[] = [];
@@ -134,7 +140,7 @@ export async function main(argv: string[]): Promise<number> {
         ({ child }) =>
           new Promise<void>((resolve) => {
             if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+            const t = setTimeout(() => child.kill("SIGKILL"), CHILD_STOP_MS);
             child.once("exit", () => {
               clearTimeout(t);
               resolve();
@@ -145,6 +151,10 @@ export async function main(argv: string[]): Promise<number> {
     );
   };
   onShutdown(stopAll);
+  // this process's own shutdown deadline must outlast the children's drain
+  if (!(Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0) > CHILD_STOP_MS)) {
+    process.env.SWITCHYARD_SHUTDOWN_MS = String(CHILD_STOP_MS + 5_000);
+  }
 
   const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;
   const engineUrls: string[] = [];
