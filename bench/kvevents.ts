@@ -1,8 +1,8 @@
 // KV-event codec throughput: decode (the router's hot path) and encode (the sim's), in events/s and
-// MB/s, on batches shaped like a busy engine's steps; msgpackr's generic decode of the same bytes is
+// MB/s, on batches shaped like a busy engine's steps; @msgpack/msgpack's generic decode of the same bytes is
 // shown for reference (it only builds the untyped tree, we produce typed events).
 // Run: npm run bench:kvevents   (or: node --import tsx bench/kvevents.ts)
-import { Unpackr } from "msgpackr";
+import { Decoder } from "@msgpack/msgpack";
 import { decodeBatch, encodeBatch } from "../src/kvevents/codec.js";
 import type { KvEvent, KvEventBatch } from "../src/kvevents/events.js";
 
@@ -59,7 +59,7 @@ function run(name: string, fn: () => void, rounds: number): void {
 console.log(
   `${batches.length} batches, ${events} events, ${(bytes / batches.length).toFixed(0)} bytes/batch on average`,
 );
-const unpackr = new Unpackr({ int64AsType: "bigint", useRecords: false, mapsAsObjects: true });
+const generic = new Decoder({ useBigInt64: true });
 const rounds = Number(process.env.ROUNDS ?? 20);
 run(
   "decodeBatch (typed)",
@@ -69,9 +69,9 @@ run(
   rounds,
 );
 run(
-  "msgpackr unpack (untyped)",
+  "@msgpack/msgpack decode (untyped)",
   () => {
-    for (const p of payloads) unpackr.unpack(p);
+    for (const p of payloads) generic.decode(p);
   },
   rounds,
 );
