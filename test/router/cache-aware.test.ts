@@ -203,10 +203,13 @@ test("watchdog: a hash-seed mismatch with the engines is reported loudly", async
       const text = await (await fetch(`${router.url}/metrics`)).text();
       return /switchyard_routing_hit_mismatch\{engine="[^"]+"\} 1/.test(text);
     };
-    const deadline = Date.now() + 5000;
+    // The watchdog compares against the engine's hit counter from its own baseline onwards, and that
+    // scrape runs on a timer: keep traffic flowing until the comparison window holds some of it.
+    const deadline = Date.now() + 20_000;
     while (!(await mismatch())) {
       if (Date.now() > deadline) throw new Error("no mismatch reported");
-      await new Promise((r) => setTimeout(r, 100));
+      await routeOf(router.url, body);
+      await new Promise((r) => setTimeout(r, 200));
     }
   } finally {
     await router.close();
