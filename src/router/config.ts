@@ -3,33 +3,10 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { parseSize } from "../cli/args.js";
+import { duration, size } from "../config/values.js";
 import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
 import { tenancyConfigSchema } from "../tenancy/config.js";
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** A duration in milliseconds: a number (ms) or text like "250ms", "30s", "5m". */
-const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === "number") return v;
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$/.exec(v);
-  if (!m) {
-    ctx.addIssue({ code: "custom", message: `cannot read '${v}' as a duration (examples: 500ms, 30s, 5m)` });
-    return z.NEVER;
-  }
-  return Number(m[1]) * DURATION_UNITS[m[2] ?? "ms"]!;
-});
-
-const size = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
-  if (typeof v === "number") return v;
-  try {
-    return parseSize(v);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
 
 const backendUrl = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ""));
 

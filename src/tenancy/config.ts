@@ -4,19 +4,7 @@
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** A duration in milliseconds: a number (ms) or text like "250ms", "30s", "5m". */
-export const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === "number") return v;
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$/.exec(v);
-  if (!m) {
-    ctx.addIssue({ code: "custom", message: `cannot read '${v}' as a duration (examples: 500ms, 30s, 5m)` });
-    return z.NEVER;
-  }
-  return Number(m[1]) * DURATION_UNITS[m[2] ?? "ms"]!;
-});
+import { duration } from "../config/values.js";
 
 /**
  * Tenant names end up in metric labels, Redis keys and Secret file names, so they are restricted to

@@ -1,17 +1,7 @@
 // The `routing:` section of the router config (cache-aware policies) and the per-backend `kvEvents`
 // field. Parsed by the router's schema (src/router/config.ts) with the same duration rules.
 import { z } from "zod";
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === "number") return v;
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$/.exec(v);
-  if (!m) {
-    ctx.addIssue({ code: "custom", message: `cannot read '${v}' as a duration (examples: 500ms, 30s, 5m)` });
-    return z.NEVER;
-  }
-  return Number(m[1]) * DURATION_UNITS[m[2] ?? "ms"]!;
-});
+import { duration } from "../../config/values.js";
 
 const zmqEndpoint = z
   .string()
