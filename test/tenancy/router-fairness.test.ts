@@ -14,6 +14,7 @@ import { hashKey } from "../../src/tenancy/keys.js";
 import { startUpstream, type Upstream } from "../../bench/tenancy-upstream.js";
 import { routerFor } from "../router/util.js";
 import type { RunningRouter } from "../../src/router/index.js";
+import { mulberry32 as rng } from "../../src/engine/rng.js"; // seeded: every run sends the same arrivals
 
 const MODEL = "bench/m";
 const KEY_A = "sk-fair-a-000000000000";
@@ -47,18 +48,6 @@ async function start(sameTenant: boolean): Promise<{ eng: Upstream; r: RunningRo
     },
   });
   return { eng, r };
-}
-
-/** A seeded PRNG (mulberry32), so every run sends the same arrival pattern. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Poisson arrivals at `rate` for the phase; resolves with every request's outcome. */
