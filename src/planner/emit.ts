@@ -17,6 +17,19 @@ export function dnsName(model: string): string {
   );
 }
 
+/** the router policies deploy/helm/switchyard/values.schema.json accepts for `router.policy` */
+export const CHART_ROUTER_POLICIES: ReadonlySet<string> = new Set(["round-robin", "least-load", "session"]);
+
+/**
+ * the chart's schema does not list the cache-aware policies yet: the router takes the last `--policy` it
+ * is given, so such a policy goes out in `router.extraArgs` (appended after the chart's own `--policy`)
+ * over a schema-valid least-load, which is also what the router would fall back to without a cache view
+ */
+function routerValues(policy: string): Record<string, unknown> {
+  if (CHART_ROUTER_POLICIES.has(policy)) return { policy };
+  return { policy: "least-load", extraArgs: [`--policy=${policy}`] };
+}
+
 export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unknown> {
   const s = r.scenario;
   const off = s.simulation.offload;
@@ -26,14 +39,12 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   const engine = engineConfigFor(r, "none");
   const replicas = plan.stack.kind === "helm-chart" ? s.fleet.engines : 1;
   return {
-    router: {
-      policy: plan.router.policy,
-    },
+    router: routerValues(plan.router.policy),
     engines: {
       mode: "vllm",
       prefixCachingHashAlgo: "sha256_cbor",
       pythonHashSeed: plan.router.engine_env.PYTHONHASHSEED,
-      kvEvents: { enabled: true },
+      kvEvents: { enabled: plan.router.kv_events },
       // KEDA keeps at least the fleet the plan simulated; raise maxReplicas to let it add engines
       autoscaling: { enabled: true, minReplicas: replicas, maxReplicas: replicas },
       offload: {

@@ -35,7 +35,11 @@ export function planMarkdown(p: Plan): string {
     `- alert (pre-preemption signal) for ${p.hbm.alert_for}: \`${p.hbm.alert_promql}\` (\`--emit-rules\` writes it as a PrometheusRule)`,
   );
   out.push("", "## Router integration", "");
-  out.push(`- policy \`${p.router.policy}\`, session key: ${p.router.session_key}`);
+  out.push(
+    p.router.policy === "session"
+      ? `- policy \`${p.router.policy}\`, session key: ${p.router.session_key}`
+      : `- policy \`${p.router.policy}\``,
+  );
   for (const f of p.router.engine_flags) out.push(`- engine flag: \`${f}\``);
   for (const [k, v] of Object.entries(p.router.engine_env)) out.push(`- engine env: \`${k}=${v}\``);
   for (const n of p.router.notes) out.push(`- ${n}`);

@@ -1,16 +1,18 @@
 // The plan: runs the scenario through the simulator once per offload option (and a KV-size sweep for the
 // spill report), applies the seed's rules, and assembles the one-page answer.
-import { policyFor, sessionKeyFor, workloadFor, defaultRequests, type OffloadMode } from "../fleet/build.js";
+import { sessionKeyFor, workloadFor, defaultRequests, type OffloadMode } from "../fleet/build.js";
 import type { FleetReport } from "../fleet/report.js";
 import { runScenario } from "../fleet/run.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import {
   KV_ALERT_THRESHOLD,
+  KV_EVENT_POLICIES,
   OFFLOAD_PAYS_GAIN,
   offloadRefusals,
   planRefusal,
   REFUSALS,
   selectOffload,
+  selectRouterPolicy,
   stackRefusals,
   type Finding,
 } from "./rules.js";
@@ -90,6 +92,8 @@ export interface Plan {
   router: {
     policy: string;
     session_key: string;
+    /** whether every engine must publish KV events (and hash blocks alike) for the policy to work */
+    kv_events: boolean;
     engine_flags: string[];
     engine_env: Record<string, string>;
     notes: string[];
@@ -136,15 +140,47 @@ function impactOf(rep: FleetReport, base: FleetReport, refused: boolean): Option
   };
 }
 
+function routerNotes(policy: string, sessionKey: string, kvEvents: boolean): string[] {
+  const notes: string[] = [];
+  if (kvEvents)
+    notes.push(
+      "every engine publishes KV events (the router subscribes to each engine's PUB socket); an engine that does not is routed by the approximate prefix index instead",
+    );
+  notes.push(
+    "the same PYTHONHASHSEED on every engine, or block hashes (and LMCache keys) differ silently and hit rates drop to zero",
+  );
+  if (policy === "session")
+    notes.push(
+      sessionKey === "group"
+        ? "send the tenant or prompt-group id as the session header so one group's prefix stays on one engine"
+        : sessionKey === "session"
+          ? "send the user or conversation id as the session header"
+          : "no session header needed",
+    );
+  else if (policy === "hybrid" || policy === "kv" || policy === "prefix")
+    notes.push(
+      "no session header needed: requests follow the engines' cached prefixes, weighed against load",
+    );
+  else notes.push("no session header needed");
+  return notes;
+}
+
 export interface PlanOptions {
   /** sweep points (KV-size factors); [] skips the sweep */
   sweep?: readonly number[];
   sweepRequests?: number;
 }
 
-export function makePlan(r: ResolvedScenario, opts: PlanOptions = {}): PlanOutcome {
-  const stop = planRefusal(r);
+/** the scenario with the recommended policy pinned, so that every simulation runs the router we recommend */
+function withPolicy(r: ResolvedScenario, policy: string): ResolvedScenario {
+  return { ...r, scenario: { ...r.scenario, simulation: { ...r.scenario.simulation, policy } } };
+}
+
+export function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {}): PlanOutcome {
+  const stop = planRefusal(scenario);
   if (stop) return { ok: false, refusals: [stop] };
+  const routing = selectRouterPolicy(scenario);
+  const r = withPolicy(scenario, routing.policy);
   const t0 = performance.now();
   const s = r.scenario;
   const reports: Record<OffloadMode, FleetReport> = {
@@ -168,7 +204,7 @@ export function makePlan(r: ResolvedScenario, opts: PlanOptions = {}): PlanOutco
     baselinePreemptions: base.preemptions,
     offloadGain: bestGain,
   });
-  const decisions: Finding[] = [sel.finding];
+  const decisions: Finding[] = [sel.finding, routing.finding];
   const noK8s = refused.has(REFUSALS.noKubernetes.id);
 
   // the spill report quantifies the chosen option, or native when none was chosen
@@ -195,7 +231,8 @@ export function makePlan(r: ResolvedScenario, opts: PlanOptions = {}): PlanOutco
   const notPaying = firstPaying > 0 ? bySize[firstPaying - 1]!.baseline_kv_usage_p99 : null;
 
   const { generator } = workloadFor(r, defaultRequests(r));
-  const policy = policyFor(r);
+  const policy = routing.policy;
+  const kvEvents = KV_EVENT_POLICIES.has(policy);
   const sessionKey = sessionKeyFor(r, generator);
   const off = s.simulation.offload;
   const offloadConfig: Record<string, unknown> =
@@ -254,20 +291,19 @@ export function makePlan(r: ResolvedScenario, opts: PlanOptions = {}): PlanOutco
     router: {
       policy,
       session_key: sessionKey,
+      kv_events: kvEvents,
       engine_flags: [
-        '--kv-events-config \'{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5557","topic":"kv-events"}\'',
+        ...(kvEvents
+          ? [
+              '--kv-events-config \'{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5557","topic":"kv-events"}\'',
+            ]
+          : []),
         "--prefix-caching-hash-algo sha256_cbor",
         "--enable-prefix-caching",
       ],
+      // LMCache keys are block hashes too: the seed is pinned whatever the policy
       engine_env: { PYTHONHASHSEED: "0" },
-      notes: [
-        "the same PYTHONHASHSEED on every engine, or block hashes (and LMCache keys) differ silently and hit rates drop to zero",
-        sessionKey === "group"
-          ? "send the tenant or prompt-group id as the session header so one group's prefix stays on one engine"
-          : sessionKey === "session"
-            ? "send the user or conversation id as the session header"
-            : "no session header needed",
-      ],
+      notes: routerNotes(policy, sessionKey, kvEvents),
     },
     observability: [
       "Prometheus scrape per engine (/metrics: vllm:kv_cache_usage_perc, vllm:num_preemptions_total, vllm:num_requests_waiting)",

@@ -2,6 +2,7 @@
 // stable id, the seed's own words, and a predicate over the scenario (and, for the selection rules, the
 // simulator's view of the baseline). Tests trigger and miss every one of them.
 import type { ResolvedScenario } from "../fleet/scenario.js";
+import type { PolicyName } from "../routing/index.js";
 
 export interface Finding {
   rule: string;
@@ -188,6 +189,56 @@ export function selectOffload(
     finding: {
       rule: SELECTIONS.none.id,
       reason: `${SELECTIONS.none.quote} (${anyOffloadRefused ? "offload refused" : `no HBM pressure: ${kvP99}`})`,
+    },
+  };
+}
+
+export const ROUTER_SELECTIONS = {
+  hybrid: {
+    id: "select.router.hybrid",
+    quote:
+      "Cache-aware routing (hybrid: exact KV-event routing where engines publish, the approximate prefix index elsewhere, weighed against load) — prefix reuse across ≥ 2 engines is only cached where the request lands.",
+  },
+  leastLoad: {
+    id: "select.router.least-load",
+    quote:
+      "Least-load routing — with one engine or no prefix reuse there is no cache to route to, only load.",
+  },
+  pinned: {
+    id: "select.router.pinned",
+    quote: "The scenario pins the router policy (simulation.policy): planned and simulated as pinned.",
+  },
+} as const satisfies Record<string, Rule>;
+
+/** policies that need every engine's KV-event channel (`--kv-events-config`, sha256_cbor, PYTHONHASHSEED) */
+export const KV_EVENT_POLICIES: ReadonlySet<string> = new Set(["hybrid", "kv"]);
+
+/**
+ * the router policy the plan recommends and simulates: hybrid where a cache can be routed to (≥ 2 engines
+ * and prefix reuse), least-load otherwise; a policy the scenario names wins (the published-shape
+ * scenarios pin the stand-in they were measured with, docs/planner.md)
+ */
+export function selectRouterPolicy(r: ResolvedScenario): { policy: PolicyName; finding: Finding } {
+  const pinned = r.scenario.simulation.policy as PolicyName | undefined;
+  // without Kubernetes the plan deploys one engine behind a proxy (refuse.chart.no-kubernetes)
+  const engines = r.scenario.ops.kubernetes ? r.scenario.fleet.engines : 1;
+  const w = r.scenario.workload;
+  const reuse = `prefix_reuse ${w.prefix_reuse}, ${w.shared_prefix_tokens} shared tokens, ${engines} engine${engines === 1 ? "" : "s"} deployed`;
+  if (pinned)
+    return {
+      policy: pinned,
+      finding: { rule: ROUTER_SELECTIONS.pinned.id, reason: `${ROUTER_SELECTIONS.pinned.quote} (${pinned})` },
+    };
+  if (engines >= 2 && hasSharedPrefixes(r))
+    return {
+      policy: "hybrid",
+      finding: { rule: ROUTER_SELECTIONS.hybrid.id, reason: `${ROUTER_SELECTIONS.hybrid.quote} (${reuse})` },
+    };
+  return {
+    policy: "least-load",
+    finding: {
+      rule: ROUTER_SELECTIONS.leastLoad.id,
+      reason: `${ROUTER_SELECTIONS.leastLoad.quote} (${reuse})`,
     },
   };
 }

@@ -82,7 +82,12 @@ test("plan --format json: the documented fields, exit 0, values and rules writte
   assert.ok(Array.isArray(p.refusals));
   assert.equal(p.hbm.gpu_memory_utilization, 0.9);
   assert.equal(p.hbm.alert_threshold, 0.92);
-  assert.equal(p.router.policy, "session");
+  // 2 engines with a shared prefix: the cache-aware router, with every engine's KV-event channel
+  assert.equal(p.router.policy, "hybrid");
+  assert.equal(p.router.kv_events, true);
+  assert.ok(p.router.engine_flags.some((f: string) => f.startsWith("--kv-events-config")));
+  assert.ok(p.router.engine_flags.includes("--prefix-caching-hash-algo sha256_cbor"));
+  assert.equal(p.router.engine_env.PYTHONHASHSEED, "0");
   for (const k of ["none", "native", "lmcache"]) {
     assert.ok(p.impact[k].throughput_tok_s > 0, k);
     assert.ok(p.impact[k].ttft_p50_ms > 0 && p.impact[k].ttft_p90_ms >= p.impact[k].ttft_p50_ms, k);
@@ -95,6 +100,9 @@ test("plan --format json: the documented fields, exit 0, values and rules writte
   assert.equal(alert.for, "5m");
   const v = parse(readFileSync(values, "utf8"));
   assert.equal(v.engines.models[0].replicas, 2);
+  // the chart's schema has no hybrid yet: the router gets it as its last --policy
+  assert.deepEqual(v.router, { policy: "least-load", extraArgs: ["--policy=hybrid"] });
+  assert.equal(v.engines.kvEvents.enabled, true);
   assert.equal(v.engines.models[0].model, "meta-llama/Llama-3.1-8B-Instruct");
 });
 

@@ -8,11 +8,14 @@ import {
   offloadRefusals,
   planRefusal,
   REFUSALS,
+  ROUTER_SELECTIONS,
   selectOffload,
+  selectRouterPolicy,
   SELECTIONS,
   stackRefusals,
 } from "../../src/planner/rules.js";
 import { makePlan } from "../../src/planner/plan.js";
+import { runScenario } from "../../src/fleet/run.js";
 
 type Patch = { workload?: object; fleet?: object; ops?: object; simulation?: object };
 
@@ -163,4 +166,84 @@ test("plan end to end: no Kubernetes gives a single engine behind a proxy, with 
   assert.ok(withK8s.ok);
   assert.equal(withK8s.plan.stack.kind, "helm-chart");
   assert.equal(withK8s.plan.gate.promql, "max(quantile_over_time(0.99, vllm:kv_cache_usage_perc[24h]))");
+});
+
+test("select.router.hybrid: ≥ 2 engines with prefix reuse get the cache-aware router and its KV-event channel", () => {
+  const sel = selectRouterPolicy(scenario());
+  assert.equal(sel.policy, "hybrid");
+  assert.equal(sel.finding.rule, ROUTER_SELECTIONS.hybrid.id);
+  assert.equal(
+    selectRouterPolicy(scenario({ workload: { prefix_reuse: "rag", shared_prefix_tokens: 0 } })).policy,
+    "hybrid",
+  );
+  // the miss: one engine, or no reuse, or one deployed engine (no Kubernetes)
+  assert.notEqual(selectRouterPolicy(scenario({ fleet: { engines: 1 } })).policy, "hybrid");
+  assert.notEqual(selectRouterPolicy(scenario({ ops: { kubernetes: false } })).policy, "hybrid");
+});
+
+test("select.router.least-load: one engine or no prefix reuse routes by load only", () => {
+  for (const r of [
+    scenario({ fleet: { engines: 1 } }),
+    scenario({ workload: { shared_prefix_tokens: 0, prefix_reuse: "none" } }),
+  ]) {
+    const sel = selectRouterPolicy(r);
+    assert.equal(sel.policy, "least-load");
+    assert.equal(sel.finding.rule, ROUTER_SELECTIONS.leastLoad.id);
+  }
+  assert.equal(selectRouterPolicy(scenario()).finding.rule, ROUTER_SELECTIONS.hybrid.id);
+});
+
+test("select.router.pinned: a policy the scenario names is planned and simulated as named", () => {
+  const sel = selectRouterPolicy(scenario({ simulation: { policy: "session" } }));
+  assert.equal(sel.policy, "session");
+  assert.equal(sel.finding.rule, ROUTER_SELECTIONS.pinned.id);
+  assert.notEqual(selectRouterPolicy(scenario()).finding.rule, ROUTER_SELECTIONS.pinned.id);
+});
+
+test("plan simulates with the policy it recommends: hybrid with KV events, least-load without", () => {
+  const small = { prompt_tokens: 2000, output_tokens: 32, concurrency: 8, shared_prefix_tokens: 1500 };
+  const sim = { requests: 24 };
+  const cases = [
+    { r: scenario({ workload: small, fleet: { engines: 2 }, simulation: sim }), policy: "hybrid", kv: true },
+    {
+      r: scenario({
+        workload: { ...small, shared_prefix_tokens: 0, prefix_reuse: "none" },
+        fleet: { engines: 2 },
+        simulation: sim,
+      }),
+      policy: "least-load",
+      kv: false,
+    },
+  ];
+  for (const c of cases) {
+    const out = makePlan(c.r, { sweep: [] });
+    assert.ok(out.ok);
+    const p = out.plan;
+    assert.equal(p.router.policy, c.policy);
+    assert.equal(p.router.kv_events, c.kv);
+    assert.equal(
+      p.router.engine_flags.some((f) => f.startsWith("--kv-events-config")),
+      c.kv,
+    );
+    assert.ok(ids(p.decisions).includes(c.kv ? ROUTER_SELECTIONS.hybrid.id : ROUTER_SELECTIONS.leastLoad.id));
+    // the impact table is the recommended policy's run, not the simulator's own default (session)
+    // (round-robin equals least-load on this uniform load, so only the hybrid case has a contrast run)
+    const runs: [string, boolean][] = c.kv
+      ? [
+          [c.policy, true],
+          ["session", false],
+        ]
+      : [[c.policy, true]];
+    for (const [policy, same] of runs) {
+      const pinned = {
+        ...c.r,
+        scenario: { ...c.r.scenario, simulation: { ...c.r.scenario.simulation, policy } },
+      };
+      const rep = runScenario(pinned, "none", { recordItl: false });
+      const match =
+        rep.bench.total_token_throughput === p.impact.none.throughput_tok_s &&
+        rep.bench.mean_ttft_ms === p.impact.none.ttft_mean_ms;
+      assert.equal(match, same, `${c.policy} plan against a ${policy} run`);
+    }
+  }
 });
