@@ -45,7 +45,7 @@ export function planMarkdown(p: Plan): string {
   for (const n of p.router.notes) out.push(`- ${n}`);
   out.push("", "## Observability", "");
   for (const o of p.observability) out.push(`- ${o}`);
-  out.push("", "## Expected impact (simulated on your workload)", "");
+  out.push("", `## Expected impact (simulated on your workload, routed by \`${p.router.policy}\`)`, "");
   out.push("| option | throughput | vs none | TTFT p50 | TTFT p90 | mean E2E | KV P99 | preemptions | |");
   out.push("|---|---|---|---|---|---|---|---|---|");
   for (const k of ["none", "native", "lmcache"] as OffloadMode[]) {
