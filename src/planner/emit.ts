@@ -18,16 +18,18 @@ export function dnsName(model: string): string {
 }
 
 /** the router policies deploy/helm/switchyard/values.schema.json accepts for `router.policy` */
-export const CHART_ROUTER_POLICIES: ReadonlySet<string> = new Set(["round-robin", "least-load", "session"]);
+export const CHART_ROUTER_POLICIES: ReadonlySet<string> = new Set([
+  "hybrid",
+  "kv",
+  "prefix",
+  "round-robin",
+  "least-load",
+  "session",
+]);
 
-/**
- * the chart's schema does not list the cache-aware policies yet: the router takes the last `--policy` it
- * is given, so such a policy goes out in `router.extraArgs` (appended after the chart's own `--policy`)
- * over a schema-valid least-load, which is also what the router would fall back to without a cache view
- */
 function routerValues(policy: string): Record<string, unknown> {
-  if (CHART_ROUTER_POLICIES.has(policy)) return { policy };
-  return { policy: "least-load", extraArgs: [`--policy=${policy}`] };
+  if (!CHART_ROUTER_POLICIES.has(policy)) throw new Error(`the chart has no router policy '${policy}'`);
+  return { policy };
 }
 
 export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unknown> {

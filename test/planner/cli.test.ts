@@ -101,7 +101,7 @@ test("plan --format json: the documented fields, exit 0, values and rules writte
   const v = parse(readFileSync(values, "utf8"));
   assert.equal(v.engines.models[0].replicas, 2);
   // the chart's schema has no hybrid yet: the router gets it as its last --policy
-  assert.deepEqual(v.router, { policy: "least-load", extraArgs: ["--policy=hybrid"] });
+  assert.deepEqual(v.router, { policy: "hybrid" });
   assert.equal(v.engines.kvEvents.enabled, true);
   assert.equal(v.engines.models[0].model, "meta-llama/Llama-3.1-8B-Instruct");
 });
