@@ -44,6 +44,9 @@ const clientCpuS = () => {
   return (u.user + u.system) / 1e6;
 };
 
+/** 'data' events and bytes seen by every Reader: how the server's replies arrive (same for both servers) */
+const received = { reads: 0, bytes: 0 };
+
 /** Reads exact byte counts and CRLF lines from a socket without re-joining large data. */
 class Reader {
   private chunks: Buffer[] = [];
@@ -52,6 +55,8 @@ class Reader {
   private wake: (() => void) | undefined;
   constructor(readonly socket: Socket) {
     socket.on("data", (c: Buffer) => {
+      received.reads++;
+      received.bytes += c.length;
       this.chunks.push(c);
       this.have += c.length;
       const w = this.wake;
@@ -189,6 +194,10 @@ interface PhaseResult {
   getCpu: number;
   putClientCpu: number;
   getClientCpu: number;
+  /** GET phase: mean KiB per client 'data' event */
+  getReadKiB: number;
+  /** GET phase: the client's minor page faults per GiB received */
+  getFaultsPerGiB: number;
 }
 
 async function runPhase(
@@ -197,6 +206,7 @@ async function runPhase(
   serverPid: number | undefined,
   conns: number,
   payloads: Buffer[],
+  dests: Buffer[],
 ): Promise<PhaseResult> {
   const readers = await Promise.all(Array.from({ length: conns }, () => openConn(port)));
   const per = Math.ceil(OBJECTS / conns);
@@ -217,9 +227,12 @@ async function runPhase(
   t0 = performance.now();
   cpu0 = processCpuS(serverPid);
   client0 = clientCpuS();
+  const faults0 = process.resourceUsage().minorPageFault;
+  const reads0 = received.reads;
+  const bytes0 = received.bytes;
   await Promise.all(
     readers.map(async (r, c) => {
-      const dest = Buffer.allocUnsafe(SIZE);
+      const dest = dests[c]!;
       for (let i = 0; i < per; i++) {
         await proto.get(r, keyOf(c, i), dest);
         if (i === 0 && !dest.equals(payloads[0]!)) throw new Error("payload mismatch");
@@ -229,6 +242,9 @@ async function runPhase(
   const getS = (performance.now() - t0) / 1000;
   const getCpuS = processCpuS(serverPid) - cpu0;
   const getClientS = clientCpuS() - client0;
+  const getFaults = process.resourceUsage().minorPageFault - faults0;
+  const getReads = received.reads - reads0;
+  const getReadKiB = (received.bytes - bytes0) / 1024 / getReads;
   for (const r of readers) r.socket.destroy();
   const gib = (per * conns * SIZE) / 2 ** 30;
   return {
@@ -238,6 +254,8 @@ async function runPhase(
     getCpu: getCpuS / gib,
     putClientCpu: putClientS / gib,
     getClientCpu: getClientS / gib,
+    getReadKiB,
+    getFaultsPerGiB: getFaults / gib,
   };
 }
 
@@ -274,12 +292,12 @@ function printThroughput(rows: Row[]): void {
 function printCpu(rows: Row[]): void {
   console.log("CPU seconds per GiB (server: all threads of the child; client: this harness)\n");
   console.log(
-    "| conns | lm PUT | redis SET | lm/redis | lm GET | redis GET | lm/redis | client PUT lm / redis | client GET lm / redis |",
+    "| conns | lm PUT | redis SET | lm/redis | lm GET | redis GET | lm/redis | client PUT lm / redis | client GET lm / redis | GET KiB/read lm / redis | GET faults/GiB lm / redis |",
   );
-  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   for (const { conns, lm: a, redis: b } of rows)
     console.log(
-      `| ${conns} | ${f2(a.putCpu)} | ${f2(b?.putCpu)} | ${ratio(a.putCpu, b?.putCpu)} | ${f2(a.getCpu)} | ${f2(b?.getCpu)} | ${ratio(a.getCpu, b?.getCpu)} | ${f2(a.putClientCpu)} / ${f2(b?.putClientCpu)} | ${f2(a.getClientCpu)} / ${f2(b?.getClientCpu)} |`,
+      `| ${conns} | ${f2(a.putCpu)} | ${f2(b?.putCpu)} | ${ratio(a.putCpu, b?.putCpu)} | ${f2(a.getCpu)} | ${f2(b?.getCpu)} | ${ratio(a.getCpu, b?.getCpu)} | ${f2(a.putClientCpu)} / ${f2(b?.putClientCpu)} | ${f2(a.getClientCpu)} / ${f2(b?.getClientCpu)} | ${a.getReadKiB.toFixed(0)} / ${b ? b.getReadKiB.toFixed(0) : "-"} | ${a.getFaultsPerGiB.toFixed(0)} / ${b ? b.getFaultsPerGiB.toFixed(0) : "-"} |`,
     );
 }
 
@@ -297,6 +315,8 @@ function medianRows(runs: Row[][]): Row[] {
             getCpu: pick((r) => side(r)!.getCpu),
             putClientCpu: pick((r) => side(r)!.putClientCpu),
             getClientCpu: pick((r) => side(r)!.getClientCpu),
+            getReadKiB: pick((r) => side(r)!.getReadKiB),
+            getFaultsPerGiB: pick((r) => side(r)!.getFaultsPerGiB),
           };
     return {
       conns: first.conns,
@@ -327,6 +347,10 @@ async function stop(child: ChildProcess): Promise<void> {
 
 async function main(): Promise<void> {
   const payloads = Array.from({ length: 4 }, () => randomBytes(SIZE));
+  // GET destinations, one per connection, allocated and touched once and shared by both servers: with a
+  // fresh 32 MiB Buffer per phase the client page-faulted them in during the timed GETs, unevenly (the
+  // lm:// phase, which runs first, took ~2.5x Redis' faults), which cost it ~0.5 s/GiB at 16 connections
+  const dests = Array.from({ length: Math.max(...CONNS) }, () => Buffer.alloc(SIZE, 1));
   const haveRedis = spawnSync(REDIS, ["--version"]).status === 0;
   const memoryGiB = Math.ceil((OBJECTS * SIZE * 2) / 2 ** 30) + 1;
   const lmPort = await freePort();
@@ -366,8 +390,10 @@ async function main(): Promise<void> {
     for (let rep = 0; rep < REPEAT; rep++) {
       const rows: Row[] = [];
       for (const conns of CONNS) {
-        const a = await runPhase(lm, lmPort, lmChild.pid, conns, payloads);
-        const b = redisChild ? await runPhase(redis, redisPort, redisChild.pid, conns, payloads) : undefined;
+        const a = await runPhase(lm, lmPort, lmChild.pid, conns, payloads, dests);
+        const b = redisChild
+          ? await runPhase(redis, redisPort, redisChild.pid, conns, payloads, dests)
+          : undefined;
         rows.push({
           conns,
           lm: a,
