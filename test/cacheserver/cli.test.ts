@@ -1,10 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
+import { freePorts, spawnCli, waitForHttp } from "../helpers/cli.js";
 import { LmClient } from "../../src/cacheserver/client.js";
 
 test("switchyard cache-server: flags with units, metrics endpoint, graceful SIGTERM", async () => {
-  const [port, metricsPort] = [await freePort(), await freePort()];
+  const [port, metricsPort] = (await freePorts(2)) as [number, number];
   const p = spawnCli(
     [
       "cache-server",
@@ -20,7 +20,7 @@ test("switchyard cache-server: flags with units, metrics endpoint, graceful SIGT
     { SWITCHYARD_LOG_LEVEL: "info" },
   );
   try {
-    await waitForHttp(`http://127.0.0.1:${metricsPort}/health`);
+    await waitForHttp(`http://127.0.0.1:${metricsPort}/health`, 30_000, 200, p);
     const c = await LmClient.connect("127.0.0.1", port);
     await c.put("k", Buffer.alloc(1000, 1));
     assert.equal((await c.get("k"))?.payload.length, 1000);

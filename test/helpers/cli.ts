@@ -63,11 +63,25 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Polls an HTTP URL until it answers with the wanted status (default 200) or the timeout passes. */
-export async function waitForHttp(url: string, timeoutMs = 20_000, status = 200): Promise<void> {
+/**
+ * Polls an HTTP URL until it answers with the wanted status (default 200) or the timeout passes. Given the
+ * process that should answer, it fails at once if that process exits, and says what it printed.
+ */
+export async function waitForHttp(
+  url: string,
+  timeoutMs = 20_000,
+  status = 200,
+  proc?: Spawned,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = "";
+  const said = () => (proc ? `\n--- its output ---\n${proc.output().slice(-4000)}` : "");
   while (Date.now() < deadline) {
+    if (proc && (proc.child.exitCode !== null || proc.child.signalCode !== null)) {
+      throw new Error(
+        `the process for ${url} exited (${proc.child.exitCode ?? proc.child.signalCode})${said()}`,
+      );
+    }
     try {
       const res = await fetch(url);
       await res.arrayBuffer();
@@ -78,5 +92,26 @@ export async function waitForHttp(url: string, timeoutMs = 20_000, status = 200)
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`timed out waiting for ${url}: ${last}`);
+  throw new Error(`timed out waiting for ${url}: ${last}${said()}`);
+}
+
+/** n distinct free ports: every socket stays open until all are chosen, so none is handed out twice. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const srv = createServer();
+          srv.once("error", reject);
+          srv.listen(0, "127.0.0.1", () => resolve(srv));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const addr = s.address();
+    return typeof addr === "object" && addr ? addr.port : 0;
+  });
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
 }
