@@ -6,6 +6,7 @@ import { performance } from "node:perf_hooks";
 import type { RequestRecord } from "./record.js";
 import { arrivalGaps, type ArrivalKind } from "./workloads/arrivals.js";
 import type { Session } from "./workloads/types.js";
+import { SessionScheduler } from "./sessions.js";
 
 export interface LoadOptions {
   /** requests/s; Infinity sends as fast as the concurrency cap allows */
@@ -91,10 +92,6 @@ export class LoadRun {
   async run(sessions: Iterable<Session>): Promise<LoadResult> {
     const o = this.opts;
     const records: RequestRecord[] = [];
-    const source = sessions[Symbol.iterator]();
-    let sourceDone = false;
-    const ready: Active[] = [];
-    let activeSessions = 0;
     let maxInFlight = 0;
     const pending = new Set<Promise<void>>();
     const gaps = arrivalGaps(o.qps, o.arrival, o.seed);
@@ -103,20 +100,12 @@ export class LoadRun {
     let nextAt = t0;
     let lastEnd = t0;
 
-    const take = (): Active | null => {
-      if (ready.length) return ready.shift()!;
-      if (sourceDone || activeSessions >= o.concurrency) return null;
-      for (;;) {
-        const n = source.next();
-        if (n.done) {
-          sourceDone = true;
-          return null;
-        }
-        if (n.value.turns.length === 0) continue;
-        activeSessions++;
-        return { session: n.value, round: 0, answers: [] };
-      }
-    };
+    const sessionsToSend = new SessionScheduler<Active>(sessions, o.concurrency, (session) => ({
+      session,
+      round: 0,
+      answers: [],
+    }));
+    const take = () => sessionsToSend.take();
 
     while (!this.stopped && this.dispatched < o.maxRequests) {
       nextAt += gaps.next().value! * 1000;
@@ -130,14 +119,14 @@ export class LoadRun {
       let item = take();
       const held = item === null;
       while (item === null && !this.stopped) {
-        if (sourceDone && activeSessions === 0) break;
+        if (sessionsToSend.exhausted) break;
         wait = deadline - performance.now();
         if (wait <= 0) break;
         await this.waitForEvent(Number.isFinite(wait) ? wait : undefined);
         item = take();
       }
       if (item === null || this.stopped || performance.now() > deadline) {
-        if (item) ready.unshift(item);
+        if (item) sessionsToSend.putBack(item);
         break;
       }
       // A tick held by the cap or by sessions awaiting answers does not bunch later arrivals behind it.
@@ -156,8 +145,8 @@ export class LoadRun {
           a.answers.push(text);
           a.round++;
           // A failed turn ends its session: the next round would lack the history it builds on.
-          if (record.ok && a.round < a.session.turns.length) ready.push(a);
-          else activeSessions--;
+          if (record.ok && a.round < a.session.turns.length) sessionsToSend.followUp(a);
+          else sessionsToSend.finish();
           pending.delete(p);
           this.notify();
         },

@@ -25,6 +25,7 @@ import { chatMessages, completionPrompt } from "../bench/workloads/types.js";
 import { EngineProbeOracle } from "./oracle.js";
 import { RemoteStore } from "./remote.js";
 import { chunkKeys, VirtualTokenizer } from "./tokens.js";
+import { SessionScheduler } from "../bench/sessions.js";
 
 export interface SharedServerOptions {
   /** memory of the shared cache server, bytes */
@@ -188,30 +189,18 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     if (!loadDone || outstanding > 0) driver.after(o.scrapeIntervalS, scrape);
   };
 
-  // ---- load: arrival schedule, session cap, follow-ups first (as src/bench/load.ts) ----
-  const source = o.workload.sessions[Symbol.iterator]();
-  let sourceDone = false;
-  const ready: Active[] = [];
-  let activeSessions = 0;
+  // ---- load: arrival schedule, session cap, follow-ups first (SessionScheduler, as src/bench/load.ts) ----
   let dispatched = 0;
   let lastEnd = 0;
   let waitingForSlot = false;
   const gaps = arrivalGaps(o.qps, o.arrival, o.seed);
 
-  const take = (): Active | null => {
-    if (ready.length) return ready.shift()!;
-    if (sourceDone || activeSessions >= o.concurrency) return null;
-    for (;;) {
-      const n = source.next();
-      if (n.done) {
-        sourceDone = true;
-        return null;
-      }
-      if (n.value.turns.length === 0) continue;
-      activeSessions++;
-      return { session: n.value, round: 0, history: [] };
-    }
-  };
+  const sessionsToSend = new SessionScheduler<Active>(o.workload.sessions, o.concurrency, (session) => ({
+    session,
+    round: 0,
+    history: [],
+  }));
+  const take = () => sessionsToSend.take();
 
   // the system text of a session names its shared prefix to the engine (EngineRequest.sharedPrefix)
   const prefixKeys = new Map<string, string>();
@@ -328,8 +317,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     if (ok && a.round < a.session.turns.length) {
       // the next turn carries this turn's prompt and its answer
       if (a.session.carriesHistory) a.history = promptOfDone(f).concat(f.answer);
-      ready.push(a);
-    } else activeSessions--;
+      sessionsToSend.followUp(a);
+    } else sessionsToSend.finish();
     if (waitingForSlot) {
       waitingForSlot = false;
       driver.at(driver.now, next);
@@ -348,7 +337,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     }
     const item = take();
     if (item === null) {
-      if (sourceDone && activeSessions === 0) {
+      if (sessionsToSend.exhausted) {
         loadDone = true;
         return;
       }
