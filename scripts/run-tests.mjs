@@ -26,7 +26,19 @@ if (files.length === 0) {
 // Files run one at a time: several start servers and measure timing, and the machine has 2 cores.
 const res = spawnSync(
   process.execPath,
-  ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
-  { stdio: "inherit", env: { ...process.env, SWITCHYARD_LOG_LEVEL: process.env.SWITCHYARD_LOG_LEVEL ?? "warn" } },
+  [
+    "--test",
+    "--test-concurrency=1",
+    // a test that leaves a server open (say, after failing in its setup) must not hang the run:
+    // each file exits when its tests are done, and no single test may run past 5 minutes
+    "--test-force-exit",
+    "--test-timeout=300000",
+    "--test-reporter=spec",
+    ...files,
+  ],
+  {
+    stdio: "inherit",
+    env: { ...process.env, SWITCHYARD_LOG_LEVEL: process.env.SWITCHYARD_LOG_LEVEL ?? "warn" },
+  },
 );
 process.exit(res.status ?? 1);

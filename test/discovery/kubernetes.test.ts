@@ -154,7 +154,8 @@ test("the registry's engine set follows pods through watch events, drops, a 410,
     const watches = api.seen.watches;
     api.delete("f", { silent: true });
     await expectSet(router, [A, B], "periodic re-list");
-    assert.ok(api.seen.watches > watches, "resync restarted the watch");
+    // the re-list updates the set before the new watch request reaches the API server: wait for it
+    await waitUntil(() => api.seen.watches > watches, 5000, "resync restarted the watch");
     assert.equal(api.seen.unauthorized, 0, "the token file's bearer token was sent");
 
     // a removed engine leaves the registry entirely once idle (routing state cleared)

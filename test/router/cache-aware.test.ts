@@ -9,7 +9,7 @@ import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
-import { freePort } from "../helpers/cli.js";
+import { freePorts } from "../helpers/cli.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
@@ -102,8 +102,10 @@ async function routeOf(url: string, body: unknown): Promise<Record<string, strin
 }
 
 test("kv policy: repeats go to the engine holding the prefix; reset and restart leave no stale entries", async () => {
-  const ports = [await freePort(), await freePort()];
-  const kvPorts = [await freePort(), await freePort(), await freePort(), await freePort()];
+  // six distinct ports at once: separate freePort() calls may hand out the same one twice
+  const all = await freePorts(6);
+  const ports = all.slice(0, 2);
+  const kvPorts = all.slice(2);
   const sims = [await sim(ports[0], kvPorts[0], kvPorts[1]), await sim(ports[1], kvPorts[2], kvPorts[3])];
   const router = await routerFor(
     sims.map((s) => ({ url: s.url, kvEvents: kvOf(s) })),
