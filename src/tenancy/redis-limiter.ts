@@ -14,14 +14,13 @@ import { RespClient, RespError, type RespValue } from "./resp.js";
 
 const log = logger("tenancy");
 
-// KEYS[1] buckets hash, KEYS[2] lease zset.
-// ARGV: rpm ptpm ctpm maxConcurrent promptEstimate leaseId leaseTtlMs
-const ADMIT = `
-local t = redis.call('TIME')
+// Pieces both scripts share: Redis's clock and the three limits (ARGV 1-3); the token buckets of
+// KEYS[1] refilled to `now`; the buckets saved with an expiry once they would be full again.
+const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, ptpm, ctpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local maxc, est, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
-local h = redis.call('HMGET', KEYS[1], 'rq', 'pt', 'ct', 'ts')
+`;
+const REFILL = `local h = redis.call('HMGET', KEYS[1], 'rq', 'pt', 'ct', 'ts')
 local ts = tonumber(h[4]) or now
 local el = now - ts
 if el < 0 then el = 0 end
@@ -34,7 +33,20 @@ local function lvl(v, cap)
   return x
 end
 local rq, pt, ct = lvl(h[1], rpm), lvl(h[2], ptpm), lvl(h[3], ctpm)
-if maxc > 0 then
+`;
+const SAVE = `redis.call('HSET', KEYS[1], 'rq', tostring(rq), 'pt', tostring(pt), 'ct', tostring(ct), 'ts', now)
+local full = 1000
+if rpm > 0 then full = math.max(full, (rpm - rq) * 60000 / rpm) end
+if ptpm > 0 then full = math.max(full, (ptpm - pt) * 60000 / ptpm) end
+if ctpm > 0 then full = math.max(full, (ctpm - ct) * 60000 / ctpm) end
+redis.call('PEXPIRE', KEYS[1], math.ceil(full) + 1000)
+`;
+
+// KEYS[1] buckets hash, KEYS[2] lease zset.
+// ARGV: rpm ptpm ctpm maxConcurrent promptEstimate leaseId leaseTtlMs
+const ADMIT = `
+${NOW}local maxc, est, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+${REFILL}if maxc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) >= maxc then return {1, 1000} end
 end
@@ -45,13 +57,7 @@ local cneed = math.min(1, ctpm)
 if ctpm > 0 and ct < cneed then return {4, math.ceil((cneed - ct) * 60000 / ctpm)} end
 if rpm > 0 then rq = rq - 1 end
 if ptpm > 0 then pt = pt - est end
-redis.call('HSET', KEYS[1], 'rq', tostring(rq), 'pt', tostring(pt), 'ct', tostring(ct), 'ts', now)
-local full = 1000
-if rpm > 0 then full = math.max(full, (rpm - rq) * 60000 / rpm) end
-if ptpm > 0 then full = math.max(full, (ptpm - pt) * 60000 / ptpm) end
-if ctpm > 0 then full = math.max(full, (ctpm - ct) * 60000 / ctpm) end
-redis.call('PEXPIRE', KEYS[1], math.ceil(full) + 1000)
-if maxc > 0 then
+${SAVE}if maxc > 0 then
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
@@ -60,32 +66,10 @@ return {0, 0}
 
 // KEYS[1] buckets hash. ARGV: rpm ptpm ctpm promptDelta completion
 const RECORD = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rpm, ptpm, ctpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local dp, dc = tonumber(ARGV[4]), tonumber(ARGV[5])
-local h = redis.call('HMGET', KEYS[1], 'rq', 'pt', 'ct', 'ts')
-local ts = tonumber(h[4]) or now
-local el = now - ts
-if el < 0 then el = 0 end
-local function lvl(v, cap)
-  if cap <= 0 then return 0 end
-  local x = tonumber(v)
-  if x == nil then return cap end
-  x = x + el * cap / 60000
-  if x > cap then x = cap end
-  return x
-end
-local rq, pt, ct = lvl(h[1], rpm), lvl(h[2], ptpm), lvl(h[3], ctpm)
-if ptpm > 0 then pt = math.min(ptpm, pt - dp) end
+${NOW}local dp, dc = tonumber(ARGV[4]), tonumber(ARGV[5])
+${REFILL}if ptpm > 0 then pt = math.min(ptpm, pt - dp) end
 if ctpm > 0 then ct = math.min(ctpm, ct - dc) end
-redis.call('HSET', KEYS[1], 'rq', tostring(rq), 'pt', tostring(pt), 'ct', tostring(ct), 'ts', now)
-local full = 1000
-if rpm > 0 then full = math.max(full, (rpm - rq) * 60000 / rpm) end
-if ptpm > 0 then full = math.max(full, (ptpm - pt) * 60000 / ptpm) end
-if ctpm > 0 then full = math.max(full, (ctpm - ct) * 60000 / ctpm) end
-redis.call('PEXPIRE', KEYS[1], math.ceil(full) + 1000)
-return 0
+${SAVE}return 0
 `;
 
 const REFUSAL: Record<number, LimitName> = {
