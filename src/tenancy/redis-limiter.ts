@@ -2,7 +2,10 @@
 // in Redis with Redis's own clock (replicas' clocks may disagree). Concurrency is a sorted set of
 // leases scored by expiry, so a replica that dies without releasing loses its slots after leaseTtl
 // instead of forever. When Redis fails, `onError: open` hands the request to the local limiter with
-// the per-replica split; `closed` answers 503.
+// the per-replica split; `closed` answers 503. A tenant without limits never asks Redis, so it is
+// served whatever the store's state. A release that fails (Redis unreachable for a moment) is kept
+// and retried every second: without that, a blip of a second would cost the tenant that slot until
+// its lease expired (leaseTtl, an hour by default), on every replica.
 import { randomBytes } from "node:crypto";
 import { createHash } from "node:crypto";
 import { HttpError } from "../http/errors.js";
@@ -72,6 +75,15 @@ if ctpm > 0 then ct = math.min(ctpm, ct - dc) end
 ${SAVE}return 0
 `;
 
+function hasLimits(l: TenantLimits): boolean {
+  return (
+    l.requestsPerMinute > 0 ||
+    l.promptTokensPerMinute > 0 ||
+    l.completionTokensPerMinute > 0 ||
+    l.maxConcurrent > 0
+  );
+}
+
 const REFUSAL: Record<number, LimitName> = {
   1: "concurrent_requests",
   2: "requests_per_minute",
@@ -88,6 +100,10 @@ class Script {
 
 const admitScript = new Script(ADMIT);
 const recordScript = new Script(RECORD);
+
+/** failed releases kept for retry; beyond this the oldest is left to expire with its lease */
+const MAX_UNRELEASED = 4096;
+const RELEASE_RETRY_MS = 1000;
 
 interface RedisGrant extends Grant {
   leaseId: string | undefined;
@@ -112,6 +128,10 @@ export class RedisLimiter implements Limiter {
   private lastErrorLog = 0;
   /** Redis failures seen (tests, metrics) */
   errors = 0;
+  /** lease id → lease key of releases Redis did not confirm, in the order they failed */
+  private readonly unreleased = new Map<string, string>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(private opts: RedisLimiterOptions) {
     this.client = new RespClient({ url: opts.url, timeout: opts.timeout });
@@ -128,6 +148,18 @@ export class RedisLimiter implements Limiter {
   }
 
   async admit(tenant: string, limits: TenantLimits, promptEstimate: number): Promise<Grant> {
+    if (!hasLimits(limits)) {
+      // nothing to count: no round trip, and no 503 for this tenant while the store is down
+      const free: RedisGrant = {
+        tenant,
+        promptReserved: promptEstimate,
+        limits,
+        recorded: false,
+        released: false,
+        leaseId: undefined,
+      };
+      return free;
+    }
     const leaseId = limits.maxConcurrent > 0 ? randomBytes(12).toString("base64url") : undefined;
     let reply: RespValue;
     try {
@@ -207,10 +239,40 @@ export class RedisLimiter implements Limiter {
     const g = grant as RedisGrant;
     if (g.local) return this.fallback.release(g.local);
     if (!g.leaseId) return;
-    // a failed release is not retried: the lease expires after leaseTtl
-    this.client
-      .command("ZREM", this.leaseKey(grant.tenant), g.leaseId)
-      .catch((err: Error) => this.logError("release", err));
+    this.removeLease(this.leaseKey(grant.tenant), g.leaseId);
+  }
+
+  /** Releases still waiting for Redis (tests, metrics). */
+  get pendingReleases(): number {
+    return this.unreleased.size;
+  }
+
+  private removeLease(key: string, leaseId: string): void {
+    // ZREM is idempotent, so a retry after a reply that was lost (timeout) does no harm
+    this.client.command("ZREM", key, leaseId).catch((err: Error) => {
+      this.logError("release", err);
+      this.keepForRetry(key, leaseId);
+    });
+  }
+
+  private keepForRetry(key: string, leaseId: string): void {
+    if (this.closed) return;
+    if (this.unreleased.size >= MAX_UNRELEASED)
+      this.unreleased.delete(this.unreleased.keys().next().value as string);
+    this.unreleased.set(leaseId, key);
+    this.retryTimer ??= setInterval(() => this.retryReleases(), RELEASE_RETRY_MS).unref();
+  }
+
+  private retryReleases(): void {
+    if (this.unreleased.size === 0 || this.closed) {
+      clearInterval(this.retryTimer);
+      this.retryTimer = undefined;
+      return;
+    }
+    const batch = [...this.unreleased];
+    this.unreleased.clear();
+    // failures come back through keepForRetry for the next tick
+    for (const [leaseId, key] of batch) this.removeLease(key, leaseId);
   }
 
   /** Resolves once every command sent so far has been answered (tests). */
@@ -219,6 +281,10 @@ export class RedisLimiter implements Limiter {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
+    this.unreleased.clear();
     await this.client.close();
   }
 
