@@ -8,11 +8,34 @@ import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
 import { tenancyConfigSchema } from "../tenancy/config.js";
 
-const backendUrl = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ""));
+/** How the router talks to an engine: HTTP/1.1 (one socket per request in flight) or cleartext HTTP/2. */
+export const BACKEND_PROTOCOLS = ["http1", "h2c"] as const;
+export type BackendProtocol = (typeof BACKEND_PROTOCOLS)[number];
 
-const backend = z.union([
-  backendUrl.transform((url) => ({ url, weight: 1 })),
-  z.strictObject({
+/** streams per h2c connection unless a backend says otherwise (undici's and most proxies' default) */
+export const DEFAULT_H2C_STREAMS = 100;
+
+// `h2c://host:port` (Traefik's spelling) is shorthand for `{ url: http://host:port, protocol: h2c }`,
+// so the `--backend` flag can name an h2c engine without a syntax of its own. The engine's identity
+// stays the http:// URL either way.
+const H2C_SCHEME = /^h2c:\/\//i;
+
+function isBackendUrl(raw: string): boolean {
+  try {
+    const u = new URL(raw.replace(H2C_SCHEME, "http://"));
+    return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
+const backendUrl = z
+  .string()
+  .refine(isBackendUrl, { message: "expected an http://, https:// or h2c:// URL" })
+  .transform((u) => u.replace(/\/+$/, ""));
+
+const backendObject = z
+  .strictObject({
     url: backendUrl,
     weight: z.number().nonnegative().default(1),
     /** overrides the fleet-wide engine API key for this engine */
@@ -21,8 +44,63 @@ const backend = z.union([
     kvEvents: backendKvEventsSchema.optional(),
     /** disaggregated prefill/decode pool (docs/disaggregated.md); mixed = both, the default */
     role: z.enum(["prefill", "decode", "both", "mixed"]).optional(),
-  }),
-]);
+    /** http1 (default) or h2c: cleartext HTTP/2, for engines behind an h2c-capable proxy */
+    protocol: z.enum(BACKEND_PROTOCOLS).optional(),
+    /** h2c: requests multiplexed on one connection before another is opened; keep it at or under
+     * the proxy's SETTINGS_MAX_CONCURRENT_STREAMS, else the surplus streams wait in its queue */
+    maxConcurrentStreams: z.number().int().min(1).max(10_000).optional(),
+  })
+  .superRefine((b, ctx) => {
+    // an h2c:// url is still here only when it conflicts with an explicit protocol (normalizeBackend)
+    if (H2C_SCHEME.test(b.url))
+      ctx.addIssue({
+        code: "custom",
+        path: ["protocol"],
+        message: "an h2c:// url cannot use protocol http1",
+      });
+    else if (b.protocol === "h2c" && /^https:/i.test(b.url))
+      ctx.addIssue({ code: "custom", path: ["url"], message: "h2c is cleartext: the url must be http://" });
+    if (b.maxConcurrentStreams !== undefined && b.protocol !== "h2c")
+      ctx.addIssue({
+        code: "custom",
+        path: ["maxConcurrentStreams"],
+        message: "applies to protocol h2c only",
+      });
+  });
+
+/**
+ * A bare URL is `{ url }`; `h2c://host` (string or `url`) becomes `{ url: http://host, protocol: h2c }`.
+ * One object schema after this, so every validation error names its field.
+ */
+function normalizeBackend(v: string | z.input<typeof backendObject>): unknown {
+  const o = typeof v === "string" ? { url: v } : v;
+  if (
+    o &&
+    typeof o === "object" &&
+    typeof o.url === "string" &&
+    H2C_SCHEME.test(o.url) &&
+    (o.protocol === undefined || o.protocol === "h2c")
+  )
+    return { ...o, url: o.url.replace(H2C_SCHEME, "http://"), protocol: "h2c" };
+  return o;
+}
+
+const backend = z.preprocess(normalizeBackend, backendObject);
+
+/** One `backends` entry after parsing. */
+export type BackendConfig = z.output<typeof backend>;
+
+/** The transport settings of the configured backend at `url`; engines found by discovery use HTTP/1.1. */
+export function backendTransport(
+  cfg: { backends: readonly BackendConfig[] },
+  url: string,
+): { protocol: BackendProtocol; maxConcurrentStreams: number } {
+  const b = cfg.backends.find((x) => x.url === url);
+  return {
+    protocol: b?.protocol ?? "http1",
+    maxConcurrentStreams: b?.maxConcurrentStreams ?? DEFAULT_H2C_STREAMS,
+  };
+}
 
 export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),

@@ -2,12 +2,12 @@
 // scraped load. Background loops (health, models, metrics) run concurrently across engines, each
 // with a timeout and at most one probe per engine in flight, so a hung engine never stalls the rest.
 import { EventEmitter } from "node:events";
-import { Pool } from "undici";
+import { H2CClient, Pool, type Dispatcher } from "undici";
 import type { EngineView } from "../routing/index.js";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "./discovery.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import { logger } from "../obs/log.js";
-import type { RouterConfig } from "./config.js";
+import { backendTransport, type BackendProtocol, type RouterConfig } from "./config.js";
 
 const log = logger("router.registry");
 
@@ -27,8 +27,57 @@ export type HealthState = "probing" | "healthy" | "ejected";
 
 const MAX_MODELS_PER_ENGINE = 4096;
 
+/**
+ * undici's HTTP/2 dispatcher keeps a non-idempotent request (every POST) alone on its connection, a
+ * rule carried over from HTTP/1.1 pipelining where a dropped connection leaves the requests behind it
+ * in doubt. Over h2 each stream fails on its own and undici never replays one (the router's failover
+ * decides), so requests are marked idempotent here: without it the pool opens one connection per
+ * POST in flight and h2c saves no sockets at all.
+ */
+class MultiplexingH2CClient extends H2CClient {
+  override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return super.dispatch(opts.idempotent ? opts : { ...opts, idempotent: true }, handler);
+  }
+}
+
+/** HTTP/1.1: one socket per request in flight (pipelining would put streams behind each other). */
+function http1Pool(url: string, cfg: RouterConfig): Pool {
+  return new Pool(url, {
+    pipelining: 1,
+    connections: cfg.admission.maxInFlightPerEngine > 0 ? cfg.admission.maxInFlightPerEngine + 16 : null,
+    keepAliveTimeout: 30_000,
+    keepAliveMaxTimeout: 600_000,
+    connect: { timeout: cfg.timeouts.connect },
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  });
+}
+
+/** h2c: `streams` requests share each connection; the pool opens another when all are full. */
+function h2cPool(url: string, cfg: RouterConfig, streams: number): Pool {
+  const cap = cfg.admission.maxInFlightPerEngine;
+  return new Pool(url, {
+    connections: cap > 0 ? Math.ceil((cap + 16) / streams) : null,
+    // the Pool's own connector speaks HTTP/1.1 only: each client builds its h2c one from these options
+    factory: (origin) =>
+      new MultiplexingH2CClient(origin, {
+        maxConcurrentStreams: streams,
+        pipelining: streams,
+        connect: { timeout: cfg.timeouts.connect },
+        keepAliveTimeout: 30_000,
+        keepAliveMaxTimeout: 600_000,
+        // the proxy keeps its own first-byte and idle deadlines
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      }),
+  });
+}
+
 export class Engine {
   readonly pool: Pool;
+  readonly protocol: BackendProtocol;
+  /** protocol and stream count: a config change to either needs a new pool */
+  readonly transport: string;
   state: HealthState = "probing";
   draining = false;
   healthFailures = 0;
@@ -48,15 +97,11 @@ export class Engine {
     public spec: EngineSpec,
     cfg: RouterConfig,
   ) {
-    this.pool = new Pool(spec.url, {
-      pipelining: 1,
-      connections: cfg.admission.maxInFlightPerEngine > 0 ? cfg.admission.maxInFlightPerEngine + 16 : null,
-      keepAliveTimeout: 30_000,
-      keepAliveMaxTimeout: 600_000,
-      connect: { timeout: cfg.timeouts.connect },
-      headersTimeout: 0,
-      bodyTimeout: 0,
-    });
+    const t = backendTransport(cfg, spec.url);
+    this.protocol = t.protocol;
+    this.transport = transportKey(t);
+    this.pool =
+      t.protocol === "h2c" ? h2cPool(spec.url, cfg, t.maxConcurrentStreams) : http1Pool(spec.url, cfg);
     this.view = {
       id: spec.url,
       models: new Set(),
@@ -88,6 +133,10 @@ export class Engine {
   release(kind: "health" | "models" | "metrics"): void {
     this.probing[kind] = false;
   }
+}
+
+function transportKey(t: { protocol: BackendProtocol; maxConcurrentStreams: number }): string {
+  return t.protocol === "h2c" ? `h2c/${t.maxConcurrentStreams}` : "http1";
 }
 
 export interface RegistryEvents {
@@ -159,7 +208,8 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
 
   upsert(spec: EngineSpec): void {
     const known = this.engines.get(spec.url);
-    if (known && !known.draining) {
+    // a new protocol needs a new pool: the old record's requests finish on the old one (pool.close)
+    if (known && !known.draining && known.transport === transportKey(backendTransport(this.cfg, spec.url))) {
       known.spec = spec;
       known.view.weight = spec.weight;
       return;
@@ -168,7 +218,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     const e = new Engine(spec, this.cfg);
     this.engines.set(spec.url, e);
     this.rebuildViews();
-    log.info({ engine: spec.url, weight: spec.weight }, "engine added");
+    log.info({ engine: spec.url, weight: spec.weight, protocol: e.protocol }, "engine added");
     if (!this.stopped) void this.probeNow(e);
   }
 
