@@ -3,9 +3,12 @@
 // `max_tokens` chunks `tokenIntervalMs` apart (the usage event when asked); JSON answers at once
 // with usage. A fault mode, set in-process or by `POST /fault/<mode>`, makes it misbehave the way
 // the chaos run needs: hang (accept, never answer), slow (10× the interval), 5xx (503), reset
-// (destroy the socket), ok. Not the sim: cheap enough that one process can hold 10 000 streams.
-//   node --import tsx bench/tenancy-upstream.ts PORT [TOKEN_INTERVAL_MS]
+// (destroy the socket; over h2c, reset the stream), ok. Not the sim: cheap enough that one process can
+// hold 10 000 streams. `--h2c` serves cleartext HTTP/2 only (no HTTP/1.1 fallback), the way an
+// h2c-speaking proxy in front of engines would be reached by the router's `protocol: h2c` backends.
+//   node --import tsx bench/tenancy-upstream.ts PORT [TOKEN_INTERVAL_MS] [--h2c]
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createH2cServer, type Http2Server, type Http2ServerResponse } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
 
 export type UpstreamFault = "ok" | "hang" | "slow" | "5xx" | "reset";
@@ -20,6 +23,23 @@ export interface UpstreamOptions {
   maxTokens?: number;
   /** delay before the first token (or the JSON answer), uniform in [min, max] ms; 0 by default */
   firstTokenMs?: [number, number];
+  /** http1 (default) or h2c: cleartext HTTP/2 only */
+  protocol?: "http1" | "h2c";
+  /** h2c: SETTINGS_MAX_CONCURRENT_STREAMS advertised per connection (default 1000) */
+  h2cMaxStreams?: number;
+}
+
+/** The part of a response both node:http and the node:http2 compatibility API offer. */
+interface Reply {
+  writeHead(status: number, headers?: Record<string, string | number>): unknown;
+  write(chunk: string): boolean;
+  end(chunk?: string): unknown;
+  on(event: "close", fn: () => void): unknown;
+}
+
+/** the client (or the router) is gone: over h2 the stream, not the response, knows */
+function gone(res: ServerResponse | Http2ServerResponse): boolean {
+  return "stream" in res ? res.stream.destroyed || res.stream.closed : res.destroyed;
 }
 
 export interface Upstream {
@@ -60,16 +80,19 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
 
   const [ftMin, ftMax] = opts.firstTokenMs ?? [0, 0];
   const firstDelay = () => ftMin + Math.random() * (ftMax - ftMin);
-  const generate = (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+  type Req = Pick<IncomingMessage, "url" | "method" | "resume" | "on">;
+  type Res = ServerResponse | Http2ServerResponse;
+  const generate = (req: Req, res: Res, body: Buffer) => {
     const d = firstDelay();
     if (d <= 0) return answer(req, res, body);
     const t = setTimeout(() => {
       timers.delete(t);
-      if (!res.destroyed) answer(req, res, body);
+      if (!gone(res)) answer(req, res, body);
     }, d);
     timers.add(t);
   };
-  const answer = (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
+  const answer = (req: Req, raw: Res, body: Buffer) => {
+    const res = raw as unknown as Reply;
     up.requests++;
     let doc: Record<string, unknown> = {};
     try {
@@ -116,7 +139,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     const tick = () => {
       if (timer) timers.delete(timer);
       timer = undefined;
-      if (res.destroyed) return;
+      if (gone(raw)) return;
       if (sent++ < n) {
         res.write(piece);
         const gap = up.fault === "slow" ? Math.max(50, interval * 10) : interval;
@@ -135,7 +158,8 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     tick();
   };
 
-  const server: Server = createServer((req, res) => {
+  const handle = (req: Req, raw: Res) => {
+    const res = raw as unknown as Reply;
     const path = (req.url ?? "/").split("?")[0]!;
     if (req.method === "GET") {
       if (path === "/v1/models") {
@@ -156,7 +180,9 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
       case "hang":
         return void req.resume();
       case "reset":
-        return void req.socket.destroy();
+        // h2c: RST_STREAM(INTERNAL_ERROR) for this request; the connection carries others
+        if ("stream" in raw) return void raw.stream.destroy(new Error("reset fault"));
+        return void (req as IncomingMessage).socket.destroy();
       case "5xx":
         req.resume();
         res.writeHead(503, { "content-type": "application/json" });
@@ -166,9 +192,24 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     }
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => generate(req, res, Buffer.concat(chunks)));
-  });
-  server.keepAliveTimeout = 60_000;
+    req.on("end", () => generate(req, raw, Buffer.concat(chunks)));
+  };
+  let server: Server | Http2Server;
+  if (opts.protocol === "h2c") {
+    server = createH2cServer(
+      {
+        settings: { maxConcurrentStreams: opts.h2cMaxStreams ?? 1000 },
+        // nghttp2's per-connection budget (MiB): room for that many streams' buffers
+        maxSessionMemory: 64,
+      },
+      (req, res) => handle(req as unknown as Req, res),
+    );
+    server.on("stream", (st) => st.on("error", () => undefined));
+  } else {
+    const h1 = createServer(handle);
+    h1.keepAliveTimeout = 60_000;
+    server = h1;
+  }
   server.on("connection", (s: Socket) => {
     sockets.add(s);
     s.on("close", () => sockets.delete(s));
@@ -180,9 +221,11 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
 }
 
 if (process.argv[1] && /tenancy-upstream\.[jt]s$/.test(process.argv[1])) {
-  const port = Number(process.argv[2] ?? 0);
-  const interval = Number(process.argv[3] ?? 0);
-  void startUpstream({ port, tokenIntervalMs: interval }).then((u) => {
+  const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+  const port = Number(args[0] ?? 0);
+  const interval = Number(args[1] ?? 0);
+  const protocol = process.argv.includes("--h2c") ? "h2c" : "http1";
+  void startUpstream({ port, tokenIntervalMs: interval, protocol }).then((u) => {
     console.log(JSON.stringify({ url: u.url }));
   });
 }
