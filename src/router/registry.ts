@@ -28,6 +28,49 @@ export type HealthState = "probing" | "healthy" | "ejected";
 const MAX_MODELS_PER_ENGINE = 4096;
 
 /**
+ * Connection-specific headers, which HTTP/2 forbids (node:http2 throws on them; `te: trailers` is
+ * allowed but goes too, as in the proxy). The proxy drops the
+ * HTTP/1.1 hop-by-hop set already; `HTTP2-Settings` comes from HTTP/1.1 clients offering an h2c
+ * upgrade (`curl --http2 http://…`) and would otherwise turn every such request into a 502.
+ */
+const H2_FORBIDDEN = new Set([
+  "connection",
+  "upgrade",
+  "http2-settings",
+  "te",
+  "transfer-encoding",
+  "keep-alive",
+  "proxy-connection",
+]);
+
+type Headers = Dispatcher.DispatchOptions["headers"];
+
+const UPPER = /[A-Z]/;
+/** the proxy's names are lowercase already: lowercase (allocate) only names that are not */
+const forbidden = (name: string) =>
+  H2_FORBIDDEN.has(name) || (UPPER.test(name) && H2_FORBIDDEN.has(name.toLowerCase()));
+
+/** The headers without H2_FORBIDDEN names; the same object when there are none (the usual case). */
+function h2Headers(h: Headers): Headers {
+  if (Array.isArray(h)) {
+    let i = 0;
+    while (i < h.length && !forbidden(String(h[i]))) i += 2;
+    if (i >= h.length) return h;
+    const out: string[] = [];
+    for (let j = 0; j + 1 < h.length; j += 2) if (!forbidden(String(h[j]))) out.push(h[j]!, h[j + 1]!);
+    return out;
+  }
+  if (h && typeof h === "object" && !(Symbol.iterator in h)) {
+    const obj = h as Record<string, string | string[] | undefined>;
+    if (!Object.keys(obj).some(forbidden)) return h;
+    const out: Record<string, string | string[] | undefined> = {};
+    for (const k in obj) if (!forbidden(k)) out[k] = obj[k];
+    return out;
+  }
+  return h;
+}
+
+/**
  * undici's HTTP/2 dispatcher keeps a non-idempotent request (every POST) alone on its connection, a
  * rule carried over from HTTP/1.1 pipelining where a dropped connection leaves the requests behind it
  * in doubt. Over h2 each stream fails on its own and undici never replays one (the router's failover
@@ -36,7 +79,7 @@ const MAX_MODELS_PER_ENGINE = 4096;
  */
 class MultiplexingH2CClient extends H2CClient {
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    return super.dispatch(opts.idempotent ? opts : { ...opts, idempotent: true }, handler);
+    return super.dispatch({ ...opts, headers: h2Headers(opts.headers), idempotent: true }, handler);
   }
 }
 

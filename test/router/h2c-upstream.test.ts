@@ -13,6 +13,7 @@ import {
   type IncomingHttpHeaders,
   type ServerHttp2Stream,
 } from "node:http2";
+import { request as httpRequest } from "node:http";
 import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import { parseConfig, startRouter } from "../../src/router/index.js";
@@ -172,6 +173,29 @@ async function startH2Upstream(): Promise<H2Upstream> {
   return up;
 }
 
+/** POST the way `curl --http2 http://…` does: HTTP/1.1 offering an h2c upgrade, HTTP2-Settings included. */
+function postOfferingUpgrade(url: string, body: unknown): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}/v1/completions`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        connection: "Upgrade, HTTP2-Settings",
+        upgrade: "h2c",
+        "http2-settings": "AAMAAABkAAQCAAAAAAIAAAAA",
+      },
+    });
+    req.on("response", (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
 const client = (url: string) =>
   new OpenAI({ baseURL: `${url}/v1`, apiKey: "x", maxRetries: 0, timeout: 10_000 });
 
@@ -237,6 +261,10 @@ test("h2c backend: health, models and metrics loops; JSON and SSE answers, strea
     const done = await c.completions.create({ model: MODEL, prompt: "x", max_tokens: 3 });
     assert.equal(done.choices[0]!.text, "tok tok tok");
     assert.equal(done.usage?.completion_tokens, 3);
+    // HTTP/2 forbids connection-specific headers such as HTTP2-Settings: they must not go upstream
+    const offered = await postOfferingUpgrade(router.url, { model: MODEL, prompt: "x", max_tokens: 2 });
+    assert.equal(offered.status, 200, offered.text);
+    assert.equal((JSON.parse(offered.text) as { choices: { text: string }[] }).choices[0]!.text, "tok tok");
 
     // chunk by chunk: the first chunk reaches the client while the upstream still has some to send
     up.tokenIntervalMs = 30;
