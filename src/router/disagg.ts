@@ -59,7 +59,7 @@ export interface DisaggHooks {
   /** the client's headers for upstream, without Authorization (decided per engine) */
   headers: readonly string[];
   /** picks an engine among the view's non-excluded candidates and claims a slot (may queue) */
-  acquire(): Promise<Engine>;
+  acquire(): Engine | Promise<Engine>;
   release(e: Engine): void;
   /** answers the client with an error (JSON, or an SSE error event once a stream began) */
   fail(e: HttpError): void;

@@ -15,7 +15,7 @@ import { HttpError, errorBody, sendError } from "../http/errors.js";
 import type { AdmissionQueue, QueueFlow, RetryBudget } from "./admission.js";
 import type { TenantRequest } from "../tenancy/request.js";
 import type { RouterConfig } from "./config.js";
-import { DeadlineQueue, deadline, type Deadline } from "./deadlines.js";
+import { DeadlineQueue, OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
 import type { Engine, PendingAttempt, Registry } from "./registry.js";
 import type { Disaggregation } from "./disagg.js";
@@ -101,6 +101,19 @@ const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
 let seq = 0;
 
+/**
+ * Request ids the router makes up when the client sent none, UUID-shaped (vLLM builds its response
+ * ids from X-Request-Id): a random per-process prefix (the version and variant fields included) and
+ * a 48-bit counter in the last group. Unique across replicas and restarts by the prefix's random
+ * bits, at a fraction of randomUUID's per-request cost (it showed up in the allocation profile).
+ */
+const ID_PREFIX = randomUUID().slice(0, 24);
+let idCounter = 0;
+function newRequestId(): string {
+  idCounter = (idCounter + 1) % 0x1000000000000;
+  return ID_PREFIX + idCounter.toString(16).padStart(12, "0");
+}
+
 type RetryOutcome = {
   kind: "retry";
   reason: string;
@@ -118,7 +131,28 @@ function retry(reason: string, status: number, body?: Buffer, headers: string[] 
   return { kind: "retry", reason, status, body, headers };
 }
 
-class RequestContext {
+const enum CtxDeadline {
+  Total,
+  KeepAlive,
+}
+const enum AttemptDeadline {
+  FirstByte,
+  Idle,
+}
+
+/** The request context of a response, for the one shared 'close' listener (no closure per request). */
+const CONTEXT = Symbol("switchyard.requestContext");
+type WithContext = ServerResponse & { [CONTEXT]?: RequestContext };
+
+function onResponseClose(this: WithContext): void {
+  const ctx = this[CONTEXT];
+  if (ctx && !this.writableFinished) {
+    ctx.clientGone = true;
+    ctx.cancel();
+  }
+}
+
+class RequestContext implements DeadlineOwner<CtxDeadline> {
   readonly started = performance.now();
   readonly view: RequestView;
   readonly requestId: string;
@@ -132,8 +166,8 @@ class RequestContext {
   current: Attempt | undefined;
   /** only for waiting in the admission queue (rare), so created on demand */
   private queueAbort: AbortController | undefined;
-  readonly total: Deadline;
-  readonly keepAlive: Deadline;
+  readonly total = new OwnedDeadline(this, CtxDeadline.Total);
+  readonly keepAlive = new OwnedDeadline(this, CtxDeadline.KeepAlive);
   readonly series: ModelSeries;
   /** spans of this request; undefined with tracing off */
   readonly trace: RequestTrace | undefined;
@@ -142,12 +176,12 @@ class RequestContext {
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly pr: ProxyRequest,
-    proxy: Proxy,
+    private readonly proxy: Proxy,
     metrics: RouterMetrics,
     tracer: Tracer | undefined,
   ) {
     const rid = req.headers["x-request-id"];
-    this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : randomUUID();
+    this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : newRequestId();
     this.view = {
       model: pr.model,
       seq: seq++ & 0x3fffffff,
@@ -159,21 +193,13 @@ class RequestContext {
     };
     this.series = metrics.forModel(pr.model);
     this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
-    this.total = deadline(() => {
-      this.totalTimedOut = true;
-      this.cancel();
-    });
-    this.keepAlive = deadline(() => proxy.sendKeepAlive(this));
-    // assigned, not a class field: under tsx a named arrow costs a defineProperty per request
-    this.onClose = () => {
-      if (!this.res.writableFinished) {
-        this.clientGone = true;
-        this.cancel();
-      }
-    };
   }
 
-  readonly onClose: () => void;
+  onDeadline(kind: CtxDeadline): void {
+    if (kind === CtxDeadline.KeepAlive) return this.proxy.sendKeepAlive(this);
+    this.totalTimedOut = true;
+    this.cancel();
+  }
 
   cancel(): void {
     this.current?.cancel();
@@ -219,7 +245,8 @@ export class Proxy {
     const ctx = new RequestContext(req, res, pr, this, metrics, this.d.tracer);
     metrics.inFlight++;
     this.d.budget.onRequest();
-    res.once("close", ctx.onClose);
+    (res as WithContext)[CONTEXT] = ctx;
+    res.on("close", onResponseClose);
     const now = ctx.started;
     this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
     if (pr.stream && cfg.timeouts.keepAlive > 0)
@@ -236,7 +263,8 @@ export class Proxy {
     } finally {
       this.deadlines.disarm(ctx.total);
       this.deadlines.disarm(ctx.keepAlive);
-      res.off("close", ctx.onClose);
+      res.off("close", onResponseClose);
+      (res as WithContext)[CONTEXT] = undefined;
       metrics.inFlight--;
       const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
       metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
@@ -270,8 +298,11 @@ export class Proxy {
     this.deadlines.arm(ctx.keepAlive, this.d.config().timeouts.keepAlive);
   }
 
-  /** Picks an engine and claims a slot on it; queues when every candidate is at its cap. */
-  private async acquire(ctx: RequestContext): Promise<Engine> {
+  /**
+   * Picks an engine and claims a slot on it. Synchronous when an engine has room (the common case:
+   * no promise, no microtask); a promise only when every candidate is at its cap and it queues.
+   */
+  private acquire(ctx: RequestContext): Engine | Promise<Engine> {
     const reg = this.d.registry;
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
     if (dec.kind === "picked") {
@@ -290,7 +321,12 @@ export class Proxy {
         { "retry-after": "1" },
       );
     }
-    // saturated: wait in the bounded queue for room
+    return this.queueForSlot(ctx);
+  }
+
+  /** Saturated: waits in the bounded queue for room. */
+  private async queueForSlot(ctx: RequestContext): Promise<Engine> {
+    const reg = this.d.registry;
     let picked: Engine | undefined;
     const tryAcquire = (): boolean => {
       const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
@@ -333,7 +369,8 @@ export class Proxy {
     for (let attempt = 1; ; attempt++) {
       let engine: Engine;
       try {
-        engine = await this.acquire(ctx);
+        const got = this.acquire(ctx);
+        engine = got instanceof Promise ? await got : got;
       } catch (err) {
         if (ctx.clientGone) return;
         if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
@@ -411,7 +448,7 @@ const enum Mode {
  * rejects for upstream trouble. Cancellation (client gone, total/first-byte/idle timeout, ejection)
  * settles the outcome at once and aborts the upstream request.
  */
-class Attempt implements Dispatcher.DispatchHandler, PendingAttempt {
+class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwner<AttemptDeadline> {
   private mode = Mode.Headers;
   private done = false;
   private abortUpstream: ((err?: Error) => void) | undefined;
@@ -428,23 +465,20 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt {
   private collected: Buffer[] | undefined;
   private collectedSize = 0;
   private lastChunk = 0;
-  private readonly ttfb: Deadline;
-  private readonly idle: Deadline;
+  private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
+  private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
 
   constructor(
     private readonly proxy: Proxy,
     private readonly ctx: RequestContext,
     private readonly engine: Engine,
     private readonly cfg: RouterConfig,
-  ) {
-    this.ttfb = deadline(() => {
-      this.ttfbTimedOut = true;
-      this.cancel();
-    });
-    this.idle = deadline(() => {
-      this.idleTimedOut = true;
-      this.cancel();
-    });
+  ) {}
+
+  onDeadline(kind: AttemptDeadline): void {
+    if (kind === AttemptDeadline.FirstByte) this.ttfbTimedOut = true;
+    else this.idleTimedOut = true;
+    this.cancel();
   }
 
   start(headers: string[]): Promise<Outcome> {

@@ -467,32 +467,8 @@ export class Router {
 
   /** The JSON body; a client stalling mid-body for limits.bodyIdleTimeout gets 408 (slowloris). */
   private readBody(req: IncomingMessage): Promise<Buffer> {
-    const p = readRequestBody(req, this.cfg.limits.maxBodyBytes);
-    const idle = this.cfg.limits.bodyIdleTimeout;
-    // most bodies arrived with the headers: no timer then
-    if (req.complete || idle <= 0) return p;
-    return new Promise<Buffer>((resolve, reject) => {
-      // a listener on the request keeps node from destroying the socket, so the 408 can go out
-      const onTimeout = () => {
-        done();
-        reject(new HttpError(408, `no request body bytes for ${idle} ms`, null, { connection: "close" }));
-      };
-      const done = () => {
-        req.off("timeout", onTimeout);
-        req.socket?.setTimeout(0);
-      };
-      req.setTimeout(idle, onTimeout);
-      p.then(
-        (b) => {
-          done();
-          resolve(b);
-        },
-        (e: unknown) => {
-          done();
-          reject(e as Error);
-        },
-      );
-    });
+    const lim = this.cfg.limits;
+    return readRequestBody(req, lim.maxBodyBytes, { queue: this.proxy.deadlines, ms: lim.bodyIdleTimeout });
   }
 
   private sessionKey(req: IncomingMessage, obj: Record<string, unknown> | undefined): string | undefined {

@@ -165,6 +165,15 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
   }
 }
 
+// Score buffers reused across decisions (decide is synchronous and scorers and pickers keep no
+// reference), one zeroed pair per candidate count: a decision allocates no typed arrays.
+const scratchBuffers: [Float64Array[], Float64Array[]] = [[], []];
+function scratch(which: 0 | 1, n: number): Float64Array {
+  const a = (scratchBuffers[which][n] ??= new Float64Array(n));
+  a.fill(0);
+  return a;
+}
+
 /** Runs a policy over a snapshot: the whole decision, pure. */
 export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): Decision {
   const { candidates, emptiedAt } = applyFilters(policy.filters, req, fleet.engines);
@@ -174,9 +183,9 @@ export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): 
     const lastStage = policy.filters.length - 1;
     return emptiedAt === lastStage ? { kind: "saturated" } : { kind: "unavailable" };
   }
-  const scores = new Float64Array(candidates.length);
+  const scores = scratch(0, candidates.length);
   if (policy.scorers.length > 0) {
-    const tmp = new Float64Array(candidates.length);
+    const tmp = scratch(1, candidates.length);
     for (const s of policy.scorers) {
       s.score(req, candidates, tmp);
       for (let i = 0; i < tmp.length; i++) scores[i] = scores[i]! + s.weight * tmp[i]!;
