@@ -1,6 +1,8 @@
 // Router overhead benchmark: latency the router adds over calling the engine directly, for tiny
 // non-streaming requests and 256-chunk streams at several concurrencies, side by side with nginx
 // `proxy_pass` (one worker, keep-alive upstream) when nginx is installed; and tiny-request throughput.
+// A fourth target, `node-floor` (bench/node-floor-proxy.ts), is the least a proxy on node:http and
+// undici can do: the gap router − node-floor is the router's own work, node-floor − nginx the stack's.
 // The upstream is bench/fast-upstream.ts (not the sim) and the load client runs in its own process.
 //   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
 import { spawn, type ChildProcess } from "node:child_process";
@@ -13,6 +15,7 @@ import { freePort } from "../test/helpers/cli.js";
 import { spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
 
 const self = fileURLToPath(import.meta.url);
+const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 const role = process.argv[2];
 
 async function client(url: string, concurrency: number, durationS: number, stream: boolean): Promise<void> {
@@ -135,12 +138,22 @@ async function mainBench(): Promise<void> {
   const upPort = await freePort();
   const routerPort = await freePort();
   const nginxPort = await freePort();
+  const floorPort = await freePort();
   const up = spawnUpstream(upPort);
   await waitHttp(`http://127.0.0.1:${upPort}/health`);
   const router = spawnRouter(routerPort, upPort, policy ? ["--policy", policy] : []);
   await waitHttp(`http://127.0.0.1:${routerPort}/ready`);
+  const floorScript = fileURLToPath(new URL(`./node-floor-proxy${ext}`, import.meta.url));
+  const floor = spawn(
+    process.execPath,
+    [...process.execArgv, floorScript, String(floorPort), String(upPort)],
+    {
+      stdio: ["ignore", "ignore", "inherit"],
+    },
+  );
   const nginx = startNginx(upPort, nginxPort);
   const stopNginx = nginx?.stop;
+  await waitHttp(`http://127.0.0.1:${floorPort}/health`).catch(() => undefined);
   if (stopNginx) await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
   else
     console.log(
@@ -152,6 +165,7 @@ async function mainBench(): Promise<void> {
     ["router", `http://127.0.0.1:${routerPort}/v1/completions`, router.pid],
   ];
   if (stopNginx) targets.push(["nginx", `http://127.0.0.1:${nginxPort}/v1/completions`, nginx?.pid]);
+  targets.push(["floor", `http://127.0.0.1:${floorPort}/v1/completions`, floor.pid]);
   const f = (x: number) => x.toFixed(2).padStart(8);
   console.log(
     `duration ${duration}s per cell; router policy ${policy || "(default)"}; load ${loadavg()[0]!.toFixed(2)}; latencies in ms; added = target − direct`,
@@ -182,11 +196,16 @@ async function mainBench(): Promise<void> {
           console.log(
             `  router/nginx: throughput ${(res.router.rps / res.nginx.rps).toFixed(2)}x, added p50 ${((res.router.p50 - d.p50) / Math.max(1e-3, res.nginx.p50 - d.p50)).toFixed(2)}x, added p99 ${((res.router.p99 - d.p99) / Math.max(1e-3, res.nginx.p99 - d.p99)).toFixed(2)}x`,
           );
+          if (res.floor)
+            console.log(
+              `  floor/nginx:  throughput ${(res.floor.rps / res.nginx.rps).toFixed(2)}x, added p50 ${((res.floor.p50 - d.p50) / Math.max(1e-3, res.nginx.p50 - d.p50)).toFixed(2)}x, added p99 ${((res.floor.p99 - d.p99) / Math.max(1e-3, res.nginx.p99 - d.p99)).toFixed(2)}x`,
+            );
         }
       }
     }
   } finally {
     stopNginx?.();
+    floor.kill("SIGTERM");
     router.kill("SIGTERM");
     up.kill("SIGTERM");
   }
