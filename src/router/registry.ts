@@ -29,9 +29,9 @@ const MAX_MODELS_PER_ENGINE = 4096;
 
 /**
  * Connection-specific headers, which HTTP/2 forbids (node:http2 throws on them; `te: trailers` is
- * allowed but goes too, as in the proxy). The proxy drops the
- * HTTP/1.1 hop-by-hop set already; `HTTP2-Settings` comes from HTTP/1.1 clients offering an h2c
- * upgrade (`curl --http2 http://…`) and would otherwise turn every such request into a 502.
+ * allowed but goes too, as in the proxy). The proxy drops the HTTP/1.1 hop-by-hop set already;
+ * `HTTP2-Settings` comes from HTTP/1.1 clients offering an h2c upgrade (`curl --http2 http://…`) and
+ * would otherwise turn every such request into a 502.
  */
 const H2_FORBIDDEN = new Set([
   "connection",
