@@ -342,7 +342,11 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     return key ? { authorization: `Bearer ${key}` } : {};
   }
 
-  private async get(e: Engine, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
+  /**
+   * GET from an engine through its own pool (its protocol: an h2c-only engine refuses HTTP/1.1, so
+   * no other client should probe it) with its API key, bounded in time and size; throws unless 200.
+   */
+  async get(e: Engine, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
     const signal = AbortSignal.timeout(Math.max(1, timeoutMs));
     const res = await e.pool.request({ path, method: "GET", headers: this.headers(e), signal });
     if (res.statusCode !== 200) {
