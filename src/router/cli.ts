@@ -10,7 +10,7 @@ const specs: FlagSpecs = {
   port: { type: "int", default: 8080, min: 0, max: 65535, help: "port to listen on" },
   backend: {
     type: "list",
-    help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight",
+    help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight; h2c://host:port reaches it over cleartext HTTP/2",
   },
   policy: {
     type: "string",

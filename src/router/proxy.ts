@@ -33,6 +33,7 @@ const HOP_BY_HOP = new Set([
   "te",
   "trailer",
   "upgrade",
+  "http2-settings",
   "host",
   "content-length",
   "expect",

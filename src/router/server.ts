@@ -370,6 +370,7 @@ export class Router {
       url: e.url,
       weight: e.spec.weight,
       role: roleOf(e.spec),
+      protocol: e.protocol,
       state: e.draining ? "draining" : e.state,
       healthy: e.healthy && !e.draining,
       models: e.modelCards.map((c) => ({ id: c.id, parent: c.parent ?? null })),

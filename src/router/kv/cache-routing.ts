@@ -368,12 +368,18 @@ export class CacheRouting implements CacheOracle {
 
   private async askVersion(st: EngineKv): Promise<void> {
     st.versionAsked = true;
+    // over the engine's own pool: its protocol (h2c) and its API key, like every other probe
+    const e = this.registry.engines.get(st.url);
+    if (!e) return;
     try {
-      const res = await fetch(`${st.url}/version`, { signal: AbortSignal.timeout(2000) });
-      const doc = (await res.json()) as { version?: unknown };
-      st.version = res.ok && typeof doc.version === "string" ? doc.version : "unknown";
-    } catch {
-      st.versionAsked = false; // try again on the next round
+      const doc = JSON.parse(await this.registry.get(e, "/version", 2000, 64 * 1024)) as {
+        version?: unknown;
+      };
+      st.version = typeof doc.version === "string" ? doc.version : "unknown";
+    } catch (err) {
+      // an engine that answers but has no /version is "unknown"; one that did not answer is asked again
+      if (/ answered \d+$/.test((err as Error).message)) st.version = "unknown";
+      else st.versionAsked = false;
     }
   }
 
@@ -533,10 +539,14 @@ export class CacheRouting implements CacheOracle {
       [...this.states.values()].map(async (st) => {
         if (!st.healthy || st.fallback !== null) return;
         try {
-          const res = await fetch(`${st.url}/metrics`, {
-            signal: AbortSignal.timeout(this.cfg.discovery.metricsTimeout * 2),
-          });
-          const text = await res.text();
+          const e = this.registry.engines.get(st.url);
+          if (!e) return;
+          const text = await this.registry.get(
+            e,
+            "/metrics",
+            this.cfg.discovery.metricsTimeout * 2,
+            this.cfg.discovery.maxMetricsBytes,
+          );
           const hits = parsePrefixCacheHits(text);
           if (hits === null) return;
           this.watchdog.reported(st.url, hits);
