@@ -186,13 +186,17 @@ test(
       write(config(shared()));
       const ports = await freePorts(2);
       for (const [i, name] of (["A", "B"] as const).entries()) {
-        const proc = spawnCli([
-          "router",
-          `--config=${file}`,
-          "--host=127.0.0.1",
-          `--port=${ports[i]}`,
-          "--drain-timeout=1s",
-        ]);
+        const proc = spawnCli(
+          [
+            "router",
+            `--config=${file}`,
+            "--host=127.0.0.1",
+            `--port=${ports[i]}`,
+            "--drain-timeout=1s",
+            // the reload wait counts "configuration applied" lines (info), whatever level the runner sets
+          ],
+          { SWITCHYARD_LOG_LEVEL: "info" },
+        );
         replicas.push({ name, url: `http://127.0.0.1:${ports[i]}`, proc });
       }
       await Promise.all(replicas.map((r) => waitForHttp(`${r.url}/ready`, 20_000, 200, r.proc)));
