@@ -240,7 +240,8 @@ export class Proxy {
     return out;
   }
 
-  async handle(req: IncomingMessage, res: ServerResponse, pr: ProxyRequest): Promise<void> {
+  /** Not async: hands back the attempts loop's promise itself (one async frame per request, not two). */
+  handle(req: IncomingMessage, res: ServerResponse, pr: ProxyRequest): Promise<void> {
     const cfg = this.d.config();
     const metrics = this.d.metrics;
     const ctx = new RequestContext(req, res, pr, this, metrics, this.d.tracer);
@@ -252,27 +253,24 @@ export class Proxy {
     this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
     if (pr.stream && cfg.timeouts.keepAlive > 0)
       this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive, now);
-    try {
-      await this.run(ctx, cfg);
-    } catch (err) {
-      if (!ctx.clientGone) {
-        const e =
-          err instanceof HttpError ? err : new HttpError(500, `router error: ${(err as Error).message}`);
-        if (!(err instanceof HttpError)) log.error({ err, requestId: ctx.requestId }, "proxy failure");
-        this.fail(ctx, e);
-      }
-    } finally {
-      this.deadlines.disarm(ctx.total);
-      this.deadlines.disarm(ctx.keepAlive);
-      res.off("close", onResponseClose);
-      (res as WithContext)[CONTEXT] = undefined;
-      metrics.inFlight--;
-      const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
-      metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
-      ctx.series.e2e.observe((performance.now() - ctx.started) / 1000);
-      ctx.trace?.end(status, ctx.engineUrl);
-      pr.tenant?.finish(status);
-    }
+    return this.run(ctx, cfg);
+  }
+
+  /** The request's end, whatever happened: timers off, listener off, counted. */
+  private finished(ctx: RequestContext): void {
+    const res = ctx.res;
+    const pr = ctx.pr;
+    const metrics = this.d.metrics;
+    this.deadlines.disarm(ctx.total);
+    this.deadlines.disarm(ctx.keepAlive);
+    res.off("close", onResponseClose);
+    (res as WithContext)[CONTEXT] = undefined;
+    metrics.inFlight--;
+    const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
+    metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
+    ctx.series.e2e.observe((performance.now() - ctx.started) / 1000);
+    ctx.trace?.end(status, ctx.engineUrl);
+    pr.tenant?.finish(status);
   }
 
   /** Answers with an error: a JSON error before anything was sent, an SSE error event after. */
@@ -349,63 +347,75 @@ export class Proxy {
   }
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
-    const headers = this.upstreamHeaders(ctx.req.headers, ctx.requestId, ctx.trace !== undefined);
-    const baseHeaders = headers.length;
-    const clientAuth = ctx.req.headers.authorization;
-    const engineKeyConfigured = cfg.engineApiKey !== undefined;
-    // P/D: the prefill step runs first; the loop below then sends the decode step (body and
-    // candidates rewritten) like any request, so its stream is relayed as it arrives
-    if (this.d.disagg?.applies(ctx.pr)) {
-      const finished = await this.d.disagg.prefill(ctx, {
-        headers,
-        acquire: () => this.acquire(ctx),
-        release: (e) => this.releaseSlot(e),
-        fail: (e) => this.fail(ctx, e),
-      });
-      if (finished) return;
-    }
-    const replayable = Buffer.isBuffer(ctx.pr.body);
-    const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
-    let last: RetryOutcome | undefined;
-    for (let attempt = 1; ; attempt++) {
-      let engine: Engine;
-      try {
-        const got = this.acquire(ctx);
-        engine = got instanceof Promise ? await got : got;
-      } catch (err) {
-        if (ctx.clientGone) return;
+    try {
+      const headers = this.upstreamHeaders(ctx.req.headers, ctx.requestId, ctx.trace !== undefined);
+      const baseHeaders = headers.length;
+      const clientAuth = ctx.req.headers.authorization;
+      const engineKeyConfigured = cfg.engineApiKey !== undefined;
+      // P/D: the prefill step runs first; the loop below then sends the decode step (body and
+      // candidates rewritten) like any request, so its stream is relayed as it arrives
+      if (this.d.disagg?.applies(ctx.pr)) {
+        const finished = await this.d.disagg.prefill(ctx, {
+          headers,
+          acquire: () => this.acquire(ctx),
+          release: (e) => this.releaseSlot(e),
+          fail: (e) => this.fail(ctx, e),
+        });
+        if (finished) return;
+      }
+      const replayable = Buffer.isBuffer(ctx.pr.body);
+      const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
+      let last: RetryOutcome | undefined;
+      for (let attempt = 1; ; attempt++) {
+        let engine: Engine;
+        try {
+          const got = this.acquire(ctx);
+          engine = got instanceof Promise ? await got : got;
+        } catch (err) {
+          if (ctx.clientGone) return;
+          if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
+          // every engine tried already: report what the last one said rather than "unavailable"
+          if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
+          if (err instanceof HttpError && err.status === 429)
+            this.d.metrics.rejected.inc({ reason: "queue" });
+          throw err;
+        }
+        ctx.engineUrl = engine.url;
+        this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
+        headers.length = baseHeaders;
+        const key = engine.spec.apiKey ?? cfg.engineApiKey;
+        if (key) headers.push("authorization", `Bearer ${key}`);
+        // with tenancy on the client's key is the router's credential: it never goes upstream
+        else if (!engineKeyConfigured && clientAuth && !ctx.pr.tenant)
+          headers.push("authorization", clientAuth);
+        if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
+        let outcome: Outcome;
+        try {
+          outcome = await new Attempt(this, ctx, engine, cfg).start(headers);
+        } finally {
+          this.releaseSlot(engine);
+        }
+        if (outcome.kind !== "retry") return;
+        ctx.trace?.attemptEnded(outcome.status, outcome.reason);
+        last = outcome;
+        ctx.exclude(engine.url);
         if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
-        // every engine tried already: report what the last one said rather than "unavailable"
-        if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
-        if (err instanceof HttpError && err.status === 429) this.d.metrics.rejected.inc({ reason: "queue" });
-        throw err;
+        if (attempt >= maxAttempts) return this.relayFailure(ctx, last);
+        if (!this.d.budget.tryRetry()) {
+          this.d.metrics.rejected.inc({ reason: "retry_budget" });
+          return this.relayFailure(ctx, last);
+        }
+        this.d.metrics.retries.inc({ model: ctx.pr.model, reason: outcome.reason });
       }
-      ctx.engineUrl = engine.url;
-      this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
-      headers.length = baseHeaders;
-      const key = engine.spec.apiKey ?? cfg.engineApiKey;
-      if (key) headers.push("authorization", `Bearer ${key}`);
-      // with tenancy on the client's key is the router's credential: it never goes upstream
-      else if (!engineKeyConfigured && clientAuth && !ctx.pr.tenant)
-        headers.push("authorization", clientAuth);
-      if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
-      let outcome: Outcome;
-      try {
-        outcome = await new Attempt(this, ctx, engine, cfg).start(headers);
-      } finally {
-        this.releaseSlot(engine);
+    } catch (err) {
+      if (!ctx.clientGone) {
+        const e =
+          err instanceof HttpError ? err : new HttpError(500, `router error: ${(err as Error).message}`);
+        if (!(err instanceof HttpError)) log.error({ err, requestId: ctx.requestId }, "proxy failure");
+        this.fail(ctx, e);
       }
-      if (outcome.kind !== "retry") return;
-      ctx.trace?.attemptEnded(outcome.status, outcome.reason);
-      last = outcome;
-      ctx.exclude(engine.url);
-      if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
-      if (attempt >= maxAttempts) return this.relayFailure(ctx, last);
-      if (!this.d.budget.tryRetry()) {
-        this.d.metrics.rejected.inc({ reason: "retry_budget" });
-        return this.relayFailure(ctx, last);
-      }
-      this.d.metrics.retries.inc({ model: ctx.pr.model, reason: outcome.reason });
+    } finally {
+      this.finished(ctx);
     }
   }
 
