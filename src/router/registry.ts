@@ -28,49 +28,6 @@ export type HealthState = "probing" | "healthy" | "ejected";
 const MAX_MODELS_PER_ENGINE = 4096;
 
 /**
- * Connection-specific headers, which HTTP/2 forbids (node:http2 throws on them; `te: trailers` is
- * allowed but goes too, as in the proxy). The proxy drops the HTTP/1.1 hop-by-hop set already;
- * `HTTP2-Settings` comes from HTTP/1.1 clients offering an h2c upgrade (`curl --http2 http://…`) and
- * would otherwise turn every such request into a 502.
- */
-const H2_FORBIDDEN = new Set([
-  "connection",
-  "upgrade",
-  "http2-settings",
-  "te",
-  "transfer-encoding",
-  "keep-alive",
-  "proxy-connection",
-]);
-
-type Headers = Dispatcher.DispatchOptions["headers"];
-
-const UPPER = /[A-Z]/;
-/** the proxy's names are lowercase already: lowercase (allocate) only names that are not */
-const forbidden = (name: string) =>
-  H2_FORBIDDEN.has(name) || (UPPER.test(name) && H2_FORBIDDEN.has(name.toLowerCase()));
-
-/** The headers without H2_FORBIDDEN names; the same object when there are none (the usual case). */
-function h2Headers(h: Headers): Headers {
-  if (Array.isArray(h)) {
-    let i = 0;
-    while (i < h.length && !forbidden(String(h[i]))) i += 2;
-    if (i >= h.length) return h;
-    const out: string[] = [];
-    for (let j = 0; j + 1 < h.length; j += 2) if (!forbidden(String(h[j]))) out.push(h[j]!, h[j + 1]!);
-    return out;
-  }
-  if (h && typeof h === "object" && !(Symbol.iterator in h)) {
-    const obj = h as Record<string, string | string[] | undefined>;
-    if (!Object.keys(obj).some(forbidden)) return h;
-    const out: Record<string, string | string[] | undefined> = {};
-    for (const k in obj) if (!forbidden(k)) out[k] = obj[k];
-    return out;
-  }
-  return h;
-}
-
-/**
  * undici's HTTP/2 dispatcher keeps a non-idempotent request (every POST) alone on its connection, a
  * rule carried over from HTTP/1.1 pipelining where a dropped connection leaves the requests behind it
  * in doubt. Over h2 each stream fails on its own and undici never replays one (the router's failover
@@ -79,40 +36,37 @@ function h2Headers(h: Headers): Headers {
  */
 class MultiplexingH2CClient extends H2CClient {
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    return super.dispatch({ ...opts, headers: h2Headers(opts.headers), idempotent: true }, handler);
+    // no header filter here: every request reaches a pool through the proxy, whose hop-by-hop set
+    // already drops what HTTP/2 forbids (connection, upgrade, http2-settings, te, ...), or is a probe
+    return super.dispatch({ ...opts, idempotent: true }, handler);
   }
+}
+
+/** Options both transports share: the proxy keeps its own first-byte and idle deadlines. */
+function clientOptions(cfg: RouterConfig) {
+  return {
+    connect: { timeout: cfg.timeouts.connect },
+    keepAliveTimeout: 30_000,
+    keepAliveMaxTimeout: 600_000,
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  };
 }
 
 /** HTTP/1.1: one socket per request in flight (pipelining would put streams behind each other). */
 function http1Pool(url: string, cfg: RouterConfig): Pool {
-  return new Pool(url, {
-    pipelining: 1,
-    connections: cfg.admission.maxInFlightPerEngine > 0 ? cfg.admission.maxInFlightPerEngine + 16 : null,
-    keepAliveTimeout: 30_000,
-    keepAliveMaxTimeout: 600_000,
-    connect: { timeout: cfg.timeouts.connect },
-    headersTimeout: 0,
-    bodyTimeout: 0,
-  });
+  const cap = cfg.admission.maxInFlightPerEngine;
+  return new Pool(url, { ...clientOptions(cfg), pipelining: 1, connections: cap > 0 ? cap + 16 : null });
 }
 
 /** h2c: `streams` requests share each connection; the pool opens another when all are full. */
 function h2cPool(url: string, cfg: RouterConfig, streams: number): Pool {
   const cap = cfg.admission.maxInFlightPerEngine;
+  const opts = { ...clientOptions(cfg), maxConcurrentStreams: streams, pipelining: streams };
   return new Pool(url, {
     connections: cap > 0 ? Math.ceil((cap + 16) / streams) : null,
     // the Pool's own connector speaks HTTP/1.1 only: each client builds its h2c one from these options
-    factory: (origin) =>
-      new MultiplexingH2CClient(origin, {
-        maxConcurrentStreams: streams,
-        pipelining: streams,
-        connect: { timeout: cfg.timeouts.connect },
-        keepAliveTimeout: 30_000,
-        keepAliveMaxTimeout: 600_000,
-        // the proxy keeps its own first-byte and idle deadlines
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      }),
+    factory: (origin) => new MultiplexingH2CClient(origin, opts),
   });
 }
 
