@@ -101,19 +101,14 @@ export class DeadlineQueue {
   }
 }
 
-/** A deadline that calls `fn`; allocate once per request/attempt and re-arm it freely. */
-export function deadline(fn: () => void): Deadline {
-  return { at: 0, ms: 0, fire: fn };
-}
-
 /** What an owned deadline calls, with the kind it was made for. */
 export interface DeadlineOwner<K> {
   onDeadline(kind: K): void;
 }
 
 /**
- * A deadline that calls `owner.onDeadline(kind)`: one small object per timeout, where `deadline(fn)`
- * costs an object, a closure and its context (these are made for every request and attempt).
+ * A deadline that calls `owner.onDeadline(kind)`: one small object per timeout, no closure and
+ * context (these are made for every request and attempt).
  */
 export class OwnedDeadline<K> implements Deadline {
   at = 0;

@@ -3,29 +3,32 @@
 import type { EngineView, Filter, RequestView } from "./types.js";
 
 // Each filter hands back its input array when every engine passes (the usual case), so a decision
-// allocates no arrays; it copies only when an engine is dropped.
-function keep(engines: readonly EngineView[], pass: (e: EngineView) => boolean): readonly EngineView[] {
+// allocates no arrays; it copies only when an engine is dropped. Predicates are module-level with
+// their argument passed in, so no closure is made per decision either.
+function keep<A>(
+  engines: readonly EngineView[],
+  pass: (e: EngineView, arg: A) => boolean,
+  arg: A,
+): readonly EngineView[] {
   for (let i = 0; i < engines.length; i++) {
-    if (pass(engines[i]!)) continue;
+    if (pass(engines[i]!, arg)) continue;
     const out = engines.slice(0, i);
-    for (let j = i + 1; j < engines.length; j++) if (pass(engines[j]!)) out.push(engines[j]!);
+    for (let j = i + 1; j < engines.length; j++) if (pass(engines[j]!, arg)) out.push(engines[j]!);
     return out;
   }
   return engines;
 }
 
-export const servesModel: Filter = (req, engines) => {
-  // the common case without a closure: every engine serves the model
-  let all = true;
-  for (let i = 0; i < engines.length; i++) if (!engines[i]!.models.has(req.model)) all = false;
-  return all ? engines : engines.filter((e) => e.models.has(req.model));
-};
+const serves = (e: EngineView, model: string): boolean => e.models.has(model);
 const isHealthy = (e: EngineView): boolean => e.healthy && e.weight > 0;
-export const healthyOnly: Filter = (_req, engines) => keep(engines, isHealthy);
-export const notExcluded: Filter = (req, engines) =>
-  req.exclude && req.exclude.size > 0 ? engines.filter((e) => !req.exclude!.has(e.id)) : engines;
+const notIn = (e: EngineView, exclude: ReadonlySet<string>): boolean => !exclude.has(e.id);
 const hasRoom = (e: EngineView): boolean => e.maxInFlight <= 0 || e.inFlight < e.maxInFlight;
-export const hasCapacity: Filter = (_req, engines) => keep(engines, hasRoom);
+
+export const servesModel: Filter = (req, engines) => keep(engines, serves, req.model);
+export const healthyOnly: Filter = (_req, engines) => keep(engines, isHealthy, undefined);
+export const notExcluded: Filter = (req, engines) =>
+  req.exclude && req.exclude.size > 0 ? keep(engines, notIn, req.exclude) : engines;
+export const hasCapacity: Filter = (_req, engines) => keep(engines, hasRoom, undefined);
 
 /** The standard chain, in order; `decide` tells which stage emptied the set. */
 export const standardFilters: readonly Filter[] = [servesModel, healthyOnly, notExcluded, hasCapacity];
