@@ -3,6 +3,10 @@
 // `proxy_pass` (one worker, keep-alive upstream) when nginx is installed; and tiny-request throughput.
 // A fourth target, `node-floor` (bench/node-floor-proxy.ts), is the least a proxy on node:http and
 // undici can do: the gap router − node-floor is the router's own work, node-floor − nginx the stack's.
+// Two more floors for tiny requests, below any HTTP library (bench/raw-relay-proxy.ts): `raw`, a bare
+// socket relay, and `raw-min`, the same relay plus the least per-request work the router issue asks
+// (JSON body, engine pick, hop-by-hop headers, request id, four metrics): they bound what any
+// JavaScript router could reach on the machine the bench runs on.
 // The upstream is bench/fast-upstream.ts (not the sim) and the load client runs in its own process.
 //   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
 import { spawn, type ChildProcess } from "node:child_process";
@@ -139,6 +143,8 @@ async function mainBench(): Promise<void> {
   const routerPort = await freePort();
   const nginxPort = await freePort();
   const floorPort = await freePort();
+  const rawPort = await freePort();
+  const rawMinPort = await freePort();
   const up = spawnUpstream(upPort);
   await waitHttp(`http://127.0.0.1:${upPort}/health`);
   const router = spawnRouter(routerPort, upPort, policy ? ["--policy", policy] : []);
@@ -151,9 +157,24 @@ async function mainBench(): Promise<void> {
       stdio: ["ignore", "ignore", "inherit"],
     },
   );
+  const rawScript = fileURLToPath(new URL(`./raw-relay-proxy${ext}`, import.meta.url));
+  const raw = spawn(
+    process.execPath,
+    [...process.execArgv, rawScript, String(rawPort), String(upPort), "bare"],
+    {
+      stdio: ["ignore", "ignore", "inherit"],
+    },
+  );
+  const rawMin = spawn(
+    process.execPath,
+    [...process.execArgv, rawScript, String(rawMinPort), String(upPort), "min-router"],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
   const nginx = startNginx(upPort, nginxPort);
   const stopNginx = nginx?.stop;
   await waitHttp(`http://127.0.0.1:${floorPort}/health`).catch(() => undefined);
+  await waitHttp(`http://127.0.0.1:${rawPort}/health`).catch(() => undefined);
+  await waitHttp(`http://127.0.0.1:${rawMinPort}/health`).catch(() => undefined);
   if (stopNginx) await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
   else
     console.log(
@@ -166,6 +187,10 @@ async function mainBench(): Promise<void> {
   ];
   if (stopNginx) targets.push(["nginx", `http://127.0.0.1:${nginxPort}/v1/completions`, nginx?.pid]);
   targets.push(["floor", `http://127.0.0.1:${floorPort}/v1/completions`, floor.pid]);
+  // Content-Length framing only: tiny requests, not streams
+  const tinyOnly = new Set(["raw", "raw-min"]);
+  targets.push(["raw", `http://127.0.0.1:${rawPort}/v1/completions`, raw.pid]);
+  targets.push(["raw-min", `http://127.0.0.1:${rawMinPort}/v1/completions`, rawMin.pid]);
   const f = (x: number) => x.toFixed(2).padStart(8);
   console.log(
     `duration ${duration}s per cell; router policy ${policy || "(default)"}; load ${loadavg()[0]!.toFixed(2)}; latencies in ms; added = target − direct`,
@@ -179,6 +204,7 @@ async function mainBench(): Promise<void> {
         if (stream && c > 64) continue;
         const res: Record<string, Result> = {};
         for (const [name, url, pid] of targets) {
+          if (stream && tinyOnly.has(name)) continue;
           const cpu0 = cpuMs(pid);
           res[name] = await measure(url, c, duration, stream);
           const cpu1 = cpuMs(pid);
@@ -196,16 +222,21 @@ async function mainBench(): Promise<void> {
           console.log(
             `  router/nginx: throughput ${(res.router.rps / res.nginx.rps).toFixed(2)}x, added p50 ${((res.router.p50 - d.p50) / Math.max(1e-3, res.nginx.p50 - d.p50)).toFixed(2)}x, added p99 ${((res.router.p99 - d.p99) / Math.max(1e-3, res.nginx.p99 - d.p99)).toFixed(2)}x`,
           );
-          if (res.floor)
-            console.log(
-              `  floor/nginx:  throughput ${(res.floor.rps / res.nginx.rps).toFixed(2)}x, added p50 ${((res.floor.p50 - d.p50) / Math.max(1e-3, res.nginx.p50 - d.p50)).toFixed(2)}x, added p99 ${((res.floor.p99 - d.p99) / Math.max(1e-3, res.nginx.p99 - d.p99)).toFixed(2)}x`,
-            );
+          for (const floorName of ["floor", "raw", "raw-min"]) {
+            const fl = res[floorName];
+            if (fl)
+              console.log(
+                `  ${`${floorName}/nginx:`.padEnd(14)}throughput ${(fl.rps / res.nginx.rps).toFixed(2)}x, added p50 ${((fl.p50 - d.p50) / Math.max(1e-3, res.nginx.p50 - d.p50)).toFixed(2)}x, added p99 ${((fl.p99 - d.p99) / Math.max(1e-3, res.nginx.p99 - d.p99)).toFixed(2)}x`,
+              );
+          }
         }
       }
     }
   } finally {
     stopNginx?.();
     floor.kill("SIGTERM");
+    raw.kill("SIGTERM");
+    rawMin.kill("SIGTERM");
     router.kill("SIGTERM");
     up.kill("SIGTERM");
   }
