@@ -13,6 +13,7 @@ import {
   type RequestTimings,
 } from "../engine/index.js";
 import {
+  idleEngineView,
   createPolicy,
   decide,
   PrefixOracle,
@@ -128,18 +129,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
 
   for (let e = 0; e < o.engines; e++) {
     const id = `http://engine-${e}`;
-    views.push({
-      id,
-      models: new Set([model]),
-      healthy: true,
-      weight: 1,
-      inFlight: 0,
-      maxInFlight: 0,
-      running: 0,
-      waiting: 0,
-      kvUsage: 0,
-      blockSize: o.engine.blockSize,
-    });
+    views.push(idleEngineView(id, new Set([model]), { blockSize: o.engine.blockSize }));
     const engine: Engine = new Engine(engineCfg, {
       onTokens: (rid, ids, time) => {
         const f = flights.get(rid)!;

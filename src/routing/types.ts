@@ -44,6 +44,26 @@ export interface EngineView {
   blockSize?: number | undefined;
 }
 
+/** A healthy engine with nothing in flight and nothing scraped yet: the starting view of an engine. */
+export function idleEngineView<M extends ReadonlySet<string>>(
+  id: string,
+  models: M,
+  over: Partial<Omit<EngineView, "models">> = {},
+): EngineView & { models: M } {
+  return {
+    id,
+    healthy: true,
+    weight: 1,
+    inFlight: 0,
+    maxInFlight: 0,
+    running: 0,
+    waiting: 0,
+    kvUsage: 0,
+    models,
+    ...over,
+  };
+}
+
 export interface FleetSnapshot {
   engines: readonly EngineView[];
 }

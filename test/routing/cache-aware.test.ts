@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import {
   createPolicy,
   decide,
+  idleEngineView,
   PrefixIndex,
   PrefixOracle,
   renderForPrefix,
@@ -17,20 +18,10 @@ import { decodeBatch } from "../../src/kvevents/codec.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { fixturePath } from "../helpers/vectors.js";
 
-function eng(id: string, over: Partial<EngineView> = {}): EngineView {
-  return {
-    id,
-    models: new Set(["m"]),
-    healthy: true,
-    weight: 1,
-    inFlight: 0,
-    maxInFlight: 0,
-    running: 0,
-    waiting: 0,
-    kvUsage: 0,
-    ...over,
-  };
-}
+const eng = (id: string, over: Partial<EngineView> = {}): EngineView => ({
+  ...idleEngineView(id, new Set(["m"])),
+  ...over,
+});
 
 const words = (seed: number, n: number) => {
   let x = seed >>> 0 || 1;

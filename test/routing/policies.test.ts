@@ -1,21 +1,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createPolicy, decide, type EngineView, type RequestView } from "../../src/routing/index.js";
+import {
+  createPolicy,
+  decide,
+  idleEngineView,
+  type EngineView,
+  type RequestView,
+} from "../../src/routing/index.js";
 
-function eng(id: string, over: Partial<EngineView> = {}): EngineView {
-  return {
-    id,
-    models: new Set(["m"]),
-    healthy: true,
-    weight: 1,
-    inFlight: 0,
-    maxInFlight: 0,
-    running: 0,
-    waiting: 0,
-    kvUsage: 0,
-    ...over,
-  };
-}
+const eng = (id: string, over: Partial<EngineView> = {}): EngineView => ({
+  ...idleEngineView(id, new Set(["m"])),
+  ...over,
+});
 const req = (seq: number, over: Partial<RequestView> = {}): RequestView => ({ model: "m", seq, ...over });
 const pickId = (d: ReturnType<typeof decide>) => (d.kind === "picked" ? d.engine.id : d.kind);
 
