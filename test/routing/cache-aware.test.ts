@@ -6,22 +6,17 @@ import { readFileSync } from "node:fs";
 import {
   createPolicy,
   decide,
-  idleEngineView,
   PrefixIndex,
   PrefixOracle,
   renderForPrefix,
   type EngineView,
   type RequestView,
 } from "../../src/routing/index.js";
+import { eng } from "../helpers/routing.js";
 import { KvBlockIndex } from "../../src/router/kv/block-index.js";
 import { decodeBatch } from "../../src/kvevents/codec.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { fixturePath } from "../helpers/vectors.js";
-
-const eng = (id: string, over: Partial<EngineView> = {}): EngineView => ({
-  ...idleEngineView(id, new Set(["m"])),
-  ...over,
-});
 
 const words = (seed: number, n: number) => {
   let x = seed >>> 0 || 1;

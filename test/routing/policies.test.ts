@@ -1,17 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  createPolicy,
-  decide,
-  idleEngineView,
-  type EngineView,
-  type RequestView,
-} from "../../src/routing/index.js";
+import { createPolicy, decide, type RequestView } from "../../src/routing/index.js";
+import { eng } from "../helpers/routing.js";
 
-const eng = (id: string, over: Partial<EngineView> = {}): EngineView => ({
-  ...idleEngineView(id, new Set(["m"])),
-  ...over,
-});
 const req = (seq: number, over: Partial<RequestView> = {}): RequestView => ({ model: "m", seq, ...over });
 const pickId = (d: ReturnType<typeof decide>) => (d.kind === "picked" ? d.engine.id : d.kind);
 
