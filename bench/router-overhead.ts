@@ -149,27 +149,16 @@ async function mainBench(): Promise<void> {
   await waitHttp(`http://127.0.0.1:${upPort}/health`);
   const router = spawnRouter(routerPort, upPort, policy ? ["--policy", policy] : []);
   await waitHttp(`http://127.0.0.1:${routerPort}/ready`);
-  const floorScript = fileURLToPath(new URL(`./node-floor-proxy${ext}`, import.meta.url));
-  const floor = spawn(
-    process.execPath,
-    [...process.execArgv, floorScript, String(floorPort), String(upPort)],
-    {
-      stdio: ["ignore", "ignore", "inherit"],
-    },
-  );
-  const rawScript = fileURLToPath(new URL(`./raw-relay-proxy${ext}`, import.meta.url));
-  const raw = spawn(
-    process.execPath,
-    [...process.execArgv, rawScript, String(rawPort), String(upPort), "bare"],
-    {
-      stdio: ["ignore", "ignore", "inherit"],
-    },
-  );
-  const rawMin = spawn(
-    process.execPath,
-    [...process.execArgv, rawScript, String(rawMinPort), String(upPort), "min-router"],
-    { stdio: ["ignore", "ignore", "inherit"] },
-  );
+  // the floors, each a script beside this one in its own process
+  const spawnFloor = (script: string, ...args: string[]) =>
+    spawn(
+      process.execPath,
+      [...process.execArgv, fileURLToPath(new URL(`./${script}${ext}`, import.meta.url)), ...args],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+  const floor = spawnFloor("node-floor-proxy", String(floorPort), String(upPort));
+  const raw = spawnFloor("raw-relay-proxy", String(rawPort), String(upPort), "bare");
+  const rawMin = spawnFloor("raw-relay-proxy", String(rawMinPort), String(upPort), "min-router");
   const nginx = startNginx(upPort, nginxPort);
   const stopNginx = nginx?.stop;
   await waitHttp(`http://127.0.0.1:${floorPort}/health`).catch(() => undefined);
