@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { spawnCli, freePort, waitForHttp } from "../helpers/cli.js";
+import { spawnCli, freePort, freeUpPorts, waitForHttp } from "../helpers/cli.js";
 import { splitArgs } from "../../src/cli/up.js";
 
 test("up: own flags and engine flags are told apart", () => {
@@ -23,7 +23,7 @@ test("up: own flags and engine flags are told apart", () => {
 
 test("up: two engines and the router serve a chat completion, and SIGINT stops them all", async () => {
   const port = await freePort();
-  const base = 20000 + Math.floor(Math.random() * 20000);
+  const { engineBase, kvBase } = await freeUpPorts(2);
   const stack = spawnCli([
     "up",
     "--engines",
@@ -31,9 +31,9 @@ test("up: two engines and the router serve a chat completion, and SIGINT stops t
     "--port",
     String(port),
     "--engine-base-port",
-    String(base),
+    String(engineBase),
     "--kv-events-base-port",
-    String(base + 100),
+    String(kvBase),
     "--model",
     "Qwen/Qwen2.5-0.5B-Instruct",
     "--time-scale",
@@ -62,7 +62,7 @@ test("up: two engines and the router serve a chat completion, and SIGINT stops t
     assert.equal(code, 0, stack.output().slice(-2000));
   }
   // every engine port is free again: nothing was left running
-  for (const p of [base, base + 1]) {
+  for (const p of [engineBase, engineBase + 1]) {
     await assert.rejects(fetch(`http://127.0.0.1:${p}/health`));
   }
 });

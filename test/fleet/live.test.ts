@@ -3,11 +3,10 @@
 // stated in docs/fleet-simulator.md. The live engines run at --time-scale 0.5 so the run is short; the
 // work per wall second stays far below what two cores can do (a step of ~30 ms wall per engine).
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { after, test } from "node:test";
 import { compare, runLive, runVirtual } from "../../src/fleet/live.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
-import { freePort, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
+import { freePort, freeUpPorts, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
 
 const TIME_SCALE = 0.5;
 /** throughput: output and total tokens/s agree within 10% */
@@ -23,19 +22,6 @@ const scenario = resolveScenario({
   simulation: { seed: 3, requests: 32, policy: "round-robin" },
 });
 
-/** a port p with p+1 free too (`up` gives engine i the port base+i) */
-async function freePair(): Promise<number> {
-  for (;;) {
-    const p = await freePort();
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once("error", () => resolve(false));
-      s.listen(p + 1, "127.0.0.1", () => s.close(() => resolve(true)));
-    });
-    if (ok && p + 1 < 65000) return p;
-  }
-}
-
 let stack: Spawned | null = null;
 after(async () => {
   await stack?.stop();
@@ -43,13 +29,12 @@ after(async () => {
 
 test("virtual time and switchyard up agree on TTFT and throughput", { timeout: 90_000 }, async (t) => {
   const port = await freePort();
-  const enginePort = await freePair();
-  const kvPort = await freePair();
+  const { engineBase, kvBase } = await freeUpPorts(2);
   stack = spawnCli([
     "up",
     ...["--engines", "2", "--gpu", "l4", "--model", scenario.model.id, "--policy", "round-robin"],
-    ...["--port", String(port), "--engine-base-port", String(enginePort)],
-    ...["--kv-events-base-port", String(kvPort)],
+    ...["--port", String(port), "--engine-base-port", String(engineBase)],
+    ...["--kv-events-base-port", String(kvBase)],
     ...["--time-scale", String(TIME_SCALE), "--max-model-len", "4096", "--seed", "3"],
   ]);
   await waitForHttp(`http://127.0.0.1:${port}/v1/models`, 45_000).catch((err: Error) => {

@@ -115,3 +115,29 @@ export async function freePorts(n: number): Promise<number[]> {
   await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   return ports;
 }
+
+/**
+ * Ports for `switchyard up --engines n`: engine i listens on `engineBase + i`, publishes KV events on
+ * `kvBase + i` and serves replay on `kvBase + 1000 + i`. Every one of them is checked free on all
+ * interfaces (the sim's ZMQ sockets bind `*`), and they come from below Linux's ephemeral range
+ * (32768–60999), where neither `freePort()` nor an outgoing connection's local port can land on them
+ * between the check and the bind.
+ */
+export async function freeUpPorts(n: number): Promise<{ engineBase: number; kvBase: number }> {
+  const isFree = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const engineBase = 20_000 + Math.floor(Math.random() * 10_000);
+    const kvBase = engineBase + 100;
+    const ports = [];
+    for (let i = 0; i < n; i++) ports.push(engineBase + i, kvBase + i, kvBase + 1000 + i);
+    let ok = true;
+    for (const p of ports) if (!(ok = await isFree(p))) break;
+    if (ok) return { engineBase, kvBase };
+  }
+  throw new Error(`no free port block for ${n} engines below the ephemeral range`);
+}
