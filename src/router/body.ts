@@ -31,6 +31,8 @@ class BodyRead implements Deadline {
   // the Deadline fields (the idle timeout is this object itself)
   at = 0;
   ms = 0;
+  prev: Deadline | null = null;
+  next: Deadline | null = null;
 
   constructor(
     readonly req: Reading,

@@ -23,7 +23,7 @@ import type { RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import type { EngineSpec } from "./discovery.js";
 import type { ProxyRequest } from "./proxy.js";
-import { discard, type Engine, type PendingAttempt, type Registry } from "./registry.js";
+import { discard, type Engine, type PendingAttempt, type PendingList, type Registry } from "./registry.js";
 
 const log = logger("router.disagg");
 
@@ -128,6 +128,9 @@ class PrefillCall implements PendingAttempt {
   readonly abort = new AbortController();
   /** why the router cut the call: ejected, timeout, client_gone */
   why = "";
+  pendingIn: PendingList | null = null;
+  pendingPrev: PendingAttempt | null = null;
+  pendingNext: PendingAttempt | null = null;
   stop(why: string, message: string): void {
     if (this.why) return;
     this.why = why;

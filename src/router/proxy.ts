@@ -17,7 +17,7 @@ import type { TenantRequest } from "../tenancy/request.js";
 import type { RouterConfig } from "./config.js";
 import { DeadlineQueue, OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
-import type { Engine, PendingAttempt, Registry } from "./registry.js";
+import type { Engine, PendingAttempt, PendingList, Registry } from "./registry.js";
 import type { Disaggregation } from "./disagg.js";
 import { RequestTrace } from "./request-trace.js";
 import type { Tracer } from "../obs/tracing.js";
@@ -478,6 +478,9 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
   private lastChunk = 0;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
+  pendingIn: PendingList | null = null;
+  pendingPrev: PendingAttempt | null = null;
+  pendingNext: PendingAttempt | null = null;
 
   constructor(
     private readonly proxy: Proxy,

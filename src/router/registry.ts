@@ -21,6 +21,45 @@ export interface ModelCard {
 /** An upstream attempt that has not had its response headers yet; ejection aborts it for failover. */
 export interface PendingAttempt {
   abortForFailover(reason: string): void;
+  /** links in an engine's PendingList, owned by the list; null while in none */
+  pendingIn: PendingList | null;
+  pendingPrev: PendingAttempt | null;
+  pendingNext: PendingAttempt | null;
+}
+
+/**
+ * The attempts waiting for an engine's headers, linked through the attempts themselves. Not a Set,
+ * for the reason DeadlineList in deadlines.ts gives: a Set with an entry added and removed per
+ * request chains its replaced tables, and one of them in the old generation drags every later
+ * request into it.
+ */
+export class PendingList {
+  private head: PendingAttempt | null = null;
+
+  add(p: PendingAttempt): void {
+    if (p.pendingIn) return;
+    p.pendingIn = this;
+    p.pendingPrev = null;
+    p.pendingNext = this.head;
+    if (this.head) this.head.pendingPrev = p;
+    this.head = p;
+  }
+
+  /** Removes `p` if it is in this list; a second delete is a no-op. */
+  delete(p: PendingAttempt): void {
+    if (p.pendingIn !== this) return;
+    if (p.pendingPrev) p.pendingPrev.pendingNext = p.pendingNext;
+    else this.head = p.pendingNext;
+    if (p.pendingNext) p.pendingNext.pendingPrev = p.pendingPrev;
+    p.pendingIn = p.pendingPrev = p.pendingNext = null;
+  }
+
+  /** A copy, so that callers may remove entries while they walk it. */
+  toArray(): PendingAttempt[] {
+    const out: PendingAttempt[] = [];
+    for (let p = this.head; p !== null; p = p.pendingNext) out.push(p);
+    return out;
+  }
 }
 
 export type HealthState = "probing" | "healthy" | "ejected";
@@ -85,7 +124,7 @@ export class Engine {
   load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
   lastScrapeMs = 0;
   lastModelsMs = 0;
-  readonly pending = new Set<PendingAttempt>();
+  readonly pending = new PendingList();
   private probing = { health: false, models: false, metrics: false };
   /** the view policies read; mutated in place so building a snapshot allocates nothing */
   readonly view: EngineView & { models: Set<string> };
@@ -278,7 +317,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       this.hooks.onEject?.(e.url, reason);
     }
     // Requests waiting for headers from this engine go elsewhere now rather than at their timeout.
-    for (const p of [...e.pending]) p.abortForFailover(`engine ejected (${reason})`);
+    for (const p of e.pending.toArray()) p.abortForFailover(`engine ejected (${reason})`);
   }
 
   /** live traffic: a connect error or 5xx answer from the engine */
