@@ -10,15 +10,8 @@
 // expressed in "load units". The saturation guard: an engine whose busy count exceeds the least busy
 // candidate's by ≥ balanceAbs AND is > balanceRel × it gets no cache credit, so a hot prefix never
 // piles onto one engine: it spills to the next, which then caches it too (SGLang's balance rule).
-import type {
-  CacheOracle,
-  CachePrediction,
-  CacheSource,
-  EngineView,
-  Policy,
-  RequestView,
-  Scorer,
-} from "./types.js";
+import type { CacheOracle, CachePrediction, CacheSource, EngineView, Policy, Scorer } from "./types.js";
+import { RequestMemo } from "./memo.js";
 
 export interface CacheAwareOptions {
   /** prompt tokens whose prefill costs one load unit */
@@ -61,8 +54,8 @@ export function createCacheAwarePolicy(
   options: CacheAwareOptions = {},
 ): Policy {
   const o = { ...CACHE_AWARE_DEFAULTS, ...options };
-  // keyed by the request object: a request's candidates and prediction, for onPicked
-  const last = new WeakMap<RequestView, Scored>();
+  // a request's candidates and prediction, for onPicked
+  const last = new RequestMemo<Scored>("cache-aware.scored");
   const scorer: Scorer = {
     name: "cache-load",
     weight: 1,

@@ -1,4 +1,5 @@
 export * from "./types.js";
+export { RequestMemo } from "./memo.js";
 export * from "./filters.js";
 export * from "./policies.js";
 export { hash32, unitHash } from "./hash.js";

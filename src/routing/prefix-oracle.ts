@@ -1,5 +1,6 @@
 // The `prefix` policy's oracle: predictions from the approximate character-block index, which learns
 // from the policy's own picks. Deterministic, so the fleet simulator can run it in virtual time.
+import { RequestMemo } from "./memo.js";
 import { PrefixIndex, type PrefixIndexOptions } from "./prefix-index.js";
 import type { CacheOracle, CachePrediction, CacheSource, EngineView, RequestView } from "./types.js";
 
@@ -13,7 +14,7 @@ interface Prepared {
 
 export class PrefixOracle implements CacheOracle {
   readonly index: PrefixIndex;
-  private readonly prepared = new WeakMap<RequestView, Prepared>();
+  private readonly prepared = new RequestMemo<Prepared>("prefix-oracle.prepared");
 
   constructor(opts: PrefixIndexOptions = {}) {
     this.index = new PrefixIndex(opts);

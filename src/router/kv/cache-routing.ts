@@ -10,6 +10,7 @@ import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { logger } from "../../obs/log.js";
 import {
   PrefixOracle,
+  RequestMemo,
   type CacheOracle,
   type CachePrediction,
   type CacheSource,
@@ -100,8 +101,8 @@ export class CacheRouting implements CacheOracle {
   private readonly states = new Map<string, EngineKv>();
   private readonly tokenizers = new Map<string, RequestTokenizer | null>();
   private readonly loraOf = new Map<string, string | null>();
-  private readonly prepared = new WeakMap<RequestView, Prepared>();
-  private readonly notes = new WeakMap<RequestView, string>();
+  private readonly prepared = new RequestMemo<Prepared>("cache-routing.prepared");
+  private readonly notes = new RequestMemo<string>("cache-routing.note");
   private timers: NodeJS.Timeout[] = [];
   private cfg: RouterConfig;
   private hashSeed: string;
