@@ -12,12 +12,11 @@
 //     [--time-scale 2] [--gpu-memory-utilization 0.3] [--out-dir DIR] [--compare-session]
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdtempSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpecs } from "../src/cli/args.js";
-import { freePort } from "../test/helpers/cli.js";
+import { freePort, freePortBlock } from "../test/helpers/cli.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
 
 const specs: FlagSpecs = {
@@ -62,21 +61,11 @@ function cli(args: string[], log?: string, inherit = false, level = "warn"): Chi
   return c;
 }
 
-/** a base port under the ephemeral range with base+i and base+1000+i (i < n) all free: KV-event ports */
-async function freeBase(n: number): Promise<number> {
-  const canBind = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const srv = createServer();
-      srv.once("error", () => resolve(false));
-      srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
-    });
-  for (let tries = 0; tries < 50; tries++) {
-    const base = 20000 + Math.floor(Math.random() * 9000);
-    let ok = true;
-    for (let i = 0; i < n && ok; i++) ok = (await canBind(base + i)) && (await canBind(base + 1000 + i));
-    if (ok) return base;
-  }
-  throw new Error("no free KV-event ports");
+/** a base port with base+i and base+1000+i (i < n) free: the KV-event and replay ports */
+function freeBase(n: number): Promise<number> {
+  const offsets: number[] = [];
+  for (let i = 0; i < n; i++) offsets.push(i, 1000 + i);
+  return freePortBlock(offsets);
 }
 
 async function waitHttp(url: string, ms = 60_000): Promise<void> {

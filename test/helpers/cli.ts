@@ -117,27 +117,34 @@ export async function freePorts(n: number): Promise<number[]> {
 }
 
 /**
- * Ports for `switchyard up --engines n`: engine i listens on `engineBase + i`, publishes KV events on
- * `kvBase + i` and serves replay on `kvBase + 1000 + i`. Every one of them is checked free on all
- * interfaces (the sim's ZMQ sockets bind `*`), and they come from below Linux's ephemeral range
- * (32768–60999), where neither `freePort()` nor an outgoing connection's local port can land on them
- * between the check and the bind.
+ * A base port with `base + o` free for every offset `o`, checked on all interfaces (the sim's ZMQ
+ * sockets bind `*`) and taken from below Linux's ephemeral range (32768–60999), where neither
+ * `freePort()` nor an outgoing connection's local port can land on it between the check and the bind.
  */
-export async function freeUpPorts(n: number): Promise<{ engineBase: number; kvBase: number }> {
+export async function freePortBlock(offsets: readonly number[]): Promise<number> {
   const isFree = (port: number) =>
     new Promise<boolean>((resolve) => {
       const srv = createServer();
       srv.once("error", () => resolve(false));
       srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
     });
+  const span = Math.max(0, ...offsets);
   for (let attempt = 0; attempt < 200; attempt++) {
-    const engineBase = 20_000 + Math.floor(Math.random() * 10_000);
-    const kvBase = engineBase + 100;
-    const ports = [];
-    for (let i = 0; i < n; i++) ports.push(engineBase + i, kvBase + i, kvBase + 1000 + i);
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - span));
     let ok = true;
-    for (const p of ports) if (!(ok = await isFree(p))) break;
-    if (ok) return { engineBase, kvBase };
+    for (const o of offsets) if (!(ok = await isFree(base + o))) break;
+    if (ok) return base;
   }
-  throw new Error(`no free port block for ${n} engines below the ephemeral range`);
+  throw new Error(`no free block of ports at offsets ${offsets.join(", ")} below the ephemeral range`);
+}
+
+/**
+ * Ports for `switchyard up --engines n`: engine i listens on `engineBase + i`, publishes KV events on
+ * `kvBase + i` and serves replay on `kvBase + 1000 + i`.
+ */
+export async function freeUpPorts(n: number): Promise<{ engineBase: number; kvBase: number }> {
+  const offsets: number[] = [];
+  for (let i = 0; i < n; i++) offsets.push(i, 100 + i, 1100 + i);
+  const engineBase = await freePortBlock(offsets);
+  return { engineBase, kvBase: engineBase + 100 };
 }
