@@ -17,8 +17,11 @@ export interface PrefixIndexOptions {
   maxBlocksPerRequest?: number;
 }
 
-/** Bytes one id costs in V8 (Map slot, entry object, engine array), measured with --expose-gc. */
-export const PREFIX_BYTES_PER_BLOCK = 160;
+/**
+ * Bytes one id costs in V8 (Map slot, entry object with its LRU links, engine array), measured with
+ * --expose-gc: 174–184 with one engine per id.
+ */
+export const PREFIX_BYTES_PER_BLOCK = 184;
 export const PREFIX_BYTES_PER_ENGINE_REF = 8;
 
 const DEFAULTS: Required<PrefixIndexOptions> = {
@@ -77,10 +80,26 @@ export function charBlockIds(text: string, model: string, blockChars: number, ma
   return ids;
 }
 
+/** One id's entry: the engines holding it (most recent last), linked in LRU order. */
+interface Block {
+  id: number;
+  holders: string[];
+  older: Block | null;
+  newer: Block | null;
+}
+
 export class PrefixIndex {
   readonly opts: Required<PrefixIndexOptions>;
-  /** id → engines holding it, most recent last; Map order is the LRU order (oldest first) */
-  private readonly blocks = new Map<number, string[]>();
+  /**
+   * id → entry. The LRU order is a list through the entries (`oldest` … `newest`), not the Map's own
+   * insertion order. Deleting and re-inserting every touched id left a deleted slot behind each time.
+   * Finding the oldest id for eviction (`keys().next()`) then walked past all of them, and the
+   * 200,000-entry table was rehashed every few hundred requests. The Map now changes only when an id
+   * arrives or is evicted.
+   */
+  private readonly blocks = new Map<number, Block>();
+  private oldest: Block | null = null;
+  private newest: Block | null = null;
   private refs = 0;
   evictions = 0;
 
@@ -124,7 +143,7 @@ export class PrefixIndex {
     let alive = engines.length;
     const done = new Uint8Array(engines.length);
     for (let k = 0; k < ids.length && alive > 0; k++) {
-      const holders = this.blocks.get(ids[k]!);
+      const holders = this.blocks.get(ids[k]!)?.holders;
       if (!holders) break;
       for (let i = 0; i < engines.length; i++) {
         if (done[i]) continue;
@@ -143,9 +162,10 @@ export class PrefixIndex {
     // from their ends and never leaves an unreachable tail behind a missing head.
     for (let k = ids.length - 1; k >= 0; k--) {
       const id = ids[k]!;
-      let holders = this.blocks.get(id);
-      if (holders) {
-        this.blocks.delete(id);
+      let b = this.blocks.get(id);
+      if (b) {
+        this.unlink(b);
+        const holders = b.holders;
         const at = holders.indexOf(engine);
         if (at >= 0) holders.splice(at, 1);
         else this.refs++;
@@ -155,15 +175,16 @@ export class PrefixIndex {
           this.refs--;
         }
       } else {
-        holders = [engine];
+        b = { id, holders: [engine], older: null, newer: null };
+        this.blocks.set(id, b);
         this.refs++;
       }
-      this.blocks.set(id, holders);
+      this.append(b);
     }
     while (this.blocks.size > this.opts.maxBlocks) {
-      const oldest = this.blocks.keys().next().value as number;
-      this.refs -= this.blocks.get(oldest)!.length;
-      this.blocks.delete(oldest);
+      const b = this.oldest!;
+      this.refs -= b.holders.length;
+      this.remove(b);
       this.evictions++;
     }
   }
@@ -171,21 +192,45 @@ export class PrefixIndex {
   /** Forgets an engine everywhere (it left the fleet, restarted, or cleared its cache). */
   purge(engine: string): number {
     let removed = 0;
-    for (const [id, holders] of this.blocks) {
-      const at = holders.indexOf(engine);
-      if (at < 0) continue;
-      holders.splice(at, 1);
-      this.refs--;
-      removed++;
-      if (holders.length === 0) this.blocks.delete(id);
+    for (let b = this.oldest; b !== null;) {
+      const next = b.newer;
+      const at = b.holders.indexOf(engine);
+      if (at >= 0) {
+        b.holders.splice(at, 1);
+        this.refs--;
+        removed++;
+        if (b.holders.length === 0) this.remove(b);
+      }
+      b = next;
     }
     return removed;
+  }
+
+  private append(b: Block): void {
+    b.older = this.newest;
+    b.newer = null;
+    if (this.newest) this.newest.newer = b;
+    else this.oldest = b;
+    this.newest = b;
+  }
+
+  private unlink(b: Block): void {
+    if (b.older) b.older.newer = b.newer;
+    else this.oldest = b.newer;
+    if (b.newer) b.newer.older = b.older;
+    else this.newest = b.older;
+    b.older = b.newer = null;
+  }
+
+  private remove(b: Block): void {
+    this.unlink(b);
+    this.blocks.delete(b.id);
   }
 
   /** engines with at least one id (for tests and /engines) */
   enginesHeld(): Set<string> {
     const s = new Set<string>();
-    for (const h of this.blocks.values()) for (const e of h) s.add(e);
+    for (const b of this.blocks.values()) for (const e of b.holders) s.add(e);
     return s;
   }
 }
