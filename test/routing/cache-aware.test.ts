@@ -14,6 +14,7 @@ import {
 } from "../../src/routing/index.js";
 import { eng } from "../helpers/routing.js";
 import { KvBlockIndex } from "../../src/router/kv/block-index.js";
+import type { KvEvent } from "../../src/kvevents/events.js";
 import { decodeBatch } from "../../src/kvevents/codec.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { fixturePath } from "../helpers/vectors.js";
@@ -145,6 +146,41 @@ test("KV index: offload tier credit, purge per engine, LRU cap over a long run",
   let held = 0;
   for (const e of ["e0", "e1", "e2"]) held += idx.blocksOf(e);
   assert.equal(held, idx.size); // per-engine sets shrink with evictions too
+});
+
+test("both indexes evict the least recently touched id first; touching one makes it the newest", () => {
+  const stored = (blockHashes: bigint[]): KvEvent => ({
+    type: "BlockStored",
+    blockHashes,
+    parentBlockHash: null,
+    tokenIds: [],
+    blockSize: 16,
+    loraId: null,
+    medium: "GPU",
+  });
+  const kv = new KvBlockIndex({ maxBlocks: 3 });
+  kv.apply("e1", stored([1n, 2n, 3n]));
+  kv.apply("e2", stored([1n])); // 1 is now the most recently stored: 2 is the oldest
+  kv.apply("e1", stored([4n]));
+  assert.deepEqual(kv.hashesOf("e1").sort(), [1n, 3n, 4n]);
+  kv.apply("e1", { type: "BlockRemoved", blockHashes: [3n], medium: "GPU" });
+  kv.apply("e1", stored([5n, 6n])); // room for one after the removal: 1 goes, then nothing else
+  assert.deepEqual(kv.hashesOf("e1").sort(), [4n, 5n, 6n]);
+  assert.deepEqual(kv.hashesOf("e2"), []);
+  assert.equal(kv.evictions, 2);
+
+  const px = new PrefixIndex({ maxBlocks: 3 });
+  px.insert([10, 11, 12], "a"); // tail first: 12 is the oldest, 10 the newest
+  px.insert([12], "b"); // 12 touched: 11 is the oldest now
+  px.insert([13], "a");
+  const out = new Float64Array(2);
+  px.match([12], [{ id: "a" }, { id: "b" }], out);
+  assert.deepEqual([...out], [1, 1]);
+  px.match([11], [{ id: "a" }, { id: "b" }], out);
+  assert.deepEqual([...out], [0, 0], "11 was evicted");
+  assert.equal(px.size, 3);
+  assert.equal(px.purge("a"), 3);
+  assert.equal(px.size, 1, "12 is still held by b");
 });
 
 /** A toy fleet: every request stays in flight for `hold` further arrivals. */

@@ -15,11 +15,26 @@ export interface KvBlockIndexOptions {
   offloadCredit?: number;
 }
 
+/** One hash's entry: its holders (packed engineNo << 2 | tierMask), linked in LRU order. */
+interface Entry {
+  hash: bigint;
+  holders: number[];
+  older: Entry | null;
+  newer: Entry | null;
+}
+
 export class KvBlockIndex {
   readonly maxBlocks: number;
   readonly offloadCredit: number;
-  /** hash → packed (engineNo << 2 | tierMask) per holder; Map order = LRU order (oldest first) */
-  private readonly blocks = new Map<bigint, number[]>();
+  /**
+   * hash → entry. The LRU order (least recently stored first) is a list through the entries, not the
+   * Map's insertion order: deleting and re-inserting a hash on every store left deleted slots that
+   * each eviction's `entries().next()` walked past (the prefix index had the same fault, see
+   * src/routing/prefix-index.ts). The Map changes only when a hash arrives or goes.
+   */
+  private readonly blocks = new Map<bigint, Entry>();
+  private oldest: Entry | null = null;
+  private newest: Entry | null = null;
   private readonly byEngine = new Map<number, Set<bigint>>();
   private readonly engineNos = new Map<string, number>();
   private nextNo = 0;
@@ -81,9 +96,10 @@ export class KvBlockIndex {
   }
 
   private store(no: number, h: bigint, tier: number): void {
-    let holders = this.blocks.get(h);
-    if (holders) {
-      this.blocks.delete(h);
+    let e = this.blocks.get(h);
+    if (e) {
+      this.unlink(e);
+      const holders = e.holders;
       let found = false;
       for (let i = 0; i < holders.length; i++) {
         if (holders[i]! >> 2 === no) {
@@ -93,14 +109,18 @@ export class KvBlockIndex {
         }
       }
       if (!found) holders.push((no << 2) | tier);
-    } else holders = [(no << 2) | tier];
-    this.blocks.set(h, holders);
+    } else {
+      e = { hash: h, holders: [(no << 2) | tier], older: null, newer: null };
+      this.blocks.set(h, e);
+    }
+    this.append(e);
     this.byEngine.get(no)!.add(h);
   }
 
   private remove(no: number, h: bigint, tier: number): void {
-    const holders = this.blocks.get(h);
-    if (!holders) return;
+    const e = this.blocks.get(h);
+    if (!e) return;
+    const holders = e.holders;
     for (let i = 0; i < holders.length; i++) {
       if (holders[i]! >> 2 !== no) continue;
       const mask = holders[i]! & 3 & ~tier;
@@ -108,7 +128,7 @@ export class KvBlockIndex {
       else {
         holders.splice(i, 1);
         this.byEngine.get(no)?.delete(h);
-        if (holders.length === 0) this.blocks.delete(h);
+        if (holders.length === 0) this.drop(e);
       }
       return;
     }
@@ -116,11 +136,32 @@ export class KvBlockIndex {
 
   private evict(): void {
     while (this.blocks.size > this.maxBlocks) {
-      const [h, holders] = this.blocks.entries().next().value as [bigint, number[]];
-      for (const p of holders) this.byEngine.get(p >> 2)?.delete(h);
-      this.blocks.delete(h);
+      const e = this.oldest!;
+      for (const p of e.holders) this.byEngine.get(p >> 2)?.delete(e.hash);
+      this.drop(e);
       this.evictions++;
     }
+  }
+
+  private append(e: Entry): void {
+    e.older = this.newest;
+    e.newer = null;
+    if (this.newest) this.newest.newer = e;
+    else this.oldest = e;
+    this.newest = e;
+  }
+
+  private unlink(e: Entry): void {
+    if (e.older) e.older.newer = e.newer;
+    else this.oldest = e.newer;
+    if (e.newer) e.newer.older = e.older;
+    else this.newest = e.older;
+    e.older = e.newer = null;
+  }
+
+  private drop(e: Entry): void {
+    this.unlink(e);
+    this.blocks.delete(e.hash);
   }
 
   /** Forgets everything about an engine (cache reset, restart, lost events, removal). */
@@ -130,11 +171,11 @@ export class KvBlockIndex {
     const set = this.byEngine.get(no)!;
     const n = set.size;
     for (const h of set) {
-      const holders = this.blocks.get(h);
-      if (!holders) continue;
-      const i = holders.findIndex((p) => p >> 2 === no);
-      if (i >= 0) holders.splice(i, 1);
-      if (holders.length === 0) this.blocks.delete(h);
+      const e = this.blocks.get(h);
+      if (!e) continue;
+      const i = e.holders.findIndex((p) => p >> 2 === no);
+      if (i >= 0) e.holders.splice(i, 1);
+      if (e.holders.length === 0) this.drop(e);
     }
     set.clear();
     return n;
@@ -159,7 +200,7 @@ export class KvBlockIndex {
     let credit = 0;
     let k = 0;
     for (; k < hashes.length; k++) {
-      const holders = this.blocks.get(hashes[k]!);
+      const holders = this.blocks.get(hashes[k]!)?.holders;
       if (!holders) break;
       let mask = 0;
       for (const p of holders) if (p >> 2 === no) mask = p & 3;
