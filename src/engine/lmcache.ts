@@ -4,13 +4,15 @@
 // block hash of its last block: block hashes chain, so it names the whole prefix up to the chunk end,
 // exactly as LMCache's chained chunk keys do. No I/O: the engine charges the copy time to its steps.
 
+import { LruMap } from "../collections/lru-map.js";
+
 /** LMCache logs ≈ 41–44 GiB/s for local CPU store/retrieve (benchmarks.md); we take the low end. */
 export const LMCACHE_LOCAL_CPU_BPS = 41 * 2 ** 30;
 
 export class ChunkTier {
   readonly capacity: number;
-  /** chunk key → true, in LRU order (a touch re-inserts) */
-  private readonly lru = new Map<bigint, true>();
+  /** chunk keys, least recently used first */
+  private readonly lru = new LruMap<bigint, true>();
   evicted = 0;
 
   constructor(capacityChunks: number) {
@@ -26,7 +28,7 @@ export class ChunkTier {
   }
 
   touch(key: bigint): void {
-    if (this.lru.delete(key)) this.lru.set(key, true);
+    this.lru.touch(key);
   }
 
   /** stores one chunk; false when it was already there (then it is only touched) */
@@ -37,9 +39,7 @@ export class ChunkTier {
       return false;
     }
     while (this.lru.size >= this.capacity) {
-      const first = this.lru.keys().next();
-      if (first.done) break;
-      this.lru.delete(first.value);
+      if (!this.lru.shift()) break;
       this.evicted++;
     }
     this.lru.set(key, true);

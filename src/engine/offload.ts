@@ -3,11 +3,12 @@
 // on the GPU (what the OffloadingConnector does), so a block evicted from HBM later is still on the host.
 // Loads bring a prefix back at the host-link rate instead of recomputing it.
 import type { KvEvent } from "../kvevents/events.js";
+import { LruMap } from "../collections/lru-map.js";
 
 export class CpuTier {
   readonly capacity: number;
-  /** hash → true, in LRU order (Map iteration order = insertion order; a touch re-inserts) */
-  private readonly lru = new Map<bigint, true>();
+  /** block hashes, least recently used first */
+  private readonly lru = new LruMap<bigint, true>();
   enableEvents = true;
   evicted = 0;
 
@@ -28,7 +29,7 @@ export class CpuTier {
   }
 
   touch(id: bigint): void {
-    if (this.lru.delete(id)) this.lru.set(id, true);
+    this.lru.touch(id);
   }
 
   /**
@@ -91,12 +92,10 @@ export class CpuTier {
   }
 
   private evictOldest(): void {
-    const first = this.lru.keys().next();
-    if (first.done) return;
-    this.lru.delete(first.value);
+    const e = this.lru.shift();
+    if (!e) return;
     this.evicted++;
-    if (this.enableEvents)
-      this.events.push({ type: "BlockRemoved", blockHashes: [first.value], medium: "CPU" });
+    if (this.enableEvents) this.events.push({ type: "BlockRemoved", blockHashes: [e.key], medium: "CPU" });
   }
 
   clear(): void {

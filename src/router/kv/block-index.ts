@@ -1,6 +1,7 @@
 // The exact index of the `kv` policy: block hash (vLLM's uint64 KV-event form) → the engines that hold
 // the block and in which tiers (GPU, or an offload tier such as CPU). Fed by every engine's KV events;
 // bounded: at most `maxBlocks` hashes, least recently stored evicted first.
+import { LruMap } from "../../collections/lru-map.js";
 import type { KvEvent } from "../../kvevents/events.js";
 
 export const TIER_GPU = 1;
@@ -15,26 +16,15 @@ export interface KvBlockIndexOptions {
   offloadCredit?: number;
 }
 
-/** One hash's entry: its holders (packed engineNo << 2 | tierMask), linked in LRU order. */
-interface Entry {
-  hash: bigint;
-  holders: number[];
-  older: Entry | null;
-  newer: Entry | null;
-}
-
 export class KvBlockIndex {
   readonly maxBlocks: number;
   readonly offloadCredit: number;
   /**
-   * hash → entry. The LRU order (least recently stored first) is a list through the entries, not the
-   * Map's insertion order: deleting and re-inserting a hash on every store left deleted slots that
-   * each eviction's `entries().next()` walked past (the prefix index had the same fault, see
-   * src/routing/prefix-index.ts). The Map changes only when a hash arrives or goes.
+   * hash → packed (engineNo << 2 | tierMask) per holder, least recently stored first. An LruMap, not a
+   * Map used as the LRU: deleting and re-inserting a hash on every store made each eviction walk past
+   * the deleted slots (272 µs per 16-hash event at the cap, against 31; bench/routing-indexes.ts).
    */
-  private readonly blocks = new Map<bigint, Entry>();
-  private oldest: Entry | null = null;
-  private newest: Entry | null = null;
+  private readonly blocks = new LruMap<bigint, number[]>();
   private readonly byEngine = new Map<number, Set<bigint>>();
   private readonly engineNos = new Map<string, number>();
   private nextNo = 0;
@@ -96,10 +86,8 @@ export class KvBlockIndex {
   }
 
   private store(no: number, h: bigint, tier: number): void {
-    let e = this.blocks.get(h);
-    if (e) {
-      this.unlink(e);
-      const holders = e.holders;
+    const holders = this.blocks.use(h);
+    if (holders) {
       let found = false;
       for (let i = 0; i < holders.length; i++) {
         if (holders[i]! >> 2 === no) {
@@ -109,18 +97,13 @@ export class KvBlockIndex {
         }
       }
       if (!found) holders.push((no << 2) | tier);
-    } else {
-      e = { hash: h, holders: [(no << 2) | tier], older: null, newer: null };
-      this.blocks.set(h, e);
-    }
-    this.append(e);
+    } else this.blocks.set(h, [(no << 2) | tier]);
     this.byEngine.get(no)!.add(h);
   }
 
   private remove(no: number, h: bigint, tier: number): void {
-    const e = this.blocks.get(h);
-    if (!e) return;
-    const holders = e.holders;
+    const holders = this.blocks.get(h);
+    if (!holders) return;
     for (let i = 0; i < holders.length; i++) {
       if (holders[i]! >> 2 !== no) continue;
       const mask = holders[i]! & 3 & ~tier;
@@ -128,7 +111,7 @@ export class KvBlockIndex {
       else {
         holders.splice(i, 1);
         this.byEngine.get(no)?.delete(h);
-        if (holders.length === 0) this.drop(e);
+        if (holders.length === 0) this.blocks.delete(h);
       }
       return;
     }
@@ -136,32 +119,10 @@ export class KvBlockIndex {
 
   private evict(): void {
     while (this.blocks.size > this.maxBlocks) {
-      const e = this.oldest!;
-      for (const p of e.holders) this.byEngine.get(p >> 2)?.delete(e.hash);
-      this.drop(e);
+      const e = this.blocks.shift()!;
+      for (const p of e.value) this.byEngine.get(p >> 2)?.delete(e.key);
       this.evictions++;
     }
-  }
-
-  private append(e: Entry): void {
-    e.older = this.newest;
-    e.newer = null;
-    if (this.newest) this.newest.newer = e;
-    else this.oldest = e;
-    this.newest = e;
-  }
-
-  private unlink(e: Entry): void {
-    if (e.older) e.older.newer = e.newer;
-    else this.oldest = e.newer;
-    if (e.newer) e.newer.older = e.older;
-    else this.newest = e.older;
-    e.older = e.newer = null;
-  }
-
-  private drop(e: Entry): void {
-    this.unlink(e);
-    this.blocks.delete(e.hash);
   }
 
   /** Forgets everything about an engine (cache reset, restart, lost events, removal). */
@@ -171,11 +132,11 @@ export class KvBlockIndex {
     const set = this.byEngine.get(no)!;
     const n = set.size;
     for (const h of set) {
-      const e = this.blocks.get(h);
-      if (!e) continue;
-      const i = e.holders.findIndex((p) => p >> 2 === no);
-      if (i >= 0) e.holders.splice(i, 1);
-      if (e.holders.length === 0) this.drop(e);
+      const holders = this.blocks.get(h);
+      if (!holders) continue;
+      const i = holders.findIndex((p) => p >> 2 === no);
+      if (i >= 0) holders.splice(i, 1);
+      if (holders.length === 0) this.blocks.delete(h);
     }
     set.clear();
     return n;
@@ -200,7 +161,7 @@ export class KvBlockIndex {
     let credit = 0;
     let k = 0;
     for (; k < hashes.length; k++) {
-      const holders = this.blocks.get(hashes[k]!)?.holders;
+      const holders = this.blocks.get(hashes[k]!);
       if (!holders) break;
       let mask = 0;
       for (const p of holders) if (p >> 2 === no) mask = p & 3;
