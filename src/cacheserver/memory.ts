@@ -1,5 +1,8 @@
 // The memory tier: a byte-budgeted LRU over stored objects. A JS Map keeps insertion order, so
-// "delete then set" on a hit moves a key to the young end and eviction takes from the old end, O(1).
+// "delete then set" on a hit moves a key to the young end and eviction takes from the old end. That is
+// not O(1) on V8: eviction walks past the slots earlier hits deleted, and the walk grows with the
+// number of objects (src/collections/lru-map.ts). Objects here are KV chunks of megabytes, so a tier
+// holds thousands at most and the walk costs far less than copying one payload.
 // The budget counts the memory a payload holds (see payload.ts) plus a fixed per-object overhead, and also the payloads of evicted
 // objects whose disk write has not finished yet (they are still in RAM). With a disk tier, a slice of
 // the budget (default min(1/8, 256 MiB)) is set aside for those writes: resident objects get the rest,
