@@ -14,7 +14,7 @@ import {
 } from "../../src/routing/index.js";
 import { eng } from "../helpers/routing.js";
 import { KvBlockIndex } from "../../src/router/kv/block-index.js";
-import type { KvEvent } from "../../src/kvevents/events.js";
+import { blockStored as stored } from "../helpers/kv.js";
 import { decodeBatch } from "../../src/kvevents/codec.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { fixturePath } from "../helpers/vectors.js";
@@ -149,15 +149,6 @@ test("KV index: offload tier credit, purge per engine, LRU cap over a long run",
 });
 
 test("both indexes evict the least recently touched id first; touching one makes it the newest", () => {
-  const stored = (blockHashes: bigint[]): KvEvent => ({
-    type: "BlockStored",
-    blockHashes,
-    parentBlockHash: null,
-    tokenIds: [],
-    blockSize: 16,
-    loraId: null,
-    medium: "GPU",
-  });
   const kv = new KvBlockIndex({ maxBlocks: 3 });
   kv.apply("e1", stored([1n, 2n, 3n]));
   kv.apply("e2", stored([1n])); // 1 is now the most recently stored: 2 is the oldest
