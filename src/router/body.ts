@@ -9,6 +9,7 @@
 // was a measurable share of the router's allocations.
 import type { IncomingMessage } from "node:http";
 import { HttpError } from "../http/errors.js";
+import type { LinkedList } from "../collections/linked-list.js";
 import type { Deadline, DeadlineQueue } from "./deadlines.js";
 
 const EMPTY = Buffer.alloc(0);
@@ -30,9 +31,9 @@ class BodyRead implements Deadline {
   done = false;
   // the Deadline fields (the idle timeout is this object itself)
   at = 0;
-  ms = 0;
   prev: Deadline | null = null;
   next: Deadline | null = null;
+  list: LinkedList<Deadline> | null = null;
 
   constructor(
     readonly req: Reading,
@@ -44,7 +45,7 @@ class BodyRead implements Deadline {
 
   settle(err: Error | undefined): void {
     this.done = true;
-    if (this.idle && this.ms !== 0) this.idle.queue.disarm(this);
+    if (this.idle) this.idle.queue.disarm(this);
     const req = this.req;
     req.off("data", onData);
     req.off("end", onEnd);
@@ -78,7 +79,7 @@ function onData(this: Reading, chunk: Buffer): void {
   else {
     (s.more ??= [s.first]).push(chunk);
     // another chunk: the client is alive
-    if (s.idle && s.ms !== 0) s.idle.queue.arm(s, s.idle.ms);
+    if (s.idle && s.list !== null) s.idle.queue.arm(s, s.idle.ms);
   }
 }
 

@@ -5,14 +5,11 @@
 // Deadlines fire up to one tick late; the tick is a tenth of the shortest armed timeout
 // (5 ms .. 100 ms), so a 5-minute idle timeout is checked ten times a second, not per chunk.
 
-export interface Deadline {
+import { LinkedList, type Linked } from "../collections/linked-list.js";
+
+export interface Deadline extends Linked<Deadline> {
   /** absolute time (performance.now()) at which it fires; set by the queue */
   at: number;
-  /** length it was armed with, which picks its list; 0 when disarmed */
-  ms: number;
-  /** neighbours in the list for its length, owned by the queue; null when disarmed */
-  prev: Deadline | null;
-  next: Deadline | null;
   fire(): void;
 }
 
@@ -24,33 +21,15 @@ function tickFor(ms: number): number {
 }
 
 /**
- * Deadlines of one length in the order they were (re)armed, linked through the deadlines themselves.
- * Not a Set: a Set that gains and loses an entry per request rehashes every few dozen requests, and
- * V8 links each replaced table to its successor (for live iterators), entries left in place. Once a
- * full GC has moved one such table to the old generation, that dead table keeps every later table,
- * and every request their entries reach, alive through young-generation GCs until the next full GC,
- * which starts it over. With Sets here and in Engine.pending the router promoted 97% of what survived
- * a scavenge (398 MB over a 5-second run against 10 MB without them) and spent 70–86 µs per tiny
- * request instead of 52–65. Unlinking clears a deadline's pointers, so a dead deadline holds nothing.
+ * Deadlines of one length in the order they were (re)armed. A linked list through the deadlines, not
+ * a Set: a Set that gains and loses an entry per request chains its rehashed tables, and once one is
+ * in the old generation every later request is promoted with it. With Sets here and in
+ * Engine.pending the router promoted 97% of what survived a scavenge (398 MB over a 5-second run
+ * against 10 MB without them) and spent 70–86 µs per tiny request instead of 52–65.
  */
-class DeadlineList {
-  head: Deadline | null = null;
-  tail: Deadline | null = null;
-
-  push(d: Deadline): void {
-    d.prev = this.tail;
-    d.next = null;
-    if (this.tail) this.tail.next = d;
-    else this.head = d;
-    this.tail = d;
-  }
-
-  unlink(d: Deadline): void {
-    if (d.prev) d.prev.next = d.next;
-    else this.head = d.next;
-    if (d.next) d.next.prev = d.prev;
-    else this.tail = d.prev;
-    d.prev = d.next = null;
+class DeadlineList extends LinkedList<Deadline> {
+  constructor(readonly ms: number) {
+    super();
   }
 }
 
@@ -66,14 +45,12 @@ export class DeadlineQueue {
 
   /** Arms (or re-arms, moving it to the back) `d` to fire `ms` from now. */
   arm(d: Deadline, ms: number, now = performance.now()): void {
-    if (d.ms !== 0) this.byLength.get(d.ms)?.unlink(d);
-    else this.armed++;
-    d.ms = ms;
+    if (d.list === null) this.armed++;
     d.at = now + ms;
     let list = this.byLength.get(ms);
     if (!list) {
       // lengths come from configuration, so there are a handful; empty lists are dropped on tick
-      list = new DeadlineList();
+      list = new DeadlineList(ms);
       this.byLength.set(ms, list);
     }
     list.push(d);
@@ -81,9 +58,8 @@ export class DeadlineQueue {
   }
 
   disarm(d: Deadline): void {
-    if (d.ms === 0) return;
-    this.byLength.get(d.ms)?.unlink(d);
-    d.ms = 0;
+    if (d.list === null) return;
+    d.list.remove(d);
     this.armed--;
   }
 
@@ -102,8 +78,7 @@ export class DeadlineQueue {
     for (const [ms, list] of this.byLength) {
       // a deadline re-armed by its own action goes to the back with a later time, so this ends
       for (let d = list.head; d !== null && d.at <= now; d = list.head) {
-        list.unlink(d);
-        d.ms = 0;
+        list.remove(d);
         this.armed--;
         try {
           d.fire();
@@ -111,7 +86,7 @@ export class DeadlineQueue {
           // a deadline's action must not stop the others
         }
       }
-      if (list.head === null) this.byLength.delete(ms);
+      if (list.empty) this.byLength.delete(ms);
       else if (ms < shortest) shortest = ms;
     }
     if (this.armed === 0 && this.timer) {
@@ -128,11 +103,7 @@ export class DeadlineQueue {
   }
 
   clear(): void {
-    for (const list of this.byLength.values())
-      for (let d = list.head; d !== null; d = list.head) {
-        list.unlink(d);
-        d.ms = 0;
-      }
+    for (const list of this.byLength.values()) for (const d of list.toArray()) list.remove(d);
     this.byLength.clear();
     this.armed = 0;
     if (this.timer) clearInterval(this.timer);
@@ -151,9 +122,9 @@ export interface DeadlineOwner<K> {
  */
 export class OwnedDeadline<K> implements Deadline {
   at = 0;
-  ms = 0;
   prev: Deadline | null = null;
   next: Deadline | null = null;
+  list: LinkedList<Deadline> | null = null;
   constructor(
     private readonly owner: DeadlineOwner<K>,
     private readonly kind: K,

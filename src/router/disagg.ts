@@ -14,6 +14,7 @@
 // label `switchyard.dev/role`): prefill engines form the prefill pool; decode and both/mixed engines
 // the decode pool. Within a pool the configured policy picks (least-load by default), so both sides
 // are load-balanced. See docs/disaggregated.md.
+import type { LinkedList } from "../collections/linked-list.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Counter, Histogram, type Registry as PromRegistry } from "prom-client";
 import type { RequestView } from "../routing/index.js";
@@ -23,7 +24,7 @@ import type { RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import type { EngineSpec } from "./discovery.js";
 import type { ProxyRequest } from "./proxy.js";
-import { discard, type Engine, type PendingAttempt, type PendingList, type Registry } from "./registry.js";
+import { discard, type Engine, type PendingAttempt, type Registry } from "./registry.js";
 
 const log = logger("router.disagg");
 
@@ -128,9 +129,10 @@ class PrefillCall implements PendingAttempt {
   readonly abort = new AbortController();
   /** why the router cut the call: ejected, timeout, client_gone */
   why = "";
-  pendingIn: PendingList | null = null;
-  pendingPrev: PendingAttempt | null = null;
-  pendingNext: PendingAttempt | null = null;
+  // links in the engine's pending list
+  prev: PendingAttempt | null = null;
+  next: PendingAttempt | null = null;
+  list: LinkedList<PendingAttempt> | null = null;
   stop(why: string, message: string): void {
     if (this.why) return;
     this.why = why;
@@ -316,7 +318,7 @@ export class Disaggregation {
       () => call.stop("timeout", `no prefill answer within ${cfg.timeouts.firstByte} ms`),
       cfg.timeouts.firstByte,
     );
-    engine.pending.add(call);
+    engine.pending.push(call);
     const reg = this.d.registry;
     try {
       const res = await engine.pool.request({
@@ -367,7 +369,7 @@ export class Disaggregation {
       return { kind: "retry", reason: `transport_${e.code ?? "error"}` };
     } finally {
       clearTimeout(timer);
-      engine.pending.delete(call);
+      engine.pending.remove(call);
       ctx.res.off("close", onClose);
     }
   }

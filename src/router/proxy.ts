@@ -6,6 +6,7 @@
 // file's handler object (no Readable body, no async iterator, no AbortController or listeners),
 // every timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
 // metrics through pre-bound children.
+import type { LinkedList } from "../collections/linked-list.js";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
@@ -17,7 +18,7 @@ import type { TenantRequest } from "../tenancy/request.js";
 import type { RouterConfig } from "./config.js";
 import { DeadlineQueue, OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
-import type { Engine, PendingAttempt, PendingList, Registry } from "./registry.js";
+import type { Engine, PendingAttempt, Registry } from "./registry.js";
 import type { Disaggregation } from "./disagg.js";
 import { RequestTrace } from "./request-trace.js";
 import type { Tracer } from "../obs/tracing.js";
@@ -478,9 +479,10 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
   private lastChunk = 0;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
-  pendingIn: PendingList | null = null;
-  pendingPrev: PendingAttempt | null = null;
-  pendingNext: PendingAttempt | null = null;
+  // links in the engine's pending list
+  prev: PendingAttempt | null = null;
+  next: PendingAttempt | null = null;
+  list: LinkedList<PendingAttempt> | null = null;
 
   constructor(
     private readonly proxy: Proxy,
@@ -503,7 +505,7 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
       return p;
     }
     ctx.current = this;
-    this.engine.pending.add(this);
+    this.engine.pending.push(this);
     this.proxy.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
     this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.pr.body }, this);
@@ -537,7 +539,7 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
     const dl = this.proxy.deadlines;
     dl.disarm(this.ttfb);
     dl.disarm(this.idle);
-    this.engine.pending.delete(this);
+    this.engine.pending.remove(this);
     if (this.ctx.current === this) this.ctx.current = undefined;
     if (this.onDrain) this.ctx.res.off("drain", this.onDrain);
     this.settle(o);
@@ -596,7 +598,7 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
     if (!ctx.relayed) {
       ctx.relayed = true;
       this.proxy.deadlines.disarm(this.ttfb);
-      this.engine.pending.delete(this);
+      this.engine.pending.remove(this);
       this.writeHead();
       ctx.series.ttft.observe((now - ctx.started) / 1000);
       ctx.trace?.firstByte((now - ctx.started) / 1000);

@@ -1,6 +1,7 @@
 // The engine registry: one record per engine with its connection pool, served models, health and
 // scraped load. Background loops (health, models, metrics) run concurrently across engines, each
 // with a timeout and at most one probe per engine in flight, so a hung engine never stalls the rest.
+import { LinkedList, type Linked } from "../collections/linked-list.js";
 import { EventEmitter } from "node:events";
 import { H2CClient, Pool, type Dispatcher } from "undici";
 import type { EngineView } from "../routing/index.js";
@@ -19,47 +20,8 @@ export interface ModelCard {
 }
 
 /** An upstream attempt that has not had its response headers yet; ejection aborts it for failover. */
-export interface PendingAttempt {
+export interface PendingAttempt extends Linked<PendingAttempt> {
   abortForFailover(reason: string): void;
-  /** links in an engine's PendingList, owned by the list; null while in none */
-  pendingIn: PendingList | null;
-  pendingPrev: PendingAttempt | null;
-  pendingNext: PendingAttempt | null;
-}
-
-/**
- * The attempts waiting for an engine's headers, linked through the attempts themselves. Not a Set,
- * for the reason DeadlineList in deadlines.ts gives: a Set with an entry added and removed per
- * request chains its replaced tables, and one of them in the old generation drags every later
- * request into it.
- */
-export class PendingList {
-  private head: PendingAttempt | null = null;
-
-  add(p: PendingAttempt): void {
-    if (p.pendingIn) return;
-    p.pendingIn = this;
-    p.pendingPrev = null;
-    p.pendingNext = this.head;
-    if (this.head) this.head.pendingPrev = p;
-    this.head = p;
-  }
-
-  /** Removes `p` if it is in this list; a second delete is a no-op. */
-  delete(p: PendingAttempt): void {
-    if (p.pendingIn !== this) return;
-    if (p.pendingPrev) p.pendingPrev.pendingNext = p.pendingNext;
-    else this.head = p.pendingNext;
-    if (p.pendingNext) p.pendingNext.pendingPrev = p.pendingPrev;
-    p.pendingIn = p.pendingPrev = p.pendingNext = null;
-  }
-
-  /** A copy, so that callers may remove entries while they walk it. */
-  toArray(): PendingAttempt[] {
-    const out: PendingAttempt[] = [];
-    for (let p = this.head; p !== null; p = p.pendingNext) out.push(p);
-    return out;
-  }
 }
 
 export type HealthState = "probing" | "healthy" | "ejected";
@@ -124,7 +86,8 @@ export class Engine {
   load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
   lastScrapeMs = 0;
   lastModelsMs = 0;
-  readonly pending = new PendingList();
+  /** attempts waiting for this engine's headers: a linked list, not a Set (see collections/linked-list.ts) */
+  readonly pending = new LinkedList<PendingAttempt>();
   private probing = { health: false, models: false, metrics: false };
   /** the view policies read; mutated in place so building a snapshot allocates nothing */
   readonly view: EngineView & { models: Set<string> };

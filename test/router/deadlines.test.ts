@@ -4,7 +4,7 @@ import { DeadlineQueue, type Deadline } from "../../src/router/deadlines.js";
 
 /** A deadline that calls `fn` (the router's own are OwnedDeadlines; any object with fire() will do). */
 function deadline(fn: () => void): Deadline {
-  return { at: 0, ms: 0, prev: null, next: null, fire: fn };
+  return { at: 0, prev: null, next: null, list: null, fire: fn };
 }
 
 test("deadlines fire once when due, in any mix of lengths; re-arming postpones; disarmed ones never fire", () => {
