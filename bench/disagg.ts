@@ -9,7 +9,7 @@
 //   npm run build && node dist/bench/disagg.js [--requests 48] [--concurrency 8]
 //     [--prompt-words 3000] [--output 64] [--time-scale 2] [--model meta-llama/Llama-3.1-8B-Instruct]
 import { Agent, request } from "undici";
-import { parseFlags, type FlagSpecs } from "../src/cli/args.js";
+import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { startRouter } from "../src/router/index.js";
 import { freePort, spawnCli, waitForHttp, type Spawned } from "../test/helpers/cli.js";
 

@@ -3,7 +3,7 @@
 // outputs; concurrency 45 per 8 engines, so 90 here) for an hour of virtual time, on one core.
 // Target: under 30 s (≥ 120× real time). Usage: node dist/bench/fleet-speed.js [virtual-seconds] [engines]
 import { performance } from "node:perf_hooks";
-import { sharedPrefixWorkload } from "../src/bench/workloads/shared-prefix.js";
+import { sharedPrefixWorkload } from "../src/workload/shared-prefix.js";
 import { defaultEngineConfig, resolveGpu, resolveModel } from "../src/engine/index.js";
 import { simulateFleet } from "../src/fleet/fleet.js";
 import { sumCounters } from "../src/fleet/report.js";

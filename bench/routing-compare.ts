@@ -15,7 +15,7 @@ import { createWriteStream, mkdtempSync, readFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseFlags, type FlagSpecs } from "../src/cli/args.js";
+import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { freePort, freePortBlock } from "../test/helpers/cli.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
 

@@ -7,9 +7,9 @@
 //     [--user-history-prompt 8000] [--question-len 20] [--answer-len 100]
 //     [--gpu-memory-utilization 0.3] [--max-model-len 16384] [--sweep-concurrency 8,16,24]
 import { performance } from "node:perf_hooks";
-import { multiRoundQaWorkload, MULTI_ROUND_QA_DEFAULTS } from "../src/bench/workloads/multi-round-qa.js";
-import { summarize } from "../src/bench/metrics.js";
-import { parseFlags, type FlagSpecs } from "../src/cli/args.js";
+import { multiRoundQaWorkload, MULTI_ROUND_QA_DEFAULTS } from "../src/workload/multi-round-qa.js";
+import { summarize } from "../src/workload/metrics.js";
+import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { defaultEngineConfig, kvCapacity, resolveGpu, resolveModel } from "../src/engine/index.js";
 import { simulateFleet } from "../src/fleet/fleet.js";
 import type { PolicyName } from "../src/routing/index.js";

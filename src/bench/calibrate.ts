@@ -2,8 +2,8 @@
 // list through POST /tokenize and measure tokens per word. Servers without /tokenize (OpenAI
 // itself, most gateways) get the ~1 token a word of the list, with a warning.
 import { request } from "undici";
-import { makeRng } from "./rng.js";
-import { randomText, type TextShape } from "./text.js";
+import { makeRng } from "../workload/rng.js";
+import { randomText, type TextShape } from "../workload/text.js";
 
 export interface Calibration {
   shape: TextShape;

@@ -1,16 +1,23 @@
 // `switchyard bench`: load generator and report; `switchyard bench compare A.json B.json`: A/B.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs, type FlagValues } from "../cli/args.js";
+import {
+  CliError,
+  helpText,
+  parseFlags,
+  wantsHelp,
+  type FlagSpecs,
+  type FlagValues,
+} from "../config/args.js";
 import { logger } from "../obs/log.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { COMPARE_DEFAULTS, compareRuns, compareTable, type CompareOptions } from "./compare.js";
 import type { LoadRun } from "./load.js";
-import { parseSlo } from "./metrics.js";
+import { parseSlo } from "../workload/metrics.js";
 import { recordsFromResult, summaryTable, toCsv, type ClientFigures } from "./report.js";
 import { runBench, type BenchOptions } from "./run.js";
 import { latencyCdfSvg, sweepSvg } from "./svg.js";
-import { WORKLOADS, type WorkloadName } from "./workloads/index.js";
+import { WORKLOADS, type WorkloadName } from "../workload/index.js";
 
 const SPECS: FlagSpecs = {
   "base-url": {

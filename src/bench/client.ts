@@ -3,9 +3,9 @@
 // turns chunks into TTFT, ITL and token counts. Nothing here knows about workloads or schedules.
 import { performance } from "node:perf_hooks";
 import { Pool } from "undici";
-import type { ErrorKind, RequestRecord } from "./record.js";
+import type { ErrorKind, RequestRecord } from "../workload/record.js";
 import { SseParser } from "./sse.js";
-import type { ChatMessage, Endpoint } from "./workloads/types.js";
+import type { ChatMessage, Endpoint } from "../workload/types.js";
 
 export interface ClientOptions {
   baseUrl: string;

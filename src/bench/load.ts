@@ -3,10 +3,10 @@
 // bench's --request-rate with --max-concurrency). A session's next turn becomes ready only when its
 // previous answer arrived; ready follow-ups go before new sessions so that users finish.
 import { performance } from "node:perf_hooks";
-import type { RequestRecord } from "./record.js";
-import { arrivalGaps, type ArrivalKind } from "./workloads/arrivals.js";
-import type { Session } from "./workloads/types.js";
-import { SessionScheduler } from "./sessions.js";
+import type { RequestRecord } from "../workload/record.js";
+import { arrivalGaps, type ArrivalKind } from "../workload/arrivals.js";
+import type { Session } from "../workload/types.js";
+import { SessionScheduler } from "../workload/sessions.js";
 
 export interface LoadOptions {
   /** requests/s; Infinity sends as fast as the concurrency cap allows */

@@ -1,8 +1,8 @@
 // Result files and the printed summary. The JSON keeps vllm bench serve's field names (so existing
 // tooling reads it) plus the full configuration, server-side figures, client overhead and the
 // per-request samples that `compare` bootstraps from.
-import { LATENCY_METRICS, type MetricFields } from "./metrics.js";
-import { tpotOf, type RequestRecord } from "./record.js";
+import { LATENCY_METRICS, type MetricFields } from "../workload/metrics.js";
+import { tpotOf, type RequestRecord } from "../workload/record.js";
 import type { ServerFigures } from "./scrape.js";
 
 export interface ClientFigures {

@@ -5,20 +5,20 @@ import { request } from "undici";
 import { calibrate, type Calibration } from "./calibrate.js";
 import { BenchClient, type ClientOptions } from "./client.js";
 import { LoadRun, type LoadOptions, type TurnToSend } from "./load.js";
-import { summarize, type MetricFields, type Slo } from "./metrics.js";
+import { summarize, type MetricFields, type Slo } from "../workload/metrics.js";
 import { Progress } from "./progress.js";
-import type { RequestRecord } from "./record.js";
+import type { RequestRecord } from "../workload/record.js";
 import { sampleArrays, type BenchResult, type ClientFigures } from "./report.js";
 import { scrapeAll, serverFigures } from "./scrape.js";
-import type { ArrivalKind } from "./workloads/arrivals.js";
-import { buildWorkload, type WorkloadFlags, type WorkloadName } from "./workloads/index.js";
+import type { ArrivalKind } from "../workload/arrivals.js";
+import { buildWorkload, type WorkloadFlags, type WorkloadName } from "../workload/index.js";
 import {
   chatMessages,
   completionPrompt,
   intendedPromptTokens,
   type Endpoint,
   type Workload,
-} from "./workloads/types.js";
+} from "../workload/types.js";
 
 export interface BenchOptions {
   baseUrl: string;

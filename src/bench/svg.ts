@@ -1,7 +1,7 @@
 // Plots as plain SVG with no dependencies: panels of line charts (latency CDFs, sweep curves).
 // Large sample sets are thinned to at most MAX_POINTS per line so the files stay small.
-import { LATENCY_METRICS, samplesOf } from "./metrics.js";
-import type { RequestRecord } from "./record.js";
+import { LATENCY_METRICS, samplesOf } from "../workload/metrics.js";
+import type { RequestRecord } from "../workload/record.js";
 
 export interface Series {
   name: string;

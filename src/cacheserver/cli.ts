@@ -1,5 +1,5 @@
 // `switchyard cache-server`: flags → startCacheServer, then wait for SIGINT/SIGTERM.
-import { CliError, parseCommand, type FlagSpecs } from "../cli/args.js";
+import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
 import {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `switchyard` entry point: dispatches to a subcommand module, loaded lazily so that
 // `switchyard cache-server` never pays for the tokenizer tables the sim needs.
-import { CliError } from "./args.js";
+import { CliError } from "../config/args.js";
 
 type Main = (argv: string[]) => Promise<number | void>;
 

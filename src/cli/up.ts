@@ -3,7 +3,7 @@
 // until all are ready, prints how to call the stack, and stops everything on Ctrl-C.
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "./args.js";
+import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { logger } from "../obs/log.js";
 import { onShutdown } from "../obs/lifecycle.js";
 

@@ -1,7 +1,7 @@
 // Value schemas shared by every config file (router, routing, tenancy): durations and sizes are
 // written the way people write them ("30s", "5m", "32MiB") and reach the code as numbers.
 import { z } from "zod";
-import { parseSize } from "../cli/args.js";
+import { parseSize } from "./args.js";
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 

@@ -7,12 +7,8 @@ import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { basename, dirname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import {
-  StaticDiscovery,
-  type DiscoverySink,
-  type DiscoverySource,
-  type EngineSpec,
-} from "../router/discovery.js";
+import { StaticDiscovery } from "./static.js";
+import type { DiscoverySink, DiscoverySource, EngineSpec } from "./types.js";
 import { logger } from "../obs/log.js";
 
 const log = logger("discovery.file");

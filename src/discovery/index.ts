@@ -1,14 +1,16 @@
-// Builds the discovery sources a router configuration asks for (beyond its static `backends`).
-import type { DiscoverySource } from "../router/discovery.js";
-import type { RouterConfig } from "../router/config.js";
+// Builds the discovery sources a configuration asks for (beyond the router's static `backends`).
+import type { DiscoverySource } from "./types.js";
+import type { DiscoveryConfig } from "./config.js";
 import { FileDiscovery } from "./file.js";
 import { KubernetesDiscovery, inClusterOptions } from "./kubernetes.js";
 
+export { StaticDiscovery } from "./static.js";
+export { discoveryConfigSchema, type DiscoveryConfig } from "./config.js";
+export type { DiscoverySink, DiscoverySource, EngineSpec } from "./types.js";
 export { FileDiscovery, readBackendsFile } from "./file.js";
 export { KubernetesDiscovery, engineOfPod, inClusterOptions, type Pod } from "./kubernetes.js";
 
-export function discoverySources(cfg: RouterConfig): DiscoverySource[] {
-  const d = cfg.discovery;
+export function discoverySources(d: DiscoveryConfig): DiscoverySource[] {
   if (d.mode === "file") {
     if (!d.file) throw new Error("discovery mode 'file' needs discovery.file (--discovery-file)");
     return [new FileDiscovery(d.file)];

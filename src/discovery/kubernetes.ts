@@ -8,7 +8,7 @@
 // http://<podIP>:<switchyard.dev/port annotation | container port "http" | defaultPort>.
 import { readFileSync } from "node:fs";
 import { Agent, request, type Dispatcher } from "undici";
-import type { DiscoverySink, DiscoverySource, EngineSpec } from "../router/discovery.js";
+import type { DiscoverySink, DiscoverySource, EngineSpec } from "./types.js";
 import { logger } from "../obs/log.js";
 
 const log = logger("discovery.kubernetes");

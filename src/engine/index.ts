@@ -14,6 +14,5 @@ export {
 } from "./hashing.js";
 export { Engine } from "./engine.js";
 export { RealTimeDriver, VirtualDriver, wallSeconds, type RealTimeDriverOptions } from "./drivers.js";
-export { Rng, mulberry32, seedFromString } from "./rng.js";
 export { StepTimer, COMPUTE_EFFICIENCY, MEMORY_EFFICIENCY, STEP_OVERHEAD_S } from "./timing.js";
 export { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";

@@ -1,10 +1,10 @@
 // From a scenario to a fleet run: the engine configuration, the bench generator that stands for the
 // workload, the routing policy and the load shape. Every default here is listed in docs/fleet-simulator.md.
-import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "../bench/workloads/multi-round-qa.js";
-import { prefixRepetitionWorkload } from "../bench/workloads/prefix-repetition.js";
-import { randomWorkload, RANDOM_DEFAULTS } from "../bench/workloads/random.js";
-import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../bench/workloads/shared-prefix.js";
-import type { Workload } from "../bench/workloads/types.js";
+import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "../workload/multi-round-qa.js";
+import { prefixRepetitionWorkload } from "../workload/prefix-repetition.js";
+import { randomWorkload, RANDOM_DEFAULTS } from "../workload/random.js";
+import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../workload/shared-prefix.js";
+import type { Workload } from "../workload/types.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
 import type { PolicyName } from "../routing/index.js";
 import type { FleetOptions } from "./fleet.js";

@@ -1,6 +1,6 @@
 // `switchyard simulate --scenario file.yaml`: one scenario on N engines in virtual time.
 import { readFileSync, writeFileSync } from "node:fs";
-import { CliError, parseCommand, type FlagSpecs } from "../cli/args.js";
+import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import { OFFLOAD_MODES, parseScenarioText, ScenarioError, type ResolvedScenario } from "./scenario.js";
 import type { OffloadMode } from "./build.js";
 import { formatReport } from "./report.js";

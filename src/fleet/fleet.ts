@@ -1,10 +1,10 @@
 // The fleet simulator: N engines of the one engine model (src/engine) on one virtual clock, a router
 // that decides with the routing library's policies (src/routing) over the view the live router would
-// have, and a load driver that replays a bench workload (src/bench/workloads) the way `switchyard
+// have, and a load driver that replays a bench workload (src/workload) the way `switchyard
 // bench` sends it: an arrival schedule, a cap on active sessions, follow-up turns after their answers.
-import type { RequestRecord } from "../bench/record.js";
-import { arrivalGaps, type ArrivalKind } from "../bench/workloads/arrivals.js";
-import type { Session, Workload } from "../bench/workloads/types.js";
+import type { RequestRecord } from "../workload/record.js";
+import { arrivalGaps, type ArrivalKind } from "../workload/arrivals.js";
+import type { Session, Workload } from "../workload/types.js";
 import {
   Engine,
   VirtualDriver,
@@ -22,11 +22,11 @@ import {
   type PolicyName,
   type RequestView,
 } from "../routing/index.js";
-import { chatMessages, completionPrompt } from "../bench/workloads/types.js";
+import { chatMessages, completionPrompt } from "../workload/types.js";
 import { EngineProbeOracle } from "./oracle.js";
 import { RemoteStore } from "./remote.js";
 import { chunkKeys, VirtualTokenizer } from "./tokens.js";
-import { SessionScheduler } from "../bench/sessions.js";
+import { SessionScheduler } from "../workload/sessions.js";
 
 export interface SharedServerOptions {
   /** memory of the shared cache server, bytes */

@@ -4,9 +4,9 @@
 // spends s wall seconds per modelled second, so its timings are divided by s before the comparison.
 import { BenchClient } from "../bench/client.js";
 import { LoadRun, type TurnToSend } from "../bench/load.js";
-import { summarize, type MetricFields } from "../bench/metrics.js";
-import type { RequestRecord } from "../bench/record.js";
-import { completionPrompt, intendedPromptTokens } from "../bench/workloads/types.js";
+import { summarize, type MetricFields } from "../workload/metrics.js";
+import type { RequestRecord } from "../workload/record.js";
+import { completionPrompt, intendedPromptTokens } from "../workload/types.js";
 import { fleetOptionsFor, type OffloadMode } from "./build.js";
 import { simulateFleet } from "./fleet.js";
 import type { ResolvedScenario } from "./scenario.js";

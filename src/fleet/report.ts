@@ -1,7 +1,7 @@
-// What a fleet run reports: vllm bench's metric fields (computed by src/bench/metrics.ts from the
+// What a fleet run reports: vllm bench's metric fields (computed by src/workload/metrics.ts from the
 // simulated per-request timings) plus the engine side: KV (HBM) usage percentiles, preemptions,
 // prefills avoided by offload, and hit rates per cache tier.
-import { summarize, type MetricFields } from "../bench/metrics.js";
+import { summarize, type MetricFields } from "../workload/metrics.js";
 import type { EngineCounters } from "../engine/index.js";
 import type { FleetOptions, FleetResult } from "./fleet.js";
 

@@ -1,7 +1,7 @@
 // Token ids for simulated prompts without a real tokenizer. The bench's text is built from words that are
-// one token each (src/bench/text.ts), so one id per word keeps what matters to a KV cache: lengths, and
+// one token each (src/workload/text.ts), so one id per word keeps what matters to a KV cache: lengths, and
 // shared prefixes (the same words give the same ids). Ids of repeated texts are cached (bounded).
-import { WORDS } from "../bench/text.js";
+import { WORDS } from "../workload/text.js";
 
 const WORD_IDS = new Map<string, number>(WORDS.map((w, i) => [w, 1000 + i]));
 const MAX_CACHED_TEXTS = 512;

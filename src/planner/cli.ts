@@ -2,7 +2,7 @@
 // Exit 0 when a plan is produced (refused options are listed in it); 2 when planning is refused or the
 // scenario is invalid, with the reasons printed.
 import { writeFileSync } from "node:fs";
-import { CliError, parseCommand, type FlagSpecs } from "../cli/args.js";
+import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import { loadScenario } from "../fleet/cli.js";
 import { helmValues, prometheusRule, toYaml } from "./emit.js";
 import { planMarkdown } from "./format.js";

@@ -1,5 +1,5 @@
 // `switchyard router`: flags and an optional YAML file (hot-reloaded) → a running router.
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../cli/args.js";
+import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { ConfigError, type RouterConfigInput } from "./config.js";
 import { startRouter } from "./index.js";

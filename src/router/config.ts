@@ -7,6 +7,7 @@ import { duration, size } from "../config/values.js";
 import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
 import { tenancyConfigSchema } from "../tenancy/config.js";
+import { discoveryConfigSchema } from "../discovery/config.js";
 
 /** How the router talks to an engine: HTTP/1.1 (one socket per request in flight) or cleartext HTTP/2. */
 export const BACKEND_PROTOCOLS = ["http1", "h2c"] as const;
@@ -140,30 +141,7 @@ export const routerConfigSchema = z.strictObject({
       passiveFailures: z.number().int().min(1).default(3),
     })
     .prefault({}),
-  discovery: z
-    .strictObject({
-      modelsInterval: duration.default(10_000),
-      metricsInterval: duration.default(1_000),
-      metricsTimeout: duration.default(1_000),
-      maxMetricsBytes: size.default(4 * 2 ** 20),
-      /** where engines come from besides `backends`: static (only them), kubernetes, file */
-      mode: z.enum(["static", "kubernetes", "file"]).default("static"),
-      /** pods by namespace + label selector (src/discovery/kubernetes.ts); in-cluster unless apiUrl */
-      kubernetes: z
-        .strictObject({
-          namespace: z.string().optional(),
-          selector: z.string().default("switchyard.dev/engine=true"),
-          apiUrl: z.string().optional(),
-          tokenFile: z.string().optional(),
-          caFile: z.string().optional(),
-          resyncInterval: duration.default(300_000),
-          defaultPort: z.number().int().min(1).max(65535).default(8000),
-        })
-        .prefault({}),
-      /** YAML/JSON list of backends, re-read on change (src/discovery/file.ts) */
-      file: z.string().optional(),
-    })
-    .prefault({}),
+  discovery: discoveryConfigSchema,
   retry: z
     .strictObject({
       maxAttempts: z.number().int().min(1).max(10).default(3),

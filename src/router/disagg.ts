@@ -22,9 +22,9 @@ import { HttpError } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import type { RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
-import type { EngineSpec } from "./discovery.js";
+import type { EngineSpec } from "../discovery/types.js";
 import type { ProxyRequest } from "./proxy.js";
-import { discard, type Engine, type PendingAttempt, type Registry } from "./registry.js";
+import { discard, type Upstream, type PendingAttempt, type Registry } from "./registry.js";
 
 const log = logger("router.disagg");
 
@@ -60,8 +60,8 @@ export interface DisaggHooks {
   /** the client's headers for upstream, without Authorization (decided per engine) */
   headers: readonly string[];
   /** picks an engine among the view's non-excluded candidates and claims a slot (may queue) */
-  acquire(): Engine | Promise<Engine>;
-  release(e: Engine): void;
+  acquire(): Upstream | Promise<Upstream>;
+  release(e: Upstream): void;
   /** answers the client with an error (JSON, or an SSE error event once a stream began) */
   fail(e: HttpError): void;
 }
@@ -148,7 +148,7 @@ export class Disaggregation {
   private readonly attempts: Counter<"engine" | "result">;
   private readonly prefillSeconds: Histogram<"model">;
   /** prefill-role engines as of the snapshot array `views` (see prefillEngines) */
-  private readonly roles: { views: unknown; at: number; prefill: Engine[] } = {
+  private readonly roles: { views: unknown; at: number; prefill: Upstream[] } = {
     views: null,
     at: 0,
     prefill: [],
@@ -185,7 +185,7 @@ export class Disaggregation {
    * second later (a hot reload may change a known engine's role in place), so that a fleet without
    * prefill engines pays one comparison per request.
    */
-  private prefillEngines(): readonly Engine[] {
+  private prefillEngines(): readonly Upstream[] {
     const views = this.d.registry.snapshot();
     const now = performance.now();
     const c = this.roles;
@@ -206,7 +206,7 @@ export class Disaggregation {
     if (!pr.parsed || !Buffer.isBuffer(pr.body) || !DISAGG_PATHS.has(basePath(pr.path))) return false;
     // a client (or another proxy) already speaking the protocol is passed through untouched
     if (pr.parsed.kv_transfer_params !== undefined && pr.parsed.kv_transfer_params !== null) return false;
-    const usable = (e: Engine) =>
+    const usable = (e: Upstream) =>
       !e.draining && e.view.healthy && e.view.weight > 0 && e.view.models.has(pr.model);
     if (!prefill.some(usable)) return false;
     for (const e of this.d.registry.engines.values())
@@ -234,7 +234,7 @@ export class Disaggregation {
 
     let outcome: PrefillResult = { kind: "retry", reason: "no prefill engine" };
     for (let attempt = 1; ; attempt++) {
-      let engine: Engine;
+      let engine: Upstream;
       try {
         engine = await hooks.acquire();
       } catch (err) {
@@ -295,7 +295,7 @@ export class Disaggregation {
 
   private async call(
     ctx: DisaggContext,
-    engine: Engine,
+    engine: Upstream,
     body: Buffer,
     base: readonly string[],
     cfg: RouterConfig,

@@ -22,7 +22,12 @@ export {
   type RouterConfig,
   type RouterConfigInput,
 } from "./config.js";
-export { StaticDiscovery, type DiscoverySource, type DiscoverySink, type EngineSpec } from "./discovery.js";
+export {
+  StaticDiscovery,
+  type DiscoverySource,
+  type DiscoverySink,
+  type EngineSpec,
+} from "../discovery/index.js";
 
 const log = logger("router");
 

@@ -18,7 +18,7 @@ import type { TenantRequest } from "../tenancy/request.js";
 import type { RouterConfig } from "./config.js";
 import { DeadlineQueue, OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
-import type { Engine, PendingAttempt, Registry } from "./registry.js";
+import type { Upstream, PendingAttempt, Registry } from "./registry.js";
 import type { Disaggregation } from "./disagg.js";
 import { RequestTrace } from "./request-trace.js";
 import type { Tracer } from "../obs/tracing.js";
@@ -302,7 +302,7 @@ export class Proxy {
    * Picks an engine and claims a slot on it. Synchronous when an engine has room (the common case:
    * no promise, no microtask); a promise only when every candidate is at its cap and it queues.
    */
-  private acquire(ctx: RequestContext): Engine | Promise<Engine> {
+  private acquire(ctx: RequestContext): Upstream | Promise<Upstream> {
     const reg = this.d.registry;
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
     if (dec.kind === "picked") {
@@ -325,9 +325,9 @@ export class Proxy {
   }
 
   /** Saturated: waits in the bounded queue for room. */
-  private async queueForSlot(ctx: RequestContext): Promise<Engine> {
+  private async queueForSlot(ctx: RequestContext): Promise<Upstream> {
     const reg = this.d.registry;
-    let picked: Engine | undefined;
+    let picked: Upstream | undefined;
     const tryAcquire = (): boolean => {
       const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
       if (dec.kind !== "picked") return false;
@@ -341,7 +341,7 @@ export class Proxy {
     return picked!;
   }
 
-  private releaseSlot(e: Engine): void {
+  private releaseSlot(e: Upstream): void {
     e.view.inFlight--;
     this.d.registry.maybeFinishDrain(e);
     this.d.queue.kick(1);
@@ -368,7 +368,7 @@ export class Proxy {
       const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
       let last: RetryOutcome | undefined;
       for (let attempt = 1; ; attempt++) {
-        let engine: Engine;
+        let engine: Upstream;
         try {
           const got = this.acquire(ctx);
           engine = got instanceof Promise ? await got : got;
@@ -487,7 +487,7 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
   constructor(
     private readonly proxy: Proxy,
     private readonly ctx: RequestContext,
-    private readonly engine: Engine,
+    private readonly engine: Upstream,
     private readonly cfg: RouterConfig,
   ) {}
 

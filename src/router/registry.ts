@@ -5,7 +5,7 @@ import { LinkedList, type Linked } from "../collections/linked-list.js";
 import { EventEmitter } from "node:events";
 import { H2CClient, Pool, type Dispatcher } from "undici";
 import type { EngineView } from "../routing/index.js";
-import type { DiscoverySink, DiscoverySource, EngineSpec } from "./discovery.js";
+import type { DiscoverySink, DiscoverySource, EngineSpec } from "../discovery/types.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import { logger } from "../obs/log.js";
 import { backendTransport, type BackendProtocol, type RouterConfig } from "./config.js";
@@ -71,7 +71,11 @@ function h2cPool(url: string, cfg: RouterConfig, streams: number): Pool {
   });
 }
 
-export class Engine {
+/**
+ * The router's record of one engine it proxies to: its connection pool, health state, what it serves
+ * and how loaded it looks. (The engine model's `Engine` in src/engine is the simulated engine itself.)
+ */
+export class Upstream {
   readonly pool: Pool;
   readonly protocol: BackendProtocol;
   /** protocol and stream count: a config change to either needs a new pool */
@@ -167,7 +171,7 @@ async function readBounded(body: UpstreamBody, max: number): Promise<string> {
 }
 
 export class Registry extends EventEmitter<RegistryEvents> implements DiscoverySink {
-  readonly engines = new Map<string, Engine>();
+  readonly engines = new Map<string, Upstream>();
   /** views of the engines in rotation candidates (not draining), rebuilt only on membership change */
   private viewList: EngineView[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -214,7 +218,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       return;
     }
     if (known) this.finishRemoval(known);
-    const e = new Engine(spec, this.cfg);
+    const e = new Upstream(spec, this.cfg);
     this.engines.set(spec.url, e);
     this.rebuildViews();
     log.info({ engine: spec.url, weight: spec.weight, protocol: e.protocol }, "engine added");
@@ -233,11 +237,11 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   }
 
   /** called by the proxy when an attempt on a draining engine ends */
-  maybeFinishDrain(e: Engine): void {
+  maybeFinishDrain(e: Upstream): void {
     if (e.draining && e.view.inFlight === 0) this.finishRemoval(e);
   }
 
-  private finishRemoval(e: Engine): void {
+  private finishRemoval(e: Upstream): void {
     if (this.engines.get(e.url) === e) this.engines.delete(e.url);
     void e.pool.close().catch(() => undefined);
   }
@@ -259,7 +263,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
 
   // ---- health ---------------------------------------------------------------------------------
 
-  private setHealthy(e: Engine): void {
+  private setHealthy(e: Upstream): void {
     if (e.state === "healthy") return;
     const was = e.state;
     e.state = "healthy";
@@ -269,7 +273,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     this.emit("capacity");
   }
 
-  eject(e: Engine, reason: string): void {
+  eject(e: Upstream, reason: string): void {
     if (e.state === "ejected") return;
     const was = e.state;
     e.state = "ejected";
@@ -284,16 +288,16 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   }
 
   /** live traffic: a connect error or 5xx answer from the engine */
-  reportFailure(e: Engine, what: string): void {
+  reportFailure(e: Upstream, what: string): void {
     e.lastError = what;
     if (++e.passiveFailures >= this.cfg.health.passiveFailures) this.eject(e, "passive");
   }
 
-  reportSuccess(e: Engine): void {
+  reportSuccess(e: Upstream): void {
     e.passiveFailures = 0;
   }
 
-  private headers(e: Engine): Record<string, string> {
+  private headers(e: Upstream): Record<string, string> {
     const key = e.spec.apiKey ?? this.cfg.engineApiKey;
     return key ? { authorization: `Bearer ${key}` } : {};
   }
@@ -302,7 +306,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
    * GET from an engine through its own pool (its protocol: an h2c-only engine refuses HTTP/1.1, so
    * no other client should probe it) with its API key, bounded in time and size; throws unless 200.
    */
-  async get(e: Engine, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
+  async get(e: Upstream, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
     const signal = AbortSignal.timeout(Math.max(1, timeoutMs));
     const res = await e.pool.request({ path, method: "GET", headers: this.headers(e), signal });
     if (res.statusCode !== 200) {
@@ -312,7 +316,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     return readBounded(res.body, maxBytes);
   }
 
-  async checkHealth(e: Engine): Promise<void> {
+  async checkHealth(e: Upstream): Promise<void> {
     if (!e.claim("health")) return;
     try {
       await this.get(e, "/health", this.cfg.health.timeout, 64 * 1024);
@@ -335,7 +339,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     }
   }
 
-  async refreshModels(e: Engine, force = false): Promise<void> {
+  async refreshModels(e: Upstream, force = false): Promise<void> {
     if (!force && !e.claim("models")) return;
     try {
       const text = await this.get(e, "/v1/models", this.cfg.health.timeout * 5, 8 * 2 ** 20);
@@ -362,7 +366,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     }
   }
 
-  async scrapeMetrics(e: Engine): Promise<void> {
+  async scrapeMetrics(e: Upstream): Promise<void> {
     if (!e.claim("metrics")) return;
     try {
       const text = await this.get(
@@ -388,12 +392,12 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     }
   }
 
-  private async probeNow(e: Engine): Promise<void> {
+  private async probeNow(e: Upstream): Promise<void> {
     await this.checkHealth(e);
     await this.scrapeMetrics(e);
   }
 
-  private each(fn: (e: Engine) => Promise<void>): void {
+  private each(fn: (e: Upstream) => Promise<void>): void {
     for (const e of this.engines.values()) if (!e.draining) void fn(e);
   }
 

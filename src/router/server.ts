@@ -8,7 +8,7 @@ import { readRequestBody } from "./body.js";
 import { createPolicy, type Policy, type PolicyName } from "../routing/index.js";
 import { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
-import { StaticDiscovery } from "./discovery.js";
+import { StaticDiscovery } from "../discovery/static.js";
 import { discoverySources } from "../discovery/index.js";
 import { Tracer } from "../obs/tracing.js";
 import { RouterMetrics } from "./metrics.js";
@@ -211,7 +211,7 @@ export class Router {
   async start(): Promise<void> {
     await this.registry.addSource(this.discovery);
     // Kubernetes / file discovery (not hot-reloaded: a mode change needs a restart)
-    for (const src of discoverySources(this.cfg)) await this.registry.addSource(src);
+    for (const src of discoverySources(this.cfg.discovery)) await this.registry.addSource(src);
     this.registry.startLoops();
     this.cache.start();
   }

@@ -1,7 +1,7 @@
 // Assembles a running sim from options: profiles → engine config → engine in real time → tokenizer,
 // metrics, KV-event publisher → HTTP server. Used by the CLI and by tests that start it in-process.
 import type { AddressInfo, Socket } from "node:net";
-import { mulberry32 } from "../engine/rng.js";
+import { mulberry32 } from "../workload/rng.js";
 import {
   defaultEngineConfig,
   kvCapacity,
@@ -14,7 +14,7 @@ import { parseKvEventsConfig } from "../kvevents/config.js";
 import { ZmqEventPublisher } from "../kvevents/publisher.js";
 import { logger } from "../obs/log.js";
 import { tokenizerForModel } from "../tokenizer/index.js";
-import { CliError } from "../cli/args.js";
+import { CliError } from "../config/args.js";
 import type { SimOptions } from "./config.js";
 import type { SimContext } from "./context.js";
 import { DisaggConnector, deriveEngineId } from "./disagg.js";

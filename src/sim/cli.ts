@@ -1,6 +1,6 @@
 // `switchyard sim MODEL [flags]`: a simulated vLLM engine with `vllm serve`'s HTTP surface, metrics
 // and KV events. Runs until SIGINT/SIGTERM, then aborts streams and closes the ZMQ sockets.
-import { helpText, wantsHelp } from "../cli/args.js";
+import { helpText, wantsHelp } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
 import { curlExample, startSim } from "./app.js";

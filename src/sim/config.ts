@@ -2,7 +2,7 @@
 // an optional YAML file with the same keys (flags win), and the checks vLLM would make at startup.
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
-import { CliError, parseFlags, type FlagSpecs, type FlagValues } from "../cli/args.js";
+import { CliError, parseFlags, type FlagSpecs, type FlagValues } from "../config/args.js";
 import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
 import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
 

@@ -1,7 +1,7 @@
 // Disaggregated prefill/decode settings the way vLLM reads them: `--kv-transfer-config` naming
 // NixlConnector with a kv_role, NIXL's environment variables (side-channel host, abort timeout), and
 // the sim-only bandwidth of the modelled KV pull.
-import { CliError } from "../cli/args.js";
+import { CliError } from "../config/args.js";
 
 export type KvRole = "kv_producer" | "kv_consumer" | "kv_both";
 const ROLES: readonly KvRole[] = ["kv_producer", "kv_consumer", "kv_both"];

@@ -6,7 +6,7 @@
 // request's own output.
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { mulberry32, seedFromString } from "../engine/rng.js";
+import { mulberry32, seedFromString } from "../workload/rng.js";
 import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
 import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";

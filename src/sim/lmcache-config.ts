@@ -4,7 +4,7 @@
 // LMCACHE_<KEY> environment variables, which win over the file.
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
-import { CliError } from "../cli/args.js";
+import { CliError } from "../config/args.js";
 import { DISAGG_CONNECTORS } from "./disagg-config.js";
 
 export interface LmcacheSettings {

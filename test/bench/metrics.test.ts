@@ -2,10 +2,10 @@
 // way a stream can be cut into network chunks.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { summarize, parseSlo, meetsSlo } from "../../src/bench/metrics.js";
-import type { RequestRecord } from "../../src/bench/record.js";
+import { summarize, parseSlo, meetsSlo } from "../../src/workload/metrics.js";
+import type { RequestRecord } from "../../src/workload/record.js";
 import { SseParser } from "../../src/bench/sse.js";
-import { percentile, std } from "../../src/bench/stats.js";
+import { percentile, std } from "../../src/workload/stats.js";
 
 function rec(p: Partial<RequestRecord>): RequestRecord {
   return {

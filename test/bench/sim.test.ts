@@ -8,7 +8,7 @@ import { StepTimer } from "../../src/engine/index.js";
 import { buildEngineConfig } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
 import { runBench, type BenchOptions } from "../../src/bench/run.js";
-import { percentile } from "../../src/bench/stats.js";
+import { percentile } from "../../src/workload/stats.js";
 import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";

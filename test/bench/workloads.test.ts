@@ -2,18 +2,18 @@
 // words follow the calibration; sessions carry history; arrivals have the asked rate.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { arrivalTimes } from "../../src/bench/workloads/arrivals.js";
-import { datasetWorkload, parseDataset } from "../../src/bench/workloads/dataset.js";
-import { buildWorkload, WORKLOADS } from "../../src/bench/workloads/index.js";
-import { multiRoundQaWorkload, MULTI_ROUND_QA_DEFAULTS } from "../../src/bench/workloads/multi-round-qa.js";
-import { randomWorkload } from "../../src/bench/workloads/random.js";
-import { sharedPrefixWorkload } from "../../src/bench/workloads/shared-prefix.js";
+import { arrivalTimes } from "../../src/workload/arrivals.js";
+import { datasetWorkload, parseDataset } from "../../src/workload/dataset.js";
+import { buildWorkload, WORKLOADS } from "../../src/workload/index.js";
+import { multiRoundQaWorkload, MULTI_ROUND_QA_DEFAULTS } from "../../src/workload/multi-round-qa.js";
+import { randomWorkload } from "../../src/workload/random.js";
+import { sharedPrefixWorkload } from "../../src/workload/shared-prefix.js";
 import {
   chatMessages,
   completionPrompt,
   intendedPromptTokens,
   type Session,
-} from "../../src/bench/workloads/types.js";
+} from "../../src/workload/types.js";
 
 const words = (s: string) => s.split(/\s+/).filter(Boolean).length;
 const take = (it: Iterable<Session>, n = Infinity) => {

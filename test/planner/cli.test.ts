@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
-import { CliError } from "../../src/cli/args.js";
+import { CliError } from "../../src/config/args.js";
 import { main as plan } from "../../src/planner/cli.js";
 
 const dir = mkdtempSync(join(tmpdir(), "plan-test-"));

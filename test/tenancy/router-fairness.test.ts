@@ -14,7 +14,7 @@ import { hashKey } from "../../src/tenancy/keys.js";
 import { startUpstream, type Upstream } from "../../bench/tenancy-upstream.js";
 import { routerFor } from "../router/util.js";
 import type { RunningRouter } from "../../src/router/index.js";
-import { mulberry32 as rng } from "../../src/engine/rng.js"; // seeded: every run sends the same arrivals
+import { mulberry32 as rng } from "../../src/workload/rng.js"; // seeded: every run sends the same arrivals
 
 const MODEL = "bench/m";
 const KEY_A = "sk-fair-a-000000000000";

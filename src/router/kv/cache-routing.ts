@@ -18,7 +18,7 @@ import {
   type RequestView,
 } from "../../routing/index.js";
 import type { RouterConfig } from "../config.js";
-import type { Engine, Registry } from "../registry.js";
+import type { Upstream, Registry } from "../registry.js";
 import { KvBlockIndex } from "./block-index.js";
 import type { BackendKvEvents } from "./config.js";
 import { requestTokenizerFor, type RequestTokenizer } from "./tokenizers.js";
@@ -385,7 +385,7 @@ export class CacheRouting implements CacheOracle {
   }
 
   /** Why this engine cannot be routed by its KV events right now (null: it can). */
-  private kvBlocker(st: EngineKv, e: Engine): string | null {
+  private kvBlocker(st: EngineKv, e: Upstream): string | null {
     if (this.mode === "prefix") return "policy-prefix";
     if (!st.endpoint) return "no-kv-events-endpoint";
     const cc = e.load.cacheConfig;
@@ -401,7 +401,7 @@ export class CacheRouting implements CacheOracle {
     return null;
   }
 
-  private updateFallback(st: EngineKv, e: Engine): void {
+  private updateFallback(st: EngineKv, e: Upstream): void {
     const why = this.kvBlocker(st, e);
     if (why === st.fallback) return;
     const was = st.fallback;

@@ -1,6 +1,6 @@
 // Builds a workload by name from resolved options. Each generator is pure; this only routes.
 import { readFileSync } from "node:fs";
-import type { TextShape } from "../text.js";
+import type { TextShape } from "./text.js";
 import { datasetWorkload, parseDataset } from "./dataset.js";
 import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "./multi-round-qa.js";
 import { PREFIX_REPETITION_DEFAULTS, prefixRepetitionWorkload } from "./prefix-repetition.js";

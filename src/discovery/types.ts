@@ -1,6 +1,5 @@
-// Where engines come from. A discovery source yields add/remove events; the registry does the rest
-// (health, models, load). Static lists (flags, config file, hot reload) here; the file and
-// Kubernetes sources (src/discovery) implement the same interface.
+// Where engines come from. A discovery source yields add/remove events; the router's registry does
+// the rest (health, models, load). Every source here (static, file, Kubernetes) implements this.
 
 export interface EngineSpec {
   /** base URL without a trailing slash; the engine's identity */
@@ -31,34 +30,4 @@ export interface DiscoverySource {
   readonly name: string;
   start(sink: DiscoverySink): void | Promise<void>;
   stop(): void | Promise<void>;
-}
-
-/** A fixed list that can be replaced as a whole (config reload): emits the difference. */
-export class StaticDiscovery implements DiscoverySource {
-  readonly name = "static";
-  private sink: DiscoverySink | undefined;
-  private current = new Map<string, EngineSpec>();
-
-  constructor(private specs: readonly EngineSpec[]) {}
-
-  start(sink: DiscoverySink): void {
-    this.sink = sink;
-    this.apply(this.specs);
-  }
-
-  update(specs: readonly EngineSpec[]): void {
-    this.specs = specs;
-    if (this.sink) this.apply(specs);
-  }
-
-  private apply(specs: readonly EngineSpec[]): void {
-    const next = new Map(specs.map((s) => [s.url, s]));
-    for (const url of this.current.keys()) if (!next.has(url)) this.sink!.remove(url);
-    for (const s of next.values()) this.sink!.upsert(s);
-    this.current = next;
-  }
-
-  stop(): void {
-    this.sink = undefined;
-  }
 }

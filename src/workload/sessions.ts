@@ -2,7 +2,7 @@
 // (src/fleet), so both admit work the same way: a session's next turn is ready only once its previous
 // answer arrived; ready follow-ups go before new sessions, so that users finish; and a new session
 // starts only while fewer than `concurrency` are active.
-import type { Session } from "./workloads/types.js";
+import type { Session } from "./types.js";
 
 export class SessionScheduler<A> {
   private readonly source: Iterator<Session>;

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseCommand, parseFlags, parseSize, CliError, type FlagSpecs } from "../../src/cli/args.js";
+import { parseCommand, parseFlags, parseSize, CliError, type FlagSpecs } from "../../src/config/args.js";
 
 const specs: FlagSpecs = {
   port: { type: "int", default: 8000, help: "port", min: 0, max: 65535 },
