@@ -319,6 +319,7 @@ export class ExtProcStream {
       log.error({ err }, "endpoint picker failure");
     }
     const status = e?.status ?? 500;
+    if (status === 429) this.host.metrics.rejected.inc({ reason: "queue" });
     const message = e?.message ?? "internal endpoint picker error";
     const body = Buffer.from(errorBody(status, message, e?.param ?? null, e?.type));
     const headers: Array<readonly [string, string]> = [["content-type", "application/json"]];

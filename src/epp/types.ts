@@ -38,6 +38,8 @@ export interface RequestMetrics {
   inFlight: number;
   forModel(model: string): { ttft: Observer; itl: Observer; e2e: Observer };
   countRequest(model: string, engine: string, status: number, policy: string): void;
+  /** refusals by admission (`queue`): the 429s of a saturated fleet */
+  readonly rejected: { inc(labels: { reason: string }): void };
   readonly registry: PromRegistry;
 }
 
