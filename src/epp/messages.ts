@@ -103,27 +103,44 @@ function decodeValue(r: ProtoReader, depth: number, lim: DecodeLimits): Metadata
   return v;
 }
 
-function decodeStruct(r: ProtoReader, depth: number, lim: DecodeLimits): MetadataStruct {
-  if (depth > lim.maxDepth) throw new WireError("metadata nested too deeply");
-  const out: MetadataStruct = Object.create(null) as MetadataStruct;
+/** A map<string, V> numbered 1 (entries { key = 1; value = 2 }), each entry handed to `put`. */
+function readStringMap<V>(
+  r: ProtoReader,
+  empty: () => V,
+  readValue: (m: ProtoReader) => V,
+  put: (key: string, value: V) => void,
+): void {
   while (!r.done) {
     const t = r.tag();
     if (t !== ((1 << 3) | WireType.Bytes)) {
       r.skip(t & 7);
       continue;
     }
-    // map<string, Value> fields = 1: entries are { key = 1; value = 2 }
     const e = r.message();
     let key = "";
-    let value: MetadataValue = null;
+    let value = empty();
     while (!e.done) {
       const et = e.tag();
       if (et === ((1 << 3) | WireType.Bytes)) key = e.string();
-      else if (et === ((2 << 3) | WireType.Bytes)) value = decodeValue(e.message(), depth + 1, lim);
+      else if (et === ((2 << 3) | WireType.Bytes)) value = readValue(e.message());
       else e.skip(et & 7);
     }
-    out[key] = value;
+    put(key, value);
   }
+}
+
+const emptyStruct = (): MetadataStruct => Object.create(null) as MetadataStruct;
+
+/** Struct { map<string, Value> fields = 1 } */
+function decodeStruct(r: ProtoReader, depth: number, lim: DecodeLimits): MetadataStruct {
+  if (depth > lim.maxDepth) throw new WireError("metadata nested too deeply");
+  const out = emptyStruct();
+  readStringMap<MetadataValue>(
+    r,
+    () => null,
+    (m) => decodeValue(m, depth + 1, lim),
+    (k, v) => (out[k] = v),
+  );
   return out;
 }
 
@@ -174,23 +191,12 @@ function decodeHeaderMap(r: ProtoReader, lim: DecodeLimits, out: HeaderEntry[]):
 
 /** Metadata { map<string, Struct> filter_metadata = 1 } */
 function decodeMetadata(r: ProtoReader, lim: DecodeLimits, out: Map<string, MetadataStruct>): void {
-  while (!r.done) {
-    const t = r.tag();
-    if (t !== ((1 << 3) | WireType.Bytes)) {
-      r.skip(t & 7);
-      continue;
-    }
-    const e = r.message();
-    let key = "";
-    let value: MetadataStruct = Object.create(null) as MetadataStruct;
-    while (!e.done) {
-      const et = e.tag();
-      if (et === ((1 << 3) | WireType.Bytes)) key = e.string();
-      else if (et === ((2 << 3) | WireType.Bytes)) value = decodeStruct(e.message(), 1, lim);
-      else e.skip(et & 7);
-    }
-    out.set(key, value);
-  }
+  readStringMap(
+    r,
+    emptyStruct,
+    (m) => decodeStruct(m, 1, lim),
+    (k, v) => out.set(k, v),
+  );
 }
 
 // ---- envoy.service.ext_proc.v3.ProcessingRequest ----------------------------------------------------
