@@ -96,6 +96,8 @@ export class ExtProcStream {
   private slot: Slot | undefined;
   private view: RequestView | undefined;
   private counted = false;
+  /** the request had a body to route by: it is counted, whatever its outcome (as the router counts) */
+  private inference = false;
   private status = 0;
   private started = 0;
   private lastChunk = 0;
@@ -162,6 +164,7 @@ export class ExtProcStream {
       return;
     }
     this.stage = Stage.Body;
+    this.inference = true;
     // buffered modes wait for this answer before they send the body: continue, decide on the body
     if (this.bufferedRequest) this.sink.send({ kind: "requestHeaders" });
   }
@@ -360,7 +363,7 @@ export class ExtProcStream {
       this.slot = undefined;
       this.host.metrics.inFlight--;
     }
-    if (this.counted || this.model === "none") return;
+    if (this.counted || !this.inference) return;
     this.counted = true;
     const m = this.host.metrics;
     m.countRequest(

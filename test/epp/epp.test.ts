@@ -351,6 +351,16 @@ describe(
         assert.equal(ir.body.error.code, code);
         assert.match(ir.body.error.message, why);
       }
+      const metrics = await (await fetch(`${got.router.url}/metrics`)).text();
+      for (const code of [400, 413])
+        assert.match(
+          metrics,
+          new RegExp(`switchyard_requests_total\\{model="none",engine="none",status="${code}"`),
+        );
+      assert.match(
+        metrics,
+        new RegExp(`switchyard_requests_total\\{model="nope",engine="none",status="404"`),
+      );
       // an alias: the engines know the served name, so the body is rewritten and its length with it
       await client.open("alias");
       await client.send("alias", requestHeaders(HEADERS));
