@@ -284,6 +284,8 @@ export interface CommonResponse {
   clearRouteCache?: boolean;
   /** FULL_DUPLEX_STREAMED: the body chunk Envoy forwards (BodyMutation.streamed_response) */
   streamed?: { body: Buffer; endOfStream: boolean };
+  /** BUFFERED: the whole body replaced (BodyMutation.body) */
+  replaceBody?: Buffer;
 }
 
 export type ProcessingResponse =
@@ -343,6 +345,10 @@ function writeCommon(w: ProtoWriter, c: CommonResponse): void {
         if (s.endOfStream) sr.bool(2, true);
       }),
     );
+  }
+  if (c.replaceBody) {
+    const body = c.replaceBody;
+    w.message(3, (bm) => bm.bytes(1, body));
   }
   if (c.clearRouteCache) w.bool(5, true);
 }

@@ -239,13 +239,13 @@ export class ExtProcStream {
       : [];
     if (this.bufferedRequest) {
       // the destination travels in the body response; Envoy applies header mutations there
-      const r = this.destination("requestBody", p.endpoints, extra);
-      this.sink.send(r);
+      // an alias resolved: the engine must get the served name, so the buffered body is replaced
+      this.sink.send(this.destination("requestBody", p.endpoints, extra, rewritten ? body : undefined));
       if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
       return;
     }
     this.sink.send(this.destination("requestHeaders", p.endpoints, extra));
-    const last = this.sawRequestTrailers ? false : true;
+    const last = !this.sawRequestTrailers;
     if (body.length === 0) this.sink.send(streamed("requestBody", body, last));
     for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
       const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
@@ -259,12 +259,14 @@ export class ExtProcStream {
     kind: "requestHeaders" | "requestBody",
     endpoints: readonly string[],
     extra: ReadonlyArray<readonly [string, string]> = [],
+    replaceBody?: Buffer,
   ): ProcessingResponse {
     const value = endpoints.join(",");
     const md: MetadataStruct = { [DESTINATION_NAMESPACE]: { [DESTINATION_KEY]: value } };
     const common: CommonResponse = {
       setHeaders: [[DESTINATION_KEY, value], ...extra],
       clearRouteCache: true,
+      replaceBody,
     };
     return { kind, common, dynamicMetadata: md };
   }

@@ -376,7 +376,7 @@ describe(
     });
 
     it("body modes: long bodies come back in chunks; BUFFERED puts the destination in the body response; STREAMED is refused", async (t) => {
-      const got = await setup(t);
+      const got = await setup(t, { aliases: { llama: MODEL } });
       if (!got) return;
       const { client } = got;
       // full duplex, a body over one chunk, sent in three pieces
@@ -406,6 +406,23 @@ describe(
       await client.send("buf", requestBody(JSON.stringify(chat("buffered"))));
       const d = destination(await client.recv("buf"), "requestBody");
       assert.ok(d.header && d.header === d.metadata);
+      await client.open("bufalias");
+      await client.send(
+        "bufalias",
+        requestHeaders(HEADERS, {
+          protocolConfig: { requestBodyMode: "BUFFERED", responseBodyMode: "BUFFERED" },
+        }),
+      );
+      await client.recv("bufalias");
+      await client.send("bufalias", requestBody(JSON.stringify({ ...chat("buffered"), model: "llama" })));
+      const ba = (await client.recv("bufalias")).msg.requestBody.response;
+      assert.equal(
+        JSON.parse(b64(ba.bodyMutation.body)).model,
+        MODEL,
+        "BUFFERED: an alias replaces the body",
+      );
+      assert.equal(setHeader(ba, "content-length"), String(Buffer.from(b64(ba.bodyMutation.body)).length));
+      await client.cancel("bufalias");
       await client.send("buf", responseHeaders({ ":status": "200" }));
       await client.recv("buf");
       await client.send("buf", responseBody("{}", true));
