@@ -12,3 +12,6 @@ if ! command -v redis-server >/dev/null; then
 fi
 # helm (built from the Go module proxy, cached), promtool, kubernetes-validate, hadolint
 bash "$(dirname "$0")/../deploy/ci/install-k8s-tools.sh"
+# the endpoint picker's test client: Envoy's published ext_proc Go bindings (go-control-plane) and
+# grpc-go, from the Go module proxy into a cache outside the repository, built once
+bash "$(dirname "$0")/build-epp-client.sh"

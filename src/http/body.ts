@@ -42,7 +42,10 @@ function depthOk(text: string, max: number): boolean {
 }
 
 /** Parses a JSON object body; rejects wrong content types, malformed JSON, non-objects and deep nesting. */
-export function parseJsonObject(req: IncomingMessage, body: Buffer): Record<string, unknown> {
+export function parseJsonObject(
+  req: Pick<IncomingMessage, "headers">,
+  body: Buffer,
+): Record<string, unknown> {
   const ctype = (req.headers["content-type"] ?? "").toLowerCase();
   if (ctype && !ctype.includes("application/json") && !ctype.includes("+json")) {
     throw new HttpError(415, `unsupported Content-Type '${ctype}': expected application/json`);

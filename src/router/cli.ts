@@ -78,6 +78,17 @@ const specs: FlagSpecs = {
   "k8s-token-file": { type: "string", help: "bearer token file for --k8s-api-url" },
   "k8s-ca-file": { type: "string", help: "CA bundle for an https --k8s-api-url" },
   "k8s-resync": { type: "string", default: "5m", help: "full pod re-list interval besides the watch" },
+  "epp-port": {
+    type: "int",
+    min: 0,
+    max: 65535,
+    help: "also serve the Gateway API Inference Extension endpoint picker (Envoy ext_proc v3, gRPC) on this port",
+  },
+  "epp-tls-cert": {
+    type: "string",
+    help: "PEM certificate chain for the endpoint picker (with --epp-tls-key)",
+  },
+  "epp-tls-key": { type: "string", help: "PEM private key for the endpoint picker (with --epp-tls-cert)" },
   "otlp-endpoint": {
     type: "string",
     help: "OTLP/HTTP collector for request spans, e.g. http://otel-collector:4318 (default $OTEL_EXPORTER_OTLP_ENDPOINT; none = tracing off)",
@@ -154,6 +165,9 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("k8s-resync")) k8s.resyncInterval = flags["k8s-resync"];
   if (Object.keys(k8s).length > 0) sub("discovery").kubernetes = k8s;
   if (has("otlp-endpoint")) sub("tracing").otlpEndpoint = flags["otlp-endpoint"];
+  if (has("epp-port")) sub("epp").port = flags["epp-port"];
+  if (has("epp-tls-cert")) sub("epp").tlsCertFile = flags["epp-tls-cert"];
+  if (has("epp-tls-key")) sub("epp").tlsKeyFile = flags["epp-tls-key"];
   return c as RouterConfigInput;
 }
 

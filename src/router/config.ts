@@ -103,6 +103,26 @@ export function backendTransport(
   };
 }
 
+const eppConfigSchema = z
+  .strictObject({
+    /** gRPC port of the endpoint picker (needs a restart to change); absent = off */
+    port: z.number().int().min(0).max(65535).optional(),
+    /** address to listen on (default: the router's `host`) */
+    host: z.string().optional(),
+    /** fallback endpoints listed after the primary one (default: retry.maxAttempts − 1) */
+    fallbacks: z.number().int().min(0).max(16).optional(),
+    /** ext_proc streams open at once, one per request in flight through the gateway */
+    maxStreams: z.number().int().min(1).default(10_000),
+    /** serve TLS with this PEM certificate chain and key (both or neither); plaintext HTTP/2 otherwise */
+    tlsCertFile: z.string().optional(),
+    tlsKeyFile: z.string().optional(),
+  })
+  .refine((e) => (e.tlsCertFile === undefined) === (e.tlsKeyFile === undefined), {
+    message: "tlsCertFile and tlsKeyFile go together",
+    path: ["tlsKeyFile"],
+  })
+  .prefault({});
+
 export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8080),
@@ -177,6 +197,8 @@ export const routerConfigSchema = z.strictObject({
     .prefault({}),
   /** SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close */
   drainTimeout: duration.default(30_000),
+  /** the Gateway API Inference Extension endpoint picker (Envoy ext_proc over gRPC, src/epp); off without a port */
+  epp: eppConfigSchema,
   /** API keys, tenants, limits, fair queuing, cache isolation (src/tenancy, docs/security.md); off without keys */
   tenancy: tenancyConfigSchema.optional(),
   /** OpenTelemetry spans over OTLP/HTTP JSON (src/obs/tracing.ts); off without an endpoint */

@@ -11,6 +11,7 @@ import {
   type RouterConfigInput,
 } from "./config.js";
 import { Router } from "./server.js";
+import { startEndpointPicker } from "./epp-glue.js";
 import { KeysDirWatcher } from "../tenancy/keys-watch.js";
 import { endpointFromEnv } from "../obs/tracing.js";
 
@@ -39,6 +40,8 @@ export interface StartOptions {
 export interface RunningRouter {
   url: string;
   router: Router;
+  /** the endpoint picker's gRPC port, when `epp.port` is set */
+  eppPort: number | undefined;
   /** re-reads the config file now (also done on file change) */
   reload(): void;
   /** graceful: in-flight requests get up to `drainMs` (default the config's drainTimeout) */
@@ -71,6 +74,13 @@ export async function startRouter(
   const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
   const shownHost = host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host;
   const url = `http://${shownHost}:${addr.port}`;
+  let epp;
+  try {
+    epp = await startEndpointPicker(router);
+  } catch (err) {
+    await router.close(0);
+    throw err;
+  }
 
   const keys = new KeysDirWatcher(router.tenancy);
   keys.sync();
@@ -104,12 +114,13 @@ export async function startRouter(
   return {
     url,
     router,
+    eppPort: epp?.port,
     reload,
     close: async (drainMs?: number) => {
       clearTimeout(debounce);
       watcher?.close();
       keys.stop();
-      await router.close(drainMs);
+      await Promise.all([epp?.close(drainMs ?? router.config.drainTimeout), router.close(drainMs)]);
       await router.tenancy.close();
     },
   };

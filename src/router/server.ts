@@ -200,6 +200,11 @@ export class Router {
     return this.cfg;
   }
 
+  /** The policy new requests are routed with (the endpoint picker decides with it too). */
+  get routingPolicy(): Policy {
+    return this.policy;
+  }
+
   private makePolicy(cfg: RouterConfig): Policy {
     return createPolicy(cfg.policy as PolicyName, {
       sessionLoadFactor: cfg.session.loadFactor,

@@ -8,63 +8,29 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
-import { parse as parseYaml, parseAllDocuments, stringify } from "yaml";
+import { parse as parseYaml, stringify } from "yaml";
 import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
 import { repoRoot, requireTool, run } from "./tools.js";
+import {
+  byKind,
+  chart,
+  container,
+  CRD_GROUPS,
+  envOf,
+  NAMESPACE,
+  one,
+  RELEASE,
+  render,
+  RENDER_KUBE_VERSION,
+  type K8sObject,
+} from "./chart.js";
 
 const root = repoRoot();
-const chart = join(root, "deploy", "helm", "switchyard");
 const ciFiles = readdirSync(join(chart, "ci"))
   .filter((f) => f.endsWith(".yaml") || f.endsWith(".yml"))
   .sort();
-const RELEASE = "sy";
-const NAMESPACE = "inference";
 /** the oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas at hand */
 const KUBE_VERSIONS = ["1.27.0", "1.37.0"];
-/** helm built from source assumes Kubernetes 1.20 without a cluster; render for a current one */
-const RENDER_KUBE_VERSION = "1.31.0";
-/** API groups whose kinds are CRDs: no offline schema, checked by the assertions below instead */
-const CRD_GROUPS = ["monitoring.coreos.com/", "keda.sh/"];
-
-type K8sObject = {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> };
-  spec?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  data?: Record<string, string>;
-};
-
-function render(helm: string, valuesFile?: string, extra: string[] = []): K8sObject[] {
-  const args = [
-    "template",
-    RELEASE,
-    chart,
-    "--namespace",
-    NAMESPACE,
-    "--kube-version",
-    RENDER_KUBE_VERSION,
-    ...extra,
-  ];
-  if (valuesFile) args.push("--values", join(chart, "ci", valuesFile));
-  const r = run(helm, args);
-  assert.equal(r.status, 0, `helm ${args.join(" ")}\n${r.stderr}`);
-  return parseAllDocuments(r.stdout)
-    .map((d) => {
-      assert.deepEqual(d.errors, [], `rendered YAML does not parse: ${d.errors.join("; ")}`);
-      return d.toJS() as K8sObject | null;
-    })
-    .filter((o): o is K8sObject => o !== null);
-}
-
-const byKind = (objs: K8sObject[], kind: string) => objs.filter((o) => o.kind === kind);
-const one = (objs: K8sObject[], kind: string, nameEnd: string): K8sObject => {
-  const found = objs.filter((o) => o.kind === kind && o.metadata.name.endsWith(nameEnd));
-  assert.equal(found.length, 1, `expected one ${kind} named *${nameEnd}, got ${found.length}`);
-  return found[0]!;
-};
-const container = (deploy: K8sObject) => deploy.spec.template.spec.containers[0];
-const envOf = (c: { env?: Array<{ name: string; value?: string; valueFrom?: unknown }> }) =>
-  new Map((c.env ?? []).map((e) => [e.name, e]));
 
 describe("helm chart", { timeout: 120_000 }, () => {
   let helm: string | undefined;

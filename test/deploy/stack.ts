@@ -1,6 +1,7 @@
 // The local stack the deploy tests scrape, started as users would (the CLI, loopback ports): a sim, a
-// cache server with its metrics port, a router in front of the sim and, when asked, a second sim with
-// LMCache on whose remote tier is that cache server.
+// cache server with its metrics port, a router in front of the sim (its endpoint picker on, so its
+// metrics are exported too) and, when asked, a second sim with LMCache on whose remote tier is that
+// cache server.
 import { freePort, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
 
 export interface LocalStack {
@@ -16,8 +17,8 @@ const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 export async function startLocalStack(
   opts: { simArgs?: string[]; lmcacheSim?: boolean } = {},
 ): Promise<LocalStack> {
-  const [simPort, lmcachePort, routerPort, cachePort, cacheMetricsPort] = await Promise.all(
-    Array.from({ length: 5 }, () => freePort()),
+  const [simPort, lmcachePort, routerPort, cachePort, cacheMetricsPort, eppPort] = await Promise.all(
+    Array.from({ length: 6 }, () => freePort()),
   );
   const procs: Spawned[] = [];
   const stop = async () => {
@@ -49,6 +50,7 @@ export async function startLocalStack(
         "router",
         "--host=127.0.0.1",
         `--port=${routerPort}`,
+        `--epp-port=${eppPort}`,
         `--backend=http://127.0.0.1:${simPort}`,
       ]),
     );

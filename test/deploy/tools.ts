@@ -60,3 +60,16 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** Where deploy/ci/fetch-crds.sh caches the published CRDs the chart's custom objects are checked against. */
+export const CRD_DIR =
+  process.env.SWITCHYARD_CRD_DIR ?? join(homedir(), ".cache", "switchyard-tools", "crds");
+
+/** The CRD cache, like requireTool: under CI its absence fails the test, elsewhere it skips. */
+export function requireCrds(t: TestContext): string | undefined {
+  if (existsSync(join(CRD_DIR, "SOURCES"))) return CRD_DIR;
+  const msg = `no CRDs in ${CRD_DIR}: run deploy/ci/install-k8s-tools.sh (it runs deploy/ci/fetch-crds.sh)`;
+  if (process.env.CI === "true" || process.env.CI === "1") throw new Error(msg);
+  t.skip(msg);
+  return undefined;
+}

@@ -50,12 +50,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-engine-%s" (include "switchyard.fullname" .root) .model.name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* vLLM's --kv-events-config JSON: a PUB socket bound on every interface. */}}
-{{- define "switchyard.kvEventsConfig" -}}
-{{- $k := .Values.engines.kvEvents -}}
-{{- dict "enable_kv_cache_events" true "publisher" "zmq" "endpoint" (printf "tcp://*:%d" (int $k.port)) "replay_endpoint" nil "topic" $k.topic "buffer_steps" (int $k.bufferSteps) "hwm" (int $k.hwm) "max_queue_size" (int $k.maxQueueSize) | toJson -}}
-{{- end -}}
-
 {{/* The writable emptyDirs every read-only-root container gets. */}}
 {{- define "switchyard.tmpVolume" -}}
 - name: tmp

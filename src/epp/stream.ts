@@ -1,0 +1,387 @@
+// One ext_proc stream = one HTTP request through the gateway. The request phase is held until the
+// body is complete (the prompt decides), then answered with the destination header and metadata;
+// the response phase is passed through and measured. The engine's in-flight slot is held from the
+// pick to the end of the response body, or to the stream's end, whichever comes first: ext_proc
+// sees both phases of a request on one stream, so the router counts EPP-routed requests in flight
+// exactly as it counts proxied ones.
+//
+// Body modes (the gateway's processing_mode, announced in protocol_config where Envoy sends it):
+// FULL_DUPLEX_STREAMED (the GIE contract's mode, and the default when the gateway says nothing) —
+// the body is buffered, then sent back as streamed_response chunks after the headers response;
+// BUFFERED / BUFFERED_PARTIAL — the headers are answered at once and the destination travels in the
+// body response; NONE — decided on the headers alone. STREAMED and GRPC cannot hold the headers for
+// the body and are refused with UNIMPLEMENTED.
+import { HttpError, errorBody } from "../http/errors.js";
+import { logger } from "../obs/log.js";
+import type { RequestView } from "../routing/index.js";
+import {
+  BodySendMode,
+  type CommonResponse,
+  type MetadataStruct,
+  type ProcessingRequest,
+  type ProcessingResponse,
+} from "./messages.js";
+import { endpointOf, type EndpointPicker, type Picked } from "./picker.js";
+import {
+  DESTINATION_KEY,
+  DESTINATION_NAMESPACE,
+  parseInference,
+  readHead,
+  readServed,
+  readSubset,
+  type RequestHead,
+  type Subset,
+} from "./request.js";
+import type { RoutingHost, Slot } from "./types.js";
+
+const log = logger("epp");
+
+/** Envoy caps a streamed body chunk at 64 KiB in some builds: stay under it (as GIE's EPP does). */
+export const BODY_CHUNK_BYTES = 62_000;
+
+/** gRPC status codes this file ends streams with. */
+export const enum GrpcCode {
+  InvalidArgument = 3,
+  DeadlineExceeded = 4,
+  ResourceExhausted = 8,
+  FailedPrecondition = 9,
+  Unimplemented = 12,
+}
+
+/** Where a stream's answers go (the gRPC call), so this file stays free of the transport. */
+export interface StreamSink {
+  send(resp: ProcessingResponse): void;
+  /** ends the stream with OK */
+  end(): void;
+  /** ends the stream with a gRPC error */
+  fail(code: GrpcCode, message: string): void;
+}
+
+export interface StreamCounters {
+  /** the gateway reported an endpoint other than the primary pick (a fallback served it) */
+  servedByFallback(): void;
+}
+
+const enum Stage {
+  /** waiting for request headers */
+  Start,
+  /** buffering the request body */
+  Body,
+  /** deciding (possibly waiting for room) */
+  Deciding,
+  /** request phase answered; passing the response through */
+  Response,
+  Done,
+}
+
+function modeName(m: number): string {
+  return ["NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED", "GRPC"][m] ?? String(m);
+}
+
+export class ExtProcStream {
+  private stage = Stage.Start;
+  private requestMode: number = BodySendMode.FullDuplexStreamed;
+  private responseMode: number = BodySendMode.FullDuplexStreamed;
+  private head: RequestHead | undefined;
+  private subset: Subset | undefined;
+  private readonly chunks: Buffer[] = [];
+  private bodySize = 0;
+  private sawRequestTrailers = false;
+  private readonly abort = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  // what the response phase measures and the end of the request counts
+  private model = "none";
+  private engine = "none";
+  private policy = "none";
+  private slot: Slot | undefined;
+  private view: RequestView | undefined;
+  private counted = false;
+  /** the request had a body to route by: it is counted, whatever its outcome (as the router counts) */
+  private inference = false;
+  private status = 0;
+  private started = 0;
+  private lastChunk = 0;
+
+  constructor(
+    private readonly host: RoutingHost,
+    private readonly picker: EndpointPicker,
+    private readonly sink: StreamSink,
+    private readonly counters: StreamCounters,
+  ) {}
+
+  /** Handles one message; a promise only while a decision waits for room. */
+  handle(msg: ProcessingRequest): Promise<void> | void {
+    if (this.stage === Stage.Done) return;
+    if (msg.protocolConfig) {
+      this.requestMode = msg.protocolConfig.requestBodyMode;
+      this.responseMode = msg.protocolConfig.responseBodyMode;
+    }
+    // the subset hint may ride on any request-phase message; the last one seen wins
+    if (this.stage < Stage.Response) this.subset = readSubset(msg.metadata) ?? this.subset;
+    switch (msg.phase) {
+      case "requestHeaders":
+        return this.onRequestHeaders(msg);
+      case "requestBody":
+        return this.onRequestBody(msg);
+      case "requestTrailers":
+        return this.onRequestTrailers();
+      case "responseHeaders":
+        return this.onResponseHeaders(msg);
+      case "responseBody":
+        return this.onResponseBody(msg);
+      case "responseTrailers":
+        this.sink.send({ kind: "responseTrailers" });
+        return this.finish(this.status || 200);
+      default:
+        return this.protocolError(GrpcCode.InvalidArgument, "ProcessingRequest without a request phase");
+    }
+  }
+
+  private onRequestHeaders(msg: ProcessingRequest): Promise<void> | void {
+    if (this.stage !== Stage.Start)
+      return this.protocolError(GrpcCode.FailedPrecondition, "request headers twice");
+    const settings = this.host.settings();
+    this.started = performance.now();
+    this.head = readHead(msg.headers, settings.sessionHeader);
+    this.timer = setTimeout(() => this.timedOut(), settings.streamTimeoutMs);
+    this.timer.unref();
+    if (this.requestMode === BodySendMode.Streamed || this.requestMode === BodySendMode.Grpc) {
+      return this.protocolError(
+        GrpcCode.Unimplemented,
+        `request_body_mode ${modeName(this.requestMode)} cannot hold the headers until the body has decided the engine: use FULL_DUPLEX_STREAMED (the GIE contract) or BUFFERED`,
+      );
+    }
+    if (msg.endOfStream || this.requestMode === BodySendMode.None) {
+      // no body to route by (a GET, or a gateway that sends none): the least busy engine
+      this.stage = Stage.Response;
+      let endpoint: string;
+      try {
+        endpoint = this.picker.pickAny(this.subset);
+      } catch (err) {
+        return this.refuse(err);
+      }
+      this.sink.send(this.destination("requestHeaders", [endpoint]));
+      return;
+    }
+    this.stage = Stage.Body;
+    this.inference = true;
+    // buffered modes wait for this answer before they send the body: continue, decide on the body
+    if (this.bufferedRequest) this.sink.send({ kind: "requestHeaders" });
+  }
+
+  private get bufferedRequest(): boolean {
+    return this.requestMode === BodySendMode.Buffered || this.requestMode === BodySendMode.BufferedPartial;
+  }
+
+  private onRequestBody(msg: ProcessingRequest): Promise<void> | void {
+    if (this.stage !== Stage.Body)
+      return this.protocolError(GrpcCode.FailedPrecondition, "request body out of order");
+    const chunk = msg.body;
+    if (chunk && chunk.length > 0) {
+      const limit = this.host.settings().maxBodyBytes;
+      this.bodySize += chunk.length;
+      if (this.bodySize > limit)
+        return this.refuse(new HttpError(413, `request body exceeds the limit of ${limit} bytes`));
+      this.chunks.push(chunk);
+    }
+    if (msg.endOfStream || this.bufferedRequest) return this.decide();
+  }
+
+  private onRequestTrailers(): Promise<void> | void {
+    this.sawRequestTrailers = true;
+    if (this.stage === Stage.Body) {
+      // full duplex: trailers end the body
+      if (!this.bufferedRequest) return this.decide();
+      this.sink.send({ kind: "requestTrailers" });
+      return;
+    }
+    if (this.stage === Stage.Response) this.sink.send({ kind: "requestTrailers" });
+  }
+
+  private decide(): Promise<void> | void {
+    this.stage = Stage.Deciding;
+    const head = this.head!;
+    const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodySize);
+    this.chunks.length = 0;
+    let req;
+    let picked: Picked | Promise<Picked>;
+    try {
+      req = parseInference(head, body, this.host.settings(), () => this.host.soleModel());
+      this.model = req.model;
+      this.view = this.picker.view(req.model, req.parsed, req.sessionKey);
+      picked = this.picker.pick(this.view, this.subset, this.abort.signal);
+    } catch (err) {
+      return this.refuse(err);
+    }
+    const forward = req.body;
+    const rewritten = req.rewritten;
+    if (!(picked instanceof Promise)) return this.answer(picked, forward, rewritten);
+    return picked.then(
+      (p) => this.answer(p, forward, rewritten),
+      (err: unknown) => this.refuse(err),
+    );
+  }
+
+  /** The request phase's answer: where to send it, then (full duplex) the body to send. */
+  private answer(p: Picked, body: Buffer, rewritten: boolean): void {
+    if (this.stage !== Stage.Deciding) {
+      // the stream ended while the request waited for room
+      p.slot.release();
+      return;
+    }
+    this.slot = p.slot;
+    this.engine = p.slot.engineId;
+    this.policy = p.policy;
+    this.host.metrics.inFlight++;
+    this.stage = Stage.Response;
+    const extra: Array<readonly [string, string]> = rewritten
+      ? [["content-length", String(body.length)]]
+      : [];
+    if (this.bufferedRequest) {
+      // the destination travels in the body response; Envoy applies header mutations there
+      // an alias resolved: the engine must get the served name, so the buffered body is replaced
+      this.sink.send(this.destination("requestBody", p.endpoints, extra, rewritten ? body : undefined));
+      if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
+      return;
+    }
+    this.sink.send(this.destination("requestHeaders", p.endpoints, extra));
+    const last = !this.sawRequestTrailers;
+    if (body.length === 0) this.sink.send(streamed("requestBody", body, last));
+    for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
+      const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
+      this.sink.send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
+    }
+    if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
+  }
+
+  /** The header and the dynamic metadata naming the endpoints, identical as the contract requires. */
+  private destination(
+    kind: "requestHeaders" | "requestBody",
+    endpoints: readonly string[],
+    extra: ReadonlyArray<readonly [string, string]> = [],
+    replaceBody?: Buffer,
+  ): ProcessingResponse {
+    const value = endpoints.join(",");
+    const md: MetadataStruct = { [DESTINATION_NAMESPACE]: { [DESTINATION_KEY]: value } };
+    const common: CommonResponse = {
+      setHeaders: [[DESTINATION_KEY, value], ...extra],
+      clearRouteCache: true,
+      replaceBody,
+    };
+    return { kind, common, dynamicMetadata: md };
+  }
+
+  private onResponseHeaders(msg: ProcessingRequest): void {
+    if (this.stage !== Stage.Response)
+      return this.protocolError(GrpcCode.FailedPrecondition, "response before the request was answered");
+    for (const h of msg.headers) if (h.key === ":status") this.status = Number(h.value) || 0;
+    const served = readServed(msg.metadata);
+    if (served && this.slot && served !== endpointOf(this.slot.engineId)) this.moveSlot(served);
+    const setHeaders: Array<readonly [string, string]> = [];
+    if (this.head?.debug && this.view) {
+      const note = this.host.explain(this.view) ?? `engine=${this.engine}; policy=${this.policy}`;
+      setHeaders.push(["x-switchyard-route", note]);
+    }
+    this.sink.send({ kind: "responseHeaders", common: setHeaders.length ? { setHeaders } : undefined });
+    if (msg.endOfStream) this.finish(this.status);
+  }
+
+  /** A fallback served the request: its slot moves there, so in-flight counts stay true. */
+  private moveSlot(served: string): void {
+    this.counters.servedByFallback();
+    const id = this.picker.engineAt(served);
+    if (!id) return;
+    const next = this.host.claim(id);
+    if (!next) return;
+    this.slot!.release();
+    this.slot = next;
+    this.engine = id;
+  }
+
+  private onResponseBody(msg: ProcessingRequest): void {
+    if (this.stage !== Stage.Response)
+      return this.protocolError(GrpcCode.FailedPrecondition, "response body before the request was answered");
+    const body = msg.body ?? Buffer.alloc(0);
+    if (body.length > 0 && this.model !== "none") {
+      const now = performance.now();
+      const series = this.host.metrics.forModel(this.model);
+      if (this.lastChunk === 0) series.ttft.observe((now - this.started) / 1000);
+      else series.itl.observe((now - this.lastChunk) / 1000);
+      this.lastChunk = now;
+    }
+    if (this.responseMode === BodySendMode.FullDuplexStreamed)
+      this.sink.send(streamed("responseBody", body, msg.endOfStream));
+    else this.sink.send({ kind: "responseBody" });
+    if (msg.endOfStream) this.finish(this.status || 200);
+  }
+
+  /** What the contract answers with an ImmediateResponse: the status, and an OpenAI error body. */
+  private refuse(err: unknown): void {
+    if (this.stage === Stage.Done) return;
+    const e = err instanceof HttpError ? err : undefined;
+    if (!e) {
+      if (this.abort.signal.aborted) return this.finish(499);
+      log.error({ err }, "endpoint picker failure");
+    }
+    const status = e?.status ?? 500;
+    if (status === 429) this.host.metrics.rejected.inc({ reason: "queue" });
+    const message = e?.message ?? "internal endpoint picker error";
+    const body = Buffer.from(errorBody(status, message, e?.param ?? null, e?.type));
+    const headers: Array<readonly [string, string]> = [["content-type", "application/json"]];
+    for (const [k, v] of Object.entries(e?.headers ?? {})) headers.push([k, v]);
+    this.sink.send({ kind: "immediate", status, headers, body, details: `switchyard_epp_${status}` });
+    this.finish(status);
+    this.sink.end();
+  }
+
+  private protocolError(code: GrpcCode, message: string): void {
+    log.warn({ code, message }, "ext_proc protocol error");
+    this.finish(this.status || 499);
+    this.sink.fail(code, message);
+  }
+
+  private timedOut(): void {
+    if (this.stage === Stage.Done) return;
+    this.finish(504);
+    this.sink.fail(GrpcCode.DeadlineExceeded, "the request exceeded the router's total timeout");
+  }
+
+  /** The gateway closed or cancelled the stream. */
+  closed(): void {
+    if (this.stage === Stage.Done) return;
+    // no response seen: the client went away, or the upstream failed before answering
+    this.finish(this.status || 499);
+  }
+
+  /** The request's end, whatever happened: slot back, timer off, counted once. */
+  private finish(status: number): void {
+    if (this.stage === Stage.Done) return;
+    const wasDeciding = this.stage === Stage.Deciding;
+    this.stage = Stage.Done;
+    if (wasDeciding) this.abort.abort();
+    clearTimeout(this.timer);
+    if (this.slot) {
+      this.slot.release();
+      this.slot = undefined;
+      this.host.metrics.inFlight--;
+    }
+    if (this.counted || !this.inference) return;
+    this.counted = true;
+    const m = this.host.metrics;
+    m.countRequest(
+      this.model,
+      this.engine,
+      status,
+      this.policy === "none" ? this.host.policy().name : this.policy,
+    );
+    if (this.engine !== "none") m.forModel(this.model).e2e.observe((performance.now() - this.started) / 1000);
+  }
+}
+
+function streamed(
+  kind: "requestBody" | "responseBody",
+  body: Buffer,
+  endOfStream: boolean,
+): ProcessingResponse {
+  return { kind, common: { streamed: { body, endOfStream } } };
+}

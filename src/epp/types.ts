@@ -1,0 +1,68 @@
+// What the endpoint picker needs from the process it runs in, as an interface: the router provides
+// it (src/router/epp-glue.ts), so this folder imports only the routing library below it, never the
+// router. Every decision goes through the host's policy over the host's snapshot, and every pick
+// holds one of the host's in-flight slots: an EPP-routed request counts exactly like a proxied one.
+import type { Registry as PromRegistry } from "prom-client";
+import type { EngineView, Policy, RequestView } from "../routing/index.js";
+
+export interface Observer {
+  observe(v: number): void;
+}
+
+/** One in-flight slot on an engine, held from the pick to the response's end (or the stream's). */
+export interface Slot {
+  /** the engine's id (its base URL) */
+  readonly engineId: string;
+  release(): void;
+}
+
+/** Settings read per request, so a config reload applies to the next one. */
+export interface EppSettings {
+  /** header carrying the session key (session policy) */
+  sessionHeader: string;
+  /** body field used as the session key when the header is absent */
+  sessionBodyKey: string | undefined;
+  /** largest request body buffered for a decision; larger ones are answered 413 */
+  maxBodyBytes: number;
+  /** fallback endpoints named after the primary one (the gateway's retries walk the list) */
+  fallbacks: number;
+  /** longest a stream may hold a slot (the router's total timeout) */
+  streamTimeoutMs: number;
+  /** models clients may name, mapped to the served name (the router's aliases) */
+  aliases: Readonly<Record<string, string>>;
+}
+
+/** The router's per-request series, as `RouterMetrics` has them. */
+export interface RequestMetrics {
+  /** requests being served now (the router's switchyard_requests_in_flight) */
+  inFlight: number;
+  forModel(model: string): { ttft: Observer; itl: Observer; e2e: Observer };
+  countRequest(model: string, engine: string, status: number, policy: string): void;
+  /** refusals by admission (`queue`): the 429s of a saturated fleet */
+  readonly rejected: { inc(labels: { reason: string }): void };
+  readonly registry: PromRegistry;
+}
+
+export interface RoutingHost {
+  /** the engines in rotation, as policies see them */
+  snapshot(): readonly EngineView[];
+  /** the policy new requests are routed with (the router's own object, KV-event oracle included) */
+  policy(): Policy;
+  settings(): EppSettings;
+  /** some engine (ready or not) serves this model: decides 404 versus 503 */
+  knowsModel(model: string): boolean;
+  /** the only model in the fleet, when there is exactly one */
+  soleModel(): string | undefined;
+  /** claims one in-flight slot on the engine; undefined when it left the registry */
+  claim(engineId: string): Slot | undefined;
+  /**
+   * Waits in the router's admission queue until `tryAcquire` claims a slot; rejects with a 429
+   * HttpError when the queue is full or the wait times out, with an Error when `signal` aborts.
+   */
+  waitForRoom(tryAcquire: () => boolean, signal: AbortSignal): Promise<void>;
+  /** the router would take traffic: an engine is in rotation and no drain has started */
+  ready(): boolean;
+  /** the routing library's explanation of the last decision for a request (debug header) */
+  explain(view: RequestView): string | undefined;
+  readonly metrics: RequestMetrics;
+}

@@ -1,0 +1,84 @@
+// The router as the endpoint picker's host (src/epp/types.ts): its registry snapshot, its policy
+// object (KV-event and prefix oracle included), its in-flight counters, admission queue and metrics.
+// Nothing is copied: an EPP-routed request is decided, counted and queued exactly like a proxied one.
+import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../epp/index.js";
+import type { RouterConfig } from "./config.js";
+import type { Router } from "./server.js";
+
+function settingsOf(c: RouterConfig): EppSettings {
+  return {
+    sessionHeader: c.session.header,
+    sessionBodyKey: c.session.bodyKey,
+    maxBodyBytes: c.limits.maxBodyBytes,
+    fallbacks: c.epp.fallbacks ?? c.retry.maxAttempts - 1,
+    streamTimeoutMs: c.timeouts.total,
+    aliases: c.aliases,
+  };
+}
+
+export function routingHost(router: Router): RoutingHost {
+  const reg = router.registry;
+  // built once per configuration (a reload makes a new config object)
+  let cfg: RouterConfig | undefined;
+  let settings: EppSettings | undefined;
+  return {
+    snapshot: () => reg.snapshot(),
+    policy: () => router.routingPolicy,
+    settings: () => {
+      if (router.config !== cfg) {
+        cfg = router.config;
+        settings = settingsOf(cfg);
+      }
+      return settings!;
+    },
+    knowsModel: (model) => reg.knowsModel(model),
+    soleModel: () => {
+      let only: string | undefined;
+      for (const e of reg.engines.values()) {
+        for (const m of e.view.models) {
+          if (only === undefined) only = m;
+          else if (only !== m) return undefined;
+        }
+      }
+      return only;
+    },
+    claim: (engineId): Slot | undefined => {
+      const e = reg.engines.get(engineId);
+      if (!e || e.draining) return undefined;
+      e.view.inFlight++;
+      let held = true;
+      return {
+        engineId,
+        release: () => {
+          if (!held) return;
+          held = false;
+          // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
+          e.view.inFlight--;
+          reg.maybeFinishDrain(e);
+          router.queue.kick(1);
+        },
+      };
+    },
+    waitForRoom: (tryAcquire, signal) => router.queue.wait(tryAcquire, signal),
+    ready: () => !router.draining && reg.anyReady(),
+    explain: (view) => router.cache.explain(view),
+    metrics: router.metrics,
+  };
+}
+
+/** Starts the endpoint picker beside the router when the config names a port. */
+export async function startEndpointPicker(router: Router): Promise<EppServer | undefined> {
+  const c = router.config;
+  if (c.epp.port === undefined) return undefined;
+  const epp = new EppServer(routingHost(router), {
+    host: c.epp.host ?? c.host,
+    port: c.epp.port,
+    tlsCertFile: c.epp.tlsCertFile,
+    tlsKeyFile: c.epp.tlsKeyFile,
+    maxStreams: c.epp.maxStreams,
+    // a BUFFERED body arrives in one message: room for the largest body plus its framing
+    maxMessageBytes: c.limits.maxBodyBytes + 64 * 1024,
+  });
+  await epp.start();
+  return epp;
+}
