@@ -23,34 +23,56 @@ export const SCRAPED = {
 
 export type Snapshot = Map<string, number>;
 
-/** Sums sample values by metric name (labels dropped) from Prometheus text exposition. */
-export function parsePrometheus(text: string): Snapshot {
-  const out: Snapshot = new Map();
+/** One sample of a Prometheus text page. */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Every sample of a Prometheus text exposition page, with its labels (escapes in values undone). */
+export function parseSamples(text: string): Sample[] {
+  const out: Sample[] = [];
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) continue;
-    let nameEnd = line.search(/[{\s]/);
+    const nameEnd = line.search(/[{\s]/);
     if (nameEnd < 0) continue;
-    const name = line.slice(0, nameEnd);
-    if (line[nameEnd] === "{") {
-      // Skip the label set, honouring quotes (label values may hold spaces and braces).
-      let inQ = false;
-      let i = nameEnd + 1;
-      for (; i < line.length; i++) {
-        const c = line[i];
-        if (inQ) {
-          if (c === "\\") i++;
-          else if (c === '"') inQ = false;
-        } else if (c === '"') inQ = true;
-        else if (c === "}") break;
+    const labels: Record<string, string> = {};
+    let i = nameEnd;
+    if (line[i] === "{") {
+      // label values may hold spaces, braces, commas and escaped quotes
+      i++;
+      for (;;) {
+        while (line[i] === " " || line[i] === ",") i++;
+        if (i >= line.length || line[i] === "}") break;
+        const eq = line.indexOf("=", i);
+        if (eq < 0 || line[eq + 1] !== '"') break;
+        const key = line.slice(i, eq).trim();
+        let v = "";
+        let j = eq + 2;
+        for (; j < line.length && line[j] !== '"'; j++) {
+          if (line[j] === "\\") {
+            j++;
+            v += line[j] === "n" ? "\n" : (line[j] ?? "");
+          } else v += line[j];
+        }
+        labels[key] = v;
+        i = j + 1;
       }
-      nameEnd = i + 1;
+      i++;
     }
-    const rest = line.slice(nameEnd).trim().split(/\s+/);
-    const v = Number(rest[0]);
-    if (!Number.isFinite(v)) continue;
-    out.set(name, (out.get(name) ?? 0) + v);
+    const value = Number(line.slice(i).trim().split(/\s+/)[0]);
+    if (!Number.isFinite(value)) continue;
+    out.push({ name: line.slice(0, nameEnd), labels, value });
   }
+  return out;
+}
+
+/** Sums sample values by metric name (labels dropped) from Prometheus text exposition. */
+export function parsePrometheus(text: string): Snapshot {
+  const out: Snapshot = new Map();
+  for (const s of parseSamples(text)) out.set(s.name, (out.get(s.name) ?? 0) + s.value);
   return out;
 }
 
