@@ -12,3 +12,5 @@ if ! command -v redis-server >/dev/null; then
 fi
 # helm (built from the Go module proxy, cached), promtool, kubernetes-validate, hadolint
 bash "$(dirname "$0")/../deploy/ci/install-k8s-tools.sh"
+# prometheus (Debian's package): `switchyard up --monitoring` and the live dashboard check run a real one
+bash "$(dirname "$0")/../scripts/install-prometheus.sh"
