@@ -42,6 +42,14 @@ async function withMini<T>(
 
 const json = (p: string) => JSON.parse(readFileSync(p, "utf8")) as Record<string, any>;
 
+/** A quiet, uncalibrated run against `url` that must succeed; its JSON result. */
+async function benchJson(url: string, name: string, args: string[]): Promise<Record<string, any>> {
+  const out = join(dir, `${name}.json`);
+  const r = await bench(["--base-url", url, "--out", out, "--no-progress", "--no-calibrate", ...args]);
+  assert.equal(r.code, 0, r.stderr);
+  return json(out);
+}
+
 test("random workload: vllm field names, files, request shape, calibration, errors by kind", async () => {
   await withMini(
     { tokenize: true, tokensPerWord: 2, failEvery: { n: 5, status: 500 } },
@@ -268,19 +276,16 @@ test("compare: two runs of one configuration show no difference; a slower server
 
 test("a stream that ends on EOS at its first token is a success, as vllm bench counts it", async () => {
   await withMini({ eosFirstEvery: 3 }, async (url) => {
-    const out = join(dir, "eos.json");
-    const r = await bench(
-      ["--base-url", url, "--num-requests", "9", "--concurrency", "3", "--input-len", "8"].concat([
-        "--output-len",
-        "4",
-        "--out",
-        out,
-        "--no-progress",
-        "--no-calibrate",
-      ]),
-    );
-    assert.equal(r.code, 0, r.stderr);
-    const res = json(out);
+    const res = await benchJson(url, "eos", [
+      "--num-requests",
+      "9",
+      "--concurrency",
+      "3",
+      "--input-len",
+      "8",
+      "--output-len",
+      "4",
+    ]);
     assert.equal(res.failed, 0, JSON.stringify(res.errors_by_kind));
     assert.equal(res.completed, 9);
     assert.deepEqual([...(res.output_lens as number[])].sort(), [1, 1, 1, 4, 4, 4, 4, 4, 4]);
@@ -292,20 +297,8 @@ test("runs without --label are named by their settings, and their plots never ov
   await withMini({}, async (url) => {
     const plots = join(dir, "shared-plots");
     const run = async (extra: string[]) => {
-      const out = join(dir, `label-${extra.length}.json`);
-      const r = await bench(
-        ["--base-url", url, "--num-requests", "4", "--input-len", "8", "--output-len", "2"].concat([
-          "--plot-dir",
-          plots,
-          "--out",
-          out,
-          "--no-progress",
-          "--no-calibrate",
-          ...extra,
-        ]),
-      );
-      assert.equal(r.code, 0, r.stderr);
-      return json(out).config.label as string;
+      const args = ["--num-requests", "4", "--input-len", "8", "--output-len", "2", "--plot-dir", plots];
+      return (await benchJson(url, `label-${extra.length}`, [...args, ...extra])).config.label as string;
     };
     const port = new URL(url).port;
     assert.equal(await run([]), `random in=8 out=2 @127.0.0.1:${port}`);
