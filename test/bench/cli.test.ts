@@ -43,7 +43,7 @@ async function withMini<T>(
 const json = (p: string) => JSON.parse(readFileSync(p, "utf8")) as Record<string, any>;
 
 /** A quiet, uncalibrated run against `url` that must succeed; its JSON result. */
-async function benchJson(url: string, name: string, args: string[]): Promise<Record<string, any>> {
+async function benchJson(url: string, name: string, args: string[]): Promise<ReturnType<typeof json>> {
   const out = join(dir, `${name}.json`);
   const r = await bench(["--base-url", url, "--out", out, "--no-progress", "--no-calibrate", ...args]);
   assert.equal(r.code, 0, r.stderr);
