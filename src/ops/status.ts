@@ -66,23 +66,39 @@ export async function main(argv: string[]): Promise<number> {
     print(format === "json" ? JSON.stringify(report, null, watch ? undefined : 2) : renderStatus(report));
   };
 
-  try {
-    let before = await sampleRouter(router, headers, timeoutMs);
-    if (intervalMs === 0 && !watch) {
-      show(before, null);
+  if (!watch) {
+    try {
+      const before = await sampleRouter(router, headers, timeoutMs);
+      if (intervalMs === 0) show(before, null);
+      else {
+        await sleep(intervalMs);
+        show(await sampleRouter(router, headers, timeoutMs), before);
+      }
       return 0;
+    } catch (err) {
+      if (!(err instanceof StatusError)) throw err;
+      console.error(`switchyard status: ${err.message}`);
+      return 1;
     }
-    for (;;) {
-      await sleep(Math.max(intervalMs, watch ? 250 : 0));
-      if (stopped) return 0;
-      const after = await sampleRouter(router, headers, timeoutMs);
-      show(after, before);
-      if (!watch) return 0;
-      before = after;
-    }
-  } catch (err) {
-    if (!(err instanceof StatusError)) throw err;
-    console.error(`switchyard status: ${err.message}`);
-    return 1;
   }
+  // --watch outlives outages: an unreachable router is shown, and the screen recovers when it answers
+  let before: StatusSample | null = null;
+  while (!stopped) {
+    try {
+      const after = await sampleRouter(router, headers, timeoutMs);
+      if (before || intervalMs === 0) show(after, before);
+      before = after;
+    } catch (err) {
+      if (!(err instanceof StatusError)) throw err;
+      before = null;
+      const at = new Date().toISOString().slice(11, 19);
+      print(
+        format === "json"
+          ? JSON.stringify({ time: new Date().toISOString(), router, error: err.message })
+          : `${at} UTC  ${err.message}; retrying`,
+      );
+    }
+    await sleep(Math.max(intervalMs, 250));
+  }
+  return 0;
 }

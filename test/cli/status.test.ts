@@ -93,6 +93,27 @@ test("status lists both engines of `up --engines 2` with live figures; smoke pas
   const down = cli(["status", "--router", dead]);
   assert.equal(down.status, 1);
   assert.match(down.stderr, /cannot reach the router at .*ECONNREFUSED/);
+  // --watch outlives an outage: it reports each failed sample and keeps trying until Ctrl-C
+  const watch = spawnCli(["status", "--router", dead, "--watch", "--interval", "0.3", "--format", "json"]);
+  try {
+    const deadline = Date.now() + 20_000;
+    while (
+      watch
+        .output()
+        .split("\n")
+        .filter((l) => l.includes('"error"')).length < 2 &&
+      Date.now() < deadline
+    )
+      await new Promise((r) => setTimeout(r, 100));
+  } finally {
+    assert.equal(await watch.stop("SIGINT"), 0);
+  }
+  const lines = watch
+    .output()
+    .split("\n")
+    .filter((l) => l.startsWith('{"time"'));
+  assert.ok(lines.length >= 2, watch.output());
+  assert.match(JSON.parse(lines[0]!).error as string, /cannot reach the router/);
 });
 
 function sample(at: number, engines: StatusSample["engines"], metrics: string): StatusSample {
