@@ -15,3 +15,5 @@ bash "$(dirname "$0")/../deploy/ci/install-k8s-tools.sh"
 # the endpoint picker's test client: Envoy's published ext_proc Go bindings (go-control-plane) and
 # grpc-go, from the Go module proxy into a cache outside the repository, built once
 bash "$(dirname "$0")/build-epp-client.sh"
+# prometheus (Debian's package): `switchyard up --monitoring` and the live dashboard check run a real one
+bash "$(dirname "$0")/../scripts/install-prometheus.sh"

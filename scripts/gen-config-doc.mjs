@@ -5,7 +5,7 @@
 import { execFileSync } from "node:child_process";
 import { writeFileSync, readFileSync, existsSync } from "node:fs";
 
-export const COMMANDS = ["sim", "router", "up", "bench", "cache-server", "simulate", "plan"];
+export const COMMANDS = ["sim", "router", "up", "bench", "status", "smoke", "cache-server", "simulate", "plan"];
 
 function help(cmd) {
   try {

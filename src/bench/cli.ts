@@ -1,6 +1,6 @@
 // `switchyard bench`: load generator and report; `switchyard bench compare A.json B.json`: A/B.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import {
   CliError,
   helpText,
@@ -16,14 +16,15 @@ import type { LoadRun } from "./load.js";
 import { parseSlo } from "../workload/metrics.js";
 import { recordsFromResult, summaryTable, toCsv, type ClientFigures } from "./report.js";
 import { runBench, type BenchOptions } from "./run.js";
+import { defaultLabel, plotPaths } from "./label.js";
 import { latencyCdfSvg, sweepSvg } from "./svg.js";
 import { WORKLOADS, type WorkloadName } from "../workload/index.js";
 
 const SPECS: FlagSpecs = {
   "base-url": {
     type: "string",
-    default: "http://127.0.0.1:8000",
-    help: "server root; the bench adds /v1/...",
+    default: "http://127.0.0.1:8080",
+    help: "server root; the bench adds /v1/... (the default is where `npm start` serves the router)",
   },
   model: { type: "string", help: "model name (default: the first one /v1/models lists)" },
   workload: { type: "string", default: "random", help: `one of ${WORKLOADS.join(", ")}` },
@@ -118,7 +119,7 @@ const SPECS: FlagSpecs = {
   percentiles: { type: "string", default: "90,95,99", help: "latency percentiles to report" },
   scrape: {
     type: "list",
-    help: "Prometheus /metrics URL to scrape before and after, summed (repeatable; default: BASE/metrics)",
+    help: "Prometheus /metrics URL to scrape before and after, summed (repeatable; default: BASE/metrics, and through a router its engines' hit rates from BASE/engines)",
   },
   "scrape-metrics": {
     type: "boolean",
@@ -129,7 +130,10 @@ const SPECS: FlagSpecs = {
   out: { type: "string", help: "write JSON results here" },
   csv: { type: "string", help: "write per-request CSV here" },
   "plot-dir": { type: "string", help: "write SVG plots (latency CDFs; sweep curves) into this folder" },
-  label: { type: "string", help: "name of this run in plots and compare" },
+  label: {
+    type: "string",
+    help: "name of this run in plots, compare and plot file names (default: from the run's settings)",
+  },
   progress: { type: "boolean", default: true, negatable: true, help: "progress on stderr" },
 };
 
@@ -338,7 +342,7 @@ export async function main(argv: string[]): Promise<number> {
     },
   });
   const done = work.then((runs) => {
-    const label = typeof flags.label === "string" ? flags.label : `${o.workload}@${o.baseUrl}`;
+    const label = typeof flags.label === "string" ? flags.label : defaultLabel(o);
     for (const r of runs) r.result.config.label = label;
     const sweep = runs.length > 1;
     for (const r of runs) {
@@ -360,16 +364,17 @@ export async function main(argv: string[]): Promise<number> {
     if (typeof flags["plot-dir"] === "string") {
       const dir = flags["plot-dir"];
       mkdirSync(dir, { recursive: true });
+      const paths = plotPaths(dir, label, sweep ? ["latency-cdf", "sweep"] : ["latency-cdf"]);
       writeOut(
-        join(dir, "latency-cdf.svg"),
+        paths["latency-cdf"],
         latencyCdfSvg(
           `${label}: latency CDFs`,
           runs.map((r) => ({ name: `qps=${String(r.result.request_rate)}`, records: r.records })),
         ),
       );
-      if (sweep) {
+      if (paths.sweep) {
         writeOut(
-          join(dir, "sweep.svg"),
+          paths.sweep,
           sweepSvg(
             `${label}: offered load sweep`,
             runs.map((r) => ({
@@ -382,6 +387,7 @@ export async function main(argv: string[]): Promise<number> {
           ),
         );
       }
+      log.info({ plots: Object.values(paths) }, "plots written");
     }
     const failed = runs.reduce((s, r) => s + Number(r.fields.failed), 0);
     const completed = runs.reduce((s, r) => s + Number(r.fields.completed), 0);

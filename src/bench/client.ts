@@ -123,6 +123,8 @@ export class BenchClient {
     const pieces: string[] = [];
     let chunks = 0;
     let last = 0;
+    /** when the first chunk with choices came, content or not (vllm bench's first token) */
+    let firstChoices = NaN;
     let streamError: string | null = null;
     const t = performance.now();
     rec.start = t - this.t0;
@@ -151,6 +153,7 @@ export class BenchClient {
       const choices = msg.choices as Record<string, unknown>[] | undefined;
       const c = choices?.[0];
       if (!c) return;
+      if (Number.isNaN(firstChoices)) firstChoices = now;
       const piece = chat
         ? ((c.delta as { content?: string | null } | undefined)?.content ?? "")
         : ((c.text as string | undefined) ?? "");
@@ -198,10 +201,15 @@ export class BenchClient {
     if (streamError !== null) {
       rec.errorKind = "stream_error";
       rec.error = streamError;
-    } else if (chunks === 0) {
+    } else if (Number.isNaN(firstChoices)) {
       rec.errorKind = "no_output";
-      rec.error = "the stream carried no output";
-    } else rec.ok = true;
+      rec.error = "the stream carried no chunk with choices";
+    } else {
+      // Success as vllm bench defines it: any chunk with choices. A stream that ended on EOS at its
+      // first token has no text (the EOS is not detokenized); its TTFT is that first chunk's time.
+      rec.ok = true;
+      if (chunks === 0) rec.ttft = firstChoices - t;
+    }
     return { record: rec, text: req.keepText ? pieces.join("") : "" };
   }
 

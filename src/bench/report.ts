@@ -133,6 +133,12 @@ export function summaryTable(f: MetricFields, server: ServerFigures | null, clie
     lines.push(banner("Server side (/metrics)"));
     const pct = server.prefix_cache_hit_rate;
     lines.push(row("Prefix cache hit rate:", pct === null ? "n/a" : `${(pct * 100).toFixed(1)} %`));
+    for (const e of server.engines ?? []) {
+      const r = e.prefix_cache_hit_rate;
+      lines.push(
+        row(`  ${e.url.replace(/^https?:\/\//, "")}:`, r === null ? "n/a" : `${(r * 100).toFixed(1)} %`),
+      );
+    }
     lines.push(row("Preemptions:", server.num_preemptions === null ? "n/a" : String(server.num_preemptions)));
     if (server.router_retries !== null) lines.push(row("Router retries:", String(server.router_retries)));
     lines.push(row("Engine mean TTFT (ms):", num(server.mean_ttft_ms)));

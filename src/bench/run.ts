@@ -9,7 +9,15 @@ import { summarize, type MetricFields, type Slo } from "../workload/metrics.js";
 import { Progress } from "./progress.js";
 import type { RequestRecord } from "../workload/record.js";
 import { sampleArrays, type BenchResult, type ClientFigures } from "./report.js";
-import { scrapeAll, serverFigures } from "./scrape.js";
+import {
+  engineHitFigures,
+  freshRouterEngines,
+  routerEngines,
+  scrapeAll,
+  serverFigures,
+  type EngineCounters,
+  type ServerFigures,
+} from "./scrape.js";
 import type { ArrivalKind } from "../workload/arrivals.js";
 import { buildWorkload, type WorkloadFlags, type WorkloadName } from "../workload/index.js";
 import {
@@ -164,6 +172,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
         seed,
       };
       const before = scrapeUrls.length ? await scrapeAll(scrapeUrls, headers) : null;
+      const enginesBefore = before ? await routerEngines(base, headers) : null;
       const run = new LoadRun(load, senderFor(client, workload, endpoint));
       io.onRun?.(run);
       const progress = new Progress(
@@ -180,12 +189,16 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
       const res = await run.run(workload.sessions);
       progress.stop();
       eld.disable();
+      const ended = Date.now();
       const after = before ? await scrapeAll(scrapeUrls, headers) : null;
       if (after?.failures.length) io.warn(`/metrics scrape failed: ${after.failures.join("; ")}`);
       const server =
         before && after && after.failures.length < scrapeUrls.length
           ? serverFigures(before.snapshot, after.snapshot)
           : null;
+      if (server && enginesBefore) {
+        addEngineFigures(server, enginesBefore, await freshRouterEngines(base, headers, ended));
+      }
       const fields = summarize(res.records, res.durationS, o.slo, o.percentiles);
       const clientFig: ClientFigures = {
         event_loop_delay_p50_ms: eld.percentile(50) / 1e6,
@@ -242,6 +255,27 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
     await client.close();
   }
   return runs;
+}
+
+/**
+ * Through a Switchyard router: each engine's prefix-cache figures from its engine list, and the fleet's
+ * hit rate from them when the scraped pages had none (a router's own /metrics has no vllm: series).
+ */
+function addEngineFigures(
+  server: ServerFigures,
+  before: EngineCounters[],
+  after: EngineCounters[] | null,
+): void {
+  if (!after || after.length === 0) return;
+  const engines = engineHitFigures(before, after);
+  if (engines.length === 0) return;
+  server.engines = engines;
+  if (server.prefix_cache_queries !== null) return;
+  const hits = engines.reduce((a, e) => a + e.prefix_cache_hits, 0);
+  const queries = engines.reduce((a, e) => a + e.prefix_cache_queries, 0);
+  server.prefix_cache_hits = hits;
+  server.prefix_cache_queries = queries;
+  server.prefix_cache_hit_rate = queries > 0 ? hits / queries : null;
 }
 
 function stoppedEarly(run: LoadRun): boolean {

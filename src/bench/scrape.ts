@@ -1,7 +1,8 @@
 // Server-side figures from Prometheus /metrics, read before and after a run and differenced:
 // prefix cache hit rate, preemptions, router retries, and the engines' own mean TTFT/ITL/E2E from
 // their histograms. Every series of a family is summed, so scraping a router's or several engines'
-// endpoints gives fleet totals.
+// endpoints gives fleet totals. Through a Switchyard router, the engines' prefix-cache counters come
+// from its engine list (`GET /engines`, which carries what it scrapes), so no --scrape flag is needed.
 import { request } from "undici";
 
 /** Families we read; counters are matched with and without the `_total` suffix. */
@@ -22,34 +23,56 @@ export const SCRAPED = {
 
 export type Snapshot = Map<string, number>;
 
-/** Sums sample values by metric name (labels dropped) from Prometheus text exposition. */
-export function parsePrometheus(text: string): Snapshot {
-  const out: Snapshot = new Map();
+/** One sample of a Prometheus text page. */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Every sample of a Prometheus text exposition page, with its labels (escapes in values undone). */
+export function parseSamples(text: string): Sample[] {
+  const out: Sample[] = [];
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) continue;
-    let nameEnd = line.search(/[{\s]/);
+    const nameEnd = line.search(/[{\s]/);
     if (nameEnd < 0) continue;
-    const name = line.slice(0, nameEnd);
-    if (line[nameEnd] === "{") {
-      // Skip the label set, honouring quotes (label values may hold spaces and braces).
-      let inQ = false;
-      let i = nameEnd + 1;
-      for (; i < line.length; i++) {
-        const c = line[i];
-        if (inQ) {
-          if (c === "\\") i++;
-          else if (c === '"') inQ = false;
-        } else if (c === '"') inQ = true;
-        else if (c === "}") break;
+    const labels: Record<string, string> = {};
+    let i = nameEnd;
+    if (line[i] === "{") {
+      // label values may hold spaces, braces, commas and escaped quotes
+      i++;
+      for (;;) {
+        while (line[i] === " " || line[i] === ",") i++;
+        if (i >= line.length || line[i] === "}") break;
+        const eq = line.indexOf("=", i);
+        if (eq < 0 || line[eq + 1] !== '"') break;
+        const key = line.slice(i, eq).trim();
+        let v = "";
+        let j = eq + 2;
+        for (; j < line.length && line[j] !== '"'; j++) {
+          if (line[j] === "\\") {
+            j++;
+            v += line[j] === "n" ? "\n" : (line[j] ?? "");
+          } else v += line[j];
+        }
+        labels[key] = v;
+        i = j + 1;
       }
-      nameEnd = i + 1;
+      i++;
     }
-    const rest = line.slice(nameEnd).trim().split(/\s+/);
-    const v = Number(rest[0]);
-    if (!Number.isFinite(v)) continue;
-    out.set(name, (out.get(name) ?? 0) + v);
+    const value = Number(line.slice(i).trim().split(/\s+/)[0]);
+    if (!Number.isFinite(value)) continue;
+    out.push({ name: line.slice(0, nameEnd), labels, value });
   }
+  return out;
+}
+
+/** Sums sample values by metric name (labels dropped) from Prometheus text exposition. */
+export function parsePrometheus(text: string): Snapshot {
+  const out: Snapshot = new Map();
+  for (const s of parseSamples(text)) out.set(s.name, (out.get(s.name) ?? 0) + s.value);
   return out;
 }
 
@@ -91,6 +114,8 @@ export interface ServerFigures {
   mean_itl_ms: number | null;
   mean_e2el_ms: number | null;
   requests_seen: number | null;
+  /** through a Switchyard router: each engine's own prefix-cache figures, from the router's engine list */
+  engines?: EngineHitFigures[];
 }
 
 /** Differences two snapshots into the figures of the run between them. */
@@ -117,4 +142,101 @@ export function serverFigures(before: Snapshot, after: Snapshot): ServerFigures 
     mean_e2el_ms: ratio(d(SCRAPED.e2eSum), d(SCRAPED.e2eCount), 1000),
     requests_seen: d(SCRAPED.e2eCount),
   };
+}
+
+/** One engine's prefix-cache counters (tokens) as a Switchyard router's engine list reports them. */
+export interface EngineCounters {
+  url: string;
+  hits: number;
+  queries: number;
+  /** ms since the router last read the engine's /metrics; null before the first read */
+  scrapeAgeMs: number | null;
+}
+
+/**
+ * The engines behind BASE with their prefix-cache counters, from a Switchyard router's `GET /engines`;
+ * null when BASE is not such a router (an engine, another gateway) or the list is closed to this key.
+ */
+export async function routerEngines(
+  base: string,
+  headers: Record<string, string>,
+  timeoutMs = 5000,
+): Promise<EngineCounters[] | null> {
+  try {
+    const res = await request(`${base}/engines`, {
+      headers,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+    });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      return null;
+    }
+    const body = (await res.body.json()) as { engines?: unknown };
+    if (!Array.isArray(body.engines)) return null;
+    const out: EngineCounters[] = [];
+    for (const e of body.engines as Record<string, unknown>[]) {
+      if (typeof e.url !== "string") return null;
+      const hits = e.prefixCacheHits;
+      const queries = e.prefixCacheQueries;
+      // an engine that exports no prefix-cache counters (not vLLM, or prefix caching off) is left out
+      if (typeof hits !== "number" || typeof queries !== "number") continue;
+      out.push({
+        url: e.url,
+        hits,
+        queries,
+        scrapeAgeMs: typeof e.scrapeAgeMs === "number" ? e.scrapeAgeMs : null,
+      });
+    }
+    return out;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The engine list once the router has read every engine's /metrics after `sinceMs` (Date.now()), so
+ * that counters read after a run include all of it; gives up after `maxWaitMs` with what it has.
+ */
+export async function freshRouterEngines(
+  base: string,
+  headers: Record<string, string>,
+  sinceMs: number,
+  maxWaitMs = 5000,
+): Promise<EngineCounters[] | null> {
+  const deadline = Date.now() + maxWaitMs;
+  for (;;) {
+    const list = await routerEngines(base, headers);
+    const fresh = (e: EngineCounters) => e.scrapeAgeMs !== null && Date.now() - e.scrapeAgeMs > sinceMs;
+    if (!list || list.every(fresh) || Date.now() >= deadline) return list;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export interface EngineHitFigures {
+  url: string;
+  prefix_cache_hits: number;
+  prefix_cache_queries: number;
+  prefix_cache_hit_rate: number | null;
+}
+
+/** Per-engine prefix-cache figures of the run between two engine lists (engines in both only). */
+export function engineHitFigures(before: EngineCounters[], after: EngineCounters[]): EngineHitFigures[] {
+  const was = new Map(before.map((e) => [e.url, e]));
+  const out: EngineHitFigures[] = [];
+  for (const e of after) {
+    const b = was.get(e.url);
+    if (!b) continue;
+    // a counter that went down means the engine restarted: its counters start from zero
+    const restarted = e.hits < b.hits || e.queries < b.queries;
+    const hits = restarted ? e.hits : e.hits - b.hits;
+    const queries = restarted ? e.queries : e.queries - b.queries;
+    out.push({
+      url: e.url,
+      prefix_cache_hits: hits,
+      prefix_cache_queries: queries,
+      prefix_cache_hit_rate: queries > 0 ? hits / queries : null,
+    });
+  }
+  return out;
 }

@@ -27,6 +27,14 @@ const commands: Record<string, { help: string; load: () => Promise<{ main: Main 
     help: "plan a vLLM stack from a scenario (rules, impact, Helm values)",
     load: () => import("../planner/cli.js"),
   },
+  status: {
+    help: "one screen of a running stack: engines, rates, latencies, warnings",
+    load: () => import("../ops/status.js"),
+  },
+  smoke: {
+    help: "quick pass/fail check of an OpenAI-compatible endpoint",
+    load: () => import("../ops/smoke.js"),
+  },
   "cache-server": {
     help: "an LMCache-compatible lm:// KV cache server",
     load: () => import("../cacheserver/cli.js"),

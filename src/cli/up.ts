@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { logger } from "../obs/log.js";
 import { onShutdown } from "../obs/lifecycle.js";
+import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
 
 const specs: FlagSpecs = {
   engines: { type: "int", default: 2, min: 1, max: 64, help: "number of simulated engines" },
@@ -41,6 +42,25 @@ const specs: FlagSpecs = {
     help: "first KV-event PUB port (engine i publishes on base+i); 0 turns KV events off",
   },
   "ready-timeout": { type: "number", default: 60, help: "seconds to wait for the stack to become ready" },
+  monitoring: {
+    type: "boolean",
+    default: false,
+    help: "also run Prometheus (installed by scripts/install-prometheus.sh when absent) scraping the router and engines, with deploy/prometheus's alert rules",
+  },
+  "prometheus-port": {
+    type: "int",
+    default: 9090,
+    min: 1,
+    max: 65535,
+    help: "Prometheus port, with --monitoring",
+  },
+  "prometheus-interval": {
+    type: "number",
+    default: 2,
+    min: 0.1,
+    max: 60,
+    help: "seconds between Prometheus scrapes and rule evaluations, with --monitoring",
+  },
 };
 
 const UP_FLAGS = new Set(Object.keys(specs));
@@ -224,6 +244,26 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
   const model = flags.model as string;
+  let prometheusUrl: string | null = null;
+  if (flags.monitoring) {
+    try {
+      const bin = findOrInstallPrometheus((msg) => log.info(msg));
+      const prom = await startPrometheus(
+        bin,
+        { router: routerUrl, engines: engineUrls, model, intervalS: flags["prometheus-interval"] as number },
+        { host, port: flags["prometheus-port"] as number },
+      );
+      children.push({ name: "prometheus", child: prom.child });
+      // monitoring is not serving: the stack goes on without it
+      prom.child.once("exit", (code, signal) => {
+        if (!stopping) log.error({ code, signal }, "prometheus exited; the stack keeps serving without it");
+      });
+      prometheusUrl = prom.url;
+    } catch (err) {
+      await stopAll();
+      throw new CliError(`--monitoring: ${(err as Error).message}`);
+    }
+  }
   const body = JSON.stringify({
     model,
     messages: [{ role: "user", content: "Hello! What can you do?" }],
@@ -235,6 +275,11 @@ export async function main(argv: string[]): Promise<number> {
       `Switchyard is up: ${n} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
       `  router   ${routerUrl}   (metrics ${routerUrl}/metrics, fleet ${routerUrl}/engines)`,
       ...engineUrls.map((u, i) => `  engine ${i} ${u}`),
+      ...(prometheusUrl
+        ? [
+            `  prometheus ${prometheusUrl}   (alert rules from deploy/prometheus loaded; dashboards to import: deploy/grafana/*.json)`,
+          ]
+        : []),
       "",
       "Try it:",
       `  curl -s ${routerUrl}/v1/chat/completions -H 'Content-Type: application/json' -d '${body}'`,

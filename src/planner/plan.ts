@@ -26,10 +26,9 @@ export const SWEEP_SCALES = [0.25, 0.5, 0.75, 1, 1.5, 2, 3];
 /** requests per sweep point: enough to fill the caches, few enough to keep `plan` quick */
 export const SWEEP_REQUESTS = 300;
 
-/** the published 16× H100 figures (benchmarks.md), set beside the user's own */
+/** the published 16× H100 figures (llm-d tiered-prefix-cache benchmark), set beside the user's own */
 export const PUBLISHED = {
-  source:
-    "llm-d tiered-prefix-cache benchmark, 8 × Qwen3-32B TP2 on 16 × H100 (/work/shared/reference/benchmarks.md)",
+  source: "llm-d tiered-prefix-cache benchmark, 8 × Qwen3-32B TP2 on 16 × H100",
   high_cache: {
     baseline_tok_s: 38535,
     native_gain: 0.213,
@@ -38,7 +37,7 @@ export const PUBLISHED = {
     lmcache_mean_ttft_change: -0.278,
   },
   low_cache: { baseline_tok_s: 23390, native_gain: -0.015, lmcache_gain: -0.026 },
-  note: "the seed documents say LMCache costs 3–5% when KV fits; the published run measured 1.5–2.6%, and that is what we quote",
+  note: "LMCache is often said to cost 3–5% when KV fits; the published run measured 1.5–2.6%, and that is what we quote",
 };
 
 export interface OptionImpact {

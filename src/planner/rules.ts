@@ -1,5 +1,5 @@
-// The decider's rules and refusals (seed 000, /work/shared/seeds/000_352c711fb8523455.txt), each with a
-// stable id, the seed's own words, and a predicate over the scenario (and, for the selection rules, the
+// The decider's rules and refusals (docs/planner.md), each with a
+// stable id, the decider's own words, and a predicate over the scenario (and, for the selection rules, the
 // simulator's view of the baseline). Tests trigger and miss every one of them.
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import type { PolicyName } from "../routing/index.js";

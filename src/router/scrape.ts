@@ -8,6 +8,9 @@ export interface EngineLoad {
   blockSize?: number | undefined;
   numGpuBlocks?: number | undefined;
   cacheConfig?: Record<string, string> | undefined;
+  /** the engine's prefix-cache counters (tokens), summed over its series; for operators, not routing */
+  prefixCacheHits?: number | undefined;
+  prefixCacheQueries?: number | undefined;
 }
 
 const RUNNING = "vllm:num_requests_running";
@@ -15,6 +18,8 @@ const WAITING = "vllm:num_requests_waiting";
 const KV = "vllm:kv_cache_usage_perc";
 const KV_OLD = "vllm:gpu_cache_usage_perc";
 const CACHE_INFO = "vllm:cache_config_info";
+const HITS = "vllm:prefix_cache_hits";
+const QUERIES = "vllm:prefix_cache_queries";
 
 function sampleValue(line: string): number {
   // `name{labels} value [timestamp]` — the value follows the last '}' or the name
@@ -62,6 +67,10 @@ export function parseEngineMetrics(text: string): EngineLoad {
         sawKv = true;
       } else if (startsWithName(line, KV_OLD)) {
         if (!sawKv) load.kvUsage = Math.max(load.kvUsage, sampleValue(line));
+      } else if (startsWithName(line, `${HITS}_total`) || startsWithName(line, HITS)) {
+        load.prefixCacheHits = (load.prefixCacheHits ?? 0) + sampleValue(line);
+      } else if (startsWithName(line, `${QUERIES}_total`) || startsWithName(line, QUERIES)) {
+        load.prefixCacheQueries = (load.prefixCacheQueries ?? 0) + sampleValue(line);
       } else if (startsWithName(line, CACHE_INFO) && !load.cacheConfig) {
         const labels = parseLabels(line);
         load.cacheConfig = labels;

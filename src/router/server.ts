@@ -402,6 +402,8 @@ export class Router {
       kvUsage: e.view.kvUsage,
       blockSize: e.load.blockSize ?? null,
       numGpuBlocks: e.load.numGpuBlocks ?? null,
+      prefixCacheHits: e.load.prefixCacheHits ?? null,
+      prefixCacheQueries: e.load.prefixCacheQueries ?? null,
       scrapeAgeMs: e.lastScrapeMs ? now - e.lastScrapeMs : null,
       passiveFailures: e.passiveFailures,
       lastError: e.lastError || null,

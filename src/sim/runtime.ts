@@ -1,6 +1,15 @@
 // The engine model in real time: one Engine driven by the RealTimeDriver, with every request's tokens
 // and completion routed back to the HTTP handler that owns it, metrics observed on the way, and each
 // step's KV events handed to the ZMQ publisher as one batch.
+//
+// Outputs are paced as vLLM's API server emits them: one delivery per engine step, when the step
+// completes. The driver keeps the modelled timeline rather than the timers' (src/engine/drivers.ts), so
+// it sometimes completes steps microseconds apart: when less than a timer tick (1 ms) of a step is
+// left it completes at once, and after a late timer it catches up with steps back to back. Written as
+// they came, those steps' SSE events reached the client in one read, and its ITL was mostly zeros (64%
+// of samples under 0.5 ms at --time-scale 0.1). A step that completes too soon after the previous
+// delivery is held and merged into the next one, as vLLM's output collector merges the deltas of
+// steps a consumer has not taken yet; the engine's own metrics still see every step.
 import { Engine, RealTimeDriver } from "../engine/index.js";
 import type {
   EngineConfig,
@@ -40,10 +49,34 @@ export interface KvBatchSink {
 /** Requests in flight at once; above it new requests get a 503 instead of growing maps without bound. */
 export const MAX_IN_FLIGHT = 65_536;
 
+/**
+ * Deliveries of step outputs are at least this far apart (ms), and at least half the step's own wall
+ * duration: Node's timers cannot pace finer than 1 ms, and half a step absorbs timer jitter.
+ */
+const MIN_DELIVERY_GAP_MS = 1;
+
+/** Outputs of held steps for one request, merged until the next delivery. */
+interface Held {
+  sink: RequestSink;
+  tokenIds: number[];
+  time: number;
+  finish: { reason: FinishReason; timings: RequestTimings } | null;
+}
+
 export class SimRuntime {
   readonly engine: Engine;
   private readonly driver: RealTimeDriver;
   private readonly tracked = new Map<string, Tracked>();
+  /** outputs held for the next delivery; at most one entry per request in flight */
+  private readonly held = new Map<string, Held>();
+  /** true while a step that completed too early runs its outputs into `held` */
+  private holding = false;
+  private lastDeliveryMs = -Infinity;
+  /** wall ms the step in flight takes (its modelled duration × time scale) */
+  private stepWallMs = 0;
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
+  /** the earliest performance.now() the held outputs may go out */
+  private flushDueMs = 0;
   metrics: SimMetrics | null = null;
   kvSink: KvBatchSink | null = null;
   kvBatchesPublished = 0;
@@ -64,6 +97,7 @@ export class SimRuntime {
     };
     this.engine = new Engine(config, observer);
     this.observeSteps();
+    this.paceSteps();
     this.driver = new RealTimeDriver(this.engine, {
       timeScale,
       onError: (err) => log.error({ err }, "engine step failed; the engine loop stopped"),
@@ -75,9 +109,86 @@ export class SimRuntime {
     const begin = this.engine.beginStep.bind(this.engine);
     this.engine.beginStep = (now: number): StepPlan | null => {
       const plan = begin(now);
-      if (plan && this.metrics) this.metrics.observeStep(plan.prefillTokens + plan.decodeSeqs);
+      if (plan) {
+        this.stepWallMs = plan.duration * this.timeScale * 1000;
+        if (this.metrics) this.metrics.observeStep(plan.prefillTokens + plan.decodeSeqs);
+      }
       return plan;
     };
+  }
+
+  /** Holds the outputs of a step that completes too soon after the previous delivery (see the top). */
+  private paceSteps(): void {
+    const complete = this.engine.completeStep.bind(this.engine);
+    this.engine.completeStep = (now: number): void => {
+      const wall = performance.now();
+      const gap = Math.max(MIN_DELIVERY_GAP_MS, this.stepWallMs / 2);
+      const early = wall - this.lastDeliveryMs < gap;
+      this.holding = early || this.held.size > 0;
+      try {
+        complete(now);
+      } finally {
+        this.holding = false;
+      }
+      // a delivery's time is when its last write went out: writing a large batch takes a while
+      if (this.held.size === 0) this.lastDeliveryMs = performance.now();
+      else if (!early) this.flush();
+      else if (!this.flushTimer) {
+        this.flushDueMs = this.lastDeliveryMs + gap;
+        this.flushTimer = setTimeout(this.flushWhenDue, this.flushDueMs - wall);
+      }
+    };
+  }
+
+  // Node's timers run on the event loop's cached millisecond clock and may fire a fraction of a
+  // millisecond early by performance.now(): wait out the rest rather than deliver early.
+  private readonly flushWhenDue = (): void => {
+    const wait = this.flushDueMs - performance.now();
+    if (wait > 0) this.flushTimer = setTimeout(this.flushWhenDue, wait);
+    else this.flush();
+  };
+
+  /** Delivers every held output: one merged onTokens per request, then its finish. */
+  private flush(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    for (const h of this.held.values()) this.send(h);
+    this.held.clear();
+    this.lastDeliveryMs = performance.now();
+  }
+
+  private send(h: Held): void {
+    if (h.tokenIds.length > 0) h.sink.onTokens(h.tokenIds, h.time);
+    if (h.finish) h.sink.onFinished(h.finish.reason, h.finish.timings);
+  }
+
+  /** Hands a request's outputs to its sink now, or holds them while the step is held. */
+  private deliver(
+    id: string,
+    sink: RequestSink,
+    ids: readonly number[] | null,
+    time: number,
+    finish: Held["finish"],
+  ): void {
+    let h = this.held.get(id);
+    if (!h && !this.holding) {
+      if (ids) sink.onTokens(ids, time);
+      if (finish) sink.onFinished(finish.reason, finish.timings);
+      return;
+    }
+    if (!h) {
+      h = { sink, tokenIds: [], time, finish: null };
+      this.held.set(id, h);
+    }
+    // the engine reuses the array it passes: copy
+    if (ids) for (const t of ids) h.tokenIds.push(t);
+    h.time = time;
+    if (finish) h.finish = finish;
+    if (!this.holding) {
+      // outside a step (an abort): what was held goes first, in order
+      this.held.delete(id);
+      this.send(h);
+    }
   }
 
   get inFlight(): number {
@@ -160,7 +271,7 @@ export class SimRuntime {
     }
     t.lastTokenTime = time;
     t.producing = true;
-    t.sink.onTokens(ids, time);
+    this.deliver(id, t.sink, ids, time, null);
   }
 
   private finished(id: string, reason: FinishReason, timings: RequestTimings): void {
@@ -169,7 +280,7 @@ export class SimRuntime {
     if (!t) return;
     this.tracked.delete(id);
     this.metrics?.observeFinished(reason, timings, t.maxTokensParam);
-    t.sink.onFinished(reason, timings);
+    this.deliver(id, t.sink, null, timings.finishedTime, { reason, timings });
   }
 
   private chunksComputed(
@@ -200,5 +311,7 @@ export class SimRuntime {
 
   stop(): void {
     this.driver.stop();
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
   }
 }

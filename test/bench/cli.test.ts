@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cliCommand } from "../helpers/cli.js";
@@ -41,6 +41,14 @@ async function withMini<T>(
 }
 
 const json = (p: string) => JSON.parse(readFileSync(p, "utf8")) as Record<string, any>;
+
+/** A quiet, uncalibrated run against `url` that must succeed; its JSON result. */
+async function benchJson(url: string, name: string, args: string[]): Promise<ReturnType<typeof json>> {
+  const out = join(dir, `${name}.json`);
+  const r = await bench(["--base-url", url, "--out", out, "--no-progress", "--no-calibrate", ...args]);
+  assert.equal(r.code, 0, r.stderr);
+  return json(out);
+}
 
 test("random workload: vllm field names, files, request shape, calibration, errors by kind", async () => {
   await withMini(
@@ -119,7 +127,9 @@ test("random workload: vllm field names, files, request shape, calibration, erro
       const lines = readFileSync(csv, "utf8").trim().split("\n");
       assert.equal(lines.length, 21);
       assert.match(lines[0]!, /^index,session_id,round,start_ms,ok/);
-      const svg = readFileSync(join(plots, "latency-cdf.svg"), "utf8");
+      const [plot] = readdirSync(plots);
+      assert.match(plot!, /^random-in=64-out=5-qps=200-seed=3-127\.0\.0\.1-\d+\.latency-cdf\.svg$/);
+      const svg = readFileSync(join(plots, plot!), "utf8");
       assert.match(svg, /^<\?xml/);
       assert.match(svg, /TTFT CDF/);
       assert.match(svg, /<polyline /);
@@ -262,6 +272,51 @@ test("compare: two runs of one configuration show no difference; a slower server
   assert.match(readFileSync(join(dir, "cmp.svg"), "utf8"), /slower/);
   const rows = json(join(dir, "cmp.json")).metrics as { metric: string; significant: boolean }[];
   assert.ok(rows.length >= 10 && rows.every((x) => !x.significant));
+});
+
+test("a stream that ends on EOS at its first token is a success, as vllm bench counts it", async () => {
+  await withMini({ eosFirstEvery: 3 }, async (url) => {
+    const res = await benchJson(url, "eos", [
+      "--num-requests",
+      "9",
+      "--concurrency",
+      "3",
+      "--input-len",
+      "8",
+      "--output-len",
+      "4",
+    ]);
+    assert.equal(res.failed, 0, JSON.stringify(res.errors_by_kind));
+    assert.equal(res.completed, 9);
+    assert.deepEqual([...(res.output_lens as number[])].sort(), [1, 1, 1, 4, 4, 4, 4, 4, 4]);
+    for (const t of res.ttfts as number[]) assert.ok(Number.isFinite(t) && t > 0, `ttft ${t}`);
+  });
+});
+
+test("runs without --label are named by their settings, and their plots never overwrite each other", async () => {
+  await withMini({}, async (url) => {
+    const plots = join(dir, "shared-plots");
+    const run = async (extra: string[]) => {
+      const args = ["--num-requests", "4", "--input-len", "8", "--output-len", "2", "--plot-dir", plots];
+      return (await benchJson(url, `label-${extra.length}`, [...args, ...extra])).config.label as string;
+    };
+    const port = new URL(url).port;
+    assert.equal(await run([]), `random in=8 out=2 @127.0.0.1:${port}`);
+    assert.equal(await run(["--concurrency", "2"]), `random in=8 out=2 c=2 @127.0.0.1:${port}`);
+    // the same settings again: a third file beside the first, not over it
+    await run([]);
+    assert.deepEqual(readdirSync(plots).sort(), [
+      `random-in=8-out=2-127.0.0.1-${port}-2.latency-cdf.svg`,
+      `random-in=8-out=2-127.0.0.1-${port}.latency-cdf.svg`,
+      `random-in=8-out=2-c=2-127.0.0.1-${port}.latency-cdf.svg`,
+    ]);
+  });
+});
+
+test("the default --base-url is the router `npm start` runs", async () => {
+  const r = await bench(["--help"]);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /--base-url[^-]*\(default: http:\/\/127\.0\.0\.1:8080\)/);
 });
 
 test("bad flags fail with exit code 2 and say which flag", async () => {

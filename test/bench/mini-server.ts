@@ -22,6 +22,8 @@ export interface MiniOptions {
   earlyRole?: boolean;
   /** require this bearer token on /v1 */
   apiKey?: string;
+  /** every Nth request (1-based) ends on EOS at its first token: one chunk, no text, finish "stop" */
+  eosFirstEvery?: number;
 }
 
 export interface Mini {
@@ -98,7 +100,8 @@ export async function startMini(o: MiniOptions = {}): Promise<Mini> {
       );
       return;
     }
-    const maxTokens = Number(body.max_tokens ?? 16);
+    const eosFirst = o.eosFirstEvery !== undefined && k % o.eosFirstEvery === 0;
+    const maxTokens = eosFirst ? 1 : Number(body.max_tokens ?? 16);
     const promptWords = chat
       ? (body.messages as { content: string }[]).reduce((s, m) => s + m.content.split(/\s+/).length, 0)
       : String(body.prompt).split(/\s+/).length;
@@ -139,7 +142,8 @@ export async function startMini(o: MiniOptions = {}): Promise<Mini> {
     ttftCount++;
     for (let i = 0; i < maxTokens; i++) {
       if (i > 0) await sleep(o.itlMs ?? 0);
-      send(piece(i, ` w${i}`, i === maxTokens - 1 ? "length" : null));
+      if (eosFirst) send(piece(i, "", "stop"));
+      else send(piece(i, ` w${i}`, i === maxTokens - 1 ? "length" : null));
     }
     if (withUsage)
       send({

@@ -1,7 +1,7 @@
-// The bench works unchanged against the router (issue 4, acceptance 3: the sim and the independent
-// mini server are covered in sim.test.ts and cli.test.ts): the `switchyard bench` CLI, pointed at a
-// router in front of two sims, completes every request, and the figures it scrapes from the engines
-// behind the router add up.
+// The bench works unchanged against the router (the sim and the independent mini server are covered
+// in sim.test.ts and cli.test.ts): the `switchyard bench` CLI, pointed at a router in front of two
+// sims, completes every request, and the figures it scrapes from the engines behind the router add
+// up; without --scrape flags it reads the engines' hit rates from the router's engine list.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -95,6 +95,40 @@ test("switchyard bench against the router completes every request and reads the 
     assert.ok(server, `no server figures in ${Object.keys(r).join(", ")}`);
     assert.equal(server.requests_seen, 12);
     assert.ok((server.prefix_cache_queries ?? 0) > 0);
+
+    // no --scrape: the router's /metrics has no vllm: series; its engine list has each engine's counters
+    const out2 = join(dir, "r2.json");
+    const res2 = spawnSync(
+      cmd,
+      [...args, "bench", "--base-url", router, "--num-requests", "8", "--concurrency", "4"].concat([
+        "--input-len",
+        "64",
+        "--output-len",
+        "4",
+        "--seed",
+        "5",
+        "--out",
+        out2,
+        "--no-progress",
+      ]),
+      { encoding: "utf8", timeout: 90_000, env: { ...process.env, SWITCHYARD_LOG_LEVEL: "error" } },
+    );
+    assert.equal(res2.status, 0, `${res2.stdout}\n${res2.stderr}`);
+    const s2 = JSON.parse(readFileSync(out2, "utf8")).server as {
+      prefix_cache_queries: number | null;
+      engines?: { url: string; prefix_cache_queries: number }[];
+    };
+    assert.deepEqual(s2.engines?.map((e) => e.url).sort(), [...engines].sort());
+    // round-robin: both engines saw prompts, and the fleet figure is their sum
+    assert.ok(
+      s2.engines!.every((e) => e.prefix_cache_queries > 0),
+      JSON.stringify(s2.engines),
+    );
+    assert.equal(
+      s2.prefix_cache_queries,
+      s2.engines!.reduce((a, e) => a + e.prefix_cache_queries, 0),
+    );
+    assert.match(res2.stdout, /Prefix cache hit rate:/);
   } finally {
     await Promise.all(procs.reverse().map((p) => p.stop()));
     rmSync(dir, { recursive: true, force: true });

@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { cliCommand } from "../helpers/cli.js";
 import { fixturePath } from "../helpers/vectors.js";
 
-const COMMANDS = ["sim", "router", "up", "bench", "cache-server", "simulate", "plan"];
+const COMMANDS = ["sim", "router", "up", "bench", "status", "smoke", "cache-server", "simulate", "plan"];
 
 test("docs/configuration.md lists every flag of every command", () => {
   const doc = readFileSync(fixturePath("../../docs/configuration.md"), "utf8");

@@ -1,0 +1,104 @@
+// `switchyard status`: the state of a running stack on one screen, from the router alone. Plain text for
+// people, `--format json` for scripts (one object; one line per refresh with --watch). Exit 1 when the
+// router cannot be read, so a script can tell "down" from "degraded" (warnings are in the output).
+import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
+import { onShutdown } from "../obs/lifecycle.js";
+import { buildReport, sampleRouter, StatusError, type StatusSample } from "./fleet-status.js";
+import { renderStatus } from "./status-text.js";
+
+const SPECS: FlagSpecs = {
+  router: { type: "string", default: "http://127.0.0.1:8080", help: "the router's base URL" },
+  watch: { type: "boolean", default: false, help: "refresh every --interval seconds until Ctrl-C" },
+  interval: {
+    type: "number",
+    default: 2,
+    min: 0,
+    max: 3600,
+    help: "seconds between the two samples that give rates and window figures (0: one sample, totals)",
+  },
+  format: { type: "string", default: "text", help: "text | json" },
+  "api-key": {
+    type: "string",
+    help: "the router's admin key, for /engines when keys are on (default: $SWITCHYARD_ADMIN_KEY)",
+  },
+  timeout: { type: "number", default: 5, min: 0.1, help: "seconds to wait for each request to the router" },
+};
+
+const USAGE =
+  "usage: switchyard status [--router URL] [--watch] [--format json]\n\n" +
+  "Every engine behind the router (model, role, health, in flight, running/waiting, KV usage, prefix hit\n" +
+  "rate, routing share, ejections), the router's rates and latencies, and warnings. Example:\n" +
+  "  switchyard status --router http://127.0.0.1:8080 --watch";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function main(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    console.log(helpText(USAGE, SPECS));
+    return 0;
+  }
+  const { flags, positionals } = parseFlags(argv, SPECS);
+  if (positionals.length) throw new CliError(`unexpected argument '${positionals[0]}' (see --help)`);
+  const format = String(flags.format);
+  if (format !== "text" && format !== "json") throw new CliError("--format: expected text or json");
+  const router = String(flags.router).replace(/\/+$/, "");
+  try {
+    new URL(router);
+  } catch {
+    throw new CliError(`--router: not a URL: ${router}`);
+  }
+  const key = (flags["api-key"] as string | undefined) ?? process.env.SWITCHYARD_ADMIN_KEY;
+  const headers: Record<string, string> = key ? { authorization: `Bearer ${key}` } : {};
+  const intervalMs = Number(flags.interval) * 1000;
+  const timeoutMs = Number(flags.timeout) * 1000;
+  const watch = Boolean(flags.watch);
+  const tty = process.stdout.isTTY === true;
+
+  let stopped = false;
+  if (watch) onShutdown(() => void (stopped = true));
+  const print = (text: string) => {
+    // a refreshing screen on a terminal; successive reports otherwise (a log, a pipe)
+    if (watch && tty && format === "text") process.stdout.write(`\x1b[2J\x1b[H${text}\n`);
+    else process.stdout.write(`${text}\n`);
+  };
+  const show = (after: StatusSample, before: StatusSample | null) => {
+    const report = buildReport(router, after, before);
+    print(format === "json" ? JSON.stringify(report, null, watch ? undefined : 2) : renderStatus(report));
+  };
+
+  if (!watch) {
+    try {
+      const before = await sampleRouter(router, headers, timeoutMs);
+      if (intervalMs === 0) show(before, null);
+      else {
+        await sleep(intervalMs);
+        show(await sampleRouter(router, headers, timeoutMs), before);
+      }
+      return 0;
+    } catch (err) {
+      if (!(err instanceof StatusError)) throw err;
+      console.error(`switchyard status: ${err.message}`);
+      return 1;
+    }
+  }
+  // --watch outlives outages: an unreachable router is shown, and the screen recovers when it answers
+  let before: StatusSample | null = null;
+  while (!stopped) {
+    try {
+      const after = await sampleRouter(router, headers, timeoutMs);
+      if (before || intervalMs === 0) show(after, before);
+      before = after;
+    } catch (err) {
+      if (!(err instanceof StatusError)) throw err;
+      before = null;
+      const at = new Date().toISOString().slice(11, 19);
+      print(
+        format === "json"
+          ? JSON.stringify({ time: new Date().toISOString(), router, error: err.message })
+          : `${at} UTC  ${err.message}; retrying`,
+      );
+    }
+    await sleep(Math.max(intervalMs, 250));
+  }
+  return 0;
+}
