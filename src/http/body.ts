@@ -3,20 +3,27 @@
 import type { IncomingMessage } from "node:http";
 import { HttpError } from "./errors.js";
 
+/**
+ * 413 for a body over the limit, with `Connection: close`: the rest of the body is never read (a
+ * declared Content-Length over the limit is refused before the first body byte), the connection
+ * closes after the answer instead of draining megabytes to stay reusable.
+ */
+export function bodyTooLarge(what: string, limitBytes: number): HttpError {
+  return new HttpError(413, `${what} exceeds the limit of ${limitBytes} bytes`, null, {
+    connection: "close",
+  });
+}
+
 export async function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
   const declared = req.headers["content-length"];
   if (declared !== undefined && Number(declared) > limitBytes) {
-    req.resume();
-    throw new HttpError(413, `request body of ${declared} bytes exceeds the limit of ${limitBytes} bytes`);
+    throw bodyTooLarge(`request body of ${declared} bytes`, limitBytes);
   }
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > limitBytes) {
-      req.resume();
-      throw new HttpError(413, `request body exceeds the limit of ${limitBytes} bytes`);
-    }
+    if (size > limitBytes) throw bodyTooLarge("request body", limitBytes);
     chunks.push(chunk);
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);

@@ -146,12 +146,12 @@ const routes: Record<string, Handler> = {
   "POST /v1/completions": async (ctx, req, res) => {
     const body = await jsonBody(ctx, req);
     await injectFaults(ctx);
-    handleCompletions(ctx, req, res, body);
+    await handleCompletions(ctx, req, res, body);
   },
   "POST /v1/chat/completions": async (ctx, req, res) => {
     const body = await jsonBody(ctx, req);
     await injectFaults(ctx);
-    handleChat(ctx, req, res, body);
+    await handleChat(ctx, req, res, body);
   },
   "POST /tokenize": async (ctx, req, res) => {
     const body = validate(tokenizeSchema, await jsonBody(ctx, req));
@@ -160,13 +160,13 @@ const routes: Record<string, Handler> = {
     let tokens: number[];
     if ("messages" in body) {
       const addSpecial = body.add_special_tokens ?? false;
-      tokens = tk.encodeChat(body.messages as ChatMessage[], {
+      tokens = await tk.encodeChatAsync(body.messages as ChatMessage[], {
         addGenerationPrompt: body.add_generation_prompt ?? true,
       });
       if (addSpecial && tk.bosTokenId !== null && tokens[0] !== tk.bosTokenId)
         tokens = [tk.bosTokenId, ...tokens];
     } else {
-      tokens = tk.encode(body.prompt, body.add_special_tokens ?? true);
+      tokens = await tk.encodeAsync(body.prompt, body.add_special_tokens ?? true);
     }
     sendJson(res, 200, {
       count: tokens.length,
@@ -195,9 +195,11 @@ const routes: Record<string, Handler> = {
     sendText(res, 200, `Success: LoRA adapter '${body.lora_name}' removed successfully.`);
   },
   "POST /v1/embeddings": async (ctx, req, res) =>
-    sendJson(res, 200, handleEmbeddings(ctx, await jsonBody(ctx, req))),
-  "POST /v1/score": async (ctx, req, res) => sendJson(res, 200, handleScore(ctx, await jsonBody(ctx, req))),
-  "POST /v1/rerank": async (ctx, req, res) => sendJson(res, 200, handleRerank(ctx, await jsonBody(ctx, req))),
+    sendJson(res, 200, await handleEmbeddings(ctx, await jsonBody(ctx, req))),
+  "POST /v1/score": async (ctx, req, res) =>
+    sendJson(res, 200, await handleScore(ctx, await jsonBody(ctx, req))),
+  "POST /v1/rerank": async (ctx, req, res) =>
+    sendJson(res, 200, await handleRerank(ctx, await jsonBody(ctx, req))),
   // NixlConnector's side channel (src/sim/disagg.ts): a decode engine reads a held prefill
   [`POST ${NIXL_READ_PATH}`]: async (ctx, req, res) => {
     if (!ctx.disagg) throw new HttpError(404, "no KV connector: start the sim with NixlConnector");
