@@ -94,7 +94,6 @@ export function lagAwareTimeout(
           done(lagged ? "router_lag" : "timeout");
         });
       }, timeoutMs);
-      timer.unref?.();
     };
     arm();
   });

@@ -105,7 +105,7 @@ export class Upstream {
   load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
   lastScrapeMs = 0;
   lastModelsMs = 0;
-  /** performance.now() of the last byte received from the engine on any request (health.ts reads it) */
+  /** performance.now() of the last byte received on a client request to this engine (health.ts reads it) */
   lastByteAt = 0;
   /** when a withheld ejection of this engine was last logged */
   withheldLoggedAt = -Infinity;
@@ -361,7 +361,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       headers: probeHeaders(e.spec, this.cfg),
       signal,
     });
-    e.lastByteAt = performance.now();
+    // not progress (lastByteAt): vLLM's API server answers /metrics while a stuck engine core hangs /health
     if (res.statusCode !== 200) {
       discard(res.body);
       throw new UpstreamHttpError(path, res.statusCode);

@@ -3,6 +3,7 @@
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import type { ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
+import { tokenizerThread } from "./offload.js";
 import type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
 
 export interface FamilyParts {
@@ -35,6 +36,8 @@ export const SYNC_ENCODE_CHARS = 16_384;
 const SLICE_TARGET_MS = 2;
 const SLICE_MIN_CHARS = 4_096;
 const SLICE_MAX_CHARS = 262_144;
+/** a stretch without a cut point longer than this goes to the worker thread (offload.ts) */
+const OFFLOAD_CHARS = 16_384;
 
 const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -116,14 +119,31 @@ export class FamilyTokenizer implements Tokenizer {
     return out;
   }
 
-  /** encode, in slices between turns of the event loop for long text (see SYNC_ENCODE_CHARS) */
+  /**
+   * encode, in slices between turns of the event loop for long text (see SYNC_ENCODE_CHARS). Slices
+   * end at cut points (safeCut); a stretch longer than OFFLOAD_CHARS without one is encoded on the
+   * worker thread (offload.ts), so no slice costs more than a few milliseconds whatever the text.
+   */
   async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
-    if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) return this.encode(text, addSpecialTokens);
+    const n = text.length;
+    if (n <= SYNC_ENCODE_CHARS || !this.sliceable) return this.encode(text, addSpecialTokens);
     const out: number[] = [];
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
     let slice = SYNC_ENCODE_CHARS;
-    for (let pos = 0; pos < text.length;) {
-      const end = pos + slice >= text.length ? text.length : safeCut(text, pos + slice);
+    for (let pos = 0; pos < n;) {
+      let end = safeCut(text, pos + 1);
+      if (end - pos > OFFLOAD_CHARS) {
+        const ids = await tokenizerThread.encode(this.family, text.slice(pos, end));
+        for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+        pos = end;
+        continue;
+      }
+      // grow the slice cut point by cut point, stopping before a stretch that must be offloaded
+      while (end < n && end - pos < slice) {
+        const next = safeCut(text, end + 1);
+        if (next - end > OFFLOAD_CHARS) break;
+        end = next;
+      }
       const t0 = performance.now();
       this.encodeInto(text.slice(pos, end), out);
       const ms = performance.now() - t0;
@@ -131,7 +151,7 @@ export class FamilyTokenizer implements Tokenizer {
       const pace = (end - pos) / Math.max(ms, 0.05);
       slice = Math.min(SLICE_MAX_CHARS, Math.max(SLICE_MIN_CHARS, Math.floor(pace * SLICE_TARGET_MS)));
       pos = end;
-      if (pos < text.length) await yieldTurn();
+      if (pos < n) await yieldTurn();
     }
     return out;
   }
