@@ -72,7 +72,7 @@ function onData(this: Reading, chunk: Buffer): void {
   if (!s || s.done) return;
   s.size += chunk.length;
   if (s.size > s.limit) {
-    // not resumed: the 413 closes the connection rather than reading the rest of the body
+    // the rest of the body is dropped after the answer (lingerAfterRefusal), never kept
     s.settle(bodyTooLarge("request body", s.limit));
     return;
   }

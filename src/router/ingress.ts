@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../http/errors.js";
-import { bodyTooLarge, parseJsonObject } from "../http/body.js";
+import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../http/body.js";
 import type { RouterGate } from "../tenancy/router-gate.js";
 import type { Tenant } from "../tenancy/state.js";
 import { ANONYMOUS_FLOW, type QueueFlow } from "./admission.js";
@@ -128,7 +128,14 @@ export class Ingress {
     let pr: RoutedRequest;
     try {
       tenant = this.d.gate.authenticate(req);
-      const b = multipart ? await this.multipartBody(req) : jsonStep(req, path, await this.readJson(req));
+      let b: Body;
+      if (multipart) b = await this.multipartBody(req);
+      else {
+        const body = await this.readJson(req);
+        // large bodies are parsed on a worker thread (src/http/json-thread.ts)
+        const parsed = parseJsonObjectOffLoop(req, body);
+        b = jsonStep(path, body, parsed instanceof Promise ? await parsed : parsed);
+      }
       const obj = b.parsed;
       const model = this.model(b.model, multipart || MODEL_OPTIONAL.has(path), multipart);
       // an alias: the engine only knows the target name, so this (rare) request is re-serialised
@@ -179,8 +186,7 @@ export class Ingress {
       if (req.destroyed || res.destroyed) return void res.destroy();
       throw err;
     }
-    // a body still arriving is not drained: the refusal closes the connection (sendError's header)
-    if (!req.complete && err.status !== 413 && err.status !== 408) req.resume();
+    lingerAfterRefusal(req, res);
     if (err.status !== 429 && err.status !== 503) this.d.gate.refused(tenant, err.status);
     if (TOKENIZER_ROUTES.has(path)) this.d.metrics.countUnlisted(path, err.status);
     else this.d.metrics.countRequest("none", "none", err.status, this.d.policyName());
@@ -285,9 +291,8 @@ export class Ingress {
   }
 }
 
-/** Parse and validate: the JSON body's part of the pipeline. */
-function jsonStep(req: IncomingMessage, path: string, body: Buffer): Body {
-  const obj = parseJsonObject(req, body);
+/** Validate: the JSON body's part of the pipeline once it is parsed. */
+function jsonStep(path: string, body: Buffer, obj: Record<string, unknown>): Body {
   validateFields(path, obj);
   return { model: obj.model as string | undefined, body, bytes: body.length, parsed: obj };
 }

@@ -16,7 +16,7 @@
 // library cannot be sliced) are left to the engine, which answers the same 400.
 import { resolveModel } from "../engine/profiles.js";
 import { contextLengthError } from "../http/context-length.js";
-import { tokenizerForModel, type ChatMessage, type Tokenizer } from "../tokenizer/index.js";
+import { tokenizerForModel, tokenizerThread, type ChatMessage, type Tokenizer } from "../tokenizer/index.js";
 import { logger } from "../obs/log.js";
 import type { RouterConfig } from "./config.js";
 import type { ModelCard, Registry } from "./registry.js";
@@ -69,9 +69,16 @@ export class PromptBudget {
     this.tokenizers.clear();
   }
 
-  /** Loads the tokenizers of an engine's models now (at discovery), not on a first request. */
+  /**
+   * Loads the tokenizers of an engine's models now (at discovery), not on a first request: here, and
+   * on the worker thread that counts the longest prompts.
+   */
   warm(cards: readonly ModelCard[]): void {
-    for (const c of cards) this.tokenizerFor(c.id, c);
+    for (const c of cards) {
+      const had = this.tokenizers.has(c.id);
+      const tk = this.tokenizerFor(c.id, c);
+      if (tk && !had) tokenizerThread.warm(tk.family);
+    }
   }
 
   /**
@@ -111,17 +118,20 @@ export class PromptBudget {
     maxLen: number | undefined,
     maxTokens: number | null,
   ): Promise<number[]> {
-    let lists: number[][];
+    // routing needs no more than the context's tokens: the rest is counted, not kept
+    const keep = maxLen ?? Infinity;
+    let counted: Array<{ count: number; ids: number[] }>;
     try {
       if (chat) {
         const add = typeof obj.add_generation_prompt === "boolean" ? obj.add_generation_prompt : true;
-        lists = [await tk.encodeChatAsync(obj.messages as ChatMessage[], { addGenerationPrompt: add })];
+        const messages = obj.messages as ChatMessage[];
+        counted = [await tk.countChatAsync(messages, { addGenerationPrompt: add }, keep)];
       } else {
         const add = typeof obj.add_special_tokens === "boolean" ? obj.add_special_tokens : true;
         const p = obj.prompt;
         const texts = typeof p === "string" ? [p] : (p as unknown[]).filter((x) => typeof x === "string");
-        lists = [];
-        for (const t of texts) lists.push(await tk.encodeAsync(t as string, add));
+        counted = [];
+        for (const t of texts) counted.push(await tk.countAsync(t as string, add, keep));
       }
     } catch (err) {
       // a conversation the template cannot render: the engine answers that with its own 400
@@ -129,12 +139,12 @@ export class PromptBudget {
       return [];
     }
     if (maxLen !== undefined) {
-      for (const ids of lists) {
-        const err = contextLengthError(maxLen, ids.length, maxTokens);
+      for (const c of counted) {
+        const err = contextLengthError(maxLen, c.count, maxTokens);
         if (err) throw err;
       }
     }
-    return lists[0] ?? [];
+    return counted[0]?.ids ?? [];
   }
 
   /**

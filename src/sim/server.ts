@@ -2,7 +2,7 @@
 // is read with a byte limit and validated before it reaches a handler; every failure becomes vLLM's
 // error JSON and the server keeps serving.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { readBody, parseJsonObject } from "../http/body.js";
+import { lingerAfterRefusal, readBody, parseJsonObjectOffLoop } from "../http/body.js";
 import { HttpError, sendError } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
@@ -51,7 +51,8 @@ function sendText(
 
 async function jsonBody(ctx: SimContext, req: IncomingMessage): Promise<Record<string, unknown>> {
   const buf = await readBody(req, ctx.options.maxBodyBytes);
-  return parseJsonObject(req, buf);
+  // large bodies on a worker thread: a 16 MiB prompt must not hold the engine's loop
+  return parseJsonObjectOffLoop(req, buf);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -247,17 +248,19 @@ export function createSimServer(ctx: SimContext): Server {
     try {
       result = handler(ctx, req, res, url);
     } catch (err) {
-      fail(res, err);
+      fail(req, res, err);
       return;
     }
-    if (result) result.catch((err: unknown) => fail(res, err));
+    if (result) result.catch((err: unknown) => fail(req, res, err));
   });
   server.headersTimeout = 60_000;
   return server;
 }
 
-function fail(res: ServerResponse, err: unknown): void {
+function fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
   if (err instanceof HttpError) {
+    // refused mid-body (413): the client reads its answer while the rest is dropped
+    lingerAfterRefusal(req, res);
     sendError(res, err);
     return;
   }

@@ -38,6 +38,8 @@ const SLICE_MIN_CHARS = 4_096;
 const SLICE_MAX_CHARS = 262_144;
 /** a stretch without a cut point longer than this goes to the worker thread (offload.ts) */
 const OFFLOAD_CHARS = 16_384;
+/** countAsync: text longer than this is counted on the worker thread (its ids are rarely all needed) */
+const COUNT_ON_WORKER_CHARS = 262_144;
 
 const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -125,9 +127,40 @@ export class FamilyTokenizer implements Tokenizer {
    * worker thread (offload.ts), so no slice costs more than a few milliseconds whatever the text.
    */
   async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
+    if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) return this.encode(text, addSpecialTokens);
+    return (await this.sliced(text, addSpecialTokens, Infinity)).ids;
+  }
+
+  /** encodeAsync's count, keeping only the first `keep` ids (a router needs no more than max_model_len) */
+  async countAsync(
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }> {
+    if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) {
+      const ids = this.encode(text, addSpecialTokens);
+      const count = ids.length;
+      if (count > keep) ids.length = keep;
+      return { count, ids };
+    }
+    if (text.length > COUNT_ON_WORKER_CHARS)
+      return tokenizerThread.count(this.family, text, addSpecialTokens, keep);
+    return this.sliced(text, addSpecialTokens, keep);
+  }
+
+  private async sliced(
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }> {
     const n = text.length;
-    if (n <= SYNC_ENCODE_CHARS || !this.sliceable) return this.encode(text, addSpecialTokens);
     const out: number[] = [];
+    let dropped = 0;
+    const trim = () => {
+      if (out.length <= keep) return;
+      dropped += out.length - keep;
+      out.length = keep;
+    };
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
     let slice = SYNC_ENCODE_CHARS;
     for (let pos = 0; pos < n;) {
@@ -135,6 +168,7 @@ export class FamilyTokenizer implements Tokenizer {
       if (end - pos > OFFLOAD_CHARS) {
         const ids = await tokenizerThread.encode(this.family, text.slice(pos, end));
         for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+        trim();
         pos = end;
         continue;
       }
@@ -146,6 +180,7 @@ export class FamilyTokenizer implements Tokenizer {
       }
       const t0 = performance.now();
       this.encodeInto(text.slice(pos, end), out);
+      trim();
       const ms = performance.now() - t0;
       // aim the next slice at SLICE_TARGET_MS from this one's pace (cache hits make it vary)
       const pace = (end - pos) / Math.max(ms, 0.05);
@@ -153,7 +188,7 @@ export class FamilyTokenizer implements Tokenizer {
       pos = end;
       if (pos < n) await yieldTurn();
     }
-    return out;
+    return { count: out.length + dropped, ids: out };
   }
 
   /** appends the ids of `text` (added tokens recognised, no BOS) */
@@ -216,6 +251,14 @@ export class FamilyTokenizer implements Tokenizer {
 
   encodeChatAsync(messages: readonly ChatMessage[], opts: ChatTemplateOptions): Promise<number[]> {
     return this.encodeAsync(this.parts.template(messages, opts), false);
+  }
+
+  countChatAsync(
+    messages: readonly ChatMessage[],
+    opts: ChatTemplateOptions,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }> {
+    return this.countAsync(this.parts.template(messages, opts), false, keep);
   }
 
   private mayContainAdded(text: string): boolean {

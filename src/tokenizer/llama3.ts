@@ -18,7 +18,7 @@ export const LLAMA3_VOCAB_SIZE = 128256;
  * computed alone and remembered.
  */
 const PRETOKEN =
-  /'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
+  /'(?:[sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/uy;
 /** pieces remembered (oldest dropped first); words repeat, so most of a text's pieces hit */
 const PIECE_CACHE_ENTRIES = 32_768;
 /** longer pieces are rare and not worth a slot */
@@ -33,26 +33,33 @@ const PIECE_CACHE_MAX_CHARS = 64;
 function pieceCachingEncoder(lib: Llama3Lib): (text: string) => number[] {
   const cache = new Map<string, readonly number[]>();
   const opts = { bos: false, eos: false };
+  const push = (piece: string, out: number[]) => {
+    let ids = cache.get(piece);
+    if (ids === undefined) {
+      ids = lib.encode(piece, opts);
+      if (piece.length <= PIECE_CACHE_MAX_CHARS) {
+        if (cache.size >= PIECE_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
+        cache.set(piece, ids);
+      }
+    }
+    for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+  };
   return (text) => {
     const out: number[] = [];
-    // synchronous, so one shared regex (and its lastIndex) serves every call
+    // sticky and tested, not exec'd: no match array per piece (a megabyte prompt has ~200 000)
     const re = PRETOKEN;
-    re.lastIndex = 0;
-    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-      const piece = m[0];
-      let ids = cache.get(piece);
-      if (ids === undefined) {
-        ids = lib.encode(piece, opts);
-        if (piece.length <= PIECE_CACHE_MAX_CHARS) {
-          if (cache.size >= PIECE_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
-          cache.set(piece, ids);
-        }
-      }
-      for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+    const n = text.length;
+    for (let pos = 0; pos < n;) {
+      re.lastIndex = pos;
+      // every character belongs to some alternative; a lone one that does not goes alone
+      const end = re.test(text) && re.lastIndex > pos ? re.lastIndex : pos + 1;
+      push(text.slice(pos, end), out);
+      pos = end;
     }
     return out;
   };
 }
+
 const ORDINARY = 128000;
 
 /** Llama 3.1's special tokens by id (tokenizer_config.json added_tokens_decoder). */

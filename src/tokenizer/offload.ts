@@ -1,11 +1,13 @@
-// Text that cannot be cut into short slices (one pre-tokenizer piece, such as 100 000 spaces or a
-// long run of letters without a space, costs the Llama 3 library ~7 µs a character: 16 MiB of it
-// would hold an event loop for minutes) is encoded on a worker thread instead. Rare: ordinary text
-// has a cut point every few characters. One worker per process, started on first use, unref'd.
+// Tokenising on a worker thread, for two cases: text that cannot be cut into short slices (one
+// pre-tokenizer piece, such as 100 000 spaces or a long run of letters without a space, costs the
+// Llama 3 library ~7 µs a character: 16 MiB of it would hold an event loop for minutes), and counting
+// a huge prompt at the router's edge, where even sliced tokenising spent half a CPU-second of the
+// router's loop (and its garbage) per megabyte prompt. One worker per process, started on first use,
+// unref'd while it owes nothing.
 import { Worker } from "node:worker_threads";
 
 interface Pending {
-  resolve: (ids: number[]) => void;
+  resolve: (r: { count: number; ids: number[] }) => void;
   reject: (err: Error) => void;
 }
 
@@ -21,11 +23,11 @@ class TokenizerThread {
     const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
     const w = new Worker(new URL(`./offload-worker${ext}`, import.meta.url));
     w.unref();
-    w.on("message", (m: { id: number; ids?: Int32Array; error?: string }) => {
+    w.on("message", (m: { id: number; ids?: Int32Array; count?: number; error?: string }) => {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
-      if (m.ids) p.resolve(Array.from(m.ids));
+      if (m.ids) p.resolve({ count: m.count ?? m.ids.length, ids: Array.from(m.ids) });
       else p.reject(new Error(m.error ?? "tokenizer worker failed"));
       if (this.pending.size === 0) w.unref();
     });
@@ -39,17 +41,32 @@ class TokenizerThread {
     return w;
   }
 
+  /** Loads `family`'s tables on the worker now, so the first long prompt does not wait for them. */
+  warm(family: string): void {
+    this.count(family, "", false, 0).catch(() => undefined);
+  }
+
   /** `family`'s encode(text, false) (added tokens recognised, no BOS), on the worker thread. */
-  encode(family: string, text: string): Promise<number[]> {
+  async encode(family: string, text: string): Promise<number[]> {
+    return (await this.count(family, text, false, Infinity)).ids;
+  }
+
+  /** `family`'s encode(text, addSpecialTokens): how many ids, and the first `keep` of them. */
+  count(
+    family: string,
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }> {
     if (this.pending.size >= MAX_PENDING)
       return Promise.reject(new Error("the tokenizer worker has too much text queued"));
     this.worker ??= this.start();
     // referenced while it owes answers, so a process waiting only for it stays alive
     this.worker.ref();
     const id = ++this.seq;
-    return new Promise<number[]>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker!.postMessage({ id, family, text });
+      this.worker!.postMessage({ id, family, text, addSpecialTokens, keep });
     });
   }
 }

@@ -268,7 +268,7 @@ test("a request that breaks two engines while they hold it is not retried on a t
   }
 });
 
-test("a body declared larger than the limit is refused with 413 before it is read, and the connection closes", async () => {
+test("a body declared larger than the limit is refused with 413 before it is read; a client that keeps sending is cut", async () => {
   const e = await startFakeEngine({ models: ["fake/m"] });
   const router = await routerFor([e.url]);
   try {
@@ -278,7 +278,8 @@ test("a body declared larger than the limit is refused with 413 before it is rea
     sock.on("data", (b: Buffer) => (answer += b.toString("latin1")));
     const closed = new Promise<void>((r) => sock.on("close", () => r()));
     sock.on("error", () => undefined);
-    // 25 MB announced, 1 KB sent: the answer cannot have waited for the body
+    // 25 MB announced, 1 KB sent: the answer cannot have waited for the body, and the connection is
+    // cut once the client has had time to read it (it never sends the rest)
     sock.write(
       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
         `Content-Length: ${25 * 1000 * 1000}\r\n\r\n` +
@@ -287,7 +288,6 @@ test("a body declared larger than the limit is refused with 413 before it is rea
     );
     await closed;
     assert.match(answer, /^HTTP\/1\.1 413 /);
-    assert.match(answer, /connection: close/i);
     assert.match(answer, /exceeds the limit of 16777216 bytes/);
     assert.equal(e.hits, 0);
   } finally {
