@@ -16,7 +16,7 @@
 // library cannot be sliced) are left to the engine, which answers the same 400.
 import { resolveModel } from "../engine/profiles.js";
 import { contextLengthError } from "../http/context-length.js";
-import { tokenizerForModel, tokenizerThread, type ChatMessage, type Tokenizer } from "../tokenizer/index.js";
+import { tokenizerForModel, type ChatMessage, type Tokenizer } from "../tokenizer/index.js";
 import { logger } from "../obs/log.js";
 import type { RouterConfig } from "./config.js";
 import type { ModelCard, Registry } from "./registry.js";
@@ -70,15 +70,12 @@ export class PromptBudget {
   }
 
   /**
-   * Loads the tokenizers of an engine's models now (at discovery), not on a first request: here, and
-   * on the worker thread that counts the longest prompts.
+   * Loads the tokenizers of an engine's models now (at discovery), not on a first request. (The worker
+   * thread that counts prompts over 256K characters loads its own copy on first use, ~1 s once: its
+   * ~120 MiB are paid only by routers that see such prompts.)
    */
   warm(cards: readonly ModelCard[]): void {
-    for (const c of cards) {
-      const had = this.tokenizers.has(c.id);
-      const tk = this.tokenizerFor(c.id, c);
-      if (tk && !had) tokenizerThread.warm(tk.family);
-    }
+    for (const c of cards) this.tokenizerFor(c.id, c);
   }
 
   /**

@@ -8,7 +8,6 @@ export type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
 export { ChatTemplateError } from "./types.js";
 export { chatMessageSchema, chatMessagesSchema, contentText } from "./messages.js";
 export { NO_CHAT_TEMPLATE_MESSAGE } from "./chat-templates.js";
-export { tokenizerThread } from "./offload.js";
 
 const FACTORIES: Record<string, () => FamilyTokenizer> = {
   llama3: createLlama3Tokenizer,

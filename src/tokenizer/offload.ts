@@ -2,8 +2,9 @@
 // pre-tokenizer piece, such as 100 000 spaces or a long run of letters without a space, costs the
 // Llama 3 library ~7 µs a character: 16 MiB of it would hold an event loop for minutes), and counting
 // a huge prompt at the router's edge, where even sliced tokenising spent half a CPU-second of the
-// router's loop (and its garbage) per megabyte prompt. One worker per process, started on first use,
-// unref'd while it owes nothing.
+// router's loop (and its garbage) per megabyte prompt. One worker per process, started on first use
+// (its tables cost ~120 MiB) and stopped after IDLE_MS without work, so a router that never sees such
+// a prompt never pays for it.
 import { Worker } from "node:worker_threads";
 
 interface Pending {
@@ -13,11 +14,14 @@ interface Pending {
 
 /** texts waiting for the worker at once; beyond, callers get an error (the worker is saturated) */
 const MAX_PENDING = 64;
+/** an idle worker is stopped after this long (it is started again on demand) */
+const IDLE_MS = 30_000;
 
 class TokenizerThread {
   private worker: Worker | undefined;
   private seq = 0;
   private readonly pending = new Map<number, Pending>();
+  private idle: NodeJS.Timeout | undefined;
 
   private start(): Worker {
     const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -29,7 +33,7 @@ class TokenizerThread {
       this.pending.delete(m.id);
       if (m.ids) p.resolve({ count: m.count ?? m.ids.length, ids: Array.from(m.ids) });
       else p.reject(new Error(m.error ?? "tokenizer worker failed"));
-      if (this.pending.size === 0) w.unref();
+      if (this.pending.size === 0) this.rest(w);
     });
     const fail = (err: Error) => {
       for (const p of this.pending.values()) p.reject(err);
@@ -37,13 +41,22 @@ class TokenizerThread {
       this.worker = undefined;
     };
     w.on("error", fail);
-    w.on("exit", (code) => fail(new Error(`tokenizer worker exited with ${code}`)));
+    w.on("exit", (code) => {
+      if (this.worker === w) fail(new Error(`tokenizer worker exited with ${code}`));
+    });
     return w;
   }
 
-  /** Loads `family`'s tables on the worker now, so the first long prompt does not wait for them. */
-  warm(family: string): void {
-    this.count(family, "", false, 0).catch(() => undefined);
+  /** Nothing owed: unref'd, and stopped after IDLE_MS unless work comes. */
+  private rest(w: Worker): void {
+    w.unref();
+    clearTimeout(this.idle);
+    this.idle = setTimeout(() => {
+      if (this.pending.size > 0 || this.worker !== w) return;
+      this.worker = undefined;
+      void w.terminate();
+    }, IDLE_MS);
+    this.idle.unref();
   }
 
   /** `family`'s encode(text, false) (added tokens recognised, no BOS), on the worker thread. */
@@ -60,6 +73,7 @@ class TokenizerThread {
   ): Promise<{ count: number; ids: number[] }> {
     if (this.pending.size >= MAX_PENDING)
       return Promise.reject(new Error("the tokenizer worker has too much text queued"));
+    clearTimeout(this.idle);
     this.worker ??= this.start();
     // referenced while it owes answers, so a process waiting only for it stays alive
     this.worker.ref();
