@@ -38,7 +38,8 @@ const SLICE_MIN_CHARS = 4_096;
 const SLICE_MAX_CHARS = 262_144;
 /** a stretch without a cut point longer than this goes to the worker thread (offload.ts) */
 const OFFLOAD_CHARS = 16_384;
-/** countAsync: text longer than this is counted on the worker thread (its ids are rarely all needed) */
+/** countAsync: text longer than this is counted on the worker thread once it is warm (it keeps the
+ * main loop's CPU and garbage out of megabyte prompts; its ids are rarely all needed) */
 const COUNT_ON_WORKER_CHARS = 262_144;
 
 const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -143,8 +144,12 @@ export class FamilyTokenizer implements Tokenizer {
       if (count > keep) ids.length = keep;
       return { count, ids };
     }
-    if (text.length > COUNT_ON_WORKER_CHARS)
-      return tokenizerThread.count(this.family, text, addSpecialTokens, keep);
+    if (text.length > COUNT_ON_WORKER_CHARS) {
+      if (tokenizerThread.ready(this.family))
+        return tokenizerThread.count(this.family, text, addSpecialTokens, keep);
+      // this one in slices here; the next ones on the worker, once it has loaded the tables
+      tokenizerThread.warm(this.family);
+    }
     return this.sliced(text, addSpecialTokens, keep);
   }
 
