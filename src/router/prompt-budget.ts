@@ -87,12 +87,17 @@ export class PromptBudget {
     const path = basePath(url);
     if (path !== CHAT && path !== COMPLETIONS) return undefined;
     const chat = path === CHAT;
+    const ids = !chat && Array.isArray(obj.prompt) && typeof obj.prompt[0] !== "string";
+    // the common case, a short text prompt, costs a length sum and nothing else
+    if (!ids && promptChars(path, obj) <= PROMPT_CHECK_CHARS) return undefined;
     const maxLen = this.registry.maxModelLen(model);
     const maxTokens = chat
       ? numberOr(obj.max_completion_tokens, numberOr(obj.max_tokens, null))
       : numberOr(obj.max_tokens, 16);
-    if (!chat && maxLen !== undefined) this.checkIdPrompts(obj.prompt, maxLen, maxTokens);
-    if (promptChars(path, obj) <= PROMPT_CHECK_CHARS) return undefined;
+    if (ids) {
+      if (maxLen !== undefined) this.checkIdPrompts(obj.prompt, maxLen, maxTokens);
+      return undefined;
+    }
     const tk = this.tokenizerFor(model);
     if (!tk) return undefined;
     return this.count(tk, chat, obj, maxLen, maxTokens);

@@ -10,6 +10,7 @@ import { createServer, type Server } from "node:http";
 import { connect, type AddressInfo } from "node:net";
 import { parseConfig } from "../../src/router/index.js";
 import { Health, lagAwareTimeout, type HealthRecord } from "../../src/router/health.js";
+import { RetryBudget } from "../../src/router/admission.js";
 import { resolveModel } from "../../src/engine/profiles.js";
 import { tokenizerForModel } from "../../src/tokenizer/index.js";
 import { startFakeEngine } from "./fake-engine.js";
@@ -57,6 +58,20 @@ test("a probe timeout measured while the router's own event loop was blocked doe
   assert.equal(await verdict, "router_lag");
   assert.equal(await lagAwareTimeout(never(), 30), "timeout");
   assert.equal(await lagAwareTimeout(Promise.resolve(), 30), "answered");
+});
+
+test("the retry budget caps retries at a share of the requests (plus a floor) over its window", () => {
+  const budget = new RetryBudget({ budgetRatio: 0.2, budgetWindow: 10_000, minRetries: 10 });
+  const t0 = 1_000_000;
+  for (let i = 0; i < 1000; i++) budget.onRequest(t0 + i);
+  let granted = 0;
+  for (let i = 0; i < 1000; i++) if (budget.tryRetry(t0 + 1000 + i)) granted++;
+  assert.equal(granted, 10 + 0.2 * 1000, "a retry storm gets 20 % of the requests, plus the floor of 10");
+  // once the window has passed, the old requests no longer pay for new retries
+  assert.equal(budget.tryRetry(t0 + 30_000), true, "the floor again");
+  let later = 1;
+  for (let i = 0; i < 100; i++) if (budget.tryRetry(t0 + 30_000 + i)) later++;
+  assert.equal(later, 10);
 });
 
 test("max ejection percent: of two engines one may be ejected, the last one stays in rotation", () => {
