@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { freePort, freeUpPorts } from "../test/helpers/cli.js";
+import { upArgs } from "../test/helpers/cli.js";
 import { waitHttp } from "./router-harness.js";
 
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -19,24 +19,11 @@ export interface Stack {
 
 /** Starts `switchyard up --engines n` plus `args`, and waits until the router is ready. */
 export async function startStack(n: number, args: string[]): Promise<Stack> {
-  const port = await freePort();
-  const { engineBase, kvBase } = await freeUpPorts(n);
+  const stackArgs = await upArgs(n, args);
+  const port = stackArgs.port;
   const up = spawn(
     process.execPath,
-    [
-      ...process.execArgv,
-      main,
-      "up",
-      "--engines",
-      String(n),
-      "--port",
-      String(port),
-      "--engine-base-port",
-      String(engineBase),
-      "--kv-events-base-port",
-      String(kvBase),
-      ...args,
-    ],
+    [...process.execArgv, main, ...stackArgs.args],
     // its own process group, so the stop below reaches the stack and not this process
     {
       stdio: ["ignore", "ignore", "inherit"],

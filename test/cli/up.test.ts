@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { spawn } from "node:child_process";
-import { cliCommand, spawnCli, freePort, freeUpPorts, waitForHttp } from "../helpers/cli.js";
+import { cliCommand, spawnCli, upArgs, waitForHttp } from "../helpers/cli.js";
 import { splitArgs } from "../../src/cli/up.js";
 
 test("up: own flags and engine flags are told apart", () => {
@@ -23,23 +23,9 @@ test("up: own flags and engine flags are told apart", () => {
 });
 
 test("up: two engines and the router serve a chat completion, and SIGINT stops them all", async () => {
-  const port = await freePort();
-  const { engineBase, kvBase } = await freeUpPorts(2);
-  const stack = spawnCli([
-    "up",
-    "--engines",
-    "2",
-    "--port",
-    String(port),
-    "--engine-base-port",
-    String(engineBase),
-    "--kv-events-base-port",
-    String(kvBase),
-    "--model",
-    "Qwen/Qwen2.5-0.5B-Instruct",
-    "--time-scale",
-    "0.2",
-  ]);
+  const up = await upArgs(2, ["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--time-scale", "0.2"]);
+  const { port, engineBase } = up;
+  const stack = spawnCli(up.args);
   try {
     await waitForHttp(`http://127.0.0.1:${port}/ready`, 60_000);
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "unused" });
@@ -91,35 +77,16 @@ async function readStream(url: string, body: unknown): Promise<{ text: string; b
 }
 
 test("up: Ctrl-C (SIGINT to the whole process group) drains a stream in flight; a second signal exits at once", async () => {
-  const port = await freePort();
-  const { engineBase, kvBase } = await freeUpPorts(1);
+  // slow tokens: a 40-token stream takes seconds, a 2000-token one far longer than the test
+  const up = await upArgs(1, ["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--time-scale", "20"]);
+  const { port, engineBase } = up;
   const { cmd, args } = cliCommand();
   // a process group of its own, as a shell gives a foreground job: the terminal signals all of it
-  const child = spawn(
-    cmd,
-    [
-      ...args,
-      "up",
-      "--engines",
-      "1",
-      "--port",
-      String(port),
-      "--engine-base-port",
-      String(engineBase),
-      "--kv-events-base-port",
-      String(kvBase),
-      "--model",
-      "Qwen/Qwen2.5-0.5B-Instruct",
-      // slow tokens: a 40-token stream takes seconds, a 2000-token one far longer than the test
-      "--time-scale",
-      "20",
-    ],
-    {
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, SWITCHYARD_LOG_FORMAT: "json" },
-    },
-  );
+  const child = spawn(cmd, [...args, ...up.args], {
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, SWITCHYARD_LOG_FORMAT: "json" },
+  });
   let out = "";
   child.stdout!.on("data", (b: Buffer) => (out += b.toString("utf8")));
   child.stderr!.on("data", (b: Buffer) => (out += b.toString("utf8")));
