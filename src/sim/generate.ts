@@ -71,7 +71,8 @@ async function completionPrompts(ctx: SimContext, body: CompletionBody): Promise
     checkTokenIds(ids, tk.vocabSize);
     return ids;
   });
-  return lists.map((ids) => ({ tokenIds: ids, text: tk.decode(ids) }));
+  // the text is only for echo: decoding a megabyte of ids nobody asked to see would hold the loop
+  return lists.map((ids) => ({ tokenIds: ids, text: body.echo === true ? tk.decode(ids) : "" }));
 }
 
 async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<PromptInput> {
