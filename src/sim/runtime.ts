@@ -18,6 +18,8 @@ import type { LmcacheTier } from "./lmcache.js";
 import type { SimMetrics } from "./metrics.js";
 import type { RequestSink } from "./sink.js";
 
+export type { RequestSink } from "./sink.js";
+
 const log = logger("sim.engine");
 
 interface Tracked {
