@@ -1,11 +1,18 @@
 // `switchyard up`: the whole stack on one machine. Starts N simulated engines and a router as
 // child processes of this one (each engine gets its own process, so they use every core), waits
 // until all are ready, prints how to call the stack, and stops everything on Ctrl-C.
+//
+// Signals: the children run in their own process groups, so a terminal's Ctrl-C reaches this process
+// only (it used to reach every child too, and the router got this process's SIGTERM 12 ms after the
+// terminal's SIGINT: a second signal, which cuts streams instead of draining them). The first signal
+// drains: the router gets one SIGTERM and drains its in-flight streams, then the engines are stopped
+// (they serve those streams until the router is done). A second signal exits at once, and takes the
+// children with it.
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { logger } from "../obs/log.js";
-import { onShutdown } from "../obs/lifecycle.js";
+import { onShutdown, shutdown } from "../obs/lifecycle.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
 
 const specs: FlagSpecs = {
@@ -144,6 +151,8 @@ export async function main(argv: string[]): Promise<number> {
     const child = spawn(cmd, [...pre, ...args], {
       stdio: ["ignore", "inherit", "inherit"],
       env: process.env,
+      // its own process group: the terminal's Ctrl-C is this process's to pass on, once
+      detached: true,
     });
     children.push({ name, child });
     child.once("exit", (code, signal) => {
@@ -153,24 +162,31 @@ export async function main(argv: string[]): Promise<number> {
     return child;
   };
 
+  const stopOne = (child: ChildProcess) =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      const t = setTimeout(() => child.kill("SIGKILL"), CHILD_STOP_MS);
+      child.once("exit", () => {
+        clearTimeout(t);
+        resolve();
+      });
+      child.kill("SIGTERM");
+    });
   const stopAll = async () => {
     stopping = true;
-    await Promise.all(
-      children.map(
-        ({ child }) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            const t = setTimeout(() => child.kill("SIGKILL"), CHILD_STOP_MS);
-            child.once("exit", () => {
-              clearTimeout(t);
-              resolve();
-            });
-            child.kill("SIGTERM");
-          }),
-      ),
-    );
+    // the router first: its in-flight streams drain through engines that must still be up
+    await Promise.all(children.filter((c) => c.name === "router").map((c) => stopOne(c.child)));
+    await Promise.all(children.filter((c) => c.name !== "router").map((c) => stopOne(c.child)));
   };
+  // however this process ends (a second signal exits at once), no child outlives it: they are in
+  // their own process groups, so nothing else would stop them
+  process.on("exit", () => {
+    for (const { child } of children)
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
   onShutdown(stopAll);
+  // a closed terminal sends SIGHUP, whose default would leave the children running
+  process.once("SIGHUP", () => void shutdown("SIGHUP"));
   // this process's own shutdown deadline must outlast the children's drain
   if (!(Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0) > CHILD_STOP_MS)) {
     process.env.SWITCHYARD_SHUTDOWN_MS = String(CHILD_STOP_MS + 5_000);

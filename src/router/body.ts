@@ -9,6 +9,7 @@
 // was a measurable share of the router's allocations.
 import type { IncomingMessage } from "node:http";
 import { HttpError } from "../http/errors.js";
+import { bodyTooLarge } from "../http/body.js";
 import type { LinkedList } from "../collections/linked-list.js";
 import type { Deadline, DeadlineQueue } from "./deadlines.js";
 
@@ -71,8 +72,8 @@ function onData(this: Reading, chunk: Buffer): void {
   if (!s || s.done) return;
   s.size += chunk.length;
   if (s.size > s.limit) {
-    s.settle(new HttpError(413, `request body exceeds the limit of ${s.limit} bytes`));
-    this.resume();
+    // the rest of the body is dropped after the answer (lingerAfterRefusal), never kept
+    s.settle(bodyTooLarge("request body", s.limit));
     return;
   }
   if (s.first === undefined) s.first = chunk;
@@ -101,10 +102,7 @@ function onClose(this: Reading): void {
 export function readRequestBody(req: IncomingMessage, limitBytes: number, idle?: BodyIdle): Promise<Buffer> {
   const declared = req.headers["content-length"];
   if (declared !== undefined && Number(declared) > limitBytes) {
-    req.resume();
-    return Promise.reject(
-      new HttpError(413, `request body of ${declared} bytes exceeds the limit of ${limitBytes} bytes`),
-    );
+    return Promise.reject(bodyTooLarge(`request body of ${declared} bytes`, limitBytes));
   }
   return new Promise<Buffer>((resolve, reject) => {
     const r = req as Reading;

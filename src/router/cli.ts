@@ -45,7 +45,11 @@ const specs: FlagSpecs = {
   "session-header": { type: "string", default: "x-session-id", help: "header carrying the session key" },
   "session-key": { type: "string", help: "body field used as the session key when the header is absent" },
   "engine-api-key": { type: "string", help: "API key the engines expect (default: $VLLM_API_KEY)" },
-  "max-body-size": { type: "size", default: "32MiB", help: "largest request body accepted (413 above)" },
+  "max-body-size": {
+    type: "size",
+    default: "16MiB",
+    help: "largest request body accepted (413 above); keep it at or under the engines' limit (the sim's is 16MiB)",
+  },
   "max-in-flight-per-engine": { type: "int", default: 0, min: 0, help: "per-engine in-flight cap; 0 = none" },
   "queue-size": { type: "int", default: 1024, min: 0, help: "requests that may wait for room (429 beyond)" },
   "queue-timeout": { type: "string", default: "30s", help: "longest wait in the queue before 429" },

@@ -157,8 +157,13 @@ export const routerConfigSchema = z.strictObject({
       timeout: duration.default(1_000),
       failuresToEject: z.number().int().min(1).default(2),
       successesToReadmit: z.number().int().min(1).default(2),
-      /** consecutive connect errors or 5xx answers on live traffic that eject an engine */
+      /** consecutive connect errors, resets or 5xx answers on live traffic that eject an engine */
       passiveFailures: z.number().int().min(1).default(3),
+      /**
+       * most engines of a model that may be out of rotation at once, in percent (floor): 50 keeps one
+       * of two, two of four; a model's last engine is never ejected below 100
+       */
+      maxEjectionPercent: z.number().min(0).max(100).default(50),
     })
     .prefault({}),
   discovery: discoveryConfigSchema,
@@ -170,6 +175,11 @@ export const routerConfigSchema = z.strictObject({
       budgetWindow: duration.default(10_000),
       /** retries always allowed per window, so a quiet router still fails over */
       minRetries: z.number().int().min(0).default(10),
+      /**
+       * engines that may fail while holding one request (died, reset, no first byte in time) before
+       * it is answered 502 instead of retried again: it may be what kills them; 0 = never
+       */
+      poisonAfter: z.number().int().min(0).max(10).default(2),
     })
     .prefault({}),
   admission: z
@@ -182,7 +192,9 @@ export const routerConfigSchema = z.strictObject({
     .prefault({}),
   limits: z
     .strictObject({
-      maxBodyBytes: size.default(32 * 2 ** 20),
+      /** larger bodies get 413 before they are read (Content-Length) or as soon as they pass it;
+       * the sim's (and this default's) 16 MiB, so the router never accepts what engines refuse */
+      maxBodyBytes: size.default(16 * 2 ** 20),
       /** request line + headers; larger → 431 (node's maxHeaderSize; needs a restart) */
       maxHeaderBytes: size.default(16 * 1024),
       /** slowloris: the whole header block must arrive within this (restart) */
@@ -201,6 +213,13 @@ export const routerConfigSchema = z.strictObject({
   epp: eppConfigSchema,
   /** API keys, tenants, limits, fair queuing, cache isolation (src/tenancy, docs/security.md); off without keys */
   tenancy: tenancyConfigSchema.optional(),
+  /** one info line per request (logger router.access); sampleRatio samples successes, errors always log */
+  accessLog: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      sampleRatio: z.number().min(0).max(1).default(1),
+    })
+    .prefault({}),
   /** OpenTelemetry spans over OTLP/HTTP JSON (src/obs/tracing.ts); off without an endpoint */
   tracing: z
     .strictObject({

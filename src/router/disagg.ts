@@ -14,7 +14,6 @@
 // label `switchyard.dev/role`): prefill engines form the prefill pool; decode and both/mixed engines
 // the decode pool. Within a pool the configured policy picks (least-load by default), so both sides
 // are load-balanced. See docs/disaggregated.md.
-import type { LinkedList } from "../collections/linked-list.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Counter, Histogram, type Registry as PromRegistry } from "prom-client";
 import type { RequestView } from "../routing/index.js";
@@ -23,8 +22,9 @@ import { logger } from "../obs/log.js";
 import type { RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import type { EngineSpec } from "../discovery/types.js";
-import type { ProxyRequest } from "./proxy.js";
-import { discard, type Upstream, type PendingAttempt, type Registry } from "./registry.js";
+import type { RoutedRequest } from "./request.js";
+import { discard, type Upstream, type Registry } from "./registry.js";
+import { engineErrorMessage, upstreamAuthorization } from "./upstream-rules.js";
 
 const log = logger("router.disagg");
 
@@ -46,7 +46,7 @@ export function roleOf(spec: EngineSpec): EngineRole {
 
 /** What the prefill step reads and changes of the proxy's per-request state. */
 export interface DisaggContext {
-  readonly pr: ProxyRequest;
+  readonly pr: RoutedRequest;
   readonly view: RequestView;
   readonly requestId: string;
   readonly req: IncomingMessage;
@@ -104,42 +104,18 @@ export function prefillBody(parsed: Record<string, unknown>, model: string): Rec
   return body;
 }
 
-/** Error text out of an engine's answer (OpenAI/vLLM JSON, FastAPI detail, or raw text). */
-function errorMessage(text: string, status: number): { message: string; param: string | null } {
-  try {
-    const doc = JSON.parse(text) as {
-      error?: { message?: unknown; param?: unknown } | string;
-      message?: unknown;
-      detail?: unknown;
-    };
-    const e = doc.error;
-    if (typeof e === "object" && e && typeof e.message === "string")
-      return { message: e.message, param: typeof e.param === "string" ? e.param : null };
-    if (typeof doc.message === "string") return { message: doc.message, param: null };
-    if (typeof e === "string") return { message: e, param: null };
-    if (typeof doc.detail === "string") return { message: doc.detail, param: null };
-  } catch {
-    // not JSON
-  }
-  return { message: text.slice(0, 500) || `prefill engine answered ${status}`, param: null };
-}
-
-/** One prefill call on one engine; ejection of the engine aborts it so that it fails over at once. */
-class PrefillCall implements PendingAttempt {
+/**
+ * One prefill call on one engine, cut only by its timeout or the client leaving: an engine's ejection
+ * never cuts a call it is still working on (see attempt.ts).
+ */
+class PrefillCall {
   readonly abort = new AbortController();
-  /** why the router cut the call: ejected, timeout, client_gone */
+  /** why the router cut the call: timeout, client_gone */
   why = "";
-  // links in the engine's pending list
-  prev: PendingAttempt | null = null;
-  next: PendingAttempt | null = null;
-  list: LinkedList<PendingAttempt> | null = null;
   stop(why: string, message: string): void {
     if (this.why) return;
     this.why = why;
     this.abort.abort(new Error(message));
-  }
-  abortForFailover(reason: string): void {
-    this.stop("ejected", reason);
   }
 }
 
@@ -200,7 +176,7 @@ export class Disaggregation {
   }
 
   /** True when this request should run the two-step flow. */
-  applies(pr: ProxyRequest): boolean {
+  applies(pr: RoutedRequest): boolean {
     const prefill = this.prefillEngines();
     if (prefill.length === 0) return false;
     if (!pr.parsed || !Buffer.isBuffer(pr.body) || !DISAGG_PATHS.has(basePath(pr.path))) return false;
@@ -305,10 +281,8 @@ export class Disaggregation {
     for (let i = 0; i < headers.length; i += 2)
       if (headers[i]!.toLowerCase() === "content-type") typed = true;
     if (!typed) headers.push("content-type", "application/json");
-    const key = engine.spec.apiKey ?? cfg.engineApiKey;
-    if (key) headers.push("authorization", `Bearer ${key}`);
-    else if (cfg.engineApiKey === undefined && ctx.req.headers.authorization)
-      headers.push("authorization", ctx.req.headers.authorization);
+    const auth = upstreamAuthorization(engine.spec, cfg, ctx.pr.clientAuthorization);
+    if (auth !== undefined) headers.push("authorization", auth);
     const call = new PrefillCall();
     const onClose = () => {
       if (!ctx.res.writableFinished) call.stop("client_gone", "client went away");
@@ -318,7 +292,6 @@ export class Disaggregation {
       () => call.stop("timeout", `no prefill answer within ${cfg.timeouts.firstByte} ms`),
       cfg.timeouts.firstByte,
     );
-    engine.pending.push(call);
     const reg = this.d.registry;
     try {
       const res = await engine.pool.request({
@@ -331,6 +304,8 @@ export class Disaggregation {
       let size = 0;
       const chunks: Buffer[] = [];
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        // the engine makes progress: the health checker reads this (health.ts)
+        engine.lastByteAt = performance.now();
         size += chunk.length;
         if (size > MAX_PREFILL_ANSWER) {
           discard(res.body);
@@ -360,7 +335,7 @@ export class Disaggregation {
         return { kind: "retry", reason: `status_${status}` };
       }
       reg.reportSuccess(engine);
-      const { message, param } = errorMessage(text, status);
+      const { message, param } = engineErrorMessage(text, status);
       return { kind: "client-error", error: new HttpError(status, message, param) };
     } catch (err) {
       const e = err as Error & { code?: string };
@@ -369,7 +344,6 @@ export class Disaggregation {
       return { kind: "retry", reason: `transport_${e.code ?? "error"}` };
     } finally {
       clearTimeout(timer);
-      engine.pending.remove(call);
       ctx.res.off("close", onClose);
     }
   }

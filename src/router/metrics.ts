@@ -4,7 +4,8 @@
 // series (requests, TTFT, ITL, E2E, in-flight) are plain numbers behind cached per-label-set
 // children: prom-client hashes the label object on every inc/observe, which cost more than the
 // rest of the router's bookkeeping together; these are formatted by prom-client only at scrape.
-import { Counter, Gauge, Registry, type Metric } from "prom-client";
+import { createRequire } from "node:module";
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 
 const LATENCY_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,
@@ -15,6 +16,24 @@ const ITL_BUCKETS = [
 const E2E_BUCKETS = [
   0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 60, 120, 240, 480, 960,
 ];
+
+/** This package's version, for switchyard_build_info. */
+function packageVersion(): string {
+  try {
+    const require = createRequire(import.meta.url);
+    for (const rel of ["../../package.json", "../../../package.json"]) {
+      try {
+        const pkg = require(rel) as { name?: string; version?: string };
+        if (pkg.name === "switchyard" && typeof pkg.version === "string") return pkg.version;
+      } catch {
+        // not at this depth (compiled under dist/ or run from src/)
+      }
+    }
+  } catch {
+    // no package.json: an embedded build
+  }
+  return "unknown";
+}
 
 /** Label sets one family keeps; past it the least recently created one is dropped (its series goes stale). */
 const MAX_SERIES = 10_000;
@@ -203,8 +222,24 @@ export class RouterMetrics {
     "Client connections refused at accept because limits.maxConnections were open",
     [] as const,
   );
+  /** the tokenizer endpoints, kept out of the generation series above */
+  readonly tokenizerRequests = new CounterFamily(
+    "switchyard_tokenizer_requests_total",
+    "Requests to the tokenizer endpoints (/tokenize, /detokenize), by route and HTTP status; not in switchyard_requests_total",
+    ["route", "status"] as const,
+  );
+  /** histogram children of requests outside the generation metrics: observed, never exported */
+  readonly unlistedSeries: ModelSeries = {
+    ttft: new HistogramChild([], {}),
+    itl: new HistogramChild([], {}),
+    e2e: new HistogramChild([], {}),
+  };
   readonly retries: Counter<"model" | "reason">;
   readonly ejections: Counter<"engine" | "reason">;
+  readonly ejectionsWithheld: Counter<"engine" | "reason">;
+  readonly probeTimeoutsExcused: Counter<"engine" | "why">;
+  readonly panics: Counter<"model">;
+  readonly poisoned: Counter<"model">;
   readonly rejected: Counter<"reason">;
   /** client requests being served now; read at scrape */
   inFlight = 0;
@@ -222,8 +257,17 @@ export class RouterMetrics {
       this.tenantTokens,
       this.tenantQueueWait,
       this.connectionsDropped,
+      this.tokenizerRequests,
     ])
       r.registerMetric(m as unknown as Metric);
+    // process_cpu_seconds_total, process_resident_memory_bytes, nodejs_eventloop_lag_seconds, ...
+    collectDefaultMetrics({ register: r });
+    new Gauge({
+      name: "switchyard_build_info",
+      help: "Always 1; the labels say which build runs (version, Node.js version)",
+      labelNames: ["version", "node_version"],
+      registers: [r],
+    }).set({ version: packageVersion(), node_version: process.version }, 1);
     this.retries = new Counter({
       name: "switchyard_retries_total",
       help: "Attempts retried on another engine, by model and reason",
@@ -234,6 +278,34 @@ export class RouterMetrics {
       name: "switchyard_engine_ejections_total",
       help: "Engines taken out of rotation, by reason (health, passive)",
       labelNames: ["engine", "reason"],
+      registers: [r],
+    });
+    this.ejectionsWithheld = new Counter({
+      name: "switchyard_engine_ejections_withheld_total",
+      help:
+        "Ejections not made because health.maxEjectionPercent of the engine's model were out of rotation " +
+        "already; the engine stays in rotation",
+      labelNames: ["engine", "reason"],
+      registers: [r],
+    });
+    this.probeTimeoutsExcused = new Counter({
+      name: "switchyard_health_probe_timeouts_excused_total",
+      help:
+        "Health probes that timed out but did not count as failures, by why: progress (the engine sent " +
+        "bytes on its requests meanwhile) or router_lag (the router's own event loop ran late)",
+      labelNames: ["engine", "why"],
+      registers: [r],
+    });
+    this.panics = new Counter({
+      name: "switchyard_panic_routed_requests_total",
+      help: "Requests routed while no engine of their model was in rotation (panic mode: routed among all of them)",
+      labelNames: ["model"],
+      registers: [r],
+    });
+    this.poisoned = new Counter({
+      name: "switchyard_poison_requests_total",
+      help: "Requests not retried because engines failed while serving them (retry.poisonAfter): possible poison requests",
+      labelNames: ["model"],
       registers: [r],
     });
     this.rejected = new Counter({
@@ -318,6 +390,12 @@ export class RouterMetrics {
       this.perModel.set(model, m);
     }
     return m;
+  }
+
+  /** Counts one answered tokenizer-endpoint request (not a generation: no TTFT, no requests_total). */
+  countUnlisted(path: string, status: number): void {
+    const q = path.indexOf("?");
+    this.tokenizerRequests.child(q >= 0 ? path.slice(0, q) : path, statusText(status)).value++;
   }
 
   /** Counts one answered request; the child per label set is cached by the family. */

@@ -1,60 +1,43 @@
-// The data plane: one client request → attempts on engines until one answers. The original request
-// bytes go upstream untouched; response bytes are relayed chunk by chunk as they arrive. Failover is
-// allowed only while nothing from an engine has reached the client.
+// The data plane: one client request → attempts on engines (attempt.ts) until one answers. The
+// original request bytes go upstream untouched; response bytes are relayed as they arrive. Failover
+// is allowed only while nothing from an engine has reached the client, within `retry.maxAttempts`
+// and the retry budget.
 //
-// Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt with this
-// file's handler object (no Readable body, no async iterator, no AbortController or listeners),
-// every timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
+// Containment: a request whose attempts failed on `retry.poisonAfter` engines while they held it
+// (the engine died, reset or fell silent past the first-byte timeout) is not retried further — it may
+// be what breaks them — and gets a clear 502 with `x-should-retry: false`. When no engine of a model
+// is in rotation, requests are still routed among its engines (panic mode, counted and logged)
+// rather than refused: an ejection is a guess, a refusal is certain.
+//
+// Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt, every
+// timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
 // metrics through pre-bound children.
-import type { LinkedList } from "../collections/linked-list.js";
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
-import type { Readable } from "node:stream";
-import type { Dispatcher } from "undici";
-import { decide, type Policy, type RequestView } from "../routing/index.js";
-import { HttpError, errorBody, sendError } from "../http/errors.js";
-import type { AdmissionQueue, QueueFlow, RetryBudget } from "./admission.js";
-import type { TenantRequest } from "../tenancy/request.js";
+import { decide, type EngineView, type Policy, type RequestView } from "../routing/index.js";
+import { HttpError, sendError } from "../http/errors.js";
+import type { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import { DeadlineQueue, OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
 import type { ModelSeries, RouterMetrics } from "./metrics.js";
-import type { Upstream, PendingAttempt, Registry } from "./registry.js";
+import type { Upstream, Registry } from "./registry.js";
 import type { Disaggregation } from "./disagg.js";
 import { RequestTrace } from "./request-trace.js";
 import type { Tracer } from "../obs/tracing.js";
 import { logger } from "../obs/log.js";
+import {
+  Attempt,
+  endStreamWithError,
+  totalTimeoutError,
+  type AttemptContext,
+  type AttemptHost,
+  type RetryOutcome,
+} from "./attempt.js";
+import { modelNotFound, type RoutedRequest } from "./request.js";
+import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
+import type { AccessLog } from "./access-log.js";
 
 const log = logger("router.proxy");
-
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "transfer-encoding",
-  "te",
-  "trailer",
-  "upgrade",
-  "http2-settings",
-  "host",
-  "content-length",
-  "expect",
-]);
-/** response headers not relayed: hop-by-hop ones (Content-Length is kept: bodies go whole) and ours */
-const RESPONSE_SKIP = new Set([...HOP_BY_HOP, "x-request-id"]);
-RESPONSE_SKIP.delete("content-length");
-
-const RETRIABLE_STATUS = new Set([502, 503, 504]);
-const CONNECT_ERRORS = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EPIPE",
-  "ETIMEDOUT",
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_SOCKET",
-  "UND_ERR_CLOSED",
-]);
 
 const SSE_HEADERS = {
   "content-type": "text/event-stream; charset=utf-8",
@@ -62,9 +45,6 @@ const SSE_HEADERS = {
   "x-accel-buffering": "no",
 };
 const KEEPALIVE_BYTES = Buffer.from(": keep-alive\n\n");
-const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
-/** an engine's failure answer kept for relaying when no other engine does better */
-const MAX_FAILURE_BODY = 64 * 1024;
 const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
 export interface ProxyDeps {
@@ -78,24 +58,10 @@ export interface ProxyDeps {
   tracer?: Tracer | undefined;
   /** disaggregated prefill/decode: runs the prefill step before the attempts loop (src/router/disagg.ts) */
   disagg?: Disaggregation | undefined;
+  /** one line per finished request (src/router/access-log.ts) */
+  accessLog?: AccessLog | undefined;
   /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
   onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
-}
-
-/** Everything the data plane knows about one client request. */
-export interface ProxyRequest {
-  path: string;
-  model: string;
-  stream: boolean;
-  sessionKey: string | undefined;
-  /** exact bytes to send upstream, or a one-shot stream (multipart) that cannot be replayed */
-  body: Buffer | Readable;
-  /** for cache-aware policies later */
-  parsed?: Record<string, unknown> | undefined;
-  /** tenancy on: the admitted tenant's bookkeeping (usage from the relayed body, slot release) */
-  tenant?: TenantRequest | undefined;
-  /** the fair admission queue's flow (tenant, weight, priority); anonymous when absent */
-  flow?: QueueFlow | undefined;
 }
 
 /** An X-Request-Id we echo must be a safe header value (no response splitting, no odd bytes). */
@@ -116,30 +82,9 @@ function newRequestId(): string {
   return ID_PREFIX + idCounter.toString(16).padStart(12, "0");
 }
 
-type RetryOutcome = {
-  kind: "retry";
-  reason: string;
-  status: number;
-  body: Buffer | undefined;
-  /** the failing engine's response headers, flat [name, value, ...] */
-  headers: string[];
-};
-/** What one attempt ended as. */
-type Outcome = { kind: "done" } | { kind: "client-gone" } | RetryOutcome;
-const DONE: Outcome = { kind: "done" };
-const CLIENT_GONE: Outcome = { kind: "client-gone" };
-
-function retry(reason: string, status: number, body?: Buffer, headers: string[] = []): RetryOutcome {
-  return { kind: "retry", reason, status, body, headers };
-}
-
 const enum CtxDeadline {
   Total,
   KeepAlive,
-}
-const enum AttemptDeadline {
-  FirstByte,
-  Idle,
 }
 
 /** The request context of a response, for the one shared 'close' listener (no closure per request). */
@@ -154,18 +99,29 @@ function onResponseClose(this: WithContext): void {
   }
 }
 
-class RequestContext implements DeadlineOwner<CtxDeadline> {
+/** Everything the data plane tracks about one client request while it is served. */
+export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline> {
   readonly started = performance.now();
   readonly view: RequestView;
   readonly requestId: string;
-  /** bytes from an engine (not our keep-alives) have reached the client: no more failover */
   relayed = false;
   clientGone = false;
   totalTimedOut = false;
   engineUrl = "none";
   status = 0;
-  /** the attempt in progress, which client disconnects and the total timeout cut */
-  current: Attempt | undefined;
+  /** attempts made (retries = attempts − 1) */
+  attempts = 0;
+  /** engines that failed while holding the request (poison detection) */
+  inFlightFailures = 0;
+  /** every failed attempt was a connection that never carried the request */
+  onlyConnectFailures = true;
+  /** routed while no engine of the model was in rotation */
+  panicked = false;
+  /** ms from arrival to the first relayed byte; -1 until then (the access log) */
+  ttftMs = -1;
+  /** the last relayed body chunk, where vLLM puts `usage` (the access log reads it at the end) */
+  lastChunk: Buffer | undefined = undefined;
+  current: { cancel(): void } | undefined;
   /** only for waiting in the admission queue (rare), so created on demand */
   private queueAbort: AbortController | undefined;
   readonly total = new OwnedDeadline(this, CtxDeadline.Total);
@@ -177,23 +133,25 @@ class RequestContext implements DeadlineOwner<CtxDeadline> {
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
-    readonly pr: ProxyRequest,
+    readonly pr: RoutedRequest,
     private readonly proxy: Proxy,
     metrics: RouterMetrics,
     tracer: Tracer | undefined,
   ) {
     const rid = req.headers["x-request-id"];
     this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : newRequestId();
+    const tokens = pr.promptTokens;
     this.view = {
       model: pr.model,
       seq: seq++ & 0x3fffffff,
       sessionKey: pr.sessionKey,
-      prompt: pr.parsed?.prompt,
-      messages: pr.parsed?.messages,
+      // ids computed off the loop by the ingress: routing hashes them instead of tokenising again
+      prompt: tokens ?? pr.parsed?.prompt,
+      messages: tokens ? undefined : pr.parsed?.messages,
       body: pr.parsed,
       exclude: NO_EXCLUDE,
     };
-    this.series = metrics.forModel(pr.model);
+    this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
     this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
   }
 
@@ -220,29 +178,22 @@ class RequestContext implements DeadlineOwner<CtxDeadline> {
   }
 }
 
-export class Proxy {
+export class Proxy implements AttemptHost {
   /** every per-request timeout of this router, on one coarse timer */
   readonly deadlines = new DeadlineQueue();
 
   constructor(private readonly d: ProxyDeps) {}
 
-  /** The client's headers, minus hop-by-hop ones and Authorization (decided per engine), plus ours. */
-  private upstreamHeaders(h: IncomingHttpHeaders, requestId: string, traced: boolean): string[] {
-    const out: string[] = [];
-    for (const name in h) {
-      if (HOP_BY_HOP.has(name) || name === "x-request-id" || name === "authorization") continue;
-      // traced: the engine gets our attempt span as its parent instead of the client's span
-      if (traced && name === "traceparent") continue;
-      const v = h[name];
-      if (v === undefined) continue;
-      out.push(name, Array.isArray(v) ? v.join(", ") : v);
-    }
-    out.push("x-request-id", requestId);
-    return out;
+  reportFailure(e: Upstream, what: string): void {
+    this.d.registry.reportFailure(e, what);
+  }
+
+  reportSuccess(e: Upstream): void {
+    this.d.registry.reportSuccess(e);
   }
 
   /** Not async: hands back the attempts loop's promise itself (one async frame per request, not two). */
-  handle(req: IncomingMessage, res: ServerResponse, pr: ProxyRequest): Promise<void> {
+  handle(req: IncomingMessage, res: ServerResponse, pr: RoutedRequest): Promise<void> {
     const cfg = this.d.config();
     const metrics = this.d.metrics;
     const ctx = new RequestContext(req, res, pr, this, metrics, this.d.tracer);
@@ -257,7 +208,7 @@ export class Proxy {
     return this.run(ctx, cfg);
   }
 
-  /** The request's end, whatever happened: timers off, listener off, counted. */
+  /** The request's end, whatever happened: timers off, listener off, counted, logged. */
   private finished(ctx: RequestContext): void {
     const res = ctx.res;
     const pr = ctx.pr;
@@ -268,10 +219,13 @@ export class Proxy {
     (res as WithContext)[CONTEXT] = undefined;
     metrics.inFlight--;
     const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
-    metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
-    ctx.series.e2e.observe((performance.now() - ctx.started) / 1000);
+    if (pr.generation) metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
+    else metrics.countUnlisted(pr.path, status);
+    const seconds = (performance.now() - ctx.started) / 1000;
+    ctx.series.e2e.observe(seconds);
     ctx.trace?.end(status, ctx.engineUrl);
     pr.tenant?.finish(status);
+    this.d.accessLog?.write(ctx, status, seconds);
   }
 
   /** Answers with an error: a JSON error before anything was sent, an SSE error event after. */
@@ -310,18 +264,35 @@ export class Proxy {
       e.view.inFlight++;
       return e;
     }
-    if (dec.kind === "unknown-model") {
-      throw new HttpError(404, `The model \`${ctx.pr.model}\` does not exist.`, "model");
-    }
-    if (dec.kind === "unavailable") {
-      throw new HttpError(
-        503,
-        `no ready engine serves the model \`${ctx.pr.model}\` right now; retry later`,
-        null,
-        { "retry-after": "1" },
-      );
-    }
+    if (dec.kind === "unknown-model") throw modelNotFound(ctx.pr.model);
+    if (dec.kind === "unavailable") return this.panicPick(ctx);
     return this.queueForSlot(ctx);
+  }
+
+  /**
+   * No engine in rotation can take the request. When that is because none of the model's engines is
+   * in rotation at all (every one ejected or never admitted), route among them anyway: panic mode,
+   * as Envoy does below its panic threshold. Otherwise (the ones in rotation were tried) it is a 503.
+   */
+  private panicPick(ctx: RequestContext): Upstream {
+    const reg = this.d.registry;
+    const model = ctx.pr.model;
+    const views: EngineView[] | undefined = reg.panicViews(model);
+    if (views) {
+      const dec = decide(this.d.policy(), ctx.view, { engines: views });
+      const e = dec.kind === "picked" ? reg.engines.get(dec.engine.id) : undefined;
+      if (e) {
+        e.view.inFlight++;
+        if (!ctx.panicked) {
+          ctx.panicked = true;
+          reg.notePanic(model);
+        }
+        return e;
+      }
+    }
+    throw new HttpError(503, `no ready engine serves the model \`${model}\` right now; retry later`, null, {
+      "retry-after": "1",
+    });
   }
 
   /** Saturated: waits in the bounded queue for room. */
@@ -349,10 +320,8 @@ export class Proxy {
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
     try {
-      const headers = this.upstreamHeaders(ctx.req.headers, ctx.requestId, ctx.trace !== undefined);
+      const headers = forwardedHeaders(ctx.req.headers, ctx.requestId, ctx.trace !== undefined);
       const baseHeaders = headers.length;
-      const clientAuth = ctx.req.headers.authorization;
-      const engineKeyConfigured = cfg.engineApiKey !== undefined;
       // P/D: the prefill step runs first; the loop below then sends the decode step (body and
       // candidates rewritten) like any request, so its stream is relayed as it arrives
       if (this.d.disagg?.applies(ctx.pr)) {
@@ -374,7 +343,7 @@ export class Proxy {
           engine = got instanceof Promise ? await got : got;
         } catch (err) {
           if (ctx.clientGone) return;
-          if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
+          if (ctx.totalTimedOut) throw totalTimeoutError();
           // every engine tried already: report what the last one said rather than "unavailable"
           if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
           if (err instanceof HttpError && err.status === 429)
@@ -382,25 +351,29 @@ export class Proxy {
           throw err;
         }
         ctx.engineUrl = engine.url;
+        ctx.attempts = attempt;
         this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
         headers.length = baseHeaders;
-        const key = engine.spec.apiKey ?? cfg.engineApiKey;
-        if (key) headers.push("authorization", `Bearer ${key}`);
-        // with tenancy on the client's key is the router's credential: it never goes upstream
-        else if (!engineKeyConfigured && clientAuth && !ctx.pr.tenant)
-          headers.push("authorization", clientAuth);
+        const auth = upstreamAuthorization(engine.spec, cfg, ctx.pr.clientAuthorization);
+        if (auth !== undefined) headers.push("authorization", auth);
         if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
-        let outcome: Outcome;
+        let outcome;
         try {
           outcome = await new Attempt(this, ctx, engine, cfg).start(headers);
         } finally {
           this.releaseSlot(engine);
         }
+        if (outcome.kind === "total-timeout") throw totalTimeoutError();
         if (outcome.kind !== "retry") return;
         ctx.trace?.attemptEnded(outcome.status, outcome.reason);
         last = outcome;
         ctx.exclude(engine.url);
-        if (ctx.totalTimedOut) throw new HttpError(504, "request exceeded the router's total timeout");
+        if (outcome.cause !== "connect") ctx.onlyConnectFailures = false;
+        if (outcome.cause === "in-flight") {
+          const poisonAfter = cfg.retry.poisonAfter;
+          if (poisonAfter > 0 && ++ctx.inFlightFailures >= poisonAfter) return this.poisoned(ctx, last);
+        }
+        if (ctx.totalTimedOut) throw totalTimeoutError();
         if (attempt >= maxAttempts) return this.relayFailure(ctx, last);
         if (!this.d.budget.tryRetry()) {
           this.d.metrics.rejected.inc({ reason: "retry_budget" });
@@ -435,303 +408,40 @@ export class Proxy {
       res.end(last.body);
       return;
     }
-    const status = last.status || 502;
-    this.fail(ctx, new HttpError(status, `upstream engine failed: ${last.reason}`));
-  }
-
-  get registry(): Registry {
-    return this.d.registry;
-  }
-}
-
-const enum Mode {
-  /** waiting for the engine's response headers */
-  Headers,
-  /** relaying the body to the client */
-  Relay,
-  /** collecting a 502/503/504 answer in case no other engine does better */
-  CollectRetry,
-  /** collecting a non-200 answer that must become an SSE error event (keep-alives went out) */
-  CollectSseError,
-}
-
-/**
- * One try on one engine, as an undici dispatch handler. `start` resolves how it ended and never
- * rejects for upstream trouble. Cancellation (client gone, total/first-byte/idle timeout, ejection)
- * settles the outcome at once and aborts the upstream request.
- */
-class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwner<AttemptDeadline> {
-  private mode = Mode.Headers;
-  private done = false;
-  private abortUpstream: ((err?: Error) => void) | undefined;
-  private resumeUpstream: (() => void) | undefined;
-  private onDrain: (() => void) | undefined;
-  private settle!: (o: Outcome) => void;
-  private failover: string | undefined;
-  private ttfbTimedOut = false;
-  private idleTimedOut = false;
-  private status = 0;
-  private isSse = false;
-  private headers: string[] = [];
-  private held: Buffer | undefined;
-  private collected: Buffer[] | undefined;
-  private collectedSize = 0;
-  private lastChunk = 0;
-  private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
-  private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
-  // links in the engine's pending list
-  prev: PendingAttempt | null = null;
-  next: PendingAttempt | null = null;
-  list: LinkedList<PendingAttempt> | null = null;
-
-  constructor(
-    private readonly proxy: Proxy,
-    private readonly ctx: RequestContext,
-    private readonly engine: Upstream,
-    private readonly cfg: RouterConfig,
-  ) {}
-
-  onDeadline(kind: AttemptDeadline): void {
-    if (kind === AttemptDeadline.FirstByte) this.ttfbTimedOut = true;
-    else this.idleTimedOut = true;
-    this.cancel();
-  }
-
-  start(headers: string[]): Promise<Outcome> {
-    const ctx = this.ctx;
-    const p = new Promise<Outcome>((resolve) => (this.settle = resolve));
-    if (ctx.clientGone || ctx.totalTimedOut) {
-      this.finish(this.interrupted()!);
-      return p;
+    if (ctx.onlyConnectFailures) {
+      // nothing reached an engine: the fleet is down or unreachable, which is what 503 says
+      const tried = ctx.attempts === 1 ? "its engine" : `any of the ${ctx.attempts} engines tried`;
+      return this.fail(
+        ctx,
+        new HttpError(
+          503,
+          `no engine serving the model \`${ctx.pr.model}\` could be reached (${tried}; last: ${last.reason}); retry later`,
+          null,
+          { "retry-after": "1" },
+        ),
+      );
     }
-    ctx.current = this;
-    this.engine.pending.push(this);
-    this.proxy.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte);
-    // undici serialises the headers synchronously, so the caller may reuse the array afterwards
-    this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.pr.body }, this);
-    return p;
+    this.fail(ctx, new HttpError(last.status || 502, `upstream engine failed: ${last.reason}`));
   }
 
-  abortForFailover(reason: string): void {
-    this.failover = reason;
-    this.cancel();
+  /** The request broke (or met broken) engines while they held it, too often to try another. */
+  private poisoned(ctx: RequestContext, last: RetryOutcome): void {
+    const n = ctx.inFlightFailures;
+    this.d.metrics.poisoned.inc({ model: ctx.pr.model });
+    log.warn(
+      { requestId: ctx.requestId, model: ctx.pr.model, engines: n, last: last.reason },
+      "request not retried: engines failed while serving it (possible poison request)",
+    );
+    this.fail(
+      ctx,
+      new HttpError(
+        502,
+        `the request was not retried: ${n} engines failed while serving it (last: ${last.reason}); ` +
+          "it may be what makes them fail",
+        null,
+        // the OpenAI clients honour this and do not retry on their own
+        { "x-should-retry": "false" },
+      ),
+    );
   }
-
-  cancel(): void {
-    if (this.done) return;
-    const err = new Error("attempt cancelled by the router");
-    this.abortUpstream?.(err);
-    // before the connection is handed over there is nothing to abort yet: onConnect does it
-    if (!this.done) this.onError(err);
-  }
-
-  private interrupted(): Outcome | undefined {
-    const ctx = this.ctx;
-    if (ctx.clientGone) return CLIENT_GONE;
-    if (ctx.totalTimedOut) return retry("total timeout", 504);
-    if (this.failover) return retry("ejected", 503);
-    if (this.ttfbTimedOut) return retry("first-byte timeout", 504);
-    return undefined;
-  }
-
-  private finish(o: Outcome): void {
-    this.done = true;
-    const dl = this.proxy.deadlines;
-    dl.disarm(this.ttfb);
-    dl.disarm(this.idle);
-    this.engine.pending.remove(this);
-    if (this.ctx.current === this) this.ctx.current = undefined;
-    if (this.onDrain) this.ctx.res.off("drain", this.onDrain);
-    this.settle(o);
-  }
-
-  onConnect(abort: (err?: Error) => void): void {
-    if (this.done) abort(new Error("attempt cancelled by the router"));
-    else this.abortUpstream = abort;
-  }
-
-  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    if (this.done) return false;
-    if (status < 200) return true;
-    this.status = status;
-    this.resumeUpstream = resume;
-    const h = this.headers;
-    for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i]!.toString("latin1");
-      const lower = name.toLowerCase();
-      if (RESPONSE_SKIP.has(lower)) continue;
-      const value = rawHeaders[i + 1]!.toString("latin1");
-      if (lower === "content-type" && value.includes("text/event-stream")) this.isSse = true;
-      h.push(name, value);
-    }
-    const reg = this.proxy.registry;
-    const ctx = this.ctx;
-    if (RETRIABLE_STATUS.has(status) && !ctx.relayed) {
-      this.mode = Mode.CollectRetry;
-      this.collected = [];
-      return true;
-    }
-    if (status >= 500) reg.reportFailure(this.engine, `answered ${status}`);
-    else reg.reportSuccess(this.engine);
-    if (ctx.res.headersSent && status !== 200) {
-      this.mode = Mode.CollectSseError;
-      this.collected = [];
-      return true;
-    }
-    this.mode = Mode.Relay;
-    return true;
-  }
-
-  onData(chunk: Buffer): boolean {
-    if (this.done) return false;
-    if (this.mode !== Mode.Relay) {
-      if (this.collected) {
-        this.collectedSize += chunk.length;
-        if (this.collectedSize > MAX_FAILURE_BODY) this.collected = undefined;
-        else this.collected.push(chunk);
-      }
-      return true;
-    }
-    const ctx = this.ctx;
-    const res = ctx.res;
-    const now = performance.now();
-    if (!ctx.relayed) {
-      ctx.relayed = true;
-      this.proxy.deadlines.disarm(this.ttfb);
-      this.engine.pending.remove(this);
-      this.writeHead();
-      ctx.series.ttft.observe((now - ctx.started) / 1000);
-      ctx.trace?.firstByte((now - ctx.started) / 1000);
-    } else ctx.series.itl.observe((now - this.lastChunk) / 1000);
-    ctx.trace?.onBody(chunk, this.isSse);
-    this.lastChunk = now;
-    this.proxy.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
-    if (ctx.pr.tenant) {
-      chunk = ctx.pr.tenant.onBody(chunk, this.isSse);
-      if (chunk.length === 0) return true;
-    }
-    let ok = true;
-    if (!this.isSse) {
-      // Non-streamed bodies: hold one chunk back so a one-chunk answer leaves in a single
-      // write with its headers and terminator (res.end), instead of three.
-      if (this.held !== undefined) ok = res.write(this.held);
-      this.held = chunk;
-    } else ok = res.write(chunk);
-    if (ok) return true;
-    this.onDrain ??= () => this.resumeUpstream?.();
-    res.once("drain", this.onDrain);
-    return false;
-  }
-
-  private writeHead(): void {
-    const ctx = this.ctx;
-    if (!ctx.res.headersSent) {
-      this.headers.push("x-request-id", ctx.requestId);
-      ctx.res.writeHead(this.status, this.headers);
-    }
-    ctx.status = this.status;
-  }
-
-  private collectedBody(): Buffer | undefined {
-    return this.collected ? Buffer.concat(this.collected, this.collectedSize) : undefined;
-  }
-
-  onComplete(): void {
-    if (this.done) return;
-    const ctx = this.ctx;
-    switch (this.mode) {
-      case Mode.CollectRetry: {
-        this.proxy.registry.reportFailure(this.engine, `answered ${this.status}`);
-        const s = this.status;
-        return this.finish(this.interrupted() ?? retry(`status ${s}`, s, this.collectedBody(), this.headers));
-      }
-      case Mode.CollectSseError:
-        ctx.relayed = true;
-        endStreamWithError(
-          ctx.res,
-          this.status,
-          extractMessage(this.collectedBody()) ?? `engine answered ${this.status}`,
-        );
-        return this.finish(DONE);
-      default:
-        // an empty body: headers only
-        if (!ctx.relayed) {
-          ctx.relayed = true;
-          this.writeHead();
-        }
-        if (ctx.pr.tenant) {
-          const rest = ctx.pr.tenant.flush();
-          if (rest.length > 0) ctx.res.write(rest);
-        }
-        if (this.held !== undefined) ctx.res.end(this.held);
-        else ctx.res.end();
-        this.held = undefined;
-        return this.finish(DONE);
-    }
-  }
-
-  onError(err: Error): void {
-    if (this.done) return;
-    const ctx = this.ctx;
-    const reg = this.proxy.registry;
-    const why = this.interrupted();
-    const code = (err as { code?: string }).code ?? "";
-    switch (this.mode) {
-      case Mode.Headers:
-        if (why) return this.finish(why);
-        if (CONNECT_ERRORS.has(code)) reg.reportFailure(this.engine, `${code}: ${err.message}`);
-        return this.finish(retry(`transport ${code || "error"}`, 502));
-      case Mode.CollectRetry: {
-        reg.reportFailure(this.engine, `answered ${this.status}`);
-        const s = this.status;
-        return this.finish(why ?? retry(`status ${s}`, s, undefined, this.headers));
-      }
-      case Mode.CollectSseError:
-        if (why === CLIENT_GONE) return this.finish(why);
-        ctx.relayed = true;
-        endStreamWithError(ctx.res, this.status, `engine answered ${this.status}`);
-        return this.finish(DONE);
-    }
-    // relaying
-    if (why === CLIENT_GONE) return this.finish(why);
-    if (!ctx.relayed) {
-      if (why) return this.finish(why);
-      if (CONNECT_ERRORS.has(code)) reg.reportFailure(this.engine, `${code}: ${err.message}`);
-      return this.finish(retry(`transport ${code || "error"} before first byte`, 502));
-    }
-    const idle = this.idleTimedOut;
-    const reason = idle
-      ? `engine sent nothing for ${this.cfg.timeouts.idle} ms`
-      : ctx.totalTimedOut
-        ? "request exceeded the router's total timeout"
-        : `engine connection lost mid-response: ${err.message}`;
-    if (!idle && !ctx.totalTimedOut) reg.reportFailure(this.engine, reason);
-    if (this.isSse || ctx.pr.stream)
-      endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason);
-    else ctx.res.destroy();
-    ctx.status = 502;
-    this.finish(DONE);
-  }
-}
-
-function endStreamWithError(res: ServerResponse, status: number, message: string): void {
-  if (res.writableEnded || res.destroyed) return;
-  res.write(`data: ${errorBody(status, message)}\n\n`);
-  res.end(DONE_BYTES);
-}
-
-function extractMessage(body: Buffer | undefined): string | undefined {
-  if (!body) return undefined;
-  try {
-    const doc = JSON.parse(body.toString("utf8")) as {
-      error?: { message?: unknown } | string;
-      message?: unknown;
-    };
-    if (typeof doc.error === "object" && typeof doc.error?.message === "string") return doc.error.message;
-    if (typeof doc.message === "string") return doc.message;
-    if (typeof doc.error === "string") return doc.error;
-  } catch {
-    // not JSON
-  }
-  return body.toString("utf8").slice(0, 500);
 }

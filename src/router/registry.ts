@@ -1,7 +1,8 @@
 // The engine registry: one record per engine with its connection pool, served models, health and
 // scraped load. Background loops (health, models, metrics) run concurrently across engines, each
 // with a timeout and at most one probe per engine in flight, so a hung engine never stalls the rest.
-import { LinkedList, type Linked } from "../collections/linked-list.js";
+// Whether an engine is in rotation is decided by health.ts (outlier detection); what every call to
+// an engine carries, by upstream-rules.ts.
 import { EventEmitter } from "node:events";
 import { H2CClient, Pool, type Dispatcher } from "undici";
 import type { EngineView } from "../routing/index.js";
@@ -9,6 +10,8 @@ import type { DiscoverySink, DiscoverySource, EngineSpec } from "../discovery/ty
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import { logger } from "../obs/log.js";
 import { backendTransport, type BackendProtocol, type RouterConfig } from "./config.js";
+import { Health, type HealthHooks, type HealthState } from "./health.js";
+import { probeHeaders } from "./upstream-rules.js";
 
 const log = logger("router.registry");
 
@@ -19,12 +22,24 @@ export interface ModelCard {
   [k: string]: unknown;
 }
 
-/** An upstream attempt that has not had its response headers yet; ejection aborts it for failover. */
-export interface PendingAttempt extends Linked<PendingAttempt> {
-  abortForFailover(reason: string): void;
+/** An engine answered a router-initiated GET with a status other than 200. */
+export class UpstreamHttpError extends Error {
+  override name = "UpstreamHttpError";
+  constructor(
+    readonly path: string,
+    readonly status: number,
+  ) {
+    super(`GET ${path} answered ${status}`);
+  }
 }
 
-export type HealthState = "probing" | "healthy" | "ejected";
+/** An engine's answer to a router-initiated GET was larger than the router reads. */
+export class UpstreamTooLargeError extends Error {
+  override name = "UpstreamTooLargeError";
+  constructor(readonly maxBytes: number) {
+    super(`answer larger than ${maxBytes} bytes`);
+  }
+}
 
 const MAX_MODELS_PER_ENGINE = 4096;
 
@@ -90,8 +105,10 @@ export class Upstream {
   load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
   lastScrapeMs = 0;
   lastModelsMs = 0;
-  /** attempts waiting for this engine's headers: a linked list, not a Set (see collections/linked-list.ts) */
-  readonly pending = new LinkedList<PendingAttempt>();
+  /** performance.now() of the last byte received on a client request to this engine (health.ts reads it) */
+  lastByteAt = 0;
+  /** when a withheld ejection of this engine was last logged */
+  withheldLoggedAt = -Infinity;
   private probing = { health: false, models: false, metrics: false };
   /** the view policies read; mutated in place so building a snapshot allocates nothing */
   readonly view: EngineView & { models: Set<string> };
@@ -145,6 +162,13 @@ function transportKey(t: { protocol: BackendProtocol; maxConcurrentStreams: numb
 export interface RegistryEvents {
   /** an engine became usable or gained room: queued requests may proceed */
   capacity: [];
+  /** an engine's served models changed (emitted before it can enter rotation with them) */
+  models: [engine: Upstream];
+}
+
+export interface RegistryHooks extends HealthHooks {
+  /** a request was routed while no engine of its model was in rotation */
+  onPanic?: (model: string) => void;
 }
 
 /** Reads at most `max` bytes of an undici body as text; larger bodies are cut off and destroyed. */
@@ -163,7 +187,7 @@ async function readBounded(body: UpstreamBody, max: number): Promise<string> {
     size += chunk.length;
     if (size > max) {
       discard(body);
-      throw new Error(`answer larger than ${max} bytes`);
+      throw new UpstreamTooLargeError(max);
     }
     chunks.push(chunk);
   }
@@ -177,13 +201,16 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   private timers: NodeJS.Timeout[] = [];
   private sources: DiscoverySource[] = [];
   private stopped = false;
+  readonly health: Health;
+  private panicLoggedAt = -Infinity;
 
   constructor(
     private cfg: RouterConfig,
-    private readonly hooks: { onEject?: (url: string, reason: string) => void } = {},
+    private readonly hooks: RegistryHooks = {},
   ) {
     super();
     this.setMaxListeners(0);
+    this.health = new Health(cfg, this.engines, { ...hooks, onCapacity: () => this.emit("capacity") });
   }
 
   setConfig(cfg: RouterConfig): void {
@@ -192,6 +219,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       cfg.discovery.modelsInterval !== this.cfg.discovery.modelsInterval ||
       cfg.discovery.metricsInterval !== this.cfg.discovery.metricsInterval;
     this.cfg = cfg;
+    this.health.setConfig(cfg);
     for (const e of this.engines.values()) e.view.maxInFlight = cfg.admission.maxInFlightPerEngine;
     if (restartLoops && this.timers.length > 0) {
       this.stopLoops();
@@ -261,79 +289,100 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     return false;
   }
 
-  // ---- health ---------------------------------------------------------------------------------
-
-  private setHealthy(e: Upstream): void {
-    if (e.state === "healthy") return;
-    const was = e.state;
-    e.state = "healthy";
-    e.view.healthy = !e.draining;
-    e.passiveFailures = 0;
-    log.info({ engine: e.url, was }, "engine in rotation");
-    this.emit("capacity");
-  }
-
-  eject(e: Upstream, reason: string): void {
-    if (e.state === "ejected") return;
-    const was = e.state;
-    e.state = "ejected";
-    e.view.healthy = false;
-    e.healthSuccesses = 0;
-    if (was === "healthy") {
-      log.warn({ engine: e.url, reason, lastError: e.lastError }, "engine ejected");
-      this.hooks.onEject?.(e.url, reason);
+  /**
+   * Panic mode's candidates: when engines serve `model` but none of them is in rotation, views of all
+   * of them marked usable (copies: the real views keep saying the truth); undefined otherwise.
+   */
+  panicViews(model: string): EngineView[] | undefined {
+    let out: EngineView[] | undefined;
+    for (const e of this.engines.values()) {
+      if (e.draining || !e.view.models.has(model)) continue;
+      if (e.view.healthy) return undefined;
+      (out ??= []).push({ ...e.view, healthy: true });
     }
-    // Requests waiting for headers from this engine go elsewhere now rather than at their timeout.
-    for (const p of e.pending.toArray()) p.abortForFailover(`engine ejected (${reason})`);
+    return out;
   }
 
-  /** live traffic: a connect error or 5xx answer from the engine */
+  /** Counts (and logs, at most every 10 s) a request routed in panic mode. */
+  notePanic(model: string): void {
+    this.hooks.onPanic?.(model);
+    const now = performance.now();
+    if (now - this.panicLoggedAt < 10_000) return;
+    this.panicLoggedAt = now;
+    log.error(
+      { model },
+      "panic mode: no engine of the model is in rotation; routing among all of them anyway",
+    );
+  }
+
+  /** The largest `max_model_len` the engines serving `model` announce in /v1/models; undefined if none does. */
+  maxModelLen(model: string): number | undefined {
+    let max: number | undefined;
+    for (const e of this.engines.values()) {
+      if (e.draining) continue;
+      for (const c of e.modelCards) {
+        if (c.id !== model) continue;
+        const n = c.max_model_len;
+        if (typeof n === "number" && n > 0 && (max === undefined || n > max)) max = n;
+      }
+    }
+    return max;
+  }
+
+  /** The card some engine announces for `model`, for its root/parent (tokenizer choice). */
+  modelCard(model: string): ModelCard | undefined {
+    for (const e of this.engines.values()) {
+      const card = e.modelCards.find((c) => c.id === model);
+      if (card) return card;
+    }
+    return undefined;
+  }
+
+  // ---- health (rules in health.ts) -------------------------------------------------------------
+
+  /** live traffic: a connect error, reset or 5xx answer from the engine */
   reportFailure(e: Upstream, what: string): void {
-    e.lastError = what;
-    if (++e.passiveFailures >= this.cfg.health.passiveFailures) this.eject(e, "passive");
+    this.health.reportFailure(e, what);
   }
 
   reportSuccess(e: Upstream): void {
-    e.passiveFailures = 0;
-  }
-
-  private headers(e: Upstream): Record<string, string> {
-    const key = e.spec.apiKey ?? this.cfg.engineApiKey;
-    return key ? { authorization: `Bearer ${key}` } : {};
+    this.health.reportSuccess(e);
   }
 
   /**
    * GET from an engine through its own pool (its protocol: an h2c-only engine refuses HTTP/1.1, so
-   * no other client should probe it) with its API key, bounded in time and size; throws unless 200.
+   * no other client should probe it) with the engine key (upstream-rules.ts), bounded in size;
+   * throws UpstreamHttpError unless 200.
    */
-  async get(e: Upstream, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
-    const signal = AbortSignal.timeout(Math.max(1, timeoutMs));
-    const res = await e.pool.request({ path, method: "GET", headers: this.headers(e), signal });
+  async request(e: Upstream, path: string, signal: AbortSignal, maxBytes: number): Promise<string> {
+    const res = await e.pool.request({
+      path,
+      method: "GET",
+      headers: probeHeaders(e.spec, this.cfg),
+      signal,
+    });
+    // not progress (lastByteAt): vLLM's API server answers /metrics while a stuck engine core hangs /health
     if (res.statusCode !== 200) {
       discard(res.body);
-      throw new Error(`GET ${path} answered ${res.statusCode}`);
+      throw new UpstreamHttpError(path, res.statusCode);
     }
     return readBounded(res.body, maxBytes);
+  }
+
+  /** `request` bounded in time too. */
+  get(e: Upstream, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
+    return this.request(e, path, AbortSignal.timeout(Math.max(1, timeoutMs)), maxBytes);
   }
 
   async checkHealth(e: Upstream): Promise<void> {
     if (!e.claim("health")) return;
     try {
-      await this.get(e, "/health", this.cfg.health.timeout, 64 * 1024);
-      e.healthFailures = 0;
-      e.healthSuccesses++;
-      if (e.state === "probing") {
-        // first contact: admit as soon as the engine has told us its models
+      const verdict = await this.health.probe(e, (signal) => this.request(e, "/health", signal, 64 * 1024));
+      if (this.health.judge(e, verdict) === "admit") {
+        // first contact (or re-admission): admit as soon as the engine has told us its models
         if (e.view.models.size === 0) await this.refreshModels(e, true);
-        if (e.view.models.size > 0) this.setHealthy(e);
-      } else if (e.state === "ejected" && e.healthSuccesses >= this.cfg.health.successesToReadmit) {
-        if (e.view.models.size === 0) await this.refreshModels(e, true);
-        this.setHealthy(e);
+        if (e.view.models.size > 0 || e.state === "ejected") this.health.setHealthy(e);
       }
-    } catch (err) {
-      e.lastError = `health: ${(err as Error).message}`;
-      e.healthSuccesses = 0;
-      if (++e.healthFailures >= this.cfg.health.failuresToEject) this.eject(e, "health");
     } finally {
       e.release("health");
     }
@@ -356,6 +405,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
         e.view.models.clear();
         for (const n of names) e.view.models.add(n);
         log.info({ engine: e.url, models: [...names] }, "engine models");
+        this.emit("models", e);
         this.emit("capacity");
       }
       e.lastModelsMs = Date.now();

@@ -1,49 +1,28 @@
-// The router process: node:http server, the route table, request validation at the edge, and the
-// router-local endpoints (/v1/models, /health, /ready, /metrics, /engines).
+// The router process: wiring (registry, health, policies, cache-aware routing, tenancy, ingress,
+// data plane), lifecycle (start, hot reconfigure, drain, close), the route table, and the
+// router-local endpoints (/v1/models, /health, /ready, /metrics, /engines, /admin/*). Turning an HTTP
+// request into a routed one is ingress.ts's; serving it, proxy.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { Readable } from "node:stream";
 import { HttpError, sendError } from "../http/errors.js";
-import { parseJsonObject } from "../http/body.js";
-import { readRequestBody } from "./body.js";
 import { createPolicy, type Policy, type PolicyName } from "../routing/index.js";
-import { AdmissionQueue, RetryBudget } from "./admission.js";
+import { AdmissionQueue, RetryBudget, type QueueLimits } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import { StaticDiscovery } from "../discovery/static.js";
 import { discoverySources } from "../discovery/index.js";
 import { Tracer } from "../obs/tracing.js";
 import { RouterMetrics } from "./metrics.js";
-import { Proxy, type ProxyRequest } from "./proxy.js";
+import { Proxy } from "./proxy.js";
 import { Disaggregation, roleOf } from "./disagg.js";
 import { Registry, type ModelCard } from "./registry.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { logger } from "../obs/log.js";
 import { TenancyState } from "../tenancy/state.js";
 import { RouterGate } from "../tenancy/router-gate.js";
-import type { Tenant } from "../tenancy/state.js";
-import { ANONYMOUS_FLOW, type QueueFlow, type QueueLimits } from "./admission.js";
+import { AccessLog } from "./access-log.js";
+import { Ingress, JSON_ROUTES, MULTIPART_ROUTES } from "./ingress.js";
+import { PromptBudget } from "./prompt-budget.js";
 
 const log = logger("router");
-
-/** JSON endpoints relayed to an engine serving the body's `model`. */
-const JSON_ROUTES = new Set([
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-  "/v1/responses",
-  "/v1/rerank",
-  "/v2/rerank",
-  "/rerank",
-  "/v1/score",
-  "/score",
-  "/pooling",
-  "/classify",
-  "/tokenize",
-  "/detokenize",
-]);
-/** vLLM picks its only model when these omit `model`; the router does the same when the fleet has one. */
-const MODEL_OPTIONAL = new Set(["/tokenize", "/detokenize", "/pooling", "/classify"]);
-const MULTIPART_ROUTES = new Set(["/v1/audio/transcriptions", "/v1/audio/translations"]);
-const MULTIPART_SNIFF_BYTES = 64 * 1024;
 
 /**
  * Admission-queue bounds: the tenancy block's queue when the config has one (whether or not keys are
@@ -53,10 +32,6 @@ function queueLimits(cfg: RouterConfig): QueueLimits {
   const t = cfg.tenancy?.queue;
   if (t) return { queueSize: t.size, queueTimeout: t.timeout, perFlow: t.perTenant };
   return { queueSize: cfg.admission.queueSize, queueTimeout: cfg.admission.queueTimeout };
-}
-
-function flowOf(t: Tenant | undefined): QueueFlow {
-  return t ? { key: t.name, weight: t.weight, priority: t.priority } : ANONYMOUS_FLOW;
 }
 
 function specsOf(cfg: RouterConfig) {
@@ -84,6 +59,10 @@ export class Router {
   /** API keys, tenant limits, cache salts (src/tenancy); off until a key is configured */
   readonly tenancy: TenancyState;
   private readonly gate: RouterGate;
+  /** the edge: HTTP request → routed request or rejection */
+  private readonly ingress: Ingress;
+  /** long prompts counted off the loop at the edge; tokenizers loaded at discovery */
+  private readonly prompts: PromptBudget;
   /** set once a drain starts: /ready answers 503 and responses close their connections */
   draining = false;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
@@ -98,6 +77,9 @@ export class Router {
   constructor(private cfg: RouterConfig) {
     this.registry = new Registry(cfg, {
       onEject: (url, reason) => this.metrics.ejections.inc({ engine: url, reason }),
+      onEjectWithheld: (url, reason) => this.metrics.ejectionsWithheld.inc({ engine: url, reason }),
+      onProbeExcused: (url, why) => this.metrics.probeTimeoutsExcused.inc({ engine: url, why }),
+      onPanic: (model) => this.metrics.panics.inc({ model }),
     });
     this.tenancy = new TenancyState(cfg.tenancy ?? {});
     this.queue = new AdmissionQueue(queueLimits(cfg));
@@ -135,7 +117,12 @@ export class Router {
     this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
     this.policy = this.makePolicy(cfg);
     this.registry.on("capacity", () => this.queue.kick());
+    this.prompts = new PromptBudget(this.registry, () => this.cfg);
+    // before the engine can enter rotation with these models: no request waits for a tokenizer load
+    this.registry.on("models", (e) => this.prompts.warm(e.modelCards));
+    const accessLog = new AccessLog(() => this.cfg);
     this.proxy = new Proxy({
+      accessLog,
       tracer: this.tracer,
       registry: this.registry,
       metrics: this.metrics,
@@ -156,6 +143,17 @@ export class Router {
           this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`,
         );
       },
+    });
+    this.ingress = new Ingress({
+      config: () => this.cfg,
+      registry: this.registry,
+      gate: this.gate,
+      metrics: this.metrics,
+      budget: this.prompts,
+      deadlines: this.proxy.deadlines,
+      policyName: () => this.policy.name,
+      accessLog,
+      forward: (req, res, pr) => this.proxy.handle(req, res, pr),
     });
     this.discovery = new StaticDiscovery(specsOf(cfg));
     const lim = cfg.limits;
@@ -230,6 +228,7 @@ export class Router {
     this.tenancy.apply(cfg.tenancy ?? {});
     this.cfg = cfg;
     this.cache.setConfig(cfg);
+    this.prompts.reset();
     this.policy = this.makePolicy(cfg);
     this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
@@ -297,8 +296,8 @@ export class Router {
     // draining: finish this response, then close the connection so the client reconnects elsewhere
     if (this.draining) res.setHeader("connection", "close");
     if (req.method === "POST") {
-      if (JSON_ROUTES.has(path)) return this.handleJson(req, res, path, url);
-      if (MULTIPART_ROUTES.has(path)) return this.handleMultipart(req, res, url);
+      if (JSON_ROUTES.has(path)) return this.ingress.json(req, res, path, url);
+      if (MULTIPART_ROUTES.has(path)) return this.ingress.multipart(req, res, path, url);
       if (path === "/admin/reload" || path === "/admin/drain") return this.handleAdmin(req, res, path);
     } else if (req.method === "GET" || req.method === "HEAD") {
       switch (path) {
@@ -408,227 +407,5 @@ export class Router {
       passiveFailures: e.passiveFailures,
       lastError: e.lastError || null,
     }));
-  }
-
-  /** The only model name in the fleet, when there is exactly one. */
-  private soleModel(): string | undefined {
-    let only: string | undefined;
-    for (const e of this.registry.engines.values()) {
-      for (const m of e.view.models) {
-        if (only === undefined) only = m;
-        else if (only !== m) return undefined;
-      }
-    }
-    return only;
-  }
-
-  private resolveModel(model: string): string {
-    return this.cfg.aliases[model] ?? model;
-  }
-
-  private async handleJson(
-    req: IncomingMessage,
-    res: ServerResponse,
-    path: string,
-    url: string,
-  ): Promise<void> {
-    let pr: ProxyRequest;
-    let tenant: Tenant | undefined;
-    let admitted: Awaited<ReturnType<RouterGate["admit"]>> | undefined;
-    try {
-      // keys before the body: an anonymous client never makes the router buffer a body
-      tenant = this.gate.authenticate(req);
-      let body = await this.readBody(req);
-      const obj = parseJsonObject(req, body);
-      validateFields(path, obj);
-      let mutated = false;
-      let model = obj.model as string | undefined;
-      if (model === undefined) {
-        model = MODEL_OPTIONAL.has(path) ? this.soleModel() : undefined;
-        if (model === undefined) throw new HttpError(400, "the request needs a `model` field", "model");
-      } else {
-        const target = this.resolveModel(model);
-        if (target !== model) {
-          // an alias: the engine only knows the target name, so this (rare) request is re-serialised
-          model = target;
-          obj.model = target;
-          mutated = true;
-        }
-      }
-      if (!this.registry.knowsModel(model))
-        throw new HttpError(404, `The model \`${model}\` does not exist.`, "model");
-      if (tenant) {
-        // limits, then the tenant's cache_salt into the body before the routing view is built,
-        // so the KV-aware policy hashes the blocks the engine will
-        admitted = await this.gate.admit(tenant, path, obj, body.length);
-        mutated ||= admitted.mutated;
-      }
-      if (mutated) body = Buffer.from(JSON.stringify(obj));
-      pr = {
-        path: url,
-        model,
-        stream: obj.stream === true,
-        sessionKey: this.sessionKey(req, obj),
-        body,
-        parsed: obj,
-        tenant: admitted?.request,
-        flow: flowOf(tenant),
-      };
-    } catch (err) {
-      if (err instanceof HttpError) {
-        if (err.status !== 429 && err.status !== 503) this.gate.refused(tenant, err.status);
-        this.metrics.requests.inc({
-          model: "none",
-          engine: "none",
-          status: String(err.status),
-          policy: this.policy.name,
-        });
-        return sendError(res, err);
-      }
-      throw err;
-    }
-    await this.proxy.handle(req, res, pr);
-  }
-
-  /** The JSON body; a client stalling mid-body for limits.bodyIdleTimeout gets 408 (slowloris). */
-  private readBody(req: IncomingMessage): Promise<Buffer> {
-    const lim = this.cfg.limits;
-    return readRequestBody(req, lim.maxBodyBytes, { queue: this.proxy.deadlines, ms: lim.bodyIdleTimeout });
-  }
-
-  private sessionKey(req: IncomingMessage, obj: Record<string, unknown> | undefined): string | undefined {
-    const h = req.headers[this.cfg.session.header.toLowerCase()];
-    if (typeof h === "string" && h !== "") return h;
-    const key = this.cfg.session.bodyKey;
-    if (key && obj) {
-      const v = obj[key];
-      if (typeof v === "string" || typeof v === "number") return String(v);
-    }
-    return undefined;
-  }
-
-  /** Multipart uploads stream through: only the head is read, to find the `model` field. */
-  private async handleMultipart(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
-    const reject = (e: HttpError) => {
-      req.resume();
-      this.metrics.requests.inc({
-        model: "none",
-        engine: "none",
-        status: String(e.status),
-        policy: this.policy.name,
-      });
-      sendError(res, e);
-    };
-    let tenant: Tenant | undefined;
-    try {
-      tenant = this.gate.authenticate(req);
-    } catch (err) {
-      return reject(err as HttpError);
-    }
-    const ctype = String(req.headers["content-type"] ?? "");
-    if (!ctype.toLowerCase().startsWith("multipart/form-data")) {
-      return reject(new HttpError(415, `unsupported Content-Type '${ctype}': expected multipart/form-data`));
-    }
-    const limit = this.cfg.limits.maxBodyBytes;
-    if (Number(req.headers["content-length"] ?? 0) > limit) {
-      return reject(new HttpError(413, `request body exceeds the limit of ${limit} bytes`));
-    }
-    const it = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-    const head: Buffer[] = [];
-    let size = 0;
-    let ended = false;
-    let model: string | undefined;
-    while (size < MULTIPART_SNIFF_BYTES) {
-      const r = await it.next();
-      if (r.done) {
-        ended = true;
-        break;
-      }
-      head.push(r.value);
-      size += r.value.length;
-      const m = /name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n/.exec(
-        Buffer.concat(head).toString("latin1"),
-      );
-      if (m) {
-        model = Buffer.from(m[1]!, "latin1").toString("utf8");
-        break;
-      }
-    }
-    model = model !== undefined ? this.resolveModel(model) : this.soleModel();
-    if (model === undefined) {
-      return reject(new HttpError(400, "the form needs a `model` field before the file part", "model"));
-    }
-    if (!this.registry.knowsModel(model)) {
-      return reject(new HttpError(404, `The model \`${model}\` does not exist.`, "model"));
-    }
-    let sent = 0;
-    async function* body(): AsyncGenerator<Buffer> {
-      for (const c of head) {
-        sent += c.length;
-        yield c;
-      }
-      if (ended) return;
-      while (true) {
-        const r = await it.next();
-        if (r.done) return;
-        sent += r.value.length;
-        if (sent > limit) throw new HttpError(413, `request body exceeds the limit of ${limit} bytes`);
-        yield r.value;
-      }
-    }
-    const stream = Readable.from(body(), { objectMode: false });
-    let admitted;
-    if (tenant) {
-      try {
-        admitted = await this.gate.admit(
-          tenant,
-          url,
-          undefined,
-          Number(req.headers["content-length"] ?? size),
-        );
-      } catch (err) {
-        if (err instanceof HttpError) return reject(err);
-        throw err;
-      }
-    }
-    await this.proxy.handle(req, res, {
-      path: url,
-      model,
-      stream: false,
-      sessionKey: this.sessionKey(req, undefined),
-      body: stream,
-      tenant: admitted?.request,
-      flow: flowOf(tenant),
-    });
-  }
-}
-
-const NUMERIC_FIELDS = ["max_tokens", "max_completion_tokens", "n", "temperature", "top_p", "seed"];
-
-/** Cheap checks of the fields the router itself reads or that are wrong in an obvious way. */
-function validateFields(path: string, obj: Record<string, unknown>): void {
-  if (obj.model !== undefined && typeof obj.model !== "string") {
-    throw new HttpError(400, "`model` must be a string", "model");
-  }
-  if (obj.stream !== undefined && obj.stream !== null && typeof obj.stream !== "boolean") {
-    throw new HttpError(400, "`stream` must be a boolean", "stream");
-  }
-  if (path === "/v1/chat/completions" && !Array.isArray(obj.messages)) {
-    throw new HttpError(400, "`messages` must be an array of messages", "messages");
-  }
-  if (path === "/v1/completions") {
-    const p = obj.prompt;
-    if (typeof p !== "string" && !Array.isArray(p)) {
-      throw new HttpError(
-        400,
-        "`prompt` must be a string, a list of strings or a list of token ids",
-        "prompt",
-      );
-    }
-  }
-  for (const f of NUMERIC_FIELDS) {
-    const v = obj[f];
-    if (v !== undefined && v !== null && typeof v !== "number")
-      throw new HttpError(400, `\`${f}\` must be a number`, f);
   }
 }

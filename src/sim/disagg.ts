@@ -22,7 +22,7 @@ import type { EngineConfig, EngineRequest, FinishReason, RequestTimings } from "
 import { HttpError } from "../http/errors.js";
 import type { Logger } from "../obs/log.js";
 import type { DisaggSettings, KvRole } from "./disagg-config.js";
-import type { RequestSink } from "./runtime.js";
+import type { RequestSink } from "./sink.js";
 
 /** The producer's side-channel path: a decode engine reads (and thereby releases) held KV here. */
 export const NIXL_READ_PATH = "/switchyard/nixl/read";

@@ -9,9 +9,11 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { mulberry32, seedFromString } from "../workload/rng.js";
 import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
+import { contextLengthError } from "../http/context-length.js";
 import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
-import { MAX_IN_FLIGHT, type RequestSink } from "./runtime.js";
+import { MAX_IN_FLIGHT } from "./runtime.js";
+import type { RequestSink } from "./sink.js";
 import { chatSchema, completionSchema, validate, type ChatBody, type CompletionBody } from "./schemas.js";
 import { DONE_EVENT, SSE_HEADERS } from "./sse.js";
 
@@ -51,35 +53,29 @@ function checkTokenIds(ids: number[], vocabSize: number): void {
   }
 }
 
-function contextLengthMessage(ctx: SimContext, promptLen: number, maxTokens: number | null): string | null {
-  const fromEngine = ctx.runtime.engine.validateRequest(promptLen, maxTokens ?? 0);
-  if (fromEngine) return fromEngine;
-  const maxLen = ctx.engineConfig.maxModelLen;
-  if (promptLen >= maxLen && maxTokens === null) {
-    return (
-      `This model's maximum context length is ${maxLen} tokens. However, your request has ${promptLen} input ` +
-      `tokens. Please reduce the length of the input messages.`
-    );
-  }
-  return null;
-}
-
-function completionPrompts(ctx: SimContext, body: CompletionBody): PromptInput[] {
+/**
+ * The prompts' token ids. Long text is tokenised in slices between turns of the event loop
+ * (Tokenizer.encodeAsync): a megabyte prompt must not stall every other request and /health.
+ */
+async function completionPrompts(ctx: SimContext, body: CompletionBody): Promise<PromptInput[]> {
   const tk = ctx.tokenizer;
   const addSpecial = body.add_special_tokens ?? true;
   const p = body.prompt;
-  if (typeof p === "string") return [{ tokenIds: tk.encode(p, addSpecial), text: p }];
+  if (typeof p === "string") return [{ tokenIds: await tk.encodeAsync(p, addSpecial), text: p }];
   if (p.length > 0 && typeof p[0] === "string") {
-    return (p as string[]).map((t) => ({ tokenIds: tk.encode(t, addSpecial), text: t }));
+    const out: PromptInput[] = [];
+    for (const t of p as string[]) out.push({ tokenIds: await tk.encodeAsync(t, addSpecial), text: t });
+    return out;
   }
   const lists = (typeof p[0] === "number" ? [p as number[]] : (p as number[][])).map((ids) => {
     checkTokenIds(ids, tk.vocabSize);
     return ids;
   });
-  return lists.map((ids) => ({ tokenIds: ids, text: tk.decode(ids) }));
+  // the text is only for echo: decoding a megabyte of ids nobody asked to see would hold the loop
+  return lists.map((ids) => ({ tokenIds: ids, text: body.echo === true ? tk.decode(ids) : "" }));
 }
 
-function chatPrompt(ctx: SimContext, body: ChatBody): PromptInput {
+async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<PromptInput> {
   const tk = ctx.tokenizer;
   if (!tk.hasChatTemplate) {
     throw new HttpError(
@@ -89,7 +85,7 @@ function chatPrompt(ctx: SimContext, body: ChatBody): PromptInput {
     );
   }
   try {
-    const ids = tk.encodeChat(body.messages as ChatMessage[], {
+    const ids = await tk.encodeChatAsync(body.messages as ChatMessage[], {
       addGenerationPrompt: body.add_generation_prompt ?? true,
     });
     return { tokenIds: ids, text: "" };
@@ -416,6 +412,8 @@ function startGeneration(
   p: GenerationParams,
 ): void {
   const chosen = resolveRequestModel(ctx, p.model);
+  // the client left while its prompt was tokenised: nothing to start
+  if (res.destroyed || res.writableEnded) return;
   if (ctx.state.sleepState !== "awake") {
     throw new HttpError(503, "the engine is sleeping; POST /wake_up first");
   }
@@ -430,8 +428,8 @@ function startGeneration(
     throw new HttpError(400, `max_tokens must be at least 1, got ${p.maxTokens}.`, "max_tokens");
   }
   for (const prompt of p.prompts) {
-    const msg = contextLengthMessage(ctx, prompt.tokenIds.length, p.maxTokens);
-    if (msg) throw new HttpError(400, msg, p.maxTokens !== null ? "max_tokens" : "input_tokens");
+    const err = contextLengthError(ctx.engineConfig.maxModelLen, prompt.tokenIds.length, p.maxTokens);
+    if (err) throw err;
     if (prompt.tokenIds.length === 0) throw new HttpError(400, "The prompt cannot be empty.", "prompt");
   }
   const total = p.prompts.length * p.n;
@@ -535,15 +533,17 @@ function streamFlags(ctx: SimContext, body: { stream?: boolean | null; stream_op
   return { stream, includeUsage, continuousUsage };
 }
 
-export function handleCompletions(
+export async function handleCompletions(
   ctx: SimContext,
   req: IncomingMessage,
   res: ServerResponse,
   raw: unknown,
-): void {
+): Promise<void> {
   const body = validate(completionSchema, raw);
   if (body.suffix) throw new HttpError(400, "suffix is not currently supported", "suffix");
-  const prompts = completionPrompts(ctx, body);
+  // vLLM checks the model before it renders or tokenises anything (404, not a prompt error)
+  resolveRequestModel(ctx, body.model);
+  const prompts = await completionPrompts(ctx, body);
   startGeneration(ctx, req, res, {
     kind: "completion",
     prompts,
@@ -561,9 +561,16 @@ export function handleCompletions(
   });
 }
 
-export function handleChat(ctx: SimContext, req: IncomingMessage, res: ServerResponse, raw: unknown): void {
+export async function handleChat(
+  ctx: SimContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  raw: unknown,
+): Promise<void> {
   const body = validate(chatSchema, raw);
-  const prompt = chatPrompt(ctx, body);
+  // vLLM checks the model before it renders the chat template (404, not the template's 400)
+  resolveRequestModel(ctx, body.model);
+  const prompt = await chatPrompt(ctx, body);
   startGeneration(ctx, req, res, {
     kind: "chat",
     prompts: [prompt],

@@ -6,13 +6,23 @@ import { newRequestHex } from "./generate.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { embeddingsSchema, rerankSchema, scoreSchema, validate } from "./schemas.js";
 
-function inputsToIds(ctx: SimContext, input: string | string[] | number[] | number[][]): number[][] {
+/** Long texts are tokenised in slices between turns of the event loop (Tokenizer.encodeAsync). */
+async function encodeAll(ctx: SimContext, texts: readonly string[]): Promise<number[][]> {
+  const out: number[][] = [];
+  for (const t of texts) out.push(await ctx.tokenizer.encodeAsync(t));
+  return out;
+}
+
+async function inputsToIds(
+  ctx: SimContext,
+  input: string | string[] | number[] | number[][],
+): Promise<number[][]> {
   const tk = ctx.tokenizer;
   const lists =
     typeof input === "string"
-      ? [tk.encode(input)]
+      ? await encodeAll(ctx, [input])
       : typeof input[0] === "string"
-        ? (input as string[]).map((t) => tk.encode(t))
+        ? await encodeAll(ctx, input as string[])
         : typeof input[0] === "number"
           ? [input as number[]]
           : (input as number[][]);
@@ -57,10 +67,10 @@ function usage(tokens: number) {
   return { prompt_tokens: tokens, total_tokens: tokens, completion_tokens: 0, prompt_tokens_details: null };
 }
 
-export function handleEmbeddings(ctx: SimContext, raw: unknown): unknown {
+export async function handleEmbeddings(ctx: SimContext, raw: unknown): Promise<unknown> {
   const body = validate(embeddingsSchema, raw);
   const model = resolveRequestModel(ctx, body.model);
-  const lists = inputsToIds(ctx, body.input);
+  const lists = await inputsToIds(ctx, body.input);
   const dims = body.dimensions ?? ctx.model.hiddenSize;
   let tokens = 0;
   const data = lists.map((ids, index) => {
@@ -93,7 +103,7 @@ function overlap(a: readonly number[], b: readonly number[]): number {
 
 const asList = (v: string | string[]) => (typeof v === "string" ? [v] : v);
 
-export function handleScore(ctx: SimContext, raw: unknown): unknown {
+export async function handleScore(ctx: SimContext, raw: unknown): Promise<unknown> {
   const body = validate(scoreSchema, raw);
   const model = resolveRequestModel(ctx, body.model);
   const left = body.text_1 ?? body.queries;
@@ -105,11 +115,11 @@ export function handleScore(ctx: SimContext, raw: unknown): unknown {
   if (l.length !== 1 && l.length !== r.length) {
     throw new HttpError(400, "text_1 must be one text or as many texts as text_2", "text_1");
   }
-  const tk = ctx.tokenizer;
+  const ls = await encodeAll(ctx, l);
+  const rs = await encodeAll(ctx, r);
   let tokens = 0;
-  const data = r.map((doc, index) => {
-    const a = tk.encode(l.length === 1 ? l[0]! : l[index]!);
-    const b = tk.encode(doc);
+  const data = rs.map((b, index) => {
+    const a = ls.length === 1 ? ls[0]! : ls[index]!;
     tokens += a.length + b.length;
     return { index, object: "score", score: overlap(a, b) };
   });
@@ -123,15 +133,15 @@ export function handleScore(ctx: SimContext, raw: unknown): unknown {
   };
 }
 
-export function handleRerank(ctx: SimContext, raw: unknown): unknown {
+export async function handleRerank(ctx: SimContext, raw: unknown): Promise<unknown> {
   const body = validate(rerankSchema, raw);
   const model = resolveRequestModel(ctx, body.model);
-  const tk = ctx.tokenizer;
-  const q = tk.encode(body.query);
+  const q = await ctx.tokenizer.encodeAsync(body.query);
+  const texts = body.documents.map((d) => (typeof d === "string" ? d : d.text));
+  const docs = await encodeAll(ctx, texts);
   let tokens = 0;
-  const results = body.documents.map((d, index) => {
-    const text = typeof d === "string" ? d : d.text;
-    const ids = tk.encode(text);
+  const results = texts.map((text, index) => {
+    const ids = docs[index]!;
     tokens += q.length + ids.length;
     return { index, document: { text }, relevance_score: overlap(q, ids) };
   });

@@ -25,13 +25,11 @@ import { logger } from "../obs/log.js";
 import type { DisaggConnector } from "./disagg.js";
 import type { LmcacheTier } from "./lmcache.js";
 import type { SimMetrics } from "./metrics.js";
+import type { RequestSink } from "./sink.js";
+
+export type { RequestSink } from "./sink.js";
 
 const log = logger("sim.engine");
-
-export interface RequestSink {
-  onTokens(tokenIds: readonly number[], time: number): void;
-  onFinished(reason: FinishReason, timings: RequestTimings): void;
-}
 
 interface Tracked {
   sink: RequestSink;

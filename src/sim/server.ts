@@ -2,7 +2,7 @@
 // is read with a byte limit and validated before it reaches a handler; every failure becomes vLLM's
 // error JSON and the server keeps serving.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { readBody, parseJsonObject } from "../http/body.js";
+import { lingerAfterRefusal, readBody, parseJsonObjectOffLoop } from "../http/body.js";
 import { HttpError, sendError } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
@@ -51,7 +51,8 @@ function sendText(
 
 async function jsonBody(ctx: SimContext, req: IncomingMessage): Promise<Record<string, unknown>> {
   const buf = await readBody(req, ctx.options.maxBodyBytes);
-  return parseJsonObject(req, buf);
+  // large bodies on a worker thread: a 16 MiB prompt must not hold the engine's loop
+  return parseJsonObjectOffLoop(req, buf);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -146,12 +147,12 @@ const routes: Record<string, Handler> = {
   "POST /v1/completions": async (ctx, req, res) => {
     const body = await jsonBody(ctx, req);
     await injectFaults(ctx);
-    handleCompletions(ctx, req, res, body);
+    await handleCompletions(ctx, req, res, body);
   },
   "POST /v1/chat/completions": async (ctx, req, res) => {
     const body = await jsonBody(ctx, req);
     await injectFaults(ctx);
-    handleChat(ctx, req, res, body);
+    await handleChat(ctx, req, res, body);
   },
   "POST /tokenize": async (ctx, req, res) => {
     const body = validate(tokenizeSchema, await jsonBody(ctx, req));
@@ -160,13 +161,13 @@ const routes: Record<string, Handler> = {
     let tokens: number[];
     if ("messages" in body) {
       const addSpecial = body.add_special_tokens ?? false;
-      tokens = tk.encodeChat(body.messages as ChatMessage[], {
+      tokens = await tk.encodeChatAsync(body.messages as ChatMessage[], {
         addGenerationPrompt: body.add_generation_prompt ?? true,
       });
       if (addSpecial && tk.bosTokenId !== null && tokens[0] !== tk.bosTokenId)
         tokens = [tk.bosTokenId, ...tokens];
     } else {
-      tokens = tk.encode(body.prompt, body.add_special_tokens ?? true);
+      tokens = await tk.encodeAsync(body.prompt, body.add_special_tokens ?? true);
     }
     sendJson(res, 200, {
       count: tokens.length,
@@ -195,9 +196,11 @@ const routes: Record<string, Handler> = {
     sendText(res, 200, `Success: LoRA adapter '${body.lora_name}' removed successfully.`);
   },
   "POST /v1/embeddings": async (ctx, req, res) =>
-    sendJson(res, 200, handleEmbeddings(ctx, await jsonBody(ctx, req))),
-  "POST /v1/score": async (ctx, req, res) => sendJson(res, 200, handleScore(ctx, await jsonBody(ctx, req))),
-  "POST /v1/rerank": async (ctx, req, res) => sendJson(res, 200, handleRerank(ctx, await jsonBody(ctx, req))),
+    sendJson(res, 200, await handleEmbeddings(ctx, await jsonBody(ctx, req))),
+  "POST /v1/score": async (ctx, req, res) =>
+    sendJson(res, 200, await handleScore(ctx, await jsonBody(ctx, req))),
+  "POST /v1/rerank": async (ctx, req, res) =>
+    sendJson(res, 200, await handleRerank(ctx, await jsonBody(ctx, req))),
   // NixlConnector's side channel (src/sim/disagg.ts): a decode engine reads a held prefill
   [`POST ${NIXL_READ_PATH}`]: async (ctx, req, res) => {
     if (!ctx.disagg) throw new HttpError(404, "no KV connector: start the sim with NixlConnector");
@@ -245,17 +248,19 @@ export function createSimServer(ctx: SimContext): Server {
     try {
       result = handler(ctx, req, res, url);
     } catch (err) {
-      fail(res, err);
+      fail(req, res, err);
       return;
     }
-    if (result) result.catch((err: unknown) => fail(res, err));
+    if (result) result.catch((err: unknown) => fail(req, res, err));
   });
   server.headersTimeout = 60_000;
   return server;
 }
 
-function fail(res: ServerResponse, err: unknown): void {
+function fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
   if (err instanceof HttpError) {
+    // refused mid-body (413): the client reads its answer while the rest is dropped
+    lingerAfterRefusal(req, res);
     sendError(res, err);
     return;
   }

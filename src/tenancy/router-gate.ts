@@ -1,5 +1,5 @@
 // The router's side of tenancy, in the order of the request path: authenticate (before the body is
-// read, so an anonymous client cannot make the router buffer 32 MiB), admit under the tenant's
+// read, so an anonymous client cannot make the router buffer a body), admit under the tenant's
 // limits, rewrite the body where tenancy needs it (cache salt, usage in streams), and hand the data
 // plane a TenantRequest that settles usage and frees the slot when the request ends.
 import type { IncomingMessage } from "node:http";

@@ -3,6 +3,7 @@
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import type { ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
+import { tokenizerThread } from "./offload.js";
 import type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
 
 export interface FamilyParts {
@@ -26,6 +27,49 @@ export interface FamilyParts {
 const SEGMENT_CACHE_ENTRIES = 4096;
 const SEGMENT_CACHE_MAX_CHARS = 256;
 
+/**
+ * encodeAsync: text up to this length is encoded at once (well under a millisecond); longer text in
+ * slices between turns of the event loop, each sized to take about SLICE_TARGET_MS, so that a
+ * megabyte prompt never holds the loop (a 5 MB one took 4 s in one piece before the piece cache).
+ */
+export const SYNC_ENCODE_CHARS = 16_384;
+const SLICE_TARGET_MS = 2;
+const SLICE_MIN_CHARS = 4_096;
+const SLICE_MAX_CHARS = 262_144;
+/** a stretch without a cut point longer than this goes to the worker thread (offload.ts) */
+const OFFLOAD_CHARS = 16_384;
+/** countAsync: text longer than this is counted on the worker thread once it is warm (it keeps the
+ * main loop's CPU and garbage out of megabyte prompts; its ids are rarely all needed) */
+const COUNT_ON_WORKER_CHARS = 262_144;
+
+const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function isAsciiLetter(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+}
+
+/**
+ * The first position at or after `from` where the text can be cut without changing its ids: before
+ * a space that sits between two ASCII letters ("abc| def"). Every family's pre-tokenizer (Llama 3's,
+ * cl100k's, GPT-2's) ends a piece of letters there and starts the next one (" def") exactly there,
+ * and BPE never merges across pieces; no added token holds whitespace (checked at construction), so
+ * none is cut. Whitespace must not end a slice: GPT-2's `\s+(?!\S)` reads the end of a slice as the
+ * end of the text ("\n\n|Against" encodes as one piece instead of two). The text's end when there is
+ * no such point (the rest is then encoded at once).
+ */
+export function safeCut(text: string, from: number): number {
+  const n = text.length;
+  for (let i = Math.max(1, from); i < n - 1; i++) {
+    if (
+      text.charCodeAt(i) === 0x20 &&
+      isAsciiLetter(text.charCodeAt(i - 1)) &&
+      isAsciiLetter(text.charCodeAt(i + 1))
+    )
+      return i;
+  }
+  return n;
+}
+
 function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
@@ -44,6 +88,8 @@ export class FamilyTokenizer implements Tokenizer {
   /** every added token here starts with one of these chars: text without them skips the split */
   private readonly addedFirstChars: string;
   private readonly segmentCache = new Map<string, readonly number[]>();
+  /** no added token holds whitespace, so cutting at safeCut points never splits one */
+  private readonly sliceable: boolean;
 
   constructor(parts: FamilyParts) {
     this.parts = parts;
@@ -56,6 +102,7 @@ export class FamilyTokenizer implements Tokenizer {
     const contents = parts.addedTokens.map((t) => t.content).sort((a, b) => b.length - a.length);
     this.addedRegex = contents.length ? new RegExp(contents.map(escapeRegex).join("|"), "g") : null;
     this.addedFirstChars = [...new Set(contents.map((c) => c[0]!))].join("");
+    this.sliceable = contents.every((c) => !/\s/.test(c));
     this.outputPool = buildOutputPool(
       (text) => this.encode(text, false),
       (id) => this.decode([id]),
@@ -71,9 +118,89 @@ export class FamilyTokenizer implements Tokenizer {
   encode(text: string, addSpecialTokens = true): number[] {
     const out: number[] = [];
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
+    this.encodeInto(text, out);
+    return out;
+  }
+
+  /**
+   * encode, in slices between turns of the event loop for long text (see SYNC_ENCODE_CHARS). Slices
+   * end at cut points (safeCut); a stretch longer than OFFLOAD_CHARS without one is encoded on the
+   * worker thread (offload.ts), so no slice costs more than a few milliseconds whatever the text.
+   */
+  async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
+    if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) return this.encode(text, addSpecialTokens);
+    return (await this.sliced(text, addSpecialTokens, Infinity)).ids;
+  }
+
+  /** encodeAsync's count, keeping only the first `keep` ids (a router needs no more than max_model_len) */
+  async countAsync(
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }> {
+    if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) {
+      const ids = this.encode(text, addSpecialTokens);
+      const count = ids.length;
+      if (count > keep) ids.length = keep;
+      return { count, ids };
+    }
+    if (text.length > COUNT_ON_WORKER_CHARS) {
+      if (tokenizerThread.ready(this.family))
+        return tokenizerThread.count(this.family, text, addSpecialTokens, keep);
+      // this one in slices here; the next ones on the worker, once it has loaded the tables
+      tokenizerThread.warm(this.family);
+    }
+    return this.sliced(text, addSpecialTokens, keep);
+  }
+
+  private async sliced(
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }> {
+    const n = text.length;
+    const out: number[] = [];
+    let dropped = 0;
+    const trim = () => {
+      if (out.length <= keep) return;
+      dropped += out.length - keep;
+      out.length = keep;
+    };
+    if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
+    let slice = SYNC_ENCODE_CHARS;
+    for (let pos = 0; pos < n;) {
+      let end = safeCut(text, pos + 1);
+      if (end - pos > OFFLOAD_CHARS) {
+        const ids = await tokenizerThread.encode(this.family, text.slice(pos, end));
+        for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+        trim();
+        pos = end;
+        continue;
+      }
+      // grow the slice cut point by cut point, stopping before a stretch that must be offloaded
+      while (end < n && end - pos < slice) {
+        const next = safeCut(text, end + 1);
+        if (next - end > OFFLOAD_CHARS) break;
+        end = next;
+      }
+      const t0 = performance.now();
+      this.encodeInto(text.slice(pos, end), out);
+      trim();
+      const ms = performance.now() - t0;
+      // aim the next slice at SLICE_TARGET_MS from this one's pace (cache hits make it vary)
+      const pace = (end - pos) / Math.max(ms, 0.05);
+      slice = Math.min(SLICE_MAX_CHARS, Math.max(SLICE_MIN_CHARS, Math.floor(pace * SLICE_TARGET_MS)));
+      pos = end;
+      if (pos < n) await yieldTurn();
+    }
+    return { count: out.length + dropped, ids: out };
+  }
+
+  /** appends the ids of `text` (added tokens recognised, no BOS) */
+  private encodeInto(text: string, out: number[]): void {
     if (!this.mayContainAdded(text)) {
       this.encodeSegment(text, out);
-      return out;
+      return;
     }
     const re = this.addedRegex!;
     re.lastIndex = 0;
@@ -84,7 +211,6 @@ export class FamilyTokenizer implements Tokenizer {
       prev = m.index + m[0].length;
     }
     if (prev < text.length) this.encodeSegment(text.slice(prev), out);
-    return out;
   }
 
   /** appends the ids of text that holds no added token */
@@ -126,6 +252,18 @@ export class FamilyTokenizer implements Tokenizer {
 
   encodeChat(messages: readonly ChatMessage[], opts: ChatTemplateOptions): number[] {
     return this.encode(this.parts.template(messages, opts), false);
+  }
+
+  encodeChatAsync(messages: readonly ChatMessage[], opts: ChatTemplateOptions): Promise<number[]> {
+    return this.encodeAsync(this.parts.template(messages, opts), false);
+  }
+
+  countChatAsync(
+    messages: readonly ChatMessage[],
+    opts: ChatTemplateOptions,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }> {
+    return this.countAsync(this.parts.template(messages, opts), false, keep);
   }
 
   private mayContainAdded(text: string): boolean {

@@ -31,13 +31,32 @@ export function contentText(content: ChatMessage["content"] | undefined): string
 }
 
 // Python's str.isspace() set, so `| trim` and .strip() match Jinja exactly (JS trim() differs on
-// \x1c-\x1f, \x85 and \ufeff).
-const PY_WS = "\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
-const PY_STRIP = new RegExp(`^[${PY_WS}]+|[${PY_WS}]+$`, "g");
+// \x1c-\x1f, \x85 and \ufeff). A scan from both ends, not a regex: `[ws]+$` retries at every
+// whitespace position and takes quadratic time on a long run of spaces inside a message (a 40 000-space
+// message held the event loop for a second).
+function isPyWhitespace(c: number): boolean {
+  if (c <= 0x20) return c >= 0x1c || (c >= 0x09 && c <= 0x0d);
+  if (c < 0x85) return false;
+  return (
+    c === 0x85 ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000
+  );
+}
 
 /** Python str.strip() with no argument (Jinja's `trim` filter) */
 export function pyStrip(s: string): string {
-  return s.replace(PY_STRIP, "");
+  let a = 0;
+  let b = s.length;
+  while (a < b && isPyWhitespace(s.charCodeAt(a))) a++;
+  while (b > a && isPyWhitespace(s.charCodeAt(b - 1))) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
 /** Python str.lstrip(chars) / rstrip(chars) / strip(chars) for a set of single chars */

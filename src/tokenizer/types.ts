@@ -30,6 +30,17 @@ export interface Tokenizer {
   /** added tokens are always recognised in text; addSpecialTokens only controls the BOS (default true) */
   encode(text: string, addSpecialTokens?: boolean): number[];
   /**
+   * The same ids as `encode`, computed in slices between turns of the event loop when the text is
+   * long, so no prompt holds the loop for more than a couple of milliseconds at a time.
+   */
+  encodeAsync(text: string, addSpecialTokens?: boolean): Promise<number[]>;
+  /** encodeAsync's token count, keeping only the first `keep` ids (less to allocate for huge prompts) */
+  countAsync(
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }>;
+  /**
    * Lossless byte-level decode. Ids outside the encoder's table (or negative) decode to "" and
    * never throw. skipSpecialTokens (default false, as HF's decode) drops special tokens.
    */
@@ -39,6 +50,14 @@ export interface Tokenizer {
   applyChatTemplate(messages: readonly ChatMessage[], opts: ChatTemplateOptions): string;
   /** the template text encoded with added tokens recognised and no extra BOS, as vLLM does */
   encodeChat(messages: readonly ChatMessage[], opts: ChatTemplateOptions): number[];
+  /** encodeChat in slices between turns of the event loop (see encodeAsync) */
+  encodeChatAsync(messages: readonly ChatMessage[], opts: ChatTemplateOptions): Promise<number[]>;
+  /** countAsync of the rendered chat template */
+  countChatAsync(
+    messages: readonly ChatMessage[],
+    opts: ChatTemplateOptions,
+    keep: number,
+  ): Promise<{ count: number; ids: number[] }>;
   /**
    * Tokens suitable as generated output: each decodes to a clean word with a leading space;
    * texts[i] is the decode of ids[i] alone, and decoding any sequence of pool ids equals the

@@ -3,7 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { spawnCli, freePort, freeUpPorts, waitForHttp } from "../helpers/cli.js";
+import { spawn } from "node:child_process";
+import { cliCommand, spawnCli, upArgs, waitForHttp } from "../helpers/cli.js";
 import { splitArgs } from "../../src/cli/up.js";
 
 test("up: own flags and engine flags are told apart", () => {
@@ -22,23 +23,9 @@ test("up: own flags and engine flags are told apart", () => {
 });
 
 test("up: two engines and the router serve a chat completion, and SIGINT stops them all", async () => {
-  const port = await freePort();
-  const { engineBase, kvBase } = await freeUpPorts(2);
-  const stack = spawnCli([
-    "up",
-    "--engines",
-    "2",
-    "--port",
-    String(port),
-    "--engine-base-port",
-    String(engineBase),
-    "--kv-events-base-port",
-    String(kvBase),
-    "--model",
-    "Qwen/Qwen2.5-0.5B-Instruct",
-    "--time-scale",
-    "0.2",
-  ]);
+  const up = await upArgs(2, ["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--time-scale", "0.2"]);
+  const { port, engineBase } = up;
+  const stack = spawnCli(up.args);
   try {
     await waitForHttp(`http://127.0.0.1:${port}/ready`, 60_000);
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "unused" });
@@ -65,4 +52,75 @@ test("up: two engines and the router serve a chat completion, and SIGINT stops t
   for (const p of [engineBase, engineBase + 1]) {
     await assert.rejects(fetch(`http://127.0.0.1:${p}/health`));
   }
+});
+
+/** Reads a stream to its end; resolves what arrived and whether the connection broke. */
+async function readStream(url: string, body: unknown): Promise<{ text: string; broken: boolean }> {
+  let text = "";
+  try {
+    const r = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const reader = r.body!.getReader();
+    const dec = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += dec.decode(value, { stream: true });
+    }
+    return { text, broken: false };
+  } catch {
+    return { text, broken: true };
+  }
+}
+
+test("up: Ctrl-C (SIGINT to the whole process group) drains a stream in flight; a second signal exits at once", async () => {
+  // slow tokens: a 40-token stream takes seconds, a 2000-token one far longer than the test
+  const up = await upArgs(1, ["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--time-scale", "20"]);
+  const { port, engineBase } = up;
+  const { cmd, args } = cliCommand();
+  // a process group of its own, as a shell gives a foreground job: the terminal signals all of it
+  const child = spawn(cmd, [...args, ...up.args], {
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, SWITCHYARD_LOG_FORMAT: "json" },
+  });
+  let out = "";
+  child.stdout!.on("data", (b: Buffer) => (out += b.toString("utf8")));
+  child.stderr!.on("data", (b: Buffer) => (out += b.toString("utf8")));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const group = (sig: NodeJS.Signals) => process.kill(-child.pid!, sig);
+  try {
+    await waitForHttp(`http://127.0.0.1:${port}/ready`, 60_000);
+    const url = `http://127.0.0.1:${port}/v1/chat/completions`;
+    const msg = (n: number) => ({
+      model: "Qwen/Qwen2.5-0.5B-Instruct",
+      messages: [{ role: "user", content: "Hello!" }],
+      max_tokens: n,
+      ignore_eos: true,
+      stream: true,
+    });
+    const short = readStream(url, msg(40));
+    const long = readStream(url, msg(2000));
+    // both streams are under way before the signal
+    await new Promise((r) => setTimeout(r, 500));
+    group("SIGINT");
+    const s = await short;
+    assert.equal(s.broken, false, "the short stream was not cut");
+    assert.match(s.text, /data: \[DONE\]\n\n$/, "the short stream ended whole");
+    assert.equal(s.text.match(/"content":"[^"]/g)?.length, 40, "all 40 tokens arrived");
+    assert.equal(child.exitCode, null, "still draining the long stream");
+    group("SIGINT");
+    const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("hung"), 10_000))]);
+    assert.equal(code, 130, out.slice(-2000));
+    const l = await long;
+    assert.ok(!/\[DONE\]/.test(l.text), "the long stream was cut by the second signal");
+  } finally {
+    if (child.exitCode === null) group("SIGKILL");
+  }
+  // nothing was left running
+  await assert.rejects(fetch(`http://127.0.0.1:${engineBase}/health`));
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/health`));
 });

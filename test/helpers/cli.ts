@@ -142,6 +142,29 @@ export async function freePortBlock(offsets: readonly number[]): Promise<number>
  * Ports for `switchyard up --engines n`: engine i listens on `engineBase + i`, publishes KV events on
  * `kvBase + i` and serves replay on `kvBase + 1000 + i`.
  */
+/**
+ * `switchyard up` with `n` engines on free ports: the arguments (after the CLI command) and the router's
+ * port. `extra` are more flags (any sim flag goes to every engine).
+ */
+export async function upArgs(
+  n: number,
+  extra: string[] = [],
+): Promise<{ args: string[]; port: number; engineBase: number }> {
+  const port = await freePort();
+  const { engineBase, kvBase } = await freeUpPorts(n);
+  const args = [
+    "up",
+    "--engines",
+    String(n),
+    "--port",
+    String(port),
+    "--engine-base-port",
+    String(engineBase),
+  ];
+  args.push("--kv-events-base-port", String(kvBase), ...extra);
+  return { args, port, engineBase };
+}
+
 export async function freeUpPorts(n: number): Promise<{ engineBase: number; kvBase: number }> {
   const offsets: number[] = [];
   for (let i = 0; i < n; i++) offsets.push(i, 100 + i, 1100 + i);

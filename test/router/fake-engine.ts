@@ -27,6 +27,8 @@ export interface FakeEngine {
   url: string;
   port: number;
   mode: FaultMode;
+  /** GET /health alone: "503" answers 503, "hang" never answers (the rest keeps working) */
+  healthMode: "ok" | "503" | "hang";
   /** requests seen by generation endpoints (for routing assertions) */
   hits: number;
   /** last request's headers, for header assertions */
@@ -67,6 +69,7 @@ export async function startFakeEngine(opts: FakeEngineOptions = {}): Promise<Fak
     url: "",
     port: 0,
     mode: "ok",
+    healthMode: "ok",
     hits: 0,
     lastHeaders: undefined,
     lastBody: "",
@@ -225,7 +228,8 @@ export async function startFakeEngine(opts: FakeEngineOptions = {}): Promise<Fak
       return json(res, 401, { error: "Unauthorized" });
     }
     if (req.method === "GET" && path === "/health") {
-      res.writeHead(200, { "content-length": 0 });
+      if (eng.healthMode === "hang") return;
+      res.writeHead(eng.healthMode === "503" ? 503 : 200, { "content-length": 0 });
       return void res.end();
     }
     if (req.method === "GET" && path === "/v1/models") return json(res, 200, modelCards());

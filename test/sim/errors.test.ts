@@ -125,6 +125,17 @@ test("chat on a model without a chat template is 400, as in vLLM", async () => {
   assertError(r, 400, "BadRequestError", /chat template/);
 });
 
+test("chat naming an unknown model is 404, checked before the chat template (vLLM's order)", async () => {
+  // OPT has no chat template: rendering first would answer the template's 400
+  const r = await postJson(
+    `${sim.url}/v1/chat/completions`,
+    { model: "gpt-9", messages: [{ role: "user", content: "hi" }] },
+    auth,
+  );
+  assertError(r, 404, "NotFoundError");
+  assert.equal(r.json.error.message, "The model `gpt-9` does not exist.");
+});
+
 test("the server keeps serving after all of the above", async () => {
   const r = await postJson(`${sim.url}/v1/completions`, { prompt: "still there?", max_tokens: 2 }, auth);
   assert.equal(r.status, 200);

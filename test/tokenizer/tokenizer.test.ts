@@ -2,7 +2,9 @@
 // tokenizers, special tokens, vocabulary bounds and the output pool's guarantees.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createRequire } from "node:module";
 import { tokenizerFor, tokenizerForModel, TOKENIZER_FAMILIES } from "../../src/tokenizer/index.js";
+import { pyStrip } from "../../src/tokenizer/messages.js";
 
 /** String.prototype.toWellFormed (ES2024, not in this project's lib): lone surrogates -> U+FFFD */
 function wellFormed(s: string): string {
@@ -190,4 +192,80 @@ test("tokenizerForModel: picks the Qwen variant from the model id and keeps the 
   const llama = tokenizerForModel({ tokenizer: "llama3", vocabSize: 128256 });
   assert.equal(llama, tokenizerFor("llama3"));
   assert.throws(() => tokenizerFor("gpt-neox"), /unknown tokenizer family/);
+});
+
+/** A long text mixing everything a pre-tokenizer treats specially, seeded. */
+function mixedText(seed: number, pieces: number): string {
+  const parts = [
+    ...ROUND_TRIP,
+    "word",
+    " word",
+    "Word.",
+    "\n\n",
+    "  \n ",
+    "don't",
+    " I'LL",
+    "12345678",
+    "<|eot_id|>",
+    "<|im_start|>",
+    "<think>",
+    "日本語",
+    "   ",
+    "\t",
+    "x".repeat(300),
+  ];
+  let s = seed >>> 0;
+  let out = "";
+  for (let i = 0; i < pieces; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out += parts[s % parts.length]!;
+    if (s & 1) out += " ";
+  }
+  return out;
+}
+
+for (const family of TOKENIZER_FAMILIES) {
+  test(`${family}: encodeAsync (long text in slices between event-loop turns) gives encode's ids`, async () => {
+    const tok = tokenizerFor(family);
+    for (const seed of [1, 2]) {
+      const text = mixedText(seed, 5_000);
+      assert.ok(text.length > 40_000);
+      assert.deepEqual(await tok.encodeAsync(text, true), tok.encode(text, true), `seed ${seed}`);
+    }
+    const messages = [
+      { role: "system", content: mixedText(4, 3000) },
+      { role: "user", content: mixedText(5, 6000) },
+    ];
+    if (tok.hasChatTemplate) {
+      const opts = { addGenerationPrompt: true };
+      assert.deepEqual(await tok.encodeChatAsync(messages, opts), tok.encodeChat(messages, opts));
+    }
+  });
+}
+
+test("a long stretch without a cut point (one pre-tokenizer piece) is encoded on the worker thread, same ids", async () => {
+  const tok = tokenizerFor("llama3");
+  const text = "some words before ".repeat(2000) + " ".repeat(20_000) + "after".repeat(4000) + " and the end";
+  assert.deepEqual(await tok.encodeAsync(text, false), tok.encode(text, false));
+});
+
+test("llama3: the piece cache gives the library's own ids for whole texts", () => {
+  const require = createRequire(import.meta.url);
+  const lib = (
+    require("llama3-tokenizer-js/bundle/commonjs-llama3-tokenizer-with-baked-data.cjs") as {
+      llama3Tokenizer: { encode(t: string, o: { bos: boolean; eos: boolean }): number[] };
+    }
+  ).llama3Tokenizer;
+  const tok = tokenizerFor("llama3");
+  for (const seed of [7, 8]) {
+    // the library splits special tokens itself; compare on ordinary text
+    const text = mixedText(seed, 3000).replace(/<\|[a-z_]+\|>/g, "<x>");
+    assert.deepEqual(tok.encode(text, false), lib.encode(text, { bos: false, eos: false }), `seed ${seed}`);
+  }
+});
+
+test("trimming a message with 200 000 spaces inside takes linear time (the regex took quadratic)", () => {
+  const inner = "a" + " ".repeat(200_000) + "b";
+  assert.equal(pyStrip(`  ${inner}\n`), inner);
+  assert.equal(pyStrip(" \u3000\x1c\x85 "), "");
 });

@@ -18,7 +18,7 @@ import {
   type RequestView,
 } from "../../routing/index.js";
 import type { RouterConfig } from "../config.js";
-import type { Upstream, Registry } from "../registry.js";
+import { UpstreamHttpError, type Upstream, type Registry } from "../registry.js";
 import { KvBlockIndex } from "./block-index.js";
 import type { BackendKvEvents } from "./config.js";
 import { requestTokenizerFor, type RequestTokenizer } from "./tokenizers.js";
@@ -379,7 +379,7 @@ export class CacheRouting implements CacheOracle {
       st.version = typeof doc.version === "string" ? doc.version : "unknown";
     } catch (err) {
       // an engine that answers but has no /version is "unknown"; one that did not answer is asked again
-      if (/ answered \d+$/.test((err as Error).message)) st.version = "unknown";
+      if (err instanceof UpstreamHttpError) st.version = "unknown";
       else st.versionAsked = false;
     }
   }

@@ -1,0 +1,79 @@
+// One structured line per finished client request (pino, logger `router.access`, level info): who,
+// which model and engine, the outcome, TTFT and duration, tokens when the answer carried `usage`,
+// retries. Configured by `accessLog: { enabled, sampleRatio }`: the ratio samples successful
+// requests only — every error is logged, since those are the lines an operator looks for. Usage is
+// read from the last relayed chunk only (vLLM writes it last), never by parsing the whole body.
+import type { IncomingMessage } from "node:http";
+import { logger } from "../obs/log.js";
+import { findUsage } from "../tenancy/request.js";
+import type { RouterConfig } from "./config.js";
+import type { RoutedRequest } from "./request.js";
+
+const log = logger("router.access");
+
+/** What the access line reads of a finished request (proxy.ts's RequestContext). */
+export interface AccessRecord {
+  readonly requestId: string;
+  readonly pr: RoutedRequest;
+  readonly engineUrl: string;
+  readonly attempts: number;
+  readonly ttftMs: number;
+  readonly panicked: boolean;
+  readonly lastChunk: Buffer | undefined;
+}
+
+const round1 = (ms: number) => Math.round(ms * 10) / 10;
+const SAFE_ID = /^[\x21-\x7e]{1,200}$/;
+
+export class AccessLog {
+  constructor(private readonly config: () => RouterConfig) {}
+
+  write(r: AccessRecord, status: number, seconds: number): void {
+    const c = this.config().accessLog;
+    if (!c.enabled || !log.isLevelEnabled("info")) return;
+    if (status < 400 && c.sampleRatio < 1 && Math.random() >= c.sampleRatio) return;
+    const usage = r.lastChunk ? findUsage(r.lastChunk) : undefined;
+    const pr = r.pr;
+    log.info(
+      {
+        requestId: r.requestId,
+        tenant: pr.tenant?.tenant,
+        model: pr.model,
+        path: pr.path,
+        stream: pr.stream,
+        engine: r.engineUrl,
+        status,
+        ttftMs: r.ttftMs >= 0 ? round1(r.ttftMs) : undefined,
+        durationMs: round1(seconds * 1000),
+        promptTokens: usage?.prompt,
+        completionTokens: usage?.completion,
+        retries: r.attempts > 1 ? r.attempts - 1 : 0,
+        panic: r.panicked || undefined,
+      },
+      "request",
+    );
+  }
+
+  /** A request the edge refused (never routed): always logged, it is an error. */
+  rejected(
+    req: IncomingMessage,
+    path: string,
+    status: number,
+    tenant: string | undefined,
+    why: string,
+  ): void {
+    if (!this.config().accessLog.enabled || !log.isLevelEnabled("info")) return;
+    const id = req.headers["x-request-id"];
+    log.info(
+      {
+        requestId: typeof id === "string" && SAFE_ID.test(id) ? id : undefined,
+        tenant,
+        path,
+        engine: "none",
+        status,
+        error: why.slice(0, 200),
+      },
+      "request",
+    );
+  }
+}

@@ -1,0 +1,391 @@
+// One try of a client request on one engine, as an undici dispatch handler (no request() promise,
+// Readable body, async iterator or AbortController per attempt: see docs/router.md, "Performance").
+// Response bytes are relayed chunk by chunk as they arrive; a 502/503/504 answer is collected so
+// that another engine may answer instead, and relayed as it was if none does better.
+//
+// Each failed attempt says what it failed of (`cause`), because the data plane treats them apart:
+// a connection that never carried the request is the engine's trouble; an engine that dies or falls
+// silent while it holds the request may be the request's own doing (a poison request, proxy.ts).
+// Every byte an engine sends marks it as making progress, which the health checker reads: a busy
+// engine that still streams is not ejected for a slow probe (health.ts).
+import type { ServerResponse } from "node:http";
+import type { Dispatcher } from "undici";
+import { HttpError, errorBody } from "../http/errors.js";
+import type { RouterConfig } from "./config.js";
+import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
+import type { ModelSeries } from "./metrics.js";
+import type { Upstream } from "./registry.js";
+import type { RequestTrace } from "./request-trace.js";
+import type { RoutedRequest } from "./request.js";
+import { RESPONSE_SKIP, engineErrorMessage } from "./upstream-rules.js";
+
+const RETRIABLE_STATUS = new Set([502, 503, 504]);
+/** errors before the request reached the engine: never the request's doing */
+const CONNECT_ERRORS = new Set([
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
+/** transport errors that count against the engine's health (passive outlier detection) */
+const ENGINE_FAULTS = new Set([
+  ...CONNECT_ERRORS,
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+]);
+
+const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
+/** an engine's failure answer kept for relaying when no other engine does better */
+const MAX_FAILURE_BODY = 64 * 1024;
+
+/**
+ * Why a retriable attempt failed: `connect` (the request never reached the engine), `in-flight` (the
+ * engine died, reset or fell silent past the first-byte timeout while holding it: possibly the
+ * request's own doing) or `answer` (the engine answered 502/503/504: overload, not the request).
+ */
+export type FailureCause = "connect" | "in-flight" | "answer";
+
+export interface RetryOutcome {
+  kind: "retry";
+  reason: string;
+  status: number;
+  cause: FailureCause;
+  body: Buffer | undefined;
+  /** the failing engine's response headers, flat [name, value, ...] */
+  headers: string[];
+}
+/** What one attempt ended as. */
+export type Outcome = { kind: "done" } | { kind: "client-gone" } | { kind: "total-timeout" } | RetryOutcome;
+const DONE: Outcome = { kind: "done" };
+const CLIENT_GONE: Outcome = { kind: "client-gone" };
+const TOTAL_TIMEOUT: Outcome = { kind: "total-timeout" };
+
+function retry(
+  reason: string,
+  status: number,
+  cause: FailureCause,
+  body?: Buffer,
+  headers: string[] = [],
+): RetryOutcome {
+  return { kind: "retry", reason, status, cause, body, headers };
+}
+
+/** What an attempt reads and updates of its request (proxy.ts's RequestContext). */
+export interface AttemptContext {
+  readonly pr: RoutedRequest;
+  readonly res: ServerResponse;
+  readonly requestId: string;
+  readonly started: number;
+  readonly series: ModelSeries;
+  readonly trace: RequestTrace | undefined;
+  /** bytes from an engine (not our keep-alives) have reached the client: no more failover */
+  relayed: boolean;
+  readonly clientGone: boolean;
+  readonly totalTimedOut: boolean;
+  status: number;
+  /** ms from arrival to the first relayed byte */
+  ttftMs: number;
+  /** the last relayed chunk as the engine sent it, where vLLM puts `usage` */
+  lastChunk: Buffer | undefined;
+  /** the attempt in progress, which client disconnects and the total timeout cut */
+  current: { cancel(): void } | undefined;
+}
+
+/** The data plane's machinery an attempt uses. */
+export interface AttemptHost {
+  readonly deadlines: DeadlineQueue;
+  reportFailure(e: Upstream, what: string): void;
+  reportSuccess(e: Upstream): void;
+}
+
+const enum AttemptDeadline {
+  FirstByte,
+  Idle,
+}
+
+const enum Mode {
+  /** waiting for the engine's response headers */
+  Headers,
+  /** relaying the body to the client */
+  Relay,
+  /** collecting a 502/503/504 answer in case no other engine does better */
+  CollectRetry,
+  /** collecting a non-200 answer that must become an SSE error event (keep-alives went out) */
+  CollectSseError,
+}
+
+/**
+ * `start` resolves how the attempt ended and never rejects for upstream trouble. Cancellation
+ * (client gone, total/first-byte/idle timeout) settles the outcome at once and aborts upstream.
+ * An engine's ejection never cancels an attempt: one that waits for a long prefill's first byte, or
+ * still receives bytes, finishes on its engine.
+ */
+export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<AttemptDeadline> {
+  private mode = Mode.Headers;
+  private done = false;
+  /** undici wrote the whole request to the engine */
+  private sent = false;
+  private abortUpstream: ((err?: Error) => void) | undefined;
+  private resumeUpstream: (() => void) | undefined;
+  private onDrain: (() => void) | undefined;
+  private settle!: (o: Outcome) => void;
+  private ttfbTimedOut = false;
+  private idleTimedOut = false;
+  private status = 0;
+  private isSse = false;
+  private headers: string[] = [];
+  private held: Buffer | undefined;
+  private collected: Buffer[] | undefined;
+  private collectedSize = 0;
+  private lastChunk = 0;
+  private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
+  private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
+
+  constructor(
+    private readonly host: AttemptHost,
+    private readonly ctx: AttemptContext,
+    private readonly engine: Upstream,
+    private readonly cfg: RouterConfig,
+  ) {}
+
+  onDeadline(kind: AttemptDeadline): void {
+    if (kind === AttemptDeadline.FirstByte) this.ttfbTimedOut = true;
+    else this.idleTimedOut = true;
+    this.cancel();
+  }
+
+  start(headers: string[]): Promise<Outcome> {
+    const ctx = this.ctx;
+    const p = new Promise<Outcome>((resolve) => (this.settle = resolve));
+    if (ctx.clientGone || ctx.totalTimedOut) {
+      this.finish(this.interrupted()!);
+      return p;
+    }
+    ctx.current = this;
+    this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte);
+    // undici serialises the headers synchronously, so the caller may reuse the array afterwards
+    this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.pr.body }, this);
+    return p;
+  }
+
+  cancel(): void {
+    if (this.done) return;
+    const err = new Error("attempt cancelled by the router");
+    this.abortUpstream?.(err);
+    // before the connection is handed over there is nothing to abort yet: onConnect does it
+    if (!this.done) this.onError(err);
+  }
+
+  private interrupted(): Outcome | undefined {
+    const ctx = this.ctx;
+    if (ctx.clientGone) return CLIENT_GONE;
+    if (ctx.totalTimedOut) return TOTAL_TIMEOUT;
+    if (this.ttfbTimedOut)
+      return retry(`no first byte within ${this.cfg.timeouts.firstByte} ms`, 504, "in-flight");
+    return undefined;
+  }
+
+  private finish(o: Outcome): void {
+    this.done = true;
+    const dl = this.host.deadlines;
+    dl.disarm(this.ttfb);
+    dl.disarm(this.idle);
+    if (this.ctx.current === this) this.ctx.current = undefined;
+    if (this.onDrain) this.ctx.res.off("drain", this.onDrain);
+    this.settle(o);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.done) abort(new Error("attempt cancelled by the router"));
+    else this.abortUpstream = abort;
+  }
+
+  /** undici calls this (untyped in its handler interface) once the whole request is written */
+  onRequestSent(): void {
+    this.sent = true;
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (this.done) return false;
+    if (status < 200) return true;
+    this.engine.lastByteAt = performance.now();
+    this.status = status;
+    this.resumeUpstream = resume;
+    const h = this.headers;
+    for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!.toString("latin1");
+      const lower = name.toLowerCase();
+      if (RESPONSE_SKIP.has(lower)) continue;
+      const value = rawHeaders[i + 1]!.toString("latin1");
+      if (lower === "content-type" && value.includes("text/event-stream")) this.isSse = true;
+      h.push(name, value);
+    }
+    const ctx = this.ctx;
+    if (RETRIABLE_STATUS.has(status) && !ctx.relayed) {
+      this.mode = Mode.CollectRetry;
+      this.collected = [];
+      return true;
+    }
+    if (status >= 500) this.host.reportFailure(this.engine, `answered ${status}`);
+    else this.host.reportSuccess(this.engine);
+    if (ctx.res.headersSent && status !== 200) {
+      this.mode = Mode.CollectSseError;
+      this.collected = [];
+      return true;
+    }
+    this.mode = Mode.Relay;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.done) return false;
+    const now = performance.now();
+    this.engine.lastByteAt = now;
+    if (this.mode !== Mode.Relay) {
+      if (this.collected) {
+        this.collectedSize += chunk.length;
+        if (this.collectedSize > MAX_FAILURE_BODY) this.collected = undefined;
+        else this.collected.push(chunk);
+      }
+      return true;
+    }
+    const ctx = this.ctx;
+    const res = ctx.res;
+    if (!ctx.relayed) {
+      ctx.relayed = true;
+      this.host.deadlines.disarm(this.ttfb);
+      this.writeHead();
+      ctx.ttftMs = now - ctx.started;
+      ctx.series.ttft.observe(ctx.ttftMs / 1000);
+      ctx.trace?.firstByte(ctx.ttftMs / 1000);
+    } else ctx.series.itl.observe((now - this.lastChunk) / 1000);
+    ctx.trace?.onBody(chunk, this.isSse);
+    ctx.lastChunk = chunk;
+    this.lastChunk = now;
+    this.host.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
+    if (ctx.pr.tenant) {
+      chunk = ctx.pr.tenant.onBody(chunk, this.isSse);
+      if (chunk.length === 0) return true;
+    }
+    let ok = true;
+    if (!this.isSse) {
+      // Non-streamed bodies: hold one chunk back so a one-chunk answer leaves in a single
+      // write with its headers and terminator (res.end), instead of three.
+      if (this.held !== undefined) ok = res.write(this.held);
+      this.held = chunk;
+    } else ok = res.write(chunk);
+    if (ok) return true;
+    this.onDrain ??= () => this.resumeUpstream?.();
+    res.once("drain", this.onDrain);
+    return false;
+  }
+
+  private writeHead(): void {
+    const ctx = this.ctx;
+    if (!ctx.res.headersSent) {
+      this.headers.push("x-request-id", ctx.requestId);
+      ctx.res.writeHead(this.status, this.headers);
+    }
+    ctx.status = this.status;
+  }
+
+  private collectedBody(): Buffer | undefined {
+    return this.collected ? Buffer.concat(this.collected, this.collectedSize) : undefined;
+  }
+
+  onComplete(): void {
+    if (this.done) return;
+    const ctx = this.ctx;
+    switch (this.mode) {
+      case Mode.CollectRetry: {
+        this.host.reportFailure(this.engine, `answered ${this.status}`);
+        const s = this.status;
+        return this.finish(
+          this.interrupted() ?? retry(`status ${s}`, s, "answer", this.collectedBody(), this.headers),
+        );
+      }
+      case Mode.CollectSseError:
+        ctx.relayed = true;
+        endStreamWithError(
+          ctx.res,
+          this.status,
+          engineErrorMessage(this.collectedBody(), this.status).message,
+        );
+        return this.finish(DONE);
+      default:
+        // an empty body: headers only
+        if (!ctx.relayed) {
+          ctx.relayed = true;
+          this.writeHead();
+        }
+        if (ctx.pr.tenant) {
+          const rest = ctx.pr.tenant.flush();
+          if (rest.length > 0) ctx.res.write(rest);
+        }
+        if (this.held !== undefined) ctx.res.end(this.held);
+        else ctx.res.end();
+        this.held = undefined;
+        return this.finish(DONE);
+    }
+  }
+
+  /** A transport failure before any byte was relayed: retried on another engine. */
+  private transportFailure(err: Error, when: string): RetryOutcome {
+    const code = (err as { code?: string }).code ?? "";
+    if (ENGINE_FAULTS.has(code)) this.host.reportFailure(this.engine, `${code}: ${err.message}`);
+    const cause: FailureCause = CONNECT_ERRORS.has(code) || !this.sent ? "connect" : "in-flight";
+    return retry(`transport ${code || "error"}${when}`, 502, cause);
+  }
+
+  onError(err: Error): void {
+    if (this.done) return;
+    const ctx = this.ctx;
+    const why = this.interrupted();
+    switch (this.mode) {
+      case Mode.Headers:
+        return this.finish(why ?? this.transportFailure(err, ""));
+      case Mode.CollectRetry: {
+        this.host.reportFailure(this.engine, `answered ${this.status}`);
+        const s = this.status;
+        return this.finish(why ?? retry(`status ${s}`, s, "answer", undefined, this.headers));
+      }
+      case Mode.CollectSseError:
+        if (why === CLIENT_GONE) return this.finish(why);
+        ctx.relayed = true;
+        endStreamWithError(ctx.res, this.status, `engine answered ${this.status}`);
+        return this.finish(DONE);
+    }
+    // relaying
+    if (why === CLIENT_GONE) return this.finish(why);
+    if (!ctx.relayed) return this.finish(why ?? this.transportFailure(err, " before first byte"));
+    const idle = this.idleTimedOut;
+    const reason = idle
+      ? `engine sent nothing for ${this.cfg.timeouts.idle} ms`
+      : ctx.totalTimedOut
+        ? "request exceeded the router's total timeout"
+        : `engine connection lost mid-response: ${err.message}`;
+    if (!idle && !ctx.totalTimedOut) this.host.reportFailure(this.engine, reason);
+    if (this.isSse || ctx.pr.stream)
+      endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason);
+    else ctx.res.destroy();
+    ctx.status = 502;
+    this.finish(DONE);
+  }
+}
+
+/** Ends a stream whose headers went out with an error event, as vLLM does, then [DONE]. */
+export function endStreamWithError(res: ServerResponse, status: number, message: string): void {
+  if (res.writableEnded || res.destroyed) return;
+  res.write(`data: ${errorBody(status, message)}\n\n`);
+  res.end(DONE_BYTES);
+}
+
+/** The error a request gets when its total timeout passed. */
+export function totalTimeoutError(): HttpError {
+  return new HttpError(504, "request exceeded the router's total timeout");
+}

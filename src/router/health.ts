@@ -1,0 +1,230 @@
+// Engine health as Envoy's outlier detection does it: active probes and passive signals decide
+// whether an engine is in rotation, and neither may empty the fleet on a guess.
+//
+// - Active: GET /health every `health.interval`. A probe that times out is not evidence that the
+//   engine is down when the engine sent bytes on any of its requests while the probe waited (it is
+//   busy, not dead), nor when the router's own event loop ran late (the timeout then measured the
+//   router, not the engine: a CPU-starved router used to eject every engine at once). Refused,
+//   reset and non-200 probes count.
+// - Passive: connect errors, resets and 5xx answers on live traffic (reported by the data plane).
+// - At most `health.maxEjectionPercent` of a model's engines are out of rotation at once, so the
+//   last engines of a model stay in rotation whatever the probes say (the ejection is withheld,
+//   counted and logged). When a model has no engine in rotation anyway (never admitted, or the cap is
+//   100), the data plane routes among all of them: panic mode (proxy.ts).
+// - Ejection stops new traffic only: attempts in flight on the engine finish or fail on their own.
+import { logger } from "../obs/log.js";
+import type { RouterConfig } from "./config.js";
+
+export type HealthState = "probing" | "healthy" | "ejected";
+
+/** What health reads and writes of an engine record (the registry's Upstream). */
+export interface HealthRecord {
+  readonly url: string;
+  state: HealthState;
+  readonly draining: boolean;
+  healthFailures: number;
+  healthSuccesses: number;
+  passiveFailures: number;
+  lastError: string;
+  /** performance.now() of the last byte received from the engine on any request */
+  lastByteAt: number;
+  withheldLoggedAt: number;
+  readonly view: { healthy: boolean; readonly models: ReadonlySet<string> };
+}
+
+const log = logger("router.health");
+
+/** A router timer firing this much later than asked (share of the timeout) means the router lagged. */
+const LAG_SHARE = 0.5;
+/** Times a probe's timeout is extended for router lag before it counts. */
+const MAX_LAG_EXTENSIONS = 3;
+/** Withheld ejections of one engine are logged at most this often. */
+const WITHHELD_LOG_MS = 10_000;
+
+export interface HealthHooks {
+  onEject?: (url: string, reason: string) => void;
+  onEjectWithheld?: (url: string, reason: string) => void;
+  onProbeExcused?: (url: string, why: "progress" | "router_lag") => void;
+  /** an engine became usable: queued requests may proceed */
+  onCapacity?: () => void;
+}
+
+/** What a probe came to. */
+export type ProbeVerdict =
+  | { kind: "ok" }
+  | { kind: "failed"; error: string }
+  /** it timed out, but the engine is evidently alive or the router could not tell */
+  | { kind: "excused"; why: "progress" | "router_lag" };
+
+/**
+ * Races `answer` against a timeout that knows when it cannot be trusted: a timer that fires late
+ * (router lag) is extended, up to MAX_LAG_EXTENSIONS times; and the verdict waits one turn of the
+ * event loop, so an answer already read from the socket wins over a timer that happened to run first
+ * (timers run before I/O in each turn). Resolves "answered" or how the wait ended.
+ */
+export function lagAwareTimeout(
+  answer: Promise<unknown>,
+  timeoutMs: number,
+): Promise<"answered" | "timeout" | "router_lag"> {
+  return new Promise((resolve) => {
+    let settled = false;
+    let lagged = false;
+    let extensions = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const done = (v: "answered" | "timeout" | "router_lag") => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(v);
+    };
+    answer.then(
+      () => done("answered"),
+      () => done("answered"),
+    );
+    const arm = () => {
+      const due = performance.now() + timeoutMs;
+      timer = setTimeout(() => {
+        const late = performance.now() - due;
+        setImmediate(() => {
+          if (settled) return;
+          if (late > timeoutMs * LAG_SHARE) {
+            lagged = true;
+            if (extensions++ < MAX_LAG_EXTENSIONS) return arm();
+          }
+          done(lagged ? "router_lag" : "timeout");
+        });
+      }, timeoutMs);
+    };
+    arm();
+  });
+}
+
+export class Health {
+  private cfg: RouterConfig;
+
+  constructor(
+    cfg: RouterConfig,
+    private readonly engines: ReadonlyMap<string, HealthRecord>,
+    private readonly hooks: HealthHooks = {},
+  ) {
+    this.cfg = cfg;
+  }
+
+  setConfig(cfg: RouterConfig): void {
+    this.cfg = cfg;
+  }
+
+  /**
+   * Judges one probe: `send(signal)` performs the request and rejects on any failure. A timeout is a
+   * failure only when the engine sent nothing meanwhile and the router was not lagging.
+   */
+  async probe(e: HealthRecord, send: (signal: AbortSignal) => Promise<unknown>): Promise<ProbeVerdict> {
+    const sentAt = performance.now();
+    const ac = new AbortController();
+    let error = "";
+    const answer = send(ac.signal).then(
+      () => true,
+      (err: unknown) => {
+        error = (err as Error).message;
+        return false;
+      },
+    );
+    const how = await lagAwareTimeout(answer, this.cfg.health.timeout);
+    if (how === "answered") return (await answer) ? { kind: "ok" } : { kind: "failed", error };
+    ac.abort(new Error(`no answer within ${this.cfg.health.timeout} ms`));
+    void answer;
+    if (e.lastByteAt > sentAt) return { kind: "excused", why: "progress" };
+    if (how === "router_lag") return { kind: "excused", why: "router_lag" };
+    return { kind: "failed", error: `no answer within ${this.cfg.health.timeout} ms` };
+  }
+
+  /** Applies a probe's verdict: counts toward ejection or re-admission. */
+  judge(e: HealthRecord, v: ProbeVerdict): "admit" | "none" {
+    if (v.kind === "excused") {
+      this.hooks.onProbeExcused?.(e.url, v.why);
+      log.debug({ engine: e.url, why: v.why }, "health probe timed out; not counted");
+      return "none";
+    }
+    if (v.kind === "failed") {
+      e.lastError = `health: ${v.error}`;
+      e.healthSuccesses = 0;
+      if (++e.healthFailures >= this.cfg.health.failuresToEject) this.eject(e, "health");
+      return "none";
+    }
+    e.healthFailures = 0;
+    e.healthSuccesses++;
+    if (e.state === "probing") return "admit";
+    if (e.state === "ejected" && e.healthSuccesses >= this.cfg.health.successesToReadmit) return "admit";
+    return "none";
+  }
+
+  setHealthy(e: HealthRecord): void {
+    if (e.state === "healthy") return;
+    const was = e.state;
+    e.state = "healthy";
+    e.view.healthy = !e.draining;
+    e.passiveFailures = 0;
+    log.info({ engine: e.url, was }, "engine in rotation");
+    this.hooks.onCapacity?.();
+  }
+
+  /**
+   * Takes an engine out of rotation, unless that would put more than maxEjectionPercent of one of
+   * its models' engines out of rotation (then it stays in, and the withheld ejection is counted).
+   */
+  eject(e: HealthRecord, reason: string): void {
+    if (e.state === "ejected") return;
+    const was = e.state;
+    if (was === "healthy" && !this.mayEject(e)) {
+      this.hooks.onEjectWithheld?.(e.url, reason);
+      const now = performance.now();
+      if (now - e.withheldLoggedAt > WITHHELD_LOG_MS) {
+        e.withheldLoggedAt = now;
+        log.warn(
+          {
+            engine: e.url,
+            reason,
+            lastError: e.lastError,
+            maxEjectionPercent: this.cfg.health.maxEjectionPercent,
+          },
+          "engine looks unhealthy but stays in rotation: its model's other engines are out already",
+        );
+      }
+      return;
+    }
+    e.state = "ejected";
+    e.view.healthy = false;
+    e.healthSuccesses = 0;
+    if (was === "healthy") {
+      log.warn({ engine: e.url, reason, lastError: e.lastError }, "engine ejected");
+      this.hooks.onEject?.(e.url, reason);
+    }
+  }
+
+  /** True when taking `e` out keeps every model it serves within maxEjectionPercent. */
+  private mayEject(e: HealthRecord): boolean {
+    const pct = this.cfg.health.maxEjectionPercent;
+    if (pct >= 100) return true;
+    for (const model of e.view.models) {
+      let n = 0;
+      let out = 0;
+      for (const o of this.engines.values()) {
+        if (o.draining || !o.view.models.has(model)) continue;
+        n++;
+        if (o !== e && o.state !== "healthy") out++;
+      }
+      if (out + 1 > Math.floor((n * pct) / 100)) return false;
+    }
+    return true;
+  }
+
+  /** live traffic: a connect error, reset or 5xx answer from the engine */
+  reportFailure(e: HealthRecord, what: string): void {
+    e.lastError = what;
+    if (++e.passiveFailures >= this.cfg.health.passiveFailures) this.eject(e, "passive");
+  }
+
+  reportSuccess(e: HealthRecord): void {
+    e.passiveFailures = 0;
+  }
+}

@@ -1,0 +1,298 @@
+// The router's edge: one HTTP request in, one routed request (request.ts) out, or one rejection. JSON
+// and multipart bodies go through the same steps in the same order — authenticate (before any body
+// byte is read, so an anonymous client never makes the router buffer one), body, parse, validate,
+// model, prompt budget, admit — and every refusal leaves through one path that counts, logs and
+// answers it in OpenAI's error format.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Readable } from "node:stream";
+import { HttpError, sendError } from "../http/errors.js";
+import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../http/body.js";
+import type { RouterGate } from "../tenancy/router-gate.js";
+import type { Tenant } from "../tenancy/state.js";
+import { ANONYMOUS_FLOW, type QueueFlow } from "./admission.js";
+import type { AccessLog } from "./access-log.js";
+import { readRequestBody } from "./body.js";
+import type { RouterConfig } from "./config.js";
+import type { DeadlineQueue } from "./deadlines.js";
+import type { RouterMetrics } from "./metrics.js";
+import type { PromptBudget } from "./prompt-budget.js";
+import type { Registry } from "./registry.js";
+import { modelNotFound, type RoutedRequest } from "./request.js";
+
+/** JSON endpoints relayed to an engine serving the body's `model`. */
+export const JSON_ROUTES: ReadonlySet<string> = new Set([
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/v1/embeddings",
+  "/v1/responses",
+  "/v1/rerank",
+  "/v2/rerank",
+  "/rerank",
+  "/v1/score",
+  "/score",
+  "/pooling",
+  "/classify",
+  "/tokenize",
+  "/detokenize",
+]);
+/** vLLM picks its only model when these omit `model`; the router does the same when the fleet has one. */
+const MODEL_OPTIONAL = new Set(["/tokenize", "/detokenize", "/pooling", "/classify"]);
+/** not generations: kept out of the generation metrics (switchyard_tokenizer_requests_total) */
+const TOKENIZER_ROUTES = new Set(["/tokenize", "/detokenize"]);
+export const MULTIPART_ROUTES: ReadonlySet<string> = new Set([
+  "/v1/audio/transcriptions",
+  "/v1/audio/translations",
+]);
+const MULTIPART_SNIFF_BYTES = 64 * 1024;
+const MODEL_FIELD = /name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n/;
+
+export interface IngressDeps {
+  config: () => RouterConfig;
+  registry: Registry;
+  gate: RouterGate;
+  metrics: RouterMetrics;
+  budget: PromptBudget;
+  /** the shared coarse timer (body idle timeout) */
+  deadlines: DeadlineQueue;
+  policyName: () => string;
+  accessLog: AccessLog;
+  /** hands an accepted request to the data plane */
+  forward: (req: IncomingMessage, res: ServerResponse, pr: RoutedRequest) => Promise<void>;
+}
+
+/** The body step's result: what the later steps need, whatever the body's format. */
+interface Body {
+  /** the model the client named (undefined: none given) */
+  model: string | undefined;
+  body: Buffer | Readable;
+  /** bytes (declared or read), for the tenant's prompt estimate */
+  bytes: number;
+  parsed?: Record<string, unknown>;
+}
+
+function flowOf(t: Tenant | undefined): QueueFlow {
+  return t ? { key: t.name, weight: t.weight, priority: t.priority } : ANONYMOUS_FLOW;
+}
+
+const NUMERIC_FIELDS = ["max_tokens", "max_completion_tokens", "n", "temperature", "top_p", "seed"];
+
+/** Cheap checks of the fields the router itself reads or that are wrong in an obvious way. */
+export function validateFields(path: string, obj: Record<string, unknown>): void {
+  if (obj.model !== undefined && typeof obj.model !== "string") {
+    throw new HttpError(400, "`model` must be a string", "model");
+  }
+  if (obj.stream !== undefined && obj.stream !== null && typeof obj.stream !== "boolean") {
+    throw new HttpError(400, "`stream` must be a boolean", "stream");
+  }
+  if (path === "/v1/chat/completions" && !Array.isArray(obj.messages)) {
+    throw new HttpError(400, "`messages` must be an array of messages", "messages");
+  }
+  if (path === "/v1/completions") {
+    const p = obj.prompt;
+    if (typeof p !== "string" && !Array.isArray(p)) {
+      throw new HttpError(
+        400,
+        "`prompt` must be a string, a list of strings or a list of token ids",
+        "prompt",
+      );
+    }
+  }
+  for (const f of NUMERIC_FIELDS) {
+    const v = obj[f];
+    if (v !== undefined && v !== null && typeof v !== "number")
+      throw new HttpError(400, `\`${f}\` must be a number`, f);
+  }
+}
+
+export class Ingress {
+  constructor(private readonly d: IngressDeps) {}
+
+  /** A JSON body: read whole (bounded), parsed once, validated. */
+  json(req: IncomingMessage, res: ServerResponse, path: string, url: string): Promise<void> {
+    return this.run(req, res, path, url, false);
+  }
+
+  /** A multipart upload streams through: only its head is read, to find the `model` field. */
+  multipart(req: IncomingMessage, res: ServerResponse, path: string, url: string): Promise<void> {
+    return this.run(req, res, path, url, true);
+  }
+
+  private async run(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    url: string,
+    multipart: boolean,
+  ): Promise<void> {
+    let tenant: Tenant | undefined;
+    let pr: RoutedRequest;
+    try {
+      tenant = this.d.gate.authenticate(req);
+      let b: Body;
+      if (multipart) b = await this.multipartBody(req);
+      else {
+        const body = await this.readJson(req);
+        // large bodies are parsed on a worker thread (src/http/json-thread.ts)
+        const parsed = parseJsonObjectOffLoop(req, body);
+        b = jsonStep(path, body, parsed instanceof Promise ? await parsed : parsed);
+      }
+      const obj = b.parsed;
+      const model = this.model(b.model, multipart || MODEL_OPTIONAL.has(path), multipart);
+      // an alias: the engine only knows the target name, so this (rare) request is re-serialised
+      let mutated = obj !== undefined && b.model !== undefined && model !== b.model;
+      if (mutated) obj!.model = model;
+      let promptTokens: number[] | undefined;
+      if (obj) {
+        const counting = this.d.budget.check(path, model, obj);
+        if (counting !== undefined) promptTokens = await counting;
+      }
+      let admitted;
+      if (tenant) {
+        // limits, then the tenant's cache_salt into the body before the routing view is built,
+        // so the KV-aware policy hashes the blocks the engine will
+        admitted = await this.d.gate.admit(tenant, multipart ? url : path, obj, b.bytes);
+        mutated ||= admitted.mutated;
+      }
+      pr = {
+        path: url,
+        model,
+        stream: obj?.stream === true,
+        sessionKey: this.sessionKey(req, obj),
+        body: mutated ? Buffer.from(JSON.stringify(obj)) : b.body,
+        parsed: obj,
+        // with tenancy on, the client's key was the router's credential: it stops here
+        clientAuthorization: tenant ? undefined : req.headers.authorization,
+        tenant: admitted?.request,
+        flow: flowOf(tenant),
+        generation: !TOKENIZER_ROUTES.has(path),
+        promptTokens: promptTokens && promptTokens.length > 0 ? promptTokens : undefined,
+      };
+    } catch (err) {
+      return this.reject(req, res, path, tenant, err);
+    }
+    return this.d.forward(req, res, pr);
+  }
+
+  /** The one way out for a request the edge refuses. */
+  private reject(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    tenant: Tenant | undefined,
+    err: unknown,
+  ): void {
+    if (!(err instanceof HttpError)) {
+      // the client went away mid-body: nobody to answer, nothing wrong with the router
+      if (req.destroyed || res.destroyed) return void res.destroy();
+      throw err;
+    }
+    lingerAfterRefusal(req, res);
+    if (err.status !== 429 && err.status !== 503) this.d.gate.refused(tenant, err.status);
+    if (TOKENIZER_ROUTES.has(path)) this.d.metrics.countUnlisted(path, err.status);
+    else this.d.metrics.countRequest("none", "none", err.status, this.d.policyName());
+    this.d.accessLog.rejected(req, path, err.status, tenant?.name, err.message);
+    sendError(res, err);
+  }
+
+  /** The whole JSON body, bounded; a client stalling mid-body for limits.bodyIdleTimeout gets 408. */
+  private readJson(req: IncomingMessage): Promise<Buffer> {
+    const lim = this.d.config().limits;
+    return readRequestBody(req, lim.maxBodyBytes, { queue: this.d.deadlines, ms: lim.bodyIdleTimeout });
+  }
+
+  private async multipartBody(req: IncomingMessage): Promise<Body> {
+    const ctype = String(req.headers["content-type"] ?? "");
+    if (!ctype.toLowerCase().startsWith("multipart/form-data")) {
+      throw new HttpError(415, `unsupported Content-Type '${ctype}': expected multipart/form-data`);
+    }
+    const limit = this.d.config().limits.maxBodyBytes;
+    const declared = Number(req.headers["content-length"] ?? 0);
+    if (declared > limit) throw bodyTooLarge(`request body of ${declared} bytes`, limit);
+    const it = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    const head: Buffer[] = [];
+    let size = 0;
+    let ended = false;
+    let model: string | undefined;
+    while (size < MULTIPART_SNIFF_BYTES) {
+      const r = await it.next();
+      if (r.done) {
+        ended = true;
+        break;
+      }
+      head.push(r.value);
+      size += r.value.length;
+      const m = MODEL_FIELD.exec(Buffer.concat(head).toString("latin1"));
+      if (m) {
+        model = Buffer.from(m[1]!, "latin1").toString("utf8");
+        break;
+      }
+    }
+    let sent = 0;
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for (const c of head) {
+        sent += c.length;
+        yield c;
+      }
+      if (ended) return;
+      while (true) {
+        const r = await it.next();
+        if (r.done) return;
+        sent += r.value.length;
+        if (sent > limit) throw bodyTooLarge("request body", limit);
+        yield r.value;
+      }
+    }
+    return {
+      model,
+      body: Readable.from(chunks(), { objectMode: false }),
+      bytes: declared > 0 ? declared : size,
+    };
+  }
+
+  /** The served model a request goes to: aliases resolved, the fleet's only model when optional. */
+  private model(requested: string | undefined, optional: boolean, multipart: boolean): string {
+    const cfg = this.d.config();
+    const model =
+      requested !== undefined
+        ? (cfg.aliases[requested] ?? requested)
+        : optional
+          ? this.soleModel()
+          : undefined;
+    if (model === undefined) {
+      throw multipart
+        ? new HttpError(400, "the form needs a `model` field before the file part", "model")
+        : new HttpError(400, "the request needs a `model` field", "model");
+    }
+    if (!this.d.registry.knowsModel(model)) throw modelNotFound(model);
+    return model;
+  }
+
+  /** The only model name in the fleet, when there is exactly one. */
+  private soleModel(): string | undefined {
+    let only: string | undefined;
+    for (const e of this.d.registry.engines.values()) {
+      for (const m of e.view.models) {
+        if (only === undefined) only = m;
+        else if (only !== m) return undefined;
+      }
+    }
+    return only;
+  }
+
+  private sessionKey(req: IncomingMessage, obj: Record<string, unknown> | undefined): string | undefined {
+    const s = this.d.config().session;
+    const h = req.headers[s.header.toLowerCase()];
+    if (typeof h === "string" && h !== "") return h;
+    if (s.bodyKey && obj) {
+      const v = obj[s.bodyKey];
+      if (typeof v === "string" || typeof v === "number") return String(v);
+    }
+    return undefined;
+  }
+}
+
+/** Validate: the JSON body's part of the pipeline once it is parsed. */
+function jsonStep(path: string, body: Buffer, obj: Record<string, unknown>): Body {
+  validateFields(path, obj);
+  return { model: obj.model as string | undefined, body, bytes: body.length, parsed: obj };
+}

@@ -1,0 +1,184 @@
+// Long prompts at the router's edge: counted off the event loop, refused early when they cannot fit.
+//
+// Routing needs at most `max_model_len` tokens of a prompt (the engine announces it in /v1/models),
+// and tokenising a megabyte prompt in one go held the router's loop for seconds (and its /health with
+// it). So for chat and completion prompts over PROMPT_CHECK_CHARS characters, the ingress tokenises
+// here with the engine's own tokenizer (src/tokenizer, the same ids the sim computes) in slices between
+// turns of the event loop; a prompt that cannot fit gets vLLM's 400 text at once, and one that fits is
+// routed by those ids (cache-aware routing hashes them rather than tokenising again on the loop).
+//
+// Why not a cheaper test on characters: only a LOWER bound on the token count can prove a prompt too
+// long, and characters give an upper bound (a byte-level BPE token is at least one byte) — a token can
+// cover dozens of characters, so no character count proves "too long" for ordinary text. Counting is
+// the check; with the tokenizer's piece cache it runs at 15+ million characters a second.
+//
+// Models the router has no tokenizer for (not a sim model, or an explicit tokenizer folder, whose
+// library cannot be sliced) are left to the engine, which answers the same 400.
+import { resolveModel } from "../engine/profiles.js";
+import { contextLengthError } from "../http/context-length.js";
+import { tokenizerForModel, type ChatMessage, type Tokenizer } from "../tokenizer/index.js";
+import { logger } from "../obs/log.js";
+import type { RouterConfig } from "./config.js";
+import type { ModelCard, Registry } from "./registry.js";
+
+const log = logger("router.prompt");
+
+/** prompts up to this many characters are left as they are (routing tokenises them in well under 1 ms) */
+export const PROMPT_CHECK_CHARS = 32_768;
+const MAX_TOKENIZERS = 1024;
+
+const CHAT = "/v1/chat/completions";
+const COMPLETIONS = "/v1/completions";
+
+/** Characters of the prompt text, without building it. */
+function promptChars(path: string, obj: Record<string, unknown>): number {
+  let n = 0;
+  if (path === CHAT) {
+    for (const m of obj.messages as unknown[]) {
+      const c = (m as { content?: unknown } | null)?.content;
+      if (typeof c === "string") n += c.length;
+      else if (Array.isArray(c))
+        for (const part of c) {
+          const t = (part as { text?: unknown } | null)?.text;
+          if (typeof t === "string") n += t.length;
+        }
+    }
+    return n;
+  }
+  const p = obj.prompt;
+  if (typeof p === "string") return p.length;
+  if (Array.isArray(p)) for (const x of p) if (typeof x === "string") n += x.length;
+  return n;
+}
+
+function basePath(path: string): string {
+  const q = path.indexOf("?");
+  return q >= 0 ? path.slice(0, q) : path;
+}
+
+export class PromptBudget {
+  private readonly tokenizers = new Map<string, Tokenizer | null>();
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly config: () => RouterConfig,
+  ) {}
+
+  /** Forgets the tokenizer choices (a reload may add tokenizer folders). */
+  reset(): void {
+    this.tokenizers.clear();
+  }
+
+  /**
+   * Loads the tokenizers of an engine's models now (at discovery), not on a first request. (The worker
+   * thread that counts prompts over 256K characters loads its own copy on first use, ~1 s once: its
+   * ~120 MiB are paid only by routers that see such prompts.)
+   */
+  warm(cards: readonly ModelCard[]): void {
+    for (const c of cards) this.tokenizerFor(c.id, c);
+  }
+
+  /**
+   * Checks a chat or completion prompt that is long enough to matter. Returns undefined when there is
+   * nothing to do (short, not a prompt path, no tokenizer), else a promise of the first prompt's ids
+   * for routing; throws (or rejects with) vLLM's 400 when the prompt cannot fit.
+   */
+  check(url: string, model: string, obj: Record<string, unknown>): Promise<number[]> | undefined {
+    const path = basePath(url);
+    if (path !== CHAT && path !== COMPLETIONS) return undefined;
+    const chat = path === CHAT;
+    const ids = !chat && Array.isArray(obj.prompt) && typeof obj.prompt[0] !== "string";
+    // the common case, a short text prompt, costs a length sum and nothing else
+    if (!ids && promptChars(path, obj) <= PROMPT_CHECK_CHARS) return undefined;
+    const maxLen = this.registry.maxModelLen(model);
+    const maxTokens = chat
+      ? numberOr(obj.max_completion_tokens, numberOr(obj.max_tokens, null))
+      : numberOr(obj.max_tokens, 16);
+    if (ids) {
+      if (maxLen !== undefined) this.checkIdPrompts(obj.prompt, maxLen, maxTokens);
+      return undefined;
+    }
+    const tk = this.tokenizerFor(model);
+    if (!tk) return undefined;
+    return this.count(tk, chat, obj, maxLen, maxTokens);
+  }
+
+  /** Token-id prompts need no tokenizer: their length is their count. */
+  private checkIdPrompts(p: unknown, maxLen: number, maxTokens: number | null): void {
+    if (!Array.isArray(p) || p.length === 0) return;
+    const lists = typeof p[0] === "number" ? [p] : Array.isArray(p[0]) ? p : [];
+    for (const ids of lists) {
+      const err = contextLengthError(maxLen, (ids as unknown[]).length, maxTokens);
+      if (err) throw err;
+    }
+  }
+
+  private async count(
+    tk: Tokenizer,
+    chat: boolean,
+    obj: Record<string, unknown>,
+    maxLen: number | undefined,
+    maxTokens: number | null,
+  ): Promise<number[]> {
+    // routing needs no more than the context's tokens: the rest is counted, not kept
+    const keep = maxLen ?? Infinity;
+    let counted: Array<{ count: number; ids: number[] }>;
+    try {
+      if (chat) {
+        const add = typeof obj.add_generation_prompt === "boolean" ? obj.add_generation_prompt : true;
+        const messages = obj.messages as ChatMessage[];
+        counted = [await tk.countChatAsync(messages, { addGenerationPrompt: add }, keep)];
+      } else {
+        const add = typeof obj.add_special_tokens === "boolean" ? obj.add_special_tokens : true;
+        const p = obj.prompt;
+        const texts = typeof p === "string" ? [p] : (p as unknown[]).filter((x) => typeof x === "string");
+        counted = [];
+        for (const t of texts) counted.push(await tk.countAsync(t as string, add, keep));
+      }
+    } catch (err) {
+      // a conversation the template cannot render: the engine answers that with its own 400
+      log.debug({ err: (err as Error).message }, "prompt not counted");
+      return [];
+    }
+    if (maxLen !== undefined) {
+      for (const c of counted) {
+        const err = contextLengthError(maxLen, c.count, maxTokens);
+        if (err) throw err;
+      }
+    }
+    return counted[0]?.ids ?? [];
+  }
+
+  /**
+   * The engine's tokenizer for a served model when the router has it: the sim's (src/tokenizer) for
+   * a model the sim knows, by the model's own name or its card's parent/root; none when the routing
+   * config names a tokenizer folder for it (cache-aware routing then uses that folder's tokenizer).
+   */
+  private tokenizerFor(model: string, known?: ModelCard): Tokenizer | null {
+    const have = this.tokenizers.get(model);
+    if (have !== undefined) return have;
+    const card = known ?? this.registry.modelCard(model);
+    const parent = typeof card?.parent === "string" ? card.parent : undefined;
+    const root = parent ?? (typeof card?.root === "string" ? card.root : undefined);
+    const dirs = this.config().routing.tokenizers;
+    let tk: Tokenizer | null = null;
+    if (dirs[model] === undefined && (root === undefined || dirs[root] === undefined)) {
+      for (const id of [model, root]) {
+        if (id === undefined) continue;
+        try {
+          tk = tokenizerForModel(resolveModel(id));
+          break;
+        } catch {
+          // not a model the sim knows
+        }
+      }
+    }
+    if (this.tokenizers.size >= MAX_TOKENIZERS) this.tokenizers.clear();
+    this.tokenizers.set(model, tk);
+    return tk;
+  }
+}
+
+function numberOr<T>(v: unknown, d: T): number | T {
+  return typeof v === "number" ? v : d;
+}

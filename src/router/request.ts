@@ -1,0 +1,45 @@
+// A client request once the ingress has accepted it: the typed value the data plane (proxy.ts), the
+// prefill step (disagg.ts) and the attempts (attempt.ts) share. It lives in its own module so that
+// none of them imports another for its types (proxy ↔ disagg was a file cycle).
+import type { Readable } from "node:stream";
+import { HttpError } from "../http/errors.js";
+import type { QueueFlow } from "./admission.js";
+import type { TenantRequest } from "../tenancy/request.js";
+
+/** Everything the data plane knows about one client request. */
+export interface RoutedRequest {
+  /** path and query as the client sent them */
+  path: string;
+  /** the served model (aliases already resolved) */
+  model: string;
+  stream: boolean;
+  sessionKey: string | undefined;
+  /** exact bytes to send upstream, or a one-shot stream (multipart) that cannot be replayed */
+  body: Buffer | Readable;
+  /** the parsed JSON body (cache-aware routing, tracing, the prefill step) */
+  parsed?: Record<string, unknown> | undefined;
+  /**
+   * The client's own Authorization, only when the router did not consume it: with tenancy on the
+   * client's key is the router's credential and never leaves the router (upstream-rules.ts).
+   */
+  clientAuthorization?: string | undefined;
+  /** tenancy on: the admitted tenant's bookkeeping (usage from the relayed body, slot release) */
+  tenant?: TenantRequest | undefined;
+  /** the fair admission queue's flow (tenant, weight, priority); anonymous when absent */
+  flow?: QueueFlow | undefined;
+  /**
+   * counted in the generation metrics (requests_total, TTFT, ITL, E2E); false for the tokenizer
+   * endpoints (/tokenize, /detokenize), which are counted on their own
+   */
+  generation: boolean;
+  /**
+   * The prompt's token ids when the ingress computed them off the event loop (long prompts): routing
+   * hashes these instead of tokenising the prompt again on the loop.
+   */
+  promptTokens?: number[] | undefined;
+}
+
+/** vLLM's answer for a model nobody serves (the one place the text is written). */
+export function modelNotFound(model: string): HttpError {
+  return new HttpError(404, `The model \`${model}\` does not exist.`, "model");
+}

@@ -1,0 +1,95 @@
+// The access log: one info line per request from a real `switchyard router` process (logger
+// router.access): id, tenant, model, engine, status, TTFT, duration, tokens from the answer's usage,
+// retries; sampled by accessLog.sampleRatio for successes, errors always logged.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
+import { startFakeEngine } from "./fake-engine.js";
+import { post } from "./util.js";
+
+function accessLines(output: string): Array<Record<string, unknown>> {
+  return output
+    .split("\n")
+    .filter((l) => l.includes('"name":"router.access"'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+async function withRouter(
+  accessLog: Record<string, unknown>,
+  fn: (url: string, lines: () => Array<Record<string, unknown>>) => Promise<void>,
+): Promise<void> {
+  const e = await startFakeEngine({ models: ["fake/m"] });
+  const dir = mkdtempSync(join(tmpdir(), "sy-access-"));
+  const file = join(dir, "router.yaml");
+  writeFileSync(file, stringify({ backends: [e.url], accessLog, health: { interval: "100ms" } }));
+  const port = await freePort();
+  const r = spawnCli(["router", "--config", file, "--host", "127.0.0.1", "--port", String(port)], {
+    SWITCHYARD_LOG_LEVEL: "info",
+  });
+  try {
+    const url = `http://127.0.0.1:${port}`;
+    await waitForHttp(`${url}/ready`, 20_000, 200, r);
+    await fn(url, () => accessLines(r.output()));
+  } finally {
+    await r.stop();
+    await e.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !cond(); i++) await new Promise((res) => setTimeout(res, 50));
+}
+
+test("access log: one info line per request, with model, engine, status, TTFT, duration and tokens", async () => {
+  await withRouter({ enabled: true }, async (url, lines) => {
+    const ok = await post(
+      url + "/v1/completions",
+      { model: "fake/m", prompt: "x", max_tokens: 3 },
+      {
+        "x-request-id": "req-123",
+      },
+    );
+    assert.equal(ok.status, 200);
+    await ok.text();
+    const missing = await post(url + "/v1/completions", { model: "nope", prompt: "x" });
+    assert.equal(missing.status, 404);
+    await missing.text();
+    await until(() => lines().length >= 2);
+    const [a, b] = lines();
+    assert.equal(a!.requestId, "req-123");
+    assert.equal(a!.model, "fake/m");
+    assert.match(String(a!.engine), /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(a!.status, 200);
+    assert.equal(a!.level, 30);
+    assert.equal(typeof a!.ttftMs, "number");
+    assert.equal(typeof a!.durationMs, "number");
+    assert.equal(a!.promptTokens, 7);
+    assert.equal(a!.completionTokens, 3);
+    assert.equal(a!.retries, 0);
+    assert.equal(b!.status, 404);
+    assert.equal(b!.engine, "none");
+  });
+});
+
+test("access log: sampleRatio 0 drops successes but keeps every error", async () => {
+  await withRouter({ enabled: true, sampleRatio: 0 }, async (url, lines) => {
+    for (let i = 0; i < 5; i++) {
+      const r = await post(url + "/v1/completions", { model: "fake/m", prompt: "x", max_tokens: 1 });
+      await r.text();
+    }
+    const bad = await post(url + "/v1/completions", "{oops");
+    assert.equal(bad.status, 400);
+    await bad.text();
+    await until(() => lines().length >= 1);
+    await new Promise((res) => setTimeout(res, 200));
+    assert.deepEqual(
+      lines().map((l) => l.status),
+      [400],
+    );
+  });
+});
