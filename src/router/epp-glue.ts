@@ -45,7 +45,7 @@ export function routingHost(router: Router): RoutingHost {
     claim: (engineId): Slot | undefined => {
       const e = reg.engines.get(engineId);
       if (!e || e.draining) return undefined;
-      e.view.inFlight++;
+      reg.takeSlot(e);
       let held = true;
       return {
         engineId,
@@ -53,8 +53,7 @@ export function routingHost(router: Router): RoutingHost {
           if (!held) return;
           held = false;
           // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
-          e.view.inFlight--;
-          reg.maybeFinishDrain(e);
+          reg.freeSlot(e);
           router.queue.kick(1);
         },
       };

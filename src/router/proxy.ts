@@ -261,7 +261,7 @@ export class Proxy implements AttemptHost {
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
-      e.view.inFlight++;
+      reg.takeSlot(e);
       return e;
     }
     if (dec.kind === "unknown-model") throw modelNotFound(ctx.pr.model);
@@ -282,7 +282,7 @@ export class Proxy implements AttemptHost {
       const dec = decide(this.d.policy(), ctx.view, { engines: views });
       const e = dec.kind === "picked" ? reg.engines.get(dec.engine.id) : undefined;
       if (e) {
-        e.view.inFlight++;
+        reg.takeSlot(e);
         if (!ctx.panicked) {
           ctx.panicked = true;
           reg.notePanic(model);
@@ -304,7 +304,7 @@ export class Proxy implements AttemptHost {
       if (dec.kind !== "picked") return false;
       const e = reg.engines.get(dec.engine.id);
       if (!e) return false;
-      e.view.inFlight++;
+      reg.takeSlot(e);
       picked = e;
       return true;
     };
@@ -313,8 +313,7 @@ export class Proxy implements AttemptHost {
   }
 
   private releaseSlot(e: Upstream): void {
-    e.view.inFlight--;
-    this.d.registry.maybeFinishDrain(e);
+    this.d.registry.freeSlot(e);
     this.d.queue.kick(1);
   }
 

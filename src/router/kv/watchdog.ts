@@ -39,6 +39,8 @@ export class HitWatchdog {
   readonly tolerance: number;
   readonly minTokens: number;
   private readonly tracks = new Map<string, Track>();
+  /** told of every local prediction (router workers and replicas add each other's: `predictedFrom`) */
+  onPredicted: ((engine: string, tokens: number) => void) | undefined;
 
   constructor(
     opts: WatchdogOptions = {},
@@ -83,6 +85,12 @@ export class HitWatchdog {
 
   /** the router sent a request to `engine` predicting this many cached prompt tokens */
   predicted(engine: string, tokens: number): void {
+    this.predictedFrom(engine, tokens);
+    this.onPredicted?.(engine, tokens);
+  }
+
+  /** another router of the group predicted these (the engine's hits are the whole group's) */
+  predictedFrom(engine: string, tokens: number): void {
     const t = this.track(engine);
     // until the engine's counter has a baseline, its reported side cannot count these hits: comparing
     // them would raise a false alarm on every fresh router (seen as "reported 0" at the first check)

@@ -1,0 +1,331 @@
+// The primary of `switchyard router --workers N`: N worker processes serve one port (node:cluster
+// hands each accepted connection to the next worker), and this process keeps what they share:
+// - the control plane (control-plane.ts): discovery, probes, scrapes and health, for all of them;
+// - the shared routing state: each worker's in-flight counts and routing picks go to every other
+//   worker (and to other replicas, peers.ts, whose reports come back the same way);
+// - the group's face: /metrics aggregated from every process, /admin/drain and /admin/reload for
+//   all, config-file reloads applied everywhere, the KV-event collector bound once (kv-relay.ts);
+// - the lifecycle: a worker that dies is replaced; the first signal drains every worker, the
+//   second exits.
+import cluster, { type Worker } from "node:cluster";
+import { logger } from "../../obs/log.js";
+import { onShutdown } from "../../obs/lifecycle.js";
+import {
+  loadConfig,
+  mergeConfig,
+  readConfigFile,
+  type RouterConfig,
+  type RouterConfigInput,
+} from "../config.js";
+import { watchConfigFile } from "../config-watch.js";
+import { aggregateMetrics } from "./aggregate.js";
+import { ControlPlane } from "./control-plane.js";
+import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
+import { PeerSync } from "./peers.js";
+import { isToPrimary, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
+
+const log = logger("router.primary");
+
+/** a worker's metrics that take longer than this are left out of the page */
+const METRICS_WAIT_MS = 3_000;
+/** restarts faster than this apart count as a crash loop */
+const RESTART_WINDOW_MS = 60_000;
+
+export interface PrimaryOptions {
+  /** flags, as a partial config (the file's values stay where flags are silent) */
+  flags: RouterConfigInput;
+  configFile: string | undefined;
+  workers: number;
+}
+
+/** The config workers run: the same input, with what differs per process adjusted. */
+function workerInput(
+  input: Record<string, unknown>,
+  workers: number,
+  slot: number,
+  relay: boolean,
+): Record<string, unknown> {
+  const out = structuredClone(input);
+  // without shared (Redis) counters, each process enforces limit / (replicas × workers)
+  const t = out.tenancy as Record<string, unknown> | undefined;
+  if (t && typeof t === "object") t.replicas = (typeof t.replicas === "number" ? t.replicas : 1) * workers;
+  // collector mode: the primary binds the engines' address; each worker binds a private one
+  const kv = (out.routing as { kvEvents?: Record<string, unknown> } | undefined)?.kvEvents;
+  if (relay && kv) kv.bind = workerKvEndpoint(slot);
+  // the primary publishes to the other replicas
+  delete out.peers;
+  return out;
+}
+
+interface Slot {
+  worker: Worker | undefined;
+  restarts: number[];
+}
+
+export class Primary {
+  private input: Record<string, unknown>;
+  private cfg: RouterConfig;
+  private readonly cp: ControlPlane;
+  private readonly slots: Slot[] = [];
+  private stopping = false;
+  private listening: ((url: string) => void) | undefined;
+  private url: string | undefined;
+  private relay: KvEventRelay | undefined;
+  private peers: PeerSync | null = null;
+  /** picks of this replica's workers since the last peer report */
+  private peerPicks: Pick[] = [];
+  private unwatch: (() => void) | undefined;
+  private readonly waiting = new Map<number, { got: unknown[][]; need: number; done: () => void }>();
+  private metricsSeq = 0;
+
+  constructor(private readonly o: PrimaryOptions) {
+    this.input = this.readInput();
+    this.cfg = loadConfig(this.input, undefined);
+    this.cp = new ControlPlane(this.cfg, (m) => this.broadcast(m));
+  }
+
+  private readInput(): Record<string, unknown> {
+    const base = this.o.configFile ? readConfigFile(this.o.configFile) : {};
+    const flags = { ...this.o.flags };
+    if (flags.engineApiKey === undefined && process.env.VLLM_API_KEY)
+      flags.engineApiKey = process.env.VLLM_API_KEY;
+    return mergeConfig(base, flags as Record<string, unknown>);
+  }
+
+  get config(): RouterConfig {
+    return this.cfg;
+  }
+
+  /** Starts the control plane and the workers; resolves with the URL once the first one listens. */
+  async start(): Promise<string> {
+    await this.cp.start();
+    const bind = (this.cfg.routing.kvEvents as { bind?: string }).bind;
+    if (bind) {
+      const targets = Array.from({ length: this.o.workers }, (_, i) => workerKvEndpoint(i));
+      this.relay = await KvEventRelay.start(bind, targets);
+    }
+    this.peers = await PeerSync.start(this.cfg.peers, {
+      load: () => this.cp.load.group((s) => s.startsWith("w")),
+      takePicks: () => {
+        const p = this.peerPicks;
+        this.peerPicks = [];
+        return p;
+      },
+      peerLoad: (source, load) => {
+        this.cp.load.set(source, load);
+        this.broadcast({ t: "load", source, load });
+      },
+      peerGone: (source) => {
+        this.cp.load.drop(source);
+        this.broadcast({ t: "gone", source });
+      },
+      peerPicks: (picks) => this.broadcast({ t: "picks", picks }),
+    });
+    cluster.setupPrimary({ serialization: "advanced" });
+    const url = new Promise<string>((resolve) => (this.listening = resolve));
+    for (let i = 0; i < this.o.workers; i++) {
+      this.slots.push({ worker: undefined, restarts: [] });
+      this.fork(i);
+    }
+    if (this.o.configFile) this.unwatch = watchConfigFile(this.o.configFile, () => void this.reload());
+    this.url = await url;
+    return this.url;
+  }
+
+  private fork(slot: number): void {
+    const w = cluster.fork({ SWITCHYARD_ROUTER_WORKER: String(slot) });
+    this.slots[slot]!.worker = w;
+    w.on("message", (m: unknown) => {
+      if (isToPrimary(m)) this.onWorker(slot, w, m);
+    });
+    w.on("exit", (code, signal) => this.onExit(slot, w, code, signal));
+  }
+
+  private send(w: Worker | undefined, m: ToWorker): void {
+    if (w?.isConnected()) w.send(m);
+  }
+
+  private broadcast(m: ToWorker, except?: number): void {
+    for (let i = 0; i < this.slots.length; i++) if (i !== except) this.send(this.slots[i]!.worker, m);
+  }
+
+  private onWorker(slot: number, w: Worker, m: ToPrimary): void {
+    const source = `w${slot}`;
+    switch (m.t) {
+      case "hello": {
+        this.send(w, {
+          t: "start",
+          slot,
+          workers: this.o.workers,
+          config: workerInput(this.input, this.o.workers, slot, this.relay !== undefined),
+          ...(this.o.configFile ? { configFile: this.o.configFile } : {}),
+        });
+        for (const s of this.cp.snapshot()) this.send(w, s);
+        for (const other of this.cp.load.sources()) {
+          if (other !== source) this.send(w, { t: "load", source: other, load: this.cp.load.table(other) });
+        }
+        return;
+      }
+      case "listening": {
+        const host = m.family === "IPv6" ? `[${m.address}]` : m.address;
+        const shown = host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host;
+        this.listening?.(`http://${shown}:${m.port}`);
+        this.listening = undefined;
+        return;
+      }
+      case "sync":
+        if (m.load) {
+          this.cp.load.set(source, m.load);
+          this.broadcast({ t: "load", source, load: m.load }, slot);
+        }
+        if (m.picks) {
+          this.broadcast({ t: "picks", picks: m.picks }, slot);
+          if (this.peers) for (const p of m.picks) this.peerPicks.push(p);
+          if (this.peerPicks.length > 4096) this.peerPicks.splice(0, this.peerPicks.length - 4096);
+        }
+        if (m.progress) for (const url of m.progress) this.cp.progress(url);
+        return;
+      case "fail":
+        return this.cp.failure(m.url, m.what);
+      case "ok":
+        return this.cp.success(m.url);
+      case "metrics-json": {
+        const wait = this.waiting.get(m.id);
+        if (!wait) return;
+        wait.got.push(m.data);
+        if (wait.got.length >= wait.need) wait.done();
+        return;
+      }
+      case "ask":
+        return void this.answer(w, m.id, m.what);
+    }
+  }
+
+  private async answer(w: Worker, id: number, what: "metrics" | "reload" | "drain"): Promise<void> {
+    try {
+      if (what === "drain") {
+        this.broadcast({ t: "drain" });
+        return this.send(w, { t: "reply", id });
+      }
+      if (what === "reload") {
+        if (!this.o.configFile)
+          return this.send(w, { t: "reply", id, error: "this router was started without a config file" });
+        const error = this.reload();
+        return this.send(w, { t: "reply", id, ...(error !== undefined ? { error } : {}) });
+      }
+      this.send(w, { t: "reply", id, text: await this.metricsText() });
+    } catch (err) {
+      this.send(w, { t: "reply", id, error: (err as Error).message });
+    }
+  }
+
+  /** The group's /metrics: every live worker's registry and this process's, aggregated. */
+  async metricsText(): Promise<string> {
+    const id = ++this.metricsSeq;
+    const live = this.slots.map((s) => s.worker).filter((w): w is Worker => !!w?.isConnected());
+    const got: unknown[][] = [];
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, METRICS_WAIT_MS);
+      this.waiting.set(id, {
+        got,
+        need: live.length,
+        done: () => {
+          clearTimeout(t);
+          resolve();
+        },
+      });
+      for (const w of live) this.send(w, { t: "metrics-get", id });
+      if (live.length === 0) resolve();
+    });
+    this.waiting.delete(id);
+    if (got.length < live.length)
+      log.warn(
+        { answered: got.length, workers: live.length },
+        "metrics: some workers did not answer in time",
+      );
+    got.push((await this.cp.metrics.registry.getMetricsAsJSON()) as unknown[]);
+    return (await aggregateMetrics(got)).text;
+  }
+
+  /** Re-reads the config file; applies it here and in every worker. Returns why it was refused. */
+  private reload(): string | undefined {
+    let input: Record<string, unknown>;
+    let cfg: RouterConfig;
+    try {
+      input = this.readInput();
+      cfg = loadConfig(input, undefined);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "config reload failed; keeping the previous configuration");
+      return (err as Error).message;
+    }
+    if (cfg.workers !== this.cfg.workers && cfg.workers !== undefined)
+      log.warn(
+        { workers: this.o.workers },
+        "a new worker count needs a restart; keeping the current workers",
+      );
+    this.input = input;
+    this.cfg = cfg;
+    this.cp.reconfigure(cfg);
+    for (let i = 0; i < this.slots.length; i++) {
+      this.send(this.slots[i]!.worker, {
+        t: "config",
+        config: workerInput(input, this.o.workers, i, this.relay !== undefined),
+      });
+    }
+    log.info(
+      { backends: cfg.backends.length, policy: cfg.policy, workers: this.o.workers },
+      "configuration applied",
+    );
+    return undefined;
+  }
+
+  private onExit(slot: number, w: Worker, code: number | null, signal: string | null): void {
+    const s = this.slots[slot]!;
+    if (s.worker !== w) return;
+    s.worker = undefined;
+    const source = `w${slot}`;
+    this.cp.load.drop(source);
+    this.broadcast({ t: "gone", source });
+    if (this.stopping) return;
+    const now = Date.now();
+    s.restarts = s.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
+    s.restarts.push(now);
+    // a crash loop backs off: 0.5 s, 1 s, 2 s, ... up to 30 s between attempts
+    const delay = Math.min(30_000, 500 * 2 ** (s.restarts.length - 1));
+    log.error({ worker: slot + 1, code, signal, restartInMs: delay }, "router worker exited; restarting it");
+    setTimeout(() => {
+      if (!this.stopping) this.fork(slot);
+    }, delay).unref();
+  }
+
+  /** First signal: every worker drains and exits, then this process. */
+  async close(): Promise<void> {
+    this.stopping = true;
+    this.unwatch?.();
+    const exits = this.slots.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          const w = s.worker;
+          if (!w || w.isDead()) return resolve();
+          w.once("exit", () => resolve());
+          this.send(w, { t: "shutdown" });
+        }),
+    );
+    await Promise.all(exits);
+    await this.peers?.close();
+    await this.relay?.close();
+    await this.cp.close();
+  }
+}
+
+/** `switchyard router` with workers: runs until a signal. */
+export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
+  const p = new Primary(o);
+  const url = await p.start();
+  onShutdown(() => p.close());
+  log.info(
+    { url, workers: o.workers, backends: p.config.backends.length, policy: p.config.policy },
+    "router listening",
+  );
+  return p;
+}
