@@ -70,6 +70,7 @@ export class Primary {
   private stopping = false;
   private listening: ((url: string) => void) | undefined;
   private url: string | undefined;
+  private readonly listeningSlots = new Set<number>();
   private relay: KvEventRelay | undefined;
   private peers: PeerSync | null = null;
   /** picks of this replica's workers since the last peer report */
@@ -128,8 +129,7 @@ export class Primary {
       this.fork(i);
     }
     if (this.o.configFile) this.unwatch = watchConfigFile(this.o.configFile, () => void this.reload());
-    this.url = await url;
-    return this.url;
+    return await url;
   }
 
   private fork(slot: number): void {
@@ -169,8 +169,13 @@ export class Primary {
       case "listening": {
         const host = m.family === "IPv6" ? `[${m.address}]` : m.address;
         const shown = host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host;
-        this.listening?.(`http://${shown}:${m.port}`);
-        this.listening = undefined;
+        this.url ??= `http://${shown}:${m.port}`;
+        this.listeningSlots.add(slot);
+        // the group listens once every worker does (each takes its share of connections from then)
+        if (this.listeningSlots.size === this.o.workers) {
+          this.listening?.(this.url);
+          this.listening = undefined;
+        }
         return;
       }
       case "sync":
