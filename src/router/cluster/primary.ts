@@ -22,9 +22,11 @@ import { aggregateMetrics } from "./aggregate.js";
 import { ControlPlane } from "./control-plane.js";
 import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
 import { PeerSync } from "./peers.js";
+import { LimitKeeper } from "./limits.js";
 import { isToPrimary, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
 
 const log = logger("router.primary");
+const ignore = () => undefined;
 
 /** a worker's metrics that take longer than this are left out of the page */
 const METRICS_WAIT_MS = 3_000;
@@ -39,16 +41,11 @@ export interface PrimaryOptions {
 }
 
 /** The config workers run: the same input, with what differs per process adjusted. */
-function workerInput(
-  input: Record<string, unknown>,
-  workers: number,
-  slot: number,
-  relay: boolean,
-): Record<string, unknown> {
+function workerInput(input: Record<string, unknown>, slot: number, relay: boolean): Record<string, unknown> {
   const out = structuredClone(input);
-  // without shared (Redis) counters, each process enforces limit / (replicas × workers)
-  const t = out.tenancy as Record<string, unknown> | undefined;
-  if (t && typeof t === "object") t.replicas = (typeof t.replicas === "number" ? t.replicas : 1) * workers;
+  // tenant limits need nothing here: without Redis the primary keeps the replica's budget
+  // (limits.ts); with Redis each worker counts there, and falls back to the replica's share while it
+  // is unreachable (onError: open)
   // collector mode: the primary binds the engines' address; each worker binds a private one
   const kv = (out.routing as { kvEvents?: Record<string, unknown> } | undefined)?.kvEvents;
   if (relay && kv) kv.bind = workerKvEndpoint(slot);
@@ -78,11 +75,18 @@ export class Primary {
   private unwatch: (() => void) | undefined;
   private readonly waiting = new Map<number, { got: unknown[][]; need: number; done: () => void }>();
   private metricsSeq = 0;
+  private readonly limits = new LimitKeeper();
 
   constructor(private readonly o: PrimaryOptions) {
     this.input = this.readInput();
     this.cfg = loadConfig(this.input, undefined);
     this.cp = new ControlPlane(this.cfg, (m) => this.broadcast(m));
+    this.tenancyOptions();
+  }
+
+  private tenancyOptions(): void {
+    const t = this.cfg.tenancy;
+    if (t) this.limits.setOptions({ idleEvictAfter: t.idleEvictAfter, maxStates: t.maxTenantStates });
   }
 
   private readInput(): Record<string, unknown> {
@@ -142,7 +146,8 @@ export class Primary {
   }
 
   private send(w: Worker | undefined, m: ToWorker): void {
-    if (w?.isConnected()) w.send(m);
+    // a worker that just died cannot be told anything: its exit is handled in onExit
+    if (w?.isConnected()) w.send(m, undefined, undefined, ignore);
   }
 
   private broadcast(m: ToWorker, except?: number): void {
@@ -153,11 +158,13 @@ export class Primary {
     const source = `w${slot}`;
     switch (m.t) {
       case "hello": {
+        // a signal came while it started: it has nothing to drain
+        if (this.stopping) return void w.kill("SIGTERM");
         this.send(w, {
           t: "start",
           slot,
           workers: this.o.workers,
-          config: workerInput(this.input, this.o.workers, slot, this.relay !== undefined),
+          config: workerInput(this.input, slot, this.relay !== undefined),
           ...(this.o.configFile ? { configFile: this.o.configFile } : {}),
         });
         for (const s of this.cp.snapshot()) this.send(w, s);
@@ -203,6 +210,13 @@ export class Primary {
       }
       case "ask":
         return void this.answer(w, m.id, m.what);
+      case "limit-admit":
+      case "limit-record":
+      case "limit-release": {
+        const a = this.limits.handle(slot, m);
+        if (a) this.send(w, a);
+        return;
+      }
     }
   }
 
@@ -270,11 +284,12 @@ export class Primary {
       );
     this.input = input;
     this.cfg = cfg;
+    this.tenancyOptions();
     this.cp.reconfigure(cfg);
     for (let i = 0; i < this.slots.length; i++) {
       this.send(this.slots[i]!.worker, {
         t: "config",
-        config: workerInput(input, this.o.workers, i, this.relay !== undefined),
+        config: workerInput(input, i, this.relay !== undefined),
       });
     }
     log.info(
@@ -291,6 +306,7 @@ export class Primary {
     const source = `w${slot}`;
     this.cp.load.drop(source);
     this.broadcast({ t: "gone", source });
+    this.limits.releaseAll(slot);
     if (this.stopping) return;
     const now = Date.now();
     s.restarts = s.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
@@ -326,8 +342,9 @@ export class Primary {
 /** `switchyard router` with workers: runs until a signal. */
 export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
   const p = new Primary(o);
-  const url = await p.start();
+  // before the workers start: a signal while they do still drains and exits cleanly
   onShutdown(() => p.close());
+  const url = await p.start();
   log.info(
     { url, workers: o.workers, backends: p.config.backends.length, policy: p.config.policy },
     "router listening",

@@ -5,6 +5,7 @@ import type { EngineSpec } from "../../discovery/types.js";
 import type { HealthState } from "../health.js";
 import type { ModelCard } from "../registry.js";
 import type { EngineLoad } from "../scrape.js";
+import type { LimitAnswer, LimitRequest } from "./limits.js";
 
 /** What the primary's registry says of one engine (its health, scraped load, counters). */
 export interface EngineStatus {
@@ -53,7 +54,8 @@ export type ToWorker =
   | { t: "shutdown" }
   | { t: "exit" }
   | { t: "metrics-get"; id: number }
-  | { t: "reply"; id: number; text?: string; error?: string };
+  | { t: "reply"; id: number; text?: string; error?: string }
+  | LimitAnswer;
 
 /** worker → primary */
 export type ToPrimary =
@@ -65,7 +67,8 @@ export type ToPrimary =
   | { t: "ok"; url: string }
   | { t: "metrics-json"; id: number; data: unknown[] }
   /** a request that needs the primary: aggregated metrics, a reload, a drain of the group */
-  | { t: "ask"; id: number; what: "metrics" | "reload" | "drain" };
+  | { t: "ask"; id: number; what: "metrics" | "reload" | "drain" }
+  | LimitRequest;
 
 const tagged = (m: unknown): boolean =>
   typeof m === "object" && m !== null && typeof (m as { t?: unknown }).t === "string";

@@ -15,6 +15,7 @@ import type { Router, RouterGroup } from "../server.js";
 import type { Upstream } from "../registry.js";
 import { RegistryFollower } from "./follower.js";
 import { PickExchange } from "./picks.js";
+import { GroupLimiter } from "./limits.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
 import { SharedLoad } from "./shared-load.js";
 
@@ -27,9 +28,11 @@ const ASK_TIMEOUT_MS = 10_000;
 
 export type StartMessage = Extract<ToWorker, { t: "start" }>;
 
+/** a worker whose primary is gone is shutting down: what it would say is moot, and never an error */
+const ignore = () => undefined;
+
 function send(m: ToPrimary): void {
-  // a worker whose primary is gone is shutting down; what it would say is moot
-  if (process.connected) process.send!(m);
+  if (process.connected) process.send!(m, undefined, undefined, ignore);
 }
 
 /** what arrived after the start message and before the link was made (one IPC read can carry many) */
@@ -57,6 +60,7 @@ export class WorkerLink implements RouterGroup {
   readonly load: SharedLoad;
   private readonly follower: RegistryFollower;
   private readonly picks: PickExchange;
+  private readonly limits = new GroupLimiter(send);
   private flushScheduled = false;
   private readonly asks = new Map<number, (m: { text?: string; error?: string }) => void>();
   private askSeq = 0;
@@ -81,6 +85,7 @@ export class WorkerLink implements RouterGroup {
       { prefix: router.cache.prefix.index, watchdog: router.cache.watchdog },
       this.schedule,
     );
+    router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
     this.progressTimer.unref();
     if (earlyListener) process.off("message", earlyListener);
@@ -162,6 +167,8 @@ export class WorkerLink implements RouterGroup {
         this.asks.delete(m.id);
         return done?.(m);
       }
+      case "limit-answer":
+        return this.limits.answer(m);
       case "start":
         return;
     }
