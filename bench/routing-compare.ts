@@ -18,6 +18,8 @@ import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { freePort, freePortBlock } from "../test/helpers/cli.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
+import { startBalancer } from "./tcp-balancer.js";
+import { writeFileSync } from "node:fs";
 
 const specs: FlagSpecs = {
   policies: { type: "string", default: "round-robin,least-load,prefix,kv,hybrid", help: "" },
@@ -39,6 +41,11 @@ const specs: FlagSpecs = {
   gpu: { type: "string", default: "h100", help: "" },
   engines: { type: "int", default: 4, help: "" },
   "out-dir": { type: "string", help: "" },
+  /** router worker processes (--workers); 1 = one process */
+  "router-workers": { type: "int", default: 1, help: "" },
+  /** router replicas exchanging load and picks (peers), behind one port (bench/tcp-balancer.ts) */
+  replicas: { type: "int", default: 1, help: "" },
+  json: { type: "string", help: "also write the rows here" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const here = fileURLToPath(new URL(".", import.meta.url));
@@ -100,12 +107,15 @@ function metric(text: string, name: string): number {
   return sum;
 }
 
-/** CPU seconds (user + system) a process has used, from /proc (Linux); NaN elsewhere */
+/** CPU seconds (user + system) a process and its live children (router workers) have used, from /proc (Linux); NaN elsewhere */
 function cpuSeconds(pid: number | undefined): number {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, "utf8");
     const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
-    return (Number(rest[11]) + Number(rest[12])) / 100;
+    let s = (Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) / 100;
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/))
+      if (c) s += cpuSeconds(Number(c)) || 0;
+    return s;
   } catch {
     return NaN;
   }
@@ -173,20 +183,39 @@ async function runPolicy(policy: string): Promise<Row> {
   );
   died.catch(() => undefined);
   await Promise.race([Promise.all(urls.map((u) => waitHttp(`${u}/health`))), died]);
-  const rport = await freePort();
-  const rargs = ["router", "--host", "127.0.0.1", "--port", String(rport), "--policy", policy];
-  for (const u of urls) rargs.push("--backend", u);
-  rargs.push(
-    "--kv-events-port",
-    String(kvPort),
-    "--kv-events-replay-port",
-    String(kvPort + 1000),
-    "--kv-events-by-index",
-  );
-  if (policy === "session") rargs.push("--session-header", "x-user-id");
-  const router = cli(rargs, `${policy}-router.log`, false, flags["router-log-level"] as string);
-  const rurl = `http://127.0.0.1:${rport}`;
-  await waitHttp(`${rurl}/ready`);
+  // one router, or replicas that tell each other their load and picks, behind one balancer port
+  const replicas = flags.replicas as number;
+  const rports: number[] = [];
+  const peerPorts: number[] = [];
+  for (let i = 0; i < replicas; i++) rports.push(await freePort());
+  if (replicas > 1) for (let i = 0; i < replicas; i++) peerPorts.push(await freePort());
+  const routers: ChildProcess[] = [];
+  for (let i = 0; i < replicas; i++) {
+    const rargs = ["router", "--host", "127.0.0.1", "--port", String(rports[i]), "--policy", policy];
+    for (const u of urls) rargs.push("--backend", u);
+    rargs.push(
+      "--kv-events-port",
+      String(kvPort),
+      "--kv-events-replay-port",
+      String(kvPort + 1000),
+      "--kv-events-by-index",
+      "--workers",
+      String(flags["router-workers"]),
+    );
+    if (replicas > 1) {
+      rargs.push("--peers-bind", `tcp://127.0.0.1:${peerPorts[i]}`);
+      peerPorts.forEach((p, j) => j !== i && rargs.push("--peer", `tcp://127.0.0.1:${p}`));
+    }
+    if (policy === "session") rargs.push("--session-header", "x-user-id");
+    routers.push(
+      cli(rargs, `${policy}-router${replicas > 1 ? i : ""}.log`, false, flags["router-log-level"] as string),
+    );
+  }
+  const router = routers[0]!;
+  for (const p of rports) await waitHttp(`http://127.0.0.1:${p}/ready`);
+  const balancer =
+    replicas > 1 ? await startBalancer(rports.map((port) => ({ host: "127.0.0.1", port }))) : undefined;
+  const rurl = `http://127.0.0.1:${balancer ? balancer.port : rports[0]}`;
   await new Promise((r) => setTimeout(r, 1500)); // scrapes, subscriptions
   const maxWaiting = urls.map(() => 0);
   const sampler = setInterval(() => {
@@ -237,7 +266,7 @@ async function runPolicy(policy: string): Promise<Row> {
   ];
   for (const u of urls) bargs.push("--scrape", `${u}/metrics`);
   const cpu0 = sims.map((c) => cpuSeconds(c.pid));
-  const rcpu0 = cpuSeconds(router.pid);
+  const rcpu0 = routers.reduce((a, r) => a + cpuSeconds(r.pid), 0);
   const t0 = Date.now();
   const bench = cli(bargs, `${policy}-bench.log`);
   // the bench's own CPU, read while it runs (its /proc entry is gone once it exits)
@@ -265,8 +294,9 @@ async function runPolicy(policy: string): Promise<Row> {
     // the router is gone: no breakdown
   }
   const simCpu = sims.reduce((a, c, i) => a + cpuSeconds(c.pid) - cpu0[i]!, 0);
-  const routerCpu = cpuSeconds(router.pid) - rcpu0;
-  for (const p of [...sims, router]) await stop(p);
+  const routerCpu = routers.reduce((a, r) => a + cpuSeconds(r.pid), 0) - rcpu0;
+  await balancer?.close();
+  for (const p of [...sims, ...routers]) await stop(p);
   const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
   const server = (j.server ?? {}) as Record<string, unknown>;
   const duration = (j.duration as number) || wallS;
@@ -330,6 +360,7 @@ for (const r of rows)
         .join(", ") || "–"
     } | ${f(r.cpu.sims, 2)} / ${f(r.cpu.router, 2)} / ${f(r.cpu.bench, 2)}, ${f(r.cpu.load, 1)} | ${f(r.wallS)} |`,
   );
+if (flags.json) writeFileSync(flags.json as string, JSON.stringify(rows, null, 2));
 const rr = rows.find((r) => r.policy === "round-robin");
 if (rr) {
   for (const r of rows)
