@@ -211,7 +211,6 @@ async function runPolicy(policy: string): Promise<Row> {
       cli(rargs, `${policy}-router${replicas > 1 ? i : ""}.log`, false, flags["router-log-level"] as string),
     );
   }
-  const router = routers[0]!;
   for (const p of rports) await waitHttp(`http://127.0.0.1:${p}/ready`);
   const balancer =
     replicas > 1 ? await startBalancer(rports.map((port) => ({ host: "127.0.0.1", port }))) : undefined;
