@@ -261,6 +261,8 @@ export class Proxy implements AttemptHost {
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
+      // router workers: the pick stands once it is known to be made on the group's exact counts
+      if (reg.arbiter) return reg.arbiter.confirm(e, () => this.acquire(ctx));
       reg.takeSlot(e);
       return e;
     }

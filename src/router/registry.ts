@@ -174,6 +174,15 @@ export interface RegistryEvents {
  * A registry that follows another process's (router workers, src/router/cluster): it starts no probe
  * of its own, and sends what live traffic says of an engine to whoever decides its health.
  */
+/**
+ * Router workers: a pick becomes final once the process group's primary confirms it was made on the
+ * group's exact in-flight counts (src/router/cluster/claims.ts); otherwise the request is decided
+ * again with the counts the primary sent back. Returns the engine the request goes to, its slot taken.
+ */
+export interface SlotArbiter {
+  confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream>;
+}
+
 export interface RegistryLeader {
   failure(e: Upstream, what: string): void;
   success(e: Upstream): void;
@@ -220,6 +229,8 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   leader: RegistryLeader | undefined;
   /** told of every slot taken or freed (router workers share the counts) */
   onSlot: ((e: Upstream) => void) | undefined;
+  /** set in a router worker: confirms picks against the group's counts */
+  arbiter: SlotArbiter | undefined;
 
   constructor(
     private cfg: RouterConfig,

@@ -92,10 +92,11 @@ export class PrefixIndex {
   private refs = 0;
   evictions = 0;
   /**
-   * told of every insert made through `insert` (router workers and replicas send them to each other,
-   * and apply the others' with `insertFrom`, so each index learns every pick of the group)
+   * Told of every insert made through `insert`: router workers and replicas send them to each other
+   * and apply the others' with `insertFrom`, so each index learns every pick of the group. Returning
+   * true takes the insert over: a router worker learns a pick once it is confirmed, with `insertFrom`.
    */
-  onInsert: ((ids: readonly number[], engine: string) => void) | undefined;
+  onInsert: ((ids: readonly number[], engine: string) => boolean | void) | undefined;
 
   constructor(opts: PrefixIndexOptions = {}) {
     this.opts = { ...DEFAULTS, ...opts };
@@ -152,8 +153,8 @@ export class PrefixIndex {
 
   /** Records that `engine` was sent a request with these ids (it will hold them once it prefilled). */
   insert(ids: readonly number[], engine: string): void {
+    if (this.onInsert?.(ids, engine) === true) return;
     this.insertFrom(ids, engine);
-    this.onInsert?.(ids, engine);
   }
 
   /** `insert` of another router's pick: learned the same way, not told to `onInsert`. */

@@ -91,6 +91,22 @@ test("picks are sent once and others' are learned without being sent on", () => 
   ex.close();
 });
 
+test("a worker learns a pick once it stands, and never one the primary refused", () => {
+  const prefix = new PrefixIndex();
+  const watchdog = new HitWatchdog();
+  const ex = new PickExchange({ prefix, watchdog }, () => undefined, true);
+  prefix.insert([1, 2], "http://a:1");
+  assert.equal(prefix.size, 0, "held while the claim is out");
+  const refused = ex.takeHeld();
+  prefix.insert([1, 2], "http://b:1");
+  const stood = ex.takeHeld();
+  ex.commit(stood);
+  void refused;
+  assert.deepEqual([...prefix.enginesHeld()], ["http://b:1"]);
+  assert.deepEqual(ex.take(), [["http://b:1", [1, 2], 0]]);
+  ex.close();
+});
+
 test("the group's /metrics adds counters and own gauges, and takes shared gauges once", async () => {
   const one = async (inFlight: number, requests: number) => {
     const r = new PromRegistry();

@@ -181,6 +181,40 @@ test(
   },
 );
 
+test(
+  "requests decided at the same moment on both workers split as one router would split them",
+  { timeout: 60_000 },
+  async () => {
+    // four engines that answer after 300 ms, eight requests at once, four through each worker: a worker
+    // deciding on counts a moment old would pile two of the eight onto one engine now and then
+    const engines = await Promise.all([0, 1, 2, 3].map(() => startFakeEngine({ firstTokenDelayMs: 300 })));
+    const g = await startGroup("least-load", { backends: engines.map((e) => e.url) });
+    const by = await connections(g.url, 4);
+    try {
+      const all = [...by.get("1")!, ...by.get("2")!];
+      const one = (c: Conn) =>
+        c.client
+          .request({
+            path: "/v1/completions",
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
+          })
+          .then((r) => r.body.text());
+      for (let round = 0; round < 10; round++) {
+        const before = engines.map((e) => e.hits);
+        await Promise.all(all.map(one));
+        const got = engines.map((e, i) => e.hits - before[i]!);
+        assert.deepEqual(got, [2, 2, 2, 2], `round ${round}: ${got.join("/")}`);
+      }
+    } finally {
+      await closeAll(by);
+      await g.close();
+      for (const e of engines) await e.close();
+    }
+  },
+);
+
 test("the group's /metrics counts every worker's requests", { timeout: 60_000 }, async () => {
   const g = await startGroup("round-robin");
   const by = await connections(g.url, 2);
@@ -260,8 +294,7 @@ test("a prefix learned by one worker routes the other worker's request", { timeo
   const g = await startGroup("prefix");
   const by = await connections(g.url, 1);
   try {
-    const prompt = "You are a careful assistant who answers in one line. ".repeat(12);
-    const ask = async (c: Conn) => {
+    const ask = async (c: Conn, prompt: string) => {
       const r = await c.client.request({
         path: "/v1/completions",
         method: "POST",
@@ -271,14 +304,19 @@ test("a prefix learned by one worker routes the other worker's request", { timeo
       await r.body.text();
       return String(r.headers["x-switchyard-route"]);
     };
-    const first = await ask(by.get("1")![0]!);
-    const engine = /engine=([^;]+)/.exec(first)![1];
-    // picks travel once per event-loop turn: a moment later the other worker knows
+    // picks travel in about a millisecond; a question asked of worker 2 before its pick arrived would
+    // teach the index an engine of its own, so each try uses a new conversation and waits longer
     let second = "";
-    await until(async () => {
-      second = await ask(by.get("2")![0]!);
-      return /predicted_cached_tokens=[1-9]/.test(second);
-    }, "worker 2 predicting a hit");
+    let engine = "";
+    for (let attempt = 1; attempt <= 20 && !/predicted_cached_tokens=[1-9]/.test(second); attempt++) {
+      const prompt = `Conversation ${attempt}: you are a careful assistant who answers in one line. `.repeat(
+        12,
+      );
+      engine = /engine=([^;]+)/.exec(await ask(by.get("1")![0]!, prompt))![1]!;
+      await new Promise((r) => setTimeout(r, 20 * attempt));
+      second = await ask(by.get("2")![0]!, prompt);
+    }
+    assert.match(second, /predicted_cached_tokens=[1-9]/, "worker 2 learned worker 1's pick");
     assert.equal(/engine=([^;]+)/.exec(second)![1], engine, second);
   } finally {
     await closeAll(by);

@@ -23,7 +23,8 @@ import { ControlPlane } from "./control-plane.js";
 import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
 import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
-import { isToPrimary, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
+import { WorkerLedger } from "./ledger.js";
+import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
 
 const log = logger("router.primary");
 const ignore = () => undefined;
@@ -57,6 +58,8 @@ function workerInput(input: Record<string, unknown>, slot: number, relay: boolea
 interface Slot {
   worker: Worker | undefined;
   restarts: number[];
+  /** its in-flight counts as the group sees them (its reports and its confirmed claims) */
+  ledger: WorkerLedger;
 }
 
 export class Primary {
@@ -129,7 +132,7 @@ export class Primary {
     cluster.setupPrimary({ serialization: "advanced" });
     const url = new Promise<string>((resolve) => (this.listening = resolve));
     for (let i = 0; i < this.o.workers; i++) {
-      this.slots.push({ worker: undefined, restarts: [] });
+      this.slots.push({ worker: undefined, restarts: [], ledger: new WorkerLedger() });
       this.fork(i);
     }
     if (this.o.configFile) this.unwatch = watchConfigFile(this.o.configFile, () => void this.reload());
@@ -186,10 +189,7 @@ export class Primary {
         return;
       }
       case "sync":
-        if (m.load) {
-          this.cp.load.set(source, m.load);
-          this.broadcast({ t: "load", source, load: m.load }, slot);
-        }
+        if (m.load) this.publishLoad(slot, this.slots[slot]!.ledger.report(m.load, m.acked ?? 0));
         if (m.picks) {
           this.broadcast({ t: "picks", picks: m.picks }, slot);
           if (this.peers) for (const p of m.picks) this.peerPicks.push(p);
@@ -210,6 +210,8 @@ export class Primary {
       }
       case "ask":
         return void this.answer(w, m.id, m.what);
+      case "claim":
+        return this.claim(slot, w, m);
       case "limit-admit":
       case "limit-record":
       case "limit-release": {
@@ -218,6 +220,34 @@ export class Primary {
         return;
       }
     }
+  }
+
+  /**
+   * A worker's pick (claims.ts): its own counts are the truth and apply at once; the pick stands if
+   * the others' counts it read are the current ones, else the worker gets those and decides again.
+   */
+  private claim(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claim" }>): void {
+    const source = `w${slot}`;
+    const load = this.cp.load;
+    const ledger = this.slots[slot]!.ledger;
+    this.publishLoad(slot, ledger.report(m.own, m.acked));
+    const stale = m.seen.filter(([url, others]) => load.othersExcept(source, url) !== others);
+    if (stale.length === 0) {
+      this.publishLoad(slot, [ledger.confirm(m.id, m.pick)]);
+      return this.send(w, { t: "claimed", id: m.id, ok: true });
+    }
+    const urls = new Set(stale.map(([url]) => url));
+    // every source the worker may hold counts of, zeros included (a source with none left has no rows)
+    const sources = new Set(load.sources());
+    this.slots.forEach((_, i) => sources.add(`w${i}`));
+    for (const p of this.peers?.peers() ?? []) sources.add(`p:${p}`);
+    for (const other of sources) {
+      if (other === source) continue;
+      const have = new Map(load.table(other).map((r) => [r[0], r]));
+      const rows = [...urls].map((url) => have.get(url) ?? ([url, 0] as LoadCounts));
+      this.send(w, { t: "load", source: other, load: rows });
+    }
+    this.send(w, { t: "claimed", id: m.id, ok: false });
   }
 
   private async answer(w: Worker, id: number, what: "metrics" | "reload" | "drain"): Promise<void> {
@@ -236,6 +266,14 @@ export class Primary {
     } catch (err) {
       this.send(w, { t: "reply", id, error: (err as Error).message });
     }
+  }
+
+  /** A worker's counts as the group sees them: kept here, told to the other workers. */
+  private publishLoad(slot: number, rows: LoadCounts[]): void {
+    if (rows.length === 0) return;
+    const source = `w${slot}`;
+    this.cp.load.set(source, rows);
+    this.broadcast({ t: "load", source, load: rows }, slot);
   }
 
   /** The group's /metrics: every live worker's registry and this process's, aggregated. */
@@ -306,6 +344,7 @@ export class Primary {
     const source = `w${slot}`;
     this.cp.load.drop(source);
     this.broadcast({ t: "gone", source });
+    s.ledger = new WorkerLedger();
     this.limits.releaseAll(slot);
     if (this.stopping) return;
     const now = Date.now();

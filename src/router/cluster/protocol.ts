@@ -29,8 +29,10 @@ export type LoadCounts = [url: string, ...counts: number[]];
  */
 export type Pick = [engine: string, prefixIds: readonly number[], kvPredictedTokens: number];
 
-/** A primary's (or lone router's) report of what it changed since its last one. */
+/** A worker's report of what it changed since its last one. */
 export interface SyncBatch {
+  /** the last claim whose answer the worker had heard when it wrote this (ledger.ts) */
+  acked?: number;
   /** this source's absolute counts, for engines whose counts changed */
   load?: LoadCounts[];
   picks?: Pick[];
@@ -55,6 +57,8 @@ export type ToWorker =
   | { t: "exit" }
   | { t: "metrics-get"; id: number }
   | { t: "reply"; id: number; text?: string; error?: string }
+  /** a claim (claims.ts) stands, or was made on stale counts (the fresh ones were sent first) */
+  | { t: "claimed"; id: number; ok: boolean }
   | LimitAnswer;
 
 /** worker → primary */
@@ -68,6 +72,18 @@ export type ToPrimary =
   | { t: "metrics-json"; id: number; data: unknown[] }
   /** a request that needs the primary: aggregated metrics, a reload, a drain of the group */
   | { t: "ask"; id: number; what: "metrics" | "reload" | "drain" }
+  /**
+   * a pick of a load-aware policy: this worker's counts before it (for every engine it could have
+   * picked) and the others' counts its decision read
+   */
+  | {
+      t: "claim";
+      id: number;
+      pick: string;
+      own: LoadCounts[];
+      seen: [url: string, others: number][];
+      acked: number;
+    }
   | LimitRequest;
 
 const tagged = (m: unknown): boolean =>

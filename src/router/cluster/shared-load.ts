@@ -24,6 +24,8 @@ export class SharedLoad {
   private readonly sums = new Map<string, number[]>();
   /** what this process last reported of itself, per url */
   private readonly reported = new Map<string, number[]>();
+  /** slots taken on a pick the primary has not confirmed yet (claims.ts): not reported */
+  private readonly tentative = new Map<string, number>();
 
   constructor(private readonly registry: Registry) {
     // a new record (new engine, or a new pool) starts from the others' counts
@@ -37,6 +39,41 @@ export class SharedLoad {
   own(e: Upstream, field: Field = "inFlight"): number {
     const s = this.sums.get(e.url);
     return e.view[field] - (s ? s[SHARED_FIELDS.indexOf(field)]! : 0);
+  }
+
+  /** What this process reports of its own: unconfirmed picks left out. */
+  private reportable(e: Upstream, field: Field): number {
+    const own = this.own(e, field);
+    return field === "inFlight" ? own - (this.tentative.get(e.url) ?? 0) : own;
+  }
+
+  /** A pick awaits the primary's word: counted here, not reported. */
+  holdTentative(url: string, by: 1 | -1): void {
+    const n = (this.tentative.get(url) ?? 0) + by;
+    if (n === 0) this.tentative.delete(url);
+    else this.tentative.set(url, n);
+  }
+
+  /** The primary now counts `counts` as this process's own for `url` (a confirmed pick). */
+  markReported(url: string, counts: number[]): void {
+    if (counts.some((v) => v !== 0)) this.reported.set(url, counts);
+    else this.reported.delete(url);
+  }
+
+  /** This process's reportable counts for `e`, and marks them reported (a claim carries them). */
+  report(e: Upstream): LoadCounts {
+    const row: LoadCounts = [e.url];
+    for (const f of SHARED_FIELDS) row.push(this.reportable(e, f));
+    this.markReported(e.url, row.slice(1) as number[]);
+    return row;
+  }
+
+  /** Counts of every source but `except` for `url` (a primary checking a worker's claim). */
+  othersExcept(except: string, url: string): number {
+    let n = 0;
+    const per = this.bySource.get(url);
+    if (per) for (const [source, c] of per) if (source !== except) n += c[0]!;
+    return n;
   }
 
   /** Others' part of `field` on the engine at `url`. */
@@ -104,7 +141,7 @@ export class SharedLoad {
   group(mine: (source: string) => boolean): LoadCounts[] {
     const out = new Map<string, number[]>();
     for (const e of this.registry.engines.values()) {
-      const row = SHARED_FIELDS.map((f) => this.own(e, f));
+      const row = SHARED_FIELDS.map((f) => this.reportable(e, f));
       if (row.some((v) => v !== 0)) out.set(e.url, row);
     }
     for (const [url, per] of this.bySource) {
@@ -149,7 +186,7 @@ export class SharedLoad {
       const last = this.reported.get(e.url);
       let changed = last === undefined;
       for (let i = 0; i < N; i++) {
-        const v = this.own(e, SHARED_FIELDS[i]);
+        const v = this.reportable(e, SHARED_FIELDS[i]!);
         row.push(v);
         if (v !== 0) nonZero = true;
         if (last && last[i] !== v) changed = true;

@@ -16,6 +16,7 @@ import type { Upstream } from "../registry.js";
 import { RegistryFollower } from "./follower.js";
 import { PickExchange } from "./picks.js";
 import { GroupLimiter } from "./limits.js";
+import { Claims } from "./claims.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
 import { SharedLoad } from "./shared-load.js";
 
@@ -69,6 +70,7 @@ export class WorkerLink implements RouterGroup {
   private readonly follower: RegistryFollower;
   private readonly picks: PickExchange;
   private readonly limits = new GroupLimiter(send);
+  private readonly claims: Claims;
   private flushScheduled = false;
   private lastFlush = -Infinity;
   private readonly asks = new Map<number, (m: { text?: string; error?: string }) => void>();
@@ -89,11 +91,24 @@ export class WorkerLink implements RouterGroup {
     const reg = router.registry;
     this.follower = new RegistryFollower(reg, send);
     this.load = new SharedLoad(reg);
-    reg.onSlot = this.schedule;
+    // picks are held until they stand: a claimed one by its answer, any other at its slot
     this.picks = new PickExchange(
       { prefix: router.cache.prefix.index, watchdog: router.cache.watchdog },
       this.schedule,
+      true,
     );
+    reg.onSlot = () => {
+      this.picks.commit(this.picks.takeHeld());
+      this.schedule();
+    };
+    this.claims = new Claims(
+      reg,
+      this.load,
+      this.picks,
+      send,
+      () => router.routingPolicy.name !== "round-robin",
+    );
+    reg.arbiter = this.claims;
     router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
     this.progressTimer.unref();
@@ -133,7 +148,10 @@ export class WorkerLink implements RouterGroup {
     const picks = this.picks.take();
     if (load.length === 0 && picks.length === 0) return;
     const m: ToPrimary = { t: "sync" };
-    if (load.length > 0) m.load = load;
+    if (load.length > 0) {
+      m.load = load;
+      m.acked = this.claims.acked;
+    }
     if (picks.length > 0) m.picks = picks;
     send(m);
   }
@@ -184,6 +202,8 @@ export class WorkerLink implements RouterGroup {
       }
       case "limit-answer":
         return this.limits.answer(m);
+      case "claimed":
+        return this.claims.answer(m.id, m.ok);
       case "start":
         return;
     }
@@ -228,7 +248,9 @@ export class WorkerLink implements RouterGroup {
     clearInterval(this.progressTimer);
     process.off("message", this.onMessage);
     this.picks.close();
+    this.claims.close();
     this.router.registry.onSlot = undefined;
+    this.router.registry.arbiter = undefined;
   }
 }
 

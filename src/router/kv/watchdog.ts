@@ -39,8 +39,9 @@ export class HitWatchdog {
   readonly tolerance: number;
   readonly minTokens: number;
   private readonly tracks = new Map<string, Track>();
-  /** told of every local prediction (router workers and replicas add each other's: `predictedFrom`) */
-  onPredicted: ((engine: string, tokens: number) => void) | undefined;
+  /** told of every local prediction (router workers and replicas add each other's: `predictedFrom`);
+   * returning true takes it over (a router worker counts it once its pick is confirmed) */
+  onPredicted: ((engine: string, tokens: number) => boolean | void) | undefined;
 
   constructor(
     opts: WatchdogOptions = {},
@@ -85,8 +86,8 @@ export class HitWatchdog {
 
   /** the router sent a request to `engine` predicting this many cached prompt tokens */
   predicted(engine: string, tokens: number): void {
+    if (this.onPredicted?.(engine, tokens) === true) return;
     this.predictedFrom(engine, tokens);
-    this.onPredicted?.(engine, tokens);
   }
 
   /** another router of the group predicted these (the engine's hits are the whole group's) */
