@@ -11,6 +11,7 @@ import { Counter, Gauge, Registry as PromRegistry } from "prom-client";
 import { parseConfig } from "../../src/router/config.js";
 import { Registry } from "../../src/router/registry.js";
 import { SharedLoad } from "../../src/router/cluster/shared-load.js";
+import { WorkerLedger } from "../../src/router/cluster/ledger.js";
 import { PickExchange } from "../../src/router/cluster/picks.js";
 import { aggregateMetrics } from "../../src/router/cluster/aggregate.js";
 import { KvEventRelay } from "../../src/router/cluster/kv-relay.js";
@@ -65,6 +66,17 @@ test("a source reports only what changed, and a freed engine once more as 0", as
   assert.deepEqual(load.changes(), [["http://a:1", 0]]);
   assert.deepEqual(load.changes(), []);
   await reg.close();
+});
+
+test("a confirmed pick counts until a report written after its answer, even one with no counts", () => {
+  const ledger = new WorkerLedger();
+  // the claim's batch reported a at 0 (the pick itself still tentative), then the pick stood
+  ledger.report([["http://a:1", 0]], 0);
+  assert.deepEqual(ledger.confirm(1, "http://a:1"), ["http://a:1", 1]);
+  // a report written before the answer was heard still counts it on top
+  assert.deepEqual(ledger.report([["http://a:1", 0]], 0), [["http://a:1", 1]]);
+  // the request ended before the worker's next report: its counts are as reported, only `acked` moved
+  assert.deepEqual(ledger.report([], 1), [["http://a:1", 0]]);
 });
 
 test("a new record of an engine starts from the others' counts", async () => {

@@ -189,7 +189,8 @@ export class Primary {
         return;
       }
       case "sync":
-        if (m.load) this.publishLoad(slot, this.slots[slot]!.ledger.report(m.load, m.acked ?? 0));
+        if (m.load || m.acked !== undefined)
+          this.publishLoad(slot, this.slots[slot]!.ledger.report(m.load ?? [], m.acked ?? 0));
         if (m.picks) {
           this.broadcast({ t: "picks", picks: m.picks }, slot);
           if (this.peers) for (const p of m.picks) this.peerPicks.push(p);
@@ -210,8 +211,8 @@ export class Primary {
       }
       case "ask":
         return void this.answer(w, m.id, m.what);
-      case "claim":
-        return this.claim(slot, w, m);
+      case "claims":
+        return this.claims(slot, w, m);
       case "limit-admit":
       case "limit-record":
       case "limit-release": {
@@ -223,31 +224,42 @@ export class Primary {
   }
 
   /**
-   * A worker's pick (claims.ts): its own counts are the truth and apply at once; the pick stands if
-   * the others' counts it read are the current ones, else the worker gets those and decides again.
+   * A worker's picks (claims.ts): its own counts are the truth and apply at once; a pick stands if
+   * the others' counts it read are the current ones (and no earlier pick of the batch was refused);
+   * for a refused one the worker gets the current counts first, and decides again.
    */
-  private claim(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claim" }>): void {
+  private claims(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claims" }>): void {
     const source = `w${slot}`;
     const load = this.cp.load;
     const ledger = this.slots[slot]!.ledger;
     this.publishLoad(slot, ledger.report(m.own, m.acked));
-    const stale = m.seen.filter(([url, others]) => load.othersExcept(source, url) !== others);
-    if (stale.length === 0) {
-      this.publishLoad(slot, [ledger.confirm(m.id, m.pick)]);
-      return this.send(w, { t: "claimed", id: m.id, ok: true });
+    const results: [number, boolean][] = [];
+    const stale = new Set<string>();
+    for (const item of m.items) {
+      let ok = stale.size === 0;
+      if (ok) {
+        for (const [url, others] of item.seen) {
+          if (load.othersExcept(source, url) === others) continue;
+          stale.add(url);
+          ok = false;
+        }
+      }
+      if (ok) this.publishLoad(slot, [ledger.confirm(item.id, item.pick)]);
+      results.push([item.id, ok]);
     }
-    const urls = new Set(stale.map(([url]) => url));
-    // every source the worker may hold counts of, zeros included (a source with none left has no rows)
-    const sources = new Set(load.sources());
-    this.slots.forEach((_, i) => sources.add(`w${i}`));
-    for (const p of this.peers?.peers() ?? []) sources.add(`p:${p}`);
-    for (const other of sources) {
-      if (other === source) continue;
-      const have = new Map(load.table(other).map((r) => [r[0], r]));
-      const rows = [...urls].map((url) => have.get(url) ?? ([url, 0] as LoadCounts));
-      this.send(w, { t: "load", source: other, load: rows });
+    if (stale.size > 0) {
+      // every source the worker may hold counts of, zeros included (a source with none has no rows)
+      const sources = new Set(load.sources());
+      this.slots.forEach((_, i) => sources.add(`w${i}`));
+      for (const p of this.peers?.peers() ?? []) sources.add(`p:${p}`);
+      for (const other of sources) {
+        if (other === source) continue;
+        const have = new Map(load.table(other).map((r) => [r[0], r]));
+        const rows = [...stale].map((url) => have.get(url) ?? ([url, 0] as LoadCounts));
+        this.send(w, { t: "load", source: other, load: rows });
+      }
     }
-    this.send(w, { t: "claimed", id: m.id, ok: false });
+    this.send(w, { t: "claimed", results });
   }
 
   private async answer(w: Worker, id: number, what: "metrics" | "reload" | "drain"): Promise<void> {

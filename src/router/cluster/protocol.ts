@@ -29,9 +29,19 @@ export type LoadCounts = [url: string, ...counts: number[]];
  */
 export type Pick = [engine: string, prefixIds: readonly number[], kvPredictedTokens: number];
 
+/** One pick to confirm: the engine, and the others' counts the decision read, per engine it could pick. */
+export interface ClaimItem {
+  id: number;
+  pick: string;
+  seen: [url: string, others: number][];
+}
+
 /** A worker's report of what it changed since its last one. */
 export interface SyncBatch {
-  /** the last claim whose answer the worker had heard when it wrote this (ledger.ts) */
+  /**
+   * the last claim whose answer the worker had heard when it wrote this (ledger.ts); sent with every
+   * `load`, and alone once answers came in that changed no count
+   */
   acked?: number;
   /** this source's absolute counts, for engines whose counts changed */
   load?: LoadCounts[];
@@ -57,8 +67,8 @@ export type ToWorker =
   | { t: "exit" }
   | { t: "metrics-get"; id: number }
   | { t: "reply"; id: number; text?: string; error?: string }
-  /** a claim (claims.ts) stands, or was made on stale counts (the fresh ones were sent first) */
-  | { t: "claimed"; id: number; ok: boolean }
+  /** per claim of a batch (claims.ts): it stands, or was made on stale counts (sent just before) */
+  | { t: "claimed"; results: [id: number, ok: boolean][] }
   | LimitAnswer;
 
 /** worker → primary */
@@ -72,18 +82,8 @@ export type ToPrimary =
   | { t: "metrics-json"; id: number; data: unknown[] }
   /** a request that needs the primary: aggregated metrics, a reload, a drain of the group */
   | { t: "ask"; id: number; what: "metrics" | "reload" | "drain" }
-  /**
-   * a pick of a load-aware policy: this worker's counts before it (for every engine it could have
-   * picked) and the others' counts its decision read
-   */
-  | {
-      t: "claim";
-      id: number;
-      pick: string;
-      own: LoadCounts[];
-      seen: [url: string, others: number][];
-      acked: number;
-    }
+  /** picks of a load-aware policy (claims.ts), after this worker's own counts without them */
+  | { t: "claims"; own: LoadCounts[]; acked: number; items: ClaimItem[] }
   | LimitRequest;
 
 const tagged = (m: unknown): boolean =>

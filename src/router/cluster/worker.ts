@@ -73,6 +73,8 @@ export class WorkerLink implements RouterGroup {
   private readonly claims: Claims;
   private flushScheduled = false;
   private lastFlush = -Infinity;
+  /** the `acked` of the last report sent (claims.ts) */
+  private ackedSent = 0;
   private readonly asks = new Map<number, (m: { text?: string; error?: string }) => void>();
   private askSeq = 0;
   private readonly progressSeen = new Map<string, number>();
@@ -146,11 +148,16 @@ export class WorkerLink implements RouterGroup {
     this.lastFlush = performance.now();
     const load = this.load.changes();
     const picks = this.picks.take();
-    if (load.length === 0 && picks.length === 0) return;
+    // answers heard since the last report: say so even when no count changed (a confirmed pick whose
+    // request ended before this report leaves the counts as last reported, and the primary would
+    // otherwise keep adding it on top: ledger.ts)
+    const acked = this.claims.acked;
+    if (load.length === 0 && picks.length === 0 && acked === this.ackedSent) return;
     const m: ToPrimary = { t: "sync" };
-    if (load.length > 0) {
-      m.load = load;
-      m.acked = this.claims.acked;
+    if (load.length > 0 || acked !== this.ackedSent) {
+      if (load.length > 0) m.load = load;
+      m.acked = acked;
+      this.ackedSent = acked;
     }
     if (picks.length > 0) m.picks = picks;
     send(m);
@@ -203,7 +210,8 @@ export class WorkerLink implements RouterGroup {
       case "limit-answer":
         return this.limits.answer(m);
       case "claimed":
-        return this.claims.answer(m.id, m.ok);
+        this.claims.answer(m.results);
+        return this.schedule();
       case "start":
         return;
     }
