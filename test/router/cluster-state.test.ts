@@ -68,6 +68,23 @@ test("a source reports only what changed, and a freed engine once more as 0", as
   await reg.close();
 });
 
+test("a replica's report is its whole table: an engine it no longer lists is back at 0", async () => {
+  const reg = registryWith(["http://a:1", "http://b:1"]);
+  const load = new SharedLoad(reg);
+  load.replace("p:x", [
+    ["http://a:1", 2],
+    ["http://b:1", 1],
+  ]);
+  assert.equal(reg.engines.get("http://a:1")!.view.inFlight, 2);
+  // its request on a ended: the next report lists b only, and a is passed on as 0
+  assert.deepEqual(load.replace("p:x", [["http://b:1", 1]]), [
+    ["http://a:1", 0],
+    ["http://b:1", 1],
+  ]);
+  assert.equal(reg.engines.get("http://a:1")!.view.inFlight, 0);
+  await reg.close();
+});
+
 test("a confirmed pick counts until a report written after its answer, even one with no counts", () => {
   const ledger = new WorkerLedger();
   // the claim's batch reported a at 0 (the pick itself still tentative), then the pick stood

@@ -76,12 +76,23 @@ test("two replicas route least-load on each other's in-flight counts", { timeout
 });
 
 test("a prefix one replica routed is known to the other", { timeout: 30_000 }, async () => {
-  const engines = [await startFakeEngine(), await startFakeEngine()];
+  const engines = [await startFakeEngine({ tokenDelayMs: 20 }), await startFakeEngine({ tokenDelayMs: 20 })];
   const p = await pair(
     "prefix",
     engines.map((e) => e.url),
   );
+  const ac = new AbortController();
   try {
+    // picks travel once, in the next report: wait until b hears a's reports (ZMQ drops what a
+    // publisher sends before the subscriber's connection is up, which a busy box can stretch)
+    const held = await fetch(`${p.a.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL, prompt: "warm-up", max_tokens: 40, stream: true }),
+      signal: ac.signal,
+    });
+    void held.body?.pipeTo(new WritableStream()).catch(() => undefined);
+    await waitUntil(() => total(p.b) === 1, 5000, "b to hear a's reports");
     const prompt = "Answer like a pirate, briefly, and never in more than one sentence. ".repeat(10);
     const ask = async (r: RunningRouter) => {
       const res = await fetch(`${r.url}/v1/completions`, {
@@ -104,6 +115,7 @@ test("a prefix one replica routed is known to the other", { timeout: 30_000 }, a
     assert.match(second, /predicted_cached_tokens=[1-9]/);
     assert.equal(/engine=([^;]+)/.exec(second)![1], engine);
   } finally {
+    ac.abort();
     await p.close();
     for (const e of engines) await e.close();
   }

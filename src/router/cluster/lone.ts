@@ -17,7 +17,7 @@ export async function startLonePeers(router: Router): Promise<{ close(): Promise
   const peers = await PeerSync.start(router.config.peers, {
     load: () => load.group(() => false),
     takePicks: () => picks.take(),
-    peerLoad: (source, l) => load.set(source, l),
+    peerLoad: (source, l) => void load.replace(source, l),
     peerGone: (source) => load.drop(source),
     peerPicks: (p) => picks.apply(p),
   });

@@ -28,6 +28,7 @@ export interface PeerHub {
   load(): LoadCounts[];
   /** the picks this replica made since the last call */
   takePicks(): Pick[];
+  /** a replica's whole table: engines with a count (an engine it leaves out is at 0) */
   peerLoad(source: string, load: LoadCounts[]): void;
   peerGone(source: string): void;
   peerPicks(picks: Pick[]): void;

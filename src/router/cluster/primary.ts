@@ -119,8 +119,8 @@ export class Primary {
         this.peerPicks = [];
         return p;
       },
-      peerLoad: (source, load) => {
-        this.cp.load.set(source, load);
+      peerLoad: (source, report) => {
+        const load = this.cp.load.replace(source, report);
         this.broadcast({ t: "load", source, load });
       },
       peerGone: (source) => {

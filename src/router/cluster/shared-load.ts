@@ -91,6 +91,21 @@ export class SharedLoad {
     }
   }
 
+  /**
+   * A source's whole table (a replica's report lists only engines with a count): engines it listed
+   * before and leaves out now are at 0. Returns the rows applied, those zeros included, to pass on.
+   */
+  replace(source: string, load: readonly LoadCounts[]): LoadCounts[] {
+    const listed = new Set(load.map((r) => r[0]));
+    const rows: LoadCounts[] = [];
+    for (const [url, per] of this.bySource)
+      if (per.has(source) && !listed.has(url)) rows.push([url, ...new Array<number>(N).fill(0)]);
+    // the zeros first: `set` cuts a table at MAX_ENGINES_PER_SOURCE
+    rows.push(...load);
+    this.set(source, rows);
+    return rows;
+  }
+
   private setOne(source: string, url: string, row: readonly unknown[]): void {
     let per = this.bySource.get(url);
     const prev = per?.get(source);
