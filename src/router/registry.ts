@@ -145,6 +145,8 @@ function transportKey(t: { protocol: BackendProtocol; maxConcurrentStreams: numb
 export interface RegistryEvents {
   /** an engine became usable or gained room: queued requests may proceed */
   capacity: [];
+  /** a /metrics page was scraped from an engine (for readers of other series than the load) */
+  scraped: [engine: Upstream, text: string];
 }
 
 /** Reads at most `max` bytes of an undici body as text; larger bodies are cut off and destroyed. */
@@ -382,6 +384,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       e.view.kvUsage = load.kvUsage;
       e.view.blockSize = load.blockSize;
       e.lastScrapeMs = Date.now();
+      this.emit("scraped", e, text);
     } catch (err) {
       // stale load would mislead routing: forget it and let in-flight counts speak
       e.view.running = 0;
