@@ -22,3 +22,4 @@ export {
   type CollectorDrop,
   type CollectorStats,
 } from "./collector.js";
+export { layoutForVersion, parseVersion, versionAtLeast } from "./versions.js";

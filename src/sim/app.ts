@@ -12,6 +12,7 @@ import {
 } from "../engine/index.js";
 import { parseKvEventsConfig } from "../kvevents/config.js";
 import { ZmqEventPublisher } from "../kvevents/publisher.js";
+import { layoutForVersion } from "../kvevents/versions.js";
 import { logger } from "../obs/log.js";
 import { tokenizerForModel } from "../tokenizer/index.js";
 import { CliError } from "../config/args.js";
@@ -108,8 +109,11 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   const kvCfg = o.kvEventsConfig ? asCliError(() => parseKvEventsConfig(o.kvEventsConfig)) : null;
   let publisher: ZmqEventPublisher | null = null;
   if (kvCfg && kvCfg.enabled && kvCfg.publisher !== "null") {
-    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0 });
+    // the layout of the release the sim claims; from 0.24 on, engine events name their KV-cache group
+    const layout = layoutForVersion(o.vllmVersion);
+    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0, layout });
     runtime.kvSink = publisher;
+    runtime.groupIdxOnEvents = layout === "map";
   }
 
   const state: SimContext["state"] = {

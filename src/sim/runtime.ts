@@ -14,7 +14,7 @@ import type {
 import type { KvEvent, KvEventBatch } from "../kvevents/events.js";
 import { logger } from "../obs/log.js";
 import type { DisaggConnector } from "./disagg.js";
-import type { LmcacheTier } from "./lmcache.js";
+import { LMCACHE_EVENT_MEDIUM, type LmcacheTier } from "./lmcache.js";
 import type { SimMetrics } from "./metrics.js";
 
 const log = logger("sim.engine");
@@ -49,6 +49,8 @@ export class SimRuntime {
   kvBatchesPublished = 0;
   /** LMCache around the engine: prefix lookups before admission, stores of computed chunks */
   lmcache: LmcacheTier | null = null;
+  /** stamp group_idx 0 on engine events (the layout of vLLM ≥ 0.24 does) */
+  groupIdxOnEvents = false;
   /** NixlConnector: a decode request waits for its KV from the prefill engine before admission */
   disagg: DisaggConnector | null = null;
 
@@ -190,6 +192,12 @@ export class SimRuntime {
 
   private kvEvents(events: KvEvent[], _time: number): void {
     if (!this.kvSink || events.length === 0) return;
+    if (this.groupIdxOnEvents) {
+      // vLLM ≥ 0.24 names the KV-cache group on its own GPU and offload events (one group here: 0);
+      // the events its LMCache connector relays carry none
+      for (const ev of events)
+        if (ev.type !== "AllBlocksCleared" && ev.medium !== LMCACHE_EVENT_MEDIUM) ev.groupIdx = 0;
+    }
     this.kvSink.publish({
       ts: Date.now() / 1000,
       events,

@@ -7,6 +7,7 @@ import { startSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
 import { parseConfig } from "../../src/router/config.js";
 import { freePorts } from "../helpers/cli.js";
+import type { RunningRouter } from "../../src/router/index.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
@@ -59,6 +60,25 @@ async function routeOf(url: string, body: unknown): Promise<Record<string, strin
   return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
 }
 
+/**
+ * A publisher that connects out reaches the collector only once its connection is up (ZMQ retries every
+ * 100 ms), and what it sends before is lost, as with any PUB socket: warm each engine up with throwaway
+ * prompts until the collector has delivered one of its batches.
+ */
+async function warmUp(router: RunningRouter, s: Sim): Promise<void> {
+  const c = router.router.cache.subs;
+  await waitUntil(() => c.states.get(s.url)?.collecting === true, 5000, "attached");
+  for (let i = 0; !(c.collector!.streamStats(s.url)!.delivered > 0); i++) {
+    assert.ok(i < 100, `no KV events from ${s.url} reached the collector`);
+    await post(`${s.url}/v1/completions`, {
+      model: MODEL,
+      prompt: `warm-up ${i} `.repeat(20),
+      max_tokens: 1,
+    });
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function metric(url: string, re: RegExp): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const m = re.exec(text);
@@ -79,8 +99,7 @@ test("collector mode: sims that connect out are told apart by topic; each prompt
       5000,
       "sims",
     );
-    for (const s of sims)
-      await waitUntil(() => cache.subs.states.get(s.url)?.collecting === true, 5000, "attached");
+    for (const s of sims) await warmUp(router, s);
     // each sim computes its own prompt, so its events (through the collector) announce it
     for (const [i, s] of sims.entries())
       assert.equal((await post(`${s.url}/v1/chat/completions`, chat(`topic ${i}`))).status, 200);
@@ -100,14 +119,14 @@ test("collector mode: sims that connect out are told apart by topic; each prompt
       }
     }
 
-    // a sim the router does not know publishes too: counted and dropped
-    assert.equal((await post(`${late.url}/v1/completions`, completion("late"))).status, 200);
+    // a sim the router does not know publishes too: counted and dropped (its connection may take a
+    // retry to come up, so it publishes until one message got through)
     const unknown = /switchyard_routing_kv_collector_messages_total\{outcome="unknown-engine"\} (\d+)/;
-    let dropped = 0;
-    const deadline = Date.now() + 5000;
-    while ((dropped = await metric(router.url, unknown)) === 0 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 50));
-    assert.ok(dropped > 0, "unknown engine's messages counted");
+    for (let i = 0; (await metric(router.url, unknown)) === 0; i++) {
+      assert.ok(i < 100, "the unknown engine's messages were never counted");
+      assert.equal((await post(`${late.url}/v1/completions`, completion(`late ${i}`))).status, 200);
+      await new Promise((r) => setTimeout(r, 20));
+    }
     assert.equal(cache.kv.blocksOf(late.url), 0);
 
     // ...until it is discovered: then its events are picked up and its prompts routed to it (what it
@@ -120,7 +139,7 @@ test("collector mode: sims that connect out are told apart by topic; each prompt
     );
     await waitUntil(() => router.router.registry.snapshot().length === 3, 5000, "the late engine added");
     await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 5000, "healthy");
-    await waitUntil(() => cache.subs.states.get(late.url)?.collecting === true, 5000, "late attached");
+    await warmUp(router, late);
     assert.equal((await post(`${late.url}/v1/completions`, completion("late, again"))).status, 200);
     await waitUntil(
       () => cache.kv.blocksOf(late.url) > 10 && cache.kvRouted(late.url),

@@ -24,7 +24,7 @@ import { KvSubscriptions } from "./subscriptions.js";
 import { requestTokenizerFor, type RequestTokenizer } from "./tokenizers.js";
 import { HitWatchdog, judgeEngines, parsePrefixCacheHits } from "./watchdog.js";
 
-export { kvSourceFor, parseVersion, versionAtLeast, type KvSource } from "./subscriptions.js";
+export { kvSourceFor, type KvSource } from "./subscriptions.js";
 
 const log = logger("router.cache");
 

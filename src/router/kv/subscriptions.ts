@@ -7,6 +7,7 @@
 import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
+import { versionAtLeast } from "../../kvevents/versions.js";
 import { logger } from "../../obs/log.js";
 import type { PrefixOracle } from "../../routing/index.js";
 import type { RouterConfig } from "../config.js";
@@ -36,20 +37,6 @@ export interface EngineKv {
   /** why the engine is routed by prefix instead of KV events (null: it is not) */
   fallback: string | null;
   healthy: boolean;
-}
-
-/** "0.11.0rc2.dev3+g..." → [0, 11, 0]; unparseable → null */
-export function parseVersion(v: string): number[] | null {
-  const m = /^v?(\d+)\.(\d+)(?:\.(\d+))?/.exec(v.trim());
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)] : null;
-}
-
-export function versionAtLeast(v: string, min: string): boolean {
-  const a = parseVersion(v);
-  const b = parseVersion(min);
-  if (!a || !b) return false;
-  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i]! > b[i]!;
-  return true;
 }
 
 /**
