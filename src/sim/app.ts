@@ -21,6 +21,7 @@ import type { SimContext } from "./context.js";
 import { DisaggConnector, deriveEngineId } from "./disagg.js";
 import { keyProblem } from "./lmcache-keys.js";
 import { LmcacheTier } from "./lmcache.js";
+import { SHA256_CBOR_NAMES } from "./lmcache-config.js";
 import { LoraRegistry } from "./lora.js";
 import { pyStr, SimMetrics } from "./metrics.js";
 import { SimRuntime } from "./runtime.js";
@@ -98,9 +99,18 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   const runtime = new SimRuntime(engineConfig, o.timeScale);
   let lmcache: LmcacheTier | null = null;
   if (o.lmcache) {
-    lmcache = new LmcacheTier(o.lmcache, o.model, engineConfig, logger("sim.lmcache"));
+    const lmLog = logger("sim.lmcache");
+    lmcache = new LmcacheTier(o.lmcache, o.model, engineConfig, lmLog);
     const problem = o.lmcache.remoteUrl ? keyProblem(lmcache.scheme) : null;
     if (problem) throw new CliError(problem);
+    if (o.lmcache.remoteUrl && !SHA256_CBOR_NAMES.includes(o.lmcache.hashAlgorithm))
+      lmLog.warn(
+        { preCachingHashAlgorithm: o.lmcache.hashAlgorithm, hashSeed: o.hashSeed },
+        "LMCache chunk keys: the sim computes them with sha256_cbor (LMCache's pre_caching_hash_algorithm " +
+          `is ${o.lmcache.hashAlgorithm}, which only Python can compute). Sims share chunks with each other; ` +
+          "real vLLM + LMCache engines share with them only when started with " +
+          "LMCACHE_PRE_CACHING_HASH_ALGORITHM=sha256_cbor and the same PYTHONHASHSEED",
+      );
     runtime.lmcache = lmcache;
   }
   const loras = new LoraRegistry();

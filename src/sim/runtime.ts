@@ -183,8 +183,7 @@ export class SimRuntime {
   ): void {
     const lm = this.lmcache;
     if (!lm) return;
-    const t = this.tracked.get(id);
-    lm.chunksComputed(id, from, to, tokenIds, t?.loraName ?? null, this.kvSink ? this.emitEvents : null);
+    lm.chunksComputed(id, from, to, tokenIds, this.kvSink ? this.emitEvents : null);
   }
 
   // after the step's own batch (flushed at the end of completeStep), not before it
