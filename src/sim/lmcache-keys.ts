@@ -79,7 +79,8 @@ export function chunkHashes(tokens: ArrayLike<number>, numChunks: number, s: Chu
     off = writeArrayHead(buf, off, n);
     for (let i = c * n; i < (c + 1) * n; i++) {
       const t = tokens[i]!;
-      if (!Number.isSafeInteger(t) || t < 0) throw new RangeError(`token id ${t} is not a non-negative integer`);
+      if (!Number.isSafeInteger(t) || t < 0)
+        throw new RangeError(`token id ${t} is not a non-negative integer`);
       off = writeHead(buf, off, 0, t);
     }
     off = writeArrayHead(buf, off, 0);
@@ -99,7 +100,8 @@ export function keyProblem(s: ChunkKeyScheme): string | null {
   const longest = chunkKey(s, s.worldSize - 1, U64);
   if (longest.length > KEY_BYTES)
     return `LMCache keys for model '${s.modelName}' are ${longest.length} bytes; lm:// keys hold at most ${KEY_BYTES}`;
-  if (!/^[\x20-\x7e]*$/.test(longest)) return `LMCache keys must be printable ASCII; model '${s.modelName}' is not`;
+  if (!/^[\x20-\x7e]*$/.test(longest))
+    return `LMCache keys must be printable ASCII; model '${s.modelName}' is not`;
   if (s.modelName.includes("@")) return `LMCache keys are split at '@'; model '${s.modelName}' contains one`;
   return null;
 }
