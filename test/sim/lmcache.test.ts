@@ -229,6 +229,22 @@ test("cache server down: requests are computed, errors counted, the sim keeps se
   }
 });
 
+/** An LmcacheRemote of one rank of Llama-3.1-8B to lm://127.0.0.1:port, 64-byte payloads, 1 s timeout. */
+function remoteTo(port: number): { scheme: ChunkKeyScheme; remote: LmcacheRemote } {
+  const scheme: ChunkKeyScheme = {
+    modelName: MODEL,
+    worldSize: 1,
+    dtype: "bfloat16",
+    chunkTokens: 256,
+    hashSeed: "0",
+  };
+  const meta = { fmt: 1, dtype: 3, shape: [2, 32, 256, 1024] as [number, number, number, number] };
+  return {
+    scheme,
+    remote: new LmcacheRemote(`lm://127.0.0.1:${port}`, scheme, meta, 64, 1000, logger("test.lmcache")),
+  };
+}
+
 test("a server that drops every connection is retried with a doubling backoff, not once per request", async () => {
   let accepted = 0;
   const dropper = createServer((s) => {
@@ -237,21 +253,7 @@ test("a server that drops every connection is retried with a doubling backoff, n
   });
   await new Promise<void>((r) => dropper.listen(0, "127.0.0.1", r));
   const port = (dropper.address() as AddressInfo).port;
-  const scheme: ChunkKeyScheme = {
-    modelName: MODEL,
-    worldSize: 1,
-    dtype: "bfloat16",
-    chunkTokens: 256,
-    hashSeed: "0",
-  };
-  const remote = new LmcacheRemote(
-    `lm://127.0.0.1:${port}`,
-    scheme,
-    { fmt: 1, dtype: 3, shape: [2, 32, 256, 1024] },
-    64,
-    1000,
-    logger("test.lmcache"),
-  );
+  const { scheme, remote } = remoteTo(port);
   try {
     const hashes = chunkHashes(tokenIds(512, 9), 2, scheme);
     // 100 lookups over ≥ 0.7 s: backoff 250 ms, then 500 ms (± 20 %) allows at most 3 connections
@@ -459,21 +461,7 @@ test("the keys a sim stores are the ones any process computes for the prompt", a
 
 test("store queue: bounded, the oldest chunks dropped while the server is unreachable", async () => {
   const port = await freePort();
-  const scheme: ChunkKeyScheme = {
-    modelName: MODEL,
-    worldSize: 1,
-    dtype: "bfloat16",
-    chunkTokens: 256,
-    hashSeed: "0",
-  };
-  const remote = new LmcacheRemote(
-    `lm://127.0.0.1:${port}`,
-    scheme,
-    { fmt: 1, dtype: 3, shape: [2, 32, 256, 1024] },
-    64,
-    1000,
-    logger("test.lmcache"),
-  );
+  const { remote } = remoteTo(port);
   const hashes = new BigUint64Array(MAX_STORE_QUEUE + 100).fill(1n);
   remote.store(hashes, 0, MAX_STORE_QUEUE + 100);
   assert.equal(remote.queued, MAX_STORE_QUEUE);
