@@ -97,6 +97,7 @@ export class KvSubscriptions {
   private closed = false;
   private running: Promise<void> | null = null;
   private again = false;
+  private bindFailureLogged: string | undefined;
 
   constructor(
     private readonly d: SubscriptionsDeps,
@@ -258,7 +259,11 @@ export class KvSubscriptions {
       try {
         c = await this.ensureCollector();
       } catch (err) {
-        log.error({ err: (err as Error).message }, "KV-event collector not bound; retrying");
+        // retried on every reconcile: say it once per endpoint, not twice a second
+        const ep = this.cfg.routing.kvEvents.bind;
+        if (this.bindFailureLogged !== ep)
+          log.error({ err: (err as Error).message }, "KV-event collector not bound; retrying");
+        this.bindFailureLogged = ep;
         return;
       }
       if (!c || st.collecting || !this.states.has(st.url)) return;
