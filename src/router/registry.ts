@@ -164,6 +164,8 @@ export interface RegistryEvents {
   capacity: [];
   /** an engine's served models changed (emitted before it can enter rotation with them) */
   models: [engine: Upstream];
+  /** a /metrics page was scraped from an engine (for readers of other series than the load) */
+  scraped: [engine: Upstream, text: string];
 }
 
 export interface RegistryHooks extends HealthHooks {
@@ -432,6 +434,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       e.view.kvUsage = load.kvUsage;
       e.view.blockSize = load.blockSize;
       e.lastScrapeMs = Date.now();
+      this.emit("scraped", e, text);
     } catch (err) {
       // stale load would mislead routing: forget it and let in-flight counts speak
       e.view.running = 0;

@@ -1,8 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type AddressInfo, type Socket } from "node:net";
-import { LmClient } from "../../src/cacheserver/client.js";
+import { ListUnsupportedError, LmClient, PROBE_KEY } from "../../src/cacheserver/client.js";
 import { startCacheServer } from "../../src/cacheserver/server.js";
+import { parsesAsLmcacheKey, startFakeLmcache } from "./fake-lmcache.js";
 
 test("LmClient: put/get/exist/health/list, pipelined replies resolve in request order", async () => {
   const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 26 });
@@ -136,3 +137,52 @@ test(
     }
   },
 );
+
+const KEY = (h: string) => `Qwen/Qwen2.5-0.5B-Instruct@1@0@${h}@bfloat16`;
+
+test("health() sends a key LMCache's server can parse, and answers true against it", async () => {
+  assert.ok(parsesAsLmcacheKey(PROBE_KEY));
+  assert.ok(!parsesAsLmcacheKey(""), "the fake refuses what LMCache refuses");
+  assert.ok(!parsesAsLmcacheKey("vllm@Qwen/Qwen2.5-0.5B-Instruct@1@0@ab12@bfloat16"));
+  const lm = await startFakeLmcache();
+  const c = await LmClient.connect("127.0.0.1", lm.port);
+  try {
+    assert.equal(await c.health(), true);
+    assert.equal(await c.health(), true);
+    assert.deepEqual(lm.refused, []);
+    assert.equal(lm.connections, 1);
+  } finally {
+    await c.close();
+    await lm.close();
+  }
+});
+
+test("list() against a server that never answers LIST fails within its timeout; every later reply still reaches its own request", async () => {
+  const lm = await startFakeLmcache();
+  const c = await LmClient.connect("127.0.0.1", lm.port);
+  try {
+    await c.put(KEY("a1"), Buffer.from("one"));
+    // requests before, during and after the LIST, none awaited
+    const before = c.exist(KEY("a1"));
+    const listed = c.list(300);
+    const after = [c.exist(KEY("b2")), c.get(KEY("a1")), c.health(), c.exist(KEY("a1"))] as const;
+    assert.equal(await before, true);
+    await assert.rejects(
+      listed,
+      (e: unknown) =>
+        e instanceof ListUnsupportedError && /did not answer LIST within 300 ms/.test(e.message),
+    );
+    const [b2, a1, healthy, a1again] = await Promise.all(after);
+    assert.equal(b2, false);
+    assert.deepEqual(a1?.payload, Buffer.from("one"));
+    assert.equal(healthy, true);
+    assert.equal(a1again, true);
+    // the unanswered connection was replaced, once
+    assert.equal(lm.connections, 2);
+    assert.deepEqual(lm.refused, []);
+    assert.equal(c.pending, 0);
+  } finally {
+    await c.close();
+    await lm.close();
+  }
+});

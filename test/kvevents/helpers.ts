@@ -24,6 +24,7 @@ export function batchNo(i: number): KvEventBatch {
         blockSize: 4,
         loraId: null,
         medium: "GPU",
+        loraName: null,
       },
     ],
     dataParallelRank: 0,

@@ -125,7 +125,10 @@ const PY_BATCHES: KvEventBatch[] = [
   },
   {
     ts: 1763700002.0,
-    events: [{ type: "BlockRemoved", blockHashes: [H(1)], medium: "GPU" }, { type: "AllBlocksCleared" }],
+    events: [
+      { type: "BlockRemoved", blockHashes: [H(1)], medium: "GPU", groupIdx: 1, locality: "LOCAL" },
+      { type: "AllBlocksCleared" },
+    ],
     dataParallelRank: null,
   },
 ];

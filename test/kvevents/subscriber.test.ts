@@ -180,7 +180,7 @@ test("dropped live batches are fetched by replay (answers with the topic frame) 
   });
   try {
     await eng.subscribed();
-    const payload = (i: number) => encodeBatch(batchNo(i));
+    const payload = (i: number) => encodeBatch(batchNo(i), "map");
     await eng.send(0, payload(0));
     await eng.send(1, payload(1));
     await eng.send(4, payload(4)); // 2 and 3 "dropped"
@@ -208,7 +208,7 @@ test("what replay cannot fill is reported as a gap; a seq going back to 0 is a r
   });
   try {
     await eng.subscribed();
-    const payload = (i: number) => encodeBatch(batchNo(i));
+    const payload = (i: number) => encodeBatch(batchNo(i), "map");
     await eng.send(10, payload(10)); // first seen: delivery starts here (no initialSeq)
     await eng.send(14, payload(14));
     // the engine only has 12 left (11 and 13 are gone)

@@ -131,13 +131,7 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
     const home = first.engine!;
     const homeSim = sims.find((s) => s.url === home)!;
     await waitUntil(() => cache.kv.blocksOf(home) > 10, 5000, "events indexed");
-    await waitUntil(
-      () =>
-        (cache as unknown as { states: Map<string, { fallback: string | null }> }).states.get(home)
-          ?.fallback === null,
-      5000,
-      "kv mode",
-    );
+    await waitUntil(() => cache.kvRouted(home), 5000, "kv mode");
     const again = await routeOf(router.url, body(1));
     assert.equal(again.engine, home);
     assert.equal(again.source, "kv");
