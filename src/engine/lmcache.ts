@@ -6,7 +6,7 @@
 
 import { LruMap } from "../collections/lru-map.js";
 
-/** LMCache logs ≈ 41–44 GiB/s for local CPU store/retrieve (benchmarks.md); we take the low end. */
+/** LMCache logs ≈ 41–44 GiB/s for local CPU store/retrieve; we take the low end. */
 export const LMCACHE_LOCAL_CPU_BPS = 41 * 2 ** 30;
 
 export class ChunkTier {
