@@ -38,12 +38,12 @@ function scenario(p: Patch = {}): ResolvedScenario {
 
 const ids = (fs: { rule: string }[]) => fs.map((f) => f.rule);
 
-test("refuse.plan.no-hbm-monitoring: no HBM-pressure monitoring refuses to plan", () => {
+test("refuse.plan.no-hbm-monitoring: no HBM-pressure monitoring refuses to plan", async () => {
   const f = planRefusal(scenario({ ops: { hbm_monitoring: false } }));
   assert.equal(f?.rule, "refuse.plan.no-hbm-monitoring");
   assert.match(f!.reason, /first preemption will be a surprise/);
   assert.equal(planRefusal(scenario()), null);
-  const out = makePlan(scenario({ ops: { hbm_monitoring: false } }));
+  const out = await makePlan(scenario({ ops: { hbm_monitoring: false } }));
   assert.equal(out.ok, false);
 });
 
@@ -144,18 +144,18 @@ test("select.offload.none: short prompts at low concurrency stay without offload
   assert.match(sel.finding.reason, /offload refused/);
 });
 
-test("plan end to end: no Kubernetes gives a single engine behind a proxy, with the refusal listed", () => {
+test("plan end to end: no Kubernetes gives a single engine behind a proxy, with the refusal listed", async () => {
   const r = scenario({
     workload: { prompt_tokens: 2000, output_tokens: 64, concurrency: 8, shared_prefix_tokens: 1000 },
     fleet: { engines: 2 },
     ops: { kubernetes: false },
     simulation: { requests: 24 },
   });
-  const out = makePlan(r, { sweep: [] });
+  const out = await makePlan(r, { sweep: [] });
   assert.ok(out.ok);
   assert.equal(out.plan.stack.kind, "single-engine-proxy");
   assert.ok(ids(out.plan.refusals).includes(REFUSALS.noKubernetes.id));
-  const withK8s = makePlan(
+  const withK8s = await makePlan(
     scenario({
       ...{ workload: { prompt_tokens: 2000, output_tokens: 64, concurrency: 8, shared_prefix_tokens: 1000 } },
       fleet: { engines: 2 },
@@ -200,7 +200,7 @@ test("select.router.pinned: a policy the scenario names is planned and simulated
   assert.notEqual(selectRouterPolicy(scenario()).finding.rule, ROUTER_SELECTIONS.pinned.id);
 });
 
-test("plan simulates with the policy it recommends: hybrid with KV events, least-load without", () => {
+test("plan simulates with the policy it recommends: hybrid with KV events, least-load without", async () => {
   const small = { prompt_tokens: 2000, output_tokens: 32, concurrency: 8, shared_prefix_tokens: 1500 };
   const sim = { requests: 24 };
   const cases = [
@@ -216,7 +216,7 @@ test("plan simulates with the policy it recommends: hybrid with KV events, least
     },
   ];
   for (const c of cases) {
-    const out = makePlan(c.r, { sweep: [] });
+    const out = await makePlan(c.r, { sweep: [] });
     assert.ok(out.ok);
     const p = out.plan;
     assert.equal(p.router.policy, c.policy);
