@@ -152,7 +152,9 @@ export function fitShape(
   if (r.scenario.fleet.max_model_len === undefined && /max_model_len/.test(problem)) {
     const len = Math.min(r.model.maxContext, Math.ceil(neededContext(r) / 1024) * 1024);
     const sized = withFleet(r, { gpu, tp, engines: 1, maxModelLen: len });
-    if (fitProblem(sized) === null) return { shape: { gpu, tp, maxModelLen: len } };
+    const left = fitProblem(sized);
+    if (left === null) return { shape: { gpu, tp, maxModelLen: len } };
+    return { problem: left };
   }
   return { problem };
 }
@@ -186,7 +188,12 @@ export function fixedFleetProblem(r: ResolvedScenario): string | null {
   const tp = r.scenario.fleet.tensor_parallel_size;
   const fit = fitShape({ ...r, scenario: { ...r.scenario, fleet: { ...r.scenario.fleet } } }, gpu, tp);
   if ("shape" in fit) return null;
-  const field = /max_model_len/.test(fit.problem) ? "fleet.max_model_len" : "fleet.tensor_parallel_size";
+  // the context is the field to change only where the scenario set it; else the planner already
+  // tried the smallest context the workload needs, and the GPUs are what is short
+  const field =
+    r.scenario.fleet.max_model_len !== undefined && /max_model_len/.test(fit.problem)
+      ? "fleet.max_model_len"
+      : "fleet.tensor_parallel_size";
   const fits = TP_SIZES.filter((t) => t > tp && "shape" in fitShape(r, gpu, t));
   const hint = fits.length
     ? `; tensor_parallel_size ${fits[0]} fits on ${gpu}`

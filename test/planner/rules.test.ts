@@ -247,3 +247,49 @@ test("plan simulates with the policy it recommends: hybrid with KV events, least
     }
   }
 });
+
+test("select.offload.none without the refusal says there was no HBM pressure, with the figures, not 'short prompts'", () => {
+  const r = scenario();
+  const sel = selectOffload(r, {
+    refusals: offloadRefusals(r, 0),
+    baselineKvP99: 0.43,
+    baselinePreemptions: 0,
+    offloadGain: -0.003,
+  });
+  assert.equal(sel.choice, "none");
+  assert.doesNotMatch(sel.finding.reason, /short prompts/);
+  assert.match(
+    sel.finding.reason,
+    /KV usage P99 43\.0% < 92\.0%, 0 preemptions, best offload gain −0\.3% < \+3\.0%/,
+  );
+  // a rule that fired names the conditions that fired it, and only those
+  const lm = selectOffload(r, {
+    refusals: [],
+    baselineKvP99: 0.5,
+    baselinePreemptions: 7,
+    offloadGain: 0.01,
+  });
+  assert.equal(lm.choice, "lmcache");
+  assert.match(
+    lm.finding.reason,
+    /Fired by cross-engine reuse: 4 engines, prefix_reuse multi-tenant, 4000 shared prefix tokens; HBM pressure: 7 preemptions in the simulated baseline\.$/,
+  );
+});
+
+test("refuse.offload.short-prompts-low-concurrency with QPS only: concurrency is QPS × mean E2E, and the plan says so", () => {
+  const r = scenario({
+    workload: {
+      prompt_tokens: 800,
+      shared_prefix_tokens: 0,
+      prefix_reuse: "none",
+      concurrency: undefined,
+      qps: 4,
+    },
+  });
+  const f = offloadRefusals(r, 0, { value: 10, basis: "4 QPS × 2.50 s mean E2E, Little's law" });
+  assert.match(f[0]!.reason, /concurrency ≈ 10 \(4 QPS × 2\.50 s mean E2E, Little's law\) < 100/);
+  assert.deepEqual(
+    ids(offloadRefusals(r, 0, { value: 150, basis: "x" })).includes(REFUSALS.shortPromptsLowConcurrency.id),
+    false,
+  );
+});
