@@ -215,7 +215,16 @@ export class KvCacheManager {
     if (this.hashing && maxHit > 0) this.ensureHashes(r, maxHit);
     if (cfg.enablePrefixCaching) hit.gpu = this.gpuHitBlocks(r, maxHit);
     if (this.cpu) {
-      while (hit.gpu + hit.cpu < maxHit && this.cpu.has(r.hashIds[hit.gpu + hit.cpu]!)) hit.cpu++;
+      // blocks found at the last look are still there if nothing left the tier since: look further only
+      const start = hit.gpu;
+      const cpu = this.cpu;
+      let n =
+        r.cpuHitStart === start && r.cpuHitEpoch === cpu.epoch ? Math.min(r.cpuHitCount, maxHit - start) : 0;
+      while (start + n < maxHit && cpu.has(r.hashIds[start + n]!)) n++;
+      r.cpuHitStart = start;
+      r.cpuHitCount = n;
+      r.cpuHitEpoch = cpu.epoch;
+      hit.cpu = n;
     }
     // LMCache answers in whole chunks from the prompt start; it loads what the GPU does not hold
     if (this.lmcache) hit.lmcache = Math.max(0, this.lmcacheHitBlocks(r, maxHit) - hit.gpu);
@@ -344,8 +353,11 @@ export class KvCacheManager {
     const maxChunks = Math.floor(maxBlocks / cb);
     if (maxChunks === 0) return 0;
     this.ensureHashes(r, maxChunks * cb);
-    let c = 0;
-    while (c < maxChunks && this.lmcache!.has(r.hashIds[(c + 1) * cb - 1]!)) c++;
+    const lm = this.lmcache!;
+    let c = r.lmHitEpoch === lm.epoch ? Math.min(r.lmHitChunks, maxChunks) : 0;
+    while (c < maxChunks && lm.has(r.hashIds[(c + 1) * cb - 1]!)) c++;
+    r.lmHitChunks = c;
+    r.lmHitEpoch = lm.epoch;
     return c * cb;
   }
 

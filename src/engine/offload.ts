@@ -11,6 +11,11 @@ export class CpuTier {
   private readonly lru = new LruMap<bigint, true>();
   enableEvents = true;
   evicted = 0;
+  /**
+   * bumped whenever an entry leaves (eviction, clear): a run of keys found present at the same value is
+   * still present, so a blocked queue head need not look its prefix up again every step
+   */
+  epoch = 0;
 
   /** `events` is the engine's per-step sink, shared with the GPU pool so the order is kept */
   constructor(
@@ -94,10 +99,12 @@ export class CpuTier {
     const e = this.lru.shift();
     if (!e) return;
     this.evicted++;
+    this.epoch++;
     if (this.enableEvents) this.events.push({ type: "BlockRemoved", blockHashes: [e.key], medium: "CPU" });
   }
 
   clear(): void {
+    this.epoch++;
     this.lru.clear();
   }
 }

@@ -64,6 +64,13 @@ export class Req {
   memo: PrefixMemo | null = null;
   /** the pool's cacheEpoch when hitBlocks was last checked (-1: never) */
   hitEpoch = -1;
+  /** CPU-tier blocks found from block cpuHitStart on, at the tier's epoch cpuHitEpoch */
+  cpuHitStart = -1;
+  cpuHitCount = 0;
+  cpuHitEpoch = -1;
+  /** LMCache chunks found from the prompt start, at the tier's epoch lmHitEpoch */
+  lmHitChunks = 0;
+  lmHitEpoch = -1;
 
   constructor(
     readonly r: EngineRequest,
