@@ -23,9 +23,10 @@ function sloSection(p: Plan, out: string[]): void {
     "|---|---|---|---|---|---|---|",
   );
   const f = p.fleet;
-  const row = (name: string, cost: number | null, q: Plan["predicted"], verdict: string) =>
+  // a stopped run's E2E and throughput cover only the requests finished by then: not shown
+  const row = (name: string, cost: number | null, q: Plan["predicted"], verdict: string, stopped = false) =>
     out.push(
-      `| ${name} | ${cost === null ? "—" : `${usd(cost)}/h`} | ${secs(q.ttft_p90_ms)} | ${secs(q.tpot_p90_ms)} | ${secs(q.e2e_p90_ms)} | ${tok(q.throughput_tok_s)} tok/s | ${verdict} |`,
+      `| ${name} | ${cost === null ? "—" : `${usd(cost)}/h`} | ${secs(q.ttft_p90_ms)} | ${secs(q.tpot_p90_ms)} | ${stopped ? "—" : secs(q.e2e_p90_ms)} | ${stopped ? "—" : `${tok(q.throughput_tok_s)} tok/s`} | ${verdict}${stopped ? `; stopped after ${q.requests} requests` : ""} |`,
     );
   const name = (x: { gpu: string; engines: number; tensor_parallel_size: number }) =>
     `${x.engines} × ${x.gpu.toUpperCase()} TP ${x.tensor_parallel_size}`;
@@ -37,6 +38,7 @@ function sloSection(p: Plan, out: string[]): void {
       fw.cost_usd_per_hour,
       fw.predicted,
       fw.slo_met ? "met" : `missed${fw.misses.length ? ` (${fw.misses.join(", ")})` : ""}`,
+      fw.stopped_early === true,
     );
   const u = p.undersized?.meets_slo_with;
   if (u) row(name(u.fleet), u.cost_usd_per_hour, u.predicted, "met");

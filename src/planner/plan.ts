@@ -90,6 +90,8 @@ export interface Alternative {
   fleet: FleetJson;
   cost_usd_per_hour: number | null;
   predicted: Predicted;
+  /** the run was ended once it was certain to miss: its figures cover the requests finished by then */
+  stopped_early?: boolean;
 }
 
 export interface Plan {
@@ -259,9 +261,14 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
       }
       if (!res.found) throw new PlanInputError(noFleetReason(slo!, res.shapes));
       fleet = res.found.fleet;
+      // fleets that meet the SLO first, cheapest first; then the shapes dropped, in search order
+      const ranked = [...res.shapes].sort(
+        (a, b) =>
+          (a.cost ?? Infinity) - (b.cost ?? Infinity) || (a.cost === null ? 0 : a.shape.tp - b.shape.tp),
+      );
       search = {
         shapes: [
-          ...res.shapes.map((s: ShapeOutcome) => ({
+          ...ranked.map((s: ShapeOutcome) => ({
             gpu: s.shape.gpu,
             tensor_parallel_size: s.shape.tp,
             engines: s.engines,
@@ -319,6 +326,7 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
         fleet: fleetJson(b.fleet),
         cost_usd_per_hour: fleetCost(prices, fleet.gpu, fleet.engines - 1, fleet.tp),
         predicted: b.predicted,
+        stopped_early: b.stoppedEarly,
         slo_met: b.check!.met,
         misses: b.check!.misses,
       };
@@ -417,7 +425,11 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
   }
 }
 
-/** the fewest engines of the same shape (with the chosen offload) that meet the SLO; else the open search */
+/**
+ * The fewest engines of the same shape that meet the SLO, else the cheapest fleet of any shape. Searched
+ * without offload: the option chosen for an overloaded fleet answers its pressure, which a fleet sized
+ * to the load does not have (its own plan decides again).
+ */
 async function rightSize(
   ev: Evaluator,
   d: Decision,
@@ -438,7 +450,7 @@ async function rightSize(
     budget: null,
     engines: null,
     maxEngines: ev.base.scenario.ops.kubernetes ? MAX_ENGINES : 1,
-    mode: d.choice,
+    mode: "none",
   });
   const found = same.found;
   if (found && found.fleet.engines > f.engines)
@@ -449,7 +461,7 @@ async function rightSize(
         cost_usd_per_hour: found.cost,
         predicted: found.at.predicted,
       },
-      note: `${label(found.fleet)} meet it (${found.fleet.engines - f.engines} more engines)`,
+      note: `${label(found.fleet)} meet it without offload (${found.fleet.engines - f.engines} more engines)`,
     };
   const why = same.shapes[0]?.note ?? "";
   // no count of this shape will do: search every GPU and TP the model fits on
