@@ -85,22 +85,39 @@ export interface SweepPoint {
   gain: number;
 }
 
+/** prompt tokens one sweep point may compute (those no prefix cache serves) before the sweep shortens its runs */
+export const SWEEP_TOKEN_BUDGET = 10e6;
+/** the shortest sweep run */
+export const SWEEP_MIN_REQUESTS = 300;
+
 /**
- * The same fleet with its KV cache scaled, baseline against `option`, every point as long as the
- * impact runs (the ×1 point is the impact runs themselves).
+ * Requests per sweep point: the impact runs' own count, unless their uncached prompt tokens exceed the
+ * budget (32k-token documents by the thousand); then the first `n` requests of the same load.
+ */
+export function sweepRequests(impactRequests: number, uncachedTokens: number): number {
+  const byBudget = Math.max(SWEEP_MIN_REQUESTS, Math.floor(SWEEP_TOKEN_BUDGET / Math.max(1, uncachedTokens)));
+  return Math.min(impactRequests, byBudget);
+}
+
+/**
+ * The same fleet with its KV cache scaled, baseline against `option`. At the impact runs' length the
+ * ×1 point is the impact runs themselves; shortened (`requests` below theirs), every point, ×1
+ * included, is its own run of the first `requests` requests of the same load.
  */
 export async function kvSweep(
   ev: Evaluator,
   d: Decision,
   option: OffloadMode,
   scales: readonly number[],
+  requests: number | null,
 ): Promise<SweepPoint[]> {
+  const short = requests !== null ? { maxRequests: requests } : {};
   const pairs = await Promise.all(
     scales.map(async (kvScale) => {
-      if (kvScale === 1) return [d.runs.none.report, d.runs[option].report] as const;
+      if (kvScale === 1 && requests === null) return [d.runs.none.report, d.runs[option].report] as const;
       const [b, o] = await Promise.all([
-        ev.run(d.fleet, "none", { kvScale }),
-        ev.run(d.fleet, option, { kvScale }),
+        ev.run(d.fleet, "none", { kvScale, ...short }),
+        ev.run(d.fleet, option, { kvScale, ...short }),
       ]);
       return [b.report, o.report] as const;
     }),

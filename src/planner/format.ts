@@ -152,7 +152,9 @@ function spillSection(p: Plan, out: string[]): void {
   if (sp.sweep.length) {
     out.push(
       "",
-      `Every sweep point runs the impact table's load (${p.simulation.requests} requests); the 1× row is the impact table's own runs.`,
+      sp.sweep_note
+        ? `Note: ${sp.sweep_note}.`
+        : `Every sweep point runs the impact table's load (${p.simulation.requests} requests); the 1× row is the impact table's own runs.`,
       "",
       "| KV size × | KV tokens/engine | baseline KV P99 | baseline KV mean | preemptions | gain |",
       "|---|---|---|---|---|---|",

@@ -20,6 +20,8 @@ export interface RunJob {
   mode: OffloadMode;
   kvScale?: number;
   requests?: number;
+  /** send only the first this many requests of the workload (a shorter run of the same load) */
+  maxRequests?: number;
   /** end the run once a p90 is certain to miss these bounds */
   stopAt?: SloTargets | null;
 }
@@ -75,6 +77,7 @@ export function runJob(job: RunJob): RunResult {
   const key = JSON.stringify([s.workload, s.simulation.generator, s.simulation.seed, o.maxRequests]);
   const { workload, tok } = replayable(key, o.workload);
   o.workload = workload;
+  if (job.maxRequests !== undefined) o.maxRequests = Math.min(o.maxRequests, job.maxRequests);
   o.hooks = { tokenizer: tok };
   if (job.stopAt) o.hooks.onRecord = missCounter(job.stopAt, o.maxRequests);
   const t0 = performance.now();

@@ -8,6 +8,7 @@ import { GPUS } from "../engine/index.js";
 import {
   breakEven,
   decideAt,
+  sweepRequests,
   gain,
   kvSweep,
   type BreakEven,
@@ -34,6 +35,7 @@ import {
   searchFleet,
   type Evaluated,
   type ShapeOutcome,
+  uncachedPromptTokens,
 } from "./search.js";
 import { p90Interval, secs, sloOf, targetsOf, type Predicted, type Slo, type SloTargets } from "./slo.js";
 import { routerSection, stackSection, offloadConfig, OBSERVABILITY } from "./sections.js";
@@ -147,6 +149,10 @@ export interface Plan {
     /** the same figure at the next larger KV cache, where offload did not pay yet */
     no_gain_below_kv_usage_p99: number | null;
     break_even: BreakEven;
+    /** requests per sweep point; the impact runs' own count makes its ×1 point those runs */
+    sweep_requests: number;
+    /** why the sweep's runs are shorter than the impact table's, when they are */
+    sweep_note: string | null;
     sweep: SweepPoint[];
   };
   gate: { metric: string; promql: string; threshold: number; pass_if: string };
@@ -340,8 +346,10 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
     // fleet that cannot carry the load)
     const spillOption: OffloadMode = d.choice === "none" ? "native" : d.choice;
     const sweepScales = undersized ? [] : (opts.sweep ?? []);
+    const impactRequests = d.runs.none.report.requests;
+    const perPoint = sweepRequests(impactRequests, uncachedPromptTokens(r0));
     progress.set("KV-size sweep");
-    const sweep = await kvSweep(ev, d, spillOption, sweepScales);
+    const sweep = await kvSweep(ev, d, spillOption, sweepScales, perPoint < impactRequests ? perPoint : null);
     const be = breakEven(sweep);
     progress.clear();
 
@@ -400,6 +408,11 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
         break_even_kv_usage_p99: be.pays_at?.baseline_kv_usage_p99 ?? null,
         no_gain_below_kv_usage_p99: be.not_at?.baseline_kv_usage_p99 ?? null,
         break_even: be,
+        sweep_requests: sweep.length ? Math.min(perPoint, impactRequests) : 0,
+        sweep_note:
+          sweep.length && perPoint < impactRequests
+            ? sweepNote(perPoint, impactRequests, uncachedPromptTokens(r0), d, sweep)
+            : null,
         sweep,
       },
       gate: {
@@ -489,6 +502,25 @@ async function rightSize(
       : null,
     note: `no count of ${f.gpu.toUpperCase()} TP ${f.tp} engines meets it${why ? ` (${why})` : ""}; ${alt ? `the cheapest fleet that does is ${label(alt.fleet)}` : "no GPU and TP searched does either"}`,
   };
+}
+
+/** why the sweep ran shorter than the impact table, and how far its ×1 row is from the table's runs */
+function sweepNote(
+  n: number,
+  impact: number,
+  promptTokens: number,
+  d: Decision,
+  sweep: readonly SweepPoint[],
+): string {
+  const one = sweep.find((p) => p.kv_scale === 1);
+  const base = d.runs.none.report;
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  return (
+    `the sweep runs the first ${n} of the impact table's ${impact} requests at each point (${impact} prompts of ${promptTokens.toLocaleString("en-US")} tokens to compute each, at every point, would make the plan slow); ` +
+    (one
+      ? `its ×1 row is that shorter run of the same fleet: KV P99 ${pct(one.baseline_kv_usage_p99)} and ${one.baseline_preemptions} preemptions against the impact table's ${pct(base.kv_usage.p99)} and ${base.preemptions}`
+      : "it has no ×1 row")
+  );
 }
 
 function noFleetReason(slo: Slo, shapes: readonly ShapeOutcome[]): string {

@@ -52,13 +52,14 @@ export class Evaluator {
   async run(
     f: FleetChoice,
     mode: OffloadMode,
-    opts: { stop?: boolean; kvScale?: number } = {},
+    opts: { stop?: boolean; kvScale?: number; maxRequests?: number } = {},
   ): Promise<Evaluated> {
     const { r, routing } = this.scenario(f);
     const res = await this.pool.run({
       raw: r.scenario,
       mode,
       ...(opts.kvScale !== undefined && opts.kvScale !== 1 ? { kvScale: opts.kvScale } : {}),
+      ...(opts.maxRequests !== undefined ? { maxRequests: opts.maxRequests } : {}),
       ...(opts.stop && this.targets ? { stopAt: this.targets } : {}),
     });
     const predicted = predictedOf(res.report);
