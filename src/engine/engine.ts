@@ -13,11 +13,13 @@ import type {
   EngineRequest,
   EngineSnapshot,
   FinishReason,
+  ProbeOptions,
   RequestTimings,
   StepPlan,
 } from "./types.js";
 
-function newCounters(): EngineCounters {
+/** every counter at zero */
+export function newCounters(): EngineCounters {
   return {
     numPreemptions: 0,
     prefixCacheQueries: 0,
@@ -158,14 +160,7 @@ export class Engine {
    * Prompt tokens the GPU prefix cache would serve this prompt now: what a router's KV-event index
    * predicts for this engine. No side effects (KvCacheManager.probeCachedTokens).
    */
-  probeCachedTokens(
-    promptTokenIds: readonly number[],
-    opts: {
-      cacheSalt?: string | null;
-      loraName?: string | null;
-      sharedPrefix?: { key: string; tokens: number };
-    } = {},
-  ): number {
+  probeCachedTokens(promptTokenIds: readonly number[], opts: ProbeOptions = {}): number {
     return this.kv.probeCachedTokens(promptTokenIds, opts);
   }
 

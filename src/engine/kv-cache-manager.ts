@@ -10,7 +10,7 @@ import { BlockHasher, extraKeysFor, noneHash } from "./hashing.js";
 import { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";
 import { CpuTier } from "./offload.js";
 import type { PrefixMemo, Req } from "./request.js";
-import type { EngineConfig, EngineCounters } from "./types.js";
+import type { EngineConfig, EngineCounters, ProbeOptions } from "./types.js";
 
 /** shared prefixes whose block hashes an engine remembers (EngineRequest.sharedPrefix) */
 const MAX_PREFIX_MEMOS = 256;
@@ -163,14 +163,7 @@ export class KvCacheManager {
    * blocks below the last token, as at admission): what a router's KV-event index predicts for this
    * engine. No side effects on the cache; `sharedPrefix` reuses a remembered hash chain.
    */
-  probeCachedTokens(
-    promptTokenIds: readonly number[],
-    opts: {
-      cacheSalt?: string | null;
-      loraName?: string | null;
-      sharedPrefix?: { key: string; tokens: number };
-    } = {},
-  ): number {
+  probeCachedTokens(promptTokenIds: readonly number[], opts: ProbeOptions = {}): number {
     if (!this.config.enablePrefixCaching || promptTokenIds.length === 0) return 0;
     const bs = this.config.blockSize;
     const maxHit = Math.floor((promptTokenIds.length - 1) / bs);

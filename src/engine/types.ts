@@ -123,6 +123,13 @@ export interface EngineRequest {
   sharedPrefix?: { key: string; tokens: number };
 }
 
+/** what a router knows of a prompt when it asks an engine's prefix cache (Engine.probeCachedTokens) */
+export interface ProbeOptions {
+  cacheSalt?: string | null;
+  loraName?: string | null;
+  sharedPrefix?: { key: string; tokens: number };
+}
+
 export interface RequestTimings {
   arrivalTime: number;
   firstScheduledTime: number;

@@ -458,13 +458,15 @@ async function rightSize(
     tp: f.tp,
     ...(f.maxModelLen !== undefined ? { maxModelLen: f.maxModelLen } : {}),
   };
-  const same = await searchFleet(ev, [shape], {
+  // any count, any cost, no offload
+  const open = {
     prices,
     budget: null,
     engines: null,
     maxEngines: ev.base.scenario.ops.kubernetes ? MAX_ENGINES : 1,
-    mode: "none",
-  });
+    mode: "none" as OffloadMode,
+  };
+  const same = await searchFleet(ev, [shape], open);
   const found = same.found;
   if (found && found.fleet.engines > f.engines)
     return {
@@ -486,13 +488,7 @@ async function rightSize(
   const other = await searchFleet(
     ev,
     shapes.filter((x) => x.gpu !== f.gpu || x.tp !== f.tp),
-    {
-      prices,
-      budget: null,
-      engines: null,
-      maxEngines: ev.base.scenario.ops.kubernetes ? MAX_ENGINES : 1,
-      mode: "none",
-    },
+    open,
   );
   const alt = other.found;
   return {

@@ -5,31 +5,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { KvCacheManager } from "../../src/engine/kv-cache-manager.js";
 import { Req } from "../../src/engine/request.js";
-import type { EngineCounters } from "../../src/engine/types.js";
+import { newCounters } from "../../src/engine/engine.js";
 import { config, request, tokens } from "./helpers.js";
 
-function counters(): EngineCounters {
-  return {
-    numPreemptions: 0,
-    prefixCacheQueries: 0,
-    prefixCacheHits: 0,
-    promptTokens: 0,
-    generationTokens: 0,
-    recomputedTokens: 0,
-    offloadStoredBlocks: 0,
-    offloadLoadedBlocks: 0,
-    offloadHitTokens: 0,
-    offloadBytesToCpu: 0,
-    offloadBytesToGpu: 0,
-    offloadTransferSeconds: 0,
-    offloadStoreSeconds: 0,
-    externalHitTokens: 0,
-    externalBytesLoaded: 0,
-    externalTransferSeconds: 0,
-    steps: 0,
-    busySeconds: 0,
-  };
-}
+const counters = newCounters;
 
 /** admits a request for its whole prompt and caches its blocks, as one prefill step would */
 function prefill(kv: KvCacheManager, r: Req): void {
