@@ -305,7 +305,15 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
 
     // ---- the decider at that fleet; a sized fleet is re-sized for the offload option chosen ----
     progress.set(`deciding offload at ${label(fleet)}`);
-    let d = await decideAt(ev, fleet);
+    const deciding = decideAt(ev, fleet);
+    // a fixed fleet whose baseline already misses is all but certainly under-sized: start sizing it
+    // beside the offload runs instead of after them (dropped if the chosen option meets the SLO)
+    let sizing: Promise<RightSize> | null = null;
+    if (targets && !anyOpen && !(await ev.run(fleet, "none")).check!.met) {
+      sizing = rightSize(ev, fleet, prices);
+      sizing.catch(() => {});
+    }
+    let d = await deciding;
     if (open.engines && targets) {
       for (let i = 0; i < 3 && d.choice !== "none"; i++) {
         const s = await minEngines(
@@ -338,8 +346,13 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
       };
     }
     let undersized: Plan["undersized"] = null;
-    if (targets && check && !check.met && !open.engines)
-      undersized = await rightSize(ev, d, prices, check.ratios);
+    if (targets && check && !check.met && !open.engines) {
+      const r = check.ratios;
+      undersized = {
+        over_by: { ttft_p90: r.ttft, tpot_p90: r.tpot, ...(r.e2e !== null ? { e2e_p90: r.e2e } : {}) },
+        ...(await (sizing ?? rightSize(ev, d.fleet, prices))),
+      };
+    }
 
     // ---- the KV-size sweep around the chosen option (native when none is chosen); a fleet that
     // misses its SLO is swept only once it is sized (where offload starts to pay says little about a
@@ -438,20 +451,18 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
   }
 }
 
+/** the fleet that meets the SLO where the planned one misses, and how it was found */
+interface RightSize {
+  meets_slo_with: Alternative | null;
+  note: string;
+}
+
 /**
  * The fewest engines of the same shape that meet the SLO, else the cheapest fleet of any shape. Searched
  * without offload: the option chosen for an overloaded fleet answers its pressure, which a fleet sized
  * to the load does not have (its own plan decides again).
  */
-async function rightSize(
-  ev: Evaluator,
-  d: Decision,
-  prices: PriceTable,
-  ratios: { ttft: number; tpot: number; e2e: number | null },
-): Promise<NonNullable<Plan["undersized"]>> {
-  const over_by: Record<string, number> = { ttft_p90: ratios.ttft, tpot_p90: ratios.tpot };
-  if (ratios.e2e !== null) over_by.e2e_p90 = ratios.e2e;
-  const f = d.fleet;
+async function rightSize(ev: Evaluator, f: FleetChoice, prices: PriceTable): Promise<RightSize> {
   ev.pool.progress.set(`under-sized: sizing ${f.gpu.toUpperCase()} TP ${f.tp} fleets`);
   const shape = {
     gpu: f.gpu,
@@ -470,7 +481,6 @@ async function rightSize(
   const found = same.found;
   if (found && found.fleet.engines > f.engines)
     return {
-      over_by,
       meets_slo_with: {
         fleet: fleetJson(found.fleet),
         cost_usd_per_hour: found.cost,
@@ -492,7 +502,6 @@ async function rightSize(
   );
   const alt = other.found;
   return {
-    over_by,
     meets_slo_with: alt
       ? { fleet: fleetJson(alt.fleet), cost_usd_per_hour: alt.cost, predicted: alt.at.predicted }
       : null,
