@@ -285,7 +285,7 @@ async function lmcacheChecks(p) {
     const b = sim("sim-b", MODEL, pb, args, simEnv);
     const prompt = tokenIds(2000, 42);
     const chunks = Math.floor(prompt.length / 256);
-    await check("two sims share chunks through LMCache 0.5.6's server (acceptance 1)", async () => {
+    await check("two sims share chunks through LMCache 0.5.6's server", async () => {
       for (const [s, port] of [[a, pa], [b, pb]]) await until(`${s.name}`, () => httpOk(`http://127.0.0.1:${port}/health`), 60_000, s);
       await post(`http://127.0.0.1:${pa}/v1/completions`, { model: MODEL, prompt, max_tokens: 1 });
       await until("A's stores", async () => metric(await metrics(`http://127.0.0.1:${pa}`), "switchyard_sim_lmcache_stored_chunks_total") >= chunks, 30_000);
@@ -323,7 +323,7 @@ async function vllmRouterChecks(p) {
     const s = sim(`sim-vr-${version}`, MODEL, port, ["--vllm-version", version, "--kv-events-config", cfg, "--time-scale", "0.02"]);
     const url = `http://127.0.0.1:${port}`;
     const name = expectOk
-      ? "vllm-router 0.1.17 --policy kv_aware reads the sim's events (vLLM 0.28 layout): no decode warning, requests succeed, lookups hit (acceptance 2)"
+      ? "vllm-router 0.1.17 --policy kv_aware reads the sim's events (vLLM 0.28 layout): no decode warning, requests succeed, lookups hit"
       : "control: with --vllm-version 0.23.0 (tagged arrays) vllm-router 0.1.17 logs its decode warning, as documented";
     let router;
     await check(name, async () => {

@@ -121,14 +121,13 @@ describe(
       if (!got) return;
       const { router, client } = got;
       const cache = router.router.cache;
-      const states = (cache as unknown as { states: Map<string, { fallback: string | null }> }).states;
       // each engine serves one prompt directly (not through the router): only its KV events tell
       for (const [i, s] of sims.entries()) {
         const res = await post(`${s.url}/v1/chat/completions`, chat(`topic ${i}`));
         assert.equal(res.status, 200);
         await res.arrayBuffer();
         await waitUntil(() => cache.kv.blocksOf(s.url) > 10, 10_000, "KV events indexed");
-        await waitUntil(() => states.get(s.url)?.fallback === null, 10_000, "engine routed by KV events");
+        await waitUntil(() => cache.kvRouted(s.url), 10_000, "engine routed by KV events");
       }
       assert.equal(
         cache.prefix.index.enginesHeld().size,
