@@ -1,6 +1,7 @@
 // Small helpers for the KV-event tests: configs on ephemeral loopback ports, batches, bounded waits.
 import { parseKvEventsConfig, type KvEventsConfig } from "../../src/kvevents/config.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
+import { hangGuardDeadline } from "../helpers/cli.js";
 
 export function loopbackConfig(over: Record<string, unknown> = {}): KvEventsConfig {
   return parseKvEventsConfig({
@@ -30,8 +31,9 @@ export function batchNo(i: number): KvEventBatch {
   };
 }
 
+/** Polls `cond`; `timeoutMs` is a hang guard (never under HANG_GUARD_MS). */
 export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = hangGuardDeadline(timeoutMs);
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
