@@ -39,7 +39,7 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
   throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
 }
 
-describe("a real Prometheus scrapes the router, a sim and the cache server", { timeout: 90_000 }, () => {
+describe("a real Prometheus scrapes the router, a sim and the cache server", { timeout: 240_000 }, () => {
   let stack: LocalStack | undefined;
   let prometheus: ChildProcess | undefined;
   let promLog = "";

@@ -106,7 +106,9 @@ test("chat and completions, streamed and not: prefill engines see max_tokens 1, 
   }
   assert.ok(text.length > 0, "streamed chat text");
   assert.equal(usage?.completion_tokens, 24);
-  assert.ok(arrivals.length >= 12, `${arrivals.length} content chunks`);
+  // steps the sim completes back to back (catching up after a late timer on a busy machine) share a
+  // chunk, so the count is not fixed; the spread is a lower bound no load can shrink
+  assert.ok(arrivals.length >= 2, `${arrivals.length} content chunks`);
   // 23 decode steps of ≥ 6 ms modelled each, × 4: a buffered relay would deliver them all at once
   assert.ok(
     arrivals.at(-1)! - arrivals[0]! > 150,
