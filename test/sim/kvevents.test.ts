@@ -47,6 +47,9 @@ before(async () => {
   ]);
   assert.ok(sim.kvEventsEndpoint);
   sub = new Subscriber();
+  // ZMQ's slow joiner: a batch published before the subscription reaches the sim is dropped. Wait for the
+  // connection (a loaded machine can take a while), then give the subscription message time to cross.
+  const connected = new Promise<void>((resolve) => sub.events.on("connect", () => resolve()));
   sub.connect(sim.kvEventsEndpoint!);
   sub.subscribe("kv@sim@opt");
   receiving = (async () => {
@@ -55,7 +58,8 @@ before(async () => {
       received.push({ seq: seq!.readBigUInt64BE(), batch: decodeBatch(payload!) });
     }
   })().catch(() => {});
-  await new Promise((r) => setTimeout(r, 300)); // ZMQ slow joiner
+  await connected;
+  await new Promise((r) => setTimeout(r, 300));
 });
 
 after(async () => {
@@ -64,7 +68,8 @@ after(async () => {
   await sim.close();
 });
 
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
+/** Polls `pred`; `ms` is a hang guard. */
+async function waitFor(pred: () => boolean, what: string, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
