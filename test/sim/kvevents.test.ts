@@ -127,7 +127,7 @@ test("reset_prefix_cache publishes AllBlocksCleared", async () => {
 });
 
 test("replay: a DEALER gets every buffered batch from seq 0, then the end marker", async () => {
-  const dealer = new Dealer({ receiveTimeout: 3000 });
+  const dealer = new Dealer({ receiveTimeout: 30_000 }); // a hang guard
   dealer.connect(sim.kvReplayEndpoint!);
   const start = Buffer.alloc(8);
   start.writeBigUInt64BE(0n);
