@@ -109,8 +109,9 @@ test("up --monitoring: Prometheus scrapes the stack with the rules loaded, and e
   await assert.rejects(fetch(`${prom}/-/ready`));
 });
 
+/** Polls `fn` until it gives a value; `timeoutMs` is a hang guard, never under a minute. */
 async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + Math.max(timeoutMs, 60_000); // timing-ok: a hang guard, polled
   for (;;) {
     const v = await fn();
     if (v !== undefined) return v;

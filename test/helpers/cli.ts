@@ -43,7 +43,8 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): Spaw
     output: () => out,
     stop: async (signal: NodeJS.Signals = "SIGTERM") => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      // a hang guard: a clean shutdown of a stack of processes can take seconds on a busy machine
+      const t = setTimeout(() => child.kill("SIGKILL"), 30_000);
       const code = await exited;
       clearTimeout(t);
       return code;
