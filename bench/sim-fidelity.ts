@@ -16,6 +16,7 @@ import { runBench, type BenchOptions } from "../src/bench/run.js";
 import type { RequestRecord } from "../src/workload/record.js";
 import { percentile } from "../src/workload/stats.js";
 import { freePort, spawnCli, waitForHttp } from "../test/helpers/cli.js";
+import { decodeStepSeconds, prefillStepSeconds } from "../test/helpers/model.js";
 
 export const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 export const SCALE = 4;
@@ -69,24 +70,9 @@ export function modelledTimes(args: string[], records: readonly RequestRecord[])
   const modelTpots: number[] = [];
   for (const r of records) {
     const p = r.promptTokens;
-    const prefill = timer.time({
-      prefillTokens: p,
-      decodeSeqs: 0,
-      attentionContext: (p * (p + 1)) / 2,
-      kvReadTokens: 0,
-      loadBytesPerGpu: 0,
-    }).duration;
+    const prefill = prefillStepSeconds(timer, p);
     let decode = 0;
-    for (let i = 1; i < r.outputTokens; i++) {
-      const ctx = p + i;
-      decode += timer.time({
-        prefillTokens: 0,
-        decodeSeqs: 1,
-        attentionContext: ctx,
-        kvReadTokens: ctx - 1,
-        loadBytesPerGpu: 0,
-      }).duration;
-    }
+    for (let i = 1; i < r.outputTokens; i++) decode += decodeStepSeconds(timer, p + i);
     modelTtfts.push(prefill * SCALE * 1000);
     modelTpots.push((decode / (r.outputTokens - 1)) * SCALE * 1000);
     ttfts.push(r.ttft);

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import type { RunningSim } from "../../src/sim/app.js";
 import { StepTimer } from "../../src/engine/index.js";
+import { prefillStepSeconds } from "../helpers/model.js";
 import type { RunningRouter } from "../../src/router/index.js";
 import { getText, metric, startTestSim } from "../sim/helpers.js";
 import { post, routerFor, waitUntil } from "./util.js";
@@ -185,13 +186,7 @@ test("the decode engine's TTFT is the modelled transfer, not a prefill", async (
   // how much shorter than a prefill that wait is, is the model's to say (wall-clock TTFTs on a busy
   // machine are not): the modelled transfer against the modelled prefill step of the same prompt
   const p = r.usage!.prompt_tokens;
-  const prefillStep = new StepTimer(producers[0]!.ctx.runtime.config).time({
-    prefillTokens: p,
-    decodeSeqs: 0,
-    attentionContext: (p * (p + 1)) / 2,
-    kvReadTokens: 0,
-    loadBytesPerGpu: 0,
-  }).duration;
+  const prefillStep = prefillStepSeconds(new StepTimer(producers[0]!.ctx.runtime.config), p);
   assert.ok(
     xfer < 0.5 * prefillStep,
     `modelled transfer ${xfer} s against a modelled prefill of ${prefillStep} s`,
