@@ -48,6 +48,9 @@ before(async () => {
   ]);
   assert.ok(sim.kvEventsEndpoint);
   sub = new Subscriber();
+  // ZMQ's slow joiner: a batch published before the subscription reaches the sim is dropped. Wait for the
+  // connection (a loaded machine can take a while), then give the subscription message time to cross.
+  const connected = new Promise<void>((resolve) => sub.events.on("connect", () => resolve()));
   sub.connect(sim.kvEventsEndpoint!);
   sub.subscribe("kv@sim@opt");
   receiving = (async () => {
@@ -56,7 +59,8 @@ before(async () => {
       received.push({ seq: seq!.readBigUInt64BE(), batch: decodeBatch(payload!), payload: payload! });
     }
   })().catch(() => {});
-  await new Promise((r) => setTimeout(r, 300)); // ZMQ slow joiner
+  await connected;
+  await new Promise((r) => setTimeout(r, 300));
 });
 
 after(async () => {
@@ -65,7 +69,8 @@ after(async () => {
   await sim.close();
 });
 
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
+/** Polls `pred`; `ms` is a hang guard. */
+async function waitFor(pred: () => boolean, what: string, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -175,7 +180,7 @@ test("reset_prefix_cache publishes AllBlocksCleared", async () => {
 });
 
 test("replay: a DEALER gets every buffered batch from seq 0, then the end marker", async () => {
-  const dealer = new Dealer({ receiveTimeout: 3000 });
+  const dealer = new Dealer({ receiveTimeout: 30_000 }); // a hang guard
   dealer.connect(sim.kvReplayEndpoint!);
   const start = Buffer.alloc(8);
   start.writeBigUInt64BE(0n);

