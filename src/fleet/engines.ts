@@ -26,6 +26,7 @@ export class FleetEngines {
     private readonly driver: VirtualDriver,
     private readonly shared: SharedCacheServer | null,
     recordItl: boolean,
+    onFirstToken: (f: Flight) => void,
     onFinished: (f: Flight, t: RequestTimings) => void,
   ) {
     const cfg: EngineConfig = shared ? { ...config, externalChunkTokens: shared.chunkTokens } : config;
@@ -33,8 +34,10 @@ export class FleetEngines {
       const engine: Engine = new Engine(cfg, {
         onTokens: (rid, ids, time) => {
           const f = this.flights.get(rid)!;
-          if (f.firstTokenAt < 0) f.firstTokenAt = time;
-          else if (recordItl) f.itl.push((time - f.lastTokenAt) * 1000);
+          if (f.firstTokenAt < 0) {
+            f.firstTokenAt = time;
+            onFirstToken(f);
+          } else if (recordItl) f.itl.push((time - f.lastTokenAt) * 1000);
           f.lastTokenAt = time;
           // only a multi-round session's next turn needs the answer's ids
           if (f.turn.active.session.carriesHistory)

@@ -9,8 +9,8 @@ import type { ArrivalKind } from "../workload/arrivals.js";
 import type { Workload } from "../workload/types.js";
 import { VirtualDriver, type EngineConfig, type EngineCounters } from "../engine/index.js";
 import type { PolicyName } from "../routing/index.js";
-import { FleetEngines } from "./engines.js";
-import { LoadDriver } from "./load.js";
+import { FleetEngines, type Flight } from "./engines.js";
+import { LoadDriver, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
 import { RouterView } from "./router-view.js";
 
@@ -37,6 +37,8 @@ export interface FleetOptions {
   seed: number;
   /** keep every inter-token gap for ITL percentiles (memory grows with output tokens) */
   recordItl: boolean;
+  /** predictive policy: every request's TTFT SLO, ms; a request no engine can meet it for is refused (429) */
+  sloTtftMs?: number | undefined;
 }
 
 export interface FleetResult {
@@ -51,13 +53,19 @@ export interface FleetResult {
   remote: { lookups: number; hitTokens: number; storedChunks: number; evictedChunks: number } | null;
   /** events the virtual clock ran (a measure of simulation work) */
   events: number;
+  /** the engine (index) each request went to, by request index */
+  routedTo: number[];
+  /** prompt tokens each request found cached at its first schedule, by request index */
+  cachedTokens: number[];
 }
 
 export function simulateFleet(o: FleetOptions): FleetResult {
   const driver = new VirtualDriver();
   const shared = o.sharedServer ? new SharedCacheServer(o.sharedServer, o.engine.model) : null;
-  const fleet = new FleetEngines(o.engine, o.engines, driver, shared, o.recordItl, (f, t) => {
-    router.done(f.engine);
+  const onFirstToken = (f: Flight) => router.firstToken(f.engine);
+  const fleet = new FleetEngines(o.engine, o.engines, driver, shared, o.recordItl, onFirstToken, (f, t) => {
+    router.done(f.engine, f.firstTokenAt >= 0);
+    cachedTokens[f.turn.index] = t.cachedTokens;
     load.lastEnd = t.finishedTime;
     const ok = t.outputTokens > 0;
     const record: RequestRecord = {
@@ -84,17 +92,44 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       sessionKey: o.sessionKey,
       scrapeIntervalS: o.scrapeIntervalS,
       chat: o.workload.defaultEndpoint === "chat",
+      sloTtftMs: o.sloTtftMs,
     },
     o.engine.model.id,
     fleet.engines,
     driver,
     () => load.done,
   );
+  const routedTo: number[] = [];
+  const cachedTokens: number[] = [];
   const load = new LoadDriver(o, driver, (turn) => {
     const e = router.route(turn);
+    routedTo[turn.index] = e;
+    if (e < 0) return refuse(turn);
     router.sent(e);
     fleet.start(turn, e);
   });
+
+  // a refusal is answered at once, as the router's 429 is: the session ends there
+  const refuse = (turn: Turn) => {
+    const start = driver.now * 1000;
+    const record: RequestRecord = {
+      index: turn.index,
+      sessionId: turn.active.session.id,
+      round: turn.active.round,
+      start,
+      ok: false,
+      ttft: NaN,
+      itl: [],
+      e2el: 0,
+      promptTokens: turn.prompt.length,
+      outputTokens: 0,
+      usageReported: false,
+      httpStatus: 429,
+      errorKind: "http_4xx",
+      error: "no engine is predicted to meet the TTFT SLO",
+    };
+    driver.at(driver.now, () => load.answered(turn, false, record, { start, itl: [], answer: [] }));
+  };
 
   load.start();
   router.start();
@@ -113,5 +148,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     numCpuBlocks: engines[0]?.capacity.numCpuBlocks ?? 0,
     remote: shared ? shared.stats() : null,
     events,
+    routedTo,
+    cachedTokens,
   };
 }

@@ -8,7 +8,13 @@ import {
   decide,
   idleEngineView,
   PrefixOracle,
+  rooflineTiming,
+  noteDone,
+  noteFirstToken,
+  noteScraped,
+  noteSent,
   type CacheOracle,
+  type EngineTiming,
   type EngineView,
   type Policy,
   type PolicyName,
@@ -26,6 +32,8 @@ export interface RouterOptions {
   scrapeIntervalS: number;
   /** the workload is sent to the chat endpoint (what the prefix oracle renders) */
   chat: boolean;
+  /** predictive policy: a TTFT SLO every request carries, ms (refused when no engine can meet it) */
+  sloTtftMs?: number | undefined;
 }
 
 /** the group part of a workload's session id (`g12-q3` → `g12`, `user-4` → `user-4`) */
@@ -58,7 +66,7 @@ export class RouterView {
     }
     // cache-aware policies get the oracle the live router would have (src/fleet/oracle.ts)
     this.probe =
-      o.policy === "kv" || o.policy === "hybrid"
+      o.policy === "kv" || o.policy === "hybrid" || o.policy === "predictive"
         ? new EngineProbeOracle(
             engines,
             this.views.map((v) => v.id),
@@ -66,21 +74,28 @@ export class RouterView {
         : null;
     this.prefixOracle = o.policy === "prefix" ? new PrefixOracle() : null;
     const cache: CacheOracle | undefined = this.probe ?? this.prefixOracle ?? undefined;
-    this.policy = createPolicy(o.policy, cache ? { cache } : {});
+    // predictive: every engine's timing is the engine model's own (src/engine's roofline)
+    const timing = new Map<string, EngineTiming>();
+    for (let e = 0; e < engines.length; e++)
+      timing.set(this.views[e]!.id, rooflineTiming(engines[e]!.config));
+    this.policy = createPolicy(o.policy, {
+      ...(cache ? { cache } : {}),
+      predictive: { timing: (v) => timing.get(v.id), slo: { defaultTtftMs: o.sloTtftMs } },
+    });
   }
 
   start(): void {
     this.driver.at(0, this.scrape);
   }
 
-  /** the engine (by index) the policy picks for a turn */
+  /** the engine (by index) the policy picks for a turn; -1: refused, no engine can meet its SLO */
   route(turn: Turn): number {
     const a = turn.active;
     const o = this.o;
     const sessionKey =
       o.sessionKey === "none" ? undefined : o.sessionKey === "group" ? groupOf(a.session.id) : a.session.id;
     const req: RequestView = { model: this.model, seq: turn.index, sessionKey };
-    if (this.prefixOracle) {
+    if (this.prefixOracle || o.policy === "predictive") {
       // the text the live router renders: chat messages or the completions prompt (earlier answers are
       // not kept as text here, so a multi-round history matches up to its first answer)
       const answers: string[] = [];
@@ -89,21 +104,27 @@ export class RouterView {
     }
     const probe = this.probe;
     if (probe) probe.current = { tokens: turn.prompt, sharedPrefix: turn.sharedPrefix };
-    const d = decide(this.policy, req, { engines: this.views });
+    const d = decide(this.policy, req, { engines: this.views, now: this.driver.now * 1000 });
     if (probe) probe.current = null;
+    if (d.kind === "over-slo") return -1;
     if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
     return this.views.indexOf(d.engine as EngineView & { models: Set<string> });
   }
 
   /** a request went to engine `e` */
   sent(e: number): void {
-    this.views[e]!.inFlight++;
+    noteSent(this.views[e]!, this.driver.now * 1000);
     this.outstanding++;
   }
 
-  /** a request on engine `e` finished */
-  done(e: number): void {
-    this.views[e]!.inFlight--;
+  /** the first token of a request on engine `e` came back (a streamed answer's first byte) */
+  firstToken(e: number): void {
+    noteFirstToken(this.views[e]!);
+  }
+
+  /** a request on engine `e` finished (`answered`: its first token came back before) */
+  done(e: number, answered: boolean): void {
+    noteDone(this.views[e]!, answered);
     this.outstanding--;
   }
 
@@ -116,6 +137,7 @@ export class RouterView {
       v.running = s.numRunning;
       v.waiting = s.numWaiting;
       v.kvUsage = s.kvCacheUsage;
+      noteScraped(v, this.driver.now * 1000);
       this.kvSamples.push(s.kvCacheUsage);
     }
     if (!this.loadDone() || this.outstanding > 0) this.driver.after(this.o.scrapeIntervalS, this.scrape);

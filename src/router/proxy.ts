@@ -11,7 +11,16 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
-import { decide, type Policy, type RequestView } from "../routing/index.js";
+import {
+  decide,
+  noteDone,
+  noteFirstToken,
+  noteSent,
+  retryAfterSeconds,
+  type Decision,
+  type Policy,
+  type RequestView,
+} from "../routing/index.js";
 import { HttpError, errorBody, sendError } from "../http/errors.js";
 import type { AdmissionQueue, QueueFlow, RetryBudget } from "./admission.js";
 import type { TenantRequest } from "../tenancy/request.js";
@@ -96,6 +105,8 @@ export interface ProxyRequest {
   tenant?: TenantRequest | undefined;
   /** the fair admission queue's flow (tenant, weight, priority); anonymous when absent */
   flow?: QueueFlow | undefined;
+  /** the client's TTFT SLO in ms (x-slo-ttft-ms), for the predictive policy's admission */
+  sloTtftMs?: number | undefined;
 }
 
 /** An X-Request-Id we echo must be a safe header value (no response splitting, no odd bytes). */
@@ -192,6 +203,7 @@ class RequestContext implements DeadlineOwner<CtxDeadline> {
       messages: pr.parsed?.messages,
       body: pr.parsed,
       exclude: NO_EXCLUDE,
+      sloTtftMs: pr.sloTtftMs,
     };
     this.series = metrics.forModel(pr.model);
     this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
@@ -304,10 +316,11 @@ export class Proxy {
    */
   private acquire(ctx: RequestContext): Upstream | Promise<Upstream> {
     const reg = this.d.registry;
-    const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
+    const now = performance.now();
+    const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
-      e.view.inFlight++;
+      noteSent(e.view, now);
       return e;
     }
     if (dec.kind === "unknown-model") {
@@ -321,19 +334,21 @@ export class Proxy {
         { "retry-after": "1" },
       );
     }
+    if (dec.kind === "over-slo" && this.d.config().slo.onMiss === "reject") throw overSlo(dec);
     return this.queueForSlot(ctx);
   }
 
-  /** Saturated: waits in the bounded queue for room. */
+  /** Saturated (or over its SLO, queueing): waits in the bounded queue for room. */
   private async queueForSlot(ctx: RequestContext): Promise<Upstream> {
     const reg = this.d.registry;
     let picked: Upstream | undefined;
     const tryAcquire = (): boolean => {
-      const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
+      const now = performance.now();
+      const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
       if (dec.kind !== "picked") return false;
       const e = reg.engines.get(dec.engine.id);
       if (!e) return false;
-      e.view.inFlight++;
+      noteSent(e.view, now);
       picked = e;
       return true;
     };
@@ -341,8 +356,9 @@ export class Proxy {
     return picked!;
   }
 
-  private releaseSlot(e: Upstream): void {
-    e.view.inFlight--;
+  /** `answered`: the attempt's first byte reached the client (and noteFirstToken was told then) */
+  private releaseSlot(e: Upstream, answered = false): void {
+    noteDone(e.view, answered);
     this.d.registry.maybeFinishDrain(e);
     this.d.queue.kick(1);
   }
@@ -378,7 +394,7 @@ export class Proxy {
           // every engine tried already: report what the last one said rather than "unavailable"
           if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
           if (err instanceof HttpError && err.status === 429)
-            this.d.metrics.rejected.inc({ reason: "queue" });
+            this.d.metrics.rejected.inc({ reason: err instanceof OverSloError ? "slo" : "queue" });
           throw err;
         }
         ctx.engineUrl = engine.url;
@@ -391,10 +407,11 @@ export class Proxy {
           headers.push("authorization", clientAuth);
         if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
         let outcome: Outcome;
+        const att = new Attempt(this, ctx, engine, cfg);
         try {
-          outcome = await new Attempt(this, ctx, engine, cfg).start(headers);
+          outcome = await att.start(headers);
         } finally {
-          this.releaseSlot(engine);
+          this.releaseSlot(engine, att.answered);
         }
         if (outcome.kind !== "retry") return;
         ctx.trace?.attemptEnded(outcome.status, outcome.reason);
@@ -479,6 +496,8 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
   private lastChunk = 0;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
+  /** its first byte reached the client (routing counts it as answered from then on) */
+  answered = false;
   // links in the engine's pending list
   prev: PendingAttempt | null = null;
   next: PendingAttempt | null = null;
@@ -597,6 +616,8 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
     const now = performance.now();
     if (!ctx.relayed) {
       ctx.relayed = true;
+      this.answered = true;
+      noteFirstToken(this.engine.view);
       this.proxy.deadlines.disarm(this.ttfb);
       this.engine.pending.remove(this);
       this.writeHead();
@@ -712,6 +733,17 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
     ctx.status = 502;
     this.finish(DONE);
   }
+}
+
+/** 429 for a request no engine is predicted to start within its TTFT SLO */
+class OverSloError extends HttpError {}
+function overSlo(d: Extract<Decision, { kind: "over-slo" }>): HttpError {
+  return new OverSloError(
+    429,
+    `no engine is predicted to serve the first token within the request's TTFT SLO of ${Math.round(d.sloTtftMs)} ms (best: ${Math.round(d.predictedTtftMs)} ms); retry later`,
+    null,
+    { "retry-after": String(retryAfterSeconds(d.retryAfterMs)) },
+  );
 }
 
 function endStreamWithError(res: ServerResponse, status: number, message: string): void {

@@ -8,6 +8,8 @@ export interface EngineLoad {
   blockSize?: number | undefined;
   numGpuBlocks?: number | undefined;
   cacheConfig?: Record<string, string> | undefined;
+  /** cumulative prefill seconds, prompt tokens and cached prompt tokens (predictive routing learns speed) */
+  prefill?: { prefillSeconds: number; promptTokens: number; cachedTokens: number } | undefined;
 }
 
 const RUNNING = "vllm:num_requests_running";
@@ -15,6 +17,9 @@ const WAITING = "vllm:num_requests_waiting";
 const KV = "vllm:kv_cache_usage_perc";
 const KV_OLD = "vllm:gpu_cache_usage_perc";
 const CACHE_INFO = "vllm:cache_config_info";
+const PREFILL_SUM = "vllm:request_prefill_time_seconds_sum";
+const PROMPT_TOKENS = "vllm:prompt_tokens_total";
+const PREFIX_HITS = "vllm:prefix_cache_hits_total";
 
 function sampleValue(line: string): number {
   // `name{labels} value [timestamp]` — the value follows the last '}' or the name
@@ -44,6 +49,8 @@ function startsWithName(line: string, name: string): boolean {
   return c === 123 /* { */ || c === 32; /* space */
 }
 
+const zeroPrefill = () => ({ prefillSeconds: 0, promptTokens: 0, cachedTokens: 0 });
+
 /** Sums each gauge across its series (data-parallel ranks, models); KV usage takes the maximum. */
 export function parseEngineMetrics(text: string): EngineLoad {
   const load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
@@ -62,7 +69,13 @@ export function parseEngineMetrics(text: string): EngineLoad {
         sawKv = true;
       } else if (startsWithName(line, KV_OLD)) {
         if (!sawKv) load.kvUsage = Math.max(load.kvUsage, sampleValue(line));
-      } else if (startsWithName(line, CACHE_INFO) && !load.cacheConfig) {
+      } else if (startsWithName(line, PREFILL_SUM))
+        (load.prefill ??= zeroPrefill()).prefillSeconds += sampleValue(line);
+      else if (startsWithName(line, PROMPT_TOKENS))
+        (load.prefill ??= zeroPrefill()).promptTokens += sampleValue(line);
+      else if (startsWithName(line, PREFIX_HITS))
+        (load.prefill ??= zeroPrefill()).cachedTokens += sampleValue(line);
+      else if (startsWithName(line, CACHE_INFO) && !load.cacheConfig) {
         const labels = parseLabels(line);
         load.cacheConfig = labels;
         const bs = Number(labels.block_size);

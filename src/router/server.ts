@@ -5,7 +5,14 @@ import { Readable } from "node:stream";
 import { HttpError, sendError } from "../http/errors.js";
 import { parseJsonObject } from "../http/body.js";
 import { readRequestBody } from "./body.js";
-import { createPolicy, type Policy, type PolicyName } from "../routing/index.js";
+import {
+  createPolicy,
+  parseSloHeader,
+  predictiveOptions,
+  SLO_HEADER,
+  type Policy,
+  type PolicyName,
+} from "../routing/index.js";
 import { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import { StaticDiscovery } from "../discovery/static.js";
@@ -205,6 +212,7 @@ export class Router {
       sessionLoadFactor: cfg.session.loadFactor,
       cache: this.cache,
       cacheAware: cfg.routing.cost,
+      predictive: predictiveOptions(cfg.predictive, cfg.slo),
     });
   }
 
@@ -457,7 +465,10 @@ export class Router {
         mutated ||= admitted.mutated;
       }
       if (mutated) body = Buffer.from(JSON.stringify(obj));
+      const slo = parseSloHeader(req.headers[SLO_HEADER]);
+      if (slo instanceof Error) throw new HttpError(400, slo.message, SLO_HEADER);
       pr = {
+        sloTtftMs: slo,
         path: url,
         model,
         stream: obj.stream === true,

@@ -13,14 +13,10 @@ import type {
   Scorer,
 } from "./types.js";
 import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
+import { busyOf, waitingOf } from "./load.js";
+import { createPredictivePolicy, type PredictiveOptions } from "./predictive.js";
 
 const GOLDEN = 0.6180339887498949;
-
-/** Router-local in-flight and scraped queue: whichever is larger stands for the work on the engine. */
-export function engineLoad(e: EngineView): number {
-  const scraped = e.running + e.waiting;
-  return (e.inFlight > scraped ? e.inFlight : scraped) + e.waiting;
-}
 
 function allWeightsEqual(engines: readonly EngineView[]): boolean {
   const w = engines[0]!.weight;
@@ -47,24 +43,58 @@ export const roundRobinPicker: Picker = (req, engines) => {
   return weightedBySeq(req.seq, engines);
 };
 
-/** Lower load per unit of weight scores higher: (max − x) / (max − min), as GIE's queue scorer. */
+/**
+ * least-load's order. First, requests that have no first token yet, per unit of weight: a new prompt
+ * waits for all of them. Among the engines with the fewest, an engine with none goes by the requests on it (its batch); one
+ * with some goes by how long ago the router last sent it one (the older its newest prompt, the sooner it is
+ * through). Ranking those by load instead picks exactly the engine whose request just finished — the least
+ * busy — which also holds the freshest prompt, so the next prompt waits longest there.
+ * Scores: the least queued get (0.5, 1], the rest [0, 0.4] by their queue.
+ */
 export const loadScorer: Scorer = {
   name: "load",
   weight: 1,
-  score(_req, engines, out) {
-    let min = Infinity;
-    let max = -Infinity;
+  score(_req, engines, out, fleet) {
+    const now = fleet.now;
+    let minQ = Infinity;
+    let maxQ = -Infinity;
     for (let i = 0; i < engines.length; i++) {
-      const e = engines[i]!;
-      const x = (engineLoad(e) + 1) / e.weight;
-      out[i] = x;
-      if (x < min) min = x;
-      if (x > max) max = x;
+      const q = queuedOf(engines[i]!, now);
+      out[i] = q;
+      if (q < minQ) minQ = q;
+      if (q > maxQ) maxQ = q;
     }
-    const span = max - min;
-    for (let i = 0; i < engines.length; i++) out[i] = span > 0 ? (max - out[i]!) / span : 1;
+    const queued = minQ > 0;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = 0; i < engines.length; i++) {
+      if (out[i]! > minQ + 1e-9) continue;
+      const x = secondaryOf(engines[i]!, queued, now);
+      if (x < lo) lo = x;
+      if (x > hi) hi = x;
+    }
+    for (let i = 0; i < engines.length; i++) {
+      const q = out[i]!;
+      if (q > minQ + 1e-9) out[i] = (0.4 * (maxQ - q)) / (maxQ - minQ);
+      else out[i] = hi > lo ? 0.5 + (0.5 * (hi - secondaryOf(engines[i]!, queued, now))) / (hi - lo) : 1;
+    }
   },
 };
+
+/**
+ * requests on the engine with no first token yet, per unit of weight: the router's own, or the engine's
+ * queue (estimated, see load.ts) when that is longer (other clients' requests) or the caller counts none
+ */
+function queuedOf(e: EngineView, now: number | undefined): number {
+  const own = e.awaitingFirstToken ?? 0;
+  const queue = waitingOf(e, now);
+  return (own > queue ? own : queue) / e.weight;
+}
+
+/** lower is better: requests on the engine per unit of weight, or (all queued) the last send time */
+function secondaryOf(e: EngineView, queued: boolean, now: number | undefined): number {
+  return queued ? (e.lastSentAt ?? 0) : busyOf(e, now) / e.weight;
+}
 
 /** Free KV cache scores higher; a small weight makes it a tie-break between equally loaded engines. */
 export const kvFreeScorer: Scorer = {
@@ -100,10 +130,10 @@ export const maxScorePicker: Picker = (req, engines, scores) => {
  * hot session spills to its next engine instead of overloading one. No key → least-load.
  */
 export function sessionPicker(loadFactor: number): Picker {
-  return (req, engines, scores) => {
+  return (req, engines, scores, fleet) => {
     if (engines.length === 0) return undefined;
     const key = req.sessionKey;
-    if (key === undefined || key === "") return maxScorePicker(req, engines, scores);
+    if (key === undefined || key === "") return maxScorePicker(req, engines, scores, fleet);
     let total = 0;
     let sumW = 0;
     for (const e of engines) {
@@ -124,8 +154,8 @@ export function sessionPicker(loadFactor: number): Picker {
 export type BasicPolicyName = "round-robin" | "least-load" | "session";
 export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-load", "session"];
 /** Cache-aware policies: their CacheOracle (prefix index, KV-event index) is the caller's state. */
-export type CachePolicyName = "prefix" | "kv" | "hybrid";
-export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid"];
+export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
+export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
 export type PolicyName = BasicPolicyName | CachePolicyName;
 /** Every policy the live router accepts. */
 export const ROUTER_POLICY_NAMES: readonly PolicyName[] = [...POLICY_NAMES, ...CACHE_POLICY_NAMES];
@@ -137,6 +167,8 @@ export interface PolicyOptions {
   cache?: CacheOracle;
   /** cache-aware policies: the cost function's constants */
   cacheAware?: CacheAwareOptions;
+  /** predictive: engine timing, cost constants, TTFT SLOs */
+  predictive?: PredictiveOptions;
 }
 
 export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
@@ -152,6 +184,8 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
         scorers: [loadScorer, kvFreeScorer],
         picker: sessionPicker(opts.sessionLoadFactor ?? 1.25),
       };
+    case "predictive":
+      return createPredictivePolicy(opts.cache ?? NO_CACHE, standardFilters, maxScorePicker, opts.predictive);
     case "prefix":
     case "kv":
     case "hybrid":
@@ -176,7 +210,7 @@ function scratch(which: 0 | 1, n: number): Float64Array {
 
 /** Runs a policy over a snapshot: the whole decision, pure. */
 export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): Decision {
-  const { candidates, emptiedAt } = applyFilters(policy.filters, req, fleet.engines);
+  const { candidates, emptiedAt } = applyFilters(policy.filters, req, fleet);
   if (emptiedAt === 0) return { kind: "unknown-model" };
   if (candidates.length === 0) {
     // emptied by the health/exclude stages → nothing usable; by the capacity stage → wait for room
@@ -187,12 +221,14 @@ export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): 
   if (policy.scorers.length > 0) {
     const tmp = scratch(1, candidates.length);
     for (const s of policy.scorers) {
-      s.score(req, candidates, tmp);
+      s.score(req, candidates, tmp, fleet);
       for (let i = 0; i < tmp.length; i++) scores[i] = scores[i]! + s.weight * tmp[i]!;
     }
   }
-  const engine = policy.picker(req, candidates, scores);
+  const engine = policy.picker(req, candidates, scores, fleet);
   if (!engine) return { kind: "unavailable" };
+  const refused = policy.admit?.(req, engine, fleet);
+  if (refused) return refused;
   policy.onPicked?.(req, engine);
   return { kind: "picked", engine };
 }
