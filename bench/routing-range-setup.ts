@@ -7,6 +7,7 @@
 //     blocks): 150 tenants, each a 4,500-token system prompt, 1,500-token questions (6,000-token
 //     prompts, 75% shared), 256-token answers.
 //   random: 4 × Llama-3.1-8B on H100: independent prompts of 2,048 ± 50% tokens, 128 ± 50% answers.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { multiRoundQaWorkload, MULTI_ROUND_QA_DEFAULTS } from "../src/workload/multi-round-qa.js";
 import { randomWorkload } from "../src/workload/random.js";
 import { sharedPrefixWorkload } from "../src/workload/shared-prefix.js";
@@ -71,8 +72,8 @@ export const WORKLOADS: readonly RangeWorkload[] = [
       "8 × Qwen3-32B at TP 2 on H100 (9,271 KV blocks each, as the published llm-d runs); 150 tenants, 4,500-token system prompts + 1,500-token questions, 256-token answers",
     engine: defaultEngineConfig(qwen, h100, {
       tensorParallelSize: 2,
-      gpuMemoryUtilization: process.env.MT_UTIL ? Number(process.env.MT_UTIL) : 0.65,
-      ...(process.env.MT_UTIL ? {} : { numGpuBlocksOverride: 9271 }),
+      gpuMemoryUtilization: 0.65,
+      numGpuBlocksOverride: 9271,
       blockHashAlgo: "fast",
     }),
     engines: 8,
@@ -103,6 +104,8 @@ export const WORKLOADS: readonly RangeWorkload[] = [
 ];
 
 export interface PointResult {
+  /** TTFTs of the steady window's requests, ms (pooled across seeds for percentiles) */
+  ttfts: number[];
   ttftP50: number;
   ttftP90: number;
   /** output tokens/s over the steady window */
@@ -154,6 +157,7 @@ export function steadyWindow(records: readonly RequestRecord[]): Omit<PointResul
   };
   const spanS = Math.max(1e-9, (t1 - t0) / 1000);
   return {
+    ttfts: ttft,
     ttftP50: percentile(ttft, 50),
     ttftP90: percentile(ttft, 90),
     outputTps: tokens / spanS,
@@ -204,4 +208,55 @@ export function runPoint(p: PointSpec): PointResult {
     hitRate: queries > 0 ? hits / queries : 0,
     wallS: (performance.now() - t0) / 1000,
   };
+}
+
+export interface Calibration {
+  /** the highest Poisson rate round-robin keeps up with, req/s */
+  capacity: number;
+  /** closed loop: the fewest sessions with which round-robin serves its capacity */
+  full: number;
+}
+
+/**
+ * Round-robin's capacity (first seed): the highest Poisson rate it keeps up with (its mean TTFT does not
+ * grow across the run's steady window by more than 0.5 s or double; beyond that rate the queue grows for as
+ * long as the run lasts), by bisection between a tenth of and the rate it serves with every request sent at
+ * once. The closed loop's 100%: the fewest sessions with which it serves that rate.
+ */
+export function calibrate(w: RangeWorkload, seed: number): Calibration {
+  const point = (loop: Loop, level: number) => runPoint({ w, policy: "round-robin", loop, level, seed });
+  const keepsUp = (qps: number) => {
+    const r = point("open", qps);
+    return r.ttftLastThird - r.ttftFirstThird <= Math.max(500, r.ttftFirstThird);
+  };
+  let hi = point("open", Infinity).reqPs;
+  let lo = hi / 10;
+  while (hi - lo > hi / 50) {
+    const mid = (lo + hi) / 2;
+    if (keepsUp(mid)) lo = mid;
+    else hi = mid;
+  }
+  const capacity = lo;
+  let nlo = 1;
+  let nhi = 2;
+  while (point("closed", nhi).reqPs < capacity && nhi < 4096) {
+    nlo = nhi;
+    nhi *= 2;
+  }
+  while (nhi - nlo > Math.max(1, nlo / 32)) {
+    const mid = Math.round((nlo + nhi) / 2);
+    if (point("closed", mid).reqPs >= capacity) nhi = mid;
+    else nlo = mid;
+  }
+  return { capacity, full: nhi };
+}
+
+/** round-robin's calibration for a workload, kept in `file` (JSON) between runs when one is given */
+export function calibrationFor(w: RangeWorkload, seed: number, file?: string): Calibration {
+  const all: Record<string, Calibration> =
+    file && existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, Calibration>) : {};
+  const key = `${w.name}/${w.requests}/${seed}`;
+  const cal = (all[key] ??= calibrate(w, seed));
+  if (file) writeFileSync(file, JSON.stringify(all, null, 1));
+  return cal;
 }

@@ -62,9 +62,9 @@ export interface FleetResult {
 export function simulateFleet(o: FleetOptions): FleetResult {
   const driver = new VirtualDriver();
   const shared = o.sharedServer ? new SharedCacheServer(o.sharedServer, o.engine.model) : null;
-  const onFirstToken = (f: Flight) => router.firstToken(f.engine);
+  const onFirstToken = (f: Flight) => router.firstToken(f.engine, f.turn.index);
   const fleet = new FleetEngines(o.engine, o.engines, driver, shared, o.recordItl, onFirstToken, (f, t) => {
-    router.done(f.engine, f.firstTokenAt >= 0);
+    router.done(f.engine, f.turn.index, f.firstTokenAt >= 0);
     cachedTokens[f.turn.index] = t.cachedTokens;
     load.lastEnd = t.finishedTime;
     const ok = t.outputTokens > 0;

@@ -51,6 +51,8 @@ export class RouterView {
   private readonly prefixOracle: PrefixOracle | null;
   /** requests sent and not yet finished, fleet-wide */
   private outstanding = 0;
+  /** routed requests without a first token yet: their view and when they were routed (calibration) */
+  private readonly awaiting = new Map<number, { req: RequestView; at: number }>();
 
   constructor(
     private readonly o: RouterOptions,
@@ -62,7 +64,12 @@ export class RouterView {
   ) {
     for (let e = 0; e < engines.length; e++) {
       const id = `http://engine-${e}`;
-      this.views.push(idleEngineView(id, new Set([model]), { blockSize: engines[e]!.config.blockSize }));
+      this.views.push(
+        idleEngineView(id, new Set([model]), {
+          blockSize: engines[e]!.config.blockSize,
+          awaitingFirstToken: 0,
+        }),
+      );
     }
     // cache-aware policies get the oracle the live router would have (src/fleet/oracle.ts)
     this.probe =
@@ -108,6 +115,7 @@ export class RouterView {
     if (probe) probe.current = null;
     if (d.kind === "over-slo") return -1;
     if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
+    if (this.policy.onFirstToken) this.awaiting.set(turn.index, { req, at: this.driver.now });
     return this.views.indexOf(d.engine as EngineView & { models: Set<string> });
   }
 
@@ -117,14 +125,20 @@ export class RouterView {
     this.outstanding++;
   }
 
-  /** the first token of a request on engine `e` came back (a streamed answer's first byte) */
-  firstToken(e: number): void {
-    noteFirstToken(this.views[e]!);
+  /** the first token of request `index` on engine `e` came back (a streamed answer's first byte) */
+  firstToken(e: number, index: number): void {
+    const v = this.views[e]!;
+    noteFirstToken(v, this.driver.now * 1000);
+    const a = this.awaiting.get(index);
+    if (!a) return;
+    this.awaiting.delete(index);
+    this.policy.onFirstToken?.(a.req, v, (this.driver.now - a.at) * 1000);
   }
 
-  /** a request on engine `e` finished (`answered`: its first token came back before) */
-  done(e: number, answered: boolean): void {
-    noteDone(this.views[e]!, answered);
+  /** request `index` on engine `e` finished (`answered`: its first token came back before) */
+  done(e: number, index: number, answered: boolean): void {
+    this.awaiting.delete(index);
+    noteDone(this.views[e]!, answered, this.driver.now * 1000);
     this.outstanding--;
   }
 

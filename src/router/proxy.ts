@@ -356,9 +356,15 @@ export class Proxy {
     return picked!;
   }
 
+  /** an attempt's first byte reached the client: routing counts it answered, the policy calibrates */
+  firstToken(ctx: RequestContext, e: Upstream, now: number): void {
+    noteFirstToken(e.view, now);
+    this.d.policy().onFirstToken?.(ctx.view, e.view, now - ctx.started);
+  }
+
   /** `answered`: the attempt's first byte reached the client (and noteFirstToken was told then) */
   private releaseSlot(e: Upstream, answered = false): void {
-    noteDone(e.view, answered);
+    noteDone(e.view, answered, performance.now());
     this.d.registry.maybeFinishDrain(e);
     this.d.queue.kick(1);
   }
@@ -617,7 +623,7 @@ class Attempt implements Dispatcher.DispatchHandler, PendingAttempt, DeadlineOwn
     if (!ctx.relayed) {
       ctx.relayed = true;
       this.answered = true;
-      noteFirstToken(this.engine.view);
+      this.proxy.firstToken(ctx, this.engine, now);
       this.proxy.deadlines.disarm(this.ttfb);
       this.engine.pending.remove(this);
       this.writeHead();

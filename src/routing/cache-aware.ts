@@ -1,36 +1,40 @@
-// Cache- and load-aware scoring for the `prefix`, `kv` and `hybrid` policies. The caller's CacheOracle
-// says how much of the prompt each candidate holds; this file turns that and the load into one cost
-// per engine, lowest wins (the picker takes the highest score = −cost; exact ties rotate by seq).
+// The cache-aware policies: `prefix`, `kv`, `hybrid` (which differ only in the caller's CacheOracle: what
+// each candidate is predicted to hold) and `predictive` (hybrid's knowledge, plus admission by a TTFT SLO).
+// Lowest cost wins (the picker takes the highest score = −cost; exact ties rotate by seq).
 //
-//   cost(e) = (queued(e) + P − credit(e) + missWeight · (P − credit(e))) / prefillTokensPerUnit
-//             + (runWeight · busy(e) + waitWeight · othersQueued(e)) / weight(e)
+// When the caller counts, per engine, its requests awaiting their first token (the live router and the
+// fleet simulator do), the cost is in seconds: the candidate's predicted time to first token and what a
+// miss adds (predictive.ts, TtftModel), so a prompt goes where it starts soonest, a tenant's burst on the
+// engine holding its prefix is priced for queueing behind itself, and a hot prefix replicates to as many
+// engines as its load needs and no more.
 //
-// P = prompt tokens, credit(e) = predicted cached tokens (tier credits applied by the oracle), queued(e)
-// = prefill tokens of the router's requests on e that have no first token yet (PrefillLedger): the
-// prompt waits for all of them, so a tenant's burst is priced for queueing behind itself on the engine
-// holding its prefix and spills to a second engine (which then caches it too) once that is faster; a
-// hot prefix spreads over as many engines as its load needs and no more. missWeight counts the uncached
-// part once more: the work a miss adds to the fleet (an evicted prefix, a longer queue for the next).
-// busy = requests on e (load.ts), othersQueued = the engine's queue beyond the router's own requests.
-//
-// A caller that does not count requests awaiting their first token gets the earlier rule: cost =
-// (P − credit)/unit + (runWeight · busy + waitWeight · waiting)/weight, with a saturation guard (an
-// engine ≥ balanceAbs busier than the least busy candidate AND > balanceRel × it gets no cache credit).
-import type { CacheOracle, CachePrediction, CacheSource, EngineView, Policy, Scorer } from "./types.js";
+// Otherwise (a caller with scraped gauges only), the earlier rule in load units:
+//   cost(e) = (P − credit(e)) / prefillTokensPerUnit + (runWeight · busy(e) + waitWeight · waiting(e)) / weight(e)
+// with a saturation guard: an engine ≥ balanceAbs busier than the least busy candidate AND > balanceRel ×
+// it gets no cache credit, so a hot prefix spills to the next engine rather than piling onto one.
+import type {
+  CacheOracle,
+  CachePrediction,
+  CacheSource,
+  Decision,
+  EngineView,
+  Policy,
+  Scorer,
+} from "./types.js";
 import { RequestMemo } from "./memo.js";
 import { busyOf, waitingOf } from "./load.js";
 import { PrefillLedger } from "./ledger.js";
+import { TtftModel, type PredictiveOptions } from "./predictive.js";
+import { RunningQuantile, sloFor } from "./slo.js";
 
 export interface CacheAwareOptions {
   /** prompt tokens whose prefill costs one load unit */
   prefillTokensPerUnit?: number;
   /** load units per request busy on the engine (running or queued) */
   runWeight?: number;
-  /** extra load units per request in the engine's waiting queue (beyond the router's own) */
+  /** extra load units per request in the engine's waiting queue */
   waitWeight?: number;
-  /** how much more than its queueing a miss costs: its uncached tokens again, times this */
-  missWeight?: number;
-  /** saturation guard (callers that do not count first tokens): busy − min(busy) at least this … */
+  /** saturation guard: busy − min(busy) at least this many requests … */
   balanceAbs?: number;
   /** … and busy above this multiple of min(busy) → the engine's cache credit is ignored */
   balanceRel?: number;
@@ -40,27 +44,24 @@ export const CACHE_AWARE_DEFAULTS: Required<CacheAwareOptions> = {
   prefillTokensPerUnit: 2048,
   runWeight: 0.1,
   waitWeight: 0.5,
-  missWeight: 1,
   balanceAbs: 4,
   balanceRel: 1.5,
 };
 
-/** What the scorer worked out for one request, kept for the pick's explanation and the ledger. */
-export interface Scored {
+/** What the scorer worked out for one request, kept for the pick's explanation, the ledger, admission. */
+interface Scored {
   engines: readonly EngineView[];
   pred: CachePrediction;
   guarded: Uint8Array | null;
   /** per candidate: prefill tokens it would need (prompt less credit) */
   uncached: Float64Array;
+  /** per candidate: predicted TTFT, ms (seconds-based cost only) */
+  ttftMs: Float64Array | null;
+  sloMs: number | undefined;
 }
 
 /** Why an engine was picked, in the words of the routing metrics and the debug header. */
-export function explainPick(
-  s: Scored,
-  engine: EngineView,
-): { cached: number; source: CacheSource; reason: string } | undefined {
-  const i = s.engines.indexOf(engine);
-  if (i < 0) return undefined;
+function explainPick(s: Scored, i: number): { cached: number; source: CacheSource; reason: string } {
   const cached = s.pred.cachedTokens[i]!;
   const source: CacheSource = s.pred.source[i] ?? "none";
   let best = 0;
@@ -73,17 +74,64 @@ export function explainPick(
   return { cached, source, reason };
 }
 
+/** The earlier load-unit cost, for callers that do not count first tokens (see the file's comment). */
+function loadUnitCost(
+  o: Required<CacheAwareOptions>,
+  engines: readonly EngineView[],
+  pred: CachePrediction,
+  now: number | undefined,
+  out: Float64Array,
+  uncached: Float64Array,
+): Uint8Array | null {
+  const P = pred.promptTokens;
+  let minBusy = Infinity;
+  for (const e of engines) minBusy = Math.min(minBusy, busyOf(e, now));
+  let guarded: Uint8Array | null = null;
+  for (let i = 0; i < engines.length; i++) {
+    const e = engines[i]!;
+    const busy = busyOf(e, now);
+    let credit = Math.min(P, Math.max(0, pred.cachedTokens[i]!));
+    if (credit > 0 && busy - minBusy >= o.balanceAbs && busy > o.balanceRel * minBusy) {
+      (guarded ??= new Uint8Array(engines.length))[i] = 1;
+      credit = 0;
+    }
+    uncached[i] = P - credit;
+    const w = e.weight > 0 ? e.weight : 1;
+    const cost =
+      (P - credit) / o.prefillTokensPerUnit + (o.runWeight * busy + o.waitWeight * waitingOf(e, now)) / w;
+    // KV free space as a tie-break between otherwise equal engines
+    out[i] = -cost + 0.001 * (1 - Math.min(1, Math.max(0, e.kvUsage)));
+  }
+  return guarded;
+}
+
+export interface CacheAwarePolicyOptions {
+  /** the load-unit cost's constants (callers that do not count first tokens) */
+  cacheAware?: CacheAwareOptions | undefined;
+  /** the seconds-based cost: engine timing, constants, SLOs */
+  predictive?: PredictiveOptions | undefined;
+  /** refuse (over-slo) a request no engine is predicted to start within its SLO: the predictive policy */
+  admitBySlo?: boolean;
+}
+
 export function createCacheAwarePolicy(
   name: string,
   oracle: CacheOracle,
   filters: Policy["filters"],
   picker: Policy["picker"],
-  options: CacheAwareOptions = {},
+  options: CacheAwarePolicyOptions = {},
   ledger = new PrefillLedger(),
 ): Policy {
-  const o = { ...CACHE_AWARE_DEFAULTS, ...options };
-  // a request's candidates and prediction, for onPicked
+  const o = { ...CACHE_AWARE_DEFAULTS, ...options.cacheAware };
+  const model = new TtftModel(options.predictive ?? {}, ledger);
+  const admitBySlo = options.admitBySlo === true;
+  const sloOptions = options.predictive?.slo;
+  // a request's candidates and prediction, for onPicked and admit
   const last = new RequestMemo<Scored>("cache-aware.scored");
+  // how the TTFTs of admitted requests came out against their predictions: admission asks that the
+  // prediction times this (the ratio's p90) meet the SLO, so admitted requests meet it at p90 whatever
+  // the model does not know (HTTP, tokenizing, the host)
+  const calibration = new RunningQuantile(0.9);
   let lastNow: number | undefined;
   const scorer: Scorer = {
     name: "cache-load",
@@ -92,39 +140,20 @@ export function createCacheAwarePolicy(
       const now = fleet.now;
       lastNow = now;
       const pred = oracle.predict(req, engines);
-      const P = pred.promptTokens;
-      const uncached = new Float64Array(engines.length);
-      let minBusy = Infinity;
-      for (const e of engines) minBusy = Math.min(minBusy, busyOf(e, now));
-      let guarded: Uint8Array | null = null;
-      for (let i = 0; i < engines.length; i++) {
-        const e = engines[i]!;
-        const busy = busyOf(e, now);
-        let credit = Math.min(P, Math.max(0, pred.cachedTokens[i]!));
-        const w = e.weight > 0 ? e.weight : 1;
-        const queued = ledger.pending(e, now);
-        let cost: number;
-        if (queued !== undefined) {
-          const own = e.awaitingFirstToken!;
-          const others = Math.max(0, waitingOf(e, now) - own);
-          uncached[i] = P - credit;
-          cost =
-            (queued + (1 + o.missWeight) * (P - credit)) / o.prefillTokensPerUnit +
-            (o.runWeight * busy + o.waitWeight * others) / w;
-        } else {
-          if (credit > 0 && busy - minBusy >= o.balanceAbs && busy > o.balanceRel * minBusy) {
-            (guarded ??= new Uint8Array(engines.length))[i] = 1;
-            credit = 0;
-          }
-          uncached[i] = P - credit;
-          cost =
-            (P - credit) / o.prefillTokensPerUnit +
-            (o.runWeight * busy + o.waitWeight * waitingOf(e, now)) / w;
-        }
-        // KV free space as a tie-break between otherwise equal engines
-        out[i] = -cost + 0.001 * (1 - Math.min(1, Math.max(0, e.kvUsage)));
+      const n = engines.length;
+      const uncached = new Float64Array(n);
+      // the seconds-based cost needs every candidate's first tokens counted (or, for predictive, none)
+      let tracked = true;
+      for (let i = 0; i < n && tracked; i++) tracked = engines[i]!.awaitingFirstToken !== undefined;
+      if (tracked || admitBySlo) {
+        const ttftMs = new Float64Array(n);
+        const sloMs = admitBySlo ? sloFor(req, sloOptions) : undefined;
+        model.score(req, engines, pred, now, sloMs, out, uncached, ttftMs);
+        last.set(req, { engines, pred, guarded: null, uncached, ttftMs, sloMs });
+      } else {
+        const guarded = loadUnitCost(o, engines, pred, now, out, uncached);
+        last.set(req, { engines, pred, guarded, uncached, ttftMs: null, sloMs: undefined });
       }
-      last.set(req, { engines, pred, guarded, uncached });
     },
   };
   return {
@@ -132,14 +161,36 @@ export function createCacheAwarePolicy(
     filters,
     scorers: [scorer],
     picker,
+    admit: admitBySlo
+      ? (req, engine): Decision | undefined => {
+          const s = last.get(req);
+          if (!s?.ttftMs || s.sloMs === undefined) return undefined;
+          const i = s.engines.indexOf(engine);
+          const ttft = (i >= 0 ? s.ttftMs[i]! : Infinity) * calibration.value;
+          if (ttft <= s.sloMs) return undefined;
+          return {
+            kind: "over-slo",
+            predictedTtftMs: ttft,
+            sloTtftMs: s.sloMs,
+            retryAfterMs: ttft - s.sloMs,
+          };
+        }
+      : undefined,
+    onFirstToken(req, engine, ttftMs) {
+      const s = last.get(req);
+      if (!s?.ttftMs) return;
+      const i = s.engines.indexOf(engine);
+      if (i >= 0 && s.ttftMs[i]! > 0) calibration.add(ttftMs / s.ttftMs[i]!);
+    },
     onPicked(req, engine) {
       const s = last.get(req);
       if (!s) return;
       const i = s.engines.indexOf(engine);
       if (i < 0) return;
-      if (engine.awaitingFirstToken !== undefined) ledger.add(engine, s.uncached[i]!, lastNow);
-      const why = oracle.onPicked ? explainPick(s, engine) : undefined;
-      if (why) oracle.onPicked!(req, engine, why.cached, why.source, why.reason);
+      model.picked(engine, s.uncached[i]!, lastNow);
+      if (!oracle.onPicked) return;
+      const why = explainPick(s, i);
+      oracle.onPicked(req, engine, why.cached, why.source, why.reason);
     },
   };
 }

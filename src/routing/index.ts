@@ -11,5 +11,4 @@ export * from "./ledger.js";
 export * from "./timing.js";
 export * from "./predictive.js";
 export * from "./slo.js";
-export * from "./homes.js";
 export * from "./config.js";

@@ -6,8 +6,8 @@
 //
 // No request ids are needed: the caller counts, per engine, the requests still awaiting their first token
 // (EngineView.awaitingFirstToken), and an engine prefills in arrival order, so when that count has
-// dropped to k the k newest entries are the ones left. With a prefill rate (predictive policy) the head of
-// the queue also drains with time between two decisions, as the engine works through it.
+// dropped to k the k newest entries are the ones left. With a prefill rate the head of the queue (the
+// prompt being prefilled) also drains with time between two decisions, as the engine works through it.
 import type { EngineView } from "./types.js";
 
 interface EngineQueue {
@@ -42,7 +42,10 @@ export class PrefillLedger {
     while (q.tokens.length - q.head > awaiting) q.total -= q.tokens[q.head++]!;
     if (tokensPerMs !== undefined && now !== undefined && now > q.at) {
       let budget = (now - q.at) * tokensPerMs;
-      for (let i = q.head; i < q.tokens.length && budget > 0; i++) {
+      // only the head is being prefilled: the prompts behind it wait (possibly for KV space), and
+      // their turn shows as the head's first token
+      const lim = Math.min(q.tokens.length, q.head + 1);
+      for (let i = q.head; i < lim && budget > 0; i++) {
         const t = q.tokens[i]!;
         const used = t < budget ? t : budget;
         q.tokens[i] = t - used;

@@ -21,7 +21,8 @@ import type { EngineView } from "./types.js";
 /** how fast the other clients' share of a scraped count ages out (ms) */
 export const OTHERS_HALF_LIFE_MS = 2000;
 
-function othersOf(e: EngineView, now: number | undefined): number {
+/** Other clients' requests on the engine now (those the scrape saw beyond the router's own), aged. */
+export function othersOf(e: EngineView, now: number | undefined): number {
   const at = e.scrapedAt;
   const others = e.running + e.waiting - (e.inFlightAtScrape ?? 0);
   if (others <= 0) return 0;
@@ -36,6 +37,16 @@ export function busyOf(e: EngineView, now: number | undefined): number {
     return e.inFlight > scraped ? e.inFlight : scraped;
   }
   return e.inFlight + othersOf(e, now);
+}
+
+/**
+ * Other clients' requests queued on the engine now: their share of the scrape, in the proportion the
+ * engine was queueing then. (The router's own queued requests it counts itself, as awaiting a first token.)
+ */
+export function othersQueuedOf(e: EngineView, now: number | undefined): number {
+  const total = e.running + e.waiting;
+  if (e.scrapedAt === undefined || e.waiting <= 0 || total <= 0) return 0;
+  return (othersOf(e, now) * e.waiting) / total;
 }
 
 /** Requests queued on the engine now (not yet running), estimated. */
@@ -55,13 +66,15 @@ export function noteSent(e: EngineView, now: number): void {
   e.lastSentAt = now;
 }
 
-/** The first token (a streamed answer's first byte) of a request on the engine came back. */
-export function noteFirstToken(e: EngineView): void {
+/** The first token (a streamed answer's first byte) of a request on the engine came back at `now`. */
+export function noteFirstToken(e: EngineView, now: number): void {
   if (e.awaitingFirstToken) e.awaitingFirstToken--;
+  e.lastEventAt = now;
 }
 
-/** A request on the engine ended; `answered`: its first token had come back (noteFirstToken). */
-export function noteDone(e: EngineView, answered: boolean): void {
+/** A request on the engine ended at `now`; `answered`: its first token had come back (noteFirstToken). */
+export function noteDone(e: EngineView, answered: boolean, now: number): void {
+  e.lastEventAt = now;
   e.inFlight--;
   if (!answered && e.awaitingFirstToken) e.awaitingFirstToken--;
 }
@@ -70,4 +83,18 @@ export function noteDone(e: EngineView, answered: boolean): void {
 export function noteScraped(e: EngineView, now: number): void {
   e.scrapedAt = now;
   e.inFlightAtScrape = e.inFlight;
+}
+
+/**
+ * How long a prompt sent now waits for the engine's current step to end, ms, for steps of `stepMs`: an idle
+ * engine starts at once; one that answered `Δ` ms ago (a step ended then) finishes its step in stepMs − Δ;
+ * otherwise the phase is unknown, half a step on average. The router's own events mark the step starts,
+ * which is why an engine that just answered is a worse pick than it looks: its new step has just begun.
+ */
+export function stepResidualMs(e: EngineView, now: number | undefined, stepMs: number): number {
+  if (e.inFlight <= 0 && e.running + e.waiting <= 0) return 0;
+  const last = e.lastEventAt;
+  if (now !== undefined && last !== undefined && now >= last && now - last < stepMs)
+    return stepMs - (now - last);
+  return stepMs / 2;
 }

@@ -13,8 +13,8 @@ import type {
   Scorer,
 } from "./types.js";
 import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
-import { busyOf, waitingOf } from "./load.js";
-import { createPredictivePolicy, type PredictiveOptions } from "./predictive.js";
+import { busyOf, othersQueuedOf, waitingOf } from "./load.js";
+import type { PredictiveOptions } from "./predictive.js";
 
 const GOLDEN = 0.6180339887498949;
 
@@ -82,13 +82,12 @@ export const loadScorer: Scorer = {
 };
 
 /**
- * requests on the engine with no first token yet, per unit of weight: the router's own, or the engine's
- * queue (estimated, see load.ts) when that is longer (other clients' requests) or the caller counts none
+ * requests on the engine with no first token yet, per unit of weight: the router's own plus other clients'
+ * queued ones (load.ts), or the engine's queue as estimated from the scrape when the caller counts none
  */
 function queuedOf(e: EngineView, now: number | undefined): number {
-  const own = e.awaitingFirstToken ?? 0;
-  const queue = waitingOf(e, now);
-  return (own > queue ? own : queue) / e.weight;
+  const own = e.awaitingFirstToken;
+  return (own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now)) / e.weight;
 }
 
 /** lower is better: requests on the engine per unit of weight, or (all queued) the last send time */
@@ -184,18 +183,15 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
         scorers: [loadScorer, kvFreeScorer],
         picker: sessionPicker(opts.sessionLoadFactor ?? 1.25),
       };
-    case "predictive":
-      return createPredictivePolicy(opts.cache ?? NO_CACHE, standardFilters, maxScorePicker, opts.predictive);
     case "prefix":
     case "kv":
     case "hybrid":
-      return createCacheAwarePolicy(
-        name,
-        opts.cache ?? NO_CACHE,
-        standardFilters,
-        maxScorePicker,
-        opts.cacheAware,
-      );
+    case "predictive":
+      return createCacheAwarePolicy(name, opts.cache ?? NO_CACHE, standardFilters, maxScorePicker, {
+        cacheAware: opts.cacheAware,
+        predictive: opts.predictive,
+        admitBySlo: name === "predictive",
+      });
   }
 }
 

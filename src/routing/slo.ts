@@ -41,3 +41,34 @@ export function sloFor(
 export function retryAfterSeconds(overMs: number): number {
   return Math.max(1, Math.ceil(overMs / 1000));
 }
+
+/**
+ * A running estimate of a quantile of positive values (here: actual over predicted TTFT), by stochastic
+ * approximation in the log domain: each value moves the estimate up by `step · q` when above it and down
+ * by `step · (1 − q)` when below, so it settles where a fraction q of values fall below. O(1), no samples
+ * kept; follows drift (a host that got slower, overheads the model does not know).
+ */
+export class RunningQuantile {
+  private log = 0;
+  count = 0;
+
+  constructor(
+    readonly q: number,
+    private readonly step = 0.02,
+    /** the estimate stays within [1/bound, bound] */
+    private readonly bound = 20,
+  ) {}
+
+  get value(): number {
+    return Math.exp(this.log);
+  }
+
+  add(x: number): void {
+    if (!(x > 0) || !Number.isFinite(x)) return;
+    this.count++;
+    this.log += Math.log(x) > this.log ? this.step * this.q : -this.step * (1 - this.q);
+    const b = Math.log(this.bound);
+    if (this.log > b) this.log = b;
+    else if (this.log < -b) this.log = -b;
+  }
+}

@@ -11,6 +11,8 @@ export interface EngineTiming {
    * running sequences that hold `kvTokens` tokens of context in all.
    */
   prefillSeconds(tokens: number, cached: number, decoding: number, kvTokens: number): number;
+  /** seconds of one step that only decodes `decoding` sequences holding `kvTokens` of context (0: unknown) */
+  stepSeconds(decoding: number, kvTokens: number): number;
   /** the engine's KV cache, tokens (turns a scraped usage fraction into tokens) */
   kvCapacityTokens: number;
 }
@@ -44,6 +46,18 @@ export function rooflineTiming(config: EngineConfig, timeScale = 1): EngineTimin
         loadBytesPerGpu: 0,
       });
       return steps * t.duration * timeScale;
+    },
+    stepSeconds(decoding, kvTokens) {
+      if (decoding <= 0) return 0;
+      const d = Math.min(decoding, maxSeqs);
+      const t = timer.time({
+        prefillTokens: 0,
+        decodeSeqs: d,
+        attentionContext: kvTokens,
+        kvReadTokens: kvTokens,
+        loadBytesPerGpu: 0,
+      });
+      return t.duration * timeScale;
     },
   };
 }
@@ -82,6 +96,7 @@ interface Learned {
 
 const DEFAULT_LEARNED: EngineTiming = {
   kvCapacityTokens: 0,
+  stepSeconds: () => 0,
   prefillSeconds: (tokens) => (tokens > 0 ? tokens / LEARNED_DEFAULT_TOKENS_PER_S : 0),
 };
 
@@ -116,6 +131,7 @@ export class LearnedTiming {
       };
       state.timing = {
         kvCapacityTokens: 0,
+        stepSeconds: () => 0,
         prefillSeconds: (tokens) => (tokens > 0 ? tokens / state.tokensPerS : 0),
       };
       this.engines.set(e.id, state);

@@ -41,6 +41,11 @@ export interface EngineView {
   awaitingFirstToken?: number | undefined;
   /** when this router last sent the engine a request, ms on the clock of `FleetSnapshot.now` */
   lastSentAt?: number | undefined;
+  /**
+   * when this router last saw the engine answer (a first token, or a request's end), ms: one of its steps
+   * ended then, and the engine began its next at once (it runs steps back to back while busy)
+   */
+  lastEventAt?: number | undefined;
   /** this router's per-engine in-flight cap; 0 = none */
   maxInFlight: number;
   /** scraped vllm:num_requests_running (sum over the engine's series) */
@@ -116,6 +121,8 @@ export interface Policy {
   picker: Picker;
   /** told of every pick, so caller-owned state (an approximate prefix index) can learn from it */
   onPicked?: ((req: RequestView, engine: EngineView) => void) | undefined;
+  /** told when a routed request's first token came back, `ttftMs` after it was routed (calibration) */
+  onFirstToken?: ((req: RequestView, engine: EngineView, ttftMs: number) => void) | undefined;
   /** may refuse the picked engine (an SLO no engine meets); undefined admits it */
   admit?: ((req: RequestView, engine: EngineView, fleet: FleetSnapshot) => Decision | undefined) | undefined;
 }

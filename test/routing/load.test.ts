@@ -22,7 +22,7 @@ test("an engine that drained since its last scrape is not counted busy", () => {
   for (let i = 0; i < 8; i++) noteSent(e, 0);
   e.running = 8;
   noteScraped(e, 0);
-  for (let i = 0; i < 6; i++) noteDone(e, false);
+  for (let i = 0; i < 6; i++) noteDone(e, false, 0);
   assert.equal(busyOf(e, 10), 2, "the router's own count: the scrape's 8 are gone");
 });
 
@@ -47,7 +47,7 @@ test("an engine that was queueing: what the router sent since queues behind it, 
   noteSent(e, 0);
   noteSent(e, 0);
   assert.equal(waitingOf(e, 0), 5);
-  for (let i = 0; i < 4; i++) noteDone(e, true);
+  for (let i = 0; i < 4; i++) noteDone(e, true, 0);
   assert.equal(waitingOf(e, 0), 1);
   // an engine that was not queueing has an unknown limit: the router's count carries the load
   const f = eng("b", { running: 3 });
@@ -65,13 +65,13 @@ test("least-load sends a new prompt where no prompt awaits its first token, then
   const a = eng("a");
   const b = eng("b");
   for (let i = 0; i < 5; i++) noteSent(a, 0);
-  for (let i = 0; i < 5; i++) noteFirstToken(a); // a: 5 decoding
+  for (let i = 0; i < 5; i++) noteFirstToken(a, 0); // a: 5 decoding
   noteSent(b, 0); // b: 1 awaiting its first token
   const pick = decide(p, req(0), { engines: [a, b], now: 10 });
   assert.equal(pick.kind === "picked" && pick.engine.id, "a", "5 decoding beat 1 prefilling");
   const c = eng("c");
   for (let i = 0; i < 2; i++) noteSent(c, 0);
-  for (let i = 0; i < 2; i++) noteFirstToken(c);
+  for (let i = 0; i < 2; i++) noteFirstToken(c, 0);
   const pick2 = decide(p, req(0), { engines: [a, c], now: 10 });
   assert.equal(pick2.kind === "picked" && pick2.engine.id, "c", "fewer requests on it");
 });
@@ -82,8 +82,8 @@ test("least-load: when every engine has a prompt awaiting, the one sent to longe
   const b = eng("b");
   noteSent(a, 0);
   noteSent(a, 0);
-  noteFirstToken(a);
-  noteFirstToken(a);
+  noteFirstToken(a, 0);
+  noteFirstToken(a, 0);
   noteSent(a, 100); // a: 3 requests, its prompt sent at 100 ms, nearer its first token
   noteSent(b, 900); // b: 1 request, but its prompt is fresh
   const d = decide(p, req(0), { engines: [a, b], now: 1000 });

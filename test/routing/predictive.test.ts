@@ -67,7 +67,7 @@ test("predictive: with equal queues the faster GPU wins; first tokens free the q
   const slow = eng("slow", { awaitingFirstToken: 0 });
   assert.equal(picked(decide(p, req(0), { engines: [slow, fast], now: 0 })), "fast");
   noteSent(fast, 0);
-  noteFirstToken(fast); // answered: nothing queued on it any more
+  noteFirstToken(fast, 0); // answered: nothing queued on it any more
   assert.equal(picked(decide(p, req(1), { engines: [slow, fast], now: 0 })), "fast");
 });
 
