@@ -12,6 +12,25 @@ const isTs = import.meta.url.endsWith(".ts");
 const main = isTs ? join(here, "../src/cli/main.ts") : join(here, "../src/cli/main.js");
 const pre = isTs ? ["--import", "tsx", main] : [main];
 
+// children still running when this process is stopped (Ctrl-C, SIGTERM) are stopped with it
+const children = new Set<ChildProcess>();
+let hooked = false;
+function track(c: ChildProcess): void {
+  children.add(c);
+  c.once("exit", () => children.delete(c));
+  if (hooked) return;
+  hooked = true;
+  const stopAll = () => {
+    for (const k of children) k.kill("SIGTERM");
+  };
+  process.once("exit", stopAll);
+  for (const sig of ["SIGINT", "SIGTERM"] as const)
+    process.once(sig, () => {
+      stopAll();
+      process.exit(130);
+    });
+}
+
 /** a CLI child; its stderr (warnings, errors) goes to `log` in `outDir` */
 export function cli(
   outDir: string,
@@ -25,6 +44,7 @@ export function cli(
     env: { ...process.env, SWITCHYARD_LOG_LEVEL: level, SWITCHYARD_LOG_FORMAT: "json" },
   });
   if (log && c.stderr) c.stderr.pipe(createWriteStream(join(outDir, log)));
+  track(c);
   return c;
 }
 

@@ -14,8 +14,8 @@ const specs: FlagSpecs = {
   },
   policy: {
     type: "string",
-    default: "hybrid",
-    help: "routing policy: hybrid (KV events where they flow, prefix elsewhere), predictive (hybrid's cache knowledge, lowest predicted TTFT), kv, prefix, least-load, round-robin, session",
+    default: "predictive",
+    help: "routing policy: predictive (hybrid's cache knowledge, lowest predicted TTFT, SLO admission), hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
   },
   "predictive-gpu": {
     type: "string",

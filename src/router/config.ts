@@ -107,7 +107,7 @@ export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8080),
   backends: z.array(backend).default([]),
-  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("hybrid"),
+  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("predictive"),
   /** cache-aware routing (prefix, kv, hybrid): see docs/routing.md */
   routing: routingConfigSchema,
   /** the predictive policy's engine timing (docs/routing.md) */

@@ -104,21 +104,18 @@ export const kvFreeScorer: Scorer = {
   },
 };
 
-/** Highest score wins; exact ties rotate with the request's seq so equal engines share the work. */
+/** Highest score wins; exact ties go round-robin's way (below). */
 export const maxScorePicker: Picker = (req, engines, scores) => {
-  if (engines.length === 0) return undefined;
+  const n = engines.length;
+  if (n === 0) return undefined;
   let best = -Infinity;
-  let ties = 0;
-  for (let i = 0; i < engines.length; i++) {
-    const s = scores[i]!;
-    if (s > best + 1e-12) {
-      best = s;
-      ties = 1;
-    } else if (Math.abs(s - best) <= 1e-12) ties++;
-  }
-  let k = req.seq % ties;
-  for (let i = 0; i < engines.length; i++) {
-    if (Math.abs(scores[i]! - best) <= 1e-12 && k-- === 0) return engines[i];
+  for (let i = 0; i < n; i++) if (scores[i]! > best) best = scores[i]!;
+  // among the tied, the one round-robin would pick, or the next after it: equal engines share the work
+  // as round-robin shares it, and a policy never breaks a tie against where round-robin would go
+  const start = req.seq % n;
+  for (let k = 0; k < n; k++) {
+    const i = (start + k) % n;
+    if (best - scores[i]! <= 1e-12) return engines[i];
   }
   return engines[0];
 };
