@@ -2,7 +2,7 @@
 // router in front of them, and `switchyard bench` against it, as child processes of this one (their
 // stderr kept in an output folder). Shared by bench/routing-compare.ts and bench/routing-range-live.ts.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort, freePortBlock } from "../test/helpers/cli.js";
@@ -161,7 +161,21 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   died.catch(() => undefined);
   await Promise.race([Promise.all(urls.map((u) => waitHttp(`${u}/health`))), died]);
   const rport = await freePort();
-  const rargs = ["router", "--host", "127.0.0.1", "--port", String(rport), "--policy", o.policy];
+  // a starved host (other work on its cores) delays the sims' health answers: patient probes, so that
+  // a slow answer is not taken for a dead engine (the benchmark measures routing, not ejection)
+  const config = join(o.outDir, `${o.tag}-router.yaml`);
+  writeFileSync(config, "health: { timeout: 10s, failuresToEject: 10 }\n");
+  const rargs = [
+    "router",
+    "--config",
+    config,
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(rport),
+    "--policy",
+    o.policy,
+  ];
   for (const u of urls) rargs.push("--backend", u);
   rargs.push(
     "--kv-events-port",

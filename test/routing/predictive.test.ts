@@ -9,7 +9,9 @@ import {
   noteFirstToken,
   noteSent,
   parseSloHeader,
+  predictiveOptions,
   PrefillLedger,
+  RunningQuantile,
   rooflineTiming,
   type CacheOracle,
   type EngineView,
@@ -153,4 +155,37 @@ test("x-slo-ttft-ms: milliseconds above 0 and at most 10 minutes, else a clear e
     const r = parseSloHeader(bad);
     assert.ok(r instanceof Error && /x-slo-ttft-ms must be a number of milliseconds/.test(r.message), bad);
   }
+});
+
+test("a running quantile settles where that fraction of values falls below it", () => {
+  const q = new RunningQuantile(0.9, 0.02);
+  // values 1..10 uniformly: the 90th percentile is about 9
+  for (let i = 0; i < 20_000; i++) q.add(1 + (i % 10));
+  assert.ok(q.value > 8.5 && q.value < 10.5, `p90 estimate ${q.value}`);
+  q.add(NaN);
+  q.add(-1);
+  assert.equal(q.count, 20_000, "non-positive or non-finite values are ignored");
+});
+
+test("configuration: engines are timed by their GPU profile for a known model, learned otherwise", () => {
+  const o = predictiveOptions(
+    {
+      gpu: "h100",
+      tensorParallelSize: 1,
+      timeScale: 2,
+      engines: { "http://b": { gpu: "l4" } },
+      missWeight: 1,
+    },
+    { models: { m: 100 }, onMiss: "reject" },
+  );
+  const a = eng("http://a");
+  const b = eng("http://b");
+  const model = "meta-llama/Llama-3.1-8B-Instruct";
+  const ta = o.timing!(a, model)!;
+  const tb = o.timing!(b, model)!;
+  const h = h100.prefillSeconds(8000, 0, 0, 0);
+  assert.ok(Math.abs(ta.prefillSeconds(8000, 0, 0, 0) - 2 * h) < 1e-9, "time scale 2: twice the H100's");
+  assert.ok(tb.prefillSeconds(8000, 0, 0, 0) > ta.prefillSeconds(8000, 0, 0, 0), "b is an L4");
+  assert.equal(o.timing!(a, "no/such-model"), undefined, "no profile, no counters yet: the policy's default");
+  assert.deepEqual(o.slo?.models, { m: 100 });
 });
