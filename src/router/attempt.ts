@@ -8,6 +8,7 @@
 // silent while it holds the request may be the request's own doing (a poison request, proxy.ts).
 // Every byte an engine sends marks it as making progress, which the health checker reads: a busy
 // engine that still streams is not ejected for a slow probe (health.ts).
+import type { RequestView } from "../routing/index.js";
 import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
 import { HttpError, errorBody } from "../http/errors.js";
@@ -78,6 +79,8 @@ function retry(
 /** What an attempt reads and updates of its request (proxy.ts's RequestContext). */
 export interface AttemptContext {
   readonly pr: RoutedRequest;
+  /** what the routing policy saw of the request (its calibration hears how the first token came out) */
+  readonly view: RequestView;
   readonly res: ServerResponse;
   readonly requestId: string;
   readonly started: number;
@@ -101,6 +104,8 @@ export interface AttemptHost {
   readonly deadlines: DeadlineQueue;
   reportFailure(e: Upstream, what: string): void;
   reportSuccess(e: Upstream): void;
+  /** the attempt's first byte reached the client: routing counts the engine's request answered */
+  firstToken(ctx: AttemptContext, e: Upstream, now: number): void;
 }
 
 const enum AttemptDeadline {
@@ -143,6 +148,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private collected: Buffer[] | undefined;
   private collectedSize = 0;
   private lastChunk = 0;
+  /** its first byte reached the client (routing counts the engine's request answered from then on) */
+  answered = false;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
 
@@ -258,6 +265,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const res = ctx.res;
     if (!ctx.relayed) {
       ctx.relayed = true;
+      this.answered = true;
+      this.host.firstToken(ctx, this.engine, now);
       this.host.deadlines.disarm(this.ttfb);
       this.writeHead();
       ctx.ttftMs = now - ctx.started;

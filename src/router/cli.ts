@@ -33,8 +33,26 @@ const specs: FlagSpecs = {
   },
   policy: {
     type: "string",
-    default: "hybrid",
-    help: "routing policy: hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+    default: "predictive",
+    help: "routing policy: predictive (hybrid's cache knowledge, lowest predicted TTFT, SLO admission), hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+  },
+  "predictive-gpu": {
+    type: "string",
+    help: "predictive policy: the engines' GPU profile (h100, h200, a100, l40s, l4); none = learn each engine's speed from its metrics",
+  },
+  "predictive-tp": {
+    type: "int",
+    min: 1,
+    max: 8,
+    help: "predictive policy: the engines' tensor-parallel size (default 1)",
+  },
+  "predictive-time-scale": {
+    type: "number",
+    help: "predictive policy: the engines are switchyard sims at --time-scale S (their times are S× the GPU's)",
+  },
+  "slo-ttft-ms": {
+    type: "number",
+    help: "default TTFT SLO in ms (requests may set their own with x-slo-ttft-ms); the predictive policy answers 429 with Retry-After when no engine can meet it",
   },
   "hash-seed": {
     type: "string",
@@ -55,6 +73,10 @@ const specs: FlagSpecs = {
     min: 1,
     max: 65535,
     help: "engines' KV-event replay port (same rule)",
+  },
+  "kv-events-bind": {
+    type: "string",
+    help: "collector mode: bind one SUB socket here (e.g. tcp://*:5557) for engines whose --kv-events-config endpoint points at the router; their topics must read kv@<engine host:port>@<model>",
   },
   "kv-events-by-index": {
     type: "boolean",
@@ -164,14 +186,16 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
     }
     sub("routing").tokenizers = dirs;
   }
-  if (has("kv-events-port")) {
-    sub("routing").kvEvents = {
-      derive: {
+  if (has("kv-events-port") || has("kv-events-bind")) {
+    const kvEvents: Record<string, unknown> = {};
+    if (has("kv-events-port"))
+      kvEvents.derive = {
         port: flags["kv-events-port"],
         replayPort: flags["kv-events-replay-port"],
         byIndex: flags["kv-events-by-index"] === true,
-      },
-    };
+      };
+    if (has("kv-events-bind")) kvEvents.bind = flags["kv-events-bind"];
+    sub("routing").kvEvents = kvEvents;
   }
   if (has("discovery")) {
     const mode = flags.discovery as string;
@@ -195,6 +219,10 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("epp-port")) sub("epp").port = flags["epp-port"];
   if (has("epp-tls-cert")) sub("epp").tlsCertFile = flags["epp-tls-cert"];
   if (has("epp-tls-key")) sub("epp").tlsKeyFile = flags["epp-tls-key"];
+  if (has("predictive-gpu")) sub("predictive").gpu = flags["predictive-gpu"];
+  if (has("predictive-tp")) sub("predictive").tensorParallelSize = flags["predictive-tp"];
+  if (has("predictive-time-scale")) sub("predictive").timeScale = flags["predictive-time-scale"];
+  if (has("slo-ttft-ms")) sub("slo").ttftMs = flags["slo-ttft-ms"];
   return c as RouterConfigInput;
 }
 

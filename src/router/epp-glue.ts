@@ -53,7 +53,8 @@ export function routingHost(router: Router): RoutingHost {
           if (!held) return;
           held = false;
           // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
-          reg.freeSlot(e);
+          // Envoy relays the answer, so its first token is not seen here: counted when it ends
+          reg.freeSlot(e, false);
           router.queue.kick(1);
         },
       };

@@ -5,7 +5,14 @@
 // an engine carries, by upstream-rules.ts.
 import { EventEmitter } from "node:events";
 import { H2CClient, Pool, type Dispatcher } from "undici";
-import type { EngineView } from "../routing/index.js";
+import {
+  noteDone,
+  noteFirstToken,
+  noteScraped,
+  noteSent,
+  type EngineView,
+  type ViewWithCounters,
+} from "../routing/index.js";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "../discovery/types.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import { logger } from "../obs/log.js";
@@ -111,7 +118,7 @@ export class Upstream {
   withheldLoggedAt = -Infinity;
   private probing = { health: false, models: false, metrics: false };
   /** the view policies read; mutated in place so building a snapshot allocates nothing */
-  readonly view: EngineView & { models: Set<string> };
+  readonly view: ViewWithCounters & { models: Set<string> };
 
   constructor(
     public spec: EngineSpec,
@@ -128,6 +135,7 @@ export class Upstream {
       healthy: false,
       weight: spec.weight,
       inFlight: 0,
+      awaitingFirstToken: 0,
       maxInFlight: cfg.admission.maxInFlightPerEngine,
       running: 0,
       waiting: 0,
@@ -168,12 +176,10 @@ export interface RegistryEvents {
   changed: [engine: Upstream];
   /** a new record for an engine (a new URL, or a new pool after a protocol change) */
   added: [engine: Upstream];
+  /** a /metrics page was scraped from an engine (for readers of other series than the load) */
+  scraped: [engine: Upstream, text: string];
 }
 
-/**
- * A registry that follows another process's (router workers, src/router/cluster): it starts no probe
- * of its own, and sends what live traffic says of an engine to whoever decides its health.
- */
 /**
  * Router workers: a pick becomes final once the process group's primary confirms it was made on the
  * group's exact in-flight counts (src/router/cluster/claims.ts); otherwise the request is decided
@@ -183,6 +189,10 @@ export interface SlotArbiter {
   confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream>;
 }
 
+/**
+ * A registry that follows another process's (router workers, src/router/cluster): it starts no probe
+ * of its own, and sends what live traffic says of an engine to whoever decides its health.
+ */
 export interface RegistryLeader {
   failure(e: Upstream, what: string): void;
   success(e: Upstream): void;
@@ -298,14 +308,23 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   }
 
   /** A request takes a slot on `e` (the data plane's in-flight count, which policies read). */
-  takeSlot(e: Upstream): void {
-    e.view.inFlight++;
+  takeSlot(e: Upstream, now = performance.now()): void {
+    noteSent(e.view, now);
     this.onSlot?.(e);
   }
 
-  /** The slot is free again: a draining engine may now leave. */
-  freeSlot(e: Upstream): void {
-    e.view.inFlight--;
+  /** A request's first token (its first answer byte) came back from the engine. */
+  firstToken(e: Upstream, now: number): void {
+    noteFirstToken(e.view, now);
+    this.onSlot?.(e);
+  }
+
+  /**
+   * The slot is free again: a draining engine may now leave. `answered`: the request's first token
+   * had come back (firstToken was told then).
+   */
+  freeSlot(e: Upstream, answered = false): void {
+    noteDone(e.view, answered, performance.now());
     this.onSlot?.(e);
     this.maybeFinishDrain(e);
   }
@@ -480,6 +499,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
         this.cfg.discovery.maxMetricsBytes,
       );
       this.applyLoad(e, parseEngineMetrics(text), Date.now());
+      this.emit("scraped", e, text);
     } catch (err) {
       // stale load would mislead routing: forget it and let in-flight counts speak
       e.view.running = 0;
@@ -498,6 +518,9 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     e.view.waiting = load.waiting;
     e.view.kvUsage = load.kvUsage;
     e.view.blockSize = load.blockSize;
+    e.view.prefillCounters = load.prefill;
+    // on this process's clock (a worker hears of the primary's scrape a moment later)
+    noteScraped(e.view, performance.now() - Math.max(0, Date.now() - scrapedAtMs));
     e.lastScrapeMs = scrapedAtMs;
   }
 

@@ -4,7 +4,7 @@
 // request into a routed one is ingress.ts's; serving it, proxy.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { HttpError, sendError } from "../http/errors.js";
-import { createPolicy, type Policy, type PolicyName } from "../routing/index.js";
+import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../routing/index.js";
 import { AdmissionQueue, RetryBudget, type QueueLimits } from "./admission.js";
 import { engineSpecs, type RouterConfig } from "./config.js";
 import { StaticDiscovery } from "../discovery/static.js";
@@ -220,6 +220,7 @@ export class Router {
       sessionLoadFactor: cfg.session.loadFactor,
       cache: this.cache,
       cacheAware: cfg.routing.cost,
+      predictive: predictiveOptions(cfg.predictive, cfg.slo),
     });
   }
 
@@ -230,7 +231,7 @@ export class Router {
     // Kubernetes / file discovery (not hot-reloaded: a mode change needs a restart)
     for (const src of discoverySources(this.cfg.discovery)) await this.registry.addSource(src);
     this.registry.startLoops();
-    this.cache.start();
+    await this.cache.start();
   }
 
   /** Applies a new configuration to new requests; in-flight ones finish under the old one. */

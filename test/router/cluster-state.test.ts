@@ -59,11 +59,14 @@ test("a source reports only what changed, and a freed engine once more as 0", as
   assert.deepEqual(load.changes(), []);
   reg.takeSlot(a);
   reg.takeSlot(a);
-  assert.deepEqual(load.changes(), [["http://a:1", 2]]);
+  // in flight, and of those awaiting their first token
+  assert.deepEqual(load.changes(), [["http://a:1", 2, 2]]);
   assert.deepEqual(load.changes(), []);
+  reg.firstToken(a, performance.now());
+  assert.deepEqual(load.changes(), [["http://a:1", 2, 1]]);
+  reg.freeSlot(a, true);
   reg.freeSlot(a);
-  reg.freeSlot(a);
-  assert.deepEqual(load.changes(), [["http://a:1", 0]]);
+  assert.deepEqual(load.changes(), [["http://a:1", 0, 0]]);
   assert.deepEqual(load.changes(), []);
   await reg.close();
 });
@@ -78,7 +81,7 @@ test("a replica's report is its whole table: an engine it no longer lists is bac
   assert.equal(reg.engines.get("http://a:1")!.view.inFlight, 2);
   // its request on a ended: the next report lists b only, and a is passed on as 0
   assert.deepEqual(load.replace("p:x", [["http://b:1", 1]]), [
-    ["http://a:1", 0],
+    ["http://a:1", 0, 0],
     ["http://b:1", 1],
   ]);
   assert.equal(reg.engines.get("http://a:1")!.view.inFlight, 0);
@@ -88,12 +91,12 @@ test("a replica's report is its whole table: an engine it no longer lists is bac
 test("a confirmed pick counts until a report written after its answer, even one with no counts", () => {
   const ledger = new WorkerLedger();
   // the claim's batch reported a at 0 (the pick itself still tentative), then the pick stood
-  ledger.report([["http://a:1", 0]], 0);
-  assert.deepEqual(ledger.confirm(1, "http://a:1"), ["http://a:1", 1]);
+  ledger.report([["http://a:1", 0, 0]], 0);
+  assert.deepEqual(ledger.confirm(1, "http://a:1"), ["http://a:1", 1, 1]);
   // a report written before the answer was heard still counts it on top
-  assert.deepEqual(ledger.report([["http://a:1", 0]], 0), [["http://a:1", 1]]);
+  assert.deepEqual(ledger.report([["http://a:1", 0, 0]], 0), [["http://a:1", 1, 1]]);
   // the request ended before the worker's next report: its counts are as reported, only `acked` moved
-  assert.deepEqual(ledger.report([], 1), [["http://a:1", 0]]);
+  assert.deepEqual(ledger.report([], 1), [["http://a:1", 0, 0]]);
 });
 
 test("a new record of an engine starts from the others' counts", async () => {

@@ -13,6 +13,7 @@
 // trip, not one per request. A claim after a refused one in the same batch is refused too (it was
 // decided counting the refused pick as this worker's).
 import { logger } from "../../obs/log.js";
+import { noteSent } from "../../routing/index.js";
 import type { Registry, SlotArbiter, Upstream } from "../registry.js";
 import type { ClaimItem, LoadCounts, ToPrimary } from "./protocol.js";
 import type { SharedLoad } from "./shared-load.js";
@@ -56,12 +57,14 @@ export class Claims implements SlotArbiter {
       reg.takeSlot(e);
       return e;
     }
-    const seen: [string, number][] = [];
-    for (const v of reg.snapshot()) seen.push([v.id, this.load.others(v.id)]);
+    const seen: LoadCounts[] = [];
+    for (const v of reg.snapshot()) seen.push(this.load.othersRow(v.id));
     // what the decision learned (prefix blocks, predicted hits) is learned only if the pick stands
     const learned = this.picks.takeHeld();
     // held here while the primary decides: this worker's next picks count it, its reports do not
-    e.view.inFlight++;
+    const sentBefore = e.view.lastSentAt;
+    const sentAt = performance.now();
+    noteSent(e.view, sentAt);
     this.load.holdTentative(e.url, 1);
     const id = ++this.seq;
     return new Promise<Upstream>((resolve) => {
@@ -74,7 +77,10 @@ export class Claims implements SlotArbiter {
           return resolve(e);
         }
         // the counts the decision read were stale; the fresh ones arrived before this answer
+        // (never sent: as if not picked, the engine's last answer time untouched)
         e.view.inFlight--;
+        if (e.view.awaitingFirstToken) e.view.awaitingFirstToken--;
+        if (e.view.lastSentAt === sentAt) e.view.lastSentAt = sentBefore;
         reg.maybeFinishDrain(e);
         this.retries++;
         resolve(decideAgain());

@@ -5,13 +5,15 @@
 import { discoverySources } from "../../discovery/index.js";
 import { StaticDiscovery } from "../../discovery/static.js";
 import { engineSpecs, type RouterConfig } from "../config.js";
+import { parsePrefixCacheHits } from "../kv/watchdog.js";
 import { RouterMetrics } from "../metrics.js";
 import { Registry, type Upstream } from "../registry.js";
 import type { EngineStatus, ToWorker } from "./protocol.js";
 import { SharedLoad } from "./shared-load.js";
 
-function statusOf(e: Upstream): EngineStatus {
+function statusOf(e: Upstream, prefixCacheHits: number | undefined): EngineStatus {
   return {
+    ...(prefixCacheHits !== undefined ? { prefixCacheHits } : {}),
     spec: e.spec,
     state: e.state,
     healthFailures: e.healthFailures,
@@ -35,6 +37,8 @@ export class ControlPlane {
   private readonly sentModels = new Map<string, string>();
   private readonly dirty = new Set<Upstream>();
   private flushScheduled = false;
+  /** per engine, vllm:prefix_cache_hits at its last scrape (the workers' watchdogs read no page) */
+  private readonly hits = new Map<string, number>();
 
   constructor(
     private cfg: RouterConfig,
@@ -52,6 +56,11 @@ export class ControlPlane {
     this.registry.on("changed", (e) => this.mark(e));
     this.registry.on("models", (e) => this.mark(e));
     this.registry.on("added", (e) => this.mark(e));
+    // "changed" follows at once and sends it
+    this.registry.on("scraped", (e, text) => {
+      const hits = parsePrefixCacheHits(text);
+      if (hits !== null) this.hits.set(e.url, hits);
+    });
   }
 
   async start(): Promise<void> {
@@ -71,7 +80,7 @@ export class ControlPlane {
     const out: ToWorker[] = [];
     for (const e of this.registry.engines.values()) {
       if (e.draining) continue;
-      const status = statusOf(e);
+      const status = statusOf(e, this.hits.get(e.url));
       // the record first, its models, then its state: a worker admits it knowing what it serves
       out.push({ t: "engine", status: { ...status, state: "probing" } });
       out.push({ t: "models", url: e.url, cards: e.modelCards });
@@ -115,9 +124,10 @@ export class ControlPlane {
       if (e.draining || this.registry.engines.get(url) !== e) {
         if (this.sentStatus.delete(url)) this.broadcast({ t: "remove", url });
         this.sentModels.delete(url);
+        this.hits.delete(url);
         continue;
       }
-      const status = statusOf(e);
+      const status = statusOf(e, this.hits.get(e.url));
       const models = JSON.stringify(e.modelCards);
       if (models !== this.sentModels.get(url)) {
         if (!this.sentStatus.has(url)) {

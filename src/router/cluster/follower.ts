@@ -10,6 +10,8 @@ export class RegistryFollower implements RegistryLeader {
   constructor(
     private readonly registry: Registry,
     private readonly send: (m: ToPrimary) => void,
+    /** the engine's prefix-cache hit counter at the primary's last scrape */
+    private readonly onHits?: (e: Upstream, hits: number) => void,
   ) {
     registry.leader = this;
   }
@@ -40,7 +42,11 @@ export class RegistryFollower implements RegistryLeader {
     e.passiveFailures = s.passiveFailures;
     e.lastError = s.lastError;
     e.lastModelsMs = s.lastModelsMs;
-    reg.applyLoad(e, s.load, s.lastScrapeMs);
+    // a new scrape (a status also changes with health counters: the load is then as it was)
+    if (s.lastScrapeMs !== e.lastScrapeMs) {
+      reg.applyLoad(e, s.load, s.lastScrapeMs);
+      if (s.prefixCacheHits !== undefined) this.onHits?.(e, s.prefixCacheHits);
+    }
     if (s.state !== e.state) {
       const admitted = s.state === "healthy";
       e.state = s.state;

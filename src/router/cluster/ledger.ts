@@ -4,10 +4,11 @@
 // worker had not yet heard of is not in that report, so the primary adds it on top until a report
 // covers it: the group's counts are exact at every step, whatever the order of reports and answers.
 import type { LoadCounts } from "./protocol.js";
+import { SHARED_FIELDS } from "./shared-load.js";
 
 export class WorkerLedger {
   /** the worker's last report per engine (confirmed picks it had heard of included) */
-  private readonly reported = new Map<string, number>();
+  private readonly reported = new Map<string, number[]>();
   /** confirmed claims the worker's reports do not cover yet */
   private pending: { id: number; url: string }[] = [];
 
@@ -15,7 +16,7 @@ export class WorkerLedger {
   report(rows: readonly LoadCounts[], acked: number): LoadCounts[] {
     const touched = new Set<string>();
     for (const r of rows) {
-      this.reported.set(r[0], typeof r[1] === "number" ? r[1] : 0);
+      this.reported.set(r[0], r.slice(1) as number[]);
       touched.add(r[0]);
     }
     if (this.pending.some((p) => p.id <= acked)) {
@@ -31,10 +32,15 @@ export class WorkerLedger {
     return this.row(url);
   }
 
-  /** The worker's count on the engine as the group should see it. */
+  /**
+   * The worker's counts on the engine as the group should see them: a confirmed pick its reports do
+   * not cover yet is one more in every field (a request just sent: in flight, awaiting its first token).
+   */
   row(url: string): LoadCounts {
-    let n = this.reported.get(url) ?? 0;
-    for (const p of this.pending) if (p.url === url) n++;
-    return [url, n];
+    const counts = [...(this.reported.get(url) ?? [])];
+    for (let i = 0; i < SHARED_FIELDS.length; i++) counts[i] ??= 0;
+    let extra = 0;
+    for (const p of this.pending) if (p.url === url) extra++;
+    return [url, ...counts.map((c) => c + extra)];
   }
 }

@@ -238,8 +238,10 @@ export class Primary {
     for (const item of m.items) {
       let ok = stale.size === 0;
       if (ok) {
-        for (const [url, others] of item.seen) {
-          if (load.othersExcept(source, url) === others) continue;
+        for (const seen of item.seen) {
+          const url = seen[0];
+          const current = load.othersExcept(source, url);
+          if (current.every((v, i) => i === 0 || v === seen[i])) continue;
           stale.add(url);
           ok = false;
         }

@@ -17,6 +17,8 @@ export interface EngineStatus {
   lastError: string;
   load: EngineLoad;
   lastScrapeMs: number;
+  /** vllm:prefix_cache_hits at that scrape, when the page had it (each worker's silent-miss watchdog) */
+  prefixCacheHits?: number;
   lastModelsMs: number;
 }
 
@@ -33,7 +35,7 @@ export type Pick = [engine: string, prefixIds: readonly number[], kvPredictedTok
 export interface ClaimItem {
   id: number;
   pick: string;
-  seen: [url: string, others: number][];
+  seen: LoadCounts[];
 }
 
 /** A worker's report of what it changed since its last one. */

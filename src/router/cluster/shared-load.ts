@@ -6,13 +6,24 @@
 // Others report absolute counts per engine URL, never deltas: a report is idempotent, a late one is
 // simply replaced, and a source that dies is dropped whole (`drop`) without leaving a drift behind.
 // A process's own count is then its view minus what others added.
+import type { EngineView } from "../../routing/index.js";
 import type { Registry, Upstream } from "../registry.js";
 import type { LoadCounts } from "./protocol.js";
 
-/** The view's per-engine router counters that are the group's, in the order LoadCounts carries them. */
-export const SHARED_FIELDS = ["inFlight"] as const;
+/**
+ * The view's per-engine router counters that are the group's, in the order LoadCounts carries them:
+ * requests in flight, and of those the ones awaiting their first token (least-load and the time
+ * model rank by them).
+ */
+export const SHARED_FIELDS = ["inFlight", "awaitingFirstToken"] as const;
 type Field = (typeof SHARED_FIELDS)[number];
 const N = SHARED_FIELDS.length;
+
+/** awaitingFirstToken is absent from a view until a request is sent */
+const read = (v: EngineView, f: Field): number => v[f] ?? 0;
+const addTo = (v: EngineView, f: Field, d: number): void => {
+  v[f] = read(v, f) + d;
+};
 
 /** Engines one source may report (a peer's report is cut here); the registry's own are far fewer. */
 const MAX_ENGINES_PER_SOURCE = 4096;
@@ -31,20 +42,20 @@ export class SharedLoad {
     // a new record (new engine, or a new pool) starts from the others' counts
     registry.on("added", (e) => {
       const s = this.sums.get(e.url);
-      if (s) for (let i = 0; i < N; i++) e.view[SHARED_FIELDS[i]!] += s[i]!;
+      if (s) for (let i = 0; i < N; i++) addTo(e.view, SHARED_FIELDS[i]!, s[i]!);
     });
   }
 
   /** This process's own count of `field` on `e` (the view holds the group's). */
   own(e: Upstream, field: Field = "inFlight"): number {
     const s = this.sums.get(e.url);
-    return e.view[field] - (s ? s[SHARED_FIELDS.indexOf(field)]! : 0);
+    return read(e.view, field) - (s ? s[SHARED_FIELDS.indexOf(field)]! : 0);
   }
 
   /** What this process reports of its own: unconfirmed picks left out. */
   private reportable(e: Upstream, field: Field): number {
-    const own = this.own(e, field);
-    return field === "inFlight" ? own - (this.tentative.get(e.url) ?? 0) : own;
+    // a held pick counts in both: sent (in flight) and not answered yet
+    return this.own(e, field) - (this.tentative.get(e.url) ?? 0);
   }
 
   /** A pick awaits the primary's word: counted here, not reported. */
@@ -68,12 +79,20 @@ export class SharedLoad {
     return row;
   }
 
-  /** Counts of every source but `except` for `url` (a primary checking a worker's claim). */
-  othersExcept(except: string, url: string): number {
-    let n = 0;
+  /** Counts of every source but `except` for `url`, per field (a primary checking a worker's claim). */
+  othersExcept(except: string, url: string): LoadCounts {
+    const row: LoadCounts = [url, ...new Array<number>(N).fill(0)];
     const per = this.bySource.get(url);
-    if (per) for (const [source, c] of per) if (source !== except) n += c[0]!;
-    return n;
+    if (per)
+      for (const [source, c] of per)
+        if (source !== except) for (let i = 0; i < N; i++) row[i + 1] = (row[i + 1] as number) + c[i]!;
+    return row;
+  }
+
+  /** Others' counts on the engine at `url`, per field (what a worker's claim says it read). */
+  othersRow(url: string): LoadCounts {
+    const s = this.sums.get(url);
+    return s ? [url, ...s] : [url, ...new Array<number>(N).fill(0)];
   }
 
   /** Others' part of `field` on the engine at `url`. */
@@ -128,7 +147,7 @@ export class SharedLoad {
       const d = next[i]! - (prev ? prev[i]! : 0);
       if (d === 0) continue;
       sum[i] = sum[i]! + d;
-      if (e) e.view[SHARED_FIELDS[i]!] += d;
+      if (e) addTo(e.view, SHARED_FIELDS[i]!, d);
     }
     if (zero) {
       per?.delete(source);

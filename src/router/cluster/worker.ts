@@ -91,7 +91,7 @@ export class WorkerLink implements RouterGroup {
   ) {
     this.label = `worker ${start.slot + 1}/${start.workers}`;
     const reg = router.registry;
-    this.follower = new RegistryFollower(reg, send);
+    this.follower = new RegistryFollower(reg, send, (e, hits) => router.cache.hitsScraped(e, hits));
     this.load = new SharedLoad(reg);
     // picks are held until they stand: a claimed one by its answer, any other at its slot
     this.picks = new PickExchange(
