@@ -8,12 +8,21 @@
 // silent while it holds the request may be the request's own doing (a poison request, proxy.ts).
 // Every byte an engine sends marks it as making progress, which the health checker reads: a busy
 // engine that still streams is not ejected for a slow probe (health.ts).
+//
+// A stream that may migrate (it has a ledger, migration-ledger.ts) is relayed event by event through
+// its ledger; when its engine fails after the first byte — reset, closed, silent past the idle
+// timeout, an in-stream error event, or moved off a draining or ejected engine — the attempt ends
+// as `migrate` instead of writing an error event, and the data plane continues the stream elsewhere.
+// An attempt that continues a stream (`resumes`) may still fail over before its own first byte.
+import type { Readable } from "node:stream";
 import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
+import type { Linked } from "../collections/linked-list.js";
 import { HttpError, errorBody } from "../http/errors.js";
 import type { RouterConfig } from "./config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
 import type { ModelSeries } from "./metrics.js";
+import type { MigrationLedger } from "./migration-ledger.js";
 import type { Upstream } from "./registry.js";
 import type { RequestTrace } from "./request-trace.js";
 import type { RoutedRequest } from "./request.js";
@@ -59,11 +68,33 @@ export interface RetryOutcome {
   /** the failing engine's response headers, flat [name, value, ...] */
   headers: string[];
 }
+/**
+ * Why a stream broke off after its first byte: the engine's connection was lost or closed before
+ * [DONE], it fell silent past the idle timeout, it sent an error event, or the router moved the
+ * stream off an engine that is draining or was ejected.
+ */
+export type BreakReason = "connection_lost" | "closed" | "idle_timeout" | "error_event" | "drain" | "ejected";
+
+/** A migratable stream broke off: the data plane continues it on another engine, or ends it. */
+export interface MigrateOutcome {
+  kind: "migrate";
+  reason: BreakReason;
+  /** what went wrong, for the error event when the stream cannot continue */
+  detail: string;
+  /** in-flight: the engine failed holding it (counts toward poisonAfter); router: the router moved it */
+  cause: "in-flight" | "router";
+}
+
 /** What one attempt ended as. */
-export type Outcome = { kind: "done" } | { kind: "client-gone" } | { kind: "total-timeout" } | RetryOutcome;
+export type Outcome =
+  { kind: "done" } | { kind: "client-gone" } | { kind: "total-timeout" } | RetryOutcome | MigrateOutcome;
 const DONE: Outcome = { kind: "done" };
 const CLIENT_GONE: Outcome = { kind: "client-gone" };
 const TOTAL_TIMEOUT: Outcome = { kind: "total-timeout" };
+
+function migrate(reason: BreakReason, detail: string, cause: MigrateOutcome["cause"]): MigrateOutcome {
+  return { kind: "migrate", reason, detail, cause };
+}
 
 function retry(
   reason: string,
@@ -94,6 +125,12 @@ export interface AttemptContext {
   lastChunk: Buffer | undefined;
   /** the attempt in progress, which client disconnects and the total timeout cut */
   current: { cancel(): void } | undefined;
+  /** the bytes sent to engines: the client's (token ids asked for when it may migrate), or a continuation */
+  readonly upstreamBody: Buffer | Readable;
+  /** present when the stream may migrate: what was delivered so far (relayed through it) */
+  readonly ledger: MigrationLedger | undefined;
+  /** performance.now() of the last chunk relayed to the client, across attempts (ITL) */
+  lastRelayAt: number;
 }
 
 /** The data plane's machinery an attempt uses. */
@@ -101,7 +138,14 @@ export interface AttemptHost {
   readonly deadlines: DeadlineQueue;
   reportFailure(e: Upstream, what: string): void;
   reportSuccess(e: Upstream): void;
+  /** an attempt that continues a migrated stream relayed its first byte */
+  continued(ctx: AttemptContext): void;
+  /** a stream that could not migrate broke off mid-response (counted, explained) */
+  brokeOff(ctx: AttemptContext, reason: BreakReason): void;
 }
+
+/** Why the router moves a stream off its engine. */
+export type MoveReason = "drain" | "ejected";
 
 const enum AttemptDeadline {
   FirstByte,
@@ -125,7 +169,11 @@ const enum Mode {
  * An engine's ejection never cancels an attempt: one that waits for a long prefill's first byte, or
  * still receives bytes, finishes on its engine.
  */
-export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<AttemptDeadline> {
+export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<AttemptDeadline>, Linked<Attempt> {
+  // membership of the engine's list of attempts in flight (the drain and ejection walk it)
+  prev: Attempt | null = null;
+  next: Attempt | null = null;
+  list: { remove(n: Attempt): void } | null = null;
   private mode = Mode.Headers;
   private done = false;
   /** undici wrote the whole request to the engine */
@@ -142,7 +190,16 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private held: Buffer | undefined;
   private collected: Buffer[] | undefined;
   private collectedSize = 0;
+  /** performance.now() of this attempt's last byte from its engine, and of its last chunk relayed */
   private lastChunk = 0;
+  private lastRelayed = 0;
+  private startedAt = 0;
+  /** this attempt continues a stream whose first byte came from another engine */
+  private readonly resumes: boolean;
+  /** this attempt's engine has sent body bytes */
+  private gotByte = false;
+  /** the router is taking the stream off this engine (drain deadline, ejection) */
+  private moving: MoveReason | undefined;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
 
@@ -151,7 +208,36 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     private readonly ctx: AttemptContext,
     private readonly engine: Upstream,
     private readonly cfg: RouterConfig,
-  ) {}
+  ) {
+    this.resumes = ctx.relayed;
+  }
+
+  /**
+   * Whether the router may take this attempt off its engine now: a stream that may migrate and has
+   * started, or a request that has not started and can be sent again elsewhere.
+   */
+  get movable(): boolean {
+    if (this.done) return false;
+    if (this.ctx.relayed && (!this.resumes || this.gotByte)) return this.ctx.ledger !== undefined;
+    return Buffer.isBuffer(this.ctx.upstreamBody);
+  }
+
+  /** a migratable stream this attempt is relaying (its own bytes have reached the client) */
+  get midStream(): boolean {
+    return !this.done && this.ctx.ledger !== undefined && this.relayedAny;
+  }
+
+  /** ms since this attempt's engine last sent a byte (or since it started) */
+  silentFor(now: number): number {
+    return now - (this.lastChunk || this.startedAt);
+  }
+
+  /** Takes the attempt off its engine: a started stream migrates, one not started is sent elsewhere. */
+  moveOff(why: MoveReason): void {
+    if (!this.movable) return;
+    this.moving = why;
+    this.cancel();
+  }
 
   onDeadline(kind: AttemptDeadline): void {
     if (kind === AttemptDeadline.FirstByte) this.ttfbTimedOut = true;
@@ -159,7 +245,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.cancel();
   }
 
-  start(headers: string[]): Promise<Outcome> {
+  /** `inFlight`: the engine's list of attempts in flight, which this one joins until it ends */
+  start(headers: string[], inFlight?: { push(a: Attempt): void }): Promise<Outcome> {
     const ctx = this.ctx;
     const p = new Promise<Outcome>((resolve) => (this.settle = resolve));
     if (ctx.clientGone || ctx.totalTimedOut) {
@@ -167,9 +254,13 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       return p;
     }
     ctx.current = this;
-    this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte);
+    inFlight?.push(this);
+    // a partial event of an engine tried before is not this one's to finish
+    ctx.ledger?.dropPartial();
+    this.startedAt = performance.now();
+    this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
-    this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.pr.body }, this);
+    this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.upstreamBody }, this);
     return p;
   }
 
@@ -197,6 +288,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     dl.disarm(this.idle);
     if (this.ctx.current === this) this.ctx.current = undefined;
     if (this.onDrain) this.ctx.res.off("drain", this.onDrain);
+    this.list?.remove(this);
     this.settle(o);
   }
 
@@ -226,7 +318,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       h.push(name, value);
     }
     const ctx = this.ctx;
-    if (RETRIABLE_STATUS.has(status) && !ctx.relayed) {
+    // a continuation answered 502/503/504 has relayed nothing of its own: another engine may try
+    if (RETRIABLE_STATUS.has(status) && (!ctx.relayed || this.resumes)) {
       this.mode = Mode.CollectRetry;
       this.collected = [];
       return true;
@@ -256,18 +349,33 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     }
     const ctx = this.ctx;
     const res = ctx.res;
+    this.lastChunk = now;
+    this.host.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
+    if (!this.gotByte) {
+      this.gotByte = true;
+      this.host.deadlines.disarm(this.ttfb);
+    }
+    const ledger = ctx.ledger;
+    if (ledger) {
+      // whole events only, token ids the client did not ask for blanked, continuations rewritten
+      const out = ledger.relay(chunk);
+      if (out.length === 0) return true;
+      chunk = Buffer.from(out);
+    }
     if (!ctx.relayed) {
       ctx.relayed = true;
-      this.host.deadlines.disarm(this.ttfb);
       this.writeHead();
       ctx.ttftMs = now - ctx.started;
       ctx.series.ttft.observe(ctx.ttftMs / 1000);
       ctx.trace?.firstByte(ctx.ttftMs / 1000);
-    } else ctx.series.itl.observe((now - this.lastChunk) / 1000);
+    } else {
+      ctx.series.itl.observe((now - ctx.lastRelayAt) / 1000);
+      if (this.resumes && this.lastRelayed === 0) this.host.continued(ctx);
+    }
+    this.lastRelayed = now;
+    ctx.lastRelayAt = now;
     ctx.trace?.onBody(chunk, this.isSse);
     ctx.lastChunk = chunk;
-    this.lastChunk = now;
-    this.host.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
     if (ctx.pr.tenant) {
       chunk = ctx.pr.tenant.onBody(chunk, this.isSse);
       if (chunk.length === 0) return true;
@@ -317,7 +425,17 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
           engineErrorMessage(this.collectedBody(), this.status).message,
         );
         return this.finish(DONE);
-      default:
+      default: {
+        const ledger = ctx.ledger;
+        if (ledger && !ledger.sawDone) {
+          // the engine ended the response before the stream's end: an error event, or just closed
+          const detail = ledger.heldError
+            ? `engine error mid-stream: ${ledger.heldError.message}`
+            : "engine ended the stream before [DONE]";
+          this.host.reportFailure(this.engine, detail);
+          if (!this.relayedAny) return this.finish(retry(detail, 502, "in-flight"));
+          return this.finish(migrate(ledger.heldError ? "error_event" : "closed", detail, "in-flight"));
+        }
         // an empty body: headers only
         if (!ctx.relayed) {
           ctx.relayed = true;
@@ -331,7 +449,22 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         else ctx.res.end();
         this.held = undefined;
         return this.finish(DONE);
+      }
     }
+  }
+
+  /** nothing of this attempt's own has reached the client: it may still fail over like a fresh one */
+  private get relayedAny(): boolean {
+    return this.ctx.relayed && (!this.resumes || this.lastRelayed > 0);
+  }
+
+  /** The router took the attempt off its engine before it relayed anything: it goes elsewhere. */
+  private moved(why: MoveReason): RetryOutcome {
+    return retry(
+      `moved off the engine (${why === "drain" ? "engine draining" : "engine ejected"})`,
+      503,
+      "connect",
+    );
   }
 
   /** A transport failure before any byte was relayed: retried on another engine. */
@@ -348,6 +481,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const why = this.interrupted();
     switch (this.mode) {
       case Mode.Headers:
+        if (this.moving && !why) return this.finish(this.moved(this.moving));
         return this.finish(why ?? this.transportFailure(err, ""));
       case Mode.CollectRetry: {
         this.host.reportFailure(this.engine, `answered ${this.status}`);
@@ -362,7 +496,14 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     }
     // relaying
     if (why === CLIENT_GONE) return this.finish(why);
-    if (!ctx.relayed) return this.finish(why ?? this.transportFailure(err, " before first byte"));
+    if (!this.relayedAny) {
+      if (this.moving && !why) return this.finish(this.moved(this.moving));
+      return this.finish(why ?? this.transportFailure(err, " before first byte"));
+    }
+    if (this.moving && ctx.ledger && !ctx.totalTimedOut)
+      return this.finish(
+        migrate(this.moving, `the router moved the stream off the engine (${this.moving})`, "router"),
+      );
     const idle = this.idleTimedOut;
     const reason = idle
       ? `engine sent nothing for ${this.cfg.timeouts.idle} ms`
@@ -370,6 +511,9 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         ? "request exceeded the router's total timeout"
         : `engine connection lost mid-response: ${err.message}`;
     if (!idle && !ctx.totalTimedOut) this.host.reportFailure(this.engine, reason);
+    if (ctx.ledger && !ctx.totalTimedOut)
+      return this.finish(migrate(idle ? "idle_timeout" : "connection_lost", reason, "in-flight"));
+    if (!ctx.totalTimedOut) this.host.brokeOff(ctx, idle ? "idle_timeout" : "connection_lost");
     if (this.isSse || ctx.pr.stream)
       endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason);
     else ctx.res.destroy();

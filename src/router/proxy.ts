@@ -9,11 +9,18 @@
 // is in rotation, requests are still routed among its engines (panic mode, counted and logged)
 // rather than refused: an ejection is a guess, a refusal is certain.
 //
+// A streamed completion or chat whose engine fails after the first byte is migrated: continued on
+// another engine from what was delivered (migration.ts builds the request, migration-ledger.ts keeps
+// the record and rewrites the next engine's events), within `migration.maxPerRequest`; engine
+// failures while it is served count toward `retry.poisonAfter` as before.
+//
 // Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt, every
 // timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
 // metrics through pre-bound children.
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
 import { randomUUID } from "node:crypto";
+import { LinkedList } from "../collections/linked-list.js";
 import { decide, type EngineView, type Policy, type RequestView } from "../routing/index.js";
 import { HttpError, sendError } from "../http/errors.js";
 import type { AdmissionQueue, RetryBudget } from "./admission.js";
@@ -31,8 +38,12 @@ import {
   totalTimeoutError,
   type AttemptContext,
   type AttemptHost,
+  type BreakReason,
+  type MigrateOutcome,
   type RetryOutcome,
 } from "./attempt.js";
+import { MigrationLedger } from "./migration-ledger.js";
+import { continuation, firstBody, planMigration, type MigrationPlan } from "./migration.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
 import type { AccessLog } from "./access-log.js";
@@ -102,7 +113,8 @@ function onResponseClose(this: WithContext): void {
 /** Everything the data plane tracks about one client request while it is served. */
 export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline> {
   readonly started = performance.now();
-  readonly view: RequestView;
+  /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
+  view: RequestView;
   readonly requestId: string;
   relayed = false;
   clientGone = false;
@@ -121,7 +133,17 @@ export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline
   ttftMs = -1;
   /** the last relayed body chunk, where vLLM puts `usage` (the access log reads it at the end) */
   lastChunk: Buffer | undefined = undefined;
+  lastRelayAt = 0;
   current: { cancel(): void } | undefined;
+  upstreamBody: Buffer | Readable;
+  /** a stream that may migrate: its plan and ledger; undefined for every other request */
+  migration: MigrationPlan | undefined;
+  ledger: MigrationLedger | undefined;
+  /** why a generation stream may not migrate (for the error event and the metric) */
+  migrationRefusal: string | undefined;
+  /** between a stream's break and its continuation's first byte: why it broke, and when */
+  migrating: BreakReason | undefined;
+  migratingSince = 0;
   /** only for waiting in the admission queue (rare), so created on demand */
   private queueAbort: AbortController | undefined;
   readonly total = new OwnedDeadline(this, CtxDeadline.Total);
@@ -153,6 +175,12 @@ export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline
     };
     this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
     this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
+    this.upstreamBody = pr.body;
+  }
+
+  /** The number of times this request moved to another engine mid-stream (the access log). */
+  get migrations(): number {
+    return this.ledger?.migrations ?? 0;
   }
 
   onDeadline(kind: CtxDeadline): void {
@@ -178,11 +206,44 @@ export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline
   }
 }
 
+/** The attempts in flight on one engine (what a drain or an ejection moves). */
+export class EngineAttempts extends LinkedList<Attempt> {}
+
 export class Proxy implements AttemptHost {
   /** every per-request timeout of this router, on one coarse timer */
   readonly deadlines = new DeadlineQueue();
+  /** keyed by the long-lived engine record; the attempts link themselves in (no per-request entry) */
+  private readonly inFlight = new WeakMap<Upstream, EngineAttempts>();
 
   constructor(private readonly d: ProxyDeps) {}
+
+  /** The attempts in flight on an engine now. */
+  attemptsOn(e: Upstream): EngineAttempts {
+    let l = this.inFlight.get(e);
+    if (!l) {
+      l = new EngineAttempts();
+      this.inFlight.set(e, l);
+    }
+    return l;
+  }
+
+  continued(c: AttemptContext): void {
+    const ctx = c as RequestContext;
+    const reason = ctx.migrating;
+    if (reason === undefined) return;
+    ctx.migrating = undefined;
+    this.deadlines.disarm(ctx.keepAlive);
+    const seconds = (performance.now() - ctx.migratingSince) / 1000;
+    this.d.metrics.migrationGap.child(ctx.pr.model).observe(seconds);
+    this.d.metrics.countMigration(ctx.pr.model, reason, "continued");
+    ctx.trace?.migrated(ctx.engineUrl, reason, seconds);
+  }
+
+  brokeOff(c: AttemptContext, reason: BreakReason): void {
+    const ctx = c as RequestContext;
+    if (ctx.migrationRefusal !== undefined)
+      this.d.metrics.countMigration(ctx.pr.model, reason, "not_migratable");
+  }
 
   reportFailure(e: Upstream, what: string): void {
     this.d.registry.reportFailure(e, what);
@@ -205,7 +266,23 @@ export class Proxy implements AttemptHost {
     this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
     if (pr.stream && cfg.timeouts.keepAlive > 0)
       this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive, now);
+    if (pr.stream && pr.generation && cfg.migration.enabled) this.planMigration(ctx);
     return this.run(ctx, cfg);
+  }
+
+  /** A stream that may migrate gets its plan, ledger and the body asking for token ids. */
+  private planMigration(ctx: RequestContext): void {
+    const path = ctx.pr.path;
+    const q = path.indexOf("?");
+    const plan = planMigration(q < 0 ? path : path.slice(0, q), ctx.pr);
+    if (plan === undefined) return;
+    if (typeof plan === "string") {
+      ctx.migrationRefusal = plan;
+      return;
+    }
+    ctx.migration = plan;
+    ctx.ledger = new MigrationLedger(plan.kind, !plan.clientWantsIds);
+    ctx.upstreamBody = firstBody(ctx.pr.body as Buffer, plan);
   }
 
   /** The request's end, whatever happened: timers off, listener off, counted, logged. */
@@ -215,6 +292,9 @@ export class Proxy implements AttemptHost {
     const metrics = this.d.metrics;
     this.deadlines.disarm(ctx.total);
     this.deadlines.disarm(ctx.keepAlive);
+    // a continuation that never got going: the migration failed (the client saw an error event)
+    if (ctx.migrating !== undefined && !ctx.clientGone)
+      metrics.countMigration(pr.model, ctx.migrating, "failed");
     res.off("close", onResponseClose);
     (res as WithContext)[CONTEXT] = undefined;
     metrics.inFlight--;
@@ -242,7 +322,8 @@ export class Proxy implements AttemptHost {
 
   sendKeepAlive(ctx: RequestContext): void {
     const res = ctx.res;
-    if (ctx.relayed || res.writableEnded || res.destroyed) return;
+    // comments keep the client's connection warm before the first byte and while a stream moves
+    if ((ctx.relayed && ctx.migrating === undefined) || res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       // Committing to 200 now is safe: an engine failure later becomes an SSE error event.
       res.writeHead(200, { ...SSE_HEADERS, "x-request-id": ctx.requestId });
@@ -336,7 +417,10 @@ export class Proxy implements AttemptHost {
       const replayable = Buffer.isBuffer(ctx.pr.body);
       const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
       let last: RetryOutcome | undefined;
+      // tries on engines since the request (or its last migration) started
+      let tries = 0;
       for (let attempt = 1; ; attempt++) {
+        tries++;
         let engine: Upstream;
         try {
           const got = this.acquire(ctx);
@@ -359,11 +443,19 @@ export class Proxy implements AttemptHost {
         if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
         let outcome;
         try {
-          outcome = await new Attempt(this, ctx, engine, cfg).start(headers);
+          outcome = await new Attempt(this, ctx, engine, cfg).start(headers, this.attemptsOn(engine));
         } finally {
           this.releaseSlot(engine);
         }
         if (outcome.kind === "total-timeout") throw totalTimeoutError();
+        if (outcome.kind === "migrate") {
+          ctx.trace?.attemptEnded(200, outcome.detail);
+          ctx.exclude(engine.url);
+          if (!this.migrate(ctx, outcome, cfg)) return;
+          last = undefined;
+          tries = 0;
+          continue;
+        }
         if (outcome.kind !== "retry") return;
         ctx.trace?.attemptEnded(outcome.status, outcome.reason);
         last = outcome;
@@ -374,8 +466,9 @@ export class Proxy implements AttemptHost {
           if (poisonAfter > 0 && ++ctx.inFlightFailures >= poisonAfter) return this.poisoned(ctx, last);
         }
         if (ctx.totalTimedOut) throw totalTimeoutError();
-        if (attempt >= maxAttempts) return this.relayFailure(ctx, last);
-        if (!this.d.budget.tryRetry()) {
+        if (tries >= maxAttempts) return this.relayFailure(ctx, last);
+        // a continuation is a migration's, bounded by migration.maxPerRequest, not the retry budget
+        if (ctx.migrating === undefined && !this.d.budget.tryRetry()) {
           this.d.metrics.rejected.inc({ reason: "retry_budget" });
           return this.relayFailure(ctx, last);
         }
@@ -391,6 +484,101 @@ export class Proxy implements AttemptHost {
     } finally {
       this.finished(ctx);
     }
+  }
+
+  /**
+   * A stream that may migrate broke off. True: it continues on another engine (the attempts loop goes
+   * on with the continuation). False: it ended here — by the router, when nothing was left to
+   * generate, or with an error event saying why it could not continue.
+   */
+  private migrate(ctx: RequestContext, o: MigrateOutcome, cfg: RouterConfig): boolean {
+    const ledger = ctx.ledger!;
+    const plan = ctx.migration!;
+    const model = ctx.pr.model;
+    const m = this.d.metrics;
+    // the answer was complete and the engine failed before its [DONE]: the router writes the end
+    if (ledger.finishReason !== null) {
+      this.endStream(ctx, ledger.closingEvents(null, plan.includeUsage && !ledger.usageSent));
+      m.countMigration(model, o.reason, "ended");
+      return false;
+    }
+    let refusal = ledger.blocked;
+    let outcome = "not_migratable";
+    if (refusal === undefined && ledger.migrations >= cfg.migration.maxPerRequest) {
+      refusal = `it moved ${ledger.migrations} times already (migration.maxPerRequest)`;
+      outcome = "limit";
+    }
+    if (refusal === undefined && o.cause === "in-flight") {
+      const poisonAfter = cfg.retry.poisonAfter;
+      if (poisonAfter > 0 && ++ctx.inFlightFailures >= poisonAfter) {
+        refusal = `${ctx.inFlightFailures} engines failed while serving it; it may be what makes them fail`;
+        outcome = "poisoned";
+        m.poisoned.inc({ model });
+      }
+    }
+    const next = refusal === undefined ? continuation(plan, ledger) : undefined;
+    if (next?.kind === "end") {
+      this.endStream(ctx, ledger.closingEvents(next.finish, plan.includeUsage));
+      m.countMigration(model, o.reason, "ended");
+      return false;
+    }
+    if (next?.kind === "refused") refusal = next.why;
+    if (next === undefined || next.kind !== "request") {
+      m.countMigration(model, o.reason, outcome);
+      log.warn(
+        { requestId: ctx.requestId, model, engine: ctx.engineUrl, reason: o.reason, why: refusal },
+        "stream broke off and cannot migrate",
+      );
+      ctx.status = 502;
+      const held = ledger.heldError;
+      // the engine's own error event when it sent one, else what happened and why it did not move
+      if (held) this.endStream(ctx, held.event + "data: [DONE]\n\n");
+      else
+        endStreamWithError(
+          ctx.res,
+          o.reason === "idle_timeout" ? 504 : 502,
+          `${o.detail}; the stream could not move to another engine: ${refusal ?? "no continuation"}`,
+        );
+      return false;
+    }
+    ledger.beginContinuation();
+    ctx.upstreamBody = next.body;
+    const v = ctx.view;
+    // a new view: routing memos (a prepared prompt) belong to the request as it was
+    ctx.view = {
+      model: v.model,
+      seq: v.seq,
+      sessionKey: v.sessionKey,
+      prompt: next.prompt,
+      messages: next.messages,
+      body: next.request,
+      exclude: v.exclude,
+    };
+    ctx.migrating = o.reason;
+    ctx.migratingSince = performance.now();
+    if (cfg.timeouts.keepAlive > 0) this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive);
+    log.info(
+      {
+        requestId: ctx.requestId,
+        model,
+        engine: ctx.engineUrl,
+        reason: o.reason,
+        tokens: ledger.tokens,
+        migration: ledger.migrations,
+      },
+      "stream moving to another engine",
+    );
+    return true;
+  }
+
+  /** Writes the router's own end of a stream (through the tenant's usage accounting). */
+  private endStream(ctx: RequestContext, text: string): void {
+    const res = ctx.res;
+    if (res.writableEnded || res.destroyed) return;
+    let bytes = Buffer.from(text);
+    ctx.lastChunk = bytes;
+    if (ctx.pr.tenant) bytes = Buffer.concat([ctx.pr.tenant.onBody(bytes, true), ctx.pr.tenant.flush()]);
+    res.end(bytes);
   }
 
   /** No engine could answer: pass on the last engine's 5xx answer, or say what went wrong. */
