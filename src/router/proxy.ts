@@ -143,6 +143,7 @@ export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline
   migrationRefusal: string | undefined;
   /** between a stream's break and its continuation's first byte: why it broke, and when */
   migrating: BreakReason | undefined;
+  migrationDetail = "";
   migratingSince = 0;
   /** only for waiting in the admission queue (rare), so created on demand */
   private queueAbort: AbortController | undefined;
@@ -413,6 +414,10 @@ export class Proxy implements AttemptHost {
           fail: (e) => this.fail(ctx, e),
         });
         if (finished) return;
+        // the decode step's body (the prefill's KV transfer params), token ids asked for as before
+        const plan = ctx.migration;
+        const body = ctx.pr.body;
+        ctx.upstreamBody = plan && Buffer.isBuffer(body) ? firstBody(body, plan) : body;
       }
       const replayable = Buffer.isBuffer(ctx.pr.body);
       const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
@@ -428,6 +433,7 @@ export class Proxy implements AttemptHost {
         } catch (err) {
           if (ctx.clientGone) return;
           if (ctx.totalTimedOut) throw totalTimeoutError();
+          if (ctx.migrating !== undefined && err instanceof HttpError) return this.stranded(ctx, err);
           // every engine tried already: report what the last one said rather than "unavailable"
           if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
           if (err instanceof HttpError && err.status === 429)
@@ -555,6 +561,7 @@ export class Proxy implements AttemptHost {
       exclude: v.exclude,
     };
     ctx.migrating = o.reason;
+    ctx.migrationDetail = o.detail;
     ctx.migratingSince = performance.now();
     if (cfg.timeouts.keepAlive > 0) this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive);
     log.info(
@@ -569,6 +576,20 @@ export class Proxy implements AttemptHost {
       "stream moving to another engine",
     );
     return true;
+  }
+
+  /** A stream that broke off found no engine to continue on (none other, or all busy past the queue). */
+  private stranded(ctx: RequestContext, err: HttpError): void {
+    this.d.metrics.countMigration(ctx.pr.model, ctx.migrating!, "no_engine");
+    ctx.migrating = undefined;
+    ctx.status = 502;
+    const held = ctx.ledger?.heldError;
+    if (held) return this.endStream(ctx, held.event + "data: [DONE]\n\n");
+    endStreamWithError(
+      ctx.res,
+      502,
+      `${ctx.migrationDetail}; the stream could not move to another engine: ${err.message}`,
+    );
   }
 
   /** Writes the router's own end of a stream (through the tenant's usage accounting). */

@@ -14,7 +14,9 @@ const SIM_FLAGS = ["--time-scale", "5", "--seed", "7", "--output-len-mean", "100
 
 async function startSims(n: number): Promise<{ sims: Spawned[]; urls: string[] }> {
   const ports = await freePorts(n);
-  const sims = ports.map((p) => spawnCli(["sim", MODEL, "--host", "127.0.0.1", "--port", String(p), ...SIM_FLAGS]));
+  const sims = ports.map((p) =>
+    spawnCli(["sim", MODEL, "--host", "127.0.0.1", "--port", String(p), ...SIM_FLAGS]),
+  );
   const urls = ports.map((p) => `http://127.0.0.1:${p}`);
   await Promise.all(urls.map((u, i) => waitForHttp(`${u}/health`, 60_000, 200, sims[i])));
   return { sims, urls };
@@ -24,7 +26,10 @@ function requestOf(i: number): { kind: "chat" | "completion"; body: Record<strin
   const common = { model: MODEL, max_tokens: 160, temperature: 0, stream_options: { include_usage: true } };
   // two of each kind on each engine (round-robin puts even requests on one engine, odd on the other)
   if (i % 4 < 2)
-    return { kind: "chat", body: { ...common, messages: [{ role: "user", content: `Tell story number ${i}` }] } };
+    return {
+      kind: "chat",
+      body: { ...common, messages: [{ role: "user", content: `Tell story number ${i}` }] },
+    };
   return { kind: "completion", body: { ...common, prompt: `Once upon a time, story ${i} began` } };
 }
 
@@ -45,7 +50,10 @@ test("8 greedy streams, one engine SIGKILLed mid-stream: every stream ends once,
       // kill the second engine once every stream it carries is under way
       const onB = () => streams.filter((s) => s.route.includes(b));
       await waitUntil(() => onB().length === 4 && onB().every((s) => s.events >= 10), 30_000, "streams on b");
-      assert.ok(onB().every((s) => s.dones === 0), "the streams on b were still running");
+      assert.ok(
+        onB().every((s) => s.dones === 0),
+        "the streams on b were still running",
+      );
       await sims[1]!.stop("SIGKILL");
       await Promise.all([...streams, ...unbroken].map((s) => s.done));
 
@@ -65,7 +73,9 @@ test("8 greedy streams, one engine SIGKILLed mid-stream: every stream ends once,
         assert.deepEqual(s.tokenIds, [], "token ids the client did not ask for stay out of its stream");
       }
       const m = await (await fetch(`${router.url}/metrics`)).text();
-      const continued = [...m.matchAll(/switchyard_migrations_total\{[^}]*outcome="continued"[^}]*\} (\d+)/g)];
+      const continued = [
+        ...m.matchAll(/switchyard_migrations_total\{[^}]*outcome="continued"[^}]*\} (\d+)/g),
+      ];
       assert.equal(
         continued.reduce((n, x) => n + Number(x[1]), 0),
         4,

@@ -22,7 +22,11 @@ export interface StreamRead {
   done: Promise<void>;
 }
 
-export function readStream(url: string, body: Record<string, unknown>, kind: "chat" | "completion"): StreamRead {
+export function readStream(
+  url: string,
+  body: Record<string, unknown>,
+  kind: "chat" | "completion",
+): StreamRead {
   const r: StreamRead = {
     status: 0,
     route: "",
