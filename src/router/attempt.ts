@@ -49,6 +49,10 @@ const ENGINE_FAULTS = new Set([
 ]);
 
 const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
+
+function endsWith(b: Buffer, tail: Buffer): boolean {
+  return b.length >= tail.length && b.compare(tail, 0, tail.length, b.length - tail.length) === 0;
+}
 /** an engine's failure answer kept for relaying when no other engine does better */
 const MAX_FAILURE_BODY = 64 * 1024;
 
@@ -129,6 +133,8 @@ export interface AttemptContext {
   readonly upstreamBody: Buffer | Readable;
   /** present when the stream may migrate: what was delivered so far (relayed through it) */
   readonly ledger: MigrationLedger | undefined;
+  /** a completion or chat stream that may not migrate: why (its break is explained with it) */
+  readonly migrationRefusal: string | undefined;
   /** performance.now() of the last chunk relayed to the client, across attempts (ITL) */
   lastRelayAt: number;
 }
@@ -140,8 +146,8 @@ export interface AttemptHost {
   reportSuccess(e: Upstream): void;
   /** an attempt that continues a migrated stream relayed its first byte */
   continued(ctx: AttemptContext): void;
-  /** a stream that could not migrate broke off mid-response (counted, explained) */
-  brokeOff(ctx: AttemptContext, reason: BreakReason): void;
+  /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
+  brokeOff(ctx: AttemptContext, reason: BreakReason): string;
 }
 
 /** Why the router moves a stream off its engine. */
@@ -194,10 +200,16 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private lastChunk = 0;
   private lastRelayed = 0;
   private startedAt = 0;
+  /** the chunk relayed before the last one (a [DONE] split across two chunks) */
+  private prevChunk: Buffer | undefined;
   /** this attempt continues a stream whose first byte came from another engine */
   private readonly resumes: boolean;
   /** this attempt's engine has sent body bytes */
   private gotByte = false;
+  /** the answer goes through the request's ledger (a 200 event stream of a request that may migrate) */
+  private tracked = false;
+  /** the ledger's events before this attempt (a buffered answer's progress is counted in events) */
+  private eventsBefore = 0;
   /** the router is taking the stream off this engine (drain deadline, ejection) */
   private moving: MoveReason | undefined;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
@@ -218,13 +230,13 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
    */
   get movable(): boolean {
     if (this.done) return false;
-    if (this.ctx.relayed && (!this.resumes || this.gotByte)) return this.ctx.ledger !== undefined;
+    if (this.ctx.relayed && (!this.resumes || this.gotByte)) return this.tracked;
     return Buffer.isBuffer(this.ctx.upstreamBody);
   }
 
   /** a migratable stream this attempt is relaying (its own bytes have reached the client) */
   get midStream(): boolean {
-    return !this.done && this.ctx.ledger !== undefined && this.relayedAny;
+    return !this.done && this.tracked && this.relayedAny;
   }
 
   /** ms since this attempt's engine last sent a byte (or since it started) */
@@ -256,7 +268,11 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     ctx.current = this;
     inFlight?.push(this);
     // a partial event of an engine tried before is not this one's to finish
-    ctx.ledger?.dropPartial();
+    const ledger = ctx.ledger;
+    if (ledger) {
+      ledger.dropPartial();
+      this.eventsBefore = ledger.events;
+    }
     this.startedAt = performance.now();
     this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
@@ -318,6 +334,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       h.push(name, value);
     }
     const ctx = this.ctx;
+    // anything but a 200 event stream (an error answer) is relayed as the engine sent it
+    this.tracked = ctx.ledger !== undefined && status === 200 && this.isSse;
     // a continuation answered 502/503/504 has relayed nothing of its own: another engine may try
     if (RETRIABLE_STATUS.has(status) && (!ctx.relayed || this.resumes)) {
       this.mode = Mode.CollectRetry;
@@ -355,10 +373,18 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       this.gotByte = true;
       this.host.deadlines.disarm(this.ttfb);
     }
-    const ledger = ctx.ledger;
-    if (ledger) {
+    if (this.tracked) {
+      const ledger = ctx.ledger!;
       // whole events only, token ids the client did not ask for blanked, continuations rewritten
       const out = ledger.relay(chunk);
+      if (ledger.buffered) {
+        // a JSON answer is assembled whole: progress is events taken into the ledger
+        if (ledger.events === this.eventsBefore) return true;
+        ctx.relayed = true;
+        if (this.resumes && this.lastRelayed === 0) this.host.continued(ctx);
+        this.lastRelayed = now;
+        return true;
+      }
       if (out.length === 0) return true;
       chunk = Buffer.from(out);
     }
@@ -375,6 +401,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.lastRelayed = now;
     ctx.lastRelayAt = now;
     ctx.trace?.onBody(chunk, this.isSse);
+    this.prevChunk = ctx.lastChunk;
     ctx.lastChunk = chunk;
     if (ctx.pr.tenant) {
       chunk = ctx.pr.tenant.onBody(chunk, this.isSse);
@@ -426,7 +453,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         );
         return this.finish(DONE);
       default: {
-        const ledger = ctx.ledger;
+        const ledger = this.tracked ? ctx.ledger : undefined;
         if (ledger && !ledger.sawDone) {
           // the engine ended the response before the stream's end: an error event, or just closed
           const detail = ledger.heldError
@@ -435,6 +462,18 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
           this.host.reportFailure(this.engine, detail);
           if (!this.relayedAny) return this.finish(retry(detail, 502, "in-flight"));
           return this.finish(migrate(ledger.heldError ? "error_event" : "closed", detail, "in-flight"));
+        }
+        if (ledger?.buffered) {
+          sendAnswer(ctx);
+          return this.finish(DONE);
+        }
+        // a stream that ends without its [DONE] was cut by its engine: the client is told so
+        if (ctx.migrationRefusal !== undefined && this.isSse && !this.endsWithDone()) {
+          const why = this.host.brokeOff(ctx, "closed");
+          this.host.reportFailure(this.engine, "engine ended the stream before [DONE]");
+          ctx.relayed = true;
+          endStreamWithError(ctx.res, 502, `engine ended the stream before [DONE]${why}`);
+          return this.finish(DONE);
         }
         // an empty body: headers only
         if (!ctx.relayed) {
@@ -451,6 +490,14 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         return this.finish(DONE);
       }
     }
+  }
+
+  /** the bytes relayed end with the stream's [DONE] (which may straddle the last two chunks) */
+  private endsWithDone(): boolean {
+    const last = this.ctx.lastChunk;
+    if (!last || this.lastRelayed === 0) return false;
+    if (last.length >= DONE_BYTES.length || !this.prevChunk) return endsWith(last, DONE_BYTES);
+    return endsWith(Buffer.concat([this.prevChunk, last]), DONE_BYTES);
   }
 
   /** nothing of this attempt's own has reached the client: it may still fail over like a fresh one */
@@ -500,7 +547,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       if (this.moving && !why) return this.finish(this.moved(this.moving));
       return this.finish(why ?? this.transportFailure(err, " before first byte"));
     }
-    if (this.moving && ctx.ledger && !ctx.totalTimedOut)
+    if (this.moving && this.tracked && !ctx.totalTimedOut)
       return this.finish(
         migrate(this.moving, `the router moved the stream off the engine (${this.moving})`, "router"),
       );
@@ -511,15 +558,38 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         ? "request exceeded the router's total timeout"
         : `engine connection lost mid-response: ${err.message}`;
     if (!idle && !ctx.totalTimedOut) this.host.reportFailure(this.engine, reason);
-    if (ctx.ledger && !ctx.totalTimedOut)
+    if (this.tracked && !ctx.totalTimedOut)
       return this.finish(migrate(idle ? "idle_timeout" : "connection_lost", reason, "in-flight"));
-    if (!ctx.totalTimedOut) this.host.brokeOff(ctx, idle ? "idle_timeout" : "connection_lost");
+    const unmoved = ctx.totalTimedOut
+      ? ""
+      : this.host.brokeOff(ctx, idle ? "idle_timeout" : "connection_lost");
     if (this.isSse || ctx.pr.stream)
-      endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason);
+      endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason + unmoved);
     else ctx.res.destroy();
     ctx.status = 502;
     this.finish(DONE);
   }
+}
+
+/** A non-streamed answer assembled by its ledger goes to the client whole, with its usage counted. */
+export function sendAnswer(ctx: AttemptContext): void {
+  const res = ctx.res;
+  if (res.headersSent || res.destroyed) return;
+  let body = Buffer.from(ctx.ledger!.answer());
+  ctx.relayed = true;
+  ctx.status = 200;
+  ctx.ttftMs = performance.now() - ctx.started;
+  ctx.series.ttft.observe(ctx.ttftMs / 1000);
+  ctx.trace?.firstByte(ctx.ttftMs / 1000);
+  ctx.trace?.onBody(body, false);
+  ctx.lastChunk = body;
+  if (ctx.pr.tenant) body = Buffer.concat([ctx.pr.tenant.onBody(body, false), ctx.pr.tenant.flush()]);
+  res.writeHead(200, {
+    "content-type": "application/json",
+    "content-length": body.length,
+    "x-request-id": ctx.requestId,
+  });
+  res.end(body);
 }
 
 /** Ends a stream whose headers went out with an error event, as vLLM does, then [DONE]. */

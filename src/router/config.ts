@@ -221,6 +221,13 @@ export const routerConfigSchema = z.strictObject({
       enabled: z.boolean().default(true),
       /** migrations one request may make; past it a failure ends the stream with an error event */
       maxPerRequest: z.number().int().min(0).max(10).default(3),
+      /**
+       * non-streamed completions and chats too: the router asks the engine for a stream and answers
+       * the client with the assembled JSON, so a failed engine's partial answer continues elsewhere
+       * (off by default: it costs every such request a stream to parse; without it they are retried
+       * from the start)
+       */
+      nonStreaming: z.boolean().default(false),
     })
     .prefault({}),
   /** the Gateway API Inference Extension endpoint picker (Envoy ext_proc over gRPC, src/epp); off without a port */

@@ -18,6 +18,11 @@ export interface MigrationPlan {
   clientWantsIds: boolean;
   /** the client asked for a usage chunk (stream_options.include_usage) */
   includeUsage: boolean;
+  /**
+   * the client did not ask for a stream: the engines are asked for one (so that the answer can
+   * continue elsewhere) and the client gets the assembled JSON answer
+   */
+  buffered: boolean;
 }
 
 /** What a stream that broke off continues as. */
@@ -40,6 +45,7 @@ const KIND: Record<string, GenerationKind> = {
 };
 
 const RETURN_TOKEN_IDS = Buffer.from(',"return_token_ids":true');
+const AS_STREAM = Buffer.from(',"stream":true,"stream_options":{"include_usage":true}');
 
 /** Keys that make the engine constrain or parse its output from the answer's first token on. */
 const STRUCTURED = [
@@ -57,12 +63,16 @@ const isIds = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every(isInt)
 const COMPLETION_MAX_TOKENS = 16;
 
 /**
- * The plan for a streamed completion or chat that may migrate, a sentence saying why one may not,
- * or undefined for requests that are not generation streams at all.
+ * The plan for a completion or chat that may migrate (streamed, or with `nonStreaming` not), a
+ * sentence saying why one may not, or undefined for requests that are not generations at all.
  */
-export function planMigration(route: string, pr: RoutedRequest): MigrationPlan | string | undefined {
+export function planMigration(
+  route: string,
+  pr: RoutedRequest,
+  nonStreaming = false,
+): MigrationPlan | string | undefined {
   const kind = KIND[route];
-  if (kind === undefined || !pr.stream) return undefined;
+  if (kind === undefined || (!pr.stream && !nonStreaming)) return undefined;
   const p = pr.parsed;
   if (!p || !Buffer.isBuffer(pr.body)) return "the request body streams through the router";
   const n = p.n ?? 1;
@@ -96,7 +106,8 @@ export function planMigration(route: string, pr: RoutedRequest): MigrationPlan |
     kind,
     request: p,
     clientWantsIds: p.return_token_ids === true,
-    includeUsage: so?.include_usage === true,
+    includeUsage: so?.include_usage === true || !pr.stream,
+    buffered: !pr.stream,
   };
 }
 
@@ -106,7 +117,7 @@ export function planMigration(route: string, pr: RoutedRequest): MigrationPlan |
  * output's token ids come back with it; unchanged when the client asked for them itself.
  */
 export function firstBody(body: Buffer, plan: MigrationPlan): Buffer {
-  if (plan.clientWantsIds) return body;
+  if (plan.clientWantsIds && !plan.buffered) return body;
   let end = body.length - 1;
   while (end > 0 && body[end] !== 0x7d) end--;
   let before = end - 1;
@@ -117,7 +128,11 @@ export function firstBody(body: Buffer, plan: MigrationPlan): Buffer {
     before--;
   // `{}`: nothing to add a field after (a generation request always has fields)
   if (end <= 0 || body[before] === 0x7b) return body;
-  return Buffer.concat([body.subarray(0, end), RETURN_TOKEN_IDS, body.subarray(end)]);
+  const parts = [body.subarray(0, end)];
+  if (plan.buffered) parts.push(AS_STREAM);
+  if (!plan.clientWantsIds) parts.push(RETURN_TOKEN_IDS);
+  parts.push(body.subarray(end));
+  return Buffer.concat(parts);
 }
 
 /** What is left of a token budget the client set; undefined when it set none. */
@@ -132,6 +147,10 @@ export function continuation(plan: MigrationPlan, ledger: MigrationLedger): Cont
   const body: Record<string, unknown> = { ...p, return_token_ids: true, n: 1 };
   delete body.echo;
   delete body.prompt_logprobs;
+  if (plan.buffered) {
+    body.stream = true;
+    body.stream_options = { include_usage: true };
+  }
   if (typeof p.min_tokens === "number") body.min_tokens = Math.max(0, p.min_tokens - used);
   let messages: unknown[] | undefined;
   if (plan.kind === "completion") {

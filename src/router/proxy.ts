@@ -35,6 +35,7 @@ import { logger } from "../obs/log.js";
 import {
   Attempt,
   endStreamWithError,
+  sendAnswer,
   totalTimeoutError,
   type AttemptContext,
   type AttemptHost,
@@ -240,10 +241,12 @@ export class Proxy implements AttemptHost {
     ctx.trace?.migrated(ctx.engineUrl, reason, seconds);
   }
 
-  brokeOff(c: AttemptContext, reason: BreakReason): void {
+  brokeOff(c: AttemptContext, reason: BreakReason): string {
     const ctx = c as RequestContext;
-    if (ctx.migrationRefusal !== undefined)
-      this.d.metrics.countMigration(ctx.pr.model, reason, "not_migratable");
+    const why = ctx.migrationRefusal;
+    if (why === undefined) return "";
+    this.d.metrics.countMigration(ctx.pr.model, reason, "not_migratable");
+    return `; the stream could not move to another engine: ${why}`;
   }
 
   reportFailure(e: Upstream, what: string): void {
@@ -267,22 +270,23 @@ export class Proxy implements AttemptHost {
     this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
     if (pr.stream && cfg.timeouts.keepAlive > 0)
       this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive, now);
-    if (pr.stream && pr.generation && cfg.migration.enabled) this.planMigration(ctx);
+    if (pr.generation && cfg.migration.enabled && (pr.stream || cfg.migration.nonStreaming))
+      this.planMigration(ctx, cfg.migration.nonStreaming);
     return this.run(ctx, cfg);
   }
 
   /** A stream that may migrate gets its plan, ledger and the body asking for token ids. */
-  private planMigration(ctx: RequestContext): void {
+  private planMigration(ctx: RequestContext, nonStreaming: boolean): void {
     const path = ctx.pr.path;
     const q = path.indexOf("?");
-    const plan = planMigration(q < 0 ? path : path.slice(0, q), ctx.pr);
+    const plan = planMigration(q < 0 ? path : path.slice(0, q), ctx.pr, nonStreaming);
     if (plan === undefined) return;
     if (typeof plan === "string") {
       ctx.migrationRefusal = plan;
       return;
     }
     ctx.migration = plan;
-    ctx.ledger = new MigrationLedger(plan.kind, !plan.clientWantsIds);
+    ctx.ledger = new MigrationLedger(plan.kind, !plan.clientWantsIds, plan.buffered);
     ctx.upstreamBody = firstBody(ctx.pr.body as Buffer, plan);
   }
 
@@ -504,7 +508,10 @@ export class Proxy implements AttemptHost {
     const m = this.d.metrics;
     // the answer was complete and the engine failed before its [DONE]: the router writes the end
     if (ledger.finishReason !== null) {
-      this.endStream(ctx, ledger.closingEvents(null, plan.includeUsage && !ledger.usageSent));
+      if (plan.buffered) {
+        ledger.finish(ledger.finishReason);
+        sendAnswer(ctx);
+      } else this.endStream(ctx, ledger.closingEvents(null, plan.includeUsage && !ledger.usageSent));
       m.countMigration(model, o.reason, "ended");
       return false;
     }
@@ -524,7 +531,10 @@ export class Proxy implements AttemptHost {
     }
     const next = refusal === undefined ? continuation(plan, ledger) : undefined;
     if (next?.kind === "end") {
-      this.endStream(ctx, ledger.closingEvents(next.finish, plan.includeUsage));
+      if (plan.buffered) {
+        ledger.finish(next.finish);
+        sendAnswer(ctx);
+      } else this.endStream(ctx, ledger.closingEvents(next.finish, plan.includeUsage));
       m.countMigration(model, o.reason, "ended");
       return false;
     }
@@ -535,16 +545,19 @@ export class Proxy implements AttemptHost {
         { requestId: ctx.requestId, model, engine: ctx.engineUrl, reason: o.reason, why: refusal },
         "stream broke off and cannot migrate",
       );
-      ctx.status = 502;
       const held = ledger.heldError;
-      // the engine's own error event when it sent one, else what happened and why it did not move
-      if (held) this.endStream(ctx, held.event + "data: [DONE]\n\n");
-      else
-        endStreamWithError(
-          ctx.res,
-          o.reason === "idle_timeout" ? 504 : 502,
-          `${o.detail}; the stream could not move to another engine: ${refusal ?? "no continuation"}`,
-        );
+      const status = o.reason === "idle_timeout" ? 504 : 502;
+      const message = `${o.detail}; the stream could not move to another engine: ${refusal ?? "no continuation"}`;
+      // a JSON answer: an OpenAI error; a stream: the engine's own error event when it sent one, else
+      // what happened and why it did not move
+      if (plan.buffered) this.fail(ctx, new HttpError(held?.status ?? status, held?.message ?? message));
+      else if (held) {
+        ctx.status = 502;
+        this.endStream(ctx, held.event + "data: [DONE]\n\n");
+      } else {
+        ctx.status = 502;
+        endStreamWithError(ctx.res, status, message);
+      }
       return false;
     }
     ledger.beginContinuation();
@@ -563,7 +576,8 @@ export class Proxy implements AttemptHost {
     ctx.migrating = o.reason;
     ctx.migrationDetail = o.detail;
     ctx.migratingSince = performance.now();
-    if (cfg.timeouts.keepAlive > 0) this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive);
+    if (cfg.timeouts.keepAlive > 0 && ctx.pr.stream)
+      this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive);
     log.info(
       {
         requestId: ctx.requestId,
@@ -582,14 +596,13 @@ export class Proxy implements AttemptHost {
   private stranded(ctx: RequestContext, err: HttpError): void {
     this.d.metrics.countMigration(ctx.pr.model, ctx.migrating!, "no_engine");
     ctx.migrating = undefined;
-    ctx.status = 502;
     const held = ctx.ledger?.heldError;
+    const message = `${ctx.migrationDetail}; the stream could not move to another engine: ${err.message}`;
+    if (ctx.migration?.buffered)
+      return this.fail(ctx, new HttpError(held?.status ?? 502, held?.message ?? message));
+    ctx.status = 502;
     if (held) return this.endStream(ctx, held.event + "data: [DONE]\n\n");
-    endStreamWithError(
-      ctx.res,
-      502,
-      `${ctx.migrationDetail}; the stream could not move to another engine: ${err.message}`,
-    );
+    endStreamWithError(ctx.res, 502, message);
   }
 
   /** Writes the router's own end of a stream (through the tenant's usage accounting). */

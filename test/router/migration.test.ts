@@ -5,7 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { freePorts, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
-import { routerFor, waitUntil } from "./util.js";
+import { startTestSim } from "../sim/helpers.js";
+import { post, routerFor, waitUntil } from "./util.js";
 import { readStream, type StreamRead } from "./sse-client.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
@@ -87,5 +88,50 @@ test("8 greedy streams, one engine SIGKILLed mid-stream: every stream ends once,
     }
   } finally {
     for (const s of sims) await s.stop("SIGKILL");
+  }
+});
+
+test("migration.nonStreaming: a JSON answer whose engine dies mid-generation is continued elsewhere and equals the unbroken one", async () => {
+  const flags = ["--time-scale", "5", "--seed", "5", "--output-len-mean", "100000"];
+  const reference = await startTestSim(MODEL, flags);
+  try {
+    for (const kind of ["completion", "chat"] as const) {
+      const sims = await Promise.all([0, 1].map(() => startTestSim(MODEL, flags)));
+      const router = await routerFor(
+        sims.map((s) => s.url),
+        { migration: { nonStreaming: true } },
+      );
+      try {
+        await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 10_000, "both sims");
+        const body =
+          kind === "chat"
+            ? { model: MODEL, max_tokens: 80, temperature: 0, messages: [{ role: "user", content: "json?" }] }
+            : { model: MODEL, max_tokens: 80, temperature: 0, prompt: "a JSON answer" };
+        const path = kind === "chat" ? "/v1/chat/completions" : "/v1/completions";
+        const tokens = () => sims.map((s) => s.ctx.runtime.snapshot().counters.generationTokens);
+        const pending = post(`${router.url}${path}`, body);
+        // the engine it went to has produced a few tokens: it stops, its connections cut
+        await waitUntil(() => tokens().some((n) => n >= 10), 30_000, "generation under way");
+        await sims[tokens().findIndex((n) => n >= 10)]!.close();
+        const r = await pending;
+        assert.equal(r.status, 200);
+        const got = (await r.json()) as Record<string, any>;
+        const want = (await (await post(`${reference.url}${path}`, body)).json()) as Record<string, any>;
+        const text = (x: Record<string, any>) =>
+          kind === "chat" ? x.choices[0].message.content : x.choices[0].text;
+        assert.equal(text(got), text(want), `${kind}: the unbroken answer`);
+        assert.deepEqual(got.usage, want.usage);
+        assert.equal(got.object, want.object);
+        assert.equal(got.choices[0].finish_reason, "length");
+        assert.equal(got.choices[0].token_ids, null, "no token ids the client did not ask for");
+        const m = await (await fetch(`${router.url}/metrics`)).text();
+        assert.match(m, /switchyard_migrations_total\{[^}]*outcome="continued"\} 1/);
+      } finally {
+        await router.close();
+        for (const s of sims) await s.close();
+      }
+    }
+  } finally {
+    await reference.close();
   }
 });
