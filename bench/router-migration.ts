@@ -49,6 +49,8 @@ function startSim(port: number): ChildProcess {
 
 interface Read {
   route: string;
+  /** performance.now() when the request was sent */
+  sent: number;
   /** performance.now() of each output event */
   at: number[];
   errors: number;
@@ -56,7 +58,7 @@ interface Read {
 }
 
 function stream(url: string, prompt: string): Read {
-  const r: Read = { route: "", at: [], errors: 0, done: Promise.resolve() };
+  const r: Read = { route: "", sent: performance.now(), at: [], errors: 0, done: Promise.resolve() };
   r.done = (async () => {
     const res = await fetch(`${url}/v1/completions`, {
       method: "POST",
@@ -131,9 +133,13 @@ async function main(): Promise<void> {
       const errors = reads.reduce((n, r) => n + r.errors, 0);
       const full = reads.every((r) => r.at.length > 0) ? "" : " (a stream read nothing)";
       const itl = quantile(itls, 0.5);
+      const ttft = quantile(
+        onVictim().map((r) => r.at[0]! - r.sent),
+        0.5,
+      );
       const routerGap = n1 > n0 ? ((s1 - s0) / (n1 - n0)) * 1000 : NaN;
       rows.push(
-        `${String(len).padStart(6)}  ${quantile(stalls, 0.5).toFixed(1).padStart(9)}  ${quantile(stalls, 1).toFixed(1).padStart(9)}  ${itl.toFixed(1).padStart(8)}  ${(quantile(stalls, 0.5) - itl).toFixed(1).padStart(10)}  ${routerGap.toFixed(1).padStart(10)}  ${String(errors).padStart(6)}${full}`,
+        `${String(len).padStart(6)}  ${ttft.toFixed(1).padStart(8)}  ${quantile(stalls, 0.5).toFixed(1).padStart(9)}  ${quantile(stalls, 1).toFixed(1).padStart(9)}  ${itl.toFixed(1).padStart(8)}  ${(quantile(stalls, 0.5) - itl).toFixed(1).padStart(10)}  ${routerGap.toFixed(1).padStart(10)}  ${String(errors).padStart(6)}${full}`,
       );
       // the killed engine comes back on its port for the next round
       sims[1] = startSim(ports[1]!);
@@ -143,11 +149,11 @@ async function main(): Promise<void> {
       `model ${model}, time scale ${timeScale}, ${streamsPerEngine} streams per engine, ${maxTokens} tokens, break after ${after}`,
     );
     console.log(
-      "prompt  stall p50  stall max  ITL mean  added p50  router gap  errors   (prompt in words ≈ tokens; times in ms)",
+      "prompt  TTFT p50  stall p50  stall max  ITL mean  added p50  router gap  errors   (prompt in words ≈ tokens; times in ms)",
     );
     for (const r of rows) console.log(r);
     console.log(
-      "stall: the client's gap across the break; added: stall − ITL; router gap: break → first byte of the next engine (switchyard_migration_seconds, mean)",
+      "TTFT: the streams' own first token (their prompts prefilled together); stall: the client's gap across the break; added: stall − ITL; router gap: break → first byte of the next engine (switchyard_migration_seconds, mean)",
     );
   } finally {
     await router.close(0);
