@@ -19,6 +19,7 @@
 //
 // Only requests that may migrate get a ledger (migration.ts decides); the rest are relayed as bytes.
 import { StringDecoder } from "node:string_decoder";
+import { assistantMessage } from "../http/vllm-answers.js";
 
 export type GenerationKind = "chat" | "completion";
 
@@ -357,16 +358,7 @@ export class MigrationLedger {
     const head = { id: this.id, object: "", created: this.created, model: this.model };
     if (this.kind === "chat") {
       head.object = "chat.completion";
-      const message = {
-        role: "assistant",
-        content: this.text,
-        refusal: null,
-        annotations: null,
-        audio: null,
-        function_call: null,
-        tool_calls: [],
-        reasoning_content: null,
-      };
+      const message = assistantMessage(this.text);
       return JSON.stringify({
         ...head,
         choices: [

@@ -10,22 +10,16 @@ import { seedFromString } from "../workload/rng.js";
 import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
 import { contextLengthError } from "../http/context-length.js";
-import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";
-import { CONTINUE_AND_GENERATION_PROMPT } from "../tokenizer/chat-templates.js";
+import { assistantMessage } from "../http/vllm-answers.js";
 import { GreedyChain } from "./greedy.js";
+import { chatPrompt, completionPrompts, streamFlags, type PromptInput } from "./prompts.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
 import type { RequestSink } from "./sink.js";
-import { chatSchema, completionSchema, validate, type ChatBody, type CompletionBody } from "./schemas.js";
+import { chatSchema, completionSchema, validate } from "./schemas.js";
 import { DONE_EVENT, SSE_HEADERS } from "./sse.js";
 
 type Kind = "chat" | "completion";
-
-interface PromptInput {
-  tokenIds: number[];
-  /** the prompt as text, for echo */
-  text: string;
-}
 
 interface ChoiceState {
   index: number;
@@ -53,59 +47,6 @@ interface ChoiceState {
 
 export function newRequestHex(): string {
   return randomUUID().replaceAll("-", "");
-}
-
-function checkTokenIds(ids: number[], vocabSize: number): void {
-  for (const id of ids) {
-    if (id < 0 || id >= vocabSize) throw new HttpError(400, `Token id ${id} is out of vocabulary`, "prompt");
-  }
-}
-
-/**
- * The prompts' token ids. Long text is tokenised in slices between turns of the event loop
- * (Tokenizer.encodeAsync): a megabyte prompt must not stall every other request and /health.
- */
-async function completionPrompts(ctx: SimContext, body: CompletionBody): Promise<PromptInput[]> {
-  const tk = ctx.tokenizer;
-  const addSpecial = body.add_special_tokens ?? true;
-  const p = body.prompt;
-  if (typeof p === "string") return [{ tokenIds: await tk.encodeAsync(p, addSpecial), text: p }];
-  if (p.length > 0 && typeof p[0] === "string") {
-    const out: PromptInput[] = [];
-    for (const t of p as string[]) out.push({ tokenIds: await tk.encodeAsync(t, addSpecial), text: t });
-    return out;
-  }
-  const lists = (typeof p[0] === "number" ? [p as number[]] : (p as number[][])).map((ids) => {
-    checkTokenIds(ids, tk.vocabSize);
-    return ids;
-  });
-  // the text is only for echo: decoding a megabyte of ids nobody asked to see would hold the loop
-  return lists.map((ids) => ({ tokenIds: ids, text: body.echo === true ? tk.decode(ids) : "" }));
-}
-
-async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<PromptInput> {
-  const tk = ctx.tokenizer;
-  if (!tk.hasChatTemplate) {
-    throw new HttpError(
-      400,
-      "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat " +
-        "template if the tokenizer does not define one.",
-    );
-  }
-  const continueFinal = body.continue_final_message === true;
-  const addGenerationPrompt = body.add_generation_prompt ?? true;
-  // vLLM's request validator: add_generation_prompt defaults to true, so a continuation says false
-  if (continueFinal && addGenerationPrompt) throw new HttpError(400, CONTINUE_AND_GENERATION_PROMPT);
-  try {
-    const ids = await tk.encodeChatAsync(body.messages as ChatMessage[], {
-      addGenerationPrompt,
-      continueFinalMessage: continueFinal,
-    });
-    return { tokenIds: ids, text: "" };
-  } catch (err) {
-    if (err instanceof ChatTemplateError) throw new HttpError(400, err.message, "messages");
-    throw err;
-  }
 }
 
 const FINISH_LITERAL: Record<FinishReason, string> = { stop: '"stop"', length: '"length"', abort: '"abort"' };
@@ -397,16 +338,7 @@ class GenerationJob {
       model: this.model,
       choices: this.choices.map((c) => ({
         index: c.index,
-        message: {
-          role: "assistant",
-          content: c.parts.join(""),
-          refusal: null,
-          annotations: null,
-          audio: null,
-          function_call: null,
-          tool_calls: [],
-          reasoning_content: null,
-        },
+        message: assistantMessage(c.parts.join("")),
         logprobs: null,
         finish_reason: c.finishReason,
         stop_reason: null,
@@ -572,19 +504,6 @@ function startGeneration(
   for (let i = 0; i < requests.length; i++) {
     ctx.runtime.submit(requests[i]!, sinks[i]!, requests[i]!.maxTokens);
   }
-}
-
-function streamFlags(ctx: SimContext, body: { stream?: boolean | null; stream_options?: unknown }) {
-  const so = body.stream_options as {
-    include_usage?: boolean | null;
-    continuous_usage_stats?: boolean | null;
-  } | null;
-  const stream = body.stream === true;
-  if (so && !stream)
-    throw new HttpError(400, "Stream options can only be defined when `stream=True`.", "stream_options");
-  const includeUsage = stream && (so?.include_usage === true || ctx.options.enableForceIncludeUsage);
-  const continuousUsage = includeUsage && so?.continuous_usage_stats === true;
-  return { stream, includeUsage, continuousUsage };
 }
 
 export async function handleCompletions(
