@@ -23,6 +23,7 @@ import type { RouterConfig } from "./config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
 import type { ModelSeries } from "./metrics.js";
 import type { MigrationLedger } from "./migration-ledger.js";
+import type { BreakReason, MigrateOutcome, MoveReason } from "./migration.js";
 import type { Upstream } from "./registry.js";
 import type { RequestTrace } from "./request-trace.js";
 import type { RoutedRequest } from "./request.js";
@@ -72,23 +73,6 @@ export interface RetryOutcome {
   /** the failing engine's response headers, flat [name, value, ...] */
   headers: string[];
 }
-/**
- * Why a stream broke off after its first byte: the engine's connection was lost or closed before
- * [DONE], it fell silent past the idle timeout, it sent an error event, or the router moved the
- * stream off an engine that is draining or was ejected.
- */
-export type BreakReason = "connection_lost" | "closed" | "idle_timeout" | "error_event" | "drain" | "ejected";
-
-/** A migratable stream broke off: the data plane continues it on another engine, or ends it. */
-export interface MigrateOutcome {
-  kind: "migrate";
-  reason: BreakReason;
-  /** what went wrong, for the error event when the stream cannot continue */
-  detail: string;
-  /** in-flight: the engine failed holding it (counts toward poisonAfter); router: the router moved it */
-  cause: "in-flight" | "router";
-}
-
 /** What one attempt ended as. */
 export type Outcome =
   { kind: "done" } | { kind: "client-gone" } | { kind: "total-timeout" } | RetryOutcome | MigrateOutcome;
@@ -149,9 +133,6 @@ export interface AttemptHost {
   /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
   brokeOff(ctx: AttemptContext, reason: BreakReason): string;
 }
-
-/** Why the router moves a stream off its engine. */
-export type MoveReason = "drain" | "ejected";
 
 const enum AttemptDeadline {
   FirstByte,

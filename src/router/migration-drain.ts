@@ -6,7 +6,7 @@
 // left to finish (or fail) where they are. An ejected engine's streams that have gone silent move at
 // once rather than waiting out the idle timeout: the engine was judged unhealthy and says nothing.
 import { logger } from "../obs/log.js";
-import type { MoveReason } from "./attempt.js";
+import type { MoveReason } from "./migration.js";
 import type { RouterConfig } from "./config.js";
 import type { EngineAttempts } from "./proxy.js";
 import type { Registry, Upstream } from "./registry.js";

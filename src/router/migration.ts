@@ -9,6 +9,26 @@
 import type { MigrationLedger, GenerationKind } from "./migration-ledger.js";
 import type { RoutedRequest } from "./request.js";
 
+/**
+ * Why a stream broke off after its first byte: the engine's connection was lost or closed before
+ * [DONE], it fell silent past the idle timeout, it sent an error event, or the router moved the
+ * stream off an engine that is draining or was ejected.
+ */
+export type BreakReason = "connection_lost" | "closed" | "idle_timeout" | "error_event" | "drain" | "ejected";
+
+/** A migratable stream broke off: the data plane continues it on another engine, or ends it. */
+export interface MigrateOutcome {
+  kind: "migrate";
+  reason: BreakReason;
+  /** what went wrong, for the error event when the stream cannot continue */
+  detail: string;
+  /** in-flight: the engine failed holding it (counts toward poisonAfter); router: the router moved it */
+  cause: "in-flight" | "router";
+}
+
+/** Why the router moves a stream off its engine. */
+export type MoveReason = "drain" | "ejected";
+
 /** What the data plane keeps to continue a migratable request. */
 export interface MigrationPlan {
   kind: GenerationKind;

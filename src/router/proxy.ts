@@ -35,16 +35,14 @@ import { logger } from "../obs/log.js";
 import {
   Attempt,
   endStreamWithError,
-  sendAnswer,
   totalTimeoutError,
   type AttemptContext,
   type AttemptHost,
-  type BreakReason,
-  type MigrateOutcome,
   type RetryOutcome,
 } from "./attempt.js";
-import { MigrationLedger } from "./migration-ledger.js";
-import { continuation, firstBody, planMigration, type MigrationPlan } from "./migration.js";
+import type { MigrationLedger } from "./migration-ledger.js";
+import { firstBody, type BreakReason, type MigrationPlan } from "./migration.js";
+import { Migrations, type MigratingRequest } from "./migration-flow.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
 import type { AccessLog } from "./access-log.js";
@@ -112,7 +110,7 @@ function onResponseClose(this: WithContext): void {
 }
 
 /** Everything the data plane tracks about one client request while it is served. */
-export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline> {
+export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadline> {
   readonly started = performance.now();
   /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
   view: RequestView;
@@ -217,7 +215,16 @@ export class Proxy implements AttemptHost {
   /** keyed by the long-lived engine record; the attempts link themselves in (no per-request entry) */
   private readonly inFlight = new WeakMap<Upstream, EngineAttempts>();
 
-  constructor(private readonly d: ProxyDeps) {}
+  /** what a stream that breaks off mid-answer becomes (migration-flow.ts) */
+  private readonly migrations: Migrations;
+
+  constructor(private readonly d: ProxyDeps) {
+    this.migrations = new Migrations({
+      metrics: d.metrics,
+      deadlines: this.deadlines,
+      fail: (ctx, e) => this.fail(ctx as RequestContext, e),
+    });
+  }
 
   /** The attempts in flight on an engine now. */
   attemptsOn(e: Upstream): EngineAttempts {
@@ -229,24 +236,12 @@ export class Proxy implements AttemptHost {
     return l;
   }
 
-  continued(c: AttemptContext): void {
-    const ctx = c as RequestContext;
-    const reason = ctx.migrating;
-    if (reason === undefined) return;
-    ctx.migrating = undefined;
-    this.deadlines.disarm(ctx.keepAlive);
-    const seconds = (performance.now() - ctx.migratingSince) / 1000;
-    this.d.metrics.migrationGap.child(ctx.pr.model).observe(seconds);
-    this.d.metrics.countMigration(ctx.pr.model, reason, "continued");
-    ctx.trace?.migrated(ctx.engineUrl, reason, seconds);
+  continued(ctx: AttemptContext): void {
+    this.migrations.continued(ctx as RequestContext);
   }
 
-  brokeOff(c: AttemptContext, reason: BreakReason): string {
-    const ctx = c as RequestContext;
-    const why = ctx.migrationRefusal;
-    if (why === undefined) return "";
-    this.d.metrics.countMigration(ctx.pr.model, reason, "not_migratable");
-    return `; the stream could not move to another engine: ${why}`;
+  brokeOff(ctx: AttemptContext, reason: BreakReason): string {
+    return this.migrations.brokeOff(ctx as RequestContext, reason);
   }
 
   reportFailure(e: Upstream, what: string): void {
@@ -271,23 +266,8 @@ export class Proxy implements AttemptHost {
     if (pr.stream && cfg.timeouts.keepAlive > 0)
       this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive, now);
     if (pr.generation && cfg.migration.enabled && (pr.stream || cfg.migration.nonStreaming))
-      this.planMigration(ctx, cfg.migration.nonStreaming);
+      this.migrations.plan(ctx, cfg.migration.nonStreaming);
     return this.run(ctx, cfg);
-  }
-
-  /** A stream that may migrate gets its plan, ledger and the body asking for token ids. */
-  private planMigration(ctx: RequestContext, nonStreaming: boolean): void {
-    const path = ctx.pr.path;
-    const q = path.indexOf("?");
-    const plan = planMigration(q < 0 ? path : path.slice(0, q), ctx.pr, nonStreaming);
-    if (plan === undefined) return;
-    if (typeof plan === "string") {
-      ctx.migrationRefusal = plan;
-      return;
-    }
-    ctx.migration = plan;
-    ctx.ledger = new MigrationLedger(plan.kind, !plan.clientWantsIds, plan.buffered);
-    ctx.upstreamBody = firstBody(ctx.pr.body as Buffer, plan);
   }
 
   /** The request's end, whatever happened: timers off, listener off, counted, logged. */
@@ -437,7 +417,8 @@ export class Proxy implements AttemptHost {
         } catch (err) {
           if (ctx.clientGone) return;
           if (ctx.totalTimedOut) throw totalTimeoutError();
-          if (ctx.migrating !== undefined && err instanceof HttpError) return this.stranded(ctx, err);
+          if (ctx.migrating !== undefined && err instanceof HttpError)
+            return this.migrations.stranded(ctx, err);
           // every engine tried already: report what the last one said rather than "unavailable"
           if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
           if (err instanceof HttpError && err.status === 429)
@@ -446,7 +427,8 @@ export class Proxy implements AttemptHost {
         }
         ctx.engineUrl = engine.url;
         ctx.attempts = attempt;
-        this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
+        // the debug header names the engine a stream started on, not the one it moved to
+        if (ctx.migrating === undefined) this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
         headers.length = baseHeaders;
         const auth = upstreamAuthorization(engine.spec, cfg, ctx.pr.clientAuthorization);
         if (auth !== undefined) headers.push("authorization", auth);
@@ -461,7 +443,7 @@ export class Proxy implements AttemptHost {
         if (outcome.kind === "migrate") {
           ctx.trace?.attemptEnded(200, outcome.detail);
           ctx.exclude(engine.url);
-          if (!this.migrate(ctx, outcome, cfg)) return;
+          if (!this.migrations.onBreak(ctx, outcome, cfg)) return;
           last = undefined;
           tries = 0;
           continue;
@@ -494,125 +476,6 @@ export class Proxy implements AttemptHost {
     } finally {
       this.finished(ctx);
     }
-  }
-
-  /**
-   * A stream that may migrate broke off. True: it continues on another engine (the attempts loop goes
-   * on with the continuation). False: it ended here — by the router, when nothing was left to
-   * generate, or with an error event saying why it could not continue.
-   */
-  private migrate(ctx: RequestContext, o: MigrateOutcome, cfg: RouterConfig): boolean {
-    const ledger = ctx.ledger!;
-    const plan = ctx.migration!;
-    const model = ctx.pr.model;
-    const m = this.d.metrics;
-    // the answer was complete and the engine failed before its [DONE]: the router writes the end
-    if (ledger.finishReason !== null) {
-      if (plan.buffered) {
-        ledger.finish(ledger.finishReason);
-        sendAnswer(ctx);
-      } else this.endStream(ctx, ledger.closingEvents(null, plan.includeUsage && !ledger.usageSent));
-      m.countMigration(model, o.reason, "ended");
-      return false;
-    }
-    let refusal = ledger.blocked;
-    let outcome = "not_migratable";
-    if (refusal === undefined && ledger.migrations >= cfg.migration.maxPerRequest) {
-      refusal = `it moved ${ledger.migrations} times already (migration.maxPerRequest)`;
-      outcome = "limit";
-    }
-    if (refusal === undefined && o.cause === "in-flight") {
-      const poisonAfter = cfg.retry.poisonAfter;
-      if (poisonAfter > 0 && ++ctx.inFlightFailures >= poisonAfter) {
-        refusal = `${ctx.inFlightFailures} engines failed while serving it; it may be what makes them fail`;
-        outcome = "poisoned";
-        m.poisoned.inc({ model });
-      }
-    }
-    const next = refusal === undefined ? continuation(plan, ledger) : undefined;
-    if (next?.kind === "end") {
-      if (plan.buffered) {
-        ledger.finish(next.finish);
-        sendAnswer(ctx);
-      } else this.endStream(ctx, ledger.closingEvents(next.finish, plan.includeUsage));
-      m.countMigration(model, o.reason, "ended");
-      return false;
-    }
-    if (next?.kind === "refused") refusal = next.why;
-    if (next === undefined || next.kind !== "request") {
-      m.countMigration(model, o.reason, outcome);
-      log.warn(
-        { requestId: ctx.requestId, model, engine: ctx.engineUrl, reason: o.reason, why: refusal },
-        "stream broke off and cannot migrate",
-      );
-      const held = ledger.heldError;
-      const status = o.reason === "idle_timeout" ? 504 : 502;
-      const message = `${o.detail}; the stream could not move to another engine: ${refusal ?? "no continuation"}`;
-      // a JSON answer: an OpenAI error; a stream: the engine's own error event when it sent one, else
-      // what happened and why it did not move
-      if (plan.buffered) this.fail(ctx, new HttpError(held?.status ?? status, held?.message ?? message));
-      else if (held) {
-        ctx.status = 502;
-        this.endStream(ctx, held.event + "data: [DONE]\n\n");
-      } else {
-        ctx.status = 502;
-        endStreamWithError(ctx.res, status, message);
-      }
-      return false;
-    }
-    ledger.beginContinuation();
-    ctx.upstreamBody = next.body;
-    const v = ctx.view;
-    // a new view: routing memos (a prepared prompt) belong to the request as it was
-    ctx.view = {
-      model: v.model,
-      seq: v.seq,
-      sessionKey: v.sessionKey,
-      prompt: next.prompt,
-      messages: next.messages,
-      body: next.request,
-      exclude: v.exclude,
-    };
-    ctx.migrating = o.reason;
-    ctx.migrationDetail = o.detail;
-    ctx.migratingSince = performance.now();
-    if (cfg.timeouts.keepAlive > 0 && ctx.pr.stream)
-      this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive);
-    log.info(
-      {
-        requestId: ctx.requestId,
-        model,
-        engine: ctx.engineUrl,
-        reason: o.reason,
-        tokens: ledger.tokens,
-        migration: ledger.migrations,
-      },
-      "stream moving to another engine",
-    );
-    return true;
-  }
-
-  /** A stream that broke off found no engine to continue on (none other, or all busy past the queue). */
-  private stranded(ctx: RequestContext, err: HttpError): void {
-    this.d.metrics.countMigration(ctx.pr.model, ctx.migrating!, "no_engine");
-    ctx.migrating = undefined;
-    const held = ctx.ledger?.heldError;
-    const message = `${ctx.migrationDetail}; the stream could not move to another engine: ${err.message}`;
-    if (ctx.migration?.buffered)
-      return this.fail(ctx, new HttpError(held?.status ?? 502, held?.message ?? message));
-    ctx.status = 502;
-    if (held) return this.endStream(ctx, held.event + "data: [DONE]\n\n");
-    endStreamWithError(ctx.res, 502, message);
-  }
-
-  /** Writes the router's own end of a stream (through the tenant's usage accounting). */
-  private endStream(ctx: RequestContext, text: string): void {
-    const res = ctx.res;
-    if (res.writableEnded || res.destroyed) return;
-    let bytes = Buffer.from(text);
-    ctx.lastChunk = bytes;
-    if (ctx.pr.tenant) bytes = Buffer.concat([ctx.pr.tenant.onBody(bytes, true), ctx.pr.tenant.flush()]);
-    res.end(bytes);
   }
 
   /** No engine could answer: pass on the last engine's 5xx answer, or say what went wrong. */

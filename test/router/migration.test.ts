@@ -91,6 +91,18 @@ test("8 greedy streams, one engine SIGKILLed mid-stream: every stream ends once,
   }
 });
 
+/** The parts of a JSON answer the non-streamed test compares. */
+interface Answer {
+  object: string;
+  usage: unknown;
+  choices: {
+    text?: string;
+    message?: { content: string };
+    finish_reason: string;
+    token_ids?: number[] | null;
+  }[];
+}
+
 test("migration.nonStreaming: a JSON answer whose engine dies mid-generation is continued elsewhere and equals the unbroken one", async () => {
   const flags = ["--time-scale", "5", "--seed", "5", "--output-len-mean", "100000"];
   const reference = await startTestSim(MODEL, flags);
@@ -115,15 +127,14 @@ test("migration.nonStreaming: a JSON answer whose engine dies mid-generation is 
         await sims[tokens().findIndex((n) => n >= 10)]!.close();
         const r = await pending;
         assert.equal(r.status, 200);
-        const got = (await r.json()) as Record<string, any>;
-        const want = (await (await post(`${reference.url}${path}`, body)).json()) as Record<string, any>;
-        const text = (x: Record<string, any>) =>
-          kind === "chat" ? x.choices[0].message.content : x.choices[0].text;
+        const got = (await r.json()) as Answer;
+        const want = (await (await post(`${reference.url}${path}`, body)).json()) as Answer;
+        const text = (x: Answer) => (kind === "chat" ? x.choices[0]!.message?.content : x.choices[0]!.text);
         assert.equal(text(got), text(want), `${kind}: the unbroken answer`);
         assert.deepEqual(got.usage, want.usage);
         assert.equal(got.object, want.object);
-        assert.equal(got.choices[0].finish_reason, "length");
-        assert.equal(got.choices[0].token_ids, null, "no token ids the client did not ask for");
+        assert.equal(got.choices[0]!.finish_reason, "length");
+        assert.equal(got.choices[0]!.token_ids, null, "no token ids the client did not ask for");
         const m = await (await fetch(`${router.url}/metrics`)).text();
         assert.match(m, /switchyard_migrations_total\{[^}]*outcome="continued"\} 1/);
       } finally {
