@@ -5,17 +5,7 @@
 // end with exactly the text an unbroken one has; the chaos run checks every stream against
 // `expectedAnswer`.
 
-function fold(h: number, id: number): number {
-  return Math.imul(h ^ id, 0x01000193) >>> 0;
-}
-
-function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
-}
+import { fmix, fold } from "../src/sim/greedy.js";
 
 const idsOf = (text: string): number[] => Array.from({ length: text.length }, (_, i) => text.charCodeAt(i));
 

@@ -132,37 +132,10 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     const piece = chat
       ? `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"${model}","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]${includeUsage ? ',"usage":null' : ""}}\n\n`
       : `data: {"id":"c","object":"text_completion","created":1,"model":"${model}","choices":[{"index":0,"text":" tok","finish_reason":null}]${includeUsage ? ',"usage":null' : ""}}\n\n`;
-    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
-    up.open++;
-    let sent = 0;
-    let timer: NodeJS.Timeout | undefined;
-    res.on("close", () => {
-      up.open--;
-      if (timer) {
-        clearTimeout(timer);
-        timers.delete(timer);
-      }
-    });
-    const tick = () => {
-      if (timer) timers.delete(timer);
-      timer = undefined;
-      if (gone(raw)) return;
-      if (sent++ < n) {
-        res.write(piece);
-        const gap = up.fault === "slow" ? Math.max(50, interval * 10) : interval;
-        if (gap > 0) {
-          timer = setTimeout(tick, gap);
-          timers.add(timer);
-        } else setImmediate(tick);
-        return;
-      }
-      if (includeUsage)
-        res.write(
-          `data: {"id":"c","object":"${chat ? "chat.completion.chunk" : "text_completion"}","created":1,"model":"${model}","choices":[],"usage":${JSON.stringify(usage)}}\n\n`,
-        );
-      res.end("data: [DONE]\n\n");
-    };
-    tick();
+    const tail = includeUsage
+      ? `data: {"id":"c","object":"${chat ? "chat.completion.chunk" : "text_completion"}","created":1,"model":"${model}","choices":[],"usage":${JSON.stringify(usage)}}\n\n`
+      : "";
+    paced(raw, n, () => piece, tail);
   };
 
   /** The toy model's answer, in vLLM's formats (return_token_ids where vLLM puts them). */
@@ -203,6 +176,22 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
           };
       return `data: ${JSON.stringify({ ...head, object, choices: [choice] })}\n\n`;
     };
+    let lead = "";
+    if (chat) {
+      const role = { index: 0, delta: { role: "assistant", content: "" }, finish_reason: null };
+      const first = { ...head, object, choices: [role], prompt_token_ids: ids ? prompt : undefined };
+      lead = `data: ${JSON.stringify(first)}\n\n`;
+    }
+    const tail =
+      so?.include_usage === true
+        ? `data: ${JSON.stringify({ ...head, object, choices: [], usage })}\n\n`
+        : "";
+    paced(raw, n, (i) => (i === 0 ? lead : "") + event(i), tail);
+  };
+
+  /** A stream of `n` events, `interval` apart (10× when slowed), then `tail` and [DONE]. */
+  const paced = (raw: Res, n: number, event: (i: number) => string, tail: string) => {
+    const res = raw as unknown as Reply;
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
     up.open++;
     let sent = 0;
@@ -214,11 +203,6 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
         timers.delete(timer);
       }
     });
-    if (chat) {
-      const role = { index: 0, delta: { role: "assistant", content: "" }, finish_reason: null };
-      const first = { ...head, object, choices: [role], prompt_token_ids: ids ? prompt : undefined };
-      res.write(`data: ${JSON.stringify(first)}\n\n`);
-    }
     const tick = () => {
       if (timer) timers.delete(timer);
       timer = undefined;
@@ -226,12 +210,13 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
       if (sent < n) {
         res.write(event(sent++));
         const gap = up.fault === "slow" ? Math.max(50, interval * 10) : interval;
-        timer = setTimeout(tick, gap);
-        timers.add(timer);
+        if (gap > 0) {
+          timer = setTimeout(tick, gap);
+          timers.add(timer);
+        } else setImmediate(tick);
         return;
       }
-      if (so?.include_usage === true)
-        res.write(`data: ${JSON.stringify({ ...head, object, choices: [], usage })}\n\n`);
+      if (tail) res.write(tail);
       res.end("data: [DONE]\n\n");
     };
     tick();

@@ -9,12 +9,12 @@
 // lengths stay geometric with mean `--output-len-mean` (what the per-request draw gave before).
 
 /** One FNV-1a-style fold of a token id into the state. */
-function fold(h: number, id: number): number {
+export function fold(h: number, id: number): number {
   return Math.imul(h ^ id, 0x01000193) >>> 0;
 }
 
 /** murmur3's finaliser: spreads every state bit over the output. */
-function fmix(h: number): number {
+export function fmix(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
