@@ -39,7 +39,7 @@ function makeBatch(): KvEventBatch {
 }
 
 const batches = Array.from({ length: 2000 }, makeBatch);
-const payloads = batches.map(encodeBatch);
+const payloads = batches.map((b) => encodeBatch(b));
 const events = batches.reduce((n, b) => n + b.events.length, 0);
 const bytes = payloads.reduce((n, p) => n + p.length, 0);
 

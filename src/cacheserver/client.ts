@@ -1,8 +1,13 @@
 // LmClient: a small typed client for lm:// servers (ours or LMCache's reference server), for the
 // engine model's remote tier, tests and benchmarks. One TCP connection; requests may be pipelined
 // and replies are matched to them in order (the protocol has no request ids). PUT has no reply:
-// its promise resolves when the bytes have been handed to the kernel; follow a batch of PUTs with
-// exist() or health() to know the server has processed them.
+// its promise resolves when the bytes have been handed to the kernel; any later reply proves the
+// server has processed it (the server handles a connection's requests in order).
+//
+// Every key sent is one LMCache's server can parse (it parses every key, HEALTH's included, and drops
+// the connection on one it cannot). LIST is our server's extension: LMCache's server reads it and never
+// answers, so LIST runs alone on the connection and, unanswered within its timeout, costs the
+// connection (a fresh one replaces it) rather than shifting every later reply onto the wrong request.
 import { connect, type Socket } from "node:net";
 import {
   Command,
@@ -30,31 +35,54 @@ export function bytesMeta(n: number): ObjectMeta {
 /** Largest GET/LIST reply accepted by default: our server's default max object (LMCache chunks are MiBs). */
 export const DEFAULT_MAX_REPLY_BYTES = 2 ** 30;
 
+/**
+ * The key HEALTH and LIST carry: a well-formed LMCache 0.5 CacheEngineKey
+ * (model@world_size@worker_id@chunk_hash_hex@dtype) naming no real chunk. An empty key makes LMCache's
+ * server raise "Invalid key string" and drop the connection.
+ */
+export const PROBE_KEY = "switchyard-probe@1@0@0@half";
+
+/** How long list() waits for an answer by default (a server without LIST never sends one). */
+export const DEFAULT_LIST_TIMEOUT_MS = 2000;
+
+/** The server did not answer LIST: it does not implement it (LMCache's own server does not). */
+export class ListUnsupportedError extends Error {
+  override name = "ListUnsupportedError";
+}
+
 export class LmClient {
-  private readonly waiters: Waiter[] = [];
+  private socket!: Socket;
+  private waiters: Waiter[] = [];
   private head = 0;
   private readonly hdr = Buffer.allocUnsafe(SERVER_HEADER_BYTES);
   private hdrFilled = 0;
   private body: { buf: Buffer; filled: number; meta: ObjectMeta; waiter: Waiter } | undefined;
   private failed: Error | undefined;
+  /** set while a LIST runs: every other request waits for it (it may cost the connection) */
+  private exclusive: Promise<void> | null = null;
+  /** callers of whenIdle() waiting for every reply to be in */
+  private idle: (() => void)[] = [];
 
   private constructor(
-    private readonly socket: Socket,
+    socket: Socket,
+    private readonly host: string,
+    private readonly port: number,
+    private readonly timeoutMs: number,
     private readonly maxReplyBytes: number,
   ) {
-    socket.setNoDelay(true);
-    socket.on("data", (c: Buffer) => this.onData(c));
-    socket.on("error", (e) => this.failAll(e));
-    socket.on("close", () => this.failAll(new Error("lm:// connection closed")));
+    this.attach(socket);
   }
 
-  /** `maxReplyBytes`: a reply announcing more closes the connection before anything is allocated. */
-  static connect(
-    host: string,
-    port: number,
-    timeoutMs = 10_000,
-    maxReplyBytes = DEFAULT_MAX_REPLY_BYTES,
-  ): Promise<LmClient> {
+  private attach(s: Socket): void {
+    this.socket = s;
+    s.setNoDelay(true);
+    // events of a replaced socket are ignored: its requests were settled when it was replaced
+    s.on("data", (c: Buffer) => s === this.socket && this.onData(c));
+    s.on("error", (e) => s === this.socket && this.failAll(e));
+    s.on("close", () => s === this.socket && this.failAll(new Error("lm:// connection closed")));
+  }
+
+  private static open(host: string, port: number, timeoutMs: number): Promise<Socket> {
     return new Promise((resolve, reject) => {
       const s = connect({ host, port });
       const t = setTimeout(() => s.destroy(new Error(`connect to ${host}:${port} timed out`)), timeoutMs);
@@ -65,9 +93,19 @@ export class LmClient {
       s.once("connect", () => {
         clearTimeout(t);
         s.removeAllListeners("error");
-        resolve(new LmClient(s, maxReplyBytes));
+        resolve(s);
       });
     });
+  }
+
+  /** `maxReplyBytes`: a reply announcing more closes the connection before anything is allocated. */
+  static async connect(
+    host: string,
+    port: number,
+    timeoutMs = 10_000,
+    maxReplyBytes = DEFAULT_MAX_REPLY_BYTES,
+  ): Promise<LmClient> {
+    return new LmClient(await LmClient.open(host, port, timeoutMs), host, port, timeoutMs, maxReplyBytes);
   }
 
   /** Parses `lm://host:port`. */
@@ -82,6 +120,7 @@ export class LmClient {
   }
 
   put(key: string, payload: Buffer, meta: ObjectMeta = bytesMeta(payload.length)): Promise<void> {
+    if (this.exclusive) return this.exclusive.then(() => this.put(key, payload, meta));
     if (this.failed) return Promise.reject(this.failed);
     let h: Buffer;
     try {
@@ -89,12 +128,15 @@ export class LmClient {
     } catch (e) {
       return Promise.reject(e as Error);
     }
+    const s = this.socket;
     return new Promise((resolve, reject) => {
-      this.socket.cork();
-      this.socket.write(h);
+      s.cork();
+      s.write(h);
       // a socket destroyed with this write still queued calls back without an error: the bytes were dropped
-      this.socket.write(payload, (err) => (err || this.failed ? reject(err ?? this.failed) : resolve()));
-      this.socket.uncork();
+      s.write(payload, (err) =>
+        err || s.destroyed ? reject(err ?? this.failed ?? new Error("lm:// write dropped")) : resolve(),
+      );
+      s.uncork();
     });
   }
 
@@ -106,15 +148,44 @@ export class LmClient {
     return this.request(Command.EXIST, key, "status") as Promise<boolean>;
   }
 
+  /** true when the server answers HEALTH with success (LMCache's server and ours both do). */
   health(): Promise<boolean> {
-    return this.request(Command.HEALTH, "", "status") as Promise<boolean>;
+    return this.request(Command.HEALTH, PROBE_KEY, "status") as Promise<boolean>;
   }
 
-  /** Keys the server holds (our server's LIST extension; the reference server does not answer it). */
-  async list(): Promise<string[]> {
-    const o = (await this.request(Command.LIST, "", "payload")) as LmObject | undefined;
-    const text = o ? o.payload.toString("latin1") : "";
-    return text === "" ? [] : text.split("\n");
+  /**
+   * Keys the server holds: our server's LIST extension. Runs alone on the connection. A server that
+   * does not answer within `timeoutMs` (LMCache's own never does) fails it with ListUnsupportedError,
+   * and the connection is replaced by a fresh one, so that a late answer, or none, cannot be taken for
+   * the reply to a later request.
+   */
+  async list(timeoutMs = DEFAULT_LIST_TIMEOUT_MS): Promise<string[]> {
+    while (this.exclusive) await this.exclusive;
+    if (this.failed) throw this.failed;
+    let done!: () => void;
+    this.exclusive = new Promise((r) => (done = r));
+    try {
+      await this.whenIdle();
+      const reply = this.send(Command.LIST, PROBE_KEY, "payload") as Promise<LmObject | undefined>;
+      let timer: NodeJS.Timeout | undefined;
+      const silence = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+      const o = await Promise.race([reply, silence]).finally(() => clearTimeout(timer));
+      if (o === "timeout") {
+        reply.catch(() => undefined);
+        await this.replaceConnection(
+          new ListUnsupportedError(`lm:// server ${this.host}:${this.port} did not answer LIST`),
+        );
+        throw new ListUnsupportedError(
+          `lm://${this.host}:${this.port} did not answer LIST within ${timeoutMs} ms: LIST is an extension ` +
+            "of switchyard's cache server (LMCache's own server does not implement it); the connection was replaced",
+        );
+      }
+      const text = o ? o.payload.toString("latin1") : "";
+      return text === "" ? [] : text.split("\n");
+    } finally {
+      this.exclusive = null;
+      done();
+    }
   }
 
   /**
@@ -129,14 +200,43 @@ export class LmClient {
 
   /** Ends the connection once what was written has been sent; resolves when the server has closed its side. */
   close(): Promise<void> {
+    const s = this.socket;
     return new Promise((resolve) => {
-      if (this.socket.destroyed) return resolve();
-      this.socket.once("close", () => resolve());
-      this.socket.end();
+      if (s.destroyed) return resolve();
+      s.once("close", () => resolve());
+      s.end();
     });
   }
 
+  /** Drops the current connection (its pending requests reject with `why`) and opens a new one. */
+  private async replaceConnection(why: Error): Promise<void> {
+    const old = this.socket;
+    this.failAll(why);
+    old.destroy();
+    try {
+      const s = await LmClient.open(this.host, this.port, this.timeoutMs);
+      this.failed = undefined;
+      this.waiters = [];
+      this.head = 0;
+      this.hdrFilled = 0;
+      this.body = undefined;
+      this.attach(s);
+    } catch (err) {
+      this.failed = err as Error;
+    }
+  }
+
+  private whenIdle(): Promise<void> {
+    if (this.pending === 0 || this.failed) return Promise.resolve();
+    return new Promise((r) => this.idle.push(r));
+  }
+
   private request(cmd: number, key: string, kind: Waiter["kind"]): Promise<boolean | LmObject | undefined> {
+    if (this.exclusive) return this.exclusive.then(() => this.request(cmd, key, kind));
+    return this.send(cmd, key, kind);
+  }
+
+  private send(cmd: number, key: string, kind: Waiter["kind"]): Promise<boolean | LmObject | undefined> {
     if (this.failed) return Promise.reject(this.failed);
     // encoded before the waiter is queued: a key that cannot be sent must not leave a waiter behind
     // that the next reply would be matched to
@@ -163,6 +263,13 @@ export class LmClient {
     return w;
   }
 
+  private settled(): void {
+    if (this.pending > 0 || this.idle.length === 0) return;
+    const idle = this.idle;
+    this.idle = [];
+    for (const r of idle) r();
+  }
+
   private onData(chunk: Buffer): void {
     let off = 0;
     while (off < chunk.length) {
@@ -175,6 +282,7 @@ export class LmClient {
         if (body.filled === body.buf.length) {
           this.body = undefined;
           (body.waiter.resolve as (o: LmObject) => void)({ payload: body.buf, meta: body.meta });
+          this.settled();
         }
         continue;
       }
@@ -202,13 +310,16 @@ export class LmClient {
         w.reject(err);
         this.socket.destroy(err);
         return;
-      } else
+      } else {
         this.body = {
           buf: Buffer.allocUnsafe(h.length),
           filled: 0,
           meta: { fmt: h.fmt, dtype: h.dtype, shape: h.shape },
           waiter: w,
         };
+        continue;
+      }
+      this.settled();
     }
   }
 
@@ -219,5 +330,6 @@ export class LmClient {
       this.body = undefined;
     }
     for (let w = this.nextWaiter(); w; w = this.nextWaiter()) w.reject(e);
+    this.settled();
   }
 }

@@ -124,6 +124,7 @@ export class VirtualDriver {
   /** binary min-heap of pending callbacks by (time, seq) */
   private readonly heap: { t: number; seq: number; fn: () => void }[] = [];
   private readonly engines = new Map<Engine, EngineSlot>();
+  private stopped = false;
 
   get now(): number {
     return this.nowS;
@@ -202,10 +203,16 @@ export class VirtualDriver {
     this.at(this.nowS + plan.duration, st.complete);
   }
 
+  /** makes run() return after the event in progress (a caller that has seen enough) */
+  stop(): void {
+    this.stopped = true;
+  }
+
   /** processes events until none are left or virtual time would pass `until`; returns the events run */
   run(until = Infinity): number {
     let n = 0;
-    for (;;) {
+    this.stopped = false;
+    while (!this.stopped) {
       const next = this.heap[0];
       if (!next || next.t > until) break;
       this.pop();
@@ -213,7 +220,7 @@ export class VirtualDriver {
       next.fn();
       n++;
     }
-    if (until !== Infinity && this.nowS < until) this.nowS = until;
+    if (!this.stopped && until !== Infinity && this.nowS < until) this.nowS = until;
     return n;
   }
 

@@ -6,7 +6,7 @@
 
 import { LruMap } from "../collections/lru-map.js";
 
-/** LMCache logs ≈ 41–44 GiB/s for local CPU store/retrieve (benchmarks.md); we take the low end. */
+/** LMCache logs ≈ 41–44 GiB/s for local CPU store/retrieve; we take the low end. */
 export const LMCACHE_LOCAL_CPU_BPS = 41 * 2 ** 30;
 
 export class ChunkTier {
@@ -14,6 +14,11 @@ export class ChunkTier {
   /** chunk keys, least recently used first */
   private readonly lru = new LruMap<bigint, true>();
   evicted = 0;
+  /**
+   * bumped whenever an entry leaves (eviction, clear): a run of keys found present at the same value is
+   * still present, so a blocked queue head need not look its prefix up again every step
+   */
+  epoch = 0;
 
   constructor(capacityChunks: number) {
     this.capacity = Math.max(0, Math.floor(capacityChunks));
@@ -41,12 +46,15 @@ export class ChunkTier {
     while (this.lru.size >= this.capacity) {
       if (!this.lru.shift()) break;
       this.evicted++;
+      this.epoch++;
+      this.epoch++;
     }
     this.lru.set(key, true);
     return true;
   }
 
   clear(): void {
+    this.epoch++;
     this.lru.clear();
   }
 }

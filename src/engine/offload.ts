@@ -11,6 +11,11 @@ export class CpuTier {
   private readonly lru = new LruMap<bigint, true>();
   enableEvents = true;
   evicted = 0;
+  /**
+   * bumped whenever an entry leaves (eviction, clear): a run of keys found present at the same value is
+   * still present, so a blocked queue head need not look its prefix up again every step
+   */
+  epoch = 0;
 
   /** `events` is the engine's per-step sink, shared with the GPU pool so the order is kept */
   constructor(
@@ -33,57 +38,56 @@ export class CpuTier {
   }
 
   /**
-   * Stores a run of consecutive blocks of one chain (parent = hash before the first); returns how many
-   * were new. Evicts least recently used blocks to make room.
+   * Stores blocks [from, to) of one chain (`ids` is the request's whole chain, `tokens` its token ids);
+   * returns how many were new. Evicts least recently used blocks to make room. Reads the request's own
+   * arrays: a fleet stores millions of blocks, and only the KV events need copies.
    */
   store(
     ids: readonly bigint[],
-    parent: bigint | null,
-    tokenIds: number[],
+    from: number,
+    to: number,
+    tokens: ArrayLike<number>,
     blockSize: number,
     loraName: string | null,
   ): number {
     if (this.capacity === 0) return 0;
     let stored = 0;
-    const fresh: bigint[] = [];
-    const freshTokens: number[] = [];
-    let freshParent: bigint | null = null;
-    let prev = parent;
-    for (let i = 0; i < ids.length; i++) {
+    // a run of new blocks starts at runStart; a block already present splits it, so each BlockStored
+    // stays a contiguous chain
+    let runStart = -1;
+    for (let i = from; i < to; i++) {
       const id = ids[i]!;
       if (this.lru.has(id)) {
         this.touch(id);
-        // a gap splits the run: publish what we have so each BlockStored stays a contiguous chain
-        this.flush(fresh, freshParent, freshTokens, blockSize, loraName);
-        fresh.length = 0;
-        freshTokens.length = 0;
+        if (runStart >= 0) this.publish(ids, runStart, i, tokens, blockSize, loraName);
+        runStart = -1;
       } else {
         while (this.lru.size >= this.capacity) this.evictOldest();
         this.lru.set(id, true);
-        if (fresh.length === 0) freshParent = prev;
-        fresh.push(id);
+        if (runStart < 0) runStart = i;
         stored++;
-        for (let t = i * blockSize; t < (i + 1) * blockSize; t++) freshTokens.push(tokenIds[t]!);
       }
-      prev = id;
     }
-    this.flush(fresh, freshParent, freshTokens, blockSize, loraName);
+    if (runStart >= 0) this.publish(ids, runStart, to, tokens, blockSize, loraName);
     return stored;
   }
 
-  private flush(
-    ids: bigint[],
-    parent: bigint | null,
-    tokens: number[],
+  private publish(
+    ids: readonly bigint[],
+    start: number,
+    end: number,
+    tokens: ArrayLike<number>,
     blockSize: number,
     loraName: string | null,
   ): void {
-    if (ids.length === 0 || !this.enableEvents) return;
+    if (!this.enableEvents) return;
+    const tokenIds: number[] = [];
+    for (let t = start * blockSize; t < end * blockSize; t++) tokenIds.push(tokens[t]!);
     this.events.push({
       type: "BlockStored",
-      blockHashes: ids.slice(),
-      parentBlockHash: parent,
-      tokenIds: tokens.slice(),
+      blockHashes: ids.slice(start, end),
+      parentBlockHash: start > 0 ? ids[start - 1]! : null,
+      tokenIds,
       blockSize,
       loraId: null,
       medium: "CPU",
@@ -95,10 +99,12 @@ export class CpuTier {
     const e = this.lru.shift();
     if (!e) return;
     this.evicted++;
+    this.epoch++;
     if (this.enableEvents) this.events.push({ type: "BlockRemoved", blockHashes: [e.key], medium: "CPU" });
   }
 
   clear(): void {
+    this.epoch++;
     this.lru.clear();
   }
 }

@@ -1,14 +1,14 @@
 // The roofline step-time model: one forward pass over THIS step's batch, never per request.
 //   compute = FLOPs / (peak × COMPUTE_EFFICIENCY)
 //   memory  = bytes / (HBM bandwidth × MEMORY_EFFICIENCY)
-//   step    = max(compute, memory) + TP all-reduce time + STEP_OVERHEAD + offload load time
+//   step    = max(compute, memory) + TP all-reduce time + STEP_OVERHEAD + offload load and store time
 // Every constant and its source is listed in docs/engine-model.md.
 import type { EngineConfig } from "./types.js";
 import { kvHeadsPerGpu } from "./capacity.js";
 
 /** fraction of dense peak FLOP/s a serving forward pass sustains (MFU); see docs/engine-model.md */
 export const COMPUTE_EFFICIENCY = 0.5;
-/** fraction of HBM bandwidth achieved: measured 3.0 of 3.35 TB/s on H100 (benchmarks.md) */
+/** fraction of HBM bandwidth achieved: an H100 SXM device-to-device copy reaches 3.0 of 3.35 TB/s */
 export const MEMORY_EFFICIENCY = 0.9;
 /** fixed per-step cost not hidden behind the GPU: scheduling, input prep, sampling, output processing */
 export const STEP_OVERHEAD_S = 0.002;
@@ -30,7 +30,7 @@ export interface StepWork {
   loadBytesPerGpu: number;
   /**
    * seconds of transfers at other rates on the step's critical path: external-tier loads and blocking
-   * offload stores (LMCache); optional so that callers of the native-only shape keep working
+   * offload stores (LMCache and native); optional so that callers of the loads-only shape keep working
    */
   extraTransferSeconds?: number;
 }

@@ -42,7 +42,7 @@ export interface ModelProfile {
 
 export interface OffloadConfig {
   /**
-   * native: vLLM's OffloadingConnector (block-granular, write-through, async stores);
+   * native: vLLM's OffloadingConnector (block-granular, write-through; its copies take step time);
    * lmcache: LMCache's local CPU backend (chunk-granular LRU, stores block the step, see docs/engine-model.md)
    */
   backend: "native" | "lmcache";
@@ -123,6 +123,13 @@ export interface EngineRequest {
   sharedPrefix?: { key: string; tokens: number };
 }
 
+/** what a router knows of a prompt when it asks an engine's prefix cache (Engine.probeCachedTokens) */
+export interface ProbeOptions {
+  cacheSalt?: string | null;
+  loraName?: string | null;
+  sharedPrefix?: { key: string; tokens: number };
+}
+
 export interface RequestTimings {
   arrivalTime: number;
   firstScheduledTime: number;
@@ -182,7 +189,10 @@ export interface EngineCounters {
   offloadBytesToCpu: number;
   offloadBytesToGpu: number;
   offloadTransferSeconds: number;
-  /** seconds steps waited for blocking offload stores (LMCache's save at the end of the forward pass) */
+  /**
+   * seconds of step time taken by offload stores: LMCache's blocking save at the end of the forward
+   * pass, the native connector's copies of every newly computed block (docs/engine-model.md)
+   */
   offloadStoreSeconds: number;
   /** prompt tokens loaded from the external tier instead of being computed */
   externalHitTokens: number;

@@ -22,7 +22,10 @@ export const DERIVED_QUESTION_TOKENS = 64;
 export const RAG_DOCS_PER_TENANT = 10;
 
 export function defaultRequests(r: ResolvedScenario): number {
-  return r.scenario.simulation.requests ?? Math.min(2000, Math.max(500, r.scenario.workload.concurrency * 8));
+  return (
+    r.scenario.simulation.requests ??
+    Math.min(2000, Math.max(500, (r.scenario.workload.concurrency ?? 0) * 8))
+  );
 }
 
 export function engineConfigFor(r: ResolvedScenario, mode: OffloadMode, kvScale = 1): EngineConfig {
@@ -249,7 +252,7 @@ export function fleetOptionsFor(
     workload,
     qps: s.workload.qps ?? Infinity,
     arrival: s.simulation.arrival,
-    concurrency: s.workload.concurrency,
+    concurrency: s.workload.concurrency ?? Infinity,
     maxRequests: requests,
     durationS: s.simulation.duration_s ?? Infinity,
     seed: s.simulation.seed,

@@ -58,6 +58,15 @@ export interface FleetOptions {
   seed: number;
   /** keep every inter-token gap for ITL percentiles (memory grows with output tokens) */
   recordItl: boolean;
+  /** hooks for callers that run many simulations of one workload (the planner); none changes a run */
+  hooks?: FleetHooks;
+}
+
+export interface FleetHooks {
+  /** the tokenizer to use, so that its cache of prompt ids outlives one run */
+  tokenizer?: VirtualTokenizer;
+  /** sees each finished request; returning true ends the run there (FleetResult.stoppedEarly) */
+  onRecord?: (record: RequestRecord) => boolean;
 }
 
 export interface FleetResult {
@@ -72,6 +81,8 @@ export interface FleetResult {
   remote: { lookups: number; hitTokens: number; storedChunks: number; evictedChunks: number } | null;
   /** events the virtual clock ran (a measure of simulation work) */
   events: number;
+  /** the run was ended by FleetHooks.onRecord before its load was done */
+  stoppedEarly: boolean;
 }
 
 interface Active {
@@ -105,7 +116,9 @@ function groupOf(id: string): string {
 
 export function simulateFleet(o: FleetOptions): FleetResult {
   const driver = new VirtualDriver();
-  const tok = new VirtualTokenizer();
+  const tok = o.hooks?.tokenizer ?? new VirtualTokenizer();
+  const onRecord = o.hooks?.onRecord;
+  let stoppedEarly = false;
   const model = o.engine.model.id;
   const remote = o.sharedServer
     ? new RemoteStore(
@@ -286,7 +299,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     outstanding--;
     lastEnd = t.finishedTime;
     const ok = t.outputTokens > 0;
-    records.push({
+    const rec: RequestRecord = {
       index: f.index,
       sessionId: f.active.session.id,
       round: f.active.round,
@@ -301,7 +314,12 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       httpStatus: 200,
       errorKind: ok ? null : "no_output",
       error: "",
-    });
+    };
+    records.push(rec);
+    if (onRecord && !stoppedEarly && onRecord(rec)) {
+      stoppedEarly = true;
+      driver.stop();
+    }
     const a = f.active;
     a.round++;
     if (ok && a.round < a.session.turns.length) {
@@ -366,5 +384,6 @@ export function simulateFleet(o: FleetOptions): FleetResult {
         }
       : null,
     events,
+    stoppedEarly,
   };
 }

@@ -31,7 +31,8 @@ export const GENERATORS = ["random", "shared-prefix", "multi-round-qa", "prefix-
 const workloadSchema = z.strictObject({
   prompt_tokens: tokensOrPercentiles,
   output_tokens: posInt,
-  concurrency: posInt,
+  /** sessions in flight at once: the closed loop's size, or a cap on an open loop (`qps`) */
+  concurrency: posInt.optional(),
   qps: positive.optional(),
   shared_prefix_tokens: nonNegInt.default(0),
   prefix_reuse: z.enum(REUSE_KINDS).default("none"),
@@ -57,6 +58,8 @@ const opsSchema = z.strictObject({
   multi_tenant: z.boolean().default(false),
   hbm_monitoring: z.boolean(),
   budget_usd_per_hour: positive.optional(),
+  /** prices per GPU-hour by GPU id, over the planner's default table (docs/planner.md) */
+  gpu_usd_per_hour: z.record(z.string(), positive).optional(),
   /** the team means to build its own stack (manifests, router) although the chart covers the use case */
   hand_rolled_stack: z.boolean().default(false),
 });
@@ -117,8 +120,18 @@ const simulationSchema = z.strictObject({
   itl: z.boolean().default(true),
 });
 
+/** the latency the service must keep (read by `switchyard plan`; `simulate` ignores it) */
+const sloSchema = z.strictObject({
+  ttft_p90_ms: positive,
+  tpot_p90_ms: positive,
+  e2e_p90_ms: positive.optional(),
+  /** the fraction of each bound the plan keeps free: it must predict p90 ≤ bound × (1 − headroom) */
+  headroom: z.number().min(0).lt(1).default(0.1),
+});
+
 export const scenarioSchema = z.strictObject({
   name: z.string().optional(),
+  slo: sloSchema.optional(),
   workload: workloadSchema,
   fleet: fleetSchema,
   ops: opsSchema,
@@ -185,6 +198,8 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
   const w = s.workload;
   const promptTokens = typeof w.prompt_tokens === "number" ? w.prompt_tokens : w.prompt_tokens.p50;
   const promptP90 = typeof w.prompt_tokens === "number" ? w.prompt_tokens : w.prompt_tokens.p90;
+  if (w.concurrency === undefined && w.qps === undefined)
+    problems.push("workload: needs qps (an open loop) or concurrency (a closed loop), got neither");
   if (w.shared_prefix_tokens >= promptTokens) {
     problems.push(
       `workload.shared_prefix_tokens: must be below workload.prompt_tokens (${promptTokens}), got ${w.shared_prefix_tokens}`,

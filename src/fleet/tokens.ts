@@ -19,6 +19,9 @@ function wordId(w: string): number {
 export class VirtualTokenizer {
   private readonly cache = new Map<string, readonly number[]>();
 
+  /** `maxCachedTexts`: a caller replaying one workload many times may keep all of its texts */
+  constructor(private readonly maxCachedTexts = MAX_CACHED_TEXTS) {}
+
   /** ids of `text`, one per whitespace-separated word */
   encode(text: string): readonly number[] {
     const hit = this.cache.get(text);
@@ -34,7 +37,7 @@ export class VirtualTokenizer {
       } else if (start < 0) start = i;
     }
     if (text.length >= MIN_CACHED_CHARS) {
-      if (this.cache.size >= MAX_CACHED_TEXTS) this.cache.delete(this.cache.keys().next().value!);
+      if (this.cache.size >= this.maxCachedTexts) this.cache.delete(this.cache.keys().next().value!);
       this.cache.set(text, ids);
     }
     return ids;

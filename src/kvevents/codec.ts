@@ -1,18 +1,28 @@
-// vLLM's KV-event payload codec: the msgspec msgpack bytes of a KVEventBatch, both ways.
+// vLLM's KV-event payload codec: the msgspec msgpack bytes of a KVEventBatch, both ways. The msgpack
+// primitives are in msgpack-write.ts and msgpack-read.ts; this file knows vLLM's schema.
 //
-// Encoding reproduces msgspec byte for byte (array_like structs, tagged events, omit_defaults):
-// floats are always float64, integers use the smallest msgpack form (as msgspec does; 64-bit block
-// hashes are therefore almost always `cf` uint64), strings use fixstr/str8/str16/str32.
+// Encoding reproduces msgspec byte for byte in either event layout (KvEventLayout): the batch is an
+// `array_like` struct; each event is a tagged array (vLLM ≤ 0.23) or a tagged map (vLLM ≥ 0.24), and
+// `omit_defaults` drops fields equal to their default — trailing ones in the array form, any one in the map
+// form. Fields without a default (lora_id, medium, lora_name) are always written, nil when null.
 //
 // Decoding is schema-directed (no generic msgpack tree, then no second pass): it reads straight into
 // typed events, accepts every shape vLLM has shipped (short arrays, extra trailing fields, events as
 // maps with a "type" key, hashes as uint64 ints or raw digest bytes) and rejects anything else with a
 // DecodeError that says what was wrong and at which byte offset.
-import type { AllBlocksCleared, BlockRemoved, BlockStored, KvEvent, KvEventBatch } from "./events.js";
+import type {
+  AllBlocksCleared,
+  BlockRemoved,
+  BlockStored,
+  KvEvent,
+  KvEventBatch,
+  KvEventLayout,
+  MsgValue,
+} from "./events.js";
+import { DecodeError, Reader } from "./msgpack-read.js";
+import { Writer } from "./msgpack-write.js";
 
-export class DecodeError extends Error {
-  override name = "DecodeError";
-}
+export { DecodeError };
 
 /** Counters a caller may pass to decodeBatch to learn about skipped, forward-compatible content. */
 export interface DecodeStats {
@@ -23,157 +33,73 @@ export interface DecodeStats {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-const U64_MAX = (1n << 64n) - 1n;
+const isSet = <T>(x: T | null | undefined): x is T => x !== null && x !== undefined;
 
-class Writer {
-  buf: Buffer;
-  pos = 0;
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
-  }
-  ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = Buffer.allocUnsafe(size);
-    this.buf.copy(next, 0, 0, this.pos);
-    this.buf = next;
-  }
-  u8(b: number): void {
-    this.ensure(1);
-    this.buf[this.pos++] = b;
-  }
-  arrayHeader(n: number): void {
-    this.ensure(5);
-    if (n < 16) this.buf[this.pos++] = 0x90 | n;
-    else if (n < 0x10000) {
-      this.buf[this.pos++] = 0xdc;
-      this.buf.writeUInt16BE(n, this.pos);
-      this.pos += 2;
-    } else {
-      this.buf[this.pos++] = 0xdd;
-      this.buf.writeUInt32BE(n, this.pos);
-      this.pos += 4;
-    }
-  }
-  nil(): void {
-    this.u8(0xc0);
-  }
-  float64(x: number): void {
-    this.ensure(9);
-    this.buf[this.pos++] = 0xcb;
-    this.buf.writeDoubleBE(x, this.pos);
-    this.pos += 8;
-  }
-  int(x: number): void {
-    if (!Number.isSafeInteger(x)) throw new TypeError(`cannot encode ${x} as a msgpack integer`);
-    this.ensure(9);
-    const b = this.buf;
-    if (x >= 0) {
-      if (x < 0x80) b[this.pos++] = x;
-      else if (x < 0x100) {
-        b[this.pos++] = 0xcc;
-        b[this.pos++] = x;
-      } else if (x < 0x10000) {
-        b[this.pos++] = 0xcd;
-        b.writeUInt16BE(x, this.pos);
-        this.pos += 2;
-      } else if (x < 0x100000000) {
-        b[this.pos++] = 0xce;
-        b.writeUInt32BE(x, this.pos);
-        this.pos += 4;
-      } else {
-        b[this.pos++] = 0xcf;
-        b.writeBigUInt64BE(BigInt(x), this.pos);
-        this.pos += 8;
-      }
-    } else if (x >= -32) b[this.pos++] = x & 0xff;
-    else if (x >= -0x80) {
-      b[this.pos++] = 0xd0;
-      b.writeInt8(x, this.pos);
-      this.pos += 1;
-    } else if (x >= -0x8000) {
-      b[this.pos++] = 0xd1;
-      b.writeInt16BE(x, this.pos);
-      this.pos += 2;
-    } else if (x >= -0x80000000) {
-      b[this.pos++] = 0xd2;
-      b.writeInt32BE(x, this.pos);
-      this.pos += 4;
-    } else {
-      b[this.pos++] = 0xd3;
-      b.writeBigInt64BE(BigInt(x), this.pos);
-      this.pos += 8;
-    }
-  }
-  /** unsigned 64-bit block hash, smallest form (msgspec writes Python ints minimally) */
-  u64(x: bigint): void {
-    if (x < 0n || x > U64_MAX) throw new TypeError(`block hash ${x} is outside uint64`);
-    if (x < 0x100000000n) return this.int(Number(x));
-    this.ensure(9);
-    this.buf[this.pos++] = 0xcf;
-    this.buf.writeBigUInt64BE(x, this.pos);
-    this.pos += 8;
-  }
-  str(s: string): void {
-    const n = Buffer.byteLength(s, "utf8");
-    this.ensure(5 + n);
-    const b = this.buf;
-    if (n < 32) b[this.pos++] = 0xa0 | n;
-    else if (n < 0x100) {
-      b[this.pos++] = 0xd9;
-      b[this.pos++] = n;
-    } else if (n < 0x10000) {
-      b[this.pos++] = 0xda;
-      b.writeUInt16BE(n, this.pos);
-      this.pos += 2;
-    } else {
-      b[this.pos++] = 0xdb;
-      b.writeUInt32BE(n, this.pos);
-      this.pos += 4;
-    }
-    this.pos += b.write(s, this.pos, n, "utf8");
-  }
-  optInt(x: number | null | undefined): void {
-    if (x === null || x === undefined) this.nil();
-    else this.int(x);
-  }
-  optStr(s: string | null | undefined): void {
-    if (s === null || s === undefined) this.nil();
-    else this.str(s);
-  }
-  hashes(hs: bigint[]): void {
-    this.arrayHeader(hs.length);
-    for (const h of hs) this.u64(h);
-  }
+function writeParent(w: Writer, parent: bigint | null): void {
+  if (parent === null || parent === undefined) w.nil();
+  else w.u64(parent);
 }
 
-function encodeEvent(w: Writer, ev: KvEvent): void {
+function writeTokens(w: Writer, tokens: readonly number[]): void {
+  w.arrayHeader(tokens.length);
+  for (const t of tokens) w.int(t);
+}
+
+function writeExtraKeys(w: Writer, keys: readonly (MsgValue[] | null)[]): void {
+  w.arrayHeader(keys.length);
+  for (const k of keys) w.value(k);
+}
+
+/** The optional tail of a BlockStored after lora_id, in field order: [medium, lora_name, extra_keys, group_idx, kind, window, locality]. */
+function storedTail(ev: BlockStored): unknown[] {
+  return [
+    ev.medium,
+    ev.loraName,
+    ev.extraKeys,
+    ev.groupIdx,
+    ev.kvCacheSpecKind,
+    ev.kvCacheSpecSlidingWindow,
+    ev.locality,
+  ];
+}
+
+function encodeArrayEvent(w: Writer, ev: KvEvent): void {
   switch (ev.type) {
     case "BlockStored": {
-      // omit_defaults on an array_like struct drops trailing default fields: lora_name (newest
-      // builds) when null, and medium when null (the v0.10 shape, which had no medium field).
-      const hasLoraName = ev.loraName !== undefined && ev.loraName !== null;
-      const hasMedium = hasLoraName || (ev.medium !== null && ev.medium !== undefined);
-      w.arrayHeader(6 + (hasMedium ? 1 : 0) + (hasLoraName ? 1 : 0));
+      // omit_defaults on an array_like struct drops trailing default fields: what is past the last set
+      // field is left out (the v0.10 shape had no medium; v0.11 no lora_name; v0.20 added the rest)
+      const tail = storedTail(ev);
+      let n = tail.length;
+      while (n > 0 && !isSet(tail[n - 1])) n--;
+      w.arrayHeader(6 + n);
       w.str("BlockStored");
       w.hashes(ev.blockHashes);
-      if (ev.parentBlockHash === null || ev.parentBlockHash === undefined) w.nil();
-      else w.u64(ev.parentBlockHash);
-      w.arrayHeader(ev.tokenIds.length);
-      for (const t of ev.tokenIds) w.int(t);
+      writeParent(w, ev.parentBlockHash);
+      writeTokens(w, ev.tokenIds);
       w.int(ev.blockSize);
       w.optInt(ev.loraId);
-      if (hasMedium) w.optStr(ev.medium);
-      if (hasLoraName) w.str(ev.loraName as string);
+      if (n > 0) w.optStr(ev.medium);
+      if (n > 1) w.optStr(ev.loraName);
+      if (n > 2) {
+        if (isSet(ev.extraKeys)) writeExtraKeys(w, ev.extraKeys);
+        else w.nil();
+      }
+      if (n > 3) w.optInt(ev.groupIdx);
+      if (n > 4) w.optStr(ev.kvCacheSpecKind);
+      if (n > 5) w.optInt(ev.kvCacheSpecSlidingWindow);
+      if (n > 6) w.optStr(ev.locality);
       return;
     }
     case "BlockRemoved": {
-      const hasMedium = ev.medium !== null && ev.medium !== undefined;
-      w.arrayHeader(hasMedium ? 3 : 2);
+      const tail = [ev.medium, ev.groupIdx, ev.locality];
+      let n = tail.length;
+      while (n > 0 && !isSet(tail[n - 1])) n--;
+      w.arrayHeader(2 + n);
       w.str("BlockRemoved");
       w.hashes(ev.blockHashes);
-      if (hasMedium) w.str(ev.medium as string);
+      if (n > 0) w.optStr(ev.medium);
+      if (n > 1) w.optInt(ev.groupIdx);
+      if (n > 2) w.optStr(ev.locality);
       return;
     }
     case "AllBlocksCleared":
@@ -185,10 +111,90 @@ function encodeEvent(w: Writer, ev: KvEvent): void {
   }
 }
 
+function encodeMapEvent(w: Writer, ev: KvEvent): void {
+  switch (ev.type) {
+    case "BlockStored": {
+      // the eight fields without a default, then each defaulted one that is set, in declaration order
+      const n =
+        8 +
+        (isSet(ev.extraKeys) ? 1 : 0) +
+        (isSet(ev.groupIdx) ? 1 : 0) +
+        (isSet(ev.kvCacheSpecKind) ? 1 : 0) +
+        (isSet(ev.kvCacheSpecSlidingWindow) ? 1 : 0) +
+        (isSet(ev.locality) ? 1 : 0);
+      w.mapHeader(n);
+      w.str("type");
+      w.str("BlockStored");
+      w.str("block_hashes");
+      w.hashes(ev.blockHashes);
+      w.str("parent_block_hash");
+      writeParent(w, ev.parentBlockHash);
+      w.str("token_ids");
+      writeTokens(w, ev.tokenIds);
+      w.str("block_size");
+      w.int(ev.blockSize);
+      w.str("lora_id");
+      w.optInt(ev.loraId);
+      w.str("medium");
+      w.optStr(ev.medium);
+      w.str("lora_name");
+      w.optStr(ev.loraName);
+      if (isSet(ev.extraKeys)) {
+        w.str("extra_keys");
+        writeExtraKeys(w, ev.extraKeys);
+      }
+      if (isSet(ev.groupIdx)) {
+        w.str("group_idx");
+        w.int(ev.groupIdx);
+      }
+      if (isSet(ev.kvCacheSpecKind)) {
+        w.str("kv_cache_spec_kind");
+        w.str(ev.kvCacheSpecKind);
+      }
+      if (isSet(ev.kvCacheSpecSlidingWindow)) {
+        w.str("kv_cache_spec_sliding_window");
+        w.int(ev.kvCacheSpecSlidingWindow);
+      }
+      if (isSet(ev.locality)) {
+        w.str("locality");
+        w.str(ev.locality);
+      }
+      return;
+    }
+    case "BlockRemoved":
+      w.mapHeader(3 + (isSet(ev.groupIdx) ? 1 : 0) + (isSet(ev.locality) ? 1 : 0));
+      w.str("type");
+      w.str("BlockRemoved");
+      w.str("block_hashes");
+      w.hashes(ev.blockHashes);
+      w.str("medium");
+      w.optStr(ev.medium);
+      if (isSet(ev.groupIdx)) {
+        w.str("group_idx");
+        w.int(ev.groupIdx);
+      }
+      if (isSet(ev.locality)) {
+        w.str("locality");
+        w.str(ev.locality);
+      }
+      return;
+    case "AllBlocksCleared":
+      w.mapHeader(1);
+      w.str("type");
+      w.str("AllBlocksCleared");
+      return;
+    default:
+      throw new TypeError(`unknown KV event type ${String((ev as { type: unknown }).type)}`);
+  }
+}
+
 let scratch: Writer | undefined;
 
-/** The msgspec msgpack bytes vLLM publishes for this batch. The returned Buffer is the caller's. */
-export function encodeBatch(batch: KvEventBatch): Buffer {
+/**
+ * The msgspec msgpack bytes vLLM publishes for this batch, with events in `layout` (the tagged arrays of
+ * vLLM ≤ 0.23 unless told otherwise). The returned Buffer is the caller's.
+ */
+export function encodeBatch(batch: KvEventBatch, layout: KvEventLayout = "array"): Buffer {
   // One scratch writer, reused: encoding allocates only the returned copy.
   const w = (scratch ??= new Writer(64 * 1024));
   w.pos = 0;
@@ -196,6 +202,7 @@ export function encodeBatch(batch: KvEventBatch): Buffer {
   w.arrayHeader(hasRank ? 3 : 2);
   w.float64(batch.ts);
   w.arrayHeader(batch.events.length);
+  const encodeEvent = layout === "map" ? encodeMapEvent : encodeArrayEvent;
   for (const ev of batch.events) encodeEvent(w, ev);
   if (hasRank) w.int(batch.dataParallelRank as number);
   const out = Buffer.from(w.buf.subarray(0, w.pos));
@@ -207,328 +214,23 @@ export function encodeBatch(batch: KvEventBatch): Buffer {
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
-const MAX_SKIP_DEPTH = 32;
-
-/** Cursor over one payload. Every read checks bounds; every length is checked against what is left. */
-class Reader {
-  pos = 0;
-  constructor(readonly buf: Buffer) {}
-
-  fail(what: string, at = this.pos): never {
-    throw new DecodeError(`KV event batch: ${what} (byte ${at} of ${this.buf.length})`);
-  }
-  need(n: number): void {
-    if (this.pos + n > this.buf.length) this.fail(`truncated: ${n} more byte(s) needed`);
-  }
-  byte(): number {
-    if (this.pos >= this.buf.length) this.fail("truncated");
-    return this.buf[this.pos++]!;
-  }
-  peek(): number {
-    if (this.pos >= this.buf.length) this.fail("truncated");
-    return this.buf[this.pos]!;
-  }
-  tryNil(): boolean {
-    if (this.peek() === 0xc0) {
-      this.pos++;
-      return true;
-    }
-    return false;
-  }
-  /** element count of an array (each element takes at least one byte, so a count cannot exceed what is left) */
-  arrayLen(what: string): number {
-    const at = this.pos;
-    const b = this.byte();
-    let n: number;
-    if ((b & 0xf0) === 0x90) n = b & 0x0f;
-    else if (b === 0xdc) {
-      this.need(2);
-      n = this.buf.readUInt16BE(this.pos);
-      this.pos += 2;
-    } else if (b === 0xdd) {
-      this.need(4);
-      n = this.buf.readUInt32BE(this.pos);
-      this.pos += 4;
-    } else return this.fail(`${what} must be an array, found ${typeName(b)}`, at);
-    if (n > this.buf.length - this.pos) this.fail(`${what}: array of ${n} elements cannot fit`, at);
-    return n;
-  }
-  /** entry count of a map, or -1 if the next value is not a map (nothing consumed then) */
-  mapLenOrNot(): number {
-    const b = this.peek();
-    let n: number;
-    if ((b & 0xf0) === 0x80) {
-      this.pos++;
-      n = b & 0x0f;
-    } else if (b === 0xde) {
-      this.pos++;
-      this.need(2);
-      n = this.buf.readUInt16BE(this.pos);
-      this.pos += 2;
-    } else if (b === 0xdf) {
-      this.pos++;
-      this.need(4);
-      n = this.buf.readUInt32BE(this.pos);
-      this.pos += 4;
-    } else return -1;
-    if (n * 2 > this.buf.length - this.pos) this.fail(`map of ${n} entries cannot fit`);
-    return n;
-  }
-  strLen(what: string): number {
-    const at = this.pos;
-    const b = this.byte();
-    let n: number;
-    if ((b & 0xe0) === 0xa0) n = b & 0x1f;
-    else if (b === 0xd9) n = this.byte();
-    else if (b === 0xda) {
-      this.need(2);
-      n = this.buf.readUInt16BE(this.pos);
-      this.pos += 2;
-    } else if (b === 0xdb) {
-      this.need(4);
-      n = this.buf.readUInt32BE(this.pos);
-      this.pos += 4;
-    } else return this.fail(`${what} must be a string, found ${typeName(b)}`, at);
-    this.need(n);
-    return n;
-  }
-  str(what: string): string {
-    const n = this.strLen(what);
-    const s = this.buf.toString("utf8", this.pos, this.pos + n);
-    this.pos += n;
-    return s;
-  }
-  optStr(what: string): string | null {
-    return this.tryNil() ? null : this.str(what);
-  }
-  /** any msgpack number (int or float), as a JS number */
-  num(what: string): number {
-    const b = this.peek();
-    if (b === 0xcb) {
-      this.pos++;
-      this.need(8);
-      const x = this.buf.readDoubleBE(this.pos);
-      this.pos += 8;
-      return x;
-    }
-    if (b === 0xca) {
-      this.pos++;
-      this.need(4);
-      const x = this.buf.readFloatBE(this.pos);
-      this.pos += 4;
-      return x;
-    }
-    return this.int(what);
-  }
-  /** an integer that fits a JS number exactly */
-  int(what: string): number {
-    const at = this.pos;
-    const b = this.byte();
-    if (b < 0x80) return b;
-    if (b >= 0xe0) return b - 0x100;
-    const buf = this.buf;
-    let x: number;
-    switch (b) {
-      case 0xcc:
-        return this.byte();
-      case 0xcd:
-        this.need(2);
-        x = buf.readUInt16BE(this.pos);
-        this.pos += 2;
-        return x;
-      case 0xce:
-        this.need(4);
-        x = buf.readUInt32BE(this.pos);
-        this.pos += 4;
-        return x;
-      case 0xd0:
-        this.need(1);
-        return buf.readInt8(this.pos++);
-      case 0xd1:
-        this.need(2);
-        x = buf.readInt16BE(this.pos);
-        this.pos += 2;
-        return x;
-      case 0xd2:
-        this.need(4);
-        x = buf.readInt32BE(this.pos);
-        this.pos += 4;
-        return x;
-      case 0xcf:
-      case 0xd3: {
-        this.need(8);
-        const hi = b === 0xcf ? buf.readUInt32BE(this.pos) : buf.readInt32BE(this.pos);
-        const lo = buf.readUInt32BE(this.pos + 4);
-        this.pos += 8;
-        x = hi * 0x100000000 + lo;
-        if (!Number.isSafeInteger(x)) this.fail(`${what}: integer beyond 2^53`, at);
-        return x;
-      }
-      default:
-        return this.fail(`${what} must be an integer, found ${typeName(b)}`, at);
-    }
-  }
-  optInt(what: string): number | null {
-    return this.tryNil() ? null : this.int(what);
-  }
-  /**
-   * A block hash: an integer (uint64; a negative int64 from pre-0.10 engines, which used Python's
-   * hash(), is read as its two's complement) or raw digest bytes (VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0),
-   * of which the last 8 bytes are read big-endian — the same low 64 bits vLLM's int form carries.
-   */
-  hash(what: string): bigint {
-    const at = this.pos;
-    const b = this.byte();
-    const buf = this.buf;
-    if (b < 0x80) return BigInt(b);
-    if (b >= 0xe0) return BigInt.asUintN(64, BigInt(b - 0x100));
-    switch (b) {
-      case 0xcf:
-        this.need(8);
-        this.pos += 8;
-        return buf.readBigUInt64BE(this.pos - 8);
-      case 0xd3:
-        this.need(8);
-        this.pos += 8;
-        return BigInt.asUintN(64, buf.readBigInt64BE(this.pos - 8));
-      case 0xcc:
-      case 0xcd:
-      case 0xce:
-      case 0xd0:
-      case 0xd1:
-      case 0xd2:
-        this.pos = at;
-        return BigInt.asUintN(64, BigInt(this.int(what)));
-      case 0xc4:
-      case 0xc5:
-      case 0xc6: {
-        let n: number;
-        if (b === 0xc4) n = this.byte();
-        else if (b === 0xc5) {
-          this.need(2);
-          n = buf.readUInt16BE(this.pos);
-          this.pos += 2;
-        } else {
-          this.need(4);
-          n = buf.readUInt32BE(this.pos);
-          this.pos += 4;
-        }
-        this.need(n);
-        if (n === 0 || n > 64) this.fail(`${what}: ${n}-byte hash digest`, at);
-        const end = this.pos + n;
-        this.pos = end;
-        if (n >= 8) return buf.readBigUInt64BE(end - 8);
-        let x = 0n;
-        for (let i = end - n; i < end; i++) x = (x << 8n) | BigInt(buf[i]!);
-        return x;
-      }
-      default:
-        return this.fail(`${what} must be an integer or bytes, found ${typeName(b)}`, at);
-    }
-  }
-  optHash(what: string): bigint | null {
-    return this.tryNil() ? null : this.hash(what);
-  }
-  hashes(what: string): bigint[] {
-    const n = this.arrayLen(what);
-    const out = new Array<bigint>(n);
-    for (let i = 0; i < n; i++) out[i] = this.hash(what);
-    return out;
-  }
-  ints(what: string): number[] {
-    const n = this.arrayLen(what);
-    const out = new Array<number>(n);
-    for (let i = 0; i < n; i++) out[i] = this.int(what);
-    return out;
-  }
-  /** skip one value of any type (extra fields from newer vLLM builds) */
-  skip(depth = 0): void {
-    if (depth > MAX_SKIP_DEPTH) this.fail("nesting too deep");
-    const at = this.pos;
-    const b = this.byte();
-    const buf = this.buf;
-    if (b < 0x80 || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) return;
-    if ((b & 0xe0) === 0xa0) return this.advance(b & 0x1f);
-    if ((b & 0xf0) === 0x90 || b === 0xdc || b === 0xdd) {
-      this.pos = at;
-      const n = this.arrayLen("value");
-      for (let i = 0; i < n; i++) this.skip(depth + 1);
-      return;
-    }
-    if ((b & 0xf0) === 0x80 || b === 0xde || b === 0xdf) {
-      this.pos = at;
-      const n = this.mapLenOrNot();
-      for (let i = 0; i < 2 * n; i++) this.skip(depth + 1);
-      return;
-    }
-    switch (b) {
-      case 0xcc:
-      case 0xd0:
-        return this.advance(1);
-      case 0xcd:
-      case 0xd1:
-        return this.advance(2);
-      case 0xce:
-      case 0xd2:
-      case 0xca:
-        return this.advance(4);
-      case 0xcf:
-      case 0xd3:
-      case 0xcb:
-        return this.advance(8);
-      case 0xd4:
-        return this.advance(2);
-      case 0xd5:
-        return this.advance(3);
-      case 0xd6:
-        return this.advance(5);
-      case 0xd7:
-        return this.advance(9);
-      case 0xd8:
-        return this.advance(17);
-      case 0xc4:
-      case 0xd9:
-        return this.advance(this.byte());
-      case 0xc5:
-      case 0xda:
-        this.need(2);
-        this.pos += 2;
-        return this.advance(buf.readUInt16BE(this.pos - 2));
-      case 0xc6:
-      case 0xdb:
-        this.need(4);
-        this.pos += 4;
-        return this.advance(buf.readUInt32BE(this.pos - 4));
-      case 0xc7:
-        this.need(1);
-        return this.advance(1 + buf[this.pos]!);
-      case 0xc8:
-        this.need(2);
-        return this.advance(3 + buf.readUInt16BE(this.pos));
-      case 0xc9:
-        this.need(4);
-        return this.advance(5 + buf.readUInt32BE(this.pos));
-      default:
-        return this.fail(`invalid msgpack byte 0x${b.toString(16)}`, at);
-    }
-  }
-  advance(n: number): void {
-    this.need(n);
-    this.pos += n;
-  }
+/** A parent of 0 is no parent: vLLM's hash_block_tokens replaces any falsy parent with NONE_HASH. */
+function readParent(r: Reader, what: string): bigint | null {
+  const h = r.optHash(what);
+  return h === 0n ? null : h;
 }
 
-function typeName(b: number): string {
-  if (b < 0x80 || b >= 0xe0 || (b >= 0xcc && b <= 0xd3)) return "an integer";
-  if ((b & 0xf0) === 0x80 || b === 0xde || b === 0xdf) return "a map";
-  if ((b & 0xf0) === 0x90 || b === 0xdc || b === 0xdd) return "an array";
-  if ((b & 0xe0) === 0xa0 || (b >= 0xd9 && b <= 0xdb)) return "a string";
-  if (b === 0xc0) return "nil";
-  if (b === 0xc2 || b === 0xc3) return "a boolean";
-  if (b === 0xca || b === 0xcb) return "a float";
-  if (b >= 0xc4 && b <= 0xc6) return "bytes";
-  if (b === 0xc1) return "the invalid byte 0xc1";
-  return "an extension";
+/** extra_keys is a list with one tuple (or None) per block; anything else is left out, not fatal. */
+function readExtraKeys(r: Reader): (MsgValue[] | null)[] | undefined {
+  const v = r.tryValue("extra_keys");
+  if (!Array.isArray(v)) return undefined;
+  for (const k of v) if (k !== null && !Array.isArray(k)) return undefined;
+  return v as (MsgValue[] | null)[];
+}
+
+/** Sets an optional field only when the wire carried a value: absent and nil both mean "not set". */
+function setIf<T, K extends keyof T>(ev: T, key: K, v: T[K] | null | undefined): void {
+  if (v !== null && v !== undefined) ev[key] = v;
 }
 
 /** Reads the fields of a tagged array event after its tag; `n` is the array length including the tag. */
@@ -540,25 +242,22 @@ function eventFromArray(r: Reader, tag: string, n: number, stats: DecodeStats | 
       const ev: BlockStored = {
         type: "BlockStored",
         blockHashes: r.hashes("BlockStored.block_hashes"),
-        parentBlockHash: r.optHash("BlockStored.parent_block_hash"),
+        parentBlockHash: readParent(r, "BlockStored.parent_block_hash"),
         tokenIds: r.ints("BlockStored.token_ids"),
         blockSize: r.int("BlockStored.block_size"),
         loraId: null,
         medium: null,
       };
       left -= 4;
-      if (left > 0) {
-        ev.loraId = r.optInt("BlockStored.lora_id");
-        left--;
-      }
-      if (left > 0) {
-        ev.medium = r.optStr("BlockStored.medium");
-        left--;
-      }
-      if (left > 0) {
-        ev.loraName = r.optStr("BlockStored.lora_name");
-        left--;
-      }
+      const more = () => left-- > 0;
+      if (more()) ev.loraId = r.optInt("BlockStored.lora_id");
+      if (more()) ev.medium = r.optStr("BlockStored.medium");
+      if (more()) ev.loraName = r.optStr("BlockStored.lora_name");
+      if (more()) setIf(ev, "extraKeys", readExtraKeys(r));
+      if (more()) setIf(ev, "groupIdx", r.optInt("BlockStored.group_idx"));
+      if (more()) setIf(ev, "kvCacheSpecKind", r.optStr("BlockStored.kv_cache_spec_kind"));
+      if (more()) setIf(ev, "kvCacheSpecSlidingWindow", r.optInt("BlockStored.kv_cache_spec_sliding_window"));
+      if (more()) setIf(ev, "locality", r.optStr("BlockStored.locality"));
       while (left-- > 0) r.skip();
       return ev;
     }
@@ -570,10 +269,10 @@ function eventFromArray(r: Reader, tag: string, n: number, stats: DecodeStats | 
         medium: null,
       };
       left--;
-      if (left > 0) {
-        ev.medium = r.optStr("BlockRemoved.medium");
-        left--;
-      }
+      const more = () => left-- > 0;
+      if (more()) ev.medium = r.optStr("BlockRemoved.medium");
+      if (more()) setIf(ev, "groupIdx", r.optInt("BlockRemoved.group_idx"));
+      if (more()) setIf(ev, "locality", r.optStr("BlockRemoved.locality"));
       while (left-- > 0) r.skip();
       return ev;
     }
@@ -587,7 +286,7 @@ function eventFromArray(r: Reader, tag: string, n: number, stats: DecodeStats | 
   }
 }
 
-/** The map form some newer builds publish: {"type": "BlockStored", "block_hashes": [...], ...}. */
+/** The map form of vLLM ≥ 0.24: {"type": "BlockStored", "block_hashes": [...], ...}. */
 function eventFromMap(r: Reader, n: number, stats: DecodeStats | undefined): KvEvent | null {
   let type: string | undefined;
   let blockHashes: bigint[] | undefined;
@@ -597,6 +296,11 @@ function eventFromMap(r: Reader, n: number, stats: DecodeStats | undefined): KvE
   let loraId: number | null = null;
   let medium: string | null = null;
   let loraName: string | null | undefined;
+  let extraKeys: (MsgValue[] | null)[] | undefined;
+  let groupIdx: number | null = null;
+  let kind: string | null = null;
+  let window: number | null = null;
+  let locality: string | null = null;
   for (let i = 0; i < n; i++) {
     const key = r.str("event map key");
     switch (key) {
@@ -607,7 +311,7 @@ function eventFromMap(r: Reader, n: number, stats: DecodeStats | undefined): KvE
         blockHashes = r.hashes("block_hashes");
         break;
       case "parent_block_hash":
-        parent = r.optHash("parent_block_hash");
+        parent = readParent(r, "parent_block_hash");
         break;
       case "token_ids":
         tokenIds = r.ints("token_ids");
@@ -623,6 +327,21 @@ function eventFromMap(r: Reader, n: number, stats: DecodeStats | undefined): KvE
         break;
       case "lora_name":
         loraName = r.optStr("lora_name");
+        break;
+      case "extra_keys":
+        extraKeys = readExtraKeys(r);
+        break;
+      case "group_idx":
+        groupIdx = r.optInt("group_idx");
+        break;
+      case "kv_cache_spec_kind":
+        kind = r.optStr("kv_cache_spec_kind");
+        break;
+      case "kv_cache_spec_sliding_window":
+        window = r.optInt("kv_cache_spec_sliding_window");
+        break;
+      case "locality":
+        locality = r.optStr("locality");
         break;
       default:
         r.skip();
@@ -642,11 +361,20 @@ function eventFromMap(r: Reader, n: number, stats: DecodeStats | undefined): KvE
         medium,
       };
       if (loraName !== undefined) ev.loraName = loraName;
+      setIf(ev, "extraKeys", extraKeys);
+      setIf(ev, "groupIdx", groupIdx);
+      setIf(ev, "kvCacheSpecKind", kind);
+      setIf(ev, "kvCacheSpecSlidingWindow", window);
+      setIf(ev, "locality", locality);
       return ev;
     }
-    case "BlockRemoved":
+    case "BlockRemoved": {
       if (!blockHashes) r.fail("BlockRemoved map needs block_hashes");
-      return { type: "BlockRemoved", blockHashes, medium };
+      const ev: BlockRemoved = { type: "BlockRemoved", blockHashes, medium };
+      setIf(ev, "groupIdx", groupIdx);
+      setIf(ev, "locality", locality);
+      return ev;
+    }
     case "AllBlocksCleared":
       return { type: "AllBlocksCleared" } satisfies AllBlocksCleared;
     case undefined:

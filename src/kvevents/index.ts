@@ -13,3 +13,13 @@ export {
 } from "./publisher.js";
 export { ReplayClient, type ReplayOutcome } from "./replay.js";
 export { KvEventSubscriber, type KvEventSubscriberOptions, type SubscriberStats } from "./subscriber.js";
+export { PublisherStream, type StreamCallbacks, type StreamOptions, type StreamStats } from "./sequencer.js";
+export {
+  KvEventCollector,
+  topicAddress,
+  urlAddresses,
+  type CollectedEngine,
+  type CollectorDrop,
+  type CollectorStats,
+} from "./collector.js";
+export { layoutForVersion, parseVersion, versionAtLeast } from "./versions.js";

@@ -10,7 +10,7 @@ import { logger } from "../obs/log.js";
 import { encodeBatch } from "./codec.js";
 import type { KvEventsConfig } from "./config.js";
 import { connectableEndpoint, endpointBinds, offsetEndpoint } from "./endpoint.js";
-import type { KvEventBatch } from "./events.js";
+import type { KvEventBatch, KvEventLayout } from "./events.js";
 import { BoundedQueue } from "./ring.js";
 
 /** The seq of the frame that ends a replay answer. */
@@ -26,6 +26,12 @@ export interface KvEventPublisher {
 export class NullEventPublisher implements KvEventPublisher {
   publish(_batch: KvEventBatch): void {}
   async close(): Promise<void> {}
+}
+
+export interface PublisherOptions {
+  dataParallelRank?: number | null;
+  /** event layout on the wire: "map" (vLLM ≥ 0.24, the default) or "array" (older releases) */
+  layout?: KvEventLayout;
 }
 
 export interface PublisherStats {
@@ -76,6 +82,8 @@ export class ZmqEventPublisher implements KvEventPublisher {
     readonly endpoint: string,
     /** where the replay ROUTER listens, or null */
     readonly replayEndpoint: string | null,
+    /** how events are written: the layout of the vLLM release being imitated */
+    readonly layout: KvEventLayout,
   ) {
     this.topic = Buffer.from(cfg.topic, "utf8");
     this.queue = new BoundedQueue(cfg.maxQueueSize);
@@ -83,10 +91,7 @@ export class ZmqEventPublisher implements KvEventPublisher {
     if (router) this.replayLoop = this.serveReplay(router);
   }
 
-  static async create(
-    cfg: KvEventsConfig,
-    opts: { dataParallelRank?: number | null } = {},
-  ): Promise<ZmqEventPublisher> {
+  static async create(cfg: KvEventsConfig, opts: PublisherOptions = {}): Promise<ZmqEventPublisher> {
     const rank = opts.dataParallelRank ?? null;
     const endpoint = offsetEndpoint(cfg.endpoint, rank);
     // Linger bounds close(): unsent frames are given up to a second, never forever.
@@ -105,9 +110,9 @@ export class ZmqEventPublisher implements KvEventPublisher {
         await router.bind(replayEp);
         replayBound = connectableEndpoint(router.lastEndpoint ?? replayEp);
       }
-      const p = new ZmqEventPublisher(pub, router, cfg, bound, replayBound);
+      const p = new ZmqEventPublisher(pub, router, cfg, bound, replayBound, opts.layout ?? "map");
       p.log.info(
-        { endpoint: bound, replayEndpoint: replayBound, topic: cfg.topic },
+        { endpoint: bound, replayEndpoint: replayBound, topic: cfg.topic, layout: p.layout },
         "KV events publisher ready",
       );
       return p;
@@ -120,7 +125,7 @@ export class ZmqEventPublisher implements KvEventPublisher {
 
   publish(batch: KvEventBatch): void {
     if (this.closed) return;
-    const payload = encodeBatch(batch);
+    const payload = encodeBatch(batch, this.layout);
     const seq = this.nextSeq++;
     this.stats.published++;
     this.replayBuffer.push(payload);
@@ -230,7 +235,7 @@ async function attach(sock: Publisher, endpoint: string): Promise<string> {
 /** The publisher --kv-events-config asks for. */
 export async function createEventPublisher(
   cfg: KvEventsConfig,
-  opts: { dataParallelRank?: number | null } = {},
+  opts: PublisherOptions = {},
 ): Promise<KvEventPublisher> {
   if (!cfg.enabled || cfg.publisher === "null") return new NullEventPublisher();
   return ZmqEventPublisher.create(cfg, opts);

@@ -1,5 +1,7 @@
 // What `plan` writes for the cluster: Helm values for deploy/helm/switchyard (only keys its values.yaml
-// defines) and a PrometheusRule with the 92% sustained KV alert and the closing gate as a recording rule.
+// defines), and the alerting rules (the 92% sustained KV alert, the closing gate as a recording rule,
+// and the SLO's p90 bounds when the plan has one) as a PrometheusRule for the Prometheus Operator or
+// as a plain rule file for any Prometheus (`rule_files:`).
 import { stringify } from "yaml";
 import { engineConfigFor } from "../fleet/build.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
@@ -37,9 +39,10 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   const off = s.simulation.offload;
   const choice = plan.kv_offload.choice;
   const shared = choice === "lmcache" && off.shared_server !== null;
-  // the engine the simulator ran: its vLLM defaults (max_num_seqs, max_model_len) go out explicitly
+  // the engine the simulator ran: its vLLM defaults (max_num_seqs, max_model_len) go out explicitly;
+  // `r` carries the plan's fleet (sized by the search where the scenario left it open)
   const engine = engineConfigFor(r, "none");
-  const replicas = plan.stack.kind === "helm-chart" ? s.fleet.engines : 1;
+  const replicas = plan.stack.kind === "helm-chart" ? plan.fleet.engines : 1;
   return {
     router: routerValues(plan.router.policy),
     engines: {
@@ -66,7 +69,7 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
           model: r.model.id,
           role: "mixed",
           replicas,
-          tensorParallelSize: s.fleet.tensor_parallel_size,
+          tensorParallelSize: plan.fleet.tensor_parallel_size,
           gpuMemoryUtilization: plan.hbm.gpu_memory_utilization,
           maxModelLen: engine.maxModelLen,
           enablePrefixCaching: true,
@@ -79,7 +82,7 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
             limits: { memory: "64Gi" },
           },
           // the same engine in `engines.mode: sim` (a CPU-only rehearsal of this plan)
-          sim: { gpu: r.gpu.id, timeScale: 1 },
+          sim: { gpu: plan.fleet.gpu, timeScale: 1 },
         },
       ],
     },
@@ -95,37 +98,69 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   };
 }
 
+/** the rule groups of the plan: `groups:` of a Prometheus rule file, or `spec.groups` of a PrometheusRule */
+export function ruleGroups(plan: Plan): Record<string, unknown>[] {
+  const groups: Record<string, unknown>[] = [
+    {
+      name: "switchyard-kv-pressure",
+      rules: [
+        {
+          alert: "SwitchyardKVCacheSustainedPressure",
+          expr: plan.hbm.alert_promql,
+          for: ALERT_FOR,
+          labels: { severity: "warning" },
+          annotations: {
+            summary: "KV cache of {{ $labels.pod }} at {{ $value | humanizePercentage }} for " + ALERT_FOR,
+            description:
+              "Sustained KV (HBM) usage at or above 92% is the pre-preemption signal: the scheduler is about to preempt running requests. Add replicas, lower max-num-seqs, or enable KV offload.",
+          },
+        },
+        {
+          record: "switchyard:kv_cache_usage_perc:p99_24h",
+          expr: plan.gate.promql,
+        },
+      ],
+    },
+  ];
+  const slo = plan.slo;
+  if (slo) {
+    const p90 = (metric: string) =>
+      `histogram_quantile(0.9, sum by (le, model_name) (rate(${metric}_bucket[5m])))`;
+    const bound = (name: string, metric: string, ms: number, what: string) => ({
+      alert: name,
+      expr: `${p90(metric)} > ${ms / 1000}`,
+      for: "10m",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: `${what} p90 of {{ $labels.model_name }} is {{ $value | humanizeDuration }}, over the SLO of ${ms / 1000} s`,
+        description: `The plan sized the fleet for ${what} p90 ≤ ${ms / 1000} s with ${Math.round(slo.headroom * 100)}% headroom; sustained for 10 minutes, the load has outgrown the fleet. Add engines (the plan's search gives the count) or shed load.`,
+      },
+    });
+    const rules = [
+      bound("SwitchyardSloTtftP90", "vllm:time_to_first_token_seconds", slo.ttft_p90_ms, "TTFT"),
+      bound("SwitchyardSloTpotP90", "vllm:request_time_per_output_token_seconds", slo.tpot_p90_ms, "TPOT"),
+    ];
+    if (slo.e2e_p90_ms !== undefined)
+      rules.push(
+        bound("SwitchyardSloE2eP90", "vllm:e2e_request_latency_seconds", slo.e2e_p90_ms, "E2E latency"),
+      );
+    groups.push({ name: "switchyard-slo", rules });
+  }
+  return groups;
+}
+
 export function prometheusRule(plan: Plan, name = "switchyard-kv-pressure"): Record<string, unknown> {
   return {
     apiVersion: "monitoring.coreos.com/v1",
     kind: "PrometheusRule",
     metadata: { name, labels: { "app.kubernetes.io/part-of": "switchyard" } },
-    spec: {
-      groups: [
-        {
-          name: "switchyard-kv-pressure",
-          rules: [
-            {
-              alert: "SwitchyardKVCacheSustainedPressure",
-              expr: plan.hbm.alert_promql,
-              for: ALERT_FOR,
-              labels: { severity: "warning" },
-              annotations: {
-                summary:
-                  "KV cache of {{ $labels.pod }} at {{ $value | humanizePercentage }} for " + ALERT_FOR,
-                description:
-                  "Sustained KV (HBM) usage at or above 92% is the pre-preemption signal: the scheduler is about to preempt running requests. Add replicas, lower max-num-seqs, or enable KV offload.",
-              },
-            },
-            {
-              record: "switchyard:kv_cache_usage_perc:p99_24h",
-              expr: plan.gate.promql,
-            },
-          ],
-        },
-      ],
-    },
+    spec: { groups: ruleGroups(plan) },
   };
+}
+
+/** the same rules as a plain Prometheus rule file, for `rule_files:` (and `promtool check rules`) */
+export function prometheusRuleFile(plan: Plan): Record<string, unknown> {
+  return { groups: ruleGroups(plan) };
 }
 
 export const toYaml = (v: unknown) => stringify(v, { lineWidth: 0 });

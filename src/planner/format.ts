@@ -1,17 +1,72 @@
-// The plan as one Markdown page.
+// The plan as one Markdown page. The verdict comes first (SLO met or not, by how much, the fleet and
+// its cost); every figure below it is read from the same runs as the JSON.
 import type { OffloadMode } from "../fleet/build.js";
 import type { Plan } from "./plan.js";
+import { usd } from "./prices.js";
+import { secs } from "./slo.js";
 
-const pct = (x: number) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}%`;
-const s1 = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const pct = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)}%`;
+const p1 = (x: number) => `${(x * 100).toFixed(1)}%`;
+const tok = (n: number) => Math.round(n).toLocaleString("en-US");
+
+function sloSection(p: Plan, out: string[]): void {
+  const s = p.slo;
+  if (!s) return;
+  const t = s.targets_ms;
+  out.push("## SLO", "");
+  out.push(
+    `Bounds (p90): TTFT ${secs(s.ttft_p90_ms)}, TPOT ${secs(s.tpot_p90_ms)}${s.e2e_p90_ms !== undefined ? `, E2E ${secs(s.e2e_p90_ms)}` : ""}; the plan keeps ${Math.round(s.headroom * 100)}% headroom, so the simulated p90s must stay within TTFT ${secs(t.ttft)}, TPOT ${secs(t.tpot)}${t.e2e !== null ? `, E2E ${secs(t.e2e)}` : ""}.`,
+    "",
+  );
+  out.push(
+    "| fleet | cost | TTFT p90 | TPOT p90 | E2E p90 | throughput | SLO |",
+    "|---|---|---|---|---|---|---|",
+  );
+  const f = p.fleet;
+  // a stopped run's E2E and throughput cover only the requests finished by then: not shown
+  const row = (name: string, cost: number | null, q: Plan["predicted"], verdict: string, stopped = false) =>
+    out.push(
+      `| ${name} | ${cost === null ? "—" : `${usd(cost)}/h`} | ${secs(q.ttft_p90_ms)} | ${secs(q.tpot_p90_ms)} | ${stopped ? "—" : secs(q.e2e_p90_ms)} | ${stopped ? "—" : `${tok(q.throughput_tok_s)} tok/s`} | ${verdict}${stopped ? `; stopped after ${q.requests} requests` : ""} |`,
+    );
+  const name = (x: { gpu: string; engines: number; tensor_parallel_size: number }) =>
+    `${x.engines} × ${x.gpu.toUpperCase()} TP ${x.tensor_parallel_size}`;
+  row(`**${name(f)}** (this plan)`, p.cost_usd_per_hour, p.predicted, p.slo_met ? "met" : "**missed**");
+  const fw = p.one_engine_fewer;
+  if (fw)
+    row(
+      name(fw.fleet),
+      fw.cost_usd_per_hour,
+      fw.predicted,
+      fw.slo_met ? "met" : `missed${fw.misses.length ? ` (${fw.misses.join(", ")})` : ""}`,
+      fw.stopped_early === true,
+    );
+  const u = p.undersized?.meets_slo_with;
+  if (u) row(name(u.fleet), u.cost_usd_per_hour, u.predicted, "met");
+  out.push("");
+  out.push(
+    `A run that is certain to miss (more than 10% of its requests over a bound) is stopped there; its percentiles cover the requests finished by then. ${p.simulation.confidence[0]!.toUpperCase()}${p.simulation.confidence.slice(1)}.`,
+  );
+  if (p.search) {
+    out.push("", "### Fleet search", "");
+    out.push("| GPU | TP | fewest engines meeting the SLO | cost | note |", "|---|---|---|---|---|");
+    for (const x of p.search.shapes)
+      out.push(
+        `| ${x.gpu} | ${x.tensor_parallel_size} | ${x.engines ?? "—"} | ${x.cost_usd_per_hour === null ? "—" : `${usd(x.cost_usd_per_hour)}/h`} | ${x.note} |`,
+      );
+    out.push("", `${p.search.runs} fleet simulations in all. Prices: ${p.prices.source}.`);
+  }
+  out.push("");
+}
 
 export function planMarkdown(p: Plan): string {
   const out: string[] = [];
   out.push(`# Plan: ${p.scenario}`, "");
+  for (const l of p.summary) out.push(`**${l.split(":")[0]}:**${l.slice(l.indexOf(":") + 1)}`, "");
+  sloSection(p, out);
   out.push("## Stack", "");
   out.push(
     p.stack.kind === "helm-chart"
-      ? `**Helm chart** \`${p.stack.chart}\`.`
+      ? `**Helm chart** \`${p.stack.chart}\`, ${p.fleet.engines} × ${p.fleet.gpu.toUpperCase()} engine${p.fleet.engines === 1 ? "" : "s"} at TP ${p.fleet.tensor_parallel_size}${p.fleet.max_model_len !== undefined ? `, \`--max-model-len ${p.fleet.max_model_len}\` (the model's full context does not fit; sized to the workload)` : ""}.`
       : "**Single engine + simple proxy** (no chart).",
   );
   for (const o of p.stack.operators) out.push(`- ${o}`);
@@ -29,29 +84,37 @@ export function planMarkdown(p: Plan): string {
   }
   out.push("", "## HBM monitoring", "");
   out.push(
-    `- \`--gpu-memory-utilization ${p.hbm.gpu_memory_utilization}\` (KV cache ≈ ${p.hbm.kv_tokens_per_engine.toLocaleString("en-US")} tokens = ${p.hbm.kv_gb_per_engine.toFixed(1)} GB per engine)`,
+    `- \`--gpu-memory-utilization ${p.hbm.gpu_memory_utilization}\` (KV cache ≈ ${tok(p.hbm.kv_tokens_per_engine)} tokens = ${p.hbm.kv_gb_per_engine.toFixed(1)} GB per engine)`,
   );
   out.push(
-    `- alert (pre-preemption signal) for ${p.hbm.alert_for}: \`${p.hbm.alert_promql}\` (\`--emit-rules\` writes it as a PrometheusRule)`,
+    `- alert (pre-preemption signal) for ${p.hbm.alert_for}: \`${p.hbm.alert_promql}\` (\`--emit-rules\` writes it as a PrometheusRule, \`--emit-prometheus-rules\` as a plain rule file)`,
   );
   out.push("", "## Router integration", "");
+  const routing = p.decisions.find((d) => d.rule.startsWith("select.router."));
   out.push(
     p.router.policy === "session"
       ? `- policy \`${p.router.policy}\`, session key: ${p.router.session_key}`
       : `- policy \`${p.router.policy}\``,
   );
+  if (routing) out.push(`- \`${routing.rule}\`: ${routing.reason}`);
   for (const f of p.router.engine_flags) out.push(`- engine flag: \`${f}\``);
   for (const [k, v] of Object.entries(p.router.engine_env)) out.push(`- engine env: \`${k}=${v}\``);
   for (const n of p.router.notes) out.push(`- ${n}`);
   out.push("", "## Observability", "");
   for (const o of p.observability) out.push(`- ${o}`);
-  out.push("", `## Expected impact (simulated on your workload, routed by \`${p.router.policy}\`)`, "");
-  out.push("| option | throughput | vs none | TTFT p50 | TTFT p90 | mean E2E | KV P99 | preemptions | |");
-  out.push("|---|---|---|---|---|---|---|---|---|");
+  out.push(
+    "",
+    `## Expected impact (simulated on your workload: ${p.fleet.engines} engines, ${p.simulation.requests} requests, routed by \`${p.router.policy}\`)`,
+    "",
+  );
+  out.push(
+    "| option | throughput | vs none | TTFT p50 | TTFT p90 | TPOT p90 | mean E2E | KV P99 | preemptions | |",
+  );
+  out.push("|---|---|---|---|---|---|---|---|---|---|");
   for (const k of ["none", "native", "lmcache"] as OffloadMode[]) {
     const i = p.impact[k];
     out.push(
-      `| ${k} | ${Math.round(i.throughput_tok_s).toLocaleString("en-US")} tok/s | ${pct(i.gain_vs_none)} | ${s1(i.ttft_p50_ms)} | ${s1(i.ttft_p90_ms)} | ${s1(i.e2e_mean_ms)} | ${(i.kv_usage_p99 * 100).toFixed(1)}% | ${i.preemptions} | ${i.refused ? "refused" : k === p.kv_offload.choice ? "**chosen**" : ""} |`,
+      `| ${k} | ${tok(i.throughput_tok_s)} tok/s | ${pct(i.gain_vs_none)} | ${secs(i.ttft_p50_ms)} | ${secs(i.ttft_p90_ms)} | ${secs(i.tpot_p90_ms)} | ${secs(i.e2e_mean_ms)} | ${p1(i.kv_usage_p99)} | ${i.preemptions} | ${i.refused ? "refused" : k === p.kv_offload.choice ? "**chosen**" : ""} |`,
     );
   }
   const pub = p.published;
@@ -59,23 +122,46 @@ export function planMarkdown(p: Plan): string {
     "",
     `Published 16× H100 shape (${pub.source}): when KV exceeds HBM, native ${pct(pub.high_cache.native_gain)} and LMCache ${pct(pub.high_cache.lmcache_gain)} throughput; when it fits, native ${pct(pub.low_cache.native_gain)} and LMCache ${pct(pub.low_cache.lmcache_gain)}. Note: ${pub.note}.`,
   );
+  spillSection(p, out);
+  out.push("", "## The gate", "");
+  out.push(`${p.gate.metric} must stay ${p.gate.pass_if}:`, "", "```promql", p.gate.promql, "```", "");
+  return out.join("\n");
+}
+
+function spillSection(p: Plan, out: string[]): void {
   out.push("", "## KV-spill report", "");
   const sp = p.kv_spill;
+  const at = (x: {
+    kv_scale: number;
+    kv_tokens_per_engine: number;
+    baseline_kv_usage_p99: number;
+    baseline_preemptions: number;
+    gain: number;
+  }) =>
+    `${x.kv_scale}× the KV cache (${tok(x.kv_tokens_per_engine)} tokens per engine; baseline KV P99 ${p1(x.baseline_kv_usage_p99)}, ${x.baseline_preemptions} preemptions; gain ${pct(x.gain)})`;
+  const be = sp.break_even;
+  const verdict =
+    sp.sweep.length === 0
+      ? "no sweep run (--no-sweep)"
+      : be.pays_at === null
+        ? "offload did not gain ≥ +3% at any KV size swept"
+        : `offload pays (≥ +3%) from ${at(be.pays_at)} down${be.not_at ? `; at ${at(be.not_at)} it does not` : ""}`;
   out.push(
-    `With ${sp.option}: ${sp.reprefill_avoided_tokens.toLocaleString("en-US")} prompt tokens loaded instead of re-prefilled, throughput ${pct(sp.throughput_gain)}. Break-even: ${sp.break_even_kv_usage_p99 === null ? "offload did not pay anywhere in the sweep" : `offload pays (≥ +3%) once the baseline KV usage P99 reaches ${(sp.break_even_kv_usage_p99 * 100).toFixed(1)}%${sp.no_gain_below_kv_usage_p99 === null ? "" : ` (it did not at ${(sp.no_gain_below_kv_usage_p99 * 100).toFixed(1)}%)`}`}.`,
+    `With ${sp.option}: ${tok(sp.reprefill_avoided_tokens)} prompt tokens loaded instead of re-prefilled, throughput ${pct(sp.throughput_gain)} (the impact table's runs). Break-even: ${verdict}.`,
   );
   if (sp.sweep.length) {
     out.push(
+      "",
+      sp.sweep_note
+        ? `Note: ${sp.sweep_note}.`
+        : `Every sweep point runs the impact table's load (${p.simulation.requests} requests); the 1× row is the impact table's own runs.`,
       "",
       "| KV size × | KV tokens/engine | baseline KV P99 | baseline KV mean | preemptions | gain |",
       "|---|---|---|---|---|---|",
     );
     for (const s of sp.sweep)
       out.push(
-        `| ${s.kv_scale} | ${s.kv_tokens_per_engine.toLocaleString("en-US")} | ${(s.baseline_kv_usage_p99 * 100).toFixed(1)}% | ${(s.baseline_kv_usage_mean * 100).toFixed(1)}% | ${s.baseline_preemptions} | ${pct(s.gain)} |`,
+        `| ${s.kv_scale} | ${tok(s.kv_tokens_per_engine)} | ${p1(s.baseline_kv_usage_p99)} | ${p1(s.baseline_kv_usage_mean)} | ${s.baseline_preemptions} | ${pct(s.gain)} |`,
       );
   }
-  out.push("", "## The gate", "");
-  out.push(`${p.gate.metric} must stay ${p.gate.pass_if}:`, "", "```promql", p.gate.promql, "```", "");
-  return out.join("\n");
 }

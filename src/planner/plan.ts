@@ -1,34 +1,57 @@
-// The plan: runs the scenario through the simulator once per offload option (and a KV-size sweep for the
-// spill report), applies the seed's rules, and assembles the one-page answer.
-import { sessionKeyFor, workloadFor, defaultRequests, type OffloadMode } from "../fleet/build.js";
+// The plan: sizes the fleet to the SLO where the scenario leaves it open (search.ts), or checks the
+// fleet it names, runs the decider at that fleet (decide.ts), and assembles the one-page answer. The
+// first lines say whether the fleet meets the SLO, by how much, and what it costs.
+import { sessionKeyFor, workloadFor, type OffloadMode } from "../fleet/build.js";
 import type { FleetReport } from "../fleet/report.js";
-import { runScenario } from "../fleet/run.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
+import { GPUS } from "../engine/index.js";
 import {
-  KV_ALERT_THRESHOLD,
-  KV_EVENT_POLICIES,
-  OFFLOAD_PAYS_GAIN,
-  offloadRefusals,
-  planRefusal,
-  REFUSALS,
-  selectOffload,
-  selectRouterPolicy,
-  stackRefusals,
-  type Finding,
-} from "./rules.js";
+  breakEven,
+  decideAt,
+  sweepRequests,
+  gain,
+  kvSweep,
+  type BreakEven,
+  type Decision,
+  type SweepPoint,
+} from "./decide.js";
+import {
+  candidateShapes,
+  fitShape,
+  fixedFleetProblem,
+  NO_OPEN_FIELDS,
+  PlanInputError,
+  type FleetChoice,
+  type OpenFields,
+} from "./input.js";
+import { SimPool } from "./pool.js";
+import { fleetCost, priceTable, PRICE_SOURCE, usd, type PriceTable } from "./prices.js";
+import { KV_ALERT_THRESHOLD, KV_EVENT_POLICIES, planRefusal, REFUSALS, type Finding } from "./rules.js";
+import {
+  Evaluator,
+  label,
+  MAX_ENGINES,
+  minEngines,
+  searchFleet,
+  type Evaluated,
+  type ShapeOutcome,
+  uncachedPromptTokens,
+} from "./search.js";
+import { p90Interval, secs, sloOf, targetsOf, type Predicted, type Slo, type SloTargets } from "./slo.js";
+import { routerSection, stackSection, offloadConfig, OBSERVABILITY } from "./sections.js";
+
+export { SWEEP_SCALES } from "./sections.js";
+export type { SweepPoint } from "./decide.js";
 
 export const GATE_PROMQL = "max(quantile_over_time(0.99, vllm:kv_cache_usage_perc[24h]))";
 /** vLLM's default; the 10% it leaves covers CUDA graphs, NCCL and allocator slack outside the profile */
 export const RECOMMENDED_GPU_MEMORY_UTILIZATION = 0.9;
 export const ALERT_FOR = "5m";
-/** KV-size factors of the break-even sweep (1 = the scenario's own KV cache) */
-export const SWEEP_SCALES = [0.25, 0.5, 0.75, 1, 1.5, 2, 3];
-/** requests per sweep point: enough to fill the caches, few enough to keep `plan` quick */
-export const SWEEP_REQUESTS = 300;
 
-/** the published 16× H100 figures (llm-d tiered-prefix-cache benchmark), set beside the user's own */
+/** the published 16× H100 figures, set beside the user's own */
 export const PUBLISHED = {
-  source: "llm-d tiered-prefix-cache benchmark, 8 × Qwen3-32B TP2 on 16 × H100",
+  source:
+    'llm-d "tiered prefix cache" benchmark, 8 × Qwen3-32B TP2 on 16 × H100 (github.com/llm-d/llm-d, guides/tiered-prefix-cache)',
   high_cache: {
     baseline_tok_s: 38535,
     native_gain: 0.213,
@@ -37,7 +60,7 @@ export const PUBLISHED = {
     lmcache_mean_ttft_change: -0.278,
   },
   low_cache: { baseline_tok_s: 23390, native_gain: -0.015, lmcache_gain: -0.026 },
-  note: "LMCache is often said to cost 3–5% when KV fits; the published run measured 1.5–2.6%, and that is what we quote",
+  note: "other write-ups put LMCache's cost at 3–5% when KV fits; this run measured 1.5–2.6%, and that is what we quote",
 };
 
 export interface OptionImpact {
@@ -46,7 +69,9 @@ export interface OptionImpact {
   ttft_p50_ms: number;
   ttft_p90_ms: number;
   ttft_mean_ms: number;
+  tpot_p90_ms: number;
   e2e_mean_ms: number;
+  e2e_p90_ms: number;
   kv_usage_p99: number;
   preemptions: number;
   reprefill_avoided_tokens: number;
@@ -55,29 +80,52 @@ export interface OptionImpact {
   refused: boolean;
 }
 
-export interface SweepPoint {
-  kv_scale: number;
-  kv_tokens_per_engine: number;
-  baseline_kv_usage_p99: number;
-  baseline_kv_usage_mean: number;
-  baseline_preemptions: number;
-  gain: number;
+export interface FleetJson {
+  gpu: string;
+  engines: number;
+  tensor_parallel_size: number;
+  /** set when the model's own context does not fit and the plan sized it to the workload */
+  max_model_len?: number;
+}
+
+export interface Alternative {
+  fleet: FleetJson;
+  cost_usd_per_hour: number | null;
+  predicted: Predicted;
+  /** the run was ended once it was certain to miss: its figures cover the requests finished by then */
+  stopped_early?: boolean;
 }
 
 export interface Plan {
   scenario: string;
-  stack: {
-    kind: "helm-chart" | "single-engine-proxy";
-    chart: string | null;
-    operators: string[];
-    notes: string[];
-  };
-  kv_offload: {
-    choice: "none" | "native" | "lmcache";
-    rule: string;
-    reason: string;
-    config: Record<string, unknown>;
-  };
+  /** the verdict in a few lines: SLO met or not and by how much, the fleet, its cost */
+  summary: string[];
+  fleet: FleetJson;
+  slo: (Slo & { targets_ms: SloTargets }) | null;
+  /** null without an SLO */
+  slo_met: boolean | null;
+  headroom: number | null;
+  cost_usd_per_hour: number | null;
+  budget_usd_per_hour: number | null;
+  within_budget: boolean | null;
+  predicted: Predicted;
+  /** the same fleet with one engine fewer (a sized fleet's evidence that it is not over-built) */
+  one_engine_fewer: (Alternative & { slo_met: boolean; misses: string[] }) | null;
+  /** a fixed fleet that misses the SLO: by how much, and the fleet that would meet it */
+  undersized: { over_by: Record<string, number>; meets_slo_with: Alternative | null; note: string } | null;
+  search: {
+    shapes: {
+      gpu: string;
+      tensor_parallel_size: number;
+      engines: number | null;
+      cost_usd_per_hour: number | null;
+      note: string;
+    }[];
+    runs: number;
+  } | null;
+  prices: { usd_per_gpu_hour: PriceTable; source: string };
+  stack: ReturnType<typeof stackSection>;
+  kv_offload: { choice: OffloadMode; rule: string; reason: string; config: Record<string, unknown> };
   refusals: Finding[];
   decisions: Finding[];
   hbm: {
@@ -88,15 +136,7 @@ export interface Plan {
     kv_tokens_per_engine: number;
     kv_gb_per_engine: number;
   };
-  router: {
-    policy: string;
-    session_key: string;
-    /** whether every engine must publish KV events (and hash blocks alike) for the policy to work */
-    kv_events: boolean;
-    engine_flags: string[];
-    engine_env: Record<string, string>;
-    notes: string[];
-  };
+  router: ReturnType<typeof routerSection>;
   observability: string[];
   impact: Record<OffloadMode, OptionImpact>;
   published: typeof PUBLISHED;
@@ -108,233 +148,436 @@ export interface Plan {
     break_even_kv_usage_p99: number | null;
     /** the same figure at the next larger KV cache, where offload did not pay yet */
     no_gain_below_kv_usage_p99: number | null;
+    break_even: BreakEven;
+    /** requests per sweep point; the impact runs' own count makes its ×1 point those runs */
+    sweep_requests: number;
+    /** why the sweep's runs are shorter than the impact table's, when they are */
+    sweep_note: string | null;
     sweep: SweepPoint[];
   };
   gate: { metric: string; promql: string; threshold: number; pass_if: string };
-  simulation: { engines: number; requests: number; generator: string; wall_s: number };
+  simulation: {
+    engines: number;
+    requests: number;
+    generator: string;
+    /** how well a p90 is known from that many requests */
+    confidence: string;
+    runs: number;
+    wall_s: number;
+  };
 }
 
 export type PlanOutcome = { ok: true; plan: Plan } | { ok: false; refusals: Finding[] };
 
-const gain = (x: FleetReport, base: FleetReport) => {
-  const b = base.bench.total_token_throughput as number;
-  return b > 0 ? (x.bench.total_token_throughput as number) / b - 1 : 0;
-};
+export interface PlanOptions {
+  /** sweep points (KV-size factors); [] skips the sweep */
+  sweep?: readonly number[];
+  /** the fleet fields the scenario left to the planner */
+  open?: OpenFields;
+  /** simulations run here; default: in this thread */
+  pool?: SimPool;
+  prices?: PriceTable;
+}
 
-function impactOf(rep: FleetReport, base: FleetReport, refused: boolean): OptionImpact {
-  const b = rep.bench;
+function impactOf(e: Evaluated, base: FleetReport, refused: boolean): OptionImpact {
+  const b = e.report.bench;
   return {
     throughput_tok_s: b.total_token_throughput as number,
     output_tok_s: b.output_throughput as number,
     ttft_p50_ms: b.median_ttft_ms as number,
     ttft_p90_ms: b.p90_ttft_ms as number,
     ttft_mean_ms: b.mean_ttft_ms as number,
+    tpot_p90_ms: b.p90_tpot_ms as number,
     e2e_mean_ms: b.mean_e2el_ms as number,
-    kv_usage_p99: rep.kv_usage.p99,
-    preemptions: rep.preemptions,
-    reprefill_avoided_tokens: rep.reprefill_avoided_tokens,
-    hit_rates: rep.hit_rates,
-    gain_vs_none: gain(rep, base),
+    e2e_p90_ms: b.p90_e2el_ms as number,
+    kv_usage_p99: e.report.kv_usage.p99,
+    preemptions: e.report.preemptions,
+    reprefill_avoided_tokens: e.report.reprefill_avoided_tokens,
+    hit_rates: e.report.hit_rates,
+    gain_vs_none: gain(e.report, base),
     refused,
   };
 }
 
-function routerNotes(policy: string, sessionKey: string, kvEvents: boolean): string[] {
-  const notes: string[] = [];
-  if (kvEvents)
-    notes.push(
-      "every engine publishes KV events (the router subscribes to each engine's PUB socket); an engine that does not is routed by the approximate prefix index instead",
-    );
-  notes.push(
-    "the same PYTHONHASHSEED on every engine, or block hashes (and LMCache keys) differ silently and hit rates drop to zero",
-  );
-  if (policy === "session")
-    notes.push(
-      sessionKey === "group"
-        ? "send the tenant or prompt-group id as the session header so one group's prefix stays on one engine"
-        : sessionKey === "session"
-          ? "send the user or conversation id as the session header"
-          : "no session header needed",
-    );
-  else if (policy === "hybrid" || policy === "kv" || policy === "prefix")
-    notes.push(
-      "no session header needed: requests follow the engines' cached prefixes, weighed against load",
-    );
-  else notes.push("no session header needed");
-  return notes;
+export const fleetJson = (f: FleetChoice): FleetJson => ({
+  gpu: f.gpu,
+  engines: f.engines,
+  tensor_parallel_size: f.tp,
+  ...(f.maxModelLen !== undefined ? { max_model_len: f.maxModelLen } : {}),
+});
+
+const usdh = (x: number | null) => (x === null ? "no price" : `${usd(x)}/h`);
+
+/** "TTFT p90 1.21 s (≤ 1.80 s)" for every bound */
+function within(p: Predicted, t: SloTargets): string {
+  const parts = [
+    `TTFT p90 ${secs(p.ttft_p90_ms)} (≤ ${secs(t.ttft)})`,
+    `TPOT p90 ${secs(p.tpot_p90_ms)} (≤ ${secs(t.tpot)})`,
+  ];
+  if (t.e2e !== null) parts.push(`E2E p90 ${secs(p.e2e_p90_ms)} (≤ ${secs(t.e2e)})`);
+  return parts.join(", ");
 }
 
-export interface PlanOptions {
-  /** sweep points (KV-size factors); [] skips the sweep */
-  sweep?: readonly number[];
-  sweepRequests?: number;
-}
-
-/** the scenario with the recommended policy pinned, so that every simulation runs the router we recommend */
-function withPolicy(r: ResolvedScenario, policy: string): ResolvedScenario {
-  return { ...r, scenario: { ...r.scenario, simulation: { ...r.scenario.simulation, policy } } };
-}
-
-export function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {}): PlanOutcome {
-  const stop = planRefusal(scenario);
+export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Promise<PlanOutcome> {
+  const stop = planRefusal(r0);
   if (stop) return { ok: false, refusals: [stop] };
-  const routing = selectRouterPolicy(scenario);
-  const r = withPolicy(scenario, routing.policy);
   const t0 = performance.now();
-  const s = r.scenario;
-  const reports: Record<OffloadMode, FleetReport> = {
-    none: runScenario(r, "none"),
-    native: runScenario(r, "native"),
-    lmcache: runScenario(r, "lmcache"),
-  };
-  const base = reports.none;
-  const refusals = [...stackRefusals(r), ...offloadRefusals(r, base.preemptions)];
-  const refused = new Set(refusals.map((f) => f.rule));
-  const offloadRefused = refused.has(REFUSALS.shortPromptsLowConcurrency.id);
-  const lmRefused =
-    offloadRefused || refused.has(REFUSALS.lmcacheSingleEngine.id) || refused.has(REFUSALS.lmcacheNoReuse.id);
-  const bestGain = Math.max(
-    offloadRefused ? 0 : gain(reports.native, base),
-    lmRefused ? 0 : gain(reports.lmcache, base),
-  );
-  const sel = selectOffload(r, {
-    refusals,
-    baselineKvP99: base.kv_usage.p99,
-    baselinePreemptions: base.preemptions,
-    offloadGain: bestGain,
-  });
-  const decisions: Finding[] = [sel.finding, routing.finding];
-  const noK8s = refused.has(REFUSALS.noKubernetes.id);
+  const open = opts.open ?? NO_OPEN_FIELDS;
+  const anyOpen = open.gpu || open.engines || open.tensorParallelSize;
+  const slo = sloOf(r0);
+  const targets = slo ? targetsOf(slo) : null;
+  const prices = opts.prices ?? priceTable(r0);
+  const budget = r0.scenario.ops.budget_usd_per_hour ?? null;
+  const pool = opts.pool ?? new SimPool(1);
+  const progress = pool.progress;
+  const ev = new Evaluator(r0, pool, targets);
+  try {
+    // ---- the fleet: searched, or the scenario's own ----
+    let fleet: FleetChoice;
+    let search: Plan["search"] = null;
+    let overBudgetNote: string | null = null;
+    if (anyOpen) {
+      if (!targets) throw new PlanInputError("slo: needed to size a fleet");
+      const { shapes, rejected } = candidateShapes(
+        { r: r0, open },
+        GPUS.map((g) => g.id),
+      );
+      if (shapes.length === 0)
+        throw new PlanInputError(
+          `fleet.tensor_parallel_size: ${r0.model.id} fits no GPU and TP searched (${rejected.map((x) => `${x.gpu} TP ${x.tp}`).join(", ")})`,
+        );
+      const o = {
+        prices,
+        budget,
+        engines: open.engines ? null : r0.scenario.fleet.engines,
+        maxEngines: r0.scenario.ops.kubernetes ? MAX_ENGINES : 1,
+        mode: "none" as OffloadMode,
+      };
+      progress.set(`searching ${shapes.length} fleet shapes`);
+      let res = await searchFleet(ev, shapes, o);
+      if (!res.found && budget !== null) {
+        progress.set("no fleet within the budget: searching beyond it");
+        const beyond = await searchFleet(ev, shapes, { ...o, budget: null });
+        if (beyond.found)
+          overBudgetNote = `no fleet within the ${usdh(budget)} budget meets the SLO; the cheapest that does costs ${usdh(beyond.found.cost)}`;
+        res = {
+          found: beyond.found,
+          shapes: [...res.shapes, ...beyond.shapes.filter((s) => s.engines !== null)],
+        };
+      }
+      if (!res.found) throw new PlanInputError(noFleetReason(slo!, res.shapes));
+      fleet = res.found.fleet;
+      // fleets that meet the SLO first, cheapest first; then the shapes dropped, in search order
+      const ranked = [...res.shapes].sort(
+        (a, b) =>
+          (a.cost ?? Infinity) - (b.cost ?? Infinity) || (a.cost === null ? 0 : a.shape.tp - b.shape.tp),
+      );
+      search = {
+        shapes: [
+          ...ranked.map((s: ShapeOutcome) => ({
+            gpu: s.shape.gpu,
+            tensor_parallel_size: s.shape.tp,
+            engines: s.engines,
+            cost_usd_per_hour: s.cost,
+            note: s.note,
+          })),
+          ...rejected.map((x) => ({
+            gpu: x.gpu,
+            tensor_parallel_size: x.tp,
+            engines: null,
+            cost_usd_per_hour: null,
+            note: x.problem,
+          })),
+        ],
+        runs: 0,
+      };
+    } else {
+      const problem = fixedFleetProblem(r0);
+      if (problem) throw new PlanInputError(problem);
+      const fit = fitShape(r0, r0.gpu.id, r0.scenario.fleet.tensor_parallel_size);
+      fleet = {
+        gpu: r0.gpu.id,
+        tp: r0.scenario.fleet.tensor_parallel_size,
+        engines: r0.scenario.fleet.engines,
+        ...("shape" in fit ? fit.shape : {}),
+      };
+    }
 
-  // the spill report quantifies the chosen option, or native when none was chosen
-  const spillOption: OffloadMode = sel.choice === "none" ? "native" : sel.choice;
-  const sweep: SweepPoint[] = [];
-  const sweepScales = opts.sweep ?? SWEEP_SCALES;
-  const sweepRequests = Math.min(defaultRequests(r), opts.sweepRequests ?? SWEEP_REQUESTS);
-  for (const scale of sweepScales) {
-    const b = runScenario(r, "none", { kvScale: scale, requests: sweepRequests, recordItl: false });
-    const o = runScenario(r, spillOption, { kvScale: scale, requests: sweepRequests, recordItl: false });
-    sweep.push({
-      kv_scale: scale,
-      kv_tokens_per_engine: b.capacity.kv_tokens_per_engine,
-      baseline_kv_usage_p99: b.kv_usage.p99,
-      baseline_kv_usage_mean: b.kv_usage.mean,
-      baseline_preemptions: b.preemptions,
-      gain: gain(o, b),
-    });
+    // ---- the decider at that fleet; a sized fleet is re-sized for the offload option chosen ----
+    progress.set(`deciding offload at ${label(fleet)}`);
+    const deciding = decideAt(ev, fleet);
+    // a fixed fleet whose baseline already misses is all but certainly under-sized: start sizing it
+    // beside the offload runs instead of after them (dropped if the chosen option meets the SLO)
+    let sizing: Promise<RightSize> | null = null;
+    if (targets && !anyOpen && !(await ev.run(fleet, "none")).check!.met) {
+      sizing = rightSize(ev, fleet, prices);
+      sizing.catch(() => {});
+    }
+    let d = await deciding;
+    if (open.engines && targets) {
+      for (let i = 0; i < 3 && d.choice !== "none"; i++) {
+        const s = await minEngines(
+          (n) => ev.run({ ...fleet, engines: n }, d.choice, { stop: true }),
+          fleet.engines,
+          () => fleet.engines * 2,
+          pool.size,
+        );
+        if (s.engines === null || s.engines === fleet.engines) break;
+        fleet = { ...fleet, engines: s.engines };
+        progress.set(`deciding offload at ${label(fleet)}`);
+        d = await decideAt(ev, fleet);
+      }
+    }
+    const chosen = d.runs[d.choice];
+    const check = chosen.check;
+    const cost = fleetCost(prices, fleet.gpu, fleet.engines, fleet.tp);
+
+    // ---- evidence around it: one engine fewer, or for a fixed fleet that misses, the fleet that meets ----
+    let fewer: Plan["one_engine_fewer"] = null;
+    if (targets && check?.met && fleet.engines > 1) {
+      const b = await ev.run({ ...fleet, engines: fleet.engines - 1 }, d.choice, { stop: true });
+      fewer = {
+        fleet: fleetJson(b.fleet),
+        cost_usd_per_hour: fleetCost(prices, fleet.gpu, fleet.engines - 1, fleet.tp),
+        predicted: b.predicted,
+        stopped_early: b.stoppedEarly,
+        slo_met: b.check!.met,
+        misses: b.check!.misses,
+      };
+    }
+    let undersized: Plan["undersized"] = null;
+    if (targets && check && !check.met && !open.engines) {
+      const r = check.ratios;
+      undersized = {
+        over_by: { ttft_p90: r.ttft, tpot_p90: r.tpot, ...(r.e2e !== null ? { e2e_p90: r.e2e } : {}) },
+        ...(await (sizing ?? rightSize(ev, d.fleet, prices))),
+      };
+    }
+
+    // ---- the KV-size sweep around the chosen option (native when none is chosen); a fleet that
+    // misses its SLO is swept only once it is sized (where offload starts to pay says little about a
+    // fleet that cannot carry the load)
+    const spillOption: OffloadMode = d.choice === "none" ? "native" : d.choice;
+    const sweepScales = undersized ? [] : (opts.sweep ?? []);
+    const impactRequests = d.runs.none.report.requests;
+    const perPoint = sweepRequests(impactRequests, uncachedPromptTokens(r0));
+    progress.set("KV-size sweep");
+    const sweep = await kvSweep(ev, d, spillOption, sweepScales, perPoint < impactRequests ? perPoint : null);
+    const be = breakEven(sweep);
+    progress.clear();
+
+    const r = ev.scenario(fleet).r;
+    const s = r.scenario;
+    const base = d.runs.none.report;
+    const policy = d.routing.policy;
+    const { generator } = workloadFor(r, base.requests);
+    const noK8s = d.refusals.some((f) => f.rule === REFUSALS.noKubernetes.id);
+    const gpuUtil = s.fleet.gpu_memory_utilization ?? RECOMMENDED_GPU_MEMORY_UTILIZATION;
+    const [lo, hi] = p90Interval(chosen.report.requests);
+    const plan: Plan = {
+      scenario: s.name ?? "scenario",
+      summary: [],
+      fleet: fleetJson(fleet),
+      slo: slo && targets ? { ...slo, targets_ms: targets } : null,
+      slo_met: check ? check.met : null,
+      headroom: slo ? slo.headroom : null,
+      cost_usd_per_hour: cost,
+      budget_usd_per_hour: budget,
+      within_budget: budget === null || cost === null ? null : cost <= budget + 1e-9,
+      predicted: chosen.predicted,
+      one_engine_fewer: fewer,
+      undersized,
+      search: search ? { ...search, runs: pool.runs } : null,
+      prices: { usd_per_gpu_hour: prices, source: PRICE_SOURCE },
+      stack: stackSection(noK8s),
+      kv_offload: {
+        choice: d.choice,
+        rule: d.finding.rule,
+        reason: d.finding.reason,
+        config: offloadConfig(d.choice, s),
+      },
+      refusals: d.refusals,
+      decisions: [d.finding, d.routing.finding],
+      hbm: {
+        gpu_memory_utilization: gpuUtil,
+        alert_threshold: KV_ALERT_THRESHOLD,
+        alert_for: ALERT_FOR,
+        alert_promql: `max by (namespace, pod, model_name) (vllm:kv_cache_usage_perc) >= ${KV_ALERT_THRESHOLD}`,
+        kv_tokens_per_engine: base.capacity.kv_tokens_per_engine,
+        kv_gb_per_engine: base.capacity.kv_gb_per_engine,
+      },
+      router: routerSection(policy, sessionKeyFor(r, generator), KV_EVENT_POLICIES.has(policy)),
+      observability: OBSERVABILITY,
+      impact: {
+        none: impactOf(d.runs.none, base, false),
+        native: impactOf(d.runs.native, base, d.refused.native),
+        lmcache: impactOf(d.runs.lmcache, base, d.refused.lmcache),
+      },
+      published: PUBLISHED,
+      kv_spill: {
+        option: spillOption,
+        reprefill_avoided_tokens: d.runs[spillOption].report.reprefill_avoided_tokens,
+        throughput_gain: gain(d.runs[spillOption].report, base),
+        break_even_kv_usage_p99: be.pays_at?.baseline_kv_usage_p99 ?? null,
+        no_gain_below_kv_usage_p99: be.not_at?.baseline_kv_usage_p99 ?? null,
+        break_even: be,
+        sweep_requests: sweep.length ? Math.min(perPoint, impactRequests) : 0,
+        sweep_note:
+          sweep.length && perPoint < impactRequests
+            ? sweepNote(perPoint, impactRequests, uncachedPromptTokens(r0), d, sweep)
+            : null,
+        sweep,
+      },
+      gate: {
+        metric: "HBM (KV cache) utilisation P99 over the last 24 h",
+        promql: GATE_PROMQL,
+        threshold: KV_ALERT_THRESHOLD,
+        pass_if: `< ${KV_ALERT_THRESHOLD}`,
+      },
+      simulation: {
+        engines: fleet.engines,
+        requests: base.requests,
+        generator,
+        confidence: `each run simulates ${base.requests} requests: a p90 read from ${base.requests} samples is the ${lo.toFixed(1)}th–${hi.toFixed(1)}th percentile at 95% confidence`,
+        runs: pool.runs,
+        wall_s: (performance.now() - t0) / 1000,
+      },
+    };
+    plan.summary = summaryLines(plan, d, overBudgetNote);
+    return { ok: true, plan };
+  } finally {
+    progress.clear();
+    if (!opts.pool) await pool.close();
   }
-  // walk from the largest cache (least pressure) down: offload starts to pay at the first point that gains
-  const bySize = [...sweep].sort((a, b) => b.kv_scale - a.kv_scale);
-  const firstPaying = bySize.findIndex((p) => p.gain >= OFFLOAD_PAYS_GAIN);
-  const breakEven = firstPaying >= 0 ? bySize[firstPaying]!.baseline_kv_usage_p99 : null;
-  const notPaying = firstPaying > 0 ? bySize[firstPaying - 1]!.baseline_kv_usage_p99 : null;
+}
 
-  const { generator } = workloadFor(r, defaultRequests(r));
-  const policy = routing.policy;
-  const kvEvents = KV_EVENT_POLICIES.has(policy);
-  const sessionKey = sessionKeyFor(r, generator);
-  const off = s.simulation.offload;
-  const offloadConfig: Record<string, unknown> =
-    sel.choice === "native"
-      ? { "--kv-offloading-backend": "native", "--kv-offloading-size": off.native_gib }
-      : sel.choice === "lmcache"
-        ? {
-            "--kv-transfer-config": '{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}',
-            LMCACHE_CHUNK_SIZE: off.lmcache_chunk_size,
-            LMCACHE_LOCAL_CPU: "True",
-            LMCACHE_MAX_LOCAL_CPU_SIZE: off.lmcache_local_cpu_gib,
-            ...(off.shared_server
-              ? { LMCACHE_REMOTE_URL: "lm://<cache-server>:65432", LMCACHE_REMOTE_SERDE: "naive" }
-              : {}),
-          }
-        : {};
-  const gpuUtil = s.fleet.gpu_memory_utilization ?? RECOMMENDED_GPU_MEMORY_UTILIZATION;
-  const plan: Plan = {
-    scenario: s.name ?? "scenario",
-    stack: noK8s
-      ? {
-          kind: "single-engine-proxy",
-          chart: null,
-          operators: [],
-          notes: [
-            "one vLLM engine (`vllm serve`) behind a simple proxy (`switchyard router --backend http://engine:8000`)",
-            "no Kubernetes: no chart, no operators; move to the chart when the team runs Kubernetes",
-          ],
-        }
-      : {
-          kind: "helm-chart",
-          chart: "deploy/helm/switchyard",
-          operators: [
-            "Prometheus Operator: ServiceMonitor (router, engines, cache server) and PrometheusRule",
-            "KEDA: ScaledObject per model on vllm:num_requests_waiting (HPA for the router)",
-            "Grafana sidecar: dashboards as ConfigMaps",
-          ],
-          notes: ["Gateway API is not needed: the router is the front door (a Service)"],
-        },
-    kv_offload: {
-      choice: sel.choice,
-      rule: sel.finding.rule,
-      reason: sel.finding.reason,
-      config: offloadConfig,
-    },
-    refusals,
-    decisions,
-    hbm: {
-      gpu_memory_utilization: gpuUtil,
-      alert_threshold: KV_ALERT_THRESHOLD,
-      alert_for: ALERT_FOR,
-      alert_promql: `max by (namespace, pod, model_name) (vllm:kv_cache_usage_perc) >= ${KV_ALERT_THRESHOLD}`,
-      kv_tokens_per_engine: base.capacity.kv_tokens_per_engine,
-      kv_gb_per_engine: base.capacity.kv_gb_per_engine,
-    },
-    router: {
-      policy,
-      session_key: sessionKey,
-      kv_events: kvEvents,
-      engine_flags: [
-        ...(kvEvents
-          ? [
-              '--kv-events-config \'{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5557","topic":"kv-events"}\'',
-            ]
-          : []),
-        "--prefix-caching-hash-algo sha256_cbor",
-        "--enable-prefix-caching",
-      ],
-      // LMCache keys are block hashes too: the seed is pinned whatever the policy
-      engine_env: { PYTHONHASHSEED: "0" },
-      notes: routerNotes(policy, sessionKey, kvEvents),
-    },
-    observability: [
-      "Prometheus scrape per engine (/metrics: vllm:kv_cache_usage_perc, vllm:num_preemptions_total, vllm:num_requests_waiting)",
-      "OTel GenAI attributes on router spans (gen_ai.request.model, gen_ai.usage.input_tokens, gen_ai.usage.output_tokens)",
-      "Grafana dashboards from deploy/grafana (the chart ships them)",
-    ],
-    impact: {
-      none: impactOf(reports.none, base, false),
-      native: impactOf(reports.native, base, offloadRefused),
-      lmcache: impactOf(reports.lmcache, base, lmRefused),
-    },
-    published: PUBLISHED,
-    kv_spill: {
-      option: spillOption,
-      reprefill_avoided_tokens: reports[spillOption].reprefill_avoided_tokens,
-      throughput_gain: gain(reports[spillOption], base),
-      break_even_kv_usage_p99: breakEven,
-      no_gain_below_kv_usage_p99: notPaying,
-      sweep,
-    },
-    gate: {
-      metric: "HBM (KV cache) utilisation P99 over the last 24 h",
-      promql: GATE_PROMQL,
-      threshold: KV_ALERT_THRESHOLD,
-      pass_if: `< ${KV_ALERT_THRESHOLD}`,
-    },
-    simulation: {
-      engines: s.fleet.engines,
-      requests: base.requests,
-      generator,
-      wall_s: (performance.now() - t0) / 1000,
-    },
+/** the fleet that meets the SLO where the planned one misses, and how it was found */
+interface RightSize {
+  meets_slo_with: Alternative | null;
+  note: string;
+}
+
+/**
+ * The fewest engines of the same shape that meet the SLO, else the cheapest fleet of any shape. Searched
+ * without offload: the option chosen for an overloaded fleet answers its pressure, which a fleet sized
+ * to the load does not have (its own plan decides again).
+ */
+async function rightSize(ev: Evaluator, f: FleetChoice, prices: PriceTable): Promise<RightSize> {
+  ev.pool.progress.set(`under-sized: sizing ${f.gpu.toUpperCase()} TP ${f.tp} fleets`);
+  const shape = {
+    gpu: f.gpu,
+    tp: f.tp,
+    ...(f.maxModelLen !== undefined ? { maxModelLen: f.maxModelLen } : {}),
   };
-  return { ok: true, plan };
+  // any count, any cost, no offload
+  const open = {
+    prices,
+    budget: null,
+    engines: null,
+    maxEngines: ev.base.scenario.ops.kubernetes ? MAX_ENGINES : 1,
+    mode: "none" as OffloadMode,
+  };
+  const same = await searchFleet(ev, [shape], open);
+  const found = same.found;
+  if (found && found.fleet.engines > f.engines)
+    return {
+      meets_slo_with: {
+        fleet: fleetJson(found.fleet),
+        cost_usd_per_hour: found.cost,
+        predicted: found.at.predicted,
+      },
+      note: `${label(found.fleet)} meet it without offload (${found.fleet.engines - f.engines} more engines)`,
+    };
+  const why = same.shapes[0]?.note ?? "";
+  // no count of this shape will do: search every GPU and TP the model fits on
+  ev.pool.progress.set("under-sized: searching other GPUs and TP sizes");
+  const { shapes } = candidateShapes(
+    { r: ev.base, open: { gpu: true, engines: true, tensorParallelSize: true } },
+    GPUS.map((g) => g.id),
+  );
+  const other = await searchFleet(
+    ev,
+    shapes.filter((x) => x.gpu !== f.gpu || x.tp !== f.tp),
+    open,
+  );
+  const alt = other.found;
+  return {
+    meets_slo_with: alt
+      ? { fleet: fleetJson(alt.fleet), cost_usd_per_hour: alt.cost, predicted: alt.at.predicted }
+      : null,
+    note: `no count of ${f.gpu.toUpperCase()} TP ${f.tp} engines meets it${why ? ` (${why})` : ""}; ${alt ? `the cheapest fleet that does is ${label(alt.fleet)}` : "no GPU and TP searched does either"}`,
+  };
+}
+
+/** why the sweep ran shorter than the impact table, and how far its ×1 row is from the table's runs */
+function sweepNote(
+  n: number,
+  impact: number,
+  promptTokens: number,
+  d: Decision,
+  sweep: readonly SweepPoint[],
+): string {
+  const one = sweep.find((p) => p.kv_scale === 1);
+  const base = d.runs.none.report;
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  return (
+    `the sweep runs the first ${n} of the impact table's ${impact} requests at each point (${impact} prompts of ${promptTokens.toLocaleString("en-US")} tokens to compute each, at every point, would make the plan slow); ` +
+    (one
+      ? `its ×1 row is that shorter run of the same fleet: KV P99 ${pct(one.baseline_kv_usage_p99)} and ${one.baseline_preemptions} preemptions against the impact table's ${pct(base.kv_usage.p99)} and ${base.preemptions}`
+      : "it has no ×1 row")
+  );
+}
+
+function noFleetReason(slo: Slo, shapes: readonly ShapeOutcome[]): string {
+  const notes = shapes
+    .map((s) => `${s.shape.gpu} TP ${s.shape.tp}: ${s.note}`)
+    .slice(0, 4)
+    .join("; ");
+  return `slo: no fleet meets TTFT p90 ≤ ${secs(slo.ttft_p90_ms)} and TPOT p90 ≤ ${secs(slo.tpot_p90_ms)}${slo.e2e_p90_ms !== undefined ? ` and E2E p90 ≤ ${secs(slo.e2e_p90_ms)}` : ""} with ${Math.round(slo.headroom * 100)}% headroom (${notes || "no shape fits"})`;
+}
+
+function summaryLines(p: Plan, d: Decision, overBudget: string | null): string[] {
+  const f = d.fleet;
+  const out: string[] = [];
+  const cost = usdh(p.cost_usd_per_hour);
+  const t = p.slo?.targets_ms;
+  if (p.slo_met === null || !t) {
+    out.push(
+      `Fleet: ${label(f)} at ${cost}. No SLO given: add slo.ttft_p90_ms and slo.tpot_p90_ms to have the fleet sized and checked.`,
+    );
+  } else if (p.slo_met) {
+    out.push(
+      `SLO met: ${label(f)} at ${cost}, with ${Math.round(p.headroom! * 100)}% headroom: ${within(p.predicted, t)}${d.choice !== "none" ? `, with ${d.choice} offload` : ""}.`,
+    );
+    const fw = p.one_engine_fewer;
+    if (fw)
+      out.push(
+        fw.slo_met
+          ? `${fw.fleet.engines} engines would also meet it (${usdh(fw.cost_usd_per_hour)}).`
+          : `One engine fewer (${fw.fleet.engines}) misses it: ${fw.misses.join(", ")}.`,
+      );
+  } else {
+    const worst = Math.max(...Object.values(p.undersized?.over_by ?? { x: 1 }));
+    out.push(
+      `UNDER-SIZED: ${label(f)} misses the SLO by ${worst.toFixed(1)}×: ${d.runs[d.choice].check!.misses.join(", ")} (bounds less ${Math.round(p.headroom! * 100)}% headroom).`,
+    );
+    const u = p.undersized;
+    if (u?.meets_slo_with)
+      out.push(
+        `${u.note}: ${usdh(u.meets_slo_with.cost_usd_per_hour)}, ${within(u.meets_slo_with.predicted, t)}.`,
+      );
+    else if (u) out.push(`${u.note}.`);
+  }
+  const b = p.budget_usd_per_hour;
+  const needed = p.undersized?.meets_slo_with?.cost_usd_per_hour ?? null;
+  if (overBudget) out.push(`Over budget: ${overBudget}.`);
+  else if (b !== null && needed !== null && needed > b + 1e-9)
+    out.push(`Over budget: meeting the SLO costs ${usdh(needed)} against a budget of ${usdh(b)}.`);
+  else if (b !== null && p.cost_usd_per_hour !== null)
+    out.push(
+      p.within_budget
+        ? `Budget ${usdh(b)}: this fleet costs ${cost}.`
+        : `Over budget: this fleet costs ${cost} against ${usdh(b)}.`,
+    );
+  return out;
 }

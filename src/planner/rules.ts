@@ -1,6 +1,6 @@
-// The decider's rules and refusals (docs/planner.md), each with a
-// stable id, the decider's own words, and a predicate over the scenario (and, for the selection rules, the
-// simulator's view of the baseline). Tests trigger and miss every one of them.
+// The decider's rules and refusals, each with a stable id, the decider's own words, and a predicate
+// over the scenario (and, for the selection rules, the simulator's view of the baseline). A finding's
+// reason says which conditions fired, with the numbers that fired them. Tests trigger and miss each.
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import type { PolicyName } from "../routing/index.js";
 
@@ -11,7 +11,7 @@ export interface Finding {
 
 export interface Rule {
   id: string;
-  /** the seed's words, quoted in the plan */
+  /** the decider's words, quoted in the plan */
   quote: string;
 }
 
@@ -60,9 +60,9 @@ export const SELECTIONS = {
   },
 } as const satisfies Record<string, Rule>;
 
-/** the KV usage the seed calls the pre-preemption signal */
+/** the KV usage the decider calls the pre-preemption signal */
 export const KV_ALERT_THRESHOLD = 0.92;
-/** the seed's short-prompt and low-concurrency bounds */
+/** the decider's short-prompt and low-concurrency bounds */
 export const SHORT_PROMPT_TOKENS = 1000;
 export const LOW_CONCURRENCY = 100;
 
@@ -96,14 +96,27 @@ export function preemptionSeen(r: ResolvedScenario, simulatedPreemptions: number
   return r.scenario.workload.preemption_heavy || simulatedPreemptions > 0;
 }
 
-export function offloadRefusals(r: ResolvedScenario, simulatedPreemptions: number): Finding[] {
+/** the requests in flight the rules reason about: the scenario's, or an estimate for an open loop */
+export interface Concurrency {
+  value: number;
+  /** how it was obtained, when not given (e.g. "6 QPS × 7.50 s mean E2E, Little's law") */
+  basis: string | null;
+}
+
+export function offloadRefusals(
+  r: ResolvedScenario,
+  simulatedPreemptions: number,
+  concurrency: Concurrency = { value: r.scenario.workload.concurrency ?? 0, basis: null },
+): Finding[] {
   const out: Finding[] = [];
-  const w = r.scenario.workload;
-  if (r.promptTokens < SHORT_PROMPT_TOKENS && w.concurrency < LOW_CONCURRENCY) {
+  if (r.promptTokens < SHORT_PROMPT_TOKENS && concurrency.value < LOW_CONCURRENCY) {
+    const c = concurrency.basis
+      ? `concurrency ≈ ${Math.round(concurrency.value)} (${concurrency.basis})`
+      : `concurrency ${concurrency.value}`;
     out.push(
       refusal(
         REFUSALS.shortPromptsLowConcurrency,
-        `prompts of ${r.promptTokens} tokens < ${SHORT_PROMPT_TOKENS} and concurrency ${w.concurrency} < ${LOW_CONCURRENCY}`,
+        `prompts of ${r.promptTokens} tokens < ${SHORT_PROMPT_TOKENS} and ${c} < ${LOW_CONCURRENCY}`,
       ),
     );
   }
@@ -136,51 +149,74 @@ export interface SelectionInput {
  */
 export const OFFLOAD_PAYS_GAIN = 0.03;
 
-/** the seed's selection: LMCache for cross-engine reuse or preemption, native for HBM pressure, else none */
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+const signed = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)}%`;
+
+/** the decider's selection: LMCache for cross-engine reuse or preemption, native for HBM pressure, else none */
 export function selectOffload(
   r: ResolvedScenario,
   s: SelectionInput,
 ): { choice: "none" | "native" | "lmcache"; finding: Finding } {
   const refused = new Set(s.refusals.map((f) => f.rule));
   const w = r.scenario.workload;
+  const engines = r.scenario.fleet.engines;
   const anyOffloadRefused = refused.has(REFUSALS.shortPromptsLowConcurrency.id);
-  const lmcacheRefused =
-    anyOffloadRefused ||
-    refused.has(REFUSALS.lmcacheSingleEngine.id) ||
-    refused.has(REFUSALS.lmcacheNoReuse.id);
+  const lmcacheRefusedBy = [
+    REFUSALS.shortPromptsLowConcurrency.id,
+    REFUSALS.lmcacheSingleEngine.id,
+    REFUSALS.lmcacheNoReuse.id,
+  ].filter((id) => refused.has(id));
   // KV usage counts blocks in use; a prefix cache that spills (evicted prefixes re-prefilled) shows up
-  // as an offload gain in the simulator instead
-  const pressure =
-    s.baselineKvP99 >= KV_ALERT_THRESHOLD ||
-    s.baselinePreemptions > 0 ||
-    w.preemption_heavy ||
-    s.offloadGain >= OFFLOAD_PAYS_GAIN;
+  // as an offload gain in the simulator instead. Each condition that fires is named with its number.
+  const pressure: string[] = [];
+  if (s.baselineKvP99 >= KV_ALERT_THRESHOLD)
+    pressure.push(`KV usage P99 ${pct(s.baselineKvP99)} ≥ ${pct(KV_ALERT_THRESHOLD)}`);
+  if (s.baselinePreemptions > 0)
+    pressure.push(`${s.baselinePreemptions} preemptions in the simulated baseline`);
+  if (w.preemption_heavy) pressure.push("workload.preemption_heavy is declared");
+  if (s.offloadGain >= OFFLOAD_PAYS_GAIN)
+    pressure.push(`offload gains ${signed(s.offloadGain)} ≥ ${signed(OFFLOAD_PAYS_GAIN)} in simulation`);
   const crossEngineReuse =
-    r.scenario.fleet.engines >= 2 &&
+    engines >= 2 &&
     (w.prefix_reuse === "multi-tenant" ||
       w.prefix_reuse === "rag" ||
       w.prefix_reuse === "multi-round" ||
       w.shared_prefix_tokens > 0);
-  const kvP99 = `simulated baseline KV usage P99 ${(s.baselineKvP99 * 100).toFixed(1)}%, ${s.baselinePreemptions} preemptions, offload gain ${(s.offloadGain * 100).toFixed(1)}%`;
-  if (
-    !lmcacheRefused &&
-    (crossEngineReuse || (w.preemption_heavy && r.scenario.fleet.engines >= 2)) &&
-    pressure
-  ) {
+  const reuse = crossEngineReuse
+    ? `cross-engine reuse: ${engines} engines, prefix_reuse ${w.prefix_reuse}, ${w.shared_prefix_tokens} shared prefix tokens`
+    : w.preemption_heavy && engines >= 2
+      ? `${engines} engines with declared preemption`
+      : null;
+  if (lmcacheRefusedBy.length === 0 && reuse !== null && pressure.length > 0) {
     return {
       choice: "lmcache",
       finding: {
         rule: SELECTIONS.lmcache.id,
-        reason: `${SELECTIONS.lmcache.quote} (prefix_reuse ${w.prefix_reuse}, ${w.shared_prefix_tokens} shared tokens, ${r.scenario.fleet.engines} engines; ${kvP99})`,
+        reason: `${SELECTIONS.lmcache.quote} Fired by ${reuse}; HBM pressure: ${pressure.join("; ")}.`,
       },
     };
   }
-  if (!anyOffloadRefused && pressure) {
+  if (!anyOffloadRefused && pressure.length > 0) {
+    const why =
+      lmcacheRefusedBy.length > 0
+        ? `LMCache refused (${lmcacheRefusedBy.join(", ")})`
+        : `no cross-engine reuse (${engines} engine${engines === 1 ? "" : "s"}, prefix_reuse ${w.prefix_reuse}, ${w.shared_prefix_tokens} shared prefix tokens)`;
     return {
       choice: "native",
       finding: {
         rule: SELECTIONS.native.id,
-        reason: `${SELECTIONS.native.quote} (${kvP99}${lmcacheRefused ? "; LMCache refused" : "; no cross-engine reuse"})`,
+        reason: `${SELECTIONS.native.quote} Fired by HBM pressure: ${pressure.join("; ")}; ${why}.`,
+      },
+    };
+  }
+  if (anyOffloadRefused) {
+    const f = s.refusals.find((x) => x.rule === REFUSALS.shortPromptsLowConcurrency.id)!;
+    const detail = f.reason.slice(REFUSALS.shortPromptsLowConcurrency.quote.length).trim();
+    return {
+      choice: "none",
+      finding: {
+        rule: SELECTIONS.none.id,
+        reason: `${SELECTIONS.none.quote} Fired: offload refused by ${f.rule} ${detail}.`,
       },
     };
   }
@@ -188,7 +224,7 @@ export function selectOffload(
     choice: "none",
     finding: {
       rule: SELECTIONS.none.id,
-      reason: `${SELECTIONS.none.quote} (${anyOffloadRefused ? "offload refused" : `no HBM pressure: ${kvP99}`})`,
+      reason: `No offload: no HBM pressure in the simulated baseline (KV usage P99 ${pct(s.baselineKvP99)} < ${pct(KV_ALERT_THRESHOLD)}, ${s.baselinePreemptions} preemptions, best offload gain ${signed(s.offloadGain)} < ${signed(OFFLOAD_PAYS_GAIN)}): the offload copies would cost more than they save.`,
     },
   };
 }

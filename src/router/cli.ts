@@ -37,6 +37,10 @@ const specs: FlagSpecs = {
     max: 65535,
     help: "engines' KV-event replay port (same rule)",
   },
+  "kv-events-bind": {
+    type: "string",
+    help: "collector mode: bind one SUB socket here (e.g. tcp://*:5557) for engines whose --kv-events-config endpoint points at the router; their topics must read kv@<engine host:port>@<model>",
+  },
   "kv-events-by-index": {
     type: "boolean",
     default: false,
@@ -147,14 +151,16 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
     }
     sub("routing").tokenizers = dirs;
   }
-  if (has("kv-events-port")) {
-    sub("routing").kvEvents = {
-      derive: {
+  if (has("kv-events-port") || has("kv-events-bind")) {
+    const kvEvents: Record<string, unknown> = {};
+    if (has("kv-events-port"))
+      kvEvents.derive = {
         port: flags["kv-events-port"],
         replayPort: flags["kv-events-replay-port"],
         byIndex: flags["kv-events-by-index"] === true,
-      },
-    };
+      };
+    if (has("kv-events-bind")) kvEvents.bind = flags["kv-events-bind"];
+    sub("routing").kvEvents = kvEvents;
   }
   if (has("discovery")) {
     const mode = flags.discovery as string;

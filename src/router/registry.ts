@@ -168,6 +168,8 @@ export interface RegistryEvents {
   models: [engine: Upstream];
   /** an engine takes no new requests (it left discovery, or is draining); those in flight may finish */
   draining: [engine: Upstream];
+  /** a /metrics page was scraped from an engine (for readers of other series than the load) */
+  scraped: [engine: Upstream, text: string];
 }
 
 export interface RegistryHooks extends HealthHooks {
@@ -461,6 +463,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       e.view.kvUsage = load.kvUsage;
       e.view.blockSize = load.blockSize;
       e.lastScrapeMs = Date.now();
+      this.emit("scraped", e, text);
     } catch (err) {
       // stale load would mislead routing: forget it and let in-flight counts speak
       e.view.running = 0;

@@ -229,7 +229,7 @@ export class Router {
     // Kubernetes / file discovery (not hot-reloaded: a mode change needs a restart)
     for (const src of discoverySources(this.cfg.discovery)) await this.registry.addSource(src);
     this.registry.startLoops();
-    this.cache.start();
+    await this.cache.start();
   }
 
   /** Applies a new configuration to new requests; in-flight ones finish under the old one. */

@@ -12,6 +12,7 @@ import {
 } from "../engine/index.js";
 import { parseKvEventsConfig } from "../kvevents/config.js";
 import { ZmqEventPublisher } from "../kvevents/publisher.js";
+import { layoutForVersion } from "../kvevents/versions.js";
 import { logger } from "../obs/log.js";
 import { tokenizerForModel } from "../tokenizer/index.js";
 import { CliError } from "../config/args.js";
@@ -20,6 +21,7 @@ import type { SimContext } from "./context.js";
 import { DisaggConnector, deriveEngineId } from "./disagg.js";
 import { keyProblem } from "./lmcache-keys.js";
 import { LmcacheTier } from "./lmcache.js";
+import { SHA256_CBOR_NAMES } from "./lmcache-config.js";
 import { LoraRegistry } from "./lora.js";
 import { pyStr, SimMetrics } from "./metrics.js";
 import { SimRuntime } from "./runtime.js";
@@ -102,9 +104,18 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   const runtime = new SimRuntime(engineConfig, o.timeScale);
   let lmcache: LmcacheTier | null = null;
   if (o.lmcache) {
-    lmcache = new LmcacheTier(o.lmcache, o.model, engineConfig, logger("sim.lmcache"));
+    const lmLog = logger("sim.lmcache");
+    lmcache = new LmcacheTier(o.lmcache, o.model, engineConfig, lmLog);
     const problem = o.lmcache.remoteUrl ? keyProblem(lmcache.scheme) : null;
     if (problem) throw new CliError(problem);
+    if (o.lmcache.remoteUrl && !SHA256_CBOR_NAMES.includes(o.lmcache.hashAlgorithm))
+      lmLog.warn(
+        { preCachingHashAlgorithm: o.lmcache.hashAlgorithm, hashSeed: o.hashSeed },
+        "LMCache chunk keys: the sim computes them with sha256_cbor (LMCache's pre_caching_hash_algorithm " +
+          `is ${o.lmcache.hashAlgorithm}, which only Python can compute). Sims share chunks with each other; ` +
+          "real vLLM + LMCache engines share with them only when started with " +
+          "LMCACHE_PRE_CACHING_HASH_ALGORITHM=sha256_cbor and the same PYTHONHASHSEED",
+      );
     runtime.lmcache = lmcache;
   }
   const loras = new LoraRegistry();
@@ -113,8 +124,11 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   const kvCfg = o.kvEventsConfig ? asCliError(() => parseKvEventsConfig(o.kvEventsConfig)) : null;
   let publisher: ZmqEventPublisher | null = null;
   if (kvCfg && kvCfg.enabled && kvCfg.publisher !== "null") {
-    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0 });
+    // the layout of the release the sim claims; from 0.24 on, engine events name their KV-cache group
+    const layout = layoutForVersion(o.vllmVersion);
+    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0, layout });
     runtime.kvSink = publisher;
+    runtime.groupIdxOnEvents = layout === "map";
   }
 
   const state: SimContext["state"] = {

@@ -5,6 +5,13 @@ import { parse as parseYaml } from "yaml";
 import { CliError, parseFlags, type FlagSpecs, type FlagValues } from "../config/args.js";
 import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
 import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
+import { parseVersion } from "../kvevents/versions.js";
+
+/**
+ * The vLLM release the sim claims by default: the newest one its KV events were checked against byte
+ * for byte (test/fixtures/vectors/vllm-kv-events-v028.json), which publishes events as tagged maps.
+ */
+export const DEFAULT_VLLM_VERSION = "0.28.0";
 
 export const SIM_FLAGS: FlagSpecs = {
   port: { type: "int", default: 8000, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
@@ -134,6 +141,11 @@ export const SIM_FLAGS: FlagSpecs = {
     min: 0,
     help: "[sim] GB/s per TP rank of a NixlConnector KV pull from a prefill engine (default 40: RDMA, one 400 Gb/s NIC per GPU)",
   },
+  "vllm-version": {
+    type: "string",
+    default: DEFAULT_VLLM_VERSION,
+    help: "[sim] the vLLM release the sim claims (GET /version); its KV events take that release's layout: tagged maps from 0.24.0, tagged arrays before",
+  },
   profiles: { type: "string", help: "[sim] YAML file with extra gpus:/models: profiles" },
   config: { type: "string", help: "YAML file with the same keys as the flags (flags win)" },
 };
@@ -181,6 +193,8 @@ export interface SimOptions {
   outputLenMean: number;
   maxBodyBytes: number;
   profilesFile?: string;
+  /** the vLLM release the sim claims: GET /version, and the KV-event layout */
+  vllmVersion: string;
 }
 
 /** Turns YAML config entries into argv so they go through the very same parser and checks as flags. */
@@ -258,6 +272,9 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     return { name: spec.slice(0, eq), path: spec.slice(eq + 1) };
   });
   const names = f["served-model-name"] as string[];
+  const vllmVersion = String(f["vllm-version"]).trim();
+  if (!parseVersion(vllmVersion))
+    throw new CliError(`--vllm-version must look like 0.28.0 (a vLLM release), got '${vllmVersion}'`);
   const offload = num(f["kv-offloading-size"]);
   const lmcache = resolveLmcache({
     backend,
@@ -312,5 +329,6 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     outputLenMean: f["output-len-mean"] as number,
     maxBodyBytes: f["max-body-bytes"] as number,
     profilesFile: str(f.profiles),
+    vllmVersion,
   };
 }

@@ -23,7 +23,15 @@ export interface LmcacheSettings {
   payloadScale: number;
   /** bytes/s a remote load delivers to this engine, all TP ranks together (sim only) */
   remoteLoadBandwidth: number;
+  /**
+   * LMCache's pre_caching_hash_algorithm as configured (default "builtin", Python's hash()). The sim
+   * always computes sha256_cbor chunk hashes, the one algorithm reproducible outside Python.
+   */
+  hashAlgorithm: string;
 }
+
+/** The pre_caching_hash_algorithm names that give the chunk hashes the sim computes. */
+export const SHA256_CBOR_NAMES = ["sha256_cbor", "sha256_cbor_64bit"];
 
 /**
  * Remote load rate: one 100 GbE NIC (12.5 GB/s line rate) at the ~80% a single TCP stream keeps up
@@ -34,7 +42,13 @@ export const LMCACHE_REMOTE_LOAD_BPS = 10e9;
 /** 1/1024: a 32 MiB Llama-3.1-8B chunk travels as 32 KiB, so tests move megabytes, not gigabytes. */
 export const DEFAULT_PAYLOAD_SCALE = 1 / 1024;
 /** LMCache's defaults (lmcache/v1/config.py): 256-token chunks, 5 GB local CPU, 10 s blocking timeout. */
-const DEFAULTS = { chunk_size: 256, local_cpu: true, max_local_cpu_size: 5, blocking_timeout_secs: 10 };
+const DEFAULTS = {
+  chunk_size: 256,
+  local_cpu: true,
+  max_local_cpu_size: 5,
+  blocking_timeout_secs: 10,
+  pre_caching_hash_algorithm: "builtin",
+};
 const GiB = 2 ** 30;
 
 const KNOWN_KEYS = new Set([
@@ -163,5 +177,6 @@ export function resolveLmcache(s: LmcacheSources): LmcacheSettings | null {
     blockingTimeoutSecs: parseNum("blocking_timeout_secs", raw.blocking_timeout_secs, 0),
     payloadScale: s.payloadScale,
     remoteLoadBandwidth: bw !== undefined ? bw * 1e9 : LMCACHE_REMOTE_LOAD_BPS,
+    hashAlgorithm: String(raw.pre_caching_hash_algorithm).trim(),
   };
 }

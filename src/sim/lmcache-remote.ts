@@ -1,19 +1,23 @@
 // The sim's side of a shared LMCache server: prefix lookups before a request enters the engine
 // (pipelined EXIST, then GET of the hit chunks with their bytes checked), and stores of computed
-// chunks through a bounded queue drained in fenced batches (PUT has no reply; a HEALTH after the batch
-// proves the server took it). One lm:// connection carries every TP rank's keys. Any failure, a
-// timeout included, counts as an error and the request is computed instead: the engine keeps serving.
+// chunks through a bounded queue drained in batches. PUT has no reply, and no probe follows it: the
+// server handles a connection's requests in order, so the next lookup's replies prove the stores
+// before it were taken, and a server that stops reading shows as a write that does not finish in time.
+// One lm:// connection carries every TP rank's keys. Any failure, a timeout included, counts as an
+// error and the request is computed instead: the engine keeps serving. A lost connection is
+// reopened after a backoff that doubles up to 30 s (with jitter), never once per request.
 import { LmClient } from "../cacheserver/client.js";
 import type { ObjectMeta } from "../cacheserver/protocol.js";
 import type { Logger } from "../obs/log.js";
-import { chunkKey, chunkPayload, digestAt, payloadMatches, type ChunkKeyScheme } from "./lmcache-keys.js";
+import { chunkKey, chunkPayload, payloadMatches, type ChunkKeyScheme } from "./lmcache-keys.js";
 
 /** Chunks waiting to be stored at most; beyond it the oldest are dropped (a slow server must not grow us). */
 export const MAX_STORE_QUEUE = 4096;
-/** Chunks per fenced PUT batch. */
+/** Chunks per PUT batch. */
 const STORE_BATCH = 64;
-/** After a failed connect, lookups skip the server this long instead of paying a connect per request. */
-const RECONNECT_AFTER_MS = 1000;
+/** After a failure the server is left alone this long, doubling per failure up to the max. */
+export const RECONNECT_MIN_MS = 250;
+export const RECONNECT_MAX_MS = 30_000;
 
 export interface RemoteCounters {
   lookups: number;
@@ -29,7 +33,7 @@ export interface RemoteCounters {
 }
 
 interface StoreItem {
-  digests: Buffer;
+  hashes: BigUint64Array;
   chunk: number;
 }
 
@@ -64,6 +68,8 @@ export class LmcacheRemote {
   private connecting: Promise<LmClient | null> | null = null;
   private downUntil = 0;
   private down = false;
+  /** the next wait after a failure */
+  private backoffMs = RECONNECT_MIN_MS;
   private readonly queue: (StoreItem | undefined)[] = [];
   private head = 0;
   private draining = false;
@@ -84,13 +90,14 @@ export class LmcacheRemote {
     return this.queue.length - this.head;
   }
 
-  /** Leading chunks of `digests` (first `numChunks`) the server holds for every rank; 0 on any failure. */
-  async lookup(digests: Buffer, numChunks: number): Promise<number> {
+  /** Leading chunks of `hashes` (first `numChunks`) the server holds for every rank; 0 on any failure. */
+  async lookup(hashes: BigUint64Array, numChunks: number): Promise<number> {
     if (numChunks === 0 || this.closed) return 0;
     this.counters.lookups++;
     try {
-      const hit = await withTimeout(this.lookupOnce(digests, numChunks), this.timeoutMs, "LMCache lookup");
+      const hit = await withTimeout(this.lookupOnce(hashes, numChunks), this.timeoutMs, "LMCache lookup");
       this.counters.lookupHitChunks += hit;
+      this.backoffMs = RECONNECT_MIN_MS;
       return hit;
     } catch (err) {
       this.fail(err);
@@ -98,13 +105,13 @@ export class LmcacheRemote {
     }
   }
 
-  private async lookupOnce(digests: Buffer, numChunks: number): Promise<number> {
+  private async lookupOnce(hashes: BigUint64Array, numChunks: number): Promise<number> {
     const client = await this.connection();
     if (!client) throw new Error("LMCache server unreachable");
     const ranks = this.scheme.worldSize;
     const keys: string[] = [];
     for (let c = 0; c < numChunks; c++)
-      for (let r = 0; r < ranks; r++) keys.push(chunkKey(this.scheme, r, digestAt(digests, c)));
+      for (let r = 0; r < ranks; r++) keys.push(chunkKey(this.scheme, r, hashes[c]!));
     const present = await Promise.all(keys.map((k) => client.exist(k)));
     let hit = 0;
     while (hit < numChunks && present.slice(hit * ranks, (hit + 1) * ranks).every(Boolean)) hit++;
@@ -124,14 +131,14 @@ export class LmcacheRemote {
   }
 
   /** Queues chunks [from, to) of a request for storing; drops the oldest queued chunks beyond the cap. */
-  store(digests: Buffer, from: number, to: number): void {
+  store(hashes: BigUint64Array, from: number, to: number): void {
     if (this.closed) return;
     for (let c = from; c < to; c++) {
       if (this.queued >= MAX_STORE_QUEUE) {
         this.queue[this.head++] = undefined;
         this.counters.droppedChunks++;
       }
-      this.queue.push({ digests, chunk: c });
+      this.queue.push({ hashes, chunk: c });
     }
     this.compact();
     void this.drain();
@@ -163,6 +170,7 @@ export class LmcacheRemote {
         try {
           await withTimeout(this.putBatch(client, batch), this.timeoutMs, "LMCache store");
           this.counters.storedChunks += batch.length;
+          this.backoffMs = RECONNECT_MIN_MS;
         } catch (err) {
           this.fail(err);
         }
@@ -176,15 +184,16 @@ export class LmcacheRemote {
     const puts: Promise<void>[] = [];
     let bytes = 0;
     for (const item of batch) {
-      const digest = digestAt(item.digests, item.chunk);
+      const hash = item.hashes[item.chunk]!;
       for (let r = 0; r < this.scheme.worldSize; r++) {
-        const key = chunkKey(this.scheme, r, digest);
+        const key = chunkKey(this.scheme, r, hash);
         puts.push(client.put(key, chunkPayload(key, this.payloadBytes), this.meta));
         bytes += this.payloadBytes;
       }
     }
+    // written, not acknowledged: lm:// has no reply to PUT, and a probe per batch would double the
+    // round trips; a server that drops them shows as an error on the connection
     await Promise.all(puts);
-    if (!(await client.health())) throw new Error("LMCache server answered HEALTH with a failure");
     this.counters.bytesSent += bytes;
   }
 
@@ -213,7 +222,7 @@ export class LmcacheRemote {
         return c;
       })
       .catch((err: unknown) => {
-        this.downUntil = Date.now() + RECONNECT_AFTER_MS;
+        this.backOff();
         this.noteDown(err);
         return null;
       })
@@ -232,8 +241,16 @@ export class LmcacheRemote {
     );
   }
 
+  /** Leaves the server alone for the current backoff (± 20 %), then doubles it. */
+  private backOff(): void {
+    const jitter = 0.8 + 0.4 * Math.random();
+    this.downUntil = Date.now() + Math.round(this.backoffMs * jitter);
+    this.backoffMs = Math.min(RECONNECT_MAX_MS, this.backoffMs * 2);
+  }
+
   private fail(err: unknown): void {
     this.counters.errors++;
+    this.backOff();
     // a timed-out or broken connection may still owe replies: start over on a fresh one
     const c = this.client;
     this.client = null;

@@ -1,14 +1,15 @@
 // LMCache in the sim: what the connector does around the engine model. Before a request enters the
-// engine its prompt's chunk hashes are computed and, with a remote server, the longest stored prefix
-// is looked up; the engine then loads that prefix at the remote bandwidth instead of computing it
-// (its local CPU tier is the engine's own ChunkTier). When the engine announces computed chunks they
-// are stored remotely and published as BlockStored events with LMCache's medium.
+// engine its prompt's chunk hashes are computed (as LMCache 0.5.x does, lmcache-keys.ts) and, with a
+// remote server, the longest stored prefix is looked up; the engine then loads that prefix at the
+// remote bandwidth instead of computing it (its local CPU tier is the engine's own ChunkTier). When the
+// engine announces computed chunks they are stored remotely and published as BlockStored events the
+// way vLLM relays LMCache's: one per chunk, the LMCache chunk hash, medium "cpu".
 import type { EngineConfig, EngineRequest } from "../engine/types.js";
 import { kvCapacity } from "../engine/capacity.js";
 import type { BlockStored, KvEvent } from "../kvevents/events.js";
 import type { Logger } from "../obs/log.js";
 import type { LmcacheSettings } from "./lmcache-config.js";
-import { chunkDigests, chunkMeta, DIGEST_BYTES, type ChunkKeyScheme } from "./lmcache-keys.js";
+import { chunkHashes, chunkMeta, lmcacheDtypeName, type ChunkKeyScheme } from "./lmcache-keys.js";
 import { LmcacheRemote } from "./lmcache-remote.js";
 
 /** The medium vLLM's LMCache-backed connectors put in BlockStored (lower case, unlike native "CPU"). */
@@ -28,7 +29,7 @@ export interface LmcacheStats {
 }
 
 interface PromptChunks {
-  digests: Buffer;
+  hashes: BigUint64Array;
   /** leading chunks the remote server already holds: not stored again (LMCache skips existing keys) */
   remoteHit: number;
 }
@@ -36,8 +37,8 @@ interface PromptChunks {
 export class LmcacheTier {
   readonly remote: LmcacheRemote | null;
   readonly scheme: ChunkKeyScheme;
-  /** request id → its prompt's chunk digests, from arrival until it finishes (bounded by requests in flight) */
-  private readonly digests = new Map<string, PromptChunks>();
+  /** request id → its prompt's chunk hashes, from arrival until it finishes (bounded by requests in flight) */
+  private readonly chunks = new Map<string, PromptChunks>();
   private queriedTokens = 0;
 
   constructor(
@@ -49,7 +50,7 @@ export class LmcacheTier {
     this.scheme = {
       modelName,
       worldSize: config.tensorParallelSize,
-      dtype: config.model.dtype,
+      dtype: lmcacheDtypeName(config.model.dtype),
       chunkTokens: settings.chunkTokens,
       hashSeed: config.hashSeed,
     };
@@ -73,13 +74,13 @@ export class LmcacheTier {
   prepare(req: EngineRequest): Promise<void> | null {
     const n = this.settings.chunkTokens;
     const numChunks = Math.floor(req.promptTokenIds.length / n);
-    const digests = chunkDigests(req.promptTokenIds, numChunks, this.scheme, req.loraName, req.cacheSalt);
-    const entry: PromptChunks = { digests, remoteHit: 0 };
-    this.digests.set(req.requestId, entry);
+    const hashes = chunkHashes(req.promptTokenIds, numChunks, this.scheme);
+    const entry: PromptChunks = { hashes, remoteHit: 0 };
+    this.chunks.set(req.requestId, entry);
     if (!this.remote) return null;
     this.queriedTokens += req.promptTokenIds.length;
     const bandwidth = this.settings.remoteLoadBandwidth;
-    return this.remote.lookup(digests, numChunks).then((hit) => {
+    return this.remote.lookup(hashes, numChunks).then((hit) => {
       entry.remoteHit = hit;
       if (hit > 0) {
         req.externalCachedTokens = hit * n;
@@ -94,36 +95,36 @@ export class LmcacheTier {
     from: number,
     to: number,
     tokenIds: readonly number[],
-    loraName: string | null,
     emit: ((events: KvEvent[]) => void) | null,
   ): void {
-    const entry = this.digests.get(requestId);
+    const entry = this.chunks.get(requestId);
     if (!entry) return;
-    const digests = entry.digests;
-    const last = Math.min(to, digests.length / DIGEST_BYTES);
+    const hashes = entry.hashes;
+    const last = Math.min(to, hashes.length);
     if (last <= from) return;
     const firstNew = Math.max(from, entry.remoteHit);
-    if (firstNew < last) this.remote?.store(digests, firstNew, last);
+    if (firstNew < last) this.remote?.store(hashes, firstNew, last);
     if (!emit) return;
     const n = this.settings.chunkTokens;
-    const id = (c: number) => digests.readBigUInt64BE(c * DIGEST_BYTES + 24);
-    const hashes: bigint[] = [];
-    for (let c = from; c < last; c++) hashes.push(id(c));
-    const ev: BlockStored = {
-      type: "BlockStored",
-      blockHashes: hashes,
-      parentBlockHash: from > 0 ? id(from - 1) : null,
-      tokenIds: tokenIds.slice(from * n, last * n),
-      blockSize: n,
-      loraId: null,
-      medium: LMCACHE_EVENT_MEDIUM,
-      loraName,
-    };
-    emit([ev]);
+    // LMCache's CacheStoreEvent, as vLLM's LMCacheConnectorV1 turns it into a BlockStored: one per chunk,
+    // no LoRA fields (LMCache hashes tokens only) and no group_idx
+    const events: BlockStored[] = [];
+    for (let c = from; c < last; c++)
+      events.push({
+        type: "BlockStored",
+        blockHashes: [hashes[c]!],
+        parentBlockHash: c > 0 ? hashes[c - 1]! : null,
+        tokenIds: tokenIds.slice(c * n, (c + 1) * n),
+        blockSize: n,
+        loraId: null,
+        medium: LMCACHE_EVENT_MEDIUM,
+        loraName: null,
+      });
+    emit(events);
   }
 
   forget(requestId: string): void {
-    this.digests.delete(requestId);
+    this.chunks.delete(requestId);
   }
 
   stats(): LmcacheStats {
@@ -142,7 +143,7 @@ export class LmcacheTier {
   }
 
   async close(): Promise<void> {
-    this.digests.clear();
+    this.chunks.clear();
     await this.remote?.close();
   }
 }

@@ -23,7 +23,7 @@ import type {
 import type { KvEvent, KvEventBatch } from "../kvevents/events.js";
 import { logger } from "../obs/log.js";
 import type { DisaggConnector } from "./disagg.js";
-import type { LmcacheTier } from "./lmcache.js";
+import { LMCACHE_EVENT_MEDIUM, type LmcacheTier } from "./lmcache.js";
 import type { SimMetrics } from "./metrics.js";
 import type { RequestSink } from "./sink.js";
 
@@ -80,6 +80,8 @@ export class SimRuntime {
   kvBatchesPublished = 0;
   /** LMCache around the engine: prefix lookups before admission, stores of computed chunks */
   lmcache: LmcacheTier | null = null;
+  /** stamp group_idx 0 on engine events (the layout of vLLM ≥ 0.24 does) */
+  groupIdxOnEvents = false;
   /** NixlConnector: a decode request waits for its KV from the prefill engine before admission */
   disagg: DisaggConnector | null = null;
 
@@ -290,8 +292,7 @@ export class SimRuntime {
   ): void {
     const lm = this.lmcache;
     if (!lm) return;
-    const t = this.tracked.get(id);
-    lm.chunksComputed(id, from, to, tokenIds, t?.loraName ?? null, this.kvSink ? this.emitEvents : null);
+    lm.chunksComputed(id, from, to, tokenIds, this.kvSink ? this.emitEvents : null);
   }
 
   // after the step's own batch (flushed at the end of completeStep), not before it
@@ -299,6 +300,12 @@ export class SimRuntime {
 
   private kvEvents(events: KvEvent[], _time: number): void {
     if (!this.kvSink || events.length === 0) return;
+    if (this.groupIdxOnEvents) {
+      // vLLM ≥ 0.24 names the KV-cache group on its own GPU and offload events (one group here: 0);
+      // the events its LMCache connector relays carry none
+      for (const ev of events)
+        if (ev.type !== "AllBlocksCleared" && ev.medium !== LMCACHE_EVENT_MEDIUM) ev.groupIdx = 0;
+    }
     this.kvSink.publish({
       ts: Date.now() / 1000,
       events,

@@ -14,9 +14,6 @@ import type { ChatMessage } from "../tokenizer/types.js";
 
 const log = logger("sim.http");
 
-/** The vLLM release whose HTTP surface and metrics the sim follows (GET /version). */
-export const VLLM_VERSION = "0.11.0";
-
 type Handler = (ctx: SimContext, req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void> | void;
 
 function sendJson(
@@ -119,7 +116,7 @@ const routes: Record<string, Handler> = {
   "GET /live": (_ctx, _req, res) => sendEmpty(res),
   "GET /ping": (_ctx, _req, res) => sendEmpty(res),
   "POST /ping": (_ctx, _req, res) => sendEmpty(res),
-  "GET /version": (_ctx, _req, res) => sendJson(res, 200, { version: VLLM_VERSION }),
+  "GET /version": (ctx, _req, res) => sendJson(res, 200, { version: ctx.options.vllmVersion }),
   "GET /v1/models": (ctx, _req, res) => sendJson(res, 200, modelCards(ctx)),
   "GET /load": (ctx, _req, res) => sendJson(res, 200, { server_load: ctx.state.serverLoad }),
   "GET /metrics": async (ctx, _req, res) =>

@@ -3,9 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mulberry32 } from "../../src/workload/rng.js";
 import { cliCommand } from "../helpers/cli.js";
 import { startMini, type MiniOptions } from "./mini-server.js";
 
@@ -216,53 +217,76 @@ test("timings: TTFT, TPOT and ITL match the server's controlled delays; an early
     ]);
     assert.equal(r.code, 0, r.stderr);
     const res = json(out);
-    // Timers fire at or after their delay (Node may round down by under 1 ms); a loaded host adds
-    // scheduling delay, so the upper bounds are loose. The lower bounds catch a role chunk taken as a token.
-    for (const t of res.ttfts as number[]) assert.ok(t >= 0.059 && t < 0.5, `ttft ${t}`);
-    assert.ok(res.mean_tpot_ms >= 14 && res.mean_tpot_ms < 80, `tpot ${res.mean_tpot_ms}`);
-    assert.ok(res.median_itl_ms >= 14 && res.median_itl_ms < 80, `itl ${res.median_itl_ms}`);
+    // Timers fire at or after their delay (Node may round down by under 1 ms) and a loaded host only
+    // adds delay, so the lower bounds hold on any machine; they catch a role chunk taken as a token.
+    // The upper bounds are sanity bounds against a unit slip (ms for s), far from the expected values.
+    for (const t of res.ttfts as number[]) assert.ok(t >= 0.059 && t < 10, `ttft ${t}`); // timing-ok: unit sanity
+    assert.ok(res.mean_tpot_ms >= 14 && res.mean_tpot_ms < 1000, `tpot ${res.mean_tpot_ms}`); // timing-ok: unit sanity
+    assert.ok(res.median_itl_ms >= 14 && res.median_itl_ms < 1000, `itl ${res.median_itl_ms}`); // timing-ok: unit sanity
     assert.deepEqual(res.output_lens, [6, 6, 6, 6]);
     assert.equal((res.itls as number[][])[0]!.length, 5);
+    // each request's parts add up: first token, then the gaps between tokens, within its end-to-end time
+    (res.itls as number[][]).forEach((gaps, i) => {
+      const [ttft, e2el] = [(res.ttfts as number[])[i]!, (res.e2els as number[])[i]!];
+      assert.ok(ttft + gaps.reduce((x, g) => x + g, 0) <= e2el + 1e-5, `request ${i}`);
+    });
   });
 });
 
+/**
+ * A result file as `bench` writes it (the fields compare reads), for `n` requests whose samples are drawn
+ * from one fixed distribution: TTFT 100..180 ms (+ `slowerMs`), 8 tokens 25 ± 3 ms apart, sent 50 ms apart.
+ * Seeded, so compare's verdict on two of them is the same on any machine.
+ */
+function syntheticRun(seed: number, slowerMs = 0, n = 200): Record<string, unknown> {
+  const rand = mulberry32(seed);
+  const ttfts: number[] = [];
+  const itls: number[][] = [];
+  const e2els: number[] = [];
+  const starts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const ttft = (100 + 80 * rand() + slowerMs) / 1000;
+    const gaps = Array.from({ length: 7 }, () => (22 + 6 * rand()) / 1000);
+    ttfts.push(ttft);
+    itls.push(gaps);
+    e2els.push(gaps.reduce((a, g) => a + g, ttft));
+    starts.push(i * 0.05);
+  }
+  return {
+    duration: Math.max(...starts.map((s, i) => s + e2els[i]!)),
+    ttfts,
+    itls,
+    e2els,
+    start_times: starts,
+    input_lens: ttfts.map(() => 10),
+    output_lens: ttfts.map(() => 8),
+    errors: ttfts.map(() => ""),
+    session_ids: ttfts.map((_, i) => `s${i}`),
+  };
+}
+
+// What compare concludes is checked on seeded samples, where a busy machine cannot move it; a real run
+// is compared with itself to show that compare reads what bench writes. Real A/B comparisons of a
+// router's policies are in docs/benchmarks.md (the `bench compare` row).
 test("compare: two runs of one configuration show no difference; a slower server does", async () => {
-  // TTFT varies per request (100..179 ms) so that the samples have spread, as real ones do; delays
-  // are long next to the timer and scheduling hiccups of a loaded 2-core host.
-  const ttft = (n: number) => 100 + ((n * 37) % 80);
-  const run = async (o: MiniOptions, out: string, label: string) =>
-    withMini(o, async (url) => {
-      const r = await bench([
-        "--base-url",
-        url,
-        "--num-requests",
-        "60",
-        "--concurrency",
-        "8",
-        "--input-len",
-        "10",
-        "--output-len",
-        "8",
-        "--out",
-        out,
-        "--label",
-        label,
-        "--no-progress",
-        "--no-calibrate",
-      ]);
-      assert.equal(r.code, 0, r.stderr);
-    });
+  const real = join(dir, "real.json");
+  await withMini({ ttftMs: (n) => 10 + (n % 5), itlMs: 2 }, async (url) => {
+    const args = ["--num-requests", "30", "--concurrency", "4", "--input-len", "10", "--output-len", "4"];
+    const r = await bench(["--base-url", url, "--out", real, "--no-progress", "--no-calibrate", ...args]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+  const self = await bench(["compare", real, real]);
+  assert.equal(self.code, 0, self.stderr);
+  assert.match(self.stdout, /No difference beyond noise/, self.stdout);
+
   const a = join(dir, "a.json");
   const b = join(dir, "b.json");
   const c = join(dir, "c.json");
-  // Each pair runs side by side so that both see the same load on this shared machine.
-  await Promise.all([
-    run({ ttftMs: ttft, itlMs: 25 }, a, "A"),
-    run({ ttftMs: ttft, itlMs: 25 }, b, "A again"),
-  ]);
-  await run({ ttftMs: (n) => ttft(n) + 100, itlMs: 25 }, c, "slower");
-  // Loopback timing on a machine shared with other test runs moves by several percent between
-  // runs (means pick up every stall); 10% is the noise floor here. On a quiet host the 2% default holds.
+  writeFileSync(a, JSON.stringify({ ...syntheticRun(1), config: { label: "A" } }));
+  writeFileSync(b, JSON.stringify({ ...syntheticRun(2), config: { label: "A again" } }));
+  writeFileSync(c, JSON.stringify({ ...syntheticRun(3, 100), config: { label: "slower" } }));
+  // two draws of one distribution differ by under 1% in their means and medians; 10% is the smallest
+  // effect asked for, and the slower run's TTFT is 75% longer
   const same = await bench(["compare", a, b, "--min-effect", "0.1", "--out", join(dir, "cmp.json")]);
   assert.equal(same.code, 0, same.stderr);
   assert.match(same.stdout, /No difference beyond noise/, same.stdout);

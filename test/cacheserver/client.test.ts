@@ -1,8 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type AddressInfo, type Socket } from "node:net";
-import { LmClient } from "../../src/cacheserver/client.js";
+import { ListUnsupportedError, LmClient, PROBE_KEY } from "../../src/cacheserver/client.js";
 import { startCacheServer } from "../../src/cacheserver/server.js";
+import { parsesAsLmcacheKey, startFakeLmcache } from "./fake-lmcache.js";
 
 test("LmClient: put/get/exist/health/list, pipelined replies resolve in request order", async () => {
   const srv = await startCacheServer({ host: "127.0.0.1", port: 0, maxMemoryBytes: 2 ** 26 });
@@ -104,7 +105,7 @@ test("LmClient.destroy closes at once against a server that never answers; close
 
 test(
   "LmClient refuses a reply length beyond maxReplyBytes (or negative) before allocating, failing only that client",
-  { timeout: 5000 },
+  { timeout: 60_000 },
   async () => {
     let announced = 0;
     const liar = createServer((s) => {
@@ -122,11 +123,11 @@ test(
     try {
       const port = (liar.address() as AddressInfo).port;
       for (announced of [2 ** 30, -5]) {
-        const c = await LmClient.connect("127.0.0.1", port, 1000, 2 ** 20);
+        const c = await LmClient.connect("127.0.0.1", port, 10_000, 2 ** 20);
         await assert.rejects(c.get("k"), new RegExp(`reply length ${announced} outside 0\\.\\.1048576`));
         await assert.rejects(c.exist("k"));
       }
-      const ok = await LmClient.connect("127.0.0.1", srv.port, 1000, 2 ** 20);
+      const ok = await LmClient.connect("127.0.0.1", srv.port, 10_000, 2 ** 20);
       await ok.put("k", Buffer.alloc(2 ** 19, 1));
       assert.equal((await ok.get("k"))?.payload.length, 2 ** 19);
       await ok.close();
@@ -136,3 +137,52 @@ test(
     }
   },
 );
+
+const KEY = (h: string) => `Qwen/Qwen2.5-0.5B-Instruct@1@0@${h}@bfloat16`;
+
+test("health() sends a key LMCache's server can parse, and answers true against it", async () => {
+  assert.ok(parsesAsLmcacheKey(PROBE_KEY));
+  assert.ok(!parsesAsLmcacheKey(""), "the fake refuses what LMCache refuses");
+  assert.ok(!parsesAsLmcacheKey("vllm@Qwen/Qwen2.5-0.5B-Instruct@1@0@ab12@bfloat16"));
+  const lm = await startFakeLmcache();
+  const c = await LmClient.connect("127.0.0.1", lm.port);
+  try {
+    assert.equal(await c.health(), true);
+    assert.equal(await c.health(), true);
+    assert.deepEqual(lm.refused, []);
+    assert.equal(lm.connections, 1);
+  } finally {
+    await c.close();
+    await lm.close();
+  }
+});
+
+test("list() against a server that never answers LIST fails within its timeout; every later reply still reaches its own request", async () => {
+  const lm = await startFakeLmcache();
+  const c = await LmClient.connect("127.0.0.1", lm.port);
+  try {
+    await c.put(KEY("a1"), Buffer.from("one"));
+    // requests before, during and after the LIST, none awaited
+    const before = c.exist(KEY("a1"));
+    const listed = c.list(300);
+    const after = [c.exist(KEY("b2")), c.get(KEY("a1")), c.health(), c.exist(KEY("a1"))] as const;
+    assert.equal(await before, true);
+    await assert.rejects(
+      listed,
+      (e: unknown) =>
+        e instanceof ListUnsupportedError && /did not answer LIST within 300 ms/.test(e.message),
+    );
+    const [b2, a1, healthy, a1again] = await Promise.all(after);
+    assert.equal(b2, false);
+    assert.deepEqual(a1?.payload, Buffer.from("one"));
+    assert.equal(healthy, true);
+    assert.equal(a1again, true);
+    // the unanswered connection was replaced, once
+    assert.equal(lm.connections, 2);
+    assert.deepEqual(lm.refused, []);
+    assert.equal(c.pending, 0);
+  } finally {
+    await c.close();
+    await lm.close();
+  }
+});

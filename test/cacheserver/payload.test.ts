@@ -135,8 +135,17 @@ test("a receive buffer is reused only after every GET reply holding it has been 
     // a reader asks for k and does not read the reply yet
     const reader = await RawConn.open(srv.port);
     reader.socket.pause();
+    const gets = async () =>
+      (await srv.metrics.registry.getSingleMetric("switchyard_cache_requests_total")!.get()).values
+        .filter((v) => v.labels.command === "get")
+        .reduce((a, v) => a + v.value, 0);
+    const getsBefore = await gets();
     reader.write(clientHeader(2, "k"));
-    await new Promise((r) => setTimeout(r, 200));
+    // the server has taken the GET (and k's buffer for its reply) before k is replaced: polled, not slept
+    for (const deadline = Date.now() + 30_000; (await gets()) === getsBefore;) {
+      assert.ok(Date.now() < deadline, "the server never took the GET"); // timing-ok: a hang guard
+      await new Promise((r) => setTimeout(r, 10));
+    }
     // k is replaced, and a PUT of the same size follows: it must not be handed k's old buffer
     const y = randomBytes(SIZE);
     const z = randomBytes(SIZE);
@@ -148,8 +157,11 @@ test("a receive buffer is reused only after every GET reply holding it has been 
     const h = await reader.reply();
     assert.equal(h[1], SIZE);
     assert.ok((await reader.read(SIZE)).equals(x), "the reply carries the bytes it had when asked");
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(srv.store.pool.heldBytes, SIZE, "once written, the old buffer went back to the pool");
+    // the server's write callback, which returns the buffer, can run after the client has read it all
+    for (const deadline = Date.now() + 30_000; srv.store.pool.heldBytes !== SIZE;) {
+      assert.ok(Date.now() < deadline, "once written, the old buffer went back to the pool"); // timing-ok: a hang guard
+      await new Promise((r) => setTimeout(r, 10));
+    }
     assert.match(
       await srv.metrics.registry.metrics(),
       new RegExp(`switchyard_cache_buffer_pool_bytes ${SIZE}`),

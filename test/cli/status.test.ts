@@ -64,7 +64,8 @@ test("status lists both engines of `up --engines 2` with live figures; smoke pas
       assert.equal(e.healthy, true);
       assert.deepEqual(e.models, [MODEL]);
       assert.equal(typeof e.kvUsage, "number");
-      assert.ok(e.scrapeAgeMs !== null && e.scrapeAgeMs < 10_000, `scraped ${e.scrapeAgeMs} ms ago`);
+      // scraped every second: 30 s is a sanity bound (live figures, not a leftover), not a timing
+      assert.ok(e.scrapeAgeMs !== null && e.scrapeAgeMs < 30_000, `scraped ${e.scrapeAgeMs} ms ago`); // timing-ok: sanity
     }
     // shares are of routed requests: they add up to the whole
     const shares = report.engines.map((e) => e.routingShare ?? 0);
@@ -89,14 +90,14 @@ test("status lists both engines of `up --engines 2` with live figures; smoke pas
     fail.stdout,
     /^FAIL smoke http:\/\/127\.0\.0\.1:\d+ after [\d.]+ s: models: cannot connect \(ECONNREFUSED\)/,
   );
-  assert.ok(Date.now() - t0 < 30_000);
+  assert.ok(Date.now() - t0 < 30_000); // timing-ok: a hang guard (a refused connection fails at once)
   const down = cli(["status", "--router", dead]);
   assert.equal(down.status, 1);
   assert.match(down.stderr, /cannot reach the router at .*ECONNREFUSED/);
   // --watch outlives an outage: it reports each failed sample and keeps trying until Ctrl-C
   const watch = spawnCli(["status", "--router", dead, "--watch", "--interval", "0.3", "--format", "json"]);
   try {
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 30_000; // timing-ok: a hang guard, polled
     while (
       watch
         .output()

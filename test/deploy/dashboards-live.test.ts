@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePort, freeUpPorts, spawnCli, waitForHttp } from "../helpers/cli.js";
+import { freePorts, freeUpPorts, spawnCli, waitForHttp } from "../helpers/cli.js";
 import { checkDashboards, dashboardQueries, type QueryResult } from "../../src/ops/dashboards.js";
 import { findTool, repoRoot } from "./tools.js";
 
@@ -18,7 +18,7 @@ test("up --monitoring: Prometheus scrapes the stack with the rules loaded, and e
     if (process.env.CI === "true" || process.env.CI === "1") throw new Error(msg);
     return t.skip(msg);
   }
-  const [port, promPort] = [await freePort(), await freePort()];
+  const [port, promPort] = await freePorts(2);
   const { engineBase, kvBase } = await freeUpPorts(2);
   const stack = spawnCli(
     ["up", "--engines", "2", "--port", String(port), "--engine-base-port", String(engineBase)].concat(
@@ -109,8 +109,9 @@ test("up --monitoring: Prometheus scrapes the stack with the rules loaded, and e
   await assert.rejects(fetch(`${prom}/-/ready`));
 });
 
+/** Polls `fn` until it gives a value; `timeoutMs` is a hang guard, never under a minute. */
 async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + Math.max(timeoutMs, 60_000); // timing-ok: a hang guard, polled
   for (;;) {
     const v = await fn();
     if (v !== undefined) return v;

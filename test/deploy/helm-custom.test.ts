@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
 import { stringify } from "yaml";
 import { Subscriber } from "zeromq";
-import { freePort, spawnCli } from "../helpers/cli.js";
+import { freePorts, spawnCli } from "../helpers/cli.js";
 import {
   byKind,
   envOf,
@@ -36,7 +36,7 @@ type Pod = { metadata: { labels: Record<string, string>; annotations?: Record<st
 const gpus = (pod: Pod) => pod.spec.containers[0].resources.limits["nvidia.com/gpu"];
 const args = (pod: Pod): string[] => pod.spec.containers[0].args ?? [];
 
-describe("helm chart: custom resources", { timeout: 120_000 }, () => {
+describe("helm chart: custom resources", { timeout: 300_000 }, () => {
   const rendered = new Map<string, K8sObject[]>();
   const renderOf = (t: TestContext, file: string): K8sObject[] | undefined => {
     const helm = requireTool(t, "helm");
@@ -243,7 +243,7 @@ describe("helm chart: custom resources", { timeout: 120_000 }, () => {
       const bad = { "bad-field.yaml": lws, "bad-cel.yaml": pool, "bad-pattern.yaml": route };
       for (const [name, o] of Object.entries(bad)) writeFileSync(join(dir, name), stringify(o));
       const r = run(python, [script, crds!, file, ...Object.keys(bad).map((n) => join(dir, n))], {
-        timeoutMs: 90_000,
+        timeoutMs: 240_000,
       });
       const report = JSON.parse(r.stdout) as { objects: number; rules_checked: number; errors: string[] };
       assert.deepEqual(
@@ -342,11 +342,11 @@ describe("helm chart: custom resources", { timeout: 120_000 }, () => {
   after(() => rendered.clear());
 });
 
-describe("collector mode's rendered engine args under the real CLI", { timeout: 60_000 }, () => {
+describe("collector mode's rendered engine args under the real CLI", { timeout: 180_000 }, () => {
   it("a sim engine pod connects out to a bound collector and publishes with its address in the topic", async (t) => {
     const helm = requireTool(t, "helm");
     if (!helm) return;
-    const [port, collector] = await Promise.all([freePort(), freePort()]);
+    const [port, collector] = await freePorts(2);
     const objs = render(helm, COLLECTOR, [
       `--set=engines.port=${port}`,
       `--set=engines.kvEvents.collector.port=${collector}`,

@@ -94,7 +94,7 @@ describe("PromQL metric-name extraction", () => {
   });
 });
 
-describe("metric catalogue", { timeout: 60_000 }, () => {
+describe("metric catalogue", { timeout: 180_000 }, () => {
   let stack: LocalStack | undefined;
   const exported = new Map<string, { type: string; source: string }>();
 

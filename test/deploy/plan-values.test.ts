@@ -27,6 +27,7 @@ const RENDER_KUBE_VERSION = "1.31.0";
 
 interface PlanJson {
   planned: boolean;
+  fleet: { gpu: string; engines: number; tensor_parallel_size: number };
   stack: { kind: string };
   kv_offload: { choice: "none" | "native" | "lmcache" };
   hbm: { gpu_memory_utilization: number };
@@ -143,7 +144,13 @@ describe("plan --emit-values renders with the chart", { timeout: 300_000 }, () =
       assert.equal(p.planned, true);
       const helm = requireTool(t, "helm");
       if (!helm) return;
-      checkEngine(lintAndRender(helm, values), p, scenario);
+      // a scenario that leaves the fleet to the planner is checked against the fleet it chose
+      const fleet = {
+        ...scenario.fleet,
+        engines: p.fleet.engines,
+        tensor_parallel_size: p.fleet.tensor_parallel_size,
+      };
+      checkEngine(lintAndRender(helm, values), p, { ...scenario, fleet });
     });
   }
 });

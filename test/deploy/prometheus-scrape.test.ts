@@ -24,8 +24,9 @@ async function query(prom: string, expr: string): Promise<PromVector["data"]["re
   return body.data.result;
 }
 
+/** Polls `fn` until it gives a value; `timeoutMs` is a hang guard, never under a minute. */
 async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + Math.max(timeoutMs, 60_000); // timing-ok: a hang guard, polled
   let last: unknown;
   while (Date.now() < deadline) {
     try {
@@ -39,7 +40,7 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
   throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
 }
 
-describe("a real Prometheus scrapes the router, a sim and the cache server", { timeout: 90_000 }, () => {
+describe("a real Prometheus scrapes the router, a sim and the cache server", { timeout: 240_000 }, () => {
   let stack: LocalStack | undefined;
   let prometheus: ChildProcess | undefined;
   let promLog = "";

@@ -15,7 +15,7 @@ const testFiles = readdirSync(promDir)
   .filter((f) => /test/.test(f) && f.endsWith(".yaml"))
   .sort();
 
-describe("Prometheus rules", { timeout: 60_000 }, () => {
+describe("Prometheus rules", { timeout: 180_000 }, () => {
   it("has rule files and a unit-test file for each", () => {
     assert.ok(ruleFiles.length >= 3, `rule files: ${ruleFiles.join(", ")}`);
     for (const r of ruleFiles) {

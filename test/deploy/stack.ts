@@ -2,7 +2,7 @@
 // cache server with its metrics port, a router in front of the sim (its endpoint picker on, so its
 // metrics are exported too) and, when asked, a second sim with LMCache on whose remote tier is that
 // cache server.
-import { freePort, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
+import { freePorts, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
 
 export interface LocalStack {
   simPort: number;
@@ -17,9 +17,7 @@ const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 export async function startLocalStack(
   opts: { simArgs?: string[]; lmcacheSim?: boolean } = {},
 ): Promise<LocalStack> {
-  const [simPort, lmcachePort, routerPort, cachePort, cacheMetricsPort, eppPort] = await Promise.all(
-    Array.from({ length: 6 }, () => freePort()),
-  );
+  const [simPort, lmcachePort, routerPort, cachePort, cacheMetricsPort, eppPort] = await freePorts(6);
   const procs: Spawned[] = [];
   const stop = async () => {
     await Promise.all(procs.map((p) => p.stop()));

@@ -54,7 +54,8 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs
   const r = spawnSync(cmd, args, {
     cwd: opts.cwd ?? repoRoot(),
     encoding: "utf8",
-    timeout: opts.timeoutMs ?? 30_000,
+    // a hang guard: helm and the validators are several times slower on a machine whose cores are busy
+    timeout: opts.timeoutMs ?? 120_000,
     maxBuffer: 64 * 2 ** 20,
   });
   if (r.error) throw r.error;

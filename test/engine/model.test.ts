@@ -1,6 +1,6 @@
 // The shape of the model on the virtual clock: anchors against published figures, batch and prompt-length
 // trends, prefix and offload effects, and the real-time driver.
-import { test } from "node:test";
+import { mock, test } from "node:test";
 import assert from "node:assert/strict";
 import { Engine } from "../../src/engine/engine.js";
 import { RealTimeDriver, VirtualDriver } from "../../src/engine/drivers.js";
@@ -193,13 +193,14 @@ test("real-time driver: runs a request on the wall clock with a time scale", asy
     const poll = setInterval(() => {
       if (rec.finished.has("a")) {
         clearInterval(poll);
+        clearTimeout(guard);
         resolve(true);
       }
     }, 5);
-    setTimeout(() => {
+    const guard = setTimeout(() => {
       clearInterval(poll);
       resolve(false);
-    }, 5000);
+    }, 30_000); // timing-ok: a hang guard (the run takes ~0.1 s idle)
   });
   driver.stop();
   assert.ok(done);
@@ -211,27 +212,35 @@ test("real-time driver: runs a request on the wall clock with a time scale", asy
   assert.equal(rec.tokens.get("a")!.ids.length, 20);
 });
 
-test("real-time driver compensates timer lateness over many steps", async () => {
-  const rec = new Recorder();
-  const engine = new Engine(config(), rec);
-  let t = 0;
-  // a fake clock that runs 0.3 ms late on every read, like a busy event loop
-  const clock = () => (t += 0.0003) + performance.now() / 1000;
-  const driver = new RealTimeDriver(engine, { timeScale: 0.2, clock });
-  engine.add(request("a", tokens(100), { maxTokens: 150, arrivalTime: clock() }));
-  const begin = clock();
-  driver.wake();
-  await new Promise<void>((resolve) => {
-    const poll = setInterval(() => {
-      if (rec.finished.has("a")) {
-        clearInterval(poll);
-        resolve();
-      }
-    }, 5);
-  });
-  driver.stop();
-  const elapsed = rec.finished.get("a")!.timings.finishedTime - begin;
-  const ideal = engine.snapshot().counters.busySeconds * 0.2;
-  console.log(`real-time: ${(elapsed * 1000).toFixed(1)} ms for ${(ideal * 1000).toFixed(1)} ms ideal`);
-  assert.ok(elapsed < ideal * 1.25 + 0.02, `elapsed ${elapsed} ideal ${ideal}`);
+test("real-time driver compensates timer lateness over many steps", () => {
+  // On mocked timers and a mocked clock, so that no real load can add to the lateness simulated here.
+  mock.timers.enable({ apis: ["setTimeout", "setImmediate"] });
+  try {
+    const rec = new Recorder();
+    const engine = new Engine(config(), rec);
+    let ms = 0; // mocked time, advanced by tick()
+    let late = 0;
+    // a clock that runs 0.3 ms late on every read, like a busy event loop
+    const clock = () => (ms + (late += 0.3)) / 1000;
+    const driver = new RealTimeDriver(engine, { timeScale: 0.2, clock });
+    engine.add(request("a", tokens(100), { maxTokens: 150, arrivalTime: clock() }));
+    const begin = clock();
+    driver.wake();
+    for (let i = 0; i < 1_000_000 && !rec.finished.has("a"); i++) {
+      mock.timers.tick(0.05);
+      ms += 0.05;
+    }
+    driver.stop();
+    assert.ok(rec.finished.has("a"), "the request finished");
+    const elapsed = rec.finished.get("a")!.timings.finishedTime - begin;
+    const ideal = engine.snapshot().counters.busySeconds * 0.2;
+    // the reads alone ran the clock ahead by `late` ms: waits that ignored it would add most of that
+    console.log(
+      `real-time: ${(elapsed * 1000).toFixed(1)} ms for ${(ideal * 1000).toFixed(1)} ms ideal; ` +
+        `the clock's reads ran ${late.toFixed(0)} ms late in all`,
+    );
+    assert.ok(elapsed < ideal * 1.25 + 0.02, `elapsed ${elapsed} ideal ${ideal}`);
+  } finally {
+    mock.timers.reset();
+  }
 });

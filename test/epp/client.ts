@@ -82,7 +82,7 @@ export class EppClient {
     return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`no reply to ${JSON.stringify(cmd)}; client stderr: ${this.stderr}`)),
-        30_000,
+        120_000, // a hang guard, beyond any recv's own timeout
       );
       this.waiting.set(seq, (r) => {
         clearTimeout(timer);
@@ -102,7 +102,8 @@ export class EppClient {
     if (!r.ok) throw new Error(`send ${id}: ${JSON.stringify(r.error)}`);
   }
 
-  recv(id: string, timeoutMs = 10_000): Promise<Reply> {
+  /** the default is a hang guard; a short `timeoutMs` checks that nothing comes */
+  recv(id: string, timeoutMs = 60_000): Promise<Reply> {
     return this.call({ op: "recv", id, timeoutMs });
   }
 

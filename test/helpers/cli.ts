@@ -43,7 +43,8 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): Spaw
     output: () => out,
     stop: async (signal: NodeJS.Signals = "SIGTERM") => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      // a hang guard: a clean shutdown of a stack of processes can take seconds on a busy machine
+      const t = setTimeout(() => child.kill("SIGKILL"), 30_000);
       const code = await exited;
       clearTimeout(t);
       return code;
@@ -51,18 +52,27 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): Spaw
   };
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
+/**
+ * The least time a test waits for something before calling it stuck. Waits in tests are hang guards,
+ * never timings: a machine whose every core is busy can take many times what an idle one does, and a
+ * wait that ends as soon as its condition holds costs nothing when the condition comes quickly.
+ */
+export const HANG_GUARD_MS = 30_000;
+
+/** A deadline `timeoutMs` from now, but never sooner than HANG_GUARD_MS. */
+export function hangGuardDeadline(timeoutMs: number): number {
+  return Date.now() + Math.max(timeoutMs, HANG_GUARD_MS); // timing-ok: a hang guard, polled
 }
 
+/**
+ * A port for a process to listen on later (a child we spawn, a server restarted on the same port, or
+ * one where nothing must listen). Taken from below Linux's ephemeral range, like freePortBlock: a port
+ * the kernel hands out for port 0 could go to another process's outgoing connection or listener in the
+ * seconds a loaded machine takes to start the child.
+ */
+export async function freePort(): Promise<number> {
+  return freePortBlock([0]);
+}
 /**
  * Polls an HTTP URL until it answers with the wanted status (default 200) or the timeout passes. Given the
  * process that should answer, it fails at once if that process exits, and says what it printed.
@@ -73,7 +83,7 @@ export async function waitForHttp(
   status = 200,
   proc?: Spawned,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = hangGuardDeadline(timeoutMs);
   let last = "";
   const said = () => (proc ? `\n--- its output ---\n${proc.output().slice(-4000)}` : "");
   while (Date.now() < deadline) {
@@ -95,31 +105,20 @@ export async function waitForHttp(
   throw new Error(`timed out waiting for ${url}: ${last}${said()}`);
 }
 
-/** n distinct free ports: every socket stays open until all are chosen, so none is handed out twice. */
+/** n distinct free ports (see freePort). */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const srv = createServer();
-          srv.once("error", reject);
-          srv.listen(0, "127.0.0.1", () => resolve(srv));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => {
-    const addr = s.address();
-    return typeof addr === "object" && addr ? addr.port : 0;
-  });
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  const ports: number[] = [];
+  while (ports.length < n) {
+    const p = await freePort();
+    if (!ports.includes(p)) ports.push(p);
+  }
   return ports;
 }
 
 /**
  * A base port with `base + o` free for every offset `o`, checked on all interfaces (the sim's ZMQ
  * sockets bind `*`) and taken from below Linux's ephemeral range (32768–60999), where neither
- * `freePort()` nor an outgoing connection's local port can land on it between the check and the bind.
+ * a listener on port 0 nor an outgoing connection's local port can land on it between the check and the bind.
  */
 export async function freePortBlock(offsets: readonly number[]): Promise<number> {
   const isFree = (port: number) =>

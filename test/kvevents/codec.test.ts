@@ -6,18 +6,118 @@ import { encode } from "@msgpack/msgpack";
 const pack = (value: unknown): Buffer => Buffer.from(encode(value, { useBigInt64: true }));
 import { decodeBatch, DecodeError, encodeBatch, type DecodeStats } from "../../src/kvevents/codec.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
-import { loadVectors, typedFromVectorForm } from "./vectors.js";
+import { allVectors, loadVectors, typedFromVectorForm } from "./vectors.js";
 
 const vectors = loadVectors();
 
-test("every shared vector decodes to its decoded form and re-encodes byte for byte", () => {
-  assert.ok(vectors.length >= 5);
-  for (const v of vectors) {
+test("every vector, v0.11 array events and v0.28 map events, decodes to its decoded form and re-encodes byte for byte", () => {
+  const all = allVectors();
+  assert.ok(all.filter((v) => v.layout === "array").length >= 5);
+  assert.ok(all.filter((v) => v.layout === "map").length >= 4);
+  for (const v of all) {
     const payload = Buffer.from(v.frames_hex[2], "hex");
     const batch = decodeBatch(payload);
     assert.deepEqual(batch, typedFromVectorForm(v.decoded), v.name);
-    assert.equal(encodeBatch(batch).toString("hex"), v.frames_hex[2], v.name);
+    assert.equal(encodeBatch(batch, v.layout).toString("hex"), v.frames_hex[2], v.name);
   }
+});
+
+test("the v0.28 vectors carry group_idx and extra_keys, and the map layout writes them back in vLLM's field order", () => {
+  const v = loadVectors("vllm-kv-events-v028.json");
+  const salted = decodeBatch(Buffer.from(v.find((x) => x.name === "v028_lora_salt")!.frames_hex[2], "hex"));
+  const ev = salted.events[0]!;
+  assert.equal(ev.type, "BlockStored");
+  if (ev.type !== "BlockStored") return;
+  assert.equal(ev.groupIdx, 0);
+  assert.equal(ev.loraName, "adapter");
+  assert.deepEqual(ev.extraKeys, [["salt-1"], null]);
+  const removed = decodeBatch(
+    Buffer.from(v.find((x) => x.name === "v028_child_removed_cpu")!.frames_hex[2], "hex"),
+  ).events[2]!;
+  assert.deepEqual(removed, {
+    type: "BlockRemoved",
+    blockHashes: [2238298608368006271n],
+    medium: "GPU",
+    groupIdx: 0,
+  });
+});
+
+test("a parent hash of 0 is read as no parent, in both layouts (vLLM treats a falsy parent as NONE_HASH)", () => {
+  const arrayForm = decodeBatch(pack([1.0, [["BlockStored", [5], 0, [1, 2], 2, null, "GPU"]]]));
+  const mapForm = decodeBatch(
+    pack([
+      1.0,
+      [{ type: "BlockStored", block_hashes: [5], parent_block_hash: 0, token_ids: [1, 2], block_size: 2 }],
+    ]),
+  );
+  const absent = decodeBatch(
+    pack([1.0, [{ type: "BlockStored", block_hashes: [5], token_ids: [1, 2], block_size: 2 }]]),
+  );
+  for (const b of [arrayForm, mapForm, absent]) {
+    const ev = b.events[0]!;
+    assert.equal(ev.type, "BlockStored");
+    if (ev.type === "BlockStored") assert.equal(ev.parentBlockHash, null);
+  }
+});
+
+test("both layouts round-trip every optional field; the map layout omits None-default fields that are unset", () => {
+  const full: KvEventBatch = {
+    ts: 7.5,
+    events: [
+      {
+        type: "BlockStored",
+        blockHashes: [1n << 63n],
+        parentBlockHash: 3n,
+        tokenIds: [1, 2],
+        blockSize: 2,
+        loraId: null,
+        medium: "GPU",
+        loraName: null,
+        extraKeys: [["a", 1, Buffer.from([1, 2])]],
+        groupIdx: 1,
+        kvCacheSpecKind: "sliding_window",
+        kvCacheSpecSlidingWindow: 128,
+        locality: "LOCAL",
+      },
+      { type: "BlockRemoved", blockHashes: [4n], medium: "GPU", groupIdx: 1, locality: "REMOTE" },
+      { type: "AllBlocksCleared" },
+    ],
+    dataParallelRank: 0,
+  };
+  for (const layout of ["array", "map"] as const)
+    assert.deepEqual(decodeBatch(encodeBatch(full, layout)), full, layout);
+  const bare: KvEventBatch = {
+    ts: 1,
+    events: [
+      {
+        type: "BlockStored",
+        blockHashes: [1n],
+        parentBlockHash: null,
+        tokenIds: [9],
+        blockSize: 1,
+        loraId: null,
+        medium: "GPU",
+      },
+    ],
+    dataParallelRank: 0,
+  };
+  const mapHex = encodeBatch(bare, "map").toString("hex");
+  // eight entries: the fields without a default (lora_name written as nil), nothing after them
+  assert.ok(mapHex.includes("88a474797065ab426c6f636b53746f726564"), mapHex);
+  assert.ok(mapHex.endsWith("a96c6f72615f6e616d65c000"), mapHex);
+  assert.deepEqual(decodeBatch(encodeBatch(bare, "map")).events[0], { ...bare.events[0], loraName: null });
+  // the array layout writes nil for an unset field before a set one, and nothing after the last set one
+  const grouped: KvEventBatch = {
+    ...bare,
+    events: [{ ...bare.events[0]!, groupIdx: 2 } as KvEventBatch["events"][0]],
+  };
+  const arr = decodeBatch(encodeBatch(grouped, "array")).events[0];
+  assert.deepEqual(arr, { ...grouped.events[0], loraName: null });
+  // ten elements: the tag, the eight fields up to lora_name (unset ones nil), extra_keys nil, group_idx
+  assert.ok(
+    encodeBatch(grouped, "array").toString("hex").includes("919aab426c6f636b53746f726564"),
+    "tag .. group_idx",
+  );
 });
 
 test("hashes beyond 2^53 come back as exact bigints", () => {
@@ -95,11 +195,15 @@ test("the map form (events and batch as maps with a type key) decodes to the sam
         lora_id: null,
         medium: "GPU",
         extra_keys: [["future", 1]],
+        future_field: { nested: [1, 2] },
       },
       { type: "BlockRemoved", block_hashes: [2238298608368006271n], medium: "GPU" },
     ],
     data_parallel_rank: 0,
   });
+  const stored = arrayForm.events[0]!;
+  assert.equal(stored.type, "BlockStored");
+  if (stored.type === "BlockStored") stored.extraKeys = [["future", 1]];
   assert.deepEqual(decodeBatch(mapPayload), arrayForm);
   // and an array batch whose events are maps
   const mixed = pack([1.5, [{ type: "AllBlocksCleared" }, { type: "BlockRemoved", block_hashes: [7] }]]);
@@ -110,7 +214,7 @@ test("the map form (events and batch as maps with a type key) decodes to the sam
   });
 });
 
-test("short arrays take defaults; extra trailing fields are skipped", () => {
+test("short arrays take defaults; newer trailing fields are read and unknown ones skipped", () => {
   const short = pack([3, [["BlockStored", [1], null, [5, 6], 2]]]);
   assert.deepEqual(decodeBatch(short), {
     ts: 3,
@@ -130,8 +234,23 @@ test("short arrays take defaults; extra trailing fields are skipped", () => {
   const long = pack([
     3.25,
     [
-      ["BlockStored", [1], 2, [5], 1, 7, "GPU", "ad", [["mm", "x"]], { more: true }],
-      ["BlockRemoved", [1], "GPU", "extra"],
+      [
+        "BlockStored",
+        [1],
+        2,
+        [5],
+        1,
+        7,
+        "GPU",
+        "ad",
+        [["mm", "x"]],
+        1,
+        "sliding_window",
+        64,
+        "LOCAL",
+        { more: true },
+      ],
+      ["BlockRemoved", [1], "GPU", 1, "REMOTE", "extra"],
       ["AllBlocksCleared", 1],
     ],
     4,
@@ -149,8 +268,13 @@ test("short arrays take defaults; extra trailing fields are skipped", () => {
         loraId: 7,
         medium: "GPU",
         loraName: "ad",
+        extraKeys: [["mm", "x"]],
+        groupIdx: 1,
+        kvCacheSpecKind: "sliding_window",
+        kvCacheSpecSlidingWindow: 64,
+        locality: "LOCAL",
       },
-      { type: "BlockRemoved", blockHashes: [1n], medium: "GPU" },
+      { type: "BlockRemoved", blockHashes: [1n], medium: "GPU", groupIdx: 1, locality: "REMOTE" },
       { type: "AllBlocksCleared" },
     ],
     dataParallelRank: 4,

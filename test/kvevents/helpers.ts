@@ -1,6 +1,7 @@
 // Small helpers for the KV-event tests: configs on ephemeral loopback ports, batches, bounded waits.
 import { parseKvEventsConfig, type KvEventsConfig } from "../../src/kvevents/config.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
+import { HANG_GUARD_MS } from "../helpers/cli.js";
 
 export function loopbackConfig(over: Record<string, unknown> = {}): KvEventsConfig {
   return parseKvEventsConfig({
@@ -24,13 +25,18 @@ export function batchNo(i: number): KvEventBatch {
         blockSize: 4,
         loraId: null,
         medium: "GPU",
+        loraName: null,
       },
     ],
     dataParallelRank: 0,
   };
 }
 
-export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+/**
+ * Polls `cond` for up to `timeoutMs`. The default is a hang guard; a short timeout is a deliberate brief
+ * wait (publish again if nothing came), which callers catch.
+ */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = HANG_GUARD_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

@@ -58,8 +58,9 @@ test("publisher 'null' or disabled events give the null publisher", async () => 
 
 test("frames are [topic, seq u64 BE from 0, payload], and replay answers from a start seq then the end frame", async () => {
   const pub = await ZmqEventPublisher.create(loopbackConfig({ topic: "kv@sim@m", buffer_steps: 4 }));
-  const sub = new Subscriber({ receiveTimeout: 5000 });
-  const dealer = new Dealer({ receiveTimeout: 5000 });
+  // receive timeouts and the publish loop's bound are hang guards
+  const sub = new Subscriber({ receiveTimeout: 30_000 });
+  const dealer = new Dealer({ receiveTimeout: 30_000 });
   try {
     assert.match(pub.endpoint, /^tcp:\/\/127\.0\.0\.1:\d+$/);
     sub.connect(pub.endpoint);
@@ -71,7 +72,7 @@ test("frames are [topic, seq u64 BE from 0, payload], and replay answers from a 
     while (!frames) {
       pub.publish(batchNo(i++));
       frames = await Promise.race([firstReceive, sleep(50).then(() => undefined)]);
-      assert.ok(i < 200, "the subscriber never received anything");
+      assert.ok(i < 600, "the subscriber never received anything");
     }
     while (i < 6) pub.publish(batchNo(i++));
     for (let current: Buffer[] = frames; ; current = await sub.receive()) {

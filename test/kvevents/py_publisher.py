@@ -43,7 +43,7 @@ BATCHES = {
         0,
     ],
     2: [1763700001.5, [["BlockRemoved", [digest(H(0))], "GPU"]], 0],
-    3: [1763700002.0, [["BlockRemoved", [H(1)], "GPU", "extra"], ["AllBlocksCleared"]]],
+    3: [1763700002.0, [["BlockRemoved", [H(1)], "GPU", 1, "LOCAL", "newer"], ["AllBlocksCleared"]]],
 }
 LIVE = [0, 1, 3]
 

@@ -38,12 +38,12 @@ function scenario(p: Patch = {}): ResolvedScenario {
 
 const ids = (fs: { rule: string }[]) => fs.map((f) => f.rule);
 
-test("refuse.plan.no-hbm-monitoring: no HBM-pressure monitoring refuses to plan", () => {
+test("refuse.plan.no-hbm-monitoring: no HBM-pressure monitoring refuses to plan", async () => {
   const f = planRefusal(scenario({ ops: { hbm_monitoring: false } }));
   assert.equal(f?.rule, "refuse.plan.no-hbm-monitoring");
   assert.match(f!.reason, /first preemption will be a surprise/);
   assert.equal(planRefusal(scenario()), null);
-  const out = makePlan(scenario({ ops: { hbm_monitoring: false } }));
+  const out = await makePlan(scenario({ ops: { hbm_monitoring: false } }));
   assert.equal(out.ok, false);
 });
 
@@ -144,18 +144,18 @@ test("select.offload.none: short prompts at low concurrency stay without offload
   assert.match(sel.finding.reason, /offload refused/);
 });
 
-test("plan end to end: no Kubernetes gives a single engine behind a proxy, with the refusal listed", () => {
+test("plan end to end: no Kubernetes gives a single engine behind a proxy, with the refusal listed", async () => {
   const r = scenario({
     workload: { prompt_tokens: 2000, output_tokens: 64, concurrency: 8, shared_prefix_tokens: 1000 },
     fleet: { engines: 2 },
     ops: { kubernetes: false },
     simulation: { requests: 24 },
   });
-  const out = makePlan(r, { sweep: [] });
+  const out = await makePlan(r, { sweep: [] });
   assert.ok(out.ok);
   assert.equal(out.plan.stack.kind, "single-engine-proxy");
   assert.ok(ids(out.plan.refusals).includes(REFUSALS.noKubernetes.id));
-  const withK8s = makePlan(
+  const withK8s = await makePlan(
     scenario({
       ...{ workload: { prompt_tokens: 2000, output_tokens: 64, concurrency: 8, shared_prefix_tokens: 1000 } },
       fleet: { engines: 2 },
@@ -200,7 +200,7 @@ test("select.router.pinned: a policy the scenario names is planned and simulated
   assert.notEqual(selectRouterPolicy(scenario()).finding.rule, ROUTER_SELECTIONS.pinned.id);
 });
 
-test("plan simulates with the policy it recommends: hybrid with KV events, least-load without", () => {
+test("plan simulates with the policy it recommends: hybrid with KV events, least-load without", async () => {
   const small = { prompt_tokens: 2000, output_tokens: 32, concurrency: 8, shared_prefix_tokens: 1500 };
   const sim = { requests: 24 };
   const cases = [
@@ -216,7 +216,7 @@ test("plan simulates with the policy it recommends: hybrid with KV events, least
     },
   ];
   for (const c of cases) {
-    const out = makePlan(c.r, { sweep: [] });
+    const out = await makePlan(c.r, { sweep: [] });
     assert.ok(out.ok);
     const p = out.plan;
     assert.equal(p.router.policy, c.policy);
@@ -246,4 +246,50 @@ test("plan simulates with the policy it recommends: hybrid with KV events, least
       assert.equal(match, same, `${c.policy} plan against a ${policy} run`);
     }
   }
+});
+
+test("select.offload.none without the refusal says there was no HBM pressure, with the figures, not 'short prompts'", () => {
+  const r = scenario();
+  const sel = selectOffload(r, {
+    refusals: offloadRefusals(r, 0),
+    baselineKvP99: 0.43,
+    baselinePreemptions: 0,
+    offloadGain: -0.003,
+  });
+  assert.equal(sel.choice, "none");
+  assert.doesNotMatch(sel.finding.reason, /short prompts/);
+  assert.match(
+    sel.finding.reason,
+    /KV usage P99 43\.0% < 92\.0%, 0 preemptions, best offload gain −0\.3% < \+3\.0%/,
+  );
+  // a rule that fired names the conditions that fired it, and only those
+  const lm = selectOffload(r, {
+    refusals: [],
+    baselineKvP99: 0.5,
+    baselinePreemptions: 7,
+    offloadGain: 0.01,
+  });
+  assert.equal(lm.choice, "lmcache");
+  assert.match(
+    lm.finding.reason,
+    /Fired by cross-engine reuse: 4 engines, prefix_reuse multi-tenant, 4000 shared prefix tokens; HBM pressure: 7 preemptions in the simulated baseline\.$/,
+  );
+});
+
+test("refuse.offload.short-prompts-low-concurrency with QPS only: concurrency is QPS × mean E2E, and the plan says so", () => {
+  const r = scenario({
+    workload: {
+      prompt_tokens: 800,
+      shared_prefix_tokens: 0,
+      prefix_reuse: "none",
+      concurrency: undefined,
+      qps: 4,
+    },
+  });
+  const f = offloadRefusals(r, 0, { value: 10, basis: "4 QPS × 2.50 s mean E2E, Little's law" });
+  assert.match(f[0]!.reason, /concurrency ≈ 10 \(4 QPS × 2\.50 s mean E2E, Little's law\) < 100/);
+  assert.deepEqual(
+    ids(offloadRefusals(r, 0, { value: 150, basis: "x" })).includes(REFUSALS.shortPromptsLowConcurrency.id),
+    false,
+  );
 });

@@ -1,12 +1,14 @@
 // Fault test: engines die, hang and answer 503 under steady load. No non-streaming request may be
-// lost, streams on the killed engine end with an SSE error event, the failing engines are ejected,
-// and engines come back into rotation after they recover.
+// lost, streams on the killed engine move to another engine and end whole, each faulty engine is ejected (the
+// hung one by the health check's timeout), and engines come back into rotation after they recover.
+// How soon an engine is ejected follows from the health settings, not from this machine's speed, so no
+// wall-clock bound is asserted here.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startFakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
-test("kill, hang and 503 under load: nothing lost, streams on the killed engine move to another, ejection, re-admission", async () => {
+test("kill, hang and 503 under load: nothing lost, streams on the killed engine move to another, each ejected, re-admission", async () => {
   const opts = { models: ["fake/m"], tokenDelayMs: 5 };
   const good = await startFakeEngine(opts);
   const killed = await startFakeEngine(opts);
@@ -26,7 +28,7 @@ test("kill, hang and 503 under load: nothing lost, streams on the killed engine 
       timeouts: { firstByte: 1500 },
       health: {
         interval: 100,
-        timeout: 300,
+        timeout: 1_000, // not less: a healthy engine in this busy process is never taken for a hung one
         failuresToEject: 2,
         successesToReadmit: 2,
         maxEjectionPercent: 100,
@@ -73,7 +75,7 @@ test("kill, hang and 503 under load: nothing lost, streams on the killed engine 
     // ejected for slow probes: it goes once those streams end
     await Promise.all(
       [killed, hung, failing].map((e) =>
-        waitUntil(() => stateOf(e.url) === "ejected", 15_000, `${e.url} ejected`),
+        waitUntil(() => stateOf(e.url) === "ejected", 30_000, `${e.url} ejected`),
       ),
     );
     const afterFault = completed;
@@ -114,6 +116,10 @@ test("kill, hang and 503 under load: nothing lost, streams on the killed engine 
       m,
       /switchyard_migrations_total\{model="fake\/m",reason="connection_lost",outcome="continued"\} [1-9]/,
     );
+    const hungEjections = new RegExp(
+      `switchyard_engine_ejections_total\\{engine="${hung.url}",reason="health"\\} [1-9]`,
+    );
+    assert.match(m, hungEjections, "the hung engine is ejected by the health check's timeout");
   } finally {
     await router.close();
     for (const e of engines) await e.close();

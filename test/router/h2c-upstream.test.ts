@@ -68,10 +68,17 @@ async function startH2Upstream(): Promise<H2Upstream> {
     jsonDelayMs: 0,
     close: async () => {
       for (const t of timers) clearTimeout(t);
-      for (const s of sessions) s.destroy();
+      // every session, not only those that carried a stream: server.close() waits for all of them, and
+      // a router's idle h2c connection can outlive Router.close() (seen on a loaded machine)
+      for (const s of connected) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+  const connected = new Set<Http2Session>();
+  server.on("session", (s: Http2Session) => {
+    connected.add(s);
+    s.on("close", () => connected.delete(s));
+  });
   const later = (ms: number, fn: () => void) => {
     const t = setTimeout(() => {
       timers.delete(t);
@@ -390,8 +397,9 @@ test("h2c backend: a reload that changes the protocol swaps the engine's pool", 
   const base = {
     host: "127.0.0.1",
     port: 0,
-    health: { interval: 100, timeout: 300 },
-    discovery: { modelsInterval: 300, metricsInterval: 100, metricsTimeout: 300 },
+    // timeouts a loaded machine meets (the upstream is in this process): see routerFor
+    health: { interval: 100, timeout: 2_000 },
+    discovery: { modelsInterval: 300, metricsInterval: 100, metricsTimeout: 2_000 },
   };
   // HTTP/1.1 against an h2-only server: health checks fail, the engine never enters rotation
   const router = await startRouter({ ...base, backends: [up.url] });

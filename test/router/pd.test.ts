@@ -1,12 +1,15 @@
 // Disaggregated prefill/decode end to end: two NixlConnector producer sims, two consumer sims and one
 // router. The openai client sees ordinary answers (chat and completions, streamed and not); the
 // producers saw max_tokens 1 and do_remote_decode; the consumers got the params, pulled the KV
-// instead of computing the prompt, and their TTFT is the modelled transfer, not a prefill; a stopped
+// instead of computing the prompt, and their TTFT is at least the modelled transfer, which the model
+// puts far below a prefill (wall-clock TTFTs are only held to lower bounds); a stopped
 // producer fails over to the other; a prefill 400 reaches the client in OpenAI format.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import type { RunningSim } from "../../src/sim/app.js";
+import { StepTimer } from "../../src/engine/index.js";
+import { prefillStepSeconds } from "../helpers/model.js";
 import type { RunningRouter } from "../../src/router/index.js";
 import { getText, metric, startTestSim } from "../sim/helpers.js";
 import { post, routerFor, waitUntil } from "./util.js";
@@ -106,7 +109,9 @@ test("chat and completions, streamed and not: prefill engines see max_tokens 1, 
   }
   assert.ok(text.length > 0, "streamed chat text");
   assert.equal(usage?.completion_tokens, 24);
-  assert.ok(arrivals.length >= 12, `${arrivals.length} content chunks`);
+  // steps the sim completes back to back (catching up after a late timer on a busy machine) share a
+  // chunk, so the count is not fixed; the spread is a lower bound no load can shrink
+  assert.ok(arrivals.length >= 2, `${arrivals.length} content chunks`);
   // 23 decode steps of ≥ 6 ms modelled each, × 4: a buffered relay would deliver them all at once
   assert.ok(
     arrivals.at(-1)! - arrivals[0]! > 150,
@@ -170,15 +175,23 @@ test("the decode engine's TTFT is the modelled transfer, not a prefill", async (
   const decodeTtft = ttft(2) + ttft(3);
   const xfer = delta(2, "vllm:nixl_xfer_time_seconds_sum") + delta(3, "vllm:nixl_xfer_time_seconds_sum");
   assert.ok(xfer > 0, "a transfer was modelled");
-  // the decode engine waited the modelled transfer (× time scale), and far less than a prefill
+  // the decode engine waited at least the modelled transfer (× time scale): a lower bound no load breaks
   assert.ok(
     decodeTtft >= xfer * TIME_SCALE * 0.95,
     `decode TTFT ${decodeTtft} s, transfer ${xfer * TIME_SCALE} s`,
   );
+  // and it did not prefill: it ran the prompt's last partial block and the outputs, not the prompt
+  const computed = delta(2, "vllm:iteration_tokens_total_sum") + delta(3, "vllm:iteration_tokens_total_sum");
+  assert.ok(computed < 16 + 2 + 16, `decode engines computed ${computed} tokens`);
+  // how much shorter than a prefill that wait is, is the model's to say (wall-clock TTFTs on a busy
+  // machine are not): the modelled transfer against the modelled prefill step of the same prompt
+  const p = r.usage!.prompt_tokens;
+  const prefillStep = prefillStepSeconds(new StepTimer(producers[0]!.ctx.runtime.config), p);
   assert.ok(
-    decodeTtft < 0.5 * prefillTtft,
-    `decode TTFT ${decodeTtft} s against prefill TTFT ${prefillTtft} s`,
+    xfer < 0.5 * prefillStep,
+    `modelled transfer ${xfer} s against a modelled prefill of ${prefillStep} s`,
   );
+  assert.ok(prefillTtft >= prefillStep * TIME_SCALE * 0.95, `prefill TTFT ${prefillTtft} s`);
 });
 
 test("a prefill 400 reaches the client as an OpenAI error, and no decode engine is asked", async () => {

@@ -1,5 +1,6 @@
 // Starts an in-process router on an ephemeral loopback port with fast health/metrics loops.
 import { startRouter, type RouterConfigInput, type RunningRouter } from "../../src/router/index.js";
+import { hangGuardDeadline } from "../helpers/cli.js";
 
 export async function routerFor(
   backends: RouterConfigInput["backends"],
@@ -10,17 +11,21 @@ export async function routerFor(
     port: 0,
     backends,
     ...extra,
-    health: { interval: 100, timeout: 300, failuresToEject: 2, successesToReadmit: 2, ...extra.health },
-    discovery: { modelsInterval: 300, metricsInterval: 100, metricsTimeout: 300, ...extra.discovery },
+    // fast loops, but timeouts a loaded machine meets: an in-process engine answers only when this
+    // process gets the CPU, and two late answers in a row would eject a healthy engine
+    health: { interval: 100, timeout: 2_000, failuresToEject: 2, successesToReadmit: 2, ...extra.health },
+    discovery: { modelsInterval: 300, metricsInterval: 100, metricsTimeout: 2_000, ...extra.discovery },
   });
   await waitUntil(() => r.router.registry.anyReady(), 5000, "an engine ready");
   return r;
 }
 
+/** Polls `cond`; `timeoutMs` is a hang guard (never under HANG_GUARD_MS). Resolves with the ms waited. */
 export async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<number> {
   const start = Date.now();
+  const deadline = hangGuardDeadline(timeoutMs);
   while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
   return Date.now() - start;

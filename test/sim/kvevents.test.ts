@@ -8,6 +8,7 @@ import { Dealer, Subscriber } from "zeromq";
 import { decodeBatch } from "../../src/kvevents/codec.js";
 import type { KvEvent, KvEventBatch } from "../../src/kvevents/events.js";
 import type { RunningSim } from "../../src/sim/app.js";
+import { parseSimArgs } from "../../src/sim/config.js";
 import { postJson, startTestSim, tokenIds } from "./helpers.js";
 import { vectorPath } from "../helpers/vectors.js";
 
@@ -23,7 +24,7 @@ const smallVocab = vectors.cases.find((c) => c.name === "small_vocab_64tokens")!
 
 let sim: RunningSim;
 let sub: Subscriber;
-const received: Array<{ seq: bigint; batch: KvEventBatch }> = [];
+const received: Array<{ seq: bigint; batch: KvEventBatch; payload: Buffer }> = [];
 let receiving: Promise<void>;
 
 before(async () => {
@@ -47,15 +48,19 @@ before(async () => {
   ]);
   assert.ok(sim.kvEventsEndpoint);
   sub = new Subscriber();
+  // ZMQ's slow joiner: a batch published before the subscription reaches the sim is dropped. Wait for the
+  // connection (a loaded machine can take a while), then give the subscription message time to cross.
+  const connected = new Promise<void>((resolve) => sub.events.on("connect", () => resolve()));
   sub.connect(sim.kvEventsEndpoint!);
   sub.subscribe("kv@sim@opt");
   receiving = (async () => {
     for await (const [topic, seq, payload] of sub) {
       assert.equal(topic!.toString(), "kv@sim@opt");
-      received.push({ seq: seq!.readBigUInt64BE(), batch: decodeBatch(payload!) });
+      received.push({ seq: seq!.readBigUInt64BE(), batch: decodeBatch(payload!), payload: payload! });
     }
   })().catch(() => {});
-  await new Promise((r) => setTimeout(r, 300)); // ZMQ slow joiner
+  await connected;
+  await new Promise((r) => setTimeout(r, 300));
 });
 
 after(async () => {
@@ -64,7 +69,8 @@ after(async () => {
   await sim.close();
 });
 
-async function waitFor(pred: () => boolean, what: string, ms = 5000): Promise<void> {
+/** Polls `pred`; `ms` is a hang guard. */
+async function waitFor(pred: () => boolean, what: string, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -95,6 +101,58 @@ test("a token-id prompt stores blocks whose hashes equal vLLM's sha256_cbor hash
   assert.ok(Math.abs(received[0]!.batch.ts - Date.now() / 1000) < 30, "ts is wall time");
 });
 
+test("the sim claims vLLM 0.28.0 by default and publishes that release's layout: tagged maps with group_idx", async () => {
+  const version = (await (await fetch(`${sim.url}/version`)).json()) as { version: string };
+  assert.equal(version.version, "0.28.0");
+  await waitFor(() => received.length > 0, "a batch");
+  const first = received[0]!;
+  // [ts, [event...], rank]: the array header, the float64 ts, the events array, then a map (0x8N)
+  assert.equal(first.payload[0], 0x93);
+  assert.equal(first.payload[10]! & 0xf0, 0x90);
+  assert.equal(first.payload[11]! & 0xf0, 0x80, first.payload.toString("hex").slice(0, 40));
+  const stored = first.batch.events.find((e) => e.type === "BlockStored");
+  assert.ok(stored && stored.type === "BlockStored");
+  assert.equal(stored.groupIdx, 0);
+  assert.equal(stored.loraName, null);
+});
+
+test("--vllm-version 0.23.0 reports that version and publishes tagged arrays without group_idx", async () => {
+  const old = await startTestSim("facebook/opt-125m", [
+    "--vllm-version",
+    "0.23.0",
+    "--kv-events-config",
+    JSON.stringify({ enable_kv_cache_events: true, endpoint: "tcp://127.0.0.1:*", replay_endpoint: null }),
+  ]);
+  const s = new Subscriber();
+  const got: Buffer[] = [];
+  s.connect(old.kvEventsEndpoint!);
+  s.subscribe("");
+  const loop = (async () => {
+    for await (const [, , payload] of s) got.push(payload!);
+  })().catch(() => {});
+  try {
+    const v = (await (await fetch(`${old.url}/version`)).json()) as { version: string };
+    assert.equal(v.version, "0.23.0");
+    for (let i = 0; got.length === 0; i++) {
+      assert.ok(i < 100, "no KV events");
+      await postJson(`${old.url}/v1/completions`, { prompt: `old layout ${i} `.repeat(12), max_tokens: 1 });
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    assert.equal(got[0]![11]! & 0xf0, 0x90, "an event array");
+    const ev = decodeBatch(got[0]!).events[0]!;
+    assert.equal(ev.type, "BlockStored");
+    assert.equal((ev as { groupIdx?: number }).groupIdx, undefined);
+  } finally {
+    s.close();
+    await loop;
+    await old.close();
+  }
+  assert.throws(
+    () => parseSimArgs(["facebook/opt-125m", "--vllm-version", "latest"], {}),
+    /--vllm-version must look like 0.28.0/,
+  );
+});
+
 test("memory pressure evicts cached blocks: BlockRemoved with the evicted hashes", async () => {
   // 8 blocks hold two 64-token prompts; the third evicts the least recently used: the first.
   for (const seed of [7, 9]) {
@@ -122,7 +180,7 @@ test("reset_prefix_cache publishes AllBlocksCleared", async () => {
 });
 
 test("replay: a DEALER gets every buffered batch from seq 0, then the end marker", async () => {
-  const dealer = new Dealer({ receiveTimeout: 3000 });
+  const dealer = new Dealer({ receiveTimeout: 30_000 }); // a hang guard
   dealer.connect(sim.kvReplayEndpoint!);
   const start = Buffer.alloc(8);
   start.writeBigUInt64BE(0n);

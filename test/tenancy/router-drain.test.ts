@@ -1,7 +1,9 @@
 // Graceful drain (issue 9 acceptance 6): SIGTERM to a real `switchyard router` process during load.
-// New connections are refused at once; every stream in flight finishes whole when it can within
-// --drain-timeout, and the process exits as soon as they are done; a stream longer than the deadline
-// is cut only after it. POST /admin/drain turns readiness off without stopping the process.
+// New connections are refused at once (before any stream in flight has ended); every stream in flight
+// finishes whole when it can within --drain-timeout, and the process exits as soon as they are done,
+// long before the deadline and without cutting anything; a stream longer than the deadline is cut only
+// after it. POST /admin/drain turns readiness off without stopping the process. Orders and lower bounds
+// only: a busy machine can delay each step, never reorder them.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
@@ -12,6 +14,8 @@ import { startFakeEngine } from "../router/fake-engine.js";
 import { routerFor } from "../router/util.js";
 
 const MODEL = "fake/model-a";
+/** the drain's warning is asserted on, whatever level the runner sets */
+const WARN_LOGS = { SWITCHYARD_LOG_LEVEL: "warn" };
 
 function refused(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -53,17 +57,21 @@ async function stream(url: string, agent: Agent, maxTokens: number): Promise<Str
 
 test(
   "SIGTERM during load: no new connections, every in-flight stream finishes, exit before the deadline",
-  { timeout: 40_000 },
+  { timeout: 120_000 },
   async () => {
     const eng = await startFakeEngine({ tokenDelayMs: 100 });
     const port = await freePort();
-    const router = spawnCli([
-      "router",
-      "--host=127.0.0.1",
-      `--port=${port}`,
-      `--backend=${eng.url}`,
-      "--drain-timeout=12s",
-    ]);
+    const router = spawnCli(
+      [
+        "router",
+        "--host=127.0.0.1",
+        `--port=${port}`,
+        `--backend=${eng.url}`,
+        // far beyond the streams' ~6 s: exiting before it shows the router did not wait for it
+        "--drain-timeout=60s",
+      ],
+      WARN_LOGS,
+    );
     const agent = new Agent({ connections: 64 });
     try {
       const url = `http://127.0.0.1:${port}`;
@@ -80,14 +88,16 @@ test(
       );
       const termAt = performance.now();
       router.child.kill("SIGTERM");
-      // the listener closes at once
+      // the listener closes at once: while every stream is still running
       let closedAt = Infinity;
-      for (let i = 0; i < 50 && closedAt === Infinity; i++) {
+      const deadline = termAt + 30_000; // timing-ok: a hang guard, polled
+      while (closedAt === Infinity && performance.now() < deadline) {
         if (await refused(port)) closedAt = performance.now();
         else await new Promise((r) => setTimeout(r, 20));
       }
-      assert.ok(closedAt - termAt < 1000, "new connections are refused within a second of SIGTERM");
       const results = await Promise.all(streams);
+      const firstEnd = Math.min(...results.map((r) => r.endedAt));
+      assert.ok(closedAt < firstEnd, "new connections were refused before any stream in flight ended");
       for (const r of results) {
         assert.equal(r.tokens, 60, "every stream in flight got all its tokens");
         assert.ok(r.done, "and ended with [DONE], no error event");
@@ -95,10 +105,8 @@ test(
       const code = await exited;
       const exitAfter = performance.now() - termAt;
       assert.equal(code, 0, router.output().slice(-2000));
-      assert.ok(
-        exitAfter < 10_000,
-        `exited ${exitAfter.toFixed(0)} ms after SIGTERM: as soon as the streams ended`,
-      );
+      assert.doesNotMatch(router.output(), /drain deadline passed/, "nothing was left for the deadline");
+      assert.ok(exitAfter < 60_000, `exited ${exitAfter.toFixed(0)} ms after SIGTERM`); // timing-ok: the 60 s deadline
       assert.equal(eng.aborted, 0, "no upstream request was cut");
     } finally {
       await agent.close();
@@ -108,16 +116,13 @@ test(
   },
 );
 
-test("a stream longer than --drain-timeout is cut only at the deadline", { timeout: 40_000 }, async () => {
+test("a stream longer than --drain-timeout is cut only at the deadline", { timeout: 120_000 }, async () => {
   const eng = await startFakeEngine({ tokenDelayMs: 100 });
   const port = await freePort();
-  const router = spawnCli([
-    "router",
-    "--host=127.0.0.1",
-    `--port=${port}`,
-    `--backend=${eng.url}`,
-    "--drain-timeout=2s",
-  ]);
+  const router = spawnCli(
+    ["router", "--host=127.0.0.1", `--port=${port}`, `--backend=${eng.url}`, "--drain-timeout=2s"],
+    WARN_LOGS,
+  );
   const agent = new Agent({ connections: 8 });
   try {
     const url = `http://127.0.0.1:${port}`;
@@ -135,8 +140,10 @@ test("a stream longer than --drain-timeout is cut only at the deadline", { timeo
       cutAfter >= 1_900,
       `the long stream was cut ${cutAfter.toFixed(0)} ms after SIGTERM, before the 2 s deadline`,
     );
-    assert.ok(cutAfter < 6_000, `and promptly after it (${cutAfter.toFixed(0)} ms)`);
-    assert.ok(l.tokens > 10 && l.tokens < 200);
+    // cut, not finished: it had 20 s of tokens to send; the router says why it cut it
+    assert.ok(l.tokens > 0 && l.tokens < 200, `${l.tokens} tokens`);
+    assert.ok(!l.done);
+    assert.match(router.output(), /drain deadline passed: cutting the requests still open/);
   } finally {
     await agent.close();
     await router.stop();

@@ -12,8 +12,10 @@ import { routerFor } from "../router/util.js";
 import { fuzzTenancy, runFuzz } from "../../bench/tenancy-fuzz-gen.js";
 import { startUpstream } from "../../bench/tenancy-upstream.js";
 
-// 100 000 take ~25 s compiled (npm test) and ~55 s under tsx on 2 cores; SWITCHYARD_FUZZ_COUNT shortens a local run
-const COUNT = Number(process.env.SWITCHYARD_FUZZ_COUNT ?? 100_000);
+// 25 000 take ~6 s compiled on an idle 2-core machine (100 000 took ~25 s idle and 140 s with every core
+// busy); the long run, with the router's RSS measured in its own process, is bench/tenancy-fuzz.ts
+// (`node dist/bench/tenancy-fuzz.js --count 100000`). SWITCHYARD_FUZZ_COUNT sets another size.
+const COUNT = Number(process.env.SWITCHYARD_FUZZ_COUNT ?? 25_000);
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -26,7 +28,7 @@ function heapMiB(): number {
 
 test(
   `fuzz: ${COUNT} generated and mutated requests — no 5xx for client errors, all answered, bounded heap`,
-  { timeout: 150_000 },
+  { timeout: 300_000 },
   async () => {
     const up = await startUpstream();
     const r = await routerFor([up.url], {
@@ -56,7 +58,12 @@ test(
       for (const s of [400, 401, 403, 404, 405, 413, 415, 429, 431])
         assert.ok((stats.byStatus.get(s) ?? 0) > 0, `some ${s}`);
       assert.ok((stats.byStatus.get(-1) ?? 0) < COUNT * 0.02, "connection-level failures are rare");
-      assert.ok(after - before < 24, `heap grew ${(after - before).toFixed(1)} MiB over ${COUNT} requests`);
+      // ~250 bytes a request, as 24 MiB over 100 000 was (the heap does not grow at all in practice)
+      const maxGrowth = Math.max(6, (24 * COUNT) / 100_000);
+      assert.ok(
+        after - before < maxGrowth,
+        `heap grew ${(after - before).toFixed(1)} MiB over ${COUNT} requests`,
+      );
       // alive and clean afterwards
       assert.equal((await fetch(`${r.url}/health`)).status, 200);
       assert.equal(r.router.metrics.inFlight, 0);

@@ -41,6 +41,13 @@ export const routingConfigSchema = z
           })
           .optional(),
         topic: z.string().default(""),
+        /**
+         * Collector mode: bind one SUB socket here (e.g. tcp://*:5557) that engines connect their
+         * publishers to (vLLM connects when its endpoint has no wildcard). An engine's messages are told
+         * apart by their topic, kv@<engine host or host:port>@<model>; engines with their own
+         * `kvEvents` endpoint are still subscribed to directly.
+         */
+        bind: zmqEndpoint.optional(),
       })
       .prefault({}),
     prefix: z

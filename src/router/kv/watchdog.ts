@@ -2,6 +2,9 @@
 // against the hits the engine itself reports (`vllm:prefix_cache_hits`), over a sliding window. When
 // they differ by more than `tolerance` the router's hashes do not match the engine's (PYTHONHASHSEED,
 // tokenizer, chat template, block size, hash algorithm) and KV routing is silently blind: say so loudly.
+// The engine's side comes from the registry's own /metrics scrapes (no second scrape).
+import type { Gauge } from "prom-client";
+import type { Logger } from "../../obs/log.js";
 
 export interface WatchdogOptions {
   /** window the two sums are compared over */
@@ -31,6 +34,8 @@ export interface WatchdogVerdict {
   mismatch: boolean;
   /** false: too few hits to judge */
   judged: boolean;
+  /** the previous verdict's mismatch: the alarm is raised (and cleared) on a change */
+  was: boolean;
 }
 
 export class HitWatchdog {
@@ -109,8 +114,9 @@ export class HitWatchdog {
     const top = Math.max(p, r);
     const error = top > 0 ? Math.abs(p - r) / top : 0;
     const judged = top >= this.minTokens;
+    const was = t.mismatch;
     t.mismatch = judged && error > this.tolerance;
-    return { predicted: p, reported: r, error, mismatch: t.mismatch, judged };
+    return { predicted: p, reported: r, error, mismatch: t.mismatch, judged, was };
   }
 
   forget(engine: string): void {
@@ -119,6 +125,28 @@ export class HitWatchdog {
 
   engines(): string[] {
     return [...this.tracks.keys()];
+  }
+}
+
+/** Sets the watchdog's gauges for each engine judged, and says so loudly when an engine starts (or stops) missing. */
+export function judgeEngines(
+  watchdog: HitWatchdog,
+  engines: Iterable<string>,
+  gauges: { mismatch: Gauge<"engine">; error: Gauge<"engine"> },
+  log: Logger,
+): void {
+  for (const url of engines) {
+    const v = watchdog.verdict(url);
+    gauges.error.set({ engine: url }, v.error);
+    gauges.mismatch.set({ engine: url }, v.mismatch ? 1 : 0);
+    if (v.mismatch && !v.was)
+      log.error(
+        { engine: url, predictedTokens: v.predicted, reportedTokens: v.reported, error: v.error },
+        "KV routing is missing silently: the router's predicted prefix-cache hits and the engine's " +
+          "vllm:prefix_cache_hits differ beyond tolerance — check the hash seed (PYTHONHASHSEED), the " +
+          "tokenizer and chat template, the block size and the hash algorithm",
+      );
+    else if (!v.mismatch && v.was) log.info({ engine: url }, "predicted and reported hits agree again");
   }
 }
 

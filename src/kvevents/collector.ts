@@ -1,0 +1,188 @@
+// Collector mode: one SUB socket that binds, and any number of engines whose publishers connect to it
+// (vLLM connects when its endpoint has no wildcard, e.g. `tcp://router:5557`; llm-d deploys every engine
+// that way). A message's engine is named by its topic, `kv@<engine address>@<model>` (llm-d's
+// convention; the address is the engine's host or host:port). Each attached engine gets its own
+// PublisherStream — sequence tracking, replay, gaps and restarts exactly as with a connected subscriber —
+// and messages from engines nobody attached are counted and dropped.
+//
+// The seam: attach(engine, callbacks) says where one engine's decoded batches go; the collector knows
+// nothing about indexes or routers.
+import { Subscriber } from "zeromq";
+import { logger } from "../obs/log.js";
+import { connectableEndpoint } from "./endpoint.js";
+import {
+  newStreamStats,
+  PublisherStream,
+  readSeq,
+  type StreamOptions,
+  type StreamStats,
+} from "./sequencer.js";
+
+/** Why a message was dropped. */
+export type CollectorDrop = "malformed" | "topic" | "unknown-engine" | "ambiguous-engine";
+
+export interface CollectorStats {
+  received: number;
+  dropped: Record<CollectorDrop, number>;
+}
+
+export interface CollectedEngine {
+  /** the caller's name for the engine (the router: its URL) */
+  id: string;
+  /** addresses its topic may carry: host:port, and the bare host */
+  addresses: readonly string[];
+}
+
+/** Topic prefix of llm-d's convention, `kv@<address>@<model>`. */
+export const COLLECTOR_TOPIC_PREFIX = "kv@";
+
+/** The engine address of a `kv@<address>@<model>` topic, or null when the topic is not in that form. */
+export function topicAddress(topic: string): string | null {
+  if (!topic.startsWith(COLLECTOR_TOPIC_PREFIX)) return null;
+  const end = topic.indexOf("@", COLLECTOR_TOPIC_PREFIX.length);
+  const address = topic.slice(COLLECTOR_TOPIC_PREFIX.length, end < 0 ? undefined : end);
+  return address === "" ? null : address;
+}
+
+/** host:port and host of an engine base URL, as its topic would name it (IPv6 hosts without brackets too). */
+export function urlAddresses(url: string): string[] {
+  const u = new URL(url);
+  const port = u.port || (u.protocol === "https:" ? "443" : "80");
+  const host = u.hostname;
+  const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  const out = [`${host}:${port}`, host];
+  if (bare !== host) out.push(`${bare}:${port}`, bare);
+  return out;
+}
+
+interface Attached {
+  engine: CollectedEngine;
+  stream: PublisherStream;
+  stats: StreamStats;
+}
+
+/** distinct unknown topics logged at most (then only counted) */
+const MAX_LOGGED_TOPICS = 64;
+
+export class KvEventCollector {
+  readonly stats: CollectorStats = {
+    received: 0,
+    dropped: { malformed: 0, topic: 0, "unknown-engine": 0, "ambiguous-engine": 0 },
+  };
+  private readonly log = logger("kvevents.collector");
+  private readonly byId = new Map<string, Attached>();
+  /** address → engine id; null when two attached engines share a bare host */
+  private readonly byAddress = new Map<string, string | null>();
+  private readonly loggedTopics = new Set<string>();
+  private closed = false;
+  private loop: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly sub: Subscriber,
+    /** the endpoint bound (a wildcard port resolved) */
+    readonly endpoint: string,
+  ) {}
+
+  /** Binds `endpoint` (e.g. `tcp://*:5557`); engines connect their PUB sockets to it. */
+  static async bind(endpoint: string, opts: { hwm?: number } = {}): Promise<KvEventCollector> {
+    const sub = new Subscriber({ receiveHighWaterMark: opts.hwm ?? 100000, linger: 0 });
+    sub.subscribe("");
+    try {
+      await sub.bind(endpoint);
+    } catch (err) {
+      sub.close();
+      throw new Error(`cannot bind the KV-event collector to ${endpoint}: ${(err as Error).message}`);
+    }
+    const c = new KvEventCollector(sub, connectableEndpoint(sub.lastEndpoint ?? endpoint));
+    c.loop = c.receiveLoop();
+    c.log.info({ endpoint: c.endpoint }, "KV-event collector bound: engines publish to it");
+    return c;
+  }
+
+  /** Starts delivering an engine's batches (it may have been publishing, and dropped, before). */
+  attach(engine: CollectedEngine, opts: StreamOptions): void {
+    if (this.closed) return;
+    this.detach(engine.id);
+    const stats = newStreamStats();
+    const stream = new PublisherStream(opts, stats, this.log.child({ engine: engine.id }));
+    this.byId.set(engine.id, { engine, stream, stats });
+    this.reindex();
+  }
+
+  detach(id: string): void {
+    const a = this.byId.get(id);
+    if (!a) return;
+    a.stream.close();
+    this.byId.delete(id);
+    this.reindex();
+  }
+
+  attached(id: string): boolean {
+    return this.byId.has(id);
+  }
+
+  /** the ordering and replay counters of one attached engine */
+  streamStats(id: string): StreamStats | undefined {
+    return this.byId.get(id)?.stats;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const a of this.byId.values()) a.stream.close();
+    this.byId.clear();
+    this.byAddress.clear();
+    this.sub.close();
+    await this.loop;
+  }
+
+  private reindex(): void {
+    this.byAddress.clear();
+    for (const { engine } of this.byId.values()) {
+      for (const addr of engine.addresses) {
+        const had = this.byAddress.get(addr);
+        this.byAddress.set(addr, had === undefined || had === engine.id ? engine.id : null);
+      }
+    }
+  }
+
+  private drop(why: CollectorDrop, topic: string): void {
+    this.stats.dropped[why]++;
+    if (why === "malformed" || this.loggedTopics.has(topic) || this.loggedTopics.size >= MAX_LOGGED_TOPICS)
+      return;
+    this.loggedTopics.add(topic);
+    const hint =
+      why === "topic"
+        ? `topics must read ${COLLECTOR_TOPIC_PREFIX}<engine host:port>@<model>`
+        : why === "ambiguous-engine"
+          ? "two engines share this host: put the port in the topic"
+          : "no engine the router knows has this address (yet): its events are dropped until it is discovered";
+    this.log.warn({ topic, reason: why }, `KV events dropped: ${hint}`);
+  }
+
+  private async receiveLoop(): Promise<void> {
+    try {
+      for await (const frames of this.sub) {
+        if (this.closed) return;
+        const seq = frames.length === 3 ? readSeq(frames[1]) : null;
+        if (seq === null) {
+          this.drop("malformed", "");
+          continue;
+        }
+        this.stats.received++;
+        const topic = frames[0]!.toString("utf8");
+        const address = topicAddress(topic);
+        if (address === null) {
+          this.drop("topic", topic);
+          continue;
+        }
+        const id = this.byAddress.get(address);
+        if (id === undefined) this.drop("unknown-engine", topic);
+        else if (id === null) this.drop("ambiguous-engine", topic);
+        else this.byId.get(id)!.stream.receive(seq, frames[2]!);
+      }
+    } catch (err) {
+      if (!this.closed) this.log.error({ err }, "KV-event collector stopped");
+    }
+  }
+}

@@ -1,0 +1,145 @@
+// The metrics of cache-aware routing: decisions and predictions, the indexes' sizes, per engine whether it
+// is routed from its KV events (and why not), purges, the silent-miss watchdog's verdicts, the tokenizer in
+// use per model, and what the KV-event collector dropped. Gauges read the live state at scrape time.
+import { Counter, Gauge, type Registry as PromRegistry } from "prom-client";
+import type { KvEventCollector } from "../../kvevents/collector.js";
+import type { PrefixOracle } from "../../routing/index.js";
+import type { KvIndex } from "./kv-index.js";
+
+/** What the gauges read when scraped. */
+export interface CacheMetricsView {
+  prefix: PrefixOracle;
+  kv: KvIndex;
+  /** per engine: why it is not routed by its KV events (null: it is), and whether it has a KV source */
+  engines(): Iterable<{ url: string; fallback: string | null; hasSource: boolean }>;
+  mode(): "prefix" | "kv" | "hybrid";
+  collector(): KvEventCollector | null;
+}
+
+export type CacheMetrics = ReturnType<typeof createCacheMetrics>;
+
+export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
+  const decisions = new Counter({
+    name: "switchyard_routing_decisions_total",
+    help: "cache-aware routing decisions, by policy, the picked engine's prediction source and the reason",
+    labelNames: ["policy", "source", "reason"],
+    registers: [prom],
+  });
+  const predicted = new Counter({
+    name: "switchyard_routing_predicted_cached_tokens_total",
+    help: "prompt tokens the router predicted the picked engine holds, by prediction source",
+    labelNames: ["source"],
+    registers: [prom],
+  });
+  const prompt = new Counter({
+    name: "switchyard_routing_prompt_tokens_total",
+    help: "prompt tokens of cache-aware routed requests (exact with a tokenizer, else estimated), by source",
+    labelNames: ["source"],
+    registers: [prom],
+  });
+  new Gauge({
+    name: "switchyard_routing_index_entries",
+    help: "blocks held by the routing indexes (prefix: character blocks; kv: KV-event block hashes, every KV-cache group)",
+    labelNames: ["index"],
+    registers: [prom],
+    collect() {
+      this.set({ index: "prefix" }, view.prefix.index.size);
+      this.set({ index: "kv" }, view.kv.size);
+    },
+  });
+  new Gauge({
+    name: "switchyard_routing_index_bytes",
+    help: "estimated memory of the routing indexes",
+    labelNames: ["index"],
+    registers: [prom],
+    collect() {
+      this.set({ index: "prefix" }, view.prefix.index.approxBytes());
+      this.set({ index: "kv" }, view.kv.approxBytes());
+    },
+  });
+  new Gauge({
+    name: "switchyard_routing_index_cap_bytes",
+    help: "memory the routing indexes may reach at their caps (LRU eviction beyond)",
+    labelNames: ["index"],
+    registers: [prom],
+    collect() {
+      this.set({ index: "prefix" }, view.prefix.index.capBytes());
+      this.set({ index: "kv" }, view.kv.capBytes());
+    },
+  });
+  new Gauge({
+    name: "switchyard_routing_engine_kv_mode",
+    help: "1 when the engine is routed from its KV events, 0 when by the approximate prefix index",
+    labelNames: ["engine"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      for (const e of view.engines()) this.set({ engine: e.url }, e.fallback === null ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "switchyard_routing_kv_fallback",
+    help: "1 for an engine whose KV events cannot be used, labelled with why (it is routed by prefix)",
+    labelNames: ["engine", "reason"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      const mode = view.mode();
+      for (const e of view.engines())
+        if (e.fallback !== null && (mode === "kv" || e.hasSource))
+          this.set({ engine: e.url, reason: e.fallback }, 1);
+    },
+  });
+  new Counter({
+    name: "switchyard_routing_kv_collector_messages_total",
+    help: "KV-event messages the collector (--kv-events-bind) received, by outcome: accepted, or why dropped (malformed, topic, unknown-engine, ambiguous-engine)",
+    labelNames: ["outcome"],
+    registers: [prom],
+    collect() {
+      const c = view.collector();
+      this.reset();
+      if (!c) return;
+      const s = c.stats;
+      let dropped = 0;
+      for (const [why, n] of Object.entries(s.dropped)) {
+        this.inc({ outcome: why }, n);
+        if (why !== "malformed") dropped += n;
+      }
+      this.inc({ outcome: "accepted" }, s.received - dropped);
+    },
+  });
+  new Counter({
+    name: "switchyard_routing_kv_dropped_group_events_total",
+    help: "KV events for a KV-cache group beyond the router's limit (8 groups), dropped",
+    registers: [prom],
+    collect() {
+      this.reset();
+      this.inc(view.kv.droppedGroupEvents);
+    },
+  });
+  const purges = new Counter({
+    name: "switchyard_routing_kv_purges_total",
+    help: "times an engine's index entries were dropped, by reason (cleared, restart, gap, ejected, removed)",
+    labelNames: ["engine", "reason"],
+    registers: [prom],
+  });
+  const mismatch = new Gauge({
+    name: "switchyard_routing_hit_mismatch",
+    help: "1 when predicted and engine-reported prefix-cache hits differ beyond tolerance over the window",
+    labelNames: ["engine"],
+    registers: [prom],
+  });
+  const mismatchError = new Gauge({
+    name: "switchyard_routing_hit_prediction_error",
+    help: "|predicted − reported| / max of the two prefix-cache hit tokens over the watchdog window",
+    labelNames: ["engine"],
+    registers: [prom],
+  });
+  const tokenizer = new Gauge({
+    name: "switchyard_routing_tokenizer_info",
+    help: "the tokenizer the router uses per model for KV routing (source: sim:<family>, hf:<dir>, none)",
+    labelNames: ["model", "source"],
+    registers: [prom],
+  });
+  return { decisions, predicted, prompt, purges, mismatch, mismatchError, tokenizer };
+}

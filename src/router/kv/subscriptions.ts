@@ -1,0 +1,353 @@
+// Where each engine's KV events come from, following the registry: a SUB socket connected to the
+// engine's publisher (connect mode), or the router's one bound collector that engines publish to
+// (collector mode, `routing.kvEvents.bind`). Per engine it tracks whether the events can be used for
+// routing — and why not: no source, a hash the router cannot reproduce, a vLLM too old, no events yet —
+// and drops what the index holds for an engine whose view can no longer be trusted (cache reset,
+// restart, lost events, ejection, removal).
+import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
+import type { StreamOptions } from "../../kvevents/sequencer.js";
+import { KvEventSubscriber } from "../../kvevents/subscriber.js";
+import { versionAtLeast } from "../../kvevents/versions.js";
+import { logger } from "../../obs/log.js";
+import type { PrefixOracle } from "../../routing/index.js";
+import type { RouterConfig } from "../config.js";
+import { UpstreamHttpError, type Registry, type Upstream } from "../registry.js";
+import type { BackendKvEvents } from "./config.js";
+import type { KvIndex } from "./kv-index.js";
+
+const log = logger("router.cache");
+
+/** Where one engine's events come from. */
+export type KvSource =
+  | ({ mode: "connect" } & BackendKvEvents)
+  /** the engine publishes to our collector; replay (its ROUTER endpoint) if it has one */
+  | { mode: "collect"; replay: string | undefined };
+
+export interface EngineKv {
+  url: string;
+  source: KvSource | undefined;
+  /** connect mode: our SUB socket to the engine */
+  sub: KvEventSubscriber | undefined;
+  /** collect mode: attached to the collector */
+  collecting: boolean;
+  /** at least one batch delivered since (re)subscribing */
+  flowing: boolean;
+  version: string | undefined;
+  versionAsked: boolean;
+  /** why the engine is routed by prefix instead of KV events (null: it is not) */
+  fallback: string | null;
+  healthy: boolean;
+}
+
+/**
+ * Where the engine at `url` publishes: its configured `kvEvents` (connect); else, in collector mode, the
+ * collector (with a replay endpoint from discovery or the derive rule); else the endpoint discovery
+ * found (pod annotation, file entry); else the derive rule.
+ */
+export function kvSourceFor(
+  url: string,
+  cfg: RouterConfig,
+  discovered?: { endpoint: string; replay?: string | undefined; topic?: string | undefined },
+): KvSource | undefined {
+  const i = cfg.backends.findIndex((b) => b.url === url);
+  const b = i >= 0 ? cfg.backends[i] : undefined;
+  const explicit = (b as { kvEvents?: BackendKvEvents } | undefined)?.kvEvents;
+  if (explicit) return { mode: "connect", ...explicit };
+  const kv = cfg.routing.kvEvents;
+  const d = kv.derive;
+  const off = d?.byIndex ? i : 0;
+  const host = new URL(url).hostname;
+  const derivedReplay =
+    d && d.replayPort !== undefined && !(d.byIndex && i < 0)
+      ? `tcp://${host}:${d.replayPort + off}`
+      : undefined;
+  if (kv.bind) return { mode: "collect", replay: discovered?.replay ?? derivedReplay };
+  // engines found by Kubernetes or file discovery carry their endpoint (pod annotation / file entry)
+  if (discovered) {
+    return {
+      mode: "connect",
+      endpoint: discovered.endpoint,
+      replay: discovered.replay,
+      topic: discovered.topic ?? kv.topic,
+    };
+  }
+  if (!d || (d.byIndex && i < 0)) return undefined;
+  return {
+    mode: "connect",
+    endpoint: `tcp://${host}:${d.port + off}`,
+    replay: derivedReplay,
+    topic: kv.topic,
+  };
+}
+
+export interface SubscriptionsDeps {
+  registry: Registry;
+  kv: KvIndex;
+  prefix: PrefixOracle;
+  mode: () => "prefix" | "kv" | "hybrid";
+  /** an engine's index entries were dropped (for the purge counter) */
+  purged: (url: string, reason: string) => void;
+}
+
+export class KvSubscriptions {
+  readonly states = new Map<string, EngineKv>();
+  private collectorP: Promise<KvEventCollector | null> | null = null;
+  private collectorNow: KvEventCollector | null = null;
+  private bound: string | undefined;
+  private closed = false;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private bindFailureLogged: string | undefined;
+
+  constructor(
+    private readonly d: SubscriptionsDeps,
+    private cfg: RouterConfig,
+  ) {}
+
+  /** the bound collector, once bound (collector mode only) */
+  get collector(): KvEventCollector | null {
+    return this.collectorNow;
+  }
+
+  setConfig(cfg: RouterConfig): void {
+    this.cfg = cfg;
+    // an engine whose source changed (a new endpoint, collector mode on or off) is subscribed afresh
+    for (const st of this.states.values()) {
+      const e = this.d.registry.engines.get(st.url);
+      const next = kvSourceFor(st.url, cfg, e?.spec.kvEvents);
+      if (JSON.stringify(next) === JSON.stringify(st.source)) continue;
+      st.source = next;
+      void this.unsubscribe(st);
+    }
+    // a moved bind endpoint takes a new socket; engines re-attach on the next reconcile
+    if (cfg.routing.kvEvents.bind !== this.bound) void this.dropCollector();
+  }
+
+  /** Binds the collector (collector mode); throws when the endpoint cannot be bound. */
+  async ensureCollector(): Promise<KvEventCollector | null> {
+    const ep = this.cfg.routing.kvEvents.bind;
+    if (!ep || this.closed) return null;
+    if (!this.collectorP) {
+      this.bound = ep;
+      this.collectorP = KvEventCollector.bind(ep).then((c) => {
+        if (this.closed || this.bound !== ep) {
+          void c.close();
+          return null;
+        }
+        this.collectorNow = c;
+        return c;
+      });
+      this.collectorP.catch(() => {
+        this.collectorP = null;
+      });
+    }
+    return this.collectorP;
+  }
+
+  private async dropCollector(): Promise<void> {
+    const c = this.collectorNow;
+    this.collectorP = null;
+    this.collectorNow = null;
+    this.bound = undefined;
+    for (const st of this.states.values()) st.collecting = false;
+    await c?.close();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.states.values()].map((s) => s.sub?.close()));
+    this.states.clear();
+    await this.dropCollector();
+  }
+
+  /**
+   * Follows the registry: subscribe new engines, drop what ejected or removed engines held. Runs one at a
+   * time (a subscription is made across awaits); a call during a run makes the run go round once more.
+   */
+  reconcile(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.reconcileOnce();
+      } while (this.again && !this.closed);
+    })().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    if (this.closed) return;
+    const seen = new Set<string>();
+    for (const e of this.d.registry.engines.values()) {
+      if (e.draining) continue;
+      seen.add(e.url);
+      let st = this.states.get(e.url);
+      if (!st) {
+        st = {
+          url: e.url,
+          source: kvSourceFor(e.url, this.cfg, e.spec.kvEvents),
+          sub: undefined,
+          collecting: false,
+          flowing: false,
+          version: undefined,
+          versionAsked: false,
+          fallback: "starting",
+          healthy: false,
+        };
+        this.states.set(e.url, st);
+      }
+      if (st.healthy && !e.healthy) {
+        // ejected: probably restarted or gone; its cache cannot be trusted
+        this.purge(st, "ejected");
+        await this.unsubscribe(st);
+      }
+      st.healthy = e.healthy;
+      if (e.healthy && this.d.mode() !== "prefix") await this.subscribe(st);
+      if (e.healthy && !st.versionAsked) void this.askVersion(st);
+      this.updateFallback(st, e);
+    }
+    for (const st of [...this.states.values()]) {
+      if (seen.has(st.url)) continue;
+      this.purge(st, "removed");
+      this.d.kv.forget(st.url);
+      this.states.delete(st.url);
+      await this.unsubscribe(st);
+    }
+  }
+
+  purge(st: EngineKv, reason: string): void {
+    const kv = this.d.kv.purge(st.url);
+    const px = this.d.prefix.index.purge(st.url);
+    this.d.purged(st.url, reason);
+    log.info({ engine: st.url, reason, kvBlocks: kv, prefixBlocks: px }, "routing index entries dropped");
+  }
+
+  /** The callbacks that feed one engine's batches to the index, whichever socket they came in on. */
+  private streamOptions(st: EngineKv, replay: string | undefined): StreamOptions {
+    return {
+      replayEndpoint: replay ?? null,
+      // rebuild the index from the engine's replay buffer when joining a running engine
+      initialSeq: replay ? 0 : undefined,
+      onBatch: (_seq, batch) => {
+        st.flowing = true;
+        for (const ev of batch.events) {
+          if (ev.type === "AllBlocksCleared") this.purge(st, "cleared");
+          else this.d.kv.apply(st.url, ev);
+        }
+      },
+      onGap: (from, to) => {
+        // what the engine stored or evicted meanwhile is unknown: start over from what comes next
+        if (from === 0 && this.d.kv.blocksOf(st.url) === 0) return;
+        log.warn({ engine: st.url, from, to }, "KV events lost; dropping the engine's index entries");
+        this.purge(st, "gap");
+      },
+      onRestart: () => this.purge(st, "restart"),
+    };
+  }
+
+  private async subscribe(st: EngineKv): Promise<void> {
+    const src = st.source;
+    if (!src) return;
+    if (src.mode === "collect") {
+      if (st.collecting) return;
+      let c: KvEventCollector | null;
+      try {
+        c = await this.ensureCollector();
+      } catch (err) {
+        // retried on every reconcile: say it once per endpoint, not twice a second
+        const ep = this.cfg.routing.kvEvents.bind;
+        if (this.bindFailureLogged !== ep)
+          log.error({ err: (err as Error).message }, "KV-event collector not bound; retrying");
+        this.bindFailureLogged = ep;
+        return;
+      }
+      if (!c || st.collecting || !this.states.has(st.url)) return;
+      st.flowing = false;
+      c.attach({ id: st.url, addresses: urlAddresses(st.url) }, this.streamOptions(st, src.replay));
+      st.collecting = true;
+      log.info({ engine: st.url, collector: c.endpoint, replay: src.replay ?? null }, "collecting KV events");
+      return;
+    }
+    if (st.sub) return;
+    st.flowing = false;
+    try {
+      st.sub = await KvEventSubscriber.create({
+        endpoint: src.endpoint,
+        topic: src.topic ?? this.cfg.routing.kvEvents.topic,
+        label: st.url,
+        ...this.streamOptions(st, src.replay),
+      });
+      log.info(
+        { engine: st.url, endpoint: src.endpoint, replay: src.replay ?? null },
+        "subscribed to KV events",
+      );
+    } catch (err) {
+      log.warn({ engine: st.url, err: (err as Error).message }, "cannot subscribe to KV events");
+    }
+  }
+
+  private async unsubscribe(st: EngineKv): Promise<void> {
+    const sub = st.sub;
+    st.sub = undefined;
+    st.flowing = false;
+    if (st.collecting) this.collectorNow?.detach(st.url);
+    st.collecting = false;
+    await sub?.close();
+  }
+
+  private async askVersion(st: EngineKv): Promise<void> {
+    st.versionAsked = true;
+    // over the engine's own pool: its protocol (h2c) and its API key, like every other probe
+    const e = this.d.registry.engines.get(st.url);
+    if (!e) return;
+    try {
+      const doc = JSON.parse(await this.d.registry.get(e, "/version", 2000, 64 * 1024)) as {
+        version?: unknown;
+      };
+      st.version = typeof doc.version === "string" ? doc.version : "unknown";
+    } catch (err) {
+      // an engine that answers but has no /version is "unknown"; one that did not answer is asked again
+      if (err instanceof UpstreamHttpError) st.version = "unknown";
+      else st.versionAsked = false;
+    }
+  }
+
+  /** Why this engine cannot be routed by its KV events right now (null: it can). */
+  private kvBlocker(st: EngineKv, e: Upstream): string | null {
+    if (this.d.mode() === "prefix") return "policy-prefix";
+    if (!st.source) return "no-kv-events-endpoint";
+    const cc = e.load.cacheConfig;
+    if (!cc) return "no-cache-config";
+    const algo = cc.prefix_caching_hash_algo;
+    if (algo !== "sha256_cbor") return `hash-algo-${algo ?? "unknown"}`;
+    if (cc.enable_prefix_caching === "False") return "prefix-caching-off";
+    if (!e.view.blockSize) return "no-block-size";
+    if (st.version === undefined) return "version-unknown";
+    if (!versionAtLeast(st.version, this.cfg.routing.minVllmVersion)) return `version-${st.version}`;
+    if (!st.sub && !st.collecting) return "not-subscribed";
+    if (!st.flowing) return "no-events-yet";
+    return null;
+  }
+
+  private updateFallback(st: EngineKv, e: Upstream): void {
+    const why = this.kvBlocker(st, e);
+    if (why === st.fallback) return;
+    const was = st.fallback;
+    st.fallback = why;
+    if (why === null) log.info({ engine: st.url }, "engine routed by its KV events");
+    else if (
+      was === null ||
+      (st.source &&
+        !["starting", "no-events-yet", "no-cache-config", "version-unknown", "not-subscribed"].includes(why))
+    )
+      log.warn(
+        { engine: st.url, reason: why },
+        "engine routed by the approximate prefix index, not KV events",
+      );
+  }
+}
