@@ -7,20 +7,20 @@
 // busy fraction (saturation), the largest waiting queue of each engine, failures by kind, and the CPU
 // the sims, router and bench used (if the host is the bottleneck, the figures say nothing about
 // routing). Times are modelled: wall-clock figures divided by --time-scale (throughput multiplied).
-//   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv,hybrid]
+// Ends with a pass/fail table: every cache-aware policy ≥ 3× lower steady TTFT p50 and ≥ 1.5× the output
+// throughput of round-robin.
+//   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv,hybrid,predictive]
 //     [--users 17] [--rounds 8] [--concurrency 0 (= users)] [--user-history-prompt 8000]
 //     [--time-scale 2] [--gpu-memory-utilization 0.3] [--out-dir DIR] [--compare-session]
-import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { freePort, freePortBlock } from "../test/helpers/cli.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
+import { cli as spawnCli, cpuSeconds, metric, startStack } from "./routing-live.js";
 
 const specs: FlagSpecs = {
-  policies: { type: "string", default: "round-robin,least-load,prefix,kv,hybrid", help: "" },
+  policies: { type: "string", default: "round-robin,least-load,prefix,kv,hybrid,predictive", help: "" },
   // 17 users: not a multiple of the engine count, so round-robin cannot fall into a static
   // user → engine mapping when rounds run in lockstep
   users: { type: "int", default: 17, help: "" },
@@ -41,75 +41,13 @@ const specs: FlagSpecs = {
   "out-dir": { type: "string", help: "" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
-const here = fileURLToPath(new URL(".", import.meta.url));
-const isTs = import.meta.url.endsWith(".ts");
-const main = isTs ? join(here, "../src/cli/main.ts") : join(here, "../src/cli/main.js");
-const pre = isTs ? ["--import", "tsx", main] : [main];
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-compare-"));
+const cli = (args: string[], log?: string, inherit = false, level = "warn") =>
+  spawnCli(outDir, args, log, inherit, level);
 
 const scale = flags["time-scale"] as number;
 const users = flags.users as number;
 const concurrency = (flags.concurrency as number) > 0 ? (flags.concurrency as number) : users;
-
-/** a CLI child; its stderr (warnings, errors) goes to `log` in the output folder */
-function cli(args: string[], log?: string, inherit = false, level = "warn"): ChildProcess {
-  const c = spawn(process.execPath, [...pre, ...args], {
-    stdio: ["ignore", inherit ? "inherit" : "ignore", inherit ? "inherit" : log ? "pipe" : "ignore"],
-    env: { ...process.env, SWITCHYARD_LOG_LEVEL: level, SWITCHYARD_LOG_FORMAT: "json" },
-  });
-  if (log && c.stderr) c.stderr.pipe(createWriteStream(join(outDir, log)));
-  return c;
-}
-
-/** a base port with base+i and base+1000+i (i < n) free: the KV-event and replay ports */
-function freeBase(n: number): Promise<number> {
-  const offsets: number[] = [];
-  for (let i = 0; i < n; i++) offsets.push(i, 1000 + i);
-  return freePortBlock(offsets);
-}
-
-async function waitHttp(url: string, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try {
-      const r = await fetch(url);
-      await r.arrayBuffer();
-      if (r.ok) return;
-    } catch {
-      // not yet
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} not ready`);
-}
-
-async function stop(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  await new Promise<void>((resolve) => {
-    c.once("exit", () => resolve());
-    c.kill("SIGTERM");
-    setTimeout(() => c.kill("SIGKILL"), 5000).unref();
-  });
-}
-
-function metric(text: string, name: string): number {
-  let sum = 0;
-  for (const line of text.split("\n"))
-    if (line.startsWith(name + "{") || line.startsWith(name + " "))
-      sum += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
-  return sum;
-}
-
-/** CPU seconds (user + system) a process has used, from /proc (Linux); NaN elsewhere */
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
-    return (Number(rest[11]) + Number(rest[12])) / 100;
-  } catch {
-    return NaN;
-  }
-}
 
 interface Row {
   policy: string;
@@ -128,66 +66,32 @@ interface Row {
 }
 
 async function runPolicy(policy: string): Promise<Row> {
-  const n = flags.engines as number;
-  const ports: number[] = [];
-  const kvPort = await freeBase(n);
-  const sims: ChildProcess[] = [];
-  for (let i = 0; i < n; i++) {
-    const port = await freePort();
-    ports.push(port);
-    const kv = JSON.stringify({
-      enable_kv_cache_events: true,
-      publisher: "zmq",
-      endpoint: `tcp://*:${kvPort + i}`,
-      replay_endpoint: `tcp://*:${kvPort + 1000 + i}`,
-    });
-    sims.push(
-      cli(
-        [
-          "sim",
-          flags.model as string,
-          "--host",
-          "127.0.0.1",
-          "--port",
-          String(port),
-          "--gpu",
-          flags.gpu as string,
-          "--gpu-memory-utilization",
-          String(flags["gpu-memory-utilization"]),
-          "--max-model-len",
-          String(flags["max-model-len"]),
-          "--time-scale",
-          String(scale),
-          "--kv-events-config",
-          kv,
-        ],
-        `${policy}-sim${i}.log`,
-      ),
-    );
-  }
-  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
-  const died = new Promise<never>((_, reject) =>
-    sims.forEach((c, i) =>
-      c.once("exit", (code) => reject(new Error(`sim ${i} exited (${code}); see ${policy}-sim${i}.log`))),
-    ),
-  );
-  died.catch(() => undefined);
-  await Promise.race([Promise.all(urls.map((u) => waitHttp(`${u}/health`))), died]);
-  const rport = await freePort();
-  const rargs = ["router", "--host", "127.0.0.1", "--port", String(rport), "--policy", policy];
-  for (const u of urls) rargs.push("--backend", u);
-  rargs.push(
-    "--kv-events-port",
-    String(kvPort),
-    "--kv-events-replay-port",
-    String(kvPort + 1000),
-    "--kv-events-by-index",
-  );
-  if (policy === "session") rargs.push("--session-header", "x-user-id");
-  const router = cli(rargs, `${policy}-router.log`, false, flags["router-log-level"] as string);
-  const rurl = `http://127.0.0.1:${rport}`;
-  await waitHttp(`${rurl}/ready`);
-  await new Promise((r) => setTimeout(r, 1500)); // scrapes, subscriptions
+  const stack = await startStack({
+    outDir,
+    tag: policy,
+    engines: flags.engines as number,
+    model: flags.model as string,
+    simArgs: [
+      "--gpu",
+      flags.gpu as string,
+      "--gpu-memory-utilization",
+      String(flags["gpu-memory-utilization"]),
+      "--max-model-len",
+      String(flags["max-model-len"]),
+      "--time-scale",
+      String(scale),
+    ],
+    policy,
+    routerArgs: [
+      ...(policy === "session" ? ["--session-header", "x-user-id"] : []),
+      ...(policy === "predictive"
+        ? ["--predictive-gpu", flags.gpu as string, "--predictive-time-scale", String(scale)]
+        : []),
+    ],
+    routerLogLevel: flags["router-log-level"] as string,
+  });
+  const { urls, sims, router } = stack;
+  const rurl = stack.routerUrl;
   const maxWaiting = urls.map(() => 0);
   const sampler = setInterval(() => {
     urls.forEach((u, i) => {
@@ -266,7 +170,7 @@ async function runPolicy(policy: string): Promise<Row> {
   }
   const simCpu = sims.reduce((a, c, i) => a + cpuSeconds(c.pid) - cpu0[i]!, 0);
   const routerCpu = cpuSeconds(router.pid) - rcpu0;
-  for (const p of [...sims, router]) await stop(p);
+  await stack.close();
   const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
   const server = (j.server ?? {}) as Record<string, unknown>;
   const duration = (j.duration as number) || wallS;
@@ -337,6 +241,16 @@ if (rr) {
       console.log(
         `${r.policy} vs round-robin (steady state): TTFT p50 ${f(rr.steady.ttftP50 / r.steady.ttftP50, 2)}× lower, output throughput ${f(r.steady.outputTps / rr.steady.outputTps, 2)}×`,
       );
+  // the acceptance: cache-aware policies keep ≥ 3× lower steady TTFT p50 and ≥ 1.5× the throughput
+  console.log("\n| policy | TTFT p50 ≥ 3× lower | throughput ≥ 1.5× | result |\n|---|---|---|---|");
+  for (const r of rows) {
+    if (!["prefix", "kv", "hybrid", "predictive"].includes(r.policy)) continue;
+    const lower = rr.steady.ttftP50 / r.steady.ttftP50;
+    const tput = r.steady.outputTps / rr.steady.outputTps;
+    console.log(
+      `| ${r.policy} | ${f(lower, 2)}× | ${f(tput, 2)}× | ${lower >= 3 && tput >= 1.5 ? "pass" : "FAIL"} |`,
+    );
+  }
   const session = rows.find((r) => r.policy === "session");
   if (session) {
     const cmp = cli(["bench", "compare", rr.file, session.file], undefined, true);

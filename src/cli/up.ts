@@ -29,8 +29,8 @@ const specs: FlagSpecs = {
   },
   policy: {
     type: "string",
-    default: "hybrid",
-    help: "router policy: hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+    default: "predictive",
+    help: "router policy: predictive (hybrid's cache knowledge, lowest predicted TTFT, SLO admission), hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
   },
   port: { type: "int", default: 8080, min: 0, max: 65535, help: "router port" },
   host: { type: "string", default: "127.0.0.1", help: "address the router and the engines listen on" },
@@ -241,6 +241,17 @@ export async function main(argv: string[]): Promise<number> {
     flags.policy as string,
   ];
   for (const u of engineUrls) routerArgs.push("--backend", u);
+  // the predictive policy times the engines with the profile they simulate (GPU, TP, time scale)
+  routerArgs.push("--predictive-gpu", flags.gpu as string);
+  for (const [sim, router] of [
+    ["--tensor-parallel-size", "--predictive-tp"],
+    ["--time-scale", "--predictive-time-scale"],
+  ] as const) {
+    const at = engineArgs.indexOf(sim);
+    const eq = engineArgs.find((a) => a.startsWith(`${sim}=`));
+    if (eq !== undefined) routerArgs.push(router, eq.slice(sim.length + 1));
+    else if (at >= 0 && engineArgs[at + 1] !== undefined) routerArgs.push(router, engineArgs[at + 1]!);
+  }
   if (kvBase > 0) {
     // engine i publishes KV events on kvBase+i and serves replay on kvBase+1000+i (see above)
     routerArgs.push(

@@ -90,7 +90,7 @@ export class EndpointPicker {
    */
   pick(view: RequestView, subset: Subset | undefined, signal: AbortSignal): Picked | Promise<Picked> {
     const policy = this.host.policy();
-    const dec = decide(policy, view, { engines: this.candidates(subset) });
+    const dec = decide(policy, view, { engines: this.candidates(subset), now: performance.now() });
     if (dec.kind === "picked") {
       const slot = this.host.claim(dec.engine.id);
       if (slot) return this.withFallbacks(policy, view, subset, slot);
@@ -124,7 +124,7 @@ export class EndpointPicker {
     let current = policy;
     await this.host.waitForRoom(() => {
       current = this.host.policy();
-      const dec = decide(current, view, { engines: this.candidates(subset) });
+      const dec = decide(current, view, { engines: this.candidates(subset), now: performance.now() });
       if (dec.kind !== "picked") return false;
       slot = this.host.claim(dec.engine.id);
       return slot !== undefined;
@@ -137,7 +137,7 @@ export class EndpointPicker {
     const n = this.host.settings().fallbacks;
     if (n > 0) {
       const exclude = new Set([slot.engineId]);
-      const fleet = { engines: this.candidates(subset) };
+      const fleet = { engines: this.candidates(subset), now: performance.now() };
       const q = quietPolicy(policy);
       for (let i = 0; i < n; i++) {
         const dec = decide(q, { ...view, exclude }, fleet);

@@ -257,5 +257,6 @@ export function fleetOptionsFor(
     durationS: s.simulation.duration_s ?? Infinity,
     seed: s.simulation.seed,
     recordItl: opts.recordItl ?? s.simulation.itl,
+    sloTtftMs: s.simulation.slo_ttft_ms,
   };
 }

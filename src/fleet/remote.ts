@@ -1,6 +1,8 @@
 // The shared LMCache server of a fleet (`remote_url: lm://...`, our cache server) in virtual time: an
 // LRU of chunk keys bounded by its memory, shared by every engine. Puts are asynchronous in LMCache's
 // remote backend, so they cost the engines nothing; gets are charged by the engine at `bandwidth`.
+import type { ModelProfile } from "../engine/index.js";
+import { chunkKeys } from "./tokens.js";
 
 /**
  * Default network rate for lm:// gets: the line rate of 100 GbE (12.5 GB/s). It is an upper bound:
@@ -58,5 +60,42 @@ export class RemoteStore {
       this.lru.set(k, true);
       this.storedChunks++;
     }
+  }
+}
+
+export interface SharedServerOptions {
+  /** memory of the shared cache server, bytes */
+  bytes: number;
+  /** bytes/s an engine gets from it */
+  bandwidth: number;
+  /** LMCache chunk_size, tokens */
+  chunkTokens: number;
+}
+
+/** The shared server as the fleet's engines use it: chunk keys of a prompt, lookups, stores. */
+export class SharedCacheServer {
+  readonly store: RemoteStore;
+  readonly chunkTokens: number;
+
+  constructor(o: SharedServerOptions, model: ModelProfile) {
+    const chunkBytes = o.chunkTokens * 2 * model.layers * model.kvHeads * model.headDim * model.dtypeBytes;
+    this.store = new RemoteStore(o.bytes, chunkBytes, o.bandwidth);
+    this.chunkTokens = o.chunkTokens;
+  }
+
+  /** the prompt's chunk keys and the prefix tokens the server holds (looked up before admission) */
+  lookup(prompt: readonly number[]): { keys: number[]; tokens: number } {
+    const keys = chunkKeys(prompt, this.chunkTokens);
+    return { keys, tokens: this.store.matchPrefix(keys) * this.chunkTokens };
+  }
+
+  stats(): { lookups: number; hitTokens: number; storedChunks: number; evictedChunks: number } {
+    const s = this.store;
+    return {
+      lookups: s.lookups,
+      hitTokens: s.hitChunks * this.chunkTokens,
+      storedChunks: s.storedChunks,
+      evictedChunks: s.evictedChunks,
+    };
   }
 }

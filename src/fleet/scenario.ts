@@ -88,6 +88,8 @@ const simulationSchema = z.strictObject({
   policy: z.enum(ROUTER_POLICY_NAMES as unknown as [string, ...string[]]).optional(),
   session_key: z.enum(["auto", "none", "session", "group"]).default("auto"),
   scrape_interval_ms: positive.default(1000),
+  /** predictive policy: every request's TTFT SLO, ms (refused, as the router's 429, when no engine can meet it) */
+  slo_ttft_ms: positive.optional(),
   arrival: z.enum(["poisson", "constant"]).default("poisson"),
   offload: offloadSchema.default({
     mode: "none",

@@ -15,6 +15,7 @@
 // as `migrate` instead of writing an error event, and the data plane continues the stream elsewhere.
 // An attempt that continues a stream (`resumes`) may still fail over before its own first byte.
 import type { Readable } from "node:stream";
+import type { RequestView } from "../routing/index.js";
 import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
 import type { Linked } from "../collections/linked-list.js";
@@ -97,6 +98,8 @@ function retry(
 /** What an attempt reads and updates of its request (proxy.ts's RequestContext). */
 export interface AttemptContext {
   readonly pr: RoutedRequest;
+  /** what the routing policy saw of the request (its calibration hears how the first token came out) */
+  readonly view: RequestView;
   readonly res: ServerResponse;
   readonly requestId: string;
   readonly started: number;
@@ -128,8 +131,12 @@ export interface AttemptHost {
   readonly deadlines: DeadlineQueue;
   reportFailure(e: Upstream, what: string): void;
   reportSuccess(e: Upstream): void;
-  /** an attempt that continues a migrated stream relayed its first byte */
-  continued(ctx: AttemptContext): void;
+  /**
+   * the attempt's first output reached the client (or, for a JSON answer assembled by the router, its
+   * ledger): routing counts the engine's request answered; on an attempt that continues a migrated
+   * stream, the move is done
+   */
+  firstToken(ctx: AttemptContext, e: Upstream, now: number): void;
   /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
   brokeOff(ctx: AttemptContext, reason: BreakReason): string;
 }
@@ -193,6 +200,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private eventsBefore = 0;
   /** the router is taking the stream off this engine (drain deadline, ejection) */
   private moving: MoveReason | undefined;
+  /** its first output reached the client (routing counts the engine's request answered from then on) */
+  answered = false;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
 
@@ -362,23 +371,21 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         // a JSON answer is assembled whole: progress is events taken into the ledger
         if (ledger.events === this.eventsBefore) return true;
         ctx.relayed = true;
-        if (this.resumes && this.lastRelayed === 0) this.host.continued(ctx);
+        if (this.lastRelayed === 0) this.firstOutput(now);
         this.lastRelayed = now;
         return true;
       }
       if (out.length === 0) return true;
       chunk = Buffer.from(out);
     }
+    if (this.lastRelayed === 0) this.firstOutput(now);
     if (!ctx.relayed) {
       ctx.relayed = true;
       this.writeHead();
       ctx.ttftMs = now - ctx.started;
       ctx.series.ttft.observe(ctx.ttftMs / 1000);
       ctx.trace?.firstByte(ctx.ttftMs / 1000);
-    } else {
-      ctx.series.itl.observe((now - ctx.lastRelayAt) / 1000);
-      if (this.resumes && this.lastRelayed === 0) this.host.continued(ctx);
-    }
+    } else ctx.series.itl.observe((now - ctx.lastRelayAt) / 1000);
     this.lastRelayed = now;
     ctx.lastRelayAt = now;
     ctx.trace?.onBody(chunk, this.isSse);
@@ -399,6 +406,12 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.onDrain ??= () => this.resumeUpstream?.();
     res.once("drain", this.onDrain);
     return false;
+  }
+
+  /** This attempt's first output went out: the engine's request counts as answered from now on. */
+  private firstOutput(now: number): void {
+    this.answered = true;
+    this.host.firstToken(this.ctx, this.engine, now);
   }
 
   private writeHead(): void {

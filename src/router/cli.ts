@@ -14,8 +14,26 @@ const specs: FlagSpecs = {
   },
   policy: {
     type: "string",
-    default: "hybrid",
-    help: "routing policy: hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+    default: "predictive",
+    help: "routing policy: predictive (hybrid's cache knowledge, lowest predicted TTFT, SLO admission), hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+  },
+  "predictive-gpu": {
+    type: "string",
+    help: "predictive policy: the engines' GPU profile (h100, h200, a100, l40s, l4); none = learn each engine's speed from its metrics",
+  },
+  "predictive-tp": {
+    type: "int",
+    min: 1,
+    max: 8,
+    help: "predictive policy: the engines' tensor-parallel size (default 1)",
+  },
+  "predictive-time-scale": {
+    type: "number",
+    help: "predictive policy: the engines are switchyard sims at --time-scale S (their times are S× the GPU's)",
+  },
+  "slo-ttft-ms": {
+    type: "number",
+    help: "default TTFT SLO in ms (requests may set their own with x-slo-ttft-ms); the predictive policy answers 429 with Retry-After when no engine can meet it",
   },
   "hash-seed": {
     type: "string",
@@ -184,6 +202,10 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("epp-port")) sub("epp").port = flags["epp-port"];
   if (has("epp-tls-cert")) sub("epp").tlsCertFile = flags["epp-tls-cert"];
   if (has("epp-tls-key")) sub("epp").tlsKeyFile = flags["epp-tls-key"];
+  if (has("predictive-gpu")) sub("predictive").gpu = flags["predictive-gpu"];
+  if (has("predictive-tp")) sub("predictive").tensorParallelSize = flags["predictive-tp"];
+  if (has("predictive-time-scale")) sub("predictive").timeScale = flags["predictive-time-scale"];
+  if (has("slo-ttft-ms")) sub("slo").ttftMs = flags["slo-ttft-ms"];
   return c as RouterConfigInput;
 }
 

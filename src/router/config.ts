@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { duration, size } from "../config/values.js";
-import { ROUTER_POLICY_NAMES } from "../routing/index.js";
+import { predictiveConfigSchema, ROUTER_POLICY_NAMES, sloConfigSchema } from "../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
 import { tenancyConfigSchema } from "../tenancy/config.js";
 import { discoveryConfigSchema } from "../discovery/config.js";
@@ -127,9 +127,13 @@ export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8080),
   backends: z.array(backend).default([]),
-  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("hybrid"),
+  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("predictive"),
   /** cache-aware routing (prefix, kv, hybrid): see docs/routing.md */
   routing: routingConfigSchema,
+  /** the predictive policy's engine timing (docs/routing.md) */
+  predictive: predictiveConfigSchema,
+  /** TTFT SLOs the predictive policy admits requests by (docs/routing.md) */
+  slo: sloConfigSchema,
   session: z
     .strictObject({
       header: z.string().default("x-session-id"),

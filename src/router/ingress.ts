@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../http/errors.js";
+import { parseSloHeader, SLO_HEADER } from "../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../http/body.js";
 import type { RouterGate } from "../tenancy/router-gate.js";
 import type { Tenant } from "../tenancy/state.js";
@@ -128,6 +129,8 @@ export class Ingress {
     let pr: RoutedRequest;
     try {
       tenant = this.d.gate.authenticate(req);
+      const slo = parseSloHeader(req.headers[SLO_HEADER]);
+      if (slo instanceof Error) throw new HttpError(400, slo.message, SLO_HEADER);
       let b: Body;
       if (multipart) b = await this.multipartBody(req);
       else {
@@ -166,6 +169,7 @@ export class Ingress {
         flow: flowOf(tenant),
         generation: !TOKENIZER_ROUTES.has(path),
         promptTokens: promptTokens && promptTokens.length > 0 ? promptTokens : undefined,
+        sloTtftMs: slo,
       };
     } catch (err) {
       return this.reject(req, res, path, tenant, err);

@@ -21,7 +21,17 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { randomUUID } from "node:crypto";
 import { LinkedList } from "../collections/linked-list.js";
-import { decide, type EngineView, type Policy, type RequestView } from "../routing/index.js";
+import {
+  decide,
+  noteDone,
+  noteFirstToken,
+  noteSent,
+  retryAfterSeconds,
+  type Decision,
+  type EngineView,
+  type Policy,
+  type RequestView,
+} from "../routing/index.js";
 import { HttpError, sendError } from "../http/errors.js";
 import type { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
@@ -172,6 +182,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
       messages: tokens ? undefined : pr.parsed?.messages,
       body: pr.parsed,
       exclude: NO_EXCLUDE,
+      sloTtftMs: pr.sloTtftMs,
     };
     this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
     this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
@@ -234,10 +245,6 @@ export class Proxy implements AttemptHost {
       this.inFlight.set(e, l);
     }
     return l;
-  }
-
-  continued(ctx: AttemptContext): void {
-    this.migrations.continued(ctx as RequestContext);
   }
 
   brokeOff(ctx: AttemptContext, reason: BreakReason): string {
@@ -324,14 +331,16 @@ export class Proxy implements AttemptHost {
    */
   private acquire(ctx: RequestContext): Upstream | Promise<Upstream> {
     const reg = this.d.registry;
-    const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
+    const now = performance.now();
+    const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
-      e.view.inFlight++;
+      noteSent(e.view, now);
       return e;
     }
     if (dec.kind === "unknown-model") throw modelNotFound(ctx.pr.model);
     if (dec.kind === "unavailable") return this.panicPick(ctx);
+    if (dec.kind === "over-slo" && this.d.config().slo.onMiss === "reject") throw overSlo(dec);
     return this.queueForSlot(ctx);
   }
 
@@ -345,10 +354,11 @@ export class Proxy implements AttemptHost {
     const model = ctx.pr.model;
     const views: EngineView[] | undefined = reg.panicViews(model);
     if (views) {
-      const dec = decide(this.d.policy(), ctx.view, { engines: views });
+      const now = performance.now();
+      const dec = decide(this.d.policy(), ctx.view, { engines: views, now });
       const e = dec.kind === "picked" ? reg.engines.get(dec.engine.id) : undefined;
       if (e) {
-        e.view.inFlight++;
+        noteSent(e.view, now);
         if (!ctx.panicked) {
           ctx.panicked = true;
           reg.notePanic(model);
@@ -361,16 +371,17 @@ export class Proxy implements AttemptHost {
     });
   }
 
-  /** Saturated: waits in the bounded queue for room. */
+  /** Saturated (or over its SLO, queueing): waits in the bounded queue for room. */
   private async queueForSlot(ctx: RequestContext): Promise<Upstream> {
     const reg = this.d.registry;
     let picked: Upstream | undefined;
     const tryAcquire = (): boolean => {
-      const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot() });
+      const now = performance.now();
+      const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
       if (dec.kind !== "picked") return false;
       const e = reg.engines.get(dec.engine.id);
       if (!e) return false;
-      e.view.inFlight++;
+      noteSent(e.view, now);
       picked = e;
       return true;
     };
@@ -378,8 +389,21 @@ export class Proxy implements AttemptHost {
     return picked!;
   }
 
-  private releaseSlot(e: Upstream): void {
-    e.view.inFlight--;
+  /**
+   * An attempt's first output reached the client: routing counts it answered, the policy calibrates.
+   * A continuation's first token ends its migration instead: its time is not the request's TTFT,
+   * and calibrating the prediction with it would mix two different quantities.
+   */
+  firstToken(c: AttemptContext, e: Upstream, now: number): void {
+    const ctx = c as RequestContext;
+    noteFirstToken(e.view, now);
+    if (ctx.migrating !== undefined) return this.migrations.continued(ctx);
+    this.d.policy().onFirstToken?.(ctx.view, e.view, now - ctx.started);
+  }
+
+  /** `answered`: the attempt's first byte reached the client (and noteFirstToken was told then) */
+  private releaseSlot(e: Upstream, answered = false): void {
+    noteDone(e.view, answered, performance.now());
     this.d.registry.maybeFinishDrain(e);
     this.d.queue.kick(1);
   }
@@ -422,7 +446,7 @@ export class Proxy implements AttemptHost {
           // every engine tried already: report what the last one said rather than "unavailable"
           if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
           if (err instanceof HttpError && err.status === 429)
-            this.d.metrics.rejected.inc({ reason: "queue" });
+            this.d.metrics.rejected.inc({ reason: err instanceof OverSloError ? "slo" : "queue" });
           throw err;
         }
         ctx.engineUrl = engine.url;
@@ -434,10 +458,11 @@ export class Proxy implements AttemptHost {
         if (auth !== undefined) headers.push("authorization", auth);
         if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
         let outcome;
+        const att = new Attempt(this, ctx, engine, cfg);
         try {
-          outcome = await new Attempt(this, ctx, engine, cfg).start(headers, this.attemptsOn(engine));
+          outcome = await att.start(headers, this.attemptsOn(engine));
         } finally {
-          this.releaseSlot(engine);
+          this.releaseSlot(engine, att.answered);
         }
         if (outcome.kind === "total-timeout") throw totalTimeoutError();
         if (outcome.kind === "migrate") {
@@ -529,4 +554,15 @@ export class Proxy implements AttemptHost {
       ),
     );
   }
+}
+
+/** 429 for a request no engine is predicted to start within its TTFT SLO */
+class OverSloError extends HttpError {}
+function overSlo(d: Extract<Decision, { kind: "over-slo" }>): HttpError {
+  return new OverSloError(
+    429,
+    `no engine is predicted to serve the first token within the request's TTFT SLO of ${Math.round(d.sloTtftMs)} ms (best: ${Math.round(d.predictedTtftMs)} ms); retry later`,
+    null,
+    { "retry-after": String(retryAfterSeconds(d.retryAfterMs)) },
+  );
 }

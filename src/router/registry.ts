@@ -5,7 +5,7 @@
 // an engine carries, by upstream-rules.ts.
 import { EventEmitter } from "node:events";
 import { H2CClient, Pool, type Dispatcher } from "undici";
-import type { EngineView } from "../routing/index.js";
+import { noteScraped, type EngineView, type ViewWithCounters } from "../routing/index.js";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "../discovery/types.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import { logger } from "../obs/log.js";
@@ -113,7 +113,7 @@ export class Upstream {
   drainHeld = false;
   private probing = { health: false, models: false, metrics: false };
   /** the view policies read; mutated in place so building a snapshot allocates nothing */
-  readonly view: EngineView & { models: Set<string> };
+  readonly view: ViewWithCounters & { models: Set<string> };
 
   constructor(
     public spec: EngineSpec,
@@ -130,6 +130,7 @@ export class Upstream {
       healthy: false,
       weight: spec.weight,
       inFlight: 0,
+      awaitingFirstToken: 0,
       maxInFlight: cfg.admission.maxInFlightPerEngine,
       running: 0,
       waiting: 0,
@@ -462,6 +463,8 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       e.view.waiting = load.waiting;
       e.view.kvUsage = load.kvUsage;
       e.view.blockSize = load.blockSize;
+      e.view.prefillCounters = load.prefill;
+      noteScraped(e.view, performance.now());
       e.lastScrapeMs = Date.now();
       this.emit("scraped", e, text);
     } catch (err) {

@@ -37,6 +37,8 @@ export interface RoutedRequest {
    * hashes these instead of tokenising the prompt again on the loop.
    */
   promptTokens?: number[] | undefined;
+  /** the client's TTFT SLO in ms (x-slo-ttft-ms), for the predictive policy's admission */
+  sloTtftMs?: number | undefined;
 }
 
 /** vLLM's answer for a model nobody serves (the one place the text is written). */

@@ -11,6 +11,8 @@ export interface EngineLoad {
   /** the engine's prefix-cache counters (tokens), summed over its series; for operators, not routing */
   prefixCacheHits?: number | undefined;
   prefixCacheQueries?: number | undefined;
+  /** cumulative prefill seconds, prompt tokens and cached prompt tokens (predictive routing learns speed) */
+  prefill?: { prefillSeconds: number; promptTokens: number; cachedTokens: number } | undefined;
 }
 
 const RUNNING = "vllm:num_requests_running";
@@ -20,6 +22,8 @@ const KV_OLD = "vllm:gpu_cache_usage_perc";
 const CACHE_INFO = "vllm:cache_config_info";
 const HITS = "vllm:prefix_cache_hits";
 const QUERIES = "vllm:prefix_cache_queries";
+const PREFILL_SUM = "vllm:request_prefill_time_seconds_sum";
+const PROMPT_TOKENS = "vllm:prompt_tokens_total";
 
 function sampleValue(line: string): number {
   // `name{labels} value [timestamp]` — the value follows the last '}' or the name
@@ -49,6 +53,8 @@ function startsWithName(line: string, name: string): boolean {
   return c === 123 /* { */ || c === 32; /* space */
 }
 
+const zeroPrefill = () => ({ prefillSeconds: 0, promptTokens: 0, cachedTokens: 0 });
+
 /** Sums each gauge across its series (data-parallel ranks, models); KV usage takes the maximum. */
 export function parseEngineMetrics(text: string): EngineLoad {
   const load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
@@ -68,10 +74,16 @@ export function parseEngineMetrics(text: string): EngineLoad {
       } else if (startsWithName(line, KV_OLD)) {
         if (!sawKv) load.kvUsage = Math.max(load.kvUsage, sampleValue(line));
       } else if (startsWithName(line, `${HITS}_total`) || startsWithName(line, HITS)) {
-        load.prefixCacheHits = (load.prefixCacheHits ?? 0) + sampleValue(line);
+        const hits = sampleValue(line);
+        load.prefixCacheHits = (load.prefixCacheHits ?? 0) + hits;
+        (load.prefill ??= zeroPrefill()).cachedTokens += hits;
       } else if (startsWithName(line, `${QUERIES}_total`) || startsWithName(line, QUERIES)) {
         load.prefixCacheQueries = (load.prefixCacheQueries ?? 0) + sampleValue(line);
-      } else if (startsWithName(line, CACHE_INFO) && !load.cacheConfig) {
+      } else if (startsWithName(line, PREFILL_SUM))
+        (load.prefill ??= zeroPrefill()).prefillSeconds += sampleValue(line);
+      else if (startsWithName(line, PROMPT_TOKENS))
+        (load.prefill ??= zeroPrefill()).promptTokens += sampleValue(line);
+      else if (startsWithName(line, CACHE_INFO) && !load.cacheConfig) {
         const labels = parseLabels(line);
         load.cacheConfig = labels;
         const bs = Number(labels.block_size);

@@ -5,7 +5,7 @@
 // migration-drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { HttpError, sendError } from "../http/errors.js";
-import { createPolicy, type Policy, type PolicyName } from "../routing/index.js";
+import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../routing/index.js";
 import { AdmissionQueue, RetryBudget, type QueueLimits } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import { StaticDiscovery } from "../discovery/static.js";
@@ -221,6 +221,7 @@ export class Router {
       sessionLoadFactor: cfg.session.loadFactor,
       cache: this.cache,
       cacheAware: cfg.routing.cost,
+      predictive: predictiveOptions(cfg.predictive, cfg.slo),
     });
   }
 

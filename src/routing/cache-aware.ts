@@ -1,17 +1,31 @@
-// Cache- and load-aware scoring for the `prefix`, `kv` and `hybrid` policies. The caller's CacheOracle
-// says how much of the prompt each candidate holds; this file turns that and the load into one cost
-// per engine, lowest wins (the picker takes the highest score = −cost; exact ties rotate by seq).
+// The cache-aware policies: `prefix`, `kv`, `hybrid` (which differ only in the caller's CacheOracle: what
+// each candidate is predicted to hold) and `predictive` (hybrid's knowledge, plus admission by a TTFT SLO).
+// Lowest cost wins (the picker takes the highest score = −cost; exact ties rotate by seq).
 //
-//   cost(e) = (P − credit(e)) / prefillTokensPerUnit  +  (runWeight · busy(e) + waitWeight · waiting(e)) / weight(e)
+// When the caller counts, per engine, its requests awaiting their first token (the live router and the
+// fleet simulator do), the cost is in seconds: the candidate's predicted time to first token and what a
+// miss adds (predictive.ts, TtftModel), so a prompt goes where it starts soonest, a tenant's burst on the
+// engine holding its prefix is priced for queueing behind itself, and a hot prefix replicates to as many
+// engines as its load needs and no more.
 //
-// P = prompt tokens, credit(e) = predicted cached tokens (tier credits applied by the oracle),
-// busy = max(router in-flight, scraped running + waiting), waiting = scraped queue. This is Dynamo's
-// overlap-credited prefill cost (prefill work left after the cache + the work already on the engine),
-// expressed in "load units". The saturation guard: an engine whose busy count exceeds the least busy
-// candidate's by ≥ balanceAbs AND is > balanceRel × it gets no cache credit, so a hot prefix never
-// piles onto one engine: it spills to the next, which then caches it too (SGLang's balance rule).
-import type { CacheOracle, CachePrediction, CacheSource, EngineView, Policy, Scorer } from "./types.js";
+// Otherwise (a caller with scraped gauges only), the earlier rule in load units:
+//   cost(e) = (P − credit(e)) / prefillTokensPerUnit + (runWeight · busy(e) + waitWeight · waiting(e)) / weight(e)
+// with a saturation guard: an engine ≥ balanceAbs busier than the least busy candidate AND > balanceRel ×
+// it gets no cache credit, so a hot prefix spills to the next engine rather than piling onto one.
+import type {
+  CacheOracle,
+  CachePrediction,
+  CacheSource,
+  Decision,
+  EngineView,
+  Policy,
+  Scorer,
+} from "./types.js";
 import { RequestMemo } from "./memo.js";
+import { busyOf, waitingOf } from "./load.js";
+import { PrefillLedger } from "./ledger.js";
+import { TtftModel, type PredictiveOptions } from "./predictive.js";
+import { RunningQuantile, sloFor } from "./slo.js";
 
 export interface CacheAwareOptions {
   /** prompt tokens whose prefill costs one load unit */
@@ -34,16 +48,70 @@ export const CACHE_AWARE_DEFAULTS: Required<CacheAwareOptions> = {
   balanceRel: 1.5,
 };
 
-/** What the scorer worked out for one request, kept for the pick's explanation. */
+/** What the scorer worked out for one request, kept for the pick's explanation, the ledger, admission. */
 interface Scored {
   engines: readonly EngineView[];
   pred: CachePrediction;
-  guarded: Uint8Array;
+  guarded: Uint8Array | null;
+  /** per candidate: prefill tokens it would need (prompt less credit) */
+  uncached: Float64Array;
+  /** per candidate: predicted TTFT, ms (seconds-based cost only) */
+  ttftMs: Float64Array | null;
+  sloMs: number | undefined;
 }
 
-function busyOf(e: EngineView): number {
-  const scraped = e.running + e.waiting;
-  return e.inFlight > scraped ? e.inFlight : scraped;
+/** Why an engine was picked, in the words of the routing metrics and the debug header. */
+function explainPick(s: Scored, i: number): { cached: number; source: CacheSource; reason: string } {
+  const cached = s.pred.cachedTokens[i]!;
+  const source: CacheSource = s.pred.source[i] ?? "none";
+  let best = 0;
+  for (let k = 0; k < s.engines.length; k++) best = Math.max(best, s.pred.cachedTokens[k]!);
+  let reason: string;
+  if (s.guarded?.some((g) => g === 1) && cached < best) reason = "saturation-guard";
+  else if (cached > 0 && cached >= best) reason = `${source}-hit`;
+  else if (best > 0) reason = "load-over-hit";
+  else reason = "least-cost";
+  return { cached, source, reason };
+}
+
+/** The earlier load-unit cost, for callers that do not count first tokens (see the file's comment). */
+function loadUnitCost(
+  o: Required<CacheAwareOptions>,
+  engines: readonly EngineView[],
+  pred: CachePrediction,
+  now: number | undefined,
+  out: Float64Array,
+  uncached: Float64Array,
+): Uint8Array | null {
+  const P = pred.promptTokens;
+  let minBusy = Infinity;
+  for (const e of engines) minBusy = Math.min(minBusy, busyOf(e, now));
+  let guarded: Uint8Array | null = null;
+  for (let i = 0; i < engines.length; i++) {
+    const e = engines[i]!;
+    const busy = busyOf(e, now);
+    let credit = Math.min(P, Math.max(0, pred.cachedTokens[i]!));
+    if (credit > 0 && busy - minBusy >= o.balanceAbs && busy > o.balanceRel * minBusy) {
+      (guarded ??= new Uint8Array(engines.length))[i] = 1;
+      credit = 0;
+    }
+    uncached[i] = P - credit;
+    const w = e.weight > 0 ? e.weight : 1;
+    const cost =
+      (P - credit) / o.prefillTokensPerUnit + (o.runWeight * busy + o.waitWeight * waitingOf(e, now)) / w;
+    // KV free space as a tie-break between otherwise equal engines
+    out[i] = -cost + 0.001 * (1 - Math.min(1, Math.max(0, e.kvUsage)));
+  }
+  return guarded;
+}
+
+export interface CacheAwarePolicyOptions {
+  /** the load-unit cost's constants (callers that do not count first tokens) */
+  cacheAware?: CacheAwareOptions | undefined;
+  /** the seconds-based cost: engine timing, constants, SLOs */
+  predictive?: PredictiveOptions | undefined;
+  /** refuse (over-slo) a request no engine is predicted to start within its SLO: the predictive policy */
+  admitBySlo?: boolean;
 }
 
 export function createCacheAwarePolicy(
@@ -51,35 +119,41 @@ export function createCacheAwarePolicy(
   oracle: CacheOracle,
   filters: Policy["filters"],
   picker: Policy["picker"],
-  options: CacheAwareOptions = {},
+  options: CacheAwarePolicyOptions = {},
+  ledger = new PrefillLedger(),
 ): Policy {
-  const o = { ...CACHE_AWARE_DEFAULTS, ...options };
-  // a request's candidates and prediction, for onPicked
+  const o = { ...CACHE_AWARE_DEFAULTS, ...options.cacheAware };
+  const model = new TtftModel(options.predictive ?? {}, ledger);
+  const admitBySlo = options.admitBySlo === true;
+  const sloOptions = options.predictive?.slo;
+  // a request's candidates and prediction, for onPicked and admit
   const last = new RequestMemo<Scored>("cache-aware.scored");
+  // how the TTFTs of admitted requests came out against their predictions: admission asks that the
+  // prediction times this (the ratio's p90) meet the SLO, so admitted requests meet it at p90 whatever
+  // the model does not know (HTTP, tokenizing, the host)
+  const calibration = new RunningQuantile(0.9);
+  let lastNow: number | undefined;
   const scorer: Scorer = {
     name: "cache-load",
     weight: 1,
-    score(req, engines, out) {
+    score(req, engines, out, fleet) {
+      const now = fleet.now;
+      lastNow = now;
       const pred = oracle.predict(req, engines);
-      let minBusy = Infinity;
-      for (const e of engines) minBusy = Math.min(minBusy, busyOf(e));
-      const guarded = new Uint8Array(engines.length);
-      const P = pred.promptTokens;
-      for (let i = 0; i < engines.length; i++) {
-        const e = engines[i]!;
-        const busy = busyOf(e);
-        let credit = Math.min(P, Math.max(0, pred.cachedTokens[i]!));
-        if (credit > 0 && busy - minBusy >= o.balanceAbs && busy > o.balanceRel * minBusy) {
-          guarded[i] = 1;
-          credit = 0;
-        }
-        const w = e.weight > 0 ? e.weight : 1;
-        const cost =
-          (P - credit) / o.prefillTokensPerUnit + (o.runWeight * busy + o.waitWeight * e.waiting) / w;
-        // KV free space as a tie-break between otherwise equal engines
-        out[i] = -cost + 0.001 * (1 - Math.min(1, Math.max(0, e.kvUsage)));
+      const n = engines.length;
+      const uncached = new Float64Array(n);
+      // the seconds-based cost needs every candidate's first tokens counted (or, for predictive, none)
+      let tracked = true;
+      for (let i = 0; i < n && tracked; i++) tracked = engines[i]!.awaitingFirstToken !== undefined;
+      if (tracked || admitBySlo) {
+        const ttftMs = new Float64Array(n);
+        const sloMs = admitBySlo ? sloFor(req, sloOptions) : undefined;
+        model.score(req, engines, pred, now, sloMs, out, uncached, ttftMs);
+        last.set(req, { engines, pred, guarded: null, uncached, ttftMs, sloMs });
+      } else {
+        const guarded = loadUnitCost(o, engines, pred, now, out, uncached);
+        last.set(req, { engines, pred, guarded, uncached, ttftMs: null, sloMs: undefined });
       }
-      last.set(req, { engines, pred, guarded });
     },
   };
   return {
@@ -87,21 +161,36 @@ export function createCacheAwarePolicy(
     filters,
     scorers: [scorer],
     picker,
+    admit: admitBySlo
+      ? (req, engine): Decision | undefined => {
+          const s = last.get(req);
+          if (!s?.ttftMs || s.sloMs === undefined) return undefined;
+          const i = s.engines.indexOf(engine);
+          const ttft = (i >= 0 ? s.ttftMs[i]! : Infinity) * calibration.value;
+          if (ttft <= s.sloMs) return undefined;
+          return {
+            kind: "over-slo",
+            predictedTtftMs: ttft,
+            sloTtftMs: s.sloMs,
+            retryAfterMs: ttft - s.sloMs,
+          };
+        }
+      : undefined,
+    onFirstToken(req, engine, ttftMs) {
+      const s = last.get(req);
+      if (!s?.ttftMs) return;
+      const i = s.engines.indexOf(engine);
+      if (i >= 0 && s.ttftMs[i]! > 0) calibration.add(ttftMs / s.ttftMs[i]!);
+    },
     onPicked(req, engine) {
       const s = last.get(req);
-      if (!s || !oracle.onPicked) return;
+      if (!s) return;
       const i = s.engines.indexOf(engine);
       if (i < 0) return;
-      const cached = s.pred.cachedTokens[i]!;
-      const source: CacheSource = s.pred.source[i] ?? "none";
-      let best = 0;
-      for (let k = 0; k < s.engines.length; k++) best = Math.max(best, s.pred.cachedTokens[k]!);
-      let reason: string;
-      if (s.guarded.some((g) => g === 1) && cached < best) reason = "saturation-guard";
-      else if (cached > 0 && cached >= best) reason = `${source}-hit`;
-      else if (best > 0) reason = "load-over-hit";
-      else reason = "least-cost";
-      oracle.onPicked(req, engine, cached, source, reason);
+      model.picked(engine, s.uncached[i]!, lastNow);
+      if (!oracle.onPicked) return;
+      const why = explainPick(s, i);
+      oracle.onPicked(req, engine, why.cached, why.source, why.reason);
     },
   };
 }

@@ -1,6 +1,6 @@
 // Filters shared by every policy: the engine must serve the model, be healthy, not be excluded
 // (tried already), carry weight, and have room under its in-flight cap.
-import type { EngineView, Filter, RequestView } from "./types.js";
+import type { EngineView, Filter, FleetSnapshot, RequestView } from "./types.js";
 
 // Each filter hands back its input array when every engine passes (the usual case), so a decision
 // allocates no arrays; it copies only when an engine is dropped. Predicates are module-level with
@@ -36,11 +36,11 @@ export const standardFilters: readonly Filter[] = [servesModel, healthyOnly, not
 export function applyFilters(
   filters: readonly Filter[],
   req: RequestView,
-  engines: readonly EngineView[],
+  fleet: FleetSnapshot,
 ): { candidates: readonly EngineView[]; emptiedAt: number } {
-  let set = engines;
+  let set = fleet.engines;
   for (let i = 0; i < filters.length; i++) {
-    set = filters[i]!(req, set);
+    set = filters[i]!(req, set, fleet);
     if (set.length === 0) return { candidates: set, emptiedAt: i };
   }
   return { candidates: set, emptiedAt: -1 };

@@ -18,6 +18,8 @@ export interface RequestView {
   exclude?: ReadonlySet<string> | undefined;
   /** the parsed request body (cache_salt, add_special_tokens, chat template kwargs) — cache-aware policies */
   body?: Record<string, unknown> | undefined;
+  /** the client's time-to-first-token SLO, ms (x-slo-ttft-ms); the predictive policy admits by it */
+  sloTtftMs?: number | undefined;
 }
 
 /** What a policy may know about an engine at the moment of the decision. */
@@ -32,6 +34,18 @@ export interface EngineView {
   weight: number;
   /** requests this router has in flight on the engine */
   inFlight: number;
+  /**
+   * of those, requests with no answer byte yet (their prompt is queued or being prefilled); absent when
+   * the caller does not track it. A streamed answer's first byte is its first token.
+   */
+  awaitingFirstToken?: number | undefined;
+  /** when this router last sent the engine a request, ms on the clock of `FleetSnapshot.now` */
+  lastSentAt?: number | undefined;
+  /**
+   * when this router last saw the engine answer (a first token, or a request's end), ms: one of its steps
+   * ended then, and the engine began its next at once (it runs steps back to back while busy)
+   */
+  lastEventAt?: number | undefined;
   /** this router's per-engine in-flight cap; 0 = none */
   maxInFlight: number;
   /** scraped vllm:num_requests_running (sum over the engine's series) */
@@ -42,6 +56,13 @@ export interface EngineView {
   kvUsage: number;
   /** block size from vllm:cache_config_info, when known (cache-aware policies) */
   blockSize?: number | undefined;
+  /**
+   * when running / waiting / kvUsage were scraped, ms on the clock of `FleetSnapshot.now`; absent: the
+   * caller does not track it, and load is max(inFlight, running + waiting) as if just scraped
+   */
+  scrapedAt?: number | undefined;
+  /** the router's `inFlight` on the engine when those gauges were read (see load.ts) */
+  inFlightAtScrape?: number | undefined;
 }
 
 /** A healthy engine with nothing in flight and nothing scraped yet: the starting view of an engine. */
@@ -66,16 +87,22 @@ export function idleEngineView<M extends ReadonlySet<string>>(
 
 export interface FleetSnapshot {
   engines: readonly EngineView[];
+  /** the time of the decision, ms, on the clock of `EngineView.scrapedAt` (ages scraped load) */
+  now?: number | undefined;
 }
 
 /** Narrows the candidate set. Must return a subset of its input (may be the input itself). */
-export type Filter = (req: RequestView, engines: readonly EngineView[]) => readonly EngineView[];
+export type Filter = (
+  req: RequestView,
+  engines: readonly EngineView[],
+  fleet: FleetSnapshot,
+) => readonly EngineView[];
 
 /** Scores candidates in [0, 1], higher is better; `out[i]` belongs to `engines[i]`. */
 export interface Scorer {
   name: string;
   weight: number;
-  score(req: RequestView, engines: readonly EngineView[], out: Float64Array): void;
+  score(req: RequestView, engines: readonly EngineView[], out: Float64Array, fleet: FleetSnapshot): void;
 }
 
 /** Picks one candidate given the weighted score sum per candidate. */
@@ -83,6 +110,7 @@ export type Picker = (
   req: RequestView,
   engines: readonly EngineView[],
   scores: Float64Array,
+  fleet: FleetSnapshot,
 ) => EngineView | undefined;
 
 /** A routing policy in the Gateway API Inference Extension shape: filters → scorers → picker. */
@@ -93,6 +121,10 @@ export interface Policy {
   picker: Picker;
   /** told of every pick, so caller-owned state (an approximate prefix index) can learn from it */
   onPicked?: ((req: RequestView, engine: EngineView) => void) | undefined;
+  /** told when a routed request's first token came back, `ttftMs` after it was routed (calibration) */
+  onFirstToken?: ((req: RequestView, engine: EngineView, ttftMs: number) => void) | undefined;
+  /** may refuse the picked engine (an SLO no engine meets); undefined admits it */
+  admit?: ((req: RequestView, engine: EngineView, fleet: FleetSnapshot) => Decision | undefined) | undefined;
 }
 
 /** Where a cache prediction for one engine came from. */
@@ -130,4 +162,6 @@ export type Decision =
   /** healthy engines serve the model but all are at their in-flight cap */
   | { kind: "saturated" }
   /** no engine serves the model */
-  | { kind: "unknown-model" };
+  | { kind: "unknown-model" }
+  /** the request's TTFT SLO: no engine is predicted to meet it (the best one's prediction, how far over) */
+  | { kind: "over-slo"; predictedTtftMs: number; sloTtftMs: number; retryAfterMs: number };

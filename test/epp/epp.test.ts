@@ -159,7 +159,7 @@ describe(
         );
         const rh = await client.recv(id);
         const route = setHeader(rh.msg.responseHeaders.response, "x-switchyard-route") ?? "";
-        assert.match(route, new RegExp(`engine=${s.url}; policy=hybrid; source=kv; reason=kv-hit`));
+        assert.match(route, new RegExp(`engine=${s.url}; policy=predictive; source=kv; reason=kv-hit`));
         await client.send(id, responseBody(text, true));
         const rb = (await client.recv(id)).msg.responseBody.response.bodyMutation.streamedResponse;
         assert.equal(b64(rb.body), text);
@@ -177,12 +177,12 @@ describe(
         assert.match(
           metrics,
           new RegExp(
-            `switchyard_requests_total\\{model="${MODEL}",engine="${s.url}",status="200",policy="hybrid"\\} 1`,
+            `switchyard_requests_total\\{model="${MODEL}",engine="${s.url}",status="200",policy="predictive"\\} 1`,
           ),
         );
       assert.match(
         metrics,
-        /switchyard_routing_decisions_total\{policy="hybrid",source="kv",reason="kv-hit"\} 2/,
+        /switchyard_routing_decisions_total\{policy="predictive",source="kv",reason="kv-hit"\} 2/,
       );
     });
 
@@ -219,20 +219,18 @@ describe(
       // the gateway drops one request (its HTTP stream ends): its slot is free again
       await client.cancel("h0");
       await waitUntil(() => sims.some((s) => inFlight(router, s) === 0), 5_000, "slot freed");
+      const freed = sims.find((s) => inFlight(router, s) === 0)!;
       await client.open("next");
       await client.send("next", requestHeaders(HEADERS));
       await client.send("next", requestBody(JSON.stringify(chat("next"))));
-      assert.equal(
-        destination(await client.recv("next")).header,
-        held.find((h) => h === endpointOf(sims.find((s) => inFlight(router, s) === 1)!)),
-      );
+      assert.equal(destination(await client.recv("next")).header, endpointOf(freed));
       await client.cancel("h1");
       await client.cancel("next");
       const metrics = await (await fetch(`${router.url}/metrics`)).text();
       assert.match(
         metrics,
         new RegExp(
-          `switchyard_requests_total\\{model="${MODEL}",engine="none",status="429",policy="hybrid"\\} 1`,
+          `switchyard_requests_total\\{model="${MODEL}",engine="none",status="429",policy="predictive"\\} 1`,
         ),
       );
     });

@@ -55,7 +55,9 @@ before(async () => {
       ...producers.map((p) => ({ url: p.url, role: "prefill" as const })),
       ...consumers.map((c) => ({ url: c.url, role: "decode" as const })),
     ],
-    { policy: "least-load" },
+    // round-robin within each pool: these requests come one at a time, and least-load would keep them
+    // on the engine that answered last (it holds their context); round-robin makes both engines serve
+    { policy: "round-robin" },
   );
   await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 5000, "all engines");
   client = new OpenAI({ baseURL: `${router.url}/v1`, apiKey: "x", maxRetries: 0 });
@@ -153,7 +155,7 @@ test("chat and completions, streamed and not: prefill engines see max_tokens 1, 
   // tokens the decode engines computed: each prompt's last partial block, plus the outputs
   const computed = await sum(consumers, "vllm:iteration_tokens_total_sum");
   assert.ok(computed < 4 * 16 + 12 + 7 + 24 + 5, `decode engines computed ${computed} tokens`);
-  // both decode engines took part (least-load within the pool)
+  // both decode engines took part (round-robin within the pool)
   for (const c of consumers)
     assert.ok(metric(await metrics(c), "vllm:prompt_tokens_total") > 0, `${c.url} decoded nothing`);
 });
@@ -213,7 +215,7 @@ test("a stopped prefill engine: its requests fail over to the other one", async 
   const survivor = producers[0]!;
   const before = metric(await metrics(survivor), "switchyard_sim_nixl_prefills_total");
   await producers[1]!.close();
-  // concurrent, so least-load sends some of them to the stopped engine before any ejection
+  // round-robin sends some of them to the stopped engine before any ejection
   const answers = await Promise.all(
     [0, 1, 2, 3].map((i) =>
       client.completions.create({

@@ -1,0 +1,159 @@
+// The router of a simulated fleet: what the live router would know and do, in virtual time. It keeps
+// one EngineView per engine — its own in-flight counts, always current, and the engines' gauges as of
+// its last scrape (every `scrapeIntervalS`, so they go stale in between as they do live) — and decides
+// with the routing library's policies (src/routing), fed by the oracle the live router would have.
+import type { Engine, VirtualDriver } from "../engine/index.js";
+import {
+  createPolicy,
+  decide,
+  idleEngineView,
+  PrefixOracle,
+  rooflineTiming,
+  noteDone,
+  noteFirstToken,
+  noteScraped,
+  noteSent,
+  type CacheOracle,
+  type EngineTiming,
+  type EngineView,
+  type Policy,
+  type PolicyName,
+  type RequestView,
+} from "../routing/index.js";
+import { chatMessages, completionPrompt } from "../workload/types.js";
+import type { Turn } from "./load.js";
+import { EngineProbeOracle } from "./oracle.js";
+
+export interface RouterOptions {
+  policy: PolicyName;
+  /** what the router's session-affinity key carries: none, the session id, or the workload group */
+  sessionKey: "none" | "session" | "group";
+  /** the live router scrapes vllm:num_requests_running/waiting and kv_cache_usage_perc this often */
+  scrapeIntervalS: number;
+  /** the workload is sent to the chat endpoint (what the prefix oracle renders) */
+  chat: boolean;
+  /** predictive policy: a TTFT SLO every request carries, ms (refused when no engine can meet it) */
+  sloTtftMs?: number | undefined;
+}
+
+/** the group part of a workload's session id (`g12-q3` → `g12`, `user-4` → `user-4`) */
+function groupOf(id: string): string {
+  const dash = id.indexOf("-");
+  return /^[gp]\d+-/.test(id) ? id.slice(0, dash) : id;
+}
+
+export class RouterView {
+  readonly views: (EngineView & { models: Set<string> })[] = [];
+  /** every engine's scraped kv_cache_usage_perc samples, 0..1 */
+  readonly kvSamples: number[] = [];
+  private readonly policy: Policy;
+  private readonly probe: EngineProbeOracle | null;
+  private readonly prefixOracle: PrefixOracle | null;
+  /** requests sent and not yet finished, fleet-wide */
+  private outstanding = 0;
+  /** routed requests without a first token yet: their view and when they were routed (calibration) */
+  private readonly awaiting = new Map<number, { req: RequestView; at: number }>();
+
+  constructor(
+    private readonly o: RouterOptions,
+    private readonly model: string,
+    private readonly engines: readonly Engine[],
+    private readonly driver: VirtualDriver,
+    /** whether more requests may still come (the scrape loop stops once none can) */
+    private readonly loadDone: () => boolean,
+  ) {
+    for (let e = 0; e < engines.length; e++) {
+      const id = `http://engine-${e}`;
+      this.views.push(
+        idleEngineView(id, new Set([model]), {
+          blockSize: engines[e]!.config.blockSize,
+          awaitingFirstToken: 0,
+        }),
+      );
+    }
+    // cache-aware policies get the oracle the live router would have (src/fleet/oracle.ts)
+    this.probe =
+      o.policy === "kv" || o.policy === "hybrid" || o.policy === "predictive"
+        ? new EngineProbeOracle(
+            engines,
+            this.views.map((v) => v.id),
+          )
+        : null;
+    this.prefixOracle = o.policy === "prefix" ? new PrefixOracle() : null;
+    const cache: CacheOracle | undefined = this.probe ?? this.prefixOracle ?? undefined;
+    // predictive: every engine's timing is the engine model's own (src/engine's roofline)
+    const timing = new Map<string, EngineTiming>();
+    for (let e = 0; e < engines.length; e++)
+      timing.set(this.views[e]!.id, rooflineTiming(engines[e]!.config));
+    this.policy = createPolicy(o.policy, {
+      ...(cache ? { cache } : {}),
+      predictive: { timing: (v) => timing.get(v.id), slo: { defaultTtftMs: o.sloTtftMs } },
+    });
+  }
+
+  start(): void {
+    this.driver.at(0, this.scrape);
+  }
+
+  /** the engine (by index) the policy picks for a turn; -1: refused, no engine can meet its SLO */
+  route(turn: Turn): number {
+    const a = turn.active;
+    const o = this.o;
+    const sessionKey =
+      o.sessionKey === "none" ? undefined : o.sessionKey === "group" ? groupOf(a.session.id) : a.session.id;
+    const req: RequestView = { model: this.model, seq: turn.index, sessionKey };
+    if (this.prefixOracle || o.policy === "predictive") {
+      // the text the live router renders: chat messages or the completions prompt (earlier answers are
+      // not kept as text here, so a multi-round history matches up to its first answer)
+      const answers: string[] = [];
+      if (o.chat) req.messages = chatMessages(a.session, a.round, answers);
+      else req.prompt = completionPrompt(a.session, a.round, answers);
+    }
+    const probe = this.probe;
+    if (probe) probe.current = { tokens: turn.prompt, sharedPrefix: turn.sharedPrefix };
+    const d = decide(this.policy, req, { engines: this.views, now: this.driver.now * 1000 });
+    if (probe) probe.current = null;
+    if (d.kind === "over-slo") return -1;
+    if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
+    if (this.policy.onFirstToken) this.awaiting.set(turn.index, { req, at: this.driver.now });
+    return this.views.indexOf(d.engine as EngineView & { models: Set<string> });
+  }
+
+  /** a request went to engine `e` */
+  sent(e: number): void {
+    noteSent(this.views[e]!, this.driver.now * 1000);
+    this.outstanding++;
+  }
+
+  /** the first token of request `index` on engine `e` came back (a streamed answer's first byte) */
+  firstToken(e: number, index: number): void {
+    const v = this.views[e]!;
+    noteFirstToken(v, this.driver.now * 1000);
+    const a = this.awaiting.get(index);
+    if (!a) return;
+    this.awaiting.delete(index);
+    this.policy.onFirstToken?.(a.req, v, (this.driver.now - a.at) * 1000);
+  }
+
+  /** request `index` on engine `e` finished (`answered`: its first token came back before) */
+  done(e: number, index: number, answered: boolean): void {
+    this.awaiting.delete(index);
+    noteDone(this.views[e]!, answered, this.driver.now * 1000);
+    this.outstanding--;
+  }
+
+  // engine metrics as of the last scrape; the router's own in-flight counts are always current
+  private readonly scrape = (): void => {
+    const engines = this.engines;
+    for (let e = 0; e < engines.length; e++) {
+      const s = engines[e]!.snapshot();
+      const v = this.views[e]!;
+      v.running = s.numRunning;
+      v.waiting = s.numWaiting;
+      v.kvUsage = s.kvCacheUsage;
+      noteScraped(v, this.driver.now * 1000);
+      this.kvSamples.push(s.kvCacheUsage);
+    }
+    if (!this.loadDone() || this.outstanding > 0) this.driver.after(this.o.scrapeIntervalS, this.scrape);
+  };
+}

@@ -1,0 +1,93 @@
+// The predictive policy's configuration slice (the router's `predictive:` and `slo:` sections): which GPU
+// and model profile times each engine, and the TTFT SLOs requests are admitted by. Owned here so the
+// router's schema only names it, and turned into the policy's options here (timingFor).
+import { z } from "zod";
+import { defaultEngineConfig, GPUS, resolveGpu, resolveModel } from "../engine/index.js";
+import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
+import type { EngineView } from "./types.js";
+import type { PredictiveOptions } from "./predictive.js";
+
+const gpuId = z.string().refine(
+  (g) => {
+    try {
+      resolveGpu(g);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: `expected a GPU profile: ${GPUS.map((g) => g.id).join(", ")}` },
+);
+
+const engineProfile = z.strictObject({
+  gpu: gpuId.optional(),
+  tensorParallelSize: z.number().int().min(1).max(8).optional(),
+});
+
+export const predictiveConfigSchema = z
+  .strictObject({
+    /** the engines' GPU (a profile of the engine model); none: each engine's speed is learned from its metrics */
+    gpu: gpuId.optional(),
+    tensorParallelSize: z.number().int().min(1).max(8).default(1),
+    /** engines that are `switchyard sim --time-scale S` run S times slower than the GPU they model */
+    timeScale: z.number().positive().default(1),
+    /** per engine URL: another GPU or tensor-parallel size than the fleet's */
+    engines: z.record(z.string(), engineProfile).default({}),
+    /** the extra fleet work a miss costs, as a fraction of its prefill time */
+    missWeight: z.number().min(0).default(1),
+  })
+  .prefault({});
+export type PredictiveConfig = z.output<typeof predictiveConfigSchema>;
+
+export const sloConfigSchema = z
+  .strictObject({
+    /** default TTFT SLO in ms for every model; none: only requests with x-slo-ttft-ms have one */
+    ttftMs: z.number().positive().optional(),
+    /** per served model name, ms */
+    models: z.record(z.string(), z.number().positive()).default({}),
+    /** a request no engine is predicted to serve within its SLO: 429 with Retry-After, or wait in the queue */
+    onMiss: z.enum(["reject", "queue"]).default("reject"),
+  })
+  .prefault({});
+export type SloConfig = z.output<typeof sloConfigSchema>;
+
+/** The counters LearnedTiming reads, as the router's scrape leaves them on the view. */
+export interface ViewWithCounters extends EngineView {
+  prefillCounters?: PrefillCounters | undefined;
+}
+
+/**
+ * The predictive policy's options from the configuration: each engine timed by the engine model for its
+ * GPU (fleet-wide or its own) and the request's model, when both profiles are known; otherwise learned
+ * from the engine's scraped counters. Profiles are built once per (engine, model) and kept (bounded).
+ */
+export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): PredictiveOptions {
+  const learned = new LearnedTiming((e) => (e as ViewWithCounters).prefillCounters);
+  const built = new Map<string, EngineTiming | null>();
+  const profiled = (e: EngineView, model: string): EngineTiming | null => {
+    const key = `${e.id}\u0000${model}`;
+    let t = built.get(key);
+    if (t !== undefined) return t;
+    const own = p.engines[e.id];
+    const gpu = own?.gpu ?? p.gpu;
+    t = null;
+    if (gpu !== undefined) {
+      try {
+        const cfg = defaultEngineConfig(resolveModel(model), resolveGpu(gpu), {
+          tensorParallelSize: own?.tensorParallelSize ?? p.tensorParallelSize,
+        });
+        t = rooflineTiming(cfg, p.timeScale);
+      } catch {
+        t = null; // a model the engine model has no profile of (an adapter, a private model): learned
+      }
+    }
+    if (built.size >= 4096) built.delete(built.keys().next().value!);
+    built.set(key, t);
+    return t;
+  };
+  return {
+    timing: (e, model) => profiled(e, model) ?? learned.timing(e),
+    missWeight: p.missWeight,
+    slo: { defaultTtftMs: slo.ttftMs, models: slo.models },
+  };
+}

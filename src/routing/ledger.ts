@@ -1,0 +1,85 @@
+// The prefill work a router has queued on each engine: for every request it sent that has no first token
+// yet, the prompt tokens the engine must compute for it (its prompt less the cached prefix predicted at
+// the pick). The cache-aware policies add a candidate's queue to the request's own uncached tokens: a
+// prompt waits for every prefill ahead of it, and a tenant's burst on the engine holding its prefix is
+// priced for queueing behind itself, so it replicates to a second engine once that is faster.
+//
+// No request ids are needed: the caller counts, per engine, the requests still awaiting their first token
+// (EngineView.awaitingFirstToken), and an engine prefills in arrival order, so when that count has
+// dropped to k the k newest entries are the ones left. With a prefill rate the head of the queue (the
+// prompt being prefilled) also drains with time between two decisions, as the engine works through it.
+import type { EngineView } from "./types.js";
+
+interface EngineQueue {
+  /** uncached tokens per awaiting request, oldest first; `head` is the first live one */
+  tokens: number[];
+  head: number;
+  /** Σ tokens[head..] */
+  total: number;
+  /** ms of the last drain */
+  at: number;
+}
+
+/** engines remembered at most (a fleet larger than this forgets its least recently seen) */
+const MAX_ENGINES = 4096;
+/** entries per engine at most: a caller that never reports first tokens cannot grow it forever */
+const MAX_ENTRIES = 65536;
+
+export class PrefillLedger {
+  private readonly byEngine = new Map<string, EngineQueue>();
+
+  /**
+   * Tokens queued on `e` for prefill now, or undefined when the caller does not count the requests
+   * awaiting a first token (the ledger cannot tell which entries are done). `tokensPerMs` drains the
+   * queue's head by elapsed time.
+   */
+  pending(e: EngineView, now: number | undefined, tokensPerMs?: number): number | undefined {
+    const awaiting = e.awaitingFirstToken;
+    if (awaiting === undefined) return undefined;
+    const q = this.byEngine.get(e.id);
+    if (!q) return 0;
+    // the oldest requests answered first
+    while (q.tokens.length - q.head > awaiting) q.total -= q.tokens[q.head++]!;
+    if (tokensPerMs !== undefined && now !== undefined && now > q.at) {
+      let budget = (now - q.at) * tokensPerMs;
+      // only the head is being prefilled: the prompts behind it wait (possibly for KV space), and
+      // their turn shows as the head's first token
+      const lim = Math.min(q.tokens.length, q.head + 1);
+      for (let i = q.head; i < lim && budget > 0; i++) {
+        const t = q.tokens[i]!;
+        const used = t < budget ? t : budget;
+        q.tokens[i] = t - used;
+        q.total -= used;
+        budget -= used;
+      }
+    }
+    if (now !== undefined && now > q.at) q.at = now;
+    this.compact(q);
+    return q.total > 0 ? q.total : 0;
+  }
+
+  /** the request just picked for `e` will need `tokens` of prefill there */
+  add(e: EngineView, tokens: number, now: number | undefined): void {
+    let q = this.byEngine.get(e.id);
+    if (!q) {
+      if (this.byEngine.size >= MAX_ENGINES) this.byEngine.delete(this.byEngine.keys().next().value!);
+      q = { tokens: [], head: 0, total: 0, at: now ?? 0 };
+      this.byEngine.set(e.id, q);
+    } else if (q.tokens.length - q.head >= MAX_ENTRIES) q.total -= q.tokens[q.head++]!;
+    q.tokens.push(tokens);
+    q.total += tokens;
+  }
+
+  /** entries for `e` (tests, diagnostics) */
+  size(id: string): number {
+    const q = this.byEngine.get(id);
+    return q ? q.tokens.length - q.head : 0;
+  }
+
+  private compact(q: EngineQueue): void {
+    if (q.head > 64 && q.head * 2 > q.tokens.length) {
+      q.tokens.splice(0, q.head);
+      q.head = 0;
+    }
+  }
+}

@@ -1,0 +1,100 @@
+// How loaded an engine is right now, from what the router knows: its own in-flight count (exact and
+// current) and the engine's gauges as of the last scrape (exact then, stale now).
+//
+// Taking the larger of the two (`max(inFlight, running + waiting)`, the rule this replaces) made an
+// engine that drained since its last scrape look busy for up to a whole scrape interval, so load piled
+// onto the others. Here the scrape only says what the router cannot know itself: the work other
+// clients (other router replicas, direct clients) put on the engine. That is the scraped count less
+// the router's own in-flight count at scrape time; it ages out as the scrape gets older, and the
+// router's own count since then is added exactly:
+//
+//   others  = max(0, running_s + waiting_s − inFlight_s) · 2^(−age / OTHERS_HALF_LIFE_MS)
+//   busy    = inFlight + others
+//   waiting = waiting_s > 0 ? max(0, busy − running_s) : 0
+//
+// An engine that was queueing at the scrape was running all it could (`running_s` is its batch limit
+// then): what the router sent since queues behind it and every completion since lets one in. An
+// engine that was not queueing has an unknown limit, and the router's own in-flight count carries it.
+// A view with no scrape time (a caller that does not track one) keeps the old rule.
+import type { EngineView } from "./types.js";
+
+/** how fast the other clients' share of a scraped count ages out (ms) */
+export const OTHERS_HALF_LIFE_MS = 2000;
+
+/** Other clients' requests on the engine now (those the scrape saw beyond the router's own), aged. */
+export function othersOf(e: EngineView, now: number | undefined): number {
+  const at = e.scrapedAt;
+  const others = e.running + e.waiting - (e.inFlightAtScrape ?? 0);
+  if (others <= 0) return 0;
+  const age = now !== undefined && at !== undefined && now > at ? now - at : 0;
+  return age > 0 ? others * Math.pow(2, -age / OTHERS_HALF_LIFE_MS) : others;
+}
+
+/** Requests on the engine now (running or queued), estimated. */
+export function busyOf(e: EngineView, now: number | undefined): number {
+  if (e.scrapedAt === undefined) {
+    const scraped = e.running + e.waiting;
+    return e.inFlight > scraped ? e.inFlight : scraped;
+  }
+  return e.inFlight + othersOf(e, now);
+}
+
+/**
+ * Other clients' requests queued on the engine now: their share of the scrape, in the proportion the
+ * engine was queueing then. (The router's own queued requests it counts itself, as awaiting a first token.)
+ */
+export function othersQueuedOf(e: EngineView, now: number | undefined): number {
+  const total = e.running + e.waiting;
+  if (e.scrapedAt === undefined || e.waiting <= 0 || total <= 0) return 0;
+  return (othersOf(e, now) * e.waiting) / total;
+}
+
+/** Requests queued on the engine now (not yet running), estimated. */
+export function waitingOf(e: EngineView, now: number | undefined): number {
+  if (e.scrapedAt === undefined || e.waiting <= 0) return e.scrapedAt === undefined ? e.waiting : 0;
+  const q = busyOf(e, now) - e.running;
+  return q > 0 ? q : 0;
+}
+
+// The bookkeeping behind these estimates, one place for both callers (the live router's registry and
+// proxy, the fleet simulator's router): what the router sent, what answered, what a scrape said.
+
+/** A request was just sent to the engine (`now`: ms on the snapshot's clock). */
+export function noteSent(e: EngineView, now: number): void {
+  e.inFlight++;
+  e.awaitingFirstToken = (e.awaitingFirstToken ?? 0) + 1;
+  e.lastSentAt = now;
+}
+
+/** The first token (a streamed answer's first byte) of a request on the engine came back at `now`. */
+export function noteFirstToken(e: EngineView, now: number): void {
+  if (e.awaitingFirstToken) e.awaitingFirstToken--;
+  e.lastEventAt = now;
+}
+
+/** A request on the engine ended at `now`; `answered`: its first token had come back (noteFirstToken). */
+export function noteDone(e: EngineView, answered: boolean, now: number): void {
+  e.lastEventAt = now;
+  e.inFlight--;
+  if (!answered && e.awaitingFirstToken) e.awaitingFirstToken--;
+}
+
+/** The engine's gauges were just scraped (the caller sets running, waiting, kvUsage). */
+export function noteScraped(e: EngineView, now: number): void {
+  e.scrapedAt = now;
+  e.inFlightAtScrape = e.inFlight;
+}
+
+/**
+ * How long a prompt sent now waits for the engine's current step to end, ms, for steps of `stepMs`: an idle
+ * engine starts at once; one that answered `Δ` ms ago (a step ended then) finishes its step in stepMs − Δ;
+ * otherwise the phase is unknown, half a step on average. The router's own events mark the step starts,
+ * which is why an engine that just answered is a worse pick than it looks: its new step has just begun.
+ */
+export function stepResidualMs(e: EngineView, now: number | undefined, stepMs: number): number {
+  if (e.inFlight <= 0 && e.running + e.waiting <= 0) return 0;
+  const last = e.lastEventAt;
+  if (now !== undefined && last !== undefined && now >= last && now - last < stepMs)
+    return stepMs - (now - last);
+  return stepMs / 2;
+}

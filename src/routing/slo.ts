@@ -1,0 +1,74 @@
+// Time-to-first-token SLOs: a request's own (the `x-slo-ttft-ms` header, parsed at the router's edge)
+// or its model's default from the configuration. The predictive policy refuses, early, a request that no
+// engine is predicted to start within its SLO.
+
+export interface SloOptions {
+  /** ms, for every model without its own */
+  defaultTtftMs?: number | undefined;
+  /** ms per served model name */
+  models?: Readonly<Record<string, number>> | undefined;
+}
+
+/** the header a client sets its TTFT SLO with, in milliseconds */
+export const SLO_HEADER = "x-slo-ttft-ms";
+/** the largest SLO a header may carry (10 minutes): beyond it the value is surely a mistake */
+export const MAX_SLO_MS = 600_000;
+
+/**
+ * The header's value as milliseconds; undefined when absent; an Error (its message fit for a 400) when it
+ * is not a positive number up to MAX_SLO_MS.
+ */
+export function parseSloHeader(value: string | string[] | undefined): number | undefined | Error {
+  if (value === undefined) return undefined;
+  const text = Array.isArray(value) ? value[0] : value;
+  const ms = Number(text);
+  if (text === undefined || text.trim() === "" || !Number.isFinite(ms) || ms <= 0 || ms > MAX_SLO_MS)
+    return new Error(
+      `${SLO_HEADER} must be a number of milliseconds above 0 and at most ${MAX_SLO_MS}, got ${JSON.stringify(text ?? "")}`,
+    );
+  return ms;
+}
+
+/** the SLO that applies to a request: its own, else its model's, else the default; undefined: none */
+export function sloFor(
+  req: { model: string; sloTtftMs?: number | undefined },
+  o: SloOptions | undefined,
+): number | undefined {
+  return req.sloTtftMs ?? o?.models?.[req.model] ?? o?.defaultTtftMs;
+}
+
+/** Retry-After, whole seconds (at least 1), for a refusal predicted `overMs` over the SLO */
+export function retryAfterSeconds(overMs: number): number {
+  return Math.max(1, Math.ceil(overMs / 1000));
+}
+
+/**
+ * A running estimate of a quantile of positive values (here: actual over predicted TTFT), by stochastic
+ * approximation in the log domain: each value moves the estimate up by `step · q` when above it and down
+ * by `step · (1 − q)` when below, so it settles where a fraction q of values fall below. O(1), no samples
+ * kept; follows drift (a host that got slower, overheads the model does not know).
+ */
+export class RunningQuantile {
+  private log = 0;
+  count = 0;
+
+  constructor(
+    readonly q: number,
+    private readonly step = 0.02,
+    /** the estimate stays within [1/bound, bound] */
+    private readonly bound = 20,
+  ) {}
+
+  get value(): number {
+    return Math.exp(this.log);
+  }
+
+  add(x: number): void {
+    if (!(x > 0) || !Number.isFinite(x)) return;
+    this.count++;
+    this.log += Math.log(x) > this.log ? this.step * this.q : -this.step * (1 - this.q);
+    const b = Math.log(this.bound);
+    if (this.log > b) this.log = b;
+    else if (this.log < -b) this.log = -b;
+  }
+}

@@ -1,0 +1,191 @@
+// The predictive policy: predicted TTFT per candidate from the engine model's timing, the prefill queue
+// the router put on each engine, and the cached prefix; SLO admission; timing learned from counters.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  createPolicy,
+  decide,
+  LearnedTiming,
+  noteFirstToken,
+  noteSent,
+  parseSloHeader,
+  predictiveOptions,
+  PrefillLedger,
+  RunningQuantile,
+  rooflineTiming,
+  type CacheOracle,
+  type EngineView,
+  type RequestView,
+} from "../../src/routing/index.js";
+import { defaultEngineConfig, resolveGpu, resolveModel } from "../../src/engine/index.js";
+import { eng } from "../helpers/routing.js";
+
+const llama = resolveModel("meta-llama/Llama-3.1-8B-Instruct");
+const h100 = rooflineTiming(defaultEngineConfig(llama, resolveGpu("h100")));
+const l4 = rooflineTiming(defaultEngineConfig(llama, resolveGpu("l4")));
+
+/** an oracle that says engine `holder` caches `cached` of a `prompt`-token prompt */
+function oracle(prompt: number, cached: Record<string, number>): CacheOracle {
+  return {
+    predict: (_req, engines) => ({
+      promptTokens: prompt,
+      cachedTokens: Float64Array.from(engines.map((e) => cached[e.id] ?? 0)),
+      source: engines.map(() => "kv" as const),
+    }),
+  };
+}
+
+const req = (seq: number, over: Partial<RequestView> = {}): RequestView => ({ model: "m", seq, ...over });
+const picked = (d: ReturnType<typeof decide>) => (d.kind === "picked" ? d.engine.id : d.kind);
+
+test("predictive: the engine holding the prefix wins until the prefill queue there outweighs the miss", () => {
+  const p = createPolicy("predictive", {
+    cache: oracle(8000, { a: 7000 }),
+    predictive: { timing: () => h100 },
+  });
+  const a = eng("a", { awaitingFirstToken: 0 });
+  const b = eng("b", { awaitingFirstToken: 0 });
+  const fleet = { engines: [a, b], now: 0 };
+  // a burst of the prefix: the first few stay on a (1,000 tokens each to compute there)…
+  const seen: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    const d = decide(p, req(i), fleet);
+    seen.push(picked(d));
+    if (d.kind === "picked") noteSent(d.engine, 0);
+  }
+  assert.equal(seen[0], "a");
+  const onA = seen.filter((x) => x === "a").length;
+  // …until a's queue costs more than a cold 8,000-token prefill on b (twice: the miss's extra work)
+  assert.ok(onA >= 6 && onA < 12, `a took ${onA} of 12: ${seen.join(",")}`);
+  assert.ok(seen.includes("b"), "the burst spilled to b rather than queueing behind itself");
+});
+
+test("predictive: with equal queues the faster GPU wins; first tokens free the queue", () => {
+  const p = createPolicy("predictive", {
+    cache: oracle(4000, {}),
+    predictive: { timing: (e) => (e.id === "fast" ? h100 : l4) },
+  });
+  const fast = eng("fast", { awaitingFirstToken: 0 });
+  const slow = eng("slow", { awaitingFirstToken: 0 });
+  assert.equal(picked(decide(p, req(0), { engines: [slow, fast], now: 0 })), "fast");
+  noteSent(fast, 0);
+  noteFirstToken(fast, 0); // answered: nothing queued on it any more
+  assert.equal(picked(decide(p, req(1), { engines: [slow, fast], now: 0 })), "fast");
+});
+
+test("predictive: no engine can meet the SLO → over-slo with the best prediction; one that can is picked", () => {
+  const p = createPolicy("predictive", { cache: oracle(100_000, {}), predictive: { timing: () => h100 } });
+  const a = eng("a", { awaitingFirstToken: 0 });
+  const d = decide(p, req(0, { sloTtftMs: 50 }), { engines: [a], now: 0 });
+  assert.equal(d.kind, "over-slo");
+  if (d.kind !== "over-slo") return;
+  assert.ok(d.predictedTtftMs > 1000, `a cold 100k-token prefill: ${d.predictedTtftMs} ms`);
+  assert.equal(d.sloTtftMs, 50);
+  assert.ok(Math.abs(d.retryAfterMs - (d.predictedTtftMs - 50)) < 1e-6);
+  assert.equal(a.awaitingFirstToken, 0, "a refusal changes nothing");
+  // with a per-model default, and a cached engine able to meet it
+  const q = createPolicy("predictive", {
+    cache: oracle(100_000, { b: 99_900 }),
+    predictive: { timing: () => h100, slo: { models: { m: 200 } } },
+  });
+  const b = eng("b", { awaitingFirstToken: 0 });
+  assert.equal(picked(decide(q, req(0), { engines: [a, b], now: 0 })), "b");
+  assert.equal(
+    picked(
+      decide(q, req(0, { model: "other" }), {
+        engines: [a, b].map((e) => ({ ...e, models: new Set(["other"]) })),
+        now: 0,
+      }),
+    ),
+    "b",
+  );
+});
+
+test("predictive without a timing or an oracle still balances the prefill queue", () => {
+  const p = createPolicy("predictive");
+  const a = eng("a", { awaitingFirstToken: 0 });
+  const b = eng("b", { awaitingFirstToken: 0 });
+  noteSent(a, 0);
+  assert.equal(picked(decide(p, req(1), { engines: [a, b], now: 0 })), "b");
+});
+
+test("the prefill ledger keeps the newest entries the caller still counts, and drains with time", () => {
+  const l = new PrefillLedger();
+  const e: EngineView = eng("a", { awaitingFirstToken: 0 });
+  assert.equal(l.pending(eng("x"), 0), undefined, "no awaiting count: the ledger cannot tell");
+  l.add(e, 1000, 0);
+  e.awaitingFirstToken = 1;
+  l.add(e, 500, 0);
+  e.awaitingFirstToken = 2;
+  assert.equal(l.pending(e, 0), 1500);
+  e.awaitingFirstToken = 1; // the oldest answered
+  assert.equal(l.pending(e, 0), 500);
+  assert.equal(l.pending(e, 100, 2), 300, "100 ms at 2 tokens/ms");
+  assert.equal(l.pending(e, 1000, 2), 0);
+  assert.equal(l.size("a"), 1, "drained to 0 but still counted until its first token");
+});
+
+test("learned timing: the engine's prefill speed from its counters", () => {
+  const counters = { prefillSeconds: 0, promptTokens: 0, cachedTokens: 0 };
+  const lt = new LearnedTiming(() => counters);
+  const e = eng("a");
+  assert.ok(lt.timing(e), "a default speed until it learns");
+  counters.promptTokens = 30_000;
+  counters.cachedTokens = 10_000;
+  counters.prefillSeconds = 1; // 20,000 computed tokens in 1 s
+  const t = lt.timing(e)!;
+  assert.equal(Math.round(t.prefillSeconds(40_000, 0, 0, 0) * 1000), 2000);
+  counters.promptTokens = 0; // a restart: counters go back, the estimate stays
+  assert.equal(lt.tokensPerSecond("a"), 20_000);
+  lt.timing(e);
+  assert.equal(lt.tokensPerSecond("a"), 20_000);
+});
+
+test("the engine model's timing: a bigger batch of decodes slows a prefill; an H100 beats an L4", () => {
+  assert.ok(h100.prefillSeconds(8000, 0, 0, 0) < l4.prefillSeconds(8000, 0, 0, 0) / 3);
+  assert.ok(h100.prefillSeconds(8000, 0, 200, 200 * 4000) > h100.prefillSeconds(8000, 0, 0, 0));
+  assert.equal(h100.prefillSeconds(0, 0, 0, 0), 0);
+});
+
+test("x-slo-ttft-ms: milliseconds above 0 and at most 10 minutes, else a clear error", () => {
+  assert.equal(parseSloHeader(undefined), undefined);
+  assert.equal(parseSloHeader("250"), 250);
+  assert.equal(parseSloHeader(["1500.5"]), 1500.5);
+  for (const bad of ["", "abc", "0", "-5", "600001", "Infinity"]) {
+    const r = parseSloHeader(bad);
+    assert.ok(r instanceof Error && /x-slo-ttft-ms must be a number of milliseconds/.test(r.message), bad);
+  }
+});
+
+test("a running quantile settles where that fraction of values falls below it", () => {
+  const q = new RunningQuantile(0.9, 0.02);
+  // values 1..10 uniformly: the 90th percentile is about 9
+  for (let i = 0; i < 20_000; i++) q.add(1 + (i % 10));
+  assert.ok(q.value > 8.5 && q.value < 10.5, `p90 estimate ${q.value}`);
+  q.add(NaN);
+  q.add(-1);
+  assert.equal(q.count, 20_000, "non-positive or non-finite values are ignored");
+});
+
+test("configuration: engines are timed by their GPU profile for a known model, learned otherwise", () => {
+  const o = predictiveOptions(
+    {
+      gpu: "h100",
+      tensorParallelSize: 1,
+      timeScale: 2,
+      engines: { "http://b": { gpu: "l4" } },
+      missWeight: 1,
+    },
+    { models: { m: 100 }, onMiss: "reject" },
+  );
+  const a = eng("http://a");
+  const b = eng("http://b");
+  const model = "meta-llama/Llama-3.1-8B-Instruct";
+  const ta = o.timing!(a, model)!;
+  const tb = o.timing!(b, model)!;
+  const h = h100.prefillSeconds(8000, 0, 0, 0);
+  assert.ok(Math.abs(ta.prefillSeconds(8000, 0, 0, 0) - 2 * h) < 1e-9, "time scale 2: twice the H100's");
+  assert.ok(tb.prefillSeconds(8000, 0, 0, 0) > ta.prefillSeconds(8000, 0, 0, 0), "b is an L4");
+  assert.equal(o.timing!(a, "no/such-model"), undefined, "no profile, no counters yet: the policy's default");
+  assert.deepEqual(o.slo?.models, { m: 100 });
+});
