@@ -7,21 +7,7 @@
 // The state is a 32-bit rolling hash folded over the context; each step draws the EOS decision and
 // the token from two mixes of it. EOS has the same chance at every step, 1 − e^(−1/mean), so answer
 // lengths stay geometric with mean `--output-len-mean` (what the per-request draw gave before).
-
-/** One FNV-1a-style fold of a token id into the state. */
-export function fold(h: number, id: number): number {
-  return Math.imul(h ^ id, 0x01000193) >>> 0;
-}
-
-/** murmur3's finaliser: spreads every state bit over the output. */
-export function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+import { fmix, fold } from "../workload/rng.js";
 
 const EOS_SALT = 0x27d4eb2f;
 const TOKEN_SALT = 0x165667b1;
