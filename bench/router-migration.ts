@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../test/helpers/cli.js";
 import { startRouter } from "../src/router/index.js";
+import { readStream, type StreamRead } from "../test/router/sse-client.js";
 import { waitHttp } from "./router-harness.js";
 
 const argv = process.argv.slice(2);
@@ -47,40 +48,9 @@ function startSim(port: number): ChildProcess {
   );
 }
 
-interface Read {
-  route: string;
-  /** performance.now() when the request was sent */
-  sent: number;
-  /** performance.now() of each output event */
-  at: number[];
-  errors: number;
-  done: Promise<void>;
-}
-
-function stream(url: string, prompt: string): Read {
-  const r: Read = { route: "", sent: performance.now(), at: [], errors: 0, done: Promise.resolve() };
-  r.done = (async () => {
-    const res = await fetch(`${url}/v1/completions`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-switchyard-debug": "1" },
-      body: JSON.stringify({ model, prompt, max_tokens: maxTokens, ignore_eos: true, stream: true }),
-    });
-    r.route = res.headers.get("x-switchyard-route") ?? "";
-    const dec = new TextDecoder();
-    let carry = "";
-    for await (const c of res.body as unknown as AsyncIterable<Uint8Array>) {
-      carry += dec.decode(c, { stream: true });
-      let cut: number;
-      while ((cut = carry.indexOf("\n\n")) >= 0) {
-        const ev = carry.slice(0, cut);
-        carry = carry.slice(cut + 2);
-        if (ev.includes('"error"')) r.errors++;
-        else if (ev.includes('"text":"')) r.at.push(performance.now());
-      }
-    }
-  })();
-  return r;
-}
+/** A streamed completion of the bench's shape, read event by event with each event's arrival time. */
+const stream = (url: string, prompt: string): StreamRead =>
+  readStream(url, { model, prompt, max_tokens: maxTokens, ignore_eos: true }, "completion");
 
 const quantile = (a: number[], q: number) => {
   const s = [...a].sort((x, y) => x - y);
@@ -130,7 +100,7 @@ async function main(): Promise<void> {
         if (k > 1) itls.push((r.at[k - 1]! - r.at[0]!) / (k - 1));
       }
       const [s1, n1] = await gapTotals(router.url);
-      const errors = reads.reduce((n, r) => n + r.errors, 0);
+      const errors = reads.reduce((n, r) => n + r.errors.length, 0);
       const full = reads.every((r) => r.at.length > 0) ? "" : " (a stream read nothing)";
       const itl = quantile(itls, 0.5);
       const ttft = quantile(

@@ -1,4 +1,4 @@
-// A streaming client for the migration tests: reads an SSE answer as it arrives and keeps what a
+// A streaming client for the migration tests (and bench/router-migration.ts): reads an SSE answer as it arrives and keeps what a
 // check needs (the text, every event's kind, usage, [DONE]s, error events), with a progress count the
 // test can wait on (kill an engine once every stream is under way).
 
@@ -9,6 +9,9 @@ export interface StreamRead {
   text: string;
   /** output events seen so far (a token or a few each) */
   events: number;
+  /** performance.now() when the request was sent, and when each output event was read */
+  sent: number;
+  at: number[];
   dones: number;
   errors: string[];
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | undefined;
@@ -32,6 +35,8 @@ export function readStream(
     route: "",
     text: "",
     events: 0,
+    sent: performance.now(),
+    at: [],
     dones: 0,
     errors: [],
     usage: undefined,
@@ -91,6 +96,7 @@ export function readStream(
           if (t) {
             r.text += t;
             r.events++;
+            r.at.push(performance.now());
           }
           if (c.token_ids) r.tokenIds.push(...c.token_ids);
           if (c.finish_reason) r.finish = c.finish_reason;
