@@ -1,7 +1,11 @@
-// Issue 9 acceptance 5: engines killed, hung, slowed, answering 5xx and resetting connections while a
-// steady mixed load (streamed and not) runs through one router process. Every request must either
-// succeed (whole body, streams ending in [DONE]) or get a clear error (an OpenAI-format error answer,
-// or an SSE error event then [DONE]); none may hang past the router's total timeout. Exit 1 otherwise.
+// Engines killed, hung, slowed, answering 5xx and resetting connections while a steady mixed load
+// (completions and chats, streamed and not) runs through one router process. Every request must
+// either succeed or get a clear error (an OpenAI-format error answer); none may hang past the
+// router's total timeout. A stream whose engine dies mid-answer must move to another engine: while
+// another engine of the model is alive (always, here: one fault at a time among four engines) no
+// stream may end with an error event. The engines answer with a toy model whose every token is a
+// function of the whole context (bench/context-model.ts), so each answer — migrated or not — is
+// checked against the unbroken one: no duplicate or missing text, one [DONE]. Exit 1 otherwise.
 // Not part of npm test.
 //   node --import tsx bench/router-chaos.ts [--duration 600] [--engines 4] [--concurrency 32] [--every 8]
 import { spawn, type ChildProcess } from "node:child_process";
@@ -12,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
 import { stringify } from "yaml";
 import { freePort } from "../test/helpers/cli.js";
+import { expectedAnswer } from "./context-model.js";
 import { waitHttp } from "./router-harness.js";
 
 const argv = process.argv.slice(2);
@@ -28,12 +33,36 @@ const CLIENT_GRACE_MS = 5_000;
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 const here = (rel: string) => fileURLToPath(new URL(rel + ext, import.meta.url));
 
-type Outcome = "ok" | "clear-error" | "cut" | "unclear-error" | "hung";
+type Outcome = "ok" | "clear-error" | "stream-error" | "wrong-text" | "cut" | "unclear-error" | "hung";
 
 function startEngine(port: number): ChildProcess {
-  return spawn(process.execPath, [...process.execArgv, here("./tenancy-upstream"), String(port), "20"], {
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  return spawn(
+    process.execPath,
+    [...process.execArgv, here("./tenancy-upstream"), String(port), "20", "--context"],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+}
+
+/** One streamed answer read whole: its text, [DONE]s, error events. */
+function readSse(text: string, chat: boolean): { text: string; dones: number; errors: string[] } {
+  let out = "";
+  let dones = 0;
+  const errors: string[] = [];
+  for (const ev of text.split("\n\n")) {
+    if (!ev.startsWith("data: ")) continue;
+    const data = ev.slice(6);
+    if (data === "[DONE]") {
+      dones++;
+      continue;
+    }
+    const doc = JSON.parse(data) as {
+      error?: { message?: string };
+      choices?: { text?: string; delta?: { content?: string } }[];
+    };
+    if (doc.error) errors.push(doc.error.message ?? "");
+    for (const c of doc.choices ?? []) out += (chat ? c.delta?.content : c.text) ?? "";
+  }
+  return { text: out, dones, errors };
 }
 
 function rssMiB(pid: number): number {
@@ -101,18 +130,28 @@ async function main(): Promise<void> {
     let seq = 0;
     const client = async () => {
       while (Date.now() < end) {
-        const stream = seq++ % 2 === 0;
-        const maxTokens = 5 + (seq % 40);
+        const n = seq++;
+        const stream = n % 4 < 2;
+        const chat = n % 2 === 1;
+        const maxTokens = 10 + (n % 90);
+        const body: Record<string, unknown> = chat
+          ? {
+              model: "bench/m",
+              messages: [{ role: "user", content: `question ${n}` }],
+              max_tokens: maxTokens,
+            }
+          : { model: "bench/m", prompt: `prompt ${n}`, max_tokens: maxTokens };
+        const want = expectedAnswer(body, chat, maxTokens);
         const t0 = performance.now();
         const ac = new AbortController();
         const guard = setTimeout(() => ac.abort(), TOTAL_MS + CLIENT_GRACE_MS);
         try {
-          const r = await request(`${url}/v1/completions`, {
+          const r = await request(`${url}${chat ? "/v1/chat/completions" : "/v1/completions"}`, {
             method: "POST",
             dispatcher: agent,
             signal: ac.signal,
             headers: { "content-type": "application/json" },
-            body: JSON.stringify({ model: "bench/m", prompt: "x", max_tokens: maxTokens, stream }),
+            body: JSON.stringify({ ...body, stream }),
             headersTimeout: 0,
             bodyTimeout: 0,
           });
@@ -120,17 +159,28 @@ async function main(): Promise<void> {
           const ms = performance.now() - t0;
           if (r.statusCode !== 200) {
             const clear = /^\{"error":\{"message":/.test(text);
-            note(clear ? "clear-error" : "unclear-error", `status ${r.statusCode}`, ms);
+            const msg = /"message":"([^"]{0,60})/.exec(text)?.[1] ?? "";
+            note(clear ? "clear-error" : "unclear-error", `status ${r.statusCode} ${msg}`, ms);
           } else if (stream) {
-            const errEvent = /data: \{"error":\{"message":"([^"]{0,40})/.exec(text);
-            const tokens = (text.match(/"text":" tok"/g) ?? []).length;
-            if (errEvent) note("clear-error", `sse error: ${errEvent[1]}`, ms);
-            else if (text.endsWith("data: [DONE]\n\n") && tokens === maxTokens) note("ok", "", ms);
-            else note("cut", `stream without [DONE] or short (${tokens}/${maxTokens})`, ms);
+            const got = readSse(text, chat);
+            if (got.errors.length > 0) note("stream-error", got.errors[0]!.slice(0, 120), ms);
+            else if (got.dones !== 1 || !text.endsWith("data: [DONE]\n\n"))
+              note("cut", `stream with ${got.dones} [DONE]`, ms);
+            else if (got.text !== want)
+              note(
+                "wrong-text",
+                `${got.text.length}/${want.length} chars, ${chat ? "chat" : "completion"}`,
+                ms,
+              );
+            else note("ok", "", ms);
           } else {
             try {
-              JSON.parse(text);
-              note("ok", "", ms);
+              const doc = JSON.parse(text) as {
+                choices: { text?: string; message?: { content?: string } }[];
+              };
+              const c = doc.choices[0]!;
+              if ((chat ? c.message?.content : c.text) === want) note("ok", "", ms);
+              else note("wrong-text", "JSON answer", ms);
             } catch {
               note("cut", "truncated JSON body", ms);
             }
@@ -183,11 +233,29 @@ async function main(): Promise<void> {
     console.log(`longest    ${longest.toFixed(0)} ms (router total timeout ${TOTAL_MS} ms)`);
     console.log(`router RSS ${rssStart.toFixed(0)} → ${rssMiB(router.pid!).toFixed(0)} MiB`);
     for (const [k, v] of [...reasons].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${v}\t${k}`);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    console.log("migrations (switchyard_migrations_total, by reason and outcome):");
+    for (const m of metrics.matchAll(/^switchyard_migrations_total\{model="[^"]*",(.*)\} (\d+)$/gm))
+      console.log(`  ${m[2]}\t${m[1]}`);
+    const gap = /^switchyard_migration_seconds_sum\{[^}]*\} (\S+)$/m.exec(metrics);
+    const gapN = /^switchyard_migration_seconds_count\{[^}]*\} (\S+)$/m.exec(metrics);
+    if (gap && gapN && Number(gapN[1]) > 0)
+      console.log(
+        `migration gap (break → first byte from the next engine): mean ${((Number(gap[1]) / Number(gapN[1])) * 1000).toFixed(1)} ms over ${gapN[1]}`,
+      );
     const bad = (counts.get("cut") ?? 0) + (counts.get("unclear-error") ?? 0) + (counts.get("hung") ?? 0);
-    if (bad > 0) {
-      console.log(`FAIL: ${bad} requests neither succeeded nor got a clear error`);
+    const wrong = counts.get("wrong-text") ?? 0;
+    const streamErrors = counts.get("stream-error") ?? 0;
+    if (bad + wrong + streamErrors > 0) {
+      console.log(
+        `FAIL: ${bad} requests neither succeeded nor got a clear error, ${wrong} answers differ from the unbroken ones, ` +
+          `${streamErrors} streams ended with an error event while other engines were alive`,
+      );
       process.exitCode = 1;
-    } else console.log("PASS: every request succeeded or got a clear error; none hung");
+    } else
+      console.log(
+        "PASS: every request succeeded or got a clear error; every answer is the unbroken one; no stream ended with an error event; none hung",
+      );
   } finally {
     await agent.close().catch(() => undefined);
     router.kill("SIGKILL");

@@ -11,7 +11,7 @@
 //   node dist/bench/routing-range-live.js [--workloads multi-round-qa,multi-tenant,random]
 //     [--policy predictive] [--load 0.8] [--time-scale 8] [--requests 400] [--slo-ms 600] [--slo-load 1.5]
 //     [--skip-slo] [--out-dir DIR]
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
@@ -46,6 +46,7 @@ const specs: FlagSpecs = {
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-range-live-"));
+mkdirSync(outDir, { recursive: true });
 const scale = flags["time-scale"] as number;
 const seed = flags.seed as number;
 const requests = flags.requests as number;

@@ -25,7 +25,9 @@ const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpd
 mkdirSync(outDir, { recursive: true });
 const here = fileURLToPath(new URL(".", import.meta.url));
 const isTs = import.meta.url.endsWith(".ts");
-const compare = isTs ? ["--import", "tsx", join(here, "routing-compare.ts")] : [join(here, "routing-compare.js")];
+const compare = isTs
+  ? ["--import", "tsx", join(here, "routing-compare.ts")]
+  : [join(here, "routing-compare.js")];
 
 const layouts = [
   { name: "1 process", args: ["--router-workers", "1"] },
@@ -77,7 +79,10 @@ for (let r = 0; r < (flags.rounds as number); r++) {
     );
   }
 }
-const ref = { ttft: median(results[0]!.map((s) => s.ttftP50)), tps: median(results[0]!.map((s) => s.outputTps)) };
+const ref = {
+  ttft: median(results[0]!.map((s) => s.ttftP50)),
+  tps: median(results[0]!.map((s) => s.outputTps)),
+};
 console.log(`\n| layout | steady TTFT p50 ms | output tok/s | TTFT vs 1 process | throughput vs 1 process |`);
 console.log("|---|---|---|---|---|");
 layouts.forEach((l, i) => {

@@ -6,10 +6,14 @@
 // (destroy the socket; over h2c, reset the stream), ok. Not the sim: cheap enough that one process can
 // hold 10 000 streams. `--h2c` serves cleartext HTTP/2 only (no HTTP/1.1 fallback), the way an
 // h2c-speaking proxy in front of engines would be reached by the router's `protocol: h2c` backends.
-//   node --import tsx bench/tenancy-upstream.ts PORT [TOKEN_INTERVAL_MS] [--h2c]
+// `--context` answers with bench/context-model.ts's toy model instead of " tok" (each token a function
+// of the whole context, vLLM's return_token_ids and continue_final_message), so that a stream moved
+// mid-answer to another engine can be checked against an unbroken one (the chaos run).
+//   node --import tsx bench/tenancy-upstream.ts PORT [TOKEN_INTERVAL_MS] [--h2c] [--context]
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createH2cServer, type Http2Server, type Http2ServerResponse } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
+import { nextTokens, promptIds, textOf } from "./context-model.js";
 
 export type UpstreamFault = "ok" | "hang" | "slow" | "5xx" | "reset";
 
@@ -27,6 +31,8 @@ export interface UpstreamOptions {
   protocol?: "http1" | "h2c";
   /** h2c: SETTINGS_MAX_CONCURRENT_STREAMS advertised per connection (default 1000) */
   h2cMaxStreams?: number;
+  /** answer with the toy context model (bench/context-model.ts) rather than " tok" */
+  context?: boolean;
 }
 
 /** The part of a response both node:http and the node:http2 compatibility API offer. */
@@ -103,6 +109,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     }
     const n = Math.max(1, Math.min(maxTokens, typeof doc.max_tokens === "number" ? doc.max_tokens | 0 : 4));
     const chat = req.url?.startsWith("/v1/chat") ?? false;
+    if (opts.context) return contextAnswer(raw, doc, chat, n);
     const usage = { prompt_tokens: 5, total_tokens: 5 + n, completion_tokens: n };
     if (doc.stream !== true) {
       const text = JSON.stringify({
@@ -125,6 +132,66 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     const piece = chat
       ? `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"${model}","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]${includeUsage ? ',"usage":null' : ""}}\n\n`
       : `data: {"id":"c","object":"text_completion","created":1,"model":"${model}","choices":[{"index":0,"text":" tok","finish_reason":null}]${includeUsage ? ',"usage":null' : ""}}\n\n`;
+    const tail = includeUsage
+      ? `data: {"id":"c","object":"${chat ? "chat.completion.chunk" : "text_completion"}","created":1,"model":"${model}","choices":[],"usage":${JSON.stringify(usage)}}\n\n`
+      : "";
+    paced(raw, n, () => piece, tail);
+  };
+
+  /** The toy model's answer, in vLLM's formats (return_token_ids where vLLM puts them). */
+  const contextAnswer = (raw: Res, doc: Record<string, unknown>, chat: boolean, n: number) => {
+    const res = raw as unknown as Reply;
+    const prompt = promptIds(doc, chat);
+    const out = nextTokens(prompt, n);
+    const ids = doc.return_token_ids === true;
+    const usage = { prompt_tokens: prompt.length, total_tokens: prompt.length + n, completion_tokens: n };
+    const head = { id: chat ? "chatcmpl-1" : "cmpl-1", created: 1, model };
+    if (doc.stream !== true) {
+      const text = JSON.stringify({
+        ...head,
+        object: chat ? "chat.completion" : "text_completion",
+        choices: [
+          chat
+            ? { index: 0, message: { role: "assistant", content: textOf(out) }, finish_reason: "length" }
+            : { index: 0, text: textOf(out), finish_reason: "length" },
+        ],
+        usage,
+      });
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+      return void res.end(text);
+    }
+    const so = doc.stream_options as { include_usage?: unknown } | undefined;
+    const object = chat ? "chat.completion.chunk" : "text_completion";
+    const event = (i: number): string => {
+      const last = i === n - 1;
+      const tok = { token_ids: ids ? [out[i]!] : undefined };
+      const choice = chat
+        ? { index: 0, delta: { content: textOf([out[i]!]) }, finish_reason: last ? "length" : null, ...tok }
+        : {
+            index: 0,
+            text: textOf([out[i]!]),
+            finish_reason: last ? "length" : null,
+            prompt_token_ids: ids ? (i === 0 ? prompt : null) : undefined,
+            ...tok,
+          };
+      return `data: ${JSON.stringify({ ...head, object, choices: [choice] })}\n\n`;
+    };
+    let lead = "";
+    if (chat) {
+      const role = { index: 0, delta: { role: "assistant", content: "" }, finish_reason: null };
+      const first = { ...head, object, choices: [role], prompt_token_ids: ids ? prompt : undefined };
+      lead = `data: ${JSON.stringify(first)}\n\n`;
+    }
+    const tail =
+      so?.include_usage === true
+        ? `data: ${JSON.stringify({ ...head, object, choices: [], usage })}\n\n`
+        : "";
+    paced(raw, n, (i) => (i === 0 ? lead : "") + event(i), tail);
+  };
+
+  /** A stream of `n` events, `interval` apart (10× when slowed), then `tail` and [DONE]. */
+  const paced = (raw: Res, n: number, event: (i: number) => string, tail: string) => {
+    const res = raw as unknown as Reply;
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
     up.open++;
     let sent = 0;
@@ -140,8 +207,8 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
       if (timer) timers.delete(timer);
       timer = undefined;
       if (gone(raw)) return;
-      if (sent++ < n) {
-        res.write(piece);
+      if (sent < n) {
+        res.write(event(sent++));
         const gap = up.fault === "slow" ? Math.max(50, interval * 10) : interval;
         if (gap > 0) {
           timer = setTimeout(tick, gap);
@@ -149,10 +216,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
         } else setImmediate(tick);
         return;
       }
-      if (includeUsage)
-        res.write(
-          `data: {"id":"c","object":"${chat ? "chat.completion.chunk" : "text_completion"}","created":1,"model":"${model}","choices":[],"usage":${JSON.stringify(usage)}}\n\n`,
-        );
+      if (tail) res.write(tail);
       res.end("data: [DONE]\n\n");
     };
     tick();
@@ -225,7 +289,8 @@ if (process.argv[1] && /tenancy-upstream\.[jt]s$/.test(process.argv[1])) {
   const port = Number(args[0] ?? 0);
   const interval = Number(args[1] ?? 0);
   const protocol = process.argv.includes("--h2c") ? "h2c" : "http1";
-  void startUpstream({ port, tokenIntervalMs: interval, protocol }).then((u) => {
+  const context = process.argv.includes("--context");
+  void startUpstream({ port, tokenIntervalMs: interval, protocol, context }).then((u) => {
     console.log(JSON.stringify({ url: u.url }));
   });
 }

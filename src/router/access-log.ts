@@ -3,6 +3,7 @@
 // retries. Configured by `accessLog: { enabled, sampleRatio }`: the ratio samples successful
 // requests only — every error is logged, since those are the lines an operator looks for. Usage is
 // read from the last relayed chunk only (vLLM writes it last), never by parsing the whole body.
+// `migrations` says how many times a stream moved to another engine mid-response.
 import type { IncomingMessage } from "node:http";
 import { logger } from "../obs/log.js";
 import { findUsage } from "../tenancy/request.js";
@@ -20,6 +21,8 @@ export interface AccessRecord {
   readonly ttftMs: number;
   readonly panicked: boolean;
   readonly lastChunk: Buffer | undefined;
+  /** times the stream moved to another engine mid-response */
+  readonly migrations: number;
 }
 
 const round1 = (ms: number) => Math.round(ms * 10) / 10;
@@ -47,7 +50,8 @@ export class AccessLog {
         durationMs: round1(seconds * 1000),
         promptTokens: usage?.prompt,
         completionTokens: usage?.completion,
-        retries: r.attempts > 1 ? r.attempts - 1 : 0,
+        retries: r.attempts > 1 ? r.attempts - 1 - r.migrations : 0,
+        migrations: r.migrations,
         panic: r.panicked || undefined,
       },
       "request",

@@ -8,13 +8,23 @@
 // silent while it holds the request may be the request's own doing (a poison request, proxy.ts).
 // Every byte an engine sends marks it as making progress, which the health checker reads: a busy
 // engine that still streams is not ejected for a slow probe (health.ts).
+//
+// A stream that may migrate (it has a ledger, migration-ledger.ts) is relayed event by event through
+// its ledger; when its engine fails after the first byte — reset, closed, silent past the idle
+// timeout, an in-stream error event, or moved off a draining or ejected engine — the attempt ends
+// as `migrate` instead of writing an error event, and the data plane continues the stream elsewhere.
+// An attempt that continues a stream (`resumes`) may still fail over before its own first byte.
+import type { Readable } from "node:stream";
 import type { RequestView } from "../routing/index.js";
 import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
+import type { Linked } from "../collections/linked-list.js";
 import { HttpError, errorBody } from "../http/errors.js";
 import type { RouterConfig } from "./config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
 import type { ModelSeries } from "./metrics.js";
+import type { MigrationLedger } from "./migration-ledger.js";
+import type { BreakReason, MigrateOutcome, MoveReason } from "./migration.js";
 import type { Upstream } from "./registry.js";
 import type { RequestTrace } from "./request-trace.js";
 import type { RoutedRequest } from "./request.js";
@@ -41,6 +51,10 @@ const ENGINE_FAULTS = new Set([
 ]);
 
 const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
+
+function endsWith(b: Buffer, tail: Buffer): boolean {
+  return b.length >= tail.length && b.compare(tail, 0, tail.length, b.length - tail.length) === 0;
+}
 /** an engine's failure answer kept for relaying when no other engine does better */
 const MAX_FAILURE_BODY = 64 * 1024;
 
@@ -61,10 +75,15 @@ export interface RetryOutcome {
   headers: string[];
 }
 /** What one attempt ended as. */
-export type Outcome = { kind: "done" } | { kind: "client-gone" } | { kind: "total-timeout" } | RetryOutcome;
+export type Outcome =
+  { kind: "done" } | { kind: "client-gone" } | { kind: "total-timeout" } | RetryOutcome | MigrateOutcome;
 const DONE: Outcome = { kind: "done" };
 const CLIENT_GONE: Outcome = { kind: "client-gone" };
 const TOTAL_TIMEOUT: Outcome = { kind: "total-timeout" };
+
+function migrate(reason: BreakReason, detail: string, cause: MigrateOutcome["cause"]): MigrateOutcome {
+  return { kind: "migrate", reason, detail, cause };
+}
 
 function retry(
   reason: string,
@@ -97,6 +116,14 @@ export interface AttemptContext {
   lastChunk: Buffer | undefined;
   /** the attempt in progress, which client disconnects and the total timeout cut */
   current: { cancel(): void } | undefined;
+  /** the bytes sent to engines: the client's (token ids asked for when it may migrate), or a continuation */
+  readonly upstreamBody: Buffer | Readable;
+  /** present when the stream may migrate: what was delivered so far (relayed through it) */
+  readonly ledger: MigrationLedger | undefined;
+  /** a completion or chat stream that may not migrate: why (its break is explained with it) */
+  readonly migrationRefusal: string | undefined;
+  /** performance.now() of the last chunk relayed to the client, across attempts (ITL) */
+  lastRelayAt: number;
 }
 
 /** The data plane's machinery an attempt uses. */
@@ -104,8 +131,14 @@ export interface AttemptHost {
   readonly deadlines: DeadlineQueue;
   reportFailure(e: Upstream, what: string): void;
   reportSuccess(e: Upstream): void;
-  /** the attempt's first byte reached the client: routing counts the engine's request answered */
+  /**
+   * the attempt's first output reached the client (or, for a JSON answer assembled by the router, its
+   * ledger): routing counts the engine's request answered; on an attempt that continues a migrated
+   * stream, the move is done
+   */
   firstToken(ctx: AttemptContext, e: Upstream, now: number): void;
+  /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
+  brokeOff(ctx: AttemptContext, reason: BreakReason): string;
 }
 
 const enum AttemptDeadline {
@@ -130,7 +163,11 @@ const enum Mode {
  * An engine's ejection never cancels an attempt: one that waits for a long prefill's first byte, or
  * still receives bytes, finishes on its engine.
  */
-export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<AttemptDeadline> {
+export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<AttemptDeadline>, Linked<Attempt> {
+  // membership of the engine's list of attempts in flight (the drain and ejection walk it)
+  prev: Attempt | null = null;
+  next: Attempt | null = null;
+  list: { remove(n: Attempt): void } | null = null;
   private mode = Mode.Headers;
   private done = false;
   /** undici wrote the whole request to the engine */
@@ -147,8 +184,23 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private held: Buffer | undefined;
   private collected: Buffer[] | undefined;
   private collectedSize = 0;
+  /** performance.now() of this attempt's last byte from its engine, and of its last chunk relayed */
   private lastChunk = 0;
-  /** its first byte reached the client (routing counts the engine's request answered from then on) */
+  private lastRelayed = 0;
+  private startedAt = 0;
+  /** the chunk relayed before the last one (a [DONE] split across two chunks) */
+  private prevChunk: Buffer | undefined;
+  /** this attempt continues a stream whose first byte came from another engine */
+  private readonly resumes: boolean;
+  /** this attempt's engine has sent body bytes */
+  private gotByte = false;
+  /** the answer goes through the request's ledger (a 200 event stream of a request that may migrate) */
+  private tracked = false;
+  /** the ledger's events before this attempt (a buffered answer's progress is counted in events) */
+  private eventsBefore = 0;
+  /** the router is taking the stream off this engine (drain deadline, ejection) */
+  private moving: MoveReason | undefined;
+  /** its first output reached the client (routing counts the engine's request answered from then on) */
   answered = false;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
@@ -158,7 +210,36 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     private readonly ctx: AttemptContext,
     private readonly engine: Upstream,
     private readonly cfg: RouterConfig,
-  ) {}
+  ) {
+    this.resumes = ctx.relayed;
+  }
+
+  /**
+   * Whether the router may take this attempt off its engine now: a stream that may migrate and has
+   * started, or a request that has not started and can be sent again elsewhere.
+   */
+  get movable(): boolean {
+    if (this.done) return false;
+    if (this.ctx.relayed && (!this.resumes || this.gotByte)) return this.tracked;
+    return Buffer.isBuffer(this.ctx.upstreamBody);
+  }
+
+  /** a migratable stream this attempt is relaying (its own bytes have reached the client) */
+  get midStream(): boolean {
+    return !this.done && this.tracked && this.relayedAny;
+  }
+
+  /** ms since this attempt's engine last sent a byte (or since it started) */
+  silentFor(now: number): number {
+    return now - (this.lastChunk || this.startedAt);
+  }
+
+  /** Takes the attempt off its engine: a started stream migrates, one not started is sent elsewhere. */
+  moveOff(why: MoveReason): void {
+    if (!this.movable) return;
+    this.moving = why;
+    this.cancel();
+  }
 
   onDeadline(kind: AttemptDeadline): void {
     if (kind === AttemptDeadline.FirstByte) this.ttfbTimedOut = true;
@@ -166,7 +247,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.cancel();
   }
 
-  start(headers: string[]): Promise<Outcome> {
+  /** `inFlight`: the engine's list of attempts in flight, which this one joins until it ends */
+  start(headers: string[], inFlight?: { push(a: Attempt): void }): Promise<Outcome> {
     const ctx = this.ctx;
     const p = new Promise<Outcome>((resolve) => (this.settle = resolve));
     if (ctx.clientGone || ctx.totalTimedOut) {
@@ -174,9 +256,17 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       return p;
     }
     ctx.current = this;
-    this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte);
+    inFlight?.push(this);
+    // a partial event of an engine tried before is not this one's to finish
+    const ledger = ctx.ledger;
+    if (ledger) {
+      ledger.dropPartial();
+      this.eventsBefore = ledger.events;
+    }
+    this.startedAt = performance.now();
+    this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
-    this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.pr.body }, this);
+    this.engine.pool.dispatch({ path: ctx.pr.path, method: "POST", headers, body: ctx.upstreamBody }, this);
     return p;
   }
 
@@ -204,6 +294,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     dl.disarm(this.idle);
     if (this.ctx.current === this) this.ctx.current = undefined;
     if (this.onDrain) this.ctx.res.off("drain", this.onDrain);
+    this.list?.remove(this);
     this.settle(o);
   }
 
@@ -233,7 +324,10 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       h.push(name, value);
     }
     const ctx = this.ctx;
-    if (RETRIABLE_STATUS.has(status) && !ctx.relayed) {
+    // anything but a 200 event stream (an error answer) is relayed as the engine sent it
+    this.tracked = ctx.ledger !== undefined && status === 200 && this.isSse;
+    // a continuation answered 502/503/504 has relayed nothing of its own: another engine may try
+    if (RETRIABLE_STATUS.has(status) && (!ctx.relayed || this.resumes)) {
       this.mode = Mode.CollectRetry;
       this.collected = [];
       return true;
@@ -263,20 +357,40 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     }
     const ctx = this.ctx;
     const res = ctx.res;
+    this.lastChunk = now;
+    this.host.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
+    if (!this.gotByte) {
+      this.gotByte = true;
+      this.host.deadlines.disarm(this.ttfb);
+    }
+    if (this.tracked) {
+      const ledger = ctx.ledger!;
+      // whole events only, token ids the client did not ask for blanked, continuations rewritten
+      const out = ledger.relay(chunk);
+      if (ledger.buffered) {
+        // a JSON answer is assembled whole: progress is events taken into the ledger
+        if (ledger.events === this.eventsBefore) return true;
+        ctx.relayed = true;
+        if (this.lastRelayed === 0) this.firstOutput(now);
+        this.lastRelayed = now;
+        return true;
+      }
+      if (out.length === 0) return true;
+      chunk = Buffer.from(out);
+    }
+    if (this.lastRelayed === 0) this.firstOutput(now);
     if (!ctx.relayed) {
       ctx.relayed = true;
-      this.answered = true;
-      this.host.firstToken(ctx, this.engine, now);
-      this.host.deadlines.disarm(this.ttfb);
       this.writeHead();
       ctx.ttftMs = now - ctx.started;
       ctx.series.ttft.observe(ctx.ttftMs / 1000);
       ctx.trace?.firstByte(ctx.ttftMs / 1000);
-    } else ctx.series.itl.observe((now - this.lastChunk) / 1000);
+    } else ctx.series.itl.observe((now - ctx.lastRelayAt) / 1000);
+    this.lastRelayed = now;
+    ctx.lastRelayAt = now;
     ctx.trace?.onBody(chunk, this.isSse);
+    this.prevChunk = ctx.lastChunk;
     ctx.lastChunk = chunk;
-    this.lastChunk = now;
-    this.host.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
     if (ctx.pr.tenant) {
       chunk = ctx.pr.tenant.onBody(chunk, this.isSse);
       if (chunk.length === 0) return true;
@@ -292,6 +406,12 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.onDrain ??= () => this.resumeUpstream?.();
     res.once("drain", this.onDrain);
     return false;
+  }
+
+  /** This attempt's first output went out: the engine's request counts as answered from now on. */
+  private firstOutput(now: number): void {
+    this.answered = true;
+    this.host.firstToken(this.ctx, this.engine, now);
   }
 
   private writeHead(): void {
@@ -326,7 +446,29 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
           engineErrorMessage(this.collectedBody(), this.status).message,
         );
         return this.finish(DONE);
-      default:
+      default: {
+        const ledger = this.tracked ? ctx.ledger : undefined;
+        if (ledger && !ledger.sawDone) {
+          // the engine ended the response before the stream's end: an error event, or just closed
+          const detail = ledger.heldError
+            ? `engine error mid-stream: ${ledger.heldError.message}`
+            : "engine ended the stream before [DONE]";
+          this.host.reportFailure(this.engine, detail);
+          if (!this.relayedAny) return this.finish(retry(detail, 502, "in-flight"));
+          return this.finish(migrate(ledger.heldError ? "error_event" : "closed", detail, "in-flight"));
+        }
+        if (ledger?.buffered) {
+          sendAnswer(ctx);
+          return this.finish(DONE);
+        }
+        // a stream that ends without its [DONE] was cut by its engine: the client is told so
+        if (ctx.migrationRefusal !== undefined && this.isSse && !this.endsWithDone()) {
+          const why = this.host.brokeOff(ctx, "closed");
+          this.host.reportFailure(this.engine, "engine ended the stream before [DONE]");
+          ctx.relayed = true;
+          endStreamWithError(ctx.res, 502, `engine ended the stream before [DONE]${why}`);
+          return this.finish(DONE);
+        }
         // an empty body: headers only
         if (!ctx.relayed) {
           ctx.relayed = true;
@@ -340,7 +482,30 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         else ctx.res.end();
         this.held = undefined;
         return this.finish(DONE);
+      }
     }
+  }
+
+  /** the bytes relayed end with the stream's [DONE] (which may straddle the last two chunks) */
+  private endsWithDone(): boolean {
+    const last = this.ctx.lastChunk;
+    if (!last || this.lastRelayed === 0) return false;
+    if (last.length >= DONE_BYTES.length || !this.prevChunk) return endsWith(last, DONE_BYTES);
+    return endsWith(Buffer.concat([this.prevChunk, last]), DONE_BYTES);
+  }
+
+  /** nothing of this attempt's own has reached the client: it may still fail over like a fresh one */
+  private get relayedAny(): boolean {
+    return this.ctx.relayed && (!this.resumes || this.lastRelayed > 0);
+  }
+
+  /** The router took the attempt off its engine before it relayed anything: it goes elsewhere. */
+  private moved(why: MoveReason): RetryOutcome {
+    return retry(
+      `moved off the engine (${why === "drain" ? "engine draining" : "engine ejected"})`,
+      503,
+      "connect",
+    );
   }
 
   /** A transport failure before any byte was relayed: retried on another engine. */
@@ -357,6 +522,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const why = this.interrupted();
     switch (this.mode) {
       case Mode.Headers:
+        if (this.moving && !why) return this.finish(this.moved(this.moving));
         return this.finish(why ?? this.transportFailure(err, ""));
       case Mode.CollectRetry: {
         this.host.reportFailure(this.engine, `answered ${this.status}`);
@@ -371,7 +537,14 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     }
     // relaying
     if (why === CLIENT_GONE) return this.finish(why);
-    if (!ctx.relayed) return this.finish(why ?? this.transportFailure(err, " before first byte"));
+    if (!this.relayedAny) {
+      if (this.moving && !why) return this.finish(this.moved(this.moving));
+      return this.finish(why ?? this.transportFailure(err, " before first byte"));
+    }
+    if (this.moving && this.tracked && !ctx.totalTimedOut)
+      return this.finish(
+        migrate(this.moving, `the router moved the stream off the engine (${this.moving})`, "router"),
+      );
     const idle = this.idleTimedOut;
     const reason = idle
       ? `engine sent nothing for ${this.cfg.timeouts.idle} ms`
@@ -379,12 +552,38 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         ? "request exceeded the router's total timeout"
         : `engine connection lost mid-response: ${err.message}`;
     if (!idle && !ctx.totalTimedOut) this.host.reportFailure(this.engine, reason);
+    if (this.tracked && !ctx.totalTimedOut)
+      return this.finish(migrate(idle ? "idle_timeout" : "connection_lost", reason, "in-flight"));
+    const unmoved = ctx.totalTimedOut
+      ? ""
+      : this.host.brokeOff(ctx, idle ? "idle_timeout" : "connection_lost");
     if (this.isSse || ctx.pr.stream)
-      endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason);
+      endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason + unmoved);
     else ctx.res.destroy();
     ctx.status = 502;
     this.finish(DONE);
   }
+}
+
+/** A non-streamed answer assembled by its ledger goes to the client whole, with its usage counted. */
+export function sendAnswer(ctx: AttemptContext): void {
+  const res = ctx.res;
+  if (res.headersSent || res.destroyed) return;
+  let body = Buffer.from(ctx.ledger!.answer());
+  ctx.relayed = true;
+  ctx.status = 200;
+  ctx.ttftMs = performance.now() - ctx.started;
+  ctx.series.ttft.observe(ctx.ttftMs / 1000);
+  ctx.trace?.firstByte(ctx.ttftMs / 1000);
+  ctx.trace?.onBody(body, false);
+  ctx.lastChunk = body;
+  if (ctx.pr.tenant) body = Buffer.concat([ctx.pr.tenant.onBody(body, false), ctx.pr.tenant.flush()]);
+  res.writeHead(200, {
+    "content-type": "application/json",
+    "content-length": body.length,
+    "x-request-id": ctx.requestId,
+  });
+  res.end(body);
 }
 
 /** Ends a stream whose headers went out with an error event, as vLLM does, then [DONE]. */

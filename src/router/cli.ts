@@ -104,6 +104,11 @@ const specs: FlagSpecs = {
     default: "30s",
     help: "on SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close",
   },
+  "engine-drain-timeout": {
+    type: "string",
+    default: "30s",
+    help: "an engine leaving discovery, draining, or drained by hand: its in-flight requests finish for up to this long, then streams move to other engines",
+  },
   discovery: {
     type: "string",
     default: "static",
@@ -176,6 +181,7 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("total-timeout")) sub("timeouts").total = flags["total-timeout"];
   if (has("max-attempts")) sub("retry").maxAttempts = flags["max-attempts"];
   if (has("drain-timeout")) c.drainTimeout = flags["drain-timeout"];
+  if (has("engine-drain-timeout")) c.engineDrainTimeout = flags["engine-drain-timeout"];
   if (has("hash-seed")) sub("routing").hashSeed = flags["hash-seed"];
   if (has("tokenizer-dir")) {
     const dirs: Record<string, string> = {};

@@ -229,6 +229,27 @@ export const routerConfigSchema = z.strictObject({
     .prefault({}),
   /** SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close */
   drainTimeout: duration.default(30_000),
+  /**
+   * an engine that leaves discovery, answers its health probe as draining or is drained by hand
+   * (POST /admin/engines/drain) gets no new requests; its in-flight ones may finish for this long,
+   * then the streams among them that can migrate continue on other engines
+   */
+  engineDrainTimeout: duration.default(30_000),
+  /** mid-stream migration: a stream whose engine fails continues on another (docs/reliability.md) */
+  migration: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** migrations one request may make; past it a failure ends the stream with an error event */
+      maxPerRequest: z.number().int().min(0).max(10).default(3),
+      /**
+       * non-streamed completions and chats too: the router asks the engine for a stream and answers
+       * the client with the assembled JSON, so a failed engine's partial answer continues elsewhere
+       * (off by default: it costs every such request a stream to parse; without it they are retried
+       * from the start)
+       */
+      nonStreaming: z.boolean().default(false),
+    })
+    .prefault({}),
   /** the Gateway API Inference Extension endpoint picker (Envoy ext_proc over gRPC, src/epp); off without a port */
   epp: eppConfigSchema,
   /** API keys, tenants, limits, fair queuing, cache isolation (src/tenancy, docs/security.md); off without keys */

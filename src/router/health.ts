@@ -11,11 +11,16 @@
 //   last engines of a model stay in rotation whatever the probes say (the ejection is withheld,
 //   counted and logged). When a model has no engine in rotation anyway (never admitted, or the cap is
 //   100), the data plane routes among all of them: panic mode (proxy.ts).
-// - Ejection stops new traffic only: attempts in flight on the engine finish or fail on their own.
+// - Ejection stops new traffic only: attempts in flight on the engine finish or fail on their own
+//   (streams that can migrate and have gone silent are moved at once: migration-drain.ts).
+// - Draining is not failing: an engine whose /health answers 503 while its /live answers 200 (vLLM's
+//   drain on shutdown) is out of rotation at once, whatever maxEjectionPercent says, and its requests
+//   in flight get `engineDrainTimeout` to finish; the same for one drained by hand (held until
+//   undrained). It comes back like a new engine, when /health answers 200 again.
 import { logger } from "../obs/log.js";
 import type { RouterConfig } from "./config.js";
 
-export type HealthState = "probing" | "healthy" | "ejected";
+export type HealthState = "probing" | "healthy" | "ejected" | "draining";
 
 /** What health reads and writes of an engine record (the registry's Upstream). */
 export interface HealthRecord {
@@ -29,10 +34,15 @@ export interface HealthRecord {
   /** performance.now() of the last byte received from the engine on any request */
   lastByteAt: number;
   withheldLoggedAt: number;
+  /** drained by hand: stays draining whatever the probes say, until undrained */
+  drainHeld: boolean;
   readonly view: { healthy: boolean; readonly models: ReadonlySet<string> };
 }
 
 const log = logger("router.health");
+
+/** The error a probe's `send` rejects with when the engine says it is draining (registry.ts). */
+export const ENGINE_DRAINING = "engine is draining";
 
 /** A router timer firing this much later than asked (share of the timeout) means the router lagged. */
 const LAG_SHARE = 0.5;
@@ -47,12 +57,16 @@ export interface HealthHooks {
   onProbeExcused?: (url: string, why: "progress" | "router_lag") => void;
   /** an engine became usable: queued requests may proceed */
   onCapacity?: () => void;
+  /** an engine started draining: no new requests; those in flight get engineDrainTimeout */
+  onDraining?: (url: string) => void;
 }
 
 /** What a probe came to. */
 export type ProbeVerdict =
   | { kind: "ok" }
   | { kind: "failed"; error: string }
+  /** the engine says it is draining: it takes no new requests and finishes those it has */
+  | { kind: "draining" }
   /** it timed out, but the engine is evidently alive or the router could not tell */
   | { kind: "excused"; why: "progress" | "router_lag" };
 
@@ -130,7 +144,10 @@ export class Health {
       },
     );
     const how = await lagAwareTimeout(answer, this.cfg.health.timeout);
-    if (how === "answered") return (await answer) ? { kind: "ok" } : { kind: "failed", error };
+    if (how === "answered") {
+      if (await answer) return { kind: "ok" };
+      return error === ENGINE_DRAINING ? { kind: "draining" } : { kind: "failed", error };
+    }
     ac.abort(new Error(`no answer within ${this.cfg.health.timeout} ms`));
     void answer;
     if (e.lastByteAt > sentAt) return { kind: "excused", why: "progress" };
@@ -145,6 +162,10 @@ export class Health {
       log.debug({ engine: e.url, why: v.why }, "health probe timed out; not counted");
       return "none";
     }
+    if (v.kind === "draining") {
+      this.drain(e, false);
+      return "none";
+    }
     if (v.kind === "failed") {
       e.lastError = `health: ${v.error}`;
       e.healthSuccesses = 0;
@@ -153,7 +174,8 @@ export class Health {
     }
     e.healthFailures = 0;
     e.healthSuccesses++;
-    if (e.state === "probing") return "admit";
+    if (e.drainHeld) return "none";
+    if (e.state === "probing" || e.state === "draining") return "admit";
     if (e.state === "ejected" && e.healthSuccesses >= this.cfg.health.successesToReadmit) return "admit";
     return "none";
   }
@@ -166,6 +188,24 @@ export class Health {
     e.passiveFailures = 0;
     log.info({ engine: e.url, was }, "engine in rotation");
     this.hooks.onCapacity?.();
+  }
+
+  /** Out of rotation at once, in-flight requests left to finish; `held`: until undrain (by hand). */
+  drain(e: HealthRecord, held: boolean): void {
+    if (held) e.drainHeld = true;
+    if (e.state === "draining") return;
+    const was = e.state;
+    e.state = "draining";
+    e.view.healthy = false;
+    e.healthSuccesses = 0;
+    log.info({ engine: e.url, was, byHand: held }, "engine draining: no new requests");
+    this.hooks.onDraining?.(e.url);
+  }
+
+  /** Ends a drain made by hand: the engine is probed again and admitted like a new one. */
+  undrain(e: HealthRecord): void {
+    e.drainHeld = false;
+    if (e.state === "draining") e.state = "probing";
   }
 
   /**

@@ -228,6 +228,21 @@ export class RouterMetrics {
     "Requests to the tokenizer endpoints (/tokenize, /detokenize), by route and HTTP status; not in switchyard_requests_total",
     ["route", "status"] as const,
   );
+  /** streams that broke off mid-response, by model, why, and what became of them */
+  readonly migrations = new CounterFamily(
+    "switchyard_migrations_total",
+    "Streams whose engine failed or was drained after the first byte, by model, reason (connection_lost, " +
+      "closed, idle_timeout, error_event, drain, ejected) and outcome (continued on another engine; ended " +
+      "by the router, the answer being complete; not_migratable, limit, poisoned, failed: ended with an " +
+      "error event)",
+    ["model", "reason", "outcome"] as const,
+  );
+  readonly migrationGap = new HistogramFamily(
+    "switchyard_migration_seconds",
+    "Time from a stream's break to the first byte relayed from the engine that continues it",
+    "model",
+    LATENCY_BUCKETS,
+  );
   /** histogram children of requests outside the generation metrics: observed, never exported */
   readonly unlistedSeries: ModelSeries = {
     ttft: new HistogramChild([], {}),
@@ -258,6 +273,8 @@ export class RouterMetrics {
       this.tenantQueueWait,
       this.connectionsDropped,
       this.tokenizerRequests,
+      this.migrations,
+      this.migrationGap,
     ])
       r.registerMetric(m as unknown as Metric);
     // process_cpu_seconds_total, process_resident_memory_bytes, nodejs_eventloop_lag_seconds, ...
@@ -390,6 +407,11 @@ export class RouterMetrics {
       this.perModel.set(model, m);
     }
     return m;
+  }
+
+  /** Counts one stream's break and what became of it. */
+  countMigration(model: string, reason: string, outcome: string): void {
+    this.migrations.child(model, reason, outcome).value++;
   }
 
   /** Counts one answered tokenizer-endpoint request (not a generation: no TTFT, no requests_total). */

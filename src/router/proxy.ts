@@ -9,11 +9,18 @@
 // is in rotation, requests are still routed among its engines (panic mode, counted and logged)
 // rather than refused: an ejection is a guess, a refusal is certain.
 //
+// A streamed completion or chat whose engine fails after the first byte is migrated: continued on
+// another engine from what was delivered (migration.ts builds the request, migration-ledger.ts keeps
+// the record and rewrites the next engine's events), within `migration.maxPerRequest`; engine
+// failures while it is served count toward `retry.poisonAfter` as before.
+//
 // Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt, every
 // timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
 // metrics through pre-bound children.
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
 import { randomUUID } from "node:crypto";
+import { LinkedList } from "../collections/linked-list.js";
 import {
   decide,
   retryAfterSeconds,
@@ -40,6 +47,9 @@ import {
   type AttemptHost,
   type RetryOutcome,
 } from "./attempt.js";
+import type { MigrationLedger } from "./migration-ledger.js";
+import { firstBody, type BreakReason, type MigrationPlan } from "./migration.js";
+import { Migrations, type MigratingRequest } from "./migration-flow.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
 import type { AccessLog } from "./access-log.js";
@@ -107,9 +117,10 @@ function onResponseClose(this: WithContext): void {
 }
 
 /** Everything the data plane tracks about one client request while it is served. */
-export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline> {
+export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadline> {
   readonly started = performance.now();
-  readonly view: RequestView;
+  /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
+  view: RequestView;
   readonly requestId: string;
   relayed = false;
   clientGone = false;
@@ -128,7 +139,18 @@ export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline
   ttftMs = -1;
   /** the last relayed body chunk, where vLLM puts `usage` (the access log reads it at the end) */
   lastChunk: Buffer | undefined = undefined;
+  lastRelayAt = 0;
   current: { cancel(): void } | undefined;
+  upstreamBody: Buffer | Readable;
+  /** a stream that may migrate: its plan and ledger; undefined for every other request */
+  migration: MigrationPlan | undefined;
+  ledger: MigrationLedger | undefined;
+  /** why a generation stream may not migrate (for the error event and the metric) */
+  migrationRefusal: string | undefined;
+  /** between a stream's break and its continuation's first byte: why it broke, and when */
+  migrating: BreakReason | undefined;
+  migrationDetail = "";
+  migratingSince = 0;
   /** only for waiting in the admission queue (rare), so created on demand */
   private queueAbort: AbortController | undefined;
   readonly total = new OwnedDeadline(this, CtxDeadline.Total);
@@ -161,6 +183,12 @@ export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline
     };
     this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
     this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
+    this.upstreamBody = pr.body;
+  }
+
+  /** The number of times this request moved to another engine mid-stream (the access log). */
+  get migrations(): number {
+    return this.ledger?.migrations ?? 0;
   }
 
   onDeadline(kind: CtxDeadline): void {
@@ -186,11 +214,39 @@ export class RequestContext implements AttemptContext, DeadlineOwner<CtxDeadline
   }
 }
 
+/** The attempts in flight on one engine (what a drain or an ejection moves). */
+export class EngineAttempts extends LinkedList<Attempt> {}
+
 export class Proxy implements AttemptHost {
   /** every per-request timeout of this router, on one coarse timer */
   readonly deadlines = new DeadlineQueue();
+  /** keyed by the long-lived engine record; the attempts link themselves in (no per-request entry) */
+  private readonly inFlight = new WeakMap<Upstream, EngineAttempts>();
 
-  constructor(private readonly d: ProxyDeps) {}
+  /** what a stream that breaks off mid-answer becomes (migration-flow.ts) */
+  private readonly migrations: Migrations;
+
+  constructor(private readonly d: ProxyDeps) {
+    this.migrations = new Migrations({
+      metrics: d.metrics,
+      deadlines: this.deadlines,
+      fail: (ctx, e) => this.fail(ctx as RequestContext, e),
+    });
+  }
+
+  /** The attempts in flight on an engine now. */
+  attemptsOn(e: Upstream): EngineAttempts {
+    let l = this.inFlight.get(e);
+    if (!l) {
+      l = new EngineAttempts();
+      this.inFlight.set(e, l);
+    }
+    return l;
+  }
+
+  brokeOff(ctx: AttemptContext, reason: BreakReason): string {
+    return this.migrations.brokeOff(ctx as RequestContext, reason);
+  }
 
   reportFailure(e: Upstream, what: string): void {
     this.d.registry.reportFailure(e, what);
@@ -213,6 +269,8 @@ export class Proxy implements AttemptHost {
     this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
     if (pr.stream && cfg.timeouts.keepAlive > 0)
       this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive, now);
+    if (pr.generation && cfg.migration.enabled && (pr.stream || cfg.migration.nonStreaming))
+      this.migrations.plan(ctx, cfg.migration.nonStreaming);
     return this.run(ctx, cfg);
   }
 
@@ -223,6 +281,9 @@ export class Proxy implements AttemptHost {
     const metrics = this.d.metrics;
     this.deadlines.disarm(ctx.total);
     this.deadlines.disarm(ctx.keepAlive);
+    // a continuation that never got going: the migration failed (the client saw an error event)
+    if (ctx.migrating !== undefined && !ctx.clientGone)
+      metrics.countMigration(pr.model, ctx.migrating, "failed");
     res.off("close", onResponseClose);
     (res as WithContext)[CONTEXT] = undefined;
     metrics.inFlight--;
@@ -250,7 +311,8 @@ export class Proxy implements AttemptHost {
 
   sendKeepAlive(ctx: RequestContext): void {
     const res = ctx.res;
-    if (ctx.relayed || res.writableEnded || res.destroyed) return;
+    // comments keep the client's connection warm before the first byte and while a stream moves
+    if ((ctx.relayed && ctx.migrating === undefined) || res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       // Committing to 200 now is safe: an engine failure later becomes an SSE error event.
       res.writeHead(200, { ...SSE_HEADERS, "x-request-id": ctx.requestId });
@@ -326,9 +388,15 @@ export class Proxy implements AttemptHost {
     return picked!;
   }
 
-  /** an attempt's first byte reached the client: routing counts it answered, the policy calibrates */
-  firstToken(ctx: AttemptContext, e: Upstream, now: number): void {
+  /**
+   * An attempt's first output reached the client: routing counts it answered, the policy calibrates.
+   * A continuation's first token ends its migration instead: its time is not the request's TTFT,
+   * and calibrating the prediction with it would mix two different quantities.
+   */
+  firstToken(c: AttemptContext, e: Upstream, now: number): void {
+    const ctx = c as RequestContext;
     this.d.registry.firstToken(e, now);
+    if (ctx.migrating !== undefined) return this.migrations.continued(ctx);
     this.d.policy().onFirstToken?.(ctx.view, e.view, now - ctx.started);
   }
 
@@ -352,11 +420,18 @@ export class Proxy implements AttemptHost {
           fail: (e) => this.fail(ctx, e),
         });
         if (finished) return;
+        // the decode step's body (the prefill's KV transfer params), token ids asked for as before
+        const plan = ctx.migration;
+        const body = ctx.pr.body;
+        ctx.upstreamBody = plan && Buffer.isBuffer(body) ? firstBody(body, plan) : body;
       }
       const replayable = Buffer.isBuffer(ctx.pr.body);
       const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
       let last: RetryOutcome | undefined;
+      // tries on engines since the request (or its last migration) started
+      let tries = 0;
       for (let attempt = 1; ; attempt++) {
+        tries++;
         let engine: Upstream;
         try {
           const got = this.acquire(ctx);
@@ -364,6 +439,8 @@ export class Proxy implements AttemptHost {
         } catch (err) {
           if (ctx.clientGone) return;
           if (ctx.totalTimedOut) throw totalTimeoutError();
+          if (ctx.migrating !== undefined && err instanceof HttpError)
+            return this.migrations.stranded(ctx, err);
           // every engine tried already: report what the last one said rather than "unavailable"
           if (last && err instanceof HttpError && err.status === 503) return this.relayFailure(ctx, last);
           if (err instanceof HttpError && err.status === 429)
@@ -372,7 +449,8 @@ export class Proxy implements AttemptHost {
         }
         ctx.engineUrl = engine.url;
         ctx.attempts = attempt;
-        this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
+        // the debug header names the engine a stream started on, not the one it moved to
+        if (ctx.migrating === undefined) this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
         headers.length = baseHeaders;
         const auth = upstreamAuthorization(engine.spec, cfg, ctx.pr.clientAuthorization);
         if (auth !== undefined) headers.push("authorization", auth);
@@ -380,11 +458,19 @@ export class Proxy implements AttemptHost {
         let outcome;
         const att = new Attempt(this, ctx, engine, cfg);
         try {
-          outcome = await att.start(headers);
+          outcome = await att.start(headers, this.attemptsOn(engine));
         } finally {
           this.releaseSlot(engine, att.answered);
         }
         if (outcome.kind === "total-timeout") throw totalTimeoutError();
+        if (outcome.kind === "migrate") {
+          ctx.trace?.attemptEnded(200, outcome.detail);
+          ctx.exclude(engine.url);
+          if (!this.migrations.onBreak(ctx, outcome, cfg)) return;
+          last = undefined;
+          tries = 0;
+          continue;
+        }
         if (outcome.kind !== "retry") return;
         ctx.trace?.attemptEnded(outcome.status, outcome.reason);
         last = outcome;
@@ -395,8 +481,9 @@ export class Proxy implements AttemptHost {
           if (poisonAfter > 0 && ++ctx.inFlightFailures >= poisonAfter) return this.poisoned(ctx, last);
         }
         if (ctx.totalTimedOut) throw totalTimeoutError();
-        if (attempt >= maxAttempts) return this.relayFailure(ctx, last);
-        if (!this.d.budget.tryRetry()) {
+        if (tries >= maxAttempts) return this.relayFailure(ctx, last);
+        // a continuation is a migration's, bounded by migration.maxPerRequest, not the retry budget
+        if (ctx.migrating === undefined && !this.d.budget.tryRetry()) {
           this.d.metrics.rejected.inc({ reason: "retry_budget" });
           return this.relayFailure(ctx, last);
         }

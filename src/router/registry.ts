@@ -17,7 +17,7 @@ import type { DiscoverySink, DiscoverySource, EngineSpec } from "../discovery/ty
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import { logger } from "../obs/log.js";
 import { backendTransport, type BackendProtocol, type RouterConfig } from "./config.js";
-import { Health, type HealthHooks, type HealthState } from "./health.js";
+import { ENGINE_DRAINING, Health, type HealthHooks, type HealthState } from "./health.js";
 import { probeHeaders } from "./upstream-rules.js";
 
 const log = logger("router.registry");
@@ -116,6 +116,8 @@ export class Upstream {
   lastByteAt = 0;
   /** when a withheld ejection of this engine was last logged */
   withheldLoggedAt = -Infinity;
+  /** drained by hand (POST /admin/engines/drain): draining until undrained */
+  drainHeld = false;
   private probing = { health: false, models: false, metrics: false };
   /** the view policies read; mutated in place so building a snapshot allocates nothing */
   readonly view: ViewWithCounters & { models: Set<string> };
@@ -176,6 +178,8 @@ export interface RegistryEvents {
   changed: [engine: Upstream];
   /** a new record for an engine (a new URL, or a new pool after a protocol change) */
   added: [engine: Upstream];
+  /** an engine takes no new requests (it left discovery, or is draining); those in flight may finish */
+  draining: [engine: Upstream];
   /** a /metrics page was scraped from an engine (for readers of other series than the load) */
   scraped: [engine: Upstream, text: string];
 }
@@ -248,7 +252,14 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   ) {
     super();
     this.setMaxListeners(0);
-    this.health = new Health(cfg, this.engines, { ...hooks, onCapacity: () => this.emit("capacity") });
+    this.health = new Health(cfg, this.engines, {
+      ...hooks,
+      onCapacity: () => this.emit("capacity"),
+      onDraining: (url) => {
+        const e = this.engines.get(url);
+        if (e) this.emit("draining", e);
+      },
+    });
   }
 
   setConfig(cfg: RouterConfig): void {
@@ -305,6 +316,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     if (!this.leader) log.info({ engine: url, inFlight: e.view.inFlight }, "engine removed; draining");
     this.emit("changed", e);
     if (e.view.inFlight === 0) this.finishRemoval(e);
+    else this.emit("draining", e);
   }
 
   /** A request takes a slot on `e` (the data plane's in-flight count, which policies read). */
@@ -361,7 +373,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   panicViews(model: string): EngineView[] | undefined {
     let out: EngineView[] | undefined;
     for (const e of this.engines.values()) {
-      if (e.draining || !e.view.models.has(model)) continue;
+      if (e.draining || e.state === "draining" || !e.view.models.has(model)) continue;
       if (e.view.healthy) return undefined;
       (out ??= []).push({ ...e.view, healthy: true });
     }
@@ -448,7 +460,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   async checkHealth(e: Upstream): Promise<void> {
     if (!e.claim("health")) return;
     try {
-      const verdict = await this.health.probe(e, (signal) => this.request(e, "/health", signal, 64 * 1024));
+      const verdict = await this.health.probe(e, (signal) => this.healthOf(e, signal));
       if (this.health.judge(e, verdict) === "admit") {
         // first contact (or re-admission): admit as soon as the engine has told us its models
         if (e.view.models.size === 0) await this.refreshModels(e, true);
@@ -457,6 +469,23 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     } finally {
       e.release("health");
       this.emit("changed", e);
+    }
+  }
+
+  /**
+   * GET /health; a 503 there is a drain, not a failure, when the engine's /live still answers 200
+   * (vLLM's drain on shutdown: /health 503 for load balancers, /live 200 until the engine is dead).
+   */
+  private async healthOf(e: Upstream, signal: AbortSignal): Promise<void> {
+    try {
+      await this.request(e, "/health", signal, 64 * 1024);
+    } catch (err) {
+      if (!(err instanceof UpstreamHttpError && err.status === 503)) throw err;
+      const live = await this.request(e, "/live", signal, 64 * 1024).then(
+        () => true,
+        () => false,
+      );
+      throw live ? new Error(ENGINE_DRAINING) : err;
     }
   }
 

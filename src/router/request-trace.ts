@@ -110,6 +110,15 @@ export class RequestTrace {
     this.attemptSpan = undefined;
   }
 
+  /** A stream moved to another engine (`engine`), `seconds` after its previous engine broke off. */
+  migrated(engine: string, reason: string, seconds: number): void {
+    this.span.addEvent("switchyard.migration", {
+      "switchyard.migration.reason": reason,
+      "switchyard.migration.engine": engine,
+      "switchyard.migration.seconds": seconds,
+    });
+  }
+
   firstByte(ttftSeconds: number): void {
     this.span.setAttribute("gen_ai.server.time_to_first_token", ttftSeconds);
     this.span.addEvent("gen_ai.first_token", { "gen_ai.server.time_to_first_token": ttftSeconds });

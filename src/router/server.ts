@@ -1,7 +1,8 @@
 // The router process: wiring (registry, health, policies, cache-aware routing, tenancy, ingress,
 // data plane), lifecycle (start, hot reconfigure, drain, close), the route table, and the
 // router-local endpoints (/v1/models, /health, /ready, /metrics, /engines, /admin/*). Turning an HTTP
-// request into a routed one is ingress.ts's; serving it, proxy.ts's.
+// request into a routed one is ingress.ts's; serving it, proxy.ts's; draining one engine,
+// migration-drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { HttpError, sendError } from "../http/errors.js";
 import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../routing/index.js";
@@ -21,6 +22,8 @@ import { RouterGate } from "../tenancy/router-gate.js";
 import { AccessLog } from "./access-log.js";
 import { Ingress, JSON_ROUTES, MULTIPART_ROUTES } from "./ingress.js";
 import { PromptBudget } from "./prompt-budget.js";
+import { EngineDrains } from "./migration-drain.js";
+import { readRequestBody } from "./body.js";
 
 const log = logger("router");
 
@@ -71,6 +74,8 @@ export class Router {
   private readonly ingress: Ingress;
   /** long prompts counted off the loop at the edge; tokenizers loaded at discovery */
   private readonly prompts: PromptBudget;
+  /** engines draining: the deadline after which their requests in flight move elsewhere */
+  private readonly drains: EngineDrains;
   /** set once a drain starts: /ready answers 503 and responses close their connections */
   draining = false;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
@@ -86,7 +91,10 @@ export class Router {
 
   constructor(private cfg: RouterConfig) {
     this.registry = new Registry(cfg, {
-      onEject: (url, reason) => this.metrics.ejections.inc({ engine: url, reason }),
+      onEject: (url, reason) => {
+        this.metrics.ejections.inc({ engine: url, reason });
+        this.drains.ejected(url);
+      },
       onEjectWithheld: (url, reason) => this.metrics.ejectionsWithheld.inc({ engine: url, reason }),
       onProbeExcused: (url, why) => this.metrics.probeTimeoutsExcused.inc({ engine: url, why }),
       onPanic: (model) => this.metrics.panics.inc({ model }),
@@ -166,6 +174,11 @@ export class Router {
       policyName: () => this.policy.name,
       accessLog,
       forward: (req, res, pr) => this.proxy.handle(req, res, pr),
+    });
+    this.drains = new EngineDrains({
+      registry: this.registry,
+      config: () => this.cfg,
+      attemptsOn: (e) => this.proxy.attemptsOn(e),
     });
     this.discovery = new StaticDiscovery(engineSpecs(cfg));
     const lim = cfg.limits;
@@ -288,6 +301,7 @@ export class Router {
       await closed;
     }
     this.queue.clear();
+    this.drains.close();
     await this.cache.close();
     await this.registry.close();
     await this.tracer?.shutdown();
@@ -314,6 +328,8 @@ export class Router {
       if (JSON_ROUTES.has(path)) return this.ingress.json(req, res, path, url);
       if (MULTIPART_ROUTES.has(path)) return this.ingress.multipart(req, res, path, url);
       if (path === "/admin/reload" || path === "/admin/drain") return this.handleAdmin(req, res, path);
+      if (path === "/admin/engines/drain" || path === "/admin/engines/undrain")
+        return this.handleEngineDrain(req, res, path === "/admin/engines/drain");
     } else if (req.method === "GET" || req.method === "HEAD") {
       switch (path) {
         case "/health":
@@ -383,6 +399,50 @@ export class Router {
     const error = await this.onReload();
     if (error !== undefined) return sendError(res, 400, `reload refused, previous config kept: ${error}`);
     this.json(res, 200, { status: "reloaded" });
+  }
+
+  /**
+   * POST /admin/engines/drain `{"engine": URL}`: the engine takes no new requests; those in flight
+   * get engineDrainTimeout, then move (docs/router.md). POST /admin/engines/undrain ends it.
+   */
+  private async handleEngineDrain(req: IncomingMessage, res: ServerResponse, drain: boolean): Promise<void> {
+    let url: string;
+    try {
+      if (!this.tenancy.adminGuarded)
+        throw new HttpError(403, "admin endpoints are disabled: no admin key is configured");
+      this.gate.authenticateAdmin(req);
+      const body = await readRequestBody(req, 64 * 1024, {
+        queue: this.proxy.deadlines,
+        ms: this.cfg.limits.bodyIdleTimeout,
+      });
+      let doc: { engine?: unknown };
+      try {
+        doc = JSON.parse(body.toString("utf8")) as { engine?: unknown };
+      } catch {
+        throw new HttpError(400, 'the body must be JSON: {"engine": "http://host:port"}');
+      }
+      if (typeof doc?.engine !== "string")
+        throw new HttpError(400, "`engine` must be an engine URL", "engine");
+      url = doc.engine.replace(/\/+$/, "");
+    } catch (err) {
+      if (!(err instanceof HttpError)) throw err;
+      return sendError(res, err);
+    }
+    const e = this.registry.engines.get(url);
+    if (!e || e.draining)
+      return sendError(res, new HttpError(404, `no engine \`${url}\` is known to this router`, "engine"));
+    if (drain) {
+      this.registry.health.drain(e, true);
+      return this.json(res, 202, {
+        engine: url,
+        state: e.state,
+        inFlight: e.view.inFlight,
+        drainTimeoutMs: this.cfg.engineDrainTimeout,
+      });
+    }
+    this.drains.cancel(e);
+    this.registry.health.undrain(e);
+    this.json(res, 200, { engine: url, state: e.state });
   }
 
   private json(res: ServerResponse, status: number, value: unknown): void {

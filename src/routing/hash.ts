@@ -1,5 +1,6 @@
 // Small, allocation-free string hashing for consistent hashing and tie-breaks (FNV-1a 32-bit,
 // then a murmur3 finaliser so that similar keys land far apart).
+import { fmix } from "../workload/rng.js";
 
 export function hash32(text: string, seed = 0): number {
   let h = (0x811c9dc5 ^ seed) >>> 0;
@@ -7,12 +8,7 @@ export function hash32(text: string, seed = 0): number {
     h ^= text.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix(h);
 }
 
 /** Hash of a pair mapped to (0, 1), for rendezvous hashing. */

@@ -38,6 +38,11 @@ export interface RunningSim {
   /** where KV events are published, when enabled */
   kvEventsEndpoint: string | null;
   kvReplayEndpoint: string | null;
+  /**
+   * vLLM's drain: from now on only /live and /metrics answer (the rest 503, /health included), and
+   * the promise resolves once no request is being answered or `timeoutS` passed.
+   */
+  drain(timeoutS: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -131,6 +136,7 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
     sleepState: "awake",
     generationRequests: 0,
     serverLoad: 0,
+    draining: false,
     nextRequestNumber: 1,
     faultRandom: mulberry32(o.seed ^ 0x5eed),
   };
@@ -268,6 +274,12 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
     port,
     kvEventsEndpoint: publisher?.endpoint ?? null,
     kvReplayEndpoint: publisher?.replayEndpoint ?? null,
+    drain: async (timeoutS: number) => {
+      if (!state.draining) log.info({ inFlight: state.serverLoad, timeoutS }, "draining");
+      state.draining = true;
+      const end = performance.now() + timeoutS * 1000;
+      while (state.serverLoad > 0 && performance.now() < end) await new Promise((r) => setTimeout(r, 50));
+    },
     close: async () => {
       if (closed) return;
       closed = true;

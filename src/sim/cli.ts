@@ -18,7 +18,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const options = parseSimArgs(argv);
   const sim = await startSim(options);
-  onShutdown(() => sim.close());
+  onShutdown(async () => {
+    // vLLM's drain shutdown (--shutdown-timeout): in-flight requests finish, new ones are refused
+    if (options.shutdownTimeout > 0) await sim.drain(options.shutdownTimeout);
+    await sim.close();
+  });
   console.log(`switchyard sim: ${options.servedModelNames[0]} (vLLM-compatible) on ${sim.url}`);
   if (sim.kvEventsEndpoint) console.log(`KV events: ${sim.kvEventsEndpoint}`);
   console.log(`try:\n  ${curlExample(sim)}`);

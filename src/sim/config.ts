@@ -107,6 +107,12 @@ export const SIM_FLAGS: FlagSpecs = {
     help: "[sim] seconds during which /health answers 503",
   },
   "crash-after": { type: "int", min: 0, help: "[sim] exit abruptly when generation request N+1 arrives" },
+  "shutdown-timeout": {
+    type: "number",
+    default: 0,
+    min: 0,
+    help: "on SIGTERM, drain: refuse new requests (/health 503, /live 200) and let those in flight finish for up to this many seconds (vLLM's drain shutdown); 0 = stop at once",
+  },
   "output-len-mean": {
     type: "number",
     default: 128,
@@ -182,6 +188,8 @@ export interface SimOptions {
   stallMs: number;
   startupDelaySeconds: number;
   crashAfter?: number;
+  /** seconds a SIGTERM drain waits for requests in flight (0: none) */
+  shutdownTimeout: number;
   outputLenMean: number;
   maxBodyBytes: number;
   profilesFile?: string;
@@ -317,6 +325,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     stallMs: f["stall-ms"] as number,
     startupDelaySeconds: f["startup-delay"] as number,
     crashAfter: num(f["crash-after"]),
+    shutdownTimeout: f["shutdown-timeout"] as number,
     outputLenMean: f["output-len-mean"] as number,
     maxBodyBytes: f["max-body-bytes"] as number,
     profilesFile: str(f.profiles),

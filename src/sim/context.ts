@@ -16,6 +16,8 @@ export interface SimState {
   generationRequests: number;
   /** requests being answered (vLLM's server_load) */
   serverLoad: number;
+  /** draining (shutdown): only /live and /metrics answer; requests in flight finish */
+  draining: boolean;
   nextRequestNumber: number;
   /** uniform [0,1) stream for fault injection, seeded by --seed */
   faultRandom: () => number;

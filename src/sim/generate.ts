@@ -6,24 +6,20 @@
 // request's own output.
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { mulberry32, seedFromString } from "../workload/rng.js";
+import { seedFromString } from "../workload/rng.js";
 import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
 import { contextLengthError } from "../http/context-length.js";
-import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";
+import { assistantMessage } from "../http/vllm-answers.js";
+import { GreedyChain } from "./greedy.js";
+import { chatPrompt, completionPrompts, streamFlags, type PromptInput } from "./prompts.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
 import type { RequestSink } from "./sink.js";
-import { chatSchema, completionSchema, validate, type ChatBody, type CompletionBody } from "./schemas.js";
+import { chatSchema, completionSchema, validate } from "./schemas.js";
 import { DONE_EVENT, SSE_HEADERS } from "./sse.js";
 
 type Kind = "chat" | "completion";
-
-interface PromptInput {
-  tokenIds: number[];
-  /** the prompt as text, for echo */
-  text: string;
-}
 
 interface ChoiceState {
   index: number;
@@ -37,6 +33,12 @@ interface ChoiceState {
   parts: string[];
   /** token text held back while the socket pushes back */
   pending: string;
+  /** return_token_ids: the prompt's ids (sent once, with the choice's first event) and the output's */
+  promptIds: readonly number[] | null;
+  promptIdsSent: boolean;
+  outputIds: number[] | null;
+  /** return_token_ids: ids of the text held back in `pending` */
+  pendingIds: number[] | null;
   finishReason: FinishReason | null;
   finishSent: boolean;
   cachedTokens: number;
@@ -47,68 +49,16 @@ export function newRequestHex(): string {
   return randomUUID().replaceAll("-", "");
 }
 
-function checkTokenIds(ids: number[], vocabSize: number): void {
-  for (const id of ids) {
-    if (id < 0 || id >= vocabSize) throw new HttpError(400, `Token id ${id} is out of vocabulary`, "prompt");
-  }
-}
-
-/**
- * The prompts' token ids. Long text is tokenised in slices between turns of the event loop
- * (Tokenizer.encodeAsync): a megabyte prompt must not stall every other request and /health.
- */
-async function completionPrompts(ctx: SimContext, body: CompletionBody): Promise<PromptInput[]> {
-  const tk = ctx.tokenizer;
-  const addSpecial = body.add_special_tokens ?? true;
-  const p = body.prompt;
-  if (typeof p === "string") return [{ tokenIds: await tk.encodeAsync(p, addSpecial), text: p }];
-  if (p.length > 0 && typeof p[0] === "string") {
-    const out: PromptInput[] = [];
-    for (const t of p as string[]) out.push({ tokenIds: await tk.encodeAsync(t, addSpecial), text: t });
-    return out;
-  }
-  const lists = (typeof p[0] === "number" ? [p as number[]] : (p as number[][])).map((ids) => {
-    checkTokenIds(ids, tk.vocabSize);
-    return ids;
-  });
-  // the text is only for echo: decoding a megabyte of ids nobody asked to see would hold the loop
-  return lists.map((ids) => ({ tokenIds: ids, text: body.echo === true ? tk.decode(ids) : "" }));
-}
-
-async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<PromptInput> {
-  const tk = ctx.tokenizer;
-  if (!tk.hasChatTemplate) {
-    throw new HttpError(
-      400,
-      "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat " +
-        "template if the tokenizer does not define one.",
-    );
-  }
-  try {
-    const ids = await tk.encodeChatAsync(body.messages as ChatMessage[], {
-      addGenerationPrompt: body.add_generation_prompt ?? true,
-    });
-    return { tokenIds: ids, text: "" };
-  } catch (err) {
-    if (err instanceof ChatTemplateError) throw new HttpError(400, err.message, "messages");
-    throw err;
-  }
-}
-
-/** 32-bit fingerprint of a prompt, so that the same request gets the same answer for a given seed. */
-function promptSeed(seed: number, ids: readonly number[], choice: number): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < ids.length; i++) h = Math.imul(h ^ ids[i]!, 0x01000193);
-  return Math.imul(h ^ choice, 0x01000193) >>> 0;
-}
-
 const FINISH_LITERAL: Record<FinishReason, string> = { stop: '"stop"', length: '"length"', abort: '"abort"' };
+const NO_IDS: readonly number[] = [];
 
 class GenerationJob {
   readonly choices: ChoiceState[] = [];
   private readonly prefix: string;
   private readonly midNull: string;
   private readonly usageNull: string;
+  /** return_token_ids (vLLM 0.10.2+): prompt and output token ids ride on the events and bodies */
+  returnTokenIds = false;
   private finished = 0;
   private closed = false;
   private blocked = false;
@@ -131,12 +81,13 @@ class GenerationJob {
     this.created = created;
     const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
     this.prefix = `data: {"id":"${id}","object":"${object}","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":`;
+    // the choice's fields after its text, up to (not including) the token ids and the closing `}]`
     this.midNull =
       kind === "chat"
-        ? `},"logprobs":null,"finish_reason":null}]`
-        : `,"logprobs":null,"finish_reason":null,"stop_reason":null}]`;
+        ? `},"logprobs":null,"finish_reason":null`
+        : `,"logprobs":null,"finish_reason":null,"stop_reason":null`;
     // Completion chunks are dumped with every field (usage null); chat chunks carry usage only when asked.
-    this.usageNull = kind === "completion" || includeUsage ? `,"usage":null}\n\n` : `}\n\n`;
+    this.usageNull = kind === "completion" || includeUsage ? `,"usage":null` : ``;
     this.promptTokensTotal = prompts.reduce((a, p) => a + p.tokenIds.length, 0);
   }
   readonly created: number;
@@ -183,32 +134,63 @@ class GenerationJob {
     return null;
   }
 
+  /** the event's end: usage (null, continuous or absent), then the closing brace */
   private usageTail(c: ChoiceState): string {
-    if (!this.continuousUsage) return this.usageNull;
+    if (!this.continuousUsage) return this.usageNull + "}\n\n";
     const p = c.promptTokens;
     return `,"usage":{"prompt_tokens":${p},"total_tokens":${p + c.tokens},"completion_tokens":${c.tokens}}}\n\n`;
+  }
+
+  /**
+   * return_token_ids, where vLLM puts them in a stream: a completion choice carries
+   * `prompt_token_ids` (a list in the choice's first event, null after) and `token_ids`; a chat
+   * choice `token_ids` (the prompt's go top-level, on the role events).
+   */
+  private idFields(c: ChoiceState, ids: readonly number[]): string {
+    if (!this.returnTokenIds) return "";
+    let s = "";
+    if (this.kind === "completion") {
+      s = c.promptIdsSent ? `,"prompt_token_ids":null` : `,"prompt_token_ids":[${c.promptIds!.join(",")}]`;
+      c.promptIdsSent = true;
+    }
+    return `${s},"token_ids":[${ids.join(",")}]`;
   }
 
   private roleEvents(): string {
     let s = "";
     for (const c of this.choices) {
-      s += `${this.prefix}${c.index},"delta":{"role":"assistant","content":""${this.midNull}${this.usageTail(c)}`;
+      const tail = this.usageTail(c);
+      const ids = this.returnTokenIds
+        ? `${tail.slice(0, -3)},"prompt_token_ids":[${c.promptIds!.join(",")}]}\n\n`
+        : tail;
+      s += `${this.prefix}${c.index},"delta":{"role":"assistant","content":""${this.midNull}}]${ids}`;
     }
     return s;
   }
 
-  private event(c: ChoiceState, literal: string, finish: FinishReason | null): string {
+  private event(
+    c: ChoiceState,
+    literal: string,
+    finish: FinishReason | null,
+    ids: readonly number[] = NO_IDS,
+  ): string {
     const body = this.kind === "chat" ? `,"delta":{"content":${literal}` : `,"text":${literal}`;
-    if (finish === null) return `${this.prefix}${c.index}${body}${this.midNull}${this.usageTail(c)}`;
+    if (finish === null)
+      return `${this.prefix}${c.index}${body}${this.midNull}${this.idFields(c, ids)}}]${this.usageTail(c)}`;
     const close = this.kind === "chat" ? "}" : "";
-    return `${this.prefix}${c.index}${body}${close},"logprobs":null,"finish_reason":${FINISH_LITERAL[finish]},"stop_reason":null}]${this.usageTail(c)}`;
+    return `${this.prefix}${c.index}${body}${close},"logprobs":null,"finish_reason":${FINISH_LITERAL[finish]},"stop_reason":null${this.idFields(c, ids)}}]${this.usageTail(c)}`;
   }
 
   private firstWrite(): string {
     this.started = true;
     if (this.kind === "chat") return this.roleEvents();
     let s = "";
-    for (const c of this.choices) if (c.echo) s += this.event(c, JSON.stringify(c.echo), null);
+    for (const c of this.choices) {
+      if (c.echo === null) continue;
+      // vLLM echoes no prompt text when the ids are asked for: its ids stand for it
+      if (this.returnTokenIds) s += this.event(c, '""', null, c.promptIds!);
+      else s += this.event(c, JSON.stringify(c.echo), null);
+    }
     return s;
   }
 
@@ -217,11 +199,13 @@ class GenerationJob {
     if (this.closed) return;
     if (!this.stream) {
       c.parts.push(this.textOf(ids));
+      if (c.outputIds) for (const id of ids) c.outputIds.push(id);
       return;
     }
     const finish = this.predictedFinish(c);
     if (this.blocked) {
       c.pending += this.textOf(ids);
+      if (c.pendingIds) for (const id of ids) c.pendingIds.push(id);
       if (finish) c.finishReason = finish;
       return;
     }
@@ -230,7 +214,7 @@ class GenerationJob {
       c.finishReason = finish;
       c.finishSent = true;
     }
-    if (!this.res.write(lead + this.event(c, this.literalOf(ids), finish))) this.blocked = true;
+    if (!this.res.write(lead + this.event(c, this.literalOf(ids), finish, ids))) this.blocked = true;
   }
 
   private onFinished(c: ChoiceState, reason: FinishReason, timings: RequestTimings): void {
@@ -255,8 +239,9 @@ class GenerationJob {
     for (const c of this.choices) {
       if (c.pending || (c.finishReason && !c.finishSent)) {
         const finish = c.finishReason;
-        out += this.event(c, JSON.stringify(c.pending), finish);
+        out += this.event(c, JSON.stringify(c.pending), finish, c.pendingIds ?? NO_IDS);
         c.pending = "";
+        if (c.pendingIds) c.pendingIds = [];
         if (finish) c.finishSent = true;
       }
     }
@@ -335,6 +320,8 @@ class GenerationJob {
         finish_reason: c.finishReason,
         stop_reason: null,
         prompt_logprobs: null,
+        prompt_token_ids: this.returnTokenIds ? c.promptIds : null,
+        token_ids: c.outputIds,
       })),
       service_tier: null,
       system_fingerprint: null,
@@ -351,24 +338,17 @@ class GenerationJob {
       model: this.model,
       choices: this.choices.map((c) => ({
         index: c.index,
-        message: {
-          role: "assistant",
-          content: c.parts.join(""),
-          refusal: null,
-          annotations: null,
-          audio: null,
-          function_call: null,
-          tool_calls: [],
-          reasoning_content: null,
-        },
+        message: assistantMessage(c.parts.join("")),
         logprobs: null,
         finish_reason: c.finishReason,
         stop_reason: null,
+        token_ids: c.outputIds,
       })),
       service_tier: null,
       system_fingerprint: null,
       usage: this.usageWithDetails(),
       prompt_logprobs: null,
+      prompt_token_ids: this.returnTokenIds ? (this.choices[0]?.promptIds ?? null) : null,
       kv_transfer_params: this.kvTransferParams,
     };
   }
@@ -398,11 +378,9 @@ interface GenerationParams {
   requestId: string | null;
   model: string | null | undefined;
   kvTransferParams?: Record<string, unknown> | null | undefined;
-}
-
-function sampleStopAfter(rand: () => number, mean: number): number {
-  // Geometric answer lengths (a constant chance of EOS per token), mean --output-len-mean.
-  return Math.max(1, Math.ceil(-Math.log(1 - rand()) * mean));
+  /** sampling temperature as sent (null: vLLM's default, which samples) */
+  temperature: number | null;
+  returnTokenIds: boolean;
 }
 
 function startGeneration(
@@ -452,21 +430,35 @@ function startGeneration(
     p.prompts,
   );
   job.nPerPrompt = p.n;
+  job.returnTokenIds = p.returnTokenIds;
   if (ctx.options.enableRequestIdHeaders) job.extraHeaders = { "x-request-id": base };
 
   const maxLen = ctx.engineConfig.maxModelLen;
   const now = performance.now() / 1000;
   const pool = ctx.tokenizer.outputPool;
   const eos = ctx.tokenizer.eosTokenId;
+  const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
   const requests: EngineRequest[] = [];
   p.prompts.forEach((prompt, promptIndex) => {
     for (let k = 0; k < p.n; k++) {
       const index = promptIndex * p.n + k;
-      const seed = promptSeed(ctx.options.seed, prompt.tokenIds, k) ^ seedFromString(chosen.loraName ?? "");
-      const rand = mulberry32(seed);
       const maxTokens = p.maxTokens ?? maxLen - prompt.tokenIds.length;
-      const stopAfter = Math.max(sampleStopAfter(rand, ctx.options.outputLenMean), p.minTokens);
       const ignoreEos = p.ignoreEos;
+      // greedy (temperature 0) choices of one prompt are the same answer, as with a real model
+      const chain = new GreedyChain(
+        prompt.tokenIds,
+        {
+          seed,
+          choiceSalt: p.temperature === 0 ? 0 : k,
+          pool: pool.ids,
+          eosId: eos,
+          meanLength: ctx.options.outputLenMean,
+          minTokens: p.minTokens,
+          ignoreEos,
+        },
+        maxTokens,
+      );
+      const stopAfter = chain.stopAfter;
       const engineId = String(ctx.state.nextRequestNumber++);
       const choice: ChoiceState = {
         index,
@@ -483,10 +475,12 @@ function startGeneration(
         finishSent: false,
         cachedTokens: 0,
         echo: p.echo ? prompt.text : null,
+        promptIds: p.returnTokenIds ? prompt.tokenIds : null,
+        promptIdsSent: false,
+        outputIds: p.returnTokenIds ? [] : null,
+        pendingIds: p.returnTokenIds ? [] : null,
       };
       job.choices.push(choice);
-      const tokenSeed = seed >>> 0;
-      const poolSize = pool.ids.length;
       requests.push({
         requestId: engineId,
         promptTokenIds: prompt.tokenIds,
@@ -498,15 +492,7 @@ function startGeneration(
         cacheSalt: p.cacheSalt,
         loraName: chosen.loraName,
         arrivalTime: now,
-        sampleToken: (i: number) => {
-          if (!ignoreEos && i === stopAfter - 1) return eos;
-          // A cheap integer hash of (request seed, position): deterministic and well spread over the pool.
-          let h = Math.imul(tokenSeed ^ (i + 0x9e3779b9), 0x85ebca6b);
-          h ^= h >>> 13;
-          h = Math.imul(h, 0xc2b2ae35);
-          h ^= h >>> 16;
-          return pool.ids[(h >>> 0) % poolSize]!;
-        },
+        sampleToken: (i: number) => chain.token(i),
       });
     }
   });
@@ -518,19 +504,6 @@ function startGeneration(
   for (let i = 0; i < requests.length; i++) {
     ctx.runtime.submit(requests[i]!, sinks[i]!, requests[i]!.maxTokens);
   }
-}
-
-function streamFlags(ctx: SimContext, body: { stream?: boolean | null; stream_options?: unknown }) {
-  const so = body.stream_options as {
-    include_usage?: boolean | null;
-    continuous_usage_stats?: boolean | null;
-  } | null;
-  const stream = body.stream === true;
-  if (so && !stream)
-    throw new HttpError(400, "Stream options can only be defined when `stream=True`.", "stream_options");
-  const includeUsage = stream && (so?.include_usage === true || ctx.options.enableForceIncludeUsage);
-  const continuousUsage = includeUsage && so?.continuous_usage_stats === true;
-  return { stream, includeUsage, continuousUsage };
 }
 
 export async function handleCompletions(
@@ -558,6 +531,8 @@ export async function handleCompletions(
     requestId: body.request_id ?? null,
     model: body.model,
     kvTransferParams: body.kv_transfer_params,
+    temperature: body.temperature ?? null,
+    returnTokenIds: body.return_token_ids === true,
   });
 }
 
@@ -585,5 +560,7 @@ export async function handleChat(
     requestId: body.request_id ?? null,
     model: body.model,
     kvTransferParams: body.kv_transfer_params,
+    temperature: body.temperature ?? null,
+    returnTokenIds: body.return_token_ids === true,
   });
 }

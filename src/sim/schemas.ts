@@ -41,6 +41,8 @@ const sampling = {
   kv_transfer_params: z.record(z.string(), z.unknown()).nullish(),
   user: z.string().nullish(),
   logprobs: z.union([z.boolean(), int]).nullish(),
+  /** vLLM 0.10.2+: prompt and output token ids in the answer */
+  return_token_ids: z.boolean().nullish(),
 };
 
 export const completionSchema = z.object({

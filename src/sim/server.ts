@@ -112,6 +112,8 @@ function modelCards(ctx: SimContext): unknown {
 
 const routes: Record<string, Handler> = {
   "GET /health": (_ctx, _req, res) => sendEmpty(res),
+  // liveness (vLLM's /live): 200 while the process serves, draining included
+  "GET /live": (_ctx, _req, res) => sendEmpty(res),
   "GET /ping": (_ctx, _req, res) => sendEmpty(res),
   "POST /ping": (_ctx, _req, res) => sendEmpty(res),
   "GET /version": (ctx, _req, res) => sendJson(res, 200, { version: ctx.options.vllmVersion }),
@@ -239,6 +241,12 @@ export function createSimServer(ctx: SimContext): Server {
     if (!ctx.state.ready && path !== "/metrics") {
       req.resume();
       sendError(res, 503, "the engine is starting up");
+      return;
+    }
+    if (ctx.state.draining && path !== "/live" && path !== "/metrics") {
+      // vLLM's answer while it drains (its ServiceUnavailableMiddleware), /health included
+      req.resume();
+      sendJson(res, 503, { error: "Server is unavailable. Please try again later." });
       return;
     }
     let result: Promise<void> | void;

@@ -1,7 +1,7 @@
 // The chat templates vLLM applies, re-expressed as functions for plain text conversations (no tools).
 // Each one reproduces the official Jinja template's output byte for byte; docs/tokenizers.md cites
 // the sources and test/tokenizer/chat-templates.test.ts holds fixtures derived from them.
-import { contentText, pyLstrip, pyRstrip, pyStrip } from "./messages.js";
+import { contentText, pyLstrip, pyRstrip, pyRstripSpace, pyStrip } from "./messages.js";
 import { ChatTemplateError, type ChatMessage, type ChatTemplateOptions } from "./types.js";
 
 export type ChatTemplate = (messages: readonly ChatMessage[], opts: ChatTemplateOptions) => string;
@@ -146,3 +146,60 @@ export const plainFallbackTemplate: ChatTemplate = (messages, opts) => {
 export const NO_CHAT_TEMPLATE_MESSAGE =
   "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat " +
   "template if the tokenizer does not define one.";
+
+/** transformers' marker for the end of the message to continue (`apply_chat_template`). */
+const CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG ";
+
+/** vLLM's refusal of a request asking for both (a 400). */
+export const CONTINUE_AND_GENERATION_PROMPT =
+  "Cannot set both `continue_final_message` and `add_generation_prompt` to True.";
+
+/**
+ * A template's output, with vLLM's `continue_final_message` done as transformers does it
+ * (`apply_chat_template(continue_final_message=True)`): a marker is appended to the final message's
+ * text, the conversation rendered without a generation prompt, and the output cut where the marker
+ * begins, so whatever the template puts after a message (end-of-turn tokens) is dropped and the
+ * model continues the message itself. Templates that trim message text (Llama 3's `| trim`) lose the
+ * message's trailing whitespace there, as with transformers.
+ */
+export function renderChat(
+  template: ChatTemplate,
+  messages: readonly ChatMessage[],
+  opts: ChatTemplateOptions,
+): string {
+  if (!opts.continueFinalMessage) return template(messages, opts);
+  if (opts.addGenerationPrompt) throw new ChatTemplateError(CONTINUE_AND_GENERATION_PROMPT);
+  requireMessages(messages);
+  const last = messages[messages.length - 1]!;
+  let finalText: string;
+  let tagged: ChatMessage;
+  if (Array.isArray(last.content)) {
+    let at = -1;
+    for (let i = last.content.length - 1; i >= 0 && at < 0; i--) {
+      if (typeof last.content[i]!.text === "string") at = i;
+    }
+    if (at < 0)
+      throw new ChatTemplateError(
+        "continue_final_message is set but we could not find any text to continue in the final message!",
+      );
+    finalText = last.content[at]!.text!;
+    const parts = last.content.slice();
+    parts[at] = { ...parts[at]!, text: finalText + CONTINUE_TAG };
+    tagged = { ...last, content: parts };
+  } else {
+    finalText = last.content ?? "";
+    tagged = { ...last, content: finalText + CONTINUE_TAG };
+  }
+  const rendered = template([...messages.slice(0, -1), tagged], { ...opts, addGenerationPrompt: false });
+  const bare = CONTINUE_TAG.trim();
+  if (!rendered.includes(pyStrip(finalText)) || !rendered.includes(bare)) {
+    throw new ChatTemplateError(
+      "continue_final_message is set but the final message does not appear in the chat after applying " +
+        "the chat template! This can happen if the chat template deletes portions of the final message.",
+    );
+  }
+  const at = rendered.lastIndexOf(bare);
+  // the template kept the marker's trailing space: it keeps message text as it is
+  if (rendered.startsWith(CONTINUE_TAG, at)) return rendered.slice(0, at);
+  return pyRstripSpace(rendered.slice(0, at));
+}

@@ -1,7 +1,7 @@
 // One Tokenizer built from parts: an ordinary-text BPE encoder, the added tokens recognised in text,
 // a decode table covering the model's whole vocabulary, and a chat template.
 import { VocabTable, type AddedToken } from "./byte-level.js";
-import type { ChatTemplate } from "./chat-templates.js";
+import { renderChat, type ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
 import { tokenizerThread } from "./offload.js";
 import type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
@@ -247,15 +247,15 @@ export class FamilyTokenizer implements Tokenizer {
   }
 
   applyChatTemplate(messages: readonly ChatMessage[], opts: ChatTemplateOptions): string {
-    return this.parts.template(messages, opts);
+    return renderChat(this.parts.template, messages, opts);
   }
 
   encodeChat(messages: readonly ChatMessage[], opts: ChatTemplateOptions): number[] {
-    return this.encode(this.parts.template(messages, opts), false);
+    return this.encode(renderChat(this.parts.template, messages, opts), false);
   }
 
   encodeChatAsync(messages: readonly ChatMessage[], opts: ChatTemplateOptions): Promise<number[]> {
-    return this.encodeAsync(this.parts.template(messages, opts), false);
+    return this.encodeAsync(renderChat(this.parts.template, messages, opts), false);
   }
 
   countChatAsync(
@@ -263,7 +263,7 @@ export class FamilyTokenizer implements Tokenizer {
     opts: ChatTemplateOptions,
     keep: number,
   ): Promise<{ count: number; ids: number[] }> {
-    return this.countAsync(this.parts.template(messages, opts), false, keep);
+    return this.countAsync(renderChat(this.parts.template, messages, opts), false, keep);
   }
 
   private mayContainAdded(text: string): boolean {

@@ -59,6 +59,13 @@ export function pyStrip(s: string): string {
   return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
+/** Python str.rstrip() with no argument */
+export function pyRstripSpace(s: string): string {
+  let b = s.length;
+  while (b > 0 && isPyWhitespace(s.charCodeAt(b - 1))) b--;
+  return b === s.length ? s : s.slice(0, b);
+}
+
 /** Python str.lstrip(chars) / rstrip(chars) / strip(chars) for a set of single chars */
 export function pyLstrip(s: string, chars: string): string {
   let i = 0;

@@ -12,6 +12,11 @@ export interface ChatTemplateOptions {
   addGenerationPrompt: boolean;
   /** Qwen3's `enable_thinking` chat-template kwarg; undefined behaves like true (vLLM's default). */
   enableThinking?: boolean;
+  /**
+   * vLLM's `continue_final_message`: the last message is left open (no end-of-turn marker after its
+   * content) so the model continues it; never together with addGenerationPrompt.
+   */
+  continueFinalMessage?: boolean;
 }
 
 export interface Tokenizer {

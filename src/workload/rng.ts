@@ -24,6 +24,21 @@ export function seedFromString(text: string): number {
   return h >>> 0;
 }
 
+/** One FNV-1a-style fold of a 32-bit value (a token id) into a hash state. */
+export function fold(h: number, id: number): number {
+  return Math.imul(h ^ id, 0x01000193) >>> 0;
+}
+
+/** murmur3's finaliser: spreads every state bit over the output. */
+export function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** A seeded random source with the helpers workloads need. */
 export interface Rng {
   /** uniform in [0, 1) */

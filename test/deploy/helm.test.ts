@@ -159,6 +159,8 @@ describe("helm chart", { timeout: 300_000 }, () => {
     const rules = (role as unknown as { rules: Array<{ resources: string[]; verbs: string[] }> }).rules;
     assert.deepEqual(rules, [{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] }]);
     assert.equal(one(objs, "PodDisruptionBudget", "-router").spec.minAvailable, 1);
+    // a terminating engine pod's streams move after this; its preStop waits longer than that
+    assert.ok(c.args.includes("--engine-drain-timeout=30s"));
   });
 
   it("engines: vLLM image and flags, KV events PUB socket, sha256_cbor, GPUs, /dev/shm, discovery labels, drain", (t) => {

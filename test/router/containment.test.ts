@@ -27,6 +27,7 @@ function record(url: string, models: string[] = ["m"]): HealthRecord {
     lastError: "",
     lastByteAt: 0,
     withheldLoggedAt: -Infinity,
+    drainHeld: false,
     view: { healthy: true, models: new Set(models) },
   };
 }

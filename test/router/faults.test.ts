@@ -1,5 +1,5 @@
 // Fault test: engines die, hang and answer 503 under steady load. No non-streaming request may be
-// lost, streams on the killed engine end with an SSE error event, each faulty engine is ejected (the
+// lost, streams on the killed engine move to another engine and end whole, each faulty engine is ejected (the
 // hung one by the health check's timeout), and engines come back into rotation after they recover.
 // How soon an engine is ejected follows from the health settings, not from this machine's speed, so no
 // wall-clock bound is asserted here.
@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startFakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
-test("kill, hang and 503 under load: nothing lost, streams end with an error event, each ejected, re-admission", async () => {
+test("kill, hang and 503 under load: nothing lost, streams on the killed engine move to another, each ejected, re-admission", async () => {
   const opts = { models: ["fake/m"], tokenDelayMs: 5 };
   const good = await startFakeEngine(opts);
   const killed = await startFakeEngine(opts);
@@ -98,18 +98,24 @@ test("kill, hang and 503 under load: nothing lost, streams end with an error eve
       [200],
       `every non-streaming request answered 200: ${JSON.stringify([...statuses])}`,
     );
-    const errored = texts.filter((t) => t.includes('data: {"error"'));
-    assert.equal(
-      errored.length,
-      streamsOnKilled,
-      "exactly the streams on the killed engine ended with an error event",
-    );
-    for (const t of errored) assert.match(t, /data: \{"error": ?\{.*\}\}\n\ndata: \[DONE\]\n\n$/s);
-    for (const t of texts) assert.match(t, /data: \[DONE\]\n\n$/);
+    assert.ok(streamsOnKilled > 0);
+    for (const t of texts) {
+      assert.ok(
+        !t.includes('data: {"error"'),
+        "no stream ended with an error event: those on the killed engine moved",
+      );
+      assert.match(t, /data: \[DONE\]\n\n$/);
+      assert.equal(t.split("data: [DONE]").length, 2, "one [DONE]");
+      assert.equal((t.match(/tok/g) ?? []).length, 400, "every token, once");
+    }
     engines.forEach((e, i) => assert.ok(e.hits > hitsBefore[i]!, `engine ${i} takes traffic again`));
     const m = await (await fetch(`${router.url}/metrics`)).text();
     assert.match(m, /switchyard_retries_total\{[^}]*\} [1-9]/);
     assert.match(m, /switchyard_engine_ejections_total\{[^}]*\} [1-9]/);
+    assert.match(
+      m,
+      /switchyard_migrations_total\{model="fake\/m",reason="connection_lost",outcome="continued"\} [1-9]/,
+    );
     const hungEjections = new RegExp(
       `switchyard_engine_ejections_total\\{engine="${hung.url}",reason="health"\\} [1-9]`,
     );

@@ -52,6 +52,8 @@ export class RegistryFollower implements RegistryLeader {
       e.state = s.state;
       e.view.healthy = admitted && !e.draining;
       if (admitted) reg.emit("capacity");
+      // the engine's own health says it drains: this worker's streams on it move, as the primary's would
+      else if (s.state === "draining") reg.emit("draining", e);
     }
   }
 

@@ -260,7 +260,8 @@ exec ray start --address=$(LWS_LEADER_ADDRESS):{{ $mn.rayPort }} --num-gpus={{ i
   lifecycle:
     preStop:
       exec:
-        # drain: the router drops a terminating pod at once; wait for the streams it still serves
+        # drain: the router drops a terminating pod at once and moves the streams it still serves
+        # router.engineDrainSeconds later (docs/kubernetes.md); wait until the engine is idle
         command:
           {{- if $sim }}
           - node

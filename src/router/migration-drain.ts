@@ -1,0 +1,80 @@
+// Graceful drain of one engine. An engine that leaves discovery (pod deleted, file entry removed),
+// answers its health probe as draining, or is drained by hand (POST /admin/engines/drain) gets no
+// new requests from the moment the registry says so; the requests it holds may finish for
+// `engineDrainTimeout`. Then the streams among them that can migrate move to other engines, and
+// requests still waiting for their first byte are sent elsewhere; streams that cannot migrate are
+// left to finish (or fail) where they are. An ejected engine's streams that have gone silent move at
+// once rather than waiting out the idle timeout: the engine was judged unhealthy and says nothing.
+import { logger } from "../obs/log.js";
+import type { MoveReason } from "./migration.js";
+import type { RouterConfig } from "./config.js";
+import type { EngineAttempts } from "./proxy.js";
+import type { Registry, Upstream } from "./registry.js";
+
+const log = logger("router.drain");
+
+export interface DrainDeps {
+  registry: Registry;
+  config: () => RouterConfig;
+  /** the attempts in flight on an engine (the data plane's list) */
+  attemptsOn: (e: Upstream) => EngineAttempts;
+}
+
+export class EngineDrains {
+  /** one deadline per engine draining now; entries go when they fire or the drain ends */
+  private readonly timers = new Map<Upstream, NodeJS.Timeout>();
+
+  constructor(private readonly d: DrainDeps) {
+    d.registry.on("draining", (e) => this.start(e));
+  }
+
+  /** An engine started draining: its requests in flight get engineDrainTimeout, then move. */
+  start(e: Upstream): void {
+    if (this.timers.has(e)) return;
+    const ms = this.d.config().engineDrainTimeout;
+    const t = setTimeout(() => {
+      this.timers.delete(e);
+      // back in rotation meanwhile (a drain ended by hand, an engine that came back): nothing to do
+      if (!e.draining && e.state !== "draining") return;
+      const moved = this.move(e, "drain", () => true);
+      log.info({ engine: e.url, moved, drainMs: ms }, "engine drain deadline: requests in flight moved");
+    }, ms);
+    t.unref();
+    this.timers.set(e, t);
+  }
+
+  /** A drain ended (by hand): the deadline is off. */
+  cancel(e: Upstream): void {
+    clearTimeout(this.timers.get(e));
+    this.timers.delete(e);
+  }
+
+  /** The engine was ejected: its migratable streams silent for a health timeout or longer move now. */
+  ejected(url: string): void {
+    const e = this.d.registry.engines.get(url);
+    if (!e) return;
+    const quiet = this.d.config().health.timeout;
+    const now = performance.now();
+    const moved = this.move(e, "ejected", (a) => a.midStream && a.silentFor(now) >= quiet);
+    if (moved > 0) log.warn({ engine: url, moved }, "engine ejected: its silent streams moved");
+  }
+
+  private move(
+    e: Upstream,
+    why: MoveReason,
+    which: (a: { midStream: boolean; silentFor(now: number): number }) => boolean,
+  ): number {
+    let n = 0;
+    for (const a of this.d.attemptsOn(e).toArray()) {
+      if (!a.movable || !which(a)) continue;
+      a.moveOff(why);
+      n++;
+    }
+    return n;
+  }
+
+  close(): void {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+}

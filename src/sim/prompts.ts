@@ -1,0 +1,79 @@
+// The prompts of /v1/completions and /v1/chat/completions as token ids, with vLLM's checks: ids in
+// the vocabulary, a chat template to render with (`add_generation_prompt`, `continue_final_message`),
+// stream options only with a stream. Long text is tokenised in slices between turns of the event
+// loop (Tokenizer.encodeAsync): a megabyte prompt must not stall every other request and /health.
+import { HttpError } from "../http/errors.js";
+import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";
+import { CONTINUE_AND_GENERATION_PROMPT } from "../tokenizer/chat-templates.js";
+import type { SimContext } from "./context.js";
+import type { ChatBody, CompletionBody } from "./schemas.js";
+
+export interface PromptInput {
+  tokenIds: number[];
+  /** the prompt as text, for echo */
+  text: string;
+}
+
+function checkTokenIds(ids: number[], vocabSize: number): void {
+  for (const id of ids) {
+    if (id < 0 || id >= vocabSize) throw new HttpError(400, `Token id ${id} is out of vocabulary`, "prompt");
+  }
+}
+
+/** The prompts' token ids (one request may carry several). */
+export async function completionPrompts(ctx: SimContext, body: CompletionBody): Promise<PromptInput[]> {
+  const tk = ctx.tokenizer;
+  const addSpecial = body.add_special_tokens ?? true;
+  const p = body.prompt;
+  if (typeof p === "string") return [{ tokenIds: await tk.encodeAsync(p, addSpecial), text: p }];
+  if (p.length > 0 && typeof p[0] === "string") {
+    const out: PromptInput[] = [];
+    for (const t of p as string[]) out.push({ tokenIds: await tk.encodeAsync(t, addSpecial), text: t });
+    return out;
+  }
+  const lists = (typeof p[0] === "number" ? [p as number[]] : (p as number[][])).map((ids) => {
+    checkTokenIds(ids, tk.vocabSize);
+    return ids;
+  });
+  // the text is only for echo: decoding a megabyte of ids nobody asked to see would hold the loop
+  return lists.map((ids) => ({ tokenIds: ids, text: body.echo === true ? tk.decode(ids) : "" }));
+}
+
+export async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<PromptInput> {
+  const tk = ctx.tokenizer;
+  if (!tk.hasChatTemplate) {
+    throw new HttpError(
+      400,
+      "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat " +
+        "template if the tokenizer does not define one.",
+    );
+  }
+  const continueFinal = body.continue_final_message === true;
+  const addGenerationPrompt = body.add_generation_prompt ?? true;
+  // vLLM's request validator: add_generation_prompt defaults to true, so a continuation says false
+  if (continueFinal && addGenerationPrompt) throw new HttpError(400, CONTINUE_AND_GENERATION_PROMPT);
+  try {
+    const ids = await tk.encodeChatAsync(body.messages as ChatMessage[], {
+      addGenerationPrompt,
+      continueFinalMessage: continueFinal,
+    });
+    return { tokenIds: ids, text: "" };
+  } catch (err) {
+    if (err instanceof ChatTemplateError) throw new HttpError(400, err.message, "messages");
+    throw err;
+  }
+}
+
+/** stream, include_usage, continuous_usage_stats as vLLM reads them */
+export function streamFlags(ctx: SimContext, body: { stream?: boolean | null; stream_options?: unknown }) {
+  const so = body.stream_options as {
+    include_usage?: boolean | null;
+    continuous_usage_stats?: boolean | null;
+  } | null;
+  const stream = body.stream === true;
+  if (so && !stream)
+    throw new HttpError(400, "Stream options can only be defined when `stream=True`.", "stream_options");
+  const includeUsage = stream && (so?.include_usage === true || ctx.options.enableForceIncludeUsage);
+  const continuousUsage = includeUsage && so?.continuous_usage_stats === true;
+  return { stream, includeUsage, continuousUsage };
+}
