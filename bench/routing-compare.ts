@@ -12,7 +12,7 @@
 //   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv,hybrid,predictive]
 //     [--users 17] [--rounds 8] [--concurrency 0 (= users)] [--user-history-prompt 8000]
 //     [--time-scale 2] [--gpu-memory-utilization 0.3] [--out-dir DIR] [--compare-session]
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
@@ -39,6 +39,11 @@ const specs: FlagSpecs = {
   gpu: { type: "string", default: "h100", help: "" },
   engines: { type: "int", default: 4, help: "" },
   "out-dir": { type: "string", help: "" },
+  /** router worker processes (--workers); 1 = one process */
+  "router-workers": { type: "int", default: 1, help: "" },
+  /** router replicas exchanging load and picks (peers), behind one port (bench/tcp-balancer.ts) */
+  replicas: { type: "int", default: 1, help: "" },
+  json: { type: "string", help: "also write the rows here" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-compare-"));
@@ -89,8 +94,10 @@ async function runPolicy(policy: string): Promise<Row> {
         : []),
     ],
     routerLogLevel: flags["router-log-level"] as string,
+    routerWorkers: flags["router-workers"] as number,
+    replicas: flags.replicas as number,
   });
-  const { urls, sims, router } = stack;
+  const { urls, sims, routers } = stack;
   const rurl = stack.routerUrl;
   const maxWaiting = urls.map(() => 0);
   const sampler = setInterval(() => {
@@ -141,7 +148,7 @@ async function runPolicy(policy: string): Promise<Row> {
   ];
   for (const u of urls) bargs.push("--scrape", `${u}/metrics`);
   const cpu0 = sims.map((c) => cpuSeconds(c.pid));
-  const rcpu0 = cpuSeconds(router.pid);
+  const rcpu0 = routers.reduce((a, r) => a + cpuSeconds(r.pid), 0);
   const t0 = Date.now();
   const bench = cli(bargs, `${policy}-bench.log`);
   // the bench's own CPU, read while it runs (its /proc entry is gone once it exits)
@@ -169,7 +176,7 @@ async function runPolicy(policy: string): Promise<Row> {
     // the router is gone: no breakdown
   }
   const simCpu = sims.reduce((a, c, i) => a + cpuSeconds(c.pid) - cpu0[i]!, 0);
-  const routerCpu = cpuSeconds(router.pid) - rcpu0;
+  const routerCpu = routers.reduce((a, r) => a + cpuSeconds(r.pid), 0) - rcpu0;
   await stack.close();
   const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
   const server = (j.server ?? {}) as Record<string, unknown>;
@@ -234,6 +241,7 @@ for (const r of rows)
         .join(", ") || "–"
     } | ${f(r.cpu.sims, 2)} / ${f(r.cpu.router, 2)} / ${f(r.cpu.bench, 2)}, ${f(r.cpu.load, 1)} | ${f(r.wallS)} |`,
   );
+if (flags.json) writeFileSync(flags.json as string, JSON.stringify(rows, null, 2));
 const rr = rows.find((r) => r.policy === "round-robin");
 if (rr) {
   for (const r of rows)

@@ -6,6 +6,7 @@ import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort, freePortBlock } from "../test/helpers/cli.js";
+import { startBalancer } from "./tcp-balancer.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const isTs = import.meta.url.endsWith(".ts");
@@ -88,12 +89,18 @@ export function metric(text: string, name: string): number {
   return sum;
 }
 
-/** CPU seconds (user + system) a process has used, from /proc (Linux); NaN elsewhere */
+/**
+ * CPU seconds (user + system) a process and its live children (router workers) have used, from /proc
+ * (Linux); NaN elsewhere
+ */
 export function cpuSeconds(pid: number | undefined): number {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, "utf8");
     const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
-    return (Number(rest[11]) + Number(rest[12])) / 100;
+    let s = (Number(rest[11]) + Number(rest[12])) / 100;
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/))
+      if (c) s += cpuSeconds(Number(c)) || 0;
+    return s;
   } catch {
     return NaN;
   }
@@ -111,13 +118,19 @@ export interface StackOptions {
   /** router flags besides host, port, policy, backends and KV events */
   routerArgs?: string[];
   routerLogLevel?: string;
+  /** the router's --workers (default 1: one process) */
+  routerWorkers?: number;
+  /** router replicas that exchange load and picks (peers), behind one balancer port (default 1) */
+  replicas?: number;
 }
 
 export interface Stack {
   urls: string[];
   routerUrl: string;
   sims: ChildProcess[];
+  /** the first router (replicas: each one) */
   router: ChildProcess;
+  routers: ChildProcess[];
   close(): Promise<void>;
 }
 
@@ -160,42 +173,50 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   );
   died.catch(() => undefined);
   await Promise.race([Promise.all(urls.map((u) => waitHttp(`${u}/health`))), died]);
-  const rport = await freePort();
   // a starved host (other work on its cores) delays the sims' health answers: patient probes, so that
   // a slow answer is not taken for a dead engine (the benchmark measures routing, not ejection)
   const config = join(o.outDir, `${o.tag}-router.yaml`);
   writeFileSync(config, "health: { timeout: 10s, failuresToEject: 10 }\n");
-  const rargs = [
-    "router",
-    "--config",
-    config,
-    "--host",
-    "127.0.0.1",
-    "--port",
-    String(rport),
-    "--policy",
-    o.policy,
-  ];
-  for (const u of urls) rargs.push("--backend", u);
-  rargs.push(
-    "--kv-events-port",
-    String(kvPort),
-    "--kv-events-replay-port",
-    String(kvPort + 1000),
-    "--kv-events-by-index",
-    ...(o.routerArgs ?? []),
-  );
-  const router = cli(o.outDir, rargs, `${o.tag}-router.log`, false, o.routerLogLevel ?? "warn");
-  const routerUrl = `http://127.0.0.1:${rport}`;
-  await waitHttp(`${routerUrl}/ready`);
+  // one router, or replicas that tell each other their load and picks, behind one balancer port
+  const replicas = o.replicas ?? 1;
+  const rports: number[] = [];
+  const peerPorts: number[] = [];
+  for (let i = 0; i < replicas; i++) rports.push(await freePort());
+  if (replicas > 1) for (let i = 0; i < replicas; i++) peerPorts.push(await freePort());
+  const routers: ChildProcess[] = [];
+  for (let i = 0; i < replicas; i++) {
+    const rargs = ["router", "--config", config, "--host", "127.0.0.1", "--port", String(rports[i])];
+    rargs.push("--policy", o.policy, "--workers", String(o.routerWorkers ?? 1));
+    for (const u of urls) rargs.push("--backend", u);
+    rargs.push(
+      "--kv-events-port",
+      String(kvPort),
+      "--kv-events-replay-port",
+      String(kvPort + 1000),
+      "--kv-events-by-index",
+      ...(o.routerArgs ?? []),
+    );
+    if (replicas > 1) {
+      rargs.push("--peers-bind", `tcp://127.0.0.1:${peerPorts[i]}`);
+      peerPorts.forEach((p, j) => j !== i && rargs.push("--peer", `tcp://127.0.0.1:${p}`));
+    }
+    const log = `${o.tag}-router${replicas > 1 ? i : ""}.log`;
+    routers.push(cli(o.outDir, rargs, log, false, o.routerLogLevel ?? "warn"));
+  }
+  for (const p of rports) await waitHttp(`http://127.0.0.1:${p}/ready`);
+  const balancer =
+    replicas > 1 ? await startBalancer(rports.map((port) => ({ host: "127.0.0.1", port }))) : undefined;
+  const routerUrl = `http://127.0.0.1:${balancer ? balancer.port : rports[0]}`;
   await new Promise((r) => setTimeout(r, 1500)); // scrapes, subscriptions
   return {
     urls,
     routerUrl,
     sims,
-    router,
+    router: routers[0]!,
+    routers,
     async close() {
-      for (const p of [...sims, router]) await stop(p);
+      await balancer?.close();
+      for (const p of [...sims, ...routers]) await stop(p);
     },
   };
 }

@@ -22,6 +22,11 @@ export function onShutdown(fn: Handler): void {
   process.on("SIGTERM", () => go("SIGTERM"));
 }
 
+/** True once a shutdown has begun (a further request to stop means: exit now). */
+export function shuttingDown(): boolean {
+  return stopping;
+}
+
 export async function shutdown(
   reason: string,
   deadlineMs = Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 30000),

@@ -1,13 +1,32 @@
 // `switchyard router`: flags and an optional YAML file (hot-reloaded) → a running router.
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
-import { ConfigError, type RouterConfigInput } from "./config.js";
+import cluster from "node:cluster";
+import { availableParallelism } from "node:os";
+import { ConfigError, loadConfig, type RouterConfigInput } from "./config.js";
 import { startRouter } from "./index.js";
+import { runPrimary } from "./cluster/primary.js";
+import { runWorker } from "./cluster/worker.js";
 
 const specs: FlagSpecs = {
   config: { type: "string", help: "YAML config file (watched: changes apply without dropping requests)" },
   host: { type: "string", default: "0.0.0.0", help: "address to listen on" },
   port: { type: "int", default: 8080, min: 0, max: 65535, help: "port to listen on" },
+  workers: {
+    type: "int",
+    min: 1,
+    max: 256,
+    help: "worker processes serving the port, sharing engines, health, load and routing state (default: one per CPU core; 1 = a single process)",
+  },
+  "peers-bind": {
+    type: "string",
+    help: "active-active replicas: publish this replica's load and routing picks here (e.g. tcp://*:5590)",
+  },
+  peer: { type: "list", help: "another replica's --peers-bind endpoint (tcp://host:5590), repeatable" },
+  "peers-dns": {
+    type: "string",
+    help: "host:port of a DNS name whose addresses are the replicas (a headless Service), re-resolved every 10 s",
+  },
   backend: {
     type: "list",
     help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight; h2c://host:port reaches it over cleartext HTTP/2",
@@ -133,6 +152,10 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   const has = (n: string) => given.has(n);
   if (has("host")) c.host = flags.host;
   if (has("port")) c.port = flags.port;
+  if (has("workers")) c.workers = flags.workers;
+  if (has("peers-bind")) sub("peers").bind = flags["peers-bind"];
+  if (has("peer")) sub("peers").endpoints = flags.peer;
+  if (has("peers-dns")) sub("peers").dns = flags["peers-dns"];
   if (has("policy")) c.policy = flags.policy;
   if (has("backend")) {
     c.backends = (flags.backend as string[]).map((b) => {
@@ -216,19 +239,36 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { flags, given, positionals } = parseFlags(argv, specs);
   if (positionals.length > 0) throw new CliError(`unexpected argument '${positionals[0]}'`);
-  let running;
+  // a worker of a router process group: its config comes from the primary
+  if (cluster.isWorker && process.env.SWITCHYARD_ROUTER_WORKER !== undefined) {
+    await runWorker();
+    return await new Promise<never>(() => undefined);
+  }
+  const overrides = flagsToConfig(flags, given);
+  const configFile = flags.config as string | undefined;
+  let cfg;
   try {
-    running = await startRouter(flagsToConfig(flags, given), {
-      configFile: flags.config as string | undefined,
-    });
+    cfg = loadConfig(overrides, configFile);
   } catch (err) {
     if (err instanceof ConfigError) throw new CliError(err.message);
     throw err;
   }
   // the process-wide shutdown deadline must outlast the drain, else it would cut streams first
-  const drainMs = running.router.config.drainTimeout;
+  const drainMs = cfg.drainTimeout;
   const shutdownMs = Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0);
   if (!(shutdownMs > drainMs + 5_000)) process.env.SWITCHYARD_SHUTDOWN_MS = String(drainMs + 10_000);
+  const workers = cfg.workers ?? availableParallelism();
+  if (workers > 1) {
+    await runPrimary({ flags: overrides, configFile, workers });
+    return await new Promise<never>(() => undefined);
+  }
+  let running;
+  try {
+    running = await startRouter(overrides, { configFile });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(err.message);
+    throw err;
+  }
   onShutdown(() => running.close());
   await new Promise<never>(() => undefined);
   return 0;

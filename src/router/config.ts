@@ -8,6 +8,8 @@ import { predictiveConfigSchema, ROUTER_POLICY_NAMES, sloConfigSchema } from "..
 import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
 import { tenancyConfigSchema } from "../tenancy/config.js";
 import { discoveryConfigSchema } from "../discovery/config.js";
+import { peersConfigSchema } from "./cluster/config.js";
+import { endpointFromEnv } from "../obs/tracing.js";
 
 /** How the router talks to an engine: HTTP/1.1 (one socket per request in flight) or cleartext HTTP/2. */
 export const BACKEND_PROTOCOLS = ["http1", "h2c"] as const;
@@ -91,6 +93,16 @@ const backend = z.preprocess(normalizeBackend, backendObject);
 /** One `backends` entry after parsing. */
 export type BackendConfig = z.output<typeof backend>;
 
+/** The configured backends as discovery's engine specs. */
+export function engineSpecs(cfg: { backends: readonly BackendConfig[] }) {
+  return cfg.backends.map((b) => ({
+    url: b.url,
+    weight: b.weight,
+    apiKey: "apiKey" in b ? b.apiKey : undefined,
+    role: "role" in b ? b.role : undefined,
+  }));
+}
+
 /** The transport settings of the configured backend at `url`; engines found by discovery use HTTP/1.1. */
 export function backendTransport(
   cfg: { backends: readonly BackendConfig[] },
@@ -126,6 +138,10 @@ const eppConfigSchema = z
 export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8080),
+  /** worker processes serving the port (default: one per CPU core; 1 = one process); needs a restart */
+  workers: z.number().int().min(1).max(256).optional(),
+  /** active-active replicas exchanging load and routing picks (src/router/cluster/peers.ts) */
+  peers: peersConfigSchema,
   backends: z.array(backend).default([]),
   policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("predictive"),
   /** cache-aware routing (prefix, kv, hybrid): see docs/routing.md */
@@ -305,4 +321,13 @@ export function mergeConfig(
         : v;
   }
   return out;
+}
+
+/** The config a router runs: the file (if any) with `overrides` on top, validated. */
+export function loadConfig(overrides: RouterConfigInput, file: string | undefined): RouterConfig {
+  const base = file ? readConfigFile(file) : {};
+  const cfg = parseConfig(mergeConfig(base, overrides as Record<string, unknown>));
+  // the standard OTel variable applies when neither the file nor a flag names an endpoint
+  cfg.tracing.otlpEndpoint ??= endpointFromEnv();
+  return cfg;
 }

@@ -2,7 +2,6 @@
 // object (KV-event and prefix oracle included), its in-flight counters, admission queue and metrics.
 // Nothing is copied: an EPP-routed request is decided, counted and queued exactly like a proxied one.
 import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../epp/index.js";
-import { noteDone, noteSent } from "../routing/index.js";
 import type { RouterConfig } from "./config.js";
 import type { Router } from "./server.js";
 
@@ -46,7 +45,7 @@ export function routingHost(router: Router): RoutingHost {
     claim: (engineId): Slot | undefined => {
       const e = reg.engines.get(engineId);
       if (!e || e.draining) return undefined;
-      noteSent(e.view, performance.now());
+      reg.takeSlot(e);
       let held = true;
       return {
         engineId,
@@ -55,8 +54,7 @@ export function routingHost(router: Router): RoutingHost {
           held = false;
           // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
           // Envoy relays the answer, so its first token is not seen here: counted when it ends
-          noteDone(e.view, false, performance.now());
-          reg.maybeFinishDrain(e);
+          reg.freeSlot(e, false);
           router.queue.kick(1);
         },
       };

@@ -1,22 +1,16 @@
 // Programmatic entry: start a router in this process (used by `switchyard up` and by tests).
-import { watch, type FSWatcher } from "node:fs";
-import { basename, dirname } from "node:path";
 import type { AddressInfo } from "node:net";
 import { logger } from "../obs/log.js";
-import {
-  mergeConfig,
-  parseConfig,
-  readConfigFile,
-  type RouterConfig,
-  type RouterConfigInput,
-} from "./config.js";
+import { loadConfig, type RouterConfigInput } from "./config.js";
 import { Router } from "./server.js";
 import { startEndpointPicker } from "./epp-glue.js";
 import { KeysDirWatcher } from "../tenancy/keys-watch.js";
-import { endpointFromEnv } from "../obs/tracing.js";
+import { watchConfigFile } from "./config-watch.js";
+import { startLonePeers } from "./cluster/lone.js";
 
 export { Router } from "./server.js";
 export {
+  loadConfig,
   parseConfig,
   routerConfigSchema,
   ConfigError,
@@ -35,6 +29,10 @@ const log = logger("router");
 export interface StartOptions {
   /** YAML file to read and watch; `config` is layered on top of it (flags win over the file) */
   configFile?: string;
+  /** called before the router starts (a router worker links itself to its primary here) */
+  prepare?: (router: Router) => void;
+  /** log the listening line at debug (a router worker: its primary says it once for the group) */
+  quiet?: boolean;
 }
 
 export interface RunningRouter {
@@ -44,16 +42,10 @@ export interface RunningRouter {
   eppPort: number | undefined;
   /** re-reads the config file now (also done on file change) */
   reload(): void;
+  /** applies this config (flags and file already merged); returns why it was refused, if it was */
+  apply(config: RouterConfigInput): string | undefined;
   /** graceful: in-flight requests get up to `drainMs` (default the config's drainTimeout) */
   close(drainMs?: number): Promise<void>;
-}
-
-function loadConfig(overrides: RouterConfigInput, file: string | undefined): RouterConfig {
-  const base = file ? readConfigFile(file) : {};
-  const cfg = parseConfig(mergeConfig(base, overrides as Record<string, unknown>));
-  // the standard OTel variable applies when neither the file nor a flag names an endpoint
-  cfg.tracing.otlpEndpoint ??= endpointFromEnv();
-  return cfg;
 }
 
 export async function startRouter(
@@ -65,6 +57,7 @@ export async function startRouter(
     withKey.engineApiKey = process.env.VLLM_API_KEY;
   const cfg = loadConfig(withKey, opts.configFile);
   const router = new Router(cfg);
+  opts.prepare?.(router);
   await router.start();
   await new Promise<void>((resolve, reject) => {
     router.server.once("error", reject);
@@ -82,12 +75,21 @@ export async function startRouter(
     throw err;
   }
 
+  // a lone replica's peers (a router worker's are its primary's)
+  let peers: { close(): Promise<void> } | null = null;
+  try {
+    if (!router.group) peers = await startLonePeers(router);
+  } catch (err) {
+    await Promise.all([epp?.close(0), router.close(0)]);
+    throw err;
+  }
+
   const keys = new KeysDirWatcher(router.tenancy);
   keys.sync();
   /** returns why a reload was refused (the previous config stays), undefined when applied */
-  const tryReload = (): string | undefined => {
+  const apply = (input: RouterConfigInput, file: string | undefined): string | undefined => {
     try {
-      router.reconfigure(loadConfig({ ...withKey, port: cfg.port, host: cfg.host }, opts.configFile));
+      router.reconfigure(loadConfig({ ...input, port: cfg.port, host: cfg.host }, file));
       keys.sync();
       return undefined;
     } catch (err) {
@@ -95,31 +97,23 @@ export async function startRouter(
       return (err as Error).message;
     }
   };
+  const tryReload = () => apply(withKey, opts.configFile);
   const reload = () => void tryReload();
   if (opts.configFile) router.onReload = tryReload;
-  let watcher: FSWatcher | undefined;
-  let debounce: NodeJS.Timeout | undefined;
-  if (opts.configFile) {
-    // editors replace files (rename) as often as they write them: debounce and re-read either way
-    // (rename over it), so watch the folder and pick out the file's name
-    const name = basename(opts.configFile);
-    watcher = watch(dirname(opts.configFile), { persistent: false }, (_event, changed) => {
-      if (changed !== null && changed !== name) return;
-      clearTimeout(debounce);
-      debounce = setTimeout(reload, 100);
-    });
-    watcher.on("error", (err) => log.warn({ err: err.message }, "config watch failed"));
-  }
-  log.info({ url, backends: cfg.backends.length, policy: cfg.policy }, "router listening");
+  const unwatch = opts.configFile ? watchConfigFile(opts.configFile, reload) : undefined;
+  const said = { url, backends: cfg.backends.length, policy: cfg.policy };
+  if (opts.quiet) log.debug(said, "router listening");
+  else log.info(said, "router listening");
   return {
     url,
     router,
     eppPort: epp?.port,
     reload,
+    apply: (input) => apply(input, undefined),
     close: async (drainMs?: number) => {
-      clearTimeout(debounce);
-      watcher?.close();
+      unwatch?.();
       keys.stop();
+      await peers?.close();
       await Promise.all([epp?.close(drainMs ?? router.config.drainTimeout), router.close(drainMs)]);
       await router.tenancy.close();
     },

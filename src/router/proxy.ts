@@ -23,9 +23,6 @@ import { randomUUID } from "node:crypto";
 import { LinkedList } from "../collections/linked-list.js";
 import {
   decide,
-  noteDone,
-  noteFirstToken,
-  noteSent,
   retryAfterSeconds,
   type Decision,
   type EngineView,
@@ -335,7 +332,9 @@ export class Proxy implements AttemptHost {
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
-      noteSent(e.view, now);
+      // router workers: the pick stands once it is known to be made on the group's exact counts
+      if (reg.arbiter) return reg.arbiter.confirm(e, () => this.acquire(ctx));
+      reg.takeSlot(e, now);
       return e;
     }
     if (dec.kind === "unknown-model") throw modelNotFound(ctx.pr.model);
@@ -358,7 +357,7 @@ export class Proxy implements AttemptHost {
       const dec = decide(this.d.policy(), ctx.view, { engines: views, now });
       const e = dec.kind === "picked" ? reg.engines.get(dec.engine.id) : undefined;
       if (e) {
-        noteSent(e.view, now);
+        reg.takeSlot(e, now);
         if (!ctx.panicked) {
           ctx.panicked = true;
           reg.notePanic(model);
@@ -381,7 +380,7 @@ export class Proxy implements AttemptHost {
       if (dec.kind !== "picked") return false;
       const e = reg.engines.get(dec.engine.id);
       if (!e) return false;
-      noteSent(e.view, now);
+      reg.takeSlot(e, now);
       picked = e;
       return true;
     };
@@ -396,15 +395,14 @@ export class Proxy implements AttemptHost {
    */
   firstToken(c: AttemptContext, e: Upstream, now: number): void {
     const ctx = c as RequestContext;
-    noteFirstToken(e.view, now);
+    this.d.registry.firstToken(e, now);
     if (ctx.migrating !== undefined) return this.migrations.continued(ctx);
     this.d.policy().onFirstToken?.(ctx.view, e.view, now - ctx.started);
   }
 
-  /** `answered`: the attempt's first byte reached the client (and noteFirstToken was told then) */
+  /** `answered`: the attempt's first byte reached the client (and firstToken was told then) */
   private releaseSlot(e: Upstream, answered = false): void {
-    noteDone(e.view, answered, performance.now());
-    this.d.registry.maybeFinishDrain(e);
+    this.d.registry.freeSlot(e, answered);
     this.d.queue.kick(1);
   }
 

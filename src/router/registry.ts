@@ -5,7 +5,14 @@
 // an engine carries, by upstream-rules.ts.
 import { EventEmitter } from "node:events";
 import { H2CClient, Pool, type Dispatcher } from "undici";
-import { noteScraped, type EngineView, type ViewWithCounters } from "../routing/index.js";
+import {
+  noteDone,
+  noteFirstToken,
+  noteScraped,
+  noteSent,
+  type EngineView,
+  type ViewWithCounters,
+} from "../routing/index.js";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "../discovery/types.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import { logger } from "../obs/log.js";
@@ -167,10 +174,32 @@ export interface RegistryEvents {
   capacity: [];
   /** an engine's served models changed (emitted before it can enter rotation with them) */
   models: [engine: Upstream];
+  /** a probe, scrape or passive signal may have changed what the registry says of an engine */
+  changed: [engine: Upstream];
+  /** a new record for an engine (a new URL, or a new pool after a protocol change) */
+  added: [engine: Upstream];
   /** an engine takes no new requests (it left discovery, or is draining); those in flight may finish */
   draining: [engine: Upstream];
   /** a /metrics page was scraped from an engine (for readers of other series than the load) */
   scraped: [engine: Upstream, text: string];
+}
+
+/**
+ * Router workers: a pick becomes final once the process group's primary confirms it was made on the
+ * group's exact in-flight counts (src/router/cluster/claims.ts); otherwise the request is decided
+ * again with the counts the primary sent back. Returns the engine the request goes to, its slot taken.
+ */
+export interface SlotArbiter {
+  confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream>;
+}
+
+/**
+ * A registry that follows another process's (router workers, src/router/cluster): it starts no probe
+ * of its own, and sends what live traffic says of an engine to whoever decides its health.
+ */
+export interface RegistryLeader {
+  failure(e: Upstream, what: string): void;
+  success(e: Upstream): void;
 }
 
 export interface RegistryHooks extends HealthHooks {
@@ -210,6 +239,12 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   private stopped = false;
   readonly health: Health;
   private panicLoggedAt = -Infinity;
+  /** set when another process decides health (a router worker): no probes, passive signals go there */
+  leader: RegistryLeader | undefined;
+  /** told of every slot taken or freed (router workers share the counts) */
+  onSlot: ((e: Upstream) => void) | undefined;
+  /** set in a router worker: confirms picks against the group's counts */
+  arbiter: SlotArbiter | undefined;
 
   constructor(
     private cfg: RouterConfig,
@@ -257,14 +292,18 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     if (known && !known.draining && known.transport === transportKey(backendTransport(this.cfg, spec.url))) {
       known.spec = spec;
       known.view.weight = spec.weight;
+      this.emit("changed", known);
       return;
     }
     if (known) this.finishRemoval(known);
     const e = new Upstream(spec, this.cfg);
     this.engines.set(spec.url, e);
     this.rebuildViews();
+    this.emit("added", e);
+    if (this.leader) return;
     log.info({ engine: spec.url, weight: spec.weight, protocol: e.protocol }, "engine added");
     if (!this.stopped) void this.probeNow(e);
+    this.emit("changed", e);
   }
 
   remove(url: string): void {
@@ -274,12 +313,35 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     e.draining = true;
     e.view.healthy = false;
     this.rebuildViews();
-    log.info({ engine: url, inFlight: e.view.inFlight }, "engine removed; draining");
+    if (!this.leader) log.info({ engine: url, inFlight: e.view.inFlight }, "engine removed; draining");
+    this.emit("changed", e);
     if (e.view.inFlight === 0) this.finishRemoval(e);
     else this.emit("draining", e);
   }
 
-  /** called by the proxy when an attempt on a draining engine ends */
+  /** A request takes a slot on `e` (the data plane's in-flight count, which policies read). */
+  takeSlot(e: Upstream, now = performance.now()): void {
+    noteSent(e.view, now);
+    this.onSlot?.(e);
+  }
+
+  /** A request's first token (its first answer byte) came back from the engine. */
+  firstToken(e: Upstream, now: number): void {
+    noteFirstToken(e.view, now);
+    this.onSlot?.(e);
+  }
+
+  /**
+   * The slot is free again: a draining engine may now leave. `answered`: the request's first token
+   * had come back (firstToken was told then).
+   */
+  freeSlot(e: Upstream, answered = false): void {
+    noteDone(e.view, answered, performance.now());
+    this.onSlot?.(e);
+    this.maybeFinishDrain(e);
+  }
+
+  /** called when an attempt on a draining engine ends (or another worker's did) */
   maybeFinishDrain(e: Upstream): void {
     if (e.draining && e.view.inFlight === 0) this.finishRemoval(e);
   }
@@ -357,11 +419,17 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
 
   /** live traffic: a connect error, reset or 5xx answer from the engine */
   reportFailure(e: Upstream, what: string): void {
+    if (this.leader) return this.leader.failure(e, what);
     this.health.reportFailure(e, what);
+    this.emit("changed", e);
   }
 
   reportSuccess(e: Upstream): void {
+    // per request: only a reset of a failure count is news
+    if (e.passiveFailures === 0) return;
+    if (this.leader) return this.leader.success(e);
     this.health.reportSuccess(e);
+    this.emit("changed", e);
   }
 
   /**
@@ -400,6 +468,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       }
     } finally {
       e.release("health");
+      this.emit("changed", e);
     }
   }
 
@@ -445,6 +514,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       e.lastError = `models: ${(err as Error).message}`;
     } finally {
       if (!force) e.release("models");
+      this.emit("changed", e);
     }
   }
 
@@ -457,15 +527,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
         this.cfg.discovery.metricsTimeout,
         this.cfg.discovery.maxMetricsBytes,
       );
-      const load = parseEngineMetrics(text);
-      e.load = load;
-      e.view.running = load.running;
-      e.view.waiting = load.waiting;
-      e.view.kvUsage = load.kvUsage;
-      e.view.blockSize = load.blockSize;
-      e.view.prefillCounters = load.prefill;
-      noteScraped(e.view, performance.now());
-      e.lastScrapeMs = Date.now();
+      this.applyLoad(e, parseEngineMetrics(text), Date.now());
       this.emit("scraped", e, text);
     } catch (err) {
       // stale load would mislead routing: forget it and let in-flight counts speak
@@ -474,7 +536,21 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       e.lastError = `metrics: ${(err as Error).message}`;
     } finally {
       e.release("metrics");
+      this.emit("changed", e);
     }
+  }
+
+  /** A scrape's load, into the record and the view policies read (router workers get it from the primary). */
+  applyLoad(e: Upstream, load: EngineLoad, scrapedAtMs: number): void {
+    e.load = load;
+    e.view.running = load.running;
+    e.view.waiting = load.waiting;
+    e.view.kvUsage = load.kvUsage;
+    e.view.blockSize = load.blockSize;
+    e.view.prefillCounters = load.prefill;
+    // on this process's clock (a worker hears of the primary's scrape a moment later)
+    noteScraped(e.view, performance.now() - Math.max(0, Date.now() - scrapedAtMs));
+    e.lastScrapeMs = scrapedAtMs;
   }
 
   private async probeNow(e: Upstream): Promise<void> {
@@ -487,6 +563,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   }
 
   startLoops(): void {
+    if (this.leader) return;
     this.stopped = false;
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, Math.max(50, ms));

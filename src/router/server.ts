@@ -7,14 +7,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { HttpError, sendError } from "../http/errors.js";
 import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../routing/index.js";
 import { AdmissionQueue, RetryBudget, type QueueLimits } from "./admission.js";
-import type { RouterConfig } from "./config.js";
+import { engineSpecs, type RouterConfig } from "./config.js";
 import { StaticDiscovery } from "../discovery/static.js";
 import { discoverySources } from "../discovery/index.js";
 import { Tracer } from "../obs/tracing.js";
 import { RouterMetrics } from "./metrics.js";
 import { Proxy } from "./proxy.js";
 import { Disaggregation, roleOf } from "./disagg.js";
-import { Registry, type ModelCard } from "./registry.js";
+import { Registry, type ModelCard, type Upstream } from "./registry.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { logger } from "../obs/log.js";
 import { TenancyState } from "../tenancy/state.js";
@@ -28,6 +28,23 @@ import { readRequestBody } from "./body.js";
 const log = logger("router");
 
 /**
+ * The process group a router worker belongs to (`router --workers N`, src/router/cluster): what it
+ * answers for the whole group rather than for itself.
+ */
+export interface RouterGroup {
+  /** e.g. "worker 1/2", in the debug route header */
+  readonly label: string;
+  /** the group's /metrics page */
+  metrics(): Promise<string>;
+  /** drains every worker */
+  drain(): void;
+  /** re-reads the config file in the primary and applies it everywhere; the refusal, if any */
+  reload(): Promise<string | undefined>;
+  /** this worker's own requests in flight on the engine (its view counts the group's) */
+  ownInFlight(e: Upstream): number;
+}
+
+/**
  * Admission-queue bounds: the tenancy block's queue when the config has one (whether or not keys are
  * loaded yet: a keys directory can turn tenancy on without a reload), else the admission block.
  */
@@ -35,15 +52,6 @@ function queueLimits(cfg: RouterConfig): QueueLimits {
   const t = cfg.tenancy?.queue;
   if (t) return { queueSize: t.size, queueTimeout: t.timeout, perFlow: t.perTenant };
   return { queueSize: cfg.admission.queueSize, queueTimeout: cfg.admission.queueTimeout };
-}
-
-function specsOf(cfg: RouterConfig) {
-  return cfg.backends.map((b) => ({
-    url: b.url,
-    weight: b.weight,
-    apiKey: "apiKey" in b ? b.apiKey : undefined,
-    role: "role" in b ? b.role : undefined,
-  }));
 }
 
 export class Router {
@@ -71,7 +79,9 @@ export class Router {
   /** set once a drain starts: /ready answers 503 and responses close their connections */
   draining = false;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
-  onReload: (() => string | undefined) | undefined;
+  onReload: (() => string | undefined | Promise<string | undefined>) | undefined;
+  /** set in a router worker: the process group it serves with */
+  group: RouterGroup | undefined;
   private droppedLogged = 0;
   /** requests between their headers and the end of their handling (a drain waits for these) */
   private active = 0;
@@ -106,7 +116,8 @@ export class Router {
           if (e.draining) continue;
           fn(e.url, {
             healthy: e.healthy,
-            inFlight: e.view.inFlight,
+            // a worker reports its own (the group's /metrics adds them up)
+            inFlight: this.group ? this.group.ownInFlight(e) : e.view.inFlight,
             running: e.view.running,
             waiting: e.view.waiting,
             kv: e.view.kvUsage,
@@ -148,7 +159,8 @@ export class Router {
         if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
         res.setHeader(
           "x-switchyard-route",
-          this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`,
+          (this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`) +
+            (this.group ? `; ${this.group.label}` : ""),
         );
       },
     });
@@ -168,7 +180,7 @@ export class Router {
       config: () => this.cfg,
       attemptsOn: (e) => this.proxy.attemptsOn(e),
     });
-    this.discovery = new StaticDiscovery(specsOf(cfg));
+    this.discovery = new StaticDiscovery(engineSpecs(cfg));
     const lim = cfg.limits;
     this.server = createServer(
       {
@@ -226,6 +238,8 @@ export class Router {
   }
 
   async start(): Promise<void> {
+    // a router worker's engines come from its primary (src/router/cluster)
+    if (this.registry.leader) return this.cache.start();
     await this.registry.addSource(this.discovery);
     // Kubernetes / file discovery (not hot-reloaded: a mode change needs a restart)
     for (const src of discoverySources(this.cfg.discovery)) await this.registry.addSource(src);
@@ -247,7 +261,7 @@ export class Router {
     this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
     this.registry.setConfig(cfg);
-    this.discovery.update(specsOf(cfg));
+    this.discovery.update(engineSpecs(cfg));
     log.info({ backends: cfg.backends.length, policy: cfg.policy }, "configuration applied");
   }
 
@@ -355,13 +369,18 @@ export class Router {
   }
 
   private async serveMetrics(res: ServerResponse): Promise<void> {
-    const text = await this.metrics.registry.metrics();
+    let text: string;
+    try {
+      text = this.group ? await this.group.metrics() : await this.metrics.registry.metrics();
+    } catch (err) {
+      return sendError(res, 503, `metrics unavailable: ${(err as Error).message}`);
+    }
     res.writeHead(200, { "content-type": this.metrics.registry.contentType });
     res.end(text);
   }
 
   /** POST /admin/reload (re-read the config file now), POST /admin/drain (readiness off, connections close). */
-  private handleAdmin(req: IncomingMessage, res: ServerResponse, path: string): void {
+  private async handleAdmin(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     req.resume();
     try {
       // without any admin key these stay closed: an open drain endpoint is a denial of service
@@ -372,11 +391,12 @@ export class Router {
       return sendError(res, err as HttpError);
     }
     if (path === "/admin/drain") {
-      this.startDrain();
+      if (this.group) this.group.drain();
+      else this.startDrain();
       return this.json(res, 202, { status: "draining", inFlight: this.metrics.inFlight });
     }
     if (!this.onReload) return sendError(res, 409, "this router was started without a config file");
-    const error = this.onReload();
+    const error = await this.onReload();
     if (error !== undefined) return sendError(res, 400, `reload refused, previous config kept: ${error}`);
     this.json(res, 200, { status: "reloaded" });
   }

@@ -91,6 +91,12 @@ export class PrefixIndex {
   private readonly blocks = new LruMap<number, string[]>();
   private refs = 0;
   evictions = 0;
+  /**
+   * Told of every insert made through `insert`: router workers and replicas send them to each other
+   * and apply the others' with `insertFrom`, so each index learns every pick of the group. Returning
+   * true takes the insert over: a router worker learns a pick once it is confirmed, with `insertFrom`.
+   */
+  onInsert: ((ids: readonly number[], engine: string) => boolean | void) | undefined;
 
   constructor(opts: PrefixIndexOptions = {}) {
     this.opts = { ...DEFAULTS, ...opts };
@@ -147,6 +153,12 @@ export class PrefixIndex {
 
   /** Records that `engine` was sent a request with these ids (it will hold them once it prefilled). */
   insert(ids: readonly number[], engine: string): void {
+    if (this.onInsert?.(ids, engine) === true) return;
+    this.insertFrom(ids, engine);
+  }
+
+  /** `insert` of another router's pick: learned the same way, not told to `onInsert`. */
+  insertFrom(ids: readonly number[], engine: string): void {
     // Newest-last LRU: walking from the tail makes block 0 the most recent, so eviction trims chains
     // from their ends and never leaves an unreachable tail behind a missing head.
     for (let k = ids.length - 1; k >= 0; k--) {

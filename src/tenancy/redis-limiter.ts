@@ -119,12 +119,12 @@ export interface RedisLimiterOptions {
   leaseTtl: number;
   /** sizes the fallback used while Redis is failing */
   replicas: number;
-  fallback?: LocalLimiter;
+  fallback?: Limiter;
 }
 
 export class RedisLimiter implements Limiter {
   private readonly client: RespClient;
-  readonly fallback: LocalLimiter;
+  readonly fallback: Limiter;
   private lastErrorLog = 0;
   /** Redis failures seen (tests, metrics) */
   errors = 0;
@@ -305,14 +305,19 @@ export class RedisLimiter implements Limiter {
     return r;
   }
 
-  private onFailure(err: Error, tenant: string, limits: TenantLimits, estimate: number): Promise<Grant> {
+  private async onFailure(
+    err: Error,
+    tenant: string,
+    limits: TenantLimits,
+    estimate: number,
+  ): Promise<Grant> {
     this.logError("admit", err);
     if (this.opts.onError === "closed")
       throw new HttpError(503, "the rate-limit store is unreachable; retry later", null, {
         "retry-after": "1",
       });
-    const local = this.fallback.admitNow(tenant, splitLimits(limits, this.opts.replicas), estimate);
-    if (local instanceof HttpError) throw local;
+    // a refusal rejects with its 429
+    const local = await this.fallback.admit(tenant, splitLimits(limits, this.opts.replicas), estimate);
     const g: RedisGrant = {
       tenant,
       promptReserved: estimate,
@@ -322,7 +327,7 @@ export class RedisLimiter implements Limiter {
       leaseId: undefined,
       local,
     };
-    return Promise.resolve(g);
+    return g;
   }
 
   private logError(op: string, err: Error): void {

@@ -53,6 +53,8 @@ export class TenancyState {
   private readonly local: LocalLimiter;
   private redis: RedisLimiter | undefined;
   private readonly retired = new Set<RedisLimiter>();
+  /** set in a router worker: the replica's local limits, kept by its primary (src/router/cluster) */
+  private group: Limiter | undefined;
 
   constructor(cfg: unknown = {}, opts: TenancyStateOptions = {}) {
     this.local = new LocalLimiter(opts.now ? { now: opts.now } : {});
@@ -89,6 +91,19 @@ export class TenancyState {
     }
     this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
     this.snap = { cfg, keys: new KeyTable(keys, admin), tenants, limiter };
+  }
+
+  /**
+   * A router worker: limits without Redis are one budget for the whole replica, kept by the
+   * process group's primary through `limiter`, instead of one budget per worker process.
+   */
+  shareLocalLimits(limiter: Limiter): void {
+    this.group = limiter;
+    // a Redis limiter falls back to it too: made afresh with the new fallback (called before any
+    // request, so the old one has nothing to finish)
+    void this.redis?.close();
+    this.redis = undefined;
+    this.apply(this.snap.cfg);
   }
 
   /** Re-reads keysDir under the current config (the Secret changed). */
@@ -185,7 +200,7 @@ export class TenancyState {
     if (!r) {
       if (this.redis) this.retire(this.redis);
       this.redis = undefined;
-      return this.local;
+      return this.group ?? this.local;
     }
     const opts = {
       prefix: r.prefix,
@@ -199,7 +214,7 @@ export class TenancyState {
       return this.redis;
     }
     if (this.redis) this.retire(this.redis);
-    this.redis = new RedisLimiter({ url: r.url, ...opts, fallback: this.local });
+    this.redis = new RedisLimiter({ url: r.url, ...opts, fallback: this.group ?? this.local });
     return this.redis;
   }
 

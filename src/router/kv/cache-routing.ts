@@ -266,10 +266,15 @@ export class CacheRouting implements CacheOracle {
 
   /** The engine's hit counter, from the registry's scrape: only engines routed by KV events are judged. */
   private scraped(e: Upstream, text: string): void {
+    const hits = parsePrefixCacheHits(text);
+    if (hits !== null) this.hitsScraped(e, hits);
+  }
+
+  /** The engine's prefix-cache hit counter as scraped (a router worker hears it from its primary). */
+  hitsScraped(e: Upstream, hits: number): void {
     const st = this.subs.states.get(e.url);
     if (!st || !st.healthy || st.fallback !== null) return;
-    const hits = parsePrefixCacheHits(text);
-    if (hits !== null) this.watchdog.reported(e.url, hits);
+    this.watchdog.reported(e.url, hits);
   }
 
   checkWatchdog(): void {

@@ -44,6 +44,9 @@ export class HitWatchdog {
   readonly tolerance: number;
   readonly minTokens: number;
   private readonly tracks = new Map<string, Track>();
+  /** told of every local prediction (router workers and replicas add each other's: `predictedFrom`);
+   * returning true takes it over (a router worker counts it once its pick is confirmed) */
+  onPredicted: ((engine: string, tokens: number) => boolean | void) | undefined;
 
   constructor(
     opts: WatchdogOptions = {},
@@ -88,6 +91,12 @@ export class HitWatchdog {
 
   /** the router sent a request to `engine` predicting this many cached prompt tokens */
   predicted(engine: string, tokens: number): void {
+    if (this.onPredicted?.(engine, tokens) === true) return;
+    this.predictedFrom(engine, tokens);
+  }
+
+  /** another router of the group predicted these (the engine's hits are the whole group's) */
+  predictedFrom(engine: string, tokens: number): void {
     const t = this.track(engine);
     // until the engine's counter has a baseline, its reported side cannot count these hits: comparing
     // them would raise a false alarm on every fresh router (seen as "reported 0" at the first check)

@@ -1,0 +1,94 @@
+// Does routing stay as good when the router runs as a process group or as replicas? The routing
+// benchmark (bench/routing-compare.ts: sims, multi-round QA through the router) with one router process,
+// with `--workers 2`, and with two replicas (peered, behind a round-robin TCP balancer), in interleaved
+// rounds (each round starts with the next layout), for one policy. Reports each layout's steady TTFT p50
+// and output throughput (medians over rounds, modelled time) as ratios against one process.
+//   node --import tsx bench/routing-scale.ts [--policy predictive] [--rounds 3] [--out-dir DIR]
+//     [-- routing-compare flags...]
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseFlags, type FlagSpecs } from "../src/config/args.js";
+
+const argv = process.argv.slice(2);
+const sep = argv.indexOf("--");
+const specs: FlagSpecs = {
+  policy: { type: "string", default: "predictive", help: "the routing policy" },
+  rounds: { type: "int", default: 3, min: 1, help: "interleaved rounds (the median is reported)" },
+  "out-dir": { type: "string", help: "results and logs (default: a temporary folder)" },
+};
+const { flags } = parseFlags(sep < 0 ? argv : argv.slice(0, sep), specs);
+const passOn = sep < 0 ? [] : argv.slice(sep + 1);
+const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-scale-"));
+mkdirSync(outDir, { recursive: true });
+const here = fileURLToPath(new URL(".", import.meta.url));
+const isTs = import.meta.url.endsWith(".ts");
+const compare = isTs
+  ? ["--import", "tsx", join(here, "routing-compare.ts")]
+  : [join(here, "routing-compare.js")];
+
+const layouts = [
+  { name: "1 process", args: ["--router-workers", "1"] },
+  { name: "--workers 2", args: ["--router-workers", "2"] },
+  { name: "2 replicas", args: ["--router-workers", "1", "--replicas", "2"] },
+];
+
+interface Steady {
+  ttftP50: number;
+  outputTps: number;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+const results = layouts.map(() => [] as Steady[]);
+const policy = flags.policy as string;
+console.log(
+  `routing-scale: ${policy}, ${flags.rounds} interleaved rounds, load average ${loadavg()[0]!.toFixed(1)}; results in ${outDir}`,
+);
+for (let r = 0; r < (flags.rounds as number); r++) {
+  for (let k = 0; k < layouts.length; k++) {
+    const i = (r + k) % layouts.length;
+    const l = layouts[i]!;
+    const json = join(outDir, `r${r}-${i}.json`);
+    const run = spawnSync(
+      process.execPath,
+      [
+        ...compare,
+        "--policies",
+        policy,
+        ...l.args,
+        "--json",
+        json,
+        "--out-dir",
+        join(outDir, `r${r}-${i}`),
+        ...passOn,
+      ],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    if (run.status !== 0) throw new Error(`routing-compare (${l.name}) exited ${run.status}`);
+    const row = (JSON.parse(readFileSync(json, "utf8")) as { steady: Steady }[])[0]!;
+    results[i]!.push(row.steady);
+    console.log(
+      `round ${r + 1} ${l.name.padEnd(12)} steady TTFT p50 ${row.steady.ttftP50.toFixed(1)} ms, output ${row.steady.outputTps.toFixed(0)} tok/s, load ${loadavg()[0]!.toFixed(1)}`,
+    );
+  }
+}
+const ref = {
+  ttft: median(results[0]!.map((s) => s.ttftP50)),
+  tps: median(results[0]!.map((s) => s.outputTps)),
+};
+console.log(`\n| layout | steady TTFT p50 ms | output tok/s | TTFT vs 1 process | throughput vs 1 process |`);
+console.log("|---|---|---|---|---|");
+layouts.forEach((l, i) => {
+  const ttft = median(results[i]!.map((s) => s.ttftP50));
+  const tps = median(results[i]!.map((s) => s.outputTps));
+  console.log(
+    `| ${l.name} | ${ttft.toFixed(1)} | ${tps.toFixed(0)} | ${(ttft / ref.ttft).toFixed(3)}× | ${(tps / ref.tps).toFixed(3)}× |`,
+  );
+});

@@ -1,0 +1,53 @@
+// The `peers:` section of the router config: active-active router replicas that tell each other
+// their in-flight counts and routing picks over ZMQ, so replicas behind one Service route as one
+// (peers.ts). Parsed by the router's schema (src/router/config.ts).
+import { z } from "zod";
+import { duration } from "../../config/values.js";
+
+const endpoint = z.string().regex(/^(tcp|ipc):\/\/.+/, "must be a ZMQ endpoint like tcp://router-0:5590");
+
+export const peersConfigSchema = z
+  .strictObject({
+    /** where this replica publishes its reports (e.g. tcp://*:5590); absent: no peers */
+    bind: endpoint.optional(),
+    /** the other replicas' endpoints (tcp://host:port); this replica's own is recognised and skipped */
+    endpoints: z.array(endpoint).default([]),
+    /**
+     * host:port of a DNS name whose addresses are the replicas (a Kubernetes headless Service),
+     * resolved every `resolveInterval`; each address is reached on the port
+     */
+    dns: z
+      .string()
+      .regex(/^[^\s:]+:\d{1,5}$/, "must be host:port, e.g. switchyard-router-peers:5590")
+      .optional(),
+    resolveInterval: duration.default(10_000),
+    /** how often a replica reports (the staleness of another replica's load is at most about this) */
+    interval: duration.default(100),
+    /** a replica silent this long is forgotten (its load no longer counts) */
+    expireAfter: duration.default(1_000),
+    /** this replica's name in the reports (default: host name and process id) */
+    id: z.string().min(1).max(200).optional(),
+    /** largest report accepted from a peer */
+    maxMessageBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(4 * 2 ** 20),
+  })
+  .superRefine((p, ctx) => {
+    if ((p.endpoints.length > 0 || p.dns) && !p.bind)
+      ctx.addIssue({
+        code: "custom",
+        path: ["bind"],
+        message: "peers need this replica's own endpoint too (peers.bind, e.g. tcp://*:5590)",
+      });
+    if (p.expireAfter <= p.interval)
+      ctx.addIssue({
+        code: "custom",
+        path: ["expireAfter"],
+        message: "must be longer than peers.interval",
+      });
+  })
+  .prefault({});
+
+export type PeersConfig = z.output<typeof peersConfigSchema>;

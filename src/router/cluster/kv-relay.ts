@@ -1,0 +1,70 @@
+// Collector mode with router workers: engines publish their KV events to one address
+// (`routing.kvEvents.bind`), and only one process may bind it. The primary binds it and passes every
+// message on, frames untouched, to each worker, whose own collector binds a private ipc:// endpoint
+// instead (workerKvEndpoint): each worker then decodes, sequences, replays and indexes exactly as a
+// lone router does, and sees every engine's events. A slow worker loses messages past the high-water
+// mark; its collector detects the gap by sequence number and replays or purges (src/kvevents).
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Publisher, Subscriber } from "zeromq";
+import { logger } from "../../obs/log.js";
+
+const log = logger("router.kv-relay");
+
+/** The private endpoint worker `slot` of this primary binds its collector to. */
+export function workerKvEndpoint(slot: number, primaryPid = process.pid): string {
+  return `ipc://${join(tmpdir(), `switchyard-kv-${primaryPid}-${slot}.sock`)}`;
+}
+
+export class KvEventRelay {
+  private closed = false;
+  private loop: Promise<void> = Promise.resolve();
+  relayed = 0;
+
+  private constructor(
+    private readonly sub: Subscriber,
+    private readonly pub: Publisher,
+    readonly endpoint: string,
+  ) {}
+
+  /** Binds `bind` (where engines publish) and forwards to each of `targets` (the workers' endpoints). */
+  static async start(bind: string, targets: readonly string[]): Promise<KvEventRelay> {
+    const sub = new Subscriber({ receiveHighWaterMark: 100_000, linger: 0 });
+    sub.subscribe();
+    try {
+      await sub.bind(bind);
+    } catch (err) {
+      sub.close();
+      throw new Error(`cannot bind the KV-event collector to ${bind}: ${(err as Error).message}`);
+    }
+    const pub = new Publisher({ sendHighWaterMark: 100_000, linger: 0 });
+    for (const t of targets) pub.connect(t);
+    const r = new KvEventRelay(sub, pub, sub.lastEndpoint ?? bind);
+    r.loop = r.run();
+    log.info(
+      { endpoint: r.endpoint, workers: targets.length },
+      "KV-event collector bound; relaying to the workers",
+    );
+    return r;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      for await (const frames of this.sub) {
+        if (this.closed) break;
+        await this.pub.send(frames);
+        this.relayed++;
+      }
+    } catch (err) {
+      if (!this.closed) log.error({ err: (err as Error).message }, "KV-event relay stopped");
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.sub.close();
+    this.pub.close();
+    await this.loop;
+  }
+}

@@ -1,0 +1,406 @@
+// The primary of `switchyard router --workers N`: N worker processes serve one port (node:cluster
+// hands each accepted connection to the next worker), and this process keeps what they share:
+// - the control plane (control-plane.ts): discovery, probes, scrapes and health, for all of them;
+// - the shared routing state: each worker's in-flight counts and routing picks go to every other
+//   worker (and to other replicas, peers.ts, whose reports come back the same way);
+// - the group's face: /metrics aggregated from every process, /admin/drain and /admin/reload for
+//   all, config-file reloads applied everywhere, the KV-event collector bound once (kv-relay.ts);
+// - the lifecycle: a worker that dies is replaced; the first signal drains every worker, the
+//   second exits.
+import cluster, { type Worker } from "node:cluster";
+import { logger } from "../../obs/log.js";
+import { onShutdown } from "../../obs/lifecycle.js";
+import {
+  loadConfig,
+  mergeConfig,
+  readConfigFile,
+  type RouterConfig,
+  type RouterConfigInput,
+} from "../config.js";
+import { watchConfigFile } from "../config-watch.js";
+import { aggregateMetrics } from "./aggregate.js";
+import { ControlPlane } from "./control-plane.js";
+import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
+import { PeerSync } from "./peers.js";
+import { LimitKeeper } from "./limits.js";
+import { WorkerLedger } from "./ledger.js";
+import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
+
+const log = logger("router.primary");
+const ignore = () => undefined;
+
+/** a worker's metrics that take longer than this are left out of the page */
+const METRICS_WAIT_MS = 3_000;
+/** restarts faster than this apart count as a crash loop */
+const RESTART_WINDOW_MS = 60_000;
+
+export interface PrimaryOptions {
+  /** flags, as a partial config (the file's values stay where flags are silent) */
+  flags: RouterConfigInput;
+  configFile: string | undefined;
+  workers: number;
+}
+
+/** The config workers run: the same input, with what differs per process adjusted. */
+function workerInput(input: Record<string, unknown>, slot: number, relay: boolean): Record<string, unknown> {
+  const out = structuredClone(input);
+  // tenant limits need nothing here: without Redis the primary keeps the replica's budget
+  // (limits.ts); with Redis each worker counts there, and falls back to the replica's share while it
+  // is unreachable (onError: open)
+  // collector mode: the primary binds the engines' address; each worker binds a private one
+  const kv = (out.routing as { kvEvents?: Record<string, unknown> } | undefined)?.kvEvents;
+  if (relay && kv) kv.bind = workerKvEndpoint(slot);
+  // the primary publishes to the other replicas
+  delete out.peers;
+  return out;
+}
+
+interface Slot {
+  worker: Worker | undefined;
+  restarts: number[];
+  /** its in-flight counts as the group sees them (its reports and its confirmed claims) */
+  ledger: WorkerLedger;
+}
+
+export class Primary {
+  private input: Record<string, unknown>;
+  private cfg: RouterConfig;
+  private readonly cp: ControlPlane;
+  private readonly slots: Slot[] = [];
+  private stopping = false;
+  private listening: ((url: string) => void) | undefined;
+  private url: string | undefined;
+  private readonly listeningSlots = new Set<number>();
+  private relay: KvEventRelay | undefined;
+  private peers: PeerSync | null = null;
+  /** picks of this replica's workers since the last peer report */
+  private peerPicks: Pick[] = [];
+  private unwatch: (() => void) | undefined;
+  private readonly waiting = new Map<number, { got: unknown[][]; need: number; done: () => void }>();
+  private metricsSeq = 0;
+  private readonly limits = new LimitKeeper();
+
+  constructor(private readonly o: PrimaryOptions) {
+    this.input = this.readInput();
+    this.cfg = loadConfig(this.input, undefined);
+    this.cp = new ControlPlane(this.cfg, (m) => this.broadcast(m));
+    this.tenancyOptions();
+  }
+
+  private tenancyOptions(): void {
+    const t = this.cfg.tenancy;
+    if (t) this.limits.setOptions({ idleEvictAfter: t.idleEvictAfter, maxStates: t.maxTenantStates });
+  }
+
+  private readInput(): Record<string, unknown> {
+    const base = this.o.configFile ? readConfigFile(this.o.configFile) : {};
+    const flags = { ...this.o.flags };
+    if (flags.engineApiKey === undefined && process.env.VLLM_API_KEY)
+      flags.engineApiKey = process.env.VLLM_API_KEY;
+    return mergeConfig(base, flags as Record<string, unknown>);
+  }
+
+  get config(): RouterConfig {
+    return this.cfg;
+  }
+
+  /** Starts the control plane and the workers; resolves with the URL once the first one listens. */
+  async start(): Promise<string> {
+    await this.cp.start();
+    const bind = (this.cfg.routing.kvEvents as { bind?: string }).bind;
+    if (bind) {
+      const targets = Array.from({ length: this.o.workers }, (_, i) => workerKvEndpoint(i));
+      this.relay = await KvEventRelay.start(bind, targets);
+    }
+    this.peers = await PeerSync.start(this.cfg.peers, {
+      load: () => this.cp.load.group((s) => s.startsWith("w")),
+      takePicks: () => {
+        const p = this.peerPicks;
+        this.peerPicks = [];
+        return p;
+      },
+      peerLoad: (source, report) => {
+        const load = this.cp.load.replace(source, report);
+        this.broadcast({ t: "load", source, load });
+      },
+      peerGone: (source) => {
+        this.cp.load.drop(source);
+        this.broadcast({ t: "gone", source });
+      },
+      peerPicks: (picks) => this.broadcast({ t: "picks", picks }),
+    });
+    cluster.setupPrimary({ serialization: "advanced" });
+    const url = new Promise<string>((resolve) => (this.listening = resolve));
+    for (let i = 0; i < this.o.workers; i++) {
+      this.slots.push({ worker: undefined, restarts: [], ledger: new WorkerLedger() });
+      this.fork(i);
+    }
+    if (this.o.configFile) this.unwatch = watchConfigFile(this.o.configFile, () => void this.reload());
+    return await url;
+  }
+
+  private fork(slot: number): void {
+    const w = cluster.fork({ SWITCHYARD_ROUTER_WORKER: String(slot) });
+    this.slots[slot]!.worker = w;
+    w.on("message", (m: unknown) => {
+      if (isToPrimary(m)) this.onWorker(slot, w, m);
+    });
+    w.on("exit", (code, signal) => this.onExit(slot, w, code, signal));
+  }
+
+  private send(w: Worker | undefined, m: ToWorker): void {
+    // a worker that just died cannot be told anything: its exit is handled in onExit
+    if (w?.isConnected()) w.send(m, undefined, undefined, ignore);
+  }
+
+  private broadcast(m: ToWorker, except?: number): void {
+    for (let i = 0; i < this.slots.length; i++) if (i !== except) this.send(this.slots[i]!.worker, m);
+  }
+
+  private onWorker(slot: number, w: Worker, m: ToPrimary): void {
+    const source = `w${slot}`;
+    switch (m.t) {
+      case "hello": {
+        // a signal came while it started: it has nothing to drain
+        if (this.stopping) return void w.kill("SIGTERM");
+        this.send(w, {
+          t: "start",
+          slot,
+          workers: this.o.workers,
+          config: workerInput(this.input, slot, this.relay !== undefined),
+          ...(this.o.configFile ? { configFile: this.o.configFile } : {}),
+        });
+        for (const s of this.cp.snapshot()) this.send(w, s);
+        for (const other of this.cp.load.sources()) {
+          if (other !== source) this.send(w, { t: "load", source: other, load: this.cp.load.table(other) });
+        }
+        return;
+      }
+      case "listening": {
+        const host = m.family === "IPv6" ? `[${m.address}]` : m.address;
+        const shown = host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host;
+        this.url ??= `http://${shown}:${m.port}`;
+        this.listeningSlots.add(slot);
+        // the group listens once every worker does (each takes its share of connections from then)
+        if (this.listeningSlots.size === this.o.workers) {
+          this.listening?.(this.url);
+          this.listening = undefined;
+        }
+        return;
+      }
+      case "sync":
+        if (m.load || m.acked !== undefined)
+          this.publishLoad(slot, this.slots[slot]!.ledger.report(m.load ?? [], m.acked ?? 0));
+        if (m.picks) {
+          this.broadcast({ t: "picks", picks: m.picks }, slot);
+          if (this.peers) for (const p of m.picks) this.peerPicks.push(p);
+          if (this.peerPicks.length > 4096) this.peerPicks.splice(0, this.peerPicks.length - 4096);
+        }
+        if (m.progress) for (const url of m.progress) this.cp.progress(url);
+        return;
+      case "fail":
+        return this.cp.failure(m.url, m.what);
+      case "ok":
+        return this.cp.success(m.url);
+      case "metrics-json": {
+        const wait = this.waiting.get(m.id);
+        if (!wait) return;
+        wait.got.push(m.data);
+        if (wait.got.length >= wait.need) wait.done();
+        return;
+      }
+      case "ask":
+        return void this.answer(w, m.id, m.what);
+      case "claims":
+        return this.claims(slot, w, m);
+      case "limit-admit":
+      case "limit-record":
+      case "limit-release": {
+        const a = this.limits.handle(slot, m);
+        if (a) this.send(w, a);
+        return;
+      }
+    }
+  }
+
+  /**
+   * A worker's picks (claims.ts): its own counts are the truth and apply at once; a pick stands if
+   * the others' counts it read are the current ones (and no earlier pick of the batch was refused);
+   * for a refused one the worker gets the current counts first, and decides again.
+   */
+  private claims(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claims" }>): void {
+    const source = `w${slot}`;
+    const load = this.cp.load;
+    const ledger = this.slots[slot]!.ledger;
+    this.publishLoad(slot, ledger.report(m.own, m.acked));
+    const results: [number, boolean][] = [];
+    const stale = new Set<string>();
+    for (const item of m.items) {
+      let ok = stale.size === 0;
+      if (ok) {
+        for (const seen of item.seen) {
+          const url = seen[0];
+          const current = load.othersExcept(source, url);
+          if (current.every((v, i) => i === 0 || v === seen[i])) continue;
+          stale.add(url);
+          ok = false;
+        }
+      }
+      if (ok) this.publishLoad(slot, [ledger.confirm(item.id, item.pick)]);
+      results.push([item.id, ok]);
+    }
+    if (stale.size > 0) {
+      // every source the worker may hold counts of, zeros included (a source with none has no rows)
+      const sources = new Set(load.sources());
+      this.slots.forEach((_, i) => sources.add(`w${i}`));
+      for (const p of this.peers?.peers() ?? []) sources.add(`p:${p}`);
+      for (const other of sources) {
+        if (other === source) continue;
+        const have = new Map(load.table(other).map((r) => [r[0], r]));
+        const rows = [...stale].map((url) => have.get(url) ?? ([url, 0] as LoadCounts));
+        this.send(w, { t: "load", source: other, load: rows });
+      }
+    }
+    this.send(w, { t: "claimed", results });
+  }
+
+  private async answer(w: Worker, id: number, what: "metrics" | "reload" | "drain"): Promise<void> {
+    try {
+      if (what === "drain") {
+        this.broadcast({ t: "drain" });
+        return this.send(w, { t: "reply", id });
+      }
+      if (what === "reload") {
+        if (!this.o.configFile)
+          return this.send(w, { t: "reply", id, error: "this router was started without a config file" });
+        const error = this.reload();
+        return this.send(w, { t: "reply", id, ...(error !== undefined ? { error } : {}) });
+      }
+      this.send(w, { t: "reply", id, text: await this.metricsText() });
+    } catch (err) {
+      this.send(w, { t: "reply", id, error: (err as Error).message });
+    }
+  }
+
+  /** A worker's counts as the group sees them: kept here, told to the other workers. */
+  private publishLoad(slot: number, rows: LoadCounts[]): void {
+    if (rows.length === 0) return;
+    const source = `w${slot}`;
+    this.cp.load.set(source, rows);
+    this.broadcast({ t: "load", source, load: rows }, slot);
+  }
+
+  /** The group's /metrics: every live worker's registry and this process's, aggregated. */
+  async metricsText(): Promise<string> {
+    const id = ++this.metricsSeq;
+    const live = this.slots.map((s) => s.worker).filter((w): w is Worker => !!w?.isConnected());
+    const got: unknown[][] = [];
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, METRICS_WAIT_MS);
+      this.waiting.set(id, {
+        got,
+        need: live.length,
+        done: () => {
+          clearTimeout(t);
+          resolve();
+        },
+      });
+      for (const w of live) this.send(w, { t: "metrics-get", id });
+      if (live.length === 0) resolve();
+    });
+    this.waiting.delete(id);
+    if (got.length < live.length)
+      log.warn(
+        { answered: got.length, workers: live.length },
+        "metrics: some workers did not answer in time",
+      );
+    got.push((await this.cp.metrics.registry.getMetricsAsJSON()) as unknown[]);
+    return (await aggregateMetrics(got)).text;
+  }
+
+  /** Re-reads the config file; applies it here and in every worker. Returns why it was refused. */
+  private reload(): string | undefined {
+    let input: Record<string, unknown>;
+    let cfg: RouterConfig;
+    try {
+      input = this.readInput();
+      cfg = loadConfig(input, undefined);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "config reload failed; keeping the previous configuration");
+      return (err as Error).message;
+    }
+    if (cfg.workers !== this.cfg.workers && cfg.workers !== undefined)
+      log.warn(
+        { workers: this.o.workers },
+        "a new worker count needs a restart; keeping the current workers",
+      );
+    this.input = input;
+    this.cfg = cfg;
+    this.tenancyOptions();
+    this.cp.reconfigure(cfg);
+    for (let i = 0; i < this.slots.length; i++) {
+      this.send(this.slots[i]!.worker, {
+        t: "config",
+        config: workerInput(input, i, this.relay !== undefined),
+      });
+    }
+    log.info(
+      { backends: cfg.backends.length, policy: cfg.policy, workers: this.o.workers },
+      "configuration applied",
+    );
+    return undefined;
+  }
+
+  private onExit(slot: number, w: Worker, code: number | null, signal: string | null): void {
+    const s = this.slots[slot]!;
+    if (s.worker !== w) return;
+    s.worker = undefined;
+    const source = `w${slot}`;
+    this.cp.load.drop(source);
+    this.broadcast({ t: "gone", source });
+    s.ledger = new WorkerLedger();
+    this.limits.releaseAll(slot);
+    if (this.stopping) return;
+    const now = Date.now();
+    s.restarts = s.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
+    s.restarts.push(now);
+    // a crash loop backs off: 0.5 s, 1 s, 2 s, ... up to 30 s between attempts
+    const delay = Math.min(30_000, 500 * 2 ** (s.restarts.length - 1));
+    log.error({ worker: slot + 1, code, signal, restartInMs: delay }, "router worker exited; restarting it");
+    setTimeout(() => {
+      if (!this.stopping) this.fork(slot);
+    }, delay).unref();
+  }
+
+  /** First signal: every worker drains and exits, then this process. */
+  async close(): Promise<void> {
+    this.stopping = true;
+    this.unwatch?.();
+    const exits = this.slots.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          const w = s.worker;
+          if (!w || w.isDead()) return resolve();
+          w.once("exit", () => resolve());
+          this.send(w, { t: "shutdown" });
+        }),
+    );
+    await Promise.all(exits);
+    await this.peers?.close();
+    await this.relay?.close();
+    await this.cp.close();
+  }
+}
+
+/** `switchyard router` with workers: runs until a signal. */
+export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
+  const p = new Primary(o);
+  // before the workers start: a signal while they do still drains and exits cleanly
+  onShutdown(() => p.close());
+  const url = await p.start();
+  log.info(
+    { url, workers: o.workers, backends: p.config.backends.length, policy: p.config.policy },
+    "router listening",
+  );
+  return p;
+}

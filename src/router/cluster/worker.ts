@@ -1,0 +1,285 @@
+// A router worker: one of the processes of `switchyard router --workers N`, serving the shared port.
+// It runs the whole data plane (the same Router a lone router runs) and links it to the primary:
+// - engines, health and scraped load come from the primary (follower.ts); what its traffic says of
+//   an engine goes there;
+// - its in-flight counts and routing picks go out once per event-loop turn, and every other worker's
+//   (and replica's) come in (shared-load.ts, picks.ts): each worker routes on the group's state;
+// - /metrics, /admin/drain and /admin/reload are answered for the group, through the primary;
+// - the primary's config reloads and shutdowns apply here; a primary that goes away drains this one.
+import cluster from "node:cluster";
+import type { AddressInfo } from "node:net";
+import { logger } from "../../obs/log.js";
+import { onShutdown, shutdown, shuttingDown } from "../../obs/lifecycle.js";
+import { startRouter } from "../index.js";
+import type { Router, RouterGroup } from "../server.js";
+import type { Upstream } from "../registry.js";
+import { RegistryFollower } from "./follower.js";
+import { PickExchange } from "./picks.js";
+import { GroupLimiter } from "./limits.js";
+import { Claims } from "./claims.js";
+import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
+import { SharedLoad } from "./shared-load.js";
+
+const log = logger("router.worker");
+
+/**
+ * A change is sent at once when the last report is at least this old, and with the rest of the
+ * event-loop turn otherwise: at the request rates of LLM traffic every decision reaches the other
+ * workers before their next one (two workers deciding on stale counts pile requests onto one engine:
+ * measured as a lower prefix hit rate and a worse TTFT p99), while at tens of thousands of tiny
+ * requests a second one report per turn carries many.
+ */
+const IMMEDIATE_GAP_MS = 1;
+/** how often engines that sent bytes are reported (probes time out in seconds) */
+const PROGRESS_EVERY_MS = 250;
+/** a request to the primary that gets no answer in this long fails */
+const ASK_TIMEOUT_MS = 10_000;
+
+export type StartMessage = Extract<ToWorker, { t: "start" }>;
+
+/** a worker whose primary is gone is shutting down: what it would say is moot, and never an error */
+const ignore = () => undefined;
+
+function send(m: ToPrimary): void {
+  if (process.connected) process.send!(m, undefined, undefined, ignore);
+}
+
+/** what arrived after the start message and before the link was made (one IPC read can carry many) */
+let early: ToWorker[] | undefined;
+let earlyListener: ((m: unknown) => void) | undefined;
+
+/** Says hello to the primary and waits for its start message (config, slot). */
+export function awaitStart(): Promise<StartMessage> {
+  return new Promise((resolve) => {
+    earlyListener = (m: unknown) => {
+      if (!isToWorker(m)) return;
+      if (early) early.push(m);
+      else if (m.t === "start") {
+        early = [];
+        resolve(m);
+      }
+    };
+    process.on("message", earlyListener);
+    send({ t: "hello" });
+  });
+}
+
+export class WorkerLink implements RouterGroup {
+  readonly label: string;
+  readonly load: SharedLoad;
+  private readonly follower: RegistryFollower;
+  private readonly picks: PickExchange;
+  private readonly limits = new GroupLimiter(send);
+  private readonly claims: Claims;
+  private flushScheduled = false;
+  private lastFlush = -Infinity;
+  /** the `acked` of the last report sent (claims.ts) */
+  private ackedSent = 0;
+  private readonly asks = new Map<number, (m: { text?: string; error?: string }) => void>();
+  private askSeq = 0;
+  private readonly progressSeen = new Map<string, number>();
+  private readonly progressTimer: NodeJS.Timeout;
+  /** applies a config the primary sent (set by the starter: it owns the keys watcher) */
+  applyConfig: ((config: Record<string, unknown>) => void) | undefined;
+  private readonly onMessage = (m: unknown) => {
+    if (isToWorker(m)) this.handle(m);
+  };
+
+  constructor(
+    private readonly router: Router,
+    start: StartMessage,
+  ) {
+    this.label = `worker ${start.slot + 1}/${start.workers}`;
+    const reg = router.registry;
+    this.follower = new RegistryFollower(reg, send, (e, hits) => router.cache.hitsScraped(e, hits));
+    this.load = new SharedLoad(reg);
+    // picks are held until they stand: a claimed one by its answer, any other at its slot
+    this.picks = new PickExchange(
+      { prefix: router.cache.prefix.index, watchdog: router.cache.watchdog },
+      this.schedule,
+      true,
+    );
+    reg.onSlot = () => {
+      this.picks.commit(this.picks.takeHeld());
+      this.schedule();
+    };
+    this.claims = new Claims(
+      reg,
+      this.load,
+      this.picks,
+      send,
+      () => router.routingPolicy.name !== "round-robin",
+    );
+    reg.arbiter = this.claims;
+    router.tenancy.shareLocalLimits(this.limits);
+    this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
+    this.progressTimer.unref();
+    if (earlyListener) process.off("message", earlyListener);
+    process.on("message", this.onMessage);
+    for (const m of early ?? []) this.handle(m);
+    early = undefined;
+    cluster.worker?.on("disconnect", () => {
+      // the primary is gone: drain and exit; if a drain is already under way (the primary's second
+      // signal ends it by exiting), exit now
+      if (shuttingDown()) process.exit(130);
+      log.warn("the router's primary process is gone: draining this worker");
+      void shutdown("primary gone");
+    });
+  }
+
+  /** This worker's own in-flight on the engine (the view carries the group's). */
+  ownInFlight(e: Upstream): number {
+    return this.load.own(e);
+  }
+
+  private readonly schedule = (): void => {
+    if (performance.now() - this.lastFlush >= IMMEDIATE_GAP_MS) return this.send();
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(this.flush);
+  };
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    this.send();
+  };
+
+  private send(): void {
+    this.lastFlush = performance.now();
+    const load = this.load.changes();
+    const picks = this.picks.take();
+    // answers heard since the last report: say so even when no count changed (a confirmed pick whose
+    // request ended before this report leaves the counts as last reported, and the primary would
+    // otherwise keep adding it on top: ledger.ts)
+    const acked = this.claims.acked;
+    if (load.length === 0 && picks.length === 0 && acked === this.ackedSent) return;
+    const m: ToPrimary = { t: "sync" };
+    if (load.length > 0 || acked !== this.ackedSent) {
+      if (load.length > 0) m.load = load;
+      m.acked = acked;
+      this.ackedSent = acked;
+    }
+    if (picks.length > 0) m.picks = picks;
+    send(m);
+  }
+
+  private reportProgress(): void {
+    let progress: string[] | undefined;
+    for (const e of this.router.registry.engines.values()) {
+      const seen = this.progressSeen.get(e.url) ?? 0;
+      if (e.lastByteAt <= seen) continue;
+      this.progressSeen.set(e.url, e.lastByteAt);
+      (progress ??= []).push(e.url);
+    }
+    if (progress) send({ t: "sync", progress });
+  }
+
+  private handle(m: ToWorker): void {
+    switch (m.t) {
+      case "engine":
+        return this.follower.status(m.status);
+      case "models":
+        return this.follower.models(m.url, m.cards);
+      case "remove":
+        this.progressSeen.delete(m.url);
+        return this.follower.remove(m.url);
+      case "load":
+        return this.load.set(m.source, m.load);
+      case "gone":
+        return this.load.drop(m.source);
+      case "picks":
+        return this.picks.apply(m.picks);
+      case "config":
+        return this.applyConfig?.(m.config);
+      case "drain":
+        return this.router.startDrain();
+      case "shutdown":
+        return void shutdown("primary");
+      case "exit":
+        return process.exit(130);
+      case "metrics-get":
+        return void this.router.metrics.registry.getMetricsAsJSON().then(
+          (data) => send({ t: "metrics-json", id: m.id, data: data as unknown[] }),
+          () => send({ t: "metrics-json", id: m.id, data: [] }),
+        );
+      case "reply": {
+        const done = this.asks.get(m.id);
+        this.asks.delete(m.id);
+        return done?.(m);
+      }
+      case "limit-answer":
+        return this.limits.answer(m);
+      case "claimed":
+        this.claims.answer(m.results);
+        return this.schedule();
+      case "start":
+        return;
+    }
+  }
+
+  private ask(what: "metrics" | "reload" | "drain"): Promise<{ text?: string; error?: string }> {
+    const id = ++this.askSeq;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.asks.delete(id);
+        resolve({ error: `the router's primary process did not answer (${what})` });
+      }, ASK_TIMEOUT_MS);
+      this.asks.set(id, (r) => {
+        clearTimeout(t);
+        resolve(r);
+      });
+      send({ t: "ask", id, what });
+    });
+  }
+
+  async metrics(): Promise<string> {
+    const r = await this.ask("metrics");
+    if (r.error !== undefined) throw new Error(r.error);
+    return r.text ?? "";
+  }
+
+  drain(): void {
+    this.router.startDrain();
+    void this.ask("drain");
+  }
+
+  async reload(): Promise<string | undefined> {
+    return (await this.ask("reload")).error;
+  }
+
+  /** Tells the primary where this worker listens (the first one's answer is the group's URL). */
+  listening(address: string, port: number, family: string): void {
+    send({ t: "listening", address, port, family });
+  }
+
+  close(): void {
+    clearInterval(this.progressTimer);
+    process.off("message", this.onMessage);
+    this.picks.close();
+    this.claims.close();
+    this.router.registry.onSlot = undefined;
+    this.router.registry.arbiter = undefined;
+  }
+}
+
+/** A worker process's life: wait for the primary's start, serve, drain on its word or a signal. */
+export async function runWorker(): Promise<void> {
+  const start = await awaitStart();
+  let link: WorkerLink | undefined;
+  const running = await startRouter(start.config, {
+    quiet: true,
+    prepare: (router) => {
+      link = new WorkerLink(router, start);
+      router.group = link;
+      if (start.configFile) router.onReload = () => link!.reload();
+    },
+  });
+  const l = link!;
+  l.applyConfig = (c) => void running.apply(c);
+  const addr = running.router.server.address() as AddressInfo;
+  l.listening(addr.address, addr.port, addr.family);
+  onShutdown(async () => {
+    await running.close();
+    l.close();
+  });
+}
