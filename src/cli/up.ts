@@ -179,10 +179,12 @@ export async function main(argv: string[]): Promise<number> {
     await Promise.all(children.filter((c) => c.name !== "router").map((c) => stopOne(c.child)));
   };
   // however this process ends (a second signal exits at once), no child outlives it: they are in
-  // their own process groups, so nothing else would stop them
+  // their own process groups, so nothing else would stop them. The whole group: the router's workers
+  // (node:cluster forks) are in it, and a worker that outlived its primary by a moment would still
+  // end a cut stream with an error event and [DONE], as if it were an answer
   process.on("exit", () => {
     for (const { child } of children)
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      if (child.exitCode === null && child.signalCode === null) killGroup(child);
   });
   onShutdown(stopAll);
   // a closed terminal sends SIGHUP, whose default would leave the children running
@@ -318,4 +320,13 @@ export async function main(argv: string[]): Promise<number> {
   // Stay alive until a signal arrives; onShutdown stops the children and exits.
   await new Promise<never>(() => undefined);
   return 0;
+}
+
+/** SIGKILL a child and every process in its group (it was spawned detached: the group is its pid). */
+function killGroup(child: ChildProcess): void {
+  try {
+    process.kill(-child.pid!, "SIGKILL");
+  } catch {
+    child.kill("SIGKILL");
+  }
 }
