@@ -12,7 +12,7 @@
 //   node --import tsx bench/routing-compare.ts [--policies round-robin,least-load,prefix,kv,hybrid,predictive]
 //     [--users 17] [--rounds 8] [--concurrency 0 (= users)] [--user-history-prompt 8000]
 //     [--time-scale 2] [--gpu-memory-utilization 0.3] [--out-dir DIR] [--compare-session]
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
@@ -47,6 +47,7 @@ const specs: FlagSpecs = {
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-compare-"));
+mkdirSync(outDir, { recursive: true });
 const cli = (args: string[], log?: string, inherit = false, level = "warn") =>
   spawnCli(outDir, args, log, inherit, level);
 
