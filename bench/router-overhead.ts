@@ -9,6 +9,7 @@
 // JavaScript router could reach on the machine the bench runs on.
 // The upstream is bench/fast-upstream.ts (not the sim) and the load client runs in its own process.
 //   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
+//     [--workers N] (the router's --workers; default: its own, one per core)
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -139,6 +140,7 @@ async function mainBench(): Promise<void> {
   const duration = Number(get("--duration", "5"));
   const conc = get("--concurrency", "1,64,512").split(",").map(Number);
   const policy = get("--policy", "");
+  const workers = get("--workers", "");
   const upPort = await freePort();
   const routerPort = await freePort();
   const nginxPort = await freePort();
@@ -147,7 +149,10 @@ async function mainBench(): Promise<void> {
   const rawMinPort = await freePort();
   const up = spawnUpstream(upPort);
   await waitHttp(`http://127.0.0.1:${upPort}/health`);
-  const router = spawnRouter(routerPort, upPort, policy ? ["--policy", policy] : []);
+  const router = spawnRouter(routerPort, upPort, [
+    ...(policy ? ["--policy", policy] : []),
+    ...(workers ? ["--workers", workers] : []),
+  ]);
   await waitHttp(`http://127.0.0.1:${routerPort}/ready`);
   // the floors, each a script beside this one in its own process
   const spawnFloor = (script: string, ...args: string[]) =>
@@ -182,7 +187,7 @@ async function mainBench(): Promise<void> {
   targets.push(["raw-min", `http://127.0.0.1:${rawMinPort}/v1/completions`, rawMin.pid]);
   const f = (x: number) => x.toFixed(2).padStart(8);
   console.log(
-    `duration ${duration}s per cell; router policy ${policy || "(default)"}; load ${loadavg()[0]!.toFixed(2)}; latencies in ms; added = target − direct`,
+    `duration ${duration}s per cell; router policy ${policy || "(default)"}, workers ${workers || "(default)"}; load ${loadavg()[0]!.toFixed(2)}; latencies in ms; added = target − direct`,
   );
   console.log(
     "workload      conc  target     rps        p50      p99   added p50  added p99  errors  cpu µs/req",

@@ -22,7 +22,7 @@ const specs: FlagSpecs = {
   duration: { type: "int", default: 8, min: 1, help: "seconds per measurement" },
   concurrency: { type: "string", default: "64,256", help: "wrk connections, comma-separated" },
   targets: { type: "string", default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid", help: "which proxies" },
-  workers: { type: "int", min: 1, help: "Switchyard's --workers (default: its own default, one per core)" },
+  workers: { type: "int", min: 1, help: "Switchyard's --workers (default: one per core)" },
   "wrk-threads": { type: "int", default: 2, min: 1, help: "wrk threads" },
   "out-dir": { type: "string", help: "logs and results (default: a temporary folder)" },
   json: { type: "string", help: "also write the results here" },
@@ -238,7 +238,8 @@ async function main(): Promise<void> {
     "--policy",
     policy,
     ...engines.flatMap((e) => ["--backend", e]),
-    ...(workers ? ["--workers", String(workers)] : []),
+    "--workers",
+    String(workers ?? availableParallelism()),
   ];
   const syWorkers = workers ?? availableParallelism();
   if (wantTargets.includes("sy-rr")) {

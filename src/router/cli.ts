@@ -2,7 +2,6 @@
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import cluster from "node:cluster";
-import { availableParallelism } from "node:os";
 import { ConfigError, loadConfig, type RouterConfigInput } from "./config.js";
 import { startRouter } from "./index.js";
 import { runPrimary } from "./cluster/primary.js";
@@ -16,7 +15,7 @@ const specs: FlagSpecs = {
     type: "int",
     min: 1,
     max: 256,
-    help: "worker processes serving the port, sharing engines, health, load and routing state (default: one per CPU core; 1 = a single process)",
+    help: "worker processes serving the port, sharing engines, health, load and routing state (default 1, a single process; see docs/router.md for when more help)",
   },
   "peers-bind": {
     type: "string",
@@ -257,7 +256,9 @@ export async function main(argv: string[]): Promise<number> {
   const drainMs = cfg.drainTimeout;
   const shutdownMs = Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0);
   if (!(shutdownMs > drainMs + 5_000)) process.env.SWITCHYARD_SHUTDOWN_MS = String(drainMs + 10_000);
-  const workers = cfg.workers ?? availableParallelism();
+  // one process unless asked: with a load-aware policy every pick is confirmed by the primary, and on a
+  // 2-core machine that cost more than the second core gave (3x fewer tiny requests, docs/router.md)
+  const workers = cfg.workers ?? 1;
   if (workers > 1) {
     await runPrimary({ flags: overrides, configFile, workers });
     return await new Promise<never>(() => undefined);

@@ -138,7 +138,7 @@ const eppConfigSchema = z
 export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8080),
-  /** worker processes serving the port (default: one per CPU core; 1 = one process); needs a restart */
+  /** worker processes serving the port (default 1: one process); needs a restart */
   workers: z.number().int().min(1).max(256).optional(),
   /** active-active replicas exchanging load and routing picks (src/router/cluster/peers.ts) */
   peers: peersConfigSchema,
