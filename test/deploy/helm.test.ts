@@ -333,6 +333,31 @@ describe("helm chart", { timeout: 300_000 }, () => {
     assert.equal(one(objs, "Deployment", "-engine-llama-3-1-8b").spec.replicas, 1);
   });
 
+  it("router replicas find each other through a headless Service and share load; a single replica has no peers", (t) => {
+    const h = requireTool(t, "helm");
+    if (!h) return;
+    const objs = render(h);
+    const args: string[] = container(one(objs, "Deployment", "-router")).args;
+    assert.ok(args.includes("--peers-bind=tcp://*:5590"), args.join(" "));
+    const svc = one(objs, "Service", "-router-peers");
+    assert.ok(args.includes(`--peers-dns=${svc.metadata.name}:5590`), args.join(" "));
+    assert.equal(svc.spec.clusterIP, "None");
+    assert.equal(svc.spec.publishNotReadyAddresses, true);
+    // the router's NetworkPolicy admits other router pods on the peers port
+    const np = one(objs, "NetworkPolicy", "-router");
+    const rule = np.spec.ingress.find((r: { ports: Array<{ port: number }> }) =>
+      r.ports.some((p) => p.port === 5590),
+    );
+    assert.equal(rule?.from?.[0]?.podSelector?.matchLabels?.["app.kubernetes.io/component"], "router");
+    const single = render(h, undefined, [
+      "--set=router.replicas=1",
+      "--set=router.autoscaling.enabled=false",
+    ]);
+    const singleArgs: string[] = container(one(single, "Deployment", "-router")).args;
+    assert.ok(!singleArgs.some((a) => a.startsWith("--peers")), singleArgs.join(" "));
+    assert.equal(single.filter((o) => o.kind === "Service" && o.metadata.name.endsWith("-peers")).length, 0);
+  });
+
   it("bad values fail early with a message naming the field", (t) => {
     const h = requireTool(t, "helm");
     if (!h) return;
