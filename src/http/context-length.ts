@@ -11,12 +11,15 @@ export function contextLengthError(
   maxModelLen: number,
   promptTokens: number,
   maxTokens: number | null,
+  atLeast = false,
 ): HttpError | null {
   let message: string;
   if (promptTokens >= maxModelLen) {
+    // atLeast: the router proved the prompt too long from a floor on its count (src/tokenizer
+    // lower-bound.ts) and did not count the rest; vLLM's sentence, with the figure said for what it is
     message =
       `This model's maximum context length is ${maxModelLen} tokens. However, your request has ` +
-      `${promptTokens} input tokens. Please reduce the length of the input messages.`;
+      `${atLeast ? "at least " : ""}${promptTokens} input tokens. Please reduce the length of the input messages.`;
   } else if (maxTokens !== null && promptTokens + maxTokens > maxModelLen) {
     message =
       `'max_tokens' or 'max_completion_tokens' is too large: ${maxTokens}. This model's maximum context ` +

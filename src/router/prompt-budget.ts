@@ -7,16 +7,24 @@
 // turns of the event loop; a prompt that cannot fit gets vLLM's 400 text at once, and one that fits is
 // routed by those ids (cache-aware routing hashes them rather than tokenising again on the loop).
 //
-// Why not a cheaper test on characters: only a LOWER bound on the token count can prove a prompt too
+// Why not a test on characters alone: only a LOWER bound on the token count can prove a prompt too
 // long, and characters give an upper bound (a byte-level BPE token is at least one byte) — a token can
-// cover dozens of characters, so no character count proves "too long" for ordinary text. Counting is
-// the check; with the tokenizer's piece cache it runs at 15+ million characters a second.
+// cover dozens of characters. Words do give a lower bound (every whitespace-separated run is at least
+// one token, src/tokenizer/lower-bound.ts), so a prompt over 256K characters is first held against
+// that floor: a 1M-word prompt is refused in milliseconds, saying "at least" before the figure, and
+// only a prompt that may fit is counted exactly (15+ million characters a second with the piece cache).
 //
 // Models the router has no tokenizer for (not a sim model, or an explicit tokenizer folder, whose
 // library cannot be sliced) are left to the engine, which answers the same 400.
 import { resolveModel } from "../engine/profiles.js";
 import { contextLengthError } from "../http/context-length.js";
-import { tokenizerForModel, type ChatMessage, type Tokenizer } from "../tokenizer/index.js";
+import { HttpError } from "../http/errors.js";
+import {
+  tokenizerForModel,
+  tokenCountFloorAsync,
+  type ChatMessage,
+  type Tokenizer,
+} from "../tokenizer/index.js";
 import { logger } from "../obs/log.js";
 import type { RouterConfig } from "./config.js";
 import type { ModelCard, Registry } from "./registry.js";
@@ -26,6 +34,9 @@ const log = logger("router.prompt");
 /** prompts up to this many characters are left as they are (routing tokenises them in well under 1 ms) */
 export const PROMPT_CHECK_CHARS = 32_768;
 const MAX_TOKENIZERS = 1024;
+/** texts longer than this are held against a floor on their count before they are counted (the size
+ * from which exact counting moves to the tokenizer's worker thread and costs tenths of a second) */
+export const FLOOR_FIRST_CHARS = 262_144;
 
 const CHAT = "/v1/chat/completions";
 const COMPLETIONS = "/v1/completions";
@@ -124,18 +135,30 @@ export class PromptBudget {
     const keep = maxLen ?? Infinity;
     let counted: Array<{ count: number; ids: number[] }>;
     try {
+      let texts: string[];
+      let add: boolean;
       if (chat) {
-        const add = typeof obj.add_generation_prompt === "boolean" ? obj.add_generation_prompt : true;
-        const messages = obj.messages as ChatMessage[];
-        counted = [await tk.countChatAsync(messages, { addGenerationPrompt: add }, keep)];
+        const gen = typeof obj.add_generation_prompt === "boolean" ? obj.add_generation_prompt : true;
+        texts = [tk.applyChatTemplate(obj.messages as ChatMessage[], { addGenerationPrompt: gen })];
+        add = false; // the template holds the BOS, as countChatAsync counts it
       } else {
-        const add = typeof obj.add_special_tokens === "boolean" ? obj.add_special_tokens : true;
+        add = typeof obj.add_special_tokens === "boolean" ? obj.add_special_tokens : true;
         const p = obj.prompt;
-        const texts = typeof p === "string" ? [p] : (p as unknown[]).filter((x) => typeof x === "string");
-        counted = [];
-        for (const t of texts) counted.push(await tk.countAsync(t as string, add, keep));
+        texts =
+          typeof p === "string" ? [p] : (p as unknown[]).filter((x): x is string => typeof x === "string");
       }
+      // a prompt too long to count cheaply is first held against a floor on its count: one that
+      // cannot fit by the floor alone is refused without the CPU exact counting costs (0.4 s for 5 MiB)
+      if (maxLen !== undefined)
+        for (const t of texts) {
+          if (t.length <= FLOOR_FIRST_CHARS) continue;
+          const floor = await tokenCountFloorAsync(t);
+          if (floor >= maxLen) throw contextLengthError(maxLen, floor, maxTokens, true)!;
+        }
+      counted = [];
+      for (const t of texts) counted.push(await tk.countAsync(t, add, keep));
     } catch (err) {
+      if (err instanceof HttpError) throw err;
       // a conversation the template cannot render: the engine answers that with its own 400
       log.debug({ err: (err as Error).message }, "prompt not counted");
       return [];

@@ -8,6 +8,7 @@ export type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
 export { ChatTemplateError } from "./types.js";
 export { chatMessageSchema, chatMessagesSchema, contentText } from "./messages.js";
 export { NO_CHAT_TEMPLATE_MESSAGE } from "./chat-templates.js";
+export { tokenCountFloor, tokenCountFloorAsync } from "./lower-bound.js";
 
 const FACTORIES: Record<string, () => FamilyTokenizer> = {
   llama3: createLlama3Tokenizer,

@@ -348,6 +348,35 @@ test("a prompt longer than the model's context gets vLLM's 400 from the router; 
   }
 });
 
+test("a prompt of a million words is refused by a floor on its count, saying so, without being counted or routed", async () => {
+  const model = "Qwen/Qwen2.5-0.5B-Instruct";
+  const e = await startFakeEngine({ models: [model] }); // announces max_model_len 8192
+  const router = await routerFor([e.url]);
+  try {
+    const words = 1_000_000;
+    const content = "lorem ".repeat(words);
+    const r = await post(`${router.url}/v1/chat/completions`, {
+      model,
+      messages: [{ role: "user", content }],
+    });
+    assert.equal(r.status, 400);
+    const err = ((await r.json()) as { error: { message: string; param: string } }).error;
+    // the floor counts the template's own runs of text too ("user", "assistant", ...), so it is at
+    // least the word count; the real count (cl100k: 2 tokens a word here) is never claimed
+    const m =
+      /^This model's maximum context length is 8192 tokens\. However, your request has at least (\d+) input tokens\. Please reduce the length of the input messages\.$/.exec(
+        err.message,
+      );
+    assert.ok(m, err.message);
+    assert.ok(Number(m[1]) >= words && Number(m[1]) < words + 50, m[1]);
+    assert.equal(err.param, "input_tokens");
+    assert.equal(e.hits, 0, "the engine never saw it");
+  } finally {
+    await router.close();
+    await e.close();
+  }
+});
+
 test("tokenizer endpoints are counted on their own, outside the generation metrics", async () => {
   const e = await startFakeEngine({ models: ["fake/m"] });
   const router = await routerFor([e.url]);
