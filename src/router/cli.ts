@@ -90,6 +90,12 @@ const specs: FlagSpecs = {
     default: "16MiB",
     help: "largest request body accepted (413 above); keep it at or under the engines' limit (the sim's is 16MiB)",
   },
+  "listen-sockets": {
+    type: "int",
+    min: 1,
+    max: 64,
+    help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn; only where no other process of this user may bind the port, as in a pod (default 1)",
+  },
   "max-in-flight-per-engine": { type: "int", default: 0, min: 0, help: "per-engine in-flight cap; 0 = none" },
   "queue-size": { type: "int", default: 1024, min: 0, help: "requests that may wait for room (429 beyond)" },
   "queue-timeout": { type: "string", default: "30s", help: "longest wait in the queue before 429" },
@@ -170,6 +176,7 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("session-key")) sub("session").bodyKey = flags["session-key"];
   if (has("engine-api-key")) c.engineApiKey = flags["engine-api-key"];
   if (has("max-body-size")) sub("limits").maxBodyBytes = flags["max-body-size"];
+  if (has("listen-sockets")) sub("limits").listenSockets = flags["listen-sockets"];
   if (has("max-in-flight-per-engine"))
     sub("admission").maxInFlightPerEngine = flags["max-in-flight-per-engine"];
   if (has("queue-size")) sub("admission").queueSize = flags["queue-size"];

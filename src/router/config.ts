@@ -225,6 +225,10 @@ export const routerConfigSchema = z.strictObject({
       bodyIdleTimeout: duration.default(30_000),
       /** open client connections; beyond, new ones are dropped at accept (logged); 0 = none (restart) */
       maxConnections: z.number().int().min(0).default(32_768),
+      /** listening sockets sharing the port (SO_REUSEPORT; Node 22.12+ on Linux, an explicit port,
+       * else 1): a burst of new connections is accepted this many per event-loop turn instead of one.
+       * Only where the port is the router's alone, as in a pod: see src/router/accept.ts (restart) */
+      listenSockets: z.number().int().min(1).max(64).default(1),
     })
     .prefault({}),
   /** SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close */

@@ -59,10 +59,13 @@ export async function startRouter(
   const router = new Router(cfg);
   opts.prepare?.(router);
   await router.start();
-  await new Promise<void>((resolve, reject) => {
-    router.server.once("error", reject);
-    router.server.listen(cfg.port, cfg.host, () => resolve());
-  });
+  try {
+    await router.listen(cfg.port, cfg.host);
+  } catch (err) {
+    // the port is taken (or not ours to bind): nothing of this router may keep running
+    await router.close(0);
+    throw err;
+  }
   const addr = router.server.address() as AddressInfo;
   const host = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
   const shownHost = host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host;

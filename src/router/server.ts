@@ -22,6 +22,7 @@ import { RouterGate } from "../tenancy/router-gate.js";
 import { AccessLog } from "./access-log.js";
 import { Ingress, JSON_ROUTES, MULTIPART_ROUTES } from "./ingress.js";
 import { PromptBudget } from "./prompt-budget.js";
+import { listenOnSockets, type Listening } from "./accept.js";
 import { EngineDrains } from "./migration-drain.js";
 import { readRequestBody } from "./body.js";
 
@@ -65,6 +66,8 @@ export class Router {
   readonly cache: CacheRouting;
   private readonly proxy: Proxy;
   readonly server: Server;
+  /** the listening sockets beyond the server's own (accept.ts) */
+  private listening: Listening | undefined;
   /** OTLP span exporter; undefined when tracing is off */
   readonly tracer: Tracer | undefined;
   /** API keys, tenant limits, cache salts (src/tenancy); off until a key is configured */
@@ -206,17 +209,38 @@ export class Router {
     );
     this.server.maxHeadersCount = 200;
     if (lim.maxConnections > 0) this.server.maxConnections = lim.maxConnections;
-    this.server.on("drop", () => {
-      this.metrics.connectionsDropped.child().value++;
-      // a flood of drops logs once a second at most
-      const now = Date.now();
-      if (now - this.droppedLogged < 1000) return;
-      this.droppedLogged = now;
-      log.warn(
-        { maxConnections: this.server.maxConnections },
-        "connection refused: limits.maxConnections client connections are open (switchyard_connections_dropped_total counts them)",
-      );
-    });
+    this.server.on("drop", this.connectionDropped);
+  }
+
+  /** A connection refused at accept (any listening socket) because limits.maxConnections were open. */
+  private readonly connectionDropped = (): void => {
+    this.metrics.connectionsDropped.child().value++;
+    // a flood of drops logs once a second at most
+    const now = Date.now();
+    if (now - this.droppedLogged < 1000) return;
+    this.droppedLogged = now;
+    log.warn(
+      { maxConnections: this.cfg.limits.maxConnections },
+      "connection refused: limits.maxConnections client connections are open (switchyard_connections_dropped_total counts them)",
+    );
+  };
+
+  /**
+   * Listens on host:port, on `limits.listenSockets` sockets where Node can share a port between them
+   * (see accept.ts), else on one. Resolves once every socket accepts.
+   */
+  async listen(port: number, host: string): Promise<void> {
+    const lim = this.cfg.limits;
+    this.listening = await listenOnSockets(
+      this.server,
+      port,
+      host,
+      lim.listenSockets,
+      lim.maxConnections,
+      this.connectionDropped,
+    );
+    if (this.listening.sockets > 1)
+      log.debug({ sockets: this.listening.sockets }, "listening on several sockets");
   }
 
   get config(): RouterConfig {
@@ -278,6 +302,7 @@ export class Router {
    */
   async close(drainMs: number = this.cfg.drainTimeout): Promise<void> {
     this.startDrain();
+    this.listening?.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     // a keep-alive connection whose response ended during the drain goes idle: close it promptly;

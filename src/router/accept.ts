@@ -1,0 +1,94 @@
+// Listening on several sockets at once, so that a storm of new connections is accepted in a few
+// event-loop turns rather than hundreds. Since libuv 1.45 (Node 20), a listening socket accepts one
+// connection per turn of the loop; a router already saturated by its first connections' requests
+// (each turn handling hundreds of them) then takes up to a second to accept the rest of a burst, and
+// their first requests wait that long (measured: wrk's 256 connections accepted over 0.1–1.2 s; its
+// p99 followed). With SO_REUSEPORT (Node's `reusePort`, 22.12 and later, Linux) the kernel spreads new
+// connections over N sockets bound to the same port, each accepting one per turn: N per turn. Every
+// socket hands its connections to the one HTTP server, so nothing else changes.
+//
+// SO_REUSEPORT has a hazard: another process of the same user that binds the port with it too joins
+// the group silently and takes a share of the connections, where a plain bind would have failed with
+// EADDRINUSE; and an ephemeral port (0) may be one such a process holds. So several sockets are used
+// only on an explicit port, after a plain bind on it has proved it free, and only when asked for
+// (`limits.listenSockets`, 1 by default; the chart asks for 8, each pod having its own network).
+// Where Node or the platform has no `reusePort`, or in a cluster worker (whose listening socket is its
+// primary's), the router listens on one socket as before.
+import cluster from "node:cluster";
+import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
+import type { Server } from "node:http";
+
+/** True where `listen({ reusePort })` exists (Node 22.12+, 23.1+) and spreads connections (Linux). */
+export function reusePortSupported(
+  version: string = process.versions.node,
+  platform: NodeJS.Platform = process.platform,
+): boolean {
+  if (platform !== "linux") return false;
+  const [major = 0, minor = 0] = version.split(".").map(Number);
+  return major >= 24 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
+export interface Listening {
+  /** sockets accepting for the server (1 where reusePort is not available) */
+  readonly sockets: number;
+  /** stops the extra sockets accepting (the server's own is closed by server.close()) */
+  close(): void;
+}
+
+/**
+ * Listens `server` on host:port with up to `sockets` listening sockets. `maxConnections` (0 = none)
+ * bounds the connections the sockets accept together: each socket takes an equal share, since the
+ * kernel spreads new connections over them evenly; `onDrop` is called for each one refused.
+ */
+export async function listenOnSockets(
+  server: Server,
+  port: number,
+  host: string,
+  sockets: number,
+  maxConnections: number,
+  onDrop: () => void,
+): Promise<Listening> {
+  const n = sockets > 1 && port !== 0 && !cluster.isWorker && reusePortSupported() ? sockets : 1;
+  const share = maxConnections > 0 ? Math.ceil(maxConnections / n) : 0;
+  if (share > 0) server.maxConnections = share;
+  if (n > 1) {
+    // EADDRINUSE here, as a plain listener would get, rather than joining another process's group
+    const probe = createNetServer();
+    await listen(probe, { port, host });
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+  }
+  await listen(server, n > 1 ? { port, host, reusePort: true } : { port, host });
+  const extra: NetServer[] = [];
+  try {
+    for (let i = 1; i < n; i++) {
+      const s = createNetServer((sock: Socket) => server.emit("connection", sock));
+      if (share > 0) s.maxConnections = share;
+      s.on("drop", onDrop);
+      extra.push(s);
+      await listen(s, { port, host, reusePort: true });
+    }
+  } catch (err) {
+    for (const s of extra) s.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    throw err;
+  }
+  return {
+    sockets: n,
+    close: () => {
+      for (const s of extra) s.close();
+    },
+  };
+}
+
+function listen(
+  s: NetServer | Server,
+  opts: { port: number; host: string; reusePort?: boolean },
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    s.once("error", reject);
+    s.listen(opts, () => {
+      s.off("error", reject);
+      resolve();
+    });
+  });
+}
