@@ -6,7 +6,8 @@
 // so the proxies are what is measured). Rounds are interleaved (each round starts with the next
 // target) and each figure is the median over rounds; ratios are against vllm-router in the same run.
 //   node --import tsx bench/router-vs-peers.ts [--rounds 5] [--duration 8] [--concurrency 64,256]
-//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid] [--workers N] [--out-dir DIR] [--json FILE]
+//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid] [--workers N] [--listen-sockets N] [--out-dir DIR]
+//     [--json FILE]
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +24,11 @@ const specs: FlagSpecs = {
   concurrency: { type: "string", default: "64,256", help: "wrk connections, comma-separated" },
   targets: { type: "string", default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid", help: "which proxies" },
   workers: { type: "int", min: 1, help: "Switchyard's --workers (default: one per core)" },
+  "listen-sockets": {
+    type: "int",
+    min: 1,
+    help: "Switchyard's --listen-sockets (default: the router's, 1; more need Node 22.12+)",
+  },
   "wrk-threads": { type: "int", default: 2, min: 1, help: "wrk threads" },
   "out-dir": { type: "string", help: "logs and results (default: a temporary folder)" },
   json: { type: "string", help: "also write the results here" },
@@ -240,6 +246,7 @@ async function main(): Promise<void> {
     ...engines.flatMap((e) => ["--backend", e]),
     "--workers",
     String(workers ?? availableParallelism()),
+    ...(flags["listen-sockets"] !== undefined ? ["--listen-sockets", String(flags["listen-sockets"])] : []),
   ];
   const syWorkers = workers ?? availableParallelism();
   if (wantTargets.includes("sy-rr")) {
