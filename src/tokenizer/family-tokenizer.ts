@@ -1,5 +1,6 @@
 // One Tokenizer built from parts: an ordinary-text BPE encoder, the added tokens recognised in text,
 // a decode table covering the model's whole vocabulary, and a chat template.
+import { setImmediate as yieldTurn } from "node:timers/promises";
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import { renderChat, type ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
@@ -41,8 +42,6 @@ const OFFLOAD_CHARS = 16_384;
 /** countAsync: text longer than this is counted on the worker thread once it is warm (it keeps the
  * main loop's CPU and garbage out of megabyte prompts; its ids are rarely all needed) */
 const COUNT_ON_WORKER_CHARS = 262_144;
-
-const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function isAsciiLetter(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
