@@ -234,6 +234,7 @@ async function main(): Promise<void> {
     add("vr-ca", "vllm-router 0.1.17 cache_aware", pVrCa!, c.pid);
   }
   const workers = flags.workers as number | undefined;
+  const syWorkers = workers ?? availableParallelism();
   const syArgs = (port: number, policy: string) => [
     ...cliPre,
     "router",
@@ -245,10 +246,9 @@ async function main(): Promise<void> {
     policy,
     ...engines.flatMap((e) => ["--backend", e]),
     "--workers",
-    String(workers ?? availableParallelism()),
+    String(syWorkers),
     ...(flags["listen-sockets"] !== undefined ? ["--listen-sockets", String(flags["listen-sockets"])] : []),
   ];
-  const syWorkers = workers ?? availableParallelism();
   if (wantTargets.includes("sy-rr")) {
     const c = startLogged(process.execPath, syArgs(pSyRr!, "round-robin"), join(outDir, "switchyard-rr.log"));
     add("sy-rr", `Switchyard round-robin (${syWorkers} workers)`, pSyRr!, c.pid);

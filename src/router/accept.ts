@@ -49,7 +49,8 @@ export async function listenOnSockets(
   onDrop: () => void,
 ): Promise<Listening> {
   const n = sockets > 1 && port !== 0 && !cluster.isWorker && reusePortSupported() ? sockets : 1;
-  const share = maxConnections > 0 ? Math.ceil(maxConnections / n) : 0;
+  // one socket keeps the server's own maxConnections; several take an equal share of it each
+  const share = n > 1 && maxConnections > 0 ? Math.ceil(maxConnections / n) : 0;
   if (share > 0) server.maxConnections = share;
   if (n > 1) {
     // EADDRINUSE here, as a plain listener would get, rather than joining another process's group

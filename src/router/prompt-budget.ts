@@ -18,7 +18,6 @@
 // library cannot be sliced) are left to the engine, which answers the same 400.
 import { resolveModel } from "../engine/profiles.js";
 import { contextLengthError } from "../http/context-length.js";
-import { HttpError } from "../http/errors.js";
 import {
   tokenizerForModel,
   tokenCountFloorAsync,
@@ -133,33 +132,20 @@ export class PromptBudget {
   ): Promise<number[]> {
     // routing needs no more than the context's tokens: the rest is counted, not kept
     const keep = maxLen ?? Infinity;
-    let counted: Array<{ count: number; ids: number[] }>;
-    try {
-      let texts: string[];
-      let add: boolean;
-      if (chat) {
-        const gen = typeof obj.add_generation_prompt === "boolean" ? obj.add_generation_prompt : true;
-        texts = [tk.applyChatTemplate(obj.messages as ChatMessage[], { addGenerationPrompt: gen })];
-        add = false; // the template holds the BOS, as countChatAsync counts it
-      } else {
-        add = typeof obj.add_special_tokens === "boolean" ? obj.add_special_tokens : true;
-        const p = obj.prompt;
-        texts =
-          typeof p === "string" ? [p] : (p as unknown[]).filter((x): x is string => typeof x === "string");
+    const prompt = promptTexts(tk, chat, obj);
+    if (!prompt) return [];
+    // a prompt too long to count cheaply is first held against a floor on its count: one that
+    // cannot fit by the floor alone is refused without the CPU exact counting costs (0.4 s for 5 MiB)
+    if (maxLen !== undefined)
+      for (const t of prompt.texts) {
+        if (t.length <= FLOOR_FIRST_CHARS) continue;
+        const floor = await tokenCountFloorAsync(t);
+        if (floor >= maxLen) throw contextLengthError(maxLen, floor, maxTokens, true)!;
       }
-      // a prompt too long to count cheaply is first held against a floor on its count: one that
-      // cannot fit by the floor alone is refused without the CPU exact counting costs (0.4 s for 5 MiB)
-      if (maxLen !== undefined)
-        for (const t of texts) {
-          if (t.length <= FLOOR_FIRST_CHARS) continue;
-          const floor = await tokenCountFloorAsync(t);
-          if (floor >= maxLen) throw contextLengthError(maxLen, floor, maxTokens, true)!;
-        }
-      counted = [];
-      for (const t of texts) counted.push(await tk.countAsync(t, add, keep));
+    const counted: Array<{ count: number; ids: number[] }> = [];
+    try {
+      for (const t of prompt.texts) counted.push(await tk.countAsync(t, prompt.addSpecialTokens, keep));
     } catch (err) {
-      if (err instanceof HttpError) throw err;
-      // a conversation the template cannot render: the engine answers that with its own 400
       log.debug({ err: (err as Error).message }, "prompt not counted");
       return [];
     }
@@ -199,6 +185,35 @@ export class PromptBudget {
     if (this.tokenizers.size >= MAX_TOKENIZERS) this.tokenizers.clear();
     this.tokenizers.set(model, tk);
     return tk;
+  }
+}
+
+/**
+ * The texts a prompt is counted as: a chat's rendered template (which holds the BOS), or a
+ * completion's string prompts; undefined for a conversation the template cannot render (the engine
+ * answers that with its own 400).
+ */
+function promptTexts(
+  tk: Tokenizer,
+  chat: boolean,
+  obj: Record<string, unknown>,
+): { texts: string[]; addSpecialTokens: boolean } | undefined {
+  if (!chat) {
+    const p = obj.prompt;
+    return {
+      texts: typeof p === "string" ? [p] : (p as unknown[]).filter((x): x is string => typeof x === "string"),
+      addSpecialTokens: typeof obj.add_special_tokens === "boolean" ? obj.add_special_tokens : true,
+    };
+  }
+  const gen = typeof obj.add_generation_prompt === "boolean" ? obj.add_generation_prompt : true;
+  try {
+    return {
+      texts: [tk.applyChatTemplate(obj.messages as ChatMessage[], { addGenerationPrompt: gen })],
+      addSpecialTokens: false,
+    };
+  } catch (err) {
+    log.debug({ err: (err as Error).message }, "prompt not counted");
+    return undefined;
   }
 }
 

@@ -225,6 +225,11 @@ export class Router {
     );
   };
 
+  /** Listening sockets accepting for this router (0 before listen()). */
+  get listenSockets(): number {
+    return this.listening?.sockets ?? 0;
+  }
+
   /**
    * Listens on host:port, on `limits.listenSockets` sockets where Node can share a port between them
    * (see accept.ts), else on one. Resolves once every socket accepts.
