@@ -12,8 +12,13 @@
 // EADDRINUSE; and an ephemeral port (0) may be one such a process holds. So several sockets are used
 // only on an explicit port, after a plain bind on it has proved it free, and only when asked for
 // (`limits.listenSockets`, 1 by default; the chart asks for 8, each pod having its own network).
-// Where Node or the platform has no `reusePort`, or in a cluster worker (whose listening socket is its
-// primary's), the router listens on one socket as before.
+// Where Node or the platform has no `reusePort` the router listens on one socket as before.
+//
+// Router workers (`--workers N`) where `reusePort` exists: each worker listens on sockets of its own in
+// the port's group (`exclusive`), so connections go from the kernel straight to a worker and the
+// primary neither accepts nor hands over sockets; the primary proves the port free once, before it
+// starts any (a worker cannot: its siblings already hold the port). Elsewhere a worker's socket is its
+// primary's, which accepts and hands each connection to a worker in turn (node:cluster's default).
 import cluster from "node:cluster";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import type { Server } from "node:http";
@@ -47,18 +52,29 @@ export async function listenOnSockets(
   sockets: number,
   maxConnections: number,
   onDrop: () => void,
+  /** a router worker whose primary proved the port free: it binds its own sockets (see above) */
+  ownSockets = false,
 ): Promise<Listening> {
-  const n = sockets > 1 && port !== 0 && !cluster.isWorker && reusePortSupported() ? sockets : 1;
+  const own = ownSockets && cluster.isWorker;
+  const n = own
+    ? sockets
+    : sockets > 1 && port !== 0 && !cluster.isWorker && reusePortSupported()
+      ? sockets
+      : 1;
   // one socket keeps the server's own maxConnections; several take an equal share of it each
   const share = n > 1 && maxConnections > 0 ? Math.ceil(maxConnections / n) : 0;
   if (share > 0) server.maxConnections = share;
-  if (n > 1) {
+  if (own) {
+    await listen(server, { port, host, reusePort: true, exclusive: true });
+  } else if (n > 1) {
     // EADDRINUSE here, as a plain listener would get, rather than joining another process's group
     const probe = createNetServer();
     await listen(probe, { port, host });
     await new Promise<void>((resolve) => probe.close(() => resolve()));
+    await listen(server, { port, host, reusePort: true });
+  } else {
+    await listen(server, { port, host });
   }
-  await listen(server, n > 1 ? { port, host, reusePort: true } : { port, host });
   const extra: NetServer[] = [];
   try {
     for (let i = 1; i < n; i++) {
@@ -66,7 +82,7 @@ export async function listenOnSockets(
       if (share > 0) s.maxConnections = share;
       s.on("drop", onDrop);
       extra.push(s);
-      await listen(s, { port, host, reusePort: true });
+      await listen(s, { port, host, reusePort: true, exclusive: own });
     }
   } catch (err) {
     for (const s of extra) s.close();
@@ -81,9 +97,22 @@ export async function listenOnSockets(
   };
 }
 
+/**
+ * Called by a router's primary before it starts any worker: proves an explicit port free (so a taken
+ * one fails there with EADDRINUSE, as a lone router does, instead of in every worker), and says
+ * whether the workers can each bind sockets of their own on it.
+ */
+export async function workersOwnSockets(port: number, host: string): Promise<boolean> {
+  if (port === 0) return false;
+  const probe = createNetServer();
+  await listen(probe, { port, host });
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return reusePortSupported();
+}
+
 function listen(
   s: NetServer | Server,
-  opts: { port: number; host: string; reusePort?: boolean },
+  opts: { port: number; host: string; reusePort?: boolean; exclusive?: boolean },
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     s.once("error", reject);

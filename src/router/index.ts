@@ -33,6 +33,8 @@ export interface StartOptions {
   prepare?: (router: Router) => void;
   /** log the listening line at debug (a router worker: its primary says it once for the group) */
   quiet?: boolean;
+  /** a router worker binds sockets of its own on the port (its primary proved it free: accept.ts) */
+  ownSockets?: boolean;
 }
 
 export interface RunningRouter {
@@ -60,7 +62,7 @@ export async function startRouter(
   opts.prepare?.(router);
   await router.start();
   try {
-    await router.listen(cfg.port, cfg.host);
+    await router.listen(cfg.port, cfg.host, opts.ownSockets);
   } catch (err) {
     // the port is taken (or not ours to bind): nothing of this router may keep running
     await router.close(0);

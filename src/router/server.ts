@@ -234,7 +234,7 @@ export class Router {
    * Listens on host:port, on `limits.listenSockets` sockets where Node can share a port between them
    * (see accept.ts), else on one. Resolves once every socket accepts.
    */
-  async listen(port: number, host: string): Promise<void> {
+  async listen(port: number, host: string, ownSockets = false): Promise<void> {
     const lim = this.cfg.limits;
     this.listening = await listenOnSockets(
       this.server,
@@ -243,6 +243,7 @@ export class Router {
       lim.listenSockets,
       lim.maxConnections,
       this.connectionDropped,
+      ownSockets,
     );
     if (this.listening.sockets > 1)
       log.debug({ sockets: this.listening.sockets }, "listening on several sockets");

@@ -448,3 +448,24 @@ test("a second signal ends a draining group at once", { timeout: 60_000 }, async
     await g.close();
   }
 });
+
+test(
+  "a second group on a port the first holds fails with EADDRINUSE, its workers never joining the port",
+  { timeout: 60_000 },
+  async () => {
+    // where Node has reusePort each worker binds its own socket in the port's group (accept.ts): the
+    // primary's plain bind first is what keeps a second group out of it
+    const g = await startGroup("round-robin");
+    try {
+      const second = spawnCli(["router", "--host", "127.0.0.1", "--port", String(g.port), "--workers", "2"]);
+      const code = await new Promise<number | null>((resolve) => second.child.once("exit", (c) => resolve(c)));
+      assert.notEqual(code, 0);
+      assert.match(second.output(), /EADDRINUSE/);
+      // the first group still serves every new connection
+      const by = await connections(g.url, 2);
+      await closeAll(by);
+    } finally {
+      await g.close();
+    }
+  },
+);

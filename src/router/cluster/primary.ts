@@ -17,6 +17,7 @@ import {
   type RouterConfig,
   type RouterConfigInput,
 } from "../config.js";
+import { workersOwnSockets } from "../accept.js";
 import { watchConfigFile } from "../config-watch.js";
 import { aggregateMetrics } from "./aggregate.js";
 import { ControlPlane } from "./control-plane.js";
@@ -58,6 +59,8 @@ function workerInput(input: Record<string, unknown>, slot: number, relay: boolea
 interface Slot {
   worker: Worker | undefined;
   restarts: number[];
+  /** the replacement of a worker that exited, once its back-off has passed */
+  restartTimer?: NodeJS.Timeout;
   /** its in-flight counts as the group sees them (its reports and its confirmed claims) */
   ledger: WorkerLedger;
 }
@@ -79,6 +82,8 @@ export class Primary {
   private readonly waiting = new Map<number, { got: unknown[][]; need: number; done: () => void }>();
   private metricsSeq = 0;
   private readonly limits = new LimitKeeper();
+  /** workers bind their own sockets on the port (accept.ts) */
+  private ownSockets = false;
 
   constructor(private readonly o: PrimaryOptions) {
     this.input = this.readInput();
@@ -106,6 +111,8 @@ export class Primary {
 
   /** Starts the control plane and the workers; resolves with the URL once the first one listens. */
   async start(): Promise<string> {
+    // before anything runs: a taken port fails here as it would for a lone router
+    this.ownSockets = await workersOwnSockets(this.cfg.port, this.cfg.host);
     await this.cp.start();
     const bind = (this.cfg.routing.kvEvents as { bind?: string }).bind;
     if (bind) {
@@ -169,6 +176,7 @@ export class Primary {
           workers: this.o.workers,
           config: workerInput(this.input, slot, this.relay !== undefined),
           ...(this.o.configFile ? { configFile: this.o.configFile } : {}),
+          ...(this.ownSockets ? { ownSockets: true } : {}),
         });
         for (const s of this.cp.snapshot()) this.send(w, s);
         for (const other of this.cp.load.sources()) {
@@ -367,15 +375,18 @@ export class Primary {
     // a crash loop backs off: 0.5 s, 1 s, 2 s, ... up to 30 s between attempts
     const delay = Math.min(30_000, 500 * 2 ** (s.restarts.length - 1));
     log.error({ worker: slot + 1, code, signal, restartInMs: delay }, "router worker exited; restarting it");
-    setTimeout(() => {
+    // kept referenced: a group whose workers all died waits for their replacements, never exits 0
+    s.restartTimer = setTimeout(() => {
+      s.restartTimer = undefined;
       if (!this.stopping) this.fork(slot);
-    }, delay).unref();
+    }, delay);
   }
 
   /** First signal: every worker drains and exits, then this process. */
   async close(): Promise<void> {
     this.stopping = true;
     this.unwatch?.();
+    for (const s of this.slots) clearTimeout(s.restartTimer);
     const exits = this.slots.map(
       (s) =>
         new Promise<void>((resolve) => {

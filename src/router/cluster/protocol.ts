@@ -54,7 +54,15 @@ export interface SyncBatch {
 
 /** primary → worker */
 export type ToWorker =
-  | { t: "start"; slot: number; workers: number; config: Record<string, unknown>; configFile?: string }
+  | {
+      t: "start";
+      slot: number;
+      workers: number;
+      config: Record<string, unknown>;
+      configFile?: string;
+      /** bind reuse-port sockets of its own: the primary proved the port free (accept.ts) */
+      ownSockets?: boolean;
+    }
   | { t: "engine"; status: EngineStatus }
   | { t: "models"; url: string; cards: ModelCard[] }
   | { t: "remove"; url: string }

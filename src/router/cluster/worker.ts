@@ -30,6 +30,13 @@ const log = logger("router.worker");
  * requests a second one report per turn carries many.
  */
 const IMMEDIATE_GAP_MS = 1;
+/**
+ * When no decision of any worker reads the counts (round-robin, no per-engine in-flight cap), they
+ * are reported this often instead: they only feed /metrics, status and the replicas' reports, all
+ * read at human or `peers.interval` time scales, and a report per turn was the largest share of a
+ * worker's cost beyond serving (measured: the primary's relaying alone 7–10 µs per tiny request).
+ */
+const RELAXED_REPORT_MS = 100;
 /** how often engines that sent bytes are reported (probes time out in seconds) */
 const PROGRESS_EVERY_MS = 250;
 /** a request to the primary that gets no answer in this long fails */
@@ -132,7 +139,19 @@ export class WorkerLink implements RouterGroup {
     return this.load.own(e);
   }
 
+  /** whether any decision reads the group's counts: the policy's pick or the per-engine cap */
+  private countsDecide(): boolean {
+    const r = this.router;
+    return r.routingPolicy.name !== "round-robin" || r.config.admission.maxInFlightPerEngine > 0;
+  }
+
   private readonly schedule = (): void => {
+    if (!this.countsDecide()) {
+      if (this.flushScheduled) return;
+      this.flushScheduled = true;
+      setTimeout(this.flush, RELAXED_REPORT_MS).unref();
+      return;
+    }
     if (performance.now() - this.lastFlush >= IMMEDIATE_GAP_MS) return this.send();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -268,6 +287,7 @@ export async function runWorker(): Promise<void> {
   let link: WorkerLink | undefined;
   const running = await startRouter(start.config, {
     quiet: true,
+    ownSockets: start.ownSockets === true,
     prepare: (router) => {
       link = new WorkerLink(router, start);
       router.group = link;
