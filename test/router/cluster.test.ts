@@ -458,7 +458,9 @@ test(
     const g = await startGroup("round-robin");
     try {
       const second = spawnCli(["router", "--host", "127.0.0.1", "--port", String(g.port), "--workers", "2"]);
-      const code = await new Promise<number | null>((resolve) => second.child.once("exit", (c) => resolve(c)));
+      const code = await new Promise<number | null>((resolve) =>
+        second.child.once("exit", (c) => resolve(c)),
+      );
       assert.notEqual(code, 0);
       assert.match(second.output(), /EADDRINUSE/);
       // the first group still serves every new connection
