@@ -6,8 +6,8 @@
 // so the proxies are what is measured). Rounds are interleaved (each round starts with the next
 // target) and each figure is the median over rounds; ratios are against vllm-router in the same run.
 //   node --import tsx bench/router-vs-peers.ts [--rounds 5] [--duration 8] [--concurrency 64,256]
-//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid] [--workers N] [--listen-sockets N] [--out-dir DIR]
-//     [--json FILE]
+//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid] [--workers N] [--hybrid-workers N] [--listen-sockets N]
+//     [--out-dir DIR] [--json FILE]
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,7 +23,13 @@ const specs: FlagSpecs = {
   duration: { type: "int", default: 8, min: 1, help: "seconds per measurement" },
   concurrency: { type: "string", default: "64,256", help: "wrk connections, comma-separated" },
   targets: { type: "string", default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid", help: "which proxies" },
-  workers: { type: "int", min: 1, help: "Switchyard's --workers (default: one per core)" },
+  workers: { type: "int", min: 1, help: "Switchyard round-robin's --workers (default: one per core)" },
+  "hybrid-workers": {
+    type: "int",
+    default: 1,
+    min: 1,
+    help: "Switchyard hybrid's --workers (a load-aware pick is confirmed by the primary: see docs/router.md)",
+  },
   "listen-sockets": {
     type: "int",
     min: 1,
@@ -235,7 +241,8 @@ async function main(): Promise<void> {
   }
   const workers = flags.workers as number | undefined;
   const syWorkers = workers ?? availableParallelism();
-  const syArgs = (port: number, policy: string) => [
+  const hyWorkers = flags["hybrid-workers"] as number;
+  const syArgs = (port: number, policy: string, n: number) => [
     ...cliPre,
     "router",
     "--host",
@@ -246,16 +253,29 @@ async function main(): Promise<void> {
     policy,
     ...engines.flatMap((e) => ["--backend", e]),
     "--workers",
-    String(syWorkers),
+    String(n),
     ...(flags["listen-sockets"] !== undefined ? ["--listen-sockets", String(flags["listen-sockets"])] : []),
   ];
   if (wantTargets.includes("sy-rr")) {
-    const c = startLogged(process.execPath, syArgs(pSyRr!, "round-robin"), join(outDir, "switchyard-rr.log"));
+    const c = startLogged(
+      process.execPath,
+      syArgs(pSyRr!, "round-robin", syWorkers),
+      join(outDir, "switchyard-rr.log"),
+    );
     add("sy-rr", `Switchyard round-robin (${syWorkers} workers)`, pSyRr!, c.pid);
   }
   if (wantTargets.includes("sy-hybrid")) {
-    const c = startLogged(process.execPath, syArgs(pSyHy!, "hybrid"), join(outDir, "switchyard-hybrid.log"));
-    add("sy-hybrid", `Switchyard hybrid (${syWorkers} workers)`, pSyHy!, c.pid);
+    const c = startLogged(
+      process.execPath,
+      syArgs(pSyHy!, "hybrid", hyWorkers),
+      join(outDir, "switchyard-hybrid.log"),
+    );
+    add(
+      "sy-hybrid",
+      `Switchyard hybrid (${hyWorkers} ${hyWorkers === 1 ? "process" : "workers"})`,
+      pSyHy!,
+      c.pid,
+    );
   }
   // every proxy answers a completion before the clock starts
   for (const t of targets) {
@@ -281,7 +301,9 @@ async function main(): Promise<void> {
     `router vs peers: ${rounds} interleaved rounds of ${duration} s per cell, wrk -t${flags["wrk-threads"]}, ` +
       `load average ${loadavg()
         .map((x) => x.toFixed(1))
-        .join(" ")}, ${availableParallelism()} cores; logs in ${outDir}`,
+        .join(
+          " ",
+        )}, ${availableParallelism()} cores, Switchyard on Node ${process.versions.node}; logs in ${outDir}`,
   );
   for (const t of targets) console.log(`  ${t.name.padEnd(10)} ${t.label}`);
   // warm-up: connections open, JITs warm
@@ -321,17 +343,19 @@ function printSummary(res: PeersResult, targets: Target[]): void {
     `\nmedians over ${res.rounds} rounds (load average ${res.load.before.toFixed(1)} → ${res.load.after.toFixed(1)})`,
   );
   console.log(
-    "| conc | target | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx / socket errors | req/s vs vllm-router rr | p99 vs vllm-router rr |",
+    "| conc | target | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx / socket errors | against | req/s vs it | p99 vs it |",
   );
-  console.log("|---|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
   for (const [c, byTarget] of Object.entries(res.cells)) {
-    const ref = byTarget["vr-rr"] ? summarize(byTarget["vr-rr"]) : undefined;
     for (const t of targets) {
+      // each policy against its counterpart: cache-aware routing against vllm-router's cache_aware
+      const refName = t.name === "sy-hybrid" || t.name === "vr-ca" ? "vr-ca" : "vr-rr";
+      const ref = byTarget[refName] ? summarize(byTarget[refName]) : undefined;
       const s = summarize(byTarget[t.name]!);
       const vs = (x: number | undefined) =>
         x !== undefined && Number.isFinite(x) ? `${x.toFixed(2)}×` : "—";
       console.log(
-        `| ${c} | ${t.label} | ${s.rps.toFixed(0)} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${s.cpuUsPerReq.toFixed(0)} | ${s.non2xx} / ${s.socketErrors} | ${vs(ref && s.rps / ref.rps)} | ${vs(ref && s.p99 / ref.p99)} |`,
+        `| ${c} | ${t.label} | ${s.rps.toFixed(0)} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${s.cpuUsPerReq.toFixed(0)} | ${s.non2xx} / ${s.socketErrors} | ${refName} | ${vs(ref && s.rps / ref.rps)} | ${vs(ref && s.p99 / ref.p99)} |`,
       );
     }
   }
