@@ -94,7 +94,7 @@ const specs: FlagSpecs = {
     type: "int",
     min: 1,
     max: 64,
-    help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn; only where no other process of this user may bind the port, as in a pod (default 1)",
+    help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn (per worker with --workers); only where no other process of this user may bind the port, as in a pod (default 1)",
   },
   "max-in-flight-per-engine": { type: "int", default: 0, min: 0, help: "per-engine in-flight cap; 0 = none" },
   "queue-size": { type: "int", default: 1024, min: 0, help: "requests that may wait for room (429 beyond)" },
