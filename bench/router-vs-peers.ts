@@ -7,6 +7,7 @@
 // target) and each figure is the median over rounds; ratios are against vllm-router in the same run.
 //   node --import tsx bench/router-vs-peers.ts [--rounds 5] [--duration 8] [--concurrency 64,256]
 //     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid] [--workers N] [--hybrid-workers N] [--listen-sockets N]
+//     [--switchyard-log-level info|warn]
 //     [--out-dir DIR] [--json FILE]
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
@@ -34,6 +35,11 @@ const specs: FlagSpecs = {
     type: "int",
     min: 1,
     help: "Switchyard's --listen-sockets (default: the router's, 1; more need Node 22.12+)",
+  },
+  "switchyard-log-level": {
+    type: "string",
+    default: "info",
+    help: "Switchyard's SWITCHYARD_LOG_LEVEL (info, the default, writes an access line per request; warn does not)",
   },
   "wrk-threads": { type: "int", default: 2, min: 1, help: "wrk threads" },
   "out-dir": { type: "string", help: "logs and results (default: a temporary folder)" },
@@ -242,6 +248,8 @@ async function main(): Promise<void> {
   const workers = flags.workers as number | undefined;
   const syWorkers = workers ?? availableParallelism();
   const hyWorkers = flags["hybrid-workers"] as number;
+  // warn drops the access line per request (info), which vllm-router does not write by default
+  const syEnv = { SWITCHYARD_LOG_LEVEL: flags["switchyard-log-level"] as string };
   const syArgs = (port: number, policy: string, n: number) => [
     ...cliPre,
     "router",
@@ -261,6 +269,7 @@ async function main(): Promise<void> {
       process.execPath,
       syArgs(pSyRr!, "round-robin", syWorkers),
       join(outDir, "switchyard-rr.log"),
+      syEnv,
     );
     add("sy-rr", `Switchyard round-robin (${syWorkers} workers)`, pSyRr!, c.pid);
   }
@@ -269,6 +278,7 @@ async function main(): Promise<void> {
       process.execPath,
       syArgs(pSyHy!, "hybrid", hyWorkers),
       join(outDir, "switchyard-hybrid.log"),
+      syEnv,
     );
     add(
       "sy-hybrid",
