@@ -56,25 +56,13 @@ export async function listenOnSockets(
   ownSockets = false,
 ): Promise<Listening> {
   const own = ownSockets && cluster.isWorker;
-  const n = own
-    ? sockets
-    : sockets > 1 && port !== 0 && !cluster.isWorker && reusePortSupported()
-      ? sockets
-      : 1;
+  const n = own || (port !== 0 && !cluster.isWorker && reusePortSupported()) ? sockets : 1;
   // one socket keeps the server's own maxConnections; several take an equal share of it each
   const share = n > 1 && maxConnections > 0 ? Math.ceil(maxConnections / n) : 0;
   if (share > 0) server.maxConnections = share;
-  if (own) {
-    await listen(server, { port, host, reusePort: true, exclusive: true });
-  } else if (n > 1) {
-    // EADDRINUSE here, as a plain listener would get, rather than joining another process's group
-    const probe = createNetServer();
-    await listen(probe, { port, host });
-    await new Promise<void>((resolve) => probe.close(() => resolve()));
-    await listen(server, { port, host, reusePort: true });
-  } else {
-    await listen(server, { port, host });
-  }
+  // EADDRINUSE here, as a plain listener would get, rather than joining another process's group
+  if (n > 1 && !own) await provePortFree(port, host);
+  await listen(server, own || n > 1 ? { port, host, reusePort: true, exclusive: own } : { port, host });
   const extra: NetServer[] = [];
   try {
     for (let i = 1; i < n; i++) {
@@ -104,10 +92,15 @@ export async function listenOnSockets(
  */
 export async function workersOwnSockets(port: number, host: string): Promise<boolean> {
   if (port === 0) return false;
+  await provePortFree(port, host);
+  return reusePortSupported();
+}
+
+/** A plain bind on host:port, released at once: rejects with EADDRINUSE where the port is taken. */
+async function provePortFree(port: number, host: string): Promise<void> {
   const probe = createNetServer();
   await listen(probe, { port, host });
   await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return reusePortSupported();
 }
 
 function listen(

@@ -110,13 +110,7 @@ export class WorkerLink implements RouterGroup {
       this.picks.commit(this.picks.takeHeld());
       this.schedule();
     };
-    this.claims = new Claims(
-      reg,
-      this.load,
-      this.picks,
-      send,
-      () => router.routingPolicy.name !== "round-robin",
-    );
+    this.claims = new Claims(reg, this.load, this.picks, send, this.policyReadsLoad);
     reg.arbiter = this.claims;
     router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
@@ -139,23 +133,17 @@ export class WorkerLink implements RouterGroup {
     return this.load.own(e);
   }
 
-  /** whether any decision reads the group's counts: the policy's pick or the per-engine cap */
-  private countsDecide(): boolean {
-    const r = this.router;
-    return r.routingPolicy.name !== "round-robin" || r.config.admission.maxInFlightPerEngine > 0;
-  }
+  /** round-robin reads no load: its picks claim nothing (claims.ts) */
+  private readonly policyReadsLoad = (): boolean => this.router.routingPolicy.name !== "round-robin";
 
   private readonly schedule = (): void => {
-    if (!this.countsDecide()) {
-      if (this.flushScheduled) return;
-      this.flushScheduled = true;
-      setTimeout(this.flush, RELAXED_REPORT_MS).unref();
-      return;
-    }
-    if (performance.now() - this.lastFlush >= IMMEDIATE_GAP_MS) return this.send();
+    // no decision reads the group's counts: neither the policy's pick nor a per-engine cap
+    const relaxed = !this.policyReadsLoad() && this.router.config.admission.maxInFlightPerEngine === 0;
+    if (!relaxed && performance.now() - this.lastFlush >= IMMEDIATE_GAP_MS) return this.send();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(this.flush);
+    if (relaxed) setTimeout(this.flush, RELAXED_REPORT_MS).unref();
+    else setImmediate(this.flush);
   };
 
   private readonly flush = (): void => {
