@@ -2,7 +2,8 @@
 // benchmark (bench/routing-compare.ts: sims, multi-round QA through the router) with one router process,
 // with `--workers 2`, and with two replicas (peered, behind a round-robin TCP balancer), in interleaved
 // rounds (each round starts with the next layout), for one policy. Reports each layout's steady TTFT p50
-// and output throughput (medians over rounds, modelled time) as ratios against one process.
+// and output throughput (medians over rounds, modelled time) as ratios against one process, then the
+// steady requests of all rounds pooled per layout (p50 with a bootstrap interval, and the mean).
 //   node --import tsx bench/routing-scale.ts [--policy predictive] [--rounds 3] [--out-dir DIR]
 //     [-- routing-compare flags...]
 import { spawnSync } from "node:child_process";
@@ -11,6 +12,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
+import { samplesFromBenchJson } from "./routing-stats.js";
 
 const argv = process.argv.slice(2);
 const sep = argv.indexOf("--");
@@ -47,6 +49,8 @@ const median = (xs: number[]): number => {
 };
 
 const results = layouts.map(() => [] as Steady[]);
+/** every steady request's TTFT (rounds ≥ 1, wall ms) of every round, per layout: the pooled figures */
+const pooled = layouts.map(() => [] as number[]);
 const policy = flags.policy as string;
 console.log(
   `routing-scale: ${policy}, ${flags.rounds} interleaved rounds, load average ${loadavg()[0]!.toFixed(1)}; results in ${outDir}`,
@@ -74,6 +78,11 @@ for (let r = 0; r < (flags.rounds as number); r++) {
     if (run.status !== 0) throw new Error(`routing-compare (${l.name}) exited ${run.status}`);
     const row = (JSON.parse(readFileSync(json, "utf8")) as { steady: Steady }[])[0]!;
     results[i]!.push(row.steady);
+    const bench = JSON.parse(readFileSync(join(outDir, `r${r}-${i}`, `${policy}.json`), "utf8")) as Record<
+      string,
+      unknown
+    >;
+    for (const x of samplesFromBenchJson(bench)) if (x.round > 0 && x.ok) pooled[i]!.push(x.ttft);
     console.log(
       `round ${r + 1} ${l.name.padEnd(12)} steady TTFT p50 ${row.steady.ttftP50.toFixed(1)} ms, output ${row.steady.outputTps.toFixed(0)} tok/s, load ${loadavg()[0]!.toFixed(1)}`,
     );
@@ -90,5 +99,37 @@ layouts.forEach((l, i) => {
   const tps = median(results[i]!.map((s) => s.outputTps));
   console.log(
     `| ${l.name} | ${ttft.toFixed(1)} | ${tps.toFixed(0)} | ${(ttft / ref.ttft).toFixed(3)}× | ${(tps / ref.tps).toFixed(3)}× |`,
+  );
+});
+
+// The median of a few rounds' p50s moves by several percent from run to run on a shared box (each
+// round has ~120 steady requests), so the pooled requests of all rounds are set side by side too:
+// their p50 and mean against one process's, with a 90% bootstrap interval of the p50 ratio
+// (requests resampled within each layout; rounds are not independent of the box's load, so read it
+// as a lower bound on the uncertainty).
+const sorted = (xs: number[]) => Float64Array.from(xs).sort();
+const p50 = (s: Float64Array) =>
+  s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+let seed = 1;
+const rand = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+const resampledP50 = (xs: number[]) => {
+  const r = new Float64Array(xs.length);
+  for (let k = 0; k < xs.length; k++) r[k] = xs[Math.floor(rand() * xs.length)]!;
+  return p50(r.sort());
+};
+console.log(
+  `\n| layout | steady requests (all rounds) | pooled TTFT p50 vs 1 process (90% interval) | mean TTFT vs 1 process |`,
+);
+console.log("|---|---|---|---|");
+const ref0 = pooled[0]!;
+layouts.forEach((l, i) => {
+  const xs = pooled[i]!;
+  const ratios: number[] = [];
+  for (let b = 0; b < 1000; b++) ratios.push(resampledP50(xs) / resampledP50(ref0));
+  ratios.sort((a, b) => a - b);
+  const ci = i === 0 ? "" : ` (${ratios[50]!.toFixed(3)}–${ratios[949]!.toFixed(3)})`;
+  console.log(
+    `| ${l.name} | ${xs.length} | ${(p50(sorted(xs)) / p50(sorted(ref0))).toFixed(3)}×${ci} | ${(mean(xs) / mean(ref0)).toFixed(3)}× |`,
   );
 });
