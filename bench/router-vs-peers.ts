@@ -245,8 +245,7 @@ async function main(): Promise<void> {
     const c = startLogged(vr, vrArgs(pVrCa!, "cache_aware", pVrProm2!), join(outDir, "vllm-router-ca.log"));
     add("vr-ca", "vllm-router 0.1.17 cache_aware", pVrCa!, c.pid);
   }
-  const workers = flags.workers as number | undefined;
-  const syWorkers = workers ?? availableParallelism();
+  const syWorkers = (flags.workers as number | undefined) ?? availableParallelism();
   const hyWorkers = flags["hybrid-workers"] as number;
   // warn drops the access line per request (info), which vllm-router does not write by default
   const syEnv = { SWITCHYARD_LOG_LEVEL: flags["switchyard-log-level"] as string };

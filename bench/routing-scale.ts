@@ -12,6 +12,8 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
+import { mulberry32 } from "../src/workload/rng.js";
+import { mean, percentile, percentileSorted } from "../src/workload/stats.js";
 import { samplesFromBenchJson } from "./routing-stats.js";
 
 const argv = process.argv.slice(2);
@@ -42,11 +44,7 @@ interface Steady {
   outputTps: number;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
+const median = (xs: readonly number[]): number => percentile(xs, 50);
 
 const results = layouts.map(() => [] as Steady[]);
 /** every steady request's TTFT (rounds ≥ 1, wall ms) of every round, per layout: the pooled figures */
@@ -107,17 +105,9 @@ layouts.forEach((l, i) => {
 // their p50 and mean against one process's, with a 90% bootstrap interval of the p50 ratio
 // (requests resampled within each layout; rounds are not independent of the box's load, so read it
 // as a lower bound on the uncertainty).
-const sorted = (xs: number[]) => Float64Array.from(xs).sort();
-const p50 = (s: Float64Array) =>
-  s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-let seed = 1;
-const rand = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-const resampledP50 = (xs: number[]) => {
-  const r = new Float64Array(xs.length);
-  for (let k = 0; k < xs.length; k++) r[k] = xs[Math.floor(rand() * xs.length)]!;
-  return p50(r.sort());
-};
+const rand = mulberry32(1);
+const resampledMedian = (xs: readonly number[]) =>
+  median(Array.from(xs, () => xs[Math.floor(rand() * xs.length)]!));
 console.log(
   `\n| layout | steady requests (all rounds) | pooled TTFT p50 vs 1 process (90% interval) | mean TTFT vs 1 process |`,
 );
@@ -125,11 +115,14 @@ console.log("|---|---|---|---|");
 const ref0 = pooled[0]!;
 layouts.forEach((l, i) => {
   const xs = pooled[i]!;
-  const ratios: number[] = [];
-  for (let b = 0; b < 1000; b++) ratios.push(resampledP50(xs) / resampledP50(ref0));
-  ratios.sort((a, b) => a - b);
-  const ci = i === 0 ? "" : ` (${ratios[50]!.toFixed(3)}–${ratios[949]!.toFixed(3)})`;
+  let ci = "";
+  if (i > 0) {
+    const ratios: number[] = [];
+    for (let b = 0; b < 1000; b++) ratios.push(resampledMedian(xs) / resampledMedian(ref0));
+    ratios.sort((a, b) => a - b);
+    ci = ` (${percentileSorted(ratios, 5).toFixed(3)}–${percentileSorted(ratios, 95).toFixed(3)})`;
+  }
   console.log(
-    `| ${l.name} | ${xs.length} | ${(p50(sorted(xs)) / p50(sorted(ref0))).toFixed(3)}×${ci} | ${(mean(xs) / mean(ref0)).toFixed(3)}× |`,
+    `| ${l.name} | ${xs.length} | ${(median(xs) / median(ref0)).toFixed(3)}×${ci} | ${(mean(xs) / mean(ref0)).toFixed(3)}× |`,
   );
 });

@@ -5,13 +5,14 @@
 // Reports the gaps (what any I/O waits for) and the time to encode them all.
 // Run: npm run bench:tokenizer-turns   (or: node --import tsx bench/tokenizer-turns.ts [prompts] [words])
 import { tokenizerFor } from "../src/tokenizer/index.js";
+import { mulberry32 } from "../src/workload/rng.js";
+import { percentileSorted } from "../src/workload/stats.js";
 
 const prompts = Number(process.argv[2] ?? 8);
 const words = Number(process.argv[3] ?? 8000);
 const tok = tokenizerFor("llama3");
 
-let seed = 12345;
-const rand = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+const rand = mulberry32(12345);
 const word = () => {
   let w = "";
   const n = 2 + Math.floor(rand() * 8);
@@ -19,9 +20,6 @@ const word = () => {
   return w;
 };
 const text = () => Array.from({ length: words }, word).join(" ");
-
-const pct = (xs: number[], p: number) =>
-  xs[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))] ?? NaN;
 
 tok.encode("warm the tables");
 console.log(`${prompts} prompts of ${words} made-up words each, encoded at once (llama3), 4 rounds:`);
@@ -48,8 +46,8 @@ for (let round = 0; round < 4; round++) {
   gaps.sort((a, b) => a - b);
   heard.sort((a, b) => a - b);
   console.log(
-    `round ${round + 1}: loop held p50 ${pct(gaps, 50).toFixed(1)} ms, p90 ${pct(gaps, 90).toFixed(1)}, max ${gaps.at(-1)!.toFixed(1)}; ` +
-      `a message heard after p50 ${pct(heard, 50).toFixed(2)} ms, max ${heard.at(-1)!.toFixed(2)}; ` +
+    `round ${round + 1}: loop held p50 ${percentileSorted(gaps, 50).toFixed(1)} ms, p90 ${percentileSorted(gaps, 90).toFixed(1)}, max ${gaps.at(-1)!.toFixed(1)}; ` +
+      `a message heard after p50 ${percentileSorted(heard, 50).toFixed(2)} ms, max ${heard.at(-1)!.toFixed(2)}; ` +
       `all ${prompts} encoded in ${ms.toFixed(0)} ms (${texts[0]!.length} characters each)`,
   );
 }
