@@ -66,6 +66,8 @@ interface Row {
   failed: number;
   errors: Record<string, number>;
   decisions: Record<string, number>;
+  /** router workers' claims by result (confirmed, refused, unconfirmed) */
+  claims: Record<string, number>;
   cpu: { sims: number; router: number; bench: number; load: number };
   wallS: number;
   file: string;
@@ -167,12 +169,16 @@ async function runPolicy(policy: string): Promise<Row> {
   const busy1 = await busyOf();
   // why the router picked what it picked (cache-aware policies): reason → decisions
   const decisions: Record<string, number> = {};
+  const claims: Record<string, number> = {};
   try {
     const text = await (await fetch(`${rurl}/metrics`)).text();
     for (const m of text.matchAll(
       /^switchyard_routing_decisions_total\{[^}]*reason="([^"]+)"[^}]*\} (\S+)/gm,
     ))
       decisions[m[1]!] = (decisions[m[1]!] ?? 0) + Number(m[2]);
+    // router workers: how many load-aware picks the primary confirmed or refused
+    for (const m of text.matchAll(/^switchyard_routing_claims_total\{result="([^"]+)"\} (\S+)/gm))
+      claims[m[1]!] = Number(m[2]);
   } catch {
     // the router is gone: no breakdown
   }
@@ -199,6 +205,7 @@ async function runPolicy(policy: string): Promise<Row> {
     failed: j.failed as number,
     errors: (j.errors_by_kind as Record<string, number>) ?? {},
     decisions,
+    claims,
     cpu: {
       sims: simCpu / wallS,
       router: routerCpu / wallS,

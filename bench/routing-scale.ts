@@ -49,6 +49,8 @@ const median = (xs: readonly number[]): number => percentile(xs, 50);
 const results = layouts.map(() => [] as Steady[]);
 /** every steady request's TTFT (rounds ≥ 1, wall ms) of every round, per layout: the pooled figures */
 const pooled = layouts.map(() => [] as number[]);
+/** router workers' claims by result, summed over rounds, per layout */
+const claims = layouts.map(() => ({}) as Record<string, number>);
 const policy = flags.policy as string;
 console.log(
   `routing-scale: ${policy}, ${flags.rounds} interleaved rounds, load average ${loadavg()[0]!.toFixed(1)}; results in ${outDir}`,
@@ -74,8 +76,11 @@ for (let r = 0; r < (flags.rounds as number); r++) {
       { stdio: ["ignore", "ignore", "inherit"] },
     );
     if (run.status !== 0) throw new Error(`routing-compare (${l.name}) exited ${run.status}`);
-    const row = (JSON.parse(readFileSync(json, "utf8")) as { steady: Steady }[])[0]!;
+    const row = (
+      JSON.parse(readFileSync(json, "utf8")) as { steady: Steady; claims?: Record<string, number> }[]
+    )[0]!;
     results[i]!.push(row.steady);
+    for (const [k, v] of Object.entries(row.claims ?? {})) claims[i]![k] = (claims[i]![k] ?? 0) + v;
     const bench = JSON.parse(readFileSync(join(outDir, `r${r}-${i}`, `${policy}.json`), "utf8")) as Record<
       string,
       unknown
@@ -125,4 +130,14 @@ layouts.forEach((l, i) => {
   console.log(
     `| ${l.name} | ${xs.length} | ${(median(xs) / median(ref0)).toFixed(3)}×${ci} | ${(mean(xs) / mean(ref0)).toFixed(3)}× |`,
   );
+});
+
+// with workers, a load-aware pick waits for the primary; a refused one is decided again (claims.ts)
+layouts.forEach((l, i) => {
+  const c = claims[i]!;
+  const all = Object.values(c).reduce((a, b) => a + b, 0);
+  if (all > 0)
+    console.log(
+      `${l.name}: ${all} claims, ${(((c.refused ?? 0) / all) * 100).toFixed(1)}% refused, ${c.unconfirmed ?? 0} unanswered`,
+    );
 });

@@ -256,6 +256,8 @@ export class RouterMetrics {
   readonly panics: Counter<"model">;
   readonly poisoned: Counter<"model">;
   readonly rejected: Counter<"reason">;
+  /** router workers' load-aware picks put to the primary (src/router/cluster/claims.ts) */
+  readonly claims: Counter<"result">;
   /** client requests being served now; read at scrape */
   inFlight = 0;
   private readonly perModel = new Map<string, ModelSeries>();
@@ -329,6 +331,12 @@ export class RouterMetrics {
       name: "switchyard_rejected_requests_total",
       help: "Requests refused by admission control or the retry budget, by reason",
       labelNames: ["reason"],
+      registers: [r],
+    });
+    this.claims = new Counter({
+      name: "switchyard_routing_claims_total",
+      help: "Router workers: load-aware picks put to the primary, by result (confirmed; refused: made on counts that had changed, decided again; unconfirmed: no answer in time, the pick stood)",
+      labelNames: ["result"],
       registers: [r],
     });
     const inFlight = () => this.inFlight;

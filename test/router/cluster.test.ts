@@ -207,6 +207,16 @@ test(
         const got = engines.map((e, i) => e.hits - before[i]!);
         assert.deepEqual(got, [2, 2, 2, 2], `round ${round}: ${got.join("/")}`);
       }
+      // every pick stood once the primary confirmed it (refused ones were decided again and claimed anew)
+      const text = await (await fetch(`${g.url}/metrics`)).text();
+      const claims = (result: string) =>
+        Number(
+          new RegExp(`^switchyard_routing_claims_total\\{result="${result}"\\} (\\S+)`, "m").exec(
+            text,
+          )?.[1] ?? 0,
+        );
+      assert.ok(claims("confirmed") >= 80, text.match(/^switchyard_routing_claims.*$/gm)?.join("\n"));
+      assert.equal(claims("unconfirmed"), 0);
     } finally {
       await closeAll(by);
       await g.close();

@@ -38,8 +38,6 @@ export class Claims implements SlotArbiter {
   private retries = 0;
   /** the last claim whose answer this worker has heard (every report says it: ledger.ts) */
   acked = 0;
-  /** confirmed and refused claims, for tests */
-  readonly stats = { confirmed: 0, refused: 0, unconfirmed: 0, batches: 0 };
 
   constructor(
     private readonly registry: Registry,
@@ -48,6 +46,8 @@ export class Claims implements SlotArbiter {
     private readonly send: (m: ToPrimary) => void,
     /** false for a policy that reads no load (round-robin): nothing to claim */
     private readonly loadAware: () => boolean,
+    /** claims answered, by result (`switchyard_routing_claims_total`) */
+    private readonly counted: (result: "confirmed" | "refused" | "unconfirmed", n: number) => void,
   ) {}
 
   confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream> {
@@ -97,7 +97,6 @@ export class Claims implements SlotArbiter {
     // this worker's own counts, its claims out left out: the primary applies them first
     const own: LoadCounts[] = [];
     for (const e of this.registry.engines.values()) own.push(this.load.report(e));
-    this.stats.batches++;
     this.send({
       t: "claims",
       own,
@@ -105,14 +104,16 @@ export class Claims implements SlotArbiter {
       items: batch.map(({ id, pick, seen }) => ({ id, pick, seen })),
     });
     this.outTimer = setTimeout(() => {
-      this.stats.unconfirmed += this.out?.size ?? 0;
       log.warn("routing claims got no answer from the primary; the picks stand");
-      this.answer(batch.map((w) => [w.id, true]));
+      this.answer(
+        batch.map((w) => [w.id, true]),
+        true,
+      );
     }, CLAIM_TIMEOUT_MS);
   }
 
   /** The primary's answers to the batch out (fresh counts for refused ones came just before). */
-  answer(results: readonly [id: number, ok: boolean][]): void {
+  answer(results: readonly [id: number, ok: boolean][], unanswered = false): void {
     const out = this.out;
     // a late answer to a batch that timed out (its picks stood): the batch out now is another
     if (!out || !results.some(([id]) => out.has(id))) return;
@@ -122,8 +123,7 @@ export class Claims implements SlotArbiter {
       const w = out.get(id);
       if (!w) continue;
       if (id > this.acked) this.acked = id;
-      if (ok) this.stats.confirmed++;
-      else this.stats.refused++;
+      this.counted(unanswered ? "unconfirmed" : ok ? "confirmed" : "refused", 1);
       w.settle(ok);
     }
     // decided meanwhile (a refused request decided again is among them): the next batch

@@ -110,7 +110,9 @@ export class WorkerLink implements RouterGroup {
       this.picks.commit(this.picks.takeHeld());
       this.schedule();
     };
-    this.claims = new Claims(reg, this.load, this.picks, send, this.policyReadsLoad);
+    this.claims = new Claims(reg, this.load, this.picks, send, this.policyReadsLoad, (result, n) =>
+      router.metrics.claims.inc({ result }, n),
+    );
     reg.arbiter = this.claims;
     router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
