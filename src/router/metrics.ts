@@ -335,7 +335,7 @@ export class RouterMetrics {
     });
     this.claims = new Counter({
       name: "switchyard_routing_claims_total",
-      help: "Router workers: load-aware picks put to the primary, by result (confirmed; refused: made on counts that had changed, decided again; unconfirmed: no answer in time, the pick stood)",
+      help: "Router workers: load-aware picks put to the primary, by result (confirmed; refused: made without counting another process's pick, decided again; unconfirmed: no answer in time, the pick stood)",
       labelNames: ["result"],
       registers: [r],
     });

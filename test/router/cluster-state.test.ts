@@ -11,7 +11,7 @@ import { Counter, Gauge, Registry as PromRegistry } from "prom-client";
 import { parseConfig } from "../../src/router/config.js";
 import { Registry } from "../../src/router/registry.js";
 import { SharedLoad } from "../../src/router/cluster/shared-load.js";
-import { WorkerLedger } from "../../src/router/cluster/ledger.js";
+import { WorkerLedger, countedEveryPick } from "../../src/router/cluster/ledger.js";
 import { PickExchange } from "../../src/router/cluster/picks.js";
 import { aggregateMetrics } from "../../src/router/cluster/aggregate.js";
 import { KvEventRelay } from "../../src/router/cluster/kv-relay.js";
@@ -86,6 +86,16 @@ test("a replica's report is its whole table: an engine it no longer lists is bac
   ]);
   assert.equal(reg.engines.get("http://a:1")!.view.inFlight, 0);
   await reg.close();
+});
+
+test("a claim stands when it counted every other pick, even if others' requests finished meanwhile", () => {
+  const u = "http://e1";
+  // [url, in flight, awaiting first token]
+  assert.equal(countedEveryPick([u, 3, 1], [u, 3, 1]), true);
+  assert.equal(countedEveryPick([u, 3, 1], [u, 2, 0]), true, "finished and first tokens learned late");
+  assert.equal(countedEveryPick([u, 3, 1], [u, 4, 2]), false, "another worker's pick was not counted");
+  assert.equal(countedEveryPick([u, 3, 1], [u, 3, 2]), false, "a pick hidden by a finish still shows");
+  assert.equal(countedEveryPick([u], [u, 1, 1]), false, "an engine read as idle");
 });
 
 test("a confirmed pick counts until a report written after its answer, even one with no counts", () => {

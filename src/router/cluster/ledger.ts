@@ -44,3 +44,14 @@ export class WorkerLedger {
     return [url, ...counts.map((c) => c + extra)];
   }
 }
+
+/**
+ * Whether a pick made reading `seen` (the others' counts on one engine) counted every other pick
+ * that stands now (`current`): no count above what it read. Counts that only fell are requests that
+ * finished or got their first token meanwhile, news the deciding worker learns a moment late.
+ */
+export function countedEveryPick(seen: LoadCounts, current: LoadCounts): boolean {
+  for (let i = 1; i < current.length; i++)
+    if ((current[i] as number) > ((seen[i] as number | undefined) ?? 0)) return false;
+  return true;
+}

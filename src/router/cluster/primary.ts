@@ -24,7 +24,7 @@ import { ControlPlane } from "./control-plane.js";
 import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
 import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
-import { WorkerLedger } from "./ledger.js";
+import { WorkerLedger, countedEveryPick } from "./ledger.js";
 import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
 
 const log = logger("router.primary");
@@ -233,7 +233,7 @@ export class Primary {
 
   /**
    * A worker's picks (claims.ts): its own counts are the truth and apply at once; a pick stands if
-   * the others' counts it read are the current ones (and no earlier pick of the batch was refused);
+   * no count of the others' is above what it read (and no earlier pick of the batch was refused);
    * for a refused one the worker gets the current counts first, and decides again.
    */
   private claims(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claims" }>): void {
@@ -249,7 +249,7 @@ export class Primary {
         for (const seen of item.seen) {
           const url = seen[0];
           const current = load.othersExcept(source, url);
-          if (current.every((v, i) => i === 0 || v === seen[i])) continue;
+          if (countedEveryPick(seen, current)) continue;
           stale.add(url);
           ok = false;
         }
