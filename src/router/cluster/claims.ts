@@ -12,10 +12,12 @@
 // by a tenth (bench/routing-scale.ts's workload, two workers, six interleaved rounds). Round-robin
 // reads no load and claims nothing.
 //
-// A worker has one batch of claims out at a time: a claim made while one is out waits for its
-// answer and leaves with the others made meanwhile, so a busy worker sends one message per round
-// trip, not one per request. A claim after a refused one in the same batch is refused too (it was
-// decided counting the refused pick as this worker's).
+// Claims leave at once when none is out; while some are out, those made in one turn of the event
+// loop leave together at its end, so a busy worker sends one message per turn, not one per request,
+// and no claim waits for another's answer (waiting for the batch out cost such a claim a second round
+// trip). A claim decided while an earlier one of this worker's was out counted that pick as its own;
+// if the earlier one is refused, the later one read one request too many on that engine, never one
+// too few, so it is judged on its own like any other.
 import { logger } from "../../obs/log.js";
 import { noteSent } from "../../routing/index.js";
 import type { Registry, SlotArbiter, Upstream } from "../registry.js";
@@ -34,11 +36,18 @@ interface Waiting extends ClaimItem {
   settle: (ok: boolean) => void;
 }
 
+/** one message of claims: its claims still unanswered, and the timer that lets them stand */
+interface Batch {
+  left: number;
+  timer: NodeJS.Timeout;
+}
+
 export class Claims implements SlotArbiter {
   private seq = 0;
   private queued: Waiting[] = [];
-  private out: Map<number, Waiting> | undefined;
-  private outTimer: NodeJS.Timeout | undefined;
+  /** claims sent and not answered yet, each with its batch */
+  private readonly out = new Map<number, { w: Waiting; batch: Batch }>();
+  private flushAtTurnEnd: NodeJS.Immediate | undefined;
   private retries = 0;
   /** the last claim whose answer this worker has heard (every report says it: ledger.ts) */
   acked = 0;
@@ -90,14 +99,29 @@ export class Claims implements SlotArbiter {
         resolve(decideAgain());
       };
       this.queued.push({ id, pick: e.url, seen, settle });
-      if (!this.out) this.sendBatch();
+      if (this.out.size === 0) this.sendBatch();
+      else
+        this.flushAtTurnEnd ??= setImmediate(() => {
+          this.flushAtTurnEnd = undefined;
+          if (this.queued.length > 0) this.sendBatch();
+        });
     });
   }
 
   private sendBatch(): void {
     const batch = this.queued;
     this.queued = [];
-    this.out = new Map(batch.map((w) => [w.id, w]));
+    const b: Batch = {
+      left: batch.length,
+      timer: setTimeout(() => {
+        log.warn("routing claims got no answer from the primary; the picks stand");
+        this.answer(
+          batch.map((w) => [w.id, true]),
+          true,
+        );
+      }, CLAIM_TIMEOUT_MS),
+    };
+    for (const w of batch) this.out.set(w.id, { w, batch: b });
     // this worker's own counts, its claims out left out: the primary applies them first
     const own: LoadCounts[] = [];
     for (const e of this.registry.engines.values()) own.push(this.load.report(e));
@@ -107,37 +131,32 @@ export class Claims implements SlotArbiter {
       acked: this.acked,
       items: batch.map(({ id, pick, seen }) => ({ id, pick, seen })),
     });
-    this.outTimer = setTimeout(() => {
-      log.warn("routing claims got no answer from the primary; the picks stand");
-      this.answer(
-        batch.map((w) => [w.id, true]),
-        true,
-      );
-    }, CLAIM_TIMEOUT_MS);
   }
 
-  /** The primary's answers to the batch out (fresh counts for refused ones came just before). */
+  /**
+   * The primary's answers to a batch (fresh counts for refused ones came just before). Batches are
+   * answered in the order sent; a late answer to one that timed out (its picks stood) is ignored.
+   */
   answer(results: readonly [id: number, ok: boolean][], unanswered = false): void {
-    const out = this.out;
-    // a late answer to a batch that timed out (its picks stood): the batch out now is another
-    if (!out || !results.some(([id]) => out.has(id))) return;
-    clearTimeout(this.outTimer);
-    this.out = undefined;
     for (const [id, ok] of results) {
-      const w = out.get(id);
-      if (!w) continue;
+      const o = this.out.get(id);
+      if (!o) continue;
+      this.out.delete(id);
+      if (--o.batch.left === 0) clearTimeout(o.batch.timer);
       if (id > this.acked) this.acked = id;
       this.counted(unanswered ? "unconfirmed" : ok ? "confirmed" : "refused", 1);
-      w.settle(ok);
+      o.w.settle(ok);
     }
-    // decided meanwhile (a refused request decided again is among them): the next batch
-    if (this.queued.length > 0 && !this.out) this.sendBatch();
+    // decided meanwhile (a refused request decided again is among them): out now, not at turn end
+    if (this.queued.length > 0 && this.out.size === 0) this.sendBatch();
   }
 
   close(): void {
-    clearTimeout(this.outTimer);
-    const all = [...(this.out?.values() ?? []), ...this.queued];
-    this.out = undefined;
+    if (this.flushAtTurnEnd) clearImmediate(this.flushAtTurnEnd);
+    this.flushAtTurnEnd = undefined;
+    const all = [...this.out.values()].map((o) => o.w).concat(this.queued);
+    for (const o of this.out.values()) clearTimeout(o.batch.timer);
+    this.out.clear();
     this.queued = [];
     for (const w of all) w.settle(true);
   }

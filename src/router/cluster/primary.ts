@@ -233,7 +233,7 @@ export class Primary {
 
   /**
    * A worker's picks (claims.ts): its own counts are the truth and apply at once; a pick stands if
-   * no count of the others' is above what it read (and no earlier pick of the batch was refused);
+   * no count of the others' is above what it read (each judged on its own: see claims.ts);
    * for a refused one the worker gets the current counts first, and decides again.
    */
   private claims(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claims" }>): void {
@@ -244,15 +244,13 @@ export class Primary {
     const results: [number, boolean][] = [];
     const stale = new Set<string>();
     for (const item of m.items) {
-      let ok = stale.size === 0;
-      if (ok) {
-        for (const seen of item.seen) {
-          const url = seen[0];
-          const current = load.othersExcept(source, url);
-          if (countedEveryPick(seen, current)) continue;
-          stale.add(url);
-          ok = false;
-        }
+      let ok = true;
+      for (const seen of item.seen) {
+        const url = seen[0];
+        const current = load.othersExcept(source, url);
+        if (countedEveryPick(seen, current)) continue;
+        stale.add(url);
+        ok = false;
       }
       if (ok) this.publishLoad(slot, [ledger.confirm(item.id, item.pick)]);
       results.push([item.id, ok]);
