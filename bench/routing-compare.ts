@@ -16,6 +16,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
+import { parseSamples } from "../src/bench/scrape.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
 import { cli as spawnCli, cpuSeconds, metric, startStack } from "./routing-live.js";
 
@@ -171,14 +172,15 @@ async function runPolicy(policy: string): Promise<Row> {
   const decisions: Record<string, number> = {};
   const claims: Record<string, number> = {};
   try {
-    const text = await (await fetch(`${rurl}/metrics`)).text();
-    for (const m of text.matchAll(
-      /^switchyard_routing_decisions_total\{[^}]*reason="([^"]+)"[^}]*\} (\S+)/gm,
-    ))
-      decisions[m[1]!] = (decisions[m[1]!] ?? 0) + Number(m[2]);
-    // router workers: how many load-aware picks the primary confirmed or refused
-    for (const m of text.matchAll(/^switchyard_routing_claims_total\{result="([^"]+)"\} (\S+)/gm))
-      claims[m[1]!] = Number(m[2]);
+    for (const x of parseSamples(await (await fetch(`${rurl}/metrics`)).text())) {
+      const reason = x.labels.reason;
+      if (x.name === "switchyard_routing_decisions_total" && reason !== undefined)
+        decisions[reason] = (decisions[reason] ?? 0) + x.value;
+      // router workers: how many load-aware picks the primary confirmed or refused
+      const result = x.labels.result;
+      if (x.name === "switchyard_routing_claims_total" && result !== undefined)
+        claims[result] = (claims[result] ?? 0) + x.value;
+    }
   } catch {
     // the router is gone: no breakdown
   }

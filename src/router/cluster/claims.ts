@@ -154,8 +154,12 @@ export class Claims implements SlotArbiter {
   close(): void {
     if (this.flushAtTurnEnd) clearImmediate(this.flushAtTurnEnd);
     this.flushAtTurnEnd = undefined;
-    const all = [...this.out.values()].map((o) => o.w).concat(this.queued);
-    for (const o of this.out.values()) clearTimeout(o.batch.timer);
+    const all: Waiting[] = [];
+    for (const o of this.out.values()) {
+      clearTimeout(o.batch.timer);
+      all.push(o.w);
+    }
+    all.push(...this.queued);
     this.out.clear();
     this.queued = [];
     for (const w of all) w.settle(true);
