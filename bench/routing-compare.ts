@@ -69,6 +69,8 @@ interface Row {
   decisions: Record<string, number>;
   /** router workers' claims by result (confirmed, refused, unconfirmed) */
   claims: Record<string, number>;
+  /** router workers: how long picks waited for the primary's answer, wall ms (mean, and p90 by bucket) */
+  claimWaitMs?: { mean: number; p90: number };
   cpu: { sims: number; router: number; bench: number; load: number };
   wallS: number;
   file: string;
@@ -171,6 +173,10 @@ async function runPolicy(policy: string): Promise<Row> {
   // why the router picked what it picked (cache-aware policies): reason → decisions
   const decisions: Record<string, number> = {};
   const claims: Record<string, number> = {};
+  let waitSum = 0;
+  let waitCount = 0;
+  /** cumulative counts by upper bound, summed over results */
+  const waitBuckets = new Map<number, number>();
   try {
     for (const x of parseSamples(await (await fetch(`${rurl}/metrics`)).text())) {
       const reason = x.labels.reason;
@@ -180,6 +186,11 @@ async function runPolicy(policy: string): Promise<Row> {
       const result = x.labels.result;
       if (x.name === "switchyard_routing_claims_total" && result !== undefined)
         claims[result] = (claims[result] ?? 0) + x.value;
+      if (x.name === "switchyard_routing_claim_wait_seconds_sum") waitSum += x.value;
+      if (x.name === "switchyard_routing_claim_wait_seconds_count") waitCount += x.value;
+      const le = x.labels.le;
+      if (x.name === "switchyard_routing_claim_wait_seconds_bucket" && le !== undefined && le !== "+Inf")
+        waitBuckets.set(Number(le), (waitBuckets.get(Number(le)) ?? 0) + x.value);
     }
   } catch {
     // the router is gone: no breakdown
@@ -208,6 +219,18 @@ async function runPolicy(policy: string): Promise<Row> {
     errors: (j.errors_by_kind as Record<string, number>) ?? {},
     decisions,
     claims,
+    ...(waitCount > 0
+      ? {
+          claimWaitMs: {
+            mean: (1000 * waitSum) / waitCount,
+            // the least bucket bound holding 90% of the claims
+            p90:
+              1000 *
+              ([...waitBuckets].sort((a, b) => a[0] - b[0]).find(([, c]) => c >= 0.9 * waitCount)?.[0] ??
+                Infinity),
+          },
+        }
+      : {}),
     cpu: {
       sims: simCpu / wallS,
       router: routerCpu / wallS,

@@ -211,10 +211,15 @@ test(
       // every pick was put to the primary and stood: confirmed, or unconfirmed if the primary took
       // over 2 s to answer (a loaded machine), never left uncounted (refused ones were claimed anew)
       const claims = new Map<string, number>();
-      for (const x of parseSamples(await (await fetch(`${g.url}/metrics`)).text()))
+      let waited = 0;
+      for (const x of parseSamples(await (await fetch(`${g.url}/metrics`)).text())) {
         if (x.name === "switchyard_routing_claims_total") claims.set(x.labels.result!, x.value);
+        if (x.name === "switchyard_routing_claim_wait_seconds_count") waited += x.value;
+      }
       const stood = (claims.get("confirmed") ?? 0) + (claims.get("unconfirmed") ?? 0);
       assert.ok(stood >= 80, JSON.stringify([...claims]));
+      // and each answer's wait was observed once
+      assert.equal(waited, stood + (claims.get("refused") ?? 0));
     } finally {
       await closeAll(by);
       await g.close();

@@ -33,6 +33,8 @@ const CLAIM_TIMEOUT_MS = 2_000;
 const MAX_RETRIES = 8;
 
 interface Waiting extends ClaimItem {
+  /** when the pick was made (performance.now()) */
+  at: number;
   settle: (ok: boolean) => void;
 }
 
@@ -59,8 +61,8 @@ export class Claims implements SlotArbiter {
     private readonly send: (m: ToPrimary) => void,
     /** false for a policy that reads no load (round-robin): nothing to claim */
     private readonly loadAware: () => boolean,
-    /** claims answered, by result (`switchyard_routing_claims_total`) */
-    private readonly counted: (result: "confirmed" | "refused" | "unconfirmed", n: number) => void,
+    /** a claim answered: its result and how long it waited (`switchyard_routing_claims_total`, `_claim_wait_seconds`) */
+    private readonly counted: (result: "confirmed" | "refused" | "unconfirmed", waitedS: number) => void,
   ) {}
 
   confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream> {
@@ -98,7 +100,7 @@ export class Claims implements SlotArbiter {
         this.retries++;
         resolve(decideAgain());
       };
-      this.queued.push({ id, pick: e.url, seen, settle });
+      this.queued.push({ id, pick: e.url, seen, at: sentAt, settle });
       if (this.out.size === 0) this.sendBatch();
       else
         this.flushAtTurnEnd ??= setImmediate(() => {
@@ -138,13 +140,14 @@ export class Claims implements SlotArbiter {
    * answered in the order sent; a late answer to one that timed out (its picks stood) is ignored.
    */
   answer(results: readonly [id: number, ok: boolean][], unanswered = false): void {
+    const now = performance.now();
     for (const [id, ok] of results) {
       const o = this.out.get(id);
       if (!o) continue;
       this.out.delete(id);
       if (--o.batch.left === 0) clearTimeout(o.batch.timer);
       if (id > this.acked) this.acked = id;
-      this.counted(unanswered ? "unconfirmed" : ok ? "confirmed" : "refused", 1);
+      this.counted(unanswered ? "unconfirmed" : ok ? "confirmed" : "refused", (now - o.w.at) / 1000);
       o.w.settle(ok);
     }
     // decided meanwhile (a refused request decided again is among them): out now, not at turn end

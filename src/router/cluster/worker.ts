@@ -110,9 +110,11 @@ export class WorkerLink implements RouterGroup {
       this.picks.commit(this.picks.takeHeld());
       this.schedule();
     };
-    this.claims = new Claims(reg, this.load, this.picks, send, this.policyReadsLoad, (result, n) =>
-      router.metrics.claims.inc({ result }, n),
-    );
+    const { claims, claimWait } = router.metrics;
+    this.claims = new Claims(reg, this.load, this.picks, send, this.policyReadsLoad, (result, waitedS) => {
+      claims.inc({ result });
+      claimWait.child(result).observe(waitedS);
+    });
     reg.arbiter = this.claims;
     router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
