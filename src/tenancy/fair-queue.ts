@@ -7,7 +7,7 @@
 // longest flow is pushed out for a shorter one (so a flood cannot occupy the queue other tenants
 // need). Every operation is O(log flows) or O(1). Pure: the clock is an argument, so the fleet
 // simulator and tests drive it in virtual time.
-import { IndexedHeap } from "./heap.js";
+import { IndexedHeap } from "../collections/indexed-heap.js";
 
 export interface FairQueueLimits {
   /** requests waiting in all, 0 = none may wait */

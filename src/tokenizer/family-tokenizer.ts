@@ -1,6 +1,6 @@
 // One Tokenizer built from parts: an ordinary-text BPE encoder, the added tokens recognised in text,
 // a decode table covering the model's whole vocabulary, and a chat template.
-import { setImmediate as yieldTurn } from "node:timers/promises";
+import { nextTurn, waitingSlices } from "./turns.js";
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import { renderChat, type ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
@@ -177,6 +177,9 @@ export class FamilyTokenizer implements Tokenizer {
       out.length = keep;
     };
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
+    // work that began earlier and waits for its turn goes first (turns.ts)
+    const since = performance.now();
+    if (waitingSlices() > 0) await nextTurn(since);
     let slice = this.firstSlice;
     for (let pos = 0; pos < n;) {
       let end = safeCut(text, pos + 1);
@@ -202,7 +205,7 @@ export class FamilyTokenizer implements Tokenizer {
       slice = Math.min(SLICE_MAX_CHARS, Math.max(SLICE_MIN_CHARS, Math.floor(pace * SLICE_TARGET_MS)));
       this.firstSlice = Math.min(SYNC_ENCODE_CHARS, slice);
       pos = end;
-      if (pos < n) await yieldTurn();
+      if (pos < n) await nextTurn(since);
     }
     return { count: out.length + dropped, ids: out };
   }

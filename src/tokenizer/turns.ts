@@ -1,0 +1,63 @@
+// Sliced CPU work (a long prompt's tokenising) gives the event loop back between slices so that its
+// sockets are served. With a bare setImmediate per slice, every waiting request's next slice ran in
+// the same turn of the loop: eight long prompts made one turn eight slices long, and whatever arrived
+// on a socket meanwhile waited for all of them. For a router worker that is the answer to its routing
+// claim (bench/routing-compare.ts, two workers: the answer waited over 10 ms at p90, over a third of
+// the 1-process TTFT p50, while the primary had sent it within 2 ms).
+// Here waiting slices form one line per thread, the work that began first goes first, and one slice
+// runs per turn: a turn holds at most one slice however many requests are tokenising, and the first
+// of a burst of requests is routed first instead of all of them finishing together at its end.
+//
+// The line holds one entry per sliced piece of work in progress, so it is bounded by the requests
+// the server admits at once.
+import { IndexedHeap } from "../collections/indexed-heap.js";
+
+interface Waiter {
+  /** when the work began (performance.now()): older goes first */
+  since: number;
+  /** ties (same millisecond) in order of asking */
+  seq: number;
+  pos: number;
+  resolve: () => void;
+}
+
+const line = new IndexedHeap<Waiter>(
+  (a, b) => a.since < b.since || (a.since === b.since && a.seq < b.seq),
+  (w) => w.pos,
+  (w, i) => {
+    w.pos = i;
+  },
+);
+let seq = 0;
+let scheduled = false;
+
+function runOne(): void {
+  scheduled = false;
+  const w = line.pop();
+  // the next waiter's turn is the loop's next turn: sockets are read in between
+  if (line.size > 0) schedule();
+  // its continuation (the next slice) runs in this turn's microtasks
+  w?.resolve();
+}
+
+function schedule(): void {
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(runOne);
+}
+
+/**
+ * Resolves on a later turn of the event loop, after every waiter whose work began before `since`
+ * (one waiter is let through per turn). `since` is when the caller's work began, not now.
+ */
+export function nextTurn(since: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    line.push({ since, seq: seq++, pos: -1, resolve });
+    schedule();
+  });
+}
+
+/** slices waiting for their turn: new work that finds any waits its turn too instead of cutting in */
+export function waitingSlices(): number {
+  return line.size;
+}

@@ -1,0 +1,42 @@
+// The line sliced tokenising waits in between its slices: the work that began first goes first, and
+// no turn of the event loop runs more than one waiting slice, so a socket's news (an engine's first
+// token, a router worker's claim answer) never waits behind every prompt being tokenised at once.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { nextTurn, waitingSlices } from "../../src/tokenizer/turns.js";
+import { tokenizerFor } from "../../src/tokenizer/index.js";
+
+test("waiting slices go in the order their work began, one per turn of the event loop", async () => {
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const order: number[] = [];
+  const turns: number[] = [];
+  await Promise.all(
+    [30, 10, 20, 10].map((since) =>
+      nextTurn(since).then(() => {
+        order.push(since);
+        turns.push(turn);
+      }),
+    ),
+  );
+  ticking = false;
+  assert.deepEqual(order, [10, 10, 20, 30]);
+  assert.equal(new Set(turns).size, 4, `each waiter had a turn of its own: ${turns.join(",")}`);
+  assert.equal(waitingSlices(), 0);
+});
+
+test("prompts tokenised at once in slices come out with the ids a single encode gives", async () => {
+  const tk = tokenizerFor("llama3");
+  const words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
+  const texts = [0, 1, 2].map((k) =>
+    Array.from({ length: 12_000 }, (_, i) => words[(i * (k + 3)) % words.length]).join(" "),
+  );
+  const sliced = await Promise.all(texts.map((t) => tk.encodeAsync(t)));
+  texts.forEach((t, i) => assert.deepEqual(sliced[i], tk.encode(t)));
+  assert.equal(waitingSlices(), 0);
+});
