@@ -115,24 +115,36 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
+/** ports freePortBlock gave this process, oldest first (a long test run forgets the oldest) */
+const handedOut = new Set<number>();
+const HANDED_OUT_CAP = 1024;
+
 /**
  * A base port with `base + o` free for every offset `o`, checked on all interfaces (the sim's ZMQ
  * sockets bind `*`) and taken from below Linux's ephemeral range (32768–60999), where neither
  * a listener on port 0 nor an outgoing connection's local port can land on it between the check and the bind.
  */
 export async function freePortBlock(offsets: readonly number[]): Promise<number> {
-  const isFree = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const srv = createServer();
-      srv.once("error", () => resolve(false));
-      srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
-    });
+  // a port handed out here is free until its user binds it, so a later call could hand it out again
+  // (a benchmark's sim once failed to start with EADDRINUSE)
+  const isFree = (port: number): Promise<boolean> =>
+    handedOut.has(port)
+      ? Promise.resolve(false)
+      : new Promise<boolean>((resolve) => {
+          const srv = createServer();
+          srv.once("error", () => resolve(false));
+          srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
+        });
   const span = Math.max(0, ...offsets);
   for (let attempt = 0; attempt < 200; attempt++) {
     const base = 20_000 + Math.floor(Math.random() * (12_000 - span));
     let ok = true;
     for (const o of offsets) if (!(ok = await isFree(base + o))) break;
-    if (ok) return base;
+    if (ok) {
+      for (const o of offsets) handedOut.add(base + o);
+      if (handedOut.size > HANDED_OUT_CAP) handedOut.delete(handedOut.values().next().value!);
+      return base;
+    }
   }
   throw new Error(`no free block of ports at offsets ${offsets.join(", ")} below the ephemeral range`);
 }
