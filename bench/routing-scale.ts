@@ -51,6 +51,8 @@ const results = layouts.map(() => [] as Steady[]);
 const pooled = layouts.map(() => [] as number[]);
 /** router workers' claims by result, summed over rounds, per layout */
 const claims = layouts.map(() => ({}) as Record<string, number>);
+/** router workers: each round's mean wait for the primary's answer (wall ms), per layout */
+const claimWait = layouts.map(() => [] as number[]);
 const policy = flags.policy as string;
 console.log(
   `routing-scale: ${policy}, ${flags.rounds} interleaved rounds, load average ${loadavg()[0]!.toFixed(1)}; results in ${outDir}`,
@@ -77,8 +79,13 @@ for (let r = 0; r < (flags.rounds as number); r++) {
     );
     if (run.status !== 0) throw new Error(`routing-compare (${l.name}) exited ${run.status}`);
     const row = (
-      JSON.parse(readFileSync(json, "utf8")) as { steady: Steady; claims?: Record<string, number> }[]
+      JSON.parse(readFileSync(json, "utf8")) as {
+        steady: Steady;
+        claims?: Record<string, number>;
+        claimWaitMs?: { mean: number };
+      }[]
     )[0]!;
+    if (row.claimWaitMs) claimWait[i]!.push(row.claimWaitMs.mean);
     results[i]!.push(row.steady);
     for (const [k, v] of Object.entries(row.claims ?? {})) claims[i]![k] = (claims[i]![k] ?? 0) + v;
     const bench = JSON.parse(readFileSync(join(outDir, `r${r}-${i}`, `${policy}.json`), "utf8")) as Record<
@@ -138,6 +145,7 @@ layouts.forEach((l, i) => {
   const all = Object.values(c).reduce((a, b) => a + b, 0);
   if (all > 0)
     console.log(
-      `${l.name}: ${all} claims, ${(((c.refused ?? 0) / all) * 100).toFixed(1)}% refused, ${c.unconfirmed ?? 0} unanswered`,
+      `${l.name}: ${all} claims, ${(((c.refused ?? 0) / all) * 100).toFixed(1)}% refused, ${c.unconfirmed ?? 0} unanswered, ` +
+        `mean wait for the answer ${mean(claimWait[i]!).toFixed(1)} ms (wall)`,
     );
 });

@@ -18,6 +18,10 @@
 // trip). A claim decided while an earlier one of this worker's was out counted that pick as its own;
 // if the earlier one is refused, the later one read one request too many on that engine, never one
 // too few, so it is judged on its own like any other.
+//
+// What a claim costs is its wait for the answer (`switchyard_routing_claim_wait_seconds`), and that is
+// mostly this worker's own event loop being busy when the answer arrives, not the primary: hence
+// long prompts are tokenised one slice per turn of the loop (src/tokenizer/turns.ts).
 import { logger } from "../../obs/log.js";
 import { noteSent } from "../../routing/index.js";
 import type { Registry, SlotArbiter, Upstream } from "../registry.js";
