@@ -10,8 +10,11 @@ import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "pr
 const LATENCY_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,
 ];
-/** a claim's answer is a round trip between two processes on one host: tens of microseconds idle */
-const CLAIM_WAIT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2];
+/**
+ * a claim's answer is a round trip between two processes on one host: tens of microseconds idle; one
+ * unanswered for 2 s stands unconfirmed, just over the 2 s bound, so the 5 s bucket holds those
+ */
+const CLAIM_WAIT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2, 5];
 const ITL_BUCKETS = [
   0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10,
 ];
@@ -248,7 +251,7 @@ export class RouterMetrics {
   /** router workers: how long a load-aware pick waited for the primary's answer (cluster/claims.ts) */
   readonly claimWait = new HistogramFamily(
     "switchyard_routing_claim_wait_seconds",
-    "Router workers: time a load-aware pick waited for the primary's answer before the request went on, by result",
+    "Router workers: time from a load-aware pick to the primary's answer (confirmed, or refused and decided again), or to standing unanswered, by result",
     "result",
     CLAIM_WAIT_BUCKETS,
   );

@@ -43,6 +43,12 @@ const SEGMENT_CACHE_MAX_CHARS = 256;
  */
 export const SYNC_ENCODE_CHARS = 16_384;
 const SLICE_TARGET_MS = 2;
+/**
+ * characters a piece of work encodes as what it is (oldest first, turns.ts) before its further slices
+ * queue as new work: ~20-50 ms of slices, far more than an ordinary long prompt needs, so a huge one
+ * takes turns with the prompts that came after it instead of holding every one of them back
+ */
+const OLDEST_FIRST_CHARS = 262_144;
 /** about 2.5 ms of never-seen text: the least any slice is given */
 const SLICE_MIN_CHARS = 1_024;
 const SLICE_MAX_CHARS = 262_144;
@@ -205,7 +211,7 @@ export class FamilyTokenizer implements Tokenizer {
       slice = Math.min(SLICE_MAX_CHARS, Math.max(SLICE_MIN_CHARS, Math.floor(pace * SLICE_TARGET_MS)));
       this.firstSlice = Math.min(SYNC_ENCODE_CHARS, slice);
       pos = end;
-      if (pos < n) await nextTurn(since);
+      if (pos < n) await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now());
     }
     return { count: out.length + dropped, ids: out };
   }

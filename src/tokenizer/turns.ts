@@ -4,18 +4,21 @@
 // on a socket meanwhile waited for all of them. For a router worker that is the answer to its routing
 // claim (bench/routing-compare.ts, two workers: the answer waited over 10 ms at p90, over a third of
 // the 1-process TTFT p50, while the primary had sent it within 2 ms).
-// Here waiting slices form one line per thread, the work that began first goes first, and one slice
-// runs per turn: a turn holds at most one slice however many requests are tokenising, and the first
-// of a burst of requests is routed first instead of all of them finishing together at its end.
+// Here waiting slices form one line per event loop (module state: one per thread), the work that
+// began first goes first, and one waiting slice runs per turn: a turn holds at most one of them
+// however many requests are tokenising, and the first of a burst of requests is routed first instead
+// of all of them finishing together at its end. A caller whose work runs long re-enters the line as
+// new work (family-tokenizer.ts), so one huge prompt takes turns with those after it.
 //
-// The line holds one entry per sliced piece of work in progress, so it is bounded by the requests
-// the server admits at once.
+// The line holds one small entry per sliced piece of work in progress. Tokenising happens before
+// admission, so what bounds it is the connections the server holds open (`limits.maxConnections`),
+// each with one request body at a time.
 import { IndexedHeap } from "../collections/indexed-heap.js";
 
 interface Waiter {
   /** when the work began (performance.now()): older goes first */
   since: number;
-  /** ties (same millisecond) in order of asking */
+  /** ties (equal times) in order of asking */
   seq: number;
   pos: number;
   resolve: () => void;

@@ -125,26 +125,28 @@ const HANDED_OUT_CAP = 1024;
  * a listener on port 0 nor an outgoing connection's local port can land on it between the check and the bind.
  */
 export async function freePortBlock(offsets: readonly number[]): Promise<number> {
-  // a port handed out here is free until its user binds it, so a later call could hand it out again
-  // (a benchmark's sim once failed to start with EADDRINUSE)
+  // a port handed out here is free until its user binds it, so a later call, or one running at the
+  // same time, could hand it out again (a benchmark's sim once failed to start with EADDRINUSE): a
+  // block's ports are reserved before they are checked, and given back if the block is not taken
   const isFree = (port: number): Promise<boolean> =>
-    handedOut.has(port)
-      ? Promise.resolve(false)
-      : new Promise<boolean>((resolve) => {
-          const srv = createServer();
-          srv.once("error", () => resolve(false));
-          srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
-        });
+    new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen(port, "0.0.0.0", () => srv.close(() => resolve(true)));
+    });
   const span = Math.max(0, ...offsets);
   for (let attempt = 0; attempt < 200; attempt++) {
     const base = 20_000 + Math.floor(Math.random() * (12_000 - span));
+    const ports = offsets.map((o) => base + o);
+    if (ports.some((p) => handedOut.has(p))) continue;
+    for (const p of ports) handedOut.add(p);
     let ok = true;
-    for (const o of offsets) if (!(ok = await isFree(base + o))) break;
+    for (const p of ports) if (!(ok = await isFree(p))) break;
     if (ok) {
-      for (const o of offsets) handedOut.add(base + o);
-      if (handedOut.size > HANDED_OUT_CAP) handedOut.delete(handedOut.values().next().value!);
+      while (handedOut.size > HANDED_OUT_CAP) handedOut.delete(handedOut.values().next().value!);
       return base;
     }
+    for (const p of ports) handedOut.delete(p);
   }
   throw new Error(`no free block of ports at offsets ${offsets.join(", ")} below the ephemeral range`);
 }

@@ -40,3 +40,16 @@ test("prompts tokenised at once in slices come out with the ids a single encode 
   texts.forEach((t, i) => assert.deepEqual(sliced[i], tk.encode(t)));
   assert.equal(waitingSlices(), 0);
 });
+
+test("long prompts tokenised at once finish in the order they began, the longest first if it came first", async () => {
+  const tk = tokenizerFor("llama3");
+  const words = ["north", "south", "east", "west", "up", "down", "left"];
+  const text = (n: number, k: number) =>
+    Array.from({ length: n }, (_, i) => words[(i * (k + 2) + k) % words.length]).join(" ");
+  // ~200K characters (several slices, within what work may encode as the oldest), then two of ~40K
+  // (two slices each): taking a slice of each per turn, the short ones would finish first
+  const texts = [text(36_000, 0), text(7_000, 1), text(7_000, 2)];
+  const finished: number[] = [];
+  await Promise.all(texts.map((t, i) => tk.encodeAsync(t).then(() => finished.push(i))));
+  assert.deepEqual(finished, [0, 1, 2]);
+});
