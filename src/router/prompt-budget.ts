@@ -134,17 +134,20 @@ export class PromptBudget {
     const keep = maxLen ?? Infinity;
     const prompt = promptTexts(tk, chat, obj);
     if (!prompt) return [];
+    // every slice of this request's counting keeps the request's place in line (src/tokenizer/turns.ts)
+    const since = performance.now();
     // a prompt too long to count cheaply is first held against a floor on its count: one that
     // cannot fit by the floor alone is refused without the CPU exact counting costs (0.4 s for 5 MiB)
     if (maxLen !== undefined)
       for (const t of prompt.texts) {
         if (t.length <= FLOOR_FIRST_CHARS) continue;
-        const floor = await tokenCountFloorAsync(t);
+        const floor = await tokenCountFloorAsync(t, since);
         if (floor >= maxLen) throw contextLengthError(maxLen, floor, maxTokens, true)!;
       }
     const counted: Array<{ count: number; ids: number[] }> = [];
     try {
-      for (const t of prompt.texts) counted.push(await tk.countAsync(t, prompt.addSpecialTokens, keep));
+      for (const t of prompt.texts)
+        counted.push(await tk.countAsync(t, prompt.addSpecialTokens, keep, since));
     } catch (err) {
       log.debug({ err: (err as Error).message }, "prompt not counted");
       return [];

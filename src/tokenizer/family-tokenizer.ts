@@ -153,6 +153,7 @@ export class FamilyTokenizer implements Tokenizer {
     text: string,
     addSpecialTokens: boolean,
     keep: number,
+    since?: number,
   ): Promise<{ count: number; ids: number[] }> {
     if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) {
       const ids = this.encode(text, addSpecialTokens);
@@ -166,13 +167,15 @@ export class FamilyTokenizer implements Tokenizer {
       // this one in slices here; the next ones on the worker, once it has loaded the tables
       tokenizerThread.warm(this.family);
     }
-    return this.sliced(text, addSpecialTokens, keep);
+    return this.sliced(text, addSpecialTokens, keep, since);
   }
 
   private async sliced(
     text: string,
     addSpecialTokens: boolean,
     keep: number,
+    /** when the caller's work began, if earlier than now (turns.ts) */
+    began?: number,
   ): Promise<{ count: number; ids: number[] }> {
     const n = text.length;
     const out: number[] = [];
@@ -184,7 +187,7 @@ export class FamilyTokenizer implements Tokenizer {
     };
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
     // work that began earlier and waits for its turn goes first (turns.ts)
-    const since = performance.now();
+    const since = began ?? performance.now();
     if (waitingSlices() > 0) await nextTurn(since);
     let slice = this.firstSlice;
     for (let pos = 0; pos < n;) {

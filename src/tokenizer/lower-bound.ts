@@ -36,9 +36,12 @@ export function tokenCountFloor(text: string): number {
 }
 
 /** tokenCountFloor in ~1 ms slices between turns of the event loop. */
-export async function tokenCountFloorAsync(text: string): Promise<number> {
+export async function tokenCountFloorAsync(
+  text: string,
+  /** when the caller's work began, if earlier than now: its place in line (turns.ts) */
+  since = performance.now(),
+): Promise<number> {
   let n = 0;
-  const since = performance.now();
   for (let pos = 0; pos < text.length; pos += SLICE_CHARS) {
     // its first slice too waits behind work already in line (turns.ts)
     if (pos > 0 || waitingSlices() > 0) await nextTurn(since);

@@ -44,6 +44,8 @@ export interface Tokenizer {
     text: string,
     addSpecialTokens: boolean,
     keep: number,
+    /** when the request's work began (performance.now()), if earlier than this call: its place in line (turns.ts) */
+    since?: number,
   ): Promise<{ count: number; ids: number[] }>;
   /**
    * Lossless byte-level decode. Ids outside the encoder's table (or negative) decode to "" and
