@@ -17,6 +17,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { parseSamples } from "../src/bench/scrape.js";
+import { histogramBuckets, histogramQuantile } from "../src/ops/fleet-status.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
 import { cli as spawnCli, cpuSeconds, metric, startStack } from "./routing-live.js";
 
@@ -69,8 +70,8 @@ interface Row {
   decisions: Record<string, number>;
   /** router workers' claims by result (confirmed, refused, unconfirmed) */
   claims: Record<string, number>;
-  /** router workers: how long picks waited for the primary's answer, wall ms (mean, and p90 by bucket) */
-  claimWaitMs?: { mean: number; p90: number };
+  /** router workers: how long picks waited for the primary's answer, wall ms (mean; p90 as Prometheus's histogram_quantile) */
+  claimWaitMs?: { mean: number; p90: number | null };
   cpu: { sims: number; router: number; bench: number; load: number };
   wallS: number;
   file: string;
@@ -175,10 +176,11 @@ async function runPolicy(policy: string): Promise<Row> {
   const claims: Record<string, number> = {};
   let waitSum = 0;
   let waitCount = 0;
-  /** cumulative counts by upper bound, summed over results */
-  const waitBuckets = new Map<number, number>();
+  let waitBuckets = new Map<number, number>();
   try {
-    for (const x of parseSamples(await (await fetch(`${rurl}/metrics`)).text())) {
+    const samples = parseSamples(await (await fetch(`${rurl}/metrics`)).text());
+    waitBuckets = histogramBuckets(samples, "switchyard_routing_claim_wait_seconds");
+    for (const x of samples) {
       const reason = x.labels.reason;
       if (x.name === "switchyard_routing_decisions_total" && reason !== undefined)
         decisions[reason] = (decisions[reason] ?? 0) + x.value;
@@ -188,13 +190,11 @@ async function runPolicy(policy: string): Promise<Row> {
         claims[result] = (claims[result] ?? 0) + x.value;
       if (x.name === "switchyard_routing_claim_wait_seconds_sum") waitSum += x.value;
       if (x.name === "switchyard_routing_claim_wait_seconds_count") waitCount += x.value;
-      const le = x.labels.le;
-      if (x.name === "switchyard_routing_claim_wait_seconds_bucket" && le !== undefined && le !== "+Inf")
-        waitBuckets.set(Number(le), (waitBuckets.get(Number(le)) ?? 0) + x.value);
     }
   } catch {
     // the router is gone: no breakdown
   }
+  const waitP90 = histogramQuantile(0.9, waitBuckets);
   const simCpu = sims.reduce((a, c, i) => a + cpuSeconds(c.pid) - cpu0[i]!, 0);
   const routerCpu = routers.reduce((a, r) => a + cpuSeconds(r.pid), 0) - rcpu0;
   await stack.close();
@@ -223,11 +223,7 @@ async function runPolicy(policy: string): Promise<Row> {
       ? {
           claimWaitMs: {
             mean: (1000 * waitSum) / waitCount,
-            // the least bucket bound holding 90% of the claims
-            p90:
-              1000 *
-              ([...waitBuckets].sort((a, b) => a[0] - b[0]).find(([, c]) => c >= 0.9 * waitCount)?.[0] ??
-                Infinity),
+            p90: waitP90 === null ? null : 1000 * waitP90,
           },
         }
       : {}),

@@ -146,6 +146,6 @@ layouts.forEach((l, i) => {
   if (all > 0)
     console.log(
       `${l.name}: ${all} claims, ${(((c.refused ?? 0) / all) * 100).toFixed(1)}% refused, ${c.unconfirmed ?? 0} unanswered, ` +
-        `mean wait for the answer ${mean(claimWait[i]!).toFixed(1)} ms (wall)`,
+        `wait for the answer ${mean(claimWait[i]!).toFixed(1)} ms (wall; the mean of the rounds' means)`,
     );
 });

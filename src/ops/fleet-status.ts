@@ -140,7 +140,7 @@ function byLabel(samples: Sample[], name: string, label: string, filter: Filter 
 }
 
 /** Cumulative bucket counts by upper bound, summed over every other label. */
-function buckets(samples: Sample[], family: string): Map<number, number> {
+export function histogramBuckets(samples: readonly Sample[], family: string): Map<number, number> {
   const out = new Map<number, number>();
   for (const s of samples) {
     if (s.name !== `${family}_bucket`) continue;
@@ -200,8 +200,8 @@ export function buildReport(router: string, after: StatusSample, before: StatusS
 
   // latencies: over the window when requests finished in it, else since the router started
   const lat = (family: string) => {
-    const total = buckets(m, family);
-    const win = b ? deltaBuckets(buckets(b, family), total) : null;
+    const total = histogramBuckets(m, family);
+    const win = b ? deltaBuckets(histogramBuckets(b, family), total) : null;
     return { total, win };
   };
   const ttft = lat("switchyard_time_to_first_token_seconds");
