@@ -8,6 +8,7 @@ import {
   decide,
   PrefixIndex,
   PrefixOracle,
+  charBlockIds,
   renderForPrefix,
   type EngineView,
   type RequestView,
@@ -49,6 +50,28 @@ test("prefix index: longest shared prefix per engine, chat roles count, other mo
   idx.match(idx.ids(a).ids, [{ id: "e1" }, { id: "e2" }], out);
   assert.deepEqual([...out], [0, 5]);
   assert.deepEqual([...idx.enginesHeld()], ["e2"]);
+});
+
+test("prefix index: a token-id prompt gets the blocks and length of its ids joined by spaces, without the join", () => {
+  const idx = new PrefixIndex({ blockChars: 64, maxBlocksPerRequest: 256 });
+  let x = 7;
+  const next = () => (x = Math.imul(x ^ (x >>> 13), 0x5bd1e995) >>> 0);
+  const cases: unknown[][] = [
+    [],
+    [0],
+    [0x7fffffff, 1_000_000_000, 999_999_999, 10, 9, 100, 99],
+    // past the blocks the index reads per request (256 × 64 characters): rendered only that far
+    Array.from({ length: 6000 }, () => next() % 200_000),
+    Array.from({ length: 900 }, () => next() % 12),
+    // not ids the fast path writes: the join renders them as before
+    [1, -2, 3.5, 4],
+    [Number.MAX_SAFE_INTEGER, 1],
+  ];
+  for (const ids of cases) {
+    const want = { ids: charBlockIds(ids.join(" "), "m", 64, 256), chars: ids.join(" ").length };
+    assert.deepEqual(idx.ids({ model: "m", prompt: ids }), want, `${ids.length} ids`);
+    assert.deepEqual(idx.ids({ model: "m", prompt: [ids, [1, 2]] }), want, `${ids.length} ids, batched`);
+  }
 });
 
 test("prefix index memory stays within its cap over a long run of distinct prefixes", () => {
