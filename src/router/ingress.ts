@@ -145,8 +145,9 @@ export class Ingress {
       let mutated = obj !== undefined && b.model !== undefined && model !== b.model;
       if (mutated) obj!.model = model;
       let promptTokens: number[] | undefined;
+      const workBegan = performance.now();
       if (obj) {
-        const counting = this.d.budget.check(path, model, obj);
+        const counting = this.d.budget.check(path, model, obj, workBegan);
         if (counting !== undefined) promptTokens = await counting;
       }
       let admitted;
@@ -169,6 +170,7 @@ export class Ingress {
         flow: flowOf(tenant),
         generation: !TOKENIZER_ROUTES.has(path),
         promptTokens: promptTokens && promptTokens.length > 0 ? promptTokens : undefined,
+        workBegan,
         sloTtftMs: slo,
       };
     } catch (err) {

@@ -91,9 +91,15 @@ export class PromptBudget {
   /**
    * Checks a chat or completion prompt that is long enough to matter. Returns undefined when there is
    * nothing to do (short, not a prompt path, no tokenizer), else a promise of the first prompt's ids
-   * for routing; throws (or rejects with) vLLM's 400 when the prompt cannot fit.
+   * for routing; throws (or rejects with) vLLM's 400 when the prompt cannot fit. `since`: when the
+   * request's work began, its place in the line of sliced work (src/tokenizer/turns.ts).
    */
-  check(url: string, model: string, obj: Record<string, unknown>): Promise<number[]> | undefined {
+  check(
+    url: string,
+    model: string,
+    obj: Record<string, unknown>,
+    since = performance.now(),
+  ): Promise<number[]> | undefined {
     const path = basePath(url);
     if (path !== CHAT && path !== COMPLETIONS) return undefined;
     const chat = path === CHAT;
@@ -110,7 +116,7 @@ export class PromptBudget {
     }
     const tk = this.tokenizerFor(model);
     if (!tk) return undefined;
-    return this.count(tk, chat, obj, maxLen, maxTokens);
+    return this.count(tk, chat, obj, maxLen, maxTokens, since);
   }
 
   /** Token-id prompts need no tokenizer: their length is their count. */
@@ -129,13 +135,13 @@ export class PromptBudget {
     obj: Record<string, unknown>,
     maxLen: number | undefined,
     maxTokens: number | null,
+    since: number,
   ): Promise<number[]> {
     // routing needs no more than the context's tokens: the rest is counted, not kept
     const keep = maxLen ?? Infinity;
     const prompt = promptTexts(tk, chat, obj);
     if (!prompt) return [];
     // every slice of this request's counting keeps the request's place in line (src/tokenizer/turns.ts)
-    const since = performance.now();
     // a prompt too long to count cheaply is first held against a floor on its count: one that
     // cannot fit by the floor alone is refused without the CPU exact counting costs (0.4 s for 5 MiB)
     if (maxLen !== undefined)

@@ -77,6 +77,11 @@ export interface ProxyDeps {
   disagg?: Disaggregation | undefined;
   /** one line per finished request (src/router/access-log.ts) */
   accessLog?: AccessLog | undefined;
+  /**
+   * cache-aware routing: hashes a long prompt's blocks a slice per turn before its first decision
+   * (src/router/kv/cache-routing.ts); undefined when there is nothing to wait for
+   */
+  hashAhead?: ((view: RequestView, since: number) => Promise<void> | undefined) | undefined;
   /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
   onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
 }
@@ -408,6 +413,12 @@ export class Proxy implements AttemptHost {
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
     try {
+      const ahead = this.d.hashAhead?.(ctx.view, ctx.pr.workBegan ?? ctx.started);
+      if (ahead !== undefined) {
+        await ahead;
+        if (ctx.clientGone) return;
+        if (ctx.totalTimedOut) throw totalTimeoutError();
+      }
       const headers = forwardedHeaders(ctx.req.headers, ctx.requestId, ctx.trace !== undefined);
       const baseHeaders = headers.length;
       // P/D: the prefill step runs first; the loop below then sends the decode step (body and

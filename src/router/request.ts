@@ -37,6 +37,12 @@ export interface RoutedRequest {
    * hashes these instead of tokenising the prompt again on the loop.
    */
   promptTokens?: number[] | undefined;
+  /**
+   * performance.now() when the router's CPU work on the request began (counting its prompt): its
+   * place in the line of sliced work (src/tokenizer/turns.ts), kept by its later slices (block hashing);
+   * absent: when the data plane took it
+   */
+  workBegan?: number | undefined;
   /** the client's TTFT SLO in ms (x-slo-ttft-ms), for the predictive policy's admission */
   sloTtftMs?: number | undefined;
 }

@@ -5,7 +5,14 @@
 // migration-drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { HttpError, sendError } from "../http/errors.js";
-import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../routing/index.js";
+import {
+  CACHE_POLICY_NAMES,
+  createPolicy,
+  predictiveOptions,
+  type CachePolicyName,
+  type Policy,
+  type PolicyName,
+} from "../routing/index.js";
 import { AdmissionQueue, RetryBudget, type QueueLimits } from "./admission.js";
 import { engineSpecs, type RouterConfig } from "./config.js";
 import { StaticDiscovery } from "../discovery/static.js";
@@ -158,6 +165,10 @@ export class Router {
         budget: this.budget,
         metrics: this.metrics.registry,
       }),
+      hashAhead: (view, since) =>
+        CACHE_POLICY_NAMES.includes(this.policy.name as CachePolicyName)
+          ? this.cache.hashAhead(view, since)
+          : undefined,
       onRouted: (req, res, view, engineUrl) => {
         if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
         res.setHeader(

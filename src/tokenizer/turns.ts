@@ -1,5 +1,5 @@
-// Sliced CPU work (a long prompt's tokenising) gives the event loop back between slices so that its
-// sockets are served. With a bare setImmediate per slice, every waiting request's next slice ran in
+// Sliced CPU work (a long prompt's tokenising, then its block hashing for KV-aware routing) gives the
+// event loop back between slices so that its sockets are served. With a bare setImmediate per slice, every waiting request's next slice ran in
 // the same turn of the loop: eight long prompts made one turn eight slices long, and whatever arrived
 // on a socket meanwhile waited for all of them. For a router worker that is the answer to its routing
 // claim (bench/routing-compare.ts, two workers: the answer waited over 10 ms at p90, over a third of

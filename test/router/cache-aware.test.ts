@@ -174,6 +174,47 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
   }
 });
 
+test("kv policy: a prompt longer than one hashing slice is hashed a slice per turn before its decision, with the engine's hashes", async () => {
+  const [port, kvPort, replayPort] = await freePorts(3);
+  const s = await sim(port, kvPort, replayPort);
+  const router = await routerFor([{ url: s.url, kvEvents: kvOf(s) }], { policy: "kv" });
+  const cache = router.router.cache;
+  const original = cache.hashAhead.bind(cache);
+  let sliced = 0;
+  cache.hashAhead = (view, since) => {
+    const p = original(view, since);
+    if (p !== undefined) sliced++;
+    return p;
+  };
+  try {
+    await waitUntil(
+      () => router.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
+      5000,
+      "sim",
+    );
+    // ≈ 17,000 tokens: more than one slice of 1,024 blocks of 16
+    const body = {
+      model: MODEL,
+      messages: [
+        { role: "system", content: LONG.repeat(50) },
+        { role: "user", content: "Which is longest?" },
+      ],
+      max_tokens: 2,
+    };
+    await routeOf(router.url, body);
+    await waitUntil(() => cache.kvRouted(s.url) && cache.kv.blocksOf(s.url) > 1050, 5000, "events indexed");
+    const again = await routeOf(router.url, body);
+    assert.equal(again.source, "kv");
+    assert.equal(again.reason, "kv-hit");
+    // every block past the first slice matched too: the slices chain as one piece does
+    assert.ok(Number(again.predicted_cached_tokens) > 16 * 1050, again.predicted_cached_tokens);
+    assert.ok(sliced >= 1, "hashed ahead in slices");
+  } finally {
+    await router.close();
+    await s.close();
+  }
+});
+
 test("watchdog: a hash-seed mismatch with the engines is reported loudly", async () => {
   const s = await sim(0, 0, 0, "0");
   const router = await routerFor([{ url: s.url, kvEvents: kvOf(s) }], {

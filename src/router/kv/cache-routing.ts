@@ -5,8 +5,9 @@
 // logs. Where the events come from is KvSubscriptions' business (subscriptions.ts); the metrics are in
 // metrics.ts; the silent-miss watchdog (watchdog.ts) reads the registry's own /metrics scrapes.
 import type { Registry as PromRegistry } from "prom-client";
-import { computeBlockHashes } from "../../engine/hashing.js";
+import { computeBlockHashes, type BlockHashOptions } from "../../engine/hashing.js";
 import { logger } from "../../obs/log.js";
+import { nextTurn, waitingSlices } from "../../tokenizer/index.js";
 import {
   PrefixOracle,
   RequestMemo,
@@ -27,6 +28,15 @@ import { HitWatchdog, judgeEngines, parsePrefixCacheHits } from "./watchdog.js";
 export { kvSourceFor, type KvSource } from "./subscriptions.js";
 
 const log = logger("router.cache");
+
+/**
+ * Blocks hashed per turn of the event loop ahead of a decision: 1,024 blocks of 16 tokens cost 2.3–3 ms
+ * of sha256 over CBOR on a quiet 2-core host. A prompt of at most this many blocks (16k tokens) is
+ * hashed inside the decision, in one piece: slices of 256 blocks cost the 9–12k-token prompts of
+ * bench/routing-compare.ts 5–7% of their TTFT p50 (each slice waits a turn), so only prompts whose
+ * hashing would hold the loop far longer (a 128k-token prompt: 18 ms in one piece) are sliced.
+ */
+const HASH_SLICE_BLOCKS = 1024;
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
@@ -188,22 +198,77 @@ export class CacheRouting implements CacheOracle {
     return p;
   }
 
+  private hashOptions(req: RequestView, blockSize: number): BlockHashOptions {
+    const salt = req.body?.cache_salt;
+    return {
+      blockSize,
+      hashSeed: this.hashSeed,
+      loraName: this.loraOf.get(req.model) ?? null,
+      cacheSalt: typeof salt === "string" ? salt : null,
+    };
+  }
+
   private hashesFor(req: RequestView, p: Prepared, blockSize: number): bigint[] {
     let h = p.hashes.get(blockSize);
     if (!h) {
       const tokens = p.tokens!;
-      // vLLM always computes the prompt's last token: a hit covers at most (len − 1) tokens
-      const usable = Math.floor(Math.max(0, tokens.length - 1) / blockSize) * blockSize;
-      const salt = req.body?.cache_salt;
-      h = computeBlockHashes(tokens.slice(0, usable), {
-        blockSize,
-        hashSeed: this.hashSeed,
-        loraName: this.loraOf.get(req.model) ?? null,
-        cacheSalt: typeof salt === "string" ? salt : null,
-      }).ids;
+      h = computeBlockHashes(
+        tokens.slice(0, hashedBlocks(tokens, blockSize) * blockSize),
+        this.hashOptions(req, blockSize),
+      ).ids;
       p.hashes.set(blockSize, h);
     }
     return h;
+  }
+
+  /**
+   * Hashes a long prompt's blocks before its decision, one slice per turn of the event loop in the
+   * line of sliced work (src/tokenizer/turns.ts, its place kept by `since`), for each block size the
+   * model's KV-routed engines use; the decision then finds them done, where hashing 128k tokens in one
+   * piece held the loop about 18 ms and every stream and routing claim of the process waited behind it.
+   * Undefined (nothing to wait for) when no engine is KV-routed or the prompt fits in one slice: the
+   * decision hashes it. A migrated stream's continuation (a new view) is hashed in its decision.
+   */
+  hashAhead(req: RequestView, since: number): Promise<void> | undefined {
+    if (this.mode === "prefix") return undefined;
+    let sizes: number[] | undefined;
+    for (const [url, st] of this.subs.states) {
+      if (st.fallback !== null) continue;
+      const view = this.registry.engines.get(url)?.view;
+      const bs = view?.blockSize;
+      if (!bs || !view.models.has(req.model)) continue;
+      if (sizes === undefined) sizes = [bs];
+      else if (!sizes.includes(bs)) sizes.push(bs);
+    }
+    if (sizes === undefined) return undefined;
+    const p = this.prepare(req);
+    const tokens = p.tokens;
+    if (tokens === null || sizes.every((bs) => hashedBlocks(tokens, bs) <= HASH_SLICE_BLOCKS))
+      return undefined;
+    return this.hashInSlices(req, p, tokens, sizes, since);
+  }
+
+  private async hashInSlices(
+    req: RequestView,
+    p: Prepared,
+    tokens: number[],
+    sizes: readonly number[],
+    since: number,
+  ): Promise<void> {
+    for (const bs of sizes) {
+      const blocks = hashedBlocks(tokens, bs);
+      const opts = this.hashOptions(req, bs);
+      const ids: bigint[] = new Array(blocks);
+      let parent: Uint8Array | null = null;
+      for (let b = 0; b < blocks; b += HASH_SLICE_BLOCKS) {
+        if (b > 0 || waitingSlices() > 0) await nextTurn(since);
+        const end = Math.min(blocks, b + HASH_SLICE_BLOCKS);
+        const h = computeBlockHashes(tokens.slice(b * bs, end * bs), opts, parent, b);
+        for (let i = 0; i < h.ids.length; i++) ids[b + i] = h.ids[i]!;
+        parent = h.digests[h.digests.length - 1]!;
+      }
+      p.hashes.set(bs, ids);
+    }
   }
 
   predict(req: RequestView, engines: readonly EngineView[]): CachePrediction {
@@ -282,4 +347,9 @@ export class CacheRouting implements CacheOracle {
     for (const st of this.subs.states.values()) if (st.healthy && st.fallback === null) judged.push(st.url);
     judgeEngines(this.watchdog, judged, { mismatch: this.m.mismatch, error: this.m.mismatchError }, log);
   }
+}
+
+/** the full blocks of a prompt an engine can report as hits: vLLM always computes the last token */
+function hashedBlocks(tokens: readonly number[], blockSize: number): number {
+  return Math.floor(Math.max(0, tokens.length - 1) / blockSize);
 }
