@@ -4,7 +4,8 @@
 // reference: the prompt is counted but never hashed) and under the kv policy (its blocks hashed on the
 // router, 4.7k blocks of 16 for 75k tokens). Per request the router's own nodejs_eventloop_lag_max_seconds
 // is read before and after (prom-client resets it per scrape); an idle loop reads its sampling interval
-// (10 ms), so a request's hold is its reading less 10 ms. Reports the median and the
+// (10 ms), so a request's hold is its reading less 10 ms (a hold shorter than one interval may read
+// up to 10 ms short). Reports the median and the
 // maximum hold per policy, kv's first request left out (no events yet: it routes by the prefix index).
 // Not part of npm test.
 //   npm run bench:kv-hash-hold -- [--requests 5] [--words 75000]
@@ -86,7 +87,11 @@ async function run(policy: string): Promise<Row> {
   return row;
 }
 
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+const median = (a: number[]) => {
+  const s = [...a].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
 console.log(
   `kv hash hold: ${flags.requests} novel chat prompts of ${flags.words} words per policy, one router process, one sim; logs in ${outDir}`,
 );

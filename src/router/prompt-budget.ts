@@ -98,7 +98,7 @@ export class PromptBudget {
     url: string,
     model: string,
     obj: Record<string, unknown>,
-    since = performance.now(),
+    since: number,
   ): Promise<number[]> | undefined {
     const path = basePath(url);
     if (path !== CHAT && path !== COMPLETIONS) return undefined;

@@ -52,6 +52,7 @@ import { firstBody, type BreakReason, type MigrationPlan } from "./migration.js"
 import { Migrations, type MigratingRequest } from "./migration-flow.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
+import type { Cancellable } from "./kv/cache-routing.js";
 import type { AccessLog } from "./access-log.js";
 
 const log = logger("router.proxy");
@@ -81,7 +82,8 @@ export interface ProxyDeps {
    * cache-aware routing: hashes a long prompt's blocks a slice per turn before its first decision
    * (src/router/kv/cache-routing.ts); undefined when there is nothing to wait for
    */
-  hashAhead?: ((view: RequestView, since: number) => Promise<void> | undefined) | undefined;
+  hashAhead?:
+    ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
   /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
   onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
 }
@@ -200,6 +202,11 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     if (kind === CtxDeadline.KeepAlive) return this.proxy.sendKeepAlive(this);
     this.totalTimedOut = true;
     this.cancel();
+  }
+
+  /** its client went away or its total time ran out (hashing ahead stops for it) */
+  get cancelled(): boolean {
+    return this.clientGone || this.totalTimedOut;
   }
 
   cancel(): void {
@@ -413,7 +420,7 @@ export class Proxy implements AttemptHost {
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
     try {
-      const ahead = this.d.hashAhead?.(ctx.view, ctx.pr.workBegan ?? ctx.started);
+      const ahead = this.d.hashAhead?.(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
       if (ahead !== undefined) {
         await ahead;
         if (ctx.clientGone) return;

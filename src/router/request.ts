@@ -39,8 +39,8 @@ export interface RoutedRequest {
   promptTokens?: number[] | undefined;
   /**
    * performance.now() when the router's CPU work on the request began (counting its prompt): its
-   * place in the line of sliced work (src/tokenizer/turns.ts), kept by its later slices (block hashing);
-   * absent: when the data plane took it
+   * place in the line of sliced work (src/tokenizer/turns.ts), kept by its later slices (block hashing).
+   * The ingress always sets it; a request built elsewhere (tests) counts from when the data plane took it.
    */
   workBegan?: number | undefined;
   /** the client's TTFT SLO in ms (x-slo-ttft-ms), for the predictive policy's admission */

@@ -69,6 +69,8 @@ export class Router {
   readonly budget: RetryBudget;
   readonly discovery: StaticDiscovery;
   private policy!: Policy;
+  /** the policy reads the cache oracle (prefix, kv, hybrid, predictive): long prompts are hashed ahead */
+  private cachePolicy = false;
   /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
   readonly cache: CacheRouting;
   private readonly proxy: Proxy;
@@ -145,6 +147,7 @@ export class Router {
     });
     this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
     this.policy = this.makePolicy(cfg);
+    this.cachePolicy = CACHE_POLICY_NAMES.includes(cfg.policy as CachePolicyName);
     this.registry.on("capacity", () => this.queue.kick());
     this.prompts = new PromptBudget(this.registry, () => this.cfg);
     // before the engine can enter rotation with these models: no request waits for a tokenizer load
@@ -165,10 +168,8 @@ export class Router {
         budget: this.budget,
         metrics: this.metrics.registry,
       }),
-      hashAhead: (view, since) =>
-        CACHE_POLICY_NAMES.includes(this.policy.name as CachePolicyName)
-          ? this.cache.hashAhead(view, since)
-          : undefined,
+      hashAhead: (view, since, request) =>
+        this.cachePolicy ? this.cache.hashAhead(view, since, request) : undefined,
       onRouted: (req, res, view, engineUrl) => {
         if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
         res.setHeader(
@@ -299,6 +300,7 @@ export class Router {
     this.cache.setConfig(cfg);
     this.prompts.reset();
     this.policy = this.makePolicy(cfg);
+    this.cachePolicy = CACHE_POLICY_NAMES.includes(cfg.policy as CachePolicyName);
     this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
     this.registry.setConfig(cfg);

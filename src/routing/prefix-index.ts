@@ -45,12 +45,8 @@ export function renderForPrefix(req: Pick<RequestView, "prompt" | "messages">): 
   }
   const p = req.prompt;
   if (typeof p === "string") return p;
-  if (Array.isArray(p) && p.length > 0) {
-    if (typeof p[0] === "string") return p[0] as string;
-    if (typeof p[0] === "number") return (p as number[]).join(" ");
-    if (Array.isArray(p[0])) return (p[0] as number[]).join(" ");
-  }
-  return "";
+  if (Array.isArray(p) && typeof p[0] === "string") return p[0] as string;
+  return tokenIdPrompt(req)?.join(" ") ?? "";
 }
 
 /** a token-id prompt (the array renderForPrefix joins), or undefined for text and chats */
@@ -63,9 +59,10 @@ function tokenIdPrompt(req: Pick<RequestView, "prompt" | "messages">): readonly 
   return undefined;
 }
 
-/** the rendered ids' characters (ASCII), reused: a decision is synchronous */
+/** the rendered ids' characters (ASCII), reused (a decision is synchronous); at most the limit's size */
 let idBytes = new Uint8Array(0);
-const ascii = new TextDecoder("latin1");
+// UTF-8, which every build of the platform decodes (ASCII reads the same in it)
+const ascii = new TextDecoder();
 
 function decimalDigits(v: number): number {
   if (v < 10) return 1;
@@ -90,7 +87,9 @@ function renderTokenIds(
   tokens: readonly unknown[],
   limit: number,
 ): { text: string; chars: number } | undefined {
-  if (idBytes.length < limit + 16) idBytes = new Uint8Array(limit + 16);
+  // an id is at most 10 digits and a space; one past the limit (16 more) may be written whole
+  const need = Math.min(limit, tokens.length * 11) + 16;
+  if (idBytes.length < need) idBytes = new Uint8Array(need);
   const out = idBytes;
   let len = 0;
   let chars = Math.max(0, tokens.length - 1);

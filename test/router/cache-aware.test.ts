@@ -181,8 +181,8 @@ test("kv policy: a prompt longer than one hashing slice is hashed a slice per tu
   const cache = router.router.cache;
   const original = cache.hashAhead.bind(cache);
   let sliced = 0;
-  cache.hashAhead = (view, since) => {
-    const p = original(view, since);
+  cache.hashAhead = (view, since, request) => {
+    const p = original(view, since, request);
     if (p !== undefined) sliced++;
     return p;
   };
@@ -192,22 +192,22 @@ test("kv policy: a prompt longer than one hashing slice is hashed a slice per tu
       5000,
       "sim",
     );
-    // ≈ 17,000 tokens: more than one slice of 1,024 blocks of 16
+    // ≈ 20,000 tokens: more than one slice of 1,024 blocks of 16
     const body = {
       model: MODEL,
       messages: [
-        { role: "system", content: LONG.repeat(50) },
+        { role: "system", content: LONG.repeat(60) },
         { role: "user", content: "Which is longest?" },
       ],
       max_tokens: 2,
     };
     await routeOf(router.url, body);
-    await waitUntil(() => cache.kvRouted(s.url) && cache.kv.blocksOf(s.url) > 1050, 5000, "events indexed");
+    await waitUntil(() => cache.kvRouted(s.url) && cache.kv.blocksOf(s.url) > 1200, 5000, "events indexed");
     const again = await routeOf(router.url, body);
     assert.equal(again.source, "kv");
     assert.equal(again.reason, "kv-hit");
     // every block past the first slice matched too: the slices chain as one piece does
-    assert.ok(Number(again.predicted_cached_tokens) > 16 * 1050, again.predicted_cached_tokens);
+    assert.ok(Number(again.predicted_cached_tokens) > 16 * 1200, again.predicted_cached_tokens);
     assert.ok(sliced >= 1, "hashed ahead in slices");
   } finally {
     await router.close();

@@ -32,11 +32,22 @@ const log = logger("router.cache");
 /**
  * Blocks hashed per turn of the event loop ahead of a decision: 1,024 blocks of 16 tokens cost 2.3–3 ms
  * of sha256 over CBOR on a quiet 2-core host. A prompt of at most this many blocks (16k tokens) is
- * hashed inside the decision, in one piece: slices of 256 blocks cost the 9–12k-token prompts of
- * bench/routing-compare.ts 5–7% of their TTFT p50 (each slice waits a turn), so only prompts whose
- * hashing would hold the loop far longer (a 128k-token prompt: 18 ms in one piece) are sliced.
+ * hashed inside the decision, in one piece: slices of 256 blocks cost the prompts of
+ * bench/routing-compare.ts (9–16k tokens) 5–7% of their TTFT p50 (each slice waits a turn), so only
+ * prompts whose hashing would hold the loop far longer (128k tokens: 18 ms in one piece) are sliced.
  */
 const HASH_SLICE_BLOCKS = 1024;
+/**
+ * Slices that keep the request's place in the line (oldest work first): 8 × 1,024 blocks, 128k tokens
+ * at 16 per block; the rest of a larger prompt re-enters the line as new work, as the tokenizer's does
+ */
+const HASH_OLDEST_FIRST_SLICES = 8;
+
+/** what hashing ahead asks of the request it works for */
+export interface Cancellable {
+  /** its client went away or its time ran out: the hashes would be for nobody */
+  readonly cancelled: boolean;
+}
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
@@ -223,49 +234,65 @@ export class CacheRouting implements CacheOracle {
 
   /**
    * Hashes a long prompt's blocks before its decision, one slice per turn of the event loop in the
-   * line of sliced work (src/tokenizer/turns.ts, its place kept by `since`), for each block size the
-   * model's KV-routed engines use; the decision then finds them done, where hashing 128k tokens in one
-   * piece held the loop about 18 ms and every stream and routing claim of the process waited behind it.
-   * Undefined (nothing to wait for) when no engine is KV-routed or the prompt fits in one slice: the
-   * decision hashes it. A migrated stream's continuation (a new view) is hashed in its decision.
+   * line of sliced work (src/tokenizer/turns.ts), for each block size the model's KV-routed engines
+   * use; the decision then finds them done, where hashing 128k tokens in one piece held the loop about
+   * 18 ms and every stream and routing claim of the process waited behind it. Undefined (nothing to
+   * wait for) when no engine is KV-routed or the prompt fits in one slice: the decision hashes it. A
+   * migrated stream's continuation (a new view) is hashed in its decision. Stops between slices once
+   * `request.cancelled` (its client gone, its time up), keeping nothing.
    */
-  hashAhead(req: RequestView, since: number): Promise<void> | undefined {
+  hashAhead(req: RequestView, since: number, request: Cancellable): Promise<void> | undefined {
     if (this.mode === "prefix") return undefined;
-    let sizes: number[] | undefined;
-    for (const [url, st] of this.subs.states) {
-      if (st.fallback !== null) continue;
-      const view = this.registry.engines.get(url)?.view;
-      const bs = view?.blockSize;
-      if (!bs || !view.models.has(req.model)) continue;
-      if (sizes === undefined) sizes = [bs];
-      else if (!sizes.includes(bs)) sizes.push(bs);
+    // predict() prepares every request outside prefix mode anyway: nothing is spent here in vain
+    const tokens = this.prepare(req).tokens;
+    if (tokens === null) return undefined;
+    let smallest = Infinity;
+    for (const st of this.subs.states.values()) {
+      const bs = st.fallback === null ? this.blockSizeFor(st.url, req.model) : undefined;
+      if (bs !== undefined && bs < smallest) smallest = bs;
     }
-    if (sizes === undefined) return undefined;
-    const p = this.prepare(req);
-    const tokens = p.tokens;
-    if (tokens === null || sizes.every((bs) => hashedBlocks(tokens, bs) <= HASH_SLICE_BLOCKS))
-      return undefined;
-    return this.hashInSlices(req, p, tokens, sizes, since);
+    if (smallest === Infinity || hashedBlocks(tokens, smallest) <= HASH_SLICE_BLOCKS) return undefined;
+    const sizes: number[] = [];
+    for (const st of this.subs.states.values()) {
+      const bs = st.fallback === null ? this.blockSizeFor(st.url, req.model) : undefined;
+      if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
+    }
+    return this.hashInSlices(req, tokens, sizes, since, request);
+  }
+
+  /** a KV-routed engine's block size when it serves `model` */
+  private blockSizeFor(url: string, model: string): number | undefined {
+    const view = this.registry.engines.get(url)?.view;
+    return view?.blockSize && view.models.has(model) ? view.blockSize : undefined;
   }
 
   private async hashInSlices(
     req: RequestView,
-    p: Prepared,
     tokens: number[],
     sizes: readonly number[],
     since: number,
+    request: Cancellable,
   ): Promise<void> {
+    const p = this.prepare(req);
+    // a hash seed reloaded meanwhile leaves this request's hashes on the old seed: it misses, once
+    let slices = 0;
     for (const bs of sizes) {
+      if (p.hashes.has(bs)) continue;
       const blocks = hashedBlocks(tokens, bs);
       const opts = this.hashOptions(req, bs);
       const ids: bigint[] = new Array(blocks);
       let parent: Uint8Array | null = null;
       for (let b = 0; b < blocks; b += HASH_SLICE_BLOCKS) {
-        if (b > 0 || waitingSlices() > 0) await nextTurn(since);
+        if (slices > 0 || waitingSlices() > 0) {
+          // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
+          await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now());
+          if (request.cancelled) return;
+        }
         const end = Math.min(blocks, b + HASH_SLICE_BLOCKS);
         const h = computeBlockHashes(tokens.slice(b * bs, end * bs), opts, parent, b);
         for (let i = 0; i < h.ids.length; i++) ids[b + i] = h.ids[i]!;
         parent = h.digests[h.digests.length - 1]!;
+        slices++;
       }
       p.hashes.set(bs, ids);
     }
