@@ -10,6 +10,7 @@ import { parseSloHeader, SLO_HEADER } from "../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../http/body.js";
 import type { RouterGate } from "../tenancy/router-gate.js";
 import type { Tenant } from "../tenancy/state.js";
+import { WorkCancelled } from "../tokenizer/index.js";
 import { ANONYMOUS_FLOW, type QueueFlow } from "./admission.js";
 import type { AccessLog } from "./access-log.js";
 import { readRequestBody } from "./body.js";
@@ -147,8 +148,12 @@ export class Ingress {
       let promptTokens: number[] | undefined;
       const workBegan = performance.now();
       if (obj) {
-        const counting = this.d.budget.check(path, model, obj, workBegan);
-        if (counting !== undefined) promptTokens = await counting;
+        const counting = this.d.budget.check(path, model, obj, workBegan, res);
+        if (counting !== undefined) {
+          promptTokens = await counting;
+          // gone while a worker thread counted (sliced counting stops by itself): not routed for nobody
+          if (res.destroyed) throw new WorkCancelled();
+        }
       }
       let admitted;
       if (tenant) {
@@ -188,7 +193,8 @@ export class Ingress {
     err: unknown,
   ): void {
     if (!(err instanceof HttpError)) {
-      // the client went away mid-body: nobody to answer, nothing wrong with the router
+      // the client went away mid-body or while its prompt was counted (WorkCancelled): nobody to
+      // answer, nothing wrong with the router
       if (req.destroyed || res.destroyed) return void res.destroy();
       throw err;
     }

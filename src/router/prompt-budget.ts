@@ -19,8 +19,10 @@
 import { resolveModel } from "../engine/profiles.js";
 import { contextLengthError } from "../http/context-length.js";
 import {
+  WorkCancelled,
   tokenizerForModel,
   tokenCountFloorAsync,
+  type Cancellable,
   type ChatMessage,
   type Tokenizer,
 } from "../tokenizer/index.js";
@@ -92,13 +94,16 @@ export class PromptBudget {
    * Checks a chat or completion prompt that is long enough to matter. Returns undefined when there is
    * nothing to do (short, not a prompt path, no tokenizer), else a promise of the first prompt's ids
    * for routing; throws (or rejects with) vLLM's 400 when the prompt cannot fit. `since`: when the
-   * request's work began, its place in the line of sliced work (src/tokenizer/turns.ts).
+   * request's work began, its place in the line of sliced work (src/tokenizer/turns.ts). Once the
+   * client's `response` is destroyed (the client went away), the counting rejects with WorkCancelled
+   * at its next slice instead of running the rest for nobody.
    */
   check(
     url: string,
     model: string,
     obj: Record<string, unknown>,
     since: number,
+    response: { readonly destroyed: boolean },
   ): Promise<number[]> | undefined {
     const path = basePath(url);
     if (path !== CHAT && path !== COMPLETIONS) return undefined;
@@ -116,7 +121,11 @@ export class PromptBudget {
     }
     const tk = this.tokenizerFor(model);
     if (!tk) return undefined;
-    return this.count(tk, chat, obj, maxLen, maxTokens, since);
+    return this.count(tk, chat, obj, maxLen, maxTokens, since, {
+      get cancelled() {
+        return response.destroyed;
+      },
+    });
   }
 
   /** Token-id prompts need no tokenizer: their length is their count. */
@@ -136,6 +145,7 @@ export class PromptBudget {
     maxLen: number | undefined,
     maxTokens: number | null,
     since: number,
+    owner: Cancellable,
   ): Promise<number[]> {
     // routing needs no more than the context's tokens: the rest is counted, not kept
     const keep = maxLen ?? Infinity;
@@ -147,14 +157,15 @@ export class PromptBudget {
     if (maxLen !== undefined)
       for (const t of prompt.texts) {
         if (t.length <= FLOOR_FIRST_CHARS) continue;
-        const floor = await tokenCountFloorAsync(t, since);
+        const floor = await tokenCountFloorAsync(t, since, owner);
         if (floor >= maxLen) throw contextLengthError(maxLen, floor, maxTokens, true)!;
       }
     const counted: Array<{ count: number; ids: number[] }> = [];
     try {
       for (const t of prompt.texts)
-        counted.push(await tk.countAsync(t, prompt.addSpecialTokens, keep, since));
+        counted.push(await tk.countAsync(t, prompt.addSpecialTokens, keep, since, owner));
     } catch (err) {
+      if (err instanceof WorkCancelled) throw err;
       log.debug({ err: (err as Error).message }, "prompt not counted");
       return [];
     }

@@ -52,7 +52,7 @@ import { firstBody, type BreakReason, type MigrationPlan } from "./migration.js"
 import { Migrations, type MigratingRequest } from "./migration-flow.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
-import type { Cancellable } from "./kv/cache-routing.js";
+import type { Cancellable } from "../tokenizer/index.js";
 import type { AccessLog } from "./access-log.js";
 
 const log = logger("router.proxy");

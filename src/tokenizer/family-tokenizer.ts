@@ -1,6 +1,6 @@
 // One Tokenizer built from parts: an ordinary-text BPE encoder, the added tokens recognised in text,
 // a decode table covering the model's whole vocabulary, and a chat template.
-import { nextTurn, waitingSlices } from "./turns.js";
+import { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "./turns.js";
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import { renderChat, type ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
@@ -154,6 +154,7 @@ export class FamilyTokenizer implements Tokenizer {
     addSpecialTokens: boolean,
     keep: number,
     since?: number,
+    owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }> {
     if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) {
       const ids = this.encode(text, addSpecialTokens);
@@ -167,7 +168,7 @@ export class FamilyTokenizer implements Tokenizer {
       // this one in slices here; the next ones on the worker, once it has loaded the tables
       tokenizerThread.warm(this.family);
     }
-    return this.sliced(text, addSpecialTokens, keep, since);
+    return this.sliced(text, addSpecialTokens, keep, since, owner);
   }
 
   private async sliced(
@@ -176,6 +177,8 @@ export class FamilyTokenizer implements Tokenizer {
     keep: number,
     /** when the caller's work began, if earlier than now (turns.ts) */
     began?: number,
+    /** what the work is for: once cancelled, the next turn rejects with WorkCancelled */
+    owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }> {
     const n = text.length;
     const out: number[] = [];
@@ -189,6 +192,7 @@ export class FamilyTokenizer implements Tokenizer {
     // work that began earlier and waits for its turn goes first (turns.ts)
     const since = began ?? performance.now();
     if (waitingSlices() > 0) await nextTurn(since);
+    if (owner?.cancelled) throw new WorkCancelled();
     let slice = this.firstSlice;
     for (let pos = 0; pos < n;) {
       let end = safeCut(text, pos + 1);
@@ -214,7 +218,10 @@ export class FamilyTokenizer implements Tokenizer {
       slice = Math.min(SLICE_MAX_CHARS, Math.max(SLICE_MIN_CHARS, Math.floor(pace * SLICE_TARGET_MS)));
       this.firstSlice = Math.min(SYNC_ENCODE_CHARS, slice);
       pos = end;
-      if (pos < n) await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now());
+      if (pos < n) {
+        await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now());
+        if (owner?.cancelled) throw new WorkCancelled();
+      }
     }
     return { count: out.length + dropped, ids: out };
   }

@@ -9,7 +9,7 @@ export { ChatTemplateError } from "./types.js";
 export { chatMessageSchema, chatMessagesSchema, contentText } from "./messages.js";
 export { NO_CHAT_TEMPLATE_MESSAGE } from "./chat-templates.js";
 export { tokenCountFloor, tokenCountFloorAsync } from "./lower-bound.js";
-export { nextTurn, waitingSlices } from "./turns.js";
+export { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "./turns.js";
 
 const FACTORIES: Record<string, () => FamilyTokenizer> = {
   llama3: createLlama3Tokenizer,

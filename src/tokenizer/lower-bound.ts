@@ -10,7 +10,7 @@
 // starts of runs that the bound can be sure of are counted: a printable ASCII character after an
 // ASCII space, tab or line break (or at the start). Any Unicode definition of whitespace agrees on
 // those two classes, so the floor holds for the engine's tokenizer library too, whatever its `\s`.
-import { nextTurn, waitingSlices } from "./turns.js";
+import { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "./turns.js";
 
 const SLICE_CHARS = 1 << 20; // ~1 ms of the loop per slice
 
@@ -40,11 +40,16 @@ export async function tokenCountFloorAsync(
   text: string,
   /** when the caller's work began, if earlier than now: its place in line (turns.ts) */
   since = performance.now(),
+  /** what the count is for: once cancelled, the next turn rejects with WorkCancelled */
+  owner?: Cancellable,
 ): Promise<number> {
   let n = 0;
   for (let pos = 0; pos < text.length; pos += SLICE_CHARS) {
     // its first slice too waits behind work already in line (turns.ts)
-    if (pos > 0 || waitingSlices() > 0) await nextTurn(since);
+    if (pos > 0 || waitingSlices() > 0) {
+      await nextTurn(since);
+      if (owner?.cancelled) throw new WorkCancelled();
+    }
     const end = Math.min(text.length, pos + SLICE_CHARS);
     n += countRuns(text, pos, end, pos === 0 || isAsciiSpace(text.charCodeAt(pos - 1)));
   }

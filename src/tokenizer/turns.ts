@@ -12,6 +12,10 @@
 // new work (family-tokenizer.ts, router/kv/cache-routing.ts), so one huge prompt takes turns with
 // those after it.
 //
+// Work is done for someone: a caller passes what it is for (`Cancellable`), and once that is cancelled
+// (the client gone, the request's time up) the work stops at its next turn instead of running its
+// remaining slices for nobody.
+//
 // The line holds one small entry per sliced piece of work in progress. Tokenising and hashing happen
 // before a request is admitted to an engine, so what bounds it is the connections the server holds
 // open (`limits.maxConnections`), each with one request body at a time.
@@ -60,6 +64,20 @@ export function nextTurn(since: number): Promise<void> {
     line.push({ since, seq: seq++, pos: -1, resolve });
     schedule();
   });
+}
+
+/** What sliced work is done for: once `cancelled`, its remaining slices are not run. */
+export interface Cancellable {
+  /** nobody waits for the work any more (its client went away, or its time ran out) */
+  readonly cancelled: boolean;
+}
+
+/** Sliced work given up at a turn because what it was for was cancelled. */
+export class WorkCancelled extends Error {
+  constructor() {
+    super("sliced work given up: nobody waits for it");
+    this.name = "WorkCancelled";
+  }
 }
 
 /** slices waiting for their turn: new work that finds any waits its turn too instead of cutting in */

@@ -1,5 +1,6 @@
 // The tokenizer contract shared by the sim (prompt counting, /tokenize, /detokenize, streamed text)
 // and the router (exact KV-aware routing needs the same token ids the engine computes).
+import type { Cancellable } from "./turns.js";
 
 /** One OpenAI chat message as the chat template sees it. Extra fields (tool_calls, ...) are ignored. */
 export interface ChatMessage {
@@ -46,6 +47,8 @@ export interface Tokenizer {
     keep: number,
     /** when the request's work began (performance.now()), if earlier than this call: its place in line (turns.ts) */
     since?: number,
+    /** what the count is for: once cancelled, it rejects with WorkCancelled at its next turn (turns.ts) */
+    owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }>;
   /**
    * Lossless byte-level decode. Ids outside the encoder's table (or negative) decode to "" and

@@ -12,7 +12,7 @@ import { parseConfig } from "../../src/router/index.js";
 import { Health, lagAwareTimeout, type HealthRecord } from "../../src/router/health.js";
 import { RetryBudget } from "../../src/router/admission.js";
 import { resolveModel } from "../../src/engine/profiles.js";
-import { tokenizerForModel } from "../../src/tokenizer/index.js";
+import { WorkCancelled, tokenizerForModel } from "../../src/tokenizer/index.js";
 import { startFakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
@@ -372,6 +372,51 @@ test("a prompt of a million words is refused by a floor on its count, saying so,
     assert.equal(err.param, "input_tokens");
     assert.equal(e.hits, 0, "the engine never saw it");
   } finally {
+    await router.close();
+    await e.close();
+  }
+});
+
+test("a client that leaves while its long prompt is counted stops the counting, and the engine never sees the request", async () => {
+  const model = "Qwen/Qwen2.5-0.5B-Instruct";
+  const e = await startFakeEngine({ models: [model], maxModelLen: 131_072 });
+  const router = await routerFor([e.url]);
+  // the router's tokenizer is this process's: its count is watched, not replaced
+  const tk = tokenizerForModel(resolveModel(model));
+  const countAsync = tk.countAsync;
+  let counting: Promise<unknown> | undefined;
+  tk.countAsync = (...args) => (counting = countAsync.apply(tk, args));
+  try {
+    // ~200K characters of made-up words the tokenizer's piece cache never saw: dozens of ~2 ms slices
+    let x = 12345;
+    const letter = () => String.fromCharCode(97 + ((x = Math.imul(x ^ (x >>> 13), 0x5bd1e995) >>> 0) % 26));
+    const words: string[] = [];
+    for (let n = 0; n < 200_000;) {
+      const w = Array.from({ length: 3 + (x % 6) }, letter).join("");
+      words.push(w);
+      n += w.length + 1;
+    }
+    const body = JSON.stringify({
+      model,
+      messages: [{ role: "user", content: words.join(" ") }],
+      max_tokens: 1,
+    });
+    const s = connect(Number(new URL(router.url).port), "127.0.0.1");
+    await new Promise((r) => s.once("connect", r));
+    // the whole request, then the client's end of the connection at once
+    s.end(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    s.resume();
+    await waitUntil(() => counting !== undefined, 5000, "the prompt being counted");
+    await assert.rejects(counting!, WorkCancelled);
+    // what follows a finished count (routing, the engine) happens within a few turns: none came
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(e.hits, 0, "the engine never saw it");
+    s.destroy();
+  } finally {
+    tk.countAsync = countAsync;
     await router.close();
     await e.close();
   }

@@ -21,6 +21,8 @@ export interface FakeEngineOptions {
   /** answers 401 on /v1 paths unless this bearer key is sent */
   apiKey?: string;
   port?: number;
+  /** max_model_len announced in /v1/models (default 8192) */
+  maxModelLen?: number;
 }
 
 export interface FakeEngine {
@@ -96,7 +98,7 @@ export async function startFakeEngine(opts: FakeEngineOptions = {}): Promise<Fak
       owned_by: "vllm",
       root: id,
       parent: null,
-      max_model_len: 8192,
+      max_model_len: opts.maxModelLen ?? 8192,
       permission: [],
     }));
     const lora = Object.entries(opts.adapters ?? {}).map(([id, parent]) => ({
@@ -106,7 +108,7 @@ export async function startFakeEngine(opts: FakeEngineOptions = {}): Promise<Fak
       owned_by: "vllm",
       root: `/adapters/${id}`,
       parent,
-      max_model_len: 8192,
+      max_model_len: opts.maxModelLen ?? 8192,
       permission: [],
     }));
     return { object: "list", data: [...base, ...lora] };

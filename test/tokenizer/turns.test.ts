@@ -3,8 +3,8 @@
 // token, a router worker's claim answer) never waits behind every prompt being tokenised at once.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { nextTurn, waitingSlices } from "../../src/tokenizer/turns.js";
-import { tokenizerFor } from "../../src/tokenizer/index.js";
+import { WorkCancelled, nextTurn, waitingSlices } from "../../src/tokenizer/turns.js";
+import { tokenCountFloorAsync, tokenizerFor } from "../../src/tokenizer/index.js";
 
 test("waiting slices go in the order their work began, one per turn of the event loop", async () => {
   let turn = 0;
@@ -52,4 +52,21 @@ test("long prompts tokenised at once finish in the order they began, the longest
   const finished: number[] = [];
   await Promise.all(texts.map((t, i) => tk.encodeAsync(t).then(() => finished.push(i))));
   assert.deepEqual(finished, [0, 1, 2]);
+});
+
+test("sliced counting stops at its next turn once what it is for is cancelled, and leaves the line empty", async () => {
+  const tk = tokenizerFor("llama3");
+  const words = ["red", "green", "blue", "cyan", "magenta", "yellow", "black"];
+  const text = Array.from({ length: 30_000 }, (_, i) => words[(i * 5) % words.length]).join(" ");
+  const owner = { cancelled: false };
+  const counting = tk.countAsync(text, true, Infinity, undefined, owner);
+  // a floor on a text several slices long, for the same owner
+  const floor = tokenCountFloorAsync("word ".repeat(200_000), undefined, owner);
+  owner.cancelled = true;
+  await assert.rejects(counting, WorkCancelled);
+  await assert.rejects(floor, WorkCancelled);
+  assert.equal(waitingSlices(), 0);
+  // not cancelled: the same count runs to its end
+  const whole = await tk.countAsync(text, true, Infinity, undefined, { cancelled: false });
+  assert.equal(whole.count, tk.encode(text).length);
 });

@@ -7,7 +7,7 @@
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../engine/hashing.js";
 import { logger } from "../../obs/log.js";
-import { nextTurn, waitingSlices } from "../../tokenizer/index.js";
+import { nextTurn, waitingSlices, type Cancellable } from "../../tokenizer/index.js";
 import {
   PrefixOracle,
   RequestMemo,
@@ -42,12 +42,6 @@ const HASH_SLICE_BLOCKS = 1024;
  * at 16 per block; the rest of a larger prompt re-enters the line as new work, as the tokenizer's does
  */
 const HASH_OLDEST_FIRST_SLICES = 8;
-
-/** what hashing ahead asks of the request it works for */
-export interface Cancellable {
-  /** its client went away or its time ran out: the hashes would be for nobody */
-  readonly cancelled: boolean;
-}
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
