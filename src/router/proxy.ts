@@ -277,6 +277,8 @@ export class Proxy implements AttemptHost {
     this.d.budget.onRequest();
     (res as WithContext)[CONTEXT] = ctx;
     res.on("close", onResponseClose);
+    // gone while the ingress awaited a parse, a count or a tenant's admission: its close has passed
+    if (res.destroyed) ctx.clientGone = true;
     const now = ctx.started;
     this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
     if (pr.stream && cfg.timeouts.keepAlive > 0)
@@ -420,6 +422,7 @@ export class Proxy implements AttemptHost {
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
     try {
+      if (ctx.clientGone) return;
       const ahead = this.d.hashAhead?.(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
       if (ahead !== undefined) {
         await ahead;
