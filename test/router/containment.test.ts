@@ -422,6 +422,35 @@ test("a client that leaves while its long prompt is counted stops the counting, 
   }
 });
 
+test("a client that leaves while its large body is parsed off the loop is counted as gone (499), not routed", async () => {
+  const e = await startFakeEngine({ models: ["m"] });
+  const router = await routerFor([e.url]);
+  try {
+    // over 1 MiB: parsed on a worker thread while the client's end of the connection arrives (the
+    // router has no tokenizer for "m": nothing else is awaited)
+    const body = JSON.stringify({ model: "m", prompt: "word ".repeat(250_000), max_tokens: 1 });
+    const s = connect(Number(new URL(router.url).port), "127.0.0.1");
+    await new Promise((r) => s.once("connect", r));
+    s.end(
+      `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    s.resume();
+    const gone = async () => {
+      const m = await (await fetch(`${router.url}/metrics`)).text();
+      return /^switchyard_requests_total\{[^}]*status="499"[^}]*\} 1$/m.test(m);
+    };
+    // polled: the count is an outcome, and the loop only a hang guard
+    for (let i = 0; i < 250 && !(await gone()); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(await gone(), "counted as 499");
+    assert.equal(e.hits, 0, "the engine never saw it");
+    s.destroy();
+  } finally {
+    await router.close();
+    await e.close();
+  }
+});
+
 test("tokenizer endpoints are counted on their own, outside the generation metrics", async () => {
   const e = await startFakeEngine({ models: ["fake/m"] });
   const router = await routerFor([e.url]);
