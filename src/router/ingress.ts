@@ -148,11 +148,12 @@ export class Ingress {
       let promptTokens: number[] | undefined;
       const workBegan = performance.now();
       if (obj) {
-        const counting = this.d.budget.check(path, model, obj, workBegan, res);
+        // the connection, not the response: a pipelined request's response has no socket of its own
+        const counting = this.d.budget.check(path, model, obj, workBegan, req.socket);
         if (counting !== undefined) {
           promptTokens = await counting;
           // gone while a worker thread counted (sliced counting stops by itself): not routed for nobody
-          if (res.destroyed) throw new WorkCancelled();
+          if (req.socket.destroyed) throw new WorkCancelled();
         }
       }
       let admitted;
@@ -193,9 +194,15 @@ export class Ingress {
     err: unknown,
   ): void {
     if (!(err instanceof HttpError)) {
-      // the client went away mid-body or while its prompt was counted (WorkCancelled): nobody to
-      // answer, nothing wrong with the router
-      if (req.destroyed || res.destroyed) return void res.destroy();
+      if (err instanceof WorkCancelled) {
+        // the client went away while its prompt was counted: a 499, as the data plane counts one
+        this.d.metrics.countRequest("none", "none", 499, this.d.policyName());
+        this.d.accessLog.rejected(req, path, 499, tenant?.name, "the client went away");
+        return void res.destroy();
+      }
+      // the client went away mid-body: nobody to answer, nothing wrong with the router (a request
+      // whose body was read destroys itself, so `req.destroyed` alone would hide a real failure)
+      if (res.destroyed || (req.destroyed && !req.complete)) return void res.destroy();
       throw err;
     }
     lingerAfterRefusal(req, res);

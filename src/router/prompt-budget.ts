@@ -95,7 +95,7 @@ export class PromptBudget {
    * nothing to do (short, not a prompt path, no tokenizer), else a promise of the first prompt's ids
    * for routing; throws (or rejects with) vLLM's 400 when the prompt cannot fit. `since`: when the
    * request's work began, its place in the line of sliced work (src/tokenizer/turns.ts). Once the
-   * client's `response` is destroyed (the client went away), the counting rejects with WorkCancelled
+   * client's `connection` is destroyed (the client went away), the counting rejects with WorkCancelled
    * at its next slice instead of running the rest for nobody.
    */
   check(
@@ -103,7 +103,7 @@ export class PromptBudget {
     model: string,
     obj: Record<string, unknown>,
     since: number,
-    response: { readonly destroyed: boolean },
+    connection: { readonly destroyed: boolean },
   ): Promise<number[]> | undefined {
     const path = basePath(url);
     if (path !== CHAT && path !== COMPLETIONS) return undefined;
@@ -123,7 +123,7 @@ export class PromptBudget {
     if (!tk) return undefined;
     return this.count(tk, chat, obj, maxLen, maxTokens, since, {
       get cancelled() {
-        return response.destroyed;
+        return connection.destroyed;
       },
     });
   }

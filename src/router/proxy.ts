@@ -277,8 +277,9 @@ export class Proxy implements AttemptHost {
     this.d.budget.onRequest();
     (res as WithContext)[CONTEXT] = ctx;
     res.on("close", onResponseClose);
-    // gone while the ingress awaited a parse, a count or a tenant's admission: its close has passed
-    if (res.destroyed) ctx.clientGone = true;
+    // gone while the ingress awaited a body parsed on a thread or a tenant's admission: its close has
+    // passed (the connection's: a pipelined request's response has no socket of its own)
+    if (res.destroyed || req.socket.destroyed) ctx.clientGone = true;
     const now = ctx.started;
     this.deadlines.arm(ctx.total, cfg.timeouts.total, now);
     if (pr.stream && cfg.timeouts.keepAlive > 0)

@@ -198,6 +198,7 @@ export class FamilyTokenizer implements Tokenizer {
       let end = safeCut(text, pos + 1);
       if (end - pos > OFFLOAD_CHARS) {
         const ids = await tokenizerThread.encode(this.family, text.slice(pos, end));
+        if (owner?.cancelled) throw new WorkCancelled();
         for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
         trim();
         pos = end;

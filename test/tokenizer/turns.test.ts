@@ -61,7 +61,7 @@ test("sliced counting stops at its next turn once what it is for is cancelled, a
   const owner = { cancelled: false };
   const counting = tk.countAsync(text, true, Infinity, undefined, owner);
   // a floor on a text several slices long, for the same owner
-  const floor = tokenCountFloorAsync("word ".repeat(200_000), undefined, owner);
+  const floor = tokenCountFloorAsync("word ".repeat(600_000), undefined, owner);
   owner.cancelled = true;
   await assert.rejects(counting, WorkCancelled);
   await assert.rejects(floor, WorkCancelled);
