@@ -52,7 +52,7 @@ import { firstBody, type BreakReason, type MigrationPlan } from "./migration.js"
 import { Migrations, type MigratingRequest } from "./migration-flow.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
-import type { Cancellable } from "../tokenizer/index.js";
+import { WorkCancelled, type Cancellable } from "../tokenizer/index.js";
 import type { AccessLog } from "./access-log.js";
 
 const log = logger("router.proxy");
@@ -426,7 +426,8 @@ export class Proxy implements AttemptHost {
       if (ctx.clientGone) return;
       const ahead = this.d.hashAhead?.(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
       if (ahead !== undefined) {
-        await ahead;
+        // given up (WorkCancelled) only for a request whose client left or whose time ran out
+        await ahead.catch(cancelledAhead);
         if (ctx.clientGone) return;
         if (ctx.totalTimedOut) throw totalTimeoutError();
       }
@@ -574,6 +575,11 @@ export class Proxy implements AttemptHost {
       ),
     );
   }
+}
+
+/** hashing ahead gave up for a cancelled request: what it was cancelled by is answered next */
+function cancelledAhead(err: unknown): void {
+  if (!(err instanceof WorkCancelled)) throw err;
 }
 
 /** 429 for a request no engine is predicted to start within its TTFT SLO */

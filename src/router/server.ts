@@ -5,14 +5,7 @@
 // migration-drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { HttpError, sendError } from "../http/errors.js";
-import {
-  CACHE_POLICY_NAMES,
-  createPolicy,
-  predictiveOptions,
-  type CachePolicyName,
-  type Policy,
-  type PolicyName,
-} from "../routing/index.js";
+import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../routing/index.js";
 import { AdmissionQueue, RetryBudget, type QueueLimits } from "./admission.js";
 import { engineSpecs, type RouterConfig } from "./config.js";
 import { StaticDiscovery } from "../discovery/static.js";
@@ -69,8 +62,6 @@ export class Router {
   readonly budget: RetryBudget;
   readonly discovery: StaticDiscovery;
   private policy!: Policy;
-  /** the policy reads the cache oracle (prefix, kv, hybrid, predictive): long prompts are hashed ahead */
-  private cachePolicy = false;
   /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
   readonly cache: CacheRouting;
   private readonly proxy: Proxy;
@@ -147,7 +138,6 @@ export class Router {
     });
     this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
     this.policy = this.makePolicy(cfg);
-    this.cachePolicy = CACHE_POLICY_NAMES.includes(cfg.policy as CachePolicyName);
     this.registry.on("capacity", () => this.queue.kick());
     this.prompts = new PromptBudget(this.registry, () => this.cfg);
     // before the engine can enter rotation with these models: no request waits for a tokenizer load
@@ -168,8 +158,7 @@ export class Router {
         budget: this.budget,
         metrics: this.metrics.registry,
       }),
-      hashAhead: (view, since, request) =>
-        this.cachePolicy ? this.cache.hashAhead(view, since, request) : undefined,
+      hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
       onRouted: (req, res, view, engineUrl) => {
         if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
         res.setHeader(
@@ -300,7 +289,6 @@ export class Router {
     this.cache.setConfig(cfg);
     this.prompts.reset();
     this.policy = this.makePolicy(cfg);
-    this.cachePolicy = CACHE_POLICY_NAMES.includes(cfg.policy as CachePolicyName);
     this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
     this.registry.setConfig(cfg);

@@ -177,7 +177,7 @@ export class FamilyTokenizer implements Tokenizer {
     keep: number,
     /** when the caller's work began, if earlier than now (turns.ts) */
     began?: number,
-    /** what the work is for: once cancelled, the next turn rejects with WorkCancelled */
+    /** what the work is for: once cancelled, its next turn rejects with WorkCancelled (turns.ts) */
     owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }> {
     const n = text.length;
@@ -191,8 +191,8 @@ export class FamilyTokenizer implements Tokenizer {
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
     // work that began earlier and waits for its turn goes first (turns.ts)
     const since = began ?? performance.now();
-    if (waitingSlices() > 0) await nextTurn(since);
-    if (owner?.cancelled) throw new WorkCancelled();
+    if (waitingSlices() > 0) await nextTurn(since, owner);
+    else if (owner?.cancelled) throw new WorkCancelled();
     let slice = this.firstSlice;
     for (let pos = 0; pos < n;) {
       let end = safeCut(text, pos + 1);
@@ -219,10 +219,7 @@ export class FamilyTokenizer implements Tokenizer {
       slice = Math.min(SLICE_MAX_CHARS, Math.max(SLICE_MIN_CHARS, Math.floor(pace * SLICE_TARGET_MS)));
       this.firstSlice = Math.min(SYNC_ENCODE_CHARS, slice);
       pos = end;
-      if (pos < n) {
-        await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now());
-        if (owner?.cancelled) throw new WorkCancelled();
-      }
+      if (pos < n) await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now(), owner);
     }
     return { count: out.length + dropped, ids: out };
   }

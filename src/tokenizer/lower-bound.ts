@@ -10,7 +10,7 @@
 // starts of runs that the bound can be sure of are counted: a printable ASCII character after an
 // ASCII space, tab or line break (or at the start). Any Unicode definition of whitespace agrees on
 // those two classes, so the floor holds for the engine's tokenizer library too, whatever its `\s`.
-import { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "./turns.js";
+import { nextTurn, waitingSlices, type Cancellable } from "./turns.js";
 
 const SLICE_CHARS = 1 << 20; // ~1 ms of the loop per slice
 
@@ -46,10 +46,7 @@ export async function tokenCountFloorAsync(
   let n = 0;
   for (let pos = 0; pos < text.length; pos += SLICE_CHARS) {
     // its first slice too waits behind work already in line (turns.ts)
-    if (pos > 0 || waitingSlices() > 0) {
-      await nextTurn(since);
-      if (owner?.cancelled) throw new WorkCancelled();
-    }
+    if (pos > 0 || waitingSlices() > 0) await nextTurn(since, owner);
     const end = Math.min(text.length, pos + SLICE_CHARS);
     n += countRuns(text, pos, end, pos === 0 || isAsciiSpace(text.charCodeAt(pos - 1)));
   }

@@ -27,7 +27,10 @@ interface Waiter {
   /** ties (equal times) in order of asking */
   seq: number;
   pos: number;
+  /** what the work is for: a cancelled one is rejected at its turn and runs no slice */
+  owner: Cancellable | undefined;
   resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 const line = new IndexedHeap<Waiter>(
@@ -42,7 +45,12 @@ let scheduled = false;
 
 function runOne(): void {
   scheduled = false;
-  const w = line.pop();
+  let w = line.pop();
+  // work nobody waits for any more runs no slice, and takes no turn from the rest
+  while (w?.owner?.cancelled) {
+    w.reject(new WorkCancelled());
+    w = line.pop();
+  }
   // the next waiter's turn is the loop's next turn: sockets are read in between
   if (line.size > 0) schedule();
   // its continuation (the next slice) runs in this turn's microtasks
@@ -57,11 +65,12 @@ function schedule(): void {
 
 /**
  * Resolves on a later turn of the event loop, after every waiter whose work began before `since`
- * (one waiter is let through per turn). `since` is when the caller's work began, not now.
+ * (one waiter is let through per turn). `since` is when the caller's work began, not now. Rejects
+ * with WorkCancelled instead when, at its turn, `owner` is cancelled.
  */
-export function nextTurn(since: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    line.push({ since, seq: seq++, pos: -1, resolve });
+export function nextTurn(since: number, owner?: Cancellable): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    line.push({ since, seq: seq++, pos: -1, owner, resolve, reject });
     schedule();
   });
 }

@@ -70,3 +70,23 @@ test("sliced counting stops at its next turn once what it is for is cancelled, a
   const whole = await tk.countAsync(text, true, Infinity, undefined, { cancelled: false });
   assert.equal(whole.count, tk.encode(text).length);
 });
+
+test("a waiter whose work is cancelled is rejected at its turn and takes no turn from the others", async () => {
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const gone = { cancelled: false };
+  const first = nextTurn(1, gone);
+  const second = nextTurn(2).then(() => turn);
+  gone.cancelled = true;
+  await assert.rejects(first, WorkCancelled);
+  const at = await second;
+  ticking = false;
+  // the live waiter ran in the turn the cancelled one would have had
+  assert.ok(at <= 1, `turn ${at}`);
+  assert.equal(waitingSlices(), 0);
+});

@@ -55,6 +55,8 @@ interface Prepared {
 export class CacheRouting implements CacheOracle {
   mode: CacheMode = "hybrid";
   policyName = "hybrid";
+  /** the policy reads the KV-event index (kv, hybrid, predictive): long prompts are hashed ahead */
+  private readsKv = true;
   readonly prefix: PrefixOracle;
   /** the KV-event index, one per KV-cache group */
   readonly kv: KvIndex;
@@ -123,6 +125,7 @@ export class CacheRouting implements CacheOracle {
   setPolicy(name: string): void {
     this.policyName = name;
     this.mode = name === "prefix" ? "prefix" : name === "kv" ? "kv" : "hybrid";
+    this.readsKv = name === "kv" || name === "hybrid" || name === "predictive";
   }
 
   setConfig(cfg: RouterConfig): void {
@@ -233,10 +236,10 @@ export class CacheRouting implements CacheOracle {
    * 18 ms and every stream and routing claim of the process waited behind it. Undefined (nothing to
    * wait for) when no engine is KV-routed or the prompt fits in one slice: the decision hashes it. A
    * migrated stream's continuation (a new view) is hashed in its decision. Stops between slices once
-   * `request.cancelled` (its client gone, its time up), keeping nothing.
+   * `request.cancelled` (its client gone, its time up), rejecting with WorkCancelled and keeping nothing.
    */
   hashAhead(req: RequestView, since: number, request: Cancellable): Promise<void> | undefined {
-    if (this.mode === "prefix") return undefined;
+    if (!this.readsKv) return undefined;
     // predict() prepares every request outside prefix mode anyway: nothing is spent here in vain
     const tokens = this.prepare(req).tokens;
     if (tokens === null) return undefined;
@@ -279,8 +282,7 @@ export class CacheRouting implements CacheOracle {
       for (let b = 0; b < blocks; b += HASH_SLICE_BLOCKS) {
         if (slices > 0 || waitingSlices() > 0) {
           // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
-          await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now());
-          if (request.cancelled) return;
+          await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now(), request);
         }
         const end = Math.min(blocks, b + HASH_SLICE_BLOCKS);
         const h = computeBlockHashes(tokens.slice(b * bs, end * bs), opts, parent, b);
