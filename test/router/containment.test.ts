@@ -378,6 +378,12 @@ test("a prompt of a million words is refused by a floor on its count, saying so,
   }
 });
 
+/** the router counted one request as gone (499), the way a client that left is counted */
+async function countedGone(routerUrl: string): Promise<boolean> {
+  const m = await (await fetch(`${routerUrl}/metrics`)).text();
+  return /^switchyard_requests_total\{[^}]*status="499"[^}]*\} 1$/m.test(m);
+}
+
 test("a client that leaves while its long prompt is counted stops the counting, and the engine never sees the request", async () => {
   const model = "Qwen/Qwen2.5-0.5B-Instruct";
   const e = await startFakeEngine({ models: [model], maxModelLen: 131_072 });
@@ -413,13 +419,7 @@ test("a client that leaves while its long prompt is counted stops the counting, 
     s.resume();
     await waitUntil(() => counting !== undefined, 5000, "the prompt being counted");
     await assert.rejects(counting!, WorkCancelled);
-    // counted as a client that went away (polled: an outcome; the loop only a hang guard)
-    const gone = async () =>
-      /^switchyard_requests_total\{[^}]*status="499"[^}]*\} 1$/m.test(
-        await (await fetch(`${router.url}/metrics`)).text(),
-      );
-    for (let i = 0; i < 250 && !(await gone()); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.ok(await gone(), "counted as 499");
+    await waitUntil(() => countedGone(router.url), 5000, "the request counted as 499");
     assert.equal(e.hits, 0, "the engine never saw it");
     s.destroy();
   } finally {
@@ -448,13 +448,7 @@ test("a request whose client left while the ingress awaited is counted as gone (
         `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
     s.resume();
-    const gone = async () => {
-      const m = await (await fetch(`${router.url}/metrics`)).text();
-      return /^switchyard_requests_total\{[^}]*status="499"[^}]*\} 1$/m.test(m);
-    };
-    // polled: the count is an outcome, and the loop only a hang guard
-    for (let i = 0; i < 250 && !(await gone()); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.ok(await gone(), "counted as 499");
+    await waitUntil(() => countedGone(router.url), 5000, "the request counted as 499");
     assert.equal(e.hits, 0, "the engine never saw it");
     s.destroy();
   } finally {

@@ -21,10 +21,14 @@ export async function routerFor(
 }
 
 /** Polls `cond`; `timeoutMs` is a hang guard (never under HANG_GUARD_MS). Resolves with the ms waited. */
-export async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<number> {
+export async function waitUntil(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<number> {
   const start = Date.now();
   const deadline = hangGuardDeadline(timeoutMs);
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
