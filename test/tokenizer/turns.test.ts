@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { WorkCancelled, nextTurn, waitingSlices } from "../../src/tokenizer/turns.js";
 import { tokenCountFloorAsync, tokenizerFor } from "../../src/tokenizer/index.js";
 
-test("waiting slices go in the order their work began, one per turn of the event loop", async () => {
+/** counts the event loop's turns (one setImmediate each) until stopped */
+function turnCounter(): { readonly turn: number; stop(): void } {
   let turn = 0;
   let ticking = true;
   const tick = () => {
@@ -14,17 +15,27 @@ test("waiting slices go in the order their work began, one per turn of the event
     if (ticking) setImmediate(tick);
   };
   setImmediate(tick);
+  return {
+    get turn() {
+      return turn;
+    },
+    stop: () => void (ticking = false),
+  };
+}
+
+test("waiting slices go in the order their work began, one per turn of the event loop", async () => {
+  const counter = turnCounter();
   const order: number[] = [];
   const turns: number[] = [];
   await Promise.all(
     [30, 10, 20, 10].map((since) =>
       nextTurn(since).then(() => {
         order.push(since);
-        turns.push(turn);
+        turns.push(counter.turn);
       }),
     ),
   );
-  ticking = false;
+  counter.stop();
   assert.deepEqual(order, [10, 10, 20, 30]);
   assert.equal(new Set(turns).size, 4, `each waiter had a turn of its own: ${turns.join(",")}`);
   assert.equal(waitingSlices(), 0);
@@ -72,20 +83,14 @@ test("sliced counting stops at its next turn once what it is for is cancelled, a
 });
 
 test("a waiter whose work is cancelled is rejected at its turn and takes no turn from the others", async () => {
-  let turn = 0;
-  let ticking = true;
-  const tick = () => {
-    turn++;
-    if (ticking) setImmediate(tick);
-  };
-  setImmediate(tick);
+  const counter = turnCounter();
   const gone = { cancelled: false };
   const first = nextTurn(1, gone);
-  const second = nextTurn(2).then(() => turn);
+  const second = nextTurn(2).then(() => counter.turn);
   gone.cancelled = true;
   await assert.rejects(first, WorkCancelled);
   const at = await second;
-  ticking = false;
+  counter.stop();
   // the live waiter ran in the turn the cancelled one would have had
   assert.ok(at <= 1, `turn ${at}`);
   assert.equal(waitingSlices(), 0);
