@@ -393,7 +393,8 @@ describe("rendered commands run under the real CLI", { timeout: 180_000 }, () =>
       `--set=engines.port=${port}`,
       `--set=engines.kvEvents.port=${kvPort}`,
       "--set=engines.drain.delaySeconds=0",
-      "--set=engines.drain.timeoutSeconds=20",
+      // an hour, far past this test's own timeout: a hook that returns at all saw the engine idle
+      "--set=engines.drain.timeoutSeconds=3600",
     ]);
     const c = container(one(objs, "Deployment", "-engine-qwen-0-5b"));
     // loopback only in tests
@@ -421,11 +422,8 @@ describe("rendered commands run under the real CLI", { timeout: 180_000 }, () =>
         const child = spawn(process.execPath, [flag!, script!], { stdio: "ignore" });
         return new Promise<number | null>((resolve) => child.once("exit", resolve));
       };
-      // idle: the hook returns at once
-      const idleStart = Date.now();
+      // idle: the hook returns (its hour-long timeout cannot be what ended it)
       assert.equal(await drainExit(), 0);
-      // the hook's own timeout is 20 s: returning well before it, it did not wait for one
-      assert.ok(Date.now() - idleStart < 15_000, "an idle engine drains at once"); // timing-ok: below the 20 s hook timeout
       // a long stream in flight holds the hook until the stream ends
       const abort = new AbortController();
       const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {

@@ -103,10 +103,10 @@ test(
         assert.ok(r.done, "and ended with [DONE], no error event");
       }
       const code = await exited;
-      const exitAfter = performance.now() - termAt;
       assert.equal(code, 0, router.output().slice(-2000));
+      // the router says when its deadline cut the drain short; how long the drain took is not
+      // asserted, since a busy machine stretches it
       assert.doesNotMatch(router.output(), /drain deadline passed/, "nothing was left for the deadline");
-      assert.ok(exitAfter < 60_000, `exited ${exitAfter.toFixed(0)} ms after SIGTERM`); // timing-ok: the 60 s deadline
       assert.equal(eng.aborted, 0, "no upstream request was cut");
     } finally {
       await agent.close();
