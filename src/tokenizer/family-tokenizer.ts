@@ -57,6 +57,8 @@ const OFFLOAD_CHARS = 16_384;
 /** countAsync: text longer than this is counted on the worker thread once it is warm (it keeps the
  * main loop's CPU and garbage out of megabyte prompts; its ids are rarely all needed) */
 const COUNT_ON_WORKER_CHARS = 262_144;
+/** the worker thread checks whether its count is still wanted this often: ~25-150 ms of text */
+const WORKER_CHUNK_CHARS = 65_536;
 
 function isAsciiLetter(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
@@ -164,7 +166,7 @@ export class FamilyTokenizer implements Tokenizer {
     }
     if (text.length > COUNT_ON_WORKER_CHARS) {
       if (tokenizerThread.ready(this.family))
-        return tokenizerThread.count(this.family, text, addSpecialTokens, keep);
+        return tokenizerThread.count(this.family, text, addSpecialTokens, keep, owner);
       // this one in slices here; the next ones on the worker, once it has loaded the tables
       tokenizerThread.warm(this.family);
     }
@@ -197,8 +199,7 @@ export class FamilyTokenizer implements Tokenizer {
     for (let pos = 0; pos < n;) {
       let end = safeCut(text, pos + 1);
       if (end - pos > OFFLOAD_CHARS) {
-        const ids = await tokenizerThread.encode(this.family, text.slice(pos, end));
-        if (owner?.cancelled) throw new WorkCancelled();
+        const ids = await tokenizerThread.encode(this.family, text.slice(pos, end), owner);
         for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
         trim();
         pos = end;
@@ -220,6 +221,34 @@ export class FamilyTokenizer implements Tokenizer {
       this.firstSlice = Math.min(SYNC_ENCODE_CHARS, slice);
       pos = end;
       if (pos < n) await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now(), owner);
+    }
+    return { count: out.length + dropped, ids: out };
+  }
+
+  /**
+   * countAsync's answer computed at once, in chunks of about `chunk` characters ending at cut points
+   * (safeCut), asking `stopped` before each: undefined once it says yes. For the worker thread
+   * (offload-worker.ts), where a count runs for seconds and its client may leave meanwhile.
+   */
+  countUnlessStopped(
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+    stopped: () => boolean,
+    chunk = WORKER_CHUNK_CHARS,
+  ): { count: number; ids: number[] } | undefined {
+    const out: number[] = [];
+    let dropped = 0;
+    if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
+    for (let pos = 0; pos < text.length;) {
+      if (stopped()) return undefined;
+      const end = this.sliceable ? safeCut(text, pos + chunk) : text.length;
+      this.encodeInto(text.slice(pos, end), out);
+      if (out.length > keep) {
+        dropped += out.length - keep;
+        out.length = keep;
+      }
+      pos = end;
     }
     return { count: out.length + dropped, ids: out };
   }

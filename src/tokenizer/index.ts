@@ -56,6 +56,11 @@ export function tokenizerFor(family: string): Tokenizer {
   return load(canonicalFamily(family));
 }
 
+/** tokenizerFor with the family tokenizer's own methods (the worker thread's stoppable count) */
+export function familyTokenizerFor(family: string): FamilyTokenizer {
+  return load(canonicalFamily(family));
+}
+
 /**
  * The tokenizer for one model profile. "qwen" picks the Qwen2.5 template when the model id names
  * Qwen2/Qwen2.5 and Qwen3's otherwise; vocabSize is the model's own (ids below it are accepted).

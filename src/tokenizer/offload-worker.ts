@@ -1,9 +1,10 @@
 // The worker side of offload.ts: encodes what it is sent with the family's tokenizer (loaded here on
 // first use, off the main thread) and answers the count and the first `keep` ids (a transferable
-// Int32Array).
+// Int32Array), or that it stopped: between chunks of the text it reads the stop flag the main thread
+// raises once nobody waits for the answer.
 import { setPriority } from "node:os";
-import { parentPort } from "node:worker_threads";
-import { tokenizerFor } from "./index.js";
+import { parentPort, workerData } from "node:worker_threads";
+import { familyTokenizerFor } from "./index.js";
 
 // Below the main thread: on Linux a nice value is per thread, and priority 0 here means this one.
 // On a busy host the event loop (health answers, streams) then wins the CPU over this bulk work.
@@ -21,11 +22,19 @@ interface Ask {
   keep: number;
 }
 
+/** raised (1) by the main thread when the ask under way is no longer wanted; reset before each ask */
+const stop = new Int32Array((workerData as { stop: SharedArrayBuffer }).stop);
+const stopped = () => Atomics.load(stop, 0) !== 0;
+
 parentPort!.on("message", (m: Ask) => {
   try {
-    const all = tokenizerFor(m.family).encode(m.text, m.addSpecialTokens);
-    const ids = Int32Array.from(all.length > m.keep ? all.slice(0, m.keep) : all);
-    parentPort!.postMessage({ id: m.id, ids, count: all.length }, [ids.buffer]);
+    const r = familyTokenizerFor(m.family).countUnlessStopped(m.text, m.addSpecialTokens, m.keep, stopped);
+    if (!r) {
+      parentPort!.postMessage({ id: m.id, stopped: true });
+      return;
+    }
+    const ids = Int32Array.from(r.ids);
+    parentPort!.postMessage({ id: m.id, ids, count: r.count }, [ids.buffer]);
   } catch (err) {
     parentPort!.postMessage({ id: m.id, error: (err as Error).message });
   }
