@@ -53,7 +53,7 @@ function load(name: string): FamilyTokenizer {
 
 /** The family's tokenizer (cached; the first call per family loads its tables, 0.1-0.5 s). */
 export function tokenizerFor(family: string): Tokenizer {
-  return load(canonicalFamily(family));
+  return familyTokenizerFor(family);
 }
 
 /** tokenizerFor with the family tokenizer's own methods (the worker thread's stoppable count) */
