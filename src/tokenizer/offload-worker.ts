@@ -5,6 +5,7 @@
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import { familyTokenizerFor } from "./index.js";
+import type { WorkerAnswer, WorkerAsk } from "./offload.js";
 
 // Below the main thread: on Linux a nice value is per thread, and priority 0 here means this one.
 // On a busy host the event loop (health answers, streams) then wins the CPU over this bulk work.
@@ -14,28 +15,22 @@ try {
   // not permitted here: run at the process's priority
 }
 
-interface Ask {
-  id: number;
-  family: string;
-  text: string;
-  addSpecialTokens: boolean;
-  keep: number;
-}
-
 /** raised (1) by the main thread when the ask under way is no longer wanted; reset before each ask */
 const stop = new Int32Array((workerData as { stop: SharedArrayBuffer }).stop);
 const stopped = () => Atomics.load(stop, 0) !== 0;
 
-parentPort!.on("message", (m: Ask) => {
+const answer = (a: WorkerAnswer, transfer: ArrayBuffer[] = []) => parentPort!.postMessage(a, transfer);
+
+parentPort!.on("message", (m: WorkerAsk) => {
   try {
     const r = familyTokenizerFor(m.family).countUnlessStopped(m.text, m.addSpecialTokens, m.keep, stopped);
     if (!r) {
-      parentPort!.postMessage({ id: m.id, stopped: true });
+      answer({ id: m.id, stopped: true });
       return;
     }
     const ids = Int32Array.from(r.ids);
-    parentPort!.postMessage({ id: m.id, ids, count: r.count }, [ids.buffer]);
+    answer({ id: m.id, ids, count: r.count }, [ids.buffer]);
   } catch (err) {
-    parentPort!.postMessage({ id: m.id, error: (err as Error).message });
+    answer({ id: m.id, error: (err as Error).message });
   }
 });

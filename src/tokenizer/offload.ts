@@ -14,18 +14,23 @@
 import { Worker } from "node:worker_threads";
 import { WorkCancelled, type Cancellable } from "./turns.js";
 
-interface Ask {
+/** what the worker is sent (offload-worker.ts) */
+export interface WorkerAsk {
   id: number;
   family: string;
   text: string;
   addSpecialTokens: boolean;
   keep: number;
+}
+
+interface Ask extends WorkerAsk {
   owner: Cancellable | undefined;
   resolve: (r: { count: number; ids: number[] }) => void;
   reject: (err: Error) => void;
 }
 
-interface Answer {
+/** what the worker answers */
+export interface WorkerAnswer {
   id: number;
   ids?: Int32Array;
   count?: number;
@@ -60,7 +65,7 @@ class TokenizerThread {
       workerData: { stop: this.stop.buffer },
     });
     w.unref();
-    w.on("message", (m: Answer) => {
+    w.on("message", (m: WorkerAnswer) => {
       const a = this.current;
       if (!a || a.id !== m.id) return;
       this.finish();
@@ -112,7 +117,7 @@ class TokenizerThread {
     this.current = a;
     Atomics.store(this.stop, 0, 0);
     const { id, family, text, addSpecialTokens, keep, owner } = a;
-    this.worker.postMessage({ id, family, text, addSpecialTokens, keep });
+    this.worker.postMessage({ id, family, text, addSpecialTokens, keep } satisfies WorkerAsk);
     if (owner) {
       this.watch = setInterval(() => {
         if (owner.cancelled) Atomics.store(this.stop, 0, 1);
