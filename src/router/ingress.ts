@@ -152,7 +152,8 @@ export class Ingress {
         const counting = this.d.budget.check(path, model, obj, workBegan, req.socket);
         if (counting !== undefined) {
           promptTokens = await counting;
-          // gone while a worker thread counted (sliced counting stops by itself): not routed for nobody
+          // gone after the counting's last look (it stops at its next slice or worker chunk once the
+          // client is gone): not admitted or routed for nobody, and counted as a 499 below
           if (req.socket.destroyed) throw new WorkCancelled();
         }
       }

@@ -170,13 +170,18 @@ class TokenizerThread {
     keep: number,
     owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }> {
-    if (this.waiting.length + (this.current ? 1 : 0) >= MAX_PENDING) this.dropCancelled();
-    if (this.waiting.length + (this.current ? 1 : 0) >= MAX_PENDING)
+    if (this.owed() >= MAX_PENDING) this.dropCancelled();
+    if (this.owed() >= MAX_PENDING)
       return Promise.reject(new Error("the tokenizer worker has too much text queued"));
     return new Promise((resolve, reject) => {
       this.waiting.push({ id: ++this.seq, family, text, addSpecialTokens, keep, owner, resolve, reject });
       this.next();
     });
+  }
+
+  /** asks waiting or under way */
+  private owed(): number {
+    return this.waiting.length + (this.current ? 1 : 0);
   }
 
   /** asks given up while waiting leave the line at once, so they take no place in it */

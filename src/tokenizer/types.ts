@@ -47,7 +47,7 @@ export interface Tokenizer {
     keep: number,
     /** when the request's work began (performance.now()), if earlier than this call: its place in line (turns.ts) */
     since?: number,
-    /** what the count is for: once cancelled, it rejects with WorkCancelled at its next turn (turns.ts) */
+    /** what the count is for: once cancelled, it rejects with WorkCancelled at its next turn (turns.ts) or worker chunk (offload.ts) */
     owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }>;
   /**

@@ -243,23 +243,25 @@ export class CacheRouting implements CacheOracle {
     // predict() prepares every request outside prefix mode anyway: nothing is spent here in vain
     const tokens = this.prepare(req).tokens;
     if (tokens === null) return undefined;
+    // two passes rather than one list: a short prompt, the common case, allocates nothing here
     let smallest = Infinity;
     for (const st of this.subs.states.values()) {
-      const bs = st.fallback === null ? this.blockSizeFor(st.url, req.model) : undefined;
+      const bs = this.kvBlockSize(st, req.model);
       if (bs !== undefined && bs < smallest) smallest = bs;
     }
     if (smallest === Infinity || hashedBlocks(tokens, smallest) <= HASH_SLICE_BLOCKS) return undefined;
     const sizes: number[] = [];
     for (const st of this.subs.states.values()) {
-      const bs = st.fallback === null ? this.blockSizeFor(st.url, req.model) : undefined;
+      const bs = this.kvBlockSize(st, req.model);
       if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
     }
     return this.hashInSlices(req, tokens, sizes, since, request);
   }
 
-  /** a KV-routed engine's block size when it serves `model` */
-  private blockSizeFor(url: string, model: string): number | undefined {
-    const view = this.registry.engines.get(url)?.view;
+  /** the block size of an engine routed by its KV events (not fallen back) when it serves `model` */
+  private kvBlockSize(st: { url: string; fallback: unknown }, model: string): number | undefined {
+    if (st.fallback !== null) return undefined;
+    const view = this.registry.engines.get(st.url)?.view;
     return view?.blockSize && view.models.has(model) ? view.blockSize : undefined;
   }
 
