@@ -258,11 +258,15 @@ export const routerConfigSchema = z.strictObject({
   epp: eppConfigSchema,
   /** API keys, tenants, limits, fair queuing, cache isolation (src/tenancy, docs/security.md); off without keys */
   tenancy: tenancyConfigSchema.optional(),
-  /** one info line per request (logger router.access); sampleRatio samples successes, errors always log */
+  /**
+   * one info line per request (logger router.access); errors always log. sampleRatio samples successes;
+   * maxPerSecond caps successes' lines per second per router process (0: no cap), the rest are counted
+   */
   accessLog: z
     .strictObject({
       enabled: z.boolean().default(true),
       sampleRatio: z.number().min(0).max(1).default(1),
+      maxPerSecond: z.number().int().min(0).default(1000),
     })
     .prefault({}),
   /** OpenTelemetry spans over OTLP/HTTP JSON (src/obs/tracing.ts); off without an endpoint */

@@ -227,6 +227,11 @@ export class RouterMetrics {
     "Client connections refused at accept because limits.maxConnections were open",
     [] as const,
   );
+  readonly accessLinesSkipped = new CounterFamily(
+    "switchyard_access_log_lines_skipped_total",
+    "Successful requests given no access line because accessLog.maxPerSecond were written that second",
+    [] as const,
+  );
   /** the tokenizer endpoints, kept out of the generation series above */
   readonly tokenizerRequests = new CounterFamily(
     "switchyard_tokenizer_requests_total",
@@ -286,6 +291,7 @@ export class RouterMetrics {
       this.tenantTokens,
       this.tenantQueueWait,
       this.connectionsDropped,
+      this.accessLinesSkipped,
       this.tokenizerRequests,
       this.migrations,
       this.migrationGap,

@@ -142,7 +142,11 @@ export class Router {
     this.prompts = new PromptBudget(this.registry, () => this.cfg);
     // before the engine can enter rotation with these models: no request waits for a tokenizer load
     this.registry.on("models", (e) => this.prompts.warm(e.modelCards));
-    const accessLog = new AccessLog(() => this.cfg);
+    const linesSkipped = m.accessLinesSkipped.child();
+    const accessLog = new AccessLog(
+      () => this.cfg,
+      () => linesSkipped.value++,
+    );
     this.proxy = new Proxy({
       accessLog,
       tracer: this.tracer,

@@ -1,6 +1,7 @@
 // The access log: one info line per request from a real `switchyard router` process (logger
 // router.access): id, tenant, model, engine, status, TTFT, duration, tokens from the answer's usage,
-// retries; sampled by accessLog.sampleRatio for successes, errors always logged.
+// retries; successes sampled by accessLog.sampleRatio and capped by accessLog.maxPerSecond, errors
+// always logged.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -41,8 +42,9 @@ async function withRouter(
   }
 }
 
+/** waits for cond; the bound is a hang guard (the assertion after it says what failed), not a timing */
 async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 100 && !cond(); i++) await new Promise((res) => setTimeout(res, 50));
+  for (let i = 0; i < 600 && !cond(); i++) await new Promise((res) => setTimeout(res, 50));
 }
 
 test("access log: one info line per request, with model, engine, status, TTFT, duration and tokens", async () => {
@@ -91,5 +93,33 @@ test("access log: sampleRatio 0 drops successes but keeps every error", async ()
       lines().map((l) => l.status),
       [400],
     );
+  });
+});
+
+test("access log: maxPerSecond caps successes' lines each second, counts the rest and says how many, keeping every error", async () => {
+  await withRouter({ enabled: true, maxPerSecond: 1 }, async (url, lines) => {
+    const n = 8;
+    for (let i = 0; i < n; i++) {
+      const r = await post(url + "/v1/completions", { model: "fake/m", prompt: "x", max_tokens: 1 });
+      await r.text();
+    }
+    const bad = await post(url + "/v1/completions", "{oops");
+    assert.equal(bad.status, 400);
+    await bad.text();
+    const successes = () => lines().filter((l) => l.status === 200);
+    const skipped = () =>
+      lines()
+        .filter((l) => l.msg === "access lines skipped")
+        .reduce((a, l) => a + Number(l.skipped), 0);
+    // every success has a line or is counted in a summary, which comes when its second ends
+    await until(() => successes().length + skipped() === n);
+    assert.equal(successes().length + skipped(), n);
+    assert.ok(lines().some((l) => l.status === 400));
+    for (const l of lines().filter((l) => l.msg === "access lines skipped")) assert.equal(l.maxPerSecond, 1);
+    // one line a second: each success's line opened its own second (a slower machine only widens the gaps)
+    const times = successes().map((l) => Number(l.time));
+    for (let i = 1; i < times.length; i++) assert.ok(times[i]! - times[i - 1]! >= 900, `${times.join(", ")}`);
+    const metrics = await (await fetch(url + "/metrics")).text();
+    assert.match(metrics, new RegExp(`^switchyard_access_log_lines_skipped_total ${skipped()}$`, "m"));
   });
 });

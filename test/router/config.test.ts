@@ -19,7 +19,7 @@ test("config: defaults, durations, sizes; errors name the field", () => {
   assert.equal(c.limits.maxBodyBytes, 16 * 2 ** 20);
   assert.equal(c.health.maxEjectionPercent, 50);
   assert.equal(c.retry.poisonAfter, 2);
-  assert.deepEqual(c.accessLog, { enabled: true, sampleRatio: 1 });
+  assert.deepEqual(c.accessLog, { enabled: true, sampleRatio: 1, maxPerSecond: 1000 });
   assert.equal(c.timeouts.firstByte, 300_000);
   assert.deepEqual(c.backends[0], { url: "http://e:8000", weight: 1 });
   assert.throws(() => parseConfig({ backends: [{ url: "ftp://x" }] }), /backends\.0\.url/);
