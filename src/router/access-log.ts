@@ -37,7 +37,10 @@ const round1 = (ms: number) => (Number.isFinite(ms) ? Math.round(ms * 10) / 10 :
 const SAFE_ID = /^[\x21-\x7e]{1,200}$/;
 
 export class AccessLog {
-  /** when the current second of the cap ends (ms, `now`'s clock), and successes' lines left in it */
+  /**
+   * when the current second of the cap ends, and successes' lines left in it; monotonic
+   * (performance.now()), so a step of the wall clock cannot stretch a second
+   */
   private windowEnd = 0;
   private left = 0;
   /** successes given no line in the current second; said when it ends */
@@ -48,7 +51,6 @@ export class AccessLog {
   constructor(
     private readonly config: () => RouterConfig,
     private readonly onSkipped: () => void = () => {},
-    private readonly now: () => number = Date.now,
   ) {}
 
   write(r: AccessRecord, status: number, seconds: number): void {
@@ -76,7 +78,7 @@ export class AccessLog {
 
   /** Whether this second's cap has room for one more success's line; a success without one is counted. */
   private withinCap(max: number): boolean {
-    const now = this.now();
+    const now = performance.now();
     if (now >= this.windowEnd) {
       this.saySkipped();
       this.windowEnd = now + 1000;
