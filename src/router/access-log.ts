@@ -105,6 +105,11 @@ export class AccessLog {
       log.info({ skipped, maxPerSecond: this.config().accessLog.maxPerSecond }, "access lines skipped");
   }
 
+  /** The router stops: the second under way says what it skipped now. */
+  close(): void {
+    this.saySkipped();
+  }
+
   /** A request the edge refused (never routed): always logged, it is an error. */
   rejected(
     req: IncomingMessage,

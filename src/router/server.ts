@@ -65,6 +65,7 @@ export class Router {
   /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
   readonly cache: CacheRouting;
   private readonly proxy: Proxy;
+  private readonly accessLog: AccessLog;
   readonly server: Server;
   /** the listening sockets beyond the server's own (accept.ts) */
   private listening: Listening | undefined;
@@ -143,12 +144,12 @@ export class Router {
     // before the engine can enter rotation with these models: no request waits for a tokenizer load
     this.registry.on("models", (e) => this.prompts.warm(e.modelCards));
     const linesSkipped = m.accessLinesSkipped.child();
-    const accessLog = new AccessLog(
+    this.accessLog = new AccessLog(
       () => this.cfg,
       () => linesSkipped.value++,
     );
     this.proxy = new Proxy({
-      accessLog,
+      accessLog: this.accessLog,
       tracer: this.tracer,
       registry: this.registry,
       metrics: this.metrics,
@@ -180,7 +181,7 @@ export class Router {
       budget: this.prompts,
       deadlines: this.proxy.deadlines,
       policyName: () => this.policy.name,
-      accessLog,
+      accessLog: this.accessLog,
       forward: (req, res, pr) => this.proxy.handle(req, res, pr),
     });
     this.drains = new EngineDrains({
@@ -338,6 +339,7 @@ export class Router {
     }
     this.queue.clear();
     this.drains.close();
+    this.accessLog.close();
     await this.cache.close();
     await this.registry.close();
     await this.tracer?.shutdown();
