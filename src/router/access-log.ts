@@ -3,7 +3,7 @@
 // retries. Configured by `accessLog: { enabled, sampleRatio, maxPerSecond }`: the ratio samples
 // successful requests and the cap bounds their lines per second per process — every error is logged,
 // since those are the lines an operator looks for. The cap is there because in a flood of tiny
-// requests the line costs 10–17 µs of each request's 55–60 µs of router CPU, and 20,000 lines a second
+// requests the line cost 3–17 µs of each request's 55–60 µs of router CPU, and 20,000 lines a second
 // is 5 MB/s of log nobody reads line by line; LLM traffic, whose requests last seconds, stays under it
 // and keeps a line per request. Skipped lines are counted (`switchyard_access_log_lines_skipped_total`)
 // and each second that skipped some says how many.
