@@ -36,15 +36,47 @@ export interface AccessRecord {
 const round1 = (ms: number) => (Number.isFinite(ms) ? Math.round(ms * 10) / 10 : null);
 const SAFE_ID = /^[\x21-\x7e]{1,200}$/;
 
-export class AccessLog {
-  /**
-   * when the current second of the cap ends, and successes' lines left in it; monotonic
-   * (performance.now()), so a step of the wall clock cannot stretch a second
-   */
-  private windowEnd = 0;
+/**
+ * At most `max` lines a second: clock-free (the caller says the time, monotonic ms), so tests run it
+ * in virtual time. A second begins at the first ask after the last one ended; what it skipped is
+ * counted until the caller takes the count, which it must do before the next second begins.
+ */
+export class LinesPerSecond {
+  private end = 0;
   private left = 0;
-  /** successes given no line in the current second; said when it ends */
   private skipped = 0;
+
+  /** when the second under way ends */
+  get endsAt(): number {
+    return this.end;
+  }
+
+  /** Whether one more line fits at `now`; one that does not is counted. */
+  take(now: number, max: number): boolean {
+    if (now >= this.end) {
+      if (this.skipped !== 0)
+        throw new Error("lines-per-second invariant: the ended second's skipped lines were not taken");
+      this.end = now + 1000;
+      this.left = max;
+    }
+    if (this.left > 0) {
+      this.left--;
+      return true;
+    }
+    this.skipped++;
+    return false;
+  }
+
+  /** The lines skipped since the last call (the second under way's, or the one that ended). */
+  takeSkipped(): number {
+    const n = this.skipped;
+    this.skipped = 0;
+    return n;
+  }
+}
+
+export class AccessLog {
+  private readonly cap = new LinesPerSecond();
   /** armed only while a second has skipped lines, so its summary comes even if no request follows */
   private summaryTimer: NodeJS.Timeout | undefined;
 
@@ -79,18 +111,10 @@ export class AccessLog {
   /** Whether this second's cap has room for one more success's line; a success without one is counted. */
   private withinCap(max: number): boolean {
     const now = performance.now();
-    if (now >= this.windowEnd) {
-      this.saySkipped();
-      this.windowEnd = now + 1000;
-      this.left = max;
-    }
-    if (this.left > 0) {
-      this.left--;
-      return true;
-    }
-    this.skipped++;
+    if (now >= this.cap.endsAt) this.saySkipped();
+    if (this.cap.take(now, max)) return true;
     this.onSkipped();
-    this.summaryTimer ??= setTimeout(() => this.saySkipped(), this.windowEnd - now).unref();
+    this.summaryTimer ??= setTimeout(() => this.saySkipped(), this.cap.endsAt - now).unref();
     return false;
   }
 
@@ -98,10 +122,8 @@ export class AccessLog {
   private saySkipped(): void {
     clearTimeout(this.summaryTimer);
     this.summaryTimer = undefined;
-    if (this.skipped === 0) return;
-    const skipped = this.skipped;
-    this.skipped = 0;
-    if (this.config().accessLog.enabled && log.isLevelEnabled("info"))
+    const skipped = this.cap.takeSkipped();
+    if (skipped > 0 && this.config().accessLog.enabled && log.isLevelEnabled("info"))
       log.info({ skipped, maxPerSecond: this.config().accessLog.maxPerSecond }, "access lines skipped");
   }
 
