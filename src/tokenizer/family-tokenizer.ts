@@ -60,6 +60,14 @@ const COUNT_ON_WORKER_CHARS = 262_144;
 /** the worker thread checks whether its count is still wanted this often: ~25-150 ms of text */
 const WORKER_CHUNK_CHARS = 65_536;
 
+/** Cuts `out` to its first `keep` ids; returns how many it cut (they still count). */
+function keepFirst(out: number[], keep: number): number {
+  if (out.length <= keep) return 0;
+  const cut = out.length - keep;
+  out.length = keep;
+  return cut;
+}
+
 function isAsciiLetter(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 }
@@ -185,11 +193,6 @@ export class FamilyTokenizer implements Tokenizer {
     const n = text.length;
     const out: number[] = [];
     let dropped = 0;
-    const trim = () => {
-      if (out.length <= keep) return;
-      dropped += out.length - keep;
-      out.length = keep;
-    };
     if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
     // work that began earlier and waits for its turn goes first (turns.ts)
     const since = began ?? performance.now();
@@ -201,7 +204,7 @@ export class FamilyTokenizer implements Tokenizer {
       if (end - pos > OFFLOAD_CHARS) {
         const ids = await tokenizerThread.encode(this.family, text.slice(pos, end), owner);
         for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
-        trim();
+        dropped += keepFirst(out, keep);
         pos = end;
         continue;
       }
@@ -213,7 +216,7 @@ export class FamilyTokenizer implements Tokenizer {
       }
       const t0 = performance.now();
       this.encodeInto(text.slice(pos, end), out);
-      trim();
+      dropped += keepFirst(out, keep);
       const ms = performance.now() - t0;
       // aim the next slice at SLICE_TARGET_MS from this one's pace (cache hits make it vary)
       const pace = (end - pos) / Math.max(ms, 0.05);
@@ -244,10 +247,7 @@ export class FamilyTokenizer implements Tokenizer {
       if (stopped()) return undefined;
       const end = this.sliceable ? safeCut(text, pos + chunk) : text.length;
       this.encodeInto(text.slice(pos, end), out);
-      if (out.length > keep) {
-        dropped += out.length - keep;
-        out.length = keep;
-      }
+      dropped += keepFirst(out, keep);
       pos = end;
     }
     return { count: out.length + dropped, ids: out };
