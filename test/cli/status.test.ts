@@ -64,8 +64,8 @@ test("status lists both engines of `up --engines 2` with live figures; smoke pas
       assert.equal(e.healthy, true);
       assert.deepEqual(e.models, [MODEL]);
       assert.equal(typeof e.kvUsage, "number");
-      // scraped every second: 30 s is a sanity bound (live figures, not a leftover), not a timing
-      assert.ok(e.scrapeAgeMs !== null && e.scrapeAgeMs < 30_000, `scraped ${e.scrapeAgeMs} ms ago`); // timing-ok: sanity
+      // scraped: an age is given (how recent is a timing, not asserted)
+      assert.ok(e.scrapeAgeMs !== null && e.scrapeAgeMs >= 0, `scraped ${e.scrapeAgeMs} ms ago`);
     }
     // shares are of routed requests: they add up to the whole
     const shares = report.engines.map((e) => e.routingShare ?? 0);
@@ -83,14 +83,12 @@ test("status lists both engines of `up --engines 2` with live figures; smoke pas
     await stack.stop("SIGINT");
   }
   const dead = `http://127.0.0.1:${engineBase}`; // stopped with the stack
-  const t0 = Date.now();
   const fail = cli(["smoke", dead]);
   assert.equal(fail.status, 1);
   assert.match(
     fail.stdout,
     /^FAIL smoke http:\/\/127\.0\.0\.1:\d+ after [\d.]+ s: models: cannot connect \(ECONNREFUSED\)/,
   );
-  assert.ok(Date.now() - t0 < 30_000); // timing-ok: a hang guard (a refused connection fails at once)
   const down = cli(["status", "--router", dead]);
   assert.equal(down.status, 1);
   assert.match(down.stderr, /cannot reach the router at .*ECONNREFUSED/);

@@ -203,10 +203,9 @@ test("a hung Redis times out fast and falls back; a killed Redis comes back", { 
     leaseTtl: 60_000,
     replicas: 1,
   });
-  const t0 = Date.now();
+  // a hang would be the runner's test timeout; how long the fallback took is not asserted
   const g = await outcome(r.admit("a", L({ requestsPerMinute: 10 }), 0));
   assert.ok(!(g instanceof HttpError), "the call timed out and fell back to local limits");
-  assert.ok(Date.now() - t0 < 30_000, "and did not hang"); // timing-ok: a hang guard for a 150 ms timeout
   await r.close();
   for (const s of sockets) s.destroy();
   await new Promise((res) => hung.close(res));
