@@ -3,7 +3,7 @@
 // one of them reads as the unbroken answer of a third sim with the same seed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestSim } from "../sim/helpers.js";
@@ -13,9 +13,10 @@ import { readStream, type StreamRead } from "../router/sse-client.js";
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 const SIM_ARGS = ["--time-scale", "5", "--seed", "11", "--output-len-mean", "100000"];
 
-test("an engine removed from the discovery file while 20 streams run on it loses none of them", async () => {
+test("an engine removed from the discovery file while 20 streams run on it loses none of them", async (t) => {
   const [a, b, reference] = await Promise.all([0, 1, 2].map(() => startTestSim(MODEL, SIM_ARGS)));
   const dir = mkdtempSync(join(tmpdir(), "drain-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, "backends.yaml");
   writeFileSync(file, `- ${a!.url}\n`);
   const router = await routerFor([], { discovery: { mode: "file", file }, engineDrainTimeout: 300 });

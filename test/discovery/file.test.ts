@@ -2,7 +2,7 @@
 // rewrite keeps the previous engines.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readBackendsFile } from "../../src/discovery/file.js";
@@ -17,8 +17,9 @@ const set = (r: RunningRouter) =>
     .sort()
     .join(" ");
 
-test("readBackendsFile: YAML list, {backends} map, JSON; errors name the field", () => {
+test("readBackendsFile: YAML list, {backends} map, JSON; errors name the field", (t) => {
   const dir = mkdtempSync(join(tmpdir(), "file-disc-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const y = join(dir, "b.yaml");
   writeFileSync(y, "- http://a:8000/\n- url: http://b:8000\n  weight: 0.5\n  role: prefill\n");
   assert.deepEqual(
@@ -37,8 +38,9 @@ test("readBackendsFile: YAML list, {backends} map, JSON; errors name the field",
   assert.throws(() => readBackendsFile(y), /b\.yaml/);
 });
 
-test("the engine set follows the file: rename-replace, in-place writes; a bad file keeps the last good set", async () => {
+test("the engine set follows the file: rename-replace, in-place writes; a bad file keeps the last good set", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "file-disc-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, "backends.yaml");
   const e1 = await startFakeEngine({ models: ["fake/m"] });
   const e2 = await startFakeEngine({ models: ["fake/m"] });

@@ -3,7 +3,7 @@
 // connections, a 410 expiry, a watch outage that hides a DELETE (and an ADD), and periodic resync.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { engineOfPod, type Pod } from "../../src/discovery/kubernetes.js";
@@ -69,9 +69,10 @@ test("engineOfPod: Ready and not terminating only; port from annotation, then th
   assert.equal(engineOfPod({ ...bare, status: { conditions: bare.status!.conditions } }), undefined, "no IP");
 });
 
-test("the registry's engine set follows pods through watch events, drops, a 410, a hidden DELETE and resync", async () => {
+test("the registry's engine set follows pods through watch events, drops, a 410, a hidden DELETE and resync", async (t) => {
   const api = await startFakeApiServer();
   const dir = mkdtempSync(join(tmpdir(), "k8s-disc-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const tokenFile = join(dir, "token");
   writeFileSync(tokenFile, api.token);
   const e1 = await startFakeEngine({ models: ["fake/m"] });

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GPUS, MODELS, loadProfilesFile, resolveGpu, resolveModel } from "../../src/engine/profiles.js";
@@ -103,8 +103,9 @@ test("capacity: a model that does not fit says so", () => {
   assert.throws(() => kvCapacity(tight), /not enough memory|max_model_len/);
 });
 
-test("profiles YAML adds GPUs and models, and rejects bad fields by name", () => {
+test("profiles YAML adds GPUs and models, and rejects bad fields by name", (t) => {
   const dir = mkdtempSync(join(tmpdir(), "profiles-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const good = join(dir, "good.yaml");
   writeFileSync(
     good,

@@ -3,9 +3,9 @@
 // (every keep-alive connection stays on the worker that accepted it).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Client } from "undici";
 import { stringify as toYaml } from "yaml";
 import { parseSamples } from "../../src/bench/scrape.js";
@@ -57,6 +57,7 @@ async function startGroup(
     close: async () => {
       await proc.stop();
       for (const e of engines) await e.close();
+      rmSync(dirname(file), { recursive: true, force: true });
     },
   };
 }
