@@ -31,6 +31,7 @@ const specs: FlagSpecs = {
   gpu: { type: "string", default: "h100", help: "" },
   engines: { type: "int", default: 4, help: "" },
   seed: { type: "int", default: 1, help: "" },
+  routers: { type: "int", default: 1, help: "router processes sharing the group's counts" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const model = resolveModel(flags.model as string);
@@ -72,6 +73,7 @@ function run(policy: PolicyName, users: number, concurrency: number) {
     durationS: Infinity,
     seed: flags.seed as number,
     recordItl: false,
+    routers: flags.routers as number,
   });
   const all = summarize(res.records, res.durationS, null);
   const steady = steadyStats(

@@ -40,6 +40,8 @@ export interface FleetOptions {
   recordItl: boolean;
   /** predictive policy: every request's TTFT SLO, ms; a request no engine can meet it for is refused (429) */
   sloTtftMs?: number | undefined;
+  /** router processes sharing the group's counts, each with its own policy state (default 1) */
+  routers?: number;
   /** hooks for callers that run many simulations of one workload (the planner); none changes a run */
   hooks?: FleetHooks;
 }
@@ -98,6 +100,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       scrapeIntervalS: o.scrapeIntervalS,
       chat: o.workload.defaultEndpoint === "chat",
       sloTtftMs: o.sloTtftMs,
+      routers: o.routers,
+      seed: o.seed,
     },
     o.engine.model.id,
     fleet.engines,
@@ -110,7 +114,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     const e = router.route(turn);
     routedTo[turn.index] = e;
     if (e < 0) return refuse(turn);
-    router.sent(e);
+    router.sent(e, turn.index);
     fleet.start(turn, e);
   });
 

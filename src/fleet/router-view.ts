@@ -21,6 +21,7 @@ import {
   type RequestView,
 } from "../routing/index.js";
 import { chatMessages, completionPrompt } from "../workload/types.js";
+import { mulberry32 } from "../workload/rng.js";
 import type { Turn } from "./load.js";
 import { EngineProbeOracle } from "./oracle.js";
 
@@ -34,6 +35,14 @@ export interface RouterOptions {
   chat: boolean;
   /** predictive policy: a TTFT SLO every request carries, ms (refused when no engine can meet it) */
   sloTtftMs?: number | undefined;
+  /**
+   * router processes deciding over the group's counts (`--workers N`): each has its own policy state
+   * (prefill ledger, learned speeds), and each request goes to one of them at random, as connections
+   * spread over workers. 1: one router.
+   */
+  routers?: number | undefined;
+  /** picks which router process a request reaches (routers > 1) */
+  seed?: number | undefined;
 }
 
 /** the group part of a workload's session id (`g12-q3` → `g12`, `user-4` → `user-4`) */
@@ -46,13 +55,19 @@ export class RouterView {
   readonly views: (EngineView & { models: Set<string> })[] = [];
   /** every engine's scraped kv_cache_usage_perc samples, 0..1 */
   readonly kvSamples: number[] = [];
-  private readonly policy: Policy;
+  /** one policy per router process (its own state); all read the same views, the group's counts */
+  private readonly policies: Policy[] = [];
+  private readonly rand: () => number;
+  /** routers > 1: per router, its own requests awaiting a first token on each engine */
+  private readonly ownAwaiting: Int32Array[] = [];
+  /** routers > 1: the router each outstanding request was routed by, by request index */
+  private readonly routerOf = new Map<number, number>();
   private readonly probe: EngineProbeOracle | null;
   private readonly prefixOracle: PrefixOracle | null;
   /** requests sent and not yet finished, fleet-wide */
   private outstanding = 0;
   /** routed requests without a first token yet: their view and when they were routed (calibration) */
-  private readonly awaiting = new Map<number, { req: RequestView; at: number }>();
+  private readonly awaiting = new Map<number, { req: RequestView; at: number; policy: Policy }>();
 
   constructor(
     private readonly o: RouterOptions,
@@ -85,10 +100,16 @@ export class RouterView {
     const timing = new Map<string, EngineTiming>();
     for (let e = 0; e < engines.length; e++)
       timing.set(this.views[e]!.id, rooflineTiming(engines[e]!.config));
-    this.policy = createPolicy(o.policy, {
-      ...(cache ? { cache } : {}),
-      predictive: { timing: (v) => timing.get(v.id), slo: { defaultTtftMs: o.sloTtftMs } },
-    });
+    for (let r = 0; r < (o.routers ?? 1); r++)
+      this.policies.push(
+        createPolicy(o.policy, {
+          ...(cache ? { cache } : {}),
+          predictive: { timing: (v) => timing.get(v.id), slo: { defaultTtftMs: o.sloTtftMs } },
+        }),
+      );
+    this.rand = mulberry32(o.seed ?? 1);
+    if (this.policies.length > 1)
+      for (let r = 0; r < this.policies.length; r++) this.ownAwaiting.push(new Int32Array(engines.length));
   }
 
   start(): void {
@@ -111,33 +132,70 @@ export class RouterView {
     }
     const probe = this.probe;
     if (probe) probe.current = { tokens: turn.prompt, sharedPrefix: turn.sharedPrefix };
-    const d = decide(this.policy, req, { engines: this.views, now: this.driver.now * 1000 });
+    const n = this.policies.length;
+    const r = n === 1 ? 0 : Math.floor(this.rand() * n);
+    const policy = this.policies[r]!;
+    if (n > 1) this.showPeers(r);
+    const d = decide(policy, req, { engines: this.views, now: this.driver.now * 1000 });
     if (probe) probe.current = null;
     if (d.kind === "over-slo") return -1;
     if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
-    if (this.policy.onFirstToken) this.awaiting.set(turn.index, { req, at: this.driver.now });
+    if (policy.onFirstToken) this.awaiting.set(turn.index, { req, at: this.driver.now, policy });
+    if (n > 1) this.routerOf.set(turn.index, r);
     return this.views.indexOf(d.engine as EngineView & { models: Set<string> });
   }
 
-  /** a request went to engine `e` */
-  sent(e: number): void {
+  /**
+   * What router `r` knows of its peers on each engine as it decides: in virtual time their exact
+   * counts and queued prefill (a live group's reports bring them within a turn of the event loop).
+   */
+  private showPeers(r: number): void {
+    const own = this.ownAwaiting;
+    for (let e = 0; e < this.views.length; e++) {
+      const v = this.views[e]!;
+      const group = v.awaitingFirstToken ?? 0;
+      let tokens = 0;
+      for (let j = 0; j < own.length; j++) {
+        if (j === r) continue;
+        // router j's ledger trims by its own count, as j itself would
+        v.peerAwaitingFirstToken = group - own[j]![e]!;
+        tokens += this.policies[j]!.queuedPrefillTokens?.(v) ?? 0;
+      }
+      v.peerAwaitingFirstToken = group - own[r]![e]!;
+      v.peerPrefillTokens = tokens;
+    }
+  }
+
+  /** request `index` went to engine `e` */
+  sent(e: number, index: number): void {
     noteSent(this.views[e]!, this.driver.now * 1000);
     this.outstanding++;
+    const r = this.routerOf.get(index);
+    if (r !== undefined) this.ownAwaiting[r]![e]!++;
+  }
+
+  /** router > 1: request `index` no longer awaits its first token on `e` */
+  private answeredBy(e: number, index: number): void {
+    const r = this.routerOf.get(index);
+    if (r !== undefined && this.ownAwaiting[r]![e]! > 0) this.ownAwaiting[r]![e]!--;
   }
 
   /** the first token of request `index` on engine `e` came back (a streamed answer's first byte) */
   firstToken(e: number, index: number): void {
     const v = this.views[e]!;
     noteFirstToken(v, this.driver.now * 1000);
+    this.answeredBy(e, index);
     const a = this.awaiting.get(index);
     if (!a) return;
     this.awaiting.delete(index);
-    this.policy.onFirstToken?.(a.req, v, (this.driver.now - a.at) * 1000);
+    a.policy.onFirstToken?.(a.req, v, (this.driver.now - a.at) * 1000);
   }
 
   /** request `index` on engine `e` finished (`answered`: its first token came back before) */
   done(e: number, index: number, answered: boolean): void {
     this.awaiting.delete(index);
+    if (!answered) this.answeredBy(e, index);
+    this.routerOf.delete(index);
     noteDone(this.views[e]!, answered, this.driver.now * 1000);
     this.outstanding--;
   }

@@ -344,11 +344,17 @@ export class Proxy implements AttemptHost {
   private acquire(ctx: RequestContext): Upstream | Promise<Upstream> {
     const reg = this.d.registry;
     const now = performance.now();
-    const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
+    const policy = this.d.policy();
+    const dec = decide(policy, ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
-      // router workers: the pick stands once it is known to be made on the group's exact counts
-      if (reg.arbiter) return reg.arbiter.confirm(e, () => this.acquire(ctx));
+      // router workers: the pick stands once it is known to be made on the group's exact counts;
+      // one that does not is taken back from the policy (its prefill ledger) and decided again
+      if (reg.arbiter)
+        return reg.arbiter.confirm(e, () => {
+          policy.onUnpicked?.(ctx.view, dec.engine);
+          return this.acquire(ctx);
+        });
       reg.takeSlot(e, now);
       return e;
     }

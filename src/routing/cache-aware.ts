@@ -161,6 +161,8 @@ export function createCacheAwarePolicy(
     filters,
     scorers: [scorer],
     picker,
+    // each engine's cost is its own queue, prefix and load (the time model or the load-unit cost)
+    loadElsewhereKeepsPick: true,
     admit: admitBySlo
       ? (req, engine): Decision | undefined => {
           const s = last.get(req);
@@ -181,6 +183,12 @@ export function createCacheAwarePolicy(
       if (!s?.ttftMs) return;
       const i = s.engines.indexOf(engine);
       if (i >= 0 && s.ttftMs[i]! > 0) calibration.add(ttftMs / s.ttftMs[i]!);
+    },
+    queuedPrefillTokens: (engine) => ledger.pending(engine, undefined) ?? 0,
+    onUnpicked(req, engine) {
+      const s = last.get(req);
+      const i = s ? s.engines.indexOf(engine) : -1;
+      if (i >= 0 && engine.awaitingFirstToken !== undefined) ledger.withdraw(engine, s!.uncached[i]!);
     },
     onPicked(req, engine) {
       const s = last.get(req);

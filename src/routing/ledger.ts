@@ -6,7 +6,10 @@
 //
 // No request ids are needed: the caller counts, per engine, the requests still awaiting their first token
 // (EngineView.awaitingFirstToken), and an engine prefills in arrival order, so when that count has
-// dropped to k the k newest entries are the ones left. With a prefill rate the head of the queue (the
+// dropped to k the k newest entries are the ones left. In a router group (workers, replicas) the
+// count is the group's and the entries only this router's: its own count is the group's less the
+// others' part (EngineView.peerAwaitingFirstToken), and the others' queued prefill comes from their
+// own ledgers, reported (peerPrefillTokens). With a prefill rate the head of the queue (the
 // prompt being prefilled) also drains with time between two decisions, as the engine works through it.
 import type { EngineView } from "./types.js";
 
@@ -34,8 +37,9 @@ export class PrefillLedger {
    * queue's head by elapsed time.
    */
   pending(e: EngineView, now: number | undefined, tokensPerMs?: number): number | undefined {
-    const awaiting = e.awaitingFirstToken;
-    if (awaiting === undefined) return undefined;
+    if (e.awaitingFirstToken === undefined) return undefined;
+    // this router's own requests: the ledger holds no other router's prompts
+    const awaiting = e.awaitingFirstToken - (e.peerAwaitingFirstToken ?? 0);
     const q = this.byEngine.get(e.id);
     if (!q) return 0;
     // the oldest requests answered first
@@ -68,6 +72,23 @@ export class PrefillLedger {
     } else if (q.tokens.length - q.head >= MAX_ENTRIES) q.total -= q.tokens[q.head++]!;
     q.tokens.push(tokens);
     q.total += tokens;
+  }
+
+  /**
+   * A pick that did not stand (a router group answered its claim with newer counts): its entry leaves,
+   * so that the count trims nothing else. The newest entry of its size; failing that, a head that
+   * drained below it while the pick waited for the answer.
+   */
+  withdraw(e: EngineView, tokens: number): void {
+    const q = this.byEngine.get(e.id);
+    if (!q) return;
+    for (let i = q.tokens.length - 1; i >= q.head; i--) {
+      if (q.tokens[i] !== tokens) continue;
+      q.total -= tokens;
+      q.tokens.splice(i, 1);
+      return;
+    }
+    if (q.head < q.tokens.length && q.tokens[q.head]! <= tokens) q.total -= q.tokens[q.head++]!;
   }
 
   /** entries for `e` (tests, diagnostics) */

@@ -183,7 +183,14 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
     case "round-robin":
       return { name, filters: standardFilters, scorers: [], picker: roundRobinPicker };
     case "least-load":
-      return { name, filters: standardFilters, scorers: [loadScorer, kvFreeScorer], picker: maxScorePicker };
+      return {
+        name,
+        filters: standardFilters,
+        scorers: [loadScorer, kvFreeScorer],
+        picker: maxScorePicker,
+        // a rise elsewhere leaves the least queued as they were, and only narrows the tie-break's range
+        loadElsewhereKeepsPick: true,
+      };
     case "session":
       return {
         name,

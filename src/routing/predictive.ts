@@ -2,13 +2,15 @@
 // `kv`, `hybrid`, `predictive`; cache-aware.ts): its predicted time to first token there, from the engine
 // model, plus what a miss adds to the fleet.
 //
-//   ttft(e) = prefill(queued(e) + others(e) + P − credit(e))       when prompts are queued ahead of it
+//   ttft(e) = prefill(queued(e) + peers(e) + others(e) + P − credit(e))   when prompts are queued ahead
 //           = residual(e) + prefill(P − credit(e))                   otherwise
 //   cost(e) = ttft(e) + missWeight · prefill(P − credit(e)) + busyWeightS · busy(e) / weight(e)
 //
 // queued(e): prefill tokens of the router's requests on e with no first token yet (PrefillLedger; the
-// head, being prefilled now, drained at e's predicted rate); others(e): the engine's queue beyond the
-// router's own requests, at the router's mean prompt; P − credit(e): what e must compute for this prompt
+// head, being prefilled now, drained at e's predicted rate); peers(e): the same of the other routers of
+// a router group (workers, replicas), as their ledgers last reported it (each drains its own head, so a
+// group drains up to one head per router too fast: a fraction of one prompt); others(e): the engine's
+// queue beyond the router group's requests, at the router's mean prompt; P − credit(e): what e must compute for this prompt
 // given the prefix it holds (the caller's CacheOracle). residual(e): what is left of e's current step
 // (load.ts: an engine that just answered has just begun one). prefill(), residual(): the engine's timing
 // (timing.ts): the roofline step time of its GPU and model with its decoding batch in every step, or
@@ -90,7 +92,7 @@ export class TtftModel {
       const u = P - credit;
       uncached[i] = u;
       // a prompt queued behind others starts when they are through; else when the current step ends
-      const ahead = queued + others;
+      const ahead = queued + (e.peerPrefillTokens ?? 0) + others;
       const ttft =
         ahead > 0
           ? t.prefillSeconds(ahead + u, credit, decoding, kvTokens)

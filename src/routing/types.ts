@@ -39,6 +39,14 @@ export interface EngineView {
    * the caller does not track it. A streamed answer's first byte is its first token.
    */
   awaitingFirstToken?: number | undefined;
+  /**
+   * Router groups (workers, replicas): of `inFlight` and `awaitingFirstToken`, the part that other
+   * routers of the group sent, and the prefill tokens those awaiting requests still need as their
+   * routers last reported (each router's PrefillLedger). Absent or 0 for a lone router: its own
+   * ledger then knows every queued prompt.
+   */
+  peerAwaitingFirstToken?: number | undefined;
+  peerPrefillTokens?: number | undefined;
   /** when this router last sent the engine a request, ms on the clock of `FleetSnapshot.now` */
   lastSentAt?: number | undefined;
   /**
@@ -119,8 +127,25 @@ export interface Policy {
   filters: readonly Filter[];
   scorers: readonly Scorer[];
   picker: Picker;
+  /**
+   * More load on an engine it did not pick never changes the pick (each engine is priced by its own
+   * view and the best wins; ties may rotate): a router group confirms such a pick by the counts on its
+   * own engine alone. Unset: the pick may depend on every engine's counts (session's bounded load reads
+   * the fleet's total).
+   */
+  loadElsewhereKeepsPick?: boolean | undefined;
   /** told of every pick, so caller-owned state (an approximate prefix index) can learn from it */
   onPicked?: ((req: RequestView, engine: EngineView) => void) | undefined;
+  /**
+   * the prefill tokens this router's own requests awaiting a first token still need on `engine` (its
+   * share of a router group's queue, reported to the others); undefined for policies that keep none
+   */
+  queuedPrefillTokens?: ((engine: EngineView) => number) | undefined;
+  /**
+   * told when a pick did not stand after all (a router group's claim answered with newer counts; the
+   * request is decided again): what onPicked counted is taken back
+   */
+  onUnpicked?: ((req: RequestView, engine: EngineView) => void) | undefined;
   /** told when a routed request's first token came back, `ttftMs` after it was routed (calibration) */
   onFirstToken?: ((req: RequestView, engine: EngineView, ttftMs: number) => void) | undefined;
   /** may refuse the picked engine (an SLO no engine meets); undefined admits it */

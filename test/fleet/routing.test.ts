@@ -66,3 +66,35 @@ test("predictive with a TTFT SLO in overload: refused requests are answered at o
   const none = run({ policy: "predictive", concurrency: Infinity, qps: 100 });
   assert.equal(none.records.filter((x) => x.ok).length, 300, "no SLO: everything is served");
 });
+
+test("a router group (workers, replicas) places a burst of cold long prompts as one router does", () => {
+  // like the routing benchmark's first round: 17 users' long prompts arriving within a quarter second
+  const burst = (routers: number, seed: number) =>
+    run({
+      engines: 4,
+      policy: "predictive",
+      workload: randomWorkload({ inputLen: 8000, outputLen: 16, rangeRatio: 0, seed, count: 17 }),
+      qps: 68,
+      concurrency: Infinity,
+      maxRequests: 17,
+      seed,
+      routers,
+    });
+  for (let seed = 1; seed <= 4; seed++) {
+    const one = burst(1, seed);
+    for (const routers of [2, 4]) {
+      const group = burst(routers, seed);
+      const perEngine = [0, 0, 0, 0];
+      for (const e of group.routedTo) perEngine[e]!++;
+      assert.ok(
+        Math.max(...perEngine) - Math.min(...perEngine) <= 1,
+        `seed ${seed}, ${routers} routers: ${perEngine.join("/")}`,
+      );
+      const mean = (r: typeof one) => r.records.reduce((s, x) => s + x.ttft, 0) / r.records.length;
+      assert.ok(
+        mean(group) <= mean(one) * 1.005,
+        `seed ${seed}, ${routers} routers: mean TTFT ${mean(group).toFixed(0)} ms, one router ${mean(one).toFixed(0)} ms`,
+      );
+    }
+  }
+});

@@ -3,7 +3,7 @@
 // KV-event relay that lets one process bind the collector for all. Real ZMQ for the relay.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Publisher, Subscriber } from "zeromq";
@@ -13,9 +13,11 @@ import { Registry } from "../../src/router/registry.js";
 import { SharedLoad } from "../../src/router/cluster/shared-load.js";
 import { WorkerLedger, countedEveryPick } from "../../src/router/cluster/ledger.js";
 import { PickExchange } from "../../src/router/cluster/picks.js";
+import { Claims } from "../../src/router/cluster/claims.js";
+import type { ToPrimary } from "../../src/router/cluster/protocol.js";
 import { aggregateMetrics } from "../../src/router/cluster/aggregate.js";
 import { KvEventRelay } from "../../src/router/cluster/kv-relay.js";
-import { PrefixIndex } from "../../src/routing/index.js";
+import { createPolicy, PrefixIndex, type Policy } from "../../src/routing/index.js";
 import { HitWatchdog } from "../../src/router/kv/watchdog.js";
 import { freePort } from "../helpers/cli.js";
 
@@ -59,14 +61,14 @@ test("a source reports only what changed, and a freed engine once more as 0", as
   assert.deepEqual(load.changes(), []);
   reg.takeSlot(a);
   reg.takeSlot(a);
-  // in flight, and of those awaiting their first token
-  assert.deepEqual(load.changes(), [["http://a:1", 2, 2]]);
+  // in flight, of those awaiting their first token, and their queued prefill (no ledger here: 0)
+  assert.deepEqual(load.changes(), [["http://a:1", 2, 2, 0]]);
   assert.deepEqual(load.changes(), []);
   reg.firstToken(a, performance.now());
-  assert.deepEqual(load.changes(), [["http://a:1", 2, 1]]);
+  assert.deepEqual(load.changes(), [["http://a:1", 2, 1, 0]]);
   reg.freeSlot(a, true);
   reg.freeSlot(a);
-  assert.deepEqual(load.changes(), [["http://a:1", 0, 0]]);
+  assert.deepEqual(load.changes(), [["http://a:1", 0, 0, 0]]);
   assert.deepEqual(load.changes(), []);
   await reg.close();
 });
@@ -81,7 +83,7 @@ test("a replica's report is its whole table: an engine it no longer lists is bac
   assert.equal(reg.engines.get("http://a:1")!.view.inFlight, 2);
   // its request on a ended: the next report lists b only, and a is passed on as 0
   assert.deepEqual(load.replace("p:x", [["http://b:1", 1]]), [
-    ["http://a:1", 0, 0],
+    ["http://a:1", 0, 0, 0],
     ["http://b:1", 1],
   ]);
   assert.equal(reg.engines.get("http://a:1")!.view.inFlight, 0);
@@ -90,8 +92,13 @@ test("a replica's report is its whole table: an engine it no longer lists is bac
 
 test("a claim stands when it counted every other pick, even if others' requests finished meanwhile", () => {
   const u = "http://e1";
-  // [url, in flight, awaiting first token]
+  // [url, in flight, awaiting first token, queued prefill tokens]
   assert.equal(countedEveryPick([u, 3, 1], [u, 3, 1]), true);
+  assert.equal(
+    countedEveryPick([u, 3, 1, 500], [u, 3, 1, 900]),
+    true,
+    "queued prefill restated by a report, no new pick",
+  );
   assert.equal(countedEveryPick([u, 3, 1], [u, 2, 0]), true, "finished and first tokens learned late");
   assert.equal(countedEveryPick([u, 3, 1], [u, 4, 2]), false, "another worker's pick was not counted");
   assert.equal(countedEveryPick([u, 3, 1], [u, 3, 2]), false, "a pick hidden by a finish still shows");
@@ -101,12 +108,37 @@ test("a claim stands when it counted every other pick, even if others' requests 
 test("a confirmed pick counts until a report written after its answer, even one with no counts", () => {
   const ledger = new WorkerLedger();
   // the claim's batch reported a at 0 (the pick itself still tentative), then the pick stood
-  ledger.report([["http://a:1", 0, 0]], 0);
-  assert.deepEqual(ledger.confirm(1, "http://a:1"), ["http://a:1", 1, 1]);
+  // (its prefill is in the report: the worker's ledger learned it at the decision)
+  ledger.report([["http://a:1", 0, 0, 900]], 0);
+  assert.deepEqual(ledger.confirm(1, "http://a:1"), ["http://a:1", 1, 1, 900]);
   // a report written before the answer was heard still counts it on top
-  assert.deepEqual(ledger.report([["http://a:1", 0, 0]], 0), [["http://a:1", 1, 1]]);
+  assert.deepEqual(ledger.report([["http://a:1", 0, 0, 900]], 0), [["http://a:1", 1, 1, 900]]);
   // the request ended before the worker's next report: its counts are as reported, only `acked` moved
-  assert.deepEqual(ledger.report([], 1), [["http://a:1", 0, 0]]);
+  assert.deepEqual(ledger.report([], 1), [["http://a:1", 0, 0, 900]]);
+});
+
+test("others' requests awaiting a first token and their queued prefill show as the views' peer part", async () => {
+  const reg = registryWith(["http://a:1"]);
+  let queued = 1200;
+  const load = new SharedLoad(reg, () => queued);
+  const a = reg.engines.get("http://a:1")!;
+  reg.takeSlot(a);
+  load.set("w1", [["http://a:1", 3, 2, 9000]]);
+  load.set("p:x", [["http://a:1", 1, 1, 150]]);
+  assert.equal(a.view.awaitingFirstToken, 4, "own 1 + 2 + 1");
+  assert.equal(a.view.peerAwaitingFirstToken, 3);
+  assert.equal(a.view.peerPrefillTokens, 9150);
+  assert.equal(load.own(a, "awaitingFirstToken"), 1);
+  // this process's own prefill is its ledger's, a whole number of tokens
+  queued = 1200.4;
+  assert.deepEqual(load.changes(), [["http://a:1", 1, 1, 1200]]);
+  load.drop("w1");
+  assert.equal(a.view.peerAwaitingFirstToken, 1);
+  assert.equal(a.view.peerPrefillTokens, 150);
+  // a replica that reports two counts (no prefill) counts 0 tokens
+  load.replace("p:x", [["http://a:1", 1, 1]]);
+  assert.equal(a.view.peerPrefillTokens, 0);
+  await reg.close();
 });
 
 test("a new record of an engine starts from the others' counts", async () => {
@@ -149,6 +181,42 @@ test("a worker learns a pick once it stands, and never one the primary refused",
   ex.close();
 });
 
+test("a claim carries the counts of the engine it picked, or every engine's when the policy reads them all", async () => {
+  const reg = registryWith(["http://a:1", "http://b:1", "http://c:1"]);
+  const load = new SharedLoad(reg);
+  load.set("w1", [["http://b:1", 2, 1]]);
+  const picks = new PickExchange(
+    { prefix: new PrefixIndex(), watchdog: new HitWatchdog() },
+    () => undefined,
+    true,
+  );
+  const sent: ToPrimary[] = [];
+  let policy: Policy = createPolicy("least-load");
+  const claims = new Claims(
+    reg,
+    load,
+    picks,
+    (m) => sent.push(m),
+    () => policy,
+    () => undefined,
+  );
+  const claimOf = (m: ToPrimary | undefined) => (m?.t === "claims" ? m.items[0]! : undefined);
+  void claims.confirm(reg.engines.get("http://a:1")!, () => reg.engines.get("http://a:1")!);
+  // least-load prices each engine by its own load: another worker's pick elsewhere cannot change this one
+  assert.deepEqual(claimOf(sent[0])?.seen, [["http://a:1", 0, 0, 0]]);
+  claims.answer([[1, true]]);
+  // session's bounded load reads the fleet's total: every engine's counts
+  policy = createPolicy("session");
+  void claims.confirm(reg.engines.get("http://c:1")!, () => reg.engines.get("http://c:1")!);
+  assert.deepEqual(
+    claimOf(sent[1])?.seen.map((r) => r[0]),
+    ["http://a:1", "http://b:1", "http://c:1"],
+  );
+  assert.deepEqual(claimOf(sent[1])?.seen[1], ["http://b:1", 2, 1, 0]);
+  claims.close();
+  await reg.close();
+});
+
 test("the group's /metrics adds counters and own gauges, and takes shared gauges once", async () => {
   const one = async (inFlight: number, requests: number) => {
     const r = new PromRegistry();
@@ -172,8 +240,9 @@ test("the group's /metrics adds counters and own gauges, and takes shared gauges
 test(
   "the KV-event relay binds once and passes every message to each worker's collector",
   { timeout: 20_000 },
-  async () => {
+  async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "kv-relay-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const targets = [`ipc://${join(dir, "w0.sock")}`, `ipc://${join(dir, "w1.sock")}`];
     const port = await freePort();
     const relay = await KvEventRelay.start(`tcp://127.0.0.1:${port}`, targets);

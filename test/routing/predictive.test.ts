@@ -125,6 +125,48 @@ test("the prefill ledger keeps the newest entries the caller still counts, and d
   assert.equal(l.size("a"), 1, "drained to 0 but still counted until its first token");
 });
 
+test("in a router group the ledger trims by its own count, and a withdrawn pick leaves only itself", () => {
+  const l = new PrefillLedger();
+  const e: EngineView = eng("a", { awaitingFirstToken: 0 });
+  l.add(e, 9000, 0);
+  l.add(e, 150, 0);
+  // two of the group's four awaiting requests are another router's: both of this one's still count
+  e.awaitingFirstToken = 4;
+  e.peerAwaitingFirstToken = 2;
+  assert.equal(l.pending(e, 0), 9150);
+  // this router's oldest answered (the group's count fell by one, the peers' did not)
+  e.awaitingFirstToken = 3;
+  assert.equal(l.pending(e, 0), 150);
+  // two more picks, then the first of them refused (the group's count falls back by one): its entry
+  // goes, not the oldest
+  l.add(e, 700, 0);
+  l.add(e, 40, 0);
+  e.awaitingFirstToken = 4;
+  l.withdraw(e, 700);
+  assert.equal(l.size("a"), 2);
+  assert.equal(l.pending(e, 0), 190);
+});
+
+test("predictive: another router's queued prefill on an engine counts as this router's own would", () => {
+  const p = createPolicy("predictive", { cache: oracle(9000, {}), predictive: { timing: () => h100 } });
+  const a = eng("a", { awaitingFirstToken: 0 });
+  const b = eng("b", { awaitingFirstToken: 0 });
+  // this router sent a cold 9,000-token prompt to b…
+  assert.equal(picked(decide(p, req(0), { engines: [b], now: 0 })), "b");
+  noteSent(b, 0);
+  // …and another router of its group one of 18,000 tokens to a
+  Object.assign(a, {
+    inFlight: 1,
+    awaitingFirstToken: 1,
+    peerAwaitingFirstToken: 1,
+    peerPrefillTokens: 18_000,
+  });
+  assert.equal(picked(decide(p, req(1), { engines: [a, b], now: 0 })), "b", "9,000 tokens ahead, not 18,000");
+  // the same counts without the peer's prefill: a looked idle
+  const blind = { ...a, peerPrefillTokens: 0 };
+  assert.equal(picked(decide(p, req(2), { engines: [blind, b], now: 0 })), "a");
+});
+
 test("learned timing: the engine's prefill speed from its counters", () => {
   const counters = { prefillSeconds: 0, promptTokens: 0, cachedTokens: 0 };
   const lt = new LearnedTiming(() => counters);

@@ -2,15 +2,21 @@
 // counts, which the others' reports keep current within about a millisecond; two workers deciding in
 // that millisecond would each miss the other's last picks and could both pick the same engine
 // (measured: 1 burst in 5 of 8 simultaneous requests over 4 engines came out 3/2/2/1 instead of 2/2/2/2).
-// So a pick of a load-aware policy is a claim: the worker sends its own counts and the others' as it
-// saw them, and waits; the primary applies claims one at a time, confirms one made on counts no
-// lower than the current ones, and answers any other with the current counts, on which the worker
-// decides again. A pick never stands without counting every other pick that stood before it; a
-// count that only fell (another process's request finished or got its first token) is news the
-// worker learns a moment late, as a single process learns it only when it reads the engine's answer.
-// Refusing those too (equal counts only) refused 31% of claims instead of 18% and raised mean TTFT
-// by a tenth (bench/routing-scale.ts's workload, two workers, six interleaved rounds). Round-robin
-// reads no load and claims nothing.
+// So a pick of a load-aware policy is a claim: the worker sends its own counts and the others' on the
+// engine it picked as it saw them, and waits; the primary applies claims one at a time, confirms one
+// made on counts no lower than the current ones, and answers any other with the current counts, on
+// which the worker decides again. A pick never stands without counting every other pick that stood
+// before it on its engine. Picks elsewhere need no check when the policy prices each engine by its own
+// view (Policy.loadElsewhereKeepsPick: least-load, the cache-aware policies): load added to another
+// engine only makes that one costlier, and the pick stands as it would have with it counted (checking
+// every engine refused picks that another worker's pick elsewhere could not have changed, and sent
+// every engine's counts with each claim). Session's bounded load reads the fleet's total, so its
+// claims carry and are checked on every engine. A count that
+// only fell (another process's request finished or got its first token) is news the worker learns a
+// moment late, as a single process learns it only when it reads the engine's answer. Refusing those
+// too (equal counts only) refused 31% of claims instead of 18% and raised mean TTFT by a tenth
+// (bench/routing-scale.ts's workload, two workers, six interleaved rounds). Round-robin reads no load
+// and claims nothing.
 //
 // Claims leave at once when none is out; while some are out, those made in one turn of the event
 // loop leave together at its end, so a busy worker sends one message per turn, not one per request,
@@ -23,7 +29,7 @@
 // mostly this worker's own event loop being busy when the answer arrives, not the primary: hence
 // long prompts are tokenised one slice per turn of the loop (src/tokenizer/turns.ts).
 import { logger } from "../../obs/log.js";
-import { noteSent } from "../../routing/index.js";
+import { noteSent, type Policy } from "../../routing/index.js";
 import type { Registry, SlotArbiter, Upstream } from "../registry.js";
 import type { ClaimItem, LoadCounts, ToPrimary } from "./protocol.js";
 import type { SharedLoad } from "./shared-load.js";
@@ -63,21 +69,22 @@ export class Claims implements SlotArbiter {
     private readonly load: SharedLoad,
     private readonly picks: PickExchange,
     private readonly send: (m: ToPrimary) => void,
-    /** false for a policy that reads no load (round-robin): nothing to claim */
-    private readonly loadAware: () => boolean,
+    /** the policy deciding now: one that reads no load (round-robin) claims nothing */
+    private readonly policy: () => Policy,
     /** a claim answered: its result and how long it waited (`switchyard_routing_claims_total`, `_claim_wait_seconds`) */
     private readonly counted: (result: "confirmed" | "refused" | "unconfirmed", waitedS: number) => void,
   ) {}
 
   confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream> {
     const reg = this.registry;
-    if (!this.loadAware() || this.retries >= MAX_RETRIES) {
+    if (this.policy().name === "round-robin" || this.retries >= MAX_RETRIES) {
       this.retries = 0;
       reg.takeSlot(e);
       return e;
     }
     const seen: LoadCounts[] = [];
-    for (const v of reg.snapshot()) seen.push(this.load.othersRow(v.id));
+    if (this.policy().loadElsewhereKeepsPick === true) seen.push(this.load.othersRow(e.url));
+    else for (const v of reg.snapshot()) seen.push(this.load.othersRow(v.id));
     // what the decision learned (prefix blocks, predicted hits) is learned only if the pick stands
     const learned = this.picks.takeHeld();
     // held here while the primary decides: this worker's next picks count it, its reports do not

@@ -8,7 +8,10 @@ import { SharedLoad } from "./shared-load.js";
 /** Starts the peer link of a lone router; null without `peers.bind`. */
 export async function startLonePeers(router: Router): Promise<{ close(): Promise<void> } | null> {
   if (!router.config.peers.bind) return null;
-  const load = new SharedLoad(router.registry);
+  const load = new SharedLoad(
+    router.registry,
+    (e) => router.routingPolicy.queuedPrefillTokens?.(e.view) ?? 0,
+  );
   // picks wait for the next report: nothing to schedule
   const picks = new PickExchange(
     { prefix: router.cache.prefix.index, watchdog: router.cache.watchdog },

@@ -233,7 +233,7 @@ export class Primary {
 
   /**
    * A worker's picks (claims.ts): its own counts are the truth and apply at once; a pick stands if
-   * no count of the others' is above what it read (each judged on its own: see claims.ts);
+   * no count of the others' is above what it read on the engines it depends on (each judged on its own: see claims.ts);
    * for a refused one the worker gets the current counts first, and decides again.
    */
   private claims(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claims" }>): void {
@@ -247,8 +247,7 @@ export class Primary {
       let ok = true;
       for (const seen of item.seen) {
         const url = seen[0];
-        const current = load.othersExcept(source, url);
-        if (countedEveryPick(seen, current)) continue;
+        if (countedEveryPick(seen, load.othersExcept(source, url))) continue;
         stale.add(url);
         ok = false;
       }

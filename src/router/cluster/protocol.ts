@@ -31,7 +31,10 @@ export type LoadCounts = [url: string, ...counts: number[]];
  */
 export type Pick = [engine: string, prefixIds: readonly number[], kvPredictedTokens: number];
 
-/** One pick to confirm: the engine, and the others' counts the decision read, per engine it could pick. */
+/**
+ * One pick to confirm: the engine, and the others' counts the decision read on each engine it
+ * depends on (its own alone for a policy whose picks load elsewhere cannot change).
+ */
 export interface ClaimItem {
   id: number;
   pick: string;

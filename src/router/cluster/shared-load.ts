@@ -1,7 +1,9 @@
 // Per-engine router counters summed over a router group: this process's own requests plus what the
 // other workers of its process group, and other replicas, report. The data plane keeps counting on the
 // engine's view (`registry.takeSlot`: view.inFlight++), and this adds the others' counts into the same
-// fields, so every policy reads the group's load and needs no change.
+// fields, so every policy reads the group's load and needs no change. The others' part of the requests
+// awaiting a first token, and the prefill those still need (each process's prefill ledger, which only
+// it can trim), go into the view's peer fields: the time model prices an engine's queue by them.
 //
 // Others report absolute counts per engine URL, never deltas: a report is idempotent, a late one is
 // simply replaced, and a source that dies is dropped whole (`drop`) without leaving a drift behind.
@@ -11,19 +13,29 @@ import type { Registry, Upstream } from "../registry.js";
 import type { LoadCounts } from "./protocol.js";
 
 /**
- * The view's per-engine router counters that are the group's, in the order LoadCounts carries them:
- * requests in flight, and of those the ones awaiting their first token (least-load and the time
- * model rank by them).
+ * What each source reports per engine, in the order LoadCounts carries it: requests in flight, of
+ * those the ones awaiting their first token (least-load and the time model rank by them), and the
+ * prefill tokens those still need by the source's own prefill ledger (0 for a policy that keeps none).
+ * The first two are counts of requests (COUNTED): a claim is checked on them (ledger.ts).
  */
-export const SHARED_FIELDS = ["inFlight", "awaitingFirstToken"] as const;
+export const SHARED_FIELDS = ["inFlight", "awaitingFirstToken", "prefillTokens"] as const;
 type Field = (typeof SHARED_FIELDS)[number];
 const N = SHARED_FIELDS.length;
+/** the fields that count requests, first in SHARED_FIELDS */
+export const COUNTED = 2;
+const PREFILL = 2;
 
 /** awaitingFirstToken is absent from a view until a request is sent */
-const read = (v: EngineView, f: Field): number => v[f] ?? 0;
-const addTo = (v: EngineView, f: Field, d: number): void => {
-  v[f] = read(v, f) + d;
-};
+const read = (v: EngineView, f: "inFlight" | "awaitingFirstToken"): number => v[f] ?? 0;
+
+/** Adds `d` of the others' field `i` into the view the policies read. */
+function addTo(v: EngineView, i: number, d: number): void {
+  if (i === 0) v.inFlight += d;
+  else if (i === 1) {
+    v.awaitingFirstToken = read(v, "awaitingFirstToken") + d;
+    v.peerAwaitingFirstToken = (v.peerAwaitingFirstToken ?? 0) + d;
+  } else v.peerPrefillTokens = (v.peerPrefillTokens ?? 0) + d;
+}
 
 /** Engines one source may report (a peer's report is cut here); the registry's own are far fewer. */
 const MAX_ENGINES_PER_SOURCE = 4096;
@@ -38,23 +50,32 @@ export class SharedLoad {
   /** slots taken on a pick the primary has not confirmed yet (claims.ts): not reported */
   private readonly tentative = new Map<string, number>();
 
-  constructor(private readonly registry: Registry) {
+  constructor(
+    private readonly registry: Registry,
+    /** this process's own queued prefill on the engine (its policy's ledger); none: 0 */
+    private readonly ownPrefill: (e: Upstream) => number = () => 0,
+  ) {
     // a new record (new engine, or a new pool) starts from the others' counts
     registry.on("added", (e) => {
       const s = this.sums.get(e.url);
-      if (s) for (let i = 0; i < N; i++) addTo(e.view, SHARED_FIELDS[i]!, s[i]!);
+      if (s) for (let i = 0; i < N; i++) addTo(e.view, i, s[i]!);
     });
   }
 
   /** This process's own count of `field` on `e` (the view holds the group's). */
   own(e: Upstream, field: Field = "inFlight"): number {
+    const i = SHARED_FIELDS.indexOf(field);
+    // a whole number of tokens: a peer takes nothing else (setOne)
+    if (i === PREFILL) return Math.round(this.ownPrefill(e));
     const s = this.sums.get(e.url);
-    return read(e.view, field) - (s ? s[SHARED_FIELDS.indexOf(field)]! : 0);
+    return read(e.view, field as "inFlight" | "awaitingFirstToken") - (s ? s[i]! : 0);
   }
 
-  /** What this process reports of its own: unconfirmed picks left out. */
+  /** What this process reports of its own: unconfirmed picks left out of the counts. */
   private reportable(e: Upstream, field: Field): number {
-    // a held pick counts in both: sent (in flight) and not answered yet
+    // a held pick counts in both: sent (in flight) and not answered yet; its prefill is in the ledger
+    // from the decision on (the policy learned it), and the next report after its answer restates it
+    if (field === "prefillTokens") return this.own(e, field);
     return this.own(e, field) - (this.tentative.get(e.url) ?? 0);
   }
 
@@ -147,7 +168,7 @@ export class SharedLoad {
       const d = next[i]! - (prev ? prev[i]! : 0);
       if (d === 0) continue;
       sum[i] = sum[i]! + d;
-      if (e) addTo(e.view, SHARED_FIELDS[i]!, d);
+      if (e) addTo(e.view, i, d);
     }
     if (zero) {
       per?.delete(source);

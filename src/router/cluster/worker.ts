@@ -99,7 +99,7 @@ export class WorkerLink implements RouterGroup {
     this.label = `worker ${start.slot + 1}/${start.workers}`;
     const reg = router.registry;
     this.follower = new RegistryFollower(reg, send, (e, hits) => router.cache.hitsScraped(e, hits));
-    this.load = new SharedLoad(reg);
+    this.load = new SharedLoad(reg, (e) => router.routingPolicy.queuedPrefillTokens?.(e.view) ?? 0);
     // picks are held until they stand: a claimed one by its answer, any other at its slot
     this.picks = new PickExchange(
       { prefix: router.cache.prefix.index, watchdog: router.cache.watchdog },
@@ -111,10 +111,17 @@ export class WorkerLink implements RouterGroup {
       this.schedule();
     };
     const { claims, claimWait } = router.metrics;
-    this.claims = new Claims(reg, this.load, this.picks, send, this.policyReadsLoad, (result, waitedS) => {
-      claims.inc({ result });
-      claimWait.child(result).observe(waitedS);
-    });
+    this.claims = new Claims(
+      reg,
+      this.load,
+      this.picks,
+      send,
+      () => router.routingPolicy,
+      (result, waitedS) => {
+        claims.inc({ result });
+        claimWait.child(result).observe(waitedS);
+      },
+    );
     reg.arbiter = this.claims;
     router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
