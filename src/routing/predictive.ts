@@ -10,14 +10,15 @@
 // head, being prefilled now, drained at e's predicted rate); peers(e): the same of the other routers of
 // a router group (workers, replicas), as their ledgers last reported it (each drains its own head, so a
 // group drains up to one head per router too fast: a fraction of one prompt); others(e): the engine's
-// queue beyond the router group's requests, at the router's mean prompt; P − credit(e): what e must compute for this prompt
-// given the prefix it holds (the caller's CacheOracle). residual(e): what is left of e's current step
-// (load.ts: an engine that just answered has just begun one). prefill(), residual(): the engine's timing
-// (timing.ts): the roofline step time of its GPU and model with its decoding batch in every step, or
-// learned from the engine's own metrics, or a fixed default speed. missWeight prices the work a miss adds
-// (its prefill again: an evicted prefix, a longer queue for the next prompt): a tenant's burst stays on
-// the engine holding its prefix until queueing behind itself costs more than a miss elsewhere, then
-// replicates to a second engine, which caches it too; busyWeightS keeps decode batches level.
+// queue beyond the router group's requests, at the router's mean prompt; P − credit(e): what e must
+// compute for this prompt given the prefix it holds (the caller's CacheOracle). residual(e): what is
+// left of e's current step (load.ts: an engine that just answered has just begun one). prefill(),
+// residual(): the engine's timing (timing.ts): the roofline step time of its GPU and model with its
+// decoding batch in every step, or learned from the engine's own metrics, or a fixed default speed.
+// missWeight prices the work a miss adds (its prefill again: an evicted prefix, a longer queue for the
+// next prompt): a tenant's burst stays on the engine holding its prefix until queueing behind itself
+// costs more than a miss elsewhere, then replicates to a second engine, which caches it too;
+// busyWeightS keeps decode batches level.
 import type { CachePrediction, EngineView, RequestView } from "./types.js";
 import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./load.js";
 import type { PrefillLedger } from "./ledger.js";

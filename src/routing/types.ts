@@ -40,10 +40,9 @@ export interface EngineView {
    */
   awaitingFirstToken?: number | undefined;
   /**
-   * Router groups (workers, replicas): of `inFlight` and `awaitingFirstToken`, the part that other
-   * routers of the group sent, and the prefill tokens those awaiting requests still need as their
-   * routers last reported (each router's PrefillLedger). Absent or 0 for a lone router: its own
-   * ledger then knows every queued prompt.
+   * Router groups (workers, replicas): of `awaitingFirstToken`, the part that other routers of the
+   * group sent, and the prefill tokens those requests still need as their routers last reported (each
+   * router's PrefillLedger). Absent or 0 for a lone router: its own ledger knows every queued prompt.
    */
   peerAwaitingFirstToken?: number | undefined;
   peerPrefillTokens?: number | undefined;

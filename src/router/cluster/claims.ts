@@ -11,12 +11,11 @@
 // engine only makes that one costlier, and the pick stands as it would have with it counted (checking
 // every engine refused picks that another worker's pick elsewhere could not have changed, and sent
 // every engine's counts with each claim). Session's bounded load reads the fleet's total, so its
-// claims carry and are checked on every engine. A count that
-// only fell (another process's request finished or got its first token) is news the worker learns a
-// moment late, as a single process learns it only when it reads the engine's answer. Refusing those
-// too (equal counts only) refused 31% of claims instead of 18% and raised mean TTFT by a tenth
-// (bench/routing-scale.ts's workload, two workers, six interleaved rounds). Round-robin reads no load
-// and claims nothing.
+// claims carry and are checked on every engine. A count that only fell (another process's request
+// finished or got its first token) is news the worker learns a moment late, as a single process learns
+// it only when it reads the engine's answer. Refusing those too (equal counts only) refused 31% of
+// claims instead of 18% and raised mean TTFT by a tenth (bench/routing-scale.ts's workload, two
+// workers, six interleaved rounds). Round-robin reads no load and claims nothing.
 //
 // Claims leave at once when none is out; while some are out, those made in one turn of the event
 // loop leave together at its end, so a busy worker sends one message per turn, not one per request,

@@ -233,8 +233,8 @@ export class Primary {
 
   /**
    * A worker's picks (claims.ts): its own counts are the truth and apply at once; a pick stands if
-   * no count of the others' is above what it read on the engines it depends on (each judged on its own: see claims.ts);
-   * for a refused one the worker gets the current counts first, and decides again.
+   * no count of the others' is above what it read on the engines it depends on (each judged on its
+   * own: see claims.ts); for a refused one the worker gets the current counts first, and decides again.
    */
   private claims(slot: number, w: Worker, m: Extract<ToPrimary, { t: "claims" }>): void {
     const source = `w${slot}`;
@@ -247,7 +247,8 @@ export class Primary {
       let ok = true;
       for (const seen of item.seen) {
         const url = seen[0];
-        if (countedEveryPick(seen, load.othersExcept(source, url))) continue;
+        const current = load.othersExcept(source, url);
+        if (countedEveryPick(seen, current)) continue;
         stale.add(url);
         ok = false;
       }
