@@ -197,6 +197,7 @@ test("a claim carries the counts of the engine it picked, or every engine's when
     load,
     picks,
     (m) => sent.push(m),
+    () => true,
     () => policy,
     () => undefined,
   );

@@ -68,7 +68,9 @@ export class Claims implements SlotArbiter {
     private readonly load: SharedLoad,
     private readonly picks: PickExchange,
     private readonly send: (m: ToPrimary) => void,
-    /** the policy deciding now: one that reads no load (round-robin) claims nothing */
+    /** false for a policy that reads no load (round-robin): nothing to claim */
+    private readonly loadAware: () => boolean,
+    /** the policy deciding now (which engines' counts its pick depends on) */
     private readonly policy: () => Policy,
     /** a claim answered: its result and how long it waited (`switchyard_routing_claims_total`, `_claim_wait_seconds`) */
     private readonly counted: (result: "confirmed" | "refused" | "unconfirmed", waitedS: number) => void,
@@ -76,7 +78,7 @@ export class Claims implements SlotArbiter {
 
   confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream> {
     const reg = this.registry;
-    if (this.policy().name === "round-robin" || this.retries >= MAX_RETRIES) {
+    if (!this.loadAware() || this.retries >= MAX_RETRIES) {
       this.retries = 0;
       reg.takeSlot(e);
       return e;

@@ -23,7 +23,7 @@ type Field = (typeof SHARED_FIELDS)[number];
 const N = SHARED_FIELDS.length;
 /** the fields that count requests, first in SHARED_FIELDS */
 export const COUNTED = 2;
-const PREFILL = 2;
+const PREFILL = SHARED_FIELDS.indexOf("prefillTokens");
 
 /** awaitingFirstToken is absent from a view until a request is sent */
 const read = (v: EngineView, f: "inFlight" | "awaitingFirstToken"): number => v[f] ?? 0;

@@ -116,6 +116,7 @@ export class WorkerLink implements RouterGroup {
       this.load,
       this.picks,
       send,
+      this.policyReadsLoad,
       () => router.routingPolicy,
       (result, waitedS) => {
         claims.inc({ result });
