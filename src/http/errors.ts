@@ -1,5 +1,6 @@
 // Error bodies in the format OpenAI clients and vLLM (v0.10.1+) use:
 // {"error": {"message", "type", "param", "code": <HTTP status>}}.
+// A stream whose headers went out ends with such a body as an event, then [DONE] (endStreamWithError).
 import type { ServerResponse } from "node:http";
 
 export type ErrorType =
@@ -73,4 +74,14 @@ export function sendError(
     ...e.headers,
   });
   res.end(body);
+}
+
+/** The end of an OpenAI event stream. */
+export const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
+
+/** Ends a stream whose headers went out with an error event, as vLLM does, then [DONE]. */
+export function endStreamWithError(res: ServerResponse, status: number, message: string): void {
+  if (res.writableEnded || res.destroyed) return;
+  res.write(`data: ${errorBody(status, message)}\n\n`);
+  res.end(DONE_BYTES);
 }

@@ -14,86 +14,45 @@
 // timeout, an in-stream error event, or moved off a draining or ejected engine — the attempt ends
 // as `migrate` instead of writing an error event, and the data plane continues the stream elsewhere.
 // An attempt that continues a stream (`resumes`) may still fail over before its own first byte.
+//
+// In a router group, a pick awaiting the group's word (src/router/cluster/claims.ts) has its request
+// sent at once; its engine's answer is held (the engine paused after the first chunk) until the pick
+// stands (`release`), or the attempt is taken back unseen and the request decided again (`takeBack`).
 import type { Readable } from "node:stream";
 import type { RequestView } from "../routing/index.js";
 import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
 import type { Linked } from "../collections/linked-list.js";
-import { HttpError, errorBody } from "../http/errors.js";
+import { DONE_BYTES, HttpError, endStreamWithError } from "../http/errors.js";
 import type { RouterConfig } from "./config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
 import type { ModelSeries } from "./metrics.js";
 import type { MigrationLedger } from "./migration-ledger.js";
-import type { BreakReason, MigrateOutcome, MoveReason } from "./migration.js";
+import type { BreakReason, MoveReason } from "./migration.js";
+import {
+  CLIENT_GONE,
+  CONNECT_ERRORS,
+  DONE,
+  ENGINE_FAULTS,
+  RETRIABLE_STATUS,
+  TOTAL_TIMEOUT,
+  UNCLAIMED,
+  migrate,
+  retry,
+  type FailureCause,
+  type Outcome,
+  type RetryOutcome,
+} from "./attempt-outcome.js";
 import type { Upstream } from "./registry.js";
 import type { RequestTrace } from "./request-trace.js";
 import type { RoutedRequest } from "./request.js";
 import { RESPONSE_SKIP, engineErrorMessage } from "./upstream-rules.js";
-
-const RETRIABLE_STATUS = new Set([502, 503, 504]);
-/** errors before the request reached the engine: never the request's doing */
-const CONNECT_ERRORS = new Set([
-  "ECONNREFUSED",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EAI_AGAIN",
-  "ENOTFOUND",
-  "UND_ERR_CONNECT_TIMEOUT",
-]);
-/** transport errors that count against the engine's health (passive outlier detection) */
-const ENGINE_FAULTS = new Set([
-  ...CONNECT_ERRORS,
-  "ECONNRESET",
-  "EPIPE",
-  "ETIMEDOUT",
-  "UND_ERR_SOCKET",
-  "UND_ERR_CLOSED",
-]);
-
-const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
 
 function endsWith(b: Buffer, tail: Buffer): boolean {
   return b.length >= tail.length && b.compare(tail, 0, tail.length, b.length - tail.length) === 0;
 }
 /** an engine's failure answer kept for relaying when no other engine does better */
 const MAX_FAILURE_BODY = 64 * 1024;
-
-/**
- * Why a retriable attempt failed: `connect` (the request never reached the engine), `in-flight` (the
- * engine died, reset or fell silent past the first-byte timeout while holding it: possibly the
- * request's own doing) or `answer` (the engine answered 502/503/504: overload, not the request).
- */
-export type FailureCause = "connect" | "in-flight" | "answer";
-
-export interface RetryOutcome {
-  kind: "retry";
-  reason: string;
-  status: number;
-  cause: FailureCause;
-  body: Buffer | undefined;
-  /** the failing engine's response headers, flat [name, value, ...] */
-  headers: string[];
-}
-/** What one attempt ended as. */
-export type Outcome =
-  { kind: "done" } | { kind: "client-gone" } | { kind: "total-timeout" } | RetryOutcome | MigrateOutcome;
-const DONE: Outcome = { kind: "done" };
-const CLIENT_GONE: Outcome = { kind: "client-gone" };
-const TOTAL_TIMEOUT: Outcome = { kind: "total-timeout" };
-
-function migrate(reason: BreakReason, detail: string, cause: MigrateOutcome["cause"]): MigrateOutcome {
-  return { kind: "migrate", reason, detail, cause };
-}
-
-function retry(
-  reason: string,
-  status: number,
-  cause: FailureCause,
-  body?: Buffer,
-  headers: string[] = [],
-): RetryOutcome {
-  return { kind: "retry", reason, status, cause, body, headers };
-}
 
 /** What an attempt reads and updates of its request (proxy.ts's RequestContext). */
 export interface AttemptContext {
@@ -116,6 +75,8 @@ export interface AttemptContext {
   lastChunk: Buffer | undefined;
   /** the attempt in progress, which client disconnects and the total timeout cut */
   current: { cancel(): void } | undefined;
+  /** router workers: the claim the pick of this attempt awaits the group's word on; 0 when none */
+  readonly claim: number;
   /** the bytes sent to engines: the client's (token ids asked for when it may migrate), or a continuation */
   readonly upstreamBody: Buffer | Readable;
   /** present when the stream may migrate: what was delivered so far (relayed through it) */
@@ -202,6 +163,12 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private moving: MoveReason | undefined;
   /** its first output reached the client (routing counts the engine's request answered from then on) */
   answered = false;
+  /** the engine's answer while the pick awaits the group's word (`release`), the engine paused */
+  private holding: Buffer[] | undefined;
+  /** the engine's answer ended while held */
+  private endHeld = false;
+  /** taken back: the group refused the pick */
+  private unclaimed = false;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
 
@@ -212,6 +179,29 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     private readonly cfg: RouterConfig,
   ) {
     this.resumes = ctx.relayed;
+    if (ctx.claim !== 0) this.holding = [];
+  }
+
+  /**
+   * The group refused this attempt's pick: taken off its engine to be decided again, which it may be
+   * while its answer is held (a body that cannot be sent again cannot be: the pick stands).
+   */
+  takeBack(): boolean {
+    if (this.done || !this.holding || !Buffer.isBuffer(this.ctx.upstreamBody)) return false;
+    this.unclaimed = true;
+    this.cancel();
+    return true;
+  }
+
+  /** The pick stands: what the engine sent meanwhile goes out, and the rest as it comes. */
+  release(): void {
+    const held = this.holding;
+    if (!held) return;
+    this.holding = undefined;
+    let flowing = true;
+    for (const c of held) flowing = this.onData(c) && flowing;
+    if (this.endHeld) this.onComplete();
+    else if (held.length > 0 && flowing) this.resumeUpstream?.();
   }
 
   /**
@@ -347,6 +337,10 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     if (this.done) return false;
     const now = performance.now();
     this.engine.lastByteAt = now;
+    if (this.holding && this.mode === Mode.Relay) {
+      this.holding.push(chunk);
+      return false;
+    }
     if (this.mode !== Mode.Relay) {
       if (this.collected) {
         this.collectedSize += chunk.length;
@@ -429,6 +423,10 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
 
   onComplete(): void {
     if (this.done) return;
+    if (this.holding && this.mode === Mode.Relay) {
+      this.endHeld = true;
+      return;
+    }
     const ctx = this.ctx;
     switch (this.mode) {
       case Mode.CollectRetry: {
@@ -520,6 +518,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     if (this.done) return;
     const ctx = this.ctx;
     const why = this.interrupted();
+    // nothing went out: whatever else is under way (client gone, timeout) is answered as it would be
+    if (this.unclaimed) return this.finish(why ?? UNCLAIMED);
     switch (this.mode) {
       case Mode.Headers:
         if (this.moving && !why) return this.finish(this.moved(this.moving));
@@ -584,13 +584,6 @@ export function sendAnswer(ctx: AttemptContext): void {
     "x-request-id": ctx.requestId,
   });
   res.end(body);
-}
-
-/** Ends a stream whose headers went out with an error event, as vLLM does, then [DONE]. */
-export function endStreamWithError(res: ServerResponse, status: number, message: string): void {
-  if (res.writableEnded || res.destroyed) return;
-  res.write(`data: ${errorBody(status, message)}\n\n`);
-  res.end(DONE_BYTES);
 }
 
 /** The error a request gets when its total timeout passed. */

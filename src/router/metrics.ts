@@ -256,7 +256,7 @@ export class RouterMetrics {
   /** router workers: how long a load-aware pick waited for the primary's answer (cluster/claims.ts) */
   readonly claimWait = new HistogramFamily(
     "switchyard_routing_claim_wait_seconds",
-    "Router workers: time from a load-aware pick to the primary's answer (confirmed, or refused and decided again), or to standing unanswered, by result",
+    "Router workers: time from a load-aware pick to the primary's answer (confirmed, or refused: cancelled on its engine and decided again), or to standing unanswered, by result; the request is at its engine meanwhile, its answer held",
     "result",
     CLAIM_WAIT_BUCKETS,
   );

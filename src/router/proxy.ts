@@ -18,8 +18,6 @@
 // timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
 // metrics through pre-bound children.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Readable } from "node:stream";
-import { randomUUID } from "node:crypto";
 import { LinkedList } from "../collections/linked-list.js";
 import {
   decide,
@@ -29,27 +27,21 @@ import {
   type Policy,
   type RequestView,
 } from "../routing/index.js";
-import { HttpError, sendError } from "../http/errors.js";
+import { HttpError, endStreamWithError, sendError } from "../http/errors.js";
 import type { AdmissionQueue, RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
-import { DeadlineQueue, OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
-import type { ModelSeries, RouterMetrics } from "./metrics.js";
+import { DeadlineQueue } from "./deadlines.js";
+import type { RouterMetrics } from "./metrics.js";
 import type { Upstream, Registry } from "./registry.js";
+import { AwaitedWord, type ClaimHolder } from "./slot-arbiter.js";
 import type { Disaggregation } from "./disagg.js";
-import { RequestTrace } from "./request-trace.js";
 import type { Tracer } from "../obs/tracing.js";
 import { logger } from "../obs/log.js";
-import {
-  Attempt,
-  endStreamWithError,
-  totalTimeoutError,
-  type AttemptContext,
-  type AttemptHost,
-  type RetryOutcome,
-} from "./attempt.js";
-import type { MigrationLedger } from "./migration-ledger.js";
-import { firstBody, type BreakReason, type MigrationPlan } from "./migration.js";
-import { Migrations, type MigratingRequest } from "./migration-flow.js";
+import { Attempt, totalTimeoutError, type AttemptContext, type AttemptHost } from "./attempt.js";
+import type { RetryOutcome } from "./attempt-outcome.js";
+import { firstBody, type BreakReason } from "./migration.js";
+import { Migrations } from "./migration-flow.js";
+import { RequestContext } from "./request-context.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
 import { WorkCancelled, type Cancellable } from "../tokenizer/index.js";
@@ -63,7 +55,6 @@ const SSE_HEADERS = {
   "x-accel-buffering": "no",
 };
 const KEEPALIVE_BYTES = Buffer.from(": keep-alive\n\n");
-const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
 export interface ProxyDeps {
   registry: Registry;
@@ -88,29 +79,6 @@ export interface ProxyDeps {
   onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
 }
 
-/** An X-Request-Id we echo must be a safe header value (no response splitting, no odd bytes). */
-const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
-
-let seq = 0;
-
-/**
- * Request ids the router makes up when the client sent none, UUID-shaped (vLLM builds its response
- * ids from X-Request-Id): a random per-process prefix (the version and variant fields included) and
- * a 48-bit counter in the last group. Unique across replicas and restarts by the prefix's random
- * bits, at a fraction of randomUUID's per-request cost (it showed up in the allocation profile).
- */
-const ID_PREFIX = randomUUID().slice(0, 24);
-let idCounter = 0;
-function newRequestId(): string {
-  idCounter = (idCounter + 1) % 0x1000000000000;
-  return ID_PREFIX + idCounter.toString(16).padStart(12, "0");
-}
-
-const enum CtxDeadline {
-  Total,
-  KeepAlive,
-}
-
 /** The request context of a response, for the one shared 'close' listener (no closure per request). */
 const CONTEXT = Symbol("switchyard.requestContext");
 type WithContext = ServerResponse & { [CONTEXT]?: RequestContext };
@@ -120,109 +88,6 @@ function onResponseClose(this: WithContext): void {
   if (ctx && !this.writableFinished) {
     ctx.clientGone = true;
     ctx.cancel();
-  }
-}
-
-/** Everything the data plane tracks about one client request while it is served. */
-export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadline> {
-  readonly started = performance.now();
-  /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
-  view: RequestView;
-  readonly requestId: string;
-  relayed = false;
-  clientGone = false;
-  totalTimedOut = false;
-  engineUrl = "none";
-  status = 0;
-  /** attempts made (retries = attempts − 1) */
-  attempts = 0;
-  /** engines that failed while holding the request (poison detection) */
-  inFlightFailures = 0;
-  /** every failed attempt was a connection that never carried the request */
-  onlyConnectFailures = true;
-  /** routed while no engine of the model was in rotation */
-  panicked = false;
-  /** ms from arrival to the first relayed byte; -1 until then (the access log) */
-  ttftMs = -1;
-  /** the last relayed body chunk, where vLLM puts `usage` (the access log reads it at the end) */
-  lastChunk: Buffer | undefined = undefined;
-  lastRelayAt = 0;
-  current: { cancel(): void } | undefined;
-  upstreamBody: Buffer | Readable;
-  /** a stream that may migrate: its plan and ledger; undefined for every other request */
-  migration: MigrationPlan | undefined;
-  ledger: MigrationLedger | undefined;
-  /** why a generation stream may not migrate (for the error event and the metric) */
-  migrationRefusal: string | undefined;
-  /** between a stream's break and its continuation's first byte: why it broke, and when */
-  migrating: BreakReason | undefined;
-  migrationDetail = "";
-  migratingSince = 0;
-  /** only for waiting in the admission queue (rare), so created on demand */
-  private queueAbort: AbortController | undefined;
-  readonly total = new OwnedDeadline(this, CtxDeadline.Total);
-  readonly keepAlive = new OwnedDeadline(this, CtxDeadline.KeepAlive);
-  readonly series: ModelSeries;
-  /** spans of this request; undefined with tracing off */
-  readonly trace: RequestTrace | undefined;
-
-  constructor(
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
-    readonly pr: RoutedRequest,
-    private readonly proxy: Proxy,
-    metrics: RouterMetrics,
-    tracer: Tracer | undefined,
-  ) {
-    const rid = req.headers["x-request-id"];
-    this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : newRequestId();
-    const tokens = pr.promptTokens;
-    this.view = {
-      model: pr.model,
-      seq: seq++ & 0x3fffffff,
-      sessionKey: pr.sessionKey,
-      // ids computed off the loop by the ingress: routing hashes them instead of tokenising again
-      prompt: tokens ?? pr.parsed?.prompt,
-      messages: tokens ? undefined : pr.parsed?.messages,
-      body: pr.parsed,
-      exclude: NO_EXCLUDE,
-      sloTtftMs: pr.sloTtftMs,
-    };
-    this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
-    this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
-    this.upstreamBody = pr.body;
-  }
-
-  /** The number of times this request moved to another engine mid-stream (the access log). */
-  get migrations(): number {
-    return this.ledger?.migrations ?? 0;
-  }
-
-  onDeadline(kind: CtxDeadline): void {
-    if (kind === CtxDeadline.KeepAlive) return this.proxy.sendKeepAlive(this);
-    this.totalTimedOut = true;
-    this.cancel();
-  }
-
-  /** its client went away or its total time ran out (hashing ahead stops for it) */
-  get cancelled(): boolean {
-    return this.clientGone || this.totalTimedOut;
-  }
-
-  cancel(): void {
-    this.current?.cancel();
-    this.queueAbort?.abort();
-  }
-
-  queueSignal(): AbortSignal {
-    this.queueAbort ??= new AbortController();
-    if (this.clientGone || this.totalTimedOut) this.queueAbort.abort();
-    return this.queueAbort.signal;
-  }
-
-  exclude(url: string): void {
-    if (this.view.exclude === NO_EXCLUDE) this.view.exclude = new Set([url]);
-    else (this.view.exclude as Set<string>).add(url);
   }
 }
 
@@ -341,27 +206,40 @@ export class Proxy implements AttemptHost {
    * Picks an engine and claims a slot on it. Synchronous when an engine has room (the common case:
    * no promise, no microtask); a promise only when every candidate is at its cap and it queues.
    */
-  private acquire(ctx: RequestContext): Upstream | Promise<Upstream> {
+  private acquire(ctx: RequestContext, holder: ClaimHolder = ctx): Upstream | Promise<Upstream> {
     const reg = this.d.registry;
     const now = performance.now();
-    const policy = this.d.policy();
-    const dec = decide(policy, ctx.view, { engines: reg.snapshot(), now });
+    const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
-      // router workers: the pick stands once it is known to be made on the group's exact counts;
-      // one that does not is taken back from the policy (its prefill ledger) and decided again
-      if (reg.arbiter)
-        return reg.arbiter.confirm(e, () => {
-          policy.onUnpicked?.(ctx.view, dec.engine);
-          return this.acquire(ctx);
-        });
-      reg.takeSlot(e, now);
+      // router workers: a load-aware pick stands once it is known to be made on the group's exact
+      // counts; the request goes out meanwhile, its answer held (Attempt), and one refused is taken
+      // back and decided again (run)
+      if (reg.arbiter) reg.arbiter.take(e, holder);
+      else reg.takeSlot(e, now);
       return e;
     }
     if (dec.kind === "unknown-model") throw modelNotFound(ctx.pr.model);
     if (dec.kind === "unavailable") return this.panicPick(ctx);
     if (dec.kind === "over-slo" && this.d.config().slo.onMiss === "reject") throw overSlo(dec);
     return this.queueForSlot(ctx);
+  }
+
+  /**
+   * A pick that stands before its request goes out (P/D's prefill step, whose answer is not held):
+   * in a router group, a claimed one waits for the group's word, and a refused one is decided again.
+   */
+  private async acquireStanding(ctx: RequestContext): Promise<Upstream> {
+    for (;;) {
+      const word = new AwaitedWord();
+      const got = this.acquire(ctx, word);
+      const e = got instanceof Promise ? await got : got;
+      if (word.claim === 0 || (await word.stood)) return e;
+      // refused: its slot freed, and the policy forgets it (its prefill ledger)
+      this.d.registry.arbiter?.withdraw(word.claim);
+      this.releaseSlot(e);
+      this.d.policy().onUnpicked?.(ctx.view, e.view);
+    }
   }
 
   /**
@@ -444,7 +322,7 @@ export class Proxy implements AttemptHost {
       if (this.d.disagg?.applies(ctx.pr)) {
         const finished = await this.d.disagg.prefill(ctx, {
           headers,
-          acquire: () => this.acquire(ctx),
+          acquire: () => this.acquireStanding(ctx),
           release: (e) => this.releaseSlot(e),
           fail: (e) => this.fail(ctx, e),
         });
@@ -489,7 +367,18 @@ export class Proxy implements AttemptHost {
         try {
           outcome = await att.start(headers, this.attemptsOn(engine));
         } finally {
+          // a claim still held (its pick refused, or its word not come) goes with the slot
+          if (ctx.claim !== 0) this.d.registry.arbiter?.withdraw(ctx.claim);
+          ctx.claim = 0;
           this.releaseSlot(engine, att.answered);
+        }
+        if (outcome.kind === "unclaimed") {
+          // not a failure of the engine's: decided again, as if this attempt had not been made
+          this.d.policy().onUnpicked?.(ctx.view, engine.view);
+          ctx.trace?.attemptEnded(0, "pick refused by the router group");
+          attempt--;
+          tries--;
+          continue;
         }
         if (outcome.kind === "total-timeout") throw totalTimeoutError();
         if (outcome.kind === "migrate") {

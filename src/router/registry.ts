@@ -19,6 +19,7 @@ import { logger } from "../obs/log.js";
 import { backendTransport, type BackendProtocol, type RouterConfig } from "./config.js";
 import { ENGINE_DRAINING, Health, type HealthHooks, type HealthState } from "./health.js";
 import { probeHeaders } from "./upstream-rules.js";
+import type { SlotArbiter } from "./slot-arbiter.js";
 
 const log = logger("router.registry");
 
@@ -185,15 +186,6 @@ export interface RegistryEvents {
 }
 
 /**
- * Router workers: a pick becomes final once the process group's primary confirms it was made on the
- * group's exact in-flight counts (src/router/cluster/claims.ts); otherwise the request is decided
- * again with the counts the primary sent back. Returns the engine the request goes to, its slot taken.
- */
-export interface SlotArbiter {
-  confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream>;
-}
-
-/**
  * A registry that follows another process's (router workers, src/router/cluster): it starts no probe
  * of its own, and sends what live traffic says of an engine to whoever decides its health.
  */
@@ -244,7 +236,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   /** told of every slot taken or freed (router workers share the counts) */
   onSlot: ((e: Upstream) => void) | undefined;
   /** set in a router worker: confirms picks against the group's counts */
-  arbiter: SlotArbiter | undefined;
+  arbiter: SlotArbiter<Upstream> | undefined;
 
   constructor(
     private cfg: RouterConfig,

@@ -202,18 +202,82 @@ test("a claim carries the counts of the engine it picked, or every engine's when
     () => undefined,
   );
   const claimOf = (m: ToPrimary | undefined) => (m?.t === "claims" ? m.items[0]! : undefined);
-  void claims.confirm(reg.engines.get("http://a:1")!, () => reg.engines.get("http://a:1")!);
+  const holder = () => ({ claim: 0, takeBack: () => false, stands: () => undefined });
+  claims.take(reg.engines.get("http://a:1")!, holder());
   // least-load prices each engine by its own load: another worker's pick elsewhere cannot change this one
   assert.deepEqual(claimOf(sent[0])?.seen, [["http://a:1", 0, 0, 0]]);
   claims.answer([[1, true]]);
   // session's bounded load reads the fleet's total: every engine's counts
   policy = createPolicy("session");
-  void claims.confirm(reg.engines.get("http://c:1")!, () => reg.engines.get("http://c:1")!);
+  claims.take(reg.engines.get("http://c:1")!, holder());
   assert.deepEqual(
     claimOf(sent[1])?.seen.map((r) => r[0]),
     ["http://a:1", "http://b:1", "http://c:1"],
   );
   assert.deepEqual(claimOf(sent[1])?.seen[1], ["http://b:1", 2, 1, 0]);
+  claims.close();
+  await reg.close();
+});
+
+test("a claimed pick is counted by its worker at once and reported only once it stands, or never if its request let go first", async () => {
+  const reg = registryWith(["http://a:1", "http://b:1"]);
+  const load = new SharedLoad(reg);
+  const picks = new PickExchange(
+    { prefix: new PrefixIndex(), watchdog: new HitWatchdog() },
+    () => undefined,
+    true,
+  );
+  const claims = new Claims(
+    reg,
+    load,
+    picks,
+    () => undefined,
+    () => true,
+    () => createPolicy("least-load"),
+    () => undefined,
+  );
+  const a = reg.engines.get("http://a:1")!;
+  const b = reg.engines.get("http://b:1")!;
+  const said: string[] = [];
+  const holder = (name: string, canTakeBack: boolean) => ({
+    claim: 0,
+    takeBack: () => (said.push(`${name} taken back`), canTakeBack),
+    stands: () => void said.push(`${name} stands`),
+  });
+  const reported = (e: typeof a) => load.report(e).slice(1, 3);
+
+  // refused and taken back: out of the reports until the request frees its slot and lets go
+  const refused = holder("refused", true);
+  claims.take(a, refused);
+  assert.equal(a.view.inFlight, 1, "this worker's next pick counts it");
+  assert.deepEqual(reported(a), [0, 0]);
+  claims.answer([[refused.claim, false]]);
+  assert.deepEqual(reported(a), [0, 0], "still out of the reports: its slot is not freed yet");
+  claims.withdraw(refused.claim);
+  reg.freeSlot(a);
+  assert.deepEqual(reported(a), [0, 0]);
+
+  // confirmed: reported from its answer on
+  const confirmed = holder("confirmed", true);
+  claims.take(b, confirmed);
+  assert.deepEqual(reported(b), [0, 0]);
+  claims.answer([[confirmed.claim, true]]);
+  assert.deepEqual(reported(b), [1, 1]);
+
+  // refused when it can no longer be taken back: it stands
+  const late = holder("late", false);
+  claims.take(a, late);
+  claims.answer([[late.claim, false]]);
+  assert.deepEqual(reported(a), [1, 1]);
+
+  // the request failed before the word: its late confirmation changes nothing
+  const gone = holder("gone", true);
+  claims.take(b, gone);
+  claims.withdraw(gone.claim);
+  reg.freeSlot(b);
+  claims.answer([[gone.claim, true]]);
+  assert.deepEqual(reported(b), [1, 1], "only the confirmed one");
+  assert.deepEqual(said, ["refused taken back", "confirmed stands", "late taken back", "late stands"]);
   claims.close();
   await reg.close();
 });

@@ -3,19 +3,30 @@
 // that millisecond would each miss the other's last picks and could both pick the same engine
 // (measured: 1 burst in 5 of 8 simultaneous requests over 4 engines came out 3/2/2/1 instead of 2/2/2/2).
 // So a pick of a load-aware policy is a claim: the worker sends its own counts and the others' on the
-// engine it picked as it saw them, and waits; the primary applies claims one at a time, confirms one
-// made on counts no lower than the current ones, and answers any other with the current counts, on
-// which the worker decides again. A pick never stands without counting every other pick that stood
-// before it on its engine. Picks elsewhere need no check when the policy prices each engine by its own
-// view (Policy.loadElsewhereKeepsPick: least-load, the cache-aware policies): load added to another
-// engine only makes that one costlier, and the pick stands as it would have with it counted (checking
-// every engine refused picks that another worker's pick elsewhere could not have changed, and sent
-// every engine's counts with each claim). Session's bounded load reads the fleet's total, so its
-// claims carry and are checked on every engine. A count that only fell (another process's request
-// finished or got its first token) is news the worker learns a moment late, as a single process learns
-// it only when it reads the engine's answer. Refusing those too (equal counts only) refused 31% of
-// claims instead of 18% and raised mean TTFT by a tenth (bench/routing-scale.ts's workload, two
-// workers, six interleaved rounds). Round-robin reads no load and claims nothing.
+// engine it picked as it saw them; the primary applies claims one at a time, confirms one made on
+// counts no lower than the current ones, and answers any other with the current counts, on which the
+// worker decides again. A pick never stands without counting every other pick that stood before it on
+// its engine. Picks elsewhere need no check when the policy prices each engine by its own view
+// (Policy.loadElsewhereKeepsPick: least-load, the cache-aware policies): load added to another engine
+// only makes that one costlier, and the pick stands as it would have with it counted (checking every
+// engine refused picks that another worker's pick elsewhere could not have changed, and sent every
+// engine's counts with each claim). Session's bounded load reads the fleet's total, so its claims
+// carry and are checked on every engine. A count that only fell (another process's request finished
+// or got its first token) is news the worker learns a moment late, as a single process learns it only
+// when it reads the engine's answer. Refusing those too (equal counts only) refused 31% of claims
+// instead of 18% and raised mean TTFT by a tenth (bench/routing-scale.ts's workload, two workers, six
+// interleaved rounds). Round-robin reads no load and claims nothing.
+//
+// The request does not wait for the word: it goes to its engine at once, and what the engine answers
+// is held until the pick stands (src/router/attempt.ts); a refused one is taken back, cancelled on its
+// engine, and decided again. The word takes a round trip to the primary, mostly spent waiting for
+// this worker's own busy event loop, while an engine's first token after a long prompt takes longer:
+// waiting before sending put that round trip (5–6 ms mean wall in bursts, bench/routing-scale.ts) into
+// the TTFT of every claimed request; now only a refused one (4–7% there) costs its engine the work
+// done before the cancel. Until the word, the pick is counted in this worker's view (its next picks
+// count it) and left out of its reports (the primary counts it once confirmed: ledger.ts); nothing of
+// the answer reaches the client or moves a count before then, and a request that ends first (it
+// failed, or its client left) lets go of its claim, whose word is then moot.
 //
 // Claims leave at once when none is out; while some are out, those made in one turn of the event
 // loop leave together at its end, so a busy worker sends one message per turn, not one per request,
@@ -24,12 +35,14 @@
 // if the earlier one is refused, the later one read one request too many on that engine, never one
 // too few, so it is judged on its own like any other.
 //
-// What a claim costs is its wait for the answer (`switchyard_routing_claim_wait_seconds`), and that is
-// mostly this worker's own event loop being busy when the answer arrives, not the primary: hence
-// long prompts are tokenised one slice per turn of the loop (src/tokenizer/turns.ts).
+// The wait for the word (`switchyard_routing_claim_wait_seconds`) now costs a request only where its
+// engine answers sooner (short prompts on an idle engine), and it is mostly this worker's own event
+// loop being busy when the word arrives, not the primary: hence long prompts are tokenised one slice
+// per turn of the loop (src/tokenizer/turns.ts).
 import { logger } from "../../obs/log.js";
 import { noteSent, type Policy } from "../../routing/index.js";
-import type { Registry, SlotArbiter, Upstream } from "../registry.js";
+import type { Registry, Upstream } from "../registry.js";
+import type { ClaimHolder, SlotArbiter } from "../slot-arbiter.js";
 import type { ClaimItem, LoadCounts, ToPrimary } from "./protocol.js";
 import type { SharedLoad } from "./shared-load.js";
 import type { PickExchange } from "./picks.js";
@@ -44,7 +57,9 @@ const MAX_RETRIES = 8;
 interface Waiting extends ClaimItem {
   /** when the pick was made (performance.now()) */
   at: number;
-  settle: (ok: boolean) => void;
+  holder: ClaimHolder;
+  /** what the decision learned (prefix blocks, predicted hits): learned by the group if the pick stands */
+  learned: ReturnType<PickExchange["takeHeld"]>;
 }
 
 /** one message of claims: its claims still unanswered, and the timer that lets them stand */
@@ -53,11 +68,16 @@ interface Batch {
   timer: NodeJS.Timeout;
 }
 
-export class Claims implements SlotArbiter {
+export class Claims implements SlotArbiter<Upstream> {
   private seq = 0;
   private queued: Waiting[] = [];
   /** claims sent and not answered yet, each with its batch */
   private readonly out = new Map<number, { w: Waiting; batch: Batch }>();
+  /**
+   * claim → engine: picks counted here and left out of this worker's reports, until they stand or
+   * their holder lets go (one per request in flight at most)
+   */
+  private readonly held = new Map<number, string>();
   private flushAtTurnEnd: NodeJS.Immediate | undefined;
   private retries = 0;
   /** the last claim whose answer this worker has heard (every report says it: ledger.ts) */
@@ -76,50 +96,58 @@ export class Claims implements SlotArbiter {
     private readonly counted: (result: "confirmed" | "refused" | "unconfirmed", waitedS: number) => void,
   ) {}
 
-  confirm(e: Upstream, decideAgain: () => Upstream | Promise<Upstream>): Upstream | Promise<Upstream> {
+  take(e: Upstream, holder: ClaimHolder): void {
     const reg = this.registry;
+    holder.claim = 0;
     if (!this.loadAware() || this.retries >= MAX_RETRIES) {
       this.retries = 0;
       reg.takeSlot(e);
-      return e;
+      return;
     }
     const seen: LoadCounts[] = [];
     if (this.policy().loadElsewhereKeepsPick === true) seen.push(this.load.othersRow(e.url));
     else for (const v of reg.snapshot()) seen.push(this.load.othersRow(v.id));
-    // what the decision learned (prefix blocks, predicted hits) is learned only if the pick stands
     const learned = this.picks.takeHeld();
-    // held here while the primary decides: this worker's next picks count it, its reports do not
-    const sentBefore = e.view.lastSentAt;
-    const sentAt = performance.now();
-    noteSent(e.view, sentAt);
+    // counted here at once (this worker's next picks count it), reported only once it stands
+    const at = performance.now();
+    noteSent(e.view, at);
     this.load.holdTentative(e.url, 1);
     const id = ++this.seq;
-    return new Promise<Upstream>((resolve) => {
-      const settle = (ok: boolean) => {
-        this.load.holdTentative(e.url, -1);
-        if (ok) {
-          // it is this worker's own now: its next report counts it (and says so with `acked`)
-          this.retries = 0;
-          this.picks.commit(learned);
-          return resolve(e);
-        }
-        // the counts the decision read were stale; the fresh ones arrived before this answer
-        // (never sent: as if not picked, the engine's last answer time untouched)
-        e.view.inFlight--;
-        if (e.view.awaitingFirstToken) e.view.awaitingFirstToken--;
-        if (e.view.lastSentAt === sentAt) e.view.lastSentAt = sentBefore;
-        reg.maybeFinishDrain(e);
-        this.retries++;
-        resolve(decideAgain());
-      };
-      this.queued.push({ id, pick: e.url, seen, at: sentAt, settle });
-      if (this.out.size === 0) this.sendBatch();
-      else
-        this.flushAtTurnEnd ??= setImmediate(() => {
-          this.flushAtTurnEnd = undefined;
-          if (this.queued.length > 0) this.sendBatch();
-        });
-    });
+    this.held.set(id, e.url);
+    holder.claim = id;
+    this.queued.push({ id, pick: e.url, seen, at, holder, learned });
+    if (this.out.size === 0) this.sendBatch();
+    else
+      this.flushAtTurnEnd ??= setImmediate(() => {
+        this.flushAtTurnEnd = undefined;
+        if (this.queued.length > 0) this.sendBatch();
+      });
+  }
+
+  withdraw(id: number): void {
+    this.unhold(id);
+  }
+
+  /** the pick is this worker's own now, or gone: its next report counts it as it is */
+  private unhold(id: number): void {
+    const url = this.held.get(id);
+    if (url === undefined) return;
+    this.held.delete(id);
+    this.load.holdTentative(url, -1);
+  }
+
+  private settle(w: Waiting, ok: boolean): void {
+    // refused: the counts the decision read were stale (the fresh ones arrived before this answer);
+    // the holder frees the slot, which lets go of the claim (withdraw), and decides again
+    if (!ok && w.holder.takeBack()) {
+      this.retries++;
+      return;
+    }
+    // it stands: out of the hold before its answer can move a count (the holder's release relays it)
+    this.unhold(w.id);
+    this.retries = 0;
+    this.picks.commit(w.learned);
+    w.holder.stands();
   }
 
   private sendBatch(): void {
@@ -160,7 +188,8 @@ export class Claims implements SlotArbiter {
       if (--o.batch.left === 0) clearTimeout(o.batch.timer);
       if (id > this.acked) this.acked = id;
       this.counted(unanswered ? "unconfirmed" : ok ? "confirmed" : "refused", (now - o.w.at) / 1000);
-      o.w.settle(ok);
+      // a request that ended meanwhile (failed, or its client left) let go of its claim: moot
+      if (this.held.has(id)) this.settle(o.w, ok);
     }
     // decided meanwhile (a refused request decided again is among them): out now, not at turn end
     if (this.queued.length > 0 && this.out.size === 0) this.sendBatch();
@@ -177,6 +206,6 @@ export class Claims implements SlotArbiter {
     all.push(...this.queued);
     this.out.clear();
     this.queued = [];
-    for (const w of all) w.settle(true);
+    for (const w of all) if (this.held.has(w.id)) this.settle(w, true);
   }
 }

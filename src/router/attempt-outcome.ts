@@ -1,0 +1,69 @@
+// What one attempt on an engine ended as (attempt.ts), and how a failure is classed: which answers
+// another engine may do better than, which transport errors mean the request never reached the
+// engine, and which count against the engine's health. The data plane (proxy.ts) acts on the outcome.
+import type { BreakReason, MigrateOutcome } from "./migration.js";
+
+/** answers another engine may do better than (overload, not the request) */
+export const RETRIABLE_STATUS = new Set([502, 503, 504]);
+/** errors before the request reached the engine: never the request's doing */
+export const CONNECT_ERRORS = new Set([
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
+/** transport errors that count against the engine's health (passive outlier detection) */
+export const ENGINE_FAULTS = new Set([
+  ...CONNECT_ERRORS,
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+]);
+
+/**
+ * Why a retriable attempt failed: `connect` (the request never reached the engine), `in-flight` (the
+ * engine died, reset or fell silent past the first-byte timeout while holding it: possibly the
+ * request's own doing) or `answer` (the engine answered 502/503/504: overload, not the request).
+ */
+export type FailureCause = "connect" | "in-flight" | "answer";
+
+export interface RetryOutcome {
+  kind: "retry";
+  reason: string;
+  status: number;
+  cause: FailureCause;
+  body: Buffer | undefined;
+  /** the failing engine's response headers, flat [name, value, ...] */
+  headers: string[];
+}
+/** What one attempt ended as. */
+export type Outcome =
+  | { kind: "done" }
+  | { kind: "client-gone" }
+  | { kind: "total-timeout" }
+  /** router workers: the group refused the pick before the engine's answer went out (`takeBack`) */
+  | { kind: "unclaimed" }
+  | RetryOutcome
+  | MigrateOutcome;
+export const DONE: Outcome = { kind: "done" };
+export const UNCLAIMED: Outcome = { kind: "unclaimed" };
+export const CLIENT_GONE: Outcome = { kind: "client-gone" };
+export const TOTAL_TIMEOUT: Outcome = { kind: "total-timeout" };
+
+export function migrate(reason: BreakReason, detail: string, cause: MigrateOutcome["cause"]): MigrateOutcome {
+  return { kind: "migrate", reason, detail, cause };
+}
+
+export function retry(
+  reason: string,
+  status: number,
+  cause: FailureCause,
+  body?: Buffer,
+  headers: string[] = [],
+): RetryOutcome {
+  return { kind: "retry", reason, status, cause, body, headers };
+}

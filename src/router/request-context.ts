@@ -1,0 +1,156 @@
+// Everything the data plane (proxy.ts) tracks about one client request while it is served: what
+// routing sees of it, its attempts, deadlines, migration and trace, and its id. Made once per request;
+// the attempts (attempt.ts), migration (migration-flow.ts) and the access log read it through their
+// own narrow interfaces.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
+import { randomUUID } from "node:crypto";
+import type { RequestView } from "../routing/index.js";
+import type { Tracer } from "../obs/tracing.js";
+import type { Attempt } from "./attempt.js";
+import { OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
+import type { RouterMetrics, ModelSeries } from "./metrics.js";
+import type { MigrationLedger } from "./migration-ledger.js";
+import type { BreakReason, MigrationPlan } from "./migration.js";
+import type { MigratingRequest } from "./migration-flow.js";
+import type { ClaimHolder } from "./slot-arbiter.js";
+import { RequestTrace } from "./request-trace.js";
+import type { RoutedRequest } from "./request.js";
+
+const NO_EXCLUDE: ReadonlySet<string> = new Set();
+
+/** An X-Request-Id we echo must be a safe header value (no response splitting, no odd bytes). */
+const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+let seq = 0;
+
+/**
+ * Request ids the router makes up when the client sent none, UUID-shaped (vLLM builds its response
+ * ids from X-Request-Id): a random per-process prefix (the version and variant fields included) and
+ * a 48-bit counter in the last group. Unique across replicas and restarts by the prefix's random
+ * bits, at a fraction of randomUUID's per-request cost (it showed up in the allocation profile).
+ */
+const ID_PREFIX = randomUUID().slice(0, 24);
+let idCounter = 0;
+function newRequestId(): string {
+  idCounter = (idCounter + 1) % 0x1000000000000;
+  return ID_PREFIX + idCounter.toString(16).padStart(12, "0");
+}
+
+const enum CtxDeadline {
+  Total,
+  KeepAlive,
+}
+
+/** Everything the data plane tracks about one client request while it is served. */
+export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadline>, ClaimHolder {
+  readonly started = performance.now();
+  /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
+  view: RequestView;
+  readonly requestId: string;
+  relayed = false;
+  clientGone = false;
+  totalTimedOut = false;
+  engineUrl = "none";
+  status = 0;
+  /** attempts made (retries = attempts − 1) */
+  attempts = 0;
+  /** engines that failed while holding the request (poison detection) */
+  inFlightFailures = 0;
+  /** every failed attempt was a connection that never carried the request */
+  onlyConnectFailures = true;
+  /** routed while no engine of the model was in rotation */
+  panicked = false;
+  /** ms from arrival to the first relayed byte; -1 until then (the access log) */
+  ttftMs = -1;
+  /** the last relayed body chunk, where vLLM puts `usage` (the access log reads it at the end) */
+  lastChunk: Buffer | undefined = undefined;
+  lastRelayAt = 0;
+  current: Attempt | undefined;
+  claim = 0;
+  upstreamBody: Buffer | Readable;
+  /** a stream that may migrate: its plan and ledger; undefined for every other request */
+  migration: MigrationPlan | undefined;
+  ledger: MigrationLedger | undefined;
+  /** why a generation stream may not migrate (for the error event and the metric) */
+  migrationRefusal: string | undefined;
+  /** between a stream's break and its continuation's first byte: why it broke, and when */
+  migrating: BreakReason | undefined;
+  migrationDetail = "";
+  migratingSince = 0;
+  /** only for waiting in the admission queue (rare), so created on demand */
+  private queueAbort: AbortController | undefined;
+  readonly total = new OwnedDeadline(this, CtxDeadline.Total);
+  readonly keepAlive = new OwnedDeadline(this, CtxDeadline.KeepAlive);
+  readonly series: ModelSeries;
+  /** spans of this request; undefined with tracing off */
+  readonly trace: RequestTrace | undefined;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly pr: RoutedRequest,
+    private readonly proxy: { sendKeepAlive(ctx: RequestContext): void },
+    metrics: RouterMetrics,
+    tracer: Tracer | undefined,
+  ) {
+    const rid = req.headers["x-request-id"];
+    this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : newRequestId();
+    const tokens = pr.promptTokens;
+    this.view = {
+      model: pr.model,
+      seq: seq++ & 0x3fffffff,
+      sessionKey: pr.sessionKey,
+      // ids computed off the loop by the ingress: routing hashes them instead of tokenising again
+      prompt: tokens ?? pr.parsed?.prompt,
+      messages: tokens ? undefined : pr.parsed?.messages,
+      body: pr.parsed,
+      exclude: NO_EXCLUDE,
+      sloTtftMs: pr.sloTtftMs,
+    };
+    this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
+    this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
+    this.upstreamBody = pr.body;
+  }
+
+  /** The number of times this request moved to another engine mid-stream (the access log). */
+  get migrations(): number {
+    return this.ledger?.migrations ?? 0;
+  }
+
+  onDeadline(kind: CtxDeadline): void {
+    if (kind === CtxDeadline.KeepAlive) return this.proxy.sendKeepAlive(this);
+    this.totalTimedOut = true;
+    this.cancel();
+  }
+
+  /** its client went away or its total time ran out (hashing ahead stops for it) */
+  get cancelled(): boolean {
+    return this.clientGone || this.totalTimedOut;
+  }
+
+  cancel(): void {
+    this.current?.cancel();
+    this.queueAbort?.abort();
+  }
+
+  queueSignal(): AbortSignal {
+    this.queueAbort ??= new AbortController();
+    if (this.clientGone || this.totalTimedOut) this.queueAbort.abort();
+    return this.queueAbort.signal;
+  }
+
+  takeBack(): boolean {
+    return this.current?.takeBack() ?? false;
+  }
+
+  stands(): void {
+    this.claim = 0;
+    this.current?.release();
+  }
+
+  exclude(url: string): void {
+    if (this.view.exclude === NO_EXCLUDE) this.view.exclude = new Set([url]);
+    else (this.view.exclude as Set<string>).add(url);
+  }
+}
