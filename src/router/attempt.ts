@@ -175,22 +175,22 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   constructor(
     private readonly host: AttemptHost,
     private readonly ctx: AttemptContext,
-    private readonly engine: Upstream,
+    readonly engine: Upstream,
     private readonly cfg: RouterConfig,
   ) {
     this.resumes = ctx.relayed;
     if (ctx.claim !== 0) this.holding = [];
   }
 
-  /**
-   * The group refused this attempt's pick: taken off its engine to be decided again, which it may be
-   * while its answer is held (a body that cannot be sent again cannot be: the pick stands).
-   */
-  takeBack(): boolean {
-    if (this.done || !this.holding || !Buffer.isBuffer(this.ctx.upstreamBody)) return false;
+  /** Its pick may still be taken back: its answer is held, and its body can be sent again. */
+  get retractable(): boolean {
+    return !this.done && this.holding !== undefined && Buffer.isBuffer(this.ctx.upstreamBody);
+  }
+
+  /** Taken off its engine, its pick refused and the request decided onto another (proxy.ts). */
+  takeBack(): void {
     this.unclaimed = true;
     this.cancel();
-    return true;
   }
 
   /** The pick stands: what the engine sent meanwhile goes out, and the rest as it comes. */
@@ -518,8 +518,9 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     if (this.done) return;
     const ctx = this.ctx;
     const why = this.interrupted();
-    // nothing went out: whatever else is under way (client gone, timeout) is answered as it would be
-    if (this.unclaimed) return this.finish(why ?? UNCLAIMED);
+    // nothing went out, and the data plane freed its slot when it took it back: the next attempt,
+    // already picked, meets whatever else is under way (client gone, timeout)
+    if (this.unclaimed) return this.finish(UNCLAIMED);
     switch (this.mode) {
       case Mode.Headers:
         if (this.moving && !why) return this.finish(this.moved(this.moving));

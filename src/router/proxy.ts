@@ -226,6 +226,36 @@ export class Proxy implements AttemptHost {
   }
 
   /**
+   * The group refused the pick of the request's attempt, whose answer is held: the request is decided
+   * again at once, as if that pick had not been made (its slot freed, the policy's memory of it taken
+   * back). The same engine keeps the request it already has, claimed anew; another engine gets the
+   * next attempt, and this one is cancelled unseen. False when it can no longer be taken back.
+   */
+  pickRefused(ctx: RequestContext): boolean {
+    const att = ctx.current;
+    if (!att?.retractable) return false;
+    const e = att.engine;
+    this.d.registry.arbiter?.withdraw(ctx.claim);
+    ctx.claim = 0;
+    this.releaseSlot(e);
+    this.d.policy().onUnpicked?.(ctx.view, e.view);
+    let next: Upstream | Promise<Upstream> | undefined;
+    try {
+      next = this.acquire(ctx);
+    } catch {
+      // no engine now (or a refusal): the attempts loop decides again and answers what it meets
+    }
+    if (next === e) {
+      // picked without a claim (the worker's refusals ran out): it stands
+      if (ctx.claim === 0) att.release();
+      return true;
+    }
+    ctx.repicked = next;
+    att.takeBack();
+    return true;
+  }
+
+  /**
    * A pick that stands before its request goes out (P/D's prefill step, whose answer is not held):
    * in a router group, a claimed one waits for the group's word, and a refused one is decided again.
    */
@@ -341,7 +371,8 @@ export class Proxy implements AttemptHost {
         tries++;
         let engine: Upstream;
         try {
-          const got = this.acquire(ctx);
+          const got = ctx.repicked ?? this.acquire(ctx);
+          ctx.repicked = undefined;
           engine = got instanceof Promise ? await got : got;
         } catch (err) {
           if (ctx.clientGone) return;
@@ -367,14 +398,16 @@ export class Proxy implements AttemptHost {
         try {
           outcome = await att.start(headers, this.attemptsOn(engine));
         } finally {
-          // a claim still held (its pick refused, or its word not come) goes with the slot
-          if (ctx.claim !== 0) this.d.registry.arbiter?.withdraw(ctx.claim);
-          ctx.claim = 0;
-          this.releaseSlot(engine, att.answered);
+          // taken back (pickRefused): its slot is freed already; otherwise a claim whose word has not
+          // come goes with the slot
+          if (outcome?.kind !== "unclaimed") {
+            if (ctx.claim !== 0) this.d.registry.arbiter?.withdraw(ctx.claim);
+            ctx.claim = 0;
+            this.releaseSlot(engine, att.answered);
+          }
         }
         if (outcome.kind === "unclaimed") {
-          // not a failure of the engine's: decided again, as if this attempt had not been made
-          this.d.policy().onUnpicked?.(ctx.view, engine.view);
+          // not a failure of the engine's: the next attempt is picked already (ctx.repicked)
           ctx.trace?.attemptEnded(0, "pick refused by the router group");
           attempt--;
           tries--;

@@ -14,6 +14,7 @@ import type { MigrationLedger } from "./migration-ledger.js";
 import type { BreakReason, MigrationPlan } from "./migration.js";
 import type { MigratingRequest } from "./migration-flow.js";
 import type { ClaimHolder } from "./slot-arbiter.js";
+import type { Upstream } from "./registry.js";
 import { RequestTrace } from "./request-trace.js";
 import type { RoutedRequest } from "./request.js";
 
@@ -68,6 +69,8 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   lastRelayAt = 0;
   current: Attempt | undefined;
   claim = 0;
+  /** the engine its next attempt goes to, picked when the group refused the last one's pick */
+  repicked: Upstream | Promise<Upstream> | undefined;
   upstreamBody: Buffer | Readable;
   /** a stream that may migrate: its plan and ledger; undefined for every other request */
   migration: MigrationPlan | undefined;
@@ -90,7 +93,10 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly pr: RoutedRequest,
-    private readonly proxy: { sendKeepAlive(ctx: RequestContext): void },
+    private readonly proxy: {
+      sendKeepAlive(ctx: RequestContext): void;
+      pickRefused(ctx: RequestContext): boolean;
+    },
     metrics: RouterMetrics,
     tracer: Tracer | undefined,
   ) {
@@ -141,7 +147,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   }
 
   takeBack(): boolean {
-    return this.current?.takeBack() ?? false;
+    return this.proxy.pickRefused(this);
   }
 
   stands(): void {

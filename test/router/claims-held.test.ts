@@ -29,15 +29,16 @@ async function setup(
   t: { after(fn: () => Promise<void>): void },
   firstTokenDelayMs = 0,
   policy = "round-robin",
+  roles: ("prefill" | "decode" | "both")[] = ["both", "both"],
 ) {
   const engines: FakeEngine[] = [];
-  for (let i = 0; i < 2; i++) engines.push(await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs }));
+  for (const _ of roles) engines.push(await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs }));
   const router = await routerFor(
-    engines.map((e) => e.url),
+    engines.map((e, i) => ({ url: e.url, role: roles[i]! })),
     { policy },
   );
   const reg = router.router.registry;
-  await waitUntil(() => reg.snapshot().length === 2, 5000, "both engines in rotation");
+  await waitUntil(() => reg.snapshot().length === roles.length, 5000, "every engine in rotation");
   const word = new HeldWord((e) => reg.takeSlot(e));
   reg.arbiter = word;
   t.after(async () => {
@@ -104,6 +105,29 @@ test("a refused pick is taken back and decided again: the client gets one whole 
   for (const v of reg.snapshot()) assert.equal(v.inFlight, 0, `${v.id}: no slot left taken`);
 });
 
+test("a refused pick decided again onto the same engine keeps its request there: nothing cancelled or sent twice", async (t) => {
+  const { engines, router, reg, word } = await setup(t, 200, "least-load");
+  const res = post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "x", max_tokens: 3 });
+  await waitUntil(() => word.claims.length === 1, 5000, "the pick");
+  const first = engines.find((e) => e.url === word.claims[0]!.engine)!;
+  await waitUntil(() => first.active === 1, 5000, "the request on its engine");
+  // the other engine is the busier one when the request is decided again
+  const other = reg.engines.get(engines.find((e) => e !== first)!.url)!.view;
+  other.inFlight++;
+  assert.equal(word.claims[0]!.holder.takeBack(), true);
+  other.inFlight--;
+  assert.equal(word.claims.length, 2, "decided again at once");
+  assert.equal(word.claims[1]!.engine, first.url);
+  assert.deepEqual(word.withdrawn, [1]);
+  word.claims[1]!.holder.stands();
+  const r = await res;
+  assert.equal(r.status, 200);
+  assert.equal(((await r.json()) as { choices: { text: string }[] }).choices[0]!.text, "tok tok tok");
+  assert.equal(first.hits, 1, "sent once");
+  assert.equal(first.aborted, 0);
+  for (const v of reg.snapshot()) assert.equal(v.inFlight, 0, `${v.id}: no slot left taken`);
+});
+
 test("a request that ends before the word lets go of its claim, and the late word changes nothing", async (t) => {
   const { engines, router, reg, word } = await setup(t, 5_000);
   const ac = new AbortController();
@@ -122,5 +146,27 @@ test("a request that ends before the word lets go of its claim, and the late wor
   word.claims[0]!.holder.stands();
   assert.equal(word.claims[0]!.holder.takeBack(), false, "nothing left to take back");
   await waitUntil(() => engine.active === 0, 5000, "the engine let go");
+  for (const v of reg.snapshot()) assert.equal(v.inFlight, 0, `${v.id}: no slot left taken`);
+});
+
+test("P/D: the prefill step's pick waits for the word before its request goes out, and a refused one is decided again", async (t) => {
+  const { engines, router, reg, word } = await setup(t, 0, "least-load", ["prefill", "prefill", "decode"]);
+  const [p1, p2, decode] = engines as [FakeEngine, FakeEngine, FakeEngine];
+  const res = post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "x", max_tokens: 3 });
+  await waitUntil(() => word.claims.length === 1, 5000, "the prefill pick");
+  await turns();
+  assert.equal(p1.hits + p2.hits, 0, "nothing sent before the word");
+  assert.equal(word.claims[0]!.holder.takeBack(), true);
+  await waitUntil(() => word.claims.length === 2, 5000, "the prefill pick made again");
+  assert.deepEqual(word.withdrawn, [1]);
+  assert.notEqual(word.claims[1]!.engine, decode.url, "a prefill engine again");
+  word.claims[1]!.holder.stands();
+  await waitUntil(() => word.claims.length === 3, 5000, "the decode pick");
+  assert.equal(p1.hits + p2.hits, 1, "one prefill request");
+  assert.equal(word.claims[2]!.engine, decode.url);
+  word.claims[2]!.holder.stands();
+  const r = await res;
+  assert.equal(r.status, 200);
+  assert.equal(((await r.json()) as { choices: { text: string }[] }).choices[0]!.text, "tok tok tok");
   for (const v of reg.snapshot()) assert.equal(v.inFlight, 0, `${v.id}: no slot left taken`);
 });

@@ -138,10 +138,10 @@ export class Claims implements SlotArbiter<Upstream> {
 
   private settle(w: Waiting, ok: boolean): void {
     // refused: the counts the decision read were stale (the fresh ones arrived before this answer);
-    // the holder frees the slot, which lets go of the claim (withdraw), and decides again
-    if (!ok && w.holder.takeBack()) {
+    // the holder lets go of the claim with its slot (withdraw) and decides again
+    if (!ok) {
       this.retries++;
-      return;
+      if (w.holder.takeBack()) return;
     }
     // it stands: out of the hold before its answer can move a count (the holder's release relays it)
     this.unhold(w.id);
