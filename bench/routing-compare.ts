@@ -72,6 +72,8 @@ interface Row {
   claims: Record<string, number>;
   /** router workers: how long picks waited for the primary's answer, wall ms (mean; p90 as Prometheus's histogram_quantile) */
   claimWaitMs?: { mean: number; p90: number | null };
+  /** router workers: answers that came before their pick's word, and their mean wait for it (wall ms) */
+  claimHeld?: { answers: number; meanMs: number };
   cpu: { sims: number; router: number; bench: number; load: number };
   wallS: number;
   file: string;
@@ -176,6 +178,8 @@ async function runPolicy(policy: string): Promise<Row> {
   const claims: Record<string, number> = {};
   let waitSum = 0;
   let waitCount = 0;
+  let heldSum = 0;
+  let heldCount = 0;
   let waitBuckets = new Map<number, number>();
   try {
     const samples = parseSamples(await (await fetch(`${rurl}/metrics`)).text());
@@ -190,6 +194,8 @@ async function runPolicy(policy: string): Promise<Row> {
         claims[result] = (claims[result] ?? 0) + x.value;
       if (x.name === "switchyard_routing_claim_wait_seconds_sum") waitSum += x.value;
       if (x.name === "switchyard_routing_claim_wait_seconds_count") waitCount += x.value;
+      if (x.name === "switchyard_routing_claim_held_seconds_sum") heldSum += x.value;
+      if (x.name === "switchyard_routing_claim_held_seconds_count") heldCount += x.value;
     }
   } catch {
     // the router is gone: no breakdown
@@ -225,6 +231,7 @@ async function runPolicy(policy: string): Promise<Row> {
             mean: (1000 * waitSum) / waitCount,
             p90: waitP90 === null ? null : 1000 * waitP90,
           },
+          claimHeld: { answers: heldCount, meanMs: heldCount > 0 ? (1000 * heldSum) / heldCount : 0 },
         }
       : {}),
     cpu: {

@@ -53,6 +53,8 @@ const pooled = layouts.map(() => [] as number[]);
 const claims = layouts.map(() => ({}) as Record<string, number>);
 /** router workers: each round's mean wait for the primary's answer (wall ms), per layout */
 const claimWait = layouts.map(() => [] as number[]);
+/** router workers: answers that came before their pick's word, and their summed wait (wall ms), per layout */
+const claimHeld = layouts.map(() => ({ answers: 0, ms: 0 }));
 const policy = flags.policy as string;
 console.log(
   `routing-scale: ${policy}, ${flags.rounds} interleaved rounds, load average ${loadavg()[0]!.toFixed(1)}; results in ${outDir}`,
@@ -83,9 +85,14 @@ for (let r = 0; r < (flags.rounds as number); r++) {
         steady: Steady;
         claims?: Record<string, number>;
         claimWaitMs?: { mean: number };
+        claimHeld?: { answers: number; meanMs: number };
       }[]
     )[0]!;
     if (row.claimWaitMs) claimWait[i]!.push(row.claimWaitMs.mean);
+    if (row.claimHeld) {
+      claimHeld[i]!.answers += row.claimHeld.answers;
+      claimHeld[i]!.ms += row.claimHeld.answers * row.claimHeld.meanMs;
+    }
     results[i]!.push(row.steady);
     for (const [k, v] of Object.entries(row.claims ?? {})) claims[i]![k] = (claims[i]![k] ?? 0) + v;
     const bench = JSON.parse(readFileSync(join(outDir, `r${r}-${i}`, `${policy}.json`), "utf8")) as Record<
@@ -139,13 +146,16 @@ layouts.forEach((l, i) => {
   );
 });
 
-// with workers, a load-aware pick waits for the primary; a refused one is decided again (claims.ts)
+// with workers, a load-aware pick is confirmed by the primary while its request is at the engine, the
+// engine's answer held until then; a refused one is decided again (claims.ts)
 layouts.forEach((l, i) => {
   const c = claims[i]!;
   const all = Object.values(c).reduce((a, b) => a + b, 0);
+  const h = claimHeld[i]!;
   if (all > 0)
     console.log(
       `${l.name}: ${all} claims, ${(((c.refused ?? 0) / all) * 100).toFixed(1)}% refused, ${c.unconfirmed ?? 0} unanswered, ` +
-        `wait for the answer ${mean(claimWait[i]!).toFixed(1)} ms (wall; the mean of the rounds' means)`,
+        `wait for the answer ${mean(claimWait[i]!).toFixed(1)} ms (wall; the mean of the rounds' means); ` +
+        `${h.answers} answers came before the word and waited ${h.answers > 0 ? (h.ms / h.answers).toFixed(1) : "0"} ms on average`,
     );
 });

@@ -1,6 +1,8 @@
 // What one attempt on an engine ended as (attempt.ts), and how a failure is classed: which answers
 // another engine may do better than, which transport errors mean the request never reached the
-// engine, and which count against the engine's health. The data plane (proxy.ts) acts on the outcome.
+// engine, and which count against the engine's health; the error of a request out of time. The data
+// plane (proxy.ts) acts on the outcome.
+import { HttpError } from "../http/errors.js";
 import type { BreakReason, MigrateOutcome } from "./migration.js";
 
 /** answers another engine may do better than (overload, not the request) */
@@ -66,4 +68,9 @@ export function retry(
   headers: string[] = [],
 ): RetryOutcome {
   return { kind: "retry", reason, status, cause, body, headers };
+}
+
+/** The error a request gets when its total timeout passed. */
+export function totalTimeoutError(): HttpError {
+  return new HttpError(504, "request exceeded the router's total timeout");
 }

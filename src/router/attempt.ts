@@ -23,7 +23,7 @@ import type { RequestView } from "../routing/index.js";
 import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
 import type { Linked } from "../collections/linked-list.js";
-import { DONE_BYTES, HttpError, endStreamWithError } from "../http/errors.js";
+import { DONE_BYTES, endStreamWithError } from "../http/errors.js";
 import type { RouterConfig } from "./config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
 import type { ModelSeries } from "./metrics.js";
@@ -98,6 +98,8 @@ export interface AttemptHost {
    * stream, the move is done
    */
   firstToken(ctx: AttemptContext, e: Upstream, now: number): void;
+  /** router workers: the engine's answer waited `seconds` for the group's word on its pick (release) */
+  answerHeld(ctx: AttemptContext, seconds: number): void;
   /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
   brokeOff(ctx: AttemptContext, reason: BreakReason): string;
 }
@@ -167,6 +169,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private holding: Buffer[] | undefined;
   /** the engine's answer ended while held */
   private endHeld = false;
+  /** performance.now() of the first part of the answer held; 0 while none came */
+  private heldSince = 0;
   /** taken back: the group refused the pick */
   private unclaimed = false;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
@@ -198,6 +202,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const held = this.holding;
     if (!held) return;
     this.holding = undefined;
+    if (this.heldSince > 0) this.host.answerHeld(this.ctx, (performance.now() - this.heldSince) / 1000);
     let flowing = true;
     for (const c of held) flowing = this.onData(c) && flowing;
     if (this.endHeld) this.onComplete();
@@ -338,6 +343,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const now = performance.now();
     this.engine.lastByteAt = now;
     if (this.holding && this.mode === Mode.Relay) {
+      if (this.heldSince === 0) this.heldSince = now;
       this.holding.push(chunk);
       return false;
     }
@@ -424,6 +430,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   onComplete(): void {
     if (this.done) return;
     if (this.holding && this.mode === Mode.Relay) {
+      if (this.heldSince === 0) this.heldSince = performance.now();
       this.endHeld = true;
       return;
     }
@@ -585,9 +592,4 @@ export function sendAnswer(ctx: AttemptContext): void {
     "x-request-id": ctx.requestId,
   });
   res.end(body);
-}
-
-/** The error a request gets when its total timeout passed. */
-export function totalTimeoutError(): HttpError {
-  return new HttpError(504, "request exceeded the router's total timeout");
 }

@@ -260,6 +260,13 @@ export class RouterMetrics {
     "result",
     CLAIM_WAIT_BUCKETS,
   );
+  /** router workers: how long engines' answers waited for the group's word on their picks (attempt.ts) */
+  readonly claimHeld = new HistogramFamily(
+    "switchyard_routing_claim_held_seconds",
+    "Router workers: time an engine's answer waited for the primary's word on its load-aware pick, from its first byte (only answers that came before the word; what claims add to TTFT)",
+    "model",
+    CLAIM_WAIT_BUCKETS,
+  );
   /** histogram children of requests outside the generation metrics: observed, never exported */
   readonly unlistedSeries: ModelSeries = {
     ttft: new HistogramChild([], {}),
@@ -296,6 +303,7 @@ export class RouterMetrics {
       this.migrations,
       this.migrationGap,
       this.claimWait,
+      this.claimHeld,
     ])
       r.registerMetric(m as unknown as Metric);
     // process_cpu_seconds_total, process_resident_memory_bytes, nodejs_eventloop_lag_seconds, ...

@@ -37,8 +37,8 @@ import { AwaitedWord, type ClaimHolder } from "./slot-arbiter.js";
 import type { Disaggregation } from "./disagg.js";
 import type { Tracer } from "../obs/tracing.js";
 import { logger } from "../obs/log.js";
-import { Attempt, totalTimeoutError, type AttemptContext, type AttemptHost } from "./attempt.js";
-import type { RetryOutcome } from "./attempt-outcome.js";
+import { Attempt, type AttemptContext, type AttemptHost } from "./attempt.js";
+import { totalTimeoutError, type RetryOutcome } from "./attempt-outcome.js";
 import { firstBody, type BreakReason } from "./migration.js";
 import { Migrations } from "./migration-flow.js";
 import { RequestContext } from "./request-context.js";
@@ -315,6 +315,10 @@ export class Proxy implements AttemptHost {
     };
     await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow);
     return picked!;
+  }
+
+  answerHeld(c: AttemptContext, seconds: number): void {
+    this.d.metrics.claimHeld.child(c.pr.model).observe(seconds);
   }
 
   /**

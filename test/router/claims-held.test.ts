@@ -69,6 +69,9 @@ test("an engine's answer to a pick awaiting the group's word reaches the client 
   assert.equal(r.status, 200);
   assert.equal(((await r.json()) as { choices: { text: string }[] }).choices[0]!.text, "tok tok tok");
   assert.equal(engine.aborted, 0);
+  // what the word added to the answer's time is measured
+  const page = await (await fetch(`${router.url}/metrics`)).text();
+  assert.match(page, /^switchyard_routing_claim_held_seconds_count\{model="fake\/m"\} 1$/m);
 });
 
 test("a refused pick is taken back and decided again: the client gets one whole answer, from the second engine", async (t) => {

@@ -18,15 +18,17 @@
 // interleaved rounds). Round-robin reads no load and claims nothing.
 //
 // The request does not wait for the word: it goes to its engine at once, and what the engine answers
-// is held until the pick stands (src/router/attempt.ts); a refused one is taken back, cancelled on its
-// engine, and decided again. The word takes a round trip to the primary, mostly spent waiting for
-// this worker's own busy event loop, while an engine's first token after a long prompt takes longer:
-// waiting before sending put that round trip (5–6 ms mean wall in bursts, bench/routing-scale.ts) into
-// the TTFT of every claimed request; now only a refused one (4–7% there) costs its engine the work
-// done before the cancel. Until the word, the pick is counted in this worker's view (its next picks
-// count it) and left out of its reports (the primary counts it once confirmed: ledger.ts); nothing of
-// the answer reaches the client or moves a count before then, and a request that ends first (it
-// failed, or its client left) lets go of its claim, whose word is then moot.
+// is held until the pick stands (src/router/attempt.ts). A refused one is decided again at once
+// (proxy.ts, pickRefused): picked again, its engine keeps the request; otherwise it is cancelled
+// there and sent to the new pick. The word takes a round trip to the primary, mostly spent waiting
+// for this worker's own busy event loop, while an engine's first token after a long prompt takes
+// longer: waiting before sending put that round trip (5–6 ms mean wall in bursts,
+// bench/routing-scale.ts) into the TTFT of every claimed request; now only a refused pick that moves
+// (under 4–7% there) costs its first engine the work done before the cancel. Until the word, the
+// pick is counted in this worker's view (its next picks count it) and left out of its reports (the
+// primary counts it once confirmed: ledger.ts); nothing of the answer reaches the client or moves a
+// count before then, and a request that ends first (it failed, or its client left) lets go of its
+// claim, whose word is then moot.
 //
 // Claims leave at once when none is out; while some are out, those made in one turn of the event
 // loop leave together at its end, so a busy worker sends one message per turn, not one per request,
