@@ -4,8 +4,9 @@
 // rounds (each round starts with the next layout), for one policy. Reports each layout's steady TTFT p50
 // and output throughput (medians over rounds, modelled time) as ratios against one process, then the
 // steady requests of all rounds pooled per layout (p50 with a bootstrap interval, and the mean).
-//   node --import tsx bench/routing-scale.ts [--policy predictive] [--rounds 3] [--out-dir DIR]
-//     [-- routing-compare flags...]
+// `--control` runs one process twice a round: the second's ratios to the first are this box's noise.
+//   node --import tsx bench/routing-scale.ts [--policy predictive] [--rounds 3] [--control]
+//     [--out-dir DIR] [-- routing-compare flags...]
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -22,6 +23,11 @@ const specs: FlagSpecs = {
   policy: { type: "string", default: "predictive", help: "the routing policy" },
   rounds: { type: "int", default: 3, min: 1, help: "interleaved rounds (the median is reported)" },
   "out-dir": { type: "string", help: "results and logs (default: a temporary folder)" },
+  control: {
+    type: "boolean",
+    default: false,
+    help: "also run one process a second time each round: its ratio to the first is this box's noise",
+  },
 };
 const { flags } = parseFlags(sep < 0 ? argv : argv.slice(0, sep), specs);
 const passOn = sep < 0 ? [] : argv.slice(sep + 1);
@@ -33,8 +39,10 @@ const compare = isTs
   ? ["--import", "tsx", join(here, "routing-compare.ts")]
   : [join(here, "routing-compare.js")];
 
+// the control is the reference layout run again: what its ratios show is the box, not the layout
 const layouts = [
   { name: "1 process", args: ["--router-workers", "1"] },
+  ...(flags.control ? [{ name: "1 process (control)", args: ["--router-workers", "1"] }] : []),
   { name: "--workers 2", args: ["--router-workers", "2"] },
   { name: "2 replicas", args: ["--router-workers", "1", "--replicas", "2"] },
 ];
@@ -101,7 +109,7 @@ for (let r = 0; r < (flags.rounds as number); r++) {
     >;
     for (const x of samplesFromBenchJson(bench)) if (x.round > 0 && x.ok) pooled[i]!.push(x.ttft);
     console.log(
-      `round ${r + 1} ${l.name.padEnd(12)} steady TTFT p50 ${row.steady.ttftP50.toFixed(1)} ms, output ${row.steady.outputTps.toFixed(0)} tok/s, load ${loadavg()[0]!.toFixed(1)}`,
+      `round ${r + 1} ${l.name.padEnd(19)} steady TTFT p50 ${row.steady.ttftP50.toFixed(1)} ms, output ${row.steady.outputTps.toFixed(0)} tok/s, load ${loadavg()[0]!.toFixed(1)}`,
     );
   }
 }
