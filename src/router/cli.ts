@@ -264,7 +264,7 @@ export async function main(argv: string[]): Promise<number> {
   const shutdownMs = Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0);
   if (!(shutdownMs > drainMs + 5_000)) process.env.SWITCHYARD_SHUTDOWN_MS = String(drainMs + 10_000);
   // one process unless asked: with a load-aware policy every pick is confirmed by the primary, and on a
-  // 2-core machine that cost more than the second core gave (3x fewer tiny requests, docs/router.md)
+  // 2-core machine that costs more than the second core gives (half the tiny requests, docs/router.md)
   const workers = cfg.workers ?? 1;
   if (workers > 1) {
     await runPrimary({ flags: overrides, configFile, workers });
