@@ -1,11 +1,13 @@
 // Router workers confirm load-aware picks with the process group's primary (src/router/cluster/claims.ts).
 // This is the data plane's side of it: what the registry's arbiter is asked, and what a request whose
 // pick awaits the word is told.
+
 /**
  * Router workers: a load-aware pick is a claim the process group's primary confirms once it knows the
  * pick was made on the group's exact in-flight counts (src/router/cluster/claims.ts). The request goes
- * out at once; what its engine answers is held until the word comes. A refused pick is taken back and
- * the request decided again on the counts the primary sent back. `E` is the registry's record of an
+ * out at once; what its engine answers is held until the word comes. A refused pick is decided again
+ * on the counts the primary sent back (the request stays where it is if its engine is picked again).
+ * `E` is the registry's record of an
  * engine (registry.ts's Upstream: a type parameter, so that this file and the registry's do not
  * import each other).
  */
