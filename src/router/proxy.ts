@@ -235,10 +235,8 @@ export class Proxy implements AttemptHost {
     const att = ctx.current;
     if (!att?.retractable) return false;
     const e = att.engine;
-    this.d.registry.arbiter?.withdraw(ctx.claim);
+    this.unpick(ctx, e, ctx.claim);
     ctx.claim = 0;
-    this.releaseSlot(e);
-    this.d.policy().onUnpicked?.(ctx.view, e.view);
     let next: Upstream | Promise<Upstream> | undefined;
     try {
       next = this.acquire(ctx);
@@ -260,16 +258,21 @@ export class Proxy implements AttemptHost {
    * in a router group, a claimed one waits for the group's word, and a refused one is decided again.
    */
   private async acquireStanding(ctx: RequestContext): Promise<Upstream> {
+    if (!this.d.registry.arbiter) return this.acquire(ctx);
     for (;;) {
       const word = new AwaitedWord();
       const got = this.acquire(ctx, word);
       const e = got instanceof Promise ? await got : got;
       if (word.claim === 0 || (await word.stood)) return e;
-      // refused: its slot freed, and the policy forgets it (its prefill ledger)
-      this.d.registry.arbiter?.withdraw(word.claim);
-      this.releaseSlot(e);
-      this.d.policy().onUnpicked?.(ctx.view, e.view);
+      this.unpick(ctx, e, word.claim);
     }
+  }
+
+  /** A refused pick let go of: its claim and slot freed, and the policy forgets it (its prefill ledger). */
+  private unpick(ctx: RequestContext, e: Upstream, claim: number): void {
+    this.d.registry.arbiter?.withdraw(claim);
+    this.releaseSlot(e);
+    this.d.policy().onUnpicked?.(ctx.view, e.view);
   }
 
   /**

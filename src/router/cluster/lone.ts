@@ -3,14 +3,14 @@
 import type { Router } from "../server.js";
 import { PeerSync } from "./peers.js";
 import { PickExchange } from "./picks.js";
-import { SharedLoad } from "./shared-load.js";
+import { SharedLoad, queuedPrefillOf } from "./shared-load.js";
 
 /** Starts the peer link of a lone router; null without `peers.bind`. */
 export async function startLonePeers(router: Router): Promise<{ close(): Promise<void> } | null> {
   if (!router.config.peers.bind) return null;
   const load = new SharedLoad(
     router.registry,
-    (e) => router.routingPolicy.queuedPrefillTokens?.(e.view) ?? 0,
+    queuedPrefillOf(() => router.routingPolicy),
   );
   // picks wait for the next report: nothing to schedule
   const picks = new PickExchange(

@@ -8,7 +8,7 @@
 // Others report absolute counts per engine URL, never deltas: a report is idempotent, a late one is
 // simply replaced, and a source that dies is dropped whole (`drop`) without leaving a drift behind.
 // A process's own count is then its view minus what others added.
-import type { EngineView } from "../../routing/index.js";
+import type { EngineView, Policy } from "../../routing/index.js";
 import type { Registry, Upstream } from "../registry.js";
 import type { LoadCounts } from "./protocol.js";
 
@@ -35,6 +35,11 @@ function addTo(v: EngineView, i: number, d: number): void {
     v.awaitingFirstToken = read(v, "awaitingFirstToken") + d;
     v.peerAwaitingFirstToken = (v.peerAwaitingFirstToken ?? 0) + d;
   } else v.peerPrefillTokens = (v.peerPrefillTokens ?? 0) + d;
+}
+
+/** What a process reports as its own queued prefill on an engine: its current policy's ledger. */
+export function queuedPrefillOf(policy: () => Policy): (e: Upstream) => number {
+  return (e) => policy().queuedPrefillTokens?.(e.view) ?? 0;
 }
 
 /** Engines one source may report (a peer's report is cut here); the registry's own are far fewer. */

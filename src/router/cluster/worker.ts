@@ -18,7 +18,7 @@ import { PickExchange } from "./picks.js";
 import { GroupLimiter } from "./limits.js";
 import { Claims } from "./claims.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
-import { SharedLoad } from "./shared-load.js";
+import { SharedLoad, queuedPrefillOf } from "./shared-load.js";
 
 const log = logger("router.worker");
 
@@ -99,7 +99,10 @@ export class WorkerLink implements RouterGroup {
     this.label = `worker ${start.slot + 1}/${start.workers}`;
     const reg = router.registry;
     this.follower = new RegistryFollower(reg, send, (e, hits) => router.cache.hitsScraped(e, hits));
-    this.load = new SharedLoad(reg, (e) => router.routingPolicy.queuedPrefillTokens?.(e.view) ?? 0);
+    this.load = new SharedLoad(
+      reg,
+      queuedPrefillOf(() => router.routingPolicy),
+    );
     // picks are held until they stand: a claimed one by its answer, any other at its slot
     this.picks = new PickExchange(
       { prefix: router.cache.prefix.index, watchdog: router.cache.watchdog },
