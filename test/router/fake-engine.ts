@@ -164,9 +164,21 @@ export async function startFakeEngine(opts: FakeEngineOptions = {}): Promise<Fak
       closed = true;
       eng.active--;
     });
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // a request its client cancels stops waiting (no timer outlives it)
+    const sleep = (ms: number) =>
+      new Promise<void>((r) => {
+        if (closed) return r();
+        const done = () => {
+          clearTimeout(t);
+          res.off("close", done);
+          r();
+        };
+        const t = setTimeout(done, ms);
+        res.once("close", done);
+      });
     if (!body.stream) {
       if (opts.firstTokenDelayMs) await sleep(opts.firstTokenDelayMs);
+      if (closed) return;
       const content = Array.from({ length: n }, () => "tok").join(" ");
       const choice = chat
         ? {
@@ -190,6 +202,7 @@ export async function startFakeEngine(opts: FakeEngineOptions = {}): Promise<Fak
       res.write(`data: ${JSON.stringify(ev)}\n\n`);
     };
     if (opts.firstTokenDelayMs) await sleep(opts.firstTokenDelayMs);
+    if (closed) return;
     if (chat)
       send([{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]);
     for (let i = 0; i < n; i++) {
