@@ -3,8 +3,18 @@
 // router does. `kv` and `hybrid` stand for the router's KV-event index: in a simulation every engine's
 // events would flow and its hashes match, so the index would mirror each engine's GPU prefix cache; the
 // oracle asks each engine directly (Engine.probeCachedTokens), without the event lag of a live router.
+// The prompt's chained block ids (CachePrediction.blocks) are the approximate index's, as the live
+// router's oracle gives them.
 import type { Engine } from "../engine/index.js";
-import type { CacheOracle, CachePrediction, CacheSource, EngineView, RequestView } from "../routing/index.js";
+import {
+  CHARS_PER_TOKEN,
+  PrefixOracle,
+  type CacheOracle,
+  type CachePrediction,
+  type CacheSource,
+  type EngineView,
+  type RequestView,
+} from "../routing/index.js";
 
 /** the prompt being routed, set by the fleet before each decision */
 export interface ProbePrompt {
@@ -15,20 +25,28 @@ export interface ProbePrompt {
 export class EngineProbeOracle implements CacheOracle {
   current: ProbePrompt | null = null;
   private readonly byId = new Map<string, Engine>();
+  /** the prompt's block ids, from the approximate index's rendering (nothing is learned into it) */
+  private readonly ids = new PrefixOracle();
 
   constructor(engines: readonly Engine[], ids: readonly string[]) {
     engines.forEach((e, i) => this.byId.set(ids[i]!, e));
   }
 
-  predict(_req: RequestView, engines: readonly EngineView[]): CachePrediction {
+  predict(req: RequestView, engines: readonly EngineView[]): CachePrediction {
     const p = this.current;
-    const cachedTokens = new Float64Array(engines.length);
-    const source: CacheSource[] = new Array<CacheSource>(engines.length).fill("kv");
+    const n = engines.length;
+    const cachedTokens = new Float64Array(n);
+    const source: CacheSource[] = new Array<CacheSource>(n).fill("kv");
     if (!p) return { promptTokens: 0, cachedTokens, source };
-    for (let i = 0; i < engines.length; i++) {
+    for (let i = 0; i < n; i++) {
       const e = this.byId.get(engines[i]!.id);
       cachedTokens[i] = e ? e.probeCachedTokens(p.tokens, { sharedPrefix: p.sharedPrefix }) : 0;
     }
-    return { promptTokens: p.tokens.length, cachedTokens, source };
+    const prepared = this.ids.prepare(req);
+    // a block's estimated tokens in the prompt's (exact) token units
+    const estimate = prepared.chars / CHARS_PER_TOKEN;
+    const scale = estimate > 0 ? p.tokens.length / estimate : 0;
+    const blocks = { ids: prepared.ids, tokensPerBlock: this.ids.tokensPerBlock * scale };
+    return { promptTokens: p.tokens.length, cachedTokens, source, blocks };
   }
 }

@@ -123,7 +123,7 @@ export class RouterView {
     const sessionKey =
       o.sessionKey === "none" ? undefined : o.sessionKey === "group" ? groupOf(a.session.id) : a.session.id;
     const req: RequestView = { model: this.model, seq: turn.index, sessionKey };
-    if (this.prefixOracle || o.policy === "predictive") {
+    if (this.prefixOracle || this.probe) {
       // the text the live router renders: chat messages or the completions prompt (earlier answers are
       // not kept as text here, so a multi-round history matches up to its first answer)
       const answers: string[] = [];

@@ -195,7 +195,7 @@ export function createCacheAwarePolicy(
       if (!s) return;
       const i = s.engines.indexOf(engine);
       if (i < 0) return;
-      model.picked(engine, s.uncached[i]!, lastNow);
+      model.picked(engine, s.uncached[i]!, lastNow, s.pred.blocks?.ids);
       if (!oracle.onPicked) return;
       const why = explainPick(s, i);
       oracle.onPicked(req, engine, why.cached, why.source, why.reason);

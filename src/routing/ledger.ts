@@ -11,11 +11,17 @@
 // others' part (EngineView.peerAwaitingFirstToken), and the others' queued prefill comes from their
 // own ledgers, reported (peerPrefillTokens). With a prefill rate the head of the queue (the
 // prompt being prefilled) also drains with time between two decisions, as the engine works through it.
+//
+// Each entry may also carry its prompt's chained block ids (CachePrediction.blocks): a prompt queued
+// behind another that shares its prefix finds that prefix computed when its turn comes, although the
+// engine holds none of it yet (its KV events come only once the blocks are computed).
 import type { EngineView } from "./types.js";
 
 interface EngineQueue {
   /** uncached tokens per awaiting request, oldest first; `head` is the first live one */
   tokens: number[];
+  /** per entry: its prompt's chained block ids, when the caller knew them */
+  ids: (readonly number[] | undefined)[];
   head: number;
   /** Σ tokens[head..] */
   total: number;
@@ -43,7 +49,10 @@ export class PrefillLedger {
     const q = this.byEngine.get(e.id);
     if (!q) return 0;
     // the oldest requests answered first
-    while (q.tokens.length - q.head > awaiting) q.total -= q.tokens[q.head++]!;
+    while (q.tokens.length - q.head > awaiting) {
+      q.ids[q.head] = undefined;
+      q.total -= q.tokens[q.head++]!;
+    }
     if (tokensPerMs !== undefined && now !== undefined && now > q.at) {
       let budget = (now - q.at) * tokensPerMs;
       // only the head is being prefilled: the prompts behind it wait (possibly for KV space), and
@@ -62,15 +71,38 @@ export class PrefillLedger {
     return q.total > 0 ? q.total : 0;
   }
 
-  /** the request just picked for `e` will need `tokens` of prefill there */
-  add(e: EngineView, tokens: number, now: number | undefined): void {
+  /**
+   * Leading blocks of `ids` that a prompt queued on `e` shares (call after `pending`, which trims the
+   * entries answered since): the engine will have computed them by the time a prompt sent now starts.
+   */
+  sharedBlocks(e: EngineView, ids: readonly number[]): number {
+    const q = this.byEngine.get(e.id);
+    if (!q || ids.length === 0) return 0;
+    let best = 0;
+    for (let i = q.head; i < q.tokens.length; i++) {
+      const other = q.ids[i];
+      if (!other || other[0] !== ids[0]) continue;
+      const n = Math.min(other.length, ids.length);
+      let k = 1;
+      while (k < n && other[k] === ids[k]) k++;
+      if (k > best) best = k;
+    }
+    return best;
+  }
+
+  /** the request just picked for `e` will need `tokens` of prefill there (`ids`: its prompt's blocks) */
+  add(e: EngineView, tokens: number, now: number | undefined, ids?: readonly number[]): void {
     let q = this.byEngine.get(e.id);
     if (!q) {
       if (this.byEngine.size >= MAX_ENGINES) this.byEngine.delete(this.byEngine.keys().next().value!);
-      q = { tokens: [], head: 0, total: 0, at: now ?? 0 };
+      q = { tokens: [], ids: [], head: 0, total: 0, at: now ?? 0 };
       this.byEngine.set(e.id, q);
-    } else if (q.tokens.length - q.head >= MAX_ENTRIES) q.total -= q.tokens[q.head++]!;
+    } else if (q.tokens.length - q.head >= MAX_ENTRIES) {
+      q.ids[q.head] = undefined;
+      q.total -= q.tokens[q.head++]!;
+    }
     q.tokens.push(tokens);
+    q.ids.push(ids);
     q.total += tokens;
   }
 
@@ -86,9 +118,13 @@ export class PrefillLedger {
       if (q.tokens[i] !== tokens) continue;
       q.total -= tokens;
       q.tokens.splice(i, 1);
+      q.ids.splice(i, 1);
       return;
     }
-    if (q.head < q.tokens.length && q.tokens[q.head]! <= tokens) q.total -= q.tokens[q.head++]!;
+    if (q.head < q.tokens.length && q.tokens[q.head]! <= tokens) {
+      q.ids[q.head] = undefined;
+      q.total -= q.tokens[q.head++]!;
+    }
   }
 
   /** entries for `e` (tests, diagnostics) */
@@ -100,6 +136,7 @@ export class PrefillLedger {
   private compact(q: EngineQueue): void {
     if (q.head > 64 && q.head * 2 > q.tokens.length) {
       q.tokens.splice(0, q.head);
+      q.ids.splice(0, q.head);
       q.head = 0;
     }
   }

@@ -11,7 +11,11 @@
 // a router group (workers, replicas), as their ledgers last reported it (each drains its own head, so a
 // group drains up to one head per router too fast: a fraction of one prompt); others(e): the engine's
 // queue beyond the router group's requests, at the router's mean prompt; P − credit(e): what e must
-// compute for this prompt given the prefix it holds (the caller's CacheOracle). residual(e): what is
+// compute for this prompt given the prefix it holds (the caller's CacheOracle) or will have computed for
+// a prompt of the router's queued there that shares it (PrefillLedger.sharedBlocks). Without that, a
+// group's prompts arriving while its prefix is still being prefilled see it cached nowhere (an engine
+// reports blocks once computed) and scatter: under KV pressure every engine ends up caching every
+// group, and they evict each other (docs/routing.md, shared prefixes under KV pressure). residual(e): what is
 // left of e's current step (load.ts: an engine that just answered has just begun one). prefill(),
 // residual(): the engine's timing (timing.ts): the roofline step time of its GPU and model with its
 // decoding batch in every step, or learned from the engine's own metrics, or a fixed default speed.
@@ -89,7 +93,12 @@ export class TtftModel {
       const tokensPerMs = probe > 0 ? RATE_PROBE_TOKENS / (probe * 1000) : undefined;
       const queued = this.ledger.pending(e, now, tokensPerMs) ?? queue * this.meanUncached;
       const others = own !== undefined ? othersQueuedOf(e, now) * this.meanUncached : 0;
-      const credit = Math.min(P, Math.max(0, pred.cachedTokens[i]!));
+      // what the engine holds now, or will have computed for a prompt queued ahead with the same prefix
+      let held = pred.cachedTokens[i]!;
+      const b = pred.blocks;
+      if (b && own !== undefined)
+        held = Math.max(held, this.ledger.sharedBlocks(e, b.ids) * b.tokensPerBlock);
+      const credit = Math.min(P, Math.max(0, held));
       const u = P - credit;
       uncached[i] = u;
       // a prompt queued behind others starts when they are through; else when the current step ends
@@ -111,8 +120,8 @@ export class TtftModel {
   }
 
   /** the pick: the engine's prefill queue grows by what the prompt needs there */
-  picked(engine: EngineView, uncached: number, now: number | undefined): void {
+  picked(engine: EngineView, uncached: number, now: number | undefined, ids?: readonly number[]): void {
     this.meanUncached += (uncached - this.meanUncached) * 0.05;
-    if (engine.awaitingFirstToken !== undefined) this.ledger.add(engine, uncached, now);
+    if (engine.awaitingFirstToken !== undefined) this.ledger.add(engine, uncached, now, ids);
   }
 }

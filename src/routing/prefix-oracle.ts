@@ -20,6 +20,11 @@ export class PrefixOracle implements CacheOracle {
     this.index = new PrefixIndex(opts);
   }
 
+  /** estimated tokens one index block stands for */
+  get tokensPerBlock(): number {
+    return this.index.opts.blockChars / CHARS_PER_TOKEN;
+  }
+
   /** the request's block ids, computed once per request however often it is scored */
   prepare(req: RequestView): Prepared {
     let p = this.prepared.get(req);
@@ -42,7 +47,12 @@ export class PrefixOracle implements CacheOracle {
   predict(req: RequestView, engines: readonly EngineView[]): CachePrediction {
     const cachedTokens = new Float64Array(engines.length);
     const promptTokens = this.predictInto(req, engines, cachedTokens);
-    return { promptTokens, cachedTokens, source: engines.map(() => "prefix" as CacheSource) };
+    return {
+      promptTokens,
+      cachedTokens,
+      source: engines.map(() => "prefix" as CacheSource),
+      blocks: { ids: this.prepare(req).ids, tokensPerBlock: this.tokensPerBlock },
+    };
   }
 
   onPicked(req: RequestView, engine: EngineView): void {

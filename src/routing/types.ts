@@ -165,6 +165,11 @@ export interface CachePrediction {
   cachedTokens: Float64Array;
   /** per candidate: how the prediction was made */
   source: CacheSource[];
+  /**
+   * the prompt's chained block ids (equal ids: equal prefixes) and the tokens one block stands for: a
+   * prompt queued on an engine behind another that shares its prefix finds the prefix computed
+   */
+  blocks?: { ids: readonly number[]; tokensPerBlock: number } | undefined;
 }
 
 export interface CacheOracle {

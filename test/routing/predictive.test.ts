@@ -147,6 +147,55 @@ test("in a router group the ledger trims by its own count, and a withdrawn pick 
   assert.equal(l.pending(e, 0), 190);
 });
 
+test("the prefill ledger says how many leading blocks a prompt shares with one still queued, and forgets it once answered", () => {
+  const l = new PrefillLedger();
+  const e: EngineView = eng("a", { awaitingFirstToken: 0 });
+  l.add(e, 3600, 0, [1, 2, 3, 4]);
+  l.add(e, 600, 0, [9, 8]);
+  e.awaitingFirstToken = 2;
+  l.pending(e, 0);
+  assert.equal(l.sharedBlocks(e, [1, 2, 3, 7, 7]), 3);
+  assert.equal(l.sharedBlocks(e, [9, 8, 7]), 2);
+  assert.equal(l.sharedBlocks(e, [5]), 0);
+  assert.equal(l.sharedBlocks(eng("b"), [1, 2]), 0, "an engine never picked shares nothing");
+  // the oldest answered: its prompt is the engine's to report now (KV events), not the ledger's
+  e.awaitingFirstToken = 1;
+  l.pending(e, 0);
+  assert.equal(l.sharedBlocks(e, [1, 2, 3]), 0);
+  // a withdrawn pick takes its blocks with it
+  l.withdraw(e, 600);
+  assert.equal(l.sharedBlocks(e, [9, 8]), 0);
+});
+
+test("predictive: a prompt whose prefix is still being computed for a request queued on an engine follows it there, although no engine holds it yet", () => {
+  // nothing is cached anywhere (the engines report blocks only once computed); every prompt carries the
+  // same 3,000-token prefix and its own question
+  let next = 100;
+  const p = createPolicy("predictive", {
+    cache: {
+      predict: (_req, engines) => ({
+        promptTokens: 3600,
+        cachedTokens: new Float64Array(engines.length),
+        source: engines.map(() => "kv" as const),
+        blocks: { ids: [1, 2, 3, 4, 5, 6, next++], tokensPerBlock: 500 },
+      }),
+    },
+    predictive: { timing: () => l4 },
+  });
+  const a = eng("a", { awaitingFirstToken: 0 });
+  const b = eng("b", { awaitingFirstToken: 0 });
+  const c = eng("c", { awaitingFirstToken: 0 });
+  const fleet = { engines: [a, b, c], now: 0 };
+  const first = decide(p, req(1), fleet);
+  assert.equal(first.kind, "picked");
+  if (first.kind !== "picked") return;
+  noteSent(first.engine, 0);
+  // the second prompt of the group goes behind the first rather than computing the prefix again on an
+  // idle engine: 600 tokens there after the first's 3,600 beat 3,600 of its own elsewhere, miss included
+  const second = decide(p, req(2), fleet);
+  assert.equal(picked(second), first.engine.id);
+});
+
 test("predictive: another router's queued prefill on an engine counts as this router's own would", () => {
   const p = createPolicy("predictive", { cache: oracle(9000, {}), predictive: { timing: () => h100 } });
   const a = eng("a", { awaitingFirstToken: 0 });

@@ -319,13 +319,16 @@ export class CacheRouting implements CacheOracle {
       if ((this.registry.engines.get(engines[i]!.id)?.passiveFailures ?? 0) > 0) cachedTokens[i] = 0;
     }
     let promptTokens = estimate;
+    let scale = 1;
     if (exact >= 0 && estimate > 0) {
       // put the prefix engines' character estimates in the same (exact) token units
-      const scale = exact / estimate;
+      scale = exact / estimate;
       for (let i = 0; i < n; i++) if (source[i] === "prefix") cachedTokens[i] = cachedTokens[i]! * scale;
       promptTokens = exact;
     } else if (exact >= 0) promptTokens = exact;
-    return { promptTokens, cachedTokens, source };
+    // the prompt's blocks, so a prompt queued behind another with its prefix is credited for it
+    const blocks = { ids: this.prefix.prepare(req).ids, tokensPerBlock: this.prefix.tokensPerBlock * scale };
+    return { promptTokens, cachedTokens, source, blocks };
   }
 
   onPicked(
