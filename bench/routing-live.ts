@@ -122,14 +122,18 @@ export interface StackOptions {
   routerWorkers?: number;
   /** router replicas that exchange load and picks (peers), behind one balancer port (default 1) */
   replicas?: number;
+  /** start no router: the caller puts another one (a peer) in front of the engines */
+  noRouter?: boolean;
 }
 
 export interface Stack {
   urls: string[];
+  /** engine i publishes KV events on kvPort + i, its replay on kvPort + 1000 + i */
+  kvPort: number;
   routerUrl: string;
   sims: ChildProcess[];
-  /** the first router (replicas: each one) */
-  router: ChildProcess;
+  /** the first router (none with noRouter) */
+  router: ChildProcess | undefined;
   routers: ChildProcess[];
   close(): Promise<void>;
 }
@@ -173,6 +177,18 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   );
   died.catch(() => undefined);
   await Promise.race([Promise.all(urls.map((u) => waitHttp(`${u}/health`))), died]);
+  if (o.noRouter)
+    return {
+      urls,
+      kvPort,
+      routerUrl: "",
+      sims,
+      router: undefined,
+      routers: [],
+      async close() {
+        for (const p of sims) await stop(p);
+      },
+    };
   // a starved host (other work on its cores) delays the sims' health answers: patient probes, so that
   // a slow answer is not taken for a dead engine (the benchmark measures routing, not ejection)
   const config = join(o.outDir, `${o.tag}-router.yaml`);
@@ -210,6 +226,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
   await new Promise((r) => setTimeout(r, 1500)); // scrapes, subscriptions
   return {
     urls,
+    kvPort,
     routerUrl,
     sims,
     router: routers[0]!,

@@ -198,7 +198,10 @@ export function createCacheAwarePolicy(
       model.picked(engine, s.uncached[i]!, lastNow, s.pred.blocks?.ids);
       if (!oracle.onPicked) return;
       const why = explainPick(s, i);
-      oracle.onPicked(req, engine, why.cached, why.source, why.reason);
+      let other = Infinity;
+      if (s.ttftMs)
+        for (let k = 0; k < s.ttftMs.length; k++) if (k !== i) other = Math.min(other, s.ttftMs[k]!);
+      oracle.onPicked(req, engine, why.cached, why.source, why.reason, s.ttftMs?.[i], other);
     },
   };
 }

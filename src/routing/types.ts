@@ -174,13 +174,19 @@ export interface CachePrediction {
 
 export interface CacheOracle {
   predict(req: RequestView, engines: readonly EngineView[]): CachePrediction;
-  /** the policy picked `engine` for `req` (its prediction was `cachedTokens`, `source`) */
+  /**
+   * the policy picked `engine` for `req` (its prediction was `cachedTokens`, `source`; with the
+   * seconds-based cost, `ttftMs` is the TTFT it predicted there and `bestOtherTtftMs` the best
+   * other candidate's)
+   */
   onPicked?(
     req: RequestView,
     engine: EngineView,
     cachedTokens: number,
     source: CacheSource,
     reason: string,
+    ttftMs?: number,
+    bestOtherTtftMs?: number,
   ): void;
 }
 

@@ -337,6 +337,8 @@ export class CacheRouting implements CacheOracle {
     cachedTokens: number,
     source: CacheSource,
     reason: string,
+    ttftMs?: number,
+    bestOtherTtftMs?: number,
   ): void {
     this.prefix.learn(req, engine.id);
     const p = this.prepared.get(req);
@@ -345,7 +347,11 @@ export class CacheRouting implements CacheOracle {
     this.m.predicted.inc({ source }, cachedTokens);
     this.m.prompt.inc({ source }, promptTokens);
     if (source === "kv") this.watchdog.predicted(engine.id, cachedTokens);
-    const note = `engine=${engine.id}; policy=${this.policyName}; source=${source}; reason=${reason}; predicted_cached_tokens=${Math.round(cachedTokens)}; prompt_tokens=${Math.round(promptTokens)}`;
+    let note = `engine=${engine.id}; policy=${this.policyName}; source=${source}; reason=${reason}; predicted_cached_tokens=${Math.round(cachedTokens)}; prompt_tokens=${Math.round(promptTokens)}`;
+    // the seconds-based cost's view: what it predicted here, and the best it saw elsewhere
+    if (ttftMs !== undefined) note += `; predicted_ttft_ms=${Math.round(ttftMs)}`;
+    if (bestOtherTtftMs !== undefined && Number.isFinite(bestOtherTtftMs))
+      note += `; next_best_ttft_ms=${Math.round(bestOtherTtftMs)}`;
     this.notes.set(req, note);
     log.debug({ model: req.model, seq: req.seq, note }, "routed");
   }
