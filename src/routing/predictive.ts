@@ -42,6 +42,16 @@ export interface PredictiveOptions {
 
 export const PREDICTIVE_DEFAULTS = { missWeight: 1, busyWeightS: 0.002 };
 
+/**
+ * Blocks (of CachePrediction.blocks) by which a prefix shared with a prompt queued on an engine must
+ * exceed what any engine holds before it counts. The blocks are the approximate index's 64 characters,
+ * whose token estimate wanders around the exact count: a 1,000-token system prompt every engine holds
+ * (992 tokens in 16-token blocks) came out at 996–1,017. Credited as it came, that noise favoured the
+ * engines with prompts queued (multi-round QA at round-robin's capacity: TTFT p90 374 → 1,249 ms in
+ * the load-range benchmark); a prefix being computed ahead is thousands of tokens beyond it.
+ */
+const QUEUED_PREFIX_SLACK_BLOCKS = 4;
+
 /** tokens whose prefill time gives an engine's current prefill rate (one full step of a large budget) */
 const RATE_PROBE_TOKENS = 8192;
 
@@ -81,6 +91,9 @@ export class TtftModel {
   ): void {
     const o = this.o;
     const P = pred.promptTokens;
+    // the longest prefix any candidate holds: a prompt queued ahead is evidence of more only beyond it
+    let heldAnywhere = 0;
+    for (let i = 0; i < engines.length; i++) heldAnywhere = Math.max(heldAnywhere, pred.cachedTokens[i]!);
     for (let i = 0; i < engines.length; i++) {
       const e = engines[i]!;
       const t = o.timing?.(e, req.model) ?? DEFAULT_TIMING;
@@ -96,8 +109,11 @@ export class TtftModel {
       // what the engine holds now, or will have computed for a prompt queued ahead with the same prefix
       let held = pred.cachedTokens[i]!;
       const b = pred.blocks;
-      if (b && own !== undefined)
-        held = Math.max(held, this.ledger.sharedBlocks(e, b.ids) * b.tokensPerBlock);
+      if (b && own !== undefined) {
+        const ahead = this.ledger.sharedBlocks(e, b.ids) * b.tokensPerBlock;
+        if (ahead > heldAnywhere + QUEUED_PREFIX_SLACK_BLOCKS * b.tokensPerBlock)
+          held = Math.max(held, ahead);
+      }
       const credit = Math.min(P, Math.max(0, held));
       const u = P - credit;
       uncached[i] = u;
