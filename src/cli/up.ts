@@ -14,6 +14,7 @@ import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../co
 import { logger } from "../obs/log.js";
 import { onShutdown, shutdown } from "../obs/lifecycle.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
+import { POLICY_HELP } from "../routing/index.js";
 
 const specs: FlagSpecs = {
   engines: { type: "int", default: 2, min: 1, max: 64, help: "number of simulated engines" },
@@ -30,7 +31,7 @@ const specs: FlagSpecs = {
   policy: {
     type: "string",
     default: "predictive",
-    help: "router policy: predictive (hybrid's cache knowledge, lowest predicted TTFT, SLO admission), hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+    help: `router policy: ${POLICY_HELP}`,
   },
   port: { type: "int", default: 8080, min: 0, max: 65535, help: "router port" },
   host: { type: "string", default: "127.0.0.1", help: "address the router and the engines listen on" },

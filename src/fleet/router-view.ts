@@ -8,6 +8,7 @@ import {
   decide,
   idleEngineView,
   PrefixOracle,
+  policyReadsKv,
   rooflineTiming,
   noteDone,
   noteFirstToken,
@@ -87,13 +88,12 @@ export class RouterView {
       );
     }
     // cache-aware policies get the oracle the live router would have (src/fleet/oracle.ts)
-    this.probe =
-      o.policy === "kv" || o.policy === "hybrid" || o.policy === "predictive"
-        ? new EngineProbeOracle(
-            engines,
-            this.views.map((v) => v.id),
-          )
-        : null;
+    this.probe = policyReadsKv(o.policy)
+      ? new EngineProbeOracle(
+          engines,
+          this.views.map((v) => v.id),
+        )
+      : null;
     this.prefixOracle = o.policy === "prefix" ? new PrefixOracle() : null;
     const cache: CacheOracle | undefined = this.probe ?? this.prefixOracle ?? undefined;
     // predictive: every engine's timing is the engine model's own (src/engine's roofline)

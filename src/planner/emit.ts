@@ -5,6 +5,7 @@
 import { stringify } from "yaml";
 import { engineConfigFor } from "../fleet/build.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
+import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 import { ALERT_FOR, type Plan } from "./plan.js";
 
 /** a DNS-1123 label from a model id: `Qwen/Qwen3-32B` → `qwen3-32b` */
@@ -19,15 +20,13 @@ export function dnsName(model: string): string {
   );
 }
 
-/** the router policies deploy/helm/switchyard/values.schema.json accepts for `router.policy` */
-export const CHART_ROUTER_POLICIES: ReadonlySet<string> = new Set([
-  "hybrid",
-  "kv",
-  "prefix",
-  "round-robin",
-  "least-load",
-  "session",
-]);
+/**
+ * the router policies deploy/helm/switchyard/values.schema.json accepts for `router.policy`: the router's
+ * own, so whatever policy a plan runs, the chart can run (test/deploy/policy-names.test.ts holds the
+ * schema's enum to this). `predictive` needs no other value: without a GPU profile the router learns each
+ * engine's speed from its metrics.
+ */
+export const CHART_ROUTER_POLICIES: ReadonlySet<string> = new Set(ROUTER_POLICY_NAMES);
 
 function routerValues(policy: string): Record<string, unknown> {
   if (!CHART_ROUTER_POLICIES.has(policy)) throw new Error(`the chart has no router policy '${policy}'`);

@@ -2,6 +2,7 @@
 // offload flags and the observability list.
 import type { OffloadMode } from "../fleet/build.js";
 import type { Scenario } from "../fleet/scenario.js";
+import { CACHE_POLICY_NAMES } from "../routing/index.js";
 
 /** KV-size factors of the break-even sweep (1 = the scenario's own KV cache) */
 export const SWEEP_SCALES = [0.25, 0.5, 0.75, 1, 1.5, 2, 3];
@@ -57,7 +58,7 @@ function routerNotes(policy: string, sessionKey: string, kvEvents: boolean): str
           ? "send the user or conversation id as the session header"
           : "no session header needed",
     );
-  else if (policy === "hybrid" || policy === "kv" || policy === "prefix")
+  else if ((CACHE_POLICY_NAMES as readonly string[]).includes(policy))
     notes.push(
       "no session header needed: requests follow the engines' cached prefixes, weighed against load",
     );

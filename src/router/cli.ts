@@ -3,6 +3,7 @@ import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../co
 import { onShutdown } from "../obs/lifecycle.js";
 import cluster from "node:cluster";
 import { ConfigError, loadConfig, type RouterConfigInput } from "./config.js";
+import { POLICY_HELP } from "../routing/index.js";
 import { startRouter } from "./index.js";
 import { runPrimary } from "./cluster/primary.js";
 import { runWorker } from "./cluster/worker.js";
@@ -33,7 +34,7 @@ const specs: FlagSpecs = {
   policy: {
     type: "string",
     default: "predictive",
-    help: "routing policy: predictive (hybrid's cache knowledge, lowest predicted TTFT, SLO admission), hybrid (KV events where they flow, prefix elsewhere), kv, prefix, least-load, round-robin, session",
+    help: `routing policy: ${POLICY_HELP}`,
   },
   "predictive-gpu": {
     type: "string",

@@ -1,5 +1,6 @@
-// The policies of this issue: round-robin, least-load and session affinity. Each is a Policy value
-// (filters → scorers → picker); cache-aware policies plug in later as extra scorers over the same views.
+// The basic policies (round-robin, least-load, session affinity) and the names of every policy. Each is
+// a Policy value (filters → scorers → picker); the cache-aware ones (cache-aware.ts) are extra scorers
+// over the same views. The name lists live here so every caller agrees on what a policy is called.
 import { unitHash } from "./hash.js";
 import { applyFilters, standardFilters } from "./filters.js";
 import type {
@@ -164,8 +165,35 @@ export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-l
 export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
 export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
 export type PolicyName = BasicPolicyName | CachePolicyName;
-/** Every policy the live router accepts. */
+/**
+ * Every policy the live router accepts: the one list the router's config, the fleet scenario, the
+ * planner and the Helm chart's values.schema.json (static JSON, held to it by a test) take names from.
+ */
 export const ROUTER_POLICY_NAMES: readonly PolicyName[] = [...POLICY_NAMES, ...CACHE_POLICY_NAMES];
+/**
+ * The cache-aware policies that read the engines' KV events where they flow (`prefix` never does), so
+ * their engines need the KV-event channel and one block-hash seed.
+ */
+export const KV_EVENT_POLICY_NAMES: readonly CachePolicyName[] = ["kv", "hybrid", "predictive"];
+export function policyReadsKv(name: string): boolean {
+  return (KV_EVENT_POLICY_NAMES as readonly string[]).includes(name);
+}
+/**
+ * `--policy`'s help, one line for `switchyard router` and `switchyard up`: keyed by PolicyName, so a new
+ * policy cannot be left out
+ */
+const POLICY_SUMMARIES: Record<PolicyName, string> = {
+  predictive: "hybrid's cache knowledge, lowest predicted TTFT, SLO admission",
+  hybrid: "KV events where they flow, prefix elsewhere",
+  kv: "",
+  prefix: "",
+  "least-load": "",
+  "round-robin": "",
+  session: "",
+};
+export const POLICY_HELP: string = Object.entries(POLICY_SUMMARIES)
+  .map(([name, summary]) => (summary === "" ? name : `${name} (${summary})`))
+  .join(", ");
 
 export interface PolicyOptions {
   /** session: how far above the average in-flight an engine may go before a session spills (≥ 1) */

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { CliError } from "../../src/config/args.js";
 import { main as plan } from "../../src/planner/cli.js";
+import { policyReadsKv, ROUTER_POLICY_NAMES } from "../../src/routing/index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "plan-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -100,7 +101,6 @@ test("plan --format json: the documented fields, exit 0, values and rules writte
   assert.equal(alert.for, "5m");
   const v = parse(readFileSync(values, "utf8"));
   assert.equal(v.engines.models[0].replicas, 2);
-  // the chart's schema has no hybrid yet: the router gets it as its last --policy
   assert.deepEqual(v.router, { policy: "hybrid" });
   assert.equal(v.engines.kvEvents.enabled, true);
   assert.equal(v.engines.models[0].model, "meta-llama/Llama-3.1-8B-Instruct");
@@ -136,6 +136,25 @@ test(
     assertFitsSchema(parse(readFileSync(values, "utf8")), chart, "values");
   },
 );
+
+test("plan --emit-values writes the pinned policy for every policy the router accepts", async () => {
+  for (const policy of ROUTER_POLICY_NAMES) {
+    const scen = write(
+      `pinned-${policy}.yaml`,
+      SMALL.replace("requests: 48", `requests: 48\n  policy: ${policy}`),
+    );
+    const values = join(dir, `pinned-${policy}.values.yaml`);
+    const r = await capture(() =>
+      plan(["--scenario", scen, "--no-sweep", "--format", "json", "--emit-values", values]),
+    );
+    assert.equal(r.code, 0, `${policy}: ${r.err}`);
+    assert.equal(JSON.parse(r.out).router.policy, policy);
+    const v = parse(readFileSync(values, "utf8"));
+    assert.deepEqual(v.router, { policy });
+    // the engines publish KV events exactly when the policy reads them
+    assert.equal(v.engines.kvEvents.enabled, policyReadsKv(policy), policy);
+  }
+});
 
 test("plan: no HBM monitoring → exit 2 with the reason", async () => {
   const scen = write("nohbm.yaml", SMALL.replace("hbm_monitoring: true", "hbm_monitoring: false"));

@@ -10,6 +10,7 @@ import { logger } from "../../obs/log.js";
 import { nextTurn, waitingSlices, type Cancellable } from "../../tokenizer/index.js";
 import {
   PrefixOracle,
+  policyReadsKv,
   RequestMemo,
   type CacheOracle,
   type CachePrediction,
@@ -125,7 +126,7 @@ export class CacheRouting implements CacheOracle {
   setPolicy(name: string): void {
     this.policyName = name;
     this.mode = name === "prefix" ? "prefix" : name === "kv" ? "kv" : "hybrid";
-    this.readsKv = name === "kv" || name === "hybrid" || name === "predictive";
+    this.readsKv = policyReadsKv(name);
   }
 
   setConfig(cfg: RouterConfig): void {
