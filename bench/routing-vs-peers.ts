@@ -21,7 +21,8 @@ import { runBench, startStack, stop, waitHttp } from "./routing-live.js";
 import { startLogged, vllmRouterBin } from "./peer-tools.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
-const SIM_ARGS = ["--gpu", "l4", "--max-model-len", "16384"];
+const GPU = "l4";
+const SIM_ARGS = ["--gpu", GPU, "--max-model-len", "16384"];
 
 const SHAPES: Record<string, string[]> = {
   "kv-pressure": sharedPrefix(40, 6),
@@ -93,6 +94,8 @@ async function runOnce(shape: string, target: string, round: number): Promise<Fi
     model: MODEL,
     simArgs: SIM_ARGS,
     policy: ours ? target.slice(3) : "round-robin",
+    // the engines' GPU, as `switchyard up --gpu` tells its router (predictive's time model)
+    routerArgs: ["--predictive-gpu", GPU],
     noRouter: !ours,
     routerLogLevel: String(flags["router-log-level"]),
   });
