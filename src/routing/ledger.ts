@@ -86,6 +86,8 @@ export class PrefillLedger {
       let k = 1;
       while (k < n && other[k] === ids[k]) k++;
       if (k > best) best = k;
+      // the whole prompt is shared: no entry can say more
+      if (best === ids.length) break;
     }
     return best;
   }
