@@ -5,6 +5,7 @@ import { sessionKeyFor, workloadFor, type OffloadMode } from "../fleet/build.js"
 import type { FleetReport } from "../fleet/report.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { GPUS } from "../engine/index.js";
+import { policyReadsKv } from "../routing/index.js";
 import {
   breakEven,
   decideAt,
@@ -26,7 +27,7 @@ import {
 } from "./input.js";
 import { SimPool } from "./pool.js";
 import { fleetCost, priceTable, PRICE_SOURCE, usd, type PriceTable } from "./prices.js";
-import { KV_ALERT_THRESHOLD, KV_EVENT_POLICIES, planRefusal, REFUSALS, type Finding } from "./rules.js";
+import { KV_ALERT_THRESHOLD, planRefusal, REFUSALS, type Finding } from "./rules.js";
 import {
   Evaluator,
   label,
@@ -406,7 +407,7 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
         kv_tokens_per_engine: base.capacity.kv_tokens_per_engine,
         kv_gb_per_engine: base.capacity.kv_gb_per_engine,
       },
-      router: routerSection(policy, sessionKeyFor(r, generator), KV_EVENT_POLICIES.has(policy)),
+      router: routerSection(policy, sessionKeyFor(r, generator), policyReadsKv(policy)),
       observability: OBSERVABILITY,
       impact: {
         none: impactOf(d.runs.none, base, false),

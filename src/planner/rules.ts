@@ -2,7 +2,7 @@
 // over the scenario (and, for the selection rules, the simulator's view of the baseline). A finding's
 // reason says which conditions fired, with the numbers that fired them. Tests trigger and miss each.
 import type { ResolvedScenario } from "../fleet/scenario.js";
-import { KV_EVENT_POLICY_NAMES, type PolicyName } from "../routing/index.js";
+import type { PolicyName } from "../routing/index.js";
 
 export interface Finding {
   rule: string;
@@ -245,9 +245,6 @@ export const ROUTER_SELECTIONS = {
     quote: "The scenario pins the router policy (simulation.policy): planned and simulated as pinned.",
   },
 } as const satisfies Record<string, Rule>;
-
-/** policies that need every engine's KV-event channel (`--kv-events-config`, sha256_cbor, PYTHONHASHSEED) */
-export const KV_EVENT_POLICIES: ReadonlySet<string> = new Set(KV_EVENT_POLICY_NAMES);
 
 /**
  * the router policy the plan recommends and simulates: hybrid where a cache can be routed to (≥ 2 engines
