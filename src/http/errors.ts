@@ -14,7 +14,9 @@ export type ErrorType =
   | "InternalServerError"
   | "ServiceUnavailableError"
   | "GatewayTimeoutError"
-  | "BadGatewayError";
+  | "BadGatewayError"
+  /** OpenAI's own type name, which vLLM's Responses API answers some errors with */
+  | "invalid_request_error";
 
 const TYPE_BY_STATUS: Record<number, ErrorType> = {
   400: "BadRequestError",

@@ -254,6 +254,16 @@ export const routerConfigSchema = z.strictObject({
       nonStreaming: z.boolean().default(false),
     })
     .prefault({}),
+  /**
+   * response affinity (docs/router.md): stored Responses API answers live in the memory of the engine
+   * that made them, so the router remembers which engine that was for up to maxIds ids (least
+   * recently used forgotten first; a router group shares them)
+   */
+  responses: z
+    .strictObject({
+      maxIds: z.number().int().min(1).default(100_000),
+    })
+    .prefault({}),
   /** the Gateway API Inference Extension endpoint picker (Envoy ext_proc over gRPC, src/epp); off without a port */
   epp: eppConfigSchema,
   /** API keys, tenants, limits, fair queuing, cache isolation (src/tenancy, docs/security.md); off without keys */

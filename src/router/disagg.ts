@@ -23,6 +23,7 @@ import type { RetryBudget } from "./admission.js";
 import type { RouterConfig } from "./config.js";
 import type { EngineSpec } from "../discovery/types.js";
 import type { RoutedRequest } from "./request.js";
+import { endpointOf } from "./endpoints.js";
 import { discard, type Upstream, type Registry } from "./registry.js";
 import { engineErrorMessage, upstreamAuthorization } from "./upstream-rules.js";
 
@@ -32,8 +33,6 @@ export type EngineRole = "prefill" | "decode" | "both";
 /** role values accepted in config and labels; `mixed` is the Helm chart's name for `both` */
 export const ROLE_NAMES = ["prefill", "decode", "both", "mixed"] as const;
 
-/** The paths whose requests run the two-step flow (vLLM's P/D proxies handle these two). */
-const DISAGG_PATHS = new Set(["/v1/chat/completions", "/v1/completions"]);
 /** bound on a prefill answer (one token; echo or logprobs make it larger) */
 const MAX_PREFILL_ANSWER = 8 * 2 ** 20;
 
@@ -79,11 +78,6 @@ type PrefillResult =
   | { kind: "none" }
   | { kind: "client-error"; error: HttpError }
   | { kind: "retry"; reason: string };
-
-function basePath(path: string): string {
-  const q = path.indexOf("?");
-  return q >= 0 ? path.slice(0, q) : path;
-}
 
 /** The body the prefill engine gets: one token, not streamed, asking to keep the KV for a decode engine. */
 export function prefillBody(parsed: Record<string, unknown>, model: string): Record<string, unknown> {
@@ -179,7 +173,9 @@ export class Disaggregation {
   applies(pr: RoutedRequest): boolean {
     const prefill = this.prefillEngines();
     if (prefill.length === 0) return false;
-    if (!pr.parsed || !Buffer.isBuffer(pr.body) || !DISAGG_PATHS.has(basePath(pr.path))) return false;
+    // the paths that run the two-step flow are the endpoint table's (vLLM's P/D proxies handle two)
+    if (!pr.parsed || !Buffer.isBuffer(pr.body) || !(pr.endpoint ?? endpointOf(pr.path))?.disagg)
+      return false;
     // a client (or another proxy) already speaking the protocol is passed through untouched
     if (pr.parsed.kv_transfer_params !== undefined && pr.parsed.kv_transfer_params !== null) return false;
     const usable = (e: Upstream) =>

@@ -1,8 +1,9 @@
-// The router's edge: one HTTP request in, one routed request (request.ts) out, or one rejection. JSON
-// and multipart bodies go through the same steps in the same order — authenticate (before any body
-// byte is read, so an anonymous client never makes the router buffer one), body, parse, validate,
-// model, prompt budget, admit — and every refusal leaves through one path that counts, logs and
-// answers it in OpenAI's error format.
+// The router's edge: one HTTP request in, one routed request (request.ts) out, or one rejection. JSON,
+// multipart and bodyless requests go through the same steps in the same order — authenticate (before
+// any body byte is read, so an anonymous client never makes the router buffer one), body, parse,
+// validate, model and pin, prompt budget, admit — and every refusal leaves through one path that
+// counts, logs and answers it in OpenAI's error format. What each path is (its body, model, prompt,
+// pin) is the endpoint table's (endpoints.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../http/errors.js";
@@ -20,32 +21,11 @@ import type { RouterMetrics } from "./metrics.js";
 import type { PromptBudget } from "./prompt-budget.js";
 import type { Registry } from "./registry.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
+import type { Endpoint, EndpointMatch } from "./endpoints.js";
+import { responseNotFound, type ResponseAffinity } from "./response-affinity.js";
 
-/** JSON endpoints relayed to an engine serving the body's `model`. */
-export const JSON_ROUTES: ReadonlySet<string> = new Set([
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-  "/v1/responses",
-  "/v1/rerank",
-  "/v2/rerank",
-  "/rerank",
-  "/v1/score",
-  "/score",
-  "/pooling",
-  "/classify",
-  "/tokenize",
-  "/detokenize",
-]);
-/** vLLM picks its only model when these omit `model`; the router does the same when the fleet has one. */
-const MODEL_OPTIONAL = new Set(["/tokenize", "/detokenize", "/pooling", "/classify"]);
-/** not generations: kept out of the generation metrics (switchyard_tokenizer_requests_total) */
-const TOKENIZER_ROUTES = new Set(["/tokenize", "/detokenize"]);
-export const MULTIPART_ROUTES: ReadonlySet<string> = new Set([
-  "/v1/audio/transcriptions",
-  "/v1/audio/translations",
-]);
 const MULTIPART_SNIFF_BYTES = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
 const MODEL_FIELD = /name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n/;
 
 export interface IngressDeps {
@@ -58,6 +38,8 @@ export interface IngressDeps {
   deadlines: DeadlineQueue;
   policyName: () => string;
   accessLog: AccessLog;
+  /** which engine made each stored response (a pinned request goes there) */
+  affinity: ResponseAffinity;
   /** hands an accepted request to the data plane */
   forward: (req: IncomingMessage, res: ServerResponse, pr: RoutedRequest) => Promise<void>;
 }
@@ -109,14 +91,19 @@ export function validateFields(path: string, obj: Record<string, unknown>): void
 export class Ingress {
   constructor(private readonly d: IngressDeps) {}
 
-  /** A JSON body: read whole (bounded), parsed once, validated. */
-  json(req: IncomingMessage, res: ServerResponse, path: string, url: string): Promise<void> {
-    return this.run(req, res, path, url, false);
-  }
-
-  /** A multipart upload streams through: only its head is read, to find the `model` field. */
-  multipart(req: IncomingMessage, res: ServerResponse, path: string, url: string): Promise<void> {
-    return this.run(req, res, path, url, true);
+  /**
+   * A request to a path the endpoint table relays: a JSON body is read whole (bounded), parsed once
+   * and validated; a multipart upload streams through, only its head read to find the `model` field;
+   * a route without a body forwards nothing.
+   */
+  handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    url: string,
+    match: EndpointMatch,
+  ): Promise<void> {
+    return this.run(req, res, path, url, match.endpoint, match.id);
   }
 
   private async run(
@@ -124,8 +111,10 @@ export class Ingress {
     res: ServerResponse,
     path: string,
     url: string,
-    multipart: boolean,
+    ep: Endpoint,
+    pathId: string | undefined,
   ): Promise<void> {
+    const multipart = ep.body === "multipart";
     let tenant: Tenant | undefined;
     let pr: RoutedRequest;
     try {
@@ -134,6 +123,7 @@ export class Ingress {
       if (slo instanceof Error) throw new HttpError(400, slo.message, SLO_HEADER);
       let b: Body;
       if (multipart) b = await this.multipartBody(req);
+      else if (ep.body === "none") b = await this.noBody(req);
       else {
         const body = await this.readJson(req);
         // large bodies are parsed on a worker thread (src/http/json-thread.ts)
@@ -141,7 +131,20 @@ export class Ingress {
         b = jsonStep(path, body, parsed instanceof Promise ? await parsed : parsed);
       }
       const obj = b.parsed;
-      const model = this.model(b.model, multipart || MODEL_OPTIONAL.has(path), multipart);
+      const pinId =
+        ep.pin === "path-id"
+          ? pathId
+          : ep.pin === "previous-response-id" && typeof obj?.previous_response_id === "string"
+            ? obj.previous_response_id
+            : undefined;
+      const home = pinId !== undefined ? this.d.affinity.home(pinId) : undefined;
+      const model = ep.modelless
+        ? this.anyModel(home?.model)
+        : this.model(b.model, multipart || ep.modelOptional, multipart);
+      // an id the router never saw, among several engines: which one holds it cannot be known, and
+      // one that does not would answer without the history (vLLM's own 404 says what happened)
+      if (pinId !== undefined && home === undefined && this.candidates(ep.modelless ? undefined : model) > 1)
+        throw responseNotFound(pinId);
       // an alias: the engine only knows the target name, so this (rare) request is re-serialised
       let mutated = obj !== undefined && b.model !== undefined && model !== b.model;
       if (mutated) obj!.model = model;
@@ -149,7 +152,7 @@ export class Ingress {
       const workBegan = performance.now();
       if (obj) {
         // the connection, not the response: a pipelined request's response has no socket of its own
-        const counting = this.d.budget.check(path, model, obj, workBegan, req.socket);
+        const counting = this.d.budget.check(ep, model, obj, workBegan, req.socket);
         if (counting !== undefined) {
           promptTokens = await counting;
           // gone after the counting's last look (it stops at its next slice or worker chunk once the
@@ -166,6 +169,9 @@ export class Ingress {
       }
       pr = {
         path: url,
+        endpoint: ep,
+        method: req.method === "GET" ? "GET" : "POST",
+        pin: home && pinId !== undefined ? { id: pinId, engine: home.engine } : undefined,
         model,
         stream: obj?.stream === true,
         sessionKey: this.sessionKey(req, obj),
@@ -175,13 +181,13 @@ export class Ingress {
         clientAuthorization: tenant ? undefined : req.headers.authorization,
         tenant: admitted?.request,
         flow: flowOf(tenant),
-        generation: !TOKENIZER_ROUTES.has(path),
+        generation: ep.counted === "requests",
         promptTokens: promptTokens && promptTokens.length > 0 ? promptTokens : undefined,
         workBegan,
         sloTtftMs: slo,
       };
     } catch (err) {
-      return this.reject(req, res, path, tenant, err);
+      return this.reject(req, res, path, ep, tenant, err);
     }
     return this.d.forward(req, res, pr);
   }
@@ -191,6 +197,7 @@ export class Ingress {
     req: IncomingMessage,
     res: ServerResponse,
     path: string,
+    ep: Endpoint,
     tenant: Tenant | undefined,
     err: unknown,
   ): void {
@@ -208,7 +215,7 @@ export class Ingress {
     }
     lingerAfterRefusal(req, res);
     if (err.status !== 429 && err.status !== 503) this.d.gate.refused(tenant, err.status);
-    if (TOKENIZER_ROUTES.has(path)) this.d.metrics.countUnlisted(path, err.status);
+    if (ep.counted !== "requests") this.d.metrics.countUnlisted(ep.path, err.status, ep.counted);
     else this.d.metrics.countRequest("none", "none", err.status, this.d.policyName());
     this.d.accessLog.rejected(req, path, err.status, tenant?.name, err.message);
     sendError(res, err);
@@ -218,6 +225,16 @@ export class Ingress {
   private readJson(req: IncomingMessage): Promise<Buffer> {
     const lim = this.d.config().limits;
     return readRequestBody(req, lim.maxBodyBytes, { queue: this.d.deadlines, ms: lim.bodyIdleTimeout });
+  }
+
+  /** A route without a body: a GET forwards none; a POST's bytes (if any) are read, bounded, and passed on. */
+  private async noBody(req: IncomingMessage): Promise<Body> {
+    if (req.method === "GET") {
+      req.resume();
+      return { model: undefined, body: EMPTY, bytes: 0 };
+    }
+    const body = await this.readJson(req);
+    return { model: undefined, body, bytes: body.length };
   }
 
   private async multipartBody(req: IncomingMessage): Promise<Body> {
@@ -285,6 +302,28 @@ export class Ingress {
     }
     if (!this.d.registry.knowsModel(model)) throw modelNotFound(model);
     return model;
+  }
+
+  /**
+   * The model of a request that names none (a stored response's, or /version): the pinned response's
+   * model, else the fleet's only one, else any engine's; 503 when no engine serves anything yet.
+   */
+  private anyModel(pinned: string | undefined): string {
+    if (pinned) return pinned;
+    const only = this.soleModel();
+    if (only !== undefined) return only;
+    for (const e of this.d.registry.engines.values())
+      if (e.healthy && !e.draining) for (const m of e.view.models) return m;
+    for (const e of this.d.registry.engines.values()) for (const m of e.view.models) return m;
+    throw new HttpError(503, "no engine serves a model yet; retry later", null, { "retry-after": "1" });
+  }
+
+  /** Engines a request could go to: those serving `model` (any model when undefined), not draining. */
+  private candidates(model: string | undefined): number {
+    let n = 0;
+    for (const e of this.d.registry.engines.values())
+      if (!e.draining && (model === undefined || e.view.models.has(model))) n++;
+    return n;
   }
 
   /** The only model name in the fleet, when there is exactly one. */

@@ -173,6 +173,8 @@ export interface EngineGaugeSource {
   queueDepth(): number;
   /** the span exporter when tracing is on */
   tracing?(): { exported: number; dropped: Record<string, number> } | undefined;
+  /** response affinity (response-affinity.ts): ids remembered, and dropped to stay within the cap */
+  responseIds?(): { size: number; evictions: number };
 }
 
 export class RouterMetrics {
@@ -238,6 +240,12 @@ export class RouterMetrics {
     "Requests to the tokenizer endpoints (/tokenize, /detokenize), by route and HTTP status; not in switchyard_requests_total",
     ["route", "status"] as const,
   );
+  /** the relayed routes that neither infer nor tokenize (endpoints.ts: counted "other") */
+  readonly otherRequests = new CounterFamily(
+    "switchyard_other_requests_total",
+    "Requests to relayed routes that generate nothing (render, stored responses, count_tokens, /version, ...), by route (the path as vLLM declares it) and HTTP status; not in switchyard_requests_total",
+    ["route", "status"] as const,
+  );
   /** streams that broke off mid-response, by model, why, and what became of them */
   readonly migrations = new CounterFamily(
     "switchyard_migrations_total",
@@ -300,6 +308,7 @@ export class RouterMetrics {
       this.connectionsDropped,
       this.accessLinesSkipped,
       this.tokenizerRequests,
+      this.otherRequests,
       this.migrations,
       this.migrationGap,
       this.claimWait,
@@ -422,6 +431,24 @@ export class RouterMetrics {
         if (t) for (const [reason, n] of Object.entries(t.dropped)) this.inc({ reason }, n);
       },
     });
+    const ids = () => source.responseIds?.() ?? { size: 0, evictions: 0 };
+    new Gauge({
+      name: "switchyard_response_affinity_ids",
+      help: "Response ids the router remembers with the engine that made them (stored responses' follow-ups go there)",
+      registers: [r],
+      collect() {
+        this.set(ids().size);
+      },
+    });
+    new Counter({
+      name: "switchyard_response_affinity_evictions_total",
+      help: "Response ids forgotten to stay within responses.maxIds (least recently used first); a follow-up naming one gets 404",
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(ids().evictions);
+      },
+    });
     new Gauge({
       name: "switchyard_queue_depth",
       help: "Requests waiting in the router's admission queue",
@@ -449,10 +476,15 @@ export class RouterMetrics {
     this.migrations.child(model, reason, outcome).value++;
   }
 
-  /** Counts one answered tokenizer-endpoint request (not a generation: no TTFT, no requests_total). */
-  countUnlisted(path: string, status: number): void {
-    const q = path.indexOf("?");
-    this.tokenizerRequests.child(q >= 0 ? path.slice(0, q) : path, statusText(status)).value++;
+  /**
+   * Counts one answered request outside the generation metrics (no TTFT, no requests_total): the
+   * tokenizer routes, or the others that generate nothing; `route` is the path as the endpoint table
+   * declares it (`/v1/responses/{id}`), so ids never become labels.
+   */
+  countUnlisted(route: string, status: number, family: "tokenizer" | "other" = "tokenizer"): void {
+    const q = route.indexOf("?");
+    const f = family === "tokenizer" ? this.tokenizerRequests : this.otherRequests;
+    f.child(q >= 0 ? route.slice(0, q) : route, statusText(status)).value++;
   }
 
   /** Counts one answered request; the child per label set is cached by the family. */

@@ -8,6 +8,7 @@
 // documented list in docs/reliability.md.
 import type { MigrationLedger, GenerationKind } from "./migration-ledger.js";
 import type { RoutedRequest } from "./request.js";
+import { endpointOf } from "./endpoints.js";
 
 /**
  * Why a stream broke off after its first byte: the engine's connection was lost or closed before
@@ -59,11 +60,6 @@ export type Continuation =
   | { kind: "end"; finish: string }
   | { kind: "refused"; why: string };
 
-const KIND: Record<string, GenerationKind> = {
-  "/v1/chat/completions": "chat",
-  "/v1/completions": "completion",
-};
-
 const RETURN_TOKEN_IDS = Buffer.from(',"return_token_ids":true');
 const AS_STREAM = Buffer.from(',"stream":true,"stream_options":{"include_usage":true}');
 
@@ -91,7 +87,8 @@ export function planMigration(
   pr: RoutedRequest,
   nonStreaming = false,
 ): MigrationPlan | string | undefined {
-  const kind = KIND[route];
+  // which routes continue, and as what, is the endpoint table's (endpoints.ts)
+  const kind: GenerationKind | undefined = (pr.endpoint ?? endpointOf(route))?.migrates;
   if (kind === undefined || (!pr.stream && !nonStreaming)) return undefined;
   const p = pr.parsed;
   if (!p || !Buffer.isBuffer(pr.body)) return "the request body streams through the router";

@@ -2,7 +2,8 @@
 //
 // Routing needs at most `max_model_len` tokens of a prompt (the engine announces it in /v1/models),
 // and tokenising a megabyte prompt in one go held the router's loop for seconds (and its /health with
-// it). So for chat and completion prompts over PROMPT_CHECK_CHARS characters, the ingress tokenises
+// it). So for generation prompts (chat, completion, and Messages and Responses conversations, found
+// where the endpoint table says) over PROMPT_CHECK_CHARS characters, the ingress tokenises
 // here with the engine's own tokenizer (src/tokenizer, the same ids the sim computes) in slices between
 // turns of the event loop; a prompt that cannot fit gets vLLM's 400 text at once, and one that fits is
 // routed by those ids (cache-aware routing hashes them rather than tokenising again on the loop).
@@ -29,6 +30,7 @@ import {
 import { logger } from "../obs/log.js";
 import type { RouterConfig } from "./config.js";
 import type { ModelCard, Registry } from "./registry.js";
+import { routingInput, type Endpoint, type RoutingInput } from "./endpoints.js";
 
 const log = logger("router.prompt");
 
@@ -39,14 +41,11 @@ const MAX_TOKENIZERS = 1024;
  * from which exact counting moves to the tokenizer's worker thread and costs tenths of a second) */
 export const FLOOR_FIRST_CHARS = 262_144;
 
-const CHAT = "/v1/chat/completions";
-const COMPLETIONS = "/v1/completions";
-
 /** Characters of the prompt text, without building it. */
-function promptChars(path: string, obj: Record<string, unknown>): number {
+function promptChars(input: RoutingInput): number {
   let n = 0;
-  if (path === CHAT) {
-    for (const m of obj.messages as unknown[]) {
+  if (input.messages) {
+    for (const m of input.messages) {
       const c = (m as { content?: unknown } | null)?.content;
       if (typeof c === "string") n += c.length;
       else if (Array.isArray(c))
@@ -57,15 +56,19 @@ function promptChars(path: string, obj: Record<string, unknown>): number {
     }
     return n;
   }
-  const p = obj.prompt;
+  const p = input.prompt;
   if (typeof p === "string") return p.length;
   if (Array.isArray(p)) for (const x of p) if (typeof x === "string") n += x.length;
   return n;
 }
 
-function basePath(path: string): string {
-  const q = path.indexOf("?");
-  return q >= 0 ? path.slice(0, q) : path;
+/** The output the request reserves, as vLLM reads it for the endpoint's body (null: none set). */
+function maxTokensOf(ep: Endpoint, chat: boolean, obj: Record<string, unknown>): number | null {
+  if (ep.prompt === "responses") return numberOr(obj.max_output_tokens, null);
+  if (ep.prompt === "token-ids")
+    return numberOr((obj.sampling_params as { max_tokens?: unknown } | null | undefined)?.max_tokens, null);
+  if (!chat) return numberOr(obj.max_tokens, 16);
+  return numberOr(obj.max_completion_tokens, numberOr(obj.max_tokens, null));
 }
 
 export class PromptBudget {
@@ -91,7 +94,7 @@ export class PromptBudget {
   }
 
   /**
-   * Checks a chat or completion prompt that is long enough to matter. Returns undefined when there is
+   * Checks a generation prompt that is long enough to matter. Returns undefined when there is
    * nothing to do (short, not a prompt path, no tokenizer), else a promise of the first prompt's ids
    * for routing; throws (or rejects with) vLLM's 400 when the prompt cannot fit. `since`: when the
    * request's work began, its place in the line of sliced work (src/tokenizer/turns.ts). Once the
@@ -99,29 +102,29 @@ export class PromptBudget {
    * at its next slice instead of running the rest for nobody.
    */
   check(
-    url: string,
+    ep: Endpoint,
     model: string,
     obj: Record<string, unknown>,
     since: number,
     connection: { readonly destroyed: boolean },
   ): Promise<number[]> | undefined {
-    const path = basePath(url);
-    if (path !== CHAT && path !== COMPLETIONS) return undefined;
-    const chat = path === CHAT;
-    const ids = !chat && Array.isArray(obj.prompt) && typeof obj.prompt[0] !== "string";
+    // generation prompts only: the tokenizer and render routes answer without a context to fit in
+    if (!ep.generates || ep.prompt === "none") return undefined;
+    const input = routingInput(ep, obj);
+    const chat = input.messages !== undefined;
+    if (!chat && input.prompt === undefined) return undefined;
+    const ids = !chat && Array.isArray(input.prompt) && typeof input.prompt[0] !== "string";
     // the common case, a short text prompt, costs a length sum and nothing else
-    if (!ids && promptChars(path, obj) <= PROMPT_CHECK_CHARS) return undefined;
+    if (!ids && promptChars(input) <= PROMPT_CHECK_CHARS) return undefined;
     const maxLen = this.registry.maxModelLen(model);
-    const maxTokens = chat
-      ? numberOr(obj.max_completion_tokens, numberOr(obj.max_tokens, null))
-      : numberOr(obj.max_tokens, 16);
+    const maxTokens = maxTokensOf(ep, chat, obj);
     if (ids) {
-      if (maxLen !== undefined) this.checkIdPrompts(obj.prompt, maxLen, maxTokens);
+      if (maxLen !== undefined) this.checkIdPrompts(input.prompt, maxLen, maxTokens);
       return undefined;
     }
     const tk = this.tokenizerFor(model);
     if (!tk) return undefined;
-    return this.count(tk, chat, obj, maxLen, maxTokens, since, {
+    return this.count(tk, input, obj, maxLen, maxTokens, since, {
       get cancelled() {
         return connection.destroyed;
       },
@@ -140,7 +143,7 @@ export class PromptBudget {
 
   private async count(
     tk: Tokenizer,
-    chat: boolean,
+    input: RoutingInput,
     obj: Record<string, unknown>,
     maxLen: number | undefined,
     maxTokens: number | null,
@@ -149,7 +152,7 @@ export class PromptBudget {
   ): Promise<number[]> {
     // routing needs no more than the context's tokens: the rest is counted, not kept
     const keep = maxLen ?? Infinity;
-    const prompt = promptTexts(tk, chat, obj);
+    const prompt = promptTexts(tk, input, obj);
     if (!prompt) return [];
     // every slice of this request's counting keeps the request's place in line (src/tokenizer/turns.ts)
     // a prompt too long to count cheaply is first held against a floor on its count: one that
@@ -215,11 +218,11 @@ export class PromptBudget {
  */
 function promptTexts(
   tk: Tokenizer,
-  chat: boolean,
+  input: RoutingInput,
   obj: Record<string, unknown>,
 ): { texts: string[]; addSpecialTokens: boolean } | undefined {
-  if (!chat) {
-    const p = obj.prompt;
+  if (!input.messages) {
+    const p = input.prompt;
     return {
       texts: typeof p === "string" ? [p] : (p as unknown[]).filter((x): x is string => typeof x === "string"),
       addSpecialTokens: typeof obj.add_special_tokens === "boolean" ? obj.add_special_tokens : true,
@@ -228,7 +231,7 @@ function promptTexts(
   const gen = typeof obj.add_generation_prompt === "boolean" ? obj.add_generation_prompt : true;
   try {
     return {
-      texts: [tk.applyChatTemplate(obj.messages as ChatMessage[], { addGenerationPrompt: gen })],
+      texts: [tk.applyChatTemplate(input.messages as ChatMessage[], { addGenerationPrompt: gen })],
       addSpecialTokens: false,
     };
   } catch (err) {

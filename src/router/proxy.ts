@@ -46,6 +46,7 @@ import { modelNotFound, type RoutedRequest } from "./request.js";
 import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
 import { WorkCancelled, type Cancellable } from "../tokenizer/index.js";
 import type { AccessLog } from "./access-log.js";
+import { responseNotFound, type ResponseAffinity } from "./response-affinity.js";
 
 const log = logger("router.proxy");
 
@@ -75,6 +76,8 @@ export interface ProxyDeps {
    */
   hashAhead?:
     ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
+  /** which engine made each stored response: learned from answers, read by pinned requests */
+  affinity?: ResponseAffinity | undefined;
   /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
   onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
 }
@@ -151,6 +154,7 @@ export class Proxy implements AttemptHost {
       this.deadlines.arm(ctx.keepAlive, cfg.timeouts.keepAlive, now);
     if (pr.generation && cfg.migration.enabled && (pr.stream || cfg.migration.nonStreaming))
       this.migrations.plan(ctx, cfg.migration.nonStreaming);
+    if (ctx.endpoint?.remembers && this.d.affinity) ctx.watchResponseId();
     return this.run(ctx, cfg);
   }
 
@@ -168,7 +172,9 @@ export class Proxy implements AttemptHost {
     (res as WithContext)[CONTEXT] = undefined;
     metrics.inFlight--;
     const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
+    const ep = ctx.endpoint;
     if (pr.generation) metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
+    else if (ep) metrics.countUnlisted(ep.path, status, ep.counted === "other" ? "other" : "tokenizer");
     else metrics.countUnlisted(pr.path, status);
     const seconds = (performance.now() - ctx.started) / 1000;
     ctx.series.e2e.observe(seconds);
@@ -209,6 +215,14 @@ export class Proxy implements AttemptHost {
   private acquire(ctx: RequestContext, holder: ClaimHolder = ctx): Upstream | Promise<Upstream> {
     const reg = this.d.registry;
     const now = performance.now();
+    const pin = ctx.pr.pin;
+    if (pin !== undefined) {
+      // the engine holding the response, or nobody: another would answer without the history
+      const e = reg.engines.get(pin.engine);
+      if (!e || e.draining || !e.healthy || ctx.view.exclude?.has(e.url)) throw responseNotFound(pin.id);
+      reg.takeSlot(e, now);
+      return e;
+    }
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
@@ -320,6 +334,10 @@ export class Proxy implements AttemptHost {
     return picked!;
   }
 
+  responseId(c: AttemptContext, e: Upstream, id: string): void {
+    this.d.affinity?.remember(id, e.url, c.pr.model);
+  }
+
   answerHeld(c: AttemptContext, seconds: number): void {
     this.d.metrics.claimHeld.child(c.pr.model).observe(seconds);
   }
@@ -370,7 +388,8 @@ export class Proxy implements AttemptHost {
         ctx.upstreamBody = plan && Buffer.isBuffer(body) ? firstBody(body, plan) : body;
       }
       const replayable = Buffer.isBuffer(ctx.pr.body);
-      const maxAttempts = replayable ? cfg.retry.maxAttempts : 1;
+      // a pinned request has one engine to try
+      const maxAttempts = replayable && ctx.pr.pin === undefined ? cfg.retry.maxAttempts : 1;
       let last: RetryOutcome | undefined;
       // tries on engines since the request (or its last migration) started
       let tries = 0;
@@ -474,6 +493,8 @@ export class Proxy implements AttemptHost {
       res.end(last.body);
       return;
     }
+    // the engine holding a stored response cannot be reached: for the client the response is gone
+    if (ctx.onlyConnectFailures && ctx.pr.pin) return this.fail(ctx, responseNotFound(ctx.pr.pin.id));
     if (ctx.onlyConnectFailures) {
       // nothing reached an engine: the fleet is down or unreachable, which is what 503 says
       const tried = ctx.attempts === 1 ? "its engine" : `any of the ${ctx.attempts} engines tried`;

@@ -17,6 +17,8 @@ import type { ClaimHolder } from "./slot-arbiter.js";
 import type { Upstream } from "./registry.js";
 import { RequestTrace } from "./request-trace.js";
 import type { RoutedRequest } from "./request.js";
+import { endpointOf, routingInput, type Endpoint } from "./endpoints.js";
+import { ResponseIdScan } from "./response-affinity.js";
 
 const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
@@ -88,6 +90,10 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   readonly series: ModelSeries;
   /** spans of this request; undefined with tracing off */
   readonly trace: RequestTrace | undefined;
+  /** what the router knows of the request's path (undefined: a path no table row describes) */
+  readonly endpoint: Endpoint | undefined;
+  /** a Responses answer whose id is still to be read off the bytes relayed (response affinity) */
+  responseScan: ResponseIdScan | undefined;
 
   constructor(
     readonly req: IncomingMessage,
@@ -103,20 +109,32 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     const rid = req.headers["x-request-id"];
     this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : newRequestId();
     const tokens = pr.promptTokens;
+    const ep = pr.endpoint ?? endpointOf(pr.path);
+    this.endpoint = ep;
+    // chat messages, a prompt or token ids, wherever the endpoint keeps them (Messages and Responses
+    // bodies as the chat messages vLLM renders them as)
+    const input = tokens ? undefined : routingInput(ep, pr.parsed);
     this.view = {
       model: pr.model,
       seq: seq++ & 0x3fffffff,
       sessionKey: pr.sessionKey,
       // ids computed off the loop by the ingress: routing hashes them instead of tokenising again
-      prompt: tokens ?? pr.parsed?.prompt,
-      messages: tokens ? undefined : pr.parsed?.messages,
+      prompt: tokens ?? input?.prompt,
+      messages: input?.messages,
       body: pr.parsed,
       exclude: NO_EXCLUDE,
       sloTtftMs: pr.sloTtftMs,
     };
     this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
-    this.trace = tracer ? new RequestTrace(tracer, req, pr.path, pr.model, pr.stream, pr.parsed) : undefined;
+    this.trace = tracer
+      ? new RequestTrace(tracer, req, pr.path, ep?.trace, pr.model, pr.stream, pr.parsed)
+      : undefined;
     this.upstreamBody = pr.body;
+  }
+
+  /** Its answer carries a response id to remember with the engine that made it. */
+  watchResponseId(): void {
+    this.responseScan = new ResponseIdScan();
   }
 
   /** The number of times this request moved to another engine mid-stream (the access log). */

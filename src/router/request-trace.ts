@@ -6,13 +6,6 @@
 import type { IncomingMessage } from "node:http";
 import { SPAN_KIND, STATUS, parseTraceparent, type Span, type Tracer } from "../obs/tracing.js";
 
-const OPERATION: Record<string, string> = {
-  "/v1/chat/completions": "chat",
-  "/v1/completions": "text_completion",
-  "/v1/embeddings": "embeddings",
-  "/v1/responses": "chat",
-};
-
 /** Response bytes kept to find `usage` in a non-streamed body; larger bodies go unread. */
 const MAX_JSON_BODY = 4 * 2 ** 20;
 /** An SSE event longer than this is skipped for usage. */
@@ -57,17 +50,21 @@ export class RequestTrace {
   private jsonSize = 0;
   private sse = "";
   private sawSse = false;
+  private readonly method: string;
 
   constructor(
     tracer: Tracer,
     req: IncomingMessage,
     private readonly path: string,
+    /** gen_ai.operation.name: the endpoint table's (endpoints.ts) */
+    operation: string | undefined,
     model: string,
     stream: boolean,
     parsed: Record<string, unknown> | undefined,
   ) {
     const route = path.split("?", 1)[0]!;
-    const op = OPERATION[route] ?? route.replace(/^\/(v\d\/)?/, "");
+    this.method = req.method ?? "POST";
+    const op = operation ?? route.replace(/^\/(v\d\/)?/, "");
     const s = tracer.startSpan(`${op} ${model}`, SPAN_KIND.server, parseTraceparent(req.headers.traceparent));
     s.setAttribute("gen_ai.operation.name", op)
       .setAttribute("gen_ai.system", "vllm")
@@ -91,7 +88,7 @@ export class RequestTrace {
   attempt(engineUrl: string, n: number): Span {
     this.attemptSpan?.end();
     const u = new URL(engineUrl);
-    const a = this.span.child(`POST ${this.path.split("?", 1)[0]}`, SPAN_KIND.client);
+    const a = this.span.child(`${this.method} ${this.path.split("?", 1)[0]}`, SPAN_KIND.client);
     a.setAttribute("server.address", u.hostname)
       .setAttribute("server.port", Number(u.port) || 80)
       .setAttribute("switchyard.engine", engineUrl)

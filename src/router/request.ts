@@ -4,12 +4,22 @@
 import type { Readable } from "node:stream";
 import { HttpError } from "../http/errors.js";
 import type { QueueFlow } from "./admission.js";
+import type { Endpoint } from "./endpoints.js";
 import type { TenantRequest } from "../tenancy/request.js";
 
 /** Everything the data plane knows about one client request. */
 export interface RoutedRequest {
   /** path and query as the client sent them */
   path: string;
+  /** what the router knows of the path (endpoints.ts); absent in requests built by tests: looked up */
+  endpoint?: Endpoint | undefined;
+  /** GET, or POST (every body-carrying route) */
+  method?: "GET" | "POST" | undefined;
+  /**
+   * the engine that holds the state this request needs (a stored response): the request goes there
+   * and nowhere else (response-affinity.ts)
+   */
+  pin?: { id: string; engine: string } | undefined;
   /** the served model (aliases already resolved) */
   model: string;
   stream: boolean;

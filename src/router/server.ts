@@ -20,7 +20,9 @@ import { logger } from "../obs/log.js";
 import { TenancyState } from "../tenancy/state.js";
 import { RouterGate } from "../tenancy/router-gate.js";
 import { AccessLog } from "./access-log.js";
-import { Ingress, JSON_ROUTES, MULTIPART_ROUTES } from "./ingress.js";
+import { Ingress } from "./ingress.js";
+import { matchEndpoint } from "./endpoints.js";
+import { ResponseAffinity } from "./response-affinity.js";
 import { PromptBudget } from "./prompt-budget.js";
 import { listenOnSockets, type Listening } from "./accept.js";
 import { EngineDrains } from "./migration-drain.js";
@@ -80,6 +82,8 @@ export class Router {
   private readonly prompts: PromptBudget;
   /** engines draining: the deadline after which their requests in flight move elsewhere */
   private readonly drains: EngineDrains;
+  /** which engine made each stored response (response-affinity.ts); a router group shares it */
+  readonly affinity: ResponseAffinity;
   /** set once a drain starts: /ready answers 503 and responses close their connections */
   draining = false;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
@@ -129,7 +133,9 @@ export class Router {
         }
       },
       queueDepth: () => this.queue.depth,
+      responseIds: () => ({ size: this.affinity.size, evictions: this.affinity.evictions }),
     });
+    this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
     const m = this.metrics;
     this.gate = new RouterGate(this.tenancy, {
@@ -164,6 +170,7 @@ export class Router {
         metrics: this.metrics.registry,
       }),
       hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
+      affinity: this.affinity,
       onRouted: (req, res, view, engineUrl) => {
         if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
         res.setHeader(
@@ -182,6 +189,7 @@ export class Router {
       deadlines: this.proxy.deadlines,
       policyName: () => this.policy.name,
       accessLog: this.accessLog,
+      affinity: this.affinity,
       forward: (req, res, pr) => this.proxy.handle(req, res, pr),
     });
     this.drains = new EngineDrains({
@@ -296,6 +304,7 @@ export class Router {
     this.policy = this.makePolicy(cfg);
     this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
+    this.affinity.setCap(cfg.responses.maxIds);
     this.registry.setConfig(cfg);
     this.discovery.update(engineSpecs(cfg));
     log.info({ backends: cfg.backends.length, policy: cfg.policy }, "configuration applied");
@@ -362,9 +371,13 @@ export class Router {
     const path = q >= 0 ? url.slice(0, q) : url;
     // draining: finish this response, then close the connection so the client reconnects elsewhere
     if (this.draining) res.setHeader("connection", "close");
-    if (req.method === "POST") {
-      if (JSON_ROUTES.has(path)) return this.ingress.json(req, res, path, url);
-      if (MULTIPART_ROUTES.has(path)) return this.ingress.multipart(req, res, path, url);
+    // what each path is, and whether it is relayed, is the endpoint table's (endpoints.ts)
+    const m = matchEndpoint(path);
+    const method = req.method;
+    if (m?.endpoint.served === "relay" && (method === "POST" || method === "GET")) {
+      if (m.endpoint.methods.includes(method)) return this.ingress.handle(req, res, path, url, m);
+    } else if (method === "POST") {
+      if (path === "/ping") return this.ready(res);
       if (path === "/admin/reload" || path === "/admin/drain") return this.handleAdmin(req, res, path);
       if (path === "/admin/engines/drain" || path === "/admin/engines/undrain")
         return this.handleEngineDrain(req, res, path === "/admin/engines/drain");
@@ -374,10 +387,10 @@ export class Router {
           res.writeHead(200, { "content-length": 0 });
           return void res.end();
         case "/ready":
-          if (this.draining)
-            return sendError(res, new HttpError(503, "router is draining", null, { "retry-after": "1" }));
-          if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
-          return sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
+        case "/ping":
+          return this.ready(res);
+        case "/load":
+          return this.json(res, 200, { server_load: this.metrics.inFlight });
         case "/v1/models":
           try {
             this.gate.authenticate(req);
@@ -397,13 +410,27 @@ export class Router {
       }
     }
     req.resume();
-    if (JSON_ROUTES.has(path) || MULTIPART_ROUTES.has(path) || path === "/v1/models") {
+    if (m?.endpoint.served === "engine-only")
+      return sendError(
+        res,
+        404,
+        `${path} acts on one engine: send it to that engine itself (GET /engines lists them)`,
+      );
+    if (m !== undefined) {
       return sendError(
         res,
         new HttpError(405, `method ${req.method} not allowed on ${path}`, null, {}, "BadRequestError"),
       );
     }
     sendError(res, 404, `no route for ${req.method} ${path}`);
+  }
+
+  /** /ready and SageMaker's /ping: 200 while an engine is ready and the router is not draining. */
+  private ready(res: ServerResponse): void {
+    if (this.draining)
+      return sendError(res, new HttpError(503, "router is draining", null, { "retry-after": "1" }));
+    if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
+    sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
   }
 
   private async serveMetrics(res: ServerResponse): Promise<void> {

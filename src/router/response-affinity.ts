@@ -1,0 +1,122 @@
+// Response affinity: which engine made each Responses API answer. vLLM keeps a stored response
+// (`VLLM_ENABLE_RESPONSES_API_STORE=1`) in the memory of the engine that made it, so a
+// `GET /v1/responses/{id}`, a `POST /v1/responses/{id}/cancel` or a follow-up naming it as
+// `previous_response_id` must reach that engine: any other answers 404, or worse, nothing tells the
+// client its history was not there. Routed by load, such a follow-up found its response on one
+// engine out of N.
+//
+// The id is read off the answer as it is relayed (the JSON body's `id`, or the `response.created`
+// event's `response.id`), within its first bytes; the map is an LRU with a cap. A router group
+// (`--workers`, `peers:`) shares what each process learns (src/router/cluster), so a follow-up may
+// arrive at any of them.
+import { LruMap } from "../collections/lru-map.js";
+import { HttpError } from "../http/errors.js";
+
+/** Where a response was made: its engine, and the model it was asked of (for the follow-up's metrics). */
+export interface ResponseHome {
+  engine: string;
+  model: string;
+}
+
+/** One learned id, as the processes of a router group tell each other. */
+export type ResponseLink = [id: string, engine: string, model: string];
+
+/** Links one report may carry; beyond, the oldest are dropped (a follow-up then finds no home: 404). */
+const MAX_LINKS_PER_BATCH = 4096;
+
+export class ResponseAffinity {
+  private readonly homes = new LruMap<string, ResponseHome>();
+  private outgoing: ResponseLink[] = [];
+  /** ids dropped to keep within the cap */
+  evictions = 0;
+  /** called when the first link of a batch is ready to send (router groups schedule a report) */
+  onLearned: (() => void) | undefined;
+  /** whether this process sends what it learns to others (a router group) */
+  sharing = false;
+
+  constructor(private cap: number) {}
+
+  get size(): number {
+    return this.homes.size;
+  }
+
+  setCap(cap: number): void {
+    this.cap = cap;
+    this.trim();
+  }
+
+  /** The engine that made response `id`, made the most recently used; undefined when unknown. */
+  home(id: string): ResponseHome | undefined {
+    return this.homes.use(id);
+  }
+
+  /** A response made here: remembered, and told to the rest of the group. */
+  remember(id: string, engine: string, model: string): void {
+    this.learn(id, engine, model);
+    if (!this.sharing) return;
+    if (this.outgoing.length === 0) this.onLearned?.();
+    if (this.outgoing.length >= MAX_LINKS_PER_BATCH) this.outgoing.shift();
+    this.outgoing.push([id, engine, model]);
+  }
+
+  /** What this process learned since the last call (for the group). */
+  take(): ResponseLink[] {
+    const out = this.outgoing;
+    if (out.length > 0) this.outgoing = [];
+    return out;
+  }
+
+  /** Others' responses (never sent on again). */
+  apply(links: readonly ResponseLink[]): void {
+    let n = 0;
+    for (const l of links) {
+      if (++n > MAX_LINKS_PER_BATCH) break;
+      if (Array.isArray(l) && typeof l[0] === "string" && typeof l[1] === "string")
+        this.learn(l[0], l[1], typeof l[2] === "string" ? l[2] : "");
+    }
+  }
+
+  private learn(id: string, engine: string, model: string): void {
+    this.homes.set(id, { engine, model });
+    this.trim();
+  }
+
+  private trim(): void {
+    while (this.homes.size > this.cap && this.homes.shift()) this.evictions++;
+  }
+}
+
+/** vLLM's answer for a response id it does not hold (entrypoints/openai, responses serving). */
+export function responseNotFound(id: string): HttpError {
+  return new HttpError(
+    404,
+    `Response with id '${id}' not found.`,
+    "response_id",
+    {},
+    "invalid_request_error",
+  );
+}
+
+/** vLLM's response ids; output items inside an answer have other prefixes (msg_, rs_, fc_) */
+const RESPONSE_ID = /"id"\s*:\s*"(resp_[^"\\]{1,256})"/;
+/** the id comes first in vLLM's answer and its first event: past this much, it is not coming */
+const MAX_SCAN_CHARS = 64 * 1024;
+/** characters kept from the last chunk, so an id split between two chunks is still found */
+const OVERLAP = 300;
+
+/** Reads a Responses answer's id off the bytes relayed, JSON or event stream, within its first 64 KiB. */
+export class ResponseIdScan {
+  private carry = "";
+  private seen = 0;
+
+  /** The id once found; null once it cannot be found any more; undefined: keep feeding. */
+  feed(chunk: Buffer): string | null | undefined {
+    const text = this.carry + chunk.toString("utf8", 0, Math.min(chunk.length, MAX_SCAN_CHARS));
+    const m = RESPONSE_ID.exec(text);
+    if (m) return m[1]!;
+    this.seen += chunk.length;
+    if (this.seen >= MAX_SCAN_CHARS) return null;
+    this.carry = text.length > OVERLAP ? text.slice(text.length - OVERLAP) : text;
+    return undefined;
+  }
+}
