@@ -304,7 +304,8 @@ export function matchEndpoint(path: string): EndpointMatch | undefined {
   for (const p of WITH_ID) {
     const end = path.length - p.after.length;
     if (end <= p.before.length || !path.startsWith(p.before) || !path.endsWith(p.after)) continue;
-    if (path.indexOf("/", p.before.length) < end) continue;
+    const slash = path.indexOf("/", p.before.length);
+    if (slash >= 0 && slash < end) continue;
     return { endpoint: p.endpoint, id: decodeSegment(path.slice(p.before.length, end)) };
   }
   return undefined;
