@@ -5,6 +5,7 @@
 import type { Engine, VirtualDriver } from "../engine/index.js";
 import {
   createPolicy,
+  policyReadsPrefixOnly,
   decide,
   idleEngineView,
   PrefixOracle,
@@ -94,7 +95,7 @@ export class RouterView {
           this.views.map((v) => v.id),
         )
       : null;
-    this.prefixOracle = o.policy === "prefix" ? new PrefixOracle() : null;
+    this.prefixOracle = policyReadsPrefixOnly(o.policy) ? new PrefixOracle() : null;
     const cache: CacheOracle | undefined = this.probe ?? this.prefixOracle ?? undefined;
     // predictive: every engine's timing is the engine model's own (src/engine's roofline)
     const timing = new Map<string, EngineTiming>();

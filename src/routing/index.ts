@@ -5,6 +5,7 @@ export * from "./policies.js";
 export * from "./load.js";
 export { hash32, unitHash } from "./hash.js";
 export * from "./cache-aware.js";
+export * from "./baselines.js";
 export * from "./prefix-index.js";
 export * from "./prefix-oracle.js";
 export * from "./ledger.js";

@@ -16,6 +16,7 @@ import type {
 import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
 import { busyOf, othersQueuedOf, waitingOf } from "./load.js";
 import type { PredictiveOptions } from "./predictive.js";
+import { createVllmRouterCacheAwarePolicy, type VllmRouterCacheAwareOptions } from "./baselines.js";
 
 const GOLDEN = 0.6180339887498949;
 
@@ -164,12 +165,23 @@ export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-l
 /** Cache-aware policies: their CacheOracle (prefix index, KV-event index) is the caller's state. */
 export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
 export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
-export type PolicyName = BasicPolicyName | CachePolicyName;
+/** Peers' designs, faithful to their published descriptions (baselines.ts): comparisons, not defaults. */
+export type BaselinePolicyName = "vllm-router-cache-aware";
+export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = ["vllm-router-cache-aware"];
+export type PolicyName = BasicPolicyName | CachePolicyName | BaselinePolicyName;
 /**
  * Every policy the live router accepts: the one list the router's config, the fleet scenario, the
  * planner and the Helm chart's values.schema.json (static JSON, held to it by a test) take names from.
  */
-export const ROUTER_POLICY_NAMES: readonly PolicyName[] = [...POLICY_NAMES, ...CACHE_POLICY_NAMES];
+export const ROUTER_POLICY_NAMES: readonly PolicyName[] = [
+  ...POLICY_NAMES,
+  ...CACHE_POLICY_NAMES,
+  ...BASELINE_POLICY_NAMES,
+];
+/** the policies whose oracle is the approximate prefix index alone (they never read KV events) */
+export function policyReadsPrefixOnly(name: string): boolean {
+  return name === "prefix" || (BASELINE_POLICY_NAMES as readonly string[]).includes(name);
+}
 /**
  * The cache-aware policies that read the engines' KV events where they flow (`prefix` never does), so
  * their engines need the KV-event channel and one block-hash seed.
@@ -190,6 +202,7 @@ const POLICY_SUMMARIES: Record<PolicyName, string> = {
   "least-load": "",
   "round-robin": "",
   session: "",
+  "vllm-router-cache-aware": "vllm-router's default cache_aware, as a baseline",
 };
 export const POLICY_HELP: string = Object.entries(POLICY_SUMMARIES)
   .map(([name, summary]) => (summary === "" ? name : `${name} (${summary})`))
@@ -204,6 +217,8 @@ export interface PolicyOptions {
   cacheAware?: CacheAwareOptions;
   /** predictive: engine timing, cost constants, TTFT SLOs */
   predictive?: PredictiveOptions;
+  /** vllm-router-cache-aware: its thresholds */
+  vllmRouterCacheAware?: VllmRouterCacheAwareOptions;
 }
 
 export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
@@ -235,6 +250,8 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
         predictive: opts.predictive,
         admitBySlo: name === "predictive",
       });
+    case "vllm-router-cache-aware":
+      return createVllmRouterCacheAwarePolicy(name, opts.cache ?? NO_CACHE, opts.vllmRouterCacheAware);
   }
 }
 

@@ -11,6 +11,7 @@ import { nextTurn, waitingSlices, type Cancellable } from "../../tokenizer/index
 import {
   PrefixOracle,
   policyReadsKv,
+  policyReadsPrefixOnly,
   RequestMemo,
   type CacheOracle,
   type CachePrediction,
@@ -125,7 +126,7 @@ export class CacheRouting implements CacheOracle {
 
   setPolicy(name: string): void {
     this.policyName = name;
-    this.mode = name === "prefix" ? "prefix" : name === "kv" ? "kv" : "hybrid";
+    this.mode = policyReadsPrefixOnly(name) ? "prefix" : name === "kv" ? "kv" : "hybrid";
     this.readsKv = policyReadsKv(name);
   }
 
