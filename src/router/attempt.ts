@@ -85,8 +85,6 @@ export interface AttemptContext {
   readonly migrationRefusal: string | undefined;
   /** performance.now() of the last chunk relayed to the client, across attempts (ITL) */
   lastRelayAt: number;
-  /** a Responses answer whose id is still to be read (response affinity); undefined for the rest */
-  responseScan: { feed(chunk: Buffer): string | null | undefined } | undefined;
 }
 
 /** The data plane's machinery an attempt uses. */
@@ -100,8 +98,8 @@ export interface AttemptHost {
    * stream, the move is done
    */
   firstToken(ctx: AttemptContext, e: Upstream, now: number): void;
-  /** a Responses answer from `e` carries response id `id`: its follow-ups go to `e` */
-  responseId(ctx: AttemptContext, e: Upstream, id: string): void;
+  /** bytes of a Responses answer from `e` (its id, once read, is remembered with `e`) */
+  responseBytes(ctx: AttemptContext, e: Upstream, chunk: Buffer): void;
   /** router workers: the engine's answer waited `seconds` for the group's word on its pick (release) */
   answerHeld(ctx: AttemptContext, seconds: number): void;
   /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
@@ -265,11 +263,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.startedAt = performance.now();
     this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
-    const get = ctx.pr.method === "GET";
-    this.engine.pool.dispatch(
-      { path: ctx.pr.path, method: get ? "GET" : "POST", headers, body: get ? null : ctx.upstreamBody },
-      this,
-    );
+    const method = ctx.pr.method ?? "POST";
+    this.engine.pool.dispatch({ path: ctx.pr.path, method, headers, body: ctx.upstreamBody }, this);
     return p;
   }
 
@@ -386,7 +381,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       if (out.length === 0) return true;
       chunk = Buffer.from(out);
     }
-    if (ctx.responseScan !== undefined && this.status === 200) this.scanResponseId(chunk);
+    if (ctx.pr.endpoint?.remembers && this.status === 200) this.host.responseBytes(ctx, this.engine, chunk);
     if (this.lastRelayed === 0) this.firstOutput(now);
     if (!ctx.relayed) {
       ctx.relayed = true;
@@ -415,15 +410,6 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.onDrain ??= () => this.resumeUpstream?.();
     res.once("drain", this.onDrain);
     return false;
-  }
-
-  /** The first bytes of a Responses answer: its id, once read, is remembered with this engine. */
-  private scanResponseId(chunk: Buffer): void {
-    const ctx = this.ctx;
-    const id = ctx.responseScan!.feed(chunk);
-    if (id === undefined) return;
-    ctx.responseScan = undefined;
-    if (id !== null) this.host.responseId(ctx, this.engine, id);
   }
 
   /** This attempt's first output went out: the engine's request counts as answered from now on. */

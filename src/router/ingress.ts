@@ -22,7 +22,7 @@ import type { PromptBudget } from "./prompt-budget.js";
 import type { Registry } from "./registry.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import type { Endpoint, EndpointMatch } from "./endpoints.js";
-import { responseNotFound, type ResponseAffinity } from "./response-affinity.js";
+import { locateResponse, responseNotFound, type ResponseAffinity } from "./response-affinity.js";
 
 const MULTIPART_SNIFF_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -137,14 +137,20 @@ export class Ingress {
           : ep.pin === "previous-response-id" && typeof obj?.previous_response_id === "string"
             ? obj.previous_response_id
             : undefined;
-      const home = pinId !== undefined ? this.d.affinity.home(pinId) : undefined;
-      const model = ep.modelless
+      let home = pinId !== undefined ? this.d.affinity.home(pinId) : undefined;
+      let model = ep.modelless
         ? this.anyModel(home?.model)
         : this.model(b.model, multipart || ep.modelOptional, multipart);
-      // an id the router never saw, among several engines: which one holds it cannot be known, and
-      // one that does not would answer without the history (vLLM's own 404 says what happened)
-      if (pinId !== undefined && home === undefined && this.candidates(ep.modelless ? undefined : model) > 1)
-        throw responseNotFound(pinId);
+      // an id the router never saw, among several engines: the engines are asked who holds it; when
+      // none does, an engine that lacks the history must not answer as if it did (vLLM's own 404)
+      if (pinId !== undefined && home === undefined) {
+        const among = ep.modelless ? undefined : model;
+        if (this.candidates(among) > 1) {
+          home = await locateResponse(this.d.registry, this.d.affinity, pinId, among);
+          if (!home) throw responseNotFound(pinId);
+          if (ep.modelless) model = this.anyModel(home.model);
+        }
+      }
       // an alias: the engine only knows the target name, so this (rare) request is re-serialised
       let mutated = obj !== undefined && b.model !== undefined && model !== b.model;
       if (mutated) obj!.model = model;

@@ -334,8 +334,13 @@ export class Proxy implements AttemptHost {
     return picked!;
   }
 
-  responseId(c: AttemptContext, e: Upstream, id: string): void {
-    this.d.affinity?.remember(id, e.url, c.pr.model);
+  /** The first bytes of a Responses answer: its id, once read, is remembered with the engine. */
+  responseBytes(c: AttemptContext, e: Upstream, chunk: Buffer): void {
+    const ctx = c as RequestContext;
+    const id = ctx.responseScan?.feed(chunk);
+    if (id === undefined) return;
+    ctx.responseScan = undefined;
+    if (id !== null) this.d.affinity?.remember(id, e.url, c.pr.model);
   }
 
   answerHeld(c: AttemptContext, seconds: number): void {

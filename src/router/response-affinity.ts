@@ -11,6 +11,7 @@
 // arrive at any of them.
 import { LruMap } from "../collections/lru-map.js";
 import { HttpError } from "../http/errors.js";
+import { UpstreamTooLargeError, type Registry } from "./registry.js";
 
 /** Where a response was made: its engine, and the model it was asked of (for the follow-up's metrics). */
 export interface ResponseHome {
@@ -29,7 +30,7 @@ export class ResponseAffinity {
   private outgoing: ResponseLink[] = [];
   /** ids dropped to keep within the cap */
   evictions = 0;
-  /** called when the first link of a batch is ready to send (router groups schedule a report) */
+  /** called once the first link of a batch is ready to send (router groups send or schedule it) */
   onLearned: (() => void) | undefined;
   /** whether this process sends what it learns to others (a router group) */
   sharing = false;
@@ -54,9 +55,10 @@ export class ResponseAffinity {
   remember(id: string, engine: string, model: string): void {
     this.learn(id, engine, model);
     if (!this.sharing) return;
-    if (this.outgoing.length === 0) this.onLearned?.();
+    const first = this.outgoing.length === 0;
     if (this.outgoing.length >= MAX_LINKS_PER_BATCH) this.outgoing.shift();
     this.outgoing.push([id, engine, model]);
+    if (first) this.onLearned?.();
   }
 
   /** What this process learned since the last call (for the group). */
@@ -84,6 +86,52 @@ export class ResponseAffinity {
   private trim(): void {
     while (this.homes.size > this.cap && this.homes.shift()) this.evictions++;
   }
+}
+
+/** unknown ids looked up on the engines at once; past it an unknown id is answered 404 at once */
+const MAX_LOOKUPS = 64;
+/** a stored response is in memory: an engine that has not answered in this long is not asked again */
+const LOOKUP_TIMEOUT_MS = 2_000;
+let lookups = 0;
+
+/**
+ * An id the router never saw (it restarted; a replica that made it has not reported yet): each
+ * engine that could hold it is asked for it (`GET /v1/responses/{id}`, as a client would), and the
+ * one that answers 200 is remembered as its home. Undefined when none holds it, or too many lookups
+ * are under way (each costs a request to every engine).
+ */
+export async function locateResponse(
+  registry: Registry,
+  affinity: ResponseAffinity,
+  id: string,
+  model: string | undefined,
+): Promise<ResponseHome | undefined> {
+  if (lookups >= MAX_LOOKUPS) return undefined;
+  const path = `/v1/responses/${encodeURIComponent(id)}`;
+  const asked: Promise<string | undefined>[] = [];
+  for (const e of registry.engines.values()) {
+    if (e.draining || !e.healthy || (model !== undefined && !e.view.models.has(model))) continue;
+    asked.push(
+      registry.get(e, path, LOOKUP_TIMEOUT_MS, 64 * 1024).then(
+        () => e.url,
+        // a stored response larger than the router reads is still there
+        (err: unknown) => (err instanceof UpstreamTooLargeError ? e.url : undefined),
+      ),
+    );
+  }
+  if (asked.length === 0) return undefined;
+  lookups++;
+  let engine: string | undefined;
+  try {
+    for (const url of await Promise.all(asked)) engine ??= url;
+  } finally {
+    lookups--;
+  }
+  if (engine === undefined) return undefined;
+  const any = registry.engines.get(engine)?.view.models.values().next().value;
+  const home = { engine, model: model ?? any ?? "" };
+  affinity.remember(id, home.engine, home.model);
+  return home;
 }
 
 /** vLLM's answer for a response id it does not hold (entrypoints/openai, responses serving). */

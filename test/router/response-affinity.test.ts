@@ -148,6 +148,33 @@ test("the storing engine gone, or an id no engine can be chosen for: vLLM's own 
   }
 });
 
+test("several engines: an id the router never saw is looked up on the engines and remembered", async () => {
+  const engines = [await startFakeVllm("a"), await startFakeVllm("b")];
+  const router = await routerFor(
+    engines.map((e) => e.url),
+    { policy: "round-robin" },
+  );
+  try {
+    // stored behind the router's back (before it restarted, or by a replica that has not reported)
+    const id = await created(engines[1]!.url, false);
+    for (let i = 0; i < 4; i++) {
+      const got = await fetch(`${router.url}/v1/responses/${id}`);
+      assert.equal(got.status, 200);
+      assert.equal(((await got.json()) as { engine: string }).engine, "b");
+    }
+    // asked once, then remembered
+    const asked = engines.map(
+      (e) => e.seen.filter((r) => r.method === "GET" && !r.headers["x-request-id"]).length,
+    );
+    assert.deepEqual(asked, [1, 1]);
+    const next = await created(router.url, false, { previous_response_id: id });
+    assert.ok(engines[1]!.stored.has(next));
+  } finally {
+    await router.close();
+    for (const e of engines) await e.close();
+  }
+});
+
 test("one engine: an id the router never saw is forwarded, and the engine answers for it", async () => {
   const engine = await startFakeVllm("a");
   const router = await routerFor([engine.url]);

@@ -204,6 +204,8 @@ export class Primary {
           if (this.peers) for (const p of m.picks) this.peerPicks.push(p);
           if (this.peerPicks.length > 4096) this.peerPicks.splice(0, this.peerPicks.length - 4096);
         }
+        // stored responses' homes: every other worker learns them at once
+        if (m.responses) this.broadcast({ t: "responses", links: m.responses }, slot);
         if (m.progress) for (const url of m.progress) this.cp.progress(url);
         return;
       case "fail":

@@ -6,6 +6,7 @@ import type { HealthState } from "../health.js";
 import type { ModelCard } from "../registry.js";
 import type { EngineLoad } from "../scrape.js";
 import type { LimitAnswer, LimitRequest } from "./limits.js";
+import type { ResponseLink } from "../response-affinity.js";
 
 /** What the primary's registry says of one engine (its health, scraped load, counters). */
 export interface EngineStatus {
@@ -51,6 +52,8 @@ export interface SyncBatch {
   /** this source's absolute counts, for engines whose counts changed */
   load?: LoadCounts[];
   picks?: Pick[];
+  /** stored responses' ids this worker learned, with their engines (response-affinity.ts) */
+  responses?: ResponseLink[];
   /** engines that sent bytes on this source's requests (a timed-out probe is excused: health.ts) */
   progress?: string[];
 }
@@ -74,6 +77,8 @@ export type ToWorker =
   /** a source is gone: its counts no longer apply */
   | { t: "gone"; source: string }
   | { t: "picks"; picks: Pick[] }
+  /** response ids another worker (or replica) learned */
+  | { t: "responses"; links: ResponseLink[] }
   | { t: "config"; config: Record<string, unknown> }
   | { t: "drain" }
   | { t: "shutdown" }

@@ -127,6 +127,10 @@ export class WorkerLink implements RouterGroup {
       },
     );
     reg.arbiter = this.claims;
+    // a follow-up may reach another worker: the id goes out at once (not with the next load report),
+    // before the answer that carries it reaches the client
+    router.affinity.sharing = true;
+    router.affinity.onLearned = () => send({ t: "sync", responses: router.affinity.take() });
     router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
     this.progressTimer.unref();
@@ -211,6 +215,8 @@ export class WorkerLink implements RouterGroup {
         return this.load.drop(m.source);
       case "picks":
         return this.picks.apply(m.picks);
+      case "responses":
+        return this.router.affinity.apply(m.links);
       case "config":
         return this.applyConfig?.(m.config);
       case "drain":
