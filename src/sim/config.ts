@@ -67,6 +67,21 @@ export const SIM_FLAGS: FlagSpecs = {
   },
   "lora-modules": { type: "list", help: "static LoRA adapters, name=path" },
   "max-loras": { type: "int", default: 1, min: 1, help: "reported in vllm:lora_requests_info" },
+  "enable-auto-tool-choice": {
+    type: "boolean",
+    default: false,
+    help: 'tool_choice "auto" (and tools without a tool_choice); needs --tool-call-parser, 400 without',
+  },
+  "tool-call-parser": {
+    type: "string",
+    help: "the tool-call parser's name (any; the sim writes auto tool calls in the Hermes form and parses them itself)",
+  },
+  "max-logprobs": {
+    type: "int",
+    default: 20,
+    min: -1,
+    help: "most logprobs and prompt_logprobs a request may ask for (-1: the vocabulary size)",
+  },
   // sim-only
   gpu: { type: "string", default: "h100", help: "[sim] GPU profile: h100, h200, a100, l40s, l4" },
   "time-scale": {
@@ -179,6 +194,11 @@ export interface SimOptions {
   numGpuBlocksOverride?: number;
   loraModules: Array<{ name: string; path: string }>;
   maxLoras: number;
+  /** --enable-auto-tool-choice with --tool-call-parser: tool_choice "auto" answers instead of 400 */
+  enableAutoToolChoice: boolean;
+  toolCallParser?: string;
+  /** --max-logprobs (vLLM's default 20; -1: the vocabulary) */
+  maxLogprobs: number;
   gpu: string;
   timeScale: number;
   seed: number;
@@ -272,6 +292,11 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     return { name: spec.slice(0, eq), path: spec.slice(eq + 1) };
   });
   const names = f["served-model-name"] as string[];
+  const enableAutoToolChoice = f["enable-auto-tool-choice"] as boolean;
+  const toolCallParser = str(f["tool-call-parser"]);
+  // vLLM refuses to start with auto tool choice and no parser to read the calls with
+  if (enableAutoToolChoice && !toolCallParser)
+    throw new CliError("--enable-auto-tool-choice requires --tool-call-parser (e.g. hermes, llama3_json)");
   const vllmVersion = String(f["vllm-version"]).trim();
   if (!parseVersion(vllmVersion))
     throw new CliError(`--vllm-version must look like 0.28.0 (a vLLM release), got '${vllmVersion}'`);
@@ -316,6 +341,9 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     numGpuBlocksOverride: num(f["num-gpu-blocks-override"]),
     loraModules,
     maxLoras: f["max-loras"] as number,
+    enableAutoToolChoice,
+    toolCallParser,
+    maxLogprobs: f["max-logprobs"] as number,
     gpu: String(f.gpu),
     timeScale: f["time-scale"] as number,
     seed: f.seed as number,

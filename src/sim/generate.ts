@@ -1,366 +1,39 @@
-// /v1/completions and /v1/chat/completions: prompt → token ids → one engine request per choice →
-// vLLM's JSON, streamed (one SSE event per token) or whole. Each streamed token is a concatenation of
-// strings prebuilt per request and a cached JSON literal of the token's text, written with one write().
-// If the socket pushes back, later tokens are coalesced and sent as one delta on 'drain', the way
-// vLLM's output collector merges deltas for a consumer that falls behind; memory stays bounded by the
-// request's own output.
-import { randomUUID } from "node:crypto";
+// /v1/completions and /v1/chat/completions: prompt → token ids → one engine request per choice, whose
+// answer GenerationJob (job.ts) writes as vLLM's JSON or SSE. Structured outputs and tool calls decide
+// the answer's text up front (forced.ts, structured.ts, tools.ts); logprobs ride along (logprobs.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { seedFromString } from "../workload/rng.js";
-import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
+import type { EngineRequest } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
 import { contextLengthError } from "../http/context-length.js";
-import { assistantMessage } from "../http/vllm-answers.js";
 import { GreedyChain } from "./greedy.js";
 import { chatPrompt, completionPrompts, streamFlags, type PromptInput } from "./prompts.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
-import type { RequestSink } from "./sink.js";
 import { chatSchema, completionSchema, validate } from "./schemas.js";
-import { DONE_EVENT, SSE_HEADERS } from "./sse.js";
+import { contextRandom, ForcedText, wordsOf } from "./forced.js";
+import { constrainedText, constraintOf, type Constraint } from "./structured.js";
+import {
+  AUTO_NEEDS_FLAGS,
+  autoCallsTool,
+  planToolCall,
+  toolModeOf,
+  ToolStream,
+  type ToolCallPlan,
+  type ToolDef,
+  type ToolMode,
+} from "./tools.js";
+import {
+  checkLogprobs,
+  LogprobChain,
+  promptLegacyColumns,
+  promptLogprobsJson,
+  type LegacyColumns,
+  type TokenString,
+} from "./logprobs.js";
+import { GenerationJob, newRequestHex, type ChoiceState, type Kind } from "./job.js";
 
-type Kind = "chat" | "completion";
-
-interface ChoiceState {
-  index: number;
-  promptIndex: number;
-  engineId: string;
-  promptTokens: number;
-  maxTokens: number;
-  stopAfter: number;
-  ignoreEos: boolean;
-  tokens: number;
-  parts: string[];
-  /** token text held back while the socket pushes back */
-  pending: string;
-  /** return_token_ids: the prompt's ids (sent once, with the choice's first event) and the output's */
-  promptIds: readonly number[] | null;
-  promptIdsSent: boolean;
-  outputIds: number[] | null;
-  /** return_token_ids: ids of the text held back in `pending` */
-  pendingIds: number[] | null;
-  finishReason: FinishReason | null;
-  finishSent: boolean;
-  cachedTokens: number;
-  echo: string | null;
-}
-
-export function newRequestHex(): string {
-  return randomUUID().replaceAll("-", "");
-}
-
-const FINISH_LITERAL: Record<FinishReason, string> = { stop: '"stop"', length: '"length"', abort: '"abort"' };
-const NO_IDS: readonly number[] = [];
-
-class GenerationJob {
-  readonly choices: ChoiceState[] = [];
-  private readonly prefix: string;
-  private readonly midNull: string;
-  private readonly usageNull: string;
-  /** return_token_ids (vLLM 0.10.2+): prompt and output token ids ride on the events and bodies */
-  returnTokenIds = false;
-  private finished = 0;
-  private closed = false;
-  private blocked = false;
-  private started = false;
-  private finalizeWhenDrained = false;
-  private readonly promptTokensTotal: number;
-
-  constructor(
-    private readonly ctx: SimContext,
-    private readonly res: ServerResponse,
-    private readonly kind: Kind,
-    readonly id: string,
-    private readonly model: string,
-    private readonly stream: boolean,
-    private readonly includeUsage: boolean,
-    private readonly continuousUsage: boolean,
-    prompts: PromptInput[],
-  ) {
-    const created = Math.floor(Date.now() / 1000);
-    this.created = created;
-    const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
-    this.prefix = `data: {"id":"${id}","object":"${object}","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":`;
-    // the choice's fields after its text, up to (not including) the token ids and the closing `}]`
-    this.midNull =
-      kind === "chat"
-        ? `},"logprobs":null,"finish_reason":null`
-        : `,"logprobs":null,"finish_reason":null,"stop_reason":null`;
-    // Completion chunks are dumped with every field (usage null); chat chunks carry usage only when asked.
-    this.usageNull = kind === "completion" || includeUsage ? `,"usage":null` : ``;
-    this.promptTokensTotal = prompts.reduce((a, p) => a + p.tokenIds.length, 0);
-  }
-  readonly created: number;
-
-  sink(choice: ChoiceState): RequestSink {
-    return {
-      onTokens: (ids) => this.onTokens(choice, ids),
-      onFinished: (reason, timings) => this.onFinished(choice, reason, timings),
-    };
-  }
-
-  start(): void {
-    if (this.stream) {
-      const headers: Record<string, string> = { ...SSE_HEADERS };
-      this.res.writeHead(200, { ...headers, ...this.extraHeaders });
-      this.res.flushHeaders();
-      this.res.on("drain", () => this.drained());
-    }
-    this.res.on("close", () => this.clientGone());
-  }
-
-  extraHeaders: Record<string, string> = {};
-  /** a NixlConnector producer's answer to do_remote_decode (src/sim/disagg.ts); null otherwise */
-  kvTransferParams: Record<string, unknown> | null = null;
-
-  private textOf(ids: readonly number[]): string {
-    if (ids.length === 1) return this.ctx.tokenText.get(ids[0]!) ?? this.ctx.tokenizer.decode(ids, true);
-    let s = "";
-    for (const id of ids) s += this.ctx.tokenText.get(id) ?? this.ctx.tokenizer.decode([id], true);
-    return s;
-  }
-
-  private literalOf(ids: readonly number[]): string {
-    if (ids.length === 1) {
-      const lit = this.ctx.tokenLiteral.get(ids[0]!);
-      if (lit !== undefined) return lit;
-    }
-    return JSON.stringify(this.textOf(ids));
-  }
-
-  private predictedFinish(c: ChoiceState): FinishReason | null {
-    if (!c.ignoreEos && c.tokens >= c.stopAfter) return "stop";
-    if (c.tokens >= c.maxTokens) return "length";
-    return null;
-  }
-
-  /** the event's end: usage (null, continuous or absent), then the closing brace */
-  private usageTail(c: ChoiceState): string {
-    if (!this.continuousUsage) return this.usageNull + "}\n\n";
-    const p = c.promptTokens;
-    return `,"usage":{"prompt_tokens":${p},"total_tokens":${p + c.tokens},"completion_tokens":${c.tokens}}}\n\n`;
-  }
-
-  /**
-   * return_token_ids, where vLLM puts them in a stream: a completion choice carries
-   * `prompt_token_ids` (a list in the choice's first event, null after) and `token_ids`; a chat
-   * choice `token_ids` (the prompt's go top-level, on the role events).
-   */
-  private idFields(c: ChoiceState, ids: readonly number[]): string {
-    if (!this.returnTokenIds) return "";
-    let s = "";
-    if (this.kind === "completion") {
-      s = c.promptIdsSent ? `,"prompt_token_ids":null` : `,"prompt_token_ids":[${c.promptIds!.join(",")}]`;
-      c.promptIdsSent = true;
-    }
-    return `${s},"token_ids":[${ids.join(",")}]`;
-  }
-
-  private roleEvents(): string {
-    let s = "";
-    for (const c of this.choices) {
-      const tail = this.usageTail(c);
-      const ids = this.returnTokenIds
-        ? `${tail.slice(0, -3)},"prompt_token_ids":[${c.promptIds!.join(",")}]}\n\n`
-        : tail;
-      s += `${this.prefix}${c.index},"delta":{"role":"assistant","content":""${this.midNull}}]${ids}`;
-    }
-    return s;
-  }
-
-  private event(
-    c: ChoiceState,
-    literal: string,
-    finish: FinishReason | null,
-    ids: readonly number[] = NO_IDS,
-  ): string {
-    const body = this.kind === "chat" ? `,"delta":{"content":${literal}` : `,"text":${literal}`;
-    if (finish === null)
-      return `${this.prefix}${c.index}${body}${this.midNull}${this.idFields(c, ids)}}]${this.usageTail(c)}`;
-    const close = this.kind === "chat" ? "}" : "";
-    return `${this.prefix}${c.index}${body}${close},"logprobs":null,"finish_reason":${FINISH_LITERAL[finish]},"stop_reason":null${this.idFields(c, ids)}}]${this.usageTail(c)}`;
-  }
-
-  private firstWrite(): string {
-    this.started = true;
-    if (this.kind === "chat") return this.roleEvents();
-    let s = "";
-    for (const c of this.choices) {
-      if (c.echo === null) continue;
-      // vLLM echoes no prompt text when the ids are asked for: its ids stand for it
-      if (this.returnTokenIds) s += this.event(c, '""', null, c.promptIds!);
-      else s += this.event(c, JSON.stringify(c.echo), null);
-    }
-    return s;
-  }
-
-  private onTokens(c: ChoiceState, ids: readonly number[]): void {
-    c.tokens += ids.length;
-    if (this.closed) return;
-    if (!this.stream) {
-      c.parts.push(this.textOf(ids));
-      if (c.outputIds) for (const id of ids) c.outputIds.push(id);
-      return;
-    }
-    const finish = this.predictedFinish(c);
-    if (this.blocked) {
-      c.pending += this.textOf(ids);
-      if (c.pendingIds) for (const id of ids) c.pendingIds.push(id);
-      if (finish) c.finishReason = finish;
-      return;
-    }
-    const lead = this.started ? "" : this.firstWrite();
-    if (finish) {
-      c.finishReason = finish;
-      c.finishSent = true;
-    }
-    if (!this.res.write(lead + this.event(c, this.literalOf(ids), finish, ids))) this.blocked = true;
-  }
-
-  private onFinished(c: ChoiceState, reason: FinishReason, timings: RequestTimings): void {
-    c.cachedTokens = timings.cachedTokens;
-    c.tokens = timings.outputTokens;
-    if (!c.finishSent || c.finishReason !== reason) {
-      c.finishReason = reason;
-      if (this.stream && !this.closed && !this.blocked) {
-        const lead = this.started ? "" : this.firstWrite();
-        if (!this.res.write(lead + this.event(c, '""', reason))) this.blocked = true;
-        c.finishSent = true;
-      }
-    }
-    this.finished++;
-    if (this.finished === this.choices.length) this.complete();
-  }
-
-  private drained(): void {
-    if (this.closed) return;
-    this.blocked = false;
-    let out = this.started ? "" : this.firstWrite();
-    for (const c of this.choices) {
-      if (c.pending || (c.finishReason && !c.finishSent)) {
-        const finish = c.finishReason;
-        out += this.event(c, JSON.stringify(c.pending), finish, c.pendingIds ?? NO_IDS);
-        c.pending = "";
-        if (c.pendingIds) c.pendingIds = [];
-        if (finish) c.finishSent = true;
-      }
-    }
-    if (out && !this.res.write(out)) this.blocked = true;
-    if (this.finalizeWhenDrained && !this.blocked) this.complete();
-  }
-
-  private usage(): Record<string, unknown> {
-    const completion = this.choices.reduce((a, c) => a + c.tokens, 0);
-    const usage: Record<string, unknown> = {
-      prompt_tokens: this.promptTokensTotal,
-      total_tokens: this.promptTokensTotal + completion,
-      completion_tokens: completion,
-    };
-    if (this.ctx.options.enablePromptTokensDetails) {
-      const cached = this.choices.reduce(
-        (a, c) => a + (c.index % this.nPerPrompt === 0 ? c.cachedTokens : 0),
-        0,
-      );
-      usage.prompt_tokens_details = { cached_tokens: cached };
-    }
-    return usage;
-  }
-
-  nPerPrompt = 1;
-
-  private complete(): void {
-    if (this.closed) return;
-    if (this.stream) {
-      if (this.blocked) {
-        this.finalizeWhenDrained = true;
-        return;
-      }
-      let out = this.started ? "" : this.firstWrite();
-      if (this.includeUsage) {
-        const object = this.kind === "chat" ? "chat.completion.chunk" : "text_completion";
-        out += `data: ${JSON.stringify({
-          id: this.id,
-          object,
-          created: this.created,
-          model: this.model,
-          choices: [],
-          usage: this.usage(),
-        })}\n\n`;
-      }
-      this.closed = true;
-      this.res.end(out + DONE_EVENT);
-      return;
-    }
-    this.closed = true;
-    const body = JSON.stringify(this.kind === "chat" ? this.chatBody() : this.completionBody());
-    this.res.writeHead(200, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      ...this.extraHeaders,
-    });
-    this.res.end(body);
-  }
-
-  private usageWithDetails(): Record<string, unknown> {
-    const u = this.usage();
-    if (!("prompt_tokens_details" in u)) u.prompt_tokens_details = null;
-    return u;
-  }
-
-  private completionBody(): unknown {
-    return {
-      id: this.id,
-      object: "text_completion",
-      created: this.created,
-      model: this.model,
-      choices: this.choices.map((c) => ({
-        index: c.index,
-        text: (c.echo ?? "") + c.parts.join(""),
-        logprobs: null,
-        finish_reason: c.finishReason,
-        stop_reason: null,
-        prompt_logprobs: null,
-        prompt_token_ids: this.returnTokenIds ? c.promptIds : null,
-        token_ids: c.outputIds,
-      })),
-      service_tier: null,
-      system_fingerprint: null,
-      usage: this.usageWithDetails(),
-      kv_transfer_params: this.kvTransferParams,
-    };
-  }
-
-  private chatBody(): unknown {
-    return {
-      id: this.id,
-      object: "chat.completion",
-      created: this.created,
-      model: this.model,
-      choices: this.choices.map((c) => ({
-        index: c.index,
-        message: assistantMessage(c.parts.join("")),
-        logprobs: null,
-        finish_reason: c.finishReason,
-        stop_reason: null,
-        token_ids: c.outputIds,
-      })),
-      service_tier: null,
-      system_fingerprint: null,
-      usage: this.usageWithDetails(),
-      prompt_logprobs: null,
-      prompt_token_ids: this.returnTokenIds ? (this.choices[0]?.promptIds ?? null) : null,
-      kv_transfer_params: this.kvTransferParams,
-    };
-  }
-
-  /** A client that goes away aborts its requests in the engine at once, freeing their KV blocks. */
-  private clientGone(): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const c of this.choices)
-      if (c.finishReason === null || !c.finishSent) this.ctx.runtime.abort(c.engineId);
-  }
-}
+export { newRequestHex };
 
 interface GenerationParams {
   kind: Kind;
@@ -381,6 +54,40 @@ interface GenerationParams {
   /** sampling temperature as sent (null: vLLM's default, which samples) */
   temperature: number | null;
   returnTokenIds: boolean;
+  /** the request's `seed`: folded into a decided answer's draw */
+  requestSeed?: number | null;
+  constraint?: Constraint | null;
+  tools?: { mode: ToolMode; defs: ToolDef[]; lastRole: string | undefined } | null;
+  /** logprobs asked for: the top count (null: none) */
+  logprobs?: number | null;
+  /** per prompt: prompt_logprobs JSON, and the echoed prompt's legacy columns */
+  promptLogprobs?: Array<string | null>;
+  echoColumns?: Array<LegacyColumns | null>;
+}
+
+/** How the answer of a choice is decided: a tool call, a constrained text, or the greedy chain (null). */
+function decidedAnswer(
+  ctx: SimContext,
+  p: GenerationParams,
+  prompt: PromptInput,
+  seed: number,
+  choiceSalt: number,
+): { forced: ForcedText | null; tool: ToolCallPlan | null } {
+  const tools = p.tools;
+  const calling = tools && (tools.mode.kind === "required" || tools.mode.kind === "named");
+  const auto = tools?.mode.kind === "auto";
+  if (!calling && !p.constraint && !auto) return { forced: null, tool: null };
+  const rand = contextRandom(prompt.tokenIds, seed, choiceSalt, p.requestSeed ?? null);
+  const words = wordsOf(ctx.tokenizer);
+  let tool: ToolCallPlan | null = null;
+  let text: string | null = null;
+  // a grammar leaves an auto answer no room for tool-call markup: the constraint wins there
+  if (calling || (auto && !p.constraint && autoCallsTool(tools!.lastRole, rand))) {
+    tool = planToolCall(tools!.mode, tools!.defs, rand, words);
+    text = tool.text;
+  } else if (p.constraint) text = constrainedText(p.constraint, rand, words);
+  if (text === null) return { forced: null, tool: null };
+  return { forced: new ForcedText(text, ctx.tokenizer, ctx.tokenizer.eosTokenId), tool };
 }
 
 function startGeneration(
@@ -431,6 +138,11 @@ function startGeneration(
   );
   job.nPerPrompt = p.n;
   job.returnTokenIds = p.returnTokenIds;
+  const logprobs = p.logprobs ?? null;
+  if (logprobs !== null) {
+    job.logprobK = logprobs;
+    job.tokenString = logprobTokenString(ctx);
+  }
   if (ctx.options.enableRequestIdHeaders) job.extraHeaders = { "x-request-id": base };
 
   const maxLen = ctx.engineConfig.maxModelLen;
@@ -445,20 +157,28 @@ function startGeneration(
       const maxTokens = p.maxTokens ?? maxLen - prompt.tokenIds.length;
       const ignoreEos = p.ignoreEos;
       // greedy (temperature 0) choices of one prompt are the same answer, as with a real model
-      const chain = new GreedyChain(
-        prompt.tokenIds,
-        {
-          seed,
-          choiceSalt: p.temperature === 0 ? 0 : k,
-          pool: pool.ids,
-          eosId: eos,
-          meanLength: ctx.options.outputLenMean,
-          minTokens: p.minTokens,
-          ignoreEos,
-        },
-        maxTokens,
-      );
-      const stopAfter = chain.stopAfter;
+      const choiceSalt = p.temperature === 0 ? 0 : k;
+      const { forced, tool } = decidedAnswer(ctx, p, prompt, seed, choiceSalt);
+      const chain = forced
+        ? null
+        : new GreedyChain(
+            prompt.tokenIds,
+            {
+              seed,
+              choiceSalt,
+              pool: pool.ids,
+              eosId: eos,
+              meanLength: ctx.options.outputLenMean,
+              minTokens: p.minTokens,
+              ignoreEos,
+            },
+            maxTokens,
+          );
+      const stopAfter = forced ? forced.stopAfter(ignoreEos) : chain!.stopAfter;
+      const lp =
+        logprobs === null
+          ? null
+          : new LogprobChain(prompt.tokenIds, seed, choiceSalt, pool.ids, logprobs, p.temperature === 0);
       const engineId = String(ctx.state.nextRequestNumber++);
       const choice: ChoiceState = {
         index,
@@ -479,6 +199,15 @@ function startGeneration(
         promptIdsSent: false,
         outputIds: p.returnTokenIds ? [] : null,
         pendingIds: p.returnTokenIds ? [] : null,
+        rich: tool !== null || lp !== null || forced !== null,
+        forced,
+        tool,
+        toolStream: tool && p.stream ? new ToolStream(tool) : null,
+        lp,
+        lpSteps: [],
+        textLen: 0,
+        promptLogprobs: p.promptLogprobs?.[promptIndex] ?? null,
+        echoColumns: p.echoColumns?.[promptIndex] ?? null,
       };
       job.choices.push(choice);
       requests.push({
@@ -492,7 +221,7 @@ function startGeneration(
         cacheSalt: p.cacheSalt,
         loraName: chosen.loraName,
         arrivalTime: now,
-        sampleToken: (i: number) => chain.token(i),
+        sampleToken: forced ? (i: number) => forced.token(i) : (i: number) => chain!.token(i),
       });
     }
   });
@@ -514,9 +243,36 @@ export async function handleCompletions(
 ): Promise<void> {
   const body = validate(completionSchema, raw);
   if (body.suffix) throw new HttpError(400, "suffix is not currently supported", "suffix");
+  const constraint = constraintOf(body, false);
+  const logprobs = typeof body.logprobs === "boolean" ? Number(body.logprobs) : (body.logprobs ?? null);
+  const stream = body.stream === true;
+  checkLogprobs(
+    { logprobs, topLogprobs: null, promptLogprobs: body.prompt_logprobs, stream, chat: false },
+    ctx.options.maxLogprobs,
+    ctx.tokenizer.vocabSize,
+  );
   // vLLM checks the model before it renders or tokenises anything (404, not a prompt error)
-  resolveRequestModel(ctx, body.model);
+  const chosen = resolveRequestModel(ctx, body.model);
   const prompts = await completionPrompts(ctx, body);
+  // echo with logprobs: vLLM computes the prompt's logprobs with the same count and sends them too
+  const promptK = body.prompt_logprobs ?? (body.echo === true && logprobs !== null ? logprobs : null);
+  let promptLogprobs: Array<string | null> | undefined;
+  let echoColumns: Array<LegacyColumns | null> | undefined;
+  if (promptK !== null) {
+    const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
+    const str = logprobTokenString(ctx);
+    const pool = ctx.tokenizer.outputPool.ids;
+    promptLogprobs = [];
+    echoColumns = [];
+    for (const pr of prompts) {
+      promptLogprobs.push(await promptLogprobsJson(pr.tokenIds, seed, pool, promptK, str));
+      echoColumns.push(
+        body.echo === true && logprobs !== null
+          ? await promptLegacyColumns(pr.tokenIds, seed, pool, logprobs, str)
+          : null,
+      );
+    }
+  }
   startGeneration(ctx, req, res, {
     kind: "completion",
     prompts,
@@ -533,7 +289,19 @@ export async function handleCompletions(
     kvTransferParams: body.kv_transfer_params,
     temperature: body.temperature ?? null,
     returnTokenIds: body.return_token_ids === true,
+    requestSeed: body.seed ?? null,
+    constraint,
+    logprobs,
+    promptLogprobs,
+    echoColumns,
   });
+}
+
+/** A token's text as vLLM's logprobs show it: its decode with special tokens kept. */
+function logprobTokenString(ctx: SimContext): TokenString {
+  const tk = ctx.tokenizer;
+  const eosText = tk.decode([tk.eosTokenId], false);
+  return (id) => (id === tk.eosTokenId ? eosText : (ctx.tokenText.get(id) ?? tk.decode([id], false)));
 }
 
 export async function handleChat(
@@ -543,9 +311,38 @@ export async function handleChat(
   raw: unknown,
 ): Promise<void> {
   const body = validate(chatSchema, raw);
+  const { mode, tools } = toolModeOf(raw as Record<string, unknown>, true);
+  const constraint = constraintOf(body, mode.kind === "named");
+  const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : null;
+  checkLogprobs(
+    {
+      logprobs: body.logprobs ? 1 : 0,
+      topLogprobs: body.top_logprobs,
+      promptLogprobs: body.prompt_logprobs,
+      stream: body.stream === true,
+      chat: true,
+    },
+    ctx.options.maxLogprobs,
+    ctx.tokenizer.vocabSize,
+  );
   // vLLM checks the model before it renders the chat template (404, not the template's 400)
-  resolveRequestModel(ctx, body.model);
+  const chosen = resolveRequestModel(ctx, body.model);
+  if (mode.kind === "auto" && !(ctx.options.enableAutoToolChoice && ctx.options.toolCallParser))
+    throw new HttpError(400, AUTO_NEEDS_FLAGS);
   const prompt = await chatPrompt(ctx, body);
+  let promptLogprobs: Array<string | null> | undefined;
+  if (body.prompt_logprobs !== null && body.prompt_logprobs !== undefined) {
+    const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
+    const pool = ctx.tokenizer.outputPool.ids;
+    const json = await promptLogprobsJson(
+      prompt.tokenIds,
+      seed,
+      pool,
+      body.prompt_logprobs,
+      logprobTokenString(ctx),
+    );
+    promptLogprobs = [json];
+  }
   startGeneration(ctx, req, res, {
     kind: "chat",
     prompts: [prompt],
@@ -562,5 +359,13 @@ export async function handleChat(
     kvTransferParams: body.kv_transfer_params,
     temperature: body.temperature ?? null,
     returnTokenIds: body.return_token_ids === true,
+    requestSeed: body.seed ?? null,
+    constraint,
+    tools:
+      mode.kind === "none"
+        ? null
+        : { mode, defs: tools, lastRole: body.messages[body.messages.length - 1]?.role },
+    logprobs,
+    promptLogprobs,
   });
 }

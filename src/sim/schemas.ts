@@ -41,8 +41,16 @@ const sampling = {
   kv_transfer_params: z.record(z.string(), z.unknown()).nullish(),
   user: z.string().nullish(),
   logprobs: z.union([z.boolean(), int]).nullish(),
+  prompt_logprobs: int.nullish(),
   /** vLLM 0.10.2+: prompt and output token ids in the answer */
   return_token_ids: z.boolean().nullish(),
+  // structured outputs: checked with vLLM's messages in structured.ts, not here
+  response_format: z.unknown().optional(),
+  structured_outputs: z.unknown().optional(),
+  guided_json: z.unknown().optional(),
+  guided_regex: z.unknown().optional(),
+  guided_choice: z.unknown().optional(),
+  guided_grammar: z.unknown().optional(),
 };
 
 export const completionSchema = z.object({
@@ -69,6 +77,10 @@ export const chatSchema = z.object({
   continue_final_message: z.boolean().nullish(),
   add_special_tokens: z.boolean().nullish(),
   top_logprobs: int.nullish(),
+  // tools: checked with vLLM's messages in tools.ts, not here
+  tools: z.unknown().optional(),
+  tool_choice: z.unknown().optional(),
+  parallel_tool_calls: z.boolean().nullish(),
 });
 export type ChatBody = z.infer<typeof chatSchema>;
 

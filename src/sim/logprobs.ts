@@ -1,0 +1,325 @@
+// Logprobs in vLLM's shapes: chat's `logprobs.content[]` ({token, logprob, bytes, top_logprobs}),
+// the legacy completions object ({text_offset, token_logprobs, tokens, top_logprobs}) and
+// `prompt_logprobs` (per position null or {id: {logprob, rank, decoded_token}}), with vLLM's limits.
+//
+// The values are synthetic: for each position a distribution over a few pool tokens is drawn from a
+// hash of the context before it (--seed, the LoRA adapter, the prompt and the output so far), so they
+// are deterministic, a continued answer gets the values of the unbroken one, and they are shaped like
+// a model's: probabilities that fall with rank and sum below 1. The sampled token is rank 1 with
+// temperature 0 (greedy: its logprob is the highest), otherwise rank 1 to 3.
+//
+// Entries keep vLLM's order: the sampled (or prompt) token first, then ranks 1..k without it, so
+// chat's top_logprobs are the first k of those and the legacy dicts the first k + 1.
+import { HttpError } from "../http/errors.js";
+import { fmix, fold, mulberry32 } from "../workload/rng.js";
+
+const LOGPROB_SALT = 0x5bd1e995;
+const ALT_SALT = 0x2545f491;
+/** vLLM clamps -inf to this in every answer */
+const FLOOR = -9999;
+/** prompt positions per slice when prompt logprobs are built between turns of the event loop */
+const SLICE = 2048;
+
+/** One position: ids[0] is the sampled (or prompt) token; ranks and logprobs alongside. */
+export interface LogprobStep {
+  ids: number[];
+  logprobs: number[];
+  ranks: number[];
+}
+
+export type TokenString = (id: number) => string;
+
+/** The probabilities of ranks 1..n: falling, summing below 1. */
+function rankProbs(n: number, rand: () => number): number[] {
+  const p: number[] = [];
+  let rest = 1;
+  for (let r = 1; r <= n; r++) {
+    const share = r === 1 ? 0.5 + 0.49 * rand() : 0.5 + 0.4 * rand();
+    const v = rest * share;
+    p.push(v);
+    rest -= v;
+  }
+  return p;
+}
+
+/**
+ * The step at a context hash `h` for `chosen`: its rank (`fixedRank`, else drawn by `drawRank`), and
+ * ranks 1..k filled with pool tokens other than it.
+ */
+function stepAt(
+  h: number,
+  chosen: number,
+  k: number,
+  pool: Int32Array,
+  drawRank: (rand: () => number) => number,
+): LogprobStep {
+  const rand = mulberry32(fmix(h ^ LOGPROB_SALT));
+  const rank = drawRank(rand);
+  const probs = rankProbs(Math.max(Math.min(k, pool.length - 1), rank), rand);
+  const step: LogprobStep = {
+    ids: [chosen],
+    logprobs: [Math.max(FLOOR, Math.log(probs[rank - 1]!))],
+    ranks: [rank],
+  };
+  const used = new Set<number>([chosen]);
+  // alternatives are distinct pool tokens: a count past the pool (--max-logprobs -1) stops there
+  const alternatives = Math.min(k, pool.length - 1);
+  for (let r = 1; r <= alternatives; r++) {
+    if (r === rank) continue;
+    let idx = fmix((h ^ ALT_SALT) + Math.imul(r, 0x9e3779b9)) % pool.length;
+    let id = pool[idx]!;
+    // distinct tokens: walk on through the pool past ones already used
+    for (let tries = 0; used.has(id) && tries < pool.length; tries++) {
+      idx = (idx + 1) % pool.length;
+      id = pool[idx]!;
+    }
+    used.add(id);
+    step.ids.push(id);
+    step.logprobs.push(Math.max(FLOOR, Math.log(probs[r - 1]!)));
+    step.ranks.push(r);
+  }
+  return step;
+}
+
+const greedyRank = () => 1;
+const sampledRank = (rand: () => number) => {
+  const u = rand();
+  return u < 0.7 ? 1 : u < 0.9 ? 2 : 3;
+};
+/** a prompt token was written by a person, not drawn: often far from rank 1 */
+const promptRank = (rand: () => number) => 1 + Math.floor(rand() * rand() * 40);
+
+/** The output's logprobs, one position at a time, each a function of the context before it. */
+export class LogprobChain {
+  private h: number;
+  private readonly drawRank: (rand: () => number) => number;
+
+  constructor(
+    prompt: readonly number[],
+    seed: number,
+    choiceSalt: number,
+    private readonly pool: Int32Array,
+    private readonly k: number,
+    greedy: boolean,
+  ) {
+    let h = (0x811c9dc5 ^ seed) >>> 0;
+    for (let i = 0; i < prompt.length; i++) h = fold(h, prompt[i]!);
+    if (choiceSalt !== 0) h = fold(h, choiceSalt ^ 0x9e3779b9);
+    this.h = h;
+    this.drawRank = greedy ? greedyRank : sampledRank;
+  }
+
+  /** The step of the next output token, which then joins the context. */
+  next(id: number): LogprobStep {
+    const step = stepAt(this.h, id, this.k, this.pool, this.drawRank);
+    this.h = fold(this.h, id);
+    return step;
+  }
+}
+
+function bytesOf(s: string): number[] {
+  return Array.from(Buffer.from(s, "utf8"));
+}
+
+/** Chat's `logprobs.content` entries of some steps, as JSON text (without the brackets). */
+export function chatEntries(steps: readonly LogprobStep[], k: number, str: TokenString): string {
+  const out: string[] = [];
+  for (const s of steps) {
+    const top: unknown[] = [];
+    for (let i = 0; i < Math.min(k, s.ids.length); i++) {
+      const t = str(s.ids[i]!);
+      top.push({ token: t, logprob: s.logprobs[i], bytes: bytesOf(t) });
+    }
+    const t = str(s.ids[0]!);
+    out.push(JSON.stringify({ token: t, logprob: s.logprobs[0], bytes: bytesOf(t), top_logprobs: top }));
+  }
+  return out.join(",");
+}
+
+/** The legacy completions logprobs, built column by column as JSON text. */
+export class LegacyColumns {
+  private readonly offsets: string[] = [];
+  private readonly values: string[] = [];
+  private readonly tokens: string[] = [];
+  private readonly tops: string[] = [];
+  /** where the next token's text starts (code points, as Python counts) */
+  offset: number;
+
+  constructor(
+    initialOffset: number,
+    private readonly k: number,
+    private readonly str: TokenString,
+  ) {
+    this.offset = initialOffset;
+  }
+
+  get size(): number {
+    return this.tokens.length;
+  }
+
+  private token(t: string): void {
+    this.offsets.push(String(this.offset));
+    this.tokens.push(JSON.stringify(t));
+    let n = 0;
+    for (const _ of t) n++;
+    this.offset += n;
+  }
+
+  /** a position with no logprobs (a prompt's first token) */
+  addNull(id: number): void {
+    this.token(this.str(id));
+    this.values.push("null");
+    this.tops.push("null");
+  }
+
+  add(s: LogprobStep): void {
+    this.token(this.str(s.ids[0]!));
+    this.values.push(String(s.logprobs[0]));
+    // vLLM keeps entries 0..k (the sampled token and k more, or k when it is among them); a text
+    // two tokens share is one key, the later value at the earlier place, as a Python dict does
+    const keys: string[] = [];
+    const vals = new Map<string, number>();
+    for (let i = 0; i <= this.k && i < s.ids.length; i++) {
+      const key = this.str(s.ids[i]!);
+      if (!vals.has(key)) keys.push(key);
+      vals.set(key, s.logprobs[i]!);
+    }
+    this.tops.push("{" + keys.map((key) => `${JSON.stringify(key)}:${vals.get(key)}`).join(",") + "}");
+  }
+
+  /** Appends another set of columns (the output's after the echoed prompt's). */
+  append(other: LegacyColumns): void {
+    this.offsets.push(...other.offsets);
+    this.values.push(...other.values);
+    this.tokens.push(...other.tokens);
+    this.tops.push(...other.tops);
+    this.offset = other.offset;
+  }
+
+  json(): string {
+    return (
+      `{"text_offset":[${this.offsets.join(",")}],"token_logprobs":[${this.values.join(",")}],` +
+      `"tokens":[${this.tokens.join(",")}],"top_logprobs":[${this.tops.join(",")}]}`
+    );
+  }
+
+  /** Empties the columns, keeping the running offset (each streamed event sends its own). */
+  reset(): void {
+    this.offsets.length = 0;
+    this.values.length = 0;
+    this.tokens.length = 0;
+    this.tops.length = 0;
+  }
+}
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** The prompt's steps, position 1 on (position 0 has none), each from the hash of what precedes it. */
+async function forEachPromptStep(
+  ids: readonly number[],
+  seed: number,
+  pool: Int32Array,
+  k: number,
+  visit: (j: number, step: LogprobStep | null) => void,
+): Promise<void> {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let j = 0; j < ids.length; j++) {
+    if (j > 0 && j % SLICE === 0) await nextTurn();
+    visit(j, j === 0 ? null : stepAt(h, ids[j]!, k, pool, promptRank));
+    h = fold(h, ids[j]!);
+  }
+}
+
+/** vLLM's `prompt_logprobs` as JSON text, built in slices between turns of the event loop. */
+export async function promptLogprobsJson(
+  ids: readonly number[],
+  seed: number,
+  pool: Int32Array,
+  k: number,
+  str: TokenString,
+): Promise<string> {
+  const parts: string[] = [];
+  await forEachPromptStep(ids, seed, pool, k, (_j, s) => {
+    if (s === null) {
+      parts.push("null");
+      return;
+    }
+    const entries: string[] = [];
+    for (let i = 0; i < s.ids.length; i++) {
+      const lp = { logprob: s.logprobs[i], rank: s.ranks[i], decoded_token: str(s.ids[i]!) };
+      entries.push(`"${s.ids[i]}":${JSON.stringify(lp)}`);
+    }
+    parts.push("{" + entries.join(",") + "}");
+  });
+  return "[" + parts.join(",") + "]";
+}
+
+/** The echoed prompt's columns of the legacy completions logprobs, built in slices. */
+export async function promptLegacyColumns(
+  ids: readonly number[],
+  seed: number,
+  pool: Int32Array,
+  k: number,
+  str: TokenString,
+): Promise<LegacyColumns> {
+  const cols = new LegacyColumns(0, k, str);
+  await forEachPromptStep(ids, seed, pool, k, (j, s) => (s === null ? cols.addNull(ids[j]!) : cols.add(s)));
+  return cols;
+}
+
+/** vLLM's request checks and engine limits on logprobs; the counts the request asks for. */
+export function checkLogprobs(
+  p: {
+    /** chat: logprobs true/false; completions: the count */
+    logprobs: number | null;
+    /** chat only: top_logprobs */
+    topLogprobs: number | null | undefined;
+    promptLogprobs: number | null | undefined;
+    stream: boolean;
+    chat: boolean;
+  },
+  maxLogprobs: number,
+  vocabSize: number,
+): void {
+  const { promptLogprobs: pl, topLogprobs: tl } = p;
+  if (pl !== null && pl !== undefined) {
+    if (p.stream && (pl > 0 || pl === -1))
+      throw new HttpError(400, "`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs");
+    if (pl < 0 && pl !== -1)
+      throw new HttpError(400, "`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs");
+  }
+  if (p.chat) {
+    if (tl !== null && tl !== undefined) {
+      if (tl < 0 && tl !== -1)
+        throw new HttpError(400, "`top_logprobs` must be a positive value or -1.", "top_logprobs");
+      if ((tl === -1 || tl > 0) && !p.logprobs)
+        throw new HttpError(
+          400,
+          "when using `top_logprobs`, `logprobs` must be set to true.",
+          "top_logprobs",
+        );
+    }
+  } else if (p.logprobs !== null && p.logprobs < 0 && p.logprobs !== -1) {
+    throw new HttpError(400, "`logprobs` must be a positive value or -1.", "logprobs");
+  }
+  const max = maxLogprobs === -1 ? vocabSize : maxLogprobs;
+  const sample = p.chat ? (p.logprobs ? (tl ?? 0) : null) : p.logprobs;
+  if (sample) {
+    const n = sample === -1 ? vocabSize : sample;
+    if (n > max)
+      throw new HttpError(
+        400,
+        `Requested sample logprobs of ${n}, which is greater than max allowed: ${max} (parameter=logprobs, value=${n})`,
+        "logprobs",
+      );
+  }
+  if (pl) {
+    const n = pl === -1 ? vocabSize : pl;
+    if (n > max)
+      throw new HttpError(
+        400,
+        `Requested prompt logprobs of ${n}, which is greater than max allowed: ${max} (parameter=prompt_logprobs, value=${n})`,
+        "prompt_logprobs",
+      );
+  }
+}
