@@ -19,6 +19,7 @@ import { CliError } from "../config/args.js";
 import type { SimOptions } from "./config.js";
 import type { SimContext } from "./context.js";
 import { DisaggConnector, deriveEngineId } from "./disagg.js";
+import { kvEventSources } from "./kv-sources.js";
 import { keyProblem } from "./lmcache-keys.js";
 import { LmcacheTier } from "./lmcache.js";
 import { SHA256_CBOR_NAMES } from "./lmcache-config.js";
@@ -170,6 +171,9 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
     snapshot: () => runtime.snapshot(),
     sleepState: () => state.sleepState,
     loraActivity: () => runtime.loraActivity(),
+    engineConfig,
+    inFlight: () => runtime.inFlight,
+    kvConnector: o.lmcache !== null || o.disagg !== null,
   });
   runtime.metrics = metrics;
 
@@ -197,6 +201,7 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
     startedAt: Math.floor(Date.now() / 1000),
     tokenLiteral,
     tokenText,
+    kvEventSources: kvEventSources(kvCfg, publisher),
   };
 
   const server = createSimServer(ctx);

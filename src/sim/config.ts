@@ -82,6 +82,11 @@ export const SIM_FLAGS: FlagSpecs = {
     min: -1,
     help: "most logprobs and prompt_logprobs a request may ask for (-1: the vocabulary size)",
   },
+  "enable-scale-out": {
+    type: "boolean",
+    default: false,
+    help: "serve the scale-out endpoints: /render and /derender of chat, completions, messages and responses, /inference/v1/generate and /inference/v1/abort_requests (403 without it)",
+  },
   // sim-only
   gpu: { type: "string", default: "h100", help: "[sim] GPU profile: h100, h200, a100, l40s, l4" },
   "time-scale": {
@@ -199,6 +204,10 @@ export interface SimOptions {
   toolCallParser?: string;
   /** --max-logprobs (vLLM's default 20; -1: the vocabulary) */
   maxLogprobs: number;
+  /** vLLM's --enable-scale-out: render/derender and token-in/token-out generate answer instead of 403 */
+  enableScaleOut: boolean;
+  /** env VLLM_ENABLE_RESPONSES_API_STORE=1: Responses API answers are kept (bounded) for GET and previous_response_id */
+  responsesStore: boolean;
   gpu: string;
   timeScale: number;
   seed: number;
@@ -248,6 +257,12 @@ function yamlModel(file: string | undefined): string | undefined {
   if (!file) return undefined;
   const doc = parseYaml(readFileSync(file, "utf8")) as Record<string, unknown> | null;
   return doc && typeof doc.model === "string" ? doc.model : undefined;
+}
+
+/** vLLM reads its boolean env vars as integers ("1"); "true" is taken too, anything else is off */
+function envFlag(v: string | undefined): boolean {
+  const t = (v ?? "").trim().toLowerCase();
+  return t === "1" || t === "true";
 }
 
 function str(v: FlagValues[string]): string | undefined {
@@ -344,6 +359,8 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     enableAutoToolChoice,
     toolCallParser,
     maxLogprobs: f["max-logprobs"] as number,
+    enableScaleOut: f["enable-scale-out"] as boolean,
+    responsesStore: envFlag(env.VLLM_ENABLE_RESPONSES_API_STORE),
     gpu: String(f.gpu),
     timeScale: f["time-scale"] as number,
     seed: f.seed as number,

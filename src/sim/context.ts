@@ -4,8 +4,11 @@ import { HttpError } from "../http/errors.js";
 import type { EngineConfig, ModelProfile } from "../engine/types.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import type { SimOptions } from "./config.js";
+import type { AbortRegistry } from "./abort-registry.js";
 import type { DisaggConnector } from "./disagg.js";
+import type { KvEventSources } from "./kv-sources.js";
 import type { LoraRegistry } from "./lora.js";
+import type { ResponseStore } from "./response-store.js";
 import type { SimMetrics, SleepState } from "./metrics.js";
 import type { SimRuntime } from "./runtime.js";
 
@@ -40,6 +43,12 @@ export interface SimContext {
   tokenText: Map<number, string>;
   /** NixlConnector (disaggregated prefill/decode), when configured */
   disagg?: DisaggConnector | null;
+  /** what GET /kv_event_sources answers: the KV-events config per DP rank, as bound ({} without events) */
+  kvEventSources?: KvEventSources;
+  /** Responses API answers (kept only with VLLM_ENABLE_RESPONSES_API_STORE=1; empty otherwise) */
+  responseStore?: ResponseStore;
+  /** token-in/token-out generations in flight, by the id /inference/v1/abort_requests names */
+  tokenRequests?: AbortRegistry;
 }
 
 export interface ModelChoice {

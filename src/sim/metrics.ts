@@ -3,8 +3,9 @@
 // mirrored at scrape time (no work on the token path); per-request histograms are observed once when
 // a request finishes, inter-token latency once per token through a pre-bound child.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { EngineSnapshot, FinishReason, RequestTimings } from "../engine/types.js";
+import type { EngineConfig, EngineSnapshot, FinishReason, RequestTimings } from "../engine/types.js";
 import type { LmcacheStats } from "./lmcache.js";
+import { EngineFamilies, type AdmissionReason } from "./metrics-families.js";
 
 export const TTFT_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,
@@ -44,6 +45,12 @@ export interface MetricsSources {
   snapshot: () => EngineSnapshot;
   sleepState: () => SleepState;
   loraActivity: () => { running: string[]; waiting: string[] };
+  /** the engine's model and GPU shape, for the per-GPU work estimates */
+  engineConfig: EngineConfig;
+  /** requests the runtime holds, admitted or not: the rest are deferred (a KV lookup or pull in flight) */
+  inFlight: () => number;
+  /** a KV connector (LMCache, NixlConnector) is configured and registers vllm:external_prefix_cache_* */
+  kvConnector: boolean;
 }
 
 const ENGINE = "0";
@@ -55,6 +62,7 @@ export class SimMetrics {
   private readonly iterationTokens;
   private readonly finishedCounters: Record<FinishReason, Counter.Internal>;
   private readonly perRequest: Record<string, Histogram.Internal<string>>;
+  private readonly families: EngineFamilies;
 
   constructor(src: MetricsSources) {
     const labels = { model_name: src.modelName, engine: ENGINE };
@@ -71,7 +79,10 @@ export class SimMetrics {
         },
       });
     gauge("vllm:num_requests_running", "Number of requests in model execution batches.", (s) => s.numRunning);
-    gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", (s) => s.numWaiting);
+    // vLLM counts the requests it holds back while their KV is fetched as waiting too (reason deferred)
+    gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", (s) =>
+      Math.max(s.numWaiting, src.inFlight() - s.numRunning),
+    );
     gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", (s) => s.kvCacheUsage);
 
     const cacheLabels = { ...src.cacheConfig, engine: ENGINE };
@@ -307,6 +318,12 @@ export class SimMetrics {
         tokenBuckets,
       ),
     };
+    this.families = new EngineFamilies(r, labels, tokenBuckets, {
+      engineConfig: src.engineConfig,
+      snapshot: src.snapshot,
+      inFlight: src.inFlight,
+      registerExternalPrefixCache: !src.kvConnector,
+    });
   }
 
   /** vLLM's connector prefix-cache counters, and the sim's own view of the LMCache traffic. */
@@ -374,6 +391,12 @@ export class SimMetrics {
 
   observeStep(tokens: number): void {
     this.iterationTokens.observe(tokens);
+    this.families.observeStep(tokens);
+  }
+
+  /** a request refused at admission (the sim's cap on requests in flight): vllm:admission_rejections */
+  admissionRejected(reason: AdmissionReason): void {
+    this.families.admissionRejected(reason);
   }
 
   observeTtft(seconds: number): void {
@@ -399,6 +422,7 @@ export class SimMetrics {
     p.promptTokens!.observe(t.promptTokens);
     p.generationTokens!.observe(t.outputTokens);
     p.maxTokens!.observe(maxTokensParam);
+    this.families.observeFinished(t);
   }
 
   async text(): Promise<string> {

@@ -3,12 +3,32 @@
 // error JSON and the server keeps serving.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { lingerAfterRefusal, readBody, parseJsonObjectOffLoop } from "../http/body.js";
-import { HttpError, sendError } from "../http/errors.js";
+import { HttpError, sendError, type ErrorType } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { NIXL_READ_PATH } from "./disagg.js";
+import { handleChatBatch, invocationKind } from "./batch.js";
 import { handleChat, handleCompletions, newRequestHex } from "./generate.js";
+import { handleAbortRequests, handleGenerate } from "./generate-ids.js";
+import { uncountedRefusal } from "./generation.js";
+import { countTokensSchema, handleCountTokens, handleMessages, messagesSchema } from "./messages.js";
 import { handleEmbeddings, handleRerank, handleScore } from "./pooling.js";
+import {
+  derenderChat,
+  derenderCompletions,
+  derenderMessages,
+  derenderResponses,
+  renderChat,
+  renderCompletions,
+  renderMessages,
+  renderResponses,
+} from "./render.js";
+import {
+  handleCancelResponse,
+  handleCreateResponse,
+  handleGetResponse,
+  responsesSchema,
+} from "./responses.js";
 import { detokenizeSchema, loadLoraSchema, tokenizeSchema, unloadLoraSchema, validate } from "./schemas.js";
 import type { ChatMessage } from "../tokenizer/types.js";
 
@@ -53,6 +73,24 @@ async function jsonBody(ctx: SimContext, req: IncomingMessage): Promise<Record<s
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The scale-out endpoints answer only with --enable-scale-out; otherwise 403 in vLLM's error shape
+ * (type: the status's phrase, as vLLM's HTTPException handler writes it).
+ */
+function scaleOut(handler: Handler): Handler {
+  return (ctx, req, res, url) => {
+    if (!ctx.options.enableScaleOut)
+      throw new HttpError(
+        403,
+        "Scale-out endpoints are disabled: start the server with --enable-scale-out",
+        null,
+        {},
+        "Forbidden" as ErrorType,
+      );
+    return handler(ctx, req, res, url);
+  };
+}
 
 /** --crash-after, --stall-ms and --fail-rate, applied to generation requests before any work. */
 async function injectFaults(ctx: SimContext): Promise<void> {
@@ -205,9 +243,65 @@ const routes: Record<string, Handler> = {
     if (!ctx.disagg) throw new HttpError(404, "no KV connector: start the sim with NixlConnector");
     ctx.disagg.serveRead(await jsonBody(ctx, req), res);
   },
-  "POST /v1/responses": () => {
-    throw new HttpError(501, "the Responses API is not modelled by switchyard sim; use /v1/chat/completions");
+  "GET /kv_event_sources": (ctx, _req, res) => sendJson(res, 200, ctx.kvEventSources ?? {}),
+  "POST /v1/messages": async (ctx, req, res) => {
+    const body = validate(messagesSchema, await jsonBody(ctx, req));
+    await injectFaults(ctx);
+    await handleMessages(ctx, req, res, body);
   },
+  "POST /v1/messages/count_tokens": async (ctx, req, res) =>
+    handleCountTokens(ctx, res, validate(countTokensSchema, await jsonBody(ctx, req))),
+  "POST /v1/responses": async (ctx, req, res) => {
+    const body = validate(responsesSchema, await jsonBody(ctx, req));
+    await injectFaults(ctx);
+    await handleCreateResponse(ctx, req, res, body);
+  },
+  "POST /v1/chat/completions/batch": async (ctx, req, res) => {
+    const body = await jsonBody(ctx, req);
+    await injectFaults(ctx);
+    await handleChatBatch(ctx, req, res, body);
+  },
+  // SageMaker's entry point: the body goes to the first API it validates as, as vLLM dispatches it
+  "POST /invocations": async (ctx, req, res) => {
+    const body = await jsonBody(ctx, req);
+    const kind = invocationKind(body);
+    if (kind === "embedding") return sendJson(res, 200, await handleEmbeddings(ctx, body));
+    await injectFaults(ctx);
+    if (kind === "chat") await handleChat(ctx, req, res, body);
+    else await handleCompletions(ctx, req, res, body);
+  },
+  "POST /v1/chat/completions/render": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, await renderChat(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /v1/completions/render": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, await renderCompletions(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /v1/messages/render": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, await renderMessages(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /v1/responses/render": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, await renderResponses(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /v1/chat/completions/derender": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, derenderChat(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /v1/completions/derender": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, derenderCompletions(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /v1/messages/derender": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, derenderMessages(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /v1/responses/derender": scaleOut(async (ctx, req, res) =>
+    sendJson(res, 200, derenderResponses(ctx, await jsonBody(ctx, req))),
+  ),
+  "POST /inference/v1/generate": scaleOut(async (ctx, req, res) => {
+    const body = await jsonBody(ctx, req);
+    await injectFaults(ctx);
+    await handleGenerate(ctx, req, res, body);
+  }),
+  "POST /inference/v1/abort_requests": scaleOut(async (ctx, req, res) =>
+    handleAbortRequests(ctx, res, await jsonBody(ctx, req)),
+  ),
 };
 routes["POST /score"] = routes["POST /v1/score"]!;
 routes["POST /rerank"] = routes["POST /v1/rerank"]!;
@@ -215,9 +309,33 @@ routes["POST /v2/rerank"] = routes["POST /v1/rerank"]!;
 
 const knownPaths = new Set(Object.keys(routes).map((k) => k.slice(k.indexOf(" ") + 1)));
 
+/** vLLM's routes with a path parameter: a stored response, and its cancel. */
+const RESPONSE_PATH = /^\/v1\/responses\/([^/]+)$/;
+const CANCEL_PATH = /^\/v1\/responses\/([^/]+)\/cancel$/;
+
+function paramRoute(method: string | undefined, path: string): Handler | "method" | null {
+  let m = RESPONSE_PATH.exec(path);
+  if (m && m[1] !== "render" && m[1] !== "derender") {
+    const id = decodeURIComponent(m[1]!);
+    if (method !== "GET") return "method";
+    return (ctx, _req, res, url) => handleGetResponse(ctx, res, id, url);
+  }
+  m = CANCEL_PATH.exec(path);
+  if (m) {
+    const id = decodeURIComponent(m[1]!);
+    if (method !== "POST") return "method";
+    return (ctx, req, res) => {
+      req.resume();
+      handleCancelResponse(ctx, res, id);
+    };
+  }
+  return null;
+}
+
+/** --api-key guards what vLLM's middleware guards: the OpenAI paths and the /inference ones. */
 function authorized(ctx: SimContext, req: IncomingMessage, path: string): boolean {
   const key = ctx.options.apiKey;
-  if (!key || !path.startsWith("/v1")) return true;
+  if (!key || !(path.startsWith("/v1") || path.startsWith("/inference"))) return true;
   return req.headers.authorization === `Bearer ${key}`;
 }
 
@@ -225,11 +343,12 @@ export function createSimServer(ctx: SimContext): Server {
   const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
     const url = new URL(req.url ?? "/", "http://sim");
     const path = url.pathname;
-    const handler = routes[`${req.method} ${path}`];
+    const param = routes[`${req.method} ${path}`] ? null : paramRoute(req.method, path);
+    const handler = routes[`${req.method} ${path}`] ?? (typeof param === "function" ? param : undefined);
     if (!handler) {
       req.resume();
       // FastAPI's own answers for unknown paths and methods.
-      if (knownPaths.has(path)) sendJson(res, 405, { detail: "Method Not Allowed" });
+      if (knownPaths.has(path) || param === "method") sendJson(res, 405, { detail: "Method Not Allowed" });
       else sendJson(res, 404, { detail: "Not Found" });
       return;
     }
@@ -253,16 +372,18 @@ export function createSimServer(ctx: SimContext): Server {
     try {
       result = handler(ctx, req, res, url);
     } catch (err) {
-      fail(req, res, err);
+      fail(ctx, req, res, err);
       return;
     }
-    if (result) result.catch((err: unknown) => fail(req, res, err));
+    if (result) result.catch((err: unknown) => fail(ctx, req, res, err));
   });
   server.headersTimeout = 60_000;
   return server;
 }
 
-function fail(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+function fail(ctx: SimContext, req: IncomingMessage, res: ServerResponse, err: unknown): void {
+  // generate.ts refuses at the in-flight cap without counting; vLLM counts it as an admission rejection
+  if (uncountedRefusal(err)) ctx.metrics.admissionRejected("max_num_queued_reqs");
   if (err instanceof HttpError) {
     // refused mid-body (413): the client reads its answer while the rest is dropped
     lingerAfterRefusal(req, res);

@@ -1,0 +1,135 @@
+// `POST /v1/chat/completions/batch` and `POST /invocations` as vLLM 0.32 serves them. The batch takes
+// N conversations in one request (`messages` is a list of message lists) and answers one
+// chat.completion whose choice i answers conversation i; vLLM runs them concurrently and refuses
+// streaming there. /invocations is SageMaker's single entry point: vLLM tries the request types it
+// serves in order and hands the body to the first one it validates as.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { HttpError } from "../http/errors.js";
+import { assistantMessage } from "../http/vllm-answers.js";
+import { resolveRequestModel, type SimContext } from "./context.js";
+import { newRequestHex } from "./generate.js";
+import { checkAdmission, Generation, trackLoad, type GenerationResult } from "./generation.js";
+import { chatPrompt } from "./prompts.js";
+import { chatSchema, completionSchema, embeddingsSchema, validate } from "./schemas.js";
+
+/** Conversations in one batch at most: each becomes an engine request held until the last finishes. */
+export const MAX_BATCH_CONVERSATIONS = 1024;
+
+export async function handleChatBatch(
+  ctx: SimContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  body: Record<string, unknown>,
+): Promise<void> {
+  const conversations = body.messages;
+  if (!Array.isArray(conversations) || conversations.length === 0 || !conversations.every(Array.isArray))
+    throw new HttpError(
+      400,
+      "messages: expected a non-empty list of conversations (lists of messages)",
+      "messages",
+    );
+  if (conversations.length > MAX_BATCH_CONVERSATIONS)
+    throw new HttpError(
+      400,
+      `messages: at most ${MAX_BATCH_CONVERSATIONS} conversations per batch`,
+      "messages",
+    );
+  if (body.stream === true)
+    throw new HttpError(400, "Streaming is not supported for batch chat completions.", "stream");
+  // each conversation is checked and rendered as the chat it would be alone
+  const singles = conversations.map((messages) => validate(chatSchema, { ...body, messages }));
+  const first = singles[0]!;
+  const model = resolveRequestModel(ctx, first.model);
+  const prompts: number[][] = [];
+  for (const s of singles) prompts.push((await chatPrompt(ctx, s)).tokenIds);
+  if (res.destroyed || res.writableEnded) return;
+  const maxTokens = first.max_completion_tokens ?? first.max_tokens ?? null;
+  checkAdmission(ctx, prompts, maxTokens, first.priority ?? 0);
+  const header = req.headers["x-request-id"];
+  const id = `chatcmpl-${typeof header === "string" && header ? header : (first.request_id ?? newRequestHex())}`;
+  const created = Math.floor(Date.now() / 1000);
+  const stop =
+    first.stop === null || first.stop === undefined
+      ? []
+      : typeof first.stop === "string"
+        ? [first.stop]
+        : first.stop;
+  const results: Array<GenerationResult | null> = prompts.map(() => null);
+  let finished = 0;
+  const gens = prompts.map(
+    (promptIds, i) =>
+      new Generation(
+        ctx,
+        {
+          promptIds,
+          model,
+          maxTokens,
+          minTokens: first.min_tokens ?? 0,
+          ignoreEos: first.ignore_eos ?? false,
+          priority: first.priority ?? 0,
+          cacheSalt: first.cache_salt ?? null,
+          temperature: first.temperature ?? null,
+          stop,
+        },
+        {
+          onDone: (r) => {
+            results[i] = r;
+            if (++finished === prompts.length) answer();
+          },
+        },
+      ),
+  );
+  const answer = (): void => {
+    if (res.destroyed || res.writableEnded) return;
+    const promptTokens = prompts.reduce((a, p) => a + p.length, 0);
+    const completion = results.reduce((a, r) => a + r!.timings.outputTokens, 0);
+    const text = JSON.stringify({
+      id,
+      object: "chat.completion",
+      created,
+      model: model.name,
+      choices: results.map((r, index) => ({
+        index,
+        message: assistantMessage(r!.text),
+        logprobs: null,
+        finish_reason: r!.reason,
+        stop_reason: r!.stopString,
+        token_ids: first.return_token_ids === true ? r!.ids : null,
+      })),
+      service_tier: null,
+      system_fingerprint: null,
+      usage: {
+        prompt_tokens: promptTokens,
+        total_tokens: promptTokens + completion,
+        completion_tokens: completion,
+        prompt_tokens_details: null,
+      },
+      prompt_logprobs: null,
+      prompt_token_ids: null,
+      kv_transfer_params: null,
+    });
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    res.end(text);
+  };
+  trackLoad(ctx, res);
+  res.once("close", () => {
+    for (const g of gens) g.abort();
+  });
+  for (const g of gens) g.submit();
+}
+
+export type InvocationKind = "chat" | "completion" | "embedding";
+
+/** vLLM's order for a model that generates: chat first, then completions (the sim also embeds). */
+const INVOCATION_TYPES: Array<[InvocationKind, string, { safeParse(v: unknown): { success: boolean } }]> = [
+  ["chat", "ChatCompletionRequest", chatSchema],
+  ["completion", "CompletionRequest", completionSchema],
+  ["embedding", "EmbeddingRequest", embeddingsSchema],
+];
+
+/** The first request type the body validates as, or vLLM's 400 naming the types it tried. */
+export function invocationKind(body: unknown): InvocationKind {
+  for (const [kind, , schema] of INVOCATION_TYPES) if (schema.safeParse(body).success) return kind;
+  const names = INVOCATION_TYPES.map(([, name]) => `'${name}'`).join(", ");
+  throw new HttpError(400, `Cannot find suitable handler for request. Expected one of: [${names}]`);
+}

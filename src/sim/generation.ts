@@ -1,0 +1,278 @@
+// One engine request for the routes that are not /v1/completions or /v1/chat/completions: Anthropic
+// Messages, the Responses API, batched chats, token-in/token-out generate and SageMaker invocations.
+// vLLM runs them all through its chat/completions serving, so here they build the engine request the
+// way generate.ts does (same checks, same greedy chain, same seed folding): a conversation sent as a
+// Message, a Response or a chat gets the same tokens, and a router sees the same prefix hits.
+//
+// It also applies stop strings, which the chat path accepts and ignores: the greedy chain is known up
+// front, so the walk finds where a stop string would first complete and the engine is told to end
+// there, finishing "stop" with the tokens up to that point generated and counted, as vLLM does.
+import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
+import { contextLengthError } from "../http/context-length.js";
+import { HttpError } from "../http/errors.js";
+import { seedFromString } from "../workload/rng.js";
+import type { ModelChoice, SimContext } from "./context.js";
+import { GreedyChain } from "./greedy.js";
+import { MAX_IN_FLIGHT } from "./runtime.js";
+import type { RequestSink } from "./sink.js";
+
+export interface GenerationSpec {
+  promptIds: readonly number[];
+  model: ModelChoice;
+  /** null: vLLM's default, the room left in the context (max_model_len − prompt) */
+  maxTokens: number | null;
+  minTokens?: number;
+  ignoreEos?: boolean;
+  priority?: number;
+  cacheSalt?: string | null;
+  /** null: vLLM's default, which samples; 0 makes every choice of a request the same answer */
+  temperature?: number | null;
+  /** the choice's index within an n > 1 request */
+  choice?: number;
+  /** vLLM's `stop`: the text ends before the first one to appear, finish_reason "stop" */
+  stop?: readonly string[];
+}
+
+export interface GenerationResult {
+  reason: FinishReason;
+  /** the stop string that ended the answer (vLLM's stop_reason), or null */
+  stopString: string | null;
+  /** the answer's text, cut before the stop string */
+  text: string;
+  /** every output token id, the stop string's included (EOS included, as vLLM's are) */
+  ids: number[];
+  timings: RequestTimings;
+}
+
+export interface GenerationEvents {
+  /**
+   * New output: the text that may be shown (never past a stop string), the new token ids, and how
+   * the answer ends when these are its last tokens (the engine reports the end separately, after
+   * them: a stream that wants the reason on its last token's event takes it from here).
+   */
+  onOutput?(text: string, ids: readonly number[], finish: FinishReason | null): void;
+  onDone(result: GenerationResult): void;
+}
+
+/** Where a stop string first completes in the chain's output: token index and character offset. */
+interface Cut {
+  tokenIndex: number;
+  charOffset: number;
+  stop: string;
+}
+
+/**
+ * vLLM's checks before a request reaches the engine, in generate.ts's order: sleeping, priority
+ * without priority scheduling, max_tokens, context length, empty prompt, then the in-flight cap,
+ * which vLLM 0.32 counts as an admission rejection.
+ */
+export function checkAdmission(
+  ctx: SimContext,
+  prompts: ReadonlyArray<readonly number[]>,
+  maxTokens: number | null,
+  priority = 0,
+  requests = prompts.length,
+): void {
+  if (ctx.state.sleepState !== "awake")
+    throw new HttpError(503, "the engine is sleeping; POST /wake_up first");
+  if (priority !== 0 && ctx.options.schedulingPolicy !== "priority")
+    throw new HttpError(400, `Got priority ${priority} but Priority scheduling is not enabled.`, "priority");
+  if (maxTokens !== null && maxTokens < 1)
+    throw new HttpError(400, `max_tokens must be at least 1, got ${maxTokens}.`, "max_tokens");
+  for (const ids of prompts) {
+    const err = contextLengthError(ctx.engineConfig.maxModelLen, ids.length, maxTokens);
+    if (err) throw err;
+    if (ids.length === 0) throw new HttpError(400, "The prompt cannot be empty.", "prompt");
+  }
+  if (ctx.runtime.inFlight + requests > MAX_IN_FLIGHT) {
+    ctx.metrics.admissionRejected("max_num_queued_reqs");
+    throw new AdmissionRefused();
+  }
+}
+
+const IN_FLIGHT_REFUSAL = `the sim holds at most ${MAX_IN_FLIGHT} requests in flight; retry later`;
+
+/** The cap's 503, already counted in vllm:admission_rejections. */
+export class AdmissionRefused extends HttpError {
+  constructor() {
+    super(503, IN_FLIGHT_REFUSAL);
+  }
+}
+
+/**
+ * Whether an error is the in-flight cap's 503 that generate.ts raised (it does not count it): the
+ * server counts those, so that chat and completions refusals reach vllm:admission_rejections too.
+ */
+export function uncountedRefusal(err: unknown): boolean {
+  return (
+    err instanceof HttpError &&
+    !(err instanceof AdmissionRefused) &&
+    err.status === 503 &&
+    err.message === IN_FLIGHT_REFUSAL
+  );
+}
+
+/** Token ids in [0, vocab): vLLM's 400 otherwise. */
+export function checkTokenIds(ctx: SimContext, ids: readonly number[], param: string): void {
+  const vocab = ctx.tokenizer.vocabSize;
+  for (const id of ids) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocab)
+      throw new HttpError(400, `Token id ${id} is out of vocabulary`, param);
+  }
+}
+
+export class Generation implements RequestSink {
+  readonly engineId: string;
+  readonly maxTokens: number;
+  private readonly request: EngineRequest;
+  private readonly cut: Cut | null;
+  private text = "";
+  private shown = 0;
+  private readonly ids: number[] = [];
+  private done = false;
+  private readonly engineMax: number;
+
+  constructor(
+    private readonly ctx: SimContext,
+    spec: GenerationSpec,
+    private readonly events: GenerationEvents,
+  ) {
+    const prompt = spec.promptIds;
+    const maxTokens = spec.maxTokens ?? ctx.engineConfig.maxModelLen - prompt.length;
+    const ignoreEos = spec.ignoreEos ?? false;
+    const minTokens = spec.minTokens ?? 0;
+    const choice = spec.choice ?? 0;
+    const chain = new GreedyChain(
+      prompt,
+      {
+        seed: ctx.options.seed ^ seedFromString(spec.model.loraName ?? ""),
+        choiceSalt: spec.temperature === 0 ? 0 : choice,
+        pool: ctx.tokenizer.outputPool.ids,
+        eosId: ctx.tokenizer.eosTokenId,
+        meanLength: ctx.options.outputLenMean,
+        minTokens,
+        ignoreEos,
+      },
+      maxTokens,
+    );
+    const stops = (spec.stop ?? []).filter((s) => s.length > 0);
+    this.cut = stops.length > 0 ? this.findCut(chain, stops, Math.min(maxTokens, chain.stopAfter)) : null;
+    // the engine ends the answer where the stop string completes: at its EOS point unless EOS is
+    // ignored, then by length (reported as "stop" below)
+    const stopAfter = this.cut ? Math.min(chain.stopAfter, this.cut.tokenIndex + 1) : chain.stopAfter;
+    const engineMax = this.cut && ignoreEos ? this.cut.tokenIndex + 1 : maxTokens;
+    this.maxTokens = maxTokens;
+    this.engineMax = engineMax;
+    this.engineId = String(ctx.state.nextRequestNumber++);
+    this.request = {
+      requestId: this.engineId,
+      promptTokenIds: prompt,
+      maxTokens: engineMax,
+      stopAfter,
+      ignoreEos,
+      minTokens,
+      priority: spec.priority ?? 0,
+      cacheSalt: spec.cacheSalt ?? null,
+      loraName: spec.model.loraName,
+      arrivalTime: performance.now() / 1000,
+      sampleToken: (i: number) => chain.token(i),
+    };
+  }
+
+  /** Hands the request to the engine; `maxTokensParam` is what vllm:request_params_max_tokens sees. */
+  submit(maxTokensParam = this.maxTokens): void {
+    this.ctx.runtime.submit(this.request, this, maxTokensParam);
+  }
+
+  /** The client went away (or asked): the engine frees the request's blocks at once. */
+  abort(): void {
+    if (!this.done) this.ctx.runtime.abort(this.engineId);
+  }
+
+  get finished(): boolean {
+    return this.done;
+  }
+
+  /** The stop string this answer ends with, when one completes before its EOS and max_tokens. */
+  get stopString(): string | null {
+    return this.cut?.stop ?? null;
+  }
+
+  private pieceOf(id: number): string {
+    return this.ctx.tokenText.get(id) ?? this.ctx.tokenizer.decode([id], true);
+  }
+
+  /**
+   * Walks the chain's output (already computed up to its EOS point) for the first completed stop
+   * string. Only a tail as long as the longest stop string is searched at each token, so the walk is
+   * linear in the answer's length.
+   */
+  private findCut(chain: GreedyChain, stops: readonly string[], limit: number): Cut | null {
+    const longest = Math.max(...stops.map((s) => s.length));
+    const eos = this.ctx.tokenizer.eosTokenId;
+    let tail = "";
+    let base = 0; // offset of tail[0] in the full text
+    for (let i = 0; i < limit; i++) {
+      const id = chain.token(i);
+      if (id === eos) return null;
+      const from = tail.length;
+      tail += this.pieceOf(id);
+      let best: Cut | null = null;
+      for (const s of stops) {
+        const at = tail.indexOf(s, Math.max(0, from - s.length + 1));
+        if (at >= 0 && (!best || base + at < best.charOffset))
+          best = { tokenIndex: i, charOffset: base + at, stop: s };
+      }
+      if (best) return best;
+      if (tail.length > longest) {
+        base += tail.length - longest;
+        tail = tail.slice(-longest);
+      }
+    }
+    return null;
+  }
+
+  onTokens(ids: readonly number[]): void {
+    if (this.done) return;
+    let piece = "";
+    for (const id of ids) {
+      this.ids.push(id);
+      piece += this.pieceOf(id);
+    }
+    this.text += piece;
+    const visible = this.cut ? Math.min(this.text.length, this.cut.charOffset) : this.text.length;
+    const delta = this.text.slice(this.shown, visible);
+    this.shown = visible;
+    this.events.onOutput?.(delta, ids, this.predictedFinish());
+  }
+
+  /** How the answer ends if the tokens so far are all of it: the engine's own rule (engine.ts). */
+  private predictedFinish(): FinishReason | null {
+    const n = this.ids.length;
+    const r = this.request;
+    if (this.cut && n === this.cut.tokenIndex + 1) return "stop";
+    if (!r.ignoreEos && n >= r.stopAfter && n >= r.minTokens) return "stop";
+    if (n >= this.engineMax) return "length";
+    return null;
+  }
+
+  onFinished(reason: FinishReason, timings: RequestTimings): void {
+    if (this.done) return;
+    this.done = true;
+    const cut = this.cut;
+    const hitStop = cut !== null && reason !== "abort" && this.ids.length === cut.tokenIndex + 1;
+    this.events.onDone({
+      reason: hitStop ? "stop" : reason,
+      stopString: hitStop ? cut.stop : null,
+      text: hitStop ? this.text.slice(0, cut.charOffset) : this.text,
+      ids: this.ids,
+      timings,
+    });
+  }
+}
+
+/** Counts a request in vLLM's server_load from now until its response closes. */
+export function trackLoad(ctx: SimContext, res: { once(event: "close", fn: () => void): unknown }): void {
+  ctx.state.serverLoad++;
+  res.once("close", () => ctx.state.serverLoad--);
+}
