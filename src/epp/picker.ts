@@ -5,6 +5,7 @@
 // router's admission queue, and is refused 429 when that queue is full or the wait times out.
 import { HttpError } from "../http/errors.js";
 import { decide, type EngineView, type Policy, type RequestView } from "../routing/index.js";
+import type { Tenant } from "../tenancy/state.js";
 import type { Subset } from "./request.js";
 import type { RoutingHost, Slot } from "./types.js";
 
@@ -88,7 +89,12 @@ export class EndpointPicker {
    * every candidate is at its in-flight cap and the request waits for room. Throws HttpError for
    * what the GIE contract answers with an ImmediateResponse (503, 429, 404).
    */
-  pick(view: RequestView, subset: Subset | undefined, signal: AbortSignal): Picked | Promise<Picked> {
+  pick(
+    view: RequestView,
+    subset: Subset | undefined,
+    signal: AbortSignal,
+    tenant?: Tenant,
+  ): Picked | Promise<Picked> {
     const policy = this.host.policy();
     const dec = decide(policy, view, { engines: this.candidates(subset), now: performance.now() });
     if (dec.kind === "picked") {
@@ -111,7 +117,7 @@ export class EndpointPicker {
       );
     }
     // saturated (or the engine left between the decision and the claim): wait for room
-    return this.waitForRoom(policy, view, subset, signal);
+    return this.waitForRoom(policy, view, subset, signal, tenant);
   }
 
   private async waitForRoom(
@@ -119,6 +125,7 @@ export class EndpointPicker {
     view: RequestView,
     subset: Subset | undefined,
     signal: AbortSignal,
+    tenant: Tenant | undefined,
   ): Promise<Picked> {
     let slot: Slot | undefined;
     let current = policy;
@@ -128,7 +135,7 @@ export class EndpointPicker {
       if (dec.kind !== "picked") return false;
       slot = this.host.claim(dec.engine.id);
       return slot !== undefined;
-    }, signal);
+    }, signal, tenant);
     return this.withFallbacks(current, view, subset, slot!);
   }
 

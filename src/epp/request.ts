@@ -16,11 +16,20 @@ export interface RequestHead {
   sessionKey: string | undefined;
   /** `x-switchyard-debug: 1`: the response gets the routing explanation, as from the router */
   debug: boolean;
+  /** the client's credential: the tenancy gate reads it, and it reaches engines only as HTTP's would */
+  authorization: string | undefined;
 }
 
 export function readHead(headers: readonly HeaderEntry[], sessionHeader: string): RequestHead {
   const want = sessionHeader.toLowerCase();
-  const head: RequestHead = { method: "", path: "", contentType: "", sessionKey: undefined, debug: false };
+  const head: RequestHead = {
+    method: "",
+    path: "",
+    contentType: "",
+    sessionKey: undefined,
+    debug: false,
+    authorization: undefined,
+  };
   for (const h of headers) {
     switch (h.key) {
       case ":method":
@@ -34,6 +43,10 @@ export function readHead(headers: readonly HeaderEntry[], sessionHeader: string)
         break;
       case "x-switchyard-debug":
         head.debug = h.value === "1";
+        break;
+      case "authorization":
+        // the first, as Node keeps the first of a repeated Authorization: one rule for both ways in
+        head.authorization ??= h.value;
         break;
       default:
         if (h.key === want && h.value !== "") head.sessionKey = h.value;

@@ -11,9 +11,17 @@
 // BUFFERED / BUFFERED_PARTIAL — the headers are answered at once and the destination travels in the
 // body response; NONE — decided on the headers alone. STREAMED and GRPC cannot hold the headers for
 // the body and are refused with UNIMPLEMENTED.
+//
+// Tenancy goes through the router's own gate (src/tenancy/router-gate.ts), in HTTP ingress's order:
+// the key is checked on the request headers (401/403 before any body byte is buffered), the tenant's
+// limits are applied once the body is in (429 before any engine slot is taken), and the body gets
+// the tenant's cache_salt before the routing view is built, so the KV-aware policy hashes what the
+// engine will. The tenant's key stops here, as it stops at the router: the engine gets its own key.
 import { HttpError, errorBody } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import type { RequestView } from "../routing/index.js";
+import type { TenantRequest } from "../tenancy/request.js";
+import type { Tenant } from "../tenancy/state.js";
 import {
   BodySendMode,
   type CommonResponse,
@@ -32,6 +40,7 @@ import {
   type RequestHead,
   type Subset,
 } from "./request.js";
+import type { InferenceRequest } from "./request.js";
 import type { RoutingHost, Slot } from "./types.js";
 
 const log = logger("epp");
@@ -101,6 +110,11 @@ export class ExtProcStream {
   private status = 0;
   private started = 0;
   private lastChunk = 0;
+  /** the authenticated tenant (tenancy on), and its admission once its limits let it in */
+  private tenant: Tenant | undefined;
+  private admitted: TenantRequest | undefined;
+  /** the response is SSE: the tenant's usage is one event of it */
+  private sse = false;
 
   constructor(
     private readonly host: RoutingHost,
@@ -151,22 +165,58 @@ export class ExtProcStream {
         `request_body_mode ${modeName(this.requestMode)} cannot hold the headers until the body has decided the engine: use FULL_DUPLEX_STREAMED (the GIE contract) or BUFFERED`,
       );
     }
-    if (msg.endOfStream || this.requestMode === BodySendMode.None) {
-      // no body to route by (a GET, or a gateway that sends none): the least busy engine
-      this.stage = Stage.Response;
-      let endpoint: string;
+    const gate = this.host.gate;
+    if (gate.enabled) {
       try {
-        endpoint = this.picker.pickAny(this.subset);
+        this.tenant = gate.authenticate({ headers: { authorization: this.head.authorization } });
       } catch (err) {
+        // counted as the router counts a refused request, whatever its body would have been
+        this.inference = true;
         return this.refuse(err);
       }
-      this.sink.send(this.destination("requestHeaders", [endpoint]));
-      return;
+    }
+    if (msg.endOfStream || this.requestMode === BodySendMode.None) {
+      // no body to route by (a GET, or a gateway that sends none): the least busy engine
+      this.stage = Stage.Deciding;
+      if (!this.tenant) return this.answerAny();
+      // a tenant's bodyless request counts against its limits too, as through the router
+      return gate.admit(this.tenant, this.pathOnly, undefined, 0).then(
+        (a) => (this.holdAdmission(a.request) ? this.answerAny() : undefined),
+        (err: unknown) => this.refuse(err, true),
+      );
     }
     this.stage = Stage.Body;
     this.inference = true;
     // buffered modes wait for this answer before they send the body: continue, decide on the body
     if (this.bufferedRequest) this.sink.send({ kind: "requestHeaders" });
+  }
+
+  private answerAny(): void {
+    this.stage = Stage.Response;
+    let endpoint: string;
+    try {
+      endpoint = this.picker.pickAny(this.subset);
+    } catch (err) {
+      return this.refuse(err);
+    }
+    this.sink.send(this.destination("requestHeaders", [endpoint]));
+  }
+
+  /** The path without its query: what the gate's per-path rules (usage in streams) match. */
+  private get pathOnly(): string {
+    const p = this.head?.path ?? "";
+    const q = p.indexOf("?");
+    return q < 0 ? p : p.slice(0, q);
+  }
+
+  /** Keeps an admission for the request's end; false (and released) when the stream ended meanwhile. */
+  private holdAdmission(a: TenantRequest): boolean {
+    if (this.stage !== Stage.Deciding) {
+      a.finish(499);
+      return false;
+    }
+    this.admitted = a;
+    return true;
   }
 
   private get bufferedRequest(): boolean {
@@ -203,13 +253,34 @@ export class ExtProcStream {
     const head = this.head!;
     const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodySize);
     this.chunks.length = 0;
-    let req;
-    let picked: Picked | Promise<Picked>;
+    let req: InferenceRequest;
     try {
       req = parseInference(head, body, this.host.settings(), () => this.host.soleModel());
       this.model = req.model;
+    } catch (err) {
+      return this.refuse(err);
+    }
+    if (!this.tenant) return this.route(req);
+    // the tenant's limits before any engine slot is taken; its salt before the routing view
+    const usageEvent = this.responseMode === BodySendMode.FullDuplexStreamed;
+    return this.host.gate.admit(this.tenant, this.pathOnly, req.parsed, body.length, { usageEvent }).then(
+      (a) => {
+        if (!this.holdAdmission(a.request)) return;
+        if (a.mutated && req.parsed) {
+          req.body = Buffer.from(JSON.stringify(req.parsed));
+          req.rewritten = true;
+        }
+        return this.route(req);
+      },
+      (err: unknown) => this.refuse(err, true),
+    );
+  }
+
+  private route(req: InferenceRequest): Promise<void> | void {
+    let picked: Picked | Promise<Picked>;
+    try {
       this.view = this.picker.view(req.model, req.parsed, req.sessionKey);
-      picked = this.picker.pick(this.view, this.subset, this.abort.signal);
+      picked = this.picker.pick(this.view, this.subset, this.abort.signal, this.tenant);
     } catch (err) {
       return this.refuse(err);
     }
@@ -263,18 +334,27 @@ export class ExtProcStream {
   ): ProcessingResponse {
     const value = endpoints.join(",");
     const md: MetadataStruct = { [DESTINATION_NAMESPACE]: { [DESTINATION_KEY]: value } };
-    const common: CommonResponse = {
-      setHeaders: [[DESTINATION_KEY, value], ...extra],
-      clearRouteCache: true,
-      replaceBody,
-    };
+    const setHeaders: Array<readonly [string, string]> = [[DESTINATION_KEY, value], ...extra];
+    let removeHeaders: string[] | undefined;
+    // the router's upstream rule, for the primary engine: its key, else the client's when tenancy
+    // did not consume it; a tenant's key never reaches an engine
+    const client = this.tenant ? undefined : this.head?.authorization;
+    const engineId = this.picker.engineAt(endpoints[0]!);
+    const auth = engineId !== undefined ? this.host.upstreamAuthorization(engineId, client) : client;
+    if (auth !== undefined) {
+      if (auth !== this.head?.authorization) setHeaders.push(["authorization", auth]);
+    } else if (this.head?.authorization !== undefined) removeHeaders = ["authorization"];
+    const common: CommonResponse = { setHeaders, removeHeaders, clearRouteCache: true, replaceBody };
     return { kind, common, dynamicMetadata: md };
   }
 
   private onResponseHeaders(msg: ProcessingRequest): void {
     if (this.stage !== Stage.Response)
       return this.protocolError(GrpcCode.FailedPrecondition, "response before the request was answered");
-    for (const h of msg.headers) if (h.key === ":status") this.status = Number(h.value) || 0;
+    for (const h of msg.headers) {
+      if (h.key === ":status") this.status = Number(h.value) || 0;
+      else if (h.key === "content-type") this.sse = h.value.toLowerCase().startsWith("text/event-stream");
+    }
     const served = readServed(msg.metadata);
     if (served && this.slot && served !== endpointOf(this.slot.engineId)) this.moveSlot(served);
     const setHeaders: Array<readonly [string, string]> = [];
@@ -301,13 +381,22 @@ export class ExtProcStream {
   private onResponseBody(msg: ProcessingRequest): void {
     if (this.stage !== Stage.Response)
       return this.protocolError(GrpcCode.FailedPrecondition, "response body before the request was answered");
-    const body = msg.body ?? Buffer.alloc(0);
+    let body = msg.body ?? Buffer.alloc(0);
     if (body.length > 0 && this.model !== "none") {
       const now = performance.now();
       const series = this.host.metrics.forModel(this.model);
       if (this.lastChunk === 0) series.ttft.observe((now - this.started) / 1000);
       else series.itl.observe((now - this.lastChunk) / 1000);
       this.lastChunk = now;
+    }
+    // the tenant's usage settles its token limits; the usage event the gate asked for is dropped
+    const t = this.admitted;
+    if (t) {
+      body = t.onBody(body, this.sse);
+      if (msg.endOfStream) {
+        const rest = t.flush();
+        if (rest.length > 0) body = Buffer.concat([body, rest]);
+      }
     }
     if (this.responseMode === BodySendMode.FullDuplexStreamed)
       this.sink.send(streamed("responseBody", body, msg.endOfStream));
@@ -316,7 +405,7 @@ export class ExtProcStream {
   }
 
   /** What the contract answers with an ImmediateResponse: the status, and an OpenAI error body. */
-  private refuse(err: unknown): void {
+  private refuse(err: unknown, byTenantLimits = false): void {
     if (this.stage === Stage.Done) return;
     const e = err instanceof HttpError ? err : undefined;
     if (!e) {
@@ -324,7 +413,10 @@ export class ExtProcStream {
       log.error({ err }, "endpoint picker failure");
     }
     const status = e?.status ?? 500;
-    if (status === 429) this.host.metrics.rejected.inc({ reason: "queue" });
+    // a tenant over its limits was counted by the gate, not by the admission queue
+    if (status === 429 && !byTenantLimits) this.host.metrics.rejected.inc({ reason: "queue" });
+    // refused before admission: counted for the tenant here, as ingress does (the gate counts its own)
+    if (!this.admitted && !byTenantLimits) this.host.gate.refused(this.tenant, status);
     const message = e?.message ?? "internal endpoint picker error";
     const body = Buffer.from(errorBody(status, message, e?.param ?? null, e?.type));
     const headers: Array<readonly [string, string]> = [["content-type", "application/json"]];
@@ -360,6 +452,9 @@ export class ExtProcStream {
     this.stage = Stage.Done;
     if (wasDeciding) this.abort.abort();
     clearTimeout(this.timer);
+    // the tenant's concurrency slot back, its usage (or the estimate) recorded
+    this.admitted?.finish(status);
+    this.admitted = undefined;
     if (this.slot) {
       this.slot.release();
       this.slot = undefined;

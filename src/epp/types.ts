@@ -2,8 +2,12 @@
 // it (src/router/epp-glue.ts), so this folder imports only the routing library below it, never the
 // router. Every decision goes through the host's policy over the host's snapshot, and every pick
 // holds one of the host's in-flight slots: an EPP-routed request counts exactly like a proxied one.
+// Tenancy is the host's own gate too (src/tenancy/router-gate.ts, the one HTTP ingress calls), so a
+// request through the gateway meets the same keys, limits and cache salt as one sent to the router.
 import type { Registry as PromRegistry } from "prom-client";
 import type { EngineView, Policy, RequestView } from "../routing/index.js";
+import type { RouterGate } from "../tenancy/router-gate.js";
+import type { Tenant } from "../tenancy/state.js";
 
 export interface Observer {
   observe(v: number): void;
@@ -58,8 +62,16 @@ export interface RoutingHost {
   /**
    * Waits in the router's admission queue until `tryAcquire` claims a slot; rejects with a 429
    * HttpError when the queue is full or the wait times out, with an Error when `signal` aborts.
+   * A tenant's request waits in its tenant's flow (weight, priority), as a proxied one does.
    */
-  waitForRoom(tryAcquire: () => boolean, signal: AbortSignal): Promise<void>;
+  waitForRoom(tryAcquire: () => boolean, signal: AbortSignal, tenant?: Tenant): Promise<void>;
+  /** API keys, tenant limits and cache salt: the router's own gate, off until a key is configured */
+  readonly gate: RouterGate;
+  /**
+   * The Authorization the engine gets (the router's upstream rule): the engine's key, else the
+   * client's when tenancy did not consume it; undefined: none.
+   */
+  upstreamAuthorization(engineId: string, clientAuthorization: string | undefined): string | undefined;
   /** the router would take traffic: an engine is in rotation and no drain has started */
   ready(): boolean;
   /** the routing library's explanation of the last decision for a request (debug header) */

@@ -1,9 +1,13 @@
 // The router as the endpoint picker's host (src/epp/types.ts): its registry snapshot, its policy
 // object (KV-event and prefix oracle included), its in-flight counters, admission queue and metrics.
-// Nothing is copied: an EPP-routed request is decided, counted and queued exactly like a proxied one.
+// Nothing is copied: an EPP-routed request is decided, counted and queued exactly like a proxied one,
+// and meets the same tenancy gate (keys, limits, cache salt, fair-queue flow) and upstream
+// credential rule as one sent to the router over HTTP.
 import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../epp/index.js";
 import type { RouterConfig } from "./config.js";
+import { flowOf } from "./ingress.js";
 import type { Router } from "./server.js";
+import { upstreamAuthorization } from "./upstream-rules.js";
 
 function settingsOf(c: RouterConfig): EppSettings {
   return {
@@ -59,7 +63,14 @@ export function routingHost(router: Router): RoutingHost {
         },
       };
     },
-    waitForRoom: (tryAcquire, signal) => router.queue.wait(tryAcquire, signal),
+    waitForRoom: (tryAcquire, signal, tenant) => router.queue.wait(tryAcquire, signal, flowOf(tenant)),
+    gate: router.gate,
+    upstreamAuthorization: (engineId, clientAuthorization) => {
+      const e = reg.engines.get(engineId);
+      // an engine that left: nothing of the client's goes on that the rule would not send
+      if (!e) return router.config.engineApiKey === undefined ? clientAuthorization : undefined;
+      return upstreamAuthorization(e.spec, router.config, clientAuthorization);
+    },
     ready: () => !router.draining && reg.anyReady(),
     explain: (view) => router.cache.explain(view),
     metrics: router.metrics,

@@ -54,7 +54,8 @@ interface Body {
   parsed?: Record<string, unknown>;
 }
 
-function flowOf(t: Tenant | undefined): QueueFlow {
+/** The admission-queue flow of a request: its tenant's (weight, priority), else the anonymous one. */
+export function flowOf(t: Tenant | undefined): QueueFlow {
   return t ? { key: t.name, weight: t.weight, priority: t.priority } : ANONYMOUS_FLOW;
 }
 

@@ -75,7 +75,8 @@ export class Router {
   readonly tracer: Tracer | undefined;
   /** API keys, tenant limits, cache salts (src/tenancy); off until a key is configured */
   readonly tenancy: TenancyState;
-  private readonly gate: RouterGate;
+  /** the tenancy gate every way in goes through: HTTP ingress and the endpoint picker (epp-glue.ts) */
+  readonly gate: RouterGate;
   /** the edge: HTTP request → routed request or rejection */
   private readonly ingress: Ingress;
   /** long prompts counted off the loop at the edge; tokenizers loaded at discovery */

@@ -1,8 +1,9 @@
 // The router's side of tenancy, in the order of the request path: authenticate (before the body is
 // read, so an anonymous client cannot make the router buffer a body), admit under the tenant's
 // limits, rewrite the body where tenancy needs it (cache salt, usage in streams), and hand the data
-// plane a TenantRequest that settles usage and frees the slot when the request ends.
-import type { IncomingMessage } from "node:http";
+// plane a TenantRequest that settles usage and frees the slot when the request ends. Every way into
+// the router goes through this one gate: HTTP ingress (src/router/ingress.ts) and the endpoint
+// picker (src/epp/stream.ts) alike, so a gateway-routed request cannot skip a key, a limit or a salt.
 import { HttpError } from "../http/errors.js";
 import { TenantRequest, type TenantSink } from "./request.js";
 import type { Tenant, TenancyState } from "./state.js";
@@ -14,6 +15,20 @@ export interface TenantMetricsSink extends TenantSink {
 
 /** Endpoints whose streams can carry a final usage event (`stream_options.include_usage`). */
 const USAGE_STREAM_PATHS = new Set(["/v1/chat/completions", "/v1/completions"]);
+
+/** What authentication reads of a request: its headers (an HTTP request, or an ext_proc one's). */
+export interface Credentials {
+  readonly headers: { readonly authorization?: string | string[] | undefined };
+}
+
+export interface AdmitOptions {
+  /**
+   * The caller sees the response body and can drop the usage event it asked for (the default);
+   * false where it cannot (a gateway that does not stream the response through the picker): the
+   * client's request is then left as it is and tokens settle by the estimate.
+   */
+  usageEvent?: boolean;
+}
 
 export interface Admitted {
   request: TenantRequest;
@@ -32,13 +47,13 @@ export class RouterGate {
   }
 
   /** The tenant of a data-plane request; undefined with tenancy off. Throws 401/403 (OpenAI format). */
-  authenticate(req: IncomingMessage): Tenant | undefined {
+  authenticate(req: Credentials): Tenant | undefined {
     if (!this.state.enabled) return undefined;
     return this.state.authenticate(req.headers.authorization);
   }
 
   /** Admin endpoints (`/engines`, reload, drain): throws 401/403 unless the admin key is presented. */
-  authenticateAdmin(req: IncomingMessage): void {
+  authenticateAdmin(req: Credentials): void {
     this.state.authenticateAdmin(req.headers.authorization);
   }
 
@@ -53,6 +68,7 @@ export class RouterGate {
     path: string,
     obj: Record<string, unknown> | undefined,
     bodyBytes: number,
+    opts: AdmitOptions = {},
   ): Promise<Admitted> {
     // the prompt estimate: ~4 bytes a token; usage settles the difference afterwards
     const estimate = Number.isFinite(bodyBytes) && bodyBytes > 0 ? Math.ceil(bodyBytes / 4) : 0;
@@ -81,6 +97,7 @@ export class RouterGate {
       const l = tenant.limits;
       if (
         stream &&
+        opts.usageEvent !== false &&
         USAGE_STREAM_PATHS.has(path) &&
         (l.promptTokensPerMinute > 0 || l.completionTokensPerMinute > 0)
       ) {
