@@ -39,6 +39,8 @@ export interface EngineRow {
   prefixCacheQueries?: number | null;
   scrapeAgeMs?: number | null;
   lastError?: string | null;
+  /** where the router reads the engine's KV events (routers before this field say nothing) */
+  kvEvents?: { origin?: string; endpoints?: string[] };
 }
 
 export interface StatusSample {
@@ -69,6 +71,12 @@ export interface EngineStatus {
   routingMode: "kv" | "prefix" | null;
   /** why KV-event routing is not used for it, when it is not */
   kvFallback: string | null;
+  /**
+   * where its KV events come from: `explicit` (configured: backend, discovery entry, --kv-events-port,
+   * collector), `discovered` (the engine's own /kv_event_sources), `none`; null when the router does
+   * not say
+   */
+  kvEventsFrom: "explicit" | "discovered" | "none" | null;
   /** the router's predicted prefix-cache hits and the engine's differ beyond tolerance */
   hitMismatch: boolean;
   scrapeAgeMs: number | null;
@@ -280,6 +288,7 @@ export function buildReport(router: string, after: StatusSample, before: StatusS
       ejections: ejections.get(key) ?? ejections.get(e.url) ?? 0,
       routingMode: mode === undefined ? null : mode > 0 ? "kv" : "prefix",
       kvFallback: fallback.get(key) ?? null,
+      kvEventsFrom: kvOrigin(e.kvEvents?.origin),
       hitMismatch: (mismatch.get(key) ?? mismatch.get(e.url) ?? 0) > 0,
       scrapeAgeMs: e.scrapeAgeMs ?? null,
       lastError: e.lastError ?? null,
@@ -294,6 +303,10 @@ export function buildReport(router: string, after: StatusSample, before: StatusS
     engines,
     warnings: warningsFor(engines, routerStats),
   };
+}
+
+function kvOrigin(v: unknown): EngineStatus["kvEventsFrom"] {
+  return v === "explicit" || v === "discovered" || v === "none" ? v : null;
 }
 
 function fiveXx(after: Sample[], before: Sample[]): number {

@@ -74,6 +74,7 @@ export function renderStatus(r: StatusReport): string {
         "SHARE",
         "EJECTED",
         "ROUTING",
+        "KV EVENTS",
       ],
       ...r.engines.map((e) => [
         host(e.url),
@@ -87,6 +88,7 @@ export function renderStatus(r: StatusReport): string {
         pct(e.routingShare),
         String(e.ejections),
         routing(e),
+        e.kvEventsFrom ?? "-",
       ]),
     ];
     for (const l of table(rows)) lines.push(`  ${l}`);

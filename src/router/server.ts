@@ -553,6 +553,8 @@ export class Router {
       scrapeAgeMs: e.lastScrapeMs ? now - e.lastScrapeMs : null,
       passiveFailures: e.passiveFailures,
       lastError: e.lastError || null,
+      // where its KV events come from: configured, read from the engine (/kv_event_sources), or none
+      kvEvents: this.cache.subs.describe(e.url),
     }));
   }
 }

@@ -14,12 +14,17 @@ import type { RouterConfig } from "../config.js";
 import { UpstreamHttpError, type Registry, type Upstream } from "../registry.js";
 import type { BackendKvEvents } from "./config.js";
 import type { KvIndex } from "./kv-index.js";
+import { MAX_SOURCES_BYTES, parseKvEventSources } from "./event-sources.js";
 
 const log = logger("router.cache");
 
+/** an engine that did not answer /kv_event_sources is asked again after this long */
+const SOURCES_RETRY_MS = 30_000;
+
 /** Where one engine's events come from. */
 export type KvSource =
-  | ({ mode: "connect" } & BackendKvEvents)
+  /** `ranks`: the publishers of the engine's other data-parallel ranks (its /kv_event_sources) */
+  | ({ mode: "connect"; ranks?: BackendKvEvents[] } & BackendKvEvents)
   /** the engine publishes to our collector; replay (its ROUTER endpoint) if it has one */
   | { mode: "collect"; replay: string | undefined };
 
@@ -37,6 +42,12 @@ export interface EngineKv {
   /** why the engine is routed by prefix instead of KV events (null: it is not) */
   fallback: string | null;
   healthy: boolean;
+  /** configured (backend, discovery entry, derive rule, collector), read from the engine, or none */
+  origin: "explicit" | "discovered" | "none";
+  /** SUB sockets to the engine's other data-parallel ranks (discovered sources) */
+  rankSubs: KvEventSubscriber[];
+  /** when to ask the engine's /kv_event_sources (performance.now(); Infinity: not again) */
+  sourcesAskAt: number;
 }
 
 /**
@@ -98,6 +109,8 @@ export class KvSubscriptions {
   private running: Promise<void> | null = null;
   private again = false;
   private bindFailureLogged: string | undefined;
+  /** engines whose /kv_event_sources could not be read, said once each */
+  private readonly sourcesFailedOnce = new Set<string>();
 
   constructor(
     private readonly d: SubscriptionsDeps,
@@ -115,8 +128,12 @@ export class KvSubscriptions {
     for (const st of this.states.values()) {
       const e = this.d.registry.engines.get(st.url);
       const next = kvSourceFor(st.url, cfg, e?.spec.kvEvents);
+      // what the engine said of itself stands until the configuration names a source
+      if (next === undefined && st.origin === "discovered") continue;
       if (JSON.stringify(next) === JSON.stringify(st.source)) continue;
       st.source = next;
+      st.origin = next ? "explicit" : "none";
+      st.sourcesAskAt = 0;
       void this.unsubscribe(st);
     }
     // a moved bind endpoint takes a new socket; engines re-attach on the next reconcile
@@ -155,7 +172,7 @@ export class KvSubscriptions {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.states.values()].map((s) => s.sub?.close()));
+    await Promise.all([...this.states.values()].map((s) => this.unsubscribe(s)));
     this.states.clear();
     await this.dropCollector();
   }
@@ -188,9 +205,13 @@ export class KvSubscriptions {
       seen.add(e.url);
       let st = this.states.get(e.url);
       if (!st) {
+        const source = kvSourceFor(e.url, this.cfg, e.spec.kvEvents);
         st = {
           url: e.url,
-          source: kvSourceFor(e.url, this.cfg, e.spec.kvEvents),
+          source,
+          origin: source ? "explicit" : "none",
+          rankSubs: [],
+          sourcesAskAt: 0,
           sub: undefined,
           collecting: false,
           flowing: false,
@@ -205,10 +226,19 @@ export class KvSubscriptions {
         // ejected: probably restarted or gone; its cache cannot be trusted
         this.purge(st, "ejected");
         await this.unsubscribe(st);
+        // restarted, it may publish elsewhere (a port of 0 binds a new one): asked again when back
+        if (st.origin === "discovered") {
+          st.source = undefined;
+          st.origin = "none";
+          st.sourcesAskAt = 0;
+        }
       }
       st.healthy = e.healthy;
       if (e.healthy && this.d.mode() !== "prefix") await this.subscribe(st);
       if (e.healthy && !st.versionAsked) void this.askVersion(st);
+      // no source configured: the engine says where it publishes (vLLM 0.32's /kv_event_sources)
+      if (e.healthy && !st.source && this.d.mode() !== "prefix" && performance.now() >= st.sourcesAskAt)
+        void this.askSources(st);
       this.updateFallback(st, e);
     }
     for (const st of [...this.states.values()]) {
@@ -283,9 +313,21 @@ export class KvSubscriptions {
         ...this.streamOptions(st, src.replay),
       });
       log.info(
-        { engine: st.url, endpoint: src.endpoint, replay: src.replay ?? null },
+        { engine: st.url, endpoint: src.endpoint, replay: src.replay ?? null, origin: st.origin },
         "subscribed to KV events",
       );
+      // the other data-parallel ranks: each its own socket and sequence, all into the engine's entries
+      for (const r of src.ranks ?? []) {
+        st.rankSubs.push(
+          await KvEventSubscriber.create({
+            endpoint: r.endpoint,
+            topic: r.topic ?? this.cfg.routing.kvEvents.topic,
+            label: st.url,
+            ...this.streamOptions(st, r.replay),
+          }),
+        );
+        log.info({ engine: st.url, endpoint: r.endpoint, origin: st.origin }, "subscribed to KV events");
+      }
     } catch (err) {
       log.warn({ engine: st.url, err: (err as Error).message }, "cannot subscribe to KV events");
     }
@@ -293,7 +335,10 @@ export class KvSubscriptions {
 
   private async unsubscribe(st: EngineKv): Promise<void> {
     const sub = st.sub;
+    const ranks = st.rankSubs;
     st.sub = undefined;
+    st.rankSubs = [];
+    for (const r of ranks) void r.close();
     st.flowing = false;
     if (st.collecting) this.collectorNow?.detach(st.url);
     st.collecting = false;
@@ -315,6 +360,65 @@ export class KvSubscriptions {
       if (err instanceof UpstreamHttpError) st.version = "unknown";
       else st.versionAsked = false;
     }
+  }
+
+  /**
+   * Asks the engine where it publishes (`GET /kv_event_sources`, bounded in size and time) and
+   * subscribes there. An engine without the route (older than vLLM 0.32) or with events off stays on
+   * the approximate prefix index, said once; one that did not answer is asked again in a while.
+   */
+  private async askSources(st: EngineKv): Promise<void> {
+    const e = this.d.registry.engines.get(st.url);
+    if (!e) return;
+    st.sourcesAskAt = Infinity;
+    let ranks;
+    try {
+      ranks = parseKvEventSources(
+        await this.d.registry.get(e, "/kv_event_sources", 2000, MAX_SOURCES_BYTES),
+        st.url,
+      );
+    } catch (err) {
+      const answered = err instanceof UpstreamHttpError || err instanceof SyntaxError;
+      if (!answered) st.sourcesAskAt = performance.now() + SOURCES_RETRY_MS;
+      const why = err instanceof UpstreamHttpError ? `answered ${err.status}` : (err as Error).message;
+      if (answered || !this.sourcesFailedOnce.has(st.url)) {
+        if (this.sourcesFailedOnce.size < 4096) this.sourcesFailedOnce.add(st.url);
+        log.info(
+          { engine: st.url, why },
+          "the engine did not say where it publishes KV events (GET /kv_event_sources): approximate prefix index",
+        );
+      }
+      return;
+    }
+    // the configuration may have named a source meanwhile (a reload), or the engine gone
+    if (st.source || this.states.get(st.url) !== st) return;
+    if (ranks.length === 0) {
+      log.info(
+        { engine: st.url },
+        "the engine publishes no KV events (/kv_event_sources): approximate prefix index",
+      );
+      return;
+    }
+    const [first, ...rest] = ranks;
+    st.source = { mode: "connect", endpoint: first!.endpoint, replay: first!.replay, topic: first!.topic };
+    if (rest.length > 0)
+      st.source.ranks = rest.map(({ endpoint, replay, topic }) => ({ endpoint, replay, topic }));
+    st.origin = "discovered";
+    log.info(
+      { engine: st.url, ranks: ranks.length, endpoint: first!.endpoint },
+      "KV-event sources read from the engine",
+    );
+    void this.reconcile();
+  }
+
+  /** Where an engine's KV events come from, for /engines and `switchyard status`. */
+  describe(url: string): { origin: "explicit" | "discovered" | "none"; endpoints: string[] } {
+    const st = this.states.get(url);
+    const src = st?.source;
+    if (!st || !src) return { origin: "none", endpoints: [] };
+    if (src.mode === "collect")
+      return { origin: st.origin, endpoints: [this.cfg.routing.kvEvents.bind ?? ""] };
+    return { origin: st.origin, endpoints: [src.endpoint, ...(src.ranks ?? []).map((r) => r.endpoint)] };
   }
 
   /** Why this engine cannot be routed by its KV events right now (null: it can). */
