@@ -129,13 +129,17 @@ export class EndpointPicker {
   ): Promise<Picked> {
     let slot: Slot | undefined;
     let current = policy;
-    await this.host.waitForRoom(() => {
-      current = this.host.policy();
-      const dec = decide(current, view, { engines: this.candidates(subset), now: performance.now() });
-      if (dec.kind !== "picked") return false;
-      slot = this.host.claim(dec.engine.id);
-      return slot !== undefined;
-    }, signal, tenant);
+    await this.host.waitForRoom(
+      () => {
+        current = this.host.policy();
+        const dec = decide(current, view, { engines: this.candidates(subset), now: performance.now() });
+        if (dec.kind !== "picked") return false;
+        slot = this.host.claim(dec.engine.id);
+        return slot !== undefined;
+      },
+      signal,
+      tenant,
+    );
     return this.withFallbacks(current, view, subset, slot!);
   }
 

@@ -1,0 +1,47 @@
+// The one tenancy gate both ways into the router call (HTTP ingress and the endpoint picker): it
+// reads only a request's headers, so an ext_proc request authenticates exactly as an HTTP one, and a
+// caller that cannot strip the usage event it would ask for leaves the client's stream as it is.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { HttpError } from "../../src/http/errors.js";
+import { hashKey } from "../../src/tenancy/keys.js";
+import { RouterGate } from "../../src/tenancy/router-gate.js";
+import { TenancyState } from "../../src/tenancy/state.js";
+
+const KEY = "sk-gate-00000000000000";
+
+function gate(): RouterGate {
+  const state = new TenancyState({
+    cacheSaltSecret: "a-secret-of-sixteen-or-more",
+    tenants: { a: { cacheIsolation: true, limits: { completionTokensPerMinute: 1000 } } },
+    keys: [{ hash: hashKey(KEY), tenant: "a" }],
+  });
+  return new RouterGate(state, { finished() {}, tokens() {}, rejected() {} });
+}
+
+test("authenticates from headers alone: a tenant for its key, 401 in OpenAI's format without one", () => {
+  const g = gate();
+  assert.equal(g.authenticate({ headers: { authorization: `Bearer ${KEY}` } })?.name, "a");
+  for (const authorization of [undefined, "Bearer sk-wrong-0000000000"]) {
+    assert.throws(
+      () => g.authenticate({ headers: { authorization } }),
+      (e: unknown) => e instanceof HttpError && e.status === 401,
+    );
+  }
+});
+
+test("a caller that cannot strip the usage event gets the salt but leaves stream_options alone", async () => {
+  const g = gate();
+  const t = g.authenticate({ headers: { authorization: `Bearer ${KEY}` } })!;
+  const asked: Record<string, unknown> = { model: "m", messages: [], stream: true };
+  const withUsage = await g.admit(t, "/v1/chat/completions", asked, 100);
+  assert.deepEqual(asked.stream_options, { include_usage: true, continuous_usage_stats: false });
+  withUsage.request.finish(200);
+  const kept: Record<string, unknown> = { model: "m", messages: [], stream: true };
+  const without = await g.admit(t, "/v1/chat/completions", kept, 100, { usageEvent: false });
+  assert.equal(kept.stream_options, undefined);
+  assert.equal(kept.cache_salt, g.state.cacheSaltFor(t));
+  assert.equal(without.mutated, true);
+  without.request.finish(200);
+  await g.state.close();
+});
