@@ -4,6 +4,9 @@
 // chat is.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { repoRoot } from "../deploy/tools.js";
 import {
   ENDPOINTS,
   anthropicToChat,
@@ -77,6 +80,12 @@ test("Anthropic Messages and Responses bodies become the chat messages vLLM rend
   assert.deepEqual(routingInput(batch, { messages: [[{ role: "user", content: "a" }], []] }).messages, [
     { role: "user", content: "a" },
   ]);
+});
+
+test("docs/router.md's endpoint table has a row for every path of the table", () => {
+  const doc = readFileSync(join(repoRoot(), "docs/router.md"), "utf8");
+  const section = doc.slice(doc.indexOf("## Endpoint table"), doc.indexOf("## Response affinity"));
+  for (const e of ENDPOINTS) assert.ok(section.includes(`| \`${e.path}\``), `${e.path} has no row`);
 });
 
 /** A request to one table route as a client would send it. */
