@@ -3,7 +3,8 @@
 // that way). A message's engine is named by its topic, `kv@<engine address>@<model>` (llm-d's
 // convention; the address is the engine's host or host:port). Each attached engine gets its own
 // PublisherStream — sequence tracking, replay, gaps and restarts exactly as with a connected subscriber —
-// and messages from engines nobody attached are counted and dropped.
+// and messages from engines nobody attached are counted and dropped. Messages are capped in size
+// (zmq-guard.ts): the bound socket is the one any host that reaches it can write to.
 //
 // The seam: attach(engine, callbacks) says where one engine's decoded batches go; the collector knows
 // nothing about indexes or routers.
@@ -17,9 +18,10 @@ import {
   type StreamOptions,
   type StreamStats,
 } from "./sequencer.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "./zmq-guard.js";
 
-/** Why a message was dropped. */
-export type CollectorDrop = "malformed" | "topic" | "unknown-engine" | "ambiguous-engine";
+/** Why a message was dropped (malformed and oversized ones are not counted as received). */
+export type CollectorDrop = "malformed" | "oversized" | "topic" | "unknown-engine" | "ambiguous-engine";
 
 export interface CollectorStats {
   received: number;
@@ -67,7 +69,7 @@ const MAX_LOGGED_TOPICS = 64;
 export class KvEventCollector {
   readonly stats: CollectorStats = {
     received: 0,
-    dropped: { malformed: 0, topic: 0, "unknown-engine": 0, "ambiguous-engine": 0 },
+    dropped: { malformed: 0, oversized: 0, topic: 0, "unknown-engine": 0, "ambiguous-engine": 0 },
   };
   private readonly log = logger("kvevents.collector");
   private readonly byId = new Map<string, Attached>();
@@ -76,16 +78,29 @@ export class KvEventCollector {
   private readonly loggedTopics = new Set<string>();
   private closed = false;
   private loop: Promise<void> = Promise.resolve();
+  private watch: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly sub: Subscriber,
     /** the endpoint bound (a wildcard port resolved) */
     readonly endpoint: string,
+    private readonly maxBytes: number,
   ) {}
 
-  /** Binds `endpoint` (e.g. `tcp://*:5557`); engines connect their PUB sockets to it. */
-  static async bind(endpoint: string, opts: { hwm?: number } = {}): Promise<KvEventCollector> {
-    const sub = new Subscriber({ receiveHighWaterMark: opts.hwm ?? 100000, linger: 0 });
+  /**
+   * Binds `endpoint` (e.g. `tcp://*:5557`); engines connect their PUB sockets to it. A message over
+   * `maxMessageBytes` is dropped (one frame over it costs its sender the connection: zmq-guard.ts).
+   */
+  static async bind(
+    endpoint: string,
+    opts: { hwm?: number; maxMessageBytes?: number } = {},
+  ): Promise<KvEventCollector> {
+    const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const sub = new Subscriber({
+      receiveHighWaterMark: opts.hwm ?? 100000,
+      linger: 0,
+      maxMessageSize: maxBytes,
+    });
     sub.subscribe("");
     try {
       await sub.bind(endpoint);
@@ -93,8 +108,9 @@ export class KvEventCollector {
       sub.close();
       throw new Error(`cannot bind the KV-event collector to ${endpoint}: ${(err as Error).message}`);
     }
-    const c = new KvEventCollector(sub, connectableEndpoint(sub.lastEndpoint ?? endpoint));
+    const c = new KvEventCollector(sub, connectableEndpoint(sub.lastEndpoint ?? endpoint), maxBytes);
     c.loop = c.receiveLoop();
+    c.watch = watchDisconnects(sub, "kv-collector");
     c.log.info({ endpoint: c.endpoint }, "KV-event collector bound: engines publish to it");
     return c;
   }
@@ -133,7 +149,7 @@ export class KvEventCollector {
     this.byId.clear();
     this.byAddress.clear();
     this.sub.close();
-    await this.loop;
+    await Promise.all([this.loop, this.watch]);
   }
 
   private reindex(): void {
@@ -148,7 +164,12 @@ export class KvEventCollector {
 
   private drop(why: CollectorDrop, topic: string): void {
     this.stats.dropped[why]++;
-    if (why === "malformed" || this.loggedTopics.has(topic) || this.loggedTopics.size >= MAX_LOGGED_TOPICS)
+    if (
+      why === "malformed" ||
+      why === "oversized" ||
+      this.loggedTopics.has(topic) ||
+      this.loggedTopics.size >= MAX_LOGGED_TOPICS
+    )
       return;
     this.loggedTopics.add(topic);
     const hint =
@@ -164,6 +185,10 @@ export class KvEventCollector {
     try {
       for await (const frames of this.sub) {
         if (this.closed) return;
+        if (oversized(frames, this.maxBytes, "kv-collector")) {
+          this.drop("oversized", "");
+          continue;
+        }
         const seq = frames.length === 3 ? readSeq(frames[1]) : null;
         if (seq === null) {
           this.drop("malformed", "");

@@ -9,9 +9,10 @@ import { Publisher, Router } from "zeromq";
 import { logger } from "../obs/log.js";
 import { encodeBatch } from "./codec.js";
 import type { KvEventsConfig } from "./config.js";
-import { connectableEndpoint, endpointBinds, offsetEndpoint } from "./endpoint.js";
+import { connectableEndpoint, endpointBinds, offsetEndpoint, wildcardOnHost } from "./endpoint.js";
 import type { KvEventBatch, KvEventLayout } from "./events.js";
 import { BoundedQueue } from "./ring.js";
+import { CONTROL_MAX_MESSAGE_BYTES } from "./zmq-guard.js";
 
 /** The seq of the frame that ends a replay answer. */
 export const REPLAY_END_SEQ = 0xffffffffffffffffn;
@@ -32,6 +33,11 @@ export interface PublisherOptions {
   dataParallelRank?: number | null;
   /** event layout on the wire: "map" (vLLM ≥ 0.24, the default) or "array" (older releases) */
   layout?: KvEventLayout;
+  /**
+   * the address the server listens on: wildcard endpoints bind there instead of on every interface
+   * (endpoint.ts, wildcardOnHost); unset, as in vLLM, they bind everywhere
+   */
+  bindHost?: string;
 }
 
 export interface PublisherStats {
@@ -94,21 +100,42 @@ export class ZmqEventPublisher implements KvEventPublisher {
   static async create(cfg: KvEventsConfig, opts: PublisherOptions = {}): Promise<ZmqEventPublisher> {
     const rank = opts.dataParallelRank ?? null;
     const endpoint = offsetEndpoint(cfg.endpoint, rank);
-    // Linger bounds close(): unsent frames are given up to a second, never forever.
-    const pub = new Publisher({ sendHighWaterMark: cfg.hwm, linger: 1000 });
+    const binds = endpointBinds(endpoint);
+    const here = binds ? wildcardOnHost(endpoint, opts.bindHost) : { endpoint, ipv6: false };
+    // Linger bounds close(): unsent frames are given up to a second, never forever. A PUB reads only
+    // subscriptions: a few bytes each.
+    const pub = new Publisher({
+      sendHighWaterMark: cfg.hwm,
+      linger: 1000,
+      ipv6: here.ipv6,
+      maxMessageSize: CONTROL_MAX_MESSAGE_BYTES,
+    });
     let router: Router | null = null;
     try {
-      const bound = await attach(pub, endpoint);
+      let bound: string;
+      if (binds) {
+        await bindOrSay(pub, here.endpoint, "KV-event PUB");
+        bound = connectableEndpoint(pub.lastEndpoint ?? here.endpoint);
+      } else {
+        pub.connect(endpoint);
+        bound = endpoint;
+      }
       let replayBound: string | null = null;
       if (cfg.replayEndpoint) {
-        const replayEp = offsetEndpoint(cfg.replayEndpoint, rank);
+        const replayEp = wildcardOnHost(offsetEndpoint(cfg.replayEndpoint, rank), opts.bindHost);
         // mandatory: a replay answer waits for the client to read instead of being dropped at the HWM
         // (a silently truncated answer would look like batches the publisher no longer has); the send
-        // timeout stops a client that never reads from holding the server.
-        router = new Router({ mandatory: true, sendTimeout: REPLAY_SEND_TIMEOUT_MS, linger: 0 });
+        // timeout stops a client that never reads from holding the server. Requests are 2 frames.
+        router = new Router({
+          mandatory: true,
+          sendTimeout: REPLAY_SEND_TIMEOUT_MS,
+          linger: 0,
+          ipv6: replayEp.ipv6,
+          maxMessageSize: CONTROL_MAX_MESSAGE_BYTES,
+        });
         // The replay socket always binds: subscribers come to it.
-        await router.bind(replayEp);
-        replayBound = connectableEndpoint(router.lastEndpoint ?? replayEp);
+        await bindOrSay(router, replayEp.endpoint, "KV-event replay");
+        replayBound = connectableEndpoint(router.lastEndpoint ?? replayEp.endpoint);
       }
       const p = new ZmqEventPublisher(pub, router, cfg, bound, replayBound, opts.layout ?? "map");
       p.log.info(
@@ -223,13 +250,13 @@ export class ZmqEventPublisher implements KvEventPublisher {
   }
 }
 
-async function attach(sock: Publisher, endpoint: string): Promise<string> {
-  if (endpointBinds(endpoint)) {
+/** Binds, or throws an error naming the socket and the endpoint (libzmq's own names neither). */
+async function bindOrSay(sock: Publisher | Router, endpoint: string, what: string): Promise<void> {
+  try {
     await sock.bind(endpoint);
-    return connectableEndpoint(sock.lastEndpoint ?? endpoint);
+  } catch (err) {
+    throw new Error(`cannot bind the ${what} socket to ${endpoint}: ${(err as Error).message}`);
   }
-  sock.connect(endpoint);
-  return endpoint;
 }
 
 /** The publisher --kv-events-config asks for. */

@@ -1,12 +1,16 @@
 // Client side of vLLM's replay exchange: a DEALER asks a publisher's ROUTER for every buffered batch
 // from a start seq; answers stream back until the end frame (seq 0xFFFFFFFFFFFFFFFF, empty payload).
+// Answers are capped in size like live messages (zmq-guard.ts).
 import { Dealer } from "zeromq";
+import { DEFAULT_MAX_MESSAGE_BYTES, oversized } from "./zmq-guard.js";
 
 export type ReplayOutcome = "done" | "timeout" | "stopped";
 
 export interface ReplayClientOptions {
   /** longest silence between two answer frames before the request is given up */
   timeoutMs?: number;
+  /** the largest answer message taken (one batch); a larger one is skipped, a larger frame cut off */
+  maxMessageBytes?: number;
 }
 
 const END_SEQ = 0xffffffffffffffffn;
@@ -17,17 +21,24 @@ export class ReplayClient {
   /** requests run one after another: a DEALER cannot tell two answers apart */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly timeoutMs: number;
+  private readonly maxBytes: number;
 
   constructor(
     readonly endpoint: string,
     opts: ReplayClientOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? 2000;
+    this.maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.dealer = this.open();
   }
 
   private open(): Dealer {
-    const d = new Dealer({ receiveTimeout: this.timeoutMs, sendTimeout: this.timeoutMs, linger: 0 });
+    const d = new Dealer({
+      receiveTimeout: this.timeoutMs,
+      sendTimeout: this.timeoutMs,
+      linger: 0,
+      maxMessageSize: this.maxBytes,
+    });
     d.connect(this.endpoint);
     return d;
   }
@@ -60,7 +71,8 @@ export class ReplayClient {
       await this.dealer.send([Buffer.alloc(0), start]);
       for (;;) {
         const frames = await this.dealer.receive();
-        if (frames.length < 3) continue; // not an answer we understand
+        // a batch skipped here is a batch the publisher no longer has: a gap
+        if (frames.length < 3 || oversized(frames, this.maxBytes, "kv-replay")) continue;
         const seqFrame = frames[frames.length - 2]!;
         const payload = frames[frames.length - 1]!;
         if (seqFrame.length !== 8) continue;

@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import { decodeBatch, DecodeError, type DecodeStats } from "./codec.js";
 import type { KvEventBatch } from "./events.js";
 import { ReplayClient } from "./replay.js";
+import { zmqGuardCounts } from "./zmq-guard.js";
 
 export interface StreamCallbacks {
   /** batches, in seq order, each exactly once */
@@ -15,6 +16,11 @@ export interface StreamCallbacks {
   onGap?: (from: number, to: number) => void;
   /** the publisher's seq went backwards: a new engine process, whose cache starts empty */
   onRestart?: (seq: number) => void;
+  /**
+   * true while batches are held on one message's word (a jump, a seq going back, an undecodable
+   * batch) until the publisher confirms or refutes them; false once it has
+   */
+  onStale?: (stale: boolean) => void;
 }
 
 export interface StreamOptions extends StreamCallbacks {
@@ -30,6 +36,8 @@ export interface StreamOptions extends StreamCallbacks {
   maxPending?: number;
   /** longest silence from the replay server before a request is given up */
   replayTimeoutMs?: number;
+  /** the largest replay answer message taken (zmq-guard.ts) */
+  maxMessageBytes?: number;
 }
 
 /** What a stream counts (a subscriber adds its socket's counters to the same object). */
@@ -41,6 +49,8 @@ export interface StreamStats {
   gaps: number;
   missed: number;
   restarts: number;
+  /** batches held on one message's word and dropped when the publisher's own stream refuted them */
+  refuted: number;
   decodeErrors: number;
   unknownEvents: number;
 }
@@ -53,6 +63,7 @@ export function newStreamStats(): StreamStats {
     gaps: 0,
     missed: 0,
     restarts: 0,
+    refuted: 0,
     decodeErrors: 0,
     unknownEvents: 0,
   };
@@ -68,9 +79,15 @@ export class PublisherStream {
   private lastLive: number | null = null;
   /** batches ahead of `next`; null marks a seq that arrived but could not be decoded */
   private readonly pending = new Map<number, KvEventBatch | null>();
+  /** a live seq below what was delivered, held until the next live one says whether it was a restart */
+  private candidate: { seq: number; batch: KvEventBatch | null } | null = null;
   /** bumped to orphan an in-flight replay (restart, overflow, close) */
   private replayGen = 0;
   private replaying = false;
+  /** the last replay went unanswered: what is held waits for the live stream to confirm it */
+  private replayFailed = false;
+  /** what the caller was last told by onStale */
+  private staleSaid = false;
   private closed = false;
 
   constructor(
@@ -81,7 +98,10 @@ export class PublisherStream {
     this.maxPending = opts.maxPending ?? 10000;
     this.next = opts.initialSeq ?? null;
     this.replay = opts.replayEndpoint
-      ? new ReplayClient(opts.replayEndpoint, { timeoutMs: opts.replayTimeoutMs ?? 2000 })
+      ? new ReplayClient(opts.replayEndpoint, {
+          timeoutMs: opts.replayTimeoutMs ?? 2000,
+          maxMessageBytes: opts.maxMessageBytes,
+        })
       : null;
     // Joining with an expected start: catch up on what the engine published before we came.
     if (opts.initialSeq !== undefined && this.replay) this.startReplay();
@@ -104,6 +124,7 @@ export class PublisherStream {
   receive(seq: number, payload: Buffer): void {
     if (this.closed) return;
     this.onLive(seq, this.decode(payload));
+    this.sayStale();
   }
 
   private decode(payload: Buffer): KvEventBatch | null {
@@ -123,24 +144,49 @@ export class PublisherStream {
     }
   }
 
+  /**
+   * Nothing is given up on one live message's word: a seq that would mean lost batches (a jump, an
+   * undecodable batch) or a restart (a seq going back) is held until the publisher confirms it, by
+   * its replay answer or by the live batch after it. A message that is not the publisher's own (one
+   * forged, or from a second publisher on the same topic) is refuted the same way and dropped.
+   */
   private onLive(seq: number, batch: KvEventBatch | null): void {
-    if (this.lastLive !== null && seq <= this.lastLive) {
-      // One publisher's live stream only goes up: this is a new one (engine restart), numbering from 0.
-      this.stats.restarts++;
-      this.log.warn({ seq, previous: this.lastLive }, "KV event seq went backwards: publisher restarted");
-      this.replayGen++;
-      this.replaying = false;
-      this.pending.clear();
-      this.next = 0;
-      this.safeCall(() => this.opts.onRestart?.(seq));
+    const c = this.candidate;
+    if (c) {
+      this.candidate = null;
+      if (this.next !== null && seq >= this.next) {
+        this.refute(1, { seq: c.seq }, "a seq went back, then the publisher went on from where it was");
+      } else if (seq === c.seq + 1) {
+        this.restart(c.seq);
+        this.accept(c.seq, c.batch);
+      } else {
+        this.refute(1, { seq: c.seq }, "a seq went back, then another came that does not follow it");
+        this.candidate = { seq, batch };
+        return;
+      }
     }
+    if (this.lastLive !== null && seq <= this.lastLive) {
+      if (this.next !== null && seq < this.next) {
+        // already delivered: a new process numbering from 0 (its cache starts empty), or a stray
+        // message; the next live seq decides (seq + 1 confirms a restart)
+        this.candidate = { seq, batch };
+        return;
+      }
+      // not delivered yet, though higher seqs came first: one publisher sends in order, so those were
+      // not its own
+      this.refuteFrom(seq);
+    }
+    this.accept(seq, batch);
+  }
+
+  /** A live batch in the publisher's current numbering. */
+  private accept(seq: number, batch: KvEventBatch | null): void {
     this.lastLive = seq;
     if (this.next === null) this.next = seq;
     // Replay answers run up to the publisher's newest batch, so they can overtake the live stream.
     if (seq < this.next) return;
-    if (seq === this.next && !this.replaying) {
+    if (seq === this.next && !this.replaying && batch !== null && this.pending.size === 0) {
       this.deliver(seq, batch);
-      this.drainPending();
       return;
     }
     this.pending.set(seq, batch);
@@ -151,10 +197,52 @@ export class PublisherStream {
       this.flushWithGaps();
       return;
     }
-    if (!this.replaying) {
-      if (this.replay) this.startReplay();
-      else this.flushWithGaps();
-    }
+    if (this.replaying) return;
+    if (this.pending.has(this.next)) this.drainPending();
+    if (this.pending.size === 0) return;
+    if (this.replay && !this.replayFailed) return this.startReplay();
+    // No replay to ask: the live batch right after a held one says the stream really went on from there.
+    if (this.pending.has(seq - 1)) this.flushWithGaps();
+  }
+
+  /** A seq went back and the next one followed it: a new publisher process, numbering from 0. */
+  private restart(seq: number): void {
+    this.stats.restarts++;
+    this.log.warn({ seq, previous: this.lastLive }, "KV event seq went backwards: publisher restarted");
+    this.replayGen++;
+    this.replaying = false;
+    this.replayFailed = false;
+    this.pending.clear();
+    this.next = 0;
+    this.lastLive = null;
+    this.safeCall(() => this.opts.onRestart?.(seq));
+  }
+
+  /** Held batches from `seq` up are dropped: they came before `seq`, so not from this publisher. */
+  private refuteFrom(seq: number): void {
+    let n = 0;
+    for (const s of [...this.pending.keys()])
+      if (s >= seq) {
+        this.pending.delete(s);
+        n++;
+      }
+    if (n > 0)
+      this.refute(n, { from: seq }, "held KV event batches came before a lower seq: not the publisher's");
+  }
+
+  private refute(n: number, where: Record<string, number>, why: string): void {
+    this.stats.refuted += n;
+    zmqGuardCounts.refuted += n;
+    if (this.stats.refuted === n || this.stats.refuted % 1000 < n)
+      this.log.warn({ ...where, refuted: this.stats.refuted }, `${why}; dropped, the index is kept`);
+  }
+
+  /** Tells the caller when what it knows of the engine's cache waits on a held batch, and when not. */
+  private sayStale(): void {
+    const stale = this.pending.size > 0 || this.candidate !== null;
+    if (stale === this.staleSaid) return;
+    this.staleSaid = stale;
+    this.safeCall(() => this.opts.onStale?.(stale));
   }
 
   private startReplay(): void {
@@ -163,10 +251,16 @@ export class PublisherStream {
     this.replaying = true;
     this.stats.replayRequests++;
     const from = this.next ?? 0;
+    // what is held now arrived before the request: the answer, which runs to the publisher's newest
+    // batch, must hold each of those seqs, else they were not its own
+    let asked = -1;
+    for (const s of this.pending.keys()) if (s > asked) asked = s;
+    let answered = -1;
     const stillCurrent = () => gen === this.replayGen && !this.closed;
     replay
       .fetch(from, (seq, payload) => {
         if (!stillCurrent()) return false;
+        answered = seq;
         const next = this.next!;
         if (seq < next) return true; // already delivered (live or earlier in this answer)
         this.stats.replayed++;
@@ -180,21 +274,55 @@ export class PublisherStream {
       .then(
         (outcome) => {
           if (!stillCurrent()) return;
-          if (outcome === "timeout") this.log.warn({ from }, "KV event replay timed out");
           this.replaying = false;
-          this.flushWithGaps();
+          if (outcome === "done") {
+            let n = 0;
+            for (const s of [...this.pending.keys()])
+              if (s > answered && s <= asked) {
+                this.pending.delete(s);
+                n++;
+              }
+            if (n > 0)
+              this.refute(
+                n,
+                { from, answered },
+                "held KV event batches are not in the publisher's replay answer",
+              );
+            this.drainPending();
+            // held batches that came during the answer: ask again (they are in the publisher's buffer
+            // now, and what it lacks of them is refuted the same way)
+            if (this.pending.size > 0) this.startReplay();
+          } else {
+            this.log.warn(
+              { from, outcome },
+              "KV event replay unanswered: held batches wait for the live stream",
+            );
+            this.unanswered();
+          }
+          this.sayStale();
         },
         (err: unknown) => {
           if (!stillCurrent()) return;
           this.log.error({ err }, "KV event replay failed");
           this.replaying = false;
-          this.flushWithGaps();
+          this.unanswered();
+          this.sayStale();
         },
       );
   }
 
+  /**
+   * The publisher did not answer: the live stream decides instead. A held batch that a live one
+   * followed while the request was out is confirmed already.
+   */
+  private unanswered(): void {
+    this.replayFailed = true;
+    for (const s of this.pending.keys()) if (this.pending.has(s + 1)) return this.flushWithGaps();
+  }
+
   /** Delivers everything pending in order, reporting each hole before it as a gap. */
   private flushWithGaps(): void {
+    this.replayFailed = false;
     if (this.pending.size === 0) return;
     const seqs = [...this.pending.keys()].sort((a, b) => a - b);
     for (const seq of seqs) {
@@ -210,9 +338,12 @@ export class PublisherStream {
     while (this.pending.size > 0 && this.pending.has(this.next!)) {
       const seq = this.next!;
       const b = this.pending.get(seq)!;
+      // an undecodable batch waits for replay or the live stream to confirm it, like a jump
+      if (b === null && (this.replaying || !this.pending.has(seq + 1))) return;
       this.pending.delete(seq);
       this.deliver(seq, b);
     }
+    if (this.pending.size === 0) this.replayFailed = false;
   }
 
   /** Hands one seq to the caller and advances; an undecodable batch is a one-seq gap. */

@@ -1,7 +1,7 @@
 // The router's side of one engine's KV events: SUB to its PUB endpoint, decode, and deliver batches in
 // sequence order exactly once (the ordering, replay and gap rules are the PublisherStream's). What
 // cannot be recovered is reported as a gap so the caller can distrust (or drop) what it knows about
-// that engine's cache.
+// that engine's cache. Messages are capped in size (zmq-guard.ts).
 import { Subscriber } from "zeromq";
 import { logger, type Logger } from "../obs/log.js";
 import {
@@ -11,6 +11,10 @@ import {
   type StreamOptions,
   type StreamStats,
 } from "./sequencer.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "./zmq-guard.js";
+
+/** How long a dropped connection may take to come back by itself before it is made again. */
+const RECONNECT_CHECK_MS = 1000;
 
 export interface KvEventSubscriberOptions extends StreamOptions {
   /** the engine's PUB endpoint (connect), or a local endpoint to bind when engines connect to us */
@@ -22,29 +26,45 @@ export interface KvEventSubscriberOptions extends StreamOptions {
   hwm?: number;
   /** names this engine in logs */
   label?: string;
+  /** the largest message taken; a larger frame costs the publisher its connection (zmq-guard.ts) */
+  maxMessageBytes?: number;
 }
 
 export interface SubscriberStats extends StreamStats {
   received: number;
   malformedFrames: number;
+  /** messages over maxMessageBytes that libzmq could not refuse (many frames), dropped */
+  oversized: number;
   disconnects: number;
 }
 
 export class KvEventSubscriber {
-  readonly stats: SubscriberStats = { ...newStreamStats(), received: 0, malformedFrames: 0, disconnects: 0 };
+  readonly stats: SubscriberStats = {
+    ...newStreamStats(),
+    received: 0,
+    malformedFrames: 0,
+    oversized: 0,
+    disconnects: 0,
+  };
   private readonly log: Logger;
   private readonly sub: Subscriber;
+  private readonly maxBytes: number;
+  /** the endpoint connected to (null: bound, the publishers come to us) */
+  private readonly endpoint: string | null;
   private stream: PublisherStream | undefined;
   private closed = false;
   private readonly loops: Promise<void>[] = [];
 
   private constructor(opts: KvEventSubscriberOptions) {
     this.log = logger("kvevents").child({ engine: opts.label ?? opts.endpoint });
+    this.maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.endpoint = opts.bind ? null : opts.endpoint;
     this.sub = new Subscriber({
       receiveHighWaterMark: opts.hwm ?? 100000,
       reconnectInterval: 100,
       reconnectMaxInterval: 5000,
       linger: 0,
+      maxMessageSize: this.maxBytes,
     });
   }
 
@@ -75,6 +95,10 @@ export class KvEventSubscriber {
     try {
       for await (const frames of this.sub) {
         if (this.closed) return;
+        if (oversized(frames, this.maxBytes, "kv-subscriber")) {
+          this.stats.oversized++;
+          continue;
+        }
         // [topic, seq u64 BE, payload]
         const seq = frames.length === 3 ? readSeq(frames[1]) : null;
         if (seq === null) {
@@ -89,16 +113,39 @@ export class KvEventSubscriber {
     }
   }
 
+  /**
+   * Counts disconnects. libzmq reconnects after a publisher goes away, but not after it cut one off
+   * for an oversized frame (a protocol error ends that connection for good): a connection not back
+   * within RECONNECT_CHECK_MS is made again here.
+   */
   private async watchConnection(): Promise<void> {
-    try {
-      for await (const ev of this.sub.events) {
-        if (ev.type === "disconnect") {
-          this.stats.disconnects++;
-          this.log.warn("KV event publisher disconnected; ZMQ reconnects, missed batches show up as a gap");
-        } else if (ev.type === "connect") this.log.debug("KV event publisher connected");
-      }
-    } catch (_err) {
-      // the event stream ends with the socket
-    }
+    let connected = true;
+    let check: NodeJS.Timeout | undefined;
+    await watchDisconnects(this.sub, "kv-subscriber", {
+      connect: () => {
+        connected = true;
+      },
+      disconnect: () => {
+        connected = false;
+        this.stats.disconnects++;
+        this.log.warn(
+          "KV event publisher disconnected (gone, or cut off for a message over the size cap); missed batches show up as a gap",
+        );
+        const ep = this.endpoint;
+        if (ep === null) return;
+        clearTimeout(check);
+        check = setTimeout(() => {
+          if (connected || this.closed) return;
+          try {
+            this.sub.disconnect(ep);
+          } catch {
+            // libzmq already dropped the endpoint
+          }
+          this.sub.connect(ep);
+        }, RECONNECT_CHECK_MS);
+        check.unref();
+      },
+    });
+    clearTimeout(check);
   }
 }

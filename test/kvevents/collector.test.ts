@@ -5,6 +5,7 @@ import { encodeBatch } from "../../src/kvevents/codec.js";
 import { KvEventCollector, topicAddress, urlAddresses } from "../../src/kvevents/collector.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
+import { zmqGuardCounts } from "../../src/kvevents/zmq-guard.js";
 import { batchNo, loopbackConfig, waitFor } from "./helpers.js";
 
 function seqFrame(seq: number): Buffer {
@@ -84,17 +85,19 @@ test("engines that connect out feed one bound collector; each engine's batches c
     c.attach({ id: "http://127.0.0.1:8002", addresses: urlAddresses("http://127.0.0.1:8002") }, b);
     await rawB.send([topicB, seqFrame(1), encodeBatch(batchNo(1), "map")]);
     await rawB.send([topicB, seqFrame(2), encodeBatch(batchNo(2), "map")]);
-    // a lost seq (no replay endpoint): reported at once as a gap of engine B only
+    // a lost seq (no replay endpoint): a gap of engine B only, once B's next batch follows the jump
     await rawB.send([topicB, seqFrame(4), encodeBatch(batchNo(4), "map")]);
-    await waitFor(() => b.batches.length === 3, "engine B's batches");
+    await rawB.send([topicB, seqFrame(5), encodeBatch(batchNo(5), "map")]);
+    await waitFor(() => b.batches.length === 4, "engine B's batches");
     assert.deepEqual(
       b.batches.map(([s]) => s),
-      [1, 2, 4],
+      [1, 2, 4, 5],
     );
     assert.deepEqual(b.gaps, [[3, 3]]);
     assert.deepEqual(a.gaps, []);
-    // B restarts: its seq goes back to 0
+    // B restarts: its seq goes back to 0, and 1 follows
     await rawB.send([topicB, seqFrame(0), encodeBatch(batchNo(0), "map")]);
+    await rawB.send([topicB, seqFrame(1), encodeBatch(batchNo(1), "map")]);
     await waitFor(() => b.restarts.length === 1, "B's restart");
     assert.equal(c.streamStats("http://127.0.0.1:8002")!.restarts, 1);
     assert.equal(c.streamStats("http://127.0.0.1:8001")!.restarts, 0);
@@ -104,7 +107,7 @@ test("engines that connect out feed one bound collector; each engine's batches c
     // detached engines are unknown again
     c.detach("http://127.0.0.1:8002");
     const unknown = c.stats.dropped["unknown-engine"];
-    await rawB.send([topicB, seqFrame(1), encodeBatch(batchNo(1), "map")]);
+    await rawB.send([topicB, seqFrame(2), encodeBatch(batchNo(2), "map")]);
     await waitFor(() => c.stats.dropped["unknown-engine"] === unknown + 1, "B's message to be dropped");
   } finally {
     rawB.close();
@@ -126,6 +129,34 @@ test("two engines on one host must name their port: a bare host shared by both i
     await raw.send([Buffer.from("kv@127.0.0.1:8002@m"), seqFrame(0), encodeBatch(batchNo(0))]);
     await waitFor(() => b.batches.length === 1, "b's batch");
     assert.equal(a.batches.length, 0);
+  } finally {
+    raw.close();
+    await c.close();
+  }
+});
+
+test("a 64 MiB frame sent to the collector is refused and counted; the engines' batches still arrive", async () => {
+  const c = await KvEventCollector.bind("tcp://127.0.0.1:*", { maxMessageBytes: 1 << 20 });
+  const a = recorder();
+  c.attach({ id: "a", addresses: urlAddresses("http://127.0.0.1:8001") }, a);
+  const raw = await rawPublisher(c.endpoint);
+  const topic = Buffer.from("kv@127.0.0.1:8001@m");
+  try {
+    await warmUp(c, () => raw.send([topic, seqFrame(0), encodeBatch(batchNo(0))]));
+    const before = zmqGuardCounts.disconnects["kv-collector"];
+    await raw.send([topic, seqFrame(1), Buffer.alloc(64 * 2 ** 20)]);
+    await waitFor(() => zmqGuardCounts.disconnects["kv-collector"] > before, "libzmq to cut the sender off");
+    // the PUB reconnects by itself: the engine's next batches come through
+    const received = c.stats.received;
+    for (let i = 2; c.stats.received === received; i++) {
+      assert.ok(i < 600, "nothing arrived after the reconnect");
+      await raw.send([topic, seqFrame(i), encodeBatch(batchNo(i))]);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // several frames, each under the cap, that together are over it: measured and dropped
+    await raw.send([topic, seqFrame(900), Buffer.alloc(600 * 1024), Buffer.alloc(600 * 1024)]);
+    await waitFor(() => c.stats.dropped.oversized === 1, "the many-frame message dropped");
+    assert.equal(zmqGuardCounts.oversized["kv-collector"] >= 1, true);
   } finally {
     raw.close();
     await c.close();

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { Dealer, Subscriber } from "zeromq";
 import { decodeBatch } from "../../src/kvevents/codec.js";
 import { parseKvEventsConfig } from "../../src/kvevents/config.js";
-import { endpointBinds, offsetEndpoint } from "../../src/kvevents/endpoint.js";
+import { endpointBinds, offsetEndpoint, wildcardOnHost } from "../../src/kvevents/endpoint.js";
 import {
   createEventPublisher,
   NullEventPublisher,
@@ -24,6 +24,42 @@ test("bind/connect and data-parallel port rules follow vLLM", () => {
   assert.equal(offsetEndpoint("tcp://127.0.0.1:*", 3), "tcp://127.0.0.1:*");
   assert.equal(offsetEndpoint("ipc:///tmp/kv", 1), "ipc:///tmp/kv_dp1");
   assert.throws(() => offsetEndpoint("tcp://*:65535", 1), /exceeds 65535/);
+});
+
+test("a publisher told its server's host binds wildcard endpoints there, and a taken port is named", async () => {
+  assert.deepEqual(wildcardOnHost("tcp://*:5557", "127.0.0.1"), {
+    endpoint: "tcp://127.0.0.1:5557",
+    ipv6: false,
+  });
+  assert.deepEqual(wildcardOnHost("tcp://*:5557", "localhost"), {
+    endpoint: "tcp://127.0.0.1:5557",
+    ipv6: false,
+  });
+  assert.deepEqual(wildcardOnHost("tcp://*:5557", "::1"), { endpoint: "tcp://[::1]:5557", ipv6: true });
+  // every interface stays every interface; names and other transports are left alone
+  for (const host of ["0.0.0.0", "::", "engine-0", undefined])
+    assert.deepEqual(wildcardOnHost("tcp://*:5557", host), { endpoint: "tcp://*:5557", ipv6: false });
+  assert.equal(wildcardOnHost("tcp://10.0.0.7:5557", "127.0.0.1").endpoint, "tcp://10.0.0.7:5557");
+  assert.equal(wildcardOnHost("ipc:///tmp/kv", "127.0.0.1").endpoint, "ipc:///tmp/kv");
+
+  const pub = await ZmqEventPublisher.create(
+    loopbackConfig({ endpoint: "tcp://*:*", replay_endpoint: "tcp://*:*" }),
+    { bindHost: "127.0.0.1" },
+  );
+  try {
+    assert.match(pub.endpoint, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+    assert.match(pub.replayEndpoint!, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+    // a second publisher on the same ports says which socket and endpoint could not be bound
+    const port = pub.endpoint.split(":").at(-1);
+    await assert.rejects(
+      ZmqEventPublisher.create(loopbackConfig({ endpoint: `tcp://*:${port}`, replay_endpoint: null }), {
+        bindHost: "127.0.0.1",
+      }),
+      new RegExp(`cannot bind the KV-event PUB socket to tcp://127\\.0\\.0\\.1:${port}: .*in use`, "i"),
+    );
+  } finally {
+    await pub.close();
+  }
 });
 
 test("config: defaults as in vLLM, errors name the field", () => {

@@ -5,6 +5,7 @@ import { encodeBatch } from "../../src/kvevents/codec.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
 import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
+import { zmqGuardCounts } from "../../src/kvevents/zmq-guard.js";
 import { batchNo, loopbackConfig, sleep, waitFor } from "./helpers.js";
 
 interface Seen {
@@ -148,6 +149,10 @@ async function fakeEngine(topic: string) {
     send(seq: number | bigint, payload: Buffer) {
       return xpub.send([Buffer.from(topic), seqFrame(seq), payload]);
     },
+    /** any frames, the topic first */
+    sendFrames(frames: Buffer[]) {
+      return xpub.send([Buffer.from(topic), ...frames.slice(1)]);
+    },
     /** answers one replay request with `have` (seq → payload), with or without the topic frame */
     async serveReplay(have: Map<number, Buffer>, withTopic: boolean): Promise<bigint> {
       const frames = await router.receive();
@@ -198,7 +203,7 @@ test("dropped live batches are fetched by replay (answers with the topic frame) 
   }
 });
 
-test("what replay cannot fill is reported as a gap; a seq going back to 0 is a restart", async () => {
+test("what replay cannot fill is reported as a gap; a seq going back to 0, then 1, is a restart", async () => {
   const eng = await fakeEngine("");
   const r = recorder();
   const sub = await KvEventSubscriber.create({
@@ -211,34 +216,130 @@ test("what replay cannot fill is reported as a gap; a seq going back to 0 is a r
     const payload = (i: number) => encodeBatch(batchNo(i), "map");
     await eng.send(10, payload(10)); // first seen: delivery starts here (no initialSeq)
     await eng.send(14, payload(14));
-    // the engine only has 12 left (11 and 13 are gone)
-    await eng.serveReplay(new Map([[12, payload(12)]]), false);
-    await waitFor(() => r.batches.length === 3, "delivery after the replay");
-    assert.deepEqual(seqs(r), [10, 12, 14]);
-    assert.deepEqual(r.gaps, [
-      [11, 11],
-      [13, 13],
-    ]);
-    // an undecodable batch is a one-seq gap, not a crash
+    // the engine's buffer rolled over: it has 12 on, 11 is gone
+    await eng.serveReplay(new Map([12, 13, 14].map((i) => [i, payload(i)])), false);
+    await waitFor(() => r.batches.length === 4, "delivery after the replay");
+    assert.deepEqual(seqs(r), [10, 12, 13, 14]);
+    assert.deepEqual(r.gaps, [[11, 11]]);
+    // an undecodable batch is not a gap on its own word: replay is asked, and its answer is undecodable too
     await eng.send(15, Buffer.from("c1", "hex"));
+    await eng.serveReplay(new Map([[15, Buffer.from("c1", "hex")]]), false);
+    await waitFor(() => r.gaps.length === 2, "the bad batch's gap");
+    assert.deepEqual(r.gaps.at(-1), [15, 15]);
     await eng.send(16, payload(16));
     await waitFor(() => seqs(r).at(-1) === 16, "the batch after the bad one");
-    assert.deepEqual(r.gaps.at(-1), [15, 15]);
-    assert.equal(sub.stats.decodeErrors, 1);
-    // the engine restarts: seq 0 again
+    assert.equal(sub.stats.decodeErrors, 2);
+    // the engine restarts: seq 0 again, and the batch after it confirms the new numbering
     await eng.send(0, payload(0));
-    await waitFor(() => seqs(r).at(-1) === 0, "the restarted stream");
-    assert.deepEqual(r.restarts, [0]);
     await eng.send(1, payload(1));
-    await waitFor(() => seqs(r).at(-1) === 1, "the restarted stream's next batch");
+    await waitFor(() => seqs(r).at(-1) === 1, "the restarted stream");
+    assert.deepEqual(r.restarts, [0]);
+    assert.deepEqual(seqs(r).slice(-2), [0, 1]);
     assert.equal(sub.stats.restarts, 1);
+    assert.equal(sub.stats.refuted, 0);
   } finally {
     await sub.close();
     eng.close();
   }
 });
 
-test("without a replay endpoint, a late first seq against initialSeq 0 is a gap at once", async () => {
+test("a forged jump is refuted by the replay answer and the index is kept; the live stream goes on", async () => {
+  const eng = await fakeEngine("");
+  const r = recorder();
+  const stale: boolean[] = [];
+  const sub = await KvEventSubscriber.create({
+    endpoint: eng.endpoint,
+    replayEndpoint: eng.replayEndpoint,
+    onStale: (s) => stale.push(s),
+    ...r,
+  });
+  try {
+    await eng.subscribed();
+    const payload = (i: number) => encodeBatch(batchNo(i), "map");
+    await eng.send(0, payload(0));
+    await eng.send(1, payload(1));
+    // one message claims seq 1,000,000: the engine's replay buffer ends at 1
+    await eng.send(1_000_000, payload(99));
+    const start = await eng.serveReplay(new Map([0, 1].map((i) => [i, payload(i)])), false);
+    assert.equal(start, 2n);
+    await waitFor(() => sub.stats.refuted === 1, "the forged batch refuted");
+    await eng.send(2, payload(2));
+    await waitFor(() => seqs(r).at(-1) === 2, "the engine's next batch");
+    assert.deepEqual(seqs(r), [0, 1, 2]);
+    assert.deepEqual(r.gaps, []);
+    assert.deepEqual(r.restarts, []);
+    // the index lagged while the word was out, and not after
+    assert.deepEqual(stale, [true, false]);
+  } finally {
+    await sub.close();
+    eng.close();
+  }
+});
+
+test("without replay, a jump or a seq going back waits for the next live batch, which refutes or confirms it", async () => {
+  const eng = await fakeEngine("");
+  const r = recorder();
+  const sub = await KvEventSubscriber.create({ endpoint: eng.endpoint, ...r });
+  try {
+    await eng.subscribed();
+    const send = (i: number) => eng.send(i, encodeBatch(batchNo(i)));
+    await send(0);
+    await send(1);
+    await send(500); // a stray jump...
+    await send(2); // ...refuted: the publisher goes on from 2
+    await send(0); // a stray seq going back...
+    await send(3); // ...refuted the same way
+    await waitFor(() => seqs(r).at(-1) === 3, "the engine's own batches");
+    assert.deepEqual(seqs(r), [0, 1, 2, 3]);
+    assert.deepEqual(r.gaps, []);
+    assert.deepEqual(r.restarts, []);
+    assert.equal(sub.stats.refuted, 2);
+    // a real loss: 4 and 5 never come; 6 is held until 7 follows it
+    await send(6);
+    await send(7);
+    await waitFor(() => seqs(r).at(-1) === 7, "the batches after the loss");
+    assert.deepEqual(r.gaps, [[4, 5]]);
+    assert.deepEqual(seqs(r).slice(-2), [6, 7]);
+  } finally {
+    await sub.close();
+    eng.close();
+  }
+});
+
+test("a 64 MiB frame costs its sender the connection, not the subscriber's memory; what follows still arrives", async () => {
+  const eng = await fakeEngine("");
+  const r = recorder();
+  const sub = await KvEventSubscriber.create({ endpoint: eng.endpoint, maxMessageBytes: 1 << 20, ...r });
+  try {
+    await eng.subscribed();
+    const before = zmqGuardCounts.disconnects["kv-subscriber"];
+    await eng.send(0, encodeBatch(batchNo(0)));
+    await waitFor(() => r.batches.length === 1, "the first batch");
+    await eng.send(1, Buffer.alloc(64 * 2 ** 20));
+    await waitFor(() => sub.stats.disconnects === 1, "libzmq to cut the sender off");
+    assert.equal(zmqGuardCounts.disconnects["kv-subscriber"], before + 1);
+    // ZMQ reconnects (a new subscription travels): send until the engine's next batches arrive
+    for (let i = 2; r.batches.length < 2; i++) {
+      assert.ok(i < 600, "nothing arrived after the reconnect");
+      await eng.send(i, encodeBatch(batchNo(i)));
+      await sleep(50);
+    }
+    // frames each under the cap that make an oversized message are measured and dropped
+    const oversized = sub.stats.oversized;
+    await eng.sendFrames([
+      Buffer.alloc(0),
+      seqFrame(100),
+      Buffer.alloc(600 * 1024),
+      Buffer.alloc(600 * 1024),
+    ]);
+    await waitFor(() => sub.stats.oversized === oversized + 1, "the many-frame message dropped");
+  } finally {
+    await sub.close();
+    eng.close();
+  }
+});
+
+test("without a replay endpoint, a late first seq against initialSeq 0 is a gap once the next batch follows it", async () => {
   const eng = await fakeEngine("");
   const r = recorder();
   const sub = await KvEventSubscriber.create({ endpoint: eng.endpoint, initialSeq: 0, ...r });
@@ -255,7 +356,7 @@ test("without a replay endpoint, a late first seq against initialSeq 0 is a gap 
   }
 });
 
-test("a replay server that never answers times out and the held batches are delivered after a gap", async () => {
+test("a replay server that never answers times out; the held batch is delivered after a gap once the next one follows it", async () => {
   const eng = await fakeEngine("");
   const r = recorder();
   const sub = await KvEventSubscriber.create({
@@ -268,8 +369,12 @@ test("a replay server that never answers times out and the held batches are deli
     await eng.subscribed();
     await eng.send(0, encodeBatch(batchNo(0)));
     await eng.send(2, encodeBatch(batchNo(2)));
-    await waitFor(() => r.batches.length === 2, "delivery after the replay timeout");
-    assert.deepEqual(seqs(r), [0, 2]);
+    await waitFor(() => sub.stats.replayRequests === 1, "the replay request");
+    await sleep(400); // past the replay timeout: the held batch waits for the live stream
+    assert.deepEqual(seqs(r), [0]);
+    await eng.send(3, encodeBatch(batchNo(3)));
+    await waitFor(() => r.batches.length === 3, "delivery once the live stream confirmed the jump");
+    assert.deepEqual(seqs(r), [0, 2, 3]);
     assert.deepEqual(r.gaps, [[1, 1]]);
   } finally {
     await sub.close();

@@ -3,6 +3,7 @@
 // counting. Real routers over loopback, real ZMQ.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { Publisher } from "zeromq";
 import { freePorts } from "../helpers/cli.js";
 import { parseReport } from "../../src/router/cluster/peers.js";
 import type { RunningRouter } from "../../src/router/index.js";
@@ -144,6 +145,54 @@ test("a replica that falls silent no longer counts", { timeout: 30_000 }, async 
   }
 });
 
+test(
+  "a replica claiming 2^53 requests on an engine counts as maxReportedInFlight, and /metrics counts the cut",
+  { timeout: 30_000 },
+  async () => {
+    const eng = await startFakeEngine({});
+    const [own, forger] = await freePorts(2);
+    // a raw publisher where the router expects another replica
+    const pub = new Publisher({ linger: 0 });
+    await pub.bind(`tcp://127.0.0.1:${forger}`);
+    const r = await routerFor([eng.url], {
+      policy: "least-load",
+      peers: {
+        bind: `tcp://127.0.0.1:${own}`,
+        endpoints: [`tcp://127.0.0.1:${forger}`],
+        interval: 50,
+        expireAfter: 600,
+        maxReportedInFlight: 100,
+      },
+    });
+    try {
+      const report = JSON.stringify({
+        v: 1,
+        id: "forger",
+        seq: 0,
+        load: [[eng.url, 2 ** 53, 2 ** 53, 2 ** 53]],
+        picks: [],
+      });
+      // PUB drops what it sends before the router's subscription arrives: send until it counts
+      await waitUntil(
+        async () => {
+          await pub.send(["switchyard.router.v1", report]);
+          return total(r) > 0;
+        },
+        5000,
+        "the forged report to arrive",
+      );
+      assert.equal(total(r), 100);
+      const text = await (await fetch(`${r.url}/metrics`)).text();
+      const m = /^switchyard_routing_peer_counts_clamped_total (\d+)/m.exec(text);
+      assert.ok(m && Number(m[1]) >= 3, text.slice(0, 200));
+    } finally {
+      pub.close();
+      await r.close(0);
+      await eng.close();
+    }
+  },
+);
+
 test("reports from the network are checked and bounded", () => {
   const ok = parseReport(
     Buffer.from(
@@ -167,4 +216,22 @@ test("reports from the network are checked and bounded", () => {
     JSON.stringify({ v: 1, id: "r", seq: 0, load: [], picks: [["u", "x", 0]] }),
   ])
     assert.equal(parseReport(Buffer.from(bad)), null, bad);
+});
+
+test("a replica's counts beyond what one engine can hold are cut to it, and counted", () => {
+  const report = (row: unknown[]) =>
+    Buffer.from(JSON.stringify({ v: 1, id: "r1", seq: 0, load: [row], picks: [] }));
+  // 2^53 requests in flight, all awaiting a first token, with as many prefill tokens
+  const huge = parseReport(report(["http://e:8000", 2 ** 53, 2 ** 53, 2 ** 53]), 4096)!;
+  assert.deepEqual(huge.load, [["http://e:8000", 4096, 4096, 4096 * 2 ** 21]]);
+  assert.equal(huge.clamped, 3);
+  // awaiting a first token is a part of those in flight; prefill is bounded by those waiting
+  const odd = parseReport(report(["http://e:8000", 3, 9, 10 ** 9]), 4096)!;
+  assert.deepEqual(odd.load, [["http://e:8000", 3, 3, 3 * 2 ** 21]]);
+  assert.equal(odd.clamped, 2);
+  const none = parseReport(report(["http://e:8000", 3, 0, 5]), 4096)!;
+  assert.deepEqual(none.load, [["http://e:8000", 3, 0, 0]]);
+  const fine = parseReport(report(["http://e:8000", 12, 2, 5000]), 4096)!;
+  assert.equal(fine.clamped, 0);
+  assert.deepEqual(fine.load, [["http://e:8000", 12, 2, 5000]]);
 });

@@ -4,6 +4,9 @@
 import { z } from "zod";
 import { duration } from "../../config/values.js";
 
+/** Requests one replica may report in flight on one engine unless `peers.maxReportedInFlight` says. */
+export const DEFAULT_MAX_REPORTED_IN_FLIGHT = 4096;
+
 const endpoint = z.string().regex(/^(tcp|ipc):\/\/.+/, "must be a ZMQ endpoint like tcp://router-0:5590");
 
 export const peersConfigSchema = z
@@ -27,6 +30,11 @@ export const peersConfigSchema = z
     expireAfter: duration.default(1_000),
     /** this replica's name in the reports (default: host name and process id) */
     id: z.string().min(1).max(200).optional(),
+    /**
+     * requests one replica may report in flight on one engine; more is cut to this (and counted): a
+     * replica claiming more than an engine can hold would take that engine out of everyone's rotation
+     */
+    maxReportedInFlight: z.number().int().min(1).default(DEFAULT_MAX_REPORTED_IN_FLIGHT),
     /** largest report accepted from a peer */
     maxMessageBytes: z
       .number()

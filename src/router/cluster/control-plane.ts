@@ -7,6 +7,7 @@ import { StaticDiscovery } from "../../discovery/static.js";
 import { engineSpecs, type RouterConfig } from "../config.js";
 import { parsePrefixCacheHits } from "../kv/watchdog.js";
 import { RouterMetrics } from "../metrics.js";
+import { registerZmqGuardMetrics } from "../kv/metrics.js";
 import { Registry, type Upstream } from "../registry.js";
 import type { EngineStatus, ToWorker } from "./protocol.js";
 import { SharedLoad } from "./shared-load.js";
@@ -45,6 +46,8 @@ export class ControlPlane {
     private readonly broadcast: (m: ToWorker) => void,
   ) {
     this.metrics = new RouterMetrics({ forEachEngine: () => undefined, queueDepth: () => 0 });
+    // the primary's own ZMQ sockets: the KV-event relay and the peer link
+    registerZmqGuardMetrics(this.metrics.registry);
     const m = this.metrics;
     this.registry = new Registry(cfg, {
       onEject: (url, reason) => m.ejections.inc({ engine: url, reason }),

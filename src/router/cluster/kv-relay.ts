@@ -3,10 +3,13 @@
 // message on, frames untouched, to each worker, whose own collector binds a private ipc:// endpoint
 // instead (workerKvEndpoint): each worker then decodes, sequences, replays and indexes exactly as a
 // lone router does, and sees every engine's events. A slow worker loses messages past the high-water
-// mark; its collector detects the gap by sequence number and replays or purges (src/kvevents).
+// mark; its collector detects the gap by sequence number and replays or purges (src/kvevents). The
+// bound socket is capped in message size like a lone router's collector (src/kvevents/zmq-guard.ts):
+// what is too big is dropped here, before any worker sees it.
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Publisher, Subscriber } from "zeromq";
+import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "../../kvevents/zmq-guard.js";
 import { logger } from "../../obs/log.js";
 
 const log = logger("router.kv-relay");
@@ -19,17 +22,32 @@ export function workerKvEndpoint(slot: number, primaryPid = process.pid): string
 export class KvEventRelay {
   private closed = false;
   private loop: Promise<void> = Promise.resolve();
+  private watch: Promise<void> = Promise.resolve();
   relayed = 0;
+  /** messages over the cap that libzmq could not refuse (many frames), not relayed */
+  oversized = 0;
 
   private constructor(
     private readonly sub: Subscriber,
     private readonly pub: Publisher,
     readonly endpoint: string,
+    private readonly maxBytes: number,
   ) {}
 
-  /** Binds `bind` (where engines publish) and forwards to each of `targets` (the workers' endpoints). */
-  static async start(bind: string, targets: readonly string[]): Promise<KvEventRelay> {
-    const sub = new Subscriber({ receiveHighWaterMark: 100_000, linger: 0 });
+  /**
+   * Binds `bind` (where engines publish) and forwards to each of `targets` (the workers' endpoints)
+   * every message up to `maxMessageBytes`.
+   */
+  static async start(
+    bind: string,
+    targets: readonly string[],
+    maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+  ): Promise<KvEventRelay> {
+    const sub = new Subscriber({
+      receiveHighWaterMark: 100_000,
+      linger: 0,
+      maxMessageSize: maxMessageBytes,
+    });
     sub.subscribe();
     try {
       await sub.bind(bind);
@@ -39,8 +57,9 @@ export class KvEventRelay {
     }
     const pub = new Publisher({ sendHighWaterMark: 100_000, linger: 0 });
     for (const t of targets) pub.connect(t);
-    const r = new KvEventRelay(sub, pub, sub.lastEndpoint ?? bind);
+    const r = new KvEventRelay(sub, pub, sub.lastEndpoint ?? bind, maxMessageBytes);
     r.loop = r.run();
+    r.watch = watchDisconnects(sub, "kv-relay");
     log.info(
       { endpoint: r.endpoint, workers: targets.length },
       "KV-event collector bound; relaying to the workers",
@@ -52,6 +71,10 @@ export class KvEventRelay {
     try {
       for await (const frames of this.sub) {
         if (this.closed) break;
+        if (oversized(frames, this.maxBytes, "kv-relay")) {
+          this.oversized++;
+          continue;
+        }
         await this.pub.send(frames);
         this.relayed++;
       }
@@ -65,6 +88,6 @@ export class KvEventRelay {
     this.closed = true;
     this.sub.close();
     this.pub.close();
-    await this.loop;
+    await Promise.all([this.loop, this.watch]);
   }
 }

@@ -5,12 +5,15 @@
 // views like another worker's, at most one interval (plus the network) old, and forgotten when the
 // replica falls silent for `peers.expireAfter`; its picks feed the prefix index and the watchdog.
 // ZMQ drops what a slow subscriber cannot take (high-water mark): a report is a snapshot, the next one
-// replaces it.
+// replaces it. A report is checked and bounded before it counts: at most `peers.maxMessageBytes`
+// (libzmq cuts off a peer that sends more), and counts beyond what one engine can plausibly hold are
+// cut to it and counted (a replica claiming 2^53 requests on an engine would take it out of rotation).
 import { lookup } from "node:dns/promises";
 import { hostname } from "node:os";
 import { Publisher, Subscriber } from "zeromq";
+import { CONTROL_MAX_MESSAGE_BYTES, watchDisconnects, zmqGuardCounts } from "../../kvevents/zmq-guard.js";
 import { logger } from "../../obs/log.js";
-import type { PeersConfig } from "./config.js";
+import { DEFAULT_MAX_REPORTED_IN_FLIGHT, type PeersConfig } from "./config.js";
 import type { LoadCounts, Pick } from "./protocol.js";
 
 const log = logger("router.peers");
@@ -45,8 +48,38 @@ export interface PeerReport {
 
 const isCount = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0;
 
+/** Prefill tokens one request awaiting its first token may still need: beyond any context window. */
+const MAX_PROMPT_TOKENS = 2 ** 21;
+
+/** A report as received: bounded, with how many of its counts had to be cut. */
+export interface ReceivedReport extends PeerReport {
+  clamped: number;
+}
+
+/**
+ * One engine's row cut to what an engine can hold: requests in flight to `maxInFlight`, those awaiting
+ * a first token to the requests in flight, their prefill to MAX_PROMPT_TOKENS each (the order of
+ * SHARED_FIELDS, shared-load.ts). Returns how many values were cut.
+ */
+function clampRow(row: number[], maxInFlight: number): number {
+  let cut = 0;
+  const bound = (i: number, max: number) => {
+    if (i < row.length && row[i]! > max) {
+      row[i] = max;
+      cut++;
+    }
+  };
+  bound(1, maxInFlight);
+  bound(2, row[1] ?? maxInFlight);
+  bound(3, (row[2] ?? 0) * MAX_PROMPT_TOKENS);
+  return cut;
+}
+
 /** Parses and bounds a report from the network; null when it is not one. */
-export function parseReport(buf: Buffer): PeerReport | null {
+export function parseReport(
+  buf: Buffer,
+  maxInFlight = DEFAULT_MAX_REPORTED_IN_FLIGHT,
+): ReceivedReport | null {
   let doc: unknown;
   try {
     doc = JSON.parse(buf.toString("utf8"));
@@ -59,9 +92,11 @@ export function parseReport(buf: Buffer): PeerReport | null {
     return null;
   if (!Array.isArray(r.load) || !Array.isArray(r.picks)) return null;
   const load: LoadCounts[] = [];
+  let clamped = 0;
   for (const row of r.load.slice(0, MAX_ROWS)) {
     if (!Array.isArray(row) || typeof row[0] !== "string" || row[0].length > 2048) return null;
     if (!row.slice(1).every(isCount)) return null;
+    clamped += clampRow(row as number[], maxInFlight);
     load.push(row as LoadCounts);
   }
   const picks: Pick[] = [];
@@ -73,7 +108,7 @@ export function parseReport(buf: Buffer): PeerReport | null {
     if (typeof p[2] !== "number" || !(p[2] >= 0)) return null;
     picks.push([p[0], ids as number[], p[2]]);
   }
-  return { v: 1, id: r.id, seq: r.seq, load, picks };
+  return { v: 1, id: r.id, seq: r.seq, load, picks, clamped };
 }
 
 export class PeerSync {
@@ -84,8 +119,9 @@ export class PeerSync {
   private readonly connected = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private loop: Promise<void> = Promise.resolve();
-  /** reports received and dropped (malformed, too many peers), for tests and logs */
-  readonly stats = { sent: 0, received: 0, dropped: 0 };
+  private watch: Promise<void> = Promise.resolve();
+  /** reports received and dropped (malformed, too many peers), counts cut to the bound, for tests and logs */
+  readonly stats = { sent: 0, received: 0, dropped: 0, clamped: 0 };
 
   private constructor(
     private readonly cfg: PeersConfig,
@@ -101,7 +137,12 @@ export class PeerSync {
   /** Binds this replica's endpoint and connects to the others; null when `peers.bind` is unset. */
   static async start(cfg: PeersConfig, hub: PeerHub): Promise<PeerSync | null> {
     if (!cfg.bind) return null;
-    const pub = new Publisher({ linger: 0, sendHighWaterMark: 100 });
+    // a PUB reads only subscriptions: a few bytes each
+    const pub = new Publisher({
+      linger: 0,
+      sendHighWaterMark: 100,
+      maxMessageSize: CONTROL_MAX_MESSAGE_BYTES,
+    });
     try {
       await pub.bind(cfg.bind);
     } catch (err) {
@@ -113,6 +154,7 @@ export class PeerSync {
     const s = new PeerSync(cfg, hub, pub, sub, pub.lastEndpoint ?? cfg.bind);
     for (const ep of cfg.endpoints) s.connect(ep);
     s.loop = s.receive();
+    s.watch = watchDisconnects(sub, "peers");
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, ms);
       t.unref();
@@ -187,10 +229,19 @@ export class PeerSync {
       for await (const [, payload] of this.sub) {
         if (this.closed) break;
         if (!payload) continue;
-        const r = parseReport(payload);
+        const r = parseReport(payload, this.cfg.maxReportedInFlight);
         if (!r) {
           this.stats.dropped++;
           continue;
+        }
+        if (r.clamped > 0) {
+          if (this.stats.clamped === 0)
+            log.warn(
+              { peer: r.id, maxReportedInFlight: this.cfg.maxReportedInFlight },
+              "router peer reported more than an engine can hold: its counts are cut (switchyard_routing_peer_counts_clamped_total)",
+            );
+          this.stats.clamped += r.clamped;
+          zmqGuardCounts.peerCountsClamped += r.clamped;
         }
         if (r.id === this.id) continue;
         if (!this.seen.has(r.id) && this.seen.size >= MAX_PEERS) {
@@ -229,7 +280,7 @@ export class PeerSync {
     for (const t of this.timers) clearInterval(t);
     this.sub.close();
     this.pub.close();
-    await this.loop;
+    await Promise.all([this.loop, this.watch]);
     for (const id of this.seen.keys()) this.hub.peerGone(`p:${id}`);
     this.seen.clear();
   }

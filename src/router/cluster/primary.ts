@@ -114,10 +114,10 @@ export class Primary {
     // before anything runs: a taken port fails here as it would for a lone router
     this.ownSockets = await workersOwnSockets(this.cfg.port, this.cfg.host);
     await this.cp.start();
-    const bind = (this.cfg.routing.kvEvents as { bind?: string }).bind;
+    const { bind, maxMessageBytes } = this.cfg.routing.kvEvents;
     if (bind) {
       const targets = Array.from({ length: this.o.workers }, (_, i) => workerKvEndpoint(i));
-      this.relay = await KvEventRelay.start(bind, targets);
+      this.relay = await KvEventRelay.start(bind, targets, maxMessageBytes);
     }
     this.peers = await PeerSync.start(this.cfg.peers, {
       load: () => this.cp.load.group((s) => s.startsWith("w")),

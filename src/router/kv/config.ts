@@ -1,7 +1,8 @@
 // The `routing:` section of the router config (cache-aware policies) and the per-backend `kvEvents`
 // field. Parsed by the router's schema (src/router/config.ts) with the same duration rules.
 import { z } from "zod";
-import { duration } from "../../config/values.js";
+import { duration, size } from "../../config/values.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../../kvevents/zmq-guard.js";
 
 const zmqEndpoint = z
   .string()
@@ -48,6 +49,11 @@ export const routingConfigSchema = z
          * `kvEvents` endpoint are still subscribed to directly.
          */
         bind: zmqEndpoint.optional(),
+        /**
+         * the largest KV-event message (one scheduler step's batch) any of the router's KV-event
+         * sockets takes; a larger frame costs its sender the connection (src/kvevents/zmq-guard.ts)
+         */
+        maxMessageBytes: size.default(DEFAULT_MAX_MESSAGE_BYTES),
       })
       .prefault({}),
     prefix: z

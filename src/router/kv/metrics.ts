@@ -1,8 +1,10 @@
 // The metrics of cache-aware routing: decisions and predictions, the indexes' sizes, per engine whether it
 // is routed from its KV events (and why not), purges, the silent-miss watchdog's verdicts, the tokenizer in
-// use per model, and what the KV-event collector dropped. Gauges read the live state at scrape time.
+// use per model, what the KV-event collector dropped, and what the router's ZMQ sockets refused (sizes,
+// unconfirmed batches, peers' counts). Gauges read the live state at scrape time.
 import { Counter, Gauge, type Registry as PromRegistry } from "prom-client";
 import type { KvEventCollector } from "../../kvevents/collector.js";
+import { zmqGuardCounts } from "../../kvevents/zmq-guard.js";
 import type { PrefixOracle } from "../../routing/index.js";
 import type { KvIndex } from "./kv-index.js";
 
@@ -92,7 +94,7 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
   });
   new Counter({
     name: "switchyard_routing_kv_collector_messages_total",
-    help: "KV-event messages the collector (--kv-events-bind) received, by outcome: accepted, or why dropped (malformed, topic, unknown-engine, ambiguous-engine)",
+    help: "KV-event messages the collector (--kv-events-bind) received, by outcome: accepted, or why dropped (malformed, oversized, topic, unknown-engine, ambiguous-engine)",
     labelNames: ["outcome"],
     registers: [prom],
     collect() {
@@ -103,7 +105,7 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
       let dropped = 0;
       for (const [why, n] of Object.entries(s.dropped)) {
         this.inc({ outcome: why }, n);
-        if (why !== "malformed") dropped += n;
+        if (why !== "malformed" && why !== "oversized") dropped += n;
       }
       this.inc({ outcome: "accepted" }, s.received - dropped);
     },
@@ -141,5 +143,53 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
     labelNames: ["model", "source"],
     registers: [prom],
   });
+  registerZmqGuardMetrics(prom);
   return { decisions, predicted, prompt, purges, mismatch, mismatchError, tokenizer };
+}
+
+/**
+ * What the router's ZMQ sockets refused, from this process's counts (src/kvevents/zmq-guard.ts): a
+ * router or worker registers them with the cache metrics, a primary of workers for its relay and peers.
+ */
+export function registerZmqGuardMetrics(prom: PromRegistry): void {
+  const c = zmqGuardCounts;
+  new Counter({
+    name: "switchyard_zmq_disconnects_total",
+    help: "peer connections of the router's ZMQ sockets that ended, by socket (kv-subscriber, kv-collector, kv-relay, peers): a peer that went away, or one libzmq cut off for a frame over the socket's size cap",
+    labelNames: ["socket"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      for (const [socket, n] of Object.entries(c.disconnects))
+        if (socket !== "kv-replay") this.inc({ socket }, n);
+    },
+  });
+  new Counter({
+    name: "switchyard_zmq_oversized_messages_total",
+    help: "messages of many frames, each under the size cap, whose whole was over it: dropped, by socket (kv-subscriber, kv-collector, kv-relay, kv-replay)",
+    labelNames: ["socket"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      for (const [socket, n] of Object.entries(c.oversized)) if (socket !== "peers") this.inc({ socket }, n);
+    },
+  });
+  new Counter({
+    name: "switchyard_routing_kv_refuted_batches_total",
+    help: "KV-event batches held on one message's word (a seq jump, a seq going back, an undecodable batch) and dropped when the publisher's replay answer or its next live batch refuted them; the engine's index was kept",
+    registers: [prom],
+    collect() {
+      this.reset();
+      this.inc(c.refuted);
+    },
+  });
+  new Counter({
+    name: "switchyard_routing_peer_counts_clamped_total",
+    help: "counts in other router replicas' reports cut to what one engine can plausibly hold (peers.maxReportedInFlight requests; their first-token waits and prefill bounded by those)",
+    registers: [prom],
+    collect() {
+      this.reset();
+      this.inc(c.peerCountsClamped);
+    },
+  });
 }

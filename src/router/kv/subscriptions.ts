@@ -1,9 +1,10 @@
 // Where each engine's KV events come from, following the registry: a SUB socket connected to the
 // engine's publisher (connect mode), or the router's one bound collector that engines publish to
 // (collector mode, `routing.kvEvents.bind`). Per engine it tracks whether the events can be used for
-// routing — and why not: no source, a hash the router cannot reproduce, a vLLM too old, no events yet —
-// and drops what the index holds for an engine whose view can no longer be trusted (cache reset,
-// restart, lost events, ejection, removal).
+// routing — and why not: no source, a hash the router cannot reproduce, a vLLM too old, no events yet,
+// events held until the publisher confirms them — and drops what the index holds for an engine whose
+// view can no longer be trusted (cache reset, restart, lost events, ejection, removal): a restart or a
+// loss only once the publisher's own stream confirms it, never on one message's word (sequencer.ts).
 import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
@@ -42,6 +43,8 @@ export interface EngineKv {
   /** why the engine is routed by prefix instead of KV events (null: it is not) */
   fallback: string | null;
   healthy: boolean;
+  /** streams (one per data-parallel rank) holding batches until their publisher confirms a jump or a restart */
+  unconfirmed: number;
   /** configured (backend, discovery entry, derive rule, collector), read from the engine, or none */
   origin: "explicit" | "discovered" | "none";
   /** SUB sockets to the engine's other data-parallel ranks (discovered sources) */
@@ -146,7 +149,8 @@ export class KvSubscriptions {
     if (!ep || this.closed) return null;
     if (!this.collectorP) {
       this.bound = ep;
-      this.collectorP = KvEventCollector.bind(ep).then((c) => {
+      const maxMessageBytes = this.cfg.routing.kvEvents.maxMessageBytes;
+      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes }).then((c) => {
         if (this.closed || this.bound !== ep) {
           void c.close();
           return null;
@@ -219,6 +223,7 @@ export class KvSubscriptions {
           versionAsked: false,
           fallback: "starting",
           healthy: false,
+          unconfirmed: 0,
         };
         this.states.set(e.url, st);
       }
@@ -261,6 +266,7 @@ export class KvSubscriptions {
   private streamOptions(st: EngineKv, replay: string | undefined): StreamOptions {
     return {
       replayEndpoint: replay ?? null,
+      maxMessageBytes: this.cfg.routing.kvEvents.maxMessageBytes,
       // rebuild the index from the engine's replay buffer when joining a running engine
       initialSeq: replay ? 0 : undefined,
       onBatch: (_seq, batch) => {
@@ -277,6 +283,12 @@ export class KvSubscriptions {
         this.purge(st, "gap");
       },
       onRestart: () => this.purge(st, "restart"),
+      // the index lags the engine while batches wait on the publisher's word: route by prefix meanwhile
+      onStale: (stale) => {
+        st.unconfirmed += stale ? 1 : -1;
+        const e = this.d.registry.engines.get(st.url);
+        if (e) this.updateFallback(st, e);
+      },
     };
   }
 
@@ -340,6 +352,7 @@ export class KvSubscriptions {
     st.rankSubs = [];
     for (const r of ranks) void r.close();
     st.flowing = false;
+    st.unconfirmed = 0;
     if (st.collecting) this.collectorNow?.detach(st.url);
     st.collecting = false;
     await sub?.close();
@@ -435,6 +448,7 @@ export class KvSubscriptions {
     if (!versionAtLeast(st.version, this.cfg.routing.minVllmVersion)) return `version-${st.version}`;
     if (!st.sub && !st.collecting) return "not-subscribed";
     if (!st.flowing) return "no-events-yet";
+    if (st.unconfirmed > 0) return "events-unconfirmed";
     return null;
   }
 
@@ -447,7 +461,14 @@ export class KvSubscriptions {
     else if (
       was === null ||
       (st.source &&
-        !["starting", "no-events-yet", "no-cache-config", "version-unknown", "not-subscribed"].includes(why))
+        ![
+          "starting",
+          "no-events-yet",
+          "no-cache-config",
+          "version-unknown",
+          "not-subscribed",
+          "events-unconfirmed",
+        ].includes(why))
     )
       log.warn(
         { engine: st.url, reason: why },
