@@ -127,7 +127,9 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
   if (kvCfg && kvCfg.enabled && kvCfg.publisher !== "null") {
     // the layout of the release the sim claims; from 0.24 on, engine events name their KV-cache group
     const layout = layoutForVersion(o.vllmVersion);
-    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0, layout });
+    // a sim told to listen on one address (`--host 127.0.0.1`) binds its wildcard KV sockets there
+    // too, where vLLM would bind them on every interface (docs/security.md)
+    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0, layout, bindHost: o.host });
     runtime.kvSink = publisher;
     runtime.groupIdxOnEvents = layout === "map";
   }
