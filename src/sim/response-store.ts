@@ -21,9 +21,19 @@ export interface StoredResponse {
   bytes: number;
 }
 
-/** UTF-16 code units of what an entry holds: the conversation, the answer and the response object. */
+/**
+ * About the bytes an entry holds: the conversation's text, the answer (kept twice: as text and in the
+ * response object) and a fixed allowance for the rest. Counted from the strings' lengths, not by
+ * serialising, so storing a megabyte conversation costs no pass over it.
+ */
 export function storedBytes(messages: readonly ChatMessage[], outputText: string): number {
-  return 2 * (JSON.stringify(messages).length + 2 * outputText.length + 1024);
+  let chars = 0;
+  for (const m of messages) {
+    chars += m.role.length + 16;
+    if (typeof m.content === "string") chars += m.content.length;
+    else if (m.content) for (const p of m.content) chars += (p.text?.length ?? 0) + 16;
+  }
+  return 2 * (chars + 2 * outputText.length) + 1024;
 }
 
 export class ResponseStore {
