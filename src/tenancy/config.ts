@@ -72,6 +72,11 @@ export const tenancyConfigSchema = z
     adminKeys: z.array(keyHash).default([]),
     /** HMAC secret for cache salts; required when a tenant has cacheIsolation (same on every replica) */
     cacheSaltSecret: z.string().min(16).optional(),
+    /**
+     * the same secret read from a file (a mounted Kubernetes Secret), so it never sits in the config
+     * file itself (a ConfigMap); read on every apply, trailing whitespace dropped
+     */
+    cacheSaltSecretFile: z.string().min(1).optional(),
     queue: z
       .strictObject({
         size: z.number().int().min(0).default(1024),
@@ -102,11 +107,18 @@ export const tenancyConfigSchema = z
   .superRefine((c, ctx) => {
     const isolated =
       Object.entries(c.tenants).some(([, t]) => t.cacheIsolation) || c.defaultTenant.cacheIsolation;
-    if (isolated && !c.cacheSaltSecret)
+    if (isolated && !c.cacheSaltSecret && !c.cacheSaltSecretFile)
       ctx.addIssue({
         code: "custom",
         path: ["cacheSaltSecret"],
-        message: "a tenant has cacheIsolation: set cacheSaltSecret (the same on every router replica)",
+        message:
+          "a tenant has cacheIsolation: set cacheSaltSecret or cacheSaltSecretFile (the same on every router replica)",
+      });
+    if (c.cacheSaltSecret && c.cacheSaltSecretFile)
+      ctx.addIssue({
+        code: "custom",
+        path: ["cacheSaltSecretFile"],
+        message: "set cacheSaltSecret or cacheSaltSecretFile, not both",
       });
   });
 
@@ -136,6 +148,24 @@ export interface KeysFromDir {
 }
 
 const MAX_KEY_FILE_BYTES = 1 << 20;
+
+/** The cache-salt secret from `cacheSaltSecretFile`; errors name the file, never its content. */
+export function readSaltSecretFile(path: string): string {
+  let text: string;
+  try {
+    if (statSync(path).size > MAX_KEY_FILE_BYTES)
+      throw new TenancyConfigError(`salt file ${path} is over 1 MiB`);
+    text = readFileSync(path, "utf8").trim();
+  } catch (err) {
+    if (err instanceof TenancyConfigError) throw err;
+    throw new TenancyConfigError(
+      `cannot read cacheSaltSecretFile ${path}: ${(err as NodeJS.ErrnoException).code ?? "error"}`,
+    );
+  }
+  if (text.length < 16)
+    throw new TenancyConfigError(`cacheSaltSecretFile ${path}: the secret needs 16 characters or more`);
+  return text;
+}
 
 /**
  * Reads a Kubernetes Secret mounted as a directory. Kubelet's `..data` / `..<timestamp>` entries

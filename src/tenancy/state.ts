@@ -9,6 +9,7 @@ import { splitLimits } from "./buckets.js";
 import {
   parseTenancyConfig,
   readKeysDir,
+  readSaltSecretFile,
   type KeyEntry,
   type TenancyConfig,
   type TenantLimits,
@@ -42,6 +43,8 @@ interface Snapshot {
   keys: KeyTable;
   tenants: Map<string, Tenant>;
   limiter: Limiter;
+  /** the cache-salt secret, from the config or its file */
+  salt: string | undefined;
 }
 
 export interface TenancyStateOptions {
@@ -75,6 +78,9 @@ export class TenancyState {
       keys.push(...fromDir.keys);
       admin.push(...fromDir.adminKeys);
     }
+    const salt =
+      cfg.cacheSaltSecret ??
+      (cfg.cacheSaltSecretFile ? readSaltSecretFile(cfg.cacheSaltSecretFile) : undefined);
     const limiter = this.limiterFor(cfg);
     const tenants = new Map<string, Tenant>();
     const names = new Set([...Object.keys(cfg.tenants), ...keys.map((k) => k.tenant)]);
@@ -85,12 +91,11 @@ export class TenancyState {
         weight: t.weight,
         priority: t.priority,
         limits: cfg.redis ? t.limits : splitLimits(t.limits, cfg.replicas),
-        cacheSalt:
-          t.cacheIsolation && cfg.cacheSaltSecret ? deriveCacheSalt(cfg.cacheSaltSecret, name) : undefined,
+        cacheSalt: t.cacheIsolation && salt ? deriveCacheSalt(salt, name) : undefined,
       });
     }
     this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
-    this.snap = { cfg, keys: new KeyTable(keys, admin), tenants, limiter };
+    this.snap = { cfg, keys: new KeyTable(keys, admin), tenants, limiter, salt };
   }
 
   /**
@@ -176,7 +181,7 @@ export class TenancyState {
   cacheSaltFor(tenant: Tenant, clientSalt?: string): string | undefined {
     if (tenant.cacheSalt === undefined) return undefined;
     if (clientSalt === undefined) return tenant.cacheSalt;
-    return deriveCacheSalt(this.snap.cfg.cacheSaltSecret!, tenant.name, clientSalt);
+    return deriveCacheSalt(this.snap.salt!, tenant.name, clientSalt);
   }
 
   /** In-flight requests of a tenant on this replica's local limiter (tests). */
