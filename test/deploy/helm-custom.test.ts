@@ -168,8 +168,11 @@ describe("helm chart: custom resources", { timeout: 300_000 }, () => {
       { group: "inference.networking.k8s.io", kind: "InferencePool", name: pool.metadata.name },
     ]);
     assert.deepEqual(route.spec.parentRefs, [{ name: "inference-gateway", namespace: "gateway-system" }]);
-    // the gateway's namespace reaches the engines (it proxies to them) and the picker
-    const gw = { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "gateway-system" } } };
+    // the gateway's proxies reach the engines (they proxy to them) and the picker
+    const gw = {
+      namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "gateway-system" } },
+      podSelector: { matchLabels: { "gateway.envoyproxy.io/owning-gateway-name": "inference-gateway" } },
+    };
     const engineNp = one(objs, "NetworkPolicy", `${RELEASE}-switchyard-engine`);
     assert.ok(
       engineNp.spec.ingress.some(

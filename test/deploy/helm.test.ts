@@ -234,7 +234,7 @@ describe("helm chart", { timeout: 300_000 }, () => {
     assert.deepEqual(metrics.ports, [{ port: 9090, protocol: "TCP" }]);
     assert.ok(metrics.from[0].namespaceSelector);
     const router = one(objs, "NetworkPolicy", "-router");
-    assert.equal(router.spec.ingress[0].from, undefined, "the router is open by default");
+    assert.deepEqual(router.spec.ingress[0].from, [{ podSelector: {} }], "the release namespace by default");
   });
 
   it("the PrometheusRule is deploy/prometheus/*.rules.yaml and the dashboards are deploy/grafana/*.json", (t) => {
