@@ -61,41 +61,58 @@ interface GenerationParams {
   /** logprobs asked for: the top count (null: none) */
   logprobs?: number | null;
   /** per prompt: prompt_logprobs JSON, and the echoed prompt's legacy columns */
-  promptLogprobs?: Array<string | null>;
+  promptLogprobs?: Array<string[] | null>;
   echoColumns?: Array<LegacyColumns | null>;
 }
 
-/** How the answer of a choice is decided: a tool call, a constrained text, or the greedy chain (null). */
-function decidedAnswer(
-  ctx: SimContext,
-  p: GenerationParams,
-  prompt: PromptInput,
-  seed: number,
-  choiceSalt: number,
-): { forced: ForcedText | null; tool: ToolCallPlan | null } {
+interface Decided {
+  forced: ForcedText | null;
+  tool: ToolCallPlan | null;
+}
+const UNDECIDED: Decided = { forced: null, tool: null };
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * How each choice's answer is decided: a tool call, a constrained text, or the greedy chain
+ * (UNDECIDED). One choice per turn of the event loop: an n of 128 long JSON answers holds no stream.
+ */
+async function decideAnswers(ctx: SimContext, p: GenerationParams, seed: number): Promise<Decided[]> {
   const tools = p.tools;
   const calling = tools && (tools.mode.kind === "required" || tools.mode.kind === "named");
   const auto = tools?.mode.kind === "auto";
-  if (!calling && !p.constraint && !auto) return { forced: null, tool: null };
-  const rand = contextRandom(prompt.tokenIds, seed, choiceSalt, p.requestSeed ?? null);
+  const out: Decided[] = [];
+  if (!calling && !p.constraint && !auto) return out;
   const words = wordsOf(ctx.tokenizer);
-  let tool: ToolCallPlan | null = null;
-  let text: string | null = null;
-  // a grammar leaves an auto answer no room for tool-call markup: the constraint wins there
-  if (calling || (auto && !p.constraint && autoCallsTool(tools!.lastRole, rand))) {
-    tool = planToolCall(tools!.mode, tools!.defs, rand, words);
-    text = tool.text;
-  } else if (p.constraint) text = constrainedText(p.constraint, rand, words);
-  if (text === null) return { forced: null, tool: null };
-  return { forced: new ForcedText(text, ctx.tokenizer, ctx.tokenizer.eosTokenId), tool };
+  const maxLen = ctx.engineConfig.maxModelLen;
+  for (const prompt of p.prompts) {
+    for (let k = 0; k < p.n; k++) {
+      if (out.length > 0) await nextTurn();
+      const rand = contextRandom(prompt.tokenIds, seed, p.temperature === 0 ? 0 : k, p.requestSeed ?? null);
+      let tool: ToolCallPlan | null = null;
+      let text: string | null = null;
+      // a grammar leaves an auto answer no room for tool-call markup: the constraint wins there
+      if (calling || (auto && !p.constraint && autoCallsTool(tools!.lastRole, rand))) {
+        tool = planToolCall(tools!.mode, tools!.defs, rand, words);
+        text = tool.text;
+      } else if (p.constraint) text = constrainedText(p.constraint, rand, words);
+      if (text === null) {
+        out.push(UNDECIDED);
+        continue;
+      }
+      const maxTokens = p.maxTokens ?? maxLen - prompt.tokenIds.length;
+      const forced = await ForcedText.create(text, ctx.tokenizer, ctx.tokenizer.eosTokenId, maxTokens);
+      out.push({ forced, tool });
+    }
+  }
+  return out;
 }
 
-function startGeneration(
+async function startGeneration(
   ctx: SimContext,
   req: IncomingMessage,
   res: ServerResponse,
   p: GenerationParams,
-): void {
+): Promise<void> {
   const chosen = resolveRequestModel(ctx, p.model);
   // the client left while its prompt was tokenised: nothing to start
   if (res.destroyed || res.writableEnded) return;
@@ -121,6 +138,10 @@ function startGeneration(
   if (ctx.runtime.inFlight + total > MAX_IN_FLIGHT) {
     throw new HttpError(503, `the sim holds at most ${MAX_IN_FLIGHT} requests in flight; retry later`);
   }
+  const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
+  const decided = await decideAnswers(ctx, p, seed);
+  // the client left while the answers were decided
+  if (res.destroyed || res.writableEnded) return;
 
   const headerId = req.headers["x-request-id"];
   const base = typeof headerId === "string" && headerId ? headerId : (p.requestId ?? newRequestHex());
@@ -149,7 +170,6 @@ function startGeneration(
   const now = performance.now() / 1000;
   const pool = ctx.tokenizer.outputPool;
   const eos = ctx.tokenizer.eosTokenId;
-  const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
   const requests: EngineRequest[] = [];
   p.prompts.forEach((prompt, promptIndex) => {
     for (let k = 0; k < p.n; k++) {
@@ -158,7 +178,7 @@ function startGeneration(
       const ignoreEos = p.ignoreEos;
       // greedy (temperature 0) choices of one prompt are the same answer, as with a real model
       const choiceSalt = p.temperature === 0 ? 0 : k;
-      const { forced, tool } = decidedAnswer(ctx, p, prompt, seed, choiceSalt);
+      const { forced, tool } = decided[index] ?? UNDECIDED;
       const chain = forced
         ? null
         : new GreedyChain(
@@ -256,7 +276,7 @@ export async function handleCompletions(
   const prompts = await completionPrompts(ctx, body);
   // echo with logprobs: vLLM computes the prompt's logprobs with the same count and sends them too
   const promptK = body.prompt_logprobs ?? (body.echo === true && logprobs !== null ? logprobs : null);
-  let promptLogprobs: Array<string | null> | undefined;
+  let promptLogprobs: Array<string[] | null> | undefined;
   let echoColumns: Array<LegacyColumns | null> | undefined;
   if (promptK !== null) {
     const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
@@ -273,7 +293,7 @@ export async function handleCompletions(
       );
     }
   }
-  startGeneration(ctx, req, res, {
+  await startGeneration(ctx, req, res, {
     kind: "completion",
     prompts,
     n: body.n ?? 1,
@@ -330,7 +350,7 @@ export async function handleChat(
   if (mode.kind === "auto" && !(ctx.options.enableAutoToolChoice && ctx.options.toolCallParser))
     throw new HttpError(400, AUTO_NEEDS_FLAGS);
   const prompt = await chatPrompt(ctx, body);
-  let promptLogprobs: Array<string | null> | undefined;
+  let promptLogprobs: Array<string[] | null> | undefined;
   if (body.prompt_logprobs !== null && body.prompt_logprobs !== undefined) {
     const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
     const pool = ctx.tokenizer.outputPool.ids;
@@ -343,7 +363,7 @@ export async function handleChat(
     );
     promptLogprobs = [json];
   }
-  startGeneration(ctx, req, res, {
+  await startGeneration(ctx, req, res, {
     kind: "chat",
     prompts: [prompt],
     n: body.n ?? 1,

@@ -54,11 +54,48 @@ export interface GenerationEvents {
   onDone(result: GenerationResult): void;
 }
 
-/** Where a stop string first completes in the chain's output: token index and character offset. */
+/**
+ * Output tokens searched for stop strings before the request starts (about a millisecond); past
+ * them the text is searched as it is generated, and a match there aborts the engine request.
+ */
+export const STOP_SEARCH_TOKENS = 4096;
+
+/** Where a stop string first completes in the output: token index and character offset. */
 interface Cut {
   tokenIndex: number;
   charOffset: number;
   stop: string;
+}
+
+/**
+ * Finds the first stop string to complete in text fed a token's piece at a time. Only a tail as long
+ * as the longest stop string is kept and searched, so feeding is linear in the text's length.
+ */
+class StopScanner {
+  private tail = "";
+  /** offset of tail[0] in the whole text */
+  private base = 0;
+  private readonly longest: number;
+
+  constructor(private readonly stops: readonly string[]) {
+    this.longest = Math.max(...stops.map((s) => s.length));
+  }
+
+  feed(piece: string, tokenIndex: number): Cut | null {
+    const from = this.tail.length;
+    this.tail += piece;
+    let best: Cut | null = null;
+    for (const s of this.stops) {
+      const at = this.tail.indexOf(s, Math.max(0, from - s.length + 1));
+      if (at >= 0 && (!best || this.base + at < best.charOffset))
+        best = { tokenIndex, charOffset: this.base + at, stop: s };
+    }
+    if (this.tail.length > this.longest) {
+      this.base += this.tail.length - this.longest;
+      this.tail = this.tail.slice(-this.longest);
+    }
+    return best;
+  }
 }
 
 /**
@@ -125,7 +162,11 @@ export class Generation implements RequestSink {
   readonly engineId: string;
   readonly maxTokens: number;
   private readonly request: EngineRequest;
-  private readonly cut: Cut | null;
+  private cut: Cut | null = null;
+  /** stop strings still to be searched for, in tokens past STOP_SEARCH_TOKENS as they come */
+  private liveScan: StopScanner | null = null;
+  /** the cut was found as the tokens came: the engine request was aborted there */
+  private liveCut = false;
   private text = "";
   private shown = 0;
   private readonly ids: number[] = [];
@@ -156,7 +197,7 @@ export class Generation implements RequestSink {
       maxTokens,
     );
     const stops = (spec.stop ?? []).filter((s) => s.length > 0);
-    this.cut = stops.length > 0 ? this.findCut(chain, stops, Math.min(maxTokens, chain.stopAfter)) : null;
+    if (stops.length > 0) this.findCut(chain, new StopScanner(stops), Math.min(maxTokens, chain.stopAfter));
     // the engine ends the answer where the stop string completes: at its EOS point unless EOS is
     // ignored, then by length (reported as "stop" below)
     const stopAfter = this.cut ? Math.min(chain.stopAfter, this.cut.tokenIndex + 1) : chain.stopAfter;
@@ -203,41 +244,39 @@ export class Generation implements RequestSink {
   }
 
   /**
-   * Walks the chain's output (already computed up to its EOS point) for the first completed stop
-   * string. Only a tail as long as the longest stop string is searched at each token, so the walk is
-   * linear in the answer's length.
+   * Walks the chain's output (already computed up to its EOS point) for the first stop string to
+   * complete, so the engine is told to end there. Past STOP_SEARCH_TOKENS the walk would hold the
+   * event loop too long: the rest is searched as the tokens come (onTokens).
    */
-  private findCut(chain: GreedyChain, stops: readonly string[], limit: number): Cut | null {
-    const longest = Math.max(...stops.map((s) => s.length));
+  private findCut(chain: GreedyChain, scan: StopScanner, upTo: number): void {
+    const limit = Math.min(upTo, STOP_SEARCH_TOKENS);
     const eos = this.ctx.tokenizer.eosTokenId;
-    let tail = "";
-    let base = 0; // offset of tail[0] in the full text
     for (let i = 0; i < limit; i++) {
       const id = chain.token(i);
-      if (id === eos) return null;
-      const from = tail.length;
-      tail += this.pieceOf(id);
-      let best: Cut | null = null;
-      for (const s of stops) {
-        const at = tail.indexOf(s, Math.max(0, from - s.length + 1));
-        if (at >= 0 && (!best || base + at < best.charOffset))
-          best = { tokenIndex: i, charOffset: base + at, stop: s };
-      }
-      if (best) return best;
-      if (tail.length > longest) {
-        base += tail.length - longest;
-        tail = tail.slice(-longest);
-      }
+      if (id === eos) return;
+      this.cut = scan.feed(this.pieceOf(id), i);
+      if (this.cut) return;
     }
-    return null;
+    if (upTo > limit) this.liveScan = scan;
   }
 
   onTokens(ids: readonly number[]): void {
     if (this.done) return;
     let piece = "";
     for (const id of ids) {
+      const p = this.pieceOf(id);
       this.ids.push(id);
-      piece += this.pieceOf(id);
+      piece += p;
+      const i = this.ids.length - 1;
+      if (this.liveScan && !this.cut && i >= STOP_SEARCH_TOKENS) {
+        this.cut = this.liveScan.feed(p, i);
+        if (this.cut) {
+          // found only now: the engine request ends here (as an abort in its own metrics)
+          this.liveCut = true;
+          this.liveScan = null;
+          this.ctx.runtime.abort(this.engineId);
+        }
+      }
     }
     this.text += piece;
     const visible = this.cut ? Math.min(this.text.length, this.cut.charOffset) : this.text.length;
@@ -260,12 +299,13 @@ export class Generation implements RequestSink {
     if (this.done) return;
     this.done = true;
     const cut = this.cut;
-    const hitStop = cut !== null && reason !== "abort" && this.ids.length === cut.tokenIndex + 1;
+    const hitStop =
+      cut !== null && (reason !== "abort" || this.liveCut) && this.ids.length >= cut.tokenIndex + 1;
     this.events.onDone({
       reason: hitStop ? "stop" : reason,
       stopString: hitStop ? cut.stop : null,
       text: hitStop ? this.text.slice(0, cut.charOffset) : this.text,
-      ids: this.ids,
+      ids: hitStop ? this.ids.slice(0, cut.tokenIndex + 1) : this.ids,
       timings,
     });
   }

@@ -59,8 +59,8 @@ export interface ChoiceState {
   lpSteps: LogprobStep[];
   /** completions, streamed with logprobs: characters sent so far (text_offset goes on from there) */
   textLen: number;
-  /** prompt_logprobs (JSON) of this choice's prompt */
-  promptLogprobs: string | null;
+  /** prompt_logprobs of this choice's prompt: JSON text in pieces (their concatenation) */
+  promptLogprobs: string[] | null;
   /** completions with echo and logprobs: the echoed prompt's columns */
   echoColumns: LegacyColumns | null;
 }
@@ -81,6 +81,8 @@ export function newRequestHex(): string {
 
 const FINISH_LITERAL: Record<FinishReason, string> = { stop: '"stop"', length: '"length"', abort: '"abort"' };
 const NO_IDS: readonly number[] = [];
+/** characters of a JSON answer written in one piece; larger ones go out in paced pieces */
+const LARGE_BODY = 1 << 20;
 
 export class GenerationJob {
   readonly choices: ChoiceState[] = [];
@@ -146,20 +148,31 @@ export class GenerationJob {
   logprobK = 0;
   /** a token's text as vLLM's logprobs show it (special tokens included) */
   tokenString: TokenString = () => "";
-  /** JSON fragments the answer body carries verbatim (logprobs), by their placeholder */
-  private readonly raw = new Map<string, string>();
+  /** JSON text the answer body carries verbatim (logprobs), in pieces, by their placeholder */
+  private readonly raw = new Map<string, readonly string[]>();
   private readonly rawTag = newRequestHex();
 
-  /** A placeholder value that JSON.stringify of the body turns into `json` (see spliceRaw). */
-  private rawJson(json: string): string {
+  /** A placeholder value that JSON.stringify of the body turns into `json` (see bodyPieces). */
+  private rawJson(json: string | readonly string[]): string {
     const key = `\u0000${this.rawTag}:${this.raw.size}\u0000`;
-    this.raw.set(JSON.stringify(key), json);
+    this.raw.set(JSON.stringify(key), typeof json === "string" ? [json] : json);
     return key;
   }
 
-  private spliceRaw(body: string): string {
-    for (const [key, json] of this.raw) body = body.replace(key, () => json);
-    return body;
+  /** The body with each placeholder replaced by its JSON, as pieces to write in order. */
+  private bodyPieces(body: string): string[] {
+    if (this.raw.size === 0) return [body];
+    const found: Array<[number, string]> = [];
+    for (const key of this.raw.keys()) found.push([body.indexOf(key), key]);
+    found.sort((a, b) => a[0] - b[0]);
+    const out: string[] = [];
+    let from = 0;
+    for (const [at, key] of found) {
+      out.push(body.slice(from, at), ...this.raw.get(key)!);
+      from = at + key.length;
+    }
+    out.push(body.slice(from));
+    return out;
   }
 
   private textOf(ids: readonly number[]): string {
@@ -431,15 +444,36 @@ export class GenerationJob {
       return;
     }
     this.closed = true;
-    const body = this.spliceRaw(
+    const pieces = this.bodyPieces(
       JSON.stringify(this.kind === "chat" ? this.chatBody() : this.completionBody()),
     );
-    this.res.writeHead(200, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      ...this.extraHeaders,
-    });
-    this.res.end(body);
+    let size = 0;
+    for (const p of pieces) size += p.length;
+    if (size <= LARGE_BODY) {
+      const body = pieces.join("");
+      this.res.writeHead(200, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+        ...this.extraHeaders,
+      });
+      this.res.end(body);
+      return;
+    }
+    // prompt logprobs of a long prompt run to megabytes: sent in pieces (chunked), a bounded run of
+    // them per turn of the event loop, so building the answer does not hold every other stream
+    this.res.writeHead(200, { "content-type": "application/json", ...this.extraHeaders });
+    let i = 0;
+    const pump = (): void => {
+      if (this.res.destroyed) return;
+      let sent = 0;
+      while (i < pieces.length && sent < LARGE_BODY) {
+        sent += pieces[i]!.length;
+        this.res.write(pieces[i++]!);
+      }
+      if (i < pieces.length) setImmediate(pump);
+      else this.res.end();
+    };
+    pump();
   }
 
   private usageWithDetails(): Record<string, unknown> {
@@ -503,11 +537,10 @@ export class GenerationJob {
   }
 
   /** A completion choice's legacy logprobs: the echoed prompt's columns, then the output's. */
-  private legacyLogprobs(c: ChoiceState): string {
-    const cols = new LegacyColumns(0, this.logprobK, this.tokenString);
-    if (c.echoColumns) cols.append(c.echoColumns);
-    for (const step of c.lpSteps) cols.add(step);
-    return cols.json();
+  private legacyLogprobs(c: ChoiceState): string[] {
+    const out = new LegacyColumns(c.echoColumns?.offset ?? 0, this.logprobK, this.tokenString);
+    for (const step of c.lpSteps) out.add(step);
+    return LegacyColumns.jsonParts(c.echoColumns ? [c.echoColumns, out] : [out]);
   }
 
   /** A client that goes away aborts its requests in the engine at once, freeing their KV blocks. */

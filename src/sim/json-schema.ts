@@ -21,7 +21,7 @@ export class SchemaUnsupported extends Error {
 type Schema = Record<string, unknown>;
 
 const MAX_DEPTH = 12;
-const MAX_VALUES = 2000;
+const MAX_VALUES = 1000;
 /** items drawn past an array's minItems, at most */
 const ARRAY_EXTRA = 2;
 const DEFAULT_STRING_WORDS = 4;

@@ -17,8 +17,10 @@ const LOGPROB_SALT = 0x5bd1e995;
 const ALT_SALT = 0x2545f491;
 /** vLLM clamps -inf to this in every answer */
 const FLOOR = -9999;
-/** prompt positions per slice when prompt logprobs are built between turns of the event loop */
-const SLICE = 2048;
+/** prompt positions per slice when prompt logprobs are built between turns of the event loop (~2 ms) */
+const SLICE = 512;
+/** items joined into one piece of JSON text: a long prompt's logprobs leave as many bounded pieces */
+const PIECE = 4096;
 
 /** One position: ids[0] is the sampled (or prompt) token; ranks and logprobs alongside. */
 export interface LogprobStep {
@@ -187,20 +189,30 @@ export class LegacyColumns {
     this.tops.push("{" + keys.map((key) => `${JSON.stringify(key)}:${vals.get(key)}`).join(",") + "}");
   }
 
-  /** Appends another set of columns (the output's after the echoed prompt's). */
-  append(other: LegacyColumns): void {
-    this.offsets.push(...other.offsets);
-    this.values.push(...other.values);
-    this.tokens.push(...other.tokens);
-    this.tops.push(...other.tops);
-    this.offset = other.offset;
+  /** The columns of `sets` (an echoed prompt's, then the output's) as one object, in bounded pieces. */
+  static jsonParts(sets: readonly LegacyColumns[]): string[] {
+    const out: string[] = [];
+    const column = (head: string, pick: (c: LegacyColumns) => string[]): void => {
+      out.push(head);
+      let first = true;
+      for (const set of sets) {
+        const items = pick(set);
+        for (let i = 0; i < items.length; i += PIECE) {
+          out.push((first ? "" : ",") + items.slice(i, i + PIECE).join(","));
+          first = false;
+        }
+      }
+    };
+    column(`{"text_offset":[`, (c) => c.offsets);
+    column(`],"token_logprobs":[`, (c) => c.values);
+    column(`],"tokens":[`, (c) => c.tokens);
+    column(`],"top_logprobs":[`, (c) => c.tops);
+    out.push("]}");
+    return out;
   }
 
   json(): string {
-    return (
-      `{"text_offset":[${this.offsets.join(",")}],"token_logprobs":[${this.values.join(",")}],` +
-      `"tokens":[${this.tokens.join(",")}],"top_logprobs":[${this.tops.join(",")}]}`
-    );
+    return LegacyColumns.jsonParts([this]).join("");
   }
 
   /** Empties the columns, keeping the running offset (each streamed event sends its own). */
@@ -230,16 +242,26 @@ async function forEachPromptStep(
   }
 }
 
-/** vLLM's `prompt_logprobs` as JSON text, built in slices between turns of the event loop. */
+/**
+ * vLLM's `prompt_logprobs` as JSON text in bounded pieces (their concatenation), built in slices
+ * between turns of the event loop.
+ */
 export async function promptLogprobsJson(
   ids: readonly number[],
   seed: number,
   pool: Int32Array,
   k: number,
   str: TokenString,
-): Promise<string> {
-  const parts: string[] = [];
+): Promise<string[]> {
+  const pieces: string[] = ["["];
+  let parts: string[] = [];
+  const flush = (): void => {
+    if (parts.length === 0) return;
+    pieces.push((pieces.length > 1 ? "," : "") + parts.join(","));
+    parts = [];
+  };
   await forEachPromptStep(ids, seed, pool, k, (_j, s) => {
+    if (parts.length >= PIECE) flush();
     if (s === null) {
       parts.push("null");
       return;
@@ -251,7 +273,9 @@ export async function promptLogprobsJson(
     }
     parts.push("{" + entries.join(",") + "}");
   });
-  return "[" + parts.join(",") + "]";
+  flush();
+  pieces.push("]");
+  return pieces;
 }
 
 /** The echoed prompt's columns of the legacy completions logprobs, built in slices. */

@@ -417,6 +417,24 @@ test("prompt_logprobs and echo with logprobs cover the prompt, its first positio
   assert.equal(lp.top_logprobs![0], null);
 });
 
+test("prompt logprobs of a long prompt arrive whole in paced chunks (an answer over 1 MiB)", async () => {
+  const prompt = "alpha beta gamma delta ".repeat(1500);
+  const res = await fetch(`${sim.url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt, max_tokens: 1, prompt_logprobs: 8 }),
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-length"), null, "sent chunked");
+  const text = await res.text();
+  assert.ok(text.length > 1 << 20, `${text.length} characters`);
+  const body = JSON.parse(text);
+  const pl = body.choices[0].prompt_logprobs;
+  assert.equal(pl.length, body.usage.prompt_tokens);
+  assert.equal(pl[0], null);
+  assert.ok(Object.keys(pl[pl.length - 1]).length >= 8);
+});
+
 test("bad requests get vLLM's 400s", async () => {
   const url = `${sim.url}/v1/chat/completions`;
   const cases: Array<[Record<string, unknown>, RegExp, string | null]> = [

@@ -238,6 +238,37 @@ test("stop strings in SamplingParams end the output, with the string as stop_rea
   assert.deepEqual(cut.token_ids, full.token_ids.slice(0, cut.token_ids.length));
 });
 
+test("a stop string past the first 4,096 tokens is found as the tokens come and ends the output there", async () => {
+  const ids = (await postJson(`${on.url}/tokenize`, { prompt: "Write at length" })).json.tokens;
+  const body = {
+    token_ids: ids,
+    sampling_params: { max_tokens: 4600, ignore_eos: true },
+    output_mode: "text",
+  };
+  const full = (await postJson(`${on.url}/inference/v1/generate`, body, auth)).json.choices[0];
+  const text = full.text as string;
+  // three words from token k ≥ 4,400 on (each token is one word with its leading space) that appear
+  // nowhere earlier
+  const words = text.split(" ").slice(1);
+  const phrase = (k: number) => ` ${words.slice(k, k + 3).join(" ")}`;
+  const offsetOf = (k: number) => words.slice(0, k).reduce((a, w) => a + w.length + 1, 0);
+  let k = 4400;
+  while (text.indexOf(phrase(k)) !== offsetOf(k)) k++;
+  const stop = phrase(k);
+  const cut = (
+    await postJson(
+      `${on.url}/inference/v1/generate`,
+      { ...body, sampling_params: { ...body.sampling_params, stop: [stop] } },
+      auth,
+    )
+  ).json.choices[0];
+  assert.equal(cut.finish_reason, "stop");
+  assert.equal(cut.stop_reason, stop);
+  assert.equal(cut.text, text.slice(0, text.indexOf(stop)));
+  assert.equal(cut.token_ids.length, k + 3);
+  assert.deepEqual(cut.token_ids, full.token_ids.slice(0, k + 3));
+});
+
 test("abort_requests stops a streaming generation by its id; a body without request_ids is a 400", async () => {
   const missing = await postJson(`${on.url}/inference/v1/abort_requests`, {}, auth);
   assert.equal(missing.status, 400);
