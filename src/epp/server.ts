@@ -31,6 +31,11 @@ export interface EppServerOptions {
   /** serve TLS with this certificate chain and key (PEM files); plaintext HTTP/2 otherwise */
   tlsCertFile?: string | undefined;
   tlsKeyFile?: string | undefined;
+  /**
+   * with TLS: callers must present a certificate this PEM CA bundle signed (mutual TLS), so only
+   * the gateway holding one gets picks or sees the clients' keys in the headers it forwards
+   */
+  tlsClientCaFile?: string | undefined;
   /** ext_proc streams open at once (one per HTTP request in flight through the gateway) */
   maxStreams: number;
   /** largest gRPC message accepted (a BUFFERED body arrives in one) */
@@ -109,16 +114,19 @@ export class EppServer {
     const creds =
       o.tlsCertFile && o.tlsKeyFile
         ? grpc.ServerCredentials.createSsl(
-            null,
+            o.tlsClientCaFile ? readFileSync(o.tlsClientCaFile) : null,
             [{ cert_chain: readFileSync(o.tlsCertFile), private_key: readFileSync(o.tlsKeyFile) }],
-            false,
+            o.tlsClientCaFile !== undefined,
           )
         : grpc.ServerCredentials.createInsecure();
     const host = o.host.includes(":") && !o.host.startsWith("[") ? `[${o.host}]` : o.host;
     this.boundPort = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(`${host}:${o.port}`, creds, (err, port) => (err ? reject(err) : resolve(port))),
     );
-    log.info({ port: this.boundPort, tls: Boolean(o.tlsCertFile) }, "endpoint picker (ext_proc) listening");
+    log.info(
+      { port: this.boundPort, tls: Boolean(o.tlsCertFile), clientCerts: Boolean(o.tlsClientCaFile) },
+      "endpoint picker (ext_proc) listening",
+    );
     return this.boundPort;
   }
 

@@ -145,6 +145,10 @@ const specs: FlagSpecs = {
     help: "PEM certificate chain for the endpoint picker (with --epp-tls-key)",
   },
   "epp-tls-key": { type: "string", help: "PEM private key for the endpoint picker (with --epp-tls-cert)" },
+  "epp-tls-client-ca": {
+    type: "string",
+    help: "PEM CA bundle: the endpoint picker requires a client certificate it signed (with --epp-tls-cert)",
+  },
   "otlp-endpoint": {
     type: "string",
     help: "OTLP/HTTP collector for request spans, e.g. http://otel-collector:4318 (default $OTEL_EXPORTER_OTLP_ENDPOINT; none = tracing off)",
@@ -232,6 +236,7 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("epp-port")) sub("epp").port = flags["epp-port"];
   if (has("epp-tls-cert")) sub("epp").tlsCertFile = flags["epp-tls-cert"];
   if (has("epp-tls-key")) sub("epp").tlsKeyFile = flags["epp-tls-key"];
+  if (has("epp-tls-client-ca")) sub("epp").tlsClientCaFile = flags["epp-tls-client-ca"];
   if (has("predictive-gpu")) sub("predictive").gpu = flags["predictive-gpu"];
   if (has("predictive-tp")) sub("predictive").tensorParallelSize = flags["predictive-tp"];
   if (has("predictive-time-scale")) sub("predictive").timeScale = flags["predictive-time-scale"];

@@ -128,10 +128,16 @@ const eppConfigSchema = z
     /** serve TLS with this PEM certificate chain and key (both or neither); plaintext HTTP/2 otherwise */
     tlsCertFile: z.string().optional(),
     tlsKeyFile: z.string().optional(),
+    /** PEM CA bundle: callers must present a certificate it signed (mutual TLS); needs tlsCertFile */
+    tlsClientCaFile: z.string().optional(),
   })
   .refine((e) => (e.tlsCertFile === undefined) === (e.tlsKeyFile === undefined), {
     message: "tlsCertFile and tlsKeyFile go together",
     path: ["tlsKeyFile"],
+  })
+  .refine((e) => e.tlsClientCaFile === undefined || e.tlsCertFile !== undefined, {
+    message: "tlsClientCaFile needs tlsCertFile and tlsKeyFile: client certificates are checked over TLS",
+    path: ["tlsClientCaFile"],
   })
   .prefault({});
 

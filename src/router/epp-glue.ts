@@ -86,6 +86,7 @@ export async function startEndpointPicker(router: Router): Promise<EppServer | u
     port: c.epp.port,
     tlsCertFile: c.epp.tlsCertFile,
     tlsKeyFile: c.epp.tlsKeyFile,
+    tlsClientCaFile: c.epp.tlsClientCaFile,
     maxStreams: c.epp.maxStreams,
     // a BUFFERED body arrives in one message: room for the largest body plus its framing
     maxMessageBytes: c.limits.maxBodyBytes + 64 * 1024,
