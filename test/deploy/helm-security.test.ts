@@ -83,6 +83,8 @@ describe("helm chart: security", { timeout: 300_000 }, () => {
     const cm = one(objs, "ConfigMap", "-router-config");
     assert.equal(volumes.get(cfgMount.name).configMap.name, cm.metadata.name);
     assert.equal(configPath, `${cfgMount.mountPath}/router.yaml`);
+    // kubelet's ConfigMap swap goes unseen by the router's file watcher: a changed config rolls the pods
+    assert.match(deploy.spec.template.metadata.annotations["checksum/tenancy"], /^[0-9a-f]{64}$/);
     // it parses with the router's own schema, the tenancy block as the router will run it
     const cfg = parseConfig(parseYaml(cm.data!["router.yaml"]!));
     const ten = cfg.tenancy!;
