@@ -68,13 +68,16 @@ export class EndpointPicker {
     model: string,
     parsed: Record<string, unknown> | undefined,
     sessionKey: string | undefined,
+    path?: string,
   ): RequestView {
+    const input =
+      parsed && path !== undefined && this.host.routingInput ? this.host.routingInput(path, parsed) : parsed;
     return {
       model,
       seq: seq++ & 0x3fffffff,
       sessionKey,
-      prompt: parsed?.prompt,
-      messages: parsed?.messages,
+      prompt: input?.prompt,
+      messages: input?.messages,
       body: parsed,
     };
   }

@@ -279,7 +279,7 @@ export class ExtProcStream {
   private route(req: InferenceRequest): Promise<void> | void {
     let picked: Picked | Promise<Picked>;
     try {
-      this.view = this.picker.view(req.model, req.parsed, req.sessionKey);
+      this.view = this.picker.view(req.model, req.parsed, req.sessionKey, this.pathOnly);
       picked = this.picker.pick(this.view, this.subset, this.abort.signal, this.tenant);
     } catch (err) {
       return this.refuse(err);

@@ -74,6 +74,12 @@ export interface RoutingHost {
   upstreamAuthorization(engineId: string, clientAuthorization: string | undefined): string | undefined;
   /** the router would take traffic: an engine is in rotation and no drain has started */
   ready(): boolean;
+  /**
+   * what prefix and KV routing read of a request at `path`: its prompt or chat messages, wherever the
+   * router's endpoint table keeps them (Anthropic Messages and Responses bodies as chat messages);
+   * absent: the body's `prompt` and `messages`
+   */
+  routingInput?(path: string, parsed: Record<string, unknown>): { prompt: unknown; messages: unknown };
   /** the routing library's explanation of the last decision for a request (debug header) */
   explain(view: RequestView): string | undefined;
   readonly metrics: RequestMetrics;

@@ -196,7 +196,9 @@ export const ENDPOINTS: readonly Endpoint[] = [
   ep({
     path: "/inference/v1/abort_requests",
     modelOptional: true,
-    note: "aborts token-in requests by id (scale-out)",
+    // the router does not track which engine runs which generate request: with several engines this
+    // reaches one chosen by load, and closing the request's own connection is what aborts it anywhere
+    note: "aborts token-in requests by id (scale-out); several engines: one by load, so close the request's connection instead",
   }),
   // ---- render (scale-out) ----
   render("/v1/chat/completions/render", "chat → token ids"),

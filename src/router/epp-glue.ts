@@ -6,6 +6,7 @@
 import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../epp/index.js";
 import type { RouterConfig } from "./config.js";
 import { flowOf } from "./ingress.js";
+import { endpointOf, routingInput } from "./endpoints.js";
 import type { Router } from "./server.js";
 import { upstreamAuthorization } from "./upstream-rules.js";
 
@@ -72,6 +73,7 @@ export function routingHost(router: Router): RoutingHost {
       return upstreamAuthorization(e.spec, router.config, clientAuthorization);
     },
     ready: () => !router.draining && reg.anyReady(),
+    routingInput: (path, parsed) => routingInput(endpointOf(path), parsed),
     explain: (view) => router.cache.explain(view),
     metrics: router.metrics,
   };
