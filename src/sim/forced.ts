@@ -8,16 +8,16 @@
 import { fold, mulberry32 } from "../workload/rng.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 
-/** The seeded uniform [0, 1) stream of one choice's forced answer. */
-export function contextRandom(
-  prompt: readonly number[],
-  seed: number,
-  choiceSalt: number,
-  requestSeed: number | null,
-): () => number {
+/** The hash of --seed (with the LoRA adapter) and a prompt: once per prompt, shared by its choices. */
+export function contextState(prompt: readonly number[], seed: number): number {
   let h = (0x3c6ef372 ^ seed) >>> 0;
   for (let i = 0; i < prompt.length; i++) h = fold(h, prompt[i]!);
-  h = fold(h, choiceSalt);
+  return h;
+}
+
+/** The seeded uniform [0, 1) stream of one choice's forced answer (`state`: contextState). */
+export function contextRandom(state: number, choiceSalt: number, requestSeed: number | null): () => number {
+  let h = fold(state, choiceSalt);
   if (requestSeed !== null) h = fold(fold(h, requestSeed | 0), Math.floor(requestSeed / 4294967296) | 0);
   return mulberry32(h);
 }

@@ -11,7 +11,7 @@ import { chatPrompt, completionPrompts, streamFlags, type PromptInput } from "./
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
 import { chatSchema, completionSchema, validate } from "./schemas.js";
-import { contextRandom, ForcedText, wordsOf } from "./forced.js";
+import { contextRandom, contextState, ForcedText, wordsOf } from "./forced.js";
 import { constrainedText, constraintOf, type Constraint } from "./structured.js";
 import {
   AUTO_NEEDS_FLAGS,
@@ -27,6 +27,7 @@ import {
   checkLogprobs,
   LogprobChain,
   promptLegacyColumns,
+  promptState,
   promptLogprobsJson,
   type LegacyColumns,
   type TokenString,
@@ -85,9 +86,10 @@ async function decideAnswers(ctx: SimContext, p: GenerationParams, seed: number)
   const words = wordsOf(ctx.tokenizer);
   const maxLen = ctx.engineConfig.maxModelLen;
   for (const prompt of p.prompts) {
+    const base = contextState(prompt.tokenIds, seed);
     for (let k = 0; k < p.n; k++) {
       if (out.length > 0) await nextTurn();
-      const rand = contextRandom(prompt.tokenIds, seed, p.temperature === 0 ? 0 : k, p.requestSeed ?? null);
+      const rand = contextRandom(base, p.temperature === 0 ? 0 : k, p.requestSeed ?? null);
       let tool: ToolCallPlan | null = null;
       let text: string | null = null;
       // a grammar leaves an auto answer no room for tool-call markup: the constraint wins there
@@ -172,6 +174,7 @@ async function startGeneration(
   const eos = ctx.tokenizer.eosTokenId;
   const requests: EngineRequest[] = [];
   p.prompts.forEach((prompt, promptIndex) => {
+    const lpBase = logprobs === null ? 0 : promptState(prompt.tokenIds, seed);
     for (let k = 0; k < p.n; k++) {
       const index = promptIndex * p.n + k;
       const maxTokens = p.maxTokens ?? maxLen - prompt.tokenIds.length;
@@ -198,7 +201,7 @@ async function startGeneration(
       const lp =
         logprobs === null
           ? null
-          : new LogprobChain(prompt.tokenIds, seed, choiceSalt, pool.ids, logprobs, p.temperature === 0);
+          : new LogprobChain(lpBase, choiceSalt, pool.ids, logprobs, p.temperature === 0);
       const engineId = String(ctx.state.nextRequestNumber++);
       const choice: ChoiceState = {
         index,

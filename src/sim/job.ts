@@ -149,30 +149,28 @@ export class GenerationJob {
   /** a token's text as vLLM's logprobs show it (special tokens included) */
   tokenString: TokenString = () => "";
   /** JSON text the answer body carries verbatim (logprobs), in pieces, by their placeholder */
-  private readonly raw = new Map<string, readonly string[]>();
+  private readonly raw = new Map<string, Iterable<string>>();
   private readonly rawTag = newRequestHex();
 
   /** A placeholder value that JSON.stringify of the body turns into `json` (see bodyPieces). */
-  private rawJson(json: string | readonly string[]): string {
+  private rawJson(json: string | Iterable<string>): string {
     const key = `\u0000${this.rawTag}:${this.raw.size}\u0000`;
     this.raw.set(JSON.stringify(key), typeof json === "string" ? [json] : json);
     return key;
   }
 
   /** The body with each placeholder replaced by its JSON, as pieces to write in order. */
-  private bodyPieces(body: string): string[] {
-    if (this.raw.size === 0) return [body];
+  private *bodyPieces(body: string): Generator<string> {
     const found: Array<[number, string]> = [];
     for (const key of this.raw.keys()) found.push([body.indexOf(key), key]);
     found.sort((a, b) => a[0] - b[0]);
-    const out: string[] = [];
     let from = 0;
     for (const [at, key] of found) {
-      out.push(body.slice(from, at), ...this.raw.get(key)!);
+      yield body.slice(from, at);
+      yield* this.raw.get(key)!;
       from = at + key.length;
     }
-    out.push(body.slice(from));
-    return out;
+    yield body.slice(from);
   }
 
   private textOf(ids: readonly number[]): string {
@@ -447,10 +445,17 @@ export class GenerationJob {
     const pieces = this.bodyPieces(
       JSON.stringify(this.kind === "chat" ? this.chatBody() : this.completionBody()),
     );
+    // what fits in LARGE_BODY goes in one piece with its Content-Length, as vLLM sends it
+    const head: string[] = [];
     let size = 0;
-    for (const p of pieces) size += p.length;
-    if (size <= LARGE_BODY) {
-      const body = pieces.join("");
+    let next = pieces.next();
+    while (!next.done && size <= LARGE_BODY) {
+      head.push(next.value);
+      size += next.value.length;
+      next = pieces.next();
+    }
+    if (next.done) {
+      const body = head.join("");
       this.res.writeHead(200, {
         "content-type": "application/json",
         "content-length": Buffer.byteLength(body),
@@ -459,21 +464,23 @@ export class GenerationJob {
       this.res.end(body);
       return;
     }
-    // prompt logprobs of a long prompt run to megabytes: sent in pieces (chunked), a bounded run of
-    // them per turn of the event loop, so building the answer does not hold every other stream
+    // prompt logprobs of a long prompt run to megabytes: sent in pieces (chunked), made and written
+    // a bounded run per turn of the event loop, so the answer holds no other stream
     this.res.writeHead(200, { "content-type": "application/json", ...this.extraHeaders });
-    let i = 0;
+    this.res.write(head.join(""));
+    let pending: IteratorResult<string> = next;
     const pump = (): void => {
       if (this.res.destroyed) return;
       let sent = 0;
-      while (i < pieces.length && sent < LARGE_BODY) {
-        sent += pieces[i]!.length;
-        this.res.write(pieces[i++]!);
+      while (!pending.done && sent < LARGE_BODY) {
+        sent += pending.value.length;
+        this.res.write(pending.value);
+        pending = pieces.next();
       }
-      if (i < pieces.length) setImmediate(pump);
-      else this.res.end();
+      if (pending.done) this.res.end();
+      else setImmediate(pump);
     };
-    pump();
+    setImmediate(pump);
   }
 
   private usageWithDetails(): Record<string, unknown> {
@@ -537,10 +544,10 @@ export class GenerationJob {
   }
 
   /** A completion choice's legacy logprobs: the echoed prompt's columns, then the output's. */
-  private legacyLogprobs(c: ChoiceState): string[] {
+  private legacyLogprobs(c: ChoiceState): Iterable<string> {
     const out = new LegacyColumns(c.echoColumns?.offset ?? 0, this.logprobK, this.tokenString);
     for (const step of c.lpSteps) out.add(step);
-    return LegacyColumns.jsonParts(c.echoColumns ? [c.echoColumns, out] : [out]);
+    return LegacyColumns.jsonPieces(c.echoColumns ? [c.echoColumns, out] : [out]);
   }
 
   /** A client that goes away aborts its requests in the engine at once, freeing their KV blocks. */

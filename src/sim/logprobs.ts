@@ -91,23 +91,27 @@ const sampledRank = (rand: () => number) => {
 /** a prompt token was written by a person, not drawn: often far from rank 1 */
 const promptRank = (rand: () => number) => 1 + Math.floor(rand() * rand() * 40);
 
+/** The context hash after a prompt: computed once per prompt, shared by its choices' chains. */
+export function promptState(prompt: readonly number[], seed: number): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = 0; i < prompt.length; i++) h = fold(h, prompt[i]!);
+  return h;
+}
+
 /** The output's logprobs, one position at a time, each a function of the context before it. */
 export class LogprobChain {
   private h: number;
   private readonly drawRank: (rand: () => number) => number;
 
   constructor(
-    prompt: readonly number[],
-    seed: number,
+    /** promptState of the prompt */
+    prompt: number,
     choiceSalt: number,
     private readonly pool: Int32Array,
     private readonly k: number,
     greedy: boolean,
   ) {
-    let h = (0x811c9dc5 ^ seed) >>> 0;
-    for (let i = 0; i < prompt.length; i++) h = fold(h, prompt[i]!);
-    if (choiceSalt !== 0) h = fold(h, choiceSalt ^ 0x9e3779b9);
-    this.h = h;
+    this.h = choiceSalt !== 0 ? fold(prompt, choiceSalt ^ 0x9e3779b9) : prompt;
     this.drawRank = greedy ? greedyRank : sampledRank;
   }
 
@@ -189,30 +193,34 @@ export class LegacyColumns {
     this.tops.push("{" + keys.map((key) => `${JSON.stringify(key)}:${vals.get(key)}`).join(",") + "}");
   }
 
-  /** The columns of `sets` (an echoed prompt's, then the output's) as one object, in bounded pieces. */
-  static jsonParts(sets: readonly LegacyColumns[]): string[] {
-    const out: string[] = [];
-    const column = (head: string, pick: (c: LegacyColumns) => string[]): void => {
-      out.push(head);
+  /**
+   * The columns of `sets` (an echoed prompt's, then the output's) as one object, in bounded pieces
+   * made as they are taken: a long echoed prompt's are joined a piece per turn of the event loop.
+   */
+  static *jsonPieces(sets: readonly LegacyColumns[]): Generator<string> {
+    const heads = [`{"text_offset":[`, `],"token_logprobs":[`, `],"tokens":[`, `],"top_logprobs":[`];
+    const picks = [
+      (c: LegacyColumns) => c.offsets,
+      (c: LegacyColumns) => c.values,
+      (c: LegacyColumns) => c.tokens,
+      (c: LegacyColumns) => c.tops,
+    ];
+    for (let col = 0; col < heads.length; col++) {
+      yield heads[col]!;
       let first = true;
       for (const set of sets) {
-        const items = pick(set);
+        const items = picks[col]!(set);
         for (let i = 0; i < items.length; i += PIECE) {
-          out.push((first ? "" : ",") + items.slice(i, i + PIECE).join(","));
+          yield (first ? "" : ",") + items.slice(i, i + PIECE).join(",");
           first = false;
         }
       }
-    };
-    column(`{"text_offset":[`, (c) => c.offsets);
-    column(`],"token_logprobs":[`, (c) => c.values);
-    column(`],"tokens":[`, (c) => c.tokens);
-    column(`],"top_logprobs":[`, (c) => c.tops);
-    out.push("]}");
-    return out;
+    }
+    yield "]}";
   }
 
   json(): string {
-    return LegacyColumns.jsonParts([this]).join("");
+    return [...LegacyColumns.jsonPieces([this])].join("");
   }
 
   /** Empties the columns, keeping the running offset (each streamed event sends its own). */
