@@ -6,6 +6,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { parseKvEventsConfig } from "../../src/kvevents/config.js";
+import { startSim } from "../../src/sim/app.js";
+import { parseSimArgs } from "../../src/sim/config.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
 import { anthropicToChat } from "../../src/router/endpoints.js";
 import { parseKvEventSources, resolveWildcard } from "../../src/router/kv/event-sources.js";
@@ -182,5 +184,80 @@ test("a configured endpoint wins: the engine is not asked", async () => {
   } finally {
     await router.close();
     await engine.close();
+  }
+});
+
+test("sims given only as URLs: their events are found from /kv_event_sources, and a Messages conversation hits as its chat does", async () => {
+  const ports = await freePorts(6);
+  const sims = await Promise.all(
+    [0, 1].map((i) =>
+      startSim(
+        parseSimArgs(
+          [
+            MODEL,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            String(ports[4 + i]),
+            "--kv-events-config",
+            JSON.stringify({
+              enable_kv_cache_events: true,
+              publisher: "zmq",
+              endpoint: `tcp://*:${ports[2 * i]}`,
+              replay_endpoint: `tcp://*:${ports[2 * i + 1]}`,
+            }),
+            "--time-scale",
+            "0.05",
+          ],
+          {},
+        ),
+      ),
+    ),
+  );
+  const router = await routerFor(
+    sims.map((s) => s.url),
+    { policy: "kv" },
+  );
+  const cache = router.router.cache;
+  try {
+    await waitUntil(
+      () => sims.every((s) => cache.subs.describe(s.url).origin === "discovered"),
+      10_000,
+      "both sims' sources read",
+    );
+    const system =
+      "You are a careful assistant. " + "Answer every question about the rivers of Europe. ".repeat(20);
+    const messages = {
+      model: MODEL,
+      max_tokens: 2,
+      system,
+      messages: [{ role: "user", content: "Which is longest?" }],
+    };
+    const first = await routeOf(router.url, "/v1/messages", messages);
+    const home = first.engine!;
+    await waitUntil(
+      () => cache.kvRouted(home) && cache.kv.blocksOf(home) > 10,
+      10_000,
+      "the sim's events indexed",
+    );
+    const again = [
+      await routeOf(router.url, "/v1/messages", messages),
+      await routeOf(router.url, "/v1/chat/completions", {
+        model: MODEL,
+        max_tokens: 2,
+        messages: [
+          { role: "system", content: system },
+          { role: "user", content: "Which is longest?" },
+        ],
+      }),
+    ];
+    for (const r of again) {
+      assert.equal(r.engine, home);
+      assert.equal(r.source, "kv");
+      assert.equal(r.reason, "kv-hit");
+    }
+  } finally {
+    await router.close();
+    for (const s of sims) await s.close();
   }
 });
