@@ -229,8 +229,18 @@ export const routerConfigSchema = z.strictObject({
       requestTimeout: duration.default(300_000),
       /** longest gap between body chunks while reading a JSON body */
       bodyIdleTimeout: duration.default(30_000),
-      /** open client connections; beyond, new ones are dropped at accept (logged); 0 = none (restart) */
+      /**
+       * open client connections; at the cap a new one takes the slot of the connection idle longest
+       * (closed, counted), and is refused (logged) only when every one has a request in progress;
+       * 0 = none (restart)
+       */
       maxConnections: z.number().int().min(0).default(32_768),
+      /**
+       * how long a client connection may stay open between requests; longer than a load balancer's
+       * own idle timeout (60 s on the common ones), so the router never closes a connection the
+       * balancer is about to reuse (restart)
+       */
+      keepAliveTimeout: duration.default(65_000),
       /** listening sockets sharing the port (SO_REUSEPORT; Node 22.12+ on Linux, an explicit port,
        * else 1): a burst of new connections is accepted this many per event-loop turn instead of one.
        * Only where the port is the router's alone, as in a pod: see src/router/accept.ts (restart) */

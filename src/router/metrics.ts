@@ -226,7 +226,12 @@ export class RouterMetrics {
   );
   readonly connectionsDropped = new CounterFamily(
     "switchyard_connections_dropped_total",
-    "Client connections refused at accept because limits.maxConnections were open",
+    "Client connections refused because limits.maxConnections were open and every one had a request in progress",
+    [] as const,
+  );
+  readonly connectionsReclaimed = new CounterFamily(
+    "switchyard_connections_reclaimed_total",
+    "Idle client connections (keep-alive between requests, or never used) closed to make room for a new one at limits.maxConnections",
     [] as const,
   );
   readonly accessLinesSkipped = new CounterFamily(
@@ -306,6 +311,7 @@ export class RouterMetrics {
       this.tenantTokens,
       this.tenantQueueWait,
       this.connectionsDropped,
+      this.connectionsReclaimed,
       this.accessLinesSkipped,
       this.tokenizerRequests,
       this.otherRequests,

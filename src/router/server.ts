@@ -25,6 +25,7 @@ import { matchEndpoint } from "./endpoints.js";
 import { ResponseAffinity } from "./response-affinity.js";
 import { PromptBudget } from "./prompt-budget.js";
 import { listenOnSockets, type Listening } from "./accept.js";
+import { backstop, ClientConnections } from "./connections.js";
 import { EngineDrains } from "./migration-drain.js";
 import { readRequestBody } from "./body.js";
 
@@ -69,6 +70,8 @@ export class Router {
   private readonly proxy: Proxy;
   private readonly accessLog: AccessLog;
   readonly server: Server;
+  /** client connections against limits.maxConnections: idle ones give way to new ones */
+  readonly connections: ClientConnections;
   /** the listening sockets beyond the server's own (accept.ts) */
   private listening: Listening | undefined;
   /** OTLP span exporter; undefined when tracing is off */
@@ -202,7 +205,7 @@ export class Router {
     const lim = cfg.limits;
     this.server = createServer(
       {
-        keepAliveTimeout: 65_000,
+        keepAliveTimeout: lim.keepAliveTimeout,
         // slowloris: headers and the whole request must arrive in time (node checks both per connection)
         requestTimeout: lim.requestTimeout,
         headersTimeout: lim.headersTimeout,
@@ -223,11 +226,16 @@ export class Router {
       },
     );
     this.server.maxHeadersCount = 200;
-    if (lim.maxConnections > 0) this.server.maxConnections = lim.maxConnections;
+    // the cap is kept by ClientConnections, where idle connections give way; Node's sits a little above
+    if (lim.maxConnections > 0) this.server.maxConnections = backstop(lim.maxConnections);
     this.server.on("drop", this.connectionDropped);
+    this.connections = new ClientConnections(this.server, lim.maxConnections, lim.headersTimeout, {
+      refused: this.connectionDropped,
+      reclaimed: () => this.metrics.connectionsReclaimed.child().value++,
+    });
   }
 
-  /** A connection refused at accept (any listening socket) because limits.maxConnections were open. */
+  /** A connection refused because limits.maxConnections were open, none of them idle. */
   private readonly connectionDropped = (): void => {
     this.metrics.connectionsDropped.child().value++;
     // a flood of drops logs once a second at most
@@ -256,7 +264,7 @@ export class Router {
       port,
       host,
       lim.listenSockets,
-      lim.maxConnections,
+      backstop(lim.maxConnections),
       this.connectionDropped,
       ownSockets,
     );

@@ -6,9 +6,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { startFakeEngine } from "../router/fake-engine.js";
-import { routerFor } from "../router/util.js";
+import { routerFor, waitUntil } from "../router/util.js";
 
 const MODEL = "fake/model-a";
+const BODY = JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 });
 
 interface RawResult {
   text: string;
@@ -191,31 +192,35 @@ test("no response splitting: an unsafe X-Request-Id is replaced, header injectio
   }
 });
 
-test("connection cap: connections beyond limits.maxConnections are dropped and counted; the rest keep working", async () => {
+test("connection cap: with every open connection mid-request, one beyond limits.maxConnections is refused and counted; the rest keep working", async () => {
   const eng = await startFakeEngine();
   const r = await routerFor([eng.url], { limits: { maxConnections: 4 } });
   const port = Number(new URL(r.url).port);
   const held: Socket[] = [];
+  // headers of a request whose body has not come yet: the request is in progress
+  const started = `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${BODY.length}\r\n\r\n`;
   try {
     for (let i = 0; i < 4; i++) {
       const s = connect(port, "127.0.0.1");
       await new Promise((res) => s.once("connect", res));
+      s.write(started);
       held.push(s);
     }
-    await new Promise((res) => setTimeout(res, 50));
+    await waitUntil(() => r.router.connections.busy === 4, 30_000, "four requests in progress");
     const dropped = await raw(port, [[0, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"]]);
     assert.equal(dropped.text, "", "the fifth connection is closed without an answer");
     assert.equal(r.router.metrics.connectionsDropped.child().value >= 1, true);
-    // an already open connection still works
+    assert.equal(r.router.metrics.connectionsReclaimed.child().value, 0, "no request in progress was cut");
+    // an already open connection still works: its request completes
     const s = held[0]!;
     const answer = await new Promise<string>((resolve) => {
       s.once("data", (b: Buffer) => resolve(b.toString("latin1")));
-      s.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+      s.write(BODY);
     });
     assert.equal(status(answer), 200);
     for (const h of held) h.destroy();
     held.length = 0;
-    await new Promise((res) => setTimeout(res, 100));
+    await waitUntil(() => r.router.connections.count === 0, 30_000, "the held connections to close");
     const metrics = await (await fetch(`${r.url}/metrics`)).text();
     assert.match(metrics, /switchyard_connections_dropped_total [1-9]/);
   } finally {
