@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ResponseAffinity, ResponseIdScan } from "../../src/router/response-affinity.js";
 import { startFakeVllm, type FakeVllm } from "./fake-vllm.js";
+import { freePorts } from "../helpers/cli.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
 const MODEL = "fake/model-a";
@@ -191,5 +192,52 @@ test("one engine: an id the router never saw is forwarded, and the engine answer
   } finally {
     await router.close();
     await engine.close();
+  }
+});
+
+test("replicas (peers:): an id one replica learned reaches the other with its report, so no engine is asked", async () => {
+  const engines = [await startFakeVllm("a"), await startFakeVllm("b")];
+  const [pa, pb] = await freePorts(2);
+  const peers = (own: number, other: number, id: string) => ({
+    bind: `tcp://127.0.0.1:${own}`,
+    endpoints: [`tcp://127.0.0.1:${other}`],
+    interval: 50,
+    expireAfter: 600,
+    id,
+  });
+  const urls = engines.map((e) => e.url);
+  const a = await routerFor(urls, { policy: "round-robin", peers: peers(pa!, pb!, "a") });
+  const b = await routerFor(urls, { policy: "round-robin", peers: peers(pb!, pa!, "b") });
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push(await created(a.url, i % 2 === 1));
+    // ZMQ drops what a replica sends before the other's subscription is up: later reports carry
+    // only later ids, so the test makes ids until b has heard some of them
+    await waitUntil(
+      async () => {
+        if (ids.some((id) => b.router.affinity.home(id))) return true;
+        ids.push(await created(a.url, false));
+        return false;
+      },
+      10_000,
+      "b to hear a's ids",
+    );
+    const heard = ids.filter((id) => b.router.affinity.home(id));
+    for (const id of heard) {
+      const got = await fetch(`${b.url}/v1/responses/${id}`);
+      assert.equal(got.status, 200);
+      assert.equal(
+        ((await got.json()) as { engine: string }).engine,
+        owner(engines, id) === engines[0] ? "a" : "b",
+      );
+    }
+    const lookups = engines.flatMap((e) =>
+      e.seen.filter((r) => r.method === "GET" && !r.headers["x-request-id"]),
+    );
+    assert.deepEqual(lookups, [], "b knew where they were");
+  } finally {
+    await a.close(0);
+    await b.close(0);
+    for (const e of engines) await e.close();
   }
 });

@@ -17,12 +17,16 @@ export async function startLonePeers(router: Router): Promise<{ close(): Promise
     { prefix: router.cache.prefix.index, watchdog: router.cache.watchdog },
     () => {},
   );
+  // response ids go out with each report too
+  router.affinity.sharing = true;
   const peers = await PeerSync.start(router.config.peers, {
     load: () => load.group(() => false),
     takePicks: () => picks.take(),
     peerLoad: (source, l) => void load.replace(source, l),
     peerGone: (source) => load.drop(source),
     peerPicks: (p) => picks.apply(p),
+    takeResponses: () => router.affinity.take(),
+    peerResponses: (links) => router.affinity.apply(links),
   });
   return {
     close: async () => {

@@ -15,6 +15,7 @@ import { CONTROL_MAX_MESSAGE_BYTES, watchDisconnects, zmqGuardCounts } from "../
 import { logger } from "../../obs/log.js";
 import { DEFAULT_MAX_REPORTED_IN_FLIGHT, type PeersConfig } from "./config.js";
 import type { LoadCounts, Pick } from "./protocol.js";
+import type { ResponseLink } from "../response-affinity.js";
 
 const log = logger("router.peers");
 
@@ -35,6 +36,10 @@ export interface PeerHub {
   peerLoad(source: string, load: LoadCounts[]): void;
   peerGone(source: string): void;
   peerPicks(picks: Pick[]): void;
+  /** stored responses' ids this replica learned since the last call (response-affinity.ts) */
+  takeResponses?(): ResponseLink[];
+  /** another replica's */
+  peerResponses?(links: ResponseLink[]): void;
 }
 
 /** One replica's report, as sent. */
@@ -44,6 +49,8 @@ export interface PeerReport {
   seq: number;
   load: LoadCounts[];
   picks: Pick[];
+  /** stored responses' engines; absent from replicas that predate response affinity */
+  responses?: ResponseLink[];
 }
 
 const isCount = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0;
@@ -108,7 +115,14 @@ export function parseReport(
     if (typeof p[2] !== "number" || !(p[2] >= 0)) return null;
     picks.push([p[0], ids as number[], p[2]]);
   }
-  return { v: 1, id: r.id, seq: r.seq, load, picks, clamped };
+  // response ids with their engines: a malformed link is skipped, not the report
+  const responses: ResponseLink[] = [];
+  if (Array.isArray(r.responses))
+    for (const l of r.responses.slice(-MAX_PICKS)) {
+      if (Array.isArray(l) && l.length === 3 && l.every((x) => typeof x === "string" && x.length <= 2048))
+        responses.push(l as ResponseLink);
+    }
+  return { v: 1, id: r.id, seq: r.seq, load, picks, responses, clamped };
 }
 
 export class PeerSync {
@@ -216,6 +230,8 @@ export class PeerSync {
       load: this.hub.load(),
       picks: this.hub.takePicks().slice(-MAX_PICKS),
     };
+    const responses = this.hub.takeResponses?.() ?? [];
+    if (responses.length > 0) report.responses = responses.slice(-MAX_PICKS);
     try {
       await this.pub.send([TOPIC, JSON.stringify(report)]);
       this.stats.sent++;
@@ -253,6 +269,7 @@ export class PeerSync {
         this.stats.received++;
         this.hub.peerLoad(`p:${r.id}`, r.load);
         if (r.picks.length > 0) this.hub.peerPicks(r.picks);
+        if (r.responses && r.responses.length > 0) this.hub.peerResponses?.(r.responses);
       }
     } catch (err) {
       if (!this.closed) log.error({ err: (err as Error).message }, "router peers: receive loop ended");

@@ -26,6 +26,7 @@ import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
 import { WorkerLedger, countedEveryPick } from "./ledger.js";
 import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
+import type { ResponseLink } from "../response-affinity.js";
 
 const log = logger("router.primary");
 const ignore = () => undefined;
@@ -78,6 +79,8 @@ export class Primary {
   private peers: PeerSync | null = null;
   /** picks of this replica's workers since the last peer report */
   private peerPicks: Pick[] = [];
+  /** response ids this replica's workers learned since the last peer report */
+  private peerResponses: ResponseLink[] = [];
   private unwatch: (() => void) | undefined;
   private readonly waiting = new Map<number, { got: unknown[][]; need: number; done: () => void }>();
   private metricsSeq = 0;
@@ -135,6 +138,12 @@ export class Primary {
         this.broadcast({ t: "gone", source });
       },
       peerPicks: (picks) => this.broadcast({ t: "picks", picks }),
+      takeResponses: () => {
+        const r = this.peerResponses;
+        this.peerResponses = [];
+        return r;
+      },
+      peerResponses: (links) => this.broadcast({ t: "responses", links }),
     });
     cluster.setupPrimary({ serialization: "advanced" });
     const url = new Promise<string>((resolve) => (this.listening = resolve));
@@ -204,8 +213,13 @@ export class Primary {
           if (this.peers) for (const p of m.picks) this.peerPicks.push(p);
           if (this.peerPicks.length > 4096) this.peerPicks.splice(0, this.peerPicks.length - 4096);
         }
-        // stored responses' homes: every other worker learns them at once
-        if (m.responses) this.broadcast({ t: "responses", links: m.responses }, slot);
+        // stored responses' homes: every other worker learns them at once, other replicas at the next report
+        if (m.responses) {
+          this.broadcast({ t: "responses", links: m.responses }, slot);
+          if (this.peers) for (const l of m.responses) this.peerResponses.push(l);
+          if (this.peerResponses.length > 4096)
+            this.peerResponses.splice(0, this.peerResponses.length - 4096);
+        }
         if (m.progress) for (const url of m.progress) this.cp.progress(url);
         return;
       case "fail":
