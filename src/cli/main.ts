@@ -2,6 +2,7 @@
 // `switchyard` entry point: dispatches to a subcommand module, loaded lazily so that
 // `switchyard cache-server` never pays for the tokenizer tables the sim needs.
 import { CliError } from "../config/args.js";
+import { watchParent } from "../obs/lifecycle.js";
 
 type Main = (argv: string[]) => Promise<number | void>;
 
@@ -47,6 +48,8 @@ function usage(): string {
 }
 
 async function run(): Promise<number> {
+  // a stack process of `switchyard up` (and a router worker of one) goes when its parent goes
+  watchParent();
   const [cmd, ...rest] = process.argv.slice(2);
   if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
     console.log(usage());

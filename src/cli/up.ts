@@ -8,13 +8,20 @@
 // drains: the router gets one SIGTERM and drains its in-flight streams, then the engines are stopped
 // (they serve those streams until the router is done). A second signal exits at once, and takes the
 // children with it.
+//
+// Death without a signal (kill -9, the OOM killer) runs no handler here: each child holds an IPC
+// channel to this process and stops when the kernel closes it (src/obs/lifecycle.ts, watchParent);
+// Prometheus, not ours, is stopped by a small guard process that holds such a channel for it. Every
+// port is tried before anything starts, so a port still taken says which one and by whom (ports.ts),
+// and every socket the stack opens binds on --host (the engines' KV PUB and replay sockets too).
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { logger } from "../obs/log.js";
-import { onShutdown, shutdown } from "../obs/lifecycle.js";
+import { onShutdown, PARENT_WATCH_ENV, shutdown } from "../obs/lifecycle.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
 import { POLICY_HELP } from "../routing/index.js";
+import { portProblems, type StackPort } from "./ports.js";
 
 const specs: FlagSpecs = {
   engines: { type: "int", default: 2, min: 1, max: 64, help: "number of simulated engines" },
@@ -150,8 +157,9 @@ export async function main(argv: string[]): Promise<number> {
 
   const start = (name: string, args: string[]): ChildProcess => {
     const child = spawn(cmd, [...pre, ...args], {
-      stdio: ["ignore", "inherit", "inherit"],
-      env: process.env,
+      // the IPC channel is how the child learns that this process is gone, however it went
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      env: { ...process.env, [PARENT_WATCH_ENV]: "ipc" },
       // its own process group: the terminal's Ctrl-C is this process's to pass on, once
       detached: true,
     });
@@ -194,6 +202,9 @@ export async function main(argv: string[]): Promise<number> {
   if (!(Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0) > CHILD_STOP_MS)) {
     process.env.SWITCHYARD_SHUTDOWN_MS = String(CHILD_STOP_MS + 5_000);
   }
+
+  const problems = await portProblems(stackPorts(flags), host);
+  if (problems.length > 0) throw new CliError(`cannot start the stack:\n  ${problems.join("\n  ")}`);
 
   const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;
   const engineUrls: string[] = [];
@@ -284,8 +295,12 @@ export async function main(argv: string[]): Promise<number> {
         { host, port: flags["prometheus-port"] as number },
       );
       children.push({ name: "prometheus", child: prom.child });
+      const promGuard = guard(prom.child.pid!);
+      children.push({ name: "prometheus guard", child: promGuard });
       // monitoring is not serving: the stack goes on without it
       prom.child.once("exit", (code, signal) => {
+        // its pid may be another process's soon: nothing must kill it later
+        promGuard.kill("SIGKILL");
         if (!stopping) log.error({ code, signal }, "prometheus exited; the stack keeps serving without it");
       });
       prometheusUrl = prom.url;
@@ -321,6 +336,39 @@ export async function main(argv: string[]): Promise<number> {
   // Stay alive until a signal arrives; onShutdown stops the children and exits.
   await new Promise<never>(() => undefined);
   return 0;
+}
+
+/** The ports a stack binds, engine by engine (see where they are passed below). */
+function stackPorts(flags: Record<string, unknown>): StackPort[] {
+  const n = flags.engines as number;
+  const base = flags["engine-base-port"] as number;
+  const kv = flags["kv-events-base-port"] as number;
+  const out: StackPort[] = [];
+  if (flags.port !== 0) out.push({ port: flags.port as number, what: "the router", flag: "--port" });
+  for (let i = 0; i < n; i++) {
+    out.push({ port: base + i, what: `engine ${i}'s HTTP`, flag: "--engine-base-port" });
+    if (kv > 0) {
+      out.push({ port: kv + i, what: `engine ${i}'s KV-event PUB`, flag: "--kv-events-base-port" });
+      out.push({ port: kv + 1000 + i, what: `engine ${i}'s KV-event replay`, flag: "--kv-events-base-port" });
+    }
+  }
+  if (flags.monitoring)
+    out.push({ port: flags["prometheus-port"] as number, what: "Prometheus", flag: "--prometheus-port" });
+  return out;
+}
+
+/**
+ * A process that holds an IPC channel to this one and kills `pid` when it closes: what the stack's own
+ * processes do for themselves (watchParent), for one that is not ours.
+ */
+function guard(pid: number): ChildProcess {
+  const script =
+    "process.on('disconnect',()=>{try{process.kill(Number(process.argv[1]),'SIGKILL')}catch{}process.exit(0)})";
+  const child = spawn(process.execPath, ["-e", script, String(pid)], {
+    stdio: ["ignore", "ignore", "ignore", "ipc"],
+    detached: true,
+  });
+  return child;
 }
 
 /** SIGKILL a child and every process in its group (it was spawned detached: the group is its pid). */

@@ -1,5 +1,6 @@
 // Clean shutdown on SIGINT/SIGTERM for every long-running command: handlers run once, in
-// reverse order of registration, within a deadline; a second signal exits at once.
+// reverse order of registration, within a deadline; a second signal exits at once. A process started
+// by `switchyard up` also stops when `up` is gone (watchParent).
 import { logger } from "./log.js";
 
 type Handler = () => Promise<void> | void;
@@ -49,4 +50,32 @@ export async function shutdown(
   }
   clearTimeout(timer);
   process.exit(0);
+}
+
+/**
+ * Set by a parent that holds an IPC channel to this process (`switchyard up` for its engines and
+ * router): when the channel closes, the parent is gone, and so is this process within PARENT_GONE_MS.
+ */
+export const PARENT_WATCH_ENV = "SWITCHYARD_PARENT_WATCH";
+/** What a process whose parent died may take to stop: its ports must come free for the next start. */
+const PARENT_GONE_MS = 1500;
+
+/**
+ * Exits when the parent that started this process goes, however it went: a parent killed with
+ * SIGKILL (or by the OOM killer) runs no handler of its own, but the kernel closes its end of the IPC
+ * channel, and that is what this hears. Portable: no prctl, no polling of the parent's pid. The
+ * environment variable is inherited, so a router's workers (forked with their own channel to it) go
+ * with it too. Shutdown handlers get PARENT_GONE_MS: nobody is left to wait for a drain.
+ */
+export function watchParent(): void {
+  if (process.env[PARENT_WATCH_ENV] !== "ipc" || !process.channel) return;
+  const gone = () => {
+    logger("lifecycle").warn("the parent process is gone: stopping");
+    setTimeout(() => process.exit(1), PARENT_GONE_MS).unref();
+    void shutdown("parent exited", PARENT_GONE_MS);
+  };
+  if (!process.connected) return gone();
+  process.once("disconnect", gone);
+  // the channel alone keeps nothing alive: a process with nothing else to do still ends
+  process.channel.unref();
 }
