@@ -18,6 +18,7 @@ import type { ForcedText } from "./forced.js";
 import { toolAnswer, toolFinishLiteral, type ToolCallPlan, type ToolStream } from "./tools.js";
 import {
   chatEntries,
+  codePoints,
   LegacyColumns,
   type LogprobChain,
   type LogprobStep,
@@ -63,16 +64,6 @@ export interface ChoiceState {
   promptLogprobs: string[] | null;
   /** completions with echo and logprobs: the echoed prompt's columns */
   echoColumns: LegacyColumns | null;
-}
-
-/** Characters as Python counts them (code points): vLLM's text_offset unit. */
-function codePoints(s: string): number {
-  let n = s.length;
-  for (let i = 0; i < s.length; i++) {
-    const u = s.charCodeAt(i);
-    if (u >= 0xd800 && u < 0xdc00) n--;
-  }
-  return n;
 }
 
 export function newRequestHex(): string {

@@ -17,10 +17,10 @@ const LOGPROB_SALT = 0x5bd1e995;
 const ALT_SALT = 0x2545f491;
 /** vLLM clamps -inf to this in every answer */
 const FLOOR = -9999;
-/** prompt positions per slice when prompt logprobs are built between turns of the event loop (~2 ms) */
-const SLICE = 512;
+/** prompt positions per slice when prompt logprobs are built between turns of the event loop (~1 ms) */
+const SLICE = 256;
 /** items joined into one piece of JSON text: a long prompt's logprobs leave as many bounded pieces */
-const PIECE = 4096;
+const PIECE = 256;
 
 /** One position: ids[0] is the sampled (or prompt) token; ranks and logprobs alongside. */
 export interface LogprobStep {
@@ -30,6 +30,16 @@ export interface LogprobStep {
 }
 
 export type TokenString = (id: number) => string;
+
+/** Characters as Python counts them (code points): vLLM's text_offset unit. */
+export function codePoints(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const u = s.charCodeAt(i);
+    if (u >= 0xd800 && u < 0xdc00) n--;
+  }
+  return n;
+}
 
 /** The probabilities of ranks 1..n: falling, summing below 1. */
 function rankProbs(n: number, rand: () => number): number[] {
@@ -63,19 +73,17 @@ function stepAt(
     logprobs: [Math.max(FLOOR, Math.log(probs[rank - 1]!))],
     ranks: [rank],
   };
-  const used = new Set<number>([chosen]);
   // alternatives are distinct pool tokens: a count past the pool (--max-logprobs -1) stops there
   const alternatives = Math.min(k, pool.length - 1);
   for (let r = 1; r <= alternatives; r++) {
     if (r === rank) continue;
     let idx = fmix((h ^ ALT_SALT) + Math.imul(r, 0x9e3779b9)) % pool.length;
     let id = pool[idx]!;
-    // distinct tokens: walk on through the pool past ones already used
-    for (let tries = 0; used.has(id) && tries < pool.length; tries++) {
+    // distinct tokens: walk on through the pool past ones already used (a short list: no Set to allocate)
+    for (let tries = 0; step.ids.includes(id) && tries < pool.length; tries++) {
       idx = (idx + 1) % pool.length;
       id = pool[idx]!;
     }
-    used.add(id);
     step.ids.push(id);
     step.logprobs.push(Math.max(FLOOR, Math.log(probs[r - 1]!)));
     step.ranks.push(r);
@@ -142,12 +150,39 @@ export function chatEntries(steps: readonly LogprobStep[], k: number, str: Token
   return out.join(",");
 }
 
+/**
+ * One JSON array's items as text, joined a run of PIECE at a time as they come: a long prompt's
+ * columns then hold a few large strings, not hundreds of thousands of small ones for the collector
+ * to copy at every young-generation pass.
+ */
+class Column {
+  readonly runs: string[] = [];
+  private cur: string[] = [];
+
+  push(item: string): void {
+    this.cur.push(item);
+    if (this.cur.length >= PIECE) this.seal();
+  }
+
+  private seal(): void {
+    if (this.cur.length === 0) return;
+    this.runs.push(this.cur.join(","));
+    this.cur = [];
+  }
+
+  /** the runs, the last one sealed */
+  all(): readonly string[] {
+    this.seal();
+    return this.runs;
+  }
+}
+
 /** The legacy completions logprobs, built column by column as JSON text. */
 export class LegacyColumns {
-  private readonly offsets: string[] = [];
-  private readonly values: string[] = [];
-  private readonly tokens: string[] = [];
-  private readonly tops: string[] = [];
+  private readonly offsets = new Column();
+  private readonly values = new Column();
+  private readonly tokens = new Column();
+  private readonly tops = new Column();
   /** where the next token's text starts (code points, as Python counts) */
   offset: number;
 
@@ -159,16 +194,10 @@ export class LegacyColumns {
     this.offset = initialOffset;
   }
 
-  get size(): number {
-    return this.tokens.length;
-  }
-
   private token(t: string): void {
     this.offsets.push(String(this.offset));
     this.tokens.push(JSON.stringify(t));
-    let n = 0;
-    for (const _ of t) n++;
-    this.offset += n;
+    this.offset += codePoints(t);
   }
 
   /** a position with no logprobs (a prompt's first token) */
@@ -183,20 +212,21 @@ export class LegacyColumns {
     this.values.push(String(s.logprobs[0]));
     // vLLM keeps entries 0..k (the sampled token and k more, or k when it is among them); a text
     // two tokens share is one key, the later value at the earlier place, as a Python dict does
-    const keys: string[] = [];
-    const vals = new Map<string, number>();
-    for (let i = 0; i <= this.k && i < s.ids.length; i++) {
+    const n = Math.min(this.k + 1, s.ids.length);
+    let dict = "{";
+    for (let i = 0; i < n; i++) {
       const key = this.str(s.ids[i]!);
-      if (!vals.has(key)) keys.push(key);
-      vals.set(key, s.logprobs[i]!);
+      let shared = false;
+      for (let j = 0; j < i && !shared; j++) shared = this.str(s.ids[j]!) === key;
+      if (shared) continue;
+      let value = s.logprobs[i]!;
+      for (let j = i + 1; j < n; j++) if (this.str(s.ids[j]!) === key) value = s.logprobs[j]!;
+      dict += (dict.length > 1 ? "," : "") + JSON.stringify(key) + ":" + value;
     }
-    this.tops.push("{" + keys.map((key) => `${JSON.stringify(key)}:${vals.get(key)}`).join(",") + "}");
+    this.tops.push(dict + "}");
   }
 
-  /**
-   * The columns of `sets` (an echoed prompt's, then the output's) as one object, in bounded pieces
-   * made as they are taken: a long echoed prompt's are joined a piece per turn of the event loop.
-   */
+  /** The columns of `sets` (an echoed prompt's, then the output's) as one object, in pieces. */
   static *jsonPieces(sets: readonly LegacyColumns[]): Generator<string> {
     const heads = [`{"text_offset":[`, `],"token_logprobs":[`, `],"tokens":[`, `],"top_logprobs":[`];
     const picks = [
@@ -209,9 +239,8 @@ export class LegacyColumns {
       yield heads[col]!;
       let first = true;
       for (const set of sets) {
-        const items = picks[col]!(set);
-        for (let i = 0; i < items.length; i += PIECE) {
-          yield (first ? "" : ",") + items.slice(i, i + PIECE).join(",");
+        for (const run of picks[col]!(set).all()) {
+          yield first ? run : "," + run;
           first = false;
         }
       }
@@ -221,14 +250,6 @@ export class LegacyColumns {
 
   json(): string {
     return [...LegacyColumns.jsonPieces([this])].join("");
-  }
-
-  /** Empties the columns, keeping the running offset (each streamed event sends its own). */
-  reset(): void {
-    this.offsets.length = 0;
-    this.values.length = 0;
-    this.tokens.length = 0;
-    this.tops.length = 0;
   }
 }
 
@@ -274,12 +295,12 @@ export async function promptLogprobsJson(
       parts.push("null");
       return;
     }
-    const entries: string[] = [];
+    // written as text, not objects to stringify: a long prompt makes millions of these
+    let entry = "{";
     for (let i = 0; i < s.ids.length; i++) {
-      const lp = { logprob: s.logprobs[i], rank: s.ranks[i], decoded_token: str(s.ids[i]!) };
-      entries.push(`"${s.ids[i]}":${JSON.stringify(lp)}`);
+      entry += `${i > 0 ? "," : ""}"${s.ids[i]}":{"logprob":${s.logprobs[i]},"rank":${s.ranks[i]},"decoded_token":${JSON.stringify(str(s.ids[i]!))}}`;
     }
-    parts.push("{" + entries.join(",") + "}");
+    parts.push(entry + "}");
   });
   flush();
   pieces.push("]");
