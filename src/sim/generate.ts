@@ -267,18 +267,24 @@ export async function handleCompletions(
   const body = validate(completionSchema, raw);
   if (body.suffix) throw new HttpError(400, "suffix is not currently supported", "suffix");
   const constraint = constraintOf(body, false);
-  const logprobs = typeof body.logprobs === "boolean" ? Number(body.logprobs) : (body.logprobs ?? null);
+  const asked = typeof body.logprobs === "boolean" ? Number(body.logprobs) : (body.logprobs ?? null);
   const stream = body.stream === true;
   checkLogprobs(
-    { logprobs, topLogprobs: null, promptLogprobs: body.prompt_logprobs, stream, chat: false },
+    { logprobs: asked, topLogprobs: null, promptLogprobs: body.prompt_logprobs, stream, chat: false },
     ctx.options.maxLogprobs,
     ctx.tokenizer.vocabSize,
   );
+  const logprobs = asked === null ? null : allOf(ctx, asked);
   // vLLM checks the model before it renders or tokenises anything (404, not a prompt error)
   const chosen = resolveRequestModel(ctx, body.model);
   const prompts = await completionPrompts(ctx, body);
   // echo with logprobs: vLLM computes the prompt's logprobs with the same count and sends them too
-  const promptK = body.prompt_logprobs ?? (body.echo === true && logprobs !== null ? logprobs : null);
+  const promptK =
+    body.prompt_logprobs !== null && body.prompt_logprobs !== undefined
+      ? allOf(ctx, body.prompt_logprobs)
+      : body.echo === true && logprobs !== null
+        ? logprobs
+        : null;
   let promptLogprobs: Array<string[] | null> | undefined;
   let echoColumns: Array<LegacyColumns | null> | undefined;
   if (promptK !== null) {
@@ -320,6 +326,11 @@ export async function handleCompletions(
   });
 }
 
+/** A logprobs count with vLLM's -1 (the whole vocabulary) spelled out. */
+function allOf(ctx: SimContext, k: number): number {
+  return k === -1 ? ctx.tokenizer.vocabSize : k;
+}
+
 /** A token's text as vLLM's logprobs show it: its decode with special tokens kept. */
 function logprobTokenString(ctx: SimContext): TokenString {
   const tk = ctx.tokenizer;
@@ -334,9 +345,10 @@ export async function handleChat(
   raw: unknown,
 ): Promise<void> {
   const body = validate(chatSchema, raw);
-  const { mode, tools } = toolModeOf(raw as Record<string, unknown>, true);
+  const autoServed = ctx.options.enableAutoToolChoice && ctx.options.toolCallParser !== undefined;
+  const { mode, tools } = toolModeOf(raw as Record<string, unknown>, autoServed);
   const constraint = constraintOf(body, mode.kind === "named");
-  const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : null;
+  const logprobs = body.logprobs ? allOf(ctx, body.top_logprobs ?? 0) : null;
   checkLogprobs(
     {
       logprobs: body.logprobs ? 1 : 0,
@@ -350,8 +362,7 @@ export async function handleChat(
   );
   // vLLM checks the model before it renders the chat template (404, not the template's 400)
   const chosen = resolveRequestModel(ctx, body.model);
-  if (mode.kind === "auto" && !(ctx.options.enableAutoToolChoice && ctx.options.toolCallParser))
-    throw new HttpError(400, AUTO_NEEDS_FLAGS);
+  if (mode.kind === "auto" && !autoServed) throw new HttpError(400, AUTO_NEEDS_FLAGS);
   const prompt = await chatPrompt(ctx, body);
   let promptLogprobs: Array<string[] | null> | undefined;
   if (body.prompt_logprobs !== null && body.prompt_logprobs !== undefined) {
@@ -361,7 +372,7 @@ export async function handleChat(
       prompt.tokenIds,
       seed,
       pool,
-      body.prompt_logprobs,
+      allOf(ctx, body.prompt_logprobs),
       logprobTokenString(ctx),
     );
     promptLogprobs = [json];

@@ -50,10 +50,14 @@ function py(v: unknown): string {
   return JSON.stringify(v).replaceAll('"', "'");
 }
 
-/** The tools and how the answer must use them; vLLM's 400s for what it refuses. */
+/**
+ * The tools and how the answer must use them; vLLM's 400s for what it refuses (the one for "auto"
+ * without the flags comes later, after the model is checked, as in vLLM). `autoServed`: the sim runs
+ * with --enable-auto-tool-choice and a parser, where an explicit null tool_choice acts as "auto".
+ */
 export function toolModeOf(
   body: ToolFields & { [k: string]: unknown },
-  autoEnabled: boolean,
+  autoServed: boolean,
 ): { mode: ToolMode; tools: ToolDef[] } {
   const has = (k: string) => Object.prototype.hasOwnProperty.call(body, k);
   const raw = body.tools;
@@ -83,13 +87,12 @@ export function toolModeOf(
   });
   // no tool_choice with tools means "auto"; without tools, vLLM's default is "none"
   const choice = has("tool_choice") ? body.tool_choice : tools.length > 0 ? "auto" : "none";
-  if (choice === "none" || choice === null) return { mode: { kind: "none" }, tools };
+  // vLLM skips its checks for a null tool_choice, and its serving code reads it as auto where auto is on
+  if (choice === null) return { mode: { kind: tools.length > 0 && autoServed ? "auto" : "none" }, tools };
+  if (choice === "none") return { mode: { kind: "none" }, tools };
   if (raw === undefined || raw === null)
     throw bad("When using `tool_choice`, `tools` must be set.", "tool_choice");
-  if (choice === "auto") {
-    if (!autoEnabled) throw bad(AUTO_NEEDS_FLAGS, null);
-    return { mode: { kind: "auto" }, tools };
-  }
+  if (choice === "auto") return { mode: { kind: "auto" }, tools };
   if (choice === "required") return { mode: { kind: "required" }, tools };
   if (typeof choice !== "object" || Array.isArray(choice))
     throw bad(

@@ -124,6 +124,14 @@ test("auto: a seeded choice between text and a call, the same for the same reque
     }
   }
   assert.equal(outcomes.size, 2, `8 questions gave only ${[...outcomes].join()}`);
+  // where auto is served, an explicit null tool_choice answers as auto does
+  const q = { model: MODEL, messages: [{ role: "user" as const, content: "question 0" }], tools };
+  const auto = await client.chat.completions.create(q);
+  const asNull = await client.chat.completions.create({ ...q, tool_choice: null } as never);
+  assert.deepEqual(
+    (asNull as typeof auto).choices[0]!.message.tool_calls?.map((c: any) => c.function),
+    auto.choices[0]!.message.tool_calls?.map((c: any) => c.function),
+  );
   const afterTool = await client.chat.completions.create({
     model: MODEL,
     tools,
@@ -519,6 +527,10 @@ test("auto without --enable-auto-tool-choice and --tool-call-parser is vLLM's 40
     const ok = await postJson(url, { messages, tools, tool_choice: "required" });
     assert.equal(ok.status, 200);
     assert.equal(ok.json.choices[0].finish_reason, "tool_calls");
+    // an explicit null tool_choice skips vLLM's checks: plain text where auto is not served
+    const asNull = await postJson(url, { messages, tools, tool_choice: null, max_tokens: 3 });
+    assert.equal(asNull.status, 200);
+    assert.deepEqual(asNull.json.choices[0].message.tool_calls, []);
   } finally {
     await plain.close();
   }
