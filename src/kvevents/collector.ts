@@ -6,10 +6,16 @@
 // and messages from engines nobody attached are counted and dropped. Messages are capped in size
 // (zmq-guard.ts): the bound socket is the one any host that reaches it can write to.
 //
+// With CURVE keys (curve.ts) the bound socket is a CURVE server that lets in only the publishers whose
+// public keys it was given (ZAP, zap.ts): a process without one of those secret keys cannot connect, so
+// it cannot write any engine's topic. vLLM's own publisher cannot do CURVE; this is for publishers
+// Switchyard runs (its sims) or relays that can.
+//
 // The seam: attach(engine, callbacks) says where one engine's decoded batches go; the collector knows
 // nothing about indexes or routers.
 import { Subscriber } from "zeromq";
 import { logger } from "../obs/log.js";
+import { curveServerOptions, type CurveKeys } from "./curve.js";
 import { connectableEndpoint } from "./endpoint.js";
 import {
   newStreamStats,
@@ -18,6 +24,7 @@ import {
   type StreamOptions,
   type StreamStats,
 } from "./sequencer.js";
+import { registerZap, type ZapRegistration } from "./zap.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "./zmq-guard.js";
 
 /** Why a message was dropped (malformed and oversized ones are not counted as received). */
@@ -26,6 +33,8 @@ export type CollectorDrop = "malformed" | "oversized" | "topic" | "unknown-engin
 export interface CollectorStats {
   received: number;
   dropped: Record<CollectorDrop, number>;
+  /** connections refused by the CURVE handshake: a key not on the allow-list, or no CURVE at all */
+  authFailures: number;
 }
 
 export interface CollectedEngine {
@@ -70,6 +79,7 @@ export class KvEventCollector {
   readonly stats: CollectorStats = {
     received: 0,
     dropped: { malformed: 0, oversized: 0, topic: 0, "unknown-engine": 0, "ambiguous-engine": 0 },
+    authFailures: 0,
   };
   private readonly log = logger("kvevents.collector");
   private readonly byId = new Map<string, Attached>();
@@ -85,34 +95,60 @@ export class KvEventCollector {
     /** the endpoint bound (a wildcard port resolved) */
     readonly endpoint: string,
     private readonly maxBytes: number,
+    private readonly zap: ZapRegistration | null,
   ) {}
 
   /**
    * Binds `endpoint` (e.g. `tcp://*:5557`); engines connect their PUB sockets to it. A message over
    * `maxMessageBytes` is dropped (one frame over it costs its sender the connection: zmq-guard.ts).
+   * With `curve`, only publishers whose public key is in `curve.clientKeys` can connect.
    */
   static async bind(
     endpoint: string,
-    opts: { hwm?: number; maxMessageBytes?: number } = {},
+    opts: { hwm?: number; maxMessageBytes?: number; curve?: CurveKeys | null } = {},
   ): Promise<KvEventCollector> {
     const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const curve = opts.curve ?? null;
+    // CURVE without an allow-list proves the collector to publishers, not publishers to the collector
+    if (curve && !curve.clientKeys?.length)
+      throw new Error(
+        `the KV-event collector's CURVE keys (${curve.source}) name no publisher: list the engines' public keys in clients.keys`,
+      );
+    const zap = curve ? await registerZap("kv-collector", curve.clientKeys) : null;
     const sub = new Subscriber({
       receiveHighWaterMark: opts.hwm ?? 100000,
       linger: 0,
       maxMessageSize: maxBytes,
+      ...(curve ? { ...curveServerOptions(curve), zapDomain: zap!.domain } : {}),
     });
     sub.subscribe("");
     try {
       await sub.bind(endpoint);
     } catch (err) {
       sub.close();
+      await zap?.release();
       throw new Error(`cannot bind the KV-event collector to ${endpoint}: ${(err as Error).message}`);
     }
-    const c = new KvEventCollector(sub, connectableEndpoint(sub.lastEndpoint ?? endpoint), maxBytes);
+    const c = new KvEventCollector(sub, connectableEndpoint(sub.lastEndpoint ?? endpoint), maxBytes, zap);
     c.loop = c.receiveLoop();
-    c.watch = watchDisconnects(sub, "kv-collector");
-    c.log.info({ endpoint: c.endpoint }, "KV-event collector bound: engines publish to it");
+    c.watch = watchDisconnects(sub, "kv-collector", {
+      authFailure: () => {
+        c.stats.authFailures++;
+      },
+    });
+    c.log.info(
+      {
+        endpoint: c.endpoint,
+        security: curve ? `curve (${curve.source}), ${curve.clientKeys!.length} publisher key(s)` : "none",
+      },
+      "KV-event collector bound: engines publish to it",
+    );
     return c;
+  }
+
+  /** publishers refused by the CURVE allow-list (their handshake never completed) */
+  get deniedPublishers(): number {
+    return this.zap?.denied ?? 0;
   }
 
   /** Starts delivering an engine's batches (it may have been publishing, and dropped, before). */
@@ -150,6 +186,7 @@ export class KvEventCollector {
     this.byAddress.clear();
     this.sub.close();
     await Promise.all([this.loop, this.watch]);
+    await this.zap?.release();
   }
 
   private reindex(): void {

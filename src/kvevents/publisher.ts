@@ -5,13 +5,20 @@
 // batch, and a single async pump drains the queue into the socket (zeromq.js allows one send in flight).
 // Sequence numbers are given at publish time, so a batch dropped from a full send queue shows up as a gap
 // downstream instead of vanishing silently, and it stays replayable.
+//
+// With CURVE keys (curve.ts; vLLM has no such option) a bound PUB and the replay ROUTER are CURVE
+// servers: a subscriber that holds their public key knows the events are this publisher's, and the
+// ZAP allow-list (zap.ts) says which subscribers may read them. A PUB that connects out to a collector
+// is a CURVE client of the collector's key.
 import { Publisher, Router } from "zeromq";
 import { logger } from "../obs/log.js";
 import { encodeBatch } from "./codec.js";
 import type { KvEventsConfig } from "./config.js";
 import { connectableEndpoint, endpointBinds, offsetEndpoint, wildcardOnHost } from "./endpoint.js";
 import type { KvEventBatch, KvEventLayout } from "./events.js";
+import { curveClientOptions, curveServerOptions, type CurveKeys } from "./curve.js";
 import { BoundedQueue } from "./ring.js";
+import { registerZap, type ZapRegistration } from "./zap.js";
 import { CONTROL_MAX_MESSAGE_BYTES } from "./zmq-guard.js";
 
 /** The seq of the frame that ends a replay answer. */
@@ -38,6 +45,8 @@ export interface PublisherOptions {
    * (endpoint.ts, wildcardOnHost); unset, as in vLLM, they bind everywhere
    */
   bindHost?: string;
+  /** CURVE keys: server on what binds (with the subscribers' keys as allow-list), client of `serverKey` when connecting */
+  curve?: CurveKeys | null;
 }
 
 export interface PublisherStats {
@@ -90,6 +99,7 @@ export class ZmqEventPublisher implements KvEventPublisher {
     readonly replayEndpoint: string | null,
     /** how events are written: the layout of the vLLM release being imitated */
     readonly layout: KvEventLayout,
+    private readonly zap: ZapRegistration | null,
   ) {
     this.topic = Buffer.from(cfg.topic, "utf8");
     this.queue = new BoundedQueue(cfg.maxQueueSize);
@@ -102,6 +112,19 @@ export class ZmqEventPublisher implements KvEventPublisher {
     const endpoint = offsetEndpoint(cfg.endpoint, rank);
     const binds = endpointBinds(endpoint);
     const here = binds ? wildcardOnHost(endpoint, opts.bindHost) : { endpoint, ipv6: false };
+    const curve = opts.curve ?? null;
+    if (curve && !binds && !curve.serverKey)
+      throw new Error(
+        `KV-event endpoint ${endpoint} connects out: with CURVE keys (${curve.source}) it needs the collector's public key (server.key)`,
+      );
+    // a server socket registers its allow-list before it binds: a CURVE server without a ZAP handler lets anyone in
+    const zap =
+      curve && (binds || cfg.replayEndpoint) ? await registerZap("kv-publisher", curve.clientKeys) : null;
+    const pubSecurity = !curve
+      ? {}
+      : binds
+        ? { ...curveServerOptions(curve), zapDomain: zap!.domain }
+        : curveClientOptions(curve, curve.serverKey!);
     // Linger bounds close(): unsent frames are given up to a second, never forever. A PUB reads only
     // subscriptions: a few bytes each.
     const pub = new Publisher({
@@ -109,6 +132,7 @@ export class ZmqEventPublisher implements KvEventPublisher {
       linger: 1000,
       ipv6: here.ipv6,
       maxMessageSize: CONTROL_MAX_MESSAGE_BYTES,
+      ...pubSecurity,
     });
     let router: Router | null = null;
     try {
@@ -132,22 +156,35 @@ export class ZmqEventPublisher implements KvEventPublisher {
           linger: 0,
           ipv6: replayEp.ipv6,
           maxMessageSize: CONTROL_MAX_MESSAGE_BYTES,
+          ...(curve ? { ...curveServerOptions(curve), zapDomain: zap!.domain } : {}),
         });
         // The replay socket always binds: subscribers come to it.
         await bindOrSay(router, replayEp.endpoint, "KV-event replay");
         replayBound = connectableEndpoint(router.lastEndpoint ?? replayEp.endpoint);
       }
-      const p = new ZmqEventPublisher(pub, router, cfg, bound, replayBound, opts.layout ?? "map");
+      const p = new ZmqEventPublisher(pub, router, cfg, bound, replayBound, opts.layout ?? "map", zap);
       p.log.info(
-        { endpoint: bound, replayEndpoint: replayBound, topic: cfg.topic, layout: p.layout },
+        {
+          endpoint: bound,
+          replayEndpoint: replayBound,
+          topic: cfg.topic,
+          layout: p.layout,
+          security: curve ? `curve (${curve.source})` : "none",
+        },
         "KV events publisher ready",
       );
       return p;
     } catch (err) {
       pub.close();
       router?.close();
+      await zap?.release();
       throw err;
     }
+  }
+
+  /** subscribers (and replay clients) refused by the CURVE allow-list */
+  get deniedClients(): number {
+    return this.zap?.denied ?? 0;
   }
 
   publish(batch: KvEventBatch): void {
@@ -189,6 +226,7 @@ export class ZmqEventPublisher implements KvEventPublisher {
     this.pub.close();
     this.router?.close();
     await this.replayLoop;
+    await this.zap?.release();
   }
 
   private async pump(): Promise<void> {

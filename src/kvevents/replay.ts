@@ -1,7 +1,9 @@
 // Client side of vLLM's replay exchange: a DEALER asks a publisher's ROUTER for every buffered batch
 // from a start seq; answers stream back until the end frame (seq 0xFFFFFFFFFFFFFFFF, empty payload).
-// Answers are capped in size like live messages (zmq-guard.ts).
+// Answers are capped in size like live messages (zmq-guard.ts), and with CURVE keys taken only from a
+// server holding the expected key (curve.ts).
 import { Dealer } from "zeromq";
+import { curveClientOptions, type CurveClient } from "./curve.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, oversized } from "./zmq-guard.js";
 
 export type ReplayOutcome = "done" | "timeout" | "stopped";
@@ -11,6 +13,8 @@ export interface ReplayClientOptions {
   timeoutMs?: number;
   /** the largest answer message taken (one batch); a larger one is skipped, a larger frame cut off */
   maxMessageBytes?: number;
+  /** CURVE: talk only to a replay server holding the secret key of `serverKey` */
+  curve?: CurveClient | null | undefined;
 }
 
 const END_SEQ = 0xffffffffffffffffn;
@@ -22,6 +26,7 @@ export class ReplayClient {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly timeoutMs: number;
   private readonly maxBytes: number;
+  private readonly curve: CurveClient | null;
 
   constructor(
     readonly endpoint: string,
@@ -29,6 +34,7 @@ export class ReplayClient {
   ) {
     this.timeoutMs = opts.timeoutMs ?? 2000;
     this.maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.curve = opts.curve ?? null;
     this.dealer = this.open();
   }
 
@@ -38,6 +44,7 @@ export class ReplayClient {
       sendTimeout: this.timeoutMs,
       linger: 0,
       maxMessageSize: this.maxBytes,
+      ...(this.curve ? curveClientOptions(this.curve.keys, this.curve.serverKey) : {}),
     });
     d.connect(this.endpoint);
     return d;

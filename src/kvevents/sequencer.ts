@@ -4,6 +4,7 @@
 // recovered is reported as a gap, and a seq going backwards as a restart. A KvEventSubscriber runs one
 // of these behind its SUB socket; a KvEventCollector runs one per engine behind its single bound socket.
 import type { Logger } from "pino";
+import type { CurveClient } from "./curve.js";
 import { decodeBatch, DecodeError, type DecodeStats } from "./codec.js";
 import type { KvEventBatch } from "./events.js";
 import { ReplayClient } from "./replay.js";
@@ -38,6 +39,8 @@ export interface StreamOptions extends StreamCallbacks {
   replayTimeoutMs?: number;
   /** the largest replay answer message taken (zmq-guard.ts) */
   maxMessageBytes?: number;
+  /** CURVE keys for the replay socket: the answers are believed only from the holder of `serverKey`'s secret */
+  replayCurve?: CurveClient | null;
 }
 
 /** What a stream counts (a subscriber adds its socket's counters to the same object). */
@@ -101,6 +104,7 @@ export class PublisherStream {
       ? new ReplayClient(opts.replayEndpoint, {
           timeoutMs: opts.replayTimeoutMs ?? 2000,
           maxMessageBytes: opts.maxMessageBytes,
+          curve: opts.replayCurve,
         })
       : null;
     // Joining with an expected start: catch up on what the engine published before we came.

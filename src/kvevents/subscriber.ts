@@ -1,8 +1,11 @@
 // The router's side of one engine's KV events: SUB to its PUB endpoint, decode, and deliver batches in
 // sequence order exactly once (the ordering, replay and gap rules are the PublisherStream's). What
 // cannot be recovered is reported as a gap so the caller can distrust (or drop) what it knows about
-// that engine's cache. Messages are capped in size (zmq-guard.ts).
+// that engine's cache. Messages are capped in size (zmq-guard.ts). With CURVE keys (curve.ts) the SUB is
+// a CURVE client of the publisher's public key: only a publisher holding the matching secret key gets a
+// connection, so nothing from another process reaches the stream, whatever topic it writes.
 import { Subscriber } from "zeromq";
+import { curveClientOptions, curveServerOptions, type CurveClient } from "./curve.js";
 import { logger, type Logger } from "../obs/log.js";
 import {
   newStreamStats,
@@ -11,6 +14,7 @@ import {
   type StreamOptions,
   type StreamStats,
 } from "./sequencer.js";
+import { registerZap, type ZapRegistration } from "./zap.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "./zmq-guard.js";
 
 /** How long a dropped connection may take to come back by itself before it is made again. */
@@ -28,6 +32,11 @@ export interface KvEventSubscriberOptions extends StreamOptions {
   label?: string;
   /** the largest message taken; a larger frame costs the publisher its connection (zmq-guard.ts) */
   maxMessageBytes?: number;
+  /**
+   * CURVE: connecting, believe only the holder of `serverKey`'s secret key (the replay socket too);
+   * bound, be the server of `keys` and let in `keys.clientKeys` only
+   */
+  curve?: CurveClient | null;
 }
 
 export interface SubscriberStats extends StreamStats {
@@ -36,6 +45,8 @@ export interface SubscriberStats extends StreamStats {
   /** messages over maxMessageBytes that libzmq could not refuse (many frames), dropped */
   oversized: number;
   disconnects: number;
+  /** connections that failed the CURVE handshake (a publisher without the expected key, or plain) */
+  authFailures: number;
 }
 
 export class KvEventSubscriber {
@@ -45,6 +56,7 @@ export class KvEventSubscriber {
     malformedFrames: 0,
     oversized: 0,
     disconnects: 0,
+    authFailures: 0,
   };
   private readonly log: Logger;
   private readonly sub: Subscriber;
@@ -54,26 +66,40 @@ export class KvEventSubscriber {
   private stream: PublisherStream | undefined;
   private closed = false;
   private readonly loops: Promise<void>[] = [];
+  private zap: ZapRegistration | null = null;
 
   private constructor(opts: KvEventSubscriberOptions) {
     this.log = logger("kvevents").child({ engine: opts.label ?? opts.endpoint });
     this.maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.endpoint = opts.bind ? null : opts.endpoint;
+    const c = opts.curve;
     this.sub = new Subscriber({
       receiveHighWaterMark: opts.hwm ?? 100000,
       reconnectInterval: 100,
       reconnectMaxInterval: 5000,
       linger: 0,
       maxMessageSize: this.maxBytes,
+      ...(!c ? {} : opts.bind ? curveServerOptions(c.keys) : curveClientOptions(c.keys, c.serverKey)),
     });
   }
 
   static async create(opts: KvEventSubscriberOptions): Promise<KvEventSubscriber> {
     const s = new KvEventSubscriber(opts);
     s.sub.subscribe(opts.topic ?? "");
-    if (opts.bind) await s.sub.bind(opts.endpoint);
-    else s.sub.connect(opts.endpoint);
-    s.stream = new PublisherStream(opts, s.stats, s.log);
+    try {
+      if (opts.bind && opts.curve) {
+        s.zap = await registerZap("kv-subscriber", opts.curve.keys.clientKeys);
+        s.sub.zapDomain = s.zap.domain;
+      }
+      if (opts.bind) await s.sub.bind(opts.endpoint);
+      else s.sub.connect(opts.endpoint);
+    } catch (err) {
+      s.sub.close();
+      await s.zap?.release();
+      throw err;
+    }
+    const replayCurve = opts.replayCurve ?? (opts.bind ? null : opts.curve);
+    s.stream = new PublisherStream({ ...opts, replayCurve }, s.stats, s.log);
     s.loops.push(s.receiveLoop(), s.watchConnection());
     return s;
   }
@@ -89,6 +115,7 @@ export class KvEventSubscriber {
     this.stream?.close();
     this.sub.close();
     await Promise.allSettled(this.loops);
+    await this.zap?.release();
   }
 
   private async receiveLoop(): Promise<void> {
@@ -121,16 +148,29 @@ export class KvEventSubscriber {
   private async watchConnection(): Promise<void> {
     let connected = true;
     let check: NodeJS.Timeout | undefined;
+    let failedHandshake = false;
     await watchDisconnects(this.sub, "kv-subscriber", {
       connect: () => {
         connected = true;
       },
+      authFailure: (why) => {
+        this.stats.authFailures++;
+        failedHandshake = true;
+        // retried every second: said on the first failure and every 60th
+        if (this.stats.authFailures === 1 || this.stats.authFailures % 60 === 0)
+          this.log.error(
+            { why, failures: this.stats.authFailures },
+            "KV event publisher failed the CURVE handshake: it does not hold the secret key of the configured server key (or publishes without CURVE); nothing it sends is taken",
+          );
+      },
       disconnect: () => {
         connected = false;
         this.stats.disconnects++;
-        this.log.warn(
-          "KV event publisher disconnected (gone, or cut off for a message over the size cap); missed batches show up as a gap",
-        );
+        if (!failedHandshake)
+          this.log.warn(
+            "KV event publisher disconnected (gone, or cut off for a message over the size cap); missed batches show up as a gap",
+          );
+        failedHandshake = false;
         const ep = this.endpoint;
         if (ep === null) return;
         clearTimeout(check);

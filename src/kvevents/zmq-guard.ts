@@ -28,6 +28,11 @@ export interface ZmqGuardCounts {
   disconnects: Record<GuardedSocket, number>;
   /** messages whose frames each passed libzmq's cap but whose whole was over it, dropped here */
   oversized: Record<GuardedSocket, number>;
+  /**
+   * connections that failed the security handshake: on a CURVE server, a client that is not allowed
+   * (zap.ts) or speaks without CURVE; on a CURVE client, a server that does not hold the expected key
+   */
+  authFailures: Record<GuardedSocket, number>;
   /** KV-event batches held on one message's word and dropped when the publisher's own stream refuted them */
   refuted: number;
   /** counts in router replicas' reports cut to what one engine can plausibly hold (src/router/cluster/peers.ts) */
@@ -46,6 +51,7 @@ const zero = (): Record<GuardedSocket, number> => ({
 export const zmqGuardCounts: ZmqGuardCounts = {
   disconnects: zero(),
   oversized: zero(),
+  authFailures: zero(),
   refuted: 0,
   peerCountsClamped: 0,
 };
@@ -65,17 +71,22 @@ export function oversized(frames: readonly Buffer[], cap: number, socket: Guarde
 }
 
 /**
- * Counts the socket's ended peer connections until it closes; `on.disconnect` hears each one too, and
- * `on.connect` each new one. One consumer per socket: zeromq.js hands each event to one reader.
+ * Counts the socket's ended peer connections and failed security handshakes until it closes;
+ * `on.disconnect` hears each ended connection too, `on.connect` each new one and `on.authFailure` each
+ * failed handshake. One consumer per socket: zeromq.js hands each event to one reader.
  */
 export async function watchDisconnects(
   socket: Socket,
   name: GuardedSocket,
-  on: { disconnect?: () => void; connect?: () => void } = {},
+  on: { disconnect?: () => void; connect?: () => void; authFailure?: (why: string) => void } = {},
 ): Promise<void> {
   try {
     for await (const ev of socket.events) {
       if (ev.type === "connect") on.connect?.();
+      if (ev.type.startsWith("handshake:error")) {
+        zmqGuardCounts.authFailures[name]++;
+        on.authFailure?.(ev.type);
+      }
       if (ev.type !== "disconnect") continue;
       zmqGuardCounts.disconnects[name]++;
       on.disconnect?.();
