@@ -264,7 +264,9 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
     const method = ctx.pr.method ?? "POST";
-    this.engine.pool.dispatch({ path: ctx.pr.path, method, headers, body: ctx.upstreamBody }, this);
+    // a chat continued from token ids goes to the completions route (migration.ts)
+    const path = ledger?.path ?? ctx.pr.path;
+    this.engine.pool.dispatch({ path, method, headers, body: ctx.upstreamBody }, this);
     return p;
   }
 

@@ -12,7 +12,9 @@
 // - After a migration, the next engine's stream is made to read as the same one: its opening role
 //   event is dropped (the client had it), its id and `created` are the first engine's, its usage
 //   counts the original prompt once and every completion token, completion logprobs' text offsets
-//   run on from the text already delivered.
+//   run on from the text already delivered. A chat continued as a completion from token ids
+//   (migration.ts) has the completion's chunks re-wrapped as chat chunks: the text as the delta's
+//   content, logprobs in chat's layout.
 //
 // A non-streamed request that may migrate (`migration.nonStreaming`) is asked of the engines as a
 // stream; its ledger relays nothing and assembles vLLM's JSON answer at the end (`answer`).
@@ -55,6 +57,7 @@ interface Choice {
 
 interface Chunk {
   id?: unknown;
+  object?: unknown;
   created?: unknown;
   model?: unknown;
   choices?: unknown;
@@ -107,6 +110,33 @@ function codePoints(s: string): number {
   return n;
 }
 
+/** A completion's logprobs (columns) as a chat's (one entry per token, alternatives best first). */
+function chatLogprobs(lp: Choice["logprobs"], top: number | undefined): Choice["logprobs"] {
+  if (!lp || typeof lp !== "object" || top === undefined) return null;
+  const cols = lp as { tokens?: unknown; token_logprobs?: unknown; top_logprobs?: unknown };
+  const tokens = Array.isArray(cols.tokens) ? (cols.tokens as unknown[]) : [];
+  const values = Array.isArray(cols.token_logprobs) ? (cols.token_logprobs as unknown[]) : [];
+  const tops = Array.isArray(cols.top_logprobs) ? (cols.top_logprobs as unknown[]) : [];
+  const entry = (token: string, logprob: unknown) => ({
+    token,
+    logprob: typeof logprob === "number" ? logprob : -9999,
+    bytes: [...Buffer.from(token, "utf8")],
+  });
+  const content = tokens.map((t, i) => {
+    const token = typeof t === "string" ? t : String(t);
+    const alts = tops[i];
+    const list =
+      alts && typeof alts === "object"
+        ? Object.entries(alts as Record<string, unknown>)
+            .sort((a, b) => (b[1] as number) - (a[1] as number))
+            .slice(0, top)
+            .map(([k, v]) => entry(k, v))
+        : [];
+    return { ...entry(token, values[i]), top_logprobs: list };
+  });
+  return { content };
+}
+
 export class MigrationLedger {
   /** the prompt's token ids as the first engine reported them */
   promptIds: number[] | undefined;
@@ -146,6 +176,12 @@ export class MigrationLedger {
   private usage: Record<string, unknown> | undefined;
   /** made at the first byte of each attempt: a split UTF-8 sequence never crosses engines */
   private decoder: StringDecoder | undefined;
+  /** the kind of stream the current engine writes (a chat may continue as a completion) */
+  private from: GenerationKind;
+  /** a chat continued as a completion that asked for logprobs: alternatives kept per token */
+  private topLogprobs: number | undefined;
+  /** the route continuations go to, when not the client's (a chat continued from token ids) */
+  path: string | undefined;
 
   constructor(
     readonly kind: GenerationKind,
@@ -153,7 +189,9 @@ export class MigrationLedger {
     private readonly blankTokenIds: boolean,
     /** the client asked for a JSON answer: events are kept, not relayed (answer() at the end) */
     readonly buffered = false,
-  ) {}
+  ) {
+    this.from = kind;
+  }
 
   /** Output tokens delivered: exact when the engines return token ids, else the events counted. */
   get tokens(): number {
@@ -204,8 +242,16 @@ export class MigrationLedger {
     this.decoder = undefined;
   }
 
-  /** The next engine continues this stream: its events are made to read as the same stream's. */
-  beginContinuation(): void {
+  /**
+   * The next engine continues this stream: its events are made to read as the same stream's.
+   * `asTokens`: it continues as a completion from token ids, sent to that path.
+   */
+  beginContinuation(asTokens?: { path: string; topLogprobs: number | undefined }): void {
+    if (asTokens) {
+      this.from = "completion";
+      this.path = asTokens.path;
+      this.topLogprobs = asTokens.topLogprobs;
+    }
     this.continuing = true;
     this.migrations++;
     this.tokenBase = this.tokens;
@@ -266,11 +312,15 @@ export class MigrationLedger {
     const rewrite = this.continuing;
     const choices = Array.isArray(doc.choices) ? (doc.choices as Choice[]) : [];
     if (choices.length === 0 && doc.usage) this.usageSent = true;
-    for (const c of choices) {
+    // a chat continued as a completion: its chunks become chat chunks
+    const rewrap = rewrite && this.from !== this.kind;
+    if (rewrap) doc.object = "chat.completion.chunk";
+    for (let i = 0; i < choices.length; i++) {
+      const c = choices[i]!;
       if (!c || typeof c !== "object") continue;
       if (c.index !== undefined && c.index !== 0) this.blocked ??= "more than one choice (n > 1)";
       let text: unknown;
-      if (this.kind === "completion") text = c.text;
+      if (this.from === "completion") text = c.text;
       else {
         const d = c.delta;
         if (d && typeof d === "object") {
@@ -292,12 +342,13 @@ export class MigrationLedger {
       } else if (Array.isArray(ids) && ids.length > 0) this.outputEvents++;
       if (typeof c.finish_reason === "string") this.finishReason = c.finish_reason;
       if (!rewrite && Array.isArray(c.prompt_token_ids)) this.promptIds = c.prompt_token_ids as number[];
-      if (rewrite) {
+      if (rewrap) choices[i] = this.chatChoice(c, text);
+      else if (rewrite) {
         if (c.prompt_token_ids !== undefined) c.prompt_token_ids = null;
         if (this.blankTokenIds && c.token_ids !== undefined) c.token_ids = null;
         const off = c.logprobs?.text_offset;
         if (Array.isArray(off))
-          for (let i = 0; i < off.length; i++) off[i] = (off[i] as number) + this.textBase;
+          for (let k = 0; k < off.length; k++) off[k] = (off[k] as number) + this.textBase;
       }
     }
     if (!rewrite) {
@@ -332,6 +383,19 @@ export class MigrationLedger {
     }
     if (this.buffered) return this.keep(doc, choices);
     return `data: ${JSON.stringify(doc)}\n\n`;
+  }
+
+  /** A completion's choice as the chat chunk's choice it stands for. */
+  private chatChoice(c: Choice, text: unknown): Choice {
+    const out: Choice = {
+      index: c.index ?? 0,
+      delta: typeof text === "string" ? { content: text } : {},
+      logprobs: chatLogprobs(c.logprobs, this.topLogprobs),
+      finish_reason: c.finish_reason ?? null,
+      stop_reason: c.stop_reason ?? null,
+    };
+    if (c.token_ids !== undefined) out.token_ids = this.blankTokenIds ? null : c.token_ids;
+    return out;
   }
 
   /** buffered: keeps what the JSON answer needs of an event; relays nothing */

@@ -1,11 +1,24 @@
 // Which requests may move to another engine mid-stream, and the request that continues one. A
-// stream continues with vLLM's own facilities: a completion as a token-id prompt (the first engine's
-// prompt ids + every output id, from `return_token_ids`, vLLM 0.10.2+); a chat as the conversation
-// with the partial answer as its last, open assistant message (`continue_final_message: true`,
-// `add_generation_prompt: false`, vLLM 0.6.3+). The continuation asks for what is left of
-// `max_tokens` and `min_tokens`. What cannot continue this way is refused up front (the stream then
-// ends with an error event on failure, as it did before migration existed); the reasons are the
-// documented list in docs/reliability.md.
+// stream continues from the exact token ids its engine saw and produced: the first engine is asked
+// for them (`return_token_ids`, vLLM 0.10.2+; the prompt's ids ride on its first event, the output's
+// on every event), and the continuation is a `/v1/completions` request whose `prompt` is the prompt's
+// ids followed by every output id, with `add_special_tokens: false`, what is left of `max_tokens` and
+// `min_tokens`, and the client's sampling parameters. A chat continues that way too: rendering the
+// partial answer through the chat template again does not give back the same ids (templates trim
+// message text, text tokenises differently than it was generated), and a greedy model continues
+// exactly only from the same ids. The ledger (migration-ledger.ts) re-wraps the completion's events
+// as chat chunks.
+//
+// Without ids (an engine before vLLM 0.10.2 returns none) a greedy request ends with an error event
+// saying so (`outcome="no_token_ids"`), and a greedy chat carrying images, audio or video (which a
+// token-id prompt cannot carry) may not move at all; a sampled one (temperature above 0) still
+// continues from the text — the completion's prompt + text, the chat's conversation with the partial
+// answer as an open assistant message (`continue_final_message`) — since its continuation is a new
+// draw either way.
+//
+// What cannot continue at all is refused up front (the stream then ends with an error event on
+// failure, as it did before migration existed); the reasons are the documented list in
+// docs/reliability.md.
 import type { MigrationLedger, GenerationKind } from "./migration-ledger.js";
 import type { RoutedRequest } from "./request.js";
 import { endpointOf } from "./endpoints.js";
@@ -55,10 +68,20 @@ export type Continuation =
       request: Record<string, unknown>;
       prompt: unknown;
       messages: unknown[] | undefined;
+      /**
+       * set when it runs as a completion from token ids: the route it goes to (a chat's events then
+       * come back as completion chunks, re-wrapped by the ledger), and for a chat that asked for
+       * logprobs, how many alternatives per token it wants (`top_logprobs`)
+       */
+      asTokens?: { path: string; topLogprobs: number | undefined };
     }
   /** nothing is left to generate: the router ends the stream itself */
   | { kind: "end"; finish: string }
-  | { kind: "refused"; why: string };
+  /** `no_token_ids`: a greedy answer that could continue only from ids the engine did not return */
+  | { kind: "refused"; why: string; outcome: "not_migratable" | "no_token_ids" };
+
+/** Where a continuation from token ids goes: vLLM's completions take a token-id `prompt`. */
+export const TOKEN_CONTINUATION_PATH = "/v1/completions";
 
 const RETURN_TOKEN_IDS = Buffer.from(',"return_token_ids":true');
 const AS_STREAM = Buffer.from(',"stream":true,"stream_options":{"include_usage":true}');
@@ -74,6 +97,63 @@ const STRUCTURED = [
 
 const isInt = (v: unknown) => typeof v === "number" && Number.isInteger(v);
 const isIds = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every(isInt);
+
+/**
+ * The request samples: its temperature is above 0 (and top_k is not 1). Without a temperature the
+ * model's generation config decides, which the router cannot see: such a request counts as greedy.
+ */
+function samples(p: Record<string, unknown>): boolean {
+  return typeof p.temperature === "number" && p.temperature > 0 && p.top_k !== 1;
+}
+
+/** Some message carries a content part that is not text (an image, audio, a video, a file). */
+function hasMedia(messages: unknown[]): boolean {
+  for (const m of messages) {
+    const content = (m as { content?: unknown } | null)?.content;
+    if (!Array.isArray(content)) continue;
+    for (const part of content) {
+      const type = (part as { type?: unknown } | null)?.type;
+      if (type !== "text" && type !== "input_text") return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * Chat fields a completion request takes as they are: vLLM's sampling parameters and request
+ * options. The rest of a chat request (messages, template options, tools, response format) went into
+ * the prompt's ids already or is refused up front; `truncate_prompt_tokens` is left out because the
+ * ids the engine reported are the prompt after truncation.
+ */
+const CHAT_TO_COMPLETION = [
+  "model",
+  "temperature",
+  "top_p",
+  "top_k",
+  "min_p",
+  "seed",
+  "stop",
+  "stop_token_ids",
+  "include_stop_str_in_output",
+  "ignore_eos",
+  "presence_penalty",
+  "frequency_penalty",
+  "repetition_penalty",
+  "length_penalty",
+  "logit_bias",
+  "allowed_token_ids",
+  "bad_words",
+  "skip_special_tokens",
+  "spaces_between_special_tokens",
+  "priority",
+  "cache_salt",
+  "user",
+  "request_id",
+  "vllm_xargs",
+  "logits_processors",
+  "stream",
+  "stream_options",
+] as const;
 
 /** vLLM's default max_tokens for completions (chat's is what the context leaves). */
 const COMPLETION_MAX_TOKENS = 16;
@@ -117,6 +197,9 @@ export function planMigration(
     const tools = p.tools;
     if (Array.isArray(tools) && tools.length > 0 && p.tool_choice !== "none") return "tool calls";
     if (!Array.isArray(p.messages) || p.messages.length === 0) return "no messages";
+    // a token-id prompt cannot carry them; only text continues them, which is not the same answer
+    if (!samples(p) && hasMedia(p.messages))
+      return "image, audio or video content in a greedy chat (a token-id continuation cannot carry it)";
   }
   const so = p.stream_options as { include_usage?: unknown } | null | undefined;
   return {
@@ -161,57 +244,173 @@ function remaining(v: unknown, used: number): number | undefined {
 export function continuation(plan: MigrationPlan, ledger: MigrationLedger): Continuation {
   const used = ledger.tokens;
   const p = plan.request;
-  const body: Record<string, unknown> = { ...p, return_token_ids: true, n: 1 };
-  delete body.echo;
-  delete body.prompt_logprobs;
+  let left: number | undefined;
+  if (plan.kind === "completion") left = remaining(p.max_tokens, used) ?? COMPLETION_MAX_TOKENS - used;
+  else left = remaining(p.max_completion_tokens ?? p.max_tokens, used);
+  if (left !== undefined && left <= 0) return { kind: "end", finish: "length" };
+  // nothing delivered yet: the client's request again, as it was
+  if (used === 0) return asRequest(plan, p, left, used);
+  const ids = tokenIdPrompt(plan, ledger);
+  if (ids !== undefined) return fromTokenIds(plan, ids, left, used);
+  if (!samples(p))
+    return {
+      kind: "refused",
+      outcome: "no_token_ids",
+      why:
+        "the engine returned no token ids (vLLM 0.10.2+ returns them), and a greedy answer continues " +
+        "exactly only from the ids it saw and produced",
+    };
+  return fromText(plan, ledger, left, used);
+}
+
+/**
+ * The ids to continue from: the prompt's as the first engine saw them (its `prompt_token_ids`, or the
+ * client's own token-id prompt), then every output id; undefined when the engines did not say.
+ */
+function tokenIdPrompt(plan: MigrationPlan, ledger: MigrationLedger): number[] | undefined {
+  if (!ledger.exact) return undefined;
+  let prompt: readonly number[] | undefined = ledger.promptIds;
+  if (prompt === undefined && plan.kind === "completion") {
+    const p = plan.request.prompt;
+    const original = Array.isArray(p) && p.length === 1 ? p[0] : p;
+    if (isIds(original)) prompt = original as number[];
+  }
+  return prompt === undefined ? undefined : [...prompt, ...ledger.outputIds];
+}
+
+/** What every continuation body has: ids asked for, one choice, a stream when the client wants JSON. */
+function common(plan: MigrationPlan, body: Record<string, unknown>, used: number): void {
+  const p = plan.request;
+  body.return_token_ids = true;
+  body.n = 1;
   if (plan.buffered) {
     body.stream = true;
     body.stream_options = { include_usage: true };
   }
   if (typeof p.min_tokens === "number") body.min_tokens = Math.max(0, p.min_tokens - used);
-  let messages: unknown[] | undefined;
+}
+
+/**
+ * A completion from the exact ids: the prompt's and the output's so far, no special tokens added
+ * (they are in the ids), what is left of max_tokens (`null` for a chat that set none: vLLM then
+ * allows what the context leaves, as it did for the chat), the client's sampling parameters.
+ */
+function fromTokenIds(
+  plan: MigrationPlan,
+  ids: number[],
+  left: number | undefined,
+  used: number,
+): Continuation {
+  const p = plan.request;
+  let body: Record<string, unknown>;
+  let topLogprobs: number | undefined;
   if (plan.kind === "completion") {
-    const left = (remaining(p.max_tokens, used) ?? COMPLETION_MAX_TOKENS - used) as number;
-    if (left <= 0) return { kind: "end", finish: "length" };
-    body.max_tokens = left;
-    if (used > 0) {
-      const original = Array.isArray(p.prompt) && p.prompt.length === 1 ? p.prompt[0] : p.prompt;
-      if (ledger.exact && ledger.promptIds) body.prompt = [...ledger.promptIds, ...ledger.outputIds];
-      else if (ledger.exact && isIds(original))
-        body.prompt = [...(original as number[]), ...ledger.outputIds];
-      // engines without return_token_ids (vLLM before 0.10.2): the text, tokenised again
-      else if (typeof original === "string") body.prompt = original + ledger.text;
-      else return { kind: "refused", why: "the engine returned no token ids for a token-id prompt" };
-    }
+    body = { ...p };
+    delete body.echo;
+    delete body.prompt_logprobs;
+    delete body.truncate_prompt_tokens;
   } else {
-    const key =
-      p.max_completion_tokens !== undefined && p.max_completion_tokens !== null
-        ? "max_completion_tokens"
-        : "max_tokens";
-    const left = remaining(p[key], used);
-    if (left !== undefined) {
-      if (left <= 0) return { kind: "end", finish: "length" };
-      body[key] = left;
-    }
-    if (used > 0) {
-      messages = (p.messages as unknown[]).slice();
-      const last = messages[messages.length - 1] as { role?: unknown; content?: unknown } | undefined;
-      if (p.continue_final_message === true) {
-        // the client was continuing a message already: the answer extends that one
-        if (!last || typeof last.content !== "string")
-          return { kind: "refused", why: "continue_final_message on a message with content parts" };
-        messages[messages.length - 1] = { ...last, content: last.content + ledger.text };
-      } else messages.push({ role: "assistant", content: ledger.text });
-      body.messages = messages;
-      body.continue_final_message = true;
-      body.add_generation_prompt = false;
+    body = {};
+    for (const k of CHAT_TO_COMPLETION) if (p[k] !== undefined) body[k] = p[k];
+    if (p.logprobs === true) {
+      topLogprobs = typeof p.top_logprobs === "number" ? p.top_logprobs : 0;
+      // a completion's logprobs hold the sampled token and this many alternatives
+      body.logprobs = topLogprobs;
     }
   }
+  body.prompt = ids;
+  body.add_special_tokens = false;
+  body.max_tokens = left ?? null;
+  common(plan, body, used);
+  return {
+    kind: "request",
+    body: Buffer.from(JSON.stringify(body)),
+    request: body,
+    prompt: ids,
+    messages: undefined,
+    asTokens: { path: TOKEN_CONTINUATION_PATH, topLogprobs },
+  };
+}
+
+/** The client's request once more (nothing was delivered), with what is left of its budgets. */
+function asRequest(
+  plan: MigrationPlan,
+  p: Record<string, unknown>,
+  left: number | undefined,
+  used: number,
+): Continuation {
+  const body: Record<string, unknown> = { ...p };
+  delete body.echo;
+  delete body.prompt_logprobs;
+  common(plan, body, used);
+  if (plan.kind === "completion") body.max_tokens = left;
+  else if (left !== undefined) body[chatCapKey(p)] = left;
   return {
     kind: "request",
     body: Buffer.from(JSON.stringify(body)),
     request: body,
     prompt: plan.kind === "completion" ? body.prompt : undefined,
     messages: plan.kind === "chat" ? (body.messages as unknown[]) : undefined,
+  };
+}
+
+/** The field a chat's token budget is in. */
+function chatCapKey(p: Record<string, unknown>): "max_completion_tokens" | "max_tokens" {
+  return p.max_completion_tokens !== undefined && p.max_completion_tokens !== null
+    ? "max_completion_tokens"
+    : "max_tokens";
+}
+
+/**
+ * A sampled request without ids continues from the text: a completion's text prompt + the text so
+ * far (tokenised again), a chat's conversation with the partial answer as its last, open assistant
+ * message. Not the same ids, which a new draw does not need.
+ */
+function fromText(
+  plan: MigrationPlan,
+  ledger: MigrationLedger,
+  left: number | undefined,
+  used: number,
+): Continuation {
+  const p = plan.request;
+  const body: Record<string, unknown> = { ...p };
+  delete body.echo;
+  delete body.prompt_logprobs;
+  common(plan, body, used);
+  let messages: unknown[] | undefined;
+  if (plan.kind === "completion") {
+    body.max_tokens = left;
+    const original = Array.isArray(p.prompt) && p.prompt.length === 1 ? p.prompt[0] : p.prompt;
+    if (typeof original !== "string")
+      return {
+        kind: "refused",
+        outcome: "no_token_ids",
+        why: "the engine returned no token ids for a token-id prompt",
+      };
+    body.prompt = original + ledger.text;
+  } else {
+    if (left !== undefined) body[chatCapKey(p)] = left;
+    messages = (p.messages as unknown[]).slice();
+    const last = messages[messages.length - 1] as { role?: unknown; content?: unknown } | undefined;
+    if (p.continue_final_message === true) {
+      // the client was continuing a message already: the answer extends that one
+      if (!last || typeof last.content !== "string")
+        return {
+          kind: "refused",
+          outcome: "not_migratable",
+          why: "continue_final_message on a message with content parts",
+        };
+      messages[messages.length - 1] = { ...last, content: last.content + ledger.text };
+    } else messages.push({ role: "assistant", content: ledger.text });
+    body.messages = messages;
+    body.continue_final_message = true;
+    body.add_generation_prompt = false;
+  }
+  return {
+    kind: "request",
+    body: Buffer.from(JSON.stringify(body)),
+    request: body,
+    prompt: plan.kind === "completion" ? body.prompt : undefined,
+    messages,
   };
 }

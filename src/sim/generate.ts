@@ -306,7 +306,8 @@ export async function handleCompletions(
     kind: "completion",
     prompts,
     n: body.n ?? 1,
-    maxTokens: body.max_tokens ?? 16,
+    // vLLM's default is 16; an explicit null means what the context leaves, as a chat's unset one does
+    maxTokens: body.max_tokens === undefined ? 16 : body.max_tokens,
     minTokens: body.min_tokens ?? 0,
     ignoreEos: body.ignore_eos ?? false,
     priority: body.priority ?? 0,

@@ -197,24 +197,154 @@ test("firstBody asks for token ids with one added field; continuation asks for w
     "/v1/chat/completions",
     routed("/v1/chat/completions", chatP),
   ) as MigrationPlan;
+  // the first engine's ids (the prompt's top-level on its role event): a completion from them
   const lc = new MigrationLedger("chat", true);
-  lc.relay(
+  const chatEvents = (promptIds: number[] | undefined) =>
     Buffer.from(
-      ev({ id: "c", choices: [{ index: 0, delta: { content: " once" }, token_ids: [3] }] }) +
+      ev({
+        id: "c",
+        choices: [{ index: 0, delta: { role: "assistant", content: "" } }],
+        ...(promptIds ? { prompt_token_ids: promptIds } : {}),
+      }) +
+        ev({ id: "c", choices: [{ index: 0, delta: { content: " once" }, token_ids: [3] }] }) +
         ev({ id: "c", choices: [{ index: 0, delta: { content: " upon" }, token_ids: [4] }] }),
-    ),
-  );
+    );
+  lc.relay(chatEvents([100, 101, 102]));
   const nc = continuation(chatPlan, lc);
   assert.equal(nc.kind, "request");
   if (nc.kind !== "request") return;
+  assert.equal(nc.asTokens?.path, "/v1/completions");
   const cb = JSON.parse(nc.body.toString()) as Record<string, unknown>;
-  assert.deepEqual(cb.messages, [
+  assert.deepEqual(cb, {
+    model: "m",
+    stream: true,
+    prompt: [100, 101, 102, 3, 4],
+    add_special_tokens: false,
+    max_tokens: 3,
+    return_token_ids: true,
+    n: 1,
+  });
+  // a chat that set no budget: null, which vLLM reads as what the context leaves (as for the chat)
+  const open = { ...chatP, max_completion_tokens: undefined, logprobs: true, top_logprobs: 2 };
+  const openPlan = planMigration("/v1/chat/completions", routed("/v1/chat/completions", open));
+  const no = continuation(openPlan as MigrationPlan, lc);
+  assert.ok(no.kind === "request" && no.asTokens?.topLogprobs === 2);
+  const ob = JSON.parse(no.body.toString()) as Record<string, unknown>;
+  assert.equal(ob.max_tokens, null);
+  assert.equal(ob.logprobs, 2, "a completion's logprobs count is chat's top_logprobs");
+  assert.equal(ob.top_logprobs, undefined);
+
+  // no ids from the engine: a greedy answer cannot continue exactly, and says so
+  const noIds = new MigrationLedger("chat", true);
+  noIds.relay(
+    Buffer.from(
+      ev({ id: "c", choices: [{ index: 0, delta: { content: " once" } }] }) +
+        ev({ id: "c", choices: [{ index: 0, delta: { content: " upon" } }] }),
+    ),
+  );
+  const refused = continuation(chatPlan, noIds);
+  assert.equal(refused.kind, "refused");
+  assert.ok(refused.kind === "refused" && refused.outcome === "no_token_ids");
+  assert.match((refused as { why: string }).why, /no token ids/);
+  // a sampled one continues from the text: the partial answer as an open assistant message
+  const sampled = { ...chatP, temperature: 0.8 };
+  const sampledPlan = planMigration("/v1/chat/completions", routed("/v1/chat/completions", sampled));
+  const text = continuation(sampledPlan as MigrationPlan, noIds);
+  assert.equal(text.kind, "request");
+  if (text.kind !== "request") return;
+  assert.equal(text.asTokens, undefined, "the client's route");
+  const tb = JSON.parse(text.body.toString()) as Record<string, unknown>;
+  assert.deepEqual(tb.messages, [
     { role: "user", content: "hi" },
     { role: "assistant", content: " once upon" },
   ]);
-  assert.equal(cb.continue_final_message, true);
-  assert.equal(cb.add_generation_prompt, false);
-  assert.equal(cb.max_completion_tokens, 3);
+  assert.equal(tb.continue_final_message, true);
+  assert.equal(tb.add_generation_prompt, false);
+  assert.equal(tb.max_completion_tokens, 3);
+  // a greedy chat with an image may not move at all (a token-id prompt cannot carry the image)
+  const image = {
+    ...chatP,
+    temperature: 0,
+    messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "data:," } }] }],
+  };
+  assert.match(
+    planMigration("/v1/chat/completions", routed("/v1/chat/completions", image)) as string,
+    /image, audio or video/,
+  );
+});
+
+test("a chat continued as a completion reads as the same chat stream: chat chunks, its id, logprobs in chat's layout, usage whole", () => {
+  const l = new MigrationLedger("chat", false);
+  l.relay(
+    Buffer.from(
+      ev({
+        id: "chatcmpl-a",
+        object: "chat.completion.chunk",
+        created: 1,
+        model: "m",
+        choices: [{ index: 0, delta: { role: "assistant", content: "" } }],
+        prompt_token_ids: [1, 2, 3],
+      }) +
+        ev({
+          id: "chatcmpl-a",
+          object: "chat.completion.chunk",
+          created: 1,
+          model: "m",
+          choices: [{ index: 0, delta: { content: " x" }, token_ids: [9] }],
+        }),
+    ),
+  );
+  l.beginContinuation({ path: "/v1/completions", topLogprobs: 1 });
+  assert.equal(l.path, "/v1/completions");
+  const lp = {
+    text_offset: [0],
+    token_logprobs: [-0.5],
+    tokens: [" y"],
+    top_logprobs: [{ " y": -0.5, " z": -1.5 }],
+  };
+  const out = l.relay(
+    Buffer.from(
+      cmpl(" y", [8], { logprobs: lp, prompt_token_ids: [1, 2, 3, 9] }) +
+        cmpl("", [], { finish_reason: "length" }) +
+        ev({
+          id: "cmpl-b",
+          object: "text_completion",
+          created: 2,
+          model: "m",
+          choices: [],
+          usage: { prompt_tokens: 4, completion_tokens: 1, total_tokens: 5 },
+        }) +
+        "data: [DONE]\n\n",
+    ),
+  );
+  const events = out.split("\n\n").filter(Boolean);
+  assert.equal(events.length, 4, out);
+  const docs = events.slice(0, 3).map((e) => JSON.parse(e.slice(6)) as Record<string, unknown>);
+  for (const d of docs) {
+    assert.equal(d.id, "chatcmpl-a");
+    assert.equal(d.object, "chat.completion.chunk");
+    assert.equal(d.created, 1);
+  }
+  const choice = (docs[0]!.choices as Record<string, unknown>[])[0]!;
+  assert.deepEqual(choice.delta, { content: " y" });
+  assert.equal(choice.text, undefined);
+  assert.equal(choice.prompt_token_ids, undefined);
+  assert.deepEqual(choice.token_ids, [8], "the client asked for ids: they pass");
+  assert.deepEqual(choice.logprobs, {
+    content: [
+      {
+        token: " y",
+        logprob: -0.5,
+        bytes: [32, 121],
+        top_logprobs: [{ token: " y", logprob: -0.5, bytes: [32, 121] }],
+      },
+    ],
+  });
+  assert.equal((docs[1]!.choices as Record<string, unknown>[])[0]!.finish_reason, "length");
+  assert.deepEqual(docs[2]!.usage, { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 });
+  assert.equal(events[3], "data: [DONE]");
+  assert.equal(l.text, " x y");
+  assert.deepEqual(l.outputIds, [9, 8]);
 });
 
 test("a stream blocks its own migration when it turns out to call tools or to reason", () => {
