@@ -83,6 +83,15 @@ const specs: FlagSpecs = {
     default: false,
     help: "add the backend's position to both ports (switchyard up)",
   },
+  "kv-curve-dir": {
+    type: "string",
+    help: "CURVE keys for the KV-event sockets (routing.kvEvents.curve.dir): a directory, e.g. a mounted Secret, with secret.key (the router's, not readable by other users), server.key (the publishers' public key) and clients.keys (publishers the collector lets in); Switchyard's sims only, vLLM cannot do CURVE",
+  },
+  "kv-events-plain": {
+    type: "boolean",
+    default: false,
+    help: "take KV events from endpoints beyond this host without authentication on purpose (routing.kvEvents.plain): silences the warning; keep them on a private network",
+  },
   "session-header": { type: "string", default: "x-session-id", help: "header carrying the session key" },
   "session-key": { type: "string", help: "body field used as the session key when the header is absent" },
   "engine-api-key": { type: "string", help: "API key the engines expect (default: $VLLM_API_KEY)" },
@@ -203,7 +212,12 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
     }
     sub("routing").tokenizers = dirs;
   }
-  if (has("kv-events-port") || has("kv-events-bind")) {
+  if (
+    has("kv-events-port") ||
+    has("kv-events-bind") ||
+    has("kv-curve-dir") ||
+    flags["kv-events-plain"] === true
+  ) {
     const kvEvents: Record<string, unknown> = {};
     if (has("kv-events-port"))
       kvEvents.derive = {
@@ -212,6 +226,8 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
         byIndex: flags["kv-events-by-index"] === true,
       };
     if (has("kv-events-bind")) kvEvents.bind = flags["kv-events-bind"];
+    if (has("kv-curve-dir")) kvEvents.curve = { dir: flags["kv-curve-dir"] };
+    if (flags["kv-events-plain"] === true) kvEvents.plain = true;
     sub("routing").kvEvents = kvEvents;
   }
   if (has("discovery")) {

@@ -11,6 +11,7 @@ import {
   type EngineConfig,
 } from "../engine/index.js";
 import { parseKvEventsConfig } from "../kvevents/config.js";
+import { loadCurveKeys } from "../kvevents/curve.js";
 import { ZmqEventPublisher } from "../kvevents/publisher.js";
 import { layoutForVersion } from "../kvevents/versions.js";
 import { logger } from "../obs/log.js";
@@ -129,7 +130,13 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
     const layout = layoutForVersion(o.vllmVersion);
     // a sim told to listen on one address (`--host 127.0.0.1`) binds its wildcard KV sockets there
     // too, where vLLM would bind them on every interface (docs/security.md)
-    publisher = await ZmqEventPublisher.create(kvCfg, { dataParallelRank: 0, layout, bindHost: o.host });
+    const curve = o.kvCurveDir ? asCliError(() => loadCurveKeys({ dir: o.kvCurveDir })) : null;
+    publisher = await ZmqEventPublisher.create(kvCfg, {
+      dataParallelRank: 0,
+      layout,
+      bindHost: o.host,
+      curve,
+    });
     runtime.kvSink = publisher;
     runtime.groupIdxOnEvents = layout === "map";
   }

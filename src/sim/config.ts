@@ -41,6 +41,10 @@ export const SIM_FLAGS: FlagSpecs = {
     help: "block hash: sha256_cbor only (sha256 uses Python pickle and cannot be reproduced outside Python)",
   },
   "kv-events-config": { type: "string", help: "KV events config JSON (as vLLM's --kv-events-config)" },
+  "kv-curve-dir": {
+    type: "string",
+    help: "[sim] CURVE keys for the KV-event sockets (vLLM has no such option): a directory with secret.key (not readable by other users), and server.key (the collector's public key) when the endpoint connects out, clients.keys (subscribers let in) when it binds",
+  },
   "kv-offloading-size": { type: "number", min: 0, help: "CPU KV offload tier size in GiB" },
   "kv-offloading-backend": {
     type: "string",
@@ -184,6 +188,8 @@ export interface SimOptions {
   enablePrefixCaching: boolean;
   prefixCachingHashAlgo: "sha256_cbor";
   kvEventsConfig?: string;
+  /** --kv-curve-dir: CURVE keys for the KV-event PUB and replay sockets (src/kvevents/curve.ts) */
+  kvCurveDir?: string;
   /** native offload tier size (absent with LMCache, whose local CPU size is in `lmcache`) */
   kvOffloadingGiB?: number;
   /** LMCache connector settings, when LMCache is on */
@@ -344,6 +350,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     enablePrefixCaching: f["enable-prefix-caching"] as boolean,
     prefixCachingHashAlgo: "sha256_cbor",
     kvEventsConfig: str(f["kv-events-config"]),
+    kvCurveDir: str(f["kv-curve-dir"]),
     kvOffloadingGiB: !lmcache && offload !== undefined && offload > 0 ? offload : undefined,
     lmcache,
     disagg,

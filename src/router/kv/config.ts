@@ -2,23 +2,49 @@
 // field. Parsed by the router's schema (src/router/config.ts) with the same duration rules.
 import { z } from "zod";
 import { duration, size } from "../../config/values.js";
+import { CurveKeyError, isZ85Key, loadCurveKeys } from "../../kvevents/curve.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../kvevents/zmq-guard.js";
 
 const zmqEndpoint = z
   .string()
   .regex(/^(tcp|ipc|inproc):\/\/.+/, "must be a ZMQ endpoint like tcp://host:5557");
 
-/** A backend's KV-event endpoints: `tcp://host:5557` or { endpoint, replay, topic }. */
+/** A backend's KV-event endpoints: `tcp://host:5557` or { endpoint, replay, topic, serverKey, plain }. */
 export const backendKvEventsSchema = z.union([
-  zmqEndpoint.transform((endpoint) => ({ endpoint, replay: undefined, topic: undefined })),
+  zmqEndpoint.transform((endpoint) => ({
+    endpoint,
+    replay: undefined,
+    topic: undefined,
+    serverKey: undefined,
+    plain: undefined,
+  })),
   z.strictObject({
     endpoint: zmqEndpoint,
     /** the engine's replay ROUTER endpoint (vLLM's replay_endpoint) */
     replay: zmqEndpoint.optional(),
     topic: z.string().optional(),
+    /** with `routing.kvEvents.curve`: this publisher's CURVE public key (Z85), instead of the shared server.key */
+    serverKey: z.string().refine(isZ85Key, "must be a 40-character Z85 CURVE public key").optional(),
+    /**
+     * this engine publishes without CURVE (a vLLM engine cannot do it) although the router has keys: its
+     * endpoint is subscribed to in plain, and no warning is logged for it
+     */
+    plain: z.boolean().optional(),
   }),
 ]);
 export type BackendKvEvents = z.output<typeof backendKvEventsSchema>;
+
+const curveFilesSchema = z
+  .strictObject({
+    dir: z.string().min(1).optional(),
+    secretKeyFile: z.string().min(1).optional(),
+    publicKeyFile: z.string().min(1).optional(),
+    serverKeyFile: z.string().min(1).optional(),
+    clientKeysFile: z.string().min(1).optional(),
+  })
+  .refine((c) => c.dir !== undefined || c.secretKeyFile !== undefined, {
+    message: "needs dir (a directory with secret.key) or secretKeyFile",
+  });
 
 export const routingConfigSchema = z
   .strictObject({
@@ -54,6 +80,30 @@ export const routingConfigSchema = z
          * sockets takes; a larger frame costs its sender the connection (src/kvevents/zmq-guard.ts)
          */
         maxMessageBytes: size.default(DEFAULT_MAX_MESSAGE_BYTES),
+        /**
+         * CURVE keys for the router's KV-event sockets (src/kvevents/curve.ts): a directory (a mounted
+         * Secret) holding secret.key (the router's own; public.key optional, checked), server.key (the
+         * publishers' public key, for subscriptions and replay) and clients.keys (the publishers the
+         * collector lets in, one a line), or each file named. Only publishers Switchyard runs can do
+         * CURVE; vLLM's cannot (a backend's `kvEvents.plain`)
+         */
+        curve: curveFilesSchema.optional(),
+        /**
+         * say that KV events from endpoints beyond this host are taken without authentication on
+         * purpose (a private network): without it, and without `curve`, each such endpoint is warned
+         * about once
+         */
+        plain: z.boolean().default(false),
+      })
+      .superRefine((kv, ctx) => {
+        if (!kv.curve) return;
+        // the files are read here so that a broken key fails the start or the reload, naming the file
+        try {
+          loadCurveKeys(kv.curve);
+        } catch (err) {
+          if (!(err instanceof CurveKeyError)) throw err;
+          ctx.addIssue({ code: "custom", path: ["curve"], message: err.message });
+        }
       })
       .prefault({}),
     prefix: z

@@ -175,6 +175,17 @@ export function registerZmqGuardMetrics(prom: PromRegistry): void {
     },
   });
   new Counter({
+    name: "switchyard_zmq_auth_failures_total",
+    help: "connections of the router's ZMQ sockets that failed the CURVE handshake, by socket: a publisher not holding the secret key of the configured server key (kv-subscriber), a publisher whose key is not among clients.keys or that speaks without CURVE (kv-collector, kv-relay); nothing it sent was taken",
+    labelNames: ["socket"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      for (const [socket, n] of Object.entries(c.authFailures))
+        if (socket !== "kv-replay" && socket !== "peers") this.inc({ socket }, n);
+    },
+  });
+  new Counter({
     name: "switchyard_routing_kv_refuted_batches_total",
     help: "KV-event batches held on one message's word (a seq jump, a seq going back, an undecodable batch) and dropped when the publisher's replay answer or its next live batch refuted them; the engine's index was kept",
     registers: [prom],

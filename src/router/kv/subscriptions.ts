@@ -5,7 +5,11 @@
 // events held until the publisher confirms them — and drops what the index holds for an engine whose
 // view can no longer be trusted (cache reset, restart, lost events, ejection, removal): a restart or a
 // loss only once the publisher's own stream confirms it, never on one message's word (sequencer.ts).
+// With `routing.kvEvents.curve` every socket it opens is CURVE (a subscription believes only the
+// publisher holding the server key's secret; the collector lets in only the listed publishers); without
+// it, an endpoint beyond this host is taken in plain and said once, unless `plain: true` says it is meant.
 import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
+import { endpointIsLocal, loadCurveKeys, type CurveClient, type CurveKeys } from "../../kvevents/curve.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { versionAtLeast } from "../../kvevents/versions.js";
@@ -21,6 +25,8 @@ const log = logger("router.cache");
 
 /** an engine that did not answer /kv_event_sources is asked again after this long */
 const SOURCES_RETRY_MS = 30_000;
+/** endpoints warned about (plain beyond this host, CURVE without a server key) at most, then silent */
+const MAX_WARNED_ENDPOINTS = 1024;
 
 /** Where one engine's events come from. */
 export type KvSource =
@@ -114,11 +120,87 @@ export class KvSubscriptions {
   private bindFailureLogged: string | undefined;
   /** engines whose /kv_event_sources could not be read, said once each */
   private readonly sourcesFailedOnce = new Set<string>();
+  /** the router's CURVE keys (routing.kvEvents.curve), null: plain */
+  private curve: CurveKeys | null = null;
+  /** the keys as last loaded, to see a rotation (in memory only) */
+  private curveSeen = "null";
+  private readonly warned = new Set<string>();
 
   constructor(
     private readonly d: SubscriptionsDeps,
     private cfg: RouterConfig,
-  ) {}
+  ) {
+    const files = cfg.routing.kvEvents.curve;
+    this.curve = files ? loadCurveKeys(files) : null;
+    this.curveSeen = JSON.stringify(this.curve);
+  }
+
+  /**
+   * Re-reads the key files (a reload after a rotated Secret); true when the keys changed. A file that
+   * cannot be read now keeps the keys in use: the config's own check would have refused the reload,
+   * so this is a file changed in between.
+   */
+  private reloadCurve(cfg: RouterConfig): boolean {
+    const files = cfg.routing.kvEvents.curve;
+    let next: CurveKeys | null;
+    try {
+      next = files ? loadCurveKeys(files) : null;
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "KV-event CURVE keys not reloaded; keeping the keys in use");
+      return false;
+    }
+    const seen = JSON.stringify(next);
+    if (seen === this.curveSeen) return false;
+    this.curve = next;
+    this.curveSeen = seen;
+    return true;
+  }
+
+  /** Says a thing about an endpoint once (bounded: a fleet of ten thousand engines says the first thousand). */
+  private warnOnce(key: string, fn: () => void): void {
+    if (this.warned.has(key) || this.warned.size >= MAX_WARNED_ENDPOINTS) return;
+    this.warned.add(key);
+    fn();
+  }
+
+  /** A plain KV-event endpoint beyond this host, without `routing.kvEvents.plain`: said once. */
+  private warnPlain(endpoint: string, what: string): void {
+    if (this.cfg.routing.kvEvents.plain || endpointIsLocal(endpoint)) return;
+    this.warnOnce(`plain ${endpoint}`, () =>
+      log.warn(
+        { endpoint },
+        `${what} without authentication: any process that reaches it can publish KV events as an engine and steer routing. ` +
+          "Keep it on a private network (vLLM's publisher cannot do CURVE) and set routing.kvEvents.plain: true to say so, " +
+          "or give Switchyard's publishers and the router CURVE keys (routing.kvEvents.curve)",
+      ),
+    );
+  }
+
+  /**
+   * How to reach one publisher: CURVE with its server key, plain (no keys, or a backend marked plain),
+   * or undefined when the router has keys but none for this publisher (it is not subscribed to: taking
+   * it in plain would undo the keys).
+   */
+  private clientSecurity(
+    endpoint: string,
+    src: { serverKey?: string | undefined; plain?: boolean | undefined },
+  ): CurveClient | null | undefined {
+    if (src.plain) return null;
+    const keys = this.curve;
+    if (!keys) {
+      this.warnPlain(endpoint, `KV events from ${endpoint} are taken`);
+      return null;
+    }
+    const serverKey = src.serverKey ?? keys.serverKey;
+    if (serverKey) return { keys, serverKey };
+    this.warnOnce(`nokey ${endpoint}`, () =>
+      log.error(
+        { endpoint, keys: keys.source },
+        "not subscribed to KV events: the router has CURVE keys but no server key for this publisher (server.key, or the backend's kvEvents.serverKey; kvEvents.plain for an engine that cannot do CURVE)",
+      ),
+    );
+    return undefined;
+  }
 
   /** the bound collector, once bound (collector mode only) */
   get collector(): KvEventCollector | null {
@@ -127,6 +209,11 @@ export class KvSubscriptions {
 
   setConfig(cfg: RouterConfig): void {
     this.cfg = cfg;
+    // new keys: every socket is made again with them
+    if (this.reloadCurve(cfg)) {
+      for (const st of this.states.values()) void this.unsubscribe(st);
+      void this.dropCollector();
+    }
     // an engine whose source changed (a new endpoint, collector mode on or off) is subscribed afresh
     for (const st of this.states.values()) {
       const e = this.d.registry.engines.get(st.url);
@@ -150,7 +237,9 @@ export class KvSubscriptions {
     if (!this.collectorP) {
       this.bound = ep;
       const maxMessageBytes = this.cfg.routing.kvEvents.maxMessageBytes;
-      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes }).then((c) => {
+      if (!this.curve) this.warnPlain(ep, `the KV-event collector at ${ep} takes messages`);
+      const curve = this.curve;
+      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve }).then((c) => {
         if (this.closed || this.bound !== ep) {
           void c.close();
           return null;
@@ -263,9 +352,14 @@ export class KvSubscriptions {
   }
 
   /** The callbacks that feed one engine's batches to the index, whichever socket they came in on. */
-  private streamOptions(st: EngineKv, replay: string | undefined): StreamOptions {
+  private streamOptions(
+    st: EngineKv,
+    replay: string | undefined,
+    replayCurve: CurveClient | null = null,
+  ): StreamOptions {
     return {
       replayEndpoint: replay ?? null,
+      replayCurve,
       maxMessageBytes: this.cfg.routing.kvEvents.maxMessageBytes,
       // rebuild the index from the engine's replay buffer when joining a running engine
       initialSeq: replay ? 0 : undefined,
@@ -310,18 +404,28 @@ export class KvSubscriptions {
       }
       if (!c || st.collecting || !this.states.has(st.url)) return;
       st.flowing = false;
-      c.attach({ id: st.url, addresses: urlAddresses(st.url) }, this.streamOptions(st, src.replay));
+      // the engine's replay socket is CURVE like its publisher: believed with the publishers' key
+      const replayCurve = this.curve?.serverKey
+        ? { keys: this.curve, serverKey: this.curve.serverKey }
+        : null;
+      c.attach(
+        { id: st.url, addresses: urlAddresses(st.url) },
+        this.streamOptions(st, src.replay, replayCurve),
+      );
       st.collecting = true;
       log.info({ engine: st.url, collector: c.endpoint, replay: src.replay ?? null }, "collecting KV events");
       return;
     }
     if (st.sub) return;
+    const curve = this.clientSecurity(src.endpoint, src);
+    if (curve === undefined) return;
     st.flowing = false;
     try {
       st.sub = await KvEventSubscriber.create({
         endpoint: src.endpoint,
         topic: src.topic ?? this.cfg.routing.kvEvents.topic,
         label: st.url,
+        curve,
         ...this.streamOptions(st, src.replay),
       });
       log.info(
@@ -330,11 +434,14 @@ export class KvSubscriptions {
       );
       // the other data-parallel ranks: each its own socket and sequence, all into the engine's entries
       for (const r of src.ranks ?? []) {
+        const rankCurve = this.clientSecurity(r.endpoint, { ...r, plain: src.plain });
+        if (rankCurve === undefined) continue;
         st.rankSubs.push(
           await KvEventSubscriber.create({
             endpoint: r.endpoint,
             topic: r.topic ?? this.cfg.routing.kvEvents.topic,
             label: st.url,
+            curve: rankCurve,
             ...this.streamOptions(st, r.replay),
           }),
         );

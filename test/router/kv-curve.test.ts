@@ -1,0 +1,139 @@
+// CURVE between sims and the router (`--kv-curve-dir`, `routing.kvEvents.curve`): a sim holding the
+// keys the router expects is routed by its KV events (kv-hit); a sim with another keypair, configured
+// where the router expects a publisher, gets nothing into the index, and /metrics counts the refused
+// handshakes. Key directories are laid out as `switchyard up --kv-curve` writes them.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { curveKeyPair } from "zeromq";
+import { writeKeyDir } from "../../src/kvevents/curve.js";
+import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
+import { startSim } from "../../src/sim/app.js";
+import { parseSimArgs } from "../../src/sim/config.js";
+import { post, routerFor, waitUntil } from "./util.js";
+
+const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
+type Sim = Awaited<ReturnType<typeof startSim>>;
+
+function sim(curveDir: string): Promise<Sim> {
+  const kv = JSON.stringify({
+    enable_kv_cache_events: true,
+    publisher: "zmq",
+    endpoint: "tcp://127.0.0.1:0",
+    replay_endpoint: "tcp://127.0.0.1:0",
+  });
+  return startSim(
+    parseSimArgs(
+      [
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--kv-events-config",
+        kv,
+        "--kv-curve-dir",
+        curveDir,
+        "--time-scale",
+        "0.05",
+      ],
+      {},
+    ),
+  );
+}
+
+const kvOf = (s: Sim) => ({
+  endpoint: connectableEndpoint(s.kvEventsEndpoint!),
+  replay: connectableEndpoint(s.kvReplayEndpoint!),
+});
+
+const LONG = "Answer every question about the rivers and mountains of Europe in careful detail. ".repeat(24);
+const chat = (topic: string) => ({
+  model: MODEL,
+  messages: [
+    { role: "system", content: `${topic}: ${LONG}` },
+    { role: "user", content: "Which is longest?" },
+  ],
+  max_tokens: 2,
+});
+
+async function routeOf(url: string, body: unknown): Promise<Record<string, string>> {
+  const res = await post(`${url}/v1/chat/completions`, body, { "x-switchyard-debug": "1" });
+  assert.equal(res.status, 200, await res.clone().text());
+  await res.arrayBuffer();
+  const h = res.headers.get("x-switchyard-route") ?? "";
+  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
+}
+
+async function metric(url: string, re: RegExp): Promise<number> {
+  const m = re.exec(await (await fetch(`${url}/metrics`)).text());
+  return m ? Number(m[1]) : 0;
+}
+
+test("with CURVE keys the sim holding the expected secret key is routed by its events (kv-hit); one with another keypair indexes nothing and is counted", async () => {
+  const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
+  const engines = curveKeyPair();
+  const router = curveKeyPair();
+  writeKeyDir(join(root, "engines"), engines, { clientKeys: [router.publicKey] });
+  writeKeyDir(join(root, "router"), router, { serverKey: engines.publicKey });
+  // knows the router's public key (public by nature) but not the engines' secret
+  writeKeyDir(join(root, "forger"), curveKeyPair(), { clientKeys: [router.publicKey] });
+  const good = await sim(join(root, "engines"));
+  const forged = await sim(join(root, "forger"));
+  const r = await routerFor(
+    [good, forged].map((s) => ({ url: s.url, kvEvents: kvOf(s) })),
+    { policy: "kv", routing: { kvEvents: { curve: { dir: join(root, "router") } } } },
+  );
+  const cache = r.router.cache;
+  try {
+    await waitUntil(
+      () => r.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
+      5000,
+      "sims",
+    );
+    // each sim computes a prompt of its own, so each publishes BlockStored for it
+    assert.equal((await post(`${good.url}/v1/chat/completions`, chat("good"))).status, 200);
+    assert.equal((await post(`${forged.url}/v1/chat/completions`, chat("forged"))).status, 200);
+    await waitUntil(
+      () => cache.kv.blocksOf(good.url) > 10 && cache.kvRouted(good.url),
+      10_000,
+      "good indexed",
+    );
+    const hit = await routeOf(r.url, chat("good"));
+    assert.equal(hit.engine, good.url);
+    assert.equal(hit.reason, "kv-hit");
+    assert.equal(hit.source, "kv");
+    await waitUntil(
+      async () =>
+        (await metric(r.url, /switchyard_zmq_auth_failures_total\{socket="kv-subscriber"\} (\d+)/)) > 0,
+      10_000,
+      "the forged publisher's handshake refused",
+    );
+    assert.equal(cache.kv.blocksOf(forged.url), 0);
+    assert.equal(cache.kvRouted(forged.url), false);
+    const sub = cache.subs.states.get(forged.url)!.sub!;
+    assert.equal(sub.stats.received, 0);
+    assert.ok(sub.stats.authFailures > 0);
+  } finally {
+    await r.close();
+    await Promise.all([good.close(), forged.close()]);
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("a router config whose CURVE secret key file is readable by every user is refused at start, naming the file", async () => {
+  const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
+  try {
+    const { chmodSync } = await import("node:fs");
+    writeKeyDir(root, curveKeyPair());
+    chmodSync(join(root, "secret.key"), 0o604);
+    await assert.rejects(
+      routerFor([], { policy: "kv", routing: { kvEvents: { curve: { dir: root } } } }),
+      /routing\.kvEvents\.curve.*secret\.key is readable by every user/,
+    );
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
