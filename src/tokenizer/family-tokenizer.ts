@@ -18,6 +18,25 @@ export interface FamilyParts {
   encodeOrdinary: (text: string) => number[];
   table: VocabTable;
   template: ChatTemplate;
+  /**
+   * ids `encode(text, true)` puts before and after the text (a folder's post-processor may add more
+   * than a BOS, or an EOS after); default: the BOS alone
+   */
+  prefixIds?: readonly number[];
+  suffixIds?: readonly number[];
+  /**
+   * false when cutting text at safeCut points may change its ids (a pre-tokenizer other than the
+   * byte-level ones, a normalizer that reads across the cut): long text then goes to the worker
+   * thread whole instead of in slices here
+   */
+  sliceable?: boolean;
+  /**
+   * true when encodeOrdinary recognises added tokens itself and must see them in place (added tokens
+   * with lstrip/rstrip/single_word, or matched after normalisation): text is then not split here
+   */
+  encoderSplitsAdded?: boolean;
+  /** ids to try as output words when the English word list finds too few (output-pool.ts) */
+  poolCandidates?: () => Iterable<number>;
 }
 
 /**
@@ -116,6 +135,8 @@ export class FamilyTokenizer implements Tokenizer {
   private readonly sliceable: boolean;
   /** a long encode's first slice, from the pace of the last slice encoded (see SYNC_ENCODE_CHARS) */
   private firstSlice = SYNC_ENCODE_CHARS;
+  private readonly prefix: readonly number[];
+  private readonly suffix: readonly number[];
 
   constructor(parts: FamilyParts) {
     this.parts = parts;
@@ -125,13 +146,21 @@ export class FamilyTokenizer implements Tokenizer {
     this.bosTokenId = parts.bosTokenId;
     this.hasChatTemplate = parts.hasChatTemplate;
     this.addedTokens = new Map(parts.addedTokens.map((t) => [t.content, t.id]));
-    const contents = parts.addedTokens.map((t) => t.content).sort((a, b) => b.length - a.length);
+    const contents = parts.encoderSplitsAdded
+      ? []
+      : parts.addedTokens.map((t) => t.content).sort((a, b) => b.length - a.length);
     this.addedRegex = contents.length ? new RegExp(contents.map(escapeRegex).join("|"), "g") : null;
     this.addedFirstChars = [...new Set(contents.map((c) => c[0]!))].join("");
-    this.sliceable = contents.every((c) => !/\s/.test(c));
+    this.sliceable =
+      parts.sliceable !== false &&
+      !parts.encoderSplitsAdded &&
+      parts.addedTokens.every((t) => !/\s/.test(t.content));
+    this.prefix = parts.prefixIds ?? (parts.bosTokenId !== null ? [parts.bosTokenId] : []);
+    this.suffix = parts.suffixIds ?? [];
     this.outputPool = buildOutputPool(
       (text) => this.encode(text, false),
       (id) => this.decode([id]),
+      parts.poolCandidates,
     );
   }
 
@@ -143,8 +172,9 @@ export class FamilyTokenizer implements Tokenizer {
 
   encode(text: string, addSpecialTokens = true): number[] {
     const out: number[] = [];
-    if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
+    if (addSpecialTokens) appendAll(out, this.prefix);
     this.encodeInto(text, out);
+    if (addSpecialTokens) appendAll(out, this.suffix);
     return out;
   }
 
@@ -154,7 +184,8 @@ export class FamilyTokenizer implements Tokenizer {
    * worker thread (offload.ts), so no slice costs more than a few milliseconds whatever the text.
    */
   async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
-    if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) return this.encode(text, addSpecialTokens);
+    if (text.length <= SYNC_ENCODE_CHARS) return this.encode(text, addSpecialTokens);
+    if (!this.sliceable) return (await this.whole(text, addSpecialTokens, Infinity)).ids;
     return (await this.sliced(text, addSpecialTokens, Infinity)).ids;
   }
 
@@ -166,12 +197,13 @@ export class FamilyTokenizer implements Tokenizer {
     since?: number,
     owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }> {
-    if (text.length <= SYNC_ENCODE_CHARS || !this.sliceable) {
+    if (text.length <= SYNC_ENCODE_CHARS) {
       const ids = this.encode(text, addSpecialTokens);
       const count = ids.length;
       if (count > keep) ids.length = keep;
       return { count, ids };
     }
+    if (!this.sliceable) return this.whole(text, addSpecialTokens, keep, owner);
     if (text.length > COUNT_ON_WORKER_CHARS) {
       if (tokenizerThread.ready(this.family))
         return tokenizerThread.count(this.family, text, addSpecialTokens, keep, owner);
@@ -179,6 +211,21 @@ export class FamilyTokenizer implements Tokenizer {
       tokenizerThread.warm(this.family);
     }
     return this.sliced(text, addSpecialTokens, keep, since, owner);
+  }
+
+  /**
+   * Long text that cannot be cut safely, encoded whole on the worker thread (which loads the
+   * tokenizer by family name): encoding it here at once would hold the event loop for as long as the
+   * text is long. Only folder tokenizers (hf-tokenizer.ts) that are not byte-level come here; the
+   * built-in families are always sliceable.
+   */
+  private whole(
+    text: string,
+    addSpecialTokens: boolean,
+    keep: number,
+    owner?: Cancellable,
+  ): Promise<{ count: number; ids: number[] }> {
+    return tokenizerThread.count(this.family, text, addSpecialTokens, keep, owner);
   }
 
   private async sliced(
@@ -193,7 +240,7 @@ export class FamilyTokenizer implements Tokenizer {
     const n = text.length;
     const out: number[] = [];
     let dropped = 0;
-    if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
+    if (addSpecialTokens) appendAll(out, this.prefix);
     // work that began earlier and waits for its turn goes first (turns.ts)
     const since = began ?? performance.now();
     if (waitingSlices() > 0) await nextTurn(since, owner);
@@ -225,6 +272,10 @@ export class FamilyTokenizer implements Tokenizer {
       pos = end;
       if (pos < n) await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now(), owner);
     }
+    if (addSpecialTokens) {
+      appendAll(out, this.suffix);
+      dropped += keepFirst(out, keep);
+    }
     return { count: out.length + dropped, ids: out };
   }
 
@@ -242,13 +293,17 @@ export class FamilyTokenizer implements Tokenizer {
   ): { count: number; ids: number[] } | undefined {
     const out: number[] = [];
     let dropped = 0;
-    if (addSpecialTokens && this.bosTokenId !== null) out.push(this.bosTokenId);
+    if (addSpecialTokens) appendAll(out, this.prefix);
     for (let pos = 0; pos < text.length;) {
       if (stopped()) return undefined;
       const end = this.sliceable ? safeCut(text, pos + chunk) : text.length;
       this.encodeInto(text.slice(pos, end), out);
       dropped += keepFirst(out, keep);
       pos = end;
+    }
+    if (addSpecialTokens) {
+      appendAll(out, this.suffix);
+      dropped += keepFirst(out, keep);
     }
     return { count: out.length + dropped, ids: out };
   }

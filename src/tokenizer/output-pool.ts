@@ -34,12 +34,24 @@ export interface OutputPool {
 }
 
 /**
+ * A pool this small makes answers read as a handful of words repeated: a model folder whose
+ * vocabulary was trained on other text (or another language) tops it up from its own tokens.
+ */
+const MIN_POOL = 64;
+const TOP_UP_POOL = 256;
+/** a vocabulary token taken as an output word: a space and 2-12 lowercase ASCII letters */
+const WORD_TOKEN = /^ [a-z]{2,12}$/;
+
+/**
  * Keeps the words whose " word" encodes to exactly one token that decodes back to " word" alone;
- * `encodeOne` is the family's text encoder without BOS.
+ * `encodeOne` is the family's text encoder without BOS. When fewer than MIN_POOL words qualify,
+ * `candidates` (a vocabulary's ids, in a fixed order) are tried the same way, so the pool stays
+ * deterministic and every id in it is valid in that vocabulary.
  */
 export function buildOutputPool(
   encodeOne: (text: string) => readonly number[],
   decodeOne: (id: number) => string,
+  candidates?: () => Iterable<number>,
 ): OutputPool {
   const seenIds = new Set<number>();
   const ids: number[] = [];
@@ -54,6 +66,19 @@ export function buildOutputPool(
     seenIds.add(id);
     ids.push(id);
     texts.push(text);
+  }
+  if (ids.length < MIN_POOL && candidates) {
+    for (const id of candidates()) {
+      if (ids.length >= TOP_UP_POOL) break;
+      if (seenIds.has(id)) continue;
+      const text = decodeOne(id);
+      if (!WORD_TOKEN.test(text)) continue;
+      const enc = encodeOne(text);
+      if (enc.length !== 1 || enc[0] !== id) continue;
+      seenIds.add(id);
+      ids.push(id);
+      texts.push(text);
+    }
   }
   return { ids: Int32Array.from(ids), texts };
 }

@@ -2,12 +2,14 @@
 // Per model, one explicit source: a served model's own tokenizer.json + chat template from a local
 // folder (what a real vLLM engine uses), or Switchyard's sim tokenizer (what `switchyard sim` uses for
 // the models it knows). Models with neither are routed by the approximate prefix index.
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
 import { resolveModel } from "../../engine/profiles.js";
-import { tokenizerForModel, type ChatMessage, type Tokenizer } from "../../tokenizer/index.js";
+import {
+  loadHfFolder,
+  tokenizerForModel,
+  type ChatMessage,
+  type HfFolder,
+  type Tokenizer,
+} from "../../tokenizer/index.js";
 import type { RequestView } from "../../routing/index.js";
 
 export interface RequestTokenizer {
@@ -125,62 +127,28 @@ export class SimRequestTokenizer implements RequestTokenizer {
   }
 }
 
-function tokenText(v: unknown): string | undefined {
-  if (typeof v === "string") return v;
-  if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string")
-    return (v as { content: string }).content;
-  return undefined;
-}
-
-/** A served model's own tokenizer.json and chat template (tokenizer_config.json or chat_template.jinja). */
+/**
+ * A served model's own tokenizer.json and chat template (tokenizer_config.json or chat_template.jinja),
+ * read by src/tokenizer's loadHfFolder, as `switchyard sim DIR` reads them.
+ */
 export class HfRequestTokenizer implements RequestTokenizer {
   readonly source: string;
-  private readonly tk: HfTokenizer;
-  private readonly template: Template | null;
-  private readonly specials: Record<string, string | undefined>;
+  private readonly folder: HfFolder;
 
   constructor(dir: string) {
     this.source = `hf:${dir}`;
-    const tokJson = JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")) as object;
-    const cfgPath = join(dir, "tokenizer_config.json");
-    const cfg = existsSync(cfgPath)
-      ? (JSON.parse(readFileSync(cfgPath, "utf8")) as Record<string, unknown>)
-      : {};
-    this.tk = new HfTokenizer(tokJson, cfg);
-    let tpl: string | undefined;
-    const jinjaPath = join(dir, "chat_template.jinja");
-    if (existsSync(jinjaPath)) tpl = readFileSync(jinjaPath, "utf8");
-    else if (typeof cfg.chat_template === "string") tpl = cfg.chat_template;
-    else if (Array.isArray(cfg.chat_template)) {
-      const named = (cfg.chat_template as { name?: string; template?: string }[]).find(
-        (t) => t.name === "default",
-      );
-      tpl = named?.template;
-    }
-    this.template = tpl ? new Template(tpl) : null;
-    this.specials = {
-      bos_token: tokenText(cfg.bos_token),
-      eos_token: tokenText(cfg.eos_token),
-      pad_token: tokenText(cfg.pad_token),
-      unk_token: tokenText(cfg.unk_token),
-    };
+    this.folder = loadHfFolder(dir);
   }
 
   render(messages: unknown[], addGenerationPrompt: boolean, kwargs: Record<string, unknown> = {}): string {
-    if (!this.template) throw new Error("the tokenizer has no chat template");
-    return this.template.render({
-      ...this.specials,
-      ...kwargs,
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-    });
+    return this.folder.render(messages, addGenerationPrompt, kwargs);
   }
 
   tokens(req: RequestView): number[] | null {
     const body = req.body ?? {};
     try {
       if (Array.isArray(req.messages)) {
-        if (!this.template) return null;
+        if (this.folder.templateText === null) return null;
         const kwargs = (body.chat_template_kwargs as Record<string, unknown> | undefined) ?? {};
         const text = this.render(
           req.messages,
@@ -188,13 +156,13 @@ export class HfRequestTokenizer implements RequestTokenizer {
           kwargs,
         );
         // vLLM tokenizes the rendered template with add_special_tokens=False: the template has the BOS
-        return this.tk.encode(text, { add_special_tokens: false }).ids;
+        return this.folder.hf.encode(text, { add_special_tokens: false }).ids;
       }
       const p = firstPrompt(req.prompt);
       if (!p) return null;
       if ("ids" in p) return p.ids;
       const add = (body.add_special_tokens as boolean | undefined) ?? true;
-      return this.tk.encode(p.text, { add_special_tokens: add }).ids;
+      return this.folder.hf.encode(p.text, { add_special_tokens: add }).ids;
     } catch {
       return null;
     }
