@@ -9,12 +9,12 @@
 // exactly only from the same ids. The ledger (migration-ledger.ts) re-wraps the completion's events
 // as chat chunks.
 //
-// Without ids (an engine before vLLM 0.10.2 returns none) a greedy request ends with an error event
-// saying so (`outcome="no_token_ids"`), and a greedy chat carrying images, audio or video (which a
-// token-id prompt cannot carry) may not move at all; a sampled one (temperature above 0) still
-// continues from the text — the completion's prompt + text, the chat's conversation with the partial
-// answer as an open assistant message (`continue_final_message`) — since its continuation is a new
-// draw either way.
+// Without ids (an engine before vLLM 0.10.2 returns none) a greedy request (temperature 0 or top_k
+// 1) ends with an error event saying so (`outcome="no_token_ids"`), and a greedy chat carrying
+// images, audio or video (which a token-id prompt cannot carry) may not move at all; a sampled one
+// (any other temperature, or none: vLLM's default samples) still continues from the text — the
+// completion's prompt + text, the chat's conversation with the partial answer as an open assistant
+// message (`continue_final_message`) — since its continuation is a new draw either way.
 //
 // What cannot continue at all is refused up front (the stream then ends with an error event on
 // failure, as it did before migration existed); the reasons are the documented list in
@@ -99,11 +99,11 @@ const isInt = (v: unknown) => typeof v === "number" && Number.isInteger(v);
 const isIds = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every(isInt);
 
 /**
- * The request samples: its temperature is above 0 (and top_k is not 1). Without a temperature the
- * model's generation config decides, which the router cannot see: such a request counts as greedy.
+ * The request is greedy: temperature 0, or top_k 1. Without a temperature vLLM samples at 1.0 (or at
+ * the model's generation config's, usually above 0), so only an explicit one makes a request greedy.
  */
-function samples(p: Record<string, unknown>): boolean {
-  return typeof p.temperature === "number" && p.temperature > 0 && p.top_k !== 1;
+function greedy(p: Record<string, unknown>): boolean {
+  return p.temperature === 0 || p.top_k === 1;
 }
 
 /** Some message carries a content part that is not text (an image, audio, a video, a file). */
@@ -198,7 +198,7 @@ export function planMigration(
     if (Array.isArray(tools) && tools.length > 0 && p.tool_choice !== "none") return "tool calls";
     if (!Array.isArray(p.messages) || p.messages.length === 0) return "no messages";
     // a token-id prompt cannot carry them; only text continues them, which is not the same answer
-    if (!samples(p) && hasMedia(p.messages))
+    if (greedy(p) && hasMedia(p.messages))
       return "image, audio or video content in a greedy chat (a token-id continuation cannot carry it)";
   }
   const so = p.stream_options as { include_usage?: unknown } | null | undefined;
@@ -252,7 +252,7 @@ export function continuation(plan: MigrationPlan, ledger: MigrationLedger): Cont
   if (used === 0) return asRequest(plan, p, left, used);
   const ids = tokenIdPrompt(plan, ledger);
   if (ids !== undefined) return fromTokenIds(plan, ids, left, used);
-  if (!samples(p))
+  if (greedy(p))
     return {
       kind: "refused",
       outcome: "no_token_ids",

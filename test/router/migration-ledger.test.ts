@@ -242,14 +242,15 @@ test("firstBody asks for token ids with one added field; continuation asks for w
         ev({ id: "c", choices: [{ index: 0, delta: { content: " upon" } }] }),
     ),
   );
-  const refused = continuation(chatPlan, noIds);
+  const greedyChat = { ...chatP, temperature: 0 };
+  const greedyPlan = planMigration("/v1/chat/completions", routed("/v1/chat/completions", greedyChat));
+  const refused = continuation(greedyPlan as MigrationPlan, noIds);
   assert.equal(refused.kind, "refused");
   assert.ok(refused.kind === "refused" && refused.outcome === "no_token_ids");
   assert.match((refused as { why: string }).why, /no token ids/);
-  // a sampled one continues from the text: the partial answer as an open assistant message
-  const sampled = { ...chatP, temperature: 0.8 };
-  const sampledPlan = planMigration("/v1/chat/completions", routed("/v1/chat/completions", sampled));
-  const text = continuation(sampledPlan as MigrationPlan, noIds);
+  // a sampled one (no temperature: vLLM's default samples) continues from the text: the partial
+  // answer as an open assistant message
+  const text = continuation(chatPlan, noIds);
   assert.equal(text.kind, "request");
   if (text.kind !== "request") return;
   assert.equal(text.asTokens, undefined, "the client's route");
@@ -264,7 +265,7 @@ test("firstBody asks for token ids with one added field; continuation asks for w
   // a greedy chat with an image may not move at all (a token-id prompt cannot carry the image)
   const image = {
     ...chatP,
-    temperature: 0,
+    top_k: 1,
     messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "data:," } }] }],
   };
   assert.match(

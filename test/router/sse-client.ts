@@ -18,6 +18,8 @@ export interface StreamRead {
   finish: string | null;
   /** ids of the events, all of which must be the same */
   ids: Set<string>;
+  /** the `object` of the events (one kind of chunk per stream) */
+  objects: Set<string>;
   /** token ids when the client asked for them */
   tokenIds: number[];
   /** the raw events after [DONE] or anything not `data:` JSON */
@@ -42,6 +44,7 @@ export function readStream(
     usage: undefined,
     finish: null,
     ids: new Set(),
+    objects: new Set(),
     tokenIds: [],
     oddities: [],
     done: Promise.resolve(),
@@ -76,6 +79,7 @@ export function readStream(
         if (r.dones > 0) r.oddities.push(`after [DONE]: ${data}`);
         const doc = JSON.parse(data) as {
           id?: string;
+          object?: string;
           error?: { message: string };
           usage?: StreamRead["usage"] | null;
           choices?: Array<{
@@ -90,6 +94,7 @@ export function readStream(
           continue;
         }
         if (doc.id) r.ids.add(doc.id);
+        if (doc.object) r.objects.add(doc.object);
         if (doc.usage) r.usage = doc.usage;
         for (const c of doc.choices ?? []) {
           const t = kind === "chat" ? c.delta?.content : c.text;
