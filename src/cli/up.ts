@@ -14,9 +14,17 @@
 // Prometheus, not ours, is stopped by a small guard process that holds such a channel for it. Every
 // port is tried before anything starts, so a port still taken says which one and by whom (ports.ts),
 // and every socket the stack opens binds on --host (the engines' KV PUB and replay sockets too).
+//
+// `--kv-curve` makes two CURVE keypairs for the run (the engines' and the router's) in a private
+// temporary directory, hands each process its own key directory, and removes it when the stack ends:
+// a stack on a shared network then takes KV events only from its own engines.
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
+import { newKeyPair, writeKeyDir } from "../kvevents/curve.js";
 import { logger } from "../obs/log.js";
 import { onShutdown, PARENT_WATCH_ENV, shutdown } from "../obs/lifecycle.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
@@ -55,6 +63,11 @@ const specs: FlagSpecs = {
     min: 0,
     max: 65000,
     help: "first KV-event PUB port (engine i publishes on base+i); 0 turns KV events off",
+  },
+  "kv-curve": {
+    type: "boolean",
+    default: false,
+    help: "authenticate and encrypt the KV events (ZMQ CURVE): a keypair for the engines and one for the router, made for this run in a private temporary directory and removed when the stack stops",
   },
   "ready-timeout": { type: "number", default: 60, help: "seconds to wait for the stack to become ready" },
   monitoring: {
@@ -206,6 +219,19 @@ export async function main(argv: string[]): Promise<number> {
   const problems = await portProblems(stackPorts(flags), host);
   if (problems.length > 0) throw new CliError(`cannot start the stack:\n  ${problems.join("\n  ")}`);
 
+  let curveDirs: { engines: string; router: string } | null = null;
+  if (flags["kv-curve"]) {
+    if (kvBase <= 0) throw new CliError("--kv-curve needs KV events (--kv-events-base-port above 0)");
+    const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
+    process.on("exit", () => rmSync(root, { recursive: true, force: true }));
+    const engines = newKeyPair();
+    const router = newKeyPair();
+    curveDirs = { engines: join(root, "engines"), router: join(root, "router") };
+    // the engines serve (their PUB binds) and let in the router's key; the router believes the engines' key
+    writeKeyDir(curveDirs.engines, engines, { clientKeys: [router.publicKey] });
+    writeKeyDir(curveDirs.router, router, { serverKey: engines.publicKey });
+  }
+
   const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;
   const engineUrls: string[] = [];
   for (let i = 0; i < n; i++) {
@@ -233,6 +259,7 @@ export async function main(argv: string[]): Promise<number> {
           topic: "",
         }),
       );
+      if (curveDirs) args.push("--kv-curve-dir", curveDirs.engines);
     }
     start(`engine-${i}`, [...args, ...engineArgs]);
   }
@@ -275,6 +302,7 @@ export async function main(argv: string[]): Promise<number> {
       String(kvBase + 1000),
       "--kv-events-by-index",
     );
+    if (curveDirs) routerArgs.push("--kv-curve-dir", curveDirs.router);
   }
   const router = start("router", routerArgs);
   const routerUrl = `http://${host}:${routerPort}`;
