@@ -14,8 +14,12 @@ export interface RequestHead {
   path: string;
   contentType: string;
   sessionKey: string | undefined;
-  /** `x-switchyard-debug: 1`: the response gets the routing explanation, as from the router */
+  /**
+   * `x-switchyard-debug: 1`: the response gets the routing explanation, as from the router, when the
+   * host lets this client have it (RoutingHost.mayDebug: the admin key in `x-switchyard-debug-key`)
+   */
   debug: boolean;
+  debugKey: string | undefined;
   /** the client's credential: the tenancy gate reads it, and it reaches engines only as HTTP's would */
   authorization: string | undefined;
 }
@@ -28,6 +32,7 @@ export function readHead(headers: readonly HeaderEntry[], sessionHeader: string)
     contentType: "",
     sessionKey: undefined,
     debug: false,
+    debugKey: undefined,
     authorization: undefined,
   };
   for (const h of headers) {
@@ -43,6 +48,9 @@ export function readHead(headers: readonly HeaderEntry[], sessionHeader: string)
         break;
       case "x-switchyard-debug":
         head.debug = h.value === "1";
+        break;
+      case "x-switchyard-debug-key":
+        head.debugKey ??= h.value;
         break;
       case "authorization":
         // the first, as Node keeps the first of a repeated Authorization: one rule for both ways in

@@ -157,6 +157,9 @@ export class ExtProcStream {
     const settings = this.host.settings();
     this.started = performance.now();
     this.head = readHead(msg.headers, settings.sessionHeader);
+    // decided once, here: a client the host does not let have the explanation gets the answer as if
+    // it had not asked
+    if (this.head.debug) this.head.debug = this.host.mayDebug(this.head.debugKey);
     this.timer = setTimeout(() => this.timedOut(), settings.streamTimeoutMs);
     this.timer.unref();
     if (this.requestMode === BodySendMode.Streamed || this.requestMode === BodySendMode.Grpc) {
@@ -344,6 +347,8 @@ export class ExtProcStream {
     if (auth !== undefined) {
       if (auth !== this.head?.authorization) setHeaders.push(["authorization", auth]);
     } else if (this.head?.authorization !== undefined) removeHeaders = ["authorization"];
+    // the admin key a debugging client sent stops here, as it does at the router's HTTP edge
+    if (this.head?.debugKey !== undefined) (removeHeaders ??= []).push("x-switchyard-debug-key");
     const common: CommonResponse = { setHeaders, removeHeaders, clearRouteCache: true, replaceBody };
     return { kind, common, dynamicMetadata: md };
   }

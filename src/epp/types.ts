@@ -82,5 +82,11 @@ export interface RoutingHost {
   routingInput?(path: string, parsed: Record<string, unknown>): { prompt: unknown; messages: unknown };
   /** the routing library's explanation of the last decision for a request (debug header) */
   explain(view: RequestView): string | undefined;
+  /**
+   * whether a request's `x-switchyard-debug: 1` is honoured, given its `x-switchyard-debug-key`: the
+   * router's rule (debug.allowHeader), so the explanation (engine URLs, predicted cached tokens) reaches
+   * through the gateway only whom it reaches over HTTP
+   */
+  mayDebug(key: string | undefined): boolean;
   readonly metrics: RequestMetrics;
 }

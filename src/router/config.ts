@@ -295,6 +295,27 @@ export const routerConfigSchema = z.strictObject({
       maxPerSecond: z.number().int().min(0).default(1000),
     })
     .prefault({}),
+  /**
+   * who gets the routing explanation `x-switchyard-debug: 1` asks for (x-switchyard-route names the
+   * engine and the predicted cached tokens, which tell whether another client sent the same prompt):
+   * admin (a request with the admin key in x-switchyard-debug-key; every client while the router has
+   * no keys at all), open (every client), off (nobody). docs/security.md
+   */
+  debug: z
+    .strictObject({
+      allowHeader: z.enum(["admin", "open", "off"]).default("admin"),
+    })
+    .prefault({}),
+  /**
+   * who may read GET /metrics (per-tenant series, engine URLs): auto (the admin key once the router
+   * has keys, as /engines; everyone while it has none), admin (always the admin key), open (everyone:
+   * only where the port is reachable by Prometheus alone). docs/security.md
+   */
+  metrics: z
+    .strictObject({
+      access: z.enum(["auto", "admin", "open"]).default("auto"),
+    })
+    .prefault({}),
   /** OpenTelemetry spans over OTLP/HTTP JSON (src/obs/tracing.ts); off without an endpoint */
   tracing: z
     .strictObject({

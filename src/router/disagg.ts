@@ -70,6 +70,8 @@ export interface DisaggDeps {
   config: () => RouterConfig;
   budget: RetryBudget;
   metrics: PromRegistry;
+  /** the client may have the debug explanation (debug.allowHeader; the prefill engine's URL) */
+  mayDebug: (req: IncomingMessage) => boolean;
 }
 
 type PrefillResult =
@@ -226,7 +228,7 @@ export class Disaggregation {
       });
       if (ctx.clientGone || ctx.totalTimedOut) return this.aborted(model);
       if (outcome.kind !== "retry") {
-        if (ctx.req.headers["x-switchyard-debug"] === "1" && !ctx.res.headersSent)
+        if (!ctx.res.headersSent && this.d.mayDebug(ctx.req))
           ctx.res.setHeader("x-switchyard-prefill", `engine=${engine.url}`);
         break;
       }

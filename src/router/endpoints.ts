@@ -70,6 +70,11 @@ export interface Endpoint {
    * or the fleet's; the engine answers for the rest
    */
   readonly modelless: boolean;
+  /**
+   * the query parameters vLLM reads on this route, the only ones relayed (upstream-rules.ts): any
+   * other parameter is the client's to send the router, not to send past it to an engine
+   */
+  readonly query: readonly string[];
   /** one line for the endpoint table in docs/router.md */
   readonly note: string;
 }
@@ -90,6 +95,7 @@ const DEFAULTS: Omit<Endpoint, "path" | "note"> = {
   trace: "",
   modelOptional: false,
   modelless: false,
+  query: [],
 };
 
 function ep(s: Spec): Endpoint {
@@ -142,6 +148,8 @@ export const ENDPOINTS: readonly Endpoint[] = [
     body: "none",
     pin: "path-id",
     modelless: true,
+    // vLLM's retrieve route: `?stream=true&starting_after=N` replays a background response's events
+    query: ["stream", "starting_after", "include_obfuscation"],
     trace: "responses.retrieve",
     note: "a stored response: goes to the engine that made it",
   }),

@@ -75,6 +75,7 @@ export function routingHost(router: Router): RoutingHost {
     ready: () => !router.draining && reg.anyReady(),
     routingInput: (path, parsed) => routingInput(endpointOf(path), parsed),
     explain: (view) => router.cache.explain(view),
+    mayDebug: (key) => router.gate.mayDebug(router.config.debug.allowHeader, key),
     metrics: router.metrics,
   };
 }

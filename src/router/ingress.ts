@@ -1,7 +1,8 @@
 // The router's edge: one HTTP request in, one routed request (request.ts) out, or one rejection. JSON,
-// multipart and bodyless requests go through the same steps in the same order — authenticate (before
-// any body byte is read, so an anonymous client never makes the router buffer one), body, parse,
-// validate, model and pin, prompt budget, admit — and every refusal leaves through one path that
+// multipart and bodyless requests go through the same steps in the same order — authenticate and
+// admit the tenant (before any body byte is read, so an anonymous client never makes the router
+// buffer one and a tenant's slow bodies take its own slots), body, parse,
+// validate, model and pin, prompt budget — and every refusal leaves through one path that
 // counts, logs and answers it in OpenAI's error format. What each path is (its body, model, prompt,
 // pin) is the endpoint table's (endpoints.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -9,8 +10,8 @@ import { Readable } from "node:stream";
 import { HttpError, sendError } from "../http/errors.js";
 import { parseSloHeader, SLO_HEADER } from "../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../http/body.js";
-import type { RouterGate } from "../tenancy/router-gate.js";
-import type { Tenant } from "../tenancy/state.js";
+import { promptEstimate, type RouterGate } from "../tenancy/router-gate.js";
+import type { Admission, Tenant } from "../tenancy/state.js";
 import { WorkCancelled } from "../tokenizer/index.js";
 import { ANONYMOUS_FLOW, type QueueFlow } from "./admission.js";
 import type { AccessLog } from "./access-log.js";
@@ -23,6 +24,7 @@ import type { Registry } from "./registry.js";
 import { modelNotFound, type RoutedRequest } from "./request.js";
 import type { Endpoint, EndpointMatch } from "./endpoints.js";
 import { locateResponse, responseNotFound, type ResponseAffinity } from "./response-affinity.js";
+import { upstreamPath } from "./upstream-rules.js";
 
 const MULTIPART_SNIFF_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -52,6 +54,12 @@ interface Body {
   /** bytes (declared or read), for the tenant's prompt estimate */
   bytes: number;
   parsed?: Record<string, unknown>;
+}
+
+/** The body size a request declares (Content-Length); 0 when it declares none (chunked, or no body). */
+function declaredBytes(req: IncomingMessage): number {
+  const n = Number(req.headers["content-length"] ?? 0);
+  return Number.isFinite(n) && n > 0 ? n : 0;
 }
 
 /** The admission-queue flow of a request: its tenant's (weight, priority), else the anonymous one. */
@@ -117,11 +125,16 @@ export class Ingress {
   ): Promise<void> {
     const multipart = ep.body === "multipart";
     let tenant: Tenant | undefined;
+    // the tenant's slot, taken at the headers (released here if the request is refused later)
+    let admission: Admission | undefined;
     let pr: RoutedRequest;
     try {
       tenant = this.d.gate.authenticate(req);
       const slo = parseSloHeader(req.headers[SLO_HEADER]);
       if (slo instanceof Error) throw new HttpError(400, slo.message, SLO_HEADER);
+      // before any body byte is read: a tenant's slow bodies hold its own concurrency slots, and one
+      // over its limit is refused now rather than after its body has been buffered
+      if (tenant) admission = await this.d.gate.take(tenant, promptEstimate(declaredBytes(req)));
       let b: Body;
       if (multipart) b = await this.multipartBody(req);
       else if (ep.body === "none") b = await this.noBody(req);
@@ -168,14 +181,15 @@ export class Ingress {
         }
       }
       let admitted;
-      if (tenant) {
-        // limits, then the tenant's cache_salt into the body before the routing view is built,
-        // so the KV-aware policy hashes the blocks the engine will
-        admitted = await this.d.gate.admit(tenant, multipart ? url : path, obj, b.bytes);
+      if (admission) {
+        // the tenant's cache_salt into the body before the routing view is built, so the KV-aware
+        // policy hashes the blocks the engine will; fields only the router sets removed
+        admitted = this.d.gate.prepare(admission, multipart ? url : path, obj, promptEstimate(b.bytes));
         mutated ||= admitted.mutated;
       }
       pr = {
-        path: url,
+        // only the query parameters vLLM reads on this route go on (upstream-rules.ts)
+        path: upstreamPath(url, ep.query),
         endpoint: ep,
         method: req.method === "GET" ? "GET" : "POST",
         pin: home && pinId !== undefined ? { id: pinId, engine: home.engine } : undefined,
@@ -194,7 +208,7 @@ export class Ingress {
         sloTtftMs: slo,
       };
     } catch (err) {
-      return this.reject(req, res, path, ep, tenant, err);
+      return this.reject(req, res, path, ep, tenant, admission, err);
     }
     return this.d.forward(req, res, pr);
   }
@@ -206,8 +220,14 @@ export class Ingress {
     path: string,
     ep: Endpoint,
     tenant: Tenant | undefined,
+    admission: Admission | undefined,
     err: unknown,
   ): void {
+    if (admission) {
+      // nothing was used: the slot and the reservation come back, the refusal counts for the tenant
+      const status = err instanceof HttpError ? err.status : 499;
+      this.d.gate.release(admission, status);
+    }
     if (!(err instanceof HttpError)) {
       if (err instanceof WorkCancelled) {
         // the client went away while its prompt was counted: a 499, as the data plane counts one
@@ -221,7 +241,7 @@ export class Ingress {
       throw err;
     }
     lingerAfterRefusal(req, res);
-    if (err.status !== 429 && err.status !== 503) this.d.gate.refused(tenant, err.status);
+    if (err.status !== 429 && err.status !== 503 && !admission) this.d.gate.refused(tenant, err.status);
     if (ep.counted !== "requests") this.d.metrics.countUnlisted(ep.path, err.status, ep.counted);
     else this.d.metrics.countRequest("none", "none", err.status, this.d.policyName());
     this.d.accessLog.rejected(req, path, err.status, tenant?.name, err.message);

@@ -375,7 +375,12 @@ export class Proxy implements AttemptHost {
         if (ctx.clientGone) return;
         if (ctx.totalTimedOut) throw totalTimeoutError();
       }
-      const headers = forwardedHeaders(ctx.req.headers, ctx.requestId, ctx.trace !== undefined);
+      const headers = forwardedHeaders(
+        ctx.req.headers,
+        ctx.requestId,
+        ctx.trace !== undefined,
+        ctx.req.socket.remoteAddress,
+      );
       const baseHeaders = headers.length;
       // P/D: the prefill step runs first; the loop below then sends the decode step (body and
       // candidates rewritten) like any request, so its stream is relayed as it arrives

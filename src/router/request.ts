@@ -9,7 +9,7 @@ import type { TenantRequest } from "../tenancy/request.js";
 
 /** Everything the data plane knows about one client request. */
 export interface RoutedRequest {
-  /** path and query as the client sent them */
+  /** the client's path, with only the query parameters the endpoint relays (upstream-rules.ts) */
   path: string;
   /** what the router knows of the path (endpoints.ts); absent in requests built by tests: looked up */
   endpoint?: Endpoint | undefined;

@@ -172,11 +172,12 @@ export class Router {
         config: () => this.cfg,
         budget: this.budget,
         metrics: this.metrics.registry,
+        mayDebug: (req) => this.mayDebug(req),
       }),
       hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
       affinity: this.affinity,
       onRouted: (req, res, view, engineUrl) => {
-        if (req.headers["x-switchyard-debug"] !== "1" || res.headersSent) return;
+        if (res.headersSent || !this.mayDebug(req)) return;
         res.setHeader(
           "x-switchyard-route",
           (this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`) +
@@ -233,6 +234,15 @@ export class Router {
       refused: this.connectionDropped,
       reclaimed: () => this.metrics.connectionsReclaimed.child().value++,
     });
+  }
+
+  /**
+   * `x-switchyard-debug: 1` from a client debug.allowHeader lets have the explanation (RouterGate.mayDebug);
+   * anyone else's changes nothing in the answer.
+   */
+  mayDebug(req: IncomingMessage): boolean {
+    if (req.headers["x-switchyard-debug"] !== "1") return false;
+    return this.gate.mayDebug(this.cfg.debug.allowHeader, req.headers["x-switchyard-debug-key"]);
   }
 
   /** A connection refused because limits.maxConnections were open, none of them idle. */
@@ -415,6 +425,11 @@ export class Router {
           }
           return this.json(res, 200, { engines: this.engines() });
         case "/metrics":
+          try {
+            this.authenticateMetrics(req);
+          } catch (err) {
+            return sendError(res, err as HttpError);
+          }
           return this.serveMetrics(res);
       }
     }
@@ -440,6 +455,20 @@ export class Router {
       return sendError(res, new HttpError(503, "router is draining", null, { "retry-after": "1" }));
     if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
     sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
+  }
+
+  /**
+   * /metrics carries every tenant's usage (switchyard_tenant_*) and the engines' URLs (`engine`
+   * labels): with tenancy on, one tenant must not read the others' there. metrics.access: auto asks
+   * for the admin key exactly where /engines does (once the router has any key); admin always;
+   * open never (a port only Prometheus can reach).
+   */
+  private authenticateMetrics(req: IncomingMessage): void {
+    const access = this.cfg.metrics.access;
+    if (access === "open") return;
+    if (access === "admin" && !this.tenancy.adminGuarded)
+      throw new HttpError(403, "metrics.access is admin but no admin key is configured");
+    this.gate.authenticateAdmin(req);
   }
 
   private async serveMetrics(res: ServerResponse): Promise<void> {

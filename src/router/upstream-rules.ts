@@ -9,6 +9,9 @@
 // not consume it (tenancy off: the router is transparent and the engine may check the client's key).
 // With tenancy on the client's key is the router's credential and never goes upstream. Probes and
 // scrapes carry the engine key or nothing: no client is behind them.
+//
+// Of the client's other headers and its query string only what vLLM reads goes on (an allow-list):
+// a client's cookie, x-api-key, x-forwarded-for or x-data-parallel-rank used to reach the engine.
 import type { IncomingHttpHeaders } from "node:http";
 import type { EngineSpec } from "../discovery/types.js";
 
@@ -62,21 +65,70 @@ export function upstreamAuthorization(
 }
 
 /**
- * The client's headers for upstream as a flat [name, value, ...] array: hop-by-hop ones, X-Request-Id
- * (ours is appended) and Authorization (decided per engine by `upstreamAuthorization`) removed; with
- * tracing on, the client's traceparent too (the engine gets the attempt span as its parent).
+ * The client request headers an engine gets, on every relayed route: what vLLM 0.32 reads of a
+ * request (the body's type, what the client accepts, its user agent for the engine's own logs, W3C
+ * trace context). Everything else stops at the router: cookies, `x-api-key` and other credentials
+ * meant for the router or a gateway before it, the client's own `x-forwarded-*` (the router writes
+ * its own), `x-data-parallel-rank` (vLLM would pin the request to the rank a client names, past the
+ * router's routing), the router's own control headers. An allow-list, because a deny-list misses the
+ * next header a client finds the engine reads.
  */
-export function forwardedHeaders(h: IncomingHttpHeaders, requestId: string, traced: boolean): string[] {
+export const FORWARDED_HEADERS: ReadonlySet<string> = new Set([
+  "content-type",
+  "accept",
+  "user-agent",
+  "traceparent",
+  "tracestate",
+]);
+
+/**
+ * The client's headers for upstream as a flat [name, value, ...] array: those FORWARDED_HEADERS
+ * allows; with tracing on, not the client's traceparent (the engine gets the attempt span as its
+ * parent); then `x-forwarded-for` with the client's address (the router's, never the client's own
+ * claim) and our X-Request-Id. Authorization is decided per engine by `upstreamAuthorization`.
+ */
+export function forwardedHeaders(
+  h: IncomingHttpHeaders,
+  requestId: string,
+  traced: boolean,
+  clientAddress?: string | undefined,
+): string[] {
   const out: string[] = [];
   for (const name in h) {
-    if (HOP_BY_HOP.has(name) || name === "x-request-id" || name === "authorization") continue;
+    if (!FORWARDED_HEADERS.has(name)) continue;
     if (traced && name === "traceparent") continue;
     const v = h[name];
     if (v === undefined) continue;
     out.push(name, Array.isArray(v) ? v.join(", ") : v);
   }
+  if (clientAddress) out.push("x-forwarded-for", clientAddress);
   out.push("x-request-id", requestId);
   return out;
+}
+
+/**
+ * The path and query an engine is sent: the client's path with only the query parameters the
+ * endpoint's row names (endpoints.ts `query`), in the client's order; no query at all on every other
+ * route. A parameter vLLM does not read is at best ignored and at worst read by something in front
+ * of the engine (a sidecar, a gateway) as the router's word.
+ */
+export function upstreamPath(pathAndQuery: string, allowed: readonly string[]): string {
+  const q = pathAndQuery.indexOf("?");
+  if (q < 0) return pathAndQuery;
+  const path = pathAndQuery.slice(0, q);
+  if (allowed.length === 0) return path;
+  const kept: string[] = [];
+  for (const part of pathAndQuery.slice(q + 1).split("&")) {
+    const eq = part.indexOf("=");
+    let name = eq < 0 ? part : part.slice(0, eq);
+    try {
+      name = decodeURIComponent(name.replace(/\+/g, " "));
+    } catch {
+      continue;
+    }
+    if (allowed.includes(name)) kept.push(part);
+  }
+  return kept.length > 0 ? `${path}?${kept.join("&")}` : path;
 }
 
 /** Headers of a router-initiated call (health, models, metrics, version): the engine key or nothing. */

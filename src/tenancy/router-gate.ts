@@ -1,12 +1,14 @@
 // The router's side of tenancy, in the order of the request path: authenticate (before the body is
 // read, so an anonymous client cannot make the router buffer a body), admit under the tenant's
-// limits, rewrite the body where tenancy needs it (cache salt, usage in streams), and hand the data
+// limits (over HTTP also before the body is read, so slow bodies hold the tenant's own slots),
+// rewrite the body where tenancy needs it (cache salt, usage in streams, fields only the router may
+// set), decide who may have the debug explanation, and hand the data
 // plane a TenantRequest that settles usage and frees the slot when the request ends. Every way into
 // the router goes through this one gate: HTTP ingress (src/router/ingress.ts) and the endpoint
 // picker (src/epp/stream.ts) alike, so a gateway-routed request cannot skip a key, a limit or a salt.
 import { HttpError } from "../http/errors.js";
 import { TenantRequest, type TenantSink } from "./request.js";
-import type { Tenant, TenancyState } from "./state.js";
+import type { Admission, Tenant, TenancyState } from "./state.js";
 
 /** Per-tenant numbers the router exports (metrics.ts): tenant names only, never keys. */
 export interface TenantMetricsSink extends TenantSink {
@@ -28,6 +30,36 @@ export interface AdmitOptions {
    * client's request is then left as it is and tokens settle by the estimate.
    */
   usageEvent?: boolean;
+}
+
+/** Who may have the routing explanation of `x-switchyard-debug: 1` (the router's `debug.allowHeader`). */
+export type DebugAccess = "admin" | "open" | "off";
+
+/** The prompt tokens reserved for a body of this many bytes: ~4 bytes a token (usage settles it). */
+export function promptEstimate(bodyBytes: number): number {
+  return Number.isFinite(bodyBytes) && bodyBytes > 0 ? Math.ceil(bodyBytes / 4) : 0;
+}
+
+/**
+ * Body fields only the router may set with tenancy on, removed from a client's body:
+ * `kv_transfer_params` tells a decode engine where to pull KV blocks from (`remote_host`,
+ * `remote_engine_id`, `remote_block_ids`): with a real P/D connector a client's own would make the
+ * engine connect where the client says, and read blocks another tenant's prompt left. The router's P/D
+ * flow (src/router/disagg.ts) adds its own after this. `request_id` is what vLLM names the request
+ * by when no X-Request-Id comes with it (the endpoint picker's way): a tenant's chosen id could match
+ * another's. Removed rather than refused: a client library that fills them in keeps working.
+ */
+export const ROUTER_OWNED_FIELDS = ["kv_transfer_params", "request_id"] as const;
+
+function dropOwnedFields(obj: Record<string, unknown>): boolean {
+  let dropped = false;
+  for (const f of ROUTER_OWNED_FIELDS) {
+    if (f in obj) {
+      delete obj[f];
+      dropped = true;
+    }
+  }
+  return dropped;
 }
 
 export interface Admitted {
@@ -62,6 +94,8 @@ export class RouterGate {
    * prepares the body: the tenant's `cache_salt` (so the KV-aware router hashes what the engine
    * will) and, when the tenant has token limits and the client streams without usage,
    * `stream_options.include_usage` (the usage event is stripped again before the client sees it).
+   * The endpoint picker's way: its gateway has buffered the body already. HTTP ingress takes the
+   * slot at the headers instead (`take`, then `prepare`).
    */
   async admit(
     tenant: Tenant,
@@ -70,11 +104,21 @@ export class RouterGate {
     bodyBytes: number,
     opts: AdmitOptions = {},
   ): Promise<Admitted> {
-    // the prompt estimate: ~4 bytes a token; usage settles the difference afterwards
-    const estimate = Number.isFinite(bodyBytes) && bodyBytes > 0 ? Math.ceil(bodyBytes / 4) : 0;
-    let admission;
+    const estimate = promptEstimate(bodyBytes);
+    const admission = await this.take(tenant, estimate);
+    return this.prepare(admission, path, obj, estimate, opts);
+  }
+
+  /**
+   * Takes the tenant's concurrency slot and reserves its buckets as soon as its request's headers
+   * are authenticated, before any body byte is read: a tenant trickling N bodies holds at most its
+   * concurrency limit of slots, and the next request gets the tenant's 429 at once, instead of every
+   * slow body being free until it completed. `estimate`: prompt tokens to reserve (promptEstimate of
+   * the declared Content-Length; 0 without one, settled from usage when the request ends).
+   */
+  async take(tenant: Tenant, estimate: number): Promise<Admission> {
     try {
-      admission = await this.state.admit(tenant, estimate);
+      return await this.state.admit(tenant, estimate);
     } catch (err) {
       if (err instanceof HttpError) {
         this.sink.rejected(
@@ -85,10 +129,25 @@ export class RouterGate {
       }
       throw err;
     }
+  }
+
+  /**
+   * The body's part of admission, once it is read: the fields the router owns set or removed, and
+   * the TenantRequest that settles usage and frees the slot when the request ends.
+   */
+  prepare(
+    admission: Admission,
+    path: string,
+    obj: Record<string, unknown> | undefined,
+    estimate: number,
+    opts: AdmitOptions = {},
+  ): Admitted {
+    const tenant = admission.tenant;
     let mutated = false;
     let strip = false;
     const stream = obj?.stream === true;
     if (obj) {
+      mutated = dropOwnedFields(obj);
       if (tenant.cacheSalt !== undefined) {
         const own = typeof obj.cache_salt === "string" ? obj.cache_salt : undefined;
         obj.cache_salt = this.state.cacheSaltFor(tenant, own);
@@ -121,6 +180,37 @@ export class RouterGate {
       stripUsageEvent: strip,
     });
     return { request, mutated };
+  }
+
+  /**
+   * A request refused after `take` (its body was bad, its client left): the slot and the
+   * reservation come back (nothing was used) and the refusal is counted under the tenant.
+   */
+  release(admission: Admission, status: number): void {
+    this.state.record(admission, { promptTokens: 0, completionTokens: 0 });
+    this.state.release(admission);
+    this.sink.finished(admission.tenant.name, status);
+  }
+
+  /**
+   * Whether a request's `x-switchyard-debug: 1` is honoured (docs/security.md): the answer names
+   * engines (their URLs) and tells how much of the prompt the router predicts cached, which with
+   * shared engines says whether another client sent the same prompt. `open`: every client; `off`:
+   * nobody; `admin`: a request carrying the router's admin key in `x-switchyard-debug-key` (the admin
+   * key cannot authenticate inference itself), or any request while the router has no keys at all
+   * (then every client may read /engines too).
+   */
+  mayDebug(mode: DebugAccess, key: string | string[] | undefined): boolean {
+    if (mode === "open") return true;
+    if (mode === "off") return false;
+    if (!this.state.adminGuarded) return true;
+    if (typeof key !== "string" || key === "") return false;
+    try {
+      this.state.authenticateAdmin(`Bearer ${key}`);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** A request that failed before it was admitted (401, 403, 4xx of the body): counted by tenant when known. */

@@ -196,7 +196,9 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
     assert.equal((await picked(c, "c3")).endpoint, new URL(engine.url).host);
     await c.cancel("c3");
 
-    const metrics = await (await fetch(`${router.url}/metrics`)).text();
+    const metrics = await (
+      await fetch(`${router.url}/metrics`, { headers: { authorization: `Bearer ${KEYS.admin}` } })
+    ).text();
     assert.match(metrics, /switchyard_tenant_rejected_total\{tenant="conc",limit="concurrent_requests"\} 1/);
   });
 });

@@ -73,7 +73,11 @@ async function connect(url: string): Promise<Conn> {
   const r = await client.request({
     path: "/v1/completions",
     method: "POST",
-    headers: { "content-type": "application/json", "x-switchyard-debug": "1" },
+    headers: {
+      "content-type": "application/json",
+      "x-switchyard-debug": "1",
+      "x-switchyard-debug-key": ADMIN,
+    },
     body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
   });
   await r.body.text();
@@ -106,7 +110,11 @@ async function holdStream(c: Conn, body: Record<string, unknown> = {}): Promise<
   const r = await c.client.request({
     path: "/v1/completions",
     method: "POST",
-    headers: { "content-type": "application/json", "x-switchyard-debug": "1" },
+    headers: {
+      "content-type": "application/json",
+      "x-switchyard-debug": "1",
+      "x-switchyard-debug-key": ADMIN,
+    },
     body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 400, stream: true, ...body }),
   });
   assert.equal(r.statusCode, 200);
@@ -165,7 +173,9 @@ test(
           );
         }
       }
-      const m = await (await fetch(`${g.url}/metrics`)).text();
+      const m = await (
+        await fetch(`${g.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
+      ).text();
       const inflight = [...m.matchAll(/^switchyard_engine_in_flight\{[^}]*\} (\d+)/gm)].map((x) =>
         Number(x[1]),
       );
@@ -201,7 +211,11 @@ test(
           .request({
             path: "/v1/completions",
             method: "POST",
-            headers: { "content-type": "application/json", "x-switchyard-debug": "1" },
+            headers: {
+              "content-type": "application/json",
+              "x-switchyard-debug": "1",
+              "x-switchyard-debug-key": ADMIN,
+            },
             body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
           })
           .then(async (r) => {
@@ -217,7 +231,9 @@ test(
       // over 2 s to answer (a loaded machine), never left uncounted (refused ones were claimed anew)
       const claims = new Map<string, number>();
       let waited = 0;
-      for (const x of parseSamples(await (await fetch(`${g.url}/metrics`)).text())) {
+      for (const x of parseSamples(
+        await (await fetch(`${g.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text(),
+      )) {
         if (x.name === "switchyard_routing_claims_total") claims.set(x.labels.result!, x.value);
         if (x.name === "switchyard_routing_claim_wait_seconds_count") waited += x.value;
       }
@@ -251,7 +267,9 @@ test("the group's /metrics counts every worker's requests", { timeout: 60_000 },
       }
     }
     const served = g.engines.reduce((a, e) => a + e.hits, 0);
-    const m = await (await fetch(`${g.url}/metrics`)).text();
+    const m = await (
+      await fetch(`${g.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
+    ).text();
     const total = [...m.matchAll(/^switchyard_requests_total\{[^}]*status="200"[^}]*\} (\d+)/gm)].reduce(
       (a, x) => a + Number(x[1]),
       0,
@@ -289,7 +307,9 @@ test("an engine failing live traffic is ejected once for the whole group", { tim
         "ejected",
       );
     }
-    const m = await (await fetch(`${g.url}/metrics`)).text();
+    const m = await (
+      await fetch(`${g.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
+    ).text();
     assert.match(m, /^switchyard_engine_ejections_total\{engine="[^"]+",reason="passive"\} 1$/m);
     const before = good!.hits;
     for (const l of by.values()) {
@@ -316,7 +336,11 @@ test("a prefix learned by one worker routes the other worker's request", { timeo
       const r = await c.client.request({
         path: "/v1/completions",
         method: "POST",
-        headers: { "content-type": "application/json", "x-switchyard-debug": "1" },
+        headers: {
+          "content-type": "application/json",
+          "x-switchyard-debug": "1",
+          "x-switchyard-debug-key": ADMIN,
+        },
         body: JSON.stringify({ model: MODEL, prompt, max_tokens: 1 }),
       });
       await r.body.text();
@@ -350,7 +374,11 @@ test("admin drain and config reloads reach every worker", { timeout: 60_000 }, a
       const r = await c.client.request({
         path: "/v1/completions",
         method: "POST",
-        headers: { "content-type": "application/json", "x-switchyard-debug": "1" },
+        headers: {
+          "content-type": "application/json",
+          "x-switchyard-debug": "1",
+          "x-switchyard-debug-key": ADMIN,
+        },
         body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
       });
       await r.body.text();

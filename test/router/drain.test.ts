@@ -37,7 +37,7 @@ test("POST /admin/engines/drain: the engine takes no new requests, its streams m
       const n = await post(
         `${router.url}/v1/completions`,
         { ...body(10 + i), max_tokens: 2 },
-        { "x-switchyard-debug": "1" },
+        { "x-switchyard-debug": "1", "x-switchyard-debug-key": ADMIN },
       );
       assert.equal(n.status, 200);
       assert.match(n.headers.get("x-switchyard-route") ?? "", new RegExp(b!.url));
@@ -50,7 +50,9 @@ test("POST /admin/engines/drain: the engine takes no new requests, its streams m
       assert.equal(s.usage, undefined);
       assert.equal(s.finish, "length");
     }
-    const m = await (await fetch(`${router.url}/metrics`)).text();
+    const m = await (
+      await fetch(`${router.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
+    ).text();
     assert.match(m, /switchyard_migrations_total\{[^}]*reason="drain",outcome="continued"\} 2/);
     // a drain by hand holds whatever the probes say, until undrained
     await new Promise((res) => setTimeout(res, 300));
@@ -84,7 +86,9 @@ test("an engine that answers its health probe as draining (503, /live 200) leave
     assert.deepEqual(onA.errors, []);
     assert.equal(onA.dones, 1);
     assert.equal(onA.finish, "length");
-    const m = await (await fetch(`${router.url}/metrics`)).text();
+    const m = await (
+      await fetch(`${router.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
+    ).text();
     assert.doesNotMatch(m, /switchyard_engine_ejections_total\{/, "a drain is not an ejection");
     assert.doesNotMatch(m, /switchyard_migrations_total\{/, "nothing had to move");
   } finally {

@@ -143,11 +143,7 @@ test("every route the table relays answers through the router with the engine's 
       }
     }
     // an engine's non-200 answer is relayed as it was, status and body
-    const teapot = await post(
-      `${router.url}/v1/messages`,
-      { model: MODEL, messages: [] },
-      { "x-fake-status": "418" },
-    );
+    const teapot = await post(`${router.url}/v1/messages`, { model: MODEL, messages: [], fake_status: 418 });
     assert.equal(teapot.status, 418);
     assert.equal(((await teapot.json()) as { path: string }).path, "/v1/messages");
     // a route the table knows, with a method it does not: 405

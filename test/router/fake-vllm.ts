@@ -19,6 +19,8 @@ export interface FakeVllmOptions {
 export interface Recorded {
   method: string;
   path: string;
+  /** path and query as they arrived */
+  url: string;
   body: string;
   headers: IncomingMessage["headers"];
 }
@@ -135,18 +137,25 @@ export async function startFakeVllm(name: string, opts: FakeVllmOptions = {}): P
         }
         // /version is a relayed route too (the router's own probe of it carries no X-Request-Id)
         if (req.headers["x-request-id"] !== undefined)
-          eng.seen.push({ method: "GET", path, body: text, headers: req.headers });
+          eng.seen.push({ method: "GET", path, url: req.url ?? path, body: text, headers: req.headers });
         return json(res, 200, { version: opts.version ?? "0.32.0", engine: name });
       }
-      eng.seen.push({ method: req.method ?? "", path, body: text, headers: req.headers });
-      // a test may ask for any status, to see it relayed as it is
-      const status = Number(req.headers["x-fake-status"] ?? 200);
+      eng.seen.push({
+        method: req.method ?? "",
+        path,
+        url: req.url ?? path,
+        body: text,
+        headers: req.headers,
+      });
       let body: Record<string, unknown> = {};
       try {
         body = text ? (JSON.parse(text) as Record<string, unknown>) : {};
       } catch {
         // multipart or empty: echoed as bytes
       }
+      // a test may ask for any status, to see it relayed as it is (a body field: the router relays
+      // only the headers vLLM reads)
+      const status = Number(body.fake_status ?? 200);
       if (status === 200 && req.method === "POST" && path === "/v1/responses") return responses(res, body);
       const m = /^\/v1\/responses\/([^/]+)(\/cancel)?$/.exec(path);
       if (status === 200 && m && m[1] !== "render" && m[1] !== "derender") {

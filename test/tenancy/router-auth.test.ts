@@ -100,10 +100,12 @@ test("auth paths with the openai client; the engine sees its own key, never the 
     assert.equal((await get("/admin/reload", KEY_A, "POST")).status, 403);
     // no config file: nothing to reload
     assert.equal((await get("/admin/reload", ADMIN, "POST")).status, 409);
-    // open endpoints stay open (probes and Prometheus carry no key)
+    // probes stay open (they carry no key); /metrics, with every tenant's usage, needs the admin key
     assert.equal((await get("/health")).status, 200);
     assert.equal((await get("/ready")).status, 200);
-    const metrics = await (await get("/metrics")).text();
+    assert.equal((await get("/metrics")).status, 401);
+    assert.equal((await get("/metrics", KEY_A)).status, 403);
+    const metrics = await (await get("/metrics", ADMIN)).text();
     assert.match(metrics, /switchyard_tenant_requests_total\{tenant="b",status="200"\} 1/);
     assert.match(metrics, /switchyard_tenant_tokens_total\{tenant="b",kind="completion"\} 2/);
     assert.match(

@@ -78,6 +78,7 @@ async function run(o: {
   const eng = await gatedEngine();
   const r = await routerFor([eng.url], {
     admission: { maxInFlightPerEngine: 1 },
+    metrics: { access: "open" },
     tenancy: {
       tenants: { a: { weight: 1 }, b: { weight: o.weightB } },
       keys: [

@@ -37,6 +37,8 @@ test("requests per minute and concurrency: 429 with Retry-After and the limit na
   const eng = await startFakeEngine({ tokenDelayMs: 50 });
   const r = await routerFor([eng.url], {
     tenancy: tenancy({ rpm: { requestsPerMinute: 3 }, conc: { maxConcurrent: 2 }, tok: {} }),
+    // no admin key here: the tenant series are read from an open page
+    metrics: { access: "open" },
   });
   try {
     const c = client(r.url, KEYS.rpm);
@@ -87,6 +89,7 @@ test("completion tokens per minute from stream usage: usage added for the limit,
   const eng = await startFakeEngine();
   const r = await routerFor([eng.url], {
     tenancy: tenancy({ rpm: {}, conc: {}, tok: { completionTokensPerMinute: 10 } }),
+    metrics: { access: "open" },
   });
   try {
     const c = client(r.url, KEYS.tok);

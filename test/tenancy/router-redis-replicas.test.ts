@@ -117,6 +117,8 @@ test(
       // timeouts far above what a loaded machine needs: an engine that answers late is no fault here
       health: { interval: 200, timeout: 5_000 },
       discovery: { modelsInterval: 500, metricsInterval: 200, metricsTimeout: 5_000 },
+      // no admin key here: the tenant series are read from an open page
+      metrics: { access: "open" },
       tenancy: {
         tenants: Object.fromEntries(TENANTS.map((n) => [n, { limits: limits[n] }])),
         keys: TENANTS.map((n) => ({ hash: hashKey(keyOf(n)), tenant: n })),
