@@ -1,6 +1,13 @@
 // The engine model's public surface. See README.md in this folder and docs/engine-model.md.
 export type * from "./types.js";
 export { GPUS, MODELS, resolveGpu, resolveModel, loadProfilesFile } from "./profiles.js";
+export {
+  isModelFolder,
+  loadModelFolder,
+  profileFromConfig,
+  withDtype,
+  type FolderProfile,
+} from "./profiles-hf.js";
 export { defaultEngineConfig, validateEngineConfig, vllmBatchDefaults } from "./config.js";
 export { kvCapacity, reserveBytesPerGpu, type KvCapacity } from "./capacity.js";
 export {

@@ -208,6 +208,7 @@ const ModelSchema = z.object({
   id: z.string().min(1),
   aliases: z.array(z.string()).default([]),
   params: positive,
+  activeParams: positive.optional(),
   layers: posInt,
   hiddenSize: posInt,
   numHeads: posInt,

@@ -59,7 +59,7 @@ export class StepTimer {
   constructor(config: EngineConfig) {
     const m = config.model;
     this.tp = config.tensorParallelSize;
-    this.flopsPerToken = (2 * m.params) / this.tp;
+    this.flopsPerToken = (2 * (m.activeParams ?? m.params)) / this.tp;
     // QKᵀ and AV: 2 FLOPs per multiply-add each, over the query heads (= hidden for most models)
     this.attnFlopsPerCtx = (4 * m.layers * m.numHeads * m.headDim) / this.tp;
     this.weightBytes = (m.params * m.dtypeBytes) / this.tp;

@@ -24,6 +24,11 @@ export interface ModelProfile {
   id: string;
   aliases: string[];
   params: number;
+  /**
+   * parameters one token passes through, when fewer than params (a mixture of experts: only
+   * num_experts_per_tok experts run per token); compute follows this, weight memory follows params
+   */
+  activeParams?: number;
   layers: number;
   hiddenSize: number;
   numHeads: number;

@@ -1,14 +1,19 @@
 // Assembles a running sim from options: profiles → engine config → engine in real time → tokenizer,
 // metrics, KV-event publisher → HTTP server. Used by the CLI and by tests that start it in-process.
 import type { AddressInfo, Socket } from "node:net";
+import { resolve } from "node:path";
 import { mulberry32 } from "../workload/rng.js";
 import {
   defaultEngineConfig,
+  isModelFolder,
   kvCapacity,
+  loadModelFolder,
   loadProfilesFile,
   resolveGpu,
   resolveModel,
+  withDtype,
   type EngineConfig,
+  type ModelProfile,
 } from "../engine/index.js";
 import { parseKvEventsConfig } from "../kvevents/config.js";
 import { loadCurveKeys } from "../kvevents/curve.js";
@@ -57,12 +62,29 @@ function asCliError<T>(fn: () => T): T {
   }
 }
 
+/**
+ * The model served: a Hugging Face folder (config.json) wins over the catalogue, as `vllm serve DIR`
+ * reads its folder; --tokenizer swaps in another folder's tokenizer, --dtype the element size.
+ */
+function servedModel(o: SimOptions): ModelProfile {
+  if (isModelFolder(o.model)) {
+    const f = loadModelFolder(o.model, o.model, { dtype: o.dtype, tokenizerDir: o.tokenizer });
+    for (const { field, note } of f.ignored)
+      log.warn({ field }, `config.json ${field} is not modelled: ${note}`);
+    if (f.unread.length > 0)
+      log.debug({ fields: f.unread }, "config.json fields the engine model does not read");
+    return f.profile;
+  }
+  const profile = withDtype(resolveModel(o.model), o.dtype);
+  return o.tokenizer ? { ...profile, tokenizer: `hf:${resolve(o.tokenizer)}` } : profile;
+}
+
 export function buildEngineConfig(o: SimOptions): EngineConfig {
   if (o.profilesFile) {
     const file = o.profilesFile;
     asCliError(() => loadProfilesFile(file));
   }
-  const model = asCliError(() => resolveModel(o.model));
+  const model = asCliError(() => servedModel(o));
   const gpu = asCliError(() => resolveGpu(o.gpu));
   const lm = o.lmcache;
   const offload: EngineConfig["offload"] = lm
@@ -101,7 +123,7 @@ export function buildEngineConfig(o: SimOptions): EngineConfig {
 export async function startSim(o: SimOptions): Promise<RunningSim> {
   const engineConfig = buildEngineConfig(o);
   const capacity = kvCapacity(engineConfig);
-  const tokenizer = tokenizerForModel(engineConfig.model);
+  const tokenizer = asCliError(() => tokenizerForModel(engineConfig.model));
   if (o.timeScale <= 0) throw new CliError("--time-scale must be > 0");
   const runtime = new SimRuntime(engineConfig, o.timeScale);
   let lmcache: LmcacheTier | null = null;

@@ -16,7 +16,19 @@ export const DEFAULT_VLLM_VERSION = "0.28.0";
 export const SIM_FLAGS: FlagSpecs = {
   port: { type: "int", default: 8000, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
   host: { type: "string", default: "0.0.0.0", help: "address to bind" },
-  "served-model-name": { type: "list", help: "name(s) the model answers to; the first is reported" },
+  "served-model-name": {
+    type: "list",
+    help: "name(s) the model answers to; the first is reported (default: MODEL as given)",
+  },
+  tokenizer: {
+    type: "string",
+    help: "Hugging Face folder whose tokenizer.json and chat template to use (default: MODEL when it is a folder)",
+  },
+  dtype: {
+    type: "string",
+    default: "auto",
+    help: "weight and KV dtype: auto (the model's; float32 checkpoints run as bfloat16), bfloat16, float16, float32",
+  },
   "gpu-memory-utilization": {
     type: "number",
     default: 0.9,
@@ -175,7 +187,12 @@ export const SIM_FLAGS: FlagSpecs = {
 };
 
 export interface SimOptions {
+  /** a catalogue name (src/engine/profiles.ts) or a Hugging Face model folder (config.json) */
   model: string;
+  /** --tokenizer: a folder with tokenizer.json (vLLM's flag) */
+  tokenizer?: string;
+  /** --dtype as vLLM reads it ("auto": the model's own) */
+  dtype: string;
   port: number;
   host: string;
   servedModelNames: string[];
@@ -287,7 +304,9 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   const f = parsed.flags;
   const model = parsed.positionals[0] ?? yamlModel(configFile);
   if (!model)
-    throw new CliError("usage: switchyard sim MODEL [flags] (e.g. meta-llama/Llama-3.1-8B-Instruct)");
+    throw new CliError(
+      "usage: switchyard sim MODEL [flags] (e.g. meta-llama/Llama-3.1-8B-Instruct, or a Hugging Face model folder)",
+    );
   if (parsed.positionals.length > 1) throw new CliError(`unexpected argument '${parsed.positionals[1]}'`);
 
   const algo = String(f["prefix-caching-hash-algo"]);
@@ -338,6 +357,8 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   });
   return {
     model,
+    tokenizer: str(f.tokenizer),
+    dtype: String(f.dtype),
     port: f.port as number,
     host: f.host as string,
     servedModelNames: names.length > 0 ? names : [model],
