@@ -256,8 +256,8 @@ export class RouterMetrics {
     "switchyard_migrations_total",
     "Streams whose engine failed or was drained after the first byte, by model, reason (connection_lost, " +
       "closed, idle_timeout, error_event, drain, ejected) and outcome (continued on another engine; ended " +
-      "by the router, the answer being complete; not_migratable, limit, poisoned, failed: ended with an " +
-      "error event)",
+      "by the router, the answer being complete; not_migratable, no_token_ids, limit, poisoned, failed: " +
+      "ended with an error event)",
     ["model", "reason", "outcome"] as const,
   );
   readonly migrationGap = new HistogramFamily(
