@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { curveKeyPair } from "zeromq";
 import { writeKeyDir } from "../../src/kvevents/curve.js";
+import { zmqGuardCounts } from "../../src/kvevents/zmq-guard.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 import { startSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
@@ -135,5 +136,71 @@ test("a router config whose CURVE secret key file is readable by every user is r
     );
   } finally {
     rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("a primary's relay with CURVE keys passes on the listed publisher's messages to the workers and nothing of another keypair's", async () => {
+  const { KvEventRelay, workerKvEndpoint } = await import("../../src/router/cluster/kv-relay.js");
+  const { ZmqEventPublisher } = await import("../../src/kvevents/publisher.js");
+  const { KvEventCollector } = await import("../../src/kvevents/collector.js");
+  const { parseKvEventsConfig } = await import("../../src/kvevents/config.js");
+  const engines = curveKeyPair();
+  const routerPair = curveKeyPair();
+  const keys = { ...routerPair, serverKey: null, clientKeys: [engines.publicKey], source: "test" };
+  // the worker's side: a plain collector on its private ipc endpoint, fed by the relay
+  const workerEp = workerKvEndpoint(0, process.pid * 1000 + 7);
+  const worker = await KvEventCollector.bind(workerEp);
+  const got: number[] = [];
+  worker.attach(
+    { id: "e", addresses: ["127.0.0.1:8001"] },
+    {
+      onBatch: (_s, b) =>
+        got.push(Number((b.events[0] as { blockHashes: bigint[] }).blockHashes[0]! & 0xffffn)),
+    },
+  );
+  const relay = await KvEventRelay.start("tcp://127.0.0.1:*", [workerEp], undefined, keys);
+  const cfg = parseKvEventsConfig({
+    enable_kv_cache_events: true,
+    endpoint: relay.endpoint,
+    topic: "kv@127.0.0.1:8001@m",
+  });
+  const real = await ZmqEventPublisher.create(cfg, {
+    curve: { ...engines, serverKey: routerPair.publicKey, clientKeys: null, source: "test" },
+  });
+  const forged = await ZmqEventPublisher.create(cfg, {
+    curve: { ...curveKeyPair(), serverKey: routerPair.publicKey, clientKeys: null, source: "test" },
+  });
+  const batch = (i: number) => ({
+    ts: 1,
+    events: [
+      {
+        type: "BlockStored" as const,
+        blockHashes: [(1n << 63n) + BigInt(i)],
+        parentBlockHash: null,
+        tokenIds: [1, 2, 3, 4],
+        blockSize: 4,
+        loraId: null,
+        medium: "GPU",
+        loraName: null,
+      },
+    ],
+    dataParallelRank: 0,
+  });
+  try {
+    for (let i = 0; got.length < 3; i++) {
+      real.publish(batch(i));
+      forged.publish(batch(1000 + i));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.ok(i < 1500, "nothing of the listed publisher was relayed");
+    }
+    await waitUntil(() => zmqGuardCounts.authFailures["kv-relay"] > 0, 5000, "the forged publisher refused");
+    assert.ok(
+      got.every((h) => h < 1000),
+      `forged batches relayed: ${got.join(",")}`,
+    );
+  } finally {
+    await Promise.all([real.close(), forged.close()]);
+    await relay.close();
+    await worker.close();
   }
 });

@@ -5,10 +5,14 @@
 // lone router does, and sees every engine's events. A slow worker loses messages past the high-water
 // mark; its collector detects the gap by sequence number and replays or purges (src/kvevents). The
 // bound socket is capped in message size like a lone router's collector (src/kvevents/zmq-guard.ts):
-// what is too big is dropped here, before any worker sees it.
+// what is too big is dropped here, before any worker sees it. With the router's CURVE keys the bound
+// socket lets in only the listed publishers (ZAP, src/kvevents/zap.ts), as a lone router's collector
+// does; the workers' ipc endpoints stay plain (reached through the file system, not the network).
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Publisher, Subscriber } from "zeromq";
+import { curveServerOptions, type CurveKeys } from "../../kvevents/curve.js";
+import { registerZap, type ZapRegistration } from "../../kvevents/zap.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "../../kvevents/zmq-guard.js";
 import { logger } from "../../obs/log.js";
 
@@ -32,6 +36,7 @@ export class KvEventRelay {
     private readonly pub: Publisher,
     readonly endpoint: string,
     private readonly maxBytes: number,
+    private readonly zap: ZapRegistration | null,
   ) {}
 
   /**
@@ -42,26 +47,34 @@ export class KvEventRelay {
     bind: string,
     targets: readonly string[],
     maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
+    curve: CurveKeys | null = null,
   ): Promise<KvEventRelay> {
+    if (curve && !curve.clientKeys?.length)
+      throw new Error(
+        `the KV-event collector's CURVE keys (${curve.source}) name no publisher: list the engines' public keys in clients.keys`,
+      );
+    const zap = curve ? await registerZap("kv-relay", curve.clientKeys) : null;
     const sub = new Subscriber({
       receiveHighWaterMark: 100_000,
       linger: 0,
       maxMessageSize: maxMessageBytes,
+      ...(curve ? { ...curveServerOptions(curve), zapDomain: zap!.domain } : {}),
     });
     sub.subscribe();
     try {
       await sub.bind(bind);
     } catch (err) {
       sub.close();
+      await zap?.release();
       throw new Error(`cannot bind the KV-event collector to ${bind}: ${(err as Error).message}`);
     }
     const pub = new Publisher({ sendHighWaterMark: 100_000, linger: 0 });
     for (const t of targets) pub.connect(t);
-    const r = new KvEventRelay(sub, pub, sub.lastEndpoint ?? bind, maxMessageBytes);
+    const r = new KvEventRelay(sub, pub, sub.lastEndpoint ?? bind, maxMessageBytes, zap);
     r.loop = r.run();
     r.watch = watchDisconnects(sub, "kv-relay");
     log.info(
-      { endpoint: r.endpoint, workers: targets.length },
+      { endpoint: r.endpoint, workers: targets.length, security: curve ? `curve (${curve.source})` : "none" },
       "KV-event collector bound; relaying to the workers",
     );
     return r;
@@ -89,5 +102,6 @@ export class KvEventRelay {
     this.sub.close();
     this.pub.close();
     await Promise.all([this.loop, this.watch]);
+    await this.zap?.release();
   }
 }

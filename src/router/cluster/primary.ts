@@ -21,6 +21,7 @@ import { workersOwnSockets } from "../accept.js";
 import { watchConfigFile } from "../config-watch.js";
 import { aggregateMetrics } from "./aggregate.js";
 import { ControlPlane } from "./control-plane.js";
+import { loadCurveKeys } from "../../kvevents/curve.js";
 import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
 import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
@@ -117,10 +118,12 @@ export class Primary {
     // before anything runs: a taken port fails here as it would for a lone router
     this.ownSockets = await workersOwnSockets(this.cfg.port, this.cfg.host);
     await this.cp.start();
-    const { bind, maxMessageBytes } = this.cfg.routing.kvEvents;
+    const { bind, maxMessageBytes, curve } = this.cfg.routing.kvEvents;
     if (bind) {
       const targets = Array.from({ length: this.o.workers }, (_, i) => workerKvEndpoint(i));
-      this.relay = await KvEventRelay.start(bind, targets, maxMessageBytes);
+      // the keys as at start: a reload re-keys the workers' sockets, not this one
+      const keys = curve ? loadCurveKeys(curve) : null;
+      this.relay = await KvEventRelay.start(bind, targets, maxMessageBytes, keys);
     }
     this.peers = await PeerSync.start(this.cfg.peers, {
       load: () => this.cp.load.group((s) => s.startsWith("w")),

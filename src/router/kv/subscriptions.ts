@@ -238,7 +238,9 @@ export class KvSubscriptions {
       this.bound = ep;
       const maxMessageBytes = this.cfg.routing.kvEvents.maxMessageBytes;
       if (!this.curve) this.warnPlain(ep, `the KV-event collector at ${ep} takes messages`);
-      const curve = this.curve;
+      // ipc is reached through the file system, not the network: a router worker's private endpoint,
+      // fed by its primary's relay (which holds the keys), stays plain
+      const curve = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : this.curve;
       this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve }).then((c) => {
         if (this.closed || this.bound !== ep) {
           void c.close();
