@@ -37,6 +37,12 @@ export interface FamilyParts {
   encoderSplitsAdded?: boolean;
   /** ids to try as output words when the English word list finds too few (output-pool.ts) */
   poolCandidates?: () => Iterable<number>;
+  /**
+   * text up to this length is encoded at once (default SYNC_ENCODE_CHARS): a slower encoder (a
+   * folder's, through @huggingface/tokenizers, ~1-3 µs a character) takes a smaller one so that no
+   * encode holds the event loop for more than a few milliseconds
+   */
+  syncEncodeChars?: number;
 }
 
 /**
@@ -134,7 +140,11 @@ export class FamilyTokenizer implements Tokenizer {
   /** no added token holds whitespace, so cutting at safeCut points never splits one */
   private readonly sliceable: boolean;
   /** a long encode's first slice, from the pace of the last slice encoded (see SYNC_ENCODE_CHARS) */
-  private firstSlice = SYNC_ENCODE_CHARS;
+  private firstSlice: number;
+  private readonly syncChars: number;
+  /** a stretch without a cut point longer than this goes to the worker thread (OFFLOAD_CHARS, or
+   * four times a slower encoder's syncEncodeChars) */
+  private readonly offloadChars: number;
   private readonly prefix: readonly number[];
   private readonly suffix: readonly number[];
 
@@ -155,6 +165,9 @@ export class FamilyTokenizer implements Tokenizer {
       parts.sliceable !== false &&
       !parts.encoderSplitsAdded &&
       parts.addedTokens.every((t) => !/\s/.test(t.content));
+    this.syncChars = parts.syncEncodeChars ?? SYNC_ENCODE_CHARS;
+    this.firstSlice = this.syncChars;
+    this.offloadChars = Math.min(OFFLOAD_CHARS, 4 * this.syncChars);
     this.prefix = parts.prefixIds ?? (parts.bosTokenId !== null ? [parts.bosTokenId] : []);
     this.suffix = parts.suffixIds ?? [];
     this.outputPool = buildOutputPool(
@@ -184,7 +197,7 @@ export class FamilyTokenizer implements Tokenizer {
    * worker thread (offload.ts), so no slice costs more than a few milliseconds whatever the text.
    */
   async encodeAsync(text: string, addSpecialTokens = true): Promise<number[]> {
-    if (text.length <= SYNC_ENCODE_CHARS) return this.encode(text, addSpecialTokens);
+    if (text.length <= this.syncChars) return this.encode(text, addSpecialTokens);
     if (!this.sliceable) return (await this.whole(text, addSpecialTokens, Infinity)).ids;
     return (await this.sliced(text, addSpecialTokens, Infinity)).ids;
   }
@@ -197,7 +210,7 @@ export class FamilyTokenizer implements Tokenizer {
     since?: number,
     owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }> {
-    if (text.length <= SYNC_ENCODE_CHARS) {
+    if (text.length <= this.syncChars) {
       const ids = this.encode(text, addSpecialTokens);
       const count = ids.length;
       if (count > keep) ids.length = keep;
@@ -248,7 +261,7 @@ export class FamilyTokenizer implements Tokenizer {
     let slice = this.firstSlice;
     for (let pos = 0; pos < n;) {
       let end = safeCut(text, pos + 1);
-      if (end - pos > OFFLOAD_CHARS) {
+      if (end - pos > this.offloadChars) {
         const ids = await tokenizerThread.encode(this.family, text.slice(pos, end), owner);
         for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
         dropped += keepFirst(out, keep);
@@ -258,7 +271,7 @@ export class FamilyTokenizer implements Tokenizer {
       // grow the slice cut point by cut point, stopping before a stretch that must be offloaded
       while (end < n && end - pos < slice) {
         const next = safeCut(text, end + 1);
-        if (next - end > OFFLOAD_CHARS) break;
+        if (next - end > this.offloadChars) break;
         end = next;
       }
       const t0 = performance.now();
@@ -268,7 +281,7 @@ export class FamilyTokenizer implements Tokenizer {
       // aim the next slice at SLICE_TARGET_MS from this one's pace (cache hits make it vary)
       const pace = (end - pos) / Math.max(ms, 0.05);
       slice = Math.min(SLICE_MAX_CHARS, Math.max(SLICE_MIN_CHARS, Math.floor(pace * SLICE_TARGET_MS)));
-      this.firstSlice = Math.min(SYNC_ENCODE_CHARS, slice);
+      this.firstSlice = Math.min(this.syncChars, slice);
       pos = end;
       if (pos < n) await nextTurn(pos < OLDEST_FIRST_CHARS ? since : performance.now(), owner);
     }
