@@ -161,6 +161,36 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
     assert.notEqual(mixed, salt);
   });
 
+  it("through the gateway too: a tenant's x-switchyard-debug is ignored without the admin key, its kv_transfer_params dropped; the admin key explains and stops at the picker", async (t) => {
+    const c = start(t);
+    if (!c) return;
+    const auth = { authorization: `Bearer ${KEYS.salted}` };
+    const withParams = {
+      ...CHAT,
+      kv_transfer_params: { remote_host: "evil.example", remote_block_ids: [1] },
+    };
+    const route = async (id: string, extra: Record<string, string>) => {
+      await c.open(id);
+      await c.send(id, requestHeaders({ ...HEADERS, ...auth, "x-switchyard-debug": "1", ...extra }));
+      await c.send(id, requestBody(JSON.stringify(withParams)));
+      const p = await picked(c, id);
+      assert.equal(p.body.kv_transfer_params, undefined, `${id}: the client's kv_transfer_params removed`);
+      await c.send(id, responseHeaders({ ":status": "200", "content-type": "application/json" }));
+      const rh = await c.recv(id);
+      await c.send(id, responseBody("{}", true));
+      await c.recv(id);
+      await c.cancel(id);
+      return { removed: p.removed, route: setHeader(rh.msg.responseHeaders.response, "x-switchyard-route") };
+    };
+    const plain = await route("dbg-tenant", {});
+    assert.equal(plain.route, undefined, "no explanation for a tenant");
+    const wrong = await route("dbg-wrong", { "x-switchyard-debug-key": KEYS.conc });
+    assert.equal(wrong.route, undefined, "a tenant key is not the admin key");
+    const admin = await route("dbg-admin", { "x-switchyard-debug-key": KEYS.admin });
+    assert.match(admin.route ?? "", /engine=/);
+    assert.ok(admin.removed.includes("x-switchyard-debug-key"), "the admin key never reaches the engine");
+  });
+
   it("a tenant at its concurrency limit: 429 ImmediateResponse naming the limit, no engine slot; freed, the next is picked", async (t) => {
     const c = start(t);
     if (!c) return;
