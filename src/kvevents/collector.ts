@@ -25,7 +25,7 @@ import {
   type StreamStats,
 } from "./sequencer.js";
 import { registerZap, type ZapRegistration } from "./zap.js";
-import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "./zmq-guard.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, observeFromNow, oversized, watchDisconnects } from "./zmq-guard.js";
 
 /** Why a message was dropped (malformed and oversized ones are not counted as received). */
 export type CollectorDrop = "malformed" | "oversized" | "topic" | "unknown-engine" | "ambiguous-engine";
@@ -122,6 +122,7 @@ export class KvEventCollector {
       ...(curve ? { ...curveServerOptions(curve), zapDomain: zap!.domain } : {}),
     });
     sub.subscribe("");
+    observeFromNow(sub);
     try {
       await sub.bind(endpoint);
     } catch (err) {

@@ -15,7 +15,7 @@ import {
   type StreamStats,
 } from "./sequencer.js";
 import { registerZap, type ZapRegistration } from "./zap.js";
-import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "./zmq-guard.js";
+import { DEFAULT_MAX_MESSAGE_BYTES, observeFromNow, oversized, watchDisconnects } from "./zmq-guard.js";
 
 /** How long a dropped connection may take to come back by itself before it is made again. */
 const RECONNECT_CHECK_MS = 1000;
@@ -86,6 +86,7 @@ export class KvEventSubscriber {
   static async create(opts: KvEventSubscriberOptions): Promise<KvEventSubscriber> {
     const s = new KvEventSubscriber(opts);
     s.sub.subscribe(opts.topic ?? "");
+    observeFromNow(s.sub);
     try {
       if (opts.bind && opts.curve) {
         s.zap = await registerZap("kv-subscriber", opts.curve.keys.clientKeys);

@@ -71,6 +71,15 @@ export function oversized(frames: readonly Buffer[], cap: number, socket: Guarde
 }
 
 /**
+ * Starts the socket's event monitor now, before it binds or connects: libzmq reports only what happens
+ * once the monitor exists, and a handshake refused in between would go unseen (a plain peer's is never
+ * tried again). zeromq.js keeps one monitor per socket, which watchDisconnects then reads.
+ */
+export function observeFromNow(socket: Socket): void {
+  void socket.events;
+}
+
+/**
  * Counts the socket's ended peer connections and failed security handshakes until it closes;
  * `on.disconnect` hears each ended connection too, `on.connect` each new one and `on.authFailure` each
  * failed handshake. One consumer per socket: zeromq.js hands each event to one reader.

@@ -13,7 +13,12 @@ import { join } from "node:path";
 import { Publisher, Subscriber } from "zeromq";
 import { curveServerOptions, type CurveKeys } from "../../kvevents/curve.js";
 import { registerZap, type ZapRegistration } from "../../kvevents/zap.js";
-import { DEFAULT_MAX_MESSAGE_BYTES, oversized, watchDisconnects } from "../../kvevents/zmq-guard.js";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  observeFromNow,
+  oversized,
+  watchDisconnects,
+} from "../../kvevents/zmq-guard.js";
 import { logger } from "../../obs/log.js";
 
 const log = logger("router.kv-relay");
@@ -61,6 +66,7 @@ export class KvEventRelay {
       ...(curve ? { ...curveServerOptions(curve), zapDomain: zap!.domain } : {}),
     });
     sub.subscribe();
+    observeFromNow(sub);
     try {
       await sub.bind(bind);
     } catch (err) {
