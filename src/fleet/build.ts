@@ -258,5 +258,6 @@ export function fleetOptionsFor(
     seed: s.simulation.seed,
     recordItl: opts.recordItl ?? s.simulation.itl,
     sloTtftMs: s.simulation.slo_ttft_ms,
+    scorers: s.simulation.scorers,
   };
 }

@@ -8,7 +8,7 @@ import type { RequestRecord } from "../workload/record.js";
 import type { ArrivalKind } from "../workload/arrivals.js";
 import type { Workload } from "../workload/types.js";
 import { VirtualDriver, type EngineConfig, type EngineCounters } from "../engine/index.js";
-import type { PolicyName } from "../routing/index.js";
+import type { PolicyName, ScorersConfig } from "../routing/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
 import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
@@ -42,6 +42,8 @@ export interface FleetOptions {
   sloTtftMs?: number | undefined;
   /** router processes sharing the group's counts, each with its own policy state (default 1) */
   routers?: number;
+  /** scorers added to the policy's own, as the router's config `scorers` */
+  scorers?: ScorersConfig;
   /** hooks for callers that run many simulations of one workload (the planner); none changes a run */
   hooks?: FleetHooks;
 }
@@ -102,6 +104,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       sloTtftMs: o.sloTtftMs,
       routers: o.routers,
       seed: o.seed,
+      scorers: o.scorers,
     },
     o.engine.model.id,
     fleet.engines,

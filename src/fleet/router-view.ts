@@ -20,6 +20,7 @@ import {
   type EngineView,
   type Policy,
   type PolicyName,
+  type ScorersConfig,
   type RequestView,
 } from "../routing/index.js";
 import { chatMessages, completionPrompt } from "../workload/types.js";
@@ -45,6 +46,8 @@ export interface RouterOptions {
   routers?: number | undefined;
   /** picks which router process a request reaches (routers > 1) */
   seed?: number | undefined;
+  /** scorers added to the policy's own, as the router's config `scorers` */
+  scorers?: ScorersConfig | undefined;
 }
 
 /** the group part of a workload's session id (`g12-q3` → `g12`, `user-4` → `user-4`) */
@@ -106,6 +109,7 @@ export class RouterView {
         createPolicy(o.policy, {
           ...(cache ? { cache } : {}),
           predictive: { timing: (v) => timing.get(v.id), slo: { defaultTtftMs: o.sloTtftMs } },
+          scorers: o.scorers,
         }),
       );
     this.rand = mulberry32(o.seed ?? 1);

@@ -11,7 +11,7 @@ import {
   type GpuProfile,
   type ModelProfile,
 } from "../engine/index.js";
-import { ROUTER_POLICY_NAMES } from "../routing/index.js";
+import { ROUTER_POLICY_NAMES, scorersConfigSchema } from "../routing/index.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -86,6 +86,8 @@ const simulationSchema = z.strictObject({
   /** stop starting requests after this many virtual seconds */
   duration_s: positive.optional(),
   policy: z.enum(ROUTER_POLICY_NAMES as unknown as [string, ...string[]]).optional(),
+  /** scorers added to the policy's own, as the router's config `scorers` (docs/routing.md) */
+  scorers: scorersConfigSchema,
   session_key: z.enum(["auto", "none", "session", "group"]).default("auto"),
   scrape_interval_ms: positive.default(1000),
   /** predictive policy: every request's TTFT SLO, ms (refused, as the router's 429, when no engine can meet it) */

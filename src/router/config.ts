@@ -4,7 +4,12 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { duration, size } from "../config/values.js";
-import { predictiveConfigSchema, ROUTER_POLICY_NAMES, sloConfigSchema } from "../routing/index.js";
+import {
+  predictiveConfigSchema,
+  ROUTER_POLICY_NAMES,
+  scorersConfigSchema,
+  sloConfigSchema,
+} from "../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
 import { tenancyConfigSchema } from "../tenancy/config.js";
 import { discoveryConfigSchema } from "../discovery/config.js";
@@ -154,6 +159,8 @@ export const routerConfigSchema = z.strictObject({
   routing: routingConfigSchema,
   /** the predictive policy's engine timing (docs/routing.md) */
   predictive: predictiveConfigSchema,
+  /** scorers added to the policy's own, weighed in its pick (docs/routing.md, "Adding a scorer") */
+  scorers: scorersConfigSchema,
   /** TTFT SLOs the predictive policy admits requests by (docs/routing.md) */
   slo: sloConfigSchema,
   session: z
@@ -340,6 +347,8 @@ function describe(err: z.ZodError): string {
 export function parseConfig(input: unknown): RouterConfig {
   const r = routerConfigSchema.safeParse(input ?? {});
   if (!r.success) throw new ConfigError(`invalid router config: ${describe(r.error)}`);
+  if (r.data.scorers.length > 0 && r.data.policy === "round-robin")
+    throw new ConfigError("invalid router config: scorers: round-robin does not pick by score");
   return r.data;
 }
 

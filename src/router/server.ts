@@ -297,6 +297,7 @@ export class Router {
       cache: this.cache,
       cacheAware: cfg.routing.cost,
       predictive: predictiveOptions(cfg.predictive, cfg.slo),
+      scorers: cfg.scorers,
     });
   }
 

@@ -105,6 +105,19 @@ function loadUnitCost(
   return guarded;
 }
 
+/**
+ * −cost (seconds, or load units) → the scorer contract's [0, 1]: the cheapest candidate 1, one
+ * COST_HALF_SCORE dearer ½, far dearer → 0. Monotone, so alone it picks as the cost does; beside other
+ * scorers a weight-w scorer's full range is worth as much as w·COST_HALF_SCORE/(1 − w·…) of cost, about
+ * w seconds for small w.
+ */
+const COST_HALF_SCORE = 1;
+function unitScores(out: Float64Array, n: number): void {
+  let best = -Infinity;
+  for (let i = 0; i < n; i++) if (out[i]! > best) best = out[i]!;
+  for (let i = 0; i < n; i++) out[i] = 1 / (1 + (best - out[i]!) / COST_HALF_SCORE);
+}
+
 export interface CacheAwarePolicyOptions {
   /** the load-unit cost's constants (callers that do not count first tokens) */
   cacheAware?: CacheAwareOptions | undefined;
@@ -154,6 +167,7 @@ export function createCacheAwarePolicy(
         const guarded = loadUnitCost(o, engines, pred, now, out, uncached);
         last.set(req, { engines, pred, guarded, uncached, ttftMs: null, sloMs: undefined });
       }
+      unitScores(out, n);
     },
   };
   return {

@@ -6,6 +6,7 @@ import { defaultEngineConfig, GPUS, resolveGpu, resolveModel } from "../engine/i
 import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
 import type { EngineView } from "./types.js";
 import type { PredictiveOptions } from "./predictive.js";
+import { scorerNames } from "./scorers/index.js";
 
 const gpuId = z.string().refine(
   (g) => {
@@ -38,6 +39,20 @@ export const predictiveConfigSchema = z
   })
   .prefault({});
 export type PredictiveConfig = z.output<typeof predictiveConfigSchema>;
+
+/** scorers added to the policy's own (weight 1), by name (scorers/registry.ts); at most 16 */
+export const scorersConfigSchema = z
+  .array(
+    z.strictObject({
+      name: z.string().refine((n) => scorerNames().includes(n), {
+        message: `expected a scorer: ${scorerNames().join(", ")}`,
+      }),
+      weight: z.number().min(0).max(1000).default(1),
+    }),
+  )
+  .max(16)
+  .default([]);
+export type ScorersConfig = z.output<typeof scorersConfigSchema>;
 
 export const sloConfigSchema = z
   .strictObject({

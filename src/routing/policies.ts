@@ -16,6 +16,7 @@ import type {
 import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
 import { busyOf, othersQueuedOf, waitingOf } from "./load.js";
 import type { PredictiveOptions } from "./predictive.js";
+import { createScorer } from "./scorers/registry.js";
 import { createVllmRouterCacheAwarePolicy, type VllmRouterCacheAwareOptions } from "./baselines.js";
 
 const GOLDEN = 0.6180339887498949;
@@ -219,9 +220,24 @@ export interface PolicyOptions {
   predictive?: PredictiveOptions;
   /** vllm-router-cache-aware: its thresholds */
   vllmRouterCacheAware?: VllmRouterCacheAwareOptions;
+  /**
+   * scorers added to the policy's own (weight 1): the config's `scorers` by name (scorers/registry.ts),
+   * or made already; every policy but round-robin picks by the weighted sum
+   */
+  scorers?: readonly ({ name: string; weight: number } | Scorer)[];
 }
 
 export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
+  const policy = basePolicy(name, opts);
+  const extra = (opts.scorers ?? []).map((s) => ("score" in s ? s : createScorer(s.name, s.weight)));
+  if (extra.length === 0) return policy;
+  if (policy.picker === roundRobinPicker)
+    throw new Error(`policy '${name}' does not pick by score: scorers cannot be added to it`);
+  // an added scorer may compare each engine with the others (decode-batch does)
+  return { ...policy, scorers: [...policy.scorers, ...extra], loadElsewhereKeepsPick: false };
+}
+
+function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
   switch (name) {
     case "round-robin":
       return { name, filters: standardFilters, scorers: [], picker: roundRobinPicker };

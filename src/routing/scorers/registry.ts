@@ -1,0 +1,27 @@
+// Scorers by name, so a router's config (and a fleet scenario) can add them to any policy that picks by
+// score, as the Gateway API Inference Extension composes its plugins: `scorers: [{ name, weight }]`.
+// A scorer module registers itself here when imported; scorers/index.ts imports every one.
+import type { Scorer } from "../types.js";
+
+/** makes a scorer with the weight the config gives it */
+export type ScorerFactory = (weight: number) => Scorer;
+
+const factories = new Map<string, ScorerFactory>();
+
+export function registerScorer(name: string, factory: ScorerFactory): void {
+  if (factories.has(name)) throw new Error(`scorer '${name}' is registered twice`);
+  factories.set(name, factory);
+}
+
+/** the registered scorers' names, sorted (config validation, docs) */
+export function scorerNames(): string[] {
+  return [...factories.keys()].sort();
+}
+
+/** One scorer from its config entry; an unknown name throws, naming the ones there are. */
+export function createScorer(name: string, weight: number): Scorer {
+  const f = factories.get(name);
+  if (!f) throw new Error(`unknown scorer '${name}' (known: ${scorerNames().join(", ")})`);
+  if (!(weight >= 0) || !Number.isFinite(weight)) throw new Error(`scorer '${name}': weight must be ≥ 0`);
+  return f(weight);
+}
