@@ -403,8 +403,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     }
     let ok = true;
     if (!this.isSse) {
-      // Non-streamed bodies: hold one chunk back so a one-chunk answer leaves in a single
-      // write with its headers and terminator (res.end), instead of three.
+      // one chunk held back: a one-chunk answer leaves with headers and terminator in one write (res.end)
       if (this.held !== undefined) ok = res.write(this.held);
       this.held = chunk;
     } else ok = res.write(chunk);
