@@ -97,11 +97,14 @@ test("--workers 2: GET and previous_response_id on the other worker reach the st
       home++;
     }
     assert.equal(home, 4);
-    // told by the worker that saw the answer, not found by asking the engines
+    // mostly told by the worker that saw the answer; a follow-up that overtakes the group's message
+    // (a busy host) asks the engines instead, at most once per id, and is then remembered
     const lookups = engines.flatMap((e) =>
       e.seen.filter((r) => r.method === "GET" && !r.headers["x-request-id"]),
     );
-    assert.deepEqual(lookups, []);
+    const ids = lookups.map((r) => r.path);
+    assert.equal(new Set(ids).size * engines.length >= ids.length, true, `lookups: ${ids.join(", ")}`);
+    assert.ok(ids.length <= 4 * engines.length, `lookups: ${ids.join(", ")}`);
   } finally {
     for (const c of conns) await c.client.close();
     await proc.stop();
