@@ -2,16 +2,26 @@
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
+import { parseCidrRule, parseListen } from "./namespace.js";
 import {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PORT,
+  DEFAULT_PUT_TIMEOUT_MS,
   DEFAULT_STALL_TIMEOUT_MS,
   startCacheServer,
 } from "./server.js";
 
 const specs: FlagSpecs = {
-  host: { type: "string", default: "0.0.0.0", help: "address to listen on" },
+  host: { type: "string", default: "0.0.0.0", help: "address to listen on (and --listen's default host)" },
   port: { type: "int", default: DEFAULT_PORT, min: 0, max: 65535, help: "lm:// port (0 picks a free one)" },
+  listen: {
+    type: "list",
+    help: "[HOST:]PORT[=NAMESPACE], repeatable: listeners whose clients' keys live in NAMESPACE (replaces --port)",
+  },
+  "namespace-cidr": {
+    type: "list",
+    help: "CIDR=NAMESPACE, repeatable: clients from these addresses use NAMESPACE (first match; before --listen's)",
+  },
   "max-memory": { type: "size", default: "16GiB", help: "memory budget for stored objects (LRU beyond it)" },
   "max-object-size": {
     type: "size",
@@ -32,6 +42,12 @@ const specs: FlagSpecs = {
     min: 0.001,
     help: "seconds a peer may move no bytes mid-request or with unread replies before it is closed",
   },
+  "put-timeout": {
+    type: "number",
+    default: DEFAULT_PUT_TIMEOUT_MS / 1000,
+    min: 0.001,
+    help: "seconds a PUT may take from its header to its last byte before its connection is closed",
+  },
   "metrics-port": {
     type: "int",
     min: 0,
@@ -41,18 +57,32 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard cache-server [--host H] [--port P] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--stall-timeout S] [--metrics-port P]";
+  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--stall-timeout S] [--put-timeout S] [--metrics-port P]";
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);
   if (!parsed) return 0;
-  const { flags } = parsed;
+  const { flags, given } = parsed;
   const sizeFlag = (name: string) => flags[name] as number;
   const maxMemoryBytes = sizeFlag("max-memory");
   if (maxMemoryBytes <= 0) throw new CliError("--max-memory must be positive");
+  const listenFlags = flags.listen as string[];
+  if (listenFlags.length > 0 && given.has("port"))
+    throw new CliError("--port and --listen: give the default namespace's listener as --listen PORT");
+  let listen, namespaceByAddress;
+  try {
+    listen =
+      listenFlags.length > 0 ? listenFlags.map((l) => parseListen(l, flags.host as string)) : undefined;
+    namespaceByAddress = (flags["namespace-cidr"] as string[]).map(parseCidrRule);
+  } catch (err) {
+    if (err instanceof RangeError) throw new CliError(err.message);
+    throw err;
+  }
   const server = await startCacheServer({
     host: flags.host as string,
     port: flags.port as number,
+    listen,
+    namespaceByAddress,
     maxMemoryBytes,
     maxObjectBytes: sizeFlag("max-object-size"),
     diskDir: flags["disk-dir"] as string | undefined,
@@ -60,6 +90,7 @@ export async function main(argv: string[]): Promise<number> {
     metricsPort: flags["metrics-port"] as number | undefined,
     maxConnections: flags["max-connections"] as number,
     stallTimeoutMs: (flags["stall-timeout"] as number) * 1000,
+    putTimeoutMs: (flags["put-timeout"] as number) * 1000,
     log: logger("cache-server"),
   });
   onShutdown(() => server.close());

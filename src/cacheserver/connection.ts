@@ -4,6 +4,11 @@
 // the socket reads it arrived in (payload.ts: no copy of the bulk of it) and becomes visible only
 // when its last byte is in; a GET hit sends those chunks back in one writev. Any protocol violation
 // closes this connection and nothing else.
+// A PUT reserves its object's cost in the memory budget when its header arrives, before its receive
+// buffer is allocated; with no room (other PUTs in progress hold the rest) its payload is read and
+// dropped instead. The reservation is given back when the object is stored or the PUT dies (peer
+// gone, stalled, over --put-timeout, protocol error, shutdown). Keys are scoped to the connection's
+// namespace (namespace.ts) at the boundary: nothing past handle() sees a client's raw key.
 import { Socket } from "node:net";
 import type { Logger } from "../obs/log.js";
 import type { CacheMetrics } from "./metrics.js";
@@ -19,9 +24,17 @@ import {
   type ClientHeader,
   type ProtocolErrorKind,
 } from "./protocol.js";
-import { DirectPayload, EMPTY_PAYLOAD, PayloadBuilder, payloadOf, type Payload } from "./payload.js";
+import {
+  DirectPayload,
+  DiscardPayload,
+  EMPTY_PAYLOAD,
+  PayloadBuilder,
+  payloadOf,
+  type Payload,
+} from "./payload.js";
 import type { StoredObject } from "./memory.js";
-import type { TieredStore } from "./store.js";
+import { namespaceLabel, scopedKey } from "./namespace.js";
+import { TieredStore } from "./store.js";
 
 export interface ConnectionContext {
   store: TieredStore;
@@ -32,6 +45,10 @@ export interface ConnectionContext {
   stallTimeoutMs: number;
   /** read PUT payloads straight into their Buffers (default); false: keep Node's own read buffers */
   directReads?: boolean;
+  /** a PUT whose payload is not all in this long after its header is closed (slow_payload) */
+  putTimeoutMs: number;
+  /** called when a PUT is refused for want of budget (rate-limited logging lives with the caller) */
+  onPutRefused?: (peer: string, namespace: string, bytes: number) => void;
 }
 
 /** Stop handling requests while more than this many reply bytes wait in the socket's buffer. */
@@ -43,7 +60,13 @@ const DTYPE_UINT8 = 6;
 
 interface PutInProgress {
   header: ClientHeader;
-  payload: PayloadBuilder | DirectPayload;
+  /** the key scoped to the connection's namespace */
+  key: string;
+  payload: PayloadBuilder | DirectPayload | DiscardPayload;
+  /** bytes reserved in the memory budget (0 for a refused PUT being discarded) */
+  reserved: number;
+  /** performance.now() at the header, for --put-timeout */
+  started: number;
 }
 
 /** Header reads (and whatever follows a header in the same read) land here in direct-read mode. */
@@ -87,6 +110,8 @@ export class Connection {
   constructor(
     raw: Socket,
     private readonly ctx: ConnectionContext,
+    /** where this peer's keys live (namespace.ts); DEFAULT_NAMESPACE when none is configured */
+    readonly namespace: string,
   ) {
     // assigned before the socket is rebuilt: its first read buffer is asked for during construction
     this.scratch = ctx.directReads !== false ? Buffer.allocUnsafeSlow(SCRATCH_BYTES) : undefined;
@@ -113,7 +138,7 @@ export class Connection {
     });
     socket.once("close", () => {
       this.closed = true;
-      this.put = undefined;
+      this.dropPut();
       this.backlog.length = 0;
     });
   }
@@ -149,10 +174,8 @@ export class Connection {
     const put = this.put;
     if (put && put.payload instanceof DirectPayload && buf !== this.scratch) {
       put.payload.advance(n);
-      if (put.payload.missing === 0) {
-        this.put = undefined;
-        this.commitPut(put.header, put.payload.finish());
-      }
+      if (put.payload.missing === 0) this.completePut(put);
+      else this.checkPutDeadline(put);
     } else this.onData(buf.subarray(0, n));
     return !this.busy && !this.closed && !this.stopping;
   }
@@ -202,10 +225,43 @@ export class Connection {
   private fail(kind: ProtocolErrorKind, message: string): void {
     if (this.closed) return;
     this.ctx.metrics?.protocolError(kind);
-    this.ctx.log.warn({ peer: this.peer, kind }, `protocol error, closing connection: ${message}`);
+    this.ctx.log.warn(
+      { peer: this.peer, namespace: namespaceLabel(this.namespace), kind },
+      `protocol error, closing connection: ${message}`,
+    );
     this.closed = true;
-    this.put = undefined;
+    this.dropPut();
     this.socket.destroy();
+  }
+
+  /** The PUT in progress dies unstored: its reservation goes back to the budget. */
+  private dropPut(): void {
+    const put = this.put;
+    if (!put) return;
+    this.put = undefined;
+    if (put.reserved > 0) this.ctx.store.unreserve(put.reserved);
+  }
+
+  /**
+   * A peer that keeps sending a byte now and then never trips the stall timeout, yet holds its
+   * reservation: a PUT gets --put-timeout from its header for all its bytes. Checked as bytes
+   * arrive (the stall timeout covers a peer that sends none), so no timer per PUT.
+   */
+  private checkPutDeadline(put: PutInProgress): void {
+    const ms = performance.now() - put.started;
+    if (ms > this.ctx.putTimeoutMs)
+      this.fail(
+        "slow_payload",
+        `PUT payload ${put.payload.missing} of ${put.payload.length} bytes short after ${Math.round(ms)} ms`,
+      );
+  }
+
+  private completePut(put: PutInProgress): void {
+    this.put = undefined;
+    if (put.payload instanceof DiscardPayload) return;
+    // the reservation goes back first: the object fits in what it held, with no eviction
+    this.ctx.store.unreserve(put.reserved);
+    this.commitPut(put.header, put.key, put.payload.finish());
   }
 
   private consume(chunk: Buffer, start: number): void {
@@ -216,10 +272,8 @@ export class Connection {
       const put = this.put;
       if (put) {
         off += put.payload.take(chunk, off, len);
-        if (put.payload.missing === 0) {
-          this.put = undefined;
-          this.commitPut(put.header, put.payload.finish());
-        }
+        if (put.payload.missing === 0) this.completePut(put);
+        else this.checkPutDeadline(put);
         continue;
       }
       let src: Buffer;
@@ -280,23 +334,38 @@ export class Connection {
   private handle(h: ClientHeader): Promise<void> | undefined {
     const m = this.ctx.metrics;
     switch (h.command) {
-      case Command.PUT:
+      case Command.PUT: {
         m?.request("put");
-        if (h.length === 0) this.commitPut(h, EMPTY_PAYLOAD);
-        else
-          this.put = {
-            header: h,
-            payload: this.scratch
-              ? new DirectPayload(h.length, this.ctx.store.pool)
-              : new PayloadBuilder(h.length),
-          };
+        const key = scopedKey(this.namespace, h.key);
+        if (h.length === 0) {
+          this.commitPut(h, key, EMPTY_PAYLOAD);
+          return undefined;
+        }
+        const direct = this.scratch !== undefined;
+        const bytes = TieredStore.reservationBytes(key, h.length, direct);
+        const started = performance.now();
+        if (!this.ctx.store.reserve(bytes)) {
+          // nothing allocated: the bytes are read into the scratch buffer (or Node's reads) and dropped
+          m?.putRefused.inc();
+          this.ctx.onPutRefused?.(this.peer, this.namespace, h.length);
+          this.put = { header: h, key, payload: new DiscardPayload(h.length), reserved: 0, started };
+          return undefined;
+        }
+        this.put = {
+          header: h,
+          key,
+          payload: direct ? new DirectPayload(h.length, this.ctx.store.pool) : new PayloadBuilder(h.length),
+          reserved: bytes,
+          started,
+        };
         return undefined;
+      }
       case Command.GET:
         m?.request("get");
-        return this.get(h.key);
+        return this.get(scopedKey(this.namespace, h.key));
       case Command.EXIST:
         m?.request("exist");
-        this.socket.write(this.ctx.store.has(h.key) ? REPLY_OK : REPLY_FAIL);
+        this.socket.write(this.ctx.store.has(scopedKey(this.namespace, h.key)) ? REPLY_OK : REPLY_FAIL);
         return undefined;
       case Command.HEALTH:
         m?.request("health");
@@ -304,7 +373,10 @@ export class Connection {
         return undefined;
       case Command.LIST: {
         m?.request("list");
-        const text = Buffer.from(this.ctx.store.listKeys(LIST_MAX_BYTES).join("\n"), "latin1");
+        const text = Buffer.from(
+          this.ctx.store.listKeys(LIST_MAX_BYTES, this.namespace).join("\n"),
+          "latin1",
+        );
         this.reply(
           encodeServerHeader(SUCCESS, text.length, {
             fmt: FMT_BINARY,
@@ -320,9 +392,9 @@ export class Connection {
     }
   }
 
-  private commitPut(h: ClientHeader, payload: Payload): void {
+  private commitPut(h: ClientHeader, key: string, payload: Payload): void {
     this.ctx.metrics?.bytesIn.inc(payload.length);
-    this.ctx.store.put({ key: h.key, payload, meta: { fmt: h.fmt, dtype: h.dtype, shape: h.shape } });
+    this.ctx.store.put({ key, payload, meta: { fmt: h.fmt, dtype: h.dtype, shape: h.shape } });
   }
 
   /** `obj`: the stored object sent, whose buffer must not be reused until the socket is done with it. */

@@ -8,6 +8,10 @@
 // the budget (default min(1/8, 256 MiB)) is set aside for those writes: resident objects get the rest,
 // and a victim that finds the slice full is dropped rather than queued, so the total never exceeds
 // the budget and eviction never takes more than the incoming object needs.
+// A PUT reserves its object's cost when its header arrives, before its receive buffer exists:
+// reservations count against the resident part of the budget like stored objects (LRU objects are
+// evicted to make room for them), so receive buffers of PUTs in progress stay inside the budget too,
+// and a reservation that other reservations leave no room for is refused rather than granted.
 import type { Payload } from "./payload.js";
 import type { ObjectMeta } from "./protocol.js";
 
@@ -49,6 +53,8 @@ export class MemoryTier {
   private readonly objects = new Map<string, StoredObject>();
   private resident = 0;
   private pendingOffload = 0;
+  /** bytes promised to PUTs in progress (their receive buffers), released at commit or abandon */
+  private reserved = 0;
 
   constructor(
     readonly budgetBytes: number,
@@ -66,7 +72,30 @@ export class MemoryTier {
   readonly residentBudget: number;
 
   get usedBytes(): number {
-    return this.resident + this.pendingOffload;
+    return this.resident + this.pendingOffload + this.reserved;
+  }
+
+  get reservedBytes(): number {
+    return this.reserved;
+  }
+
+  /**
+   * Reserves `bytes` for a PUT in progress, evicting least recently used objects to make room.
+   * Returns false (and evicts nothing) when reservations already made leave no room: those cannot be
+   * evicted, and granting it would put receive buffers beyond the budget.
+   */
+  reserve(bytes: number): boolean {
+    if (this.reserved + bytes > this.residentBudget) return false;
+    while (this.resident + this.reserved + bytes > this.residentBudget) {
+      if (!this.evictOldest()) return false; // unreachable: resident > 0 whenever this loops
+    }
+    this.reserved += bytes;
+    return true;
+  }
+
+  /** Gives back what `reserve(bytes)` took: the PUT was committed (first) or abandoned. */
+  unreserve(bytes: number): void {
+    this.reserved = Math.max(0, this.reserved - bytes);
   }
 
   stats(): MemoryStats {
@@ -94,13 +123,14 @@ export class MemoryTier {
 
   /**
    * Stores `obj`, evicting least recently used objects until it fits. Returns false (and stores
-   * nothing) when it cannot fit even then: larger than the budget, or the rest is held by disk writes.
+   * nothing) when it cannot fit even then: larger than the budget less what PUTs in progress reserved.
+   * A PUT's own reservation is given back just before its object is put, so it fits without eviction.
    */
   put(obj: StoredObject): boolean {
     const cost = objectCost(obj);
     this.delete(obj.key);
-    if (cost > this.residentBudget) return false;
-    while (this.resident + cost > this.residentBudget) {
+    if (cost > this.residentBudget - this.reserved) return false;
+    while (this.resident + this.reserved + cost > this.residentBudget) {
       if (!this.evictOldest()) return false;
     }
     this.objects.set(obj.key, obj);

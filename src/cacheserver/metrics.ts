@@ -17,6 +17,8 @@ export interface Gauges {
   connections: () => number;
   /** free receive buffers kept for reuse (outside the budget); optional for callers that have none */
   bufferPool?: () => number;
+  /** bytes reserved for PUTs in progress (part of memoryUsed) */
+  memoryReserved?: () => number;
 }
 
 export class CacheMetrics {
@@ -31,6 +33,8 @@ export class CacheMetrics {
   private readonly protocolErrors: Counter<"kind">;
   private readonly requests: Counter<"command">;
   readonly rejectedPuts: Counter;
+  readonly putRefused: Counter;
+  private readonly namespaceConnections: Counter<"namespace">;
   private readonly getLatency: Histogram<"tier">;
 
   readonly hitMemory;
@@ -99,6 +103,17 @@ export class CacheMetrics {
       help: "complete PUTs not stored because the object could not fit in memory",
       registers,
     });
+    this.putRefused = new Counter({
+      name: "switchyard_cache_put_refused_total",
+      help: "PUTs whose declared length could not be reserved in the memory budget (PUTs in progress held it): payload read and dropped",
+      registers,
+    });
+    this.namespaceConnections = new Counter({
+      name: "switchyard_cache_namespace_connections_total",
+      help: "connections accepted, by the namespace they were placed in (default: none configured or matched)",
+      labelNames: ["namespace"],
+      registers,
+    });
     this.getLatency = new Histogram({
       name: "switchyard_cache_get_latency_seconds",
       help: "time from a GET header to its reply being handed to the socket, by tier (miss for misses)",
@@ -128,6 +143,11 @@ export class CacheMetrics {
       },
     });
     gauge("switchyard_cache_memory_used_bytes", "bytes charged to the memory budget", g.memoryUsed);
+    gauge(
+      "switchyard_cache_memory_reserved_bytes",
+      "bytes of the memory budget reserved for PUTs in progress (included in memory_used_bytes)",
+      g.memoryReserved ?? (() => 0),
+    );
     gauge("switchyard_cache_memory_budget_bytes", "the memory budget (--max-memory)", g.memoryBudget);
     gauge(
       "switchyard_cache_disk_used_bytes",
@@ -175,6 +195,11 @@ export class CacheMetrics {
 
   request(cmd: CommandName): void {
     this.requestChildren[cmd].inc();
+  }
+
+  /** `label`: namespaceLabel(ns), from the configured namespaces only (bounded cardinality). */
+  namespaceConnection(label: string): void {
+    this.namespaceConnections.labels(label).inc();
   }
 
   protocolError(kind: ProtocolErrorKind): void {

@@ -25,6 +25,39 @@ export const PER_CHUNK_OVERHEAD = 256;
 
 export const EMPTY_PAYLOAD: Payload = { chunks: [], length: 0, heldBytes: 0 };
 
+/**
+ * The most memory a payload of `length` bytes can hold once received, known from its header alone:
+ * what a PUT reserves before anything is allocated. Direct reads hold one Buffer. The fallback
+ * builder holds at most two chunks per 32 KiB (each adopted or exact-copied chunk is at least that
+ * large and may close one part-filled block) plus the last block.
+ */
+export function maxHeldBytes(length: number, directReads: boolean): number {
+  if (length === 0) return 0;
+  if (directReads) return length + PER_CHUNK_OVERHEAD;
+  return length + PER_CHUNK_OVERHEAD * (2 * Math.ceil(length / ADOPT_MIN_BYTES) + 1);
+}
+
+/**
+ * A refused PUT's payload: the bytes are read (LMCache sends them whatever we do, and PUT has no
+ * reply to refuse it with) and dropped, so the connection stays usable and nothing is allocated.
+ */
+export class DiscardPayload {
+  private filled = 0;
+
+  constructor(readonly length: number) {}
+
+  get missing(): number {
+    return this.length - this.filled;
+  }
+
+  take(_read: Buffer, start: number, end: number): number {
+    const n = Math.min(this.missing, end - start);
+    if (n <= 0) return 0;
+    this.filled += n;
+    return n;
+  }
+}
+
 function held(chunks: readonly Buffer[]): number {
   let n = 0;
   for (const c of chunks) n += c.buffer.byteLength + PER_CHUNK_OVERHEAD;

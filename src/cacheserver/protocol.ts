@@ -40,7 +40,8 @@ export type ProtocolErrorKind =
   | "truncated_header"
   | "truncated_payload"
   | "stalled_frame"
-  | "stalled_reader";
+  | "stalled_reader"
+  | "slow_payload";
 
 export class ProtocolError extends Error {
   constructor(

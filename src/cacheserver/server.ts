@@ -1,20 +1,29 @@
-// startCacheServer: the lm:// listener, the tiers behind it, and the optional Prometheus endpoint.
-// Used by the CLI, by tests and by `switchyard up`.
+// startCacheServer: the lm:// listeners, the tiers behind them, and the optional Prometheus endpoint.
+// Used by the CLI, by tests and by `switchyard up`. Every listener shares one store, one budget and one
+// connection cap; what differs is the namespace its clients' keys live in (namespace.ts).
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { createServer, type AddressInfo } from "node:net";
+import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { logger, type Logger } from "../obs/log.js";
 import { Connection } from "./connection.js";
 import { DiskTier } from "./disk.js";
 import { CacheMetrics } from "./metrics.js";
+import {
+  DEFAULT_NAMESPACE,
+  NamespaceMap,
+  checkNamespace,
+  namespaceLabel,
+  type CidrRule,
+  type ListenSpec,
+} from "./namespace.js";
 import { TieredStore } from "./store.js";
-import { PER_OBJECT_OVERHEAD } from "./memory.js";
-import { PER_CHUNK_OVERHEAD } from "./payload.js";
 
 export const DEFAULT_PORT = 65432;
 export const DEFAULT_MAX_OBJECT_BYTES = 2 ** 30;
 /** LMCache opens one connection per worker: a large fleet stays far below this */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
+/** 1 GiB (the default max object) at under 10 MB/s: far slower than any LMCache link */
+export const DEFAULT_PUT_TIMEOUT_MS = 120_000;
 /** lm:// lengths are int32 */
 const PROTOCOL_MAX_LENGTH = 2 ** 31 - 1;
 
@@ -22,6 +31,13 @@ export interface CacheServerOptions {
   host?: string;
   /** 0 picks a free port */
   port?: number;
+  /**
+   * lm:// listeners, each placing its clients in a namespace (DEFAULT_NAMESPACE: the unnamed one);
+   * when given, host/port open no listener of their own. Ports may be 0.
+   */
+  listen?: Partial<ListenSpec>[];
+  /** source address → namespace, first match wins, before the listener's namespace */
+  namespaceByAddress?: CidrRule[];
   maxMemoryBytes: number;
   /** largest PUT accepted; default min(1 GiB, memory budget) and never above the budget */
   maxObjectBytes?: number;
@@ -37,10 +53,15 @@ export interface CacheServerOptions {
   maxConnections?: number;
   /** a peer that moves no bytes for this long mid-request, or while its replies go unread, is closed */
   stallTimeoutMs?: number;
+  /** a PUT whose payload is not all in this long after its header is closed (slow_payload) */
+  putTimeoutMs?: number;
 }
 
 export interface CacheServer {
+  /** the first listener's port */
   port: number;
+  /** every listener's port, in the order given */
+  ports: number[];
   metricsPort: number | undefined;
   store: TieredStore;
   metrics: CacheMetrics;
@@ -70,24 +91,47 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     diskMax: () => disk?.maxBytes ?? 0,
     connections: () => live.size,
     bufferPool: () => ref.store?.pool.heldBytes ?? 0,
+    memoryReserved: () => ref.store?.memory.reservedBytes ?? 0,
   });
+  const listens: ListenSpec[] = (opts.listen ?? [{}]).map((l) => ({
+    host: l.host ?? opts.host ?? "0.0.0.0",
+    port: l.port ?? opts.port ?? DEFAULT_PORT,
+    namespace:
+      l.namespace === undefined || l.namespace === DEFAULT_NAMESPACE
+        ? DEFAULT_NAMESPACE
+        : checkNamespace(l.namespace, `listener ${l.host ?? ""}:${l.port ?? ""}`),
+  }));
+  if (listens.length === 0) throw new RangeError("at least one listener is needed");
+  const byAddress = new NamespaceMap(opts.namespaceByAddress ?? []);
   if (opts.diskDir) {
     if (!(opts.maxDiskBytes && opts.maxDiskBytes > 0)) throw new RangeError("a disk tier needs maxDiskBytes");
     disk = new DiskTier(opts.diskDir, opts.maxDiskBytes, log, () => metrics.evictDisk.inc());
     await disk.open();
   }
   const store = (ref.store = new TieredStore(opts.maxMemoryBytes, disk, metrics, log));
-  // an object must fit beside the slice kept for disk writes, or it would be accepted and then dropped
+  // an object's reservation must fit beside the slice kept for disk writes, or it would be refused
+  // (or accepted and then dropped) every time
+  let refusedPutLoggedAt = -Infinity;
   const ctx = {
     store,
     metrics,
     log,
     maxObjectBytes: Math.min(
       maxObjectBytes,
-      store.memory.residentBudget - PER_OBJECT_OVERHEAD - PER_CHUNK_OVERHEAD - 150,
+      TieredStore.largestObject(store.memory.residentBudget, opts.directReads !== false),
     ),
     directReads: opts.directReads,
     stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
+    putTimeoutMs: opts.putTimeoutMs ?? DEFAULT_PUT_TIMEOUT_MS,
+    onPutRefused: (peer: string, namespace: string, bytes: number) => {
+      // a client declaring PUTs in a loop must not become a flood of log lines
+      if (performance.now() - refusedPutLoggedAt < 10_000) return;
+      refusedPutLoggedAt = performance.now();
+      log.warn(
+        { peer, namespace: namespaceLabel(namespace), bytes, reservedBytes: store.memory.reservedBytes },
+        "PUT refused: PUTs in progress hold the memory budget; its payload is read and dropped",
+      );
+    },
   };
   const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   let refusedLoggedAt = -Infinity;
@@ -95,7 +139,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   // paused on connect: Connection may rebuild the socket around its handle to choose its read buffers
   // counted here, not by net.Server's maxConnections: Connection takes the accepted handle over, and the
   // server stops counting the socket it came in
-  const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
+  const accept = (socket: Socket, listenerNamespace: string) => {
     if (live.size >= maxConnections) {
       socket.destroy();
       metrics.connectionsRefused.inc();
@@ -106,23 +150,42 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       }
       return;
     }
-    const conn = new Connection(socket, ctx);
+    // read before Connection may rebuild the socket around its handle
+    const namespace = byAddress.lookup(socket.remoteAddress) ?? listenerNamespace;
+    const conn = new Connection(socket, ctx, namespace);
     live.add(conn);
     metrics.connectionsTotal.inc();
-    log.debug({ peer: conn.peer }, "client connected");
+    metrics.namespaceConnection(namespaceLabel(namespace));
+    log.debug({ peer: conn.peer, namespace: namespaceLabel(namespace) }, "client connected");
     void conn.done.then(() => {
       live.delete(conn);
       log.debug({ peer: conn.peer }, "client disconnected");
     });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port ?? DEFAULT_PORT, opts.host ?? "0.0.0.0", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  };
+  const servers: Server[] = [];
+  const closeListeners = () =>
+    Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+  try {
+    for (const l of listens) {
+      const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) =>
+        accept(socket, l.namespace),
+      );
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(l.port, l.host, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      servers.push(server);
+    }
+  } catch (err) {
+    await closeListeners();
+    await disk?.flush();
+    throw err;
+  }
+  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
+  const port = ports[0]!;
 
   let http: HttpServer | undefined;
   let metricsPort: number | undefined;
@@ -152,6 +215,8 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   log.info(
     {
       port,
+      listeners: listens.map((l, i) => `${l.host}:${ports[i]}=${namespaceLabel(l.namespace)}`),
+      namespaceRules: opts.namespaceByAddress?.length ?? 0,
       metricsPort,
       maxMemoryBytes: opts.maxMemoryBytes,
       maxObjectBytes: ctx.maxObjectBytes,
@@ -164,7 +229,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = closeListeners();
       await Promise.all([...live].map((c) => c.stop()));
       await closed;
       if (http) {
@@ -176,5 +241,5 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       log.info("cache server stopped");
     })());
 
-  return { port, metricsPort, store, metrics, connections: () => live.size, close };
+  return { port, ports, metricsPort, store, metrics, connections: () => live.size, close };
 }

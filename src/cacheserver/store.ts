@@ -1,10 +1,12 @@
 // The two tiers behind one face: memory first, then disk (an object being written to disk is still
-// served from its RAM copy). A PUT supersedes the key in both tiers before it is stored.
+// served from its RAM copy). A PUT supersedes the key in both tiers before it is stored. Keys here
+// are already scoped to their namespace (namespace.ts); only LIST needs to know about namespaces.
 import type { Logger } from "../obs/log.js";
 import { DiskTier, type DiskEntry } from "./disk.js";
-import { MemoryTier, type StoredObject } from "./memory.js";
+import { MemoryTier, PER_OBJECT_OVERHEAD, type StoredObject } from "./memory.js";
 import type { CacheMetrics } from "./metrics.js";
-import { BufferPool } from "./payload.js";
+import { keyIn } from "./namespace.js";
+import { BufferPool, maxHeldBytes } from "./payload.js";
 
 export type Found = { tier: "memory"; obj: StoredObject } | { tier: "disk"; entry: DiskEntry } | undefined;
 
@@ -53,6 +55,39 @@ export class TieredStore {
     if (obj.payload.recyclable) this.pool.release(obj.payload.chunks[0]!);
   }
 
+  /** What a PUT of `length` bytes under `key` (scoped) reserves: the most its object can cost. */
+  static reservationBytes(key: string, length: number, directReads: boolean): number {
+    return maxHeldBytes(length, directReads) + key.length + PER_OBJECT_OVERHEAD;
+  }
+
+  /**
+   * The largest PUT whose reservation fits in `residentBudget` with the longest scoped key (150 key
+   * bytes, a 63-character namespace and its separator): a larger one could never be stored, and is
+   * refused at its header.
+   */
+  static largestObject(residentBudget: number, directReads: boolean): number {
+    const key = "k".repeat(150 + 64);
+    const fixed = key.length + PER_OBJECT_OVERHEAD + 256;
+    // direct: exact; fallback: start from the per-chunk overhead's share, then step down to fit
+    let n = directReads
+      ? residentBudget - fixed
+      : Math.floor(((residentBudget - fixed - 256) * 32768) / (32768 + 512));
+    while (n > 0 && TieredStore.reservationBytes(key, n, directReads) > residentBudget) n--;
+    return Math.max(0, n);
+  }
+
+  /**
+   * Reserves room for a PUT whose header just arrived (evicting LRU objects for it); false when PUTs
+   * already in progress hold the rest of the budget. `unreserve` must follow exactly once.
+   */
+  reserve(bytes: number): boolean {
+    return this.memory.reserve(bytes);
+  }
+
+  unreserve(bytes: number): void {
+    this.memory.unreserve(bytes);
+  }
+
   /** Returns false when the object could not be stored (it did not fit); the key is then absent. */
   put(obj: StoredObject): boolean {
     this.disk?.invalidate(obj.key);
@@ -78,8 +113,8 @@ export class TieredStore {
     return this.memory.has(key) || (this.disk?.has(key) ?? false);
   }
 
-  /** Every key, memory first, up to `maxBytes` of newline-joined text (LIST). */
-  listKeys(maxBytes: number): string[] {
+  /** The keys of namespace `ns` as its clients wrote them, memory first, up to `maxBytes` of newline-joined text (LIST). */
+  listKeys(maxBytes: number, ns: string): string[] {
     const out: string[] = [];
     let bytes = 0;
     const add = (k: string) => {
@@ -89,11 +124,16 @@ export class TieredStore {
       return true;
     };
     const seen = new Set<string>();
-    for (const k of this.memory.keys()) {
+    for (const stored of this.memory.keys()) {
+      const k = keyIn(ns, stored);
+      if (k === undefined) continue;
       if (!add(k)) return out;
-      seen.add(k);
+      seen.add(stored);
     }
-    for (const k of this.disk?.keys() ?? []) if (!seen.has(k) && !add(k)) return out;
+    for (const stored of this.disk?.keys() ?? []) {
+      const k = seen.has(stored) ? undefined : keyIn(ns, stored);
+      if (k !== undefined && !add(k)) return out;
+    }
     return out;
   }
 }

@@ -41,9 +41,10 @@ export class RawConn {
     socket.on("error", () => {});
   }
 
-  static open(port: number): Promise<RawConn> {
+  /** `localAddress`: another loopback address (127.0.0.2...) to come from, for source-address rules. */
+  static open(port: number, localAddress?: string): Promise<RawConn> {
     return new Promise((resolve, reject) => {
-      const s = connect({ host: "127.0.0.1", port }, () => resolve(new RawConn(s)));
+      const s = connect({ host: "127.0.0.1", port, localAddress }, () => resolve(new RawConn(s)));
       s.once("error", reject);
     });
   }
@@ -89,6 +90,14 @@ export class RawConn {
     const h = await this.reply();
     if (h[0] !== 200) return undefined;
     return this.read(h[1]!);
+  }
+
+  /** LIST: the keys the server shows this connection. */
+  async list(): Promise<string[]> {
+    this.write(clientHeader(4, ""));
+    const h = await this.reply();
+    const text = (await this.read(h[1]!)).toString("latin1");
+    return text === "" ? [] : text.split("\n");
   }
 
   async exist(key: string): Promise<boolean> {
