@@ -66,31 +66,34 @@ function maxTokensFor(ctx: SimContext, promptTokens: number, asked: number | nul
   return asked === null ? room : Math.min(asked, room);
 }
 
-interface RenderFields {
-  requestId: string;
-  tokenIds: number[];
-  model: string | null;
-  sampling: Record<string, unknown>;
+/** The request's own fields a GenerateRequest carries over as they came (chat and completions have them all). */
+interface Carried {
+  model?: string | null;
   stream?: boolean | null;
-  streamOptions?: unknown;
-  cacheSalt?: string | null;
+  stream_options?: unknown;
+  cache_salt?: string | null;
   priority?: number | null;
 }
 
 /** vLLM's GenerateRequest, fields in its order. */
-function generateRequest(f: RenderFields): Record<string, unknown> {
+function generateRequest(
+  requestId: string,
+  tokenIds: number[],
+  sampling: Record<string, unknown>,
+  r: Carried,
+): Record<string, unknown> {
   return {
-    request_id: f.requestId,
-    token_ids: f.tokenIds,
+    request_id: requestId,
+    token_ids: tokenIds,
     assistant_tokens_mask: null,
     token_offsets: null,
     features: null,
-    sampling_params: f.sampling,
-    model: f.model,
-    stream: f.stream === true,
-    stream_options: f.stream === true ? (f.streamOptions ?? null) : null,
-    cache_salt: f.cacheSalt ?? null,
-    priority: f.priority ?? 0,
+    sampling_params: sampling,
+    model: r.model ?? null,
+    stream: r.stream === true,
+    stream_options: r.stream === true ? (r.stream_options ?? null) : null,
+    cache_salt: r.cache_salt ?? null,
+    priority: r.priority ?? 0,
     kv_transfer_params: null,
   };
 }
@@ -100,16 +103,12 @@ export async function renderChat(ctx: SimContext, raw: unknown): Promise<unknown
   resolveRequestModel(ctx, body.model);
   const { tokenIds } = await chatPrompt(ctx, body);
   const max = maxTokensFor(ctx, tokenIds.length, body.max_completion_tokens ?? body.max_tokens ?? null);
-  return generateRequest({
-    requestId: `chatcmpl-${newRequestHex()}`,
+  return generateRequest(
+    `chatcmpl-${newRequestHex()}`,
     tokenIds,
-    model: body.model ?? null,
-    sampling: samplingParams(body as Sampling, max),
-    stream: body.stream,
-    streamOptions: body.stream_options,
-    cacheSalt: body.cache_salt,
-    priority: body.priority,
-  });
+    samplingParams(body as Sampling, max),
+    body,
+  );
 }
 
 export async function renderCompletions(ctx: SimContext, raw: unknown): Promise<unknown> {
@@ -118,16 +117,13 @@ export async function renderCompletions(ctx: SimContext, raw: unknown): Promise<
   const prompts = await completionPrompts(ctx, body);
   return prompts.map((p) => {
     if (p.tokenIds.length === 0) throw new HttpError(400, "The prompt cannot be empty.", "prompt");
-    return generateRequest({
-      requestId: `cmpl-${newRequestHex()}`,
-      tokenIds: p.tokenIds,
-      model: body.model ?? null,
-      sampling: samplingParams(body as Sampling, maxTokensFor(ctx, p.tokenIds.length, body.max_tokens ?? 16)),
-      stream: body.stream,
-      streamOptions: body.stream_options,
-      cacheSalt: body.cache_salt,
-      priority: body.priority,
-    });
+    const max = maxTokensFor(ctx, p.tokenIds.length, body.max_tokens ?? 16);
+    return generateRequest(
+      `cmpl-${newRequestHex()}`,
+      p.tokenIds,
+      samplingParams(body as Sampling, max),
+      body,
+    );
   });
 }
 
@@ -135,19 +131,13 @@ export async function renderMessages(ctx: SimContext, raw: unknown): Promise<unk
   const body = validate(messagesSchema, raw);
   resolveRequestModel(ctx, body.model);
   const tokenIds = await messagesPromptIds(ctx, anthropicToChat(body));
-  return generateRequest({
-    requestId: `chatcmpl-${newRequestHex()}`,
-    tokenIds,
+  const sampling = samplingParams(
+    { temperature: body.temperature, top_p: body.top_p, top_k: body.top_k, stop: body.stop_sequences },
+    maxTokensFor(ctx, tokenIds.length, body.max_tokens),
+  );
+  // an Anthropic request has no stream_options, cache_salt or priority of its own
+  return generateRequest(`chatcmpl-${newRequestHex()}`, tokenIds, sampling, {
     model: body.model,
-    sampling: samplingParams(
-      {
-        temperature: body.temperature,
-        top_p: body.top_p,
-        top_k: body.top_k,
-        stop: body.stop_sequences,
-      },
-      maxTokensFor(ctx, tokenIds.length, body.max_tokens),
-    ),
     stream: body.stream,
   });
 }
@@ -155,16 +145,14 @@ export async function renderMessages(ctx: SimContext, raw: unknown): Promise<unk
 export async function renderResponses(ctx: SimContext, raw: unknown): Promise<unknown> {
   const body = validate(responsesSchema, raw);
   const p = await prepareResponse(ctx, body);
-  return generateRequest({
-    requestId: p.id,
-    tokenIds: p.promptIds,
-    model: body.model ?? null,
-    sampling: samplingParams(
-      { temperature: body.temperature, top_p: body.top_p },
-      maxTokensFor(ctx, p.promptIds.length, body.max_output_tokens ?? null),
-    ),
+  const sampling = samplingParams(
+    { temperature: body.temperature, top_p: body.top_p },
+    maxTokensFor(ctx, p.promptIds.length, body.max_output_tokens ?? null),
+  );
+  return generateRequest(p.id, p.promptIds, sampling, {
+    model: body.model,
     stream: body.stream,
-    cacheSalt: body.cache_salt,
+    cache_salt: body.cache_salt,
     priority: body.priority,
   });
 }
@@ -228,6 +216,14 @@ function checkBounds(ctx: SimContext, responses: readonly GenerateResponse[]): v
   }
 }
 
+/** A one-response derender body (chat, messages, responses), its model served and its bounds kept. */
+function derenderOneBody(ctx: SimContext, raw: unknown): z.infer<typeof derenderOne> {
+  const body = validate(derenderOne, raw);
+  resolveRequestModel(ctx, body.model);
+  checkBounds(ctx, [body.generate_response]);
+  return body;
+}
+
 function textOf(ctx: SimContext, ids: readonly number[] | null | undefined): string {
   return ids && ids.length > 0 ? ctx.tokenizer.decode(ids, true) : "";
 }
@@ -245,10 +241,8 @@ const outputTokens = (g: GenerateResponse): number =>
   g.choices.reduce((a, c) => a + (c.token_ids?.length ?? 0), 0);
 
 export function derenderChat(ctx: SimContext, raw: unknown): unknown {
-  const body = validate(derenderOne, raw);
-  resolveRequestModel(ctx, body.model);
+  const body = derenderOneBody(ctx, raw);
   const g = body.generate_response;
-  checkBounds(ctx, [g]);
   return {
     id: g.request_id,
     object: "chat.completion",
@@ -313,10 +307,8 @@ export function derenderCompletions(ctx: SimContext, raw: unknown): unknown {
 const ANTHROPIC_STOP: Record<string, string> = { stop: "end_turn", length: "max_tokens" };
 
 export function derenderMessages(ctx: SimContext, raw: unknown): unknown {
-  const body = validate(derenderOne, raw);
-  resolveRequestModel(ctx, body.model);
+  const body = derenderOneBody(ctx, raw);
   const g = body.generate_response;
-  checkBounds(ctx, [g]);
   const c = g.choices[0];
   const text = textOf(ctx, c?.token_ids);
   const out: Record<string, unknown> = {
@@ -333,10 +325,8 @@ export function derenderMessages(ctx: SimContext, raw: unknown): unknown {
 }
 
 export function derenderResponses(ctx: SimContext, raw: unknown): unknown {
-  const body = validate(derenderOne, raw);
-  resolveRequestModel(ctx, body.model);
+  const body = derenderOneBody(ctx, raw);
   const g = body.generate_response;
-  checkBounds(ctx, [g]);
   const c = g.choices[0];
   const text = textOf(ctx, c?.token_ids);
   const prompt = body.prompt_tokens ?? 0;
