@@ -52,3 +52,42 @@ test("switchyard cache-server rejects bad flags", async () => {
   assert.equal(code, 2);
   assert.match(p.output(), /--max-memory: cannot read 'lots' as a size/);
 });
+
+test("switchyard cache-server --listen opens one listener per namespace; --port beside --listen is refused", async () => {
+  const [pa, pb, metricsPort] = (await freePorts(3)) as [number, number, number];
+  const p = spawnCli([
+    "cache-server",
+    "--listen",
+    `127.0.0.1:${pa}=team-a`,
+    "--listen",
+    `127.0.0.1:${pb}=team-b`,
+    "--put-timeout",
+    "5",
+    "--metrics-port",
+    String(metricsPort),
+  ]);
+  try {
+    await waitForHttp(`http://127.0.0.1:${metricsPort}/health`, 30_000, 200, p);
+    const a = await LmClient.connect("127.0.0.1", pa);
+    const b = await LmClient.connect("127.0.0.1", pb);
+    await a.put("k", Buffer.alloc(100, 1));
+    assert.equal((await a.get("k"))?.payload.length, 100);
+    assert.equal(await b.get("k"), undefined);
+    assert.deepEqual(await b.list(), []);
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.ok(text.includes('switchyard_cache_namespace_connections_total{namespace="team-b"} 1'), text);
+    await Promise.all([a.close(), b.close()]);
+  } finally {
+    await p.stop("SIGKILL");
+  }
+  for (const [args, message] of [
+    [["--port", "1", "--listen", "2=a"], /--port and --listen/],
+    [["--listen", "2=no spaces"], /--listen 2=no spaces: namespace/],
+    [["--namespace-cidr", "10.0.0.0/40=a"], /not an address or CIDR block/],
+  ] as const) {
+    const bad = spawnCli(["cache-server", ...args]);
+    const code = await new Promise((resolve) => bad.child.once("exit", resolve));
+    assert.equal(code, 2, bad.output());
+    assert.match(bad.output(), message);
+  }
+});
