@@ -8,7 +8,7 @@ import { HttpError } from "../http/errors.js";
 import { assistantMessage } from "../http/vllm-answers.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
-import { checkAdmission, Generation, trackLoad, type GenerationResult } from "./generation.js";
+import { checkAdmission, Generation, samplingSpec, trackLoad, type GenerationResult } from "./generation.js";
 import { chatPrompt } from "./prompts.js";
 import { chatSchema, completionSchema, embeddingsSchema, validate } from "./schemas.js";
 
@@ -48,12 +48,7 @@ export async function handleChatBatch(
   const header = req.headers["x-request-id"];
   const id = `chatcmpl-${typeof header === "string" && header ? header : (first.request_id ?? newRequestHex())}`;
   const created = Math.floor(Date.now() / 1000);
-  const stop =
-    first.stop === null || first.stop === undefined
-      ? []
-      : typeof first.stop === "string"
-        ? [first.stop]
-        : first.stop;
+  const sampled = samplingSpec(first);
   const results: Array<GenerationResult | null> = prompts.map(() => null);
   let finished = 0;
   const gens = prompts.map(
@@ -64,12 +59,9 @@ export async function handleChatBatch(
           promptIds,
           model,
           maxTokens,
-          minTokens: first.min_tokens ?? 0,
-          ignoreEos: first.ignore_eos ?? false,
+          ...sampled,
           priority: first.priority ?? 0,
           cacheSalt: first.cache_salt ?? null,
-          temperature: first.temperature ?? null,
-          stop,
         },
         {
           onDone: (r) => {

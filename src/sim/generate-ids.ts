@@ -10,7 +10,14 @@ import type { FinishReason } from "../engine/types.js";
 import { HttpError, type ErrorType } from "../http/errors.js";
 import { AbortRegistry } from "./abort-registry.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
-import { checkAdmission, checkTokenIds, Generation, trackLoad, type GenerationResult } from "./generation.js";
+import {
+  checkAdmission,
+  checkTokenIds,
+  Generation,
+  samplingSpec,
+  trackLoad,
+  type GenerationResult,
+} from "./generation.js";
 import { validate } from "./schemas.js";
 import { DONE_EVENT, SSE_HEADERS } from "./sse.js";
 
@@ -89,8 +96,7 @@ export async function handleGenerate(
   const header = req.headers["x-request-id"];
   const base = typeof header === "string" && header ? header : (body.request_id ?? randomUUID());
   const id = `generate-tokens-${base}`;
-  const stop =
-    sp.stop === null || sp.stop === undefined ? [] : typeof sp.stop === "string" ? [sp.stop] : sp.stop;
+  const sampled = samplingSpec(sp);
   const created = Math.floor(Date.now() / 1000);
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;
@@ -181,13 +187,10 @@ export async function handleGenerate(
         promptIds: body.token_ids,
         model,
         maxTokens,
-        minTokens: sp.min_tokens ?? 0,
-        ignoreEos: sp.ignore_eos ?? false,
+        ...sampled,
         priority: body.priority ?? 0,
         cacheSalt: body.cache_salt ?? null,
-        temperature: sp.temperature ?? null,
         choice: k,
-        stop,
       },
       {
         onOutput: (text, ids, finish) => {

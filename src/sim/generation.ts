@@ -33,6 +33,31 @@ export interface GenerationSpec {
   stop?: readonly string[];
 }
 
+/** vLLM's `stop` as a request writes it (one string, a list, or none), as the list a spec takes. */
+export function stopStrings(stop: string | readonly string[] | null | undefined): readonly string[] {
+  return stop === null || stop === undefined ? [] : typeof stop === "string" ? [stop] : stop;
+}
+
+/** The SamplingParams fields a chat body and a token-in request's sampling_params name alike. */
+export interface SamplingFields {
+  min_tokens?: number | null;
+  ignore_eos?: boolean | null;
+  temperature?: number | null;
+  stop?: string | readonly string[] | null;
+}
+
+/** Those fields as a spec takes them, vLLM's defaults filled in. */
+export function samplingSpec(
+  s: SamplingFields,
+): Pick<GenerationSpec, "minTokens" | "ignoreEos" | "temperature" | "stop"> {
+  return {
+    minTokens: s.min_tokens ?? 0,
+    ignoreEos: s.ignore_eos ?? false,
+    temperature: s.temperature ?? null,
+    stop: stopStrings(s.stop),
+  };
+}
+
 export interface GenerationResult {
   reason: FinishReason;
   /** the stop string that ended the answer (vLLM's stop_reason), or null */

@@ -9,6 +9,7 @@ import { HttpError } from "../http/errors.js";
 import { assistantMessage } from "../http/vllm-answers.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
+import { stopStrings } from "./generation.js";
 import { anthropicToChat, messagesPromptIds, messagesSchema } from "./messages.js";
 import { chatPrompt, completionPrompts } from "./prompts.js";
 import { prepareResponse, responsesSchema } from "./responses.js";
@@ -34,7 +35,6 @@ export interface Sampling {
 
 /** vLLM's SamplingParams as a render dumps it: every field the engine reads, defaults filled in. */
 export function samplingParams(s: Sampling, maxTokens: number): Record<string, unknown> {
-  const stop = s.stop === null || s.stop === undefined ? [] : typeof s.stop === "string" ? [s.stop] : s.stop;
   return {
     n: s.n ?? 1,
     presence_penalty: s.presence_penalty ?? 0.0,
@@ -45,7 +45,7 @@ export function samplingParams(s: Sampling, maxTokens: number): Record<string, u
     top_k: s.top_k ?? 0,
     min_p: s.min_p ?? 0.0,
     seed: s.seed ?? null,
-    stop,
+    stop: stopStrings(s.stop),
     stop_token_ids: s.stop_token_ids ?? [],
     ignore_eos: s.ignore_eos ?? false,
     max_tokens: maxTokens,
