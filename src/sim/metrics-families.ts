@@ -19,6 +19,31 @@ export type AdmissionReason = (typeof ADMISSION_REASONS)[number];
 /** vllm:prompt_tokens_by_source's sources, in vLLM's order */
 export const PROMPT_SOURCES = ["local_compute", "local_cache_hit", "external_kv_transfer"] as const;
 
+/**
+ * A counter mirroring a cumulative count read at scrape time (no work on the token path): each scrape
+ * adds what the count grew by since the last one, never a negative step.
+ */
+export function mirroredCounter(
+  r: Registry,
+  labels: Record<string, string>,
+  name: string,
+  help: string,
+  read: () => number,
+): void {
+  let seen = 0;
+  new Counter({
+    name,
+    help,
+    labelNames: Object.keys(labels),
+    registers: [r],
+    collect() {
+      const v = read();
+      this.inc(labels, Math.max(0, v - seen));
+      seen = Math.max(seen, v);
+    },
+  });
+}
+
 export interface FamilySources {
   engineConfig: EngineConfig;
   snapshot: () => EngineSnapshot;
@@ -177,20 +202,8 @@ export class EngineFamilies {
 
     this.work = new WorkEstimate(src.engineConfig);
     const work = this.work;
-    const perGpu = (name: string, help: string, read: () => number) => {
-      let seen = 0;
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [r],
-        collect() {
-          const v = read();
-          this.inc(labels, Math.max(0, v - seen));
-          seen = Math.max(seen, v);
-        },
-      });
-    };
+    const perGpu = (name: string, help: string, read: () => number) =>
+      mirroredCounter(r, labels, name, help, read);
     perGpu(
       "vllm:estimated_flops_per_gpu_total",
       "Estimated number of floating point operations per GPU (for Model Flops Utilization calculations).",

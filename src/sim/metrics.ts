@@ -5,7 +5,7 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EngineConfig, EngineSnapshot, FinishReason, RequestTimings } from "../engine/types.js";
 import type { LmcacheStats } from "./lmcache.js";
-import { EngineFamilies, type AdmissionReason } from "./metrics-families.js";
+import { EngineFamilies, mirroredCounter, type AdmissionReason } from "./metrics-families.js";
 
 export const TTFT_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,
@@ -130,21 +130,8 @@ export class SimMetrics {
     });
 
     // Counters mirrored from the engine's cumulative counters at scrape time.
-    const mirrored = (name: string, help: string, read: (s: EngineSnapshot) => number) => {
-      let seen = 0;
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [r],
-        collect() {
-          const v = read(src.snapshot());
-          if (v > seen) this.inc(labels, v - seen);
-          else this.inc(labels, 0);
-          seen = Math.max(seen, v);
-        },
-      });
-    };
+    const mirrored = (name: string, help: string, read: (s: EngineSnapshot) => number) =>
+      mirroredCounter(r, labels, name, help, () => read(src.snapshot()));
     mirrored(
       "vllm:num_preemptions_total",
       "Cumulative number of preemption from the engine.",
