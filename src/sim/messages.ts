@@ -164,17 +164,24 @@ export async function handleMessages(
     checkAdmission(ctx, [promptIds], body.max_tokens);
     const headerId = req.headers["x-request-id"];
     const id = `chatcmpl-${typeof headerId === "string" && headerId ? headerId : newRequestHex()}`;
-    if (body.stream === true) streamMessage(ctx, res, id, model, promptIds, body);
-    else wholeMessage(ctx, res, id, model, promptIds, body);
+    const call: MessageCall = { ctx, res, id, model, promptIds, body };
+    if (body.stream === true) streamMessage(call);
+    else wholeMessage(call);
   });
 }
 
+/** One admitted message request: what its answer, whole or streamed, is written from. */
+interface MessageCall {
+  ctx: SimContext;
+  res: ServerResponse;
+  id: string;
+  model: ModelChoice;
+  promptIds: number[];
+  body: MessagesBody;
+}
+
 function startGeneration(
-  ctx: SimContext,
-  res: ServerResponse,
-  model: ModelChoice,
-  promptIds: number[],
-  body: MessagesBody,
+  { ctx, res, model, promptIds, body }: MessageCall,
   events: ConstructorParameters<typeof Generation>[2],
 ): void {
   const gen = new Generation(
@@ -213,15 +220,9 @@ export function anthropicMessage(
   return out;
 }
 
-function wholeMessage(
-  ctx: SimContext,
-  res: ServerResponse,
-  id: string,
-  model: ModelChoice,
-  promptIds: number[],
-  body: MessagesBody,
-): void {
-  startGeneration(ctx, res, model, promptIds, body, {
+function wholeMessage(call: MessageCall): void {
+  const { res, id, model, promptIds } = call;
+  startGeneration(call, {
     onDone: (r) => {
       if (res.destroyed || res.writableEnded) return;
       const text = JSON.stringify(anthropicMessage(id, model.name, r, promptIds.length));
@@ -237,14 +238,8 @@ function wholeMessage(
  * first non-empty text, a text_delta per engine step, then content_block_stop, message_delta with
  * stop_reason and usage, message_stop.
  */
-function streamMessage(
-  ctx: SimContext,
-  res: ServerResponse,
-  id: string,
-  model: ModelChoice,
-  promptIds: number[],
-  body: MessagesBody,
-): void {
+function streamMessage(call: MessageCall): void {
+  const { res, id, model, promptIds } = call;
   res.writeHead(200, { ...SSE_HEADERS });
   res.flushHeaders();
   let started = false;
@@ -264,7 +259,7 @@ function streamMessage(
       },
     });
   };
-  startGeneration(ctx, res, model, promptIds, body, {
+  startGeneration(call, {
     onOutput: (text) => {
       if (res.destroyed || res.writableEnded) return;
       let out = start();
