@@ -152,9 +152,18 @@ function vllmCpu() {
 
 // ---- processes ---------------------------------------------------------------------------------
 
-function start(name, cmd, args, env = {}) {
+/**
+ * A child process whose output is kept for its log. `group`: it runs in its own process group, stopped
+ * as a whole — vLLM's API server leaves its engine-core and worker processes behind when it is killed,
+ * holding its ports, its memory and our pipes.
+ */
+function start(name, cmd, args, env = {}, { group = false } = {}) {
   const out = join(RUN, `${name}.log`);
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(cmd, args, {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: group,
+  });
   let text = "";
   const keep = (b) => {
     text += b.toString();
@@ -162,21 +171,46 @@ function start(name, cmd, args, env = {}) {
   };
   child.stdout.on("data", keep);
   child.stderr.on("data", keep);
-  const proc = { name, child, log: () => text, logFile: out };
+  const proc = { name, child, group, log: () => text, logFile: out };
   child.on("exit", () => writeFileSync(out, text));
   children.add(proc);
   return proc;
 }
 
+/** A signal to the process, or to its whole group when it was started as one. */
+function signal(proc, sig) {
+  try {
+    if (proc.group) process.kill(-proc.child.pid, sig);
+    else proc.child.kill(sig);
+  } catch {
+    // already gone
+  }
+}
+
+function groupAlive(proc) {
+  try {
+    process.kill(-proc.child.pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function stop(proc) {
   if (!children.delete(proc)) return;
   const { child } = proc;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  const t = setTimeout(() => child.kill("SIGKILL"), 5000);
-  await exited;
-  clearTimeout(t);
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once("exit", r));
+    signal(proc, "SIGTERM");
+    const t = setTimeout(() => signal(proc, "SIGKILL"), 5000);
+    await exited;
+    clearTimeout(t);
+  }
+  if (proc.group) {
+    // what the leader left behind (its engine core after a SIGKILL) goes too
+    for (let i = 0; i < 50 && groupAlive(proc); i++) await sleep(100);
+    if (groupAlive(proc)) signal(proc, "SIGKILL");
+  }
   writeFileSync(proc.logFile, proc.log());
 }
 
@@ -672,7 +706,10 @@ async function main() {
   if (want("vllm-router")) await vllmRouterChecks(p);
   if (want("guidellm")) await guidellmChecks(p);
   if (want("vllm"))
-    await vllmChecks({ start, stop, check, until, httpOk, freePort, log, py, sleep, RUN, CLI, ROOT }, p.vllm);
+    await vllmChecks(
+      { start, stop, signal, check, until, httpOk, freePort, log, py, sleep, RUN, CLI, ROOT },
+      p.vllm,
+    );
   // the sim against one real vLLM engine, case by case (scripts/interop/conformance.mjs)
   if (want("conformance"))
     await conformanceChecks({ start, stop, check, until, httpOk, freePort, log, RUN, CLI }, p.vllm);

@@ -119,6 +119,7 @@ export async function vllmChecks(h, p) {
         JSON.stringify(cfg),
       ],
       env,
+      { group: true },
     );
     return { name, proc, port, url: `http://127.0.0.1:${port}`, t0: Date.now() };
   }
@@ -646,7 +647,7 @@ async function migration(h, r, b, c) {
       // kill B once every stream it serves is under way but far from its end
       if (!killed && onB.size > 0 && s.route?.includes(String(b.port)) && s.events >= 20) {
         killed = true;
-        b.proc.child.kill("SIGKILL");
+        h.signal(b.proc, "SIGKILL"); // the API server and its engine core at once, as a lost node
       }
     }),
   );
