@@ -356,23 +356,17 @@ export function checkLogprobs(
     throw new HttpError(400, "`logprobs` must be a positive value or -1.", "logprobs");
   }
   const max = maxLogprobs === -1 ? vocabSize : maxLogprobs;
+  // -1 asks for the whole vocabulary
+  const within = (what: "sample" | "prompt", param: string, asked: number): void => {
+    const n = asked === -1 ? vocabSize : asked;
+    if (n > max)
+      throw new HttpError(
+        400,
+        `Requested ${what} logprobs of ${n}, which is greater than max allowed: ${max} (parameter=${param}, value=${n})`,
+        param,
+      );
+  };
   const sample = p.chat ? (p.logprobs ? (tl ?? 0) : null) : p.logprobs;
-  if (sample) {
-    const n = sample === -1 ? vocabSize : sample;
-    if (n > max)
-      throw new HttpError(
-        400,
-        `Requested sample logprobs of ${n}, which is greater than max allowed: ${max} (parameter=logprobs, value=${n})`,
-        "logprobs",
-      );
-  }
-  if (pl) {
-    const n = pl === -1 ? vocabSize : pl;
-    if (n > max)
-      throw new HttpError(
-        400,
-        `Requested prompt logprobs of ${n}, which is greater than max allowed: ${max} (parameter=prompt_logprobs, value=${n})`,
-        "prompt_logprobs",
-      );
-  }
+  if (sample) within("sample", "logprobs", sample);
+  if (pl) within("prompt", "prompt_logprobs", pl);
 }
