@@ -418,6 +418,7 @@ export class MigrationLedger {
     const c = this.tokens;
     const usage = this.usage ?? { prompt_tokens: p, total_tokens: p + c, completion_tokens: c };
     usage.prompt_tokens_details ??= null;
+    usage.completion_tokens_details ??= null;
     const ids = !this.blankTokenIds;
     const head = { id: this.id, object: "", created: this.created, model: this.model };
     if (this.kind === "chat") {
@@ -433,6 +434,7 @@ export class MigrationLedger {
             finish_reason: this.finishReason,
             stop_reason: this.stopReason,
             token_ids: ids ? this.outputIds : null,
+            routed_experts: null,
           },
         ],
         service_tier: null,
@@ -440,7 +442,10 @@ export class MigrationLedger {
         usage,
         prompt_logprobs: null,
         prompt_token_ids: ids ? (this.promptIds ?? null) : null,
+        prompt_text: null,
         kv_transfer_params: null,
+        ec_transfer_params: null,
+        metrics: null,
       });
     }
     head.object = "text_completion";
@@ -453,15 +458,18 @@ export class MigrationLedger {
           logprobs: this.logprobs ?? null,
           finish_reason: this.finishReason,
           stop_reason: this.stopReason,
+          token_ids: ids ? this.outputIds : null,
           prompt_logprobs: null,
           prompt_token_ids: ids ? (this.promptIds ?? null) : null,
-          token_ids: ids ? this.outputIds : null,
+          routed_experts: null,
         },
       ],
       service_tier: null,
       system_fingerprint: null,
       usage,
       kv_transfer_params: null,
+      ec_transfer_params: null,
+      metrics: null,
     });
   }
 

@@ -5,7 +5,7 @@
 // serves in order and hands the body to the first one it validates as.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { HttpError } from "../http/errors.js";
-import { assistantMessage } from "../http/vllm-answers.js";
+import { assistantMessage, systemFingerprint } from "../http/vllm-answers.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
 import { checkAdmission, Generation, samplingSpec, trackLoad, type GenerationResult } from "./generation.js";
@@ -87,18 +87,27 @@ export async function handleChatBatch(
         finish_reason: r!.reason,
         stop_reason: r!.stopString,
         token_ids: first.return_token_ids === true ? r!.ids : null,
+        routed_experts: null,
       })),
       service_tier: null,
-      system_fingerprint: null,
+      system_fingerprint: systemFingerprint(
+        ctx.options.vllmVersion,
+        ctx.options.tensorParallelSize,
+        `${ctx.options.model} ${ctx.options.maxModelLen ?? ""} ${ctx.options.dtype}`,
+      ),
       usage: {
         prompt_tokens: promptTokens,
         total_tokens: promptTokens + completion,
         completion_tokens: completion,
         prompt_tokens_details: null,
+        completion_tokens_details: null,
       },
       prompt_logprobs: null,
       prompt_token_ids: null,
+      prompt_text: null,
       kv_transfer_params: null,
+      ec_transfer_params: null,
+      metrics: null,
     });
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
     res.end(text);

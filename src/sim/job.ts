@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import type { FinishReason, RequestTimings } from "../engine/types.js";
-import { assistantMessage } from "../http/vllm-answers.js";
+import { assistantMessage, systemFingerprint } from "../http/vllm-answers.js";
 import type { SimContext } from "./context.js";
 import type { RequestSink } from "./sink.js";
 import type { PromptInput } from "./prompts.js";
@@ -477,7 +477,17 @@ export class GenerationJob {
   private usageWithDetails(): Record<string, unknown> {
     const u = this.usage();
     if (!("prompt_tokens_details" in u)) u.prompt_tokens_details = null;
+    if (!("completion_tokens_details" in u)) u.completion_tokens_details = null;
     return u;
+  }
+
+  private fingerprint(): string {
+    const o = this.ctx.options;
+    return systemFingerprint(
+      o.vllmVersion,
+      o.tensorParallelSize,
+      `${o.model} ${o.maxModelLen ?? ""} ${o.dtype}`,
+    );
   }
 
   private completionBody(): unknown {
@@ -492,14 +502,17 @@ export class GenerationJob {
         logprobs: c.lp ? this.rawJson(this.legacyLogprobs(c)) : null,
         finish_reason: c.finishReason,
         stop_reason: null,
+        token_ids: c.outputIds,
         prompt_logprobs: c.promptLogprobs === null ? null : this.rawJson(c.promptLogprobs),
         prompt_token_ids: this.returnTokenIds ? c.promptIds : null,
-        token_ids: c.outputIds,
+        routed_experts: null,
       })),
       service_tier: null,
-      system_fingerprint: null,
+      system_fingerprint: this.fingerprint(),
       usage: this.usageWithDetails(),
       kv_transfer_params: this.kvTransferParams,
+      ec_transfer_params: null,
+      metrics: null,
     };
   }
 
@@ -523,14 +536,18 @@ export class GenerationJob {
           finish_reason: answer.finishReason,
           stop_reason: null,
           token_ids: c.outputIds,
+          routed_experts: null,
         };
       }),
       service_tier: null,
-      system_fingerprint: null,
+      system_fingerprint: this.fingerprint(),
       usage: this.usageWithDetails(),
       prompt_logprobs: this.choices[0]?.promptLogprobs ? this.rawJson(this.choices[0].promptLogprobs) : null,
       prompt_token_ids: this.returnTokenIds ? (this.choices[0]?.promptIds ?? null) : null,
+      prompt_text: null,
       kv_transfer_params: this.kvTransferParams,
+      ec_transfer_params: null,
+      metrics: null,
     };
   }
 
