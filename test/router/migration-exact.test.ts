@@ -8,26 +8,16 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { freePorts, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
+import { continuedMigrations, eightStreamsOneEngineKilled, type StreamRequest } from "./migration-kill.js";
 import { routerFor, waitUntil } from "./util.js";
-import { readStream, type StreamRead } from "./sse-client.js";
+import { readStream } from "./sse-client.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const MAX_TOKENS = 320;
 /** slow enough that the kill lands mid-stream; a mean answer length far past max_tokens */
 const SIM_FLAGS = ["--time-scale", "5", "--seed", "11", "--output-len-mean", "100000"];
 
-async function startSims(n: number): Promise<{ sims: Spawned[]; urls: string[] }> {
-  const ports = await freePorts(n);
-  const sims = ports.map((p) =>
-    spawnCli(["sim", MODEL, "--host", "127.0.0.1", "--port", String(p), ...SIM_FLAGS]),
-  );
-  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
-  await Promise.all(urls.map((u, i) => waitForHttp(`${u}/health`, 60_000, 200, sims[i])));
-  return { sims, urls };
-}
-
-function requestOf(i: number): { kind: "chat" | "completion"; body: Record<string, unknown> } {
+function requestOf(i: number): StreamRequest {
   const common = {
     model: MODEL,
     max_tokens: MAX_TOKENS,
@@ -51,67 +41,33 @@ function requestOf(i: number): { kind: "chat" | "completion"; body: Record<strin
 }
 
 test("8 greedy Llama 3.1 streams of 320 tokens, one engine SIGKILLed mid-stream: each ends once, without an error, with the unbroken answer's text and token ids", async () => {
-  const { sims, urls } = await startSims(3);
-  const [a, b, reference] = urls as [string, string, string];
-  try {
-    const router = await routerFor([a, b], { policy: "round-robin" });
-    try {
-      await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 10_000, "both sims");
-      const streams: StreamRead[] = [];
-      const unbroken: StreamRead[] = [];
-      for (let i = 0; i < 8; i++) {
-        const { kind, body } = requestOf(i);
-        streams.push(readStream(router.url, body, kind));
-        unbroken.push(readStream(reference, body, kind));
-      }
-      // kill the second engine once every stream it carries is under way, well before its end
-      const onB = () => streams.filter((s) => s.route.includes(b));
-      await waitUntil(() => onB().length === 4 && onB().every((s) => s.events >= 10), 60_000, "streams on b");
-      assert.ok(
-        onB().every((s) => s.dones === 0),
-        "the streams on b were still running",
+  await eightStreamsOneEngineKilled(MODEL, SIM_FLAGS, requestOf, async ({ routerUrl, streams, unbroken }) => {
+    for (let i = 0; i < 8; i++) {
+      const s = streams[i]!;
+      const kind = requestOf(i).kind;
+      const want = unbroken[i]!;
+      const what = `stream ${i} (${kind}, started on ${s.route})`;
+      assert.equal(s.status, 200);
+      assert.deepEqual(s.errors, [], `${what}: no error event`);
+      assert.equal(s.dones, 1, `${what}: exactly one [DONE]`);
+      assert.deepEqual(s.oddities, [], `${what}: nothing unexpected`);
+      assert.equal(s.ids.size, 1, `${what}: one response id throughout`);
+      assert.deepEqual(
+        [...s.objects],
+        [kind === "chat" ? "chat.completion.chunk" : "text_completion"],
+        `${what}: chunks of the client's API throughout`,
       );
-      await sims[1]!.stop("SIGKILL");
-      await Promise.all([...streams, ...unbroken].map((s) => s.done));
-
-      for (let i = 0; i < 8; i++) {
-        const s = streams[i]!;
-        const kind = requestOf(i).kind;
-        const want = unbroken[i]!;
-        const what = `stream ${i} (${kind}, started on ${s.route})`;
-        assert.equal(s.status, 200);
-        assert.deepEqual(s.errors, [], `${what}: no error event`);
-        assert.equal(s.dones, 1, `${what}: exactly one [DONE]`);
-        assert.deepEqual(s.oddities, [], `${what}: nothing unexpected`);
-        assert.equal(s.ids.size, 1, `${what}: one response id throughout`);
-        assert.deepEqual(
-          [...s.objects],
-          [kind === "chat" ? "chat.completion.chunk" : "text_completion"],
-          `${what}: chunks of the client's API throughout`,
-        );
-        assert.equal(want.tokenIds.length, MAX_TOKENS);
-        assert.deepEqual(s.tokenIds, want.tokenIds, `${what}: the unbroken answer's token ids`);
-        assert.equal(s.text, want.text, `${what}: the unbroken answer's text`);
-        assert.equal(s.finish, want.finish);
-        assert.equal(s.finish, "length");
-        assert.deepEqual(s.usage, want.usage, `${what}: usage counts the prompt once and every token`);
-      }
-      const m = await (await fetch(`${router.url}/metrics`)).text();
-      const continued = [
-        ...m.matchAll(/switchyard_migrations_total\{[^}]*outcome="continued"[^}]*\} (\d+)/g),
-      ];
-      assert.equal(
-        continued.reduce((n, x) => n + Number(x[1]), 0),
-        4,
-        "the four streams on the killed engine moved",
-      );
-      assert.doesNotMatch(m, /outcome="no_token_ids"/);
-    } finally {
-      await router.close();
+      assert.equal(want.tokenIds.length, MAX_TOKENS);
+      assert.deepEqual(s.tokenIds, want.tokenIds, `${what}: the unbroken answer's token ids`);
+      assert.equal(s.text, want.text, `${what}: the unbroken answer's text`);
+      assert.equal(s.finish, want.finish);
+      assert.equal(s.finish, "length");
+      assert.deepEqual(s.usage, want.usage, `${what}: usage counts the prompt once and every token`);
     }
-  } finally {
-    for (const s of sims) await s.stop("SIGKILL");
-  }
+    const m = await (await fetch(`${routerUrl}/metrics`)).text();
+    assert.equal(continuedMigrations(m), 4, "the four streams on the killed engine moved");
+    assert.doesNotMatch(m, /outcome="no_token_ids"/);
+  });
 });
 
 /**

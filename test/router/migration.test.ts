@@ -4,26 +4,15 @@
 // built from the delivered tokens must give the very same text).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { freePorts, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
 import { startTestSim } from "../sim/helpers.js";
+import { continuedMigrations, eightStreamsOneEngineKilled, type StreamRequest } from "./migration-kill.js";
 import { post, routerFor, waitUntil } from "./util.js";
-import { readStream, type StreamRead } from "./sse-client.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 /** slow enough that a kill lands mid-stream; a mean answer length far past max_tokens */
 const SIM_FLAGS = ["--time-scale", "5", "--seed", "7", "--output-len-mean", "100000"];
 
-async function startSims(n: number): Promise<{ sims: Spawned[]; urls: string[] }> {
-  const ports = await freePorts(n);
-  const sims = ports.map((p) =>
-    spawnCli(["sim", MODEL, "--host", "127.0.0.1", "--port", String(p), ...SIM_FLAGS]),
-  );
-  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
-  await Promise.all(urls.map((u, i) => waitForHttp(`${u}/health`, 60_000, 200, sims[i])));
-  return { sims, urls };
-}
-
-function requestOf(i: number): { kind: "chat" | "completion"; body: Record<string, unknown> } {
+function requestOf(i: number): StreamRequest {
   const common = { model: MODEL, max_tokens: 160, temperature: 0, stream_options: { include_usage: true } };
   // two of each kind on each engine (round-robin puts even requests on one engine, odd on the other)
   if (i % 4 < 2)
@@ -35,60 +24,26 @@ function requestOf(i: number): { kind: "chat" | "completion"; body: Record<strin
 }
 
 test("8 greedy streams, one engine SIGKILLed mid-stream: every stream ends once, no error, same text and usage as an unbroken answer", async () => {
-  const { sims, urls } = await startSims(3);
-  const [a, b, reference] = urls as [string, string, string];
-  try {
-    const router = await routerFor([a, b], { policy: "round-robin" });
-    try {
-      await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 10_000, "both sims");
-      const streams: StreamRead[] = [];
-      const unbroken: StreamRead[] = [];
-      for (let i = 0; i < 8; i++) {
-        const { kind, body } = requestOf(i);
-        streams.push(readStream(router.url, body, kind));
-        unbroken.push(readStream(reference, body, kind));
-      }
-      // kill the second engine once every stream it carries is under way
-      const onB = () => streams.filter((s) => s.route.includes(b));
-      await waitUntil(() => onB().length === 4 && onB().every((s) => s.events >= 10), 30_000, "streams on b");
-      assert.ok(
-        onB().every((s) => s.dones === 0),
-        "the streams on b were still running",
-      );
-      await sims[1]!.stop("SIGKILL");
-      await Promise.all([...streams, ...unbroken].map((s) => s.done));
-
-      for (let i = 0; i < 8; i++) {
-        const s = streams[i]!;
-        const kind = requestOf(i).kind;
-        const want = unbroken[i]!;
-        assert.equal(s.status, 200);
-        assert.deepEqual(s.errors, [], `stream ${i}: no error event`);
-        assert.equal(s.dones, 1, `stream ${i}: exactly one [DONE]`);
-        assert.deepEqual(s.oddities, [], `stream ${i}: nothing unexpected`);
-        assert.equal(s.ids.size, 1, `stream ${i}: one response id throughout`);
-        assert.equal(s.text, want.text, `stream ${i} (${kind}, started on ${s.route}): the unbroken answer`);
-        assert.equal(s.finish, want.finish);
-        assert.deepEqual(s.usage, want.usage, `stream ${i}: usage counts the prompt once and every token`);
-        assert.equal(s.usage?.completion_tokens, 160);
-        assert.deepEqual(s.tokenIds, [], "token ids the client did not ask for stay out of its stream");
-      }
-      const m = await (await fetch(`${router.url}/metrics`)).text();
-      const continued = [
-        ...m.matchAll(/switchyard_migrations_total\{[^}]*outcome="continued"[^}]*\} (\d+)/g),
-      ];
-      assert.equal(
-        continued.reduce((n, x) => n + Number(x[1]), 0),
-        4,
-        "the four streams on the killed engine moved",
-      );
-      assert.match(m, /switchyard_migration_seconds_count\{model="Qwen\/Qwen2.5-0.5B-Instruct"\} 4/);
-    } finally {
-      await router.close();
+  await eightStreamsOneEngineKilled(MODEL, SIM_FLAGS, requestOf, async ({ routerUrl, streams, unbroken }) => {
+    for (let i = 0; i < 8; i++) {
+      const s = streams[i]!;
+      const kind = requestOf(i).kind;
+      const want = unbroken[i]!;
+      assert.equal(s.status, 200);
+      assert.deepEqual(s.errors, [], `stream ${i}: no error event`);
+      assert.equal(s.dones, 1, `stream ${i}: exactly one [DONE]`);
+      assert.deepEqual(s.oddities, [], `stream ${i}: nothing unexpected`);
+      assert.equal(s.ids.size, 1, `stream ${i}: one response id throughout`);
+      assert.equal(s.text, want.text, `stream ${i} (${kind}, started on ${s.route}): the unbroken answer`);
+      assert.equal(s.finish, want.finish);
+      assert.deepEqual(s.usage, want.usage, `stream ${i}: usage counts the prompt once and every token`);
+      assert.equal(s.usage?.completion_tokens, 160);
+      assert.deepEqual(s.tokenIds, [], "token ids the client did not ask for stay out of its stream");
     }
-  } finally {
-    for (const s of sims) await s.stop("SIGKILL");
-  }
+    const m = await (await fetch(`${routerUrl}/metrics`)).text();
+    assert.equal(continuedMigrations(m), 4, "the four streams on the killed engine moved");
+    assert.match(m, /switchyard_migration_seconds_count\{model="Qwen\/Qwen2.5-0.5B-Instruct"\} 4/);
+  });
 });
 
 /** The parts of a JSON answer the non-streamed test compares. */
