@@ -1,10 +1,12 @@
+// The KV-event subscriber against a real publisher and against a hand-driven engine: order, replay of
+// dropped batches, gaps, restarts, refuted jumps and the message-size cap, over real ZMQ sockets.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Router, XPublisher } from "zeromq";
 import { encodeBatch } from "../../src/kvevents/codec.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
-import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
+import { KvEventSubscriber, type KvEventSubscriberOptions } from "../../src/kvevents/subscriber.js";
 import { zmqGuardCounts } from "../../src/kvevents/zmq-guard.js";
 import { batchNo, loopbackConfig, sleep, waitFor } from "./helpers.js";
 
@@ -174,50 +176,65 @@ async function fakeEngine(topic: string) {
   };
 }
 
-test("dropped live batches are fetched by replay (answers with the topic frame) and delivered in order", async () => {
-  const eng = await fakeEngine("kv");
+type FakeEngine = Awaited<ReturnType<typeof fakeEngine>>;
+type Recorder = ReturnType<typeof recorder>;
+
+/**
+ * A subscriber on a fresh fake engine publishing under `topic` (its replay endpoint given when
+ * `replay`), run through `fn` once its subscription has reached the engine; both are closed however
+ * `fn` ends.
+ */
+async function onFakeEngine(
+  o: { topic?: string; replay?: boolean } & Omit<
+    KvEventSubscriberOptions,
+    "endpoint" | "replayEndpoint" | "topic" | "onBatch" | "onGap" | "onRestart"
+  >,
+  fn: (eng: FakeEngine, sub: KvEventSubscriber, r: Recorder) => Promise<void>,
+): Promise<void> {
+  const { topic = "", replay = false, ...rest } = o;
+  const eng = await fakeEngine(topic);
   const r = recorder();
   const sub = await KvEventSubscriber.create({
     endpoint: eng.endpoint,
-    replayEndpoint: eng.replayEndpoint,
-    topic: "kv",
+    ...(replay ? { replayEndpoint: eng.replayEndpoint } : {}),
+    topic,
+    ...rest,
     ...r,
   });
   try {
     await eng.subscribed();
-    const payload = (i: number) => encodeBatch(batchNo(i), "map");
-    await eng.send(0, payload(0));
-    await eng.send(1, payload(1));
-    await eng.send(4, payload(4)); // 2 and 3 "dropped"
-    const start = await eng.serveReplay(new Map([2, 3, 4].map((i) => [i, payload(i)])), true);
-    assert.equal(start, 2n);
-    await waitFor(() => r.batches.length === 5, "replayed and pending batches");
-    await eng.send(5, payload(5));
-    await waitFor(() => r.batches.length === 6, "the next live batch");
-    assert.deepEqual(seqs(r), [0, 1, 2, 3, 4, 5]);
-    for (const [s, b] of r.batches) assert.deepEqual(b, batchNo(s));
-    assert.deepEqual(r.gaps, []);
+    await fn(eng, sub, r);
   } finally {
     await sub.close();
     eng.close();
   }
+}
+
+/** Batch `i` as an engine's msgpack map encoding sends it. */
+const mapPayload = (i: number) => encodeBatch(batchNo(i), "map");
+
+test("dropped live batches are fetched by replay (answers with the topic frame) and delivered in order", async () => {
+  await onFakeEngine({ topic: "kv", replay: true }, async (eng, sub, r) => {
+    await eng.send(0, mapPayload(0));
+    await eng.send(1, mapPayload(1));
+    await eng.send(4, mapPayload(4)); // 2 and 3 "dropped"
+    const start = await eng.serveReplay(new Map([2, 3, 4].map((i) => [i, mapPayload(i)])), true);
+    assert.equal(start, 2n);
+    await waitFor(() => r.batches.length === 5, "replayed and pending batches");
+    await eng.send(5, mapPayload(5));
+    await waitFor(() => r.batches.length === 6, "the next live batch");
+    assert.deepEqual(seqs(r), [0, 1, 2, 3, 4, 5]);
+    for (const [s, b] of r.batches) assert.deepEqual(b, batchNo(s));
+    assert.deepEqual(r.gaps, []);
+  });
 });
 
 test("what replay cannot fill is reported as a gap; a seq going back to 0, then 1, is a restart", async () => {
-  const eng = await fakeEngine("");
-  const r = recorder();
-  const sub = await KvEventSubscriber.create({
-    endpoint: eng.endpoint,
-    replayEndpoint: eng.replayEndpoint,
-    ...r,
-  });
-  try {
-    await eng.subscribed();
-    const payload = (i: number) => encodeBatch(batchNo(i), "map");
-    await eng.send(10, payload(10)); // first seen: delivery starts here (no initialSeq)
-    await eng.send(14, payload(14));
+  await onFakeEngine({ replay: true }, async (eng, sub, r) => {
+    await eng.send(10, mapPayload(10)); // first seen: delivery starts here (no initialSeq)
+    await eng.send(14, mapPayload(14));
     // the engine's buffer rolled over: it has 12 on, 11 is gone
-    await eng.serveReplay(new Map([12, 13, 14].map((i) => [i, payload(i)])), false);
+    await eng.serveReplay(new Map([12, 13, 14].map((i) => [i, mapPayload(i)])), false);
     await waitFor(() => r.batches.length === 4, "delivery after the replay");
     assert.deepEqual(seqs(r), [10, 12, 13, 14]);
     assert.deepEqual(r.gaps, [[11, 11]]);
@@ -226,62 +243,42 @@ test("what replay cannot fill is reported as a gap; a seq going back to 0, then 
     await eng.serveReplay(new Map([[15, Buffer.from("c1", "hex")]]), false);
     await waitFor(() => r.gaps.length === 2, "the bad batch's gap");
     assert.deepEqual(r.gaps.at(-1), [15, 15]);
-    await eng.send(16, payload(16));
+    await eng.send(16, mapPayload(16));
     await waitFor(() => seqs(r).at(-1) === 16, "the batch after the bad one");
     assert.equal(sub.stats.decodeErrors, 2);
     // the engine restarts: seq 0 again, and the batch after it confirms the new numbering
-    await eng.send(0, payload(0));
-    await eng.send(1, payload(1));
+    await eng.send(0, mapPayload(0));
+    await eng.send(1, mapPayload(1));
     await waitFor(() => seqs(r).at(-1) === 1, "the restarted stream");
     assert.deepEqual(r.restarts, [0]);
     assert.deepEqual(seqs(r).slice(-2), [0, 1]);
     assert.equal(sub.stats.restarts, 1);
     assert.equal(sub.stats.refuted, 0);
-  } finally {
-    await sub.close();
-    eng.close();
-  }
+  });
 });
 
 test("a forged jump is refuted by the replay answer and the index is kept; the live stream goes on", async () => {
-  const eng = await fakeEngine("");
-  const r = recorder();
   const stale: boolean[] = [];
-  const sub = await KvEventSubscriber.create({
-    endpoint: eng.endpoint,
-    replayEndpoint: eng.replayEndpoint,
-    onStale: (s) => stale.push(s),
-    ...r,
-  });
-  try {
-    await eng.subscribed();
-    const payload = (i: number) => encodeBatch(batchNo(i), "map");
-    await eng.send(0, payload(0));
-    await eng.send(1, payload(1));
+  await onFakeEngine({ replay: true, onStale: (s) => stale.push(s) }, async (eng, sub, r) => {
+    await eng.send(0, mapPayload(0));
+    await eng.send(1, mapPayload(1));
     // one message claims seq 1,000,000: the engine's replay buffer ends at 1
-    await eng.send(1_000_000, payload(99));
-    const start = await eng.serveReplay(new Map([0, 1].map((i) => [i, payload(i)])), false);
+    await eng.send(1_000_000, mapPayload(99));
+    const start = await eng.serveReplay(new Map([0, 1].map((i) => [i, mapPayload(i)])), false);
     assert.equal(start, 2n);
     await waitFor(() => sub.stats.refuted === 1, "the forged batch refuted");
-    await eng.send(2, payload(2));
+    await eng.send(2, mapPayload(2));
     await waitFor(() => seqs(r).at(-1) === 2, "the engine's next batch");
     assert.deepEqual(seqs(r), [0, 1, 2]);
     assert.deepEqual(r.gaps, []);
     assert.deepEqual(r.restarts, []);
     // the index lagged while the word was out, and not after
     assert.deepEqual(stale, [true, false]);
-  } finally {
-    await sub.close();
-    eng.close();
-  }
+  });
 });
 
 test("without replay, a jump or a seq going back waits for the next live batch, which refutes or confirms it", async () => {
-  const eng = await fakeEngine("");
-  const r = recorder();
-  const sub = await KvEventSubscriber.create({ endpoint: eng.endpoint, ...r });
-  try {
-    await eng.subscribed();
+  await onFakeEngine({}, async (eng, sub, r) => {
     const send = (i: number) => eng.send(i, encodeBatch(batchNo(i)));
     await send(0);
     await send(1);
@@ -300,18 +297,11 @@ test("without replay, a jump or a seq going back waits for the next live batch, 
     await waitFor(() => seqs(r).at(-1) === 7, "the batches after the loss");
     assert.deepEqual(r.gaps, [[4, 5]]);
     assert.deepEqual(seqs(r).slice(-2), [6, 7]);
-  } finally {
-    await sub.close();
-    eng.close();
-  }
+  });
 });
 
 test("a 64 MiB frame costs its sender the connection, not the subscriber's memory; what follows still arrives", async () => {
-  const eng = await fakeEngine("");
-  const r = recorder();
-  const sub = await KvEventSubscriber.create({ endpoint: eng.endpoint, maxMessageBytes: 1 << 20, ...r });
-  try {
-    await eng.subscribed();
+  await onFakeEngine({ maxMessageBytes: 1 << 20 }, async (eng, sub, r) => {
     const before = zmqGuardCounts.disconnects["kv-subscriber"];
     await eng.send(0, encodeBatch(batchNo(0)));
     await waitFor(() => r.batches.length === 1, "the first batch");
@@ -333,40 +323,21 @@ test("a 64 MiB frame costs its sender the connection, not the subscriber's memor
       Buffer.alloc(600 * 1024),
     ]);
     await waitFor(() => sub.stats.oversized === oversized + 1, "the many-frame message dropped");
-  } finally {
-    await sub.close();
-    eng.close();
-  }
+  });
 });
 
 test("without a replay endpoint, a late first seq against initialSeq 0 is a gap once the next batch follows it", async () => {
-  const eng = await fakeEngine("");
-  const r = recorder();
-  const sub = await KvEventSubscriber.create({ endpoint: eng.endpoint, initialSeq: 0, ...r });
-  try {
-    await eng.subscribed();
+  await onFakeEngine({ initialSeq: 0 }, async (eng, sub, r) => {
     await eng.send(3, encodeBatch(batchNo(3)));
     await eng.send(4, encodeBatch(batchNo(4)));
     await waitFor(() => r.batches.length === 2, "the live batches");
     assert.deepEqual(r.gaps, [[0, 2]]);
     assert.deepEqual(seqs(r), [3, 4]);
-  } finally {
-    await sub.close();
-    eng.close();
-  }
+  });
 });
 
 test("a replay server that never answers times out; the held batch is delivered after a gap once the next one follows it", async () => {
-  const eng = await fakeEngine("");
-  const r = recorder();
-  const sub = await KvEventSubscriber.create({
-    endpoint: eng.endpoint,
-    replayEndpoint: eng.replayEndpoint,
-    replayTimeoutMs: 200,
-    ...r,
-  });
-  try {
-    await eng.subscribed();
+  await onFakeEngine({ replay: true, replayTimeoutMs: 200 }, async (eng, sub, r) => {
     await eng.send(0, encodeBatch(batchNo(0)));
     await eng.send(2, encodeBatch(batchNo(2)));
     await waitFor(() => sub.stats.replayRequests === 1, "the replay request");
@@ -376,10 +347,7 @@ test("a replay server that never answers times out; the held batch is delivered 
     await waitFor(() => r.batches.length === 3, "delivery once the live stream confirmed the jump");
     assert.deepEqual(seqs(r), [0, 2, 3]);
     assert.deepEqual(r.gaps, [[1, 1]]);
-  } finally {
-    await sub.close();
-    eng.close();
-  }
+  });
 });
 
 test("a burst beyond the high-water mark loses live batches; replay restores every one in order", async () => {
