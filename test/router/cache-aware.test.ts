@@ -10,7 +10,7 @@ import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
 import { freePorts } from "../helpers/cli.js";
-import { post, routerFor, waitUntil } from "./util.js";
+import { post, routeOf, routerFor, waitUntil } from "./util.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 type Sim = Awaited<ReturnType<typeof startSim>>;
@@ -96,14 +96,6 @@ test("the router's block hashes equal the ones the sim publishes, for chat and c
   }
 });
 
-async function routeOf(url: string, body: unknown): Promise<Record<string, string>> {
-  const res = await post(`${url}/v1/chat/completions`, body, { "x-switchyard-debug": "1" });
-  assert.equal(res.status, 200);
-  await res.arrayBuffer();
-  const h = res.headers.get("x-switchyard-route") ?? "";
-  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
-}
-
 test("kv policy: repeats go to the engine holding the prefix; reset and restart leave no stale entries", async () => {
   // six distinct ports at once: separate freePort() calls may hand out the same one twice
   const all = await freePorts(6);
@@ -130,12 +122,12 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
       max_tokens: 2,
     });
     // first contact: engines have published nothing yet, so the prefix index routes
-    const first = await routeOf(router.url, body(1));
+    const first = await routeOf(router.url, "/v1/chat/completions", body(1));
     const home = first.engine!;
     const homeSim = sims.find((s) => s.url === home)!;
     await waitUntil(() => cache.kv.blocksOf(home) > 10, 5000, "events indexed");
     await waitUntil(() => cache.kvRouted(home), 5000, "kv mode");
-    const again = await routeOf(router.url, body(1));
+    const again = await routeOf(router.url, "/v1/chat/completions", body(1));
     assert.equal(again.engine, home);
     assert.equal(again.source, "kv");
     assert.equal(again.reason, "kv-hit");
@@ -147,7 +139,7 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
     assert.equal(r.status, 200);
     assert.equal(homeSim.ctx.runtime.engine.debugState().cachedBlocks, 0, "sim reset");
     await waitUntil(() => cache.kv.blocksOf(home) === 0, 5000, "entries cleared after reset");
-    const afterReset = await routeOf(router.url, body(1));
+    const afterReset = await routeOf(router.url, "/v1/chat/completions", body(1));
     assert.equal(Number(afterReset.predicted_cached_tokens), 0);
     await waitUntil(() => cache.kv.blocksOf(afterReset.engine!) > 10, 5000, "re-indexed");
 
@@ -165,7 +157,7 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
     );
     await new Promise((res) => setTimeout(res, 600));
     assert.equal(cache.kv.blocksOf(victim), 0);
-    const fresh = await routeOf(router.url, body(2));
+    const fresh = await routeOf(router.url, "/v1/chat/completions", body(2));
     assert.equal(Number(fresh.predicted_cached_tokens), 0);
     void homeSim;
   } finally {
@@ -201,9 +193,9 @@ test("kv policy: a prompt longer than one hashing slice is hashed a slice per tu
       ],
       max_tokens: 2,
     };
-    await routeOf(router.url, body);
+    await routeOf(router.url, "/v1/chat/completions", body);
     await waitUntil(() => cache.kvRouted(s.url) && cache.kv.blocksOf(s.url) > 1200, 5000, "events indexed");
-    const again = await routeOf(router.url, body);
+    const again = await routeOf(router.url, "/v1/chat/completions", body);
     assert.equal(again.source, "kv");
     assert.equal(again.reason, "kv-hit");
     // every block past the first slice matched too: the slices chain as one piece does
@@ -230,12 +222,12 @@ test("watchdog: a hash-seed mismatch with the engines is reported loudly", async
       ],
       max_tokens: 2,
     };
-    const first = await routeOf(router.url, body);
+    const first = await routeOf(router.url, "/v1/chat/completions", body);
     assert.equal(first.engine, s.url);
     await waitUntil(() => router.router.cache.kv.blocksOf(s.url) > 0, 5000, "events");
     await new Promise((r) => setTimeout(r, 600));
     for (let i = 0; i < 3; i++) {
-      const r = await routeOf(router.url, body);
+      const r = await routeOf(router.url, "/v1/chat/completions", body);
       assert.equal(r.source, "kv");
       assert.equal(Number(r.predicted_cached_tokens), 0); // the router's hashes never match the engine's
     }
@@ -248,7 +240,7 @@ test("watchdog: a hash-seed mismatch with the engines is reported loudly", async
     const deadline = Date.now() + 60_000; // timing-ok: a hang guard, polled
     while (!(await mismatch())) {
       if (Date.now() > deadline) throw new Error("no mismatch reported");
-      await routeOf(router.url, body);
+      await routeOf(router.url, "/v1/chat/completions", body);
       await new Promise((r) => setTimeout(r, 200));
     }
   } finally {

@@ -15,7 +15,7 @@ import {
   routingInput,
 } from "../../src/router/endpoints.js";
 import { startFakeVllm } from "./fake-vllm.js";
-import { post, routerFor } from "./util.js";
+import { post, routeOf, routerFor } from "./util.js";
 
 const MODEL = "fake/model-a";
 
@@ -181,14 +181,6 @@ test("the router answers /ping and /load itself and refuses per-engine routes wi
     await engine.close();
   }
 });
-
-async function routeOf(url: string, path: string, body: unknown): Promise<Record<string, string>> {
-  const res = await post(`${url}${path}`, body, { "x-switchyard-debug": "1" });
-  assert.equal(res.status, 200, path);
-  await res.arrayBuffer();
-  const h = res.headers.get("x-switchyard-route") ?? "";
-  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
-}
 
 test("Messages, count_tokens and Responses conversations are routed by their prompt as a chat is", async () => {
   const engines = [await startFakeVllm("a"), await startFakeVllm("b")];

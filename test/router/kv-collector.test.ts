@@ -8,7 +8,7 @@ import { parseSimArgs } from "../../src/sim/config.js";
 import { parseConfig } from "../../src/router/config.js";
 import { freePorts } from "../helpers/cli.js";
 import type { RunningRouter } from "../../src/router/index.js";
-import { post, routerFor, waitUntil } from "./util.js";
+import { post, routeOf, routerFor, waitUntil } from "./util.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 type Sim = Awaited<ReturnType<typeof startSim>>;
@@ -50,15 +50,6 @@ const chat = (topic: string) => ({
   ],
   max_tokens: 2,
 });
-
-async function routeOf(url: string, body: unknown): Promise<Record<string, string>> {
-  const path = (body as { prompt?: unknown }).prompt !== undefined ? "completions" : "chat/completions";
-  const res = await post(`${url}/v1/${path}`, body, { "x-switchyard-debug": "1" });
-  assert.equal(res.status, 200, await res.clone().text());
-  await res.arrayBuffer();
-  const h = res.headers.get("x-switchyard-route") ?? "";
-  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
-}
 
 /**
  * A publisher that connects out reaches the collector only once its connection is up (ZMQ retries every
@@ -111,7 +102,7 @@ test("collector mode: sims that connect out are told apart by topic; each prompt
       );
     for (let round = 0; round < 5; round++) {
       for (const [i, s] of sims.entries()) {
-        const r = await routeOf(router.url, chat(`topic ${i}`));
+        const r = await routeOf(router.url, "/v1/chat/completions", chat(`topic ${i}`));
         assert.equal(r.engine, s.url, `round ${round}: prompt ${i}`);
         assert.equal(r.reason, "kv-hit");
         assert.equal(r.source, "kv");
@@ -147,7 +138,7 @@ test("collector mode: sims that connect out are told apart by topic; each prompt
       "late engine indexed",
     );
     for (let round = 0; round < 3; round++) {
-      const r = await routeOf(router.url, completion("late, again"));
+      const r = await routeOf(router.url, "/v1/completions", completion("late, again"));
       assert.equal(r.engine, late.url, JSON.stringify(r));
       assert.equal(r.reason, "kv-hit");
     }

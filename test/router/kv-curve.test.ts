@@ -13,7 +13,7 @@ import { zmqGuardCounts } from "../../src/kvevents/zmq-guard.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 import { startSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
-import { post, routerFor, waitUntil } from "./util.js";
+import { post, routeOf, routerFor, waitUntil } from "./util.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 type Sim = Awaited<ReturnType<typeof startSim>>;
@@ -60,14 +60,6 @@ const chat = (topic: string) => ({
   max_tokens: 2,
 });
 
-async function routeOf(url: string, body: unknown): Promise<Record<string, string>> {
-  const res = await post(`${url}/v1/chat/completions`, body, { "x-switchyard-debug": "1" });
-  assert.equal(res.status, 200, await res.clone().text());
-  await res.arrayBuffer();
-  const h = res.headers.get("x-switchyard-route") ?? "";
-  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
-}
-
 async function metric(url: string, re: RegExp): Promise<number> {
   const m = re.exec(await (await fetch(`${url}/metrics`)).text());
   return m ? Number(m[1]) : 0;
@@ -102,7 +94,7 @@ test("with CURVE keys the sim holding the expected secret key is routed by its e
       10_000,
       "good indexed",
     );
-    const hit = await routeOf(r.url, chat("good"));
+    const hit = await routeOf(r.url, "/v1/chat/completions", chat("good"));
     assert.equal(hit.engine, good.url);
     assert.equal(hit.reason, "kv-hit");
     assert.equal(hit.source, "kv");

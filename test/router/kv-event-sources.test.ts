@@ -14,7 +14,7 @@ import { parseKvEventSources, resolveWildcard } from "../../src/router/kv/event-
 import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
 import { freePorts } from "../helpers/cli.js";
 import { startFakeVllm } from "./fake-vllm.js";
-import { post, routerFor, waitUntil } from "./util.js";
+import { routeOf, routerFor, waitUntil } from "./util.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const ENGINE = "http://10.0.0.7:8000";
@@ -69,14 +69,6 @@ test("/kv_event_sources answers: both shapes, wildcards at the engine's host, on
   );
   assert.throws(() => parseKvEventSources('"nope"', ENGINE));
 });
-
-async function routeOf(url: string, path: string, body: unknown): Promise<Record<string, string>> {
-  const res = await post(`${url}${path}`, body, { "x-switchyard-debug": "1" });
-  assert.equal(res.status, 200, path);
-  await res.arrayBuffer();
-  const h = res.headers.get("x-switchyard-route") ?? "";
-  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
-}
 
 test("an engine whose /kv_event_sources names tcp://*:PORT is subscribed at its host; a prompt it holds routes there as kv-hit", async () => {
   const [port, replayPort] = await freePorts(2);

@@ -1,4 +1,6 @@
-// Starts an in-process router on an ephemeral loopback port with fast health/metrics loops.
+// Shared by the router tests: an in-process router on an ephemeral loopback port with fast health and
+// metrics loops, polling with a hang guard, and requests that read back the route the router took.
+import assert from "node:assert/strict";
 import { startRouter, type RouterConfigInput, type RunningRouter } from "../../src/router/index.js";
 import { hangGuardDeadline } from "../helpers/cli.js";
 
@@ -45,4 +47,16 @@ export async function post(
     headers: { "content-type": "application/json", ...headers },
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
+}
+
+/**
+ * Posts `body` to the router's `path` with the debug header on, expecting a 200; the route it took
+ * (the x-switchyard-route header's key=value pairs: engine, policy, reason, ...).
+ */
+export async function routeOf(url: string, path: string, body: unknown): Promise<Record<string, string>> {
+  const res = await post(`${url}${path}`, body, { "x-switchyard-debug": "1" });
+  assert.equal(res.status, 200, `${path}: ${await res.clone().text()}`);
+  await res.arrayBuffer();
+  const h = res.headers.get("x-switchyard-route") ?? "";
+  return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
 }
