@@ -91,7 +91,8 @@ async function hugeFrameAgainst(
   }
 }
 
-test("a 64 MiB frame sent to a router's KV-event collector is refused, counted, and leaves its memory alone", async () => {
+/** A router process over a fake engine, collecting KV events on a bound socket, sent a 64 MiB frame. */
+async function routerCollectorGetsHugeFrame(extra: string[], socket: string): Promise<void> {
   const eng = await startFakeEngine({});
   const [port, kv] = await freePorts(2);
   const proc = spawnCli([
@@ -100,6 +101,7 @@ test("a 64 MiB frame sent to a router's KV-event collector is refused, counted, 
     "127.0.0.1",
     "--port",
     String(port),
+    ...extra,
     "--policy",
     "kv",
     "--backend",
@@ -110,37 +112,17 @@ test("a 64 MiB frame sent to a router's KV-event collector is refused, counted, 
   const url = `http://127.0.0.1:${port}`;
   try {
     await waitForHttp(`${url}/ready`, 30_000, 200, proc);
-    await hugeFrameAgainst(proc, url, `tcp://127.0.0.1:${kv}`, "kv-collector");
+    await hugeFrameAgainst(proc, url, `tcp://127.0.0.1:${kv}`, socket);
   } finally {
     await proc.stop();
     await eng.close();
   }
+}
+
+test("a 64 MiB frame sent to a router's KV-event collector is refused, counted, and leaves its memory alone", async () => {
+  await routerCollectorGetsHugeFrame([], "kv-collector");
 });
 
 test("with router workers, the primary's relay refuses a 64 MiB frame before any worker sees it", async () => {
-  const eng = await startFakeEngine({});
-  const [port, kv] = await freePorts(2);
-  const proc = spawnCli([
-    "router",
-    "--host",
-    "127.0.0.1",
-    "--port",
-    String(port),
-    "--workers",
-    "2",
-    "--policy",
-    "kv",
-    "--backend",
-    eng.url,
-    "--kv-events-bind",
-    `tcp://127.0.0.1:${kv}`,
-  ]);
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitForHttp(`${url}/ready`, 30_000, 200, proc);
-    await hugeFrameAgainst(proc, url, `tcp://127.0.0.1:${kv}`, "kv-relay");
-  } finally {
-    await proc.stop();
-    await eng.close();
-  }
+  await routerCollectorGetsHugeFrame(["--workers", "2"], "kv-relay");
 });
