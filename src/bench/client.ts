@@ -28,7 +28,10 @@ export interface OneRequest {
   messages: ChatMessage[] | null;
   maxTokens: number;
   intendedPromptTokens: number;
-  /** set x-user-id so a session router keeps the user on one engine */
+  /**
+   * send the session id as x-session-id (the router's default session header, Dynamo's and llm-d's
+   * kind) and x-user-id (the production-stack router's), so a session router keeps it on one engine
+   */
   sessionHeader: boolean;
   /** keep the generated text (multi-round sessions carry it into the next round) */
   keepText: boolean;
@@ -100,7 +103,7 @@ export class BenchClient {
 
   async send(req: OneRequest, signal?: AbortSignal): Promise<Sent> {
     const headers = req.sessionHeader
-      ? { ...this.baseHeaders, "x-user-id": req.sessionId }
+      ? { ...this.baseHeaders, "x-session-id": req.sessionId, "x-user-id": req.sessionId }
       : this.baseHeaders;
     const body = this.body(req);
     const chat = this.opts.endpoint === "chat";

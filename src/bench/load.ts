@@ -1,7 +1,10 @@
 // Drives a workload against a sender: open loop (requests start on an arrival schedule at --qps),
 // closed loop (at most --concurrency sessions active at once), or both (a rate with a cap, as vllm
 // bench's --request-rate with --max-concurrency). A session's next turn becomes ready only when its
-// previous answer arrived; ready follow-ups go before new sessions so that users finish.
+// previous answer arrived; ready follow-ups go before new sessions so that users finish. A turn that
+// waits for a tool (Turn.pauseBeforeS) becomes ready that long after the previous answer, on a real timer
+// (at most one per active session, cleared when the run stops); a turn's sub-agents (Turn.forks) start
+// at its answer, carrying the answers so far.
 import { performance } from "node:perf_hooks";
 import type { RequestRecord } from "../workload/record.js";
 import { arrivalGaps, type ArrivalKind } from "../workload/arrivals.js";
@@ -102,9 +105,11 @@ export class LoadRun {
 
     const sessionsToSend = new SessionScheduler<Active>(sessions, o.concurrency, (session) => ({
       session,
-      round: 0,
+      round: session.startRound ?? 0,
       answers: [],
     }));
+    // sessions waiting for a tool: one timer each, so as many as there are active sessions at most
+    const pauses = new Set<NodeJS.Timeout>();
     const take = () => sessionsToSend.take();
 
     while (!this.stopped && this.dispatched < o.maxRequests) {
@@ -143,17 +148,35 @@ export class LoadRun {
           if (!record.ok) this.failed++;
           lastEnd = performance.now();
           a.answers.push(text);
+          const forks = record.ok ? a.session.turns[a.round]!.forks : undefined;
           a.round++;
+          if (forks)
+            for (const f of forks)
+              sessionsToSend.spawn({ session: f, round: f.startRound ?? 0, answers: a.answers.slice() });
           // A failed turn ends its session: the next round would lack the history it builds on.
-          if (record.ok && a.round < a.session.turns.length) sessionsToSend.followUp(a);
-          else sessionsToSend.finish();
+          if (record.ok && a.round < a.session.turns.length) {
+            const pauseMs = (a.session.turns[a.round]!.pauseBeforeS ?? 0) * 1000;
+            if (pauseMs > 0 && !this.stopped) {
+              const timer = setTimeout(() => {
+                pauses.delete(timer);
+                sessionsToSend.followUp(a);
+                this.notify();
+              }, pauseMs);
+              pauses.add(timer);
+            } else sessionsToSend.followUp(a);
+          } else sessionsToSend.finish();
           pending.delete(p);
           this.notify();
         },
       );
       pending.add(p);
     }
+    // the run is over: sessions still waiting for a tool send nothing more
+    for (const t of pauses) clearTimeout(t);
+    pauses.clear();
     await Promise.all(pending);
+    // answers that came in while the last ones drained may have started pauses
+    for (const t of pauses) clearTimeout(t);
     records.sort((x, y) => x.index - y.index);
     return { records, durationS: (lastEnd - t0) / 1000, maxInFlight };
   }

@@ -2,6 +2,8 @@
 // sends it — an arrival schedule, a cap on active sessions, follow-up turns once their answers are in
 // (the same SessionScheduler as src/bench/load.ts) — and turns each turn into prompt token ids. It knows
 // nothing of engines or routing: it hands each turn to `send` and is told when the answer is complete.
+// A turn that waits for a tool (Turn.pauseBeforeS) becomes ready that many virtual seconds after the
+// previous answer; a turn's sub-agents (Turn.forks) start at its answer with its context as their history.
 import { arrivalGaps, type ArrivalKind } from "../workload/arrivals.js";
 import type { RequestRecord } from "../workload/record.js";
 import { SessionScheduler } from "../workload/sessions.js";
@@ -86,7 +88,7 @@ export class LoadDriver {
     this.gaps = arrivalGaps(o.qps, o.arrival, o.seed);
     this.sessions = new SessionScheduler<Active>(o.workload.sessions, o.concurrency, (session) => ({
       session,
-      round: 0,
+      round: session.startRound ?? 0,
       history: [],
     }));
   }
@@ -105,16 +107,34 @@ export class LoadDriver {
       this.driver.stop();
     }
     const a = turn.active;
+    const forks = ok ? a.session.turns[a.round]!.forks : undefined;
     a.round++;
-    if (ok && a.round < a.session.turns.length) {
-      // the next turn carries this turn's prompt and its answer
-      if (a.session.carriesHistory) a.history = this.promptOfDone(a).concat(answer.answer);
-      this.sessions.followUp(a);
+    const more = ok && a.round < a.session.turns.length;
+    // the next turn, and any sub-agent, carries this turn's prompt and its answer
+    const context =
+      a.session.carriesHistory && (more || forks) ? this.promptOfDone(a).concat(answer.answer) : undefined;
+    if (forks)
+      for (const f of forks)
+        this.sessions.spawn({ session: f, round: f.startRound ?? 0, history: context ?? [] });
+    if (more) {
+      if (context) a.history = context;
+      const pause = a.session.turns[a.round]!.pauseBeforeS ?? 0;
+      if (pause > 0) {
+        // the tool runs: the turn is ready once it returns
+        this.driver.at(this.driver.now + pause, () => {
+          this.sessions.followUp(a);
+          this.wake();
+        });
+      } else this.sessions.followUp(a);
     } else this.sessions.finish();
-    if (this.waitingForSlot) {
-      this.waitingForSlot = false;
-      this.driver.at(this.driver.now, this.next);
-    }
+    this.wake();
+  }
+
+  /** a turn became ready or a session slot freed: resume sending if the schedule was held */
+  private wake(): void {
+    if (!this.waitingForSlot) return;
+    this.waitingForSlot = false;
+    this.driver.at(this.driver.now, this.next);
   }
 
   private readonly next = (): void => {
@@ -159,7 +179,8 @@ export class LoadDriver {
   private promptOf(a: Active): number[] {
     const s = a.session;
     const turn = this.tok.encode(s.turns[a.round]!.text);
-    if (a.round === 0 || !s.carriesHistory)
+    // a session's first turn (a fork's carries its parent's context as its history)
+    if (!s.carriesHistory || a.history.length === 0)
       return s.system !== null ? this.tok.encode(s.system).concat(turn) : turn.slice();
     return a.history.concat(turn);
   }

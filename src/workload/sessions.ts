@@ -1,7 +1,8 @@
 // Which session turn goes out next, shared by the live load generator (load.ts) and the fleet simulator
 // (src/fleet), so both admit work the same way: a session's next turn is ready only once its previous
 // answer arrived; ready follow-ups go before new sessions, so that users finish; and a new session
-// starts only while fewer than `concurrency` are active.
+// starts only while fewer than `concurrency` are active. A turn that waits for a tool (Turn.pauseBeforeS)
+// is handed to followUp by the caller once its pause is over, on the caller's clock.
 import type { Session } from "./types.js";
 
 export class SessionScheduler<A> {
@@ -42,6 +43,15 @@ export class SessionScheduler<A> {
 
   /** the session's next turn is ready to send */
   followUp(a: A): void {
+    this.ready.push(a);
+  }
+
+  /**
+   * a session begun by another (a sub-agent forking its parent's context): active from now, its first
+   * turn ready to send
+   */
+  spawn(a: A): void {
+    this.active++;
     this.ready.push(a);
   }
 

@@ -11,6 +11,16 @@ export interface Turn {
   tokens: number;
   /** max_tokens to ask for */
   maxTokens: number;
+  /**
+   * seconds to wait after the previous turn's answer before sending this one (an agent's tool call);
+   * absent or 0: at once. Ignored on a session's first turn, which its arrival schedules.
+   */
+  pauseBeforeS?: number | undefined;
+  /**
+   * sub-agents this turn spawns once its answer arrives: sessions whose first `startRound` turns are
+   * this session's turns so far, answered with this session's answers (they fork its context)
+   */
+  forks?: readonly Session[] | undefined;
 }
 
 /**
@@ -19,7 +29,7 @@ export interface Turn {
  * history carries that answer (chat: an assistant message; completions: appended text).
  */
 export interface Session {
-  /** stable id; sent as the `x-user-id` header when the workload routes by session */
+  /** stable id; sent as the `x-session-id` (and `x-user-id`) header when the workload routes by session */
   id: string;
   index: number;
   /** text that precedes every turn (a system prompt in chat), or null */
@@ -28,6 +38,13 @@ export interface Session {
   turns: Turn[];
   /** whether later turns carry the earlier questions and answers */
   carriesHistory: boolean;
+  /**
+   * a fork (Turn.forks): the turns before this one are its parent's, already answered; the session's
+   * first request is turn `startRound`, carrying the parent's answers. Absent: 0.
+   */
+  startRound?: number | undefined;
+  /** a fork: its parent session's id */
+  parentId?: string | undefined;
 }
 
 export interface Workload {
