@@ -17,7 +17,12 @@ import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cach
 import { busyOf, othersQueuedOf, waitingOf } from "./load.js";
 import type { PredictiveOptions } from "./predictive.js";
 import { createScorer } from "./scorers/registry.js";
-import { createVllmRouterCacheAwarePolicy, type VllmRouterCacheAwareOptions } from "./baselines.js";
+import {
+  createLlmdStickyPolicy,
+  createVllmRouterCacheAwarePolicy,
+  type LlmdStickyOptions,
+  type VllmRouterCacheAwareOptions,
+} from "./baselines.js";
 
 const GOLDEN = 0.6180339887498949;
 
@@ -167,8 +172,11 @@ export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-l
 export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
 export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
 /** Peers' designs, faithful to their published descriptions (baselines.ts): comparisons, not defaults. */
-export type BaselinePolicyName = "vllm-router-cache-aware";
-export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = ["vllm-router-cache-aware"];
+export type BaselinePolicyName = "vllm-router-cache-aware" | "llm-d-sticky";
+export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = [
+  "vllm-router-cache-aware",
+  "llm-d-sticky",
+];
 export type PolicyName = BasicPolicyName | CachePolicyName | BaselinePolicyName;
 /**
  * Every policy the live router accepts: the one list the router's config, the fleet scenario, the
@@ -181,13 +189,15 @@ export const ROUTER_POLICY_NAMES: readonly PolicyName[] = [
 ];
 /** the policies whose oracle is the approximate prefix index alone (they never read KV events) */
 export function policyReadsPrefixOnly(name: string): boolean {
-  return name === "prefix" || (BASELINE_POLICY_NAMES as readonly string[]).includes(name);
+  return (
+    name === "prefix" || ((BASELINE_POLICY_NAMES as readonly string[]).includes(name) && !policyReadsKv(name))
+  );
 }
 /**
  * The cache-aware policies that read the engines' KV events where they flow (`prefix` never does), so
  * their engines need the KV-event channel and one block-hash seed.
  */
-export const KV_EVENT_POLICY_NAMES: readonly CachePolicyName[] = ["kv", "hybrid", "predictive"];
+export const KV_EVENT_POLICY_NAMES: readonly PolicyName[] = ["kv", "hybrid", "predictive", "llm-d-sticky"];
 export function policyReadsKv(name: string): boolean {
   return (KV_EVENT_POLICY_NAMES as readonly string[]).includes(name);
 }
@@ -204,6 +214,7 @@ const POLICY_SUMMARIES: Record<PolicyName, string> = {
   "round-robin": "",
   session: "",
   "vllm-router-cache-aware": "vllm-router's default cache_aware, as a baseline",
+  "llm-d-sticky": "llm-d's sticky-until-saturated token-aware routing, as a baseline",
 };
 export const POLICY_HELP: string = Object.entries(POLICY_SUMMARIES)
   .map(([name, summary]) => (summary === "" ? name : `${name} (${summary})`))
@@ -220,6 +231,8 @@ export interface PolicyOptions {
   predictive?: PredictiveOptions;
   /** vllm-router-cache-aware: its thresholds */
   vllmRouterCacheAware?: VllmRouterCacheAwareOptions;
+  /** llm-d-sticky: its saturation threshold and session table size */
+  llmdSticky?: LlmdStickyOptions;
   /**
    * scorers added to the policy's own (weight 1): the config's `scorers` by name (scorers/registry.ts),
    * or made already; every policy but round-robin picks by the weighted sum
@@ -268,6 +281,8 @@ function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
       });
     case "vllm-router-cache-aware":
       return createVllmRouterCacheAwarePolicy(name, opts.cache ?? NO_CACHE, opts.vllmRouterCacheAware);
+    case "llm-d-sticky":
+      return createLlmdStickyPolicy(name, opts.cache ?? NO_CACHE, maxScorePicker, opts.llmdSticky);
   }
 }
 

@@ -51,11 +51,14 @@ test("the chart's default policy is the router's default", () => {
   assert.equal(values.router.policy, parseConfig({}).policy);
 });
 
-test("the policies that read KV events are cache-aware ones, and prefix is not among them", () => {
-  for (const name of KV_EVENT_POLICY_NAMES) assert.ok(CACHE_POLICY_NAMES.includes(name), name);
+test("the policies that read KV events are cache-aware ones or a baseline whose source does (llm-d-sticky), and prefix is not among them", () => {
+  for (const name of KV_EVENT_POLICY_NAMES)
+    assert.ok(CACHE_POLICY_NAMES.includes(name as never) || name === "llm-d-sticky", name);
   assert.deepEqual(
     ROUTER_POLICY_NAMES.filter(policyReadsKv),
-    ROUTER_POLICY_NAMES.filter((n) => n === "kv" || n === "hybrid" || n === "predictive"),
+    ROUTER_POLICY_NAMES.filter(
+      (n) => n === "kv" || n === "hybrid" || n === "predictive" || n === "llm-d-sticky",
+    ),
   );
   assert.equal(policyReadsKv("nope"), false);
 });

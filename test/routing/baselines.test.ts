@@ -1,8 +1,15 @@
 // The peers' designs kept as baselines (src/routing/baselines.ts) decide as their sources describe:
-// vllm-router's cache_aware by match rate, in-flight counts and its balance thresholds.
+// vllm-router's cache_aware by match rate, in-flight counts and its balance thresholds; llm-d's
+// sticky-until-saturated by session affinity until the engine's in-flight tokens reach its threshold.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createPolicy, decide, PrefixOracle, type Decision } from "../../src/routing/index.js";
+import {
+  createPolicy,
+  decide,
+  PrefixOracle,
+  type CacheOracle,
+  type Decision,
+} from "../../src/routing/index.js";
 import { eng } from "../helpers/routing.js";
 
 const pickedId = (d: Decision) => (d.kind === "picked" ? d.engine.id : d.kind);
@@ -46,4 +53,59 @@ test("vllm-router-cache-aware treats a match at or below the cache threshold as 
   const engines = [eng("a", { inFlight: 3 }), eng("b", { inFlight: 2 })];
   const prompt = `${text(1, 1)} ${"another long question ".repeat(60)}`;
   assert.equal(pickedId(decide(policy, { model: "m", seq: 1, prompt }, { engines })), "b");
+});
+
+// llm-d-sticky: a fixed-size prompt oracle, so that in-flight tokens are known numbers
+const tokensOracle = (promptTokens: number): CacheOracle => ({
+  predict: (_req, engines) => ({
+    promptTokens,
+    cachedTokens: new Float64Array(engines.length),
+    source: engines.map(() => "kv" as const),
+  }),
+});
+
+test("llm-d-sticky keeps a session on its engine while the engine's in-flight tokens stay under the threshold, however busier it is", () => {
+  const policy = createPolicy("llm-d-sticky", {
+    cache: tokensOracle(60_000),
+    llmdSticky: { saturationTokens: 200_000 },
+  });
+  const first = decide(policy, { model: "m", seq: 0, sessionKey: "s1" }, { engines: [eng("a"), eng("b")] });
+  assert.equal(pickedId(first), "a");
+  // a holds the session's 60k tokens and two more requests in flight; b is idle: the session stays on a
+  const engines = [eng("a", { inFlight: 1 }), eng("b")];
+  assert.equal(pickedId(decide(policy, { model: "m", seq: 1, sessionKey: "s1" }, { engines })), "a");
+  const busier = [eng("a", { inFlight: 2 }), eng("b")];
+  assert.equal(pickedId(decide(policy, { model: "m", seq: 2, sessionKey: "s1" }, { engines: busier })), "a");
+});
+
+test("llm-d-sticky releases a session to the engine with the fewest in-flight tokens once its engine reaches the threshold, and the session stays there", () => {
+  const policy = createPolicy("llm-d-sticky", {
+    cache: tokensOracle(60_000),
+    llmdSticky: { saturationTokens: 150_000 },
+  });
+  let seq = 0;
+  const on = (ids: string, engines: ReturnType<typeof eng>[]) =>
+    pickedId(decide(policy, { model: "m", seq: seq++, sessionKey: ids }, { engines }));
+  assert.equal(on("s1", [eng("a"), eng("b"), eng("c")]), "a");
+  assert.equal(on("s1", [eng("a", { inFlight: 1 }), eng("b"), eng("c")]), "a");
+  // a now holds 120k tokens in flight: under 150k, still sticky
+  assert.equal(on("s1", [eng("a", { inFlight: 2 }), eng("b"), eng("c")]), "a");
+  // 180k: saturated; b and c are idle, the tie goes round-robin's way
+  const released = on("s1", [eng("a", { inFlight: 3 }), eng("b"), eng("c")]);
+  assert.ok(released === "b" || released === "c", released);
+  // the session's engine is now the one it went to
+  const after = [
+    eng("a", { inFlight: 3 }),
+    eng("b", { inFlight: released === "b" ? 1 : 0 }),
+    eng("c", { inFlight: released === "c" ? 1 : 0 }),
+  ];
+  assert.equal(on("s1", after), released);
+});
+
+test("llm-d-sticky sends a session's first request to the engine with the fewest in-flight tokens, not by request count", () => {
+  const policy = createPolicy("llm-d-sticky", { cache: tokensOracle(50_000) });
+  // one big session on a, then many small ones would not matter: tokens decide
+  decide(policy, { model: "m", seq: 0, sessionKey: "big" }, { engines: [eng("a"), eng("b")] });
+  const engines = [eng("a", { inFlight: 1 }), eng("b")];
+  assert.equal(pickedId(decide(policy, { model: "m", seq: 2, sessionKey: "new" }, { engines })), "b");
 });
