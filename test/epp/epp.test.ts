@@ -7,7 +7,7 @@ import { after, before, describe, it, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { startSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
-import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
+import { kvEventsOf } from "../sim/helpers.js";
 import type { RouterConfigInput, RunningRouter } from "../../src/router/index.js";
 import { freePorts } from "../helpers/cli.js";
 import { post, routerFor, waitUntil } from "../router/util.js";
@@ -95,10 +95,7 @@ describe(
       const router = await routerFor(
         sims.map((s) => ({
           url: s.url,
-          kvEvents: {
-            endpoint: connectableEndpoint(s.kvEventsEndpoint!),
-            replay: connectableEndpoint(s.kvReplayEndpoint!),
-          },
+          kvEvents: kvEventsOf(s),
         })),
         { ...extra, epp: { port: 0, ...extra.epp } },
       );

@@ -3,17 +3,17 @@
 // stale entries, and a hash-seed mismatch trips the silent-miss watchdog.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import type { RunningSim } from "../../src/sim/app.js";
 import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
 import { freePorts } from "../helpers/cli.js";
 import { post, routeOf, routerFor, waitUntil } from "./util.js";
+import { kvEventsOf, startTestSim } from "../sim/helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
-type Sim = Awaited<ReturnType<typeof startSim>>;
+type Sim = RunningSim;
 
 async function sim(port = 0, kvPort = 0, replayPort = 0, seed = "0"): Promise<Sim> {
   const kv = JSON.stringify({
@@ -23,30 +23,10 @@ async function sim(port = 0, kvPort = 0, replayPort = 0, seed = "0"): Promise<Si
     endpoint: kvPort ? `tcp://*:${kvPort}` : "tcp://127.0.0.1:0",
     replay_endpoint: replayPort ? `tcp://*:${replayPort}` : "tcp://127.0.0.1:0",
   });
-  return startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(port),
-        "--kv-events-config",
-        kv,
-        "--hash-seed",
-        seed,
-        "--time-scale",
-        "0.05",
-      ],
-      {},
-    ),
-  );
+  return startTestSim(MODEL, ["--kv-events-config", kv, "--hash-seed", seed, "--time-scale", "0.05"], {
+    port,
+  });
 }
-
-const kvOf = (s: Sim) => ({
-  endpoint: connectableEndpoint(s.kvEventsEndpoint!),
-  replay: connectableEndpoint(s.kvReplayEndpoint!),
-});
 
 const LONG =
   "You are a careful assistant. " + "Answer every question about the rivers of Europe in detail. ".repeat(30);
@@ -103,7 +83,7 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
   const kvPorts = all.slice(2);
   const sims = [await sim(ports[0], kvPorts[0], kvPorts[1]), await sim(ports[1], kvPorts[2], kvPorts[3])];
   const router = await routerFor(
-    sims.map((s) => ({ url: s.url, kvEvents: kvOf(s) })),
+    sims.map((s) => ({ url: s.url, kvEvents: kvEventsOf(s) })),
     { policy: "kv" },
   );
   const cache = router.router.cache;
@@ -169,7 +149,7 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
 test("kv policy: a prompt longer than one hashing slice is hashed a slice per turn before its decision, with the engine's hashes", async () => {
   const [port, kvPort, replayPort] = await freePorts(3);
   const s = await sim(port, kvPort, replayPort);
-  const router = await routerFor([{ url: s.url, kvEvents: kvOf(s) }], { policy: "kv" });
+  const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], { policy: "kv" });
   const cache = router.router.cache;
   const original = cache.hashAhead.bind(cache);
   let sliced = 0;
@@ -209,7 +189,7 @@ test("kv policy: a prompt longer than one hashing slice is hashed a slice per tu
 
 test("watchdog: a hash-seed mismatch with the engines is reported loudly", async () => {
   const s = await sim(0, 0, 0, "0");
-  const router = await routerFor([{ url: s.url, kvEvents: kvOf(s) }], {
+  const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], {
     policy: "kv",
     routing: { hashSeed: "1", watchdog: { window: 60_000, interval: 200, minTokens: 64 } },
   });

@@ -3,15 +3,15 @@
 // kv@<host:port>@<model>, and each prompt goes to the engine whose events announced it, every time.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import type { RunningSim } from "../../src/sim/app.js";
 import { parseConfig } from "../../src/router/config.js";
 import { freePorts } from "../helpers/cli.js";
 import type { RunningRouter } from "../../src/router/index.js";
 import { post, routeOf, routerFor, waitUntil } from "./util.js";
+import { startTestSim } from "../sim/helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
-type Sim = Awaited<ReturnType<typeof startSim>>;
+type Sim = RunningSim;
 
 /** A sim on `port` whose KV events go to the router's collector at `collector`, named kv@127.0.0.1:port@model. */
 function sim(port: number, collector: string): Promise<Sim> {
@@ -21,22 +21,7 @@ function sim(port: number, collector: string): Promise<Sim> {
     endpoint: collector,
     topic: `kv@127.0.0.1:${port}@${MODEL}`,
   });
-  return startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(port),
-        "--kv-events-config",
-        kv,
-        "--time-scale",
-        "0.05",
-      ],
-      {},
-    ),
-  );
+  return startTestSim(MODEL, ["--kv-events-config", kv, "--time-scale", "0.05"], { port });
 }
 
 const LONG = "Answer every question about the rivers and mountains of Europe in careful detail. ".repeat(24);

@@ -10,13 +10,12 @@ import { join } from "node:path";
 import { curveKeyPair } from "zeromq";
 import { writeKeyDir } from "../../src/kvevents/curve.js";
 import { zmqGuardCounts } from "../../src/kvevents/zmq-guard.js";
-import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
-import { startSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import type { RunningSim } from "../../src/sim/app.js";
 import { post, routeOf, routerFor, waitUntil } from "./util.js";
+import { kvEventsOf, startTestSim } from "../sim/helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
-type Sim = Awaited<ReturnType<typeof startSim>>;
+type Sim = RunningSim;
 
 function sim(curveDir: string): Promise<Sim> {
   const kv = JSON.stringify({
@@ -25,30 +24,8 @@ function sim(curveDir: string): Promise<Sim> {
     endpoint: "tcp://127.0.0.1:0",
     replay_endpoint: "tcp://127.0.0.1:0",
   });
-  return startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--kv-events-config",
-        kv,
-        "--kv-curve-dir",
-        curveDir,
-        "--time-scale",
-        "0.05",
-      ],
-      {},
-    ),
-  );
+  return startTestSim(MODEL, ["--kv-events-config", kv, "--kv-curve-dir", curveDir, "--time-scale", "0.05"]);
 }
-
-const kvOf = (s: Sim) => ({
-  endpoint: connectableEndpoint(s.kvEventsEndpoint!),
-  replay: connectableEndpoint(s.kvReplayEndpoint!),
-});
 
 const LONG = "Answer every question about the rivers and mountains of Europe in careful detail. ".repeat(24);
 const chat = (topic: string) => ({
@@ -76,7 +53,7 @@ test("with CURVE keys the sim holding the expected secret key is routed by its e
   const good = await sim(join(root, "engines"));
   const forged = await sim(join(root, "forger"));
   const r = await routerFor(
-    [good, forged].map((s) => ({ url: s.url, kvEvents: kvOf(s) })),
+    [good, forged].map((s) => ({ url: s.url, kvEvents: kvEventsOf(s) })),
     { policy: "kv", routing: { kvEvents: { curve: { dir: join(root, "router") } } } },
   );
   const cache = r.router.cache;

@@ -6,8 +6,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { parseKvEventsConfig } from "../../src/kvevents/config.js";
-import { startSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
 import { anthropicToChat } from "../../src/router/endpoints.js";
 import { parseKvEventSources, resolveWildcard } from "../../src/router/kv/event-sources.js";
@@ -15,6 +13,7 @@ import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
 import { freePorts } from "../helpers/cli.js";
 import { startFakeVllm } from "./fake-vllm.js";
 import { routeOf, routerFor, waitUntil } from "./util.js";
+import { startTestSim } from "../sim/helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const ENGINE = "http://10.0.0.7:8000";
@@ -183,26 +182,20 @@ test("sims given only as URLs: their events are found from /kv_event_sources, an
   const ports = await freePorts(6);
   const sims = await Promise.all(
     [0, 1].map((i) =>
-      startSim(
-        parseSimArgs(
-          [
-            MODEL,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            String(ports[4 + i]),
-            "--kv-events-config",
-            JSON.stringify({
-              enable_kv_cache_events: true,
-              publisher: "zmq",
-              endpoint: `tcp://*:${ports[2 * i]}`,
-              replay_endpoint: `tcp://*:${ports[2 * i + 1]}`,
-            }),
-            "--time-scale",
-            "0.05",
-          ],
-          {},
-        ),
+      startTestSim(
+        MODEL,
+        [
+          "--kv-events-config",
+          JSON.stringify({
+            enable_kv_cache_events: true,
+            publisher: "zmq",
+            endpoint: `tcp://*:${ports[2 * i]}`,
+            replay_endpoint: `tcp://*:${ports[2 * i + 1]}`,
+          }),
+          "--time-scale",
+          "0.05",
+        ],
+        { port: ports[4 + i] },
       ),
     ),
   );

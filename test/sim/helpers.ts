@@ -1,9 +1,26 @@
-// Shared by the sim tests: start a sim in-process on a free loopback port, and small HTTP helpers.
+// Shared by the sim tests: start a sim in-process on loopback (any port and no environment unless
+// given), the router-facing addresses of its KV events, and small HTTP helpers.
 import { startSim, type RunningSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
+import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 
-export async function startTestSim(model: string, args: string[] = []): Promise<RunningSim> {
-  return startSim(parseSimArgs([model, "--host", "127.0.0.1", "--port", "0", ...args], {}));
+/** A sim in-process on loopback: on `port` (a free one by default), with `env` as its environment (none by default). */
+export async function startTestSim(
+  model: string,
+  args: string[] = [],
+  o: { port?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunningSim> {
+  return startSim(
+    parseSimArgs([model, "--host", "127.0.0.1", "--port", String(o.port ?? 0), ...args], o.env ?? {}),
+  );
+}
+
+/** A sim's KV-event and replay sockets as a router backend's `kvEvents` names them (wildcards made connectable). */
+export function kvEventsOf(s: RunningSim): { endpoint: string; replay: string } {
+  return {
+    endpoint: connectableEndpoint(s.kvEventsEndpoint!),
+    replay: connectableEndpoint(s.kvReplayEndpoint!),
+  };
 }
 
 export async function postJson(

@@ -13,7 +13,7 @@ import { startCacheServer, type CacheServer } from "../../src/cacheserver/server
 import { LmClient } from "../../src/cacheserver/client.js";
 import { Engine } from "../../src/engine/engine.js";
 import { VirtualDriver } from "../../src/engine/drivers.js";
-import { buildEngineConfig, startSim } from "../../src/sim/app.js";
+import { buildEngineConfig } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
 import { LMCACHE_REMOTE_LOAD_BPS } from "../../src/sim/lmcache-config.js";
 import { chunkHashes, chunkKey, lmcacheNoneHash, type ChunkKeyScheme } from "../../src/sim/lmcache-keys.js";
@@ -23,7 +23,7 @@ import { logger } from "../../src/obs/log.js";
 import { freePort } from "../helpers/cli.js";
 import { readVectors } from "../helpers/vectors.js";
 import { startFakeLmcache } from "../cacheserver/fake-lmcache.js";
-import { getText, metric, postJson, tokenIds } from "./helpers.js";
+import { getText, metric, postJson, startTestSim, tokenIds } from "./helpers.js";
 import { Recorder, request, runToIdle } from "../engine/helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
@@ -76,8 +76,7 @@ test("two sims share a prefix through one cache server: B's TTFT is cut by the l
     "--time-scale",
     TIME_SCALE,
   ];
-  const startWith = (args: string[]) =>
-    startSim(parseSimArgs([MODEL, "--host", "127.0.0.1", "--port", "0", ...args], env));
+  const startWith = (args: string[]) => startTestSim(MODEL, args, { env });
   const a = await startWith(argsA);
   const b = await startWith(argsB);
   try {
@@ -146,22 +145,7 @@ test("two sims share chunks through a server that parses keys as LMCache 0.5.6 d
   const lm = await startFakeLmcache();
   const env = { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${lm.port}`, PYTHONHASHSEED: "0" };
   const start = () =>
-    startSim(
-      parseSimArgs(
-        [
-          MODEL,
-          "--host",
-          "127.0.0.1",
-          "--port",
-          "0",
-          "--kv-offloading-backend",
-          "lmcache",
-          "--time-scale",
-          "0.01",
-        ],
-        env,
-      ),
-    );
+    startTestSim(MODEL, ["--kv-offloading-backend", "lmcache", "--time-scale", "0.01"], { env });
   const a = await start();
   const b = await start();
   try {
@@ -189,22 +173,9 @@ test("two sims share chunks through a server that parses keys as LMCache 0.5.6 d
 
 test("cache server down: requests are computed, errors counted, the sim keeps serving", async () => {
   const port = await freePort();
-  const dead = await startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--kv-offloading-backend",
-        "lmcache",
-        "--time-scale",
-        "0.01",
-      ],
-      { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${port}`, LMCACHE_BLOCKING_TIMEOUT_SECS: "2" },
-    ),
-  );
+  const dead = await startTestSim(MODEL, ["--kv-offloading-backend", "lmcache", "--time-scale", "0.01"], {
+    env: { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${port}`, LMCACHE_BLOCKING_TIMEOUT_SECS: "2" },
+  });
   try {
     for (let i = 0; i < 3; i++) {
       const r = await postJson(`${dead.url}/v1/completions`, {
@@ -272,22 +243,9 @@ test("a server that stops answering: the lookup is bounded by blocking_timeout_s
   const mute = createServer((s) => held.push(s));
   await new Promise<void>((r) => mute.listen(0, "127.0.0.1", r));
   const port = (mute.address() as import("node:net").AddressInfo).port;
-  const sim = await startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--kv-offloading-backend",
-        "lmcache",
-        "--time-scale",
-        "0.01",
-      ],
-      { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${port}`, LMCACHE_BLOCKING_TIMEOUT_SECS: "0.2" },
-    ),
-  );
+  const sim = await startTestSim(MODEL, ["--kv-offloading-backend", "lmcache", "--time-scale", "0.01"], {
+    env: { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${port}`, LMCACHE_BLOCKING_TIMEOUT_SECS: "0.2" },
+  });
   try {
     const r = await postJson(`${sim.url}/v1/completions`, {
       model: MODEL,
@@ -388,21 +346,10 @@ test("chunk keys: the same in another process with the same hash seed, different
 
 test("the keys a sim stores are the ones any process computes for the prompt", async () => {
   const server = await cacheServer();
-  const sim = await startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--tensor-parallel-size",
-        "2",
-        "--time-scale",
-        "0.01",
-      ].concat(["--kv-offloading-backend", "lmcache"]),
-      { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${server.port}`, PYTHONHASHSEED: "7" },
-    ),
+  const sim = await startTestSim(
+    MODEL,
+    ["--tensor-parallel-size", "2", "--time-scale", "0.01"].concat(["--kv-offloading-backend", "lmcache"]),
+    { env: { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${server.port}`, PYTHONHASHSEED: "7" } },
   );
   const client = await LmClient.connect("127.0.0.1", server.port);
   try {

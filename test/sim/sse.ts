@@ -1,7 +1,7 @@
 // Reads a whole server-sent-events body into its events: the `event:` name (null when absent) and the
 // `data:` text, parsed as JSON where it is JSON. Shared by the tests of the sim's streamed APIs.
-import { startSim, type RunningSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import type { RunningSim } from "../../src/sim/app.js";
+import { startTestSim } from "./helpers.js";
 
 export interface SseEvent {
   event: string | null;
@@ -46,5 +46,5 @@ export async function startSimWithEnv(
   args: string[],
   env: NodeJS.ProcessEnv,
 ): Promise<RunningSim> {
-  return startSim(parseSimArgs([model, "--host", "127.0.0.1", "--port", "0", ...args], env));
+  return startTestSim(model, args, { env });
 }
