@@ -6,10 +6,10 @@
 // concurrency slots (taken at the headers, so slow bodies cannot hold more than the tenant's limit).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
-import { connect, type AddressInfo, type Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { newRequestId } from "../../src/router/request-context.js";
+import { startPdEngine, PREFILL_KV } from "../helpers/pd-engine.js";
 import { startFakeVllm } from "./fake-vllm.js";
 import { routerFor, post, waitUntil } from "./util.js";
 
@@ -197,64 +197,9 @@ test("request ids are random UUIDs: unique, version 4, and consecutive ones tell
   assert.equal(prefixes.size, ids.length);
 });
 
-/** A P/D pair that records the bodies it is sent; the prefill side answers with its own KV params. */
-async function pdEngine(): Promise<{
-  url: string;
-  bodies: Array<Record<string, unknown>>;
-  close(): Promise<void>;
-}> {
-  const bodies: Array<Record<string, unknown>> = [];
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0]!;
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const json = (v: unknown, type = "application/json") => {
-        const body = typeof v === "string" ? v : JSON.stringify(v);
-        res.writeHead(200, { "content-type": type, "content-length": Buffer.byteLength(body) });
-        res.end(body);
-      };
-      if (path === "/health") return json("", "text/plain");
-      if (path === "/version") return json({ version: "0.32.0" });
-      if (path === "/v1/models")
-        return json({
-          object: "list",
-          data: [{ id: MODEL, object: "model", root: MODEL, max_model_len: 4096 }],
-        });
-      if (path === "/metrics")
-        return json(`vllm:num_requests_running{model_name="${MODEL}"} 0\n`, "text/plain");
-      if (path !== "/v1/chat/completions") {
-        res.writeHead(404, { "content-type": "application/json" });
-        return void res.end('{"detail":"Not Found"}');
-      }
-      const body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}") as Record<string, unknown>;
-      bodies.push(body);
-      const prefill = (body.kv_transfer_params as { do_remote_decode?: boolean } | undefined)
-        ?.do_remote_decode;
-      json({
-        id: "c",
-        object: "chat.completion",
-        model: MODEL,
-        choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
-        usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 },
-        kv_transfer_params: prefill
-          ? { remote_engine_id: "the-prefill-engine", remote_block_ids: [7] }
-          : null,
-      });
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    bodies,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
-
 test("with tenancy on, the router's own P/D kv_transfer_params reach prefill and decode engines, a client's never", async () => {
-  const prefill = await pdEngine();
-  const decode = await pdEngine();
+  const prefill = await startPdEngine(MODEL);
+  const decode = await startPdEngine(MODEL);
   const r = await routerFor(
     [
       { url: prefill.url, role: "prefill" },
@@ -275,10 +220,7 @@ test("with tenancy on, the router's own P/D kv_transfer_params reach prefill and
       (prefill.bodies[0]!.kv_transfer_params as { do_remote_decode: boolean }).do_remote_decode,
       true,
     );
-    assert.deepEqual(decode.bodies.at(-1)!.kv_transfer_params, {
-      remote_engine_id: "the-prefill-engine",
-      remote_block_ids: [7],
-    });
+    assert.deepEqual(decode.bodies.at(-1)!.kv_transfer_params, PREFILL_KV);
     for (const b of [...prefill.bodies, ...decode.bodies])
       assert.ok(!JSON.stringify(b).includes("evil.example"), "the client's params reached no engine");
   } finally {

@@ -6,87 +6,16 @@
 // pools alike (prefill engines used to get it while decode engines did not, with tenancy on).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import { hashKey } from "../../src/tenancy/keys.js";
+import { startPdEngine, type PdEngine } from "../helpers/pd-engine.js";
 import { routerFor, waitUntil } from "../router/util.js";
 
 const TENANT_KEY = "sk-tenant-a-0123456789abcdef";
 const ENGINE_KEY = "engine-secret-key";
 const MODEL = "fake/model-a";
 
-interface Seen {
-  method: string;
-  path: string;
-  headers: IncomingHttpHeaders;
-}
-
-interface RecordingEngine {
-  url: string;
-  seen: Seen[];
-  close(): Promise<void>;
-}
-
-/** A vLLM stand-in that records every request; answers prefill (kv_transfer_params) and decode. */
-async function recordingEngine(): Promise<RecordingEngine> {
-  const seen: Seen[] = [];
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0]!;
-    seen.push({ method: req.method ?? "", path, headers: req.headers });
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const json = (v: unknown, type = "application/json") => {
-        const body = typeof v === "string" ? v : JSON.stringify(v);
-        res.writeHead(200, { "content-type": type, "content-length": Buffer.byteLength(body) });
-        res.end(body);
-      };
-      if (path === "/health") return json("", "text/plain");
-      if (path === "/version") return json({ version: "0.11.0" });
-      if (path === "/v1/models")
-        return json({
-          object: "list",
-          data: [{ id: MODEL, object: "model", root: MODEL, max_model_len: 4096 }],
-        });
-      if (path === "/metrics")
-        return json(
-          'vllm:num_requests_running{model_name="m"} 0\nvllm:num_requests_waiting{model_name="m"} 0\n',
-          "text/plain",
-        );
-      const body = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}") as Record<string, unknown>;
-      const prefill = (body.kv_transfer_params as { do_remote_decode?: boolean } | undefined)
-        ?.do_remote_decode;
-      const usage = { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 };
-      if (body.stream === true) {
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        res.write(
-          `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", model: MODEL, choices: [{ index: 0, delta: { content: "ok" }, finish_reason: "stop" }] })}\n\n`,
-        );
-        return void res.end("data: [DONE]\n\n");
-      }
-      return json({
-        id: "c",
-        object: "chat.completion",
-        model: MODEL,
-        choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }],
-        usage,
-        kv_transfer_params: prefill ? { remote_engine_id: "p", remote_block_ids: [1] } : null,
-      });
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    seen,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
+type RecordingEngine = PdEngine;
 
 /** Every header value an engine received, with where it came from. */
 function headerValues(e: RecordingEngine): Array<{ where: string; value: string }> {
@@ -104,8 +33,8 @@ function paths(e: RecordingEngine): Set<string> {
 
 /** A fleet of one prefill and one decode engine behind a router; runs chat (streamed and not) through it. */
 async function run(routerConfig: Record<string, unknown>, clientKey: string) {
-  const prefill = await recordingEngine();
-  const decode = await recordingEngine();
+  const prefill = await startPdEngine(MODEL, "0.11.0");
+  const decode = await startPdEngine(MODEL, "0.11.0");
   const router = await routerFor(
     [
       { url: prefill.url, role: "prefill" },
