@@ -216,14 +216,6 @@ function checkBounds(ctx: SimContext, responses: readonly GenerateResponse[]): v
   }
 }
 
-/** A one-response derender body (chat, messages, responses), its model served and its bounds kept. */
-function derenderOneBody(ctx: SimContext, raw: unknown): z.infer<typeof derenderOne> {
-  const body = validate(derenderOne, raw);
-  resolveRequestModel(ctx, body.model);
-  checkBounds(ctx, [body.generate_response]);
-  return body;
-}
-
 function textOf(ctx: SimContext, ids: readonly number[] | null | undefined): string {
   return ids && ids.length > 0 ? ctx.tokenizer.decode(ids, true) : "";
 }
@@ -241,8 +233,10 @@ const outputTokens = (g: GenerateResponse): number =>
   g.choices.reduce((a, c) => a + (c.token_ids?.length ?? 0), 0);
 
 export function derenderChat(ctx: SimContext, raw: unknown): unknown {
-  const body = derenderOneBody(ctx, raw);
+  const body = validate(derenderOne, raw);
+  resolveRequestModel(ctx, body.model);
   const g = body.generate_response;
+  checkBounds(ctx, [g]);
   return {
     id: g.request_id,
     object: "chat.completion",
