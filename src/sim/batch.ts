@@ -8,7 +8,14 @@ import { HttpError } from "../http/errors.js";
 import { assistantMessage, systemFingerprint } from "../http/vllm-answers.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
-import { checkAdmission, Generation, samplingSpec, trackLoad, type GenerationResult } from "./generation.js";
+import {
+  checkAdmission,
+  Generation,
+  samplingSpec,
+  STOP_SEARCH_WORK,
+  trackLoad,
+  type GenerationResult,
+} from "./generation.js";
 import { chatPrompt } from "./prompts.js";
 import { chatSchema, completionSchema, embeddingsSchema, validate } from "./schemas.js";
 
@@ -62,6 +69,8 @@ export async function handleChatBatch(
           ...sampled,
           priority: first.priority ?? 0,
           cacheSalt: first.cache_salt ?? null,
+          // every conversation's stop search runs in this one turn of the event loop
+          stopSearchWork: STOP_SEARCH_WORK / prompts.length,
         },
         {
           onDone: (r) => {
@@ -121,16 +130,28 @@ export async function handleChatBatch(
 
 export type InvocationKind = "chat" | "completion" | "embedding";
 
-/** vLLM's order for a model that generates: chat first, then completions (the sim also embeds). */
+const hasPrompt = (v: unknown) =>
+  typeof v === "object" && v !== null && (v as Record<string, unknown>).prompt != null;
+
+/**
+ * vLLM's order for a model that generates: chat first, then completions. vLLM 0.32's completion
+ * request has an optional prompt, so any other object is a completion its handler refuses ("Either
+ * prompt or prompt_embeds ..."); the sim also embeds, so an embedding body is tried before that.
+ */
 const INVOCATION_TYPES: Array<[InvocationKind, string, { safeParse(v: unknown): { success: boolean } }]> = [
   ["chat", "ChatCompletionRequest", chatSchema],
-  ["completion", "CompletionRequest", completionSchema],
+  [
+    "completion",
+    "CompletionRequest",
+    { safeParse: (v) => ({ success: hasPrompt(v) && completionSchema.safeParse(v).success }) },
+  ],
   ["embedding", "EmbeddingRequest", embeddingsSchema],
+  ["completion", "CompletionRequest", completionSchema],
 ];
 
 /** The first request type the body validates as, or vLLM's 400 naming the types it tried. */
 export function invocationKind(body: unknown): InvocationKind {
   for (const [kind, , schema] of INVOCATION_TYPES) if (schema.safeParse(body).success) return kind;
-  const names = INVOCATION_TYPES.map(([, name]) => `'${name}'`).join(", ");
+  const names = [...new Set(INVOCATION_TYPES.map(([, name]) => `'${name}'`))].join(", ");
   throw new HttpError(400, `Cannot find suitable handler for request. Expected one of: [${names}]`);
 }

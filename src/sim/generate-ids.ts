@@ -89,7 +89,7 @@ export async function handleGenerate(
       400,
       `sampling_params.n must be at most the server's max_num_seqs (${maxSeqs}), got ${n}.`,
     );
-  checkTokenIds(ctx, body.token_ids, "token_ids");
+  checkTokenIds(ctx, body.token_ids);
   // unset max_tokens: the room left in the context, as vLLM defaults it server-side
   const maxTokens = sp.max_tokens ?? null;
   checkAdmission(ctx, [body.token_ids], maxTokens, body.priority ?? 0, n);

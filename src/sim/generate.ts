@@ -10,14 +10,15 @@ import { GreedyChain } from "./greedy.js";
 import { chatPrompt, completionPrompts, streamFlags, type PromptInput } from "./prompts.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
+import { checkSampling } from "./generation.js";
 import { chatSchema, completionSchema, validate } from "./schemas.js";
 import { contextRandom, contextState, ForcedText, wordsOf } from "./forced.js";
 import { constrainedText, constraintOf, type Constraint } from "./structured.js";
 import {
-  AUTO_NEEDS_FLAGS,
   autoCallsTool,
   planToolCall,
   toolModeOf,
+  toolParserRefusal,
   ToolStream,
   type ToolCallPlan,
   type ToolDef,
@@ -278,6 +279,7 @@ export async function handleCompletions(
   // vLLM checks the model before it renders or tokenises anything (404, not a prompt error)
   const chosen = resolveRequestModel(ctx, body.model);
   const prompts = await completionPrompts(ctx, body);
+  checkSampling(body);
   // echo with logprobs: vLLM computes the prompt's logprobs with the same count and sends them too
   const promptK =
     body.prompt_logprobs !== null && body.prompt_logprobs !== undefined
@@ -363,8 +365,10 @@ export async function handleChat(
   );
   // vLLM checks the model before it renders the chat template (404, not the template's 400)
   const chosen = resolveRequestModel(ctx, body.model);
-  if (mode.kind === "auto" && !autoServed) throw new HttpError(400, AUTO_NEEDS_FLAGS);
+  const refusal = toolParserRefusal(mode, ctx.options);
+  if (refusal !== null) throw new HttpError(400, refusal);
   const prompt = await chatPrompt(ctx, body);
+  checkSampling(body);
   let promptLogprobs: Array<string[] | null> | undefined;
   if (body.prompt_logprobs !== null && body.prompt_logprobs !== undefined) {
     const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");

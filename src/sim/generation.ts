@@ -31,6 +31,11 @@ export interface GenerationSpec {
   choice?: number;
   /** vLLM's `stop`: the text ends before the first one to appear, finish_reason "stop" */
   stop?: readonly string[];
+  /**
+   * this request's share of the up-front stop search (STOP_SEARCH_WORK by default): a batch splits
+   * it among its conversations, whose searches all run in one turn of the event loop
+   */
+  stopSearchWork?: number;
 }
 
 /** vLLM's `stop` as a request writes it (one string, a list, or none), as the list a spec takes. */
@@ -44,6 +49,73 @@ export interface SamplingFields {
   ignore_eos?: boolean | null;
   temperature?: number | null;
   stop?: string | readonly string[] | null;
+}
+
+/** The request fields vLLM's SamplingParams checks when it is built. */
+export interface CheckedSampling {
+  n?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  repetition_penalty?: number | null;
+}
+
+/** A Python float as vLLM's f-strings print one (3 → 3.0). */
+function pyFloat(x: number): string {
+  return Number.isInteger(x) ? x.toFixed(1) : String(x);
+}
+
+/**
+ * SamplingParams' own refusals, in its order and with its texts: these come after the request's
+ * schema accepted it, so they are BadRequestError with vLLM's param (null where it names none), and
+ * a request vLLM refuses here must not be served (n: 0 would start no choice at all).
+ */
+export function checkSampling(s: CheckedSampling): void {
+  const n = s.n ?? 1;
+  if (n < 1) throw new HttpError(400, `n must be at least 1, got ${n}.`);
+  const range = (name: string, v: number | null | undefined) => {
+    if (v !== null && v !== undefined && !(v >= -2 && v <= 2))
+      throw new HttpError(400, `${name} must be in [-2, 2], got ${pyFloat(v)}.`);
+  };
+  range("presence_penalty", s.presence_penalty);
+  range("frequency_penalty", s.frequency_penalty);
+  const rep = s.repetition_penalty;
+  if (rep !== null && rep !== undefined && rep <= 0)
+    throw new HttpError(400, `repetition_penalty must be greater than zero, got ${pyFloat(rep)}.`);
+  const t = s.temperature;
+  if (t !== null && t !== undefined) {
+    if (t < 0)
+      throw new HttpError(
+        400,
+        `temperature must be non-negative, got ${pyFloat(t)}. (parameter=temperature, value=${pyFloat(t)})`,
+        "temperature",
+      );
+    if (t > 2)
+      throw new HttpError(
+        400,
+        `temperature must be in [0, 2], got ${pyFloat(t)}. (parameter=temperature, value=${pyFloat(t)})`,
+        "temperature",
+      );
+  }
+  const p = s.top_p;
+  if (p !== null && p !== undefined && !(p > 0 && p <= 1))
+    throw new HttpError(
+      400,
+      `top_p must be in (0, 1], got ${pyFloat(p)}. (parameter=top_p, value=${pyFloat(p)})`,
+      "top_p",
+    );
+  const k = s.top_k;
+  if (k !== null && k !== undefined && k < -1)
+    throw new HttpError(400, `top_k must be 0 (disable), or at least 1, got ${k}.`);
+  const m = s.min_p;
+  if (m !== null && m !== undefined && !(m >= 0 && m <= 1))
+    throw new HttpError(400, `min_p must be in [0, 1], got ${pyFloat(m)}.`);
+  // temperature 0 is greedy, where n > 1 would be n copies of one answer
+  if (t !== null && t !== undefined && t < 1e-5 && n > 1)
+    throw new HttpError(400, `n must be 1 when using greedy sampling, got ${n}.`);
 }
 
 /** Those fields as a spec takes them, vLLM's defaults filled in. */
@@ -85,6 +157,13 @@ export interface GenerationEvents {
  */
 export const STOP_SEARCH_TOKENS = 4096;
 
+/**
+ * What the up-front search may cost, in (token, stop string) checks: STOP_SEARCH_TOKENS for up to 8
+ * stop strings, fewer tokens for more. Counted in tokens alone, a list of 50,000 stop strings held
+ * the event loop 150 ms, and a batch of 1,024 conversations with one stop string 630 ms.
+ */
+export const STOP_SEARCH_WORK = STOP_SEARCH_TOKENS * 8;
+
 /** Where a stop string first completes in the output: token index and character offset. */
 interface Cut {
   tokenIndex: number;
@@ -103,7 +182,10 @@ class StopScanner {
   private readonly longest: number;
 
   constructor(private readonly stops: readonly string[]) {
-    this.longest = Math.max(...stops.map((s) => s.length));
+    // not Math.max(...): a spread of some 100,000 strings overflows the stack
+    let longest = 0;
+    for (const s of stops) if (s.length > longest) longest = s.length;
+    this.longest = longest;
   }
 
   feed(piece: string, tokenIndex: number): Cut | null {
@@ -174,12 +256,12 @@ export function uncountedRefusal(err: unknown): boolean {
   );
 }
 
-/** Token ids in [0, vocab): vLLM's 400 otherwise. */
-export function checkTokenIds(ctx: SimContext, ids: readonly number[], param: string): void {
+/** Token ids in [0, vocab): vLLM's 400 otherwise (its input processor's check, which names no param). */
+export function checkTokenIds(ctx: SimContext, ids: readonly number[]): void {
   const vocab = ctx.tokenizer.vocabSize;
   for (const id of ids) {
     if (!Number.isInteger(id) || id < 0 || id >= vocab)
-      throw new HttpError(400, `Token id ${id} is out of vocabulary`, param);
+      throw new HttpError(400, `Token id ${id} is out of vocabulary`);
   }
 }
 
@@ -188,8 +270,10 @@ export class Generation implements RequestSink {
   readonly maxTokens: number;
   private readonly request: EngineRequest;
   private cut: Cut | null = null;
-  /** stop strings still to be searched for, in tokens past STOP_SEARCH_TOKENS as they come */
+  /** stop strings still to be searched for, in tokens past the up-front search as they come */
   private liveScan: StopScanner | null = null;
+  /** the first output token the live scan reads (the up-front search read those before it) */
+  private liveFrom = 0;
   /** the cut was found as the tokens came: the engine request was aborted there */
   private liveCut = false;
   private text = "";
@@ -222,7 +306,10 @@ export class Generation implements RequestSink {
       maxTokens,
     );
     const stops = (spec.stop ?? []).filter((s) => s.length > 0);
-    if (stops.length > 0) this.findCut(chain, new StopScanner(stops), Math.min(maxTokens, chain.stopAfter));
+    if (stops.length > 0) {
+      const searched = Math.floor((spec.stopSearchWork ?? STOP_SEARCH_WORK) / stops.length);
+      this.findCut(chain, new StopScanner(stops), Math.min(maxTokens, chain.stopAfter), searched);
+    }
     // the engine ends the answer where the stop string completes: at its EOS point unless EOS is
     // ignored, then by length (reported as "stop" below)
     const stopAfter = this.cut ? Math.min(chain.stopAfter, this.cut.tokenIndex + 1) : chain.stopAfter;
@@ -270,11 +357,11 @@ export class Generation implements RequestSink {
 
   /**
    * Walks the chain's output (already computed up to its EOS point) for the first stop string to
-   * complete, so the engine is told to end there. Past STOP_SEARCH_TOKENS the walk would hold the
+   * complete, so the engine is told to end there. Past `searched` tokens the walk would hold the
    * event loop too long: the rest is searched as the tokens come (onTokens).
    */
-  private findCut(chain: GreedyChain, scan: StopScanner, upTo: number): void {
-    const limit = Math.min(upTo, STOP_SEARCH_TOKENS);
+  private findCut(chain: GreedyChain, scan: StopScanner, upTo: number, searched: number): void {
+    const limit = Math.min(upTo, STOP_SEARCH_TOKENS, searched);
     const eos = this.ctx.tokenizer.eosTokenId;
     for (let i = 0; i < limit; i++) {
       const id = chain.token(i);
@@ -282,7 +369,10 @@ export class Generation implements RequestSink {
       this.cut = scan.feed(this.pieceOf(id), i);
       if (this.cut) return;
     }
-    if (upTo > limit) this.liveScan = scan;
+    if (upTo > limit) {
+      this.liveScan = scan;
+      this.liveFrom = limit;
+    }
   }
 
   onTokens(ids: readonly number[]): void {
@@ -293,7 +383,7 @@ export class Generation implements RequestSink {
       this.ids.push(id);
       piece += p;
       const i = this.ids.length - 1;
-      if (this.liveScan && !this.cut && i >= STOP_SEARCH_TOKENS) {
+      if (this.liveScan && !this.cut && i >= this.liveFrom) {
         this.cut = this.liveScan.feed(p, i);
         if (this.cut) {
           // found only now: the engine request ends here (as an abort in its own metrics)

@@ -15,6 +15,7 @@ import { checkAdmission, Generation, trackLoad, type GenerationResult } from "./
 import { chatPrompt } from "./prompts.js";
 import type { ChatBody } from "./schemas.js";
 import { SSE_HEADERS } from "./sse.js";
+import { toolParserRefusal, type ToolMode } from "./tools.js";
 
 const block = z.looseObject({
   type: z.string(),
@@ -136,6 +137,26 @@ export function sendAnthropicError(res: ServerResponse, err: HttpError): void {
 }
 
 /** Runs `fn`; an HttpError it throws (not a validation error before it) is answered Anthropic-shaped. */
+/**
+ * The chat tool_choice vLLM converts an Anthropic request's into: any → required, tool → that
+ * function, absent with tools → auto (vLLM's default there).
+ */
+function anthropicToolMode(body: Record<string, unknown>): ToolMode {
+  const tc = body.tool_choice as { type?: unknown; name?: unknown } | null | undefined;
+  const hasTools = Array.isArray(body.tools) && body.tools.length > 0;
+  if (tc === null || tc === undefined) return { kind: hasTools ? "auto" : "none" };
+  if (tc.type === "any") return { kind: "required" };
+  if (tc.type === "tool") return { kind: "named", name: String(tc.name) };
+  if (tc.type === "auto") return { kind: "auto" };
+  return { kind: "none" };
+}
+
+/** vLLM's refusal of a tool_choice it has no parser for, as its chat path answers it. */
+function checkToolParser(ctx: SimContext, body: Record<string, unknown>): void {
+  const refusal = toolParserRefusal(anthropicToolMode(body), ctx.options);
+  if (refusal !== null) throw new HttpError(400, refusal);
+}
+
 async function anthropicErrors(res: ServerResponse, fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
@@ -159,6 +180,7 @@ export async function handleMessages(
 ): Promise<void> {
   await anthropicErrors(res, async () => {
     const model = resolveRequestModel(ctx, body.model);
+    checkToolParser(ctx, body);
     const promptIds = await messagesPromptIds(ctx, anthropicToChat(body));
     if (res.destroyed || res.writableEnded) return;
     checkAdmission(ctx, [promptIds], body.max_tokens);
@@ -251,6 +273,8 @@ function streamMessage(call: MessageCall): void {
       type: "message_start",
       message: {
         id,
+        type: "message",
+        role: "assistant",
         content: [],
         model: model.name,
         stop_reason: null,
@@ -303,6 +327,7 @@ export async function handleCountTokens(
 ): Promise<void> {
   await anthropicErrors(res, async () => {
     resolveRequestModel(ctx, body.model);
+    checkToolParser(ctx, body);
     const n = (await messagesPromptIds(ctx, anthropicToChat(body))).length;
     const text = JSON.stringify({ input_tokens: n, context_management: { original_input_tokens: n } });
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });

@@ -16,7 +16,7 @@ export interface PromptInput {
 
 function checkTokenIds(ids: number[], vocabSize: number): void {
   for (const id of ids) {
-    if (id < 0 || id >= vocabSize) throw new HttpError(400, `Token id ${id} is out of vocabulary`, "prompt");
+    if (id < 0 || id >= vocabSize) throw new HttpError(400, `Token id ${id} is out of vocabulary`);
   }
 }
 
@@ -25,6 +25,13 @@ export async function completionPrompts(ctx: SimContext, body: CompletionBody): 
   const tk = ctx.tokenizer;
   const addSpecial = body.add_special_tokens ?? true;
   const p = body.prompt;
+  if (p === null || p === undefined)
+    throw new HttpError(
+      400,
+      "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)",
+      "prompt",
+    );
+  if (Array.isArray(p) && p.length === 0) throw new HttpError(400, "You must pass at least one prompt");
   if (typeof p === "string") return [{ tokenIds: await tk.encodeAsync(p, addSpecial), text: p }];
   if (p.length > 0 && typeof p[0] === "string") {
     const out: PromptInput[] = [];
@@ -48,6 +55,11 @@ export async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<Promp
         "template if the tokenizer does not define one.",
     );
   }
+  if (body.messages.length === 0)
+    throw new HttpError(
+      400,
+      "Cannot apply chat template to an empty conversation. Provide at least one message.",
+    );
   const continueFinal = body.continue_final_message === true;
   const addGenerationPrompt = body.add_generation_prompt ?? true;
   // vLLM's request validator: add_generation_prompt defaults to true, so a continuation says false

@@ -9,7 +9,7 @@ import { HttpError } from "../http/errors.js";
 import { assistantMessage } from "../http/vllm-answers.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
-import { stopStrings } from "./generation.js";
+import { checkSampling, stopStrings } from "./generation.js";
 import { anthropicToChat, messagesPromptIds, messagesSchema } from "./messages.js";
 import { chatPrompt, completionPrompts } from "./prompts.js";
 import { prepareResponse, responsesSchema } from "./responses.js";
@@ -35,6 +35,8 @@ export interface Sampling {
 
 /** vLLM's SamplingParams as a render dumps it: every field the engine reads, defaults filled in. */
 export function samplingParams(s: Sampling, maxTokens: number): Record<string, unknown> {
+  // vLLM builds the SamplingParams to render them, so its refusals are render's too
+  checkSampling(s);
   return {
     n: s.n ?? 1,
     presence_penalty: s.presence_penalty ?? 0.0,

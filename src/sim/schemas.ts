@@ -1,11 +1,27 @@
 // Request bodies of vLLM's OpenAI-compatible API, validated with zod at the boundary. Unknown fields
-// pass through silently (vLLM ignores most OpenAI extras); wrong types are a 400 naming the field.
+// pass through silently (vLLM ignores most OpenAI extras); wrong types are the 400 vLLM's FastAPI
+// answers for a body its pydantic models refuse: type "Bad Request", param the field's location
+// ("body.max_tokens"). Checks vLLM makes later (SamplingParams, the chat template, empty prompt lists)
+// are not here: they answer BadRequestError with their own param (generation.ts, prompts.ts).
 import { z } from "zod";
-import { HttpError } from "../http/errors.js";
+import { HttpError, type ErrorType } from "../http/errors.js";
 
 const int = z.number().int();
 const nonNegInt = int.min(0);
-const tokenIds = z.array(int).min(1);
+/** vLLM 0.32 types prompt and detokenize ids as non-negative ints; an empty list is its later check */
+const tokenIds = z.array(nonNegInt);
+/**
+ * pydantic's lax bool: vLLM serves `stream: "yes"` as a stream. The strings and numbers it reads as
+ * booleans become booleans; anything else stays as sent, so the schema still refuses it.
+ */
+const LAX_TRUE = new Set(["1", "on", "t", "true", "y", "yes"]);
+const LAX_FALSE = new Set(["0", "off", "f", "false", "n", "no"]);
+const laxBool = z.preprocess((v) => {
+  if (v === 1 || v === 0) return v === 1;
+  if (typeof v !== "string") return v;
+  const s = v.toLowerCase();
+  return LAX_TRUE.has(s) ? true : LAX_FALSE.has(s) ? false : v;
+}, z.boolean());
 
 const streamOptions = z
   .object({
@@ -19,9 +35,11 @@ const stop = z.union([z.string(), z.array(z.string())]).nullish();
 /** Fields shared by completions and chat (sampling parameters the sim accepts and mostly ignores). */
 const sampling = {
   model: z.string().nullish(),
-  max_tokens: nonNegInt.nullish(),
-  n: int.min(1).max(128).nullish(),
-  stream: z.boolean().nullish(),
+  // below 1 is SamplingParams' refusal (generate.ts), with its own param
+  max_tokens: int.nullish(),
+  // n < 1 is SamplingParams' check (generation.ts), with its own param
+  n: int.max(128).nullish(),
+  stream: laxBool.nullish(),
   stream_options: streamOptions,
   temperature: z.number().nullish(),
   top_p: z.number().nullish(),
@@ -55,7 +73,9 @@ const sampling = {
 
 export const completionSchema = z.object({
   ...sampling,
-  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
+  // vLLM's order (ids, batches of ids, text, texts): a refusal names the first form's location; an
+  // absent prompt is its later check (prompts.ts)
+  prompt: z.union([tokenIds, z.array(tokenIds), z.string(), z.array(z.string())]).nullish(),
   echo: z.boolean().nullish(),
   suffix: z.string().nullish(),
   add_special_tokens: z.boolean().nullish(),
@@ -71,7 +91,9 @@ export const chatMessageSchema = z.looseObject({
 
 export const chatSchema = z.object({
   ...sampling,
-  messages: z.array(chatMessageSchema).min(1),
+  // an empty conversation is the chat template's refusal (prompts.ts)
+  messages: z.array(chatMessageSchema),
+  chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
   max_completion_tokens: nonNegInt.nullish(),
   add_generation_prompt: z.boolean().nullish(),
   continue_final_message: z.boolean().nullish(),
@@ -100,7 +122,7 @@ export const tokenizeSchema = z.union([
   }),
 ]);
 
-export const detokenizeSchema = z.object({ model: z.string().nullish(), tokens: z.array(int) });
+export const detokenizeSchema = z.object({ model: z.string().nullish(), tokens: z.array(nonNegInt) });
 
 export const embeddingsSchema = z.object({
   model: z.string().nullish(),
@@ -131,11 +153,29 @@ export const rerankSchema = z.object({
 export const loadLoraSchema = z.object({ lora_name: z.string().min(1), lora_path: z.string().min(1) });
 export const unloadLoraSchema = z.object({ lora_name: z.string().min(1), lora_int_id: int.nullish() });
 
-/** Parses with a schema; the first issue becomes vLLM's 400 with the field named. */
+/** The location of an issue as pydantic writes it; a union names its first form's first refusal. */
+function locOf(issue: z.core.$ZodIssue, prefix: PropertyKey[] = []): string {
+  const path = [...prefix, ...issue.path];
+  if (issue.code === "invalid_union" && issue.errors[0]?.[0]) return locOf(issue.errors[0][0], path);
+  return ["body", ...path.map(String)].join(".");
+}
+
+/**
+ * vLLM's answer to a body its request model refuses (FastAPI's RequestValidationError as vLLM's
+ * handler writes it): "N validation errors" with each error's location, param the first location.
+ */
+export function requestValidationError(loc: string | null, lines: string[]): HttpError {
+  const n = lines.length;
+  const message = `${n} validation error${n === 1 ? "" : "s"}:\n  ${lines.join("\n  ")}`;
+  return new HttpError(400, message, loc, {}, "Bad Request" as ErrorType);
+}
+
+/** Parses with a schema; the issues become vLLM's validation 400 naming the first field's location. */
 export function validate<T>(schema: z.ZodType<T>, body: unknown): T {
   const r = schema.safeParse(body);
   if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  const path = issue.path.map(String).join(".");
-  throw new HttpError(400, path ? `${path}: ${issue.message}` : issue.message, path || null);
+  const issues = r.error.issues.slice(0, 8);
+  const locs = issues.map((i) => locOf(i));
+  const lines = issues.map((i, k) => `{'type': '${i.code}', 'loc': '${locs[k]}', 'msg': '${i.message}'}`);
+  throw requestValidationError(locs[0] ?? "body", lines);
 }

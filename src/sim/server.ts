@@ -28,7 +28,14 @@ import {
   handleGetResponse,
   responsesSchema,
 } from "./responses.js";
-import { detokenizeSchema, loadLoraSchema, tokenizeSchema, unloadLoraSchema, validate } from "./schemas.js";
+import {
+  detokenizeSchema,
+  loadLoraSchema,
+  requestValidationError,
+  tokenizeSchema,
+  unloadLoraSchema,
+  validate,
+} from "./schemas.js";
 import type { ChatMessage } from "../tokenizer/types.js";
 
 const log = logger("sim.http");
@@ -67,8 +74,33 @@ function sendText(
 
 async function jsonBody(ctx: SimContext, req: IncomingMessage): Promise<Record<string, unknown>> {
   const buf = await readBody(req, ctx.options.maxBodyBytes);
-  // large bodies on a worker thread: a 16 MiB prompt must not hold the engine's loop
-  return parseJsonObjectOffLoop(req, buf);
+  try {
+    // large bodies on a worker thread: a 16 MiB prompt must not hold the engine's loop
+    return await parseJsonObjectOffLoop(req, buf);
+  } catch (err) {
+    throw asValidationError(err, buf.length);
+  }
+}
+
+/**
+ * The shared parser's refusals (the router's OpenAI shape) as vLLM's FastAPI answers them: a request
+ * validation error located at the body, or at the body's character where JSON decoding stopped; a
+ * content-type other than JSON is its 400 too (vLLM's dependency raises a validation error, not 415).
+ */
+function asValidationError(err: unknown, bodyLength: number): unknown {
+  if (!(err instanceof HttpError) || (err.status !== 400 && err.status !== 415)) return err;
+  if (err.status === 415)
+    return requestValidationError(null, ["Unsupported Media Type: Only 'application/json' is allowed"]);
+  const m = /^malformed JSON body: (.*)$/.exec(err.message);
+  if (m) {
+    // JSON.parse names the character it stopped at, else it ran out of input: Python's json names the same
+    const at = /position (\d+)/.exec(m[1]!)?.[1] ?? String(bodyLength);
+    return requestValidationError(`body.${at}`, [
+      `{'type': 'json_invalid', 'loc': 'body.${at}', 'msg': 'JSON decode error'}`,
+    ]);
+  }
+  const type = /empty/.test(err.message) ? "missing" : "model_attributes_type";
+  return requestValidationError("body", [`{'type': '${type}', 'loc': 'body', 'msg': '${err.message}'}`]);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

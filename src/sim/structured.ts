@@ -5,6 +5,7 @@
 // guided_regex, guided_choice, guided_grammar; recent vLLM ignores them, the sim still honours them).
 // Grammars and structural tags have no generator here: the sim refuses them with a 400 naming itself.
 import { HttpError } from "../http/errors.js";
+import { requestValidationError } from "./schemas.js";
 import { dumpJson, generateInstance, SchemaUnsupported } from "./json-schema.js";
 import { parseRegex, RegexUnsupported, type RegexPlan } from "./regex-gen.js";
 
@@ -26,7 +27,13 @@ export interface ConstraintFields {
 
 const KINDS = ["json", "regex", "choice", "grammar", "json_object", "structural_tag"] as const;
 
+/**
+ * A refusal: where vLLM's request model refuses the field (a type or a missing key), its validation
+ * 400 at the field's location, as the schema's are; vLLM's later checks keep BadRequestError.
+ */
 function bad(message: string, param: string | null = null): HttpError {
+  const field = /^([\w.]+): (Input should|Field required)/.exec(message);
+  if (field) return requestValidationError(`body.${field[1]}`, [message]);
   return new HttpError(400, message, param);
 }
 
@@ -119,7 +126,8 @@ export function constraintOf(body: ConstraintFields, namedTool: boolean): Constr
       return { kind: "json", schema };
     }
     case "choice": {
-      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === "string"))
+      if (Array.isArray(v) && v.length === 0) throw bad("Choice '[]' cannot be an empty list");
+      if (!Array.isArray(v) || !v.every((x) => typeof x === "string"))
         throw bad(
           "structured_outputs.choice: Input should be a non-empty list of strings",
           "structured_outputs",

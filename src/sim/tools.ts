@@ -17,6 +17,7 @@
 import { randomUUID } from "node:crypto";
 import { HttpError } from "../http/errors.js";
 import { assistantMessage } from "../http/vllm-answers.js";
+import { requestValidationError } from "./schemas.js";
 import type { FinishReason } from "../engine/types.js";
 import { schemaText } from "./structured.js";
 
@@ -37,8 +38,26 @@ const CORRECT_USAGE = 'Correct usage: `{"type": "function", "function": {"name":
 export const AUTO_NEEDS_FLAGS =
   '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set';
 
+/** A refusal; where vLLM's request model refuses a field, its validation 400 at the field's location. */
 function bad(message: string, param: string | null): HttpError {
+  const field = /^([\w.]+): (Input should|Field required)/.exec(message);
+  if (field) return requestValidationError(`body.${field[1]}`, [message]);
   return new HttpError(400, message, param);
+}
+
+/**
+ * vLLM's refusal of a tool_choice it cannot honour without a tool parser (its renderer's check, after
+ * the model): "auto" without --enable-auto-tool-choice and a parser, "required" or a named function
+ * without a parser. null: served.
+ */
+export function toolParserRefusal(
+  mode: ToolMode,
+  opts: { enableAutoToolChoice?: boolean; toolCallParser?: string },
+): string | null {
+  if (opts.toolCallParser !== undefined || mode.kind === "none") return null;
+  if (mode.kind === "auto") return opts.enableAutoToolChoice ? null : AUTO_NEEDS_FLAGS;
+  const desc = mode.kind === "named" ? `function "${mode.name}"` : '"required"';
+  return `tool_choice=${desc} requires --tool-call-parser to be set`;
 }
 
 /** Python's str() of a JSON value, as vLLM's f-strings print request values. */

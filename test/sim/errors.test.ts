@@ -27,27 +27,62 @@ function assertError(r: { status: number; json: any }, status: number, type: str
   if (message) assert.match(r.json.error.message, message);
 }
 
-test("malformed JSON, non-object bodies and wrong field types are 400 (never 422)", async () => {
+test("a body vLLM's request model refuses is its validation 400: type Bad Request, param the field's location", async () => {
   const url = `${sim.url}/v1/completions`;
-  assertError(await postJson(url, "{not json", auth), 400, "BadRequestError", /malformed JSON/);
-  assertError(await postJson(url, "[1,2]", auth), 400, "BadRequestError", /JSON object/);
-  assertError(
-    await postJson(url, { prompt: "hi", max_tokens: "many" }, auth),
-    400,
-    "BadRequestError",
-    /max_tokens/,
+  const invalid = async (body: unknown, param: string | null) => {
+    const r = await postJson(url, body, auth);
+    assertError(r, 400, "Bad Request", /validation error/);
+    assert.equal(r.json.error.param, param);
+  };
+  // the character where decoding stopped, as Python's json names it
+  await invalid("{not json", "body.1");
+  await invalid('{"prompt": ', "body.11");
+  await invalid("[1,2]", "body");
+  await invalid({ prompt: "hi", max_tokens: "many" }, "body.max_tokens");
+  // a union names its first form's first refusal: vLLM's prompt is ids first
+  await invalid({ prompt: 42 }, "body.prompt");
+  await invalid({ prompt: [300, -5] }, "body.prompt.1");
+  await invalid({ prompt: "hi", stream: "perhaps" }, "body.stream");
+  const chat = await postJson(`${sim.url}/v1/chat/completions`, { messages: "hi" }, auth);
+  assertError(chat, 400, "Bad Request");
+  assert.equal(chat.json.error.param, "body.messages");
+  const ctype = await postJson(url, '{"prompt": "hi"}', { ...auth, "content-type": "text/plain" });
+  assertError(ctype, 400, "Bad Request", /Only 'application\/json' is allowed/);
+  assert.equal(ctype.json.error.param, null);
+});
+
+test("checks vLLM makes after validation keep BadRequestError with their own param", async () => {
+  const url = `${sim.url}/v1/completions`;
+  const refused = async (body: unknown, param: string | null, message: RegExp) => {
+    const r = await postJson(url, body, auth);
+    assertError(r, 400, "BadRequestError", message);
+    assert.equal(r.json.error.param, param);
+  };
+  await refused({ max_tokens: 3 }, "prompt", /Either prompt or prompt_embeds/);
+  await refused({ prompt: [] }, null, /at least one prompt/);
+  await refused(
+    { prompt: "hi", stream: false, stream_options: { include_usage: true } },
+    "stream_options",
+    /stream=True/,
   );
-  assertError(await postJson(url, { prompt: 42 }, auth), 400, "BadRequestError", /prompt/);
-  assertError(await postJson(url, { max_tokens: 3 }, auth), 400, "BadRequestError", /prompt/);
-  assertError(
-    await postJson(`${sim.url}/v1/chat/completions`, { messages: "hi" }, auth),
-    400,
-    "BadRequestError",
+  await refused({ prompt: "hi", max_tokens: -1 }, "max_tokens", /^max_tokens must be at least 1, got -1/);
+  await refused({ prompt: "hi", n: 0 }, null, /^n must be at least 1, got 0\.$/);
+  await refused(
+    { prompt: "hi", temperature: -1 },
+    "temperature",
+    /^temperature must be non-negative, got -1\.0\./,
   );
-  assertError(
-    await postJson(url, { prompt: "hi", stream: false, stream_options: { include_usage: true } }, auth),
-    400,
-    "BadRequestError",
+  await refused({ prompt: "hi", top_p: 0 }, "top_p", /^top_p must be in \(0, 1\], got 0\.0\./);
+  await refused({ prompt: "hi", top_k: -2 }, null, /^top_k must be 0 \(disable\), or at least 1, got -2\.$/);
+  await refused(
+    { prompt: "hi", presence_penalty: 3 },
+    null,
+    /^presence_penalty must be in \[-2, 2\], got 3\.0\.$/,
+  );
+  await refused(
+    { prompt: "hi", n: 2, temperature: 0 },
+    null,
+    /^n must be 1 when using greedy sampling, got 2\.$/,
   );
 });
 
@@ -72,18 +107,17 @@ test("prompt + max_tokens over max_model_len is 400 with vLLM's message", async 
   assertError(r2, 400, "BadRequestError", /maximum context length is 256 tokens/);
 });
 
-test("token ids outside the vocabulary are 400; the last valid id is accepted", async () => {
+test("token ids outside the vocabulary are 400 naming no param; the last valid id is accepted", async () => {
   assertError(
     await postJson(`${sim.url}/v1/completions`, { prompt: [1, 50272], max_tokens: 1 }, auth),
     400,
     "BadRequestError",
     /out of vocabulary/,
   );
-  assertError(
-    await postJson(`${sim.url}/v1/completions`, { prompt: [-1], max_tokens: 1 }, auth),
-    400,
-    "BadRequestError",
-  );
+  // a negative id is refused by vLLM's request model (ids are non-negative ints), at its location
+  const negative = await postJson(`${sim.url}/v1/completions`, { prompt: [-1], max_tokens: 1 }, auth);
+  assertError(negative, 400, "Bad Request");
+  assert.equal(negative.json.error.param, "body.prompt.0");
   const ok = await postJson(`${sim.url}/v1/completions`, { prompt: [0, 50271], max_tokens: 1 }, auth);
   assert.equal(ok.status, 200, ok.text);
 });

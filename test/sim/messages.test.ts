@@ -129,7 +129,9 @@ test("errors: validation is vLLM's 400 in the OpenAI shape, serving errors are A
   const noMax = await postJson(`${sim.url}/v1/messages`, { model: MODEL, messages: [user("hi")] });
   assert.equal(noMax.status, 400);
   assert.equal(noMax.json.error.code, 400);
-  assert.equal(noMax.json.error.param, "max_tokens");
+  // FastAPI's validation answer: type "Bad Request", param the field's location in the body
+  assert.equal(noMax.json.error.type, "Bad Request");
+  assert.equal(noMax.json.error.param, "body.max_tokens");
   const zero = await postJson(`${sim.url}/v1/messages`, {
     model: MODEL,
     max_tokens: 0,

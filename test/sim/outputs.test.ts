@@ -512,7 +512,7 @@ test("bad requests get vLLM's 400s", async () => {
   );
 });
 
-test("auto without --enable-auto-tool-choice and --tool-call-parser is vLLM's 400, named and required still answer", async () => {
+test("without a tool parser vLLM 0.32 refuses auto, required and named tool_choice; a null one answers text", async () => {
   const plain = await startTestSim("Qwen/Qwen2.5-0.5B-Instruct", ["--time-scale", "0.02"]);
   try {
     const url = `${plain.url}/v1/chat/completions`;
@@ -524,9 +524,20 @@ test("auto without --enable-auto-tool-choice and --tool-call-parser is vLLM's 40
         '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
       );
     }
-    const ok = await postJson(url, { messages, tools, tool_choice: "required" });
-    assert.equal(ok.status, 200);
-    assert.equal(ok.json.choices[0].finish_reason, "tool_calls");
+    const required = await postJson(url, { messages, tools, tool_choice: "required" });
+    assert.equal(required.status, 400);
+    assert.equal(required.json.error.message, 'tool_choice="required" requires --tool-call-parser to be set');
+    assert.equal(required.json.error.param, null);
+    const named = await postJson(url, {
+      messages,
+      tools,
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+    });
+    assert.equal(named.status, 400);
+    assert.equal(
+      named.json.error.message,
+      'tool_choice=function "get_weather" requires --tool-call-parser to be set',
+    );
     // an explicit null tool_choice skips vLLM's checks: plain text where auto is not served
     const asNull = await postJson(url, { messages, tools, tool_choice: null, max_tokens: 3 });
     assert.equal(asNull.status, 200);

@@ -77,10 +77,15 @@ test("/invocations hands a body to chat, completions or embeddings by its shape,
   const emb = await postJson(`${sim.url}/invocations`, { input: "Hello" });
   assert.equal(emb.json.object, "list");
   assert.equal(emb.json.data[0].object, "embedding");
+  // vLLM 0.32's completion request has an optional prompt: any other object is a completion it refuses
   const junk = await postJson(`${sim.url}/invocations`, { what: "ever" });
   assert.equal(junk.status, 400);
+  assert.equal(junk.json.error.param, "prompt");
+  assert.match(junk.json.error.message, /^Either prompt or prompt_embeds must be provided/);
+  const wrong = await postJson(`${sim.url}/invocations`, { prompt: { what: "ever" } });
+  assert.equal(wrong.status, 400);
   assert.match(
-    junk.json.error.message,
+    wrong.json.error.message,
     /^Cannot find suitable handler for request\. Expected one of: \['ChatCompletionRequest', 'CompletionRequest'/,
   );
 });
