@@ -11,7 +11,7 @@ import { chatPrompt, completionPrompts, streamFlags, type PromptInput } from "./
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
 import { checkSampling } from "./generation.js";
-import { chatSchema, completionSchema, validate } from "./schemas.js";
+import { chatSchema, completionSchema, validate, type ChatBody } from "./schemas.js";
 import { contextRandom, contextState, ForcedText, wordsOf } from "./forced.js";
 import { constrainedText, constraintOf, type Constraint } from "./structured.js";
 import {
@@ -65,6 +65,8 @@ interface GenerationParams {
   /** per prompt: prompt_logprobs JSON, and the echoed prompt's legacy columns */
   promptLogprobs?: Array<string[] | null>;
   echoColumns?: Array<LegacyColumns | null>;
+  /** chat's echo: the last message's content, sent before the answer (vLLM's echo for chat) */
+  chatEcho?: string;
 }
 
 interface Decided {
@@ -162,6 +164,7 @@ async function startGeneration(
   );
   job.nPerPrompt = p.n;
   job.returnTokenIds = p.returnTokenIds;
+  job.chatEcho = p.chatEcho ?? "";
   const logprobs = p.logprobs ?? null;
   if (logprobs !== null) {
     job.logprobK = logprobs;
@@ -219,7 +222,8 @@ async function startGeneration(
         finishSent: false,
         cachedTokens: 0,
         echo: p.echo ? prompt.text : null,
-        promptIds: p.returnTokenIds ? prompt.tokenIds : null,
+        // a streamed echo carries the prompt's ids even without return_token_ids
+        promptIds: p.returnTokenIds || p.echo ? prompt.tokenIds : null,
         promptIdsSent: false,
         outputIds: p.returnTokenIds ? [] : null,
         pendingIds: p.returnTokenIds ? [] : null,
@@ -341,6 +345,19 @@ function logprobTokenString(ctx: SimContext): TokenString {
   return (id) => (id === tk.eosTokenId ? eosText : (ctx.tokenText.get(id) ?? tk.decode([id], false)));
 }
 
+/**
+ * What vLLM echoes for a chat request with `echo`: the last message's content where its role is the
+ * answer's (the assistant's, or the last message's own without a generation prompt).
+ */
+function chatEchoText(body: ChatBody): string {
+  const last = body.messages[body.messages.length - 1];
+  if (body.echo !== true || last === undefined) return "";
+  if (body.add_generation_prompt !== false && last.role !== "assistant") return "";
+  const content = last.content;
+  if (typeof content === "string") return content;
+  return content ? content.map((p) => p.text ?? "").join("\n") : "";
+}
+
 export async function handleChat(
   ctx: SimContext,
   req: IncomingMessage,
@@ -406,5 +423,6 @@ export async function handleChat(
         : { mode, defs: tools, lastRole: body.messages[body.messages.length - 1]?.role },
     logprobs,
     promptLogprobs,
+    chatEcho: chatEchoText(body),
   });
 }

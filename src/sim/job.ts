@@ -79,9 +79,16 @@ export class GenerationJob {
   readonly choices: ChoiceState[] = [];
   private readonly prefix: string;
   private readonly midNull: string;
-  private readonly usageNull: string;
+  /** the choice's token-id fields when return_token_ids is off: vLLM dumps them as null */
+  private readonly idsNull: string;
+  /** continuous usage: what follows completion_tokens (chat sets completion_tokens_details) */
+  private readonly usageEnd: string;
+  /** the finish event's `system_fingerprint`, unless the trailing usage event carries it */
+  private fingerprintField = "";
   /** return_token_ids (vLLM 0.10.2+): prompt and output token ids ride on the events and bodies */
   returnTokenIds = false;
+  /** chat's echo (the last message's content): its own events after the role's, and the answer's head */
+  chatEcho = "";
   private finished = 0;
   private closed = false;
   private blocked = false;
@@ -109,8 +116,10 @@ export class GenerationJob {
       kind === "chat"
         ? `},"logprobs":null,"finish_reason":null`
         : `,"logprobs":null,"finish_reason":null,"stop_reason":null`;
-    // Completion chunks are dumped with every field (usage null); chat chunks carry usage only when asked.
-    this.usageNull = kind === "completion" || includeUsage ? `,"usage":null` : ``;
+    // vLLM dumps stream chunks with exclude_unset: a completion choice sets both id fields, a chat
+    // choice token_ids; usage appears only when continuous usage stats are asked for
+    this.idsNull = kind === "chat" ? `,"token_ids":null` : `,"prompt_token_ids":null,"token_ids":null`;
+    this.usageEnd = kind === "chat" ? `,"completion_tokens_details":null}` : `}`;
     this.promptTokensTotal = prompts.reduce((a, p) => a + p.tokenIds.length, 0);
   }
   readonly created: number;
@@ -123,6 +132,9 @@ export class GenerationJob {
   }
 
   start(): void {
+    // vLLM stamps its fingerprint on each finish event, or on the usage event when one follows
+    if (this.stream && !this.includeUsage)
+      this.fingerprintField = `,"system_fingerprint":"${this.fingerprint()}"`;
     if (this.stream) {
       const headers: Record<string, string> = { ...SSE_HEADERS };
       this.res.writeHead(200, { ...headers, ...this.extraHeaders });
@@ -185,20 +197,31 @@ export class GenerationJob {
     return null;
   }
 
-  /** the event's end: usage (null, continuous or absent), then the closing brace */
-  private usageTail(c: ChoiceState): string {
-    if (!this.continuousUsage) return this.usageNull + "}\n\n";
+  /** continuous usage stats after `tokens` output tokens ("" when not asked for) */
+  private usageField(c: ChoiceState, tokens: number): string {
+    if (!this.continuousUsage) return "";
     const p = c.promptTokens;
-    return `,"usage":{"prompt_tokens":${p},"total_tokens":${p + c.tokens},"completion_tokens":${c.tokens}}}\n\n`;
+    return `,"usage":{"prompt_tokens":${p},"total_tokens":${p + tokens},"completion_tokens":${tokens}${this.usageEnd}`;
+  }
+
+  /** the event's end after its choices: continuous usage, the fingerprint on a finish, the closing brace */
+  private tail(c: ChoiceState, finish: boolean): string {
+    if (!this.continuousUsage) return finish ? this.fingerprintField + "}\n\n" : "}\n\n";
+    return `${this.usageField(c, c.tokens)}${finish ? this.fingerprintField : ""}}\n\n`;
   }
 
   /**
    * return_token_ids, where vLLM puts them in a stream: a completion choice carries
    * `prompt_token_ids` (a list in the choice's first event, null after) and `token_ids`; a chat
-   * choice `token_ids` (the prompt's go top-level, on the role events).
+   * choice `token_ids` (the prompt's go top-level, on the role events). Without it both are null,
+   * but for a completion's echo, which carries the prompt's ids all the same.
    */
   private idFields(c: ChoiceState, ids: readonly number[]): string {
-    if (!this.returnTokenIds) return "";
+    if (!this.returnTokenIds) {
+      if (c.echo === null || c.promptIdsSent || c.promptIds === null) return this.idsNull;
+      c.promptIdsSent = true;
+      return `,"prompt_token_ids":[${c.promptIds.join(",")}],"token_ids":null`;
+    }
     let s = "";
     if (this.kind === "completion") {
       s = c.promptIdsSent ? `,"prompt_token_ids":null` : `,"prompt_token_ids":[${c.promptIds!.join(",")}]`;
@@ -207,15 +230,17 @@ export class GenerationJob {
     return `${s},"token_ids":[${ids.join(",")}]`;
   }
 
+  /** chat's first events, one per choice: the role, usage before any token, the prompt's ids or null */
   private roleEvents(): string {
     let s = "";
     for (const c of this.choices) {
-      const tail = this.usageTail(c);
-      const ids = this.returnTokenIds
-        ? `${tail.slice(0, -3)},"prompt_token_ids":[${c.promptIds!.join(",")}]}\n\n`
-        : tail;
-      s += `${this.prefix}${c.index},"delta":{"role":"assistant","content":""${this.midNull}}]${ids}`;
+      const ids = this.returnTokenIds ? `[${c.promptIds!.join(",")}]` : "null";
+      s += `${this.prefix}${c.index},"delta":{"role":"assistant","content":""${this.midNull}}]${this.usageField(c, 0)},"prompt_token_ids":${ids},"prompt_text":null}\n\n`;
     }
+    if (this.chatEcho === "") return s;
+    const echo = JSON.stringify(this.chatEcho);
+    for (const c of this.choices)
+      s += `${this.prefix}${c.index},"delta":{"content":${echo}${this.midNull}}]${this.usageField(c, 0)}}\n\n`;
     return s;
   }
 
@@ -227,9 +252,9 @@ export class GenerationJob {
   ): string {
     const body = this.kind === "chat" ? `,"delta":{"content":${literal}` : `,"text":${literal}`;
     if (finish === null)
-      return `${this.prefix}${c.index}${body}${this.midNull}${this.idFields(c, ids)}}]${this.usageTail(c)}`;
+      return `${this.prefix}${c.index}${body}${this.midNull}${this.idFields(c, ids)}}]${this.tail(c, false)}`;
     const close = this.kind === "chat" ? "}" : "";
-    return `${this.prefix}${c.index}${body}${close},"logprobs":null,"finish_reason":${FINISH_LITERAL[finish]},"stop_reason":null${this.idFields(c, ids)}}]${this.usageTail(c)}`;
+    return `${this.prefix}${c.index}${body}${close},"logprobs":null,"finish_reason":${FINISH_LITERAL[finish]},"stop_reason":null${this.idFields(c, ids)}}]${this.tail(c, true)}`;
   }
 
   private firstWrite(): string {
@@ -269,7 +294,7 @@ export class GenerationJob {
     // chat chunks leave stop_reason out until the finish (vLLM dumps only the fields it set)
     const stop = chat && finish === null ? "" : `,"stop_reason":null`;
     const head = chat ? `,"delta":${body}` : `,"text":${body}`;
-    return `${this.prefix}${c.index}${head},"logprobs":${lp},"finish_reason":${fin}${stop}${this.idFields(c, ids)}}]${this.usageTail(c)}`;
+    return `${this.prefix}${c.index}${head},"logprobs":${lp},"finish_reason":${fin}${stop}${this.idFields(c, ids)}}]${this.tail(c, finish !== null)}`;
   }
 
   /** The event of a rich choice's pending text, ids and logprobs ("" where vLLM sends none). */
@@ -426,6 +451,7 @@ export class GenerationJob {
           model: this.model,
           choices: [],
           usage: this.usage(),
+          system_fingerprint: this.fingerprint(),
         })}\n\n`;
       }
       this.closed = true;
@@ -526,7 +552,7 @@ export class GenerationJob {
         const text = c.parts.join("");
         const answer = c.tool
           ? toolAnswer(c.tool, text, c.finishReason)
-          : { message: assistantMessage(text), finishReason: c.finishReason };
+          : { message: assistantMessage(this.chatEcho + text), finishReason: c.finishReason };
         return {
           index: c.index,
           message: answer.message,

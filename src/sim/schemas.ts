@@ -97,6 +97,7 @@ export const chatSchema = z.object({
   max_completion_tokens: nonNegInt.nullish(),
   add_generation_prompt: z.boolean().nullish(),
   continue_final_message: z.boolean().nullish(),
+  echo: z.boolean().nullish(),
   add_special_tokens: z.boolean().nullish(),
   top_logprobs: int.nullish(),
   // tools: checked with vLLM's messages in tools.ts, not here
