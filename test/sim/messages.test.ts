@@ -91,6 +91,23 @@ test("stop_sequences end the text before the first one, stop_reason end_turn as 
   assert.equal(m.json.usage.output_tokens, before);
 });
 
+test("a stop sequence among 150,000 ends the text as it does alone (searched as tokens come, past the first few)", async () => {
+  const body = { model: MODEL, max_tokens: 12, messages: [user("Tell me a long story.")] };
+  const full = await postJson(`${sim.url}/v1/messages`, body);
+  const text = full.json.content[0].text as string;
+  const stop = ` ${text.split(" ")[6]}`;
+  const alone = await postJson(`${sim.url}/v1/messages`, { ...body, stop_sequences: [stop] });
+  assert.equal(alone.status, 200, alone.text);
+  // more strings than a spread of arguments can take, none of which appears in the answer
+  const many = Array.from({ length: 150_000 }, (_, i) => `#${i}#`);
+  many[77_777] = stop;
+  const m = await postJson(`${sim.url}/v1/messages`, { ...body, stop_sequences: many });
+  assert.equal(m.status, 200, m.text);
+  assert.equal(m.json.content[0].text, alone.json.content[0].text);
+  assert.equal(m.json.content[0].text, text.slice(0, text.indexOf(stop)));
+  assert.equal(m.json.stop_reason, "end_turn");
+});
+
 test("streamed: message_start, one text block of text_delta events, message_delta with usage, message_stop", async () => {
   const body = { model: MODEL, max_tokens: 7, messages: [user("Count to ten.")] };
   const whole = await postJson(`${sim.url}/v1/messages`, body);
