@@ -163,17 +163,8 @@ export class GenerationJob {
   }
 
   /** The body with each placeholder replaced by its JSON, as pieces to write in order. */
-  private *bodyPieces(body: string): Generator<string> {
-    const found: Array<[number, string]> = [];
-    for (const key of this.raw.keys()) found.push([body.indexOf(key), key]);
-    found.sort((a, b) => a[0] - b[0]);
-    let from = 0;
-    for (const [at, key] of found) {
-      yield body.slice(from, at);
-      yield* this.raw.get(key)!;
-      from = at + key.length;
-    }
-    yield body.slice(from);
+  private bodyPieces(body: string): Generator<string> {
+    return spliceRaw(body, this.raw);
   }
 
   private textOf(ids: readonly number[]): string {
@@ -591,4 +582,25 @@ export class GenerationJob {
     for (const c of this.choices)
       if (c.finishReason === null || !c.finishSent) this.ctx.runtime.abort(c.engineId);
   }
+}
+
+/**
+ * `body` with each placeholder (a key of `raw`, as JSON.stringify wrote it) replaced by its JSON
+ * pieces. A placeholder the body does not hold (its field left out of the answer) is skipped: spliced
+ * at indexOf's -1, it cut the body's last character and repeated the rest, an answer no client parses.
+ */
+export function* spliceRaw(body: string, raw: ReadonlyMap<string, Iterable<string>>): Generator<string> {
+  const found: Array<[number, string]> = [];
+  for (const key of raw.keys()) {
+    const at = body.indexOf(key);
+    if (at >= 0) found.push([at, key]);
+  }
+  found.sort((a, b) => a[0] - b[0]);
+  let from = 0;
+  for (const [at, key] of found) {
+    yield body.slice(from, at);
+    yield* raw.get(key)!;
+    from = at + key.length;
+  }
+  yield body.slice(from);
 }
