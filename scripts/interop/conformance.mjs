@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HEADERS, declares, diffJson, diffMetrics, diffSse } from "./conformance-compare.mjs";
+import { VLLM_ENV, VLLM_SERVE_FLAGS } from "./vllm.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const CORPUS = join(ROOT, "test", "conformance", "corpus");
@@ -239,8 +240,6 @@ export function writeDoc(report, header, file = DOC) {
   writeFileSync(file, doc.slice(0, i) + body + doc.slice(j + END.length));
 }
 
-/** The engine flags of scripts/interop/vllm.mjs, so the sim is checked against the engine the other checks use. */
-const MODEL = "tiny";
 const ENGINE_START_MS = 900_000;
 
 /**
@@ -260,31 +259,13 @@ export async function conformanceChecks(h, p) {
       replay_endpoint: `tcp://*:${replay}`,
     });
   };
-  const common = [
-    "--served-model-name",
-    MODEL,
-    "--host",
-    "127.0.0.1",
-    "--max-model-len",
-    "2048",
-    "--dtype",
-    "bfloat16",
-    "--enable-prefix-caching",
-    "--prefix-caching-hash-algo",
-    "sha256_cbor",
-    "--enable-scale-out",
-  ];
+  const common = VLLM_SERVE_FLAGS;
   const procs = [];
   try {
     let vllmUrl = process.env.SWITCHYARD_CONFORMANCE_VLLM;
     if (!vllmUrl) {
       const port = await freePort();
-      const env = {
-        VLLM_TARGET_DEVICE: "cpu",
-        VLLM_CPU_KVCACHE_SPACE: "1",
-        PYTHONHASHSEED: "0",
-        VLLM_ENABLE_RESPONSES_API_STORE: "1",
-      };
+      const env = VLLM_ENV;
       const proc = start(
         "conformance-vllm",
         p.vllm,

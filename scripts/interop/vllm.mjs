@@ -78,14 +78,33 @@ function note(text) {
   return o;
 }
 
+/** how every real engine of the interop suite runs: CPU, 1 GiB of KV, reproducible hashes, stored responses */
+export const VLLM_ENV = {
+  VLLM_TARGET_DEVICE: "cpu",
+  VLLM_CPU_KVCACHE_SPACE: "1",
+  PYTHONHASHSEED: "0",
+  VLLM_ENABLE_RESPONSES_API_STORE: "1",
+};
+
+/** `vllm serve`'s flags for the tiny model (the sim beside it takes the same), without port and KV events */
+export const VLLM_SERVE_FLAGS = [
+  "--served-model-name",
+  MODEL,
+  "--host",
+  "127.0.0.1",
+  "--max-model-len",
+  "2048",
+  "--dtype",
+  "bfloat16",
+  "--enable-prefix-caching",
+  "--prefix-caching-hash-algo",
+  "sha256_cbor",
+  "--enable-scale-out",
+];
+
 export async function vllmChecks(h, p) {
   const { start, stop, check, until, httpOk, freePort, log, RUN, CLI, ROOT } = h;
-  const env = {
-    VLLM_TARGET_DEVICE: "cpu",
-    VLLM_CPU_KVCACHE_SPACE: "1",
-    PYTHONHASHSEED: "0",
-    VLLM_ENABLE_RESPONSES_API_STORE: "1",
-  };
+  const env = VLLM_ENV;
 
   async function engine(name) {
     const [port, kv, replay] = [await freePort(), await freePort(), await freePort()];
@@ -101,20 +120,9 @@ export async function vllmChecks(h, p) {
       [
         "serve",
         p.model,
-        "--served-model-name",
-        MODEL,
-        "--host",
-        "127.0.0.1",
+        ...VLLM_SERVE_FLAGS,
         "--port",
         String(port),
-        "--max-model-len",
-        "2048",
-        "--dtype",
-        "bfloat16",
-        "--enable-prefix-caching",
-        "--prefix-caching-hash-algo",
-        "sha256_cbor",
-        "--enable-scale-out",
         "--kv-events-config",
         JSON.stringify(cfg),
       ],
