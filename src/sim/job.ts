@@ -24,6 +24,7 @@ import {
   type LogprobStep,
   type TokenString,
 } from "./logprobs.js";
+import { spliceRaw } from "./raw-json.js";
 
 export type Kind = "chat" | "completion";
 
@@ -582,25 +583,4 @@ export class GenerationJob {
     for (const c of this.choices)
       if (c.finishReason === null || !c.finishSent) this.ctx.runtime.abort(c.engineId);
   }
-}
-
-/**
- * `body` with each placeholder (a key of `raw`, as JSON.stringify wrote it) replaced by its JSON
- * pieces. A placeholder the body does not hold (its field left out of the answer) is skipped: spliced
- * at indexOf's -1, it cut the body's last character and repeated the rest, an answer no client parses.
- */
-export function* spliceRaw(body: string, raw: ReadonlyMap<string, Iterable<string>>): Generator<string> {
-  const found: Array<[number, string]> = [];
-  for (const key of raw.keys()) {
-    const at = body.indexOf(key);
-    if (at >= 0) found.push([at, key]);
-  }
-  found.sort((a, b) => a[0] - b[0]);
-  let from = 0;
-  for (const [at, key] of found) {
-    yield body.slice(from, at);
-    yield* raw.get(key)!;
-    from = at + key.length;
-  }
-  yield body.slice(from);
 }
