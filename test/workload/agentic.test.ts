@@ -137,8 +137,8 @@ test("the live bench loop waits out a tool pause after an answer and starts sub-
       forkProbability: 1,
       forkCount: 1,
       forkTurns: 1,
-      pauseMedianS: 0.03,
-      pauseMaxS: 0.04,
+      pauseMedianS: 0.2,
+      pauseMaxS: 0.25,
     }),
   );
   const sent: { id: string; round: number; answers: readonly string[]; at: number }[] = [];
@@ -182,9 +182,10 @@ test("the live bench loop waits out a tool pause after an answer and starts sub-
     const session = byId.get(s.id)!;
     const start = session.startRound ?? 0;
     if (s.round > start) {
-      // timers never fire before their time (1 ms for the clock's rounding)
+      // a timer measures from the event loop's cached clock, which a busy machine leaves tens of ms
+      // stale: the pause is waited out to within 50 ms (a 200–250 ms pause, so waiting is what shows)
       const pauseMs = session.turns[s.round]!.pauseBeforeS! * 1000;
-      assert.ok(s.at >= answeredAt.get(`${s.id}#${s.round - 1}`)! + pauseMs - 1, `${s.id}#${s.round}`);
+      assert.ok(s.at >= answeredAt.get(`${s.id}#${s.round - 1}`)! + pauseMs - 50, `${s.id}#${s.round}`);
     }
     if (session.parentId !== undefined && s.round === start) {
       assert.deepEqual(
