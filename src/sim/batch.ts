@@ -17,7 +17,12 @@ import {
   type GenerationResult,
 } from "./generation.js";
 import { chatPrompt } from "./prompts.js";
+import { spliceRaw, writeJsonPieces } from "./raw-json.js";
 import { chatSchema, completionSchema, embeddingsSchema, validate } from "./schemas.js";
+
+/** where the choices' JSON goes in the answer's body (raw-json.ts) */
+const CHOICES = "\u0000choices\u0000";
+const CHOICES_JSON = JSON.stringify(CHOICES);
 
 /** Conversations in one batch at most: each becomes an engine request held until the last finishes. */
 export const MAX_BATCH_CONVERSATIONS = 1024;
@@ -84,20 +89,32 @@ export async function handleChatBatch(
     if (res.destroyed || res.writableEnded) return;
     const promptTokens = prompts.reduce((a, p) => a + p.length, 0);
     const completion = results.reduce((a, r) => a + r!.timings.outputTokens, 0);
-    const text = JSON.stringify({
+    // a choice's JSON is made as it is written: 1,024 long answers in one JSON.stringify held the loop
+    // for the better part of a second
+    function* choices(): Generator<string> {
+      for (let index = 0; index < results.length; index++) {
+        const r = results[index]!;
+        yield (
+          (index === 0 ? "[" : ",") +
+          JSON.stringify({
+            index,
+            message: assistantMessage(r.text),
+            logprobs: null,
+            finish_reason: r.reason,
+            stop_reason: r.stopString,
+            token_ids: first.return_token_ids === true ? r.ids : null,
+            routed_experts: null,
+          })
+        );
+      }
+      yield results.length === 0 ? "[]" : "]";
+    }
+    const body = JSON.stringify({
       id,
       object: "chat.completion",
       created,
       model: model.name,
-      choices: results.map((r, index) => ({
-        index,
-        message: assistantMessage(r!.text),
-        logprobs: null,
-        finish_reason: r!.reason,
-        stop_reason: r!.stopString,
-        token_ids: first.return_token_ids === true ? r!.ids : null,
-        routed_experts: null,
-      })),
+      choices: CHOICES,
       service_tier: null,
       system_fingerprint: systemFingerprint(
         ctx.options.vllmVersion,
@@ -118,8 +135,7 @@ export async function handleChatBatch(
       ec_transfer_params: null,
       metrics: null,
     });
-    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-    res.end(text);
+    writeJsonPieces(res, spliceRaw(body, new Map([[CHOICES_JSON, choices()]])));
   };
   trackLoad(ctx, res);
   res.once("close", () => {

@@ -24,7 +24,7 @@ import {
   type LogprobStep,
   type TokenString,
 } from "./logprobs.js";
-import { spliceRaw } from "./raw-json.js";
+import { spliceRaw, writeJsonPieces } from "./raw-json.js";
 
 export type Kind = "chat" | "completion";
 
@@ -73,8 +73,6 @@ export function newRequestHex(): string {
 
 const FINISH_LITERAL: Record<FinishReason, string> = { stop: '"stop"', length: '"length"', abort: '"abort"' };
 const NO_IDS: readonly number[] = [];
-/** characters of a JSON answer written in one piece; larger ones go out in paced pieces */
-const LARGE_BODY = 1 << 20;
 
 export class GenerationJob {
   readonly choices: ChoiceState[] = [];
@@ -451,45 +449,9 @@ export class GenerationJob {
       return;
     }
     this.closed = true;
-    const pieces = this.bodyPieces(
-      JSON.stringify(this.kind === "chat" ? this.chatBody() : this.completionBody()),
-    );
-    // what fits in LARGE_BODY goes in one piece with its Content-Length, as vLLM sends it
-    const head: string[] = [];
-    let size = 0;
-    let next = pieces.next();
-    while (!next.done && size <= LARGE_BODY) {
-      head.push(next.value);
-      size += next.value.length;
-      next = pieces.next();
-    }
-    if (next.done) {
-      const body = head.join("");
-      this.res.writeHead(200, {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        ...this.extraHeaders,
-      });
-      this.res.end(body);
-      return;
-    }
-    // prompt logprobs of a long prompt run to megabytes: sent in pieces (chunked), made and written
-    // a bounded run per turn of the event loop, so the answer holds no other stream
-    this.res.writeHead(200, { "content-type": "application/json", ...this.extraHeaders });
-    this.res.write(head.join(""));
-    let pending: IteratorResult<string> = next;
-    const pump = (): void => {
-      if (this.res.destroyed) return;
-      let sent = 0;
-      while (!pending.done && sent < LARGE_BODY) {
-        sent += pending.value.length;
-        this.res.write(pending.value);
-        pending = pieces.next();
-      }
-      if (pending.done) this.res.end();
-      else setImmediate(pump);
-    };
-    setImmediate(pump);
+    // prompt logprobs of a long prompt run to megabytes: written in paced pieces past LARGE_BODY
+    const body = JSON.stringify(this.kind === "chat" ? this.chatBody() : this.completionBody());
+    writeJsonPieces(this.res, this.bodyPieces(body), this.extraHeaders);
   }
 
   private usageWithDetails(): Record<string, unknown> {
