@@ -78,6 +78,11 @@ export class LruMap<K, V> {
     return e;
   }
 
+  /** The least recently used entry, left in place (for expiry by age: check, then shift). */
+  oldest(): LruEntry<K, V> | undefined {
+    return this.oldestEntry ?? undefined;
+  }
+
   /** Entries from the least to the most recently used; the current one may be deleted meanwhile. */
   *oldestFirst(): Generator<LruEntry<K, V>> {
     for (let e = this.oldestEntry; e !== null;) {

@@ -14,3 +14,4 @@ export * from "./timing.js";
 export * from "./predictive.js";
 export * from "./slo.js";
 export * from "./config.js";
+export * from "./session-identity.js";

@@ -1,0 +1,461 @@
+// Session identity: which agent session a request belongs to, from what clients actually send. An agent
+// resends its growing context every turn and idles between turns for its tools; routing a turn where the
+// session's KV still is needs the session's name, and clients name it in different ways or not at all:
+//   - vLLM-router's program scheduling (0.1.17, docs/program_scheduling.md) puts an `agentic_context`
+//     object in `vllm_xargs`: `program_id` names the program (one agent's loop), `parent_program_id` and
+//     `root_program_id` its place in a tree of sub-agents, and request-scoped hints (priority, deadline);
+//   - a header (`x-session-id` by default, the router's `session.header`), or a top-level body field;
+//   - the Responses API chains turns by `previous_response_id`: the follow-up carries only its new items,
+//     so its session is the previous response's (response affinity remembers it with the response's
+//     engine, src/router/response-affinity.ts, and the caller passes it in);
+//   - nothing: the session is inferred from the prompt, as the one whose last prompt this one extends.
+//
+// Pure and bounded: no I/O, no clock (the caller passes the time). Sessions are an LRU with a cap and an
+// idle expiry; the inference index keeps, per recent prompt, where it ended (a chained hash), at most
+// twice the session cap, also LRU and expiring. Per request the work is bounded too: a message's text is
+// hashed whole up to 16 KiB and sampled beyond (its length, both ends and 32 slices), a text prompt in
+// 256-character blocks up to 2,048 of them (512 KiB), and a prompt is looked up at one end per unit.
+import { LruMap } from "../collections/lru-map.js";
+import { contentText } from "../tokenizer/messages.js";
+import type { ChatMessage } from "../tokenizer/types.js";
+
+export type SessionSource = "agentic-context" | "header" | "body" | "response-chain" | "inferred";
+export const SESSION_SOURCES: readonly SessionSource[] = [
+  "agentic-context",
+  "header",
+  "body",
+  "response-chain",
+  "inferred",
+];
+
+/** What `vllm_xargs.agentic_context` says, read and checked (fields of the wrong type are left out). */
+export interface AgenticContext {
+  /** the program: `program_id`, else `session_id`, else `task_id` */
+  programId: string;
+  parentProgramId?: string;
+  rootProgramId?: string;
+  sessionId?: string;
+  taskId?: string;
+  agentId?: string;
+  agentRole?: string;
+  stepId?: number;
+  priority?: number;
+  deadlineS?: number;
+  expectedOutputLength?: number;
+  kvRetentionTtlS?: number;
+}
+
+export interface SessionIdentity {
+  key: string;
+  source: SessionSource;
+  /** the request's `vllm_xargs.agentic_context`, when it carried one */
+  agentic?: AgenticContext;
+}
+
+export interface SessionTrackerOptions {
+  /** sessions remembered at most; the least recently seen goes first */
+  maxSessions: number;
+  /** a session unseen this long (ms) is forgotten */
+  idleMs: number;
+  /** read `vllm_xargs.agentic_context` */
+  agenticContext: boolean;
+  /** top-level body field naming the session when no header does (e.g. "user") */
+  bodyKey?: string | undefined;
+  /** a Responses follow-up belongs to its previous response's session */
+  responseChain: boolean;
+  /** a request naming no session joins the one whose last prompt it extends */
+  infer: boolean;
+  /** prefixes inferred keys, so that the processes of a router group do not mint the same ones */
+  namespace?: string;
+}
+
+export const SESSION_DEFAULTS: SessionTrackerOptions = {
+  maxSessions: 65_536,
+  // vllm-router's paused_retention_ttl_seconds
+  idleMs: 30 * 60_000,
+  agenticContext: true,
+  responseChain: true,
+  infer: true,
+};
+
+/** What the caller read off one request. */
+export interface SessionRequest {
+  /** the session header's value */
+  header?: string | undefined;
+  /** the parsed JSON body */
+  body?: Record<string, unknown> | undefined;
+  /** `previous_response_id`, with the session its response was made in when the caller knows it */
+  previousResponse?: { id: string; session: string | undefined } | undefined;
+}
+
+/** One session's record. */
+export interface SessionRecord {
+  source: SessionSource;
+  /** requests seen */
+  turns: number;
+  firstSeen: number;
+  lastSeen: number;
+  /** the agentic context's parent program, when one was named */
+  parent?: string;
+}
+
+/** Keys longer than this are replaced by their hash: a session costs memory for its key. */
+const MAX_KEY_CHARS = 256;
+/** characters of a text prompt per unit of the inference chain */
+const BLOCK_CHARS = 256;
+/** units of a prompt (messages, or text blocks) looked at; past it the prompt counts as its first units */
+const MAX_UNITS = 2_048;
+/** a message's text hashed whole up to this; beyond, its length, both ends and 32 slices */
+const FULL_HASH_CHARS = 16 * 1024;
+const END_CHARS = 4 * 1024;
+const SLICES = 32;
+const SLICE_CHARS = 64;
+/** prompts remembered per session at the cap (a session's last prompt and its forks' share this) */
+const ENDS_PER_SESSION = 2;
+/** different prompts ending at one chained hash (text prompts differing only in their last partial block) */
+const MAX_TAILS = 4;
+/** expired records dropped per call (each call adds at most one of each kind, so this keeps pace) */
+const EXPIRE_PER_CALL = 64;
+
+/** A prompt that ended at one chained hash: the characters after its last full block, and its session. */
+interface PromptEnd {
+  key: string;
+  tail: string;
+  /** longer than MAX_UNITS: only its first units are known */
+  truncated: boolean;
+  at: number;
+}
+
+/** A prompt as the inference index sees it: the chained hash after each unit. */
+interface PromptChain {
+  ends: number[];
+  /** a text prompt (its blocks are the units); undefined for messages */
+  text: string | undefined;
+  tail: string;
+  truncated: boolean;
+}
+
+export class SessionTracker {
+  private readonly sessions = new LruMap<string, SessionRecord>();
+  private readonly ends = new LruMap<number, PromptEnd[]>();
+  private o: SessionTrackerOptions;
+  private minted = 0;
+  /** sessions dropped at the cap */
+  evictions = 0;
+  /** sessions dropped after their idle time */
+  expired = 0;
+  /** identities found, by source */
+  readonly found: Record<SessionSource, number> = {
+    "agentic-context": 0,
+    header: 0,
+    body: 0,
+    "response-chain": 0,
+    inferred: 0,
+  };
+
+  constructor(o: Partial<SessionTrackerOptions> = {}) {
+    this.o = { ...SESSION_DEFAULTS, ...o };
+  }
+
+  /** New options (hot reload): a lower cap drops the least recently seen at once. */
+  configure(o: Partial<SessionTrackerOptions>): void {
+    this.o = { ...this.o, ...o };
+    this.trim();
+  }
+
+  get options(): Readonly<SessionTrackerOptions> {
+    return this.o;
+  }
+
+  /** sessions remembered */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** prompt ends the inference index holds */
+  get indexed(): number {
+    return this.ends.size;
+  }
+
+  /** A session's record, without making it more recent. */
+  get(key: string): SessionRecord | undefined {
+    return this.sessions.get(key);
+  }
+
+  /**
+   * The session a request belongs to, by the first of: its agentic context, the header, the body field,
+   * its previous response's session, the session whose last prompt it extends. Undefined when none
+   * applies (a first prompt is still remembered, so that its next turn finds it).
+   */
+  identify(req: SessionRequest, now: number): SessionIdentity | undefined {
+    this.expire(now);
+    const id = this.explicit(req);
+    if (id) return this.seen(id, now);
+    if (!this.o.infer || !req.body) return undefined;
+    const chain = promptChain(req.body);
+    if (!chain) return undefined;
+    const found = this.match(chain, now);
+    const key = found ?? this.mint();
+    this.remember(chain, key, now);
+    return found !== undefined ? this.seen({ key, source: "inferred" }, now) : undefined;
+  }
+
+  private explicit(req: SessionRequest): SessionIdentity | undefined {
+    const o = this.o;
+    if (o.agenticContext && req.body) {
+      const agentic = agenticContextOf(req.body);
+      if (agentic) return { key: boundedKey(agentic.programId), source: "agentic-context", agentic };
+    }
+    if (req.header !== undefined && req.header !== "")
+      return { key: boundedKey(req.header), source: "header" };
+    if (o.bodyKey && req.body) {
+      const v = req.body[o.bodyKey];
+      if ((typeof v === "string" && v !== "") || (typeof v === "number" && Number.isFinite(v)))
+        return { key: boundedKey(String(v)), source: "body" };
+    }
+    const prev = req.previousResponse;
+    if (o.responseChain && prev)
+      return { key: prev.session ?? boundedKey(`~r:${prev.id}`), source: "response-chain" };
+    return undefined;
+  }
+
+  /** The session's record made current; the cap applied. */
+  private seen(id: SessionIdentity, now: number): SessionIdentity {
+    const rec = this.sessions.use(id.key);
+    if (rec) {
+      rec.turns++;
+      rec.lastSeen = now;
+      rec.source = id.source;
+    } else {
+      const fresh: SessionRecord = { source: id.source, turns: 1, firstSeen: now, lastSeen: now };
+      if (id.agentic?.parentProgramId !== undefined) fresh.parent = id.agentic.parentProgramId;
+      this.sessions.set(id.key, fresh);
+      this.trim();
+    }
+    this.found[id.source]++;
+    return id;
+  }
+
+  /** The session of the longest remembered prompt this one strictly extends. */
+  private match(chain: PromptChain, now: number): string | undefined {
+    const { ends, text } = chain;
+    for (let i = ends.length; i >= 1; i--) {
+      const list = this.ends.get(ends[i - 1]!);
+      if (!list) continue;
+      for (const e of list) {
+        if (now - e.at > this.o.idleMs) continue;
+        if (e.truncated) {
+          if (chain.truncated && i === ends.length) return e.key;
+          continue;
+        }
+        if (text === undefined) {
+          // a conversation: the remembered one is a strict prefix in messages
+          if (i < ends.length) return e.key;
+          continue;
+        }
+        const at = i * BLOCK_CHARS;
+        if (text.length > at + e.tail.length && text.startsWith(e.tail, at)) return e.key;
+      }
+    }
+    return undefined;
+  }
+
+  /** The prompt's end remembered for the session, as its newest. */
+  private remember(chain: PromptChain, key: string, now: number): void {
+    const end = chain.ends[chain.ends.length - 1]!;
+    const e: PromptEnd = { key, tail: chain.tail, truncated: chain.truncated, at: now };
+    const list = this.ends.use(end);
+    if (!list) {
+      this.ends.set(end, [e]);
+      while (this.ends.size > this.o.maxSessions * ENDS_PER_SESSION) this.ends.shift();
+      return;
+    }
+    const same = list.findIndex((x) => x.tail === e.tail && x.truncated === e.truncated);
+    if (same >= 0) list.splice(same, 1);
+    list.unshift(e);
+    if (list.length > MAX_TAILS) list.length = MAX_TAILS;
+  }
+
+  private mint(): string {
+    return `~p:${this.o.namespace ?? ""}${(this.minted++).toString(36)}`;
+  }
+
+  private trim(): void {
+    while (this.sessions.size > this.o.maxSessions && this.sessions.shift()) this.evictions++;
+    while (this.ends.size > this.o.maxSessions * ENDS_PER_SESSION) this.ends.shift();
+  }
+
+  /** Sessions and prompt ends past their idle time, oldest first (both LRUs are in time order). */
+  private expire(now: number): void {
+    const idle = this.o.idleMs;
+    for (let n = 0; n < EXPIRE_PER_CALL; n++) {
+      const e = this.sessions.oldest();
+      if (!e || now - e.value.lastSeen <= idle) break;
+      this.sessions.shift();
+      this.expired++;
+    }
+    for (let n = 0; n < EXPIRE_PER_CALL; n++) {
+      const e = this.ends.oldest();
+      if (!e || now - (e.value[0]?.at ?? -Infinity) <= idle) break;
+      this.ends.shift();
+    }
+  }
+}
+
+/** `vllm_xargs.agentic_context` read and checked; undefined when absent or naming no program. */
+export function agenticContextOf(body: Record<string, unknown>): AgenticContext | undefined {
+  const xargs = body.vllm_xargs;
+  if (!xargs || typeof xargs !== "object" || Array.isArray(xargs)) return undefined;
+  const c = (xargs as Record<string, unknown>).agentic_context;
+  if (!c || typeof c !== "object" || Array.isArray(c)) return undefined;
+  const ctx = c as Record<string, unknown>;
+  const str = (k: string) => {
+    const v = ctx[k];
+    return typeof v === "string" && v !== "" ? v : undefined;
+  };
+  const num = (k: string) => {
+    const v = ctx[k];
+    return typeof v === "number" && Number.isFinite(v) ? v : undefined;
+  };
+  const programId = str("program_id") ?? str("session_id") ?? str("task_id");
+  if (programId === undefined) return undefined;
+  const out: AgenticContext = { programId };
+  const set = <K extends keyof AgenticContext>(k: K, v: AgenticContext[K] | undefined) => {
+    if (v !== undefined) out[k] = v;
+  };
+  set("parentProgramId", str("parent_program_id"));
+  set("rootProgramId", str("root_program_id"));
+  set("sessionId", str("session_id"));
+  set("taskId", str("task_id"));
+  set("agentId", str("agent_id"));
+  set("agentRole", str("agent_role"));
+  set("stepId", num("step_id"));
+  set("priority", num("priority"));
+  set("deadlineS", num("deadline_seconds"));
+  set("expectedOutputLength", num("expected_output_length"));
+  set("kvRetentionTtlS", num("kv_retention_ttl_seconds"));
+  return out;
+}
+
+function boundedKey(key: string): string {
+  if (key.length <= MAX_KEY_CHARS) return key;
+  const l = new Lanes();
+  l.text(key, 0, key.length);
+  return `~h:${l.value().toString(36)}`;
+}
+
+/**
+ * Two 32-bit FNV-1a lanes with different offsets, read as one 53-bit number: chained over a prompt's
+ * units, equal values mean equal prefixes (a 32-bit chain collides among ~77,000 prompts once in two).
+ */
+class Lanes {
+  a = 0x811c9dc5;
+  b = 0x01000193 ^ 0x5bd1e995;
+
+  /** characters [from, to) of s */
+  text(s: string, from: number, to: number): void {
+    let a = this.a;
+    let b = this.b;
+    for (let i = from; i < to; i++) {
+      const c = s.charCodeAt(i);
+      a = Math.imul(a ^ c, 0x01000193);
+      b = Math.imul(b ^ c, 0x01000193) ^ (b >>> 15);
+    }
+    this.a = a;
+    this.b = b;
+  }
+
+  num(v: number): void {
+    this.a = Math.imul(this.a ^ (v | 0), 0x01000193);
+    this.b = Math.imul(this.b ^ ((v / 4294967296) | 0), 0x01000193) ^ (v & 0xffff);
+  }
+
+  /** a string hashed whole when short, else by its length, its ends and 32 slices */
+  sampled(s: string): void {
+    this.num(s.length);
+    if (s.length <= FULL_HASH_CHARS) return this.text(s, 0, s.length);
+    this.text(s, 0, END_CHARS);
+    this.text(s, s.length - END_CHARS, s.length);
+    const step = Math.floor((s.length - SLICE_CHARS) / SLICES);
+    for (let k = 0; k < SLICES; k++) this.text(s, k * step, k * step + SLICE_CHARS);
+  }
+
+  value(): number {
+    return (this.a >>> 0) * 2 ** 21 + ((this.b >>> 0) & 0x1fffff);
+  }
+}
+
+/** one unit of a conversation: a message, or a Responses input item */
+function hashItem(l: Lanes, m: unknown): void {
+  if (typeof m === "string") return l.sampled(m);
+  if (!m || typeof m !== "object") return l.num(0);
+  const o = m as Record<string, unknown>;
+  for (const k of ["type", "role", "name", "tool_call_id", "call_id"]) {
+    const v = o[k];
+    l.sampled(typeof v === "string" ? v : "");
+  }
+  const content = o.content;
+  l.sampled(
+    typeof content === "string" || Array.isArray(content)
+      ? contentText(content as ChatMessage["content"])
+      : "",
+  );
+  for (const k of ["output", "arguments", "text"]) {
+    const v = o[k];
+    if (typeof v === "string") l.sampled(v);
+  }
+  const calls = o.tool_calls;
+  if (Array.isArray(calls)) {
+    l.num(calls.length);
+    for (const c of calls.slice(0, 64)) {
+      const f = (c as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
+      l.sampled(typeof f?.name === "string" ? f.name : "");
+      l.sampled(typeof f?.arguments === "string" ? f.arguments : "");
+    }
+  }
+}
+
+/** A request's prompt as chained hashes: messages (chat, Messages), input items (Responses) or text blocks. */
+function promptChain(body: Record<string, unknown>): PromptChain | undefined {
+  const items: unknown[] = [];
+  if (Array.isArray(body.messages)) {
+    // Anthropic Messages carry the system prompt beside the messages
+    if (body.system !== undefined && body.system !== null)
+      items.push({ role: "system", content: body.system });
+    items.push(...body.messages.slice(0, MAX_UNITS));
+  } else if (Array.isArray(body.input)) items.push(...body.input.slice(0, MAX_UNITS));
+  else {
+    const p = body.prompt ?? body.input;
+    const text =
+      typeof p === "string"
+        ? p
+        : Array.isArray(p) && p.length === 1 && typeof p[0] === "string"
+          ? p[0]
+          : undefined;
+    return text === undefined ? undefined : textChain(text);
+  }
+  if (items.length === 0) return undefined;
+  const l = new Lanes();
+  const ends: number[] = [];
+  for (const m of items) {
+    hashItem(l, m);
+    ends.push(l.value());
+  }
+  const truncated =
+    (Array.isArray(body.messages) ? body.messages.length : (body.input as unknown[]).length) > MAX_UNITS;
+  return { ends, text: undefined, tail: "", truncated };
+}
+
+function textChain(text: string): PromptChain | undefined {
+  const full = Math.floor(text.length / BLOCK_CHARS);
+  if (full === 0) return undefined;
+  const units = Math.min(full, MAX_UNITS);
+  const l = new Lanes();
+  const ends: number[] = [];
+  for (let k = 0; k < units; k++) {
+    l.text(text, k * BLOCK_CHARS, (k + 1) * BLOCK_CHARS);
+    ends.push(l.value());
+  }
+  const truncated = full > MAX_UNITS;
+  return { ends, text, tail: truncated ? "" : text.slice(units * BLOCK_CHARS), truncated };
+}
