@@ -1,50 +1,64 @@
-// The shape of src/ as rules a reviewer would otherwise enforce by eye: folders import downward only
-// (the folder graph has no cycle, nothing imports the CLI entry point, discovery knows nothing of the
-// router), no file-level import cycle (type-only imports included: they still tie two files' designs
-// together), and no source file over 600 lines. Read from the .ts sources, so a clean clone checks
-// what a reviewer reads.
+// The shape of the code base as rules a reviewer would otherwise enforce by eye. Every import edge
+// between folders is one the layer table (test/architecture-layers.ts) lists, and every listed edge is
+// still used; the top-level folder graph has no cycle, and no file-level import cycle exists (type-only
+// imports included: they still tie two files' designs together). The pure folders do no I/O and read
+// no clock. Each folder stays inside its line budget. Read from the sources (.ts, and the scripts'
+// .mjs), so a clean clone checks what a reviewer reads.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { dirname, join, normalize, relative } from "node:path";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, normalize } from "node:path";
 import { repoRoot } from "./deploy/tools.js";
+import { FILE_CEILING, PURE, PURITY_EXCEPTIONS, ROOMS } from "./architecture-layers.js";
 
-const MAX_LINES = 600;
 const IMPORT =
   /(?:^|\n)\s*(?:import|export)\b[^;]*?\bfrom\s*["'](\.{1,2}\/[^"']+)["']|\bimport\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g;
+/** package imports: `from "x"`, `import "x"` and `import("x")` of anything not relative */
+const PACKAGE_IMPORT = /(?:\bfrom|^\s*import|\bimport\()\s*["']([^."'][^"']*)["']/gm;
+/** the scripts load the compiled package by path */
+const DIST_PATH = /\bdist\/((?:src|bench)\/[\w/.-]+?)\/[\w.-]+\.js\b/g;
 
 interface SourceFile {
-  path: string; // relative to the repo root, e.g. src/router/proxy.ts
+  path: string; // relative to the repo root, e.g. src/router/edge/server.ts
+  text: string;
   lines: number;
-  imports: string[]; // resolved, relative to the repo root
+  /** folders (repository paths) it imports from, with the specifier as written */
+  imports: { folder: string; file: string; spec: string }[];
+  packages: string[];
 }
 
-function sources(): SourceFile[] {
+function read(roots: readonly string[]): SourceFile[] {
   const root = repoRoot();
   const out: SourceFile[] = [];
   const walk = (dir: string): void => {
-    for (const name of readdirSync(join(root, dir))) {
+    if (!existsSync(join(root, dir))) return;
+    for (const name of readdirSync(join(root, dir)).sort()) {
       const rel = join(dir, name);
       if (statSync(join(root, rel)).isDirectory()) walk(rel);
-      else if (name.endsWith(".ts")) {
+      else if (name.endsWith(".ts") || name.endsWith(".mjs")) {
         const text = readFileSync(join(root, rel), "utf8");
-        const imports: string[] = [];
+        const imports: SourceFile["imports"] = [];
         for (const m of text.matchAll(IMPORT)) {
           const spec = (m[1] ?? m[2])!;
-          imports.push(normalize(join(dirname(rel), spec)).replace(/\.js$/, ".ts"));
+          const file = normalize(join(dirname(rel), spec)).replace(/\.js$/, ".ts");
+          imports.push({ folder: dirname(file), file, spec });
         }
-        out.push({ path: rel, lines: text.split("\n").length - (text.endsWith("\n") ? 1 : 0), imports });
+        if (name.endsWith(".mjs")) {
+          for (const m of text.matchAll(DIST_PATH)) imports.push({ folder: m[1]!, file: m[0], spec: m[0] });
+        }
+        const packages = [...code(text).matchAll(PACKAGE_IMPORT)].map((m) => m[1]!);
+        const lines = text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
+        out.push({ path: rel, text, lines, imports, packages });
       }
     }
   };
-  walk("src");
+  for (const r of roots) walk(r);
   return out;
 }
 
-/** `src/router/kv/x.ts` → `router`; `src/x.ts` → `.` */
-function folderOf(path: string): string {
-  const parts = relative("src", path).split("/");
-  return parts.length > 1 ? parts[0]! : ".";
+/** The text without its comments, so that a comment naming Date.now is not a use of it. */
+function code(text: string): string {
+  return text.replace(/\/\*[\s\S]*?\*\//g, "").replace(/(^|[\s;{}(),])\/\/.*$/gm, "$1");
 }
 
 /** Strongly connected components with more than one member (Tarjan), each as a sorted list. */
@@ -82,42 +96,179 @@ function cycles(graph: Map<string, Set<string>>): string[][] {
   return found;
 }
 
-const files = sources();
+/** `src/router/kv` → `src/router`; `bench/harness` → `bench` */
+function topFolder(folder: string): string {
+  return folder
+    .split("/")
+    .slice(0, 2)
+    .join("/")
+    .replace(/^(bench|scripts)\/.*/, "$1");
+}
+
+const files = read(["src", "bench", "scripts"]);
+const sources = files.filter((f) => f.path.endsWith(".ts"));
 
 test("no source file imports a file that imports it back, even for types", () => {
-  const graph = new Map(files.map((f) => [f.path, new Set(f.imports)]));
+  const graph = new Map(sources.map((f) => [f.path, new Set(f.imports.map((i) => i.file))]));
   assert.deepEqual(cycles(graph), []);
 });
 
-test("folders import downward only: the folder graph has no cycle", () => {
+test("the top-level folders import downward only: their graph has no cycle", () => {
   const graph = new Map<string, Set<string>>();
-  for (const f of files) {
-    const from = folderOf(f.path);
+  for (const f of sources.filter((s) => s.path.startsWith("src/"))) {
+    const from = topFolder(dirname(f.path));
     const set = graph.get(from) ?? new Set<string>();
     graph.set(from, set);
-    for (const i of f.imports) if (folderOf(i) !== from) set.add(folderOf(i));
+    for (const i of f.imports) if (topFolder(i.folder) !== from) set.add(topFolder(i.folder));
   }
   assert.deepEqual(cycles(graph), []);
 });
 
-test("nothing outside src/cli imports from it, and src/discovery imports nothing from src/router", () => {
+test("every folder has a row in the layer table, and every row is a folder with sources", () => {
+  const folders = new Set(files.map((f) => dirname(f.path)));
+  const missing = [...folders]
+    .filter((d) => !ROOMS[d])
+    .map((d) => `${d}: no row in test/architecture-layers.ts`);
+  const empty = Object.keys(ROOMS)
+    .filter((d) => !folders.has(d))
+    .map((d) => `${d}: a row, but no sources there`);
+  assert.deepEqual([...missing, ...empty], []);
+});
+
+test("every import between folders is an edge the layer table lists", () => {
   const wrong: string[] = [];
   for (const f of files) {
+    const from = dirname(f.path);
+    const allowed = ROOMS[from]?.imports ?? [];
     for (const i of f.imports) {
-      if (folderOf(i) === "cli" && folderOf(f.path) !== "cli") wrong.push(`${f.path} → ${i}`);
-      if (folderOf(f.path) === "discovery" && folderOf(i) === "router") wrong.push(`${f.path} → ${i}`);
+      if (i.folder === from || allowed.includes(i.folder)) continue;
+      wrong.push(`${f.path} imports ${i.spec}: ${from} → ${i.folder} is not in test/architecture-layers.ts`);
     }
   }
   assert.deepEqual(wrong, []);
 });
 
-test(`no source file is over ${MAX_LINES} lines`, () => {
-  const long = files.filter((f) => f.lines > MAX_LINES).map((f) => `${f.path}: ${f.lines}`);
-  assert.deepEqual(long, []);
+test("every edge the layer table lists is one some file still uses", () => {
+  const used = new Set<string>();
+  for (const f of files) for (const i of f.imports) used.add(`${dirname(f.path)} → ${i.folder}`);
+  const stale: string[] = [];
+  for (const [from, room] of Object.entries(ROOMS)) {
+    for (const to of room.imports) {
+      if (!used.has(`${from} → ${to}`))
+        stale.push(`${from} → ${to}: no file imports it; delete it from the row`);
+    }
+  }
+  assert.deepEqual(stale, []);
 });
 
-test("the import reader sees imports, re-exports and dynamic imports", () => {
+test("the layer table keeps the fixed rules: nothing imports the CLI, discovery knows nothing of the router", () => {
+  const wrong: string[] = [];
+  for (const [from, room] of Object.entries(ROOMS)) {
+    for (const to of room.imports) {
+      if (to === from) wrong.push(`${from} lists itself`);
+      if (to === "src/cli" && !from.startsWith("scripts")) wrong.push(`${from} → src/cli`);
+      if (from.startsWith("src/discovery") && to.startsWith("src/router")) wrong.push(`${from} → ${to}`);
+      if (from.startsWith("src/") && !to.startsWith("src/"))
+        wrong.push(`${from} → ${to}: the package imports only src`);
+    }
+  }
+  assert.deepEqual(wrong, []);
+});
+
+/** what a pure folder may not use: I/O modules, and (in code, not comments) clocks, timers, Math.random */
+const IO_MODULES =
+  /^(?:node:)?(?:fs|fs\/promises|net|http|https|http2|tls|dgram|dns|child_process|worker_threads|cluster|readline|os|process|perf_hooks|timers|timers\/promises|inspector)$|^(?:undici|zeromq|ioredis|pino|prom-client|@grpc\/grpc-js)(?:\/|$)/;
+const IMPURE_CALLS = [
+  /\bDate\.now\b/g,
+  /\bnew Date\(/g,
+  /\bperformance\.now\b/g,
+  /\bprocess\.hrtime\b/g,
+  /\bsetTimeout\b/g,
+  /\bsetInterval\b/g,
+  /\bsetImmediate\b/g,
+  /\bMath\.random\b/g,
+  /\bfetch\(/g,
+  /\bconsole\./g,
+];
+
+function impurities(f: SourceFile): string[] {
+  const found = new Set<string>();
+  for (const p of f.packages) if (IO_MODULES.test(p)) found.add(`import ${p}`);
+  const body = code(f.text);
+  for (const re of IMPURE_CALLS) for (const m of body.matchAll(re)) found.add(m[0]);
+  return [...found];
+}
+
+test("the pure folders (engine, routing, workload) do no I/O and read no clock", () => {
+  const wrong: string[] = [];
+  const excused = new Set<string>();
+  for (const f of sources.filter((s) => PURE.some((p) => s.path.startsWith(`${p}/`)))) {
+    for (const use of impurities(f)) {
+      const ok = PURITY_EXCEPTIONS.find((e) => e.file === f.path && e.uses === use);
+      if (ok) excused.add(`${ok.file} ${ok.uses}`);
+      else wrong.push(`${f.path}: ${use}`);
+    }
+  }
+  const stale = PURITY_EXCEPTIONS.filter((e) => !excused.has(`${e.file} ${e.uses}`)).map(
+    (e) => `${e.file}: the exception for ${e.uses} no longer applies; delete it`,
+  );
+  assert.deepEqual([...wrong, ...stale], []);
+});
+
+test("the purity scan sees I/O imports and clock reads in code, not in comments", () => {
+  const f = (text: string): SourceFile => ({
+    path: "x.ts",
+    text,
+    lines: 1,
+    imports: [],
+    packages: [...code(text).matchAll(PACKAGE_IMPORT)].map((m) => m[1]!),
+  });
+  assert.deepEqual(
+    impurities(f(`// Date.now() is not read here\nimport { z } from "zod";\nconst u = "http://x";`)),
+    [],
+  );
+  assert.deepEqual(impurities(f(`import { readFileSync } from "node:fs";\nconst t = performance.now();`)), [
+    "import node:fs",
+    "performance.now",
+  ]);
+  assert.deepEqual(impurities(f(`import "undici";\nsetTimeout(f, 1); /* Math.random */`)), [
+    "import undici",
+    "setTimeout",
+  ]);
+});
+
+test("every folder stays inside its line budget, and no file is over the sanity ceiling", (t) => {
+  const used = new Map<string, number>();
+  for (const f of files) used.set(dirname(f.path), (used.get(dirname(f.path)) ?? 0) + f.lines);
+  const rows = Object.entries(ROOMS).map(([folder, room]) => ({
+    folder,
+    used: used.get(folder) ?? 0,
+    budget: room.lines,
+  }));
+  const width = Math.max(...rows.map((r) => r.folder.length));
+  t.diagnostic(`${"folder".padEnd(width)}   lines  budget   use`);
+  for (const r of rows) {
+    const pct = Math.round((100 * r.used) / r.budget);
+    t.diagnostic(
+      `${r.folder.padEnd(width)} ${String(r.used).padStart(7)} ${String(r.budget).padStart(7)} ${String(pct).padStart(4)}%`,
+    );
+  }
+  const over = rows
+    .filter((r) => r.used > r.budget)
+    .map((r) => `${r.folder}: ${r.used} lines, budget ${r.budget}`);
+  const long = files
+    .filter((f) => f.lines > FILE_CEILING)
+    .map((f) => `${f.path}: ${f.lines} lines, ceiling ${FILE_CEILING}`);
+  assert.deepEqual([...over, ...long], []);
+});
+
+test("the import reader sees imports, re-exports, dynamic imports and the scripts' dist paths", () => {
   const text = `import a from "./a.js";\nexport { b } from "../b.js";\nimport type {\n  C,\n} from "./c/c.js";\nconst d = await import("./d.js");`;
   const specs = [...text.matchAll(IMPORT)].map((m) => m[1] ?? m[2]);
   assert.deepEqual(specs, ["./a.js", "../b.js", "./c/c.js", "./d.js"]);
+  const script = `await import(join(root, "dist/src/ops/dashboards.js"));\nrun(["dist/src/cli/main.js"]);`;
+  assert.deepEqual(
+    [...script.matchAll(DIST_PATH)].map((m) => m[1]),
+    ["src/ops", "src/cli"],
+  );
 });
