@@ -239,9 +239,6 @@ export interface PurityException {
 }
 
 export const PURITY_EXCEPTIONS: readonly PurityException[] = [
-  { file: "src/engine/drivers.ts", uses: "performance.now", why: "the real-time driver: to go to the sim" },
-  { file: "src/engine/drivers.ts", uses: "setTimeout", why: "the real-time driver: to go to the sim" },
-  { file: "src/engine/drivers.ts", uses: "setImmediate", why: "the real-time driver: to go to the sim" },
   { file: "src/engine/profiles.ts", uses: "import node:fs", why: "a profiles file: to go to src/models" },
   { file: "src/engine/profiles-hf.ts", uses: "import node:fs", why: "a model folder: to go to src/models" },
   { file: "src/workload/index.ts", uses: "import node:fs", why: "the dataset file: the caller to read it" },

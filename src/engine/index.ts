@@ -20,6 +20,6 @@ export {
   type BlockHashes,
 } from "./hashing.js";
 export { Engine } from "./engine.js";
-export { RealTimeDriver, VirtualDriver, wallSeconds, type RealTimeDriverOptions } from "./drivers.js";
+export { VirtualDriver } from "./drivers.js";
 export { StepTimer, COMPUTE_EFFICIENCY, MEMORY_EFFICIENCY, STEP_OVERHEAD_S } from "./timing.js";
 export { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";

@@ -3,14 +3,15 @@
 // step's KV events handed to the ZMQ publisher as one batch.
 //
 // Outputs are paced as vLLM's API server emits them: one delivery per engine step, when the step
-// completes. The driver keeps the modelled timeline rather than the timers' (src/engine/drivers.ts), so
+// completes. The driver keeps the modelled timeline rather than the timers' (real-time-driver.ts), so
 // it sometimes completes steps microseconds apart: when less than a timer tick (1 ms) of a step is
 // left it completes at once, and after a late timer it catches up with steps back to back. Written as
 // they came, those steps' SSE events reached the client in one read, and its ITL was mostly zeros (64%
 // of samples under 0.5 ms at --time-scale 0.1). A step that completes too soon after the previous
 // delivery is held and merged into the next one, as vLLM's output collector merges the deltas of
 // steps a consumer has not taken yet; the engine's own metrics still see every step.
-import { Engine, RealTimeDriver } from "../engine/index.js";
+import { Engine } from "../engine/index.js";
+import { RealTimeDriver } from "./real-time-driver.js";
 import type {
   EngineConfig,
   EngineObserver,

@@ -3,7 +3,8 @@
 import { mock, test } from "node:test";
 import assert from "node:assert/strict";
 import { Engine } from "../../src/engine/engine.js";
-import { RealTimeDriver, VirtualDriver } from "../../src/engine/drivers.js";
+import { VirtualDriver } from "../../src/engine/drivers.js";
+import { RealTimeDriver } from "../../src/sim/real-time-driver.js";
 import type { BlockStored } from "../../src/kvevents/events.js";
 import { config, makeEngine, request, runToIdle, tokens, Recorder } from "./helpers.js";
 
