@@ -3,7 +3,7 @@
 // merely copied (the floor of any per-chunk work). CPU time in this process, so a loaded machine
 // changes the figures less than an end-to-end run; reported as µs per chunk, interleaved rounds.
 //   node --import tsx bench/migration-ledger.ts [--chunks 256] [--streams 2000] [--rounds 5]
-import { MigrationLedger } from "../src/router/migration-ledger.js";
+import { MigrationLedger } from "../src/router/migration/ledger.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);

@@ -1,12 +1,16 @@
-// `switchyard router`: flags and an optional YAML file (hot-reloaded) → a running router.
+// `switchyard router`: flags and an optional YAML file (hot-reloaded) → a running router. This is the
+// router's start-up wiring: which process this is (a lone router, a group's primary or one of its
+// workers) decides what is started, so the worker's start is composed here, where startRouter and the
+// worker's link to its primary meet (cluster/ stays below index.ts: it never starts a router itself).
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import cluster from "node:cluster";
-import { ConfigError, loadConfig, type RouterConfigInput } from "./config.js";
+import type { AddressInfo } from "node:net";
+import { ConfigError, loadConfig, type RouterConfigInput } from "./config/config.js";
 import { POLICY_HELP } from "../routing/index.js";
 import { startRouter } from "./index.js";
 import { runPrimary } from "./cluster/primary.js";
-import { runWorker } from "./cluster/worker.js";
+import { awaitStart, WorkerLink } from "./cluster/worker.js";
 
 const specs: FlagSpecs = {
   config: { type: "string", help: "YAML config file (watched: changes apply without dropping requests)" },
@@ -302,4 +306,27 @@ export async function main(argv: string[]): Promise<number> {
   onShutdown(() => running.close());
   await new Promise<never>(() => undefined);
   return 0;
+}
+
+/** A worker process's life: wait for the primary's start, serve, drain on its word or a signal. */
+async function runWorker(): Promise<void> {
+  const start = await awaitStart();
+  let link: WorkerLink | undefined;
+  const running = await startRouter(start.config, {
+    quiet: true,
+    ownSockets: start.ownSockets === true,
+    prepare: (router) => {
+      link = new WorkerLink(router, start);
+      router.group = link;
+      if (start.configFile) router.onReload = () => link!.reload();
+    },
+  });
+  const l = link!;
+  l.applyConfig = (c) => void running.apply(c);
+  const addr = running.router.server.address() as AddressInfo;
+  l.listening(addr.address, addr.port, addr.family);
+  onShutdown(async () => {
+    await running.close();
+    l.close();
+  });
 }

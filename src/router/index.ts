@@ -1,14 +1,14 @@
 // Programmatic entry: start a router in this process (used by `switchyard up` and by tests).
 import type { AddressInfo } from "node:net";
 import { logger } from "../obs/log.js";
-import { loadConfig, type RouterConfigInput } from "./config.js";
-import { Router } from "./server.js";
-import { startEndpointPicker } from "./epp-glue.js";
+import { loadConfig, type RouterConfigInput } from "./config/config.js";
+import { Router } from "./edge/server.js";
+import { startEndpointPicker } from "./edge/epp-glue.js";
 import { KeysDirWatcher } from "../tenancy/keys-watch.js";
-import { watchConfigFile } from "./config-watch.js";
+import { watchConfigFile } from "./config/watch.js";
 import { startLonePeers } from "./cluster/lone.js";
 
-export { Router } from "./server.js";
+export { Router } from "./edge/server.js";
 export {
   loadConfig,
   parseConfig,
@@ -16,7 +16,7 @@ export {
   ConfigError,
   type RouterConfig,
   type RouterConfigInput,
-} from "./config.js";
+} from "./config/config.js";
 export {
   StaticDiscovery,
   type DiscoverySource,

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parsePrometheus, serverFigures } from "../../src/bench/scrape.js";
-import { RouterMetrics } from "../../src/router/metrics.js";
+import { RouterMetrics } from "../../src/router/telemetry/metrics.js";
 
 test("parsePrometheus sums a family's series, skipping quoted label values with spaces and braces", () => {
   const s = parsePrometheus(

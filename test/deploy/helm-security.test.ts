@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { parse as parseYaml } from "yaml";
-import { parseConfig } from "../../src/router/config.js";
+import { parseConfig } from "../../src/router/config/config.js";
 import { TenancyState } from "../../src/tenancy/state.js";
 import { byKind, chart, container, one, render, renderRaw, type K8sObject } from "./chart.js";
 import { requireTool } from "./tools.js";

@@ -8,7 +8,7 @@ import { test } from "node:test";
 import { parse as parseYaml } from "yaml";
 import { resolveScenario } from "../../src/fleet/scenario.js";
 import { CHART_ROUTER_POLICIES } from "../../src/planner/emit.js";
-import { parseConfig } from "../../src/router/config.js";
+import { parseConfig } from "../../src/router/config/config.js";
 import {
   CACHE_POLICY_NAMES,
   KV_EVENT_POLICY_NAMES,

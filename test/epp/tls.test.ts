@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { parseConfig } from "../../src/router/config.js";
+import { parseConfig } from "../../src/router/config/config.js";
 import type { RunningRouter } from "../../src/router/index.js";
 import { startFakeEngine, type FakeEngine } from "../router/fake-engine.js";
 import { routerFor } from "../router/util.js";

@@ -11,7 +11,7 @@ import { stringify } from "yaml";
 import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
 import { startFakeEngine } from "./fake-engine.js";
 import { post } from "./util.js";
-import { LinesPerSecond } from "../../src/router/access-log.js";
+import { LinesPerSecond } from "../../src/router/telemetry/access-log.js";
 
 function accessLines(output: string): Array<Record<string, unknown>> {
   return output

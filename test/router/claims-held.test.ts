@@ -4,8 +4,8 @@
 // engine answers before the word, the word refuses the pick, the request ends first) is met on purpose.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Upstream } from "../../src/router/registry.js";
-import type { ClaimHolder, SlotArbiter } from "../../src/router/slot-arbiter.js";
+import type { Upstream } from "../../src/router/engines/registry.js";
+import type { ClaimHolder, SlotArbiter } from "../../src/router/engines/slot-arbiter.js";
 import { startFakeEngine, type FakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";
 

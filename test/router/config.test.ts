@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig, startRouter } from "../../src/router/index.js";
-import { parseEngineMetrics } from "../../src/router/scrape.js";
+import { parseEngineMetrics } from "../../src/router/engines/scrape.js";
 import { startFakeEngine } from "./fake-engine.js";
 import { post, waitUntil } from "./util.js";
 

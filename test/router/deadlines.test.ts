@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DeadlineQueue, type Deadline } from "../../src/router/deadlines.js";
+import { DeadlineQueue, type Deadline } from "../../src/router/dataplane/deadlines.js";
 
 /** A deadline that calls `fn` (the router's own are OwnedDeadlines; any object with fire() will do). */
 function deadline(fn: () => void): Deadline {

@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { newRequestId } from "../../src/router/request-context.js";
+import { newRequestId } from "../../src/router/dataplane/request-context.js";
 import { startPdEngine, PREFILL_KV } from "../helpers/pd-engine.js";
 import { startFakeVllm } from "./fake-vllm.js";
 import { routerFor, post, waitUntil } from "./util.js";

@@ -13,7 +13,7 @@ import {
   matchEndpoint,
   responsesToChat,
   routingInput,
-} from "../../src/router/endpoints.js";
+} from "../../src/router/request/endpoints.js";
 import { startFakeVllm } from "./fake-vllm.js";
 import { post, routeOf, routerFor } from "./util.js";
 

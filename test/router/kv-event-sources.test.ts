@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { parseKvEventsConfig } from "../../src/kvevents/config.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
-import { anthropicToChat } from "../../src/router/endpoints.js";
+import { anthropicToChat } from "../../src/router/request/endpoints.js";
 import { parseKvEventSources, resolveWildcard } from "../../src/router/kv/event-sources.js";
 import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
 import { freePorts } from "../helpers/cli.js";

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { get } from "node:http";
-import { reusePortSupported } from "../../src/router/accept.js";
+import { reusePortSupported } from "../../src/router/edge/accept.js";
 import { startRouter } from "../../src/router/index.js";
 import { freePort } from "../helpers/cli.js";
 import { startFakeEngine } from "./fake-engine.js";

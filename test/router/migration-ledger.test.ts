@@ -2,9 +2,14 @@
 // request that continues a stream, for vLLM's completion and chat chunk formats.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { MigrationLedger } from "../../src/router/migration-ledger.js";
-import { continuation, firstBody, planMigration, type MigrationPlan } from "../../src/router/migration.js";
-import type { RoutedRequest } from "../../src/router/request.js";
+import { MigrationLedger } from "../../src/router/migration/ledger.js";
+import {
+  continuation,
+  firstBody,
+  planMigration,
+  type MigrationPlan,
+} from "../../src/router/migration/rules.js";
+import type { RoutedRequest } from "../../src/router/request/routed-request.js";
 
 const ev = (doc: unknown) => `data: ${JSON.stringify(doc)}\n\n`;
 const cmpl = (text: string, ids: number[], extra: Record<string, unknown> = {}) =>

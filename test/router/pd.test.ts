@@ -205,7 +205,7 @@ test("a prefill 400 reaches the client as an OpenAI error, and no decode engine 
   });
   assert.equal(res.status, 400);
   const body = (await res.json()) as { error: { message: string; type: string; code: number } };
-  assert.match(body.error.message, /maximum context length/);
+  assert.match(body.error.message, /^max_tokens=20000 cannot be greater than max_model_len=/);
   assert.equal(body.error.type, "BadRequestError");
   assert.equal(body.error.code, 400);
   assert.equal(await sum(consumers, "vllm:request_success_total"), decodeRequests);

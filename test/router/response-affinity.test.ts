@@ -5,7 +5,7 @@
 // gets vLLM's own 404.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ResponseAffinity, ResponseIdScan } from "../../src/router/response-affinity.js";
+import { ResponseAffinity, ResponseIdScan } from "../../src/router/dataplane/response-affinity.js";
 import { startFakeVllm, type FakeVllm } from "./fake-vllm.js";
 import { freePorts } from "../helpers/cli.js";
 import { post, routerFor, waitUntil } from "./util.js";

@@ -13,7 +13,7 @@ import {
   type CacheOracle,
   type EngineView,
 } from "../../src/routing/index.js";
-import { parseConfig } from "../../src/router/config.js";
+import { parseConfig } from "../../src/router/config/config.js";
 import { defaultEngineConfig, resolveGpu, resolveModel } from "../../src/engine/index.js";
 import { eng } from "../helpers/routing.js";
 

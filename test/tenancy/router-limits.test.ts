@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { parseConfig } from "../../src/router/config.js";
+import { parseConfig } from "../../src/router/config/config.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { startFakeEngine } from "../router/fake-engine.js";
 import { routerFor, waitUntil } from "../router/util.js";

@@ -43,8 +43,8 @@
 // per turn of the loop (src/tokenizer/turns.ts).
 import { logger } from "../../obs/log.js";
 import { noteSent, type Policy } from "../../routing/index.js";
-import type { Registry, Upstream } from "../registry.js";
-import type { ClaimHolder, SlotArbiter } from "../slot-arbiter.js";
+import type { Registry, Upstream } from "../engines/registry.js";
+import type { ClaimHolder, SlotArbiter } from "../engines/slot-arbiter.js";
 import type { ClaimItem, LoadCounts, ToPrimary } from "./protocol.js";
 import type { SharedLoad } from "./shared-load.js";
 import type { PickExchange } from "./picks.js";

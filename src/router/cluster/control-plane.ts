@@ -4,11 +4,11 @@
 // (coalesced per event-loop turn), models before the state that may admit an engine with them.
 import { discoverySources } from "../../discovery/index.js";
 import { StaticDiscovery } from "../../discovery/static.js";
-import { engineSpecs, type RouterConfig } from "../config.js";
+import { engineSpecs, type RouterConfig } from "../config/config.js";
 import { parsePrefixCacheHits } from "../kv/watchdog.js";
-import { RouterMetrics } from "../metrics.js";
+import { RouterMetrics } from "../telemetry/metrics.js";
 import { registerZmqGuardMetrics } from "../kv/metrics.js";
-import { Registry, type Upstream } from "../registry.js";
+import { Registry, type Upstream } from "../engines/registry.js";
 import type { EngineStatus, ToWorker } from "./protocol.js";
 import { SharedLoad } from "./shared-load.js";
 

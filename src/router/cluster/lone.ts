@@ -1,6 +1,6 @@
 // A router without workers that has peers (other replicas): its own process is the replica, so the
 // peer link reads its in-flight counts and picks directly, and adds the others' into its views.
-import type { Router } from "../server.js";
+import type { Router } from "../edge/server.js";
 import { PeerSync } from "./peers.js";
 import { PickExchange } from "./picks.js";
 import { SharedLoad, queuedPrefillOf } from "./shared-load.js";

@@ -13,9 +13,9 @@ import { hostname } from "node:os";
 import { Publisher, Subscriber } from "zeromq";
 import { CONTROL_MAX_MESSAGE_BYTES, watchDisconnects, zmqGuardCounts } from "../../kvevents/zmq-guard.js";
 import { logger } from "../../obs/log.js";
-import { DEFAULT_MAX_REPORTED_IN_FLIGHT, type PeersConfig } from "./config.js";
+import { DEFAULT_MAX_REPORTED_IN_FLIGHT, type PeersConfig } from "../config/cluster.js";
 import type { LoadCounts, Pick } from "./protocol.js";
-import type { ResponseLink } from "../response-affinity.js";
+import type { ResponseLink } from "../dataplane/response-affinity.js";
 
 const log = logger("router.peers");
 

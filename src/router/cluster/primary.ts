@@ -16,9 +16,9 @@ import {
   readConfigFile,
   type RouterConfig,
   type RouterConfigInput,
-} from "../config.js";
-import { workersOwnSockets } from "../accept.js";
-import { watchConfigFile } from "../config-watch.js";
+} from "../config/config.js";
+import { workersOwnSockets } from "../edge/accept.js";
+import { watchConfigFile } from "../config/watch.js";
 import { aggregateMetrics } from "./aggregate.js";
 import { ControlPlane } from "./control-plane.js";
 import { loadCurveKeys } from "../../kvevents/curve.js";
@@ -27,7 +27,7 @@ import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
 import { WorkerLedger, countedEveryPick } from "./ledger.js";
 import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
-import type { ResponseLink } from "../response-affinity.js";
+import type { ResponseLink } from "../dataplane/response-affinity.js";
 
 const log = logger("router.primary");
 const ignore = () => undefined;

@@ -2,11 +2,11 @@
 // IPC channel (V8 structured clone: `serialization: "advanced"`). Typed here once; both ends are this
 // package's own code, so the shapes are trusted (peers over the network are validated in peers.ts).
 import type { EngineSpec } from "../../discovery/types.js";
-import type { HealthState } from "../health.js";
-import type { ModelCard } from "../registry.js";
-import type { EngineLoad } from "../scrape.js";
+import type { HealthState } from "../engines/health.js";
+import type { ModelCard } from "../engines/registry.js";
+import type { EngineLoad } from "../engines/scrape.js";
 import type { LimitAnswer, LimitRequest } from "./limits.js";
-import type { ResponseLink } from "../response-affinity.js";
+import type { ResponseLink } from "../dataplane/response-affinity.js";
 
 /** What the primary's registry says of one engine (its health, scraped load, counters). */
 export interface EngineStatus {

@@ -7,12 +7,10 @@
 // - /metrics, /admin/drain and /admin/reload are answered for the group, through the primary;
 // - the primary's config reloads and shutdowns apply here; a primary that goes away drains this one.
 import cluster from "node:cluster";
-import type { AddressInfo } from "node:net";
 import { logger } from "../../obs/log.js";
-import { onShutdown, shutdown, shuttingDown } from "../../obs/lifecycle.js";
-import { startRouter } from "../index.js";
-import type { Router, RouterGroup } from "../server.js";
-import type { Upstream } from "../registry.js";
+import { shutdown, shuttingDown } from "../../obs/lifecycle.js";
+import type { Router, RouterGroup } from "../edge/server.js";
+import type { Upstream } from "../engines/registry.js";
 import { RegistryFollower } from "./follower.js";
 import { PickExchange } from "./picks.js";
 import { GroupLimiter } from "./limits.js";
@@ -288,27 +286,4 @@ export class WorkerLink implements RouterGroup {
     this.router.registry.onSlot = undefined;
     this.router.registry.arbiter = undefined;
   }
-}
-
-/** A worker process's life: wait for the primary's start, serve, drain on its word or a signal. */
-export async function runWorker(): Promise<void> {
-  const start = await awaitStart();
-  let link: WorkerLink | undefined;
-  const running = await startRouter(start.config, {
-    quiet: true,
-    ownSockets: start.ownSockets === true,
-    prepare: (router) => {
-      link = new WorkerLink(router, start);
-      router.group = link;
-      if (start.configFile) router.onReload = () => link!.reload();
-    },
-  });
-  const l = link!;
-  l.applyConfig = (c) => void running.apply(c);
-  const addr = running.router.server.address() as AddressInfo;
-  l.listening(addr.address, addr.port, addr.family);
-  onShutdown(async () => {
-    await running.close();
-    l.close();
-  });
 }

@@ -3,18 +3,18 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { duration, size } from "../config/values.js";
+import { duration, size } from "../../config/values.js";
 import {
   predictiveConfigSchema,
   ROUTER_POLICY_NAMES,
   scorersConfigSchema,
   sloConfigSchema,
-} from "../routing/index.js";
-import { backendKvEventsSchema, routingConfigSchema } from "./kv/config.js";
-import { tenancyConfigSchema } from "../tenancy/config.js";
-import { discoveryConfigSchema } from "../discovery/config.js";
-import { peersConfigSchema } from "./cluster/config.js";
-import { endpointFromEnv } from "../obs/tracing.js";
+} from "../../routing/index.js";
+import { backendKvEventsSchema, routingConfigSchema } from "./kv.js";
+import { tenancyConfigSchema } from "../../tenancy/config.js";
+import { discoveryConfigSchema } from "../../discovery/config.js";
+import { peersConfigSchema } from "./cluster.js";
+import { endpointFromEnv } from "../../obs/tracing.js";
 
 /** How the router talks to an engine: HTTP/1.1 (one socket per request in flight) or cleartext HTTP/2. */
 export const BACKEND_PROTOCOLS = ["http1", "h2c"] as const;

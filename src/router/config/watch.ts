@@ -3,7 +3,7 @@
 // out, and a burst is debounced into one call.
 import { watch } from "node:fs";
 import { basename, dirname } from "node:path";
-import { logger } from "../obs/log.js";
+import { logger } from "../../obs/log.js";
 
 const log = logger("router");
 

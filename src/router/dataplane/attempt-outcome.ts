@@ -2,8 +2,8 @@
 // another engine may do better than, which transport errors mean the request never reached the
 // engine, and which count against the engine's health; the error of a request out of time. The data
 // plane (proxy.ts) acts on the outcome.
-import { HttpError } from "../http/errors.js";
-import type { BreakReason, MigrateOutcome } from "./migration.js";
+import { HttpError } from "../../http/errors.js";
+import type { BreakReason, MigrateOutcome } from "../migration/rules.js";
 
 /** answers another engine may do better than (overload, not the request) */
 export const RETRIABLE_STATUS = new Set([502, 503, 504]);

@@ -19,16 +19,16 @@
 // sent at once; its engine's answer is held (the engine paused after the first chunk) until the pick
 // stands (`release`), or the attempt is taken back unseen and the request decided again (`takeBack`).
 import type { Readable } from "node:stream";
-import type { RequestView } from "../routing/index.js";
+import type { RequestView } from "../../routing/index.js";
 import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
-import type { Linked } from "../collections/linked-list.js";
-import { DONE_BYTES, endStreamWithError } from "../http/errors.js";
-import type { RouterConfig } from "./config.js";
+import type { Linked } from "../../collections/linked-list.js";
+import { DONE_BYTES, endStreamWithError } from "../../http/errors.js";
+import type { RouterConfig } from "../config/config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
-import type { ModelSeries } from "./metrics.js";
-import type { MigrationLedger } from "./migration-ledger.js";
-import type { BreakReason, MoveReason } from "./migration.js";
+import type { ModelSeries } from "../telemetry/metrics.js";
+import type { MigrationLedger } from "../migration/ledger.js";
+import type { BreakReason, MoveReason } from "../migration/rules.js";
 import {
   CLIENT_GONE,
   CONNECT_ERRORS,
@@ -43,10 +43,10 @@ import {
   type Outcome,
   type RetryOutcome,
 } from "./attempt-outcome.js";
-import type { Upstream } from "./registry.js";
-import type { RequestTrace } from "./request-trace.js";
-import type { RoutedRequest } from "./request.js";
-import { RESPONSE_SKIP, engineErrorMessage } from "./upstream-rules.js";
+import type { Upstream } from "../engines/registry.js";
+import type { RequestTrace } from "../telemetry/request-trace.js";
+import type { RoutedRequest } from "../request/routed-request.js";
+import { RESPONSE_SKIP, engineErrorMessage } from "../engines/upstream-rules.js";
 
 function endsWith(b: Buffer, tail: Buffer): boolean {
   return b.length >= tail.length && b.compare(tail, 0, tail.length, b.length - tail.length) === 0;

@@ -5,7 +5,7 @@
 // Deadlines fire up to one tick late; the tick is a tenth of the shortest armed timeout
 // (5 ms .. 100 ms), so a 5-minute idle timeout is checked ten times a second, not per chunk.
 
-import { LinkedList, type Linked } from "../collections/linked-list.js";
+import { LinkedList, type Linked } from "../../collections/linked-list.js";
 
 export interface Deadline extends Linked<Deadline> {
   /** absolute time (performance.now()) at which it fires; set by the queue */

@@ -6,15 +6,15 @@
 // engine gave no ids to continue a greedy answer from) — counted in switchyard_migrations_total, timed in
 // switchyard_migration_seconds, logged and traced.
 import type { Readable } from "node:stream";
-import { HttpError } from "../http/errors.js";
-import { logger } from "../obs/log.js";
-import type { RequestView } from "../routing/index.js";
-import { endStreamWithError } from "../http/errors.js";
+import { HttpError } from "../../http/errors.js";
+import { logger } from "../../obs/log.js";
+import type { RequestView } from "../../routing/index.js";
+import { endStreamWithError } from "../../http/errors.js";
 import { sendAnswer, type AttemptContext } from "./attempt.js";
-import type { RouterConfig } from "./config.js";
+import type { RouterConfig } from "../config/config.js";
 import type { DeadlineQueue, OwnedDeadline } from "./deadlines.js";
-import type { RouterMetrics } from "./metrics.js";
-import { MigrationLedger } from "./migration-ledger.js";
+import type { RouterMetrics } from "../telemetry/metrics.js";
+import { MigrationLedger } from "../migration/ledger.js";
 import {
   continuation,
   firstBody,
@@ -22,7 +22,7 @@ import {
   type BreakReason,
   type MigrateOutcome,
   type MigrationPlan,
-} from "./migration.js";
+} from "../migration/rules.js";
 
 const log = logger("router.migration");
 

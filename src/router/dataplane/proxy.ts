@@ -18,7 +18,7 @@
 // timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
 // metrics through pre-bound children.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { LinkedList } from "../collections/linked-list.js";
+import { LinkedList } from "../../collections/linked-list.js";
 import {
   decide,
   retryAfterSeconds,
@@ -26,26 +26,26 @@ import {
   type EngineView,
   type Policy,
   type RequestView,
-} from "../routing/index.js";
-import { HttpError, endStreamWithError, sendError } from "../http/errors.js";
-import type { AdmissionQueue, RetryBudget } from "./admission.js";
-import type { RouterConfig } from "./config.js";
+} from "../../routing/index.js";
+import { HttpError, endStreamWithError, sendError } from "../../http/errors.js";
+import type { AdmissionQueue, RetryBudget } from "../request/admission.js";
+import type { RouterConfig } from "../config/config.js";
 import { DeadlineQueue } from "./deadlines.js";
-import type { RouterMetrics } from "./metrics.js";
-import type { Upstream, Registry } from "./registry.js";
-import { AwaitedWord, type ClaimHolder } from "./slot-arbiter.js";
-import type { Disaggregation } from "./disagg.js";
-import type { Tracer } from "../obs/tracing.js";
-import { logger } from "../obs/log.js";
+import type { RouterMetrics } from "../telemetry/metrics.js";
+import type { Registry, Upstream } from "../engines/registry.js";
+import { AwaitedWord, type ClaimHolder } from "../engines/slot-arbiter.js";
+import type { Disaggregation } from "../pd/disagg.js";
+import type { Tracer } from "../../obs/tracing.js";
+import { logger } from "../../obs/log.js";
 import { Attempt, type AttemptContext, type AttemptHost } from "./attempt.js";
 import { totalTimeoutError, type RetryOutcome } from "./attempt-outcome.js";
-import { firstBody, type BreakReason } from "./migration.js";
+import { firstBody, type BreakReason } from "../migration/rules.js";
 import { Migrations } from "./migration-flow.js";
 import { RequestContext } from "./request-context.js";
-import { modelNotFound, type RoutedRequest } from "./request.js";
-import { forwardedHeaders, upstreamAuthorization } from "./upstream-rules.js";
-import { WorkCancelled, type Cancellable } from "../tokenizer/index.js";
-import type { AccessLog } from "./access-log.js";
+import { modelNotFound, type RoutedRequest } from "../request/routed-request.js";
+import { forwardedHeaders, upstreamAuthorization } from "../engines/upstream-rules.js";
+import { WorkCancelled, type Cancellable } from "../../tokenizer/index.js";
+import type { AccessLog } from "../telemetry/access-log.js";
 import { responseNotFound, type ResponseAffinity } from "./response-affinity.js";
 
 const log = logger("router.proxy");

@@ -9,9 +9,9 @@
 // event's `response.id`), within its first bytes; the map is an LRU with a cap. A router group
 // (`--workers`, `peers:`) shares what each process learns (src/router/cluster), so a follow-up may
 // arrive at any of them.
-import { LruMap } from "../collections/lru-map.js";
-import { HttpError } from "../http/errors.js";
-import { UpstreamTooLargeError, type Registry } from "./registry.js";
+import { LruMap } from "../../collections/lru-map.js";
+import { HttpError } from "../../http/errors.js";
+import { type Registry, UpstreamTooLargeError } from "../engines/registry.js";
 
 /** Where a response was made: its engine, and the model it was asked of (for the follow-up's metrics). */
 export interface ResponseHome {

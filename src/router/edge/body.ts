@@ -8,10 +8,10 @@
 // when reading starts, and a socket timer (plus the promise and closures around it) per request
 // was a measurable share of the router's allocations.
 import type { IncomingMessage } from "node:http";
-import { HttpError } from "../http/errors.js";
-import { bodyTooLarge } from "../http/body.js";
-import type { LinkedList } from "../collections/linked-list.js";
-import type { Deadline, DeadlineQueue } from "./deadlines.js";
+import { HttpError } from "../../http/errors.js";
+import { bodyTooLarge } from "../../http/body.js";
+import type { LinkedList } from "../../collections/linked-list.js";
+import type { Deadline, DeadlineQueue } from "../dataplane/deadlines.js";
 
 const EMPTY = Buffer.alloc(0);
 

@@ -15,7 +15,7 @@
 // joining and leaving the idle list costs a few pointer writes per request.
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { LinkedList, type Linked } from "../collections/linked-list.js";
+import { LinkedList, type Linked } from "../../collections/linked-list.js";
 
 interface Conn extends Linked<Conn> {
   socket: Socket;

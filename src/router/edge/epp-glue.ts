@@ -3,12 +3,12 @@
 // Nothing is copied: an EPP-routed request is decided, counted and queued exactly like a proxied one,
 // and meets the same tenancy gate (keys, limits, cache salt, fair-queue flow) and upstream
 // credential rule as one sent to the router over HTTP.
-import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../epp/index.js";
-import type { RouterConfig } from "./config.js";
+import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../../epp/index.js";
+import type { RouterConfig } from "../config/config.js";
 import { flowOf } from "./ingress.js";
-import { endpointOf, routingInput } from "./endpoints.js";
+import { endpointOf, routingInput } from "../request/endpoints.js";
 import type { Router } from "./server.js";
-import { upstreamAuthorization } from "./upstream-rules.js";
+import { upstreamAuthorization } from "../engines/upstream-rules.js";
 
 function settingsOf(c: RouterConfig): EppSettings {
   return {

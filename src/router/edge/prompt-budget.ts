@@ -17,8 +17,8 @@
 //
 // Models the router has no tokenizer for (not a sim model, or an explicit tokenizer folder, whose
 // library cannot be sliced) are left to the engine, which answers the same 400.
-import { resolveModel } from "../engine/profiles.js";
-import { contextLengthError } from "../http/context-length.js";
+import { resolveModel } from "../../engine/profiles.js";
+import { contextLengthError } from "../../http/context-length.js";
 import {
   WorkCancelled,
   tokenizerForModel,
@@ -26,11 +26,11 @@ import {
   type Cancellable,
   type ChatMessage,
   type Tokenizer,
-} from "../tokenizer/index.js";
-import { logger } from "../obs/log.js";
-import type { RouterConfig } from "./config.js";
-import type { ModelCard, Registry } from "./registry.js";
-import { routingInput, type Endpoint, type RoutingInput } from "./endpoints.js";
+} from "../../tokenizer/index.js";
+import { logger } from "../../obs/log.js";
+import type { RouterConfig } from "../config/config.js";
+import type { Registry, ModelCard } from "../engines/registry.js";
+import { routingInput, type Endpoint, type RoutingInput } from "../request/endpoints.js";
 
 const log = logger("router.prompt");
 

@@ -4,29 +4,29 @@
 // request into a routed one is ingress.ts's; serving it, proxy.ts's; draining one engine,
 // migration-drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { HttpError, sendError } from "../http/errors.js";
-import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../routing/index.js";
-import { AdmissionQueue, RetryBudget, type QueueLimits } from "./admission.js";
-import { engineSpecs, type RouterConfig } from "./config.js";
-import { StaticDiscovery } from "../discovery/static.js";
-import { discoverySources } from "../discovery/index.js";
-import { Tracer } from "../obs/tracing.js";
-import { RouterMetrics } from "./metrics.js";
-import { Proxy } from "./proxy.js";
-import { Disaggregation, roleOf } from "./disagg.js";
-import { Registry, type ModelCard, type Upstream } from "./registry.js";
-import { CacheRouting } from "./kv/cache-routing.js";
-import { logger } from "../obs/log.js";
-import { TenancyState } from "../tenancy/state.js";
-import { RouterGate } from "../tenancy/router-gate.js";
-import { AccessLog } from "./access-log.js";
+import { HttpError, sendError } from "../../http/errors.js";
+import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../../routing/index.js";
+import { AdmissionQueue, RetryBudget, type QueueLimits } from "../request/admission.js";
+import { engineSpecs, type RouterConfig } from "../config/config.js";
+import { StaticDiscovery } from "../../discovery/static.js";
+import { discoverySources } from "../../discovery/index.js";
+import { Tracer } from "../../obs/tracing.js";
+import { RouterMetrics } from "../telemetry/metrics.js";
+import { Proxy } from "../dataplane/proxy.js";
+import { Disaggregation, roleOf } from "../pd/disagg.js";
+import { Registry, type ModelCard, type Upstream } from "../engines/registry.js";
+import { CacheRouting } from "../kv/cache-routing.js";
+import { logger } from "../../obs/log.js";
+import { TenancyState } from "../../tenancy/state.js";
+import { RouterGate } from "../../tenancy/router-gate.js";
+import { AccessLog } from "../telemetry/access-log.js";
 import { Ingress } from "./ingress.js";
-import { matchEndpoint } from "./endpoints.js";
-import { ResponseAffinity } from "./response-affinity.js";
+import { matchEndpoint } from "../request/endpoints.js";
+import { ResponseAffinity } from "../dataplane/response-affinity.js";
 import { PromptBudget } from "./prompt-budget.js";
 import { listenOnSockets, type Listening } from "./accept.js";
 import { backstop, ClientConnections } from "./connections.js";
-import { EngineDrains } from "./migration-drain.js";
+import { EngineDrains } from "../migration/drain.js";
 import { readRequestBody } from "./body.js";
 
 const log = logger("router");

@@ -17,8 +17,8 @@
 //   drain on shutdown) is out of rotation at once, whatever maxEjectionPercent says, and its requests
 //   in flight get `engineDrainTimeout` to finish; the same for one drained by hand (held until
 //   undrained). It comes back like a new engine, when /health answers 200 again.
-import { logger } from "../obs/log.js";
-import type { RouterConfig } from "./config.js";
+import { logger } from "../../obs/log.js";
+import type { RouterConfig } from "../config/config.js";
 
 export type HealthState = "probing" | "healthy" | "ejected" | "draining";
 

@@ -12,11 +12,11 @@ import {
   noteSent,
   type EngineView,
   type ViewWithCounters,
-} from "../routing/index.js";
-import type { DiscoverySink, DiscoverySource, EngineSpec } from "../discovery/types.js";
+} from "../../routing/index.js";
+import type { DiscoverySink, DiscoverySource, EngineSpec } from "../../discovery/types.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
-import { logger } from "../obs/log.js";
-import { backendTransport, type BackendProtocol, type RouterConfig } from "./config.js";
+import { logger } from "../../obs/log.js";
+import { backendTransport, type BackendProtocol, type RouterConfig } from "../config/config.js";
 import { ENGINE_DRAINING, Health, type HealthHooks, type HealthState } from "./health.js";
 import { probeHeaders } from "./upstream-rules.js";
 import type { SlotArbiter } from "./slot-arbiter.js";

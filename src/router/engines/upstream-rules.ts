@@ -13,7 +13,7 @@
 // Of the client's other headers and its query string only what vLLM reads goes on (an allow-list):
 // a client's cookie, x-api-key, x-forwarded-for or x-data-parallel-rank used to reach the engine.
 import type { IncomingHttpHeaders } from "node:http";
-import type { EngineSpec } from "../discovery/types.js";
+import type { EngineSpec } from "../../discovery/types.js";
 
 /** Request headers never relayed: hop-by-hop ones, the proxy's own credential, and what undici sets. */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([

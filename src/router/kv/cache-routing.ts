@@ -19,8 +19,8 @@ import {
   type EngineView,
   type RequestView,
 } from "../../routing/index.js";
-import type { RouterConfig } from "../config.js";
-import type { Registry, Upstream } from "../registry.js";
+import type { RouterConfig } from "../config/config.js";
+import type { Registry, Upstream } from "../engines/registry.js";
 import { KvIndex } from "./kv-index.js";
 import { createCacheMetrics, type CacheMetrics } from "./metrics.js";
 import { KvSubscriptions } from "./subscriptions.js";

@@ -8,7 +8,7 @@
 // the list later builds answer (`[{"data_parallel_rank": 0, "endpoint": ..., "replay_endpoint": ...,
 // "topic": ...}]`). A wildcard host (`*`, `0.0.0.0`, `::`) is where the engine bound its socket on
 // every interface: the router connects to the engine's own host.
-import type { BackendKvEvents } from "./config.js";
+import type { BackendKvEvents } from "../config/kv.js";
 
 /** One data-parallel rank's publisher, with its host resolved. */
 export type RankSource = BackendKvEvents & { rank: number };

@@ -15,9 +15,9 @@ import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { versionAtLeast } from "../../kvevents/versions.js";
 import { logger } from "../../obs/log.js";
 import type { PrefixOracle } from "../../routing/index.js";
-import type { RouterConfig } from "../config.js";
-import { UpstreamHttpError, type Registry, type Upstream } from "../registry.js";
-import type { BackendKvEvents } from "./config.js";
+import type { RouterConfig } from "../config/config.js";
+import { type Registry, type Upstream, UpstreamHttpError } from "../engines/registry.js";
+import type { BackendKvEvents } from "../config/kv.js";
 import type { KvIndex } from "./kv-index.js";
 import { MAX_SOURCES_BYTES, parseKvEventSources } from "./event-sources.js";
 

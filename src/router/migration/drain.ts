@@ -5,19 +5,29 @@
 // requests still waiting for their first byte are sent elsewhere; streams that cannot migrate are
 // left to finish (or fail) where they are. An ejected engine's streams that have gone silent move at
 // once rather than waiting out the idle timeout: the engine was judged unhealthy and says nothing.
-import { logger } from "../obs/log.js";
-import type { MoveReason } from "./migration.js";
-import type { RouterConfig } from "./config.js";
-import type { EngineAttempts } from "./proxy.js";
-import type { Registry, Upstream } from "./registry.js";
+import { logger } from "../../obs/log.js";
+import type { MoveReason } from "./rules.js";
+import type { RouterConfig } from "../config/config.js";
+import type { Registry, Upstream } from "../engines/registry.js";
 
 const log = logger("router.drain");
+
+/**
+ * What a drain asks of an attempt in flight: the data plane's Attempt (dataplane/attempt.ts), named
+ * here by what it must do so that this room does not import the data plane that imports it.
+ */
+export interface MovableAttempt {
+  readonly movable: boolean;
+  readonly midStream: boolean;
+  silentFor(now: number): number;
+  moveOff(why: MoveReason): void;
+}
 
 export interface DrainDeps {
   registry: Registry;
   config: () => RouterConfig;
   /** the attempts in flight on an engine (the data plane's list) */
-  attemptsOn: (e: Upstream) => EngineAttempts;
+  attemptsOn: (e: Upstream) => { toArray(): MovableAttempt[] };
 }
 
 export class EngineDrains {
@@ -59,11 +69,7 @@ export class EngineDrains {
     if (moved > 0) log.warn({ engine: url, moved }, "engine ejected: its silent streams moved");
   }
 
-  private move(
-    e: Upstream,
-    why: MoveReason,
-    which: (a: { midStream: boolean; silentFor(now: number): number }) => boolean,
-  ): number {
+  private move(e: Upstream, why: MoveReason, which: (a: MovableAttempt) => boolean): number {
     let n = 0;
     for (const a of this.d.attemptsOn(e).toArray()) {
       if (!a.movable || !which(a)) continue;

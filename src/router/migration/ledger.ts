@@ -21,7 +21,7 @@
 //
 // Only requests that may migrate get a ledger (migration.ts decides); the rest are relayed as bytes.
 import { StringDecoder } from "node:string_decoder";
-import { assistantMessage } from "../http/vllm-answers.js";
+import { assistantMessage } from "../../http/vllm-answers.js";
 
 export type GenerationKind = "chat" | "completion";
 

@@ -19,9 +19,9 @@
 // What cannot continue at all is refused up front (the stream then ends with an error event on
 // failure, as it did before migration existed); the reasons are the documented list in
 // docs/reliability.md.
-import type { MigrationLedger, GenerationKind } from "./migration-ledger.js";
-import type { RoutedRequest } from "./request.js";
-import { endpointOf } from "./endpoints.js";
+import type { MigrationLedger, GenerationKind } from "./ledger.js";
+import type { RoutedRequest } from "../request/routed-request.js";
+import { endpointOf } from "../request/endpoints.js";
 
 /**
  * Why a stream broke off after its first byte: the engine's connection was lost or closed before

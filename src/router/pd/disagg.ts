@@ -16,16 +16,16 @@
 // are load-balanced. See docs/disaggregated.md.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Counter, Histogram, type Registry as PromRegistry } from "prom-client";
-import type { RequestView } from "../routing/index.js";
-import { HttpError } from "../http/errors.js";
-import { logger } from "../obs/log.js";
-import type { RetryBudget } from "./admission.js";
-import type { RouterConfig } from "./config.js";
-import type { EngineSpec } from "../discovery/types.js";
-import type { RoutedRequest } from "./request.js";
-import { endpointOf } from "./endpoints.js";
-import { discard, type Upstream, type Registry } from "./registry.js";
-import { engineErrorMessage, upstreamAuthorization } from "./upstream-rules.js";
+import type { RequestView } from "../../routing/index.js";
+import { HttpError } from "../../http/errors.js";
+import { logger } from "../../obs/log.js";
+import type { RetryBudget } from "../request/admission.js";
+import type { RouterConfig } from "../config/config.js";
+import type { EngineSpec } from "../../discovery/types.js";
+import type { RoutedRequest } from "../request/routed-request.js";
+import { endpointOf } from "../request/endpoints.js";
+import { type Registry, type Upstream, discard } from "../engines/registry.js";
+import { engineErrorMessage, upstreamAuthorization } from "../engines/upstream-rules.js";
 
 const log = logger("router.disagg");
 

@@ -3,8 +3,8 @@
 // per-tenant bounds, push-out of the longest flow's newest waiter, one deadline timer); and a retry
 // budget that keeps failover from multiplying load during an outage. Without tenancy every request
 // is in one flow ("anonymous"), which makes the fair queue a bounded FIFO.
-import { HttpError } from "../http/errors.js";
-import { FairQueue, type Ticket } from "../tenancy/fair-queue.js";
+import { HttpError } from "../../http/errors.js";
+import { FairQueue, type Ticket } from "../../tenancy/fair-queue.js";
 
 /** Who a waiting request belongs to; the fair queue shares freed room between flows by weight. */
 export interface QueueFlow {

@@ -2,10 +2,10 @@
 // prefill step (disagg.ts) and the attempts (attempt.ts) share. It lives in its own module so that
 // none of them imports another for its types (proxy ↔ disagg was a file cycle).
 import type { Readable } from "node:stream";
-import { HttpError } from "../http/errors.js";
+import { HttpError } from "../../http/errors.js";
 import type { QueueFlow } from "./admission.js";
 import type { Endpoint } from "./endpoints.js";
-import type { TenantRequest } from "../tenancy/request.js";
+import type { TenantRequest } from "../../tenancy/request.js";
 
 /** Everything the data plane knows about one client request. */
 export interface RoutedRequest {

@@ -10,10 +10,10 @@
 // Usage is read from the last relayed chunk only (vLLM writes it last), never by parsing the whole
 // body. `migrations` says how many times a stream moved to another engine mid-response.
 import type { IncomingMessage } from "node:http";
-import { infoLineWriter, logger } from "../obs/log.js";
-import { findUsage } from "../tenancy/request.js";
-import type { RouterConfig } from "./config.js";
-import type { RoutedRequest } from "./request.js";
+import { infoLineWriter, logger } from "../../obs/log.js";
+import { findUsage } from "../../tenancy/request.js";
+import type { RouterConfig } from "../config/config.js";
+import type { RoutedRequest } from "../request/routed-request.js";
 
 const log = logger("router.access");
 /** the per-request line, serialised here (pino's generic serialiser cost more than the fields) */

@@ -26,7 +26,7 @@ const E2E_BUCKETS = [
 function packageVersion(): string {
   try {
     const require = createRequire(import.meta.url);
-    for (const rel of ["../../package.json", "../../../package.json"]) {
+    for (const rel of ["../../../package.json", "../../../../package.json"]) {
       try {
         const pkg = require(rel) as { name?: string; version?: string };
         if (pkg.name === "switchyard" && typeof pkg.version === "string") return pkg.version;

@@ -4,7 +4,7 @@
 // the stream's final usage chunk when the client asked for one — never by changing the request.
 // Only built when a Tracer exists, so none of this runs with tracing off.
 import type { IncomingMessage } from "node:http";
-import { SPAN_KIND, STATUS, parseTraceparent, type Span, type Tracer } from "../obs/tracing.js";
+import { SPAN_KIND, STATUS, parseTraceparent, type Span, type Tracer } from "../../obs/tracing.js";
 
 /** Response bytes kept to find `usage` in a non-streamed body; larger bodies go unread. */
 const MAX_JSON_BODY = 4 * 2 ** 20;
