@@ -56,7 +56,10 @@ export async function handleChatBatch(
   for (const s of singles) prompts.push((await chatPrompt(ctx, s)).tokenIds);
   if (res.destroyed || res.writableEnded) return;
   const maxTokens = first.max_completion_tokens ?? first.max_tokens ?? null;
-  checkAdmission(ctx, prompts, maxTokens, first.priority ?? 0);
+  checkAdmission(ctx, prompts, maxTokens, first.priority ?? 0, prompts.length, {
+    param: first.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens",
+    text: true,
+  });
   const header = req.headers["x-request-id"];
   const id = `chatcmpl-${typeof header === "string" && header ? header : (first.request_id ?? newRequestHex())}`;
   const created = Math.floor(Date.now() / 1000);

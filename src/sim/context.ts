@@ -1,6 +1,8 @@
 // What every endpoint handler of the sim shares: options, the real-time engine, the tokenizer, the
 // metrics, the LoRA registry and the server's state (ready, sleeping, requests seen).
 import { HttpError } from "../http/errors.js";
+import { CLAMP_SINCE, type ContextRules } from "../http/context-length.js";
+import { versionAtLeast } from "../kvevents/versions.js";
 import type { EngineConfig, ModelProfile } from "../engine/types.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import type { SimOptions } from "./config.js";
@@ -65,4 +67,9 @@ export function resolveRequestModel(ctx: SimContext, model: string | null | unde
   const lora = ctx.loras.get(model);
   if (lora) return { name: lora.name, loraName: lora.name };
   throw new HttpError(404, `The model \`${model}\` does not exist.`, "model");
+}
+
+/** How max_tokens fits the context here: as the vLLM release the sim claims (--vllm-version) fits it. */
+export function contextRules(ctx: SimContext): ContextRules {
+  return versionAtLeast(ctx.options.vllmVersion, CLAMP_SINCE) ? "clamp" : "reserve";
 }

@@ -5,10 +5,10 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { seedFromString } from "../workload/rng.js";
 import type { EngineRequest } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
-import { contextLengthError } from "../http/context-length.js";
+import { contextLengthError, outputBudget, type OutputParam } from "../http/context-length.js";
 import { GreedyChain } from "./greedy.js";
 import { chatPrompt, completionPrompts, streamFlags, type PromptInput } from "./prompts.js";
-import { resolveRequestModel, type SimContext } from "./context.js";
+import { contextRules, resolveRequestModel, type SimContext } from "./context.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
 import { checkSampling } from "./generation.js";
 import { chatSchema, completionSchema, validate, type ChatBody } from "./schemas.js";
@@ -42,6 +42,8 @@ interface GenerationParams {
   prompts: PromptInput[];
   n: number;
   maxTokens: number | null;
+  /** the field that set maxTokens, which vLLM's refusals name */
+  maxTokensParam: OutputParam;
   minTokens: number;
   ignoreEos: boolean;
   priority: number;
@@ -104,7 +106,7 @@ async function decideAnswers(ctx: SimContext, p: GenerationParams, seed: number)
         out.push(UNDECIDED);
         continue;
       }
-      const maxTokens = p.maxTokens ?? maxLen - prompt.tokenIds.length;
+      const maxTokens = outputBudget(maxLen, prompt.tokenIds.length, p.maxTokens);
       const forced = await ForcedText.create(text, ctx.tokenizer, ctx.tokenizer.eosTokenId, maxTokens);
       out.push({ forced, tool });
     }
@@ -131,11 +133,16 @@ async function startGeneration(
       "priority",
     );
   }
-  if (p.maxTokens !== null && p.maxTokens < 1) {
-    throw new HttpError(400, `max_tokens must be at least 1, got ${p.maxTokens}.`, "max_tokens");
-  }
+  const rules = contextRules(ctx);
   for (const prompt of p.prompts) {
-    const err = contextLengthError(ctx.engineConfig.maxModelLen, prompt.tokenIds.length, p.maxTokens);
+    const err = contextLengthError({
+      maxModelLen: ctx.engineConfig.maxModelLen,
+      promptTokens: prompt.tokenIds.length,
+      maxTokens: p.maxTokens,
+      param: p.maxTokensParam,
+      text: prompt.fromText,
+      rules,
+    });
     if (err) throw err;
     if (prompt.tokenIds.length === 0) throw new HttpError(400, "The prompt cannot be empty.", "prompt");
   }
@@ -181,7 +188,8 @@ async function startGeneration(
     const lpBase = logprobs === null ? 0 : promptState(prompt.tokenIds, seed);
     for (let k = 0; k < p.n; k++) {
       const index = promptIndex * p.n + k;
-      const maxTokens = p.maxTokens ?? maxLen - prompt.tokenIds.length;
+      // vLLM 0.32 serves a prompt that leaves less room than max_tokens, cutting max_tokens to fit
+      const maxTokens = outputBudget(maxLen, prompt.tokenIds.length, p.maxTokens);
       const ignoreEos = p.ignoreEos;
       // greedy (temperature 0) choices of one prompt are the same answer, as with a real model
       const choiceSalt = p.temperature === 0 ? 0 : k;
@@ -314,6 +322,7 @@ export async function handleCompletions(
     n: body.n ?? 1,
     // vLLM's default is 16; an explicit null means what the context leaves, as a chat's unset one does
     maxTokens: body.max_tokens === undefined ? 16 : body.max_tokens,
+    maxTokensParam: "max_tokens",
     minTokens: body.min_tokens ?? 0,
     ignoreEos: body.ignore_eos ?? false,
     priority: body.priority ?? 0,
@@ -404,6 +413,7 @@ export async function handleChat(
     prompts: [prompt],
     n: body.n ?? 1,
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+    maxTokensParam: body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens",
     minTokens: body.min_tokens ?? 0,
     ignoreEos: body.ignore_eos ?? false,
     priority: body.priority ?? 0,

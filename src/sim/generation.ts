@@ -8,10 +8,10 @@
 // front, so the walk finds where a stop string would first complete and the engine is told to end
 // there, finishing "stop" with the tokens up to that point generated and counted, as vLLM does.
 import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
-import { contextLengthError } from "../http/context-length.js";
+import { contextLengthError, outputBudget, type OutputParam } from "../http/context-length.js";
 import { HttpError } from "../http/errors.js";
 import { seedFromString } from "../workload/rng.js";
-import type { ModelChoice, SimContext } from "./context.js";
+import { contextRules, type ModelChoice, type SimContext } from "./context.js";
 import { GreedyChain } from "./greedy.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";
 import type { RequestSink } from "./sink.js";
@@ -19,7 +19,7 @@ import type { RequestSink } from "./sink.js";
 export interface GenerationSpec {
   promptIds: readonly number[];
   model: ModelChoice;
-  /** null: vLLM's default, the room left in the context (max_model_len − prompt) */
+  /** null: vLLM's default, the room left in the context (max_model_len − prompt); never more than that room */
   maxTokens: number | null;
   minTokens?: number;
   ignoreEos?: boolean;
@@ -205,10 +205,18 @@ class StopScanner {
   }
 }
 
+/** How a route's output budget is named and its prompt came (see src/http/context-length.ts). */
+export interface OutputAsk {
+  /** default max_tokens */
+  param?: OutputParam;
+  /** the prompt came as text (a conversation, a string), not as token ids */
+  text?: boolean;
+}
+
 /**
  * vLLM's checks before a request reaches the engine, in generate.ts's order: sleeping, priority
- * without priority scheduling, max_tokens, context length, empty prompt, then the in-flight cap,
- * which vLLM 0.32 counts as an admission rejection.
+ * without priority scheduling, the context (max_tokens, prompt length, output budget), empty prompt,
+ * then the in-flight cap, which vLLM 0.32 counts as an admission rejection.
  */
 export function checkAdmission(
   ctx: SimContext,
@@ -216,15 +224,22 @@ export function checkAdmission(
   maxTokens: number | null,
   priority = 0,
   requests = prompts.length,
+  ask: OutputAsk = {},
 ): void {
   if (ctx.state.sleepState !== "awake")
     throw new HttpError(503, "the engine is sleeping; POST /wake_up first");
   if (priority !== 0 && ctx.options.schedulingPolicy !== "priority")
     throw new HttpError(400, `Got priority ${priority} but Priority scheduling is not enabled.`, "priority");
-  if (maxTokens !== null && maxTokens < 1)
-    throw new HttpError(400, `max_tokens must be at least 1, got ${maxTokens}.`, "max_tokens");
+  const rules = contextRules(ctx);
   for (const ids of prompts) {
-    const err = contextLengthError(ctx.engineConfig.maxModelLen, ids.length, maxTokens);
+    const err = contextLengthError({
+      maxModelLen: ctx.engineConfig.maxModelLen,
+      promptTokens: ids.length,
+      maxTokens,
+      param: ask.param,
+      text: ask.text,
+      rules,
+    });
     if (err) throw err;
     if (ids.length === 0) throw new HttpError(400, "The prompt cannot be empty.", "prompt");
   }
@@ -288,7 +303,7 @@ export class Generation implements RequestSink {
     private readonly events: GenerationEvents,
   ) {
     const prompt = spec.promptIds;
-    const maxTokens = spec.maxTokens ?? ctx.engineConfig.maxModelLen - prompt.length;
+    const maxTokens = outputBudget(ctx.engineConfig.maxModelLen, prompt.length, spec.maxTokens);
     const ignoreEos = spec.ignoreEos ?? false;
     const minTokens = spec.minTokens ?? 0;
     const choice = spec.choice ?? 0;

@@ -183,7 +183,8 @@ export async function handleMessages(
     checkToolParser(ctx, body);
     const promptIds = await messagesPromptIds(ctx, anthropicToChat(body));
     if (res.destroyed || res.writableEnded) return;
-    checkAdmission(ctx, [promptIds], body.max_tokens);
+    // vLLM hands an Anthropic max_tokens on as the chat's max_completion_tokens, and names that
+    checkAdmission(ctx, [promptIds], body.max_tokens, 0, 1, { param: "max_completion_tokens", text: true });
     const headerId = req.headers["x-request-id"];
     const id = `chatcmpl-${typeof headerId === "string" && headerId ? headerId : newRequestHex()}`;
     const call: MessageCall = { ctx, res, id, model, promptIds, body };

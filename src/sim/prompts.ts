@@ -12,6 +12,8 @@ export interface PromptInput {
   tokenIds: number[];
   /** the prompt as text, for echo */
   text: string;
+  /** it came as text (vLLM then counts an over-long one only to one past the context: "at least") */
+  fromText?: boolean;
 }
 
 function checkTokenIds(ids: number[], vocabSize: number): void {
@@ -32,10 +34,12 @@ export async function completionPrompts(ctx: SimContext, body: CompletionBody): 
       "prompt",
     );
   if (Array.isArray(p) && p.length === 0) throw new HttpError(400, "You must pass at least one prompt");
-  if (typeof p === "string") return [{ tokenIds: await tk.encodeAsync(p, addSpecial), text: p }];
+  if (typeof p === "string")
+    return [{ tokenIds: await tk.encodeAsync(p, addSpecial), text: p, fromText: true }];
   if (p.length > 0 && typeof p[0] === "string") {
     const out: PromptInput[] = [];
-    for (const t of p as string[]) out.push({ tokenIds: await tk.encodeAsync(t, addSpecial), text: t });
+    for (const t of p as string[])
+      out.push({ tokenIds: await tk.encodeAsync(t, addSpecial), text: t, fromText: true });
     return out;
   }
   const lists = (typeof p[0] === "number" ? [p as number[]] : (p as number[][])).map((ids) => {
@@ -71,7 +75,7 @@ export async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<Promp
     });
     // vLLM encodes the rendered template with add_special_tokens (default false for chat): true adds a BOS
     const bos = body.add_special_tokens === true ? tk.bosTokenId : null;
-    return { tokenIds: bos === null ? ids : [bos, ...ids], text: "" };
+    return { tokenIds: bos === null ? ids : [bos, ...ids], text: "", fromText: true };
   } catch (err) {
     if (err instanceof ChatTemplateError) throw new HttpError(400, err.message, "messages");
     throw err;

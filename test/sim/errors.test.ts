@@ -92,7 +92,7 @@ test("unknown model is 404 with vLLM's message", async () => {
   assert.equal(r.json.error.message, "The model `gpt-9` does not exist.");
 });
 
-test("prompt + max_tokens over max_model_len is 400 with vLLM's message", async () => {
+test("prompt + max_tokens over max_model_len is 400 with vLLM 0.28's message (the default release)", async () => {
   const r = await postJson(
     `${sim.url}/v1/completions`,
     { prompt: Array(200).fill(5), max_tokens: 100 },
@@ -101,7 +101,9 @@ test("prompt + max_tokens over max_model_len is 400 with vLLM's message", async 
   assertError(r, 400, "BadRequestError");
   assert.equal(
     r.json.error.message,
-    "'max_tokens' or 'max_completion_tokens' is too large: 100. This model's maximum context length is 256 tokens and your request has 200 input tokens (100 > 256 - 200).",
+    "This model's maximum context length is 256 tokens. However, you requested 100 output tokens and your " +
+      "prompt contains 200 input tokens, for a total of 300 tokens. Please reduce the length of the input " +
+      "prompt or the number of requested output tokens. (parameter=input_tokens, value=200)",
   );
   const r2 = await postJson(`${sim.url}/v1/completions`, { prompt: Array(300).fill(5) }, auth);
   assertError(r2, 400, "BadRequestError", /maximum context length is 256 tokens/);

@@ -181,7 +181,10 @@ test("errors: validation is vLLM's 400 in the OpenAI shape, serving errors are A
   assert.equal(tooLong.status, 400);
   assert.equal(tooLong.json.type, "error");
   assert.equal(tooLong.json.error.type, "BadRequestError");
-  assert.match(tooLong.json.error.message, /maximum context length/);
+  assert.match(
+    tooLong.json.error.message,
+    /^max_completion_tokens=10000000 cannot be greater than max_model_len=/,
+  );
   const count = await postJson(`${sim.url}/v1/messages/count_tokens`, {
     model: "nope",
     messages: [user("hi")],
