@@ -10,6 +10,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
 import type { FinishReason } from "../engine/types.js";
+import { outputBudget } from "../http/context-length.js";
 import { HttpError, type ErrorType } from "../http/errors.js";
 import type { ChatMessage } from "../tokenizer/types.js";
 import { resolveRequestModel, type ModelChoice, type SimContext } from "./context.js";
@@ -241,7 +242,7 @@ export async function prepareResponse(ctx: SimContext, body: ResponsesBody): Pro
     model,
     messages,
     promptIds,
-    maxTokens: body.max_output_tokens ?? maxLen - promptIds.length,
+    maxTokens: outputBudget(maxLen, promptIds.length, body.max_output_tokens ?? null),
     itemId: `msg_${newRequestHex()}`,
     // vLLM serves store: true without the env var as if it were false
     store: wantsStore && ctx.options.responsesStore,
@@ -256,7 +257,10 @@ export async function handleCreateResponse(
 ): Promise<void> {
   const p = await prepareResponse(ctx, body);
   if (res.destroyed || res.writableEnded) return;
-  checkAdmission(ctx, [p.promptIds], body.max_output_tokens ?? null, body.priority ?? 0);
+  checkAdmission(ctx, [p.promptIds], body.max_output_tokens ?? null, body.priority ?? 0, 1, {
+    param: "max_output_tokens",
+    text: true,
+  });
   if (body.background === true) {
     if (body.stream === true)
       throw new HttpError(400, "background streaming is not modelled by switchyard sim", "stream");
