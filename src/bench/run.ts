@@ -1,5 +1,6 @@
 // One bench invocation: resolve the model, calibrate lengths, warm up, then one measured run per
 // offered rate (a comma list of --qps values sweeps), each between two /metrics scrapes.
+import { readFileSync } from "node:fs";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { request } from "undici";
 import { calibrate, type Calibration } from "./calibrate.js";
@@ -101,6 +102,11 @@ function senderFor(client: BenchClient, workload: Workload, endpoint: Endpoint) 
   };
 }
 
+/** the dataset workload's file, read here: the workload library does no I/O */
+function readText(path: string): string {
+  return readFileSync(path, "utf8");
+}
+
 export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]> {
   const headers = authHeaders(o);
   const base = o.baseUrl.replace(/\/+$/, "");
@@ -110,7 +116,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
     cal = await calibrate(`${base}/tokenize`, model, headers);
     if (cal.source === "assumed") io.warn(`token lengths: ${cal.detail}`);
   }
-  const probe = buildWorkload(o.workload, o.workloadFlags, o.seed, 0, cal.shape).workload;
+  const probe = buildWorkload(o.workload, o.workloadFlags, o.seed, 0, cal.shape, readText).workload;
   const endpoint: Endpoint = o.endpoint === "auto" ? probe.defaultEndpoint : o.endpoint;
   const numUsers = o.workload === "multi-round-qa" ? (o.workloadFlags.numUsers ?? 10) : null;
   const concurrency = o.concurrency ?? numUsers ?? Infinity;
@@ -131,7 +137,14 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
   const runs: BenchRun[] = [];
   try {
     if (o.warmup > 0) {
-      const { workload } = buildWorkload(o.workload, o.workloadFlags, o.seed + 7919, o.warmup, cal.shape);
+      const { workload } = buildWorkload(
+        o.workload,
+        o.workloadFlags,
+        o.seed + 7919,
+        o.warmup,
+        cal.shape,
+        readText,
+      );
       const warm = new LoadRun(
         {
           qps: Infinity,
@@ -162,6 +175,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
         seed,
         count,
         cal.shape,
+        readText,
       );
       const load: LoadOptions = {
         qps,

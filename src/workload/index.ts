@@ -1,5 +1,5 @@
-// Builds a workload by name from resolved options. Each generator is pure; this only routes.
-import { readFileSync } from "node:fs";
+// Builds a workload by name from resolved options. Each generator is pure; this only routes. A dataset
+// file is read by the caller's `readText`, so the workload library itself does no I/O.
 import type { TextShape } from "./text.js";
 import { datasetWorkload, parseDataset } from "./dataset.js";
 import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "./multi-round-qa.js";
@@ -45,6 +45,8 @@ export function buildWorkload(
   seed: number,
   count: number,
   shape: TextShape,
+  /** a file's text (the dataset workload's `datasetPath`); the other workloads read nothing */
+  readText?: (path: string) => string,
 ): { workload: Workload; options: Record<string, unknown> } {
   switch (name) {
     case "random": {
@@ -87,7 +89,8 @@ export function buildWorkload(
     case "dataset": {
       if (!f.datasetPath)
         throw new Error("--workload dataset needs --dataset-path FILE (JSONL or ShareGPT JSON)");
-      const { entries, skipped } = parseDataset(readFileSync(f.datasetPath, "utf8"));
+      if (!readText) throw new Error("the dataset workload needs its caller to read the file (readText)");
+      const { entries, skipped } = parseDataset(readText(f.datasetPath));
       if (entries.length === 0) throw new Error(`${f.datasetPath}: no usable entries (${skipped} skipped)`);
       const o = {
         seed,

@@ -127,6 +127,29 @@ test("arrivals: constant gaps are exact, Poisson gaps have the asked mean", () =
   assert.deepEqual(t.slice(0, 5), arrivalTimes(5, 50, "poisson", 11));
 });
 
+test("the dataset workload reads its file through the reader its caller passes, and refuses without one", () => {
+  const read: string[] = [];
+  const readText = (path: string): string => {
+    read.push(path);
+    return JSON.stringify({ prompt: "hello there", output_len: 7 });
+  };
+  const { workload, options } = buildWorkload(
+    "dataset",
+    { datasetPath: "prompts.jsonl", datasetShuffle: false },
+    1,
+    1,
+    { tokensPerWord: 1 },
+    readText,
+  );
+  assert.deepEqual(read, ["prompts.jsonl"]);
+  assert.equal(options.entries, 1);
+  assert.equal(take(workload.sessions)[0]!.turns[0]!.maxTokens, 7);
+  assert.throws(
+    () => buildWorkload("dataset", { datasetPath: "prompts.jsonl" }, 1, 1, { tokensPerWord: 1 }),
+    /readText/,
+  );
+});
+
 test("dataset: JSONL prompts, chat messages and ShareGPT conversations", () => {
   const jsonl = [
     JSON.stringify({ prompt: "hello there", output_len: 7 }),
