@@ -4,7 +4,7 @@
 // engine answers before the word, the word refuses the pick, the request ends first) is met on purpose.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Upstream } from "../../src/router/engines/registry.js";
+import type { Upstream } from "../../src/router/engines/upstream.js";
 import type { ClaimHolder, SlotArbiter } from "../../src/router/engines/slot-arbiter.js";
 import { startFakeEngine, type FakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";

@@ -43,7 +43,8 @@
 // per turn of the loop (src/tokenizer/turns.ts).
 import { logger } from "../../obs/log.js";
 import { noteSent, type Policy } from "../../routing/index.js";
-import type { Registry, Upstream } from "../engines/registry.js";
+import type { Registry } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 import type { ClaimHolder, SlotArbiter } from "../engines/slot-arbiter.js";
 import type { ClaimItem, LoadCounts, ToPrimary } from "./protocol.js";
 import type { SharedLoad } from "./shared-load.js";

@@ -8,7 +8,8 @@ import { engineSpecs, type RouterConfig } from "../config/config.js";
 import { parsePrefixCacheHits } from "../kv/watchdog.js";
 import { RouterMetrics } from "../telemetry/metrics.js";
 import { registerZmqGuardMetrics } from "../kv/metrics.js";
-import { Registry, type Upstream } from "../engines/registry.js";
+import { Registry } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 import type { EngineStatus, ToWorker } from "./protocol.js";
 import { SharedLoad } from "./shared-load.js";
 

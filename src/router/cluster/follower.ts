@@ -2,8 +2,9 @@
 // (control-plane.ts), so every worker has the same engines in the same state, and engines see one
 // router's probes whatever the worker count. What the worker's own traffic says of an engine (a reset,
 // a 5xx, a success after failures) goes to the primary, which decides and tells every worker.
-import type { Registry, RegistryLeader, ModelCard, Upstream } from "../engines/registry.js";
+import type { Registry, RegistryLeader } from "../engines/registry.js";
 import type { EngineStatus, ToPrimary } from "./protocol.js";
+import type { ModelCard, Upstream } from "../engines/upstream.js";
 
 export class RegistryFollower implements RegistryLeader {
   constructor(

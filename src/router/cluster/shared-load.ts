@@ -9,7 +9,8 @@
 // simply replaced, and a source that dies is dropped whole (`drop`) without leaving a drift behind.
 // A process's own count is then its view minus what others added.
 import type { EngineView, Policy } from "../../routing/index.js";
-import type { Registry, Upstream } from "../engines/registry.js";
+import type { Registry } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 import type { LoadCounts } from "./protocol.js";
 
 /**

@@ -10,7 +10,7 @@ import cluster from "node:cluster";
 import { logger } from "../../obs/log.js";
 import { shutdown, shuttingDown } from "../../obs/lifecycle.js";
 import type { Router, RouterGroup } from "../edge/server.js";
-import type { Upstream } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 import { RegistryFollower } from "./follower.js";
 import { PickExchange } from "./picks.js";
 import { GroupLimiter } from "./limits.js";

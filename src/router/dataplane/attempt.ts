@@ -43,7 +43,7 @@ import {
   type Outcome,
   type RetryOutcome,
 } from "./attempt-outcome.js";
-import type { Upstream } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 import type { RequestTrace } from "../telemetry/request-trace.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { RESPONSE_SKIP, engineErrorMessage } from "../engines/upstream-rules.js";

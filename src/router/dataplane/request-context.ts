@@ -14,7 +14,7 @@ import type { MigrationLedger } from "../migration/ledger.js";
 import type { BreakReason, MigrationPlan } from "../migration/rules.js";
 import type { MigratingRequest } from "./migration-flow.js";
 import type { ClaimHolder } from "../engines/slot-arbiter.js";
-import type { Upstream } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 import { RequestTrace } from "../telemetry/request-trace.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { endpointOf, routingInput, type Endpoint } from "../request/endpoints.js";

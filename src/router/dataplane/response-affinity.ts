@@ -11,7 +11,8 @@
 // arrive at any of them.
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
-import { type Registry, UpstreamTooLargeError } from "../engines/registry.js";
+import type { Registry } from "../engines/registry.js";
+import { UpstreamTooLargeError } from "../engines/engine-get.js";
 
 /** Where a response was made: its engine, and the model it was asked of (for the follow-up's metrics). */
 export interface ResponseHome {

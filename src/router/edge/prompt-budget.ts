@@ -29,7 +29,8 @@ import {
 } from "../../tokenizer/index.js";
 import { logger } from "../../obs/log.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry, ModelCard } from "../engines/registry.js";
+import type { Registry } from "../engines/registry.js";
+import type { ModelCard } from "../engines/upstream.js";
 import { routingInput, type Endpoint, type RoutingInput } from "../request/endpoints.js";
 
 const log = logger("router.prompt");

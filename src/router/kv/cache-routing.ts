@@ -20,7 +20,8 @@ import {
   type RequestView,
 } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry, Upstream } from "../engines/registry.js";
+import type { Registry } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 import { KvIndex } from "./kv-index.js";
 import { createCacheMetrics, type CacheMetrics } from "./metrics.js";
 import { KvSubscriptions } from "./subscriptions.js";

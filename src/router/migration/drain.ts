@@ -8,7 +8,8 @@
 import { logger } from "../../obs/log.js";
 import type { MoveReason } from "./rules.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry, Upstream } from "../engines/registry.js";
+import type { Registry } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
 
 const log = logger("router.drain");
 

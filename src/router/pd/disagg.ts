@@ -24,7 +24,9 @@ import type { RouterConfig } from "../config/config.js";
 import type { EngineSpec } from "../../discovery/types.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { endpointOf } from "../request/endpoints.js";
-import { type Registry, type Upstream, discard } from "../engines/registry.js";
+import type { Registry } from "../engines/registry.js";
+import type { Upstream } from "../engines/upstream.js";
+import { discard } from "../engines/engine-get.js";
 import { engineErrorMessage, upstreamAuthorization } from "../engines/upstream-rules.js";
 
 const log = logger("router.disagg");
