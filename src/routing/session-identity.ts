@@ -385,12 +385,15 @@ class Lanes {
   }
 }
 
+const ITEM_NAMES = ["type", "role", "name", "tool_call_id", "call_id"] as const;
+const ITEM_TEXTS = ["output", "arguments", "text"] as const;
+
 /** one unit of a conversation: a message, or a Responses input item */
 function hashItem(l: Lanes, m: unknown): void {
   if (typeof m === "string") return l.sampled(m);
   if (!m || typeof m !== "object") return l.num(0);
   const o = m as Record<string, unknown>;
-  for (const k of ["type", "role", "name", "tool_call_id", "call_id"]) {
+  for (const k of ITEM_NAMES) {
     const v = o[k];
     l.sampled(typeof v === "string" ? v : "");
   }
@@ -400,15 +403,15 @@ function hashItem(l: Lanes, m: unknown): void {
       ? contentText(content as ChatMessage["content"])
       : "",
   );
-  for (const k of ["output", "arguments", "text"]) {
+  for (const k of ITEM_TEXTS) {
     const v = o[k];
     if (typeof v === "string") l.sampled(v);
   }
   const calls = o.tool_calls;
   if (Array.isArray(calls)) {
     l.num(calls.length);
-    for (const c of calls.slice(0, 64)) {
-      const f = (c as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
+    for (let i = 0; i < calls.length && i < 64; i++) {
+      const f = (calls[i] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
       l.sampled(typeof f?.name === "string" ? f.name : "");
       l.sampled(typeof f?.arguments === "string" ? f.arguments : "");
     }
@@ -417,14 +420,9 @@ function hashItem(l: Lanes, m: unknown): void {
 
 /** A request's prompt as chained hashes: messages (chat, Messages), input items (Responses) or text blocks. */
 function promptChain(body: Record<string, unknown>): PromptChain | undefined {
-  const items: unknown[] = [];
-  if (Array.isArray(body.messages)) {
-    // Anthropic Messages carry the system prompt beside the messages
-    if (body.system !== undefined && body.system !== null)
-      items.push({ role: "system", content: body.system });
-    items.push(...body.messages.slice(0, MAX_UNITS));
-  } else if (Array.isArray(body.input)) items.push(...body.input.slice(0, MAX_UNITS));
-  else {
+  const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : undefined;
+  const items = messages ?? (Array.isArray(body.input) ? (body.input as unknown[]) : undefined);
+  if (!items) {
     const p = body.prompt ?? body.input;
     const text =
       typeof p === "string"
@@ -434,16 +432,20 @@ function promptChain(body: Record<string, unknown>): PromptChain | undefined {
           : undefined;
     return text === undefined ? undefined : textChain(text);
   }
-  if (items.length === 0) return undefined;
   const l = new Lanes();
   const ends: number[] = [];
-  for (const m of items) {
-    hashItem(l, m);
+  // Anthropic Messages carry the system prompt beside the messages
+  if (messages && body.system !== undefined && body.system !== null) {
+    hashItem(l, { role: "system", content: body.system });
     ends.push(l.value());
   }
-  const truncated =
-    (Array.isArray(body.messages) ? body.messages.length : (body.input as unknown[]).length) > MAX_UNITS;
-  return { ends, text: undefined, tail: "", truncated };
+  const n = Math.min(items.length, MAX_UNITS);
+  for (let i = 0; i < n; i++) {
+    hashItem(l, items[i]);
+    ends.push(l.value());
+  }
+  if (ends.length === 0) return undefined;
+  return { ends, text: undefined, tail: "", truncated: items.length > MAX_UNITS };
 }
 
 function textChain(text: string): PromptChain | undefined {
