@@ -33,11 +33,12 @@ const TOTAL = Number(flags.total);
 const CAP = Number(flags.cap);
 const IDLE_MS = Number(flags["idle-s"]) * 1000;
 
-const gc = (globalThis as { gc?: () => void }).gc;
-if (!gc) {
+const maybeGc = (globalThis as { gc?: () => void }).gc;
+if (!maybeGc) {
   console.error("run with node --expose-gc");
   process.exit(2);
 }
+const gc: () => void = maybeGc;
 
 type Mode = "header" | "agentic" | "inferred" | "responses";
 const MODES: Mode[] = ["header", "agentic", "inferred", "responses"];
