@@ -291,7 +291,7 @@ export async function handleCompletions(
   // vLLM checks the model before it renders or tokenises anything (404, not a prompt error)
   const chosen = resolveRequestModel(ctx, body.model);
   const prompts = await completionPrompts(ctx, body);
-  checkSampling(body);
+  checkSampling(body, ctx.tokenizer.vocabSize);
   // echo with logprobs: vLLM computes the prompt's logprobs with the same count and sends them too
   const promptK =
     body.prompt_logprobs !== null && body.prompt_logprobs !== undefined
@@ -394,7 +394,7 @@ export async function handleChat(
   const refusal = toolParserRefusal(mode, ctx.options);
   if (refusal !== null) throw new HttpError(400, refusal);
   const prompt = await chatPrompt(ctx, body);
-  checkSampling(body);
+  checkSampling(body, ctx.tokenizer.vocabSize);
   let promptLogprobs: Array<string[] | null> | undefined;
   if (body.prompt_logprobs !== null && body.prompt_logprobs !== undefined) {
     const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");

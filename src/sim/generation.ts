@@ -61,6 +61,8 @@ export interface CheckedSampling {
   presence_penalty?: number | null;
   frequency_penalty?: number | null;
   repetition_penalty?: number | null;
+  /** token id (as a string key) → bias */
+  logit_bias?: Record<string, number> | null;
 }
 
 /** A Python float as vLLM's f-strings print one (3 → 3.0). */
@@ -73,7 +75,8 @@ function pyFloat(x: number): string {
  * schema accepted it, so they are BadRequestError with vLLM's param (null where it names none), and
  * a request vLLM refuses here must not be served (n: 0 would start no choice at all).
  */
-export function checkSampling(s: CheckedSampling): void {
+export function checkSampling(s: CheckedSampling, vocabSize?: number): void {
+  if (s.logit_bias) checkLogitBias(s.logit_bias, vocabSize);
   const n = s.n ?? 1;
   if (n < 1) throw new HttpError(400, `n must be at least 1, got ${n}.`);
   const range = (name: string, v: number | null | undefined) => {
@@ -116,6 +119,56 @@ export function checkSampling(s: CheckedSampling): void {
   // temperature 0 is greedy, where n > 1 would be n copies of one answer
   if (t !== null && t !== undefined && t < 1e-5 && n > 1)
     throw new HttpError(400, `n must be 1 when using greedy sampling, got ${n}.`);
+}
+
+/**
+ * vLLM's two logit_bias refusals: keys Python's int() cannot read (SamplingParams.from_optional),
+ * then ids outside the model's vocabulary (SamplingParams.verify, given the vocabulary).
+ */
+function checkLogitBias(bias: Record<string, number>, vocabSize: number | undefined): void {
+  const bad: string[] = [];
+  const outside: number[] = [];
+  for (const key of Object.keys(bias)) {
+    const id = pyInt(key);
+    if (id === null) bad.push(key);
+    else if (vocabSize !== undefined && (id < 0 || id >= vocabSize)) outside.push(id);
+  }
+  if (bad.length > 0) {
+    const value = `[${bad.map(pyStr).join(", ")}]`;
+    throw new HttpError(
+      400,
+      `logit_bias contains key(s) that cannot be converted to integer token IDs: ${value} ` +
+        `(parameter=logit_bias, value=${value})`,
+      "logit_bias",
+    );
+  }
+  if (outside.length > 0) {
+    const value = `[${outside.join(", ")}]`;
+    throw new HttpError(
+      400,
+      `token_id(s) ${value} in logit_bias contain out-of-vocab token ids. Vocabulary size: ${vocabSize} ` +
+        `(parameter=logit_bias, value=${value})`,
+      "logit_bias",
+    );
+  }
+}
+
+/** Python's int() of a string: surrounding space, a sign, digits with single underscores between. */
+function pyInt(s: string): number | null {
+  const m = /^\s*([+-]?)(\d+(?:_\d+)*)\s*$/.exec(s);
+  return m ? Number(m[1]! + m[2]!.replaceAll("_", "")) : null;
+}
+
+/** A string as Python's repr writes it: single quotes unless it holds one and no double quote. */
+function pyStr(s: string): string {
+  const q = s.includes("'") && !s.includes('"') ? '"' : "'";
+  const body = s
+    .replaceAll("\\", "\\\\")
+    .replaceAll("\n", "\\n")
+    .replaceAll("\r", "\\r")
+    .replaceAll("\t", "\\t")
+    .replaceAll(q, `\\${q}`);
+  return `${q}${body}${q}`;
 }
 
 /** Those fields as a spec takes them, vLLM's defaults filled in. */

@@ -48,6 +48,8 @@ const sampling = {
   seed: int.nullish(),
   stop,
   stop_token_ids: z.array(int).nullish(),
+  // keys Python's int() cannot read, or ids past the vocabulary, are SamplingParams' refusals (generation.ts)
+  logit_bias: z.record(z.string(), z.number()).nullish(),
   presence_penalty: z.number().nullish(),
   frequency_penalty: z.number().nullish(),
   repetition_penalty: z.number().nullish(),

@@ -124,6 +124,36 @@ test("token ids outside the vocabulary are 400 naming no param; the last valid i
   assert.equal(ok.status, 200, ok.text);
 });
 
+test("logit_bias keys Python's int() cannot read, and ids outside the vocabulary, are 400s naming logit_bias", async () => {
+  const url = `${sim.url}/v1/completions`;
+  const biased = (logit_bias: Record<string, unknown>) =>
+    postJson(url, { prompt: "hi", max_tokens: 1, logit_bias }, auth);
+  const bad = await biased({ abc: 1, "it's": 2, "7": 3 });
+  assertError(bad, 400, "BadRequestError");
+  assert.equal(bad.json.error.param, "logit_bias");
+  assert.equal(
+    bad.json.error.message,
+    `logit_bias contains key(s) that cannot be converted to integer token IDs: ['abc', "it's"] ` +
+      `(parameter=logit_bias, value=['abc', "it's"])`,
+  );
+  const outside = await biased({ "50272": 1 });
+  assertError(outside, 400, "BadRequestError");
+  assert.equal(outside.json.error.param, "logit_bias");
+  assert.equal(
+    outside.json.error.message,
+    "token_id(s) [50272] in logit_bias contain out-of-vocab token ids. Vocabulary size: 50272 " +
+      "(parameter=logit_bias, value=[50272])",
+  );
+  assert.match((await biased({ "-1": 1 })).json.error.message, /^token_id\(s\) \[-1\] in logit_bias/);
+  // int() reads surrounding space, a sign and underscores between digits
+  const ok = await biased({ " 12 ": 1, "1_0": 2, "+3": -100, "50271": 5 });
+  assert.equal(ok.status, 200, ok.text);
+  // a bias that is not a number is the request model's refusal, at its location
+  const notNumber = await biased({ "5": "a" });
+  assertError(notNumber, 400, "Bad Request");
+  assert.equal(notNumber.json.error.param, "body.logit_bias.5");
+});
+
 test("oversized bodies are 413; unknown paths 404; wrong methods 405", async () => {
   const big = { prompt: "x".repeat(8000) };
   assertError(await postJson(`${sim.url}/v1/completions`, big, auth), 413, "RequestTooLargeError");
