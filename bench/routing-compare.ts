@@ -16,7 +16,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { parseSamples } from "../src/bench/scrape.js";
+import { parseSamples } from "../src/protocol/prometheus-text.js";
 import { histogramBuckets, histogramQuantile } from "../src/ops/fleet-status.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./routing-stats.js";
 import { cli as spawnCli, cpuSeconds, metric, startStack } from "./routing-live.js";

@@ -23,6 +23,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/config": { imports: [], lines: 500 },
   "src/obs": { imports: [], lines: 750 },
   "src/http": { imports: [], lines: 750 },
+  // wire formats several layers read: Prometheus text, SSE
+  "src/protocol": { imports: [], lines: 750 },
 
   // libraries: wire formats, tokenizers, the engine model, workloads, tenants, engine discovery
   "src/kvevents": { imports: ["src/obs"], lines: 3500 },
@@ -171,7 +173,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 750,
   },
 
-  "src/bench": { imports: ["src/config", "src/obs", "src/workload"], lines: 2750 },
+  "src/bench": { imports: ["src/config", "src/obs", "src/protocol", "src/workload"], lines: 2750 },
   "src/fleet": {
     imports: ["src/bench", "src/config", "src/engine", "src/routing", "src/workload"],
     lines: 2250,
@@ -180,7 +182,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: ["src/config", "src/engine", "src/fleet", "src/routing", "src/workload"],
     lines: 3000,
   },
-  "src/ops": { imports: ["src/bench", "src/config", "src/obs"], lines: 1500 },
+  "src/ops": { imports: ["src/config", "src/obs", "src/protocol"], lines: 1500 },
 
   // the one entry point: dispatches to every program; nothing imports it
   "src/cli": {
@@ -210,6 +212,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/fleet",
       "src/kvevents",
       "src/ops",
+      "src/protocol",
       "src/router",
       "src/router/kv",
       "src/router/migration",

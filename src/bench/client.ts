@@ -4,7 +4,7 @@
 import { performance } from "node:perf_hooks";
 import { Pool } from "undici";
 import type { ErrorKind, RequestRecord } from "../workload/record.js";
-import { SseParser } from "./sse.js";
+import { SseParser } from "../protocol/sse.js";
 import type { ChatMessage, Endpoint } from "../workload/types.js";
 
 export interface ClientOptions {

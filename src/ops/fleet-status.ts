@@ -3,7 +3,7 @@
 // give rates, routing shares, window latencies and window hit rates; one sample gives totals since the
 // router started. Pure functions of the samples, so the report is tested without a clock.
 import { request } from "undici";
-import { parseSamples, type Sample } from "../bench/scrape.js";
+import { parseSamples, type Sample } from "../protocol/prometheus-text.js";
 
 /** KV usage from which HBM pressure is reported: the engines' alert rule fires at ≥ 0.92 for 5 m. */
 export const KV_PRESSURE = 0.92;

@@ -4,7 +4,7 @@
 // format for a model that does not exist. One line says PASS or FAIL and why; the exit status is 0 or 1.
 import { performance } from "node:perf_hooks";
 import { request, type Dispatcher } from "undici";
-import { SseParser } from "../bench/sse.js";
+import { SseParser } from "../protocol/sse.js";
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 
 const SPECS: FlagSpecs = {

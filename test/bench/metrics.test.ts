@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { summarize, parseSlo, meetsSlo } from "../../src/workload/metrics.js";
 import type { RequestRecord } from "../../src/workload/record.js";
-import { SseParser } from "../../src/bench/sse.js";
+import { SseParser } from "../../src/protocol/sse.js";
 import { percentile, std } from "../../src/workload/stats.js";
 
 function rec(p: Partial<RequestRecord>): RequestRecord {

@@ -2,7 +2,8 @@
 // that really export them (a renamed metric must fail here, not read as null in every report).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parsePrometheus, serverFigures } from "../../src/bench/scrape.js";
+import { parsePrometheus } from "../../src/protocol/prometheus-text.js";
+import { serverFigures } from "../../src/bench/scrape.js";
 import { RouterMetrics } from "../../src/router/telemetry/metrics.js";
 
 test("parsePrometheus sums a family's series, skipping quoted label values with spaces and braces", () => {

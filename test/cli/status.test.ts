@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { cliCommand, freePort, freeUpPorts, spawnCli, waitForHttp } from "../helpers/cli.js";
 import { buildReport, histogramQuantile, type StatusSample } from "../../src/ops/fleet-status.js";
-import { parseSamples } from "../../src/bench/scrape.js";
+import { parseSamples } from "../../src/protocol/prometheus-text.js";
 import type { StatusReport } from "../../src/ops/fleet-status.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Client } from "undici";
 import { stringify as toYaml } from "yaml";
-import { parseSamples } from "../../src/bench/scrape.js";
+import { parseSamples } from "../../src/protocol/prometheus-text.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { freePort, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
 import { startFakeEngine, type FakeEngine } from "./fake-engine.js";

@@ -1,6 +1,7 @@
-// Incremental Server-Sent Events parser over raw Buffers. It splits on newline bytes and decodes
-// only complete lines, so a stream is never concatenated into one growing string; only an
-// unfinished trailing line is carried to the next chunk.
+// Incremental Server-Sent Events parser over raw Buffers, for every client of an SSE stream (the
+// bench's client, `switchyard smoke`). It splits on newline bytes and decodes only complete lines, so
+// a stream is never concatenated into one growing string; only an unfinished trailing line is
+// carried to the next chunk.
 
 const LF = 0x0a;
 const CR = 0x0d;
