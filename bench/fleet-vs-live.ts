@@ -6,7 +6,7 @@
 // Usage: node dist/bench/fleet-vs-live.js [requests-per-scenario] [time-scale]
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { compare, runLive, runVirtual } from "../src/fleet/live.js";
+import { compare, runLive, runVirtual } from "./fleet-live.js";
 import { resolveScenario, type ResolvedScenario } from "../src/fleet/scenario.js";
 
 const requests = Number(process.argv[2] ?? 200);

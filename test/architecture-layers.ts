@@ -175,7 +175,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
 
   "src/bench": { imports: ["src/config", "src/obs", "src/protocol", "src/workload"], lines: 2750 },
   "src/fleet": {
-    imports: ["src/bench", "src/config", "src/engine", "src/routing", "src/workload"],
+    imports: ["src/config", "src/engine", "src/routing", "src/workload"],
     lines: 2250,
   },
   "src/planner": {

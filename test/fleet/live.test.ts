@@ -6,7 +6,7 @@
 // is this one); here the comparison is only printed.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { compare, runLive, runVirtual } from "../../src/fleet/live.js";
+import { compare, runLive, runVirtual } from "../../bench/fleet-live.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
 import { freePort, freeUpPorts, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
 
