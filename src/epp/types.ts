@@ -1,5 +1,5 @@
 // What the endpoint picker needs from the process it runs in, as an interface: the router provides
-// it (src/router/epp-glue.ts), so this folder imports only the routing library below it, never the
+// it (src/router/edge/epp-glue.ts), so this folder imports only the routing library below it, never the
 // router. Every decision goes through the host's policy over the host's snapshot, and every pick
 // holds one of the host's in-flight slots: an EPP-routed request counts exactly like a proxied one.
 // Tenancy is the host's own gate too (src/tenancy/router-gate.ts, the one HTTP ingress calls), so a

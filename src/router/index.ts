@@ -33,7 +33,7 @@ export interface StartOptions {
   prepare?: (router: Router) => void;
   /** log the listening line at debug (a router worker: its primary says it once for the group) */
   quiet?: boolean;
-  /** a router worker binds sockets of its own on the port (its primary proved it free: accept.ts) */
+  /** a router worker binds sockets of its own on the port (its primary proved it free: edge/accept.ts) */
   ownSockets?: boolean;
 }
 

@@ -7,7 +7,7 @@
 //   - a header (`x-session-id` by default, the router's `session.header`), or a top-level body field;
 //   - the Responses API chains turns by `previous_response_id`: the follow-up carries only its new items,
 //     so its session is the previous response's (response affinity remembers it with the response's
-//     engine, src/router/response-affinity.ts, and the caller passes it in);
+//     engine, src/router/dataplane/response-affinity.ts, and the caller passes it in);
 //   - nothing: the session is inferred from the prompt, as the one whose last prompt this one extends.
 //
 // Pure and bounded: no I/O, no clock (the caller passes the time). Sessions are an LRU with a cap and an

@@ -4,7 +4,7 @@
 // rewrite the body where tenancy needs it (cache salt, usage in streams, fields only the router may
 // set), decide who may have the debug explanation, and hand the data
 // plane a TenantRequest that settles usage and frees the slot when the request ends. Every way into
-// the router goes through this one gate: HTTP ingress (src/router/ingress.ts) and the endpoint
+// the router goes through this one gate: HTTP ingress (src/router/edge/ingress.ts) and the endpoint
 // picker (src/epp/stream.ts) alike, so a gateway-routed request cannot skip a key, a limit or a salt.
 import { HttpError } from "../http/errors.js";
 import { TenantRequest, type TenantSink } from "./request.js";
@@ -45,7 +45,7 @@ export function promptEstimate(bodyBytes: number): number {
  * `kv_transfer_params` tells a decode engine where to pull KV blocks from (`remote_host`,
  * `remote_engine_id`, `remote_block_ids`): with a real P/D connector a client's own would make the
  * engine connect where the client says, and read blocks another tenant's prompt left. The router's P/D
- * flow (src/router/disagg.ts) adds its own after this. `request_id` is what vLLM names the request
+ * flow (src/router/pd/disagg.ts) adds its own after this. `request_id` is what vLLM names the request
  * by when no X-Request-Id comes with it (the endpoint picker's way): a tenant's chosen id could match
  * another's. Removed rather than refused: a client library that fills them in keeps working.
  */

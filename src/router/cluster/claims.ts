@@ -18,8 +18,8 @@
 // interleaved rounds). Round-robin reads no load and claims nothing.
 //
 // The request does not wait for the word: it goes to its engine at once, and what the engine answers
-// is held until the pick stands (src/router/attempt.ts). A refused one is decided again at once
-// (proxy.ts, pickRefused): picked again, its engine keeps the request; otherwise it is cancelled
+// is held until the pick stands (src/router/dataplane/attempt.ts). A refused one is decided again at once
+// (../dataplane/proxy.ts, pickRefused): picked again, its engine keeps the request; otherwise it is cancelled
 // there and sent to the new pick. The word takes a round trip to the primary, mostly spent waiting
 // for this worker's own busy event loop, while an engine's first token after a long prompt takes
 // longer: waiting before sending put that round trip (5–6 ms mean wall in bursts,

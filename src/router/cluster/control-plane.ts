@@ -108,7 +108,10 @@ export class ControlPlane {
     this.mark(e);
   }
 
-  /** A worker received bytes from the engine: a probe timing out meanwhile is excused (health.ts). */
+  /**
+   * A worker received bytes from the engine: a probe timing out meanwhile is excused
+   * (../engines/health.ts).
+   */
   progress(url: string): void {
     const e = this.registry.engines.get(url);
     if (e) e.lastByteAt = performance.now();

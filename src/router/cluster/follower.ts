@@ -17,7 +17,8 @@ export class RegistryFollower implements RegistryLeader {
   }
 
   failure(e: Upstream, what: string): void {
-    // counted here too until the primary's verdict arrives: cache credit stops at once (cache-routing.ts)
+    // counted here too until the primary's verdict arrives: cache credit stops at once
+    // (../kv/cache-routing.ts)
     e.passiveFailures++;
     e.lastError = what;
     this.send({ t: "fail", url: e.url, what });

@@ -36,7 +36,7 @@ export interface PeerHub {
   peerLoad(source: string, load: LoadCounts[]): void;
   peerGone(source: string): void;
   peerPicks(picks: Pick[]): void;
-  /** stored responses' ids this replica learned since the last call (response-affinity.ts) */
+  /** stored responses' ids this replica learned since the last call (../dataplane/response-affinity.ts) */
   takeResponses?(): ResponseLink[];
   /** another replica's */
   peerResponses?(links: ResponseLink[]): void;

@@ -86,7 +86,7 @@ export class Primary {
   private readonly waiting = new Map<number, { got: unknown[][]; need: number; done: () => void }>();
   private metricsSeq = 0;
   private readonly limits = new LimitKeeper();
-  /** workers bind their own sockets on the port (accept.ts) */
+  /** workers bind their own sockets on the port (../edge/accept.ts) */
   private ownSockets = false;
 
   constructor(private readonly o: PrimaryOptions) {

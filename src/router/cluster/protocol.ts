@@ -52,9 +52,9 @@ export interface SyncBatch {
   /** this source's absolute counts, for engines whose counts changed */
   load?: LoadCounts[];
   picks?: Pick[];
-  /** stored responses' ids this worker learned, with their engines (response-affinity.ts) */
+  /** stored responses' ids this worker learned, with their engines (../dataplane/response-affinity.ts) */
   responses?: ResponseLink[];
-  /** engines that sent bytes on this source's requests (a timed-out probe is excused: health.ts) */
+  /** engines that sent bytes on this source's requests (a timed-out probe is excused: engines/health.ts) */
   progress?: string[];
 }
 
@@ -66,7 +66,7 @@ export type ToWorker =
       workers: number;
       config: Record<string, unknown>;
       configFile?: string;
-      /** bind reuse-port sockets of its own: the primary proved the port free (accept.ts) */
+      /** bind reuse-port sockets of its own: the primary proved the port free (../edge/accept.ts) */
       ownSockets?: boolean;
     }
   | { t: "engine"; status: EngineStatus }

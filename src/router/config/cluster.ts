@@ -1,6 +1,6 @@
 // The `peers:` section of the router config: active-active router replicas that tell each other
 // their in-flight counts and routing picks over ZMQ, so replicas behind one Service route as one
-// (peers.ts). Parsed by the router's schema (src/router/config.ts).
+// (../cluster/peers.ts). Parsed by the router's schema (config.ts).
 import { z } from "zod";
 import { duration } from "../../config/values.js";
 

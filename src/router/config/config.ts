@@ -250,7 +250,7 @@ export const routerConfigSchema = z.strictObject({
       keepAliveTimeout: duration.default(65_000),
       /** listening sockets sharing the port (SO_REUSEPORT; Node 22.12+ on Linux, an explicit port,
        * else 1): a burst of new connections is accepted this many per event-loop turn instead of one.
-       * Only where the port is the router's alone, as in a pod: see src/router/accept.ts (restart) */
+       * Only where the port is the router's alone, as in a pod: see src/router/edge/accept.ts (restart) */
       listenSockets: z.number().int().min(1).max(64).default(1),
     })
     .prefault({}),

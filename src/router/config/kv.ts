@@ -1,5 +1,5 @@
 // The `routing:` section of the router config (cache-aware policies) and the per-backend `kvEvents`
-// field. Parsed by the router's schema (src/router/config.ts) with the same duration rules.
+// field. Parsed by the router's schema (config.ts) with the same duration rules.
 import { z } from "zod";
 import { duration, size } from "../../config/values.js";
 import { CurveKeyError, isZ85Key, loadCurveKeys } from "../../kvevents/curve.js";

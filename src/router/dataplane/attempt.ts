@@ -7,9 +7,9 @@
 // a connection that never carried the request is the engine's trouble; an engine that dies or falls
 // silent while it holds the request may be the request's own doing (a poison request, proxy.ts).
 // Every byte an engine sends marks it as making progress, which the health checker reads: a busy
-// engine that still streams is not ejected for a slow probe (health.ts).
+// engine that still streams is not ejected for a slow probe (../engines/health.ts).
 //
-// A stream that may migrate (it has a ledger, migration-ledger.ts) is relayed event by event through
+// A stream that may migrate (it has a ledger, ../migration/ledger.ts) is relayed event by event through
 // its ledger; when its engine fails after the first byte — reset, closed, silent past the idle
 // timeout, an in-stream error event, or moved off a draining or ejected engine — the attempt ends
 // as `migrate` instead of writing an error event, and the data plane continues the stream elsewhere.
@@ -264,7 +264,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
     const method = ctx.pr.method ?? "POST";
-    // a chat continued from token ids goes to the completions route (migration.ts)
+    // a chat continued from token ids goes to the completions route (../migration/rules.ts)
     const path = ledger?.path ?? ctx.pr.path;
     this.engine.pool.dispatch({ path, method, headers, body: ctx.upstreamBody }, this);
     return p;

@@ -1,9 +1,9 @@
 // What becomes of a request whose stream breaks off mid-answer, for the data plane (proxy.ts): the
 // plan made when it arrives (may it move at all? the ledger that keeps what it delivers, the body
 // asking the engine for token ids), and at a break the decision — continue it on another engine with
-// the request migration.ts builds (from the exact token ids, as a completion), end it (the answer was
-// complete), or end it with an error event that says why it could not move (`no_token_ids` when the
-// engine gave no ids to continue a greedy answer from) — counted in switchyard_migrations_total, timed in
+// the request ../migration/rules.ts builds (from the exact token ids, as a completion), end it (the
+// answer was complete), or end it with an error event that says why it could not move (`no_token_ids`
+// when the engine gave no ids to continue a greedy answer from) — counted in switchyard_migrations_total, timed in
 // switchyard_migration_seconds, logged and traced.
 import type { Readable } from "node:stream";
 import { HttpError } from "../../http/errors.js";

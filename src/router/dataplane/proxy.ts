@@ -10,8 +10,8 @@
 // rather than refused: an ejection is a guess, a refusal is certain.
 //
 // A streamed completion or chat whose engine fails after the first byte is migrated: continued on
-// another engine from what was delivered (migration.ts builds the request, migration-ledger.ts keeps
-// the record and rewrites the next engine's events), within `migration.maxPerRequest`; engine
+// another engine from what was delivered (../migration/rules.ts builds the request,
+// ../migration/ledger.ts keeps the record and rewrites the next engine's events), within `migration.maxPerRequest`; engine
 // failures while it is served count toward `retry.poisonAfter` as before.
 //
 // Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt, every
@@ -67,9 +67,9 @@ export interface ProxyDeps {
   policy: () => Policy;
   /** present only when tracing is configured: spans per request and attempt, traceparent upstream */
   tracer?: Tracer | undefined;
-  /** disaggregated prefill/decode: runs the prefill step before the attempts loop (src/router/disagg.ts) */
+  /** disaggregated prefill/decode: runs the prefill step before the attempts loop (../pd/disagg.ts) */
   disagg?: Disaggregation | undefined;
-  /** one line per finished request (src/router/access-log.ts) */
+  /** one line per finished request (src/router/telemetry/access-log.ts) */
   accessLog?: AccessLog | undefined;
   /**
    * cache-aware routing: hashes a long prompt's blocks a slice per turn before its first decision

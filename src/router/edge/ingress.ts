@@ -1,10 +1,10 @@
-// The router's edge: one HTTP request in, one routed request (request.ts) out, or one rejection. JSON,
-// multipart and bodyless requests go through the same steps in the same order — authenticate and
-// admit the tenant (before any body byte is read, so an anonymous client never makes the router
+// The router's edge: one HTTP request in, one routed request (../request/routed-request.ts) out, or
+// one rejection. JSON, multipart and bodyless requests go through the same steps in the same order —
+// authenticate and // admit the tenant (before any body byte is read, so an anonymous client never makes the router
 // buffer one and a tenant's slow bodies take its own slots), body, parse,
 // validate, model and pin, prompt budget — and every refusal leaves through one path that
 // counts, logs and answers it in OpenAI's error format. What each path is (its body, model, prompt,
-// pin) is the endpoint table's (endpoints.ts).
+// pin) is the endpoint table's (../request/endpoints.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../../http/errors.js";
@@ -188,7 +188,7 @@ export class Ingress {
         mutated ||= admitted.mutated;
       }
       pr = {
-        // only the query parameters vLLM reads on this route go on (upstream-rules.ts)
+        // only the query parameters vLLM reads on this route go on (../engines/upstream-rules.ts)
         path: upstreamPath(url, ep.query),
         endpoint: ep,
         method: req.method === "GET" ? "GET" : "POST",

@@ -1,8 +1,8 @@
 // The router process: wiring (registry, health, policies, cache-aware routing, tenancy, ingress,
 // data plane), lifecycle (start, hot reconfigure, drain, close), the route table, and the
 // router-local endpoints (/v1/models, /health, /ready, /metrics, /engines, /admin/*). Turning an HTTP
-// request into a routed one is ingress.ts's; serving it, proxy.ts's; draining one engine,
-// migration-drain.ts's.
+// request into a routed one is ingress.ts's; serving it, ../dataplane/proxy.ts's; draining one engine,
+// ../migration/drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { HttpError, sendError } from "../../http/errors.js";
 import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../../routing/index.js";
@@ -87,7 +87,7 @@ export class Router {
   private readonly prompts: PromptBudget;
   /** engines draining: the deadline after which their requests in flight move elsewhere */
   private readonly drains: EngineDrains;
-  /** which engine made each stored response (response-affinity.ts); a router group shares it */
+  /** which engine made each stored response (../dataplane/response-affinity.ts); a router group shares it */
   readonly affinity: ResponseAffinity;
   /** set once a drain starts: /ready answers 503 and responses close their connections */
   draining = false;
@@ -392,7 +392,7 @@ export class Router {
     const path = q >= 0 ? url.slice(0, q) : url;
     // draining: finish this response, then close the connection so the client reconnects elsewhere
     if (this.draining) res.setHeader("connection", "close");
-    // what each path is, and whether it is relayed, is the endpoint table's (endpoints.ts)
+    // what each path is, and whether it is relayed, is the endpoint table's (../request/endpoints.ts)
     const m = matchEndpoint(path);
     const method = req.method;
     if (m?.endpoint.served === "relay" && (method === "POST" || method === "GET")) {

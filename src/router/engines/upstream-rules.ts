@@ -108,8 +108,8 @@ export function forwardedHeaders(
 
 /**
  * The path and query an engine is sent: the client's path with only the query parameters the
- * endpoint's row names (endpoints.ts `query`), in the client's order; no query at all on every other
- * route. A parameter vLLM does not read is at best ignored and at worst read by something in front
+ * endpoint's row names (../request/endpoints.ts `query`), in the client's order; no query at all on
+ * every other route. A parameter vLLM does not read is at best ignored and at worst read by something in front
  * of the engine (a sidecar, a gateway) as the router's word.
  */
 export function upstreamPath(pathAndQuery: string, allowed: readonly string[]): string {

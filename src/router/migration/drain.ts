@@ -14,7 +14,7 @@ import type { Upstream } from "../engines/upstream.js";
 const log = logger("router.drain");
 
 /**
- * What a drain asks of an attempt in flight: the data plane's Attempt (dataplane/attempt.ts), named
+ * What a drain asks of an attempt in flight: the data plane's Attempt (../dataplane/attempt.ts), named
  * here by what it must do so that this room does not import the data plane that imports it.
  */
 export interface MovableAttempt {

@@ -13,13 +13,13 @@
 //   event is dropped (the client had it), its id and `created` are the first engine's, its usage
 //   counts the original prompt once and every completion token, completion logprobs' text offsets
 //   run on from the text already delivered. A chat continued as a completion from token ids
-//   (migration.ts) has the completion's chunks re-wrapped as chat chunks: the text as the delta's
+//   (rules.ts) has the completion's chunks re-wrapped as chat chunks: the text as the delta's
 //   content, logprobs in chat's layout.
 //
 // A non-streamed request that may migrate (`migration.nonStreaming`) is asked of the engines as a
 // stream; its ledger relays nothing and assembles vLLM's JSON answer at the end (`answer`).
 //
-// Only requests that may migrate get a ledger (migration.ts decides); the rest are relayed as bytes.
+// Only requests that may migrate get a ledger (rules.ts decides); the rest are relayed as bytes.
 import { StringDecoder } from "node:string_decoder";
 import { assistantMessage } from "../../http/vllm-answers.js";
 

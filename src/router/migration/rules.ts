@@ -6,7 +6,7 @@
 // `min_tokens`, and the client's sampling parameters. A chat continues that way too: rendering the
 // partial answer through the chat template again does not give back the same ids (templates trim
 // message text, text tokenises differently than it was generated), and a greedy model continues
-// exactly only from the same ids. The ledger (migration-ledger.ts) re-wraps the completion's events
+// exactly only from the same ids. The ledger (ledger.ts) re-wraps the completion's events
 // as chat chunks.
 //
 // Without ids (an engine before vLLM 0.10.2 returns none) a greedy request (temperature 0 or top_k
@@ -167,7 +167,7 @@ export function planMigration(
   pr: RoutedRequest,
   nonStreaming = false,
 ): MigrationPlan | string | undefined {
-  // which routes continue, and as what, is the endpoint table's (endpoints.ts)
+  // which routes continue, and as what, is the endpoint table's (../request/endpoints.ts)
   const kind: GenerationKind | undefined = (pr.endpoint ?? endpointOf(route))?.migrates;
   if (kind === undefined || (!pr.stream && !nonStreaming)) return undefined;
   const p = pr.parsed;

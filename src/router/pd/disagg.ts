@@ -104,7 +104,7 @@ export function prefillBody(parsed: Record<string, unknown>, model: string): Rec
 
 /**
  * One prefill call on one engine, cut only by its timeout or the client leaving: an engine's ejection
- * never cuts a call it is still working on (see attempt.ts).
+ * never cuts a call it is still working on (see ../dataplane/attempt.ts).
  */
 class PrefillCall {
   readonly abort = new AbortController();
@@ -304,7 +304,7 @@ export class Disaggregation {
       let size = 0;
       const chunks: Buffer[] = [];
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        // the engine makes progress: the health checker reads this (health.ts)
+        // the engine makes progress: the health checker reads this (../engines/health.ts)
         engine.lastByteAt = performance.now();
         size += chunk.length;
         if (size > MAX_PREFILL_ANSWER) {

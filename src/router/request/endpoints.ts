@@ -50,9 +50,9 @@ export interface Endpoint {
   /** the answer is generated text or tokens (the TTFT is a first token's) */
   readonly generates: boolean;
   readonly counted: Counted;
-  /** a stream that breaks off may continue on another engine as this kind (migration.ts) */
+  /** a stream that breaks off may continue on another engine as this kind (../migration/rules.ts) */
   readonly migrates: "chat" | "completion" | undefined;
-  /** runs as disaggregated prefill/decode when the model has both pools (disagg.ts) */
+  /** runs as disaggregated prefill/decode when the model has both pools (../pd/disagg.ts) */
   readonly disagg: boolean;
   /**
    * what pins the request to the engine that holds its state: the response id in the path, or
@@ -71,7 +71,7 @@ export interface Endpoint {
    */
   readonly modelless: boolean;
   /**
-   * the query parameters vLLM reads on this route, the only ones relayed (upstream-rules.ts): any
+   * the query parameters vLLM reads on this route, the only ones relayed (../engines/upstream-rules.ts): any
    * other parameter is the client's to send the router, not to send past it to an engine
    */
   readonly query: readonly string[];

@@ -1,6 +1,6 @@
-// A client request once the ingress has accepted it: the typed value the data plane (proxy.ts), the
-// prefill step (disagg.ts) and the attempts (attempt.ts) share. It lives in its own module so that
-// none of them imports another for its types (proxy ↔ disagg was a file cycle).
+// A client request once the ingress has accepted it: the typed value the data plane
+// (../dataplane/proxy.ts), the prefill step (../pd/disagg.ts) and the attempts (../dataplane/attempt.ts)
+// share. It lives in its own module so that none of them imports another for its types (proxy ↔ disagg was a file cycle).
 import type { Readable } from "node:stream";
 import { HttpError } from "../../http/errors.js";
 import type { QueueFlow } from "./admission.js";
@@ -9,7 +9,7 @@ import type { TenantRequest } from "../../tenancy/request.js";
 
 /** Everything the data plane knows about one client request. */
 export interface RoutedRequest {
-  /** the client's path, with only the query parameters the endpoint relays (upstream-rules.ts) */
+  /** the client's path, with only the query parameters the endpoint relays (../engines/upstream-rules.ts) */
   path: string;
   /** what the router knows of the path (endpoints.ts); absent in requests built by tests: looked up */
   endpoint?: Endpoint | undefined;
@@ -17,7 +17,7 @@ export interface RoutedRequest {
   method?: "GET" | "POST" | undefined;
   /**
    * the engine that holds the state this request needs (a stored response): the request goes there
-   * and nowhere else (response-affinity.ts)
+   * and nowhere else (../dataplane/response-affinity.ts)
    */
   pin?: { id: string; engine: string } | undefined;
   /** the served model (aliases already resolved) */
@@ -30,7 +30,7 @@ export interface RoutedRequest {
   parsed?: Record<string, unknown> | undefined;
   /**
    * The client's own Authorization, only when the router did not consume it: with tenancy on the
-   * client's key is the router's credential and never leaves the router (upstream-rules.ts).
+   * client's key is the router's credential and never leaves the router (../engines/upstream-rules.ts).
    */
   clientAuthorization?: string | undefined;
   /** tenancy on: the admitted tenant's bookkeeping (usage from the relayed body, slot release) */

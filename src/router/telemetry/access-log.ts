@@ -19,7 +19,7 @@ const log = logger("router.access");
 /** the per-request line, serialised here (pino's generic serialiser cost more than the fields) */
 const line = infoLineWriter("router.access");
 
-/** What the access line reads of a finished request (proxy.ts's RequestContext). */
+/** What the access line reads of a finished request (the data plane's RequestContext). */
 export interface AccessRecord {
   readonly requestId: string;
   readonly pr: RoutedRequest;

@@ -173,7 +173,7 @@ export interface EngineGaugeSource {
   queueDepth(): number;
   /** the span exporter when tracing is on */
   tracing?(): { exported: number; dropped: Record<string, number> } | undefined;
-  /** response affinity (response-affinity.ts): ids remembered, and dropped to stay within the cap */
+  /** response affinity (dataplane/response-affinity.ts): ids remembered, and dropped to stay within the cap */
   responseIds?(): { size: number; evictions: number };
 }
 
@@ -245,7 +245,7 @@ export class RouterMetrics {
     "Requests to the tokenizer endpoints (/tokenize, /detokenize), by route and HTTP status; not in switchyard_requests_total",
     ["route", "status"] as const,
   );
-  /** the relayed routes that neither infer nor tokenize (endpoints.ts: counted "other") */
+  /** the relayed routes that neither infer nor tokenize (../request/endpoints.ts: counted "other") */
   readonly otherRequests = new CounterFamily(
     "switchyard_other_requests_total",
     "Requests to relayed routes that generate nothing (render, stored responses, count_tokens, /version, ...), by route (the path as vLLM declares it) and HTTP status; not in switchyard_requests_total",
@@ -266,14 +266,14 @@ export class RouterMetrics {
     "model",
     LATENCY_BUCKETS,
   );
-  /** router workers: how long a load-aware pick waited for the primary's answer (cluster/claims.ts) */
+  /** router workers: how long a load-aware pick waited for the primary's answer (../cluster/claims.ts) */
   readonly claimWait = new HistogramFamily(
     "switchyard_routing_claim_wait_seconds",
     "Router workers: time from a load-aware pick to the primary's answer (confirmed, or refused: cancelled on its engine and decided again), or to standing unanswered, by result; the request is at its engine meanwhile, its answer held",
     "result",
     CLAIM_WAIT_BUCKETS,
   );
-  /** router workers: how long engines' answers waited for the group's word on their picks (attempt.ts) */
+  /** router workers: how long engines' answers waited for the group's word on their picks (dataplane/attempt.ts) */
   readonly claimHeld = new HistogramFamily(
     "switchyard_routing_claim_held_seconds",
     "Router workers: time an engine's answer waited for the primary's word on its load-aware pick, from its first byte (only answers that came before the word; what claims add to TTFT)",

@@ -56,7 +56,7 @@ export class RequestTrace {
     tracer: Tracer,
     req: IncomingMessage,
     private readonly path: string,
-    /** gen_ai.operation.name: the endpoint table's (endpoints.ts) */
+    /** gen_ai.operation.name: the endpoint table's (../request/endpoints.ts) */
     operation: string | undefined,
     model: string,
     stream: boolean,
