@@ -4,7 +4,10 @@
 // loop (Tokenizer.encodeAsync): a megabyte prompt must not stall every other request and /health.
 import { HttpError } from "../http/errors.js";
 import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";
-import { CONTINUE_AND_GENERATION_PROMPT } from "../tokenizer/chat-templates.js";
+import {
+  CONTINUE_AND_GENERATION_PROMPT,
+  CONTINUE_WITH_GENERATION_PROMPT,
+} from "../tokenizer/chat-templates.js";
 import type { SimContext } from "./context.js";
 import type { ChatBody, CompletionBody } from "./schemas.js";
 
@@ -64,10 +67,7 @@ export async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<Promp
       400,
       "Cannot apply chat template to an empty conversation. Provide at least one message.",
     );
-  const continueFinal = body.continue_final_message === true;
-  const addGenerationPrompt = body.add_generation_prompt ?? true;
-  // vLLM's request validator: add_generation_prompt defaults to true, so a continuation says false
-  if (continueFinal && addGenerationPrompt) throw new HttpError(400, CONTINUE_AND_GENERATION_PROMPT);
+  const { continueFinal, addGenerationPrompt } = continuation(body);
   try {
     const ids = await tk.encodeChatAsync(body.messages as ChatMessage[], {
       addGenerationPrompt,
@@ -80,6 +80,24 @@ export async function chatPrompt(ctx: SimContext, body: ChatBody): Promise<Promp
     if (err instanceof ChatTemplateError) throw new HttpError(400, err.message, "messages");
     throw err;
   }
+}
+
+/**
+ * `continue_final_message` and `add_generation_prompt` as vLLM reads them (chat and /tokenize alike),
+ * with its two refusals of both: its request validator's, when the request sets both to true, and
+ * transformers', when a continuation leaves add_generation_prompt at its default (true). Neither names
+ * a param.
+ */
+export function continuation(body: {
+  continue_final_message?: boolean | null;
+  add_generation_prompt?: boolean | null;
+}): { continueFinal: boolean; addGenerationPrompt: boolean } {
+  const continueFinal = body.continue_final_message === true;
+  const addGenerationPrompt = body.add_generation_prompt ?? true;
+  if (continueFinal && body.add_generation_prompt === true)
+    throw new HttpError(400, CONTINUE_AND_GENERATION_PROMPT);
+  if (continueFinal && addGenerationPrompt) throw new HttpError(400, CONTINUE_WITH_GENERATION_PROMPT);
+  return { continueFinal, addGenerationPrompt };
 }
 
 /** stream, include_usage, continuous_usage_stats as vLLM reads them */

@@ -121,6 +121,7 @@ export const tokenizeSchema = z.union([
     messages: z.array(chatMessageSchema).min(1),
     add_special_tokens: z.boolean().nullish(),
     add_generation_prompt: z.boolean().nullish(),
+    continue_final_message: z.boolean().nullish(),
     return_token_strs: z.boolean().nullish(),
   }),
 ]);

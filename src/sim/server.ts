@@ -14,6 +14,7 @@ import { handleAbortRequests, handleGenerate } from "./generate-ids.js";
 import { uncountedRefusal } from "./generation.js";
 import { countTokensSchema, handleCountTokens, handleMessages, messagesSchema } from "./messages.js";
 import { handleEmbeddings, handleRerank, handleScore } from "./pooling.js";
+import { continuation } from "./prompts.js";
 import {
   derenderChat,
   derenderCompletions,
@@ -104,6 +105,8 @@ function asValidationError(err: unknown, bodyLength: number): unknown {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** the largest token id the tokenizers library reads (a u32) */
+const U32_MAX = 0xffff_ffff;
 
 /** the first vLLM release whose render and generate routes this sim models (gated by --enable-scale-out) */
 const SCALE_OUT_SINCE = "0.32.0";
@@ -238,8 +241,10 @@ const routes: Record<string, Handler> = {
     let tokens: number[];
     if ("messages" in body) {
       const addSpecial = body.add_special_tokens ?? false;
+      const { continueFinal, addGenerationPrompt } = continuation(body);
       tokens = await tk.encodeChatAsync(body.messages as ChatMessage[], {
-        addGenerationPrompt: body.add_generation_prompt ?? true,
+        addGenerationPrompt,
+        continueFinalMessage: continueFinal,
       });
       if (addSpecial && tk.bosTokenId !== null && tokens[0] !== tk.bosTokenId)
         tokens = [tk.bosTokenId, ...tokens];
@@ -256,11 +261,12 @@ const routes: Record<string, Handler> = {
   "POST /detokenize": async (ctx, req, res) => {
     const body = validate(detokenizeSchema, await jsonBody(ctx, req));
     resolveRequestModel(ctx, body.model);
-    for (const id of body.tokens) {
-      if (id < 0 || id >= ctx.tokenizer.vocabSize)
-        throw new HttpError(400, `Token id ${id} is out of vocabulary`, "tokens");
-    }
-    sendJson(res, 200, { prompt: ctx.tokenizer.decode(body.tokens) });
+    // vLLM hands the ids to the tokenizers library, which reads them as u32 and decodes an id it
+    // has no token for as nothing
+    const vocab = ctx.tokenizer.vocabSize;
+    if (body.tokens.some((id) => id > U32_MAX))
+      throw new HttpError(400, "number too large to fit in target type");
+    sendJson(res, 200, { prompt: ctx.tokenizer.decode(body.tokens.filter((id) => id < vocab)) });
   },
   "POST /v1/load_lora_adapter": async (ctx, req, res) => {
     const body = validate(loadLoraSchema, await jsonBody(ctx, req));

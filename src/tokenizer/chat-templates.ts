@@ -150,9 +150,18 @@ export const NO_CHAT_TEMPLATE_MESSAGE =
 /** transformers' marker for the end of the message to continue (`apply_chat_template`). */
 const CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG ";
 
-/** vLLM's refusal of a request asking for both (a 400). */
+/** vLLM's refusal of a request that sets both to true itself (a 400, before any rendering). */
 export const CONTINUE_AND_GENERATION_PROMPT =
   "Cannot set both `continue_final_message` and `add_generation_prompt` to True.";
+
+/**
+ * transformers' refusal of a rendering asked for both: what vLLM answers (a 400) when a request sets
+ * `continue_final_message` and leaves `add_generation_prompt` at its default, true.
+ */
+export const CONTINUE_WITH_GENERATION_PROMPT =
+  "continue_final_message and add_generation_prompt are not compatible. Use continue_final_message " +
+  "when you want the model to continue the final message, and add_generation_prompt when you want to " +
+  "add a header that will prompt it to start a new assistant message instead.";
 
 /**
  * A template's output, with vLLM's `continue_final_message` done as transformers does it
@@ -168,7 +177,7 @@ export function renderChat(
   opts: ChatTemplateOptions,
 ): string {
   if (!opts.continueFinalMessage) return template(messages, opts);
-  if (opts.addGenerationPrompt) throw new ChatTemplateError(CONTINUE_AND_GENERATION_PROMPT);
+  if (opts.addGenerationPrompt) throw new ChatTemplateError(CONTINUE_WITH_GENERATION_PROMPT);
   requireMessages(messages);
   const last = messages[messages.length - 1]!;
   let finalText: string;

@@ -145,3 +145,66 @@ test("/detokenize inverts /tokenize", async () => {
   const de = await postJson(`${sim.url}/detokenize`, { tokens: tok.json.tokens });
   assert.equal(de.json.prompt, text);
 });
+
+test("/detokenize decodes an id past the vocabulary as nothing, as the tokenizers library does; one past a u32 is a 400", async () => {
+  const tok = await postJson(`${sim.url}/tokenize`, { prompt: "river", add_special_tokens: false });
+  const de = await postJson(`${sim.url}/detokenize`, { tokens: [...tok.json.tokens, 999_999_999] });
+  assert.equal(de.status, 200, de.text);
+  assert.equal(de.json.prompt, "river");
+  const big = await postJson(`${sim.url}/detokenize`, { tokens: [2 ** 32] });
+  assert.equal(big.status, 400);
+  assert.deepEqual(big.json.error, {
+    message: "number too large to fit in target type",
+    type: "BadRequestError",
+    param: null,
+    code: 400,
+  });
+});
+
+test("/tokenize with continue_final_message leaves the final message open: the closed conversation's ids without its end of turn", async () => {
+  const convo = [
+    { role: "user", content: "Hi" },
+    { role: "assistant", content: "Hello, I" },
+  ];
+  const closed = await postJson(`${sim.url}/tokenize`, { messages: convo, add_generation_prompt: false });
+  const open = await postJson(`${sim.url}/tokenize`, {
+    messages: convo,
+    add_generation_prompt: false,
+    continue_final_message: true,
+  });
+  assert.equal(open.status, 200, open.text);
+  assert.deepEqual(open.json.tokens, closed.json.tokens.slice(0, -1));
+  assert.equal(open.json.count, closed.json.count - 1);
+  // the chat's prompt for the same continuation is the same
+  const chat = await postJson(`${sim.url}/v1/chat/completions`, {
+    messages: convo,
+    add_generation_prompt: false,
+    continue_final_message: true,
+    max_tokens: 1,
+  });
+  assert.equal(chat.json.usage.prompt_tokens, open.json.count);
+});
+
+test("continue_final_message with add_generation_prompt is refused twice over, as vLLM does: set both, or left at its default", async () => {
+  const convo = [{ role: "user", content: "Hi" }];
+  for (const path of ["/tokenize", "/v1/chat/completions"]) {
+    const both = await postJson(`${sim.url}${path}`, {
+      messages: convo,
+      continue_final_message: true,
+      add_generation_prompt: true,
+    });
+    assert.equal(both.status, 400);
+    assert.equal(both.json.error.param, null);
+    assert.equal(
+      both.json.error.message,
+      "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+    );
+    const defaulted = await postJson(`${sim.url}${path}`, { messages: convo, continue_final_message: true });
+    assert.equal(defaulted.status, 400);
+    assert.equal(defaulted.json.error.param, null);
+    assert.match(
+      defaulted.json.error.message,
+      /^continue_final_message and add_generation_prompt are not compatible\./,
+    );
+  }
+});
