@@ -13,7 +13,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { mulberry32 } from "../src/workload/rng.js";
+import { mulberry32 } from "../src/random/rng.js";
 import { WORDS } from "../src/workload/text.js";
 import { startStack } from "./routing-live.js";
 

@@ -10,7 +10,7 @@ import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { WORDS } from "../src/workload/text.js";
-import { mulberry32 } from "../src/workload/rng.js";
+import { mulberry32 } from "../src/random/rng.js";
 import { metricSum, metrics, pct, rssMiB, startStack, type Stack } from "./stack.js";
 
 const argv = process.argv.slice(2);

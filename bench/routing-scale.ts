@@ -13,7 +13,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { mulberry32 } from "../src/workload/rng.js";
+import { mulberry32 } from "../src/random/rng.js";
 import { mean, percentile, percentileSorted } from "../src/workload/stats.js";
 import { samplesFromBenchJson } from "./routing-stats.js";
 

@@ -12,7 +12,7 @@
 //   node dist/bench/tenancy-fairness.js [--runs 1]
 import { Agent, request } from "undici";
 import { hashKey } from "../src/tenancy/keys.js";
-import { mulberry32 as rng } from "../src/workload/rng.js"; // seeded: every run sends the same arrivals
+import { mulberry32 as rng } from "../src/random/rng.js"; // seeded: every run sends the same arrivals
 import type { RunningRouter } from "../src/router/index.js";
 import { routerFor } from "../test/router/util.js";
 import { startUpstream, type Upstream } from "./tenancy-upstream.js";

@@ -5,7 +5,7 @@
 // Reports the gaps (what any I/O waits for) and the time to encode them all.
 // Run: npm run bench:tokenizer-turns   (or: node --import tsx bench/tokenizer-turns.ts [prompts] [words])
 import { tokenizerFor } from "../src/tokenizer/index.js";
-import { mulberry32 } from "../src/workload/rng.js";
+import { mulberry32 } from "../src/random/rng.js";
 import { percentileSorted } from "../src/workload/stats.js";
 
 const prompts = Number(process.argv[2] ?? 8);

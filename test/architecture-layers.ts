@@ -25,20 +25,22 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/http": { imports: [], lines: 750 },
   // wire formats several layers read: Prometheus text, SSE
   "src/protocol": { imports: [], lines: 750 },
+  // the one seeded PRNG and its hash mixes
+  "src/random": { imports: [], lines: 250 },
 
   // libraries: wire formats, tokenizers, the engine model, workloads, tenants, engine discovery
   "src/kvevents": { imports: ["src/obs"], lines: 3500 },
   "src/tokenizer": { imports: ["src/collections"], lines: 2500 },
   // the engine emits KV events as values (kvevents/events.ts, types only)
   "src/engine": { imports: ["src/collections", "src/kvevents"], lines: 3500 },
-  "src/workload": { imports: [], lines: 1500 },
+  "src/workload": { imports: ["src/random"], lines: 1500 },
   "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 3000 },
   "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 2750 },
   "src/discovery": { imports: ["src/config", "src/obs"], lines: 1000 },
 
   // routing policies: pure functions of a fleet snapshot; predictive routing uses the engine's step time
   "src/routing": {
-    imports: ["src/collections", "src/engine", "src/routing/scorers", "src/tokenizer", "src/workload"],
+    imports: ["src/collections", "src/engine", "src/random", "src/routing/scorers", "src/tokenizer"],
     lines: 3250,
   },
   "src/routing/scorers": { imports: ["src/routing"], lines: 250 },
@@ -54,8 +56,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/http",
       "src/kvevents",
       "src/obs",
+      "src/random",
       "src/tokenizer",
-      "src/workload",
     ],
     lines: 10000,
   },
@@ -173,9 +175,12 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 750,
   },
 
-  "src/bench": { imports: ["src/config", "src/obs", "src/protocol", "src/workload"], lines: 2750 },
+  "src/bench": {
+    imports: ["src/config", "src/obs", "src/protocol", "src/random", "src/workload"],
+    lines: 2750,
+  },
   "src/fleet": {
-    imports: ["src/config", "src/engine", "src/routing", "src/workload"],
+    imports: ["src/config", "src/engine", "src/random", "src/routing", "src/workload"],
     lines: 2250,
   },
   "src/planner": {
@@ -213,6 +218,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/kvevents",
       "src/ops",
       "src/protocol",
+      "src/random",
       "src/router",
       "src/router/kv",
       "src/router/migration",

@@ -2,7 +2,7 @@
 // list through POST /tokenize and measure tokens per word. Servers without /tokenize (OpenAI
 // itself, most gateways) get the ~1 token a word of the list, with a warning.
 import { request } from "undici";
-import { makeRng } from "../workload/rng.js";
+import { makeRng } from "../random/rng.js";
 import { randomText, type TextShape } from "../workload/text.js";
 
 export interface Calibration {

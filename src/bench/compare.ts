@@ -3,7 +3,7 @@
 // is called real only when the interval excludes zero AND the change is at least --min-effect,
 // so that tiny, statistically detectable shifts (timer noise on a busy host) are not reported.
 import { tpotOf, type RequestRecord } from "../workload/record.js";
-import { makeRng, type Rng } from "../workload/rng.js";
+import { makeRng, type Rng } from "../random/rng.js";
 import { mean, percentileSorted } from "../workload/stats.js";
 
 /** One metric's samples in ms (samplesOf without building the other three, since this runs per resample). */

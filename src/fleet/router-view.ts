@@ -24,7 +24,7 @@ import {
   type RequestView,
 } from "../routing/index.js";
 import { chatMessages, completionPrompt } from "../workload/types.js";
-import { mulberry32 } from "../workload/rng.js";
+import { mulberry32 } from "../random/rng.js";
 import type { Turn } from "./load.js";
 import { EngineProbeOracle } from "./oracle.js";
 

@@ -2,7 +2,7 @@
 // metrics, KV-event publisher → HTTP server. Used by the CLI and by tests that start it in-process.
 import type { AddressInfo, Socket } from "node:net";
 import { resolve } from "node:path";
-import { mulberry32 } from "../workload/rng.js";
+import { mulberry32 } from "../random/rng.js";
 import {
   defaultEngineConfig,
   isModelFolder,

@@ -5,7 +5,7 @@
 //
 // The text is drawn from a PRNG seeded by the context (--seed, the LoRA adapter, every prompt token,
 // the choice, the request's `seed`), so the same request gives the same answer.
-import { fold, mulberry32 } from "../workload/rng.js";
+import { fold, mulberry32 } from "../random/rng.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 
 /** The hash of --seed (with the LoRA adapter) and a prompt: once per prompt, shared by its choices. */

@@ -2,7 +2,7 @@
 // answer GenerationJob (job.ts) writes as vLLM's JSON or SSE. Structured outputs and tool calls decide
 // the answer's text up front (forced.ts, structured.ts, tools.ts); logprobs ride along (logprobs.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { seedFromString } from "../workload/rng.js";
+import { seedFromString } from "../random/rng.js";
 import type { EngineRequest } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
 import { contextLengthError, outputBudget, type OutputParam } from "../http/context-length.js";

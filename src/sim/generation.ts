@@ -10,7 +10,7 @@
 import type { EngineRequest, FinishReason, RequestTimings } from "../engine/types.js";
 import { contextLengthError, outputBudget, type OutputParam } from "../http/context-length.js";
 import { HttpError } from "../http/errors.js";
-import { seedFromString } from "../workload/rng.js";
+import { seedFromString } from "../random/rng.js";
 import { contextRules, type ModelChoice, type SimContext } from "./context.js";
 import { GreedyChain } from "./greedy.js";
 import { MAX_IN_FLIGHT } from "./runtime.js";

@@ -7,7 +7,7 @@
 // The state is a 32-bit rolling hash folded over the context; each step draws the EOS decision and
 // the token from two mixes of it. EOS has the same chance at every step, 1 − e^(−1/mean), so answer
 // lengths stay geometric with mean `--output-len-mean` (what the per-request draw gave before).
-import { fmix, fold } from "../workload/rng.js";
+import { fmix, fold } from "../random/rng.js";
 
 const EOS_SALT = 0x27d4eb2f;
 const TOKEN_SALT = 0x165667b1;

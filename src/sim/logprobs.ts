@@ -11,7 +11,7 @@
 // Entries keep vLLM's order: the sampled (or prompt) token first, then ranks 1..k without it, so
 // chat's top_logprobs are the first k of those and the legacy dicts the first k + 1.
 import { HttpError } from "../http/errors.js";
-import { fmix, fold, mulberry32 } from "../workload/rng.js";
+import { fmix, fold, mulberry32 } from "../random/rng.js";
 
 const LOGPROB_SALT = 0x5bd1e995;
 const ALT_SALT = 0x2545f491;

@@ -8,7 +8,7 @@
 // Lengths, pauses and forks come from one seeded stream per session and the text from another, so the
 // shape (turn counts, pauses) is known without building the text, and one seed gives the same sessions to
 // the live bench and the fleet simulator.
-import { makeRng, type Rng } from "./rng.js";
+import { makeRng, type Rng } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import { rangeLength, type Session, type Turn, type Workload } from "./types.js";
 

@@ -1,6 +1,6 @@
 // Open-loop arrival schedules as pure functions: gaps between request starts for a rate in
 // requests/s. Poisson gaps are exponential; constant gaps are 1/qps. An infinite rate sends at once.
-import { makeRng } from "./rng.js";
+import { makeRng } from "../random/rng.js";
 
 export type ArrivalKind = "poisson" | "constant";
 

@@ -4,7 +4,7 @@
 //  - ShareGPT JSON (an array of {"conversations": [{"from": "human"|"gpt", "value"}...]}), where, as in
 //    vllm bench, the first human turn is the prompt and the first gpt reply sets the output length.
 // Parsing is separate from generation so that generation stays pure.
-import { makeRng, shuffle } from "./rng.js";
+import { makeRng, shuffle } from "../random/rng.js";
 import type { Session, Turn, Workload } from "./types.js";
 
 export interface DatasetEntry {

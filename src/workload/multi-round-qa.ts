@@ -2,7 +2,7 @@
 // then a history of their own, then asks --num-rounds questions; each round waits for the previous
 // answer and carries it. Requests carry `x-user-id` so that a session router can keep a user on
 // one engine, which is where prefix caching pays.
-import { makeRng } from "./rng.js";
+import { makeRng } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import type { Session, Workload } from "./types.js";
 

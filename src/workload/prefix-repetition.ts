@@ -1,6 +1,6 @@
 // `prefix-repetition` (as vllm bench's prefix_repetition dataset): a few prefixes, each request one
 // of them at random followed by a fresh random suffix.
-import { makeRng } from "./rng.js";
+import { makeRng } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import type { Session, Workload } from "./types.js";
 

@@ -1,5 +1,5 @@
 // `random`: independent prompts of random words, lengths uniform around --input-len/--output-len.
-import { makeRng } from "./rng.js";
+import { makeRng } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import { rangeLength, type Session, type Workload } from "./types.js";
 

@@ -1,6 +1,6 @@
 // `shared-prefix`: groups of prompts sharing a long system prompt (the llm-d / SGLang
 // generated-shared-prefix shape), shuffled so that groups interleave as they would in production.
-import { makeRng, shuffle } from "./rng.js";
+import { makeRng, shuffle } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import type { Session, Workload } from "./types.js";
 

@@ -1,7 +1,7 @@
 // Prompt text of a wanted length in tokens. The words below are each exactly one token (with the
 // leading space) in the Llama 3 and the OpenAI cl100k/o200k tokenizers, so N words are close to N
 // tokens before calibration; calibrate.ts then measures the endpoint's own ratio with /tokenize.
-import type { Rng } from "./rng.js";
+import type { Rng } from "../random/rng.js";
 
 export const WORDS: readonly string[] = `
 the of and to in is was for on that with as by at from his it an were are which this be or has had

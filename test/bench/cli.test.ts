@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { mulberry32 } from "../../src/workload/rng.js";
+import { mulberry32 } from "../../src/random/rng.js";
 import { cliCommand } from "../helpers/cli.js";
 import { startMini, type MiniOptions } from "./mini-server.js";
 

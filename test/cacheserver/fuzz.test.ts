@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { startCacheServer } from "../../src/cacheserver/server.js";
-import { mulberry32 as rng } from "../../src/workload/rng.js";
+import { mulberry32 as rng } from "../../src/random/rng.js";
 import { RawConn, clientHeader } from "./raw.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240917);

@@ -6,7 +6,7 @@ import { encode } from "@msgpack/msgpack";
 /** an independent msgpack encoder, to build inputs our codec did not write itself */
 const pack = (value: unknown): Buffer => Buffer.from(encode(value, { useBigInt64: true }));
 import { decodeBatch, DecodeError, encodeBatch } from "../../src/kvevents/codec.js";
-import { mulberry32 as prng } from "../../src/workload/rng.js";
+import { mulberry32 as prng } from "../../src/random/rng.js";
 import { loadVectors } from "./vectors.js";
 
 function check(buf: Buffer, what: string): "ok" | "error" {

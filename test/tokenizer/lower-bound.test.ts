@@ -9,7 +9,7 @@ import {
   tokenCountFloorAsync,
   tokenizerFor,
 } from "../../src/tokenizer/index.js";
-import { mulberry32 } from "../../src/workload/rng.js";
+import { mulberry32 } from "../../src/random/rng.js";
 
 const PIECES = [
   "the",

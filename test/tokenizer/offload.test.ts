@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { familyTokenizerFor, WorkCancelled, type Cancellable } from "../../src/tokenizer/index.js";
 import { tokenizerThread } from "../../src/tokenizer/offload.js";
-import { mulberry32 } from "../../src/workload/rng.js";
+import { mulberry32 } from "../../src/random/rng.js";
 
 /** `words` made-up lowercase words: text the tokenizer's piece cache has never seen (slow to encode) */
 function madeUpWords(seed: number, words: number): string {

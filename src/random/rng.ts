@@ -1,6 +1,8 @@
 // Seeded randomness for everything that must be reproducible: workloads, arrival schedules, the
 // sim's sampled text, fuzz tests. No Math.random anywhere a seed should decide. The same seed gives
-// the same requests in the live bench and in the fleet simulator's virtual time.
+// the same requests in the live bench and in the fleet simulator's virtual time. On the ground floor,
+// so that the sim and routing's hashes reach the PRNG and the hash mixes without importing the
+// workload library.
 
 /** mulberry32: a 32-bit state PRNG, fast and good enough for workload generation. Returns [0, 1). */
 export function mulberry32(seed: number): () => number {
