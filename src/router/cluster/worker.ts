@@ -6,6 +6,8 @@
 //   (and replica's) come in (shared-load.ts, picks.ts): each worker routes on the group's state;
 // - /metrics, /admin/drain and /admin/reload are answered for the group, through the primary;
 // - the primary's config reloads and shutdowns apply here; a primary that goes away drains this one.
+// The worker process's start (the primary's word, then startRouter with this link) is composed in
+// ../cli.ts: this folder sits below the router's index, which starts a lone replica's peers here.
 import cluster from "node:cluster";
 import { logger } from "../../obs/log.js";
 import { shutdown, shuttingDown } from "../../obs/lifecycle.js";
