@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
 import { stringify } from "yaml";
-import { freePort } from "../test/helpers/cli.js";
+import { freePort } from "./harness/cli.js";
 import { expectedAnswer } from "./context-model.js";
 import { waitHttp } from "./router-harness.js";
 

@@ -10,9 +10,9 @@
 //     [--prompt-lens 256,2048,8192] [--streams 4] [--after 64] [--max-tokens 256] [--time-scale 1]
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../test/helpers/cli.js";
+import { freePort } from "./harness/cli.js";
 import { startRouter } from "../src/router/index.js";
-import { readStream, type StreamRead } from "../test/router/sse-client.js";
+import { readStream, type StreamRead } from "./harness/sse-client.js";
 import { waitHttp } from "./router-harness.js";
 
 const argv = process.argv.slice(2);

@@ -16,7 +16,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
-import { freePort } from "../test/helpers/cli.js";
+import { freePort } from "./harness/cli.js";
 import { spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
 
 const self = fileURLToPath(import.meta.url);

@@ -5,7 +5,7 @@
 //   node --import tsx bench/router-soak.ts [--duration 600] [--concurrency 16] [--workers N]
 import { readFileSync } from "node:fs";
 import { Pool } from "undici";
-import { freePort } from "../test/helpers/cli.js";
+import { freePort } from "./harness/cli.js";
 import { spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
 
 const argv = process.argv.slice(2);

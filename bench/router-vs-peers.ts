@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawnSync } from "node:child_process";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { freePorts } from "../test/helpers/cli.js";
+import { freePorts } from "./harness/cli.js";
 import { ensureBenchTools, startLogged, stopAll, vllmRouterBin } from "./peer-tools.js";
 import { waitHttp } from "./router-harness.js";
 

@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, freePortBlock } from "../test/helpers/cli.js";
+import { freePort, freePortBlock } from "./harness/cli.js";
 import { startBalancer } from "./tcp-balancer.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));

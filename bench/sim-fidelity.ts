@@ -15,8 +15,8 @@ import { parseSimArgs } from "../src/sim/config.js";
 import { runBench, type BenchOptions } from "../src/bench/run.js";
 import type { RequestRecord } from "../src/workload/record.js";
 import { percentile } from "../src/workload/stats.js";
-import { freePort, spawnCli, waitForHttp } from "../test/helpers/cli.js";
-import { decodeStepSeconds, prefillStepSeconds } from "../test/helpers/model.js";
+import { freePort, spawnCli, waitForHttp } from "./harness/cli.js";
+import { decodeStepSeconds, prefillStepSeconds } from "./harness/model.js";
 
 export const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 export const SCALE = 4;

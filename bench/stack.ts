@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { upArgs } from "../test/helpers/cli.js";
+import { upArgs } from "./harness/cli.js";
 import { waitHttp } from "./router-harness.js";
 
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";

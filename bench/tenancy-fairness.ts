@@ -14,7 +14,7 @@ import { Agent, request } from "undici";
 import { hashKey } from "../src/tenancy/keys.js";
 import { mulberry32 as rng } from "../src/random/rng.js"; // seeded: every run sends the same arrivals
 import type { RunningRouter } from "../src/router/index.js";
-import { routerFor } from "../test/router/util.js";
+import { routerFor } from "./harness/router.js";
 import { startUpstream, type Upstream } from "./tenancy-upstream.js";
 
 const MODEL = "bench/m";

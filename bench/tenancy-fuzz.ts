@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { freePort } from "../test/helpers/cli.js";
+import { freePort } from "./harness/cli.js";
 import { hashKey } from "../src/tenancy/keys.js";
 import { spawnRouter, waitHttp } from "./router-harness.js";
 import { fuzzTenancy, runFuzz } from "./tenancy-fuzz-gen.js";

@@ -7,7 +7,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mulberry32 } from "../../src/random/rng.js";
-import { cliCommand } from "../helpers/cli.js";
+import { cliCommand } from "../../bench/harness/cli.js";
 import { startMini, type MiniOptions } from "./mini-server.js";
 
 const dir = mkdtempSync(join(tmpdir(), "bench-test-"));

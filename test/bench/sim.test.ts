@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runBench } from "../../src/bench/run.js";
-import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
 import { benchOptions, modelledTimes, simArgs } from "../../bench/sim-fidelity.js";
 
 /** what the model allows below it: timers that fire up to ~1 ms early, per-request rounding */

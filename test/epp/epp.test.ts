@@ -9,7 +9,7 @@ import { startSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config.js";
 import { kvEventsOf } from "../sim/helpers.js";
 import type { RouterConfigInput, RunningRouter } from "../../src/router/index.js";
-import { freePorts } from "../helpers/cli.js";
+import { freePorts } from "../../bench/harness/cli.js";
 import { post, routerFor, waitUntil } from "../router/util.js";
 import {
   clientBinary,

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { compare, runLive, runVirtual } from "../../bench/fleet-live.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
-import { freePort, freeUpPorts, spawnCli, waitForHttp, type Spawned } from "../helpers/cli.js";
+import { freePort, freeUpPorts, spawnCli, waitForHttp, type Spawned } from "../../bench/harness/cli.js";
 
 // no tolerance is asserted here, so the engines may run fast: 0.2 wall seconds per modelled second
 const TIME_SCALE = 0.2;

@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { SPAN_KIND, Tracer, parseTraceparent } from "../../src/obs/tracing.js";
 import { startFakeEngine } from "../router/fake-engine.js";
 import { post, routerFor } from "../router/util.js";
-import { freePort } from "../helpers/cli.js";
+import { freePort } from "../../bench/harness/cli.js";
 
 interface OtlpAttr {
   key: string;

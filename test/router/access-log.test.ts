@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
 import { startFakeEngine } from "./fake-engine.js";
 import { post } from "./util.js";
 import { LinesPerSecond } from "../../src/router/telemetry/access-log.js";

@@ -8,7 +8,7 @@ import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 import { computeBlockHashes } from "../../src/engine/hashing.js";
 import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
-import { freePorts } from "../helpers/cli.js";
+import { freePorts } from "../../bench/harness/cli.js";
 import { post, routeOf, routerFor, waitUntil } from "./util.js";
 import { kvEventsOf, startTestSim } from "../sim/helpers.js";
 

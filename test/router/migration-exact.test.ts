@@ -10,7 +10,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { continuedMigrations, eightStreamsOneEngineKilled, type StreamRequest } from "./migration-kill.js";
 import { routerFor, waitUntil } from "./util.js";
-import { readStream } from "./sse-client.js";
+import { readStream } from "../../bench/harness/sse-client.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const MAX_TOKENS = 320;

@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { expectedAnswer, nextTokens, promptIds, textOf } from "../../bench/context-model.js";
 import { startUpstream } from "../../bench/tenancy-upstream.js";
 import { routerFor, waitUntil } from "./util.js";
-import { readStream } from "./sse-client.js";
+import { readStream } from "../../bench/harness/sse-client.js";
 
 const MODEL = "bench/m";
 

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Client } from "undici";
 import { stringify as toYaml } from "yaml";
-import { freePort, spawnCli, waitForHttp } from "../helpers/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
 import { startFakeVllm, type FakeVllm } from "./fake-vllm.js";
 
 const MODEL = "fake/model-a";

@@ -20,7 +20,7 @@ import { chunkHashes, chunkKey, lmcacheNoneHash, type ChunkKeyScheme } from "../
 import { LmcacheRemote, MAX_STORE_QUEUE } from "../../src/sim/lmcache-remote.js";
 import type { BlockStored, KvEventBatch } from "../../src/kvevents/events.js";
 import { logger } from "../../src/obs/log.js";
-import { freePort } from "../helpers/cli.js";
+import { freePort } from "../../bench/harness/cli.js";
 import { readVectors } from "../helpers/vectors.js";
 import { startFakeLmcache } from "../cacheserver/fake-lmcache.js";
 import { getText, metric, postJson, startTestSim, tokenIds } from "./helpers.js";

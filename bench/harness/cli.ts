@@ -1,5 +1,6 @@
-// Test helpers for starting the real `switchyard` binary and waiting for it. Tests bind port 0 or
-// ask freePort() so that files can run side by side; every child is killed when the test ends.
+// Starting the real `switchyard` binary and waiting for it, for tests and benchmarks alike (kept with
+// the benchmarks so that no benchmark imports the tests). Callers bind port 0 or ask freePort() so
+// that files can run side by side; every child is killed when its caller ends.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
