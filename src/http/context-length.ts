@@ -49,7 +49,7 @@ export function validationError(message: string, param: string, value: number): 
  * or null when it fits.
  */
 export function contextLengthError(a: ContextAsk): HttpError | null;
-/** the positional form the router's prompt budget still calls (a count from text, "clamp" rules) */
+/** the positional form scale-out render still calls (a count from text, "clamp" rules: the only rules of a release that has render) */
 export function contextLengthError(
   maxModelLen: number,
   promptTokens: number,

@@ -15,10 +15,15 @@
 // that floor: a 1M-word prompt is refused in milliseconds, saying "at least" before the figure, and
 // only a prompt that may fit is counted exactly (15+ million characters a second with the piece cache).
 //
+// The router follows vLLM 0.32's rules (src/http/context-length.ts), whatever release its engines run:
+// it refuses only a prompt past max_model_len, a max_tokens above it, or a prompt that leaves no room
+// to generate, which every release refuses; an older engine that holds max_tokens back from the context
+// refuses the rest itself (docs/router.md).
+//
 // Models the router has no tokenizer for (not a sim model, or an explicit tokenizer folder, whose
 // library cannot be sliced) are left to the engine, which answers the same 400.
 import { resolveModel } from "../../engine/profiles.js";
-import { contextLengthError } from "../../http/context-length.js";
+import { contextLengthError, type ContextAsk } from "../../http/context-length.js";
 import {
   WorkCancelled,
   tokenizerForModel,
@@ -63,13 +68,22 @@ function promptChars(input: RoutingInput): number {
   return n;
 }
 
-/** The output the request reserves, as vLLM reads it for the endpoint's body (null: none set). */
-function maxTokensOf(ep: Endpoint, chat: boolean, obj: Record<string, unknown>): number | null {
-  if (ep.prompt === "responses") return numberOr(obj.max_output_tokens, null);
-  if (ep.prompt === "token-ids")
-    return numberOr((obj.sampling_params as { max_tokens?: unknown } | null | undefined)?.max_tokens, null);
-  if (!chat) return numberOr(obj.max_tokens, 16);
-  return numberOr(obj.max_completion_tokens, numberOr(obj.max_tokens, null));
+/** The output budget the request asks, and the field vLLM names when refusing it. */
+type OutputAsk = Pick<ContextAsk, "maxTokens" | "param">;
+
+/** The output budget as vLLM reads it for the endpoint's body (null: none set). */
+function maxTokensOf(ep: Endpoint, chat: boolean, obj: Record<string, unknown>): OutputAsk {
+  if (ep.prompt === "responses")
+    return { maxTokens: numberOr(obj.max_output_tokens, null), param: "max_output_tokens" };
+  // vLLM 0.32's token-in generate serves any max_tokens, cut to the room left: only the prompt counts
+  if (ep.prompt === "token-ids") return { maxTokens: null, param: "max_tokens" };
+  if (!chat) return { maxTokens: numberOr(obj.max_tokens, 16), param: "max_tokens" };
+  // vLLM hands an Anthropic max_tokens to its chat as max_completion_tokens
+  if (ep.prompt === "messages")
+    return { maxTokens: numberOr(obj.max_tokens, null), param: "max_completion_tokens" };
+  if (typeof obj.max_completion_tokens === "number")
+    return { maxTokens: obj.max_completion_tokens, param: "max_completion_tokens" };
+  return { maxTokens: numberOr(obj.max_tokens, null), param: "max_tokens" };
 }
 
 export class PromptBudget {
@@ -118,14 +132,14 @@ export class PromptBudget {
     // the common case, a short text prompt, costs a length sum and nothing else
     if (!ids && promptChars(input) <= PROMPT_CHECK_CHARS) return undefined;
     const maxLen = this.registry.maxModelLen(model);
-    const maxTokens = maxTokensOf(ep, chat, obj);
+    const out = maxTokensOf(ep, chat, obj);
     if (ids) {
-      if (maxLen !== undefined) this.checkIdPrompts(input.prompt, maxLen, maxTokens);
+      if (maxLen !== undefined) this.checkIdPrompts(input.prompt, maxLen, out);
       return undefined;
     }
     const tk = this.tokenizerFor(model);
     if (!tk) return undefined;
-    return this.count(tk, input, obj, maxLen, maxTokens, since, {
+    return this.count(tk, input, obj, maxLen, out, since, {
       get cancelled() {
         return connection.destroyed;
       },
@@ -133,11 +147,15 @@ export class PromptBudget {
   }
 
   /** Token-id prompts need no tokenizer: their length is their count. */
-  private checkIdPrompts(p: unknown, maxLen: number, maxTokens: number | null): void {
+  private checkIdPrompts(p: unknown, maxLen: number, out: OutputAsk): void {
     if (!Array.isArray(p) || p.length === 0) return;
     const lists = typeof p[0] === "number" ? [p] : Array.isArray(p[0]) ? p : [];
     for (const ids of lists) {
-      const err = contextLengthError(maxLen, (ids as unknown[]).length, maxTokens);
+      const err = contextLengthError({
+        maxModelLen: maxLen,
+        promptTokens: (ids as unknown[]).length,
+        ...out,
+      });
       if (err) throw err;
     }
   }
@@ -147,7 +165,7 @@ export class PromptBudget {
     input: RoutingInput,
     obj: Record<string, unknown>,
     maxLen: number | undefined,
-    maxTokens: number | null,
+    out: OutputAsk,
     since: number,
     owner: Cancellable,
   ): Promise<number[]> {
@@ -162,7 +180,14 @@ export class PromptBudget {
       for (const t of prompt.texts) {
         if (t.length <= FLOOR_FIRST_CHARS) continue;
         const floor = await tokenCountFloorAsync(t, since, owner);
-        if (floor >= maxLen) throw contextLengthError(maxLen, floor, maxTokens, true)!;
+        if (floor > maxLen)
+          throw contextLengthError({
+            maxModelLen: maxLen,
+            promptTokens: floor,
+            ...out,
+            text: true,
+            floor: true,
+          })!;
       }
     const counted: Array<{ count: number; ids: number[] }> = [];
     try {
@@ -175,7 +200,7 @@ export class PromptBudget {
     }
     if (maxLen !== undefined) {
       for (const c of counted) {
-        const err = contextLengthError(maxLen, c.count, maxTokens);
+        const err = contextLengthError({ maxModelLen: maxLen, promptTokens: c.count, ...out, text: true });
         if (err) throw err;
       }
     }
