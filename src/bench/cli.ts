@@ -19,8 +19,10 @@ import { runBench, type BenchOptions } from "./run.js";
 import { defaultLabel, plotPaths } from "./label.js";
 import { latencyCdfSvg, sweepSvg } from "./svg.js";
 import { WORKLOADS, type WorkloadName } from "../workload/index.js";
+import { AGENTIC_PRESET_NAMES } from "../workload/agentic.js";
 
-const SPECS: FlagSpecs = {
+/** the bench's flags (exported for the tests that parse them as the command does) */
+export const SPECS: FlagSpecs = {
   "base-url": {
     type: "string",
     default: "http://127.0.0.1:8080",
@@ -31,7 +33,7 @@ const SPECS: FlagSpecs = {
   endpoint: {
     type: "string",
     default: "auto",
-    help: "chat | completions | auto (chat for multi-round-qa and multi-turn datasets, else completions)",
+    help: "chat | completions | auto (chat for multi-round-qa, agentic and multi-turn datasets, else completions)",
   },
   "api-key": { type: "string", help: "bearer token (default: $OPENAI_API_KEY)" },
   header: { type: "list", help: "extra request header 'name: value' (repeatable)" },
@@ -41,7 +43,7 @@ const SPECS: FlagSpecs = {
   concurrency: {
     type: "int",
     min: 1,
-    help: "sessions active at once (closed loop; for multi-round-qa: users; default: all users for multi-round-qa, no cap otherwise)",
+    help: "sessions active at once (closed loop; for multi-round-qa: users; default: all users for multi-round-qa, all sessions for agentic, no cap otherwise)",
   },
   "num-requests": {
     type: "int",
@@ -56,13 +58,13 @@ const SPECS: FlagSpecs = {
   "output-len": {
     type: "int",
     min: 1,
-    help: "random/shared-prefix/prefix-repetition: max_tokens (default 128); dataset: overrides the file",
+    help: "random/shared-prefix/prefix-repetition: max_tokens (default 128); dataset: overrides the file; agentic: each answer's max_tokens (the preset's)",
   },
   "range-ratio": {
     type: "number",
     min: 0,
     max: 1,
-    help: "random: lengths uniform in len·[1−r, 1+r] (default 0)",
+    help: "random: lengths uniform in len·[1−r, 1+r] (default 0); agentic: of each turn's growth (the preset's)",
   },
   "num-groups": { type: "int", min: 1, help: "shared-prefix: groups (default 16)" },
   "prompts-per-group": { type: "int", min: 1, help: "shared-prefix: prompts per group (default 8)" },
@@ -92,6 +94,51 @@ const SPECS: FlagSpecs = {
     negatable: true,
     help: "dataset: shuffle entries (seeded)",
   },
+  "agentic-preset": {
+    type: "string",
+    help: `agentic: ${AGENTIC_PRESET_NAMES.join(" | ")} (default code-gen); the agentic-* flags override its knobs`,
+  },
+  "agentic-sessions": { type: "int", min: 1, help: "agentic: agent sessions (code-gen 64, b2b 256)" },
+  "agentic-turns": { type: "int", min: 1, help: "agentic: turns per session at most (12, 3)" },
+  "agentic-start-tokens": {
+    type: "int",
+    min: 1,
+    help: "agentic: tokens of the context the first turn builds on (50000, 5000)",
+  },
+  "agentic-shared-tokens": {
+    type: "int",
+    min: 0,
+    help: "agentic: of the start, tokens every session shares: system prompt and tools (10000, 2000)",
+  },
+  "agentic-growth-tokens": {
+    type: "int",
+    min: 1,
+    help: "agentic: tokens each turn appends, the tool's output (3000, 600)",
+  },
+  "agentic-cap-tokens": {
+    type: "int",
+    min: 1,
+    help: "agentic: a session ends before its context would pass this (72000, 9000)",
+  },
+  "agentic-pause-median": {
+    type: "number",
+    min: 0,
+    help: "agentic: tool pause before each later turn, log-normal median in seconds (8, 2); 0 = none",
+  },
+  "agentic-pause-sigma": {
+    type: "number",
+    min: 0,
+    help: "agentic: spread of the pause's logarithm (1, 0.75)",
+  },
+  "agentic-pause-max": { type: "number", min: 0, help: "agentic: longest pause in seconds (120, 30)" },
+  "agentic-fork-probability": {
+    type: "number",
+    min: 0,
+    max: 1,
+    help: "agentic: chance that an answered turn spawns sub-agents (0.1, 0)",
+  },
+  "agentic-fork-count": { type: "int", min: 0, help: "agentic: sub-agents per fork, run in parallel (2, 0)" },
+  "agentic-fork-turns": { type: "int", min: 0, help: "agentic: turns of each sub-agent (3, 0)" },
   // request shape
   temperature: { type: "number", default: 0, min: 0, help: "sampling temperature sent with every request" },
   "ignore-eos": {
@@ -190,6 +237,9 @@ export function toOptions(f: FlagValues): BenchOptions {
   const workload = String(f.workload) as WorkloadName;
   if (!WORKLOADS.includes(workload))
     throw new CliError(`--workload: expected one of ${WORKLOADS.join(", ")}`);
+  const preset = f["agentic-preset"];
+  if (typeof preset === "string" && !(AGENTIC_PRESET_NAMES as string[]).includes(preset))
+    throw new CliError(`--agentic-preset: expected one of ${AGENTIC_PRESET_NAMES.join(", ")}`);
   const endpoint = String(f.endpoint);
   if (!["auto", "chat", "completions"].includes(endpoint))
     throw new CliError("--endpoint: expected chat, completions or auto");
@@ -249,6 +299,19 @@ export function toOptions(f: FlagValues): BenchOptions {
       initUserId: num(f, "init-user-id"),
       datasetPath: f["dataset-path"] as string | undefined,
       datasetShuffle: f["dataset-shuffle"] as boolean,
+      agenticPreset: f["agentic-preset"] as string | undefined,
+      agenticSessions: num(f, "agentic-sessions"),
+      agenticTurns: num(f, "agentic-turns"),
+      agenticStartTokens: num(f, "agentic-start-tokens"),
+      agenticSharedTokens: num(f, "agentic-shared-tokens"),
+      agenticGrowthTokens: num(f, "agentic-growth-tokens"),
+      agenticCapTokens: num(f, "agentic-cap-tokens"),
+      agenticPauseMedianS: num(f, "agentic-pause-median"),
+      agenticPauseSigma: num(f, "agentic-pause-sigma"),
+      agenticPauseMaxS: num(f, "agentic-pause-max"),
+      agenticForkProbability: num(f, "agentic-fork-probability"),
+      agenticForkCount: num(f, "agentic-fork-count"),
+      agenticForkTurns: num(f, "agentic-fork-turns"),
     },
     qps: parseQps(String(f.qps)),
     arrival,
@@ -347,7 +410,9 @@ export async function main(argv: string[]): Promise<number> {
     const sweep = runs.length > 1;
     for (const r of runs) {
       if (sweep) console.log(`\nqps = ${String(r.result.request_rate)}`);
-      console.log(summaryTable(r.fields, r.result.server, r.result.client as ClientFigures));
+      console.log(
+        summaryTable(r.fields, r.result.server, r.result.client as ClientFigures, r.result.resumed),
+      );
     }
     if (typeof flags.out === "string") {
       const body = sweep ? { sweep: runs.map((r) => r.result) } : runs[0]!.result;

@@ -26,6 +26,19 @@ const SHORT: { [K in keyof WorkloadFlags]-?: string } = {
   initUserId: "first-user",
   datasetPath: "file",
   datasetShuffle: "shuffle",
+  agenticPreset: "preset",
+  agenticSessions: "sessions",
+  agenticTurns: "turns",
+  agenticStartTokens: "start",
+  agenticSharedTokens: "shared",
+  agenticGrowthTokens: "growth",
+  agenticCapTokens: "cap",
+  agenticPauseMedianS: "pause",
+  agenticPauseSigma: "pause-sigma",
+  agenticPauseMaxS: "pause-max",
+  agenticForkProbability: "fork-p",
+  agenticForkCount: "forks",
+  agenticForkTurns: "fork-turns",
 };
 
 function qpsText(q: number): string {

@@ -3,6 +3,7 @@
 // per-request samples that `compare` bootstraps from.
 import { LATENCY_METRICS, type MetricFields } from "../workload/metrics.js";
 import { tpotOf, type RequestRecord } from "../workload/record.js";
+import { percentile } from "../workload/stats.js";
 import type { ServerFigures } from "./scrape.js";
 
 export interface ClientFigures {
@@ -11,6 +12,34 @@ export interface ClientFigures {
   event_loop_delay_max_ms: number;
   connections: number;
   max_in_flight: number;
+}
+
+/**
+ * Agent sessions' resumed turns (sent after a tool pause): where a router kept the session's KV the turn
+ * prefills only what the tool added, where it lost it the whole context again. The other turns (a
+ * session's first, a sub-agent's) beside them for scale.
+ */
+export interface ResumedFigures {
+  resumed_turns: number;
+  resumed_ttft_p50_ms: number;
+  resumed_ttft_p90_ms: number;
+  other_turns: number;
+  other_ttft_p50_ms: number;
+}
+
+/** Resumed-turn TTFTs of the successful requests; null when no turn waited for a tool. */
+export function resumedFigures(records: readonly RequestRecord[]): ResumedFigures | null {
+  const resumed: number[] = [];
+  const other: number[] = [];
+  for (const r of records) if (r.ok) (r.resumed ? resumed : other).push(r.ttft);
+  if (resumed.length === 0) return null;
+  return {
+    resumed_turns: resumed.length,
+    resumed_ttft_p50_ms: percentile(resumed, 50),
+    resumed_ttft_p90_ms: percentile(resumed, 90),
+    other_turns: other.length,
+    other_ttft_p50_ms: percentile(other, 50),
+  };
 }
 
 export interface BenchResult extends Record<string, unknown> {
@@ -25,6 +54,8 @@ export interface BenchResult extends Record<string, unknown> {
   config: Record<string, unknown>;
   server: ServerFigures | null;
   client: ClientFigures;
+  /** agent sessions' resumed turns; null when no turn waited for a tool */
+  resumed: ResumedFigures | null;
   input_lens: number[];
   output_lens: number[];
   ttfts: number[];
@@ -106,7 +137,12 @@ function banner(title: string, fill = "-"): string {
 }
 
 /** The summary table, laid out as vllm bench serve prints it. */
-export function summaryTable(f: MetricFields, server: ServerFigures | null, client: ClientFigures): string {
+export function summaryTable(
+  f: MetricFields,
+  server: ServerFigures | null,
+  client: ClientFigures,
+  resumed: ResumedFigures | null = null,
+): string {
   const lines = [banner(" Serving Benchmark Result ", "=")];
   lines.push(row("Successful requests:", String(f.completed)));
   lines.push(row("Failed requests:", String(f.failed)));
@@ -128,6 +164,13 @@ export function summaryTable(f: MetricFields, server: ServerFigures | null, clie
       const p = new RegExp(`^p([0-9.]+)_${m}_ms$`).exec(k);
       if (p) lines.push(row(`P${p[1]} ${short} (ms):`, num(f[k])));
     }
+  }
+  if (resumed) {
+    lines.push(banner("Resumed turns (after a tool pause)"));
+    lines.push(row("Resumed turns:", String(resumed.resumed_turns)));
+    lines.push(row("Median resumed TTFT (ms):", num(resumed.resumed_ttft_p50_ms)));
+    lines.push(row("P90 resumed TTFT (ms):", num(resumed.resumed_ttft_p90_ms)));
+    lines.push(row("Median TTFT of other turns (ms):", num(resumed.other_ttft_p50_ms)));
   }
   if (server) {
     lines.push(banner("Server side (/metrics)"));

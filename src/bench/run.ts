@@ -9,7 +9,7 @@ import { LoadRun, type LoadOptions, type TurnToSend } from "./load.js";
 import { summarize, type MetricFields, type Slo } from "../workload/metrics.js";
 import { Progress } from "./progress.js";
 import type { RequestRecord } from "../workload/record.js";
-import { sampleArrays, type BenchResult, type ClientFigures } from "./report.js";
+import { resumedFigures, sampleArrays, type BenchResult, type ClientFigures } from "./report.js";
 import {
   engineHitFigures,
   freshRouterEngines,
@@ -88,7 +88,8 @@ function authHeaders(o: BenchOptions): Record<string, string> {
 function senderFor(client: BenchClient, workload: Workload, endpoint: Endpoint) {
   return (t: TurnToSend) => {
     const chat = endpoint === "chat";
-    return client.send({
+    const resumed = (t.session.turns[t.round]!.pauseBeforeS ?? 0) > 0;
+    const sent = client.send({
       index: t.index,
       sessionId: t.session.id,
       round: t.round,
@@ -99,6 +100,12 @@ function senderFor(client: BenchClient, workload: Workload, endpoint: Endpoint) 
       sessionHeader: workload.sessionHeader,
       keepText: t.session.carriesHistory,
     });
+    return resumed
+      ? sent.then((s) => {
+          s.record.resumed = true;
+          return s;
+        })
+      : sent;
   };
 }
 
@@ -239,6 +246,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
         ...fields,
         server,
         client: clientFig,
+        resumed: resumedFigures(res.records),
         config: {
           ...o,
           qps: Number.isFinite(qps) ? qps : "inf",

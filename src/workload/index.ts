@@ -1,6 +1,7 @@
 // Builds a workload by name from resolved options. Each generator is pure; this only routes. A dataset
 // file is read by the caller's `readText`, so the workload library itself does no I/O.
 import type { TextShape } from "./text.js";
+import { AGENTIC_PRESET_NAMES, agenticOptions, agenticWorkload, type AgenticPreset } from "./agentic.js";
 import { datasetWorkload, parseDataset } from "./dataset.js";
 import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "./multi-round-qa.js";
 import { PREFIX_REPETITION_DEFAULTS, prefixRepetitionWorkload } from "./prefix-repetition.js";
@@ -14,6 +15,7 @@ export const WORKLOADS = [
   "multi-round-qa",
   "prefix-repetition",
   "dataset",
+  "agentic",
 ] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
 
@@ -37,6 +39,20 @@ export interface WorkloadFlags {
   initUserId?: number;
   datasetPath?: string;
   datasetShuffle?: boolean;
+  /** agentic: the preset the knobs below override (default code-gen) */
+  agenticPreset?: string;
+  agenticSessions?: number;
+  agenticTurns?: number;
+  agenticStartTokens?: number;
+  agenticSharedTokens?: number;
+  agenticGrowthTokens?: number;
+  agenticCapTokens?: number;
+  agenticPauseMedianS?: number;
+  agenticPauseSigma?: number;
+  agenticPauseMaxS?: number;
+  agenticForkProbability?: number;
+  agenticForkCount?: number;
+  agenticForkTurns?: number;
 }
 
 export function buildWorkload(
@@ -85,6 +101,32 @@ export function buildWorkload(
         seed,
       };
       return { workload: multiRoundQaWorkload(o, shape), options: o };
+    }
+    case "agentic": {
+      const preset = (f.agenticPreset ?? "code-gen") as AgenticPreset;
+      if (!AGENTIC_PRESET_NAMES.includes(preset))
+        throw new Error(`--agentic-preset: expected one of ${AGENTIC_PRESET_NAMES.join(", ")}`);
+      const knobs = {
+        sessions: f.agenticSessions,
+        turns: f.agenticTurns,
+        startTokens: f.agenticStartTokens,
+        sharedTokens: f.agenticSharedTokens,
+        growthTokens: f.agenticGrowthTokens,
+        outputTokens: f.outputLen,
+        capTokens: f.agenticCapTokens,
+        rangeRatio: f.rangeRatio,
+        pauseMedianS: f.agenticPauseMedianS,
+        pauseSigma: f.agenticPauseSigma,
+        pauseMaxS: f.agenticPauseMaxS,
+        forkProbability: f.agenticForkProbability,
+        forkCount: f.agenticForkCount,
+        forkTurns: f.agenticForkTurns,
+      };
+      const over = Object.fromEntries(Object.entries(knobs).filter(([, v]) => v !== undefined));
+      const o = agenticOptions(preset, seed, over);
+      if (o.sharedTokens > o.startTokens)
+        throw new Error("--agentic-shared-tokens: the shared part cannot exceed --agentic-start-tokens");
+      return { workload: agenticWorkload(o, shape), options: { preset, ...o } };
     }
     case "dataset": {
       if (!f.datasetPath)

@@ -26,6 +26,11 @@ export interface RequestRecord {
   httpStatus: number;
   errorKind: ErrorKind | null;
   error: string;
+  /**
+   * sent after a tool pause (Turn.pauseBeforeS): an agent's resumed turn, whose context may have left
+   * the engine's cache while it waited
+   */
+  resumed?: boolean;
 }
 
 /** TPOT as vllm bench defines it: (E2EL − TTFT) / (output tokens − 1), only for outputs of 2+ tokens. */
