@@ -98,6 +98,23 @@ const specs: FlagSpecs = {
   },
   "session-header": { type: "string", default: "x-session-id", help: "header carrying the session key" },
   "session-key": { type: "string", help: "body field used as the session key when the header is absent" },
+  "session-infer": {
+    type: "boolean",
+    default: true,
+    negatable: true,
+    help: "a request naming no session (no agentic_context, header, body field or previous_response_id) joins the session whose last prompt it extends",
+  },
+  "max-sessions": {
+    type: "int",
+    min: 1,
+    default: 65_536,
+    help: "sessions remembered for session identity (the least recently seen dropped beyond)",
+  },
+  "session-idle-timeout": {
+    type: "string",
+    default: "30m",
+    help: "a session unseen this long is forgotten",
+  },
   "engine-api-key": { type: "string", help: "API key the engines expect (default: $VLLM_API_KEY)" },
   "max-body-size": {
     type: "size",
@@ -192,6 +209,9 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   }
   if (has("session-header")) sub("session").header = flags["session-header"];
   if (has("session-key")) sub("session").bodyKey = flags["session-key"];
+  if (has("session-infer")) sub("session").infer = flags["session-infer"];
+  if (has("max-sessions")) sub("session").maxSessions = flags["max-sessions"];
+  if (has("session-idle-timeout")) sub("session").idleTimeout = flags["session-idle-timeout"];
   if (has("engine-api-key")) c.engineApiKey = flags["engine-api-key"];
   if (has("max-body-size")) sub("limits").maxBodyBytes = flags["max-body-size"];
   if (has("listen-sockets")) sub("limits").listenSockets = flags["listen-sockets"];

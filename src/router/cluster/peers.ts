@@ -119,7 +119,12 @@ export function parseReport(
   const responses: ResponseLink[] = [];
   if (Array.isArray(r.responses))
     for (const l of r.responses.slice(-MAX_PICKS)) {
-      if (Array.isArray(l) && l.length === 3 && l.every((x) => typeof x === "string" && x.length <= 2048))
+      // a fourth string, the response's session, since session identity
+      if (
+        Array.isArray(l) &&
+        (l.length === 3 || l.length === 4) &&
+        l.every((x) => typeof x === "string" && x.length <= 2048)
+      )
         responses.push(l as ResponseLink);
     }
   return { v: 1, id: r.id, seq: r.seq, load, picks, responses, clamped };

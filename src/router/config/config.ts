@@ -169,6 +169,16 @@ export const routerConfigSchema = z.strictObject({
       /** top-level body field used when the header is absent (e.g. "user") */
       bodyKey: z.string().optional(),
       loadFactor: z.number().min(1).default(1.25),
+      /** session identity (src/routing/session-identity.ts): vllm_xargs.agentic_context names the session */
+      agenticContext: z.boolean().default(true),
+      /** a Responses follow-up is in its previous_response_id's session */
+      responseChain: z.boolean().default(true),
+      /** a request naming no session joins the one whose last prompt it extends */
+      infer: z.boolean().default(true),
+      /** sessions remembered (LRU beyond) */
+      maxSessions: z.number().int().min(1).default(65_536),
+      /** a session unseen this long is forgotten (vllm-router's paused_retention_ttl_seconds) */
+      idleTimeout: duration.default(1_800_000),
     })
     .prefault({}),
   /** alias → served model name */

@@ -45,7 +45,7 @@ import { Migrations } from "./migration-flow.js";
 import { RequestContext } from "./request-context.js";
 import { modelNotFound, type RoutedRequest } from "../request/routed-request.js";
 import { forwardedHeaders, upstreamAuthorization } from "../engines/upstream-rules.js";
-import { WorkCancelled, type Cancellable } from "../../tokenizer/index.js";
+import { WorkCancelled, type Cancellable } from "../../eventloop/turns.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import { responseNotFound, type ResponseAffinity } from "./response-affinity.js";
 
@@ -341,7 +341,7 @@ export class Proxy implements AttemptHost {
     const id = ctx.responseScan?.feed(chunk);
     if (id === undefined) return;
     ctx.responseScan = undefined;
-    if (id !== null) this.d.affinity?.remember(id, e.url, c.pr.model);
+    if (id !== null) this.d.affinity?.remember(id, e.url, c.pr.model, c.pr.sessionKey);
   }
 
   answerHeld(c: AttemptContext, seconds: number): void {

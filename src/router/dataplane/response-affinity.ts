@@ -18,10 +18,12 @@ import { UpstreamTooLargeError } from "../engines/engine-get.js";
 export interface ResponseHome {
   engine: string;
   model: string;
+  /** the session the response was made in, so a follow-up naming it joins that session */
+  session?: string | undefined;
 }
 
 /** One learned id, as the processes of a router group tell each other. */
-export type ResponseLink = [id: string, engine: string, model: string];
+export type ResponseLink = [id: string, engine: string, model: string, session?: string];
 
 /** Links one report may carry; beyond, the oldest are dropped (a follow-up then finds no home: 404). */
 const MAX_LINKS_PER_BATCH = 4096;
@@ -53,12 +55,12 @@ export class ResponseAffinity {
   }
 
   /** A response made here: remembered, and told to the rest of the group. */
-  remember(id: string, engine: string, model: string): void {
-    this.learn(id, engine, model);
+  remember(id: string, engine: string, model: string, session?: string): void {
+    this.learn(id, engine, model, session);
     if (!this.sharing) return;
     const first = this.outgoing.length === 0;
     if (this.outgoing.length >= MAX_LINKS_PER_BATCH) this.outgoing.shift();
-    this.outgoing.push([id, engine, model]);
+    this.outgoing.push(session === undefined ? [id, engine, model] : [id, engine, model, session]);
     if (first) this.onLearned?.();
   }
 
@@ -75,12 +77,17 @@ export class ResponseAffinity {
     for (const l of links) {
       if (++n > MAX_LINKS_PER_BATCH) break;
       if (Array.isArray(l) && typeof l[0] === "string" && typeof l[1] === "string")
-        this.learn(l[0], l[1], typeof l[2] === "string" ? l[2] : "");
+        this.learn(
+          l[0],
+          l[1],
+          typeof l[2] === "string" ? l[2] : "",
+          typeof l[3] === "string" ? l[3] : undefined,
+        );
     }
   }
 
-  private learn(id: string, engine: string, model: string): void {
-    this.homes.set(id, { engine, model });
+  private learn(id: string, engine: string, model: string, session: string | undefined): void {
+    this.homes.set(id, session === undefined ? { engine, model } : { engine, model, session });
     this.trim();
   }
 

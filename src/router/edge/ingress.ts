@@ -8,11 +8,11 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../../http/errors.js";
-import { parseSloHeader, SLO_HEADER } from "../../routing/index.js";
+import { parseSloHeader, SessionTracker, SLO_HEADER } from "../../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../../http/body.js";
 import { promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
 import type { Admission, Tenant } from "../../tenancy/state.js";
-import { WorkCancelled } from "../../tokenizer/index.js";
+import { WorkCancelled } from "../../eventloop/turns.js";
 import { ANONYMOUS_FLOW, type QueueFlow } from "../request/admission.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import { readRequestBody } from "./body.js";
@@ -98,6 +98,10 @@ export function validateFields(path: string, obj: Record<string, unknown>): void
 }
 
 export class Ingress {
+  /** which session each generation request belongs to (src/routing/session-identity.ts) */
+  readonly sessions = new SessionTracker({ namespace: `${process.pid.toString(36)}.` });
+  private sessionConfig: RouterConfig["session"] | undefined;
+
   constructor(private readonly d: IngressDeps) {}
 
   /**
@@ -195,7 +199,7 @@ export class Ingress {
         pin: home && pinId !== undefined ? { id: pinId, engine: home.engine } : undefined,
         model,
         stream: obj?.stream === true,
-        sessionKey: this.sessionKey(req, obj),
+        sessionKey: this.sessionKey(req, obj, ep, pinId, home?.session, workBegan),
         body: mutated ? Buffer.from(JSON.stringify(obj)) : b.body,
         parsed: obj,
         // with tenancy on, the client's key was the router's credential: it stops here
@@ -365,15 +369,42 @@ export class Ingress {
     return only;
   }
 
-  private sessionKey(req: IncomingMessage, obj: Record<string, unknown> | undefined): string | undefined {
+  /**
+   * A generation request's session, by the tracker (agentic context, header, body field, Responses
+   * chain, else inferred from the prompt); other requests' from the header or body field alone.
+   */
+  private sessionKey(
+    req: IncomingMessage,
+    obj: Record<string, unknown> | undefined,
+    ep: Endpoint,
+    pinId: string | undefined,
+    pinSession: string | undefined,
+    now: number,
+  ): string | undefined {
     const s = this.d.config().session;
     const h = req.headers[s.header.toLowerCase()];
-    if (typeof h === "string" && h !== "") return h;
-    if (s.bodyKey && obj) {
-      const v = obj[s.bodyKey];
-      if (typeof v === "string" || typeof v === "number") return String(v);
+    const header = typeof h === "string" && h !== "" ? h : undefined;
+    if (ep.counted !== "requests") {
+      if (header !== undefined) return header;
+      const v = s.bodyKey && obj ? obj[s.bodyKey] : undefined;
+      return typeof v === "string" || typeof v === "number" ? String(v) : undefined;
     }
-    return undefined;
+    if (s !== this.sessionConfig) {
+      this.sessionConfig = s;
+      this.sessions.configure({
+        maxSessions: s.maxSessions,
+        idleMs: s.idleTimeout,
+        agenticContext: s.agenticContext,
+        bodyKey: s.bodyKey,
+        responseChain: s.responseChain,
+        infer: s.infer,
+      });
+    }
+    const previousResponse =
+      ep.pin === "previous-response-id" && pinId !== undefined
+        ? { id: pinId, session: pinSession }
+        : undefined;
+    return this.sessions.identify({ header, body: obj, previousResponse }, now)?.key;
   }
 }
 

@@ -182,6 +182,7 @@ export class Router {
         res.setHeader(
           "x-switchyard-route",
           (this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`) +
+            (view.sessionKey !== undefined ? `; session=${encodeURIComponent(view.sessionKey)}` : "") +
             (this.group ? `; ${this.group.label}` : ""),
         );
       },
