@@ -9,14 +9,14 @@
 // background request, which needs the store, is a 400.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
-import type { FinishReason } from "../engine/types.js";
 import { outputBudget } from "../http/context-length.js";
 import { HttpError, type ErrorType } from "../http/errors.js";
 import type { ChatMessage } from "../tokenizer/types.js";
 import { resolveRequestModel, type ModelChoice, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
-import { checkAdmission, Generation, trackLoad, type GenerationResult } from "./generation.js";
+import { checkAdmission, Generation, trackLoad } from "./generation.js";
 import { chatPrompt } from "./prompts.js";
+import { outputMessage, responseObject, responseToolChoice, statusOf } from "./response-object.js";
 import { ResponseStore, storedBytes, type StoredResponse } from "./response-store.js";
 import type { ChatBody } from "./schemas.js";
 import { SSE_HEADERS } from "./sse.js";
@@ -27,6 +27,24 @@ const item = z.looseObject({
   role: z.string().nullish(),
   content: z.union([z.string(), z.array(part)]).nullish(),
 });
+
+const penalty = z.number().min(-2).max(2).nullish();
+/** `text.format`: plain text, a JSON object, or a named JSON schema (vLLM requires the name) */
+const textFormat = z
+  .looseObject({
+    type: z.enum(["text", "json_schema", "json_object"]),
+    name: z.string().optional(),
+    schema: z.record(z.string(), z.unknown()).nullish(),
+    description: z.string().nullish(),
+    strict: z.boolean().nullish(),
+  })
+  .refine((f) => f.type !== "json_schema" || typeof f.name === "string", {
+    message: "Field required",
+    path: ["name"],
+  });
+const textSchema = z
+  .looseObject({ format: textFormat.nullish(), verbosity: z.enum(["low", "medium", "high"]).nullish() })
+  .nullish();
 
 export const responsesSchema = z
   .looseObject({
@@ -46,6 +64,17 @@ export const responsesSchema = z
     priority: z.number().int().nullish(),
     cache_salt: z.string().nullish(),
     prompt: z.unknown().optional(),
+    presence_penalty: penalty,
+    frequency_penalty: penalty,
+    kv_transfer_params: z.record(z.string(), z.unknown()).nullish(),
+    text: textSchema,
+    // tools are not modelled; tool_choice is resolved as vLLM does (response-object.ts)
+    tools: z.array(z.unknown()).nullish(),
+    tool_choice: z.unknown().optional(),
+    parallel_tool_calls: z.boolean().nullish(),
+    max_tool_calls: z.number().int().nullish(),
+    service_tier: z.enum(["auto", "default", "flex", "scale", "priority"]).nullish(),
+    truncation: z.enum(["auto", "disabled"]).nullish(),
   })
   .refine((b) => !(b.background === true && b.store === false), {
     message: "background can only be used when `store` is true",
@@ -134,64 +163,6 @@ interface Pending {
   store: boolean;
 }
 
-function outputMessage(itemId: string, text: string, status: string): Record<string, unknown> {
-  const content =
-    status === "in_progress" ? [] : [{ annotations: [], text, type: "output_text", logprobs: null }];
-  return { id: itemId, content, role: "assistant", status, type: "message" };
-}
-
-function statusOf(reason: FinishReason): string {
-  return reason === "length" ? "incomplete" : reason === "abort" ? "cancelled" : "completed";
-}
-
-/** vLLM's ResponsesResponse, every field dumped. */
-function responseObject(
-  p: Pending,
-  status: string,
-  r: GenerationResult | null,
-  background: boolean,
-): Record<string, unknown> {
-  const b = p.body;
-  return {
-    id: p.id,
-    created_at: p.created,
-    incomplete_details: r?.reason === "length" ? { reason: "max_output_tokens" } : null,
-    instructions: b.instructions ?? null,
-    metadata: b.metadata ?? null,
-    model: p.model.name,
-    object: "response",
-    output: r ? [outputMessage(p.itemId, r.text, "completed")] : [],
-    parallel_tool_calls: true,
-    temperature: b.temperature ?? 1.0,
-    tool_choice: "auto",
-    tools: [],
-    top_p: b.top_p ?? 1.0,
-    background,
-    max_output_tokens: p.maxTokens,
-    max_tool_calls: null,
-    previous_response_id: b.previous_response_id ?? null,
-    prompt: null,
-    reasoning: null,
-    service_tier: "auto",
-    status,
-    text: null,
-    top_logprobs: null,
-    truncation: "disabled",
-    usage: r
-      ? {
-          input_tokens: p.promptIds.length,
-          input_tokens_details: { cached_tokens: r.timings.cachedTokens },
-          output_tokens: r.timings.outputTokens,
-          output_tokens_details: { reasoning_tokens: 0 },
-          total_tokens: p.promptIds.length + r.timings.outputTokens,
-        }
-      : null,
-    user: b.user ?? null,
-    input_messages: null,
-    output_messages: null,
-  };
-}
-
 function remember(
   ctx: SimContext,
   p: Pending,
@@ -217,6 +188,8 @@ function sendJson(res: ServerResponse, value: unknown): void {
 
 /** Everything POST /v1/responses and /v1/responses/render share: checks, conversation, prompt ids. */
 export async function prepareResponse(ctx: SimContext, body: ResponsesBody): Promise<Pending> {
+  // vLLM resolves tool_choice as it reads the request: its refusals come before the model's
+  responseToolChoice(body);
   const model = resolveRequestModel(ctx, body.model);
   const wantsStore = body.store !== false;
   if (wantsStore && !ctx.options.responsesStore && body.background === true)

@@ -22,6 +22,42 @@ after(async () => {
   await stored.close();
 });
 
+/** vLLM 0.32's ResponsesResponse keys, in its order */
+const RESPONSE_KEYS = [
+  "id",
+  "created_at",
+  "incomplete_details",
+  "instructions",
+  "metadata",
+  "model",
+  "object",
+  "output",
+  "parallel_tool_calls",
+  "temperature",
+  "tool_choice",
+  "tools",
+  "top_p",
+  "background",
+  "max_output_tokens",
+  "max_tool_calls",
+  "previous_response_id",
+  "prompt",
+  "reasoning",
+  "service_tier",
+  "status",
+  "text",
+  "top_logprobs",
+  "truncation",
+  "usage",
+  "user",
+  "presence_penalty",
+  "frequency_penalty",
+  "kv_transfer_params",
+  "ec_transfer_params",
+  "input_messages",
+  "output_messages",
+];
+
 async function get(url: string) {
   const r = await fetch(url);
   return { status: r.status, json: (await r.json()) as any };
@@ -67,7 +103,25 @@ test("a response answers the chat of its instructions and input, in vLLM's Respo
   assert.equal(r.json.usage.output_tokens, 6);
   assert.equal(r.json.usage.total_tokens, r.json.usage.input_tokens + 6);
   assert.equal(typeof r.json.usage.input_tokens_details.cached_tokens, "number");
-  assert.deepEqual(r.json.usage.output_tokens_details, { reasoning_tokens: 0 });
+  // a single-turn answer: vLLM's per-turn lists stay empty
+  assert.deepEqual(
+    { ...r.json.usage.input_tokens_details, cached_tokens: 0 },
+    { cached_tokens: 0, cache_write_tokens: 0, input_tokens_per_turn: [], cached_tokens_per_turn: [] },
+  );
+  assert.deepEqual(r.json.usage.output_tokens_details, {
+    reasoning_tokens: 0,
+    tool_output_tokens: 0,
+    output_tokens_per_turn: [],
+    tool_output_tokens_per_turn: [],
+  });
+  assert.equal(msg.phase, null);
+  // no tools: vLLM resolves the default "auto" to "none"
+  assert.equal(r.json.tool_choice, "none");
+  for (const k of ["text", "kv_transfer_params", "ec_transfer_params", "input_messages", "output_messages"])
+    assert.equal(r.json[k], null, k);
+  assert.deepEqual([r.json.presence_penalty, r.json.frequency_penalty], [0, 0]);
+  // every key in vLLM 0.32's order
+  assert.deepEqual(Object.keys(r.json), RESPONSE_KEYS);
 
   // a list of messages with content parts is the same conversation
   const parts = await postJson(`${plain.url}/v1/responses`, {
@@ -76,6 +130,67 @@ test("a response answers the chat of its instructions and input, in vLLM's Respo
     max_output_tokens: 6,
   });
   assert.equal(parts.json.output[0].content[0].text, msg.content[0].text);
+});
+
+test("the answer echoes the request's settings as vLLM resolves them: penalties, text format, tool_choice", async () => {
+  const r = await postJson(`${plain.url}/v1/responses`, {
+    input: "A city.",
+    max_output_tokens: 3,
+    temperature: 0,
+    top_p: 0.5,
+    presence_penalty: 0.5,
+    frequency_penalty: -0.25,
+    parallel_tool_calls: false,
+    truncation: "auto",
+    text: { format: { type: "json_schema", name: "city", schema: { type: "object" } } },
+  });
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual([r.json.presence_penalty, r.json.frequency_penalty], [0.5, -0.25]);
+  // greedy sampling resets top_p, as SamplingParams does
+  assert.deepEqual([r.json.temperature, r.json.top_p], [0, 1]);
+  assert.equal(r.json.parallel_tool_calls, false);
+  assert.equal(r.json.truncation, "auto");
+  assert.deepEqual(r.json.text, {
+    format: {
+      name: "city",
+      schema: { type: "object" },
+      type: "json_schema",
+      description: null,
+      strict: null,
+    },
+    verbosity: null,
+  });
+  const low = await postJson(`${plain.url}/v1/responses`, {
+    input: "Hi",
+    max_output_tokens: 2,
+    temperature: 0.000001,
+    text: { verbosity: "low" },
+  });
+  assert.deepEqual(low.json.text, { format: null, verbosity: "low" });
+  assert.equal(low.json.temperature, 0.01, "SamplingParams' floor on a sampling temperature");
+
+  // without tools vLLM refuses a tool_choice that needs one, naming it
+  const required = await postJson(`${plain.url}/v1/responses`, { input: "Hi", tool_choice: "required" });
+  assert.equal(required.status, 400);
+  assert.equal(required.json.error.param, "tool_choice");
+  assert.equal(
+    required.json.error.message,
+    "Tool choice 'required' must be specified with 'tools' parameter. (parameter=tool_choice)",
+  );
+  const named = await postJson(`${plain.url}/v1/responses`, {
+    input: "Hi",
+    tool_choice: { type: "function", name: "f" },
+  });
+  assert.equal(named.status, 400);
+  assert.match(named.json.error.message, /^Tool choice 'function' not found in 'tools' parameter/);
+  const penalty = await postJson(`${plain.url}/v1/responses`, { input: "Hi", presence_penalty: 3 });
+  assert.equal(penalty.status, 400);
+  assert.equal(penalty.json.error.param, "body.presence_penalty");
+  const unnamed = await postJson(`${plain.url}/v1/responses`, {
+    input: "Hi",
+    text: { format: { type: "json_schema", schema: {} } },
+  });
+  assert.equal(unnamed.status, 400);
 });
 
 test("streamed: vLLM's event sequence, numbered from 0, deltas adding up to the done text", async () => {
@@ -115,6 +230,8 @@ test("streamed: vLLM's event sequence, numbered from 0, deltas adding up to the 
   const done = s.events.at(-1)!.data.response;
   assert.equal(done.output[0].content[0].text, text);
   assert.equal(done.usage.output_tokens, 5);
+  assert.deepEqual(Object.keys(done), RESPONSE_KEYS);
+  assert.equal(s.events[2]!.data.item.phase, null);
   const itemId = s.events[2]!.data.item.id;
   for (const e of s.events.slice(3, -1)) if (e.data.item_id) assert.equal(e.data.item_id, itemId);
 });
