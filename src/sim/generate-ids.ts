@@ -115,13 +115,17 @@ export async function handleGenerate(
   ) => {
     const out: Record<string, unknown> = {
       index: c.index,
-      logprobs: null,
       finish_reason: finish,
       stop_reason: stopReason,
       token_ids: ids,
       routed_experts: null,
+      sampling_mask: null,
+      // the weights that made the choice's tokens: the one set a sim has, over all of them once done
+      weight_versions:
+        finish === null ? null : [{ version: "default", start: 0, end: c.result?.ids.length ?? c.sent }],
     };
     if (mode === "text") out.text = text ?? "";
+    out.logprobs = null;
     return out;
   };
   const usageOf = (completion: number): Record<string, unknown> => ({
@@ -129,6 +133,7 @@ export async function handleGenerate(
     total_tokens: promptTokens + completion,
     completion_tokens: completion,
     prompt_tokens_details: null,
+    completion_tokens_details: null,
   });
   const totalOut = (): number => choices.reduce((a, c) => a + (c.result?.timings.outputTokens ?? c.sent), 0);
   const chunk = (
@@ -140,34 +145,44 @@ export async function handleGenerate(
   ) =>
     `data: ${JSON.stringify({
       request_id: id,
-      choices: [choiceJson(c, ids, finish, stopReason, text)],
       usage: continuous ? usageOf(c.sent) : null,
       output_mode: mode,
+      choices: [choiceJson(c, ids, finish, stopReason, text)],
     })}\n\n`;
 
   const complete = (): void => {
     if (res.destroyed || res.writableEnded) return;
     if (stream) {
       let out = "";
-      if (includeUsage)
-        out += `data: ${JSON.stringify({ request_id: id, choices: [], usage: usageOf(totalOut()), output_mode: mode })}\n\n`;
+      if (includeUsage) {
+        // the closing usage has the counts alone, no details
+        const n = totalOut();
+        const usage = { prompt_tokens: promptTokens, total_tokens: promptTokens + n, completion_tokens: n };
+        out += `data: ${JSON.stringify({ request_id: id, usage, output_mode: mode, choices: [] })}\n\n`;
+      }
       res.end(out + DONE_EVENT);
       return;
     }
     const cached = choices[0]?.result?.timings.cachedTokens ?? 0;
     const u = usageOf(totalOut());
     if (ctx.options.enablePromptTokensDetails) u.prompt_tokens_details = { cached_tokens: cached };
+    // vLLM 0.32's GenerateResponse, fields in its order
     const text = JSON.stringify({
       request_id: id,
       model: model.name,
       created,
+      usage: u,
+      prompt_logprobs: null,
+      prompt_token_id_logprobs: null,
+      prompt_token_ids: null,
+      mm_placeholders: null,
+      metrics: null,
+      kv_transfer_params: null,
+      ec_transfer_params: null,
+      output_mode: mode,
       choices: choices.map((c) =>
         choiceJson(c, c.result!.ids, c.result!.reason, c.result!.stopString, c.result!.text),
       ),
-      usage: u,
-      prompt_logprobs: null,
-      kv_transfer_params: null,
-      output_mode: mode,
     });
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
     res.end(text);

@@ -116,8 +116,9 @@ export function checkSampling(s: CheckedSampling, vocabSize?: number): void {
   const m = s.min_p;
   if (m !== null && m !== undefined && !(m >= 0 && m <= 1))
     throw new HttpError(400, `min_p must be in [0, 1], got ${pyFloat(m)}.`);
-  // temperature 0 is greedy, where n > 1 would be n copies of one answer
-  if (t !== null && t !== undefined && t < 1e-5 && n > 1)
+  // temperature 0 is greedy, where n > 1 would be n copies of one answer; a temperature above 0 is
+  // first raised to SamplingParams' floor of 0.01, so only 0 itself is greedy here
+  if (t !== null && t !== undefined && t <= 0 && n > 1)
     throw new HttpError(400, `n must be 1 when using greedy sampling, got ${n}.`);
 }
 

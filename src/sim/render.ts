@@ -5,60 +5,15 @@
 // tokenises elsewhere and routes on token ids uses the pair around the token-in/token-out engine.
 import { z } from "zod";
 import { contextLengthError } from "../http/context-length.js";
-import { HttpError } from "../http/errors.js";
+import { HttpError, type ErrorType } from "../http/errors.js";
 import { assistantMessage } from "../http/vllm-answers.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
-import { checkSampling, stopStrings } from "./generation.js";
 import { anthropicToChat, messagesPromptIds, messagesSchema } from "./messages.js";
 import { chatPrompt, completionPrompts } from "./prompts.js";
 import { prepareResponse, responsesSchema } from "./responses.js";
+import { extraSampling, samplingParams, type Sampling } from "./sampling-params.js";
 import { chatSchema, completionSchema, validate } from "./schemas.js";
-
-/** What a render knows of the request's sampling, in vLLM's SamplingParams terms. */
-export interface Sampling {
-  n?: number | null;
-  temperature?: number | null;
-  top_p?: number | null;
-  top_k?: number | null;
-  min_p?: number | null;
-  seed?: number | null;
-  stop?: string | string[] | null;
-  stop_token_ids?: number[] | null;
-  presence_penalty?: number | null;
-  frequency_penalty?: number | null;
-  repetition_penalty?: number | null;
-  ignore_eos?: boolean | null;
-  min_tokens?: number | null;
-  logprobs?: number | boolean | null;
-}
-
-/** vLLM's SamplingParams as a render dumps it: every field the engine reads, defaults filled in. */
-export function samplingParams(s: Sampling, maxTokens: number): Record<string, unknown> {
-  // vLLM builds the SamplingParams to render them, so its refusals are render's too
-  checkSampling(s);
-  return {
-    n: s.n ?? 1,
-    presence_penalty: s.presence_penalty ?? 0.0,
-    frequency_penalty: s.frequency_penalty ?? 0.0,
-    repetition_penalty: s.repetition_penalty ?? 1.0,
-    temperature: s.temperature ?? 1.0,
-    top_p: s.top_p ?? 1.0,
-    top_k: s.top_k ?? 0,
-    min_p: s.min_p ?? 0.0,
-    seed: s.seed ?? null,
-    stop: stopStrings(s.stop),
-    stop_token_ids: s.stop_token_ids ?? [],
-    ignore_eos: s.ignore_eos ?? false,
-    max_tokens: maxTokens,
-    min_tokens: s.min_tokens ?? 0,
-    logprobs: typeof s.logprobs === "number" ? s.logprobs : null,
-    prompt_logprobs: null,
-    skip_special_tokens: true,
-    spaces_between_special_tokens: true,
-    include_stop_str_in_output: false,
-  };
-}
 
 /** vLLM's get_max_tokens: what the request asked, never more than the context leaves. */
 function maxTokensFor(ctx: SimContext, promptTokens: number, asked: number | null): number {
@@ -72,32 +27,57 @@ function maxTokensFor(ctx: SimContext, promptTokens: number, asked: number | nul
 interface Carried {
   model?: string | null;
   stream?: boolean | null;
-  stream_options?: unknown;
+  stream_options?: { include_usage?: boolean | null; continuous_usage_stats?: boolean | null } | null;
   cache_salt?: string | null;
   priority?: number | null;
 }
 
-/** vLLM's GenerateRequest, fields in its order. */
+/** vLLM's StreamOptions as it dumps them: both fields, an absent one at its default (false). */
+function streamOptions(o: Carried["stream_options"]): Record<string, unknown> | null {
+  if (!o) return null;
+  return {
+    include_usage: o.include_usage === undefined ? false : o.include_usage,
+    continuous_usage_stats: o.continuous_usage_stats === undefined ? false : o.continuous_usage_stats,
+  };
+}
+
+/** vLLM 0.32's GenerateRequest, fields in its order. */
 function generateRequest(
   requestId: string,
   tokenIds: number[],
   sampling: Record<string, unknown>,
   r: Carried,
+  kvTransferParams: Record<string, unknown> | null = null,
 ): Record<string, unknown> {
   return {
     request_id: requestId,
     token_ids: tokenIds,
-    assistant_tokens_mask: null,
     token_offsets: null,
     features: null,
+    content_parts: null,
     sampling_params: sampling,
     model: r.model ?? null,
+    reasoning_ended: null,
+    reasoning_parser_kwargs: null,
+    return_token_ids: null,
+    output_mode: "tokens",
     stream: r.stream === true,
-    stream_options: r.stream === true ? (r.stream_options ?? null) : null,
+    stream_options: r.stream === true ? streamOptions(r.stream_options) : null,
     cache_salt: r.cache_salt ?? null,
     priority: r.priority ?? 0,
-    kv_transfer_params: null,
+    kv_transfer_params: kvTransferParams,
+    ec_transfer_params: null,
   };
+}
+
+/** A chat or completion's request_id as vLLM renders it: its prefix and the request's own id, or a random one. */
+function renderedId(prefix: string, own: string | null | undefined): string {
+  return `${prefix}-${own ?? newRequestHex()}`;
+}
+
+/** A chat or completion request's kv_transfer_params ride in SamplingParams.extra_args, not the GenerateRequest. */
+function extraArgsOf(kv: Record<string, unknown> | null | undefined): Record<string, unknown> | null {
+  return kv ? { kv_transfer_params: kv } : null;
 }
 
 export async function renderChat(ctx: SimContext, raw: unknown): Promise<unknown> {
@@ -105,10 +85,19 @@ export async function renderChat(ctx: SimContext, raw: unknown): Promise<unknown
   resolveRequestModel(ctx, body.model);
   const { tokenIds } = await chatPrompt(ctx, body);
   const max = maxTokensFor(ctx, tokenIds.length, body.max_completion_tokens ?? body.max_tokens ?? null);
+  const sampling: Sampling = {
+    ...body,
+    ...extraSampling(raw),
+    // chat's logprobs is a switch; SamplingParams takes the number of top logprobs
+    logprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
+  };
   return generateRequest(
-    `chatcmpl-${newRequestHex()}`,
+    renderedId("chatcmpl", body.request_id),
     tokenIds,
-    samplingParams(body as Sampling, max),
+    samplingParams(sampling, max, {
+      stream: body.stream === true,
+      extraArgs: extraArgsOf(body.kv_transfer_params),
+    }),
     body,
   );
 }
@@ -117,13 +106,26 @@ export async function renderCompletions(ctx: SimContext, raw: unknown): Promise<
   const body = validate(completionSchema, raw);
   resolveRequestModel(ctx, body.model);
   const prompts = await completionPrompts(ctx, body);
-  return prompts.map((p) => {
+  const logprobs = typeof body.logprobs === "number" ? body.logprobs : null;
+  const sampling: Sampling = {
+    ...body,
+    ...extraSampling(raw),
+    logprobs,
+    // an echoed prompt comes with the logprobs asked of the output
+    prompt_logprobs: body.prompt_logprobs ?? (body.echo && logprobs ? logprobs : null),
+  };
+  // a batch's GenerateRequests are told apart by their index
+  const base = renderedId("cmpl", body.request_id);
+  return prompts.map((p, i) => {
     if (p.tokenIds.length === 0) throw new HttpError(400, "The prompt cannot be empty.", "prompt");
     const max = maxTokensFor(ctx, p.tokenIds.length, body.max_tokens ?? 16);
     return generateRequest(
-      `cmpl-${newRequestHex()}`,
+      prompts.length > 1 ? `${base}-${i}` : base,
       p.tokenIds,
-      samplingParams(body as Sampling, max),
+      samplingParams(sampling, max, {
+        stream: body.stream === true,
+        extraArgs: extraArgsOf(body.kv_transfer_params),
+      }),
       body,
     );
   });
@@ -133,30 +135,52 @@ export async function renderMessages(ctx: SimContext, raw: unknown): Promise<unk
   const body = validate(messagesSchema, raw);
   resolveRequestModel(ctx, body.model);
   const tokenIds = await messagesPromptIds(ctx, anthropicToChat(body));
+  const stream = body.stream === true;
   const sampling = samplingParams(
     { temperature: body.temperature, top_p: body.top_p, top_k: body.top_k, stop: body.stop_sequences },
     maxTokensFor(ctx, tokenIds.length, body.max_tokens),
+    { stream },
   );
-  // an Anthropic request has no stream_options, cache_salt or priority of its own
+  // an Anthropic request has no stream_options, cache_salt or priority of its own; a stream's usage
+  // is reported as it goes, so vLLM asks the chat path for it
   return generateRequest(`chatcmpl-${newRequestHex()}`, tokenIds, sampling, {
     model: body.model,
-    stream: body.stream,
+    stream,
+    stream_options: stream ? { include_usage: true, continuous_usage_stats: true } : null,
   });
 }
 
 export async function renderResponses(ctx: SimContext, raw: unknown): Promise<unknown> {
   const body = validate(responsesSchema, raw);
+  // render keeps no state, so it cannot read the store a continued response needs
+  if (body.previous_response_id)
+    throw new HttpError(
+      400,
+      "previous_response_id is not supported by the stateless render endpoint.",
+      "previous_response_id",
+      {},
+      "invalid_request_error" as ErrorType,
+    );
   const p = await prepareResponse(ctx, body);
+  const kv = body.kv_transfer_params ?? null;
   const sampling = samplingParams(
-    { temperature: body.temperature, top_p: body.top_p },
+    {
+      temperature: body.temperature,
+      top_p: body.top_p,
+      presence_penalty: body.presence_penalty,
+      frequency_penalty: body.frequency_penalty,
+    },
     maxTokensFor(ctx, p.promptIds.length, body.max_output_tokens ?? null),
+    // a Responses request always carries extra_args, its kv_transfer_params in them too
+    { stream: body.stream === true, extraArgs: kv ? { kv_transfer_params: kv } : {} },
   );
-  return generateRequest(p.id, p.promptIds, sampling, {
-    model: body.model,
-    stream: body.stream,
-    cache_salt: body.cache_salt,
-    priority: body.priority,
-  });
+  return generateRequest(
+    p.id,
+    p.promptIds,
+    sampling,
+    { model: body.model, stream: body.stream, cache_salt: body.cache_salt, priority: body.priority },
+    kv,
+  );
 }
 
 // --- derender -------------------------------------------------------------------------------------
@@ -228,6 +252,7 @@ function usage(prompt: number, completion: number): Record<string, unknown> {
     total_tokens: prompt + completion,
     completion_tokens: completion,
     prompt_tokens_details: null,
+    completion_tokens_details: null,
   };
 }
 
@@ -251,13 +276,17 @@ export function derenderChat(ctx: SimContext, raw: unknown): unknown {
       finish_reason: c.finish_reason ?? "stop",
       stop_reason: c.stop_reason ?? null,
       token_ids: null,
+      routed_experts: null,
     })),
     service_tier: null,
     system_fingerprint: null,
     usage: usage(body.prompt_tokens ?? 0, outputTokens(g)),
     prompt_logprobs: null,
     prompt_token_ids: null,
+    prompt_text: null,
     kv_transfer_params: g.kv_transfer_params ?? null,
+    ec_transfer_params: null,
+    metrics: null,
   };
 }
 
@@ -278,9 +307,10 @@ export function derenderCompletions(ctx: SimContext, raw: unknown): unknown {
         logprobs: null,
         finish_reason: c.finish_reason ?? "stop",
         stop_reason: c.stop_reason ?? null,
+        token_ids: null,
         prompt_logprobs: null,
         prompt_token_ids: null,
-        token_ids: null,
+        routed_experts: null,
       };
     }),
   );
@@ -297,5 +327,7 @@ export function derenderCompletions(ctx: SimContext, raw: unknown): unknown {
     system_fingerprint: null,
     usage: usage(prompt, completion),
     kv_transfer_params: same ? kv : null,
+    ec_transfer_params: null,
+    metrics: null,
   };
 }

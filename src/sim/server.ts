@@ -201,7 +201,7 @@ const routes: Record<string, Handler> = {
   "GET /v1/models": (ctx, _req, res) => sendJson(res, 200, modelCards(ctx)),
   "GET /load": (ctx, _req, res) => sendJson(res, 200, { server_load: ctx.state.serverLoad }),
   "GET /metrics": async (ctx, _req, res) =>
-    sendText(res, 200, await ctx.metrics.text(), ctx.metrics.registry.contentType),
+    sendText(res, 200, await ctx.metrics.text(), ctx.metrics.contentType),
   "GET /is_sleeping": (ctx, _req, res) =>
     sendJson(res, 200, { is_sleeping: ctx.state.sleepState !== "awake" }),
   "POST /sleep": (ctx, _req, res, url) => {
@@ -347,23 +347,33 @@ routes["POST /score"] = routes["POST /v1/score"]!;
 routes["POST /rerank"] = routes["POST /v1/rerank"]!;
 routes["POST /v2/rerank"] = routes["POST /v1/rerank"]!;
 
-const knownPaths = new Set(Object.keys(routes).map((k) => k.slice(k.indexOf(" ") + 1)));
+/** Each path's methods, for the `allow` header of FastAPI's 405. */
+const pathMethods = new Map<string, string[]>();
+for (const k of Object.keys(routes)) {
+  const [method, path] = [k.slice(0, k.indexOf(" ")), k.slice(k.indexOf(" ") + 1)];
+  pathMethods.set(path, [...(pathMethods.get(path) ?? []), method]);
+}
 
 /** vLLM's routes with a path parameter: a stored response, and its cancel. */
 const RESPONSE_PATH = /^\/v1\/responses\/([^/]+)$/;
 const CANCEL_PATH = /^\/v1\/responses\/([^/]+)\/cancel$/;
 
-function paramRoute(method: string | undefined, path: string): Handler | "method" | null {
+/**
+ * A path-parameter route's handler, or the methods it allows when the method is not one of them.
+ * Any single segment is a response id, as in FastAPI's matching: `/v1/responses/derender` (no such
+ * route in vLLM 0.32) is a GET of response "derender", so a POST there is its 405.
+ */
+function paramRoute(method: string | undefined, path: string): Handler | { allow: string } | null {
   let m = RESPONSE_PATH.exec(path);
-  if (m && m[1] !== "render" && m[1] !== "derender") {
+  if (m) {
     const id = decodeURIComponent(m[1]!);
-    if (method !== "GET") return "method";
+    if (method !== "GET") return { allow: "GET" };
     return (ctx, _req, res, url) => handleGetResponse(ctx, res, id, url);
   }
   m = CANCEL_PATH.exec(path);
   if (m) {
     const id = decodeURIComponent(m[1]!);
-    if (method !== "POST") return "method";
+    if (method !== "POST") return { allow: "POST" };
     return (ctx, req, res) => {
       req.resume();
       handleCancelResponse(ctx, res, id);
@@ -388,7 +398,9 @@ export function createSimServer(ctx: SimContext): Server {
     if (!handler) {
       req.resume();
       // FastAPI's own answers for unknown paths and methods.
-      if (knownPaths.has(path) || param === "method") sendJson(res, 405, { detail: "Method Not Allowed" });
+      const methods = pathMethods.get(path);
+      const allow = methods ? methods.join(", ") : param && typeof param === "object" ? param.allow : null;
+      if (allow !== null) sendJson(res, 405, { detail: "Method Not Allowed" }, { allow });
       else sendJson(res, 404, { detail: "Not Found" });
       return;
     }

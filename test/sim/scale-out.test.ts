@@ -71,10 +71,11 @@ test("chat render gives the chat's prompt ids and SamplingParams; generate gives
   const tok = await postJson(`${on.url}/tokenize`, { messages });
   assert.deepEqual(g.token_ids, tok.json.tokens);
   assert.equal(g.sampling_params.max_tokens, 7);
-  assert.equal(g.sampling_params.n, 1);
   assert.equal(g.stream, false);
-  for (const k of ["assistant_tokens_mask", "features", "kv_transfer_params", "cache_salt"])
+  assert.equal(g.output_mode, "tokens");
+  for (const k of ["token_offsets", "features", "content_parts", "kv_transfer_params", "ec_transfer_params"])
     assert.equal(g[k], null, k);
+  assert.ok(!("assistant_tokens_mask" in g), "vLLM 0.32's GenerateRequest has none");
 
   const chat = await postJson(
     `${on.url}/v1/chat/completions`,
@@ -108,10 +109,21 @@ test("chat render gives the chat's prompt ids and SamplingParams; generate gives
 });
 
 test("completions render is a list, one GenerateRequest per prompt; completions derender joins them", async () => {
-  const r = await postJson(`${on.url}/v1/completions/render`, { prompt: ["Hello", "The sky is"] }, auth);
+  const r = await postJson(
+    `${on.url}/v1/completions/render`,
+    { prompt: ["Hello", "The sky is"], max_tokens: 5 },
+    auth,
+  );
   assert.equal(r.status, 200, r.text);
   assert.equal(r.json.length, 2);
-  assert.equal(r.json[0].sampling_params.max_tokens, 16, "vLLM's completions default");
+  assert.equal(r.json[0].sampling_params.max_tokens, 5);
+  // one request id, told apart by the prompt's index
+  const base = r.json[0].request_id.replace(/-0$/, "");
+  assert.match(base, /^cmpl-/);
+  assert.deepEqual(
+    r.json.map((g: { request_id: string }) => g.request_id),
+    [`${base}-0`, `${base}-1`],
+  );
   const tok = await postJson(`${on.url}/tokenize`, { prompt: "The sky is" });
   assert.deepEqual(r.json[1].token_ids, tok.json.tokens);
   const gens = [];
@@ -127,7 +139,7 @@ test("completions render is a list, one GenerateRequest per prompt; completions 
     de.json.choices.map((c: any) => c.index),
     [0, 1],
   );
-  const cmpl = await postJson(`${on.url}/v1/completions`, { prompt: "The sky is" }, auth);
+  const cmpl = await postJson(`${on.url}/v1/completions`, { prompt: "The sky is", max_tokens: 5 }, auth);
   assert.equal(de.json.choices[1].text, cmpl.json.choices[0].text);
   const mismatch = await postJson(
     `${on.url}/v1/completions/derender`,
@@ -161,12 +173,27 @@ test("messages and responses render to the prompts their APIs run; vLLM has no d
   // vLLM 0.32 adds special tokens to the rendered Responses template: a second BOS
   assert.deepEqual(resp.json.token_ids, [tok.json.tokens[0], ...tok.json.tokens]);
 
-  // vLLM 0.32 derenders chats and completions only
+  // vLLM 0.32 derenders chats and completions only: /v1/responses/derender is the path of a stored
+  // response (GET only), so a POST there is FastAPI's 405
   const gen = (await postJson(`${on.url}/inference/v1/generate`, m.json, auth)).json;
-  for (const path of ["/v1/messages/derender", "/v1/responses/derender"]) {
-    const r = await postJson(`${on.url}${path}`, { model: MODEL, generate_response: gen }, auth);
-    assert.ok(r.status === 404 || r.status === 405, `${path}: ${r.status}`);
-  }
+  const msg = await postJson(
+    `${on.url}/v1/messages/derender`,
+    { model: MODEL, generate_response: gen },
+    auth,
+  );
+  assert.equal(msg.status, 404);
+  const res = await fetch(`${on.url}/v1/responses/derender`, {
+    method: "POST",
+    headers: { ...auth, "content-type": "application/json" },
+    body: JSON.stringify({ model: MODEL, generate_response: gen }),
+  });
+  assert.equal(res.status, 405);
+  assert.equal(res.headers.get("allow"), "GET");
+  assert.deepEqual(await res.json(), { detail: "Method Not Allowed" });
+  // and a GET of it asks for a response by that id
+  const get = await fetch(`${on.url}/v1/responses/derender`, { headers: auth });
+  assert.equal(get.status, 404);
+  assert.equal(((await get.json()) as any).error.param, "response_id");
 });
 
 test("generate streams one chunk per step with the ids, the reason on the last, usage, then [DONE]", async () => {
