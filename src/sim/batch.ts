@@ -1,9 +1,10 @@
 // `POST /v1/chat/completions/batch` and `POST /invocations` as vLLM 0.32 serves them. The batch takes
 // N conversations in one request (`messages` is a list of message lists) and answers one
-// chat.completion whose choice i answers conversation i; vLLM runs them concurrently and refuses
-// streaming there. /invocations is SageMaker's single entry point: vLLM tries the request types it
+// chat.completion whose choice i answers conversation i; vLLM runs them concurrently, and its batch
+// request has no `stream` field, so a streamed batch is answered whole. /invocations is SageMaker's single entry point: vLLM tries the request types it
 // serves in order and hands the body to the first one it validates as.
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { z } from "zod";
 import { HttpError } from "../http/errors.js";
 import { assistantMessage, systemFingerprint } from "../http/vllm-answers.js";
 import { resolveRequestModel, type SimContext } from "./context.js";
@@ -18,11 +19,14 @@ import {
 } from "./generation.js";
 import { chatPrompt } from "./prompts.js";
 import { spliceRaw, writeJsonPieces } from "./raw-json.js";
-import { chatSchema, completionSchema, embeddingsSchema, validate } from "./schemas.js";
+import { chatMessageSchema, chatSchema, completionSchema, embeddingsSchema, validate } from "./schemas.js";
 
 /** where the choices' JSON goes in the answer's body (raw-json.ts) */
 const CHOICES = "\u0000choices\u0000";
 const CHOICES_JSON = JSON.stringify(CHOICES);
+
+/** vLLM's BatchChatCompletionRequest.messages: at least one conversation, each of at least one message */
+const batchMessagesSchema = z.object({ messages: z.array(z.array(chatMessageSchema).min(1)).min(1) });
 
 /** Conversations in one batch at most: each becomes an engine request held until the last finishes. */
 export const MAX_BATCH_CONVERSATIONS = 1024;
@@ -33,21 +37,16 @@ export async function handleChatBatch(
   res: ServerResponse,
   body: Record<string, unknown>,
 ): Promise<void> {
-  const conversations = body.messages;
-  if (!Array.isArray(conversations) || conversations.length === 0 || !conversations.every(Array.isArray))
-    throw new HttpError(
-      400,
-      "messages: expected a non-empty list of conversations (lists of messages)",
-      "messages",
-    );
+  // vLLM's request model first: a list of non-empty lists of messages, refused at the location
+  // (body.messages.1 for a conversation that is not a list, body.messages.0.2.… for a bad message)
+  const conversations = validate(batchMessagesSchema, body).messages;
   if (conversations.length > MAX_BATCH_CONVERSATIONS)
     throw new HttpError(
       400,
       `messages: at most ${MAX_BATCH_CONVERSATIONS} conversations per batch`,
       "messages",
     );
-  if (body.stream === true)
-    throw new HttpError(400, "Streaming is not supported for batch chat completions.", "stream");
+  // vLLM 0.32's batch request has no `stream` field: a streamed batch is answered whole, as JSON
   // each conversation is checked and rendered as the chat it would be alone
   const singles = conversations.map((messages) => validate(chatSchema, { ...body, messages }));
   const first = singles[0]!;

@@ -85,10 +85,36 @@ export const completionSchema = z.object({
 export type CompletionBody = z.infer<typeof completionSchema>;
 
 const contentPart = z.looseObject({ type: z.string(), text: z.string().nullish() });
-export const chatMessageSchema = z.looseObject({
+const messageFields = z.looseObject({
   role: z.string(),
   content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
   name: z.string().nullish(),
+});
+
+/** the first form of vLLM's message union (a TypedDict of content, then role), where pydantic locates a refusal */
+const FIRST_MESSAGE_FORM = "ChatCompletionDeveloperMessageParam";
+
+/**
+ * A chat message. vLLM types one as a union of TypedDicts (developer, system, user, assistant, tool,
+ * ...), so a message none of them takes is refused at its first form's first failing field, checked
+ * in that form's order: `body.messages.0.ChatCompletionDeveloperMessageParam.role` for a message
+ * without a role, `.content` for content of the wrong type, the form itself for a non-object.
+ */
+export const chatMessageSchema = z.unknown().transform((v, ctx) => {
+  const r = messageFields.safeParse(v);
+  if (r.success) return r.data;
+  const m = v as { role?: unknown; content?: unknown } | null;
+  const refuse = (path: string[], type: string, message: string) => {
+    ctx.addIssue({ code: "custom", path: [FIRST_MESSAGE_FORM, ...path], message, params: { type } });
+    return z.NEVER;
+  };
+  if (typeof m !== "object" || m === null || Array.isArray(m))
+    return refuse([], "dict_type", "Input should be a valid dictionary");
+  if (m.content === undefined) return refuse(["content"], "missing", "Field required");
+  if (typeof m.content !== "string" && !Array.isArray(m.content))
+    return refuse(["content"], "string_type", "Input should be a valid string");
+  if (m.role === undefined) return refuse(["role"], "missing", "Field required");
+  return refuse(["role"], "literal_error", "Input should be 'developer'");
 });
 
 export const chatSchema = z.object({
@@ -180,6 +206,13 @@ export function validate<T>(schema: z.ZodType<T>, body: unknown): T {
   if (r.success) return r.data;
   const issues = r.error.issues.slice(0, 8);
   const locs = issues.map((i) => locOf(i));
-  const lines = issues.map((i, k) => `{'type': '${i.code}', 'loc': '${locs[k]}', 'msg': '${i.message}'}`);
+  // a custom refusal carries the type pydantic would name
+  const typeOf = (i: z.core.$ZodIssue) =>
+    i.code === "custom" && typeof i.params?.type === "string" ? i.params.type : i.code;
+  // Python's repr quotes a message holding a single quote in double quotes
+  const msg = (m: string) => (m.includes("'") ? `"${m}"` : `'${m}'`);
+  const lines = issues.map(
+    (i, k) => `{'type': '${typeOf(i)}', 'loc': '${locs[k]}', 'msg': ${msg(i.message)}}`,
+  );
   throw requestValidationError(locs[0] ?? "body", lines);
 }

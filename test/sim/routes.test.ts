@@ -110,11 +110,58 @@ test("a batch of conversations answers one chat.completion, choice i the chat an
   }
   assert.equal(r.json.usage.prompt_tokens, prompt);
   assert.equal(r.json.usage.completion_tokens, 8);
+});
 
-  const streamed = await postJson(`${sim.url}/v1/chat/completions/batch`, { messages: [a], stream: true });
-  assert.equal(streamed.status, 400);
-  const flat = await postJson(`${sim.url}/v1/chat/completions/batch`, { messages: a });
-  assert.equal(flat.status, 400);
+test("a batch asked to stream is answered whole, as JSON: vLLM 0.32's batch request has no stream field", async () => {
+  const a = [{ role: "user", content: "Name a river." }];
+  const res = await fetch(`${sim.url}/v1/chat/completions/batch`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ messages: [a, a], max_tokens: 2, stream: true }),
+  });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
+  const body = (await res.json()) as { object: string; choices: unknown[] };
+  assert.equal(body.object, "chat.completion");
+  assert.equal(body.choices.length, 2);
+});
+
+test("a batch's messages are refused as vLLM's request model refuses them, at the location: type Bad Request, param body.messages.…", async () => {
+  const url = `${sim.url}/v1/chat/completions/batch`;
+  const refusedAt = async (messages: unknown, param: string) => {
+    const r = await postJson(url, { messages, max_tokens: 2 });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.json.error.type, "Bad Request");
+    assert.equal(r.json.error.param, param);
+    assert.match(r.json.error.message, /^1 validation error:/);
+  };
+  const a = [{ role: "user", content: "Hi" }];
+  await refusedAt(a, "body.messages.0"); // a flat conversation: its message is not a list
+  await refusedAt([a, { role: "user", content: "Hi" }], "body.messages.1");
+  await refusedAt([], "body.messages");
+  await refusedAt([a, []], "body.messages.1");
+  await refusedAt("Hi", "body.messages");
+  // a message without a role, located in the first form of vLLM's message union
+  await refusedAt([a, [{ content: "Hi" }]], "body.messages.1.0.ChatCompletionDeveloperMessageParam.role");
+});
+
+test("a chat message none of vLLM's message forms takes is located in the first, the developer message, field by field", async () => {
+  const url = `${sim.url}/v1/chat/completions`;
+  const paramOf = async (message: unknown) => {
+    const r = await postJson(url, {
+      messages: [{ role: "system", content: "Be brief." }, message],
+      max_tokens: 2,
+    });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.json.error.type, "Bad Request");
+    return r.json.error.param as string;
+  };
+  const form = "body.messages.1.ChatCompletionDeveloperMessageParam";
+  assert.equal(await paramOf({ content: "Hi" }), `${form}.role`);
+  assert.equal(await paramOf({ role: "user", content: 5 }), `${form}.content`);
+  assert.equal(await paramOf({ role: 5 }), `${form}.content`);
+  assert.equal(await paramOf({ role: 5, content: "Hi" }), `${form}.role`);
+  assert.equal(await paramOf("Hi"), form);
 });
 
 test("path-parameter routes: a stored response's path with another method is FastAPI's 405", async () => {
