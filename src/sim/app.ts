@@ -30,7 +30,8 @@ import { keyProblem } from "./lmcache-keys.js";
 import { LmcacheTier } from "./lmcache.js";
 import { SHA256_CBOR_NAMES } from "./lmcache-config.js";
 import { LoraRegistry } from "./lora.js";
-import { pyStr, SimMetrics } from "./metrics.js";
+import { SimMetrics } from "./metrics.js";
+import { cacheConfigLabels, metricsRelease } from "./metrics-release.js";
 import { SimRuntime } from "./runtime.js";
 import { createSimServer } from "./server.js";
 
@@ -172,30 +173,26 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
     nextRequestNumber: 1,
     faultRandom: mulberry32(o.seed ^ 0x5eed),
   };
+  const release = metricsRelease(o.vllmVersion);
   const metrics = new SimMetrics({
     modelName: o.servedModelNames[0]!,
     maxModelLen: engineConfig.maxModelLen,
-    cacheConfig: {
-      block_size: pyStr(engineConfig.blockSize),
-      cache_dtype: "auto",
-      calculate_kv_scales: pyStr(false),
-      cpu_offload_gb: pyStr(0),
-      enable_prefix_caching: pyStr(engineConfig.enablePrefixCaching),
-      gpu_memory_utilization: pyStr(engineConfig.gpuMemoryUtilization),
-      is_attention_free: pyStr(false),
-      kv_offloading_backend: o.lmcache ? "lmcache" : o.kvOffloadingGiB ? "native" : pyStr(null),
-      kv_offloading_size: pyStr(
-        o.lmcache
-          ? (o.lmcache.localCpuBytesPerRank * engineConfig.tensorParallelSize) / GiB
-          : (o.kvOffloadingGiB ?? null),
-      ),
-      num_cpu_blocks: pyStr(capacity.numCpuBlocks > 0 ? capacity.numCpuBlocks : null),
-      num_gpu_blocks: pyStr(capacity.numGpuBlocks),
-      num_gpu_blocks_override: pyStr(engineConfig.numGpuBlocksOverride ?? null),
-      prefix_caching_hash_algo: o.prefixCachingHashAlgo,
-      sliding_window: pyStr(null),
-      swap_space: pyStr(4),
-    },
+    cacheConfig: cacheConfigLabels(release, {
+      blockSize: engineConfig.blockSize,
+      enablePrefixCaching: engineConfig.enablePrefixCaching,
+      gpuMemoryUtilization: engineConfig.gpuMemoryUtilization,
+      numGpuBlocks: capacity.numGpuBlocks,
+      numCpuBlocks: capacity.numCpuBlocks,
+      numGpuBlocksOverride: engineConfig.numGpuBlocksOverride ?? null,
+      prefixCachingHashAlgo: o.prefixCachingHashAlgo,
+      maxModelLen: engineConfig.maxModelLen,
+      offloadingBackend: o.lmcache ? "lmcache" : o.kvOffloadingGiB ? "native" : null,
+      offloadingGiB: o.lmcache
+        ? (o.lmcache.localCpuBytesPerRank * engineConfig.tensorParallelSize) / GiB
+        : (o.kvOffloadingGiB ?? null),
+    }),
+    release,
+    loraEnabled: o.enableLora || o.loraModules.length > 0,
     offloadEnabled: engineConfig.offload !== null,
     lmcache: lmcache ? () => lmcache.stats() : undefined,
     maxLoras: o.maxLoras,

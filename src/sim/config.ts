@@ -79,7 +79,7 @@ export const SIM_FLAGS: FlagSpecs = {
   "enable-lora": {
     type: "boolean",
     default: false,
-    help: "accepted for compatibility (LoRA always allowed)",
+    help: "expose vllm:lora_requests_info, as vLLM does with LoRA on (adapters load without it too)",
   },
   "lora-modules": { type: "list", help: "static LoRA adapters, name=path" },
   "max-loras": { type: "int", default: 1, min: 1, help: "reported in vllm:lora_requests_info" },
@@ -221,6 +221,8 @@ export interface SimOptions {
   schedulingPolicy: "fcfs" | "priority";
   numGpuBlocksOverride?: number;
   loraModules: Array<{ name: string; path: string }>;
+  /** --enable-lora: vllm:lora_requests_info is exposed (so it is with --lora-modules) */
+  enableLora: boolean;
   maxLoras: number;
   /** --enable-auto-tool-choice with --tool-call-parser: tool_choice "auto" answers instead of 400 */
   enableAutoToolChoice: boolean;
@@ -383,6 +385,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     schedulingPolicy: policy,
     numGpuBlocksOverride: num(f["num-gpu-blocks-override"]),
     loraModules,
+    enableLora: f["enable-lora"] as boolean,
     maxLoras: f["max-loras"] as number,
     enableAutoToolChoice,
     toolCallParser,

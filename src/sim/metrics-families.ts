@@ -8,6 +8,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { kvHeadsPerGpu } from "../engine/capacity.js";
 import type { EngineConfig, EngineSnapshot, RequestTimings } from "../engine/types.js";
+import type { MetricsRelease } from "./metrics-release.js";
 
 /** vLLM's buckets of vllm:request_num_preemptions */
 export const PREEMPTION_BUCKETS = [1, 2, 3, 4, 5, 10, 20];
@@ -18,6 +19,8 @@ export const ADMISSION_REASONS = ["max_num_queued_reqs", "max_num_queued_tokens"
 export type AdmissionReason = (typeof ADMISSION_REASONS)[number];
 /** vllm:prompt_tokens_by_source's sources, in vLLM's order */
 export const PROMPT_SOURCES = ["local_compute", "local_cache_hit", "external_kv_transfer"] as const;
+/** vllm:prompt_tokens_cached_by_source's tiers (vLLM 0.32's CacheHitSource), in its order */
+export const CACHE_HIT_SOURCES = ["device", "host", "p2p", "disk", "external_unspecified"] as const;
 
 /**
  * A counter mirroring a cumulative count read at scrape time (no work on the token path): each scrape
@@ -51,6 +54,8 @@ export interface FamilySources {
   inFlight: () => number;
   /** false when a KV connector (LMCache, NixlConnector) registers vllm:external_prefix_cache_* itself */
   registerExternalPrefixCache: boolean;
+  /** the families and labels of the claimed vLLM release */
+  release: MetricsRelease;
 }
 
 /**
@@ -87,6 +92,48 @@ export class WorkEstimate {
     this.readBytes += this.weightBytes + this.kvBytesPerToken * resident;
     this.writeBytes += this.kvBytesPerToken * tokens;
   }
+}
+
+/**
+ * vllm:prompt_tokens_cached_by_source (vLLM 0.32), mirrored at scrape time: the GPU prefix cache's
+ * hits as "device" (as vLLM counts its scheduler's hits), the native CPU tier's as "host", and a
+ * connector's (LMCache, local or remote, and NixlConnector) as "external_unspecified", the tier vLLM
+ * gives connectors that do not name theirs. The sim has no p2p or disk tier: those stay at zero.
+ */
+function registerCachedBySource(r: Registry, labels: Record<string, string>, src: FamilySources): void {
+  // LMCache's local CPU hits reach vLLM through its connector, not as the native tier's host hits
+  const lmcache = src.engineConfig.offload?.backend === "lmcache";
+  const seen: Record<(typeof CACHE_HIT_SOURCES)[number], number> = {
+    device: 0,
+    host: 0,
+    p2p: 0,
+    disk: 0,
+    external_unspecified: 0,
+  };
+  new Counter({
+    name: "vllm:prompt_tokens_cached_by_source_total",
+    help:
+      "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host " +
+      "(offloaded to DRAM), disk, p2p (transferred from another vLLM instance) or " +
+      "external_unspecified. Counted at admission; sums to vllm:prefix_cache_hits + " +
+      "vllm:external_prefix_cache_hits.",
+    labelNames: [...Object.keys(labels), "source"],
+    registers: [r],
+    collect() {
+      const c = src.snapshot().counters;
+      const now = {
+        device: c.prefixCacheHits,
+        host: lmcache ? 0 : c.offloadHitTokens,
+        p2p: 0,
+        disk: 0,
+        external_unspecified: c.externalHitTokens + (lmcache ? c.offloadHitTokens : 0),
+      };
+      for (const source of CACHE_HIT_SOURCES) {
+        this.inc({ ...labels, source }, Math.max(0, now[source] - seen[source]));
+        seen[source] = Math.max(seen[source], now[source]);
+      }
+    },
+  });
 }
 
 export class EngineFamilies {
@@ -145,14 +192,16 @@ export class EngineFamilies {
         labels,
       ),
     );
-    // the engine model recomputes a fully cached prompt's whole last block (it never hits it), so
-    // vLLM's one recomputed token never arises: the family is there and stays at zero
-    zero(
-      counter(
-        "vllm:prompt_tokens_recomputed_total",
-        "Number of cached tokens recomputed for forward pass.",
-      ).labels(labels),
-    );
+    if (src.release.cachedBySource) registerCachedBySource(r, labels, src);
+    // before 0.32: the engine model recomputes a fully cached prompt's whole last block (it never
+    // hits it), so vLLM's one recomputed token never arises: the family is there and stays at zero
+    else
+      zero(
+        counter(
+          "vllm:prompt_tokens_recomputed_total",
+          "Number of cached tokens recomputed for forward pass.",
+        ).labels(labels),
+      );
     for (const [name, what] of [
       ["vllm:mm_cache_queries_total", "Multi-modal cache queries, in terms of number of queried items."],
       ["vllm:mm_cache_hits_total", "Multi-modal cache hits, in terms of number of cached items."],
@@ -173,14 +222,19 @@ export class EngineFamilies {
       );
     }
 
-    const rejections = counter(
-      "vllm:admission_rejections_total",
-      "Number of requests rejected at admission, by reason.",
-      ["reason"],
-    );
+    // vLLM 0.32 counts refusals in its API server, for the model only: no engine label
+    const admissionLabels: Record<string, string> = src.release.admissionEngineLabel
+      ? labels
+      : { model_name: labels.model_name! };
+    const rejections = new Counter({
+      name: "vllm:admission_rejections_total",
+      help: "Number of admission attempts rejected by a queue limit, by reason.",
+      labelNames: [...Object.keys(admissionLabels), "reason"],
+      registers: [r],
+    });
     this.rejections = {
-      max_num_queued_reqs: zero(rejections.labels({ ...labels, reason: "max_num_queued_reqs" })),
-      max_num_queued_tokens: zero(rejections.labels({ ...labels, reason: "max_num_queued_tokens" })),
+      max_num_queued_reqs: zero(rejections.labels({ ...admissionLabels, reason: "max_num_queued_reqs" })),
+      max_num_queued_tokens: zero(rejections.labels({ ...admissionLabels, reason: "max_num_queued_tokens" })),
     };
 
     this.kvComputed = hist(

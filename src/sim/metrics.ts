@@ -6,6 +6,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EngineConfig, EngineSnapshot, FinishReason, RequestTimings } from "../engine/types.js";
 import type { LmcacheStats } from "./lmcache.js";
 import { EngineFamilies, mirroredCounter, type AdmissionReason } from "./metrics-families.js";
+import type { MetricsRelease } from "./metrics-release.js";
 
 export const TTFT_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,
@@ -38,6 +39,10 @@ export interface MetricsSources {
   maxModelLen: number;
   /** every cache-config field, already as Python would print it ("True", "None", "16") */
   cacheConfig: Record<string, string>;
+  /** how the claimed vLLM release shows its metrics (metrics-release.ts) */
+  release: MetricsRelease;
+  /** --enable-lora or --lora-modules: vLLM registers vllm:lora_requests_info only with LoRA on */
+  loraEnabled: boolean;
   offloadEnabled: boolean;
   /** LMCache connector counters, when LMCache is on */
   lmcache?: () => LmcacheStats;
@@ -57,6 +62,8 @@ const ENGINE = "0";
 
 export class SimMetrics {
   readonly registry = new Registry();
+  /** the Content-Type of the page, as the claimed release answers it */
+  readonly contentType: string;
   private readonly ttft;
   private readonly itl;
   private readonly iterationTokens;
@@ -68,6 +75,7 @@ export class SimMetrics {
     const labels = { model_name: src.modelName, engine: ENGINE };
     const labelNames = ["model_name", "engine"] as const;
     const r = this.registry;
+    this.contentType = src.release.contentType;
     const gauge = (name: string, help: string, read: (s: EngineSnapshot) => number) =>
       new Gauge({
         name,
@@ -85,7 +93,10 @@ export class SimMetrics {
     );
     gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", (s) => s.kvCacheUsage);
 
-    const cacheLabels = { ...src.cacheConfig, engine: ENGINE };
+    // vLLM's exposition lists the fields sorted, engine among them
+    const cacheLabels = Object.fromEntries(
+      Object.entries({ ...src.cacheConfig, engine: ENGINE }).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
     new Gauge({
       name: "vllm:cache_config_info",
       help: "Information of the LLMEngine CacheConfig",
@@ -110,24 +121,25 @@ export class SimMetrics {
     });
     void sleepGauge;
 
-    new Gauge({
-      name: "vllm:lora_requests_info",
-      help: "Running stats on lora requests.",
-      labelNames: ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
-      registers: [r],
-      collect() {
-        const a = src.loraActivity();
-        this.reset();
-        this.set(
-          {
-            max_lora: String(src.maxLoras),
-            waiting_lora_adapters: a.waiting.join(","),
-            running_lora_adapters: a.running.join(","),
-          },
-          Date.now() / 1000,
-        );
-      },
-    });
+    if (src.loraEnabled)
+      new Gauge({
+        name: "vllm:lora_requests_info",
+        help: "Running stats on lora requests.",
+        labelNames: ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+        registers: [r],
+        collect() {
+          const a = src.loraActivity();
+          this.reset();
+          this.set(
+            {
+              max_lora: String(src.maxLoras),
+              waiting_lora_adapters: a.waiting.join(","),
+              running_lora_adapters: a.running.join(","),
+            },
+            Date.now() / 1000,
+          );
+        },
+      });
 
     // Counters mirrored from the engine's cumulative counters at scrape time.
     const mirrored = (name: string, help: string, read: (s: EngineSnapshot) => number) =>
@@ -310,6 +322,7 @@ export class SimMetrics {
       snapshot: src.snapshot,
       inFlight: src.inFlight,
       registerExternalPrefixCache: !src.kvConnector,
+      release: src.release,
     });
   }
 

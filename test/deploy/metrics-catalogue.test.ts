@@ -99,8 +99,12 @@ describe("metric catalogue", { timeout: 180_000 }, () => {
   const exported = new Map<string, { type: string; source: string }>();
 
   before(async () => {
-    // offload on in the first sim and LMCache in the second, so those families are exported too
-    stack = await startLocalStack({ simArgs: ["--kv-offloading-size=1"], lmcacheSim: true });
+    // offload and LoRA on in the first sim, claiming vLLM 0.32, and LMCache in the second, claiming the
+    // default earlier release, so the families of both and of those options are exported too
+    stack = await startLocalStack({
+      simArgs: ["--kv-offloading-size=1", "--enable-lora", "--vllm-version", "0.32.0"],
+      lmcacheSim: true,
+    });
     const { simPort, lmcacheSimPort, routerPort, cacheMetricsPort } = stack;
     for (const [source, url] of [
       ["sim", `http://127.0.0.1:${simPort}/metrics`],
