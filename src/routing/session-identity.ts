@@ -14,7 +14,8 @@
 // idle expiry; the inference index keeps, per recent prompt, where it ended (a chained hash), at most
 // twice the session cap, also LRU and expiring. Per request the work is bounded too: a message's text is
 // hashed whole up to 16 KiB and sampled beyond (its length, both ends and 32 slices), a text prompt in
-// 256-character blocks up to 2,048 of them (512 KiB), and a prompt is looked up at one end per unit.
+// 256-character blocks up to 2,048 of them; at most 256 KiB of a request so, the rest thinly (a message
+// by 128 characters, a block by 64); and a prompt is looked up at one end per unit.
 import { LruMap } from "../collections/lru-map.js";
 import { contentText } from "../tokenizer/messages.js";
 import type { ChatMessage } from "../tokenizer/types.js";
@@ -110,6 +111,14 @@ const FULL_HASH_CHARS = 16 * 1024;
 const END_CHARS = 4 * 1024;
 const SLICES = 32;
 const SLICE_CHARS = 64;
+/**
+ * characters one request's prompt may cost in all (a fraction of a millisecond); past it a message is
+ * hashed by its length and 64 characters at each end, a text block by 32 at each end. Which way a unit
+ * is hashed depends only on the units before it, so a prompt and the next turn's, which extends it,
+ * hash it alike.
+ */
+const REQUEST_HASH_CHARS = 256 * 1024;
+const THIN_CHARS = 64;
 /** prompts remembered per session at the cap (a session's last prompt and its forks' share this) */
 const ENDS_PER_SESSION = 2;
 /** different prompts ending at one chained hash (text prompts differing only in their last partial block) */
@@ -351,6 +360,8 @@ function boundedKey(key: string): string {
 class Lanes {
   a = 0x811c9dc5;
   b = 0x01000193 ^ 0x5bd1e995;
+  /** characters left to hash in full or sampled (REQUEST_HASH_CHARS) */
+  budget = REQUEST_HASH_CHARS;
 
   /** characters [from, to) of s */
   text(s: string, from: number, to: number): void {
@@ -370,9 +381,20 @@ class Lanes {
     this.b = Math.imul(this.b ^ ((v / 4294967296) | 0), 0x01000193) ^ (v & 0xffff);
   }
 
-  /** a string hashed whole when short, else by its length, its ends and 32 slices */
+  /**
+   * a string hashed whole when short, else by its length, its ends and 32 slices; once the request's
+   * budget is spent, by its length and its ends' 64 characters
+   */
   sampled(s: string): void {
     this.num(s.length);
+    const cost = Math.min(s.length, FULL_HASH_CHARS);
+    if (cost > this.budget) {
+      const n = Math.min(s.length, THIN_CHARS);
+      this.text(s, 0, n);
+      this.text(s, s.length - n, s.length);
+      return;
+    }
+    this.budget -= cost;
     if (s.length <= FULL_HASH_CHARS) return this.text(s, 0, s.length);
     this.text(s, 0, END_CHARS);
     this.text(s, s.length - END_CHARS, s.length);
@@ -455,7 +477,14 @@ function textChain(text: string): PromptChain | undefined {
   const l = new Lanes();
   const ends: number[] = [];
   for (let k = 0; k < units; k++) {
-    l.text(text, k * BLOCK_CHARS, (k + 1) * BLOCK_CHARS);
+    const at = k * BLOCK_CHARS;
+    if (l.budget >= BLOCK_CHARS) {
+      l.budget -= BLOCK_CHARS;
+      l.text(text, at, at + BLOCK_CHARS);
+    } else {
+      l.text(text, at, at + THIN_CHARS / 2);
+      l.text(text, at + BLOCK_CHARS - THIN_CHARS / 2, at + BLOCK_CHARS);
+    }
     ends.push(l.value());
   }
   const truncated = full > MAX_UNITS;

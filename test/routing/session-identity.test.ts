@@ -106,6 +106,24 @@ test("text prompts are inferred by their blocks: a prompt that appends to an ear
   assert.notEqual(other.key, next.key);
 });
 
+test("a conversation longer than the request's hashing budget is still joined by its next turn, and told from another that differs at its end", () => {
+  const s = new SessionTracker();
+  // 300 messages of 16,000 characters: 4.8 million, past the 1 MiB hashed in full or sampled
+  const long = (agent: string) =>
+    Array.from({ length: 300 }, (_, i) => ({
+      role: i % 2 ? "assistant" : "user",
+      content: `${i} ${"w".repeat(16_000)}`,
+    })).concat([{ role: "user", content: `${agent} asks` }]);
+  const alice = long("alice");
+  const bob = long("bob");
+  assert.equal(s.identify({ body: { messages: alice } }, 0), undefined);
+  assert.equal(s.identify({ body: { messages: bob } }, 1), undefined);
+  const a2 = s.identify({ body: { messages: [...alice, { role: "assistant", content: "ok" }] } }, 2)!;
+  const b2 = s.identify({ body: { messages: [...bob, { role: "assistant", content: "ok" }] } }, 3)!;
+  assert.equal(a2.source, "inferred");
+  assert.notEqual(a2.key, b2.key);
+});
+
 test("inference can be turned off, and a prompt older than the idle time is not joined", () => {
   const off = new SessionTracker({ infer: false });
   off.identify({ body: conversation("alice", 0) }, 0);
