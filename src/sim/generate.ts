@@ -396,14 +396,18 @@ export async function handleChat(
   const prompt = await chatPrompt(ctx, body);
   checkSampling(body, ctx.tokenizer.vocabSize);
   let promptLogprobs: Array<string[] | null> | undefined;
-  if (body.prompt_logprobs !== null && body.prompt_logprobs !== undefined) {
+  // vLLM 0.32: echo without prompt_logprobs asks for them with top_logprobs' count (default and null: 0,
+  // each prompt token's own logprob), answered whole only (a stream carries no prompt_logprobs)
+  const promptK =
+    body.prompt_logprobs ?? (body.echo === true && body.stream !== true ? (body.top_logprobs ?? 0) : null);
+  if (promptK !== null) {
     const seed = ctx.options.seed ^ seedFromString(chosen.loraName ?? "");
     const pool = ctx.tokenizer.outputPool.ids;
     const json = await promptLogprobsJson(
       prompt.tokenIds,
       seed,
       pool,
-      allOf(ctx, body.prompt_logprobs),
+      allOf(ctx, promptK),
       logprobTokenString(ctx),
     );
     promptLogprobs = [json];

@@ -425,6 +425,26 @@ test("prompt_logprobs and echo with logprobs cover the prompt, its first positio
   assert.equal(lp.top_logprobs![0], null);
 });
 
+test("a chat with echo answers the prompt's logprobs too, with top_logprobs' count (0 when unset or null: each token's own)", async () => {
+  const ask = (extra: Record<string, unknown>) =>
+    postJson(`${sim.url}/v1/chat/completions`, { messages, max_tokens: 2, echo: true, ...extra });
+  for (const extra of [{}, { top_logprobs: null }]) {
+    const r = await ask(extra);
+    assert.equal(r.status, 200, r.text);
+    const pl = r.json.prompt_logprobs;
+    assert.equal(pl.length, r.json.usage.prompt_tokens);
+    assert.equal(pl[0], null);
+    for (const entry of pl.slice(1)) assert.equal(Object.keys(entry).length, 1);
+  }
+  const top2 = await ask({ logprobs: true, top_logprobs: 2 });
+  for (const entry of top2.json.prompt_logprobs.slice(1)) assert.ok(Object.keys(entry).length >= 2);
+  // prompt_logprobs set wins over echo's; without echo there are none
+  const own = await ask({ prompt_logprobs: 1 });
+  assert.ok(Object.keys(own.json.prompt_logprobs[1]).length >= 1);
+  const none = await postJson(`${sim.url}/v1/chat/completions`, { messages, max_tokens: 2 });
+  assert.equal(none.json.prompt_logprobs, null);
+});
+
 test("prompt logprobs of a long prompt arrive whole in paced chunks (an answer over 1 MiB)", async () => {
   const prompt = "alpha beta gamma delta ".repeat(1500);
   const res = await fetch(`${sim.url}/v1/completions`, {
