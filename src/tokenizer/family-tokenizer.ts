@@ -1,6 +1,6 @@
 // One Tokenizer built from parts: an ordinary-text BPE encoder, the added tokens recognised in text,
 // a decode table covering the model's whole vocabulary, and a chat template.
-import { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "./turns.js";
+import { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "../eventloop/turns.js";
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import { renderChat, type ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";

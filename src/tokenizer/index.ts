@@ -10,7 +10,6 @@ export { ChatTemplateError } from "./types.js";
 export { chatMessageSchema, chatMessagesSchema, contentText } from "./messages.js";
 export { NO_CHAT_TEMPLATE_MESSAGE } from "./chat-templates.js";
 export { tokenCountFloor, tokenCountFloorAsync } from "./lower-bound.js";
-export { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "./turns.js";
 export { hasTokenizerJson, loadHfFolder, type HfFolder } from "./hf-folder.js";
 export { createHfTokenizer, folderTokenIds, hfFamily, type FolderTokenItem } from "./hf-tokenizer.js";
 

@@ -10,7 +10,7 @@
 // starts of runs that the bound can be sure of are counted: a printable ASCII character after an
 // ASCII space, tab or line break (or at the start). Any Unicode definition of whitespace agrees on
 // those two classes, so the floor holds for the engine's tokenizer library too, whatever its `\s`.
-import { nextTurn, waitingSlices, type Cancellable } from "./turns.js";
+import { nextTurn, waitingSlices, type Cancellable } from "../eventloop/turns.js";
 
 const SLICE_CHARS = 1 << 20; // ~1 ms of the loop per slice
 

@@ -12,7 +12,7 @@
 // the one under way is stopped at its next chunk through a flag shared with the worker, which a
 // timer raises once the ask's owner is cancelled (an owner is read, not notified).
 import { Worker } from "node:worker_threads";
-import { WorkCancelled, type Cancellable } from "./turns.js";
+import { WorkCancelled, type Cancellable } from "../eventloop/turns.js";
 
 /** what the worker is sent (offload-worker.ts) */
 export interface WorkerAsk {

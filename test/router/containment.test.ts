@@ -13,7 +13,8 @@ import { Health, lagAwareTimeout, type HealthRecord } from "../../src/router/eng
 import { RetryBudget } from "../../src/router/request/admission.js";
 import { Proxy } from "../../src/router/dataplane/proxy.js";
 import { resolveModel } from "../../src/engine/profiles.js";
-import { WorkCancelled, tokenizerForModel } from "../../src/tokenizer/index.js";
+import { tokenizerForModel } from "../../src/tokenizer/index.js";
+import { WorkCancelled } from "../../src/eventloop/turns.js";
 import { startFakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";
 

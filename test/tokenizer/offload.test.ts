@@ -2,7 +2,8 @@
 // for (a cancelled owner) is not run, or stops at its next chunk, while the asks after it are answered.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { familyTokenizerFor, WorkCancelled, type Cancellable } from "../../src/tokenizer/index.js";
+import { familyTokenizerFor } from "../../src/tokenizer/index.js";
+import { WorkCancelled, type Cancellable } from "../../src/eventloop/turns.js";
 import { tokenizerThread } from "../../src/tokenizer/offload.js";
 import { mulberry32 } from "../../src/random/rng.js";
 

@@ -3,7 +3,7 @@
 // token, a router worker's claim answer) never waits behind every prompt being tokenised at once.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { WorkCancelled, nextTurn, waitingSlices } from "../../src/tokenizer/turns.js";
+import { WorkCancelled, nextTurn, waitingSlices } from "../../src/eventloop/turns.js";
 import { tokenCountFloorAsync, tokenizerFor } from "../../src/tokenizer/index.js";
 
 /** counts the event loop's turns (one setImmediate each) until stopped */

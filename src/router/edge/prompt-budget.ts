@@ -25,13 +25,12 @@
 import { resolveModel } from "../../engine/profiles.js";
 import { contextLengthError, type ContextAsk } from "../../http/context-length.js";
 import {
-  WorkCancelled,
   tokenizerForModel,
   tokenCountFloorAsync,
-  type Cancellable,
   type ChatMessage,
   type Tokenizer,
 } from "../../tokenizer/index.js";
+import { WorkCancelled, type Cancellable } from "../../eventloop/turns.js";
 import { logger } from "../../obs/log.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Registry } from "../engines/registry.js";

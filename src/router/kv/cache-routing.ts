@@ -7,7 +7,7 @@
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../engine/hashing.js";
 import { logger } from "../../obs/log.js";
-import { nextTurn, waitingSlices, type Cancellable } from "../../tokenizer/index.js";
+import { nextTurn, waitingSlices, type Cancellable } from "../../eventloop/turns.js";
 import {
   PrefixOracle,
   policyReadsKv,

@@ -9,7 +9,7 @@
 // began first goes first, and one waiting slice runs per turn: a turn holds at most one of them
 // however many requests are tokenising, and the first of a burst of requests is routed first instead
 // of all of them finishing together at its end. A caller whose work runs long re-enters the line as
-// new work (family-tokenizer.ts, router/kv/cache-routing.ts), so one huge prompt takes turns with
+// new work (src/tokenizer/family-tokenizer.ts, src/router/kv/cache-routing.ts), so one huge prompt takes turns with
 // those after it.
 //
 // Work is done for someone: a caller passes what it is for (`Cancellable`), and once that is cancelled
