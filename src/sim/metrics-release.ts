@@ -4,7 +4,6 @@
 // and its sources (config/cache.py, v1/metrics/loggers.py); a claim of an earlier release keeps
 // what the sim showed before it was checked against 0.32.
 import { versionAtLeast } from "../kvevents/versions.js";
-import { pyStr } from "./metrics.js";
 
 /**
  * vLLM answers /metrics with prometheus_client's CONTENT_TYPE_LATEST, which prometheus_client 0.22.0
@@ -58,6 +57,14 @@ export interface CacheFacts {
 
 /** vLLM's CacheConfig.DEFAULT_BLOCK_SIZE, what a GPU engine takes without --block-size */
 const DEFAULT_BLOCK_SIZE = 16;
+
+/** Python's str() of a config value, as vLLM's info gauges print labels. */
+export function pyStr(v: unknown): string {
+  if (v === null || v === undefined) return "None";
+  if (v === true) return "True";
+  if (v === false) return "False";
+  return String(v);
+}
 
 /** Python's str() of a float: always with a fraction (1024.0), as vLLM's info gauge prints one. */
 function pyFloat(x: number): string {

@@ -429,11 +429,3 @@ export class SimMetrics {
     return this.registry.metrics();
   }
 }
-
-/** Python's str() of a config value, as vLLM's info gauges print labels. */
-export function pyStr(v: unknown): string {
-  if (v === null || v === undefined) return "None";
-  if (v === true) return "True";
-  if (v === false) return "False";
-  return String(v);
-}

@@ -5,14 +5,44 @@
 import type { FinishReason } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
 import type { GenerationResult } from "./generation.js";
-import type { ResponsesBody } from "./responses.js";
 import { resolveSampling } from "./sampling-params.js";
+
+/** The request's `text` setting (responses.ts validates it). */
+export interface TextSetting {
+  format?: {
+    type: string;
+    name?: string | undefined;
+    schema?: unknown;
+    description?: string | null | undefined;
+    strict?: boolean | null | undefined;
+  } | null;
+  verbosity?: string | null;
+}
+
+/** The fields of a Responses request its answer echoes (responses.ts validates them). */
+export interface EchoedRequest {
+  instructions?: string | null;
+  metadata?: Record<string, unknown> | null;
+  parallel_tool_calls?: boolean | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  max_tool_calls?: number | null;
+  previous_response_id?: string | null;
+  service_tier?: string | null;
+  text?: TextSetting | null;
+  truncation?: string | null;
+  user?: string | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  tools?: unknown[] | null;
+  tool_choice?: unknown;
+}
 
 /** What a response's answer is built from: the request, its prompt and its ids. */
 export interface ResponseHead {
   id: string;
   created: number;
-  body: ResponsesBody;
+  body: EchoedRequest;
   model: { name: string };
   promptIds: readonly number[];
   maxTokens: number;
@@ -44,7 +74,7 @@ function toolChoiceError(message: string): HttpError {
  * "none" become "none", while "required" and a named function are refused. The sim does not model
  * Responses tools; with tools the choice is echoed as asked.
  */
-export function responseToolChoice(body: ResponsesBody): unknown {
+export function responseToolChoice(body: EchoedRequest): unknown {
   const tools = body.tools;
   const choice = body.tool_choice ?? "auto";
   if (Array.isArray(tools) && tools.length > 0) return choice;
@@ -57,7 +87,7 @@ export function responseToolChoice(body: ResponsesBody): unknown {
 }
 
 /** The request's `text` as vLLM's ResponseTextConfig writes it back: format (each kind's fields), verbosity. */
-export function textConfig(text: ResponsesBody["text"]): Record<string, unknown> | null {
+export function textConfig(text: TextSetting | null | undefined): Record<string, unknown> | null {
   if (!text) return null;
   const f = text.format;
   let format: Record<string, unknown> | null = null;
