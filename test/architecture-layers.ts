@@ -32,7 +32,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
 
   // libraries: wire formats, tokenizers, the engine model, workloads, tenants, engine discovery
   "src/kvevents": { imports: ["src/obs"], lines: 3500 },
-  "src/tokenizer": { imports: ["src/eventloop"], lines: 2500 },
+  "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2500 },
   // the engine emits KV events as values (kvevents/events.ts, types only)
   "src/engine": { imports: ["src/collections", "src/kvevents"], lines: 3500 },
   "src/workload": { imports: ["src/random"], lines: 1500 },
@@ -42,7 +42,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
 
   // routing policies: pure functions of a fleet snapshot; predictive routing uses the engine's step time
   "src/routing": {
-    imports: ["src/collections", "src/engine", "src/random", "src/routing/scorers", "src/tokenizer"],
+    imports: ["src/collections", "src/engine", "src/protocol", "src/random", "src/routing/scorers"],
     lines: 3250,
   },
   "src/routing/scorers": { imports: ["src/routing"], lines: 250 },
@@ -58,6 +58,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/http",
       "src/kvevents",
       "src/obs",
+      "src/protocol",
       "src/random",
       "src/tokenizer",
     ],
@@ -70,7 +71,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: ["src/config", "src/discovery", "src/kvevents", "src/obs", "src/routing", "src/tenancy"],
     lines: 1000,
   },
-  "src/router/request": { imports: ["src/http", "src/tenancy", "src/tokenizer"], lines: 1000 },
+  "src/router/request": { imports: ["src/http", "src/protocol", "src/tenancy"], lines: 1000 },
   "src/router/telemetry": {
     imports: ["src/obs", "src/router/config", "src/router/request", "src/tenancy"],
     lines: 1250,
@@ -102,6 +103,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/eventloop",
       "src/kvevents",
       "src/obs",
+      "src/protocol",
       "src/router/config",
       "src/router/engines",
       "src/routing",
@@ -134,6 +136,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/eventloop",
       "src/http",
       "src/obs",
+      "src/protocol",
       "src/router/config",
       "src/router/dataplane",
       "src/router/engines",

@@ -2,9 +2,8 @@
 // fixed character blocks, each block's id chains its parent's (so equal ids mean equal prefixes), and
 // each id remembers which engines were last sent a request carrying it. Bounded: at most `maxBlocks`
 // ids, least recently used evicted first, at most `maxEnginesPerBlock` engines per id.
-import { contentText } from "../tokenizer/messages.js";
+import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
 import { LruMap } from "../collections/lru-map.js";
-import type { ChatMessage } from "../tokenizer/types.js";
 import type { RequestView } from "./types.js";
 
 export interface PrefixIndexOptions {

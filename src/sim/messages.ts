@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
 import type { FinishReason } from "../engine/types.js";
 import { HttpError } from "../http/errors.js";
-import type { ChatMessage } from "../tokenizer/types.js";
+import type { ChatMessage } from "../protocol/chat-messages.js";
 import { resolveRequestModel, type ModelChoice, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
 import { checkAdmission, Generation, trackLoad, type GenerationResult } from "./generation.js";

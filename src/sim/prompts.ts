@@ -3,7 +3,8 @@
 // stream options only with a stream. Long text is tokenised in slices between turns of the event
 // loop (Tokenizer.encodeAsync): a megabyte prompt must not stall every other request and /health.
 import { HttpError } from "../http/errors.js";
-import { ChatTemplateError, type ChatMessage } from "../tokenizer/types.js";
+import { ChatTemplateError } from "../tokenizer/types.js";
+import { type ChatMessage } from "../protocol/chat-messages.js";
 import {
   CONTINUE_AND_GENERATION_PROMPT,
   CONTINUE_WITH_GENERATION_PROMPT,

@@ -4,7 +4,7 @@
 // go first. Like vLLM's, it lives in this engine's memory: a follow-up must reach the engine that
 // answered.
 import { LruMap } from "../collections/lru-map.js";
-import type { ChatMessage } from "../tokenizer/types.js";
+import type { ChatMessage } from "../protocol/chat-messages.js";
 
 export const STORE_MAX_ENTRIES = 10_000;
 export const STORE_MAX_BYTES = 64 * 2 ** 20;

@@ -11,7 +11,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
 import { outputBudget } from "../http/context-length.js";
 import { HttpError, type ErrorType } from "../http/errors.js";
-import type { ChatMessage } from "../tokenizer/types.js";
+import type { ChatMessage } from "../protocol/chat-messages.js";
 import { resolveRequestModel, type ModelChoice, type SimContext } from "./context.js";
 import { newRequestHex } from "./generate.js";
 import { checkAdmission, Generation, trackLoad } from "./generation.js";

@@ -37,7 +37,7 @@ import {
   unloadLoraSchema,
   validate,
 } from "./schemas.js";
-import type { ChatMessage } from "../tokenizer/types.js";
+import type { ChatMessage } from "../protocol/chat-messages.js";
 
 const log = logger("sim.http");
 

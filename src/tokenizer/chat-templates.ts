@@ -1,8 +1,9 @@
 // The chat templates vLLM applies, re-expressed as functions for plain text conversations (no tools).
 // Each one reproduces the official Jinja template's output byte for byte; docs/tokenizers.md cites
 // the sources and test/tokenizer/chat-templates.test.ts holds fixtures derived from them.
-import { contentText, pyLstrip, pyRstrip, pyRstripSpace, pyStrip } from "./messages.js";
-import { ChatTemplateError, type ChatMessage, type ChatTemplateOptions } from "./types.js";
+import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
+import { pyLstrip, pyRstrip, pyRstripSpace, pyStrip } from "./py-strings.js";
+import { ChatTemplateError, type ChatTemplateOptions } from "./types.js";
 
 export type ChatTemplate = (messages: readonly ChatMessage[], opts: ChatTemplateOptions) => string;
 

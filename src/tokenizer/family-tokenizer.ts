@@ -5,7 +5,8 @@ import { VocabTable, type AddedToken } from "./byte-level.js";
 import { renderChat, type ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
 import { tokenizerThread } from "./offload.js";
-import type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
+import type { ChatTemplateOptions, Tokenizer } from "./types.js";
+import type { ChatMessage } from "../protocol/chat-messages.js";
 
 export interface FamilyParts {
   family: string;

@@ -8,8 +8,8 @@ import { byteLevelToBytes, VocabTable, type AddedToken } from "./byte-level.js";
 import { plainFallbackTemplate, type ChatTemplate } from "./chat-templates.js";
 import { FamilyTokenizer } from "./family-tokenizer.js";
 import { loadHfFolder, type HfComponent, type HfFolder } from "./hf-folder.js";
-import { contentText } from "./messages.js";
-import { ChatTemplateError, type ChatMessage } from "./types.js";
+import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
+import { ChatTemplateError } from "./types.js";
 
 /** the family name of a folder's tokenizer: the worker thread loads it again from this (index.ts) */
 export const HF_FAMILY_PREFIX = "hf:";

@@ -5,9 +5,8 @@ import { createHfTokenizer, HF_FAMILY_PREFIX, hfFamily } from "./hf-tokenizer.js
 import { createLlama3Tokenizer } from "./llama3.js";
 import type { Tokenizer } from "./types.js";
 
-export type { ChatMessage, ChatTemplateOptions, Tokenizer } from "./types.js";
+export type { ChatTemplateOptions, Tokenizer } from "./types.js";
 export { ChatTemplateError } from "./types.js";
-export { chatMessageSchema, chatMessagesSchema, contentText } from "./messages.js";
 export { NO_CHAT_TEMPLATE_MESSAGE } from "./chat-templates.js";
 export { tokenCountFloor, tokenCountFloorAsync } from "./lower-bound.js";
 export { hasTokenizerJson, loadHfFolder, type HfFolder } from "./hf-folder.js";

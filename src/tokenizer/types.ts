@@ -1,13 +1,7 @@
 // The tokenizer contract shared by the sim (prompt counting, /tokenize, /detokenize, streamed text)
 // and the router (exact KV-aware routing needs the same token ids the engine computes).
 import type { Cancellable } from "../eventloop/turns.js";
-
-/** One OpenAI chat message as the chat template sees it. Extra fields (tool_calls, ...) are ignored. */
-export interface ChatMessage {
-  role: string;
-  content: string | Array<{ type: string; text?: string }> | null;
-  name?: string;
-}
+import type { ChatMessage } from "../protocol/chat-messages.js";
 
 export interface ChatTemplateOptions {
   addGenerationPrompt: boolean;

@@ -4,7 +4,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { SimRequestTokenizer } from "../../src/router/kv/tokenizers.js";
 import { resolveModel } from "../../src/engine/profiles.js";
-import { tokenizerForModel, type ChatMessage } from "../../src/tokenizer/index.js";
+import { tokenizerForModel } from "../../src/tokenizer/index.js";
+import { type ChatMessage } from "../../src/protocol/chat-messages.js";
 
 const words = (seed: number, n: number) => {
   let x = seed >>> 0 || 1;

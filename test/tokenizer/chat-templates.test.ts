@@ -8,12 +8,8 @@
 //  - Qwen3: Qwen/Qwen3-* tokenizer_config.json: ChatML, no default system, thinking handling.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  chatMessagesSchema,
-  ChatTemplateError,
-  tokenizerFor,
-  type ChatMessage,
-} from "../../src/tokenizer/index.js";
+import { ChatTemplateError, tokenizerFor } from "../../src/tokenizer/index.js";
+import { chatMessagesSchema, type ChatMessage } from "../../src/protocol/chat-messages.js";
 
 const SYSTEM_USER: ChatMessage[] = [
   { role: "system", content: "You are a helpful assistant." },

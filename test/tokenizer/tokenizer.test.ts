@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { tokenizerFor, tokenizerForModel, TOKENIZER_FAMILIES } from "../../src/tokenizer/index.js";
-import { pyStrip } from "../../src/tokenizer/messages.js";
+import { pyStrip } from "../../src/tokenizer/py-strings.js";
 
 /** String.prototype.toWellFormed (ES2024, not in this project's lib): lone surrogates -> U+FFFD */
 function wellFormed(s: string): string {

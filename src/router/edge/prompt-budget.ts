@@ -24,12 +24,8 @@
 // library cannot be sliced) are left to the engine, which answers the same 400.
 import { resolveModel } from "../../engine/profiles.js";
 import { contextLengthError, type ContextAsk } from "../../http/context-length.js";
-import {
-  tokenizerForModel,
-  tokenCountFloorAsync,
-  type ChatMessage,
-  type Tokenizer,
-} from "../../tokenizer/index.js";
+import { tokenizerForModel, tokenCountFloorAsync, type Tokenizer } from "../../tokenizer/index.js";
+import { type ChatMessage } from "../../protocol/chat-messages.js";
 import { WorkCancelled, type Cancellable } from "../../eventloop/turns.js";
 import { logger } from "../../obs/log.js";
 import type { RouterConfig } from "../config/config.js";

@@ -3,13 +3,8 @@
 // folder (what a real vLLM engine uses), or Switchyard's sim tokenizer (what `switchyard sim` uses for
 // the models it knows). Models with neither are routed by the approximate prefix index.
 import { resolveModel } from "../../engine/profiles.js";
-import {
-  loadHfFolder,
-  tokenizerForModel,
-  type ChatMessage,
-  type HfFolder,
-  type Tokenizer,
-} from "../../tokenizer/index.js";
+import { loadHfFolder, tokenizerForModel, type HfFolder, type Tokenizer } from "../../tokenizer/index.js";
+import { type ChatMessage } from "../../protocol/chat-messages.js";
 import type { RequestView } from "../../routing/index.js";
 
 export interface RequestTokenizer {

@@ -8,7 +8,7 @@
 //
 // Matching allocates nothing for a fixed path (one Map lookup) and one string for a path that
 // carries an id (`/v1/responses/{id}`): the id itself.
-import type { ChatMessage } from "../../tokenizer/index.js";
+import type { ChatMessage } from "../../protocol/chat-messages.js";
 
 /**
  * Where a request's prompt is for prefix and KV routing and the prompt budget:

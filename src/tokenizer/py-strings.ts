@@ -1,34 +1,5 @@
-// Chat message shape at the HTTP edge, and the flattening vLLM applies before the template runs.
-import { z } from "zod";
-import type { ChatMessage } from "./types.js";
-
-const contentPartSchema = z.looseObject({ type: z.string(), text: z.string().optional() });
-
-/** One chat message as accepted on /v1/chat/completions and /tokenize; unknown fields pass through. */
-export const chatMessageSchema = z.looseObject({
-  role: z.string().min(1),
-  content: z
-    .union([z.string(), z.array(contentPartSchema), z.null()])
-    .optional()
-    .default(null),
-  name: z.string().optional(),
-});
-
-export const chatMessagesSchema = z.array(chatMessageSchema).min(1);
-
-/**
- * vLLM (content format "string") joins the text parts of a content array with "\n" before the
- * template sees the message; non-text parts carry no text here, and null content renders as "".
- */
-export function contentText(content: ChatMessage["content"] | undefined): string {
-  if (typeof content === "string") return content;
-  if (!content) return "";
-  const texts: string[] = [];
-  for (const part of content) {
-    if (part.type === "text" && typeof part.text === "string") texts.push(part.text);
-  }
-  return texts.join("\n");
-}
+// Python's string stripping as Jinja chat templates do it, for the templates written as functions
+// (chat-templates.ts): `| trim`, .strip(), .lstrip(chars), .rstrip(chars).
 
 // Python's str.isspace() set, so `| trim` and .strip() match Jinja exactly (JS trim() differs on
 // \x1c-\x1f, \x85 and \ufeff). A scan from both ends, not a regex: `[ws]+$` retries at every
