@@ -37,7 +37,21 @@ export async function handleChatBatch(
   res: ServerResponse,
   body: Record<string, unknown>,
 ): Promise<void> {
-  // vLLM's request model first: a list of non-empty lists of messages, refused at the location
+  // vLLM's batch-mode checks come first (a validator run before the fields are read)
+  if (body.use_beam_search === true)
+    throw new HttpError(
+      400,
+      "Batch chat completions do not support beam search. Please set `use_beam_search` to False. " +
+        "(parameter=use_beam_search)",
+      "use_beam_search",
+    );
+  if (body.n !== undefined && body.n !== null && body.n !== 1)
+    throw new HttpError(
+      400,
+      `Batch chat completions do not support \`n > 1\`. Please set \`n\` to 1. (parameter=n, value=${JSON.stringify(body.n)})`,
+      "n",
+    );
+  // then its request model: a list of non-empty lists of messages, refused at the location
   // (body.messages.1 for a conversation that is not a list, body.messages.0.2.… for a bad message)
   const conversations = validate(batchMessagesSchema, body).messages;
   if (conversations.length > MAX_BATCH_CONVERSATIONS)

@@ -143,6 +143,18 @@ test("a batch's messages are refused as vLLM's request model refuses them, at th
   await refusedAt("Hi", "body.messages");
   // a message without a role, located in the first form of vLLM's message union
   await refusedAt([a, [{ content: "Hi" }]], "body.messages.1.0.ChatCompletionDeveloperMessageParam.role");
+  // vLLM's batch-mode refusals come before the messages are read
+  const n2 = await postJson(url, { messages: "x", n: 2 });
+  assert.equal(n2.status, 400);
+  assert.deepEqual(n2.json.error, {
+    message: "Batch chat completions do not support `n > 1`. Please set `n` to 1. (parameter=n, value=2)",
+    type: "BadRequestError",
+    param: "n",
+    code: 400,
+  });
+  const beams = await postJson(url, { messages: [a], use_beam_search: true });
+  assert.equal(beams.json.error.param, "use_beam_search");
+  assert.equal((await postJson(url, { messages: [a], n: 1, max_tokens: 1 })).status, 200);
 });
 
 test("a chat message none of vLLM's message forms takes is located in the first, the developer message, field by field", async () => {
