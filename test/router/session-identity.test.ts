@@ -66,6 +66,12 @@ test("the router names a request's session from agentic_context ahead of the hea
       previous_response_id: String(second.answer.id),
     });
     assert.equal(third.session, `~r:${r1}`);
+    const metrics = await (await fetch(`${router.url}/metrics`)).text();
+    assert.match(metrics, /switchyard_session_requests_total\{source="header"\} 1\n/);
+    assert.match(metrics, /switchyard_session_requests_total\{source="agentic-context"\} 1\n/);
+    assert.match(metrics, /switchyard_session_requests_total\{source="response-chain"\} 2\n/);
+    // s-1, task:coder and the chain's
+    assert.match(metrics, /switchyard_sessions 3\n/);
   } finally {
     await router.close();
     for (const e of engines) await e.close();

@@ -139,6 +139,7 @@ export class Router {
       },
       queueDepth: () => this.queue.depth,
       responseIds: () => ({ size: this.affinity.size, evictions: this.affinity.evictions }),
+      sessions: () => this.ingress.sessions,
     });
     this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);

@@ -175,6 +175,8 @@ export interface EngineGaugeSource {
   tracing?(): { exported: number; dropped: Record<string, number> } | undefined;
   /** response affinity (dataplane/response-affinity.ts): ids remembered, and dropped to stay within the cap */
   responseIds?(): { size: number; evictions: number };
+  /** session identity (src/routing/session-identity.ts): sessions held, dropped, and found by source */
+  sessions?(): { size: number; evictions: number; expired: number; found: Record<string, number> };
 }
 
 export class RouterMetrics {
@@ -453,6 +455,39 @@ export class RouterMetrics {
       collect() {
         this.reset();
         this.inc(ids().evictions);
+      },
+    });
+    const sessions = () => source.sessions?.();
+    new Gauge({
+      name: "switchyard_sessions",
+      help: "Sessions the router remembers (session identity; at most session.maxSessions)",
+      registers: [r],
+      collect() {
+        this.set(sessions()?.size ?? 0);
+      },
+    });
+    new Counter({
+      name: "switchyard_sessions_dropped_total",
+      help: "Sessions forgotten: reason cap (the least recently seen, past session.maxSessions) or idle (unseen for session.idleTimeout)",
+      labelNames: ["reason"],
+      registers: [r],
+      collect() {
+        this.reset();
+        const s = sessions();
+        if (!s) return;
+        this.inc({ reason: "cap" }, s.evictions);
+        this.inc({ reason: "idle" }, s.expired);
+      },
+    });
+    new Counter({
+      name: "switchyard_session_requests_total",
+      help: "Generation requests whose session was found, by where: agentic-context, header, body, response-chain, inferred",
+      labelNames: ["source"],
+      registers: [r],
+      collect() {
+        this.reset();
+        const s = sessions();
+        if (s) for (const [source, n] of Object.entries(s.found)) this.inc({ source }, n);
       },
     });
     new Gauge({
