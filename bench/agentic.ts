@@ -27,11 +27,11 @@ import {
   withForks,
   type AgenticPreset,
 } from "../src/workload/agentic.js";
-import type { RequestRecord } from "../src/workload/record.js";
-import { tpotOf } from "../src/workload/record.js";
+import { type RequestRecord, tpotOf } from "../src/workload/record.js";
 import { percentile } from "../src/workload/stats.js";
 import type { Session } from "../src/workload/types.js";
-import { defaultEngineConfig, resolveGpu, resolveModel, type EngineConfig } from "../src/engine/index.js";
+import { defaultEngineConfig, type EngineConfig } from "../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../src/models/index.js";
 import { simulateFleet } from "../src/fleet/fleet.js";
 import { steadyWindow } from "./routing-range-setup.js";
 

@@ -2,7 +2,7 @@
 // sequences (default 2000), Llama-3.1-8B on an H100 profile. Usage: node dist/bench/engine-step.js [N] [steps]
 import { Engine } from "../src/engine/engine.js";
 import { defaultEngineConfig } from "../src/engine/config.js";
-import { resolveGpu, resolveModel } from "../src/engine/profiles.js";
+import { resolveGpu, resolveModel } from "../src/models/profiles.js";
 import type { EngineRequest } from "../src/engine/types.js";
 
 const numSeqs = Number(process.argv[2] ?? 2000);

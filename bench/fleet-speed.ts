@@ -4,7 +4,8 @@
 // Target: under 30 s (≥ 120× real time). Usage: node dist/bench/fleet-speed.js [virtual-seconds] [engines]
 import { performance } from "node:perf_hooks";
 import { sharedPrefixWorkload } from "../src/workload/shared-prefix.js";
-import { defaultEngineConfig, resolveGpu, resolveModel } from "../src/engine/index.js";
+import { defaultEngineConfig } from "../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../src/models/index.js";
 import { simulateFleet } from "../src/fleet/fleet.js";
 import { sumCounters } from "../src/fleet/report.js";
 

@@ -14,7 +14,8 @@ import { sharedPrefixWorkload } from "../src/workload/shared-prefix.js";
 import type { Workload } from "../src/workload/types.js";
 import type { RequestRecord } from "../src/workload/record.js";
 import { percentile } from "../src/workload/stats.js";
-import { defaultEngineConfig, resolveGpu, resolveModel, type EngineConfig } from "../src/engine/index.js";
+import { defaultEngineConfig, type EngineConfig } from "../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../src/models/index.js";
 import { simulateFleet, type FleetOptions } from "../src/fleet/fleet.js";
 import type { PolicyName } from "../src/routing/index.js";
 

@@ -1,6 +1,7 @@
 // Engine configuration with vLLM V1's defaults for `vllm serve` (the API-server usage context), and
 // validation whose errors name the offending field the way the CLI flag is spelled.
-import type { EngineConfig, GpuProfile, ModelProfile } from "./types.js";
+import type { EngineConfig } from "./types.js";
+import type { GpuProfile, ModelProfile } from "../models/types.js";
 
 const GiB = 2 ** 30;
 

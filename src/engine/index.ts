@@ -1,24 +1,7 @@
 // The engine model's public surface. See README.md in this folder and docs/engine-model.md.
 export type * from "./types.js";
-export { GPUS, MODELS, resolveGpu, resolveModel, loadProfilesFile } from "./profiles.js";
-export {
-  isModelFolder,
-  loadModelFolder,
-  profileFromConfig,
-  withDtype,
-  type FolderProfile,
-} from "./profiles-hf.js";
 export { defaultEngineConfig, validateEngineConfig, vllmBatchDefaults } from "./config.js";
 export { kvCapacity, reserveBytesPerGpu, type KvCapacity } from "./capacity.js";
-export {
-  noneHash,
-  hashBlockTokens,
-  computeBlockHashes,
-  extraKeysFor,
-  digestToId,
-  type BlockHashOptions,
-  type BlockHashes,
-} from "./hashing.js";
 export { Engine } from "./engine.js";
 export { VirtualDriver } from "./drivers.js";
 export { StepTimer, COMPUTE_EFFICIENCY, MEMORY_EFFICIENCY, STEP_OVERHEAD_S } from "./timing.js";

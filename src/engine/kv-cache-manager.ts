@@ -6,7 +6,7 @@
 import type { KvEvent } from "../kvevents/events.js";
 import { BlockPool } from "./block-pool.js";
 import { kvCapacity, type KvCapacity } from "./capacity.js";
-import { BlockHasher, extraKeysFor, noneHash } from "./hashing.js";
+import { BlockHasher, extraKeysFor, noneHash } from "../protocol/block-hashing.js";
 import { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";
 import { CpuTier } from "./offload.js";
 import type { PrefixMemo, Req } from "./request.js";

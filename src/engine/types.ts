@@ -2,48 +2,7 @@
 // (real time for `switchyard sim`, virtual time for the fleet simulator) calls beginStep/completeStep
 // and passes the current time in seconds. Everything here is a typed value; parsing happens at the edges.
 import type { KvEvent } from "../kvevents/events.js";
-
-export interface GpuProfile {
-  /** short lowercase id used by --gpu: h100, h200, a100, l40s, l4 */
-  id: string;
-  name: string;
-  hbmBytes: number;
-  /** dense bf16 FLOP/s (no sparsity) */
-  bf16Flops: number;
-  /** HBM bandwidth, bytes/s */
-  hbmBandwidth: number;
-  /** host<->GPU link bandwidth one way, bytes/s (PCIe or C2C) */
-  hostLinkBandwidth: number;
-  /** GPU<->GPU bandwidth one way for tensor parallel all-reduce, bytes/s (NVLink); PCIe figure when absent */
-  interconnectBandwidth?: number;
-  source: string;
-}
-
-export interface ModelProfile {
-  /** Hugging Face id as given to `vllm serve` */
-  id: string;
-  aliases: string[];
-  params: number;
-  /**
-   * parameters one token passes through, when fewer than params (a mixture of experts: only
-   * num_experts_per_tok experts run per token); compute follows this, weight memory follows params
-   */
-  activeParams?: number;
-  layers: number;
-  hiddenSize: number;
-  numHeads: number;
-  kvHeads: number;
-  headDim: number;
-  /** bytes per weight and KV element (2 for bf16/fp16) */
-  dtypeBytes: number;
-  dtype: string;
-  maxContext: number;
-  /** the real vocabulary size of the model (token ids accepted below this) */
-  vocabSize: number;
-  /** which tokenizer family src/tokenizer uses for it */
-  tokenizer: string;
-  source: string;
-}
+import type { GpuProfile, ModelProfile } from "../models/types.js";
 
 export interface OffloadConfig {
   /**

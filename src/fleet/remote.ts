@@ -1,7 +1,7 @@
 // The shared LMCache server of a fleet (`remote_url: lm://...`, our cache server) in virtual time: an
 // LRU of chunk keys bounded by its memory, shared by every engine. Puts are asynchronous in LMCache's
 // remote backend, so they cost the engines nothing; gets are charged by the engine at `bandwidth`.
-import type { ModelProfile } from "../engine/index.js";
+import type { ModelProfile } from "../models/index.js";
 import { chunkKeys } from "./tokens.js";
 
 /**

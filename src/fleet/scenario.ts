@@ -10,7 +10,7 @@ import {
   resolveModel,
   type GpuProfile,
   type ModelProfile,
-} from "../engine/index.js";
+} from "../models/index.js";
 import { ROUTER_POLICY_NAMES, scorersConfigSchema } from "../routing/index.js";
 
 const posInt = z.number().int().positive();

@@ -4,7 +4,7 @@
 // refused or the scenario is invalid or infeasible, with a one-line reason naming the field.
 import { readFileSync, writeFileSync } from "node:fs";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
-import { GPUS } from "../engine/index.js";
+import { GPUS } from "../models/index.js";
 import { helmValues, prometheusRule, prometheusRuleFile, toYaml } from "./emit.js";
 import { planMarkdown } from "./format.js";
 import { parsePlanScenario, PlanInputError, withFleet } from "./input.js";

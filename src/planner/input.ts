@@ -5,7 +5,8 @@
 import { parse as parseYaml } from "yaml";
 import { DERIVED_QUESTION_TOKENS, DERIVED_ROUNDS, engineConfigFor } from "../fleet/build.js";
 import { resolveScenario, ScenarioError, type ResolvedScenario } from "../fleet/scenario.js";
-import { GPUS, kvCapacity, resolveGpu } from "../engine/index.js";
+import { kvCapacity } from "../engine/index.js";
+import { GPUS, resolveGpu } from "../models/index.js";
 
 /** the fleet fields the scenario leaves to the planner */
 export interface OpenFields {

@@ -4,7 +4,7 @@
 import { sessionKeyFor, workloadFor, type OffloadMode } from "../fleet/build.js";
 import type { FleetReport } from "../fleet/report.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
-import { GPUS } from "../engine/index.js";
+import { GPUS } from "../models/index.js";
 import { policyReadsKv } from "../routing/index.js";
 import {
   breakEven,

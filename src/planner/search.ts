@@ -9,8 +9,7 @@
 //   fraction of a run;
 // - growth ×1.5 then bisection (k points at once on k workers), and shapes that cannot beat the
 //   cheapest fleet found so far (or the budget) are dropped before they run.
-import type { OffloadMode } from "../fleet/build.js";
-import { engineConfigFor } from "../fleet/build.js";
+import { type OffloadMode, engineConfigFor } from "../fleet/build.js";
 import type { FleetReport } from "../fleet/report.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { Engine, StepTimer, VirtualDriver } from "../engine/index.js";

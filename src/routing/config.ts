@@ -2,7 +2,8 @@
 // and model profile times each engine, and the TTFT SLOs requests are admitted by. Owned here so the
 // router's schema only names it, and turned into the policy's options here (timingFor).
 import { z } from "zod";
-import { defaultEngineConfig, GPUS, resolveGpu, resolveModel } from "../engine/index.js";
+import { defaultEngineConfig } from "../engine/index.js";
+import { GPUS, resolveGpu, resolveModel } from "../models/index.js";
 import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
 import type { EngineView } from "./types.js";
 import type { PredictiveOptions } from "./predictive.js";

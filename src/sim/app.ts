@@ -3,18 +3,16 @@
 import type { AddressInfo, Socket } from "node:net";
 import { resolve } from "node:path";
 import { mulberry32 } from "../random/rng.js";
+import { defaultEngineConfig, kvCapacity, type EngineConfig } from "../engine/index.js";
 import {
-  defaultEngineConfig,
   isModelFolder,
-  kvCapacity,
   loadModelFolder,
   loadProfilesFile,
   resolveGpu,
   resolveModel,
   withDtype,
-  type EngineConfig,
   type ModelProfile,
-} from "../engine/index.js";
+} from "../models/index.js";
 import { parseKvEventsConfig } from "../kvevents/config.js";
 import { loadCurveKeys } from "../kvevents/curve.js";
 import { ZmqEventPublisher } from "../kvevents/publisher.js";

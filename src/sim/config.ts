@@ -187,7 +187,7 @@ export const SIM_FLAGS: FlagSpecs = {
 };
 
 export interface SimOptions {
-  /** a catalogue name (src/engine/profiles.ts) or a Hugging Face model folder (config.json) */
+  /** a catalogue name (src/models/profiles.ts) or a Hugging Face model folder (config.json) */
   model: string;
   /** --tokenizer: a folder with tokenizer.json (vLLM's flag) */
   tokenizer?: string;

@@ -3,7 +3,8 @@
 import { HttpError } from "../http/errors.js";
 import { CLAMP_SINCE, type ContextRules } from "../http/context-length.js";
 import { versionAtLeast } from "../kvevents/versions.js";
-import type { EngineConfig, ModelProfile } from "../engine/types.js";
+import type { EngineConfig } from "../engine/types.js";
+import type { ModelProfile } from "../models/types.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import type { SimOptions } from "./config.js";
 import type { AbortRegistry } from "./abort-registry.js";

@@ -8,11 +8,10 @@
 // LMCache hashes tokens only: a LoRA adapter or a cache salt does not enter the chunk hash.
 // Payloads are derived from their key, so a GET can be checked without remembering what was sent.
 import { createHash } from "node:crypto";
-import type { ObjectMeta } from "../cacheserver/protocol.js";
-import { KEY_BYTES } from "../cacheserver/protocol.js";
-import { writeArrayHead, writeHead } from "../engine/cbor.js";
-import { noneHash } from "../engine/hashing.js";
-import type { ModelProfile } from "../engine/types.js";
+import { type ObjectMeta, KEY_BYTES } from "../cacheserver/protocol.js";
+import { writeArrayHead, writeHead } from "../protocol/cbor.js";
+import { noneHash } from "../protocol/block-hashing.js";
+import type { ModelProfile } from "../models/types.js";
 
 /** LMCache's MemoryFormat.KV_2LTD: [2 (K and V), layers, tokens, kv_heads × head_dim] */
 const FMT_KV_2LTD = 1;

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { BlockPool } from "../../src/engine/block-pool.js";
-import { fastBlockHash } from "../../src/engine/hashing.js";
+import { fastBlockHash } from "../../src/protocol/block-hashing.js";
 
 test("hash table agrees with a Map through heavy insert/evict churn and a reset", () => {
   const pool = new BlockPool(97);

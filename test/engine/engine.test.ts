@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Engine } from "../../src/engine/engine.js";
 import { BlockPool } from "../../src/engine/block-pool.js";
-import { computeBlockHashes } from "../../src/engine/hashing.js";
+import { computeBlockHashes } from "../../src/protocol/block-hashing.js";
 import type { BlockRemoved, BlockStored } from "../../src/kvevents/events.js";
 import { config, makeEngine, request, runToIdle, tokens, Recorder } from "./helpers.js";
 

@@ -1,7 +1,7 @@
 // Shared helpers for engine tests: small configs, request builders and a recording observer.
 import { Engine } from "../../src/engine/engine.js";
 import { defaultEngineConfig } from "../../src/engine/config.js";
-import { resolveGpu, resolveModel } from "../../src/engine/profiles.js";
+import { resolveGpu, resolveModel } from "../../src/models/profiles.js";
 import { VirtualDriver } from "../../src/engine/drivers.js";
 import type { EngineConfig, EngineRequest, FinishReason, RequestTimings } from "../../src/engine/types.js";
 import type { KvEvent } from "../../src/kvevents/events.js";

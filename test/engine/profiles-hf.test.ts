@@ -3,7 +3,7 @@
 // of experts compute per token, and the fields the engine model cannot use named as ignored.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { profileFromConfig, resolveModel, withDtype } from "../../src/engine/index.js";
+import { profileFromConfig, resolveModel, withDtype } from "../../src/models/index.js";
 
 /** meta-llama/Llama-3.1-8B-Instruct config.json (the fields the profile reads) */
 const LLAMA31_8B = {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GPUS, MODELS, loadProfilesFile, resolveGpu, resolveModel } from "../../src/engine/profiles.js";
+import { GPUS, MODELS, loadProfilesFile, resolveGpu, resolveModel } from "../../src/models/profiles.js";
 import { defaultEngineConfig } from "../../src/engine/config.js";
 import { kvCapacity } from "../../src/engine/capacity.js";
 

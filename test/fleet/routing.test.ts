@@ -1,7 +1,8 @@
 // The routing library's load signal and SLO admission in virtual time (deterministic, no wall clock).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { defaultEngineConfig, resolveGpu, resolveModel } from "../../src/engine/index.js";
+import { defaultEngineConfig } from "../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { simulateFleet, type FleetOptions } from "../../src/fleet/fleet.js";
 import { randomWorkload } from "../../src/workload/random.js";
 import { percentile } from "../../src/workload/stats.js";

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { SimRequestTokenizer } from "../../src/router/kv/tokenizers.js";
-import { resolveModel } from "../../src/engine/profiles.js";
+import { resolveModel } from "../../src/models/profiles.js";
 import { tokenizerForModel } from "../../src/tokenizer/index.js";
 import { type ChatMessage } from "../../src/protocol/chat-messages.js";
 

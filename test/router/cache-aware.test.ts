@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import type { RunningSim } from "../../src/sim/app.js";
 import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
-import { computeBlockHashes } from "../../src/engine/hashing.js";
+import { computeBlockHashes } from "../../src/protocol/block-hashing.js";
 import { requestTokenizerFor } from "../../src/router/kv/tokenizers.js";
 import { freePorts } from "../../bench/harness/cli.js";
 import { post, routeOf, routerFor, waitUntil } from "./util.js";

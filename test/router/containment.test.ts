@@ -12,7 +12,7 @@ import { parseConfig } from "../../src/router/index.js";
 import { Health, lagAwareTimeout, type HealthRecord } from "../../src/router/engines/health.js";
 import { RetryBudget } from "../../src/router/request/admission.js";
 import { Proxy } from "../../src/router/dataplane/proxy.js";
-import { resolveModel } from "../../src/engine/profiles.js";
+import { resolveModel } from "../../src/models/profiles.js";
 import { tokenizerForModel } from "../../src/tokenizer/index.js";
 import { WorkCancelled } from "../../src/eventloop/turns.js";
 import { startFakeEngine } from "./fake-engine.js";

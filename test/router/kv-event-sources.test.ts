@@ -4,7 +4,7 @@
 // approximate prefix index; `/engines` says where each engine's events come from.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { computeBlockHashes } from "../../src/engine/hashing.js";
+import { computeBlockHashes } from "../../src/protocol/block-hashing.js";
 import { parseKvEventsConfig } from "../../src/kvevents/config.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
 import { anthropicToChat } from "../../src/router/request/endpoints.js";

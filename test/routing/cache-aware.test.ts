@@ -17,7 +17,7 @@ import { eng } from "../helpers/routing.js";
 import { KvBlockIndex } from "../../src/router/kv/block-index.js";
 import { blockStored as stored } from "../../bench/harness/kv.js";
 import { decodeBatch } from "../../src/kvevents/codec.js";
-import { computeBlockHashes } from "../../src/engine/hashing.js";
+import { computeBlockHashes } from "../../src/protocol/block-hashing.js";
 import { fixturePath } from "../helpers/vectors.js";
 
 const words = (seed: number, n: number) => {

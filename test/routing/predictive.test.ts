@@ -17,7 +17,8 @@ import {
   type EngineView,
   type RequestView,
 } from "../../src/routing/index.js";
-import { defaultEngineConfig, resolveGpu, resolveModel } from "../../src/engine/index.js";
+import { defaultEngineConfig } from "../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { eng } from "../helpers/routing.js";
 
 const llama = resolveModel("meta-llama/Llama-3.1-8B-Instruct");

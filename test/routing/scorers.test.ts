@@ -14,7 +14,8 @@ import {
   type EngineView,
 } from "../../src/routing/index.js";
 import { parseConfig } from "../../src/router/config/config.js";
-import { defaultEngineConfig, resolveGpu, resolveModel } from "../../src/engine/index.js";
+import { defaultEngineConfig } from "../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { eng } from "../helpers/routing.js";
 
 const h100 = rooflineTiming(

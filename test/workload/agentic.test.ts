@@ -11,7 +11,8 @@ import {
 import { intendedPromptTokens, type Session } from "../../src/workload/types.js";
 import { LoadRun } from "../../src/bench/load.js";
 import type { RequestRecord } from "../../src/workload/record.js";
-import { defaultEngineConfig, resolveGpu, resolveModel } from "../../src/engine/index.js";
+import { defaultEngineConfig } from "../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 
 const small = (over: Partial<Omit<AgenticOptions, "seed">> = {}, seed = 1): AgenticOptions =>

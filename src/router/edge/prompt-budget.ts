@@ -22,7 +22,7 @@
 //
 // Models the router has no tokenizer for (not a sim model, or an explicit tokenizer folder, whose
 // library cannot be sliced) are left to the engine, which answers the same 400.
-import { resolveModel } from "../../engine/profiles.js";
+import { resolveModel } from "../../models/profiles.js";
 import { contextLengthError, type ContextAsk } from "../../http/context-length.js";
 import { tokenizerForModel, tokenCountFloorAsync, type Tokenizer } from "../../tokenizer/index.js";
 import { type ChatMessage } from "../../protocol/chat-messages.js";

@@ -5,7 +5,7 @@
 // logs. Where the events come from is KvSubscriptions' business (subscriptions.ts); the metrics are in
 // metrics.ts; the silent-miss watchdog (watchdog.ts) reads the registry's own /metrics scrapes.
 import type { Registry as PromRegistry } from "prom-client";
-import { computeBlockHashes, type BlockHashOptions } from "../../engine/hashing.js";
+import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
 import { logger } from "../../obs/log.js";
 import { nextTurn, waitingSlices, type Cancellable } from "../../eventloop/turns.js";
 import {

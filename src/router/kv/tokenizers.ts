@@ -2,7 +2,7 @@
 // Per model, one explicit source: a served model's own tokenizer.json + chat template from a local
 // folder (what a real vLLM engine uses), or Switchyard's sim tokenizer (what `switchyard sim` uses for
 // the models it knows). Models with neither are routed by the approximate prefix index.
-import { resolveModel } from "../../engine/profiles.js";
+import { resolveModel } from "../../models/profiles.js";
 import { loadHfFolder, tokenizerForModel, type HfFolder, type Tokenizer } from "../../tokenizer/index.js";
 import { type ChatMessage } from "../../protocol/chat-messages.js";
 import type { RequestView } from "../../routing/index.js";

@@ -1,7 +1,14 @@
+// vLLM's sha256_cbor block hashes, byte for byte, against the vectors computed with Python's cbor2 and
+// hashlib (test/fixtures/PROVENANCE.md).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { computeBlockHashes, hashBlockTokens, noneHash, extraKeysFor } from "../../src/engine/hashing.js";
+import {
+  computeBlockHashes,
+  hashBlockTokens,
+  noneHash,
+  extraKeysFor,
+} from "../../src/protocol/block-hashing.js";
 import { vectorPath } from "../helpers/vectors.js";
 
 interface VectorCase {

@@ -1,6 +1,8 @@
 // GPU and model profiles: the figures the capacity and timing models need, each with its source.
 // Users add more with a YAML file (loadProfilesFile); lookups are case-insensitive and accept both the
-// base and the -Instruct names of a model.
+// base and the -Instruct names of a model. A room of their own, under the engine model: the router,
+// routing, the sim, the fleet simulator and the planner look models up without importing the engine,
+// and the engine stays free of file reads.
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
