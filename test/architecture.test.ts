@@ -1,7 +1,8 @@
 // The shape of the code base as rules a reviewer would otherwise enforce by eye. Every import edge
-// between folders is one the layer table (test/architecture-layers.ts) lists, and every listed edge is
-// still used; the top-level folder graph has no cycle, and no file-level import cycle exists (type-only
-// imports included: they still tie two files' designs together). The pure folders do no I/O and read
+// between folders is one the layer table (test/architecture-layers.ts) lists, every listed edge is
+// still used, and each points up the table's order of layers; the top-level folder graph has no
+// cycle, and no file-level import cycle exists (type-only imports included: they still tie two files'
+// designs together). The pure folders do no I/O and read
 // no clock. Each folder stays inside its line budget. Read from the sources (.ts, and the scripts'
 // .mjs), so a clean clone checks what a reviewer reads.
 import { test } from "node:test";
@@ -9,7 +10,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, normalize } from "node:path";
 import { repoRoot } from "./deploy/tools.js";
-import { FILE_CEILING, PURE, PURITY_EXCEPTIONS, ROOMS } from "./architecture-layers.js";
+import { DOWNWARD, FILE_CEILING, PURE, PURITY_EXCEPTIONS, ROOMS } from "./architecture-layers.js";
 
 const IMPORT =
   /(?:^|\n)\s*(?:import|export)\b[^;]*?\bfrom\s*["'](\.{1,2}\/[^"']+)["']|\bimport\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g;
@@ -159,6 +160,26 @@ test("every edge the layer table lists is one some file still uses", () => {
     }
   }
   assert.deepEqual(stale, []);
+});
+
+test("the table's order is the layers' order: every listed edge points to a row above its own", () => {
+  const order = Object.keys(ROOMS);
+  const wrong: string[] = [];
+  const used = new Set<string>();
+  for (const [from, room] of Object.entries(ROOMS)) {
+    for (const to of room.imports) {
+      if (!ROOMS[to] || order.indexOf(to) < order.indexOf(from)) continue;
+      const named = DOWNWARD.find(([f, t]) => f === from && t === to);
+      if (named) used.add(`${from} → ${to}`);
+      else
+        wrong.push(
+          `${from} → ${to}: ${to} is not above ${from} in the table (an upward import, or a row out of order)`,
+        );
+    }
+  }
+  for (const [f, t] of DOWNWARD)
+    if (!used.has(`${f} → ${t}`)) wrong.push(`${f} → ${t}: in DOWNWARD, but not a downward edge`);
+  assert.deepEqual(wrong, []);
 });
 
 test("the layer table keeps the fixed rules: nothing imports the CLI, discovery knows nothing of the router", () => {
