@@ -70,9 +70,10 @@ const SEGMENT_CACHE_MAX_CHARS = 256;
 export const SYNC_ENCODE_CHARS = 16_384;
 const SLICE_TARGET_MS = 2;
 /**
- * characters a piece of work encodes as what it is (oldest first, turns.ts) before its further slices
- * queue as new work: ~20-50 ms of slices, far more than an ordinary long prompt needs, so a huge one
- * takes turns with the prompts that came after it instead of holding every one of them back
+ * characters a piece of work encodes as what it is (oldest first, eventloop/turns.ts) before its
+ * further slices queue as new work: ~20-50 ms of slices, far more than an ordinary long prompt needs,
+ * so a huge one takes turns with the prompts that came after it instead of holding every one of them
+ * back
  */
 const OLDEST_FIRST_CHARS = 262_144;
 /** about 2.5 ms of never-seen text: the least any slice is given */
@@ -246,16 +247,16 @@ export class FamilyTokenizer implements Tokenizer {
     text: string,
     addSpecialTokens: boolean,
     keep: number,
-    /** when the caller's work began, if earlier than now (turns.ts) */
+    /** when the caller's work began, if earlier than now (eventloop/turns.ts) */
     began?: number,
-    /** what the work is for: once cancelled, its next turn rejects with WorkCancelled (turns.ts) */
+    /** what the work is for: once cancelled, its next turn rejects with WorkCancelled (eventloop/turns.ts) */
     owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }> {
     const n = text.length;
     const out: number[] = [];
     let dropped = 0;
     if (addSpecialTokens) appendAll(out, this.prefix);
-    // work that began earlier and waits for its turn goes first (turns.ts)
+    // work that began earlier and waits for its turn goes first (eventloop/turns.ts)
     const since = began ?? performance.now();
     if (waitingSlices() > 0) await nextTurn(since, owner);
     else if (owner?.cancelled) throw new WorkCancelled();

@@ -38,14 +38,14 @@ export function tokenCountFloor(text: string): number {
 /** tokenCountFloor in ~1 ms slices between turns of the event loop. */
 export async function tokenCountFloorAsync(
   text: string,
-  /** when the caller's work began, if earlier than now: its place in line (turns.ts) */
+  /** when the caller's work began, if earlier than now: its place in line (eventloop/turns.ts) */
   since = performance.now(),
   /** what the count is for: once cancelled, the next turn rejects with WorkCancelled */
   owner?: Cancellable,
 ): Promise<number> {
   let n = 0;
   for (let pos = 0; pos < text.length; pos += SLICE_CHARS) {
-    // its first slice too waits behind work already in line (turns.ts)
+    // its first slice too waits behind work already in line (eventloop/turns.ts)
     if (pos > 0 || waitingSlices() > 0) await nextTurn(since, owner);
     const end = Math.min(text.length, pos + SLICE_CHARS);
     n += countRuns(text, pos, end, pos === 0 || isAsciiSpace(text.charCodeAt(pos - 1)));

@@ -6,7 +6,7 @@
 // (its tables cost ~120 MiB and a second to load) and stopped after IDLE_MS without work, so a
 // process that never sees such text never pays for it; counting uses it only once it is warm.
 //
-// Work is for someone (turns.ts's Cancellable): a megabyte count takes the worker seconds, and a
+// Work is for someone (eventloop/turns.ts's Cancellable): a megabyte count takes the worker seconds, and a
 // client that leaves meanwhile must not keep it busy while others wait. So asks wait here, not in the
 // worker's message queue, and go to it one at a time: one given up while waiting is never sent, and
 // the one under way is stopped at its next chunk through a flag shared with the worker, which a

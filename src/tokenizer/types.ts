@@ -39,9 +39,9 @@ export interface Tokenizer {
     text: string,
     addSpecialTokens: boolean,
     keep: number,
-    /** when the request's work began (performance.now()), if earlier than this call: its place in line (turns.ts) */
+    /** when the request's work began (performance.now()), if earlier than this call: its place in line (eventloop/turns.ts) */
     since?: number,
-    /** what the count is for: once cancelled, it rejects with WorkCancelled at its next turn (turns.ts) or worker chunk (offload.ts) */
+    /** what the count is for: once cancelled, it rejects with WorkCancelled at its next turn (eventloop/turns.ts) or worker chunk (offload.ts) */
     owner?: Cancellable,
   ): Promise<{ count: number; ids: number[] }>;
   /**

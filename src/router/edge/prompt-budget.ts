@@ -107,7 +107,7 @@ export class PromptBudget {
    * Checks a generation prompt that is long enough to matter. Returns undefined when there is
    * nothing to do (short, not a prompt path, no tokenizer), else a promise of the first prompt's ids
    * for routing; throws (or rejects with) vLLM's 400 when the prompt cannot fit. `since`: when the
-   * request's work began, its place in the line of sliced work (src/tokenizer/turns.ts). Once the
+   * request's work began, its place in the line of sliced work (src/eventloop/turns.ts). Once the
    * client's `connection` is destroyed (the client went away), the counting rejects with WorkCancelled
    * at its next slice instead of running the rest for nobody.
    */
@@ -168,7 +168,7 @@ export class PromptBudget {
     const keep = maxLen ?? Infinity;
     const prompt = promptTexts(tk, input, obj);
     if (!prompt) return [];
-    // every slice of this request's counting keeps the request's place in line (src/tokenizer/turns.ts)
+    // every slice of this request's counting keeps the request's place in line (src/eventloop/turns.ts)
     // a prompt too long to count cheaply is first held against a floor on its count: one that
     // cannot fit by the floor alone is refused without the CPU exact counting costs (0.4 s for 5 MiB)
     if (maxLen !== undefined)

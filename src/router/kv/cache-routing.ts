@@ -234,7 +234,7 @@ export class CacheRouting implements CacheOracle {
 
   /**
    * Hashes a long prompt's blocks before its decision, one slice per turn of the event loop in the
-   * line of sliced work (src/tokenizer/turns.ts), for each block size the model's KV-routed engines
+   * line of sliced work (src/eventloop/turns.ts), for each block size the model's KV-routed engines
    * use; the decision then finds them done, where hashing 128k tokens in one piece held the loop about
    * 18 ms and every stream and routing claim of the process waited behind it. Undefined (nothing to
    * wait for) when no engine is KV-routed or the prompt fits in one slice: the decision hashes it. A

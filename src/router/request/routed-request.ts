@@ -49,7 +49,7 @@ export interface RoutedRequest {
   promptTokens?: number[] | undefined;
   /**
    * performance.now() when the router's CPU work on the request began (counting its prompt): its
-   * place in the line of sliced work (src/tokenizer/turns.ts), kept by its later slices (block hashing).
+   * place in the line of sliced work (src/eventloop/turns.ts), kept by its later slices (block hashing).
    * The ingress always sets it; a request built elsewhere (tests) counts from when the data plane took it.
    */
   workBegan?: number | undefined;
