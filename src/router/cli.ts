@@ -338,6 +338,8 @@ async function runWorker(): Promise<void> {
     prepare: (router) => {
       link = new WorkerLink(router, start);
       router.group = link;
+      // the worker's load-aware picks are claims its primary confirms (a lone router's just stand)
+      router.proxy.useClaims(link.slotClaims);
       if (start.configFile) router.onReload = () => link!.reload();
     },
   });
@@ -348,5 +350,6 @@ async function runWorker(): Promise<void> {
   onShutdown(async () => {
     await running.close();
     l.close();
+    running.router.proxy.useClaims(undefined);
   });
 }

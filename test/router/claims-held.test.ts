@@ -1,16 +1,18 @@
 // A router worker sends a load-aware pick's request at once and holds what the engine answers until the
-// group's primary has confirmed the pick (src/router/cluster/claims.ts). These tests put a stand-in for
-// the primary's word (a SlotArbiter the test answers) into a lone router, so each order of events (the
-// engine answers before the word, the word refuses the pick, the request ends first) is met on purpose.
+// group's primary has confirmed the pick (src/router/cluster/claims.ts). These tests give a lone router's
+// data plane a worker's claims (src/router/cluster/worker-claims.ts) over a stand-in for the primary's
+// word (a ClaimArbiter the test answers), so each order of events (the engine answers before the word,
+// the word refuses the pick, the request ends first) is met on purpose.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Upstream } from "../../src/router/engines/upstream.js";
-import type { ClaimHolder, SlotArbiter } from "../../src/router/engines/slot-arbiter.js";
+import type { ClaimArbiter, ClaimHolder } from "../../src/router/cluster/claims.js";
+import { WorkerSlotClaims } from "../../src/router/cluster/worker-claims.js";
 import { startFakeEngine, type FakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
 /** Every pick is a claim; the test says the word. */
-class HeldWord implements SlotArbiter<Upstream> {
+class HeldWord implements ClaimArbiter {
   private seq = 0;
   readonly claims: { id: number; engine: string; holder: ClaimHolder }[] = [];
   readonly withdrawn: number[] = [];
@@ -40,9 +42,10 @@ async function setup(
   const reg = router.router.registry;
   await waitUntil(() => reg.snapshot().length === roles.length, 5000, "every engine in rotation");
   const word = new HeldWord((e) => reg.takeSlot(e));
-  reg.arbiter = word;
+  const proxy = router.router.proxy;
+  proxy.useClaims((host) => new WorkerSlotClaims(word, reg, host));
   t.after(async () => {
-    reg.arbiter = undefined;
+    proxy.useClaims(undefined);
     await router.close();
     for (const e of engines) await e.close();
   });

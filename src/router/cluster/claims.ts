@@ -19,8 +19,8 @@
 //
 // The request does not wait for the word: it goes to its engine at once, and what the engine answers
 // is held until the pick stands (src/router/dataplane/attempt.ts). A refused one is decided again at once
-// (../dataplane/proxy.ts, pickRefused): picked again, its engine keeps the request; otherwise it is cancelled
-// there and sent to the new pick. The word takes a round trip to the primary, mostly spent waiting
+// (worker-claims.ts, the data plane's SlotClaims in a worker): picked again, its engine keeps the
+// request; otherwise it is cancelled there and sent to the new pick. The word takes a round trip to the primary, mostly spent waiting
 // for this worker's own busy event loop, while an engine's first token after a long prompt takes
 // longer: waiting before sending put that round trip (5–6 ms mean wall in bursts,
 // bench/routing-scale.ts) into the TTFT of every claimed request; now only a refused pick that moves
@@ -40,12 +40,11 @@
 // The wait for the word (`switchyard_routing_claim_wait_seconds`) now costs a request only where its
 // engine answers sooner (short prompts on an idle engine), and it is mostly this worker's own event
 // loop being busy when the word arrives, not the primary: hence long prompts are tokenised one slice
-// per turn of the loop (src/tokenizer/turns.ts).
+// per turn of the loop (src/eventloop/turns.ts).
 import { logger } from "../../obs/log.js";
 import { noteSent, type Policy } from "../../routing/index.js";
 import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
-import type { ClaimHolder, SlotArbiter } from "../engines/slot-arbiter.js";
 import type { ClaimItem, LoadCounts, ToPrimary } from "./protocol.js";
 import type { SharedLoad } from "./shared-load.js";
 import type { PickExchange } from "./picks.js";
@@ -56,6 +55,24 @@ const log = logger("router.worker");
 const CLAIM_TIMEOUT_MS = 2_000;
 /** refusals in a row after which the next pick stands unconfirmed (a safety valve: never seen) */
 const MAX_RETRIES = 8;
+
+/** Whose pick awaits the word: told once whether it stands (worker-claims.ts's holders, a test's). */
+export interface ClaimHolder {
+  /** the claim its pick awaits the word on (set by take); 0 when the pick needed none */
+  claim: number;
+  /** the pick was refused: whether it was taken back (it then lets go of its claim and slot and decides again) */
+  takeBack(): boolean;
+  /** the pick stands (confirmed, unanswered in time, or refused too late to take back) */
+  stands(): void;
+}
+
+/** The claims' side worker-claims.ts uses (Claims; a test stands in for the primary's word with its own). */
+export interface ClaimArbiter {
+  /** Takes a slot on `e` for the holder's pick; one that awaits the group's word sets `holder.claim`. */
+  take(e: Upstream, holder: ClaimHolder): void;
+  /** The holder let go of claim `id` (its slot is freed: the request ended or was taken back). */
+  withdraw(id: number): void;
+}
 
 interface Waiting extends ClaimItem {
   /** when the pick was made (performance.now()) */
@@ -71,7 +88,7 @@ interface Batch {
   timer: NodeJS.Timeout;
 }
 
-export class Claims implements SlotArbiter<Upstream> {
+export class Claims implements ClaimArbiter {
   private seq = 0;
   private queued: Waiting[] = [];
   /** claims sent and not answered yet, each with its batch */

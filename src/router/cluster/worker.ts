@@ -17,6 +17,8 @@ import { RegistryFollower } from "./follower.js";
 import { PickExchange } from "./picks.js";
 import { GroupLimiter } from "./limits.js";
 import { Claims } from "./claims.js";
+import { WorkerSlotClaims } from "./worker-claims.js";
+import type { SlotClaimsFactory } from "../dataplane/slot-claims.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
 import { SharedLoad, queuedPrefillOf } from "./shared-load.js";
 
@@ -78,6 +80,8 @@ export class WorkerLink implements RouterGroup {
   private readonly picks: PickExchange;
   private readonly limits = new GroupLimiter(send);
   private readonly claims: Claims;
+  /** the data plane's SlotClaims in this worker: its picks are claims (worker-claims.ts; wired in ../cli.ts) */
+  readonly slotClaims: SlotClaimsFactory;
   private flushScheduled = false;
   private lastFlush = -Infinity;
   /** the `acked` of the last report sent (claims.ts) */
@@ -126,7 +130,7 @@ export class WorkerLink implements RouterGroup {
         claimWait.child(result).observe(waitedS);
       },
     );
-    reg.arbiter = this.claims;
+    this.slotClaims = (host) => new WorkerSlotClaims(this.claims, reg, host);
     // a follow-up may reach another worker: the id goes out at once (not with the next load report),
     // before the answer that carries it reaches the client
     router.affinity.sharing = true;
@@ -286,6 +290,5 @@ export class WorkerLink implements RouterGroup {
     this.picks.close();
     this.claims.close();
     this.router.registry.onSlot = undefined;
-    this.router.registry.arbiter = undefined;
   }
 }

@@ -193,7 +193,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     return !this.done && this.holding !== undefined && Buffer.isBuffer(this.ctx.upstreamBody);
   }
 
-  /** Taken off its engine, its pick refused and the request decided onto another (proxy.ts). */
+  /** Taken off its engine: a router worker's pick refused, the request decided onto another. */
   takeBack(): void {
     this.unclaimed = true;
     this.cancel();

@@ -17,6 +17,11 @@
 // Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt, every
 // timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
 // metrics through pre-bound children.
+//
+// Slots on the policy's picks are taken and freed through one SlotClaims (slot-claims.ts): a lone
+// router's are the registry's slot operations; a router worker's (../cluster/worker-claims.ts) make
+// load-aware picks claims its primary confirms, and decide a refused one again through this data
+// plane's PickHost. Which one is held is chosen at wiring (useClaims).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { LinkedList } from "../../collections/linked-list.js";
 import {
@@ -34,7 +39,7 @@ import { DeadlineQueue } from "./deadlines.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
 import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
-import { AwaitedWord, type ClaimHolder } from "../engines/slot-arbiter.js";
+import { LoneSlotClaims, type PickHost, type SlotClaims, type SlotClaimsFactory } from "./slot-claims.js";
 import type { Disaggregation } from "../pd/disagg.js";
 import type { Tracer } from "../../obs/tracing.js";
 import { logger } from "../../obs/log.js";
@@ -106,6 +111,13 @@ export class Proxy implements AttemptHost {
 
   /** what a stream that breaks off mid-answer becomes (migration-flow.ts) */
   private readonly migrations: Migrations;
+  /** what the claims side calls to decide a request again */
+  private readonly host: PickHost<RequestContext> = {
+    acquire: (ctx, word) => this.acquire(ctx, word),
+    unpick: (ctx, e) => this.unpick(ctx, e),
+  };
+  /** slots on the policy's picks: a lone router's, or a router worker's claims (useClaims) */
+  private claims: SlotClaims<RequestContext>;
 
   constructor(private readonly d: ProxyDeps) {
     this.migrations = new Migrations({
@@ -113,6 +125,12 @@ export class Proxy implements AttemptHost {
       deadlines: this.deadlines,
       fail: (ctx, e) => this.fail(ctx as RequestContext, e),
     });
+    this.claims = new LoneSlotClaims(d.registry, this.host);
+  }
+
+  /** Who confirms this data plane's picks: `make`'s claims (a router worker's), or none (a lone router). */
+  useClaims(make: SlotClaimsFactory | undefined): void {
+    this.claims = make ? make(this.host) : new LoneSlotClaims(this.d.registry, this.host);
   }
 
   /** The attempts in flight on an engine now. */
@@ -212,8 +230,9 @@ export class Proxy implements AttemptHost {
   /**
    * Picks an engine and claims a slot on it. Synchronous when an engine has room (the common case:
    * no promise, no microtask); a promise only when every candidate is at its cap and it queues.
+   * `word`: the claims' own token for a pick that must stand first (SlotClaims.standing).
    */
-  private acquire(ctx: RequestContext, holder: ClaimHolder = ctx): Upstream | Promise<Upstream> {
+  private acquire(ctx: RequestContext, word?: object): Upstream | Promise<Upstream> {
     const reg = this.d.registry;
     const now = performance.now();
     const pin = ctx.pr.pin;
@@ -227,11 +246,9 @@ export class Proxy implements AttemptHost {
     const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
-      // router workers: a load-aware pick stands once it is known to be made on the group's exact
-      // counts; the request goes out meanwhile, its answer held (Attempt), and one refused is taken
-      // back and decided again (run)
-      if (reg.arbiter) reg.arbiter.take(e, holder);
-      else reg.takeSlot(e, now);
+      // a router worker's load-aware pick may await its group's word (ctx.claim): the request goes out
+      // meanwhile, its answer held (Attempt), and one refused is taken back and decided again (run)
+      this.claims.take(e, ctx, now, word);
       return e;
     }
     if (dec.kind === "unknown-model") throw modelNotFound(ctx.pr.model);
@@ -240,53 +257,9 @@ export class Proxy implements AttemptHost {
     return this.queueForSlot(ctx);
   }
 
-  /**
-   * The group refused the pick of the request's attempt, whose answer is held: the request is decided
-   * again at once, as if that pick had not been made (its slot freed, the policy's memory of it taken
-   * back). The same engine keeps the request it already has, claimed anew; another engine gets the
-   * next attempt, and this one is cancelled unseen. False when it can no longer be taken back.
-   */
-  pickRefused(ctx: RequestContext): boolean {
-    const att = ctx.current;
-    if (!att?.retractable) return false;
-    const e = att.engine;
-    this.unpick(ctx, e, ctx.claim);
-    ctx.claim = 0;
-    let next: Upstream | Promise<Upstream> | undefined;
-    try {
-      next = this.acquire(ctx);
-    } catch {
-      // no engine now (or a refusal): the attempts loop decides again and answers what it meets
-    }
-    if (next === e) {
-      // picked without a claim (the worker's refusals ran out): it stands
-      if (ctx.claim === 0) att.release();
-      return true;
-    }
-    ctx.repicked = next;
-    att.takeBack();
-    return true;
-  }
-
-  /**
-   * A pick that stands before its request goes out (P/D's prefill step, whose answer is not held):
-   * in a router group, a claimed one waits for the group's word, and a refused one is decided again.
-   */
-  private async acquireStanding(ctx: RequestContext): Promise<Upstream> {
-    if (!this.d.registry.arbiter) return this.acquire(ctx);
-    for (;;) {
-      const word = new AwaitedWord();
-      const got = this.acquire(ctx, word);
-      const e = got instanceof Promise ? await got : got;
-      if (word.claim === 0 || (await word.stood)) return e;
-      this.unpick(ctx, e, word.claim);
-    }
-  }
-
   /** A refused pick let go of: its claim and slot freed, and the policy forgets it (its prefill ledger). */
-  private unpick(ctx: RequestContext, e: Upstream, claim: number): void {
-    this.d.registry.arbiter?.withdraw(claim);
-    this.releaseSlot(e);
+  private unpick(ctx: RequestContext, e: Upstream): void {
+    this.releaseSlot(e, ctx);
     this.d.policy().onUnpicked?.(ctx.view, e.view);
   }
 
@@ -360,9 +333,12 @@ export class Proxy implements AttemptHost {
     this.d.policy().onFirstToken?.(ctx.view, e.view, now - ctx.started);
   }
 
-  /** `answered`: the attempt's first byte reached the client (and firstToken was told then) */
-  private releaseSlot(e: Upstream, answered = false): void {
-    this.d.registry.freeSlot(e, answered);
+  /**
+   * The request's slot on `e` is free (a claim of its still out is withdrawn with it). `answered`:
+   * the attempt's first byte reached the client (and firstToken was told then).
+   */
+  private releaseSlot(e: Upstream, ctx: RequestContext, answered = false): void {
+    this.claims.free(e, ctx, answered);
     this.d.queue.kick(1);
   }
 
@@ -388,8 +364,8 @@ export class Proxy implements AttemptHost {
       if (this.d.disagg?.applies(ctx.pr)) {
         const finished = await this.d.disagg.prefill(ctx, {
           headers,
-          acquire: () => this.acquireStanding(ctx),
-          release: (e) => this.releaseSlot(e),
+          acquire: () => this.claims.standing(ctx),
+          release: (e) => this.releaseSlot(e, ctx),
           fail: (e) => this.fail(ctx, e),
         });
         if (finished) return;
@@ -435,13 +411,9 @@ export class Proxy implements AttemptHost {
         try {
           outcome = await att.start(headers, this.attemptsOn(engine));
         } finally {
-          // taken back (pickRefused): its slot is freed already; otherwise a claim whose word has not
-          // come goes with the slot
-          if (outcome?.kind !== "unclaimed") {
-            if (ctx.claim !== 0) this.d.registry.arbiter?.withdraw(ctx.claim);
-            ctx.claim = 0;
-            this.releaseSlot(engine, att.answered);
-          }
+          // taken back (a router worker's refused pick): its slot is freed already; otherwise a claim
+          // whose word has not come goes with the slot
+          if (outcome?.kind !== "unclaimed") this.releaseSlot(engine, ctx, att.answered);
         }
         if (outcome.kind === "unclaimed") {
           // not a failure of the engine's: the next attempt is picked already (ctx.repicked)

@@ -13,7 +13,7 @@ import type { RouterMetrics, ModelSeries } from "../telemetry/metrics.js";
 import type { MigrationLedger } from "../migration/ledger.js";
 import type { BreakReason, MigrationPlan } from "../migration/rules.js";
 import type { MigratingRequest } from "./migration-flow.js";
-import type { ClaimHolder } from "../engines/slot-arbiter.js";
+import type { ClaimingRequest } from "./slot-claims.js";
 import type { Upstream } from "../engines/upstream.js";
 import { RequestTrace } from "../telemetry/request-trace.js";
 import type { RoutedRequest } from "../request/routed-request.js";
@@ -68,7 +68,7 @@ const enum CtxDeadline {
 }
 
 /** Everything the data plane tracks about one client request while it is served. */
-export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadline>, ClaimHolder {
+export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadline>, ClaimingRequest {
   readonly started = performance.now();
   /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
   view: RequestView;
@@ -92,6 +92,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   lastChunk: Buffer | undefined = undefined;
   lastRelayAt = 0;
   current: Attempt | undefined;
+  /** a router worker's claim its current pick awaits the group's word on (slot-claims.ts); 0 when none */
   claim = 0;
   /** the engine its next attempt goes to, picked when the group refused the last one's pick */
   repicked: Upstream | Promise<Upstream> | undefined;
@@ -121,10 +122,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly pr: RoutedRequest,
-    private readonly proxy: {
-      sendKeepAlive(ctx: RequestContext): void;
-      pickRefused(ctx: RequestContext): boolean;
-    },
+    private readonly proxy: { sendKeepAlive(ctx: RequestContext): void },
     metrics: RouterMetrics,
     tracer: Tracer | undefined,
   ) {
@@ -185,15 +183,6 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     this.queueAbort ??= new AbortController();
     if (this.clientGone || this.totalTimedOut) this.queueAbort.abort();
     return this.queueAbort.signal;
-  }
-
-  takeBack(): boolean {
-    return this.proxy.pickRefused(this);
-  }
-
-  stands(): void {
-    this.claim = 0;
-    this.current?.release();
   }
 
   exclude(url: string): void {

@@ -68,7 +68,7 @@ export class Router {
   private policy!: Policy;
   /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
   readonly cache: CacheRouting;
-  private readonly proxy: Proxy;
+  readonly proxy: Proxy;
   private readonly accessLog: AccessLog;
   readonly server: Server;
   /** client connections against limits.maxConnections: idle ones give way to new ones */

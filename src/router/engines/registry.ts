@@ -10,7 +10,6 @@ import type { EngineLoad } from "./scrape.js";
 import { logger } from "../../obs/log.js";
 import { backendTransport, type RouterConfig } from "../config/config.js";
 import { Health, type HealthHooks } from "./health.js";
-import type { SlotArbiter } from "./slot-arbiter.js";
 import { engineGet } from "./engine-get.js";
 import { Probes } from "./probes.js";
 import { transportKey, Upstream, type ModelCard } from "./upstream.js";
@@ -59,8 +58,6 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   leader: RegistryLeader | undefined;
   /** told of every slot taken or freed (router workers share the counts) */
   onSlot: ((e: Upstream) => void) | undefined;
-  /** set in a router worker: confirms picks against the group's counts */
-  arbiter: SlotArbiter<Upstream> | undefined;
 
   constructor(
     private cfg: RouterConfig,
