@@ -58,6 +58,12 @@ interface Scored {
   /** per candidate: predicted TTFT, ms (seconds-based cost only) */
   ttftMs: Float64Array | null;
   sloMs: number | undefined;
+  /** per candidate: the cost (−score before unitScores), for Policy.explain */
+  cost: Float64Array;
+  /** when it was scored, ms (the snapshot's clock) */
+  at: number | undefined;
+  /** when its first token came back, ms after `at` */
+  firstTokenMs?: number;
 }
 
 /** Why an engine was picked, in the words of the routing metrics and the debug header. */
@@ -112,6 +118,12 @@ function loadUnitCost(
  * w seconds for small w.
  */
 const COST_HALF_SCORE = 1;
+
+function negated(out: Float64Array, n: number): Float64Array {
+  const c = new Float64Array(n);
+  for (let i = 0; i < n; i++) c[i] = -out[i]!;
+  return c;
+}
 function unitScores(out: Float64Array, n: number): void {
   let best = -Infinity;
   for (let i = 0; i < n; i++) if (out[i]! > best) best = out[i]!;
@@ -162,10 +174,28 @@ export function createCacheAwarePolicy(
         const ttftMs = new Float64Array(n);
         const sloMs = admitBySlo ? sloFor(req, sloOptions) : undefined;
         model.score(req, engines, pred, now, sloMs, out, uncached, ttftMs);
-        last.set(req, { engines, pred, guarded: null, uncached, ttftMs, sloMs });
+        last.set(req, {
+          engines,
+          pred,
+          guarded: null,
+          uncached,
+          ttftMs,
+          sloMs,
+          cost: negated(out, n),
+          at: now,
+        });
       } else {
         const guarded = loadUnitCost(o, engines, pred, now, out, uncached);
-        last.set(req, { engines, pred, guarded, uncached, ttftMs: null, sloMs: undefined });
+        last.set(req, {
+          engines,
+          pred,
+          guarded,
+          uncached,
+          ttftMs: null,
+          sloMs: undefined,
+          cost: negated(out, n),
+          at: now,
+        });
       }
       unitScores(out, n);
     },
@@ -177,6 +207,13 @@ export function createCacheAwarePolicy(
     picker,
     // each engine's cost is its own queue, prefix and load (the time model or the load-unit cost)
     loadElsewhereKeepsPick: true,
+    explain(req) {
+      const s = last.get(req);
+      if (!s) return undefined;
+      const P = s.pred.promptTokens;
+      const cachedTokens = s.uncached.map((u) => P - u);
+      return { engines: s.engines, cachedTokens, ttftMs: s.ttftMs, cost: s.cost, promptTokens: P };
+    },
     admit: admitBySlo
       ? (req, engine): Decision | undefined => {
           const s = last.get(req);
@@ -194,22 +231,33 @@ export function createCacheAwarePolicy(
       : undefined,
     onFirstToken(req, engine, ttftMs) {
       const s = last.get(req);
+      if (s?.at !== undefined) {
+        s.firstTokenMs = ttftMs;
+        model.firstToken(req, engine, s.at + ttftMs);
+      }
       if (!s?.ttftMs) return;
       const i = s.engines.indexOf(engine);
       if (i >= 0 && s.ttftMs[i]! > 0) calibration.add(ttftMs / s.ttftMs[i]!);
+    },
+    onDone(req, engine, elapsedMs) {
+      const s = last.get(req);
+      if (s?.at === undefined) return;
+      const first = s.firstTokenMs;
+      model.done(req, engine, s.at + elapsedMs, first !== undefined ? elapsedMs - first : undefined);
     },
     queuedPrefillTokens: (engine) => ledger.pending(engine, undefined) ?? 0,
     onUnpicked(req, engine) {
       const s = last.get(req);
       const i = s ? s.engines.indexOf(engine) : -1;
       if (i >= 0 && engine.awaitingFirstToken !== undefined) ledger.withdraw(engine, s!.uncached[i]!);
+      if (i >= 0) model.unpicked(req, engine, s!.at);
     },
     onPicked(req, engine) {
       const s = last.get(req);
       if (!s) return;
       const i = s.engines.indexOf(engine);
       if (i < 0) return;
-      model.picked(engine, s.uncached[i]!, lastNow, s.pred.blocks?.ids);
+      model.picked(req, engine, s.pred.promptTokens, s.uncached[i]!, lastNow, s.pred.blocks?.ids);
       if (!oracle.onPicked) return;
       const why = explainPick(s, i);
       let other = Infinity;

@@ -1,10 +1,13 @@
 // What a prompt sent to each candidate now would cost in time, for the cache-aware policies (`prefix`,
 // `kv`, `hybrid`, `predictive`; cache-aware.ts): its predicted time to first token there, from the engine
-// model, plus what a miss adds to the fleet.
+// model, plus what a miss adds to the fleet, what it evicts of paused sessions' KV, and, for a session,
+// the decode it shares with e's batch.
 //
 //   ttft(e) = prefill(queued(e) + peers(e) + others(e) + P − credit(e))   when prompts are queued ahead
 //           = residual(e) + prefill(P − credit(e))                   otherwise
 //   cost(e) = ttft(e) + missWeight · prefill(P − credit(e)) + busyWeightS · busy(e) / weight(e)
+//           + (1 + missWeight) · prefill(evicted(e))                    paused sessions' KV pushed out
+//           + out · step((batch(e) + mean batch) / 2 + 1)              a session's decode
 //
 // queued(e): prefill tokens of the router's requests on e with no first token yet (PrefillLedger; the
 // head, being prefilled now, drained at e's predicted rate); peers(e): the same of the other routers of
@@ -23,11 +26,21 @@
 // next prompt): a tenant's burst stays on the engine holding its prefix until queueing behind itself
 // costs more than a miss elsewhere, then replicates to a second engine, which caches it too;
 // busyWeightS keeps decode batches level.
+// evicted(e): the tokens of sessions' contexts paused on e (between turns, on their tools: cached but
+// counted free by the engine) that the prompt's P − credit(e) new blocks would push out once e's room is
+// used up, oldest first, each weighted by the chance its session comes back (held-contexts.ts); those
+// sessions will prefill them again, priced as this prompt's own prefill is. Without it, a new session
+// went wherever its shared system prompt was cached, which was the engines already holding paused
+// sessions, and evicted them (docs/routing.md, "Paused sessions").
+// out · step(…): for a request with a session key, when the caller reports completions, the answer's
+// expected length (learned, at most max_tokens) in steps of e's decoding batch, which turns over while
+// it decodes: a session's later turns follow its KV, so where it lands decides whose batches it shares.
 import type { CachePrediction, EngineView, RequestView } from "./types.js";
 import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./load.js";
 import type { PrefillLedger } from "./ledger.js";
 import { LEARNED_DEFAULT_TOKENS_PER_S, type EngineTiming } from "./timing.js";
 import type { SloOptions } from "./slo.js";
+import { HeldContexts } from "./held-contexts.js";
 
 export interface PredictiveOptions {
   /** each engine's timing for a model; undefined (or none given): a fixed default speed */
@@ -38,9 +51,31 @@ export interface PredictiveOptions {
   busyWeightS?: number;
   /** TTFT SLOs (the predictive policy admits by them): a default and per-model values */
   slo?: SloOptions;
+  /**
+   * price the paused sessions' contexts a placement would evict (held-contexts.ts; requests need a
+   * session key); false: the cost without that term (comparisons)
+   */
+  pausedSessions?: boolean;
+  /**
+   * price each candidate's decode (the steps an answer shares with its batch), for callers that report
+   * completions; false: the cost without that term (comparisons)
+   */
+  decode?: boolean;
+  /**
+   * the caller reports every request's completion (Policy.onDone): a session's context is paused from its
+   * turn's end (else from its first token), and answers' lengths are learned for the decode term (else
+   * it is left out: a client's max_tokens alone is often far above what it gets)
+   */
+  reportsCompletions?: boolean;
 }
 
-export const PREDICTIVE_DEFAULTS = { missWeight: 1, busyWeightS: 0.002 };
+export const PREDICTIVE_DEFAULTS = {
+  missWeight: 1,
+  busyWeightS: 0.002,
+  pausedSessions: true,
+  decode: true,
+  reportsCompletions: false,
+};
 
 /**
  * Blocks (of CachePrediction.blocks) by which a prefix shared with a prompt queued on an engine must
@@ -67,12 +102,18 @@ export class TtftModel {
   private readonly o: Required<Omit<PredictiveOptions, "timing" | "slo">> & PredictiveOptions;
   /** mean uncached tokens of the router's picks: the size assumed for other clients' queued prompts */
   private meanUncached = 1024;
+  /** the router's sessions' contexts per engine, paused or in flight (null: not priced) */
+  readonly held: HeldContexts | null;
+  /** tokens an answer decodes, on average (learned from completions), and completions seen */
+  private meanOutput = 0;
+  private decodeSamples = 0;
 
   constructor(
     options: PredictiveOptions,
     readonly ledger: PrefillLedger,
   ) {
     this.o = { ...PREDICTIVE_DEFAULTS, ...options };
+    this.held = this.o.pausedSessions ? new HeldContexts({ releaseOnDone: this.o.reportsCompletions }) : null;
   }
 
   /**
@@ -91,17 +132,33 @@ export class TtftModel {
   ): void {
     const o = this.o;
     const P = pred.promptTokens;
+    const n = engines.length;
+    // per candidate: its timing, its decoding batch and the KV that batch holds
+    const timings: EngineTiming[] = new Array<EngineTiming>(n);
+    const decodingOf = new Float64Array(n);
+    const kvOf = new Float64Array(n);
     // the longest prefix any candidate holds: a prompt queued ahead is evidence of more only beyond it
     let heldAnywhere = 0;
-    for (let i = 0; i < engines.length; i++) heldAnywhere = Math.max(heldAnywhere, pred.cachedTokens[i]!);
-    for (let i = 0; i < engines.length; i++) {
+    let meanDecoding = 0;
+    let meanKv = 0;
+    for (let i = 0; i < n; i++) {
       const e = engines[i]!;
-      const t = o.timing?.(e, req.model) ?? DEFAULT_TIMING;
+      heldAnywhere = Math.max(heldAnywhere, pred.cachedTokens[i]!);
+      const t = (timings[i] = o.timing?.(e, req.model) ?? DEFAULT_TIMING);
+      decodingOf[i] = Math.max(0, busyOf(e, now) - (e.awaitingFirstToken ?? waitingOf(e, now)));
+      kvOf[i] = Math.min(1, Math.max(0, e.kvUsage)) * t.kvCapacityTokens;
+      meanDecoding += decodingOf[i]! / n;
+      meanKv += kvOf[i]! / n;
+    }
+    const outTokens = this.expectedOutput(req);
+    for (let i = 0; i < n; i++) {
+      const e = engines[i]!;
+      const t = timings[i]!;
       const busy = busyOf(e, now);
       const queue = waitingOf(e, now);
       const own = e.awaitingFirstToken;
-      const decoding = Math.max(0, busy - (own ?? queue));
-      const kvTokens = Math.min(1, Math.max(0, e.kvUsage)) * t.kvCapacityTokens;
+      const decoding = decodingOf[i]!;
+      const kvTokens = kvOf[i]!;
       const probe = t.prefillSeconds(RATE_PROBE_TOKENS, 0, decoding, kvTokens);
       const tokensPerMs = probe > 0 ? RATE_PROBE_TOKENS / (probe * 1000) : undefined;
       const queued = this.ledger.pending(e, now, tokensPerMs) ?? queue * this.meanUncached;
@@ -119,15 +176,29 @@ export class TtftModel {
       uncached[i] = u;
       // a prompt queued behind others starts when they are through; else when the current step ends
       const ahead = queued + (e.peerPrefillTokens ?? 0) + others;
+      const prefill = t.prefillSeconds(u, credit, decoding, kvTokens);
       const ttft =
         ahead > 0
           ? t.prefillSeconds(ahead + u, credit, decoding, kvTokens)
-          : stepResidualMs(e, now, t.stepSeconds(decoding, kvTokens) * 1000) / 1000 +
-            t.prefillSeconds(u, credit, decoding, kvTokens);
+          : stepResidualMs(e, now, t.stepSeconds(decoding, kvTokens) * 1000) / 1000 + prefill;
       ttftMs[i] = ttft * 1000;
       const w = e.weight > 0 ? e.weight : 1;
-      let cost =
-        ttft + o.missWeight * t.prefillSeconds(u, credit, decoding, kvTokens) + (o.busyWeightS * busy) / w;
+      let cost = ttft + o.missWeight * prefill + (o.busyWeightS * busy) / w;
+      // the paused sessions' contexts this prompt would push out of e's KV: their sessions will prefill
+      // them again, a TTFT and a miss as this prompt's own are priced, if they come back
+      if (this.held && now !== undefined) {
+        const evicted = this.held.evictedTokens(e.id, u, t.kvCapacityTokens, kvTokens, req.sessionKey, now);
+        if (evicted > 0) cost += (1 + o.missWeight) * t.prefillSeconds(evicted, 0, decoding, kvTokens);
+      }
+      // a session's decode: its later turns follow its KV, so where it lands decides whose decode batches
+      // it shares, `outTokens` steps a turn. The batch turns over while it decodes (its sequences finish,
+      // new ones come, levelled by the router), so on average it sees halfway between e's batch now and
+      // the fleet's mean
+      if (outTokens > 0) {
+        const batch = (decoding + meanDecoding) / 2 + 1;
+        const kv = (kvTokens + meanKv) / 2 + P + outTokens / 2;
+        cost += outTokens * t.stepSeconds(batch, kv);
+      }
       // an engine over the SLO loses to any under it
       if (sloMs !== undefined && ttft * 1000 > sloMs) cost += 1e6;
       // KV free space as a tie-break between otherwise equal engines
@@ -135,9 +206,69 @@ export class TtftModel {
     }
   }
 
-  /** the pick: the engine's prefill queue grows by what the prompt needs there */
-  picked(engine: EngineView, uncached: number, now: number | undefined, ids?: readonly number[]): void {
+  /**
+   * The tokens a session's turn is expected to decode, for callers that report completions: the mean
+   * length of the answers they reported, at most the request's max_tokens (which stands alone until the
+   * first completion); 0 when neither is known. 0 for a request with no session key: a one-off's
+   * placement decides only its own decode, and the batch it would pick by (KV in use) cannot tell an
+   * engine holding many paused contexts from an empty one, so without keys (which the paused-context
+   * prices need) it would steer new prompts onto others' cached KV (multi-round QA at round-robin's
+   * capacity, sessions unnamed: TTFT p90 377 → 571 ms, hit rate 78% → 72%)
+   */
+  private expectedOutput(req: RequestView): number {
+    if (!this.o.decode || !this.o.reportsCompletions || req.sessionKey === undefined) return 0;
+    const body = req.body;
+    const cap = body ? (body.max_tokens ?? body.max_completion_tokens ?? body.max_output_tokens) : undefined;
+    const max = typeof cap === "number" && cap > 0 ? cap : Infinity;
+    const mean = this.decodeSamples > 0 ? this.meanOutput : Infinity;
+    const out = Math.min(max, mean);
+    return Number.isFinite(out) ? out : 0;
+  }
+
+  /**
+   * the pick: the engine's prefill queue grows by what the prompt needs there, and the request's session
+   * (`req.sessionKey`) has its context there now
+   */
+  picked(
+    req: RequestView,
+    engine: EngineView,
+    promptTokens: number,
+    uncached: number,
+    now: number | undefined,
+    ids?: readonly number[],
+  ): void {
     this.meanUncached += (uncached - this.meanUncached) * 0.05;
     if (engine.awaitingFirstToken !== undefined) this.ledger.add(engine, uncached, now, ids);
+    if (this.held && req.sessionKey !== undefined && now !== undefined)
+      this.held.picked(req.sessionKey, engine.id, promptTokens, promptTokens - uncached, now);
+  }
+
+  /** a pick that did not stand (a router group's claim answered with newer counts): its turn is not in flight there */
+  unpicked(req: RequestView, engine: EngineView, now: number | undefined): void {
+    if (this.held && req.sessionKey !== undefined && now !== undefined)
+      this.held.withdrawn(req.sessionKey, engine.id, now);
+  }
+
+  /** a request's first token came back from `engine` at `now` (ms) */
+  firstToken(req: RequestView, engine: EngineView, now: number): void {
+    if (this.held && req.sessionKey !== undefined) this.held.firstToken(req.sessionKey, engine.id, now);
+  }
+
+  /**
+   * a request finished on `engine` at `now` (ms), `decodeMs` after its first token: its session is paused
+   * from here until its next turn, and its decode tells how long answers are (in steps of e's batch now)
+   */
+  done(req: RequestView, engine: EngineView, now: number, decodeMs: number | undefined): void {
+    if (this.held && req.sessionKey !== undefined) this.held.done(req.sessionKey, engine.id, now);
+    if (decodeMs === undefined || decodeMs <= 0) return;
+    const t = this.o.timing?.(engine, req.model);
+    if (!t) return;
+    const decoding = Math.max(1, busyOf(engine, now) - (engine.awaitingFirstToken ?? 0));
+    const kv = Math.min(1, Math.max(0, engine.kvUsage)) * t.kvCapacityTokens;
+    const step = t.stepSeconds(decoding, kv) * 1000;
+    if (step <= 0) return;
+    const tokens = decodeMs / step;
+    this.meanOutput = this.decodeSamples === 0 ? tokens : this.meanOutput + (tokens - this.meanOutput) * 0.05;
+    this.decodeSamples++;
   }
 }

@@ -147,8 +147,30 @@ export interface Policy {
   onUnpicked?: ((req: RequestView, engine: EngineView) => void) | undefined;
   /** told when a routed request's first token came back, `ttftMs` after it was routed (calibration) */
   onFirstToken?: ((req: RequestView, engine: EngineView, ttftMs: number) => void) | undefined;
+  /**
+   * told when a routed request finished, `elapsedMs` after it was routed: its session (if it has one) is
+   * paused from then until its next turn (the predictive policy prices evicting paused sessions' KV)
+   */
+  onDone?: ((req: RequestView, engine: EngineView, elapsedMs: number) => void) | undefined;
   /** may refuse the picked engine (an SLO no engine meets); undefined admits it */
   admit?: ((req: RequestView, engine: EngineView, fleet: FleetSnapshot) => Decision | undefined) | undefined;
+  /**
+   * diagnostics (the fleet simulator's decision log): what the policy predicted for each candidate when it
+   * last scored `req`; undefined for policies that predict nothing
+   */
+  explain?: ((req: RequestView) => PolicyExplanation | undefined) | undefined;
+}
+
+/** What a cost-based policy predicted for each candidate of one decision (Policy.explain). */
+export interface PolicyExplanation {
+  engines: readonly EngineView[];
+  /** per candidate: prompt tokens predicted cached there (what the cost credited) */
+  cachedTokens: Float64Array;
+  /** per candidate: predicted TTFT, ms (seconds-based cost only) */
+  ttftMs: Float64Array | null;
+  /** per candidate: the cost the pick minimised (seconds, or load units) */
+  cost: Float64Array;
+  promptTokens: number;
 }
 
 /** Where a cache prediction for one engine came from. */

@@ -1,0 +1,292 @@
+// The KV that sessions paused between turns will need, per engine, for the predictive policy: an agent
+// session idles on its tools between turns, and while it does its context sits in the engine's prefix
+// cache as free blocks, invisible to the engine's KV usage (vLLM counts only blocks running requests
+// hold). An engine evicts those blocks oldest first once new work needs more than its truly free room,
+// and the session's next turn then prefills its whole context again. So placing work on an engine has a
+// cost the TTFT model alone does not see: the paused contexts it pushes out, priced as the prefill their
+// sessions will redo, times the chance that they come back at all (predictive.ts adds it to the cost).
+//
+// What is kept, from the router's own picks and answers (no I/O, no clock: the caller passes the time):
+//   - per session key and engine it ran on, its footprint there: its latest prompt's tokens beyond what
+//     the engine already held when the session arrived on it (the shared system prompt, a parent's
+//     context for a sub-agent), so that shared blocks are not counted once per session. A key may hold
+//     contexts on several engines (a tenant's prefix replicated to a second engine, a session that moved);
+//     each is worth what the chance of the key coming back to that engine says;
+//   - per engine, its sessions in the order they last ran (oldest first: the engine's own eviction order),
+//     the footprint of those with a request in flight (pinned, in the engine's KV usage) and of those paused;
+//   - the gaps between a context's release (its turn's answer) and the key's next turn on that engine (a
+//     log-spaced histogram) and how many contexts were used again or not: P(a context idle for t is used
+//     again) = q·S(t) / (q·S(t) + 1 − q), S the share of gaps longer than t and q the share of contexts
+//     used again. A context idle past every gap seen is worth nothing and is forgotten (a session that
+//     ended, or moved for good).
+// Bounded: at most `maxSessions` contexts (the least recently used forgotten) and `maxEngines` engines.
+import { LruMap } from "../collections/lru-map.js";
+import { LinkedList, type Linked } from "../collections/linked-list.js";
+
+interface Ctx extends Linked<Ctx> {
+  /** the session key, and the context's own (key and engine) */
+  key: string;
+  id: string;
+  engine: EngineContexts;
+  /** tokens of the session's own on its engine (its latest prompt less what the engine held before it) */
+  tokens: number;
+  /** the engine's cached tokens of the session's prompt when it arrived there (shared with others) */
+  base: number;
+  /** its requests in flight (picked, not yet released) */
+  active: number;
+  /** when it was last picked or released, ms */
+  at: number;
+}
+
+interface EngineContexts {
+  /** its sessions, least recently run first */
+  list: LinkedList<Ctx>;
+  activeTokens: number;
+  pausedTokens: number;
+}
+
+export interface HeldContextsOptions {
+  maxSessions?: number;
+  maxEngines?: number;
+  /** the caller reports completions (done): a context pauses then; otherwise at its first token */
+  releaseOnDone?: boolean;
+}
+
+/** log-spaced gap histogram: bin i holds gaps in [GAP_MIN_MS·r^i, GAP_MIN_MS·r^(i+1)) */
+const GAP_MIN_MS = 50;
+const GAP_RATIO = 1.25;
+const GAP_BINS = 64;
+/** once the histogram holds this much weight it is halved: the estimate follows the workload */
+const GAP_WEIGHT_CAP = 4096;
+/** gaps seen before the histogram speaks for itself; until then a context counts as coming back … */
+const MIN_GAPS = 8;
+/** … with this chance, within this long */
+const PRIOR_RESUME = 0.5;
+const PRIOR_HORIZON_MS = 600_000;
+/** a context idle this many times the longest gap seen is forgotten (its session ended) */
+const HORIZON_FACTOR = 2;
+
+export class HeldContexts {
+  private readonly sessions: LruMap<string, Ctx>;
+  private readonly engines = new Map<string, EngineContexts>();
+  private readonly maxSessions: number;
+  private readonly maxEngines: number;
+  private readonly gaps = new Float64Array(GAP_BINS);
+  /** Σ gaps[i..] (survival numerators), rebuilt when a gap arrives */
+  private readonly tail = new Float64Array(GAP_BINS + 1);
+  private tailDirty = false;
+  private gapWeight = 0;
+  private longestGapBin = -1;
+  /** sessions that came back after a pause, and ones that were not seen again */
+  private returned = 0;
+  private ended = 0;
+  private readonly releaseOnDone: boolean;
+
+  constructor(o: HeldContextsOptions = {}) {
+    this.maxSessions = o.maxSessions ?? 16384;
+    this.maxEngines = o.maxEngines ?? 4096;
+    this.releaseOnDone = o.releaseOnDone ?? false;
+    this.sessions = new LruMap<string, Ctx>();
+  }
+
+  /** sessions tracked (tests, diagnostics) */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** paused and in-flight tokens of the router's sessions on an engine (tests, diagnostics) */
+  tokensOn(engine: string): { paused: number; active: number } {
+    const e = this.engines.get(engine);
+    return e ? { paused: e.pausedTokens, active: e.activeTokens } : { paused: 0, active: 0 };
+  }
+
+  /**
+   * A turn of session `key` went to `engine` at `now`: its prompt of `promptTokens`, of which the engine
+   * held `cachedTokens`. A paused context used again counts its gap.
+   */
+  picked(key: string, engine: string, promptTokens: number, cachedTokens: number, now: number): void {
+    const id = idOf(key, engine);
+    let c = this.sessions.use(id);
+    if (c && c.active === 0) {
+      this.noteGap(now - c.at);
+      this.returned++;
+    }
+    if (!c) {
+      if (this.sessions.size >= this.maxSessions) {
+        const old = this.sessions.shift()!.value;
+        this.detach(old);
+        this.ended++;
+      }
+      const e = this.engineOf(engine);
+      c = {
+        key,
+        id,
+        engine: e,
+        tokens: 0,
+        base: cachedTokens,
+        active: 0,
+        at: now,
+        prev: null,
+        next: null,
+        list: null,
+      };
+      this.sessions.set(id, c);
+    }
+    const e = c.engine;
+    this.unaccount(c);
+    c.tokens = Math.max(c.tokens, promptTokens - Math.min(c.base, promptTokens));
+    c.active++;
+    c.at = now;
+    this.account(c);
+    e.list.push(c);
+  }
+
+  /** the first token of a turn of `key` on `engine` came back: a caller that reports no completions releases here */
+  firstToken(key: string, engine: string, now: number): void {
+    if (!this.releaseOnDone) this.release(key, engine, now);
+  }
+
+  /** a turn of `key` on `engine` finished at `now`: its context there is paused from here */
+  done(key: string, engine: string, now: number): void {
+    if (this.releaseOnDone) this.release(key, engine, now);
+  }
+
+  /** a pick of `key` for `engine` did not stand: the turn it counted is not in flight there */
+  withdrawn(key: string, engine: string, now: number): void {
+    this.release(key, engine, now);
+  }
+
+  /**
+   * What placing `tokens` new tokens on `engine` at `now` would push out of the paused contexts there,
+   * weighted by the chance each session comes back: Σ P(back | idle) × tokens evicted, oldest first, once
+   * the engine's room is used up. Room: its KV (`capacityTokens`) less the paused contexts and what is in
+   * use (`usedTokens`, the scraped KV usage, or the router's sessions in flight there if more). `own`: the
+   * session being placed, whose context is reused rather than evicted.
+   */
+  evictedTokens(
+    engine: string,
+    tokens: number,
+    capacityTokens: number,
+    usedTokens: number,
+    own: string | undefined,
+    now: number,
+  ): number {
+    const e = this.engines.get(engine);
+    if (!e || capacityTokens <= 0 || tokens <= 0) return 0;
+    this.expire(e, now);
+    if (e.pausedTokens <= 0) return 0;
+    const room = capacityTokens - e.pausedTokens - Math.max(usedTokens, e.activeTokens);
+    let over = tokens - Math.max(0, room);
+    if (over <= 0) return 0;
+    let weighted = 0;
+    for (let c = e.list.head; c !== null && over > 0; c = c.next) {
+      if (c.active > 0 || c.key === own) continue;
+      const k = Math.min(over, c.tokens);
+      weighted += k * this.resumeChance(now - c.at);
+      over -= k;
+    }
+    return weighted;
+  }
+
+  /** P(a session idle for `idleMs` comes back) */
+  resumeChance(idleMs: number): number {
+    if (this.gapWeight < MIN_GAPS) return idleMs < PRIOR_HORIZON_MS ? PRIOR_RESUME : 0;
+    if (this.tailDirty) this.rebuildTail();
+    const b = binOf(idleMs);
+    if (b > this.longestGapBin) return 0;
+    const s = (this.tail[b + 1]! + 0.5 * this.gaps[b]!) / this.gapWeight;
+    const q = (this.returned + 1) / (this.returned + this.ended + 2);
+    const x = q * s;
+    return x / (x + 1 - q);
+  }
+
+  private release(key: string, engine: string, now: number): void {
+    const c = this.sessions.get(idOf(key, engine));
+    if (!c || c.active === 0) return;
+    this.unaccount(c);
+    c.active--;
+    c.at = now;
+    this.account(c);
+    // the engine's eviction order is by when blocks were freed
+    c.engine.list.push(c);
+  }
+
+  /** forgets contexts idle past every gap seen (their sessions ended), oldest first */
+  private expire(e: EngineContexts, now: number): void {
+    const horizon =
+      this.gapWeight < MIN_GAPS
+        ? PRIOR_HORIZON_MS
+        : HORIZON_FACTOR * GAP_MIN_MS * Math.pow(GAP_RATIO, this.longestGapBin + 1);
+    for (let c = e.list.head; c !== null;) {
+      const next = c.next;
+      if (c.active === 0 && now - c.at > horizon) {
+        this.detach(c);
+        this.sessions.delete(c.id);
+        this.ended++;
+      } else if (c.active === 0) break;
+      c = next;
+    }
+  }
+
+  private noteGap(ms: number): void {
+    const b = binOf(ms);
+    this.gaps[b]! += 1;
+    this.gapWeight += 1;
+    if (b > this.longestGapBin) this.longestGapBin = b;
+    if (this.gapWeight > GAP_WEIGHT_CAP) {
+      for (let i = 0; i < GAP_BINS; i++) this.gaps[i]! *= 0.5;
+      this.gapWeight *= 0.5;
+      this.returned *= 0.5;
+      this.ended *= 0.5;
+    }
+    this.tailDirty = true;
+  }
+
+  private rebuildTail(): void {
+    this.tail[GAP_BINS] = 0;
+    for (let i = GAP_BINS - 1; i >= 0; i--) this.tail[i] = this.tail[i + 1]! + this.gaps[i]!;
+    this.tailDirty = false;
+  }
+
+  private engineOf(id: string): EngineContexts {
+    let e = this.engines.get(id);
+    if (!e) {
+      if (this.engines.size >= this.maxEngines) {
+        const [oldId, old] = this.engines.entries().next().value!;
+        for (const c of old.list.toArray()) {
+          old.list.remove(c);
+          this.sessions.delete(c.id);
+        }
+        this.engines.delete(oldId);
+      }
+      e = { list: new LinkedList<Ctx>(), activeTokens: 0, pausedTokens: 0 };
+      this.engines.set(id, e);
+    }
+    return e;
+  }
+
+  private account(c: Ctx): void {
+    if (c.active > 0) c.engine.activeTokens += c.tokens;
+    else c.engine.pausedTokens += c.tokens;
+  }
+
+  private unaccount(c: Ctx): void {
+    if (c.active > 0) c.engine.activeTokens -= c.tokens;
+    else c.engine.pausedTokens -= c.tokens;
+  }
+
+  private detach(c: Ctx): void {
+    this.unaccount(c);
+    c.engine.list.remove(c);
+  }
+}
+
+function idOf(key: string, engine: string): string {
+  return `${engine} ${key}`;
+}
+
+function binOf(ms: number): number {
+  if (ms <= GAP_MIN_MS) return 0;
+  const b = Math.floor(Math.log(ms / GAP_MIN_MS) / Math.log(GAP_RATIO));
+  return b < GAP_BINS ? b : GAP_BINS - 1;
+}
