@@ -15,8 +15,12 @@
 //   b2b: 9,271 KV blocks per engine (the published multi-tenant llm-d runs' size): about twenty 7k
 //     contexts, so at capacity the sessions waiting on tools outnumber what the engines hold.
 // Round-robin's capacity: the highest Poisson request rate it keeps up with (as bench/routing-range-setup.ts).
+// --decisions FILE: the decision log of every resumed turn (JSON lines): per engine what the policy
+// predicted (cached tokens, TTFT, cost) and held (awaiting, in flight, KV in use), the engine holding the
+// session's context then, the one picked, and how the turn came out; and per policy and load a line
+// saying how many resumed turns stayed on their context, moved off it, or found it evicted everywhere.
 //   node dist/bench/agentic.js [--preset code-gen,b2b] [--policies ...] [--loads 0.25,0.75,1.25]
-//     [--seeds 1,2,3] [--sessions N] [--json FILE] [--calibration-cache FILE]
+//     [--seeds 1,2,3] [--sessions N] [--json FILE] [--calibration-cache FILE] [--decisions FILE]
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { BASELINE_POLICY_NAMES, type PolicyName } from "../src/routing/index.js";
@@ -32,8 +36,9 @@ import { percentile } from "../src/workload/stats.js";
 import type { Session } from "../src/workload/types.js";
 import { defaultEngineConfig, type EngineConfig } from "../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../src/models/index.js";
-import { simulateFleet } from "../src/fleet/fleet.js";
+import { simulateFleet, type FleetDecision } from "../src/fleet/fleet.js";
 import { steadyWindow } from "./routing-range-setup.js";
+import { addFates, logResumed, noFates, type Fates, type LogTag } from "./agentic-decisions.js";
 
 const specs: FlagSpecs = {
   preset: { type: "string", default: AGENTIC_PRESET_NAMES.join(","), help: "presets, comma-separated" },
@@ -47,6 +52,7 @@ const specs: FlagSpecs = {
   sessions: { type: "string", help: "sessions per run (default: the preset's)" },
   json: { type: "string", help: "write one row per preset, policy and load as JSON" },
   "calibration-cache": { type: "string", help: "JSON file keeping round-robin's capacity between runs" },
+  decisions: { type: "string", help: "write the decision log of resumed turns (JSON lines) to this file" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const list = (k: string) => (flags[k] as string).split(",").filter(Boolean);
@@ -104,13 +110,18 @@ interface RunResult {
   records: RequestRecord[];
   cached: number[];
   sessions: Session[];
+  routedTo: number[];
+  /** by request index, when the decision log is on */
+  decisions: Map<number, FleetDecision> | null;
 }
 
 function run(preset: AgenticPreset, policy: PolicyName, qps: number, seed: number): RunResult {
   const s = SETUPS[preset];
   const o = agenticOptions(preset, seed, sessionsOver !== undefined ? { sessions: sessionsOver } : {});
   const workload = agenticWorkload(o);
+  const decisions = flags.decisions !== undefined ? new Map<number, FleetDecision>() : null;
   const res = simulateFleet({
+    ...(decisions ? { onDecision: (d: FleetDecision) => decisions.set(d.index, d) } : {}),
     engine: s.engine,
     engines: s.engines,
     policy,
@@ -126,7 +137,13 @@ function run(preset: AgenticPreset, policy: PolicyName, qps: number, seed: numbe
     seed,
     recordItl: false,
   });
-  return { records: res.records, cached: res.cachedTokens, sessions: [...withForks(workload.sessions)] };
+  return {
+    records: res.records,
+    cached: res.cachedTokens,
+    sessions: [...withForks(workload.sessions)],
+    routedTo: res.routedTo,
+    decisions,
+  };
 }
 
 /** Round-robin's capacity: the highest Poisson rate at which its mean TTFT does not grow across the run. */
@@ -168,9 +185,11 @@ interface Measures {
   outputTokens: number;
   good: number;
   goodInputTokens: number;
+  /** resumed turns by what became of their context (the decision log only) */
+  fates: Fates;
 }
 
-function measure(r: RunResult, setup: Setup): Measures {
+function measure(r: RunResult, setup: Setup, tag: LogTag): Measures {
   const byId = new Map(r.sessions.map((s) => [s.id, s]));
   const recs = [...r.records].sort((a, b) => a.index - b.index);
   // what each turn left as context for the next: its prompt and its answer
@@ -193,10 +212,28 @@ function measure(r: RunResult, setup: Setup): Measures {
   const lo = Math.floor(recs.length * 0.15);
   const hi = Math.max(lo + 1, Math.ceil(recs.length * 0.85));
   const resumedTtfts: number[] = [];
+  const resumed: RequestRecord[] = [];
   for (const x of recs.slice(lo, hi)) {
     const t = byId.get(x.sessionId)?.turns[x.round];
-    if (x.ok && (t?.pauseBeforeS ?? 0) > 0) resumedTtfts.push(x.ttft);
+    if (x.ok && (t?.pauseBeforeS ?? 0) > 0) {
+      resumedTtfts.push(x.ttft);
+      resumed.push(x);
+    }
   }
+  const byTurn = new Map(recs.map((x) => [`${x.sessionId}#${x.round}`, x]));
+  const fates =
+    r.decisions && flags.decisions
+      ? logResumed(
+          flags.decisions as string,
+          tag,
+          resumed,
+          r.decisions,
+          r.routedTo,
+          r.cached,
+          (x) => byTurn.get(`${x.sessionId}#${x.round - 1}`),
+          byId,
+        )
+      : noFates();
   const ends = recs.filter((x) => x.ok).map((x) => x.start + x.e2el);
   ends.sort((a, b) => a - b);
   const t0 = ends[Math.floor(ends.length * 0.15)] ?? 0;
@@ -210,6 +247,7 @@ function measure(r: RunResult, setup: Setup): Measures {
     outputTokens: 0,
     good: 0,
     goodInputTokens: 0,
+    fates,
   };
   for (const x of recs) {
     const end = x.start + x.e2el;
@@ -243,7 +281,9 @@ interface Row {
 
 const rows: Row[] = [];
 const t0 = performance.now();
+if (flags.decisions) writeFileSync(flags.decisions as string, "");
 for (const preset of presets) {
+  const fateLines: string[] = [];
   const setup = SETUPS[preset];
   const caps = new Map(seeds.map((s) => [s, capacityFor(preset, s)]));
   console.log(`\n## ${preset}: ${setup.describe}`);
@@ -256,7 +296,9 @@ for (const preset of presets) {
   console.log("|---|---|---|---|---|---|---|---|");
   for (const load of loads) {
     for (const policy of policies) {
-      const per = seeds.map((seed) => measure(run(preset, policy, caps.get(seed)! * load, seed), setup));
+      const per = seeds.map((seed) =>
+        measure(run(preset, policy, caps.get(seed)! * load, seed), setup, { preset, policy, load, seed }),
+      );
       const ttfts = per.flatMap((m) => m.resumedTtfts);
       const mean = (f: (m: Measures) => number) => per.reduce((a, m) => a + f(m), 0) / per.length;
       const row: Row = {
@@ -280,12 +322,17 @@ for (const preset of presets) {
         seeds,
       };
       rows.push(row);
+      const f = per.reduce((a, m) => addFates(a, m.fates), noFates());
+      fateLines.push(
+        `${policy} ${Math.round(load * 100)}%: resumed turns stayed on their context ${f.stayed}, moved off it ${f.moved}, found it evicted ${f.lost} (${f.lostUnderNewSessions} with new sessions placed on their engine during the pause)`,
+      );
       const n = (x: number) => Math.round(x).toLocaleString("en-US");
       console.log(
         `| ${policy} | ${Math.round(load * 100)}% | ${n(row.input_tps)} | ${row.goodput_rps.toFixed(2)} | ${n(row.goodput_input_tps)} | ${n(row.resumed_ttft_p50_ms)} | ${n(row.resumed_ttft_p90_ms)} | ${n(row.recomputed_prefill_tokens_per_session)} |`,
       );
     }
   }
+  if (flags.decisions) console.log(`\n${fateLines.join("\n")}`);
 }
 console.log(`\n${((performance.now() - t0) / 1000).toFixed(0)} s`);
 if (flags.json) writeFileSync(flags.json as string, JSON.stringify({ rows }, null, 1));

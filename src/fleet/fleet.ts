@@ -12,10 +12,11 @@ import type { PolicyName, ScorersConfig } from "../routing/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
 import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
-import { RouterView } from "./router-view.js";
+import { RouterView, type FleetDecision } from "./router-view.js";
 
 export type { SharedServerOptions } from "./remote.js";
 export type { FleetHooks } from "./load.js";
+export type { FleetDecision } from "./router-view.js";
 
 export interface FleetOptions {
   engine: EngineConfig;
@@ -46,6 +47,8 @@ export interface FleetOptions {
   scorers?: ScorersConfig;
   /** hooks for callers that run many simulations of one workload (the planner); none changes a run */
   hooks?: FleetHooks;
+  /** the decision log: every routing decision with what the policy predicted per engine */
+  onDecision?: (d: FleetDecision) => void;
 }
 
 export interface FleetResult {
@@ -105,6 +108,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       routers: o.routers,
       seed: o.seed,
       scorers: o.scorers,
+      onDecision: o.onDecision,
     },
     o.engine.model.id,
     fleet.engines,

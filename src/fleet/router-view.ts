@@ -48,6 +48,37 @@ export interface RouterOptions {
   seed?: number | undefined;
   /** scorers added to the policy's own, as the router's config `scorers` */
   scorers?: ScorersConfig | undefined;
+  /** the decision log: told of every decision with what the policy predicted per engine */
+  onDecision?: ((d: FleetDecision) => void) | undefined;
+}
+
+/**
+ * One routing decision as the decision log sees it: per engine (by index; NaN where the policy predicts
+ * nothing or the engine was not a candidate) what the policy predicted, and what the engine was doing.
+ */
+export interface FleetDecision {
+  /** the request's index (FleetResult.routedTo, records) */
+  index: number;
+  sessionId: string;
+  round: number;
+  /** virtual seconds */
+  at: number;
+  promptTokens: number;
+  /** the engine picked; -1: refused over the SLO */
+  picked: number;
+  /** prompt tokens the policy credited as cached there */
+  cachedTokens: Float64Array;
+  /** predicted TTFT, ms */
+  ttftMs: Float64Array;
+  /** the cost the policy minimised */
+  cost: Float64Array;
+  /** the router's requests awaiting a first token, and in flight */
+  awaiting: Int32Array;
+  inFlight: Int32Array;
+  /** the engine's KV in use by its requests now (not the cached, evictable part), 0..1 */
+  kvUsage: Float64Array;
+  /** prompt tokens the engine holds cached now (asked of the engine, whatever the policy knows) */
+  heldTokens: Float64Array;
 }
 
 /** the group part of a workload's session id (`g12-q3` → `g12`, `user-4` → `user-4`) */
@@ -71,8 +102,8 @@ export class RouterView {
   private readonly prefixOracle: PrefixOracle | null;
   /** requests sent and not yet finished, fleet-wide */
   private outstanding = 0;
-  /** routed requests without a first token yet: their view and when they were routed (calibration) */
-  private readonly awaiting = new Map<number, { req: RequestView; at: number; policy: Policy }>();
+  /** routed requests not yet finished: their view and when they were routed (calibration, paused sessions) */
+  private readonly routed = new Map<number, { req: RequestView; at: number; policy: Policy }>();
 
   constructor(
     private readonly o: RouterOptions,
@@ -108,7 +139,12 @@ export class RouterView {
       this.policies.push(
         createPolicy(o.policy, {
           ...(cache ? { cache } : {}),
-          predictive: { timing: (v) => timing.get(v.id), slo: { defaultTtftMs: o.sloTtftMs } },
+          // the fleet reports every completion (onDone), as the live router's proxy sees each answer end
+          predictive: {
+            timing: (v) => timing.get(v.id),
+            slo: { defaultTtftMs: o.sloTtftMs },
+            reportsCompletions: true,
+          },
           scorers: o.scorers,
         }),
       );
@@ -127,7 +163,13 @@ export class RouterView {
     const o = this.o;
     const sessionKey =
       o.sessionKey === "none" ? undefined : o.sessionKey === "group" ? groupOf(a.session.id) : a.session.id;
-    const req: RequestView = { model: this.model, seq: turn.index, sessionKey };
+    // the body's max_tokens, as the live router's view carries the request's body
+    const req: RequestView = {
+      model: this.model,
+      seq: turn.index,
+      sessionKey,
+      body: { max_tokens: turn.maxTokens },
+    };
     if (this.prefixOracle || this.probe) {
       // the text the live router renders: chat messages or the completions prompt (earlier answers are
       // not kept as text here, so a multi-round history matches up to its first answer)
@@ -143,11 +185,49 @@ export class RouterView {
     if (n > 1) this.showPeers(r);
     const d = decide(policy, req, { engines: this.views, now: this.driver.now * 1000 });
     if (probe) probe.current = null;
+    if (o.onDecision) this.logDecision(turn, policy, req, d.kind === "picked" ? d.engine : undefined);
     if (d.kind === "over-slo") return -1;
     if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
-    if (policy.onFirstToken) this.awaiting.set(turn.index, { req, at: this.driver.now, policy });
+    if (policy.onFirstToken || policy.onDone)
+      this.routed.set(turn.index, { req, at: this.driver.now, policy });
     if (n > 1) this.routerOf.set(turn.index, r);
     return this.views.indexOf(d.engine as EngineView & { models: Set<string> });
+  }
+
+  private logDecision(turn: Turn, policy: Policy, req: RequestView, picked: EngineView | undefined): void {
+    const n = this.views.length;
+    const x = policy.explain?.(req);
+    const d: FleetDecision = {
+      index: turn.index,
+      sessionId: turn.active.session.id,
+      round: turn.active.round,
+      at: this.driver.now,
+      promptTokens: turn.prompt.length,
+      picked: picked ? this.views.indexOf(picked as EngineView & { models: Set<string> }) : -1,
+      cachedTokens: new Float64Array(n).fill(NaN),
+      ttftMs: new Float64Array(n).fill(NaN),
+      cost: new Float64Array(n).fill(NaN),
+      awaiting: new Int32Array(n),
+      inFlight: new Int32Array(n),
+      kvUsage: new Float64Array(n),
+      heldTokens: new Float64Array(n),
+    };
+    for (let e = 0; e < n; e++) {
+      const v = this.views[e]!;
+      d.awaiting[e] = v.awaitingFirstToken ?? 0;
+      d.inFlight[e] = v.inFlight;
+      d.kvUsage[e] = this.engines[e]!.snapshot().kvCacheUsage;
+      d.heldTokens[e] = this.engines[e]!.probeCachedTokens(turn.prompt, { sharedPrefix: turn.sharedPrefix });
+    }
+    if (x)
+      for (let i = 0; i < x.engines.length; i++) {
+        const e = this.views.indexOf(x.engines[i] as EngineView & { models: Set<string> });
+        if (e < 0) continue;
+        d.cachedTokens[e] = x.cachedTokens[i]!;
+        d.cost[e] = x.cost[i]!;
+        if (x.ttftMs) d.ttftMs[e] = x.ttftMs[i]!;
+      }
+    this.o.onDecision!(d);
   }
 
   /**
@@ -190,15 +270,17 @@ export class RouterView {
     const v = this.views[e]!;
     noteFirstToken(v, this.driver.now * 1000);
     this.answeredBy(e, index);
-    const a = this.awaiting.get(index);
-    if (!a) return;
-    this.awaiting.delete(index);
-    a.policy.onFirstToken?.(a.req, v, (this.driver.now - a.at) * 1000);
+    const a = this.routed.get(index);
+    a?.policy.onFirstToken?.(a.req, v, (this.driver.now - a.at) * 1000);
   }
 
   /** request `index` on engine `e` finished (`answered`: its first token came back before) */
   done(e: number, index: number, answered: boolean): void {
-    this.awaiting.delete(index);
+    const a = this.routed.get(index);
+    if (a) {
+      this.routed.delete(index);
+      a.policy.onDone?.(a.req, this.views[e]!, (this.driver.now - a.at) * 1000);
+    }
     if (!answered) this.answeredBy(e, index);
     this.routerOf.delete(index);
     noteDone(this.views[e]!, answered, this.driver.now * 1000);
