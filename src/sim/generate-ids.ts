@@ -21,6 +21,28 @@ import {
 import { validate } from "./schemas.js";
 import { DONE_EVENT, SSE_HEADERS } from "./sse.js";
 
+/**
+ * vLLM 0.32's engine-side check, the only one this route meets: a prompt past the context, or one that
+ * leaves no room for a token, is refused in its input processor's words (param null); otherwise
+ * max_tokens is what was asked, never more than the room left.
+ */
+function engineFit(maxModelLen: number, promptTokens: number, asked: number | null): number | null {
+  if (promptTokens > maxModelLen)
+    throw new HttpError(
+      400,
+      `The decoder prompt (length ${promptTokens}) is longer than the maximum model length of ${maxModelLen}. ` +
+        "Make sure that `max_model_len` is no smaller than the number of text tokens.",
+    );
+  if (promptTokens === maxModelLen)
+    throw new HttpError(
+      400,
+      `The decoder prompt (length ${promptTokens}) plus the number of requested output tokens (at least 1) ` +
+        `is longer than the maximum model length of ${maxModelLen}. Make sure that \`max_model_len\` is no ` +
+        "smaller than the number of text tokens (prompt + requested output tokens).",
+    );
+  return asked === null ? null : Math.min(asked, maxModelLen - promptTokens);
+}
+
 const nonNegIds = z.array(z.number().int().min(0, "token_ids must not contain negative values"));
 
 const sampling = z.looseObject({
@@ -90,8 +112,9 @@ export async function handleGenerate(
       `sampling_params.n must be at most the server's max_num_seqs (${maxSeqs}), got ${n}.`,
     );
   checkTokenIds(ctx, body.token_ids);
-  // unset max_tokens: the room left in the context, as vLLM defaults it server-side
-  const maxTokens = sp.max_tokens ?? null;
+  // unset max_tokens: the room left in the context, as vLLM defaults it server-side; a larger one is cut
+  // to that room (the token-in route has no max_model_len check of its own, only the engine's)
+  const maxTokens = engineFit(ctx.engineConfig.maxModelLen, body.token_ids.length, sp.max_tokens ?? null);
   checkAdmission(ctx, [body.token_ids], maxTokens, body.priority ?? 0, n);
   const header = req.headers["x-request-id"];
   const base = typeof header === "string" && header ? header : (body.request_id ?? randomUUID());

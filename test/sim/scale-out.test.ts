@@ -347,3 +347,46 @@ test("generate refuses what vLLM refuses: negative ids, ids outside the vocabula
   );
   assert.equal(empty.status, 400);
 });
+
+test("generate cuts a max_tokens past the context to the room left and refuses a prompt that leaves none, in vLLM's engine words", async () => {
+  const small = await startTestSim(MODEL, [
+    "--time-scale",
+    "0.02",
+    "--vllm-version",
+    "0.32.0",
+    "--enable-scale-out",
+    "--max-model-len",
+    "64",
+  ]);
+  try {
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => 300 + i);
+    const cut = await postJson(`${small.url}/inference/v1/generate`, {
+      token_ids: ids(10),
+      sampling_params: { max_tokens: 5000, ignore_eos: true },
+    });
+    assert.equal(cut.status, 200);
+    assert.equal(cut.json.usage.completion_tokens, 54);
+    assert.equal(cut.json.choices[0].finish_reason, "length");
+    const full = await postJson(`${small.url}/inference/v1/generate`, {
+      token_ids: ids(64),
+      sampling_params: { max_tokens: 5 },
+    });
+    assert.equal(full.status, 400);
+    assert.equal(full.json.error.param, null);
+    assert.match(
+      full.json.error.message,
+      /^The decoder prompt \(length 64\) plus the number of requested output tokens/,
+    );
+    const past = await postJson(`${small.url}/inference/v1/generate`, {
+      token_ids: ids(65),
+      sampling_params: { max_tokens: 5 },
+    });
+    assert.equal(past.status, 400);
+    assert.match(
+      past.json.error.message,
+      /^The decoder prompt \(length 65\) is longer than the maximum model length of 64\./,
+    );
+  } finally {
+    await small.close();
+  }
+});
