@@ -48,22 +48,7 @@ export function validationError(message: string, param: string, value: number): 
  * vLLM's refusal for a request that cannot fit, in vLLM's order (max_tokens, prompt, output budget),
  * or null when it fits.
  */
-export function contextLengthError(a: ContextAsk): HttpError | null;
-/** the positional form scale-out render still calls (a count from text, "clamp" rules: the only rules of a release that has render) */
-export function contextLengthError(
-  maxModelLen: number,
-  promptTokens: number,
-  maxTokens: number | null,
-  floor?: boolean,
-): HttpError | null;
-export function contextLengthError(
-  ask: ContextAsk | number,
-  promptTokens = 0,
-  maxTokens: number | null = null,
-  floor = false,
-): HttpError | null {
-  const a: ContextAsk =
-    typeof ask === "number" ? { maxModelLen: ask, promptTokens, maxTokens, floor, text: true } : ask;
+export function contextLengthError(a: ContextAsk): HttpError | null {
   const rules = a.rules ?? "clamp";
   const m = a.maxModelLen;
   const param = a.param ?? "max_tokens";

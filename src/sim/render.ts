@@ -17,7 +17,13 @@ import { chatSchema, completionSchema, validate } from "./schemas.js";
 
 /** vLLM's get_max_tokens: what the request asked, never more than the context leaves. */
 function maxTokensFor(ctx: SimContext, promptTokens: number, asked: number | null): number {
-  const err = contextLengthError(ctx.engineConfig.maxModelLen, promptTokens, asked);
+  const err = contextLengthError({
+    maxModelLen: ctx.engineConfig.maxModelLen,
+    promptTokens,
+    maxTokens: asked,
+    // a count from text; "clamp" rules are the only ones of a release that has render
+    text: true,
+  });
   if (err) throw err;
   const room = ctx.engineConfig.maxModelLen - promptTokens;
   return asked === null ? room : Math.min(asked, room);
