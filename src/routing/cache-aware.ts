@@ -245,6 +245,10 @@ export function createCacheAwarePolicy(
       const first = s.firstTokenMs;
       model.done(req, engine, s.at + elapsedMs, first !== undefined ? elapsedMs - first : undefined);
     },
+    onAbandoned(req, engine, elapsedMs) {
+      const s = last.get(req);
+      if (s?.at !== undefined) model.unpicked(req, engine, s.at + elapsedMs);
+    },
     queuedPrefillTokens: (engine) => ledger.pending(engine, undefined) ?? 0,
     onUnpicked(req, engine) {
       const s = last.get(req);

@@ -105,5 +105,7 @@ export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): Predicti
     timing: (e, model) => profiled(e, model) ?? learned.timing(e),
     missWeight: p.missWeight,
     slo: { defaultTtftMs: slo.ttftMs, models: slo.models },
+    // the router's proxy reports every attempt's end (Policy.onDone, onAbandoned)
+    reportsCompletions: true,
   };
 }

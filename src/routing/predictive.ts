@@ -243,7 +243,10 @@ export class TtftModel {
       this.held.picked(req.sessionKey, engine.id, promptTokens, promptTokens - uncached, now);
   }
 
-  /** a pick that did not stand (a router group's claim answered with newer counts): its turn is not in flight there */
+  /**
+   * a pick that did not stand (a router group's claim answered with newer counts), or a turn that ended
+   * there without its answer (Policy.onAbandoned): its turn is not in flight there
+   */
   unpicked(req: RequestView, engine: EngineView, now: number | undefined): void {
     if (this.held && req.sessionKey !== undefined && now !== undefined)
       this.held.withdrawn(req.sessionKey, engine.id, now);

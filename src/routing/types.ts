@@ -152,6 +152,12 @@ export interface Policy {
    * paused from then until its next turn (the predictive policy prices evicting paused sessions' KV)
    */
   onDone?: ((req: RequestView, engine: EngineView, elapsedMs: number) => void) | undefined;
+  /**
+   * told when a routed request's attempt on `engine` ended without its answer (failed, moved to another
+   * engine mid-answer, its client left), `elapsedMs` after it was routed: its turn is no longer in flight
+   * there, so what the policy counted as running there is let go (callers that report completions)
+   */
+  onAbandoned?: ((req: RequestView, engine: EngineView, elapsedMs: number) => void) | undefined;
   /** may refuse the picked engine (an SLO no engine meets); undefined admits it */
   admit?: ((req: RequestView, engine: EngineView, fleet: FleetSnapshot) => Decision | undefined) | undefined;
   /**

@@ -220,3 +220,27 @@ test("a pick that did not stand leaves the session's context paused, not pinned"
   h.withdrawn("s", "a", 200);
   assert.deepEqual(h.tokensOn("a"), { paused: 21_000, active: 0 });
 });
+
+test("a turn abandoned on an engine (failed, moved, its client gone) leaves its context there paused, not pinned", () => {
+  const prompts = {
+    gone: { tokens: 28_000, held: { a: 2_000, b: 0 } },
+    fresh: { tokens: 22_000, held: { a: 2_000, b: 0 } },
+  };
+  const place = (end: "abandoned" | "none") => {
+    const p = createPolicy("predictive", {
+      cache: bySession(prompts),
+      predictive: { timing: () => small, reportsCompletions: true, decode: false },
+    });
+    const a = idle("a");
+    const b = idle("b");
+    const first = turn(0, "gone");
+    decide(p, first, { engines: [a], now: 0 });
+    if (end === "abandoned") p.onAbandoned!(first, a, 5_000);
+    const next = decide(p, turn(1, "fresh"), { engines: [a, b], now: 10_000 });
+    return next.kind === "picked" ? next.engine.id : next.kind;
+  };
+  // paused, its 26k on a are priced as what the new session would evict there
+  assert.equal(place("abandoned"), "b");
+  // left in flight it would be pinned, nothing evictable: the shared prefix wins
+  assert.equal(place("none"), "a");
+});

@@ -44,7 +44,7 @@ import type { Disaggregation } from "../pd/disagg.js";
 import type { Tracer } from "../../obs/tracing.js";
 import { logger } from "../../obs/log.js";
 import { Attempt, type AttemptContext, type AttemptHost } from "./attempt.js";
-import { totalTimeoutError, type RetryOutcome } from "./attempt-outcome.js";
+import { totalTimeoutError, type Outcome, type RetryOutcome } from "./attempt-outcome.js";
 import { firstBody, type BreakReason } from "../migration/rules.js";
 import { Migrations } from "./migration-flow.js";
 import { RequestContext } from "./request-context.js";
@@ -334,6 +334,21 @@ export class Proxy implements AttemptHost {
   }
 
   /**
+   * An attempt on `e` ended (a refused pick aside, which unpick handles). An answer relayed whole is a
+   * completion: the policy pauses the request's session there and learns answers' lengths from it
+   * (reported on the engine that finished it, so a stream that moved counts where it ended). Any other end
+   * (failed, moved on, its client gone, an error relayed) tells the policy the turn is no longer in
+   * flight there; a completion's timings would mislead it.
+   */
+  private attemptEnded(ctx: RequestContext, e: Upstream, outcome: Outcome | undefined): void {
+    const policy = this.d.policy();
+    const elapsed = performance.now() - ctx.started;
+    if (outcome?.kind === "done" && ctx.status >= 200 && ctx.status < 300)
+      policy.onDone?.(ctx.view, e.view, elapsed);
+    else policy.onAbandoned?.(ctx.view, e.view, elapsed);
+  }
+
+  /**
    * The request's slot on `e` is free (a claim of its still out is withdrawn with it). `answered`:
    * the attempt's first byte reached the client (and firstToken was told then).
    */
@@ -413,7 +428,10 @@ export class Proxy implements AttemptHost {
         } finally {
           // taken back (a router worker's refused pick): its slot is freed already; otherwise a claim
           // whose word has not come goes with the slot
-          if (outcome?.kind !== "unclaimed") this.releaseSlot(engine, ctx, att.answered);
+          if (outcome?.kind !== "unclaimed") {
+            this.releaseSlot(engine, ctx, att.answered);
+            this.attemptEnded(ctx, engine, outcome);
+          }
         }
         if (outcome.kind === "unclaimed") {
           // not a failure of the engine's: the next attempt is picked already (ctx.repicked)
