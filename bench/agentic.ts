@@ -125,7 +125,8 @@ function run(preset: AgenticPreset, policy: PolicyName, qps: number, seed: numbe
     engine: s.engine,
     engines: s.engines,
     policy,
-    sessionKey: "session",
+    // as the live router keys them (the agentic workload sends x-session-id)
+    sessionKey: "router",
     scrapeIntervalS: 1,
     sharedServer: null,
     workload,

@@ -143,7 +143,8 @@ function virtualRecords(w: RangeWorkload, qps: number): RequestRecord[] {
     engine: w.engine,
     engines: w.engines,
     policy,
-    sessionKey: "none",
+    // as the live router keys them
+    sessionKey: "router",
     // the live router scrapes every 1 s of wall time: 1/S s of the sims' modelled time
     scrapeIntervalS: 1 / scale,
     sharedServer: null,

@@ -30,7 +30,7 @@ export interface RangeWorkload {
   /** the workload for a run of `requests` requests */
   workload(requests: number, seed: number): Workload;
   requests: number;
-  /** session policy's key */
+  /** the session policy's key (other policies get the router's own keys, as live) */
   sessionKey: FleetOptions["sessionKey"];
   /** open loop: at most this many sessions at once (multi-round sessions wait for their answers) */
   openSessionCap: number;
@@ -186,7 +186,9 @@ export function runPoint(p: PointSpec): PointResult {
     engine: p.w.engine,
     engines: p.w.engines,
     policy: p.policy,
-    sessionKey: p.policy === "session" ? p.w.sessionKey : "none",
+    // the router's own session keys, as live (the bench's x-session-id on multi-round QA, inferred
+    // elsewhere); the session policy's where it stands in for a tenant header
+    sessionKey: p.policy === "session" ? p.w.sessionKey : "router",
     scrapeIntervalS: 1,
     sharedServer: null,
     workload: p.w.workload(requests, p.seed),

@@ -63,7 +63,8 @@ function run(policy: PolicyName, users: number, concurrency: number) {
     engine,
     engines: nEngines,
     policy,
-    sessionKey: policy === "session" ? "session" : "none",
+    // as the live router keys them: the bench sends x-session-id on multi-round QA
+    sessionKey: "router",
     scrapeIntervalS: 1,
     sharedServer: null,
     workload,

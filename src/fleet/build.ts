@@ -7,7 +7,7 @@ import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../workload/shared
 import type { Workload } from "../workload/types.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
 import type { PolicyName } from "../routing/index.js";
-import type { FleetOptions } from "./fleet.js";
+import type { FleetOptions, SessionKeyMode } from "./fleet.js";
 import { REMOTE_BANDWIDTH_BPS } from "./remote.js";
 import type { ResolvedScenario } from "./scenario.js";
 
@@ -214,12 +214,18 @@ export function policyFor(r: ResolvedScenario): PolicyName {
   return "least-load";
 }
 
-export function sessionKeyFor(r: ResolvedScenario, generator: string): FleetOptions["sessionKey"] {
+/**
+ * The session header a plan tells operators to send for the `session` policy (the session id for
+ * multi-round, the prompt group for shared prefixes, else none), or what the scenario names. Other
+ * policies need none: the router keys sessions itself (`router`).
+ */
+export function sessionKeyFor(r: ResolvedScenario, generator: string): SessionKeyMode {
   const k = r.scenario.simulation.session_key;
   if (k !== "auto") return k;
+  if (policyFor(r) !== "session") return "router";
   if (generator === "multi-round-qa") return "session";
   if (generator === "shared-prefix" || generator === "prefix-repetition") return "group";
-  return "none";
+  return "router";
 }
 
 export function fleetOptionsFor(

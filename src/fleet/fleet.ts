@@ -12,18 +12,21 @@ import type { PolicyName, ScorersConfig } from "../routing/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
 import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
-import { RouterView, type FleetDecision } from "./router-view.js";
+import { RouterView, type FleetDecision, type SessionKeyMode } from "./router-view.js";
 
 export type { SharedServerOptions } from "./remote.js";
 export type { FleetHooks } from "./load.js";
-export type { FleetDecision } from "./router-view.js";
+export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 
 export interface FleetOptions {
   engine: EngineConfig;
   engines: number;
   policy: PolicyName;
-  /** what the router's session-affinity key carries: none, the session id, or the workload group */
-  sessionKey: "none" | "session" | "group";
+  /**
+   * where requests' session keys come from (router-view.ts): by default (`router`) as the live router
+   * keys them, from the header the bench sends where the workload sends one, else inferred from prompts
+   */
+  sessionKey?: SessionKeyMode;
   /** the live router scrapes vllm:num_requests_running/waiting and kv_cache_usage_perc this often */
   scrapeIntervalS: number;
   sharedServer: SharedServerOptions | null;
@@ -101,7 +104,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
   const router = new RouterView(
     {
       policy: o.policy,
-      sessionKey: o.sessionKey,
+      sessionKey: o.sessionKey ?? "router",
+      sessionHeader: o.workload.sessionHeader,
       scrapeIntervalS: o.scrapeIntervalS,
       chat: o.workload.defaultEndpoint === "chat",
       sloTtftMs: o.sloTtftMs,

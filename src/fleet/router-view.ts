@@ -1,7 +1,10 @@
 // The router of a simulated fleet: what the live router would know and do, in virtual time. It keeps
 // one EngineView per engine — its own in-flight counts, always current, and the engines' gauges as of
 // its last scrape (every `scrapeIntervalS`, so they go stale in between as they do live) — and decides
-// with the routing library's policies (src/routing), fed by the oracle the live router would have.
+// with the routing library's policies (src/routing), fed by the oracle the live router would have. Each
+// request's session key is worked out as the live router's edge does (src/routing/session-identity.ts):
+// from the header the live bench would send, else inferred from the prompt, so that the policy sees the
+// sessions it sees live.
 import type { Engine, VirtualDriver } from "../engine/index.js";
 import {
   createPolicy,
@@ -11,6 +14,7 @@ import {
   PrefixOracle,
   policyReadsKv,
   rooflineTiming,
+  SessionTracker,
   noteDone,
   noteFirstToken,
   noteScraped,
@@ -28,10 +32,20 @@ import { mulberry32 } from "../random/rng.js";
 import type { Turn } from "./load.js";
 import { EngineProbeOracle } from "./oracle.js";
 
+/**
+ * Where a request's session key comes from. `router`: as the live router keys it by default, its session
+ * tracker over what `switchyard bench` sends (the `x-session-id` header where the workload sends one,
+ * else the prompt, which a later turn extends). `session` / `group`: the header carries the session id
+ * or its workload group (a tenant: what a plan tells operators to send for the `session` policy), read
+ * by the same tracker. `none`: no key at all (a router with inference off and no header).
+ */
+export type SessionKeyMode = "router" | "none" | "session" | "group";
+
 export interface RouterOptions {
   policy: PolicyName;
-  /** what the router's session-affinity key carries: none, the session id, or the workload group */
-  sessionKey: "none" | "session" | "group";
+  sessionKey: SessionKeyMode;
+  /** the workload sends the session id header (`Workload.sessionHeader`, as src/bench's client does) */
+  sessionHeader: boolean;
   /** the live router scrapes vllm:num_requests_running/waiting and kv_cache_usage_perc this often */
   scrapeIntervalS: number;
   /** the workload is sent to the chat endpoint (what the prefix oracle renders) */
@@ -61,6 +75,8 @@ export interface FleetDecision {
   index: number;
   sessionId: string;
   round: number;
+  /** the session key the router worked out for it (undefined: none) */
+  sessionKey: string | undefined;
   /** virtual seconds */
   at: number;
   promptTokens: number;
@@ -93,6 +109,8 @@ export class RouterView {
   readonly kvSamples: number[] = [];
   /** one policy per router process (its own state); all read the same views, the group's counts */
   private readonly policies: Policy[] = [];
+  /** per router process, its edge's session tracker (a router worker's ingress has its own) */
+  private readonly trackers: SessionTracker[] = [];
   private readonly rand: () => number;
   /** routers > 1: per router, its own requests awaiting a first token on each engine */
   private readonly ownAwaiting: Int32Array[] = [];
@@ -148,6 +166,10 @@ export class RouterView {
           scorers: o.scorers,
         }),
       );
+    // the router's default session settings; keys prefixed per process as a worker's are
+    if (o.sessionKey !== "none")
+      for (let r = 0; r < this.policies.length; r++)
+        this.trackers.push(new SessionTracker({ namespace: `${r}.` }));
     this.rand = mulberry32(o.seed ?? 1);
     if (this.policies.length > 1)
       for (let r = 0; r < this.policies.length; r++) this.ownAwaiting.push(new Int32Array(engines.length));
@@ -161,8 +183,29 @@ export class RouterView {
   route(turn: Turn): number {
     const a = turn.active;
     const o = this.o;
-    const sessionKey =
-      o.sessionKey === "none" ? undefined : o.sessionKey === "group" ? groupOf(a.session.id) : a.session.id;
+    const n = this.policies.length;
+    const r = n === 1 ? 0 : Math.floor(this.rand() * n);
+    const header =
+      o.sessionKey === "session" || (o.sessionKey === "router" && o.sessionHeader)
+        ? a.session.id
+        : o.sessionKey === "group"
+          ? groupOf(a.session.id)
+          : undefined;
+    const tracker = this.trackers[r];
+    // the prompt as the live router reads it: chat messages or the completions prompt (earlier answers
+    // are not kept as text here, so a multi-round history matches up to its first answer; a later turn
+    // still extends the one before it, which is what inference needs)
+    const cacheAware = this.prefixOracle !== null || this.probe !== null;
+    const needsPrompt = cacheAware || (tracker !== undefined && header === undefined);
+    const messages = needsPrompt && o.chat ? chatMessages(a.session, a.round, []) : undefined;
+    const prompt = needsPrompt && !o.chat ? completionPrompt(a.session, a.round, []) : undefined;
+    const sessionKey = tracker?.identify(
+      {
+        header,
+        body: header === undefined ? (messages ? { messages } : { prompt }) : undefined,
+      },
+      this.driver.now * 1000,
+    )?.key;
     // the body's max_tokens, as the live router's view carries the request's body
     const req: RequestView = {
       model: this.model,
@@ -170,17 +213,12 @@ export class RouterView {
       sessionKey,
       body: { max_tokens: turn.maxTokens },
     };
-    if (this.prefixOracle || this.probe) {
-      // the text the live router renders: chat messages or the completions prompt (earlier answers are
-      // not kept as text here, so a multi-round history matches up to its first answer)
-      const answers: string[] = [];
-      if (o.chat) req.messages = chatMessages(a.session, a.round, answers);
-      else req.prompt = completionPrompt(a.session, a.round, answers);
+    if (cacheAware) {
+      if (messages) req.messages = messages;
+      else req.prompt = prompt;
     }
     const probe = this.probe;
     if (probe) probe.current = { tokens: turn.prompt, sharedPrefix: turn.sharedPrefix };
-    const n = this.policies.length;
-    const r = n === 1 ? 0 : Math.floor(this.rand() * n);
     const policy = this.policies[r]!;
     if (n > 1) this.showPeers(r);
     const d = decide(policy, req, { engines: this.views, now: this.driver.now * 1000 });
@@ -201,6 +239,7 @@ export class RouterView {
       index: turn.index,
       sessionId: turn.active.session.id,
       round: turn.active.round,
+      sessionKey: req.sessionKey,
       at: this.driver.now,
       promptTokens: turn.prompt.length,
       picked: picked ? this.views.indexOf(picked as EngineView & { models: Set<string> }) : -1,

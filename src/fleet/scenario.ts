@@ -88,7 +88,11 @@ const simulationSchema = z.strictObject({
   policy: z.enum(ROUTER_POLICY_NAMES as unknown as [string, ...string[]]).optional(),
   /** scorers added to the policy's own, as the router's config `scorers` (docs/routing.md) */
   scorers: scorersConfigSchema,
-  session_key: z.enum(["auto", "none", "session", "group"]).default("auto"),
+  /**
+   * auto: as the router keys sessions (router), but the `session` policy's header where a plan tells
+   * operators to send one (session id or group); none: no key at all
+   */
+  session_key: z.enum(["auto", "router", "none", "session", "group"]).default("auto"),
   scrape_interval_ms: positive.default(1000),
   /** predictive policy: every request's TTFT SLO, ms (refused, as the router's 429, when no engine can meet it) */
   slo_ttft_ms: positive.optional(),

@@ -56,7 +56,7 @@ function routerNotes(policy: string, sessionKey: string, kvEvents: boolean): str
         ? "send the tenant or prompt-group id as the session header so one group's prefix stays on one engine"
         : sessionKey === "session"
           ? "send the user or conversation id as the session header"
-          : "no session header needed",
+          : "no session header needed: the router keys a conversation by its prompts (each turn extends the last)",
     );
   else if ((CACHE_POLICY_NAMES as readonly string[]).includes(policy))
     notes.push(
