@@ -188,6 +188,42 @@ export class HeldContexts {
     return weighted;
   }
 
+  /**
+   * `tokens` new tokens went to `engine`: what they push out past its room (as evictedTokens counts it) is
+   * gone from its cache, oldest first as the engine's own LRU evicts, so it is no longer held there.
+   * Without this, contexts the engine evicted long ago (sessions that ended, ones pushed out) would fill
+   * its room until they expire, and every placement anywhere would seem to evict sessions no longer
+   * there to evict: the price would be noise as large as a prefill (multi-round QA at round-robin's
+   * capacity, sessions keyed: resumed turns finding their context gone 5 → 344 of 1,050).
+   */
+  placed(
+    engine: string,
+    tokens: number,
+    capacityTokens: number,
+    usedTokens: number,
+    own: string | undefined,
+  ): void {
+    const e = this.engines.get(engine);
+    if (!e || capacityTokens <= 0 || tokens <= 0 || e.pausedTokens <= 0) return;
+    const room = capacityTokens - e.pausedTokens - Math.max(usedTokens, e.activeTokens);
+    let over = tokens - Math.max(0, room);
+    for (let c = e.list.head; c !== null && over > 0;) {
+      const next = c.next;
+      if (c.active === 0 && c.key !== own) {
+        const k = Math.min(over, c.tokens);
+        over -= k;
+        this.unaccount(c);
+        c.tokens -= k;
+        if (c.tokens > 0) this.account(c);
+        else {
+          e.list.remove(c);
+          this.sessions.delete(c.id);
+        }
+      }
+      c = next;
+    }
+  }
+
   /** P(a session idle for `idleMs` comes back) */
   resumeChance(idleMs: number): number {
     if (this.gapWeight < MIN_GAPS) return idleMs < PRIOR_HORIZON_MS ? PRIOR_RESUME : 0;

@@ -239,7 +239,14 @@ export class TtftModel {
   ): void {
     this.meanUncached += (uncached - this.meanUncached) * 0.05;
     if (engine.awaitingFirstToken !== undefined) this.ledger.add(engine, uncached, now, ids);
-    if (this.held && req.sessionKey !== undefined && now !== undefined)
+    if (!this.held) return;
+    // any prompt's new tokens push paused contexts out of the engine's cache, keyed or not
+    const t = this.o.timing?.(engine, req.model);
+    if (t) {
+      const used = Math.min(1, Math.max(0, engine.kvUsage)) * t.kvCapacityTokens;
+      this.held.placed(engine.id, uncached, t.kvCapacityTokens, used, req.sessionKey);
+    }
+    if (req.sessionKey !== undefined && now !== undefined)
       this.held.picked(req.sessionKey, engine.id, promptTokens, promptTokens - uncached, now);
   }
 

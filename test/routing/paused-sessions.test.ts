@@ -244,3 +244,21 @@ test("a turn abandoned on an engine (failed, moved, its client gone) leaves its 
   // left in flight it would be pinned, nothing evictable: the shared prefix wins
   assert.equal(place("none"), "a");
 });
+
+test("what a placement pushes out of an engine's room is no longer held there, oldest first, the placing session's own kept", () => {
+  const h = new HeldContexts({ releaseOnDone: true });
+  for (const [k, at] of [
+    ["old", 0],
+    ["mid", 1_000],
+    ["own", 2_000],
+  ] as const) {
+    h.picked(k, "a", 10_000, 0, at);
+    h.done(k, "a", at + 500);
+  }
+  // 32k of KV, 30k paused: 2k of room; 14k placed pushes out 12k: all of `old`, 2k of `mid`, none of `own`
+  h.placed("a", 14_000, 32_000, 0, "own");
+  assert.deepEqual(h.tokensOn("a"), { paused: 18_000, active: 0 });
+  // what is gone no longer fills the room: 14k now fit, and 2k beyond push out `mid` (at one half)
+  assert.equal(h.evictedTokens("a", 14_000, 32_000, 0, undefined, 3_000), 0);
+  assert.equal(h.evictedTokens("a", 16_000, 32_000, 0, undefined, 3_000), 1_000);
+});
