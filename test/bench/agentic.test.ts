@@ -10,31 +10,14 @@ import { parseFlags } from "../../src/config/args.js";
 import { startMini } from "./mini-server.js";
 import { startTestSim } from "../sim/helpers.js";
 
-/** the bench's options as its defaults make them, for one run of the agentic workload */
+/** the bench's options as its defaults make them (its own flag parser), for one run of the agentic workload */
 function benchOptions(baseUrl: string, over: Partial<BenchOptions>): BenchOptions {
+  const flags = ["--base-url", baseUrl, "--workload", "agentic", "--ignore-eos", "--no-progress"];
   return {
-    baseUrl,
-    model: null,
-    endpoint: "auto",
-    apiKey: null,
-    headers: {},
-    extraBody: { temperature: 0, ignore_eos: true },
-    workload: "agentic",
-    workloadFlags: {},
-    qps: [Infinity],
-    arrival: "poisson",
-    concurrency: null,
-    numRequests: null,
-    durationS: null,
-    warmup: 0,
+    ...toOptions(parseFlags(flags, BENCH_SPECS).flags),
     seed: 1,
-    slo: null,
     percentiles: [99],
-    scrape: [],
-    connections: null,
     timeoutMs: 60_000,
-    calibrate: true,
-    progress: false,
     ...over,
   };
 }
