@@ -4,7 +4,7 @@
 // with the routing library's policies (src/routing), fed by the oracle the live router would have. Each
 // request's session key is worked out as the live router's edge does (src/routing/session-identity.ts):
 // from the header the live bench would send, else inferred from the prompt, so that the policy sees the
-// sessions it sees live.
+// sessions it sees live; under a policy that reads no session key only the header's, as live.
 import type { Engine, VirtualDriver } from "../engine/index.js";
 import {
   createPolicy,
@@ -13,6 +13,7 @@ import {
   idleEngineView,
   PrefixOracle,
   policyReadsKv,
+  policyReadsSessions,
   rooflineTiming,
   SessionTracker,
   noteDone,
@@ -111,6 +112,8 @@ export class RouterView {
   private readonly policies: Policy[] = [];
   /** per router process, its edge's session tracker (a router worker's ingress has its own) */
   private readonly trackers: SessionTracker[] = [];
+  /** the policy reads session keys: the trackers infer and record (else they only read the header) */
+  private readonly tracking: boolean;
   private readonly rand: () => number;
   /** routers > 1: per router, its own requests awaiting a first token on each engine */
   private readonly ownAwaiting: Int32Array[] = [];
@@ -167,6 +170,7 @@ export class RouterView {
         }),
       );
     // the router's default session settings; keys prefixed per process as a worker's are
+    this.tracking = policyReadsSessions(o.policy);
     if (o.sessionKey !== "none")
       for (let r = 0; r < this.policies.length; r++)
         this.trackers.push(new SessionTracker({ namespace: `${r}.` }));
@@ -196,15 +200,17 @@ export class RouterView {
     // are not kept as text here, so a multi-round history matches up to its first answer; a later turn
     // still extends the one before it, which is what inference needs)
     const cacheAware = this.prefixOracle !== null || this.probe !== null;
-    const needsPrompt = cacheAware || (tracker !== undefined && header === undefined);
+    const needsPrompt = cacheAware || (this.tracking && tracker !== undefined && header === undefined);
     const messages = needsPrompt && o.chat ? chatMessages(a.session, a.round, []) : undefined;
     const prompt = needsPrompt && !o.chat ? completionPrompt(a.session, a.round, []) : undefined;
-    const sessionKey = tracker?.identify(
-      {
-        header,
-        body: header === undefined ? (messages ? { messages } : { prompt }) : undefined,
-      },
-      this.driver.now * 1000,
+    // as the live edge (src/router/edge/ingress.ts): a policy that reads no session key gets the
+    // header's, and nothing is inferred or recorded for it
+    const named = {
+      header,
+      body: header === undefined && this.tracking ? (messages ? { messages } : { prompt }) : undefined,
+    };
+    const sessionKey = (
+      this.tracking ? tracker?.identify(named, this.driver.now * 1000) : tracker?.named(named)
     )?.key;
     // the body's max_tokens, as the live router's view carries the request's body
     const req: RequestView = {

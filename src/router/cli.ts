@@ -102,7 +102,7 @@ const specs: FlagSpecs = {
     type: "boolean",
     default: true,
     negatable: true,
-    help: "a request naming no session (no agentic_context, header, body field or previous_response_id) joins the session whose last prompt it extends",
+    help: "a request naming no session (no agentic_context, header, body field or previous_response_id) joins the session whose last prompt it extends (only under a policy that reads session keys: all but round-robin, least-load and vllm-router-cache-aware)",
   },
   "max-sessions": {
     type: "int",

@@ -202,6 +202,25 @@ export function policyReadsKv(name: string): boolean {
   return (KV_EVENT_POLICY_NAMES as readonly string[]).includes(name);
 }
 /**
+ * The policies that read a request's session key (`RequestView.sessionKey`): `session` hashes it,
+ * `llm-d-sticky` keeps its engine, and the cost-based ones (`prefix`, `kv`, `hybrid`, `predictive`:
+ * cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and a session's
+ * decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`) the router's
+ * edge does not track sessions (session-identity.ts: no prompt hashed, no session recorded), so that a
+ * policy that never reads the key does not pay for working it out.
+ */
+export const SESSION_POLICY_NAMES: readonly PolicyName[] = [
+  "session",
+  "prefix",
+  "kv",
+  "hybrid",
+  "predictive",
+  "llm-d-sticky",
+];
+export function policyReadsSessions(name: string): boolean {
+  return (SESSION_POLICY_NAMES as readonly string[]).includes(name);
+}
+/**
  * `--policy`'s help, one line for `switchyard router` and `switchyard up`: keyed by PolicyName, so a new
  * policy cannot be left out
  */

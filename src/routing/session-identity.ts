@@ -171,6 +171,12 @@ export class SessionTracker {
     this.trim();
   }
 
+  /** Forgets every session and prompt end (a reload to a policy that reads no session key); counts stay. */
+  clear(): void {
+    this.sessions.clear();
+    this.ends.clear();
+  }
+
   get options(): Readonly<SessionTrackerOptions> {
     return this.o;
   }
@@ -206,6 +212,15 @@ export class SessionTracker {
     const key = found ?? this.mint();
     this.remember(chain, key, now);
     return found !== undefined ? this.seen({ key, source: "inferred" }, now) : undefined;
+  }
+
+  /**
+   * The session a request names (agentic context, header, body field, Responses chain), as identify
+   * would name it, without tracking anything: no inference, no record, no counts. For a router whose
+   * policy reads no session key (policyReadsSessions) but still shows and remembers a named one.
+   */
+  named(req: SessionRequest): SessionIdentity | undefined {
+    return this.explicit(req);
   }
 
   private explicit(req: SessionRequest): SessionIdentity | undefined {

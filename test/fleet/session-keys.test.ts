@@ -1,7 +1,7 @@
 // The fleet simulator keys sessions as the live router does by default (router-view.ts): the header
 // `switchyard bench` sends where the workload sends one, else the session inferred from the prompt a later
 // turn extends. Otherwise the planner would predict a policy that sees sessions live routing blind, or
-// the reverse.
+// the reverse. A policy that reads no session key gets only the header's, as the live edge gives it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { defaultEngineConfig } from "../../src/engine/index.js";
@@ -10,6 +10,7 @@ import { simulateFleet, type FleetDecision, type SessionKeyMode } from "../../sr
 import { multiRoundQaWorkload, MULTI_ROUND_QA_DEFAULTS } from "../../src/workload/multi-round-qa.js";
 import { sharedPrefixWorkload } from "../../src/workload/shared-prefix.js";
 import type { Workload } from "../../src/workload/types.js";
+import type { PolicyName } from "../../src/routing/index.js";
 
 const engine = defaultEngineConfig(resolveModel("meta-llama/Llama-3.1-8B-Instruct"), resolveGpu("h100"), {
   maxModelLen: 8192,
@@ -28,12 +29,16 @@ const qa = (): Workload =>
     seed: 2,
   });
 
-function keys(workload: Workload, sessionKey?: SessionKeyMode): FleetDecision[] {
+function keys(
+  workload: Workload,
+  sessionKey?: SessionKeyMode,
+  policy: PolicyName = "predictive",
+): FleetDecision[] {
   const decisions: FleetDecision[] = [];
   simulateFleet({
     engine,
     engines: 2,
-    policy: "predictive",
+    policy,
     ...(sessionKey ? { sessionKey } : {}),
     scrapeIntervalS: 1,
     sharedServer: null,
@@ -87,4 +92,13 @@ test("one-turn prompts sharing only a system prompt are no session; `none` keys 
   for (const d of keys(tenants())) assert.equal(d.sessionKey, undefined);
   for (const d of keys(qa(), "none")) assert.equal(d.sessionKey, undefined);
   for (const d of keys(tenants(), "group")) assert.match(d.sessionKey ?? "", /^g\d+$/);
+});
+
+test("under a policy that reads no session key a conversation is keyed by its header alone, never inferred", () => {
+  for (const policy of ["round-robin", "least-load", "vllm-router-cache-aware"] as const) {
+    for (const d of keys(qa(), undefined, policy)) assert.equal(d.sessionKey, d.sessionId, policy);
+    const ds = keys({ ...qa(), sessionHeader: false }, undefined, policy);
+    assert.equal(ds.length, 18);
+    for (const d of ds) assert.equal(d.sessionKey, undefined, policy);
+  }
 });

@@ -106,6 +106,48 @@ test("the router infers the session of a conversation that names none from its g
   }
 });
 
+test("a router whose policy reads no session key tracks no sessions, still shows a named one, and starts tracking when a reload brings a policy that reads them", async () => {
+  const engines = [await startFakeVllm("a"), await startFakeVllm("b")];
+  const router = await routerFor(
+    engines.map((e) => e.url),
+    { policy: "round-robin" },
+  );
+  const metric = async (line: RegExp) => {
+    const m = line.exec(await (await fetch(`${router.url}/metrics`)).text());
+    return m ? Number(m[1]) : NaN;
+  };
+  const sessions = () => metric(/^switchyard_sessions (\d+)$/m);
+  const inferred = () => metric(/^switchyard_session_requests_total\{source="inferred"\} (\d+)$/m);
+  try {
+    const path = "/v1/chat/completions";
+    for (let n = 0; n < 3; n++)
+      assert.equal((await sent(router.url, path, turn("dave", n))).session, undefined);
+    const named = await sent(router.url, path, turn("erin", 0), { "x-session-id": "s-9" });
+    assert.equal(named.session, "s-9");
+    assert.equal(await sessions(), 0);
+    assert.equal(await inferred(), 0);
+    for (const policy of ["least-load", "vllm-router-cache-aware"] as const) {
+      router.router.reconfigure({ ...router.router.config, policy });
+      await sent(router.url, path, turn("dave", 3));
+      assert.equal(await sessions(), 0, policy);
+    }
+    router.router.reconfigure({ ...router.router.config, policy: "predictive" });
+    // unnamed: had the turns before been remembered, this one would extend the last of them
+    assert.equal((await sent(router.url, path, turn("dave", 4))).session, undefined);
+    const dave = (await sent(router.url, path, turn("dave", 5))).session;
+    assert.ok(dave?.startsWith("~p:"), `an inferred key: ${dave}`);
+    assert.equal(await sessions(), 1);
+    assert.equal(await inferred(), 1);
+    // and back: what was tracked is forgotten, the gauge reads 0 again
+    router.router.reconfigure({ ...router.router.config, policy: "round-robin" });
+    assert.equal((await sent(router.url, path, turn("dave", 6))).session, undefined);
+    assert.equal(await sessions(), 0);
+  } finally {
+    await router.close();
+    for (const e of engines) await e.close();
+  }
+});
+
 test("response affinity keeps each response's session and shares it with a router group as a fourth link field, which peers accept", () => {
   const a = new ResponseAffinity(10);
   a.sharing = true;

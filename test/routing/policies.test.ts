@@ -1,6 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createPolicy, decide, type RequestView } from "../../src/routing/index.js";
+import {
+  createPolicy,
+  decide,
+  policyReadsSessions,
+  ROUTER_POLICY_NAMES,
+  type RequestView,
+} from "../../src/routing/index.js";
 import { eng } from "../helpers/routing.js";
 
 const req = (seq: number, over: Partial<RequestView> = {}): RequestView => ({ model: "m", seq, ...over });
@@ -89,4 +95,37 @@ test("session: same key → same engine; keys spread; bounded load spills; no ke
   assert.notEqual(pickId(decide(p, req(0, { sessionKey: "alice" }), { engines: hot })), first);
   const loaded = { engines: [eng("a", { inFlight: 5 }), eng("b")] };
   assert.equal(pickId(decide(p, req(0), loaded)), "b");
+});
+
+test("policyReadsSessions names exactly the policies that read a request's session key (the edge tracks sessions for those alone)", () => {
+  for (const name of ROUTER_POLICY_NAMES) {
+    const p = createPolicy(name);
+    let reads = 0;
+    // a multi-turn request through every hook a router calls: decide, first token, done, abandoned
+    const view = {
+      model: "m",
+      seq: 1,
+      messages: [{ role: "user", content: "hello ".repeat(100) }],
+      body: { max_tokens: 8 },
+      get sessionKey() {
+        reads++;
+        return "s-1";
+      },
+    } as RequestView;
+    // engines whose first tokens the caller counts (the live router's and the simulator's views), and not
+    const engines = [eng("a", { awaitingFirstToken: 0 }), eng("b", { awaitingFirstToken: 0 }), eng("c")];
+    for (let turn = 0; turn < 3; turn++) {
+      const d = decide(p, view, {
+        engines: turn < 2 ? engines.slice(0, 2) : engines,
+        now: 1_000 * (turn + 1),
+      });
+      assert.equal(d.kind, "picked", name);
+      if (d.kind !== "picked") continue;
+      p.onFirstToken?.(view, d.engine, 50);
+      p.onDone?.(view, d.engine, 100);
+      p.onAbandoned?.(view, d.engine, 100);
+    }
+    assert.equal(reads > 0, policyReadsSessions(name), `${name} read the session key ${reads} times`);
+  }
+  assert.equal(policyReadsSessions("nope"), false);
 });

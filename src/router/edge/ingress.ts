@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../../http/errors.js";
-import { parseSloHeader, SessionTracker, SLO_HEADER } from "../../routing/index.js";
+import { parseSloHeader, policyReadsSessions, SessionTracker, SLO_HEADER } from "../../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../../http/body.js";
 import { promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
 import type { Admission, Tenant } from "../../tenancy/state.js";
@@ -100,7 +100,10 @@ export function validateFields(path: string, obj: Record<string, unknown>): void
 export class Ingress {
   /** which session each generation request belongs to (src/routing/session-identity.ts) */
   readonly sessions = new SessionTracker({ namespace: `${process.pid.toString(36)}.` });
-  private sessionConfig: RouterConfig["session"] | undefined;
+  /** the configuration the tracker's options and `tracking` were last taken from */
+  private sessionConfig: RouterConfig | undefined;
+  /** the policy reads session keys: sessions are tracked (inferred, recorded), not only read off */
+  private tracking = true;
 
   constructor(private readonly d: IngressDeps) {}
 
@@ -371,7 +374,9 @@ export class Ingress {
 
   /**
    * A generation request's session, by the tracker (agentic context, header, body field, Responses
-   * chain, else inferred from the prompt); other requests' from the header or body field alone.
+   * chain, else inferred from the prompt); other requests' from the header or body field alone. Under
+   * a policy that reads no session key, a generation request's is only what it names: the debug header
+   * and response affinity still carry a named one, and no prompt is hashed for a key nobody reads.
    */
   private sessionKey(
     req: IncomingMessage,
@@ -381,7 +386,8 @@ export class Ingress {
     pinSession: string | undefined,
     now: number,
   ): string | undefined {
-    const s = this.d.config().session;
+    const cfg = this.d.config();
+    const s = cfg.session;
     const h = req.headers[s.header.toLowerCase()];
     const header = typeof h === "string" && h !== "" ? h : undefined;
     if (ep.counted !== "requests") {
@@ -389,8 +395,13 @@ export class Ingress {
       const v = s.bodyKey && obj ? obj[s.bodyKey] : undefined;
       return typeof v === "string" || typeof v === "number" ? String(v) : undefined;
     }
-    if (s !== this.sessionConfig) {
-      this.sessionConfig = s;
+    // once per configuration (a reload replaces the object, the policy with it)
+    if (cfg !== this.sessionConfig) {
+      this.sessionConfig = cfg;
+      this.tracking = policyReadsSessions(cfg.policy);
+      // no longer tracked: held sessions would only sit there (and in the sessions gauge) until a
+      // reload brings back a policy that reads them
+      if (!this.tracking) this.sessions.clear();
       this.sessions.configure({
         maxSessions: s.maxSessions,
         idleMs: s.idleTimeout,
@@ -404,7 +415,8 @@ export class Ingress {
       ep.pin === "previous-response-id" && pinId !== undefined
         ? { id: pinId, session: pinSession }
         : undefined;
-    return this.sessions.identify({ header, body: obj, previousResponse }, now)?.key;
+    const named = { header, body: obj, previousResponse };
+    return (this.tracking ? this.sessions.identify(named, now) : this.sessions.named(named))?.key;
   }
 }
 
