@@ -5,7 +5,8 @@
 //
 //   ttft(e) = prefill(queued(e) + peers(e) + others(e) + P − credit(e))   when prompts are queued ahead
 //           = residual(e) + prefill(P − credit(e))                   otherwise
-//   cost(e) = ttft(e) + missWeight · prefill(P − credit(e)) + busyWeightS · busy(e) / weight(e)
+//   cost(e) = ttft(e) + missWeight · (1 + backlog) · prefill(P − credit(e))
+//           + busyWeightS · busy(e) / weight(e)
 //           + (1 + missWeight) · prefill(evicted(e))                    paused sessions' KV pushed out
 //           + out · step((batch(e) + mean batch) / 2 + 1)              a session's decode
 //
@@ -25,6 +26,15 @@
 // missWeight prices the work a miss adds (its prefill again: an evicted prefix, a longer queue for the
 // next prompt): a tenant's burst stays on the engine holding its prefix until queueing behind itself
 // costs more than a miss elsewhere, then replicates to a second engine, which caches it too;
+// backlog: the fewest prompts queued on any engine. While one engine has nothing queued, the fleet has room
+// for a miss's extra prefill; once every engine has a queue, that work holds up the prompts queued behind
+// it, about as many as wait on an engine now, so a miss costs that many times more. Without it, under an
+// open-loop overload (shared prefixes filling the fleet's KV, arrivals past what it serves) a group's
+// prompts left the engine holding their prefix whenever its queue ran a prefill longer than another's,
+// each such move replicated a prefix and evicted another group's, and every engine ended up computing
+// more: the partition of groups that vllm-router's cache_aware keeps by never balancing at this scale had
+// a lower TTFT p50 (docs/routing.md, shared prefixes under KV pressure). The fleet's least queue, not the
+// mean or the candidate's own: one tenant's burst queued on one engine while another is free still spills.
 // busyWeightS keeps decode batches level.
 // evicted(e): the tokens of sessions' contexts paused on e (between turns, on their tools: cached but
 // counted free by the engine) that the prompt's P − credit(e) new blocks would push out once e's room is
@@ -47,6 +57,12 @@ export interface PredictiveOptions {
   timing?: (engine: EngineView, model: string) => EngineTiming | undefined;
   /** the extra fleet work of a miss, as a fraction of its prefill time (0 = TTFT alone) */
   missWeight?: number;
+  /**
+   * the miss weight grows with the fleet's backlog (1 + the fewest prompts queued on any engine): once no
+   * engine is free, a miss's extra prefill holds up the prompts that queue behind it; false: the weight
+   * alone (comparisons)
+   */
+  queueScaledMiss?: boolean;
   /** seconds of cost per request busy on the engine (decode batch balance) */
   busyWeightS?: number;
   /** TTFT SLOs (the predictive policy admits by them): a default and per-model values */
@@ -71,6 +87,7 @@ export interface PredictiveOptions {
 
 export const PREDICTIVE_DEFAULTS = {
   missWeight: 1,
+  queueScaledMiss: true,
   busyWeightS: 0.002,
   pausedSessions: true,
   decode: true,
@@ -151,6 +168,17 @@ export class TtftModel {
       meanKv += kvOf[i]! / n;
     }
     const outTokens = this.expectedOutput(req);
+    // the fleet's backlog: the fewest prompts queued on any engine (the router's own and other clients')
+    let leastQueued = o.queueScaledMiss ? Infinity : 0;
+    if (o.queueScaledMiss) {
+      for (let i = 0; i < n; i++) {
+        const e = engines[i]!;
+        const own = e.awaitingFirstToken;
+        const q = own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now);
+        if (q < leastQueued) leastQueued = q;
+      }
+    }
+    const missWeight = o.missWeight * (1 + leastQueued);
     for (let i = 0; i < n; i++) {
       const e = engines[i]!;
       const t = timings[i]!;
@@ -183,7 +211,7 @@ export class TtftModel {
           : stepResidualMs(e, now, t.stepSeconds(decoding, kvTokens) * 1000) / 1000 + prefill;
       ttftMs[i] = ttft * 1000;
       const w = e.weight > 0 ? e.weight : 1;
-      let cost = ttft + o.missWeight * prefill + (o.busyWeightS * busy) / w;
+      let cost = ttft + missWeight * prefill + (o.busyWeightS * busy) / w;
       // the paused sessions' contexts this prompt would push out of e's KV: their sessions will prefill
       // them again, a TTFT and a miss as this prompt's own are priced, if they come back
       if (this.held && now !== undefined) {

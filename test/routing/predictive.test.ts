@@ -61,6 +61,32 @@ test("predictive: the engine holding the prefix wins until the prefill queue the
   assert.ok(seen.includes("b"), "the burst spilled to b rather than queueing behind itself");
 });
 
+test("predictive: while every engine has prompts queued a miss costs more, so a burst stays longer on the engine holding its prefix", () => {
+  const burst = (queueScaledMiss: boolean) => {
+    const p = createPolicy("predictive", {
+      cache: oracle(8000, { a: 7000 }),
+      predictive: { timing: () => h100, queueScaledMiss },
+    });
+    const a = eng("a", { awaitingFirstToken: 0 });
+    // b: other clients' prompts queued there (its last scrape), more than a has at first
+    const b = eng("b", { awaitingFirstToken: 0, scrapedAt: 0, running: 4, waiting: 3, inFlightAtScrape: 0 });
+    const fleet = { engines: [a, b], now: 0 };
+    let onA = 0;
+    for (let i = 0; i < 60; i++) {
+      const d = decide(p, req(i), fleet);
+      if (d.kind !== "picked") continue;
+      if (d.engine.id === "a") onA++;
+      noteSent(d.engine, 0);
+    }
+    return onA;
+  };
+  const flat = burst(false);
+  const scaled = burst(true);
+  // a's own queue, then b's spill: the weight alone spills sooner
+  assert.ok(flat < 60, `a took ${flat} of 60 with the flat weight`);
+  assert.ok(scaled > flat, `a took ${scaled} with the weight scaled by the queues, ${flat} without`);
+});
+
 test("predictive: with equal queues the faster GPU wins; first tokens free the queue", () => {
   const p = createPolicy("predictive", {
     cache: oracle(4000, {}),
