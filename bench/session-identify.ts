@@ -120,13 +120,14 @@ function shapes(): Shape[] {
         },
         { role: "tool", tool_call_id: id, content: text(rng, 2_000) },
       );
-      if (c >= 44) turns.push(parsed({ model: "m", messages, max_tokens: 256 }));
+      if (c >= 43) turns.push(parsed({ model: "m", messages, max_tokens: 256 }));
     }
     agents.push(turns);
   }
-  const agentWarm = agents.map((t) => t[0]!);
+  // two turns each before the timed ones: the second finds the first (a session under way)
+  const agentWarm = [...agents.map((t) => t[0]!), ...agents.map((t) => t[1]!)];
   const agentTimed: Record<string, unknown>[] = [];
-  for (let c = 1; c <= ROUNDS; c++) for (const t of agents) agentTimed.push(t[c]!);
+  for (let c = 2; c < 2 + ROUNDS; c++) for (const t of agents) agentTimed.push(t[c]!);
   out.push({
     name: "chat, coding agent turn (100k-token context + a 2k-token tool output)",
     bodies: [...agentWarm, ...agentTimed],

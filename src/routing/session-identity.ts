@@ -15,10 +15,7 @@
 // twice the session cap, also LRU and expiring. Per request the work is bounded too: a message's text is
 // hashed whole up to 16 KiB and sampled beyond (its length, both ends and 32 slices), a text prompt in
 // 256-character blocks up to 2,048 of them; at most 256 KiB of a request so, the rest thinly (a message
-// by 128 characters, a block by 64); and a prompt is looked up at one end per unit. A conversation's
-// turn resends its history: recent conversations' messages are kept (capped) with the hash after each,
-// so a history is compared with them (a string compare, tens of times cheaper) and only what a turn
-// adds is hashed, to the same chain.
+// by 128 characters, a block by 64); and a prompt is looked up at one end per unit.
 import { LruMap } from "../collections/lru-map.js";
 import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
 
@@ -127,11 +124,6 @@ const ENDS_PER_SESSION = 2;
 const MAX_TAILS = 4;
 /** expired records dropped per call (each call adds at most one of each kind, so this keeps pace) */
 const EXPIRE_PER_CALL = 64;
-/** the prompt memo's caps: characters of the prompts it keeps (each counted per prompt), and their units */
-const MEMO_CHARS = 8 * 1024 * 1024;
-const MEMO_UNITS = 65_536;
-/** units a turn may add to the prompt it extends and still find it in the memo */
-const MEMO_PROBES = 8;
 
 /** A prompt that ended at one chained hash: the characters after its last full block, and its session. */
 interface PromptEnd {
@@ -154,7 +146,6 @@ interface PromptChain {
 export class SessionTracker {
   private readonly sessions = new LruMap<string, SessionRecord>();
   private readonly ends = new LruMap<number, PromptEnd[]>();
-  private readonly memo = new PromptMemo();
   private o: SessionTrackerOptions;
   private minted = 0;
   /** sessions dropped at the cap */
@@ -184,7 +175,6 @@ export class SessionTracker {
   clear(): void {
     this.sessions.clear();
     this.ends.clear();
-    this.memo.clear();
   }
 
   get options(): Readonly<SessionTrackerOptions> {
@@ -216,7 +206,7 @@ export class SessionTracker {
     const id = this.explicit(req);
     if (id) return this.seen(id, now);
     if (!this.o.infer || !req.body) return undefined;
-    const chain = promptChain(req.body, this.memo);
+    const chain = promptChain(req.body);
     if (!chain) return undefined;
     const found = this.match(chain, now);
     const key = found ?? this.mint();
@@ -426,15 +416,6 @@ class Lanes {
     for (let k = 0; k < SLICES; k++) this.text(s, k * step, k * step + SLICE_CHARS);
   }
 
-  /** one unit of a conversation, as unitInputs reads it (an indexed loop: for-of ran it 15% slower) */
-  unit(u: UnitInputs): void {
-    for (let i = 0; i < u.length; i++) {
-      const x = u[i]!;
-      if (typeof x === "string") this.sampled(x);
-      else this.num(x);
-    }
-  }
-
   value(): number {
     return (this.a >>> 0) * 2 ** 21 + ((this.b >>> 0) & 0x1fffff);
   }
@@ -443,48 +424,38 @@ class Lanes {
 const ITEM_NAMES = ["type", "role", "name", "tool_call_id", "call_id"] as const;
 const ITEM_TEXTS = ["output", "arguments", "text"] as const;
 
-/** What one unit of a conversation hashes, in order: strings (Lanes.sampled) and numbers (Lanes.num). */
-type UnitInputs = (string | number)[];
-
 /** one unit of a conversation: a message, or a Responses input item */
-function unitInputs(m: unknown): UnitInputs {
-  if (typeof m === "string") return [m];
-  if (!m || typeof m !== "object") return [0];
+function hashItem(l: Lanes, m: unknown): void {
+  if (typeof m === "string") return l.sampled(m);
+  if (!m || typeof m !== "object") return l.num(0);
   const o = m as Record<string, unknown>;
-  const out: UnitInputs = [];
   for (const k of ITEM_NAMES) {
     const v = o[k];
-    out.push(typeof v === "string" ? v : "");
+    l.sampled(typeof v === "string" ? v : "");
   }
   const content = o.content;
-  out.push(
+  l.sampled(
     typeof content === "string" || Array.isArray(content)
       ? contentText(content as ChatMessage["content"])
       : "",
   );
   for (const k of ITEM_TEXTS) {
     const v = o[k];
-    if (typeof v === "string") out.push(v);
+    if (typeof v === "string") l.sampled(v);
   }
   const calls = o.tool_calls;
   if (Array.isArray(calls)) {
-    out.push(calls.length);
+    l.num(calls.length);
     for (let i = 0; i < calls.length && i < 64; i++) {
       const f = (calls[i] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
-      out.push(
-        typeof f?.name === "string" ? f.name : "",
-        typeof f?.arguments === "string" ? f.arguments : "",
-      );
+      l.sampled(typeof f?.name === "string" ? f.name : "");
+      l.sampled(typeof f?.arguments === "string" ? f.arguments : "");
     }
   }
-  return out;
 }
 
-/**
- * A request's prompt as chained hashes: messages (chat, Messages), input items (Responses) or text
- * blocks. With a memo, a conversation's units already seen in a recent prompt are not hashed again.
- */
-export function promptChain(body: Record<string, unknown>, memo?: PromptMemo): PromptChain | undefined {
+/** A request's prompt as chained hashes: messages (chat, Messages), input items (Responses) or text blocks. */
+function promptChain(body: Record<string, unknown>): PromptChain | undefined {
   const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : undefined;
   const items = messages ?? (Array.isArray(body.input) ? (body.input as unknown[]) : undefined);
   if (!items) {
@@ -497,138 +468,20 @@ export function promptChain(body: Record<string, unknown>, memo?: PromptMemo): P
           : undefined;
     return text === undefined ? undefined : textChain(text);
   }
-  const units: UnitInputs[] = [];
+  const l = new Lanes();
+  const ends: number[] = [];
   // Anthropic Messages carry the system prompt beside the messages
-  if (messages && body.system !== undefined && body.system !== null)
-    units.push(unitInputs({ role: "system", content: body.system }));
-  const n = Math.min(items.length, MAX_UNITS);
-  for (let i = 0; i < n; i++) units.push(unitInputs(items[i]));
-  if (units.length === 0) return undefined;
-  const ends = memo ? memo.ends(units) : hashUnits(new Lanes(), units, 0, [], undefined);
-  return { ends, text: undefined, tail: "", truncated: items.length > MAX_UNITS };
-}
-
-/** units [from, …) into `ends` (and each unit's lanes after it into `after`, for the memo) */
-function hashUnits(l: Lanes, units: UnitInputs[], from: number, ends: number[], after?: number[]): number[] {
-  for (let i = from; i < units.length; i++) {
-    l.unit(units[i]!);
+  if (messages && body.system !== undefined && body.system !== null) {
+    hashItem(l, { role: "system", content: body.system });
     ends.push(l.value());
-    after?.push(l.a, l.b, l.budget);
   }
-  return ends;
-}
-
-/** A conversation the memo keeps: its units, the chain, and the lanes after each unit (a, b, budget). */
-interface MemoPrompt {
-  units: UnitInputs[];
-  ends: number[];
-  after: number[];
-  chars: number;
-}
-
-/**
- * Recent conversations' units with the hash state after each, so that a turn, which resends the history
- * it extends, compares that history (strings compared, not hashed) and hashes only what it adds. Equal
- * units leave equal states, so the chain is the one hashing everything gives. A prompt is found by its
- * length and a fingerprint of its last unit, probed for the request's first n, n − 1, … n − 8 units; an
- * LRU capped in characters and units; a prompt a later one extends whole is replaced by it.
- */
-export class PromptMemo {
-  private readonly prompts = new LruMap<number, MemoPrompt>();
-  private chars = 0;
-  private units = 0;
-
-  clear(): void {
-    this.prompts.clear();
-    this.chars = this.units = 0;
+  const n = Math.min(items.length, MAX_UNITS);
+  for (let i = 0; i < n; i++) {
+    hashItem(l, items[i]);
+    ends.push(l.value());
   }
-
-  ends(units: UnitInputs[]): number[] {
-    const n = units.length;
-    const own = memoKey(n, units[n - 1]!);
-    let from: MemoPrompt | undefined;
-    let fromKey = 0;
-    let same = 0;
-    for (let k = n; k >= 1 && k >= n - MEMO_PROBES && same < k; k--) {
-      const key = k === n ? own : memoKey(k, units[k - 1]!);
-      const p = this.prompts.get(key);
-      if (!p) continue;
-      const j = sameUnits(p.units, units, Math.min(k, p.units.length));
-      if (j <= same) continue;
-      from = p;
-      fromKey = key;
-      same = j;
-    }
-    const l = new Lanes();
-    const kept: UnitInputs[] = [];
-    const ends: number[] = [];
-    const after: number[] = [];
-    if (from) {
-      // the strings already kept stand for this request's equal ones
-      for (let i = 0; i < same; i++) {
-        kept.push(from.units[i]!);
-        ends.push(from.ends[i]!);
-      }
-      for (let i = 0; i < 3 * same; i++) after.push(from.after[i]!);
-      // int32s already (imul's), stated so: the lanes' fields keep their representation, which
-      // the hashing loop is compiled for (restored untyped, it ran at half speed)
-      l.a = after[3 * same - 3]! | 0;
-      l.b = after[3 * same - 2]! | 0;
-      l.budget = after[3 * same - 1]! | 0;
-      if (same === from.units.length) this.drop(fromKey);
-    }
-    for (let i = same; i < n; i++) kept.push(units[i]!);
-    hashUnits(l, units, same, ends, after);
-    let chars = 0;
-    for (const u of kept) for (const x of u) if (typeof x === "string") chars += x.length;
-    if (chars <= MEMO_CHARS && n <= MEMO_UNITS) {
-      this.drop(own);
-      this.prompts.set(own, { units: kept, ends, after, chars });
-      this.chars += chars;
-      this.units += n;
-      while (this.chars > MEMO_CHARS || this.units > MEMO_UNITS) this.drop(this.prompts.oldest()!.key);
-    }
-    return ends;
-  }
-
-  private drop(key: number): void {
-    const p = this.prompts.get(key);
-    if (!p) return;
-    this.prompts.delete(key);
-    this.chars -= p.chars;
-    this.units -= p.units.length;
-  }
-}
-
-/**
- * a prompt's memo key: its length in units and, of its last unit, each input's length and 8 of its
- * characters (a collision only costs the compare that fails)
- */
-function memoKey(n: number, u: UnitInputs): number {
-  let h = Math.imul(n ^ u.length, 0x01000193);
-  for (const x of u) {
-    if (typeof x === "number") {
-      h = Math.imul(h ^ x, 0x01000193);
-      continue;
-    }
-    const len = x.length;
-    h = Math.imul(h ^ len, 0x01000193);
-    if (len > 0)
-      for (let k = 0; k < 8; k++) h = Math.imul(h ^ x.charCodeAt(Math.floor((len * k) / 8)), 0x01000193);
-  }
-  return h >>> 0;
-}
-
-/** how many of the first `k` units are equal in both */
-function sameUnits(a: UnitInputs[], b: UnitInputs[], k: number): number {
-  for (let i = 0; i < k; i++) {
-    const x = a[i]!;
-    const y = b[i]!;
-    if (x === y) continue;
-    if (x.length !== y.length) return i;
-    for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) return i;
-  }
-  return k;
+  if (ends.length === 0) return undefined;
+  return { ends, text: undefined, tail: "", truncated: items.length > MAX_UNITS };
 }
 
 function textChain(text: string): PromptChain | undefined {

@@ -3,8 +3,7 @@
 // naming none the session whose last prompt they extend; bounded by a cap and an idle expiry.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { PromptMemo, SessionTracker, agenticContextOf, promptChain } from "../../src/routing/index.js";
-import { mulberry32 } from "../../src/random/rng.js";
+import { SessionTracker, agenticContextOf } from "../../src/routing/index.js";
 
 const system = { role: "system", content: `You are a coding agent. ${"tools and rules ".repeat(200)}` };
 /** an agent's conversation after `turns` answered turns, with the next turn's tool output last */
@@ -167,80 +166,4 @@ test("10,000 sessions and more stay within the cap, their remembered prompts too
   assert.ok(s.evictions >= 12_000 - cap);
   const long = s.identify({ header: "k".repeat(100_000) }, now)!;
   assert.ok(long.key.length < 64);
-});
-
-test("the prompt memo hashes only what a turn adds, to the chain hashing everything gives: growing, forked, edited, repeated and oversized conversations, past its caps", () => {
-  const rand = mulberry32(7);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
-  const words = "fix run test build the a failing log line diff patch ok".split(" ");
-  const text = (n: number) => Array.from({ length: n }, () => pick(words)).join(" ");
-  // one message of any shape the chain reads: roles, names, tool calls, content parts, Responses items
-  const message = (): unknown => {
-    const r = rand();
-    if (r < 0.03) return text(5);
-    if (r < 0.05) return null;
-    if (r < 0.15)
-      return {
-        role: "assistant",
-        content: null,
-        tool_calls: [
-          { id: "c", type: "function", function: { name: pick(words), arguments: `{"q":"${text(3)}"}` } },
-        ],
-      };
-    if (r < 0.2) return { role: "tool", tool_call_id: pick(words), content: text(20) };
-    if (r < 0.25) return { role: "user", content: [{ type: "text", text: text(10) }, { type: "image_url" }] };
-    if (r < 0.28) return { type: "function_call_output", call_id: pick(words), output: text(8) };
-    // a message past the 16 KiB hashed whole, some past the request's 256 KiB budget
-    if (r < 0.31)
-      return { role: "user", content: "x".repeat(16_000 + Math.floor(rand() * 300_000)) + text(5) };
-    return { role: pick(["user", "assistant"]), content: text(1 + Math.floor(rand() * 60)) };
-  };
-  const memo = new PromptMemo();
-  // bodies as a router gets them: parsed anew each time, so no string is shared with an earlier one
-  const parsed = (o: unknown) => JSON.parse(JSON.stringify(o)) as Record<string, unknown>;
-  const same = (body: Record<string, unknown>, what: string) =>
-    assert.deepEqual(promptChain(body, memo), promptChain(parsed(body)), what);
-  // a history that spends the request's hashing budget: what each turn adds is hashed thinly, the
-  // budget carried over from the prompt the turn extends
-  const long: unknown[] = Array.from({ length: 20 }, (_, i) => ({
-    role: "user",
-    content: `${i} ${"y".repeat(20_000)}`,
-  }));
-  for (let t = 0; t < 6; t++) {
-    long.push(
-      { role: "assistant", content: text(80) },
-      { role: "user", content: text(80) + "y".repeat(17_000) },
-    );
-    same(parsed({ messages: long }), `a turn past the budget, ${t}`);
-  }
-  // a message edited to another of the same length (the last one kept, so the memo finds the prompt
-  // before the edit): compared, not taken for the same
-  const before = (long[21] as { content: string }).content;
-  const edited = long.map((m, i) =>
-    i === 21 ? { role: "user", content: [...before].reverse().join("") } : m,
-  );
-  same(parsed({ messages: edited }), "an edit of the same length");
-  const live: unknown[][] = Array.from({ length: 12 }, () => [{ role: "system", content: text(200) }]);
-  for (let step = 0; step < 1_500; step++) {
-    const c = Math.floor(rand() * live.length);
-    const conv = live[c]!;
-    const r = rand();
-    if (r < 0.6) for (let k = 1 + Math.floor(rand() * 3); k > 0; k--) conv.push(message());
-    else if (r < 0.7)
-      conv.push(...Array.from({ length: 9 + Math.floor(rand() * 4) }, message)); // past the probes
-    else if (r < 0.78)
-      live.push(conv.slice(0, 1 + Math.floor(rand() * conv.length))); // a fork
-    else if (r < 0.84 && conv.length > 2)
-      conv[1 + Math.floor(rand() * (conv.length - 1))] = message(); // an edit
-    else if (r < 0.88) live[c] = [{ role: "system", content: text(200) }]; // a new conversation
-    // else: the same prompt again (a retry)
-    if (live.length > 40) live.splice(0, 1);
-    const body =
-      rand() < 0.1
-        ? parsed({ system: text(30), messages: conv.slice(1) })
-        : rand() < 0.1
-          ? parsed({ input: conv })
-          : parsed({ messages: conv });
-    same(body, `step ${step}`);
-  }
 });
