@@ -175,8 +175,7 @@ export class HeldContexts {
     if (!e || capacityTokens <= 0 || tokens <= 0) return 0;
     this.expire(e, now);
     if (e.pausedTokens <= 0) return 0;
-    const room = capacityTokens - e.pausedTokens - Math.max(usedTokens, e.activeTokens);
-    let over = tokens - Math.max(0, room);
+    let over = overRoom(e, tokens, capacityTokens, usedTokens);
     if (over <= 0) return 0;
     let weighted = 0;
     for (let c = e.list.head; c !== null && over > 0; c = c.next) {
@@ -205,8 +204,7 @@ export class HeldContexts {
   ): void {
     const e = this.engines.get(engine);
     if (!e || capacityTokens <= 0 || tokens <= 0 || e.pausedTokens <= 0) return;
-    const room = capacityTokens - e.pausedTokens - Math.max(usedTokens, e.activeTokens);
-    let over = tokens - Math.max(0, room);
+    let over = overRoom(e, tokens, capacityTokens, usedTokens);
     for (let c = e.list.head; c !== null && over > 0;) {
       const next = c.next;
       if (c.active === 0 && c.key !== own) {
@@ -315,6 +313,16 @@ export class HeldContexts {
     this.unaccount(c);
     c.engine.list.remove(c);
   }
+}
+
+/**
+ * Of `tokens` new tokens on an engine, those beyond its room, which the engine takes from paused contexts
+ * (oldest first). Room: its KV less the paused contexts and what is in use (the scraped usage, or the
+ * router's sessions in flight there if more).
+ */
+function overRoom(e: EngineContexts, tokens: number, capacityTokens: number, usedTokens: number): number {
+  const room = capacityTokens - e.pausedTokens - Math.max(usedTokens, e.activeTokens);
+  return tokens - Math.max(0, room);
 }
 
 function idOf(key: string, engine: string): string {

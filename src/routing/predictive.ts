@@ -158,9 +158,13 @@ export class TtftModel {
     let heldAnywhere = 0;
     let meanDecoding = 0;
     let meanKv = 0;
+    // the fleet's backlog: the fewest prompts queued on any engine (the router's own and other clients')
+    let backlog = Infinity;
     for (let i = 0; i < n; i++) {
       const e = engines[i]!;
       heldAnywhere = Math.max(heldAnywhere, pred.cachedTokens[i]!);
+      const own = e.awaitingFirstToken;
+      backlog = Math.min(backlog, own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now));
       const t = (timings[i] = o.timing?.(e, req.model) ?? DEFAULT_TIMING);
       decodingOf[i] = Math.max(0, busyOf(e, now) - (e.awaitingFirstToken ?? waitingOf(e, now)));
       kvOf[i] = Math.min(1, Math.max(0, e.kvUsage)) * t.kvCapacityTokens;
@@ -168,17 +172,7 @@ export class TtftModel {
       meanKv += kvOf[i]! / n;
     }
     const outTokens = this.expectedOutput(req);
-    // the fleet's backlog: the fewest prompts queued on any engine (the router's own and other clients')
-    let leastQueued = o.queueScaledMiss ? Infinity : 0;
-    if (o.queueScaledMiss) {
-      for (let i = 0; i < n; i++) {
-        const e = engines[i]!;
-        const own = e.awaitingFirstToken;
-        const q = own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now);
-        if (q < leastQueued) leastQueued = q;
-      }
-    }
-    const missWeight = o.missWeight * (1 + leastQueued);
+    const missWeight = o.queueScaledMiss && n > 0 ? o.missWeight * (1 + backlog) : o.missWeight;
     for (let i = 0; i < n; i++) {
       const e = engines[i]!;
       const t = timings[i]!;
