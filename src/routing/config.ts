@@ -79,10 +79,13 @@ export interface ViewWithCounters extends EngineView {
  */
 export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): PredictiveOptions {
   const learned = new LearnedTiming((e) => (e as ViewWithCounters).prefillCounters);
-  const built = new Map<string, EngineTiming | null>();
+  // per model, per engine id: asked for every candidate of every pick, and again when an attempt is
+  // picked and when it ends, so the lookup allocates nothing (a joined key string did, each time)
+  const built = new Map<string, Map<string, EngineTiming | null>>();
+  let builtCount = 0;
   const profiled = (e: EngineView, model: string): EngineTiming | null => {
-    const key = `${e.id}\u0000${model}`;
-    let t = built.get(key);
+    let byEngine = built.get(model);
+    let t = byEngine?.get(e.id);
     if (t !== undefined) return t;
     const own = p.engines[e.id];
     const gpu = own?.gpu ?? p.gpu;
@@ -97,8 +100,16 @@ export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): Predicti
         t = null; // a model the engine model has no profile of (an adapter, a private model): learned
       }
     }
-    if (built.size >= 4096) built.delete(built.keys().next().value!);
-    built.set(key, t);
+    // bounded: the oldest model's profiles go first
+    while (builtCount >= 4096) {
+      const [oldest, engines] = built.entries().next().value!;
+      builtCount -= engines.size;
+      built.delete(oldest);
+      if (oldest === model) byEngine = undefined;
+    }
+    if (byEngine === undefined) built.set(model, (byEngine = new Map()));
+    byEngine.set(e.id, t);
+    builtCount++;
     return t;
   };
   return {
