@@ -99,6 +99,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       errorKind: ok ? null : "no_output",
       error: "",
     };
+    // sent after a tool pause, as the live bench marks it (resumed turns' TTFT)
+    if ((f.turn.active.session.turns[f.turn.active.round]?.pauseBeforeS ?? 0) > 0) record.resumed = true;
     load.answered(f.turn, ok, record, f);
   });
   const router = new RouterView(

@@ -77,3 +77,10 @@ test("predictive sends every resumed agent turn to the engine holding its sessio
     assert.equal(d.heldTokens[d.picked], most, `${d.sessionId}#${d.round} went to ${d.picked}`);
   }
 });
+
+test("the fleet marks the turns sent after a tool pause as resumed, as the live bench's records do", () => {
+  const { res } = run("round-robin");
+  // every session's first turn has no pause before it; its later turns wait on a tool (pauseMedianS 1)
+  for (const r of res.records) assert.equal(r.resumed === true, r.round > 0, `${r.sessionId}#${r.round}`);
+  assert.ok(res.records.some((r) => r.resumed));
+});
