@@ -1,24 +1,24 @@
-// The shared-prefix shapes of bench/routing-vs-peers.ts in virtual time: the same engines (4 × L4,
-// Llama-3.1-8B, 16k context), workload and arrivals, run by the fleet simulator with our policies and
-// vllm-router's cache_aware as the routing library's faithful baseline (`vllm-router-cache-aware`), so
-// the live run's ordering of policies can be checked against what `switchyard simulate` predicts, and
-// ideas tried in seconds before the live run. Seeds are pooled by their mean.
-//   node dist/bench/routing-vs-peers-virtual.js [--shapes kv-pressure,kv-pressure-light,kv-half]
+// The shared-prefix and agentic shapes of bench/routing-vs-peers.ts in virtual time: the same engines
+// (4 × L4, Llama-3.1-8B, 16k context), workload and arrivals (routing-vs-peers-shapes.ts), run by the
+// fleet simulator with our policies and vllm-router's cache_aware as the routing library's faithful
+// baseline (`vllm-router-cache-aware`), so the live run's ordering of policies can be checked against
+// what `switchyard simulate` predicts, and ideas tried in seconds before the live run. Seeds are pooled
+// by their mean. Agentic shapes also report input tok/s and resumed turns' TTFT.
+//   node dist/bench/routing-vs-peers-virtual.js [--shapes kv-pressure,kv-pressure-light,kv-half,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { runScenario } from "../src/fleet/run.js";
+import { fleetOptionsFor } from "../src/fleet/build.js";
+import { simulateFleet } from "../src/fleet/fleet.js";
+import { fleetReport } from "../src/fleet/report.js";
 import { parseScenarioText } from "../src/fleet/scenario.js";
-
-/** shape → [groups, req/s], as the live benchmark's shapes */
-const SHAPES: Record<string, [number, number]> = {
-  "kv-pressure": [40, 6],
-  "kv-pressure-light": [40, 4],
-  "kv-half": [20, 6],
-};
+import type { PolicyName } from "../src/routing/index.js";
+import { agenticOptions, agenticWorkload } from "../src/workload/agentic.js";
+import { resumedFigures } from "../src/bench/report.js";
+import { shapeOf, type Shape } from "./routing-vs-peers-shapes.js";
 
 const specs: FlagSpecs = {
-  shapes: { type: "string", default: Object.keys(SHAPES).join(","), help: "" },
+  shapes: { type: "string", default: "kv-pressure,kv-pressure-light,kv-half,agentic-b2b", help: "" },
   policies: { type: "string", default: "predictive,prefix,vllm-router-cache-aware,round-robin", help: "" },
   seeds: { type: "string", default: "1,2,3,4,5", help: "" },
   json: { type: "string", help: "also write the rows here" },
@@ -37,37 +37,95 @@ interface Row {
   ttftP50Ms: number;
   ttftP90Ms: number;
   gpuHitRate: number;
+  inputTps: number;
+  /** agentic shapes: turns sent after a tool pause */
+  resumedTtftP50Ms?: number;
+  resumedTtftP90Ms?: number;
+}
+
+interface Run {
+  outputTps: number;
+  inputTps: number;
+  ttftP50Ms: number;
+  ttftP90Ms: number;
+  gpuHitRate: number;
+  resumedP50?: number | undefined;
+  resumedP90?: number | undefined;
+}
+
+/** one seed of a shape under a policy, on the engines of the shared-prefix scenario */
+function runShape(s: Shape, policy: string, seed: number, name: string): Run {
+  if (s.kind === "multi-round-qa") throw new Error(`${name}: no virtual rendering of multi-round QA here`);
+  const text = base
+    .replace(/policy: predictive/, `policy: ${policy}`)
+    .replace(/qps: 6/, `qps: ${s.qps}`)
+    .replace(/num_groups: 40/, `num_groups: ${s.kind === "shared-prefix" ? s.groups : 40}`)
+    .replace(/seed: 1/, `seed: ${seed}`);
+  const o = fleetOptionsFor(parseScenarioText(text, name), "none");
+  if (s.kind === "agentic") {
+    // the live bench's agentic workload: sessions keyed by their x-session-id, as the router keys them
+    o.workload = agenticWorkload(
+      agenticOptions(s.preset, seed, { sessions: s.sessions, outputTokens: s.outputTokens }),
+    );
+    o.sessionKey = "router";
+    o.maxRequests = Infinity;
+  }
+  const res = simulateFleet(o);
+  const rep = fleetReport(o, res, 0);
+  const resumed = resumedFigures(res.records);
+  return {
+    outputTps: Number(rep.bench.output_throughput),
+    inputTps: Number(rep.bench.total_input_tokens) / Number(rep.bench.duration),
+    ttftP50Ms: Number(rep.bench.median_ttft_ms),
+    ttftP90Ms: Number(rep.bench.p90_ttft_ms),
+    gpuHitRate: rep.hit_rates.gpu,
+    resumedP50: resumed?.resumed_ttft_p50_ms,
+    resumedP90: resumed?.resumed_ttft_p90_ms,
+  };
 }
 const rows: Row[] = [];
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
 
 for (const shape of list("shapes")) {
-  const s = SHAPES[shape];
-  if (!s) throw new Error(`unknown shape ${shape} (known: ${Object.keys(SHAPES).join(", ")})`);
-  const [groups, qps] = s;
-  console.log(`\n## ${shape}: ${groups} groups x 6 prompts, Poisson ${qps} req/s (seeds ${list("seeds")})\n`);
-  console.log("| policy | output tok/s | TTFT p50 ms | TTFT p90 ms | GPU hit rate |\n|---|---|---|---|---|");
+  const s = shapeOf(shape);
+  const what =
+    s.kind === "shared-prefix"
+      ? `${s.groups} groups x 6 prompts, Poisson ${s.qps} req/s`
+      : s.kind === "agentic"
+        ? `${s.sessions} ${s.preset} agent sessions, ${s.outputTokens}-token answers, Poisson ${s.qps} req/s`
+        : `${s.users} users`;
+  console.log(`\n## ${shape}: ${what} (seeds ${list("seeds")})\n`);
+  const agentic = s.kind === "agentic";
+  console.log(
+    "| policy | output tok/s | TTFT p50 ms | TTFT p90 ms | GPU hit rate |" +
+      (agentic ? " input tok/s | resumed TTFT p50 ms | p90 ms |" : "") +
+      "\n|---|---|---|---|---|" +
+      (agentic ? "---|---|---|" : ""),
+  );
   for (const policy of list("policies")) {
-    const text = base
-      .replace(/policy: predictive/, `policy: ${policy}`)
-      .replace(/qps: 6/, `qps: ${qps}`)
-      .replace(/num_groups: 40/, `num_groups: ${groups}`);
-    const runs = list("seeds").map((seed) => {
-      const r = parseScenarioText(text.replace(/seed: 1/, `seed: ${seed}`), shape);
-      return runScenario(r, "none");
-    });
+    const runs = list("seeds").map((seed) => runShape(s, policy as PolicyName, Number(seed), shape));
     const row: Row = {
       shape,
       policy,
-      outputTps: mean(runs.map((r) => Number(r.bench.output_throughput))),
-      ttftP50Ms: mean(runs.map((r) => Number(r.bench.median_ttft_ms))),
-      ttftP90Ms: mean(runs.map((r) => Number(r.bench.p90_ttft_ms))),
-      gpuHitRate: mean(runs.map((r) => r.hit_rates.gpu)),
+      outputTps: mean(runs.map((r) => r.outputTps)),
+      ttftP50Ms: mean(runs.map((r) => r.ttftP50Ms)),
+      ttftP90Ms: mean(runs.map((r) => r.ttftP90Ms)),
+      gpuHitRate: mean(runs.map((r) => r.gpuHitRate)),
+      inputTps: mean(runs.map((r) => r.inputTps)),
+      ...(agentic
+        ? {
+            resumedTtftP50Ms: mean(runs.map((r) => r.resumedP50 ?? NaN)),
+            resumedTtftP90Ms: mean(runs.map((r) => r.resumedP90 ?? NaN)),
+          }
+        : {}),
     };
     rows.push(row);
     console.log(
-      `| ${policy} | ${row.outputTps.toFixed(1)} | ${fmt(row.ttftP50Ms)} | ${fmt(row.ttftP90Ms)} | ${(100 * row.gpuHitRate).toFixed(1)}% |`,
+      `| ${policy} | ${row.outputTps.toFixed(1)} | ${fmt(row.ttftP50Ms)} | ${fmt(row.ttftP90Ms)} | ${(100 * row.gpuHitRate).toFixed(1)}% |` +
+        (agentic
+          ? ` ${fmt(row.inputTps)} | ${fmt(row.resumedTtftP50Ms!)} | ${fmt(row.resumedTtftP90Ms!)} |`
+          : ""),
     );
   }
   const of = rows.filter((r) => r.shape === shape);

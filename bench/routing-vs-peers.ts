@@ -10,7 +10,8 @@
 // Shapes: kv-pressure (40 groups x 6 prompts, 3,000-token shared prompt, 600-token question, 64 output
 // tokens, Poisson 6 req/s: the groups' prefixes fill the fleet's KV), kv-pressure-light (the same at
 // 4 req/s), kv-half (20 groups: half the fleet's KV), multi-round-qa-N (N users x 4 rounds, 1k shared
-// system prompt + 4k history, every user active).
+// system prompt + 4k history, every user active), agentic-b2b (agent sessions paused on tools between
+// turns: routing-vs-peers-shapes.ts). Agentic shapes also report input tok/s and resumed turns' TTFT.
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,35 +20,11 @@ import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { freePort } from "./harness/cli.js";
 import { runBench, startStack, stop, waitHttp } from "./routing-live.js";
 import { startLogged, vllmRouterBin } from "./peer-tools.js";
+import { SHAPES, benchArgs, shapeOf } from "./routing-vs-peers-shapes.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const GPU = "l4";
 const SIM_ARGS = ["--gpu", GPU, "--max-model-len", "16384"];
-
-const SHAPES: Record<string, string[]> = {
-  "kv-pressure": sharedPrefix(40, 6),
-  "kv-pressure-light": sharedPrefix(40, 4),
-  "kv-half": sharedPrefix(20, 6),
-  "multi-round-qa-16": multiRound(16),
-  "multi-round-qa-32": multiRound(32),
-  "multi-round-qa-64": multiRound(64),
-};
-
-function sharedPrefix(groups: number, qps: number): string[] {
-  return [
-    ...["--workload", "shared-prefix", "--num-groups", String(groups), "--prompts-per-group", "6"],
-    ...["--system-prompt-len", "3000", "--question-len", "600", "--output-len", "64", "--ignore-eos"],
-    ...["--qps", String(qps), "--arrival", "poisson"],
-  ];
-}
-
-function multiRound(users: number): string[] {
-  return [
-    ...["--workload", "multi-round-qa", "--num-users", String(users), "--num-rounds", "4"],
-    ...["--shared-system-prompt", "1000", "--user-history-prompt", "4000", "--answer-len", "100"],
-    ...["--concurrency", String(users), "--ignore-eos"],
-  ];
-}
 
 const specs: FlagSpecs = {
   shapes: {
@@ -69,8 +46,7 @@ const specs: FlagSpecs = {
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const shapes = String(flags.shapes).split(",");
 const targets = String(flags.targets).split(",");
-for (const s of shapes)
-  if (!SHAPES[s]) throw new Error(`unknown shape ${s} (known: ${Object.keys(SHAPES).join(", ")})`);
+for (const s of shapes) shapeOf(s);
 for (const t of targets) if (!/^(sy|vr)-[a-z_-]+$/.test(t)) throw new Error(`bad target ${t}`);
 const outDir = flags["out-dir"] ? String(flags["out-dir"]) : mkdtempSync(join(tmpdir(), "routing-vs-peers-"));
 mkdirSync(outDir, { recursive: true });
@@ -81,6 +57,10 @@ interface Figures {
   p50: number;
   p90: number;
   failed: number;
+  /** input tokens/s, and resumed turns' TTFT (agentic shapes) */
+  inTps: number;
+  resumedP50?: number | undefined;
+  resumedP90?: number | undefined;
 }
 
 /** one run: fresh engines, the target's router, the shape's bench */
@@ -120,10 +100,28 @@ async function runOnce(shape: string, target: string, round: number): Promise<Fi
       await new Promise((r) => setTimeout(r, 1500)); // its workers' startup checks, subscriptions
     }
     const file = join(outDir, `${tag}.json`);
-    const args = ["--base-url", url, "--model", MODEL, "--seed", String(flags.seed), ...SHAPES[shape]!];
+    const args = [
+      "--base-url",
+      url,
+      "--model",
+      MODEL,
+      "--seed",
+      String(flags.seed),
+      ...benchArgs(shapeOf(shape)),
+    ];
     await runBench(outDir, tag, args, file);
-    const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, number>;
-    return { tps: j.output_throughput!, p50: j.median_ttft_ms!, p90: j.p90_ttft_ms!, failed: j.failed ?? 0 };
+    const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, number> & {
+      resumed?: { resumed_ttft_p50_ms: number; resumed_ttft_p90_ms: number } | null;
+    };
+    return {
+      tps: j.output_throughput!,
+      p50: j.median_ttft_ms!,
+      p90: j.p90_ttft_ms!,
+      failed: j.failed ?? 0,
+      inTps: j.total_input_tokens! / j.duration!,
+      resumedP50: j.resumed?.resumed_ttft_p50_ms,
+      resumedP90: j.resumed?.resumed_ttft_p90_ms,
+    };
   } finally {
     if (peer) await stop(peer);
     await stack.close();
@@ -135,6 +133,11 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+const resumedText = (f: Figures) =>
+  f.resumedP50 !== undefined
+    ? `, ${f.inTps.toFixed(0)} input tok/s, resumed TTFT p50 ${f.resumedP50.toFixed(0)} ms, p90 ${(f.resumedP90 ?? NaN).toFixed(0)} ms`
+    : "";
+
 const results = new Map<string, Figures[]>();
 for (let round = 0; round < Number(flags.rounds); round++)
   for (const shape of shapes) {
@@ -145,7 +148,7 @@ for (let round = 0; round < Number(flags.rounds); round++)
       const key = `${shape}|${target}`;
       results.set(key, [...(results.get(key) ?? []), f]);
       console.log(
-        `round ${round + 1} ${shape} ${target}: ${f.tps.toFixed(1)} tok/s, TTFT p50 ${f.p50.toFixed(0)} ms, p90 ${f.p90.toFixed(0)} ms${f.failed ? `, ${f.failed} failed` : ""}`,
+        `round ${round + 1} ${shape} ${target}: ${f.tps.toFixed(1)} tok/s, TTFT p50 ${f.p50.toFixed(0)} ms, p90 ${f.p90.toFixed(0)} ms${resumedText(f)}${f.failed ? `, ${f.failed} failed` : ""}`,
       );
     }
   }
@@ -157,6 +160,9 @@ interface Row {
   output_tps: number;
   ttft_p50_ms: number;
   ttft_p90_ms: number;
+  input_tps: number;
+  resumed_ttft_p50_ms?: number;
+  resumed_ttft_p90_ms?: number;
   failed: number;
   vs_round_robin?: { tps: number; p50: number; p90: number };
   vs_vllm_router_best?: { tps: number; p50: number; p90: number };
@@ -173,6 +179,13 @@ for (const shape of shapes) {
       output_tps: median(fs.map((f) => f.tps)),
       ttft_p50_ms: median(fs.map((f) => f.p50)),
       ttft_p90_ms: median(fs.map((f) => f.p90)),
+      input_tps: median(fs.map((f) => f.inTps)),
+      ...(fs.every((f) => f.resumedP50 !== undefined)
+        ? {
+            resumed_ttft_p50_ms: median(fs.map((f) => f.resumedP50!)),
+            resumed_ttft_p90_ms: median(fs.map((f) => f.resumedP90 ?? NaN)),
+          }
+        : {}),
       failed: fs.reduce((a, f) => a + f.failed, 0),
     };
   };
@@ -216,5 +229,15 @@ for (const r of rows)
   console.log(
     `| ${r.shape} | ${r.target} | ${r.output_tps.toFixed(1)} | ${r.ttft_p50_ms.toFixed(0)} | ${r.ttft_p90_ms.toFixed(0)} | ${x(r.vs_round_robin?.tps)} ${x(r.vs_round_robin?.p50)} ${x(r.vs_round_robin?.p90)} | ${x(r.vs_vllm_router_best?.tps)} ${x(r.vs_vllm_router_best?.p50)} ${x(r.vs_vllm_router_best?.p90)} |`,
   );
+const agentRows = rows.filter((r) => r.resumed_ttft_p50_ms !== undefined);
+if (agentRows.length) {
+  console.log(
+    "\n| shape | target | input tok/s | resumed TTFT p50 ms | resumed TTFT p90 ms |\n|---|---|---|---|---|",
+  );
+  for (const r of agentRows)
+    console.log(
+      `| ${r.shape} | ${r.target} | ${r.input_tps.toFixed(0)} | ${r.resumed_ttft_p50_ms!.toFixed(0)} | ${r.resumed_ttft_p90_ms!.toFixed(0)} |`,
+    );
+}
 if (flags.json) writeFileSync(String(flags.json), JSON.stringify({ rows }, null, 2));
 console.log(`logs and bench results: ${outDir}`);

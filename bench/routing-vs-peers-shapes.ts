@@ -1,0 +1,66 @@
+// The workload shapes routing is compared on, once: bench/routing-vs-peers.ts sends them live through
+// each router to four sims, bench/routing-vs-peers-virtual.ts runs them in the fleet simulator on the
+// same engines (4 × L4, Llama-3.1-8B, 16k context), so the two orderings of policies can be compared.
+// Each shape is a typed value; the live bench renders it as `switchyard bench` flags.
+
+export type Shape =
+  | {
+      kind: "shared-prefix";
+      /** groups × 6 prompts sharing a 3,000-token prompt, a 600-token question, 64 output tokens */
+      groups: number;
+      /** Poisson arrivals, req/s */
+      qps: number;
+    }
+  | { kind: "multi-round-qa"; users: number }
+  | {
+      kind: "agentic";
+      /** the b2b agent preset (src/workload/agentic.ts: 5k-token starts, 2k shared, 600 tokens a turn) */
+      preset: "b2b";
+      sessions: number;
+      /** each answer's tokens (the preset's 1,000 would make one live run take ten minutes) */
+      outputTokens: number;
+      /** Poisson arrivals of turns, req/s (a session's next turn waits for its answer and its tool) */
+      qps: number;
+    };
+
+export const SHAPES: Record<string, Shape> = {
+  "kv-pressure": { kind: "shared-prefix", groups: 40, qps: 6 },
+  "kv-pressure-light": { kind: "shared-prefix", groups: 40, qps: 4 },
+  "kv-half": { kind: "shared-prefix", groups: 20, qps: 6 },
+  "multi-round-qa-16": { kind: "multi-round-qa", users: 16 },
+  "multi-round-qa-32": { kind: "multi-round-qa", users: 32 },
+  "multi-round-qa-64": { kind: "multi-round-qa", users: 64 },
+  // 48 sessions of 3 turns; at 1.2 req/s their contexts (5k-9k tokens each) held by paused sessions
+  // and running ones overfill the fleet's KV (4 × 36k tokens), so where a resumed turn goes matters
+  "agentic-b2b": { kind: "agentic", preset: "b2b", sessions: 48, outputTokens: 128, qps: 1.2 },
+};
+
+export function shapeOf(name: string): Shape {
+  const s = SHAPES[name];
+  if (!s) throw new Error(`unknown shape ${name} (known: ${Object.keys(SHAPES).join(", ")})`);
+  return s;
+}
+
+/** the shape as `switchyard bench` flags */
+export function benchArgs(s: Shape): string[] {
+  switch (s.kind) {
+    case "shared-prefix":
+      return [
+        ...["--workload", "shared-prefix", "--num-groups", String(s.groups), "--prompts-per-group", "6"],
+        ...["--system-prompt-len", "3000", "--question-len", "600", "--output-len", "64", "--ignore-eos"],
+        ...["--qps", String(s.qps), "--arrival", "poisson"],
+      ];
+    case "multi-round-qa":
+      return [
+        ...["--workload", "multi-round-qa", "--num-users", String(s.users), "--num-rounds", "4"],
+        ...["--shared-system-prompt", "1000", "--user-history-prompt", "4000", "--answer-len", "100"],
+        ...["--concurrency", String(s.users), "--ignore-eos"],
+      ];
+    case "agentic":
+      return [
+        ...["--workload", "agentic", "--agentic-preset", s.preset, "--agentic-sessions", String(s.sessions)],
+        ...["--output-len", String(s.outputTokens), "--ignore-eos"],
+        ...["--qps", String(s.qps), "--arrival", "poisson"],
+      ];
+  }
+}
