@@ -3,7 +3,8 @@
 // fleet simulator with our policies and vllm-router's cache_aware as the routing library's faithful
 // baseline (`vllm-router-cache-aware`), so the live run's ordering of policies can be checked against
 // what `switchyard simulate` predicts, and ideas tried in seconds before the live run. Seeds are pooled
-// by their mean. Agentic shapes also report input tok/s and resumed turns' TTFT.
+// by their mean (the live bench's own seed is 0: `--seeds 0` sends the very sessions it sent). Agentic
+// shapes also report input tok/s and resumed turns' TTFT.
 //   node dist/bench/routing-vs-peers-virtual.js [--shapes kv-pressure,kv-pressure-light,kv-half,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
 import { readFileSync, writeFileSync } from "node:fs";
