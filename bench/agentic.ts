@@ -33,7 +33,7 @@ import {
 } from "../src/workload/agentic.js";
 import { type RequestRecord, tpotOf } from "../src/workload/record.js";
 import { percentile } from "../src/workload/stats.js";
-import type { Session } from "../src/workload/types.js";
+import { sentAfterPause, type Session } from "../src/workload/types.js";
 import { defaultEngineConfig, type EngineConfig } from "../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../src/models/index.js";
 import { simulateFleet, type FleetDecision } from "../src/fleet/fleet.js";
@@ -215,8 +215,8 @@ function measure(r: RunResult, setup: Setup, tag: LogTag): Measures {
   const resumedTtfts: number[] = [];
   const resumed: RequestRecord[] = [];
   for (const x of recs.slice(lo, hi)) {
-    const t = byId.get(x.sessionId)?.turns[x.round];
-    if (x.ok && (t?.pauseBeforeS ?? 0) > 0) {
+    const s = byId.get(x.sessionId);
+    if (x.ok && s && sentAfterPause(s, x.round)) {
       resumedTtfts.push(x.ttft);
       resumed.push(x);
     }

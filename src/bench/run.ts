@@ -25,6 +25,7 @@ import {
   chatMessages,
   completionPrompt,
   intendedPromptTokens,
+  sentAfterPause,
   type Endpoint,
   type Workload,
 } from "../workload/types.js";
@@ -88,7 +89,7 @@ function authHeaders(o: BenchOptions): Record<string, string> {
 function senderFor(client: BenchClient, workload: Workload, endpoint: Endpoint) {
   return (t: TurnToSend) => {
     const chat = endpoint === "chat";
-    const resumed = (t.session.turns[t.round]!.pauseBeforeS ?? 0) > 0;
+    const resumed = sentAfterPause(t.session, t.round);
     const sent = client.send({
       index: t.index,
       sessionId: t.session.id,

@@ -6,7 +6,7 @@
 //   server of remote.ts) → back to load.ts (the answer, then the session's next turn).
 import type { RequestRecord } from "../workload/record.js";
 import type { ArrivalKind } from "../workload/arrivals.js";
-import type { Workload } from "../workload/types.js";
+import { sentAfterPause, type Workload } from "../workload/types.js";
 import { VirtualDriver, type EngineConfig, type EngineCounters } from "../engine/index.js";
 import type { PolicyName, ScorersConfig } from "../routing/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
@@ -99,8 +99,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       errorKind: ok ? null : "no_output",
       error: "",
     };
-    // sent after a tool pause, as the live bench marks it (resumed turns' TTFT)
-    if ((f.turn.active.session.turns[f.turn.active.round]?.pauseBeforeS ?? 0) > 0) record.resumed = true;
+    // as the live bench marks its records (resumed turns' TTFT)
+    if (sentAfterPause(f.turn.active.session, f.turn.active.round)) record.resumed = true;
     load.answered(f.turn, ok, record, f);
   });
   const router = new RouterView(
