@@ -396,6 +396,14 @@ export class Engine {
     };
   }
 
+  /**
+   * tokens the GPU cache holds (blocks with a hash, in use or free): what a router counts from this
+   * engine's KV events (stored less removed)
+   */
+  heldTokens(): number {
+    return this.kv.numCachedBlocks * this.config.blockSize;
+  }
+
   /** drops the GPU prefix cache (and the CPU tier); false while blocks are in use, like vLLM */
   resetPrefixCache(): boolean {
     if (!this.kv.reset()) return false;

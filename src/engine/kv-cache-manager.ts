@@ -452,6 +452,11 @@ export class KvCacheManager {
     return true;
   }
 
+  /** GPU blocks holding a hash (in use or cached free): what the engine's KV events say it holds */
+  get numCachedBlocks(): number {
+    return this.pool.numCachedBlocks;
+  }
+
   debugState(): { freeQueue: number[]; cachedBlocks: number; cpuBlocks: number } {
     return {
       freeQueue: this.pool.freeQueue(),

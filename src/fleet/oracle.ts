@@ -3,7 +3,8 @@
 // router does. `kv` and `hybrid` stand for the router's KV-event index: in a simulation every engine's
 // events would flow and its hashes match, so the index would mirror each engine's GPU prefix cache; the
 // oracle asks each engine directly (Engine.probeCachedTokens), without the event lag of a live router.
-// The prompt's chained block ids (CachePrediction.blocks) are the approximate index's, as the live
+// What each engine's cache holds in all (CachePrediction.heldTokens) is read from it as well, as the
+// router counts it from the events. The prompt's chained block ids (CachePrediction.blocks) are the approximate index's, as the live
 // router's oracle gives them.
 import type { Engine } from "../engine/index.js";
 import {
@@ -38,15 +39,17 @@ export class EngineProbeOracle implements CacheOracle {
     const cachedTokens = new Float64Array(n);
     const source: CacheSource[] = new Array<CacheSource>(n).fill("kv");
     if (!p) return { promptTokens: 0, cachedTokens, source };
+    const heldTokens = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       const e = this.byId.get(engines[i]!.id);
       cachedTokens[i] = e ? e.probeCachedTokens(p.tokens, { sharedPrefix: p.sharedPrefix }) : 0;
+      heldTokens[i] = e ? e.heldTokens() : NaN;
     }
     const prepared = this.ids.prepare(req);
     // a block's estimated tokens in the prompt's (exact) token units
     const estimate = prepared.chars / CHARS_PER_TOKEN;
     const scale = estimate > 0 ? p.tokens.length / estimate : 0;
     const blocks = { ids: prepared.ids, tokensPerBlock: this.ids.tokensPerBlock * scale };
-    return { promptTokens: p.tokens.length, cachedTokens, source, blocks };
+    return { promptTokens: p.tokens.length, cachedTokens, source, blocks, heldTokens };
   }
 }

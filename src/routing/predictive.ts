@@ -5,7 +5,7 @@
 //
 //   ttft(e) = prefill(queued(e) + peers(e) + others(e) + P − credit(e))   when prompts are queued ahead
 //           = residual(e) + prefill(P − credit(e))                   otherwise
-//   cost(e) = ttft(e) + missWeight · (1 + backlog) · prefill(P − credit(e))
+//   cost(e) = ttft(e) + missWeight · backlog · prefill(P − credit(e)) + missWeight · prefill(pushed(e))
 //           + busyWeightS · busy(e) / weight(e)
 //           + (1 + missWeight) · prefill(evicted(e))                    paused sessions' KV pushed out
 //           + out · step((batch(e) + mean batch) / 2 + 1)              a session's decode
@@ -35,6 +35,20 @@
 // more: the partition of groups that vllm-router's cache_aware keeps by never balancing at this scale had
 // a lower TTFT p50 (docs/routing.md, shared prefixes under KV pressure). The fleet's least queue, not the
 // mean or the candidate's own: one tenant's burst queued on one engine while another is free still spills.
+// pushed(e): what of P − credit(e) would push cached work out of e, all of it but what fits e's spare
+// room: its KV capacity less what its KV events say its cache holds (in use or cached free;
+// CachePrediction.heldTokens), less the prompts queued ahead (they take it first), less the fleet's mean
+// room. The miss weight stands for the cached work a miss evicts elsewhere, which under the shared-prefix
+// shapes is about its own size; but new blocks in empty room evict nothing. Room every engine has is room
+// the fleet fills anyway, so only room beyond the mean counts: without that, a group's second prompt in
+// the first seconds of the KV-pressure shapes replicated its prefix into room every engine still had,
+// and the fleet filled with copies (fleet simulator, 40 groups at 6 req/s, seeds 1–30: TTFT p90 4,604 →
+// 4,917 ms). A session moved off its home (the engine holding its context) is priced as before, room
+// or not: its copy there is left as dead weight, the fleet holding it twice, where a shared prefix copied
+// serves every later prompt that shares it (multi-round QA past round-robin's capacity, seeds 1–12:
+// TTFT p50 1,504 → 2,170 ms without that, 1,537 with it). With it, agent sessions that share a system prompt no longer crowd onto the engines that
+// cached it first while another stands empty (docs/routing.md, "A miss into room the fleet lacks"). An
+// engine whose events do not flow is priced as before, its miss pushing out its own size.
 // busyWeightS keeps decode batches level.
 // evicted(e): the tokens of sessions' contexts paused on e (between turns, on their tools: cached but
 // counted free by the engine) that the prompt's P − credit(e) new blocks would push out once e's room is
@@ -63,6 +77,11 @@ export interface PredictiveOptions {
    * alone (comparisons)
    */
   queueScaledMiss?: boolean;
+  /**
+   * a miss pushes out only what does not fit e's empty room (its KV capacity less what its KV events say
+   * it holds); false, or no events: a miss pushes out its own size (comparisons)
+   */
+  roomAwareMiss?: boolean;
   /** seconds of cost per request busy on the engine (decode batch balance) */
   busyWeightS?: number;
   /** TTFT SLOs (the predictive policy admits by them): a default and per-model values */
@@ -88,6 +107,7 @@ export interface PredictiveOptions {
 export const PREDICTIVE_DEFAULTS = {
   missWeight: 1,
   queueScaledMiss: true,
+  roomAwareMiss: true,
   busyWeightS: 0.002,
   pausedSessions: true,
   decode: true,
@@ -158,6 +178,7 @@ export class TtftModel {
     let heldAnywhere = 0;
     let meanDecoding = 0;
     let meanKv = 0;
+    let meanRoom = 0;
     // the fleet's backlog: the fewest prompts queued on any engine (the router's own and other clients')
     let backlog = Infinity;
     for (let i = 0; i < n; i++) {
@@ -170,9 +191,19 @@ export class TtftModel {
       kvOf[i] = Math.min(1, Math.max(0, e.kvUsage)) * t.kvCapacityTokens;
       meanDecoding += decodingOf[i]! / n;
       meanKv += kvOf[i]! / n;
+      // the room every engine has in its cache (KV events): see `spare` below
+      const inCache = pred.heldTokens?.[i];
+      if (inCache !== undefined && !Number.isNaN(inCache) && t.kvCapacityTokens > 0)
+        meanRoom += Math.max(0, t.kvCapacityTokens - Math.max(inCache, kvOf[i]!)) / n;
     }
     const outTokens = this.expectedOutput(req);
-    const missWeight = o.queueScaledMiss && n > 0 ? o.missWeight * (1 + backlog) : o.missWeight;
+    // a session with a context on some candidate (its home): a move elsewhere is priced as a full miss
+    const key = req.sessionKey;
+    let homed = false;
+    if (this.held && key !== undefined)
+      for (let i = 0; i < n && !homed; i++) homed = this.held.holds(key, engines[i]!.id);
+    // the queueing part of a miss's price: the prompts its extra prefill holds up
+    const queueWeight = o.queueScaledMiss && n > 0 ? o.missWeight * backlog : 0;
     for (let i = 0; i < n; i++) {
       const e = engines[i]!;
       const t = timings[i]!;
@@ -205,7 +236,23 @@ export class TtftModel {
           : stepResidualMs(e, now, t.stepSeconds(decoding, kvTokens) * 1000) / 1000 + prefill;
       ttftMs[i] = ttft * 1000;
       const w = e.weight > 0 ? e.weight : 1;
-      let cost = ttft + missWeight * prefill + (o.busyWeightS * busy) / w;
+      // what a miss's new blocks push out of e's cache: all of them, unless e has room the fleet lacks
+      let pushed = prefill;
+      const inCache = pred.heldTokens?.[i];
+      const moving = homed && !this.held!.holds(key!, e.id);
+      if (
+        o.roomAwareMiss &&
+        !moving &&
+        inCache !== undefined &&
+        !Number.isNaN(inCache) &&
+        t.kvCapacityTokens > 0 &&
+        u > 0
+      ) {
+        const spare = t.kvCapacityTokens - Math.max(inCache, kvTokens) - ahead - meanRoom;
+        const over = u - Math.max(0, spare);
+        pushed = over >= u ? prefill : over > 0 ? t.prefillSeconds(over, credit, decoding, kvTokens) : 0;
+      }
+      let cost = ttft + queueWeight * prefill + o.missWeight * pushed + (o.busyWeightS * busy) / w;
       // the paused sessions' contexts this prompt would push out of e's KV: their sessions will prefill
       // them again, a TTFT and a miss as this prompt's own are priced, if they come back
       if (this.held && now !== undefined) {

@@ -67,7 +67,15 @@ function kvTokensOf(config: EngineConfig): number {
   try {
     return kvCapacity(config).numGpuBlocks * config.blockSize;
   } catch {
-    return 0;
+    // vLLM refuses a max_model_len whose one request the KV cache cannot hold; the router's profile
+    // takes the model's full context as the engine's (an L4 with Llama-3.1-8B: 131,072 tokens against
+    // 36k of KV), but the engine that serves must have been started with less, and its cache is the same
+    // size whatever that length is (it is what memory leaves)
+    try {
+      return kvCapacity({ ...config, maxModelLen: config.blockSize }).numGpuBlocks * config.blockSize;
+    } catch {
+      return 0;
+    }
   }
 }
 

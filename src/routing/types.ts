@@ -198,6 +198,13 @@ export interface CachePrediction {
    * prompt queued on an engine behind another that shares its prefix finds the prefix computed
    */
   blocks?: { ids: readonly number[]; tokensPerBlock: number } | undefined;
+  /**
+   * per candidate: tokens its GPU KV cache holds, in use or cached and free (vLLM evicts a cached block
+   * only when it needs the room), from its KV events (blocks stored less removed, times the block
+   * size); NaN where its events do not flow. What `kvUsage` cannot tell: whether a new prompt's blocks
+   * go to empty room or push cached work out (predictive.ts prices a miss by that)
+   */
+  heldTokens?: Float64Array | undefined;
 }
 
 export interface CacheOracle {

@@ -113,12 +113,16 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
     assert.equal(again.reason, "kv-hit");
     assert.ok(Number(again.predicted_cached_tokens) >= 16 * 10, again.predicted_cached_tokens);
     assert.ok(Number(again.predicted_cached_tokens) < Number(again.prompt_tokens));
+    // what the engine's cache holds in all, counted from its events, is what the engine holds
+    const held = () => homeSim.ctx.runtime.engine.heldTokens();
+    await waitUntil(() => cache.kv.gpuBlocksOf(home) * 16 === held() && held() > 0, 5000, "held counted");
 
     // reset the prefix cache: AllBlocksCleared empties the engine's entries
     const r = await fetch(`${home}/reset_prefix_cache`, { method: "POST" });
     assert.equal(r.status, 200);
     assert.equal(homeSim.ctx.runtime.engine.debugState().cachedBlocks, 0, "sim reset");
     await waitUntil(() => cache.kv.blocksOf(home) === 0, 5000, "entries cleared after reset");
+    assert.equal(cache.kv.gpuBlocksOf(home), 0);
     const afterReset = await routeOf(router.url, "/v1/chat/completions", body(1));
     assert.equal(Number(afterReset.predicted_cached_tokens), 0);
     await waitUntil(() => cache.kv.blocksOf(afterReset.engine!) > 10, 5000, "re-indexed");

@@ -171,6 +171,28 @@ test("KV index: offload tier credit, purge per engine, LRU cap over a long run",
   assert.equal(held, idx.size); // per-engine sets shrink with evictions too
 });
 
+test("KV index: what each engine's GPU cache holds is counted from its events, through offload copies, removals, evictions and purges", () => {
+  const kv = new KvBlockIndex({ maxBlocks: 6 });
+  kv.apply("e1", stored([1n, 2n, 3n]));
+  kv.apply("e1", stored([3n, 4n], "CPU")); // 3 offloaded as well, 4 offloaded only
+  kv.apply("e2", stored([1n, 5n]));
+  assert.equal(kv.gpuBlocksOf("e1"), 3);
+  assert.equal(kv.gpuBlocksOf("e2"), 2);
+  kv.apply("e1", stored([2n])); // stored again: still one block
+  kv.apply("e1", { type: "BlockRemoved", blockHashes: [3n], medium: "GPU" }); // left in CPU
+  kv.apply("e1", { type: "BlockRemoved", blockHashes: [9n], medium: "GPU" }); // never held
+  assert.equal(kv.gpuBlocksOf("e1"), 2);
+  // oldest first: 3, 4 (offloaded only), 1, 5, 2. Past 6 hashes the index drops the oldest
+  kv.apply("e1", stored([6n, 7n, 8n])); // drops 3 and 4: no GPU copy of either
+  assert.equal(kv.gpuBlocksOf("e1"), 5);
+  kv.apply("e2", stored([9n, 10n])); // drops 1 (held by both) and 5
+  assert.equal(kv.gpuBlocksOf("e1"), 4);
+  assert.equal(kv.gpuBlocksOf("e2"), 2);
+  kv.purge("e1");
+  assert.equal(kv.gpuBlocksOf("e1"), 0);
+  assert.equal(kv.gpuBlocksOf("nobody"), 0);
+});
+
 test("both indexes evict the least recently touched id first; touching one makes it the newest", () => {
   const kv = new KvBlockIndex({ maxBlocks: 3 });
   kv.apply("e1", stored([1n, 2n, 3n]));

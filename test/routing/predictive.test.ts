@@ -87,6 +87,74 @@ test("predictive: while every engine has prompts queued a miss costs more, so a 
   assert.ok(scaled > flat, `a took ${scaled} with the weight scaled by the queues, ${flat} without`);
 });
 
+test("predictive: a miss into cache room the rest of the fleet lacks pushes nothing out, so it costs only its time; with room alike everywhere the prefix holder keeps its pull", () => {
+  const cap = l4.kvCapacityTokens;
+  // a holds 2,000 of the 5,500-token prompt (a shared system prompt); the KV events say how full each is
+  const pick = (heldA: number, heldB: number, roomAwareMiss = true) => {
+    const p = createPolicy("predictive", {
+      cache: {
+        predict: (_req, engines) => ({
+          promptTokens: 5500,
+          cachedTokens: Float64Array.from(engines.map((e) => (e.id === "a" ? 2000 : 0))),
+          source: engines.map(() => "kv" as const),
+          heldTokens: Float64Array.from(engines.map((e) => (e.id === "a" ? heldA : heldB))),
+        }),
+      },
+      predictive: { timing: () => l4, roomAwareMiss },
+    });
+    const fleet = {
+      engines: [eng("a", { awaitingFirstToken: 0 }), eng("b", { awaitingFirstToken: 0 })],
+      now: 0,
+    };
+    return picked(decide(p, req(0), fleet));
+  };
+  // a full, b empty: on a the 3,500 new tokens evict cached work; on b the 5,500 evict nothing
+  assert.equal(pick(cap, 0), "b");
+  // the same engines priced as if every miss pushed out its own size: the 2,000-token hit wins
+  assert.equal(pick(cap, 0, false), "a");
+  // both full, or both empty: room neither lacks is room the fleet fills anyway; the hit wins
+  assert.equal(pick(cap, cap), "a");
+  assert.equal(pick(0, 0), "a");
+});
+
+test("predictive: a session leaves the engine holding its context only at a full miss's price, room or not; a prompt with no home takes the room", () => {
+  const cap = l4.kvCapacityTokens;
+  // what the oracle says: per engine, what it holds of the prompt and what its cache holds in all
+  let view = {
+    prompt: 6000,
+    cached: { a: 0, b: 0 } as Record<string, number>,
+    held: { a: 0, b: 0 } as Record<string, number>,
+  };
+  const p = createPolicy("predictive", {
+    cache: {
+      predict: (_req, engines) => ({
+        promptTokens: view.prompt,
+        cachedTokens: Float64Array.from(engines.map((e) => view.cached[e.id] ?? 0)),
+        source: engines.map(() => "kv" as const),
+        heldTokens: Float64Array.from(engines.map((e) => view.held[e.id] ?? 0)),
+      }),
+    },
+    predictive: { timing: () => l4 },
+  });
+  const a = eng("a", { awaitingFirstToken: 0 });
+  const b = eng("b", { awaitingFirstToken: 0 });
+  // session s's first turn and another 8,000-token prompt run on b: s's context is there, queued behind
+  const first = decide(p, req(0, { sessionKey: "s" }), { engines: [b], now: 0 });
+  assert.equal(picked(first), "b");
+  noteSent(b, 0);
+  noteFirstToken(b, 0);
+  view = { prompt: 8000, cached: {}, held: {} };
+  assert.equal(picked(decide(p, req(1), { engines: [b], now: 0 })), "b");
+  noteSent(b, 0);
+  // s's next turn: b holds 5,500 of its 6,000 tokens and is full; a is empty
+  view = { prompt: 6000, cached: { b: 5500 }, held: { a: 0, b: cap } };
+  const fleet = { engines: [a, b], now: 0 };
+  assert.equal(picked(decide(p, req(2, { sessionKey: "s" }), fleet)), "b", "s waits at home");
+  noteSent(b, 0);
+  // the same prompt with no session behind it: a's room takes its 6,000 tokens, evicting nothing
+  assert.equal(picked(decide(p, req(3), fleet)), "a");
+});
+
 test("predictive: with equal queues the faster GPU wins; first tokens free the queue", () => {
   const p = createPolicy("predictive", {
     cache: oracle(4000, {}),
@@ -263,6 +331,14 @@ test("the engine model's timing: a bigger batch of decodes slows a prefill; an H
   assert.ok(h100.prefillSeconds(8000, 0, 0, 0) < l4.prefillSeconds(8000, 0, 0, 0) / 3);
   assert.ok(h100.prefillSeconds(8000, 0, 200, 200 * 4000) > h100.prefillSeconds(8000, 0, 0, 0));
   assert.equal(h100.prefillSeconds(0, 0, 0, 0), 0);
+});
+
+test("the engine model's timing knows an engine's KV even when the model's full context would not fit it (the engine serves a shorter one)", () => {
+  // Llama-3.1-8B's 131,072-token context needs 16 GiB of KV; an L4 has 4.45 GiB left, so vLLM would
+  // refuse that length: the engine runs with less, and its cache is what memory leaves either way
+  const served = rooflineTiming(defaultEngineConfig(llama, resolveGpu("l4"), { maxModelLen: 16_384 }));
+  assert.ok(served.kvCapacityTokens > 30_000, String(served.kvCapacityTokens));
+  assert.equal(l4.kvCapacityTokens, served.kvCapacityTokens);
 });
 
 test("x-slo-ttft-ms: milliseconds above 0 and at most 10 minutes, else a clear error", () => {

@@ -27,6 +27,8 @@ export class KvBlockIndex {
   private readonly blocks = new LruMap<bigint, number[]>();
   private readonly byEngine = new Map<number, Set<bigint>>();
   private readonly engineNos = new Map<string, number>();
+  /** per engine number: the blocks held in its GPU tier (what its cache holds, in use or free) */
+  private readonly gpuHeld: number[] = [];
   private nextNo = 0;
   evictions = 0;
 
@@ -47,6 +49,12 @@ export class KvBlockIndex {
     return this.maxBlocks * KV_BYTES_PER_BLOCK;
   }
 
+  /** blocks indexed for one engine in its GPU tier: what its GPU cache holds, in use or cached free */
+  gpuBlocksOf(engine: string): number {
+    const no = this.engineNos.get(engine);
+    return no === undefined ? 0 : (this.gpuHeld[no] ?? 0);
+  }
+
   /** blocks indexed for one engine */
   blocksOf(engine: string): number {
     const no = this.engineNos.get(engine);
@@ -59,6 +67,7 @@ export class KvBlockIndex {
       n = this.nextNo++;
       this.engineNos.set(engine, n);
       this.byEngine.set(n, new Set());
+      this.gpuHeld[n] = 0;
     }
     return n;
   }
@@ -91,13 +100,18 @@ export class KvBlockIndex {
       let found = false;
       for (let i = 0; i < holders.length; i++) {
         if (holders[i]! >> 2 === no) {
+          if (tier & TIER_GPU && !(holders[i]! & TIER_GPU)) this.gpuHeld[no]!++;
           holders[i] = holders[i]! | tier;
           found = true;
           break;
         }
       }
       if (!found) holders.push((no << 2) | tier);
-    } else this.blocks.set(h, [(no << 2) | tier]);
+      if (!found && tier & TIER_GPU) this.gpuHeld[no]!++;
+    } else {
+      this.blocks.set(h, [(no << 2) | tier]);
+      if (tier & TIER_GPU) this.gpuHeld[no]!++;
+    }
     this.byEngine.get(no)!.add(h);
   }
 
@@ -106,6 +120,7 @@ export class KvBlockIndex {
     if (!holders) return;
     for (let i = 0; i < holders.length; i++) {
       if (holders[i]! >> 2 !== no) continue;
+      if (tier & TIER_GPU && holders[i]! & TIER_GPU) this.gpuHeld[no]!--;
       const mask = holders[i]! & 3 & ~tier;
       if (mask !== 0) holders[i] = (no << 2) | mask;
       else {
@@ -120,7 +135,10 @@ export class KvBlockIndex {
   private evict(): void {
     while (this.blocks.size > this.maxBlocks) {
       const e = this.blocks.shift()!;
-      for (const p of e.value) this.byEngine.get(p >> 2)?.delete(e.key);
+      for (const p of e.value) {
+        this.byEngine.get(p >> 2)?.delete(e.key);
+        if (p & TIER_GPU && this.gpuHeld[p >> 2] !== undefined) this.gpuHeld[p >> 2]!--;
+      }
       this.evictions++;
     }
   }
@@ -139,6 +157,7 @@ export class KvBlockIndex {
       if (holders.length === 0) this.blocks.delete(h);
     }
     set.clear();
+    this.gpuHeld[no] = 0;
     return n;
   }
 

@@ -303,15 +303,19 @@ export class CacheRouting implements CacheOracle {
     const n = engines.length;
     const cachedTokens = new Float64Array(n);
     const source: CacheSource[] = new Array(n);
+    const heldTokens = new Float64Array(n).fill(NaN);
     const estimate = this.prefix.predictInto(req, engines, cachedTokens);
     let exact = -1;
     const p = this.mode === "prefix" ? undefined : this.prepare(req);
     for (let i = 0; i < n; i++) {
       source[i] = "prefix";
-      if (!p || p.tokens === null) continue;
+      if (!p) continue;
       const st = this.subs.states.get(engines[i]!.id);
       const bs = engines[i]!.blockSize;
       if (!st || st.fallback !== null || !bs) continue;
+      // what its cache holds in all, from its events, whether or not this prompt's hashes can be made
+      heldTokens[i] = this.kv.gpuBlocksOf(st.url) * bs;
+      if (p.tokens === null) continue;
       const { credit } = this.kv.match(this.hashesFor(req, p, bs), st.url);
       cachedTokens[i] = credit * bs;
       source[i] = "kv";
@@ -331,7 +335,7 @@ export class CacheRouting implements CacheOracle {
     } else if (exact >= 0) promptTokens = exact;
     // the prompt's blocks, so a prompt queued behind another with its prefix is credited for it
     const blocks = { ids: this.prefix.prepare(req).ids, tokensPerBlock: this.prefix.tokensPerBlock * scale };
-    return { promptTokens, cachedTokens, source, blocks };
+    return { promptTokens, cachedTokens, source, blocks, heldTokens };
   }
 
   onPicked(

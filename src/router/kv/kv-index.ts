@@ -90,6 +90,15 @@ export class KvIndex {
     return n;
   }
 
+  /**
+   * blocks the engine's GPU cache holds, as its events tell: in its first full-attention group (every
+   * such group holds a prefix's blocks alike; group 0 when it never said)
+   */
+  gpuBlocksOf(engine: string): number {
+    for (const g of this.gatingGroups(engine)) return this.groups[g]?.gpuBlocksOf(engine) ?? 0;
+    return 0;
+  }
+
   /** blocks indexed for one engine in one group */
   blocksIn(group: number, engine: string): number {
     return this.groups[group]?.blocksOf(engine) ?? 0;
