@@ -4,8 +4,8 @@
 // events would flow and its hashes match, so the index would mirror each engine's GPU prefix cache; the
 // oracle asks each engine directly (Engine.probeCachedTokens), without the event lag of a live router.
 // What each engine's cache holds in all (CachePrediction.heldTokens) is read from it as well, as the
-// router counts it from the events. The prompt's chained block ids (CachePrediction.blocks) are the approximate index's, as the live
-// router's oracle gives them.
+// router counts it from the events. The prompt's chained block ids (CachePrediction.blocks) are the
+// approximate index's, as the live router's oracle gives them.
 import type { Engine } from "../engine/index.js";
 import {
   CHARS_PER_TOKEN,

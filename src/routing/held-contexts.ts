@@ -222,12 +222,12 @@ export class HeldContexts {
     }
   }
 
-  /** P(a session idle for `idleMs` comes back) */
   /** whether session `key` has a context on `engine` (paused or in flight) */
   holds(key: string, engine: string): boolean {
     return this.sessions.has(idOf(key, engine));
   }
 
+  /** P(a session idle for `idleMs` comes back) */
   resumeChance(idleMs: number): number {
     if (this.gapWeight < MIN_GAPS) return idleMs < PRIOR_HORIZON_MS ? PRIOR_RESUME : 0;
     if (this.tailDirty) this.rebuildTail();

@@ -46,9 +46,10 @@
 // 4,917 ms). A session moved off its home (the engine holding its context) is priced as before, room
 // or not: its copy there is left as dead weight, the fleet holding it twice, where a shared prefix copied
 // serves every later prompt that shares it (multi-round QA past round-robin's capacity, seeds 1–12:
-// TTFT p50 1,504 → 2,170 ms without that, 1,537 with it). With it, agent sessions that share a system prompt no longer crowd onto the engines that
-// cached it first while another stands empty (docs/routing.md, "A miss into room the fleet lacks"). An
-// engine whose events do not flow is priced as before, its miss pushing out its own size.
+// TTFT p50 1,504 → 2,170 ms without that, 1,537 with it). With it, agent sessions that share a system
+// prompt no longer crowd onto the engines that cached it first while another stands empty
+// (docs/routing.md, "A miss into room the fleet lacks"). An engine whose events do not flow is priced
+// as before, its miss pushing out its own size.
 // busyWeightS keeps decode batches level.
 // evicted(e): the tokens of sessions' contexts paused on e (between turns, on their tools: cached but
 // counted free by the engine) that the prompt's P − credit(e) new blocks would push out once e's room is
@@ -78,8 +79,9 @@ export interface PredictiveOptions {
    */
   queueScaledMiss?: boolean;
   /**
-   * a miss pushes out only what does not fit e's empty room (its KV capacity less what its KV events say
-   * it holds); false, or no events: a miss pushes out its own size (comparisons)
+   * a miss pushes out only what does not fit e's spare room (its KV capacity less what its KV events say
+   * it holds, the prompts queued ahead and the fleet's mean room), but for a session leaving its home;
+   * false, or no events: a miss pushes out its own size (comparisons)
    */
   roomAwareMiss?: boolean;
   /** seconds of cost per request busy on the engine (decode batch balance) */
