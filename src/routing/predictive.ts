@@ -180,7 +180,9 @@ export class TtftModel {
     let heldAnywhere = 0;
     let meanDecoding = 0;
     let meanKv = 0;
+    // the mean room of the engines whose KV events say what their caches hold
     let meanRoom = 0;
+    let roomKnown = 0;
     // the fleet's backlog: the fewest prompts queued on any engine (the router's own and other clients')
     let backlog = Infinity;
     for (let i = 0; i < n; i++) {
@@ -195,15 +197,22 @@ export class TtftModel {
       meanKv += kvOf[i]! / n;
       // the room every engine has in its cache (KV events): see `spare` below
       const inCache = pred.heldTokens?.[i];
-      if (inCache !== undefined && !Number.isNaN(inCache) && t.kvCapacityTokens > 0)
-        meanRoom += Math.max(0, t.kvCapacityTokens - Math.max(inCache, kvOf[i]!)) / n;
+      if (inCache !== undefined && !Number.isNaN(inCache) && t.kvCapacityTokens > 0) {
+        meanRoom += Math.max(0, t.kvCapacityTokens - Math.max(inCache, kvOf[i]!));
+        roomKnown++;
+      }
     }
+    if (roomKnown > 0) meanRoom /= roomKnown;
     const outTokens = this.expectedOutput(req);
     // a session with a context on some candidate (its home): a move elsewhere is priced as a full miss
     const key = req.sessionKey;
+    const home = this.held && key !== undefined ? new Uint8Array(n) : null;
     let homed = false;
-    if (this.held && key !== undefined)
-      for (let i = 0; i < n && !homed; i++) homed = this.held.holds(key, engines[i]!.id);
+    if (home)
+      for (let i = 0; i < n; i++) {
+        home[i] = this.held!.holds(key!, engines[i]!.id) ? 1 : 0;
+        homed ||= home[i] === 1;
+      }
     // the queueing part of a miss's price: the prompts its extra prefill holds up
     const queueWeight = o.queueScaledMiss && n > 0 ? o.missWeight * backlog : 0;
     for (let i = 0; i < n; i++) {
@@ -241,7 +250,7 @@ export class TtftModel {
       // what a miss's new blocks push out of e's cache: all of them, unless e has room the fleet lacks
       let pushed = prefill;
       const inCache = pred.heldTokens?.[i];
-      const moving = homed && !this.held!.holds(key!, e.id);
+      const moving = homed && home![i] === 0;
       if (
         o.roomAwareMiss &&
         !moving &&
