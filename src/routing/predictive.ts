@@ -176,6 +176,8 @@ export class TtftModel {
     const timings: EngineTiming[] = new Array<EngineTiming>(n);
     const decodingOf = new Float64Array(n);
     const kvOf = new Float64Array(n);
+    // and its cache's empty room, where its KV events say what the cache holds (NaN: they do not)
+    const roomOf = new Float64Array(n);
     // the longest prefix any candidate holds: a prompt queued ahead is evidence of more only beyond it
     let heldAnywhere = 0;
     let meanDecoding = 0;
@@ -195,10 +197,11 @@ export class TtftModel {
       kvOf[i] = Math.min(1, Math.max(0, e.kvUsage)) * t.kvCapacityTokens;
       meanDecoding += decodingOf[i]! / n;
       meanKv += kvOf[i]! / n;
-      // the room every engine has in its cache (KV events): see `spare` below
-      const inCache = pred.heldTokens?.[i];
-      if (inCache !== undefined && !Number.isNaN(inCache) && t.kvCapacityTokens > 0) {
-        meanRoom += Math.max(0, t.kvCapacityTokens - Math.max(inCache, kvOf[i]!));
+      const inCache = pred.heldTokens?.[i] ?? NaN;
+      roomOf[i] =
+        t.kvCapacityTokens > 0 ? Math.max(0, t.kvCapacityTokens - Math.max(inCache, kvOf[i]!)) : NaN;
+      if (!Number.isNaN(roomOf[i]!)) {
+        meanRoom += roomOf[i]!;
         roomKnown++;
       }
     }
@@ -249,17 +252,9 @@ export class TtftModel {
       const w = e.weight > 0 ? e.weight : 1;
       // what a miss's new blocks push out of e's cache: all of them, unless e has room the fleet lacks
       let pushed = prefill;
-      const inCache = pred.heldTokens?.[i];
       const moving = homed && home![i] === 0;
-      if (
-        o.roomAwareMiss &&
-        !moving &&
-        inCache !== undefined &&
-        !Number.isNaN(inCache) &&
-        t.kvCapacityTokens > 0 &&
-        u > 0
-      ) {
-        const spare = t.kvCapacityTokens - Math.max(inCache, kvTokens) - ahead - meanRoom;
+      if (o.roomAwareMiss && !moving && !Number.isNaN(roomOf[i]!) && u > 0) {
+        const spare = roomOf[i]! - ahead - meanRoom;
         const over = u - Math.max(0, spare);
         pushed = over >= u ? prefill : over > 0 ? t.prefillSeconds(over, credit, decoding, kvTokens) : 0;
       }

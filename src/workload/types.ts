@@ -88,7 +88,6 @@ export function completionPrompt(session: Session, round: number, answers: reado
   return parts.join("\n\n");
 }
 
-/** Intended prompt tokens of turn `round`, counting earlier answers as their max_tokens. */
 /**
  * Whether a session's turn is sent after a tool pause (Turn.pauseBeforeS): an agent's resumed turn, whose
  * context may have left the engine's cache meanwhile. The live bench and the fleet simulator mark their
@@ -98,6 +97,7 @@ export function sentAfterPause(session: Session, round: number): boolean {
   return (session.turns[round]?.pauseBeforeS ?? 0) > 0;
 }
 
+/** Intended prompt tokens of turn `round`, counting earlier answers as their max_tokens. */
 export function intendedPromptTokens(session: Session, round: number): number {
   let n = session.systemTokens;
   if (session.carriesHistory) {

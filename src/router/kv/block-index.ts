@@ -16,6 +16,12 @@ export interface KvBlockIndexOptions {
   offloadCredit?: number;
 }
 
+/** One engine's part of the index: the hashes it holds, and how many in its GPU tier. */
+interface EngineBlocks {
+  hashes: Set<bigint>;
+  gpu: number;
+}
+
 export class KvBlockIndex {
   readonly maxBlocks: number;
   readonly offloadCredit: number;
@@ -25,10 +31,9 @@ export class KvBlockIndex {
    * the deleted slots (272 µs per 16-hash event at the cap, against 31; bench/routing-indexes.ts).
    */
   private readonly blocks = new LruMap<bigint, number[]>();
-  private readonly byEngine = new Map<number, Set<bigint>>();
+  /** per engine number: its hashes, and how many of them it holds in its GPU tier (in use or free) */
+  private readonly byEngine = new Map<number, EngineBlocks>();
   private readonly engineNos = new Map<string, number>();
-  /** per engine number: the blocks held in its GPU tier (what its cache holds, in use or free) */
-  private readonly gpuHeld: number[] = [];
   private nextNo = 0;
   evictions = 0;
 
@@ -52,13 +57,13 @@ export class KvBlockIndex {
   /** blocks indexed for one engine in its GPU tier: what its GPU cache holds, in use or cached free */
   gpuBlocksOf(engine: string): number {
     const no = this.engineNos.get(engine);
-    return no === undefined ? 0 : (this.gpuHeld[no] ?? 0);
+    return no === undefined ? 0 : (this.byEngine.get(no)?.gpu ?? 0);
   }
 
   /** blocks indexed for one engine */
   blocksOf(engine: string): number {
     const no = this.engineNos.get(engine);
-    return no === undefined ? 0 : (this.byEngine.get(no)?.size ?? 0);
+    return no === undefined ? 0 : (this.byEngine.get(no)?.hashes.size ?? 0);
   }
 
   private no(engine: string): number {
@@ -66,8 +71,7 @@ export class KvBlockIndex {
     if (n === undefined) {
       n = this.nextNo++;
       this.engineNos.set(engine, n);
-      this.byEngine.set(n, new Set());
-      this.gpuHeld[n] = 0;
+      this.byEngine.set(n, { hashes: new Set(), gpu: 0 });
     }
     return n;
   }
@@ -95,24 +99,25 @@ export class KvBlockIndex {
   }
 
   private store(no: number, h: bigint, tier: number): void {
+    const mine = this.byEngine.get(no)!;
     const holders = this.blocks.use(h);
     if (holders) {
       let found = false;
       for (let i = 0; i < holders.length; i++) {
         if (holders[i]! >> 2 === no) {
-          if (tier & TIER_GPU && !(holders[i]! & TIER_GPU)) this.gpuHeld[no]!++;
+          if (tier & TIER_GPU && !(holders[i]! & TIER_GPU)) mine.gpu++;
           holders[i] = holders[i]! | tier;
           found = true;
           break;
         }
       }
       if (!found) holders.push((no << 2) | tier);
-      if (!found && tier & TIER_GPU) this.gpuHeld[no]!++;
+      if (!found && tier & TIER_GPU) mine.gpu++;
     } else {
       this.blocks.set(h, [(no << 2) | tier]);
-      if (tier & TIER_GPU) this.gpuHeld[no]!++;
+      if (tier & TIER_GPU) mine.gpu++;
     }
-    this.byEngine.get(no)!.add(h);
+    mine.hashes.add(h);
   }
 
   private remove(no: number, h: bigint, tier: number): void {
@@ -120,12 +125,13 @@ export class KvBlockIndex {
     if (!holders) return;
     for (let i = 0; i < holders.length; i++) {
       if (holders[i]! >> 2 !== no) continue;
-      if (tier & TIER_GPU && holders[i]! & TIER_GPU) this.gpuHeld[no]!--;
+      const mine = this.byEngine.get(no);
+      if (mine && tier & TIER_GPU && holders[i]! & TIER_GPU) mine.gpu--;
       const mask = holders[i]! & 3 & ~tier;
       if (mask !== 0) holders[i] = (no << 2) | mask;
       else {
         holders.splice(i, 1);
-        this.byEngine.get(no)?.delete(h);
+        mine?.hashes.delete(h);
         if (holders.length === 0) this.blocks.delete(h);
       }
       return;
@@ -136,8 +142,10 @@ export class KvBlockIndex {
     while (this.blocks.size > this.maxBlocks) {
       const e = this.blocks.shift()!;
       for (const p of e.value) {
-        this.byEngine.get(p >> 2)?.delete(e.key);
-        if (p & TIER_GPU && this.gpuHeld[p >> 2] !== undefined) this.gpuHeld[p >> 2]!--;
+        const holder = this.byEngine.get(p >> 2);
+        if (!holder) continue;
+        holder.hashes.delete(e.key);
+        if (p & TIER_GPU) holder.gpu--;
       }
       this.evictions++;
     }
@@ -147,17 +155,17 @@ export class KvBlockIndex {
   purge(engine: string): number {
     const no = this.engineNos.get(engine);
     if (no === undefined) return 0;
-    const set = this.byEngine.get(no)!;
-    const n = set.size;
-    for (const h of set) {
+    const mine = this.byEngine.get(no)!;
+    const n = mine.hashes.size;
+    for (const h of mine.hashes) {
       const holders = this.blocks.get(h);
       if (!holders) continue;
       const i = holders.findIndex((p) => p >> 2 === no);
       if (i >= 0) holders.splice(i, 1);
       if (holders.length === 0) this.blocks.delete(h);
     }
-    set.clear();
-    this.gpuHeld[no] = 0;
+    mine.hashes.clear();
+    mine.gpu = 0;
     return n;
   }
 
@@ -193,6 +201,6 @@ export class KvBlockIndex {
   /** every hash held for an engine (tests) */
   hashesOf(engine: string): bigint[] {
     const no = this.engineNos.get(engine);
-    return no === undefined ? [] : [...(this.byEngine.get(no) ?? [])];
+    return no === undefined ? [] : [...(this.byEngine.get(no)?.hashes ?? [])];
   }
 }

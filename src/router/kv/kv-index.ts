@@ -95,8 +95,8 @@ export class KvIndex {
    * such group holds a prefix's blocks alike; group 0 when it never said)
    */
   gpuBlocksOf(engine: string): number {
-    for (const g of this.gatingGroups(engine)) return this.groups[g]?.gpuBlocksOf(engine) ?? 0;
-    return 0;
+    const [g = 0] = this.gatingGroups(engine);
+    return this.groups[g]?.gpuBlocksOf(engine) ?? 0;
   }
 
   /** blocks indexed for one engine in one group */
