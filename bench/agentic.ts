@@ -1,7 +1,8 @@
 // The agentic-session benchmark, in virtual time (`npm run bench:agentic`): coding-agent sessions
 // (src/workload/agentic.ts: growing contexts, tool-call pauses, sub-agents) on 16 engines of the fleet
 // simulator, routed by round-robin, predictive and the peers' agent-aware designs as named baselines
-// (llm-d-sticky; session, the plain session affinity; vllm-router-cache-aware), at loads from 25% to 125%
+// (llm-d-sticky; vllm-router-program, its program scheduling's request pool; session, the plain session
+// affinity; vllm-router-cache-aware), at loads from 25% to 125%
 // of round-robin's capacity, seeds pooled. What it measures per policy and load:
 //   - resumed-turn TTFT p50/p90: turns sent after a tool pause, where a policy that kept the session's KV
 //     pays a few thousand tokens of prefill and one that lost it pays the whole context;
@@ -44,7 +45,7 @@ const specs: FlagSpecs = {
   preset: { type: "string", default: AGENTIC_PRESET_NAMES.join(","), help: "presets, comma-separated" },
   policies: {
     type: "string",
-    default: "round-robin,predictive,llm-d-sticky,session,vllm-router-cache-aware",
+    default: "round-robin,predictive,llm-d-sticky,vllm-router-program,session,vllm-router-cache-aware",
     help: "",
   },
   loads: { type: "string", default: "0.25,0.75,1.25", help: "fractions of round-robin's capacity" },

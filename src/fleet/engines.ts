@@ -61,7 +61,8 @@ export class FleetEngines {
   }
 
   /** sends a turn to engine `e` now */
-  start(turn: Turn, e: number): void {
+  /** `arrivedAt`: when the turn reached the router (it may have waited there); the record is timed from it */
+  start(turn: Turn, e: number, arrivedAt = this.driver.now): void {
     const now = this.driver.now;
     const engine = this.engines[e]!;
     const prompt = turn.prompt;
@@ -77,7 +78,7 @@ export class FleetEngines {
     this.flights.set(rid, {
       turn,
       engine: e,
-      start: now,
+      start: arrivedAt,
       lastTokenAt: now,
       firstTokenAt: -1,
       itl: [],

@@ -12,7 +12,7 @@ import type { PolicyName, ScorersConfig } from "../routing/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
 import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
-import { RouterView, type FleetDecision, type SessionKeyMode } from "./router-view.js";
+import { ROUTE_WAITING, RouterView, type FleetDecision, type SessionKeyMode } from "./router-view.js";
 
 export type { SharedServerOptions } from "./remote.js";
 export type { FleetHooks } from "./load.js";
@@ -80,6 +80,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
   const onFirstToken = (f: Flight) => router.firstToken(f.engine, f.turn.index);
   const fleet = new FleetEngines(o.engine, o.engines, driver, shared, o.recordItl, onFirstToken, (f, t) => {
     router.done(f.engine, f.turn.index, f.firstTokenAt >= 0);
+    if (router.hasWaiting) driver.at(driver.now, retry);
     cachedTokens[f.turn.index] = t.cachedTokens;
     load.lastEnd = t.finishedTime;
     const ok = t.outputTokens > 0;
@@ -123,13 +124,27 @@ export function simulateFleet(o: FleetOptions): FleetResult {
   );
   const routedTo: number[] = [];
   const cachedTokens: number[] = [];
+  const send = (turn: Turn, e: number, arrivedAt: number) => {
+    routedTo[turn.index] = e;
+    router.sent(e, turn.index);
+    fleet.start(turn, e, arrivedAt);
+  };
   const load = new LoadDriver(o, driver, (turn) => {
     const e = router.route(turn);
-    routedTo[turn.index] = e;
-    if (e < 0) return refuse(turn);
-    router.sent(e, turn.index);
-    fleet.start(turn, e);
+    if (e === ROUTE_WAITING) return;
+    if (e < 0) {
+      routedTo[turn.index] = e;
+      return refuse(turn);
+    }
+    send(turn, e, driver.now);
   });
+  // turns the policy holds are decided again as requests finish and on the policy's recheck interval
+  const retry = () =>
+    router.retryWaiting(send, (turn) => {
+      routedTo[turn.index] = -1;
+      refuse(turn);
+    });
+  router.onRecheck = retry;
 
   // a refusal is answered at once, as the router's 429 is: the session ends there
   const refuse = (turn: Turn) => {

@@ -42,6 +42,20 @@ import { EngineProbeOracle } from "./oracle.js";
  */
 export type SessionKeyMode = "router" | "none" | "session" | "group";
 
+/** RouterView.route: the turn waits for room the policy holds it for */
+export const ROUTE_WAITING = -2;
+
+/** the live router's default queue timeout (router config `limits.queueTimeout`), seconds */
+const QUEUE_TIMEOUT_S = 30;
+
+/** a turn being decided, or waiting to be decided again: its view and when it arrived (s) */
+interface Waiting {
+  turn: Turn;
+  req: RequestView;
+  r: number;
+  at: number;
+}
+
 export interface RouterOptions {
   policy: PolicyName;
   sessionKey: SessionKeyMode;
@@ -123,7 +137,9 @@ export class RouterView {
   private readonly prefixOracle: PrefixOracle | null;
   /** requests sent and not yet finished, fleet-wide */
   private outstanding = 0;
-  /** routed requests not yet finished: their view and when they were routed (calibration, paused sessions) */
+  /** turns the policy holds (decide said "saturated"), oldest first */
+  private readonly waiting: Waiting[] = [];
+  /** routed requests not yet finished: their view and when they arrived (calibration, paused sessions) */
   private readonly routed = new Map<number, { req: RequestView; at: number; policy: Policy }>();
 
   constructor(
@@ -183,7 +199,11 @@ export class RouterView {
     this.driver.at(0, this.scrape);
   }
 
-  /** the engine (by index) the policy picks for a turn; -1: refused, no engine can meet its SLO */
+  /**
+   * the engine (by index) the policy picks for a turn; -1: refused, no engine can meet its SLO;
+   * ROUTE_WAITING: the policy holds it (no engine has room it will give), as the live router's admission
+   * queue holds it, until `retryWaiting` finds it one
+   */
   route(turn: Turn): number {
     const a = turn.active;
     const o = this.o;
@@ -223,19 +243,75 @@ export class RouterView {
       if (messages) req.messages = messages;
       else req.prompt = prompt;
     }
+    return this.decideTurn({ turn, req, r, at: this.driver.now });
+  }
+
+  private decideTurn(w: Waiting): number {
+    const { turn, req, r } = w;
+    const n = this.policies.length;
     const probe = this.probe;
     if (probe) probe.current = { tokens: turn.prompt, sharedPrefix: turn.sharedPrefix };
     const policy = this.policies[r]!;
     if (n > 1) this.showPeers(r);
     const d = decide(policy, req, { engines: this.views, now: this.driver.now * 1000 });
     if (probe) probe.current = null;
-    if (o.onDecision) this.logDecision(turn, policy, req, d.kind === "picked" ? d.engine : undefined);
+    if (d.kind === "saturated") {
+      this.waiting.push(w);
+      if (this.waiting.length === 1) this.armRecheck(policy.recheckMs);
+      return ROUTE_WAITING;
+    }
+    if (this.o.onDecision) this.logDecision(turn, policy, req, d.kind === "picked" ? d.engine : undefined);
     if (d.kind === "over-slo") return -1;
     if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
-    if (policy.onFirstToken || policy.onDone)
-      this.routed.set(turn.index, { req, at: this.driver.now, policy });
+    // timed from the request's arrival, as the live proxy times a request that waited in its queue
+    if (policy.onFirstToken || policy.onDone) this.routed.set(turn.index, { req, at: w.at, policy });
     if (n > 1) this.routerOf.set(turn.index, r);
     return this.views.indexOf(d.engine as EngineView & { models: Set<string> });
+  }
+
+  /**
+   * Decides the waiting turns again, first come first served (the live admission queue's order without
+   * tenants); each one that finds an engine is handed to `start` with the time it arrived. One that has
+   * waited the live router's queue timeout is refused, as its queue refuses it (429).
+   */
+  retryWaiting(
+    start: (turn: Turn, engine: number, arrivedAt: number) => void,
+    refuse: (turn: Turn) => void,
+  ): void {
+    if (this.waiting.length === 0) return;
+    const queued = this.waiting.splice(0);
+    for (const w of queued) {
+      if (this.driver.now - w.at >= QUEUE_TIMEOUT_S) {
+        refuse(w.turn);
+        continue;
+      }
+      const e = this.decideTurn(w);
+      if (e >= 0) start(w.turn, e, w.at);
+      else if (e === -1) refuse(w.turn);
+    }
+  }
+
+  get hasWaiting(): boolean {
+    return this.waiting.length > 0;
+  }
+
+  /** set by the fleet: retried while turns wait (the live queue's recheck timer) */
+  onRecheck: (() => void) | undefined;
+
+  private recheckArmed = false;
+
+  private armRecheck(ms: number | undefined): void {
+    if (!ms || ms <= 0 || this.recheckArmed) return;
+    this.recheckArmed = true;
+    const tick = (): void => {
+      if (this.waiting.length > 0) this.onRecheck?.();
+      if (this.waiting.length === 0) {
+        this.recheckArmed = false;
+        return;
+      }
+      this.driver.at(this.driver.now + ms / 1000, tick);
+    };
+    this.driver.at(this.driver.now + ms / 1000, tick);
   }
 
   private logDecision(turn: Turn, policy: Policy, req: RequestView, picked: EngineView | undefined): void {

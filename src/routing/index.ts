@@ -6,6 +6,7 @@ export * from "./load.js";
 export { hash32, unitHash } from "./hash.js";
 export * from "./cache-aware.js";
 export * from "./baselines.js";
+export * from "./program-scheduling.js";
 export * from "./scorers/index.js";
 export * from "./prefix-index.js";
 export * from "./prefix-oracle.js";

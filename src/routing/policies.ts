@@ -23,6 +23,7 @@ import {
   type LlmdStickyOptions,
   type VllmRouterCacheAwareOptions,
 } from "./baselines.js";
+import { createVllmRouterProgramPolicy, type VllmRouterProgramOptions } from "./program-scheduling.js";
 
 const GOLDEN = 0.6180339887498949;
 
@@ -172,10 +173,11 @@ export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-l
 export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
 export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
 /** Peers' designs, faithful to their published descriptions (baselines.ts): comparisons, not defaults. */
-export type BaselinePolicyName = "vllm-router-cache-aware" | "llm-d-sticky";
+export type BaselinePolicyName = "vllm-router-cache-aware" | "llm-d-sticky" | "vllm-router-program";
 export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = [
   "vllm-router-cache-aware",
   "llm-d-sticky",
+  "vllm-router-program",
 ];
 export type PolicyName = BasicPolicyName | CachePolicyName | BaselinePolicyName;
 /**
@@ -197,13 +199,19 @@ export function policyReadsPrefixOnly(name: string): boolean {
  * The cache-aware policies that read the engines' KV events where they flow (`prefix` never does), so
  * their engines need the KV-event channel and one block-hash seed.
  */
-export const KV_EVENT_POLICY_NAMES: readonly PolicyName[] = ["kv", "hybrid", "predictive", "llm-d-sticky"];
+export const KV_EVENT_POLICY_NAMES: readonly PolicyName[] = [
+  "kv",
+  "hybrid",
+  "predictive",
+  "llm-d-sticky",
+  "vllm-router-program",
+];
 export function policyReadsKv(name: string): boolean {
   return (KV_EVENT_POLICY_NAMES as readonly string[]).includes(name);
 }
 /**
  * The policies that read a request's session key (`RequestView.sessionKey`): `session` hashes it,
- * `llm-d-sticky` keeps its engine, and the cost-based ones (`prefix`, `kv`, `hybrid`, `predictive`:
+ * `llm-d-sticky` keeps its engine, `vllm-router-program` takes it for the program, and the cost-based ones (`prefix`, `kv`, `hybrid`, `predictive`:
  * cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and a session's
  * decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`) the router's
  * edge does not track sessions (session-identity.ts: no prompt hashed, no session recorded), so that a
@@ -216,6 +224,7 @@ export const SESSION_POLICY_NAMES: readonly PolicyName[] = [
   "hybrid",
   "predictive",
   "llm-d-sticky",
+  "vllm-router-program",
 ];
 export function policyReadsSessions(name: string): boolean {
   return (SESSION_POLICY_NAMES as readonly string[]).includes(name);
@@ -234,6 +243,8 @@ const POLICY_SUMMARIES: Record<PolicyName, string> = {
   session: "",
   "vllm-router-cache-aware": "vllm-router's default cache_aware, as a baseline",
   "llm-d-sticky": "llm-d's sticky-until-saturated token-aware routing, as a baseline",
+  "vllm-router-program":
+    "vllm-router's program scheduling (a request pool with KV-token admission), as a baseline",
 };
 export const POLICY_HELP: string = Object.entries(POLICY_SUMMARIES)
   .map(([name, summary]) => (summary === "" ? name : `${name} (${summary})`))
@@ -252,6 +263,11 @@ export interface PolicyOptions {
   vllmRouterCacheAware?: VllmRouterCacheAwareOptions;
   /** llm-d-sticky: its saturation threshold and session table size */
   llmdSticky?: LlmdStickyOptions;
+  /**
+   * vllm-router-program: its settings; each engine's token capacity defaults to the KV capacity of
+   * `predictive.timing` (what an operator would set `token_capacity_per_target` to)
+   */
+  vllmRouterProgram?: VllmRouterProgramOptions;
   /**
    * scorers added to the policy's own (weight 1): the config's `scorers` by name (scorers/registry.ts),
    * or made already; every policy but round-robin picks by the weighted sum
@@ -302,6 +318,18 @@ function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
       return createVllmRouterCacheAwarePolicy(name, opts.cache ?? NO_CACHE, opts.vllmRouterCacheAware);
     case "llm-d-sticky":
       return createLlmdStickyPolicy(name, opts.cache ?? NO_CACHE, maxScorePicker, opts.llmdSticky);
+    case "vllm-router-program": {
+      const timing = opts.predictive?.timing;
+      return createVllmRouterProgramPolicy(name, opts.cache ?? NO_CACHE, {
+        tokenCapacity: timing
+          ? (e) => {
+              const model = e.models.values().next().value;
+              return model === undefined ? undefined : timing(e, model)?.kvCapacityTokens;
+            }
+          : undefined,
+        ...opts.vllmRouterProgram,
+      });
+    }
   }
 }
 

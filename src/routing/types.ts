@@ -158,6 +158,11 @@ export interface Policy {
    * there, so what the policy counted as running there is let go (callers that report completions)
    */
   onAbandoned?: ((req: RequestView, engine: EngineView, elapsedMs: number) => void) | undefined;
+  /**
+   * a policy that keeps requests waiting for room that time frees, not only a request's end (a program's
+   * KV hold running out): its callers decide waiting requests again at least this often, ms
+   */
+  recheckMs?: number | undefined;
   /** may refuse the picked engine (an SLO no engine meets); undefined admits it */
   admit?: ((req: RequestView, engine: EngineView, fleet: FleetSnapshot) => Decision | undefined) | undefined;
   /**

@@ -51,13 +51,14 @@ test("the chart's default policy is the router's default", () => {
   assert.equal(values.router.policy, parseConfig({}).policy);
 });
 
-test("the policies that read KV events are cache-aware ones or a baseline whose source does (llm-d-sticky), and prefix is not among them", () => {
+test("the policies that read KV events are cache-aware ones or a baseline that counts prompts in tokens (llm-d-sticky, vllm-router-program), and prefix is not among them", () => {
+  const counting = ["llm-d-sticky", "vllm-router-program"];
   for (const name of KV_EVENT_POLICY_NAMES)
-    assert.ok(CACHE_POLICY_NAMES.includes(name as never) || name === "llm-d-sticky", name);
+    assert.ok(CACHE_POLICY_NAMES.includes(name as never) || counting.includes(name), name);
   assert.deepEqual(
     ROUTER_POLICY_NAMES.filter(policyReadsKv),
     ROUTER_POLICY_NAMES.filter(
-      (n) => n === "kv" || n === "hybrid" || n === "predictive" || n === "llm-d-sticky",
+      (n) => n === "kv" || n === "hybrid" || n === "predictive" || counting.includes(n),
     ),
   );
   assert.equal(policyReadsKv("nope"), false);

@@ -151,6 +151,7 @@ export class Router {
     });
     this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
     this.policy = this.makePolicy(cfg);
+    this.queue.recheckMs = this.policy.recheckMs ?? 0;
     this.registry.on("capacity", () => this.queue.kick());
     this.prompts = new PromptBudget(this.registry, () => this.cfg);
     // before the engine can enter rotation with these models: no request waits for a tokenizer load
@@ -325,6 +326,7 @@ export class Router {
     this.cache.setConfig(cfg);
     this.prompts.reset();
     this.policy = this.makePolicy(cfg);
+    this.queue.recheckMs = this.policy.recheckMs ?? 0;
     this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
     this.affinity.setCap(cfg.responses.maxIds);

@@ -22,6 +22,16 @@ export interface QueueLimits {
   perFlow?: number;
 }
 
+/**
+ * What one request asks of its wait, within its flow (an agent's `vllm_xargs.agentic_context`): a rank
+ * (`priority`, higher first) and its own longest wait (`deadline_seconds`), which can shorten the
+ * queue's timeout but not extend it. Neither moves it ahead of another flow's requests.
+ */
+export interface QueueAsk {
+  rank?: number | undefined;
+  timeoutMs?: number | undefined;
+}
+
 interface Waiter {
   /** tries to claim an engine; true when claimed (the waiter is then done) */
   tryAcquire: () => boolean;
@@ -29,6 +39,8 @@ interface Waiter {
   reject: (err: Error) => void;
   flow: string;
   ticket: Ticket<Waiter> | undefined;
+  /** its own longest wait, ms, when it asked for one shorter than the queue's */
+  timeoutMs: number | undefined;
 }
 
 export class AdmissionQueue {
@@ -37,6 +49,12 @@ export class AdmissionQueue {
   private timerAt = Infinity;
   /** told how long each admitted waiter waited (seconds), by flow */
   onWaited: ((flow: string, seconds: number) => void) | undefined;
+  /**
+   * > 0: while requests wait, they try again this often (ms), not only when room is freed: the policy
+   * holds them for room that time frees (Policy.recheckMs)
+   */
+  recheckMs = 0;
+  private recheck: NodeJS.Timeout | undefined;
 
   constructor(private limits: QueueLimits) {
     this.q = new FairQueue<Waiter>(this.fqLimits(limits));
@@ -60,13 +78,25 @@ export class AdmissionQueue {
   }
 
   /** Waits until `tryAcquire` succeeds; 429 when the queue is full or the wait times out. */
-  wait(tryAcquire: () => boolean, signal: AbortSignal, flow: QueueFlow = ANONYMOUS_FLOW): Promise<void> {
+  wait(
+    tryAcquire: () => boolean,
+    signal: AbortSignal,
+    flow: QueueFlow = ANONYMOUS_FLOW,
+    ask?: QueueAsk,
+  ): Promise<void> {
     // a client already gone never takes a queue slot (an aborted signal fires no more events)
     if (signal.aborted) return Promise.reject(new Error("client went away while queued"));
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { tryAcquire, resolve, reject, flow: flow.key, ticket: undefined };
+      const own = ask?.timeoutMs;
+      const timeoutMs = own !== undefined && own >= 0 && own < this.limits.queueTimeout ? own : undefined;
+      const w: Waiter = { tryAcquire, resolve, reject, flow: flow.key, ticket: undefined, timeoutMs };
       const now = Date.now();
-      const r = this.q.enqueue(flow.key, w, flow, now);
+      const r = this.q.enqueue(
+        flow.key,
+        w,
+        ask ? { weight: flow.weight, priority: flow.priority, rank: ask.rank, timeout: timeoutMs } : flow,
+        now,
+      );
       if (!r.ok) {
         const what =
           r.reason === "tenant_queue_full"
@@ -89,7 +119,21 @@ export class AdmissionQueue {
         { once: true },
       );
       this.armTimer();
+      this.armRecheck();
     });
+  }
+
+  private armRecheck(): void {
+    if (this.recheck || this.recheckMs <= 0 || this.q.size === 0) return;
+    this.recheck = setInterval(() => {
+      if (this.q.size === 0 || this.recheckMs <= 0) {
+        clearInterval(this.recheck);
+        this.recheck = undefined;
+        return;
+      }
+      this.kick();
+    }, this.recheckMs);
+    this.recheck.unref?.();
   }
 
   private armTimer(): void {
@@ -111,14 +155,11 @@ export class AdmissionQueue {
     this.timer = undefined;
     this.timerAt = Infinity;
     for (const w of this.q.expire(Date.now())) {
-      w.reject(
-        new HttpError(
-          429,
-          `no engine had room within ${this.limits.queueTimeout} ms; retry later`,
-          null,
-          this.retryAfter(),
-        ),
-      );
+      const what =
+        w.timeoutMs !== undefined
+          ? `no engine had room within the request's deadline (${w.timeoutMs} ms)`
+          : `no engine had room within ${this.limits.queueTimeout} ms`;
+      w.reject(new HttpError(429, `${what}; retry later`, null, this.retryAfter()));
     }
     this.armTimer();
   }
@@ -138,6 +179,8 @@ export class AdmissionQueue {
 
   clear(): void {
     for (const w of this.q.drain()) w.reject(new HttpError(503, "router is shutting down"));
+    if (this.recheck) clearInterval(this.recheck);
+    this.recheck = undefined;
     this.armTimer();
   }
 }

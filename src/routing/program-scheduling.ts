@@ -1,0 +1,355 @@
+// `vllm-router-program`: vllm-router 0.1.17's program scheduling, as its `docs/program_scheduling.md`
+// describes it, as a baseline beside ours. What sets it apart from an affinity policy is that it holds
+// requests: a program (one agent's loop of model turns and tool calls) is admitted to an engine only while
+// the engine has logical KV-token capacity for it, and otherwise waits in the router's request pool.
+//   - a program is the request's session (vllm-router's `auto` identity: `vllm_xargs.agentic_context`,
+//     then headers such as `x-session-id`); requests without one go by in-flight count (its native
+//     request-level fallback);
+//   - a new program is bound to an engine by consistent hashing of its id (`binding_strategy`'s
+//     default);
+//   - an engine's logical occupancy is the demand of its ACTIVE programs: each one's context (the
+//     prompt) plus an output allowance (`expected_output_length`, else `decode_buffer_tokens`, 100);
+//   - ordinary admission or resume on an engine needs occupancy + demand ≤ its token capacity
+//     (`token_capacity_per_target` × `low_watermark_ratio`, 1.0), fewer than 64 active programs there,
+//     and its scraped waiting count under `admission_waiting_request_threshold` (1);
+//   - `global_queue` (the recommended mode, on here): a paused program first tries the engine it was on,
+//     then another one that passes the gates and has at least that engine's free capacity plus 1.2× the
+//     program's demand (`cross_rank_headroom_ratio`); else it waits;
+//   - a program stays ACTIVE (its capacity held, so no other program is admitted into the KV its next
+//     turn will need) while a request of it is in flight and for its acting TTL after: the request's
+//     `kv_retention_ttl_seconds`, else automatic, 0 until 100 intervals between a program's turns have
+//     been seen (`stats_window_size`) and then at most 10 s (`max_acting_ttl_seconds`). An ACTIVE
+//     program's next request goes straight to its engine;
+//   - a request that has waited its force-resume deadline (300 s, `force_resume_timeout_seconds`) goes
+//     to its program's engine whatever the gates say. A request's `deadline_seconds` is the callers'
+//     business: the live router's admission queue ends its wait there (vllm-router: it "can shorten,
+//     but not extend" the pool's timeout), as it ends every wait at its queue timeout (30 s by
+//     default, so with the defaults the forced resume is never reached).
+// Our reading where the document gives no formula: the automatic TTL is the 90th percentile of the
+// window's intervals, capped (the document derives it from the window and the cache-miss impact); the
+// force-resume deadline is the 300 s cap (the document may shorten it from queued work and throughput).
+// Not modelled: capacity repair (pausing reasoning programs above the high watermark, 1.0 by default),
+// the segment-rounds yield, batch-gain admission, priority ordering among waiters (the callers' queues
+// are first come, first served), prefix-freshness polling.
+//
+// Holding is the policy's last filter emptying the candidates: `decide` says "saturated", and both callers
+// keep the request waiting and decide again when requests finish and every `recheckMs` (capacity also
+// frees when a TTL runs out, which no request's end announces).
+import { LruMap } from "../collections/lru-map.js";
+import { standardFilters } from "./filters.js";
+import { unitHash } from "./hash.js";
+import { RequestMemo } from "./memo.js";
+import { agenticContextOf, type AgenticContext } from "./session-identity.js";
+import type {
+  CacheOracle,
+  CachePrediction,
+  EngineView,
+  Filter,
+  FleetSnapshot,
+  Policy,
+  RequestView,
+  Scorer,
+} from "./types.js";
+
+export interface VllmRouterProgramOptions {
+  /**
+   * each engine's logical KV-token capacity (`token_capacity_per_target`); undefined for an engine:
+   * the active-program count guard alone
+   */
+  tokenCapacity?: ((engine: EngineView) => number | undefined) | undefined;
+  /** `max_active_programs_per_target` */
+  maxActivePrograms?: number;
+  /** `admission_waiting_request_threshold`; 0 = no waiting gate */
+  waitingThreshold?: number;
+  /** `cross_rank_headroom_ratio` */
+  crossRankHeadroom?: number;
+  /** `global_queue` */
+  globalQueue?: boolean;
+  /** `decode_buffer_tokens` */
+  decodeBufferTokens?: number;
+  /** `max_acting_ttl_seconds`, ms */
+  maxActingTtlMs?: number;
+  /** `stats_window_size` */
+  statsWindow?: number;
+  /** `force_resume_timeout_seconds`, ms */
+  forceResumeMs?: number;
+  /** `paused_retention_ttl_seconds`, ms: a program unseen this long is forgotten */
+  pausedRetentionMs?: number;
+  /** programs remembered at most (the least recently seen are forgotten beyond it) */
+  maxPrograms?: number;
+}
+
+/** the document's defaults, `global_queue` as it recommends */
+export const VLLM_ROUTER_PROGRAM_DEFAULTS: Required<Omit<VllmRouterProgramOptions, "tokenCapacity">> = {
+  maxActivePrograms: 64,
+  waitingThreshold: 1,
+  crossRankHeadroom: 1.2,
+  globalQueue: true,
+  decodeBufferTokens: 100,
+  maxActingTtlMs: 10_000,
+  statsWindow: 100,
+  forceResumeMs: 300_000,
+  pausedRetentionMs: 1_800_000,
+  maxPrograms: 65_536,
+};
+
+/** how often a caller decides waiting requests again (vllm-router's `metrics_interval_seconds`) */
+export const PROGRAM_RECHECK_MS = 1000;
+
+interface Program {
+  engine: string;
+  /** tokens the program holds capacity for: its last prompt and an output allowance */
+  demand: number;
+  inFlight: number;
+  /** ms: ACTIVE until then once nothing of it is in flight */
+  actingUntil: number;
+  /** ms: when its last request ended (−1: none yet), for the interval window */
+  lastDoneAt: number;
+  lastSeen: number;
+}
+
+/** what one request's decisions share: when it was first decided, its demand, where it may go */
+interface Pending {
+  firstSeen: number;
+  demand: number;
+  agentic: AgenticContext | undefined;
+  reason: string;
+  /** the cache prediction of its first decision, for the oracle's onPicked */
+  engines: readonly EngineView[];
+  cached: Float64Array;
+  source: CachePrediction["source"];
+}
+
+const MAX_ENGINES = 4096;
+
+export function createVllmRouterProgramPolicy(
+  name: string,
+  oracle: CacheOracle,
+  options: VllmRouterProgramOptions = {},
+): Policy {
+  const o = { ...VLLM_ROUTER_PROGRAM_DEFAULTS, ...options };
+  const programs = new LruMap<string, Program>();
+  /** per engine, the programs bound there that were ACTIVE when last looked at */
+  const active = new Map<string, Set<Program>>();
+  const pending = new RequestMemo<Pending>("vllm-router-program.pending");
+  /** intervals (ms) between a program's request ending and its next arriving, the last statsWindow */
+  const window = new Float64Array(o.statsWindow);
+  let samples = 0;
+  let ttlMs = 0;
+
+  const isActive = (p: Program, now: number) => p.inFlight > 0 || now < p.actingUntil;
+
+  function activeOn(id: string): Set<Program> {
+    let s = active.get(id);
+    if (!s) {
+      if (active.size >= MAX_ENGINES) active.delete(active.keys().next().value!);
+      s = new Set();
+      active.set(id, s);
+    }
+    return s;
+  }
+
+  /** logical occupancy and active programs on an engine at `now`, paused ones dropped from its set */
+  function occupancy(e: EngineView, now: number, except?: Program): { tokens: number; count: number } {
+    const s = active.get(e.id);
+    let tokens = 0;
+    let count = 0;
+    if (s)
+      for (const p of s) {
+        if (!isActive(p, now) || p.engine !== e.id) {
+          s.delete(p);
+          continue;
+        }
+        if (p === except) continue;
+        tokens += p.demand;
+        count++;
+      }
+    return { tokens, count };
+  }
+
+  /** free logical capacity (Infinity without a token capacity); NaN when the gates refuse `demand` */
+  function admissible(e: EngineView, demand: number, now: number, self: Program | undefined): number {
+    const occ = occupancy(e, now, self);
+    if (occ.count >= o.maxActivePrograms) return NaN;
+    if (o.waitingThreshold > 0 && e.waiting >= o.waitingThreshold) return NaN;
+    const cap = o.tokenCapacity?.(e);
+    if (cap === undefined || !(cap > 0)) return Infinity;
+    const free = cap - occ.tokens;
+    return free >= demand ? free : NaN;
+  }
+
+  function freeOf(e: EngineView, now: number, self: Program | undefined): number {
+    const cap = o.tokenCapacity?.(e);
+    return cap === undefined || !(cap > 0) ? Infinity : cap - occupancy(e, now, self).tokens;
+  }
+
+  function forget(now: number): void {
+    for (;;) {
+      const oldest = programs.oldest();
+      if (!oldest) return;
+      const p = oldest.value;
+      const stale = !isActive(p, now) && now - p.lastSeen > o.pausedRetentionMs;
+      if (!stale && programs.size <= o.maxPrograms) return;
+      programs.shift();
+      active.get(p.engine)?.delete(p);
+    }
+  }
+
+  const pool: Filter = (req, engines, fleet: FleetSnapshot) => {
+    const now = fleet.now ?? 0;
+    let m = pending.get(req);
+    if (!m) {
+      const agentic = req.body ? agenticContextOf(req.body) : undefined;
+      const pred = oracle.predict(req, engines);
+      const out = agentic?.expectedOutputLength;
+      m = {
+        firstSeen: now,
+        demand: pred.promptTokens + (out !== undefined && out >= 0 ? out : o.decodeBufferTokens),
+        agentic,
+        reason: "",
+        engines,
+        cached: pred.cachedTokens,
+        source: pred.source,
+      };
+      pending.set(req, m);
+    }
+    const key = req.sessionKey;
+    if (key === undefined) {
+      m.reason = "no-program";
+      return engines;
+    }
+    forget(now);
+    const p = programs.get(key);
+    const home = p ? engines.find((e) => e.id === p.engine) : undefined;
+    // an ACTIVE program is not reclaimed by admission: its request goes straight to its engine
+    if (p && home && isActive(p, now)) {
+      m.reason = "acting";
+      return [home];
+    }
+    // a new program's home by consistent hashing; a known one's is where it was
+    let bound = home;
+    if (!bound && !p) {
+      let best = -Infinity;
+      for (const e of engines) {
+        const r = -e.weight / Math.log(unitHash(key, e.id));
+        if (r > best) {
+          best = r;
+          bound = e;
+        }
+      }
+    }
+    if (bound && now - m.firstSeen >= o.forceResumeMs) {
+      m.reason = "force-resume";
+      return [bound];
+    }
+    if (bound && !Number.isNaN(admissible(bound, m.demand, now, p))) {
+      m.reason = p ? "resume" : "admit";
+      return [bound];
+    }
+    if (!o.globalQueue && bound) {
+      m.reason = "pool";
+      return [];
+    }
+    // cross-engine: room for the program and more than its own engine has, by the headroom ratio
+    const floor = (bound ? freeOf(bound, now, p) : 0) + o.crossRankHeadroom * m.demand;
+    let out: EngineView[] | undefined;
+    for (const e of engines) {
+      if (e === bound) continue;
+      const free = admissible(e, m.demand, now, p);
+      if (Number.isNaN(free) || free < floor) continue;
+      (out ??= []).push(e);
+    }
+    m.reason = out ? "cross-engine" : "pool";
+    return out ?? [];
+  };
+
+  /** the most free logical capacity first; requests without a program by fewest in flight */
+  const scorer: Scorer = {
+    name: "vllm-router-program",
+    weight: 1,
+    score(req, engines, out, fleet) {
+      const now = fleet.now ?? 0;
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let i = 0; i < engines.length; i++) {
+        const e = engines[i]!;
+        const x = req.sessionKey === undefined ? -e.inFlight : Math.min(1e12, freeOf(e, now, undefined));
+        out[i] = x;
+        if (x < lo) lo = x;
+        if (x > hi) hi = x;
+      }
+      for (let i = 0; i < engines.length; i++) out[i] = hi > lo ? (out[i]! - lo) / (hi - lo) : 1;
+    },
+  };
+
+  /** the request of a program ended `elapsedMs` after it was first decided: its acting TTL starts */
+  function ended(req: RequestView, elapsedMs: number, completed: boolean): void {
+    const key = req.sessionKey;
+    const m = pending.get(req);
+    const p = key !== undefined ? programs.get(key) : undefined;
+    if (!p || !m || p.inFlight <= 0) return;
+    p.inFlight--;
+    if (p.inFlight > 0) return;
+    const at = m.firstSeen + elapsedMs;
+    p.lastDoneAt = at;
+    p.lastSeen = Math.max(p.lastSeen, at);
+    const retain = m.agentic?.kvRetentionTtlS;
+    // a request cancelled or failed drops its program's hold at once
+    p.actingUntil = !completed ? at : at + (retain !== undefined && retain >= 0 ? retain * 1000 : ttlMs);
+  }
+
+  function sample(ms: number): void {
+    window[samples % window.length] = ms;
+    samples++;
+    if (samples < window.length) return;
+    // the 90th percentile of the window, capped (our reading of "from the interval window")
+    const sorted = Float64Array.from(window).sort();
+    ttlMs = Math.min(o.maxActingTtlMs, sorted[Math.floor(0.9 * (sorted.length - 1))]!);
+  }
+
+  return {
+    name,
+    filters: [...standardFilters, pool],
+    scorers: [scorer],
+    picker: (_req, engines, scores) => {
+      let best = -1;
+      for (let i = 0; i < engines.length; i++) if (best < 0 || scores[i]! > scores[best]!) best = i;
+      return best < 0 ? undefined : engines[best];
+    },
+    recheckMs: PROGRAM_RECHECK_MS,
+    onPicked(req, engine) {
+      const m = pending.get(req);
+      const key = req.sessionKey;
+      if (m && key !== undefined) {
+        let p = programs.use(key);
+        if (!p) {
+          p = {
+            engine: engine.id,
+            demand: m.demand,
+            inFlight: 0,
+            actingUntil: 0,
+            lastDoneAt: -1,
+            lastSeen: m.firstSeen,
+          };
+          programs.set(key, p);
+        } else if (p.inFlight === 0 && p.lastDoneAt >= 0 && m.firstSeen >= p.lastDoneAt)
+          sample(m.firstSeen - p.lastDoneAt);
+        if (p.engine !== engine.id) active.get(p.engine)?.delete(p);
+        p.engine = engine.id;
+        p.demand = m.demand;
+        p.inFlight++;
+        p.lastSeen = Math.max(p.lastSeen, m.firstSeen);
+        activeOn(engine.id).add(p);
+      }
+      const i = m ? m.engines.indexOf(engine) : -1;
+      if (m && i >= 0) oracle.onPicked?.(req, engine, m.cached[i]!, m.source[i] ?? "none", m.reason);
+    },
+    onUnpicked(req) {
+      const key = req.sessionKey;
+      const p = key !== undefined ? programs.get(key) : undefined;
+      if (p && p.inFlight > 0) p.inFlight--;
+    },
+    onDone: (req, _engine, elapsedMs) => ended(req, elapsedMs, true),
+    onAbandoned: (req, _engine, elapsedMs) => ended(req, elapsedMs, false),
+  };
+}
