@@ -5,8 +5,11 @@
 // A flow that goes quiet cannot bank credit: on return it starts at the band's current virtual
 // time. Bounded globally and per flow; when the global bound is hit the newest request of the
 // longest flow is pushed out for a shorter one (so a flood cannot occupy the queue other tenants
-// need). Every operation is O(log flows) or O(1). Pure: the clock is an argument, so the fleet
-// simulator and tests drive it in virtual time.
+// need). Within a flow a request may carry its own rank and a shorter wait bound (an agent's
+// `priority` and `deadline_seconds`): higher rank first, then the earlier deadline, then arrival, so a
+// client reorders only its own flow's requests and never gains on another flow. Every operation is
+// O(log flows) or O(1) for requests of the default rank and wait; one that goes ahead walks past those
+// it passes. Pure: the clock is an argument, so the fleet simulator and tests drive it in virtual time.
 import { IndexedHeap } from "../collections/indexed-heap.js";
 
 export interface FairQueueLimits {
@@ -25,6 +28,10 @@ export interface FlowParams {
   priority: number;
   /** service this request is charged, e.g. 1 or its estimated tokens */
   cost?: number;
+  /** this request's rank within its flow: higher goes first (default 0) */
+  rank?: number;
+  /** this request's own longest wait, ms: shortens the queue's timeout, never extends it */
+  timeout?: number;
 }
 
 interface Band {
@@ -51,6 +58,7 @@ interface Entry<T> {
   flow: Flow;
   cost: number;
   seq: number;
+  rank: number;
   deadline: number;
   enqueuedAt: number;
   queued: boolean;
@@ -127,25 +135,24 @@ export class FairQueue<T> {
       f.lastFinish = 0;
     }
     f.weight = p.weight;
+    const own =
+      p.timeout !== undefined && p.timeout >= 0 ? Math.min(p.timeout, this.limits.timeout) : undefined;
     const e: Entry<T> = {
       value,
       flow: f,
       cost: p.cost ?? 1,
       seq: this.seq++,
-      deadline: now + this.limits.timeout,
+      rank: p.rank ?? 0,
+      deadline: now + (own ?? this.limits.timeout),
       enqueuedAt: now,
       queued: true,
-      prev: f.tail,
+      prev: undefined,
       next: undefined,
-      gprev: this.gtail,
+      gprev: undefined,
       gnext: undefined,
     };
-    if (f.tail) f.tail.next = e;
-    else f.head = e;
-    f.tail = e;
-    if (this.gtail) this.gtail.gnext = e;
-    else this.ghead = e;
-    this.gtail = e;
+    this.linkInFlow(f, e);
+    this.linkByDeadline(e);
     f.count++;
     this.count++;
     if (f.count === 1) {
@@ -211,7 +218,7 @@ export class FairQueue<T> {
     return this.ghead?.deadline;
   }
 
-  /** Removes and returns requests whose wait ran out by `now`, oldest first. */
+  /** Removes and returns requests whose wait ran out by `now`, earliest deadline first. */
   expire(now: number, out: T[] = []): T[] {
     while (this.ghead && this.ghead.deadline <= now) {
       const e = this.ghead;
@@ -230,6 +237,30 @@ export class FairQueue<T> {
       out.push(e.value as T);
     }
     return out;
+  }
+
+  /** into its flow after every request that goes before it (rank, then deadline), FIFO among equals */
+  private linkInFlow(f: Flow, e: Entry<unknown>): void {
+    let at = f.tail;
+    while (at && (e.rank > at.rank || (e.rank === at.rank && e.deadline < at.deadline))) at = at.prev;
+    e.prev = at;
+    e.next = at ? at.next : f.head;
+    if (e.next) e.next.prev = e;
+    else f.tail = e;
+    if (at) at.next = e;
+    else f.head = e;
+  }
+
+  /** into the global list in deadline order, so the head is always the next to expire */
+  private linkByDeadline(e: Entry<unknown>): void {
+    let at = this.gtail;
+    while (at && at.deadline > e.deadline) at = at.gprev;
+    e.gprev = at;
+    e.gnext = at ? at.gnext : this.ghead;
+    if (e.gnext) e.gnext.gprev = e;
+    else this.gtail = e;
+    if (at) at.gnext = e;
+    else this.ghead = e;
   }
 
   private unlink(e: Entry<unknown>): void {

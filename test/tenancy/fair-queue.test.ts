@@ -108,6 +108,37 @@ test("dequeue with accept skips heads that cannot be served, keeping their place
   assert.equal(q.dequeue()?.id, "a1");
 });
 
+test("a request's own rank and deadline order it within its flow only: higher rank first, then the earlier deadline", () => {
+  const q = new FairQueue<string>(LIM);
+  q.enqueue("a", "a0", P(), 0);
+  q.enqueue("a", "a1", P(), 1);
+  q.enqueue("a", "a-urgent", { ...P(), rank: 5 }, 2);
+  q.enqueue("a", "a-soon", { ...P(), timeout: 100 }, 3);
+  q.enqueue("b", "b0", P(), 4);
+  q.enqueue("b", "b1", P(), 5);
+  const order = drainOrder(q, 6);
+  // a's order: rank 5, then the 103 ms deadline, then the rest by arrival
+  assert.deepEqual(
+    order.filter((x) => x.startsWith("a")),
+    ["a-urgent", "a-soon", "a0", "a1"],
+  );
+  // and a gains nothing on b: the flows still alternate (b, the shorter, first on equal tags)
+  assert.deepEqual(order, ["b0", "a-urgent", "b1", "a-soon", "a0", "a1"]);
+});
+
+test("a request's own deadline shortens its wait and expires it first, never extends the queue's", () => {
+  const q = new FairQueue<string>(LIM);
+  q.enqueue("a", "long", P(), 0);
+  q.enqueue("a", "short", { ...P(), timeout: 50 }, 10);
+  q.enqueue("b", "longer-than-queue", { ...P(), timeout: 60_000 }, 20);
+  assert.equal(q.nextDeadline(), 60);
+  assert.deepEqual(q.expire(59), []);
+  assert.deepEqual(q.expire(60), ["short"]);
+  assert.equal(q.nextDeadline(), 10_000);
+  assert.deepEqual(q.expire(10_020), ["long", "longer-than-queue"]);
+  assert.equal(q.size, 0);
+});
+
 test("bounded memory: 50k distinct flows over a long run", () => {
   const q = new FairQueue<number>({ size: 1000, perFlow: 10, timeout: 1000, maxIdleFlows: 2000 });
   let maxFlows = 0;

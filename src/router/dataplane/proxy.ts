@@ -304,7 +304,7 @@ export class Proxy implements AttemptHost {
       picked = e;
       return true;
     };
-    await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow);
+    await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow, ctx.pr.queueAsk);
     return picked!;
   }
 

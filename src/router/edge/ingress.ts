@@ -8,12 +8,18 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { HttpError, sendError } from "../../http/errors.js";
-import { parseSloHeader, policyReadsSessions, SessionTracker, SLO_HEADER } from "../../routing/index.js";
+import {
+  agenticContextOf,
+  parseSloHeader,
+  policyReadsSessions,
+  SessionTracker,
+  SLO_HEADER,
+} from "../../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../../http/body.js";
 import { promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
 import type { Admission, Tenant } from "../../tenancy/state.js";
 import { WorkCancelled } from "../../eventloop/turns.js";
-import { ANONYMOUS_FLOW, type QueueFlow } from "../request/admission.js";
+import { ANONYMOUS_FLOW, type QueueAsk, type QueueFlow } from "../request/admission.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import { readRequestBody } from "./body.js";
 import type { RouterConfig } from "../config/config.js";
@@ -209,6 +215,7 @@ export class Ingress {
         clientAuthorization: tenant ? undefined : req.headers.authorization,
         tenant: admitted?.request,
         flow: flowOf(tenant),
+        queueAsk: ep.counted === "requests" && obj ? this.queueAsk(obj) : undefined,
         generation: ep.counted === "requests",
         promptTokens: promptTokens && promptTokens.length > 0 ? promptTokens : undefined,
         workBegan,
@@ -370,6 +377,22 @@ export class Ingress {
       }
     }
     return only;
+  }
+
+  /**
+   * What a generation request asks of its wait in the admission queue: `vllm_xargs.agentic_context`'s
+   * `priority` (its rank within its own flow) and `deadline_seconds` (its longest wait, which shortens
+   * the queue's timeout but never extends it), as vllm-router reads them for its request pool. Off with
+   * the rest of the agentic context (`session.agenticContext: false`).
+   */
+  private queueAsk(obj: Record<string, unknown>): QueueAsk | undefined {
+    if (obj.vllm_xargs === undefined || !this.d.config().session.agenticContext) return undefined;
+    const a = agenticContextOf(obj);
+    if (!a || (a.priority === undefined && a.deadlineS === undefined)) return undefined;
+    return {
+      rank: a.priority,
+      timeoutMs: a.deadlineS !== undefined ? Math.max(0, a.deadlineS * 1000) : undefined,
+    };
   }
 
   /**

@@ -3,7 +3,7 @@
 // share. It lives in its own module so that none of them imports another for its types (proxy ↔ disagg was a file cycle).
 import type { Readable } from "node:stream";
 import { HttpError } from "../../http/errors.js";
-import type { QueueFlow } from "./admission.js";
+import type { QueueAsk, QueueFlow } from "./admission.js";
 import type { Endpoint } from "./endpoints.js";
 import type { TenantRequest } from "../../tenancy/request.js";
 
@@ -37,6 +37,8 @@ export interface RoutedRequest {
   tenant?: TenantRequest | undefined;
   /** the fair admission queue's flow (tenant, weight, priority); anonymous when absent */
   flow?: QueueFlow | undefined;
+  /** its own rank and longest wait within that flow (an agentic context's priority and deadline) */
+  queueAsk?: QueueAsk | undefined;
   /**
    * counted in the generation metrics (requests_total, TTFT, ITL, E2E); false for the tokenizer
    * endpoints (/tokenize, /detokenize), which are counted on their own
