@@ -54,11 +54,14 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/models",
       "src/protocol",
       "src/random",
+      "src/routing/baselines",
       "src/routing/scorers",
     ],
     lines: 3500,
   },
   "src/routing/scorers": { imports: ["src/routing"], lines: 250 },
+  // the peers' designs as baselines, policies over the library's types, filters and oracles
+  "src/routing/baselines": { imports: ["src/collections", "src/routing"], lines: 750 },
 
   // the programs: sim, router, endpoint picker, bench, fleet simulator, planner, operator commands
   // the sim's LMCache connector speaks the cache server's lm:// protocol with its client
@@ -266,6 +269,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
 export const DOWNWARD: readonly (readonly [from: string, to: string])[] = [
   // the policies' index and config name the scorers, which score with the policies' types and loads
   ["src/routing", "src/routing/scorers"],
+  // the policies' index names the baselines, which decide with the library's filters, memos and types
+  ["src/routing", "src/routing/baselines"],
 ];
 
 /** Folders whose code is a pure function of its inputs: no I/O, no clock, no unseeded randomness. */

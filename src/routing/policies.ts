@@ -22,8 +22,9 @@ import {
   createVllmRouterCacheAwarePolicy,
   type LlmdStickyOptions,
   type VllmRouterCacheAwareOptions,
-} from "./baselines.js";
-import { createVllmRouterProgramPolicy, type VllmRouterProgramOptions } from "./program-scheduling.js";
+  createVllmRouterProgramPolicy,
+  type VllmRouterProgramOptions,
+} from "./baselines/index.js";
 
 const GOLDEN = 0.6180339887498949;
 
@@ -172,7 +173,7 @@ export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-l
 /** Cache-aware policies: their CacheOracle (prefix index, KV-event index) is the caller's state. */
 export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
 export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
-/** Peers' designs, faithful to their published descriptions (baselines.ts): comparisons, not defaults. */
+/** Peers' designs, faithful to their published descriptions (baselines/): comparisons, not defaults. */
 export type BaselinePolicyName = "vllm-router-cache-aware" | "llm-d-sticky" | "vllm-router-program";
 export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = [
   "vllm-router-cache-aware",

@@ -1,4 +1,4 @@
-// The peers' designs kept as baselines (src/routing/baselines.ts) decide as their sources describe:
+// The peers' designs kept as baselines (src/routing/baselines/) decide as their sources describe:
 // vllm-router's cache_aware by match rate, in-flight counts and its balance thresholds; llm-d's
 // sticky-until-saturated by session affinity until the engine's in-flight tokens reach its threshold.
 import { test } from "node:test";

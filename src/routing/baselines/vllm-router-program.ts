@@ -35,11 +35,12 @@
 // Holding is the policy's last filter emptying the candidates: `decide` says "saturated", and both callers
 // keep the request waiting and decide again when requests finish and every `recheckMs` (capacity also
 // frees when a TTL runs out, which no request's end announces).
-import { LruMap } from "../collections/lru-map.js";
-import { standardFilters } from "./filters.js";
-import { unitHash } from "./hash.js";
-import { RequestMemo } from "./memo.js";
-import { agenticContextOf, type AgenticContext } from "./session-identity.js";
+import { LruMap } from "../../collections/lru-map.js";
+import { standardFilters } from "../filters.js";
+import { unitHash } from "../hash.js";
+import { RequestMemo } from "../memo.js";
+import { agenticContextOf, type AgenticContext } from "../session-identity.js";
+import { firstMaxPicker } from "./vllm-router-cache-aware.js";
 import type {
   CacheOracle,
   CachePrediction,
@@ -49,7 +50,7 @@ import type {
   Policy,
   RequestView,
   Scorer,
-} from "./types.js";
+} from "../types.js";
 
 export interface VllmRouterProgramOptions {
   /**
@@ -311,11 +312,7 @@ export function createVllmRouterProgramPolicy(
     name,
     filters: [...standardFilters, pool],
     scorers: [scorer],
-    picker: (_req, engines, scores) => {
-      let best = -1;
-      for (let i = 0; i < engines.length; i++) if (best < 0 || scores[i]! > scores[best]!) best = i;
-      return best < 0 ? undefined : engines[best];
-    },
+    picker: firstMaxPicker,
     recheckMs: PROGRAM_RECHECK_MS,
     onPicked(req, engine) {
       const m = pending.get(req);
