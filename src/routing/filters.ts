@@ -28,7 +28,10 @@ export const servesModel: Filter = (req, engines) => keep(engines, serves, req.m
 export const healthyOnly: Filter = (_req, engines) => keep(engines, isHealthy, undefined);
 export const notExcluded: Filter = (req, engines) =>
   req.exclude && req.exclude.size > 0 ? keep(engines, notIn, req.exclude) : engines;
-export const hasCapacity: Filter = (_req, engines) => keep(engines, hasRoom, undefined);
+export const hasCapacity: Filter = Object.assign(
+  (_req: RequestView, engines: readonly EngineView[]) => keep(engines, hasRoom, undefined),
+  { waitsForRoom: true },
+);
 
 /** The standard chain, in order; `decide` tells which stage emptied the set. */
 export const standardFilters: readonly Filter[] = [servesModel, healthyOnly, notExcluded, hasCapacity];

@@ -348,9 +348,8 @@ export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): 
   const { candidates, emptiedAt } = applyFilters(policy.filters, req, fleet);
   if (emptiedAt === 0) return { kind: "unknown-model" };
   if (candidates.length === 0) {
-    // emptied by the health/exclude stages → nothing usable; by the capacity stage → wait for room
-    const lastStage = policy.filters.length - 1;
-    return emptiedAt === lastStage ? { kind: "saturated" } : { kind: "unavailable" };
+    // emptied by the health/exclude stages → nothing usable; by a capacity stage → wait for room
+    return policy.filters[emptiedAt]!.waitsForRoom ? { kind: "saturated" } : { kind: "unavailable" };
   }
   const scores = scratch(0, candidates.length);
   if (policy.scorers.length > 0) {

@@ -99,11 +99,14 @@ export interface FleetSnapshot {
 }
 
 /** Narrows the candidate set. Must return a subset of its input (may be the input itself). */
-export type Filter = (
-  req: RequestView,
-  engines: readonly EngineView[],
-  fleet: FleetSnapshot,
-) => readonly EngineView[];
+export interface Filter {
+  (req: RequestView, engines: readonly EngineView[], fleet: FleetSnapshot): readonly EngineView[];
+  /**
+   * a set this filter empties waits for room (`decide` says "saturated": the caller queues the request)
+   * rather than having no usable engine ("unavailable")
+   */
+  waitsForRoom?: boolean;
+}
 
 /** Scores candidates in [0, 1], higher is better; `out[i]` belongs to `engines[i]`. */
 export interface Scorer {

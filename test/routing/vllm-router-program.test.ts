@@ -149,3 +149,18 @@ test("the fleet simulator keeps the requests vllm-router-program holds waiting, 
   // a waited request's TTFT counts its wait, as the client saw it
   for (const r of waited) assert.ok(r.ttft >= decidedAt.get(r.index)! - r.start, `request ${r.index}`);
 });
+
+test("a policy with a filter after the capacity stage still says saturated, not unavailable, when every engine is at its in-flight cap", () => {
+  const policy = program(() => 100_000);
+  const full = [eng("a", { maxInFlight: 1, inFlight: 1 }), eng("b", { maxInFlight: 1, inFlight: 1 })];
+  assert.equal(
+    decide(policy, { model: "m", seq: 0, sessionKey: "p1" }, { engines: full, now: 0 }).kind,
+    "saturated",
+  );
+  // unhealthy everywhere is still unavailable
+  const down = [eng("a", { healthy: false })];
+  assert.equal(
+    decide(policy, { model: "m", seq: 1, sessionKey: "p1" }, { engines: down, now: 0 }).kind,
+    "unavailable",
+  );
+});

@@ -115,7 +115,7 @@ interface Pending {
   demand: number;
   agentic: AgenticContext | undefined;
   reason: string;
-  /** the cache prediction of its first decision, for the oracle's onPicked */
+  /** the cache prediction of its latest decision, for the oracle's onPicked */
   engines: readonly EngineView[];
   cached: Float64Array;
   source: CachePrediction["source"];
@@ -196,12 +196,14 @@ export function createVllmRouterProgramPolicy(
     }
   }
 
-  const pool: Filter = (req, engines, fleet: FleetSnapshot) => {
+  const pool: Filter = (req: RequestView, engines: readonly EngineView[], fleet: FleetSnapshot) => {
     const now = fleet.now ?? 0;
+    // predicted at every decision: a request that waited finds the caches as they are now, and the
+    // oracle's onPicked checks what it is told against what the engine then reports
+    const pred = oracle.predict(req, engines);
     let m = pending.get(req);
     if (!m) {
       const agentic = req.body ? agenticContextOf(req.body) : undefined;
-      const pred = oracle.predict(req, engines);
       const out = agentic?.expectedOutputLength;
       m = {
         firstSeen: now,
@@ -213,6 +215,10 @@ export function createVllmRouterProgramPolicy(
         source: pred.source,
       };
       pending.set(req, m);
+    } else {
+      m.engines = engines;
+      m.cached = pred.cachedTokens;
+      m.source = pred.source;
     }
     const key = req.sessionKey;
     if (key === undefined) {
@@ -263,6 +269,8 @@ export function createVllmRouterProgramPolicy(
     m.reason = out ? "cross-engine" : "pool";
     return out ?? [];
   };
+
+  pool.waitsForRoom = true;
 
   /** the most free logical capacity first; requests without a program by fewest in flight */
   const scorer: Scorer = {
