@@ -101,7 +101,7 @@ export class EndpointPicker {
     const policy = this.host.policy();
     const dec = decide(policy, view, { engines: this.candidates(subset), now: performance.now() });
     if (dec.kind === "picked") {
-      const slot = this.host.claim(dec.engine.id);
+      const slot = this.host.claim(dec.engine.id, { view, policy });
       if (slot) return this.withFallbacks(policy, view, subset, slot);
     } else if (dec.kind === "unknown-model") {
       if (subset && this.host.knowsModel(view.model))
@@ -137,7 +137,7 @@ export class EndpointPicker {
         current = this.host.policy();
         const dec = decide(current, view, { engines: this.candidates(subset), now: performance.now() });
         if (dec.kind !== "picked") return false;
-        slot = this.host.claim(dec.engine.id);
+        slot = this.host.claim(dec.engine.id, { view, policy: current });
         return slot !== undefined;
       },
       signal,

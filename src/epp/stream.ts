@@ -300,7 +300,7 @@ export class ExtProcStream {
   private answer(p: Picked, body: Buffer, rewritten: boolean): void {
     if (this.stage !== Stage.Deciding) {
       // the stream ended while the request waited for room
-      p.slot.release();
+      p.slot.release(false);
       return;
     }
     this.slot = p.slot;
@@ -378,7 +378,8 @@ export class ExtProcStream {
     if (!id) return;
     const next = this.host.claim(id);
     if (!next) return;
-    this.slot!.release();
+    // the picked engine did not serve it: its policy lets the pick go there
+    this.slot!.release(false);
     this.slot = next;
     this.engine = id;
   }
@@ -461,7 +462,7 @@ export class ExtProcStream {
     this.admitted?.finish(status);
     this.admitted = undefined;
     if (this.slot) {
-      this.slot.release();
+      this.slot.release(status >= 200 && status < 300);
       this.slot = undefined;
       this.host.metrics.inFlight--;
     }

@@ -17,7 +17,17 @@ export interface Observer {
 export interface Slot {
   /** the engine's id (its base URL) */
   readonly engineId: string;
-  release(): void;
+  /**
+   * frees the slot; a slot claimed for a decision tells its policy the request ended there (`completed`:
+   * answered whole, else failed, moved or abandoned), as the proxy does for a request it relays
+   */
+  release(completed?: boolean): void;
+}
+
+/** the decision a slot was claimed for: its policy hears how the request ended */
+export interface Decided {
+  view: RequestView;
+  policy: Policy;
 }
 
 /** Settings read per request, so a config reload applies to the next one. */
@@ -58,7 +68,7 @@ export interface RoutingHost {
   /** the only model in the fleet, when there is exactly one */
   soleModel(): string | undefined;
   /** claims one in-flight slot on the engine; undefined when it left the registry */
-  claim(engineId: string): Slot | undefined;
+  claim(engineId: string, decided?: Decided): Slot | undefined;
   /**
    * Waits in the router's admission queue until `tryAcquire` claims a slot; rejects with a 429
    * HttpError when the queue is full or the wait times out, with an Error when `signal` aborts.

@@ -12,7 +12,13 @@ import type { PolicyName, ScorersConfig } from "../routing/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
 import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
-import { ROUTE_WAITING, RouterView, type FleetDecision, type SessionKeyMode } from "./router-view.js";
+import {
+  ROUTE_WAITING,
+  RouterView,
+  SLO_REFUSAL,
+  type FleetDecision,
+  type SessionKeyMode,
+} from "./router-view.js";
 
 export type { SharedServerOptions } from "./remote.js";
 export type { FleetHooks } from "./load.js";
@@ -134,21 +140,21 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     if (e === ROUTE_WAITING) return;
     if (e < 0) {
       routedTo[turn.index] = e;
-      return refuse(turn);
+      return refuse(turn, driver.now, SLO_REFUSAL);
     }
     send(turn, e, driver.now);
   });
   // turns the policy holds are decided again as requests finish and on the policy's recheck interval
   const retry = () =>
-    router.retryWaiting(send, (turn) => {
+    router.retryWaiting(send, (turn, arrivedAt, why) => {
       routedTo[turn.index] = -1;
-      refuse(turn);
+      refuse(turn, arrivedAt, why);
     });
   router.onRecheck = retry;
 
   // a refusal is answered at once, as the router's 429 is: the session ends there
-  const refuse = (turn: Turn) => {
-    const start = driver.now * 1000;
+  const refuse = (turn: Turn, arrivedAt: number, why: string) => {
+    const start = arrivedAt * 1000;
     const record: RequestRecord = {
       index: turn.index,
       sessionId: turn.active.session.id,
@@ -157,13 +163,13 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       ok: false,
       ttft: NaN,
       itl: [],
-      e2el: 0,
+      e2el: driver.now * 1000 - start,
       promptTokens: turn.prompt.length,
       outputTokens: 0,
       usageReported: false,
       httpStatus: 429,
       errorKind: "http_4xx",
-      error: "no engine is predicted to meet the TTFT SLO",
+      error: why,
     };
     driver.at(driver.now, () => load.answered(turn, false, record, { start, itl: [], answer: [] }));
   };

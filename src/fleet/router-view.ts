@@ -45,6 +45,9 @@ export type SessionKeyMode = "router" | "none" | "session" | "group";
 /** RouterView.route: the turn waits for room the policy holds it for */
 export const ROUTE_WAITING = -2;
 
+/** what a request refused by the TTFT SLO is told */
+export const SLO_REFUSAL = "no engine is predicted to meet the TTFT SLO";
+
 /** the live router's default queue timeout (router config `limits.queueTimeout`), seconds */
 const QUEUE_TIMEOUT_S = 30;
 
@@ -270,24 +273,25 @@ export class RouterView {
   }
 
   /**
-   * Decides the waiting turns again, first come first served (the live admission queue's order without
-   * tenants); each one that finds an engine is handed to `start` with the time it arrived. One that has
-   * waited the live router's queue timeout is refused, as its queue refuses it (429).
+   * Decides the waiting turns again in arrival order, each on its own (the live admission queue without
+   * tenants, which under a policy that holds requests one by one lets a held one's followers by it);
+   * each one that finds an engine is handed to `start` with the time it arrived. One that has waited the
+   * live router's queue timeout is refused, as its queue refuses it (429).
    */
   retryWaiting(
     start: (turn: Turn, engine: number, arrivedAt: number) => void,
-    refuse: (turn: Turn) => void,
+    refuse: (turn: Turn, arrivedAt: number, why: string) => void,
   ): void {
     if (this.waiting.length === 0) return;
     const queued = this.waiting.splice(0);
     for (const w of queued) {
       if (this.driver.now - w.at >= QUEUE_TIMEOUT_S) {
-        refuse(w.turn);
+        refuse(w.turn, w.at, `no engine had room within ${QUEUE_TIMEOUT_S * 1000} ms`);
         continue;
       }
       const e = this.decideTurn(w);
       if (e >= 0) start(w.turn, e, w.at);
-      else if (e === -1) refuse(w.turn);
+      else if (e === -1) refuse(w.turn, w.at, SLO_REFUSAL);
     }
   }
 
@@ -420,6 +424,7 @@ export class RouterView {
       noteScraped(v, this.driver.now * 1000);
       this.kvSamples.push(s.kvCacheUsage);
     }
-    if (!this.loadDone() || this.outstanding > 0) this.driver.after(this.o.scrapeIntervalS, this.scrape);
+    if (!this.loadDone() || this.outstanding > 0 || this.waiting.length > 0)
+      this.driver.after(this.o.scrapeIntervalS, this.scrape);
   };
 }

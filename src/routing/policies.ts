@@ -349,7 +349,9 @@ export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): 
   if (emptiedAt === 0) return { kind: "unknown-model" };
   if (candidates.length === 0) {
     // emptied by the health/exclude stages → nothing usable; by a capacity stage → wait for room
-    return policy.filters[emptiedAt]!.waitsForRoom ? { kind: "saturated" } : { kind: "unavailable" };
+    return emptiedAt >= 0 && policy.filters[emptiedAt]!.waitsForRoom
+      ? { kind: "saturated" }
+      : { kind: "unavailable" };
   }
   const scores = scratch(0, candidates.length);
   if (policy.scorers.length > 0) {

@@ -148,16 +148,16 @@ export interface Policy {
    * request is decided again): what onPicked counted is taken back
    */
   onUnpicked?: ((req: RequestView, engine: EngineView) => void) | undefined;
-  /** told when a routed request's first token came back, `ttftMs` after it was routed (calibration) */
+  /** told when a routed request's first token came back, `ttftMs` after it arrived (calibration) */
   onFirstToken?: ((req: RequestView, engine: EngineView, ttftMs: number) => void) | undefined;
   /**
-   * told when a routed request finished, `elapsedMs` after it was routed: its session (if it has one) is
+   * told when a routed request finished, `elapsedMs` after it arrived: its session (if it has one) is
    * paused from then until its next turn (the predictive policy prices evicting paused sessions' KV)
    */
   onDone?: ((req: RequestView, engine: EngineView, elapsedMs: number) => void) | undefined;
   /**
    * told when a routed request's attempt on `engine` ended without its answer (failed, moved to another
-   * engine mid-answer, its client left), `elapsedMs` after it was routed: its turn is no longer in flight
+   * engine mid-answer, its client left), `elapsedMs` after it arrived: its turn is no longer in flight
    * there, so what the policy counted as running there is let go (callers that report completions)
    */
   onAbandoned?: ((req: RequestView, engine: EngineView, elapsedMs: number) => void) | undefined;

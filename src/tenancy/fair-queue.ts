@@ -3,8 +3,8 @@
 // head has the smallest start tag goes next, and serving it advances the flow's finish tag by
 // cost / weight, so backlogged flows share service by weight however fast each one arrives.
 // A flow that goes quiet cannot bank credit: on return it starts at the band's current virtual
-// time. Bounded globally and per flow; when the global bound is hit the newest request of the
-// longest flow is pushed out for a shorter one (so a flood cannot occupy the queue other tenants
+// time. Bounded globally and per flow; when the global bound is hit the last request of the longest
+// flow (its newest, or its lowest-ranked) is pushed out for a shorter one (so a flood cannot occupy the queue other tenants
 // need). Within a flow a request may carry its own rank and a shorter wait bound (an agent's
 // `priority` and `deadline_seconds`): higher rank first, then the earlier deadline, then arrival, so a
 // client reorders only its own flow's requests and never gains on another flow. Every operation is
@@ -172,9 +172,11 @@ export class FairQueue<T> {
   /**
    * Takes the next request: highest band first, smallest start tag within it. With `accept`, heads
    * it refuses (e.g. their model has no room) are skipped, flows keeping their place; at most
-   * `maxTries` heads are looked at.
+   * `maxTries` requests are looked at. `deep`: a refused head does not hold back the rest of its flow
+   * (each request waits for room of its own, as a per-program pool's do), so the flow's next requests
+   * are looked at too, in order.
    */
-  dequeue(accept?: (value: T) => boolean, maxTries = 64): T | undefined {
+  dequeue(accept?: (value: T) => boolean, maxTries = 64, deep = false): T | undefined {
     this.reclaimIdle(1);
     let tries = 0;
     for (const band of this.bands) {
@@ -182,12 +184,24 @@ export class FairQueue<T> {
       let served: Entry<unknown> | undefined;
       while (band.heap.size > 0 && tries < maxTries) {
         const f = band.heap.peek()!;
-        const e = f.head!;
+        let e: Entry<unknown> | undefined = f.head!;
         tries++;
         if (accept && !accept(e.value as T)) {
-          band.heap.pop();
-          skipped.push(f);
-          continue;
+          // accept claims room when it says yes: the request it said yes to is the one served
+          let found: Entry<unknown> | undefined;
+          for (e = e.next; deep && e && tries < maxTries; e = e.next) {
+            tries++;
+            if (accept(e.value as T)) {
+              found = e;
+              break;
+            }
+          }
+          if (!found) {
+            band.heap.pop();
+            skipped.push(f);
+            continue;
+          }
+          e = found;
         }
         served = e;
         break;

@@ -164,3 +164,26 @@ test("a policy with a filter after the capacity stage still says saturated, not 
     "unavailable",
   );
 });
+
+test("vllm-router-program keeps an active program's request waiting while only its engine's in-flight cap keeps it out, rather than moving it", () => {
+  const policy = program(() => 100_000);
+  const first = { model: "m", seq: 0, sessionKey: "p1" };
+  const home = pickedId(decide(policy, first, { engines: [eng("a"), eng("b")], now: 0 }));
+  const away = home === "a" ? "b" : "a";
+  const full = [eng(home, { maxInFlight: 1, inFlight: 1 }), eng(away)];
+  const second = { model: "m", seq: 1, sessionKey: "p1" };
+  assert.equal(decide(policy, second, { engines: full, now: 10 }).kind, "saturated");
+  // its engine gone unhealthy: it may go elsewhere
+  const down = [eng(home, { healthy: false }), eng(away)];
+  assert.equal(pickedId(decide(policy, second, { engines: down, now: 20 })), away);
+});
+
+test("vllm-router-program holds a client's own kv_retention_ttl_seconds to the 10 s cap", () => {
+  const policy = program(() => 100_000);
+  const first = { model: "m", seq: 0, sessionKey: "p1", body: retain(1e9) };
+  assert.equal(pickedId(decide(policy, first, { engines: [eng("a")], now: 0 })), "a");
+  policy.onDone!(first, eng("a"), 1000); // ended at 1 s: held until 11 s, not for ever
+  const other = { model: "m", seq: 1, sessionKey: "p2" };
+  assert.equal(decide(policy, other, { engines: [eng("a")], now: 10_900 }).kind, "saturated");
+  assert.equal(pickedId(decide(policy, other, { engines: [eng("a")], now: 11_100 })), "a");
+});

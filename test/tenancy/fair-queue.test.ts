@@ -139,6 +139,29 @@ test("a request's own deadline shortens its wait and expires it first, never ext
   assert.equal(q.size, 0);
 });
 
+test("dequeue deep: a refused head does not hold back the requests behind it in its flow, and the one accepted is the one served", () => {
+  const q = new FairQueue<string>(LIM);
+  for (const v of ["held", "fits", "also-fits"]) q.enqueue("a", v, P(), 0);
+  const tried: string[] = [];
+  const accept = (v: string) => (tried.push(v), v !== "held");
+  // without deep the head's refusal stops the flow
+  assert.equal(q.dequeue(accept), undefined);
+  assert.deepEqual(tried, ["held"]);
+  tried.length = 0;
+  assert.equal(q.dequeue(accept, 64, true), "fits");
+  assert.deepEqual(tried, ["held", "fits"]);
+  // the held one keeps its place at the head
+  assert.equal(
+    q.dequeue(() => true),
+    "held",
+  );
+  assert.equal(
+    q.dequeue(() => true),
+    "also-fits",
+  );
+  assert.equal(q.size, 0);
+});
+
 test("bounded memory: 50k distinct flows over a long run", () => {
   const q = new FairQueue<number>({ size: 1000, perFlow: 10, timeout: 1000, maxIdleFlows: 2000 });
   let maxFlows = 0;

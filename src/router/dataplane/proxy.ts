@@ -427,10 +427,15 @@ export class Proxy implements AttemptHost {
           outcome = await att.start(headers, this.attemptsOn(engine));
         } finally {
           // taken back (a router worker's refused pick): its slot is freed already; otherwise a claim
-          // whose word has not come goes with the slot
+          // whose word has not come goes with the slot. The policy hears of the end first, as the fleet
+          // simulator tells it: freeing the slot lets a waiter be decided, and a policy that holds room
+          // for the request (vllm-router-program) must have let it go by then
           if (outcome?.kind !== "unclaimed") {
-            this.releaseSlot(engine, ctx, att.answered);
-            this.attemptEnded(ctx, engine, outcome);
+            try {
+              this.attemptEnded(ctx, engine, outcome);
+            } finally {
+              this.releaseSlot(engine, ctx, att.answered);
+            }
           }
         }
         if (outcome.kind === "unclaimed") {

@@ -47,16 +47,24 @@ export function routingHost(router: Router): RoutingHost {
       }
       return only;
     },
-    claim: (engineId): Slot | undefined => {
+    claim: (engineId, decided): Slot | undefined => {
       const e = reg.engines.get(engineId);
       if (!e || e.draining) return undefined;
       reg.takeSlot(e);
       let held = true;
+      const at = performance.now();
       return {
         engineId,
-        release: () => {
+        release: (completed = false) => {
           if (!held) return;
           held = false;
+          // the policy hears of the end first (what it holds for the request is let go), as the proxy
+          // tells it, timed from the claim (the gateway's request arrived about then)
+          if (decided) {
+            const elapsed = performance.now() - at;
+            if (completed) decided.policy.onDone?.(decided.view, e.view, elapsed);
+            else decided.policy.onAbandoned?.(decided.view, e.view, elapsed);
+          }
           // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
           // Envoy relays the answer, so its first token is not seen here: counted when it ends
           reg.freeSlot(e, false);

@@ -1,6 +1,6 @@
 // Admission control: requests waiting for an engine with room, in a weighted fair queue across
 // tenants (src/tenancy/fair-queue.ts: priority bands, start-time fair queuing by weight, global and
-// per-tenant bounds, push-out of the longest flow's newest waiter, one deadline timer); and a retry
+// per-tenant bounds, push-out of the longest flow's last waiter, one deadline timer); and a retry
 // budget that keeps failover from multiplying load during an outage. Without tenancy every request
 // is in one flow ("anonymous"), which makes the fair queue a bounded FIFO.
 import { HttpError } from "../../http/errors.js";
@@ -49,12 +49,24 @@ export class AdmissionQueue {
   private timerAt = Infinity;
   /** told how long each admitted waiter waited (seconds), by flow */
   onWaited: ((flow: string, seconds: number) => void) | undefined;
+  private recheckEvery = 0;
+  private recheck: NodeJS.Timeout | undefined;
+
   /**
    * > 0: while requests wait, they try again this often (ms), not only when room is freed: the policy
-   * holds them for room that time frees (Policy.recheckMs)
+   * holds them for room that time frees (Policy.recheckMs). A change applies to those waiting now.
    */
-  recheckMs = 0;
-  private recheck: NodeJS.Timeout | undefined;
+  get recheckMs(): number {
+    return this.recheckEvery;
+  }
+
+  set recheckMs(ms: number) {
+    if (ms === this.recheckEvery) return;
+    this.recheckEvery = ms;
+    if (this.recheck) clearInterval(this.recheck);
+    this.recheck = undefined;
+    this.armRecheck();
+  }
 
   constructor(private limits: QueueLimits) {
     this.q = new FairQueue<Waiter>(this.fqLimits(limits));
@@ -124,15 +136,15 @@ export class AdmissionQueue {
   }
 
   private armRecheck(): void {
-    if (this.recheck || this.recheckMs <= 0 || this.q.size === 0) return;
+    if (this.recheck || this.recheckEvery <= 0 || this.q.size === 0) return;
     this.recheck = setInterval(() => {
-      if (this.q.size === 0 || this.recheckMs <= 0) {
+      if (this.q.size === 0 || this.recheckEvery <= 0) {
         clearInterval(this.recheck);
         this.recheck = undefined;
         return;
       }
       this.kick();
-    }, this.recheckMs);
+    }, this.recheckEvery);
     this.recheck.unref?.();
   }
 
@@ -169,7 +181,8 @@ export class AdmissionQueue {
     if (this.q.size === 0) return;
     const now = Date.now();
     for (let admitted = 0; admitted < max; admitted++) {
-      const w = this.q.dequeue((w) => w.tryAcquire());
+      // a policy that holds requests one by one (recheckMs) lets a held one's followers by it
+      const w = this.q.dequeue((w) => w.tryAcquire(), 64, this.recheckMs > 0);
       if (!w) break;
       this.onWaited?.(w.flow, (now - w.ticket!.enqueuedAt) / 1000);
       w.resolve();

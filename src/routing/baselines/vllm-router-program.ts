@@ -29,8 +29,9 @@
 // window's intervals, capped (the document derives it from the window and the cache-miss impact); the
 // force-resume deadline is the 300 s cap (the document may shorten it from queued work and throughput).
 // Not modelled: capacity repair (pausing reasoning programs above the high watermark, 1.0 by default),
-// the segment-rounds yield, batch-gain admission, priority ordering among waiters (the callers' queues
-// are first come, first served), prefix-freshness polling.
+// the segment-rounds yield, batch-gain admission, prefix-freshness polling. Waiters are ordered by the
+// callers' queues: the live router's by arrival within each flow, `priority` and `deadline_seconds`
+// reordering a flow's own requests; the fleet simulator's by arrival.
 //
 // Holding is the policy's last filter emptying the candidates: `decide` says "saturated", and both callers
 // keep the request waiting and decide again when requests finish and every `recheckMs` (capacity also
@@ -111,7 +112,12 @@ interface Program {
 
 /** what one request's decisions share: when it was first decided, its demand, where it may go */
 interface Pending {
+  /** ms: its first decision (a request's end is reported as the time since then) */
   firstSeen: number;
+  /** ms: since when it has waited for room (−1: not waiting; a retry after an end waits anew) */
+  waitFrom: number;
+  /** its interval since the program's last end was sampled (once per request, a retaken pick aside) */
+  sampled: boolean;
   demand: number;
   agentic: AgenticContext | undefined;
   reason: string;
@@ -122,6 +128,20 @@ interface Pending {
 }
 
 const MAX_ENGINES = 4096;
+/** the most output a request may ask capacity for (a client's `expected_output_length` is a hint) */
+const MAX_OUTPUT_ALLOWANCE = 131_072;
+
+/**
+ * The output tokens a request's demand counts: its `expected_output_length`, held to its own
+ * `max_tokens` and a cap, else `decode_buffer_tokens`.
+ */
+function outputAllowance(req: RequestView, agentic: AgenticContext | undefined, fallback: number): number {
+  const asked = agentic?.expectedOutputLength;
+  if (asked === undefined || !(asked >= 0)) return fallback;
+  const body = req.body;
+  const cap = body ? (body.max_tokens ?? body.max_completion_tokens ?? body.max_output_tokens) : undefined;
+  return Math.min(asked, typeof cap === "number" && cap >= 0 ? cap : Infinity, MAX_OUTPUT_ALLOWANCE);
+}
 
 export function createVllmRouterProgramPolicy(
   name: string,
@@ -204,21 +224,23 @@ export function createVllmRouterProgramPolicy(
     let m = pending.get(req);
     if (!m) {
       const agentic = req.body ? agenticContextOf(req.body) : undefined;
-      const out = agentic?.expectedOutputLength;
       m = {
         firstSeen: now,
-        demand: pred.promptTokens + (out !== undefined && out >= 0 ? out : o.decodeBufferTokens),
+        waitFrom: now,
+        demand: pred.promptTokens + outputAllowance(req, agentic, o.decodeBufferTokens),
         agentic,
         reason: "",
         engines,
         cached: pred.cachedTokens,
         source: pred.source,
+        sampled: false,
       };
       pending.set(req, m);
     } else {
       m.engines = engines;
       m.cached = pred.cachedTokens;
       m.source = pred.source;
+      if (m.waitFrom < 0) m.waitFrom = now;
     }
     const key = req.sessionKey;
     if (key === undefined) {
@@ -228,10 +250,18 @@ export function createVllmRouterProgramPolicy(
     forget(now);
     const p = programs.get(key);
     const home = p ? engines.find((e) => e.id === p.engine) : undefined;
-    // an ACTIVE program is not reclaimed by admission: its request goes straight to its engine
-    if (p && home && isActive(p, now)) {
-      m.reason = "acting";
-      return [home];
+    // an ACTIVE program is not reclaimed by admission: its request goes straight to its engine, or
+    // waits for it while only its in-flight cap keeps it out (its other requests run there)
+    if (p && isActive(p, now)) {
+      if (home) {
+        m.reason = "acting";
+        return [home];
+      }
+      const there = fleet.engines.find((e) => e.id === p.engine);
+      if (there && there.healthy && !req.exclude?.has(there.id)) {
+        m.reason = "acting-full";
+        return [];
+      }
     }
     // a new program's home by consistent hashing; a known one's is where it was
     let bound = home;
@@ -245,7 +275,7 @@ export function createVllmRouterProgramPolicy(
         }
       }
     }
-    if (bound && now - m.firstSeen >= o.forceResumeMs) {
+    if (bound && now - m.waitFrom >= o.forceResumeMs) {
       m.reason = "force-resume";
       return [bound];
     }
@@ -258,7 +288,12 @@ export function createVllmRouterProgramPolicy(
       return [];
     }
     // cross-engine: room for the program and more than its own engine has, by the headroom ratio
-    const floor = (bound ? freeOf(bound, now, p) : 0) + o.crossRankHeadroom * m.demand;
+    // (its engine's free room counts even when its in-flight cap took the engine out, not when it is
+    // down or already tried)
+    const own =
+      bound ??
+      (p ? fleet.engines.find((e) => e.id === p.engine && e.healthy && !req.exclude?.has(e.id)) : undefined);
+    const floor = (own ? freeOf(own, now, p) : 0) + o.crossRankHeadroom * m.demand;
     let out: EngineView[] | undefined;
     for (const e of engines) {
       if (e === bound) continue;
@@ -296,6 +331,7 @@ export function createVllmRouterProgramPolicy(
     const key = req.sessionKey;
     const m = pending.get(req);
     const p = key !== undefined ? programs.get(key) : undefined;
+    if (m) m.waitFrom = -1; // a retry of it (failover) waits anew
     if (!p || !m || p.inFlight <= 0) return;
     p.inFlight--;
     if (p.inFlight > 0) return;
@@ -303,8 +339,10 @@ export function createVllmRouterProgramPolicy(
     p.lastDoneAt = at;
     p.lastSeen = Math.max(p.lastSeen, at);
     const retain = m.agentic?.kvRetentionTtlS;
-    // a request cancelled or failed drops its program's hold at once
-    p.actingUntil = !completed ? at : at + (retain !== undefined && retain >= 0 ? retain * 1000 : ttlMs);
+    // a request cancelled or failed drops its program's hold at once; a client's own TTL is held to
+    // the same cap as the automatic one, so no request can hold an engine's room for long
+    const hold = retain !== undefined && retain >= 0 ? Math.min(retain * 1000, o.maxActingTtlMs) : ttlMs;
+    p.actingUntil = completed ? at + hold : at;
   }
 
   function sample(ms: number): void {
@@ -337,8 +375,10 @@ export function createVllmRouterProgramPolicy(
             lastSeen: m.firstSeen,
           };
           programs.set(key, p);
-        } else if (p.inFlight === 0 && p.lastDoneAt >= 0 && m.firstSeen >= p.lastDoneAt)
+        } else if (!m.sampled && p.inFlight === 0 && p.lastDoneAt >= 0 && m.firstSeen >= p.lastDoneAt) {
+          m.sampled = true;
           sample(m.firstSeen - p.lastDoneAt);
+        }
         if (p.engine !== engine.id) active.get(p.engine)?.delete(p);
         p.engine = engine.id;
         p.demand = m.demand;
