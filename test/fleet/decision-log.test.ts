@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { defaultEngineConfig } from "../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { simulateFleet, type FleetDecision } from "../../src/fleet/fleet.js";
-import { agenticWorkload } from "../../src/workload/agentic.js";
+import { smallAgentic } from "../helpers/agentic.js";
 
 const engine = defaultEngineConfig(resolveModel("meta-llama/Llama-3.1-8B-Instruct"), resolveGpu("h100"), {
   maxModelLen: 8192,
@@ -22,23 +22,7 @@ function run(policy: "predictive" | "round-robin") {
     sessionKey: "session",
     scrapeIntervalS: 1,
     sharedServer: null,
-    workload: agenticWorkload({
-      sessions: 6,
-      turns: 4,
-      startTokens: 2000,
-      sharedTokens: 500,
-      growthTokens: 300,
-      outputTokens: 40,
-      capTokens: 8000,
-      rangeRatio: 0,
-      pauseMedianS: 1,
-      pauseSigma: 0,
-      pauseMaxS: 5,
-      forkProbability: 0,
-      forkCount: 0,
-      forkTurns: 0,
-      seed: 3,
-    }),
+    workload: smallAgentic(),
     qps: 4,
     arrival: "poisson",
     concurrency: Infinity,

@@ -14,7 +14,7 @@ import {
 import { defaultEngineConfig } from "../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
-import { agenticWorkload } from "../../src/workload/agentic.js";
+import { smallAgentic } from "../helpers/agentic.js";
 import { eng } from "../helpers/routing.js";
 
 const pickedId = (d: Decision) => (d.kind === "picked" ? d.engine.id : d.kind);
@@ -116,23 +116,7 @@ test("the fleet simulator keeps the requests vllm-router-program holds waiting, 
     sessionKey: "session",
     scrapeIntervalS: 1,
     sharedServer: null,
-    workload: agenticWorkload({
-      sessions: 16,
-      turns: 3,
-      startTokens: 4000,
-      sharedTokens: 500,
-      growthTokens: 300,
-      outputTokens: 40,
-      capTokens: 6000,
-      rangeRatio: 0,
-      pauseMedianS: 1,
-      pauseSigma: 0,
-      pauseMaxS: 5,
-      forkProbability: 0,
-      forkCount: 0,
-      forkTurns: 0,
-      seed: 5,
-    }),
+    workload: smallAgentic({ sessions: 16, turns: 3, startTokens: 4000, capTokens: 6000, seed: 5 }),
     qps: 20,
     arrival: "poisson",
     concurrency: Infinity,
