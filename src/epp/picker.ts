@@ -142,6 +142,7 @@ export class EndpointPicker {
       },
       signal,
       tenant,
+      view,
     );
     return this.withFallbacks(current, view, subset, slot!);
   }

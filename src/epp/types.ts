@@ -74,7 +74,12 @@ export interface RoutingHost {
    * HttpError when the queue is full or the wait times out, with an Error when `signal` aborts.
    * A tenant's request waits in its tenant's flow (weight, priority), as a proxied one does.
    */
-  waitForRoom(tryAcquire: () => boolean, signal: AbortSignal, tenant?: Tenant): Promise<void>;
+  waitForRoom(
+    tryAcquire: () => boolean,
+    signal: AbortSignal,
+    tenant?: Tenant,
+    view?: RequestView,
+  ): Promise<void>;
   /** API keys, tenant limits and cache salt: the router's own gate, off until a key is configured */
   readonly gate: RouterGate;
   /**

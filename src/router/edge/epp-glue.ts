@@ -5,7 +5,7 @@
 // credential rule as one sent to the router over HTTP.
 import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../../epp/index.js";
 import type { RouterConfig } from "../config/config.js";
-import { flowOf } from "./ingress.js";
+import { flowOf, queueAskOf } from "./ingress.js";
 import { endpointOf, routingInput } from "../request/endpoints.js";
 import type { Router } from "./server.js";
 import { upstreamAuthorization } from "../engines/upstream-rules.js";
@@ -72,7 +72,13 @@ export function routingHost(router: Router): RoutingHost {
         },
       };
     },
-    waitForRoom: (tryAcquire, signal, tenant) => router.queue.wait(tryAcquire, signal, flowOf(tenant)),
+    waitForRoom: (tryAcquire, signal, tenant, view) =>
+      router.queue.wait(
+        tryAcquire,
+        signal,
+        flowOf(tenant),
+        view?.body ? queueAskOf(view.body, router.config) : undefined,
+      ),
     gate: router.gate,
     upstreamAuthorization: (engineId, clientAuthorization) => {
       const e = reg.engines.get(engineId);

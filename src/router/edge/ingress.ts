@@ -68,6 +68,23 @@ function declaredBytes(req: IncomingMessage): number {
   return Number.isFinite(n) && n > 0 ? n : 0;
 }
 
+/**
+ * What a generation request asks of its wait in the admission queue: `vllm_xargs.agentic_context`'s
+ * `priority` (its rank within its own flow) and `deadline_seconds` (its longest wait, which shortens the
+ * queue's timeout but never extends it), as vllm-router reads them for its request pool; the same for
+ * a request the endpoint picker queues. Off with the rest of the agentic context
+ * (`session.agenticContext: false`).
+ */
+export function queueAskOf(body: Record<string, unknown>, cfg: RouterConfig): QueueAsk | undefined {
+  if (body.vllm_xargs === undefined || !cfg.session.agenticContext) return undefined;
+  const a = agenticContextOf(body);
+  if (!a || (a.priority === undefined && a.deadlineS === undefined)) return undefined;
+  return {
+    rank: a.priority,
+    timeoutMs: a.deadlineS !== undefined ? Math.max(0, a.deadlineS * 1000) : undefined,
+  };
+}
+
 /** The admission-queue flow of a request: its tenant's (weight, priority), else the anonymous one. */
 export function flowOf(t: Tenant | undefined): QueueFlow {
   return t ? { key: t.name, weight: t.weight, priority: t.priority } : ANONYMOUS_FLOW;
@@ -215,7 +232,7 @@ export class Ingress {
         clientAuthorization: tenant ? undefined : req.headers.authorization,
         tenant: admitted?.request,
         flow: flowOf(tenant),
-        queueAsk: ep.counted === "requests" && obj ? this.queueAsk(obj) : undefined,
+        queueAsk: ep.counted === "requests" && obj ? queueAskOf(obj, this.d.config()) : undefined,
         generation: ep.counted === "requests",
         promptTokens: promptTokens && promptTokens.length > 0 ? promptTokens : undefined,
         workBegan,
@@ -377,22 +394,6 @@ export class Ingress {
       }
     }
     return only;
-  }
-
-  /**
-   * What a generation request asks of its wait in the admission queue: `vllm_xargs.agentic_context`'s
-   * `priority` (its rank within its own flow) and `deadline_seconds` (its longest wait, which shortens
-   * the queue's timeout but never extends it), as vllm-router reads them for its request pool. Off with
-   * the rest of the agentic context (`session.agenticContext: false`).
-   */
-  private queueAsk(obj: Record<string, unknown>): QueueAsk | undefined {
-    if (obj.vllm_xargs === undefined || !this.d.config().session.agenticContext) return undefined;
-    const a = agenticContextOf(obj);
-    if (!a || (a.priority === undefined && a.deadlineS === undefined)) return undefined;
-    return {
-      rank: a.priority,
-      timeoutMs: a.deadlineS !== undefined ? Math.max(0, a.deadlineS * 1000) : undefined,
-    };
   }
 
   /**
