@@ -171,3 +171,19 @@ test("vllm-router-program holds a client's own kv_retention_ttl_seconds to the 1
   assert.equal(decide(policy, other, { engines: [eng("a")], now: 10_900 }).kind, "saturated");
   assert.equal(pickedId(decide(policy, other, { engines: [eng("a")], now: 11_100 })), "a");
 });
+
+test("vllm-router-program puts a program back where it was when a router group takes its pick back", () => {
+  const policy = program(() => 200_000);
+  const first = { model: "m", seq: 0, sessionKey: "p1", body: retain(10) };
+  const home = pickedId(decide(policy, first, { engines: [eng("a"), eng("b")], now: 0 }));
+  const away = home === "a" ? "b" : "a";
+  policy.onDone!(first, eng(home), 1000); // acting on its engine until 11 s
+  // its engine down: the next turn goes elsewhere, and the group's claim refuses that pick
+  const second = { model: "m", seq: 1, sessionKey: "p1" };
+  const moved = decide(policy, second, { engines: [eng(home, { healthy: false }), eng(away)], now: 2000 });
+  assert.equal(pickedId(moved), away);
+  policy.onUnpicked!(second, eng(away));
+  // its engine back: the program is still acting there, so its turn goes there
+  const third = { model: "m", seq: 2, sessionKey: "p1" };
+  assert.equal(pickedId(decide(policy, third, { engines: [eng("a"), eng("b")], now: 3000 })), home);
+});

@@ -118,6 +118,8 @@ interface Pending {
   waitFrom: number;
   /** its interval since the program's last end was sampled (once per request, a retaken pick aside) */
   sampled: boolean;
+  /** where its program was and what it held before this request's pick, for a pick taken back */
+  before?: { engine: string; demand: number } | undefined;
   demand: number;
   agentic: AgenticContext | undefined;
   reason: string;
@@ -379,6 +381,7 @@ export function createVllmRouterProgramPolicy(
           m.sampled = true;
           sample(m.firstSeen - p.lastDoneAt);
         }
+        m.before = { engine: p.engine, demand: p.demand };
         if (p.engine !== engine.id) active.get(p.engine)?.delete(p);
         p.engine = engine.id;
         p.demand = m.demand;
@@ -389,10 +392,22 @@ export function createVllmRouterProgramPolicy(
       const i = m ? m.engines.indexOf(engine) : -1;
       if (m && i >= 0) oracle.onPicked?.(req, engine, m.cached[i]!, m.source[i] ?? "none", m.reason);
     },
+    // a router group's claim refused the pick: the program is where it was before it
     onUnpicked(req) {
       const key = req.sessionKey;
       const p = key !== undefined ? programs.get(key) : undefined;
-      if (p && p.inFlight > 0) p.inFlight--;
+      const m = pending.get(req);
+      if (!p || p.inFlight <= 0) return;
+      p.inFlight--;
+      const was = m?.before;
+      if (!was) return;
+      m.before = undefined;
+      if (was.engine !== p.engine) {
+        active.get(p.engine)?.delete(p);
+        p.engine = was.engine;
+        activeOn(was.engine).add(p); // (dropped there again at the next look if no longer active)
+      }
+      p.demand = was.demand;
     },
     onDone: (req, _engine, elapsedMs) => ended(req, elapsedMs, true),
     onAbandoned: (req, _engine, elapsedMs) => ended(req, elapsedMs, false),
