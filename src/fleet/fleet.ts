@@ -16,6 +16,8 @@ import {
   ROUTE_WAITING,
   RouterView,
   SLO_REFUSAL,
+  QUEUE_FULL_REFUSAL,
+  ROUTE_QUEUE_FULL,
   type FleetDecision,
   type SessionKeyMode,
 } from "./router-view.js";
@@ -139,8 +141,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     const e = router.route(turn);
     if (e === ROUTE_WAITING) return;
     if (e < 0) {
-      routedTo[turn.index] = e;
-      return refuse(turn, driver.now, SLO_REFUSAL);
+      routedTo[turn.index] = -1;
+      return refuse(turn, driver.now, e === ROUTE_QUEUE_FULL ? QUEUE_FULL_REFUSAL : SLO_REFUSAL);
     }
     send(turn, e, driver.now);
   });

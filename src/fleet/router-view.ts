@@ -10,6 +10,7 @@ import {
   createPolicy,
   policyReadsPrefixOnly,
   decide,
+  WAITING_ROOM_DEFAULTS,
   idleEngineView,
   PrefixOracle,
   policyReadsKv,
@@ -44,12 +45,13 @@ export type SessionKeyMode = "router" | "none" | "session" | "group";
 
 /** RouterView.route: the turn waits for room the policy holds it for */
 export const ROUTE_WAITING = -2;
+/** RouterView.route: the turn would wait, but as many as the live router's queue holds wait already */
+export const ROUTE_QUEUE_FULL = -3;
 
 /** what a request refused by the TTFT SLO is told */
 export const SLO_REFUSAL = "no engine is predicted to meet the TTFT SLO";
-
-/** the live router's default queue timeout (router config `limits.queueTimeout`), seconds */
-const QUEUE_TIMEOUT_S = 30;
+/** what a request refused by a full wait queue is told (the live queue's words) */
+export const QUEUE_FULL_REFUSAL = "the router's wait queue is full";
 
 /** a turn being decided, or waiting to be decided again: its view and when it arrived (s) */
 interface Waiting {
@@ -259,6 +261,8 @@ export class RouterView {
     const d = decide(policy, req, { engines: this.views, now: this.driver.now * 1000 });
     if (probe) probe.current = null;
     if (d.kind === "saturated") {
+      // as the live queue refuses a request that finds it full
+      if (this.waiting.length >= WAITING_ROOM_DEFAULTS.size) return ROUTE_QUEUE_FULL;
       this.waiting.push(w);
       if (this.waiting.length === 1) this.armRecheck(policy.recheckMs);
       return ROUTE_WAITING;
@@ -285,8 +289,8 @@ export class RouterView {
     if (this.waiting.length === 0) return;
     const queued = this.waiting.splice(0);
     for (const w of queued) {
-      if (this.driver.now - w.at >= QUEUE_TIMEOUT_S) {
-        refuse(w.turn, w.at, `no engine had room within ${QUEUE_TIMEOUT_S * 1000} ms`);
+      if ((this.driver.now - w.at) * 1000 >= WAITING_ROOM_DEFAULTS.timeoutMs) {
+        refuse(w.turn, w.at, `no engine had room within ${WAITING_ROOM_DEFAULTS.timeoutMs} ms`);
         continue;
       }
       const e = this.decideTurn(w);

@@ -343,6 +343,13 @@ function scratch(which: 0 | 1, n: number): Float64Array {
   return a;
 }
 
+/**
+ * How many requests a caller keeps waiting for room (`decide` said "saturated") and for how long: the
+ * live router's admission queue defaults (`admission.queueSize`, `admission.queueTimeout`), which the
+ * fleet simulator's waiting queue keeps too, so both refuse (429) where the other would.
+ */
+export const WAITING_ROOM_DEFAULTS = { size: 1024, timeoutMs: 30_000 } as const;
+
 /** Runs a policy over a snapshot: the whole decision, pure. */
 export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): Decision {
   const { candidates, emptiedAt } = applyFilters(policy.filters, req, fleet);

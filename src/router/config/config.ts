@@ -9,6 +9,7 @@ import {
   ROUTER_POLICY_NAMES,
   scorersConfigSchema,
   sloConfigSchema,
+  WAITING_ROOM_DEFAULTS,
 } from "../../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv.js";
 import { tenancyConfigSchema } from "../../tenancy/config.js";
@@ -229,8 +230,8 @@ export const routerConfigSchema = z.strictObject({
     .strictObject({
       /** 0 = no cap */
       maxInFlightPerEngine: z.number().int().min(0).default(0),
-      queueSize: z.number().int().min(0).default(1024),
-      queueTimeout: duration.default(30_000),
+      queueSize: z.number().int().min(0).default(WAITING_ROOM_DEFAULTS.size),
+      queueTimeout: duration.default(WAITING_ROOM_DEFAULTS.timeoutMs),
     })
     .prefault({}),
   limits: z
