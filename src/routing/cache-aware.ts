@@ -25,6 +25,7 @@ import { RequestMemo } from "./memo.js";
 import { busyOf, waitingOf } from "./load.js";
 import { PrefillLedger } from "./ledger.js";
 import { TtftModel, type PredictiveOptions } from "./predictive.js";
+import { LateBinding, type LateBindingOptions } from "./late-binding.js";
 import { RunningQuantile, sloFor } from "./slo.js";
 
 export interface CacheAwareOptions {
@@ -137,7 +138,18 @@ export interface CacheAwarePolicyOptions {
   predictive?: PredictiveOptions | undefined;
   /** refuse (over-slo) a request no engine is predicted to start within its SLO: the predictive policy */
   admitBySlo?: boolean;
+  /**
+   * hold a request in the router while the engine it picked has prompts enough queued, cheapest first
+   * (late-binding.ts): the predictive policy; needs a caller that counts first tokens
+   */
+  lateBinding?: LateBindingOptions | undefined;
 }
+
+const SATURATED: Decision = { kind: "saturated" };
+/** held requests are decided again at least this often (ms): one whose turn came needs no event to go */
+const LATE_BINDING_RECHECK_MS = 250;
+/** an engine's step budget when its timing does not say: vLLM's default max_num_batched_tokens on most GPUs */
+const DEFAULT_STEP_TOKENS = 2048;
 
 export function createCacheAwarePolicy(
   name: string,
@@ -150,6 +162,7 @@ export function createCacheAwarePolicy(
   const o = { ...CACHE_AWARE_DEFAULTS, ...options.cacheAware };
   const model = new TtftModel(options.predictive ?? {}, ledger);
   const admitBySlo = options.admitBySlo === true;
+  const late = options.lateBinding?.queuedPrompts ? new LateBinding(options.lateBinding) : undefined;
   const sloOptions = options.predictive?.slo;
   // a request's candidates and prediction, for onPicked and admit
   const last = new RequestMemo<Scored>("cache-aware.scored");
@@ -214,21 +227,36 @@ export function createCacheAwarePolicy(
       const cachedTokens = s.uncached.map((u) => P - u);
       return { engines: s.engines, cachedTokens, ttftMs: s.ttftMs, cost: s.cost, promptTokens: P };
     },
-    admit: admitBySlo
-      ? (req, engine): Decision | undefined => {
-          const s = last.get(req);
-          if (!s?.ttftMs || s.sloMs === undefined) return undefined;
-          const i = s.engines.indexOf(engine);
-          const ttft = (i >= 0 ? s.ttftMs[i]! : Infinity) * calibration.value;
-          if (ttft <= s.sloMs) return undefined;
-          return {
-            kind: "over-slo",
-            predictedTtftMs: ttft,
-            sloTtftMs: s.sloMs,
-            retryAfterMs: ttft - s.sloMs,
-          };
-        }
-      : undefined,
+    admit:
+      admitBySlo || late
+        ? (req, engine, fleet): Decision | undefined => {
+            const s = last.get(req);
+            const i = s ? s.engines.indexOf(engine) : -1;
+            if (admitBySlo && s?.ttftMs && s.sloMs !== undefined) {
+              const ttft = (i >= 0 ? s.ttftMs[i]! : Infinity) * calibration.value;
+              if (ttft > s.sloMs) {
+                late?.left(req);
+                return {
+                  kind: "over-slo",
+                  predictedTtftMs: ttft,
+                  sloTtftMs: s.sloMs,
+                  retryAfterMs: ttft - s.sloMs,
+                };
+              }
+            }
+            // held in the router until the engine can start it soon; but a request with a TTFT SLO was
+            // admitted by a prediction that binds it now, and is bound now
+            if (late && i >= 0 && s!.sloMs === undefined) {
+              const step = options.predictive?.timing?.(engine, req.model)?.stepTokens ?? DEFAULT_STEP_TOKENS;
+              if (late.holds(req, engine, s!.uncached[i]!, fleet.now, step)) return SATURATED;
+            }
+            return undefined;
+          }
+        : undefined,
+    // room a held request waits for is freed by a first token, or by time (a held request decided again)
+    roomAtFirstToken: late !== undefined,
+    recheckMs: late ? LATE_BINDING_RECHECK_MS : undefined,
+    onLeftQueue: late ? (req) => late.left(req) : undefined,
     onFirstToken(req, engine, ttftMs) {
       const s = last.get(req);
       if (s?.at !== undefined) {

@@ -7,6 +7,7 @@ import { GPUS, resolveGpu, resolveModel } from "../models/index.js";
 import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
 import type { EngineView } from "./types.js";
 import type { PredictiveOptions } from "./predictive.js";
+import { LATE_BINDING_DEFAULTS } from "./late-binding.js";
 import { scorerNames } from "./scorers/index.js";
 
 const gpuId = z.string().refine(
@@ -37,6 +38,14 @@ export const predictiveConfigSchema = z
     engines: z.record(z.string(), engineProfile).default({}),
     /** the extra fleet work a miss costs, as a fraction of its prefill time */
     missWeight: z.number().min(0).default(1),
+    /**
+     * late binding: this router's streamed prompts that may await a first token on an engine before the
+     * next request picked for it waits in the router instead, cheapest first; 0 (the default) binds every
+     * request at once (docs/routing.md, "Late binding")
+     */
+    queuedPrompts: z.number().int().min(0).max(1024).default(LATE_BINDING_DEFAULTS.queuedPrompts),
+    /** late binding: a request held this long (ms) goes ahead of cheaper ones, by arrival */
+    reorderWindowMs: z.number().min(0).max(600_000).default(LATE_BINDING_DEFAULTS.reorderWindowMs),
   })
   .prefault({});
 export type PredictiveConfig = z.output<typeof predictiveConfigSchema>;
@@ -118,5 +127,6 @@ export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): Predicti
     slo: { defaultTtftMs: slo.ttftMs, models: slo.models },
     // the router's proxy reports every attempt's end (Policy.onDone, onAbandoned)
     reportsCompletions: true,
+    lateBinding: { queuedPrompts: p.queuedPrompts, reorderWindowMs: p.reorderWindowMs },
   };
 }

@@ -10,6 +10,7 @@ export * from "./scorers/index.js";
 export * from "./prefix-index.js";
 export * from "./prefix-oracle.js";
 export * from "./ledger.js";
+export * from "./late-binding.js";
 export * from "./timing.js";
 export * from "./predictive.js";
 export * from "./slo.js";

@@ -25,6 +25,7 @@ import {
   createVllmRouterProgramPolicy,
   type VllmRouterProgramOptions,
 } from "./baselines/index.js";
+import { LATE_BINDING_DEFAULTS } from "./late-binding.js";
 
 const GOLDEN = 0.6180339887498949;
 
@@ -314,6 +315,8 @@ function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
         cacheAware: opts.cacheAware,
         predictive: opts.predictive,
         admitBySlo: name === "predictive",
+        lateBinding:
+          name === "predictive" ? { ...LATE_BINDING_DEFAULTS, ...opts.predictive?.lateBinding } : undefined,
       });
     case "vllm-router-cache-aware":
       return createVllmRouterCacheAwarePolicy(name, opts.cache ?? NO_CACHE, opts.vllmRouterCacheAware);

@@ -66,6 +66,7 @@ import type { PrefillLedger } from "./ledger.js";
 import { LEARNED_DEFAULT_TOKENS_PER_S, type EngineTiming } from "./timing.js";
 import type { SloOptions } from "./slo.js";
 import { HeldContexts } from "./held-contexts.js";
+import type { LateBindingOptions } from "./late-binding.js";
 
 export interface PredictiveOptions {
   /** each engine's timing for a model; undefined (or none given): a fixed default speed */
@@ -104,6 +105,12 @@ export interface PredictiveOptions {
    * it is left out: a client's max_tokens alone is often far above what it gets)
    */
   reportsCompletions?: boolean;
+  /**
+   * late binding (late-binding.ts): how many of this router's prompts may await a first token on an engine
+   * before the next one picked for it waits in the router, and how long a waiter may be passed by cheaper
+   * ones; `queuedPrompts: 0` (the default) binds every request at once
+   */
+  lateBinding?: Partial<LateBindingOptions> | undefined;
 }
 
 export const PREDICTIVE_DEFAULTS = {
@@ -138,7 +145,7 @@ export const DEFAULT_TIMING: EngineTiming = {
 
 /** Per-request TTFT predictions over the candidates, with the state they need across requests. */
 export class TtftModel {
-  private readonly o: Required<Omit<PredictiveOptions, "timing" | "slo">> & PredictiveOptions;
+  private readonly o: Required<Omit<PredictiveOptions, "timing" | "slo" | "lateBinding">> & PredictiveOptions;
   /** mean uncached tokens of the router's picks: the size assumed for other clients' queued prompts */
   private meanUncached = 1024;
   /** the router's sessions' contexts per engine, paused or in flight (null: not priced) */

@@ -15,6 +15,8 @@ export interface EngineTiming {
   stepSeconds(decoding: number, kvTokens: number): number;
   /** the engine's KV cache, tokens (turns a scraped usage fraction into tokens) */
   kvCapacityTokens: number;
+  /** prompt tokens one step computes at most (vLLM's max_num_batched_tokens); undefined: unknown */
+  stepTokens?: number | undefined;
 }
 
 /** Per engine, its timing, or undefined when nothing is known about it yet. */
@@ -31,6 +33,7 @@ export function rooflineTiming(config: EngineConfig, timeScale = 1): EngineTimin
   const maxSeqs = config.maxNumSeqs;
   return {
     kvCapacityTokens: kvTokensOf(config),
+    stepTokens: budget,
     prefillSeconds(tokens, cached, decoding, kvTokens) {
       if (tokens <= 0) return 0;
       const d = Math.min(decoding, maxSeqs - 1, budget - 1);

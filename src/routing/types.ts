@@ -53,6 +53,11 @@ export interface EngineView {
    * ended then, and the engine began its next at once (it runs steps back to back while busy)
    */
   lastEventAt?: number | undefined;
+  /**
+   * of this router's `awaitingFirstToken`, requests whose answer is not streamed: their first byte comes
+   * with their last, so they count as awaiting until they end (late binding leaves them out)
+   */
+  unstreamed?: number | undefined;
   /** this router's per-engine in-flight cap; 0 = none */
   maxInFlight: number;
   /** scraped vllm:num_requests_running (sum over the engine's series) */
@@ -166,7 +171,17 @@ export interface Policy {
    * KV hold running out): its callers decide waiting requests again at least this often, ms
    */
   recheckMs?: number | undefined;
-  /** may refuse the picked engine (an SLO no engine meets); undefined admits it */
+  /**
+   * a policy that holds requests until an engine's queued prompts get their first tokens (late binding):
+   * its callers decide waiting requests again when a first token comes, not only when a request ends
+   */
+  roomAtFirstToken?: boolean | undefined;
+  /**
+   * told when a request the policy held ("saturated") leaves the caller's queue without an engine (timed
+   * out, refused, its client gone), so it no longer ranks among the waiting
+   */
+  onLeftQueue?: ((req: RequestView) => void) | undefined;
+  /** may refuse the picked engine (an SLO no engine meets) or hold the request ("saturated"); undefined admits it */
   admit?: ((req: RequestView, engine: EngineView, fleet: FleetSnapshot) => Decision | undefined) | undefined;
   /**
    * diagnostics (the fleet simulator's decision log): what the policy predicted for each candidate when it

@@ -42,7 +42,8 @@ const picked = (d: ReturnType<typeof decide>) => (d.kind === "picked" ? d.engine
 test("predictive: the engine holding the prefix wins until the prefill queue there outweighs the miss", () => {
   const p = createPolicy("predictive", {
     cache: oracle(8000, { a: 7000 }),
-    predictive: { timing: () => h100 },
+    // the cost's placement of a burst sent at once (late binding would hold it in the router)
+    predictive: { timing: () => h100, lateBinding: { queuedPrompts: 0 } },
   });
   const a = eng("a", { awaitingFirstToken: 0 });
   const b = eng("b", { awaitingFirstToken: 0 });
@@ -65,7 +66,7 @@ test("predictive: while every engine has prompts queued a miss costs more, so a 
   const burst = (queueScaledMiss: boolean) => {
     const p = createPolicy("predictive", {
       cache: oracle(8000, { a: 7000 }),
-      predictive: { timing: () => h100, queueScaledMiss },
+      predictive: { timing: () => h100, queueScaledMiss, lateBinding: { queuedPrompts: 0 } },
     });
     const a = eng("a", { awaitingFirstToken: 0 });
     // b: other clients' prompts queued there (its last scrape), more than a has at first
@@ -369,6 +370,8 @@ test("configuration: engines are timed by their GPU profile for a known model, l
       timeScale: 2,
       engines: { "http://b": { gpu: "l4" } },
       missWeight: 1,
+      queuedPrompts: 2,
+      reorderWindowMs: 10_000,
     },
     { models: { m: 100 }, onMiss: "reject" },
   );

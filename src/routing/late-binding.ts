@@ -1,0 +1,182 @@
+// Late binding, for the predictive policy: a prompt is bound to an engine only when that engine will
+// start it soon. While the engine already has `queuedPrompts` of this router's prompts awaiting their
+// first token (one being prefilled, one ready to follow, so the engine never waits on the router), a
+// request picked for it waits in the router's admission queue instead of the engine's. Work waiting
+// there is not lost to a choice made early: it is decided again whenever room frees (a first token, an
+// answer's end), so it can still go to another engine that frees first, and the waiters are ordered.
+// Of the requests held for an engine, the one with the least prefill to do goes first (shortest
+// remaining processing first, which minimises the mean wait of a backlog: a prompt whose prefix is
+// cached takes a tenth of the time of one that misses), until a request has waited `reorderWindowMs`;
+// from then on the oldest goes first, so no prompt starves behind a stream of cheaper ones.
+//
+// The engine's own scheduler (vLLM's, first come first served) cannot reorder this way, and under a
+// backlog its queue is where prompts wait: keeping the queue in the router is what lets the order be
+// chosen. Below the fleet's capacity nothing queues and nothing is held. A prompt under an eighth of a
+// step is never held: many such prompts share one step, and holding them would thin the engine's batches.
+//
+// Off by default (`queuedPrompts` 0). Past the fleet's capacity it trades one thing for another: an
+// open-loop burst of shared-prefix prompts under KV pressure gets more throughput and a far lower TTFT
+// (the cached prompts first, and the engines' caches kept by them), but a closed loop of many clients
+// waits in the router instead of in the engines' batches, so its TTFT grows (its answers decode faster),
+// and a fleet bound by prefill of long prompts loses a little throughput while the router refills an
+// engine's queue (figures: docs/routing.md, "Late binding").
+//
+// Only prompts whose first token the router will see are counted: a non-streamed answer's first byte
+// comes with its last, so it would count as queued for its whole answer (EngineView.unstreamed). In a
+// router group each process counts its own prompts (each keeps up to `queuedPrompts` on an engine).
+//
+// State: the requests held, per engine (no I/O, no clock: the caller passes the time). Bounded: at most
+// `MAX_HELD` (the oldest forgotten first); one not decided again for `STALE_MS` is taken to have left
+// (a caller that does not say so, or a queue deeper than it retries at once).
+import type { EngineView, RequestView } from "./types.js";
+
+export interface LateBindingOptions {
+  /** this router's prompts awaiting a first token an engine may have; 0: bind at once (no holding) */
+  queuedPrompts: number;
+  /** a held request that has waited this long (ms) ranks by arrival ahead of the cheaper ones */
+  reorderWindowMs: number;
+}
+
+/** off by default (docs/routing.md, "Late binding": it costs closed-loop overloads their TTFT) */
+export const LATE_BINDING_DEFAULTS: LateBindingOptions = { queuedPrompts: 0, reorderWindowMs: 10_000 };
+/** what docs and benchmarks turn it on with: one prompt being prefilled, one ready to follow */
+export const LATE_BINDING_QUEUED_PROMPTS = 2;
+
+/** held requests remembered at most (the router's queue holds 1,024 by default) */
+const MAX_HELD = 16_384;
+/** a held request not decided again for this long no longer ranks (ms) */
+const STALE_MS = 5_000;
+/** a prompt needing at most this share of a step's tokens (1/8) is never held */
+const SMALL_SHARE_OF_STEP = 8;
+
+interface Held {
+  req: RequestView;
+  engine: string;
+  /** prompt tokens it must compute on `engine` (the pick's prediction) */
+  uncached: number;
+  /** when it was first held, and last decided, ms */
+  since: number;
+  seen: number;
+}
+
+/** This router's streamed prompts on `e` that await their first token; undefined: not counted. */
+export function queuedPromptsOn(e: EngineView): number | undefined {
+  if (e.awaitingFirstToken === undefined) return undefined;
+  const own = e.awaitingFirstToken - (e.peerAwaitingFirstToken ?? 0) - (e.unstreamed ?? 0);
+  return own > 0 ? own : 0;
+}
+
+export class LateBinding {
+  private readonly held = new Map<RequestView, Held>();
+  private readonly byEngine = new Map<string, Set<Held>>();
+
+  constructor(private readonly o: LateBindingOptions) {
+    if (!(o.queuedPrompts >= 0) || !Number.isInteger(o.queuedPrompts))
+      throw new Error(`late binding: queuedPrompts must be a whole number ≥ 0, got ${o.queuedPrompts}`);
+    if (!(o.reorderWindowMs >= 0)) throw new Error(`late binding: reorderWindowMs must be ≥ 0`);
+  }
+
+  get enabled(): boolean {
+    return this.o.queuedPrompts > 0;
+  }
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  /**
+   * Whether `req`, picked for `engine` where it must compute `uncached` prompt tokens, waits for room
+   * (held, and remembered as waiting for that engine) or is bound now (and forgotten). `stepTokens`: the
+   * prompt tokens one step of the engine computes; a prompt under an eighth of that is bound at once
+   * (prefilled beside whatever the engine computes, it delays the prompts ahead of it by next to
+   * nothing, and holding such prompts back would thin the engine's batches). `now`: ms.
+   */
+  holds(
+    req: RequestView,
+    engine: EngineView,
+    uncached: number,
+    now: number | undefined,
+    stepTokens: number,
+  ): boolean {
+    const queued = this.enabled && now !== undefined ? queuedPromptsOn(engine) : undefined;
+    const h = this.held.get(req);
+    if (queued === undefined || uncached <= stepTokens / SMALL_SHARE_OF_STEP) {
+      if (h) this.forget(h);
+      return false;
+    }
+    const since = h?.since ?? now!;
+    if (queued < this.o.queuedPrompts && !this.ranksBehind(req, engine.id, uncached, since, now!)) {
+      if (h) this.forget(h);
+      return false;
+    }
+    if (h) {
+      if (h.engine !== engine.id) {
+        this.bucket(h.engine)?.delete(h);
+        h.engine = engine.id;
+        this.bucketFor(h.engine).add(h);
+      }
+      h.uncached = uncached;
+      h.seen = now!;
+      // most recently decided last: the oldest-decided entry is the one a full map forgets
+      this.held.delete(req);
+      this.held.set(req, h);
+      return true;
+    }
+    while (this.held.size >= MAX_HELD) this.forget(this.held.values().next().value!);
+    const fresh: Held = { req, engine: engine.id, uncached, since: now!, seen: now! };
+    this.held.set(req, fresh);
+    this.bucketFor(fresh.engine).add(fresh);
+    return true;
+  }
+
+  /** `req` left the queue without being bound (timed out, refused, its client gone): it ranks no more. */
+  left(req: RequestView): void {
+    const h = this.held.get(req);
+    if (h) this.forget(h);
+  }
+
+  /** whether another request held for `engine` goes before this one */
+  private ranksBehind(
+    req: RequestView,
+    engine: string,
+    uncached: number,
+    since: number,
+    now: number,
+  ): boolean {
+    const set = this.bucket(engine);
+    if (!set || set.size === 0) return false;
+    const window = this.o.reorderWindowMs;
+    const aged = now - since >= window;
+    for (const h of set) {
+      if (h.req === req) continue;
+      // deleting the entry being visited is safe in a Set's iteration
+      if (now - h.seen > STALE_MS) {
+        this.forget(h);
+        continue;
+      }
+      const hAged = now - h.since >= window;
+      if (hAged) {
+        if (!aged || h.since < since) return true;
+      } else if (!aged && (h.uncached < uncached || (h.uncached === uncached && h.since < since)))
+        return true;
+    }
+    return false;
+  }
+
+  private forget(h: Held): void {
+    this.held.delete(h.req);
+    const set = this.bucket(h.engine);
+    set?.delete(h);
+    if (set && set.size === 0) this.byEngine.delete(h.engine);
+  }
+
+  private bucket(engine: string): Set<Held> | undefined {
+    return this.byEngine.get(engine);
+  }
+
+  private bucketFor(engine: string): Set<Held> {
+    let s = this.byEngine.get(engine);
+    if (!s) this.byEngine.set(engine, (s = new Set()));
+    return s;
+  }
+}

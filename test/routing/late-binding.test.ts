@@ -1,0 +1,170 @@
+// Late binding in the predictive policy: a request picked for an engine whose own queued prompts are
+// enough waits in the router ("saturated"), and of the requests held for one engine the one with the
+// least prefill to do is bound first, until a request has waited the reorder window.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  createPolicy,
+  decide,
+  LateBinding,
+  LATE_BINDING_QUEUED_PROMPTS,
+  noteFirstToken,
+  noteSent,
+  queuedPromptsOn,
+  rooflineTiming,
+  type CacheOracle,
+  type EngineView,
+  type LateBindingOptions,
+  type RequestView,
+} from "../../src/routing/index.js";
+import { defaultEngineConfig } from "../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../src/models/index.js";
+import { eng } from "../helpers/routing.js";
+
+const l4 = rooflineTiming(
+  defaultEngineConfig(resolveModel("meta-llama/Llama-3.1-8B-Instruct"), resolveGpu("l4")),
+);
+
+/** 3,600-token prompts; one whose prompt is "hit" finds 3,000 of them cached on every engine */
+const oracle: CacheOracle = {
+  predict: (req, engines) => ({
+    promptTokens: 3600,
+    cachedTokens: Float64Array.from(engines.map(() => (req.prompt === "hit" ? 3000 : 0))),
+    source: engines.map(() => "kv" as const),
+  }),
+};
+
+const policy = (lateBinding?: Partial<LateBindingOptions>) =>
+  createPolicy("predictive", {
+    cache: oracle,
+    predictive: {
+      timing: () => l4,
+      lateBinding: { queuedPrompts: LATE_BINDING_QUEUED_PROMPTS, ...lateBinding },
+    },
+  });
+const hit = (seq: number): RequestView => ({ model: "m", seq, prompt: "hit" });
+const miss = (seq: number): RequestView => ({ model: "m", seq, prompt: "miss" });
+const kind = (d: ReturnType<typeof decide>) => (d.kind === "picked" ? d.engine.id : d.kind);
+/** one engine with `queued` of this router's prompts awaiting their first token */
+const busy = (queued: number, over: Partial<EngineView> = {}) =>
+  eng("a", { awaitingFirstToken: queued, inFlight: queued, ...over });
+
+test("predictive binds a request at once while its engine has fewer than two prompts awaiting a first token", () => {
+  const p = policy();
+  const a = busy(1);
+  assert.equal(kind(decide(p, miss(1), { engines: [a], now: 0 })), "a");
+});
+
+test("predictive holds a request in the router while the engine it picked has two prompts awaiting their first token, and binds it once one is answered", () => {
+  const p = policy();
+  const a = busy(2);
+  const r = miss(1);
+  assert.equal(kind(decide(p, r, { engines: [a], now: 0 })), "saturated");
+  noteFirstToken(a, 10);
+  assert.equal(kind(decide(p, r, { engines: [a], now: 10 })), "a");
+});
+
+test("of the requests held for an engine, the one with the least prefill to do is bound first", () => {
+  const p = policy();
+  const a = busy(2);
+  const big = miss(1);
+  const small = hit(2);
+  assert.equal(kind(decide(p, big, { engines: [a], now: 0 })), "saturated");
+  assert.equal(kind(decide(p, small, { engines: [a], now: 5 })), "saturated");
+  noteFirstToken(a, 20);
+  // room for one: the older miss yields to the cached prompt, whichever is decided first
+  assert.equal(kind(decide(p, big, { engines: [a], now: 20 })), "saturated");
+  assert.equal(kind(decide(p, small, { engines: [a], now: 20 })), "a");
+  noteSent(a, 20);
+  noteFirstToken(a, 40);
+  assert.equal(kind(decide(p, big, { engines: [a], now: 40 })), "a");
+});
+
+test("a request held past the reorder window goes ahead of cheaper ones, so none starves", () => {
+  const p = policy({ reorderWindowMs: 1000 });
+  const a = busy(2);
+  const big = miss(1);
+  const small = hit(2);
+  assert.equal(kind(decide(p, big, { engines: [a], now: 0 })), "saturated");
+  assert.equal(kind(decide(p, small, { engines: [a], now: 500 })), "saturated");
+  noteFirstToken(a, 1500);
+  assert.equal(kind(decide(p, small, { engines: [a], now: 1500 })), "saturated");
+  assert.equal(kind(decide(p, big, { engines: [a], now: 1500 })), "a");
+});
+
+test("a held request that left the queue, or was not decided again for seconds, no longer ranks ahead", () => {
+  const p = policy();
+  const a = busy(2);
+  const small = hit(1);
+  const big = miss(2);
+  assert.equal(kind(decide(p, small, { engines: [a], now: 0 })), "saturated");
+  assert.equal(kind(decide(p, big, { engines: [a], now: 0 })), "saturated");
+  p.onLeftQueue?.(small);
+  noteFirstToken(a, 10);
+  assert.equal(kind(decide(p, big, { engines: [a], now: 10 })), "a");
+
+  const q = policy();
+  const b = busy(2);
+  assert.equal(kind(decide(q, hit(3), { engines: [b], now: 0 })), "saturated");
+  noteFirstToken(b, 10);
+  // the cached prompt held at 0 was never decided again (its caller lost it): stale after 5 s
+  const later = miss(4);
+  assert.equal(kind(decide(q, later, { engines: [b], now: 1000 })), "saturated");
+  assert.equal(kind(decide(q, later, { engines: [b], now: 6000 })), "a");
+});
+
+test("non-streamed requests on an engine do not count as its queued prompts: their first byte is their last", () => {
+  const a = busy(3, { unstreamed: 2 });
+  assert.equal(queuedPromptsOn(a), 1);
+  assert.equal(kind(decide(policy(), miss(1), { engines: [a], now: 0 })), "a");
+  // a router group's other processes count their own prompts
+  assert.equal(queuedPromptsOn(busy(4, { peerAwaitingFirstToken: 3 })), 1);
+  assert.equal(queuedPromptsOn(eng("x")), undefined, "a caller that counts no first tokens: nothing held");
+});
+
+test("a request with a TTFT SLO is bound at once: it was admitted by a prediction that binds it now", () => {
+  const a = busy(2);
+  assert.equal(kind(decide(policy(), miss(1), { engines: [a], now: 0 })), "saturated");
+  const withSlo = { ...miss(2), sloTtftMs: 600_000 };
+  assert.equal(kind(decide(policy(), withSlo, { engines: [a], now: 0 })), "a");
+});
+
+test("late binding is off by default, and off (queuedPrompts 0) binds every request at once", () => {
+  const a = busy(20);
+  assert.equal(kind(decide(policy({ queuedPrompts: 0 }), miss(1), { engines: [a], now: 0 })), "a");
+  const plain = createPolicy("predictive", { cache: oracle, predictive: { timing: () => l4 } });
+  assert.equal(kind(decide(plain, miss(2), { engines: [a], now: 0 })), "a");
+  assert.equal(plain.roomAtFirstToken, false);
+  assert.equal(policy().roomAtFirstToken, true);
+});
+
+test("a prompt needing under an eighth of a step is never held: many share one step", () => {
+  const a = busy(5);
+  // 3,000 of 3,600 cached: 600 tokens, over an eighth of an L4's 2,048-token step; 200: under it
+  assert.equal(kind(decide(policy(), hit(1), { engines: [a], now: 0 })), "saturated");
+  const tiny: CacheOracle = {
+    predict: (_r, engines) => ({
+      promptTokens: 200,
+      cachedTokens: new Float64Array(engines.length),
+      source: engines.map(() => "kv" as const),
+    }),
+  };
+  const p = createPolicy("predictive", {
+    cache: tiny,
+    predictive: { timing: () => l4, lateBinding: { queuedPrompts: 2 } },
+  });
+  assert.equal(kind(decide(p, miss(2), { engines: [a], now: 0 })), "a");
+});
+
+test("the requests late binding remembers are bounded, the least recently decided forgotten first", () => {
+  const late = new LateBinding({ queuedPrompts: 1, reorderWindowMs: 10_000 });
+  const a = busy(1);
+  const first = miss(0);
+  late.holds(first, a, 3600, 0, 2048);
+  for (let i = 1; i <= 16_384; i++) late.holds(miss(i), a, 3600, 0, 2048);
+  assert.equal(late.size, 16_384);
+  // the first was forgotten: deciding it again holds it as a newcomer, and the map stays at its cap
+  assert.equal(late.holds(first, a, 3600, 0, 2048), true);
+  assert.equal(late.size, 16_384);
+  assert.throws(() => new LateBinding({ queuedPrompts: 1.5, reorderWindowMs: 0 }), /whole number/);
+});
