@@ -47,12 +47,16 @@ export interface Picked {
   policy: string;
 }
 
-/** Policies without their `onPicked` hook, for fallbacks: a fallback is not a routing decision. */
+/**
+ * Policies without their `onPicked` and `admit` hooks, for fallbacks: a fallback is not a routing decision,
+ * and not an admission either (the pick was admitted; a fallback is where the gateway goes if it fails, so
+ * it is neither refused by an SLO nor held for room, which would leave a phantom waiter behind)
+ */
 const quiet = new WeakMap<Policy, Policy>();
 function quietPolicy(p: Policy): Policy {
   let q = quiet.get(p);
   if (!q) {
-    q = { ...p, onPicked: undefined };
+    q = { ...p, onPicked: undefined, admit: undefined };
     quiet.set(p, q);
   }
   return q;
@@ -132,18 +136,24 @@ export class EndpointPicker {
   ): Promise<Picked> {
     let slot: Slot | undefined;
     let current = policy;
-    await this.host.waitForRoom(
-      () => {
-        current = this.host.policy();
-        const dec = decide(current, view, { engines: this.candidates(subset), now: performance.now() });
-        if (dec.kind !== "picked") return false;
-        slot = this.host.claim(dec.engine.id, { view, policy: current });
-        return slot !== undefined;
-      },
-      signal,
-      tenant,
-      view,
-    );
+    try {
+      await this.host.waitForRoom(
+        () => {
+          current = this.host.policy();
+          const dec = decide(current, view, { engines: this.candidates(subset), now: performance.now() });
+          if (dec.kind !== "picked") return false;
+          slot = this.host.claim(dec.engine.id, { view, policy: current });
+          return slot !== undefined;
+        },
+        signal,
+        tenant,
+        view,
+      );
+    } catch (err) {
+      // timed out, refused or abandoned while held: it ranks among the waiting no more
+      current.onLeftQueue?.(view);
+      throw err;
+    }
     return this.withFallbacks(current, view, subset, slot!);
   }
 

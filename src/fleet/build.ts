@@ -265,5 +265,11 @@ export function fleetOptionsFor(
     recordItl: opts.recordItl ?? s.simulation.itl,
     sloTtftMs: s.simulation.slo_ttft_ms,
     scorers: s.simulation.scorers,
+    lateBinding: {
+      ...(s.simulation.queued_prompts !== undefined ? { queuedPrompts: s.simulation.queued_prompts } : {}),
+      ...(s.simulation.reorder_window_ms !== undefined
+        ? { reorderWindowMs: s.simulation.reorder_window_ms }
+        : {}),
+    },
   };
 }

@@ -8,7 +8,7 @@ import type { RequestRecord } from "../workload/record.js";
 import type { ArrivalKind } from "../workload/arrivals.js";
 import { sentAfterPause, type Workload } from "../workload/types.js";
 import { VirtualDriver, type EngineConfig, type EngineCounters } from "../engine/index.js";
-import type { PolicyName, ScorersConfig } from "../routing/index.js";
+import type { LateBindingOptions, PolicyName, ScorersConfig } from "../routing/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
 import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
@@ -56,6 +56,8 @@ export interface FleetOptions {
   routers?: number;
   /** scorers added to the policy's own, as the router's config `scorers` */
   scorers?: ScorersConfig;
+  /** predictive: late binding's settings (the router's `predictive.queuedPrompts`, `.reorderWindowMs`) */
+  lateBinding?: Partial<LateBindingOptions> | undefined;
   /** hooks for callers that run many simulations of one workload (the planner); none changes a run */
   hooks?: FleetHooks;
   /** the decision log: every routing decision with what the policy predicted per engine */
@@ -85,7 +87,10 @@ export interface FleetResult {
 export function simulateFleet(o: FleetOptions): FleetResult {
   const driver = new VirtualDriver();
   const shared = o.sharedServer ? new SharedCacheServer(o.sharedServer, o.engine.model) : null;
-  const onFirstToken = (f: Flight) => router.firstToken(f.engine, f.turn.index);
+  const onFirstToken = (f: Flight) => {
+    router.firstToken(f.engine, f.turn.index);
+    if (router.waitsOnFirstTokens) driver.at(driver.now, retry);
+  };
   const fleet = new FleetEngines(o.engine, o.engines, driver, shared, o.recordItl, onFirstToken, (f, t) => {
     router.done(f.engine, f.turn.index, f.firstTokenAt >= 0);
     if (router.hasWaiting) driver.at(driver.now, retry);
@@ -123,6 +128,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       routers: o.routers,
       seed: o.seed,
       scorers: o.scorers,
+      lateBinding: o.lateBinding,
       onDecision: o.onDecision,
     },
     o.engine.model.id,

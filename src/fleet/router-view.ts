@@ -24,6 +24,7 @@ import {
   type CacheOracle,
   type EngineTiming,
   type EngineView,
+  type LateBindingOptions,
   type Policy,
   type PolicyName,
   type ScorersConfig,
@@ -82,6 +83,8 @@ export interface RouterOptions {
   seed?: number | undefined;
   /** scorers added to the policy's own, as the router's config `scorers` */
   scorers?: ScorersConfig | undefined;
+  /** predictive: late binding's settings, as the router's config `predictive.queuedPrompts` and `.reorderWindowMs` */
+  lateBinding?: Partial<LateBindingOptions> | undefined;
   /** the decision log: told of every decision with what the policy predicted per engine */
   onDecision?: ((d: FleetDecision) => void) | undefined;
 }
@@ -186,6 +189,7 @@ export class RouterView {
             timing: (v) => timing.get(v.id),
             slo: { defaultTtftMs: o.sloTtftMs },
             reportsCompletions: true,
+            lateBinding: o.lateBinding,
           },
           scorers: o.scorers,
         }),
@@ -262,7 +266,10 @@ export class RouterView {
     if (probe) probe.current = null;
     if (d.kind === "saturated") {
       // as the live queue refuses a request that finds it full
-      if (this.waiting.length >= WAITING_ROOM_DEFAULTS.size) return ROUTE_QUEUE_FULL;
+      if (this.waiting.length >= WAITING_ROOM_DEFAULTS.size) {
+        policy.onLeftQueue?.(req);
+        return ROUTE_QUEUE_FULL;
+      }
       this.waiting.push(w);
       if (this.waiting.length === 1) this.armRecheck(policy.recheckMs);
       return ROUTE_WAITING;
@@ -290,6 +297,7 @@ export class RouterView {
     const queued = this.waiting.splice(0);
     for (const w of queued) {
       if ((this.driver.now - w.at) * 1000 >= WAITING_ROOM_DEFAULTS.timeoutMs) {
+        this.policies[w.r]!.onLeftQueue?.(w.req);
         refuse(w.turn, w.at, `no engine had room within ${WAITING_ROOM_DEFAULTS.timeoutMs} ms`);
         continue;
       }
@@ -301,6 +309,11 @@ export class RouterView {
 
   get hasWaiting(): boolean {
     return this.waiting.length > 0;
+  }
+
+  /** turns wait that a first token may let go (a policy that binds late), as the live router retries them */
+  get waitsOnFirstTokens(): boolean {
+    return this.waiting.length > 0 && this.policies.some((p) => p.roomAtFirstToken);
   }
 
   /** set by the fleet: retried while turns wait (the live queue's recheck timer) */

@@ -96,6 +96,10 @@ const simulationSchema = z.strictObject({
   scrape_interval_ms: positive.default(1000),
   /** predictive policy: every request's TTFT SLO, ms (refused, as the router's 429, when no engine can meet it) */
   slo_ttft_ms: positive.optional(),
+  /** predictive policy: late binding, as the router's `predictive.queuedPrompts` (0: bind at once) */
+  queued_prompts: nonNegInt.optional(),
+  /** predictive policy: as the router's `predictive.reorderWindowMs` */
+  reorder_window_ms: z.number().min(0).optional(),
   arrival: z.enum(["poisson", "constant"]).default("poisson"),
   offload: offloadSchema.default({
     mode: "none",

@@ -54,6 +54,12 @@ const specs: FlagSpecs = {
     type: "number",
     help: "predictive policy: the engines are switchyard sims at --time-scale S (their times are S× the GPU's)",
   },
+  "predictive-queued-prompts": {
+    type: "int",
+    min: 0,
+    max: 1024,
+    help: "predictive policy, late binding: this router's streamed prompts awaiting a first token an engine may have before the next one picked for it waits in the router, cheapest first (default 0 = bind every request at once; 2 suits open-loop bursts of shared prefixes under KV pressure)",
+  },
   "slo-ttft-ms": {
     type: "number",
     help: "default TTFT SLO in ms (requests may set their own with x-slo-ttft-ms); the predictive policy answers 429 with Retry-After when no engine can meet it",
@@ -280,6 +286,7 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("predictive-gpu")) sub("predictive").gpu = flags["predictive-gpu"];
   if (has("predictive-tp")) sub("predictive").tensorParallelSize = flags["predictive-tp"];
   if (has("predictive-time-scale")) sub("predictive").timeScale = flags["predictive-time-scale"];
+  if (has("predictive-queued-prompts")) sub("predictive").queuedPrompts = flags["predictive-queued-prompts"];
   if (has("slo-ttft-ms")) sub("slo").ttftMs = flags["slo-ttft-ms"];
   return c as RouterConfigInput;
 }

@@ -304,7 +304,13 @@ export class Proxy implements AttemptHost {
       picked = e;
       return true;
     };
-    await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow, ctx.pr.queueAsk);
+    try {
+      await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow, ctx.pr.queueAsk);
+    } catch (err) {
+      // timed out, refused or its client gone while held: it ranks among the waiting no more
+      this.d.policy().onLeftQueue?.(ctx.view);
+      throw err;
+    }
     return picked!;
   }
 
@@ -329,8 +335,12 @@ export class Proxy implements AttemptHost {
   firstToken(c: AttemptContext, e: Upstream, now: number): void {
     const ctx = c as RequestContext;
     this.d.registry.firstToken(e, now);
-    if (ctx.migrating !== undefined) return this.migrations.continued(ctx);
-    this.d.policy().onFirstToken?.(ctx.view, e.view, now - ctx.started);
+    this.countUnstreamed(ctx, undefined);
+    const policy = this.d.policy();
+    if (ctx.migrating !== undefined) this.migrations.continued(ctx);
+    else policy.onFirstToken?.(ctx.view, e.view, now - ctx.started);
+    // a policy that binds late holds requests until an engine's queued prompts are answered
+    if (policy.roomAtFirstToken) this.d.queue.kick(1);
   }
 
   /**
@@ -346,6 +356,19 @@ export class Proxy implements AttemptHost {
     if (outcome?.kind === "done" && ctx.status >= 200 && ctx.status < 300)
       policy.onDone?.(ctx.view, e.view, elapsed);
     else policy.onAbandoned?.(ctx.view, e.view, elapsed);
+  }
+
+  /**
+   * A non-streamed answer's first byte comes with its last, so its engine's count of requests awaiting a
+   * first token holds it all along: `unstreamed` says how many of those it holds (late binding leaves
+   * them out). `e`: the attempt now counted on that engine; undefined: none (answered, or ended).
+   */
+  private countUnstreamed(ctx: RequestContext, e: Upstream | undefined): void {
+    const was = ctx.unstreamedOn;
+    if (was === e) return;
+    if (was?.view.unstreamed) was.view.unstreamed--;
+    ctx.unstreamedOn = e;
+    if (e) e.view.unstreamed = (e.view.unstreamed ?? 0) + 1;
   }
 
   /**
@@ -415,6 +438,7 @@ export class Proxy implements AttemptHost {
         }
         ctx.engineUrl = engine.url;
         ctx.attempts = attempt;
+        if (!ctx.pr.stream) this.countUnstreamed(ctx, engine);
         // the debug header names the engine a stream started on, not the one it moved to
         if (ctx.migrating === undefined) this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
         headers.length = baseHeaders;
@@ -430,6 +454,7 @@ export class Proxy implements AttemptHost {
           // whose word has not come goes with the slot. The policy hears of the end first, as the fleet
           // simulator tells it: freeing the slot lets a waiter be decided, and a policy that holds room
           // for the request (vllm-router-program) must have let it go by then
+          this.countUnstreamed(ctx, undefined);
           if (outcome?.kind !== "unclaimed") {
             try {
               this.attemptEnded(ctx, engine, outcome);

@@ -96,6 +96,8 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   claim = 0;
   /** the engine its next attempt goes to, picked when the group refused the last one's pick */
   repicked: Upstream | Promise<Upstream> | undefined;
+  /** the engine counting this request's attempt as unstreamed (proxy.countUnstreamed); none once answered */
+  unstreamedOn: Upstream | undefined = undefined;
   upstreamBody: Buffer | Readable;
   /** a stream that may migrate: its plan and ledger; undefined for every other request */
   migration: MigrationPlan | undefined;

@@ -51,6 +51,8 @@ export function routingHost(router: Router): RoutingHost {
       const e = reg.engines.get(engineId);
       if (!e || e.draining) return undefined;
       reg.takeSlot(e);
+      // Envoy relays the answer, so its first token is never seen here (late binding leaves it out)
+      e.view.unstreamed = (e.view.unstreamed ?? 0) + 1;
       let held = true;
       const at = performance.now();
       return {
@@ -67,6 +69,7 @@ export function routingHost(router: Router): RoutingHost {
           }
           // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
           // Envoy relays the answer, so its first token is not seen here: counted when it ends
+          if (e.view.unstreamed) e.view.unstreamed--;
           reg.freeSlot(e, false);
           router.queue.kick(1);
         },
