@@ -7,6 +7,7 @@
 // shapes also report input tok/s and resumed turns' TTFT.
 //   node dist/bench/routing-vs-peers-virtual.js [--shapes kv-pressure,kv-pressure-light,kv-half,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
+//     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once)
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { fleetOptionsFor } from "../src/fleet/build.js";
@@ -23,6 +24,10 @@ const specs: FlagSpecs = {
   policies: { type: "string", default: "predictive,prefix,vllm-router-cache-aware,round-robin", help: "" },
   seeds: { type: "string", default: "1,2,3,4,5", help: "" },
   json: { type: "string", help: "also write the rows here" },
+  "queued-prompts": {
+    type: "int",
+    help: "predictive's late binding (the router's --predictive-queued-prompts)",
+  },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const list = (k: string) => String(flags[k]).split(",").filter(Boolean);
@@ -61,7 +66,13 @@ function runShape(s: Shape, policy: string, seed: number, name: string): Run {
     .replace(/policy: predictive/, `policy: ${policy}`)
     .replace(/qps: 6/, `qps: ${s.qps}`)
     .replace(/num_groups: 40/, `num_groups: ${s.kind === "shared-prefix" ? s.groups : 40}`)
-    .replace(/seed: 1/, `seed: ${seed}`);
+    .replace(
+      /seed: 1/,
+      `seed: ${seed}` +
+        (flags["queued-prompts"] !== undefined
+          ? `\n  queued_prompts: ${String(flags["queued-prompts"])}`
+          : ""),
+    );
   const o = fleetOptionsFor(parseScenarioText(text, name), "none");
   if (s.kind === "agentic") {
     // the live bench's agentic workload: sessions keyed by their x-session-id, as the router keys them

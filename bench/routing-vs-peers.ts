@@ -35,7 +35,7 @@ const specs: FlagSpecs = {
   targets: {
     type: "string",
     default: "sy-predictive,sy-prefix,sy-round-robin,vr-cache_aware,vr-kv_aware",
-    help: "sy-<policy> (ours), vr-<policy> (vllm-router 0.1.17)",
+    help: "sy-<policy>[@<router flag>=<value>...] (ours), vr-<policy> (vllm-router 0.1.17)",
   },
   rounds: { type: "int", default: 3, help: "" },
   seed: { type: "int", default: 0, help: "the bench's seed (prompts, arrivals): the same for every target" },
@@ -47,7 +47,8 @@ const { flags } = parseFlags(process.argv.slice(2), specs);
 const shapes = String(flags.shapes).split(",");
 const targets = String(flags.targets).split(",");
 for (const s of shapes) shapeOf(s);
-for (const t of targets) if (!/^(sy|vr)-[a-z_-]+$/.test(t)) throw new Error(`bad target ${t}`);
+for (const t of targets)
+  if (!/^(sy|vr)-[a-z_-]+(@[a-z-]+(=[^@,]*)?)*$/.test(t)) throw new Error(`bad target ${t}`);
 const outDir = flags["out-dir"] ? String(flags["out-dir"]) : mkdtempSync(join(tmpdir(), "routing-vs-peers-"));
 mkdirSync(outDir, { recursive: true });
 const vr = targets.some((t) => t.startsWith("vr-")) ? vllmRouterBin() : "";
@@ -63,6 +64,17 @@ interface Figures {
   resumedP90?: number | undefined;
 }
 
+/** the router flags a target of ours names after its policy: `@flag=value` each */
+function routerFlagsOf(target: string): string[] {
+  return target
+    .split("@")
+    .slice(1)
+    .flatMap((f) => {
+      const eq = f.indexOf("=");
+      return eq < 0 ? [`--${f}`] : [`--${f.slice(0, eq)}`, f.slice(eq + 1)];
+    });
+}
+
 /** one run: fresh engines, the target's router, the shape's bench */
 async function runOnce(shape: string, target: string, round: number): Promise<Figures> {
   const tag = `${shape}-${target}-r${round}`;
@@ -73,9 +85,10 @@ async function runOnce(shape: string, target: string, round: number): Promise<Fi
     engines: 4,
     model: MODEL,
     simArgs: SIM_ARGS,
-    policy: ours ? target.slice(3) : "round-robin",
-    // the engines' GPU, as `switchyard up --gpu` tells its router (predictive's time model)
-    routerArgs: ["--predictive-gpu", GPU],
+    policy: ours ? target.slice(3).split("@")[0]! : "round-robin",
+    // the engines' GPU, as `switchyard up --gpu` tells its router (predictive's time model); a target
+    // `sy-<policy>@<flag>=<value>[@...]` adds router flags (sy-predictive@predictive-queued-prompts=0)
+    routerArgs: ["--predictive-gpu", GPU, ...(ours ? routerFlagsOf(target) : [])],
     noRouter: !ours,
     routerLogLevel: String(flags["router-log-level"]),
   });
