@@ -267,8 +267,8 @@ export function fleetOptionsFor(
     scorers: s.simulation.scorers,
     lateBinding: {
       ...(s.simulation.queued_prompts !== undefined ? { queuedPrompts: s.simulation.queued_prompts } : {}),
-      ...(s.simulation.reorder_window_ms !== undefined
-        ? { reorderWindowMs: s.simulation.reorder_window_ms }
+      ...(s.simulation.max_hold_ms !== undefined
+        ? { maxHoldMs: s.simulation.max_hold_ms }
         : {}),
     },
   };

@@ -98,8 +98,8 @@ const simulationSchema = z.strictObject({
   slo_ttft_ms: positive.optional(),
   /** predictive policy: late binding, as the router's `predictive.queuedPrompts` (0: bind at once) */
   queued_prompts: nonNegInt.optional(),
-  /** predictive policy: as the router's `predictive.reorderWindowMs` */
-  reorder_window_ms: z.number().min(0).optional(),
+  /** predictive policy: as the router's `predictive.maxHoldMs` */
+  max_hold_ms: z.number().min(0).optional(),
   arrival: z.enum(["poisson", "constant"]).default("poisson"),
   offload: offloadSchema.default({
     mode: "none",

@@ -44,8 +44,8 @@ export const predictiveConfigSchema = z
      * request at once (docs/routing.md, "Late binding")
      */
     queuedPrompts: z.number().int().min(0).max(1024).default(LATE_BINDING_DEFAULTS.queuedPrompts),
-    /** late binding: a request held this long (ms) goes ahead of cheaper ones, by arrival */
-    reorderWindowMs: z.number().min(0).max(600_000).default(LATE_BINDING_DEFAULTS.reorderWindowMs),
+    /** late binding: a request held this long (ms) is bound at once, room or not (keep it under admission.queueTimeout) */
+    maxHoldMs: z.number().min(0).max(600_000).default(LATE_BINDING_DEFAULTS.maxHoldMs),
   })
   .prefault({});
 export type PredictiveConfig = z.output<typeof predictiveConfigSchema>;
@@ -127,6 +127,6 @@ export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): Predicti
     slo: { defaultTtftMs: slo.ttftMs, models: slo.models },
     // the router's proxy reports every attempt's end (Policy.onDone, onAbandoned)
     reportsCompletions: true,
-    lateBinding: { queuedPrompts: p.queuedPrompts, reorderWindowMs: p.reorderWindowMs },
+    lateBinding: { queuedPrompts: p.queuedPrompts, maxHoldMs: p.maxHoldMs },
   };
 }

@@ -6,8 +6,10 @@
 // answer's end), so it can still go to another engine that frees first, and the waiters are ordered.
 // Of the requests held for an engine, the one with the least prefill to do goes first (shortest
 // remaining processing first, which minimises the mean wait of a backlog: a prompt whose prefix is
-// cached takes a tenth of the time of one that misses), until a request has waited `reorderWindowMs`;
-// from then on the oldest goes first, so no prompt starves behind a stream of cheaper ones.
+// cached takes a sixth of the time of one that misses). A request is held at most `maxHoldMs`: then it
+// is bound at once, to its engine's own first-come-first-served queue, so no prompt starves behind a
+// stream of cheaper ones, and none waits in the router until its queue timeout (429) where bound at
+// once it would only have waited in the engine.
 //
 // The engine's own scheduler (vLLM's, first come first served) cannot reorder this way, and under a
 // backlog its queue is where prompts wait: keeping the queue in the router is what lets the order be
@@ -33,12 +35,12 @@ import type { EngineView, RequestView } from "./types.js";
 export interface LateBindingOptions {
   /** this router's prompts awaiting a first token an engine may have; 0: bind at once (no holding) */
   queuedPrompts: number;
-  /** a held request that has waited this long (ms) ranks by arrival ahead of the cheaper ones */
-  reorderWindowMs: number;
+  /** a request held this long (ms) is bound at once; below the router's queue timeout */
+  maxHoldMs: number;
 }
 
 /** off by default (docs/routing.md, "Late binding": it costs closed-loop overloads their TTFT) */
-export const LATE_BINDING_DEFAULTS: LateBindingOptions = { queuedPrompts: 0, reorderWindowMs: 10_000 };
+export const LATE_BINDING_DEFAULTS: LateBindingOptions = { queuedPrompts: 0, maxHoldMs: 5_000 };
 /** what docs and benchmarks turn it on with: one prompt being prefilled, one ready to follow */
 export const LATE_BINDING_QUEUED_PROMPTS = 2;
 
@@ -73,7 +75,7 @@ export class LateBinding {
   constructor(private readonly o: LateBindingOptions) {
     if (!(o.queuedPrompts >= 0) || !Number.isInteger(o.queuedPrompts))
       throw new Error(`late binding: queuedPrompts must be a whole number ≥ 0, got ${o.queuedPrompts}`);
-    if (!(o.reorderWindowMs >= 0)) throw new Error(`late binding: reorderWindowMs must be ≥ 0`);
+    if (!(o.maxHoldMs >= 0)) throw new Error(`late binding: maxHoldMs must be ≥ 0`);
   }
 
   get enabled(): boolean {
@@ -105,7 +107,9 @@ export class LateBinding {
       return false;
     }
     const since = h?.since ?? now!;
-    if (queued < this.o.queuedPrompts && !this.ranksBehind(req, engine.id, uncached, since, now!)) {
+    // held long enough: bound now, room or not (the engine queues it first come, first served)
+    const due = now! - since >= this.o.maxHoldMs;
+    if (due || (queued < this.o.queuedPrompts && !this.ranksBehind(req, engine.id, uncached, since, now!))) {
       if (h) this.forget(h);
       return false;
     }
@@ -135,7 +139,7 @@ export class LateBinding {
     if (h) this.forget(h);
   }
 
-  /** whether another request held for `engine` goes before this one */
+  /** whether another request held for `engine` goes before this one: less prefill, else longer held */
   private ranksBehind(
     req: RequestView,
     engine: string,
@@ -145,8 +149,6 @@ export class LateBinding {
   ): boolean {
     const set = this.bucket(engine);
     if (!set || set.size === 0) return false;
-    const window = this.o.reorderWindowMs;
-    const aged = now - since >= window;
     for (const h of set) {
       if (h.req === req) continue;
       // deleting the entry being visited is safe in a Set's iteration
@@ -154,11 +156,7 @@ export class LateBinding {
         this.forget(h);
         continue;
       }
-      const hAged = now - h.since >= window;
-      if (hAged) {
-        if (!aged || h.since < since) return true;
-      } else if (!aged && (h.uncached < uncached || (h.uncached === uncached && h.since < since)))
-        return true;
+      if (h.uncached < uncached || (h.uncached === uncached && h.since < since)) return true;
     }
     return false;
   }

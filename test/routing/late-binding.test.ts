@@ -1,6 +1,6 @@
 // Late binding in the predictive policy: a request picked for an engine whose own queued prompts are
 // enough waits in the router ("saturated"), and of the requests held for one engine the one with the
-// least prefill to do is bound first, until a request has waited the reorder window.
+// least prefill to do is bound first; one held `maxHoldMs` is bound at once, room or not.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -80,16 +80,17 @@ test("of the requests held for an engine, the one with the least prefill to do i
   assert.equal(kind(decide(p, big, { engines: [a], now: 40 })), "a");
 });
 
-test("a request held past the reorder window goes ahead of cheaper ones, so none starves", () => {
-  const p = policy({ reorderWindowMs: 1000 });
+test("a request held for maxHoldMs is bound at once, room or not, so none starves or waits out the queue's timeout", () => {
+  const p = policy({ maxHoldMs: 1000 });
   const a = busy(2);
   const big = miss(1);
   const small = hit(2);
   assert.equal(kind(decide(p, big, { engines: [a], now: 0 })), "saturated");
   assert.equal(kind(decide(p, small, { engines: [a], now: 500 })), "saturated");
-  noteFirstToken(a, 1500);
-  assert.equal(kind(decide(p, small, { engines: [a], now: 1500 })), "saturated");
-  assert.equal(kind(decide(p, big, { engines: [a], now: 1500 })), "a");
+  // still two prompts queued on a: the cached one waits on, the miss has been held its second
+  assert.equal(kind(decide(p, small, { engines: [a], now: 1000 })), "saturated");
+  assert.equal(kind(decide(p, big, { engines: [a], now: 1000 })), "a");
+  assert.equal(kind(decide(p, small, { engines: [a], now: 1500 })), "a");
 });
 
 test("a held request that left the queue, or was not decided again for seconds, no longer ranks ahead", () => {
@@ -157,7 +158,7 @@ test("a prompt needing under an eighth of a step is never held: many share one s
 });
 
 test("the requests late binding remembers are bounded, the least recently decided forgotten first", () => {
-  const late = new LateBinding({ queuedPrompts: 1, reorderWindowMs: 10_000 });
+  const late = new LateBinding({ queuedPrompts: 1, maxHoldMs: 10_000 });
   const a = busy(1);
   const first = miss(0);
   late.holds(first, a, 3600, 0, 2048);
@@ -166,5 +167,5 @@ test("the requests late binding remembers are bounded, the least recently decide
   // the first was forgotten: deciding it again holds it as a newcomer, and the map stays at its cap
   assert.equal(late.holds(first, a, 3600, 0, 2048), true);
   assert.equal(late.size, 16_384);
-  assert.throws(() => new LateBinding({ queuedPrompts: 1.5, reorderWindowMs: 0 }), /whole number/);
+  assert.throws(() => new LateBinding({ queuedPrompts: 1.5, maxHoldMs: 0 }), /whole number/);
 });

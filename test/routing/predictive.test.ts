@@ -371,7 +371,7 @@ test("configuration: engines are timed by their GPU profile for a known model, l
       engines: { "http://b": { gpu: "l4" } },
       missWeight: 1,
       queuedPrompts: 2,
-      reorderWindowMs: 10_000,
+      maxHoldMs: 10_000,
     },
     { models: { m: 100 }, onMiss: "reject" },
   );
