@@ -267,9 +267,7 @@ export function fleetOptionsFor(
     scorers: s.simulation.scorers,
     lateBinding: {
       ...(s.simulation.queued_prompts !== undefined ? { queuedPrompts: s.simulation.queued_prompts } : {}),
-      ...(s.simulation.max_hold_ms !== undefined
-        ? { maxHoldMs: s.simulation.max_hold_ms }
-        : {}),
+      ...(s.simulation.max_hold_ms !== undefined ? { maxHoldMs: s.simulation.max_hold_ms } : {}),
     },
   };
 }
