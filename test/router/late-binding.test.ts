@@ -8,7 +8,8 @@ import { startFakeEngine } from "./fake-engine.js";
 import { post, routerFor, waitUntil } from "./util.js";
 
 test("predictive holds a third streamed request in the router until a first token comes back, then sends it while the others still stream", async () => {
-  const e = await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs: 600, tokenDelayMs: 150 });
+  // wide margins: the third request is queued long before the first tokens, sent long before any end
+  const e = await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs: 2000, tokenDelayMs: 300 });
   const router = await routerFor([e.url], { policy: "predictive", predictive: { queuedPrompts: 2 } });
   try {
     const send = (i: number) =>
