@@ -41,8 +41,6 @@ export interface LateBindingOptions {
 
 /** off by default (docs/routing.md, "Late binding": it costs closed-loop overloads their TTFT) */
 export const LATE_BINDING_DEFAULTS: LateBindingOptions = { queuedPrompts: 0, maxHoldMs: 5_000 };
-/** what docs and benchmarks turn it on with: one prompt being prefilled, one ready to follow */
-export const LATE_BINDING_QUEUED_PROMPTS = 2;
 
 /** held requests remembered at most (the router's queue holds 1,024 by default) */
 const MAX_HELD = 16_384;

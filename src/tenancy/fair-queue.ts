@@ -4,10 +4,10 @@
 // cost / weight, so backlogged flows share service by weight however fast each one arrives.
 // A flow that goes quiet cannot bank credit: on return it starts at the band's current virtual
 // time. Bounded globally and per flow; when the global bound is hit the last request of the longest
-// flow (its newest, or its lowest-ranked) is pushed out for a shorter one (so a flood cannot occupy the queue other tenants
-// need). Within a flow a request may carry its own rank and a shorter wait bound (an agent's
-// `priority` and `deadline_seconds`): higher rank first, then the earlier deadline, then arrival, so a
-// client reorders only its own flow's requests and never gains on another flow. Every operation is
+// flow (its newest, or its lowest-ranked) is pushed out for a shorter one (so a flood cannot occupy
+// the queue other tenants need). Within a flow a request may carry its own rank and a shorter wait
+// bound (an agent's `priority` and `deadline_seconds`): higher rank first, then the earlier deadline,
+// then arrival, so a client reorders only its own flow's requests and never gains on another flow. Every operation is
 // O(log flows) or O(1) for requests of the default rank and wait; one that goes ahead walks past those
 // it passes. Pure: the clock is an argument, so the fleet simulator and tests drive it in virtual time.
 import { IndexedHeap } from "../collections/indexed-heap.js";

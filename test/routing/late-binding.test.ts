@@ -7,7 +7,6 @@ import {
   createPolicy,
   decide,
   LateBinding,
-  LATE_BINDING_QUEUED_PROMPTS,
   noteFirstToken,
   noteSent,
   queuedPromptsOn,
@@ -39,7 +38,8 @@ const policy = (lateBinding?: Partial<LateBindingOptions>) =>
     cache: oracle,
     predictive: {
       timing: () => l4,
-      lateBinding: { queuedPrompts: LATE_BINDING_QUEUED_PROMPTS, ...lateBinding },
+      // on as docs/routing.md turns it on: one prompt being prefilled, one ready to follow
+      lateBinding: { queuedPrompts: 2, ...lateBinding },
     },
   });
 const hit = (seq: number): RequestView => ({ model: "m", seq, prompt: "hit" });
