@@ -5,10 +5,12 @@
 // engines, from moderate to far past what they serve (where holding requests in the router moves their
 // wait from the engines' batches into the router's queue).
 //   node dist/bench/late-binding.js [--seeds 1,2,3] [--queued-prompts 2] [--max-hold-ms 5000]
+//     [--min-cached-share 0.2]
 import { readFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { fleetOptionsFor } from "../src/fleet/build.js";
 import { simulateFleet } from "../src/fleet/fleet.js";
+import { LATE_BINDING_DEFAULTS } from "../src/routing/late-binding.js";
 import { fleetReport } from "../src/fleet/report.js";
 import { parseScenarioText } from "../src/fleet/scenario.js";
 import { randomWorkload } from "../src/workload/random.js";
@@ -17,11 +19,17 @@ const specs: FlagSpecs = {
   seeds: { type: "string", default: "1,2,3", help: "seeds, pooled by their mean" },
   "queued-prompts": { type: "int", default: 2, help: "late binding's setting to compare with 0" },
   "max-hold-ms": { type: "number", default: 5_000, help: "late binding's longest hold, ms" },
+  "min-cached-share": {
+    type: "number",
+    default: LATE_BINDING_DEFAULTS.minCachedShare,
+    help: "late binding holds only while the router's picks find this share of their prompts cached",
+  },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const seeds = String(flags.seeds).split(",").map(Number);
 const on = Number(flags["queued-prompts"]);
 const window = Number(flags["max-hold-ms"]);
+const minCachedShare = Number(flags["min-cached-share"]);
 const scenario = readFileSync(
   new URL("../../examples/scenarios/shared-prefix-kv-pressure-4xl4.yaml", import.meta.url),
   "utf8",
@@ -79,7 +87,7 @@ const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
 
 function figures(s: Shape, queuedPrompts: number) {
   const runs = seeds.map((seed) => {
-    const o = { ...s.options(seed), lateBinding: { queuedPrompts, maxHoldMs: window } };
+    const o = { ...s.options(seed), lateBinding: { queuedPrompts, maxHoldMs: window, minCachedShare } };
     const b = fleetReport(o, simulateFleet(o), 0).bench;
     return [Number(b.output_throughput), Number(b.median_ttft_ms), Number(b.p90_ttft_ms)] as const;
   });
@@ -87,7 +95,7 @@ function figures(s: Shape, queuedPrompts: number) {
 }
 
 console.log(
-  `# late binding (queuedPrompts ${on}, held at most ${window} ms) against binding at once, 4 × L4, seeds ${seeds.join(",")}\n`,
+  `# late binding (queuedPrompts ${on}, held at most ${window} ms, while picks find ${minCachedShare} cached) against binding at once, 4 × L4, seeds ${seeds.join(",")}\n`,
 );
 console.log("| shape | bound at once: tok/s, TTFT p50 / p90 ms | late binding | ratio (tok/s, p50, p90) |");
 console.log("|---|---|---|---|");

@@ -268,6 +268,7 @@ export function fleetOptionsFor(
     lateBinding: {
       ...(s.simulation.queued_prompts !== undefined ? { queuedPrompts: s.simulation.queued_prompts } : {}),
       ...(s.simulation.max_hold_ms !== undefined ? { maxHoldMs: s.simulation.max_hold_ms } : {}),
+      ...(s.simulation.min_cached_share !== undefined ? { minCachedShare: s.simulation.min_cached_share } : {}),
     },
   };
 }

@@ -100,6 +100,8 @@ const simulationSchema = z.strictObject({
   queued_prompts: nonNegInt.optional(),
   /** predictive policy: as the router's `predictive.maxHoldMs` */
   max_hold_ms: z.number().min(0).optional(),
+  /** predictive policy: as the router's `predictive.minCachedShare` */
+  min_cached_share: z.number().min(0).max(1).optional(),
   arrival: z.enum(["poisson", "constant"]).default("poisson"),
   offload: offloadSchema.default({
     mode: "none",

@@ -58,7 +58,11 @@ const specs: FlagSpecs = {
     type: "int",
     min: 0,
     max: 1024,
-    help: "predictive policy, late binding: this router's streamed prompts awaiting a first token an engine may have before the next one picked for it waits in the router, cheapest first (default 0 = bind every request at once; 2 suits open-loop bursts of shared prefixes under KV pressure)",
+    help: "predictive policy, late binding: this router's streamed prompts awaiting a first token an engine may have before the next one picked for it waits in the router, cheapest first (default 2: one being prefilled, one ready to follow; 0 binds every request at once)",
+  },
+  "predictive-min-cached-share": {
+    type: "number",
+    help: "predictive policy, late binding: hold requests only while the router's picks find at least this share of their prompts cached, a moving mean (default 0.2; 0 holds whatever the share)",
   },
   "slo-ttft-ms": {
     type: "number",
@@ -287,6 +291,8 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("predictive-tp")) sub("predictive").tensorParallelSize = flags["predictive-tp"];
   if (has("predictive-time-scale")) sub("predictive").timeScale = flags["predictive-time-scale"];
   if (has("predictive-queued-prompts")) sub("predictive").queuedPrompts = flags["predictive-queued-prompts"];
+  if (has("predictive-min-cached-share"))
+    sub("predictive").minCachedShare = flags["predictive-min-cached-share"];
   if (has("slo-ttft-ms")) sub("slo").ttftMs = flags["slo-ttft-ms"];
   return c as RouterConfigInput;
 }

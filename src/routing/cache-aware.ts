@@ -290,6 +290,7 @@ export function createCacheAwarePolicy(
       const i = s.engines.indexOf(engine);
       if (i < 0) return;
       model.picked(req, engine, s.pred.promptTokens, s.uncached[i]!, lastNow, s.pred.blocks?.ids);
+      late?.picked(s.pred.promptTokens - s.uncached[i]!, s.pred.promptTokens);
       if (!oracle.onPicked) return;
       const why = explainPick(s, i);
       let other = Infinity;

@@ -40,12 +40,17 @@ export const predictiveConfigSchema = z
     missWeight: z.number().min(0).default(1),
     /**
      * late binding: this router's streamed prompts that may await a first token on an engine before the
-     * next request picked for it waits in the router instead, cheapest first; 0 (the default) binds every
-     * request at once (docs/routing.md, "Late binding")
+     * next request picked for it waits in the router instead, cheapest first; 0 binds every request at
+     * once (docs/routing.md, "Late binding")
      */
     queuedPrompts: z.number().int().min(0).max(1024).default(LATE_BINDING_DEFAULTS.queuedPrompts),
     /** late binding: a request held this long (ms) is bound at once, room or not (keep it under admission.queueTimeout) */
     maxHoldMs: z.number().min(0).max(600_000).default(LATE_BINDING_DEFAULTS.maxHoldMs),
+    /**
+     * late binding: hold only while the router's picks find at least this share of their prompts cached
+     * (a moving mean over picks); where prompts miss, reordering their prefill gains nothing
+     */
+    minCachedShare: z.number().min(0).max(1).default(LATE_BINDING_DEFAULTS.minCachedShare),
   })
   .prefault({});
 export type PredictiveConfig = z.output<typeof predictiveConfigSchema>;
@@ -127,6 +132,6 @@ export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): Predicti
     slo: { defaultTtftMs: slo.ttftMs, models: slo.models },
     // the router's proxy reports every attempt's end (Policy.onDone, onAbandoned)
     reportsCompletions: true,
-    lateBinding: { queuedPrompts: p.queuedPrompts, maxHoldMs: p.maxHoldMs },
+    lateBinding: { queuedPrompts: p.queuedPrompts, maxHoldMs: p.maxHoldMs, minCachedShare: p.minCachedShare },
   };
 }

@@ -3,33 +3,35 @@
 // first token (one being prefilled, one ready to follow, so the engine never waits on the router), a
 // request picked for it waits in the router's admission queue instead of the engine's. Work waiting
 // there is not lost to a choice made early: it is decided again whenever room frees (a first token, an
-// answer's end), so it can still go to another engine that frees first, and the waiters are ordered.
-// Of the requests held for an engine, the one with the least prefill to do goes first (shortest
-// remaining processing first, which minimises the mean wait of a backlog: a prompt whose prefix is
-// cached takes a sixth of the time of one that misses). A request is held at most `maxHoldMs`: then it
-// is bound at once, to its engine's own first-come-first-served queue, so no prompt starves behind a
-// stream of cheaper ones, and none waits in the router until its queue timeout (429) where bound at
-// once it would only have waited in the engine.
+// answer's end), so it can still go to another engine that frees first, though not to one where it
+// would compute more than where it waits, and the waiters are ordered. Of the requests held for an
+// engine, the one with the least prefill to do goes first (shortest remaining processing first, which
+// minimises the mean wait of a backlog: a prompt whose prefix is cached takes a sixth of the time of one
+// that misses). A request is held at most `maxHoldMs`: then it is bound at once, to its engine's own
+// first-come-first-served queue, so no prompt starves behind a stream of cheaper ones, and none waits
+// in the router until its queue timeout (429) where bound at once it would only have waited in the
+// engine.
 //
 // The engine's own scheduler (vLLM's, first come first served) cannot reorder this way, and under a
 // backlog its queue is where prompts wait: keeping the queue in the router is what lets the order be
 // chosen. Below the fleet's capacity nothing queues and nothing is held. A prompt under an eighth of a
 // step is never held: many such prompts share one step, and holding them would thin the engine's batches.
 //
-// Off by default (`queuedPrompts` 0). Past the fleet's capacity it trades one thing for another: an
-// open-loop burst of shared-prefix prompts under KV pressure gets more throughput and a far lower TTFT
-// (the cached prompts first, and the engines' caches kept by them), but a closed loop of many clients
-// waits in the router instead of in the engines' batches, so its TTFT grows (its answers decode faster),
-// and a fleet bound by prefill of long prompts loses a little throughput while the router refills an
-// engine's queue (figures: docs/routing.md, "Late binding").
+// Holding pays only where the order matters: a backlog that mixes prompts whose prefix is cached with
+// prompts that miss (shared prefixes under KV pressure, many tenants' system prompts, conversations).
+// Where prompts are independent, reordering gains nothing, and a closed loop of many clients past the
+// fleet's capacity would wait in the router instead of in the engines' batches (TTFT p50 5× in the
+// fleet simulator). So nothing is held while the router's picks find under `minCachedShare` of their
+// prompts cached (a moving mean over picks). On by default (`queuedPrompts` 2); 0 binds every request
+// at once (figures: docs/routing.md, "Late binding").
 //
 // Only prompts whose first token the router will see are counted: a non-streamed answer's first byte
 // comes with its last, so it would count as queued for its whole answer (EngineView.unstreamed). In a
 // router group each process counts its own prompts (each keeps up to `queuedPrompts` on an engine).
 //
-// State: the requests held, per engine (no I/O, no clock: the caller passes the time). Bounded: at most
-// `MAX_HELD` (the oldest forgotten first); one not decided again for `STALE_MS` is taken to have left
-// (a caller that does not say so, or a queue deeper than it retries at once).
+// State: the requests held, per engine, and the moving mean (no I/O, no clock: the caller passes the
+// time). Bounded: at most `MAX_HELD` (the oldest forgotten first); one not decided again for `STALE_MS`
+// is taken to have left (a caller that does not say so, or a queue deeper than it retries at once).
 import type { EngineView, RequestView } from "./types.js";
 
 export interface LateBindingOptions {
@@ -37,10 +39,19 @@ export interface LateBindingOptions {
   queuedPrompts: number;
   /** a request held this long (ms) is bound at once; below the router's queue timeout */
   maxHoldMs: number;
+  /**
+   * hold only while the router's picks find at least this share of their prompts cached (a moving
+   * mean over picks): where prompts miss, the order of prefill gains nothing and holding only waits
+   */
+  minCachedShare: number;
 }
 
-/** off by default (docs/routing.md, "Late binding": it costs closed-loop overloads their TTFT) */
-export const LATE_BINDING_DEFAULTS: LateBindingOptions = { queuedPrompts: 0, maxHoldMs: 5_000 };
+/** on by default, gated by the picks' cached share (docs/routing.md, "Late binding") */
+export const LATE_BINDING_DEFAULTS: LateBindingOptions = {
+  queuedPrompts: 2,
+  maxHoldMs: 5_000,
+  minCachedShare: 0.2,
+};
 
 /** held requests remembered at most (the router's queue holds 1,024 by default) */
 const MAX_HELD = 16_384;
@@ -48,6 +59,10 @@ const MAX_HELD = 16_384;
 const STALE_MS = 5_000;
 /** a prompt needing at most this share of a step's tokens (1/8) is never held */
 const SMALL_SHARE_OF_STEP = 8;
+/** the weight of one pick in the moving mean of the cached share (about the last 20 picks count) */
+const SHARE_WEIGHT = 0.05;
+/** the moving mean before any pick: nothing is held until picks show prefixes cached */
+const SHARE_START = 0;
 
 interface Held {
   req: RequestView;
@@ -69,11 +84,33 @@ export function queuedPromptsOn(e: EngineView): number | undefined {
 export class LateBinding {
   private readonly held = new Map<RequestView, Held>();
   private readonly byEngine = new Map<string, Set<Held>>();
+  /** moving mean of the share of a picked prompt its engine had cached */
+  private share = SHARE_START;
 
   constructor(private readonly o: LateBindingOptions) {
     if (!(o.queuedPrompts >= 0) || !Number.isInteger(o.queuedPrompts))
       throw new Error(`late binding: queuedPrompts must be a whole number ≥ 0, got ${o.queuedPrompts}`);
     if (!(o.maxHoldMs >= 0)) throw new Error(`late binding: maxHoldMs must be ≥ 0`);
+    if (!(o.minCachedShare >= 0 && o.minCachedShare <= 1))
+      throw new Error(`late binding: minCachedShare must lie in [0, 1], got ${o.minCachedShare}`);
+  }
+
+  /** the moving mean of the cached share of the router's picks, in [0, 1] */
+  get cachedShare(): number {
+    return this.share;
+  }
+
+  /**
+   * A request was bound to an engine that had `cached` of its `promptTokens` cached (predicted). Holding
+   * pays where a backlog mixes cached prompts with misses: computed first, the cached ones wait less and
+   * keep their prefixes in use. Where picks find little cached (independent prompts), reordering gains
+   * nothing, and in a closed loop the clients' next prompts would wait in the router instead of joining
+   * the engines' batches.
+   */
+  picked(cached: number, promptTokens: number): void {
+    if (!(promptTokens > 0)) return;
+    const s = Math.min(1, Math.max(0, cached / promptTokens));
+    this.share += SHARE_WEIGHT * (s - this.share);
   }
 
   get enabled(): boolean {
@@ -100,28 +137,38 @@ export class LateBinding {
   ): boolean {
     const queued = this.enabled && now !== undefined ? queuedPromptsOn(engine) : undefined;
     const h = this.held.get(req);
-    if (queued === undefined || uncached <= stepTokens / SMALL_SHARE_OF_STEP) {
+    if (
+      queued === undefined ||
+      uncached <= stepTokens / SMALL_SHARE_OF_STEP ||
+      this.share < this.o.minCachedShare
+    ) {
       if (h) this.forget(h);
       return false;
     }
     const since = h?.since ?? now!;
     // held long enough: bound now, room or not (the engine queues it first come, first served)
     const due = now! - since >= this.o.maxHoldMs;
+    // Decided again toward another engine where it would compute more (its prefix is cached where it
+    // waits): it keeps waiting for its own. Moved, it would buy a shorter wait with a prefill that, under
+    // a backlog, pushes out prefixes others there will need; in the fleet simulator, moving such
+    // requests cost multi-round QA past capacity half its cache hits (docs/routing.md, "Late binding").
+    const moves = h !== undefined && h.engine !== engine.id;
+    if (moves && !due && uncached > h.uncached) {
+      this.touch(h, now!);
+      return true;
+    }
     if (due || (queued < this.o.queuedPrompts && !this.ranksBehind(req, engine.id, uncached, since, now!))) {
       if (h) this.forget(h);
       return false;
     }
     if (h) {
-      if (h.engine !== engine.id) {
+      if (moves) {
         this.bucket(h.engine)?.delete(h);
         h.engine = engine.id;
         this.bucketFor(h.engine).add(h);
       }
       h.uncached = uncached;
-      h.seen = now!;
-      // most recently decided last: the oldest-decided entry is the one a full map forgets
-      this.held.delete(req);
-      this.held.set(req, h);
+      this.touch(h, now!);
       return true;
     }
     while (this.held.size >= MAX_HELD) this.forget(this.held.values().next().value!);
@@ -157,6 +204,13 @@ export class LateBinding {
       if (h.uncached < uncached || (h.uncached === uncached && h.since < since)) return true;
     }
     return false;
+  }
+
+  /** `h` was decided again at `now`: most recently decided last, the entry a full map forgets first */
+  private touch(h: Held, now: number): void {
+    h.seen = now;
+    this.held.delete(h.req);
+    this.held.set(h.req, h);
   }
 
   private forget(h: Held): void {

@@ -1,7 +1,8 @@
-// Late binding through the live router (`predictive.queuedPrompts: 2`): `predictive` keeps a request in the router's queue while the
-// engine it picked has two streamed prompts awaiting their first token, and sends it when a first token
-// comes back (not only when a request ends); non-streamed requests, whose first byte is their last, are
-// not counted as queued prompts and are never held for them.
+// Late binding through the live router (`predictive.queuedPrompts: 2`, the default): `predictive` keeps a
+// request in the router's queue while the engine it picked has two streamed prompts awaiting their first
+// token, and sends it when a first token comes back (not only when a request ends); non-streamed
+// requests, whose first byte is their last, are not counted as queued prompts and are never held for
+// them. The gate on the picks' cached share is off (`minCachedShare: 0`): these prompts share nothing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startFakeEngine } from "./fake-engine.js";
@@ -10,7 +11,7 @@ import { post, routerFor, waitUntil } from "./util.js";
 test("predictive holds a third streamed request in the router until a first token comes back, then sends it while the others still stream", async () => {
   // wide margins: the third request is queued long before the first tokens, sent long before any end
   const e = await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs: 2000, tokenDelayMs: 300 });
-  const router = await routerFor([e.url], { policy: "predictive", predictive: { queuedPrompts: 2 } });
+  const router = await routerFor([e.url], { policy: "predictive", predictive: { queuedPrompts: 2, minCachedShare: 0 } });
   try {
     const send = (i: number) =>
       post(`${router.url}/v1/chat/completions`, {
@@ -39,7 +40,7 @@ test("predictive holds a third streamed request in the router until a first toke
 
 test("predictive never holds non-streamed requests for each other: their first byte is their last", async () => {
   const e = await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs: 800 });
-  const router = await routerFor([e.url], { policy: "predictive", predictive: { queuedPrompts: 2 } });
+  const router = await routerFor([e.url], { policy: "predictive", predictive: { queuedPrompts: 2, minCachedShare: 0 } });
   try {
     const answers = [1, 2, 3, 4].map((i) =>
       post(`${router.url}/v1/chat/completions`, {

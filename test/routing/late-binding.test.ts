@@ -38,8 +38,9 @@ const policy = (lateBinding?: Partial<LateBindingOptions>) =>
     cache: oracle,
     predictive: {
       timing: () => l4,
-      // on as docs/routing.md turns it on: one prompt being prefilled, one ready to follow
-      lateBinding: { queuedPrompts: 2, ...lateBinding },
+      // one prompt being prefilled, one ready to follow (the default); held whatever the picks find
+      // cached, but where a test sets the gate (minCachedShare)
+      lateBinding: { queuedPrompts: 2, minCachedShare: 0, ...lateBinding },
     },
   });
 const hit = (seq: number): RequestView => ({ model: "m", seq, prompt: "hit" });
@@ -130,13 +131,46 @@ test("a request with a TTFT SLO is bound at once: it was admitted by a predictio
   assert.equal(kind(decide(policy(), withSlo, { engines: [a], now: 0 })), "a");
 });
 
-test("late binding is off by default, and off (queuedPrompts 0) binds every request at once", () => {
+test("late binding is on by default with two queued prompts, and queuedPrompts 0 binds every request at once", () => {
   const a = busy(20);
   assert.equal(kind(decide(policy({ queuedPrompts: 0 }), miss(1), { engines: [a], now: 0 })), "a");
+  assert.equal(policy({ queuedPrompts: 0 }).roomAtFirstToken, false);
   const plain = createPolicy("predictive", { cache: oracle, predictive: { timing: () => l4 } });
-  assert.equal(kind(decide(plain, miss(2), { engines: [a], now: 0 })), "a");
-  assert.equal(plain.roomAtFirstToken, false);
-  assert.equal(policy().roomAtFirstToken, true);
+  assert.equal(plain.roomAtFirstToken, true);
+  // once its picks find prefixes cached (below)
+  const free = eng("b", { awaitingFirstToken: 0, inFlight: 0 });
+  for (let i = 0; i < 10; i++) decide(plain, hit(10 + i), { engines: [free], now: 0 });
+  assert.equal(kind(decide(plain, miss(2), { engines: [a], now: 0 })), "saturated");
+});
+
+test("a held request decided again toward an engine where it would compute more keeps waiting for its own; as cheap elsewhere, it goes there", () => {
+  const late = new LateBinding({ queuedPrompts: 2, maxHoldMs: 5_000, minCachedShare: 0 });
+  const a = busy(2);
+  const free = eng("b", { awaitingFirstToken: 0, inFlight: 0 });
+  const r = hit(1);
+  assert.equal(late.holds(r, a, 600, 0, 2048), true);
+  // b has room, but there the prompt misses: moving would buy a shorter wait with its cached prefix
+  assert.equal(late.holds(r, free, 3600, 10, 2048), true);
+  assert.equal(late.size, 1);
+  assert.equal(late.holds(r, free, 600, 20, 2048), false, "as cheap on b: bound there");
+  assert.equal(late.size, 0);
+  // held for its longest hold, it is bound wherever it is picked
+  const s = hit(2);
+  assert.equal(late.holds(s, a, 600, 0, 2048), true);
+  assert.equal(late.holds(s, free, 3600, 5_000, 2048), false);
+});
+
+test("late binding holds nothing until the router's picks find a fifth of their prompts cached, and nothing again once they find less", () => {
+  const p = policy({ minCachedShare: 0.2 });
+  const free = eng("b", { awaitingFirstToken: 0, inFlight: 0 });
+  const a = busy(2);
+  assert.equal(kind(decide(p, miss(1), { engines: [a], now: 0 })), "a", "no pick yet has shown a cached prefix");
+  // prompts that find five sixths cached: the moving mean of the share passes a fifth within a few picks
+  for (let i = 0; i < 10; i++) decide(p, hit(100 + i), { engines: [free], now: 0 });
+  assert.equal(kind(decide(p, miss(2), { engines: [a], now: 0 })), "saturated");
+  // independent prompts: forty picks that find nothing cached bring it under a fifth again
+  for (let i = 0; i < 40; i++) assert.equal(kind(decide(p, miss(200 + i), { engines: [free], now: 0 })), "b");
+  assert.equal(kind(decide(p, miss(3), { engines: [a], now: 0 })), "a", "reordering misses gains nothing");
 });
 
 test("a prompt needing under an eighth of a step is never held: many share one step", () => {
@@ -152,13 +186,13 @@ test("a prompt needing under an eighth of a step is never held: many share one s
   };
   const p = createPolicy("predictive", {
     cache: tiny,
-    predictive: { timing: () => l4, lateBinding: { queuedPrompts: 2 } },
+    predictive: { timing: () => l4, lateBinding: { queuedPrompts: 2, minCachedShare: 0 } },
   });
   assert.equal(kind(decide(p, miss(2), { engines: [a], now: 0 })), "a");
 });
 
 test("the requests late binding remembers are bounded, the least recently decided forgotten first", () => {
-  const late = new LateBinding({ queuedPrompts: 1, maxHoldMs: 10_000 });
+  const late = new LateBinding({ queuedPrompts: 1, maxHoldMs: 10_000, minCachedShare: 0 });
   const a = busy(1);
   const first = miss(0);
   late.holds(first, a, 3600, 0, 2048);
@@ -167,5 +201,6 @@ test("the requests late binding remembers are bounded, the least recently decide
   // the first was forgotten: deciding it again holds it as a newcomer, and the map stays at its cap
   assert.equal(late.holds(first, a, 3600, 0, 2048), true);
   assert.equal(late.size, 16_384);
-  assert.throws(() => new LateBinding({ queuedPrompts: 1.5, maxHoldMs: 0 }), /whole number/);
+  assert.throws(() => new LateBinding({ queuedPrompts: 1.5, maxHoldMs: 0, minCachedShare: 0 }), /whole number/);
+  assert.throws(() => new LateBinding({ queuedPrompts: 1, maxHoldMs: 0, minCachedShare: 2 }), /\[0, 1\]/);
 });

@@ -372,6 +372,7 @@ test("configuration: engines are timed by their GPU profile for a known model, l
       missWeight: 1,
       queuedPrompts: 2,
       maxHoldMs: 10_000,
+      minCachedShare: 0.2,
     },
     { models: { m: 100 }, onMiss: "reject" },
   );
