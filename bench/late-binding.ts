@@ -1,9 +1,9 @@
 // What `predictive`'s late binding gives and costs, in the fleet simulator: each shape run with every
-// request bound at once (`--predictive-queued-prompts 0`, the default) and with late binding
-// (`queuedPrompts` 2), the same seeds. The shapes: the shared-prefix bursts under KV pressure of the
-// live comparison with vllm-router (4 × L4, open loop), and closed loops of random prompts on the same
-// engines, from moderate to far past what they serve (where holding requests in the router moves their
-// wait from the engines' batches into the router's queue).
+// request bound at once (`--predictive-queued-prompts 0`) and with late binding (`queuedPrompts` 2, the
+// default), the same seeds. The shapes: the shared-prefix bursts under KV pressure of the live
+// comparison with vllm-router (4 × L4, open loop), and closed loops of random prompts on the same
+// engines, from moderate to far past what they serve (where holding requests in the router would move
+// their wait from the engines' batches into the router's queue; `--min-cached-share 0` shows it).
 //   node dist/bench/late-binding.js [--seeds 1,2,3] [--queued-prompts 2] [--max-hold-ms 5000]
 //     [--min-cached-share 0.2]
 import { readFileSync } from "node:fs";

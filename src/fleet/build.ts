@@ -268,7 +268,9 @@ export function fleetOptionsFor(
     lateBinding: {
       ...(s.simulation.queued_prompts !== undefined ? { queuedPrompts: s.simulation.queued_prompts } : {}),
       ...(s.simulation.max_hold_ms !== undefined ? { maxHoldMs: s.simulation.max_hold_ms } : {}),
-      ...(s.simulation.min_cached_share !== undefined ? { minCachedShare: s.simulation.min_cached_share } : {}),
+      ...(s.simulation.min_cached_share !== undefined
+        ? { minCachedShare: s.simulation.min_cached_share }
+        : {}),
     },
   };
 }

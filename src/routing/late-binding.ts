@@ -95,11 +95,6 @@ export class LateBinding {
       throw new Error(`late binding: minCachedShare must lie in [0, 1], got ${o.minCachedShare}`);
   }
 
-  /** the moving mean of the cached share of the router's picks, in [0, 1] */
-  get cachedShare(): number {
-    return this.share;
-  }
-
   /**
    * A request was bound to an engine that had `cached` of its `promptTokens` cached (predicted). Holding
    * pays where a backlog mixes cached prompts with misses: computed first, the cached ones wait less and

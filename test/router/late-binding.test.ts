@@ -11,7 +11,10 @@ import { post, routerFor, waitUntil } from "./util.js";
 test("predictive holds a third streamed request in the router until a first token comes back, then sends it while the others still stream", async () => {
   // wide margins: the third request is queued long before the first tokens, sent long before any end
   const e = await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs: 2000, tokenDelayMs: 300 });
-  const router = await routerFor([e.url], { policy: "predictive", predictive: { queuedPrompts: 2, minCachedShare: 0 } });
+  const router = await routerFor([e.url], {
+    policy: "predictive",
+    predictive: { queuedPrompts: 2, minCachedShare: 0 },
+  });
   try {
     const send = (i: number) =>
       post(`${router.url}/v1/chat/completions`, {
@@ -40,7 +43,10 @@ test("predictive holds a third streamed request in the router until a first toke
 
 test("predictive never holds non-streamed requests for each other: their first byte is their last", async () => {
   const e = await startFakeEngine({ models: ["fake/m"], firstTokenDelayMs: 800 });
-  const router = await routerFor([e.url], { policy: "predictive", predictive: { queuedPrompts: 2, minCachedShare: 0 } });
+  const router = await routerFor([e.url], {
+    policy: "predictive",
+    predictive: { queuedPrompts: 2, minCachedShare: 0 },
+  });
   try {
     const answers = [1, 2, 3, 4].map((i) =>
       post(`${router.url}/v1/chat/completions`, {

@@ -164,7 +164,11 @@ test("late binding holds nothing until the router's picks find a fifth of their 
   const p = policy({ minCachedShare: 0.2 });
   const free = eng("b", { awaitingFirstToken: 0, inFlight: 0 });
   const a = busy(2);
-  assert.equal(kind(decide(p, miss(1), { engines: [a], now: 0 })), "a", "no pick yet has shown a cached prefix");
+  assert.equal(
+    kind(decide(p, miss(1), { engines: [a], now: 0 })),
+    "a",
+    "no pick yet has shown a cached prefix",
+  );
   // prompts that find five sixths cached: the moving mean of the share passes a fifth within a few picks
   for (let i = 0; i < 10; i++) decide(p, hit(100 + i), { engines: [free], now: 0 });
   assert.equal(kind(decide(p, miss(2), { engines: [a], now: 0 })), "saturated");
@@ -201,6 +205,9 @@ test("the requests late binding remembers are bounded, the least recently decide
   // the first was forgotten: deciding it again holds it as a newcomer, and the map stays at its cap
   assert.equal(late.holds(first, a, 3600, 0, 2048), true);
   assert.equal(late.size, 16_384);
-  assert.throws(() => new LateBinding({ queuedPrompts: 1.5, maxHoldMs: 0, minCachedShare: 0 }), /whole number/);
+  assert.throws(
+    () => new LateBinding({ queuedPrompts: 1.5, maxHoldMs: 0, minCachedShare: 0 }),
+    /whole number/,
+  );
   assert.throws(() => new LateBinding({ queuedPrompts: 1, maxHoldMs: 0, minCachedShare: 2 }), /\[0, 1\]/);
 });
