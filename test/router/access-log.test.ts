@@ -23,11 +23,13 @@ function accessLines(output: string): Array<Record<string, unknown>> {
 async function withRouter(
   accessLog: Record<string, unknown>,
   fn: (url: string, lines: () => Array<Record<string, unknown>>) => Promise<void>,
+  more: { config?: Record<string, unknown>; engine?: { tokenDelayMs?: number } } = {},
 ): Promise<void> {
-  const e = await startFakeEngine({ models: ["fake/m"] });
+  const e = await startFakeEngine({ models: ["fake/m"], ...more.engine });
   const dir = mkdtempSync(join(tmpdir(), "sy-access-"));
   const file = join(dir, "router.yaml");
-  writeFileSync(file, stringify({ backends: [e.url], accessLog, health: { interval: "100ms" } }));
+  const config = { backends: [e.url], accessLog, health: { interval: "100ms" }, ...more.config };
+  writeFileSync(file, stringify(config));
   const port = await freePort();
   const r = spawnCli(["router", "--config", file, "--host", "127.0.0.1", "--port", String(port)], {
     SWITCHYARD_LOG_LEVEL: "info",
@@ -77,6 +79,32 @@ test("access log: one info line per request, with model, engine, status, TTFT, d
     assert.equal(b!.status, 404);
     assert.equal(b!.engine, "none");
   });
+});
+
+test("access log: a request that waited in the router's admission queue says for how long; one bound at once does not", async () => {
+  await withRouter(
+    { enabled: true },
+    async (url, lines) => {
+      // one request at a time per engine: the second waits in the router until the first is answered
+      const send = (id: string) =>
+        post(
+          url + "/v1/completions",
+          { model: "fake/m", prompt: "x", max_tokens: 5 },
+          { "x-request-id": id },
+        );
+      // five tokens 300 ms apart: the other is sent long before the first answer can end
+      for (const r of await Promise.all([send("first"), send("second")])) {
+        assert.equal(r.status, 200);
+        await r.text();
+      }
+      await until(() => lines().length >= 2);
+      const byId = new Map(lines().map((l) => [l.requestId, l]));
+      const waited = [byId.get("first")!, byId.get("second")!].filter((l) => l.queuedMs !== undefined);
+      assert.equal(waited.length, 1, "exactly one of the two waited for the other");
+      assert.ok(Number(waited[0]!.queuedMs) > 0);
+    },
+    { config: { admission: { maxInFlightPerEngine: 1 } }, engine: { tokenDelayMs: 300 } },
+  );
 });
 
 test("access log: sampleRatio 0 drops successes but keeps every error", async () => {

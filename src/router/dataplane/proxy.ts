@@ -304,12 +304,15 @@ export class Proxy implements AttemptHost {
       picked = e;
       return true;
     };
+    const since = performance.now();
     try {
       await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow, ctx.pr.queueAsk);
     } catch (err) {
       // timed out, refused or its client gone while held: it ranks among the waiting no more
       this.d.policy().onLeftQueue?.(ctx.view);
       throw err;
+    } finally {
+      ctx.queuedMs += performance.now() - since;
     }
     return picked!;
   }

@@ -88,6 +88,11 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   panicked = false;
   /** ms from arrival to the first relayed byte; -1 until then (the access log) */
   ttftMs = -1;
+  /**
+   * ms it waited in the router's admission queue for room (late binding holding it, every engine at
+   * its cap, an SLO to wait for); 0 when bound at once (the access log)
+   */
+  queuedMs = 0;
   /** the last relayed body chunk, where vLLM puts `usage` (the access log reads it at the end) */
   lastChunk: Buffer | undefined = undefined;
   lastRelayAt = 0;

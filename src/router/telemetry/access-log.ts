@@ -1,8 +1,9 @@
 // One structured line per finished client request (pino, logger `router.access`, level info): who,
 // which model and engine, the outcome, TTFT and duration, tokens when the answer carried `usage`,
-// retries. Configured by `accessLog: { enabled, sampleRatio, maxPerSecond }`: the ratio samples
-// successful requests and the cap bounds their lines per second per process — every error is logged,
-// since those are the lines an operator looks for. The cap is there because in a flood of tiny
+// retries, and how long it waited in the router's admission queue (late binding's holds show there).
+// Configured by `accessLog: { enabled, sampleRatio, maxPerSecond }`: the ratio samples successful
+// requests and the cap bounds their lines per second per process — every error is logged, since those
+// are the lines an operator looks for. The cap is there because in a flood of tiny
 // requests the line cost 3–17 µs of each request's 55–60 µs of router CPU, and 20,000 lines a second
 // is 5 MB/s of log nobody reads line by line; LLM traffic, whose requests last seconds, stays under it
 // and keeps a line per request. Skipped lines are counted (`switchyard_access_log_lines_skipped_total`)
@@ -26,6 +27,8 @@ export interface AccessRecord {
   readonly engineUrl: string;
   readonly attempts: number;
   readonly ttftMs: number;
+  /** ms it waited in the router's admission queue (absent or 0: bound at once) */
+  readonly queuedMs?: number;
   readonly panicked: boolean;
   readonly lastChunk: Buffer | undefined;
   /** times the stream moved to another engine mid-response */
@@ -101,6 +104,7 @@ export class AccessLog {
     f += `"model":${JSON.stringify(pr.model)},"path":${JSON.stringify(pr.path)},"stream":${pr.stream},`;
     f += `"engine":${JSON.stringify(r.engineUrl)},"status":${status},`;
     if (r.ttftMs >= 0) f += `"ttftMs":${round1(r.ttftMs)},`;
+    if (r.queuedMs !== undefined && r.queuedMs > 0) f += `"queuedMs":${round1(r.queuedMs)},`;
     f += `"durationMs":${round1(seconds * 1000)},`;
     if (usage) f += `"promptTokens":${usage.prompt},"completionTokens":${usage.completion},`;
     f += `"retries":${r.attempts > 1 ? r.attempts - 1 - r.migrations : 0},"migrations":${r.migrations},`;
