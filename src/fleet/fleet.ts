@@ -56,7 +56,7 @@ export interface FleetOptions {
   routers?: number;
   /** scorers added to the policy's own, as the router's config `scorers` */
   scorers?: ScorersConfig;
-  /** predictive: late binding's settings (the router's `predictive.queuedPrompts`, `.maxHoldMs`) */
+  /** predictive: late binding's settings (the router's `predictive.queuedPrompts` and the rest) */
   lateBinding?: Partial<LateBindingOptions> | undefined;
   /** hooks for callers that run many simulations of one workload (the planner); none changes a run */
   hooks?: FleetHooks;

@@ -83,7 +83,7 @@ export interface RouterOptions {
   seed?: number | undefined;
   /** scorers added to the policy's own, as the router's config `scorers` */
   scorers?: ScorersConfig | undefined;
-  /** predictive: late binding's settings, as the router's config `predictive.queuedPrompts` and `.maxHoldMs` */
+  /** predictive: late binding's settings, as the router's `predictive.queuedPrompts` and the rest */
   lateBinding?: Partial<LateBindingOptions> | undefined;
   /** the decision log: told of every decision with what the policy predicted per engine */
   onDecision?: ((d: FleetDecision) => void) | undefined;

@@ -148,7 +148,7 @@ export interface CacheAwarePolicyOptions {
 const SATURATED: Decision = { kind: "saturated" };
 /** held requests are decided again at least this often (ms): one whose turn came needs no event to go */
 const LATE_BINDING_RECHECK_MS = 250;
-/** an engine's step budget when its timing does not say: vLLM's default max_num_batched_tokens on most GPUs */
+/** a step's budget when the timing does not say: vLLM's max_num_batched_tokens on most GPUs */
 const DEFAULT_STEP_TOKENS = 2048;
 
 export function createCacheAwarePolicy(

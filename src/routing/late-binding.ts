@@ -158,7 +158,7 @@ export class LateBinding {
     }
     if (h) {
       if (moves) {
-        this.bucket(h.engine)?.delete(h);
+        this.byEngine.get(h.engine)?.delete(h);
         h.engine = engine.id;
         this.bucketFor(h.engine).add(h);
       }
@@ -187,7 +187,7 @@ export class LateBinding {
     since: number,
     now: number,
   ): boolean {
-    const set = this.bucket(engine);
+    const set = this.byEngine.get(engine);
     if (!set || set.size === 0) return false;
     for (const h of set) {
       if (h.req === req) continue;
@@ -210,13 +210,9 @@ export class LateBinding {
 
   private forget(h: Held): void {
     this.held.delete(h.req);
-    const set = this.bucket(h.engine);
+    const set = this.byEngine.get(h.engine);
     set?.delete(h);
     if (set && set.size === 0) this.byEngine.delete(h.engine);
-  }
-
-  private bucket(engine: string): Set<Held> | undefined {
-    return this.byEngine.get(engine);
   }
 
   private bucketFor(engine: string): Set<Held> {

@@ -107,8 +107,9 @@ export interface PredictiveOptions {
   reportsCompletions?: boolean;
   /**
    * late binding (late-binding.ts): how many of this router's prompts may await a first token on an engine
-   * before the next one picked for it waits in the router, and how long a waiter may be passed by cheaper
-   * ones; `queuedPrompts: 0` (the default) binds every request at once
+   * before the next one picked for it waits in the router, the longest hold, and the picks' cached share
+   * below which nothing is held; unset keys take LATE_BINDING_DEFAULTS, and `queuedPrompts: 0` binds every
+   * request at once
    */
   lateBinding?: Partial<LateBindingOptions> | undefined;
 }

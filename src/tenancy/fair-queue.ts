@@ -7,9 +7,10 @@
 // flow (its newest, or its lowest-ranked) is pushed out for a shorter one (so a flood cannot occupy
 // the queue other tenants need). Within a flow a request may carry its own rank and a shorter wait
 // bound (an agent's `priority` and `deadline_seconds`): higher rank first, then the earlier deadline,
-// then arrival, so a client reorders only its own flow's requests and never gains on another flow. Every operation is
-// O(log flows) or O(1) for requests of the default rank and wait; one that goes ahead walks past those
-// it passes. Pure: the clock is an argument, so the fleet simulator and tests drive it in virtual time.
+// then arrival, so a client reorders only its own flow's requests and never gains on another flow.
+// Every operation is O(log flows) or O(1) for requests of the default rank and wait; one that goes
+// ahead walks past those it passes. Pure: the clock is an argument, so the fleet simulator and tests
+// drive it in virtual time.
 import { IndexedHeap } from "../collections/indexed-heap.js";
 
 export interface FairQueueLimits {
