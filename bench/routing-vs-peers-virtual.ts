@@ -5,7 +5,8 @@
 // what `switchyard simulate` predicts, and ideas tried in seconds before the live run. Seeds are pooled
 // by their mean (the live bench's own seed is 0: `--seeds 0` sends the very sessions it sent). Agentic
 // shapes also report input tok/s and resumed turns' TTFT.
-//   node dist/bench/routing-vs-peers-virtual.js [--shapes kv-pressure,kv-pressure-light,kv-half,agentic-b2b]
+//   node dist/bench/routing-vs-peers-virtual.js
+//     [--shapes kv-pressure,kv-pressure-light,kv-half,multi-tenant,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once)
 import { readFileSync, writeFileSync } from "node:fs";
@@ -20,7 +21,11 @@ import { resumedFigures } from "../src/bench/report.js";
 import { shapeOf, type Shape } from "./routing-vs-peers-shapes.js";
 
 const specs: FlagSpecs = {
-  shapes: { type: "string", default: "kv-pressure,kv-pressure-light,kv-half,agentic-b2b", help: "" },
+  shapes: {
+    type: "string",
+    default: "kv-pressure,kv-pressure-light,kv-half,multi-tenant,agentic-b2b",
+    help: "",
+  },
   policies: { type: "string", default: "predictive,prefix,vllm-router-cache-aware,round-robin", help: "" },
   seeds: { type: "string", default: "1,2,3,4,5", help: "" },
   json: { type: "string", help: "also write the rows here" },
@@ -62,10 +67,18 @@ interface Run {
 /** one seed of a shape under a policy, on the engines of the shared-prefix scenario */
 function runShape(s: Shape, policy: string, seed: number, name: string): Run {
   if (s.kind === "multi-round-qa") throw new Error(`${name}: no virtual rendering of multi-round QA here`);
+  const sp = s.kind === "shared-prefix" ? s : undefined;
   const text = base
     .replace(/policy: predictive/, `policy: ${policy}`)
     .replace(/qps: 6/, `qps: ${s.qps}`)
     .replace(/num_groups: 40/, `num_groups: ${s.kind === "shared-prefix" ? s.groups : 40}`)
+    .replace(/prompts_per_group: 6/, `prompts_per_group: ${sp?.promptsPerGroup ?? 6}`)
+    .replace(/system_prompt_len: 3000/, `system_prompt_len: ${sp?.systemPromptLen ?? 3000}`)
+    .replace(/question_len: 600/, `question_len: ${sp?.questionLen ?? 600}`)
+    .replace(
+      /prompt_tokens: 3600/,
+      `prompt_tokens: ${(sp?.systemPromptLen ?? 3000) + (sp?.questionLen ?? 600)}`,
+    )
     .replace(
       /seed: 1/,
       `seed: ${seed}` +
@@ -103,7 +116,7 @@ for (const shape of list("shapes")) {
   const s = shapeOf(shape);
   const what =
     s.kind === "shared-prefix"
-      ? `${s.groups} groups x 6 prompts, Poisson ${s.qps} req/s`
+      ? `${s.groups} groups x ${s.promptsPerGroup ?? 6} prompts (${s.systemPromptLen ?? 3000} + ${s.questionLen ?? 600} tokens), Poisson ${s.qps} req/s`
       : s.kind === "agentic"
         ? `${s.sessions} ${s.preset} agent sessions, ${s.outputTokens}-token answers, Poisson ${s.qps} req/s`
         : `${s.users} users`;

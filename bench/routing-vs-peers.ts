@@ -9,9 +9,11 @@
 //     [--rounds 3] [--json FILE] [--out-dir DIR]
 // Shapes: kv-pressure (40 groups x 6 prompts, 3,000-token shared prompt, 600-token question, 64 output
 // tokens, Poisson 6 req/s: the groups' prefixes fill the fleet's KV), kv-pressure-light (the same at
-// 4 req/s), kv-half (20 groups: half the fleet's KV), multi-round-qa-N (N users x 4 rounds, 1k shared
-// system prompt + 4k history, every user active), agentic-b2b (agent sessions paused on tools between
-// turns: routing-vs-peers-shapes.ts). Agentic shapes also report input tok/s and resumed turns' TTFT.
+// 4 req/s), kv-half (20 groups: half the fleet's KV), multi-tenant (llm-d's multi-tenant shape scaled
+// to four engines: 18 tenants x 12 prompts, 4,500-token system prompt, 1,500-token question, Poisson
+// 3 req/s), multi-round-qa-N (N users x 4 rounds, 1k shared system prompt + 4k history, every user
+// active), agentic-b2b (agent sessions paused on tools between turns: routing-vs-peers-shapes.ts).
+// Agentic shapes also report input tok/s and resumed turns' TTFT.
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -29,7 +31,7 @@ const SIM_ARGS = ["--gpu", GPU, "--max-model-len", "16384"];
 const specs: FlagSpecs = {
   shapes: {
     type: "string",
-    default: "kv-pressure,kv-pressure-light,kv-half",
+    default: "kv-pressure,kv-pressure-light,kv-half,multi-tenant",
     help: Object.keys(SHAPES).join(", "),
   },
   targets: {
