@@ -10,6 +10,7 @@ export type Shape =
       groups: number;
       /** Poisson arrivals, req/s */
       qps: number;
+      /** prompts per group (6), each group's shared prompt (3,000 tokens) and each question (600) */
       promptsPerGroup?: number;
       systemPromptLen?: number;
       questionLen?: number;

@@ -71,7 +71,7 @@ function runShape(s: Shape, policy: string, seed: number, name: string): Run {
   const text = base
     .replace(/policy: predictive/, `policy: ${policy}`)
     .replace(/qps: 6/, `qps: ${s.qps}`)
-    .replace(/num_groups: 40/, `num_groups: ${s.kind === "shared-prefix" ? s.groups : 40}`)
+    .replace(/num_groups: 40/, `num_groups: ${sp?.groups ?? 40}`)
     .replace(/prompts_per_group: 6/, `prompts_per_group: ${sp?.promptsPerGroup ?? 6}`)
     .replace(/system_prompt_len: 3000/, `system_prompt_len: ${sp?.systemPromptLen ?? 3000}`)
     .replace(/question_len: 600/, `question_len: ${sp?.questionLen ?? 600}`)
