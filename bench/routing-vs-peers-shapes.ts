@@ -35,7 +35,8 @@ export const SHAPES: Record<string, Shape> = {
   // engines whose KV holds 1.19M tokens: the prefixes fill 57% of it) scaled to the 4 × L4 fleet (146k
   // tokens): 18 tenants fill the same share; answers of 64 tokens rather than 256, as the other shapes,
   // so that a run takes a minute. 3 req/s is past round-robin's capacity (1.9 req/s in the fleet
-  // simulator) and about what the cache-aware policies serve: where routing decides most
+  // simulator) and about what the cache-aware policies serve: where routing decides most. As a scenario:
+  // examples/scenarios/multi-tenant-4xl4.yaml
   "multi-tenant": {
     kind: "shared-prefix",
     groups: 18,
