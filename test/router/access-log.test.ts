@@ -23,7 +23,7 @@ function accessLines(output: string): Array<Record<string, unknown>> {
 async function withRouter(
   accessLog: Record<string, unknown>,
   fn: (url: string, lines: () => Array<Record<string, unknown>>) => Promise<void>,
-  more: { config?: Record<string, unknown>; engine?: { tokenDelayMs?: number } } = {},
+  more: { config?: Record<string, unknown>; engine?: { firstTokenDelayMs?: number } } = {},
 ): Promise<void> {
   const e = await startFakeEngine({ models: ["fake/m"], ...more.engine });
   const dir = mkdtempSync(join(tmpdir(), "sy-access-"));
@@ -92,7 +92,8 @@ test("access log: a request that waited in the router's admission queue says for
           { model: "fake/m", prompt: "x", max_tokens: 5 },
           { "x-request-id": id },
         );
-      // five tokens 300 ms apart: the other is sent long before the first answer can end
+      // each answer comes after a second (a non-streamed answer waits its first-token delay; the per-token
+      // delay paces streams only): the other is sent long before the first answer can end
       for (const r of await Promise.all([send("first"), send("second")])) {
         assert.equal(r.status, 200);
         await r.text();
@@ -103,7 +104,7 @@ test("access log: a request that waited in the router's admission queue says for
       assert.equal(waited.length, 1, "exactly one of the two waited for the other");
       assert.ok(Number(waited[0]!.queuedMs) > 0);
     },
-    { config: { admission: { maxInFlightPerEngine: 1 } }, engine: { tokenDelayMs: 300 } },
+    { config: { admission: { maxInFlightPerEngine: 1 } }, engine: { firstTokenDelayMs: 1_000 } },
   );
 });
 
