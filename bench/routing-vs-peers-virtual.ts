@@ -18,6 +18,7 @@ import { parseScenarioText } from "../src/fleet/scenario.js";
 import type { PolicyName } from "../src/routing/index.js";
 import { agenticOptions, agenticWorkload } from "../src/workload/agentic.js";
 import { resumedFigures } from "../src/bench/report.js";
+import { parse, stringify } from "yaml";
 import { shapeOf, type Shape } from "./routing-vs-peers-shapes.js";
 
 const specs: FlagSpecs = {
@@ -36,10 +37,27 @@ const specs: FlagSpecs = {
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const list = (k: string) => String(flags[k]).split(",").filter(Boolean);
-const base = readFileSync(
-  new URL("../../examples/scenarios/shared-prefix-kv-pressure-4xl4.yaml", import.meta.url),
-  "utf8",
-);
+/** the fields of the shared-prefix scenario a shape sets (the rest stay as the file has them) */
+interface BaseScenario {
+  workload: { qps: number; prompt_tokens: number };
+  simulation: {
+    policy: string;
+    seed: number;
+    queued_prompts?: number;
+    generator: {
+      num_groups: number;
+      prompts_per_group: number;
+      system_prompt_len: number;
+      question_len: number;
+    };
+  };
+}
+const base = parse(
+  readFileSync(
+    new URL("../../examples/scenarios/shared-prefix-kv-pressure-4xl4.yaml", import.meta.url),
+    "utf8",
+  ),
+) as BaseScenario;
 
 interface Row {
   shape: string;
@@ -68,24 +86,21 @@ interface Run {
 function runShape(s: Shape, policy: string, seed: number, name: string): Run {
   if (s.kind === "multi-round-qa") throw new Error(`${name}: no virtual rendering of multi-round QA here`);
   const sp = s.kind === "shared-prefix" ? s : undefined;
-  const text = base
-    .replace(/policy: predictive/, `policy: ${policy}`)
-    .replace(/qps: 6/, `qps: ${s.qps}`)
-    .replace(/num_groups: 40/, `num_groups: ${sp?.groups ?? 40}`)
-    .replace(/prompts_per_group: 6/, `prompts_per_group: ${sp?.promptsPerGroup ?? 6}`)
-    .replace(/system_prompt_len: 3000/, `system_prompt_len: ${sp?.systemPromptLen ?? 3000}`)
-    .replace(/question_len: 600/, `question_len: ${sp?.questionLen ?? 600}`)
-    .replace(
-      /prompt_tokens: 3600/,
-      `prompt_tokens: ${(sp?.systemPromptLen ?? 3000) + (sp?.questionLen ?? 600)}`,
-    )
-    .replace(
-      /seed: 1/,
-      `seed: ${seed}` +
-        (flags["queued-prompts"] !== undefined
-          ? `\n  queued_prompts: ${String(flags["queued-prompts"])}`
-          : ""),
-    );
+  // the base scenario with the shape's load, lengths, policy and seed set on its fields
+  const doc = structuredClone(base);
+  doc.workload.qps = s.qps;
+  doc.simulation.policy = policy;
+  doc.simulation.seed = seed;
+  if (flags["queued-prompts"] !== undefined) doc.simulation.queued_prompts = Number(flags["queued-prompts"]);
+  if (sp) {
+    const g = doc.simulation.generator;
+    g.num_groups = sp.groups;
+    g.prompts_per_group = sp.promptsPerGroup ?? g.prompts_per_group;
+    g.system_prompt_len = sp.systemPromptLen ?? g.system_prompt_len;
+    g.question_len = sp.questionLen ?? g.question_len;
+    doc.workload.prompt_tokens = g.system_prompt_len + g.question_len;
+  }
+  const text = stringify(doc);
   const o = fleetOptionsFor(parseScenarioText(text, name), "none");
   if (s.kind === "agentic") {
     // the live bench's agentic workload: sessions keyed by their x-session-id, as the router keys them
