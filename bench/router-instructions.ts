@@ -1,0 +1,118 @@
+// The router's work per request counted in machine instructions, for comparing two builds where timings
+// cannot: on a small shared machine one run of the router benchmarks spreads ±20% (CPU per request), so
+// a few percent between builds is lost in it. Valgrind's callgrind counts every instruction the router's
+// process executes (its JIT-compiled code, V8's collector and compiler threads included), whatever else
+// the machine is doing. Each build's router serves a fixed number of requests from bench/fast-upstream.ts
+// twice, with two counts, and the difference over the extra requests is the work per request with
+// start-up and warm-up cancelled out; warm-up is long for V8, so the smaller count should be well past
+// it. A collection or a recompilation falling in one run's window shows as one repeat off the others,
+// and work driven by timers rather than requests is stretched by valgrind's slowdown (about 50×): run
+// several repeats and compare medians. Needs valgrind (Debian's package); about a minute per run on the
+// 2-core machine.
+//   node dist/bench/router-instructions.js [--builds DIR,DIR] [--workload tiny|stream-256]
+//     [--requests 250,850] [--repeats 2] [--policy least-load]
+// DIR: a checkout with a built dist/ (default: this one); ratios are to the first.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import { parseFlags, type FlagSpecs } from "../src/config/args.js";
+import { freePort } from "./harness/cli.js";
+import { spawnUpstream, waitHttp } from "./router-harness.js";
+
+const here = fileURLToPath(new URL("../..", import.meta.url));
+const specs: FlagSpecs = {
+  builds: { type: "string", default: here, help: "checkouts with a built dist/, comma-separated" },
+  workload: { type: "string", default: "stream-256", help: "tiny (1 token) or stream-256 (256 chunks)" },
+  requests: { type: "string", default: "250,850", help: "the two request counts" },
+  repeats: { type: "int", default: 2, min: 1, help: "runs of each count per build" },
+  policy: { type: "string", default: "least-load", help: "the router's --policy" },
+};
+const { flags } = parseFlags(process.argv.slice(2), specs);
+const builds = String(flags.builds).split(",").filter(Boolean);
+const stream = flags.workload === "stream-256";
+if (!stream && flags.workload !== "tiny") throw new Error(`--workload: tiny or stream-256`);
+const [n1, n2] = String(flags.requests).split(",").map(Number) as [number, number];
+if (!(n1 >= 0 && n2 > n1)) throw new Error(`--requests: two counts, the second larger`);
+if (spawnSync("valgrind", ["--version"]).status !== 0)
+  throw new Error("valgrind not found: apt-get install -y valgrind");
+
+/** `n` requests at 8 connections, each read to its end */
+async function send(url: string, n: number): Promise<void> {
+  const u = new URL(url);
+  const pool = new Pool(u.origin, { connections: 8, pipelining: 1 });
+  const body = JSON.stringify({ model: "bench/m", prompt: "hi", max_tokens: stream ? 256 : 1, stream });
+  let left = n;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (left-- > 0) {
+        const r = await pool.request({
+          path: u.pathname,
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body,
+        });
+        for await (const _ of r.body) void _;
+        if (r.statusCode !== 200) throw new Error(`router answered ${r.statusCode}`);
+      }
+    }),
+  );
+  await pool.close();
+}
+
+/** instructions the router of `build` executed from its start to its exit, serving `n` requests */
+async function count(build: string, n: number): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), "router-instructions-"));
+  const upPort = await freePort();
+  const port = await freePort();
+  const up = spawnUpstream(upPort);
+  try {
+    await waitHttp(`http://127.0.0.1:${upPort}/health`);
+    const main = join(build, "dist/src/cli/main.js");
+    const args = ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${join(dir, "out")}`];
+    args.push(process.execPath, main, "router", "--host", "127.0.0.1", "--port", String(port));
+    args.push("--backend", `http://127.0.0.1:${upPort}`, "--policy", String(flags.policy));
+    let log = "";
+    const router = spawn("valgrind", args, {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" },
+    });
+    router.stderr!.on("data", (b: Buffer) => (log += b.toString()));
+    const exited = new Promise<void>((resolve) => router.on("exit", () => resolve()));
+    // under valgrind the router takes tens of seconds to start
+    for (let i = 0; ; i++) {
+      try {
+        await waitHttp(`http://127.0.0.1:${port}/ready`);
+        break;
+      } catch (err) {
+        if (i >= 5) throw err;
+      }
+    }
+    await send(`http://127.0.0.1:${port}/v1/completions`, n);
+    router.kill("SIGTERM");
+    await exited;
+    const m = /Collected : (\d+)/.exec(log);
+    if (!m) throw new Error(`no instruction count from valgrind:\n${log.slice(-2000)}`);
+    return Number(m[1]);
+  } finally {
+    up.kill("SIGTERM");
+  }
+}
+
+console.log(
+  `${flags.workload} requests through \`switchyard router --policy ${flags.policy}\`, instructions per request from ${n1} and ${n2} requests\n`,
+);
+console.log("| build | repeat | instructions / request | ÷ first build |\n|---|---|---|---|");
+const first: number[] = [];
+for (let r = 0; r < (flags.repeats as number); r++) {
+  for (const [b, build] of builds.entries()) {
+    const a = await count(build, n1);
+    const z = await count(build, n2);
+    const per = (z - a) / (n2 - n1);
+    if (b === 0) first[r] = per;
+    const ratio = b === 0 ? "—" : `${(per / first[r]!).toFixed(3)}×`;
+    console.log(`| ${build} | ${r + 1} | ${Math.round(per).toLocaleString("en-US")} | ${ratio} |`);
+  }
+}
