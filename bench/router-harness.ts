@@ -2,6 +2,7 @@
 // process (so the load client's CPU does not mix with theirs), and the wait until each answers HTTP.
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { Pool } from "undici";
 
 // run from source under tsx (.ts) or compiled under dist/bench (.js): children must use the same form
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -37,4 +38,21 @@ export async function waitHttp(url: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${url} never came up`);
+}
+
+/** The completion both router benchmarks send: one token, or a stream of 256 chunks. */
+export function completionBody(stream: boolean): string {
+  return JSON.stringify({ model: "bench/m", prompt: "hi", max_tokens: stream ? 256 : 1, stream });
+}
+
+/** POSTs `body` as JSON on `pool`, reads the answer to its end, and gives its status. */
+export async function postAndDrain(pool: Pool, path: string, body: string): Promise<number> {
+  const r = await pool.request({
+    path,
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body,
+  });
+  for await (const _ of r.body) void _;
+  return r.statusCode;
 }

@@ -20,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { freePort } from "./harness/cli.js";
-import { spawnUpstream, waitHttp } from "./router-harness.js";
+import { completionBody, postAndDrain, spawnUpstream, waitHttp } from "./router-harness.js";
 
 const here = fileURLToPath(new URL("../..", import.meta.url));
 const specs: FlagSpecs = {
@@ -43,19 +43,13 @@ if (spawnSync("valgrind", ["--version"]).status !== 0)
 async function send(url: string, n: number): Promise<void> {
   const u = new URL(url);
   const pool = new Pool(u.origin, { connections: 8, pipelining: 1 });
-  const body = JSON.stringify({ model: "bench/m", prompt: "hi", max_tokens: stream ? 256 : 1, stream });
+  const body = completionBody(stream);
   let left = n;
   await Promise.all(
     Array.from({ length: 8 }, async () => {
       while (left-- > 0) {
-        const r = await pool.request({
-          path: u.pathname,
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body,
-        });
-        for await (const _ of r.body) void _;
-        if (r.statusCode !== 200) throw new Error(`router answered ${r.statusCode}`);
+        const status = await postAndDrain(pool, u.pathname, body);
+        if (status !== 200) throw new Error(`router answered ${status}`);
       }
     }),
   );

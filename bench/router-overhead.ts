@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { freePort } from "./harness/cli.js";
-import { spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
+import { completionBody, postAndDrain, spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
 
 const self = fileURLToPath(import.meta.url);
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -26,19 +26,12 @@ const role = process.argv[2];
 async function client(url: string, concurrency: number, durationS: number, stream: boolean): Promise<void> {
   const u = new URL(url);
   const pool = new Pool(u.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 60_000 });
-  const body = JSON.stringify({ model: "bench/m", prompt: "hi", max_tokens: stream ? 256 : 1, stream });
+  const body = completionBody(stream);
   const lat: number[] = [];
   let errors = 0;
   const one = async () => {
     const t = performance.now();
-    const r = await pool.request({
-      path: u.pathname,
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body,
-    });
-    for await (const _ of r.body) void _;
-    if (r.statusCode !== 200) errors++;
+    if ((await postAndDrain(pool, u.pathname, body)) !== 200) errors++;
     return performance.now() - t;
   };
   // warm-up: open connections
