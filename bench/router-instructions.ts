@@ -13,7 +13,7 @@
 //     [--requests 250,850] [--repeats 2] [--policy least-load]
 // DIR: a checkout with a built dist/ (default: this one); ratios are to the first.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -58,23 +58,25 @@ async function send(url: string, n: number): Promise<void> {
 
 /** instructions the router of `build` executed from its start to its exit, serving `n` requests */
 async function count(build: string, n: number): Promise<number> {
+  // callgrind's profile is written here and removed with it: only the count on stderr is read
   const dir = mkdtempSync(join(tmpdir(), "router-instructions-"));
   const upPort = await freePort();
   const port = await freePort();
   const up = spawnUpstream(upPort);
+  const args = ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${join(dir, "out")}`];
+  args.push(process.execPath, join(build, "dist/src/cli/main.js"), "router");
+  args.push("--host", "127.0.0.1", "--port", String(port));
+  args.push("--backend", `http://127.0.0.1:${upPort}`, "--policy", String(flags.policy));
+  const router = spawn("valgrind", args, {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" },
+  });
+  // the tail of valgrind's report, where the count is (bounded: a chatty router cannot grow it)
+  let log = "";
+  router.stderr!.on("data", (b: Buffer) => (log = (log + b.toString()).slice(-16_384)));
+  const exited = new Promise<void>((resolve) => router.on("exit", () => resolve()));
   try {
     await waitHttp(`http://127.0.0.1:${upPort}/health`);
-    const main = join(build, "dist/src/cli/main.js");
-    const args = ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${join(dir, "out")}`];
-    args.push(process.execPath, main, "router", "--host", "127.0.0.1", "--port", String(port));
-    args.push("--backend", `http://127.0.0.1:${upPort}`, "--policy", String(flags.policy));
-    let log = "";
-    const router = spawn("valgrind", args, {
-      stdio: ["ignore", "ignore", "pipe"],
-      env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" },
-    });
-    router.stderr!.on("data", (b: Buffer) => (log += b.toString()));
-    const exited = new Promise<void>((resolve) => router.on("exit", () => resolve()));
     // under valgrind the router takes tens of seconds to start
     for (let i = 0; ; i++) {
       try {
@@ -91,7 +93,9 @@ async function count(build: string, n: number): Promise<number> {
     if (!m) throw new Error(`no instruction count from valgrind:\n${log.slice(-2000)}`);
     return Number(m[1]);
   } finally {
+    if (router.exitCode === null) router.kill("SIGKILL");
     up.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

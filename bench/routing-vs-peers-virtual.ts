@@ -72,6 +72,8 @@ interface Row {
   /** agentic shapes: turns sent after a tool pause */
   resumedTtftP50Ms?: number;
   resumedTtftP90Ms?: number;
+  /** requests a run sent (the mean over seeds) */
+  requests: number;
   /** shared-prefix shapes: prompts that found less than their group's prompt cached, and the TTFT of the rest */
   prefixMisses?: number;
   cachedTtftP10Ms?: number;
@@ -86,6 +88,7 @@ interface Run {
   gpuHitRate: number;
   resumedP50?: number | undefined;
   resumedP90?: number | undefined;
+  requests: number;
   prefixMisses?: number;
   cachedP10?: number;
   cachedP50?: number;
@@ -127,7 +130,8 @@ function runShape(s: Shape, policy: string, seed: number, name: string): Run {
   // placement brings below the groups' number, and which the engine's LRU adds to (docs/benchmarks.md)
   let prefix: Pick<Run, "prefixMisses" | "cachedP10" | "cachedP50"> = {};
   if (sp) {
-    const whole = Math.floor((sp.systemPromptLen ?? 3000) / o.engine.blockSize) * o.engine.blockSize;
+    const system = doc.simulation.generator.system_prompt_len;
+    const whole = Math.floor(system / o.engine.blockSize) * o.engine.blockSize;
     const cached = res.records.filter((_, i) => res.cachedTokens[i]! >= whole).map((r) => r.ttft);
     prefix = {
       prefixMisses: res.records.length - cached.length,
@@ -137,6 +141,7 @@ function runShape(s: Shape, policy: string, seed: number, name: string): Run {
   }
   return {
     ...prefix,
+    requests: res.records.length,
     outputTps: Number(rep.bench.output_throughput),
     inputTps: Number(rep.bench.total_input_tokens) / Number(rep.bench.duration),
     ttftP50Ms: Number(rep.bench.median_ttft_ms),
@@ -147,7 +152,6 @@ function runShape(s: Shape, policy: string, seed: number, name: string): Run {
   };
 }
 const rows: Row[] = [];
-const sharedRequests = (s: Shape) => (s.kind === "shared-prefix" ? s.groups * (s.promptsPerGroup ?? 6) : 0);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
 
@@ -180,6 +184,7 @@ for (const shape of list("shapes")) {
       ttftP90Ms: mean(runs.map((r) => r.ttftP90Ms)),
       gpuHitRate: mean(runs.map((r) => r.gpuHitRate)),
       inputTps: mean(runs.map((r) => r.inputTps)),
+      requests: mean(runs.map((r) => r.requests)),
       ...(agentic
         ? {
             resumedTtftP50Ms: mean(runs.map((r) => r.resumedP50 ?? NaN)),
@@ -201,7 +206,7 @@ for (const shape of list("shapes")) {
           ? ` ${fmt(row.inputTps)} | ${fmt(row.resumedTtftP50Ms!)} | ${fmt(row.resumedTtftP90Ms!)} |`
           : "") +
         (shared
-          ? ` ${row.prefixMisses!.toFixed(1)} of ${sharedRequests(s)} | ${fmt(row.cachedTtftP10Ms!)} / ${fmt(row.cachedTtftP50Ms!)} |`
+          ? ` ${row.prefixMisses!.toFixed(1)} of ${row.requests} | ${fmt(row.cachedTtftP10Ms!)} / ${fmt(row.cachedTtftP50Ms!)} |`
           : ""),
     );
   }
