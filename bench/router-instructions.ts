@@ -1,19 +1,22 @@
 // The router's work per request counted in machine instructions, for comparing two builds where timings
 // cannot: on a small shared machine one run of the router benchmarks spreads ±20% (CPU per request), so
 // a few percent between builds is lost in it. Valgrind's callgrind counts every instruction the router's
-// process executes (its JIT-compiled code, V8's collector and compiler threads included), whatever else
-// the machine is doing. Each build's router serves a fixed number of requests from bench/fast-upstream.ts
-// twice, with two counts, and the difference over the extra requests is the work per request with
-// start-up and warm-up cancelled out; warm-up is long for V8, so the smaller count should be well past
-// it. A collection or a recompilation falling in one run's window shows as one repeat off the others,
-// and work driven by timers rather than requests is stretched by valgrind's slowdown (about 50×): run
-// several repeats and compare medians. Needs valgrind (Debian's package); about a minute per run on the
-// 2-core machine.
+// process executes (its JIT-compiled code, V8's collector and compiler threads included). Each build's
+// router serves a fixed number of requests from bench/fast-upstream.ts twice, with two counts, and the
+// difference over the extra requests is the work per request with start-up and warm-up cancelled out;
+// warm-up is long for V8, so the smaller count should be well past it. A count is steadier than a
+// timing but not immune to the machine: work that follows the clock rather than the requests (probes,
+// timers) grows with a run's length, which valgrind's slowdown (about 50×) and a busy machine stretch,
+// and V8's background threads (compiling, marking; over half the count on tiny requests) do as much as
+// the scheduling lets them. On a busy machine one build's count per request moved by up to 15% from run
+// to run. So the router's probes are put off for the run (QUIET), the builds
+// alternate, and medians of several repeats on a quiet machine are what to compare. Needs valgrind
+// (Debian's package); about a minute per run on the 2-core machine.
 //   node dist/bench/router-instructions.js [--builds DIR,DIR] [--workload tiny|stream-256]
 //     [--requests 250,850] [--repeats 2] [--policy least-load]
 // DIR: a checkout with a built dist/ (default: this one); ratios are to the first.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,6 +41,14 @@ const [n1, n2] = String(flags.requests).split(",").map(Number) as [number, numbe
 if (!(n1 >= 0 && n2 > n1)) throw new Error(`--requests: two counts, the second larger`);
 if (spawnSync("valgrind", ["--version"]).status !== 0)
   throw new Error("valgrind not found: apt-get install -y valgrind");
+
+/**
+ * The router's settings for a count: its health probes and metrics scrapes once an hour, so after the
+ * first look at the upstream none falls in the window. They run by the clock (a second apart by
+ * default), and under callgrind a run lasts minutes, so the larger count's longer run carried more of
+ * them, as many more as the machine was busier.
+ */
+const QUIET = "health:\n  interval: 1h\ndiscovery:\n  metricsInterval: 1h\n  modelsInterval: 1h\n";
 
 /** `n` requests at 8 connections, each read to its end */
 async function send(url: string, n: number): Promise<void> {
@@ -64,7 +75,9 @@ async function count(build: string, n: number): Promise<number> {
   const port = await freePort();
   const up = spawnUpstream(upPort);
   const args = ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${join(dir, "out")}`];
-  args.push(process.execPath, join(build, "dist/src/cli/main.js"), "router");
+  // no probes after the first: their work follows the clock, not the requests (see QUIET)
+  writeFileSync(join(dir, "quiet.yaml"), QUIET);
+  args.push(process.execPath, join(build, "dist/src/cli/main.js"), "router", "--config", join(dir, "quiet.yaml"));
   args.push("--host", "127.0.0.1", "--port", String(port));
   args.push("--backend", `http://127.0.0.1:${upPort}`, "--policy", String(flags.policy));
   const router = spawn("valgrind", args, {
