@@ -8,10 +8,10 @@
 // timing but not immune to the machine: work that follows the clock rather than the requests (probes,
 // timers) grows with a run's length, which valgrind's slowdown (about 50×) and a busy machine stretch,
 // and V8's background threads (compiling, marking; over half the count on tiny requests) do as much as
-// the scheduling lets them. On a busy machine one build's count per request moved by up to 15% from run
-// to run. So the router's probes are put off for the run (QUIET), the builds
-// alternate, and medians of several repeats on a quiet machine are what to compare. Needs valgrind
-// (Debian's package); about a minute per run on the 2-core machine.
+// the scheduling lets them. One build's count per request has moved by up to 15% from run to run on a
+// busy machine, and once by 30% on a quiet one. So the router's probes are put off for the run (QUIET),
+// the builds alternate, and medians of several repeats on a quiet machine are what to compare. Needs
+// valgrind (Debian's package); about a minute per run on the 2-core machine.
 //   node dist/bench/router-instructions.js [--builds DIR,DIR] [--workload tiny|stream-256]
 //     [--requests 250,850] [--repeats 2] [--policy least-load]
 // DIR: a checkout with a built dist/ (default: this one); ratios are to the first.
@@ -77,7 +77,13 @@ async function count(build: string, n: number): Promise<number> {
   const args = ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${join(dir, "out")}`];
   // no probes after the first: their work follows the clock, not the requests (see QUIET)
   writeFileSync(join(dir, "quiet.yaml"), QUIET);
-  args.push(process.execPath, join(build, "dist/src/cli/main.js"), "router", "--config", join(dir, "quiet.yaml"));
+  args.push(
+    process.execPath,
+    join(build, "dist/src/cli/main.js"),
+    "router",
+    "--config",
+    join(dir, "quiet.yaml"),
+  );
   args.push("--host", "127.0.0.1", "--port", String(port));
   args.push("--backend", `http://127.0.0.1:${upPort}`, "--policy", String(flags.policy));
   const router = spawn("valgrind", args, {
