@@ -13,12 +13,15 @@
 // the builds alternate, and medians of several repeats on a quiet machine are what to compare. Needs
 // valgrind (Debian's package); about a minute per run on the 2-core machine.
 //   node dist/bench/router-instructions.js [--builds DIR,DIR] [--workload tiny|stream-256]
-//     [--requests 250,850] [--repeats 2] [--policy least-load]
-// DIR: a checkout with a built dist/ (default: this one); ratios are to the first.
+//     [--requests 250,850] [--repeats 2] [--policy least-load] [--functions N]
+// DIR: a checkout with a built dist/ (default: this one); ratios are to the first. --functions N also
+// splits out the instructions spent in the router's JavaScript, by function: callgrind sees JIT-compiled
+// code only as addresses, so node writes V8's symbol map (--perf-basic-prof) and each address is named
+// from it; the N functions whose count per request differs most from the first build's are listed.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
@@ -32,6 +35,7 @@ const specs: FlagSpecs = {
   requests: { type: "string", default: "250,850", help: "the two request counts" },
   repeats: { type: "int", default: 2, min: 1, help: "runs of each count per build" },
   policy: { type: "string", default: "least-load", help: "the router's --policy" },
+  functions: { type: "int", default: 0, min: 0, help: "list this many JavaScript functions (0: none)" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const builds = String(flags.builds).split(",").filter(Boolean);
@@ -67,8 +71,63 @@ async function send(url: string, n: number): Promise<void> {
   await pool.close();
 }
 
+/**
+ * Self instructions per JavaScript function in callgrind's profile `out` of process `pid`, named from
+ * V8's symbol map. Keyed by function and file name without folders or line, so that a function that
+ * moved between folders (or lines) in one build is still matched with itself in the other.
+ */
+function jsFunctions(out: string, pid: number): Map<string, number> {
+  const mapFile = `/tmp/perf-${pid}.map`;
+  const ranges: { start: number; end: number; name: string }[] = [];
+  if (existsSync(mapFile)) {
+    for (const line of readFileSync(mapFile, "utf8").split("\n")) {
+      const [a, size, ...rest] = line.split(" ");
+      const name = rest.join(" ");
+      // JavaScript only (tier marks ~ * ^ +), not V8's builtins or stubs
+      const m = /^JS:[~*^+]?(\S*) (.+?)(?::\d+){0,2}$/.exec(name);
+      if (!m || !a || !size) continue;
+      const start = parseInt(a, 16);
+      ranges.push({
+        start,
+        end: start + parseInt(size, 16),
+        name: `${m[1] || "(anonymous)"} ${basename(m[2]!)}`,
+      });
+    }
+    rmSync(mapFile, { force: true });
+  }
+  ranges.sort((x, y) => x.start - y.start);
+  const annotated = spawnSync("callgrind_annotate", ["--threshold=100", out], {
+    encoding: "utf8",
+    maxBuffer: 256 * 2 ** 20,
+  }).stdout;
+  const byName = new Map<string, number>();
+  for (const line of annotated.split("\n")) {
+    const m = /^\s*([\d,]+) \([\s\d.]+%\)\s+\?\?\?:0x([0-9a-f]+) \[\?\?\?\]/.exec(line);
+    if (!m) continue;
+    const addr = parseInt(m[2]!, 16);
+    // the last range starting at or below addr (binary search)
+    let lo = 0;
+    let hi = ranges.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (ranges[mid]!.start <= addr) lo = mid;
+      else hi = mid - 1;
+    }
+    const r = ranges[lo];
+    if (!r || addr < r.start || addr >= r.end) continue;
+    byName.set(r.name, (byName.get(r.name) ?? 0) + Number(m[1]!.replace(/,/g, "")));
+  }
+  return byName;
+}
+
+interface Count {
+  total: number;
+  /** --functions: self instructions per JavaScript function */
+  js?: Map<string, number>;
+}
+
 /** instructions the router of `build` executed from its start to its exit, serving `n` requests */
-async function count(build: string, n: number): Promise<number> {
+async function count(build: string, n: number): Promise<Count> {
   // callgrind's profile is written here and removed with it: only the count on stderr is read
   const dir = mkdtempSync(join(tmpdir(), "router-instructions-"));
   const upPort = await freePort();
@@ -77,8 +136,10 @@ async function count(build: string, n: number): Promise<number> {
   const args = ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${join(dir, "out")}`];
   // no probes after the first: their work follows the clock, not the requests (see QUIET)
   writeFileSync(join(dir, "quiet.yaml"), QUIET);
+  const functions = (flags.functions as number) > 0;
   args.push(
     process.execPath,
+    ...(functions ? ["--perf-basic-prof"] : []),
     join(build, "dist/src/cli/main.js"),
     "router",
     "--config",
@@ -110,11 +171,13 @@ async function count(build: string, n: number): Promise<number> {
     await exited;
     const m = /Collected : (\d+)/.exec(log);
     if (!m) throw new Error(`no instruction count from valgrind:\n${log.slice(-2000)}`);
-    return Number(m[1]);
+    const total = Number(m[1]);
+    return functions ? { total, js: jsFunctions(join(dir, "out"), router.pid!) } : { total };
   } finally {
     if (router.exitCode === null) router.kill("SIGKILL");
     up.kill("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
+    rmSync(`/tmp/perf-${router.pid}.map`, { force: true });
   }
 }
 
@@ -123,13 +186,43 @@ console.log(
 );
 console.log("| build | repeat | instructions / request | ÷ first build |\n|---|---|---|---|");
 const first: number[] = [];
+/** per build: each repeat's JavaScript instructions per request, by function */
+const js: Map<string, number>[][] = builds.map(() => []);
 for (let r = 0; r < (flags.repeats as number); r++) {
   for (const [b, build] of builds.entries()) {
     const a = await count(build, n1);
     const z = await count(build, n2);
-    const per = (z - a) / (n2 - n1);
+    const per = (z.total - a.total) / (n2 - n1);
     if (b === 0) first[r] = per;
     const ratio = b === 0 ? "—" : `${(per / first[r]!).toFixed(3)}×`;
-    console.log(`| ${build} | ${r + 1} | ${Math.round(per).toLocaleString("en-US")} | ${ratio} |`);
+    let note = "";
+    if (a.js && z.js) {
+      const diff = new Map<string, number>();
+      for (const k of new Set([...a.js.keys(), ...z.js.keys()]))
+        diff.set(k, ((z.js.get(k) ?? 0) - (a.js.get(k) ?? 0)) / (n2 - n1));
+      js[b]!.push(diff);
+      let sum = 0;
+      for (const v of diff.values()) sum += v;
+      note = ` (JavaScript ${Math.round(sum).toLocaleString("en-US")})`;
+    }
+    console.log(`| ${build} | ${r + 1} | ${Math.round(per).toLocaleString("en-US")}${note} | ${ratio} |`);
   }
+}
+
+if ((flags.functions as number) > 0) {
+  // each function's median over the repeats, per build; listed by how far it moved from the first build
+  const med = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : 0;
+  };
+  const names = new Set(js.flatMap((reps) => reps.flatMap((m) => [...m.keys()])));
+  const rows = [...names].map((k) => ({ k, per: js.map((reps) => med(reps.map((m) => m.get(k) ?? 0))) }));
+  // one build: by cost; more: by the largest difference from the first
+  const moved = (x: { per: number[] }) =>
+    builds.length > 1 ? Math.max(...x.per.map((v) => Math.abs(v - x.per[0]!))) : x.per[0]!;
+  rows.sort((x, y) => moved(y) - moved(x));
+  console.log(`\nJavaScript instructions per request by function (median of repeats):\n`);
+  console.log(`| function file | ${builds.join(" | ")} |\n|---|${builds.map(() => "---|").join("")}`);
+  for (const x of rows.slice(0, flags.functions as number))
+    console.log(`| ${x.k} | ${x.per.map((v) => Math.round(v).toLocaleString("en-US")).join(" | ")} |`);
 }
