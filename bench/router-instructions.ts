@@ -17,7 +17,8 @@
 // DIR: a checkout with a built dist/ (default: this one); ratios are to the first. --functions N also
 // splits out the instructions spent in the router's JavaScript, by function: callgrind sees JIT-compiled
 // code only as addresses, so node writes V8's symbol map (--perf-basic-prof) and each address is named
-// from it; the N functions whose count per request differs most from the first build's are listed.
+// from it; the N functions whose count per request differs most from the first build's are listed
+// (src/: the router's own code; the rest is undici's and node's JavaScript).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -77,6 +78,7 @@ async function send(url: string, n: number): Promise<void> {
  * moved between folders (or lines) in one build is still matched with itself in the other.
  */
 function jsFunctions(out: string, pid: number): Map<string, number> {
+  // V8 writes the map there whatever the temp dir
   const mapFile = `/tmp/perf-${pid}.map`;
   const ranges: { start: number; end: number; name: string }[] = [];
   if (existsSync(mapFile)) {
@@ -90,7 +92,8 @@ function jsFunctions(out: string, pid: number): Map<string, number> {
       ranges.push({
         start,
         end: start + parseInt(size, 16),
-        name: `${m[1] || "(anonymous)"} ${basename(m[2]!)}`,
+        // the router's own code (its build's dist/src) marked apart from undici's and node's
+        name: `${m[1] || "(anonymous)"} ${m[2]!.includes("/dist/src/") ? OWN : ""}${basename(m[2]!)}`,
       });
     }
     rmSync(mapFile, { force: true });
@@ -119,6 +122,9 @@ function jsFunctions(out: string, pid: number): Map<string, number> {
   }
   return byName;
 }
+
+/** the mark of a function of the router's own code (jsFunctions' keys) */
+const OWN = "src/";
 
 interface Count {
   total: number;
@@ -202,8 +208,13 @@ for (let r = 0; r < (flags.repeats as number); r++) {
         diff.set(k, ((z.js.get(k) ?? 0) - (a.js.get(k) ?? 0)) / (n2 - n1));
       js[b]!.push(diff);
       let sum = 0;
-      for (const v of diff.values()) sum += v;
-      note = ` (JavaScript ${Math.round(sum).toLocaleString("en-US")})`;
+      let own = 0;
+      for (const [k, v] of diff) {
+        sum += v;
+        if (k.includes(` ${OWN}`)) own += v;
+      }
+      const f = (x: number) => Math.round(x).toLocaleString("en-US");
+      note = ` (JavaScript ${f(sum)}, the router's own ${f(own)})`;
     }
     console.log(`| ${build} | ${r + 1} | ${Math.round(per).toLocaleString("en-US")}${note} | ${ratio} |`);
   }
