@@ -258,7 +258,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/tokenizer",
       "src/workload",
     ],
-    lines: 9000,
+    // a program per benchmark; past 9,000 with the router's instruction count by function, agreed
+    lines: 9500,
   },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
   "scripts/interop": { imports: [], lines: 1750 },
