@@ -26,6 +26,7 @@ import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
+import { percentile } from "../src/workload/stats.js";
 import { freePort } from "./harness/cli.js";
 import { completionBody, postAndDrain, spawnUpstream, waitHttp } from "./router-harness.js";
 
@@ -44,6 +45,7 @@ const stream = flags.workload === "stream-256";
 if (!stream && flags.workload !== "tiny") throw new Error(`--workload: tiny or stream-256`);
 const [n1, n2] = String(flags.requests).split(",").map(Number) as [number, number];
 if (!(n1 >= 0 && n2 > n1)) throw new Error(`--requests: two counts, the second larger`);
+const functions = flags.functions as number;
 if (spawnSync("valgrind", ["--version"]).status !== 0)
   throw new Error("valgrind not found: apt-get install -y valgrind");
 
@@ -72,14 +74,16 @@ async function send(url: string, n: number): Promise<void> {
   await pool.close();
 }
 
+/** V8's symbol map of process `pid`: written there whatever the temp dir, removed after each count */
+const perfMapOf = (pid: number | undefined) => `/tmp/perf-${pid}.map`;
+
 /**
  * Self instructions per JavaScript function in callgrind's profile `out` of process `pid`, named from
  * V8's symbol map. Keyed by function and file name without folders or line, so that a function that
  * moved between folders (or lines) in one build is still matched with itself in the other.
  */
 function jsFunctions(out: string, pid: number): Map<string, number> {
-  // V8 writes the map there whatever the temp dir
-  const mapFile = `/tmp/perf-${pid}.map`;
+  const mapFile = perfMapOf(pid);
   const ranges: { start: number; end: number; name: string }[] = [];
   if (existsSync(mapFile)) {
     for (const line of readFileSync(mapFile, "utf8").split("\n")) {
@@ -96,7 +100,6 @@ function jsFunctions(out: string, pid: number): Map<string, number> {
         name: `${m[1] || "(anonymous)"} ${m[2]!.includes("/dist/src/") ? OWN : ""}${basename(m[2]!)}`,
       });
     }
-    rmSync(mapFile, { force: true });
   }
   ranges.sort((x, y) => x.start - y.start);
   const annotated = spawnSync("callgrind_annotate", ["--threshold=100", out], {
@@ -142,10 +145,9 @@ async function count(build: string, n: number): Promise<Count> {
   const args = ["--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${join(dir, "out")}`];
   // no probes after the first: their work follows the clock, not the requests (see QUIET)
   writeFileSync(join(dir, "quiet.yaml"), QUIET);
-  const functions = (flags.functions as number) > 0;
   args.push(
     process.execPath,
-    ...(functions ? ["--perf-basic-prof"] : []),
+    ...(functions > 0 ? ["--perf-basic-prof"] : []),
     join(build, "dist/src/cli/main.js"),
     "router",
     "--config",
@@ -178,12 +180,12 @@ async function count(build: string, n: number): Promise<Count> {
     const m = /Collected : (\d+)/.exec(log);
     if (!m) throw new Error(`no instruction count from valgrind:\n${log.slice(-2000)}`);
     const total = Number(m[1]);
-    return functions ? { total, js: jsFunctions(join(dir, "out"), router.pid!) } : { total };
+    return functions > 0 ? { total, js: jsFunctions(join(dir, "out"), router.pid!) } : { total };
   } finally {
     if (router.exitCode === null) router.kill("SIGKILL");
     up.kill("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
-    rmSync(`/tmp/perf-${router.pid}.map`, { force: true });
+    rmSync(perfMapOf(router.pid), { force: true });
   }
 }
 
@@ -220,20 +222,24 @@ for (let r = 0; r < (flags.repeats as number); r++) {
   }
 }
 
-if ((flags.functions as number) > 0) {
+if (functions > 0) {
   // each function's median over the repeats, per build; listed by how far it moved from the first build
-  const med = (xs: number[]) => {
-    const s = [...xs].sort((x, y) => x - y);
-    return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : 0;
-  };
   const names = new Set(js.flatMap((reps) => reps.flatMap((m) => [...m.keys()])));
-  const rows = [...names].map((k) => ({ k, per: js.map((reps) => med(reps.map((m) => m.get(k) ?? 0))) }));
+  const rows = [...names].map((k) => ({
+    k,
+    per: js.map((reps) =>
+      percentile(
+        reps.map((m) => m.get(k) ?? 0),
+        50,
+      ),
+    ),
+  }));
   // one build: by cost; more: by the largest difference from the first
   const moved = (x: { per: number[] }) =>
     builds.length > 1 ? Math.max(...x.per.map((v) => Math.abs(v - x.per[0]!))) : x.per[0]!;
   rows.sort((x, y) => moved(y) - moved(x));
   console.log(`\nJavaScript instructions per request by function (median of repeats):\n`);
   console.log(`| function file | ${builds.join(" | ")} |\n|---|${builds.map(() => "---|").join("")}`);
-  for (const x of rows.slice(0, flags.functions as number))
+  for (const x of rows.slice(0, functions))
     console.log(`| ${x.k} | ${x.per.map((v) => Math.round(v).toLocaleString("en-US")).join(" | ")} |`);
 }
