@@ -10,6 +10,8 @@
 //     [--shapes kv-pressure,kv-pressure-light,kv-half,multi-tenant,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once)
+//     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing-vs-peers.js sums up
+//                      the live router's at --router-log-level debug: bench/decision-table.ts)
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { fleetOptionsFor } from "../src/fleet/build.js";
@@ -22,6 +24,7 @@ import { resumedFigures } from "../src/bench/report.js";
 import { percentile } from "../src/workload/stats.js";
 import { parse, stringify } from "yaml";
 import { shapeOf, type Shape } from "./routing-vs-peers-shapes.js";
+import { decisionTable, type DecisionRow } from "./decision-table.js";
 
 const specs: FlagSpecs = {
   shapes: {
@@ -32,6 +35,11 @@ const specs: FlagSpecs = {
   policies: { type: "string", default: "predictive,prefix,vllm-router-cache-aware,round-robin", help: "" },
   seeds: { type: "string", default: "1,2,3,4,5", help: "" },
   json: { type: "string", help: "also write the rows here" },
+  decisions: {
+    type: "boolean",
+    default: false,
+    help: "also each policy's decisions summed up as the live bench sums up its router's",
+  },
   "queued-prompts": {
     type: "int",
     help: "predictive's late binding (the router's --predictive-queued-prompts)",
@@ -95,7 +103,7 @@ interface Run {
 }
 
 /** one seed of a shape under a policy, on the engines of the shared-prefix scenario */
-function runShape(s: Shape, policy: string, seed: number, name: string): Run {
+function runShape(s: Shape, policy: string, seed: number, name: string, decisions?: DecisionRow[]): Run {
   if (s.kind === "multi-round-qa") throw new Error(`${name}: no virtual rendering of multi-round QA here`);
   const sp = s.kind === "shared-prefix" ? s : undefined;
   // the base scenario with the shape's load, lengths, policy and seed set on its fields
@@ -122,7 +130,21 @@ function runShape(s: Shape, policy: string, seed: number, name: string): Run {
     o.sessionKey = "router";
     o.maxRequests = Infinity;
   }
+  // each pick as the router saw it: when (virtual s), the engine's KV as scraped, the predicted TTFT
+  const picks = new Map<number, { at: number; kv: number; predictedMs: number }>();
+  if (decisions)
+    o.onDecision = (d) => {
+      if (d.picked >= 0)
+        picks.set(d.index, { at: d.at, kv: d.scrapedKvUsage[d.picked]!, predictedMs: d.ttftMs[d.picked]! });
+    };
   const res = simulateFleet(o);
+  if (decisions)
+    for (const r of res.records) {
+      const p = picks.get(r.index);
+      if (!p || !r.ok) continue;
+      const heldMs = p.at * 1000 - r.start;
+      decisions.push({ kvUsage: p.kv, predictedMs: p.predictedMs, fromPickMs: r.ttft - heldMs, heldMs });
+    }
   const rep = fleetReport(o, res, 0);
   const resumed = resumedFigures(res.records);
   // the two modes a shared-prefix run's TTFTs fall into: prompts that found their group's prompt cached
@@ -174,8 +196,11 @@ for (const shape of list("shapes")) {
       (agentic ? "---|---|---|" : "") +
       (shared ? "---|---|" : ""),
   );
+  const decided = new Map<string, DecisionRow[]>();
   for (const policy of list("policies")) {
-    const runs = list("seeds").map((seed) => runShape(s, policy as PolicyName, Number(seed), shape));
+    const d = flags.decisions ? [] : undefined;
+    if (d) decided.set(policy, d);
+    const runs = list("seeds").map((seed) => runShape(s, policy as PolicyName, Number(seed), shape, d));
     const row: Row = {
       shape,
       policy,
@@ -216,5 +241,7 @@ for (const shape of list("shapes")) {
   console.log(`\nordering: throughput ${order("outputTps", true).join(" > ")}`);
   console.log(`          TTFT p50 ${order("ttftP50Ms", false).join(" < ")}`);
   console.log(`          TTFT p90 ${order("ttftP90Ms", false).join(" < ")}`);
+  for (const [policy, d] of decided)
+    console.log(`\n${shape}, ${policy}: decisions\n${decisionTable(d).join("\n")}`);
 }
 if (flags.json) writeFileSync(String(flags.json), JSON.stringify({ rows }, null, 2));

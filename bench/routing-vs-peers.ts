@@ -6,7 +6,10 @@
 // within a round, so a busy host moves them alike. Each figure is the median over rounds; ratios are to
 // round-robin and to vllm-router's best target per shape (throughput up, TTFT p50/p90 down).
 //   node dist/bench/routing-vs-peers.js [--shapes kv-pressure,...] [--targets sy-predictive,vr-cache_aware,...]
-//     [--rounds 3] [--json FILE] [--out-dir DIR]
+//     [--rounds 3] [--json FILE] [--out-dir DIR] [--router-log-level debug]
+// At debug log level our router writes a line per decision, and each run of ours prints its decisions
+// summed up (bench/decision-table.ts): predicted against observed TTFT by the picked engine's KV in use,
+// and the router's holds.
 // Shapes: kv-pressure (40 groups x 6 prompts, 3,000-token shared prompt, 600-token question, 64 output
 // tokens, Poisson 6 req/s: the groups' prefixes fill the fleet's KV), kv-pressure-light (the same at
 // 4 req/s), kv-half (20 groups: half the fleet's KV), multi-tenant (llm-d's multi-tenant shape scaled
@@ -21,6 +24,7 @@ import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { freePort } from "./harness/cli.js";
 import { runBench, startStack, stop, waitHttp } from "./routing-live.js";
+import { decisionTable, rowsFromRouterLog } from "./decision-table.js";
 import { startLogged, vllmRouterBin } from "./peer-tools.js";
 import { SHAPES, benchArgs, shapeOf } from "./routing-vs-peers-shapes.js";
 
@@ -42,7 +46,11 @@ const specs: FlagSpecs = {
   rounds: { type: "int", default: 3, help: "" },
   seed: { type: "int", default: 0, help: "the bench's seed (prompts, arrivals): the same for every target" },
   json: { type: "string", help: "also write the rows here" },
-  "router-log-level": { type: "string", default: "warn", help: "debug: one line per routing decision" },
+  "router-log-level": {
+    type: "string",
+    default: "warn",
+    help: "debug: one line per routing decision, and our targets' decisions summed up after each run",
+  },
   "out-dir": { type: "string", help: "logs and bench results (default: a temporary folder)" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
@@ -95,6 +103,7 @@ async function runOnce(shape: string, target: string, round: number): Promise<Fi
     routerLogLevel: String(flags["router-log-level"]),
   });
   let peer: ChildProcess | undefined;
+  let figures: Figures;
   try {
     let url = stack.routerUrl;
     if (!ours) {
@@ -128,7 +137,7 @@ async function runOnce(shape: string, target: string, round: number): Promise<Fi
     const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, number> & {
       resumed?: { resumed_ttft_p50_ms: number; resumed_ttft_p90_ms: number } | null;
     };
-    return {
+    figures = {
       tps: j.output_throughput!,
       p50: j.median_ttft_ms!,
       p90: j.p90_ttft_ms!,
@@ -141,6 +150,12 @@ async function runOnce(shape: string, target: string, round: number): Promise<Fi
     if (peer) await stop(peer);
     await stack.close();
   }
+  // the router's decisions, as the fleet simulator's are summed up (routing-vs-peers-virtual --decisions)
+  if (ours && flags["router-log-level"] === "debug") {
+    const rows = rowsFromRouterLog(readFileSync(join(outDir, `${tag}-router.log`), "utf8"));
+    console.log(`${tag}: the router's decisions\n${decisionTable(rows).join("\n")}`);
+  }
+  return figures;
 }
 
 const median = (xs: number[]) => {

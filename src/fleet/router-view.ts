@@ -116,6 +116,8 @@ export interface FleetDecision {
   inFlight: Int32Array;
   /** the engine's KV in use by its requests now (not the cached, evictable part), 0..1 */
   kvUsage: Float64Array;
+  /** the same as the router last scraped it (what the policy saw, and what a live router logs) */
+  scrapedKvUsage: Float64Array;
   /** prompt tokens the engine holds cached now (asked of the engine, whatever the policy knows) */
   heldTokens: Float64Array;
 }
@@ -352,6 +354,7 @@ export class RouterView {
       awaiting: new Int32Array(n),
       inFlight: new Int32Array(n),
       kvUsage: new Float64Array(n),
+      scrapedKvUsage: new Float64Array(n),
       heldTokens: new Float64Array(n),
     };
     for (let e = 0; e < n; e++) {
@@ -359,6 +362,7 @@ export class RouterView {
       d.awaiting[e] = v.awaitingFirstToken ?? 0;
       d.inFlight[e] = v.inFlight;
       d.kvUsage[e] = this.engines[e]!.snapshot().kvCacheUsage;
+      d.scrapedKvUsage[e] = v.kvUsage;
       d.heldTokens[e] = this.engines[e]!.probeCachedTokens(turn.prompt, { sharedPrefix: turn.sharedPrefix });
     }
     if (x)

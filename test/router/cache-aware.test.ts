@@ -111,6 +111,9 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
     assert.equal(again.engine, home);
     assert.equal(again.source, "kv");
     assert.equal(again.reason, "kv-hit");
+    // and the engine as the policy saw it, read beside the prediction
+    assert.ok(Number(again.kv_usage) >= 0 && Number(again.kv_usage) <= 1, again.kv_usage);
+    assert.ok(Number.isInteger(Number(again.in_flight)), again.in_flight);
     assert.ok(Number(again.predicted_cached_tokens) >= 16 * 10, again.predicted_cached_tokens);
     assert.ok(Number(again.predicted_cached_tokens) < Number(again.prompt_tokens));
     // what the engine's cache holds in all, counted from its events, is what the engine holds

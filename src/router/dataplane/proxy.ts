@@ -84,8 +84,14 @@ export interface ProxyDeps {
     ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
   /** which engine made each stored response: learned from answers, read by pinned requests */
   affinity?: ResponseAffinity | undefined;
-  /** told of every engine picked for an attempt (cache-aware routing: the debug header) */
-  onRouted?: (req: IncomingMessage, res: ServerResponse, view: RequestView, engineUrl: string) => void;
+  /** told of every engine picked for an attempt (the decision's debug line and header) */
+  onRouted?: (
+    req: IncomingMessage,
+    res: ServerResponse,
+    view: RequestView,
+    engineUrl: string,
+    requestId: string,
+  ) => void;
 }
 
 /** The request context of a response, for the one shared 'close' listener (no closure per request). */
@@ -443,7 +449,8 @@ export class Proxy implements AttemptHost {
         ctx.attempts = attempt;
         if (!ctx.pr.stream) this.countUnstreamed(ctx, engine);
         // the debug header names the engine a stream started on, not the one it moved to
-        if (ctx.migrating === undefined) this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url);
+        if (ctx.migrating === undefined)
+          this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url, ctx.requestId);
         headers.length = baseHeaders;
         const auth = upstreamAuthorization(engine.spec, cfg, ctx.pr.clientAuthorization);
         if (auth !== undefined) headers.push("authorization", auth);

@@ -31,6 +31,8 @@ import { EngineDrains } from "../migration/drain.js";
 import { readRequestBody } from "./body.js";
 
 const log = logger("router");
+/** one line per routing decision, at debug level */
+const routeLog = logger("router.route");
 
 /**
  * The process group a router worker belongs to (`router --workers N`, src/router/cluster): what it
@@ -179,11 +181,18 @@ export class Router {
       }),
       hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
       affinity: this.affinity,
-      onRouted: (req, res, view, engineUrl) => {
-        if (res.headersSent || !this.mayDebug(req)) return;
+      onRouted: (req, res, view, engineUrl, requestId) => {
+        const debugLine = routeLog.isLevelEnabled("debug");
+        const header = !res.headersSent && this.mayDebug(req);
+        if (!debugLine && !header) return;
+        const note = this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`;
+        // with the request id its access line carries, so a decision log joins what was predicted to
+        // the TTFT that came (bench/decision-table.ts)
+        if (debugLine) routeLog.debug({ requestId, model: view.model, seq: view.seq, note }, "routed");
+        if (!header) return;
         res.setHeader(
           "x-switchyard-route",
-          (this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`) +
+          note +
             (view.sessionKey !== undefined ? `; session=${encodeURIComponent(view.sessionKey)}` : "") +
             (this.group ? `; ${this.group.label}` : ""),
         );

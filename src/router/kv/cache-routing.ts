@@ -359,8 +359,12 @@ export class CacheRouting implements CacheOracle {
     if (ttftMs !== undefined) note += `; predicted_ttft_ms=${Math.round(ttftMs)}`;
     if (bestOtherTtftMs !== undefined && Number.isFinite(bestOtherTtftMs))
       note += `; next_best_ttft_ms=${Math.round(bestOtherTtftMs)}`;
+    // the engine as the policy saw it: a prediction read beside the TTFT that came is judged by these
+    // (a full KV cache admits a prompt only as running requests finish)
+    note += `; kv_usage=${engine.kvUsage.toFixed(3)}; in_flight=${engine.inFlight}`;
+    if (engine.awaitingFirstToken !== undefined)
+      note += `; awaiting_first_token=${engine.awaitingFirstToken}`;
     this.notes.set(req, note);
-    log.debug({ model: req.model, seq: req.seq, note }, "routed");
   }
 
   /** the last decision for a request, for the x-switchyard-route debug header */
