@@ -6,7 +6,10 @@
 // within a round, so a busy host moves them alike. Each figure is the median over rounds; ratios are to
 // round-robin and to vllm-router's best target per shape (throughput up, TTFT p50/p90 down).
 //   node dist/bench/routing-vs-peers.js [--shapes kv-pressure,...] [--targets sy-predictive,vr-cache_aware,...]
-//     [--rounds 3] [--json FILE] [--out-dir DIR] [--router-log-level debug]
+//     [--rounds 3] [--seed N | --seeds 0,1,2] [--json FILE] [--out-dir DIR] [--router-log-level debug]
+// Several seeds (arrivals and prompts) are each run every round and pooled: on a shape past the fleet's
+// capacity one placement that differs (a miss sent beside other tenants' prefixes) can make the rest of
+// a run's TTFTs differ by 3x, so one seed's ordering of policies is one trajectory of many.
 // At debug log level our router writes a line per decision, and each run of ours prints its decisions
 // summed up (bench/decision-table.ts): predicted against observed TTFT by the picked engine's KV in use,
 // and the router's holds.
@@ -45,6 +48,10 @@ const specs: FlagSpecs = {
   },
   rounds: { type: "int", default: 3, help: "" },
   seed: { type: "int", default: 0, help: "the bench's seed (prompts, arrivals): the same for every target" },
+  seeds: {
+    type: "string",
+    help: "several seeds, each run every round (figures: the median over rounds and seeds); overrides --seed",
+  },
   json: { type: "string", help: "also write the rows here" },
   "router-log-level": {
     type: "string",
@@ -55,6 +62,9 @@ const specs: FlagSpecs = {
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const shapes = String(flags.shapes).split(",");
+const seeds = flags.seeds !== undefined ? String(flags.seeds).split(",").map(Number) : [Number(flags.seed)];
+if (seeds.length === 0 || seeds.some((s) => !Number.isInteger(s) || s < 0))
+  throw new Error(`bad --seeds ${flags.seeds}`);
 const targets = String(flags.targets).split(",");
 for (const s of shapes) shapeOf(s);
 for (const t of targets)
@@ -86,8 +96,8 @@ function routerFlagsOf(target: string): string[] {
 }
 
 /** one run: fresh engines, the target's router, the shape's bench */
-async function runOnce(shape: string, target: string, round: number): Promise<Figures> {
-  const tag = `${shape}-${target}-r${round}`;
+async function runOnce(shape: string, target: string, round: number, seed: number): Promise<Figures> {
+  const tag = `${shape}${seeds.length > 1 ? `-s${seed}` : ""}-${target}-r${round}`;
   const ours = target.startsWith("sy-");
   const stack = await startStack({
     outDir,
@@ -124,15 +134,7 @@ async function runOnce(shape: string, target: string, round: number): Promise<Fi
       await new Promise((r) => setTimeout(r, 1500)); // its workers' startup checks, subscriptions
     }
     const file = join(outDir, `${tag}.json`);
-    const args = [
-      "--base-url",
-      url,
-      "--model",
-      MODEL,
-      "--seed",
-      String(flags.seed),
-      ...benchArgs(shapeOf(shape)),
-    ];
+    const args = ["--base-url", url, "--model", MODEL, "--seed", String(seed), ...benchArgs(shapeOf(shape))];
     await runBench(outDir, tag, args, file);
     const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, number> & {
       resumed?: { resumed_ttft_p50_ms: number; resumed_ttft_p90_ms: number } | null;
@@ -170,23 +172,25 @@ const resumedText = (f: Figures) =>
 
 const results = new Map<string, Figures[]>();
 for (let round = 0; round < Number(flags.rounds); round++)
-  for (const shape of shapes) {
-    // interleaved, and in a rotated order each round, so no target always runs first or last
-    const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
-    for (const target of order) {
-      const f = await runOnce(shape, target, round);
-      const key = `${shape}|${target}`;
-      results.set(key, [...(results.get(key) ?? []), f]);
-      console.log(
-        `round ${round + 1} ${shape} ${target}: ${f.tps.toFixed(1)} tok/s, TTFT p50 ${f.p50.toFixed(0)} ms, p90 ${f.p90.toFixed(0)} ms${resumedText(f)}${f.failed ? `, ${f.failed} failed` : ""}`,
-      );
+  for (const shape of shapes)
+    for (const seed of seeds) {
+      // interleaved, and in a rotated order each round, so no target always runs first or last
+      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+      for (const target of order) {
+        const f = await runOnce(shape, target, round, seed);
+        const key = `${shape}|${target}`;
+        results.set(key, [...(results.get(key) ?? []), f]);
+        console.log(
+          `round ${round + 1}${seeds.length > 1 ? ` seed ${seed}` : ""} ${shape} ${target}: ${f.tps.toFixed(1)} tok/s, TTFT p50 ${f.p50.toFixed(0)} ms, p90 ${f.p90.toFixed(0)} ms${resumedText(f)}${f.failed ? `, ${f.failed} failed` : ""}`,
+        );
+      }
     }
-  }
 
 interface Row {
   shape: string;
   target: string;
-  rounds: number;
+  /** runs the figures are the median of (rounds x seeds) */
+  runs: number;
   output_tps: number;
   ttft_p50_ms: number;
   ttft_p90_ms: number;
@@ -205,7 +209,7 @@ for (const shape of shapes) {
     return {
       shape,
       target: t,
-      rounds: fs.length,
+      runs: fs.length,
       output_tps: median(fs.map((f) => f.tps)),
       ttft_p50_ms: median(fs.map((f) => f.p50)),
       ttft_p90_ms: median(fs.map((f) => f.p90)),
@@ -249,7 +253,7 @@ for (const shape of shapes) {
 
 const x = (v: number | undefined) => (v === undefined ? "—" : `${v.toFixed(2)}×`);
 console.log(
-  `\nmedian of ${String(flags.rounds)} rounds (ratios: higher is better; TTFT ratios are theirs / ours)`,
+  `\nmedian of ${String(flags.rounds)} rounds${seeds.length > 1 ? ` x ${seeds.length} seeds` : ""} (ratios: higher is better; TTFT ratios are theirs / ours)`,
 );
 console.log(
   "| shape | target | output tok/s | TTFT p50 ms | TTFT p90 ms | vs round-robin (tok/s, p50, p90) | vs vllm-router's best (tok/s, p50, p90) |",
