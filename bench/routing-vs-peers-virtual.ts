@@ -3,13 +3,15 @@
 // fleet simulator with our policies and vllm-router's cache_aware as the routing library's faithful
 // baseline (`vllm-router-cache-aware`), so the live run's ordering of policies can be checked against
 // what `switchyard simulate` predicts, and ideas tried in seconds before the live run. Seeds are pooled
-// by their mean (the live bench's own seed is 0: `--seeds 0` sends the very sessions it sent). Agentic
+// by their mean, or by their median (`--pool median`, as routing-vs-peers.js --seeds pools its runs: a
+// run where one placement went wrong weighs on a mean as on no median). The live bench's own seed is
+// 0: `--seeds 0` sends the very sessions it sent. Agentic
 // shapes also report input tok/s and resumed turns' TTFT; shared-prefix shapes the prompts that found
 // less than their group's prompt cached, and the TTFT of the rest (the floor a placement works above).
 //   node dist/bench/routing-vs-peers-virtual.js
 //     [--shapes kv-pressure,kv-pressure-light,kv-half,multi-tenant,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
-//     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once)
+//     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once) [--pool median]
 //     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing-vs-peers.js sums up
 //                      the live router's at --router-log-level debug: bench/decision-table.ts)
 import { readFileSync, writeFileSync } from "node:fs";
@@ -35,6 +37,7 @@ const specs: FlagSpecs = {
   policies: { type: "string", default: "predictive,prefix,vllm-router-cache-aware,round-robin", help: "" },
   seeds: { type: "string", default: "1,2,3,4,5", help: "" },
   json: { type: "string", help: "also write the rows here" },
+  pool: { type: "string", default: "mean", help: "mean or median: how seeds are pooled" },
   decisions: {
     type: "boolean",
     default: false,
@@ -80,7 +83,7 @@ interface Row {
   /** agentic shapes: turns sent after a tool pause */
   resumedTtftP50Ms?: number;
   resumedTtftP90Ms?: number;
-  /** requests a run sent (the mean over seeds) */
+  /** requests a run sent (pooled over seeds) */
   requests: number;
   /** shared-prefix shapes: prompts that found less than their group's prompt cached, and the TTFT of the rest */
   prefixMisses?: number;
@@ -174,7 +177,13 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
   };
 }
 const rows: Row[] = [];
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+if (flags.pool !== "mean" && flags.pool !== "median")
+  throw new Error(`--pool: mean or median, got ${flags.pool}`);
+/** seeds pooled: by their mean, or by their median */
+const pooled =
+  flags.pool === "median"
+    ? (xs: number[]) => percentile(xs, 50)
+    : (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
 
 for (const shape of list("shapes")) {
@@ -204,23 +213,23 @@ for (const shape of list("shapes")) {
     const row: Row = {
       shape,
       policy,
-      outputTps: mean(runs.map((r) => r.outputTps)),
-      ttftP50Ms: mean(runs.map((r) => r.ttftP50Ms)),
-      ttftP90Ms: mean(runs.map((r) => r.ttftP90Ms)),
-      gpuHitRate: mean(runs.map((r) => r.gpuHitRate)),
-      inputTps: mean(runs.map((r) => r.inputTps)),
-      requests: mean(runs.map((r) => r.requests)),
+      outputTps: pooled(runs.map((r) => r.outputTps)),
+      ttftP50Ms: pooled(runs.map((r) => r.ttftP50Ms)),
+      ttftP90Ms: pooled(runs.map((r) => r.ttftP90Ms)),
+      gpuHitRate: pooled(runs.map((r) => r.gpuHitRate)),
+      inputTps: pooled(runs.map((r) => r.inputTps)),
+      requests: pooled(runs.map((r) => r.requests)),
       ...(agentic
         ? {
-            resumedTtftP50Ms: mean(runs.map((r) => r.resumedP50 ?? NaN)),
-            resumedTtftP90Ms: mean(runs.map((r) => r.resumedP90 ?? NaN)),
+            resumedTtftP50Ms: pooled(runs.map((r) => r.resumedP50 ?? NaN)),
+            resumedTtftP90Ms: pooled(runs.map((r) => r.resumedP90 ?? NaN)),
           }
         : {}),
       ...(shared
         ? {
-            prefixMisses: mean(runs.map((r) => r.prefixMisses ?? NaN)),
-            cachedTtftP10Ms: mean(runs.map((r) => r.cachedP10 ?? NaN)),
-            cachedTtftP50Ms: mean(runs.map((r) => r.cachedP50 ?? NaN)),
+            prefixMisses: pooled(runs.map((r) => r.prefixMisses ?? NaN)),
+            cachedTtftP10Ms: pooled(runs.map((r) => r.cachedP10 ?? NaN)),
+            cachedTtftP50Ms: pooled(runs.map((r) => r.cachedP50 ?? NaN)),
           }
         : {}),
     };
