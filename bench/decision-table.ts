@@ -25,6 +25,8 @@ const BUCKETS: readonly [number, number][] = [
   [0.95, Infinity],
 ];
 
+/** NaN where there is nothing to take the median of */
+const median = (xs: number[]) => (xs.length ? percentile(xs, 50) : NaN);
 const ms = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString("en-US") : "—");
 
 /** A markdown table: one line per KV bucket, then the router's holds. */
@@ -37,24 +39,13 @@ export function decisionTable(rows: readonly DecisionRow[]): string[] {
     const b = rows.filter((r) => r.kvUsage >= lo && r.kvUsage < hi);
     if (b.length === 0) continue;
     const predicted = b.filter((r) => r.predictedMs > 0);
-    const ratio = predicted.length
-      ? percentile(
-          predicted.map((r) => r.fromPickMs / r.predictedMs),
-          50,
-        )
-      : NaN;
+    const ratio = median(predicted.map((r) => r.fromPickMs / r.predictedMs));
+    const predictedP50 = median(predicted.map((r) => r.predictedMs));
     const from = b.map((r) => r.fromPickMs);
+    const bucket = hi === Infinity ? `≥ ${lo * 100}%` : `${lo * 100}–${hi * 100}%`;
+    const times = Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : "—";
     out.push(
-      `| ${hi === Infinity ? `≥ ${lo * 100}%` : `${lo * 100}–${hi * 100}%`} | ${b.length} | ${Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : "—"} | ${
-        predicted.length
-          ? ms(
-              percentile(
-                predicted.map((r) => r.predictedMs),
-                50,
-              ),
-            )
-          : "—"
-      } | ${ms(percentile(from, 50))} / ${ms(percentile(from, 90))} |`,
+      `| ${bucket} | ${b.length} | ${times} | ${ms(predictedP50)} | ${ms(median(from))} / ${ms(percentile(from, 90))} |`,
     );
   }
   const held = rows.map((r) => r.heldMs);

@@ -3,8 +3,9 @@
 // front of them, and the same `switchyard bench` workload through it. Targets: our policies
 // (`sy-predictive`, `sy-prefix`, `sy-round-robin`, ...) and vllm-router 0.1.17 (PyPI, the peers cache)
 // with `cache_aware` (its default) and `kv_aware` (fed by the sims' KV events). Targets run interleaved
-// within a round, so a busy host moves them alike. Each figure is the median over rounds; ratios are to
-// round-robin and to vllm-router's best target per shape (throughput up, TTFT p50/p90 down).
+// within a round, so a busy host moves them alike. Each figure is the median over rounds (and seeds);
+// ratios are to round-robin and to vllm-router's best target per shape (throughput up, TTFT p50/p90
+// down).
 //   node dist/bench/routing-vs-peers.js [--shapes kv-pressure,...] [--targets sy-predictive,vr-cache_aware,...]
 //     [--rounds 3] [--seed N | --seeds 0,1,2] [--json FILE] [--out-dir DIR] [--router-log-level debug]
 // Several seeds (arrivals and prompts) are each run every round and pooled: on a shape past the fleet's
@@ -171,11 +172,14 @@ const resumedText = (f: Figures) =>
     : "";
 
 const results = new Map<string, Figures[]>();
+/** the runs of every target so far: each turn of targets starts one further on */
+let turn = 0;
 for (let round = 0; round < Number(flags.rounds); round++)
   for (const shape of shapes)
     for (const seed of seeds) {
-      // interleaved, and in a rotated order each round, so no target always runs first or last
-      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+      // interleaved, and in a rotated order each turn, so no target always runs first or last
+      const order = targets.map((_, i) => targets[(i + turn) % targets.length]!);
+      turn++;
       for (const target of order) {
         const f = await runOnce(shape, target, round, seed);
         const key = `${shape}|${target}`;
