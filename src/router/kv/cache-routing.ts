@@ -48,6 +48,22 @@ const HASH_OLDEST_FIRST_SLICES = 8;
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
+/** A decision as the policy made it (CacheRouting.explain writes it out) */
+interface RouteNote {
+  engine: string;
+  policy: string;
+  source: CacheSource;
+  reason: string;
+  cachedTokens: number;
+  promptTokens: number;
+  ttftMs: number | undefined;
+  bestOtherTtftMs: number | undefined;
+  /** the picked engine as the policy saw it */
+  kvUsage: number;
+  inFlight: number;
+  awaitingFirstToken: number | undefined;
+}
+
 interface Prepared {
   model: string;
   tokens: number[] | null;
@@ -68,7 +84,7 @@ export class CacheRouting implements CacheOracle {
   private readonly tokenizers = new Map<string, RequestTokenizer | null>();
   private readonly loraOf = new Map<string, string | null>();
   private readonly prepared = new RequestMemo<Prepared>("cache-routing.prepared");
-  private readonly notes = new RequestMemo<string>("cache-routing.note");
+  private readonly notes = new RequestMemo<RouteNote>("cache-routing.note");
   private timers: NodeJS.Timeout[] = [];
   private cfg: RouterConfig;
   private hashSeed: string;
@@ -354,22 +370,36 @@ export class CacheRouting implements CacheOracle {
     this.m.predicted.inc({ source }, cachedTokens);
     this.m.prompt.inc({ source }, promptTokens);
     if (source === "kv") this.watchdog.predicted(engine.id, cachedTokens);
-    let note = `engine=${engine.id}; policy=${this.policyName}; source=${source}; reason=${reason}; predicted_cached_tokens=${Math.round(cachedTokens)}; prompt_tokens=${Math.round(promptTokens)}`;
-    // the seconds-based cost's view: what it predicted here, and the best it saw elsewhere
-    if (ttftMs !== undefined) note += `; predicted_ttft_ms=${Math.round(ttftMs)}`;
-    if (bestOtherTtftMs !== undefined && Number.isFinite(bestOtherTtftMs))
-      note += `; next_best_ttft_ms=${Math.round(bestOtherTtftMs)}`;
-    // the engine as the policy saw it: a prediction read beside the TTFT that came is judged by these
-    // (a full KV cache admits a prompt only as running requests finish)
-    note += `; kv_usage=${engine.kvUsage.toFixed(3)}; in_flight=${engine.inFlight}`;
-    if (engine.awaitingFirstToken !== undefined)
-      note += `; awaiting_first_token=${engine.awaitingFirstToken}`;
-    this.notes.set(req, note);
+    // kept as figures and written out only when asked for (the debug header, the debug line)
+    this.notes.set(req, {
+      engine: engine.id,
+      policy: this.policyName,
+      source,
+      reason,
+      cachedTokens,
+      promptTokens,
+      ttftMs,
+      bestOtherTtftMs,
+      kvUsage: engine.kvUsage,
+      inFlight: engine.inFlight,
+      awaitingFirstToken: engine.awaitingFirstToken,
+    });
   }
 
   /** the last decision for a request, for the x-switchyard-route debug header */
   explain(req: RequestView): string | undefined {
-    return this.notes.get(req);
+    const n = this.notes.get(req);
+    if (!n) return undefined;
+    let note = `engine=${n.engine}; policy=${n.policy}; source=${n.source}; reason=${n.reason}; predicted_cached_tokens=${Math.round(n.cachedTokens)}; prompt_tokens=${Math.round(n.promptTokens)}`;
+    // the seconds-based cost's view: what it predicted here, and the best it saw elsewhere
+    if (n.ttftMs !== undefined) note += `; predicted_ttft_ms=${Math.round(n.ttftMs)}`;
+    if (n.bestOtherTtftMs !== undefined && Number.isFinite(n.bestOtherTtftMs))
+      note += `; next_best_ttft_ms=${Math.round(n.bestOtherTtftMs)}`;
+    // the engine as the policy saw it: a prediction read beside the TTFT that came is judged by these
+    // (a full KV cache admits a prompt only as running requests finish)
+    note += `; kv_usage=${n.kvUsage.toFixed(3)}; in_flight=${n.inFlight}`;
+    if (n.awaitingFirstToken !== undefined) note += `; awaiting_first_token=${n.awaitingFirstToken}`;
+    return note;
   }
 
   // ---- watchdog --------------------------------------------------------------------------------
