@@ -2,8 +2,12 @@
 // virtual time and against a fresh `switchyard up` (same model, GPU, engines, policy and seed; engines at
 // --time-scale), and the bench's metrics of both are printed side by side with their relative difference.
 // The first scenario is the one docs/fleet-simulator.md states its tolerance for, run at its own size and
-// time scale; a metric outside that tolerance makes the run exit 1.
-// Usage: node dist/bench/fleet-vs-live.js [requests-per-scenario] [time-scale]
+// time scale; a metric outside that tolerance makes the run exit 1. The last two are held to it too: they
+// put the engines under KV pressure with open-loop arrivals (prefixes evicting each other), placed in
+// turn so that no routing decision hangs on timing, at time scale 1 (real time, as routing-vs-peers.js
+// runs its sims).
+// Usage: node dist/bench/fleet-vs-live.js [requests-per-scenario] [time-scale] [name-filter]
+//   (name-filter: run only the scenarios whose name contains it, e.g. "KV pressure")
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { compare, runLive, runVirtual } from "./fleet-live.js";
@@ -11,6 +15,7 @@ import { resolveScenario, type ResolvedScenario } from "../src/fleet/scenario.js
 
 const requests = Number(process.argv[2] ?? 200);
 const defaultTimeScale = Number(process.argv[3] ?? 0.25);
+const only = process.argv[4];
 const METRICS = [
   "mean_ttft_ms",
   "median_ttft_ms",
@@ -30,6 +35,25 @@ const TOLERANCE: Record<string, number> = {
   mean_ttft_ms: 0.25,
   output_throughput: 0.1,
   total_token_throughput: 0.1,
+};
+
+/** the shared-prefix shape of bench/routing-vs-peers.ts (4 x L4, 16k context), sized per scenario below */
+const kvPressure = {
+  fleet: { ...base.fleet, engines: 4, max_model_len: 16384 },
+  ops: base.ops,
+  workload: { prompt_tokens: 3600, output_tokens: 64, qps: 4 },
+  simulation: {
+    seed: 1,
+    policy: "round-robin",
+    generator: {
+      name: "shared-prefix",
+      num_groups: 40,
+      prompts_per_group: 6,
+      system_prompt_len: 3000,
+      question_len: 600,
+      output_len: 64,
+    },
+  },
 };
 
 const scenarios: {
@@ -96,6 +120,40 @@ const scenarios: {
       simulation: { seed: 5, requests, policy: "prefix" },
     }),
   },
+  {
+    // KV pressure on one engine, open loop: 10 groups' 3,000-token prefixes (30k tokens) and their
+    // questions overfill its 36,416 KV tokens, so prompts evict each other's prefixes; with one engine
+    // no routing decision can differ, so this is the engine model and the stack alone
+    name: "KV pressure, one engine: 10 groups x 6 prompts sharing 3,000 tokens + 600, →64, Poisson 1.2 req/s",
+    policy: "round-robin",
+    timeScale: 1,
+    tolerance: TOLERANCE,
+    s: resolveScenario({
+      ...kvPressure,
+      fleet: { ...kvPressure.fleet, engines: 1 },
+      workload: { ...kvPressure.workload, qps: 1.2 },
+      simulation: {
+        ...kvPressure.simulation,
+        generator: { ...kvPressure.simulation.generator, num_groups: 10 },
+      },
+    }),
+  },
+  {
+    // the same on four engines, placed in turn: the engines and the stack under KV pressure without a
+    // routing decision that hangs on timing (a cache-aware policy's runs part from the first placement
+    // that differs: docs/benchmarks.md, "The router's decisions, live and in the fleet simulator")
+    name: "KV pressure, four engines: 16 groups x 6 prompts sharing 3,000 tokens + 600, →64, Poisson 4 req/s, round-robin",
+    policy: "round-robin",
+    timeScale: 1,
+    tolerance: TOLERANCE,
+    s: resolveScenario({
+      ...kvPressure,
+      simulation: {
+        ...kvPressure.simulation,
+        generator: { ...kvPressure.simulation.generator, num_groups: 16 },
+      },
+    }),
+  },
 ];
 
 function cli(): { cmd: string; pre: string[] } {
@@ -128,6 +186,7 @@ async function main(): Promise<void> {
   const port = 18480;
   let outside = 0;
   for (const { name, s, policy, tolerance, ...o } of scenarios) {
+    if (only !== undefined && !name.includes(only)) continue;
     const timeScale = o.timeScale ?? defaultTimeScale;
     const { cmd, pre } = cli();
     const f = s.scenario.fleet;
@@ -151,7 +210,9 @@ async function main(): Promise<void> {
       const t1 = Date.now();
       const l = await runLive(s, { baseUrl: `http://127.0.0.1:${port}`, timeScale });
       const tl = (Date.now() - t1) / 1000;
-      console.log(`\n## ${name}: ${s.scenario.simulation.requests} requests, time scale ${timeScale}`);
+      console.log(
+        `\n## ${name}: ${s.scenario.simulation.requests ?? v.fields.completed} requests, time scale ${timeScale}`,
+      );
       console.log(
         `completed virtual ${v.fields.completed} live ${l.fields.completed} (failed ${l.fields.failed}); ` +
           `input tokens ${v.fields.total_input_tokens} / ${l.fields.total_input_tokens}; ` +
