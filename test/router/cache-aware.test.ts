@@ -153,6 +153,82 @@ test("kv policy: repeats go to the engine holding the prefix; reset and restart 
   }
 });
 
+test("kv policy: an engine that has computed nothing is known empty until it computes a prompt whose events do not come", async () => {
+  const [deadPort] = await freePorts(1);
+  const sims = [await sim(), await sim()];
+  // the second engine's events are looked for where nothing publishes: it never says a word
+  const router = await routerFor(
+    [
+      { url: sims[0]!.url, kvEvents: kvEventsOf(sims[0]!) },
+      { url: sims[1]!.url, kvEvents: { endpoint: `tcp://127.0.0.1:${deadPort}` } },
+    ],
+    { policy: "kv" },
+  );
+  const cache = router.router.cache;
+  const registry = router.router.registry;
+  const [a, b] = sims.map((s) => s.url) as [string, string];
+  const view = (i: number) => ({
+    model: MODEL,
+    seq: i,
+    messages: [
+      { role: "system", content: `${i} ${LONG}` },
+      { role: "user", content: "Which is longest?" },
+    ],
+    body: { model: MODEL },
+    exclude: new Set<string>(),
+  });
+  const predict = (i: number) => {
+    const engines = registry.snapshot();
+    const p = cache.predict(view(i) as never, engines);
+    const at = (url: string) => engines.findIndex((e) => e.id === url);
+    return { p, a: at(a), b: at(b) };
+  };
+  const queries = (url: string) => registry.engines.get(url)?.load.prefixCacheQueries;
+  try {
+    await waitUntil(
+      () =>
+        registry.snapshot().every((v) => v.healthy && v.blockSize === 16) &&
+        queries(a) === 0 &&
+        queries(b) === 0,
+      5000,
+      "sims scraped",
+    );
+    // neither has computed a prompt, so neither has published: both known empty, not unknown (once
+    // the router has read their versions and subscribed)
+    await waitUntil(
+      () => {
+        const { p, a: ia, b: ib } = predict(1);
+        return p.heldTokens![ia] === 0 && p.heldTokens![ib] === 0;
+      },
+      5000,
+      "known empty",
+    );
+    const before = predict(1);
+    assert.equal(before.p.heldTokens![before.a], 0);
+    assert.equal(before.p.heldTokens![before.b], 0);
+    assert.equal(before.p.source[before.b], "kv");
+    assert.equal(before.p.cachedTokens[before.b], 0);
+    assert.ok(before.p.promptTokens > 100, String(before.p.promptTokens));
+
+    // each computes a prompt (sent to the engine itself): the first one's events flow and count what
+    // it holds; the second's never come, so once its counters show the prompt it is unknown again
+    for (const s of sims) {
+      const res = await post(`${s.url}/v1/chat/completions`, { ...view(2), max_tokens: 2 });
+      assert.equal(res.status, 200);
+      await res.arrayBuffer();
+    }
+    await waitUntil(() => cache.kvRouted(a) && (queries(b) ?? 0) > 0, 5000, "events from a, counters from b");
+    const after = predict(3);
+    assert.ok(after.p.heldTokens![after.a]! > 0);
+    assert.ok(Number.isNaN(after.p.heldTokens![after.b]!));
+    assert.equal(after.p.source[after.b], "prefix");
+    assert.equal(cache.kvRouted(b), false);
+  } finally {
+    await router.close();
+    for (const s of sims) await s.close();
+  }
+});
+
 test("kv policy: a prompt longer than one hashing slice is hashed a slice per turn before its decision, with the engine's hashes", async () => {
   const [port, kvPort, replayPort] = await freePorts(3);
   const s = await sim(port, kvPort, replayPort);
