@@ -1,6 +1,7 @@
 // Cache-aware routing against live sims publishing KV events over real ZMQ: the router's hashes equal
 // the sim's (chat and completions), repeats go where the prefix is, cache resets and restarts leave no
-// stale entries, and a hash-seed mismatch trips the silent-miss watchdog.
+// stale entries, an engine that has computed nothing counts as empty, and a hash-seed mismatch trips the
+// silent-miss watchdog.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../src/sim/app.js";
@@ -213,7 +214,11 @@ test("kv policy: an engine that has computed nothing is known empty until it com
     // each computes a prompt (sent to the engine itself): the first one's events flow and count what
     // it holds; the second's never come, so once its counters show the prompt it is unknown again
     for (const s of sims) {
-      const res = await post(`${s.url}/v1/chat/completions`, { ...view(2), max_tokens: 2 });
+      const res = await post(`${s.url}/v1/chat/completions`, {
+        model: MODEL,
+        messages: view(2).messages,
+        max_tokens: 2,
+      });
       assert.equal(res.status, 200);
       await res.arrayBuffer();
     }
