@@ -1,10 +1,11 @@
 // The router's CacheOracle for the prefix, kv and hybrid policies. Per engine it answers from the exact
 // KV-event index when the engine's events flow and its hashes can be reproduced (block size and hash
 // algorithm from vllm:cache_config_info, vLLM version from /version, hash seed from config, the model's
-// tokenizer), as empty when the engine has computed no prompt yet (so has published nothing), and from
-// the approximate prefix index otherwise — saying which, and why, in metrics and logs. Where the events
-// come from is KvSubscriptions' business (subscriptions.ts); the metrics are in metrics.ts; the
-// silent-miss watchdog (watchdog.ts) reads the registry's own /metrics scrapes.
+// tokenizer; an engine that has computed no prompt has published nothing, and its empty index is right:
+// subscriptions.ts), and from the approximate prefix index otherwise — saying which, and why, in
+// metrics and logs. Where the events come from is KvSubscriptions' business (subscriptions.ts); the
+// metrics are in metrics.ts; the silent-miss watchdog (watchdog.ts) reads the registry's own /metrics
+// scrapes.
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
 import { logger } from "../../obs/log.js";
@@ -316,14 +317,6 @@ export class CacheRouting implements CacheOracle {
     }
   }
 
-  /**
-   * Whether the engine has computed no prompt yet, by its own counters as last scraped (vLLM counts
-   * every scheduled prompt's tokens in vllm:prefix_cache_queries); unknown counts as no.
-   */
-  private computedNothing(url: string): boolean {
-    return this.registry.engines.get(url)?.load.prefixCacheQueries === 0;
-  }
-
   predict(req: RequestView, engines: readonly EngineView[]): CachePrediction {
     const n = engines.length;
     const cachedTokens = new Float64Array(n);
@@ -337,23 +330,7 @@ export class CacheRouting implements CacheOracle {
       if (!p) continue;
       const st = this.subs.states.get(engines[i]!.id);
       const bs = engines[i]!.blockSize;
-      if (!st || !bs) continue;
-      if (st.fallback !== null) {
-        // An engine that has computed no prompt has published no event: its silence is not a fault but
-        // an empty cache, and it is known empty while its own counters say so (once it has computed a
-        // prompt without an event coming, it is routed by the approximate index as before). Priced as
-        // unknown, its room could not count, so a miss sent there was priced as pushing out its own
-        // size: a fresh engine (started, scaled up, or passed over by the first prompts) drew no new
-        // prefix while the others held one, and stood idle (live, 4 engines, agent sessions sharing a
-        // 2,000-token prompt at 1.2 req/s: one engine got no prompt for the first 20 s).
-        if (st.fallback === "no-events-yet" && this.computedNothing(st.url)) {
-          heldTokens[i] = 0;
-          cachedTokens[i] = 0;
-          source[i] = "kv";
-          if (p.tokens !== null) exact = p.tokens.length;
-        }
-        continue;
-      }
+      if (!st || st.fallback !== null || !bs) continue;
       // what its cache holds in all, from its events, whether or not this prompt's hashes can be made
       heldTokens[i] = this.kv.gpuBlocksOf(st.url) * bs;
       if (p.tokens === null) continue;
@@ -431,6 +408,7 @@ export class CacheRouting implements CacheOracle {
 
   /** The engine's hit counter, from the registry's scrape: only engines routed by KV events are judged. */
   private scraped(e: Upstream, text: string): void {
+    this.subs.scraped(e);
     const hits = parsePrefixCacheHits(text);
     if (hits !== null) this.hitsScraped(e, hits);
   }

@@ -558,9 +558,26 @@ export class KvSubscriptions {
     if (st.version === undefined) return "version-unknown";
     if (!versionAtLeast(st.version, this.cfg.routing.minVllmVersion)) return `version-${st.version}`;
     if (!st.sub && !st.collecting) return "not-subscribed";
-    if (!st.flowing) return "no-events-yet";
+    // An engine that has computed no prompt has published no event: its silence is an empty cache, and
+    // its empty index says so exactly. Counted as unknown, its room did not count and a miss sent there
+    // was priced as pushing out its own size, so a fresh engine (started, scaled up, or passed over by
+    // the first prompts) drew no new prefix while the others held one (live, 4 engines, agent sessions
+    // sharing a 2,000-token prompt at 1.2 req/s: one engine got no prompt for 20 s). Once its own
+    // counters show a prompt (vllm:prefix_cache_queries, as last scraped) and no event has come, it is
+    // routed by the approximate index.
+    if (!st.flowing && e.load.prefixCacheQueries !== 0) return "no-events-yet";
     if (st.unconfirmed > 0) return "events-unconfirmed";
     return null;
+  }
+
+  /**
+   * An engine's /metrics were just read: whether it is routed by its events may have changed with them
+   * (its counters show its first prompt, its cache config arrived), so it is judged now, not at the next
+   * reconcile.
+   */
+  scraped(e: Upstream): void {
+    const st = this.states.get(e.url);
+    if (st) this.updateFallback(st, e);
   }
 
   private updateFallback(st: EngineKv, e: Upstream): void {
@@ -570,7 +587,9 @@ export class KvSubscriptions {
     st.fallback = why;
     if (why === null) log.info({ engine: st.url }, "engine routed by its KV events");
     else if (
-      was === null ||
+      // an engine routed while it had computed nothing falls back quietly while its first batch is on
+      // its way (its counters may show the prompt a moment before its events come)
+      (was === null && why !== "no-events-yet") ||
       (st.source &&
         ![
           "starting",
