@@ -9,9 +9,11 @@
 // Usage: node dist/bench/fleet-vs-live.js [requests-per-scenario] [time-scale] [name-filter]
 //   (name-filter: run only the scenarios whose name contains it, e.g. "KV pressure")
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { compare, runLive, runVirtual } from "./fleet-live.js";
 import { resolveScenario, type ResolvedScenario } from "../src/fleet/scenario.js";
+import { parse } from "yaml";
 
 const requests = Number(process.argv[2] ?? 200);
 const defaultTimeScale = Number(process.argv[3] ?? 0.25);
@@ -37,24 +39,26 @@ const TOLERANCE: Record<string, number> = {
   total_token_throughput: 0.1,
 };
 
-/** the shared-prefix shape of bench/routing-vs-peers.ts (4 x L4, 16k context), sized per scenario below */
-const kvPressure = {
-  fleet: { ...base.fleet, engines: 4, max_model_len: 16384 },
-  ops: base.ops,
-  workload: { prompt_tokens: 3600, output_tokens: 64, qps: 4 },
-  simulation: {
-    seed: 1,
-    policy: "round-robin",
-    generator: {
-      name: "shared-prefix",
-      num_groups: 40,
-      prompts_per_group: 6,
-      system_prompt_len: 3000,
-      question_len: 600,
-      output_len: 64,
-    },
-  },
-};
+/**
+ * The shared-prefix shape under KV pressure that bench/routing-vs-peers.ts runs live (4 x L4, 16k
+ * context), as examples/scenarios/ writes it, placed in turn; sized per scenario below
+ */
+const kvPressure = (() => {
+  const doc = parse(
+    readFileSync(
+      new URL("../../examples/scenarios/shared-prefix-kv-pressure-4xl4.yaml", import.meta.url),
+      "utf8",
+    ),
+  ) as {
+    name?: string;
+    fleet: Record<string, unknown>;
+    workload: Record<string, unknown>;
+    simulation: { generator: Record<string, unknown> } & Record<string, unknown>;
+  };
+  delete doc.name;
+  doc.simulation.policy = "round-robin";
+  return doc;
+})();
 
 const scenarios: {
   name: string;
@@ -148,6 +152,7 @@ const scenarios: {
     tolerance: TOLERANCE,
     s: resolveScenario({
       ...kvPressure,
+      workload: { ...kvPressure.workload, qps: 4 },
       simulation: {
         ...kvPressure.simulation,
         generator: { ...kvPressure.simulation.generator, num_groups: 16 },
