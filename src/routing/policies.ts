@@ -213,11 +213,12 @@ export function policyReadsKv(name: string): boolean {
 }
 /**
  * The policies that read a request's session key (`RequestView.sessionKey`): `session` hashes it,
- * `llm-d-sticky` keeps its engine, `vllm-router-program` takes it for the program, and the cost-based ones (`prefix`, `kv`, `hybrid`, `predictive`:
- * cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and a session's
- * decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`) the router's
- * edge does not track sessions (session-identity.ts: no prompt hashed, no session recorded), so that a
- * policy that never reads the key does not pay for working it out.
+ * `vllm-router-program` takes it for the program, and the cost-based ones (`prefix`, `kv`, `hybrid`,
+ * `predictive`: cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and
+ * a session's decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`,
+ * `llm-d-sticky`, whose affinity is the cache's) the router's edge does not track sessions
+ * (session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
+ * key does not pay for working it out.
  */
 export const SESSION_POLICY_NAMES: readonly PolicyName[] = [
   "session",
@@ -225,7 +226,6 @@ export const SESSION_POLICY_NAMES: readonly PolicyName[] = [
   "kv",
   "hybrid",
   "predictive",
-  "llm-d-sticky",
   "vllm-router-program",
 ];
 export function policyReadsSessions(name: string): boolean {

@@ -1,6 +1,7 @@
 // The peers' designs kept as baselines (src/routing/baselines/) decide as their sources describe:
 // vllm-router's cache_aware by match rate, in-flight counts and its balance thresholds; llm-d's
-// sticky-until-saturated by session affinity until the engine's queued prefill tokens reach its threshold.
+// sticky-until-saturated by its affinity filter (engines holding 0.8 of the prompt) until the warm engines'
+// uncached tokens in flight lead a cold one's by its threshold, then by uncached tokens in flight.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -55,99 +56,85 @@ test("vllm-router-cache-aware treats a match at or below the cache threshold as 
   assert.equal(pickedId(decide(policy, { model: "m", seq: 1, prompt }, { engines })), "b");
 });
 
-// llm-d-sticky: a fixed-size prompt oracle, so that queued prefill tokens are known numbers
-const tokensOracle = (promptTokens: number): CacheOracle => ({
+// llm-d-sticky: an oracle with a fixed prompt length and what each engine holds of it, so that warmth and
+// uncached tokens in flight are known numbers
+const heldOracle = (promptTokens: number, held: Record<string, number> = {}): CacheOracle => ({
   predict: (_req, engines) => ({
     promptTokens,
-    cachedTokens: new Float64Array(engines.length),
+    cachedTokens: Float64Array.from(engines, (e) => held[e.id] ?? 0),
     source: engines.map(() => "kv" as const),
   }),
 });
 
-test("llm-d-sticky keeps a session on its engine while the engine's queued prefill tokens stay under the threshold, however busier it is", () => {
+test("llm-d-sticky keeps a prompt on the engine holding 0.8 of it while its uncached tokens in flight lead the coldest engine's by no more than the threshold", () => {
+  // a holds 50k of the 60k prompt (0.83): warm; b holds nothing
   const policy = createPolicy("llm-d-sticky", {
-    cache: tokensOracle(60_000),
+    cache: heldOracle(60_000, { a: 50_000 }),
     llmdSticky: { saturationTokens: 200_000 },
   });
-  const first = decide(policy, { model: "m", seq: 0, sessionKey: "s1" }, { engines: [eng("a"), eng("b")] });
-  assert.equal(pickedId(first), "a");
-  // a holds the session's 60k queued tokens and one more request in flight; b is idle: the session stays on a
-  const engines = [eng("a", { inFlight: 1 }), eng("b")];
-  assert.equal(pickedId(decide(policy, { model: "m", seq: 1, sessionKey: "s1" }, { engines })), "a");
-  const busier = [eng("a", { inFlight: 2 }), eng("b")];
-  assert.equal(pickedId(decide(policy, { model: "m", seq: 2, sessionKey: "s1" }, { engines: busier })), "a");
-});
-
-test("llm-d-sticky releases a session once its engine's queued prefill reaches the threshold, to the engine with the fewest tokens in flight, and the session stays there", () => {
-  const policy = createPolicy("llm-d-sticky", {
-    cache: tokensOracle(60_000),
-    llmdSticky: { saturationTokens: 150_000 },
-  });
   let seq = 0;
-  const on = (ids: string, engines: ReturnType<typeof eng>[]) =>
-    pickedId(decide(policy, { model: "m", seq: seq++, sessionKey: ids }, { engines }));
-  assert.equal(on("s1", [eng("a"), eng("b"), eng("c")]), "a");
-  assert.equal(on("s1", [eng("a", { inFlight: 1 }), eng("b"), eng("c")]), "a");
-  // a now holds 120k queued prefill tokens: under 150k, still sticky
-  assert.equal(on("s1", [eng("a", { inFlight: 2 }), eng("b"), eng("c")]), "a");
-  // 180k: saturated; b and c are idle, the tie goes round-robin's way
-  const released = on("s1", [eng("a", { inFlight: 3 }), eng("b"), eng("c")]);
-  assert.ok(released === "b" || released === "c", released);
-  // the session's engine is now the one it went to
-  const after = [
-    eng("a", { inFlight: 3 }),
-    eng("b", { inFlight: released === "b" ? 1 : 0 }),
-    eng("c", { inFlight: released === "c" ? 1 : 0 }),
-  ];
-  assert.equal(on("s1", after), released);
+  const on = (engines: ReturnType<typeof eng>[]) =>
+    pickedId(decide(policy, { model: "m", seq: seq++ }, { engines }));
+  // each pick leaves its 10k uncached tokens in flight on a (no first token yet): 20 of them are 200k
+  for (let i = 0; i < 20; i++) assert.equal(on([eng("a", { inFlight: i }), eng("b")]), "a");
+  // 200k ahead of b is not more than the threshold: still a; 210k is, and b takes the next
+  assert.equal(on([eng("a", { inFlight: 20 }), eng("b")]), "a");
+  assert.equal(on([eng("a", { inFlight: 21 }), eng("b")]), "b");
 });
 
-test("llm-d-sticky sends a session's first request to the engine with the fewest tokens in flight, not by request count", () => {
-  const policy = createPolicy("llm-d-sticky", { cache: tokensOracle(50_000) });
-  // one big session on a, then many small ones would not matter: tokens decide
-  decide(policy, { model: "m", seq: 0, sessionKey: "big" }, { engines: [eng("a"), eng("b")] });
-  const engines = [eng("a", { inFlight: 1 }), eng("b")];
-  assert.equal(pickedId(decide(policy, { model: "m", seq: 2, sessionKey: "new" }, { engines })), "b");
+test("llm-d-sticky: an engine holding less than 0.8 of the prompt is cold, and with none warm the fewest uncached tokens in flight, this prompt's included, win", () => {
+  // a holds 42k of 60k (0.7): cold like b, but the prompt's uncached part there is 18k against 60k
+  const policy = createPolicy("llm-d-sticky", { cache: heldOracle(60_000, { a: 42_000 }) });
+  let seq = 0;
+  const on = (engines: ReturnType<typeof eng>[]) =>
+    pickedId(decide(policy, { model: "m", seq: seq++ }, { engines }));
+  // 0, 18k and 36k in flight on a, each + 18k, against b's 0 + 60k
+  for (let i = 0; i < 3; i++) assert.equal(on([eng("a", { inFlight: i }), eng("b")]), "a");
+  // 54k + 18k against 60k
+  assert.equal(on([eng("a", { inFlight: 3 }), eng("b")]), "b");
+});
+
+test("llm-d-sticky counts tokens, not requests: many small prompts in flight weigh less than one long one", () => {
+  const policy = createPolicy("llm-d-sticky", { cache: heldOracle(50_000) });
+  decide(policy, { model: "m", seq: 0 }, { engines: [eng("a"), eng("b")] });
+  // a has one 50k prompt awaiting its first token; b has five requests whose prefill is done
+  const engines = [eng("a", { inFlight: 1 }), eng("b", { inFlight: 5, awaitingFirstToken: 0 })];
+  assert.equal(pickedId(decide(policy, { model: "m", seq: 1 }, { engines })), "b");
 });
 
 test("llm-d-sticky lets a request's tokens go at its first token, and counts none on an engine where nothing awaits one", () => {
   const policy = createPolicy("llm-d-sticky", {
-    cache: tokensOracle(60_000),
+    cache: heldOracle(60_000, { a: 60_000 }),
     llmdSticky: { saturationTokens: 100_000 },
   });
-  const first = { model: "m", seq: 0, sessionKey: "s1" };
+  // a is warm; its picks add no uncached tokens: b gets the prompt only as a tie-less cold engine never does
+  const first = { model: "m", seq: 0 };
   assert.equal(pickedId(decide(policy, first, { engines: [eng("a"), eng("b")] })), "a");
-  const second = { model: "m", seq: 1, sessionKey: "s1" };
-  assert.equal(pickedId(decide(policy, second, { engines: [eng("a"), eng("b")] })), "a");
-  // both prefilled: their first tokens came back, so a holds nothing queued and the session stays
-  // (had they been counted still, 120k against 100k would have sent it to b)
-  policy.onFirstToken!(first, eng("a"), 500);
-  policy.onFirstToken!(second, eng("a"), 900);
-  const third = { model: "m", seq: 2, sessionKey: "s1" };
-  assert.equal(pickedId(decide(policy, third, { engines: [eng("a"), eng("b")] })), "a");
-  // an engine with nothing awaiting a first token holds nothing queued, whatever was counted there
-  const fresh = createPolicy("llm-d-sticky", {
-    cache: tokensOracle(60_000),
+  // a cold prompt of 60k on a fresh policy: each counts 60k on its engine until its first token
+  const cold = createPolicy("llm-d-sticky", {
+    cache: heldOracle(60_000),
     llmdSticky: { saturationTokens: 100_000 },
   });
-  decide(fresh, { model: "m", seq: 0, sessionKey: "s" }, { engines: [eng("a"), eng("b")] });
-  decide(fresh, { model: "m", seq: 1, sessionKey: "s" }, { engines: [eng("a"), eng("b")] });
-  const idle = [eng("a", { awaitingFirstToken: 0, inFlight: 2 }), eng("b", { awaitingFirstToken: 0 })];
-  assert.equal(pickedId(decide(fresh, { model: "m", seq: 2, sessionKey: "s" }, { engines: idle })), "a");
-});
-
-test("llm-d-sticky's earlier reading counts the whole prompts of requests in flight, decoding ones too", () => {
-  const policy = createPolicy("llm-d-sticky", {
-    cache: tokensOracle(60_000),
-    llmdSticky: { saturationTokens: 100_000, saturationLoad: "in-flight-prompts" },
-  });
-  decide(policy, { model: "m", seq: 0, sessionKey: "s1" }, { engines: [eng("a"), eng("b")] });
-  decide(
-    policy,
-    { model: "m", seq: 1, sessionKey: "s1" },
-    { engines: [eng("a", { inFlight: 1 }), eng("b")] },
+  const r0 = { model: "m", seq: 0 };
+  const r1 = { model: "m", seq: 1 };
+  assert.equal(pickedId(decide(cold, r0, { engines: [eng("a"), eng("b")] })), "a");
+  // a holds 60k queued: b has none
+  assert.equal(pickedId(decide(cold, r1, { engines: [eng("a", { inFlight: 1 }), eng("b")] })), "b");
+  // both prefilled: their first tokens came back, so neither holds anything queued: a tie, and the
+  // third request goes the rotation's way rather than by what was counted
+  cold.onFirstToken!(r0, eng("a"), 500);
+  cold.onFirstToken!(r1, eng("b"), 900);
+  const third = decide(
+    cold,
+    { model: "m", seq: 2 },
+    { engines: [eng("a", { inFlight: 1 }), eng("b", { inFlight: 1 })] },
   );
-  // both still in flight (decoding, nothing awaiting a first token): 120k against 100k, released
-  const busy = [eng("a", { inFlight: 2, awaitingFirstToken: 0 }), eng("b")];
-  assert.equal(pickedId(decide(policy, { model: "m", seq: 2, sessionKey: "s1" }, { engines: busy })), "b");
+  assert.ok(pickedId(third) === "a" || pickedId(third) === "b");
+  // an engine with nothing awaiting a first token holds nothing queued, whatever was counted there
+  const fresh = createPolicy("llm-d-sticky", { cache: heldOracle(60_000) });
+  decide(fresh, { model: "m", seq: 0 }, { engines: [eng("a"), eng("b")] });
+  decide(fresh, { model: "m", seq: 1 }, { engines: [eng("a"), eng("b", { inFlight: 5 })] });
+  // a counted 120k, b nothing; but nothing awaits a first token on a
+  const idle = [eng("a", { awaitingFirstToken: 0, inFlight: 2 }), eng("b", { inFlight: 1 })];
+  assert.equal(pickedId(decide(fresh, { model: "m", seq: 2 }, { engines: idle })), "a");
 });
