@@ -20,6 +20,7 @@ import { defaultLabel, plotPaths } from "./label.js";
 import { latencyCdfSvg, sweepSvg } from "./svg.js";
 import { WORKLOADS, type WorkloadName } from "../workload/index.js";
 import { AGENTIC_PRESET_NAMES } from "../workload/agentic.js";
+import { CONVERSATION_REPLAY_PRESET_NAMES } from "../workload/conversation-replay.js";
 
 /** the bench's flags (exported for the tests that parse them as the command does) */
 export const SPECS: FlagSpecs = {
@@ -139,6 +140,15 @@ export const SPECS: FlagSpecs = {
   },
   "agentic-fork-count": { type: "int", min: 0, help: "agentic: sub-agents per fork, run in parallel (2, 0)" },
   "agentic-fork-turns": { type: "int", min: 0, help: "agentic: turns of each sub-agent (3, 0)" },
+  "replay-preset": {
+    type: "string",
+    help: "conversation-replay: llm-d-code-gen (default; llm-d's published code-generation conversations)",
+  },
+  "replay-conversations": {
+    type: "int",
+    min: 1,
+    help: "conversation-replay: conversations (the preset's 60); with --concurrency N, N in flight",
+  },
   // request shape
   temperature: { type: "number", default: 0, min: 0, help: "sampling temperature sent with every request" },
   "ignore-eos": {
@@ -240,6 +250,9 @@ export function toOptions(f: FlagValues): BenchOptions {
   const preset = f["agentic-preset"];
   if (typeof preset === "string" && !(AGENTIC_PRESET_NAMES as string[]).includes(preset))
     throw new CliError(`--agentic-preset: expected one of ${AGENTIC_PRESET_NAMES.join(", ")}`);
+  const replay = f["replay-preset"];
+  if (typeof replay === "string" && !(CONVERSATION_REPLAY_PRESET_NAMES as string[]).includes(replay))
+    throw new CliError(`--replay-preset: expected one of ${CONVERSATION_REPLAY_PRESET_NAMES.join(", ")}`);
   const endpoint = String(f.endpoint);
   if (!["auto", "chat", "completions"].includes(endpoint))
     throw new CliError("--endpoint: expected chat, completions or auto");
@@ -312,6 +325,8 @@ export function toOptions(f: FlagValues): BenchOptions {
       agenticForkProbability: num(f, "agentic-fork-probability"),
       agenticForkCount: num(f, "agentic-fork-count"),
       agenticForkTurns: num(f, "agentic-fork-turns"),
+      replayPreset: f["replay-preset"] as string | undefined,
+      replayConversations: num(f, "replay-conversations"),
     },
     qps: parseQps(String(f.qps)),
     arrival,

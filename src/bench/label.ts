@@ -39,6 +39,8 @@ const SHORT: { [K in keyof WorkloadFlags]-?: string } = {
   agenticForkProbability: "fork-p",
   agenticForkCount: "forks",
   agenticForkTurns: "fork-turns",
+  replayPreset: "preset",
+  replayConversations: "conversations",
 };
 
 function qpsText(q: number): string {

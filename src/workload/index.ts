@@ -2,6 +2,12 @@
 // file is read by the caller's `readText`, so the workload library itself does no I/O.
 import type { TextShape } from "./text.js";
 import { AGENTIC_PRESET_NAMES, agenticOptions, agenticWorkload, type AgenticPreset } from "./agentic.js";
+import {
+  CONVERSATION_REPLAY_PRESET_NAMES,
+  conversationReplayOptions,
+  conversationReplayWorkload,
+  type ConversationReplayPreset,
+} from "./conversation-replay.js";
 import { datasetWorkload, parseDataset } from "./dataset.js";
 import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "./multi-round-qa.js";
 import { PREFIX_REPETITION_DEFAULTS, prefixRepetitionWorkload } from "./prefix-repetition.js";
@@ -16,6 +22,7 @@ export const WORKLOADS = [
   "prefix-repetition",
   "dataset",
   "agentic",
+  "conversation-replay",
 ] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
 
@@ -53,6 +60,9 @@ export interface WorkloadFlags {
   agenticForkProbability?: number;
   agenticForkCount?: number;
   agenticForkTurns?: number;
+  /** conversation-replay: the preset (default llm-d-code-gen) and its conversations */
+  replayPreset?: string;
+  replayConversations?: number;
 }
 
 export function buildWorkload(
@@ -127,6 +137,17 @@ export function buildWorkload(
       if (o.sharedTokens > o.startTokens)
         throw new Error("--agentic-shared-tokens: the shared part cannot exceed --agentic-start-tokens");
       return { workload: agenticWorkload(o, shape), options: { preset, ...o } };
+    }
+    case "conversation-replay": {
+      const preset = (f.replayPreset ?? "llm-d-code-gen") as ConversationReplayPreset;
+      if (!CONVERSATION_REPLAY_PRESET_NAMES.includes(preset))
+        throw new Error(`--replay-preset: expected one of ${CONVERSATION_REPLAY_PRESET_NAMES.join(", ")}`);
+      const o = conversationReplayOptions(
+        preset,
+        seed,
+        f.replayConversations !== undefined ? { conversations: f.replayConversations } : {},
+      );
+      return { workload: conversationReplayWorkload(o, shape), options: { preset, ...o } };
     }
     case "dataset": {
       if (!f.datasetPath)
