@@ -71,6 +71,11 @@ export function makeRng(seed: number, stream = ""): Rng {
   };
 }
 
+/** One standard normal draw from two uniforms (Box-Muller), for log-normal lengths and pauses. */
+export function standardNormal(rng: Rng): number {
+  return Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
+}
+
 /** Fisher-Yates shuffle in place. */
 export function shuffle<T>(items: T[], rng: Rng): T[] {
   for (let i = items.length - 1; i > 0; i--) {

@@ -8,7 +8,7 @@
 // Lengths, pauses and forks come from one seeded stream per session and the text from another, so the
 // shape (turn counts, pauses) is known without building the text, and one seed gives the same sessions to
 // the live bench and the fleet simulator.
-import { makeRng, type Rng } from "../random/rng.js";
+import { makeRng, standardNormal, type Rng } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import { rangeLength, type Session, type Turn, type Workload } from "./types.js";
 
@@ -99,9 +99,7 @@ interface TurnShape {
 
 function pauseOf(o: AgenticOptions, rng: Rng): number {
   if (o.pauseMedianS <= 0) return 0;
-  // Box-Muller: one standard normal from two uniforms
-  const z = Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
-  return Math.min(o.pauseMaxS, o.pauseMedianS * Math.exp(o.pauseSigma * z));
+  return Math.min(o.pauseMaxS, o.pauseMedianS * Math.exp(o.pauseSigma * standardNormal(rng)));
 }
 
 /** turns while the context stays under the cap; `context`: tokens before the first of them */

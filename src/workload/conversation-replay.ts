@@ -7,7 +7,7 @@
 // fleet simulator and `switchyard bench` replay the same shape.
 //
 // Lengths come from one seeded stream per conversation and text from another, as in agentic.ts.
-import { makeRng, type Rng } from "../random/rng.js";
+import { makeRng, standardNormal, type Rng } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import type { Session, Turn, Workload } from "./types.js";
 
@@ -69,9 +69,7 @@ export function drawLogNormal(d: LogNormal, rng: Rng): number {
     throw new Error(`log-normal: need 0 < mean, 0 <= stdDev, min <= max (got ${JSON.stringify(d)})`);
   const s2 = Math.log(1 + (d.stdDev * d.stdDev) / (d.mean * d.mean));
   const mu = Math.log(d.mean) - s2 / 2;
-  // Box-Muller: one standard normal from two uniforms
-  const z = Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
-  return Math.min(d.max, Math.max(d.min, Math.exp(mu + Math.sqrt(s2) * z)));
+  return Math.min(d.max, Math.max(d.min, Math.exp(mu + Math.sqrt(s2) * standardNormal(rng))));
 }
 
 interface ConversationShape {
