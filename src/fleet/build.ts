@@ -1,5 +1,11 @@
 // From a scenario to a fleet run: the engine configuration, the bench generator that stands for the
 // workload, the routing policy and the load shape. Every default here is listed in docs/fleet-simulator.md.
+import { agenticOptions, agenticWorkload, type AgenticPreset } from "../workload/agentic.js";
+import {
+  conversationReplayOptions,
+  conversationReplayWorkload,
+  type ConversationReplayPreset,
+} from "../workload/conversation-replay.js";
 import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "../workload/multi-round-qa.js";
 import { prefixRepetitionWorkload } from "../workload/prefix-repetition.js";
 import { randomWorkload, RANDOM_DEFAULTS } from "../workload/random.js";
@@ -103,6 +109,17 @@ export function workloadFor(
             seed,
           }),
         };
+      case "agentic": {
+        // the preset as published (resolveScenario checked its name and that its contexts fit)
+        const o = agenticOptions((g.preset ?? "code-gen") as AgenticPreset, seed);
+        if (g.sessions !== undefined) o.sessions = g.sessions;
+        return { generator: g.name, workload: agenticWorkload(o) };
+      }
+      case "conversation-replay": {
+        const o = conversationReplayOptions((g.preset ?? "llm-d-code-gen") as ConversationReplayPreset, seed);
+        if (g.conversations !== undefined) o.conversations = g.conversations;
+        return { generator: g.name, workload: conversationReplayWorkload(o) };
+      }
       case "random":
         return {
           generator: g.name,
@@ -216,14 +233,14 @@ export function policyFor(r: ResolvedScenario): PolicyName {
 
 /**
  * The session header a plan tells operators to send for the `session` policy (the session id for
- * multi-round, the prompt group for shared prefixes, else none), or what the scenario names. Other
- * policies need none: the router keys sessions itself (`router`).
+ * multi-round and agent sessions, the prompt group for shared prefixes, else none), or what the
+ * scenario names. Other policies need none: the router keys sessions itself (`router`).
  */
 export function sessionKeyFor(r: ResolvedScenario, generator: string): SessionKeyMode {
   const k = r.scenario.simulation.session_key;
   if (k !== "auto") return k;
   if (policyFor(r) !== "session") return "router";
-  if (generator === "multi-round-qa") return "session";
+  if (generator === "multi-round-qa" || generator === "agentic") return "session";
   if (generator === "shared-prefix" || generator === "prefix-repetition") return "group";
   return "router";
 }

@@ -12,6 +12,8 @@ import {
   type ModelProfile,
 } from "../models/index.js";
 import { ROUTER_POLICY_NAMES, scorersConfigSchema } from "../routing/index.js";
+import { AGENTIC_PRESETS } from "../workload/agentic.js";
+import { CONVERSATION_REPLAY_PRESETS } from "../workload/conversation-replay.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -26,7 +28,14 @@ const tokensOrPercentiles = z.union([
 
 export const REUSE_KINDS = ["none", "multi-round", "rag", "multi-tenant"] as const;
 export const OFFLOAD_MODES = ["none", "native", "lmcache"] as const;
-export const GENERATORS = ["random", "shared-prefix", "multi-round-qa", "prefix-repetition"] as const;
+export const GENERATORS = [
+  "random",
+  "shared-prefix",
+  "multi-round-qa",
+  "prefix-repetition",
+  "agentic",
+  "conversation-replay",
+] as const;
 
 const workloadSchema = z.strictObject({
   prompt_tokens: tokensOrPercentiles,
@@ -129,6 +138,12 @@ const simulationSchema = z.strictObject({
       shared_system_prompt: nonNegInt.optional(),
       user_history_prompt: nonNegInt.optional(),
       answer_len: posInt.optional(),
+      /** agentic (code-gen, b2b) or conversation-replay (llm-d-code-gen): the preset */
+      preset: z.string().optional(),
+      /** agentic: agent sessions (the preset's) */
+      sessions: posInt.optional(),
+      /** conversation-replay: conversations (the preset's) */
+      conversations: posInt.optional(),
     })
     .optional(),
   itl: z.boolean().default(true),
@@ -237,6 +252,32 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
       );
     }
   }
+  const g = s.simulation.generator;
+  if (g) {
+    if (g.preset !== undefined && g.name !== "agentic" && g.name !== "conversation-replay")
+      problems.push(`simulation.generator.preset: for agentic and conversation-replay only, got ${g.name}`);
+    if (g.sessions !== undefined && g.name !== "agentic")
+      problems.push(`simulation.generator.sessions: for agentic only, got ${g.name}`);
+    if (g.conversations !== undefined && g.name !== "conversation-replay")
+      problems.push(`simulation.generator.conversations: for conversation-replay only, got ${g.name}`);
+    // the presets' own sizes: their longest prompt with its answer must fit the engines' context
+    const longest =
+      g.name === "agentic"
+        ? presetOf(AGENTIC_PRESETS, g.preset ?? "code-gen", problems, (p) => p.capTokens + p.outputTokens)
+        : g.name === "conversation-replay"
+          ? presetOf(
+              CONVERSATION_REPLAY_PRESETS,
+              g.preset ?? "llm-d-code-gen",
+              problems,
+              (p) => p.capTokens + p.outputTokensPerTurn.max,
+            )
+          : undefined;
+    const maxLen = model ? (s.fleet.max_model_len ?? model.maxContext) : Infinity;
+    if (longest !== undefined && longest > maxLen)
+      problems.push(
+        `simulation.generator: ${g.name} ${g.preset ?? "(its default preset)"} sends prompts and answers of up to ${longest} tokens, above the context of ${model!.id} (${maxLen})`,
+      );
+  }
   if (s.fleet.tensor_parallel_size > 8) {
     problems.push(
       `fleet.tensor_parallel_size: at most 8 GPUs per engine are modelled, got ${s.fleet.tensor_parallel_size}`,
@@ -244,6 +285,23 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
   }
   if (problems.length) throw new ScenarioError(problems);
   return { scenario: s, model: model!, gpu: gpu!, promptTokens, promptP90 };
+}
+
+/** a preset's size by `size`, or undefined (and a problem) when the name is not one of `presets` */
+function presetOf<T>(
+  presets: Record<string, T>,
+  name: string,
+  problems: string[],
+  size: (p: T) => number,
+): number | undefined {
+  const p = presets[name];
+  if (p === undefined) {
+    problems.push(
+      `simulation.generator.preset: expected one of ${Object.keys(presets).join(", ")}, got ${show(name)}`,
+    );
+    return undefined;
+  }
+  return size(p);
 }
 
 export function parseScenarioText(text: string, source = "scenario"): ResolvedScenario {
