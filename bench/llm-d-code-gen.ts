@@ -5,9 +5,9 @@
 // conversation replay (src/workload/conversation-replay.ts, preset `llm-d-code-gen`: system prompts of
 // 3k–100k tokens, 2–20 turns of 100–10k tokens, 50–4k-token answers, no prefix shared between
 // conversations); concurrency swept from 10 to 100 conversations, each point a fresh run of that many
-// conversations; input tokens/s and TTFT p90 per point. It reports each configuration's "knee" (where its
-// input tokens/s levels off) and the throughput there: 46k against Kubernetes round-robin's 16k input
-// tokens/s (2.9×), knees at 60 and 30.
+// conversations, each played once (fewer in flight as they end); input tokens/s and TTFT p90 per point.
+// It reports each configuration's "knee" (where its input tokens/s levels off) and the throughput
+// there: 46k against Kubernetes round-robin's 16k input tokens/s (2.9×), knees at 60 and 30.
 // Here: per policy and concurrency, over seeds, the mean input tokens/s (prompt tokens of the run's
 // completed requests over its span, as a stage of inference-perf measures it), TTFT p90 pooled, and the
 // prefix cache hit rate; per policy its knee (the lowest concurrency within 5% of its highest input
@@ -28,7 +28,11 @@ import { simulateFleet } from "../src/fleet/fleet.js";
 
 const specs: FlagSpecs = {
   policies: { type: "string", default: "round-robin,llm-d-sticky,predictive", help: "" },
-  concurrency: { type: "string", default: "10,20,30,40,50,60,70,80,90,100", help: "conversations in flight" },
+  concurrency: {
+    type: "string",
+    default: "10,20,30,40,50,60,70,80,90,100",
+    help: "conversations per run, started at once",
+  },
   seeds: { type: "string", default: "1,2,3", help: "" },
   engines: { type: "string", default: "10", help: "" },
   json: { type: "string", help: "write one row per policy and concurrency as JSON" },
@@ -36,7 +40,9 @@ const specs: FlagSpecs = {
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const list = (k: string) => (flags[k] as string).split(",").filter(Boolean);
 const policies = list("policies") as PolicyName[];
-const levels = list("concurrency").map(Number);
+const levels = list("concurrency")
+  .map(Number)
+  .sort((a, b) => a - b);
 const seeds = list("seeds").map(Number);
 const engines = Number(flags.engines);
 

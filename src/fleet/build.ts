@@ -28,6 +28,9 @@ export const DERIVED_QUESTION_TOKENS = 64;
 export const RAG_DOCS_PER_TENANT = 10;
 
 export function defaultRequests(r: ResolvedScenario): number {
+  const g = r.scenario.simulation.generator?.name;
+  // an agent preset is its sessions, whole: cut at a count, its last sessions would never run
+  if (g === "agentic" || g === "conversation-replay") return r.scenario.simulation.requests ?? Infinity;
   return (
     r.scenario.simulation.requests ??
     Math.min(2000, Math.max(500, (r.scenario.workload.concurrency ?? 0) * 8))

@@ -275,7 +275,7 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
     const maxLen = model ? (s.fleet.max_model_len ?? model.maxContext) : Infinity;
     if (longest !== undefined && longest > maxLen)
       problems.push(
-        `simulation.generator: ${g.name} ${g.preset ?? "(its default preset)"} sends prompts and answers of up to ${longest} tokens, above the context of ${model!.id} (${maxLen})`,
+        `simulation.generator.preset: ${g.name} ${g.preset ?? (g.name === "agentic" ? "code-gen" : "llm-d-code-gen")} sends prompts and answers of up to ${longest} tokens, above the context of ${model!.id} (${maxLen})`,
       );
   }
   if (s.fleet.tensor_parallel_size > 8) {
@@ -294,7 +294,8 @@ function presetOf<T>(
   problems: string[],
   size: (p: T) => number,
 ): number | undefined {
-  const p = presets[name];
+  // own names only: "constructor" is no preset
+  const p = Object.hasOwn(presets, name) ? presets[name] : undefined;
   if (p === undefined) {
     problems.push(
       `simulation.generator.preset: expected one of ${Object.keys(presets).join(", ")}, got ${show(name)}`,

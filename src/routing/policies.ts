@@ -263,7 +263,7 @@ export interface PolicyOptions {
   predictive?: PredictiveOptions;
   /** vllm-router-cache-aware: its thresholds */
   vllmRouterCacheAware?: VllmRouterCacheAwareOptions;
-  /** llm-d-sticky: its saturation threshold and session table size */
+  /** llm-d-sticky: its affinity threshold and saturation override (τ) */
   llmdSticky?: LlmdStickyOptions;
   /**
    * vllm-router-program: its settings; each engine's token capacity defaults to the KV capacity of

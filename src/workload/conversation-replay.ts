@@ -3,8 +3,10 @@
 // system prompt of a shared part and a per-conversation part, then turns whose input and output lengths
 // are drawn independently, each turn resending the whole conversation so far, with an optional tool-call
 // latency before every turn after the first. llm-d's published routing benchmarks replay their
-// code-generation workload this way, at a fixed number of conversations in flight; this generator lets the
-// fleet simulator and `switchyard bench` replay the same shape.
+// code-generation workload this way, as many conversations at once as the concurrency, each played once;
+// this generator lets the fleet simulator and `switchyard bench` replay the same shape. Where
+// inference-perf truncates a conversation's context at max_model_len, a conversation here ends before the
+// turn that would pass `capTokens`, so that no prompt is cut.
 //
 // Lengths come from one seeded stream per conversation and text from another, as in agentic.ts.
 import { makeRng, standardNormal, type Rng } from "../random/rng.js";

@@ -154,10 +154,17 @@ test("switchyard simulate --format json prints the report", async () => {
 
 test("a scenario can name the agentic and conversation-replay presets: the simulator replays their sessions, and refuses a preset its engines' context cannot hold", () => {
   const long = { max_model_len: 131_072, num_gpu_blocks_override: 20_000 };
-  const agentic = scen({ generator: { name: "agentic", preset: "b2b", sessions: 6 }, requests: 1000 }, long);
+  const agentic = scen(
+    { generator: { name: "agentic", preset: "b2b", sessions: 6 }, requests: undefined },
+    long,
+  );
   const a = simulateFleet(fleetOptionsFor(agentic, "none"));
   const sessions = new Set(a.records.map((r) => r.sessionId));
   assert.equal(sessions.size, 6);
+  // with no simulation.requests every turn of the preset runs, none cut at a count
+  const natural = fleetOptionsFor(agentic, "none").workload.naturalRequests!;
+  assert.ok(natural > 6);
+  assert.equal(a.records.length, natural);
   // every turn after a session's first resends its context: prompts grow turn by turn
   const first = a.records.filter((r) => r.round === 0).map((r) => r.promptTokens);
   assert.ok(
@@ -165,18 +172,25 @@ test("a scenario can name the agentic and conversation-replay presets: the simul
     `${first}`,
   );
   assert.ok(a.records.some((r) => r.round > 0 && r.promptTokens > 6_000));
-  const replay = scen({ generator: { name: "conversation-replay", conversations: 2 }, requests: 1000 }, long);
+  const replay = scen(
+    { generator: { name: "conversation-replay", conversations: 2 }, requests: undefined },
+    long,
+  );
   const b = simulateFleet(fleetOptionsFor(replay, "none"));
   assert.equal(new Set(b.records.map((r) => r.sessionId)).size, 2);
   assert.ok(b.records.every((r) => r.ok && r.promptTokens >= 3_000));
   // the default context of the scenario above (4,096) cannot hold either preset's prompts
   assert.throws(
     () => scen({ generator: { name: "conversation-replay" } }),
-    /conversation-replay \(its default preset\) sends prompts and answers of up to 131000 tokens, above the context of meta-llama\/Llama-3.1-8B-Instruct \(4096\)/,
+    /preset: conversation-replay llm-d-code-gen sends prompts and answers of up to 131000 tokens, above the context of meta-llama\/Llama-3.1-8B-Instruct \(4096\)/,
   );
   assert.throws(
     () => scen({ generator: { name: "agentic", preset: "chat" } }, long),
     /preset: expected one of code-gen, b2b, got "chat"/,
+  );
+  assert.throws(
+    () => scen({ generator: { name: "agentic", preset: "constructor" } }, long),
+    /preset: expected one of code-gen, b2b, got "constructor"/,
   );
   assert.throws(
     () => scen({ generator: { name: "random", sessions: 4 } }, long),

@@ -103,38 +103,22 @@ test("llm-d-sticky counts tokens, not requests: many small prompts in flight wei
 });
 
 test("llm-d-sticky lets a request's tokens go at its first token, and counts none on an engine where nothing awaits one", () => {
-  const policy = createPolicy("llm-d-sticky", {
-    cache: heldOracle(60_000, { a: 60_000 }),
-    llmdSticky: { saturationTokens: 100_000 },
-  });
-  // a is warm; its picks add no uncached tokens: b gets the prompt only as a tie-less cold engine never does
-  const first = { model: "m", seq: 0 };
-  assert.equal(pickedId(decide(policy, first, { engines: [eng("a"), eng("b")] })), "a");
-  // a cold prompt of 60k on a fresh policy: each counts 60k on its engine until its first token
-  const cold = createPolicy("llm-d-sticky", {
-    cache: heldOracle(60_000),
-    llmdSticky: { saturationTokens: 100_000 },
-  });
+  // cold 60k prompts: each counts 60k on its engine until its first token; exact ties rotate by seq, so
+  // the decisive picks below use an odd seq, where a tie would have gone to b
+  const policy = createPolicy("llm-d-sticky", { cache: heldOracle(60_000) });
   const r0 = { model: "m", seq: 0 };
   const r1 = { model: "m", seq: 1 };
-  assert.equal(pickedId(decide(cold, r0, { engines: [eng("a"), eng("b")] })), "a");
-  // a holds 60k queued: b has none
-  assert.equal(pickedId(decide(cold, r1, { engines: [eng("a", { inFlight: 1 }), eng("b")] })), "b");
-  // both prefilled: their first tokens came back, so neither holds anything queued: a tie, and the
-  // third request goes the rotation's way rather than by what was counted
-  cold.onFirstToken!(r0, eng("a"), 500);
-  cold.onFirstToken!(r1, eng("b"), 900);
-  const third = decide(
-    cold,
-    { model: "m", seq: 2 },
-    { engines: [eng("a", { inFlight: 1 }), eng("b", { inFlight: 1 })] },
-  );
-  assert.ok(pickedId(third) === "a" || pickedId(third) === "b");
-  // an engine with nothing awaiting a first token holds nothing queued, whatever was counted there
+  assert.equal(pickedId(decide(policy, r0, { engines: [eng("a"), eng("b")] })), "a");
+  assert.equal(pickedId(decide(policy, r1, { engines: [eng("a", { inFlight: 1 }), eng("b")] })), "b");
+  // r0's first token came back: a holds nothing queued (0 + 60k against b's 60k + 60k)
+  policy.onFirstToken!(r0, eng("a"), 500);
+  const both = [eng("a", { inFlight: 1 }), eng("b", { inFlight: 1 })];
+  assert.equal(pickedId(decide(policy, { model: "m", seq: 3 }, { engines: both })), "a");
+  // an engine with nothing awaiting a first token holds nothing queued, whatever is still counted there
   const fresh = createPolicy("llm-d-sticky", { cache: heldOracle(60_000) });
   decide(fresh, { model: "m", seq: 0 }, { engines: [eng("a"), eng("b")] });
-  decide(fresh, { model: "m", seq: 1 }, { engines: [eng("a"), eng("b", { inFlight: 5 })] });
-  // a counted 120k, b nothing; but nothing awaits a first token on a
-  const idle = [eng("a", { awaitingFirstToken: 0, inFlight: 2 }), eng("b", { inFlight: 1 })];
-  assert.equal(pickedId(decide(fresh, { model: "m", seq: 2 }, { engines: idle })), "a");
+  decide(fresh, { model: "m", seq: 1 }, { engines: [eng("a", { inFlight: 1 }), eng("b")] });
+  // 60k counted on each; nothing awaits a first token on a, so a is 0 + 60k against b's 120k
+  const idle = [eng("a", { awaitingFirstToken: 0, inFlight: 1 }), eng("b", { inFlight: 1 })];
+  assert.equal(pickedId(decide(fresh, { model: "m", seq: 3 }, { engines: idle })), "a");
 });

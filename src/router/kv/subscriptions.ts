@@ -37,6 +37,9 @@ export type KvSource =
   /** the engine publishes to our collector; replay (its ROUTER endpoint) if it has one */
   | { mode: "collect"; replay: string | undefined };
 
+/** scrapes in a row with computed prompts and no KV event before an engine's silence is warned of */
+const QUIET_SCRAPES = 3;
+
 export interface EngineKv {
   url: string;
   source: KvSource | undefined;
@@ -59,6 +62,8 @@ export interface EngineKv {
   rankSubs: KvEventSubscriber[];
   /** when to ask the engine's /kv_event_sources (performance.now(); Infinity: not again) */
   sourcesAskAt: number;
+  /** scrapes in a row that showed computed prompts and no event yet (warned once at QUIET_SCRAPES) */
+  quietScrapes: number;
 }
 
 /**
@@ -312,6 +317,7 @@ export class KvSubscriptions {
           sub: undefined,
           collecting: false,
           flowing: false,
+          quietScrapes: 0,
           version: undefined,
           versionAsked: false,
           fallback: "starting",
@@ -577,7 +583,16 @@ export class KvSubscriptions {
    */
   scraped(e: Upstream): void {
     const st = this.states.get(e.url);
-    if (st) this.updateFallback(st, e);
+    if (!st) return;
+    this.updateFallback(st, e);
+    // its first events may come a moment after its counters show the prompt, so silence is a fault only
+    // once it lasts: then the operator hears of it once (a publisher not configured, a port not reached)
+    if (st.fallback !== "no-events-yet") st.quietScrapes = 0;
+    else if (++st.quietScrapes === QUIET_SCRAPES)
+      log.warn(
+        { engine: st.url, reason: st.fallback, scrapes: QUIET_SCRAPES },
+        "engine has computed prompts but published no KV event: routed by the approximate prefix index",
+      );
   }
 
   private updateFallback(st: EngineKv, e: Upstream): void {
@@ -585,10 +600,17 @@ export class KvSubscriptions {
     if (why === st.fallback) return;
     const was = st.fallback;
     st.fallback = why;
-    if (why === null) log.info({ engine: st.url }, "engine routed by its KV events");
+    if (why === null)
+      log.info(
+        { engine: st.url },
+        st.flowing
+          ? "engine routed by its KV events"
+          : "engine routed by its KV events: none yet, it has computed no prompt (an empty cache)",
+      );
     else if (
       // an engine routed while it had computed nothing falls back quietly while its first batch is on
-      // its way (its counters may show the prompt a moment before its events come)
+      // its way (its counters may show the prompt a moment before its events come); scraped() warns if
+      // the silence lasts
       (was === null && why !== "no-events-yet") ||
       (st.source &&
         ![
