@@ -113,13 +113,13 @@ export function workloadFor(
           }),
         };
       case "agentic": {
-        // the preset as published (resolveScenario checked its name and that its contexts fit)
-        const o = agenticOptions((g.preset ?? "code-gen") as AgenticPreset, seed);
+        // the preset as published (resolveScenario named it and checked that its contexts fit)
+        const o = agenticOptions(g.preset as AgenticPreset, seed);
         if (g.sessions !== undefined) o.sessions = g.sessions;
         return { generator: g.name, workload: agenticWorkload(o) };
       }
       case "conversation-replay": {
-        const o = conversationReplayOptions((g.preset ?? "llm-d-code-gen") as ConversationReplayPreset, seed);
+        const o = conversationReplayOptions(g.preset as ConversationReplayPreset, seed);
         if (g.conversations !== undefined) o.conversations = g.conversations;
         return { generator: g.name, workload: conversationReplayWorkload(o) };
       }

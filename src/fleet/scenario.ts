@@ -12,8 +12,12 @@ import {
   type ModelProfile,
 } from "../models/index.js";
 import { ROUTER_POLICY_NAMES, scorersConfigSchema } from "../routing/index.js";
-import { AGENTIC_PRESETS } from "../workload/agentic.js";
-import { CONVERSATION_REPLAY_PRESETS } from "../workload/conversation-replay.js";
+import { AGENTIC_DEFAULT_PRESET, AGENTIC_PRESETS, longestAgenticTurn } from "../workload/agentic.js";
+import {
+  CONVERSATION_REPLAY_DEFAULT_PRESET,
+  CONVERSATION_REPLAY_PRESETS,
+  longestReplayTurn,
+} from "../workload/conversation-replay.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -260,22 +264,19 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
       problems.push(`simulation.generator.sessions: for agentic only, got ${g.name}`);
     if (g.conversations !== undefined && g.name !== "conversation-replay")
       problems.push(`simulation.generator.conversations: for conversation-replay only, got ${g.name}`);
-    // the presets' own sizes: their longest prompt with its answer must fit the engines' context
+    // the preset is named here, once (the run builds what was checked); its turns must fit the context
+    if (g.name === "agentic") g.preset ??= AGENTIC_DEFAULT_PRESET;
+    if (g.name === "conversation-replay") g.preset ??= CONVERSATION_REPLAY_DEFAULT_PRESET;
     const longest =
       g.name === "agentic"
-        ? presetOf(AGENTIC_PRESETS, g.preset ?? "code-gen", problems, (p) => p.capTokens + p.outputTokens)
+        ? presetOf(AGENTIC_PRESETS, g.preset!, problems, longestAgenticTurn)
         : g.name === "conversation-replay"
-          ? presetOf(
-              CONVERSATION_REPLAY_PRESETS,
-              g.preset ?? "llm-d-code-gen",
-              problems,
-              (p) => p.capTokens + p.outputTokensPerTurn.max,
-            )
+          ? presetOf(CONVERSATION_REPLAY_PRESETS, g.preset!, problems, longestReplayTurn)
           : undefined;
     const maxLen = model ? (s.fleet.max_model_len ?? model.maxContext) : Infinity;
     if (longest !== undefined && longest > maxLen)
       problems.push(
-        `simulation.generator.preset: ${g.name} ${g.preset ?? (g.name === "agentic" ? "code-gen" : "llm-d-code-gen")} sends prompts and answers of up to ${longest} tokens, above the context of ${model!.id} (${maxLen})`,
+        `simulation.generator.preset: ${g.name} ${g.preset} sends prompts and answers of up to ${longest} tokens, above the context of ${model!.id} (${maxLen})`,
       );
   }
   if (s.fleet.tensor_parallel_size > 8) {

@@ -88,6 +88,10 @@ export const AGENTIC_PRESETS = {
   },
 } as const satisfies Record<string, Omit<AgenticOptions, "seed">>;
 export type AgenticPreset = keyof typeof AGENTIC_PRESETS;
+/** the preset a caller that names none gets */
+export const AGENTIC_DEFAULT_PRESET: AgenticPreset = "code-gen";
+/** the most tokens a turn of these sessions holds: its longest prompt with its answer */
+export const longestAgenticTurn = (o: Omit<AgenticOptions, "seed">) => o.capTokens + o.outputTokens;
 export const AGENTIC_PRESET_NAMES = Object.keys(AGENTIC_PRESETS) as AgenticPreset[];
 
 /** A turn's shape before its text: tokens appended, pause before it, and its forks' shapes. */

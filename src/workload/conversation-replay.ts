@@ -61,6 +61,11 @@ export const CONVERSATION_REPLAY_PRESETS = {
   },
 } as const satisfies Record<string, Omit<ConversationReplayOptions, "seed">>;
 export type ConversationReplayPreset = keyof typeof CONVERSATION_REPLAY_PRESETS;
+/** the preset a caller that names none gets */
+export const CONVERSATION_REPLAY_DEFAULT_PRESET: ConversationReplayPreset = "llm-d-code-gen";
+/** the most tokens a turn of these conversations holds: its longest prompt with the largest answer */
+export const longestReplayTurn = (o: Omit<ConversationReplayOptions, "seed">) =>
+  o.capTokens + o.outputTokensPerTurn.max;
 export const CONVERSATION_REPLAY_PRESET_NAMES = Object.keys(
   CONVERSATION_REPLAY_PRESETS,
 ) as ConversationReplayPreset[];

@@ -1,8 +1,15 @@
 // Builds a workload by name from resolved options. Each generator is pure; this only routes. A dataset
 // file is read by the caller's `readText`, so the workload library itself does no I/O.
 import type { TextShape } from "./text.js";
-import { AGENTIC_PRESET_NAMES, agenticOptions, agenticWorkload, type AgenticPreset } from "./agentic.js";
 import {
+  AGENTIC_DEFAULT_PRESET,
+  AGENTIC_PRESET_NAMES,
+  agenticOptions,
+  agenticWorkload,
+  type AgenticPreset,
+} from "./agentic.js";
+import {
+  CONVERSATION_REPLAY_DEFAULT_PRESET,
   CONVERSATION_REPLAY_PRESET_NAMES,
   conversationReplayOptions,
   conversationReplayWorkload,
@@ -113,7 +120,7 @@ export function buildWorkload(
       return { workload: multiRoundQaWorkload(o, shape), options: o };
     }
     case "agentic": {
-      const preset = (f.agenticPreset ?? "code-gen") as AgenticPreset;
+      const preset = (f.agenticPreset ?? AGENTIC_DEFAULT_PRESET) as AgenticPreset;
       if (!AGENTIC_PRESET_NAMES.includes(preset))
         throw new Error(`--agentic-preset: expected one of ${AGENTIC_PRESET_NAMES.join(", ")}`);
       const knobs = {
@@ -139,7 +146,7 @@ export function buildWorkload(
       return { workload: agenticWorkload(o, shape), options: { preset, ...o } };
     }
     case "conversation-replay": {
-      const preset = (f.replayPreset ?? "llm-d-code-gen") as ConversationReplayPreset;
+      const preset = (f.replayPreset ?? CONVERSATION_REPLAY_DEFAULT_PRESET) as ConversationReplayPreset;
       if (!CONVERSATION_REPLAY_PRESET_NAMES.includes(preset))
         throw new Error(`--replay-preset: expected one of ${CONVERSATION_REPLAY_PRESET_NAMES.join(", ")}`);
       const o = conversationReplayOptions(

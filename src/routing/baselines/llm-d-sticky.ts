@@ -70,13 +70,15 @@ export function createLlmdStickyPolicy(
       const n = engines.length;
       const uncached = new Float64Array(n);
       const p = pred.promptTokens;
+      // warm: holds affinityThreshold of the prompt (an empty prompt is warm nowhere)
+      const warmAt = p > 0 ? o.affinityThreshold * p : Infinity;
       let minWarm = Infinity;
       let minCold = Infinity;
       for (let i = 0; i < n; i++) {
         uncached[i] = Math.max(0, p - pred.cachedTokens[i]!);
         const load = queued.of(engines[i]!);
         out[i] = load;
-        if (p > 0 && pred.cachedTokens[i]! >= o.affinityThreshold * p) minWarm = Math.min(minWarm, load);
+        if (pred.cachedTokens[i]! >= warmAt) minWarm = Math.min(minWarm, load);
         else minCold = Math.min(minCold, load);
       }
       // every engine competes when none is warm, or when the warm ones are saturated against a cold one
@@ -85,7 +87,7 @@ export function createLlmdStickyPolicy(
       let minCost = Infinity;
       for (let i = 0; i < n; i++) minCost = Math.min(minCost, out[i]! + uncached[i]!);
       for (let i = 0; i < n; i++) {
-        const candidate = open || (p > 0 && pred.cachedTokens[i]! >= o.affinityThreshold * p);
+        const candidate = open || pred.cachedTokens[i]! >= warmAt;
         // candidates above every other engine; among them, fewest uncached tokens in flight with this one's
         out[i] = (candidate ? 0.5 : 0) + 0.5 / (1 + (out[i]! + uncached[i]! - minCost) / STICKY_LOAD_UNIT);
       }
