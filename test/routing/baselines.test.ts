@@ -122,3 +122,17 @@ test("llm-d-sticky lets a request's tokens go at its first token, and counts non
   const idle = [eng("a", { awaitingFirstToken: 0, inFlight: 1 }), eng("b", { inFlight: 1 })];
   assert.equal(pickedId(decide(fresh, { model: "m", seq: 3 }, { engines: idle })), "a");
 });
+
+test("llm-d-sticky: a request counted before its engine went idle does not lower what is counted there after", () => {
+  const policy = createPolicy("llm-d-sticky", { cache: heldOracle(60_000) });
+  const r0 = { model: "m", seq: 0 };
+  assert.equal(pickedId(decide(policy, r0, { engines: [eng("a"), eng("b")] })), "a");
+  // a says nothing awaits a first token there (r0's callback is late): its count starts again with r2's 60k
+  const r2 = { model: "m", seq: 2 };
+  const idle = [eng("a", { awaitingFirstToken: 0 }), eng("b")];
+  assert.equal(pickedId(decide(policy, r2, { engines: idle })), "a");
+  // r0's first token comes back now: r2's 60k stays counted on a, so the next cold prompt goes to b
+  policy.onFirstToken!(r0, eng("a"), 500);
+  const both = [eng("a", { inFlight: 1 }), eng("b")];
+  assert.equal(pickedId(decide(policy, { model: "m", seq: 4 }, { engines: both })), "b");
+});

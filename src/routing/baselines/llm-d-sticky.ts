@@ -115,34 +115,39 @@ export function createLlmdStickyPolicy(
 
 /**
  * Per engine, the uncached prompt tokens of the router's requests there with no first token yet. An
- * engine on which nothing awaits a first token holds none, whatever a lost callback left counted.
+ * engine on which nothing awaits a first token holds none, whatever a lost callback left counted: its
+ * count starts again, and a request counted in the one before lets its tokens go from that one only.
  */
 class QueuedPrefill {
-  private readonly byEngine = new Map<string, number>();
-  private readonly mine = new RequestMemo<{ engine: string; tokens: number }>("llm-d-sticky.queued");
+  private readonly byEngine = new Map<string, { tokens: number }>();
+  private readonly mine = new RequestMemo<{ count: { tokens: number }; tokens: number }>(
+    "llm-d-sticky.queued",
+  );
 
   of(e: EngineView): number {
     if (e.awaitingFirstToken === 0) {
       this.byEngine.delete(e.id);
       return 0;
     }
-    return this.byEngine.get(e.id) ?? 0;
+    return this.byEngine.get(e.id)?.tokens ?? 0;
   }
 
   add(req: RequestView, e: EngineView, uncachedTokens: number): void {
     this.release(req);
-    if (!this.byEngine.has(e.id) && this.byEngine.size >= MAX_ENGINES)
-      this.byEngine.delete(this.byEngine.keys().next().value!);
-    this.byEngine.set(e.id, (this.byEngine.get(e.id) ?? 0) + uncachedTokens);
-    this.mine.set(req, { engine: e.id, tokens: uncachedTokens });
+    let count = this.byEngine.get(e.id);
+    if (!count) {
+      if (this.byEngine.size >= MAX_ENGINES) this.byEngine.delete(this.byEngine.keys().next().value!);
+      count = { tokens: 0 };
+      this.byEngine.set(e.id, count);
+    }
+    count.tokens += uncachedTokens;
+    this.mine.set(req, { count, tokens: uncachedTokens });
   }
 
   release(req: RequestView): void {
     const m = this.mine.get(req);
     if (!m || m.tokens === 0) return;
-    const left = (this.byEngine.get(m.engine) ?? 0) - m.tokens;
-    if (left > 0) this.byEngine.set(m.engine, left);
-    else this.byEngine.delete(m.engine);
+    m.count.tokens = Math.max(0, m.count.tokens - m.tokens);
     m.tokens = 0;
   }
 }
