@@ -279,7 +279,7 @@ test("watchdog: a hash-seed mismatch with the engines is reported loudly", async
   const s = await sim(0, 0, 0, "0");
   const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], {
     policy: "kv",
-    routing: { hashSeed: "1", watchdog: { window: 60_000, interval: 200, minTokens: 64 } },
+    routing: { hashSeed: "1", watchdog: { window: 60_000, interval: 200, minTokens: 64, sustain: 600 } },
   });
   try {
     const body = {

@@ -133,6 +133,8 @@ export const routingConfigSchema = z
         interval: duration.default(15_000),
         tolerance: z.number().min(0).max(1).default(0.2),
         minTokens: z.number().min(0).default(1024),
+        /** how long the difference must last before the alarm (a healthy router's first checks differ) */
+        sustain: duration.default(45_000),
       })
       .prefault({}),
   })

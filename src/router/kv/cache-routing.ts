@@ -114,6 +114,7 @@ export class CacheRouting implements CacheOracle {
       windowMs: cfg.routing.watchdog.window,
       tolerance: cfg.routing.watchdog.tolerance,
       minTokens: cfg.routing.watchdog.minTokens,
+      sustainMs: cfg.routing.watchdog.sustain,
     });
     this.subs = new KvSubscriptions(
       {

@@ -2,6 +2,10 @@
 // against the hits the engine itself reports (`vllm:prefix_cache_hits`), over a sliding window. When
 // they differ by more than `tolerance` the router's hashes do not match the engine's (PYTHONHASHSEED,
 // tokenizer, chat template, block size, hash algorithm) and KV routing is silently blind: say so loudly.
+// Only once the difference has lasted `sustainMs`: a healthy router differs by a few requests' hits at
+// its first checks (prompts sent together with a new prefix hit at the engine though predicted cold; a
+// prefix evicted between pick and schedule), 25–100% of a small sum that later traffic dilutes within one
+// or two checks, while a real mismatch lasts as long as its cause.
 // The engine's side comes from the registry's own /metrics scrapes (no second scrape).
 import type { Gauge } from "prom-client";
 import type { Logger } from "../../obs/log.js";
@@ -15,6 +19,8 @@ export interface WatchdogOptions {
   tolerance?: number;
   /** fewer hit tokens than this (either side) over the window: too little to judge */
   minTokens?: number;
+  /** how long the difference must last, judged beyond tolerance at every check, before the alarm */
+  sustainMs?: number;
 }
 
 interface Track {
@@ -23,6 +29,8 @@ interface Track {
   lastCounter: number | null;
   bucket: number;
   bucketStart: number;
+  /** since when every verdict has found the difference beyond tolerance; null: the last one did not */
+  beyondSince: number | null;
   mismatch: boolean;
 }
 
@@ -31,6 +39,7 @@ export interface WatchdogVerdict {
   reported: number;
   /** |predicted − reported| / max(predicted, reported), 0 when both are 0 */
   error: number;
+  /** beyond tolerance, judged, for at least `sustainMs` */
   mismatch: boolean;
   /** false: too few hits to judge */
   judged: boolean;
@@ -43,6 +52,7 @@ export class HitWatchdog {
   readonly buckets: number;
   readonly tolerance: number;
   readonly minTokens: number;
+  readonly sustainMs: number;
   private readonly tracks = new Map<string, Track>();
   /** told of every local prediction (router workers and replicas add each other's: `predictedFrom`);
    * returning true takes it over (a router worker counts it once its pick is confirmed) */
@@ -56,6 +66,7 @@ export class HitWatchdog {
     this.buckets = opts.buckets ?? 10;
     this.tolerance = opts.tolerance ?? 0.2;
     this.minTokens = opts.minTokens ?? 1024;
+    this.sustainMs = opts.sustainMs ?? 45_000;
   }
 
   private track(engine: string): Track {
@@ -67,6 +78,7 @@ export class HitWatchdog {
         lastCounter: null,
         bucket: 0,
         bucketStart: this.now(),
+        beyondSince: null,
         mismatch: false,
       };
       this.tracks.set(engine, t);
@@ -124,7 +136,10 @@ export class HitWatchdog {
     const error = top > 0 ? Math.abs(p - r) / top : 0;
     const judged = top >= this.minTokens;
     const was = t.mismatch;
-    t.mismatch = judged && error > this.tolerance;
+    const now = this.now();
+    if (!judged || error <= this.tolerance) t.beyondSince = null;
+    else t.beyondSince ??= now;
+    t.mismatch = t.beyondSince !== null && now - t.beyondSince >= this.sustainMs;
     return { predicted: p, reported: r, error, mismatch: t.mismatch, judged, was };
   }
 
