@@ -29,7 +29,7 @@ export const RAG_DOCS_PER_TENANT = 10;
 
 export function defaultRequests(r: ResolvedScenario): number {
   const g = r.scenario.simulation.generator?.name;
-  // an agent preset is its sessions, whole: cut at a count, its last sessions would never run
+  // these presets are their sessions (or conversations), whole: cut at a count, the last would never run
   if (g === "agentic" || g === "conversation-replay") return r.scenario.simulation.requests ?? Infinity;
   return (
     r.scenario.simulation.requests ??
@@ -114,13 +114,13 @@ export function workloadFor(
         };
       case "agentic": {
         // the preset as published (resolveScenario named it and checked that its contexts fit)
-        const o = agenticOptions(g.preset as AgenticPreset, seed);
-        if (g.sessions !== undefined) o.sessions = g.sessions;
+        const over = g.sessions !== undefined ? { sessions: g.sessions } : {};
+        const o = agenticOptions(g.preset as AgenticPreset, seed, over);
         return { generator: g.name, workload: agenticWorkload(o) };
       }
       case "conversation-replay": {
-        const o = conversationReplayOptions(g.preset as ConversationReplayPreset, seed);
-        if (g.conversations !== undefined) o.conversations = g.conversations;
+        const over = g.conversations !== undefined ? { conversations: g.conversations } : {};
+        const o = conversationReplayOptions(g.preset as ConversationReplayPreset, seed, over);
         return { generator: g.name, workload: conversationReplayWorkload(o) };
       }
       case "random":
