@@ -11,7 +11,7 @@
 import { pathToFileURL } from "node:url";
 import { StepTimer } from "../src/engine/index.js";
 import { buildEngineConfig } from "../src/sim/app.js";
-import { parseSimArgs } from "../src/sim/config.js";
+import { parseSimArgs } from "../src/sim/config/config.js";
 import { runBench, type BenchOptions } from "../src/bench/run.js";
 import type { RequestRecord } from "../src/workload/record.js";
 import { percentile } from "../src/workload/stats.js";

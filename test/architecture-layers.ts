@@ -64,11 +64,107 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/routing/baselines": { imports: ["src/collections", "src/routing"], lines: 750 },
 
   // the programs: sim, router, endpoint picker, bench, fleet simulator, planner, operator commands
-  // the sim's LMCache connector speaks the cache server's lm:// protocol with its client
-  "src/sim": {
+  // the sim's rooms, from its settings up to the APIs it serves; src/sim itself is the wiring (cli.ts,
+  // app.ts, server.ts)
+  // flags and YAML, LMCache and NixlConnector settings, the KV-event sources it answers
+  "src/sim/config": { imports: ["src/config", "src/kvevents"], lines: 1000 },
+  // request bodies' schemas and vLLM's 400, SSE pieces, the sink a request's tokens arrive through
+  "src/sim/protocol": { imports: ["src/engine", "src/http"], lines: 500 },
+  // what an answer says: the greedy chain, structured outputs, tool calls, logprobs
+  "src/sim/outputs": {
+    imports: ["src/engine", "src/http", "src/random", "src/sim/protocol", "src/tokenizer"],
+    lines: 2250,
+  },
+  // KV connectors around the engine: LMCache (speaking the cache server's lm:// protocol) and P/D's Nixl
+  "src/sim/connectors": {
     imports: [
       "src/cacheserver",
+      "src/engine",
+      "src/http",
+      "src/kvevents",
+      "src/models",
+      "src/obs",
+      "src/protocol",
+      "src/sim/config",
+      "src/sim/protocol",
+    ],
+    lines: 1250,
+  },
+  // vLLM's Prometheus families, LMCache's among them, as the claimed release writes them
+  "src/sim/metrics": { imports: ["src/engine", "src/kvevents", "src/sim/connectors"], lines: 1250 },
+  // the engine on the wall clock, its steps delivered to the requests' sinks
+  "src/sim/runtime": {
+    imports: [
+      "src/engine",
+      "src/kvevents",
+      "src/obs",
+      "src/sim/connectors",
+      "src/sim/metrics",
+      "src/sim/protocol",
+    ],
+    lines: 750,
+  },
+  // what every API's handler shares: the context, prompts, one engine request, the registries
+  "src/sim/serving": {
+    imports: [
       "src/collections",
+      "src/engine",
+      "src/http",
+      "src/kvevents",
+      "src/models",
+      "src/protocol",
+      "src/random",
+      "src/sim/config",
+      "src/sim/connectors",
+      "src/sim/metrics",
+      "src/sim/outputs",
+      "src/sim/protocol",
+      "src/sim/runtime",
+      "src/tokenizer",
+    ],
+    lines: 1250,
+  },
+  // the OpenAI APIs: completions and chat, responses, batch, pooling
+  "src/sim/openai": {
+    imports: [
+      "src/engine",
+      "src/http",
+      "src/protocol",
+      "src/random",
+      "src/sim/outputs",
+      "src/sim/protocol",
+      "src/sim/runtime",
+      "src/sim/serving",
+    ],
+    lines: 2500,
+  },
+  // Anthropic Messages, run as vLLM runs it: through the chat path
+  "src/sim/anthropic": {
+    imports: [
+      "src/engine",
+      "src/http",
+      "src/protocol",
+      "src/sim/openai",
+      "src/sim/outputs",
+      "src/sim/protocol",
+      "src/sim/serving",
+    ],
+    lines: 500,
+  },
+  // scale-out: render and derender of every API, token ids in and out
+  "src/sim/scale-out": {
+    imports: [
+      "src/engine",
+      "src/http",
+      "src/sim/anthropic",
+      "src/sim/openai",
+      "src/sim/protocol",
+      "src/sim/serving",
+    ],
+    lines: 750,
+  },
+  "src/sim": {
+    imports: [
       "src/config",
       "src/engine",
       "src/http",
@@ -77,9 +173,18 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/obs",
       "src/protocol",
       "src/random",
+      "src/sim/anthropic",
+      "src/sim/config",
+      "src/sim/connectors",
+      "src/sim/metrics",
+      "src/sim/openai",
+      "src/sim/protocol",
+      "src/sim/runtime",
+      "src/sim/scale-out",
+      "src/sim/serving",
       "src/tokenizer",
     ],
-    lines: 10000,
+    lines: 1000,
   },
   // the endpoint picker decides with the router's policy and admits with its tenants
   "src/epp": { imports: ["src/http", "src/obs", "src/routing", "src/tenancy"], lines: 2250 },
@@ -254,6 +359,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/router/migration",
       "src/routing",
       "src/sim",
+      "src/sim/config",
       "src/tenancy",
       "src/tokenizer",
       "src/workload",

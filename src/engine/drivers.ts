@@ -1,5 +1,5 @@
 // Drivers own the clock. VirtualDriver jumps from event to event for the fleet simulator; the sim's
-// RealTimeDriver (src/sim/real-time-driver.ts) runs an engine against the wall clock. Both use the very
+// RealTimeDriver (src/sim/runtime/real-time-driver.ts) runs an engine against the wall clock. Both use the very
 // same beginStep/completeStep, so the two clocks can never model different engines, and the engine
 // folder itself reads no clock.
 import type { Engine } from "./engine.js";

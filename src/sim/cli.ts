@@ -4,7 +4,7 @@ import { helpText, wantsHelp } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
 import { curlExample, startSim } from "./app.js";
-import { parseSimArgs, SIM_FLAGS } from "./config.js";
+import { parseSimArgs, SIM_FLAGS } from "./config/config.js";
 
 export async function main(argv: string[]): Promise<number> {
   if (wantsHelp(argv)) {

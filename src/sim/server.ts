@@ -6,15 +6,15 @@ import { lingerAfterRefusal, readBody, parseJsonObjectOffLoop } from "../http/bo
 import { HttpError, sendError, type ErrorType } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import { versionAtLeast } from "../kvevents/versions.js";
-import { resolveRequestModel, type SimContext } from "./context.js";
-import { NIXL_READ_PATH } from "./disagg.js";
-import { handleChatBatch, invocationKind } from "./batch.js";
-import { handleChat, handleCompletions, newRequestHex } from "./generate.js";
-import { handleAbortRequests, handleGenerate } from "./generate-ids.js";
-import { uncountedRefusal } from "./generation.js";
-import { countTokensSchema, handleCountTokens, handleMessages, messagesSchema } from "./messages.js";
-import { handleEmbeddings, handleRerank, handleScore } from "./pooling.js";
-import { continuation } from "./prompts.js";
+import { resolveRequestModel, type SimContext } from "./serving/context.js";
+import { NIXL_READ_PATH } from "./connectors/disagg.js";
+import { handleChatBatch, invocationKind } from "./openai/batch.js";
+import { handleChat, handleCompletions, newRequestHex } from "./openai/completions.js";
+import { handleAbortRequests, handleGenerate } from "./scale-out/tokens-in-out.js";
+import { uncountedRefusal } from "./serving/engine-request.js";
+import { countTokensSchema, handleCountTokens, handleMessages, messagesSchema } from "./anthropic/messages.js";
+import { handleEmbeddings, handleRerank, handleScore } from "./openai/pooling.js";
+import { continuation } from "./serving/prompts.js";
 import {
   derenderChat,
   derenderCompletions,
@@ -22,13 +22,13 @@ import {
   renderCompletions,
   renderMessages,
   renderResponses,
-} from "./render.js";
+} from "./scale-out/render.js";
 import {
   handleCancelResponse,
   handleCreateResponse,
   handleGetResponse,
   responsesSchema,
-} from "./responses.js";
+} from "./openai/responses.js";
 import {
   detokenizeSchema,
   loadLoraSchema,
@@ -36,7 +36,7 @@ import {
   tokenizeSchema,
   unloadLoraSchema,
   validate,
-} from "./schemas.js";
+} from "./protocol/schemas.js";
 import type { ChatMessage } from "../protocol/chat-messages.js";
 
 const log = logger("sim.http");
@@ -284,7 +284,7 @@ const routes: Record<string, Handler> = {
     sendJson(res, 200, await handleScore(ctx, await jsonBody(ctx, req))),
   "POST /v1/rerank": async (ctx, req, res) =>
     sendJson(res, 200, await handleRerank(ctx, await jsonBody(ctx, req))),
-  // NixlConnector's side channel (src/sim/disagg.ts): a decode engine reads a held prefill
+  // NixlConnector's side channel (src/sim/connectors/disagg.ts): a decode engine reads a held prefill
   [`POST ${NIXL_READ_PATH}`]: async (ctx, req, res) => {
     if (!ctx.disagg) throw new HttpError(404, "no KV connector: start the sim with NixlConnector");
     ctx.disagg.serveRead(await jsonBody(ctx, req), res);
@@ -434,7 +434,7 @@ export function createSimServer(ctx: SimContext): Server {
 }
 
 function fail(ctx: SimContext, req: IncomingMessage, res: ServerResponse, err: unknown): void {
-  // generate.ts refuses at the in-flight cap without counting; vLLM counts it as an admission rejection
+  // completions.ts refuses at the in-flight cap without counting; vLLM counts it as an admission rejection
   if (uncountedRefusal(err)) ctx.metrics.admissionRejected("max_num_queued_reqs");
   if (err instanceof HttpError) {
     // refused mid-body (413): the client reads its answer while the rest is dropped

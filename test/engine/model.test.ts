@@ -4,7 +4,7 @@ import { mock, test } from "node:test";
 import assert from "node:assert/strict";
 import { Engine } from "../../src/engine/engine.js";
 import { VirtualDriver } from "../../src/engine/drivers.js";
-import { RealTimeDriver } from "../../src/sim/real-time-driver.js";
+import { RealTimeDriver } from "../../src/sim/runtime/real-time-driver.js";
 import type { BlockStored } from "../../src/kvevents/events.js";
 import { config, makeEngine, request, runToIdle, tokens, Recorder } from "./helpers.js";
 

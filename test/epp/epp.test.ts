@@ -6,7 +6,7 @@
 import { after, before, describe, it, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { startSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import { parseSimArgs } from "../../src/sim/config/config.js";
 import { kvEventsOf } from "../sim/helpers.js";
 import type { RouterConfigInput, RunningRouter } from "../../src/router/index.js";
 import { freePorts } from "../../bench/harness/cli.js";

@@ -4,9 +4,9 @@
 // expired, producer gone) computing locally with vllm:nixl_num_failed_transfers counted.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseSimArgs } from "../../src/sim/config.js";
+import { parseSimArgs } from "../../src/sim/config/config.js";
 import { startSim, type RunningSim } from "../../src/sim/app.js";
-import { NIXL_RDMA_BPS_PER_RANK } from "../../src/sim/disagg-config.js";
+import { NIXL_RDMA_BPS_PER_RANK } from "../../src/sim/config/disagg-config.js";
 import { getText, metric, postJson, startTestSim } from "./helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";

@@ -1,7 +1,7 @@
 // Shared by the sim tests: start a sim in-process on loopback (any port and no environment unless
 // given), the router-facing addresses of its KV events, and small HTTP helpers.
 import { startSim, type RunningSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import { parseSimArgs } from "../../src/sim/config/config.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
 
 /** A sim in-process on loopback: on `port` (a free one by default), with `env` as its environment (none by default). */

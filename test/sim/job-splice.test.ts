@@ -3,7 +3,7 @@
 // must leave the body whole rather than cut and repeat it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spliceRaw } from "../../src/sim/raw-json.js";
+import { spliceRaw } from "../../src/sim/openai/raw-json.js";
 
 const join = (g: Iterable<string>) => [...g].join("");
 

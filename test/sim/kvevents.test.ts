@@ -8,7 +8,7 @@ import { Dealer, Subscriber } from "zeromq";
 import { decodeBatch } from "../../src/kvevents/codec.js";
 import type { KvEvent, KvEventBatch } from "../../src/kvevents/events.js";
 import type { RunningSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import { parseSimArgs } from "../../src/sim/config/config.js";
 import { postJson, startTestSim, tokenIds } from "./helpers.js";
 import { vectorPath } from "../helpers/vectors.js";
 

@@ -14,10 +14,10 @@ import { LmClient } from "../../src/cacheserver/client.js";
 import { Engine } from "../../src/engine/engine.js";
 import { VirtualDriver } from "../../src/engine/drivers.js";
 import { buildEngineConfig } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
-import { LMCACHE_REMOTE_LOAD_BPS } from "../../src/sim/lmcache-config.js";
-import { chunkHashes, chunkKey, lmcacheNoneHash, type ChunkKeyScheme } from "../../src/sim/lmcache-keys.js";
-import { LmcacheRemote, MAX_STORE_QUEUE } from "../../src/sim/lmcache-remote.js";
+import { parseSimArgs } from "../../src/sim/config/config.js";
+import { LMCACHE_REMOTE_LOAD_BPS } from "../../src/sim/config/lmcache-config.js";
+import { chunkHashes, chunkKey, lmcacheNoneHash, type ChunkKeyScheme } from "../../src/sim/connectors/lmcache-keys.js";
+import { LmcacheRemote, MAX_STORE_QUEUE } from "../../src/sim/connectors/lmcache-remote.js";
 import type { BlockStored, KvEventBatch } from "../../src/kvevents/events.js";
 import { logger } from "../../src/obs/log.js";
 import { freePort } from "../../bench/harness/cli.js";
@@ -319,7 +319,7 @@ test("chunk keys: the same in another process with the same hash seed, different
   assert.notEqual(here[0]!.split("@")[3], here[2]!.split("@")[3], "chunks do not");
 
   // another Node process computes the same keys (nothing process-local, unlike Python's hash())
-  const modUrl = new URL("../../src/sim/lmcache-keys.js", import.meta.url).href;
+  const modUrl = new URL("../../src/sim/connectors/lmcache-keys.js", import.meta.url).href;
   const script = `
     const m = await import(${JSON.stringify(modUrl)});
     const prompt = ${JSON.stringify(prompt)};

@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../src/sim/app.js";
-import { MAX_IN_FLIGHT } from "../../src/sim/runtime.js";
+import { MAX_IN_FLIGHT } from "../../src/sim/runtime/runtime.js";
 import { metric, postJson, startTestSim } from "./helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";

@@ -10,7 +10,7 @@ import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 import { kvCapacity, StepTimer } from "../../src/engine/index.js";
 import { buildEngineConfig } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config.js";
+import { parseSimArgs } from "../../src/sim/config/config.js";
 import { fixturePath } from "../helpers/vectors.js";
 import { postJson, startTestSim } from "./helpers.js";
 import { postSse } from "./sse.js";

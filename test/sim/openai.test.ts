@@ -64,7 +64,7 @@ test("chat, streamed: role chunk, the tokens in content chunks, finish and usage
   for await (const c of stream as unknown as AsyncIterable<any>) chunks.push(c);
   assert.equal(chunks[0].choices[0].delta.role, "assistant");
   const content = chunks.filter((c) => c.choices.length > 0 && c.choices[0].delta.content);
-  // one chunk per engine step; steps the sim completes within a timer tick share one (src/sim/runtime.ts)
+  // one chunk per engine step; steps the sim completes within a timer tick share one (src/sim/runtime/runtime.ts)
   assert.ok(content.length >= 1 && content.length <= 9, `${content.length} content chunks`);
   const text = content.map((c) => c.choices[0].delta.content as string).join("");
   assert.equal(text.split(" ").length - 1, 9, "9 pool words, each with a leading space");
@@ -118,7 +118,7 @@ test("completions, not streamed and streamed; token-id prompts; usage matches /t
   let usage: any = null;
   for await (const c of stream as unknown as AsyncIterable<any>) {
     if (c.usage) usage = c.usage;
-    // tokens, not chunks: steps within one timer tick share a chunk (src/sim/runtime.ts)
+    // tokens, not chunks: steps within one timer tick share a chunk (src/sim/runtime/runtime.ts)
     for (const ch of c.choices) if (ch.text) perIndex[ch.index]! += ch.text.split(" ").length - 1;
   }
   assert.deepEqual(perIndex, [5, 5]);

@@ -5,7 +5,7 @@
 // a lower one, so a busy machine can only widen the gaps, never break it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SimRuntime, type RequestSink } from "../../src/sim/runtime.js";
+import { SimRuntime, type RequestSink } from "../../src/sim/runtime/runtime.js";
 import type { FinishReason } from "../../src/engine/types.js";
 import { config, request, tokens } from "../engine/helpers.js";
 

@@ -4,7 +4,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../src/sim/app.js";
-import { ResponseStore } from "../../src/sim/response-store.js";
+import { ResponseStore } from "../../src/sim/serving/response-store.js";
 import { postJson, startTestSim } from "./helpers.js";
 import { postSse, startSimWithEnv } from "./sse.js";
 

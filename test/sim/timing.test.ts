@@ -69,7 +69,7 @@ async function timed(prompt: number[], maxTokens: number): Promise<{ ttft: numbe
       buf = buf.slice(i + 2);
       if (!ev.startsWith("data: {")) continue;
       arrivals.push(performance.now());
-      // steps the sim completes within a timer tick share one event (src/sim/runtime.ts): count tokens
+      // steps the sim completes within a timer tick share one event (src/sim/runtime/runtime.ts): count tokens
       const text = (JSON.parse(ev.slice(6)) as { choices: { text: string }[] }).choices[0]!.text;
       tokens += text.split(" ").length - 1;
     }
