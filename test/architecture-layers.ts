@@ -339,6 +339,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
 
   // outside the package: the benchmarks may use any layer, never the tests
+  // stand-in engines that benchmarks and tests both start
+  "bench/support/fakes": { imports: [], lines: 750 },
   // what benchmarks and tests share to start and drive a live stack
   "bench/harness": { imports: ["src/engine", "src/kvevents", "src/router"], lines: 500 },
   bench: {

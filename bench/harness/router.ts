@@ -1,5 +1,5 @@
 // An in-process router on an ephemeral loopback port with fast health and metrics loops, and polling
-// with a hang guard: for the router tests (through test/router/util.ts) and the benchmarks that start
+// with a hang guard: for the router tests (through test/helpers/router.ts) and the benchmarks that start
 // a router in their own process, which may not import the tests.
 import { startRouter, type RouterConfigInput, type RunningRouter } from "../../src/router/index.js";
 import { hangGuardDeadline } from "./cli.js";

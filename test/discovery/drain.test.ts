@@ -7,7 +7,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestSim } from "../sim/helpers.js";
-import { routerFor, waitUntil } from "../router/util.js";
+import { routerFor, waitUntil } from "../helpers/router.js";
 import { readStream, type StreamRead } from "../../bench/harness/sse-client.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";

@@ -6,8 +6,8 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readBackendsFile } from "../../src/discovery/file.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { post, routerFor, waitUntil } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { post, routerFor, waitUntil } from "../helpers/router.js";
 import type { RunningRouter } from "../../src/router/index.js";
 
 const set = (r: RunningRouter) =>

@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { engineOfPod, type Pod } from "../../src/discovery/kubernetes.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { post, routerFor, waitUntil } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { post, routerFor, waitUntil } from "../helpers/router.js";
 import { startFakeApiServer } from "./fake-apiserver.js";
 import type { RunningRouter } from "../../src/router/index.js";
 

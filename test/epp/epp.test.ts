@@ -10,7 +10,7 @@ import { parseSimArgs } from "../../src/sim/config/config.js";
 import { kvEventsOf } from "../sim/helpers.js";
 import type { RouterConfigInput, RunningRouter } from "../../src/router/index.js";
 import { freePorts } from "../../bench/harness/cli.js";
-import { post, routerFor, waitUntil } from "../router/util.js";
+import { post, routerFor, waitUntil } from "../helpers/router.js";
 import {
   clientBinary,
   EppClient,

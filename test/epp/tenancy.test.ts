@@ -7,8 +7,8 @@ import { after, before, describe, it, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { startFakeEngine, type FakeEngine } from "../router/fake-engine.js";
-import { post, routerFor } from "../router/util.js";
+import { startFakeEngine, type FakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { post, routerFor } from "../helpers/router.js";
 import {
   clientBinary,
   EppClient,

@@ -12,8 +12,8 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { parseConfig } from "../../src/router/config/config.js";
 import type { RunningRouter } from "../../src/router/index.js";
-import { startFakeEngine, type FakeEngine } from "../router/fake-engine.js";
-import { routerFor } from "../router/util.js";
+import { startFakeEngine, type FakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { routerFor } from "../helpers/router.js";
 
 const hasOpenssl = spawnSync("openssl", ["version"]).status === 0;
 

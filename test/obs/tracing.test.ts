@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { SPAN_KIND, Tracer, parseTraceparent } from "../../src/obs/tracing.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { post, routerFor } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { post, routerFor } from "../helpers/router.js";
 import { freePort } from "../../bench/harness/cli.js";
 
 interface OtlpAttr {

@@ -3,8 +3,8 @@
 // request's SLO (x-slo-ttft-ms, or the model's default); a bad header is a 400 in OpenAI's error format.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { post, routerFor, waitUntil } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { post, routerFor, waitUntil } from "../helpers/router.js";
 
 // ≈ 50,000 tokens by the router's estimate (4 characters a token): seconds of prefill at any speed
 const LONG = "Tell me about the rivers of Europe, one by one, in detail. ".repeat(3400);

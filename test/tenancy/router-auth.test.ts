@@ -12,8 +12,8 @@ import { startRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { deriveCacheSalt } from "../../src/tenancy/salt.js";
 import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { routerFor, waitUntil } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { routerFor, waitUntil } from "../helpers/router.js";
 
 const KEY_A = "sk-team-a-0123456789abcdef";
 const KEY_B = "sk-team-b-abcdefghij012345";

@@ -10,8 +10,8 @@ import { connect } from "node:net";
 import { Agent, request } from "undici";
 import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { routerFor } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { routerFor } from "../helpers/router.js";
 
 const MODEL = "fake/model-a";
 /** the drain's warning is asserted on, whatever level the runner sets */

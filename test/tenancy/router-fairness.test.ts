@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { post, routerFor, waitUntil } from "../router/util.js";
+import { post, routerFor, waitUntil } from "../helpers/router.js";
 
 const MODEL = "fake/m";
 const KEY_A = "sk-fair-a-000000000000";

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { routerFor } from "../router/util.js";
+import { routerFor } from "../helpers/router.js";
 import { fuzzTenancy, runFuzz } from "../../bench/tenancy-fuzz-gen.js";
 import { startUpstream } from "../../bench/tenancy-upstream.js";
 

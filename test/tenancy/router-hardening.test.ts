@@ -5,8 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { routerFor, waitUntil } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { routerFor, waitUntil } from "../helpers/router.js";
 
 const MODEL = "fake/model-a";
 const BODY = JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 });

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { parseConfig } from "../../src/router/config/config.js";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { routerFor, waitUntil } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { routerFor, waitUntil } from "../helpers/router.js";
 
 const MODEL = "fake/model-a";
 const KEYS = { rpm: "sk-rpm-000000000000", conc: "sk-conc-00000000000", tok: "sk-tok-000000000000" };

@@ -15,8 +15,8 @@ import OpenAI from "openai";
 import { stringify } from "yaml";
 import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../bench/harness/cli.js";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { startFakeEngine, type FakeEngine } from "../router/fake-engine.js";
-import { waitUntil } from "../router/util.js";
+import { startFakeEngine, type FakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { waitUntil } from "../helpers/router.js";
 import { redisSkip, startRedis, type RedisProc } from "./redis-server.js";
 
 const skip = redisSkip();

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { startPdEngine, type PdEngine } from "../helpers/pd-engine.js";
-import { routerFor, waitUntil } from "../router/util.js";
+import { routerFor, waitUntil } from "../helpers/router.js";
 
 const TENANT_KEY = "sk-tenant-a-0123456789abcdef";
 const ENGINE_KEY = "engine-secret-key";

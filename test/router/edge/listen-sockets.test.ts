@@ -1,0 +1,74 @@
+// A burst of new connections must not queue behind one accept per event-loop turn: where Node can
+// share a port between sockets (reusePort, Node 22.12+ on Linux) and the router is asked to, it
+// listens on several, all feeding one HTTP server; elsewhere on one, as before. Sharing must never
+// hide a port already in use: a second router on it fails with EADDRINUSE as a plain one would.
+// The several-socket paths run where Node supports them (this suite also runs under Node 22).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { get } from "node:http";
+import { reusePortSupported } from "../../../src/router/edge/accept.js";
+import { startRouter } from "../../../src/router/index.js";
+import { freePort } from "../../../bench/harness/cli.js";
+import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";
+
+function status(url: string): Promise<number> {
+  return new Promise<number>((resolve, reject) =>
+    // agent: false: a new connection per request
+    get(url, { agent: false }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    }).on("error", reject),
+  );
+}
+
+test("reusePort is used only where Node has it and the kernel spreads connections", () => {
+  assert.equal(reusePortSupported("20.20.2", "linux"), false);
+  assert.equal(reusePortSupported("22.11.0", "linux"), false);
+  assert.equal(reusePortSupported("22.12.0", "linux"), true);
+  assert.equal(reusePortSupported("23.0.0", "linux"), false);
+  assert.equal(reusePortSupported("23.1.0", "linux"), true);
+  assert.equal(reusePortSupported("24.0.0", "linux"), true);
+  assert.equal(reusePortSupported("24.0.0", "darwin"), false);
+});
+
+test("a burst of 200 new connections is served whole, on several listening sockets where Node can", async () => {
+  const e = await startFakeEngine({ models: ["fake/m"] });
+  const port = await freePort();
+  const r = await startRouter({ host: "127.0.0.1", port, backends: [e.url], limits: { listenSockets: 4 } });
+  try {
+    assert.equal(r.router.listenSockets, reusePortSupported() ? 4 : 1);
+    const answers = await Promise.all(Array.from({ length: 200 }, () => status(`${r.url}/v1/models`)));
+    assert.deepEqual(new Set(answers), new Set([200]));
+    // a second router on the same port is refused, several sockets or not: it never joins the group
+    await assert.rejects(
+      startRouter({ host: "127.0.0.1", port, backends: [e.url], limits: { listenSockets: 4 } }),
+      /EADDRINUSE/,
+    );
+  } finally {
+    await r.close(1000);
+  }
+  // every socket let go of the port: a plain listener can bind it again at once
+  const again = await startRouter({ host: "127.0.0.1", port, backends: [e.url] });
+  assert.equal(again.router.listenSockets, 1);
+  await again.close(0);
+  await e.close();
+});
+
+test("an ephemeral port and the default get one listening socket", async () => {
+  const e = await startFakeEngine({ models: ["fake/m"] });
+  const a = await startRouter({
+    host: "127.0.0.1",
+    port: 0,
+    backends: [e.url],
+    limits: { listenSockets: 4 },
+  });
+  const b = await startRouter({ host: "127.0.0.1", port: await freePort(), backends: [e.url] });
+  try {
+    assert.equal(a.router.listenSockets, 1, "port 0 could be one another reuse-port process holds");
+    assert.equal(b.router.listenSockets, 1, "one socket unless asked for more");
+  } finally {
+    await a.close(0);
+    await b.close(0);
+    await e.close();
+  }
+});
