@@ -11,7 +11,7 @@
 import { Agent, request } from "undici";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { startRouter } from "../src/router/index.js";
-import { freePort, spawnCli, waitForHttp, type Spawned } from "./harness/cli.js";
+import { freePort, spawnCli, waitForHttp, type Spawned } from "./support/cli.js";
 
 const specs: FlagSpecs = {
   requests: { type: "int", default: 48, help: "" },

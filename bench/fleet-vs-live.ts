@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { compare, runLive, runVirtual } from "./fleet-live.js";
+import { compare, runLive, runVirtual } from "./support/fleet-live.js";
 import { resolveScenario, type ResolvedScenario } from "../src/fleet/scenario.js";
 import { parse } from "yaml";
 

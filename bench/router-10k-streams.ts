@@ -1,5 +1,5 @@
 // Issue 9 acceptance 4: 10 000 concurrent streaming connections at 1 token/s each through one router
-// process, upstream a minimal streaming server (bench/tenancy-upstream.ts) in its own process. Reports
+// process, upstream a minimal streaming server (bench/support/fakes/tenancy-upstream.ts) in its own process. Reports
 // the router's RSS idle and with every stream open, RSS per connection, and whether every stream got
 // all its tokens. Not part of npm test.
 //   node --import tsx bench/router-10k-streams.ts [--streams 10000] [--tokens 30] [--ramp 10]
@@ -16,8 +16,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
 import { stringify } from "yaml";
-import { freePort } from "./harness/cli.js";
-import { waitHttp } from "./router-harness.js";
+import { freePort } from "./support/cli.js";
+import { waitHttp } from "./support/router-harness.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     process.execPath,
     [
       ...process.execArgv,
-      script("./tenancy-upstream"),
+      script("./support/fakes/tenancy-upstream"),
       String(upPort),
       "1000",
       ...(protocol === "h2c" ? ["--h2c"] : []),

@@ -4,7 +4,7 @@
 // router's total timeout. A stream whose engine dies mid-answer must move to another engine: while
 // another engine of the model is alive (always, here: one fault at a time among four engines) no
 // stream may end with an error event. The engines answer with a toy model whose every token is a
-// function of the whole context (bench/context-model.ts), so each answer — migrated or not — is
+// function of the whole context (bench/support/context-model.ts), so each answer — migrated or not — is
 // checked against the unbroken one: no duplicate or missing text, one [DONE]. Exit 1 otherwise.
 // Not part of npm test.
 //   node --import tsx bench/router-chaos.ts [--duration 600] [--engines 4] [--concurrency 32] [--every 8]
@@ -15,9 +15,9 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Agent, request } from "undici";
 import { stringify } from "yaml";
-import { freePort } from "./harness/cli.js";
-import { expectedAnswer } from "./context-model.js";
-import { waitHttp } from "./router-harness.js";
+import { freePort } from "./support/cli.js";
+import { expectedAnswer } from "./support/context-model.js";
+import { waitHttp } from "./support/router-harness.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);
@@ -38,7 +38,7 @@ type Outcome = "ok" | "clear-error" | "stream-error" | "wrong-text" | "cut" | "u
 function startEngine(port: number): ChildProcess {
   return spawn(
     process.execPath,
-    [...process.execArgv, here("./tenancy-upstream"), String(port), "20", "--context"],
+    [...process.execArgv, here("./support/fakes/tenancy-upstream"), String(port), "20", "--context"],
     { stdio: ["ignore", "ignore", "inherit"] },
   );
 }

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { metricSum, metrics, rssMiB, startStack } from "./stack.js";
+import { metricSum, metrics, rssMiB, startStack } from "./support/stack.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);

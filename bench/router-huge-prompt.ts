@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { WORDS } from "../src/workload/text.js";
 import { mulberry32 } from "../src/random/rng.js";
-import { metricSum, metrics, pct, rssMiB, startStack, type Stack } from "./stack.js";
+import { metricSum, metrics, pct, rssMiB, startStack, type Stack } from "./support/stack.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);

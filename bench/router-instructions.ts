@@ -2,7 +2,7 @@
 // cannot: on a small shared machine one run of the router benchmarks spreads ±20% (CPU per request), so
 // a few percent between builds is lost in it. Valgrind's callgrind counts every instruction the router's
 // process executes (its JIT-compiled code, V8's collector and compiler threads included). Each build's
-// router serves a fixed number of requests from bench/fast-upstream.ts twice, with two counts, and the
+// router serves a fixed number of requests from bench/support/fakes/fast-upstream.ts twice, with two counts, and the
 // difference over the extra requests is the work per request with start-up and warm-up cancelled out;
 // warm-up is long for V8, so the smaller count should be well past it. A count is steadier than a
 // timing but not immune to the machine: work that follows the clock rather than the requests (probes,
@@ -27,8 +27,8 @@ import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { percentile } from "../src/workload/stats.js";
-import { freePort } from "./harness/cli.js";
-import { completionBody, postAndDrain, spawnUpstream, waitHttp } from "./router-harness.js";
+import { freePort } from "./support/cli.js";
+import { completionBody, postAndDrain, spawnUpstream, waitHttp } from "./support/router-harness.js";
 
 const here = fileURLToPath(new URL("../..", import.meta.url));
 const specs: FlagSpecs = {

@@ -10,10 +10,10 @@
 //     [--prompt-lens 256,2048,8192] [--streams 4] [--after 64] [--max-tokens 256] [--time-scale 1]
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { freePort } from "./harness/cli.js";
+import { freePort } from "./support/cli.js";
 import { startRouter } from "../src/router/index.js";
-import { readStream, type StreamRead } from "./harness/sse-client.js";
-import { waitHttp } from "./router-harness.js";
+import { readStream, type StreamRead } from "./support/sse-client.js";
+import { waitHttp } from "./support/router-harness.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);

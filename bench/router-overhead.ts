@@ -7,7 +7,7 @@
 // socket relay, and `raw-min`, the same relay plus the least per-request work the router issue asks
 // (JSON body, engine pick, hop-by-hop headers, request id, four metrics): they bound what any
 // JavaScript router could reach on the machine the bench runs on.
-// The upstream is bench/fast-upstream.ts (not the sim) and the load client runs in its own process.
+// The upstream is bench/support/fakes/fast-upstream.ts (not the sim) and the load client runs in its own process.
 //   node --import tsx bench/router-overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
 //     [--workers N] (the router's --workers; default: its own, one per core)
 import { spawn, type ChildProcess } from "node:child_process";
@@ -16,8 +16,14 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
-import { freePort } from "./harness/cli.js";
-import { completionBody, postAndDrain, spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
+import { freePort } from "./support/cli.js";
+import {
+  completionBody,
+  postAndDrain,
+  spawnRouter,
+  spawnUpstream,
+  waitHttp,
+} from "./support/router-harness.js";
 
 const self = fileURLToPath(import.meta.url);
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";

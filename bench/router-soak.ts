@@ -5,8 +5,8 @@
 //   node --import tsx bench/router-soak.ts [--duration 600] [--concurrency 16] [--workers N]
 import { readFileSync } from "node:fs";
 import { Pool } from "undici";
-import { freePort } from "./harness/cli.js";
-import { spawnRouter, spawnUpstream, waitHttp } from "./router-harness.js";
+import { freePort } from "./support/cli.js";
+import { spawnRouter, spawnUpstream, waitHttp } from "./support/router-harness.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);

@@ -15,9 +15,9 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawnSync } from "node:child_process";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { freePorts } from "./harness/cli.js";
+import { freePorts } from "./support/cli.js";
 import { ensureBenchTools, startLogged, stopAll, vllmRouterBin } from "./peer-tools.js";
-import { waitHttp } from "./router-harness.js";
+import { waitHttp } from "./support/router-harness.js";
 
 const specs: FlagSpecs = {
   rounds: { type: "int", default: 5, min: 1, help: "interleaved rounds (the median is reported)" },

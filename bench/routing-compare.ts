@@ -43,7 +43,7 @@ const specs: FlagSpecs = {
   "out-dir": { type: "string", help: "" },
   /** router worker processes (--workers); 1 = one process */
   "router-workers": { type: "int", default: 1, help: "" },
-  /** router replicas exchanging load and picks (peers), behind one port (bench/tcp-balancer.ts) */
+  /** router replicas exchanging load and picks (peers), behind one port (bench/support/tcp-balancer.ts) */
   replicas: { type: "int", default: 1, help: "" },
   json: { type: "string", help: "also write the rows here" },
 };

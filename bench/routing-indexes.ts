@@ -5,7 +5,7 @@
 // KV index: four engines' BlockStored events of 16 hashes at the 1,000,000-hash cap, half of them
 // re-storing hashes another engine stored (shared prefixes), one BlockRemoved per four events.
 //   node --expose-gc dist/bench/routing-indexes.js [--seconds 4]
-import { blockStored as stored } from "./harness/kv.js";
+import { blockStored as stored } from "./support/kv.js";
 import { KvBlockIndex } from "../src/router/kv/block-index.js";
 import { charBlockIds, PrefixIndex } from "../src/routing/prefix-index.js";
 

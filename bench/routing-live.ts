@@ -5,8 +5,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, freePortBlock } from "./harness/cli.js";
-import { startBalancer } from "./tcp-balancer.js";
+import { freePort, freePortBlock } from "./support/cli.js";
+import { startBalancer } from "./support/tcp-balancer.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const isTs = import.meta.url.endsWith(".ts");

@@ -13,7 +13,7 @@
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once) [--pool median]
 //     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing-vs-peers.js sums up
-//                      the live router's at --router-log-level debug: bench/decision-table.ts)
+//                      the live router's at --router-log-level debug: bench/support/decision-table.ts)
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
 import { fleetOptionsFor } from "../src/fleet/build.js";
@@ -25,8 +25,8 @@ import { agenticOptions, agenticWorkload } from "../src/workload/agentic.js";
 import { resumedFigures } from "../src/bench/report.js";
 import { percentile } from "../src/workload/stats.js";
 import { parse, stringify } from "yaml";
-import { shapeOf, type Shape } from "./routing-vs-peers-shapes.js";
-import { decisionTable, type DecisionRow } from "./decision-table.js";
+import { shapeOf, type Shape } from "./support/routing-vs-peers-shapes.js";
+import { decisionTable, type DecisionRow } from "./support/decision-table.js";
 
 const specs: FlagSpecs = {
   shapes: {

@@ -12,7 +12,7 @@
 // capacity one placement that differs (a miss sent beside other tenants' prefixes) can make the rest of
 // a run's TTFTs differ by 3x, so one seed's ordering of policies is one trajectory of many.
 // At debug log level our router writes a line per decision, and each run of ours prints its decisions
-// summed up (bench/decision-table.ts): predicted against observed TTFT by the picked engine's KV in use,
+// summed up (bench/support/decision-table.ts): predicted against observed TTFT by the picked engine's KV in use,
 // and the router's holds.
 // Shapes: kv-pressure (40 groups x 6 prompts, 3,000-token shared prompt, 600-token question, 64 output
 // tokens, Poisson 6 req/s: the groups' prefixes fill the fleet's KV), kv-pressure-light (the same at
@@ -26,11 +26,11 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../src/config/args.js";
-import { freePort } from "./harness/cli.js";
+import { freePort } from "./support/cli.js";
 import { runBench, startStack, stop, waitHttp } from "./routing-live.js";
-import { decisionTable, rowsFromRouterLog } from "./decision-table.js";
+import { decisionTable, rowsFromRouterLog } from "./support/decision-table.js";
 import { startLogged, vllmRouterBin } from "./peer-tools.js";
-import { SHAPES, benchArgs, shapeOf } from "./routing-vs-peers-shapes.js";
+import { SHAPES, benchArgs, shapeOf } from "./support/routing-vs-peers-shapes.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const GPU = "l4";

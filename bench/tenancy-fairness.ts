@@ -14,8 +14,8 @@ import { Agent, request } from "undici";
 import { hashKey } from "../src/tenancy/keys.js";
 import { mulberry32 as rng } from "../src/random/rng.js"; // seeded: every run sends the same arrivals
 import type { RunningRouter } from "../src/router/index.js";
-import { routerFor } from "./harness/router.js";
-import { startUpstream, type Upstream } from "./tenancy-upstream.js";
+import { routerFor } from "./support/router.js";
+import { startUpstream, type Upstream } from "./support/fakes/tenancy-upstream.js";
 
 const MODEL = "bench/m";
 const KEY_A = "sk-fair-a-000000000000";

@@ -8,11 +8,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { freePort } from "./harness/cli.js";
+import { freePort } from "./support/cli.js";
 import { hashKey } from "../src/tenancy/keys.js";
-import { spawnRouter, waitHttp } from "./router-harness.js";
-import { fuzzTenancy, runFuzz } from "./tenancy-fuzz-gen.js";
-import { startUpstream } from "./tenancy-upstream.js";
+import { spawnRouter, waitHttp } from "./support/router-harness.js";
+import { fuzzTenancy, runFuzz } from "./support/tenancy-fuzz-gen.js";
+import { startUpstream } from "./support/fakes/tenancy-upstream.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);

@@ -10,7 +10,14 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, normalize } from "node:path";
 import { repoRoot } from "./deploy/tools.js";
-import { DOWNWARD, FILE_CEILING, PURE, PURITY_EXCEPTIONS, ROOMS } from "./architecture-layers.js";
+import {
+  DOWNWARD,
+  FILE_CEILING,
+  PURE,
+  PURITY_EXCEPTIONS,
+  ROOMS,
+  TEST_IMPORTS,
+} from "./architecture-layers.js";
 
 const IMPORT =
   /(?:^|\n)\s*(?:import|export)\b[^;]*?\bfrom\s*["'](\.{1,2}\/[^"']+)["']|\bimport\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g;
@@ -97,7 +104,7 @@ function cycles(graph: Map<string, Set<string>>): string[][] {
   return found;
 }
 
-/** `src/router/kv` → `src/router`; `bench/harness` → `bench` */
+/** `src/router/kv` → `src/router`; `bench/support` → `bench` */
 function topFolder(folder: string): string {
   return folder
     .split("/")
@@ -112,6 +119,19 @@ const sources = files.filter((f) => f.path.endsWith(".ts"));
 test("no source file imports a file that imports it back, even for types", () => {
   const graph = new Map(sources.map((f) => [f.path, new Set(f.imports.map((i) => i.file))]));
   assert.deepEqual(cycles(graph), []);
+});
+
+test("the tests import the package, their own helpers and the benchmarks' support folder, never a benchmark script", () => {
+  const wrong: string[] = [];
+  for (const f of read(["test"])) {
+    for (const i of f.imports) {
+      if (TEST_IMPORTS.some((p) => i.folder === p || i.folder.startsWith(`${p}/`))) continue;
+      wrong.push(
+        `${f.path} imports ${i.spec}: ${i.folder} is not in TEST_IMPORTS (test/architecture-layers.ts)`,
+      );
+    }
+  }
+  assert.deepEqual(wrong, []);
 });
 
 test("the top-level folders import downward only: their graph has no cycle", () => {

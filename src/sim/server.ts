@@ -12,7 +12,12 @@ import { handleChatBatch, invocationKind } from "./openai/batch.js";
 import { handleChat, handleCompletions, newRequestHex } from "./openai/completions.js";
 import { handleAbortRequests, handleGenerate } from "./scale-out/tokens-in-out.js";
 import { uncountedRefusal } from "./serving/engine-request.js";
-import { countTokensSchema, handleCountTokens, handleMessages, messagesSchema } from "./anthropic/messages.js";
+import {
+  countTokensSchema,
+  handleCountTokens,
+  handleMessages,
+  messagesSchema,
+} from "./anthropic/messages.js";
 import { handleEmbeddings, handleRerank, handleScore } from "./openai/pooling.js";
 import { continuation } from "./serving/prompts.js";
 import {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { runBench, type BenchOptions } from "../../src/bench/run.js";
 import { SPECS as BENCH_SPECS, toOptions } from "../../src/bench/cli.js";
 import { parseFlags } from "../../src/config/args.js";
-import { startMini } from "./mini-server.js";
+import { startMini } from "../../bench/support/fakes/mini-server.js";
 import { startTestSim } from "../sim/helpers.js";
 
 /** the bench's options as its defaults make them (its own flag parser), for one run of the agentic workload */

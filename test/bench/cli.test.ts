@@ -7,8 +7,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mulberry32 } from "../../src/random/rng.js";
-import { cliCommand } from "../../bench/harness/cli.js";
-import { startMini, type MiniOptions } from "./mini-server.js";
+import { cliCommand } from "../../bench/support/cli.js";
+import { startMini, type MiniOptions } from "../../bench/support/fakes/mini-server.js";
 
 const dir = mkdtempSync(join(tmpdir(), "bench-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));

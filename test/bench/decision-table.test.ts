@@ -3,7 +3,7 @@
 // the table's buckets, so the two sides stay comparable.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decisionTable, rowsFromRouterLog } from "../../bench/decision-table.js";
+import { decisionTable, rowsFromRouterLog } from "../../bench/support/decision-table.js";
 
 const routed = (id: string, note: string) =>
   JSON.stringify({ level: 20, name: "router.route", requestId: id, seq: 1, note, msg: "routed" });

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
-import { cliCommand, freePort, spawnCli, waitForHttp, type Spawned } from "../../bench/harness/cli.js";
+import { cliCommand, freePort, spawnCli, waitForHttp, type Spawned } from "../../bench/support/cli.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 

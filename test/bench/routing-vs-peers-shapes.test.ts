@@ -3,7 +3,7 @@
 // shapes keep the prompts their recorded figures were measured with.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { benchArgs, shapeOf } from "../../bench/routing-vs-peers-shapes.js";
+import { benchArgs, shapeOf } from "../../bench/support/routing-vs-peers-shapes.js";
 
 const flag = (args: string[], name: string) => args[args.indexOf(name) + 1];
 

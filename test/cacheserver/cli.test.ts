@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { freePorts, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { freePorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { LmClient } from "../../src/cacheserver/client.js";
 
 test("switchyard cache-server: flags with units, metrics endpoint, graceful SIGTERM", async () => {

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
-import { cliCommand } from "../../bench/harness/cli.js";
+import { cliCommand } from "../../bench/support/cli.js";
 import { fixturePath } from "../helpers/vectors.js";
 
 const COMMANDS = ["sim", "router", "up", "bench", "status", "smoke", "cache-server", "simulate", "plan"];

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cliCommand, freePort, freeUpPorts, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { cliCommand, freePort, freeUpPorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { buildReport, histogramQuantile, type StatusSample } from "../../src/ops/fleet-status.js";
 import { parseSamples } from "../../src/protocol/prometheus-text.js";
 import type { StatusReport } from "../../src/ops/fleet-status.js";

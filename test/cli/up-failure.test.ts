@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { listenersOn } from "../../src/cli/ports.js";
-import { spawnCli, upArgs, waitForHttp } from "../../bench/harness/cli.js";
+import { spawnCli, upArgs, waitForHttp } from "../../bench/support/cli.js";
 
 const linux = existsSync("/proc/net/tcp");
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawnCli, upArgs, waitForHttp } from "../../bench/harness/cli.js";
+import { spawnCli, upArgs, waitForHttp } from "../../bench/support/cli.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 

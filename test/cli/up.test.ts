@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { spawn } from "node:child_process";
-import { cliCommand, spawnCli, upArgs, waitForHttp } from "../../bench/harness/cli.js";
+import { cliCommand, spawnCli, upArgs, waitForHttp } from "../../bench/support/cli.js";
 import { splitArgs } from "../../src/cli/up.js";
 
 test("up: own flags and engine flags are told apart", () => {

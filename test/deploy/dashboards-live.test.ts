@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { freePorts, freeUpPorts, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { freePorts, freeUpPorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { checkDashboards, dashboardQueries, type QueryResult } from "../../src/ops/dashboards.js";
 import { findTool, repoRoot } from "./tools.js";
 

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
 import { stringify } from "yaml";
 import { Subscriber } from "zeromq";
-import { freePorts, spawnCli } from "../../bench/harness/cli.js";
+import { freePorts, spawnCli } from "../../bench/support/cli.js";
 import {
   byKind,
   envOf,

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
 import { parse as parseYaml, stringify } from "yaml";
-import { freePorts, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { freePorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { repoRoot, requireTool, run } from "./tools.js";
 import {
   byKind,

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { after, describe, it } from "node:test";
 import { parse as parseYaml, parseAllDocuments, stringify } from "yaml";
-import { cliCommand } from "../../bench/harness/cli.js";
+import { cliCommand } from "../../bench/support/cli.js";
 import { repoRoot, requireTool, run } from "./tools.js";
 
 const root = repoRoot();

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, waitForHttp } from "../../bench/harness/cli.js";
+import { freePort, waitForHttp } from "../../bench/support/cli.js";
 import { startLocalStack, type LocalStack } from "./stack.js";
 import { findTool } from "./tools.js";
 

@@ -2,7 +2,7 @@
 // cache server with its metrics port, a router in front of the sim (its endpoint picker on, so its
 // metrics are exported too) and, when asked, a second sim with LMCache on whose remote tier is that
 // cache server.
-import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../bench/harness/cli.js";
+import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../bench/support/cli.js";
 
 export interface LocalStack {
   simPort: number;

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestSim } from "../sim/helpers.js";
 import { routerFor, waitUntil } from "../helpers/router.js";
-import { readStream, type StreamRead } from "../../bench/harness/sse-client.js";
+import { readStream, type StreamRead } from "../../bench/support/sse-client.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 const SIM_ARGS = ["--time-scale", "5", "--seed", "11", "--output-len-mean", "100000"];

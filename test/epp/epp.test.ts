@@ -9,7 +9,7 @@ import { startSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config/config.js";
 import { kvEventsOf } from "../sim/helpers.js";
 import type { RouterConfigInput, RunningRouter } from "../../src/router/index.js";
-import { freePorts } from "../../bench/harness/cli.js";
+import { freePorts } from "../../bench/support/cli.js";
 import { post, routerFor, waitUntil } from "../helpers/router.js";
 import {
   clientBinary,

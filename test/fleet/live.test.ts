@@ -6,9 +6,9 @@
 // is this one); here the comparison is only printed.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { compare, runLive, runVirtual } from "../../bench/fleet-live.js";
+import { compare, runLive, runVirtual } from "../../bench/support/fleet-live.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
-import { freePort, freeUpPorts, spawnCli, waitForHttp, type Spawned } from "../../bench/harness/cli.js";
+import { freePort, freeUpPorts, spawnCli, waitForHttp, type Spawned } from "../../bench/support/cli.js";
 
 // no tolerance is asserted here, so the engines may run fast: 0.2 wall seconds per modelled second
 const TIME_SCALE = 0.2;

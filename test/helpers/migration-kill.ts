@@ -3,9 +3,9 @@
 // kills, and the second engine SIGKILLed once every stream it carries is under way. Each test then
 // holds the moved streams to the unbroken ones in its own terms (text, token ids, usage).
 import assert from "node:assert/strict";
-import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../bench/harness/cli.js";
+import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../bench/support/cli.js";
 import { routerFor, waitUntil } from "./router.js";
-import { readStream, type StreamRead } from "../../bench/harness/sse-client.js";
+import { readStream, type StreamRead } from "../../bench/support/sse-client.js";
 
 /** One stream's request: which API it speaks, and its body. */
 export type StreamRequest = { kind: "chat" | "completion"; body: Record<string, unknown> };

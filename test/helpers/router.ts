@@ -3,7 +3,7 @@
 // share), and requests that read back the route the router took.
 import assert from "node:assert/strict";
 
-export { routerFor, waitUntil } from "../../bench/harness/router.js";
+export { routerFor, waitUntil } from "../../bench/support/router.js";
 
 export async function post(
   url: string,

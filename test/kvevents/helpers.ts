@@ -1,7 +1,7 @@
 // Small helpers for the KV-event tests: configs on ephemeral loopback ports, batches, bounded waits.
 import { parseKvEventsConfig, type KvEventsConfig } from "../../src/kvevents/config.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
-import { HANG_GUARD_MS } from "../../bench/harness/cli.js";
+import { HANG_GUARD_MS } from "../../bench/support/cli.js";
 
 export function loopbackConfig(over: Record<string, unknown> = {}): KvEventsConfig {
   return parseKvEventsConfig({

@@ -179,7 +179,7 @@ test("a full send queue drops the oldest batches and counts them; publish never 
 });
 
 test("data-parallel rank offsets a fixed port", async (t) => {
-  const { freePort } = await import("../../bench/harness/cli.js");
+  const { freePort } = await import("../../bench/support/cli.js");
   const free = await freePort();
   const port = free - 1; // rank 1 lands on the port known to be free
   const pub = await ZmqEventPublisher.create(

@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { SPAN_KIND, Tracer, parseTraceparent } from "../../src/obs/tracing.js";
 import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
 import { post, routerFor } from "../helpers/router.js";
-import { freePort } from "../../bench/harness/cli.js";
+import { freePort } from "../../bench/support/cli.js";
 
 interface OtlpAttr {
   key: string;

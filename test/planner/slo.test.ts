@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
-import { cliCommand } from "../../bench/harness/cli.js";
+import { cliCommand } from "../../bench/support/cli.js";
 import { requireTool, run } from "../deploy/tools.js";
 import { certainMisses, checkSlo, missCounter, p90Interval, targetsOf } from "../../src/planner/slo.js";
 import type { RequestRecord } from "../../src/workload/record.js";

@@ -15,7 +15,7 @@ import {
 } from "../../src/routing/index.js";
 import { eng } from "../helpers/routing.js";
 import { KvBlockIndex } from "../../src/router/kv/block-index.js";
-import { blockStored as stored } from "../../bench/harness/kv.js";
+import { blockStored as stored } from "../../bench/support/kv.js";
 import { decodeBatch } from "../../src/kvevents/codec.js";
 import { computeBlockHashes } from "../../src/protocol/block-hashing.js";
 import { fixturePath } from "../helpers/vectors.js";

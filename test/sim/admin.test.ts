@@ -2,7 +2,7 @@
 // disconnects, and the CLI's startup checks and shutdown.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { getText, metric, postJson, startTestSim, tokenIds } from "./helpers.js";
 
 const OPT = "facebook/opt-125m";

@@ -2,7 +2,7 @@
 // binary is a failure (CI installs it); locally the Redis tests are skipped.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { connect } from "node:net";
-import { freePort } from "../../bench/harness/cli.js";
+import { freePort } from "../../bench/support/cli.js";
 
 export function redisAvailable(): boolean {
   const r = spawnSync("redis-server", ["--version"], { stdio: "ignore" });

@@ -2,7 +2,7 @@ import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
 import { HttpError } from "../../src/http/errors.js";
-import { freePort } from "../../bench/harness/cli.js";
+import { freePort } from "../../bench/support/cli.js";
 import { RedisLimiter } from "../../src/tenancy/redis-limiter.js";
 import { LocalLimiter, type Grant } from "../../src/tenancy/limiter.js";
 import { RespClient, RespError } from "../../src/tenancy/resp.js";

@@ -11,7 +11,7 @@ import { stringify as toYaml } from "yaml";
 import { startRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { deriveCacheSalt } from "../../src/tenancy/salt.js";
-import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
 import { routerFor, waitUntil } from "../helpers/router.js";
 

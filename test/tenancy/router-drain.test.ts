@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { Agent, request } from "undici";
-import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
 import { routerFor } from "../helpers/router.js";

@@ -9,8 +9,8 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { routerFor } from "../helpers/router.js";
-import { fuzzTenancy, runFuzz } from "../../bench/tenancy-fuzz-gen.js";
-import { startUpstream } from "../../bench/tenancy-upstream.js";
+import { fuzzTenancy, runFuzz } from "../../bench/support/tenancy-fuzz-gen.js";
+import { startUpstream } from "../../bench/support/fakes/tenancy-upstream.js";
 
 // 25 000 take ~6 s compiled on an idle 2-core machine (100 000 took ~25 s idle and 140 s with every core
 // busy); the long run, with the router's RSS measured in its own process, is bench/tenancy-fuzz.ts

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { stringify } from "yaml";
-import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../bench/harness/cli.js";
+import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../bench/support/cli.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { startFakeEngine, type FakeEngine } from "../../bench/support/fakes/fake-engine.js";
 import { waitUntil } from "../helpers/router.js";

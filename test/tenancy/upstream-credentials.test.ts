@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { hashKey } from "../../src/tenancy/keys.js";
-import { startPdEngine, type PdEngine } from "../helpers/pd-engine.js";
+import { startPdEngine, type PdEngine } from "../../bench/support/fakes/pd-engine.js";
 import { routerFor, waitUntil } from "../helpers/router.js";
 
 const TENANT_KEY = "sk-tenant-a-0123456789abcdef";

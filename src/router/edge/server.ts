@@ -187,7 +187,7 @@ export class Router {
         if (!debugLine && !header) return;
         const note = this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.policy.name}`;
         // with the request id its access line carries, so a decision log joins what was predicted to
-        // the TTFT that came (bench/decision-table.ts)
+        // the TTFT that came (bench/support/decision-table.ts)
         if (debugLine) routeLog.debug({ requestId, model: view.model, seq: view.seq, note }, "routed");
         if (!header) return;
         res.setHeader(

@@ -19,7 +19,13 @@ import {
 } from "../serving/engine-request.js";
 import { chatPrompt } from "../serving/prompts.js";
 import { spliceRaw, writeJsonPieces } from "./raw-json.js";
-import { chatMessageSchema, chatSchema, completionSchema, embeddingsSchema, validate } from "../protocol/schemas.js";
+import {
+  chatMessageSchema,
+  chatSchema,
+  completionSchema,
+  embeddingsSchema,
+  validate,
+} from "../protocol/schemas.js";
 
 /** where the choices' JSON goes in the answer's body (raw-json.ts) */
 const CHOICES = "\u0000choices\u0000";

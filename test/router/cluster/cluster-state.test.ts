@@ -19,7 +19,7 @@ import { aggregateMetrics } from "../../../src/router/cluster/aggregate.js";
 import { KvEventRelay } from "../../../src/router/cluster/kv-relay.js";
 import { createPolicy, PrefixIndex, type Policy } from "../../../src/routing/index.js";
 import { HitWatchdog } from "../../../src/router/kv/watchdog.js";
-import { freePort } from "../../../bench/harness/cli.js";
+import { freePort } from "../../../bench/support/cli.js";
 
 function registryWith(urls: string[]): Registry {
   const reg = new Registry(parseConfig({}));

@@ -10,7 +10,7 @@ import { Client } from "undici";
 import { stringify as toYaml } from "yaml";
 import { parseSamples } from "../../../src/protocol/prometheus-text.js";
 import { hashKey } from "../../../src/tenancy/keys.js";
-import { freePort, spawnCli, waitForHttp, type Spawned } from "../../../bench/harness/cli.js";
+import { freePort, spawnCli, waitForHttp, type Spawned } from "../../../bench/support/cli.js";
 import { startFakeEngine, type FakeEngine } from "../../../bench/support/fakes/fake-engine.js";
 
 const MODEL = "fake/model-a";

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Publisher } from "zeromq";
-import { freePorts } from "../../../bench/harness/cli.js";
+import { freePorts } from "../../../bench/support/cli.js";
 import { parseReport } from "../../../src/router/cluster/peers.js";
 import type { RunningRouter } from "../../../src/router/index.js";
 import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Client } from "undici";
 import { stringify as toYaml } from "yaml";
-import { freePort, spawnCli, waitForHttp } from "../../../bench/harness/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../../bench/support/cli.js";
 import { startFakeVllm, type FakeVllm } from "../../../bench/support/fakes/fake-vllm.js";
 
 const MODEL = "fake/model-a";

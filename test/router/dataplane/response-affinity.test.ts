@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ResponseAffinity, ResponseIdScan } from "../../../src/router/dataplane/response-affinity.js";
 import { startFakeVllm, type FakeVllm } from "../../../bench/support/fakes/fake-vllm.js";
-import { freePorts } from "../../../bench/harness/cli.js";
+import { freePorts } from "../../../bench/support/cli.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
 
 const MODEL = "fake/model-a";

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { freePort, spawnCli, waitForHttp, type Spawned } from "../../../bench/harness/cli.js";
+import { freePort, spawnCli, waitForHttp, type Spawned } from "../../../bench/support/cli.js";
 import { routerFor, waitUntil } from "../../helpers/router.js";
 
 const MODEL = "facebook/opt-125m";

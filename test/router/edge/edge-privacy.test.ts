@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { hashKey } from "../../../src/tenancy/keys.js";
 import { newRequestId } from "../../../src/router/dataplane/request-context.js";
-import { startPdEngine, PREFILL_KV } from "../../helpers/pd-engine.js";
+import { startPdEngine, PREFILL_KV } from "../../../bench/support/fakes/pd-engine.js";
 import { startFakeVllm } from "../../../bench/support/fakes/fake-vllm.js";
 import { routerFor, post, waitUntil } from "../../helpers/router.js";
 

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { get } from "node:http";
 import { reusePortSupported } from "../../../src/router/edge/accept.js";
 import { startRouter } from "../../../src/router/index.js";
-import { freePort } from "../../../bench/harness/cli.js";
+import { freePort } from "../../../bench/support/cli.js";
 import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";
 
 function status(url: string): Promise<number> {

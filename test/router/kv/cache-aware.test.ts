@@ -9,7 +9,7 @@ import { KvEventSubscriber } from "../../../src/kvevents/subscriber.js";
 import { connectableEndpoint } from "../../../src/kvevents/endpoint.js";
 import { computeBlockHashes } from "../../../src/protocol/block-hashing.js";
 import { requestTokenizerFor } from "../../../src/router/kv/tokenizers.js";
-import { freePorts } from "../../../bench/harness/cli.js";
+import { freePorts } from "../../../bench/support/cli.js";
 import { post, routeOf, routerFor, waitUntil } from "../../helpers/router.js";
 import { kvEventsOf, startTestSim } from "../../sim/helpers.js";
 

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../../src/sim/app.js";
 import { parseConfig } from "../../../src/router/config/config.js";
-import { freePorts } from "../../../bench/harness/cli.js";
+import { freePorts } from "../../../bench/support/cli.js";
 import type { RunningRouter } from "../../../src/router/index.js";
 import { post, routeOf, routerFor, waitUntil } from "../../helpers/router.js";
 import { startTestSim } from "../../sim/helpers.js";

@@ -10,7 +10,7 @@ import { ZmqEventPublisher } from "../../../src/kvevents/publisher.js";
 import { anthropicToChat } from "../../../src/router/request/endpoints.js";
 import { parseKvEventSources, resolveWildcard } from "../../../src/router/kv/event-sources.js";
 import { requestTokenizerFor } from "../../../src/router/kv/tokenizers.js";
-import { freePorts } from "../../../bench/harness/cli.js";
+import { freePorts } from "../../../bench/support/cli.js";
 import { startFakeVllm } from "../../../bench/support/fakes/fake-vllm.js";
 import { routeOf, routerFor, waitUntil } from "../../helpers/router.js";
 import { startTestSim } from "../../sim/helpers.js";

@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { Publisher } from "zeromq";
-import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../../bench/harness/cli.js";
+import { freePorts, spawnCli, waitForHttp, type Spawned } from "../../../bench/support/cli.js";
 import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";
 import { waitUntil } from "../../helpers/router.js";
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { hashKey } from "../../../src/tenancy/keys.js";
 import { startTestSim } from "../../sim/helpers.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
-import { readStream } from "../../../bench/harness/sse-client.js";
+import { readStream } from "../../../bench/support/sse-client.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 const SIM_ARGS = ["--time-scale", "5", "--seed", "3", "--output-len-mean", "100000"];

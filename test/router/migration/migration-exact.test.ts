@@ -8,9 +8,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { continuedMigrations, eightStreamsOneEngineKilled, type StreamRequest } from "../../helpers/migration-kill.js";
+import {
+  continuedMigrations,
+  eightStreamsOneEngineKilled,
+  type StreamRequest,
+} from "../../helpers/migration-kill.js";
 import { routerFor, waitUntil } from "../../helpers/router.js";
-import { readStream } from "../../../bench/harness/sse-client.js";
+import { readStream } from "../../../bench/support/sse-client.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const MAX_TOKENS = 320;

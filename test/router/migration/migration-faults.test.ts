@@ -6,10 +6,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { expectedAnswer, nextTokens, promptIds, textOf } from "../../../bench/context-model.js";
-import { startUpstream } from "../../../bench/tenancy-upstream.js";
+import { expectedAnswer, nextTokens, promptIds, textOf } from "../../../bench/support/context-model.js";
+import { startUpstream } from "../../../bench/support/fakes/tenancy-upstream.js";
 import { routerFor, waitUntil } from "../../helpers/router.js";
-import { readStream } from "../../../bench/harness/sse-client.js";
+import { readStream } from "../../../bench/support/sse-client.js";
 
 const MODEL = "bench/m";
 

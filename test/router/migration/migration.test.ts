@@ -5,7 +5,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startTestSim } from "../../sim/helpers.js";
-import { continuedMigrations, eightStreamsOneEngineKilled, type StreamRequest } from "../../helpers/migration-kill.js";
+import {
+  continuedMigrations,
+  eightStreamsOneEngineKilled,
+  type StreamRequest,
+} from "../../helpers/migration-kill.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import type { RunningSim } from "../../../src/sim/app.js";
 import { StepTimer } from "../../../src/engine/index.js";
-import { prefillStepSeconds } from "../../../bench/harness/model.js";
+import { prefillStepSeconds } from "../../../bench/support/model.js";
 import type { RunningRouter } from "../../../src/router/index.js";
 import { getText, metric, startTestSim } from "../../sim/helpers.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";

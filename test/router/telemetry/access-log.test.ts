@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { freePort, spawnCli, waitForHttp } from "../../../bench/harness/cli.js";
+import { freePort, spawnCli, waitForHttp } from "../../../bench/support/cli.js";
 import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";
 import { post } from "../../helpers/router.js";
 import { LinesPerSecond } from "../../../src/router/telemetry/access-log.js";

@@ -16,11 +16,16 @@ import { VirtualDriver } from "../../../src/engine/drivers.js";
 import { buildEngineConfig } from "../../../src/sim/app.js";
 import { parseSimArgs } from "../../../src/sim/config/config.js";
 import { LMCACHE_REMOTE_LOAD_BPS } from "../../../src/sim/config/lmcache-config.js";
-import { chunkHashes, chunkKey, lmcacheNoneHash, type ChunkKeyScheme } from "../../../src/sim/connectors/lmcache-keys.js";
+import {
+  chunkHashes,
+  chunkKey,
+  lmcacheNoneHash,
+  type ChunkKeyScheme,
+} from "../../../src/sim/connectors/lmcache-keys.js";
 import { LmcacheRemote, MAX_STORE_QUEUE } from "../../../src/sim/connectors/lmcache-remote.js";
 import type { BlockStored, KvEventBatch } from "../../../src/kvevents/events.js";
 import { logger } from "../../../src/obs/log.js";
-import { freePort } from "../../../bench/harness/cli.js";
+import { freePort } from "../../../bench/support/cli.js";
 import { readVectors } from "../../helpers/vectors.js";
 import { startFakeLmcache } from "../../cacheserver/fake-lmcache.js";
 import { getText, metric, postJson, startTestSim, tokenIds } from "../helpers.js";

@@ -1,7 +1,7 @@
 // A minimal fast engine stand-in for the router benchmarks: /v1/models, /metrics, /health, and
 // completions answered at once (tiny JSON) or as 256 SSE chunks, each its own write. Not the sim: the
 // point is to measure the proxy, not the engine model.
-//   node --import tsx bench/fast-upstream.ts PORT
+//   node --import tsx bench/support/fakes/fast-upstream.ts PORT
 import { createServer } from "node:http";
 
 const TINY = JSON.stringify({

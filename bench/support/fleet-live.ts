@@ -4,14 +4,14 @@
 // spends s wall seconds per modelled second, so its timings are divided by s before the comparison.
 // It lives with the benchmarks, not in src/fleet: `switchyard simulate` never runs it, and only here
 // may the fleet simulator and the bench, two programs, meet.
-import { BenchClient } from "../src/bench/client.js";
-import { LoadRun, type TurnToSend } from "../src/bench/load.js";
-import { summarize, type MetricFields } from "../src/workload/metrics.js";
-import type { RequestRecord } from "../src/workload/record.js";
-import { completionPrompt, intendedPromptTokens } from "../src/workload/types.js";
-import { fleetOptionsFor, type OffloadMode } from "../src/fleet/build.js";
-import { simulateFleet } from "../src/fleet/fleet.js";
-import type { ResolvedScenario } from "../src/fleet/scenario.js";
+import { BenchClient } from "../../src/bench/client.js";
+import { LoadRun, type TurnToSend } from "../../src/bench/load.js";
+import { summarize, type MetricFields } from "../../src/workload/metrics.js";
+import type { RequestRecord } from "../../src/workload/record.js";
+import { completionPrompt, intendedPromptTokens } from "../../src/workload/types.js";
+import { fleetOptionsFor, type OffloadMode } from "../../src/fleet/build.js";
+import { simulateFleet } from "../../src/fleet/fleet.js";
+import type { ResolvedScenario } from "../../src/fleet/scenario.js";
 
 export interface SideResult {
   records: RequestRecord[];

@@ -5,7 +5,7 @@
 // prediction that is right in one and wrong in the other, or holds that one has and the other not.
 // Live rows come from the router's log at debug level: its "routed" line (the decision's note, with
 // the request id) joined to its access line (TTFT, time queued) by that id.
-import { percentile } from "../src/workload/stats.js";
+import { percentile } from "../../src/workload/stats.js";
 
 export interface DecisionRow {
   /** the picked engine's KV in use, as the router saw it (0..1) */

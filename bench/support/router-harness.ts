@@ -10,7 +10,7 @@ const script = (rel: string) => fileURLToPath(new URL(rel + ext, import.meta.url
 
 /** The minimal fast engine stand-in of fast-upstream.ts on 127.0.0.1:port. */
 export function spawnUpstream(port: number): ChildProcess {
-  return spawn(process.execPath, [...process.execArgv, script("./fast-upstream"), String(port)], {
+  return spawn(process.execPath, [...process.execArgv, script("./fakes/fast-upstream"), String(port)], {
     stdio: ["ignore", "ignore", "inherit"],
   });
 }
@@ -19,7 +19,7 @@ export function spawnUpstream(port: number): ChildProcess {
 export function spawnRouter(port: number, upstreamPort: number, extraArgs: string[] = []): ChildProcess {
   const args = ["router", "--host", "127.0.0.1", "--port", String(port)];
   args.push("--backend", `http://127.0.0.1:${upstreamPort}`, ...extraArgs);
-  return spawn(process.execPath, [...process.execArgv, script("../src/cli/main"), ...args], {
+  return spawn(process.execPath, [...process.execArgv, script("../../src/cli/main"), ...args], {
     stdio: "ignore",
     env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" },
   });

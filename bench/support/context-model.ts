@@ -5,7 +5,7 @@
 // end with exactly the text an unbroken one has; the chaos run checks every stream against
 // `expectedAnswer`.
 
-import { fmix, fold } from "../src/random/rng.js";
+import { fmix, fold } from "../../src/random/rng.js";
 
 const idsOf = (text: string): number[] => Array.from({ length: text.length }, (_, i) => text.charCodeAt(i));
 

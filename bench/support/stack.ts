@@ -3,11 +3,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { upArgs } from "./harness/cli.js";
+import { upArgs } from "./cli.js";
 import { waitHttp } from "./router-harness.js";
 
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-const main = fileURLToPath(new URL(`../src/cli/main${ext}`, import.meta.url));
+const main = fileURLToPath(new URL(`../../src/cli/main${ext}`, import.meta.url));
 
 export interface Stack {
   url: string;

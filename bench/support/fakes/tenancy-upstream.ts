@@ -6,14 +6,14 @@
 // (destroy the socket; over h2c, reset the stream), ok. Not the sim: cheap enough that one process can
 // hold 10 000 streams. `--h2c` serves cleartext HTTP/2 only (no HTTP/1.1 fallback), the way an
 // h2c-speaking proxy in front of engines would be reached by the router's `protocol: h2c` backends.
-// `--context` answers with bench/context-model.ts's toy model instead of " tok" (each token a function
+// `--context` answers with bench/support/context-model.ts's toy model instead of " tok" (each token a function
 // of the whole context, vLLM's return_token_ids and continue_final_message), so that a stream moved
 // mid-answer to another engine can be checked against an unbroken one (the chaos run).
-//   node --import tsx bench/tenancy-upstream.ts PORT [TOKEN_INTERVAL_MS] [--h2c] [--context]
+//   node --import tsx bench/support/fakes/tenancy-upstream.ts PORT [TOKEN_INTERVAL_MS] [--h2c] [--context]
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createH2cServer, type Http2Server, type Http2ServerResponse } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
-import { nextTokens, promptIds, textOf } from "./context-model.js";
+import { nextTokens, promptIds, textOf } from "../context-model.js";
 
 export type UpstreamFault = "ok" | "hang" | "slow" | "5xx" | "reset";
 
@@ -31,7 +31,7 @@ export interface UpstreamOptions {
   protocol?: "http1" | "h2c";
   /** h2c: SETTINGS_MAX_CONCURRENT_STREAMS advertised per connection (default 1000) */
   h2cMaxStreams?: number;
-  /** answer with the toy context model (bench/context-model.ts) rather than " tok" */
+  /** answer with the toy context model (bench/support/context-model.ts) rather than " tok" */
   context?: boolean;
 }
 
