@@ -17,13 +17,13 @@ run() {
 }
 for w in "${want[@]}"; do
   case $w in
-    engine) run engine node dist/bench/engine-step.js 2000 1000 ;;
-    sim) run sim node dist/bench/sim-streams.js --streams 2000 --max-tokens 300 --time-scale 1 ;;
-    router) run router node dist/bench/router-overhead.js --duration 4 --policy least-load ;;
-    cache) run cache node dist/bench/cacheserver-throughput.js --repeat 3 ;;
-    client) run client node dist/bench/client-capacity.js ;;
-    fleet) run fleet node dist/bench/fleet-speed.js 3600 16 ;;
-    routing) run routing node dist/bench/routing-compare.js ;;
+    engine) run engine node dist/bench/micro/engine-step.js 2000 1000 ;;
+    sim) run sim node dist/bench/sim/streams.js --streams 2000 --max-tokens 300 --time-scale 1 ;;
+    router) run router node dist/bench/router/overhead.js --duration 4 --policy least-load ;;
+    cache) run cache node dist/bench/cacheserver/throughput.js --repeat 3 ;;
+    client) run client node dist/bench/client/capacity.js ;;
+    fleet) run fleet node dist/bench/fleet/speed.js 3600 16 ;;
+    routing) run routing node dist/bench/routing/compare.js ;;
     *) echo "unknown benchmark $w" >&2 ;;
   esac
 done

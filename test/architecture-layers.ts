@@ -357,31 +357,63 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   // stand-in engines that benchmarks and tests both start
   "bench/support/fakes": { imports: ["bench/support"], lines: 1500 },
-  bench: {
+  // the benchmarks by purpose, each group a program per benchmark (bench/README.md is their index)
+  // in-process costs: the engine step, codecs, indexes, tokenizers, the router's per-request pieces
+  "bench/micro": {
     imports: [
       "bench/support",
-      "bench/support/fakes",
-      "src/bench",
       "src/collections",
       "src/config",
       "src/engine",
-      "src/fleet",
       "src/kvevents",
+      "src/models",
+      "src/random",
+      "src/router/kv",
+      "src/router/migration",
+      "src/routing",
+      "src/tokenizer",
+      "src/workload",
+    ],
+    lines: 1250,
+  },
+  // the live router: overhead and its floors, peers, soak, chaos, starvation, huge prompts, migration
+  "bench/router": {
+    imports: ["bench/support", "src/config", "src/random", "src/router", "src/workload"],
+    lines: 2750,
+  },
+  // routing quality, live and in virtual time, against the peers' policies
+  "bench/routing": {
+    imports: [
+      "bench/support",
+      "src/bench",
+      "src/config",
+      "src/engine",
+      "src/fleet",
       "src/models",
       "src/ops",
       "src/protocol",
       "src/random",
-      "src/router",
-      "src/router/kv",
-      "src/router/migration",
       "src/routing",
-      "src/tenancy",
-      "src/tokenizer",
       "src/workload",
     ],
-    // a program per benchmark; past 9,000 with the router's instruction count by function, agreed
-    lines: 9500,
+    lines: 4000,
   },
+  // the fleet simulator: its speed, and its figures against published and live runs
+  "bench/fleet": {
+    imports: ["bench/support", "src/engine", "src/fleet", "src/models", "src/workload"],
+    lines: 500,
+  },
+  // the sim: its timings against the engine model, many streams, P/D
+  "bench/sim": { imports: ["bench/support", "src/bench", "src/config", "src/router"], lines: 500 },
+  // `switchyard bench` itself: what the client can drive, and whether its ITL is the engine's
+  "bench/client": { imports: ["src/bench"], lines: 500 },
+  // tenants through the live router: fair queuing, fuzzing the request path
+  "bench/tenancy": {
+    imports: ["bench/support", "bench/support/fakes", "src/random", "src/router", "src/tenancy"],
+    lines: 500,
+  },
+  // the cache server beside redis-server (each a child process)
+  "bench/cacheserver": { imports: [], lines: 750 },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
   "scripts/interop": { imports: [], lines: 1750 },
   scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1000 },

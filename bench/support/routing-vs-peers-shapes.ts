@@ -1,5 +1,5 @@
-// The workload shapes routing is compared on, once: bench/routing-vs-peers.ts sends them live through
-// each router to four sims, bench/routing-vs-peers-virtual.ts runs them in the fleet simulator on the
+// The workload shapes routing is compared on, once: bench/routing/vs-peers.ts sends them live through
+// each router to four sims, bench/routing/vs-peers-virtual.ts runs them in the fleet simulator on the
 // same engines (4 × L4, Llama-3.1-8B, 16k context), so the two orderings of policies can be compared.
 // Each shape is a typed value; the live bench renders it as `switchyard bench` flags.
 

@@ -1,4 +1,4 @@
-// What the sim-fidelity benchmark (bench/sim-fidelity.ts) and test/bench/sim.test.ts share. The run is
+// What the sim-fidelity benchmark (bench/sim/fidelity.ts) and test/bench/sim.test.ts share. The run is
 // against `switchyard sim` (a separate process, fixed seed), single requests one at a time, so every
 // step's duration follows from src/engine's step-time model: the client's TTFT and TPOT and the sim's
 // own TTFT histogram beside the modelled prefill and decode steps (stretched by --time-scale), held to

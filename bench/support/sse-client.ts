@@ -1,4 +1,4 @@
-// A streaming client for the migration tests and bench/router-migration.ts: reads an SSE answer as it
+// A streaming client for the migration tests and bench/router/migration.ts: reads an SSE answer as it
 // arrives and keeps what a check needs (the text, every event's kind, usage, [DONE]s, error events),
 // with a progress count the caller can wait on (kill an engine once every stream is under way).
 

@@ -3,7 +3,7 @@
 // Not a Map whose insertion order is the LRU ("delete and re-insert on touch, evict keys().next()"):
 // on V8 each re-insert leaves a deleted slot that every later keys().next() walks past until the table
 // is rebuilt, so that idiom costs 0.15 µs per operation at 1,000 keys, 2.4 µs at 10,000 and 7.7 µs at
-// 100,000 (bench/lru.ts). Here the order is a list through the entries, and the Map changes only
+// 100,000 (bench/micro/lru.ts). Here the order is a list through the entries, and the Map changes only
 // when a key arrives or goes.
 
 /** One key's entry; `key` and `value` may be read, the links belong to the map. */

@@ -2,7 +2,7 @@
 // event loop back between slices so that its sockets are served. With a bare setImmediate per slice,
 // every waiting request's next slice ran in the same turn of the loop: eight long prompts made one
 // turn eight slices long, and whatever arrived on a socket meanwhile waited for all of them. For a
-// router worker that is the answer to its routing claim (bench/routing-compare.ts, two workers: the
+// router worker that is the answer to its routing claim (bench/routing/compare.ts, two workers: the
 // answer waited over 10 ms at p90, over a third of the 1-process TTFT p50, while the primary had sent
 // it within 2 ms).
 // Here waiting slices form one line per event loop (module state: one per thread), the work that

@@ -143,7 +143,7 @@ export class PrefixIndex {
   /**
    * id → engines holding it (most recent last), least recently touched id first. An LruMap, not a Map
    * used as the LRU: deleting and re-inserting every touched id made each eviction walk past the
-   * deleted slots (684 µs per 125-block request at the cap, against 80; bench/routing-indexes.ts).
+   * deleted slots (684 µs per 125-block request at the cap, against 80; bench/micro/routing-indexes.ts).
    */
   private readonly blocks = new LruMap<number, string[]>();
   private refs = 0;

@@ -28,7 +28,7 @@ const PIECE_CACHE_MAX_CHARS = 64;
  * Encodes ordinary text (no special tokens) piece by piece with a bounded cache of each piece's ids.
  * The library re-splits and re-encodes UTF-8 for every call and caches nothing across calls: 1.1–1.6
  * million characters a second on this project's dev box; with the piece cache 15–16 million on
- * English-like text (npm run bench:tokenizer), the same ids (test/tokenizer/tokenizer.test.ts).
+ * English-like text (npm run bench -- micro/tokenizer), the same ids (test/tokenizer/tokenizer.test.ts).
  */
 function pieceCachingEncoder(lib: Llama3Lib): (text: string) => number[] {
   const cache = new Map<string, readonly number[]>();

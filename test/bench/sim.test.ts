@@ -3,7 +3,7 @@
 // make the sim and the client slower, never faster, so TTFT and TPOT are held to LOWER bounds from the
 // modelled prefill and decode steps (stretched by --time-scale), for the client and for the sim's own
 // /metrics histogram. Their agreement with the model within a tolerance is a wall-clock claim, measured
-// by `npm run bench:sim-fidelity` (bench/support/sim-fidelity.ts, which this test shares its run and model with).
+// by `npm run bench -- sim/fidelity` (bench/support/sim-fidelity.ts, which this test shares its run and model with).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runBench } from "../../src/bench/run.js";

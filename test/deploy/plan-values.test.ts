@@ -20,7 +20,7 @@ const scenariosDir = join(root, "examples", "scenarios");
 const COMMITTED_FROM = "chat-multi-tenant.yaml";
 /**
  * Requests per simulation for the other examples: the rendering, not the figures, is under test here,
- * and the published-shape scenarios run 30k-token prompts (the full runs are bench/fleet-fidelity.ts)
+ * and the published-shape scenarios run 30k-token prompts (the full runs are bench/fleet/fidelity.ts)
  */
 const RENDER_REQUESTS = 120;
 const RENDER_KUBE_VERSION = "1.31.0";

@@ -1,6 +1,6 @@
 // The fleet simulator's decision log (FleetOptions.onDecision): every routing decision with what the
 // policy predicted per engine and what each engine held of the prompt, so that a benchmark can tell why a
-// session's turn went where it did (bench/agentic.ts --decisions).
+// session's turn went where it did (bench/routing/agentic.ts --decisions).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { defaultEngineConfig } from "../../src/engine/index.js";

@@ -2,7 +2,7 @@
 // router) with the same seed: the live stack serves every request of the generator's workload, with the
 // same prompts and outputs token for token as the virtual run. How closely their TTFT and throughput
 // agree is a wall-clock measurement that a busy machine moves, so the tolerance stated in
-// docs/fleet-simulator.md is checked by the benchmark `npm run bench:fleet-vs-live` (its first scenario
+// docs/fleet-simulator.md is checked by the benchmark `npm run bench -- fleet/vs-live` (its first scenario
 // is this one); here the comparison is only printed.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";

@@ -50,7 +50,7 @@ test("mutated vectors (byte flips, truncation, splices) decode or fail with a De
   }
   // both outcomes occur, or the mutations are not exercising anything
   assert.ok(tally.ok > 0 && tally.error > 0, JSON.stringify(tally));
-  // how fast the decoder is belongs to `npm run bench:kvevents`, not here: a bound on this loop's wall
+  // how fast the decoder is belongs to `npm run bench -- micro/kvevents`, not here: a bound on this loop's wall
   // time is one a busy machine can break, and a decoder that loops forever never reaches it
 });
 

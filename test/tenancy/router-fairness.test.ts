@@ -6,7 +6,7 @@
 // per-tenant bound is refused, B never is. A control run with both keys mapped to one tenant (what a
 // FIFO does) admits B only after all of A, so the test can fail. The quantitative claim (B's TTFT p99
 // under a 10× flood within 1.5× of its baseline) is checked in virtual time in fair-queue.test.ts and
-// measured through the live router by bench/tenancy-fairness.ts (`npm run bench:tenancy-fairness`).
+// measured through the live router by bench/tenancy/fairness.ts (`npm run bench -- tenancy/fairness`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";

@@ -1,7 +1,7 @@
 // Fuzzing the request path (issue 9 acceptance 3), the test-sized slice: generated and mutated
 // requests (valid ones, bad keys, broken bytes, wrong JSON shapes, deep nesting, odd headers, odd
 // routes and methods) on keep-alive connections through a live router with tenancy on. No 5xx for a
-// client's error, every request answered, the router alive, heap growth bounded. bench/tenancy-fuzz.ts
+// client's error, every request answered, the router alive, heap growth bounded. bench/tenancy/fuzz.ts
 // runs the same generator against a router in its own process (RSS measured there) for longer.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,8 +13,8 @@ import { fuzzTenancy, runFuzz } from "../../bench/support/tenancy-fuzz-gen.js";
 import { startUpstream } from "../../bench/support/fakes/tenancy-upstream.js";
 
 // 25 000 take ~6 s compiled on an idle 2-core machine (100 000 took ~25 s idle and 140 s with every core
-// busy); the long run, with the router's RSS measured in its own process, is bench/tenancy-fuzz.ts
-// (`node dist/bench/tenancy-fuzz.js --count 100000`). SWITCHYARD_FUZZ_COUNT sets another size.
+// busy); the long run, with the router's RSS measured in its own process, is bench/tenancy/fuzz.ts
+// (`node dist/bench/tenancy/fuzz.js --count 100000`). SWITCHYARD_FUZZ_COUNT sets another size.
 const COUNT = Number(process.env.SWITCHYARD_FUZZ_COUNT ?? 25_000);
 
 setFlagsFromString("--expose-gc");

@@ -14,7 +14,7 @@
 // carry and are checked on every engine. A count that only fell (another process's request finished
 // or got its first token) is news the worker learns a moment late, as a single process learns it only
 // when it reads the engine's answer. Refusing those too (equal counts only) refused 31% of claims
-// instead of 18% and raised mean TTFT by a tenth (bench/routing-scale.ts's workload, two workers, six
+// instead of 18% and raised mean TTFT by a tenth (bench/routing/scale.ts's workload, two workers, six
 // interleaved rounds). Round-robin reads no load and claims nothing.
 //
 // The request does not wait for the word: it goes to its engine at once, and what the engine answers
@@ -23,7 +23,7 @@
 // request; otherwise it is cancelled there and sent to the new pick. The word takes a round trip to the primary, mostly spent waiting
 // for this worker's own busy event loop, while an engine's first token after a long prompt takes
 // longer: waiting before sending put that round trip (5–6 ms mean wall in bursts,
-// bench/routing-scale.ts) into the TTFT of every claimed request; now only a refused pick that moves
+// bench/routing/scale.ts) into the TTFT of every claimed request; now only a refused pick that moves
 // (under 4–7% there) costs its first engine the work done before the cancel. Until the word, the
 // pick is counted in this worker's view (its next picks count it) and left out of its reports (the
 // primary counts it once confirmed: ledger.ts); nothing of the answer reaches the client or moves a

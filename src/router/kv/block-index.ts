@@ -28,7 +28,7 @@ export class KvBlockIndex {
   /**
    * hash → packed (engineNo << 2 | tierMask) per holder, least recently stored first. An LruMap, not a
    * Map used as the LRU: deleting and re-inserting a hash on every store made each eviction walk past
-   * the deleted slots (272 µs per 16-hash event at the cap, against 31; bench/routing-indexes.ts).
+   * the deleted slots (272 µs per 16-hash event at the cap, against 31; bench/micro/routing-indexes.ts).
    */
   private readonly blocks = new LruMap<bigint, number[]>();
   /** per engine number: its hashes, and how many of them it holds in its GPU tier (in use or free) */

@@ -38,7 +38,7 @@ const log = logger("router.cache");
  * Blocks hashed per turn of the event loop ahead of a decision: 1,024 blocks of 16 tokens cost 2.3–3 ms
  * of sha256 over CBOR on a quiet 2-core host. A prompt of at most this many blocks (16k tokens) is
  * hashed inside the decision, in one piece: slices of 256 blocks cost the prompts of
- * bench/routing-compare.ts (9–16k tokens) 5–7% of their TTFT p50 (each slice waits a turn), so only
+ * bench/routing/compare.ts (9–16k tokens) 5–7% of their TTFT p50 (each slice waits a turn), so only
  * prompts whose hashing would hold the loop far longer (128k tokens: 18 ms in one piece) are sliced.
  */
 const HASH_SLICE_BLOCKS = 1024;

@@ -1,0 +1,380 @@
+// Switchyard's router beside the peer users compare it with, on one tiny upstream, loaded by wrk:
+// vllm-router 0.1.17 (the Rust router, from PyPI into the peers cache folder) with round_robin and
+// cache_aware, Switchyard with round-robin and hybrid, and nginx proxy_pass as the reference. Every
+// proxy runs as a new user would start it (defaults, logs to a file), in front of the same two
+// "engines": two ports of one nginx answering a tiny completion (the upstream costs next to nothing,
+// so the proxies are what is measured). Rounds are interleaved (each round starts with the next
+// target) and each figure is the median over rounds; ratios are against vllm-router in the same run.
+//   node --import tsx bench/router/vs-peers.ts [--rounds 5] [--duration 8] [--concurrency 64,256]
+//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid] [--workers N] [--hybrid-workers N] [--listen-sockets N]
+//     [--switchyard-log-level info|warn]
+//     [--out-dir DIR] [--json FILE]
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
+import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import { freePorts } from "../support/cli.js";
+import { ensureBenchTools, startLogged, stopAll, vllmRouterBin } from "../support/peer-tools.js";
+import { waitHttp } from "../support/router-harness.js";
+
+const specs: FlagSpecs = {
+  rounds: { type: "int", default: 5, min: 1, help: "interleaved rounds (the median is reported)" },
+  duration: { type: "int", default: 8, min: 1, help: "seconds per measurement" },
+  concurrency: { type: "string", default: "64,256", help: "wrk connections, comma-separated" },
+  targets: { type: "string", default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid", help: "which proxies" },
+  workers: { type: "int", min: 1, help: "Switchyard round-robin's --workers (default: one per core)" },
+  "hybrid-workers": {
+    type: "int",
+    default: 1,
+    min: 1,
+    help: "Switchyard hybrid's --workers (a load-aware pick is confirmed by the primary: see docs/router.md)",
+  },
+  "listen-sockets": {
+    type: "int",
+    min: 1,
+    help: "Switchyard's --listen-sockets (default: the router's, 1; more need Node 22.12+)",
+  },
+  "switchyard-log-level": {
+    type: "string",
+    default: "info",
+    help: "Switchyard's SWITCHYARD_LOG_LEVEL (info, the default, writes an access line per request; warn does not)",
+  },
+  "wrk-threads": { type: "int", default: 2, min: 1, help: "wrk threads" },
+  "out-dir": { type: "string", help: "logs and results (default: a temporary folder)" },
+  json: { type: "string", help: "also write the results here" },
+};
+const { flags } = parseFlags(process.argv.slice(2), specs);
+const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "router-vs-peers-"));
+mkdirSync(outDir, { recursive: true });
+const rounds = flags.rounds as number;
+const duration = flags.duration as number;
+const concs = (flags.concurrency as string).split(",").map(Number);
+const wantTargets = (flags.targets as string).split(",");
+const here = fileURLToPath(new URL(".", import.meta.url));
+const isTs = import.meta.url.endsWith(".ts");
+const cliMain = isTs ? join(here, "../../src/cli/main.ts") : join(here, "../../src/cli/main.js");
+const cliPre = isTs ? ["--import", "tsx", cliMain] : [cliMain];
+
+const TINY = JSON.stringify({
+  id: "cmpl-1",
+  object: "text_completion",
+  created: 1,
+  model: "bench/m",
+  choices: [{ index: 0, text: "ok", logprobs: null, finish_reason: "length", stop_reason: null }],
+  usage: { prompt_tokens: 1, total_tokens: 2, completion_tokens: 1 },
+});
+const MODELS = JSON.stringify({ object: "list", data: [{ id: "bench/m", object: "model", parent: null }] });
+const BODY = JSON.stringify({ model: "bench/m", prompt: "hi", max_tokens: 1 });
+
+/** nginx config: `servers` are whole `server {}` blocks. */
+function nginxConf(dir: string, workers: string, servers: string): string {
+  return `worker_processes ${workers}; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+${servers}
+}`;
+}
+
+/** Two tiny engines: the routes a router needs (/health, /v1/models, /metrics) and a fixed completion. */
+function upstreamServer(port: number): string {
+  const q = (s: string) => `'${s.replace(/'/g, "\\'")}'`;
+  return `  server { listen 127.0.0.1:${port};
+    location = /health { return 200 ''; }
+    location = /v1/models { default_type application/json; return 200 ${q(MODELS)}; }
+    location = /metrics { default_type text/plain; return 200 'vllm:num_requests_running 0\\nvllm:num_requests_waiting 0\\n'; }
+    location / { default_type application/json; return 200 ${q(TINY)}; }
+  }`;
+}
+
+interface Cell {
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  socketErrors: number;
+  cpuUsPerReq: number;
+  requests: number;
+}
+
+/** wrk's duration text (e.g. 812.00us, 1.20ms, 2.01s) in ms */
+function ms(text: string): number {
+  const m = /^([0-9.]+)(us|ms|s|m)$/.exec(text.trim());
+  if (!m) return NaN;
+  const v = Number(m[1]);
+  return m[2] === "us" ? v / 1000 : m[2] === "ms" ? v : m[2] === "s" ? v * 1000 : v * 60_000;
+}
+
+/** CPU ticks (user + system, all threads) of a process and its children. */
+function cpuTicks(pid: number): number {
+  const ofProc = (p: number): number => {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, "utf8");
+      const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+      return Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
+    } catch {
+      return 0;
+    }
+  };
+  let total = ofProc(pid);
+  try {
+    for (const t of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/))
+      if (t) total += cpuTicks(Number(t));
+  } catch {
+    // gone
+  }
+  return total;
+}
+
+function luaScript(): string {
+  const path = join(outDir, "post.lua");
+  writeFileSync(
+    path,
+    `wrk.method = "POST"\nwrk.body = '${BODY}'\nwrk.headers["Content-Type"] = "application/json"\n`,
+  );
+  return path;
+}
+
+function wrk(url: string, c: number, seconds: number, pid: number, script: string): Cell {
+  const t0 = cpuTicks(pid);
+  const r = spawnSync(
+    "wrk",
+    [
+      "-t",
+      String(flags["wrk-threads"]),
+      "-c",
+      String(c),
+      "-d",
+      `${seconds}s`,
+      "--latency",
+      "-s",
+      script,
+      url,
+    ],
+    { encoding: "utf8", timeout: (seconds + 30) * 1000 },
+  );
+  const t1 = cpuTicks(pid);
+  const out = r.stdout ?? "";
+  const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
+  const requests = num(/(\d+) requests in/);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    rps: num(/Requests\/sec:\s+([0-9.]+)/),
+    p50: ms(/^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? ""),
+    p99: ms(/^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? ""),
+    non2xx: num(/Non-2xx or 3xx responses: (\d+)/) || 0,
+    socketErrors: sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0,
+    // clock ticks are 1/100 s on Linux
+    cpuUsPerReq: requests > 0 ? ((t1 - t0) * 10_000) / requests : NaN,
+    requests,
+  };
+}
+
+const median = (xs: number[]): number => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+interface Target {
+  name: string;
+  label: string;
+  url: string;
+  pid: number;
+}
+
+export interface PeersResult {
+  load: { before: number; after: number };
+  rounds: number;
+  duration: number;
+  /** concurrency → target → per-round cells */
+  cells: Record<string, Record<string, Cell[]>>;
+}
+
+async function main(): Promise<void> {
+  const tools = ensureBenchTools();
+  const vr = wantTargets.some((t) => t.startsWith("vr-")) ? vllmRouterBin() : "";
+  const [upA, upB, pNginx, pVrRr, pVrCa, pVrProm1, pVrProm2, pSyRr, pSyHy] = await freePorts(9);
+  const engines = [`http://127.0.0.1:${upA}`, `http://127.0.0.1:${upB}`];
+  const upDir = mkdtempSync(join(outDir, "upstream-"));
+  writeFileSync(
+    join(upDir, "nginx.conf"),
+    nginxConf(upDir, "1", upstreamServer(upA!) + "\n" + upstreamServer(upB!)),
+  );
+  startLogged(tools.nginx, ["-c", join(upDir, "nginx.conf"), "-p", upDir], join(outDir, "upstream.log"));
+  await waitHttp(`${engines[0]}/health`);
+  await waitHttp(`${engines[1]}/health`);
+
+  const targets: Target[] = [];
+  const add = (name: string, label: string, port: number, pid: number | undefined) =>
+    targets.push({ name, label, url: `http://127.0.0.1:${port}/v1/completions`, pid: pid ?? -1 });
+  if (wantTargets.includes("nginx")) {
+    const dir = mkdtempSync(join(outDir, "nginx-"));
+    const server = `  upstream engines { server 127.0.0.1:${upA}; server 127.0.0.1:${upB}; keepalive 1024; }
+  server { listen 127.0.0.1:${pNginx};
+    location / { proxy_pass http://engines; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffering off; proxy_request_buffering off; }
+  }`;
+    writeFileSync(join(dir, "nginx.conf"), nginxConf(dir, "auto", server));
+    const c = startLogged(tools.nginx, ["-c", join(dir, "nginx.conf"), "-p", dir], join(outDir, "nginx.log"));
+    add("nginx", "nginx proxy_pass (worker_processes auto)", pNginx!, c.pid);
+  }
+  const vrArgs = (port: number, policy: string, prom: number) => [
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--policy",
+    policy,
+    "--worker-urls",
+    ...engines,
+    "--worker-startup-check-interval",
+    "1",
+    "--prometheus-port",
+    String(prom),
+  ];
+  if (wantTargets.includes("vr-rr")) {
+    const c = startLogged(vr, vrArgs(pVrRr!, "round_robin", pVrProm1!), join(outDir, "vllm-router-rr.log"));
+    add("vr-rr", "vllm-router 0.1.17 round_robin", pVrRr!, c.pid);
+  }
+  if (wantTargets.includes("vr-ca")) {
+    const c = startLogged(vr, vrArgs(pVrCa!, "cache_aware", pVrProm2!), join(outDir, "vllm-router-ca.log"));
+    add("vr-ca", "vllm-router 0.1.17 cache_aware", pVrCa!, c.pid);
+  }
+  const syWorkers = (flags.workers as number | undefined) ?? availableParallelism();
+  const hyWorkers = flags["hybrid-workers"] as number;
+  // warn drops the access line per request (info), which vllm-router does not write by default
+  const syEnv = { SWITCHYARD_LOG_LEVEL: flags["switchyard-log-level"] as string };
+  const syArgs = (port: number, policy: string, n: number) => [
+    ...cliPre,
+    "router",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--policy",
+    policy,
+    ...engines.flatMap((e) => ["--backend", e]),
+    "--workers",
+    String(n),
+    ...(flags["listen-sockets"] !== undefined ? ["--listen-sockets", String(flags["listen-sockets"])] : []),
+  ];
+  if (wantTargets.includes("sy-rr")) {
+    const c = startLogged(
+      process.execPath,
+      syArgs(pSyRr!, "round-robin", syWorkers),
+      join(outDir, "switchyard-rr.log"),
+      syEnv,
+    );
+    add("sy-rr", `Switchyard round-robin (${syWorkers} workers)`, pSyRr!, c.pid);
+  }
+  if (wantTargets.includes("sy-hybrid")) {
+    const c = startLogged(
+      process.execPath,
+      syArgs(pSyHy!, "hybrid", hyWorkers),
+      join(outDir, "switchyard-hybrid.log"),
+      syEnv,
+    );
+    add(
+      "sy-hybrid",
+      `Switchyard hybrid (${hyWorkers} ${hyWorkers === 1 ? "process" : "workers"})`,
+      pSyHy!,
+      c.pid,
+    );
+  }
+  // every proxy answers a completion before the clock starts
+  for (const t of targets) {
+    for (let i = 0; ; i++) {
+      try {
+        const r = await fetch(t.url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: BODY,
+        });
+        await r.arrayBuffer();
+        if (r.ok) break;
+      } catch {
+        // not up yet
+      }
+      if (i > 600) throw new Error(`${t.name} never answered at ${t.url}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const script = luaScript();
+  const result: PeersResult = { load: { before: loadavg()[0]!, after: 0 }, rounds, duration, cells: {} };
+  console.log(
+    `router vs peers: ${rounds} interleaved rounds of ${duration} s per cell, wrk -t${flags["wrk-threads"]}, ` +
+      `load average ${loadavg()
+        .map((x) => x.toFixed(1))
+        .join(
+          " ",
+        )}, ${availableParallelism()} cores, Switchyard on Node ${process.versions.node}; logs in ${outDir}`,
+  );
+  for (const t of targets) console.log(`  ${t.name.padEnd(10)} ${t.label}`);
+  // warm-up: connections open, JITs warm
+  for (const c of concs) for (const t of targets) wrk(t.url, c, 2, t.pid, script);
+  for (const c of concs) result.cells[String(c)] = Object.fromEntries(targets.map((t) => [t.name, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const c of concs) {
+      for (let k = 0; k < targets.length; k++) {
+        const t = targets[(r + k) % targets.length]!;
+        const cell = wrk(t.url, c, duration, t.pid, script);
+        result.cells[String(c)]![t.name]!.push(cell);
+        console.log(
+          `round ${r + 1} c=${String(c).padEnd(4)} ${t.name.padEnd(10)} ${cell.rps.toFixed(0).padStart(7)} req/s  p50 ${cell.p50.toFixed(2).padStart(7)} ms  p99 ${cell.p99.toFixed(2).padStart(7)} ms  cpu ${cell.cpuUsPerReq.toFixed(0).padStart(4)} µs/req${cell.non2xx || cell.socketErrors ? `  non-2xx ${cell.non2xx} socket errors ${cell.socketErrors}` : ""}  load ${loadavg()[0]!.toFixed(1)}`,
+        );
+      }
+    }
+  }
+  result.load.after = loadavg()[0]!;
+  printSummary(result, targets);
+  if (flags.json) writeFileSync(flags.json as string, JSON.stringify(result, null, 2));
+}
+
+export function summarize(cells: Cell[]): Cell {
+  return {
+    rps: median(cells.map((c) => c.rps)),
+    p50: median(cells.map((c) => c.p50)),
+    p99: median(cells.map((c) => c.p99)),
+    cpuUsPerReq: median(cells.map((c) => c.cpuUsPerReq)),
+    non2xx: cells.reduce((a, c) => a + c.non2xx, 0),
+    socketErrors: cells.reduce((a, c) => a + c.socketErrors, 0),
+    requests: cells.reduce((a, c) => a + c.requests, 0),
+  };
+}
+
+function printSummary(res: PeersResult, targets: Target[]): void {
+  console.log(
+    `\nmedians over ${res.rounds} rounds (load average ${res.load.before.toFixed(1)} → ${res.load.after.toFixed(1)})`,
+  );
+  console.log(
+    "| conc | target | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx / socket errors | against | req/s vs it | p99 vs it |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  for (const [c, byTarget] of Object.entries(res.cells)) {
+    for (const t of targets) {
+      // each policy against its counterpart: cache-aware routing against vllm-router's cache_aware
+      const refName = t.name === "sy-hybrid" || t.name === "vr-ca" ? "vr-ca" : "vr-rr";
+      const ref = byTarget[refName] ? summarize(byTarget[refName]) : undefined;
+      const s = summarize(byTarget[t.name]!);
+      const vs = (x: number | undefined) =>
+        x !== undefined && Number.isFinite(x) ? `${x.toFixed(2)}×` : "—";
+      console.log(
+        `| ${c} | ${t.label} | ${s.rps.toFixed(0)} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${s.cpuUsPerReq.toFixed(0)} | ${s.non2xx} / ${s.socketErrors} | ${refName} | ${vs(ref && s.rps / ref.rps)} | ${vs(ref && s.p99 / ref.p99)} |`,
+      );
+    }
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main()
+    .catch((err: unknown) => {
+      console.error(err);
+      process.exitCode = 1;
+    })
+    .finally(() => void stopAll());
+}

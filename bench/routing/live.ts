@@ -1,0 +1,246 @@
+// A live routing stack for the routing benchmarks: N `switchyard sim` engines publishing KV events, the
+// router in front of them, and `switchyard bench` against it, as child processes of this one (their
+// stderr kept in an output folder). Shared by bench/routing/compare.ts and bench/routing/range-live.ts.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort, freePortBlock } from "../support/cli.js";
+import { startBalancer } from "../support/tcp-balancer.js";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const isTs = import.meta.url.endsWith(".ts");
+const main = isTs ? join(here, "../../src/cli/main.ts") : join(here, "../../src/cli/main.js");
+const pre = isTs ? ["--import", "tsx", main] : [main];
+
+// children still running when this process is stopped (Ctrl-C, SIGTERM) are stopped with it
+const children = new Set<ChildProcess>();
+let hooked = false;
+function track(c: ChildProcess): void {
+  children.add(c);
+  c.once("exit", () => children.delete(c));
+  if (hooked) return;
+  hooked = true;
+  const stopAll = () => {
+    for (const k of children) k.kill("SIGTERM");
+  };
+  process.once("exit", stopAll);
+  for (const sig of ["SIGINT", "SIGTERM"] as const)
+    process.once(sig, () => {
+      stopAll();
+      process.exit(130);
+    });
+}
+
+/** a CLI child; its stderr (warnings, errors) goes to `log` in `outDir` */
+export function cli(
+  outDir: string,
+  args: string[],
+  log?: string,
+  inherit = false,
+  level = "warn",
+): ChildProcess {
+  const c = spawn(process.execPath, [...pre, ...args], {
+    stdio: ["ignore", inherit ? "inherit" : "ignore", inherit ? "inherit" : log ? "pipe" : "ignore"],
+    env: { ...process.env, SWITCHYARD_LOG_LEVEL: level, SWITCHYARD_LOG_FORMAT: "json" },
+  });
+  if (log && c.stderr) c.stderr.pipe(createWriteStream(join(outDir, log)));
+  track(c);
+  return c;
+}
+
+/** a base port with base+i and base+1000+i (i < n) free: the KV-event and replay ports */
+export function freeBase(n: number): Promise<number> {
+  const offsets: number[] = [];
+  for (let i = 0; i < n; i++) offsets.push(i, 1000 + i);
+  return freePortBlock(offsets);
+}
+
+export async function waitHttp(url: string, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      const r = await fetch(url);
+      await r.arrayBuffer();
+      if (r.ok) return;
+    } catch {
+      // not yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} not ready`);
+}
+
+export async function stop(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    c.once("exit", () => resolve());
+    c.kill("SIGTERM");
+    setTimeout(() => c.kill("SIGKILL"), 5000).unref();
+  });
+}
+
+/** the sum of a metric's samples on a Prometheus page */
+export function metric(text: string, name: string): number {
+  let sum = 0;
+  for (const line of text.split("\n"))
+    if (line.startsWith(name + "{") || line.startsWith(name + " "))
+      sum += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
+  return sum;
+}
+
+/**
+ * CPU seconds (user + system) a process and its live children (router workers) have used, from /proc
+ * (Linux); NaN elsewhere
+ */
+export function cpuSeconds(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    let s = (Number(rest[11]) + Number(rest[12])) / 100;
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/))
+      if (c) s += cpuSeconds(Number(c)) || 0;
+    return s;
+  } catch {
+    return NaN;
+  }
+}
+
+export interface StackOptions {
+  outDir: string;
+  /** a name for the log files */
+  tag: string;
+  engines: number;
+  model: string;
+  /** `switchyard sim` flags besides the model, host, port and KV events (GPU, memory, time scale) */
+  simArgs: string[];
+  policy: string;
+  /** router flags besides host, port, policy, backends and KV events */
+  routerArgs?: string[];
+  routerLogLevel?: string;
+  /** the router's --workers (default 1: one process) */
+  routerWorkers?: number;
+  /** router replicas that exchange load and picks (peers), behind one balancer port (default 1) */
+  replicas?: number;
+  /** start no router: the caller puts another one (a peer) in front of the engines */
+  noRouter?: boolean;
+}
+
+export interface Stack {
+  urls: string[];
+  /** engine i publishes KV events on kvPort + i, its replay on kvPort + 1000 + i */
+  kvPort: number;
+  routerUrl: string;
+  sims: ChildProcess[];
+  /** the first router (none with noRouter) */
+  router: ChildProcess | undefined;
+  routers: ChildProcess[];
+  close(): Promise<void>;
+}
+
+/** Starts the engines (KV events on, with replay), then the router subscribed to them; waits for both. */
+export async function startStack(o: StackOptions): Promise<Stack> {
+  const kvPort = await freeBase(o.engines);
+  const sims: ChildProcess[] = [];
+  const urls: string[] = [];
+  for (let i = 0; i < o.engines; i++) {
+    const port = await freePort();
+    urls.push(`http://127.0.0.1:${port}`);
+    const kv = JSON.stringify({
+      enable_kv_cache_events: true,
+      publisher: "zmq",
+      endpoint: `tcp://*:${kvPort + i}`,
+      replay_endpoint: `tcp://*:${kvPort + 1000 + i}`,
+    });
+    sims.push(
+      cli(
+        o.outDir,
+        [
+          "sim",
+          o.model,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(port),
+          ...o.simArgs,
+          "--kv-events-config",
+          kv,
+        ],
+        `${o.tag}-sim${i}.log`,
+      ),
+    );
+  }
+  const died = new Promise<never>((_, reject) =>
+    sims.forEach((c, i) =>
+      c.once("exit", (code) => reject(new Error(`sim ${i} exited (${code}); see ${o.tag}-sim${i}.log`))),
+    ),
+  );
+  died.catch(() => undefined);
+  await Promise.race([Promise.all(urls.map((u) => waitHttp(`${u}/health`))), died]);
+  if (o.noRouter)
+    return {
+      urls,
+      kvPort,
+      routerUrl: "",
+      sims,
+      router: undefined,
+      routers: [],
+      async close() {
+        for (const p of sims) await stop(p);
+      },
+    };
+  // a starved host (other work on its cores) delays the sims' health answers: patient probes, so that
+  // a slow answer is not taken for a dead engine (the benchmark measures routing, not ejection)
+  const config = join(o.outDir, `${o.tag}-router.yaml`);
+  writeFileSync(config, "health: { timeout: 10s, failuresToEject: 10 }\n");
+  // one router, or replicas that tell each other their load and picks, behind one balancer port
+  const replicas = o.replicas ?? 1;
+  const rports: number[] = [];
+  const peerPorts: number[] = [];
+  for (let i = 0; i < replicas; i++) rports.push(await freePort());
+  if (replicas > 1) for (let i = 0; i < replicas; i++) peerPorts.push(await freePort());
+  const routers: ChildProcess[] = [];
+  for (let i = 0; i < replicas; i++) {
+    const rargs = ["router", "--config", config, "--host", "127.0.0.1", "--port", String(rports[i])];
+    rargs.push("--policy", o.policy, "--workers", String(o.routerWorkers ?? 1));
+    for (const u of urls) rargs.push("--backend", u);
+    rargs.push(
+      "--kv-events-port",
+      String(kvPort),
+      "--kv-events-replay-port",
+      String(kvPort + 1000),
+      "--kv-events-by-index",
+      ...(o.routerArgs ?? []),
+    );
+    if (replicas > 1) {
+      rargs.push("--peers-bind", `tcp://127.0.0.1:${peerPorts[i]}`);
+      peerPorts.forEach((p, j) => j !== i && rargs.push("--peer", `tcp://127.0.0.1:${p}`));
+    }
+    const log = `${o.tag}-router${replicas > 1 ? i : ""}.log`;
+    routers.push(cli(o.outDir, rargs, log, false, o.routerLogLevel ?? "warn"));
+  }
+  for (const p of rports) await waitHttp(`http://127.0.0.1:${p}/ready`);
+  const balancer =
+    replicas > 1 ? await startBalancer(rports.map((port) => ({ host: "127.0.0.1", port }))) : undefined;
+  const routerUrl = `http://127.0.0.1:${balancer ? balancer.port : rports[0]}`;
+  await new Promise((r) => setTimeout(r, 1500)); // scrapes, subscriptions
+  return {
+    urls,
+    kvPort,
+    routerUrl,
+    sims,
+    router: routers[0]!,
+    routers,
+    async close() {
+      await balancer?.close();
+      for (const p of [...sims, ...routers]) await stop(p);
+    },
+  };
+}
+
+/** Runs `switchyard bench` with `args` to completion; its JSON result goes to `file`. */
+export async function runBench(outDir: string, tag: string, args: string[], file: string): Promise<void> {
+  const bench = cli(outDir, ["bench", ...args, "--out", file], `${tag}-bench.log`);
+  const code = await new Promise<number | null>((r) => bench.once("exit", r));
+  if (code !== 0) throw new Error(`bench exited ${code}; see ${tag}-bench.log in ${outDir}`);
+}
