@@ -4,7 +4,7 @@
 // The first scenario is the one docs/fleet-simulator.md states its tolerance for, run at its own size and
 // time scale; a metric outside that tolerance makes the run exit 1. The last two are held to it too: they
 // put the engines under KV pressure with open-loop arrivals (prefixes evicting each other), placed in
-// turn so that no routing decision hangs on timing, at time scale 1 (real time, as routing-vs-peers.js
+// turn so that no routing decision hangs on timing, at time scale 1 (real time, as routing/vs-peers.js
 // runs its sims).
 // Usage: node dist/bench/fleet/vs-live.js [requests-per-scenario] [time-scale] [name-filter]
 //   (name-filter: run only the scenarios whose name contains it, e.g. "KV pressure")

@@ -1,6 +1,6 @@
 // The least a Node proxy built on node:http and undici can do per request: read the body, one
 // undici dispatch, relay status, headers and bytes. No routing, validation, limits, timeouts,
-// failover or metrics. router-overhead.ts measures it beside the router and nginx, so the report can
+// failover or metrics. bench/router/overhead.ts measures it beside the router and nginx, so the report can
 // tell the router's own cost from the cost of the HTTP stack it is built on. Not a product path.
 //   node --import tsx bench/router/node-floor-proxy.ts PORT UPSTREAM_PORT
 import { createServer } from "node:http";

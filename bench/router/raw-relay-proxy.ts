@@ -1,4 +1,4 @@
-// Floors below node:http and undici, measured by router-overhead.ts only. Never a product path: this
+// Floors below node:http and undici, measured by bench/router/overhead.ts only. Never a product path: this
 // relay understands nothing but Content-Length framing on both sides (no chunked bodies, no Expect,
 // no limits, no validation of what it relays), which is exactly what a front door must not be. It
 // exists to answer one question with a measurement: how much of the router-overhead budget is left

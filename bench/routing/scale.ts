@@ -35,9 +35,7 @@ const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpd
 mkdirSync(outDir, { recursive: true });
 const here = fileURLToPath(new URL(".", import.meta.url));
 const isTs = import.meta.url.endsWith(".ts");
-const compare = isTs
-  ? ["--import", "tsx", join(here, "routing-compare.ts")]
-  : [join(here, "routing-compare.js")];
+const compare = isTs ? ["--import", "tsx", join(here, "compare.ts")] : [join(here, "compare.js")];
 
 // the control is the reference layout run again: what its ratios show is the box, not the layout
 const layouts = [

@@ -3,7 +3,7 @@
 // fleet simulator with our policies and vllm-router's cache_aware as the routing library's faithful
 // baseline (`vllm-router-cache-aware`), so the live run's ordering of policies can be checked against
 // what `switchyard simulate` predicts, and ideas tried in seconds before the live run. Seeds are pooled
-// by their mean, or by their median (`--pool median`, as routing-vs-peers.js --seeds pools its runs: a
+// by their mean, or by their median (`--pool median`, as routing/vs-peers.js --seeds pools its runs: a
 // run where one placement went wrong weighs on a mean as on no median). The live bench's own seed is
 // 0: `--seeds 0` sends the very sessions it sent. Agentic
 // shapes also report input tok/s and resumed turns' TTFT; shared-prefix shapes the prompts that found
@@ -12,7 +12,7 @@
 //     [--shapes kv-pressure,kv-pressure-light,kv-half,multi-tenant,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once) [--pool median]
-//     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing-vs-peers.js sums up
+//     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing/vs-peers.js sums up
 //                      the live router's at --router-log-level debug: bench/support/decision-table.ts)
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
