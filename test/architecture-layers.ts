@@ -25,9 +25,10 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/collections": { imports: [], lines: 500 },
   "src/config": { imports: [], lines: 500 },
   "src/obs": { imports: [], lines: 750 },
-  "src/http": { imports: [], lines: 750 },
   // wire formats several layers read or write: Prometheus text, SSE, chat messages, vLLM's block hashes
   "src/protocol": { imports: [], lines: 750 },
+  // HTTP answers end an event stream with SSE's framing
+  "src/http": { imports: ["src/protocol"], lines: 750 },
   // GPU and model profiles: the catalogue, a user's YAML file, a Hugging Face model folder
   "src/models": { imports: [], lines: 750 },
   // the line sliced CPU work waits in between turns of the event loop
@@ -100,7 +101,14 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 1500,
   },
   "src/router/migration": {
-    imports: ["src/http", "src/obs", "src/router/config", "src/router/engines", "src/router/request"],
+    imports: [
+      "src/http",
+      "src/obs",
+      "src/protocol",
+      "src/router/config",
+      "src/router/engines",
+      "src/router/request",
+    ],
     lines: 1500,
   },
   "src/router/pd": {
@@ -136,6 +144,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/eventloop",
       "src/http",
       "src/obs",
+      "src/protocol",
       "src/router/config",
       "src/router/engines",
       "src/router/migration",
@@ -191,6 +200,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: [
       "src/config",
       "src/discovery",
+      "src/models",
       "src/obs",
       "src/router/cluster",
       "src/router/config",
@@ -223,6 +233,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/config",
       "src/fleet",
       "src/kvevents",
+      "src/models",
       "src/obs",
       "src/ops",
       "src/planner",

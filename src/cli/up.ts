@@ -28,7 +28,9 @@ import { newKeyPair, writeKeyDir } from "../kvevents/curve.js";
 import { logger } from "../obs/log.js";
 import { onShutdown, PARENT_WATCH_ENV, shutdown } from "../obs/lifecycle.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
-import { POLICY_HELP } from "../routing/index.js";
+import { ROUTER_PORT } from "../config/defaults.js";
+import { GPU_IDS_TEXT } from "../models/index.js";
+import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { portProblems, type StackPort } from "./ports.js";
 
 const specs: FlagSpecs = {
@@ -41,14 +43,14 @@ const specs: FlagSpecs = {
   gpu: {
     type: "string",
     default: "h100",
-    help: "GPU profile of the simulated engines (h100, h200, a100, l40s, l4)",
+    help: `GPU profile of the simulated engines (${GPU_IDS_TEXT})`,
   },
   policy: {
     type: "string",
-    default: "predictive",
+    default: DEFAULT_POLICY,
     help: `router policy: ${POLICY_HELP}`,
   },
-  port: { type: "int", default: 8080, min: 0, max: 65535, help: "router port" },
+  port: { type: "int", default: ROUTER_PORT, min: 0, max: 65535, help: "router port" },
   host: { type: "string", default: "127.0.0.1", help: "address the router and the engines listen on" },
   "engine-base-port": {
     type: "int",
