@@ -69,8 +69,8 @@ const scenarios: {
   tolerance?: Record<string, number>;
 }[] = [
   {
-    // the tolerance scenario, at the size and time scale the docs state it for (formerly asserted by
-    // test/fleet/live.test.ts, where a busy machine could break it)
+    // the tolerance scenario, at the size and time scale the docs state it for (a benchmark, not a
+    // test: a busy machine would break it)
     name: "tolerance: prefill-heavy 2048→32, concurrency 8, 32 requests, round-robin",
     policy: "round-robin",
     timeScale: 0.5,

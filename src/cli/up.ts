@@ -3,7 +3,7 @@
 // until all are ready, prints how to call the stack, and stops everything on Ctrl-C.
 //
 // Signals: the children run in their own process groups, so a terminal's Ctrl-C reaches this process
-// only (it used to reach every child too, and the router got this process's SIGTERM 12 ms after the
+// only (reaching every child too, it would give the router this process's SIGTERM moments after the
 // terminal's SIGINT: a second signal, which cuts streams instead of draining them). The first signal
 // drains: the router gets one SIGTERM and drains its in-flight streams, then the engines are stopped
 // (they serve those streams until the router is done). A second signal exits at once, and takes the

@@ -12,7 +12,7 @@
 // A streamed completion or chat whose engine fails after the first byte is migrated: continued on
 // another engine from what was delivered (../migration/rules.ts builds the request,
 // ../migration/ledger.ts keeps the record and rewrites the next engine's events), within `migration.maxPerRequest`; engine
-// failures while it is served count toward `retry.poisonAfter` as before.
+// failures while it is served count toward `retry.poisonAfter` as any attempt's do.
 //
 // Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt, every
 // timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
