@@ -145,7 +145,8 @@ const scenarios: {
   {
     // the same on four engines, placed in turn: the engines and the stack under KV pressure without a
     // routing decision that hangs on timing (a cache-aware policy's runs part from the first placement
-    // that differs: docs/benchmarks.md, "The router's decisions, live and in the fleet simulator")
+    // that differs: docs/design-notes/2026-11-26-routing-under-kv-pressure.md, "The router's decisions,
+    // live and in the fleet simulator")
     name: "KV pressure, four engines: 16 groups x 6 prompts sharing 3,000 tokens + 600, →64, Poisson 4 req/s, round-robin",
     policy: "round-robin",
     timeScale: 1,
