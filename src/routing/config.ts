@@ -5,7 +5,7 @@
 // simulator both call, so that a simulated fleet routes as the configured router would.
 import { z } from "zod";
 import { defaultEngineConfig } from "../engine/index.js";
-import { GPUS, resolveGpu, resolveModel } from "../models/index.js";
+import { GPU_IDS_TEXT, resolveGpu, resolveModel } from "../models/index.js";
 import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
 import type { EngineView } from "./types.js";
 import type { PredictiveOptions } from "./predictive.js";
@@ -24,7 +24,7 @@ const gpuId = z.string().refine(
       return false;
     }
   },
-  { message: `expected a GPU profile: ${GPUS.map((g) => g.id).join(", ")}` },
+  { message: `expected a GPU profile: ${GPU_IDS_TEXT}` },
 );
 
 const engineProfile = z.strictObject({
