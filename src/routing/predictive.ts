@@ -85,9 +85,10 @@ export const PREDICTIVE_DEFAULTS = {
  * Blocks (of CachePrediction.blocks) by which a prefix shared with a prompt queued on an engine must
  * exceed what any engine holds before it counts. The blocks are the approximate index's 64 characters,
  * whose token estimate wanders around the exact count: a 1,000-token system prompt every engine holds
- * (992 tokens in 16-token blocks) came out at 996–1,017. Credited as it came, that noise favoured the
- * engines with prompts queued (multi-round QA at round-robin's capacity: TTFT p90 374 → 1,249 ms in
- * the load-range benchmark); a prefix being computed ahead is thousands of tokens beyond it.
+ * (992 tokens in 16-token blocks) comes out at 996–1,017. Credited as it comes, that noise would favour
+ * the engines with prompts queued (in the load-range benchmark's multi-round QA at round-robin's
+ * capacity, TTFT p90 374 ms with the slack, 1,249 without); a prefix being computed ahead is thousands
+ * of tokens beyond it.
  */
 const QUEUED_PREFIX_SLACK_BLOCKS = 4;
 
@@ -253,7 +254,7 @@ export class TtftModel {
    * placement decides only its own decode, and the batch it would pick by (KV in use) cannot tell an
    * engine holding many paused contexts from an empty one, so without keys (which the paused-context
    * prices need) it would steer new prompts onto others' cached KV (multi-round QA at round-robin's
-   * capacity, sessions unnamed: TTFT p90 377 → 571 ms, hit rate 78% → 72%)
+   * capacity, sessions unnamed: TTFT p90 377 ms without the term, 571 ms with it; hit rate 78% and 72%)
    */
   private expectedOutput(req: RequestView): number {
     if (!this.o.decode || !this.o.reportsCompletions || req.sessionKey === undefined) return 0;
