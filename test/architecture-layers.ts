@@ -25,9 +25,10 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/collections": { imports: [], lines: 500 },
   "src/config": { imports: [], lines: 500 },
   "src/obs": { imports: [], lines: 750 },
-  "src/http": { imports: [], lines: 750 },
   // wire formats several layers read or write: Prometheus text, SSE, chat messages, vLLM's block hashes
   "src/protocol": { imports: [], lines: 750 },
+  // HTTP answers end an event stream with SSE's framing
+  "src/http": { imports: ["src/protocol"], lines: 750 },
   // GPU and model profiles: the catalogue, a user's YAML file, a Hugging Face model folder
   "src/models": { imports: [], lines: 750 },
   // the line sliced CPU work waits in between turns of the event loop
@@ -67,8 +68,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the sim's rooms, from its settings up to the APIs it serves; src/sim itself is the wiring (cli.ts,
   // app.ts, server.ts)
   // flags and YAML, LMCache and NixlConnector settings, the KV-event sources it answers
-  "src/sim/config": { imports: ["src/config", "src/kvevents"], lines: 1000 },
-  // request bodies' schemas and vLLM's 400, SSE pieces, the sink a request's tokens arrive through
+  "src/sim/config": { imports: ["src/config", "src/kvevents", "src/models"], lines: 1000 },
+  // request bodies' schemas and vLLM's 400, the sink a request's tokens arrive through
   "src/sim/protocol": { imports: ["src/engine", "src/http"], lines: 500 },
   // what an answer says: the greedy chain, structured outputs, tool calls, logprobs
   "src/sim/outputs": {
@@ -156,6 +157,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: [
       "src/engine",
       "src/http",
+      "src/protocol",
       "src/sim/anthropic",
       "src/sim/openai",
       "src/sim/protocol",
@@ -205,7 +207,14 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 1500,
   },
   "src/router/migration": {
-    imports: ["src/http", "src/obs", "src/router/config", "src/router/engines", "src/router/request"],
+    imports: [
+      "src/http",
+      "src/obs",
+      "src/protocol",
+      "src/router/config",
+      "src/router/engines",
+      "src/router/request",
+    ],
     lines: 1500,
   },
   "src/router/pd": {
@@ -241,6 +250,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/eventloop",
       "src/http",
       "src/obs",
+      "src/protocol",
       "src/router/config",
       "src/router/engines",
       "src/router/migration",
@@ -296,6 +306,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: [
       "src/config",
       "src/discovery",
+      "src/models",
       "src/obs",
       "src/router/cluster",
       "src/router/config",
@@ -328,6 +339,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/config",
       "src/fleet",
       "src/kvevents",
+      "src/models",
       "src/obs",
       "src/ops",
       "src/planner",

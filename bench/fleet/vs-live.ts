@@ -69,8 +69,8 @@ const scenarios: {
   tolerance?: Record<string, number>;
 }[] = [
   {
-    // the tolerance scenario, at the size and time scale the docs state it for (formerly asserted by
-    // test/fleet/live.test.ts, where a busy machine could break it)
+    // the tolerance scenario, at the size and time scale the docs state it for (a benchmark, not a
+    // test: a busy machine would break it)
     name: "tolerance: prefill-heavy 2048→32, concurrency 8, 32 requests, round-robin",
     policy: "round-robin",
     timeScale: 0.5,
@@ -145,7 +145,8 @@ const scenarios: {
   {
     // the same on four engines, placed in turn: the engines and the stack under KV pressure without a
     // routing decision that hangs on timing (a cache-aware policy's runs part from the first placement
-    // that differs: docs/benchmarks.md, "The router's decisions, live and in the fleet simulator")
+    // that differs: docs/design-notes/2026-11-26-routing-under-kv-pressure.md, "The router's decisions,
+    // live and in the fleet simulator")
     name: "KV pressure, four engines: 16 groups x 6 prompts sharing 3,000 tokens + 600, →64, Poisson 4 req/s, round-robin",
     policy: "round-robin",
     timeScale: 1,

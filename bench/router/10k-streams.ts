@@ -1,7 +1,7 @@
-// Issue 9 acceptance 4: 10 000 concurrent streaming connections at 1 token/s each through one router
-// process, upstream a minimal streaming server (bench/support/fakes/tenancy-upstream.ts) in its own process. Reports
-// the router's RSS idle and with every stream open, RSS per connection, and whether every stream got
-// all its tokens. Not part of npm test.
+// Whether one router process holds 10 000 concurrent streaming connections at 1 token/s each, and at
+// what memory, with a minimal streaming server (bench/support/fakes/tenancy-upstream.ts) upstream in its own process.
+// Reports the router's RSS idle and with every stream open, RSS per connection, and whether every
+// stream got all its tokens. Not part of npm test.
 //   node --import tsx bench/router/10k-streams.ts [--streams 10000] [--tokens 30] [--ramp 10]
 //        [--upstream-protocol http1|h2c] [--h2c-streams 100]
 // Over HTTP/1.1 (the default, and vLLM's own server) each stream costs the router two sockets (client

@@ -19,7 +19,7 @@ const users = Number(get("--users", "16"));
 const hogCount = Number(get("--hogs", String(availableParallelism())));
 const model = get("--model", "meta-llama/Llama-3.1-8B-Instruct");
 // long conversations: every request's prompt is tokenised by the router (cache-aware routing) and by
-// its engine, which is where a starved host used to lose its probes
+// its engine, which is where a starved host would lose its probes
 const systemTokens = get("--system", "2000");
 const historyTokens = get("--history", "12000");
 

@@ -1,7 +1,8 @@
-// Routing benchmark (issue 5, acceptance 2): 4 sim engines publishing KV events, multi-round QA whose
-// users' contexts exceed one engine's KV cache but fit the fleet, one run per policy on fresh engines,
-// through the router, measured with `switchyard bench`. Sizing and expected figures: docs/routing.md
-// "Benchmark" (bench/routing/virtual.ts runs the same thing in virtual time).
+// Routing benchmark, live: whether cache-aware routing beats round-robin where the cache matters. 4 sim
+// engines publishing KV events, multi-round QA whose users' contexts exceed one engine's KV cache but
+// fit the fleet, one run per policy on fresh engines, through the router, measured with `switchyard
+// bench`. Sizing and expected figures: docs/routing.md (bench/routing/virtual.ts runs the same thing
+// in virtual time).
 // Prints per policy: steady-state TTFT p50/p99 and output throughput (round 0 left out: it is a cold
 // prefill under every policy), all-round figures, the engines' prefix-cache hit rate, their modelled
 // busy fraction (saturation), the largest waiting queue of each engine, failures by kind, and the CPU

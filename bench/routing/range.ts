@@ -52,7 +52,7 @@ const workloads = list("workloads").map((n) => {
   return w;
 });
 
-/** policies acceptance 1 holds to round-robin */
+/** the policies held to round-robin's figures at every load (the others are shown, not judged) */
 const JUDGED: readonly string[] = ["least-load", "kv", "hybrid", "predictive"];
 const TTFT_SLACK = 1.1;
 const TPUT_SLACK = 0.97;

@@ -152,7 +152,8 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
   const resumed = resumedFigures(res.records);
   // the two modes a shared-prefix run's TTFTs fall into: prompts that found their group's prompt cached
   // (its whole blocks) and the rest (first prompts of a group, evicted or moved prefixes), whose count no
-  // placement brings below the groups' number, and which the engine's LRU adds to (docs/benchmarks.md)
+  // placement brings below the groups' number, and which the engine's LRU adds to
+  // (docs/design-notes/2026-11-26-routing-under-kv-pressure.md)
   let prefix: Pick<Run, "prefixMisses" | "cachedP10" | "cachedP50"> = {};
   if (sp) {
     const system = doc.simulation.generator.system_prompt_len;

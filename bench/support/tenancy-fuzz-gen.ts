@@ -1,5 +1,6 @@
-// Generated and mutated requests for fuzzing the router's request path (issue 9 acceptance 3), and the
-// driver that sends them over keep-alive connections and checks every answer. Shared by
+// Generated and mutated requests for fuzzing the router's request path (whatever a client sends, the
+// router answers without a 5xx, an unsafe echo or a crash), and the driver that sends them over
+// keep-alive connections and checks every answer. Shared by
 // test/tenancy/router-fuzz.test.ts (a slice) and bench/tenancy/fuzz.ts (100 000 requests).
 //
 // The rule checked: a client's error is never a 5xx. Every generated request is either valid (the

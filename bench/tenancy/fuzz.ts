@@ -1,4 +1,4 @@
-// Fuzz the router's request path with generated and mutated requests (issue 9 acceptance 3) against a
+// Fuzz the router's request path with generated and mutated requests against a
 // router in its own process with tenancy on, sampling its RSS every 10 000 requests. Fails (exit 1)
 // on any 5xx, an unanswered valid request, an unsafe X-Request-Id echo, a dead router, or RSS growing
 // more than --max-growth MiB after warm-up. Not part of npm test (test/tenancy/router-fuzz.test.ts

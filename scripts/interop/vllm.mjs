@@ -412,7 +412,7 @@ export async function vllmChecks(h, p) {
 
   // ---- (e) migration ---------------------------------------------------------------------------------
   await check(
-    "migration on real engines: 8 greedy streams, engine B SIGKILLed mid-stream, all end with one [DONE] and the unbroken run's token ids",
+    "migration on real engines: 8 greedy streams, engine B SIGKILLed mid-stream, all end with one [DONE] and, where the engine reproduces its own output, the unbroken run's token ids",
     async () => {
       c = await readyEngine(c);
       const r3 = await router("router-vllm-migration", [a, b]);
@@ -666,9 +666,12 @@ async function migration(h, r, b, c) {
   const path = (i) => (isCompletion(i) ? "/v1/completions" : "/v1/chat/completions");
   // the unbroken run, on the third engine, all at once as through the router
   const ref = await Promise.all(prompts.map((_, i) => stream(c.url, path(i), body(i))));
-  // the same, once more, on the same engine: how deterministic greedy output is here at all
+  // the same, once more, on the same engine: greedy output on vLLM's CPU build is not the same across
+  // batchings every time, so only the streams the engine reproduces itself can judge a migration
   const again = await Promise.all(prompts.map((_, i) => stream(c.url, path(i), body(i))));
-  const selfSame = ref.filter((x, i) => JSON.stringify(x.ids) === JSON.stringify(again[i].ids)).length;
+  const identical = (x, y) => JSON.stringify(x.ids) === JSON.stringify(y.ids) && x.text === y.text;
+  const reproduced = ref.map((x, i) => identical(x, again[i]));
+  const selfSame = reproduced.filter(Boolean).length;
 
   let killed = false;
   const onB = new Set();
@@ -691,14 +694,19 @@ async function migration(h, r, b, c) {
   }
   writeFileSync(join(h.RUN, "migration.json"), JSON.stringify({ ref, again, got, onB: [...onB] }, null, 1));
   const lines = got.map((g, i) => {
-    const same = JSON.stringify(g.ids) === JSON.stringify(ref[i].ids) && g.text === ref[i].text;
-    return { i, onB: onB.has(i), done: g.done, errors: g.errors.length, same, n: g.ids.length };
+    const same = identical(g, ref[i]);
+    const judged = reproduced[i];
+    return { i, onB: onB.has(i), done: g.done, errors: g.errors.length, same, judged, n: g.ids.length };
   });
-  const ok = lines.every((l) => l.done === 1 && l.errors === 0 && l.same);
-  const summary = `B killed: ${killed}; ${onB.size} streams were on B; [DONE] once ${lines.filter((l) => l.done === 1).length}/${N}; identical to the unbroken run (ids and text) ${lines.filter((l) => l.same).length}/${N} (of B's: ${lines.filter((l) => l.onB && l.same && isCompletion(l.i)).length} completions, ${lines.filter((l) => l.onB && l.same && !isCompletion(l.i)).length} chats); router switchyard_migrations_total ${JSON.stringify(moved)}; control: the unbroken run repeated on one engine is identical ${selfSame}/${N}`;
-  if (!killed || !ok)
+  // every stream must end once without an error; only the ones the engine reproduces must match
+  const bad = (l) => l.done !== 1 || l.errors !== 0 || (l.judged && !l.same);
+  const judged = lines.filter((l) => l.judged);
+  const judgedOnB = judged.filter((l) => l.onB);
+  const summary = `B killed: ${killed}; ${onB.size} streams were on B; [DONE] once ${lines.filter((l) => l.done === 1).length}/${N}; identical to the unbroken run (ids and text) ${judged.filter((l) => l.same).length}/${judged.length} judged (of B's: ${judgedOnB.filter((l) => l.same && isCompletion(l.i)).length} completions, ${judgedOnB.filter((l) => l.same && !isCompletion(l.i)).length} chats, ${judgedOnB.length} judged), ${lines.filter((l) => l.same).length}/${N} in all; router switchyard_migrations_total ${JSON.stringify(moved)}; control: the unbroken run repeated on one engine is identical ${selfSame}/${N}, so ${judged.length}/${N} streams could be judged`;
+  // a migrated stream none of which the engine reproduces leaves the check without a verdict
+  if (!killed || lines.some(bad) || judgedOnB.length === 0)
     throw new Error(
-      `${summary}; ${JSON.stringify(lines.filter((l) => !(l.done === 1 && l.errors === 0 && l.same)))}`,
+      `${summary}${judgedOnB.length === 0 ? "; no stream on B could be judged" : ""}; ${JSON.stringify(lines.filter(bad))}`,
     );
   return summary;
 }

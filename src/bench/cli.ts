@@ -9,6 +9,7 @@ import {
   type FlagSpecs,
   type FlagValues,
 } from "../config/args.js";
+import { ROUTER_URL } from "../config/defaults.js";
 import { logger } from "../obs/log.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { COMPARE_DEFAULTS, compareRuns, compareTable, type CompareOptions } from "./compare.js";
@@ -26,7 +27,7 @@ import { CONVERSATION_REPLAY_PRESET_NAMES } from "../workload/conversation-repla
 export const SPECS: FlagSpecs = {
   "base-url": {
     type: "string",
-    default: "http://127.0.0.1:8080",
+    default: ROUTER_URL,
     help: "server root; the bench adds /v1/... (the default is where `npm start` serves the router)",
   },
   model: { type: "string", help: "model name (default: the first one /v1/models lists)" },

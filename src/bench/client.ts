@@ -4,7 +4,7 @@
 import { performance } from "node:perf_hooks";
 import { Pool } from "undici";
 import type { ErrorKind, RequestRecord } from "../workload/record.js";
-import { SseParser } from "../protocol/sse.js";
+import { DONE_DATA, SseParser } from "../protocol/sse.js";
 import type { ChatMessage, Endpoint } from "../workload/types.js";
 
 export interface ClientOptions {
@@ -134,7 +134,7 @@ export class BenchClient {
     // One timestamp per network read, shared by the events in it (as vllm bench does).
     let now = t;
     const onEvent = (data: string) => {
-      if (data === "[DONE]") return;
+      if (data === DONE_DATA) return;
       let msg: Record<string, unknown>;
       try {
         msg = JSON.parse(data) as Record<string, unknown>;

@@ -12,9 +12,12 @@ import type { RequestRecord } from "../workload/record.js";
 import { resumedFigures, sampleArrays, type BenchResult, type ClientFigures } from "./report.js";
 import {
   engineHitFigures,
+  fillFromEngines,
   freshRouterEngines,
+  routerEngineUrls,
   routerEngines,
   scrapeAll,
+  scrapeEach,
   serverFigures,
   type EngineCounters,
   type ServerFigures,
@@ -195,6 +198,13 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
       };
       const before = scrapeUrls.length ? await scrapeAll(scrapeUrls, headers) : null;
       const enginesBefore = before ? await routerEngines(base, headers) : null;
+      // through a router, with the default scrape: its engines' own pages as well (no credentials:
+      // the bench's key is the router's)
+      const enginePages =
+        before && o.scrape?.length === 0
+          ? ((await routerEngineUrls(base, headers)) ?? []).map((u) => `${u}/metrics`)
+          : [];
+      const pagesBefore = enginePages.length ? await scrapeEach(enginePages, {}) : null;
       const run = new LoadRun(load, senderFor(client, workload, endpoint));
       io.onRun?.(run);
       const progress = new Progress(
@@ -214,11 +224,15 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
       const ended = Date.now();
       const after = before ? await scrapeAll(scrapeUrls, headers) : null;
       if (after?.failures.length) io.warn(`/metrics scrape failed: ${after.failures.join("; ")}`);
+      const pagesAfter = pagesBefore ? await scrapeEach(enginePages, {}) : null;
+      const unread = [...(pagesBefore?.failures ?? []), ...(pagesAfter?.failures ?? [])];
+      if (unread.length) io.warn(`engine /metrics not read (its figures are left out): ${unread.join("; ")}`);
       const server =
         before && after && after.failures.length < scrapeUrls.length
           ? serverFigures(before.snapshot, after.snapshot)
           : null;
-      if (server && enginesBefore) {
+      if (server && pagesBefore && pagesAfter) fillFromEngines(server, pagesBefore.pages, pagesAfter.pages);
+      if (server && enginesBefore && !server.engines) {
         addEngineFigures(server, enginesBefore, await freshRouterEngines(base, headers, ended));
       }
       const fields = summarize(res.records, res.durationS, o.slo, o.percentiles);

@@ -1,8 +1,9 @@
 // Server-side figures from Prometheus /metrics, read before and after a run and differenced:
 // prefix cache hit rate, preemptions, router retries, and the engines' own mean TTFT/ITL/E2E from
 // their histograms. Every series of a family is summed, so scraping a router's or several engines'
-// endpoints gives fleet totals. Through a Switchyard router, the engines' prefix-cache counters come
-// from its engine list (`GET /engines`, which carries what it scrapes), so no --scrape flag is needed.
+// endpoints gives fleet totals. Through a Switchyard router no --scrape flag is needed: its engine list
+// (`GET /engines`) names the engines, whose own /metrics give the engine-side figures as they do when
+// the bench points at one engine, and carries each engine's prefix-cache counters as the router read them.
 import { request } from "undici";
 import { parsePrometheus } from "../protocol/prometheus-text.js";
 
@@ -28,13 +29,13 @@ function get(s: Snapshot, name: string): number | undefined {
   return s.get(name) ?? s.get(`${name}_total`);
 }
 
-/** Scrapes every URL and sums them; a URL that fails is reported, not fatal. */
-export async function scrapeAll(
+/** Scrapes each URL; a URL that fails is reported, not fatal. */
+export async function scrapeEach(
   urls: readonly string[],
   headers: Record<string, string>,
   timeoutMs = 5000,
-): Promise<{ snapshot: Snapshot; failures: string[] }> {
-  const total: Snapshot = new Map();
+): Promise<{ pages: Map<string, Snapshot>; failures: string[] }> {
+  const pages = new Map<string, Snapshot>();
   const failures: string[] = [];
   await Promise.all(
     urls.map(async (url) => {
@@ -42,13 +43,33 @@ export async function scrapeAll(
         const res = await request(url, { headers, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
         const text = await res.body.text();
         if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`);
-        for (const [k, v] of parsePrometheus(text)) total.set(k, (total.get(k) ?? 0) + v);
+        pages.set(url, parsePrometheus(text));
       } catch (err) {
         failures.push(`${url}: ${(err as Error).message}`);
       }
     }),
   );
-  return { snapshot: total, failures };
+  return { pages, failures };
+}
+
+/** Sums the pages' series, taking only the URLs in `only` when given. */
+export function sumPages(pages: Map<string, Snapshot>, only?: ReadonlySet<string>): Snapshot {
+  const total: Snapshot = new Map();
+  for (const [url, page] of pages) {
+    if (only && !only.has(url)) continue;
+    for (const [k, v] of page) total.set(k, (total.get(k) ?? 0) + v);
+  }
+  return total;
+}
+
+/** Scrapes every URL and sums them; a URL that fails is reported, not fatal. */
+export async function scrapeAll(
+  urls: readonly string[],
+  headers: Record<string, string>,
+  timeoutMs = 5000,
+): Promise<{ snapshot: Snapshot; failures: string[] }> {
+  const { pages, failures } = await scrapeEach(urls, headers, timeoutMs);
+  return { snapshot: sumPages(pages), failures };
 }
 
 export interface ServerFigures {
@@ -92,6 +113,39 @@ export function serverFigures(before: Snapshot, after: Snapshot): ServerFigures 
   };
 }
 
+/**
+ * Fills the engine-side figures a router's own /metrics lacks (it has no vllm: series) from the
+ * engines' pages (keyed by their /metrics URL), summed over the engines read both before and after the
+ * run, and lists each engine's prefix-cache figures; a fleet figure the scraped pages gave is kept.
+ */
+export function fillFromEngines(
+  server: ServerFigures,
+  before: Map<string, Snapshot>,
+  after: Map<string, Snapshot>,
+): void {
+  const both = new Set([...after.keys()].filter((u) => before.has(u)));
+  if (both.size === 0) return;
+  const fleet = serverFigures(sumPages(before, both), sumPages(after, both));
+  for (const k of Object.keys(fleet) as (keyof ServerFigures)[]) {
+    if (k === "engines" || k === "router_retries") continue;
+    if (server[k] === null)
+      (server as unknown as Record<string, number | null>)[k] = fleet[k] as number | null;
+  }
+  const engines: EngineHitFigures[] = [];
+  for (const u of both) {
+    const f = serverFigures(before.get(u)!, after.get(u)!);
+    // an engine that exports no prefix-cache counters (not vLLM, or prefix caching off) is left out
+    if (f.prefix_cache_hits === null || f.prefix_cache_queries === null) continue;
+    engines.push({
+      url: u.replace(/\/metrics$/, ""),
+      prefix_cache_hits: f.prefix_cache_hits,
+      prefix_cache_queries: f.prefix_cache_queries,
+      prefix_cache_hit_rate: f.prefix_cache_hit_rate,
+    });
+  }
+  if (engines.length > 0) server.engines = engines;
+}
+
 /** One engine's prefix-cache counters (tokens) as a Switchyard router's engine list reports them. */
 export interface EngineCounters {
   url: string;
@@ -101,15 +155,12 @@ export interface EngineCounters {
   scrapeAgeMs: number | null;
 }
 
-/**
- * The engines behind BASE with their prefix-cache counters, from a Switchyard router's `GET /engines`;
- * null when BASE is not such a router (an engine, another gateway) or the list is closed to this key.
- */
-export async function routerEngines(
+/** A Switchyard router's `GET /engines` list; null when BASE is not such a router or the list is closed. */
+async function engineList(
   base: string,
   headers: Record<string, string>,
-  timeoutMs = 5000,
-): Promise<EngineCounters[] | null> {
+  timeoutMs: number,
+): Promise<Record<string, unknown>[] | null> {
   try {
     const res = await request(`${base}/engines`, {
       headers,
@@ -122,24 +173,48 @@ export async function routerEngines(
     }
     const body = (await res.body.json()) as { engines?: unknown };
     if (!Array.isArray(body.engines)) return null;
-    const out: EngineCounters[] = [];
-    for (const e of body.engines as Record<string, unknown>[]) {
-      if (typeof e.url !== "string") return null;
-      const hits = e.prefixCacheHits;
-      const queries = e.prefixCacheQueries;
-      // an engine that exports no prefix-cache counters (not vLLM, or prefix caching off) is left out
-      if (typeof hits !== "number" || typeof queries !== "number") continue;
-      out.push({
-        url: e.url,
-        hits,
-        queries,
-        scrapeAgeMs: typeof e.scrapeAgeMs === "number" ? e.scrapeAgeMs : null,
-      });
-    }
-    return out;
+    const list = body.engines as Record<string, unknown>[];
+    return list.every((e) => typeof e?.url === "string") ? list : null;
   } catch {
     return null;
   }
+}
+
+/** The base URLs of the engines behind a Switchyard router at BASE; null when BASE is not one. */
+export async function routerEngineUrls(
+  base: string,
+  headers: Record<string, string>,
+  timeoutMs = 5000,
+): Promise<string[] | null> {
+  const list = await engineList(base, headers, timeoutMs);
+  return list ? list.map((e) => (e.url as string).replace(/\/+$/, "")) : null;
+}
+
+/**
+ * The engines behind BASE with their prefix-cache counters, from a Switchyard router's `GET /engines`;
+ * null when BASE is not such a router (an engine, another gateway) or the list is closed to this key.
+ */
+export async function routerEngines(
+  base: string,
+  headers: Record<string, string>,
+  timeoutMs = 5000,
+): Promise<EngineCounters[] | null> {
+  const list = await engineList(base, headers, timeoutMs);
+  if (!list) return null;
+  const out: EngineCounters[] = [];
+  for (const e of list) {
+    const hits = e.prefixCacheHits;
+    const queries = e.prefixCacheQueries;
+    // an engine that exports no prefix-cache counters (not vLLM, or prefix caching off) is left out
+    if (typeof hits !== "number" || typeof queries !== "number") continue;
+    out.push({
+      url: e.url as string,
+      hits,
+      queries,
+      scrapeAgeMs: typeof e.scrapeAgeMs === "number" ? e.scrapeAgeMs : null,
+    });
+  }
+  return out;
 }
 
 /**

@@ -1,7 +1,7 @@
-// Which ports `switchyard up` needs, whether each is free, and who holds one that is not. A stack whose
-// port is taken (often by the previous stack, killed without a chance to stop its children) used to
-// fail with libzmq's bare "Address already in use", naming neither the port nor its holder. Every port
-// is now tried before anything starts, and a taken one is reported with its holder where the OS says:
+// Which ports `switchyard up` needs, whether each is free, and who holds one that is not. A port is
+// often taken by the previous stack, killed without a chance to stop its children, and libzmq's bare
+// "Address already in use" names neither the port nor its holder. So every port is tried before
+// anything starts, and a taken one is reported with its holder where the OS says:
 // on Linux, the listening socket's inode in /proc/net/tcp{,6} and the process with that inode among its
 // open files. Best effort and bounded: processes of other users cannot be read, and the scan stops
 // after MAX_PIDS processes or SCAN_BUDGET_MS.

@@ -3,7 +3,7 @@
 // until all are ready, prints how to call the stack, and stops everything on Ctrl-C.
 //
 // Signals: the children run in their own process groups, so a terminal's Ctrl-C reaches this process
-// only (it used to reach every child too, and the router got this process's SIGTERM 12 ms after the
+// only (reaching every child too, it would give the router this process's SIGTERM moments after the
 // terminal's SIGINT: a second signal, which cuts streams instead of draining them). The first signal
 // drains: the router gets one SIGTERM and drains its in-flight streams, then the engines are stopped
 // (they serve those streams until the router is done). A second signal exits at once, and takes the
@@ -28,7 +28,9 @@ import { newKeyPair, writeKeyDir } from "../kvevents/curve.js";
 import { logger } from "../obs/log.js";
 import { onShutdown, PARENT_WATCH_ENV, shutdown } from "../obs/lifecycle.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
-import { POLICY_HELP } from "../routing/index.js";
+import { ROUTER_PORT } from "../config/defaults.js";
+import { GPU_IDS_TEXT } from "../models/index.js";
+import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { portProblems, type StackPort } from "./ports.js";
 
 const specs: FlagSpecs = {
@@ -41,14 +43,14 @@ const specs: FlagSpecs = {
   gpu: {
     type: "string",
     default: "h100",
-    help: "GPU profile of the simulated engines (h100, h200, a100, l40s, l4)",
+    help: `GPU profile of the simulated engines (${GPU_IDS_TEXT})`,
   },
   policy: {
     type: "string",
-    default: "predictive",
+    default: DEFAULT_POLICY,
     help: `router policy: ${POLICY_HELP}`,
   },
-  port: { type: "int", default: 8080, min: 0, max: 65535, help: "router port" },
+  port: { type: "int", default: ROUTER_PORT, min: 0, max: 65535, help: "router port" },
   host: { type: "string", default: "127.0.0.1", help: "address the router and the engines listen on" },
   "engine-base-port": {
     type: "int",

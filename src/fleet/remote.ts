@@ -8,7 +8,7 @@ import { chunkKeys } from "./tokens.js";
  * Default network rate for lm:// gets: the line rate of 100 GbE (12.5 GB/s). It is an upper bound:
  * the lm:// protocol runs one TCP connection per worker with requests served strictly in order
  * (LMCache's `lmcache.v1.server`), and LMCache's own local CPU path logs only ≈ 41–44 GiB/s over
- * PCIe (benchmarks.md). Scenarios set `shared_server.bandwidth_gbps` to what their network measures.
+ * PCIe (docs/engine-model.md). Scenarios set `shared_server.bandwidth_gbps` to what their network measures.
  */
 export const REMOTE_BANDWIDTH_BPS = 100e9 / 8;
 

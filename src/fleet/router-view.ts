@@ -8,6 +8,8 @@
 import type { Engine, VirtualDriver } from "../engine/index.js";
 import {
   createPolicy,
+  defaultPolicySettings,
+  policyOptions,
   policyReadsPrefixOnly,
   decide,
   WAITING_ROOM_DEFAULTS,
@@ -26,6 +28,7 @@ import {
   type EngineView,
   type LateBindingOptions,
   type Policy,
+  type PolicySettings,
   type PolicyName,
   type ScorersConfig,
   type RequestView,
@@ -182,19 +185,18 @@ export class RouterView {
     const timing = new Map<string, EngineTiming>();
     for (let e = 0; e < engines.length; e++)
       timing.set(this.views[e]!.id, rooflineTiming(engines[e]!.config));
+    // a router configured as the scenario says (the rest its defaults), its options built by the live
+    // router's function; the fleet reports every completion (onDone) as the live proxy sees each end
+    const defaults = defaultPolicySettings();
+    const settings: PolicySettings = {
+      ...defaults,
+      predictive: { ...defaults.predictive, ...o.lateBinding },
+      slo: { ...defaults.slo, ...(o.sloTtftMs !== undefined ? { ttftMs: o.sloTtftMs } : {}) },
+      scorers: o.scorers ?? [],
+    };
     for (let r = 0; r < (o.routers ?? 1); r++)
       this.policies.push(
-        createPolicy(o.policy, {
-          ...(cache ? { cache } : {}),
-          // the fleet reports every completion (onDone), as the live router's proxy sees each answer end
-          predictive: {
-            timing: (v) => timing.get(v.id),
-            slo: { defaultTtftMs: o.sloTtftMs },
-            reportsCompletions: true,
-            lateBinding: o.lateBinding,
-          },
-          scorers: o.scorers,
-        }),
+        createPolicy(o.policy, policyOptions(settings, { cache, timing: (v) => timing.get(v.id) })),
       );
     // the router's default session settings; keys prefixed per process as a worker's are
     this.tracking = policyReadsSessions(o.policy);

@@ -2,6 +2,7 @@
 // {"error": {"message", "type", "param", "code": <HTTP status>}}.
 // A stream whose headers went out ends with such a body as an event, then [DONE] (endStreamWithError).
 import type { ServerResponse } from "node:http";
+import { DONE_BYTES } from "../protocol/sse.js";
 
 export type ErrorType =
   | "BadRequestError"
@@ -77,9 +78,6 @@ export function sendError(
   });
   res.end(body);
 }
-
-/** The end of an OpenAI event stream. */
-export const DONE_BYTES = Buffer.from("data: [DONE]\n\n");
 
 /** Ends a stream whose headers went out with an error event, as vLLM does, then [DONE]. */
 export function endStreamWithError(res: ServerResponse, status: number, message: string): void {

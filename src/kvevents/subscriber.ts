@@ -37,6 +37,8 @@ export interface KvEventSubscriberOptions extends StreamOptions {
    * bound, be the server of `keys` and let in `keys.clientKeys` only
    */
   curve?: CurveClient | null;
+  /** hears each failed CURVE handshake as it happens: nothing the publisher sends will be taken */
+  onAuthFailure?: () => void;
 }
 
 export interface SubscriberStats extends StreamStats {
@@ -67,8 +69,10 @@ export class KvEventSubscriber {
   private closed = false;
   private readonly loops: Promise<void>[] = [];
   private zap: ZapRegistration | null = null;
+  private readonly onAuthFailure: (() => void) | undefined;
 
   private constructor(opts: KvEventSubscriberOptions) {
+    this.onAuthFailure = opts.onAuthFailure;
     this.log = logger("kvevents").child({ engine: opts.label ?? opts.endpoint });
     this.maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.endpoint = opts.bind ? null : opts.endpoint;
@@ -163,6 +167,7 @@ export class KvEventSubscriber {
             { why, failures: this.stats.authFailures },
             "KV event publisher failed the CURVE handshake: it does not hold the secret key of the configured server key (or publishes without CURVE); nothing it sends is taken",
           );
+        this.onAuthFailure?.();
       },
       disconnect: () => {
         connected = false;

@@ -1,6 +1,6 @@
 // The model and GPU profiles' public surface. See README.md in this folder.
 export type { GpuProfile, ModelProfile } from "./types.js";
-export { GPUS, MODELS, resolveGpu, resolveModel, loadProfilesFile } from "./profiles.js";
+export { GPUS, GPU_IDS_TEXT, MODELS, resolveGpu, resolveModel, loadProfilesFile } from "./profiles.js";
 export {
   isModelFolder,
   loadModelFolder,

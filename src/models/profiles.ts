@@ -67,6 +67,9 @@ export const GPUS: GpuProfile[] = [
   },
 ];
 
+/** The built-in GPU profiles' ids as every `--gpu` help lists them: `h100, h200, a100, l40s, l4`. */
+export const GPU_IDS_TEXT: string = GPUS.map((g) => g.id).join(", ");
+
 const hfConfig = (id: string) => `https://huggingface.co/${id}/blob/main/config.json`;
 
 export const MODELS: ModelProfile[] = [

@@ -39,7 +39,7 @@ export interface EngineRow {
   prefixCacheQueries?: number | null;
   scrapeAgeMs?: number | null;
   lastError?: string | null;
-  /** where the router reads the engine's KV events (routers before this field say nothing) */
+  /** where the router reads the engine's KV events (absent from a router that does not report it) */
   kvEvents?: { origin?: string; endpoints?: string[] };
 }
 

@@ -4,8 +4,9 @@
 // format for a model that does not exist. One line says PASS or FAIL and why; the exit status is 0 or 1.
 import { performance } from "node:perf_hooks";
 import { request, type Dispatcher } from "undici";
-import { SseParser } from "../protocol/sse.js";
+import { DONE_DATA, SseParser } from "../protocol/sse.js";
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
+import { ROUTER_URL } from "../config/defaults.js";
 
 const SPECS: FlagSpecs = {
   model: { type: "string", help: "model to call (default: the first one /v1/models lists)" },
@@ -17,8 +18,8 @@ const SPECS: FlagSpecs = {
 const USAGE =
   "usage: switchyard smoke [URL] [options]\n\n" +
   "Checks an OpenAI-compatible server in a few seconds: /v1/models, a chat completion, a streamed one,\n" +
-  "and an error for an unknown model; prints one PASS or FAIL line. URL defaults to http://127.0.0.1:8080.\n" +
-  "  switchyard smoke http://127.0.0.1:8080";
+  `and an error for an unknown model; prints one PASS or FAIL line. URL defaults to ${ROUTER_URL}.\n` +
+  `  switchyard smoke ${ROUTER_URL}`;
 
 class CheckFailed extends Error {}
 
@@ -111,7 +112,7 @@ async function stream(ctx: Ctx, model: string): Promise<string> {
   let error: string | null = null;
   const parser = new SseParser();
   const onEvent = (data: string) => {
-    if (data === "[DONE]") {
+    if (data === DONE_DATA) {
       done = true;
       return;
     }
@@ -165,7 +166,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { flags, positionals } = parseFlags(argv, SPECS);
   if (positionals.length > 1) throw new CliError(`one URL, got ${positionals.length}`);
-  const base = (positionals[0] ?? "http://127.0.0.1:8080").replace(/\/+$/, "").replace(/\/v1$/, "");
+  const base = (positionals[0] ?? ROUTER_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
   try {
     new URL(base);
   } catch {

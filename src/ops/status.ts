@@ -2,12 +2,13 @@
 // people, `--format json` for scripts (one object; one line per refresh with --watch). Exit 1 when the
 // router cannot be read, so a script can tell "down" from "degraded" (warnings are in the output).
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
+import { ROUTER_URL } from "../config/defaults.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { buildReport, sampleRouter, StatusError, type StatusSample } from "./fleet-status.js";
 import { renderStatus } from "./status-text.js";
 
 const SPECS: FlagSpecs = {
-  router: { type: "string", default: "http://127.0.0.1:8080", help: "the router's base URL" },
+  router: { type: "string", default: ROUTER_URL, help: "the router's base URL" },
   watch: { type: "boolean", default: false, help: "refresh every --interval seconds until Ctrl-C" },
   interval: {
     type: "number",
@@ -28,7 +29,7 @@ const USAGE =
   "usage: switchyard status [--router URL] [--watch] [--format json]\n\n" +
   "Every engine behind the router (model, role, health, in flight, running/waiting, KV usage, prefix hit\n" +
   "rate, routing share, ejections), the router's rates and latencies, and warnings. Example:\n" +
-  "  switchyard status --router http://127.0.0.1:8080 --watch";
+  `  switchyard status --router ${ROUTER_URL} --watch`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -145,7 +145,7 @@ export interface SelectionInput {
 
 /**
  * a simulated gain below this is not counted as HBM pressure: the published cost of offload when KV fits
- * is 1.5–2.6% (benchmarks.md), so smaller gains are within what the option costs elsewhere
+ * is 1.5–2.6% (docs/planner.md), so smaller gains are within what the option costs elsewhere
  */
 export const OFFLOAD_PAYS_GAIN = 0.03;
 

@@ -1,7 +1,24 @@
-// Incremental Server-Sent Events parser over raw Buffers, for every client of an SSE stream (the
-// bench's client, `switchyard smoke`). It splits on newline bytes and decodes only complete lines, so
-// a stream is never concatenated into one growing string; only an unfinished trailing line is
-// carried to the next chunk.
+// Server-Sent Events as OpenAI streams use them, for both sides. Servers (the sim, the router) take the
+// framing from here: the response headers and the `data: [DONE]` event that ends a stream. Clients (the
+// bench's, `switchyard smoke`) take the incremental parser over raw Buffers: it splits on newline bytes
+// and decodes only complete lines, so a stream is never concatenated into one growing string; only an
+// unfinished trailing line is carried to the next chunk.
+
+/** Response headers of an event stream: never cached, and not buffered by a proxy in front (nginx). */
+export const SSE_HEADERS = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache",
+  "x-accel-buffering": "no",
+} as const;
+
+/** The data of the event that ends an OpenAI stream. */
+export const DONE_DATA = "[DONE]";
+
+/** The event that ends an OpenAI stream, as written. */
+export const DONE_EVENT = `data: ${DONE_DATA}\n\n`;
+
+/** DONE_EVENT as bytes, for writers of Buffers. */
+export const DONE_BYTES = Buffer.from(DONE_EVENT);
 
 const LF = 0x0a;
 const CR = 0x0d;

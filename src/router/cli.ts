@@ -7,7 +7,9 @@ import { onShutdown } from "../obs/lifecycle.js";
 import cluster from "node:cluster";
 import type { AddressInfo } from "node:net";
 import { ConfigError, loadConfig, type RouterConfigInput } from "./config/config.js";
-import { POLICY_HELP } from "../routing/index.js";
+import { ROUTER_PORT } from "../config/defaults.js";
+import { GPU_IDS_TEXT } from "../models/index.js";
+import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { startRouter } from "./index.js";
 import { runPrimary } from "./cluster/primary.js";
 import { awaitStart, WorkerLink } from "./cluster/worker.js";
@@ -15,7 +17,7 @@ import { awaitStart, WorkerLink } from "./cluster/worker.js";
 const specs: FlagSpecs = {
   config: { type: "string", help: "YAML config file (watched: changes apply without dropping requests)" },
   host: { type: "string", default: "0.0.0.0", help: "address to listen on" },
-  port: { type: "int", default: 8080, min: 0, max: 65535, help: "port to listen on" },
+  port: { type: "int", default: ROUTER_PORT, min: 0, max: 65535, help: "port to listen on" },
   workers: {
     type: "int",
     min: 1,
@@ -37,12 +39,12 @@ const specs: FlagSpecs = {
   },
   policy: {
     type: "string",
-    default: "predictive",
+    default: DEFAULT_POLICY,
     help: `routing policy: ${POLICY_HELP}`,
   },
   "predictive-gpu": {
     type: "string",
-    help: "predictive policy: the engines' GPU profile (h100, h200, a100, l40s, l4); none = learn each engine's speed from its metrics",
+    help: `predictive policy: the engines' GPU profile (${GPU_IDS_TEXT}); none = learn each engine's speed from its metrics`,
   },
   "predictive-tp": {
     type: "int",

@@ -8,7 +8,7 @@
 // engine holding its prefix is priced for queueing behind itself, and a hot prefix replicates to as many
 // engines as its load needs and no more.
 //
-// Otherwise (a caller with scraped gauges only), the earlier rule in load units:
+// Otherwise (a caller with scraped gauges only), the cost is in load units:
 //   cost(e) = (P − credit(e)) / prefillTokensPerUnit + (runWeight · busy(e) + waitWeight · waiting(e)) / weight(e)
 // with a saturation guard: an engine ≥ balanceAbs busier than the least busy candidate AND > balanceRel ×
 // it gets no cache credit, so a hot prefix spills to the next engine rather than piling onto one.

@@ -1,12 +1,17 @@
-// The predictive policy's configuration slice (the router's `predictive:` and `slo:` sections): which GPU
-// and model profile times each engine, and the TTFT SLOs requests are admitted by. Owned here so the
-// router's schema only names it, and turned into the policy's options here (timingFor).
+// The policies' configuration: the predictive slice (the router's `predictive:` and `slo:` sections:
+// which GPU and model profile times each engine, the TTFT SLOs requests are admitted by) and the
+// `scorers` list, owned here so the router's schema only names them; and the one function that turns
+// the router's configured settings into a policy's options, which the live router and the fleet
+// simulator both call, so that a simulated fleet routes as the configured router would.
 import { z } from "zod";
 import { defaultEngineConfig } from "../engine/index.js";
-import { GPUS, resolveGpu, resolveModel } from "../models/index.js";
+import { GPU_IDS_TEXT, resolveGpu, resolveModel } from "../models/index.js";
 import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
 import type { EngineView } from "./types.js";
 import type { PredictiveOptions } from "./predictive.js";
+import { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./cache-aware.js";
+import { SESSION_LOAD_FACTOR_DEFAULT, type PolicyOptions } from "./policies.js";
+import type { CacheOracle } from "./types.js";
 import { LATE_BINDING_DEFAULTS } from "./late-binding.js";
 import { scorerNames } from "./scorers/index.js";
 
@@ -19,7 +24,7 @@ const gpuId = z.string().refine(
       return false;
     }
   },
-  { message: `expected a GPU profile: ${GPUS.map((g) => g.id).join(", ")}` },
+  { message: `expected a GPU profile: ${GPU_IDS_TEXT}` },
 );
 
 const engineProfile = z.strictObject({
@@ -133,5 +138,47 @@ export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): Predicti
     // the router's proxy reports every attempt's end (Policy.onDone, onAbandoned)
     reportsCompletions: true,
     lateBinding: { queuedPrompts: p.queuedPrompts, maxHoldMs: p.maxHoldMs, minCachedShare: p.minCachedShare },
+  };
+}
+
+/** The router config's settings a policy is built from, parsed (src/router/config/config.ts holds them). */
+export interface PolicySettings {
+  /** `session.loadFactor` */
+  sessionLoadFactor: number;
+  /** `routing.cost`: the cache-aware cost's constants */
+  cost: CacheAwareOptions;
+  predictive: PredictiveConfig;
+  slo: SloConfig;
+  scorers: ScorersConfig;
+}
+
+/** The settings of a router configured with nothing for them: the config schemas' defaults. */
+export function defaultPolicySettings(): PolicySettings {
+  return {
+    sessionLoadFactor: SESSION_LOAD_FACTOR_DEFAULT,
+    cost: { ...CACHE_AWARE_DEFAULTS },
+    predictive: predictiveConfigSchema.parse(undefined),
+    slo: sloConfigSchema.parse(undefined),
+    scorers: [],
+  };
+}
+
+/**
+ * A policy's options from the router's settings: what each engine holds (`cache`), and the predictive
+ * policy's engine timing in place of the configured profiles when `timing` is given (the fleet
+ * simulator's engines are the engine model's own).
+ */
+export function policyOptions(
+  s: PolicySettings,
+  given: { cache?: CacheOracle | undefined; timing?: PredictiveOptions["timing"] } = {},
+): PolicyOptions {
+  const predictive = predictiveOptions(s.predictive, s.slo);
+  if (given.timing) predictive.timing = given.timing;
+  return {
+    sessionLoadFactor: s.sessionLoadFactor,
+    ...(given.cache ? { cache: given.cache } : {}),
+    cacheAware: s.cost,
+    predictive,
+    scorers: s.scorers,
   };
 }

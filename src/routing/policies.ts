@@ -182,6 +182,9 @@ export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = [
   "vllm-router-program",
 ];
 export type PolicyName = BasicPolicyName | CachePolicyName | BaselinePolicyName;
+/** The policy a router routes by unless its config or `--policy` names another (docs/routing.md). */
+export const DEFAULT_POLICY: PolicyName = "predictive";
+
 /**
  * Every policy the live router accepts: the one list the router's config, the fleet scenario, the
  * planner and the Helm chart's values.schema.json (static JSON, held to it by a test) take names from.
@@ -252,6 +255,9 @@ export const POLICY_HELP: string = Object.entries(POLICY_SUMMARIES)
   .map(([name, summary]) => (summary === "" ? name : `${name} (${summary})`))
   .join(", ");
 
+/** session: how far above the average in-flight an engine may go before a session spills, by default */
+export const SESSION_LOAD_FACTOR_DEFAULT = 1.25;
+
 export interface PolicyOptions {
   /** session: how far above the average in-flight an engine may go before a session spills (≥ 1) */
   sessionLoadFactor?: number;
@@ -305,7 +311,7 @@ function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
         name,
         filters: standardFilters,
         scorers: [loadScorer, kvFreeScorer],
-        picker: sessionPicker(opts.sessionLoadFactor ?? 1.25),
+        picker: sessionPicker(opts.sessionLoadFactor ?? SESSION_LOAD_FACTOR_DEFAULT),
       };
     case "prefix":
     case "kv":

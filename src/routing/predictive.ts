@@ -1,7 +1,7 @@
-// What a prompt sent to each candidate now would cost in time, for the cache-aware policies (`prefix`,
-// `kv`, `hybrid`, `predictive`; cache-aware.ts): its predicted time to first token there, from the engine
-// model, plus what a miss adds to the fleet, what it evicts of paused sessions' KV, and, for a session,
-// the decode it shares with e's batch.
+// The predictive cost for the cache-aware policies (`prefix`, `kv`, `hybrid`, `predictive`;
+// cache-aware.ts): what a prompt sent to each candidate now would cost in time. It is the prompt's
+// predicted time to first token there, from the engine's timing (timing.ts: the roofline step time of its
+// GPU and model, or learned from its metrics), plus the work a miss adds to the fleet:
 //
 //   ttft(e) = prefill(queued(e) + peers(e) + others(e) + P − credit(e))   when prompts are queued ahead
 //           = residual(e) + prefill(P − credit(e))                   otherwise
@@ -10,56 +10,13 @@
 //           + (1 + missWeight) · prefill(evicted(e))                    paused sessions' KV pushed out
 //           + out · step((batch(e) + mean batch) / 2 + 1)              a session's decode
 //
-// queued(e): prefill tokens of the router's requests on e with no first token yet (PrefillLedger; the
-// head, being prefilled now, drained at e's predicted rate); peers(e): the same of the other routers of
-// a router group (workers, replicas), as their ledgers last reported it (each drains its own head, so a
-// group drains up to one head per router too fast: a fraction of one prompt); others(e): the engine's
-// queue beyond the router group's requests, at the router's mean prompt; P − credit(e): what e must
-// compute for this prompt given the prefix it holds (the caller's CacheOracle) or will have computed for
-// a prompt of the router's queued there that shares it (PrefillLedger.sharedBlocks). Without that, a
-// group's prompts arriving while its prefix is still being prefilled see it cached nowhere (an engine
-// reports blocks once computed) and scatter: under KV pressure every engine ends up caching every
-// group, and they evict each other (docs/routing.md, shared prefixes under KV pressure). residual(e): what is
-// left of e's current step (load.ts: an engine that just answered has just begun one). prefill(),
-// residual(): the engine's timing (timing.ts): the roofline step time of its GPU and model with its
-// decoding batch in every step, or learned from the engine's own metrics, or a fixed default speed.
-// missWeight prices the work a miss adds (its prefill again: an evicted prefix, a longer queue for the
-// next prompt): a tenant's burst stays on the engine holding its prefix until queueing behind itself
-// costs more than a miss elsewhere, then replicates to a second engine, which caches it too;
-// backlog: the fewest prompts queued on any engine. While one engine has nothing queued, the fleet has room
-// for a miss's extra prefill; once every engine has a queue, that work holds up the prompts queued behind
-// it, about as many as wait on an engine now, so a miss costs that many times more. Without it, under an
-// open-loop overload (shared prefixes filling the fleet's KV, arrivals past what it serves) a group's
-// prompts left the engine holding their prefix whenever its queue ran a prefill longer than another's,
-// each such move replicated a prefix and evicted another group's, and every engine ended up computing
-// more: the partition of groups that vllm-router's cache_aware keeps by never balancing at this scale had
-// a lower TTFT p50 (docs/routing.md, shared prefixes under KV pressure). The fleet's least queue, not the
-// mean or the candidate's own: one tenant's burst queued on one engine while another is free still spills.
-// pushed(e): what of P − credit(e) would push cached work out of e, all of it but what fits e's spare
-// room: its KV capacity less what its KV events say its cache holds (in use or cached free;
-// CachePrediction.heldTokens), less the prompts queued ahead (they take it first), less the fleet's mean
-// room. The miss weight stands for the cached work a miss evicts elsewhere, which under the shared-prefix
-// shapes is about its own size; but new blocks in empty room evict nothing. Room every engine has is room
-// the fleet fills anyway, so only room beyond the mean counts: without that, a group's second prompt in
-// the first seconds of the KV-pressure shapes replicated its prefix into room every engine still had,
-// and the fleet filled with copies (fleet simulator, 40 groups at 6 req/s, seeds 1–30: TTFT p90 4,604 →
-// 4,917 ms). A session moved off its home (the engine holding its context) is priced as before, room
-// or not: its copy there is left as dead weight, the fleet holding it twice, where a shared prefix copied
-// serves every later prompt that shares it (multi-round QA past round-robin's capacity, seeds 1–12:
-// TTFT p50 1,504 → 2,170 ms without that, 1,537 with it). With it, agent sessions that share a system
-// prompt no longer crowd onto the engines that cached it first while another stands empty
-// (docs/routing.md, "A miss into room the fleet lacks"). An engine whose events do not flow is priced
-// as before, its miss pushing out its own size.
-// busyWeightS keeps decode batches level.
-// evicted(e): the tokens of sessions' contexts paused on e (between turns, on their tools: cached but
-// counted free by the engine) that the prompt's P − credit(e) new blocks would push out once e's room is
-// used up, oldest first, each weighted by the chance its session comes back (held-contexts.ts); those
-// sessions will prefill them again, priced as this prompt's own prefill is. Without it, a new session
-// went wherever its shared system prompt was cached, which was the engines already holding paused
-// sessions, and evicted them (docs/routing.md, "Paused sessions").
-// out · step(…): for a request with a session key, when the caller reports completions, the answer's
-// expected length (learned, at most max_tokens) in steps of e's decoding batch, which turns over while
-// it decodes: a session's later turns follow its KV, so where it lands decides whose batches it shares.
+// queued/peers/others: the prefill queued ahead on e (this router's ledger, its group's, the rest);
+// credit: the prefix e holds or will have computed for a queued prompt that shares it; backlog: the
+// fewest prompts queued on any engine, since once every engine has a queue a miss's extra prefill holds
+// up the prompts behind it; pushed: what does not fit e's spare room beyond the fleet's mean, since only
+// that evicts cached work; evicted: paused sessions' contexts the new blocks push out, weighted by the
+// chance each comes back (held-contexts.ts); the decode term places a session's later turns by whose
+// batches they would share. Each term, with the measurements that set it: docs/routing.md.
 import type { CachePrediction, EngineView, RequestView } from "./types.js";
 import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./load.js";
 import type { PrefillLedger } from "./ledger.js";
@@ -128,9 +85,10 @@ export const PREDICTIVE_DEFAULTS = {
  * Blocks (of CachePrediction.blocks) by which a prefix shared with a prompt queued on an engine must
  * exceed what any engine holds before it counts. The blocks are the approximate index's 64 characters,
  * whose token estimate wanders around the exact count: a 1,000-token system prompt every engine holds
- * (992 tokens in 16-token blocks) came out at 996–1,017. Credited as it came, that noise favoured the
- * engines with prompts queued (multi-round QA at round-robin's capacity: TTFT p90 374 → 1,249 ms in
- * the load-range benchmark); a prefix being computed ahead is thousands of tokens beyond it.
+ * (992 tokens in 16-token blocks) comes out at 996–1,017. Credited as it comes, that noise would favour
+ * the engines with prompts queued (in the load-range benchmark's multi-round QA at round-robin's
+ * capacity, TTFT p90 374 ms with the slack, 1,249 without); a prefix being computed ahead is thousands
+ * of tokens beyond it.
  */
 const QUEUED_PREFIX_SLACK_BLOCKS = 4;
 
@@ -296,7 +254,7 @@ export class TtftModel {
    * placement decides only its own decode, and the batch it would pick by (KV in use) cannot tell an
    * engine holding many paused contexts from an empty one, so without keys (which the paused-context
    * prices need) it would steer new prompts onto others' cached KV (multi-round QA at round-robin's
-   * capacity, sessions unnamed: TTFT p90 377 → 571 ms, hit rate 78% → 72%)
+   * capacity, sessions unnamed: TTFT p90 377 ms without the term, 571 ms with it; hit rate 78% and 72%)
    */
   private expectedOutput(req: RequestView): number {
     if (!this.o.decode || !this.o.reportsCompletions || req.sessionKey === undefined) return 0;

@@ -1,7 +1,8 @@
 // The bench works unchanged against the router (the sim and the independent mini server are covered
 // in sim.test.ts and cli.test.ts): the `switchyard bench` CLI, pointed at a router in front of two
 // sims, completes every request, and the figures it scrapes from the engines behind the router add
-// up; without --scrape flags it reads the engines' hit rates from the router's engine list.
+// up; without --scrape flags it finds the engines in the router's engine list and reads their own
+// /metrics, as it does pointed at one engine.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -96,7 +97,7 @@ test("switchyard bench against the router completes every request and reads the 
     assert.equal(server.requests_seen, 12);
     assert.ok((server.prefix_cache_queries ?? 0) > 0);
 
-    // no --scrape: the router's /metrics has no vllm: series; its engine list has each engine's counters
+    // no --scrape: the router's /metrics has no vllm: series; its engine list names the engines to read
     const out2 = join(dir, "r2.json");
     const res2 = spawnSync(
       cmd,
@@ -116,6 +117,10 @@ test("switchyard bench against the router completes every request and reads the 
     assert.equal(res2.status, 0, `${res2.stdout}\n${res2.stderr}`);
     const s2 = JSON.parse(readFileSync(out2, "utf8")).server as {
       prefix_cache_queries: number | null;
+      num_preemptions: number | null;
+      mean_ttft_ms: number | null;
+      mean_itl_ms: number | null;
+      requests_seen: number | null;
       engines?: { url: string; prefix_cache_queries: number }[];
     };
     assert.deepEqual(s2.engines?.map((e) => e.url).sort(), [...engines].sort());
@@ -129,6 +134,11 @@ test("switchyard bench against the router completes every request and reads the 
       s2.engines!.reduce((a, e) => a + e.prefix_cache_queries, 0),
     );
     assert.match(res2.stdout, /Prefix cache hit rate:/);
+    // the engines' server-side figures, as a bench pointed at one engine reads them
+    assert.equal(s2.requests_seen, 8);
+    assert.equal(s2.num_preemptions, 0);
+    assert.ok((s2.mean_ttft_ms ?? 0) > 0 && (s2.mean_itl_ms ?? 0) > 0, JSON.stringify(s2));
+    assert.doesNotMatch(res2.stdout, /(Preemptions|Engine mean TTFT|Engine mean ITL).*n\/a/);
   } finally {
     await Promise.all(procs.reverse().map((p) => p.stop()));
     rmSync(dir, { recursive: true, force: true });

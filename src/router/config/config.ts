@@ -4,7 +4,11 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { duration, size } from "../../config/values.js";
+import { ROUTER_PORT } from "../../config/defaults.js";
 import {
+  DEFAULT_POLICY,
+  type PolicySettings,
+  SESSION_LOAD_FACTOR_DEFAULT,
   predictiveConfigSchema,
   ROUTER_POLICY_NAMES,
   scorersConfigSchema,
@@ -149,13 +153,13 @@ const eppConfigSchema = z
 
 export const routerConfigSchema = z.strictObject({
   host: z.string().default("0.0.0.0"),
-  port: z.number().int().min(0).max(65535).default(8080),
+  port: z.number().int().min(0).max(65535).default(ROUTER_PORT),
   /** worker processes serving the port (default 1: one process); needs a restart */
   workers: z.number().int().min(1).max(256).optional(),
   /** active-active replicas exchanging load and routing picks (src/router/cluster/peers.ts) */
   peers: peersConfigSchema,
   backends: z.array(backend).default([]),
-  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default("predictive"),
+  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default(DEFAULT_POLICY),
   /** cache-aware routing (prefix, kv, hybrid): see docs/routing.md */
   routing: routingConfigSchema,
   /** the predictive policy's engine timing (docs/routing.md) */
@@ -169,7 +173,7 @@ export const routerConfigSchema = z.strictObject({
       header: z.string().default("x-session-id"),
       /** top-level body field used when the header is absent (e.g. "user") */
       bodyKey: z.string().optional(),
-      loadFactor: z.number().min(1).default(1.25),
+      loadFactor: z.number().min(1).default(SESSION_LOAD_FACTOR_DEFAULT),
       /** session identity (src/routing/session-identity.ts): vllm_xargs.agentic_context names the session */
       agenticContext: z.boolean().default(true),
       /** a Responses follow-up is in its previous_response_id's session */
@@ -353,6 +357,17 @@ export class ConfigError extends Error {}
 
 function describe(err: z.ZodError): string {
   return err.issues.map((i) => `${i.path.length ? i.path.join(".") : "(root)"}: ${i.message}`).join("; ");
+}
+
+/** The settings the routing policy is built from (src/routing/config.ts policyOptions). */
+export function policySettingsOf(cfg: RouterConfig): PolicySettings {
+  return {
+    sessionLoadFactor: cfg.session.loadFactor,
+    cost: cfg.routing.cost,
+    predictive: cfg.predictive,
+    slo: cfg.slo,
+    scorers: cfg.scorers,
+  };
 }
 
 export function parseConfig(input: unknown): RouterConfig {

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { duration, size } from "../../config/values.js";
 import { CurveKeyError, isZ85Key, loadCurveKeys } from "../../kvevents/curve.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../kvevents/zmq-guard.js";
+import { CACHE_AWARE_DEFAULTS } from "../../routing/index.js";
 
 const zmqEndpoint = z
   .string()
@@ -120,11 +121,11 @@ export const routingConfigSchema = z
       .prefault({}),
     cost: z
       .strictObject({
-        prefillTokensPerUnit: z.number().positive().default(2048),
-        runWeight: z.number().min(0).default(0.1),
-        waitWeight: z.number().min(0).default(0.5),
-        balanceAbs: z.number().min(0).default(4),
-        balanceRel: z.number().min(1).default(1.5),
+        prefillTokensPerUnit: z.number().positive().default(CACHE_AWARE_DEFAULTS.prefillTokensPerUnit),
+        runWeight: z.number().min(0).default(CACHE_AWARE_DEFAULTS.runWeight),
+        waitWeight: z.number().min(0).default(CACHE_AWARE_DEFAULTS.waitWeight),
+        balanceAbs: z.number().min(0).default(CACHE_AWARE_DEFAULTS.balanceAbs),
+        balanceRel: z.number().min(1).default(CACHE_AWARE_DEFAULTS.balanceRel),
       })
       .prefault({}),
     watchdog: z

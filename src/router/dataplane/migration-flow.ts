@@ -10,6 +10,7 @@ import { HttpError } from "../../http/errors.js";
 import { logger } from "../../obs/log.js";
 import type { RequestView } from "../../routing/index.js";
 import { endStreamWithError } from "../../http/errors.js";
+import { DONE_EVENT } from "../../protocol/sse.js";
 import { sendAnswer, type AttemptContext } from "./attempt.js";
 import type { RouterConfig } from "../config/config.js";
 import type { DeadlineQueue, OwnedDeadline } from "./deadlines.js";
@@ -149,7 +150,7 @@ export class Migrations {
       if (plan.buffered) this.d.fail(ctx, new HttpError(held?.status ?? status, held?.message ?? message));
       else if (held) {
         ctx.status = 502;
-        this.endStream(ctx, held.event + "data: [DONE]\n\n");
+        this.endStream(ctx, held.event + DONE_EVENT);
       } else {
         ctx.status = 502;
         endStreamWithError(ctx.res, status, message);
@@ -197,7 +198,7 @@ export class Migrations {
     if (ctx.migration?.buffered)
       return this.d.fail(ctx, new HttpError(held?.status ?? 502, held?.message ?? message));
     ctx.status = 502;
-    if (held) return this.endStream(ctx, held.event + "data: [DONE]\n\n");
+    if (held) return this.endStream(ctx, held.event + DONE_EVENT);
     endStreamWithError(ctx.res, 502, message);
   }
 

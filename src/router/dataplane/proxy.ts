@@ -12,7 +12,7 @@
 // A streamed completion or chat whose engine fails after the first byte is migrated: continued on
 // another engine from what was delivered (../migration/rules.ts builds the request,
 // ../migration/ledger.ts keeps the record and rewrites the next engine's events), within `migration.maxPerRequest`; engine
-// failures while it is served count toward `retry.poisonAfter` as before.
+// failures while it is served count toward `retry.poisonAfter` as any attempt's do.
 //
 // Hot-path shape (see docs/router.md, "Performance"): one undici `dispatch` per attempt, every
 // timeout on one shared coarse DeadlineQueue, headers as flat arrays built once per request,
@@ -33,6 +33,7 @@ import {
   type RequestView,
 } from "../../routing/index.js";
 import { HttpError, endStreamWithError, sendError } from "../../http/errors.js";
+import { SSE_HEADERS } from "../../protocol/sse.js";
 import type { AdmissionQueue, RetryBudget } from "../request/admission.js";
 import type { RouterConfig } from "../config/config.js";
 import { DeadlineQueue } from "./deadlines.js";
@@ -56,11 +57,6 @@ import { responseNotFound, type ResponseAffinity } from "./response-affinity.js"
 
 const log = logger("router.proxy");
 
-const SSE_HEADERS = {
-  "content-type": "text/event-stream; charset=utf-8",
-  "cache-control": "no-cache",
-  "x-accel-buffering": "no",
-};
 const KEEPALIVE_BYTES = Buffer.from(": keep-alive\n\n");
 
 export interface ProxyDeps {

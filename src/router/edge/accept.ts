@@ -12,7 +12,7 @@
 // EADDRINUSE; and an ephemeral port (0) may be one such a process holds. So several sockets are used
 // only on an explicit port, after a plain bind on it has proved it free, and only when asked for
 // (`limits.listenSockets`, 1 by default; the chart asks for 8, each pod having its own network).
-// Where Node or the platform has no `reusePort` the router listens on one socket as before.
+// Where Node or the platform has no `reusePort` the router listens on one socket.
 //
 // Router workers (`--workers N`) where `reusePort` exists: each worker listens on sockets of its own in
 // the port's group (`exclusive`), so connections go from the kernel straight to a worker and the

@@ -5,9 +5,9 @@
 // ../migration/drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { HttpError, sendError } from "../../http/errors.js";
-import { createPolicy, predictiveOptions, type Policy, type PolicyName } from "../../routing/index.js";
+import { createPolicy, policyOptions, type Policy, type PolicyName } from "../../routing/index.js";
 import { AdmissionQueue, RetryBudget, type QueueLimits } from "../request/admission.js";
-import { engineSpecs, type RouterConfig } from "../config/config.js";
+import { engineSpecs, policySettingsOf, type RouterConfig } from "../config/config.js";
 import { StaticDiscovery } from "../../discovery/static.js";
 import { discoverySources } from "../../discovery/index.js";
 import { Tracer } from "../../obs/tracing.js";
@@ -305,13 +305,10 @@ export class Router {
   }
 
   private makePolicy(cfg: RouterConfig): Policy {
-    return createPolicy(cfg.policy as PolicyName, {
-      sessionLoadFactor: cfg.session.loadFactor,
-      cache: this.cache,
-      cacheAware: cfg.routing.cost,
-      predictive: predictiveOptions(cfg.predictive, cfg.slo),
-      scorers: cfg.scorers,
-    });
+    return createPolicy(
+      cfg.policy as PolicyName,
+      policyOptions(policySettingsOf(cfg), { cache: this.cache }),
+    );
   }
 
   async start(): Promise<void> {

@@ -4,7 +4,7 @@
 // - Active: GET /health every `health.interval`. A probe that times out is not evidence that the
 //   engine is down when the engine sent bytes on any of its requests while the probe waited (it is
 //   busy, not dead), nor when the router's own event loop ran late (the timeout then measured the
-//   router, not the engine: a CPU-starved router used to eject every engine at once). Refused,
+//   router, not the engine: counted, a CPU-starved router would eject every engine at once). Refused,
 //   reset and non-200 probes count.
 // - Passive: connect errors, resets and 5xx answers on live traffic (reported by the data plane).
 // - At most `health.maxEjectionPercent` of a model's engines are out of rotation at once, so the

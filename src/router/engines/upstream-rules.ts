@@ -10,8 +10,8 @@
 // With tenancy on the client's key is the router's credential and never goes upstream. Probes and
 // scrapes carry the engine key or nothing: no client is behind them.
 //
-// Of the client's other headers and its query string only what vLLM reads goes on (an allow-list):
-// a client's cookie, x-api-key, x-forwarded-for or x-data-parallel-rank used to reach the engine.
+// Of the client's other headers and its query string only what vLLM reads goes on (an allow-list), so
+// a client's cookie, x-api-key, x-forwarded-for or x-data-parallel-rank never reaches the engine.
 import type { IncomingHttpHeaders } from "node:http";
 import type { EngineSpec } from "../../discovery/types.js";
 

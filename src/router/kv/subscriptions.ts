@@ -49,6 +49,8 @@ export interface EngineKv {
   collecting: boolean;
   /** at least one batch delivered since (re)subscribing */
   flowing: boolean;
+  /** a publisher socket of the engine failed the CURVE handshake since (re)subscribing */
+  refused: boolean;
   version: string | undefined;
   versionAsked: boolean;
   /** why the engine is routed by prefix instead of KV events (null: it is not) */
@@ -317,6 +319,7 @@ export class KvSubscriptions {
           sub: undefined,
           collecting: false,
           flowing: false,
+          refused: false,
           quietScrapes: 0,
           version: undefined,
           versionAsked: false,
@@ -430,12 +433,14 @@ export class KvSubscriptions {
     const curve = this.clientSecurity(src.endpoint, src);
     if (curve === undefined) return;
     st.flowing = false;
+    st.refused = false;
     try {
       st.sub = await KvEventSubscriber.create({
         endpoint: src.endpoint,
         topic: src.topic ?? this.cfg.routing.kvEvents.topic,
         label: st.url,
         curve,
+        onAuthFailure: () => this.refusedBy(st),
         ...this.streamOptions(st, src.replay),
       });
       log.info(
@@ -452,6 +457,7 @@ export class KvSubscriptions {
             topic: r.topic ?? this.cfg.routing.kvEvents.topic,
             label: st.url,
             curve: rankCurve,
+            onAuthFailure: () => this.refusedBy(st),
             ...this.streamOptions(st, r.replay),
           }),
         );
@@ -469,6 +475,7 @@ export class KvSubscriptions {
     st.rankSubs = [];
     for (const r of ranks) void r.close();
     st.flowing = false;
+    st.refused = false;
     st.unconfirmed = 0;
     if (st.collecting) this.collectorNow?.detach(st.url);
     st.collecting = false;
@@ -564,6 +571,8 @@ export class KvSubscriptions {
     if (st.version === undefined) return "version-unknown";
     if (!versionAtLeast(st.version, this.cfg.routing.minVllmVersion)) return `version-${st.version}`;
     if (!st.sub && !st.collecting) return "not-subscribed";
+    // Silence from a publisher whose handshake failed is not an empty cache: nothing it sends is taken
+    if (!st.flowing && st.refused) return "handshake-refused";
     // An engine that has computed no prompt has published no event: its silence is an empty cache, and
     // its empty index says so exactly. Counted as unknown, its room did not count and a miss sent there
     // was priced as pushing out its own size, so a fresh engine (started, scaled up, or passed over by
@@ -593,6 +602,13 @@ export class KvSubscriptions {
         { engine: st.url, reason: st.fallback, scrapes: QUIET_SCRAPES },
         "engine has computed prompts but published no KV event: routed by the approximate prefix index",
       );
+  }
+
+  /** A publisher socket of the engine failed the handshake: it is judged at once, not at the next scrape. */
+  private refusedBy(st: EngineKv): void {
+    st.refused = true;
+    const e = this.d.registry.engines.get(st.url);
+    if (e && this.states.get(st.url) === st) this.updateFallback(st, e);
   }
 
   private updateFallback(st: EngineKv, e: Upstream): void {

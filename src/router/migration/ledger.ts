@@ -22,6 +22,7 @@
 // Only requests that may migrate get a ledger (rules.ts decides); the rest are relayed as bytes.
 import { StringDecoder } from "node:string_decoder";
 import { assistantMessage } from "../../http/vllm-answers.js";
+import { DONE_DATA, DONE_EVENT } from "../../protocol/sse.js";
 
 export type GenerationKind = "chat" | "completion";
 
@@ -282,13 +283,13 @@ export class MigrationLedger {
       out += `data: ${JSON.stringify({ ...head, choices: [], usage })}\n\n`;
     }
     this.sawDone = true;
-    return out + "data: [DONE]\n\n";
+    return out + DONE_EVENT;
   }
 
   private event(ev: string): string {
     if (!ev.startsWith("data:")) return ev + "\n\n";
     const payload = ev.charCodeAt(5) === 32 ? ev.slice(6) : ev.slice(5);
-    if (payload === "[DONE]") {
+    if (payload === DONE_DATA) {
       // an engine's [DONE] after its error event stays back with the error
       if (this.heldError) return "";
       this.sawDone = true;

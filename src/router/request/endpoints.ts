@@ -1,10 +1,9 @@
 // What the router knows about each path a vLLM 0.32 engine serves, in one table: how the request's
 // body is read, where its model and prompt are (for routing and the prompt budget), whether it
 // generates, whether its stream may migrate or run as disaggregated prefill/decode, what pins it to
-// one engine, and what tracing and the metrics call it. Before this table every one of those facts
-// was a list of its own in a different file (ingress, migration, P/D, tracing, prompt budget), and a
-// route added to one list and not the others (or to none: Anthropic Messages, stored responses,
-// render, token-in generate) was answered 404 by the router while the engine served it.
+// one engine, and what tracing and the metrics call it. One table, so that ingress, migration, P/D,
+// tracing and the prompt budget cannot disagree about a route: a route missing from a list of one of
+// them would be answered 404 by the router while the engine serves it.
 //
 // Matching allocates nothing for a fixed path (one Map lookup) and one string for a path that
 // carries an id (`/v1/responses/{id}`): the id itself.

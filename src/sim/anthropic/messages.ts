@@ -14,7 +14,7 @@ import { newRequestHex } from "../openai/completions.js";
 import { checkAdmission, Generation, trackLoad, type GenerationResult } from "../serving/engine-request.js";
 import { chatPrompt } from "../serving/prompts.js";
 import type { ChatBody } from "../protocol/schemas.js";
-import { SSE_HEADERS } from "../protocol/sse.js";
+import { SSE_HEADERS } from "../../protocol/sse.js";
 import { toolParserRefusal, type ToolMode } from "../outputs/tools.js";
 
 const block = z.looseObject({

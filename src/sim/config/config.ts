@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { CliError, parseFlags, type FlagSpecs, type FlagValues } from "../../config/args.js";
+import { GPU_IDS_TEXT } from "../../models/index.js";
 import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
 import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
 import { parseVersion } from "../../kvevents/versions.js";
@@ -104,7 +105,7 @@ export const SIM_FLAGS: FlagSpecs = {
     help: "serve the scale-out endpoints: /render and /derender of chat, completions, messages and responses, /inference/v1/generate and /inference/v1/abort_requests (403 without it)",
   },
   // sim-only
-  gpu: { type: "string", default: "h100", help: "[sim] GPU profile: h100, h200, a100, l40s, l4" },
+  gpu: { type: "string", default: "h100", help: `[sim] GPU profile: ${GPU_IDS_TEXT}` },
   "time-scale": {
     type: "number",
     default: 1,

@@ -13,7 +13,7 @@ import { assistantMessage, systemFingerprint } from "../../http/vllm-answers.js"
 import type { SimContext } from "../serving/context.js";
 import type { RequestSink } from "../protocol/sink.js";
 import type { PromptInput } from "../serving/prompts.js";
-import { DONE_EVENT, SSE_HEADERS } from "../protocol/sse.js";
+import { DONE_EVENT, SSE_HEADERS } from "../../protocol/sse.js";
 import type { ForcedText } from "../outputs/forced.js";
 import { toolAnswer, toolFinishLiteral, type ToolCallPlan, type ToolStream } from "../outputs/tools.js";
 import {

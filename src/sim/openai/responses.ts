@@ -19,7 +19,7 @@ import { chatPrompt } from "../serving/prompts.js";
 import { outputMessage, responseObject, responseToolChoice, statusOf } from "./response-object.js";
 import { ResponseStore, storedBytes, type StoredResponse } from "../serving/response-store.js";
 import type { ChatBody } from "../protocol/schemas.js";
-import { SSE_HEADERS } from "../protocol/sse.js";
+import { SSE_HEADERS } from "../../protocol/sse.js";
 
 const part = z.looseObject({ type: z.string(), text: z.string().nullish() });
 const item = z.looseObject({

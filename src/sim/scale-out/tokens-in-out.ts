@@ -19,7 +19,7 @@ import {
   type GenerationResult,
 } from "../serving/engine-request.js";
 import { validate } from "../protocol/schemas.js";
-import { DONE_EVENT, SSE_HEADERS } from "../protocol/sse.js";
+import { DONE_EVENT, SSE_HEADERS } from "../../protocol/sse.js";
 
 /**
  * vLLM 0.32's engine-side check, the only one this route meets: a prompt past the context, or one that
