@@ -15,8 +15,66 @@ export interface TenantMetricsSink extends TenantSink {
   rejected(tenant: string, limit: string): void;
 }
 
-/** Endpoints whose streams can carry a final usage event (`stream_options.include_usage`). */
+/**
+ * Endpoints whose streams carry a final usage event only when asked (`stream_options.include_usage`).
+ * Messages (`message_delta`) and Responses (`response.completed`) streams always carry theirs.
+ */
 const USAGE_STREAM_PATHS = new Set(["/v1/chat/completions", "/v1/completions"]);
+
+/**
+ * Routes that generate tokens, and so are charged a declared maximum when their answer reports no
+ * usage (every other route generates nothing: 0).
+ */
+const GENERATING_PATHS = new Set([
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/v1/responses",
+  "/v1/messages",
+  "/v1/chat/completions/batch",
+  "/invocations",
+  "/inference/v1/generate",
+  "/v1/audio/transcriptions",
+  "/v1/audio/translations",
+]);
+
+/** vLLM's default max_tokens of a completion (other routes default to what the context leaves) */
+const COMPLETION_DEFAULT_MAX = 16;
+/** the context assumed when no engine has announced the model's max_model_len */
+export const UNKNOWN_CONTEXT_TOKENS = 32_768;
+
+/**
+ * The most completion tokens a request can cost, as the client declared it: `max_output_tokens`
+ * (Responses), `max_completion_tokens` or `max_tokens`, vLLM's default of 16 for a completion,
+ * else the model's context; times the answers it asks for (`n`, a completion's list of prompts, a
+ * batch's conversations). What a request without usage in its answer is charged.
+ */
+export function declaredMaxCompletion(
+  path: string,
+  obj: Record<string, unknown> | undefined,
+  context: number | undefined,
+): number {
+  if (!GENERATING_PATHS.has(path)) return 0;
+  const ctx = context !== undefined && context > 0 ? context : UNKNOWN_CONTEXT_TOKENS;
+  if (!obj) return ctx;
+  const declared =
+    path === "/v1/responses"
+      ? positive(obj.max_output_tokens)
+      : (positive(obj.max_completion_tokens) ?? positive(obj.max_tokens));
+  const each = Math.min(ctx, declared ?? (path === "/v1/completions" ? COMPLETION_DEFAULT_MAX : ctx));
+  let answers = positive(obj.n) ?? 1;
+  if (path === "/v1/completions" && Array.isArray(obj.prompt) && obj.prompt.length > 0) {
+    // a list of prompts (strings or token-id lists) is one completion each; a list of ids is one
+    const first: unknown = obj.prompt[0];
+    if (typeof first === "string" || Array.isArray(first)) answers *= obj.prompt.length;
+  }
+  if (path === "/v1/chat/completions/batch" && Array.isArray(obj.messages))
+    answers *= Math.max(1, obj.messages.length);
+  return each * answers;
+}
+
+function positive(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) && v > 0 ? Math.ceil(v) : undefined;
+}
 
 /** What authentication reads of a request: its headers (an HTTP request, or an ext_proc one's). */
 export interface Credentials {
@@ -30,6 +88,8 @@ export interface AdmitOptions {
    * client's request is then left as it is and tokens settle by the estimate.
    */
   usageEvent?: boolean;
+  /** the served model (a multipart upload's, whose body is not parsed): its context bounds the charge */
+  model?: string;
 }
 
 /** Who may have the routing explanation of `x-switchyard-debug: 1` (the router's `debug.allowHeader`). */
@@ -68,10 +128,16 @@ export interface Admitted {
   mutated: boolean;
 }
 
+export interface RouterGateOptions {
+  /** the model's context (max_model_len) as its engines announce it: the charge of a request without usage */
+  contextOf?: (model: string) => number | undefined;
+}
+
 export class RouterGate {
   constructor(
     readonly state: TenancyState,
     private readonly sink: TenantMetricsSink,
+    private readonly opts: RouterGateOptions = {},
   ) {}
 
   get enabled(): boolean {
@@ -146,6 +212,8 @@ export class RouterGate {
     let mutated = false;
     let strip = false;
     const stream = obj?.stream === true;
+    const q = path.indexOf("?");
+    const route = q < 0 ? path : path.slice(0, q);
     if (obj) {
       mutated = dropOwnedFields(obj);
       if (tenant.cacheSalt !== undefined) {
@@ -157,7 +225,7 @@ export class RouterGate {
       if (
         stream &&
         opts.usageEvent !== false &&
-        USAGE_STREAM_PATHS.has(path) &&
+        USAGE_STREAM_PATHS.has(route) &&
         (l.promptTokensPerMinute > 0 || l.completionTokensPerMinute > 0)
       ) {
         const so = obj.stream_options;
@@ -174,8 +242,16 @@ export class RouterGate {
         }
       }
     }
+    const model = opts.model ?? (typeof obj?.model === "string" ? obj.model : undefined);
     const request = new TenantRequest(this.state, admission, this.sink, {
       promptEstimate: estimate,
+      maxCompletion: declaredMaxCompletion(
+        route,
+        obj,
+        model !== undefined ? this.opts.contextOf?.(model) : undefined,
+      ),
+      // a stored response read again (GET /v1/responses/{id}, its replayed stream) was charged once
+      readUsage: !route.startsWith("/v1/responses/"),
       stream,
       stripUsageEvent: strip,
     });
