@@ -76,6 +76,26 @@ function positive(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) && v > 0 ? Math.ceil(v) : undefined;
 }
 
+/** A tenant with a concurrency or token limit: what a background response would escape. */
+function boundByLimits(t: Tenant): boolean {
+  const l = t.limits;
+  return l.maxConcurrent > 0 || l.promptTokensPerMinute > 0 || l.completionTokensPerMinute > 0;
+}
+
+/**
+ * `background: true` on /v1/responses answers at once while the engine keeps generating, out of the
+ * router's sight: refused for a tenant whose concurrency or tokens are limited (docs/security.md).
+ */
+function backgroundRefused(t: Tenant): HttpError {
+  return new HttpError(
+    400,
+    `background responses are not available to tenant '${t.name}': its concurrency and token limits ` +
+      "hold only while the router relays the answer; send the request with `stream: true` (or without " +
+      "`background`) instead",
+    "background",
+  );
+}
+
 /** What authentication reads of a request: its headers (an HTTP request, or an ext_proc one's). */
 export interface Credentials {
   readonly headers: { readonly authorization?: string | string[] | undefined };
@@ -172,7 +192,13 @@ export class RouterGate {
   ): Promise<Admitted> {
     const estimate = promptEstimate(bodyBytes);
     const admission = await this.take(tenant, estimate);
-    return this.prepare(admission, path, obj, estimate, opts);
+    try {
+      return this.prepare(admission, path, obj, estimate, opts);
+    } catch (err) {
+      // refused by its body (a background response under limits): the slot comes back at once
+      this.release(admission, err instanceof HttpError ? err.status : 500);
+      throw err;
+    }
   }
 
   /**
@@ -199,7 +225,8 @@ export class RouterGate {
 
   /**
    * The body's part of admission, once it is read: the fields the router owns set or removed, and
-   * the TenantRequest that settles usage and frees the slot when the request ends.
+   * the TenantRequest that settles usage and frees the slot when the request ends. Throws a 400 for
+   * a background response the tenant's limits could not hold (the caller releases the admission).
    */
   prepare(
     admission: Admission,
@@ -214,6 +241,8 @@ export class RouterGate {
     const stream = obj?.stream === true;
     const q = path.indexOf("?");
     const route = q < 0 ? path : path.slice(0, q);
+    if (route === "/v1/responses" && obj?.background === true && boundByLimits(tenant))
+      throw backgroundRefused(tenant);
     if (obj) {
       mutated = dropOwnedFields(obj);
       if (tenant.cacheSalt !== undefined) {

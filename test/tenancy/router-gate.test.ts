@@ -1,7 +1,7 @@
 // The one tenancy gate both ways into the router call (HTTP ingress and the endpoint picker): it
 // reads only a request's headers, so an ext_proc request authenticates exactly as an HTTP one, and a
-// caller that cannot strip the usage event it would ask for leaves the client's stream as it is; and what an
-// answer without usage costs.
+// caller that cannot strip the usage event it would ask for leaves the client's stream as it is; what an
+// answer without usage costs, and the background responses a limited tenant is refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { HttpError } from "../../src/http/errors.js";
@@ -63,4 +63,19 @@ test("an answer without usage costs the declared maximum: each route's field, vL
   assert.equal(m("/v1/audio/transcriptions", undefined), ctx);
   assert.equal(m("/v1/embeddings", { max_tokens: 90 }), 0, "a route that generates nothing");
   assert.equal(declaredMaxCompletion("/v1/messages", {}, undefined), UNKNOWN_CONTEXT_TOKENS);
+});
+
+test("a background response is refused (400, param background) for a limited tenant, and its slot comes back", async () => {
+  const g = gate();
+  const t = g.authenticate({ headers: { authorization: `Bearer ${KEY}` } })!;
+  const body = { model: "m", input: "hi", background: true, store: true };
+  await assert.rejects(
+    g.admit(t, "/v1/responses", { ...body }, 100),
+    (e: unknown) => e instanceof HttpError && e.status === 400 && e.param === "background",
+  );
+  assert.equal(g.state.localInFlight("a"), 0);
+  // the same request in the foreground is admitted
+  const fg = await g.admit(t, "/v1/responses", { ...body, background: false }, 100);
+  fg.request.finish(400);
+  await g.state.close();
 });

@@ -1,11 +1,14 @@
 // Token limits on every generating route, through the live router in front of the sim: usage read
 // from Anthropic Messages and Responses answers (bodies and streams, `event:` lines and all) as from
-// chat, wherever the body puts it (after megabytes of prompt_token_ids / prompt_logprobs).
+// chat, wherever the body puts it (after megabytes of prompt_token_ids / prompt_logprobs); and
+// background Responses, which the router cannot hold inside a tenant's limits, refused for a limited
+// tenant and left to an unlimited one.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../src/sim/app.js";
 import type { RunningRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
+import { getText, metric } from "../sim/helpers.js";
 import { startSimWithEnv } from "../sim/sse.js";
 import { routerFor, waitUntil } from "../router/util.js";
 
@@ -97,3 +100,26 @@ for (const c of CASES) {
     assert.equal(third.limit, "completion_tokens_per_minute");
   });
 }
+
+test("background Responses: refused for a tenant with maxConcurrent 1 (20 sent, at most 1 running), served without limits", async () => {
+  const bg = { model: MODEL, input: "hello", max_output_tokens: 100_000, background: true, store: true };
+  const answers = await Promise.all(Array.from({ length: 20 }, () => post("/v1/responses", "bg", bg)));
+  const running = metric((await getText(`${sim.url}/metrics`)).text, "vllm:num_requests_running");
+  assert.ok(running <= 1, `${running} requests running on the engine for a tenant limited to 1`);
+  for (const a of answers) {
+    if (a.status === 429) continue; // its one slot taken by a sibling while that one was refused
+    assert.equal(a.status, 400, a.text.slice(0, 300));
+    const e = JSON.parse(a.text) as { error: { param: string; message: string } };
+    assert.equal(e.error.param, "background");
+    assert.match(e.error.message, /background responses are not available to tenant 'bg'/);
+  }
+  await waitUntil(() => r.router.tenancy.localInFlight("bg") === 0, 2000, "slots released");
+  // the same tenant's foreground request is served
+  const fg = await post("/v1/responses", "bg", { model: MODEL, input: "hello", max_output_tokens: 5 });
+  assert.equal(fg.status, 200, fg.text.slice(0, 300));
+  // a tenant without concurrency or token limits keeps background responses
+  const free = await post("/v1/responses", "free", { ...bg, max_output_tokens: 5 });
+  assert.equal(free.status, 200, free.text.slice(0, 300));
+  const id = (JSON.parse(free.text) as { id: string; background: boolean }).id;
+  assert.match(id, /^resp_/);
+});
