@@ -16,10 +16,11 @@ export interface TenantMetricsSink extends TenantSink {
 }
 
 /**
- * Endpoints whose streams carry a final usage event only when asked (`stream_options.include_usage`).
+ * Endpoints whose streams carry a final usage event (`"choices":[]`) only when asked
+ * (`stream_options.include_usage`): chat, completions and token-in generate.
  * Messages (`message_delta`) and Responses (`response.completed`) streams always carry theirs.
  */
-const USAGE_STREAM_PATHS = new Set(["/v1/chat/completions", "/v1/completions"]);
+const USAGE_STREAM_PATHS = new Set(["/v1/chat/completions", "/v1/completions", "/inference/v1/generate"]);
 
 /**
  * Routes that generate tokens, and so are charged a declared maximum when their answer reports no
@@ -44,8 +45,8 @@ export const UNKNOWN_CONTEXT_TOKENS = 32_768;
 
 /**
  * The most completion tokens a request can cost, as the client declared it: `max_output_tokens`
- * (Responses), `max_completion_tokens` or `max_tokens`, vLLM's default of 16 for a completion,
- * else the model's context; times the answers it asks for (`n`, a completion's list of prompts, a
+ * (Responses), `max_completion_tokens` or `max_tokens` (token-in generate: its `sampling_params`'),
+ * vLLM's default of 16 for a completion, else the model's context; times the answers it asks for (`n`, a completion's list of prompts, a
  * batch's conversations). What a request without usage in its answer is charged.
  */
 export function declaredMaxCompletion(
@@ -56,6 +57,11 @@ export function declaredMaxCompletion(
   if (!GENERATING_PATHS.has(path)) return 0;
   const ctx = context !== undefined && context > 0 ? context : UNKNOWN_CONTEXT_TOKENS;
   if (!obj) return ctx;
+  if (path === "/inference/v1/generate") {
+    // token-in generate keeps its limits in `sampling_params`
+    const sp = obj.sampling_params;
+    obj = sp !== null && typeof sp === "object" ? (sp as Record<string, unknown>) : {};
+  }
   const declared =
     path === "/v1/responses"
       ? positive(obj.max_output_tokens)

@@ -38,6 +38,10 @@ test("a caller that cannot strip the usage event gets the salt but leaves stream
   const withUsage = await g.admit(t, "/v1/chat/completions", asked, 100);
   assert.deepEqual(asked.stream_options, { include_usage: true, continuous_usage_stats: false });
   withUsage.request.finish(200);
+  // token-in generate streams report usage when asked, as chat does
+  const gen: Record<string, unknown> = { token_ids: [1], sampling_params: { max_tokens: 5 }, stream: true };
+  (await g.admit(t, "/inference/v1/generate", gen, 100)).request.finish(200);
+  assert.deepEqual(gen.stream_options, { include_usage: true, continuous_usage_stats: false });
   const kept: Record<string, unknown> = { model: "m", messages: [], stream: true, max_tokens: 5 };
   const without = await g.admit(t, "/v1/chat/completions", kept, 100, { usageEvent: false });
   assert.equal(kept.stream_options, undefined);
@@ -61,6 +65,10 @@ test("an answer without usage costs the declared maximum: each route's field, vL
   assert.equal(m("/v1/messages", { max_tokens: 90 }), 90);
   assert.equal(m("/v1/responses", { max_output_tokens: 90, max_tokens: 1 }), 90);
   assert.equal(m("/v1/audio/transcriptions", undefined), ctx);
+  assert.equal(
+    m("/inference/v1/generate", { max_tokens: 1, sampling_params: { max_tokens: 90, n: 2 } }),
+    180,
+  );
   assert.equal(m("/v1/embeddings", { max_tokens: 90 }), 0, "a route that generates nothing");
   assert.equal(declaredMaxCompletion("/v1/messages", {}, undefined), UNKNOWN_CONTEXT_TOKENS);
 });

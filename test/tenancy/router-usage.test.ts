@@ -21,6 +21,7 @@ const CASES = [
   "responsesStream",
   "tokenIds",
   "promptLogprobs",
+  "generateStream",
 ] as const;
 const keyOf = (tenant: string) => `sk-${tenant}-`.padEnd(24, "0");
 
@@ -28,10 +29,15 @@ let sim: RunningSim;
 let r: RunningRouter;
 
 before(async () => {
-  // every answer runs to its max_tokens (no early EOS); the store on, for background responses
-  sim = await startSimWithEnv(MODEL, ["--time-scale", "0.02", "--output-len-mean", "100000"], {
-    VLLM_ENABLE_RESPONSES_API_STORE: "1",
-  });
+  // every answer runs to its max_tokens (no early EOS); the store on, for background responses; token-in
+  // generate served (vLLM 0.32 with --enable-scale-out)
+  sim = await startSimWithEnv(
+    MODEL,
+    ["--time-scale", "0.02", "--output-len-mean", "100000", "--enable-scale-out", "--vllm-version", "0.32.0"],
+    {
+      VLLM_ENABLE_RESPONSES_API_STORE: "1",
+    },
+  );
   const tenants: Record<string, { limits: Record<string, number> }> = {};
   for (const c of CASES) tenants[c] = { limits: { completionTokensPerMinute: 100 } };
   tenants.bg = { limits: { maxConcurrent: 1 } };
@@ -81,6 +87,11 @@ const REQUESTS: Record<(typeof CASES)[number], [string, Record<string, unknown>]
   responsesStream: ["/v1/responses", { model: MODEL, input: "hello", max_output_tokens: 90, stream: true }],
   tokenIds: ["/v1/chat/completions", chat(LONG, { return_token_ids: true })],
   promptLogprobs: ["/v1/chat/completions", chat(LONG, { prompt_logprobs: 1 })],
+  // token-in generate: its limits in sampling_params, its usage event asked for by the router
+  generateStream: [
+    "/inference/v1/generate",
+    { model: MODEL, token_ids: [9906, 1070], sampling_params: { max_tokens: 90 }, stream: true },
+  ],
 };
 
 for (const c of CASES) {
@@ -92,6 +103,14 @@ for (const c of CASES) {
       // the layout that hid the usage: it comes first, megabytes of per-prompt-token data after it
       const k = first.text.indexOf('"usage":{');
       assert.ok(first.text.length - k > 16 * 1024, `usage ${first.text.length - k} bytes from the end`);
+    }
+    if (c === "generateStream") {
+      assert.equal(
+        first.text.indexOf('"usage":{'),
+        -1,
+        "the usage event the router asked for is not relayed",
+      );
+      assert.match(first.text, /data: \[DONE\]/);
     }
     // 90 of 100 spent: not in debt, so one more passes (and puts the bucket at -80)
     assert.equal((await post(path, c, body)).status, 200);
