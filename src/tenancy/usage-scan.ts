@@ -42,15 +42,6 @@ const MAX_USAGE_BYTES = 4096;
 const MAX_KEY_BYTES = 8;
 const DATA = Buffer.from("data:");
 
-/** Where a key's value goes: a key of the top level or of a top-level object, or a key nobody reads. */
-const enum Parent {
-  Other = 0,
-  /** the top level's `message` (Anthropic message_start) */
-  Message = 1,
-  /** the top level's `response` (Responses stream events) */
-  Response = 2,
-}
-
 /** Which usage a captured object is, so message_start's zero output never stands for the answer's. */
 const enum Kind {
   /** top-level usage, or response.usage: final (or running) counts of both kinds */
@@ -216,15 +207,14 @@ class JsonUsageScanner {
   /** an object opening at depth d is the value of a usage key at the protocol's place */
   private wantsUsage(d: number): boolean {
     if (d === 2) return this.key1 === "usage" && (this.objects & 1) !== 0;
-    if (d === 3) return this.key2 === "usage" && this.parent() !== Parent.Other && (this.objects & 2) !== 0;
+    // under the top level's `message` (Anthropic message_start) or `response` (Responses events)
+    if (d === 3)
+      return (
+        this.key2 === "usage" &&
+        (this.objects & 3) === 3 &&
+        (this.key1 === "message" || this.key1 === "response")
+      );
     return false;
-  }
-
-  private parent(): Parent {
-    if ((this.objects & 1) === 0) return Parent.Other;
-    if (this.key1 === "message") return Parent.Message;
-    if (this.key1 === "response") return Parent.Response;
-    return Parent.Other;
   }
 
   private startCapture(at: number, d: number): void {
@@ -232,7 +222,7 @@ class JsonUsageScanner {
     this.captureSize = 0;
     this.captureDepth = d;
     this.captureFrom = at;
-    this.captureKind = d === 3 && this.parent() === Parent.Message ? Kind.PromptOnly : Kind.Full;
+    this.captureKind = d === 3 && this.key1 === "message" ? Kind.PromptOnly : Kind.Full;
   }
 
   private keep(piece: Buffer): void {
