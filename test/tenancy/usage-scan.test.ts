@@ -152,3 +152,46 @@ test("text that only looks like usage is never taken: in strings, escaped, neste
   // a key with an escape is not `usage`
   assert.equal(scan('{"us\\u0061ge":{"prompt_tokens":5}}', false), undefined);
 });
+
+test("random documents cut at random points: the top-level usage and nothing else, every time", () => {
+  let x = 0x2545f491;
+  const rnd = (n: number) => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+  const PIECES = ['"', "\\", "usage", '"usage":{', "{", "}", "[", "]", ":", ",", "é", "😀", "\n", "a"];
+  const str = () => Array.from({ length: rnd(6) }, () => PIECES[rnd(PIECES.length)]).join("");
+  const value = (depth: number): unknown => {
+    const k = rnd(depth > 3 ? 3 : 6);
+    if (k === 0) return rnd(1000);
+    if (k === 1) return str();
+    if (k === 2) return rnd(2) === 0 ? null : true;
+    if (k === 3) return Array.from({ length: rnd(4) }, () => value(depth + 1));
+    // decoys: objects named usage below the top level
+    const o: Record<string, unknown> = {};
+    for (let i = rnd(4); i > 0; i--) o[rnd(3) === 0 ? "usage" : str()] = value(depth + 1);
+    return o;
+  };
+  for (let round = 0; round < 300; round++) {
+    const doc: Record<string, unknown> = {};
+    const usage = { prompt_tokens: rnd(10_000), completion_tokens: rnd(10_000), details: value(2) };
+    const at = rnd(5);
+    for (let i = 0; i < 5; i++) {
+      if (i === at) doc.usage = usage;
+      const k = str();
+      if (k !== "usage") doc[k] = value(1);
+    }
+    if (rnd(4) === 0) delete doc.usage;
+    const text = JSON.stringify(doc);
+    const n = Buffer.byteLength(text);
+    const cuts = [...new Set(Array.from({ length: rnd(8) }, () => rnd(n)))].sort((a, b) => a - b);
+    const want =
+      "usage" in doc ? { prompt: usage.prompt_tokens, completion: usage.completion_tokens } : undefined;
+    const sized = want && Buffer.byteLength(JSON.stringify(usage)) > 4096 ? undefined : want;
+    assert.deepEqual(scan(text, false, cuts), sized, text);
+    // the same document as one SSE event's data
+    assert.deepEqual(scan(`event: x\ndata: ${text}\n\n`, true, cuts), sized, text);
+  }
+});
