@@ -45,9 +45,10 @@ export const UNKNOWN_CONTEXT_TOKENS = 32_768;
 
 /**
  * The most completion tokens a request can cost, as the client declared it: `max_output_tokens`
- * (Responses), `max_completion_tokens` or `max_tokens` (token-in generate: its `sampling_params`'),
- * vLLM's default of 16 for a completion, else the model's context; times the answers it asks for (`n`, a completion's list of prompts, a
- * batch's conversations). What a request without usage in its answer is charged.
+ * (Responses), `max_completion_tokens` or `max_tokens` (token-in generate: in `sampling_params`),
+ * vLLM's default of 16 for a completion, else the model's context; times the answers it asks for
+ * (`n`, a completion's list of prompts, a batch's conversations). What a request without usage in
+ * its answer is charged.
  */
 export function declaredMaxCompletion(
   path: string,
