@@ -89,6 +89,15 @@ function boundByLimits(t: Tenant): boolean {
   return l.maxConcurrent > 0 || l.promptTokensPerMinute > 0 || l.completionTokensPerMinute > 0;
 }
 
+/** vLLM's (pydantic's) false values of a bool field; any other value it reads as true or refuses */
+const FALSE_WORDS = new Set(["false", "0", "no", "off", "n", "f"]);
+
+/** The body asks for a background response, as vLLM would read `background` (`"true"`, 1, ...). */
+function asksBackground(v: unknown): boolean {
+  if (v === undefined || v === null || v === false || v === 0) return false;
+  return !(typeof v === "string" && FALSE_WORDS.has(v.trim().toLowerCase()));
+}
+
 /**
  * `background: true` on /v1/responses answers at once while the engine keeps generating, out of the
  * router's sight: refused for a tenant whose concurrency or tokens are limited (docs/security.md).
@@ -248,7 +257,7 @@ export class RouterGate {
     const stream = obj?.stream === true;
     const q = path.indexOf("?");
     const route = q < 0 ? path : path.slice(0, q);
-    if (route === "/v1/responses" && obj?.background === true && boundByLimits(tenant))
+    if (route === "/v1/responses" && asksBackground(obj?.background) && boundByLimits(tenant))
       throw backgroundRefused(tenant);
     if (obj) {
       mutated = dropOwnedFields(obj);

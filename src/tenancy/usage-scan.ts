@@ -42,14 +42,6 @@ const MAX_USAGE_BYTES = 4096;
 const MAX_KEY_BYTES = 8;
 const DATA = Buffer.from("data:");
 
-/** Which usage a captured object is, so message_start's zero output never stands for the answer's. */
-const enum Kind {
-  /** top-level usage, or response.usage: final (or running) counts of both kinds */
-  Full = 0,
-  /** message_start's message.usage: the prompt only (its output_tokens is 0 by design) */
-  PromptOnly = 1,
-}
-
 /** Scans one stream of JSON documents (one body, or one SSE event's data at a time). */
 class JsonUsageScanner {
   private depth = 0;
@@ -70,13 +62,14 @@ class JsonUsageScanner {
   private capture: Buffer[] | undefined;
   private captureSize = 0;
   private captureDepth = 0;
-  private captureKind: Kind = Kind.Full;
+  /** message_start's `message.usage`: the prompt only (its output_tokens is 0 by design) */
+  private promptOnly = false;
   private captureFrom = 0;
   /** the next backslash at or after a position of `bsBuf` (-1: none left): one search per buffer, not per string */
   private bsBuf: Buffer | undefined;
   private bsAt = -1;
 
-  constructor(private readonly found: (u: FoundUsage, kind: Kind) => void) {}
+  constructor(private readonly found: (u: FoundUsage, promptOnly: boolean) => void) {}
 
   /** A new chunk: positions found in the last one mean nothing now. */
   forget(): void {
@@ -222,7 +215,7 @@ class JsonUsageScanner {
     this.captureSize = 0;
     this.captureDepth = d;
     this.captureFrom = at;
-    this.captureKind = d === 3 && this.key1 === "message" ? Kind.PromptOnly : Kind.Full;
+    this.promptOnly = d === 3 && this.key1 === "message";
   }
 
   private keep(piece: Buffer): void {
@@ -241,7 +234,7 @@ class JsonUsageScanner {
     this.capture = undefined;
     if (!pieces) return;
     const u = usageOf(Buffer.concat(pieces).toString("utf8"));
-    if (u) this.found(u, this.captureKind);
+    if (u) this.found(u, this.promptOnly);
   }
 }
 
@@ -302,9 +295,9 @@ export class UsageScan {
     else this.sse(chunk);
   }
 
-  private take(u: FoundUsage, kind: Kind): void {
+  private take(u: FoundUsage, promptOnly: boolean): void {
     if (u.prompt !== undefined) this.prompt = Math.max(this.prompt ?? 0, u.prompt);
-    if (kind === Kind.Full && u.completion !== undefined)
+    if (!promptOnly && u.completion !== undefined)
       this.completion = Math.max(this.completion ?? 0, u.completion);
   }
 

@@ -82,6 +82,13 @@ test("a background response is refused (400, param background) for a limited ten
     (e: unknown) => e instanceof HttpError && e.status === 400 && e.param === "background",
   );
   assert.equal(g.state.localInFlight("a"), 0);
+  // what vLLM's pydantic reads as true is background too
+  for (const background of ["true", "True", 1, "yes"])
+    await assert.rejects(g.admit(t, "/v1/responses", { ...body, background }, 100), HttpError);
+  for (const background of [false, "false", 0, null]) {
+    const a = await g.admit(t, "/v1/responses", { ...body, background }, 100);
+    a.request.finish(400);
+  }
   // the same request in the foreground is admitted
   const fg = await g.admit(t, "/v1/responses", { ...body, background: false }, 100);
   fg.request.finish(400);
