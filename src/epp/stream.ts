@@ -459,7 +459,8 @@ export class ExtProcStream {
     if (wasDeciding) this.abort.abort();
     clearTimeout(this.timer);
     // the tenant's concurrency slot back, its usage (or the estimate) recorded
-    this.admitted?.finish(status);
+    // without an engine picked nothing was generated (an answer without usage is charged none)
+    this.admitted?.finish(status, this.slot !== undefined);
     this.admitted = undefined;
     if (this.slot) {
       this.slot.release(status >= 200 && status < 300);

@@ -15,8 +15,102 @@ export interface TenantMetricsSink extends TenantSink {
   rejected(tenant: string, limit: string): void;
 }
 
-/** Endpoints whose streams can carry a final usage event (`stream_options.include_usage`). */
-const USAGE_STREAM_PATHS = new Set(["/v1/chat/completions", "/v1/completions"]);
+/**
+ * Endpoints whose streams carry a final usage event (`"choices":[]`) only when asked
+ * (`stream_options.include_usage`): chat, completions and token-in generate.
+ * Messages (`message_delta`) and Responses (`response.completed`) streams always carry theirs.
+ */
+const USAGE_STREAM_PATHS = new Set(["/v1/chat/completions", "/v1/completions", "/inference/v1/generate"]);
+
+/**
+ * Routes that generate tokens, and so are charged a declared maximum when their answer reports no
+ * usage (every other route generates nothing: 0).
+ */
+const GENERATING_PATHS = new Set([
+  "/v1/chat/completions",
+  "/v1/completions",
+  "/v1/responses",
+  "/v1/messages",
+  "/v1/chat/completions/batch",
+  "/invocations",
+  "/inference/v1/generate",
+  "/v1/audio/transcriptions",
+  "/v1/audio/translations",
+]);
+
+/** vLLM's default max_tokens of a completion (other routes default to what the context leaves) */
+const COMPLETION_DEFAULT_MAX = 16;
+/** the context assumed when no engine has announced the model's max_model_len */
+export const UNKNOWN_CONTEXT_TOKENS = 32_768;
+
+/**
+ * The most completion tokens a request can cost, as the client declared it: `max_output_tokens`
+ * (Responses), `max_completion_tokens` or `max_tokens` (token-in generate: in `sampling_params`),
+ * vLLM's default of 16 for a completion, else the model's context; times the answers it asks for
+ * (`n`, a completion's list of prompts, a batch's conversations). What a request without usage in
+ * its answer is charged.
+ */
+export function declaredMaxCompletion(
+  path: string,
+  obj: Record<string, unknown> | undefined,
+  context: number | undefined,
+): number {
+  if (!GENERATING_PATHS.has(path)) return 0;
+  const ctx = context !== undefined && context > 0 ? context : UNKNOWN_CONTEXT_TOKENS;
+  if (!obj) return ctx;
+  if (path === "/inference/v1/generate") {
+    // token-in generate keeps its limits in `sampling_params`
+    const sp = obj.sampling_params;
+    obj = sp !== null && typeof sp === "object" ? (sp as Record<string, unknown>) : {};
+  }
+  const declared =
+    path === "/v1/responses"
+      ? positive(obj.max_output_tokens)
+      : (positive(obj.max_completion_tokens) ?? positive(obj.max_tokens));
+  const each = Math.min(ctx, declared ?? (path === "/v1/completions" ? COMPLETION_DEFAULT_MAX : ctx));
+  let answers = positive(obj.n) ?? 1;
+  if (path === "/v1/completions" && Array.isArray(obj.prompt) && obj.prompt.length > 0) {
+    // a list of prompts (strings or token-id lists) is one completion each; a list of ids is one
+    const first: unknown = obj.prompt[0];
+    if (typeof first === "string" || Array.isArray(first)) answers *= obj.prompt.length;
+  }
+  if (path === "/v1/chat/completions/batch" && Array.isArray(obj.messages))
+    answers *= Math.max(1, obj.messages.length);
+  return each * answers;
+}
+
+function positive(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) && v > 0 ? Math.ceil(v) : undefined;
+}
+
+/** A tenant with a concurrency or token limit: what a background response would escape. */
+function boundByLimits(t: Tenant): boolean {
+  const l = t.limits;
+  return l.maxConcurrent > 0 || l.promptTokensPerMinute > 0 || l.completionTokensPerMinute > 0;
+}
+
+/** vLLM's (pydantic's) false values of a bool field; any other value it reads as true or refuses */
+const FALSE_WORDS = new Set(["false", "0", "no", "off", "n", "f"]);
+
+/** The body asks for a background response, as vLLM would read `background` (`"true"`, 1, ...). */
+function asksBackground(v: unknown): boolean {
+  if (v === undefined || v === null || v === false || v === 0) return false;
+  return !(typeof v === "string" && FALSE_WORDS.has(v.trim().toLowerCase()));
+}
+
+/**
+ * `background: true` on /v1/responses answers at once while the engine keeps generating, out of the
+ * router's sight: refused for a tenant whose concurrency or tokens are limited (docs/security.md).
+ */
+function backgroundRefused(t: Tenant): HttpError {
+  return new HttpError(
+    400,
+    `background responses are not available to tenant '${t.name}': its concurrency and token limits ` +
+      "hold only while the router relays the answer; send the request with `stream: true` (or without " +
+      "`background`) instead",
+    "background",
+  );
+}
 
 /** What authentication reads of a request: its headers (an HTTP request, or an ext_proc one's). */
 export interface Credentials {
@@ -30,6 +124,8 @@ export interface AdmitOptions {
    * client's request is then left as it is and tokens settle by the estimate.
    */
   usageEvent?: boolean;
+  /** the served model (a multipart upload's, whose body is not parsed): its context bounds the charge */
+  model?: string;
 }
 
 /** Who may have the routing explanation of `x-switchyard-debug: 1` (the router's `debug.allowHeader`). */
@@ -68,10 +164,16 @@ export interface Admitted {
   mutated: boolean;
 }
 
+export interface RouterGateOptions {
+  /** the model's context (max_model_len) as its engines announce it: the charge of a request without usage */
+  contextOf?: (model: string) => number | undefined;
+}
+
 export class RouterGate {
   constructor(
     readonly state: TenancyState,
     private readonly sink: TenantMetricsSink,
+    private readonly opts: RouterGateOptions = {},
   ) {}
 
   get enabled(): boolean {
@@ -106,7 +208,13 @@ export class RouterGate {
   ): Promise<Admitted> {
     const estimate = promptEstimate(bodyBytes);
     const admission = await this.take(tenant, estimate);
-    return this.prepare(admission, path, obj, estimate, opts);
+    try {
+      return this.prepare(admission, path, obj, estimate, opts);
+    } catch (err) {
+      // refused by its body (a background response under limits): the slot comes back at once
+      this.release(admission, err instanceof HttpError ? err.status : 500);
+      throw err;
+    }
   }
 
   /**
@@ -133,7 +241,8 @@ export class RouterGate {
 
   /**
    * The body's part of admission, once it is read: the fields the router owns set or removed, and
-   * the TenantRequest that settles usage and frees the slot when the request ends.
+   * the TenantRequest that settles usage and frees the slot when the request ends. Throws a 400 for
+   * a background response the tenant's limits could not hold (the caller releases the admission).
    */
   prepare(
     admission: Admission,
@@ -146,6 +255,10 @@ export class RouterGate {
     let mutated = false;
     let strip = false;
     const stream = obj?.stream === true;
+    const q = path.indexOf("?");
+    const route = q < 0 ? path : path.slice(0, q);
+    if (route === "/v1/responses" && asksBackground(obj?.background) && boundByLimits(tenant))
+      throw backgroundRefused(tenant);
     if (obj) {
       mutated = dropOwnedFields(obj);
       if (tenant.cacheSalt !== undefined) {
@@ -157,7 +270,7 @@ export class RouterGate {
       if (
         stream &&
         opts.usageEvent !== false &&
-        USAGE_STREAM_PATHS.has(path) &&
+        USAGE_STREAM_PATHS.has(route) &&
         (l.promptTokensPerMinute > 0 || l.completionTokensPerMinute > 0)
       ) {
         const so = obj.stream_options;
@@ -174,8 +287,16 @@ export class RouterGate {
         }
       }
     }
+    const model = opts.model ?? (typeof obj?.model === "string" ? obj.model : undefined);
     const request = new TenantRequest(this.state, admission, this.sink, {
       promptEstimate: estimate,
+      maxCompletion: declaredMaxCompletion(
+        route,
+        obj,
+        model !== undefined ? this.opts.contextOf?.(model) : undefined,
+      ),
+      // a stored response read again (GET /v1/responses/{id}, its replayed stream) was charged once
+      readUsage: !route.startsWith("/v1/responses/"),
       stream,
       stripUsageEvent: strip,
     });

@@ -1,5 +1,5 @@
 // TenantRequest: usage found in relayed bytes however they are split, the router's own usage event
-// stripped and nothing else, the estimate charged when no usage arrives, finish exactly once.
+// stripped and nothing else, the declared maximum charged when no usage arrives, finish exactly once.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { hashKey } from "../../src/tenancy/keys.js";
@@ -21,7 +21,12 @@ function setup(strip: boolean, stream = true) {
     seen,
     make: async () => {
       const a = await state.admit(state.tenant("t")!, 10);
-      return new TenantRequest(state, a, sink, { promptEstimate: 10, stream, stripUsageEvent: strip });
+      return new TenantRequest(state, a, sink, {
+        promptEstimate: 10,
+        maxCompletion: 90,
+        stream,
+        stripUsageEvent: strip,
+      });
     },
   };
 }
@@ -88,16 +93,32 @@ test("SSE: a client that asked keeps its usage event; continuous usage on conten
   assert.equal(feed(tr2, cont + DONE, []), cont + DONE);
 });
 
-test("no usage (client gone, engine died): the prompt estimate and the events relayed are charged", async () => {
-  const { seen, make } = setup(true);
-  const tr = await make();
-  feed(tr, CONTENT + CONTENT + CONTENT, []);
-  tr.finish(499);
-  assert.deepEqual(seen, [
-    ["prompt", "t", 10],
-    ["completion", "t", 3],
-    ["finished", "t", 499],
-  ]);
+test("no usage (client gone, stream cut, engine gives none): the prompt estimate and the declared maximum", async () => {
+  for (const status of [499, 200, 504]) {
+    const { seen, make } = setup(true);
+    const tr = await make();
+    feed(tr, CONTENT + CONTENT + CONTENT, []);
+    tr.finish(status);
+    assert.deepEqual(seen, [
+      ["prompt", "t", 10],
+      ["completion", "t", 90],
+      ["finished", "t", status],
+    ]);
+  }
+  // refused by the engine (4xx), or never sent to one: nothing was generated
+  for (const [status, reached] of [
+    [400, true],
+    [502, true],
+    [499, false],
+  ] as const) {
+    const { seen, make } = setup(false, false);
+    const tr = await make();
+    tr.finish(status, reached);
+    assert.deepEqual(seen, [
+      ["prompt", "t", 10],
+      ["finished", "t", status],
+    ]);
+  }
 });
 
 test("JSON: usage read from the tail, across a chunk boundary; raw bytes inside strings never match", async () => {

@@ -200,7 +200,8 @@ export class Proxy implements AttemptHost {
     const seconds = (performance.now() - ctx.started) / 1000;
     ctx.series.e2e.observe(seconds);
     ctx.trace?.end(status, ctx.engineUrl);
-    pr.tenant?.finish(status);
+    // a request that never reached an engine generated nothing (without usage it is charged none)
+    pr.tenant?.finish(status, ctx.engineUrl !== "none");
     this.d.accessLog?.write(ctx, status, seconds);
   }
 

@@ -214,7 +214,9 @@ export class Ingress {
       if (admission) {
         // the tenant's cache_salt into the body before the routing view is built, so the KV-aware
         // policy hashes the blocks the engine will; fields only the router sets removed
-        admitted = this.d.gate.prepare(admission, multipart ? url : path, obj, promptEstimate(b.bytes));
+        admitted = this.d.gate.prepare(admission, multipart ? url : path, obj, promptEstimate(b.bytes), {
+          model,
+        });
         mutated ||= admitted.mutated;
       }
       pr = {

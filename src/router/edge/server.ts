@@ -146,11 +146,15 @@ export class Router {
     this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
     const m = this.metrics;
-    this.gate = new RouterGate(this.tenancy, {
-      finished: (t, status) => m.tenantRequests.child(t, String(status)).value++,
-      tokens: (t, kind, n) => (m.tenantTokens.child(t, kind).value += n),
-      rejected: (t, limit) => m.tenantRejected.child(t, limit).value++,
-    });
+    this.gate = new RouterGate(
+      this.tenancy,
+      {
+        finished: (t, status) => m.tenantRequests.child(t, String(status)).value++,
+        tokens: (t, kind, n) => (m.tenantTokens.child(t, kind).value += n),
+        rejected: (t, limit) => m.tenantRejected.child(t, limit).value++,
+      },
+      { contextOf: (model) => this.registry.maxModelLen(model) },
+    );
     this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
     this.policy = this.makePolicy(cfg);
     this.queue.recheckMs = this.policy.recheckMs ?? 0;
