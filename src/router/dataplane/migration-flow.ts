@@ -39,8 +39,10 @@ export interface MigratingRequest extends AttemptContext {
   migrating: BreakReason | undefined;
   migrationDetail: string;
   migratingSince: number;
-  /** engines that failed while holding the request (retry.poisonAfter) */
+  /** engines that failed for it alone while holding it (retry.poisonAfter; poison.ts) */
   inFlightFailures: number;
+  /** those reached retry.poisonAfter: judged by the data plane before the break comes here */
+  poisoned: boolean;
   readonly engineUrl: string;
   readonly keepAlive: OwnedDeadline<number>;
 }
@@ -115,13 +117,10 @@ export class Migrations {
       refusal = `it moved ${ledger.migrations} times already (migration.maxPerRequest)`;
       outcome = "limit";
     }
-    if (refusal === undefined && o.cause === "in-flight") {
-      const poisonAfter = cfg.retry.poisonAfter;
-      if (poisonAfter > 0 && ++ctx.inFlightFailures >= poisonAfter) {
-        refusal = `${ctx.inFlightFailures} engines failed while serving it; it may be what makes them fail`;
-        outcome = "poisoned";
-        m.poisoned.inc({ model });
-      }
+    if (refusal === undefined && o.cause === "in-flight" && ctx.poisoned) {
+      refusal = `${ctx.inFlightFailures} engines failed while serving it; it may be what makes them fail`;
+      outcome = "poisoned";
+      m.poisoned.inc({ model });
     }
     const next = refusal === undefined ? continuation(plan, ledger) : undefined;
     if (next?.kind === "end") {

@@ -32,6 +32,7 @@ import {
   type Policy,
   type RequestView,
 } from "../../routing/index.js";
+import { addStrike, standingStrikes } from "./poison.js";
 import { HttpError, endStreamWithError, sendError } from "../../http/errors.js";
 import { SSE_HEADERS } from "../../protocol/sse.js";
 import type { AdmissionQueue, RetryBudget } from "../request/admission.js";
@@ -453,6 +454,7 @@ export class Proxy implements AttemptHost {
         if (auth !== undefined) headers.push("authorization", auth);
         if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
         let outcome;
+        const attemptFrom = performance.now();
         const att = new Attempt(this, ctx, engine, cfg);
         try {
           outcome = await att.start(headers, this.attemptsOn(engine));
@@ -478,9 +480,15 @@ export class Proxy implements AttemptHost {
           continue;
         }
         if (outcome.kind === "total-timeout") throw totalTimeoutError();
+        if (outcome.kind === "retry" || (outcome.kind === "migrate" && outcome.cause === "in-flight"))
+          engine.failures.mark(ctx.serial, performance.now());
         if (outcome.kind === "migrate") {
           ctx.trace?.attemptEnded(200, outcome.detail);
           ctx.exclude(engine.url);
+          if (outcome.cause === "in-flight") {
+            ctx.poisoned = await this.strike(ctx, engine, attemptFrom, cfg);
+            if (ctx.clientGone) return;
+          }
           if (!this.migrations.onBreak(ctx, outcome, cfg)) return;
           last = undefined;
           tries = 0;
@@ -492,8 +500,8 @@ export class Proxy implements AttemptHost {
         ctx.exclude(engine.url);
         if (outcome.cause !== "connect") ctx.onlyConnectFailures = false;
         if (outcome.cause === "in-flight") {
-          const poisonAfter = cfg.retry.poisonAfter;
-          if (poisonAfter > 0 && ++ctx.inFlightFailures >= poisonAfter) return this.poisoned(ctx, last);
+          if (await this.strike(ctx, engine, attemptFrom, cfg)) return this.poisoned(ctx, last);
+          if (ctx.clientGone) return;
         }
         if (ctx.totalTimedOut) throw totalTimeoutError();
         if (tries >= maxAttempts) return this.relayFailure(ctx, last);
@@ -514,6 +522,26 @@ export class Proxy implements AttemptHost {
     } finally {
       this.finished(ctx);
     }
+  }
+
+  /**
+   * An engine failed while holding the request (poison.ts): true when the strikes that stand reach
+   * retry.poisonAfter. Only then does it wait the grace period for the engine's other requests and
+   * probes to show whether it broke under everyone.
+   */
+  private async strike(ctx: RequestContext, e: Upstream, from: number, cfg: RouterConfig): Promise<boolean> {
+    const poisonAfter = cfg.retry.poisonAfter;
+    if (poisonAfter <= 0) return false;
+    const strikes = (ctx.strikes ??= []);
+    const at = performance.now();
+    addStrike(strikes, { marks: e.failures, from, at });
+    const lookback = cfg.health.interval;
+    const grace = cfg.health.interval + cfg.health.timeout;
+    ctx.inFlightFailures = standingStrikes(strikes, ctx.serial, lookback, grace);
+    if (ctx.inFlightFailures < poisonAfter) return false;
+    await new Promise((r) => setTimeout(r, grace));
+    ctx.inFlightFailures = standingStrikes(strikes, ctx.serial, lookback, grace);
+    return ctx.inFlightFailures >= poisonAfter;
   }
 
   /** No engine could answer: pass on the last engine's 5xx answer, or say what went wrong. */

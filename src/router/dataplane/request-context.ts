@@ -2,6 +2,7 @@
 // routing sees of it, its attempts, deadlines, migration and trace, and its id. Made once per request;
 // the attempts (attempt.ts), migration (migration-flow.ts) and the access log read it through their
 // own narrow interfaces.
+import type { Strike } from "./poison.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { randomFillSync } from "node:crypto";
@@ -62,6 +63,9 @@ export function newRequestId(): string {
   );
 }
 
+/** request serial numbers (FailureMarks owners); 0 is a probe's */
+let serials = 0;
+
 const enum CtxDeadline {
   Total,
   KeepAlive,
@@ -80,8 +84,14 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   status = 0;
   /** attempts made (retries = attempts − 1) */
   attempts = 0;
-  /** engines that failed while holding the request (poison detection) */
+  /** engines that failed while holding the request for it alone (poison.ts: the strikes that stand) */
   inFlightFailures = 0;
+  /** numbers this request's failures on an engine's FailureMarks */
+  readonly serial = ++serials;
+  /** each engine failure while it held the request, judged by poison.ts; none on most requests */
+  strikes: Strike[] | undefined = undefined;
+  /** the strikes standing reached retry.poisonAfter: not retried or moved again */
+  poisoned = false;
   /** every failed attempt was a connection that never carried the request */
   onlyConnectFailures = true;
   /** routed while no engine of the model was in rotation */

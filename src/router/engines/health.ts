@@ -19,6 +19,7 @@
 //   undrained). It comes back like a new engine, when /health answers 200 again.
 import { logger } from "../../obs/log.js";
 import type { RouterConfig } from "../config/config.js";
+import type { FailureMarks } from "./failure-marks.js";
 
 export type HealthState = "probing" | "healthy" | "ejected" | "draining";
 
@@ -37,6 +38,8 @@ export interface HealthRecord {
   /** drained by hand: stays draining whatever the probes say, until undrained */
   drainHeld: boolean;
   readonly view: { healthy: boolean; readonly models: ReadonlySet<string> };
+  /** recent failures by request (the data plane's poison judgement); probes and ejections mark 0 */
+  readonly failures?: FailureMarks;
 }
 
 const log = logger("router.health");
@@ -167,6 +170,7 @@ export class Health {
       return "none";
     }
     if (v.kind === "failed") {
+      e.failures?.mark(0, performance.now());
       e.lastError = `health: ${v.error}`;
       e.healthSuccesses = 0;
       if (++e.healthFailures >= this.cfg.health.failuresToEject) this.eject(e, "health");
@@ -235,6 +239,7 @@ export class Health {
     e.state = "ejected";
     e.view.healthy = false;
     e.healthSuccesses = 0;
+    e.failures?.mark(0, performance.now());
     if (was === "healthy") {
       log.warn({ engine: e.url, reason, lastError: e.lastError }, "engine ejected");
       this.hooks.onEject?.(e.url, reason);

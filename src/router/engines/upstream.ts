@@ -1,6 +1,7 @@
 // The router's record of one engine: its connection pool (HTTP/1.1, or h2c multiplexed), what it serves,
 // its health state and scraped load, and the view the routing policies read. The registry
 // (registry.ts) keeps these records; this file says what one is and how its pool is built.
+import { FailureMarks } from "./failure-marks.js";
 import { H2CClient, Pool, type Dispatcher } from "undici";
 import type { ViewWithCounters } from "../../routing/index.js";
 import type { EngineSpec } from "../../discovery/types.js";
@@ -79,6 +80,8 @@ export class Upstream {
   lastModelsMs = 0;
   /** performance.now() of the last byte received on a client request to this engine (health.ts reads it) */
   lastByteAt = 0;
+  /** its recent failures, by request (health probes: 0) */
+  readonly failures = new FailureMarks();
   /** when a withheld ejection of this engine was last logged */
   withheldLoggedAt = -Infinity;
   /** drained by hand (POST /admin/engines/drain): draining until undrained */

@@ -40,12 +40,13 @@ test("a probe that times out while the engine sends bytes on its requests is exc
   const cfg = parseConfig({ health: { timeout: 50 } });
   const e = record("http://e");
   const h = new Health(cfg, new Map([[e.url, e]]));
-  const progress = setInterval(() => (e.lastByteAt = performance.now()), 5);
-  try {
-    assert.deepEqual(await h.probe(e, never), { kind: "excused", why: "progress" });
-  } finally {
-    clearInterval(progress);
-  }
+  // a byte on another request arrives while the probe waits: its timer is set before the probe's
+  // timeout timer and expires first, however late a busy machine runs both
+  const withProgress = () => {
+    setTimeout(() => (e.lastByteAt = performance.now()), 1);
+    return never();
+  };
+  assert.deepEqual(await h.probe(e, withProgress), { kind: "excused", why: "progress" });
   // nothing from the engine meanwhile: a failure
   assert.equal((await h.probe(e, never)).kind, "failed");
 });
@@ -220,14 +221,18 @@ test("a busy engine still streaming is not ejected for probes it cannot answer i
   }
 });
 
-/** An engine that reads a request and then drops the connection when the body says "poison". */
+/**
+ * An engine that reads a request and then drops the connection when the body says "poison"; once
+ * `broken`, it drops every request's connection and fails its health probes (a crashed engine).
+ */
 async function poisonable(): Promise<{
   url: string;
   poisoned: number;
   served: number;
+  broken: boolean;
   close(): Promise<void>;
 }> {
-  const state = { url: "", poisoned: 0, served: 0, close: async () => undefined };
+  const state = { url: "", poisoned: 0, served: 0, broken: false, close: async () => undefined };
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const chunks: Buffer[] = [];
@@ -237,7 +242,11 @@ async function poisonable(): Promise<{
         res.writeHead(200, { "content-type": "application/json" });
         return void res.end(JSON.stringify({ data: [{ id: "fake/m", max_model_len: 8192 }] }));
       }
-      if (req.method === "GET") return void res.end();
+      if (req.method === "GET") {
+        if (state.broken) res.statusCode = 500;
+        return void res.end();
+      }
+      if (state.broken) return void req.socket.destroy();
       if (Buffer.concat(chunks).toString().includes("poison")) {
         state.poisoned++;
         return void req.socket.destroy();
@@ -280,6 +289,40 @@ test("a request that breaks two engines while they hold it is not retried on a t
     // the engines are fine for everyone else
     const ok = await post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "hello" });
     assert.equal(ok.status, 200);
+  } finally {
+    await router.close();
+    for (const e of engines) await e.close();
+  }
+});
+
+test("a request on engines that fail for everyone (their probes fail too) is not taken for poison: it reaches the healthy engine", async () => {
+  const engines = [await poisonable(), await poisonable(), await poisonable()];
+  const router = await routerFor(
+    engines.map((e) => e.url),
+    {
+      policy: "round-robin",
+      retry: { maxAttempts: 3, budgetRatio: 1 },
+      // the broken engines stay in rotation, so requests keep meeting them
+      health: { interval: 100, timeout: 100, failuresToEject: 1_000_000, passiveFailures: 1_000_000 },
+    },
+  );
+  try {
+    await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 5000, "all ready");
+    engines[0]!.broken = true;
+    engines[1]!.broken = true;
+    const reg = router.router.registry;
+    await waitUntil(
+      () => [0, 1].every((i) => reg.engines.get(engines[i]!.url)!.lastError.startsWith("health:")),
+      5000,
+      "the broken engines' probes failed",
+    );
+    for (let i = 0; i < 6; i++) {
+      const r = await post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "hello" });
+      assert.equal(r.status, 200, `request ${i}: ${await r.text()}`);
+    }
+    assert.equal(engines[2]!.served, 6);
+    const m = await (await fetch(`${router.url}/metrics`)).text();
+    assert.doesNotMatch(m, /switchyard_poison_requests_total\{model="fake\/m"\} [1-9]/);
   } finally {
     await router.close();
     for (const e of engines) await e.close();
