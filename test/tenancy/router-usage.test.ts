@@ -10,7 +10,7 @@ import type { RunningRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { getText, metric } from "../sim/helpers.js";
 import { startSimWithEnv } from "../sim/sse.js";
-import { routerFor, waitUntil } from "../router/util.js";
+import { routerFor, waitUntil } from "../helpers/router.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const CASES = [
