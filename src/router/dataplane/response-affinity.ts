@@ -9,8 +9,15 @@
 // event's `response.id`), within its first bytes; the map is an LRU with a cap. A router group
 // (`--workers`, `peers:`) shares what each process learns (src/router/cluster), so a follow-up may
 // arrive at any of them.
+//
+// With tenancy on, a stored response belongs to the tenant whose request made it (OpenAI scopes stored
+// responses to their project): its entry holds the tenant's name (never a key), and another tenant's
+// GET, cancel or `previous_response_id` gets the same 404 as an id nobody made (`ownerMay`). An id with
+// no entry is then a 404 too: nothing says whose it is, and asking the engines would let any tenant
+// reach any response whose id it has.
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
+import { logger } from "../../obs/log.js";
 import type { Registry } from "../engines/registry.js";
 import { UpstreamTooLargeError } from "../engines/engine-get.js";
 
@@ -20,10 +27,26 @@ export interface ResponseHome {
   model: string;
   /** the session the response was made in, so a follow-up naming it joins that session */
   session?: string | undefined;
+  /** the tenant whose request made it (tenancy on); undefined: made with tenancy off */
+  owner?: string | undefined;
 }
 
-/** One learned id, as the processes of a router group tell each other. */
-export type ResponseLink = [id: string, engine: string, model: string, session?: string];
+/**
+ * One learned id, as the processes of a router group tell each other. The session is "" when there is
+ * none and an owner follows.
+ */
+export type ResponseLink = [id: string, engine: string, model: string, session?: string, owner?: string];
+
+/**
+ * Whether a request of `tenant` (undefined: tenancy off) may reach response `home`: with tenancy off,
+ * any; with it on, only the tenant that made it (an entry without an owner belongs to nobody).
+ */
+export function ownerMay(home: ResponseHome | undefined, tenant: string | undefined): boolean {
+  if (tenant === undefined) return true;
+  return home !== undefined && home.owner === tenant;
+}
+
+const log = logger("router.responses");
 
 /** Links one report may carry; beyond, the oldest are dropped (a follow-up then finds no home: 404). */
 const MAX_LINKS_PER_BATCH = 4096;
@@ -54,13 +77,16 @@ export class ResponseAffinity {
     return this.homes.use(id);
   }
 
-  /** A response made here: remembered, and told to the rest of the group. */
-  remember(id: string, engine: string, model: string, session?: string): void {
-    this.learn(id, engine, model, session);
+  /** A response made here (by tenant `owner`, tenancy on): remembered, and told to the rest of the group. */
+  remember(id: string, engine: string, model: string, session?: string, owner?: string): void {
+    this.learn(id, engine, model, session, owner);
     if (!this.sharing) return;
     const first = this.outgoing.length === 0;
     if (this.outgoing.length >= MAX_LINKS_PER_BATCH) this.outgoing.shift();
-    this.outgoing.push(session === undefined ? [id, engine, model] : [id, engine, model, session]);
+    const link: ResponseLink = [id, engine, model];
+    if (session !== undefined || owner !== undefined) link.push(session ?? "");
+    if (owner !== undefined) link.push(owner);
+    this.outgoing.push(link);
     if (first) this.onLearned?.();
   }
 
@@ -70,6 +96,23 @@ export class ResponseAffinity {
     if (out.length > 0) this.outgoing = [];
     return out;
   }
+
+  /**
+   * Another replica's responses. With tenancy on, only from a signed report (`peers.secret`): an
+   * unsigned one could name any tenant the owner of any id, so its links are dropped (and counted),
+   * and a follow-up there is a 404 until it reaches the replica that made the response.
+   */
+  applyFromPeer(links: readonly ResponseLink[], signed: boolean, tenancy: boolean): void {
+    if (signed || !tenancy) return this.apply(links);
+    if (this.unsignedDropped === 0)
+      log.warn(
+        "stored responses from router replicas are ignored: with tenancy on their owners need signed reports (peers.secret or peers.secretFile)",
+      );
+    this.unsignedDropped += links.length;
+  }
+
+  /** links from unsigned replica reports dropped with tenancy on */
+  unsignedDropped = 0;
 
   /** Others' responses (never sent on again). */
   apply(links: readonly ResponseLink[]): void {
@@ -81,13 +124,23 @@ export class ResponseAffinity {
           l[0],
           l[1],
           typeof l[2] === "string" ? l[2] : "",
-          typeof l[3] === "string" ? l[3] : undefined,
+          typeof l[3] === "string" && l[3] !== "" ? l[3] : undefined,
+          typeof l[4] === "string" && l[4] !== "" ? l[4] : undefined,
         );
     }
   }
 
-  private learn(id: string, engine: string, model: string, session: string | undefined): void {
-    this.homes.set(id, session === undefined ? { engine, model } : { engine, model, session });
+  private learn(
+    id: string,
+    engine: string,
+    model: string,
+    session: string | undefined,
+    owner: string | undefined,
+  ): void {
+    const home: ResponseHome = { engine, model };
+    if (session !== undefined) home.session = session;
+    if (owner !== undefined) home.owner = owner;
+    this.homes.set(id, home);
     this.trim();
   }
 
@@ -106,7 +159,8 @@ let lookups = 0;
  * An id the router never saw (it restarted; a replica that made it has not reported yet): each
  * engine that could hold it is asked for it (`GET /v1/responses/{id}`, as a client would), and the
  * one that answers 200 is remembered as its home. Undefined when none holds it, or too many lookups
- * are under way (each costs a request to every engine).
+ * are under way (each costs a request to every engine). Only with tenancy off: an id found this way
+ * has no owner.
  */
 export async function locateResponse(
   registry: Registry,
