@@ -22,9 +22,39 @@ export interface RequestHead {
   debugKey: string | undefined;
   /** the client's credential: the tenancy gate reads it, and it reaches engines only as HTTP's would */
   authorization: string | undefined;
+  /**
+   * the client's headers the engine must not get (with an allow-list: every one outside it but those
+   * the gateway frames the request with), removed from the request the gateway sends on
+   */
+  dropped: string[];
 }
 
-export function readHead(headers: readonly HeaderEntry[], sessionHeader: string): RequestHead {
+/**
+ * Headers the gateway needs to send the request at all, or the picker decides itself (the credential,
+ * the destination, `x-request-id`, which it overwrites with its own): never on the removal list (Envoy
+ * refuses to change the first ones anyway).
+ */
+const FRAMING = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "te",
+  "connection",
+  "authorization",
+  "x-switchyard-debug-key",
+  "x-gateway-destination-endpoint",
+  "x-request-id",
+]);
+
+/**
+ * The request headers the picker uses. `allowed`: the router's upstream allow-list (the headers vLLM
+ * reads); every other client header is put on `dropped`, as the router's HTTP edge does not relay it.
+ */
+export function readHead(
+  headers: readonly HeaderEntry[],
+  sessionHeader: string,
+  allowed?: ReadonlySet<string>,
+): RequestHead {
   const want = sessionHeader.toLowerCase();
   const head: RequestHead = {
     method: "",
@@ -34,8 +64,18 @@ export function readHead(headers: readonly HeaderEntry[], sessionHeader: string)
     debug: false,
     debugKey: undefined,
     authorization: undefined,
+    dropped: [],
   };
   for (const h of headers) {
+    if (
+      allowed !== undefined &&
+      !h.key.startsWith(":") &&
+      !h.key.startsWith("x-envoy-") &&
+      !allowed.has(h.key) &&
+      !FRAMING.has(h.key) &&
+      !head.dropped.includes(h.key)
+    )
+      head.dropped.push(h.key);
     switch (h.key) {
       case ":method":
         head.method = h.value;

@@ -17,6 +17,7 @@
 // limits are applied once the body is in (429 before any engine slot is taken), and the body gets
 // the tenant's cache_salt before the routing view is built, so the KV-aware policy hashes what the
 // engine will. The tenant's key stops here, as it stops at the router: the engine gets its own key.
+import { randomUUID } from "node:crypto";
 import { HttpError, errorBody } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import type { RequestView } from "../routing/index.js";
@@ -41,7 +42,7 @@ import {
   type Subset,
 } from "./request.js";
 import type { InferenceRequest } from "./request.js";
-import type { RoutingHost, Slot } from "./types.js";
+import type { PathRule, RoutingHost, Slot } from "./types.js";
 
 const log = logger("epp");
 
@@ -115,6 +116,10 @@ export class ExtProcStream {
   private admitted: TenantRequest | undefined;
   /** the response is SSE: the tenant's usage is one event of it */
   private sse = false;
+  /** the endpoint table's word on the request's path (refusal, stored-response pin) */
+  private rule: PathRule = {};
+  /** reads a Responses answer's id for the router's response affinity, until it has it */
+  private watch: ((chunk: Buffer, engineId: string) => boolean) | undefined;
 
   constructor(
     private readonly host: RoutingHost,
@@ -156,7 +161,7 @@ export class ExtProcStream {
       return this.protocolError(GrpcCode.FailedPrecondition, "request headers twice");
     const settings = this.host.settings();
     this.started = performance.now();
-    this.head = readHead(msg.headers, settings.sessionHeader);
+    this.head = readHead(msg.headers, settings.sessionHeader, this.host.upstreamHeaders);
     // decided once, here: a client the host does not let have the explanation gets the answer as if
     // it had not asked
     if (this.head.debug) this.head.debug = this.host.mayDebug(this.head.debugKey);
@@ -168,6 +173,10 @@ export class ExtProcStream {
         `request_body_mode ${modeName(this.requestMode)} cannot hold the headers until the body has decided the engine: use FULL_DUPLEX_STREAMED (the GIE contract) or BUFFERED`,
       );
     }
+    // a path the router does not relay gets the router's own answer (a per-engine route: 404), before
+    // any key is read and with no engine named, so no engine key goes with it
+    this.rule = this.host.pathRule?.(this.head.method, this.pathOnly) ?? {};
+    if (this.rule.refusal) return this.refuse(this.rule.refusal);
     const gate = this.host.gate;
     if (gate.enabled) {
       try {
@@ -178,27 +187,32 @@ export class ExtProcStream {
         return this.refuse(err);
       }
     }
-    if (msg.endOfStream || this.requestMode === BodySendMode.None) {
-      // no body to route by (a GET, or a gateway that sends none): the least busy engine
-      this.stage = Stage.Deciding;
-      if (!this.tenant) return this.answerAny();
-      // a tenant's bodyless request counts against its limits too, as through the router
-      return gate.admit(this.tenant, this.pathOnly, undefined, 0).then(
-        (a) => (this.holdAdmission(a.request) ? this.answerAny() : undefined),
-        (err: unknown) => this.refuse(err, true),
-      );
-    }
+    if (msg.endOfStream || this.requestMode === BodySendMode.None) return this.bodyless();
     this.stage = Stage.Body;
     this.inference = true;
     // buffered modes wait for this answer before they send the body: continue, decide on the body
     if (this.bufferedRequest) this.sink.send({ kind: "requestHeaders" });
   }
 
+  /** No body to route by (a GET, a cancel, or a gateway that sends none): the least busy engine. */
+  private bodyless(): Promise<void> | void {
+    this.stage = Stage.Deciding;
+    if (!this.tenant) return this.answerAny();
+    // a tenant's bodyless request counts against its limits too, as through the router
+    return this.host.gate.admit(this.tenant, this.pathOnly, undefined, 0).then(
+      (a) => (this.holdAdmission(a.request) ? this.answerAny() : undefined),
+      (err: unknown) => this.refuse(err, true),
+    );
+  }
+
   private answerAny(): void {
     this.stage = Stage.Response;
     let endpoint: string;
     try {
-      endpoint = this.picker.pickAny(this.subset);
+      // a stored response's id in the path: its engine, and only for the tenant that made it
+      const id = this.rule.pathId;
+      const pinned = id !== undefined ? this.host.storedResponse?.(id, this.tenant?.name, false) : undefined;
+      endpoint = pinned ? endpointOf(pinned.engineId) : this.picker.pickAny(this.subset);
     } catch (err) {
       return this.refuse(err);
     }
@@ -252,6 +266,11 @@ export class ExtProcStream {
   }
 
   private decide(): Promise<void> | void {
+    // a stored response's GET or cancel names its response in the path: whatever body came, none routes it
+    if (this.rule.pathId !== undefined) {
+      this.chunks.length = 0;
+      return this.bodyless();
+    }
     this.stage = Stage.Deciding;
     const head = this.head!;
     const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodySize);
@@ -283,10 +302,22 @@ export class ExtProcStream {
     let picked: Picked | Promise<Picked>;
     try {
       this.view = this.picker.view(req.model, req.parsed, req.sessionKey, this.pathOnly);
-      picked = this.picker.pick(this.view, this.subset, this.abort.signal, this.tenant);
+      const prev = this.rule.previousResponse ? req.parsed?.previous_response_id : undefined;
+      // a follow-up of a stored response: its engine (which holds the history), its tenant's alone
+      const pinned =
+        typeof prev === "string" ? this.host.storedResponse?.(prev, this.tenant?.name, true) : undefined;
+      picked = pinned
+        ? {
+            kind: "picked",
+            slot: pinned.slot!,
+            endpoints: [endpointOf(pinned.engineId)],
+            policy: this.host.policy().name,
+          }
+        : this.picker.pick(this.view, this.subset, this.abort.signal, this.tenant);
     } catch (err) {
       return this.refuse(err);
     }
+    if (this.rule.remembers) this.watch = this.host.watchResponse?.(req.model, this.tenant?.name);
     const forward = req.body;
     const rewritten = req.rewritten;
     if (!(picked instanceof Promise)) return this.answer(picked, forward, rewritten);
@@ -338,7 +369,10 @@ export class ExtProcStream {
     const value = endpoints.join(",");
     const md: MetadataStruct = { [DESTINATION_NAMESPACE]: { [DESTINATION_KEY]: value } };
     const setHeaders: Array<readonly [string, string]> = [[DESTINATION_KEY, value], ...extra];
-    let removeHeaders: string[] | undefined;
+    // only what the router's HTTP edge relays: the client's other headers are removed, its
+    // X-Request-Id among them (vLLM names the request by it), and the picker's own id is set
+    let removeHeaders: string[] | undefined = this.head?.dropped.length ? [...this.head.dropped] : undefined;
+    if (this.host.upstreamHeaders) setHeaders.push(["x-request-id", randomUUID()]);
     // the router's upstream rule, for the primary engine: its key, else the client's when tenancy
     // did not consume it; a tenant's key never reaches an engine
     const client = this.tenant ? undefined : this.head?.authorization;
@@ -346,7 +380,7 @@ export class ExtProcStream {
     const auth = engineId !== undefined ? this.host.upstreamAuthorization(engineId, client) : client;
     if (auth !== undefined) {
       if (auth !== this.head?.authorization) setHeaders.push(["authorization", auth]);
-    } else if (this.head?.authorization !== undefined) removeHeaders = ["authorization"];
+    } else if (this.head?.authorization !== undefined) (removeHeaders ??= []).push("authorization");
     // the admin key a debugging client sent stops here, as it does at the router's HTTP edge
     if (this.head?.debugKey !== undefined) (removeHeaders ??= []).push("x-switchyard-debug-key");
     const common: CommonResponse = { setHeaders, removeHeaders, clearRouteCache: true, replaceBody };
@@ -388,6 +422,9 @@ export class ExtProcStream {
     if (this.stage !== Stage.Response)
       return this.protocolError(GrpcCode.FailedPrecondition, "response body before the request was answered");
     let body = msg.body ?? Buffer.alloc(0);
+    // a stored response's id, off the answer's first bytes, remembered with its engine and tenant
+    if (this.watch && body.length > 0 && this.status === 200 && this.watch(body, this.engine))
+      this.watch = undefined;
     if (body.length > 0 && this.model !== "none") {
       const now = performance.now();
       const series = this.host.metrics.forModel(this.model);
