@@ -27,7 +27,11 @@ export interface RequestHead {
    * the gateway frames the request with), removed from the request the gateway sends on
    */
   dropped: string[];
+  /** the client's own X-Request-Id, when a safe one came (it never reaches the engine) */
+  clientRequestId: string | undefined;
 }
+
+const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
 /**
  * Headers the gateway needs to send the request at all, or the picker decides itself (the credential,
@@ -65,6 +69,7 @@ export function readHead(
     debugKey: undefined,
     authorization: undefined,
     dropped: [],
+    clientRequestId: undefined,
   };
   for (const h of headers) {
     if (
@@ -91,6 +96,9 @@ export function readHead(
         break;
       case "x-switchyard-debug-key":
         head.debugKey ??= h.value;
+        break;
+      case "x-request-id":
+        if (SAFE_REQUEST_ID.test(h.value)) head.clientRequestId ??= h.value;
         break;
       case "authorization":
         // the first, as Node keeps the first of a repeated Authorization: one rule for both ways in

@@ -42,7 +42,7 @@ import {
   type Subset,
 } from "./request.js";
 import type { InferenceRequest } from "./request.js";
-import type { PathRule, RoutingHost, Slot } from "./types.js";
+import type { IssuedRequest, PathRule, RoutingHost, Slot } from "./types.js";
 
 const log = logger("epp");
 
@@ -118,6 +118,10 @@ export class ExtProcStream {
   private sse = false;
   /** the endpoint table's word on the request's path (refusal, stored-response pin) */
   private rule: PathRule = {};
+  /** the X-Request-Id the engine gets: the picker's own */
+  private readonly upstreamId = randomUUID();
+  /** a token-in request an abort of its tenant may name, while it runs */
+  private issued: IssuedRequest | undefined;
   /** reads a Responses answer's id for the router's response affinity, until it has it */
   private watch: ((chunk: Buffer, engineId: string) => boolean) | undefined;
 
@@ -282,7 +286,7 @@ export class ExtProcStream {
     } catch (err) {
       return this.refuse(err);
     }
-    if (!this.tenant) return this.route(req);
+    if (!this.tenant) return this.scoped(req);
     // the tenant's limits before any engine slot is taken; its salt before the routing view
     const usageEvent = this.responseMode === BodySendMode.FullDuplexStreamed;
     return this.host.gate.admit(this.tenant, this.pathOnly, req.parsed, body.length, { usageEvent }).then(
@@ -292,10 +296,36 @@ export class ExtProcStream {
           req.body = Buffer.from(JSON.stringify(req.parsed));
           req.rewritten = true;
         }
-        return this.route(req);
+        return this.scoped(req);
       },
       (err: unknown) => this.refuse(err, true),
     );
+  }
+
+  /**
+   * An abort keeps only the ids of its tenant's own requests (as the engine knows them); one that
+   * names none is answered here as the engine answers unknown ids (200, nothing aborted).
+   */
+  private scoped(req: InferenceRequest): Promise<void> | void {
+    const ids = req.parsed?.request_ids;
+    if (this.rule.abortIds !== "scoped" || ids === undefined || ids === null || !this.host.scopeAbort)
+      return this.route(req);
+    const own = this.host.scopeAbort(this.tenant?.name ?? "", ids);
+    if (own.length === 0) {
+      this.sink.send({
+        kind: "immediate",
+        status: 200,
+        headers: [],
+        body: Buffer.alloc(0),
+        details: "switchyard_epp_abort_none",
+      });
+      this.finish(200);
+      return this.sink.end();
+    }
+    req.parsed!.request_ids = own;
+    req.body = Buffer.from(JSON.stringify(req.parsed));
+    req.rewritten = true;
+    return this.route(req);
   }
 
   private route(req: InferenceRequest): Promise<void> | void {
@@ -336,6 +366,8 @@ export class ExtProcStream {
     }
     this.slot = p.slot;
     this.engine = p.slot.engineId;
+    if (this.rule.abortIds === "issued" && this.host.issue)
+      this.issued = this.host.issue(this.tenant?.name ?? "", this.upstreamId, this.head?.clientRequestId);
     this.policy = p.policy;
     this.host.metrics.inFlight++;
     this.stage = Stage.Response;
@@ -372,7 +404,7 @@ export class ExtProcStream {
     // only what the router's HTTP edge relays: the client's other headers are removed, its
     // X-Request-Id among them (vLLM names the request by it), and the picker's own id is set
     let removeHeaders: string[] | undefined = this.head?.dropped.length ? [...this.head.dropped] : undefined;
-    if (this.host.upstreamHeaders) setHeaders.push(["x-request-id", randomUUID()]);
+    if (this.host.upstreamHeaders) setHeaders.push(["x-request-id", this.upstreamId]);
     // the router's upstream rule, for the primary engine: its key, else the client's when tenancy
     // did not consume it; a tenant's key never reaches an engine
     const client = this.tenant ? undefined : this.head?.authorization;
@@ -497,6 +529,8 @@ export class ExtProcStream {
     clearTimeout(this.timer);
     // the tenant's concurrency slot back, its usage (or the estimate) recorded
     this.admitted?.finish(status);
+    if (this.issued) this.host.endIssued?.(this.issued);
+    this.issued = undefined;
     this.admitted = undefined;
     if (this.slot) {
       this.slot.release(status >= 200 && status < 300);

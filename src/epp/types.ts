@@ -71,7 +71,15 @@ export interface PathRule {
   previousResponse?: boolean | undefined;
   /** the answer carries a response id the router remembers (with its engine and owner) */
   remembers?: boolean | undefined;
+  /**
+   * `issued`: the engine names the request by its X-Request-Id and an abort can stop it; `scoped`:
+   * an abort, whose `request_ids` keep only the caller's own requests (the router's rule)
+   */
+  abortIds?: "issued" | "scoped" | undefined;
 }
+
+/** A request an abort may name, while it runs (the host's record, given back at its end). */
+export type IssuedRequest = object;
 
 export interface RoutingHost {
   /**
@@ -102,6 +110,14 @@ export interface RoutingHost {
    * needs no more bytes.
    */
   watchResponse?(model: string, tenant: string | undefined): (chunk: Buffer, engineId: string) => boolean;
+  /**
+   * A token-in request sent with the picker's id `upstreamId` by `tenant` ("" with tenancy off), that
+   * its client named `clientId`: an abort of the same tenant may name it until `endIssued`.
+   */
+  issue?(tenant: string, upstreamId: string, clientId: string | undefined): IssuedRequest;
+  endIssued?(issued: IssuedRequest): void;
+  /** the engine's ids of those an abort names that `tenant`'s requests in flight carry */
+  scopeAbort?(tenant: string, ids: unknown): string[];
 
   /** the engines in rotation, as policies see them */
   snapshot(): readonly EngineView[];

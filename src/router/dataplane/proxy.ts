@@ -53,7 +53,7 @@ import { forwardedHeaders, upstreamAuthorization } from "../engines/upstream-rul
 import { WorkCancelled, type Cancellable } from "../../eventloop/turns.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import { responseNotFound, type ResponseAffinity } from "./response-affinity.js";
-import type { IssuedIds } from "../request/issued-ids.js";
+import type { IssuedIds } from "./issued-ids.js";
 
 const log = logger("router.proxy");
 
@@ -85,7 +85,7 @@ export interface ProxyDeps {
     ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
   /** which engine made each stored response: learned from answers, read by pinned requests */
   affinity?: ResponseAffinity | undefined;
-  /** the token-in requests in flight by tenant, for `/inference/v1/abort_requests` (../request/issued-ids.ts) */
+  /** the token-in requests in flight by tenant, for `/inference/v1/abort_requests` (issued-ids.ts) */
   issued?: IssuedIds | undefined;
   /** told of every engine picked for an attempt (the decision's debug line and header) */
   onRouted?: (

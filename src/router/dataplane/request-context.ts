@@ -19,7 +19,7 @@ import { RequestTrace } from "../telemetry/request-trace.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { endpointOf, routingInput, type Endpoint } from "../request/endpoints.js";
 import { ResponseIdScan } from "./response-affinity.js";
-import type { Issued } from "../request/issued-ids.js";
+import type { Issued } from "./issued-ids.js";
 
 const NO_EXCLUDE: ReadonlySet<string> = new Set();
 

@@ -18,6 +18,7 @@ import { endpointOf, matchEndpoint, notRelayed, routingInput } from "../request/
 import type { Router } from "./server.js";
 import { FORWARDED_HEADERS, upstreamAuthorization } from "../engines/upstream-rules.js";
 import { ownerMay, responseNotFound, ResponseIdScan } from "../dataplane/response-affinity.js";
+import type { Issued } from "../dataplane/issued-ids.js";
 
 /**
  * The endpoint table's word for the picker: what the router relays is picked (stored responses pinned
@@ -33,6 +34,7 @@ function pathRule(method: string, path: string): PathRule {
       pathId: e.pin === "path-id" ? m!.id : undefined,
       previousResponse: e.pin === "previous-response-id",
       remembers: e.remembers,
+      abortIds: e.abortIds,
     };
   if (method === "GET" && path === "/v1/models") return {};
   if (e?.served === "router")
@@ -130,6 +132,9 @@ export function routingHost(router: Router): RoutingHost {
         return true;
       };
     },
+    issue: (tenant, upstreamId, clientId) => router.issued.add(tenant, upstreamId, clientId),
+    endIssued: (issued) => router.issued.remove(issued as Issued),
+    scopeAbort: (tenant, ids) => router.issued.scope(tenant, ids),
     waitForRoom: (tryAcquire, signal, tenant, view) =>
       router.queue.wait(
         tryAcquire,

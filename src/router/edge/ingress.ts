@@ -36,7 +36,7 @@ import {
   type ResponseAffinity,
 } from "../dataplane/response-affinity.js";
 import { upstreamPath } from "../engines/upstream-rules.js";
-import type { IssuedIds } from "../request/issued-ids.js";
+import type { IssuedIds } from "../dataplane/issued-ids.js";
 
 /** A client's X-Request-Id echoed on an answer the router gives itself (as the data plane echoes it). */
 const SAFE_ID = /^[\x21-\x7e]{1,200}$/;

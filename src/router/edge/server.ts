@@ -23,7 +23,7 @@ import { RouterGate } from "../../tenancy/router-gate.js";
 import { AccessLog } from "../telemetry/access-log.js";
 import { Ingress } from "./ingress.js";
 import { matchEndpoint, notRelayed } from "../request/endpoints.js";
-import { IssuedIds } from "../request/issued-ids.js";
+import { IssuedIds } from "../dataplane/issued-ids.js";
 import { ResponseAffinity } from "../dataplane/response-affinity.js";
 import { PromptBudget } from "./prompt-budget.js";
 import { listenOnSockets, type Listening } from "./accept.js";

@@ -65,7 +65,7 @@ export interface Endpoint {
   /**
    * `issued`: the engine names the request by its X-Request-Id and `/inference/v1/abort_requests` can
    * stop it; `scoped`: the body's `request_ids` names such requests, and only the caller's own are
-   * relayed (../request/issued-ids.ts)
+   * relayed (../dataplane/issued-ids.ts)
    */
   readonly abortIds: "issued" | "scoped" | undefined;
   /** gen_ai.operation.name of the request's span */
