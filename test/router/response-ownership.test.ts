@@ -249,3 +249,12 @@ test("replicas whose secrets differ, or that sign nothing, with tenancy on: no s
   }
   for (const e of engines) await e.close();
 });
+
+test("a follow-up that overtakes its response's entry waits for it to come from the group, and no longer than it is told", async () => {
+  const a = new ResponseAffinity(8);
+  const waiting = a.arrival("resp_late", 10_000);
+  a.apply([["resp_late", "http://e1", MODEL, "", "b"]]);
+  assert.deepEqual(await waiting, { engine: "http://e1", model: MODEL, owner: "b" });
+  assert.equal(await a.arrival("resp_never", 20), undefined);
+  assert.equal((await a.arrival("resp_late", 20))?.owner, "b", "a known id at once");
+});

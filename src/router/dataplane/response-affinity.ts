@@ -49,10 +49,15 @@ export function ownerMay(home: ResponseHome | undefined, tenant: string | undefi
 const log = logger("router.responses");
 
 /** Links one report may carry; beyond, the oldest are dropped (a follow-up then finds no home: 404). */
+/** requests waiting at once for an id the group has not told this process yet; beyond, a 404 at once */
+const MAX_WAITING = 256;
 const MAX_LINKS_PER_BATCH = 4096;
 
 export class ResponseAffinity {
   private readonly homes = new LruMap<string, ResponseHome>();
+  /** ids requests wait for (`arrival`), each with its waiters */
+  private readonly waiting = new Map<string, Array<(home: ResponseHome) => void>>();
+  private waiters = 0;
   private outgoing: ResponseLink[] = [];
   /** ids dropped to keep within the cap */
   evictions = 0;
@@ -75,6 +80,35 @@ export class ResponseAffinity {
   /** The engine that made response `id`, made the most recently used; undefined when unknown. */
   home(id: string): ResponseHome | undefined {
     return this.homes.use(id);
+  }
+
+  /**
+   * The home of `id`, waiting up to `ms` for it to come from the rest of the group: a follow-up can
+   * overtake the message that tells this process of its response (another worker's, another
+   * replica's). Undefined when it does not come, or when too many requests already wait.
+   */
+  arrival(id: string, ms: number): Promise<ResponseHome | undefined> {
+    const known = this.homes.use(id);
+    if (known !== undefined || ms <= 0 || this.waiters >= MAX_WAITING) return Promise.resolve(known);
+    return new Promise((resolve) => {
+      let list = this.waiting.get(id);
+      if (list === undefined) this.waiting.set(id, (list = []));
+      this.waiters++;
+      const arrived = (home: ResponseHome) => {
+        clearTimeout(timer);
+        this.waiters--;
+        resolve(home);
+      };
+      const timer = setTimeout(() => {
+        this.waiters--;
+        const l = this.waiting.get(id);
+        const at = l?.indexOf(arrived) ?? -1;
+        if (at >= 0) l!.splice(at, 1);
+        if (l?.length === 0) this.waiting.delete(id);
+        resolve(undefined);
+      }, ms);
+      list.push(arrived);
+    });
   }
 
   /** A response made here (by tenant `owner`, tenancy on): remembered, and told to the rest of the group. */
@@ -142,6 +176,11 @@ export class ResponseAffinity {
     if (owner !== undefined) home.owner = owner;
     this.homes.set(id, home);
     this.trim();
+    const w = this.waiting.get(id);
+    if (w !== undefined) {
+      this.waiting.delete(id);
+      for (const f of w) f(home);
+    }
   }
 
   private trim(): void {

@@ -7,6 +7,7 @@
 // pin) is the endpoint table's (../request/endpoints.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
+import { setTimeout as delay } from "node:timers/promises";
 import { HttpError, sendError } from "../../http/errors.js";
 import {
   agenticContextOf,
@@ -193,6 +194,13 @@ export class Ingress {
             ? obj.previous_response_id
             : undefined;
       let home = pinId !== undefined ? this.d.affinity.home(pinId) : undefined;
+      // a router group with tenancy on: the engines are not asked, so the entry is given the time the
+      // group takes to pass it on (a follow-up may overtake the message about its response)
+      if (pinId !== undefined && tenant && this.d.affinity.sharing) {
+        if (home === undefined) home = await this.d.affinity.arrival(pinId, this.groupDelayMs());
+        // another tenant's is answered no sooner than an unknown one: the delay tells nothing
+        else if (home.owner !== tenant.name) await delay(this.groupDelayMs());
+      }
       // tenancy on: another tenant's response, or one whose owner nobody knows, is not there for this
       // tenant (the answer an id nobody made gets; the engines are not asked)
       if (pinId !== undefined && !ownerMay(home, tenant?.name)) throw responseNotFound(pinId);
@@ -417,6 +425,15 @@ export class Ingress {
       if (e.healthy && !e.draining) for (const m of e.view.models) return m;
     for (const e of this.d.registry.engines.values()) for (const m of e.view.models) return m;
     throw new HttpError(503, "no engine serves a model yet; retry later", null, { "retry-after": "1" });
+  }
+
+  /**
+   * How long a request of a router group waits for a stored response's entry to arrive: a report
+   * interval and as much again for the network with replicas, 100 ms between workers.
+   */
+  private groupDelayMs(): number {
+    const p = this.d.config().peers;
+    return p.bind ? Math.max(100, 2 * p.interval) : 100;
   }
 
   /** Engines a request could go to: those serving `model` (any model when undefined), not draining. */
