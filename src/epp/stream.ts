@@ -310,7 +310,7 @@ export class ExtProcStream {
     const ids = req.parsed?.request_ids;
     if (this.rule.abortIds !== "scoped" || ids === undefined || ids === null || !this.host.scopeAbort)
       return this.route(req);
-    const own = this.host.scopeAbort(this.tenant?.name ?? "", ids);
+    const own = this.host.scopeAbort(this.tenant?.name ?? "", ids, this.tenant === undefined);
     if (own.length === 0) {
       this.sink.send({
         kind: "immediate",

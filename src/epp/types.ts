@@ -116,8 +116,11 @@ export interface RoutingHost {
    */
   issue?(tenant: string, upstreamId: string, clientId: string | undefined): IssuedRequest;
   endIssued?(issued: IssuedRequest): void;
-  /** the engine's ids of those an abort names that `tenant`'s requests in flight carry */
-  scopeAbort?(tenant: string, ids: unknown): string[];
+  /**
+   * the engine's ids of those an abort names that `tenant`'s requests in flight carry (`keepUnknown`,
+   * tenancy off: other ids kept as they are)
+   */
+  scopeAbort?(tenant: string, ids: unknown, keepUnknown: boolean): string[];
 
   /** the engines in rotation, as policies see them */
   snapshot(): readonly EngineView[];

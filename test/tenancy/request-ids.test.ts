@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { RunningRouter } from "../../src/router/index.js";
+import { IssuedIds } from "../../src/router/dataplane/issued-ids.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { post, routerFor, waitUntil } from "../router/util.js";
 import { clientBinary, EppClient, requestBody, requestHeaders, type Reply } from "../epp/client.js";
@@ -186,5 +187,24 @@ describe("request ids and aborts", { timeout: 120_000 }, () => {
     } finally {
       await c.stop();
     }
+  });
+});
+
+describe("the map of token-in requests in flight", () => {
+  it("maps a tenant's names to the engine's id, scopes aborts by owner, keeps unknown ids only with tenancy off, and ends with its request", () => {
+    const m = new IssuedIds(8);
+    const one = m.add("b", "r-1", "mine");
+    assert.deepEqual(m.scope("b", ["generate-tokens-mine", "generate-tokens-r-1"]), ["generate-tokens-r-1"]);
+    assert.deepEqual(m.scope("a", ["generate-tokens-mine", "generate-tokens-r-1"]), [], "another tenant's");
+    assert.deepEqual(m.scope("", "generate-tokens-direct", true), ["generate-tokens-direct"], "tenancy off");
+    // a later request under the same client id keeps its name when the first ends
+    const two = m.add("b", "r-2", "mine");
+    m.remove(one);
+    assert.deepEqual(m.scope("b", ["generate-tokens-mine"]), ["generate-tokens-r-2"]);
+    m.remove(two);
+    assert.equal(m.size, 0);
+    for (let i = 0; i < 20; i++) m.add("b", `r-${i}`, undefined);
+    assert.equal(m.size, 8, "bounded");
+    assert.equal(m.evictions, 12);
   });
 });

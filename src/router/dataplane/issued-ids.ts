@@ -54,13 +54,14 @@ export class IssuedIds {
 
   /**
    * The engine's ids of those `ids` (an abort's `request_ids`: a list, or one string) that `owner`'s
-   * requests in flight carry; every other id is left out.
+   * requests in flight carry; every other id is left out, unless `keepUnknown` (tenancy off: there
+   * is no other tenant, and a request sent to an engine directly may be named) keeps it as it is.
    */
-  scope(owner: string, ids: unknown): string[] {
+  scope(owner: string, ids: unknown, keepUnknown = false): string[] {
     const out: string[] = [];
     for (const id of Array.isArray(ids) ? (ids as unknown[]) : [ids]) {
       if (typeof id !== "string") continue;
-      const upstream = this.names.get(`${owner}\n${id}`);
+      const upstream = this.names.get(`${owner}\n${id}`) ?? (keepUnknown ? id : undefined);
       if (upstream !== undefined && !out.includes(upstream)) out.push(upstream);
     }
     return out;

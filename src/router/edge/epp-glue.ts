@@ -134,7 +134,7 @@ export function routingHost(router: Router): RoutingHost {
     },
     issue: (tenant, upstreamId, clientId) => router.issued.add(tenant, upstreamId, clientId),
     endIssued: (issued) => router.issued.remove(issued as Issued),
-    scopeAbort: (tenant, ids) => router.issued.scope(tenant, ids),
+    scopeAbort: (tenant, ids, keepUnknown) => router.issued.scope(tenant, ids, keepUnknown),
     waitForRoom: (tryAcquire, signal, tenant, view) =>
       router.queue.wait(
         tryAcquire,

@@ -222,7 +222,7 @@ export class Ingress {
       if (mutated) obj!.model = model;
       // an abort: only the caller's own requests in flight, by the ids their engines know them by
       if (ep.abortIds === "scoped" && obj !== undefined && obj.request_ids != null) {
-        const own = this.d.issued.scope(tenant?.name ?? "", obj.request_ids);
+        const own = this.d.issued.scope(tenant?.name ?? "", obj.request_ids, tenant === undefined);
         if (own.length === 0) return this.abortedNone(req, res, ep, admission);
         obj.request_ids = own;
         mutated = true;
