@@ -42,7 +42,7 @@ import {
   type Subset,
 } from "./request.js";
 import type { InferenceRequest } from "./request.js";
-import type { IssuedRequest, PathRule, RoutingHost, Slot } from "./types.js";
+import type { IssuedRequest, PathRule, RoutingHost, Slot, StoredResponse } from "./types.js";
 
 const log = logger("epp");
 
@@ -209,13 +209,28 @@ export class ExtProcStream {
     );
   }
 
-  private answerAny(): void {
-    this.stage = Stage.Response;
-    let endpoint: string;
+  private answerAny(): Promise<void> | void {
+    let pinned: StoredResponse | undefined | Promise<StoredResponse | undefined>;
     try {
       // a stored response's id in the path: its engine, and only for the tenant that made it
       const id = this.rule.pathId;
-      const pinned = id !== undefined ? this.host.storedResponse?.(id, this.tenant?.name, false) : undefined;
+      pinned = id !== undefined ? this.host.storedResponse?.(id, this.tenant?.name, false) : undefined;
+    } catch (err) {
+      return this.refuse(err);
+    }
+    if (!(pinned instanceof Promise)) return this.sendAny(pinned);
+    return pinned.then(
+      (p) => this.sendAny(p),
+      (err: unknown) => this.refuse(err),
+    );
+  }
+
+  private sendAny(pinned: StoredResponse | undefined): void {
+    // the stream ended while the entry was awaited
+    if (this.stage !== Stage.Deciding) return;
+    this.stage = Stage.Response;
+    let endpoint: string;
+    try {
       endpoint = pinned ? endpointOf(pinned.engineId) : this.picker.pickAny(this.subset);
     } catch (err) {
       return this.refuse(err);
@@ -336,14 +351,17 @@ export class ExtProcStream {
       // a follow-up of a stored response: its engine (which holds the history), its tenant's alone
       const pinned =
         typeof prev === "string" ? this.host.storedResponse?.(prev, this.tenant?.name, true) : undefined;
-      picked = pinned
-        ? {
-            kind: "picked",
-            slot: pinned.slot!,
-            endpoints: [endpointOf(pinned.engineId)],
-            policy: this.host.policy().name,
-          }
-        : this.picker.pick(this.view, this.subset, this.abort.signal, this.tenant);
+      const view = this.view;
+      const pick = (p: StoredResponse | undefined): Picked | Promise<Picked> =>
+        p
+          ? {
+              kind: "picked",
+              slot: p.slot!,
+              endpoints: [endpointOf(p.engineId)],
+              policy: this.host.policy().name,
+            }
+          : this.picker.pick(view, this.subset, this.abort.signal, this.tenant);
+      picked = pinned instanceof Promise ? pinned.then(pick) : pick(pinned);
     } catch (err) {
       return this.refuse(err);
     }

@@ -78,6 +78,12 @@ export interface PathRule {
   abortIds?: "issued" | "scoped" | undefined;
 }
 
+/** Where a stored response lives: its engine, and a slot there when one was asked for. */
+export interface StoredResponse {
+  engineId: string;
+  slot: Slot | undefined;
+}
+
 /** A request an abort may name, while it runs (the host's record, given back at its end). */
 export type IssuedRequest = object;
 
@@ -97,13 +103,14 @@ export interface RoutingHost {
    * The engine holding stored response `id` for `tenant` (its name; undefined with tenancy off), with
    * a slot there when `claim`; undefined when the router does not know it and tenancy is off (picked
    * as any request). Throws the HTTP edge's 404 for another tenant's response, one whose owner is not
-   * known with tenancy on, or one whose engine is gone.
+   * known with tenancy on, or one whose engine is gone. A promise where the host waits for an entry
+   * still on its way from the rest of its router group (as its HTTP edge waits).
    */
   storedResponse?(
     id: string,
     tenant: string | undefined,
     claim: boolean,
-  ): { engineId: string; slot: Slot | undefined } | undefined;
+  ): StoredResponse | undefined | Promise<StoredResponse | undefined>;
   /**
    * Reads a Responses answer's id off its first bytes and remembers it with the engine that served
    * it and its tenant (the router's response affinity); the returned function answers true once it

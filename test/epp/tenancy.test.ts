@@ -9,7 +9,8 @@ import type { RunningRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { startFakeEngine, type FakeEngine } from "../router/fake-engine.js";
 import { startFakeVllm, type FakeVllm } from "../router/fake-vllm.js";
-import { post, routerFor } from "../router/util.js";
+import { post, routerFor, waitUntil } from "../router/util.js";
+import { freePorts } from "../../bench/harness/cli.js";
 import {
   clientBinary,
   EppClient,
@@ -398,6 +399,43 @@ describe(
       assert.equal(home?.owner, "b");
       assert.equal(new URL(home!.engine).host, p.endpoint?.split(",")[0], "the primary pick");
       assert.equal((await fetch(`${router.url}/v1/responses/resp_through_gw1`, { headers: A })).status, 404);
+    });
+
+    it("in a router group, a picker request that overtakes its response's entry waits for it, as over HTTP", async (t) => {
+      const c = start(t);
+      if (!c) return;
+      const [port] = await freePorts(1);
+      const grouped = await routerFor(
+        engines.map((e) => e.url),
+        {
+          epp: { port: 0 },
+          tenancy: router.router.config.tenancy,
+          peers: { bind: `tcp://127.0.0.1:${port!}`, interval: 1000, expireAfter: 3000 },
+        },
+      );
+      const c2 = EppClient.start(bin!, `127.0.0.1:${grouped.eppPort}`);
+      try {
+        await c2.open("late");
+        await c2.send(
+          "late",
+          requestHeaders(
+            { ":method": "GET", ":path": "/v1/responses/resp_late1", ...B },
+            { endOfStream: true },
+          ),
+        );
+        await waitUntil(() => grouped.router.affinity.waitingRequests > 0, 10_000, "the request to wait");
+        // the replica's report comes after the request did
+        grouped.router.affinity.applyFromPeer(
+          [["resp_late1", engines[1]!.url, MODEL_V, "", "b"]],
+          true,
+          true,
+        );
+        assert.equal(destination(await c2.recv("late")), new URL(engines[1]!.url).host);
+        await c2.cancel("late");
+      } finally {
+        await c2.stop();
+        await grouped.close(0);
+      }
     });
 
     it("through the picker only the router's header allow-list reaches the engine: a client's X-Request-Id is replaced by the picker's own, its cookie removed", async (t) => {

@@ -72,6 +72,11 @@ export class ResponseAffinity {
     return this.homes.size;
   }
 
+  /** requests waiting for an entry to arrive (`arrival`) */
+  get waitingRequests(): number {
+    return this.waiters;
+  }
+
   setCap(cap: number): void {
     this.cap = cap;
     this.trim();
@@ -186,6 +191,14 @@ export class ResponseAffinity {
   private trim(): void {
     while (this.homes.size > this.cap && this.homes.shift()) this.evictions++;
   }
+}
+
+/**
+ * How long a follow-up in a router group waits for its response's entry with tenancy on (`arrival`):
+ * a report interval and as much again for the network with replicas, 100 ms between workers.
+ */
+export function followUpWaitMs(peers: { bind?: string | undefined; interval: number }): number {
+  return peers.bind ? Math.max(100, 2 * peers.interval) : 100;
 }
 
 /** unknown ids looked up on the engines at once; past it an unknown id is answered 404 at once */

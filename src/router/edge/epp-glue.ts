@@ -17,7 +17,13 @@ import { flowOf, queueAskOf } from "./ingress.js";
 import { endpointOf, matchEndpoint, notRelayed, routingInput } from "../request/endpoints.js";
 import type { Router } from "./server.js";
 import { FORWARDED_HEADERS, upstreamAuthorization } from "../engines/upstream-rules.js";
-import { ownerMay, responseNotFound, ResponseIdScan } from "../dataplane/response-affinity.js";
+import {
+  followUpWaitMs,
+  ownerMay,
+  responseNotFound,
+  ResponseIdScan,
+  type ResponseHome,
+} from "../dataplane/response-affinity.js";
 import type { Issued } from "../dataplane/issued-ids.js";
 
 /**
@@ -113,15 +119,24 @@ export function routingHost(router: Router): RoutingHost {
     pathRule,
     upstreamHeaders: FORWARDED_HEADERS,
     storedResponse: (id, tenant, withSlot) => {
+      const at = (home: ResponseHome | undefined) => {
+        // the HTTP edge's rule (ingress.ts): another tenant's, or an unowned one with tenancy on, is not there
+        if (!ownerMay(home, tenant)) throw responseNotFound(id);
+        if (!home) return undefined;
+        const e = reg.engines.get(home.engine);
+        if (!e) throw responseNotFound(id);
+        const slot = withSlot ? claim(e.url) : undefined;
+        if (withSlot && !slot) throw responseNotFound(id);
+        return { engineId: e.url, slot };
+      };
       const home = router.affinity.home(id);
-      // the HTTP edge's rule (ingress.ts): another tenant's, or an unowned one with tenancy on, is not there
-      if (!ownerMay(home, tenant)) throw responseNotFound(id);
-      if (!home) return undefined;
-      const e = reg.engines.get(home.engine);
-      if (!e) throw responseNotFound(id);
-      const slot = withSlot ? claim(e.url) : undefined;
-      if (withSlot && !slot) throw responseNotFound(id);
-      return { engineId: e.url, slot };
+      // a router group with tenancy on: the entry's time to arrive, as over HTTP (and as long for
+      // another tenant's, so the delay tells nothing)
+      if (tenant === undefined || !router.affinity.sharing || home?.owner === tenant) return at(home);
+      const ms = followUpWaitMs(router.config.peers);
+      return home === undefined
+        ? router.affinity.arrival(id, ms).then(at)
+        : new Promise((resolve) => setTimeout(resolve, ms)).then(() => at(home));
     },
     watchResponse: (model, tenant) => {
       const scan = new ResponseIdScan();

@@ -31,6 +31,7 @@ import type { Registry } from "../engines/registry.js";
 import { modelNotFound, type RoutedRequest } from "../request/routed-request.js";
 import type { Endpoint, EndpointMatch } from "../request/endpoints.js";
 import {
+  followUpWaitMs,
   locateResponse,
   ownerMay,
   responseNotFound,
@@ -197,9 +198,10 @@ export class Ingress {
       // a router group with tenancy on: the engines are not asked, so the entry is given the time the
       // group takes to pass it on (a follow-up may overtake the message about its response)
       if (pinId !== undefined && tenant && this.d.affinity.sharing) {
-        if (home === undefined) home = await this.d.affinity.arrival(pinId, this.groupDelayMs());
+        const ms = followUpWaitMs(this.d.config().peers);
+        if (home === undefined) home = await this.d.affinity.arrival(pinId, ms);
         // another tenant's is answered no sooner than an unknown one: the delay tells nothing
-        else if (home.owner !== tenant.name) await delay(this.groupDelayMs());
+        else if (home.owner !== tenant.name) await delay(ms);
       }
       // tenancy on: another tenant's response, or one whose owner nobody knows, is not there for this
       // tenant (the answer an id nobody made gets; the engines are not asked)
@@ -425,15 +427,6 @@ export class Ingress {
       if (e.healthy && !e.draining) for (const m of e.view.models) return m;
     for (const e of this.d.registry.engines.values()) for (const m of e.view.models) return m;
     throw new HttpError(503, "no engine serves a model yet; retry later", null, { "retry-after": "1" });
-  }
-
-  /**
-   * How long a request of a router group waits for a stored response's entry to arrive: a report
-   * interval and as much again for the network with replicas, 100 ms between workers.
-   */
-  private groupDelayMs(): number {
-    const p = this.d.config().peers;
-    return p.bind ? Math.max(100, 2 * p.interval) : 100;
   }
 
   /** Engines a request could go to: those serving `model` (any model when undefined), not draining. */
