@@ -122,6 +122,8 @@ export class ExtProcStream {
   private readonly upstreamId = randomUUID();
   /** a token-in request an abort of its tenant may name, while it runs */
   private issued: IssuedRequest | undefined;
+  /** the body of a request routed by its path alone (a cancel that came with one), sent on as it came */
+  private heldBody: Buffer | undefined;
   /** reads a Responses answer's id for the router's response affinity, until it has it */
   private watch: ((chunk: Buffer, engineId: string) => boolean) | undefined;
 
@@ -235,7 +237,26 @@ export class ExtProcStream {
     } catch (err) {
       return this.refuse(err);
     }
+    const body = this.heldBody;
+    this.heldBody = undefined;
+    if (body !== undefined && this.bufferedRequest) {
+      this.sink.send(this.destination("requestBody", [endpoint]));
+      if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
+      return;
+    }
     this.sink.send(this.destination("requestHeaders", [endpoint]));
+    if (body !== undefined) this.sendBody(body);
+  }
+
+  /** Full duplex: the body goes back as streamed chunks after the headers response, then trailers. */
+  private sendBody(body: Buffer): void {
+    const last = !this.sawRequestTrailers;
+    if (body.length === 0) this.sink.send(streamed("requestBody", body, last));
+    for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
+      const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
+      this.sink.send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
+    }
+    if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
   }
 
   /** The path without its query: what the gate's per-path rules (usage in streams) match. */
@@ -285,8 +306,10 @@ export class ExtProcStream {
   }
 
   private decide(): Promise<void> | void {
-    // a stored response's GET or cancel names its response in the path: whatever body came, none routes it
+    // a stored response's GET or cancel names its response in the path: whatever body came, none
+    // routes it (it goes on as it came)
     if (this.rule.pathId !== undefined) {
+      this.heldBody = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodySize);
       this.chunks.length = 0;
       return this.bodyless();
     }
@@ -400,13 +423,7 @@ export class ExtProcStream {
       return;
     }
     this.sink.send(this.destination("requestHeaders", p.endpoints, extra));
-    const last = !this.sawRequestTrailers;
-    if (body.length === 0) this.sink.send(streamed("requestBody", body, last));
-    for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
-      const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
-      this.sink.send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
-    }
-    if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
+    this.sendBody(body);
   }
 
   /** The header and the dynamic metadata naming the endpoints, identical as the contract requires. */

@@ -365,6 +365,17 @@ describe(
         const own = await bodyless(c, `b-${method}`, method, path, B);
         assert.equal(destination(own), new URL(home.url).host, "the owner's goes to its engine");
       }
+      // a cancel that comes with a body (full duplex): to the engine that holds it, the body sent on
+      await c.open("b-cancel-body");
+      await c.send(
+        "b-cancel-body",
+        requestHeaders({ ":method": "POST", ":path": `/v1/responses/${id}/cancel`, ...B }),
+      );
+      await c.send("b-cancel-body", requestBody("{}"));
+      const cancelled = await picked(c, "b-cancel-body");
+      assert.equal(cancelled.endpoint, new URL(home.url).host);
+      assert.deepEqual(cancelled.body, {});
+      await c.cancel("b-cancel-body");
       const follow = JSON.stringify({ model: MODEL_V, input: "more", previous_response_id: id });
       await c.open("a-prev");
       await c.send("a-prev", requestHeaders({ ...RESPONSES, ...A }));
