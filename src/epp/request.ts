@@ -22,9 +22,43 @@ export interface RequestHead {
   debugKey: string | undefined;
   /** the client's credential: the tenancy gate reads it, and it reaches engines only as HTTP's would */
   authorization: string | undefined;
+  /**
+   * the client's headers the engine must not get (with an allow-list: every one outside it but those
+   * the gateway frames the request with), removed from the request the gateway sends on
+   */
+  dropped: string[];
+  /** the client's own X-Request-Id, when a safe one came (it never reaches the engine) */
+  clientRequestId: string | undefined;
 }
 
-export function readHead(headers: readonly HeaderEntry[], sessionHeader: string): RequestHead {
+const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+/**
+ * Headers the gateway needs to send the request at all, or the picker decides itself (the credential,
+ * the destination, `x-request-id`, which it overwrites with its own): never on the removal list (Envoy
+ * refuses to change the first ones anyway).
+ */
+const FRAMING = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "te",
+  "connection",
+  "authorization",
+  "x-switchyard-debug-key",
+  "x-gateway-destination-endpoint",
+  "x-request-id",
+]);
+
+/**
+ * The request headers the picker uses. `allowed`: the router's upstream allow-list (the headers vLLM
+ * reads); every other client header is put on `dropped`, as the router's HTTP edge does not relay it.
+ */
+export function readHead(
+  headers: readonly HeaderEntry[],
+  sessionHeader: string,
+  allowed?: ReadonlySet<string>,
+): RequestHead {
   const want = sessionHeader.toLowerCase();
   const head: RequestHead = {
     method: "",
@@ -34,8 +68,19 @@ export function readHead(headers: readonly HeaderEntry[], sessionHeader: string)
     debug: false,
     debugKey: undefined,
     authorization: undefined,
+    dropped: [],
+    clientRequestId: undefined,
   };
   for (const h of headers) {
+    if (
+      allowed !== undefined &&
+      !h.key.startsWith(":") &&
+      !h.key.startsWith("x-envoy-") &&
+      !allowed.has(h.key) &&
+      !FRAMING.has(h.key) &&
+      !head.dropped.includes(h.key)
+    )
+      head.dropped.push(h.key);
     switch (h.key) {
       case ":method":
         head.method = h.value;
@@ -51,6 +96,9 @@ export function readHead(headers: readonly HeaderEntry[], sessionHeader: string)
         break;
       case "x-switchyard-debug-key":
         head.debugKey ??= h.value;
+        break;
+      case "x-request-id":
+        if (SAFE_REQUEST_ID.test(h.value)) head.clientRequestId ??= h.value;
         break;
       case "authorization":
         // the first, as Node keeps the first of a repeated Authorization: one rule for both ways in

@@ -17,6 +17,7 @@
 // limits are applied once the body is in (429 before any engine slot is taken), and the body gets
 // the tenant's cache_salt before the routing view is built, so the KV-aware policy hashes what the
 // engine will. The tenant's key stops here, as it stops at the router: the engine gets its own key.
+import { randomUUID } from "node:crypto";
 import { HttpError, errorBody } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import type { RequestView } from "../routing/index.js";
@@ -41,7 +42,7 @@ import {
   type Subset,
 } from "./request.js";
 import type { InferenceRequest } from "./request.js";
-import type { RoutingHost, Slot } from "./types.js";
+import type { IssuedRequest, PathRule, RoutingHost, Slot, StoredResponse } from "./types.js";
 
 const log = logger("epp");
 
@@ -115,6 +116,16 @@ export class ExtProcStream {
   private admitted: TenantRequest | undefined;
   /** the response is SSE: the tenant's usage is one event of it */
   private sse = false;
+  /** the endpoint table's word on the request's path (refusal, stored-response pin) */
+  private rule: PathRule = {};
+  /** the X-Request-Id the engine gets: the picker's own */
+  private readonly upstreamId = randomUUID();
+  /** a token-in request an abort of its tenant may name, while it runs */
+  private issued: IssuedRequest | undefined;
+  /** the body of a request routed by its path alone (a cancel that came with one), sent on as it came */
+  private heldBody: Buffer | undefined;
+  /** reads a Responses answer's id for the router's response affinity, until it has it */
+  private watch: ((chunk: Buffer, engineId: string) => boolean) | undefined;
 
   constructor(
     private readonly host: RoutingHost,
@@ -156,7 +167,7 @@ export class ExtProcStream {
       return this.protocolError(GrpcCode.FailedPrecondition, "request headers twice");
     const settings = this.host.settings();
     this.started = performance.now();
-    this.head = readHead(msg.headers, settings.sessionHeader);
+    this.head = readHead(msg.headers, settings.sessionHeader, this.host.upstreamHeaders);
     // decided once, here: a client the host does not let have the explanation gets the answer as if
     // it had not asked
     if (this.head.debug) this.head.debug = this.host.mayDebug(this.head.debugKey);
@@ -168,6 +179,10 @@ export class ExtProcStream {
         `request_body_mode ${modeName(this.requestMode)} cannot hold the headers until the body has decided the engine: use FULL_DUPLEX_STREAMED (the GIE contract) or BUFFERED`,
       );
     }
+    // a path the router does not relay gets the router's own answer (a per-engine route: 404), before
+    // any key is read and with no engine named, so no engine key goes with it
+    this.rule = this.host.pathRule?.(this.head.method, this.pathOnly) ?? {};
+    if (this.rule.refusal) return this.refuse(this.rule.refusal);
     const gate = this.host.gate;
     if (gate.enabled) {
       try {
@@ -178,31 +193,70 @@ export class ExtProcStream {
         return this.refuse(err);
       }
     }
-    if (msg.endOfStream || this.requestMode === BodySendMode.None) {
-      // no body to route by (a GET, or a gateway that sends none): the least busy engine
-      this.stage = Stage.Deciding;
-      if (!this.tenant) return this.answerAny();
-      // a tenant's bodyless request counts against its limits too, as through the router
-      return gate.admit(this.tenant, this.pathOnly, undefined, 0).then(
-        (a) => (this.holdAdmission(a.request) ? this.answerAny() : undefined),
-        (err: unknown) => this.refuse(err, true),
-      );
-    }
+    if (msg.endOfStream || this.requestMode === BodySendMode.None) return this.bodyless();
     this.stage = Stage.Body;
     this.inference = true;
     // buffered modes wait for this answer before they send the body: continue, decide on the body
     if (this.bufferedRequest) this.sink.send({ kind: "requestHeaders" });
   }
 
-  private answerAny(): void {
-    this.stage = Stage.Response;
-    let endpoint: string;
+  /** No body to route by (a GET, a cancel, or a gateway that sends none): the least busy engine. */
+  private bodyless(): Promise<void> | void {
+    this.stage = Stage.Deciding;
+    if (!this.tenant) return this.answerAny();
+    // a tenant's bodyless request counts against its limits too, as through the router
+    return this.host.gate.admit(this.tenant, this.pathOnly, undefined, 0).then(
+      (a) => (this.holdAdmission(a.request) ? this.answerAny() : undefined),
+      (err: unknown) => this.refuse(err, true),
+    );
+  }
+
+  private answerAny(): Promise<void> | void {
+    let pinned: StoredResponse | undefined | Promise<StoredResponse | undefined>;
     try {
-      endpoint = this.picker.pickAny(this.subset);
+      // a stored response's id in the path: its engine, and only for the tenant that made it
+      const id = this.rule.pathId;
+      pinned = id !== undefined ? this.host.storedResponse?.(id, this.tenant?.name, false) : undefined;
     } catch (err) {
       return this.refuse(err);
     }
+    if (!(pinned instanceof Promise)) return this.sendAny(pinned);
+    return pinned.then(
+      (p) => this.sendAny(p),
+      (err: unknown) => this.refuse(err),
+    );
+  }
+
+  private sendAny(pinned: StoredResponse | undefined): void {
+    // the stream ended while the entry was awaited
+    if (this.stage !== Stage.Deciding) return;
+    this.stage = Stage.Response;
+    let endpoint: string;
+    try {
+      endpoint = pinned ? endpointOf(pinned.engineId) : this.picker.pickAny(this.subset);
+    } catch (err) {
+      return this.refuse(err);
+    }
+    const body = this.heldBody;
+    this.heldBody = undefined;
+    if (body !== undefined && this.bufferedRequest) {
+      this.sink.send(this.destination("requestBody", [endpoint]));
+      if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
+      return;
+    }
     this.sink.send(this.destination("requestHeaders", [endpoint]));
+    if (body !== undefined) this.sendBody(body);
+  }
+
+  /** Full duplex: the body goes back as streamed chunks after the headers response, then trailers. */
+  private sendBody(body: Buffer): void {
+    const last = !this.sawRequestTrailers;
+    if (body.length === 0) this.sink.send(streamed("requestBody", body, last));
+    for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
+      const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
+      this.sink.send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
+    }
+    if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
   }
 
   /** The path without its query: what the gate's per-path rules (usage in streams) match. */
@@ -252,6 +306,13 @@ export class ExtProcStream {
   }
 
   private decide(): Promise<void> | void {
+    // a stored response's GET or cancel names its response in the path: whatever body came, none
+    // routes it (it goes on as it came)
+    if (this.rule.pathId !== undefined) {
+      this.heldBody = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodySize);
+      this.chunks.length = 0;
+      return this.bodyless();
+    }
     this.stage = Stage.Deciding;
     const head = this.head!;
     const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodySize);
@@ -263,7 +324,7 @@ export class ExtProcStream {
     } catch (err) {
       return this.refuse(err);
     }
-    if (!this.tenant) return this.route(req);
+    if (!this.tenant) return this.scoped(req);
     // the tenant's limits before any engine slot is taken; its salt before the routing view
     const usageEvent = this.responseMode === BodySendMode.FullDuplexStreamed;
     return this.host.gate.admit(this.tenant, this.pathOnly, req.parsed, body.length, { usageEvent }).then(
@@ -273,20 +334,61 @@ export class ExtProcStream {
           req.body = Buffer.from(JSON.stringify(req.parsed));
           req.rewritten = true;
         }
-        return this.route(req);
+        return this.scoped(req);
       },
       (err: unknown) => this.refuse(err, true),
     );
+  }
+
+  /**
+   * An abort keeps only the ids of its tenant's own requests (as the engine knows them); one that
+   * names none is answered here as the engine answers unknown ids (200, nothing aborted).
+   */
+  private scoped(req: InferenceRequest): Promise<void> | void {
+    const ids = req.parsed?.request_ids;
+    if (this.rule.abortIds !== "scoped" || ids === undefined || ids === null || !this.host.scopeAbort)
+      return this.route(req);
+    const own = this.host.scopeAbort(this.tenant?.name ?? "", ids, this.tenant === undefined);
+    if (own.length === 0) {
+      this.sink.send({
+        kind: "immediate",
+        status: 200,
+        headers: [],
+        body: Buffer.alloc(0),
+        details: "switchyard_epp_abort_none",
+      });
+      this.finish(200);
+      return this.sink.end();
+    }
+    req.parsed!.request_ids = own;
+    req.body = Buffer.from(JSON.stringify(req.parsed));
+    req.rewritten = true;
+    return this.route(req);
   }
 
   private route(req: InferenceRequest): Promise<void> | void {
     let picked: Picked | Promise<Picked>;
     try {
       this.view = this.picker.view(req.model, req.parsed, req.sessionKey, this.pathOnly);
-      picked = this.picker.pick(this.view, this.subset, this.abort.signal, this.tenant);
+      const prev = this.rule.previousResponse ? req.parsed?.previous_response_id : undefined;
+      // a follow-up of a stored response: its engine (which holds the history), its tenant's alone
+      const pinned =
+        typeof prev === "string" ? this.host.storedResponse?.(prev, this.tenant?.name, true) : undefined;
+      const view = this.view;
+      const pick = (p: StoredResponse | undefined): Picked | Promise<Picked> =>
+        p
+          ? {
+              kind: "picked",
+              slot: p.slot!,
+              endpoints: [endpointOf(p.engineId)],
+              policy: this.host.policy().name,
+            }
+          : this.picker.pick(view, this.subset, this.abort.signal, this.tenant);
+      picked = pinned instanceof Promise ? pinned.then(pick) : pick(pinned);
     } catch (err) {
       return this.refuse(err);
     }
+    if (this.rule.remembers) this.watch = this.host.watchResponse?.(req.model, this.tenant?.name);
     const forward = req.body;
     const rewritten = req.rewritten;
     if (!(picked instanceof Promise)) return this.answer(picked, forward, rewritten);
@@ -305,6 +407,8 @@ export class ExtProcStream {
     }
     this.slot = p.slot;
     this.engine = p.slot.engineId;
+    if (this.rule.abortIds === "issued" && this.host.issue)
+      this.issued = this.host.issue(this.tenant?.name ?? "", this.upstreamId, this.head?.clientRequestId);
     this.policy = p.policy;
     this.host.metrics.inFlight++;
     this.stage = Stage.Response;
@@ -319,13 +423,7 @@ export class ExtProcStream {
       return;
     }
     this.sink.send(this.destination("requestHeaders", p.endpoints, extra));
-    const last = !this.sawRequestTrailers;
-    if (body.length === 0) this.sink.send(streamed("requestBody", body, last));
-    for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
-      const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
-      this.sink.send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
-    }
-    if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
+    this.sendBody(body);
   }
 
   /** The header and the dynamic metadata naming the endpoints, identical as the contract requires. */
@@ -338,7 +436,10 @@ export class ExtProcStream {
     const value = endpoints.join(",");
     const md: MetadataStruct = { [DESTINATION_NAMESPACE]: { [DESTINATION_KEY]: value } };
     const setHeaders: Array<readonly [string, string]> = [[DESTINATION_KEY, value], ...extra];
-    let removeHeaders: string[] | undefined;
+    // only what the router's HTTP edge relays: the client's other headers are removed, its
+    // X-Request-Id among them (vLLM names the request by it), and the picker's own id is set
+    let removeHeaders: string[] | undefined = this.head?.dropped.length ? [...this.head.dropped] : undefined;
+    if (this.host.upstreamHeaders) setHeaders.push(["x-request-id", this.upstreamId]);
     // the router's upstream rule, for the primary engine: its key, else the client's when tenancy
     // did not consume it; a tenant's key never reaches an engine
     const client = this.tenant ? undefined : this.head?.authorization;
@@ -346,7 +447,7 @@ export class ExtProcStream {
     const auth = engineId !== undefined ? this.host.upstreamAuthorization(engineId, client) : client;
     if (auth !== undefined) {
       if (auth !== this.head?.authorization) setHeaders.push(["authorization", auth]);
-    } else if (this.head?.authorization !== undefined) removeHeaders = ["authorization"];
+    } else if (this.head?.authorization !== undefined) (removeHeaders ??= []).push("authorization");
     // the admin key a debugging client sent stops here, as it does at the router's HTTP edge
     if (this.head?.debugKey !== undefined) (removeHeaders ??= []).push("x-switchyard-debug-key");
     const common: CommonResponse = { setHeaders, removeHeaders, clearRouteCache: true, replaceBody };
@@ -388,6 +489,9 @@ export class ExtProcStream {
     if (this.stage !== Stage.Response)
       return this.protocolError(GrpcCode.FailedPrecondition, "response body before the request was answered");
     let body = msg.body ?? Buffer.alloc(0);
+    // a stored response's id, off the answer's first bytes, remembered with its engine and tenant
+    if (this.watch && body.length > 0 && this.status === 200 && this.watch(body, this.engine))
+      this.watch = undefined;
     if (body.length > 0 && this.model !== "none") {
       const now = performance.now();
       const series = this.host.metrics.forModel(this.model);
@@ -461,6 +565,8 @@ export class ExtProcStream {
     // the tenant's concurrency slot back, its usage (or the estimate) recorded
     // without an engine picked nothing was generated (an answer without usage is charged none)
     this.admitted?.finish(status, this.slot !== undefined);
+    if (this.issued) this.host.endIssued?.(this.issued);
+    this.issued = undefined;
     this.admitted = undefined;
     if (this.slot) {
       this.slot.release(status >= 200 && status < 300);

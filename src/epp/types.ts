@@ -6,6 +6,7 @@
 // request through the gateway meets the same keys, limits and cache salt as one sent to the router.
 import type { Registry as PromRegistry } from "prom-client";
 import type { EngineView, Policy, RequestView } from "../routing/index.js";
+import type { HttpError } from "../http/errors.js";
 import type { RouterGate } from "../tenancy/router-gate.js";
 import type { Tenant } from "../tenancy/state.js";
 
@@ -57,7 +58,77 @@ export interface RequestMetrics {
   readonly registry: PromRegistry;
 }
 
+/**
+ * What the router's endpoint table says of a request's method and path (the query cut off): whether
+ * the picker may route it at all, and what pins it to the engine holding a stored response.
+ */
+export interface PathRule {
+  /** the answer the router's HTTP edge gives this method and path (404 per-engine or unknown, 405) */
+  refusal?: HttpError | undefined;
+  /** the stored response id the path names (`/v1/responses/{id}`, its cancel) */
+  pathId?: string | undefined;
+  /** the body's `previous_response_id` pins the request to its response's engine */
+  previousResponse?: boolean | undefined;
+  /** the answer carries a response id the router remembers (with its engine and owner) */
+  remembers?: boolean | undefined;
+  /**
+   * `issued`: the engine names the request by its X-Request-Id and an abort can stop it; `scoped`:
+   * an abort, whose `request_ids` keep only the caller's own requests (the router's rule)
+   */
+  abortIds?: "issued" | "scoped" | undefined;
+}
+
+/** Where a stored response lives: its engine, and a slot there when one was asked for. */
+export interface StoredResponse {
+  engineId: string;
+  slot: Slot | undefined;
+}
+
+/** A request an abort may name, while it runs (the host's record, given back at its end). */
+export type IssuedRequest = object;
+
 export interface RoutingHost {
+  /**
+   * The router's upstream header allow-list (what vLLM reads of a request): every other client header
+   * is removed from the request the gateway sends, and `x-request-id` is set to the picker's own.
+   * Absent: headers are left as the gateway has them.
+   */
+  readonly upstreamHeaders?: ReadonlySet<string>;
+  /**
+   * The router's endpoint table on a request: what it does not relay is refused as over HTTP (no
+   * engine, no engine key), and what it pins goes to its engine. Absent: every path is picked.
+   */
+  pathRule?(method: string, path: string): PathRule;
+  /**
+   * The engine holding stored response `id` for `tenant` (its name; undefined with tenancy off), with
+   * a slot there when `claim`; undefined when the router does not know it and tenancy is off (picked
+   * as any request). Throws the HTTP edge's 404 for another tenant's response, one whose owner is not
+   * known with tenancy on, or one whose engine is gone. A promise where the host waits for an entry
+   * still on its way from the rest of its router group (as its HTTP edge waits).
+   */
+  storedResponse?(
+    id: string,
+    tenant: string | undefined,
+    claim: boolean,
+  ): StoredResponse | undefined | Promise<StoredResponse | undefined>;
+  /**
+   * Reads a Responses answer's id off its first bytes and remembers it with the engine that served
+   * it and its tenant (the router's response affinity); the returned function answers true once it
+   * needs no more bytes.
+   */
+  watchResponse?(model: string, tenant: string | undefined): (chunk: Buffer, engineId: string) => boolean;
+  /**
+   * A token-in request sent with the picker's id `upstreamId` by `tenant` ("" with tenancy off), that
+   * its client named `clientId`: an abort of the same tenant may name it until `endIssued`.
+   */
+  issue?(tenant: string, upstreamId: string, clientId: string | undefined): IssuedRequest;
+  endIssued?(issued: IssuedRequest): void;
+  /**
+   * the engine's ids of those an abort names that `tenant`'s requests in flight carry (`keepUnknown`,
+   * tenancy off: other ids kept as they are)
+   */
+  scopeAbort?(tenant: string, ids: unknown, keepUnknown: boolean): string[];
+
   /** the engines in rotation, as policies see them */
   snapshot(): readonly EngineView[];
   /** the policy new requests are routed with (the router's own object, KV-event oracle included) */

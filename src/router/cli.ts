@@ -33,6 +33,10 @@ const specs: FlagSpecs = {
     type: "string",
     help: "host:port of a DNS name whose addresses are the replicas (a headless Service), re-resolved every 10 s",
   },
+  "peers-secret-file": {
+    type: "string",
+    help: "file holding the replicas' shared secret: reports are signed with it, unsigned ones dropped (with tenancy on, stored responses' owners cross replicas only so)",
+  },
   backend: {
     type: "list",
     help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight; h2c://host:port reaches it over cleartext HTTP/2",
@@ -208,6 +212,7 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("peers-bind")) sub("peers").bind = flags["peers-bind"];
   if (has("peer")) sub("peers").endpoints = flags.peer;
   if (has("peers-dns")) sub("peers").dns = flags["peers-dns"];
+  if (has("peers-secret-file")) sub("peers").secretFile = flags["peers-secret-file"];
   if (has("policy")) c.policy = flags.policy;
   if (has("backend")) {
     c.backends = (flags.backend as string[]).map((b) => {

@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import type { RunningRouter } from "../../src/router/index.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { startFakeEngine, type FakeEngine } from "../../bench/support/fakes/fake-engine.js";
-import { post, routerFor } from "../helpers/router.js";
+import { startFakeVllm, type FakeVllm } from "../../bench/support/fakes/fake-vllm.js";
+import { post, routerFor, waitUntil } from "../helpers/router.js";
+import { freePorts } from "../../bench/support/cli.js";
 import {
   clientBinary,
   EppClient,
@@ -24,6 +26,9 @@ const MODEL = "fake/model-a";
 const KEYS = { salted: "sk-salted-0000000000", conc: "sk-conc-000000000000", admin: "sk-admin-00000000000" };
 const HEADERS = { ":method": "POST", ":path": "/v1/chat/completions", "content-type": "application/json" };
 const CHAT = { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 2 };
+/** the recording vLLM's model (stored responses) */
+const MODEL_V = "fake/model-a";
+const RESPONSES = { ":method": "POST", ":path": "/v1/responses", "content-type": "application/json" };
 const b64 = (s: string) => Buffer.from(s, "base64").toString();
 
 function immediate(r: Reply): { status: string; body: unknown; headers: Record<string, string> } {
@@ -33,6 +38,12 @@ function immediate(r: Reply): { status: string; body: unknown; headers: Record<s
   for (const o of ir.headers?.setHeaders ?? [])
     headers[o.header.key] = o.header.rawValue !== undefined ? b64(o.header.rawValue) : o.header.value;
   return { status: ir.status.code, body: JSON.parse(b64(ir.body)), headers };
+}
+
+/** The endpoint a bodyless request was sent to. */
+function destination(r: Reply): string | undefined {
+  assert.ok(r.msg?.requestHeaders, `expected a pick, got ${JSON.stringify(r)}`);
+  return setHeader(r.msg.requestHeaders.response, "x-gateway-destination-endpoint");
 }
 
 /** The request-phase answer of a full-duplex pick: endpoints, header mutation, then the body sent on. */
@@ -232,3 +243,235 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
     assert.match(metrics, /switchyard_tenant_rejected_total\{tenant="conc",limit="concurrent_requests"\} 1/);
   });
 });
+
+describe(
+  "endpoint picker (ext_proc): the endpoint table, stored responses' owners, the header allow-list",
+  { timeout: 120_000 },
+  () => {
+    const ENGINE_KEY = "sk-engine-only-0000000000";
+    const TENANT_A = "sk-picker-tenant-a-0000000";
+    const TENANT_B = "sk-picker-tenant-b-0000000";
+    const A = { authorization: `Bearer ${TENANT_A}` };
+    const B = { authorization: `Bearer ${TENANT_B}` };
+    let bin: string | undefined;
+    let engines: FakeVllm[];
+    let router: RunningRouter;
+    let client: EppClient;
+
+    before(async () => {
+      engines = [await startFakeVllm("a"), await startFakeVllm("b")];
+      router = await routerFor(
+        engines.map((e) => e.url),
+        {
+          policy: "round-robin",
+          engineApiKey: ENGINE_KEY,
+          epp: { port: 0 },
+          tenancy: {
+            tenants: { a: {}, b: {} },
+            keys: [
+              { hash: hashKey(TENANT_A), tenant: "a" },
+              { hash: hashKey(TENANT_B), tenant: "b" },
+            ],
+          },
+        },
+      );
+    });
+
+    after(async () => {
+      await client?.stop();
+      await router?.close(500);
+      for (const e of engines ?? []) await e.close();
+    });
+
+    function start(t: TestContext): EppClient | undefined {
+      bin ??= clientBinary(t);
+      if (!bin) return undefined;
+      client ??= EppClient.start(bin, `127.0.0.1:${router.eppPort}`);
+      return client;
+    }
+
+    const notFound = (id: string) => ({
+      error: {
+        message: `Response with id '${id}' not found.`,
+        type: "invalid_request_error",
+        param: "response_id",
+        code: 404,
+      },
+    });
+
+    /** One bodyless request through the picker: its first answer. */
+    async function bodyless(
+      c: EppClient,
+      id: string,
+      method: string,
+      path: string,
+      auth: Record<string, string>,
+    ) {
+      await c.open(id);
+      await c.send(id, requestHeaders({ ":method": method, ":path": path, ...auth }, { endOfStream: true }));
+      const r = await c.recv(id);
+      await c.cancel(id);
+      return r;
+    }
+
+    it("through the picker, /v1/unload_lora_adapter and the other per-engine routes with a tenant key get the HTTP path's 404, and no engine key leaves the router", async (t) => {
+      const c = start(t);
+      if (!c) return;
+      const before = engines.map((e) => e.seen.length);
+      for (const path of [
+        "/v1/unload_lora_adapter",
+        "/v1/load_lora_adapter",
+        "/reset_prefix_cache",
+        "/sleep",
+        "/scale_elastic_ep",
+        "/no/such/route",
+      ]) {
+        const r = await bodyless(c, `eo${path}`, "POST", path, A);
+        const ir = immediate(r);
+        assert.equal(ir.status, "NotFound", path);
+        const http = await post(`${router.url}${path}`, { lora_name: "x" }, A);
+        assert.equal(http.status, 404, path);
+        assert.deepEqual(ir.body, await http.json(), `${path}: the HTTP edge's answer`);
+        assert.ok(!JSON.stringify(r).includes(Buffer.from(`Bearer ${ENGINE_KEY}`).toString("base64")), path);
+        assert.ok(!JSON.stringify(r).includes(ENGINE_KEY), `${path}: no engine key`);
+      }
+      // the router's own routes are not an engine's to answer through the gateway either
+      assert.equal(immediate(await bodyless(c, "metrics", "GET", "/metrics", A)).status, "NotFound");
+      assert.deepEqual(
+        engines.map((e) => e.seen.length),
+        before,
+        "no engine reached",
+      );
+      // a relayed route still gets the engine's key (the tenant's stays at the picker)
+      const ok = await bodyless(c, "version", "GET", "/version", A);
+      assert.equal(setHeader(ok.msg.requestHeaders.response, "authorization"), `Bearer ${ENGINE_KEY}`);
+    });
+
+    it("tenant B's stored response: tenant A's GET, cancel and previous_response_id through the picker get the 404 HTTP gives; B's go to the engine that holds it", async (t) => {
+      const c = start(t);
+      if (!c) return;
+      const made = await post(`${router.url}/v1/responses`, { model: MODEL_V, input: "hi" }, B);
+      const id = ((await made.json()) as { id: string }).id;
+      const home = engines.find((e) => e.stored.has(id))!;
+      for (const [method, path] of [
+        ["GET", `/v1/responses/${id}`],
+        ["POST", `/v1/responses/${id}/cancel`],
+      ] as const) {
+        const ir = immediate(await bodyless(c, `a-${method}`, method, path, A));
+        assert.equal(ir.status, "NotFound");
+        assert.deepEqual(ir.body, notFound(id));
+        const http = await fetch(`${router.url}${path}`, { method, headers: A });
+        assert.deepEqual(await http.json(), ir.body, "as over HTTP");
+        const own = await bodyless(c, `b-${method}`, method, path, B);
+        assert.equal(destination(own), new URL(home.url).host, "the owner's goes to its engine");
+      }
+      // a cancel that comes with a body (full duplex): to the engine that holds it, the body sent on
+      await c.open("b-cancel-body");
+      await c.send(
+        "b-cancel-body",
+        requestHeaders({ ":method": "POST", ":path": `/v1/responses/${id}/cancel`, ...B }),
+      );
+      await c.send("b-cancel-body", requestBody("{}"));
+      const cancelled = await picked(c, "b-cancel-body");
+      assert.equal(cancelled.endpoint, new URL(home.url).host);
+      assert.deepEqual(cancelled.body, {});
+      await c.cancel("b-cancel-body");
+      const follow = JSON.stringify({ model: MODEL_V, input: "more", previous_response_id: id });
+      await c.open("a-prev");
+      await c.send("a-prev", requestHeaders({ ...RESPONSES, ...A }));
+      await c.send("a-prev", requestBody(follow));
+      const ir = immediate(await c.recv("a-prev"));
+      assert.equal(ir.status, "NotFound");
+      assert.deepEqual(ir.body, notFound(id));
+      await c.cancel("a-prev");
+      await c.open("b-prev");
+      await c.send("b-prev", requestHeaders({ ...RESPONSES, ...B }));
+      await c.send("b-prev", requestBody(follow));
+      assert.equal((await picked(c, "b-prev")).endpoint, new URL(home.url).host);
+      await c.cancel("b-prev");
+    });
+
+    it("a response made through the picker is learned off its answer with its tenant: another tenant's GET over HTTP is a 404", async (t) => {
+      const c = start(t);
+      if (!c) return;
+      await c.open("learn");
+      await c.send("learn", requestHeaders({ ...RESPONSES, ...B }));
+      await c.send("learn", requestBody(JSON.stringify({ model: MODEL_V, input: "hi" })));
+      const p = await picked(c, "learn");
+      await c.send("learn", responseHeaders({ ":status": "200", "content-type": "application/json" }));
+      await c.recv("learn");
+      await c.send(
+        "learn",
+        responseBody(JSON.stringify({ id: "resp_through_gw1", object: "response" }), true),
+      );
+      await c.recv("learn");
+      await c.cancel("learn");
+      const home = router.router.affinity.home("resp_through_gw1");
+      assert.equal(home?.owner, "b");
+      assert.equal(new URL(home!.engine).host, p.endpoint?.split(",")[0], "the primary pick");
+      assert.equal((await fetch(`${router.url}/v1/responses/resp_through_gw1`, { headers: A })).status, 404);
+    });
+
+    it("in a router group, a picker request that overtakes its response's entry waits for it, as over HTTP", async (t) => {
+      const c = start(t);
+      if (!c) return;
+      const [port] = await freePorts(1);
+      const grouped = await routerFor(
+        engines.map((e) => e.url),
+        {
+          epp: { port: 0 },
+          tenancy: router.router.config.tenancy,
+          peers: { bind: `tcp://127.0.0.1:${port!}`, interval: 1000, expireAfter: 3000 },
+        },
+      );
+      const c2 = EppClient.start(bin!, `127.0.0.1:${grouped.eppPort}`);
+      try {
+        await c2.open("late");
+        await c2.send(
+          "late",
+          requestHeaders(
+            { ":method": "GET", ":path": "/v1/responses/resp_late1", ...B },
+            { endOfStream: true },
+          ),
+        );
+        await waitUntil(() => grouped.router.affinity.waitingRequests > 0, 10_000, "the request to wait");
+        // the replica's report comes after the request did
+        grouped.router.affinity.applyFromPeer(
+          [["resp_late1", engines[1]!.url, MODEL_V, "", "b"]],
+          true,
+          true,
+        );
+        assert.equal(destination(await c2.recv("late")), new URL(engines[1]!.url).host);
+        await c2.cancel("late");
+      } finally {
+        await c2.stop();
+        await grouped.close(0);
+      }
+    });
+
+    it("through the picker only the router's header allow-list reaches the engine: a client's X-Request-Id is replaced by the picker's own, its cookie removed", async (t) => {
+      const c = start(t);
+      if (!c) return;
+      await c.open("rid");
+      await c.send(
+        "rid",
+        requestHeaders({
+          ...HEADERS,
+          ...A,
+          "x-request-id": "tenant-b-guessed-id",
+          cookie: "s=1",
+          "x-api-key": "k",
+        }),
+      );
+      await c.send("rid", requestBody(JSON.stringify({ ...CHAT, model: MODEL_V })));
+      const r = await c.recv("rid");
+      const common = r.msg.requestHeaders.response;
+      const rid = setHeader(common, "x-request-id");
+      assert.match(rid ?? "", /^[0-9a-f-]{36}$/, "the picker's own id");
+      const removed = (common.headerMutation?.removeHeaders ?? []) as string[];
+      for (const h of ["cookie", "x-api-key"]) assert.ok(removed.includes(h), h);
+      assert.ok(!removed.includes("content-type"), "what vLLM reads stays");
+      await c.cancel("rid");
+    });
+  },
+);

@@ -182,6 +182,35 @@ test("router spans: GenAI attributes, client trace continued, attempt span as th
   }
 });
 
+test("a client's X-Request-Id of kilobytes goes into the span cut to 200 characters, and no string attribute passes 256", async () => {
+  const otlp = await otlpReceiver();
+  const engine = await startFakeEngine({ models: ["fake/m"] });
+  const router = await routerFor([engine.url], { tracing: { otlpEndpoint: otlp.url } });
+  const long = "r".repeat(12_000);
+  try {
+    const r = await post(
+      `${router.url}/v1/completions`,
+      { model: "fake/m", prompt: "x", max_tokens: 1 },
+      { "x-request-id": long },
+    );
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+  } finally {
+    await router.close(); // flushes the exporter
+    await engine.close();
+  }
+  try {
+    const server = otlp.spans().find((s) => s.kind === SPAN_KIND.server)!;
+    assert.ok(server, "the request's span");
+    assert.equal(attrs(server)["switchyard.request_id"], long.slice(0, 200));
+    for (const s of otlp.spans())
+      for (const a of s.attributes)
+        assert.ok((a.value.stringValue ?? "").length <= 256, `${a.key}: ${a.value.stringValue?.length}`);
+  } finally {
+    await new Promise<void>((r) => otlp.server.close(() => r()));
+  }
+});
+
 test("tracing off: the client's traceparent passes through untouched and nothing is exported", async () => {
   const engine = await startFakeEngine({ models: ["fake/m"] });
   const router = await routerFor([engine.url]);

@@ -26,7 +26,7 @@ export async function startLonePeers(router: Router): Promise<{ close(): Promise
     peerGone: (source) => load.drop(source),
     peerPicks: (p) => picks.apply(p),
     takeResponses: () => router.affinity.take(),
-    peerResponses: (links) => router.affinity.apply(links),
+    peerResponses: (links, signed) => router.affinity.applyFromPeer(links, signed, router.gate.enabled),
   });
   return {
     close: async () => {

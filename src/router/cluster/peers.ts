@@ -8,6 +8,12 @@
 // replaces it. A report is checked and bounded before it counts: at most `peers.maxMessageBytes`
 // (libzmq cuts off a peer that sends more), and counts beyond what one engine can plausibly hold are
 // cut to it and counted (a replica claiming 2^53 requests on an engine would take it out of rotation).
+// With `peers.secret` (or `secretFile`) every report carries an HMAC-SHA256 of its bytes under the
+// replicas' shared secret, and one without a valid signature is dropped and counted: only a replica
+// holding the secret can tell the others where a stored response lives and whose it is. Reports are
+// signed, not encrypted.
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
 import { lookup } from "node:dns/promises";
 import { hostname } from "node:os";
 import { Publisher, Subscriber } from "zeromq";
@@ -38,8 +44,11 @@ export interface PeerHub {
   peerPicks(picks: Pick[]): void;
   /** stored responses' ids this replica learned since the last call (../dataplane/response-affinity.ts) */
   takeResponses?(): ResponseLink[];
-  /** another replica's */
-  peerResponses?(links: ResponseLink[]): void;
+  /**
+   * another replica's; `signed`: its report carried a valid signature under the shared secret (false
+   * without one: with tenancy on, nothing then proves whose a response is)
+   */
+  peerResponses?(links: ResponseLink[], signed: boolean): void;
 }
 
 /** One replica's report, as sent. */
@@ -119,15 +128,47 @@ export function parseReport(
   const responses: ResponseLink[] = [];
   if (Array.isArray(r.responses))
     for (const l of r.responses.slice(-MAX_PICKS)) {
-      // a fourth string, the response's session, since session identity
+      // then the response's session ("" when none) and its owner (the tenant, with tenancy on)
       if (
         Array.isArray(l) &&
-        (l.length === 3 || l.length === 4) &&
+        l.length >= 3 &&
+        l.length <= 5 &&
         l.every((x) => typeof x === "string" && x.length <= 2048)
       )
         responses.push(l as ResponseLink);
     }
   return { v: 1, id: r.id, seq: r.seq, load, picks, responses, clamped };
+}
+
+/** The replicas' shared secret from `peers.secret` or `peers.secretFile`; undefined when neither is set. */
+export function peerSecret(cfg: {
+  secret?: string | undefined;
+  secretFile?: string | undefined;
+}): Buffer | undefined {
+  if (cfg.secret !== undefined) return Buffer.from(cfg.secret, "utf8");
+  if (cfg.secretFile === undefined) return undefined;
+  let text: string;
+  try {
+    if (statSync(cfg.secretFile).size > 64 * 1024) throw new Error("over 64 KiB");
+    text = readFileSync(cfg.secretFile, "utf8").trim();
+  } catch (err) {
+    throw new Error(
+      `cannot read peers.secretFile ${cfg.secretFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+  if (text.length < 16)
+    throw new Error(`peers.secretFile ${cfg.secretFile}: the secret needs 16 characters or more`);
+  return Buffer.from(text, "utf8");
+}
+
+/** A report's signature: HMAC-SHA256 of its bytes under the shared secret. */
+export function signReport(secret: Buffer, payload: Buffer | string): Buffer {
+  return createHmac("sha256", secret).update(payload).digest();
+}
+
+function signedBy(secret: Buffer, payload: Buffer, mac: Buffer | undefined): boolean {
+  if (mac === undefined || mac.length !== 32) return false;
+  return timingSafeEqual(signReport(secret, payload), mac);
 }
 
 export class PeerSync {
@@ -139,8 +180,11 @@ export class PeerSync {
   private readonly timers: NodeJS.Timeout[] = [];
   private loop: Promise<void> = Promise.resolve();
   private watch: Promise<void> = Promise.resolve();
-  /** reports received and dropped (malformed, too many peers), counts cut to the bound, for tests and logs */
-  readonly stats = { sent: 0, received: 0, dropped: 0, clamped: 0 };
+  /**
+   * reports received and dropped (malformed, unsigned or badly signed, too many peers), those of them
+   * dropped for their signature, counts cut to the bound, for tests and logs
+   */
+  readonly stats = { sent: 0, received: 0, dropped: 0, unsigned: 0, clamped: 0 };
 
   private constructor(
     private readonly cfg: PeersConfig,
@@ -149,6 +193,8 @@ export class PeerSync {
     private readonly sub: Subscriber,
     /** the endpoint bound (a wildcard port resolved) */
     readonly endpoint: string,
+    /** the shared secret reports are signed with; undefined: plain reports */
+    private readonly secret: Buffer | undefined,
   ) {
     this.id = cfg.id ?? `${hostname()}/${process.pid}`;
   }
@@ -156,6 +202,7 @@ export class PeerSync {
   /** Binds this replica's endpoint and connects to the others; null when `peers.bind` is unset. */
   static async start(cfg: PeersConfig, hub: PeerHub): Promise<PeerSync | null> {
     if (!cfg.bind) return null;
+    const secret = peerSecret(cfg);
     // a PUB reads only subscriptions: a few bytes each
     const pub = new Publisher({
       linger: 0,
@@ -170,7 +217,7 @@ export class PeerSync {
     }
     const sub = new Subscriber({ linger: 0, receiveHighWaterMark: 100, maxMessageSize: cfg.maxMessageBytes });
     sub.subscribe(TOPIC);
-    const s = new PeerSync(cfg, hub, pub, sub, pub.lastEndpoint ?? cfg.bind);
+    const s = new PeerSync(cfg, hub, pub, sub, pub.lastEndpoint ?? cfg.bind, secret);
     for (const ep of cfg.endpoints) s.connect(ep);
     s.loop = s.receive();
     s.watch = watchDisconnects(sub, "peers");
@@ -186,7 +233,7 @@ export class PeerSync {
       every(cfg.resolveInterval, () => void s.resolve());
     }
     log.info(
-      { id: s.id, endpoint: s.endpoint, peers: cfg.endpoints, dns: cfg.dns ?? null },
+      { id: s.id, endpoint: s.endpoint, peers: cfg.endpoints, dns: cfg.dns ?? null, signed: !!secret },
       "router peers on",
     );
     return s;
@@ -237,8 +284,11 @@ export class PeerSync {
     };
     const responses = this.hub.takeResponses?.() ?? [];
     if (responses.length > 0) report.responses = responses.slice(-MAX_PICKS);
+    const payload = JSON.stringify(report);
     try {
-      await this.pub.send([TOPIC, JSON.stringify(report)]);
+      await this.pub.send(
+        this.secret ? [TOPIC, payload, signReport(this.secret, payload)] : [TOPIC, payload],
+      );
       this.stats.sent++;
     } catch (err) {
       if (!this.closed) log.warn({ err: (err as Error).message }, "router peers: report not sent");
@@ -247,9 +297,18 @@ export class PeerSync {
 
   private async receive(): Promise<void> {
     try {
-      for await (const [, payload] of this.sub) {
+      for await (const [, payload, mac] of this.sub) {
         if (this.closed) break;
         if (!payload) continue;
+        if (this.secret && !signedBy(this.secret, payload, mac)) {
+          if (this.stats.unsigned === 0)
+            log.warn(
+              "router peers: a report without a valid signature was dropped (peers.secret differs, or not a replica)",
+            );
+          this.stats.unsigned++;
+          this.stats.dropped++;
+          continue;
+        }
         const r = parseReport(payload, this.cfg.maxReportedInFlight);
         if (!r) {
           this.stats.dropped++;
@@ -274,7 +333,8 @@ export class PeerSync {
         this.stats.received++;
         this.hub.peerLoad(`p:${r.id}`, r.load);
         if (r.picks.length > 0) this.hub.peerPicks(r.picks);
-        if (r.responses && r.responses.length > 0) this.hub.peerResponses?.(r.responses);
+        if (r.responses && r.responses.length > 0)
+          this.hub.peerResponses?.(r.responses, this.secret !== undefined);
       }
     } catch (err) {
       if (!this.closed) log.error({ err: (err as Error).message }, "router peers: receive loop ended");

@@ -146,7 +146,8 @@ export class Primary {
         this.peerResponses = [];
         return r;
       },
-      peerResponses: (links) => this.broadcast({ t: "responses", links }),
+      peerResponses: (links, signed) =>
+        this.broadcast(signed ? { t: "responses", links } : { t: "responses", links, unsigned: true }),
     });
     cluster.setupPrimary({ serialization: "advanced" });
     const url = new Promise<string>((resolve) => (this.listening = resolve));

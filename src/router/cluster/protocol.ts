@@ -77,8 +77,11 @@ export type ToWorker =
   /** a source is gone: its counts no longer apply */
   | { t: "gone"; source: string }
   | { t: "picks"; picks: Pick[] }
-  /** response ids another worker (or replica) learned */
-  | { t: "responses"; links: ResponseLink[] }
+  /**
+   * response ids another worker (or replica) learned; `unsigned`: from a replica whose report carried
+   * no signature (no `peers.secret`), so with tenancy on its owners prove nothing
+   */
+  | { t: "responses"; links: ResponseLink[]; unsigned?: boolean }
   | { t: "config"; config: Record<string, unknown> }
   | { t: "drain" }
   | { t: "shutdown" }

@@ -220,7 +220,9 @@ export class WorkerLink implements RouterGroup {
       case "picks":
         return this.picks.apply(m.picks);
       case "responses":
-        return this.router.affinity.apply(m.links);
+        return m.unsigned
+          ? this.router.affinity.applyFromPeer(m.links, false, this.router.gate.enabled)
+          : this.router.affinity.apply(m.links);
       case "config":
         return this.applyConfig?.(m.config);
       case "drain":

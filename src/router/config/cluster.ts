@@ -35,6 +35,13 @@ export const peersConfigSchema = z
      * replica claiming more than an engine can hold would take that engine out of everyone's rotation
      */
     maxReportedInFlight: z.number().int().min(1).default(DEFAULT_MAX_REPORTED_IN_FLIGHT),
+    /**
+     * the replicas' shared secret (16 characters or more), or a file holding it (a mounted Secret): each
+     * report is signed with HMAC-SHA256 under it and a report without a valid signature is dropped.
+     * With tenancy on, stored responses' owners are taken only from signed reports.
+     */
+    secret: z.string().min(16).optional(),
+    secretFile: z.string().min(1).optional(),
     /** largest report accepted from a peer */
     maxMessageBytes: z
       .number()
@@ -48,6 +55,12 @@ export const peersConfigSchema = z
         code: "custom",
         path: ["bind"],
         message: "peers need this replica's own endpoint too (peers.bind, e.g. tcp://*:5590)",
+      });
+    if (p.secret !== undefined && p.secretFile !== undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["secretFile"],
+        message: "give peers.secret or peers.secretFile, not both",
       });
     if (p.expireAfter <= p.interval)
       ctx.addIssue({

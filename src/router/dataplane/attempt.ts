@@ -61,7 +61,10 @@ export interface AttemptContext {
   /** what the routing policy saw of the request (its calibration hears how the first token came out) */
   readonly view: RequestView;
   readonly res: ServerResponse;
+  /** the router's id for the request, the X-Request-Id its engines get */
   readonly requestId: string;
+  /** the X-Request-Id the client sees: its own when it sent one (the engine gets the router's) */
+  readonly echoId: string;
   readonly started: number;
   readonly series: ModelSeries;
   readonly trace: RequestTrace | undefined;
@@ -423,7 +426,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private writeHead(): void {
     const ctx = this.ctx;
     if (!ctx.res.headersSent) {
-      this.headers.push("x-request-id", ctx.requestId);
+      this.headers.push("x-request-id", ctx.echoId);
       ctx.res.writeHead(this.status, this.headers);
     }
     ctx.status = this.status;
@@ -595,7 +598,7 @@ export function sendAnswer(ctx: AttemptContext): void {
   res.writeHead(200, {
     "content-type": "application/json",
     "content-length": body.length,
-    "x-request-id": ctx.requestId,
+    "x-request-id": ctx.echoId,
   });
   res.end(body);
 }

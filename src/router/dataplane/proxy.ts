@@ -55,6 +55,7 @@ import { forwardedHeaders, upstreamAuthorization } from "../engines/upstream-rul
 import { WorkCancelled, type Cancellable } from "../../eventloop/turns.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import { responseNotFound, type ResponseAffinity } from "./response-affinity.js";
+import type { IssuedIds } from "./issued-ids.js";
 
 const log = logger("router.proxy");
 
@@ -81,6 +82,8 @@ export interface ProxyDeps {
     ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
   /** which engine made each stored response: learned from answers, read by pinned requests */
   affinity?: ResponseAffinity | undefined;
+  /** the token-in requests in flight by tenant, for `/inference/v1/abort_requests` (issued-ids.ts) */
+  issued?: IssuedIds | undefined;
   /** told of every engine picked for an attempt (the decision's debug line and header) */
   onRouted?: (
     req: IncomingMessage,
@@ -177,6 +180,10 @@ export class Proxy implements AttemptHost {
     if (pr.generation && cfg.migration.enabled && (pr.stream || cfg.migration.nonStreaming))
       this.migrations.plan(ctx, cfg.migration.nonStreaming);
     if (ctx.endpoint?.remembers && this.d.affinity) ctx.watchResponseId();
+    if (ctx.endpoint?.abortIds === "issued" && this.d.issued) {
+      const clientId = ctx.echoId !== ctx.requestId ? ctx.echoId : undefined;
+      ctx.issued = this.d.issued.add(pr.tenant?.tenant ?? "", ctx.requestId, clientId);
+    }
     return this.run(ctx, cfg);
   }
 
@@ -193,6 +200,7 @@ export class Proxy implements AttemptHost {
     res.off("close", onResponseClose);
     (res as WithContext)[CONTEXT] = undefined;
     metrics.inFlight--;
+    if (ctx.issued) this.d.issued?.remove(ctx.issued);
     const status = ctx.clientGone ? 499 : ctx.status || res.statusCode;
     const ep = ctx.endpoint;
     if (pr.generation) metrics.countRequest(pr.model, ctx.engineUrl, status, this.d.policy().name);
@@ -211,7 +219,7 @@ export class Proxy implements AttemptHost {
     const res = ctx.res;
     ctx.status = e.status;
     if (!res.headersSent) {
-      res.setHeader("x-request-id", ctx.requestId);
+      res.setHeader("x-request-id", ctx.echoId);
       sendError(res, e);
     } else if (ctx.pr.stream && !res.writableEnded) {
       endStreamWithError(res, e.status, e.message);
@@ -224,7 +232,7 @@ export class Proxy implements AttemptHost {
     if ((ctx.relayed && ctx.migrating === undefined) || res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       // Committing to 200 now is safe: an engine failure later becomes an SSE error event.
-      res.writeHead(200, { ...SSE_HEADERS, "x-request-id": ctx.requestId });
+      res.writeHead(200, { ...SSE_HEADERS, "x-request-id": ctx.echoId });
       ctx.status = 200;
     }
     res.write(KEEPALIVE_BYTES);
@@ -327,7 +335,7 @@ export class Proxy implements AttemptHost {
     const id = ctx.responseScan?.feed(chunk);
     if (id === undefined) return;
     ctx.responseScan = undefined;
-    if (id !== null) this.d.affinity?.remember(id, e.url, c.pr.model, c.pr.sessionKey);
+    if (id !== null) this.d.affinity?.remember(id, e.url, c.pr.model, c.pr.sessionKey, c.pr.tenant?.tenant);
   }
 
   answerHeld(c: AttemptContext, seconds: number): void {
@@ -448,7 +456,7 @@ export class Proxy implements AttemptHost {
         if (!ctx.pr.stream) this.countUnstreamed(ctx, engine);
         // the debug header names the engine a stream started on, not the one it moved to
         if (ctx.migrating === undefined)
-          this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url, ctx.requestId);
+          this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url, ctx.echoId);
         headers.length = baseHeaders;
         const auth = upstreamAuthorization(engine.spec, cfg, ctx.pr.clientAuthorization);
         if (auth !== undefined) headers.push("authorization", auth);
@@ -554,7 +562,7 @@ export class Proxy implements AttemptHost {
         if (last.headers[i]!.toLowerCase() !== "content-length")
           h.push(last.headers[i]!, last.headers[i + 1]!);
       }
-      h.push("content-length", String(last.body.length), "x-request-id", ctx.requestId);
+      h.push("content-length", String(last.body.length), "x-request-id", ctx.echoId);
       res.writeHead(last.status, h);
       res.end(last.body);
       return;

@@ -20,10 +20,14 @@ import { RequestTrace } from "../telemetry/request-trace.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { endpointOf, routingInput, type Endpoint } from "../request/endpoints.js";
 import { ResponseIdScan } from "./response-affinity.js";
+import type { Issued } from "./issued-ids.js";
 
 const NO_EXCLUDE: ReadonlySet<string> = new Set();
 
-/** An X-Request-Id we echo must be a safe header value (no response splitting, no odd bytes). */
+/**
+ * A client's X-Request-Id we echo and log must be a safe header value (no response splitting, no odd
+ * bytes), and short.
+ */
 const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
 let seq = 0;
@@ -76,7 +80,13 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   readonly started = performance.now();
   /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
   view: RequestView;
-  readonly requestId: string;
+  /**
+   * the id the engines get (X-Request-Id), always the router's own: vLLM names the request by it (and
+   * `/inference/v1/abort_requests` aborts by it), so a client's chosen id could match another's
+   */
+  readonly requestId = newRequestId();
+  /** the id the client sees (response header) and the access log keeps: its own X-Request-Id, if safe */
+  readonly echoId: string;
   relayed = false;
   clientGone = false;
   totalTimedOut = false;
@@ -132,6 +142,8 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   readonly trace: RequestTrace | undefined;
   /** what the router knows of the request's path (undefined: a path no table row describes) */
   readonly endpoint: Endpoint | undefined;
+  /** a token-in request's names for `/inference/v1/abort_requests`, while it runs */
+  issued: Issued | undefined;
   /** a Responses answer whose id is still to be read off the bytes relayed (response affinity) */
   responseScan: ResponseIdScan | undefined;
 
@@ -144,7 +156,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     tracer: Tracer | undefined,
   ) {
     const rid = req.headers["x-request-id"];
-    this.requestId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : newRequestId();
+    this.echoId = typeof rid === "string" && SAFE_REQUEST_ID.test(rid) ? rid : this.requestId;
     const tokens = pr.promptTokens;
     const ep = pr.endpoint ?? endpointOf(pr.path);
     this.endpoint = ep;

@@ -9,8 +9,15 @@
 // event's `response.id`), within its first bytes; the map is an LRU with a cap. A router group
 // (`--workers`, `peers:`) shares what each process learns (src/router/cluster), so a follow-up may
 // arrive at any of them.
+//
+// With tenancy on, a stored response belongs to the tenant whose request made it (OpenAI scopes stored
+// responses to their project): its entry holds the tenant's name (never a key), and another tenant's
+// GET, cancel or `previous_response_id` gets the same 404 as an id nobody made (`ownerMay`). An id with
+// no entry is then a 404 too: nothing says whose it is, and asking the engines would let any tenant
+// reach any response whose id it has.
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
+import { logger } from "../../obs/log.js";
 import type { Registry } from "../engines/registry.js";
 import { UpstreamTooLargeError } from "../engines/engine-get.js";
 
@@ -20,16 +27,37 @@ export interface ResponseHome {
   model: string;
   /** the session the response was made in, so a follow-up naming it joins that session */
   session?: string | undefined;
+  /** the tenant whose request made it (tenancy on); undefined: made with tenancy off */
+  owner?: string | undefined;
 }
 
-/** One learned id, as the processes of a router group tell each other. */
-export type ResponseLink = [id: string, engine: string, model: string, session?: string];
+/**
+ * One learned id, as the processes of a router group tell each other. The session is "" when there is
+ * none and an owner follows.
+ */
+export type ResponseLink = [id: string, engine: string, model: string, session?: string, owner?: string];
+
+/**
+ * Whether a request of `tenant` (undefined: tenancy off) may reach response `home`: with tenancy off,
+ * any; with it on, only the tenant that made it (an entry without an owner belongs to nobody).
+ */
+export function ownerMay(home: ResponseHome | undefined, tenant: string | undefined): boolean {
+  if (tenant === undefined) return true;
+  return home !== undefined && home.owner === tenant;
+}
+
+const log = logger("router.responses");
 
 /** Links one report may carry; beyond, the oldest are dropped (a follow-up then finds no home: 404). */
+/** requests waiting at once for an id the group has not told this process yet; beyond, a 404 at once */
+const MAX_WAITING = 256;
 const MAX_LINKS_PER_BATCH = 4096;
 
 export class ResponseAffinity {
   private readonly homes = new LruMap<string, ResponseHome>();
+  /** ids requests wait for (`arrival`), each with its waiters */
+  private readonly waiting = new Map<string, Array<(home: ResponseHome) => void>>();
+  private waiters = 0;
   private outgoing: ResponseLink[] = [];
   /** ids dropped to keep within the cap */
   evictions = 0;
@@ -44,6 +72,11 @@ export class ResponseAffinity {
     return this.homes.size;
   }
 
+  /** requests waiting for an entry to arrive (`arrival`) */
+  get waitingRequests(): number {
+    return this.waiters;
+  }
+
   setCap(cap: number): void {
     this.cap = cap;
     this.trim();
@@ -54,13 +87,45 @@ export class ResponseAffinity {
     return this.homes.use(id);
   }
 
-  /** A response made here: remembered, and told to the rest of the group. */
-  remember(id: string, engine: string, model: string, session?: string): void {
-    this.learn(id, engine, model, session);
+  /**
+   * The home of `id`, waiting up to `ms` for it to come from the rest of the group: a follow-up can
+   * overtake the message that tells this process of its response (another worker's, another
+   * replica's). Undefined when it does not come, or when too many requests already wait.
+   */
+  arrival(id: string, ms: number): Promise<ResponseHome | undefined> {
+    const known = this.homes.use(id);
+    if (known !== undefined || ms <= 0 || this.waiters >= MAX_WAITING) return Promise.resolve(known);
+    return new Promise((resolve) => {
+      let list = this.waiting.get(id);
+      if (list === undefined) this.waiting.set(id, (list = []));
+      this.waiters++;
+      const arrived = (home: ResponseHome) => {
+        clearTimeout(timer);
+        this.waiters--;
+        resolve(home);
+      };
+      const timer = setTimeout(() => {
+        this.waiters--;
+        const l = this.waiting.get(id);
+        const at = l?.indexOf(arrived) ?? -1;
+        if (at >= 0) l!.splice(at, 1);
+        if (l?.length === 0) this.waiting.delete(id);
+        resolve(undefined);
+      }, ms);
+      list.push(arrived);
+    });
+  }
+
+  /** A response made here (by tenant `owner`, tenancy on): remembered, and told to the rest of the group. */
+  remember(id: string, engine: string, model: string, session?: string, owner?: string): void {
+    this.learn(id, engine, model, session, owner);
     if (!this.sharing) return;
     const first = this.outgoing.length === 0;
     if (this.outgoing.length >= MAX_LINKS_PER_BATCH) this.outgoing.shift();
-    this.outgoing.push(session === undefined ? [id, engine, model] : [id, engine, model, session]);
+    const link: ResponseLink = [id, engine, model];
+    if (session !== undefined || owner !== undefined) link.push(session ?? "");
+    if (owner !== undefined) link.push(owner);
+    this.outgoing.push(link);
     if (first) this.onLearned?.();
   }
 
@@ -70,6 +135,23 @@ export class ResponseAffinity {
     if (out.length > 0) this.outgoing = [];
     return out;
   }
+
+  /**
+   * Another replica's responses. With tenancy on, only from a signed report (`peers.secret`): an
+   * unsigned one could name any tenant the owner of any id, so its links are dropped (and counted),
+   * and a follow-up there is a 404 until it reaches the replica that made the response.
+   */
+  applyFromPeer(links: readonly ResponseLink[], signed: boolean, tenancy: boolean): void {
+    if (signed || !tenancy) return this.apply(links);
+    if (this.unsignedDropped === 0)
+      log.warn(
+        "stored responses from router replicas are ignored: with tenancy on their owners need signed reports (peers.secret or peers.secretFile)",
+      );
+    this.unsignedDropped += links.length;
+  }
+
+  /** links from unsigned replica reports dropped with tenancy on */
+  unsignedDropped = 0;
 
   /** Others' responses (never sent on again). */
   apply(links: readonly ResponseLink[]): void {
@@ -81,19 +163,42 @@ export class ResponseAffinity {
           l[0],
           l[1],
           typeof l[2] === "string" ? l[2] : "",
-          typeof l[3] === "string" ? l[3] : undefined,
+          typeof l[3] === "string" && l[3] !== "" ? l[3] : undefined,
+          typeof l[4] === "string" && l[4] !== "" ? l[4] : undefined,
         );
     }
   }
 
-  private learn(id: string, engine: string, model: string, session: string | undefined): void {
-    this.homes.set(id, session === undefined ? { engine, model } : { engine, model, session });
+  private learn(
+    id: string,
+    engine: string,
+    model: string,
+    session: string | undefined,
+    owner: string | undefined,
+  ): void {
+    const home: ResponseHome = { engine, model };
+    if (session !== undefined) home.session = session;
+    if (owner !== undefined) home.owner = owner;
+    this.homes.set(id, home);
     this.trim();
+    const w = this.waiting.get(id);
+    if (w !== undefined) {
+      this.waiting.delete(id);
+      for (const f of w) f(home);
+    }
   }
 
   private trim(): void {
     while (this.homes.size > this.cap && this.homes.shift()) this.evictions++;
   }
+}
+
+/**
+ * How long a follow-up in a router group waits for its response's entry with tenancy on (`arrival`):
+ * a report interval and as much again for the network with replicas, 100 ms between workers.
+ */
+export function followUpWaitMs(peers: { bind?: string | undefined; interval: number }): number {
+  return peers.bind ? Math.max(100, 2 * peers.interval) : 100;
 }
 
 /** unknown ids looked up on the engines at once; past it an unknown id is answered 404 at once */
@@ -106,7 +211,8 @@ let lookups = 0;
  * An id the router never saw (it restarted; a replica that made it has not reported yet): each
  * engine that could hold it is asked for it (`GET /v1/responses/{id}`, as a client would), and the
  * one that answers 200 is remembered as its home. Undefined when none holds it, or too many lookups
- * are under way (each costs a request to every engine).
+ * are under way (each costs a request to every engine). Only with tenancy off: an id found this way
+ * has no owner.
  */
 export async function locateResponse(
   registry: Registry,

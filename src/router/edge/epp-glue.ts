@@ -3,12 +3,52 @@
 // Nothing is copied: an EPP-routed request is decided, counted and queued exactly like a proxied one,
 // and meets the same tenancy gate (keys, limits, cache salt, fair-queue flow) and upstream
 // credential rule as one sent to the router over HTTP.
-import { EppServer, type EppSettings, type RoutingHost, type Slot } from "../../epp/index.js";
+import {
+  EppServer,
+  type EppSettings,
+  type Decided,
+  type PathRule,
+  type RoutingHost,
+  type Slot,
+} from "../../epp/index.js";
+import { HttpError } from "../../http/errors.js";
 import type { RouterConfig } from "../config/config.js";
 import { flowOf, queueAskOf } from "./ingress.js";
-import { endpointOf, routingInput } from "../request/endpoints.js";
+import { endpointOf, matchEndpoint, notRelayed, routingInput } from "../request/endpoints.js";
 import type { Router } from "./server.js";
-import { upstreamAuthorization } from "../engines/upstream-rules.js";
+import { FORWARDED_HEADERS, upstreamAuthorization } from "../engines/upstream-rules.js";
+import {
+  followUpWaitMs,
+  ownerMay,
+  responseNotFound,
+  ResponseIdScan,
+  type ResponseHome,
+} from "../dataplane/response-affinity.js";
+import type { Issued } from "../dataplane/issued-ids.js";
+
+/**
+ * The endpoint table's word for the picker: what the router relays is picked (stored responses pinned
+ * to their engine); `GET /v1/models`, the router's own list, still goes to an engine (its list, under
+ * the tenancy gate); every other path gets the answer the HTTP edge gives it, so per-engine operations
+ * and the router's own routes (`/metrics`) never reach an engine through the gateway.
+ */
+function pathRule(method: string, path: string): PathRule {
+  const m = matchEndpoint(path);
+  const e = m?.endpoint;
+  if (e?.served === "relay" && (method === "GET" || method === "POST") && e.methods.includes(method))
+    return {
+      pathId: e.pin === "path-id" ? m!.id : undefined,
+      previousResponse: e.pin === "previous-response-id",
+      remembers: e.remembers,
+      abortIds: e.abortIds,
+    };
+  if (method === "GET" && path === "/v1/models") return {};
+  if (e?.served === "router")
+    return {
+      refusal: new HttpError(404, `${path} is the router's own route: ask the router, not the gateway`),
+    };
+  return { refusal: notRelayed(method, path, m) };
+}
 
 function settingsOf(c: RouterConfig): EppSettings {
   return {
@@ -26,6 +66,34 @@ export function routingHost(router: Router): RoutingHost {
   // built once per configuration (a reload makes a new config object)
   let cfg: RouterConfig | undefined;
   let settings: EppSettings | undefined;
+  const claim = (engineId: string, decided?: Decided): Slot | undefined => {
+    const e = reg.engines.get(engineId);
+    if (!e || e.draining) return undefined;
+    reg.takeSlot(e);
+    // Envoy relays the answer, so its first token is never seen here (late binding leaves it out)
+    e.view.unstreamed = (e.view.unstreamed ?? 0) + 1;
+    let held = true;
+    const at = performance.now();
+    return {
+      engineId,
+      release: (completed = false) => {
+        if (!held) return;
+        held = false;
+        // the policy hears of the end first (what it holds for the request is let go), as the proxy
+        // tells it, timed from the claim (the gateway's request arrived about then)
+        if (decided) {
+          const elapsed = performance.now() - at;
+          if (completed) decided.policy.onDone?.(decided.view, e.view, elapsed);
+          else decided.policy.onAbandoned?.(decided.view, e.view, elapsed);
+        }
+        // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
+        // Envoy relays the answer, so its first token is not seen here: counted when it ends
+        if (e.view.unstreamed) e.view.unstreamed--;
+        reg.freeSlot(e, false);
+        router.queue.kick(1);
+      },
+    };
+  };
   return {
     snapshot: () => reg.snapshot(),
     policy: () => router.routingPolicy,
@@ -47,34 +115,41 @@ export function routingHost(router: Router): RoutingHost {
       }
       return only;
     },
-    claim: (engineId, decided): Slot | undefined => {
-      const e = reg.engines.get(engineId);
-      if (!e || e.draining) return undefined;
-      reg.takeSlot(e);
-      // Envoy relays the answer, so its first token is never seen here (late binding leaves it out)
-      e.view.unstreamed = (e.view.unstreamed ?? 0) + 1;
-      let held = true;
-      const at = performance.now();
-      return {
-        engineId,
-        release: (completed = false) => {
-          if (!held) return;
-          held = false;
-          // the policy hears of the end first (what it holds for the request is let go), as the proxy
-          // tells it, timed from the claim (the gateway's request arrived about then)
-          if (decided) {
-            const elapsed = performance.now() - at;
-            if (completed) decided.policy.onDone?.(decided.view, e.view, elapsed);
-            else decided.policy.onAbandoned?.(decided.view, e.view, elapsed);
-          }
-          // as the proxy releases its slot: a draining engine may now leave, a waiter may proceed
-          // Envoy relays the answer, so its first token is not seen here: counted when it ends
-          if (e.view.unstreamed) e.view.unstreamed--;
-          reg.freeSlot(e, false);
-          router.queue.kick(1);
-        },
+    claim,
+    pathRule,
+    upstreamHeaders: FORWARDED_HEADERS,
+    storedResponse: (id, tenant, withSlot) => {
+      const at = (home: ResponseHome | undefined) => {
+        // the HTTP edge's rule (ingress.ts): another tenant's, or an unowned one with tenancy on, is not there
+        if (!ownerMay(home, tenant)) throw responseNotFound(id);
+        if (!home) return undefined;
+        const e = reg.engines.get(home.engine);
+        if (!e) throw responseNotFound(id);
+        const slot = withSlot ? claim(e.url) : undefined;
+        if (withSlot && !slot) throw responseNotFound(id);
+        return { engineId: e.url, slot };
+      };
+      const home = router.affinity.home(id);
+      // a router group with tenancy on: the entry's time to arrive, as over HTTP (and as long for
+      // another tenant's, so the delay tells nothing)
+      if (tenant === undefined || !router.affinity.sharing || home?.owner === tenant) return at(home);
+      const ms = followUpWaitMs(router.config.peers);
+      return home === undefined
+        ? router.affinity.arrival(id, ms).then(at)
+        : new Promise((resolve) => setTimeout(resolve, ms)).then(() => at(home));
+    },
+    watchResponse: (model, tenant) => {
+      const scan = new ResponseIdScan();
+      return (chunk, engineId) => {
+        const id = scan.feed(chunk);
+        if (id === undefined) return false;
+        if (id !== null) router.affinity.remember(id, engineId, model, undefined, tenant);
+        return true;
       };
     },
+    issue: (tenant, upstreamId, clientId) => router.issued.add(tenant, upstreamId, clientId),
+    endIssued: (issued) => router.issued.remove(issued as Issued),
+    scopeAbort: (tenant, ids, keepUnknown) => router.issued.scope(tenant, ids, keepUnknown),
     waitForRoom: (tryAcquire, signal, tenant, view) =>
       router.queue.wait(
         tryAcquire,

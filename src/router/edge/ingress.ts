@@ -7,6 +7,7 @@
 // pin) is the endpoint table's (../request/endpoints.ts).
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
+import { setTimeout as delay } from "node:timers/promises";
 import { HttpError, sendError } from "../../http/errors.js";
 import {
   agenticContextOf,
@@ -29,8 +30,18 @@ import type { PromptBudget } from "./prompt-budget.js";
 import type { Registry } from "../engines/registry.js";
 import { modelNotFound, type RoutedRequest } from "../request/routed-request.js";
 import type { Endpoint, EndpointMatch } from "../request/endpoints.js";
-import { locateResponse, responseNotFound, type ResponseAffinity } from "../dataplane/response-affinity.js";
+import {
+  followUpWaitMs,
+  locateResponse,
+  ownerMay,
+  responseNotFound,
+  type ResponseAffinity,
+} from "../dataplane/response-affinity.js";
 import { upstreamPath } from "../engines/upstream-rules.js";
+import type { IssuedIds } from "../dataplane/issued-ids.js";
+
+/** A client's X-Request-Id echoed on an answer the router gives itself (as the data plane echoes it). */
+const SAFE_ID = /^[\x21-\x7e]{1,200}$/;
 
 const MULTIPART_SNIFF_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -48,6 +59,8 @@ export interface IngressDeps {
   accessLog: AccessLog;
   /** which engine made each stored response (a pinned request goes there) */
   affinity: ResponseAffinity;
+  /** the token-in requests in flight by tenant (an abort names only its caller's own) */
+  issued: IssuedIds;
   /** hands an accepted request to the data plane */
   forward: (req: IncomingMessage, res: ServerResponse, pr: RoutedRequest) => Promise<void>;
 }
@@ -182,6 +195,17 @@ export class Ingress {
             ? obj.previous_response_id
             : undefined;
       let home = pinId !== undefined ? this.d.affinity.home(pinId) : undefined;
+      // a router group with tenancy on: the engines are not asked, so the entry is given the time the
+      // group takes to pass it on (a follow-up may overtake the message about its response)
+      if (pinId !== undefined && tenant && this.d.affinity.sharing) {
+        const ms = followUpWaitMs(this.d.config().peers);
+        if (home === undefined) home = await this.d.affinity.arrival(pinId, ms);
+        // another tenant's is answered no sooner than an unknown one: the delay tells nothing
+        else if (home.owner !== tenant.name) await delay(ms);
+      }
+      // tenancy on: another tenant's response, or one whose owner nobody knows, is not there for this
+      // tenant (the answer an id nobody made gets; the engines are not asked)
+      if (pinId !== undefined && !ownerMay(home, tenant?.name)) throw responseNotFound(pinId);
       let model = ep.modelless
         ? this.anyModel(home?.model)
         : this.model(b.model, multipart || ep.modelOptional, multipart);
@@ -198,6 +222,13 @@ export class Ingress {
       // an alias: the engine only knows the target name, so this (rare) request is re-serialised
       let mutated = obj !== undefined && b.model !== undefined && model !== b.model;
       if (mutated) obj!.model = model;
+      // an abort: only the caller's own requests in flight, by the ids their engines know them by
+      if (ep.abortIds === "scoped" && obj !== undefined && obj.request_ids != null) {
+        const own = this.d.issued.scope(tenant?.name ?? "", obj.request_ids, tenant === undefined);
+        if (own.length === 0) return this.abortedNone(req, res, ep, admission);
+        obj.request_ids = own;
+        mutated = true;
+      }
       let promptTokens: number[] | undefined;
       const workBegan = performance.now();
       if (obj) {
@@ -244,6 +275,28 @@ export class Ingress {
       return this.reject(req, res, path, ep, tenant, admission, err);
     }
     return this.d.forward(req, res, pr);
+  }
+
+  /**
+   * An abort that names none of its caller's requests in flight: answered here as the engine answers
+   * one whose ids it does not know (200, nothing aborted), so it tells nothing of others' ids.
+   */
+  private abortedNone(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ep: Endpoint,
+    admission: Admission | undefined,
+  ): void {
+    if (admission) this.d.gate.release(admission, 200);
+    this.d.metrics.countUnlisted(ep.path, 200, ep.counted === "tokenizer" ? "tokenizer" : "other");
+    const h = req.headers["x-request-id"];
+    res.writeHead(
+      200,
+      typeof h === "string" && SAFE_ID.test(h)
+        ? { "content-length": 0, "x-request-id": h }
+        : { "content-length": 0 },
+    );
+    res.end();
   }
 
   /** The one way out for a request the edge refuses. */

@@ -22,7 +22,8 @@ import { TenancyState } from "../../tenancy/state.js";
 import { RouterGate } from "../../tenancy/router-gate.js";
 import { AccessLog } from "../telemetry/access-log.js";
 import { Ingress } from "./ingress.js";
-import { matchEndpoint } from "../request/endpoints.js";
+import { matchEndpoint, notRelayed } from "../request/endpoints.js";
+import { IssuedIds } from "../dataplane/issued-ids.js";
 import { ResponseAffinity } from "../dataplane/response-affinity.js";
 import { PromptBudget } from "./prompt-budget.js";
 import { listenOnSockets, type Listening } from "./accept.js";
@@ -91,6 +92,8 @@ export class Router {
   private readonly drains: EngineDrains;
   /** which engine made each stored response (../dataplane/response-affinity.ts); a router group shares it */
   readonly affinity: ResponseAffinity;
+  /** the token-in requests in flight by tenant, so an abort stops only the caller's own */
+  readonly issued = new IssuedIds();
   /** set once a drain starts: /ready answers 503 and responses close their connections */
   draining = false;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
@@ -185,6 +188,7 @@ export class Router {
       }),
       hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
       affinity: this.affinity,
+      issued: this.issued,
       onRouted: (req, res, view, engineUrl, requestId) => {
         const debugLine = routeLog.isLevelEnabled("debug");
         const header = !res.headersSent && this.mayDebug(req);
@@ -212,6 +216,7 @@ export class Router {
       policyName: () => this.policy.name,
       accessLog: this.accessLog,
       affinity: this.affinity,
+      issued: this.issued,
       forward: (req, res, pr) => this.proxy.handle(req, res, pr),
     });
     this.drains = new EngineDrains({
@@ -450,19 +455,7 @@ export class Router {
       }
     }
     req.resume();
-    if (m?.endpoint.served === "engine-only")
-      return sendError(
-        res,
-        404,
-        `${path} acts on one engine: send it to that engine itself (GET /engines lists them)`,
-      );
-    if (m !== undefined) {
-      return sendError(
-        res,
-        new HttpError(405, `method ${req.method} not allowed on ${path}`, null, {}, "BadRequestError"),
-      );
-    }
-    sendError(res, 404, `no route for ${req.method} ${path}`);
+    sendError(res, notRelayed(req.method ?? "", path, m));
   }
 
   /** /ready and SageMaker's /ping: 200 while an engine is ready and the router is not draining. */

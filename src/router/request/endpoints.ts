@@ -8,6 +8,7 @@
 // Matching allocates nothing for a fixed path (one Map lookup) and one string for a path that
 // carries an id (`/v1/responses/{id}`): the id itself.
 import type { ChatMessage } from "../../protocol/chat-messages.js";
+import { HttpError } from "../../http/errors.js";
 
 /**
  * Where a request's prompt is for prefix and KV routing and the prompt budget:
@@ -60,6 +61,12 @@ export interface Endpoint {
   readonly pin: "path-id" | "previous-response-id" | undefined;
   /** answers carry a response id the router remembers with the engine that made it */
   readonly remembers: boolean;
+  /**
+   * `issued`: the engine names the request by its X-Request-Id and `/inference/v1/abort_requests` can
+   * stop it; `scoped`: the body's `request_ids` names such requests, and only the caller's own are
+   * relayed (../dataplane/issued-ids.ts)
+   */
+  readonly abortIds: "issued" | "scoped" | undefined;
   /** gen_ai.operation.name of the request's span */
   readonly trace: string;
   /** vLLM serves its only model when the body names none; the router does the same with one model */
@@ -91,6 +98,7 @@ const DEFAULTS: Omit<Endpoint, "path" | "note"> = {
   disagg: false,
   pin: undefined,
   remembers: false,
+  abortIds: undefined,
   trace: "",
   modelOptional: false,
   modelless: false,
@@ -197,15 +205,18 @@ export const ENDPOINTS: readonly Endpoint[] = [
     generates: true,
     counted: "requests",
     modelOptional: true,
+    abortIds: "issued",
     trace: "generate",
     note: "token ids in, token ids out (scale-out); routed by its token ids",
   }),
   ep({
     path: "/inference/v1/abort_requests",
     modelOptional: true,
-    // the router does not track which engine runs which generate request: with several engines this
-    // reaches one chosen by load, and closing the request's own connection is what aborts it anywhere
-    note: "aborts token-in requests by id (scale-out); several engines: one by load, so close the request's connection instead",
+    // only the ids of the caller's own requests in flight through this router process go on; the
+    // router does not track which engine runs which: with several engines this reaches one chosen by
+    // load, and closing the request's own connection is what aborts it anywhere
+    abortIds: "scoped",
+    note: "aborts the caller's own token-in requests by id (scale-out); several engines: one by load, so close the request's connection instead",
   }),
   // vLLM 0.32's structured-decisions API (501 from models that do not support it)
   ep({ path: "/v1/systemone", modelOptional: true, note: "structured decisions" }),
@@ -318,6 +329,22 @@ export function matchEndpoint(path: string): EndpointMatch | undefined {
     return { endpoint: p.endpoint, id: decodeSegment(path.slice(p.before.length, end)) };
   }
   return undefined;
+}
+
+/**
+ * The answer to a request the router does not relay and does not answer itself, the same over HTTP
+ * and through the endpoint picker: a per-engine route is 404 (it must be sent to that engine, never
+ * reach one with the router's engine key), a known path with another method 405, anything else 404.
+ */
+export function notRelayed(method: string, path: string, m: EndpointMatch | undefined): HttpError {
+  if (m?.endpoint.served === "engine-only")
+    return new HttpError(
+      404,
+      `${path} acts on one engine: send it to that engine itself (GET /engines lists them)`,
+    );
+  if (m !== undefined)
+    return new HttpError(405, `method ${method} not allowed on ${path}`, null, {}, "BadRequestError");
+  return new HttpError(404, `no route for ${method} ${path}`);
 }
 
 /** The endpoint of a path that may carry a query string; undefined when vLLM serves no such path. */

@@ -22,7 +22,10 @@ const line = infoLineWriter("router.access");
 
 /** What the access line reads of a finished request (the data plane's RequestContext). */
 export interface AccessRecord {
+  /** the router's id for the request, the X-Request-Id its engines got and logged */
   readonly requestId: string;
+  /** the id in the client's response header: its own X-Request-Id (never sent to an engine), else requestId */
+  readonly echoId?: string | undefined;
   readonly pr: RoutedRequest;
   readonly engineUrl: string;
   readonly attempts: number;
@@ -99,7 +102,10 @@ export class AccessLog {
     const pr = r.pr;
     // the fields pino would write for this object, in its order, undefined ones left out
     const tenant = pr.tenant?.tenant;
-    let f = `"requestId":${JSON.stringify(r.requestId)},`;
+    // the id the client knows the request by, and the engines' when the client named it otherwise
+    const echo = r.echoId ?? r.requestId;
+    let f = `"requestId":${JSON.stringify(echo)},`;
+    if (echo !== r.requestId) f += `"upstreamRequestId":${JSON.stringify(r.requestId)},`;
     if (tenant !== undefined) f += `"tenant":${JSON.stringify(tenant)},`;
     f += `"model":${JSON.stringify(pr.model)},"path":${JSON.stringify(pr.path)},"stream":${pr.stream},`;
     f += `"engine":${JSON.stringify(r.engineUrl)},"status":${status},`;

@@ -10,6 +10,19 @@ import { SPAN_KIND, STATUS, parseTraceparent, type Span, type Tracer } from "../
 const MAX_JSON_BODY = 4 * 2 ** 20;
 /** An SSE event longer than this is skipped for usage. */
 const MAX_SSE_CARRY = 2 ** 20;
+/**
+ * The longest string attribute a span carries: what a client or an engine wrote (a path, an
+ * X-Request-Id of up to the header limit, a response id, a model name) is cut to this, so one request
+ * cannot make every span it touches kilobytes long in the exporter's queue and the collector.
+ */
+export const MAX_ATTRIBUTE_CHARS = 256;
+/** A client's X-Request-Id in the span: as long as the access log keeps one. */
+const MAX_REQUEST_ID_CHARS = 200;
+
+/** A string attribute cut to `max` characters; other values as they are. */
+function cap<T extends string | number | boolean | undefined>(v: T, max = MAX_ATTRIBUTE_CHARS): T {
+  return (typeof v === "string" && v.length > max ? v.slice(0, max) : v) as T;
+}
 
 interface Usage {
   input?: number;
@@ -65,12 +78,16 @@ export class RequestTrace {
     const route = path.split("?", 1)[0]!;
     this.method = req.method ?? "POST";
     const op = operation ?? route.replace(/^\/(v\d\/)?/, "");
-    const s = tracer.startSpan(`${op} ${model}`, SPAN_KIND.server, parseTraceparent(req.headers.traceparent));
-    s.setAttribute("gen_ai.operation.name", op)
+    const s = tracer.startSpan(
+      cap(`${op} ${model}`),
+      SPAN_KIND.server,
+      parseTraceparent(req.headers.traceparent),
+    );
+    s.setAttribute("gen_ai.operation.name", cap(op))
       .setAttribute("gen_ai.system", "vllm")
-      .setAttribute("gen_ai.request.model", model)
-      .setAttribute("http.request.method", req.method ?? "POST")
-      .setAttribute("url.path", route)
+      .setAttribute("gen_ai.request.model", cap(model))
+      .setAttribute("http.request.method", cap(req.method ?? "POST"))
+      .setAttribute("url.path", cap(route))
       .setAttribute("switchyard.stream", stream);
     if (parsed) {
       const num = (k: string) => (typeof parsed[k] === "number" ? (parsed[k] as number) : undefined);
@@ -80,7 +97,7 @@ export class RequestTrace {
         .setAttribute("gen_ai.request.seed", num("seed"));
     }
     const id = req.headers["x-request-id"];
-    if (typeof id === "string") s.setAttribute("switchyard.request_id", id);
+    if (typeof id === "string") s.setAttribute("switchyard.request_id", cap(id, MAX_REQUEST_ID_CHARS));
     this.span = s;
   }
 
@@ -88,7 +105,7 @@ export class RequestTrace {
   attempt(engineUrl: string, n: number): Span {
     this.attemptSpan?.end();
     const u = new URL(engineUrl);
-    const a = this.span.child(`${this.method} ${this.path.split("?", 1)[0]}`, SPAN_KIND.client);
+    const a = this.span.child(cap(`${this.method} ${this.path.split("?", 1)[0]}`), SPAN_KIND.client);
     a.setAttribute("server.address", u.hostname)
       .setAttribute("server.port", Number(u.port) || 80)
       .setAttribute("switchyard.engine", engineUrl)
@@ -102,7 +119,7 @@ export class RequestTrace {
     const a = this.attemptSpan;
     if (!a) return;
     if (status) a.setAttribute("http.response.status_code", status);
-    if (error) a.setAttribute("error.type", error).setStatus(STATUS.error, error);
+    if (error) a.setAttribute("error.type", cap(error)).setStatus(STATUS.error, cap(error));
     a.end();
     this.attemptSpan = undefined;
   }
@@ -110,7 +127,7 @@ export class RequestTrace {
   /** A stream moved to another engine (`engine`), `seconds` after its previous engine broke off. */
   migrated(engine: string, reason: string, seconds: number): void {
     this.span.addEvent("switchyard.migration", {
-      "switchyard.migration.reason": reason,
+      "switchyard.migration.reason": cap(reason),
       "switchyard.migration.engine": engine,
       "switchyard.migration.seconds": seconds,
     });
@@ -167,9 +184,9 @@ export class RequestTrace {
     const u = this.usage;
     s.setAttribute("gen_ai.usage.input_tokens", u.input)
       .setAttribute("gen_ai.usage.output_tokens", u.output)
-      .setAttribute("gen_ai.response.model", u.model)
-      .setAttribute("gen_ai.response.id", u.id)
-      .setAttribute("gen_ai.response.finish_reasons", u.finish)
+      .setAttribute("gen_ai.response.model", cap(u.model))
+      .setAttribute("gen_ai.response.id", cap(u.id))
+      .setAttribute("gen_ai.response.finish_reasons", cap(u.finish))
       .setAttribute("http.response.status_code", status);
     if (engineUrl !== "none") s.setAttribute("switchyard.engine", engineUrl);
     if (status >= 500) s.setStatus(STATUS.error, `HTTP ${status}`);
