@@ -72,8 +72,53 @@ interface Attached {
   stats: StreamStats;
 }
 
-/** distinct unknown topics logged at most (then only counted) */
-const MAX_LOGGED_TOPICS = 64;
+/**
+ * The unknown topics remembered, so that each is logged once: at most this many, and this many bytes
+ * in all (the oldest forgotten first). Any host that reaches the bound socket chooses its topics, and a
+ * topic frame may be as large as a message, so both bounds are needed.
+ */
+export const UNKNOWN_TOPICS_MAX = 64;
+export const UNKNOWN_TOPICS_BYTES = 8 * 1024;
+/**
+ * A topic is read (and remembered, and logged) by its first bytes only: an engine address is a host
+ * and port, and a whole multi-MiB topic frame would otherwise be decoded per message.
+ */
+export const TOPIC_READ_BYTES = 512;
+/** dropped-topic warnings at most per minute: a forgotten topic seen again is logged again */
+const WARNINGS_PER_MINUTE = 64;
+
+/** Topics seen, the oldest forgotten first past a count or a byte total. */
+class RecentTopics {
+  private readonly topics = new Map<string, number>();
+  private total = 0;
+
+  constructor(
+    private readonly maxCount: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** true when `topic` was not remembered (it is now) */
+  add(topic: string): boolean {
+    if (this.topics.has(topic)) return false;
+    const bytes = Buffer.byteLength(topic);
+    this.topics.set(topic, bytes);
+    this.total += bytes;
+    while (this.topics.size > this.maxCount || this.total > this.maxBytes) {
+      const [oldest, n] = this.topics.entries().next().value as [string, number];
+      this.topics.delete(oldest);
+      this.total -= n;
+    }
+    return true;
+  }
+
+  get size(): number {
+    return this.topics.size;
+  }
+
+  get bytes(): number {
+    return this.total;
+  }
+}
 
 export class KvEventCollector {
   readonly stats: CollectorStats = {
@@ -85,7 +130,8 @@ export class KvEventCollector {
   private readonly byId = new Map<string, Attached>();
   /** address → engine id; null when two attached engines share a bare host */
   private readonly byAddress = new Map<string, string | null>();
-  private readonly loggedTopics = new Set<string>();
+  private readonly seenTopics = new RecentTopics(UNKNOWN_TOPICS_MAX, UNKNOWN_TOPICS_BYTES);
+  private warnings = { minute: 0, count: 0 };
   private closed = false;
   private loop: Promise<void> = Promise.resolve();
   private watch: Promise<void> = Promise.resolve();
@@ -147,6 +193,11 @@ export class KvEventCollector {
     return c;
   }
 
+  /** the unknown topics remembered (so each is logged once): how many, and their bytes */
+  get unknownTopics(): { count: number; bytes: number } {
+    return { count: this.seenTopics.size, bytes: this.seenTopics.bytes };
+  }
+
   /** publishers refused by the CURVE allow-list (their handshake never completed) */
   get deniedPublishers(): number {
     return this.zap?.denied ?? 0;
@@ -202,14 +253,10 @@ export class KvEventCollector {
 
   private drop(why: CollectorDrop, topic: string): void {
     this.stats.dropped[why]++;
-    if (
-      why === "malformed" ||
-      why === "oversized" ||
-      this.loggedTopics.has(topic) ||
-      this.loggedTopics.size >= MAX_LOGGED_TOPICS
-    )
-      return;
-    this.loggedTopics.add(topic);
+    if (why === "malformed" || why === "oversized" || !this.seenTopics.add(topic)) return;
+    const minute = Math.floor(Date.now() / 60_000);
+    if (minute !== this.warnings.minute) this.warnings = { minute, count: 0 };
+    if (++this.warnings.count > WARNINGS_PER_MINUTE) return;
     const hint =
       why === "topic"
         ? `topics must read ${COLLECTOR_TOPIC_PREFIX}<engine host:port>@<model>`
@@ -233,7 +280,10 @@ export class KvEventCollector {
           continue;
         }
         this.stats.received++;
-        const topic = frames[0]!.toString("utf8");
+        const head = frames[0]!;
+        const topic = (head.length > TOPIC_READ_BYTES ? head.subarray(0, TOPIC_READ_BYTES) : head).toString(
+          "utf8",
+        );
         const address = topicAddress(topic);
         if (address === null) {
           this.drop("topic", topic);
