@@ -94,6 +94,12 @@ export interface CurveKeys {
   secretKey: string;
   serverKey: string | null;
   clientKeys: readonly string[] | null;
+  /**
+   * each engine's own public key by its base URL (`engines.keys`): the router believes an engine's
+   * KV events only from the holder of that key's secret, so one engine's key cannot publish as
+   * another; null when none is configured (the shared `serverKey` then stands for every engine)
+   */
+  engineKeys?: ReadonlyMap<string, string> | null;
   /** where they came from, for logs (a directory or the secret key file; never a key) */
   source: string;
 }
@@ -112,6 +118,7 @@ export interface CurveKeyFiles {
   publicKeyFile?: string | undefined;
   serverKeyFile?: string | undefined;
   clientKeysFile?: string | undefined;
+  engineKeysFile?: string | undefined;
 }
 
 /** File names in a key directory. */
@@ -120,7 +127,47 @@ export const KEY_DIR_FILES = {
   public: "public.key",
   server: "server.key",
   clients: "clients.keys",
+  engines: "engines.keys",
 } as const;
+
+/**
+ * `engines.keys`: one engine a line, `<engine base URL> <Z85 public key>` (`#` comments, blank lines
+ * skipped). Errors name the file and line.
+ */
+function engineKeysIn(text: string, path: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const [url, key, extra] = line.split(/\s+/);
+    let base: string | undefined;
+    try {
+      base = url ? new URL(url).origin : undefined;
+    } catch {
+      base = undefined;
+    }
+    if (!base || !key || extra !== undefined || !isZ85Key(key))
+      throw new CurveKeyError(
+        `engine keys file ${path}, line ${i + 1}: expected '<engine URL> <40-character Z85 public key>'`,
+      );
+    if (out.has(base))
+      throw new CurveKeyError(`engine keys file ${path}, line ${i + 1}: ${base} named twice`);
+    out.set(base, key);
+  }
+  if (out.size > MAX_CLIENT_KEYS)
+    throw new CurveKeyError(`engine keys file ${path}: over ${MAX_CLIENT_KEYS} engines`);
+  return out;
+}
+
+/** An engine's base URL as `engines.keys` is keyed (scheme, host and port; no path). */
+export function engineKeyFor(keys: CurveKeys, url: string): string | undefined {
+  if (!keys.engineKeys) return undefined;
+  try {
+    return keys.engineKeys.get(new URL(url).origin);
+  } catch {
+    return undefined;
+  }
+}
 
 function readSmall(path: string, what: string, optional: boolean): string | null {
   try {
@@ -199,7 +246,13 @@ export function loadCurveKeys(files: CurveKeyFiles): CurveKeys {
         throw new CurveKeyError(`client keys file ${clientsPath}: over ${MAX_CLIENT_KEYS} keys`);
     }
   }
-  return { publicKey, secretKey, serverKey, clientKeys, source: files.dir ?? secretPath };
+  const enginesPath = files.engineKeysFile ?? inDir(KEY_DIR_FILES.engines);
+  let engineKeys: Map<string, string> | null = null;
+  if (enginesPath) {
+    const text = readSmall(enginesPath, "engine keys file", files.engineKeysFile === undefined);
+    if (text !== null) engineKeys = engineKeysIn(text, enginesPath);
+  }
+  return { publicKey, secretKey, serverKey, clientKeys, engineKeys, source: files.dir ?? secretPath };
 }
 
 /**
@@ -209,7 +262,12 @@ export function loadCurveKeys(files: CurveKeyFiles): CurveKeys {
 export function writeKeyDir(
   dir: string,
   pair: CurveKeyPair,
-  opts: { serverKey?: string; clientKeys?: readonly string[] } = {},
+  opts: {
+    serverKey?: string;
+    clientKeys?: readonly string[];
+    /** engine base URL → its public key (`engines.keys`) */
+    engineKeys?: ReadonlyMap<string, string>;
+  } = {},
 ): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(join(dir, KEY_DIR_FILES.secret), `${pair.secretKey}\n`, { mode: 0o600 });
@@ -219,6 +277,12 @@ export function writeKeyDir(
     writeFileSync(join(dir, KEY_DIR_FILES.clients), opts.clientKeys.map((k) => `${k}\n`).join(""), {
       mode: 0o644,
     });
+  if (opts.engineKeys)
+    writeFileSync(
+      join(dir, KEY_DIR_FILES.engines),
+      [...opts.engineKeys].map(([url, key]) => `${url} ${key}\n`).join(""),
+      { mode: 0o644 },
+    );
 }
 
 /** Socket options of a CURVE server (a bound PUB, a collector's SUB): it proves it holds the secret key. */

@@ -93,6 +93,50 @@ test("with CURVE keys the sim holding the expected secret key is routed by its e
   }
 });
 
+test("with one keypair per engine (engines.keys) each engine is believed only with its own key: a sim holding another engine's keypair indexes nothing", async () => {
+  const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
+  const keyA = curveKeyPair();
+  const keyB = curveKeyPair();
+  const router = curveKeyPair();
+  writeKeyDir(join(root, "a"), keyA, { clientKeys: [router.publicKey] });
+  // engine b's process holds engine a's keypair, not its own: a leaked key of one engine
+  writeKeyDir(join(root, "b-with-a"), keyA, { clientKeys: [router.publicKey] });
+  const a = await sim(join(root, "a"));
+  const b = await sim(join(root, "b-with-a"));
+  writeKeyDir(join(root, "router"), router, {
+    engineKeys: new Map([
+      [a.url, keyA.publicKey],
+      [b.url, keyB.publicKey],
+    ]),
+  });
+  const r = await routerFor(
+    [a, b].map((s) => ({ url: s.url, kvEvents: kvEventsOf(s) })),
+    { policy: "kv", routing: { kvEvents: { curve: { dir: join(root, "router") } } } },
+  );
+  const cache = r.router.cache;
+  try {
+    await waitUntil(
+      () => r.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
+      5000,
+      "sims",
+    );
+    assert.equal((await post(`${a.url}/v1/chat/completions`, chat("engine-a"))).status, 200);
+    assert.equal((await post(`${b.url}/v1/chat/completions`, chat("engine-b"))).status, 200);
+    await waitUntil(() => cache.kv.blocksOf(a.url) > 10 && cache.kvRouted(a.url), 10_000, "a indexed");
+    await waitUntil(
+      () => (cache.subs.states.get(b.url)?.sub?.stats.authFailures ?? 0) > 0,
+      10_000,
+      "b's publisher refused: it does not hold engine b's secret key",
+    );
+    assert.equal(cache.kv.blocksOf(b.url), 0);
+    assert.equal(cache.subs.states.get(b.url)!.sub!.stats.received, 0);
+  } finally {
+    await r.close();
+    await Promise.all([a.close(), b.close()]);
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test("a router config whose CURVE secret key file is readable by every user is refused at start, naming the file", async () => {
   const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
   try {

@@ -9,7 +9,13 @@
 // publisher holding the server key's secret; the collector lets in only the listed publishers); without
 // it, an endpoint beyond this host is taken in plain and said once, unless `plain: true` says it is meant.
 import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
-import { endpointIsLocal, loadCurveKeys, type CurveClient, type CurveKeys } from "../../kvevents/curve.js";
+import {
+  endpointIsLocal,
+  engineKeyFor,
+  loadCurveKeys,
+  type CurveClient,
+  type CurveKeys,
+} from "../../kvevents/curve.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { versionAtLeast } from "../../kvevents/versions.js";
@@ -139,7 +145,7 @@ export class KvSubscriptions {
   ) {
     const files = cfg.routing.kvEvents.curve;
     this.curve = files ? loadCurveKeys(files) : null;
-    this.curveSeen = JSON.stringify(this.curve);
+    this.curveSeen = fingerprint(this.curve);
   }
 
   /**
@@ -156,7 +162,7 @@ export class KvSubscriptions {
       log.error({ err: (err as Error).message }, "KV-event CURVE keys not reloaded; keeping the keys in use");
       return false;
     }
-    const seen = JSON.stringify(next);
+    const seen = fingerprint(next);
     if (seen === this.curveSeen) return false;
     this.curve = next;
     this.curveSeen = seen;
@@ -191,6 +197,7 @@ export class KvSubscriptions {
   private clientSecurity(
     endpoint: string,
     src: { serverKey?: string | undefined; plain?: boolean | undefined },
+    url: string,
   ): CurveClient | null | undefined {
     if (src.plain) return null;
     const keys = this.curve;
@@ -198,12 +205,14 @@ export class KvSubscriptions {
       this.warnPlain(endpoint, `KV events from ${endpoint} are taken`);
       return null;
     }
-    const serverKey = src.serverKey ?? keys.serverKey;
+    // the engine's own key (its backend's kvEvents.serverKey, or engines.keys) binds its events to
+    // the holder of that engine's secret; the shared server key only where neither names one
+    const serverKey = src.serverKey ?? engineKeyFor(keys, url) ?? keys.serverKey;
     if (serverKey) return { keys, serverKey };
     this.warnOnce(`nokey ${endpoint}`, () =>
       log.error(
         { endpoint, keys: keys.source },
-        "not subscribed to KV events: the router has CURVE keys but no server key for this publisher (server.key, or the backend's kvEvents.serverKey; kvEvents.plain for an engine that cannot do CURVE)",
+        "not subscribed to KV events: the router has CURVE keys but no server key for this publisher (its line in engines.keys, the backend's kvEvents.serverKey, or server.key; kvEvents.plain for an engine that cannot do CURVE)",
       ),
     );
     return undefined;
@@ -247,7 +256,12 @@ export class KvSubscriptions {
       if (!this.curve) this.warnPlain(ep, `the KV-event collector at ${ep} takes messages`);
       // ipc is reached through the file system, not the network: a router worker's private endpoint,
       // fed by its primary's relay (which holds the keys), stays plain
-      const curve = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : this.curve;
+      const keys = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : this.curve;
+      // the publishers let in: clients.keys and every engine's own key (engines.keys)
+      const curve = keys && {
+        ...keys,
+        clientKeys: [...new Set([...(keys.clientKeys ?? []), ...(keys.engineKeys?.values() ?? [])])],
+      };
       this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve }).then((c) => {
         if (this.closed || this.bound !== ep) {
           void c.close();
@@ -415,9 +429,8 @@ export class KvSubscriptions {
       if (!c || st.collecting || !this.states.has(st.url)) return;
       st.flowing = false;
       // the engine's replay socket is CURVE like its publisher: believed with the publishers' key
-      const replayCurve = this.curve?.serverKey
-        ? { keys: this.curve, serverKey: this.curve.serverKey }
-        : null;
+      const replayKey = this.curve ? (engineKeyFor(this.curve, st.url) ?? this.curve.serverKey) : null;
+      const replayCurve = this.curve && replayKey ? { keys: this.curve, serverKey: replayKey } : null;
       c.attach(
         { id: st.url, addresses: urlAddresses(st.url) },
         this.streamOptions(st, src.replay, replayCurve),
@@ -427,7 +440,7 @@ export class KvSubscriptions {
       return;
     }
     if (st.sub) return;
-    const curve = this.clientSecurity(src.endpoint, src);
+    const curve = this.clientSecurity(src.endpoint, src, st.url);
     if (curve === undefined) return;
     st.flowing = false;
     try {
@@ -444,7 +457,7 @@ export class KvSubscriptions {
       );
       // the other data-parallel ranks: each its own socket and sequence, all into the engine's entries
       for (const r of src.ranks ?? []) {
-        const rankCurve = this.clientSecurity(r.endpoint, { ...r, plain: src.plain });
+        const rankCurve = this.clientSecurity(r.endpoint, { ...r, plain: src.plain }, st.url);
         if (rankCurve === undefined) continue;
         st.rankSubs.push(
           await KvEventSubscriber.create({
@@ -627,4 +640,9 @@ export class KvSubscriptions {
         "engine routed by the approximate prefix index, not KV events",
       );
   }
+}
+
+/** The keys as compared across reloads (engines.keys is a Map, which JSON would write as {}). */
+function fingerprint(keys: CurveKeys | null): string {
+  return JSON.stringify(keys && { ...keys, engineKeys: keys.engineKeys ? [...keys.engineKeys] : null });
 }
