@@ -8,14 +8,18 @@
 //
 // With CURVE keys (curve.ts) the bound socket is a CURVE server that lets in only the publishers whose
 // public keys it was given (ZAP, zap.ts): a process without one of those secret keys cannot connect, so
-// it cannot write any engine's topic. vLLM's own publisher cannot do CURVE; this is for publishers
-// Switchyard runs (its sims) or relays that can.
+// it cannot write any engine's topic. One SUB socket does not say which connection a message came on,
+// so an engine attached with its public key takes only messages signed with the key it shares with
+// the collector (curve.ts topicMac, a fourth frame): another admitted publisher cannot write its topic.
+// vLLM's own publisher cannot do CURVE; this is for publishers Switchyard runs (its sims) or relays
+// that can.
 //
 // The seam: attach(engine, callbacks) says where one engine's decoded batches go; the collector knows
 // nothing about indexes or routers.
 import { Subscriber } from "zeromq";
 import { logger } from "../obs/log.js";
-import { curveServerOptions, type CurveKeys } from "./curve.js";
+import { timingSafeEqual } from "node:crypto";
+import { curveServerOptions, sharedMacKey, TOPIC_MAC_BYTES, topicMac, type CurveKeys } from "./curve.js";
 import { connectableEndpoint } from "./endpoint.js";
 import {
   newStreamStats,
@@ -28,7 +32,8 @@ import { registerZap, type ZapRegistration } from "./zap.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, observeFromNow, oversized, watchDisconnects } from "./zmq-guard.js";
 
 /** Why a message was dropped (malformed and oversized ones are not counted as received). */
-export type CollectorDrop = "malformed" | "oversized" | "topic" | "unknown-engine" | "ambiguous-engine";
+export type CollectorDrop =
+  "malformed" | "oversized" | "topic" | "unknown-engine" | "ambiguous-engine" | "forged";
 
 export interface CollectorStats {
   received: number;
@@ -42,6 +47,11 @@ export interface CollectedEngine {
   id: string;
   /** addresses its topic may carry: host:port, and the bare host */
   addresses: readonly string[];
+  /**
+   * the engine's CURVE public key: its messages must then carry the signature only the holder of
+   * that key's secret can make (curve.ts topicMac); others under its topic are dropped as forged
+   */
+  publicKey?: string | undefined;
 }
 
 /** Topic prefix of llm-d's convention, `kv@<address>@<model>`. */
@@ -70,6 +80,8 @@ interface Attached {
   engine: CollectedEngine;
   stream: PublisherStream;
   stats: StreamStats;
+  /** the key its messages are signed with; null: unsigned messages are taken */
+  macKey: Buffer | null;
 }
 
 /**
@@ -120,10 +132,27 @@ class RecentTopics {
   }
 }
 
+/** a key no signature is made with: an engine whose messages cannot be checked gets none through */
+const NO_KEY = Buffer.alloc(0);
+
+/** Whether a message's fourth frame is its signature under `key`. */
+function signedBy(key: Buffer, frames: Buffer[]): boolean {
+  const sig = frames[3];
+  if (key.length === 0 || !sig || sig.length !== TOPIC_MAC_BYTES) return false;
+  return timingSafeEqual(sig, topicMac(key, frames[0]!, frames[1]!, frames[2]!));
+}
+
 export class KvEventCollector {
   readonly stats: CollectorStats = {
     received: 0,
-    dropped: { malformed: 0, oversized: 0, topic: 0, "unknown-engine": 0, "ambiguous-engine": 0 },
+    dropped: {
+      malformed: 0,
+      oversized: 0,
+      topic: 0,
+      "unknown-engine": 0,
+      "ambiguous-engine": 0,
+      forged: 0,
+    },
     authFailures: 0,
   };
   private readonly log = logger("kvevents.collector");
@@ -142,6 +171,8 @@ export class KvEventCollector {
     readonly endpoint: string,
     private readonly maxBytes: number,
     private readonly zap: ZapRegistration | null,
+    /** whose secret key checks engines' signatures: the collector's CURVE keys, or the router's behind a relay */
+    private readonly identity: CurveKeys | null,
   ) {}
 
   /**
@@ -151,7 +182,13 @@ export class KvEventCollector {
    */
   static async bind(
     endpoint: string,
-    opts: { hwm?: number; maxMessageBytes?: number; curve?: CurveKeys | null } = {},
+    opts: {
+      hwm?: number;
+      maxMessageBytes?: number;
+      curve?: CurveKeys | null;
+      /** the keys engines sign for when the socket itself is plain (a worker's, behind the relay) */
+      identity?: CurveKeys | null;
+    } = {},
   ): Promise<KvEventCollector> {
     const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const curve = opts.curve ?? null;
@@ -176,7 +213,13 @@ export class KvEventCollector {
       await zap?.release();
       throw new Error(`cannot bind the KV-event collector to ${endpoint}: ${(err as Error).message}`);
     }
-    const c = new KvEventCollector(sub, connectableEndpoint(sub.lastEndpoint ?? endpoint), maxBytes, zap);
+    const c = new KvEventCollector(
+      sub,
+      connectableEndpoint(sub.lastEndpoint ?? endpoint),
+      maxBytes,
+      zap,
+      curve ?? opts.identity ?? null,
+    );
     c.loop = c.receiveLoop();
     c.watch = watchDisconnects(sub, "kv-collector", {
       authFailure: () => {
@@ -209,7 +252,17 @@ export class KvEventCollector {
     this.detach(engine.id);
     const stats = newStreamStats();
     const stream = new PublisherStream(opts, stats, this.log.child({ engine: engine.id }));
-    this.byId.set(engine.id, { engine, stream, stats });
+    let macKey: Buffer | null = null;
+    if (engine.publicKey) {
+      // without a secret key to check with, nothing under its topic can be believed: all are dropped
+      macKey = this.identity ? sharedMacKey(this.identity.secretKey, engine.publicKey) : NO_KEY;
+      if (!this.identity)
+        this.log.error(
+          { engine: engine.id },
+          "the engine has a CURVE key but the collector has no keys to check its messages with: its events are dropped",
+        );
+    }
+    this.byId.set(engine.id, { engine, stream, stats, macKey });
     this.reindex();
   }
 
@@ -262,7 +315,9 @@ export class KvEventCollector {
         ? `topics must read ${COLLECTOR_TOPIC_PREFIX}<engine host:port>@<model>`
         : why === "ambiguous-engine"
           ? "two engines share this host: put the port in the topic"
-          : "no engine the router knows has this address (yet): its events are dropped until it is discovered";
+          : why === "forged"
+            ? "not signed with the engine's own CURVE key: another publisher wrote this engine's topic"
+            : "no engine the router knows has this address (yet): its events are dropped until it is discovered";
     this.log.warn({ topic, reason: why }, `KV events dropped: ${hint}`);
   }
 
@@ -274,7 +329,8 @@ export class KvEventCollector {
           this.drop("oversized", "");
           continue;
         }
-        const seq = frames.length === 3 ? readSeq(frames[1]) : null;
+        // a fourth frame: the message's signature (publishers with CURVE keys that connect out)
+        const seq = frames.length === 3 || frames.length === 4 ? readSeq(frames[1]) : null;
         if (seq === null) {
           this.drop("malformed", "");
           continue;
@@ -292,7 +348,11 @@ export class KvEventCollector {
         const id = this.byAddress.get(address);
         if (id === undefined) this.drop("unknown-engine", topic);
         else if (id === null) this.drop("ambiguous-engine", topic);
-        else this.byId.get(id)!.stream.receive(seq, frames[2]!);
+        else {
+          const a = this.byId.get(id)!;
+          if (a.macKey && !signedBy(a.macKey, frames)) this.drop("forged", topic);
+          else a.stream.receive(seq, frames[2]!);
+        }
       }
     } catch (err) {
       if (!this.closed) this.log.error({ err }, "KV-event collector stopped");

@@ -5,7 +5,7 @@
 // zmq_curve_keypair (and `zeromq.curveKeyPair()`) write them, read from files: a mounted Kubernetes
 // Secret or what `switchyard up --kv-curve` writes. A public key is derived from its secret key
 // (X25519, node:crypto), so a key directory needs no public key file and cannot hold a mismatched one.
-import { createPrivateKey, createPublicKey } from "node:crypto";
+import { createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman } from "node:crypto";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { curveKeyPair } from "zeromq";
@@ -22,6 +22,8 @@ const MAX_CLIENT_KEYS = 4096;
 
 /** PKCS#8 DER prefix of a raw 32-byte X25519 private key. */
 const X25519_PKCS8 = Buffer.from("302e020100300506032b656e04220420", "hex");
+/** SPKI DER prefix of a raw 32-byte X25519 public key. */
+const X25519_SPKI = Buffer.from("302a300506032b656e032100", "hex");
 
 export class CurveKeyError extends Error {
   override name = "CurveKeyError";
@@ -68,6 +70,45 @@ export function publicKeyOf(secretKey: string): string {
   });
   const spki = createPublicKey(priv).export({ type: "spki", format: "der" });
   return z85Encode(spki.subarray(spki.length - 32));
+}
+
+/**
+ * The key a publisher and a collector share (X25519 of one's secret key and the other's public key,
+ * hashed): a collector cannot tell which admitted connection a message came on, so a publisher that
+ * connects out signs each message with it, and the collector checks the signature with the key of the
+ * engine the topic names. Only the holder of that engine's secret key (or the collector's) has it.
+ */
+export function sharedMacKey(secretKey: string, peerPublicKey: string): Buffer {
+  const privateKey = createPrivateKey({
+    key: Buffer.concat([X25519_PKCS8, z85Decode(secretKey)]),
+    format: "der",
+    type: "pkcs8",
+  });
+  const publicKey = createPublicKey({
+    key: Buffer.concat([X25519_SPKI, z85Decode(peerPublicKey)]),
+    format: "der",
+    type: "spki",
+  });
+  return createHash("sha256")
+    .update("switchyard/kv-topic-mac/v1\0")
+    .update(diffieHellman({ privateKey, publicKey }))
+    .digest();
+}
+
+/** Bytes of a message's signature frame. */
+export const TOPIC_MAC_BYTES = 16;
+
+/** A KV-event message's signature: HMAC-SHA256 over its topic (length first), sequence and payload. */
+export function topicMac(key: Buffer, topic: Buffer, seq: Buffer, payload: Buffer): Buffer {
+  const len = Buffer.allocUnsafe(4);
+  len.writeUInt32BE(topic.length);
+  return createHmac("sha256", key)
+    .update(len)
+    .update(topic)
+    .update(seq)
+    .update(payload)
+    .digest()
+    .subarray(0, TOPIC_MAC_BYTES);
 }
 
 export interface CurveKeyPair {

@@ -262,14 +262,17 @@ export class KvSubscriptions {
         ...keys,
         clientKeys: [...new Set([...(keys.clientKeys ?? []), ...(keys.engineKeys?.values() ?? [])])],
       };
-      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve }).then((c) => {
-        if (this.closed || this.bound !== ep) {
-          void c.close();
-          return null;
-        }
-        this.collectorNow = c;
-        return c;
-      });
+      // behind a relay (ipc) the socket is plain, yet engines' signatures are checked with the router's keys
+      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve, identity: this.curve }).then(
+        (c) => {
+          if (this.closed || this.bound !== ep) {
+            void c.close();
+            return null;
+          }
+          this.collectorNow = c;
+          return c;
+        },
+      );
       this.collectorP.catch(() => {
         this.collectorP = null;
       });
@@ -432,7 +435,11 @@ export class KvSubscriptions {
       const replayKey = this.curve ? (engineKeyFor(this.curve, st.url) ?? this.curve.serverKey) : null;
       const replayCurve = this.curve && replayKey ? { keys: this.curve, serverKey: replayKey } : null;
       c.attach(
-        { id: st.url, addresses: urlAddresses(st.url) },
+        {
+          id: st.url,
+          addresses: urlAddresses(st.url),
+          publicKey: this.curve ? engineKeyFor(this.curve, st.url) : undefined,
+        },
         this.streamOptions(st, src.replay, replayCurve),
       );
       st.collecting = true;
