@@ -200,6 +200,15 @@ function engineKeysIn(text: string, path: string): Map<string, string> {
   return out;
 }
 
+/**
+ * The keys as a server that publishers connect to (a collector, a relay) uses them: the clients let in
+ * are `clients.keys` and every engine's own key (`engines.keys`).
+ */
+export function withEnginePublishers(keys: CurveKeys): CurveKeys {
+  if (!keys.engineKeys?.size) return keys;
+  return { ...keys, clientKeys: [...new Set([...(keys.clientKeys ?? []), ...keys.engineKeys.values()])] };
+}
+
 /** An engine's base URL as `engines.keys` is keyed (scheme, host and port; no path). */
 export function engineKeyFor(keys: CurveKeys, url: string): string | undefined {
   if (!keys.engineKeys) return undefined;

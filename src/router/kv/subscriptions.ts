@@ -13,6 +13,7 @@ import {
   endpointIsLocal,
   engineKeyFor,
   loadCurveKeys,
+  withEnginePublishers,
   type CurveClient,
   type CurveKeys,
 } from "../../kvevents/curve.js";
@@ -258,10 +259,7 @@ export class KvSubscriptions {
       // fed by its primary's relay (which holds the keys), stays plain
       const keys = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : this.curve;
       // the publishers let in: clients.keys and every engine's own key (engines.keys)
-      const curve = keys && {
-        ...keys,
-        clientKeys: [...new Set([...(keys.clientKeys ?? []), ...(keys.engineKeys?.values() ?? [])])],
-      };
+      const curve = keys && withEnginePublishers(keys);
       // behind a relay (ipc) the socket is plain, yet engines' signatures are checked with the router's keys
       this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve, identity: this.curve }).then(
         (c) => {
