@@ -4,6 +4,7 @@
 // migration — checked once against the real thing. Called by scripts/interop.mjs with its helpers
 // (processes stopped by pid, one line per check); never part of `npm test`.
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -385,6 +386,72 @@ export async function vllmChecks(h, p) {
       const res = JSON.parse(readFileSync(out, "utf8"));
       if (!res.ok) throw new Error(JSON.stringify(res));
       return `anthropic ${res.version}: messages.create → ${res.message_type} (${res.output_tokens} output tokens, stop_reason ${res.stop_reason}), messages.count_tokens → ${res.input_tokens} input tokens (usage.input_tokens of the message ${res.usage_input_tokens}), messages.stream → ${res.stream_events} events`;
+    },
+  );
+
+  // ---- (c2) two isolated tenants on Anthropic Messages: the router's per-tenant cache_salt on a real engine
+  await check(
+    "two isolated tenants sending the same long prompt to /v1/messages through the router share no prefix-cache hit on a real engine (vllm:prefix_cache_hits); one tenant hits its own",
+    async () => {
+      const keys = { a: "sk-interop-tenant-a-0123456789", b: "sk-interop-tenant-b-0123456789" };
+      const sha = (k) => createHash("sha256").update(k).digest("hex");
+      const file = join(RUN, "router-tenants.yaml");
+      // JSON is YAML: the tenancy section alone, the engine and the rest from the flags
+      writeFileSync(
+        file,
+        JSON.stringify({
+          tenancy: {
+            tenants: { a: { cacheIsolation: true }, b: { cacheIsolation: true } },
+            keys: [
+              { hash: sha(keys.a), tenant: "a" },
+              { hash: sha(keys.b), tenant: "b" },
+            ],
+            cacheSaltSecret: "interop-salt-secret-0123456789",
+          },
+        }),
+      );
+      // one engine, so both tenants' requests meet on the same prefix cache
+      const rt = await router("router-vllm-tenants", [a], ["--config", file]);
+      try {
+        // ≥ 4 blocks of 128 tokens, a text no earlier check sent
+        const words = readFileSync(join(ROOT, "docs", "security.md"), "utf8").replace(/\s+/g, " ");
+        let text = words.slice(0, 6000);
+        const count = async (t) =>
+          (await call(a.url, "POST", "/tokenize", { model: MODEL, messages: [{ role: "user", content: t }] }))
+            .json.count;
+        let n = await count(text);
+        text = text.slice(0, Math.floor((text.length * 1200) / n));
+        n = await count(text);
+        if (n < 4 * BLOCK || n > 1900) throw new Error(`prompt of ${n} tokens`);
+        const body = { model: MODEL, messages: [{ role: "user", content: text }], max_tokens: 1 };
+        const hits = async () => {
+          const m = await call(a.url, "GET", "/metrics");
+          let sum = 0;
+          for (const line of m.text.split("\n"))
+            if (/^vllm:prefix_cache_hits_total[ {]/.test(line))
+              sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+          return sum;
+        };
+        const send = async (tenant) => {
+          const r = await call(rt.url, "POST", "/v1/messages", body, {
+            authorization: `Bearer ${keys[tenant]}`,
+          });
+          if (r.status !== 200) throw new Error(`tenant ${tenant}: ${r.status} ${r.text.slice(0, 200)}`);
+        };
+        const h0 = await hits();
+        await send("a");
+        const h1 = await hits();
+        await send("b");
+        const h2 = await hits();
+        await send("a");
+        const h3 = await hits();
+        const text2 = `prompt ${n} tokens (${Math.floor(n / BLOCK)} blocks); vllm:prefix_cache_hits +${h1 - h0} (tenant a), +${h2 - h1} (tenant b, same prompt), +${h3 - h2} (tenant a again)`;
+        if (h2 !== h1) throw new Error(`tenant b hit tenant a's blocks: ${text2}`);
+        if (h3 - h2 < BLOCK) throw new Error(`tenant a missed its own blocks: ${text2}`);
+        return text2;
+      } finally {
+        await stop(rt.proc);
+      }
     },
   );
 

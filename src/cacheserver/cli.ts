@@ -36,6 +36,17 @@ const specs: FlagSpecs = {
     min: 1,
     help: "connections beyond this are closed at accept",
   },
+  "namespace-memory-share": {
+    type: "number",
+    min: 0.001,
+    max: 1,
+    help: "share of --max-memory one namespace may hold (default 0.5 with more than one namespace, else 1)",
+  },
+  "namespace-max-connections": {
+    type: "int",
+    min: 1,
+    help: "connections one namespace may hold open (default half of --max-connections with more than one namespace)",
+  },
   "stall-timeout": {
     type: "number",
     default: DEFAULT_STALL_TIMEOUT_MS / 1000,
@@ -57,7 +68,7 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--stall-timeout S] [--put-timeout S] [--metrics-port P]";
+  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--metrics-port P]";
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);
@@ -89,6 +100,8 @@ export async function main(argv: string[]): Promise<number> {
     maxDiskBytes: sizeFlag("max-disk"),
     metricsPort: flags["metrics-port"] as number | undefined,
     maxConnections: flags["max-connections"] as number,
+    namespaceMemoryShare: flags["namespace-memory-share"] as number | undefined,
+    namespaceMaxConnections: flags["namespace-max-connections"] as number | undefined,
     stallTimeoutMs: (flags["stall-timeout"] as number) * 1000,
     putTimeoutMs: (flags["put-timeout"] as number) * 1000,
     log: logger("cache-server"),

@@ -239,7 +239,7 @@ export class Connection {
     const put = this.put;
     if (!put) return;
     this.put = undefined;
-    if (put.reserved > 0) this.ctx.store.unreserve(put.reserved);
+    if (put.reserved > 0) this.ctx.store.unreserve(put.reserved, this.namespace);
   }
 
   /**
@@ -260,7 +260,7 @@ export class Connection {
     this.put = undefined;
     if (put.payload instanceof DiscardPayload) return;
     // the reservation goes back first: the object fits in what it held, with no eviction
-    this.ctx.store.unreserve(put.reserved);
+    this.ctx.store.unreserve(put.reserved, this.namespace);
     this.commitPut(put.header, put.key, put.payload.finish());
   }
 
@@ -344,7 +344,7 @@ export class Connection {
         const direct = this.scratch !== undefined;
         const bytes = TieredStore.reservationBytes(key, h.length, direct);
         const started = performance.now();
-        if (!this.ctx.store.reserve(bytes)) {
+        if (!this.ctx.store.reserve(bytes, this.namespace)) {
           // nothing allocated: the bytes are read into the scratch buffer (or Node's reads) and dropped
           m?.putRefused.inc();
           this.ctx.onPutRefused?.(this.peer, this.namespace, h.length);

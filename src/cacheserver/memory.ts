@@ -12,6 +12,11 @@
 // reservations count against the resident part of the budget like stored objects (LRU objects are
 // evicted to make room for them), so receive buffers of PUTs in progress stay inside the budget too,
 // and a reservation that other reservations leave no room for is refused rather than granted.
+// Each namespace may hold at most its cap of the resident budget (stored objects and reservations
+// together): a namespace over its cap evicts its own least recently used objects, never another's, and
+// a reservation its own reservations leave no room for is refused. So one namespace's clients — a
+// trickle of large PUTs included — cannot empty the cache of every other namespace.
+import { namespaceOfKey } from "./namespace.js";
 import type { Payload } from "./payload.js";
 import type { ObjectMeta } from "./protocol.js";
 
@@ -49,12 +54,25 @@ export function defaultPendingOffload(budgetBytes: number): number {
   return Math.min(Math.floor(budgetBytes / 8), 256 * 2 ** 20);
 }
 
+/** One namespace's share of the resident budget: what its objects hold, and what its PUTs reserved. */
+interface NamespaceUse {
+  resident: number;
+  reserved: number;
+}
+
 export class MemoryTier {
   private readonly objects = new Map<string, StoredObject>();
   private resident = 0;
   private pendingOffload = 0;
   /** bytes promised to PUTs in progress (their receive buffers), released at commit or abandon */
   private reserved = 0;
+  /**
+   * per namespace that has stored or reserved; namespaces come from the server's own listeners and
+   * address rules (never from clients), so this holds the configured few and is never pruned
+   */
+  private readonly byNamespace = new Map<string, NamespaceUse>();
+  /** the most a namespace may hold (bytes of the resident budget); the whole of it by default */
+  namespaceCap: (ns: string) => number = () => Infinity;
 
   constructor(
     readonly budgetBytes: number,
@@ -84,18 +102,51 @@ export class MemoryTier {
    * Returns false (and evicts nothing) when reservations already made leave no room: those cannot be
    * evicted, and granting it would put receive buffers beyond the budget.
    */
-  reserve(bytes: number): boolean {
+  reserve(bytes: number, ns = ""): boolean {
     if (this.reserved + bytes > this.residentBudget) return false;
+    const use = this.use(ns);
+    if (!this.makeRoomIn(ns, use, bytes)) return false;
     while (this.resident + this.reserved + bytes > this.residentBudget) {
       if (!this.evictOldest()) return false; // unreachable: resident > 0 whenever this loops
     }
     this.reserved += bytes;
+    use.reserved += bytes;
     return true;
   }
 
-  /** Gives back what `reserve(bytes)` took: the PUT was committed (first) or abandoned. */
-  unreserve(bytes: number): void {
+  /** Gives back what `reserve(bytes, ns)` took: the PUT was committed (first) or abandoned. */
+  unreserve(bytes: number, ns = ""): void {
     this.reserved = Math.max(0, this.reserved - bytes);
+    const use = this.byNamespace.get(ns);
+    if (use) use.reserved = Math.max(0, use.reserved - bytes);
+  }
+
+  /** bytes namespace `ns` holds now: its objects and its reservations */
+  namespaceBytes(ns: string): number {
+    const use = this.byNamespace.get(ns);
+    return use ? use.resident + use.reserved : 0;
+  }
+
+  /**
+   * Evicts `ns`'s own least recently used objects until `bytes` more fit under its cap; false (nothing
+   * more evicted) when its reservations alone leave no room.
+   */
+  private makeRoomIn(ns: string, use: NamespaceUse, bytes: number): boolean {
+    const cap = this.namespaceCap(ns);
+    if (use.reserved + bytes > cap) return false;
+    if (use.resident + use.reserved + bytes <= cap) return true;
+    for (const obj of this.objects.values()) {
+      if (namespaceOfKey(obj.key) !== ns) continue;
+      this.evict(obj);
+      if (use.resident + use.reserved + bytes <= cap) return true;
+    }
+    return use.resident + use.reserved + bytes <= cap;
+  }
+
+  private use(ns: string): NamespaceUse {
+    let use = this.byNamespace.get(ns);
+    if (!use) this.byNamespace.set(ns, (use = { resident: 0, reserved: 0 }));
+    return use;
   }
 
   stats(): MemoryStats {
@@ -130,21 +181,34 @@ export class MemoryTier {
     const cost = objectCost(obj);
     this.delete(obj.key);
     if (cost > this.residentBudget - this.reserved) return false;
+    const ns = namespaceOfKey(obj.key);
+    const use = this.use(ns);
+    if (!this.makeRoomIn(ns, use, cost)) return false;
     while (this.resident + this.reserved + cost > this.residentBudget) {
       if (!this.evictOldest()) return false;
     }
     this.objects.set(obj.key, obj);
     this.resident += cost;
+    use.resident += cost;
     return true;
   }
 
   delete(key: string): boolean {
     const old = this.objects.get(key);
     if (!old) return false;
-    this.objects.delete(key);
-    this.resident -= objectCost(old);
+    this.remove(old);
     this.onRetire(old);
     return true;
+  }
+
+  /** Takes `obj` out of the map and out of its namespace's count. */
+  private remove(obj: StoredObject): number {
+    const cost = objectCost(obj);
+    this.objects.delete(obj.key);
+    this.resident -= cost;
+    const use = this.byNamespace.get(namespaceOfKey(obj.key));
+    if (use) use.resident -= cost;
+    return cost;
   }
 
   keys(): IterableIterator<string> {
@@ -154,10 +218,13 @@ export class MemoryTier {
   private evictOldest(): boolean {
     const first = this.objects.values().next();
     if (first.done) return false;
-    const victim = first.value;
-    const cost = objectCost(victim);
-    this.objects.delete(victim.key);
-    this.resident -= cost;
+    this.evict(first.value);
+    return true;
+  }
+
+  /** Evicts `victim`: to the disk tier when it takes it, else dropped. */
+  private evict(victim: StoredObject): void {
+    const cost = this.remove(victim);
     if (this.sink && this.pendingOffload + cost <= this.maxPendingOffload) {
       this.pendingOffload += cost;
       let released = false;
@@ -169,12 +236,11 @@ export class MemoryTier {
       });
       if (took) {
         this.onEvict("offloaded", victim);
-        return true;
+        return;
       }
       if (!released) this.pendingOffload -= cost;
     }
     this.onEvict("dropped", victim);
     this.onRetire(victim);
-    return true;
   }
 }

@@ -27,6 +27,12 @@ export function scopedKey(ns: string, key: string): string {
   return ns === DEFAULT_NAMESPACE ? key : ns + SEP + key;
 }
 
+/** The namespace a stored key belongs to (DEFAULT_NAMESPACE for an unscoped key). */
+export function namespaceOfKey(stored: string): string {
+  const at = stored.indexOf(SEP);
+  return at < 0 ? DEFAULT_NAMESPACE : stored.slice(0, at);
+}
+
 /** The client's key when `stored` lies in `ns`, else undefined. */
 export function keyIn(ns: string, stored: string): string | undefined {
   const at = stored.indexOf(SEP);

@@ -1,6 +1,8 @@
 // startCacheServer: the lm:// listeners, the tiers behind them, and the optional Prometheus endpoint.
 // Used by the CLI, by tests and by `switchyard up`. Every listener shares one store, one budget and one
-// connection cap; what differs is the namespace its clients' keys live in (namespace.ts).
+// connection cap; what differs is the namespace its clients' keys live in (namespace.ts). Inside those,
+// each namespace has a cap of its own on memory (a share of the budget) and on open connections, so
+// one namespace's clients cannot evict or crowd out every other's.
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { logger, type Logger } from "../obs/log.js";
@@ -51,6 +53,13 @@ export interface CacheServerOptions {
   directReads?: boolean;
   /** connections beyond this are closed at accept (each may hold a PUT receive buffer outside the budget) */
   maxConnections?: number;
+  /**
+   * the share of the memory budget one namespace may hold (0 < share ≤ 1); default 1/2 when the
+   * server has more than one namespace (listeners, address rules), else 1
+   */
+  namespaceMemoryShare?: number;
+  /** connections one namespace may hold open; default half of maxConnections (rounded up) with more than one namespace */
+  namespaceMaxConnections?: number;
   /** a peer that moves no bytes for this long mid-request, or while its replies go unread, is closed */
   stallTimeoutMs?: number;
   /** a PUT whose payload is not all in this long after its header is closed (slow_payload) */
@@ -109,6 +118,16 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     await disk.open();
   }
   const store = (ref.store = new TieredStore(opts.maxMemoryBytes, disk, metrics, log));
+  // one namespace's clients must not take the whole budget or every connection from the others
+  const namespaces = new Set([
+    ...listens.map((l) => l.namespace),
+    ...(opts.namespaceByAddress ?? []).map((r) => r.namespace),
+  ]);
+  const shared = namespaces.size > 1;
+  const share = opts.namespaceMemoryShare ?? (shared ? 0.5 : 1);
+  if (!(share > 0 && share <= 1)) throw new RangeError("namespaceMemoryShare must be in (0, 1]");
+  const namespaceCap = Math.floor(store.memory.residentBudget * share);
+  store.memory.namespaceCap = () => namespaceCap;
   // an object's reservation must fit beside the slice kept for disk writes, or it would be refused
   // (or accepted and then dropped) every time
   let refusedPutLoggedAt = -Infinity;
@@ -118,7 +137,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     log,
     maxObjectBytes: Math.min(
       maxObjectBytes,
-      TieredStore.largestObject(store.memory.residentBudget, opts.directReads !== false),
+      TieredStore.largestObject(namespaceCap, opts.directReads !== false),
     ),
     directReads: opts.directReads,
     stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
@@ -134,24 +153,40 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     },
   };
   const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const namespaceMaxConnections = Math.min(
+    maxConnections,
+    opts.namespaceMaxConnections ?? (shared ? Math.ceil(maxConnections / 2) : maxConnections),
+  );
+  if (!(namespaceMaxConnections >= 1)) throw new RangeError("namespaceMaxConnections must be at least 1");
+  /** open connections per namespace (configured namespaces only) */
+  const perNamespace = new Map<string, number>();
   let refusedLoggedAt = -Infinity;
+  const refuse = (socket: Socket, why: Record<string, unknown>, message: string) => {
+    socket.destroy();
+    metrics.connectionsRefused.inc();
+    // a flood of them must not become a flood of log lines
+    if (performance.now() - refusedLoggedAt > 10_000) {
+      refusedLoggedAt = performance.now();
+      log.warn(why, message);
+    }
+  };
 
   // paused on connect: Connection may rebuild the socket around its handle to choose its read buffers
   // counted here, not by net.Server's maxConnections: Connection takes the accepted handle over, and the
   // server stops counting the socket it came in
   const accept = (socket: Socket, listenerNamespace: string) => {
-    if (live.size >= maxConnections) {
-      socket.destroy();
-      metrics.connectionsRefused.inc();
-      // a flood of them must not become a flood of log lines
-      if (performance.now() - refusedLoggedAt > 10_000) {
-        refusedLoggedAt = performance.now();
-        log.warn({ maxConnections }, "connection refused: max connections open");
-      }
-      return;
-    }
+    if (live.size >= maxConnections)
+      return refuse(socket, { maxConnections }, "connection refused: max connections open");
     // read before Connection may rebuild the socket around its handle
     const namespace = byAddress.lookup(socket.remoteAddress) ?? listenerNamespace;
+    const open = perNamespace.get(namespace) ?? 0;
+    if (open >= namespaceMaxConnections)
+      return refuse(
+        socket,
+        { namespace: namespaceLabel(namespace), namespaceMaxConnections },
+        "connection refused: the namespace has its most connections open",
+      );
+    perNamespace.set(namespace, open + 1);
     const conn = new Connection(socket, ctx, namespace);
     live.add(conn);
     metrics.connectionsTotal.inc();
@@ -159,6 +194,9 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     log.debug({ peer: conn.peer, namespace: namespaceLabel(namespace) }, "client connected");
     void conn.done.then(() => {
       live.delete(conn);
+      const left = (perNamespace.get(namespace) ?? 1) - 1;
+      if (left > 0) perNamespace.set(namespace, left);
+      else perNamespace.delete(namespace);
       log.debug({ peer: conn.peer }, "client disconnected");
     });
   };

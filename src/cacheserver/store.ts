@@ -80,12 +80,12 @@ export class TieredStore {
    * Reserves room for a PUT whose header just arrived (evicting LRU objects for it); false when PUTs
    * already in progress hold the rest of the budget. `unreserve` must follow exactly once.
    */
-  reserve(bytes: number): boolean {
-    return this.memory.reserve(bytes);
+  reserve(bytes: number, ns: string): boolean {
+    return this.memory.reserve(bytes, ns);
   }
 
-  unreserve(bytes: number): void {
-    this.memory.unreserve(bytes);
+  unreserve(bytes: number, ns: string): void {
+    this.memory.unreserve(bytes, ns);
   }
 
   /** Returns false when the object could not be stored (it did not fit); the key is then absent. */

@@ -15,9 +15,10 @@
 // port is tried before anything starts, so a port still taken says which one and by whom (ports.ts),
 // and every socket the stack opens binds on --host (the engines' KV PUB and replay sockets too).
 //
-// `--kv-curve` makes two CURVE keypairs for the run (the engines' and the router's) in a private
+// `--kv-curve` makes CURVE keypairs for the run (one per engine, one for the router) in a private
 // temporary directory, hands each process its own key directory, and removes it when the stack ends:
-// a stack on a shared network then takes KV events only from its own engines.
+// a stack on a shared network then takes KV events only from its own engines, and each engine's only
+// from the holder of that engine's key.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -69,7 +70,7 @@ const specs: FlagSpecs = {
   "kv-curve": {
     type: "boolean",
     default: false,
-    help: "authenticate and encrypt the KV events (ZMQ CURVE): a keypair for the engines and one for the router, made for this run in a private temporary directory and removed when the stack stops",
+    help: "authenticate and encrypt the KV events (ZMQ CURVE): a keypair per engine and one for the router, made for this run in a private temporary directory and removed when the stack stops",
   },
   "ready-timeout": { type: "number", default: 60, help: "seconds to wait for the stack to become ready" },
   monitoring: {
@@ -221,17 +222,24 @@ export async function main(argv: string[]): Promise<number> {
   const problems = await portProblems(stackPorts(flags), host);
   if (problems.length > 0) throw new CliError(`cannot start the stack:\n  ${problems.join("\n  ")}`);
 
-  let curveDirs: { engines: string; router: string } | null = null;
+  let curveDirs: { engines: string[]; router: string } | null = null;
   if (flags["kv-curve"]) {
     if (kvBase <= 0) throw new CliError("--kv-curve needs KV events (--kv-events-base-port above 0)");
     const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
     process.on("exit", () => rmSync(root, { recursive: true, force: true }));
-    const engines = newKeyPair();
     const router = newKeyPair();
-    curveDirs = { engines: join(root, "engines"), router: join(root, "router") };
-    // the engines serve (their PUB binds) and let in the router's key; the router believes the engines' key
-    writeKeyDir(curveDirs.engines, engines, { clientKeys: [router.publicKey] });
-    writeKeyDir(curveDirs.router, router, { serverKey: engines.publicKey });
+    curveDirs = { engines: [], router: join(root, "router") };
+    // one keypair per engine: each serves (its PUB binds) and lets in the router's key; the router
+    // believes engine i's events only from the holder of engine i's secret (engines.keys)
+    const engineKeys = new Map<string, string>();
+    for (let i = 0; i < n; i++) {
+      const pair = newKeyPair();
+      const dir = join(root, `engine-${i}`);
+      writeKeyDir(dir, pair, { clientKeys: [router.publicKey] });
+      curveDirs.engines.push(dir);
+      engineKeys.set(new URL(`http://${host}:${basePort + i}`).origin, pair.publicKey);
+    }
+    writeKeyDir(curveDirs.router, router, { engineKeys });
   }
 
   const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;
@@ -261,7 +269,7 @@ export async function main(argv: string[]): Promise<number> {
           topic: "",
         }),
       );
-      if (curveDirs) args.push("--kv-curve-dir", curveDirs.engines);
+      if (curveDirs) args.push("--kv-curve-dir", curveDirs.engines[i]!);
     }
     start(`engine-${i}`, [...args, ...engineArgs]);
   }

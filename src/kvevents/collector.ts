@@ -8,14 +8,18 @@
 //
 // With CURVE keys (curve.ts) the bound socket is a CURVE server that lets in only the publishers whose
 // public keys it was given (ZAP, zap.ts): a process without one of those secret keys cannot connect, so
-// it cannot write any engine's topic. vLLM's own publisher cannot do CURVE; this is for publishers
-// Switchyard runs (its sims) or relays that can.
+// it cannot write any engine's topic. One SUB socket does not say which connection a message came on,
+// so an engine attached with its public key takes only messages signed with the key it shares with
+// the collector (curve.ts topicMac, a fourth frame): another admitted publisher cannot write its topic.
+// vLLM's own publisher cannot do CURVE; this is for publishers Switchyard runs (its sims) or relays
+// that can.
 //
 // The seam: attach(engine, callbacks) says where one engine's decoded batches go; the collector knows
 // nothing about indexes or routers.
 import { Subscriber } from "zeromq";
 import { logger } from "../obs/log.js";
-import { curveServerOptions, type CurveKeys } from "./curve.js";
+import { timingSafeEqual } from "node:crypto";
+import { curveServerOptions, sharedMacKey, TOPIC_MAC_BYTES, topicMac, type CurveKeys } from "./curve.js";
 import { connectableEndpoint } from "./endpoint.js";
 import {
   newStreamStats,
@@ -28,7 +32,8 @@ import { registerZap, type ZapRegistration } from "./zap.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, observeFromNow, oversized, watchDisconnects } from "./zmq-guard.js";
 
 /** Why a message was dropped (malformed and oversized ones are not counted as received). */
-export type CollectorDrop = "malformed" | "oversized" | "topic" | "unknown-engine" | "ambiguous-engine";
+export type CollectorDrop =
+  "malformed" | "oversized" | "topic" | "unknown-engine" | "ambiguous-engine" | "forged";
 
 export interface CollectorStats {
   received: number;
@@ -42,6 +47,11 @@ export interface CollectedEngine {
   id: string;
   /** addresses its topic may carry: host:port, and the bare host */
   addresses: readonly string[];
+  /**
+   * the engine's CURVE public key: its messages must then carry the signature only the holder of
+   * that key's secret can make (curve.ts topicMac); others under its topic are dropped as forged
+   */
+  publicKey?: string | undefined;
 }
 
 /** Topic prefix of llm-d's convention, `kv@<address>@<model>`. */
@@ -70,22 +80,87 @@ interface Attached {
   engine: CollectedEngine;
   stream: PublisherStream;
   stats: StreamStats;
+  /** the key its messages are signed with; null: unsigned messages are taken */
+  macKey: Buffer | null;
 }
 
-/** distinct unknown topics logged at most (then only counted) */
-const MAX_LOGGED_TOPICS = 64;
+/**
+ * The unknown topics remembered, so that each is logged once: at most this many, and this many bytes
+ * in all (the oldest forgotten first). Any host that reaches the bound socket chooses its topics, and a
+ * topic frame may be as large as a message, so both bounds are needed.
+ */
+export const UNKNOWN_TOPICS_MAX = 64;
+export const UNKNOWN_TOPICS_BYTES = 8 * 1024;
+/**
+ * A topic is read (and remembered, and logged) by its first bytes only: an engine address is a host
+ * and port, and a whole multi-MiB topic frame would otherwise be decoded per message.
+ */
+export const TOPIC_READ_BYTES = 512;
+/** dropped-topic warnings at most per minute: a forgotten topic seen again is logged again */
+const WARNINGS_PER_MINUTE = 64;
+
+/** Topics seen, the oldest forgotten first past a count or a byte total. */
+class RecentTopics {
+  private readonly topics = new Map<string, number>();
+  private total = 0;
+
+  constructor(
+    private readonly maxCount: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** true when `topic` was not remembered (it is now) */
+  add(topic: string): boolean {
+    if (this.topics.has(topic)) return false;
+    const bytes = Buffer.byteLength(topic);
+    this.topics.set(topic, bytes);
+    this.total += bytes;
+    while (this.topics.size > this.maxCount || this.total > this.maxBytes) {
+      const [oldest, n] = this.topics.entries().next().value as [string, number];
+      this.topics.delete(oldest);
+      this.total -= n;
+    }
+    return true;
+  }
+
+  get size(): number {
+    return this.topics.size;
+  }
+
+  get bytes(): number {
+    return this.total;
+  }
+}
+
+/** a key no signature is made with: an engine whose messages cannot be checked gets none through */
+const NO_KEY = Buffer.alloc(0);
+
+/** Whether a message's fourth frame is its signature under `key`. */
+function signedBy(key: Buffer, frames: Buffer[]): boolean {
+  const sig = frames[3];
+  if (key.length === 0 || !sig || sig.length !== TOPIC_MAC_BYTES) return false;
+  return timingSafeEqual(sig, topicMac(key, frames[0]!, frames[1]!, frames[2]!));
+}
 
 export class KvEventCollector {
   readonly stats: CollectorStats = {
     received: 0,
-    dropped: { malformed: 0, oversized: 0, topic: 0, "unknown-engine": 0, "ambiguous-engine": 0 },
+    dropped: {
+      malformed: 0,
+      oversized: 0,
+      topic: 0,
+      "unknown-engine": 0,
+      "ambiguous-engine": 0,
+      forged: 0,
+    },
     authFailures: 0,
   };
   private readonly log = logger("kvevents.collector");
   private readonly byId = new Map<string, Attached>();
   /** address → engine id; null when two attached engines share a bare host */
   private readonly byAddress = new Map<string, string | null>();
-  private readonly loggedTopics = new Set<string>();
+  private readonly seenTopics = new RecentTopics(UNKNOWN_TOPICS_MAX, UNKNOWN_TOPICS_BYTES);
+  private warnings = { minute: 0, count: 0 };
   private closed = false;
   private loop: Promise<void> = Promise.resolve();
   private watch: Promise<void> = Promise.resolve();
@@ -96,6 +171,8 @@ export class KvEventCollector {
     readonly endpoint: string,
     private readonly maxBytes: number,
     private readonly zap: ZapRegistration | null,
+    /** whose secret key checks engines' signatures: the collector's CURVE keys, or the router's behind a relay */
+    private readonly identity: CurveKeys | null,
   ) {}
 
   /**
@@ -105,7 +182,13 @@ export class KvEventCollector {
    */
   static async bind(
     endpoint: string,
-    opts: { hwm?: number; maxMessageBytes?: number; curve?: CurveKeys | null } = {},
+    opts: {
+      hwm?: number;
+      maxMessageBytes?: number;
+      curve?: CurveKeys | null;
+      /** the keys engines sign for when the socket itself is plain (a worker's, behind the relay) */
+      identity?: CurveKeys | null;
+    } = {},
   ): Promise<KvEventCollector> {
     const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const curve = opts.curve ?? null;
@@ -130,7 +213,13 @@ export class KvEventCollector {
       await zap?.release();
       throw new Error(`cannot bind the KV-event collector to ${endpoint}: ${(err as Error).message}`);
     }
-    const c = new KvEventCollector(sub, connectableEndpoint(sub.lastEndpoint ?? endpoint), maxBytes, zap);
+    const c = new KvEventCollector(
+      sub,
+      connectableEndpoint(sub.lastEndpoint ?? endpoint),
+      maxBytes,
+      zap,
+      curve ?? opts.identity ?? null,
+    );
     c.loop = c.receiveLoop();
     c.watch = watchDisconnects(sub, "kv-collector", {
       authFailure: () => {
@@ -147,6 +236,11 @@ export class KvEventCollector {
     return c;
   }
 
+  /** the unknown topics remembered (so each is logged once): how many, and their bytes */
+  get unknownTopics(): { count: number; bytes: number } {
+    return { count: this.seenTopics.size, bytes: this.seenTopics.bytes };
+  }
+
   /** publishers refused by the CURVE allow-list (their handshake never completed) */
   get deniedPublishers(): number {
     return this.zap?.denied ?? 0;
@@ -158,7 +252,17 @@ export class KvEventCollector {
     this.detach(engine.id);
     const stats = newStreamStats();
     const stream = new PublisherStream(opts, stats, this.log.child({ engine: engine.id }));
-    this.byId.set(engine.id, { engine, stream, stats });
+    let macKey: Buffer | null = null;
+    if (engine.publicKey) {
+      // without a secret key to check with, nothing under its topic can be believed: all are dropped
+      macKey = this.identity ? sharedMacKey(this.identity.secretKey, engine.publicKey) : NO_KEY;
+      if (!this.identity)
+        this.log.error(
+          { engine: engine.id },
+          "the engine has a CURVE key but the collector has no keys to check its messages with: its events are dropped",
+        );
+    }
+    this.byId.set(engine.id, { engine, stream, stats, macKey });
     this.reindex();
   }
 
@@ -202,20 +306,18 @@ export class KvEventCollector {
 
   private drop(why: CollectorDrop, topic: string): void {
     this.stats.dropped[why]++;
-    if (
-      why === "malformed" ||
-      why === "oversized" ||
-      this.loggedTopics.has(topic) ||
-      this.loggedTopics.size >= MAX_LOGGED_TOPICS
-    )
-      return;
-    this.loggedTopics.add(topic);
+    if (why === "malformed" || why === "oversized" || !this.seenTopics.add(topic)) return;
+    const minute = Math.floor(Date.now() / 60_000);
+    if (minute !== this.warnings.minute) this.warnings = { minute, count: 0 };
+    if (++this.warnings.count > WARNINGS_PER_MINUTE) return;
     const hint =
       why === "topic"
         ? `topics must read ${COLLECTOR_TOPIC_PREFIX}<engine host:port>@<model>`
         : why === "ambiguous-engine"
           ? "two engines share this host: put the port in the topic"
-          : "no engine the router knows has this address (yet): its events are dropped until it is discovered";
+          : why === "forged"
+            ? "not signed with the engine's own CURVE key: another publisher wrote this engine's topic"
+            : "no engine the router knows has this address (yet): its events are dropped until it is discovered";
     this.log.warn({ topic, reason: why }, `KV events dropped: ${hint}`);
   }
 
@@ -227,13 +329,17 @@ export class KvEventCollector {
           this.drop("oversized", "");
           continue;
         }
-        const seq = frames.length === 3 ? readSeq(frames[1]) : null;
+        // a fourth frame: the message's signature (publishers with CURVE keys that connect out)
+        const seq = frames.length === 3 || frames.length === 4 ? readSeq(frames[1]) : null;
         if (seq === null) {
           this.drop("malformed", "");
           continue;
         }
         this.stats.received++;
-        const topic = frames[0]!.toString("utf8");
+        const head = frames[0]!;
+        const topic = (head.length > TOPIC_READ_BYTES ? head.subarray(0, TOPIC_READ_BYTES) : head).toString(
+          "utf8",
+        );
         const address = topicAddress(topic);
         if (address === null) {
           this.drop("topic", topic);
@@ -242,7 +348,11 @@ export class KvEventCollector {
         const id = this.byAddress.get(address);
         if (id === undefined) this.drop("unknown-engine", topic);
         else if (id === null) this.drop("ambiguous-engine", topic);
-        else this.byId.get(id)!.stream.receive(seq, frames[2]!);
+        else {
+          const a = this.byId.get(id)!;
+          if (a.macKey && !signedBy(a.macKey, frames)) this.drop("forged", topic);
+          else a.stream.receive(seq, frames[2]!);
+        }
       }
     } catch (err) {
       if (!this.closed) this.log.error({ err }, "KV-event collector stopped");

@@ -5,7 +5,7 @@
 // zmq_curve_keypair (and `zeromq.curveKeyPair()`) write them, read from files: a mounted Kubernetes
 // Secret or what `switchyard up --kv-curve` writes. A public key is derived from its secret key
 // (X25519, node:crypto), so a key directory needs no public key file and cannot hold a mismatched one.
-import { createPrivateKey, createPublicKey } from "node:crypto";
+import { createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman } from "node:crypto";
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { curveKeyPair } from "zeromq";
@@ -22,6 +22,8 @@ const MAX_CLIENT_KEYS = 4096;
 
 /** PKCS#8 DER prefix of a raw 32-byte X25519 private key. */
 const X25519_PKCS8 = Buffer.from("302e020100300506032b656e04220420", "hex");
+/** SPKI DER prefix of a raw 32-byte X25519 public key. */
+const X25519_SPKI = Buffer.from("302a300506032b656e032100", "hex");
 
 export class CurveKeyError extends Error {
   override name = "CurveKeyError";
@@ -70,6 +72,45 @@ export function publicKeyOf(secretKey: string): string {
   return z85Encode(spki.subarray(spki.length - 32));
 }
 
+/**
+ * The key a publisher and a collector share (X25519 of one's secret key and the other's public key,
+ * hashed): a collector cannot tell which admitted connection a message came on, so a publisher that
+ * connects out signs each message with it, and the collector checks the signature with the key of the
+ * engine the topic names. Only the holder of that engine's secret key (or the collector's) has it.
+ */
+export function sharedMacKey(secretKey: string, peerPublicKey: string): Buffer {
+  const privateKey = createPrivateKey({
+    key: Buffer.concat([X25519_PKCS8, z85Decode(secretKey)]),
+    format: "der",
+    type: "pkcs8",
+  });
+  const publicKey = createPublicKey({
+    key: Buffer.concat([X25519_SPKI, z85Decode(peerPublicKey)]),
+    format: "der",
+    type: "spki",
+  });
+  return createHash("sha256")
+    .update("switchyard/kv-topic-mac/v1\0")
+    .update(diffieHellman({ privateKey, publicKey }))
+    .digest();
+}
+
+/** Bytes of a message's signature frame. */
+export const TOPIC_MAC_BYTES = 16;
+
+/** A KV-event message's signature: HMAC-SHA256 over its topic (length first), sequence and payload. */
+export function topicMac(key: Buffer, topic: Buffer, seq: Buffer, payload: Buffer): Buffer {
+  const len = Buffer.allocUnsafe(4);
+  len.writeUInt32BE(topic.length);
+  return createHmac("sha256", key)
+    .update(len)
+    .update(topic)
+    .update(seq)
+    .update(payload)
+    .digest()
+    .subarray(0, TOPIC_MAC_BYTES);
+}
+
 export interface CurveKeyPair {
   publicKey: string;
   secretKey: string;
@@ -94,6 +135,12 @@ export interface CurveKeys {
   secretKey: string;
   serverKey: string | null;
   clientKeys: readonly string[] | null;
+  /**
+   * each engine's own public key by its base URL (`engines.keys`): the router believes an engine's
+   * KV events only from the holder of that key's secret, so one engine's key cannot publish as
+   * another; null when none is configured (the shared `serverKey` then stands for every engine)
+   */
+  engineKeys?: ReadonlyMap<string, string> | null;
   /** where they came from, for logs (a directory or the secret key file; never a key) */
   source: string;
 }
@@ -112,6 +159,7 @@ export interface CurveKeyFiles {
   publicKeyFile?: string | undefined;
   serverKeyFile?: string | undefined;
   clientKeysFile?: string | undefined;
+  engineKeysFile?: string | undefined;
 }
 
 /** File names in a key directory. */
@@ -120,7 +168,56 @@ export const KEY_DIR_FILES = {
   public: "public.key",
   server: "server.key",
   clients: "clients.keys",
+  engines: "engines.keys",
 } as const;
+
+/**
+ * `engines.keys`: one engine a line, `<engine base URL> <Z85 public key>` (`#` comments, blank lines
+ * skipped). Errors name the file and line.
+ */
+function engineKeysIn(text: string, path: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const [url, key, extra] = line.split(/\s+/);
+    let base: string | undefined;
+    try {
+      base = url ? new URL(url).origin : undefined;
+    } catch {
+      base = undefined;
+    }
+    if (!base || !key || extra !== undefined || !isZ85Key(key))
+      throw new CurveKeyError(
+        `engine keys file ${path}, line ${i + 1}: expected '<engine URL> <40-character Z85 public key>'`,
+      );
+    if (out.has(base))
+      throw new CurveKeyError(`engine keys file ${path}, line ${i + 1}: ${base} named twice`);
+    out.set(base, key);
+  }
+  if (out.size > MAX_CLIENT_KEYS)
+    throw new CurveKeyError(`engine keys file ${path}: over ${MAX_CLIENT_KEYS} engines`);
+  return out;
+}
+
+/**
+ * The keys as a server that publishers connect to (a collector, a relay) uses them: the clients let in
+ * are `clients.keys` and every engine's own key (`engines.keys`).
+ */
+export function withEnginePublishers(keys: CurveKeys): CurveKeys {
+  if (!keys.engineKeys?.size) return keys;
+  return { ...keys, clientKeys: [...new Set([...(keys.clientKeys ?? []), ...keys.engineKeys.values()])] };
+}
+
+/** An engine's base URL as `engines.keys` is keyed (scheme, host and port; no path). */
+export function engineKeyFor(keys: CurveKeys, url: string): string | undefined {
+  if (!keys.engineKeys) return undefined;
+  try {
+    return keys.engineKeys.get(new URL(url).origin);
+  } catch {
+    return undefined;
+  }
+}
 
 function readSmall(path: string, what: string, optional: boolean): string | null {
   try {
@@ -199,7 +296,13 @@ export function loadCurveKeys(files: CurveKeyFiles): CurveKeys {
         throw new CurveKeyError(`client keys file ${clientsPath}: over ${MAX_CLIENT_KEYS} keys`);
     }
   }
-  return { publicKey, secretKey, serverKey, clientKeys, source: files.dir ?? secretPath };
+  const enginesPath = files.engineKeysFile ?? inDir(KEY_DIR_FILES.engines);
+  let engineKeys: Map<string, string> | null = null;
+  if (enginesPath) {
+    const text = readSmall(enginesPath, "engine keys file", files.engineKeysFile === undefined);
+    if (text !== null) engineKeys = engineKeysIn(text, enginesPath);
+  }
+  return { publicKey, secretKey, serverKey, clientKeys, engineKeys, source: files.dir ?? secretPath };
 }
 
 /**
@@ -209,7 +312,12 @@ export function loadCurveKeys(files: CurveKeyFiles): CurveKeys {
 export function writeKeyDir(
   dir: string,
   pair: CurveKeyPair,
-  opts: { serverKey?: string; clientKeys?: readonly string[] } = {},
+  opts: {
+    serverKey?: string;
+    clientKeys?: readonly string[];
+    /** engine base URL → its public key (`engines.keys`) */
+    engineKeys?: ReadonlyMap<string, string>;
+  } = {},
 ): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(join(dir, KEY_DIR_FILES.secret), `${pair.secretKey}\n`, { mode: 0o600 });
@@ -219,6 +327,12 @@ export function writeKeyDir(
     writeFileSync(join(dir, KEY_DIR_FILES.clients), opts.clientKeys.map((k) => `${k}\n`).join(""), {
       mode: 0o644,
     });
+  if (opts.engineKeys)
+    writeFileSync(
+      join(dir, KEY_DIR_FILES.engines),
+      [...opts.engineKeys].map(([url, key]) => `${url} ${key}\n`).join(""),
+      { mode: 0o644 },
+    );
 }
 
 /** Socket options of a CURVE server (a bound PUB, a collector's SUB): it proves it holds the secret key. */

@@ -16,7 +16,7 @@ import { encodeBatch } from "./codec.js";
 import type { KvEventsConfig } from "./config.js";
 import { connectableEndpoint, endpointBinds, offsetEndpoint, wildcardOnHost } from "./endpoint.js";
 import type { KvEventBatch, KvEventLayout } from "./events.js";
-import { curveClientOptions, curveServerOptions, type CurveKeys } from "./curve.js";
+import { curveClientOptions, curveServerOptions, sharedMacKey, topicMac, type CurveKeys } from "./curve.js";
 import { BoundedQueue } from "./ring.js";
 import { registerZap, type ZapRegistration } from "./zap.js";
 import { CONTROL_MAX_MESSAGE_BYTES } from "./zmq-guard.js";
@@ -100,6 +100,8 @@ export class ZmqEventPublisher implements KvEventPublisher {
     /** how events are written: the layout of the vLLM release being imitated */
     readonly layout: KvEventLayout,
     private readonly zap: ZapRegistration | null,
+    /** connecting out with CURVE: each message is signed for the collector (curve.ts sharedMacKey) */
+    private readonly macKey: Buffer | null = null,
   ) {
     this.topic = Buffer.from(cfg.topic, "utf8");
     this.queue = new BoundedQueue(cfg.maxQueueSize);
@@ -162,7 +164,17 @@ export class ZmqEventPublisher implements KvEventPublisher {
         await bindOrSay(router, replayEp.endpoint, "KV-event replay");
         replayBound = connectableEndpoint(router.lastEndpoint ?? replayEp.endpoint);
       }
-      const p = new ZmqEventPublisher(pub, router, cfg, bound, replayBound, opts.layout ?? "map", zap);
+      const macKey = curve && !binds ? sharedMacKey(curve.secretKey, curve.serverKey!) : null;
+      const p = new ZmqEventPublisher(
+        pub,
+        router,
+        cfg,
+        bound,
+        replayBound,
+        opts.layout ?? "map",
+        zap,
+        macKey,
+      );
       p.log.info(
         {
           endpoint: bound,
@@ -233,7 +245,12 @@ export class ZmqEventPublisher implements KvEventPublisher {
     try {
       for (let item = this.queue.shift(); item; item = this.queue.shift()) {
         if (this.pub.closed) return;
-        await this.pub.send([this.topic, seqFrame(item.seq), item.payload]);
+        const seq = seqFrame(item.seq);
+        await this.pub.send(
+          this.macKey
+            ? [this.topic, seq, item.payload, topicMac(this.macKey, this.topic, seq, item.payload)]
+            : [this.topic, seq, item.payload],
+        );
         this.stats.sent++;
       }
     } catch (err) {

@@ -105,7 +105,7 @@ const specs: FlagSpecs = {
   },
   "kv-curve-dir": {
     type: "string",
-    help: "CURVE keys for the KV-event sockets (routing.kvEvents.curve.dir): a directory, e.g. a mounted Secret, with secret.key (the router's, not readable by other users), server.key (the publishers' public key) and clients.keys (publishers the collector lets in); Switchyard's sims only, vLLM cannot do CURVE",
+    help: "CURVE keys for the KV-event sockets (routing.kvEvents.curve.dir): a directory, e.g. a mounted Secret, with secret.key (the router's, not readable by other users), server.key (the publishers' public key), clients.keys (publishers the collector lets in) and engines.keys (each engine's own public key by URL); Switchyard's sims only, vLLM cannot do CURVE",
   },
   "kv-events-plain": {
     type: "boolean",

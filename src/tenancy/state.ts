@@ -10,6 +10,7 @@ import {
   parseTenancyConfig,
   readKeysDir,
   readSaltSecretFile,
+  TenancyConfigError,
   type KeyEntry,
   type TenancyConfig,
   type TenantLimits,
@@ -20,6 +21,9 @@ import { RedisLimiter } from "./redis-limiter.js";
 import { deriveCacheSalt } from "./salt.js";
 
 const log = logger("tenancy");
+
+/** A reload that would leave a router with tenant keys with none: refused, the previous keys kept. */
+export class EmptyKeySetError extends TenancyConfigError {}
 
 /** A tenant as one snapshot sees it. */
 export interface Tenant {
@@ -53,6 +57,8 @@ export interface TenancyStateOptions {
 
 export class TenancyState {
   private snap!: Snapshot;
+  /** a first configuration is in force (a reload has something to keep) */
+  private applied = false;
   private readonly local: LocalLimiter;
   private redis: RedisLimiter | undefined;
   private readonly retired = new Set<RedisLimiter>();
@@ -69,6 +75,29 @@ export class TenancyState {
    * keeps the old: a broken reload must not open the router.
    */
   apply(input: unknown): void {
+    try {
+      this.swapIn(input);
+      this.keysError = undefined;
+    } catch (err) {
+      // the first config has nothing to keep: the router does not start
+      if (this.applied) {
+        this.keysError = (err as Error).message;
+        if (err instanceof EmptyKeySetError) this.keyReloads.emptied++;
+        else this.keyReloads.invalid++;
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Reloads refused, by why (the previous keys stayed in force): `emptied` would have left a router
+   * that had tenant keys with none, which would switch tenancy off and open every route to anyone.
+   */
+  readonly keyReloads = { emptied: 0, invalid: 0 };
+  /** why the last reload was refused, until one succeeds: the keys in force are the last good set */
+  keysError: string | undefined;
+
+  private swapIn(input: unknown): void {
     // parsing is idempotent, so a parsed config (reloadKeys) goes through the same path
     const cfg = parseTenancyConfig(input);
     const keys: KeyEntry[] = [...cfg.keys];
@@ -78,6 +107,13 @@ export class TenancyState {
       keys.push(...fromDir.keys);
       admin.push(...fromDir.adminKeys);
     }
+    // keys are what turns tenancy on, so losing them all (an emptied Secret, a keys file truncated
+    // while written) would open the router silently; only a restart takes tenancy off on purpose
+    if (keys.length === 0 && this.applied && this.snap.keys.size > 0)
+      throw new EmptyKeySetError(
+        `the reloaded configuration has no tenant keys${cfg.keysDir ? ` (keys directory ${cfg.keysDir})` : ""}; ` +
+          `keeping the previous ${this.snap.keys.size} so tenancy stays on (restart the router to turn tenancy off)`,
+      );
     const salt =
       cfg.cacheSaltSecret ??
       (cfg.cacheSaltSecretFile ? readSaltSecretFile(cfg.cacheSaltSecretFile) : undefined);
@@ -96,6 +132,7 @@ export class TenancyState {
     }
     this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
     this.snap = { cfg, keys: new KeyTable(keys, admin), tenants, limiter, salt };
+    this.applied = true;
   }
 
   /**
@@ -118,6 +155,11 @@ export class TenancyState {
 
   get config(): TenancyConfig {
     return this.snap.cfg;
+  }
+
+  /** tenant keys in force */
+  get keyCount(): number {
+    return this.snap.keys.size;
   }
 
   /** Keys are required once any tenant key is configured. */

@@ -1,9 +1,10 @@
-// `switchyard up --kv-curve`: the run's keypairs reach the engines and the router, the router routes a
+// `switchyard up --kv-curve`: the run's keypairs (one per engine, one for the router) reach the engines
+// and the router, the router routes a
 // repeated prompt by the engine's KV events over CURVE (a kv-hit), no handshake fails, and the key
 // directory is gone once the stack stops.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnCli, upArgs, waitForHttp } from "../../bench/support/cli.js";
@@ -15,18 +16,28 @@ async function metric(url: string, re: RegExp): Promise<number> {
   return m ? Number(m[1]) : 0;
 }
 
-test("up --kv-curve: the router routes by the engines' CURVE-protected KV events, and the keys are removed at stop", async () => {
+test("up --kv-curve: each engine gets a keypair of its own, the router routes by their CURVE-protected KV events, and the keys are removed at stop", async () => {
   // the stack's temporary directory is looked for here, away from other tests' files
   const tmp = mkdtempSync(join(tmpdir(), "switchyard-up-curve-test-"));
-  const up = await upArgs(1, ["--model", MODEL, "--policy", "kv", "--kv-curve", "--time-scale", "0.1"]);
+  const up = await upArgs(2, ["--model", MODEL, "--policy", "kv", "--kv-curve", "--time-scale", "0.1"]);
   const stack = spawnCli(up.args, { TMPDIR: tmp });
   const router = `http://127.0.0.1:${up.port}`;
   try {
     await waitForHttp(`${router}/ready`, 60_000);
+    const dirs = readdirSync(tmp).filter((n) => n.startsWith("switchyard-kv-curve-"));
+    assert.equal(dirs.length, 1, "one key directory for the run");
+    const root = join(tmp, dirs[0]!);
+    const publicKeys = [0, 1].map((i) =>
+      readFileSync(join(root, `engine-${i}`, "public.key"), "utf8").trim(),
+    );
+    assert.notEqual(publicKeys[0], publicKeys[1], "one keypair per engine");
+    const engineKeys = readFileSync(join(root, "router", "engines.keys"), "utf8")
+      .trim()
+      .split("\n");
     assert.deepEqual(
-      readdirSync(tmp).filter((n) => n.startsWith("switchyard-kv-curve-")).length,
-      1,
-      "one key directory for the run",
+      engineKeys.map((l) => l.split(" ")[1]),
+      publicKeys,
+      "the router believes each engine by its own key",
     );
     const body = {
       model: MODEL,

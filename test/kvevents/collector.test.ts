@@ -2,7 +2,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Publisher } from "zeromq";
 import { encodeBatch } from "../../src/kvevents/codec.js";
-import { KvEventCollector, topicAddress, urlAddresses } from "../../src/kvevents/collector.js";
+import {
+  KvEventCollector,
+  topicAddress,
+  UNKNOWN_TOPICS_BYTES,
+  UNKNOWN_TOPICS_MAX,
+  urlAddresses,
+} from "../../src/kvevents/collector.js";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
 import { zmqGuardCounts } from "../../src/kvevents/zmq-guard.js";
@@ -157,6 +163,29 @@ test("a 64 MiB frame sent to the collector is refused and counted; the engines' 
     await raw.send([topic, seqFrame(900), Buffer.alloc(600 * 1024), Buffer.alloc(600 * 1024)]);
     await waitFor(() => c.stats.dropped.oversized === 1, "the many-frame message dropped");
     assert.equal(zmqGuardCounts.oversized["kv-collector"] >= 1, true);
+  } finally {
+    raw.close();
+    await c.close();
+  }
+});
+
+test("unknown topics are remembered within a count and a byte bound: one sender cycling huge topics cannot grow the cache", async () => {
+  const c = await KvEventCollector.bind("tcp://127.0.0.1:*");
+  const raw = await rawPublisher(c.endpoint);
+  try {
+    await warmUp(c, async () => raw.send(["kv@warm-up@m", seqFrame(0), encodeBatch(batchNo(0))]));
+    const big = "x".repeat(256 * 1024);
+    const before = c.stats.dropped["unknown-engine"];
+    for (let i = 0; i < 100; i++)
+      await raw.send([`kv@unknown-${i}:1@${big}`, seqFrame(i), encodeBatch(batchNo(i))]);
+    await waitFor(() => c.stats.dropped["unknown-engine"] - before === 100, "100 unknown topics dropped");
+    const seen = c.unknownTopics;
+    assert.ok(seen.bytes <= UNKNOWN_TOPICS_BYTES, `${seen.bytes} bytes of topics remembered`);
+    // short topics: the count binds
+    for (let i = 0; i < 100; i++) await raw.send([`kv@short-${i}:1@m`, seqFrame(i), encodeBatch(batchNo(i))]);
+    await waitFor(() => c.stats.dropped["unknown-engine"] - before === 200, "100 more dropped");
+    assert.ok(c.unknownTopics.count <= UNKNOWN_TOPICS_MAX, `${c.unknownTopics.count} topics remembered`);
+    assert.ok(c.unknownTopics.bytes <= UNKNOWN_TOPICS_BYTES);
   } finally {
     raw.close();
     await c.close();

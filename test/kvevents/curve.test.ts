@@ -251,3 +251,46 @@ test("plain mode on loopback still works alongside CURVE sockets in the same pro
     await Promise.all([pub.close(), curvePub.close()]);
   }
 });
+
+test("a CURVE collector binds each engine's topic to its key: another admitted publisher writing that engine's topic delivers nothing", async () => {
+  const engineA = keys();
+  const engineB = keys();
+  const collectorKeys = keys({ clientKeys: [engineA.publicKey, engineB.publicKey] });
+  const collector = await KvEventCollector.bind("tcp://127.0.0.1:*", { curve: collectorKeys });
+  const topicA = "kv@127.0.0.1:8001@m";
+  const gotA: KvEventBatch[] = [];
+  const gotB: KvEventBatch[] = [];
+  collector.attach(
+    { id: "a", addresses: ["127.0.0.1:8001"], publicKey: engineA.publicKey },
+    { onBatch: (_s, b) => gotA.push(b) },
+  );
+  collector.attach(
+    { id: "b", addresses: ["127.0.0.1:8002"], publicKey: engineB.publicKey },
+    { onBatch: (_s, b) => gotB.push(b) },
+  );
+  const publisher = (k: CurveKeys, topic: string) =>
+    ZmqEventPublisher.create(loopbackConfig({ endpoint: collector.endpoint, replay_endpoint: null, topic }), {
+      curve: { ...k, serverKey: collectorKeys.publicKey },
+    });
+  const realA = await publisher(engineA, topicA);
+  const realB = await publisher(engineB, "kv@127.0.0.1:8002@m");
+  // engine B's process, admitted with its own key, writes engine A's topic
+  const bAsA = await publisher(engineB, topicA);
+  try {
+    for (let i = 0; gotA.length < 5 || gotB.length < 1; i++) {
+      realA.publish(batchNo(i));
+      realB.publish(batchNo(i));
+      bAsA.publish(batchNo(1000 + i));
+      await new Promise((r) => setTimeout(r, 20));
+      assert.ok(i < 1500, "no batch of the engines' own publishers arrived");
+    }
+    await waitFor(() => collector.stats.dropped.forged > 0, "B's batches under A's topic dropped");
+    assert.ok(
+      hashes(gotA).every((h) => h < 1000),
+      `B's batches delivered as A's: ${hashes(gotA).join(",")}`,
+    );
+  } finally {
+    await Promise.all([realA.close(), realB.close(), bAsA.close()]);
+    await collector.close();
+  }
+});

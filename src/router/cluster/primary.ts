@@ -21,7 +21,7 @@ import { workersOwnSockets } from "../edge/accept.js";
 import { watchConfigFile } from "../config/watch.js";
 import { aggregateMetrics } from "./aggregate.js";
 import { ControlPlane } from "./control-plane.js";
-import { loadCurveKeys } from "../../kvevents/curve.js";
+import { loadCurveKeys, withEnginePublishers } from "../../kvevents/curve.js";
 import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
 import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
@@ -122,7 +122,7 @@ export class Primary {
     if (bind) {
       const targets = Array.from({ length: this.o.workers }, (_, i) => workerKvEndpoint(i));
       // the keys as at start: a reload re-keys the workers' sockets, not this one
-      const keys = curve ? loadCurveKeys(curve) : null;
+      const keys = curve ? withEnginePublishers(loadCurveKeys(curve)) : null;
       this.relay = await KvEventRelay.start(bind, targets, maxMessageBytes, keys);
     }
     this.peers = await PeerSync.start(this.cfg.peers, {

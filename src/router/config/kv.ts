@@ -42,6 +42,8 @@ const curveFilesSchema = z
     publicKeyFile: z.string().min(1).optional(),
     serverKeyFile: z.string().min(1).optional(),
     clientKeysFile: z.string().min(1).optional(),
+    /** `<engine URL> <public key>` a line: each engine's own key (default: engines.keys in dir) */
+    engineKeysFile: z.string().min(1).optional(),
   })
   .refine((c) => c.dir !== undefined || c.secretKeyFile !== undefined, {
     message: "needs dir (a directory with secret.key) or secretKeyFile",

@@ -5,6 +5,9 @@
 // sends a byte is not closed by Node 20 at all. Here the router keeps the cap itself: at it, a new
 // connection takes the slot of the one idle longest (open between requests, or never used), which is
 // closed and counted; only when every open connection has a request in progress is the new one refused.
+// An idle connection that has sent bytes since it went idle is a client sending a request's headers
+// (slowly, or over a slow link): it gives way only after every silent idle one, so a burst of new
+// connections cannot cut off requests that are already arriving.
 // A connection that has sent no request within `limits.headersTimeout` is closed; one idle after a
 // response, after `limits.keepAliveTimeout` (Node's keep-alive timer).
 //
@@ -26,6 +29,8 @@ interface Conn extends Linked<Conn> {
   fresh: boolean;
   /** closed to make room: already left the count */
   reclaimed: boolean;
+  /** the socket's bytesRead when it went idle: more since means a request's headers are arriving */
+  readAtIdle: number;
 }
 
 const CONN = Symbol("switchyard.conn");
@@ -79,6 +84,7 @@ export class ClientConnections {
       busy: 0,
       fresh: true,
       reclaimed: false,
+      readAtIdle: 0,
       prev: null,
       next: null,
       list: null,
@@ -107,12 +113,26 @@ export class ClientConnections {
     res.once("close", responseClosed);
   };
 
-  /** Closes the connection idle longest for `incoming`, or refuses `incoming` when none is idle. */
+  /**
+   * Closes the connection idle longest for `incoming` (a silent one first, then one sending its
+   * headers), or refuses `incoming` when none is idle. Walks the idle list only at the cap.
+   */
   private makeRoom(incoming: Conn): void {
-    const oldest = this.idle.head;
-    if (oldest !== null && oldest !== incoming) {
-      this.forget(oldest);
-      oldest.socket.destroy();
+    let victim: Conn | null = null;
+    let sending: Conn | null = null;
+    for (let c = this.idle.head; c !== null; c = c.next) {
+      if (c === incoming) continue;
+      // bytesRead is counted by the handle, also while Node's HTTP parser consumes the socket natively
+      if (c.socket.bytesRead === c.readAtIdle) {
+        victim = c;
+        break;
+      }
+      sending ??= c;
+    }
+    victim ??= sending;
+    if (victim !== null) {
+      this.forget(victim);
+      victim.socket.destroy();
       this.events.reclaimed();
       return;
     }
@@ -138,7 +158,9 @@ export class ClientConnections {
   settled(conn: Conn): void {
     if (--conn.busy > 0 || conn.reclaimed) return;
     this.inProgress--;
-    if (!conn.socket.destroyed) this.idle.push(conn);
+    if (conn.socket.destroyed) return;
+    conn.readAtIdle = conn.socket.bytesRead;
+    this.idle.push(conn);
   }
 }
 

@@ -145,6 +145,11 @@ export class Router {
       queueDepth: () => this.queue.depth,
       responseIds: () => ({ size: this.affinity.size, evictions: this.affinity.evictions }),
       sessions: () => this.ingress.sessions,
+      tenancyKeys: () => ({
+        keys: this.tenancy.keyCount,
+        stale: this.tenancy.keysError !== undefined,
+        refused: this.tenancy.keyReloads,
+      }),
     });
     this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);

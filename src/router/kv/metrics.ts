@@ -94,7 +94,7 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
   });
   new Counter({
     name: "switchyard_routing_kv_collector_messages_total",
-    help: "KV-event messages the collector (--kv-events-bind) received, by outcome: accepted, or why dropped (malformed, oversized, topic, unknown-engine, ambiguous-engine)",
+    help: "KV-event messages the collector (--kv-events-bind) received, by outcome: accepted, or why dropped (malformed, oversized, topic, unknown-engine, ambiguous-engine, forged: not signed with the engine's own CURVE key)",
     labelNames: ["outcome"],
     registers: [prom],
     collect() {

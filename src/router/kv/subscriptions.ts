@@ -9,7 +9,14 @@
 // publisher holding the server key's secret; the collector lets in only the listed publishers); without
 // it, an endpoint beyond this host is taken in plain and said once, unless `plain: true` says it is meant.
 import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
-import { endpointIsLocal, loadCurveKeys, type CurveClient, type CurveKeys } from "../../kvevents/curve.js";
+import {
+  endpointIsLocal,
+  engineKeyFor,
+  loadCurveKeys,
+  withEnginePublishers,
+  type CurveClient,
+  type CurveKeys,
+} from "../../kvevents/curve.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { versionAtLeast } from "../../kvevents/versions.js";
@@ -141,7 +148,7 @@ export class KvSubscriptions {
   ) {
     const files = cfg.routing.kvEvents.curve;
     this.curve = files ? loadCurveKeys(files) : null;
-    this.curveSeen = JSON.stringify(this.curve);
+    this.curveSeen = fingerprint(this.curve);
   }
 
   /**
@@ -158,7 +165,7 @@ export class KvSubscriptions {
       log.error({ err: (err as Error).message }, "KV-event CURVE keys not reloaded; keeping the keys in use");
       return false;
     }
-    const seen = JSON.stringify(next);
+    const seen = fingerprint(next);
     if (seen === this.curveSeen) return false;
     this.curve = next;
     this.curveSeen = seen;
@@ -193,6 +200,7 @@ export class KvSubscriptions {
   private clientSecurity(
     endpoint: string,
     src: { serverKey?: string | undefined; plain?: boolean | undefined },
+    url: string,
   ): CurveClient | null | undefined {
     if (src.plain) return null;
     const keys = this.curve;
@@ -200,12 +208,14 @@ export class KvSubscriptions {
       this.warnPlain(endpoint, `KV events from ${endpoint} are taken`);
       return null;
     }
-    const serverKey = src.serverKey ?? keys.serverKey;
+    // the engine's own key (its backend's kvEvents.serverKey, or engines.keys) binds its events to
+    // the holder of that engine's secret; the shared server key only where neither names one
+    const serverKey = src.serverKey ?? engineKeyFor(keys, url) ?? keys.serverKey;
     if (serverKey) return { keys, serverKey };
     this.warnOnce(`nokey ${endpoint}`, () =>
       log.error(
         { endpoint, keys: keys.source },
-        "not subscribed to KV events: the router has CURVE keys but no server key for this publisher (server.key, or the backend's kvEvents.serverKey; kvEvents.plain for an engine that cannot do CURVE)",
+        "not subscribed to KV events: the router has CURVE keys but no server key for this publisher (its line in engines.keys, the backend's kvEvents.serverKey, or server.key; kvEvents.plain for an engine that cannot do CURVE)",
       ),
     );
     return undefined;
@@ -249,15 +259,20 @@ export class KvSubscriptions {
       if (!this.curve) this.warnPlain(ep, `the KV-event collector at ${ep} takes messages`);
       // ipc is reached through the file system, not the network: a router worker's private endpoint,
       // fed by its primary's relay (which holds the keys), stays plain
-      const curve = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : this.curve;
-      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve }).then((c) => {
-        if (this.closed || this.bound !== ep) {
-          void c.close();
-          return null;
-        }
-        this.collectorNow = c;
-        return c;
-      });
+      const keys = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : this.curve;
+      // the publishers let in: clients.keys and every engine's own key (engines.keys)
+      const curve = keys && withEnginePublishers(keys);
+      // behind a relay (ipc) the socket is plain, yet engines' signatures are checked with the router's keys
+      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve, identity: this.curve }).then(
+        (c) => {
+          if (this.closed || this.bound !== ep) {
+            void c.close();
+            return null;
+          }
+          this.collectorNow = c;
+          return c;
+        },
+      );
       this.collectorP.catch(() => {
         this.collectorP = null;
       });
@@ -418,11 +433,14 @@ export class KvSubscriptions {
       if (!c || st.collecting || !this.states.has(st.url)) return;
       st.flowing = false;
       // the engine's replay socket is CURVE like its publisher: believed with the publishers' key
-      const replayCurve = this.curve?.serverKey
-        ? { keys: this.curve, serverKey: this.curve.serverKey }
-        : null;
+      const replayKey = this.curve ? (engineKeyFor(this.curve, st.url) ?? this.curve.serverKey) : null;
+      const replayCurve = this.curve && replayKey ? { keys: this.curve, serverKey: replayKey } : null;
       c.attach(
-        { id: st.url, addresses: urlAddresses(st.url) },
+        {
+          id: st.url,
+          addresses: urlAddresses(st.url),
+          publicKey: this.curve ? engineKeyFor(this.curve, st.url) : undefined,
+        },
         this.streamOptions(st, src.replay, replayCurve),
       );
       st.collecting = true;
@@ -430,7 +448,7 @@ export class KvSubscriptions {
       return;
     }
     if (st.sub) return;
-    const curve = this.clientSecurity(src.endpoint, src);
+    const curve = this.clientSecurity(src.endpoint, src, st.url);
     if (curve === undefined) return;
     st.flowing = false;
     st.refused = false;
@@ -449,7 +467,7 @@ export class KvSubscriptions {
       );
       // the other data-parallel ranks: each its own socket and sequence, all into the engine's entries
       for (const r of src.ranks ?? []) {
-        const rankCurve = this.clientSecurity(r.endpoint, { ...r, plain: src.plain });
+        const rankCurve = this.clientSecurity(r.endpoint, { ...r, plain: src.plain }, st.url);
         if (rankCurve === undefined) continue;
         st.rankSubs.push(
           await KvEventSubscriber.create({
@@ -643,4 +661,9 @@ export class KvSubscriptions {
         "engine routed by the approximate prefix index, not KV events",
       );
   }
+}
+
+/** The keys as compared across reloads (engines.keys is a Map, which JSON would write as {}). */
+function fingerprint(keys: CurveKeys | null): string {
+  return JSON.stringify(keys && { ...keys, engineKeys: keys.engineKeys ? [...keys.engineKeys] : null });
 }

@@ -177,6 +177,8 @@ export interface EngineGaugeSource {
   responseIds?(): { size: number; evictions: number };
   /** session identity (src/routing/session-identity.ts): sessions held, dropped, and found by source */
   sessions?(): { size: number; evictions: number; expired: number; found: Record<string, number> };
+  /** tenancy's keys: how many are in force, whether the last reload was refused, refusals by why */
+  tenancyKeys?(): { keys: number; stale: boolean; refused: Record<string, number> };
 }
 
 export class RouterMetrics {
@@ -455,6 +457,34 @@ export class RouterMetrics {
       collect() {
         this.reset();
         this.inc(ids().evictions);
+      },
+    });
+    const tenancyKeys = () => source.tenancyKeys?.();
+    new Gauge({
+      name: "switchyard_tenancy_keys",
+      help: "Tenant API keys in force (0: tenancy off)",
+      registers: [r],
+      collect() {
+        this.set(tenancyKeys()?.keys ?? 0);
+      },
+    });
+    new Gauge({
+      name: "switchyard_tenancy_keys_stale",
+      help: "1 while the last key reload was refused and the router serves the last good key set (the log names why)",
+      registers: [r],
+      collect() {
+        this.set(tenancyKeys()?.stale ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: "switchyard_tenancy_key_reloads_refused_total",
+      help: "Key reloads refused, the previous keys kept, by reason (emptied: the new set had no tenant keys, which would switch tenancy off; invalid: it did not parse or read)",
+      labelNames: ["reason"],
+      registers: [r],
+      collect() {
+        this.reset();
+        const k = tenancyKeys();
+        if (k) for (const [reason, n] of Object.entries(k.refused)) this.inc({ reason }, n);
       },
     });
     const sessions = () => source.sessions?.();

@@ -46,6 +46,9 @@ export const messagesSchema = z.looseObject({
   top_k: z.number().int().nullish(),
   metadata: z.record(z.string(), z.unknown()).nullish(),
   kv_transfer_params: z.record(z.string(), z.unknown()).nullish(),
+  // vLLM's own field on its Anthropic route: mixed into the first KV block's hash, so requests with
+  // different salts never share a prefix-cache hit (the router's per-tenant isolation rides on it)
+  cache_salt: z.string().nullish(),
 });
 export type MessagesBody = z.infer<typeof messagesSchema>;
 
@@ -215,6 +218,7 @@ function startGeneration(
       maxTokens: body.max_tokens,
       temperature: body.temperature ?? null,
       stop: body.stop_sequences ?? [],
+      cacheSalt: body.cache_salt ?? null,
     },
     events,
   );

@@ -147,11 +147,12 @@ export async function renderMessages(ctx: SimContext, raw: unknown): Promise<unk
     maxTokensFor(ctx, tokenIds.length, body.max_tokens),
     { stream },
   );
-  // an Anthropic request has no stream_options, cache_salt or priority of its own; a stream's usage
-  // is reported as it goes, so vLLM asks the chat path for it
+  // an Anthropic request has no stream_options or priority of its own; a stream's usage is reported
+  // as it goes, so vLLM asks the chat path for it
   return generateRequest(`chatcmpl-${newRequestHex()}`, tokenIds, sampling, {
     model: body.model,
     stream,
+    cache_salt: body.cache_salt,
     stream_options: stream ? { include_usage: true, continuous_usage_stats: true } : null,
   });
 }

@@ -105,3 +105,35 @@ test("a connection that never sends a request is closed after limits.headersTime
     await eng.close();
   }
 });
+
+test("at the cap a client still sending its request's headers is not closed while an idle keep-alive connection can give way", async () => {
+  const eng = await startFakeEngine();
+  const r = await routerFor([eng.url], { limits: { maxConnections: 2 } });
+  const port = Number(new URL(r.url).port);
+  // the oldest connection: its headers arrive slowly (the last line still to come)
+  const slow = connect(port, "127.0.0.1") as Held;
+  slow.gone = false;
+  slow.on("error", () => undefined);
+  slow.on("close", () => (slow.gone = true));
+  let answer = "";
+  slow.on("data", (b: Buffer) => (answer += b.toString("latin1")));
+  let idle: Held | undefined;
+  try {
+    await new Promise((res) => slow.once("connect", res));
+    slow.write("GET /health HTTP/1.1\r\nHost: x\r\n");
+    // newer, answered and idle between requests
+    idle = await idleConnection(port);
+    const res = await fetch(`${r.url}/health`);
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    await waitUntil(() => idle!.gone, 30_000, "the idle keep-alive connection to give way");
+    assert.equal(slow.gone, false, "the connection sending headers is still open");
+    slow.write("\r\n");
+    await waitUntil(() => answer.startsWith("HTTP/1.1 200"), 30_000, "the slow request answered");
+  } finally {
+    slow.destroy();
+    idle?.destroy();
+    await r.close(500);
+    await eng.close();
+  }
+});

@@ -93,6 +93,121 @@ test("with CURVE keys the sim holding the expected secret key is routed by its e
   }
 });
 
+test("with one keypair per engine (engines.keys) each engine is believed only with its own key: a sim holding another engine's keypair indexes nothing", async () => {
+  const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
+  const keyA = curveKeyPair();
+  const keyB = curveKeyPair();
+  const router = curveKeyPair();
+  writeKeyDir(join(root, "a"), keyA, { clientKeys: [router.publicKey] });
+  // engine b's process holds engine a's keypair, not its own: a leaked key of one engine
+  writeKeyDir(join(root, "b-with-a"), keyA, { clientKeys: [router.publicKey] });
+  const a = await sim(join(root, "a"));
+  const b = await sim(join(root, "b-with-a"));
+  writeKeyDir(join(root, "router"), router, {
+    engineKeys: new Map([
+      [a.url, keyA.publicKey],
+      [b.url, keyB.publicKey],
+    ]),
+  });
+  const r = await routerFor(
+    [a, b].map((s) => ({ url: s.url, kvEvents: kvEventsOf(s) })),
+    { policy: "kv", routing: { kvEvents: { curve: { dir: join(root, "router") } } } },
+  );
+  const cache = r.router.cache;
+  try {
+    await waitUntil(
+      () => r.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
+      5000,
+      "sims",
+    );
+    assert.equal((await post(`${a.url}/v1/chat/completions`, chat("engine-a"))).status, 200);
+    assert.equal((await post(`${b.url}/v1/chat/completions`, chat("engine-b"))).status, 200);
+    await waitUntil(() => cache.kv.blocksOf(a.url) > 10 && cache.kvRouted(a.url), 10_000, "a indexed");
+    await waitUntil(
+      () => (cache.subs.states.get(b.url)?.sub?.stats.authFailures ?? 0) > 0,
+      10_000,
+      "b's publisher refused: it does not hold engine b's secret key",
+    );
+    assert.equal(cache.kv.blocksOf(b.url), 0);
+    assert.equal(cache.subs.states.get(b.url)!.sub!.stats.received, 0);
+  } finally {
+    await r.close();
+    await Promise.all([a.close(), b.close()]);
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("collector mode with engines.keys: a sim admitted with its own key that writes another engine's topic indexes nothing there", async () => {
+  const { freePorts } = await import("../../bench/harness/cli.js");
+  const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
+  const [pa, pb, pk] = (await freePorts(3)) as [number, number, number];
+  const collector = `tcp://127.0.0.1:${pk}`;
+  const router = curveKeyPair();
+  const keyA = curveKeyPair();
+  const keyB = curveKeyPair();
+  writeKeyDir(join(root, "a"), keyA, { serverKey: router.publicKey });
+  writeKeyDir(join(root, "b"), keyB, { serverKey: router.publicKey });
+  const urlA = `http://127.0.0.1:${pa}`;
+  const urlB = `http://127.0.0.1:${pb}`;
+  writeKeyDir(join(root, "router"), router, {
+    engineKeys: new Map([
+      [urlA, keyA.publicKey],
+      [urlB, keyB.publicKey],
+    ]),
+  });
+  const connectOut = (port: number, topicPort: number, dir: string) =>
+    startTestSim(
+      MODEL,
+      [
+        "--kv-events-config",
+        JSON.stringify({
+          enable_kv_cache_events: true,
+          publisher: "zmq",
+          endpoint: collector,
+          topic: `kv@127.0.0.1:${topicPort}@${MODEL}`,
+        }),
+        "--kv-curve-dir",
+        dir,
+        "--time-scale",
+        "0.05",
+      ],
+      { port },
+    );
+  const a = await connectOut(pa, pa, join(root, "a"));
+  // engine b, admitted with its own key, writes engine a's topic
+  const b = await connectOut(pb, pa, join(root, "b"));
+  const r = await routerFor([{ url: a.url }, { url: b.url }], {
+    policy: "kv",
+    routing: { kvEvents: { bind: collector, curve: { dir: join(root, "router") } } },
+  });
+  const cache = r.router.cache;
+  try {
+    await waitUntil(() => cache.subs.collector !== null, 5000, "the collector bound");
+    for (let i = 0; !(cache.subs.collector!.stats.dropped.forged > 0 && cache.kv.blocksOf(a.url) > 0); i++) {
+      assert.ok(i < 300, "a's events never indexed, or b's under a's topic never dropped");
+      assert.equal((await post(`${a.url}/v1/chat/completions`, chat(`a ${i}`))).status, 200);
+      assert.equal((await post(`${b.url}/v1/chat/completions`, chat(`b ${i}`))).status, 200);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    // what b computed was never indexed as a's: of b's prompt only the chat template's opening block,
+    // which a's prompts share, is known
+    const hit = await routeOf(r.url, "/v1/chat/completions", chat("b 0"));
+    assert.ok(Number(hit.predicted_cached_tokens) <= 16, JSON.stringify(hit));
+    // while a's own events are taken: a prompt it computes now is routed to it by them
+    assert.equal((await post(`${a.url}/v1/chat/completions`, chat("a again"))).status, 200);
+    await waitUntil(
+      async () =>
+        Number((await routeOf(r.url, "/v1/chat/completions", chat("a again"))).predicted_cached_tokens) > 160,
+      10_000,
+      "a's prompt indexed",
+    );
+  } finally {
+    await r.close();
+    await Promise.all([a.close(), b.close()]);
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test("a router config whose CURVE secret key file is readable by every user is refused at start, naming the file", async () => {
   const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
   try {
