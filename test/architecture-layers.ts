@@ -44,7 +44,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2500 },
   "src/workload": { imports: ["src/random"], lines: 1500 },
   "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 3000 },
-  "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 2750 },
+  // tenants grew usage read from every protocol (Messages, Responses, token-in) and key-set guards
+  "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 3500 },
   "src/discovery": { imports: ["src/config", "src/obs"], lines: 1000 },
 
   // routing policies: pure functions of a fleet snapshot; predictive routing uses the engine's step time

@@ -7,8 +7,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { deriveCacheSalt } from "../../src/tenancy/salt.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { post, routerFor } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { post, routerFor } from "../helpers/router.js";
 import { getText, metric, startTestSim } from "../sim/helpers.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";

@@ -9,8 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hashKey } from "../../src/tenancy/keys.js";
 import { EmptyKeySetError, TenancyState } from "../../src/tenancy/state.js";
-import { startFakeEngine } from "../router/fake-engine.js";
-import { post, routerFor, waitUntil } from "../router/util.js";
+import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { post, routerFor, waitUntil } from "../helpers/router.js";
 
 const KEY = "sk-team-a-0123456789abcdef";
 const NEW = "sk-team-a-new-0123456789ab";

@@ -138,7 +138,7 @@ test("with one keypair per engine (engines.keys) each engine is believed only wi
 });
 
 test("collector mode with engines.keys: a sim admitted with its own key that writes another engine's topic indexes nothing there", async () => {
-  const { freePorts } = await import("../../bench/harness/cli.js");
+  const { freePorts } = await import("../../../bench/support/cli.js");
   const root = mkdtempSync(join(tmpdir(), "switchyard-kv-curve-"));
   const [pa, pb, pk] = (await freePorts(3)) as [number, number, number];
   const collector = `tcp://127.0.0.1:${pk}`;
