@@ -108,6 +108,27 @@ describe("helm chart: security", { timeout: 300_000 }, () => {
     ]);
   });
 
+  it("tenancy with router replicas: the replicas' shared secret is a file from the named Secret, and without one the chart refuses", (t) => {
+    const objs = renderOf(t, TENANCY);
+    if (!objs) return;
+    const deploy = one(objs, "Deployment", "-router");
+    const c = container(deploy);
+    const flag = (c.args as string[]).find((a) => a.startsWith("--peers-secret-file="));
+    assert.ok(flag, "the router gets --peers-secret-file");
+    const path = flag.slice("--peers-secret-file=".length);
+    const mount = (c.volumeMounts as Array<{ name: string; mountPath: string; readOnly?: boolean }>).find(
+      (m) => path.startsWith(`${m.mountPath}/`),
+    )!;
+    assert.equal(mount.readOnly, true);
+    const vol = (deploy.spec.template.spec.volumes as Any[]).find((v) => v.name === mount.name).secret;
+    assert.equal(vol.secretName, "switchyard-peers");
+    assert.deepEqual(vol.items, [{ key: "secret", path: path.slice(mount.mountPath.length + 1) }]);
+    // the same values without the Secret: refused, naming the value to set
+    const r = renderRaw(requireTool(t, "helm")!, TENANCY, ["--set", "router.peers.secret.name="]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /router\.peers\.secret\.name/);
+  });
+
   it("the rendered keys Secret and config, laid out as the pod sees them, authenticate the keys and salt the isolated tenant", (t) => {
     const objs = renderOf(t, TENANCY);
     if (!objs) return;
