@@ -11,6 +11,7 @@ import { prefixRepetitionWorkload } from "../workload/prefix-repetition.js";
 import { randomWorkload, RANDOM_DEFAULTS } from "../workload/random.js";
 import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../workload/shared-prefix.js";
 import type { Workload } from "../workload/types.js";
+import { TRACE_DEFAULTS, traceWorkload } from "../workload/trace.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
 import type { PolicyName } from "../routing/index.js";
 import type { FleetOptions, SessionKeyMode } from "./fleet.js";
@@ -30,7 +31,8 @@ export const RAG_DOCS_PER_TENANT = 10;
 export function defaultRequests(r: ResolvedScenario): number {
   const g = r.scenario.simulation.generator?.name;
   // these presets are their sessions (or conversations), whole: cut at a count, the last would never run
-  if (g === "agentic" || g === "conversation-replay") return r.scenario.simulation.requests ?? Infinity;
+  if (g === "agentic" || g === "conversation-replay" || g === "trace")
+    return r.scenario.simulation.requests ?? Infinity;
   return (
     r.scenario.simulation.requests ??
     Math.min(2000, Math.max(500, (r.scenario.workload.concurrency ?? 0) * 8))
@@ -122,6 +124,20 @@ export function workloadFor(
         const over = g.conversations !== undefined ? { conversations: g.conversations } : {};
         const o = conversationReplayOptions(g.preset as ConversationReplayPreset, seed, over);
         return { generator: g.name, workload: conversationReplayWorkload(o) };
+      }
+      case "trace": {
+        // the window whole, at the trace's own times (the scenario's qps does not apply)
+        if (!r.trace)
+          throw new Error("simulation.generator: a trace scenario must be read with its trace (withTrace)");
+        const o = {
+          startS: g.trace_start_s ?? TRACE_DEFAULTS.startS,
+          durationS: g.trace_duration_s ?? TRACE_DEFAULTS.durationS,
+          speed: g.trace_speed ?? TRACE_DEFAULTS.speed,
+          blockTokens: g.trace_block_tokens ?? TRACE_DEFAULTS.blockTokens,
+          maxOutput: g.trace_max_output ?? TRACE_DEFAULTS.maxOutput,
+          seed,
+        };
+        return { generator: g.name, workload: traceWorkload(r.trace, o) };
       }
       case "random":
         return {
