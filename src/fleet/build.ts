@@ -13,8 +13,7 @@ import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../workload/shared
 import type { Workload } from "../workload/types.js";
 import { TRACE_DEFAULTS, traceWorkload } from "../workload/trace.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
-import type { PolicyName } from "../routing/index.js";
-import type { FleetOptions, SessionKeyMode } from "./fleet.js";
+import type { FleetOptions, FleetPolicy, SessionKeyMode } from "./fleet.js";
 import { REMOTE_BANDWIDTH_BPS } from "./remote.js";
 import type { ResolvedScenario } from "./scenario.js";
 
@@ -242,8 +241,8 @@ export function workloadFor(
 }
 
 /** the routing policy the plan recommends (and the simulator uses unless the scenario names one) */
-export function policyFor(r: ResolvedScenario): PolicyName {
-  const p = r.scenario.simulation.policy as PolicyName | undefined;
+export function policyFor(r: ResolvedScenario): FleetPolicy {
+  const p = r.scenario.simulation.policy as FleetPolicy | undefined;
   if (p) return p;
   const w = r.scenario.workload;
   if (w.prefix_reuse !== "none" || w.shared_prefix_tokens > 0) return "session";

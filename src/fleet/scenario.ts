@@ -100,7 +100,8 @@ const simulationSchema = z.strictObject({
   requests: posInt.optional(),
   /** stop starting requests after this many virtual seconds */
   duration_s: positive.optional(),
-  policy: z.enum(ROUTER_POLICY_NAMES as unknown as [string, ...string[]]).optional(),
+  /** a router policy, or `clairvoyant`: the reference placement from every engine's exact state */
+  policy: z.enum([...ROUTER_POLICY_NAMES, "clairvoyant"] as unknown as [string, ...string[]]).optional(),
   /** scorers added to the policy's own, as the router's config `scorers` (docs/routing.md) */
   scorers: scorersConfigSchema,
   /**
