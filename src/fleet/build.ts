@@ -300,6 +300,7 @@ export function fleetOptionsFor(
     recordItl: opts.recordItl ?? s.simulation.itl,
     sloTtftMs: s.simulation.slo_ttft_ms,
     scorers: s.simulation.scorers,
+    tierAware: s.simulation.tier_aware,
     lateBinding: {
       ...(s.simulation.queued_prompts !== undefined ? { queuedPrompts: s.simulation.queued_prompts } : {}),
       ...(s.simulation.max_hold_ms !== undefined ? { maxHoldMs: s.simulation.max_hold_ms } : {}),

@@ -68,6 +68,11 @@ export interface FleetOptions {
   hooks?: FleetHooks;
   /** the decision log: every routing decision with what the policy predicted per engine */
   onDecision?: (d: FleetDecision) => void;
+  /**
+   * the router reads the shared server's tier index (what it stores and evicts): a cache-aware policy
+   * prices what it holds of a prompt at its load time; false: the router sees the engines' GPUs only
+   */
+  tierAware?: boolean | undefined;
 }
 
 export interface FleetResult {
@@ -138,6 +143,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       scorers: o.scorers,
       lateBinding: o.lateBinding,
       onDecision: o.onDecision,
+      tier: o.tierAware ? shared : null,
     },
     o.engine.model.id,
     fleet.engines,

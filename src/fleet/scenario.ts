@@ -119,6 +119,8 @@ const simulationSchema = z.strictObject({
   /** predictive policy: as the router's `predictive.minCachedShare` */
   min_cached_share: z.number().min(0).max(1).optional(),
   arrival: z.enum(["poisson", "constant"]).default("poisson"),
+  /** the router reads offload.shared_server's tier index (what it stores and evicts) */
+  tier_aware: z.boolean().default(false),
   offload: offloadSchema.default({
     mode: "none",
     native_gib: 64,
