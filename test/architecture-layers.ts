@@ -42,7 +42,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2500 },
   // the engine emits KV events as values (kvevents/events.ts, types only)
   "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2500 },
-  "src/workload": { imports: ["src/random"], lines: 1500 },
+  // production-trace replay (trace.ts) joined the generators
+  "src/workload": { imports: ["src/random"], lines: 1700 },
   "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 3000 },
   // tenants grew usage read from every protocol (Messages, Responses, token-in) and key-set guards
   "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 3500 },
@@ -324,7 +325,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   "src/fleet": {
     imports: ["src/config", "src/engine", "src/models", "src/random", "src/routing", "src/workload"],
-    lines: 2000,
+    // trace scenarios and the clairvoyant reference placement
+    lines: 2400,
   },
   "src/planner": {
     imports: ["src/config", "src/engine", "src/fleet", "src/models", "src/routing", "src/workload"],

@@ -11,6 +11,8 @@
 //   node dist/bench/routing/vs-peers-virtual.js
 //     [--shapes kv-pressure,kv-pressure-light,kv-half,multi-tenant,agentic-b2b]
 //     [--policies predictive,prefix,vllm-router-cache-aware,round-robin] [--seeds 1,2,3,4,5] [--json FILE]
+//     (policy `clairvoyant`: the reference placement from every engine's exact state, src/fleet/clairvoyant.ts)
+//     [--trace-dir DIR]   (where trace-conversation's file is: Mooncake's FAST25-release/traces)
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once) [--pool median]
 //     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing/vs-peers.js sums up
 //                      the live router's at --router-log-level debug: bench/support/decision-table.ts)
@@ -19,7 +21,7 @@ import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 import { fleetReport } from "../../src/fleet/report.js";
-import { parseScenarioText } from "../../src/fleet/scenario.js";
+import { parseScenarioText, withTrace } from "../../src/fleet/scenario.js";
 import type { PolicyName } from "../../src/routing/index.js";
 import { agenticOptions, agenticWorkload } from "../../src/workload/agentic.js";
 import { resumedFigures } from "../../src/bench/report.js";
@@ -42,6 +44,11 @@ const specs: FlagSpecs = {
     type: "boolean",
     default: false,
     help: "also each policy's decisions summed up as the live bench sums up its router's",
+  },
+  "trace-dir": {
+    type: "string",
+    default: "traces",
+    help: "where the trace shapes' files are (Mooncake's FAST25-release/traces)",
   },
   "queued-prompts": {
     type: "int",
@@ -111,7 +118,7 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
   const sp = s.kind === "shared-prefix" ? s : undefined;
   // the base scenario with the shape's load, lengths, policy and seed set on its fields
   const doc = structuredClone(base);
-  doc.workload.qps = s.qps;
+  if (s.kind !== "trace") doc.workload.qps = s.qps;
   doc.simulation.policy = policy;
   doc.simulation.seed = seed;
   if (flags["queued-prompts"] !== undefined) doc.simulation.queued_prompts = Number(flags["queued-prompts"]);
@@ -123,8 +130,23 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
     g.question_len = sp.questionLen ?? g.question_len;
     doc.workload.prompt_tokens = g.system_prompt_len + g.question_len;
   }
+  if (s.kind === "trace") {
+    // the trace at its own times (the scenario's qps is not used); the generator reads the window
+    (doc.simulation as Record<string, unknown>).generator = {
+      name: "trace",
+      trace_file: `${String(flags["trace-dir"])}/${s.file}`,
+      trace_start_s: s.startS,
+      trace_duration_s: s.durationS,
+      trace_speed: s.speed,
+      trace_block_tokens: s.blockTokens,
+      trace_max_output: s.maxOutput,
+    };
+  }
   const text = stringify(doc);
-  const o = fleetOptionsFor(parseScenarioText(text, name), "none");
+  const o = fleetOptionsFor(
+    withTrace(parseScenarioText(text, name), (p) => readFileSync(p, "utf8")),
+    "none",
+  );
   if (s.kind === "agentic") {
     // the live bench's agentic workload: sessions keyed by their x-session-id, as the router keys them
     o.workload = agenticWorkload(
@@ -194,7 +216,9 @@ for (const shape of list("shapes")) {
       ? `${s.groups} groups x ${s.promptsPerGroup ?? 6} prompts (${s.systemPromptLen ?? 3000} + ${s.questionLen ?? 600} tokens), Poisson ${s.qps} req/s`
       : s.kind === "agentic"
         ? `${s.sessions} ${s.preset} agent sessions, ${s.outputTokens}-token answers, Poisson ${s.qps} req/s`
-        : `${s.users} users`;
+        : s.kind === "trace"
+          ? `${s.file} from ${s.startS} s for ${s.durationS} s at ${s.speed}x, ${s.blockTokens} tokens a block, answers of ${s.maxOutput} at most`
+          : `${s.users} users`;
   console.log(`\n## ${shape}: ${what} (seeds ${list("seeds")})\n`);
   const agentic = s.kind === "agentic";
   const shared = s.kind === "shared-prefix";

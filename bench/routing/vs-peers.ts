@@ -20,7 +20,8 @@
 // to four engines: 18 tenants x 12 prompts, 4,500-token system prompt, 1,500-token question, Poisson
 // 3 req/s), multi-round-qa-N (N users x 4 rounds, 1k shared system prompt + 4k history, every user
 // active), agentic-b2b (agent sessions paused on tools between turns: routing-vs-peers-shapes.ts).
-// Agentic shapes also report input tok/s and resumed turns' TTFT.
+// Agentic shapes also report input tok/s and resumed turns' TTFT. trace-conversation(-1.5x): five
+// minutes of Mooncake's conversation trace replayed at its times (--trace-dir holds the file).
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -60,6 +61,11 @@ const specs: FlagSpecs = {
     help: "debug: one line per routing decision, and our targets' decisions summed up after each run",
   },
   "out-dir": { type: "string", help: "logs and bench results (default: a temporary folder)" },
+  "trace-dir": {
+    type: "string",
+    default: "traces",
+    help: "where the trace shapes' files are (Mooncake's FAST25-release/traces)",
+  },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const shapes = String(flags.shapes).split(",");
@@ -135,7 +141,15 @@ async function runOnce(shape: string, target: string, round: number, seed: numbe
       await new Promise((r) => setTimeout(r, 1500)); // its workers' startup checks, subscriptions
     }
     const file = join(outDir, `${tag}.json`);
-    const args = ["--base-url", url, "--model", MODEL, "--seed", String(seed), ...benchArgs(shapeOf(shape))];
+    const args = [
+      "--base-url",
+      url,
+      "--model",
+      MODEL,
+      "--seed",
+      String(seed),
+      ...benchArgs(shapeOf(shape), String(flags["trace-dir"])),
+    ];
     await runBench(outDir, tag, args, file);
     const j = JSON.parse(readFileSync(file, "utf8")) as Record<string, number> & {
       resumed?: { resumed_ttft_p50_ms: number; resumed_ttft_p90_ms: number } | null;

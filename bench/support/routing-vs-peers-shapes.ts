@@ -25,6 +25,18 @@ export type Shape =
       outputTokens: number;
       /** Poisson arrivals of turns, req/s (a session's next turn waits for its answer and its tool) */
       qps: number;
+    }
+  | {
+      kind: "trace";
+      /** a Mooncake FAST'25 trace file's name (FAST25-release/traces), looked up in --trace-dir */
+      file: string;
+      /** the window, trace seconds, and the replay speed */
+      startS: number;
+      durationS: number;
+      speed: number;
+      /** tokens per hash block (64: CPU-sized sims) and each answer's max_tokens at most */
+      blockTokens: number;
+      maxOutput: number;
     };
 
 export const SHAPES: Record<string, Shape> = {
@@ -51,6 +63,27 @@ export const SHAPES: Record<string, Shape> = {
   // 48 sessions of 3 turns; at 1.2 req/s their contexts (5k-9k tokens each) held by paused sessions
   // and running ones overfill the fleet's KV (4 × 36k tokens), so where a resumed turn goes matters
   "agentic-b2b": { kind: "agentic", preset: "b2b", sessions: 48, outputTokens: 128, qps: 1.2 },
+  // Kimi's conversation traffic (Mooncake's FAST'25 conversation trace, docs/bench.md): its first five
+  // minutes (918 requests, 3.1 req/s), 64 tokens per hash block (prompts of 1,700 tokens on average, up
+  // to 15k), answers capped at 48 tokens; at the trace's rate and at 1.5 times it
+  "trace-conversation": {
+    kind: "trace",
+    file: "conversation_trace.jsonl",
+    startS: 0,
+    durationS: 300,
+    speed: 1,
+    blockTokens: 64,
+    maxOutput: 48,
+  },
+  "trace-conversation-1.5x": {
+    kind: "trace",
+    file: "conversation_trace.jsonl",
+    startS: 0,
+    durationS: 300,
+    speed: 1.5,
+    blockTokens: 64,
+    maxOutput: 48,
+  },
 };
 
 export function shapeOf(name: string): Shape {
@@ -59,8 +92,8 @@ export function shapeOf(name: string): Shape {
   return s;
 }
 
-/** the shape as `switchyard bench` flags */
-export function benchArgs(s: Shape): string[] {
+/** the shape as `switchyard bench` flags; a trace shape's file is looked up in `traceDir` */
+export function benchArgs(s: Shape, traceDir = "traces"): string[] {
   switch (s.kind) {
     case "shared-prefix":
       return [
@@ -81,6 +114,13 @@ export function benchArgs(s: Shape): string[] {
         ...["--workload", "agentic", "--agentic-preset", s.preset, "--agentic-sessions", String(s.sessions)],
         ...["--output-len", String(s.outputTokens), "--ignore-eos"],
         ...["--qps", String(s.qps), "--arrival", "poisson"],
+      ];
+    case "trace":
+      return [
+        ...["--workload", "trace", "--trace-file", `${traceDir}/${s.file}`],
+        ...["--trace-start", String(s.startS), "--trace-duration", String(s.durationS)],
+        ...["--trace-speed", String(s.speed), "--trace-block-tokens", String(s.blockTokens)],
+        ...["--trace-max-output", String(s.maxOutput), "--ignore-eos"],
       ];
   }
 }

@@ -150,6 +150,31 @@ export const SPECS: FlagSpecs = {
     min: 1,
     help: "conversation-replay: conversations (the preset's 60); with --concurrency N, N in flight",
   },
+  "trace-file": {
+    type: "string",
+    help: "trace: a Mooncake-format JSONL trace (timestamp ms, input_length, output_length, hash_ids), replayed at its own times",
+  },
+  "trace-start": { type: "number", min: 0, help: "trace: window start, seconds into the trace (default 0)" },
+  "trace-duration": {
+    type: "number",
+    min: 0.001,
+    help: "trace: window length in trace seconds (default: to the end)",
+  },
+  "trace-speed": {
+    type: "number",
+    min: 0.001,
+    help: "trace: replay speed factor (default 1: the trace's rate)",
+  },
+  "trace-block-tokens": {
+    type: "int",
+    min: 1,
+    help: "trace: tokens per hash block (default 512, the trace's; e.g. 64 for CPU-sized runs)",
+  },
+  "trace-max-output": {
+    type: "int",
+    min: 1,
+    help: "trace: max_tokens at most (default: the trace's output_length)",
+  },
   // request shape
   temperature: { type: "number", default: 0, min: 0, help: "sampling temperature sent with every request" },
   "ignore-eos": {
@@ -328,6 +353,12 @@ export function toOptions(f: FlagValues): BenchOptions {
       agenticForkTurns: num(f, "agentic-fork-turns"),
       replayPreset: f["replay-preset"] as string | undefined,
       replayConversations: num(f, "replay-conversations"),
+      traceFile: f["trace-file"] as string | undefined,
+      traceStartS: num(f, "trace-start"),
+      traceDurationS: num(f, "trace-duration"),
+      traceSpeed: num(f, "trace-speed"),
+      traceBlockTokens: num(f, "trace-block-tokens"),
+      traceMaxOutput: num(f, "trace-max-output"),
     },
     qps: parseQps(String(f.qps)),
     arrival,

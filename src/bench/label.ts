@@ -41,6 +41,12 @@ const SHORT: { [K in keyof WorkloadFlags]-?: string } = {
   agenticForkTurns: "fork-turns",
   replayPreset: "preset",
   replayConversations: "conversations",
+  traceFile: "file",
+  traceStartS: "start",
+  traceDurationS: "window",
+  traceSpeed: "speed",
+  traceBlockTokens: "block",
+  traceMaxOutput: "out-cap",
 };
 
 function qpsText(q: number): string {
@@ -57,7 +63,7 @@ export function defaultLabel(o: BenchOptions): string {
       if (v === false) parts.push("no-shuffle");
       continue;
     }
-    parts.push(`${short}=${k === "datasetPath" ? basename(String(v)) : String(v)}`);
+    parts.push(`${short}=${k === "datasetPath" || k === "traceFile" ? basename(String(v)) : String(v)}`);
   }
   if (o.qps.length > 1 || Number.isFinite(o.qps[0])) parts.push(`qps=${o.qps.map(qpsText).join(",")}`);
   if (o.concurrency !== null) parts.push(`c=${o.concurrency}`);

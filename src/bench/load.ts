@@ -7,7 +7,7 @@
 // at its answer, carrying the answers so far.
 import { performance } from "node:perf_hooks";
 import type { RequestRecord } from "../workload/record.js";
-import { arrivalGaps, type ArrivalKind } from "../workload/arrivals.js";
+import { arrivalGaps, scheduledGaps, type ArrivalKind } from "../workload/arrivals.js";
 import type { Session } from "../workload/types.js";
 import { SessionScheduler } from "../workload/sessions.js";
 
@@ -22,6 +22,8 @@ export interface LoadOptions {
   /** stop starting requests after this many seconds; Infinity for no limit */
   durationS: number;
   seed: number;
+  /** a replayed trace's gaps before each new session (Workload.arrivalGapsS), instead of qps's schedule */
+  schedule?: readonly number[] | undefined;
 }
 
 export interface TurnToSend {
@@ -97,7 +99,7 @@ export class LoadRun {
     const records: RequestRecord[] = [];
     let maxInFlight = 0;
     const pending = new Set<Promise<void>>();
-    const gaps = arrivalGaps(o.qps, o.arrival, o.seed);
+    const gaps = o.schedule ? scheduledGaps(o.schedule) : arrivalGaps(o.qps, o.arrival, o.seed);
     const t0 = performance.now();
     const deadline = Number.isFinite(o.durationS) ? t0 + o.durationS * 1000 : Infinity;
     let nextAt = t0;
@@ -114,7 +116,8 @@ export class LoadRun {
 
     while (!this.stopped && this.dispatched < o.maxRequests) {
       nextAt += gaps.next().value! * 1000;
-      if (nextAt > deadline) break;
+      // a schedule's end (Infinity) or the deadline
+      if (nextAt > deadline || nextAt === Infinity) break;
       let wait = nextAt - performance.now();
       // Timers fire late by up to a millisecond or so; sleep only for gaps worth sleeping, and
       // otherwise send now and let the schedule catch up, so the average rate holds at high qps.

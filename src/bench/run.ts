@@ -128,6 +128,8 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
     if (cal.source === "assumed") io.warn(`token lengths: ${cal.detail}`);
   }
   const probe = buildWorkload(o.workload, o.workloadFlags, o.seed, 0, cal.shape, readText).workload;
+  if (probe.arrivalGapsS && o.qps.length > 1)
+    throw new Error("--qps does not apply to a replayed trace, which keeps its own times: use --trace-speed");
   const endpoint: Endpoint = o.endpoint === "auto" ? probe.defaultEndpoint : o.endpoint;
   const numUsers = o.workload === "multi-round-qa" ? (o.workloadFlags.numUsers ?? 10) : null;
   const concurrency = o.concurrency ?? numUsers ?? Infinity;
@@ -195,6 +197,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
         maxRequests,
         durationS: o.durationS ?? Infinity,
         seed,
+        schedule: workload.arrivalGapsS,
       };
       const before = scrapeUrls.length ? await scrapeAll(scrapeUrls, headers) : null;
       const enginesBefore = before ? await routerEngines(base, headers) : null;
@@ -255,7 +258,7 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
         model_id: model,
         workload: o.workload,
         num_prompts: res.records.length,
-        request_rate: Number.isFinite(qps) ? qps : "inf",
+        request_rate: workload.arrivalGapsS ? traceRate(workloadOptions) : Number.isFinite(qps) ? qps : "inf",
         burstiness: o.arrival === "poisson" ? 1 : 0,
         max_concurrency: Number.isFinite(concurrency) ? concurrency : null,
         ...fields,
@@ -313,6 +316,12 @@ function addEngineFigures(
   server.prefix_cache_hits = hits;
   server.prefix_cache_queries = queries;
   server.prefix_cache_hit_rate = queries > 0 ? hits / queries : null;
+}
+
+/** a replayed trace's own rate (requests over the window's span at its speed), as its options report it */
+function traceRate(options: Record<string, unknown>): number | "inf" {
+  const rate = (options.window as { request_rate?: number } | undefined)?.request_rate;
+  return typeof rate === "number" && Number.isFinite(rate) ? rate : "inf";
 }
 
 function stoppedEarly(run: LoadRun): boolean {

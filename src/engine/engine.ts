@@ -42,6 +42,19 @@ export function newCounters(): EngineCounters {
   };
 }
 
+/** one request in an engine's queues (Engine.queueState) */
+export interface QueuedRequest {
+  /** tokens to compute before its next output token: the prompt's uncached rest, or 1 when decoding */
+  toCompute: number;
+  /** tokens of context it has (computed, or cached for a waiting one) */
+  context: number;
+  outputsLeft: number;
+  /** in the running batch (else waiting for admission) */
+  running: boolean;
+  /** KV tokens it holds that no cache hit gave it (what its finish frees) */
+  ownTokens: number;
+}
+
 export class Engine {
   readonly config: EngineConfig;
   readonly capacity: KvCapacity;
@@ -402,6 +415,36 @@ export class Engine {
    */
   heldTokens(): number {
     return this.kv.numCachedBlocks * this.config.blockSize;
+  }
+
+  /**
+   * The scheduler's queues as they stand, running then waiting, in the order the next step serves them:
+   * per request the tokens it computes before its next token (1 once decoding), its context so far and
+   * the output tokens still to come. A waiting request's context is what the GPU cache would serve it
+   * now. Read-only: what a placement that knows every engine's exact state reads (src/fleet).
+   */
+  queueState(): QueuedRequest[] {
+    // (the KV tokens in use: EngineSnapshot.kvCacheUsage × numGpuBlocks × blockSize)
+    const out: QueuedRequest[] = [];
+    for (const r of this.running)
+      out.push({
+        toCompute: Math.max(1, r.numTokens - r.numComputed),
+        context: r.numComputed,
+        outputsLeft: Math.max(0, r.r.maxTokens - r.outputs),
+        running: true,
+        ownTokens: r.numComputed - Math.max(0, r.cachedTokens),
+      });
+    for (const r of this.waiting) {
+      const cached = Math.min(r.promptLen - 1, this.kv.probeCachedTokens(r.r.promptTokenIds));
+      out.push({
+        toCompute: r.numTokens - cached,
+        context: cached,
+        outputsLeft: Math.max(0, r.r.maxTokens - r.outputs),
+        running: false,
+        ownTokens: 0,
+      });
+    }
+    return out;
   }
 
   /** drops the GPU prefix cache (and the CPU tier); false while blocks are in use, like vLLM */

@@ -2,7 +2,13 @@
 export type * from "./types.js";
 export { defaultEngineConfig, validateEngineConfig, vllmBatchDefaults } from "./config.js";
 export { kvCapacity, reserveBytesPerGpu, type KvCapacity } from "./capacity.js";
-export { Engine } from "./engine.js";
+export { Engine, type QueuedRequest } from "./engine.js";
 export { VirtualDriver } from "./drivers.js";
-export { StepTimer, COMPUTE_EFFICIENCY, MEMORY_EFFICIENCY, STEP_OVERHEAD_S } from "./timing.js";
+export {
+  StepTimer,
+  COMPUTE_EFFICIENCY,
+  MEMORY_EFFICIENCY,
+  STEP_OVERHEAD_S,
+  type StepWork,
+} from "./timing.js";
 export { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";

@@ -11,9 +11,9 @@ import { prefixRepetitionWorkload } from "../workload/prefix-repetition.js";
 import { randomWorkload, RANDOM_DEFAULTS } from "../workload/random.js";
 import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../workload/shared-prefix.js";
 import type { Workload } from "../workload/types.js";
+import { TRACE_DEFAULTS, traceWorkload } from "../workload/trace.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
-import type { PolicyName } from "../routing/index.js";
-import type { FleetOptions, SessionKeyMode } from "./fleet.js";
+import type { FleetOptions, FleetPolicy, SessionKeyMode } from "./fleet.js";
 import { REMOTE_BANDWIDTH_BPS } from "./remote.js";
 import type { ResolvedScenario } from "./scenario.js";
 
@@ -30,7 +30,8 @@ export const RAG_DOCS_PER_TENANT = 10;
 export function defaultRequests(r: ResolvedScenario): number {
   const g = r.scenario.simulation.generator?.name;
   // these presets are their sessions (or conversations), whole: cut at a count, the last would never run
-  if (g === "agentic" || g === "conversation-replay") return r.scenario.simulation.requests ?? Infinity;
+  if (g === "agentic" || g === "conversation-replay" || g === "trace")
+    return r.scenario.simulation.requests ?? Infinity;
   return (
     r.scenario.simulation.requests ??
     Math.min(2000, Math.max(500, (r.scenario.workload.concurrency ?? 0) * 8))
@@ -122,6 +123,20 @@ export function workloadFor(
         const over = g.conversations !== undefined ? { conversations: g.conversations } : {};
         const o = conversationReplayOptions(g.preset as ConversationReplayPreset, seed, over);
         return { generator: g.name, workload: conversationReplayWorkload(o) };
+      }
+      case "trace": {
+        // the window whole, at the trace's own times (the scenario's qps does not apply)
+        if (!r.trace)
+          throw new Error("simulation.generator: a trace scenario must be read with its trace (withTrace)");
+        const o = {
+          startS: g.trace_start_s ?? TRACE_DEFAULTS.startS,
+          durationS: g.trace_duration_s ?? TRACE_DEFAULTS.durationS,
+          speed: g.trace_speed ?? TRACE_DEFAULTS.speed,
+          blockTokens: g.trace_block_tokens ?? TRACE_DEFAULTS.blockTokens,
+          maxOutput: g.trace_max_output ?? TRACE_DEFAULTS.maxOutput,
+          seed,
+        };
+        return { generator: g.name, workload: traceWorkload(r.trace, o) };
       }
       case "random":
         return {
@@ -226,8 +241,8 @@ export function workloadFor(
 }
 
 /** the routing policy the plan recommends (and the simulator uses unless the scenario names one) */
-export function policyFor(r: ResolvedScenario): PolicyName {
-  const p = r.scenario.simulation.policy as PolicyName | undefined;
+export function policyFor(r: ResolvedScenario): FleetPolicy {
+  const p = r.scenario.simulation.policy as FleetPolicy | undefined;
   if (p) return p;
   const w = r.scenario.workload;
   if (w.prefix_reuse !== "none" || w.shared_prefix_tokens > 0) return "session";
@@ -285,6 +300,7 @@ export function fleetOptionsFor(
     recordItl: opts.recordItl ?? s.simulation.itl,
     sloTtftMs: s.simulation.slo_ttft_ms,
     scorers: s.simulation.scorers,
+    tierAware: s.simulation.tier_aware,
     lateBinding: {
       ...(s.simulation.queued_prompts !== undefined ? { queuedPrompts: s.simulation.queued_prompts } : {}),
       ...(s.simulation.max_hold_ms !== undefined ? { maxHoldMs: s.simulation.max_hold_ms } : {}),

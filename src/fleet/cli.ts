@@ -1,7 +1,14 @@
 // `switchyard simulate --scenario file.yaml`: one scenario on N engines in virtual time.
 import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
-import { OFFLOAD_MODES, parseScenarioText, ScenarioError, type ResolvedScenario } from "./scenario.js";
+import {
+  OFFLOAD_MODES,
+  parseScenarioText,
+  ScenarioError,
+  withTrace,
+  type ResolvedScenario,
+} from "./scenario.js";
 import type { OffloadMode } from "./build.js";
 import { formatReport } from "./report.js";
 import { runScenario } from "./run.js";
@@ -29,7 +36,8 @@ export function loadScenario(path: string): ResolvedScenario {
     throw new CliError(`--scenario: cannot read ${path}: ${(err as Error).message}`);
   }
   try {
-    return parseScenarioText(text, path);
+    // a trace file is named relative to the scenario's folder
+    return withTrace(parseScenarioText(text, path), (p) => readFileSync(resolve(dirname(path), p), "utf8"));
   } catch (err) {
     if (err instanceof ScenarioError)
       throw new CliError(`invalid scenario ${path}:\n  ${err.problems.join("\n  ")}`);

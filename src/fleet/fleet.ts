@@ -12,6 +12,7 @@ import type { LateBindingOptions, PolicyName, ScorersConfig } from "../routing/i
 import { FleetEngines, type Flight } from "./engines.js";
 import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
 import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
+import { ClairvoyantPlacer } from "./clairvoyant.js";
 import {
   ROUTE_WAITING,
   RouterView,
@@ -26,10 +27,15 @@ export type { SharedServerOptions } from "./remote.js";
 export type { FleetHooks } from "./load.js";
 export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 
+/** the reference placement no router can make: each request where its TTFT is lowest (clairvoyant.ts) */
+export const CLAIRVOYANT = "clairvoyant";
+export type FleetPolicy = PolicyName | typeof CLAIRVOYANT;
+
 export interface FleetOptions {
   engine: EngineConfig;
   engines: number;
-  policy: PolicyName;
+  /** a routing policy, or `clairvoyant`: the reference placement from every engine's exact state */
+  policy: FleetPolicy;
   /**
    * where requests' session keys come from (router-view.ts): by default (`router`) as the live router
    * keys them, from the header the bench sends where the workload sends one, else inferred from prompts
@@ -62,6 +68,11 @@ export interface FleetOptions {
   hooks?: FleetHooks;
   /** the decision log: every routing decision with what the policy predicted per engine */
   onDecision?: (d: FleetDecision) => void;
+  /**
+   * the router reads the shared server's tier index (what it stores and evicts): a cache-aware policy
+   * prices what it holds of a prompt at its load time; false: the router sees the engines' GPUs only
+   */
+  tierAware?: boolean | undefined;
 }
 
 export interface FleetResult {
@@ -117,9 +128,11 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     if (sentAfterPause(f.turn.active.session, f.turn.active.round)) record.resumed = true;
     load.answered(f.turn, ok, record, f);
   });
+  const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines) : null;
   const router = new RouterView(
     {
-      policy: o.policy,
+      // the clairvoyant placement bypasses the router's policy; the view still counts what it sends
+      policy: o.policy === CLAIRVOYANT ? "round-robin" : o.policy,
       sessionKey: o.sessionKey ?? "router",
       sessionHeader: o.workload.sessionHeader,
       scrapeIntervalS: o.scrapeIntervalS,
@@ -130,6 +143,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       scorers: o.scorers,
       lateBinding: o.lateBinding,
       onDecision: o.onDecision,
+      tier: o.tierAware ? shared : null,
     },
     o.engine.model.id,
     fleet.engines,
@@ -144,7 +158,9 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     fleet.start(turn, e, arrivedAt);
   };
   const load = new LoadDriver(o, driver, (turn) => {
-    const e = router.route(turn);
+    const e = clairvoyant
+      ? clairvoyant.place(turn.prompt, turn.maxTokens, turn.sharedPrefix)
+      : router.route(turn);
     if (e === ROUTE_WAITING) return;
     if (e < 0) {
       routedTo[turn.index] = -1;

@@ -4,7 +4,7 @@
 // nothing of engines or routing: it hands each turn to `send` and is told when the answer is complete.
 // A turn that waits for a tool (Turn.pauseBeforeS) becomes ready that many virtual seconds after the
 // previous answer; a turn's sub-agents (Turn.forks) start at its answer with its context as their history.
-import { arrivalGaps, type ArrivalKind } from "../workload/arrivals.js";
+import { arrivalGaps, scheduledGaps, type ArrivalKind } from "../workload/arrivals.js";
 import type { RequestRecord } from "../workload/record.js";
 import { SessionScheduler } from "../workload/sessions.js";
 import type { Session, Workload } from "../workload/types.js";
@@ -85,7 +85,9 @@ export class LoadDriver {
     private readonly send: (turn: Turn) => void,
   ) {
     this.tok = o.hooks?.tokenizer ?? new VirtualTokenizer();
-    this.gaps = arrivalGaps(o.qps, o.arrival, o.seed);
+    // a replayed trace keeps its own times
+    const schedule = o.workload.arrivalGapsS;
+    this.gaps = schedule ? scheduledGaps(schedule) : arrivalGaps(o.qps, o.arrival, o.seed);
     this.sessions = new SessionScheduler<Active>(o.workload.sessions, o.concurrency, (session) => ({
       session,
       round: session.startRound ?? 0,

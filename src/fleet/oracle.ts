@@ -7,6 +7,7 @@
 // router counts it from the events. The prompt's chained block ids (CachePrediction.blocks) are the
 // approximate index's, as the live router's oracle gives them.
 import type { Engine } from "../engine/index.js";
+import type { SharedCacheServer } from "./remote.js";
 import {
   CHARS_PER_TOKEN,
   PrefixOracle,
@@ -29,7 +30,15 @@ export class EngineProbeOracle implements CacheOracle {
   /** the prompt's block ids, from the approximate index's rendering (nothing is learned into it) */
   private readonly ids = new PrefixOracle();
 
-  constructor(engines: readonly Engine[], ids: readonly string[]) {
+  /**
+   * `tier`: the shared cache server every engine loads from, when the router is told of it: what it holds
+   * of the prompt beyond an engine's GPU hit is priced at its load time (CachePrediction.tierTokens)
+   */
+  constructor(
+    engines: readonly Engine[],
+    ids: readonly string[],
+    private readonly tier: SharedCacheServer | null = null,
+  ) {
     engines.forEach((e, i) => this.byId.set(ids[i]!, e));
   }
 
@@ -45,11 +54,31 @@ export class EngineProbeOracle implements CacheOracle {
       cachedTokens[i] = e ? e.probeCachedTokens(p.tokens, { sharedPrefix: p.sharedPrefix }) : 0;
       heldTokens[i] = e ? e.heldTokens() : NaN;
     }
+    let tierTokens: Float64Array | undefined;
+    let tierLoadSeconds: Float64Array | undefined;
+    if (this.tier) {
+      const shared = this.tier.held(p.tokens);
+      tierTokens = new Float64Array(n);
+      tierLoadSeconds = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        const extra = Math.max(0, Math.min(shared, p.tokens.length - 1) - cachedTokens[i]!);
+        tierTokens[i] = extra;
+        tierLoadSeconds[i] = extra > 0 ? this.tier.loadSeconds(extra) : 0;
+      }
+    }
     const prepared = this.ids.prepare(req);
     // a block's estimated tokens in the prompt's (exact) token units
     const estimate = prepared.chars / CHARS_PER_TOKEN;
     const scale = estimate > 0 ? p.tokens.length / estimate : 0;
     const blocks = { ids: prepared.ids, tokensPerBlock: this.ids.tokensPerBlock * scale };
-    return { promptTokens: p.tokens.length, cachedTokens, source, blocks, heldTokens };
+    return {
+      promptTokens: p.tokens.length,
+      cachedTokens,
+      source,
+      blocks,
+      heldTokens,
+      tierTokens,
+      tierLoadSeconds,
+    };
   }
 }

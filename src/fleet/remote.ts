@@ -32,6 +32,13 @@ export class RemoteStore {
     return this.lru.size;
   }
 
+  /** leading keys present, as matchPrefix counts them, without touching them or the counters */
+  peekPrefix(keys: readonly number[]): number {
+    let n = 0;
+    while (n < keys.length && this.lru.has(keys[n]!)) n++;
+    return n;
+  }
+
   /** leading keys present (a chunk counts only if every one before it does); touches them */
   matchPrefix(keys: readonly number[]): number {
     this.lookups++;
@@ -87,6 +94,16 @@ export class SharedCacheServer {
   lookup(prompt: readonly number[]): { keys: number[]; tokens: number } {
     const keys = chunkKeys(prompt, this.chunkTokens);
     return { keys, tokens: this.store.matchPrefix(keys) * this.chunkTokens };
+  }
+
+  /** the prefix tokens the server holds for the prompt, looked at only (what a router's tier index says) */
+  held(prompt: readonly number[]): number {
+    return this.store.peekPrefix(chunkKeys(prompt, this.chunkTokens)) * this.chunkTokens;
+  }
+
+  /** seconds to load `tokens` of KV from the server over its link */
+  loadSeconds(tokens: number): number {
+    return ((tokens / this.chunkTokens) * this.store.chunkBytes) / this.store.bandwidth;
   }
 
   stats(): { lookups: number; hitTokens: number; storedChunks: number; evictedChunks: number } {

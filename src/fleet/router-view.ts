@@ -37,6 +37,7 @@ import { chatMessages, completionPrompt } from "../workload/types.js";
 import { mulberry32 } from "../random/rng.js";
 import type { Turn } from "./load.js";
 import { EngineProbeOracle } from "./oracle.js";
+import type { SharedCacheServer } from "./remote.js";
 
 /**
  * Where a request's session key comes from. `router`: as the live router keys it by default, its session
@@ -90,6 +91,8 @@ export interface RouterOptions {
   lateBinding?: Partial<LateBindingOptions> | undefined;
   /** the decision log: told of every decision with what the policy predicted per engine */
   onDecision?: ((d: FleetDecision) => void) | undefined;
+  /** the shared cache server the engines load from, when the router reads its tier index; null: blind */
+  tier?: SharedCacheServer | null | undefined;
 }
 
 /**
@@ -177,6 +180,7 @@ export class RouterView {
       ? new EngineProbeOracle(
           engines,
           this.views.map((v) => v.id),
+          o.tier ?? null,
         )
       : null;
     this.prefixOracle = policyReadsPrefixOnly(o.policy) ? new PrefixOracle() : null;

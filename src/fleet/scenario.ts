@@ -18,6 +18,7 @@ import {
   CONVERSATION_REPLAY_PRESETS,
   longestReplayTurn,
 } from "../workload/conversation-replay.js";
+import { parseTrace, type TraceEntry } from "../workload/trace.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -39,6 +40,7 @@ export const GENERATORS = [
   "prefix-repetition",
   "agentic",
   "conversation-replay",
+  "trace",
 ] as const;
 
 const workloadSchema = z.strictObject({
@@ -98,7 +100,8 @@ const simulationSchema = z.strictObject({
   requests: posInt.optional(),
   /** stop starting requests after this many virtual seconds */
   duration_s: positive.optional(),
-  policy: z.enum(ROUTER_POLICY_NAMES as unknown as [string, ...string[]]).optional(),
+  /** a router policy, or `clairvoyant`: the reference placement from every engine's exact state */
+  policy: z.enum([...ROUTER_POLICY_NAMES, "clairvoyant"] as unknown as [string, ...string[]]).optional(),
   /** scorers added to the policy's own, as the router's config `scorers` (docs/routing.md) */
   scorers: scorersConfigSchema,
   /**
@@ -116,6 +119,8 @@ const simulationSchema = z.strictObject({
   /** predictive policy: as the router's `predictive.minCachedShare` */
   min_cached_share: z.number().min(0).max(1).optional(),
   arrival: z.enum(["poisson", "constant"]).default("poisson"),
+  /** the router reads offload.shared_server's tier index (what it stores and evicts) */
+  tier_aware: z.boolean().default(false),
   offload: offloadSchema.default({
     mode: "none",
     native_gib: 64,
@@ -148,6 +153,17 @@ const simulationSchema = z.strictObject({
       sessions: posInt.optional(),
       /** conversation-replay: conversations (the preset's) */
       conversations: posInt.optional(),
+      /** trace: a Mooncake-format JSONL file, relative to the scenario's folder (src/workload/trace.ts) */
+      trace_file: z.string().min(1).optional(),
+      /** trace: window start and length, trace seconds */
+      trace_start_s: z.number().min(0).optional(),
+      trace_duration_s: positive.optional(),
+      /** trace: replay speed factor (1: the trace's rate) */
+      trace_speed: positive.optional(),
+      /** trace: tokens per hash block (512, the trace's) */
+      trace_block_tokens: posInt.optional(),
+      /** trace: max_tokens at most */
+      trace_max_output: posInt.optional(),
     })
     .optional(),
   itl: z.boolean().default(true),
@@ -175,6 +191,8 @@ export type Scenario = z.infer<typeof scenarioSchema>;
 
 export interface ResolvedScenario {
   scenario: Scenario;
+  /** the `trace` generator's requests, read by the caller that read the scenario (withTrace) */
+  trace?: readonly TraceEntry[] | undefined;
   model: ModelProfile;
   gpu: GpuProfile;
   /** typical prompt length (p50 when percentiles are given) */
@@ -231,7 +249,8 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
   const w = s.workload;
   const promptTokens = typeof w.prompt_tokens === "number" ? w.prompt_tokens : w.prompt_tokens.p50;
   const promptP90 = typeof w.prompt_tokens === "number" ? w.prompt_tokens : w.prompt_tokens.p90;
-  if (w.concurrency === undefined && w.qps === undefined)
+  const g = s.simulation.generator;
+  if (w.concurrency === undefined && w.qps === undefined && g?.name !== "trace")
     problems.push("workload: needs qps (an open loop) or concurrency (a closed loop), got neither");
   if (w.shared_prefix_tokens >= promptTokens) {
     problems.push(
@@ -256,8 +275,19 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
       );
     }
   }
-  const g = s.simulation.generator;
   if (g) {
+    if (g.name === "trace" && g.trace_file === undefined)
+      problems.push("simulation.generator.trace_file: the trace generator needs a trace file, got nothing");
+    for (const k of [
+      "trace_file",
+      "trace_start_s",
+      "trace_duration_s",
+      "trace_speed",
+      "trace_block_tokens",
+      "trace_max_output",
+    ] as const)
+      if (g[k] !== undefined && g.name !== "trace")
+        problems.push(`simulation.generator.${k}: for trace only, got ${g.name}`);
     if (g.preset !== undefined && g.name !== "agentic" && g.name !== "conversation-replay")
       problems.push(`simulation.generator.preset: for agentic and conversation-replay only, got ${g.name}`);
     if (g.sessions !== undefined && g.name !== "agentic")
@@ -304,6 +334,28 @@ function presetOf<T>(
     return undefined;
   }
   return size(p);
+}
+
+/**
+ * The scenario with its trace's requests, when its generator is `trace`: `readText` reads the file named
+ * (the caller resolves it against the scenario's folder), so that this module does no I/O.
+ */
+export function withTrace(r: ResolvedScenario, readText: (path: string) => string): ResolvedScenario {
+  const g = r.scenario.simulation.generator;
+  if (g?.name !== "trace" || g.trace_file === undefined) return r;
+  let text: string;
+  try {
+    text = readText(g.trace_file);
+  } catch (err) {
+    throw new ScenarioError([
+      `simulation.generator.trace_file: cannot read ${g.trace_file}: ${(err as Error).message}`,
+    ]);
+  }
+  try {
+    return { ...r, trace: parseTrace(text, g.trace_file) };
+  } catch (err) {
+    throw new ScenarioError([`simulation.generator.trace_file: ${(err as Error).message}`]);
+  }
 }
 
 export function parseScenarioText(text: string, source = "scenario"): ResolvedScenario {

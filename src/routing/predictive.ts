@@ -204,12 +204,15 @@ export class TtftModel {
         if (ahead > heldAnywhere + QUEUED_PREFIX_SLACK_BLOCKS * b.tokensPerBlock)
           held = Math.max(held, ahead);
       }
-      const credit = Math.min(P, Math.max(0, held));
+      // a tier the engine loads from (a shared cache server) gives what it holds beyond: at its load time
+      const tier = pred.tierTokens?.[i] ?? 0;
+      const credit = Math.min(P, Math.max(0, held) + tier);
       const u = P - credit;
       uncached[i] = u;
       // a prompt queued behind others starts when they are through; else when the current step ends
       const ahead = queued + (e.peerPrefillTokens ?? 0) + others;
-      const prefill = t.prefillSeconds(u, credit, decoding, kvTokens);
+      const prefill =
+        t.prefillSeconds(u, credit, decoding, kvTokens) + (tier > 0 ? pred.tierLoadSeconds![i]! : 0);
       const ttft =
         ahead > 0
           ? t.prefillSeconds(ahead + u, credit, decoding, kvTokens)

@@ -228,6 +228,13 @@ export interface CachePrediction {
    * go to empty room or push cached work out (predictive.ts prices a miss by that)
    */
   heldTokens?: Float64Array | undefined;
+  /**
+   * per candidate: prompt tokens beyond `cachedTokens` that a tier the engine loads from holds (a shared
+   * cache server), and the seconds that load takes over the engine's link (bytes / bandwidth); absent
+   * where no tier is known. The prompt's price there is the load, not a prefill of those tokens.
+   */
+  tierTokens?: Float64Array | undefined;
+  tierLoadSeconds?: Float64Array | undefined;
 }
 
 export interface CacheOracle {

@@ -26,3 +26,9 @@ export function arrivalTimes(n: number, qps: number, kind: ArrivalKind, seed: nu
   }
   return out;
 }
+
+/** A given schedule's gaps (a replayed trace's), then Infinity: nothing more is due. */
+export function* scheduledGaps(gaps: readonly number[]): Generator<number> {
+  yield* gaps;
+  for (;;) yield Infinity;
+}

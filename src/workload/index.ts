@@ -20,6 +20,7 @@ import { MULTI_ROUND_QA_DEFAULTS, multiRoundQaWorkload } from "./multi-round-qa.
 import { PREFIX_REPETITION_DEFAULTS, prefixRepetitionWorkload } from "./prefix-repetition.js";
 import { RANDOM_DEFAULTS, randomWorkload } from "./random.js";
 import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "./shared-prefix.js";
+import { parseTrace, TRACE_DEFAULTS, traceSummary, traceWorkload, type TraceOptions } from "./trace.js";
 import type { Workload } from "./types.js";
 
 export const WORKLOADS = [
@@ -30,6 +31,7 @@ export const WORKLOADS = [
   "dataset",
   "agentic",
   "conversation-replay",
+  "trace",
 ] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];
 
@@ -70,6 +72,13 @@ export interface WorkloadFlags {
   /** conversation-replay: the preset (default llm-d-code-gen) and its conversations */
   replayPreset?: string;
   replayConversations?: number;
+  /** trace: a Mooncake-format JSONL file (trace.ts) and its window, speed, block size and output cap */
+  traceFile?: string;
+  traceStartS?: number;
+  traceDurationS?: number;
+  traceSpeed?: number;
+  traceBlockTokens?: number;
+  traceMaxOutput?: number;
 }
 
 export function buildWorkload(
@@ -155,6 +164,31 @@ export function buildWorkload(
         f.replayConversations !== undefined ? { conversations: f.replayConversations } : {},
       );
       return { workload: conversationReplayWorkload(o, shape), options: { preset, ...o } };
+    }
+    case "trace": {
+      if (!f.traceFile) throw new Error("--workload trace needs --trace-file FILE (Mooncake JSONL)");
+      if (!readText) throw new Error("the trace workload needs its caller to read the file (readText)");
+      const entries = parseTrace(readText(f.traceFile), f.traceFile);
+      const o: TraceOptions = {
+        startS: f.traceStartS ?? TRACE_DEFAULTS.startS,
+        durationS: f.traceDurationS ?? TRACE_DEFAULTS.durationS,
+        speed: f.traceSpeed ?? TRACE_DEFAULTS.speed,
+        blockTokens: f.traceBlockTokens ?? TRACE_DEFAULTS.blockTokens,
+        maxOutput: f.traceMaxOutput ?? TRACE_DEFAULTS.maxOutput,
+        seed,
+      };
+      const workload = traceWorkload(entries, o, shape);
+      if (workload.naturalRequests === 0)
+        throw new Error(`${f.traceFile}: no request in the window from ${o.startS} s for ${o.durationS} s`);
+      return {
+        workload,
+        options: {
+          ...o,
+          durationS: Number.isFinite(o.durationS) ? o.durationS : null,
+          path: f.traceFile,
+          window: traceSummary(entries, o),
+        },
+      };
     }
     case "dataset": {
       if (!f.datasetPath)

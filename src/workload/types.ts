@@ -56,6 +56,11 @@ export interface Workload {
   defaultEndpoint: Endpoint;
   /** whether requests carry the session id header for session-affinity routing */
   sessionHeader: boolean;
+  /**
+   * a replayed trace's own schedule: the gap in seconds before each session's first turn (the first 0),
+   * in session order; present, it replaces the arrival schedule of --qps
+   */
+  arrivalGapsS?: readonly number[] | undefined;
 }
 
 export interface ChatMessage {

@@ -1,0 +1,72 @@
+// The shared cache server's tier index as the fleet's router reads it (`simulation.tier_aware`): what the
+// server holds of a prompt beyond an engine's GPU hit, and its load time from bytes and the link's
+// bandwidth, not a fixed credit.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { EngineProbeOracle } from "../../src/fleet/oracle.js";
+import { chunkKeys } from "../../src/fleet/tokens.js";
+import { SharedCacheServer } from "../../src/fleet/remote.js";
+import { resolveModel } from "../../src/models/index.js";
+import { resolveScenario } from "../../src/fleet/scenario.js";
+import { fleetOptionsFor } from "../../src/fleet/build.js";
+import { simulateFleet } from "../../src/fleet/fleet.js";
+import { Engine } from "../../src/engine/engine.js";
+import { config } from "../engine/helpers.js";
+
+const llama = resolveModel("meta-llama/Llama-3.1-8B-Instruct");
+
+test("the tier index gives each engine what the shared server holds beyond its GPU hit, at bytes over bandwidth", () => {
+  const server = new SharedCacheServer({ bytes: 2 ** 34, bandwidth: 12.5e9, chunkTokens: 256 }, llama);
+  const prompt = Array.from({ length: 1100 }, (_, i) => 1000 + (i % 300));
+  // the server holds the first three chunks (768 tokens)
+  server.store.put(chunkKeys(prompt, 256), 0, 3);
+  const engine = new Engine(config(), { onTokens: () => {}, onFinished: () => {} });
+  const oracle = new EngineProbeOracle([engine], ["e0"], server);
+  oracle.current = { tokens: prompt };
+  const p = oracle.predict({ model: "m", seq: 0, prompt: "x" }, [{ id: "e0" } as never]);
+  assert.equal(p.cachedTokens[0], 0);
+  assert.equal(p.tierTokens![0], 768);
+  const bytesPerToken = 2 * llama.layers * llama.kvHeads * llama.headDim * llama.dtypeBytes;
+  assert.ok(Math.abs(p.tierLoadSeconds![0]! - (768 * bytesPerToken) / 12.5e9) < 1e-9);
+  // looking is not using: the server's counters and recency stay as they were
+  assert.equal(server.stats().lookups, 0);
+  // a blind router's oracle knows no tier
+  const blind = new EngineProbeOracle([engine], ["e0"]);
+  blind.current = { tokens: prompt };
+  assert.equal(
+    blind.predict({ model: "m", seq: 0, prompt: "x" }, [{ id: "e0" } as never]).tierTokens,
+    undefined,
+  );
+});
+
+test("a scenario's tier_aware router decides with the tier index; without it, as before", () => {
+  const scen = (tier: boolean) =>
+    resolveScenario({
+      workload: { prompt_tokens: 3600, output_tokens: 16, qps: 4 },
+      fleet: { model: "meta-llama/Llama-3.1-8B-Instruct", gpu: "l4", engines: 3, max_model_len: 16384 },
+      ops: { kubernetes: true, hbm_monitoring: true },
+      simulation: {
+        policy: "predictive",
+        seed: 1,
+        requests: 90,
+        tier_aware: tier,
+        offload: {
+          mode: "lmcache",
+          lmcache_local_cpu_gib: 0.25,
+          shared_server: { size_gib: 16, bandwidth_gbps: 100 },
+        },
+        generator: {
+          name: "shared-prefix",
+          num_groups: 15,
+          prompts_per_group: 6,
+          system_prompt_len: 3000,
+          question_len: 600,
+          output_len: 16,
+        },
+      },
+    });
+  const blind = simulateFleet(fleetOptionsFor(scen(false), "lmcache"));
+  const aware = simulateFleet(fleetOptionsFor(scen(true), "lmcache"));
+  assert.equal(aware.records.length, 90);
+  assert.notDeepEqual(aware.routedTo, blind.routedTo);
+});
