@@ -42,7 +42,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the engine emits KV events as values (kvevents/events.ts, types only)
   "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2500 },
   "src/workload": { imports: ["src/random"], lines: 1500 },
-  "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 3000 },
+  // two protocols on one store: lm:// and RESP (resp.ts)
+  "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 4000 },
   "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 2750 },
   "src/discovery": { imports: ["src/config", "src/obs"], lines: 1000 },
 

@@ -1,11 +1,13 @@
 // startCacheServer: the lm:// listeners, the tiers behind them, and the optional Prometheus endpoint.
 // Used by the CLI, by tests and by `switchyard up`. Every listener shares one store, one budget and one
-// connection cap; what differs is the namespace its clients' keys live in (namespace.ts).
+// connection cap; what differs is the namespace its clients' keys live in (namespace.ts). An optional
+// RESP listener (resp.ts) serves the same store to Redis clients, LMCache's RESP L2 adapter among them.
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { logger, type Logger } from "../obs/log.js";
 import { Connection } from "./connection.js";
 import { DiskTier } from "./disk.js";
+import { RespConnection } from "./resp.js";
 import { CacheMetrics } from "./metrics.js";
 import {
   DEFAULT_NAMESPACE,
@@ -43,6 +45,9 @@ export interface CacheServerOptions {
   maxObjectBytes?: number;
   diskDir?: string;
   maxDiskBytes?: number;
+  /** a RESP (Redis protocol) listener on the same store, its clients in the default namespace unless
+   * namespaceByAddress places them; 0 picks a free port, undefined serves none */
+  respPort?: number;
   /** Prometheus text at /metrics; 0 picks a free port, undefined serves none */
   metricsPort?: number;
   metricsHost?: string;
@@ -63,6 +68,7 @@ export interface CacheServer {
   /** every listener's port, in the order given */
   ports: number[];
   metricsPort: number | undefined;
+  respPort: number | undefined;
   store: TieredStore;
   metrics: CacheMetrics;
   connections(): number;
@@ -78,7 +84,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     opts.maxMemoryBytes,
     PROTOCOL_MAX_LENGTH,
   );
-  const live = new Set<Connection>();
+  const live = new Set<Connection | RespConnection>();
   let disk: DiskTier | undefined;
   // metrics read the store through closures, so they can exist before it does
   const ref: { store?: TieredStore } = {};
@@ -139,7 +145,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   // paused on connect: Connection may rebuild the socket around its handle to choose its read buffers
   // counted here, not by net.Server's maxConnections: Connection takes the accepted handle over, and the
   // server stops counting the socket it came in
-  const accept = (socket: Socket, listenerNamespace: string) => {
+  const accept = (socket: Socket, listenerNamespace: string, resp = false) => {
     if (live.size >= maxConnections) {
       socket.destroy();
       metrics.connectionsRefused.inc();
@@ -152,7 +158,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     }
     // read before Connection may rebuild the socket around its handle
     const namespace = byAddress.lookup(socket.remoteAddress) ?? listenerNamespace;
-    const conn = new Connection(socket, ctx, namespace);
+    const conn = resp ? new RespConnection(socket, ctx, namespace) : new Connection(socket, ctx, namespace);
     live.add(conn);
     metrics.connectionsTotal.inc();
     metrics.namespaceConnection(namespaceLabel(namespace));
@@ -179,13 +185,28 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       });
       servers.push(server);
     }
+    if (opts.respPort !== undefined) {
+      const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) =>
+        accept(socket, DEFAULT_NAMESPACE, true),
+      );
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(opts.respPort, opts.host ?? "0.0.0.0", () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      servers.push(server);
+    }
   } catch (err) {
     await closeListeners();
     await disk?.flush();
     throw err;
   }
-  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
+  const ports = servers.slice(0, listens.length).map((srv) => (srv.address() as AddressInfo).port);
   const port = ports[0]!;
+  const respPort =
+    opts.respPort !== undefined ? (servers[listens.length]!.address() as AddressInfo).port : undefined;
 
   let http: HttpServer | undefined;
   let metricsPort: number | undefined;
@@ -218,6 +239,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       listeners: listens.map((l, i) => `${l.host}:${ports[i]}=${namespaceLabel(l.namespace)}`),
       namespaceRules: opts.namespaceByAddress?.length ?? 0,
       metricsPort,
+      respPort,
       maxMemoryBytes: opts.maxMemoryBytes,
       maxObjectBytes: ctx.maxObjectBytes,
       diskDir: opts.diskDir,
@@ -241,5 +263,5 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       log.info("cache server stopped");
     })());
 
-  return { port, ports, metricsPort, store, metrics, connections: () => live.size, close };
+  return { port, ports, metricsPort, respPort, store, metrics, connections: () => live.size, close };
 }
