@@ -64,6 +64,14 @@ const fleetSchema = z.strictObject({
   max_num_seqs: posInt.optional(),
   max_num_batched_tokens: posInt.optional(),
   max_model_len: posInt.optional(),
+  /**
+   * the vLLM release the engines run (the chart's vllmImage tag); from 0.32 an LMCache choice is
+   * LMCache's multiprocess server per node, before it the in-process connector
+   */
+  vllm_version: z
+    .string()
+    .regex(/^\d+\.\d+(\.\d+)?$/, "a vLLM release, e.g. 0.32.0")
+    .optional(),
 });
 
 const opsSchema = z.strictObject({
