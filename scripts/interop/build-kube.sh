@@ -53,7 +53,15 @@ GO
 
 build_apiserver() {
   local bin="$OUT/kubernetes-$KUBE_VERSION/kube-apiserver"
-  [[ -x "$bin" && -f "$bin.built" ]] && { echo "$bin"; return; }
+  # the version a release build stamps in (kubectl and helm read it from /version; helm checks the
+  # chart's kubeVersion against it)
+  local minor="${KUBE_VERSION#v1.}"
+  minor="${minor%%.*}"
+  local ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  local stamp="$KUBE_VERSION $ldflags"
+  [[ -x "$bin" && "$(cat "$bin.built" 2>/dev/null)" == "$stamp" ]] && { echo "$bin"; return; }
   local src="$OUT/kubernetes-$KUBE_VERSION/src"
   mkdir -p "$src"
   local staging=(
@@ -81,9 +89,9 @@ package tools
 import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 GO
   local t0=$SECONDS
-  (cd "$src" && go mod tidy >&2 && go build -o "$bin" k8s.io/kubernetes/cmd/kube-apiserver >&2)
+  (cd "$src" && go mod tidy >&2 && go build -ldflags "$ldflags" -o "$bin" k8s.io/kubernetes/cmd/kube-apiserver >&2)
   echo "kube-apiserver $KUBE_VERSION built in $((SECONDS - t0)) s ($(du -h "$bin" | cut -f1))" >&2
-  echo "$KUBE_VERSION" >"$bin.built"
+  echo "$stamp" >"$bin.built"
   echo "$bin"
 }
 
