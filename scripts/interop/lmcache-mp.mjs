@@ -3,7 +3,8 @@
 // `lmcache_redis` connector) pointed at `switchyard cache-server --resp-port`, driven by LMCache's
 // own MP client (lmcache_mp.py): 1,000 chunks stored and read back from the L2 byte for byte, then
 // as many again past the cache server's budget, and the cache server's metrics counting all of it.
-import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const CHUNK_TOKENS = 64;
@@ -15,8 +16,32 @@ const CHUNK_BYTES = CHUNK_TOKENS * 1024;
 /** holds the first 1,000 chunks, not the second 1,000 beside them */
 const BUDGET = 96 * 2 ** 20;
 
+/**
+ * Runs a Python script without blocking the event loop: the servers started beside it log into
+ * pipes this process reads, and a blocked reader stalls them mid-write (their threads then hang).
+ */
+function pyAsync(python, script, args, log, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let text = "";
+    const keep = (b) => {
+      text += b.toString();
+      if (text.length > 2e6) text = text.slice(-1e6);
+    };
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
+    const t = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("exit", (code, sig) => {
+      clearTimeout(t);
+      writeFileSync(log, text);
+      if (code === 0) resolve();
+      else reject(new Error(`${script} exited ${code ?? sig}: ${text.slice(-800)}`));
+    });
+  });
+}
+
 export async function lmcacheMpChecks(h, p) {
-  const { start, stop, check, until, freePort, py, RUN, CLI } = h;
+  const { start, stop, check, until, freePort, RUN, CLI, HERE } = h;
   const [csPort, respPort, metricsPort, mpPort, httpPort, promPort] = await Promise.all(
     Array.from({ length: 6 }, () => freePort()),
   );
@@ -79,9 +104,9 @@ export async function lmcacheMpChecks(h, p) {
           mp,
         );
         const out = join(RUN, "lmcache-mp.json");
-        py(
+        await pyAsync(
           p.lmcachePy,
-          "lmcache_mp.py",
+          join(HERE, "lmcache_mp.py"),
           [
             `tcp://127.0.0.1:${mpPort}`,
             `http://127.0.0.1:${httpPort}`,
@@ -92,7 +117,7 @@ export async function lmcacheMpChecks(h, p) {
             SHAPE,
             out,
           ],
-          {},
+          join(RUN, "lmcache-mp-client.log"),
           1_200_000,
         );
         const r = JSON.parse(readFileSync(out, "utf8"));
