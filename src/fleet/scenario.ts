@@ -53,6 +53,7 @@ const workloadSchema = z.strictObject({
   preemption_heavy: z.boolean().default(false),
 });
 
+const VLLM_RELEASE = /^\d+\.\d+(\.\d+)?$/; // fleet.vllm_version, the chart's image tag: LMCache MP from 0.32
 const fleetSchema = z.strictObject({
   model: z.string().min(1),
   gpu: z.string().min(1),
@@ -64,14 +65,7 @@ const fleetSchema = z.strictObject({
   max_num_seqs: posInt.optional(),
   max_num_batched_tokens: posInt.optional(),
   max_model_len: posInt.optional(),
-  /**
-   * the vLLM release the engines run (the chart's vllmImage tag); from 0.32 an LMCache choice is
-   * LMCache's multiprocess server per node, before it the in-process connector
-   */
-  vllm_version: z
-    .string()
-    .regex(/^\d+\.\d+(\.\d+)?$/, "a vLLM release, e.g. 0.32.0")
-    .optional(),
+  vllm_version: z.string().regex(VLLM_RELEASE, "a vLLM release, e.g. 0.32.0").optional(),
 });
 
 const opsSchema = z.strictObject({
