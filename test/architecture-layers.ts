@@ -44,7 +44,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2500 },
   // production-trace replay (trace.ts) joined the generators
   "src/workload": { imports: ["src/random"], lines: 1700 },
-  "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 3000 },
+  // two protocols on one store (lm:// and RESP), namespaces with shares of their own
+  "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 4000 },
   // tenants grew usage read from every protocol (Messages, Responses, token-in) and key-set guards
   "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 3500 },
   "src/discovery": { imports: ["src/config", "src/obs"], lines: 1000 },
@@ -430,7 +431,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the cache server beside redis-server (each a child process)
   "bench/cacheserver": { imports: [], lines: 750 },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
-  "scripts/interop": { imports: [], lines: 1750 },
+  "scripts/interop": { imports: ["src/discovery"], lines: 2750 },
   scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1000 },
 };
 

@@ -59,6 +59,12 @@ const specs: FlagSpecs = {
     min: 0.001,
     help: "seconds a PUT may take from its header to its last byte before its connection is closed",
   },
+  "resp-port": {
+    type: "int",
+    min: 0,
+    max: 65535,
+    help: "also serve RESP (Redis protocol: GET/SET/EXISTS/DEL...) on this port, same store (LMCache's RESP L2 adapter)",
+  },
   "metrics-port": {
     type: "int",
     min: 0,
@@ -68,7 +74,7 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--metrics-port P]";
+  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--metrics-port P]";
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);
@@ -99,6 +105,7 @@ export async function main(argv: string[]): Promise<number> {
     diskDir: flags["disk-dir"] as string | undefined,
     maxDiskBytes: sizeFlag("max-disk"),
     metricsPort: flags["metrics-port"] as number | undefined,
+    respPort: flags["resp-port"] as number | undefined,
     maxConnections: flags["max-connections"] as number,
     namespaceMemoryShare: flags["namespace-memory-share"] as number | undefined,
     namespaceMaxConnections: flags["namespace-max-connections"] as number | undefined,

@@ -5,7 +5,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ProtocolErrorKind } from "./protocol.js";
 
 export type Tier = "memory" | "disk";
-export type CommandName = "put" | "get" | "exist" | "list" | "health";
+export type CommandName = "put" | "get" | "exist" | "list" | "health" | "delete";
 
 export interface Gauges {
   memoryObjects: () => number;
@@ -180,6 +180,7 @@ export class CacheMetrics {
       exist: this.requests.labels("exist"),
       list: this.requests.labels("list"),
       health: this.requests.labels("health"),
+      delete: this.requests.labels("delete"),
     };
     for (const kind of [
       "unknown_command",

@@ -41,7 +41,9 @@ export type ProtocolErrorKind =
   | "truncated_payload"
   | "stalled_frame"
   | "stalled_reader"
-  | "slow_payload";
+  | "slow_payload"
+  /** RESP framing that is not RESP (resp.ts) */
+  | "bad_frame";
 
 export class ProtocolError extends Error {
   constructor(

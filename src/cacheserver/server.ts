@@ -2,12 +2,14 @@
 // Used by the CLI, by tests and by `switchyard up`. Every listener shares one store, one budget and one
 // connection cap; what differs is the namespace its clients' keys live in (namespace.ts). Inside those,
 // each namespace has a cap of its own on memory (a share of the budget) and on open connections, so
-// one namespace's clients cannot evict or crowd out every other's.
+// one namespace's clients cannot evict or crowd out every other's. An optional RESP listener (resp.ts)
+// serves the same store to Redis clients, LMCache's RESP L2 adapter among them.
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { logger, type Logger } from "../obs/log.js";
 import { Connection } from "./connection.js";
 import { DiskTier } from "./disk.js";
+import { RespConnection } from "./resp.js";
 import { CacheMetrics } from "./metrics.js";
 import {
   DEFAULT_NAMESPACE,
@@ -45,6 +47,9 @@ export interface CacheServerOptions {
   maxObjectBytes?: number;
   diskDir?: string;
   maxDiskBytes?: number;
+  /** a RESP (Redis protocol) listener on the same store, its clients in the default namespace unless
+   * namespaceByAddress places them; 0 picks a free port, undefined serves none */
+  respPort?: number;
   /** Prometheus text at /metrics; 0 picks a free port, undefined serves none */
   metricsPort?: number;
   metricsHost?: string;
@@ -72,6 +77,7 @@ export interface CacheServer {
   /** every listener's port, in the order given */
   ports: number[];
   metricsPort: number | undefined;
+  respPort: number | undefined;
   store: TieredStore;
   metrics: CacheMetrics;
   connections(): number;
@@ -87,7 +93,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     opts.maxMemoryBytes,
     PROTOCOL_MAX_LENGTH,
   );
-  const live = new Set<Connection>();
+  const live = new Set<Connection | RespConnection>();
   let disk: DiskTier | undefined;
   // metrics read the store through closures, so they can exist before it does
   const ref: { store?: TieredStore } = {};
@@ -174,7 +180,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   // paused on connect: Connection may rebuild the socket around its handle to choose its read buffers
   // counted here, not by net.Server's maxConnections: Connection takes the accepted handle over, and the
   // server stops counting the socket it came in
-  const accept = (socket: Socket, listenerNamespace: string) => {
+  const accept = (socket: Socket, listenerNamespace: string, resp = false) => {
     if (live.size >= maxConnections)
       return refuse(socket, { maxConnections }, "connection refused: max connections open");
     // read before Connection may rebuild the socket around its handle
@@ -187,7 +193,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
         "connection refused: the namespace has its most connections open",
       );
     perNamespace.set(namespace, open + 1);
-    const conn = new Connection(socket, ctx, namespace);
+    const conn = resp ? new RespConnection(socket, ctx, namespace) : new Connection(socket, ctx, namespace);
     live.add(conn);
     metrics.connectionsTotal.inc();
     metrics.namespaceConnection(namespaceLabel(namespace));
@@ -217,13 +223,28 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       });
       servers.push(server);
     }
+    if (opts.respPort !== undefined) {
+      const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) =>
+        accept(socket, DEFAULT_NAMESPACE, true),
+      );
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(opts.respPort, opts.host ?? "0.0.0.0", () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      servers.push(server);
+    }
   } catch (err) {
     await closeListeners();
     await disk?.flush();
     throw err;
   }
-  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
+  const ports = servers.slice(0, listens.length).map((srv) => (srv.address() as AddressInfo).port);
   const port = ports[0]!;
+  const respPort =
+    opts.respPort !== undefined ? (servers[listens.length]!.address() as AddressInfo).port : undefined;
 
   let http: HttpServer | undefined;
   let metricsPort: number | undefined;
@@ -256,6 +277,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       listeners: listens.map((l, i) => `${l.host}:${ports[i]}=${namespaceLabel(l.namespace)}`),
       namespaceRules: opts.namespaceByAddress?.length ?? 0,
       metricsPort,
+      respPort,
       maxMemoryBytes: opts.maxMemoryBytes,
       maxObjectBytes: ctx.maxObjectBytes,
       diskDir: opts.diskDir,
@@ -279,5 +301,5 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       log.info("cache server stopped");
     })());
 
-  return { port, ports, metricsPort, store, metrics, connections: () => live.size, close };
+  return { port, ports, metricsPort, respPort, store, metrics, connections: () => live.size, close };
 }

@@ -109,6 +109,14 @@ export class TieredStore {
     return { tier: "disk", entry: d.entry };
   }
 
+  /** Removes `key` from both tiers (RESP DEL); true when either held it. */
+  delete(key: string): boolean {
+    const held = this.has(key);
+    this.memory.delete(key);
+    this.disk?.invalidate(key);
+    return held;
+  }
+
   has(key: string): boolean {
     return this.memory.has(key) || (this.disk?.has(key) ?? false);
   }

@@ -55,6 +55,7 @@ const workloadSchema = z.strictObject({
   preemption_heavy: z.boolean().default(false),
 });
 
+const VLLM_RELEASE = /^\d+\.\d+(\.\d+)?$/; // fleet.vllm_version, the chart's image tag: LMCache MP from 0.32
 const fleetSchema = z.strictObject({
   model: z.string().min(1),
   gpu: z.string().min(1),
@@ -66,6 +67,7 @@ const fleetSchema = z.strictObject({
   max_num_seqs: posInt.optional(),
   max_num_batched_tokens: posInt.optional(),
   max_model_len: posInt.optional(),
+  vllm_version: z.string().regex(VLLM_RELEASE, "a vLLM release, e.g. 0.32.0").optional(),
 });
 
 const opsSchema = z.strictObject({

@@ -33,6 +33,20 @@ function routerValues(policy: string): Record<string, unknown> {
   return { policy };
 }
 
+/** vLLM 0.32 maps `--kv-offloading-backend lmcache` to LMCache's multiprocess server */
+export const LMCACHE_MP_SINCE = [0, 32] as const;
+
+/**
+ * The chart's LMCache layout for an engine release: LMCache's multiprocess server per node from vLLM
+ * 0.32, the in-process connector before it; `auto` (the chart reads its image tag) when unknown.
+ */
+export function lmcacheLayout(vllmVersion: string | undefined): "mp" | "connector" | "auto" {
+  if (vllmVersion === undefined) return "auto";
+  const [major = 0, minor = 0] = vllmVersion.split(".").map(Number);
+  const [m0, m1] = LMCACHE_MP_SINCE;
+  return major > m0 || (major === m0 && minor >= m1) ? "mp" : "connector";
+}
+
 export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unknown> {
   const s = r.scenario;
   const off = s.simulation.offload;
@@ -42,12 +56,15 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   // `r` carries the plan's fleet (sized by the search where the scenario left it open)
   const engine = engineConfigFor(r, "none");
   const replicas = plan.stack.kind === "helm-chart" ? plan.fleet.engines : 1;
+  const vllmVersion = s.fleet.vllm_version;
+  const layout = lmcacheLayout(vllmVersion);
   return {
     router: routerValues(plan.router.policy),
     engines: {
       mode: "vllm",
       prefixCachingHashAlgo: "sha256_cbor",
       pythonHashSeed: plan.router.engine_env.PYTHONHASHSEED,
+      ...(vllmVersion !== undefined ? { vllmImage: { tag: `v${vllmVersion}` } } : {}),
       kvEvents: { enabled: plan.router.kv_events },
       // KEDA keeps at least the fleet the plan simulated; raise maxReplicas to let it add engines
       autoscaling: { enabled: true, minReplicas: replicas, maxReplicas: replicas },
@@ -55,10 +72,15 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
         mode: choice,
         native: { sizeGiB: off.native_gib },
         lmcache: {
+          layout,
           chunkSize: off.lmcache_chunk_size,
           localCpu: true,
           maxLocalCpuSizeGB: off.lmcache_local_cpu_gib,
           remoteSerde: "naive",
+          // the MP server's L1 is the node's CPU tier; the shared server, when planned, its L2
+          ...(layout === "mp"
+            ? { mp: { l1SizeGB: off.lmcache_local_cpu_gib, l2: shared ? "cacheServer" : "none" } }
+            : {}),
         },
       },
       models: [

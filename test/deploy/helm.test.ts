@@ -275,6 +275,52 @@ describe("helm chart", { timeout: 300_000 }, () => {
     assert.doesNotMatch(JSON.stringify(objs), /nvidia\.com\/gpu/);
   });
 
+  it("lmcache-mp values: a vLLM 0.32 engine runs LMCache's own MP server per node, the cache server its RESP L2", (t) => {
+    const objs = renderOf(t, "lmcache-mp-values.yaml");
+    if (!objs) return;
+    const d = one(objs, "Deployment", "-engine-llama-3-1-8b");
+    const c = container(d);
+    assert.ok(
+      c.args.includes("--kv-offloading-backend=lmcache") && c.args.includes("--kv-offloading-size=80"),
+    );
+    const transfer = c.args.find((a: string) => a.startsWith("--kv-transfer-config="));
+    assert.deepEqual(JSON.parse(transfer.slice("--kv-transfer-config=".length)), {
+      kv_connector_extra_config: {
+        "lmcache.mp.host": `tcp://${RELEASE}-switchyard-lmcache`,
+        "lmcache.mp.port": 5555,
+      },
+    });
+    assert.equal(d.spec.template.spec.hostIPC, true);
+    assert.ok(
+      ![...envOf(c).keys()].some((k) => k.startsWith("LMCACHE_")),
+      "no in-process connector settings",
+    );
+    // LMCache's own image and server, one per node, on the engines' nodes
+    const ds = one(objs, "DaemonSet", "-lmcache");
+    const s = ds.spec.template.spec;
+    assert.equal(s.hostIPC, true);
+    assert.match(s.containers[0].image, /^lmcache\/standalone:/);
+    assert.deepEqual(s.containers[0].command, ["/opt/venv/bin/lmcache", "server"]);
+    const args: string[] = s.containers[0].args;
+    assert.ok(args.includes("--port=5555") && args.includes("--l1-size-gb=80"));
+    const l2 = args.find((a) => a.startsWith("--l2-adapter="))!;
+    assert.deepEqual(JSON.parse(l2.slice("--l2-adapter=".length)), {
+      type: "resp",
+      host: `${RELEASE}-switchyard-cache-server`,
+      port: 6379,
+    });
+    assert.deepEqual(s.tolerations, d.spec.template.spec.tolerations);
+    assert.equal(one(objs, "Service", "-lmcache").spec.internalTrafficPolicy, "Local");
+    // the cache server opens RESP for it
+    assert.ok(container(one(objs, "Deployment", "-cache-server")).args.includes("--resp-port=6379"));
+    // an older engine gets the in-process connector layout
+    const old = render(helm!, "lmcache-mp-values.yaml", ["--set=engines.vllmImage.tag=v0.28.0"]);
+    assert.equal(byKind(old, "DaemonSet").length, 0);
+    const oc = container(one(old, "Deployment", "-engine-llama-3-1-8b"));
+    assert.ok(oc.args.some((a: string) => a.includes("LMCacheConnectorV1")));
+    assert.ok(!container(one(old, "Deployment", "-cache-server")).args.includes("--resp-port=6379"));
+  });
+
   it("offload values: LMCache connector pointed at the cache server; native offload flags", (t) => {
     const lm = renderOf(t, "offload-values.yaml");
     if (!lm) return;

@@ -218,3 +218,28 @@ test("plan --format md: one page with every section and the gate", async () => {
     assert.ok(r.out.includes(h), h);
   assert.match(r.out, /quantile_over_time\(0\.99/);
 });
+
+test("where the plan chooses LMCache it emits LMCache's multiprocess layout for vLLM 0.32 and the connector before it", async () => {
+  // cross-engine reuse (4 tenants on 2 engines) and declared preemption: the LMCache rule fires
+  const base = SMALL.replace("tenants: 4", "tenants: 4\n  preemption_heavy: true");
+  for (const [version, layout] of [
+    ["0.32.0", "mp"],
+    ["0.28.0", "connector"],
+  ] as const) {
+    const scen = write(
+      `lmcache-${version}.yaml`,
+      base.replace("engines: 2", `engines: 2\n  vllm_version: "${version}"`),
+    );
+    const values = join(dir, `values-lmcache-${version}.yaml`);
+    const r = await capture(() =>
+      plan(["--scenario", scen, "--no-sweep", "--format", "json", "--emit-values", values]),
+    );
+    assert.equal(JSON.parse(r.out).kv_offload.choice, "lmcache", r.err);
+    const v = parse(readFileSync(values, "utf8"));
+    assert.equal(v.engines.offload.mode, "lmcache");
+    assert.equal(v.engines.vllmImage.tag, `v${version}`);
+    assert.equal(v.engines.offload.lmcache.layout, layout);
+    if (layout === "mp") assert.deepEqual(v.engines.offload.lmcache.mp, { l1SizeGB: 20, l2: "cacheServer" });
+    else assert.equal(v.engines.offload.lmcache.mp, undefined);
+  }
+});

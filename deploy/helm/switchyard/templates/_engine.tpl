@@ -13,6 +13,26 @@ Every helper takes (dict "root" $ "model" $m "role" ROLE) where ROLE is:
 {{- toJson (dict "enabled" (default false $mn.enabled) "kind" (default "leaderWorkerSet" $mn.kind) "nodes" (int (default 2 $mn.nodes)) "backend" (default "ray" $mn.backend) "rayPort" (int (default 6379 $mn.rayPort)) "pdbMaxUnavailable" (default 1 (dig "podDisruptionBudget" "maxUnavailable" 1 $mn)) "pdbEnabled" (dig "podDisruptionBudget" "enabled" true $mn)) -}}
 {{- end -}}
 
+{{/*
+LMCache's layout, from root: "mp" (LMCache's multiprocess server on each node, lmcache-mp.yaml;
+vLLM >= 0.32 maps --kv-offloading-backend lmcache to its LMCacheMPConnector), "connector"
+(LMCacheConnectorV1 inside each engine, the cache server its lm:// remote), "" without LMCache.
+*/}}
+{{- define "switchyard.lmcacheLayout" -}}
+{{- $e := .Values.engines -}}
+{{- if eq $e.offload.mode "lmcache" -}}
+{{- $l := default "auto" $e.offload.lmcache.layout -}}
+{{- if eq $l "auto" -}}
+{{- $v := regexFind "^[0-9]+\\.[0-9]+(\\.[0-9]+)?" (trimPrefix "v" (toString $e.vllmImage.tag)) -}}
+{{- if and $v (semverCompare ">=0.32.0-0" $v) -}}mp{{- else -}}connector{{- end -}}
+{{- else -}}
+{{- $l -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "switchyard.lmcacheMpName" -}}{{ include "switchyard.fullname" . }}-lmcache{{- end -}}
+
 {{/* GPUs per pod: TP × PP for a single pod; TP × PP ÷ nodes for each pod of a group (whole GPUs only) */}}
 {{- define "switchyard.engineGpus" -}}
 {{- $m := .model -}}
@@ -80,6 +100,12 @@ that connects to the router's collector socket, its topic naming the engine as d
 {{- if eq $e.offload.mode "native" }}
 - --kv-offloading-size={{ $e.offload.native.sizeGiB }}
 - --kv-offloading-backend=native
+{{- else if eq (include "switchyard.lmcacheLayout" .root) "mp" }}
+# LMCache's multiprocess server on this node (its Service keeps traffic on the node); the size only
+# turns offload on: the capacity is the server's L1
+- --kv-offloading-backend=lmcache
+- --kv-offloading-size={{ $e.offload.lmcache.mp.l1SizeGB }}
+- {{ printf "--kv-transfer-config=%s" (dict "kv_connector_extra_config" (dict "lmcache.mp.host" (printf "tcp://%s" (include "switchyard.lmcacheMpName" .root)) "lmcache.mp.port" (int $e.offload.lmcache.mp.port)) | toJson) | quote }}
 {{- else if eq $e.offload.mode "lmcache" }}
 - '--kv-transfer-config={"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'
 {{- end }}
@@ -217,7 +243,7 @@ exec ray start --address=$(LWS_LEADER_ADDRESS):{{ $mn.rayPort }} --num-gpus={{ i
           name: {{ $root.Values.router.engineApiKeySecret.name }}
           key: {{ $root.Values.router.engineApiKeySecret.key }}
     {{- end }}
-    {{- if eq $e.offload.mode "lmcache" }}
+    {{- if eq (include "switchyard.lmcacheLayout" $root) "connector" }}
     {{- $l := $e.offload.lmcache }}
     - name: LMCACHE_CHUNK_SIZE
       value: {{ $l.chunkSize | quote }}
@@ -392,6 +418,10 @@ affinity:
 {{- $root := .root -}}
 automountServiceAccountToken: false
 terminationGracePeriodSeconds: {{ $root.Values.engines.terminationGracePeriodSeconds }}
+{{- if eq (include "switchyard.lmcacheLayout" $root) "mp" }}
+# the node's LMCache server maps this engine's KV cache over CUDA IPC: one IPC namespace (the host's)
+hostIPC: true
+{{- end }}
 securityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
 {{- with $root.Values.imagePullSecrets }}
