@@ -97,6 +97,17 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   };
 }
 
+/**
+ * The scenario as the plan ran its chosen fleet: the fleet (disaggregated pools included), the router
+ * policy and the offload option filled in, so that `switchyard simulate` runs what the plan predicted.
+ */
+export function emittedScenario(plan: Plan, planned: ResolvedScenario): Record<string, unknown> {
+  const s = structuredClone(planned.scenario);
+  s.simulation.offload.mode = plan.kv_offload.choice;
+  if (s.fleet.disaggregated === undefined) delete s.fleet.disaggregated;
+  return s as unknown as Record<string, unknown>;
+}
+
 /** the rule groups of the plan: `groups:` of a Prometheus rule file, or `spec.groups` of a PrometheusRule */
 export function ruleGroups(plan: Plan): Record<string, unknown>[] {
   const groups: Record<string, unknown>[] = [
