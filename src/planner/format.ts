@@ -108,7 +108,9 @@ function frontSection(p: Plan, out: string[]): void {
 export function planMarkdown(p: Plan): string {
   const out: string[] = [];
   out.push(`# Plan: ${p.scenario}`, "");
-  for (const l of p.summary) out.push(`**${l.split(":")[0]}:**${l.slice(l.indexOf(":") + 1)}`, "");
+  // the words before the first colon in bold; a line without one, whole
+  for (const l of p.summary)
+    out.push(l.includes(":") ? `**${l.split(":")[0]}:**${l.slice(l.indexOf(":") + 1)}` : `**${l}**`, "");
   sloSection(p, out);
   out.push("## Stack", "");
   out.push(

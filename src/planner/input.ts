@@ -79,7 +79,9 @@ export function parsePlanScenario(text: string): PlanInput {
     gpu: f !== null && f.gpu === undefined,
     engines: f !== null && f.engines === undefined,
     // without an SLO an omitted TP keeps its old meaning (1); with one, the planner picks it
-    tensorParallelSize: f !== null && f.tensor_parallel_size === undefined && obj.slo !== undefined,
+    // (a disaggregated fleet names each role's TP)
+    tensorParallelSize:
+      f !== null && f.tensor_parallel_size === undefined && f.disaggregated === undefined && obj.slo !== undefined,
   };
   const anyOpen = open.gpu || open.engines || open.tensorParallelSize;
   if (anyOpen && obj.slo === undefined) {

@@ -20,6 +20,7 @@ import {
   candidateShapes,
   fitShape,
   fixedFleetProblem,
+  fleetOf,
   gpusOf,
   NO_OPEN_FIELDS,
   PlanInputError,
@@ -394,11 +395,13 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
       const problem = fixedFleetProblem(r0);
       if (problem) throw new PlanInputError(problem);
       const fit = fitShape(r0, r0.gpu.id, r0.scenario.fleet.tensor_parallel_size);
+      const pd = fleetOf(r0).pd;
       fleet = {
         gpu: r0.gpu.id,
         tp: r0.scenario.fleet.tensor_parallel_size,
         engines: r0.scenario.fleet.engines,
         ...("shape" in fit ? fit.shape : {}),
+        ...(pd ? { pd } : {}),
       };
     }
 
@@ -427,6 +430,16 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
         d = await decideAt(ev, fleet);
       }
     }
+    // disaggregated engines run NixlConnector, and a vLLM engine takes one KV connector
+    if (fleet.pd && d.choice !== "none")
+      d = {
+        ...d,
+        choice: "none",
+        finding: {
+          rule: "select.offload.none.disaggregated",
+          reason: `No offload: prefill and decode engines move KV with NixlConnector, and a vLLM engine runs one KV connector (${d.choice} alone was chosen: ${d.finding.reason})`,
+        },
+      };
     const chosen = d.runs[d.choice];
     const check = chosen.check;
     const cost = costOf(prices, fleet);
