@@ -201,8 +201,17 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 750,
   },
 
+  // calibrate fits the engine model's timing (src/engine) to a GPU profile (src/models)
   "src/bench": {
-    imports: ["src/config", "src/obs", "src/protocol", "src/random", "src/workload"],
+    imports: [
+      "src/config",
+      "src/engine",
+      "src/models",
+      "src/obs",
+      "src/protocol",
+      "src/random",
+      "src/workload",
+    ],
     lines: 2750,
   },
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget

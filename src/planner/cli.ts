@@ -4,7 +4,7 @@
 // refused or the scenario is invalid or infeasible, with a one-line reason naming the field.
 import { readFileSync, writeFileSync } from "node:fs";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
-import { GPUS } from "../models/index.js";
+import { GPUS, loadProfilesFile } from "../models/index.js";
 import { emittedScenario, helmValues, prometheusRule, prometheusRuleFile, toYaml } from "./emit.js";
 import { planMarkdown } from "./format.js";
 import { parsePlanScenario, PlanInputError, withFleet, withTarget } from "./input.js";
@@ -49,6 +49,10 @@ const specs: FlagSpecs = {
     type: "string",
     help: "write the scenario with the chosen fleet, policy and offload filled in (for switchyard simulate)",
   },
+  profiles: {
+    type: "string",
+    help: "YAML with extra gpus:/models: profiles (a `switchyard calibrate` result), searched with the rest",
+  },
   "emit-front": { type: "string", help: "write the throughput/interactivity front as an SVG chart" },
   sweep: {
     type: "boolean",
@@ -59,7 +63,7 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard plan --scenario FILE [--format md|json] [--emit-values values.yaml] [--emit-rules rules.yaml] [--emit-prometheus-rules rules.yaml] [--gpu-price GPU=USD,...] [--jobs N] [--no-sweep] [--layouts agg|pd|both] [--target-rps R | --target-concurrency C] [--emit-scenario FILE] [--emit-front FILE.svg]";
+  "usage: switchyard plan --scenario FILE [--format md|json] [--emit-values values.yaml] [--emit-rules rules.yaml] [--emit-prometheus-rules rules.yaml] [--gpu-price GPU=USD,...] [--jobs N] [--no-sweep] [--layouts agg|pd|both] [--target-rps R | --target-concurrency C] [--emit-scenario FILE] [--emit-front FILE.svg] [--profiles FILE]";
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);
@@ -72,6 +76,13 @@ export async function main(argv: string[]): Promise<number> {
     text = readFileSync(flags.scenario, "utf8");
   } catch (err) {
     throw new CliError(`--scenario: cannot read ${flags.scenario}: ${(err as Error).message}`);
+  }
+  if (typeof flags.profiles === "string") {
+    try {
+      loadProfilesFile(flags.profiles);
+    } catch (err) {
+      throw new CliError(`--profiles: ${(err as Error).message}`);
+    }
   }
   const pool = new SimPool(typeof flags.jobs === "number" ? flags.jobs : undefined);
   try {
@@ -102,6 +113,7 @@ export async function main(argv: string[]): Promise<number> {
       pool,
       prices,
       layouts: flags.layouts as "agg" | "pd" | "both",
+      ...(typeof flags.profiles === "string" ? { profiles: flags.profiles } : {}),
       ...(target ? { target } : {}),
     });
     if (!outcome.ok) {

@@ -81,7 +81,10 @@ export function parsePlanScenario(text: string): PlanInput {
     // without an SLO an omitted TP keeps its old meaning (1); with one, the planner picks it
     // (a disaggregated fleet names each role's TP)
     tensorParallelSize:
-      f !== null && f.tensor_parallel_size === undefined && f.disaggregated === undefined && obj.slo !== undefined,
+      f !== null &&
+      f.tensor_parallel_size === undefined &&
+      f.disaggregated === undefined &&
+      obj.slo !== undefined,
   };
   const anyOpen = open.gpu || open.engines || open.tensorParallelSize;
   if (anyOpen && obj.slo === undefined) {

@@ -205,6 +205,8 @@ export interface PlanOptions {
   /** simulations run here; default: in this thread */
   pool?: SimPool;
   prices?: PriceTable;
+  /** a profiles YAML loaded here and by every worker (`--profiles`) */
+  profiles?: string;
   /** the layouts searched where the fleet is open: aggregated, disaggregated (P/D) or both (default) */
   layouts?: "agg" | "pd" | "both";
   /** the load a `--target-rps` / `--target-concurrency` plan is sized for: fewest GPUs, then cost */
@@ -294,7 +296,7 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
   const budget = r0.scenario.ops.budget_usd_per_hour ?? null;
   const pool = opts.pool ?? new SimPool(1);
   const progress = pool.progress;
-  const ev = new Evaluator(r0, pool, targets);
+  const ev = new Evaluator(r0, pool, targets, opts.profiles);
   try {
     // ---- the fleet: searched, or the scenario's own ----
     let fleet: FleetChoice;

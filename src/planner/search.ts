@@ -45,6 +45,8 @@ export class Evaluator {
     readonly base: ResolvedScenario,
     readonly pool: SimPool,
     readonly targets: SloTargets | null,
+    /** a profiles YAML every run loads (the GPUs and models it adds may be named) */
+    readonly profiles?: string,
   ) {}
 
   scenario(f: FleetChoice): { r: ResolvedScenario; routing: { policy: string; finding: Finding } } {
@@ -65,6 +67,7 @@ export class Evaluator {
       ...(opts.kvScale !== undefined && opts.kvScale !== 1 ? { kvScale: opts.kvScale } : {}),
       ...(opts.maxRequests !== undefined ? { maxRequests: opts.maxRequests } : {}),
       ...(opts.stop && targets ? { stopAt: targets } : {}),
+      ...(this.profiles !== undefined ? { profiles: this.profiles } : {}),
     });
     const predicted = predictedOf(res.report);
     const e: Evaluated = {
