@@ -7,8 +7,8 @@
 //   batch's KV) and the per-token KV reads.
 // The step overhead (STEP_OVERHEAD_S) and the all-reduce terms stay the model's. The fit minimises the
 // squared log errors of every run's mean TTFT and mean TPOT (the engine's own histogram means where
-// the run scraped them, else the client's), by a coarse grid over both factors and a pattern search
-// from its best point. The result is a GPU profile (`gpus:` of a profiles YAML) that `switchyard sim`,
+// the run scraped them, else the client's): one common factor first (2^-16..2^8), a grid over both
+// factors around it, and a pattern search from its best point. The result is a GPU profile (`gpus:` of a profiles YAML) that `switchyard sim`,
 // `simulate` and `plan` take with `--profiles`.
 import { defaultEngineConfig, Engine, VirtualDriver } from "../engine/index.js";
 import type { GpuProfile, ModelProfile } from "../models/index.js";
@@ -177,12 +177,18 @@ export function fitEngine(
     }
     return s;
   };
-  // a coarse grid over 1/16..16 of each figure, then a pattern search from its best point
-  let best = { lf: 0, lb: 0, c: Infinity };
+  // one factor for both over 2^-16..2^8 (a CPU engine is a thousand times slower than a GPU profile),
+  // a grid of 1/16..16 of each figure around it, then a pattern search from its best point
+  let common = { l: 0, c: Infinity };
+  for (let k = -16; k <= 8; k++) {
+    const c = cost(k * Math.LN2, k * Math.LN2);
+    if (c < common.c) common = { l: k * Math.LN2, c };
+  }
+  let best = { lf: common.l, lb: common.l, c: common.c };
   for (let i = -4; i <= 4; i++)
     for (let j = -4; j <= 4; j++) {
-      const lf = (i * Math.LN2 * 4) / 4;
-      const lb = (j * Math.LN2 * 4) / 4;
+      const lf = common.l + i * Math.LN2;
+      const lb = common.l + j * Math.LN2;
       const c = cost(lf, lb);
       if (c < best.c) best = { lf, lb, c };
     }
