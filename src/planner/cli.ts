@@ -134,7 +134,12 @@ export async function main(argv: string[]): Promise<number> {
       writeFileSync(flags["emit-rules"], toYaml(prometheusRule(plan)));
     if (typeof flags["emit-prometheus-rules"] === "string")
       writeFileSync(flags["emit-prometheus-rules"], toYaml(prometheusRuleFile(plan)));
-    console.log(format === "json" ? JSON.stringify({ planned: true, ...plan }, null, 2) : planMarkdown(plan));
+    // the JSON carries the front's chart too, as the Markdown does (inline)
+    console.log(
+      format === "json"
+        ? JSON.stringify({ planned: true, ...plan, front_svg: frontSvg(plan.scenario, plan.front) }, null, 2)
+        : planMarkdown(plan),
+    );
     return 0;
   } catch (err) {
     if (err instanceof PlanInputError || err instanceof PriceError)

@@ -72,6 +72,7 @@ test("on 8k-token prompts with 200-token answers the plan picks a P/D layout che
   assert.ok(p.front.points.some((x: { on_front: boolean }) => x.on_front));
   assert.ok(within(p.front.slo_tok_s_per_user, 1000 / 18, 1e-9));
   const chart = readFileSync(svg, "utf8");
+  assert.equal(p.front_svg, chart);
   assert.match(chart, /^<\?xml/);
   for (const name of ["aggregated", "disaggregated (P/D)", "Pareto front", "SLO: TPOT p90 bound", "chosen"])
     assert.ok(chart.includes(name), name);
