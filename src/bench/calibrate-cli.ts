@@ -8,7 +8,14 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { stringify } from "yaml";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
-import { GPUS, loadProfilesFile, resolveGpu, resolveModel } from "../models/index.js";
+import {
+  GPUS,
+  isModelFolder,
+  loadModelFolder,
+  loadProfilesFile,
+  resolveGpu,
+  resolveModel,
+} from "../models/index.js";
 import { benchOptionsFrom } from "./cli.js";
 import { fitEngine, profileDocument, runsFromBench, type FitRun } from "./engine-fit.js";
 import { resolveModel as servedModel, runBench } from "./run.js";
@@ -26,7 +33,10 @@ const specs: FlagSpecs = {
   engine: { type: "string", help: "a running engine's base URL (vLLM or switchyard sim): probe it" },
   "from-bench": { type: "string", help: "fit to a saved `switchyard bench --out` result instead" },
   out: { type: "string", help: "write the fitted profile (profiles YAML, gpus:) here" },
-  model: { type: "string", help: "the catalogue model the engine serves (default: the engine's /v1/models)" },
+  model: {
+    type: "string",
+    help: "the catalogue model the engine serves, or its Hugging Face folder (default: the engine's /v1/models)",
+  },
   gpu: {
     type: "string",
     default: "h100",
@@ -102,7 +112,8 @@ export async function main(argv: string[]): Promise<number> {
   let model;
   let base;
   try {
-    model = resolveModel(modelId);
+    // a model folder (config.json) is profiled as the sim profiles it
+    model = isModelFolder(modelId) ? loadModelFolder(modelId, modelId).profile : resolveModel(modelId);
     base = resolveGpu(String(f.gpu));
   } catch (err) {
     throw new CliError(`${(err as Error).message} (GPUs: ${GPUS.map((g) => g.id).join(", ")})`);
@@ -115,7 +126,7 @@ export async function main(argv: string[]): Promise<number> {
       throw new CliError(`--from-bench: cannot read ${fromBench}: ${(err as Error).message}`);
     }
   } else
-    bodies = await probe(engine!, modelId, Number(f.requests), (m) =>
+    bodies = await probe(engine!, isModelFolder(modelId) ? null : modelId, Number(f.requests), (m) =>
       process.stderr.write(`calibrate: ${m}\n`),
     );
   let runs: FitRun[];
