@@ -133,3 +133,31 @@ test("--target-rps sizes for the fewest GPUs that meet the SLO at that rate, and
     p.summary.join("\n"),
   );
 });
+
+test("a fixed disaggregated fleet is checked as given, and a summary line without a colon is printed once, in bold", () => {
+  const scenario = join(dir, "fixed-pd.yaml");
+  writeFileSync(
+    scenario,
+    stringify({
+      name: "fixed P/D",
+      slo: { ttft_p90_ms: 2000, tpot_p90_ms: 20 },
+      workload: { prompt_tokens: 8000, output_tokens: 200, qps: 4 },
+      fleet: {
+        model: "meta-llama/Llama-3.1-8B-Instruct",
+        gpu: "h100",
+        engines: 4,
+        disaggregated: { prefill_engines: 3, decode_engines: 1, decode_tensor_parallel_size: 2 },
+      },
+      ops: { kubernetes: true, hbm_monitoring: true },
+      simulation: { requests: 120 },
+    }),
+  );
+  const r = cli(["plan", "--scenario", scenario, "--no-sweep"]);
+  assert.equal(r.code, 0, r.err);
+  const lines = r.out.split("\n").filter((l) => l.trim());
+  assert.match(lines[1]!, /^\*\*SLO met:\*\* 3P \+ 1D \(TP 2\) × H100 at \$15\.00\/h/);
+  // the line that names a cheaper fleet meeting the SLO has no colon: bold, once
+  const also = lines.find((l) => l.includes("prefill engines would also meet it"));
+  assert.ok(also, r.out.slice(0, 600));
+  assert.match(also, /^\*\*\d+ prefill engines would also meet it \(\$\d+\.\d\d\/h\)\.\*\*$/);
+});
