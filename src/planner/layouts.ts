@@ -209,7 +209,10 @@ export async function searchPd(
           width,
         );
         if (sP.engines === null || !sP.at)
-          return { o: outcome(null, D, null, `prefill pool at ${D} decode engines: ${sP.note}`), f: null };
+          return {
+            o: outcome(null, D, null, `prefill pool at ${D} decode engine${D === 1 ? "" : "s"}: ${sP.note}`),
+            f: null,
+          };
         const fleet = layout(sP.engines, D);
         const cost = costOf(o.prices, fleet)!;
         const f: Found = { fleet, cost, at: sP.at as Evaluated, below: sP.below };
