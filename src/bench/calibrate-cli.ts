@@ -139,7 +139,7 @@ export async function main(argv: string[]): Promise<number> {
     tp: Number(f.tp),
     ...(typeof f.id === "string" ? { id: f.id } : {}),
   });
-  writeFileSync(f.out, stringify(profileDocument(fit.gpu)));
+  writeFileSync(f.out, stringify(profileDocument(fit.gpu, isModelFolder(modelId) ? model : undefined)));
   const pct = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)}%`;
   console.log(
     `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s) → ${f.out}`,

@@ -232,7 +232,11 @@ export function fitEngine(
   return { gpu, flopsFactor: f, bandwidthFactor: b, runs: rows, maxError };
 }
 
-/** the fitted GPU as a profiles YAML body (`gpus:`), as src/models' loadProfilesFile reads it */
-export function profileDocument(gpu: GpuProfile): Record<string, unknown> {
-  return { gpus: [gpu] };
+/**
+ * the fitted GPU as a profiles YAML body (`gpus:`), as src/models' loadProfilesFile reads it; with the
+ * model too (`models:`) where it has no catalogue entry (a Hugging Face folder), so that a scenario can
+ * name both
+ */
+export function profileDocument(gpu: GpuProfile, model?: ModelProfile): Record<string, unknown> {
+  return model ? { gpus: [gpu], models: [model] } : { gpus: [gpu] };
 }

@@ -17,6 +17,7 @@ import { simulateFleet } from "../../src/fleet/fleet.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
 import { loadProfilesFile, resolveGpu, resolveModel } from "../../src/models/index.js";
 import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
+import { repoRoot } from "../deploy/tools.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const dir = mkdtempSync(join(tmpdir(), "calibrate-"));
@@ -123,4 +124,40 @@ test("against a live sim engine on L4, the probe and the fit land near the L4's 
   } finally {
     await sim.stop();
   }
+});
+
+test("a model with no catalogue entry (its Hugging Face folder) goes into the profile, so a scenario can name it", async () => {
+  const saved = join(dir, "tiny-bench.json");
+  const out = join(dir, "tiny.yaml");
+  const folder = join(repoRoot(), "test", "fixtures", "tiny-model");
+  writeFileSync(
+    saved,
+    JSON.stringify({
+      input_lens: [100, 200, 400],
+      output_lens: [8, 8, 8],
+      start_times: [0, 0.5, 1],
+      ttfts: [0.01, 0.02, 0.04],
+      e2els: [0.05, 0.06, 0.08],
+    }),
+  );
+  const log = console.log;
+  console.log = () => {};
+  try {
+    assert.equal(
+      await calibrate(["--from-bench", saved, "--model", folder, "--out", out, "--id", "tiny-fit"]),
+      0,
+    );
+  } finally {
+    console.log = log;
+  }
+  const doc = parse(readFileSync(out, "utf8"));
+  assert.equal(doc.models[0].id, folder);
+  loadProfilesFile(out);
+  const r = resolveScenario({
+    workload: { prompt_tokens: 100, output_tokens: 8, concurrency: 1 },
+    fleet: { model: folder, gpu: "tiny-fit", engines: 1 },
+    ops: { kubernetes: true, hbm_monitoring: true },
+    simulation: { requests: 4 },
+  });
+  assert.equal(simulateFleet(fleetOptionsFor(r, "none")).records.length, 4);
 });
