@@ -6,6 +6,7 @@
 // run with the engine's /metrics scraped before and after, so the engine's own TTFT and ITL
 // histogram means are what the fit matches.
 import { readFileSync, writeFileSync } from "node:fs";
+import { request } from "undici";
 import { stringify } from "yaml";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import {
@@ -56,6 +57,18 @@ const specs: FlagSpecs = {
 const USAGE =
   "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID]";
 
+/** the engine's context as its /v1/models lists it (vLLM's `max_model_len`), or null */
+async function contextOf(url: string): Promise<number | null> {
+  try {
+    const res = await request(`${url}/v1/models`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const body = (await res.body.json()) as { data?: { max_model_len?: unknown }[] };
+    const n = body?.data?.[0]?.max_model_len;
+    return typeof n === "number" && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
 async function probe(
   url: string,
   model: string | null,
@@ -63,7 +76,10 @@ async function probe(
   warn: (m: string) => void,
 ): Promise<unknown[]> {
   const out: unknown[] = [];
-  for (const [input, output, conc] of PROBE) {
+  // prompts fit the engine's context (an engine started with a short --max-model-len refuses longer ones)
+  const context = (await contextOf(url)) ?? Infinity;
+  for (const [want, output, conc] of PROBE) {
+    const input = Math.max(16, Math.min(want, context - output - 64));
     const n = conc > 1 ? Math.max(requests * 2, conc * 2) : requests;
     const argv = [
       "--base-url",
@@ -142,7 +158,7 @@ export async function main(argv: string[]): Promise<number> {
   writeFileSync(f.out, stringify(profileDocument(fit.gpu, isModelFolder(modelId) ? model : undefined)));
   const pct = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)}%`;
   console.log(
-    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s) → ${f.out}`,
+    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s), step overhead ${(fit.stepOverheadS * 1000).toFixed(2)} ms → ${f.out}`,
   );
   console.log(
     "| run | source | requests | TTFT measured | TTFT model | error | TPOT measured | TPOT model | error |",

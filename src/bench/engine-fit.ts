@@ -5,12 +5,14 @@
 // - the GPU's effective dense FLOP/s: the prefill per-token term (compute-bound prompt steps);
 // - its effective memory bandwidth: the decode per-step term (a decode step reads the weights and the
 //   batch's KV) and the per-token KV reads.
-// The step overhead (STEP_OVERHEAD_S) and the all-reduce terms stay the model's. The fit minimises the
-// squared log errors of every run's mean TTFT and mean TPOT (the engine's own histogram means where
-// the run scraped them, else the client's): one common factor first (2^-16..2^8), a grid over both
-// factors around it, and a pattern search from its best point. The result is a GPU profile (`gpus:` of a profiles YAML) that `switchyard sim`,
-// `simulate` and `plan` take with `--profiles`.
-import { defaultEngineConfig, Engine, VirtualDriver } from "../engine/index.js";
+// - the fixed cost of a step (scheduling, input prep, sampling: STEP_OVERHEAD_S unless the profile has
+//   its own), the per-step term no figure of the GPU explains.
+// The all-reduce terms stay the model's. The fit minimises the squared log errors of every run's mean
+// TTFT and mean TPOT (the engine's own histogram means where the run scraped them, else the client's):
+// one common factor for both figures first (2^-16..2^8), a grid over the two around it, then a
+// pattern search over the two and the step overhead. The result is a GPU profile (`gpus:` of a
+// profiles YAML) that `switchyard sim`, `simulate` and `plan` take with `--profiles`.
+import { defaultEngineConfig, Engine, STEP_OVERHEAD_S, VirtualDriver } from "../engine/index.js";
 import type { GpuProfile, ModelProfile } from "../models/index.js";
 
 /** what one run offers the fit: its requests and its measured means */
@@ -31,6 +33,8 @@ export interface FitResult {
   /** the fitted figures over the base profile's */
   flopsFactor: number;
   bandwidthFactor: number;
+  /** the fitted fixed cost of a step, seconds */
+  stepOverheadS: number;
   /** per run: measured and predicted means, and the relative errors */
   runs: {
     ttftMs: number;
@@ -154,10 +158,11 @@ export function replay(
   return { ttftMs: (ttft / Math.max(1, n)) * 1000, tpotMs: (tpot / Math.max(1, nt)) * 1000 };
 }
 
-const scaled = (g: GpuProfile, f: number, b: number): GpuProfile => ({
+const scaled = (g: GpuProfile, f: number, b: number, overhead?: number): GpuProfile => ({
   ...g,
   bf16Flops: g.bf16Flops * f,
   hbmBandwidth: g.hbmBandwidth * b,
+  ...(overhead !== undefined ? { stepOverheadS: overhead } : {}),
 });
 
 /** fits the base GPU's FLOP/s and bandwidth to the runs (module comment) */
@@ -169,41 +174,45 @@ export function fitEngine(
 ): FitResult {
   if (runs.length === 0) throw new Error("nothing to fit: no runs");
   const tp = o.tp ?? 1;
-  const cost = (lf: number, lb: number): number => {
+  const o0 = Math.log(base.stepOverheadS ?? STEP_OVERHEAD_S);
+  const cost = (lf: number, lb: number, lo: number): number => {
     let s = 0;
     for (const r of runs) {
-      const p = replay(r, model, scaled(base, Math.exp(lf), Math.exp(lb)), tp);
+      const p = replay(r, model, scaled(base, Math.exp(lf), Math.exp(lb), Math.exp(lo)), tp);
       s += Math.log(p.ttftMs / r.ttftMs) ** 2 + Math.log(p.tpotMs / r.tpotMs) ** 2;
     }
     return s;
   };
   // one factor for both over 2^-16..2^8 (a CPU engine is a thousand times slower than a GPU profile),
-  // a grid of 1/16..16 of each figure around it, then a pattern search from its best point
+  // a grid of 1/16..16 of each figure around it, then a pattern search from its best point over the
+  // two figures and the step overhead
   let common = { l: 0, c: Infinity };
   for (let k = -16; k <= 8; k++) {
-    const c = cost(k * Math.LN2, k * Math.LN2);
+    const c = cost(k * Math.LN2, k * Math.LN2, o0);
     if (c < common.c) common = { l: k * Math.LN2, c };
   }
-  let best = { lf: common.l, lb: common.l, c: common.c };
+  let best = { lf: common.l, lb: common.l, lo: o0, c: common.c };
   for (let i = -4; i <= 4; i++)
     for (let j = -4; j <= 4; j++) {
       const lf = common.l + i * Math.LN2;
       const lb = common.l + j * Math.LN2;
-      const c = cost(lf, lb);
-      if (c < best.c) best = { lf, lb, c };
+      const c = cost(lf, lb, o0);
+      if (c < best.c) best = { lf, lb, lo: o0, c };
     }
   let step = Math.LN2 / 2;
   while (step > 0.004) {
     let moved = false;
-    for (const [df, db] of [
-      [step, 0],
-      [-step, 0],
-      [0, step],
-      [0, -step],
+    for (const [df, db, dl] of [
+      [step, 0, 0],
+      [-step, 0, 0],
+      [0, step, 0],
+      [0, -step, 0],
+      [0, 0, step],
+      [0, 0, -step],
     ] as const) {
-      const c = cost(best.lf + df, best.lb + db);
+      const c = cost(best.lf + df, best.lb + db, best.lo + dl);
       if (c < best.c) {
-        best = { lf: best.lf + df, lb: best.lb + db, c };
+        best = { lf: best.lf + df, lb: best.lb + db, lo: best.lo + dl, c };
         moved = true;
       }
     }
@@ -211,11 +220,12 @@ export function fitEngine(
   }
   const f = Math.exp(best.lf);
   const b = Math.exp(best.lb);
+  const overhead = Math.exp(best.lo);
   const gpu: GpuProfile = {
-    ...scaled(base, f, b),
+    ...scaled(base, f, b, overhead),
     id: o.id ?? `${base.id}-calibrated`,
     name: `${base.name}, calibrated`,
-    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => r.source).join(", ")} means) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}`,
+    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => r.source).join(", ")} means) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}, step overhead ${(overhead * 1000).toFixed(2)} ms`,
   };
   const rows = runs.map((r) => {
     const p = replay(r, model, gpu, tp);
@@ -229,7 +239,7 @@ export function fitEngine(
     };
   });
   const maxError = Math.max(...rows.flatMap((x) => [Math.abs(x.ttftErr), Math.abs(x.tpotErr)]));
-  return { gpu, flopsFactor: f, bandwidthFactor: b, runs: rows, maxError };
+  return { gpu, flopsFactor: f, bandwidthFactor: b, stepOverheadS: overhead, runs: rows, maxError };
 }
 
 /**

@@ -203,6 +203,7 @@ const GpuSchema = z.object({
   hbmBandwidth: positive,
   hostLinkBandwidth: positive,
   interconnectBandwidth: positive.optional(),
+  stepOverheadS: positive.optional(),
   source: z.string().min(1),
 });
 

@@ -16,6 +16,7 @@ import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
 import { loadProfilesFile, resolveGpu, resolveModel } from "../../src/models/index.js";
+import { STEP_OVERHEAD_S } from "../../src/engine/index.js";
 import { freePort, spawnCli, waitForHttp } from "../../bench/harness/cli.js";
 import { repoRoot } from "../deploy/tools.js";
 
@@ -57,6 +58,12 @@ test("runs of a known profile, fitted from another GPU's, give back that profile
     `bandwidth ${fit.gpu.hbmBandwidth} vs ${l4.hbmBandwidth}`,
   );
   assert.ok(fit.maxError < 0.2, `fit error ${fit.maxError}`);
+  // the per-step term: where reading the weights dominates a step (an 8B model on an L4: 60 ms against
+  // the model's 2 ms), a millisecond of it trades against a percent of bandwidth; it stays that order
+  assert.ok(
+    fit.stepOverheadS > STEP_OVERHEAD_S / 4 && fit.stepOverheadS < STEP_OVERHEAD_S * 4,
+    `step overhead ${fit.stepOverheadS} s`,
+  );
   // the same through the command, from a saved result; the profile loads as sim/simulate/plan load it
   const saved = join(dir, "bench.json");
   const out = join(dir, "profile.yaml");
