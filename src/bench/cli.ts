@@ -377,6 +377,11 @@ export function toOptions(f: FlagValues): BenchOptions {
   };
 }
 
+/** bench options from bench's own flags (the probe runs of `switchyard calibrate`) */
+export function benchOptionsFrom(argv: string[]): BenchOptions {
+  return toOptions(parseFlags(argv, SPECS).flags);
+}
+
 function writeOut(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, text);

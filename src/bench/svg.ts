@@ -7,6 +7,8 @@ export interface Series {
   name: string;
   points: [number, number][];
   dashed?: boolean;
+  /** points only, no line between them (a scatter of the layouts a plan tried) */
+  scatter?: boolean;
 }
 
 export interface Panel {
@@ -110,7 +112,10 @@ function panelSvg(p: Panel, ox: number, oy: number): string {
     const pts = thin(s.points)
       .map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`)
       .join(" ");
-    if (pts) {
+    if (pts && s.scatter) {
+      for (const [x, y] of thin(s.points))
+        parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="4" fill="${color}"/>`);
+    } else if (pts) {
       parts.push(
         `<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`,
       );

@@ -28,6 +28,10 @@ const commands: Record<string, { help: string; load: () => Promise<{ main: Main 
     help: "plan a vLLM stack from a scenario (rules, impact, Helm values)",
     load: () => import("../planner/cli.js"),
   },
+  calibrate: {
+    help: "fit the engine model's timing to a running engine or a bench result (a GPU profile)",
+    load: () => import("../bench/calibrate-cli.js"),
+  },
   status: {
     help: "one screen of a running stack: engines, rates, latencies, warnings",
     load: () => import("../ops/status.js"),

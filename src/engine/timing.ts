@@ -55,6 +55,7 @@ export class StepTimer {
   private readonly interconnect: number;
   private readonly hostLink: number;
   private readonly layers: number;
+  private readonly overhead: number;
 
   constructor(config: EngineConfig) {
     const m = config.model;
@@ -72,6 +73,8 @@ export class StepTimer {
       2 * m.layers * m.hiddenSize * m.dtypeBytes * ((2 * (this.tp - 1)) / this.tp);
     this.interconnect = config.gpu.interconnectBandwidth ?? DEFAULT_INTERCONNECT_BPS;
     this.hostLink = config.gpu.hostLinkBandwidth;
+    // a calibrated profile carries its machine's own
+    this.overhead = config.gpu.stepOverheadS ?? STEP_OVERHEAD_S;
   }
 
   time(w: StepWork): StepTime {
@@ -85,7 +88,7 @@ export class StepTimer {
         ? 2 * this.layers * ALL_REDUCE_LATENCY_S + (this.allReduceBytesPerToken * tokens) / this.interconnect
         : 0;
     const transfer = w.loadBytesPerGpu / this.hostLink + (w.extraTransferSeconds ?? 0);
-    const duration = Math.max(compute, memory) + comm + STEP_OVERHEAD_S + transfer;
+    const duration = Math.max(compute, memory) + comm + this.overhead + transfer;
     return { duration, compute, memory, comm, transfer };
   }
 }

@@ -14,6 +14,7 @@ import type { Workload } from "../workload/types.js";
 import { TRACE_DEFAULTS, traceWorkload } from "../workload/trace.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
 import type { FleetOptions, FleetPolicy, SessionKeyMode } from "./fleet.js";
+import type { PdOptions } from "./types.js";
 import { REMOTE_BANDWIDTH_BPS } from "./remote.js";
 import type { ResolvedScenario } from "./scenario.js";
 
@@ -84,6 +85,33 @@ export function engineConfigFor(r: ResolvedScenario, mode: OffloadMode, kvScale 
     cfg.numGpuBlocksOverride = blocks;
   }
   return cfg;
+}
+
+/** the scenario as one role of its disaggregated fleet sees it: that role's engine count and TP */
+export function roleScenario(r: ResolvedScenario, role: "prefill" | "decode"): ResolvedScenario {
+  const pd = r.scenario.fleet.disaggregated;
+  if (!pd) return r;
+  const fleet = {
+    ...r.scenario.fleet,
+    engines: pd[`${role}_engines`],
+    tensor_parallel_size: pd[`${role}_tensor_parallel_size`],
+    disaggregated: undefined,
+  };
+  return { ...r, scenario: { ...r.scenario, fleet } };
+}
+
+/** the prefill and decode pools of a disaggregated scenario, or null for an aggregated one */
+export function pdOptionsFor(r: ResolvedScenario, mode: OffloadMode, kvScale = 1): PdOptions | null {
+  const pd = r.scenario.fleet.disaggregated;
+  if (!pd) return null;
+  return {
+    prefill: {
+      engine: engineConfigFor(roleScenario(r, "prefill"), mode, kvScale),
+      count: pd.prefill_engines,
+    },
+    decode: { engine: engineConfigFor(roleScenario(r, "decode"), mode, kvScale), count: pd.decode_engines },
+    bandwidthPerRank: pd.kv_transfer_gb_s_per_rank * 1e9,
+  };
 }
 
 function kvBlocks(cfg: EngineConfig): number {
@@ -272,11 +300,13 @@ export function fleetOptionsFor(
   const requests = opts.requests ?? defaultRequests(r);
   const { workload, generator } = workloadFor(r, requests);
   const off = s.simulation.offload;
-  const engine = engineConfigFor(r, mode, opts.kvScale ?? 1);
+  const pd = pdOptionsFor(r, mode, opts.kvScale ?? 1);
+  const engine = pd ? pd.decode.engine : engineConfigFor(r, mode, opts.kvScale ?? 1);
   return {
     generator,
     engine,
     engines: s.fleet.engines,
+    pd,
     policy: policyFor(r),
     sessionKey: sessionKeyFor(r, generator),
     scrapeIntervalS: s.simulation.scrape_interval_ms / 1000,

@@ -2,6 +2,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
+import { loadProfilesFile } from "../models/index.js";
 import {
   OFFLOAD_MODES,
   parseScenarioText,
@@ -23,10 +24,14 @@ const specs: FlagSpecs = {
   seed: { type: "int", min: 0, help: "override simulation.seed" },
   format: { type: "string", default: "text", choices: ["text", "json"], help: "text | json" },
   output: { type: "string", help: "also write the JSON report to this file" },
+  profiles: {
+    type: "string",
+    help: "YAML with extra gpus:/models: profiles (a `switchyard calibrate` result) the scenario may name",
+  },
 };
 
 const USAGE =
-  "usage: switchyard simulate --scenario FILE [--offload none|native|lmcache] [--requests N] [--seed S] [--format text|json] [--output FILE]";
+  "usage: switchyard simulate --scenario FILE [--offload none|native|lmcache] [--requests N] [--seed S] [--format text|json] [--output FILE] [--profiles FILE]";
 
 export function loadScenario(path: string): ResolvedScenario {
   let text: string;
@@ -51,6 +56,13 @@ export async function main(argv: string[]): Promise<number> {
   const { flags } = parsed;
   if (typeof flags.scenario !== "string") throw new CliError(`--scenario FILE is required\n${USAGE}`);
   const format = flags.format as string;
+  if (typeof flags.profiles === "string") {
+    try {
+      loadProfilesFile(flags.profiles);
+    } catch (err) {
+      throw new CliError(`--profiles: ${(err as Error).message}`);
+    }
+  }
   const r = loadScenario(flags.scenario);
   if (typeof flags.seed === "number") r.scenario.simulation.seed = flags.seed;
   let mode = r.scenario.simulation.offload.mode as OffloadMode;

@@ -60,19 +60,34 @@ export class FleetEngines {
     }
   }
 
-  /** sends a turn to engine `e` now */
-  /** `arrivedAt`: when the turn reached the router (it may have waited there); the record is timed from it */
-  start(turn: Turn, e: number, arrivedAt = this.driver.now): void {
+  /**
+   * Sends a turn to engine `e` now. `arrivedAt`: when the turn reached the router (it may have waited
+   * there); the record is timed from it. `maxTokens`: a cap below the turn's (a P/D prefill's 1);
+   * `transferredTokens`: prompt tokens whose KV a prefill engine computed and moved here (in place, at
+   * no further cost: the transfer was waited for before).
+   */
+  start(
+    turn: Turn,
+    e: number,
+    arrivedAt = this.driver.now,
+    opts: { maxTokens?: number; transferredTokens?: number } = {},
+  ): void {
     const now = this.driver.now;
     const engine = this.engines[e]!;
     const prompt = turn.prompt;
-    const maxTokens = Math.min(turn.maxTokens, engine.config.maxModelLen - prompt.length);
+    const maxTokens = Math.min(
+      opts.maxTokens ?? turn.maxTokens,
+      turn.maxTokens,
+      engine.config.maxModelLen - prompt.length,
+    );
     let keys: number[] | null = null;
-    let ext = 0;
+    let ext = opts.transferredTokens ?? 0;
+    let bandwidth = Number.POSITIVE_INFINITY;
     if (this.shared) {
       const hit = this.shared.lookup(prompt);
       keys = hit.keys;
       ext = hit.tokens;
+      bandwidth = this.shared.store.bandwidth;
     }
     const rid = `r${turn.index}`;
     this.flights.set(rid, {
@@ -99,7 +114,7 @@ export class FleetEngines {
       arrivalTime: now,
       sampleToken: (i) => 1000 + (((salt + i * 40503) >>> 0) % 50000),
       externalCachedTokens: ext > 0 ? ext : undefined,
-      externalLoadBandwidth: ext > 0 ? this.shared!.store.bandwidth : undefined,
+      externalLoadBandwidth: ext > 0 ? bandwidth : undefined,
       sharedPrefix: turn.sharedPrefix,
     });
     this.driver.wake(engine);

@@ -4,98 +4,33 @@
 // it. Each part is its own module; this file wires them together:
 //   load.ts (turns) → router-view.ts (which engine) → engines.ts (the engines, and the shared LMCache
 //   server of remote.ts) → back to load.ts (the answer, then the session's next turn).
+//   A disaggregated fleet (prefill and decode pools) runs in pd.ts.
 import type { RequestRecord } from "../workload/record.js";
-import type { ArrivalKind } from "../workload/arrivals.js";
-import { sentAfterPause, type Workload } from "../workload/types.js";
-import { VirtualDriver, type EngineConfig, type EngineCounters } from "../engine/index.js";
-import type { LateBindingOptions, PolicyName, ScorersConfig } from "../routing/index.js";
+import { sentAfterPause } from "../workload/types.js";
+import { VirtualDriver } from "../engine/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
-import { LoadDriver, type FleetHooks, type Turn } from "./load.js";
-import { SharedCacheServer, type SharedServerOptions } from "./remote.js";
+import { LoadDriver, type Turn } from "./load.js";
+import { simulatePdFleet } from "./pd.js";
+import type { FleetOptions, FleetResult } from "./types.js";
+import { SharedCacheServer } from "./remote.js";
 import { ClairvoyantPlacer } from "./clairvoyant.js";
+import { CLAIRVOYANT } from "./types.js";
 import {
   ROUTE_WAITING,
   RouterView,
   SLO_REFUSAL,
   QUEUE_FULL_REFUSAL,
   ROUTE_QUEUE_FULL,
-  type FleetDecision,
-  type SessionKeyMode,
 } from "./router-view.js";
 
 export type { SharedServerOptions } from "./remote.js";
 export type { FleetHooks } from "./load.js";
+export type { FleetOptions, FleetPolicy, FleetResult, PdOptions } from "./types.js";
+export { CLAIRVOYANT } from "./types.js";
 export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 
-/** the reference placement no router can make: each request where its TTFT is lowest (clairvoyant.ts) */
-export const CLAIRVOYANT = "clairvoyant";
-export type FleetPolicy = PolicyName | typeof CLAIRVOYANT;
-
-export interface FleetOptions {
-  engine: EngineConfig;
-  engines: number;
-  /** a routing policy, or `clairvoyant`: the reference placement from every engine's exact state */
-  policy: FleetPolicy;
-  /**
-   * where requests' session keys come from (router-view.ts): by default (`router`) as the live router
-   * keys them, from the header the bench sends where the workload sends one, else inferred from prompts
-   */
-  sessionKey?: SessionKeyMode;
-  /** the live router scrapes vllm:num_requests_running/waiting and kv_cache_usage_perc this often */
-  scrapeIntervalS: number;
-  sharedServer: SharedServerOptions | null;
-  workload: Workload;
-  /** requests/s; Infinity = as fast as the concurrency cap allows */
-  qps: number;
-  arrival: ArrivalKind;
-  /** sessions active at once; Infinity = no cap */
-  concurrency: number;
-  maxRequests: number;
-  /** stop starting requests after this many virtual seconds */
-  durationS: number;
-  seed: number;
-  /** keep every inter-token gap for ITL percentiles (memory grows with output tokens) */
-  recordItl: boolean;
-  /** predictive policy: every request's TTFT SLO, ms; a request no engine can meet it for is refused (429) */
-  sloTtftMs?: number | undefined;
-  /** router processes sharing the group's counts, each with its own policy state (default 1) */
-  routers?: number;
-  /** scorers added to the policy's own, as the router's config `scorers` */
-  scorers?: ScorersConfig;
-  /** predictive: late binding's settings (the router's `predictive.queuedPrompts` and the rest) */
-  lateBinding?: Partial<LateBindingOptions> | undefined;
-  /** hooks for callers that run many simulations of one workload (the planner); none changes a run */
-  hooks?: FleetHooks;
-  /** the decision log: every routing decision with what the policy predicted per engine */
-  onDecision?: (d: FleetDecision) => void;
-  /**
-   * the router reads the shared server's tier index (what it stores and evicts): a cache-aware policy
-   * prices what it holds of a prompt at its load time; false: the router sees the engines' GPUs only
-   */
-  tierAware?: boolean | undefined;
-}
-
-export interface FleetResult {
-  records: RequestRecord[];
-  /** seconds from the first send to the last completion */
-  durationS: number;
-  /** every engine's scraped kv_cache_usage_perc samples, 0..1 */
-  kvSamples: Float64Array;
-  counters: EngineCounters[];
-  numGpuBlocks: number;
-  numCpuBlocks: number;
-  remote: { lookups: number; hitTokens: number; storedChunks: number; evictedChunks: number } | null;
-  /** events the virtual clock ran (a measure of simulation work) */
-  events: number;
-  /** the engine (index) each request went to, by request index */
-  routedTo: number[];
-  /** prompt tokens each request found cached at its first schedule, by request index */
-  cachedTokens: number[];
-  /** the run was ended by FleetHooks.onRecord before its load was done */
-  stoppedEarly: boolean;
-}
-
 export function simulateFleet(o: FleetOptions): FleetResult {
+  if (o.pd) return simulatePdFleet(o, o.pd);
   const driver = new VirtualDriver();
   const shared = o.sharedServer ? new SharedCacheServer(o.sharedServer, o.engine.model) : null;
   const onFirstToken = (f: Flight) => {

@@ -68,6 +68,20 @@ const fleetSchema = z.strictObject({
   max_num_batched_tokens: posInt.optional(),
   max_model_len: posInt.optional(),
   vllm_version: z.string().regex(VLLM_RELEASE, "a vLLM release, e.g. 0.32.0").optional(),
+  /**
+   * disaggregated prefill and decode (the router's P/D mode, docs/disaggregated.md): `engines` is then
+   * prefill + decode engines, and each role has its own TP
+   */
+  disaggregated: z
+    .strictObject({
+      prefill_engines: posInt,
+      decode_engines: posInt,
+      prefill_tensor_parallel_size: posInt.default(1),
+      decode_tensor_parallel_size: posInt.default(1),
+      /** GB/s each decode rank pulls KV at (NixlConnector over RDMA; the sim's --kv-transfer-bandwidth) */
+      kv_transfer_gb_s_per_rank: positive.default(40),
+    })
+    .optional(),
 });
 
 const opsSchema = z.strictObject({
@@ -310,6 +324,20 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
       problems.push(
         `simulation.generator.preset: ${g.name} ${g.preset} sends prompts and answers of up to ${longest} tokens, above the context of ${model!.id} (${maxLen})`,
       );
+  }
+  const pd = s.fleet.disaggregated;
+  if (pd) {
+    if (s.fleet.engines !== pd.prefill_engines + pd.decode_engines)
+      problems.push(
+        `fleet.engines: must be prefill_engines + decode_engines (${pd.prefill_engines + pd.decode_engines}) with fleet.disaggregated, got ${s.fleet.engines}`,
+      );
+    for (const role of ["prefill", "decode"] as const) {
+      const tp = pd[`${role}_tensor_parallel_size`];
+      if (tp > 8 || (model && model.numHeads % tp !== 0))
+        problems.push(
+          `fleet.disaggregated.${role}_tensor_parallel_size: must divide the attention heads${model ? ` (${model.numHeads})` : ""} and be at most 8, got ${tp}`,
+        );
+    }
   }
   if (s.fleet.tensor_parallel_size > 8) {
     problems.push(

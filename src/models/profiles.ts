@@ -206,6 +206,7 @@ const GpuSchema = z.object({
   hbmBandwidth: positive,
   hostLinkBandwidth: positive,
   interconnectBandwidth: positive.optional(),
+  stepOverheadS: positive.optional(),
   source: z.string().min(1),
 });
 

@@ -16,6 +16,11 @@ export interface GpuProfile {
   hostLinkBandwidth: number;
   /** GPU<->GPU bandwidth one way for tensor parallel all-reduce, bytes/s (NVLink); PCIe figure when absent */
   interconnectBandwidth?: number;
+  /**
+   * the fixed per-step cost on this machine (scheduling, input prep, sampling), seconds; the engine
+   * model's STEP_OVERHEAD_S when absent (a `switchyard calibrate` fit sets it)
+   */
+  stepOverheadS?: number;
   source: string;
 }
 

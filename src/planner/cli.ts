@@ -4,11 +4,12 @@
 // refused or the scenario is invalid or infeasible, with a one-line reason naming the field.
 import { readFileSync, writeFileSync } from "node:fs";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
-import { GPUS } from "../models/index.js";
-import { helmValues, prometheusRule, prometheusRuleFile, toYaml } from "./emit.js";
+import { GPUS, loadProfilesFile } from "../models/index.js";
+import { emittedScenario, helmValues, prometheusRule, prometheusRuleFile, toYaml } from "./emit.js";
 import { planMarkdown } from "./format.js";
-import { parsePlanScenario, PlanInputError, withFleet } from "./input.js";
-import { makePlan, SWEEP_SCALES } from "./plan.js";
+import { parsePlanScenario, PlanInputError, withFleet, withTarget } from "./input.js";
+import { choiceOf, makePlan, SWEEP_SCALES } from "./plan.js";
+import { frontSvg } from "./front.js";
 import { SimPool } from "./pool.js";
 import { parsePriceFlag, PriceError, priceTable } from "./prices.js";
 
@@ -29,6 +30,30 @@ const specs: FlagSpecs = {
     help: "USD per GPU-hour over the default table, e.g. h100=2.5,l4=0.6 (docs/planner.md)",
   },
   jobs: { type: "int", min: 1, help: "simulations run at once on worker threads (default: one per core)" },
+  layouts: {
+    type: "string",
+    default: "both",
+    choices: ["agg", "pd", "both"],
+    help: "layouts searched where the fleet is open: aggregated, disaggregated prefill/decode, or both",
+  },
+  "target-rps": {
+    type: "number",
+    help: "size for this request rate (an open loop): the fewest GPUs that meet the SLO, then the cheapest",
+  },
+  "target-concurrency": {
+    type: "int",
+    min: 1,
+    help: "size for this many requests in flight (a closed loop): the fewest GPUs, then the cheapest",
+  },
+  "emit-scenario": {
+    type: "string",
+    help: "write the scenario with the chosen fleet, policy and offload filled in (for switchyard simulate)",
+  },
+  profiles: {
+    type: "string",
+    help: "YAML with extra gpus:/models: profiles (a `switchyard calibrate` result), searched with the rest",
+  },
+  "emit-front": { type: "string", help: "write the throughput/interactivity front as an SVG chart" },
   sweep: {
     type: "boolean",
     default: true,
@@ -38,7 +63,7 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard plan --scenario FILE [--format md|json] [--emit-values values.yaml] [--emit-rules rules.yaml] [--emit-prometheus-rules rules.yaml] [--gpu-price GPU=USD,...] [--jobs N] [--no-sweep]";
+  "usage: switchyard plan --scenario FILE [--format md|json] [--emit-values values.yaml] [--emit-rules rules.yaml] [--emit-prometheus-rules rules.yaml] [--gpu-price GPU=USD,...] [--jobs N] [--no-sweep] [--layouts agg|pd|both] [--target-rps R | --target-concurrency C] [--emit-scenario FILE] [--emit-front FILE.svg] [--profiles FILE]";
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);
@@ -52,9 +77,27 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     throw new CliError(`--scenario: cannot read ${flags.scenario}: ${(err as Error).message}`);
   }
+  if (typeof flags.profiles === "string") {
+    try {
+      loadProfilesFile(flags.profiles);
+    } catch (err) {
+      throw new CliError(`--profiles: ${(err as Error).message}`);
+    }
+  }
   const pool = new SimPool(typeof flags.jobs === "number" ? flags.jobs : undefined);
   try {
     const input = parsePlanScenario(text);
+    const rps = flags["target-rps"];
+    const conc = flags["target-concurrency"];
+    if (rps !== undefined && conc !== undefined)
+      throw new CliError("--target-rps and --target-concurrency: give one of them");
+    if (typeof rps === "number" && !(rps > 0))
+      throw new CliError(`--target-rps: must be above 0, got ${rps}`);
+    const target =
+      typeof rps === "number" || typeof conc === "number"
+        ? { rps: typeof rps === "number" ? rps : null, concurrency: typeof conc === "number" ? conc : null }
+        : undefined;
+    if (target) input.r = withTarget(input.r, target);
     const prices = priceTable(
       input.r,
       typeof flags["gpu-price"] === "string"
@@ -69,6 +112,9 @@ export async function main(argv: string[]): Promise<number> {
       open: input.open,
       pool,
       prices,
+      layouts: flags.layouts as "agg" | "pd" | "both",
+      ...(typeof flags.profiles === "string" ? { profiles: flags.profiles } : {}),
+      ...(target ? { target } : {}),
     });
     if (!outcome.ok) {
       if (format === "json")
@@ -77,20 +123,23 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const plan = outcome.plan;
-    const f = plan.fleet;
-    const planned = withFleet(input.r, {
-      gpu: f.gpu,
-      tp: f.tensor_parallel_size,
-      engines: f.engines,
-      ...(f.max_model_len !== undefined ? { maxModelLen: f.max_model_len } : {}),
-    });
+    const planned = withFleet(input.r, choiceOf(plan.fleet), plan.router.policy);
+    if (typeof flags["emit-scenario"] === "string")
+      writeFileSync(flags["emit-scenario"], toYaml(emittedScenario(plan, planned)));
+    if (typeof flags["emit-front"] === "string")
+      writeFileSync(flags["emit-front"], frontSvg(plan.scenario, plan.front));
     if (typeof flags["emit-values"] === "string")
       writeFileSync(flags["emit-values"], toYaml(helmValues(plan, planned)));
     if (typeof flags["emit-rules"] === "string")
       writeFileSync(flags["emit-rules"], toYaml(prometheusRule(plan)));
     if (typeof flags["emit-prometheus-rules"] === "string")
       writeFileSync(flags["emit-prometheus-rules"], toYaml(prometheusRuleFile(plan)));
-    console.log(format === "json" ? JSON.stringify({ planned: true, ...plan }, null, 2) : planMarkdown(plan));
+    // the JSON carries the front's chart too, as the Markdown does (inline)
+    console.log(
+      format === "json"
+        ? JSON.stringify({ planned: true, ...plan, front_svg: frontSvg(plan.scenario, plan.front) }, null, 2)
+        : planMarkdown(plan),
+    );
     return 0;
   } catch (err) {
     if (err instanceof PlanInputError || err instanceof PriceError)

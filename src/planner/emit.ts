@@ -3,7 +3,7 @@
 // and the SLO's p90 bounds when the plan has one) as a PrometheusRule for the Prometheus Operator or
 // as a plain rule file for any Prometheus (`rule_files:`).
 import { stringify } from "yaml";
-import { engineConfigFor } from "../fleet/build.js";
+import { engineConfigFor, roleScenario } from "../fleet/build.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 import { ALERT_FOR, type Plan } from "./plan.js";
@@ -54,10 +54,53 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   const shared = choice === "lmcache" && off.shared_server !== null;
   // the engine the simulator ran: its vLLM defaults (max_num_seqs, max_model_len) go out explicitly;
   // `r` carries the plan's fleet (sized by the search where the scenario left it open)
-  const engine = engineConfigFor(r, "none");
   const replicas = plan.stack.kind === "helm-chart" ? plan.fleet.engines : 1;
   const vllmVersion = s.fleet.vllm_version;
   const layout = lmcacheLayout(vllmVersion);
+  const entry = (name: string, role: string, count: number, tp: number, rr: ResolvedScenario) => {
+    const cfg = engineConfigFor(rr, "none");
+    return {
+      // Helm replaces lists whole: the entry carries every field the chart requires (role, ...)
+      name,
+      model: r.model.id,
+      role,
+      replicas: count,
+      tensorParallelSize: tp,
+      gpuMemoryUtilization: plan.hbm.gpu_memory_utilization,
+      maxModelLen: cfg.maxModelLen,
+      enablePrefixCaching: true,
+      enableChunkedPrefill: true,
+      dtype: "auto",
+      maxNumSeqs: cfg.maxNumSeqs,
+      resources: {
+        requests: { cpu: "4", memory: "32Gi" },
+        // the chart adds nvidia.com/gpu = tensorParallelSize itself
+        limits: { memory: "64Gi" },
+      },
+      // the same engine in `engines.mode: sim` (a CPU-only rehearsal of this plan)
+      sim: { gpu: plan.fleet.gpu, timeScale: 1 },
+    };
+  };
+  const pd = plan.fleet.disaggregated;
+  const models = pd
+    ? // the router finds the pools by the pods' role labels and runs its P/D mode (docs/disaggregated.md)
+      [
+        entry(
+          `${dnsName(s.fleet.model)}-prefill`,
+          "prefill",
+          pd.prefill_engines,
+          pd.prefill_tensor_parallel_size,
+          roleScenario(r, "prefill"),
+        ),
+        entry(
+          `${dnsName(s.fleet.model)}-decode`,
+          "decode",
+          pd.decode_engines,
+          pd.decode_tensor_parallel_size,
+          roleScenario(r, "decode"),
+        ),
+      ]
+    : [entry(dnsName(s.fleet.model), "mixed", replicas, plan.fleet.tensor_parallel_size, r)];
   return {
     router: routerValues(plan.router.policy),
     engines: {
@@ -66,8 +109,9 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
       pythonHashSeed: plan.router.engine_env.PYTHONHASHSEED,
       ...(vllmVersion !== undefined ? { vllmImage: { tag: `v${vllmVersion}` } } : {}),
       kvEvents: { enabled: plan.router.kv_events },
-      // KEDA keeps at least the fleet the plan simulated; raise maxReplicas to let it add engines
-      autoscaling: { enabled: true, minReplicas: replicas, maxReplicas: replicas },
+      // KEDA keeps at least the fleet the plan simulated; raise maxReplicas to let it add engines. Its
+      // bounds are one pair for every model: disaggregated pools sized apart keep their replicas instead
+      autoscaling: pd ? { enabled: false } : { enabled: true, minReplicas: replicas, maxReplicas: replicas },
       offload: {
         mode: choice,
         native: { sizeGiB: off.native_gib },
@@ -83,29 +127,7 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
             : {}),
         },
       },
-      models: [
-        {
-          // Helm replaces lists whole: the entry carries every field the chart requires (role, ...)
-          name: dnsName(s.fleet.model),
-          model: r.model.id,
-          role: "mixed",
-          replicas,
-          tensorParallelSize: plan.fleet.tensor_parallel_size,
-          gpuMemoryUtilization: plan.hbm.gpu_memory_utilization,
-          maxModelLen: engine.maxModelLen,
-          enablePrefixCaching: true,
-          enableChunkedPrefill: true,
-          dtype: "auto",
-          maxNumSeqs: engine.maxNumSeqs,
-          resources: {
-            requests: { cpu: "4", memory: "32Gi" },
-            // the chart adds nvidia.com/gpu = tensorParallelSize itself
-            limits: { memory: "64Gi" },
-          },
-          // the same engine in `engines.mode: sim` (a CPU-only rehearsal of this plan)
-          sim: { gpu: plan.fleet.gpu, timeScale: 1 },
-        },
-      ],
+      models,
     },
     cacheServer: {
       enabled: shared,
@@ -117,6 +139,17 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
       dashboards: { enabled: true },
     },
   };
+}
+
+/**
+ * The scenario as the plan ran its chosen fleet: the fleet (disaggregated pools included), the router
+ * policy and the offload option filled in, so that `switchyard simulate` runs what the plan predicted.
+ */
+export function emittedScenario(plan: Plan, planned: ResolvedScenario): Record<string, unknown> {
+  const s = structuredClone(planned.scenario);
+  s.simulation.offload.mode = plan.kv_offload.choice;
+  if (s.fleet.disaggregated === undefined) delete s.fleet.disaggregated;
+  return s as unknown as Record<string, unknown>;
 }
 
 /** the rule groups of the plan: `groups:` of a Prometheus rule file, or `spec.groups` of a PrometheusRule */

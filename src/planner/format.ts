@@ -1,7 +1,9 @@
 // The plan as one Markdown page. The verdict comes first (SLO met or not, by how much, the fleet and
 // its cost); every figure below it is read from the same runs as the JSON.
 import type { OffloadMode } from "../fleet/build.js";
-import type { Plan } from "./plan.js";
+import { frontSvg } from "./front.js";
+import { choiceOf, type FleetJson, type Plan } from "./plan.js";
+import { label } from "./search.js";
 import { usd } from "./prices.js";
 import { secs } from "./slo.js";
 
@@ -28,8 +30,10 @@ function sloSection(p: Plan, out: string[]): void {
     out.push(
       `| ${name} | ${cost === null ? "—" : `${usd(cost)}/h`} | ${secs(q.ttft_p90_ms)} | ${secs(q.tpot_p90_ms)} | ${stopped ? "—" : secs(q.e2e_p90_ms)} | ${stopped ? "—" : `${tok(q.throughput_tok_s)} tok/s`} | ${verdict}${stopped ? `; stopped after ${q.requests} requests` : ""} |`,
     );
-  const name = (x: { gpu: string; engines: number; tensor_parallel_size: number }) =>
-    `${x.engines} × ${x.gpu.toUpperCase()} TP ${x.tensor_parallel_size}`;
+  const name = (x: FleetJson) =>
+    x.disaggregated
+      ? `${label(choiceOf(x))} (${x.gpus} GPUs)`
+      : `${x.engines} × ${x.gpu.toUpperCase()} TP ${x.tensor_parallel_size}`;
   row(`**${name(f)}** (this plan)`, p.cost_usd_per_hour, p.predicted, p.slo_met ? "met" : "**missed**");
   const fw = p.one_engine_fewer;
   if (fw)
@@ -39,6 +43,15 @@ function sloSection(p: Plan, out: string[]): void {
       fw.predicted,
       fw.slo_met ? "met" : `missed${fw.misses.length ? ` (${fw.misses.join(", ")})` : ""}`,
       fw.stopped_early === true,
+    );
+  const pf = p.one_prefill_fewer;
+  if (pf)
+    row(
+      name(pf.fleet),
+      pf.cost_usd_per_hour,
+      pf.predicted,
+      pf.slo_met ? "met" : `missed${pf.misses.length ? ` (${pf.misses.join(", ")})` : ""}`,
+      pf.stopped_early === true,
     );
   const u = p.undersized?.meets_slo_with;
   if (u) row(name(u.fleet), u.cost_usd_per_hour, u.predicted, "met");
@@ -53,20 +66,56 @@ function sloSection(p: Plan, out: string[]): void {
       out.push(
         `| ${x.gpu} | ${x.tensor_parallel_size} | ${x.engines ?? "—"} | ${x.cost_usd_per_hour === null ? "—" : `${usd(x.cost_usd_per_hour)}/h`} | ${x.note} |`,
       );
+    const pd = p.disaggregated_search;
+    if (pd) {
+      out.push("", "### Disaggregated (P/D) layouts", "");
+      out.push(
+        "Prefill and decode engines sized apart, the router in P/D mode, every point simulated: decode engines against the TPOT bound with a generous prefill pool, then prefill engines against the whole SLO.",
+        "",
+        "| GPU | prefill TP | decode TP | fewest prefill + decode engines | cost | note |",
+        "|---|---|---|---|---|---|",
+      );
+      for (const x of pd)
+        out.push(
+          `| ${x.gpu} | ${x.prefill_tensor_parallel_size || "—"} | ${x.decode_tensor_parallel_size || "—"} | ${x.prefill_engines !== null && x.decode_engines !== null ? `${x.prefill_engines}P + ${x.decode_engines}D` : "—"} | ${x.cost_usd_per_hour === null ? "—" : `${usd(x.cost_usd_per_hour)}/h`} | ${x.note} |`,
+        );
+    }
     out.push("", `${p.search.runs} fleet simulations in all. Prices: ${p.prices.source}.`);
   }
+  out.push("");
+  frontSection(p, out);
+}
+
+function frontSection(p: Plan, out: string[]): void {
+  const f = p.front;
+  if (f.points.length === 0) return;
+  out.push("## Throughput against interactivity", "");
+  out.push(
+    `Every layout simulated to the end (${f.points.length}), by output tokens/s per GPU against tokens/s per user (1000 ÷ mean TPOT); **front** marks the Pareto front (no layout tried is better on both)${f.slo_tok_s_per_user !== null ? `, and layouts left of ${f.slo_tok_s_per_user.toFixed(1)} tokens/s per user cannot meet the TPOT bound` : ""}.`,
+    "",
+    `![front](data:image/svg+xml;base64,${Buffer.from(frontSvg(p.scenario, f)).toString("base64")})`,
+    "",
+    "| layout | GPUs | offload | output tok/s per GPU | tok/s per user | TTFT p90 | TPOT p90 | SLO | |",
+    "|---|---|---|---|---|---|---|---|---|",
+  );
+  for (const x of [...f.points].reverse())
+    out.push(
+      `| ${x.chosen ? `**${x.layout}**` : x.layout} | ${x.gpus} | ${x.offload} | ${tok(x.output_tok_s_per_gpu)} | ${x.tok_s_per_user.toFixed(1)} | ${secs(x.ttft_p90_ms)} | ${secs(x.tpot_p90_ms)} | ${x.slo_met === null ? "—" : x.slo_met ? "met" : "missed"} | ${[x.on_front ? "front" : "", x.chosen ? "**chosen**" : ""].filter(Boolean).join(", ")} |`,
+    );
   out.push("");
 }
 
 export function planMarkdown(p: Plan): string {
   const out: string[] = [];
   out.push(`# Plan: ${p.scenario}`, "");
-  for (const l of p.summary) out.push(`**${l.split(":")[0]}:**${l.slice(l.indexOf(":") + 1)}`, "");
+  // the words before the first colon in bold; a line without one, whole
+  for (const l of p.summary)
+    out.push(l.includes(":") ? `**${l.split(":")[0]}:**${l.slice(l.indexOf(":") + 1)}` : `**${l}**`, "");
   sloSection(p, out);
   out.push("## Stack", "");
   out.push(
     p.stack.kind === "helm-chart"
-      ? `**Helm chart** \`${p.stack.chart}\`, ${p.fleet.engines} × ${p.fleet.gpu.toUpperCase()} engine${p.fleet.engines === 1 ? "" : "s"} at TP ${p.fleet.tensor_parallel_size}${p.fleet.max_model_len !== undefined ? `, \`--max-model-len ${p.fleet.max_model_len}\` (the model's full context does not fit; sized to the workload)` : ""}.`
+      ? `**Helm chart** \`${p.stack.chart}\`, ${p.fleet.disaggregated ? `${p.fleet.disaggregated.prefill_engines} prefill engine${p.fleet.disaggregated.prefill_engines === 1 ? "" : "s"} at TP ${p.fleet.disaggregated.prefill_tensor_parallel_size} and ${p.fleet.disaggregated.decode_engines} decode engine${p.fleet.disaggregated.decode_engines === 1 ? "" : "s"} at TP ${p.fleet.disaggregated.decode_tensor_parallel_size} on ${p.fleet.gpu.toUpperCase()} (${p.fleet.gpus} GPUs), the router in P/D mode (docs/disaggregated.md)` : `${p.fleet.engines} × ${p.fleet.gpu.toUpperCase()} engine${p.fleet.engines === 1 ? "" : "s"} at TP ${p.fleet.tensor_parallel_size}`}${p.fleet.max_model_len !== undefined ? `, \`--max-model-len ${p.fleet.max_model_len}\` (the model's full context does not fit; sized to the workload)` : ""}.`
       : "**Single engine + simple proxy** (no chart).",
   );
   for (const o of p.stack.operators) out.push(`- ${o}`);

@@ -36,8 +36,26 @@ export interface Shape {
   maxModelLen?: number;
 }
 
+/** a disaggregated layout (xPyD): prefill and decode engines, each role with its own TP */
+export interface PdLayout {
+  prefill: number;
+  decode: number;
+  prefillTp: number;
+  decodeTp: number;
+}
+
+/**
+ * A fleet: `engines` of TP `tp`, or with `pd` a disaggregated one (then `engines` is prefill + decode
+ * and `tp` the decode engines' TP).
+ */
 export interface FleetChoice extends Shape {
   engines: number;
+  pd?: PdLayout;
+}
+
+/** the GPUs a fleet holds */
+export function gpusOf(f: FleetChoice): number {
+  return f.pd ? f.pd.prefill * f.pd.prefillTp + f.pd.decode * f.pd.decodeTp : f.engines * f.tp;
 }
 
 const PLACEHOLDER = { gpu: "h100", engines: 1, tensor_parallel_size: 1 };
@@ -61,7 +79,12 @@ export function parsePlanScenario(text: string): PlanInput {
     gpu: f !== null && f.gpu === undefined,
     engines: f !== null && f.engines === undefined,
     // without an SLO an omitted TP keeps its old meaning (1); with one, the planner picks it
-    tensorParallelSize: f !== null && f.tensor_parallel_size === undefined && obj.slo !== undefined,
+    // (a disaggregated fleet names each role's TP)
+    tensorParallelSize:
+      f !== null &&
+      f.tensor_parallel_size === undefined &&
+      f.disaggregated === undefined &&
+      obj.slo !== undefined,
   };
   const anyOpen = open.gpu || open.engines || open.tensorParallelSize;
   if (anyOpen && obj.slo === undefined) {
@@ -101,20 +124,60 @@ export function parsePlanScenario(text: string): PlanInput {
 export function withFleet(r: ResolvedScenario, f: FleetChoice, policy?: string): ResolvedScenario {
   const s = structuredClone(r.scenario);
   s.fleet.gpu = f.gpu;
-  s.fleet.engines = f.engines;
-  s.fleet.tensor_parallel_size = f.tp;
+  s.fleet.engines = f.pd ? f.pd.prefill + f.pd.decode : f.engines;
+  s.fleet.tensor_parallel_size = f.pd ? f.pd.decodeTp : f.tp;
+  const transfer = s.fleet.disaggregated?.kv_transfer_gb_s_per_rank ?? 40;
+  s.fleet.disaggregated = f.pd
+    ? {
+        prefill_engines: f.pd.prefill,
+        decode_engines: f.pd.decode,
+        prefill_tensor_parallel_size: f.pd.prefillTp,
+        decode_tensor_parallel_size: f.pd.decodeTp,
+        kv_transfer_gb_s_per_rank: transfer,
+      }
+    : undefined;
   if (f.maxModelLen !== undefined) s.fleet.max_model_len = f.maxModelLen;
   if (policy !== undefined) s.simulation.policy = policy;
   return { ...r, scenario: s, gpu: resolveGpu(f.gpu) };
 }
 
+/**
+ * The scenario at a target load: an open loop at `rps` requests/s (no session cap), or a closed loop of
+ * `concurrency` sessions.
+ */
+export function withTarget(
+  r: ResolvedScenario,
+  t: { rps: number | null; concurrency: number | null },
+): ResolvedScenario {
+  const s = structuredClone(r.scenario);
+  if (t.rps !== null) {
+    s.workload.qps = t.rps;
+    delete s.workload.concurrency;
+  } else if (t.concurrency !== null) {
+    s.workload.concurrency = t.concurrency;
+    delete s.workload.qps;
+  }
+  return { ...r, scenario: s };
+}
+
 export function fleetOf(r: ResolvedScenario): FleetChoice {
   const f = r.scenario.fleet;
+  const pd = f.disaggregated;
   return {
     gpu: r.gpu.id,
     tp: f.tensor_parallel_size,
     engines: f.engines,
     ...(f.max_model_len !== undefined ? { maxModelLen: f.max_model_len } : {}),
+    ...(pd
+      ? {
+          pd: {
+            prefill: pd.prefill_engines,
+            decode: pd.decode_engines,
+            prefillTp: pd.prefill_tensor_parallel_size,
+            decodeTp: pd.decode_tensor_parallel_size,
+          },
+        }
+      : {}),
   };
 }
 

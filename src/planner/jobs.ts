@@ -10,6 +10,7 @@ import { fleetOptionsFor, type OffloadMode } from "../fleet/build.js";
 import { simulateFleet } from "../fleet/fleet.js";
 import { fleetReport, type FleetReport } from "../fleet/report.js";
 import { resolveScenario } from "../fleet/scenario.js";
+import { loadProfilesFile } from "../models/index.js";
 import { VirtualTokenizer } from "../fleet/tokens.js";
 import type { Session, Workload } from "../workload/types.js";
 import { missCounter, type SloTargets } from "./slo.js";
@@ -24,7 +25,11 @@ export interface RunJob {
   maxRequests?: number;
   /** end the run once a p90 is certain to miss these bounds */
   stopAt?: SloTargets | null;
+  /** a profiles YAML (extra GPUs and models) the scenario names, loaded once per thread */
+  profiles?: string;
 }
+
+const loadedProfiles = new Set<string>();
 
 export interface RunResult {
   report: FleetReport;
@@ -66,6 +71,10 @@ function replayable(key: string, w: Workload): { workload: Workload; tok: Virtua
 }
 
 export function runJob(job: RunJob): RunResult {
+  if (job.profiles !== undefined && !loadedProfiles.has(job.profiles)) {
+    loadProfilesFile(job.profiles);
+    loadedProfiles.add(job.profiles);
+  }
   const r = resolveScenario(job.raw);
   const o = fleetOptionsFor(r, job.mode, {
     ...(job.kvScale !== undefined ? { kvScale: job.kvScale } : {}),

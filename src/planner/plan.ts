@@ -20,17 +20,24 @@ import {
   candidateShapes,
   fitShape,
   fixedFleetProblem,
+  fleetOf,
+  gpusOf,
   NO_OPEN_FIELDS,
   PlanInputError,
   type FleetChoice,
   type OpenFields,
 } from "./input.js";
 import { SimPool } from "./pool.js";
-import { fleetCost, priceTable, PRICE_SOURCE, usd, type PriceTable } from "./prices.js";
+import { costOf, fleetCost, priceTable, PRICE_SOURCE, usd, type PriceTable } from "./prices.js";
+import { frontOf, type Front } from "./front.js";
+import { searchPd, type PdOutcome } from "./layouts.js";
 import { KV_ALERT_THRESHOLD, planRefusal, REFUSALS, type Finding } from "./rules.js";
 import {
   Evaluator,
+  gpuCount,
+  gpuCountPrices,
   label,
+  usdh as usdPerHour,
   MAX_ENGINES,
   minEngines,
   searchFleet,
@@ -87,6 +94,15 @@ export interface FleetJson {
   tensor_parallel_size: number;
   /** set when the model's own context does not fit and the plan sized it to the workload */
   max_model_len?: number;
+  /** a disaggregated fleet: `engines` is prefill + decode, `tensor_parallel_size` the decode engines' */
+  disaggregated?: {
+    prefill_engines: number;
+    decode_engines: number;
+    prefill_tensor_parallel_size: number;
+    decode_tensor_parallel_size: number;
+  };
+  /** GPUs in all */
+  gpus: number;
 }
 
 export interface Alternative {
@@ -110,8 +126,19 @@ export interface Plan {
   budget_usd_per_hour: number | null;
   within_budget: boolean | null;
   predicted: Predicted;
-  /** the same fleet with one engine fewer (a sized fleet's evidence that it is not over-built) */
+  /**
+   * the same fleet with one engine fewer (a sized fleet's evidence that it is not over-built); for a
+   * disaggregated fleet, one decode engine fewer
+   */
   one_engine_fewer: (Alternative & { slo_met: boolean; misses: string[] }) | null;
+  /** a disaggregated fleet with one prefill engine fewer */
+  one_prefill_fewer: (Alternative & { slo_met: boolean; misses: string[] }) | null;
+  /** `--target-rps` / `--target-concurrency`: the load the fleet is sized for, and the objective */
+  target: { rps: number | null; concurrency: number | null; objective: string } | null;
+  /** the disaggregated (xPyD) layouts searched, per GPU and TP pair; null when none was */
+  disaggregated_search: PdOutcome[] | null;
+  /** output tokens/s per GPU against tokens/s per user over every layout simulated to the end */
+  front: Front;
   /** a fixed fleet that misses the SLO: by how much, and the fleet that would meet it */
   undersized: { over_by: Record<string, number>; meets_slo_with: Alternative | null; note: string } | null;
   search: {
@@ -178,6 +205,12 @@ export interface PlanOptions {
   /** simulations run here; default: in this thread */
   pool?: SimPool;
   prices?: PriceTable;
+  /** a profiles YAML loaded here and by every worker (`--profiles`) */
+  profiles?: string;
+  /** the layouts searched where the fleet is open: aggregated, disaggregated (P/D) or both (default) */
+  layouts?: "agg" | "pd" | "both";
+  /** the load a `--target-rps` / `--target-concurrency` plan is sized for: fewest GPUs, then cost */
+  target?: { rps: number | null; concurrency: number | null };
 }
 
 function impactOf(e: Evaluated, base: FleetReport, refused: boolean): OptionImpact {
@@ -205,7 +238,39 @@ export const fleetJson = (f: FleetChoice): FleetJson => ({
   engines: f.engines,
   tensor_parallel_size: f.tp,
   ...(f.maxModelLen !== undefined ? { max_model_len: f.maxModelLen } : {}),
+  ...(f.pd
+    ? {
+        disaggregated: {
+          prefill_engines: f.pd.prefill,
+          decode_engines: f.pd.decode,
+          prefill_tensor_parallel_size: f.pd.prefillTp,
+          decode_tensor_parallel_size: f.pd.decodeTp,
+        },
+      }
+    : {}),
+  gpus: gpusOf(f),
 });
+
+/** the FleetChoice a plan's fleet JSON stands for */
+export function choiceOf(f: FleetJson): FleetChoice {
+  const d = f.disaggregated;
+  return {
+    gpu: f.gpu,
+    tp: f.tensor_parallel_size,
+    engines: f.engines,
+    ...(f.max_model_len !== undefined ? { maxModelLen: f.max_model_len } : {}),
+    ...(d
+      ? {
+          pd: {
+            prefill: d.prefill_engines,
+            decode: d.decode_engines,
+            prefillTp: d.prefill_tensor_parallel_size,
+            decodeTp: d.decode_tensor_parallel_size,
+          },
+        }
+      : {}),
+  };
+}
 
 const usdh = (x: number | null) => (x === null ? "no price" : `${usd(x)}/h`);
 
@@ -231,11 +296,12 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
   const budget = r0.scenario.ops.budget_usd_per_hour ?? null;
   const pool = opts.pool ?? new SimPool(1);
   const progress = pool.progress;
-  const ev = new Evaluator(r0, pool, targets);
+  const ev = new Evaluator(r0, pool, targets, opts.profiles);
   try {
     // ---- the fleet: searched, or the scenario's own ----
     let fleet: FleetChoice;
     let search: Plan["search"] = null;
+    let pdSearch: PdOutcome[] | null = null;
     let overBudgetNote: string | null = null;
     if (anyOpen) {
       if (!targets) throw new PlanInputError("slo: needed to size a fleet");
@@ -247,16 +313,48 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
         throw new PlanInputError(
           `fleet.tensor_parallel_size: ${r0.model.id} fits no GPU and TP searched (${rejected.map((x) => `${x.gpu} TP ${x.tp}`).join(", ")})`,
         );
+      // a target load is met with the fewest GPUs (then the cheapest): searched with prices that count GPUs
+      const byGpus = opts.target !== undefined;
+      const searchPrices = byGpus ? gpuCountPrices(prices) : prices;
+      const money = byGpus ? gpuCount : usdPerHour;
+      const layouts = opts.layouts ?? "both";
       const o = {
-        prices,
-        budget,
+        prices: searchPrices,
+        budget: byGpus ? null : budget,
         engines: open.engines ? null : r0.scenario.fleet.engines,
         maxEngines: r0.scenario.ops.kubernetes ? MAX_ENGINES : 1,
         mode: "none" as OffloadMode,
+        money,
       };
       progress.set(`searching ${shapes.length} fleet shapes`);
-      let res = await searchFleet(ev, shapes, o);
-      if (!res.found && budget !== null) {
+      let res: Awaited<ReturnType<typeof searchFleet>> =
+        layouts === "pd" ? { found: null, shapes: [] } : await searchFleet(ev, shapes, o);
+      // disaggregated layouts need two engines at least, and the chart (Kubernetes)
+      if (layouts !== "agg" && open.engines && o.maxEngines > 1) {
+        progress.set("searching disaggregated (P/D) layouts");
+        const pd = await searchPd(ev, shapes, { ...o, cap: res.found?.cost ?? Infinity });
+        pdSearch = pd.outcomes.map((x) => ({
+          ...x,
+          cost_usd_per_hour:
+            x.prefill_engines === null || x.decode_engines === null
+              ? null
+              : costOf(prices, {
+                  gpu: x.gpu,
+                  tp: x.decode_tensor_parallel_size,
+                  engines: x.prefill_engines + x.decode_engines,
+                  pd: {
+                    prefill: x.prefill_engines,
+                    decode: x.decode_engines,
+                    prefillTp: x.prefill_tensor_parallel_size,
+                    decodeTp: x.decode_tensor_parallel_size,
+                  },
+                }),
+        }));
+        // a tie goes to the aggregated fleet: the simpler one to run
+        if (pd.found && (!res.found || pd.found.cost < res.found.cost - 1e-9))
+          res = { found: pd.found, shapes: res.shapes };
+      }
+      if (!res.found && budget !== null && !byGpus && layouts !== "pd") {
         progress.set("no fleet within the budget: searching beyond it");
         const beyond = await searchFleet(ev, shapes, { ...o, budget: null });
         if (beyond.found)
@@ -268,6 +366,9 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
       }
       if (!res.found) throw new PlanInputError(noFleetReason(slo!, res.shapes));
       fleet = res.found.fleet;
+      // real prices (a target-load search ran on GPU counts)
+      for (const x of res.shapes)
+        x.cost = x.engines === null ? null : fleetCost(prices, x.shape.gpu, x.engines, x.shape.tp);
       // fleets that meet the SLO first, cheapest first; then the shapes dropped, in search order
       const ranked = [...res.shapes].sort(
         (a, b) =>
@@ -296,11 +397,13 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
       const problem = fixedFleetProblem(r0);
       if (problem) throw new PlanInputError(problem);
       const fit = fitShape(r0, r0.gpu.id, r0.scenario.fleet.tensor_parallel_size);
+      const pd = fleetOf(r0).pd;
       fleet = {
         gpu: r0.gpu.id,
         tp: r0.scenario.fleet.tensor_parallel_size,
         engines: r0.scenario.fleet.engines,
         ...("shape" in fit ? fit.shape : {}),
+        ...(pd ? { pd } : {}),
       };
     }
 
@@ -315,7 +418,7 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
       sizing.catch(() => {});
     }
     let d = await deciding;
-    if (open.engines && targets) {
+    if (open.engines && targets && !fleet.pd) {
       for (let i = 0; i < 3 && d.choice !== "none"; i++) {
         const s = await minEngines(
           (n) => ev.run({ ...fleet, engines: n }, d.choice, { stop: true }),
@@ -329,23 +432,47 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
         d = await decideAt(ev, fleet);
       }
     }
+    // disaggregated engines run NixlConnector, and a vLLM engine takes one KV connector
+    if (fleet.pd && d.choice !== "none")
+      d = {
+        ...d,
+        choice: "none",
+        finding: {
+          rule: "select.offload.none.disaggregated",
+          reason: `No offload: prefill and decode engines move KV with NixlConnector, and a vLLM engine runs one KV connector (${d.choice} alone was chosen: ${d.finding.reason})`,
+        },
+      };
     const chosen = d.runs[d.choice];
     const check = chosen.check;
-    const cost = fleetCost(prices, fleet.gpu, fleet.engines, fleet.tp);
+    const cost = costOf(prices, fleet);
 
     // ---- evidence around it: one engine fewer, or for a fixed fleet that misses, the fleet that meets ----
-    let fewer: Plan["one_engine_fewer"] = null;
-    if (targets && check?.met && fleet.engines > 1) {
-      const b = await ev.run({ ...fleet, engines: fleet.engines - 1 }, d.choice, { stop: true });
-      fewer = {
+    const fewerOf = async (f: FleetChoice): Promise<Plan["one_engine_fewer"]> => {
+      const b = await ev.run(f, d.choice, { stop: true });
+      return {
         fleet: fleetJson(b.fleet),
-        cost_usd_per_hour: fleetCost(prices, fleet.gpu, fleet.engines - 1, fleet.tp),
+        cost_usd_per_hour: costOf(prices, f),
         predicted: b.predicted,
         stopped_early: b.stoppedEarly,
         slo_met: b.check!.met,
         misses: b.check!.misses,
       };
-    }
+    };
+    let fewer: Plan["one_engine_fewer"] = null;
+    let prefillFewer: Plan["one_prefill_fewer"] = null;
+    const pd = fleet.pd;
+    if (targets && check?.met && pd) {
+      const less = (p: number, dd: number): FleetChoice => ({
+        ...fleet,
+        engines: p + dd,
+        pd: { ...pd, prefill: p, decode: dd },
+      });
+      [fewer, prefillFewer] = await Promise.all([
+        pd.decode > 1 ? fewerOf(less(pd.prefill, pd.decode - 1)) : null,
+        pd.prefill > 1 ? fewerOf(less(pd.prefill - 1, pd.decode)) : null,
+      ]);
+    } else if (targets && check?.met && fleet.engines > 1)
+      fewer = await fewerOf({ ...fleet, engines: fleet.engines - 1 });
     let undersized: Plan["undersized"] = null;
     if (targets && check && !check.met && !open.engines) {
       const r = check.ratios;
@@ -387,6 +514,12 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
       within_budget: budget === null || cost === null ? null : cost <= budget + 1e-9,
       predicted: chosen.predicted,
       one_engine_fewer: fewer,
+      one_prefill_fewer: prefillFewer,
+      target: opts.target
+        ? { ...opts.target, objective: "the fewest GPUs that meet the SLO at this load, then the cheapest" }
+        : null,
+      disaggregated_search: pdSearch,
+      front: frontOf(ev.tried.values(), fleet, d.choice, targets),
       undersized,
       search: search ? { ...search, runs: pool.runs } : null,
       prices: { usd_per_gpu_hour: prices, source: PRICE_SOURCE },
@@ -551,11 +684,30 @@ function summaryLines(p: Plan, d: Decision, overBudget: string | null): string[]
       `SLO met: ${label(f)} at ${cost}, with ${Math.round(p.headroom! * 100)}% headroom: ${within(p.predicted, t)}${d.choice !== "none" ? `, with ${d.choice} offload` : ""}.`,
     );
     const fw = p.one_engine_fewer;
-    if (fw)
+    const pd = p.fleet.disaggregated;
+    const gpus = (x: FleetJson) => `${x.gpus} GPU${x.gpus === 1 ? "" : "s"}`;
+    if (fw && pd)
+      out.push(
+        fw.slo_met
+          ? `${fw.fleet.disaggregated!.decode_engines} decode engines would also meet it (${usdh(fw.cost_usd_per_hour)}).`
+          : `One decode engine fewer (${label(choiceOf(fw.fleet))}, ${gpus(fw.fleet)}) misses it: ${fw.misses.join(", ")}.`,
+      );
+    else if (fw)
       out.push(
         fw.slo_met
           ? `${fw.fleet.engines} engines would also meet it (${usdh(fw.cost_usd_per_hour)}).`
-          : `One engine fewer (${fw.fleet.engines}) misses it: ${fw.misses.join(", ")}.`,
+          : `One engine fewer (${fw.fleet.engines}, ${gpus(fw.fleet)}) misses it: ${fw.misses.join(", ")}.`,
+      );
+    const pf = p.one_prefill_fewer;
+    if (pf)
+      out.push(
+        pf.slo_met
+          ? `${pf.fleet.disaggregated!.prefill_engines} prefill engines would also meet it (${usdh(pf.cost_usd_per_hour)}).`
+          : `One prefill engine fewer (${label(choiceOf(pf.fleet))}, ${gpus(pf.fleet)}) misses it: ${pf.misses.join(", ")}.`,
+      );
+    if (p.target)
+      out.push(
+        `Target: ${p.target.rps !== null ? `${p.target.rps} requests/s` : `${p.target.concurrency} concurrent requests`}: ${gpus(p.fleet)}, the fewest that meet the SLO (then the cheapest).`,
       );
   } else {
     const worst = Math.max(...Object.values(p.undersized?.over_by ?? { x: 1 }));

@@ -3,6 +3,7 @@
 // overrides. The defaults are indicative on-demand rates, not quotes: cloud prices for the same GPU
 // differ 2–4× between providers, so a plan that matters should run with the team's own prices.
 import type { ResolvedScenario } from "../fleet/scenario.js";
+import { gpusOf, type FleetChoice } from "./input.js";
 
 /** USD per GPU-hour, by the scenario's GPU ids */
 export type PriceTable = Readonly<Record<string, number>>;
@@ -51,6 +52,12 @@ export function priceTable(r: ResolvedScenario, flag: Record<string, number> = {
 export function fleetCost(prices: PriceTable, gpu: string, engines: number, tp: number): number | null {
   const p = prices[gpu];
   return p === undefined ? null : p * engines * tp;
+}
+
+/** what a fleet (aggregated or disaggregated) costs per hour, or null without a price for its GPU */
+export function costOf(prices: PriceTable, f: FleetChoice): number | null {
+  const p = prices[f.gpu];
+  return p === undefined ? null : p * gpusOf(f);
 }
 
 export const usd = (x: number) => `$${x.toFixed(2)}`;

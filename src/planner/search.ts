@@ -33,14 +33,20 @@ export interface Evaluated {
 }
 
 export const label = (f: FleetChoice) =>
-  `${f.engines} × ${f.gpu.toUpperCase()}${f.tp > 1 ? ` (TP ${f.tp})` : ""}`;
+  f.pd
+    ? `${f.pd.prefill}P${f.pd.prefillTp > 1 ? ` (TP ${f.pd.prefillTp})` : ""} + ${f.pd.decode}D${f.pd.decodeTp > 1 ? ` (TP ${f.pd.decodeTp})` : ""} × ${f.gpu.toUpperCase()}`
+    : `${f.engines} × ${f.gpu.toUpperCase()}${f.tp > 1 ? ` (TP ${f.tp})` : ""}`;
 
 /** runs fleets of the scenario through the pool, each with the router policy the rules pick for it */
 export class Evaluator {
+  /** every complete run at the workload's full size, by layout and offload option (the plan's front) */
+  readonly tried = new Map<string, Evaluated>();
   constructor(
     readonly base: ResolvedScenario,
     readonly pool: SimPool,
     readonly targets: SloTargets | null,
+    /** a profiles YAML every run loads (the GPUs and models it adds may be named) */
+    readonly profiles?: string,
   ) {}
 
   scenario(f: FleetChoice): { r: ResolvedScenario; routing: { policy: string; finding: Finding } } {
@@ -51,26 +57,35 @@ export class Evaluator {
   async run(
     f: FleetChoice,
     mode: OffloadMode,
-    opts: { stop?: boolean; kvScale?: number; maxRequests?: number } = {},
+    opts: { stop?: boolean; kvScale?: number; maxRequests?: number; targets?: SloTargets } = {},
   ): Promise<Evaluated> {
     const { r, routing } = this.scenario(f);
+    const targets = opts.targets ?? this.targets;
     const res = await this.pool.run({
       raw: r.scenario,
       mode,
       ...(opts.kvScale !== undefined && opts.kvScale !== 1 ? { kvScale: opts.kvScale } : {}),
       ...(opts.maxRequests !== undefined ? { maxRequests: opts.maxRequests } : {}),
-      ...(opts.stop && this.targets ? { stopAt: this.targets } : {}),
+      ...(opts.stop && targets ? { stopAt: targets } : {}),
+      ...(this.profiles !== undefined ? { profiles: this.profiles } : {}),
     });
     const predicted = predictedOf(res.report);
-    return {
+    const e: Evaluated = {
       fleet: f,
       mode,
       policy: routing.policy,
       report: res.report,
       stoppedEarly: res.stoppedEarly,
       predicted,
-      check: this.targets ? checkSlo(predicted, this.targets, res.stoppedEarly) : null,
+      // against `opts.targets` where given (a phase of the P/D search checks some bounds only)
+      check: targets ? checkSlo(predicted, targets, res.stoppedEarly) : null,
     };
+    if (!res.stoppedEarly && (opts.kvScale ?? 1) === 1 && opts.maxRequests === undefined)
+      this.tried.set(`${label(f)} ${mode}`, {
+        ...e,
+        check: this.targets ? checkSlo(predicted, this.targets, false) : null,
+      });
+    return e;
   }
 }
 
@@ -119,13 +134,11 @@ export function singleRequestFloors(r: ResolvedScenario): { ttftMs: number; tpot
 }
 
 /**
- * Engines below which the fleet cannot keep up with `workload.qps`: each request costs at least its
- * uncached prompt at the full-batch prefill rate and its output at the full-batch decode rate (no
- * attention beyond the token itself), and an engine is busy at most all of the time. 1 for a closed loop.
+ * The engine seconds one request costs at best on this fleet's engine, split by phase: its uncached
+ * prompt at the full-batch prefill rate and its output at the full-batch decode rate (no attention
+ * beyond the token itself).
  */
-export function enginesLowerBound(r: ResolvedScenario): number {
-  const qps = r.scenario.workload.qps;
-  if (qps === undefined) return 1;
+export function busyPerRequest(r: ResolvedScenario): { prefill: number; decode: number } {
   const cfg = engineConfigFor(r, "none");
   const timer = new StepTimer(cfg);
   const b = cfg.maxNumBatchedTokens;
@@ -144,10 +157,21 @@ export function enginesLowerBound(r: ResolvedScenario): number {
     kvReadTokens: 0,
     loadBytesPerGpu: 0,
   });
-  const busy =
-    uncachedPromptTokens(r) * (prefill.duration / b) +
-    r.scenario.workload.output_tokens * (decode.duration / s);
-  return Math.max(1, Math.ceil(qps * busy));
+  return {
+    prefill: uncachedPromptTokens(r) * (prefill.duration / b),
+    decode: r.scenario.workload.output_tokens * (decode.duration / s),
+  };
+}
+
+/**
+ * Engines below which the fleet cannot keep up with `workload.qps`: each request costs at least
+ * `busyPerRequest`, and an engine is busy at most all of the time. 1 for a closed loop.
+ */
+export function enginesLowerBound(r: ResolvedScenario): number {
+  const qps = r.scenario.workload.qps;
+  if (qps === undefined) return 1;
+  const busy = busyPerRequest(r);
+  return Math.max(1, Math.ceil(qps * (busy.prefill + busy.decode)));
 }
 
 const grow = (n: number) => Math.max(n + 1, Math.ceil(n * 1.5));
@@ -252,6 +276,8 @@ export interface FleetSearchOptions {
   /** the most engines to consider (1 without Kubernetes: one engine behind a proxy) */
   maxEngines: number;
   mode: OffloadMode;
+  /** how a cost of `prices` reads in notes (default USD per hour) */
+  money?: (x: number) => string;
 }
 
 /** the cheapest fleet over `shapes` that meets the SLO, and what became of each shape */
@@ -295,6 +321,7 @@ export async function searchFleet(
   const found: (Found & { order: number })[] = [];
   const waveSize = Math.min(ev.pool.size, Math.max(1, todo.length));
   const width = Math.max(1, Math.floor(ev.pool.size / waveSize));
+  const money = o.money ?? usdh;
   for (let w = 0; w < todo.length; w += waveSize) {
     const cap0 = best ? (best as Found).cost : Infinity;
     const wave = todo.slice(w, w + waveSize);
@@ -308,7 +335,7 @@ export async function searchFleet(
           const note =
             t.lo > o.maxEngines
               ? `needs more than ${o.maxEngines} engines to keep up with the load`
-              : `needs at least ${t.lo} engine${t.lo === 1 ? "" : "s"} (${usdh(t.lo * perEngine)}) to keep up with the load: ${cap0 < Infinity ? `cannot beat the ${usdh(cap0)} found` : "over the budget"}`;
+              : `needs at least ${t.lo} engine${t.lo === 1 ? "" : "s"} (${money(t.lo * perEngine)}) to keep up with the load: ${cap0 < Infinity ? `cannot beat the ${money(cap0)} found` : "over the budget"}`;
           return { t, s: { engines: null, at: null, below: null, note } as EngineSearch };
         }
         const evalAt = (n: number) => ev.run({ ...t.shape, engines: n }, o.mode, { stop: true });
@@ -351,7 +378,20 @@ async function fixedCount(evalAt: (n: number) => Promise<Evaluated>, n: number):
     : { engines: null, at: null, below: at, note: `${n} engines miss: ${at.check?.misses.join(", ")}` };
 }
 
-const usdh = (x: number) => `$${x.toFixed(2)}/h`;
+export const usdh = (x: number) => `$${x.toFixed(2)}/h`;
+
+/**
+ * Prices that make the search minimise GPUs, then cost (`--target-rps`): one unit per GPU plus a
+ * ten-thousandth of its price, which breaks ties between equal GPU counts and never outweighs a GPU.
+ */
+export function gpuCountPrices(prices: PriceTable): PriceTable {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(prices)) out[k] = 1 + v * 1e-4;
+  return out;
+}
+
+/** a cost of `gpuCountPrices` in words: its GPU count */
+export const gpuCount = (x: number) => `${Math.floor(x + 1e-9)} GPUs`;
 
 /** the fleet a fixed scenario runs (with the context sized to the workload where the model's would not fit) */
 export function fixedFleet(r: ResolvedScenario, shape: Shape): FleetChoice {

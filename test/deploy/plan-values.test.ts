@@ -27,7 +27,17 @@ const RENDER_KUBE_VERSION = "1.31.0";
 
 interface PlanJson {
   planned: boolean;
-  fleet: { gpu: string; engines: number; tensor_parallel_size: number };
+  fleet: {
+    gpu: string;
+    engines: number;
+    tensor_parallel_size: number;
+    disaggregated?: {
+      prefill_engines: number;
+      decode_engines: number;
+      prefill_tensor_parallel_size: number;
+      decode_tensor_parallel_size: number;
+    };
+  };
   stack: { kind: string };
   kv_offload: { choice: "none" | "native" | "lmcache" };
   hbm: { gpu_memory_utilization: number };
@@ -78,6 +88,25 @@ function checkEngine(
   scenario: { fleet: { model: string; engines: number; tensor_parallel_size?: number } },
 ): void {
   const engines = objs.filter((o) => o.kind === "Deployment" && o.metadata.name.includes("-engine-"));
+  const pd = p.fleet.disaggregated;
+  // a disaggregated plan: one Deployment per role, each with its replicas and TP (helm-pd.test.ts)
+  if (pd) {
+    const roles: [string, number, number][] = [
+      ["prefill", pd.prefill_engines, pd.prefill_tensor_parallel_size],
+      ["decode", pd.decode_engines, pd.decode_tensor_parallel_size],
+    ];
+    assert.equal(
+      engines.length,
+      2,
+      `a prefill and a decode Deployment, got ${engines.map((o) => o.metadata.name)}`,
+    );
+    for (const [role, replicas, tp] of roles) {
+      const d = engines.find((o) => o.metadata.name.endsWith(`-${role}`))!;
+      assert.equal(d.spec.replicas, replicas, role);
+      assert.ok(d.spec.template.spec.containers[0].args.includes(`--tensor-parallel-size=${tp}`), role);
+    }
+    return;
+  }
   assert.equal(engines.length, 1, `one engine Deployment, got ${engines.map((o) => o.metadata.name)}`);
   const c = engines[0]!.spec.template.spec.containers[0];
   const args: string[] = c.args;

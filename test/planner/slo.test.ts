@@ -44,7 +44,17 @@ const OPEN = {
 };
 
 test("the sized fleet, router and offload meet SLO × (1 − headroom) under `simulate`; one engine fewer does not", () => {
-  const plan = cli(["plan", "--scenario", write("open.yaml", OPEN), "--format", "json", "--no-sweep"]);
+  // aggregated layouts only: the disaggregated search has its own test (pd.test.ts)
+  const plan = cli([
+    "plan",
+    "--scenario",
+    write("open.yaml", OPEN),
+    "--format",
+    "json",
+    "--no-sweep",
+    "--layouts",
+    "agg",
+  ]);
   assert.equal(plan.code, 0, plan.err);
   const p = JSON.parse(plan.out);
   assert.equal(p.slo_met, true);
@@ -82,7 +92,7 @@ test("a fixed fleet that misses its SLO is called under-sized in the first line 
   assert.equal(j.code, 0, j.err);
   const p = JSON.parse(j.out);
   assert.equal(p.slo_met, false);
-  assert.deepEqual(p.fleet, { gpu: "h100", engines: 2, tensor_parallel_size: 1 });
+  assert.deepEqual(p.fleet, { gpu: "h100", engines: 2, tensor_parallel_size: 1, gpus: 2 });
   assert.ok(p.undersized.over_by.ttft_p90 > 1);
   const meets = p.undersized.meets_slo_with;
   assert.ok(meets.fleet.engines > 2 && meets.fleet.gpu === "h100", JSON.stringify(meets.fleet));

@@ -109,6 +109,14 @@ that connects to the router's collector socket, its topic naming the engine as d
 {{- else if eq $e.offload.mode "lmcache" }}
 - '--kv-transfer-config={"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'
 {{- end }}
+{{- /* disaggregated prefill/decode (docs/disaggregated.md): NixlConnector, producer or consumer */}}
+{{- $pd := or (eq $m.role "prefill") (eq $m.role "decode") }}
+{{- if and $pd (ne .role "worker") }}
+{{- if ne $e.offload.mode "none" }}
+{{- fail (printf "engines.models[%s]: role %s runs NixlConnector, and an engine has one KV connector: set engines.offload.mode to none" $m.name $m.role) }}
+{{- end }}
+- {{ printf "--kv-transfer-config=%s" (dict "kv_connector" "NixlConnector" "kv_role" (ternary "kv_producer" "kv_consumer" (eq $m.role "prefill")) | toJson) | quote }}
+{{- end }}
 {{- if $mn.enabled }}
 {{- if eq $mn.backend "ray" }}
 - --distributed-executor-backend=ray
@@ -207,12 +215,18 @@ exec ray start --address=$(LWS_LEADER_ADDRESS):{{ $mn.rayPort }} --num-gpus={{ i
   env:
     - name: PYTHONHASHSEED
       value: {{ $e.pythonHashSeed | quote }}
-    {{- if and $e.kvEvents.enabled $e.kvEvents.collector.enabled }}
-    # collector mode: the KV-event topic names the engine by its pod IP, as discovery does
+    {{- $pdRole := and (or (eq .model.role "prefill") (eq .model.role "decode")) (ne .role "worker") }}
+    {{- if or (and $e.kvEvents.enabled $e.kvEvents.collector.enabled) $pdRole }}
+    # collector mode: the KV-event topic names the engine by its pod IP, as discovery does; P/D: the
+    # address NixlConnector gives decode engines to read this engine's KV from
     - name: POD_IP
       valueFrom:
         fieldRef:
           fieldPath: status.podIP
+    {{- end }}
+    {{- if $pdRole }}
+    - name: VLLM_NIXL_SIDE_CHANNEL_HOST
+      value: $(POD_IP)
     {{- end }}
     {{- if not $sim }}
     # a read-only root: every cache vLLM, torch, triton and Hugging Face write goes to volumes
