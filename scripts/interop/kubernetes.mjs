@@ -446,8 +446,8 @@ async function discoveryChecks(h) {
       {
         status: {
           phase: "Running",
-          podIP: `10.1.0.${i}`,
-          podIPs: [{ ip: `10.1.0.${i}` }],
+          podIP: `127.0.1.${i}`,
+          podIPs: [{ ip: `127.0.1.${i}` }],
           conditions: [{ type: "Ready", status: ready ? "True" : "False" }],
         },
       },
@@ -472,14 +472,14 @@ async function discoveryChecks(h) {
   const urls = () => [...held.keys()].sort().join(" ");
   const expect = async (what, ips) => {
     const want = ips
-      .map((i) => `http://10.1.0.${i}:8000`)
+      .map((i) => `http://127.0.1.${i}:8000`)
       .sort()
       .join(" ");
     await until(what, async () => urls() === want, 60_000);
   };
   /** removals since trace index `from` of engines that stayed ready all along: a lost engine */
   const lost = (from, kept) =>
-    trace.slice(from).filter((t) => kept.some((i) => t === `-http://10.1.0.${i}:8000`));
+    trace.slice(from).filter((t) => kept.some((i) => t === `-http://127.0.1.${i}:8000`));
 
   try {
     d.start(sink);
