@@ -2,8 +2,9 @@
 // `server.maxConnections` refuses a new connection at accept whatever the open ones are doing, so 200
 // keep-alive connections that each sent `GET /health` once a minute (inside the keep-alive timeout)
 // held every slot of a cap of 200, without a key, and a new client got nothing; a connection that never
-// sends a byte is not closed by Node 20 at all. Here the router keeps the cap itself: at it, a new
-// connection takes the slot of the one idle longest (open between requests, or never used), which is
+// sends a byte Node closes only at its periodic headers check (a 408, up to connectionsCheckingInterval
+// after headersTimeout). Here the router keeps the cap itself: at it, a new connection takes the slot of
+// the one idle longest (open between requests, or never used), which is
 // closed and counted; only when every open connection has a request in progress is the new one refused.
 // An idle connection that has sent bytes since it went idle is a client sending a request's headers
 // (slowly, or over a slow link): it gives way only after every silent idle one, so a burst of new

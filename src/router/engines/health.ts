@@ -73,6 +73,22 @@ export type ProbeVerdict =
   /** it timed out, but the engine is evidently alive or the router could not tell */
   | { kind: "excused"; why: "progress" | "router_lag" };
 
+/** The clock and timers a probe's timeout reads: the process's own, or a virtual one in tests. */
+export interface ProbeClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(timer: unknown): void;
+  /** runs `fn` after the I/O of the current event-loop turn */
+  setImmediate(fn: () => void): void;
+}
+
+export const systemClock: ProbeClock = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout),
+  setImmediate: (fn) => void setImmediate(fn),
+};
+
 /**
  * Races `answer` against a timeout that knows when it cannot be trusted: a timer that fires late
  * (router lag) is extended, up to MAX_LAG_EXTENSIONS times; and the verdict waits one turn of the
@@ -82,16 +98,17 @@ export type ProbeVerdict =
 export function lagAwareTimeout(
   answer: Promise<unknown>,
   timeoutMs: number,
+  clock: ProbeClock = systemClock,
 ): Promise<"answered" | "timeout" | "router_lag"> {
   return new Promise((resolve) => {
     let settled = false;
     let lagged = false;
     let extensions = 0;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: unknown;
     const done = (v: "answered" | "timeout" | "router_lag") => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      if (timer !== undefined) clock.clearTimeout(timer);
       resolve(v);
     };
     answer.then(
@@ -99,10 +116,10 @@ export function lagAwareTimeout(
       () => done("answered"),
     );
     const arm = () => {
-      const due = performance.now() + timeoutMs;
-      timer = setTimeout(() => {
-        const late = performance.now() - due;
-        setImmediate(() => {
+      const due = clock.now() + timeoutMs;
+      timer = clock.setTimeout(() => {
+        const late = clock.now() - due;
+        clock.setImmediate(() => {
           if (settled) return;
           if (late > timeoutMs * LAG_SHARE) {
             lagged = true;
@@ -123,6 +140,7 @@ export class Health {
     cfg: RouterConfig,
     private readonly engines: ReadonlyMap<string, HealthRecord>,
     private readonly hooks: HealthHooks = {},
+    private readonly clock: ProbeClock = systemClock,
   ) {
     this.cfg = cfg;
   }
@@ -136,7 +154,7 @@ export class Health {
    * failure only when the engine sent nothing meanwhile and the router was not lagging.
    */
   async probe(e: HealthRecord, send: (signal: AbortSignal) => Promise<unknown>): Promise<ProbeVerdict> {
-    const sentAt = performance.now();
+    const sentAt = this.clock.now();
     const ac = new AbortController();
     let error = "";
     const answer = send(ac.signal).then(
@@ -146,7 +164,7 @@ export class Health {
         return false;
       },
     );
-    const how = await lagAwareTimeout(answer, this.cfg.health.timeout);
+    const how = await lagAwareTimeout(answer, this.cfg.health.timeout, this.clock);
     if (how === "answered") {
       if (await answer) return { kind: "ok" };
       return error === ENGINE_DRAINING ? { kind: "draining" } : { kind: "failed", error };

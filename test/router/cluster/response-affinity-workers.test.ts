@@ -39,11 +39,16 @@ async function call(
   };
 }
 
-/** Keep-alive connections until one has landed on each worker (a connection stays on its worker). */
+/**
+ * Keep-alive connections until one has landed on each worker (a connection stays on its worker).
+ * /ready answers once the first worker listens; the primary deals connections only to workers that
+ * listen, so until the second one does (seconds on a busy machine) every connection lands on the
+ * first: keep dealing until the condition holds, not for a fixed number of tries.
+ */
 async function oneConnectionPerWorker(url: string, auth: Record<string, string> = {}): Promise<Conn[]> {
   const byWorker = new Map<string, Conn>();
-  const spare: Client[] = [];
-  for (let i = 0; i < 64 && byWorker.size < 2; i++) {
+  const end = Date.now() + 30_000;
+  while (Date.now() < end && byWorker.size < 2) {
     const client = new Client(url, { keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
     const r = await call(
       client,
@@ -54,9 +59,8 @@ async function oneConnectionPerWorker(url: string, auth: Record<string, string> 
     );
     const worker = /worker \d+\/\d+/.exec(r.route)?.[0] ?? "";
     if (worker && !byWorker.has(worker)) byWorker.set(worker, { client, worker });
-    else spare.push(client);
+    else await client.close();
   }
-  for (const c of spare) await c.close();
   assert.equal(byWorker.size, 2, "a connection on each worker");
   return [...byWorker.values()];
 }

@@ -9,7 +9,12 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { connect, type AddressInfo } from "node:net";
 import { parseConfig } from "../../../src/router/index.js";
-import { Health, lagAwareTimeout, type HealthRecord } from "../../../src/router/engines/health.js";
+import {
+  Health,
+  lagAwareTimeout,
+  type HealthRecord,
+  type ProbeClock,
+} from "../../../src/router/engines/health.js";
 import { RetryBudget } from "../../../src/router/request/admission.js";
 import { Proxy } from "../../../src/router/dataplane/proxy.js";
 import { resolveModel } from "../../../src/models/profiles.js";
@@ -36,32 +41,98 @@ function record(url: string, models: string[] = ["m"]): HealthRecord {
 
 const never = () => new Promise<never>(() => undefined);
 
+/**
+ * Virtual time for a probe's timeout: timers fire only when the test moves the clock, at the instant it
+ * moves to, so "the router's loop was blocked" is a jump past a timer's due time and "on time" is a move
+ * to exactly that time, however busy the machine running the test is.
+ */
+class VirtualClock implements ProbeClock {
+  private t = 1_000;
+  private timers = new Map<number, { due: number; fn: () => void }>();
+  private nextId = 1;
+  now(): number {
+    return this.t;
+  }
+  setTimeout(fn: () => void, ms: number): number {
+    const id = this.nextId++;
+    this.timers.set(id, { due: this.t + ms, fn });
+    return id;
+  }
+  clearTimeout(id: unknown): void {
+    this.timers.delete(id as number);
+  }
+  setImmediate(fn: () => void): void {
+    setImmediate(fn);
+  }
+  /** the due time of the one pending timer */
+  get due(): number {
+    assert.equal(this.timers.size, 1, "one timer pending");
+    return [...this.timers.values()][0]!.due;
+  }
+  /** Moves to `to`, fires the timers due by then, and lets their follow-ups (setImmediate) run. */
+  async moveTo(to: number): Promise<void> {
+    this.t = Math.max(this.t, to);
+    for (const [id, timer] of [...this.timers]) {
+      if (timer.due > this.t) continue;
+      this.timers.delete(id);
+      timer.fn();
+    }
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Fires each timer of a probe's timeout `lateBy` ms after it was due, until `verdict` settles. */
+async function runTimers(clock: VirtualClock, verdict: Promise<unknown>, lateBy: number[]): Promise<void> {
+  let settled = false;
+  void verdict.then(() => (settled = true));
+  for (const late of lateBy) {
+    if (settled) return;
+    await clock.moveTo(clock.due + late);
+  }
+}
+
 test("a probe that times out while the engine sends bytes on its requests is excused, not a failure", async () => {
   const cfg = parseConfig({ health: { timeout: 50 } });
   const e = record("http://e");
-  const h = new Health(cfg, new Map([[e.url, e]]));
-  // a byte on another request arrives while the probe waits: its timer is set before the probe's
-  // timeout timer and expires first, however late a busy machine runs both
-  const withProgress = () => {
-    setTimeout(() => (e.lastByteAt = performance.now()), 1);
-    return never();
-  };
-  assert.deepEqual(await h.probe(e, withProgress), { kind: "excused", why: "progress" });
-  // nothing from the engine meanwhile: a failure
-  assert.equal((await h.probe(e, never)).kind, "failed");
+  const clock = new VirtualClock();
+  const h = new Health(cfg, new Map([[e.url, e]]), {}, clock);
+  // a byte on another request arrives while the probe waits, before its timeout
+  let verdict = h.probe(e, never);
+  await clock.moveTo(clock.now() + 10);
+  e.lastByteAt = clock.now();
+  await runTimers(clock, verdict, [0]);
+  assert.deepEqual(await verdict, { kind: "excused", why: "progress" });
+  // nothing from the engine meanwhile, and the timer on time: a failure
+  verdict = h.probe(e, never);
+  await runTimers(clock, verdict, [0]);
+  assert.equal((await verdict).kind, "failed");
 });
 
 test("a probe timeout measured while the router's own event loop was blocked does not count", async () => {
-  const answer = never();
-  const verdict = lagAwareTimeout(answer, 30);
-  // the router is starved: its timer fires far later than asked
-  const until = performance.now() + 150;
-  while (performance.now() < until) {
-    // busy
-  }
+  const clock = new VirtualClock();
+  // the router is starved: its timer fires 120 ms after it was due (the timeout is 30 ms), then the
+  // extended one on time
+  let verdict = lagAwareTimeout(never(), 30, clock);
+  await runTimers(clock, verdict, [120, 0]);
   assert.equal(await verdict, "router_lag");
-  assert.equal(await lagAwareTimeout(never(), 30), "timeout");
-  assert.equal(await lagAwareTimeout(Promise.resolve(), 30), "answered");
+  // starved for good: extended MAX_LAG_EXTENSIONS (3) times, then given up on, still not a failure
+  verdict = lagAwareTimeout(never(), 30, clock);
+  await runTimers(clock, verdict, [120, 120, 120, 120, 120]);
+  assert.equal(await verdict, "router_lag");
+  // late by less than half the timeout: the router kept up, the engine did not answer
+  verdict = lagAwareTimeout(never(), 30, clock);
+  await runTimers(clock, verdict, [14]);
+  assert.equal(await verdict, "timeout");
+  // an answer wins over the timer
+  assert.equal(await lagAwareTimeout(Promise.resolve(), 30, clock), "answered");
+  // an answer that arrived in the same turn as a timer fired on time wins too
+  let answered!: () => void;
+  verdict = lagAwareTimeout(new Promise<void>((r) => (answered = r)), 30, clock);
+  const fire = clock.moveTo(clock.due);
+  answered();
+  await fire;
+  assert.equal(await verdict, "answered");
 });
 
 test("the retry budget caps retries at a share of the requests (plus a floor) over its window", () => {

@@ -45,8 +45,12 @@ interface H2Upstream {
   fault: StreamFault;
   faultAfter: number;
   tokenIntervalMs: number;
-  /** non-streaming answers wait this long (to hold several requests in flight at once) */
-  jsonDelayMs: number;
+  /** non-streaming answers are held (in `held`) until the test releases them: several requests in
+   * flight at once, however fast or slow the router forwards them */
+  holdJson: boolean;
+  held: (() => void)[];
+  /** the most streams open at once on one h2 session */
+  peakStreamsPerSession: number;
   close(): Promise<void>;
 }
 
@@ -65,7 +69,9 @@ async function startH2Upstream(): Promise<H2Upstream> {
     fault: "none",
     faultAfter: 2,
     tokenIntervalMs: 20,
-    jsonDelayMs: 0,
+    holdJson: false,
+    held: [],
+    peakStreamsPerSession: 0,
     close: async () => {
       for (const t of timers) clearTimeout(t);
       // every session, not only those that carried a stream: server.close() waits for all of them, and
@@ -86,6 +92,7 @@ async function startH2Upstream(): Promise<H2Upstream> {
     }, ms);
     timers.add(t);
   };
+  const openStreams = new Map<Http2Session, number>();
   server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     stream.on("error", () => undefined);
     const s = stream.session;
@@ -93,6 +100,16 @@ async function startH2Upstream(): Promise<H2Upstream> {
       up.sessionsUsed++;
       sessions.add(s);
       s.on("close", () => sessions.delete(s));
+    }
+    if (s) {
+      const open = (openStreams.get(s) ?? 0) + 1;
+      openStreams.set(s, open);
+      up.peakStreamsPerSession = Math.max(up.peakStreamsPerSession, open);
+      stream.once("close", () => {
+        const left = openStreams.get(s)! - 1;
+        if (left === 0) openStreams.delete(s);
+        else openStreams.set(s, left);
+      });
     }
     const path = String(headers[":path"] ?? "/").split("?")[0]!;
     if (headers[":method"] === "GET") {
@@ -137,7 +154,7 @@ async function startH2Upstream(): Promise<H2Upstream> {
             }),
           );
         };
-        if (up.jsonDelayMs > 0) later(up.jsonDelayMs, answer);
+        if (up.holdJson) up.held.push(answer);
         else answer();
         return;
       }
@@ -303,24 +320,41 @@ test("h2c backend: health, models and metrics loops; JSON and SSE answers, strea
 
 test("h2c backend: maxConcurrentStreams caps the streams per connection; more connections open beyond", async () => {
   const up = await startH2Upstream();
-  up.jsonDelayMs = 300;
+  // every answer held until the test releases it: 12 requests in flight at once whatever the pace of
+  // the machine (with a fixed answer delay, early answers freed their slots before the last requests
+  // came, or arrived while a connection was still opening and got one of their own)
+  up.holdJson = true;
   const router = await routerFor([{ url: up.url, protocol: "h2c", maxConcurrentStreams: 4 }], {
-    // probes on their own pace so they do not take stream slots the count below expects
-    health: { interval: 5_000 },
-    discovery: { metricsInterval: 5_000, modelsInterval: 5_000 },
+    // probed once at start: no probe takes a stream slot the counts below expect
+    health: { interval: 600_000 },
+    discovery: { metricsInterval: 600_000, modelsInterval: 600_000 },
   });
-  try {
-    const c = client(router.url);
-    const answers = await Promise.all(
+  const release = () => {
+    for (const answer of up.held.splice(0)) answer();
+  };
+  const c = client(router.url);
+  const wave = async (): Promise<void> => {
+    const pending = Promise.all(
       Array.from({ length: 12 }, () => c.completions.create({ model: MODEL, prompt: "x", max_tokens: 2 })),
     );
-    for (const a of answers) assert.equal(a.choices[0]!.text, "tok tok");
-    // 12 held at once, 4 per connection: 3 connections (a probe still in flight may add one)
-    assert.ok(
-      up.sessionsUsed >= 3 && up.sessionsUsed <= 4,
-      `${up.sessionsUsed} sessions for 12 requests at 4 streams each`,
-    );
+    pending.catch(() => undefined);
+    await waitUntil(() => up.held.length === 12, 30_000, "12 requests held at the upstream");
+    assert.ok(up.peakStreamsPerSession <= 4, `${up.peakStreamsPerSession} streams on one connection`);
+    release();
+    for (const a of await pending) assert.equal(a.choices[0]!.text, "tok tok");
+  };
+  try {
+    // 12 held at once, at most 4 per connection: at least 3 connections. How many more depends on how
+    // many requests came while a connection was still opening (undici gives each its own).
+    await wave();
+    const opened = up.sessionsUsed;
+    assert.ok(opened >= 3, `${opened} sessions for 12 requests at 4 streams each`);
+    // the connections now open have room for 12 streams: another 12 share them, none is opened
+    await wave();
+    assert.equal(up.sessionsUsed, opened, "the second 12 shared the open connections");
   } finally {
+    up.holdJson = false;
+    release();
     await router.close(0);
     await up.close();
   }
