@@ -451,7 +451,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the cache server beside redis-server (each a child process)
   "bench/cacheserver": { imports: [], lines: 750 },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
-  "scripts/interop": { imports: ["src/discovery"], lines: 2750 },
+  // the picker check runs a sim in-process beside the real API server
+  "scripts/interop": { imports: ["src/discovery", "src/sim", "src/sim/config"], lines: 3250 },
   scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1000 },
 };
 
