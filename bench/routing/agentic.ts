@@ -29,7 +29,7 @@
 // and load a line saying how many resumed turns stayed on their context, moved off it, or found it
 // evicted everywhere.
 //   node dist/bench/routing/agentic.js [--preset code-gen,b2b] [--policies ...] [--tiered] [--seeds 1,2,3]
-//     [--resolution 0.03125] [--max-load 4] [--loads 0.25,1.25] [--sessions N] [--json FILE]
+//     [--resolution 0.03125] [--max-load 4] [--loads 0.25,1.25] [--no-capacity] [--sessions N] [--json FILE]
 //     [--calibration-cache FILE] [--decisions FILE]
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
@@ -63,6 +63,12 @@ const specs: FlagSpecs = {
     type: "string",
     default: "",
     help: "fractions of round-robin's capacity for the goodput table (none: capacities only)",
+  },
+  capacity: {
+    type: "boolean",
+    default: true,
+    negatable: true,
+    help: "search each policy's capacity (--no-capacity: the --loads table only)",
   },
   tiered: { type: "boolean", default: false, help: "engines share an LMCache server; predictive reads it" },
   "shared-gib": { type: "number", default: 512, help: "--tiered: the shared server's memory, GiB" },
@@ -534,7 +540,7 @@ function fixedLoads(preset: AgenticPreset, caps: ReadonlyMap<number, number>): R
   for (const load of loads) {
     for (const policy of policies) {
       const per = seeds.map((seed) =>
-        measure(run(preset, policy, caps.get(seed)! * load, seed, { log: true }), setup, {
+        measure(run(preset, policy, caps.get(seed)! * load, seed, { log: true, load }), setup, {
           preset,
           policy,
           load,
@@ -587,7 +593,7 @@ for (const preset of presets) {
   console.log(
     `round-robin's capacity: ${seeds.map((s) => `${caps.get(s)!.toFixed(2)} req/s (seed ${s})`).join(", ")}`,
   );
-  capacity.push(...capacities(preset, caps));
+  if (flags.capacity !== false) capacity.push(...capacities(preset, caps));
   if (loads.length > 0) rows.push(...fixedLoads(preset, caps));
 }
 console.log(`\n${((performance.now() - t0) / 1000).toFixed(0)} s`);
