@@ -340,9 +340,9 @@ function measure(r: RunResult, setup: Setup, tag: LogTag | null): Measures {
     // parent's context, stays in). A code-gen session opens with a 50k-token prompt of which only the 10k
     // shared system prompt can be cached anywhere: about 6 s of prefill on an idle engine, whatever the
     // router does. And the client sends a ready follow-up before it starts a session, so how many first
-    // turns the window holds depends on the load, not the routing (code-gen at 50% of round-robin's
-    // capacity: 41 of 321, TTFT p90 6.1 s for every policy; from about 100%: none). Counted, they would
-    // make the SLO fail at low load and hold at high, which no search can bisect.
+    // turns the window holds depends on the load and the sessions, not the routing (code-gen's 64
+    // sessions at 50% of round-robin's capacity: 41 of 321, TTFT p90 6.1 s for every policy; at 120%:
+    // none). Counted, they would make the SLO fail at low load and hold at high, which no search bisects.
     if (s && !coldFirst(s, x.round)) sloTtfts.push(ttft);
     if (!s || !sentAfterPause(s, x.round)) continue;
     sloResumedTtfts.push(ttft);
