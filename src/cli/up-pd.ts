@@ -100,6 +100,8 @@ export function engineSlots(
     if (flagValue(passThrough, f) !== undefined)
       throw new CliError(`${f} is set per role by --prefill/--decode (NixlConnector): leave it out`);
   const common = Number(flagValue(passThrough, "--tensor-parallel-size") ?? 1);
+  if (!Number.isInteger(common) || common < 1)
+    throw new CliError("--tensor-parallel-size must be a whole number of GPUs, 1 or more");
   const prefillTp = (flags["prefill-tp"] as number | undefined) ?? common;
   const decodeTp = (flags["decode-tp"] as number | undefined) ?? prefillTp;
   const slot = (role: PdRole, tp: number): EngineSlot => ({

@@ -74,6 +74,7 @@ test("up --prefill/--decode: refuses a half-given layout, --engines beside it, a
       slotsOf({ prefill: 1, decode: 1 }, ["--kv-transfer-config", '{"kv_connector":"LMCacheConnectorV1"}']),
     /set per role/,
   );
+  assert.throws(() => slotsOf({ prefill: 1, decode: 1 }, ["--tensor-parallel-size", "two"]), /whole number/);
 });
 
 async function metric(url: string, re: RegExp): Promise<number> {
