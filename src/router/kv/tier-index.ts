@@ -15,7 +15,7 @@ import type { CacheServerConfig } from "../config/kv.js";
 
 const log = logger("router.cache");
 
-/** Bytes one chunk hash costs in V8 (an LruMap entry with a bigint key). */
+/** Bytes one chunk hash costs in V8 (an LruMap entry with a bigint key: 109 measured at a million). */
 export const TIER_BYTES_PER_CHUNK = 120;
 
 /** The chunk hashes one cache server holds, LRU-capped. */
