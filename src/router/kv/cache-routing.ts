@@ -28,7 +28,7 @@ import {
   type RequestView,
 } from "../../routing/index.js";
 import { resolveGpu, resolveModel } from "../../models/profiles.js";
-import { chunkHashes } from "../../protocol/lmcache-chunks.js";
+import { chunkHashes, chunkHashesInto } from "../../protocol/lmcache-chunks.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
@@ -59,6 +59,8 @@ const HASH_SLICE_BLOCKS = 1024;
  * at 16 per block; the rest of a larger prompt re-enters the line as new work, as the tokenizer's does
  */
 const HASH_OLDEST_FIRST_SLICES = 8;
+/** prompt tokens per slice of a shared tier's LMCache chunk hashes: as many as a slice of blocks holds */
+const CHUNK_SLICE_TOKENS = HASH_SLICE_BLOCKS * 16;
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
@@ -290,7 +292,8 @@ export class CacheRouting implements CacheOracle {
   /**
    * Hashes a long prompt's blocks before its decision, one slice per turn of the event loop in the
    * line of sliced work (src/eventloop/turns.ts), for each block size the model's KV-routed engines
-   * use; the decision then finds them done, where hashing 128k tokens in one piece held the loop about
+   * use (and, for `predictive`, the LMCache chunk hashes of the shared cache servers it prices); the
+   * decision then finds them done, where hashing 128k tokens in one piece held the loop about
    * 18 ms and every stream and routing claim of the process waited behind it. Undefined (nothing to
    * wait for) when no engine is KV-routed or the prompt fits in one slice: the decision hashes it. A
    * migrated stream's continuation (a new view) is hashed in its decision. Stops between slices once
@@ -307,13 +310,25 @@ export class CacheRouting implements CacheOracle {
       const bs = this.kvBlockSize(st, req.model);
       if (bs !== undefined && bs < smallest) smallest = bs;
     }
-    if (smallest === Infinity || hashedBlocks(tokens, smallest) <= HASH_SLICE_BLOCKS) return undefined;
+    const longBlocks = smallest !== Infinity && hashedBlocks(tokens, smallest) > HASH_SLICE_BLOCKS;
+    const chunkSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.tierChunkSizes() : [];
+    if (!longBlocks && chunkSizes.length === 0) return undefined;
     const sizes: number[] = [];
-    for (const st of this.subs.states.values()) {
-      const bs = this.kvBlockSize(st, req.model);
-      if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
-    }
-    return this.hashInSlices(req, tokens, sizes, since, request);
+    if (longBlocks)
+      for (const st of this.subs.states.values()) {
+        const bs = this.kvBlockSize(st, req.model);
+        if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
+      }
+    return this.hashInSlices(req, tokens, sizes, chunkSizes, since, request);
+  }
+
+  /** the chunk sizes of the shared cache servers `predictive` would price now (their index not empty) */
+  private tierChunkSizes(): number[] {
+    const sizes: number[] = [];
+    if (this.policyName !== "predictive") return sizes;
+    for (const t of this.tiers.all())
+      if (t.index.size > 0 && !sizes.includes(t.index.chunkTokens)) sizes.push(t.index.chunkTokens);
+    return sizes;
   }
 
   /** the block size of an engine routed by its KV events (not fallen back) when it serves `model` */
@@ -327,12 +342,20 @@ export class CacheRouting implements CacheOracle {
     req: RequestView,
     tokens: number[],
     sizes: readonly number[],
+    chunkSizes: readonly number[],
     since: number,
     request: Cancellable,
   ): Promise<void> {
     const p = this.prepare(req);
     // a hash seed reloaded meanwhile leaves this request's hashes on the old seed: it misses, once
     let slices = 0;
+    const turn = async () => {
+      if (slices > 0 || waitingSlices() > 0) {
+        // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
+        await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now(), request);
+      }
+      slices++;
+    };
     for (const bs of sizes) {
       if (p.hashes.has(bs)) continue;
       const blocks = hashedBlocks(tokens, bs);
@@ -340,17 +363,24 @@ export class CacheRouting implements CacheOracle {
       const ids: bigint[] = new Array(blocks);
       let parent: Uint8Array | null = null;
       for (let b = 0; b < blocks; b += HASH_SLICE_BLOCKS) {
-        if (slices > 0 || waitingSlices() > 0) {
-          // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
-          await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now(), request);
-        }
+        await turn();
         const end = Math.min(blocks, b + HASH_SLICE_BLOCKS);
         const h = computeBlockHashes(tokens.slice(b * bs, end * bs), opts, parent, b);
         for (let i = 0; i < h.ids.length; i++) ids[b + i] = h.ids[i]!;
         parent = h.digests[h.digests.length - 1]!;
-        slices++;
       }
       p.hashes.set(bs, ids);
+    }
+    for (const ct of chunkSizes) {
+      if (p.chunks?.has(ct)) continue;
+      const scheme = { chunkTokens: ct, hashSeed: this.hashSeed };
+      const out = new BigUint64Array(Math.floor(tokens.length / ct));
+      const step = Math.max(1, Math.floor(CHUNK_SLICE_TOKENS / ct));
+      for (let c = 0; c < out.length; c += step) {
+        await turn();
+        chunkHashesInto(tokens, out, c, Math.min(out.length, c + step), scheme);
+      }
+      (p.chunks ??= new Map()).set(ct, out);
     }
   }
 

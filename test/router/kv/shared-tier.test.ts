@@ -167,6 +167,25 @@ test("predictive prices a prefix the cache server holds at its load time, on the
     assert.equal(Number(route.tier_tokens), 16 * 256);
     assert.ok(Number(route.tier_load_ms) > 0);
 
+    // a prompt past one hashing slice (16k tokens): its chunk hashes are made a slice per turn ahead of
+    // the decision, and come out as the server's
+    const long = tokenIds(80 * 256 + 1, 31);
+    const longHashes = await storeChunks(server, long);
+    await waitUntil(() => tier.index.match(longHashes) === 80, 10_000, "the long prefix indexed");
+    const longView = {
+      model: MODEL,
+      seq: 3,
+      prompt: long,
+      body: { model: MODEL, prompt: long, max_tokens: 1 },
+    };
+    const ahead = cache.hashAhead(longView, performance.now(), { cancelled: false });
+    assert.ok(ahead, "hashed ahead in slices");
+    await ahead;
+    const longPred = cache.predict(longView, engines);
+    engines.forEach((e, i) =>
+      assert.equal(longPred.tierTokens![i], wired.includes(e.id) ? 80 * 256 : 0, e.id),
+    );
+
     // tier knowledge is predictive's: kv keeps its GPU-and-credit view, with no tier figures
     cache.setPolicy("kv");
     assert.equal(cache.predict({ ...view, seq: 2 }, engines).tierTokens, undefined);
