@@ -307,6 +307,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       maxKeys: ev.maxKeys,
     }));
     store.onKey = (key) => a.touched(key);
+    metrics.kvEvents(a);
     // what the disk tier kept from an earlier run is held now
     for (const key of disk?.keys() ?? []) a.touched(key);
   }
