@@ -9,8 +9,9 @@
 //
 // For `predictive` a prefix is priced by where it is (CachePrediction.tierTokens / tierLoadSeconds):
 // the engine's GPU blocks are free (cachedTokens), the blocks its own offload tier holds beyond them
-// load over its host link, and the LMCache chunks a shared cache server it loads from holds beyond both
-// (tier-index.ts) load over its link to that server; each at bytes (the model's KV bytes per token) /
+// (vLLM's native offload; or, for an engine wired to a cache server, LMCache's local CPU tier, whose
+// events name LMCache chunks) load over its host link, and the LMCache chunks a shared cache server it
+// loads from holds beyond both (tier-index.ts) load over its link to that server; each at bytes (the model's KV bytes per token) /
 // bandwidth, not a fixed credit. The other policies keep cachedTokens with the offload credit.
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
@@ -322,12 +323,12 @@ export class CacheRouting implements CacheOracle {
     return this.hashInSlices(req, tokens, sizes, chunkSizes, since, request);
   }
 
-  /** the chunk sizes of the shared cache servers `predictive` would price now (their index not empty) */
+  /** the chunk sizes of the shared cache servers `predictive` prices (and their engines' own LMCache tiers) */
   private tierChunkSizes(): number[] {
     const sizes: number[] = [];
     if (this.policyName !== "predictive") return sizes;
     for (const t of this.tiers.all())
-      if (t.index.size > 0 && !sizes.includes(t.index.chunkTokens)) sizes.push(t.index.chunkTokens);
+      if (!sizes.includes(t.index.chunkTokens)) sizes.push(t.index.chunkTokens);
     return sizes;
   }
 
@@ -461,7 +462,20 @@ export class CacheRouting implements CacheOracle {
     for (let i = 0; i < n; i++) {
       const id = engines[i]!.id;
       const gpu = pred.cachedTokens[i]!;
-      const own = local[i]! >= 0 ? local[i]! : gpu;
+      let own = local[i]! >= 0 ? local[i]! : gpu;
+      const server = this.tiers.serverFor(id);
+      // an engine loading from a cache server runs LMCache: its own CPU tier's events name LMCache
+      // chunks (medium "cpu"), found in its index by the prompt's chunk hashes
+      const kvRouted = local[i]! >= 0;
+      const hashes =
+        server && (kvRouted || server.index.size > 0)
+          ? this.chunksOf(p, server.index.chunkTokens)
+          : undefined;
+      if (server && hashes && kvRouted)
+        own = Math.max(
+          own,
+          Math.min(loadable, this.kv.matchTiers(hashes, id).any * server.index.chunkTokens),
+        );
       let extra = 0;
       let seconds = 0;
       if (own > gpu) {
@@ -471,20 +485,9 @@ export class CacheRouting implements CacheOracle {
         extra += own - gpu;
         seconds += ((own - gpu) * perGpu) / this.offloadBandwidth(id);
       }
-      const server = this.tiers.serverFor(id);
-      if (server && server.index.size > 0) {
-        const ct = server.index.chunkTokens;
-        p.chunks ??= new Map();
-        let hashes = p.chunks.get(ct);
-        if (!hashes) {
-          hashes = chunkHashes(tokens, Math.floor(tokens.length / ct), {
-            chunkTokens: ct,
-            hashSeed: this.hashSeed,
-          });
-          p.chunks.set(ct, hashes);
-        }
-        const shared = Math.min(loadable, server.index.match(hashes) * ct);
-        const beyond = shared - Math.max(own, gpu);
+      if (server && hashes && server.index.size > 0) {
+        const shared = Math.min(loadable, server.index.match(hashes) * server.index.chunkTokens);
+        const beyond = shared - own;
         if (beyond > 0) {
           extra += beyond;
           seconds += (beyond * shape.bytesPerToken) / server.bandwidth;
@@ -500,6 +503,21 @@ export class CacheRouting implements CacheOracle {
     pred.tierTokens = tierTokens;
     pred.tierLoadSeconds = tierLoadSeconds;
     p.tier = { ids: engines.map((e) => e.id), tokens: tierTokens, seconds: pred.tierLoadSeconds };
+  }
+
+  /** the prompt's LMCache chunk hashes for chunks of `ct` tokens, made once per request */
+  private chunksOf(p: Prepared, ct: number): BigUint64Array {
+    p.chunks ??= new Map();
+    let hashes = p.chunks.get(ct);
+    if (!hashes) {
+      const tokens = p.tokens!;
+      hashes = chunkHashes(tokens, Math.floor(tokens.length / ct), {
+        chunkTokens: ct,
+        hashSeed: this.hashSeed,
+      });
+      p.chunks.set(ct, hashes);
+    }
+    return hashes;
   }
 
   /** bytes/s an engine's offload tier loads at: configured, else its GPU profile's host link, else PCIe Gen4 */
