@@ -11,8 +11,9 @@
 // the engine's GPU blocks are free (cachedTokens), the blocks its own offload tier holds beyond them
 // (vLLM's native offload; or, for an engine wired to a cache server, LMCache's local CPU tier, whose
 // events name LMCache chunks) load over its host link, and the LMCache chunks a shared cache server it
-// loads from holds beyond both (tier-index.ts) load over its link to that server; each at bytes (the model's KV bytes per token) /
-// bandwidth, not a fixed credit. The other policies keep cachedTokens with the offload credit.
+// loads from holds beyond both (tier-index.ts) load over its link to that server; each at bytes (the
+// model's KV bytes per token) / bandwidth, not a fixed credit. The other policies keep cachedTokens
+// with the offload credit.
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
 import { logger } from "../../obs/log.js";
@@ -435,7 +436,7 @@ export class CacheRouting implements CacheOracle {
     // the prompt's blocks, so a prompt queued behind another with its prefix is credited for it
     const blocks = { ids: this.prefix.prepare(req).ids, tokensPerBlock: this.prefix.tokensPerBlock * scale };
     const pred: CachePrediction = { promptTokens, cachedTokens, source, blocks, heldTokens };
-    if (shape && local) this.priceTiers(req, p!, engines, pred, local, shape);
+    if (shape && local) this.priceTiers(p!, engines, pred, local, shape);
     return pred;
   }
 
@@ -444,7 +445,6 @@ export class CacheRouting implements CacheOracle {
    * offload tier and then the shared cache server it loads from hold, and the seconds they take to load.
    */
   private priceTiers(
-    req: RequestView,
     p: Prepared,
     engines: readonly EngineView[],
     pred: CachePrediction,
@@ -461,6 +461,8 @@ export class CacheRouting implements CacheOracle {
     let any = false;
     for (let i = 0; i < n; i++) {
       const id = engines[i]!.id;
+      // an engine failing live traffic is credited with nothing it (maybe) holds, here either
+      if ((this.registry.engines.get(id)?.passiveFailures ?? 0) > 0) continue;
       const gpu = pred.cachedTokens[i]!;
       let own = local[i]! >= 0 ? local[i]! : gpu;
       const server = this.tiers.serverFor(id);
@@ -499,7 +501,10 @@ export class CacheRouting implements CacheOracle {
         any = true;
       }
     }
-    if (!any) return;
+    if (!any) {
+      p.tier = undefined;
+      return;
+    }
     pred.tierTokens = tierTokens;
     pred.tierLoadSeconds = tierLoadSeconds;
     p.tier = { ids: engines.map((e) => e.id), tokens: tierTokens, seconds: pred.tierLoadSeconds };
@@ -577,11 +582,11 @@ export class CacheRouting implements CacheOracle {
     let note = `engine=${n.engine}; policy=${n.policy}; source=${n.source}; reason=${n.reason}; predicted_cached_tokens=${Math.round(n.cachedTokens)}; prompt_tokens=${Math.round(n.promptTokens)}`;
     // the seconds-based cost's view: what it predicted here, and the best it saw elsewhere
     if (n.ttftMs !== undefined) note += `; predicted_ttft_ms=${Math.round(n.ttftMs)}`;
+    if (n.bestOtherTtftMs !== undefined && Number.isFinite(n.bestOtherTtftMs))
+      note += `; next_best_ttft_ms=${Math.round(n.bestOtherTtftMs)}`;
     // a prefix beyond the GPU hit that a tier (the engine's offload, a shared cache server) loads
     if (n.tierTokens > 0)
       note += `; tier_tokens=${Math.round(n.tierTokens)}; tier_load_ms=${n.tierLoadMs.toFixed(1)}`;
-    if (n.bestOtherTtftMs !== undefined && Number.isFinite(n.bestOtherTtftMs))
-      note += `; next_best_ttft_ms=${Math.round(n.bestOtherTtftMs)}`;
     // the engine as the policy saw it: a prediction read beside the TTFT that came is judged by these
     // (a full KV cache admits a prompt only as running requests finish)
     note += `; kv_usage=${n.kvUsage.toFixed(3)}; in_flight=${n.inFlight}`;
@@ -617,7 +622,7 @@ function hashedBlocks(tokens: readonly number[], blockSize: number): number {
   return Math.floor(Math.max(0, tokens.length - 1) / blockSize);
 }
 
-/** The model's KV shape from its profile; undefined for a model the catalogue does not know. */
+/** The model's KV shape from its profile; null for a model the catalogue does not know. */
 function kvShapeOf(model: string): KvShape | null {
   try {
     const m = resolveModel(model);
