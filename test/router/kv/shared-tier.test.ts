@@ -98,6 +98,19 @@ test("the router's tier index follows a cache server's events and keeps within i
     await waitUntil(() => !tier.index.has(hashes[3]!), 10_000, "the removed chunk dropped");
     assert.equal(tier.index.size, 2);
     assert.equal(tier.flowing, true);
+    // a reload that changes the engines or the link keeps the index; a new endpoint starts it over
+    const base = tier.config;
+    await tiers.apply([{ ...base, engines: ["http://e1:8000"], bandwidthGbps: 25 }]);
+    assert.equal(tiers.get("shared"), tier);
+    assert.equal(tier.index.size, 2);
+    assert.equal(tiers.serverFor("http://e1:8000"), tier);
+    assert.equal(tiers.serverFor("http://e2:8000"), undefined);
+    assert.equal(tier.bandwidth, 25e9 / 8);
+    await tiers.apply([{ ...base, maxChunks: 4 }]);
+    assert.notEqual(tiers.get("shared"), tier);
+    assert.equal(tiers.get("shared")!.index.maxChunks, 4);
+    await tiers.apply([]);
+    assert.equal(tiers.get("shared"), undefined);
   } finally {
     await tiers.close();
     await server.close();
