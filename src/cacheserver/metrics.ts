@@ -208,8 +208,8 @@ export class CacheMetrics {
     this.protocolErrors.labels(kind).inc();
   }
 
-  /** The KV events' figures (`--kv-events-port`), read at scrape time. */
-  kvEvents(a: ChunkAnnouncer): void {
+  /** The KV events' figures (`--kv-events-port`), read at scrape time; zeros while they are off. */
+  kvEvents(announcer: () => ChunkAnnouncer | undefined): void {
     const registers = [this.registry];
     new Counter({
       name: "switchyard_cache_kv_events_chunks_total",
@@ -218,8 +218,9 @@ export class CacheMetrics {
       registers,
       collect() {
         this.reset();
-        this.inc({ event: "stored" }, a.stats.stored);
-        this.inc({ event: "removed" }, a.stats.removed);
+        const a = announcer();
+        this.inc({ event: "stored" }, a?.stats.stored ?? 0);
+        this.inc({ event: "removed" }, a?.stats.removed ?? 0);
       },
     });
     new Gauge({
@@ -227,7 +228,7 @@ export class CacheMetrics {
       help: "LMCache chunk shard keys the KV events follow (capped; the oldest forgotten beyond)",
       registers,
       collect() {
-        this.set(a.size);
+        this.set(announcer()?.size ?? 0);
       },
     });
     new Counter({
@@ -236,7 +237,7 @@ export class CacheMetrics {
       registers,
       collect() {
         this.reset();
-        this.inc(a.stats.forgotten);
+        this.inc(announcer()?.stats.forgotten ?? 0);
       },
     });
   }

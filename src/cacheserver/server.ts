@@ -307,10 +307,10 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       maxKeys: ev.maxKeys,
     }));
     store.onKey = (key) => a.touched(key);
-    metrics.kvEvents(a);
     // what the disk tier kept from an earlier run is held now
     for (const key of disk?.keys() ?? []) a.touched(key);
   }
+  metrics.kvEvents(() => announcer);
   const ports = servers.slice(0, listens.length).map((srv) => (srv.address() as AddressInfo).port);
   const port = ports[0]!;
   const respPort =
