@@ -13,13 +13,14 @@
 //
 // queued/peers/others: the prefill queued ahead on e (this router's ledger, its group's, the rest);
 // credit: the prefix e holds or will have computed for a queued prompt that shares it, and what a tier e
-// loads from holds beyond it (CachePrediction.tierTokens), whose load time load(e) every prefill term
-// above includes; backlog: the
-// fewest prompts queued on any engine, since once every engine has a queue a miss's extra prefill holds
-// up the prompts behind it; pushed: what does not fit e's spare room beyond the fleet's mean, since only
-// that evicts cached work (a tier's loaded tokens take new blocks as a miss's computed ones do); evicted: paused sessions' contexts the new blocks push out, weighted by the
-// chance each comes back (held-contexts.ts); the decode term places a session's later turns by whose
-// batches they would share. Each term, with the measurements that set it: docs/routing.md.
+// loads from holds beyond that (CachePrediction.tierTokens: its CPU tier, a shared cache server), whose
+// load time load(e) each prefill term above includes; backlog: the fewest prompts queued on any engine,
+// since once every engine has a queue a miss's extra prefill holds up the prompts behind it; pushed:
+// what does not fit e's spare room beyond the fleet's mean, since only that evicts cached work (a
+// loaded prefix takes new blocks as a computed one does); evicted: paused sessions' contexts the new
+// blocks push out, weighted by the chance each comes back (held-contexts.ts); the decode term places a
+// session's later turns by whose batches they would share. Each term, with the measurements that set
+// it: docs/routing.md.
 import type { CachePrediction, EngineView, RequestView } from "./types.js";
 import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./load.js";
 import type { PrefillLedger } from "./ledger.js";
@@ -207,8 +208,7 @@ export class TtftModel {
         if (ahead > heldAnywhere + QUEUED_PREFIX_SLACK_BLOCKS * b.tokensPerBlock)
           held = Math.max(held, ahead);
       }
-      // a tier the engine loads from (its CPU tier, a shared cache server) gives what it holds beyond: at
-      // its load time, which the engine spends on its step's critical path (a blocking load)
+      // a tier the engine loads from gives what it holds beyond: at its load time
       const tier = pred.tierTokens?.[i] ?? 0;
       const load = tier > 0 ? (pred.tierLoadSeconds?.[i] ?? 0) : 0;
       const credit = Math.min(P, Math.max(0, held) + tier);
@@ -223,33 +223,22 @@ export class TtftModel {
           : stepResidualMs(e, now, t.stepSeconds(decoding, kvTokens) * 1000) / 1000 + prefill;
       ttftMs[i] = ttft * 1000;
       const w = e.weight > 0 ? e.weight : 1;
-      // the blocks the prompt takes: what it computes and what it loads from a tier (a loaded prefix
-      // takes GPU room as a computed one does, and pushes out as much cached work)
+      // what its new blocks (computed, loaded) push out of e's cache: all, unless e has room the fleet lacks
       const fresh = tier > 0 ? P - Math.min(P, Math.max(0, held)) : u;
-      // what a miss's new blocks push out of e's cache: all of them, unless e has room the fleet lacks
-      const whole = fresh > u ? t.prefillSeconds(fresh, Math.max(0, held), decoding, kvTokens) : prefill;
-      let pushed = whole;
+      let pushed = fresh > u ? t.prefillSeconds(fresh, Math.max(0, held), decoding, kvTokens) : prefill;
       const moving = homed && home![i] === 0;
       if (o.roomAwareMiss && !moving && !Number.isNaN(roomOf[i]!) && fresh > 0) {
         const spare = roomOf[i]! - ahead - meanRoom;
         const over = fresh - Math.max(0, spare);
-        pushed = over >= fresh ? whole : over > 0 ? t.prefillSeconds(over, credit, decoding, kvTokens) : 0;
+        pushed = over >= fresh ? pushed : over > 0 ? t.prefillSeconds(over, credit, decoding, kvTokens) : 0;
       }
-      let cost = ttft + queueWeight * prefill + o.missWeight * pushed + (o.busyWeightS * busy) / w;
-      // a load stalls the step it is in (LMCache's retrieve blocks the forward pass: docs/routing.md,
-      // "Tiers"): every sequence decoding on e waits for it, as this prompt does
-      if (load > 0) cost += o.missWeight * load * decoding;
+      // a load stalls its step (LMCache's retrieve blocks the forward pass): e's decodes all wait for it
+      const stall = load * decoding;
+      let cost = ttft + queueWeight * prefill + o.missWeight * (pushed + stall) + (o.busyWeightS * busy) / w;
       // the paused sessions' contexts this prompt would push out of e's KV: their sessions will prefill
       // them again, a TTFT and a miss as this prompt's own are priced, if they come back
       if (this.held && now !== undefined) {
-        const evicted = this.held.evictedTokens(
-          e.id,
-          fresh,
-          t.kvCapacityTokens,
-          kvTokens,
-          req.sessionKey,
-          now,
-        );
+        const evicted = this.held.evictedTokens(e.id, fresh, t.kvCapacityTokens, kvTokens, key, now);
         if (evicted > 0) cost += (1 + o.missWeight) * t.prefillSeconds(evicted, 0, decoding, kvTokens);
       }
       // a session's decode: its later turns follow its KV, so where it lands decides whose decode batches
