@@ -177,6 +177,19 @@ export class Engine {
     return this.kv.probeCachedTokens(promptTokenIds, opts);
   }
 
+  /**
+   * Prompt tokens beyond a GPU hit of `gpuTokens` that the engine's own CPU tier (native offload or
+   * LMCache's local CPU) would load, and the seconds the load adds to its step. No side effects
+   * (KvCacheManager.probeTierTokens).
+   */
+  probeTierTokens(
+    promptTokenIds: readonly number[],
+    gpuTokens: number,
+    opts: ProbeOptions = {},
+  ): { tokens: number; seconds: number } {
+    return this.kv.probeTierTokens(promptTokenIds, gpuTokens, opts);
+  }
+
   // ---- scheduling -------------------------------------------------------------------------------
 
   private pickVictim(): Req {
