@@ -45,7 +45,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // production-trace replay (trace.ts) joined the generators
   "src/workload": { imports: ["src/random"], lines: 1700 },
   // two protocols on one store (lm:// and RESP), namespaces with shares of their own
-  "src/cacheserver": { imports: ["src/config", "src/obs"], lines: 4000 },
+  // the KV events of the chunks it holds: the wire format, and LMCache's chunk keys read back
+  "src/cacheserver": { imports: ["src/config", "src/kvevents", "src/obs", "src/protocol"], lines: 4000 },
   // tenants grew usage read from every protocol (Messages, Responses, token-in) and key-set guards
   "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 3500 },
   "src/discovery": { imports: ["src/config", "src/obs"], lines: 1000 },
@@ -245,7 +246,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/tokenizer",
     ],
-    lines: 2500,
+    // the shared cache servers' chunk index and the pricing of every tier by its load time
+    lines: 2750,
   },
   "src/router/dataplane": {
     imports: [
