@@ -88,6 +88,7 @@ export function cacheServerWiring(
   flags: FlagValues,
   host: string,
   engineArgs: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
 ): CacheServerWiring | null {
   if (!flags["cache-server"]) return null;
   const port = flags["cache-server-port"] as number;
@@ -109,6 +110,11 @@ export function cacheServerWiring(
     throw new CliError(
       "--cache-server: give the engines' link as --cache-server-bandwidth-gbps, which the router prices loads by too, not --lmcache-remote-bandwidth",
     );
+  // the sims chunk prompts as LMCache does, by LMCACHE_CHUNK_SIZE from the environment they inherit; the
+  // server's events and the router's chunk hashes must use the same size
+  const chunkText = env.LMCACHE_CHUNK_SIZE?.trim() || "256";
+  if (!/^[1-9]\d*$/.test(chunkText))
+    throw new CliError(`--cache-server: LMCACHE_CHUNK_SIZE must be a positive integer, got '${chunkText}'`);
   const at = connectHost(host);
   const lmUrl = `lm://${at}:${port}`;
   const eventsUrl = `tcp://${at}:${eventsPort}`;
@@ -122,6 +128,8 @@ export function cacheServerWiring(
       String(port),
       "--kv-events-port",
       String(eventsPort),
+      "--kv-events-chunk-tokens",
+      chunkText,
       "--max-memory",
       String(flags["cache-server-max-memory"] as number),
     ],
@@ -137,7 +145,14 @@ export function cacheServerWiring(
       // the one chunk hash computable outside Python: the router computes the same chain
       LMCACHE_PRE_CACHING_HASH_ALGORITHM: "sha256_cbor",
     },
-    routerArgs: ["--cache-server-events", eventsUrl, "--cache-server-bandwidth-gbps", gbpsText],
+    routerArgs: [
+      "--cache-server-events",
+      eventsUrl,
+      "--cache-server-bandwidth-gbps",
+      gbpsText,
+      "--cache-server-chunk-tokens",
+      chunkText,
+    ],
     summary: `  cache server ${lmUrl}   (every engine's LMCache remote at ${gbpsText} Gbit/s; KV events ${eventsUrl} to the router)`,
   };
 }
