@@ -5,6 +5,8 @@
 // kvEvents off) nothing of it is rendered.
 import assert from "node:assert/strict";
 import { describe, it, type TestContext } from "node:test";
+import { createConnection } from "node:net";
+import { freePorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { container, one, render, renderRaw, RELEASE, type K8sObject } from "./chart.js";
 import { requireTool } from "./tools.js";
 
@@ -92,6 +94,57 @@ describe("helm chart: the cache server's KV events to the router", { timeout: 30
         !(cache.spec.ingress as Rule[]).some((r) => r.ports?.some((p) => p.port === 5600)),
         `${what}: port 5600 opened`,
       );
+    }
+  });
+
+  it("the rendered args run under the real CLIs: the cache server publishes on its KV-event port, the router takes its events, link and chunk size", async (t) => {
+    const helm = requireTool(t, "helm");
+    if (!helm) return;
+    const [port, metricsPort, eventsPort, routerPort] = (await freePorts(4)) as [
+      number,
+      number,
+      number,
+      number,
+    ];
+    const objs = render(helm, "offload-values.yaml", [
+      `--set=cacheServer.port=${port}`,
+      `--set=cacheServer.metricsPort=${metricsPort}`,
+      `--set=cacheServer.kvEvents.port=${eventsPort}`,
+      "--set=cacheServer.maxMemory=64MiB",
+      "--set=cacheServer.disk.enabled=false",
+    ]);
+    const serverArgs = argsOf(objs, "-cache-server").map((a) =>
+      a === "--host=0.0.0.0" ? "--host=127.0.0.1" : a,
+    );
+    // the router's cache-server flags as rendered, the Service's name replaced by loopback
+    const routerArgs = [
+      "router",
+      "--host=127.0.0.1",
+      `--port=${routerPort}`,
+      "--backend=http://127.0.0.1:9",
+      ...argsOf(objs, "-router")
+        .filter((a) => a.startsWith("--cache-server-"))
+        .map((a) => a.replace(`tcp://${SERVER}:`, "tcp://127.0.0.1:")),
+    ];
+    assert.equal(routerArgs.length, 7, routerArgs.join(" "));
+    const server = spawnCli(serverArgs);
+    const router = spawnCli(routerArgs);
+    try {
+      await waitForHttp(`http://127.0.0.1:${metricsPort}/health`, 30_000, 200, server);
+      const listening = await new Promise<boolean>((resolve) => {
+        const s = createConnection({ host: "127.0.0.1", port: eventsPort }, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once("error", () => resolve(false));
+      });
+      assert.ok(listening, `nothing listens on the KV-event port ${eventsPort}`);
+      await waitForHttp(`http://127.0.0.1:${routerPort}/health`, 30_000, 200, router);
+      const metrics = await (await fetch(`http://127.0.0.1:${routerPort}/metrics`)).text();
+      assert.match(metrics, /^switchyard_routing_tier_chunks\{server="cache-server"\} 0$/m);
+    } finally {
+      await router.stop();
+      await server.stop();
     }
   });
 
