@@ -24,7 +24,7 @@ import { keyIn } from "./namespace.js";
 export const SHARED_TIER_MEDIUM = "LMCACHE_SHARED";
 /** LMCache's default chunk_size */
 export const DEFAULT_EVENT_CHUNK_TOKENS = 256;
-/** shard keys followed at most (about 200 bytes each) */
+/** shard keys followed at most (each costs its key string and a small record) */
 export const DEFAULT_MAX_EVENT_KEYS = 1_000_000;
 /** keys waiting for a look before they are looked at without waiting for the turn to end */
 const MAX_DIRTY = 65_536;

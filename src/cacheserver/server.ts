@@ -144,6 +144,14 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   }));
   if (listens.length === 0) throw new RangeError("at least one listener is needed");
   const byAddress = new NamespaceMap(opts.namespaceByAddress ?? []);
+  // the KV events' settings, checked before anything is opened
+  const eventNamespace =
+    opts.kvEvents?.namespace === undefined || opts.kvEvents.namespace === DEFAULT_NAMESPACE
+      ? DEFAULT_NAMESPACE
+      : checkNamespace(opts.kvEvents.namespace, "KV events");
+  const eventChunkTokens = opts.kvEvents?.chunkTokens ?? DEFAULT_EVENT_CHUNK_TOKENS;
+  if (!(Number.isInteger(eventChunkTokens) && eventChunkTokens > 0))
+    throw new RangeError("KV events: chunkTokens must be a positive integer");
   if (opts.diskDir) {
     if (!(opts.maxDiskBytes && opts.maxDiskBytes > 0)) throw new RangeError("a disk tier needs maxDiskBytes");
     disk = new DiskTier(opts.diskDir, opts.maxDiskBytes, log, () => metrics.evictDisk.inc());
@@ -271,13 +279,6 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   let announcer: ChunkAnnouncer | undefined;
   if (opts.kvEvents) {
     const ev = opts.kvEvents;
-    const namespace =
-      ev.namespace === undefined || ev.namespace === DEFAULT_NAMESPACE
-        ? DEFAULT_NAMESPACE
-        : checkNamespace(ev.namespace, "KV events");
-    const chunkTokens = ev.chunkTokens ?? DEFAULT_EVENT_CHUNK_TOKENS;
-    if (!(Number.isInteger(chunkTokens) && chunkTokens > 0))
-      throw new RangeError("KV events: chunkTokens must be a positive integer");
     try {
       // a wildcard endpoint bound on the server's own address (wildcardOnHost): --host 127.0.0.1 keeps
       // the events on loopback too
@@ -302,14 +303,15 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     const a = (announcer = new ChunkAnnouncer({
       publisher,
       held: (key) => store.has(key),
-      chunkTokens,
-      namespace,
+      chunkTokens: eventChunkTokens,
+      namespace: eventNamespace,
       maxKeys: ev.maxKeys,
     }));
     store.onKey = (key) => a.touched(key);
     // what the disk tier kept from an earlier run is held now
     for (const key of disk?.keys() ?? []) a.touched(key);
   }
+  metrics.kvEvents(() => announcer);
   const ports = servers.slice(0, listens.length).map((srv) => (srv.address() as AddressInfo).port);
   const port = ports[0]!;
   const respPort =

@@ -88,9 +88,14 @@ export function cacheServerWiring(
   flags: FlagValues,
   host: string,
   engineArgs: readonly string[],
+  disaggregated = false,
   env: NodeJS.ProcessEnv = process.env,
 ): CacheServerWiring | null {
   if (!flags["cache-server"]) return null;
+  if (disaggregated)
+    throw new CliError(
+      "--cache-server with --prefill/--decode: a P/D engine runs NixlConnector, and an engine has one KV connector (LMCache is another)",
+    );
   const port = flags["cache-server-port"] as number;
   const eventsPort = flags["cache-server-events-port"] as number;
   const gbps = flags["cache-server-bandwidth-gbps"] as number;

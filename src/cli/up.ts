@@ -22,6 +22,9 @@
 //
 // `--cache-server` adds one `switchyard cache-server` that every engine uses as its LMCache remote and
 // whose KV events the router reads (up-cache-server.ts): started before the engines, stopped after them.
+//
+// `--prefill N --decode M` makes the engines two pools, prefill and decode, with the router in its P/D
+// mode (up-pd.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,6 +40,14 @@ import { GPU_IDS_TEXT } from "../models/index.js";
 import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { portProblems, type StackPort } from "./ports.js";
 import { CACHE_SERVER_SPECS, cacheServerPorts, cacheServerWiring, waitTcp } from "./up-cache-server.js";
+import {
+  describeSlots,
+  engineSlots,
+  isDisaggregated,
+  PD_SPECS,
+  routerBackendArgs,
+  routerTp,
+} from "./up-pd.js";
 
 const specs: FlagSpecs = {
   engines: { type: "int", default: 2, min: 1, max: 64, help: "number of simulated engines" },
@@ -96,6 +107,7 @@ const specs: FlagSpecs = {
     max: 60,
     help: "seconds between Prometheus scrapes and rule evaluations, with --monitoring",
   },
+  ...PD_SPECS,
   ...CACHE_SERVER_SPECS,
 };
 
@@ -160,6 +172,7 @@ export async function main(argv: string[]): Promise<number> {
         "usage: switchyard up [options] [any `switchyard sim` flag, passed to every engine]\n\n" +
           "Starts N simulated engines and the router on this machine. Example:\n" +
           "  switchyard up --engines 4 --model Qwen/Qwen2.5-0.5B-Instruct --time-scale 0.1 --max-model-len 8192\n" +
+          "  switchyard up --prefill 8 --decode 2 --prefill-tp 1 --decode-tp 4 --gpu l40s --policy least-load\n" +
           "  switchyard up --engines 4 --cache-server   (the engines share one LMCache cache server)",
         specs,
       ),
@@ -167,8 +180,9 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const { own, engine: engineArgs } = splitArgs(argv);
-  const { flags } = parseFlags(own, specs);
-  const n = flags.engines as number;
+  const { flags, given } = parseFlags(own, specs);
+  const slots = engineSlots(flags, given, engineArgs);
+  const n = slots.length;
   const host = flags.host as string;
   const basePort = flags["engine-base-port"] as number;
   const kvBase = flags["kv-events-base-port"] as number;
@@ -229,8 +243,8 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   // the shared tier's wiring is checked with the ports, before anything starts
-  const tier = cacheServerWiring(flags, host, engineArgs);
-  const problems = await portProblems(stackPorts(flags), host);
+  const tier = cacheServerWiring(flags, host, engineArgs, isDisaggregated(slots));
+  const problems = await portProblems(stackPorts(flags, n), host);
   if (problems.length > 0) throw new CliError(`cannot start the stack:\n  ${problems.join("\n  ")}`);
 
   let curveDirs: { engines: string[]; router: string } | null = null;
@@ -294,7 +308,11 @@ export async function main(argv: string[]): Promise<number> {
       if (curveDirs) args.push("--kv-curve-dir", curveDirs.engines[i]!);
     }
     engineChildren.push(
-      start(`engine-${i}`, [...args, ...engineArgs, ...(tier?.engineArgs ?? [])], tier?.engineEnv),
+      start(
+        `engine-${i}`,
+        [...args, ...slots[i]!.args(engineArgs), ...(tier?.engineArgs ?? [])],
+        tier?.engineEnv,
+      ),
     );
   }
   try {
@@ -315,13 +333,16 @@ export async function main(argv: string[]): Promise<number> {
     "--policy",
     flags.policy as string,
   ];
-  for (const u of engineUrls) routerArgs.push("--backend", u);
+  routerArgs.push(...routerBackendArgs(slots, engineUrls));
   // the predictive policy times the engines with the profile they simulate (GPU, TP, time scale)
   routerArgs.push("--predictive-gpu", flags.gpu as string);
+  const roleTp = routerTp(slots);
+  if (roleTp !== null) routerArgs.push("--predictive-tp", String(roleTp));
   for (const [sim, router] of [
     ["--tensor-parallel-size", "--predictive-tp"],
     ["--time-scale", "--predictive-time-scale"],
   ] as const) {
+    if (router === "--predictive-tp" && roleTp !== null) continue;
     const at = engineArgs.indexOf(sim);
     const eq = engineArgs.find((a) => a.startsWith(`${sim}=`));
     if (eq !== undefined) routerArgs.push(router, eq.slice(sim.length + 1));
@@ -373,6 +394,7 @@ export async function main(argv: string[]): Promise<number> {
       throw new CliError(`--monitoring: ${(err as Error).message}`);
     }
   }
+  const described = describeSlots(slots);
   const body = JSON.stringify({
     model,
     messages: [{ role: "user", content: "Hello! What can you do?" }],
@@ -381,9 +403,9 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(
     [
       "",
-      `Switchyard is up: ${n} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
+      `Switchyard is up: ${described.fleet} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
       `  router   ${routerUrl}   (metrics ${routerUrl}/metrics, fleet ${routerUrl}/engines)`,
-      ...engineUrls.map((u, i) => `  engine ${i} ${u}`),
+      ...engineUrls.map((u, i) => `  engine ${i} ${u}${described.tag(i)}`),
       ...(tier ? [tier.summary] : []),
       ...(prometheusUrl
         ? [
@@ -404,8 +426,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 /** The ports a stack binds, engine by engine (see where they are passed below). */
-function stackPorts(flags: Record<string, unknown>): StackPort[] {
-  const n = flags.engines as number;
+function stackPorts(flags: Record<string, unknown>, n: number): StackPort[] {
   const base = flags["engine-base-port"] as number;
   const kv = flags["kv-events-base-port"] as number;
   const out: StackPort[] = [];

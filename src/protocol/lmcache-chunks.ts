@@ -52,11 +52,26 @@ export function chunkHashes(
   s: ChunkHashScheme,
 ): BigUint64Array {
   const out = new BigUint64Array(numChunks);
+  chunkHashesInto(tokens, out, 0, numChunks, s);
+  return out;
+}
+
+/**
+ * Chunks [from, to) of the chain into `out`, chained from `out[from - 1]` (NONE_HASH for chunk 0): a
+ * long prompt's chain can be hashed a slice at a time.
+ */
+export function chunkHashesInto(
+  tokens: ArrayLike<number>,
+  out: BigUint64Array,
+  from: number,
+  to: number,
+  s: ChunkHashScheme,
+): void {
   const n = s.chunkTokens;
   // [prefix, [tokens...], []]: 1 + 9 + 5 + 9 per token + 1
   const buf = Buffer.allocUnsafe(16 + 9 * n);
-  let prefix = lmcacheNoneHash(s.hashSeed);
-  for (let c = 0; c < numChunks; c++) {
+  let prefix = from === 0 ? lmcacheNoneHash(s.hashSeed) : out[from - 1]!;
+  for (let c = from; c < to; c++) {
     let off = writeArrayHead(buf, 0, 3);
     off = writeUint64(buf, off, prefix);
     off = writeArrayHead(buf, off, n);
@@ -70,7 +85,6 @@ export function chunkHashes(
     prefix = createHash("sha256").update(buf.subarray(0, off)).digest().readBigUInt64BE(0);
     out[c] = prefix;
   }
-  return out;
 }
 
 /** LMCache's CacheEngineKey string of one rank's shard of a chunk (0.5.x; no tags). */

@@ -27,6 +27,7 @@ test("up --cache-server: the cache server publishes KV events, every engine uses
     ]),
     "127.0.0.1",
     ["--time-scale", "0.1"],
+    false,
     {},
   )!;
   assert.deepEqual(w.serverArgs, [
@@ -60,7 +61,7 @@ test("up --cache-server: the cache server publishes KV events, every engine uses
 });
 
 test("up --cache-server: defaults to a 100 GbE link (80 Gbit/s, the sim's 10 GB/s), and engines on every interface are reached on loopback", () => {
-  const w = cacheServerWiring(flagsOf(["--cache-server"]), "0.0.0.0", [], {})!;
+  const w = cacheServerWiring(flagsOf(["--cache-server"]), "0.0.0.0", [], false, {})!;
   assert.equal(w.engineEnv.LMCACHE_REMOTE_URL, "lm://127.0.0.1:65432");
   assert.deepEqual(w.engineArgs.slice(-2), ["--lmcache-remote-bandwidth", "10"]);
   assert.deepEqual(w.routerArgs.slice(0, 4), [
@@ -81,18 +82,27 @@ test("up --cache-server: defaults to a 100 GbE link (80 Gbit/s, the sim's 10 GB/
 });
 
 test("up --cache-server: the engines' LMCache chunk size from the environment reaches the cache server's events and the router's chunk hashes", () => {
-  const w = cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], { LMCACHE_CHUNK_SIZE: "512" })!;
+  const w = cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], false, {
+    LMCACHE_CHUNK_SIZE: "512",
+  })!;
   assert.equal(w.serverArgs[w.serverArgs.indexOf("--kv-events-chunk-tokens") + 1], "512");
   assert.equal(w.routerArgs[w.routerArgs.indexOf("--cache-server-chunk-tokens") + 1], "512");
   assert.throws(
-    () => cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], { LMCACHE_CHUNK_SIZE: "big" }),
+    () =>
+      cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], false, { LMCACHE_CHUNK_SIZE: "big" }),
     /LMCACHE_CHUNK_SIZE must be a positive integer, got 'big'/,
   );
 });
 
 test("up --cache-server: an engine's own LMCache connector flag is kept, and flags that would bypass the server or hide its rate from the router are refused", () => {
   const lm = '{"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}';
-  const kept = cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", ["--kv-transfer-config", lm], {})!;
+  const kept = cacheServerWiring(
+    flagsOf(["--cache-server"]),
+    "127.0.0.1",
+    ["--kv-transfer-config", lm],
+    false,
+    {},
+  )!;
   assert.deepEqual(kept.engineArgs, ["--lmcache-remote-bandwidth", "10"], "no second way to turn LMCache on");
   const refused: [string[], RegExp][] = [
     [["--kv-offloading-backend", "native"], /--kv-offloading-backend native would not use it/],
@@ -109,6 +119,10 @@ test("up --cache-server: an engine's own LMCache connector flag is kept, and fla
     () =>
       cacheServerWiring(flagsOf(["--cache-server", "--cache-server-events-port", "65432"]), "127.0.0.1", []),
     /must differ/,
+  );
+  assert.throws(
+    () => cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], true),
+    /P\/D engine runs NixlConnector, and an engine has one KV connector/,
   );
 });
 

@@ -203,7 +203,7 @@ export class KvBlockIndex {
    * `any` leading blocks held in some tier (the GPU's, then its offload tier's beyond them): what vLLM
    * finds in HBM, and what its offloading connector loads after that.
    */
-  matchTiers(hashes: readonly bigint[], engine: string): { gpu: number; any: number } {
+  matchTiers(hashes: ArrayLike<bigint>, engine: string): { gpu: number; any: number } {
     const no = this.engineNos.get(engine);
     if (no === undefined) return { gpu: 0, any: 0 };
     let gpu = 0;

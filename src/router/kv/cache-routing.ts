@@ -9,9 +9,11 @@
 //
 // For `predictive` a prefix is priced by where it is (CachePrediction.tierTokens / tierLoadSeconds):
 // the engine's GPU blocks are free (cachedTokens), the blocks its own offload tier holds beyond them
-// load over its host link, and the LMCache chunks a shared cache server it loads from holds beyond both
-// (tier-index.ts) load over its link to that server; each at bytes (the model's KV bytes per token) /
-// bandwidth, not a fixed credit. The other policies keep cachedTokens with the offload credit.
+// (vLLM's native offload; or, for an engine wired to a cache server, LMCache's local CPU tier, whose
+// events name LMCache chunks) load over its host link, and the LMCache chunks a shared cache server it
+// loads from holds beyond both (tier-index.ts) load over its link to that server; each at bytes (the
+// model's KV bytes per token) / bandwidth, not a fixed credit. The other policies keep cachedTokens
+// with the offload credit.
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
 import { logger } from "../../obs/log.js";
@@ -28,7 +30,7 @@ import {
   type RequestView,
 } from "../../routing/index.js";
 import { resolveGpu, resolveModel } from "../../models/profiles.js";
-import { chunkHashes } from "../../protocol/lmcache-chunks.js";
+import { chunkHashes, chunkHashesInto } from "../../protocol/lmcache-chunks.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
@@ -59,6 +61,8 @@ const HASH_SLICE_BLOCKS = 1024;
  * at 16 per block; the rest of a larger prompt re-enters the line as new work, as the tokenizer's does
  */
 const HASH_OLDEST_FIRST_SLICES = 8;
+/** prompt tokens per slice of a shared tier's LMCache chunk hashes: as many as a slice of blocks holds */
+const CHUNK_SLICE_TOKENS = HASH_SLICE_BLOCKS * 16;
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
@@ -290,7 +294,8 @@ export class CacheRouting implements CacheOracle {
   /**
    * Hashes a long prompt's blocks before its decision, one slice per turn of the event loop in the
    * line of sliced work (src/eventloop/turns.ts), for each block size the model's KV-routed engines
-   * use; the decision then finds them done, where hashing 128k tokens in one piece held the loop about
+   * use (and, for `predictive`, the LMCache chunk hashes of the shared cache servers it prices); the
+   * decision then finds them done, where hashing 128k tokens in one piece held the loop about
    * 18 ms and every stream and routing claim of the process waited behind it. Undefined (nothing to
    * wait for) when no engine is KV-routed or the prompt fits in one slice: the decision hashes it. A
    * migrated stream's continuation (a new view) is hashed in its decision. Stops between slices once
@@ -307,13 +312,25 @@ export class CacheRouting implements CacheOracle {
       const bs = this.kvBlockSize(st, req.model);
       if (bs !== undefined && bs < smallest) smallest = bs;
     }
-    if (smallest === Infinity || hashedBlocks(tokens, smallest) <= HASH_SLICE_BLOCKS) return undefined;
+    const longBlocks = smallest !== Infinity && hashedBlocks(tokens, smallest) > HASH_SLICE_BLOCKS;
+    const chunkSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.tierChunkSizes() : [];
+    if (!longBlocks && chunkSizes.length === 0) return undefined;
     const sizes: number[] = [];
-    for (const st of this.subs.states.values()) {
-      const bs = this.kvBlockSize(st, req.model);
-      if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
-    }
-    return this.hashInSlices(req, tokens, sizes, since, request);
+    if (longBlocks)
+      for (const st of this.subs.states.values()) {
+        const bs = this.kvBlockSize(st, req.model);
+        if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
+      }
+    return this.hashInSlices(req, tokens, sizes, chunkSizes, since, request);
+  }
+
+  /** the chunk sizes of the shared cache servers `predictive` prices (and their engines' own LMCache tiers) */
+  private tierChunkSizes(): number[] {
+    const sizes: number[] = [];
+    if (this.policyName !== "predictive") return sizes;
+    for (const t of this.tiers.all())
+      if (!sizes.includes(t.index.chunkTokens)) sizes.push(t.index.chunkTokens);
+    return sizes;
   }
 
   /** the block size of an engine routed by its KV events (not fallen back) when it serves `model` */
@@ -327,12 +344,20 @@ export class CacheRouting implements CacheOracle {
     req: RequestView,
     tokens: number[],
     sizes: readonly number[],
+    chunkSizes: readonly number[],
     since: number,
     request: Cancellable,
   ): Promise<void> {
     const p = this.prepare(req);
     // a hash seed reloaded meanwhile leaves this request's hashes on the old seed: it misses, once
     let slices = 0;
+    const turn = async () => {
+      if (slices > 0 || waitingSlices() > 0) {
+        // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
+        await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now(), request);
+      }
+      slices++;
+    };
     for (const bs of sizes) {
       if (p.hashes.has(bs)) continue;
       const blocks = hashedBlocks(tokens, bs);
@@ -340,17 +365,24 @@ export class CacheRouting implements CacheOracle {
       const ids: bigint[] = new Array(blocks);
       let parent: Uint8Array | null = null;
       for (let b = 0; b < blocks; b += HASH_SLICE_BLOCKS) {
-        if (slices > 0 || waitingSlices() > 0) {
-          // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
-          await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now(), request);
-        }
+        await turn();
         const end = Math.min(blocks, b + HASH_SLICE_BLOCKS);
         const h = computeBlockHashes(tokens.slice(b * bs, end * bs), opts, parent, b);
         for (let i = 0; i < h.ids.length; i++) ids[b + i] = h.ids[i]!;
         parent = h.digests[h.digests.length - 1]!;
-        slices++;
       }
       p.hashes.set(bs, ids);
+    }
+    for (const ct of chunkSizes) {
+      if (p.chunks?.has(ct)) continue;
+      const scheme = { chunkTokens: ct, hashSeed: this.hashSeed };
+      const out = new BigUint64Array(Math.floor(tokens.length / ct));
+      const step = Math.max(1, Math.floor(CHUNK_SLICE_TOKENS / ct));
+      for (let c = 0; c < out.length; c += step) {
+        await turn();
+        chunkHashesInto(tokens, out, c, Math.min(out.length, c + step), scheme);
+      }
+      (p.chunks ??= new Map()).set(ct, out);
     }
   }
 
@@ -404,7 +436,7 @@ export class CacheRouting implements CacheOracle {
     // the prompt's blocks, so a prompt queued behind another with its prefix is credited for it
     const blocks = { ids: this.prefix.prepare(req).ids, tokensPerBlock: this.prefix.tokensPerBlock * scale };
     const pred: CachePrediction = { promptTokens, cachedTokens, source, blocks, heldTokens };
-    if (shape && local) this.priceTiers(req, p!, engines, pred, local, shape);
+    if (shape && local) this.priceTiers(p!, engines, pred, local, shape);
     return pred;
   }
 
@@ -413,7 +445,6 @@ export class CacheRouting implements CacheOracle {
    * offload tier and then the shared cache server it loads from hold, and the seconds they take to load.
    */
   private priceTiers(
-    req: RequestView,
     p: Prepared,
     engines: readonly EngineView[],
     pred: CachePrediction,
@@ -430,8 +461,23 @@ export class CacheRouting implements CacheOracle {
     let any = false;
     for (let i = 0; i < n; i++) {
       const id = engines[i]!.id;
+      // an engine failing live traffic is credited with nothing it (maybe) holds, here either
+      if ((this.registry.engines.get(id)?.passiveFailures ?? 0) > 0) continue;
       const gpu = pred.cachedTokens[i]!;
-      const own = local[i]! >= 0 ? local[i]! : gpu;
+      let own = local[i]! >= 0 ? local[i]! : gpu;
+      const server = this.tiers.serverFor(id);
+      // an engine loading from a cache server runs LMCache: its own CPU tier's events name LMCache
+      // chunks (medium "cpu"), found in its index by the prompt's chunk hashes
+      const kvRouted = local[i]! >= 0;
+      const hashes =
+        server && (kvRouted || server.index.size > 0)
+          ? this.chunksOf(p, server.index.chunkTokens)
+          : undefined;
+      if (server && hashes && kvRouted)
+        own = Math.max(
+          own,
+          Math.min(loadable, this.kv.matchTiers(hashes, id).any * server.index.chunkTokens),
+        );
       let extra = 0;
       let seconds = 0;
       if (own > gpu) {
@@ -441,20 +487,9 @@ export class CacheRouting implements CacheOracle {
         extra += own - gpu;
         seconds += ((own - gpu) * perGpu) / this.offloadBandwidth(id);
       }
-      const server = this.tiers.serverFor(id);
-      if (server && server.index.size > 0) {
-        const ct = server.index.chunkTokens;
-        p.chunks ??= new Map();
-        let hashes = p.chunks.get(ct);
-        if (!hashes) {
-          hashes = chunkHashes(tokens, Math.floor(tokens.length / ct), {
-            chunkTokens: ct,
-            hashSeed: this.hashSeed,
-          });
-          p.chunks.set(ct, hashes);
-        }
-        const shared = Math.min(loadable, server.index.match(hashes) * ct);
-        const beyond = shared - Math.max(own, gpu);
+      if (server && hashes && server.index.size > 0) {
+        const shared = Math.min(loadable, server.index.match(hashes) * server.index.chunkTokens);
+        const beyond = shared - own;
         if (beyond > 0) {
           extra += beyond;
           seconds += (beyond * shape.bytesPerToken) / server.bandwidth;
@@ -466,10 +501,28 @@ export class CacheRouting implements CacheOracle {
         any = true;
       }
     }
-    if (!any) return;
+    if (!any) {
+      p.tier = undefined;
+      return;
+    }
     pred.tierTokens = tierTokens;
     pred.tierLoadSeconds = tierLoadSeconds;
     p.tier = { ids: engines.map((e) => e.id), tokens: tierTokens, seconds: pred.tierLoadSeconds };
+  }
+
+  /** the prompt's LMCache chunk hashes for chunks of `ct` tokens, made once per request */
+  private chunksOf(p: Prepared, ct: number): BigUint64Array {
+    p.chunks ??= new Map();
+    let hashes = p.chunks.get(ct);
+    if (!hashes) {
+      const tokens = p.tokens!;
+      hashes = chunkHashes(tokens, Math.floor(tokens.length / ct), {
+        chunkTokens: ct,
+        hashSeed: this.hashSeed,
+      });
+      p.chunks.set(ct, hashes);
+    }
+    return hashes;
   }
 
   /** bytes/s an engine's offload tier loads at: configured, else its GPU profile's host link, else PCIe Gen4 */
@@ -529,11 +582,11 @@ export class CacheRouting implements CacheOracle {
     let note = `engine=${n.engine}; policy=${n.policy}; source=${n.source}; reason=${n.reason}; predicted_cached_tokens=${Math.round(n.cachedTokens)}; prompt_tokens=${Math.round(n.promptTokens)}`;
     // the seconds-based cost's view: what it predicted here, and the best it saw elsewhere
     if (n.ttftMs !== undefined) note += `; predicted_ttft_ms=${Math.round(n.ttftMs)}`;
+    if (n.bestOtherTtftMs !== undefined && Number.isFinite(n.bestOtherTtftMs))
+      note += `; next_best_ttft_ms=${Math.round(n.bestOtherTtftMs)}`;
     // a prefix beyond the GPU hit that a tier (the engine's offload, a shared cache server) loads
     if (n.tierTokens > 0)
       note += `; tier_tokens=${Math.round(n.tierTokens)}; tier_load_ms=${n.tierLoadMs.toFixed(1)}`;
-    if (n.bestOtherTtftMs !== undefined && Number.isFinite(n.bestOtherTtftMs))
-      note += `; next_best_ttft_ms=${Math.round(n.bestOtherTtftMs)}`;
     // the engine as the policy saw it: a prediction read beside the TTFT that came is judged by these
     // (a full KV cache admits a prompt only as running requests finish)
     note += `; kv_usage=${n.kvUsage.toFixed(3)}; in_flight=${n.inFlight}`;
@@ -569,7 +622,7 @@ function hashedBlocks(tokens: readonly number[], blockSize: number): number {
   return Math.floor(Math.max(0, tokens.length - 1) / blockSize);
 }
 
-/** The model's KV shape from its profile; undefined for a model the catalogue does not know. */
+/** The model's KV shape from its profile; null for a model the catalogue does not know. */
 function kvShapeOf(model: string): KvShape | null {
   try {
     const m = resolveModel(model);

@@ -71,7 +71,7 @@ export class KvIndex {
   }
 
   /** Longest cached prefix on `engine` by tier (KvBlockIndex.matchTiers): the shortest over its full-attention groups. */
-  matchTiers(hashes: readonly bigint[], engine: string): { gpu: number; any: number } {
+  matchTiers(hashes: ArrayLike<bigint>, engine: string): { gpu: number; any: number } {
     let gpu = Infinity;
     let any = Infinity;
     for (const g of this.gatingGroups(engine)) {

@@ -15,7 +15,7 @@ import type { CacheServerConfig } from "../config/kv.js";
 
 const log = logger("router.cache");
 
-/** Bytes one chunk hash costs in V8 (an LruMap entry with a bigint key). */
+/** Bytes one chunk hash costs in V8 (an LruMap entry with a bigint key: 109 measured at a million). */
 export const TIER_BYTES_PER_CHUNK = 120;
 
 /** The chunk hashes one cache server holds, LRU-capped. */
@@ -86,12 +86,12 @@ export class TierIndex {
 /** One configured cache server: its index, its subscription, and who loads from it over what. */
 export interface SharedTier {
   readonly name: string;
-  readonly config: CacheServerConfig;
+  config: CacheServerConfig;
   readonly index: TierIndex;
   /** engines that load from it; null: every engine */
-  readonly engines: ReadonlySet<string> | null;
+  engines: ReadonlySet<string> | null;
   /** bytes/s over the engines' link to it */
-  readonly bandwidth: number;
+  bandwidth: number;
   sub: KvEventSubscriber | undefined;
   /** at least one batch delivered since subscribing */
   flowing: boolean;
@@ -124,8 +124,9 @@ export class SharedTiers {
   }
 
   /**
-   * Follows the configured list: a server whose settings changed is subscribed to afresh (its index
-   * started over), one no longer configured is closed, a new one subscribed to.
+   * Follows the configured list: a server whose engines or bandwidth changed keeps its index; one whose
+   * events, replay, chunk size or cap changed is subscribed to afresh (its index started over); one no
+   * longer configured is closed, a new one subscribed to.
    */
   apply(configs: readonly CacheServerConfig[]): Promise<void> {
     this.applying = this.applying.then(() => this.follow(configs));
@@ -136,7 +137,10 @@ export class SharedTiers {
     const wanted = new Map(configs.map((c) => [c.name, c]));
     for (const [name, s] of this.servers) {
       const c = wanted.get(name);
-      if (c && JSON.stringify(c) === JSON.stringify(s.config)) {
+      if (c && sameFeed(c, s.config)) {
+        s.config = c;
+        s.engines = c.engines ? new Set(c.engines) : null;
+        s.bandwidth = (c.bandwidthGbps * 1e9) / 8;
         wanted.delete(name);
         continue;
       }
@@ -212,4 +216,14 @@ export class SharedTiers {
     this.servers.clear();
     await Promise.allSettled(subs);
   }
+}
+
+/** whether two settings of a server describe the same event feed and index (the rest can change in place) */
+function sameFeed(a: CacheServerConfig, b: CacheServerConfig): boolean {
+  return (
+    a.events === b.events &&
+    a.replay === b.replay &&
+    a.chunkTokens === b.chunkTokens &&
+    a.maxChunks === b.maxChunks
+  );
 }

@@ -1,8 +1,10 @@
 // The shared tier as the live router sees it, over real ZMQ against a real cache server and real sims
 // on loopback: the router's tier index follows the cache server's KV events within its cap; with a
 // long prefix on the cache server and on no engine's GPU, predictive's prediction prices it at its load
-// time on the engines wired to that server and on no other; an engine's own CPU-offload tier is priced by
-// load time too (predictive), while the other policies keep their fixed credit; bad config is refused.
+// time on the engines wired to that server and on no other; chunks sims store through LMCache reach the
+// router under the hashes it computes itself; an engine's own CPU tier (vLLM's native offload, LMCache's
+// local one) is priced by load time too (predictive), while the other policies keep their fixed credit;
+// bad config is refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startCacheServer, type CacheServer } from "../../../src/cacheserver/server.js";
@@ -96,6 +98,19 @@ test("the router's tier index follows a cache server's events and keeps within i
     await waitUntil(() => !tier.index.has(hashes[3]!), 10_000, "the removed chunk dropped");
     assert.equal(tier.index.size, 2);
     assert.equal(tier.flowing, true);
+    // a reload that changes the engines or the link keeps the index; a new endpoint starts it over
+    const base = tier.config;
+    await tiers.apply([{ ...base, engines: ["http://e1:8000"], bandwidthGbps: 25 }]);
+    assert.equal(tiers.get("shared"), tier);
+    assert.equal(tier.index.size, 2);
+    assert.equal(tiers.serverFor("http://e1:8000"), tier);
+    assert.equal(tiers.serverFor("http://e2:8000"), undefined);
+    assert.equal(tier.bandwidth, 25e9 / 8);
+    await tiers.apply([{ ...base, maxChunks: 4 }]);
+    assert.notEqual(tiers.get("shared"), tier);
+    assert.equal(tiers.get("shared")!.index.maxChunks, 4);
+    await tiers.apply([]);
+    assert.equal(tiers.get("shared"), undefined);
   } finally {
     await tiers.close();
     await server.close();
@@ -167,9 +182,139 @@ test("predictive prices a prefix the cache server holds at its load time, on the
     assert.equal(Number(route.tier_tokens), 16 * 256);
     assert.ok(Number(route.tier_load_ms) > 0);
 
+    // a prompt past one hashing slice (16k tokens): its chunk hashes are made a slice per turn ahead of
+    // the decision, and come out as the server's
+    const long = tokenIds(80 * 256 + 1, 31);
+    const longHashes = await storeChunks(server, long);
+    await waitUntil(() => tier.index.match(longHashes) === 80, 10_000, "the long prefix indexed");
+    const longView = {
+      model: MODEL,
+      seq: 3,
+      prompt: long,
+      body: { model: MODEL, prompt: long, max_tokens: 1 },
+    };
+    const ahead = cache.hashAhead(longView, performance.now(), { cancelled: false });
+    assert.ok(ahead, "hashed ahead in slices");
+    await ahead;
+    const longPred = cache.predict(longView, engines);
+    engines.forEach((e, i) =>
+      assert.equal(longPred.tierTokens![i], wired.includes(e.id) ? 80 * 256 : 0, e.id),
+    );
+
     // tier knowledge is predictive's: kv keeps its GPU-and-credit view, with no tier figures
     cache.setPolicy("kv");
     assert.equal(cache.predict({ ...view, seq: 2 }, engines).tierTokens, undefined);
+  } finally {
+    await router.close();
+    for (const s of sims) await s.close();
+    await server.close();
+  }
+});
+
+test("chunks a sim stores through LMCache reach the router, under the hashes it computes; its own LMCache CPU tier is priced over its host link", async () => {
+  const server = await cacheServer();
+  const ports = await freePorts(4);
+  const env = { LMCACHE_REMOTE_URL: `lm://127.0.0.1:${server.port}` };
+  // 300 GPU blocks of 16 tokens: a second long prompt pushes the first out of HBM; LMCache's local CPU
+  // tier (2 GiB: 64 chunks of Llama-3.1-8B) keeps both
+  const lmcache = [
+    "--kv-offloading-backend",
+    "lmcache",
+    "--kv-offloading-size",
+    "2",
+    "--num-gpu-blocks-override",
+    "300",
+    "--max-model-len",
+    "4800",
+  ];
+  const start = (p: number[]) =>
+    startTestSim(
+      MODEL,
+      [
+        "--kv-events-config",
+        JSON.stringify({
+          enable_kv_cache_events: true,
+          publisher: "zmq",
+          endpoint: `tcp://*:${p[0]}`,
+          replay_endpoint: `tcp://*:${p[1]}`,
+        }),
+        "--time-scale",
+        "0.05",
+        ...lmcache,
+      ],
+      { env },
+    );
+  const sims = [await start(ports.slice(0, 2)), await start(ports.slice(2, 4))];
+  const router = await routerFor(
+    sims.map((s) => ({ url: s.url, kvEvents: kvEventsOf(s) })),
+    {
+      policy: "predictive",
+      predictive: { gpu: "h100", timeScale: 0.05 },
+      routing: {
+        cacheServers: [
+          { name: "shared", events: server.kvEventsEndpoint!, replay: server.kvEventsReplayEndpoint! },
+        ],
+      },
+    },
+  );
+  try {
+    const cache = router.router.cache;
+    await waitUntil(() => sims.every((s) => cache.kvRouted(s.url)), 10_000, "kv mode");
+    const prompt = tokenIds(16 * 256 + 1, 41);
+    const first = await routeOf(router.url, "/v1/completions", { model: MODEL, prompt, max_tokens: 1 });
+    const home = first.engine!;
+    // the sim stores its computed chunks on the server, the server announces them, the router indexes
+    // them: under the LMCache hashes the router makes of the prompt itself
+    const hashes = chunkHashes(prompt, 16, SCHEME);
+    const tier = cache.tiers.get("shared")!;
+    await waitUntil(() => tier.index.match(hashes) === 16, 10_000, "the sim's chunks indexed");
+    const view = { model: MODEL, seq: 9, prompt, body: { model: MODEL, prompt, max_tokens: 1 } };
+    await waitUntil(() => cache.kv.blocksOf(home) >= 256, 10_000, "the home engine's blocks indexed");
+    const engines = router.router.registry.snapshot();
+    const pred = cache.predict(view, engines);
+    engines.forEach((e, i) => {
+      if (e.id === home) {
+        // its GPU holds the prefix: nothing to load
+        assert.equal(pred.cachedTokens[i], 16 * 256, e.id);
+        assert.equal(pred.tierTokens?.[i] ?? 0, 0, e.id);
+      } else {
+        // the other loads it from the server
+        assert.equal(pred.cachedTokens[i], 0, e.id);
+        assert.equal(pred.tierTokens![i], 16 * 256, e.id);
+      }
+    });
+
+    // another prompt on the home engine takes the first one's room in HBM; its LMCache CPU tier keeps it
+    const other = tokenIds(4000, 43);
+    const r = await fetch(`${home}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL, prompt: other, max_tokens: 1 }),
+    });
+    assert.equal(r.status, 200, await r.text());
+    await waitUntil(
+      () => {
+        const p = cache.predict(view, router.router.registry.snapshot());
+        const h = p.cachedTokens[engines.findIndex((e) => e.id === home)]!;
+        return h < 1024;
+      },
+      10_000,
+      "the first prompt out of the home engine's HBM",
+    );
+    const after = cache.predict(view, router.router.registry.snapshot());
+    const hostLink = resolveGpu("h100").hostLinkBandwidth;
+    engines.forEach((e, i) => {
+      const gpu = after.cachedTokens[i]!;
+      const tier = after.tierTokens![i]!;
+      assert.equal(gpu + tier, 16 * 256, e.id);
+      // home: from its own CPU tier over its host link; the other: from the server over 100 Gb/s
+      const rate = e.id === home ? hostLink : 100e9 / 8;
+      const want = ((tier * KV_BYTES_PER_TOKEN) / rate) * 0.05;
+      assert.ok(
+        Math.abs(after.tierLoadSeconds![i]! - want) < 1e-9,
+        `${e.id}: ${after.tierLoadSeconds![i]} vs ${want}`,
+      );
+    });
   } finally {
     await router.close();
     for (const s of sims) await s.close();
