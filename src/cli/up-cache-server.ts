@@ -9,6 +9,7 @@ import { createConnection } from "node:net";
 import type { ChildProcess } from "node:child_process";
 import { CliError, type FlagSpecs, type FlagValues } from "../config/args.js";
 import type { StackPort } from "./ports.js";
+import { flagValue } from "./up-pd.js";
 
 export const CACHE_SERVER_SPECS: FlagSpecs = {
   "cache-server": {
@@ -61,17 +62,6 @@ export interface CacheServerWiring {
   summary: string;
 }
 
-/** The value of `--name` in argv (`--name v` or `--name=v`), the last one given; undefined when absent. */
-function flagValue(argv: readonly string[], name: string): string | undefined {
-  let v: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === `--${name}`) v = argv[i + 1] ?? "";
-    else if (a.startsWith(`--${name}=`)) v = a.slice(name.length + 3);
-  }
-  return v;
-}
-
 /** An address to connect to for a socket bound on `host` (a wildcard bind is reached on loopback). */
 export function connectHost(host: string): string {
   if (host === "0.0.0.0" || host === "") return "127.0.0.1";
@@ -101,17 +91,17 @@ export function cacheServerWiring(
   const gbps = flags["cache-server-bandwidth-gbps"] as number;
   if (port === eventsPort)
     throw new CliError("--cache-server-port and --cache-server-events-port must differ");
-  const backend = flagValue(engineArgs, "kv-offloading-backend");
+  const backend = flagValue(engineArgs, "--kv-offloading-backend");
   if (backend !== undefined && backend !== "lmcache")
     throw new CliError(
       `--cache-server: the engines load from it through LMCache; --kv-offloading-backend ${backend} would not use it`,
     );
-  const transfer = flagValue(engineArgs, "kv-transfer-config");
+  const transfer = flagValue(engineArgs, "--kv-transfer-config");
   if (transfer !== undefined && !/"kv_connector"\s*:\s*"LMCacheConnectorV1"/.test(transfer))
     throw new CliError(
       "--cache-server: the engines load from it through LMCache; a --kv-transfer-config other than LMCacheConnectorV1 would not use it",
     );
-  if (flagValue(engineArgs, "lmcache-remote-bandwidth") !== undefined)
+  if (flagValue(engineArgs, "--lmcache-remote-bandwidth") !== undefined)
     throw new CliError(
       "--cache-server: give the engines' link as --cache-server-bandwidth-gbps, which the router prices loads by too, not --lmcache-remote-bandwidth",
     );

@@ -181,7 +181,6 @@ test("up --cache-server: a long prompt's chunks are stored in the shared cache s
   const router = `http://127.0.0.1:${up.port}`;
   try {
     await waitForHttp(`${router}/ready`, 60_000, 200, stack);
-    assert.match(stack.output(), new RegExp(`cache server lm://127\\.0\\.0\\.1:${lmPort} `));
     const r = await fetch(`${router}/v1/chat/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -202,6 +201,8 @@ test("up --cache-server: a long prompt's chunks are stored in the shared cache s
       await new Promise((res) => setTimeout(res, 100));
     }
     assert.equal(await metricSum(router, "switchyard_routing_tier_events_flowing"), 1);
+    // printed once the router is ready, so surely by now
+    assert.match(stack.output(), new RegExp(`cache server lm://127\\.0\\.0\\.1:${lmPort} `));
   } finally {
     const code = await stack.stop("SIGINT");
     assert.equal(code, 0, stack.output().slice(-2000));
