@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, it, type TestContext } from "node:test";
 import { createConnection } from "node:net";
 import { freePorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
-import { container, one, render, renderRaw, RELEASE, type K8sObject } from "./chart.js";
+import { container, envOf, one, render, renderRaw, RELEASE, type K8sObject } from "./chart.js";
 import { requireTool } from "./tools.js";
 
 type Rule = {
@@ -40,6 +40,10 @@ describe("helm chart: the cache server's KV events to the router", { timeout: 30
     assert.ok(
       svc.spec.ports.some((p: { name: string; port: number }) => p.name === "kv-events" && p.port === 5600),
     );
+    // the engines hash chunks as the router can (sha256_cbor, seeded by PYTHONHASHSEED)
+    const engine = envOf(container(one(objs, "Deployment", "-engine-llama-3-1-8b")));
+    assert.equal(engine.get("LMCACHE_PRE_CACHING_HASH_ALGORITHM")?.value, "sha256_cbor");
+    assert.ok(engine.has("PYTHONHASHSEED"));
     const router = argsOf(objs, "-router");
     assert.ok(router.includes(`--cache-server-events=tcp://${SERVER}:5600`), router.join(" "));
     assert.ok(router.includes("--cache-server-bandwidth-gbps=100"));
@@ -89,6 +93,9 @@ describe("helm chart: the cache server's KV events to the router", { timeout: 30
       const what = `${file ?? "defaults"} ${extra.join(" ")}`;
       assert.ok(!argsOf(objs, "-cache-server").some((a) => a.startsWith("--kv-events")), what);
       assert.ok(!argsOf(objs, "-router").some((a) => a.startsWith("--cache-server")), what);
+      const engines = objs.filter((o) => o.kind === "Deployment" && o.metadata.name.includes("-engine-"));
+      for (const e of engines)
+        assert.equal(envOf(container(e)).has("LMCACHE_PRE_CACHING_HASH_ALGORITHM"), false, what);
       const cache = one(objs, "NetworkPolicy", "-cache-server");
       assert.ok(
         !(cache.spec.ingress as Rule[]).some((r) => r.ports?.some((p) => p.port === 5600)),
