@@ -69,7 +69,12 @@ test("a stream at its drain deadline with no engine serving its model yet stays 
     const streams: StreamRead[] = [];
     const unbroken: StreamRead[] = [];
     for (let i = 0; i < 4; i++) {
-      const body = { model: MODEL, max_tokens: 400, temperature: 0, messages: [{ role: "user", content: `q${i}` }] };
+      const body = {
+        model: MODEL,
+        max_tokens: 400,
+        temperature: 0,
+        messages: [{ role: "user", content: `q${i}` }],
+      };
       streams.push(readStream(router.url, body, "chat"));
       unbroken.push(readStream(reference!.url, body, "chat"));
     }
@@ -77,9 +82,16 @@ test("a stream at its drain deadline with no engine serving its model yet stays 
     // the replacement is named before it listens: at the deadline nothing else serves the model
     writeFileSync(join(dir, ".next"), `- http://127.0.0.1:${bPort}\n`);
     renameSync(join(dir, ".next"), file);
-    await waitUntil(() => router.router.registry.engines.get(a!.url)?.draining === true, 10_000, "a draining");
+    await waitUntil(
+      () => router.router.registry.engines.get(a!.url)?.draining === true,
+      10_000,
+      "a draining",
+    );
     await new Promise((r) => setTimeout(r, 1000)); // past the deadline (a slow machine only weakens the check)
-    assert.ok(streams.every((s) => s.errors.length === 0 && s.dones === 0), "no stream failed or ended yet");
+    assert.ok(
+      streams.every((s) => s.errors.length === 0 && s.dones === 0),
+      "no stream failed or ended yet",
+    );
     b = await startTestSim(MODEL, SIM_ARGS, { port: bPort });
     await Promise.all([...streams, ...unbroken].map((s) => s.done));
     for (let i = 0; i < 4; i++) {

@@ -56,9 +56,15 @@ export class EngineDrains {
       if (!e.draining && e.state !== "draining") return;
       const served = this.servedElsewhere(e);
       const moved = this.move(e, "drain", (a) => served.has(a.model));
-      const left = this.d.attemptsOn(e).toArray().filter((a) => a.movable && !served.has(a.model)).length;
+      const left = this.d
+        .attemptsOn(e)
+        .toArray()
+        .filter((a) => a.movable && !served.has(a.model)).length;
       if (afterMs === undefined || moved > 0)
-        log.info({ engine: e.url, moved, left, drainMs: ms }, "engine drain deadline: requests in flight moved");
+        log.info(
+          { engine: e.url, moved, left, drainMs: ms },
+          "engine drain deadline: requests in flight moved",
+        );
       // a request with nowhere to go yet is tried again once its model's engine may be in rotation
       if (left > 0) this.start(e, RETRY_MS);
     }, ms);
