@@ -541,7 +541,7 @@ export async function vllmChecks(h, p) {
           ...["bench", "--base-url", d.url, "--model", MODEL, "--endpoint", "completions"],
           ...["--workload", "random", "--input-len", "512", "--output-len", "48", "--concurrency", "2"],
           ...["--num-requests", "12", "--warmup", "0", "--seed", String(seed + k), "--ignore-eos"],
-          ...["--no-progress", "--out", out],
+          ...["--no-progress", "--request-timeout", "120", "--out", out],
         ],
         "held-out bench",
       );

@@ -130,6 +130,9 @@ async function probe(
         "0",
         "--ignore-eos",
         "--no-progress",
+        // a probe request two minutes without a chunk is a stuck engine: the probe ends, with errors
+        "--request-timeout",
+        "120",
         "--endpoint",
         "completions",
         ...(model ? ["--model", model] : []),

@@ -93,8 +93,9 @@ export function median(xs: readonly number[]): number {
 
 /**
  * The runs of a saved `switchyard bench` result (one run, or `{sweep: [...]}`): its per-request arrays,
- * and its engine-side means where the run scraped the engine's metrics. `timeScale`: a sim's
- * --time-scale, undone (its modelled durations ran that many times faster).
+ * and the engine's per-request timing where the run has it, else its engine-side means where the run
+ * scraped the engine's metrics, else the client's; the rounds of one probe point pooled. `timeScale`:
+ * a sim's --time-scale, undone (its modelled durations ran that many times faster).
  */
 export function runsFromBench(body: unknown, timeScale = 1): FitRun[] {
   return pooled(benchRuns(body, timeScale));
