@@ -75,6 +75,7 @@ export class Engine {
     kvReadTokens: 0,
     loadBytesPerGpu: 0,
     extraTransferSeconds: 0,
+    seqs: 0,
   };
   /** the array onTokens receives, reused (valid during the call only) */
   private readonly oneToken: number[] = [0];
@@ -301,6 +302,7 @@ export class Engine {
     work.decodeSeqs = 0;
     work.attentionContext = 0;
     work.kvReadTokens = 0;
+    work.seqs = this.scheduled.length;
     work.loadBytesPerGpu = st.loadBytesPerGpu;
     work.extraTransferSeconds = st.lmcacheLoadSeconds + st.storeSeconds + st.externalSeconds;
     for (const r of this.scheduled) {
