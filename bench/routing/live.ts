@@ -1,8 +1,11 @@
 // A live routing stack for the routing benchmarks: N `switchyard sim` engines publishing KV events, the
 // router in front of them, and `switchyard bench` against it, as child processes of this one (their
 // stderr kept in an output folder). Shared by bench/routing/compare.ts and bench/routing/range-live.ts.
+// With `cacheServer` the engines share one `switchyard cache-server` as their LMCache remote (the tiered
+// stack of bench/routing/vs-peers.ts --tiered), and the router may subscribe to its KV events.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort, freePortBlock } from "../support/cli.js";
@@ -39,10 +42,11 @@ export function cli(
   log?: string,
   inherit = false,
   level = "warn",
+  env: Record<string, string> = {},
 ): ChildProcess {
   const c = spawn(process.execPath, [...pre, ...args], {
     stdio: ["ignore", inherit ? "inherit" : "ignore", inherit ? "inherit" : log ? "pipe" : "ignore"],
-    env: { ...process.env, SWITCHYARD_LOG_LEVEL: level, SWITCHYARD_LOG_FORMAT: "json" },
+    env: { ...process.env, ...env, SWITCHYARD_LOG_LEVEL: level, SWITCHYARD_LOG_FORMAT: "json" },
   });
   if (log && c.stderr) c.stderr.pipe(createWriteStream(join(outDir, log)));
   track(c);
@@ -124,6 +128,16 @@ export interface StackOptions {
   replicas?: number;
   /** start no router: the caller puts another one (a peer) in front of the engines */
   noRouter?: boolean;
+  /** one cache server every engine uses as its LMCache remote (the engines run LMCache) */
+  cacheServer?: SharedTier;
+}
+
+/** A cache server shared by the engines, and whether the router is told what it holds. */
+export interface SharedTier {
+  /** Gbit/s of each engine's link to it: the sims load at this rate, the router prices loads by it */
+  bandwidthGbps: number;
+  /** the router subscribes to its KV events (tier-aware); false: it routes as if the tier were not there */
+  routerSeesIt: boolean;
 }
 
 export interface Stack {
@@ -131,6 +145,8 @@ export interface Stack {
   /** engine i publishes KV events on kvPort + i, its replay on kvPort + 1000 + i */
   kvPort: number;
   routerUrl: string;
+  /** the shared cache server's lm:// URL (with cacheServer) */
+  lmUrl?: string;
   sims: ChildProcess[];
   /** the first router (none with noRouter) */
   router: ChildProcess | undefined;
@@ -141,6 +157,7 @@ export interface Stack {
 /** Starts the engines (KV events on, with replay), then the router subscribed to them; waits for both. */
 export async function startStack(o: StackOptions): Promise<Stack> {
   const kvPort = await freeBase(o.engines);
+  const tier = o.cacheServer ? await startSharedTier(o) : undefined;
   const sims: ChildProcess[] = [];
   const urls: string[] = [];
   for (let i = 0; i < o.engines; i++) {
@@ -163,10 +180,14 @@ export async function startStack(o: StackOptions): Promise<Stack> {
           "--port",
           String(port),
           ...o.simArgs,
+          ...(tier?.simArgs ?? []),
           "--kv-events-config",
           kv,
         ],
         `${o.tag}-sim${i}.log`,
+        false,
+        "warn",
+        tier?.simEnv,
       ),
     );
   }
@@ -185,8 +206,10 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       sims,
       router: undefined,
       routers: [],
+      ...(tier ? { lmUrl: tier.lmUrl } : {}),
       async close() {
         for (const p of sims) await stop(p);
+        if (tier) await stop(tier.server);
       },
     };
   // a starved host (other work on its cores) delays the sims' health answers: patient probes, so that
@@ -210,6 +233,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       "--kv-events-replay-port",
       String(kvPort + 1000),
       "--kv-events-by-index",
+      ...(tier?.routerArgs ?? []),
       ...(o.routerArgs ?? []),
     );
     if (replicas > 1) {
@@ -231,10 +255,67 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     sims,
     router: routers[0]!,
     routers,
+    ...(tier ? { lmUrl: tier.lmUrl } : {}),
     async close() {
       await balancer?.close();
       for (const p of [...sims, ...routers]) await stop(p);
+      if (tier) await stop(tier.server);
     },
+  };
+}
+
+/**
+ * The shared cache server, started and listening, and what the engines and the router are given for
+ * it: as `switchyard up --cache-server` wires it (src/cli/up-cache-server.ts).
+ */
+async function startSharedTier(o: StackOptions): Promise<{
+  server: ChildProcess;
+  lmUrl: string;
+  simArgs: string[];
+  simEnv: Record<string, string>;
+  routerArgs: string[];
+}> {
+  const t = o.cacheServer!;
+  const port = await freePort();
+  const eventsPort = await freePort();
+  const server = cli(
+    o.outDir,
+    ["cache-server", "--host", "127.0.0.1", "--port", String(port), "--kv-events-port", String(eventsPort)],
+    `${o.tag}-cache-server.log`,
+  );
+  const end = Date.now() + 60_000;
+  for (;;) {
+    if (server.exitCode !== null) throw new Error(`the cache server exited; see ${o.tag}-cache-server.log`);
+    const up = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: "127.0.0.1", port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > end) throw new Error("the cache server did not listen in time");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const lmUrl = `lm://127.0.0.1:${port}`;
+  return {
+    server,
+    lmUrl,
+    simArgs: [
+      "--kv-offloading-backend",
+      "lmcache",
+      "--lmcache-remote-bandwidth",
+      String(t.bandwidthGbps / 8),
+    ],
+    simEnv: { LMCACHE_REMOTE_URL: lmUrl, LMCACHE_PRE_CACHING_HASH_ALGORITHM: "sha256_cbor" },
+    routerArgs: t.routerSeesIt
+      ? [
+          "--cache-server-events",
+          `tcp://127.0.0.1:${eventsPort}`,
+          "--cache-server-bandwidth-gbps",
+          String(t.bandwidthGbps),
+        ]
+      : [],
   };
 }
 

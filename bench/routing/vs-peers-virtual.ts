@@ -16,6 +16,13 @@
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once) [--pool median]
 //     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing/vs-peers.js sums up
 //                      the live router's at --router-log-level debug: bench/support/decision-table.ts)
+//     [--tiered [--shared-gib 64] [--shared-gbps 100] [--local-cpu-gib 0.25]]
+//     The tiered fleet: the same engines, each with LMCache's local CPU tier, sharing one LMCache cache
+//     server (offload.shared_server) that every engine looks prompts up in and stores to. Its policies
+//     (default predictive+tier,predictive,vllm-router-cache-aware,round-robin): `predictive+tier` is
+//     predictive reading the server's tier index (simulation.tier_aware), `predictive` the same policy
+//     blind to the server (it sees each engine's GPU and CPU tier), as the live router without
+//     routing.cacheServers.
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
@@ -36,7 +43,7 @@ const specs: FlagSpecs = {
     default: "kv-pressure,kv-pressure-light,kv-half,multi-tenant,agentic-b2b",
     help: "",
   },
-  policies: { type: "string", default: "predictive,prefix,vllm-router-cache-aware,round-robin", help: "" },
+  policies: { type: "string", help: "(default: the untiered or the tiered fleet's list, above)" },
   seeds: { type: "string", default: "1,2,3,4,5", help: "" },
   json: { type: "string", help: "also write the rows here" },
   pool: { type: "string", default: "mean", help: "mean or median: how seeds are pooled" },
@@ -54,9 +61,27 @@ const specs: FlagSpecs = {
     type: "int",
     help: "predictive's late binding (the router's --predictive-queued-prompts)",
   },
+  tiered: { type: "boolean", default: false, help: "the engines share one LMCache cache server" },
+  "shared-gib": { type: "number", default: 64, help: "tiered: the cache server's memory, GiB" },
+  "shared-gbps": { type: "number", default: 100, help: "tiered: each engine's link to it, Gbit/s" },
+  "local-cpu-gib": {
+    type: "number",
+    default: 0.25,
+    help: "tiered: each engine's LMCache local CPU tier, GiB",
+  },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const list = (k: string) => String(flags[k]).split(",").filter(Boolean);
+const tiered = flags.tiered === true;
+/** predictive reading the shared server's tier index (the tiered fleet's policy name) */
+const TIER_AWARE = "predictive+tier";
+const policies =
+  flags.policies !== undefined
+    ? list("policies")
+    : tiered
+      ? [TIER_AWARE, "predictive", "vllm-router-cache-aware", "round-robin"]
+      : ["predictive", "prefix", "vllm-router-cache-aware", "round-robin"];
+if (!tiered && policies.includes(TIER_AWARE)) throw new Error(`--policies: ${TIER_AWARE} needs --tiered`);
 /** the fields of the shared-prefix scenario a shape sets (the rest stay as the file has them) */
 interface BaseScenario {
   workload: { qps: number; prompt_tokens: number };
@@ -64,6 +89,13 @@ interface BaseScenario {
     policy: string;
     seed: number;
     queued_prompts?: number;
+    tier_aware?: boolean;
+    offload?: {
+      mode: "lmcache";
+      lmcache_local_cpu_gib: number;
+      lmcache_chunk_size: number;
+      shared_server: { size_gib: number; bandwidth_gbps: number };
+    };
     generator: {
       num_groups: number;
       prompts_per_group: number;
@@ -86,6 +118,8 @@ interface Row {
   ttftP50Ms: number;
   ttftP90Ms: number;
   gpuHitRate: number;
+  /** tiered: the share of prompt tokens loaded from the shared server */
+  serverHitRate?: number;
   inputTps: number;
   /** agentic shapes: turns sent after a tool pause */
   resumedTtftP50Ms?: number;
@@ -104,6 +138,7 @@ interface Run {
   ttftP50Ms: number;
   ttftP90Ms: number;
   gpuHitRate: number;
+  serverHitRate: number;
   resumedP50?: number | undefined;
   resumedP90?: number | undefined;
   requests: number;
@@ -119,8 +154,17 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
   // the base scenario with the shape's load, lengths, policy and seed set on its fields
   const doc = structuredClone(base);
   if (s.kind !== "trace") doc.workload.qps = s.qps;
-  doc.simulation.policy = policy;
+  doc.simulation.policy = policy === TIER_AWARE ? "predictive" : policy;
   doc.simulation.seed = seed;
+  if (tiered) {
+    doc.simulation.tier_aware = policy === TIER_AWARE;
+    doc.simulation.offload = {
+      mode: "lmcache",
+      lmcache_local_cpu_gib: Number(flags["local-cpu-gib"]),
+      lmcache_chunk_size: 256,
+      shared_server: { size_gib: Number(flags["shared-gib"]), bandwidth_gbps: Number(flags["shared-gbps"]) },
+    };
+  }
   if (flags["queued-prompts"] !== undefined) doc.simulation.queued_prompts = Number(flags["queued-prompts"]);
   if (sp) {
     const g = doc.simulation.generator;
@@ -145,7 +189,7 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
   const text = stringify(doc);
   const o = fleetOptionsFor(
     withTrace(parseScenarioText(text, name), (p) => readFileSync(p, "utf8")),
-    "none",
+    tiered ? "lmcache" : "none",
   );
   if (s.kind === "agentic") {
     // the live bench's agentic workload: sessions keyed by their x-session-id, as the router keys them
@@ -195,6 +239,7 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
     ttftP50Ms: Number(rep.bench.median_ttft_ms),
     ttftP90Ms: Number(rep.bench.p90_ttft_ms),
     gpuHitRate: rep.hit_rates.gpu,
+    serverHitRate: rep.hit_rates.remote,
     resumedP50: resumed?.resumed_ttft_p50_ms,
     resumedP90: resumed?.resumed_ttft_p90_ms,
   };
@@ -219,19 +264,24 @@ for (const shape of list("shapes")) {
         : s.kind === "trace"
           ? `${s.file} from ${s.startS} s for ${s.durationS} s at ${s.speed}x, ${s.blockTokens} tokens a block, answers of ${s.maxOutput} at most`
           : `${s.users} users`;
-  console.log(`\n## ${shape}: ${what} (seeds ${list("seeds")})\n`);
+  const fleet = tiered
+    ? `; engines sharing a ${flags["shared-gib"]} GiB cache server at ${flags["shared-gbps"]} Gbit/s, ${flags["local-cpu-gib"]} GiB local CPU each`
+    : "";
+  console.log(`\n## ${shape}${tiered ? " (tiered)" : ""}: ${what}${fleet} (seeds ${list("seeds")})\n`);
   const agentic = s.kind === "agentic";
   const shared = s.kind === "shared-prefix";
   console.log(
     "| policy | output tok/s | TTFT p50 ms | TTFT p90 ms | GPU hit rate |" +
+      (tiered ? " server hit rate |" : "") +
       (agentic ? " input tok/s | resumed TTFT p50 ms | p90 ms |" : "") +
       (shared ? " prefix misses | prefix cached: TTFT p10 / p50 ms |" : "") +
       "\n|---|---|---|---|---|" +
+      (tiered ? "---|" : "") +
       (agentic ? "---|---|---|" : "") +
       (shared ? "---|---|" : ""),
   );
   const decided = new Map<string, DecisionRow[]>();
-  for (const policy of list("policies")) {
+  for (const policy of policies) {
     const d = flags.decisions ? [] : undefined;
     if (d) decided.set(policy, d);
     const runs = list("seeds").map((seed) => runShape(s, policy as PolicyName, Number(seed), shape, d));
@@ -242,6 +292,7 @@ for (const shape of list("shapes")) {
       ttftP50Ms: pooled(runs.map((r) => r.ttftP50Ms)),
       ttftP90Ms: pooled(runs.map((r) => r.ttftP90Ms)),
       gpuHitRate: pooled(runs.map((r) => r.gpuHitRate)),
+      ...(tiered ? { serverHitRate: pooled(runs.map((r) => r.serverHitRate)) } : {}),
       inputTps: pooled(runs.map((r) => r.inputTps)),
       requests: pooled(runs.map((r) => r.requests)),
       ...(agentic
@@ -261,6 +312,7 @@ for (const shape of list("shapes")) {
     rows.push(row);
     console.log(
       `| ${policy} | ${row.outputTps.toFixed(1)} | ${fmt(row.ttftP50Ms)} | ${fmt(row.ttftP90Ms)} | ${(100 * row.gpuHitRate).toFixed(1)}% |` +
+        (tiered ? ` ${(100 * row.serverHitRate!).toFixed(1)}% |` : "") +
         (agentic
           ? ` ${fmt(row.inputTps)} | ${fmt(row.resumedTtftP50Ms!)} | ${fmt(row.resumedTtftP90Ms!)} |`
           : "") +

@@ -22,6 +22,11 @@
 // active), agentic-b2b (agent sessions paused on tools between turns: routing-vs-peers-shapes.ts).
 // Agentic shapes also report input tok/s and resumed turns' TTFT. trace-conversation(-1.5x): five
 // minutes of Mooncake's conversation trace replayed at its times (--trace-dir holds the file).
+// --tiered: the same four sims share one `switchyard cache-server` as their LMCache remote (each also
+// keeps LMCache's local CPU tier), loading from it at --tier-bandwidth-gbps. Targets by default:
+// sy-predictive told what the server holds (its KV events: tier-aware), sy-predictive@tier-blind (the
+// same router without them), sy-round-robin and vr-cache_aware on the same tiered sims. `@tier-blind`
+// works on any target of ours.
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -61,18 +66,32 @@ const specs: FlagSpecs = {
     help: "debug: one line per routing decision, and our targets' decisions summed up after each run",
   },
   "out-dir": { type: "string", help: "logs and bench results (default: a temporary folder)" },
+  tiered: {
+    type: "boolean",
+    default: false,
+    help: "the sims share one cache server (LMCache remote); our routers subscribe to its KV events unless a target says @tier-blind",
+  },
+  "tier-bandwidth-gbps": {
+    type: "number",
+    default: 80,
+    min: 0.001,
+    help: "with --tiered: Gbit/s of each sim's link to the cache server (80: the sims' default 10 GB/s)",
+  },
   "trace-dir": {
     type: "string",
     default: "traces",
     help: "where the trace shapes' files are (Mooncake's FAST25-release/traces)",
   },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags, given } = parseFlags(process.argv.slice(2), specs);
+const tiered = flags.tiered === true;
+/** the targets --tiered compares by default */
+const TIERED_TARGETS = "sy-predictive,sy-predictive@tier-blind,sy-round-robin,vr-cache_aware";
 const shapes = String(flags.shapes).split(",");
 const seeds = flags.seeds !== undefined ? String(flags.seeds).split(",").map(Number) : [Number(flags.seed)];
 if (seeds.length === 0 || seeds.some((s) => !Number.isInteger(s) || s < 0))
   throw new Error(`bad --seeds ${flags.seeds}`);
-const targets = String(flags.targets).split(",");
+const targets = String(tiered && !given.has("targets") ? TIERED_TARGETS : flags.targets).split(",");
 for (const s of shapes) shapeOf(s);
 for (const t of targets)
   if (!/^(sy|vr)-[a-z_-]+(@[a-z-]+(=[^@,]*)?)*$/.test(t)) throw new Error(`bad target ${t}`);
@@ -91,11 +110,17 @@ interface Figures {
   resumedP90?: number | undefined;
 }
 
+/** a target suffix that is no router flag: the router is not told what the shared tier holds */
+const TIER_BLIND = "tier-blind";
+if (!tiered && targets.some((t) => t.split("@").includes(TIER_BLIND)))
+  throw new Error(`@${TIER_BLIND} needs --tiered`);
+
 /** the router flags a target of ours names after its policy: `@flag=value` each */
 function routerFlagsOf(target: string): string[] {
   return target
     .split("@")
     .slice(1)
+    .filter((f) => f !== TIER_BLIND)
     .flatMap((f) => {
       const eq = f.indexOf("=");
       return eq < 0 ? [`--${f}`] : [`--${f.slice(0, eq)}`, f.slice(eq + 1)];
@@ -104,7 +129,7 @@ function routerFlagsOf(target: string): string[] {
 
 /** one run: fresh engines, the target's router, the shape's bench */
 async function runOnce(shape: string, target: string, round: number, seed: number): Promise<Figures> {
-  const tag = `${shape}${seeds.length > 1 ? `-s${seed}` : ""}-${target}-r${round}`;
+  const tag = `${shape}${tiered ? "-tiered" : ""}${seeds.length > 1 ? `-s${seed}` : ""}-${target}-r${round}`;
   const ours = target.startsWith("sy-");
   const stack = await startStack({
     outDir,
@@ -118,6 +143,14 @@ async function runOnce(shape: string, target: string, round: number, seed: numbe
     routerArgs: ["--predictive-gpu", GPU, ...(ours ? routerFlagsOf(target) : [])],
     noRouter: !ours,
     routerLogLevel: String(flags["router-log-level"]),
+    ...(tiered
+      ? {
+          cacheServer: {
+            bandwidthGbps: Number(flags["tier-bandwidth-gbps"]),
+            routerSeesIt: !target.split("@").includes(TIER_BLIND),
+          },
+        }
+      : {}),
   });
   let peer: ChildProcess | undefined;
   let figures: Figures;
@@ -271,7 +304,7 @@ for (const shape of shapes) {
 
 const x = (v: number | undefined) => (v === undefined ? "—" : `${v.toFixed(2)}×`);
 console.log(
-  `\nmedian of ${String(flags.rounds)} rounds${seeds.length > 1 ? ` x ${seeds.length} seeds` : ""} (ratios: higher is better; TTFT ratios are theirs / ours)`,
+  `\n${tiered ? `tiered (4 sims sharing one cache server at ${String(flags["tier-bandwidth-gbps"])} Gbit/s), ` : ""}median of ${String(flags.rounds)} rounds${seeds.length > 1 ? ` x ${seeds.length} seeds` : ""} (ratios: higher is better; TTFT ratios are theirs / ours)`,
 );
 console.log(
   "| shape | target | output tok/s | TTFT p50 ms | TTFT p90 ms | vs round-robin (tok/s, p50, p90) | vs vllm-router's best (tok/s, p50, p90) |",
@@ -281,6 +314,18 @@ for (const r of rows)
   console.log(
     `| ${r.shape} | ${r.target} | ${r.output_tps.toFixed(1)} | ${r.ttft_p50_ms.toFixed(0)} | ${r.ttft_p90_ms.toFixed(0)} | ${x(r.vs_round_robin?.tps)} ${x(r.vs_round_robin?.p50)} ${x(r.vs_round_robin?.p90)} | ${x(r.vs_vllm_router_best?.tps)} ${x(r.vs_vllm_router_best?.p50)} ${x(r.vs_vllm_router_best?.p90)} |`,
   );
+// what knowing the shared tier changes: each tier-aware target against the same target blind to it
+for (const blind of rows.filter((r) => r.target.split("@").includes(TIER_BLIND))) {
+  const awareTarget = blind.target
+    .split("@")
+    .filter((f) => f !== TIER_BLIND)
+    .join("@");
+  const aware = rows.find((r) => r.shape === blind.shape && r.target === awareTarget);
+  if (aware)
+    console.log(
+      `${blind.shape} ${awareTarget}, tier-aware vs tier-blind (higher is better; TTFT: blind / aware): tok/s ${x(aware.output_tps / blind.output_tps)}, TTFT p50 ${x(blind.ttft_p50_ms / aware.ttft_p50_ms)}, p90 ${x(blind.ttft_p90_ms / aware.ttft_p90_ms)}`,
+    );
+}
 const agentRows = rows.filter((r) => r.resumed_ttft_p50_ms !== undefined);
 if (agentRows.length) {
   console.log(
@@ -291,5 +336,13 @@ if (agentRows.length) {
       `| ${r.shape} | ${r.target} | ${r.input_tps.toFixed(0)} | ${r.resumed_ttft_p50_ms!.toFixed(0)} | ${r.resumed_ttft_p90_ms!.toFixed(0)} |`,
     );
 }
-if (flags.json) writeFileSync(String(flags.json), JSON.stringify({ rows }, null, 2));
+if (flags.json)
+  writeFileSync(
+    String(flags.json),
+    JSON.stringify(
+      tiered ? { tiered: { bandwidthGbps: Number(flags["tier-bandwidth-gbps"]) }, rows } : { rows },
+      null,
+      2,
+    ),
+  );
 console.log(`logs and bench results: ${outDir}`);

@@ -107,7 +107,7 @@ export async function vllmChecks(h, p) {
   const { start, stop, check, until, httpOk, freePort, log, RUN, CLI, ROOT } = h;
   const env = VLLM_ENV;
 
-  async function engine(name) {
+  async function engine(name, extra = []) {
     const [port, kv, replay] = [await freePort(), await freePort(), await freePort()];
     const cfg = {
       enable_kv_cache_events: true,
@@ -126,11 +126,12 @@ export async function vllmChecks(h, p) {
         String(port),
         "--kv-events-config",
         JSON.stringify(cfg),
+        ...extra,
       ],
       env,
       { group: true },
     );
-    return { name, proc, port, url: `http://127.0.0.1:${port}`, t0: Date.now() };
+    return { name, extra, proc, port, url: `http://127.0.0.1:${port}`, t0: Date.now() };
   }
   async function ready(e) {
     await until(`${e.name} (vllm serve)`, () => httpOk(`${e.url}/health`), ENGINE_START_MS, e.proc);
@@ -155,7 +156,7 @@ export async function vllmChecks(h, p) {
         if (attempt >= 3 || !/Address already in use/.test(text)) throw err;
         log(`${e.name}: a port it was given was taken while it started; starting it again on others`);
         await stop(e.proc);
-        e = await engine(e.name);
+        e = await engine(e.name, e.extra);
       }
     }
   }
@@ -491,95 +492,120 @@ export async function vllmChecks(h, p) {
       }
     },
   );
-  // ---- (f) calibration: the engine model fitted to engine A predicts a run it was not fitted to ---------
-  // opt-in (SWITCHYARD_INTEROP_CALIBRATE=1) while it does not hold: docs/interop.md says where it stands
+  // ---- (f) calibration: the engine model fitted to an engine predicts a run it was not fitted to ------
+  // opt-in (SWITCHYARD_INTEROP_CALIBRATE=1): on a busy machine the engine's speed drifts by more than the
+  // bound between two minutes (docs/planner.md, "Calibrating the engine model")
   if (process.env.SWITCHYARD_INTEROP_CALIBRATE === "1")
     await check(
-      "switchyard calibrate on real vLLM: the sim with the fitted profile gives a held-out run's TTFT p50 and TPOT p50 within 15%",
+      "switchyard calibrate on real vLLM: the engine model with the fitted profile gives a held-out run's TTFT p50 and TPOT p50 within 15% of the engine's own (its per-request timing)",
       async () => {
-        const profile = join(RUN, "calibrated.yaml");
-        const run = (args, what) => {
-          const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 1_800_000 });
-          if (r.status !== 0)
-            throw new Error(`${what}: exit ${r.status}: ${(r.stderr || r.stdout).slice(-600)}`);
-          return r.stdout;
-        };
-        // the tiny model has no catalogue entry: calibrate profiles its folder and writes it beside the GPU
-        const fit = run(
-          [
-            "calibrate",
-            "--engine",
-            a.url,
-            "--model",
-            p.model,
-            "--gpu",
-            "l4",
-            "--id",
-            "vllm-cpu",
-            "--requests",
-            "4",
-            "--out",
-            profile,
-          ],
-          "calibrate",
-        );
-        const held = join(RUN, "held-out.json");
-        run(
-          [
-            "bench",
-            "--base-url",
-            a.url,
-            "--model",
-            MODEL,
-            "--endpoint",
-            "completions",
-            "--workload",
-            "random",
-            "--input-len",
-            "512",
-            "--output-len",
-            "48",
-            "--concurrency",
-            "2",
-            "--num-requests",
-            "12",
-            "--warmup",
-            "0",
-            "--ignore-eos",
-            "--no-progress",
-            "--out",
-            held,
-          ],
-          "held-out bench",
-        );
-        const live = JSON.parse(readFileSync(held, "utf8"));
-        const scenario = join(RUN, "held-out.yaml");
-        writeFileSync(
-          scenario,
-          JSON.stringify({
-            workload: { prompt_tokens: 512, output_tokens: 48, concurrency: 2 },
-            fleet: { model: p.model, gpu: "vllm-cpu", engines: 1, max_model_len: 2048 },
-            ops: { kubernetes: true, hbm_monitoring: true },
-            simulation: { requests: 12 },
-          }),
-        );
-        const sim = JSON.parse(
-          run(["simulate", "--scenario", scenario, "--profiles", profile, "--format", "json"], "simulate"),
-        ).bench;
-        const median = (xs) => {
-          const s = [...xs].sort((x, y) => x - y);
-          return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-        };
-        const ttft = median(live.ttfts) * 1000;
-        const tpot =
-          median(live.ttfts.map((t, i) => (live.e2els[i] - t) / Math.max(1, live.output_lens[i] - 1))) * 1000;
-        const err = (x, y) => Math.abs(x / y - 1);
-        const detail = `TTFT p50 ${ttft.toFixed(1)} ms live, ${sim.median_ttft_ms.toFixed(1)} ms sim (${(err(sim.median_ttft_ms, ttft) * 100).toFixed(1)}%); TPOT p50 ${tpot.toFixed(2)} ms live, ${sim.median_tpot_ms.toFixed(2)} ms sim (${(err(sim.median_tpot_ms, tpot) * 100).toFixed(1)}%); ${fit.split("\n").find((l) => l.startsWith("fit error")) ?? ""}`;
-        if (err(sim.median_ttft_ms, ttft) > 0.15 || err(sim.median_tpot_ms, tpot) > 0.15)
-          throw new Error(detail);
-        return detail;
+        // the other engines are done: the calibrated one has the CPU to itself, as far as this suite goes
+        for (const e of [a, b, c]) await stop(e.proc);
+        // its per-request timing (queue, prefill, decode on the engine core's clock) is what the engine
+        // model times; the client's figures carry the API server's own time
+        const d = await readyEngine(await engine("vllm-calibrate", ["--enable-per-request-metrics"]));
+        try {
+          return await calibration(d);
+        } finally {
+          await stop(d.proc);
+        }
       },
     );
+  async function calibration(d) {
+    const run = (args, what) => {
+      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 1_800_000 });
+      if (r.status !== 0) throw new Error(`${what}: exit ${r.status}: ${(r.stderr || r.stdout).slice(-600)}`);
+      return r.stdout;
+    };
+    const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+    const loads = [load()];
+    // the probe's rounds and the held-out run's segments take turns, so that the machine's slow and fast
+    // minutes fall on both; then the fit on every probe round, the replay of every held-out segment
+    const probes = [];
+    const held = [];
+    const seed = 7919 + (Date.now() % 100_000);
+    for (let k = 0; k < 3; k++) {
+      const probeOut = join(RUN, `calibrate-probe-${k}.json`);
+      run(
+        [
+          ..."calibrate --gpu l4 --requests 4 --rounds 1".split(" "),
+          ...["--engine", d.url, "--model", p.model, "--out", join(RUN, "calibrate-round.yaml")],
+          ...["--probe-out", probeOut],
+        ],
+        "calibrate probe",
+      );
+      probes.push(...JSON.parse(readFileSync(probeOut, "utf8")).sweep);
+      const out = join(RUN, `held-out-${k}.json`);
+      run(
+        [
+          ...["bench", "--base-url", d.url, "--model", MODEL, "--endpoint", "completions"],
+          ...["--workload", "random", "--input-len", "512", "--output-len", "48", "--concurrency", "2"],
+          ...["--num-requests", "12", "--warmup", "0", "--seed", String(seed + k), "--ignore-eos"],
+          ...["--no-progress", "--request-timeout", "120", "--out", out],
+        ],
+        "held-out bench",
+      );
+      // one tag: the segments are pooled into one held-out run
+      held.push({ ...JSON.parse(readFileSync(out, "utf8")), calibrate_probe: "held-out" });
+      loads.push(load());
+    }
+    const probeFile = join(RUN, "calibrate-probe.json");
+    const heldFile = join(RUN, "held-out.json");
+    writeFileSync(probeFile, JSON.stringify({ sweep: probes }));
+    writeFileSync(heldFile, JSON.stringify({ sweep: held }));
+    const profile = join(RUN, "calibrated.yaml");
+    // the tiny model has no catalogue entry: calibrate profiles its folder and writes it beside the GPU
+    const fit = JSON.parse(
+      run(
+        [
+          ...["calibrate", "--from-bench", probeFile, "--model", p.model, "--gpu", "l4", "--id", "vllm-cpu"],
+          ...["--out", profile, "--format", "json"],
+        ],
+        "calibrate fit",
+      ),
+    );
+    const pred = JSON.parse(
+      run(
+        [
+          ...["calibrate", "--predict", "--from-bench", heldFile, "--model", p.model],
+          ...["--profiles", profile, "--gpu", "vllm-cpu", "--format", "json"],
+        ],
+        "calibrate predict",
+      ),
+    ).runs[0];
+    // for the record: the client's view (API server included) and the scenario simulated
+    const median = (xs) => {
+      const s = [...xs].sort((x, y) => x - y);
+      return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    };
+    const all = (k) => held.flatMap((h) => h[k]);
+    const outs = all("output_lens");
+    const e2els = all("e2els");
+    const clientTtft = median(all("ttfts")) * 1000;
+    const clientTpot = median(all("ttfts").map((t, i) => (e2els[i] - t) / Math.max(1, outs[i] - 1))) * 1000;
+    const prompt = Math.round(median(all("input_lens")));
+    const scenario = join(RUN, "held-out.yaml");
+    writeFileSync(
+      scenario,
+      JSON.stringify({
+        workload: { prompt_tokens: prompt, output_tokens: 48, concurrency: 2 },
+        fleet: { model: p.model, gpu: "vllm-cpu", engines: 1, max_model_len: 2048 },
+        ops: { kubernetes: true, hbm_monitoring: true },
+        simulation: { requests: 36 },
+      }),
+    );
+    const sim = JSON.parse(
+      run(["simulate", "--scenario", scenario, "--profiles", profile, "--format", "json"], "simulate"),
+    ).bench;
+    const err = (x, y) => x / y - 1;
+    const pct = (x) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}%`;
+    const eT = err(pred.model_ttft_ms, pred.ttft_ms);
+    const eP = err(pred.model_tpot_ms, pred.tpot_ms);
+    const g = fit.gpu;
+    const detail = `held-out (${pred.requests} requests of ${prompt} prompt tokens, 48 out, 2 at once, in 3 segments between the probe's rounds): engine TTFT p50 ${pred.ttft_ms.toFixed(1)} ms, model ${pred.model_ttft_ms.toFixed(1)} ms (${pct(eT)}); engine TPOT p50 ${pred.tpot_ms.toFixed(2)} ms, model ${pred.model_tpot_ms.toFixed(2)} ms (${pct(eP)}); client TTFT p50 ${clientTtft.toFixed(1)} ms, TPOT p50 ${clientTpot.toFixed(2)} ms; simulate of the scenario TTFT p50 ${sim.median_ttft_ms.toFixed(1)} ms, TPOT p50 ${sim.median_tpot_ms.toFixed(2)} ms; profile ${(g.bf16Flops / 1e12).toFixed(3)} TFLOP/s, ${(g.hbmBandwidth / 1e9).toFixed(1)} GB/s, step ${(g.stepOverheadS * 1000).toFixed(2)} ms, ${((g.seqOverheadS ?? 0) * 1000).toFixed(3)} ms a sequence; fit error at most ${(fit.max_error * 100).toFixed(1)}%; load ${loads.join(" → ")}`;
+    if (Math.abs(eT) > 0.15 || Math.abs(eP) > 0.15) throw new Error(detail);
+    return detail;
+  }
   for (const e of [a, b, c]) await stop(e.proc);
 }
 

@@ -5,6 +5,7 @@
 // at a time (the prefill term) and a few batch sizes of short prompts (the decode term), each a bench
 // run with the engine's /metrics scraped before and after, so the engine's own TTFT and ITL
 // histogram means are what the fit matches.
+import { randomInt } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { request } from "undici";
 import { stringify } from "yaml";
@@ -18,12 +19,21 @@ import {
   resolveModel,
 } from "../models/index.js";
 import { benchOptionsFrom } from "./cli.js";
-import { fitEngine, profileDocument, runsFromBench, type FitRun } from "./engine-fit.js";
+import {
+  fitEngine,
+  pooled,
+  predict,
+  profileDocument,
+  runsFromBench,
+  type FitResult,
+  type FitRun,
+} from "./engine-fit.js";
 import { resolveModel as servedModel, runBench } from "./run.js";
 
 /** the probe: [prompt tokens, output tokens, concurrency] per run */
 export const PROBE: readonly [number, number, number][] = [
   [128, 32, 1],
+  [512, 32, 1],
   [1024, 32, 1],
   [4096, 32, 1],
   [256, 64, 4],
@@ -51,11 +61,26 @@ const specs: FlagSpecs = {
     help: "a sim's --time-scale: measured durations are divided by it",
   },
   requests: { type: "int", default: 8, min: 2, help: "requests per probe run (×2 for the batch runs)" },
+  rounds: {
+    type: "int",
+    default: 3,
+    min: 1,
+    help: "times the probe's runs are repeated, one after another, and pooled per run (a busy machine's slow moments fall on every run)",
+  },
   profiles: { type: "string", help: "YAML with extra gpus:/models: profiles to resolve --gpu and --model" },
+  predict: {
+    type: "boolean",
+    help: "fit nothing: replay --from-bench's runs on --gpu as it is (a fitted profile, with --profiles) and print the error",
+  },
+  format: { type: "string", default: "text", help: "text or json (the per-run table as JSON)" },
+  "probe-out": {
+    type: "string",
+    help: "also write the probe's bench results here ({sweep: [...]}, which --from-bench reads)",
+  },
 };
 
 const USAGE =
-  "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID]";
+  "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID]\n       switchyard calibrate --predict --from-bench held-out.json --model M --profiles fitted.yaml --gpu ID";
 
 /** the engine's context as its /v1/models lists it (vLLM's `max_model_len`), or null */
 async function contextOf(url: string): Promise<number | null> {
@@ -73,39 +98,58 @@ async function probe(
   url: string,
   model: string | null,
   requests: number,
+  rounds: number,
   warn: (m: string) => void,
 ): Promise<unknown[]> {
   const out: unknown[] = [];
   // prompts fit the engine's context (an engine started with a short --max-model-len refuses longer ones)
   const context = (await contextOf(url)) ?? Infinity;
-  for (const [want, output, conc] of PROBE) {
-    const input = Math.max(16, Math.min(want, context - output - 64));
-    const n = conc > 1 ? Math.max(requests * 2, conc * 2) : requests;
-    const argv = [
-      "--base-url",
-      url,
-      "--workload",
-      "random",
-      "--input-len",
-      String(input),
-      "--output-len",
-      String(output),
-      "--concurrency",
-      String(conc),
-      "--num-requests",
-      String(n),
-      "--warmup",
-      "0",
-      "--ignore-eos",
-      "--no-progress",
-      "--endpoint",
-      "completions",
-      ...(model ? ["--model", model] : []),
-    ];
-    const runs = await runBench(benchOptionsFrom(argv), { warn });
-    for (const r of runs) out.push(r.result);
-    process.stderr.write(`calibrate: probe ${input} prompt tokens × ${conc} at once: ${n} requests done\n`);
-  }
+  // prompts no earlier run sent (this probe's, a previous probe's, a held-out run's): a prefix-cache hit
+  // would time a prefill that never ran
+  const seed = randomInt(1, 2 ** 30);
+  for (let round = 1; round <= rounds; round++)
+    for (const [point, [want, output, conc]] of PROBE.entries()) {
+      const input = Math.max(16, Math.min(want, context - output - 64));
+      const n = conc > 1 ? Math.max(requests * 2, conc * 2) : requests;
+      const argv = [
+        "--base-url",
+        url,
+        "--workload",
+        "random",
+        "--input-len",
+        String(input),
+        "--output-len",
+        String(output),
+        "--concurrency",
+        String(conc),
+        "--num-requests",
+        String(n),
+        "--seed",
+        String(seed + round * PROBE.length + point),
+        "--warmup",
+        "0",
+        "--ignore-eos",
+        "--no-progress",
+        // a probe request two minutes without a chunk is a stuck engine: the probe ends, with errors
+        "--request-timeout",
+        "120",
+        "--endpoint",
+        "completions",
+        ...(model ? ["--model", model] : []),
+      ];
+      const runs = await runBench(benchOptionsFrom(argv), { warn });
+      // the rounds of one point are pooled by this tag (engine-fit.ts)
+      for (const r of runs)
+        out.push({
+          ...r.result,
+          calibrate_probe: `in=${input} out=${output} c=${conc}`,
+          // a batch run's requests reach the engine as the API server hands them over, not at once
+          ...(conc > 1 ? { calibrate_fit: "tpot" } : {}),
+        });
+      process.stderr.write(
+        `calibrate: probe ${input} prompt tokens × ${conc} at once: ${n} requests done (round ${round}/${rounds})\n`,
+      );
+    }
   return out;
 }
 
@@ -117,7 +161,11 @@ export async function main(argv: string[]): Promise<number> {
   const fromBench = typeof f["from-bench"] === "string" ? f["from-bench"] : null;
   if ((engine === null) === (fromBench === null))
     throw new CliError(`give --engine URL or --from-bench FILE\n${USAGE}`);
-  if (typeof f.out !== "string") throw new CliError(`--out FILE is required\n${USAGE}`);
+  const predictOnly = f.predict === true;
+  if (predictOnly && fromBench === null) throw new CliError(`--predict replays --from-bench FILE\n${USAGE}`);
+  if (!predictOnly && typeof f.out !== "string") throw new CliError(`--out FILE is required\n${USAGE}`);
+  const format = String(f.format);
+  if (format !== "text" && format !== "json") throw new CliError(`--format: text or json, got ${format}`);
   if (typeof f.profiles === "string") loadProfilesFile(f.profiles);
   const timeScale = Number(f["time-scale"]);
   if (!(timeScale > 0)) throw new CliError(`--time-scale: must be above 0, got ${timeScale}`);
@@ -142,33 +190,77 @@ export async function main(argv: string[]): Promise<number> {
       throw new CliError(`--from-bench: cannot read ${fromBench}: ${(err as Error).message}`);
     }
   } else
-    bodies = await probe(engine!, isModelFolder(modelId) ? null : modelId, Number(f.requests), (m) =>
-      process.stderr.write(`calibrate: ${m}\n`),
+    bodies = await probe(
+      engine!,
+      isModelFolder(modelId) ? null : modelId,
+      Number(f.requests),
+      Number(f.rounds),
+      (m) => process.stderr.write(`calibrate: ${m}\n`),
     );
+  if (engine !== null && typeof f["probe-out"] === "string")
+    writeFileSync(f["probe-out"], JSON.stringify({ sweep: bodies }));
   let runs: FitRun[];
   try {
-    runs = bodies.flatMap((b) => runsFromBench(b, timeScale));
+    runs = pooled(bodies.flatMap((b) => runsFromBench(b, timeScale)));
   } catch (err) {
     throw new CliError(`--from-bench: ${(err as Error).message}`);
+  }
+  if (engine !== null && !runs.some((r) => r.source === "engine-request"))
+    process.stderr.write(
+      "calibrate: the engine returned no per-request timing (vLLM: start it with --enable-per-request-metrics); fitting its /metrics means, or the client's\n",
+    );
+  const table = (rows: FitResult["runs"]) =>
+    rows.map((r, i) => ({
+      source: runs[i]!.source,
+      statistic: runs[i]!.statistic,
+      requests: runs[i]!.inputLens.length,
+      ttft_ms: r.ttftMs,
+      model_ttft_ms: r.predTtftMs,
+      ttft_fitted: runs[i]!.fitTtft !== false,
+      tpot_ms: r.tpotMs,
+      model_tpot_ms: r.predTpotMs,
+    }));
+  if (predictOnly) {
+    const p = predict(runs, model, base, Number(f.tp));
+    if (format === "json")
+      console.log(JSON.stringify({ gpu: base.id, runs: table(p.rows), max_error: p.maxError }));
+    else {
+      console.log(`${base.id} on ${runs.length} run${runs.length === 1 ? "" : "s"} it was not fitted to:`);
+      printRows(runs, p.rows);
+      console.log(`model error: at most ${(p.maxError * 100).toFixed(1)}% on any run's figure`);
+    }
+    return 0;
   }
   const fit = fitEngine(runs, model, base, {
     tp: Number(f.tp),
     ...(typeof f.id === "string" ? { id: f.id } : {}),
   });
-  writeFileSync(f.out, stringify(profileDocument(fit.gpu, isModelFolder(modelId) ? model : undefined)));
-  const pct = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)}%`;
-  console.log(
-    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s), step overhead ${(fit.stepOverheadS * 1000).toFixed(2)} ms → ${f.out}`,
+  writeFileSync(
+    f.out as string,
+    stringify(profileDocument(fit.gpu, isModelFolder(modelId) ? model : undefined)),
   );
+  if (format === "json") {
+    console.log(JSON.stringify({ gpu: fit.gpu, runs: table(fit.runs), max_error: fit.maxError }));
+    return 0;
+  }
+  console.log(
+    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s), step overhead ${(fit.stepOverheadS * 1000).toFixed(2)} ms, ${(fit.seqOverheadS * 1000).toFixed(3)} ms a sequence → ${f.out}`,
+  );
+  printRows(runs, fit.runs);
+  console.log(`fit error: at most ${(fit.maxError * 100).toFixed(1)}% on any run's figure`);
+  return 0;
+}
+
+/** the per-run table: measured and modelled TTFT and TPOT */
+function printRows(runs: readonly FitRun[], rows: FitResult["runs"]): void {
+  const pct = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)}%`;
   console.log(
     "| run | source | requests | TTFT measured | TTFT model | error | TPOT measured | TPOT model | error |",
   );
   console.log("|---|---|---|---|---|---|---|---|---|");
-  fit.runs.forEach((r, i) =>
+  rows.forEach((r, i) =>
     console.log(
-      `| ${i + 1} | ${runs[i]!.source} | ${runs[i]!.inputLens.length} | ${r.ttftMs.toFixed(1)} ms | ${r.predTtftMs.toFixed(1)} ms | ${pct(r.ttftErr)} | ${r.tpotMs.toFixed(2)} ms | ${r.predTpotMs.toFixed(2)} ms | ${pct(r.tpotErr)} |`,
+      `| ${i + 1} | ${runs[i]!.source} ${runs[i]!.statistic} | ${runs[i]!.inputLens.length} | ${r.ttftMs.toFixed(1)} ms | ${r.predTtftMs.toFixed(1)} ms | ${runs[i]!.fitTtft === false ? "not fitted" : pct(r.ttftErr)} | ${r.tpotMs.toFixed(2)} ms | ${r.predTpotMs.toFixed(2)} ms | ${pct(r.tpotErr)} |`,
     ),
   );
-  console.log(`fit error: at most ${(fit.maxError * 100).toFixed(1)}% on any run's mean`);
-  return 0;
 }

@@ -48,6 +48,20 @@ export function splitBase(baseUrl: string): { origin: string; prefix: string } {
   return { origin: u.origin, prefix: u.pathname.replace(/\/+$/, "") };
 }
 
+const finite = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0;
+
+/**
+ * vLLM's per-request `metrics` (on the final usage chunk with `--enable-per-request-metrics`) into the
+ * record: the engine core's queue wait + prefill, and its decode time per output token
+ */
+function engineTiming(rec: RequestRecord, m: unknown): void {
+  if (!m || typeof m !== "object") return;
+  const x = m as { queue_time_ms?: unknown; time_to_first_token_ms?: unknown; mean_itl_ms?: unknown };
+  if (finite(x.time_to_first_token_ms))
+    rec.engineTtft = x.time_to_first_token_ms + (finite(x.queue_time_ms) ? x.queue_time_ms : 0);
+  if (finite(x.mean_itl_ms)) rec.engineTpot = x.mean_itl_ms;
+}
+
 function classify(err: unknown): ErrorKind {
   const code = (err as { code?: string })?.code ?? "";
   const name = (err as { name?: string })?.name ?? "";
@@ -152,6 +166,7 @@ export class BenchClient {
         rec.outputTokens = usage.completion_tokens;
         if (typeof usage.prompt_tokens === "number") rec.promptTokens = usage.prompt_tokens;
         rec.usageReported = true;
+        engineTiming(rec, msg.metrics);
       }
       const choices = msg.choices as Record<string, unknown>[] | undefined;
       const c = choices?.[0];

@@ -1,18 +1,22 @@
 // Fitting the engine model's timing to a measured engine: the requests of one or more bench runs
 // (prompt and output lengths, send times) are replayed on one engine of the engine model in virtual
-// time, and the two figures the roofline step time rests on (src/engine/timing.ts) are scaled until the
-// replay's mean TTFT and mean TPOT match the measured ones:
+// time, and the figures its step time rests on (src/engine/timing.ts) are scaled until the replay's
+// TTFT and TPOT match the measured ones:
 // - the GPU's effective dense FLOP/s: the prefill per-token term (compute-bound prompt steps);
 // - its effective memory bandwidth: the decode per-step term (a decode step reads the weights and the
-//   batch's KV) and the per-token KV reads.
-// - the fixed cost of a step (scheduling, input prep, sampling: STEP_OVERHEAD_S unless the profile has
-//   its own), the per-step term no figure of the GPU explains.
-// The all-reduce terms stay the model's. The fit minimises the squared log errors of every run's mean
-// TTFT and mean TPOT (the engine's own histogram means where the run scraped them, else the client's):
-// one common factor for both figures first (2^-16..2^8), a grid over the two around it, then a
-// pattern search over the two and the step overhead. The result is a GPU profile (`gpus:` of a
+//   batch's KV) and the per-token KV reads;
+// - the fixed cost of a step (scheduling, input prep: STEP_OVERHEAD_S unless the profile has its own);
+// - the cost each sequence adds to a step (sampling, its input prep and output processing: none on the
+//   GPU profiles), which on a CPU engine far exceeds a prompt token's share of a step.
+// The all-reduce terms stay the model's. What is matched is what the engine model times: the engine's
+// own per-request timing where the run has it (vLLM's `--enable-per-request-metrics`: queue + prefill
+// and decode time / (output − 1) on the engine core's clock, their medians), else its /metrics
+// histogram means, else the client's means (which carry the API server's own time, and on a busy
+// machine its bursts). The fit minimises the squared log errors of every run's TTFT and TPOT: one
+// common factor for both figures first (2^-16..2^8), a grid over the two around it, a scan of the
+// per-sequence cost, then a pattern search over the four. The result is a GPU profile (`gpus:` of a
 // profiles YAML) that `switchyard sim`, `simulate` and `plan` take with `--profiles`.
-import { defaultEngineConfig, Engine, STEP_OVERHEAD_S, VirtualDriver } from "../engine/index.js";
+import { defaultEngineConfig, Engine, kvCapacity, STEP_OVERHEAD_S, VirtualDriver } from "../engine/index.js";
 import type { GpuProfile, ModelProfile } from "../models/index.js";
 
 /** what one run offers the fit: its requests and its measured means */
@@ -21,11 +25,26 @@ export interface FitRun {
   inputLens: number[];
   outputLens: number[];
   startTimes: number[];
-  /** measured means, ms */
+  /** the measured TTFT and TPOT, ms: the runs' medians or means (`statistic`) */
   ttftMs: number;
   tpotMs: number;
-  /** where the means come from: "engine" (its /metrics histograms) or "client" */
-  source: "engine" | "client";
+  /**
+   * where they come from: "engine-request" (the engine's own per-request timing, vLLM's
+   * `--enable-per-request-metrics`: medians), "engine" (its /metrics histograms: means) or "client"
+   * (the client's clock: means)
+   */
+  source: "engine-request" | "engine" | "client";
+  statistic: "p50" | "mean";
+  /** the per-request figures the medians come from, ms (p50 runs), so that rounds can be pooled */
+  samples?: { ttfts: number[]; tpots: number[] };
+  /** the probe point a run is a round of (`calibrate_probe` of the result): one label's rounds are pooled */
+  label?: string;
+  /**
+   * false where the run's TTFT is not the engine model's to match: the probe's batch runs send their
+   * requests at once, and the engine meets them as the API server hands them over, not at once
+   * (`calibrate_fit: "tpot"` of the result)
+   */
+  fitTtft?: boolean;
 }
 
 export interface FitResult {
@@ -35,6 +54,8 @@ export interface FitResult {
   bandwidthFactor: number;
   /** the fitted fixed cost of a step, seconds */
   stepOverheadS: number;
+  /** the fitted cost each sequence adds to a step, seconds (0: none) */
+  seqOverheadS: number;
   /** per run: measured and predicted means, and the relative errors */
   runs: {
     ttftMs: number;
@@ -62,12 +83,25 @@ function meanTpot(ttfts: number[], e2els: number[], outs: number[]): number {
   return n ? (s / n) * 1000 : NaN;
 }
 
+/** the median of a list (the mean of the middle two for an even count); NaN for none */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
 /**
  * The runs of a saved `switchyard bench` result (one run, or `{sweep: [...]}`): its per-request arrays,
- * and its engine-side means where the run scraped the engine's metrics. `timeScale`: a sim's
- * --time-scale, undone (its modelled durations ran that many times faster).
+ * and the engine's per-request timing where the run has it, else its engine-side means where the run
+ * scraped the engine's metrics, else the client's; the rounds of one probe point pooled. `timeScale`:
+ * a sim's --time-scale, undone (its modelled durations ran that many times faster).
  */
 export function runsFromBench(body: unknown, timeScale = 1): FitRun[] {
+  return pooled(benchRuns(body, timeScale));
+}
+
+function benchRuns(body: unknown, timeScale: number): FitRun[] {
   const list = Array.isArray((body as { sweep?: unknown })?.sweep)
     ? ((body as { sweep: unknown[] }).sweep as Record<string, unknown>[])
     : Array.isArray(body)
@@ -91,45 +125,120 @@ export function runsFromBench(body: unknown, timeScale = 1): FitRun[] {
     const sel = <T>(a: T[]) => a.filter((_, i) => ok[i]);
     const clientTtft = (sel(ttfts).reduce((a, b) => a + b, 0) / Math.max(1, sel(ttfts).length)) * 1000;
     const clientTpot = meanTpot(sel(ttfts), sel(e2els), sel(outs));
-    const engine = engTtft !== null && engItl !== null;
-    out.push({
+    const base = {
+      ...(typeof r.calibrate_probe === "string" ? { label: r.calibrate_probe } : {}),
+      ...(r.calibrate_fit === "tpot" ? { fitTtft: false } : {}),
       inputLens: sel(ins),
       outputLens: sel(outs),
       startTimes: sel(starts).map((s) => (s - t0) / timeScale),
+    };
+    // the engine's per-request timing first: it is what the engine model times (no API server in it),
+    // and its medians are what a held-out check compares
+    const engTtfts = sel(arr("engine_ttfts")).filter((t) => t > 0);
+    const outsOk = sel(outs);
+    const engTpots = sel(arr("engine_tpots")).filter((t, i) => t > 0 && outsOk[i]! > 1);
+    if (engTtfts.length > 0 && engTpots.length > 0) {
+      out.push({
+        ...base,
+        ttftMs: (median(engTtfts) * 1000) / timeScale,
+        tpotMs: (median(engTpots) * 1000) / timeScale,
+        source: "engine-request",
+        statistic: "p50",
+        samples: {
+          ttfts: engTtfts.map((t) => (t * 1000) / timeScale),
+          tpots: engTpots.map((t) => (t * 1000) / timeScale),
+        },
+      });
+      continue;
+    }
+    const engine = engTtft !== null && engItl !== null;
+    out.push({
+      ...base,
       ttftMs: (engine ? engTtft : clientTtft) / timeScale,
       tpotMs: (engine ? engItl : clientTpot) / timeScale,
       source: engine ? "engine" : "client",
+      statistic: "mean",
     });
   }
   return out;
 }
 
-/** the run replayed on one engine of `gpu`: its mean TTFT and mean TPOT, ms */
+/**
+ * Runs of one label (rounds of one probe point, spread over the probe so that a busy machine's slow
+ * and fast moments fall on every point) pooled into one: their requests one round after another on
+ * one clock, far enough apart that each round meets an idle engine, and the medians (or the
+ * request-weighted means) over all of them.
+ */
+export function pooled(runs: FitRun[]): FitRun[] {
+  const out: FitRun[] = [];
+  const byLabel = new Map<string, FitRun>();
+  for (const r of runs) {
+    const into = r.label === undefined ? undefined : byLabel.get(r.label);
+    if (!into || into.source !== r.source) {
+      const copy = { ...r, startTimes: [...r.startTimes] };
+      if (r.label !== undefined) byLabel.set(r.label, copy);
+      out.push(copy);
+      continue;
+    }
+    const n0 = into.inputLens.length;
+    const n1 = r.inputLens.length;
+    const offset = Math.max(...into.startTimes) + ROUND_GAP_S;
+    into.inputLens = [...into.inputLens, ...r.inputLens];
+    into.outputLens = [...into.outputLens, ...r.outputLens];
+    into.startTimes.push(...r.startTimes.map((t) => t + offset));
+    if (into.samples && r.samples) {
+      into.samples = {
+        ttfts: [...into.samples.ttfts, ...r.samples.ttfts],
+        tpots: [...into.samples.tpots, ...r.samples.tpots],
+      };
+      into.ttftMs = median(into.samples.ttfts);
+      into.tpotMs = median(into.samples.tpots);
+    } else {
+      into.ttftMs = (into.ttftMs * n0 + r.ttftMs * n1) / (n0 + n1);
+      into.tpotMs = (into.tpotMs * n0 + r.tpotMs * n1) / (n0 + n1);
+    }
+  }
+  return out;
+}
+
+/** virtual seconds between two pooled rounds: every request of a round has finished by then */
+const ROUND_GAP_S = 3600;
+
+/** the run replayed on one engine of `gpu`: its TTFT and TPOT, ms, by the run's statistic */
 export function replay(
   run: FitRun,
   model: ModelProfile,
   gpu: GpuProfile,
   tp: number,
 ): { ttftMs: number; tpotMs: number } {
-  const cfg = defaultEngineConfig(model, gpu, { tensorParallelSize: tp, blockHashAlgo: "fast" });
+  const p = replayRequests(run, model, gpu, tp);
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const stat = run.statistic === "p50" ? median : mean;
+  return { ttftMs: stat(p.ttfts) * 1000, tpotMs: stat(p.tpots) * 1000 };
+}
+
+/** the run replayed on one engine of `gpu`: every request's TTFT and TPOT (those of 2+ tokens), s */
+export function replayRequests(
+  run: Pick<FitRun, "inputLens" | "outputLens" | "startTimes">,
+  model: ModelProfile,
+  gpu: GpuProfile,
+  tp: number,
+): { ttfts: number[]; tpots: number[] } {
+  const cfg0 = defaultEngineConfig(model, gpu, { tensorParallelSize: tp, blockHashAlgo: "fast" });
+  // no more KV blocks than the run can fill (a small model on a big profile has millions, and a fit
+  // replays thousands of times), never more than the profile holds
+  let need = 16;
+  for (let i = 0; i < run.inputLens.length; i++)
+    need += Math.ceil((run.inputLens[i]! + run.outputLens[i]! + 1) / cfg0.blockSize) + 1;
+  const cfg = { ...cfg0, numGpuBlocksOverride: Math.min(kvCapacity(cfg0).numGpuBlocks, need) };
   const driver = new VirtualDriver();
-  const first = new Map<string, number>();
-  let ttft = 0;
-  let tpot = 0;
-  let n = 0;
-  let nt = 0;
+  const ttfts: number[] = [];
+  const tpots: number[] = [];
   const engine: Engine = new Engine(cfg, {
-    onTokens: (id, _ids, time) => {
-      if (!first.has(id)) first.set(id, time);
-    },
-    onFinished: (id, _reason, t) => {
-      ttft += t.firstTokenTime - t.arrivalTime;
-      n++;
-      if (t.outputTokens > 1) {
-        tpot += (t.finishedTime - t.firstTokenTime) / (t.outputTokens - 1);
-        nt++;
-      }
-      first.delete(id);
+    onTokens: () => {},
+    onFinished: (_id, _reason, t) => {
+      ttfts.push(t.firstTokenTime - t.arrivalTime);
+      if (t.outputTokens > 1) tpots.push((t.finishedTime - t.firstTokenTime) / (t.outputTokens - 1));
     },
   });
   driver.attach(engine);
@@ -155,17 +264,27 @@ export function replay(
     });
   }
   driver.run();
-  return { ttftMs: (ttft / Math.max(1, n)) * 1000, tpotMs: (tpot / Math.max(1, nt)) * 1000 };
+  return { ttfts, tpots };
 }
 
-const scaled = (g: GpuProfile, f: number, b: number, overhead?: number): GpuProfile => ({
+const scaled = (g: GpuProfile, f: number, b: number, overhead?: number, seq?: number): GpuProfile => ({
   ...g,
   bf16Flops: g.bf16Flops * f,
   hbmBandwidth: g.hbmBandwidth * b,
   ...(overhead !== undefined ? { stepOverheadS: overhead } : {}),
+  ...(seq !== undefined && seq > 0 ? { seqOverheadS: seq } : {}),
 });
 
-/** fits the base GPU's FLOP/s and bandwidth to the runs (module comment) */
+/** a point of the search: log FLOP/s and bandwidth factors, log step and sequence costs (−∞: none) */
+interface Point {
+  lf: number;
+  lb: number;
+  lo: number;
+  ls: number;
+  c: number;
+}
+
+/** fits the base GPU's FLOP/s and bandwidth, the step's and each sequence's cost to the runs (module comment) */
 export function fitEngine(
   runs: readonly FitRun[],
   model: ModelProfile,
@@ -175,44 +294,46 @@ export function fitEngine(
   if (runs.length === 0) throw new Error("nothing to fit: no runs");
   const tp = o.tp ?? 1;
   const o0 = Math.log(base.stepOverheadS ?? STEP_OVERHEAD_S);
-  const cost = (lf: number, lb: number, lo: number): number => {
-    let s = 0;
+  const s0 = base.seqOverheadS ? Math.log(base.seqOverheadS) : -Infinity;
+  const gpuAt = (lf: number, lb: number, lo: number, ls: number) =>
+    scaled(base, Math.exp(lf), Math.exp(lb), Math.exp(lo), Math.exp(ls));
+  const at = (lf: number, lb: number, lo: number, ls: number): Point => {
+    let c = 0;
+    const gpu = gpuAt(lf, lb, lo, ls);
     for (const r of runs) {
-      const p = replay(r, model, scaled(base, Math.exp(lf), Math.exp(lb), Math.exp(lo)), tp);
-      s += Math.log(p.ttftMs / r.ttftMs) ** 2 + Math.log(p.tpotMs / r.tpotMs) ** 2;
+      const p = replay(r, model, gpu, tp);
+      c +=
+        (r.fitTtft === false ? 0 : Math.log(p.ttftMs / r.ttftMs) ** 2) + Math.log(p.tpotMs / r.tpotMs) ** 2;
     }
-    return s;
+    return { lf, lb, lo, ls, c };
   };
+  const better = (a: Point, b: Point) => (b.c < a.c ? b : a);
   // one factor for both over 2^-16..2^8 (a CPU engine is a thousand times slower than a GPU profile),
-  // a grid of 1/16..16 of each figure around it, then a pattern search from its best point over the
-  // two figures and the step overhead
-  let common = { l: 0, c: Infinity };
-  for (let k = -16; k <= 8; k++) {
-    const c = cost(k * Math.LN2, k * Math.LN2, o0);
-    if (c < common.c) common = { l: k * Math.LN2, c };
-  }
-  let best = { lf: common.l, lb: common.l, lo: o0, c: common.c };
+  // a grid of 1/16..16 of each figure around it, the per-sequence cost from none to twice the step's,
+  // then a pattern search from the best point over the four
+  let best = at(0, 0, o0, s0);
+  for (let k = -16; k <= 8; k++) best = better(best, at(k * Math.LN2, k * Math.LN2, o0, s0));
+  const common = best.lf;
   for (let i = -4; i <= 4; i++)
-    for (let j = -4; j <= 4; j++) {
-      const lf = common.l + i * Math.LN2;
-      const lb = common.l + j * Math.LN2;
-      const c = cost(lf, lb, o0);
-      if (c < best.c) best = { lf, lb, lo: o0, c };
-    }
+    for (let j = -4; j <= 4; j++)
+      best = better(best, at(common + i * Math.LN2, common + j * Math.LN2, best.lo, best.ls));
+  for (let k = -10; k <= 1; k++) best = better(best, at(best.lf, best.lb, best.lo, best.lo + k * Math.LN2));
   let step = Math.LN2 / 2;
   while (step > 0.004) {
     let moved = false;
-    for (const [df, db, dl] of [
-      [step, 0, 0],
-      [-step, 0, 0],
-      [0, step, 0],
-      [0, -step, 0],
-      [0, 0, step],
-      [0, 0, -step],
-    ] as const) {
-      const c = cost(best.lf + df, best.lb + db, best.lo + dl);
-      if (c < best.c) {
-        best = { lf: best.lf + df, lb: best.lb + db, lo: best.lo + dl, c };
+    const dirs: [number, number, number, number][] = [
+      [step, 0, 0, 0],
+      [-step, 0, 0, 0],
+      [0, step, 0, 0],
+      [0, -step, 0, 0],
+      [0, 0, step, 0],
+      [0, 0, -step, 0],
+    ];
+    if (Number.isFinite(best.ls)) dirs.push([0, 0, 0, step], [0, 0, 0, -step]);
+    for (const [df, db, dl, ds] of dirs) {
+      const next = at(best.lf + df, best.lb + db, best.lo + dl, best.ls + ds);
+      if (next.c < best.c) {
+        best = next;
         moved = true;
       }
     }
@@ -221,12 +342,35 @@ export function fitEngine(
   const f = Math.exp(best.lf);
   const b = Math.exp(best.lb);
   const overhead = Math.exp(best.lo);
+  const seq = Math.exp(best.ls);
   const gpu: GpuProfile = {
-    ...scaled(base, f, b, overhead),
+    ...gpuAt(best.lf, best.lb, best.lo, best.ls),
     id: o.id ?? `${base.id}-calibrated`,
     name: `${base.name}, calibrated`,
-    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => r.source).join(", ")} means) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}, step overhead ${(overhead * 1000).toFixed(2)} ms`,
+    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => `${r.source} ${r.statistic}`).join(", ")}) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}, step overhead ${(overhead * 1000).toFixed(2)} ms, ${(seq * 1000).toFixed(3)} ms a sequence`,
   };
+  const { rows, maxError } = predict(runs, model, gpu, tp);
+  return {
+    gpu,
+    flopsFactor: f,
+    bandwidthFactor: b,
+    stepOverheadS: overhead,
+    seqOverheadS: seq,
+    runs: rows,
+    maxError,
+  };
+}
+
+/**
+ * the runs replayed on `gpu` as it is (a fitted profile, on runs it was not fitted to): measured and
+ * modelled figures per run, and the largest relative error of those the fit would match
+ */
+export function predict(
+  runs: readonly FitRun[],
+  model: ModelProfile,
+  gpu: GpuProfile,
+  tp = 1,
+): { rows: FitResult["runs"]; maxError: number } {
   const rows = runs.map((r) => {
     const p = replay(r, model, gpu, tp);
     return {
@@ -238,8 +382,10 @@ export function fitEngine(
       tpotErr: p.tpotMs / r.tpotMs - 1,
     };
   });
-  const maxError = Math.max(...rows.flatMap((x) => [Math.abs(x.ttftErr), Math.abs(x.tpotErr)]));
-  return { gpu, flopsFactor: f, bandwidthFactor: b, stepOverheadS: overhead, runs: rows, maxError };
+  const maxError = Math.max(
+    ...rows.flatMap((x, i) => [runs[i]!.fitTtft === false ? 0 : Math.abs(x.ttftErr), Math.abs(x.tpotErr)]),
+  );
+  return { rows, maxError };
 }
 
 /**

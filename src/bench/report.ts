@@ -64,6 +64,12 @@ export interface BenchResult extends Record<string, unknown> {
   start_times: number[];
   session_ids: string[];
   errors: string[];
+  /**
+   * the engine's own per-request timing, s (0 where a request has none), present where the engine
+   * returned it (vLLM's `--enable-per-request-metrics`): queue + prefill, and decode time / (output − 1)
+   */
+  engine_ttfts?: number[];
+  engine_tpots?: number[];
 }
 
 const r6 = (x: number) => Math.round(x * 1e6) / 1e6;
@@ -79,6 +85,12 @@ export function sampleArrays(records: readonly RequestRecord[]) {
     start_times: records.map((r) => r6(r.start / 1000)),
     session_ids: records.map((r) => r.sessionId),
     errors: records.map((r) => (r.ok ? "" : `${r.errorKind}: ${r.error}`)),
+    ...(records.some((r) => r.engineTtft !== undefined || r.engineTpot !== undefined)
+      ? {
+          engine_ttfts: records.map((r) => r6((r.engineTtft ?? 0) / 1000)),
+          engine_tpots: records.map((r) => r6((r.engineTpot ?? 0) / 1000)),
+        }
+      : {}),
   };
 }
 

@@ -2,7 +2,7 @@
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
-import { parseCidrRule, parseListen } from "./namespace.js";
+import { checkNamespace, parseCidrRule, parseListen } from "./namespace.js";
 import {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PORT,
@@ -65,6 +65,28 @@ const specs: FlagSpecs = {
     max: 65535,
     help: "also serve RESP (Redis protocol: GET/SET/EXISTS/DEL...) on this port, same store (LMCache's RESP L2 adapter)",
   },
+  "kv-events-port": {
+    type: "int",
+    min: 0,
+    max: 65535,
+    help: "announce the LMCache chunks held and evicted as vLLM KV events (ZMQ PUB, medium LMCACHE_SHARED) on this port, for a router's shared-tier index (off when not given)",
+  },
+  "kv-events-replay-port": {
+    type: "int",
+    min: 0,
+    max: 65535,
+    help: "with --kv-events-port: serve replays of recent KV-event batches on this port (vLLM's replay ROUTER)",
+  },
+  "kv-events-chunk-tokens": {
+    type: "int",
+    default: 256,
+    min: 1,
+    help: "tokens per LMCache chunk (its chunk_size), written as the events' block_size",
+  },
+  "kv-events-namespace": {
+    type: "string",
+    help: "the namespace whose chunks are announced (default: the unnamed one)",
+  },
   "metrics-port": {
     type: "int",
     min: 0,
@@ -74,7 +96,7 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--metrics-port P]";
+  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--kv-events-port P [--kv-events-replay-port P] [--kv-events-chunk-tokens 256]] [--metrics-port P]";
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);
@@ -91,10 +113,24 @@ export async function main(argv: string[]): Promise<number> {
     listen =
       listenFlags.length > 0 ? listenFlags.map((l) => parseListen(l, flags.host as string)) : undefined;
     namespaceByAddress = (flags["namespace-cidr"] as string[]).map(parseCidrRule);
+    const eventsNs = flags["kv-events-namespace"] as string | undefined;
+    if (eventsNs !== undefined) checkNamespace(eventsNs, "--kv-events-namespace");
   } catch (err) {
     if (err instanceof RangeError) throw new CliError(err.message);
     throw err;
   }
+  if (!given.has("kv-events-port")) {
+    for (const f of ["kv-events-replay-port", "kv-events-chunk-tokens", "kv-events-namespace"])
+      if (given.has(f)) throw new CliError(`--${f} needs --kv-events-port`);
+  }
+  const kvEvents = given.has("kv-events-port")
+    ? {
+        port: flags["kv-events-port"] as number,
+        replayPort: flags["kv-events-replay-port"] as number | undefined,
+        chunkTokens: flags["kv-events-chunk-tokens"] as number,
+        namespace: flags["kv-events-namespace"] as string | undefined,
+      }
+    : undefined;
   const server = await startCacheServer({
     host: flags.host as string,
     port: flags.port as number,
@@ -111,6 +147,7 @@ export async function main(argv: string[]): Promise<number> {
     namespaceMaxConnections: flags["namespace-max-connections"] as number | undefined,
     stallTimeoutMs: (flags["stall-timeout"] as number) * 1000,
     putTimeoutMs: (flags["put-timeout"] as number) * 1000,
+    kvEvents,
     log: logger("cache-server"),
   });
   onShutdown(() => server.close());

@@ -68,6 +68,8 @@ export class DiskTier {
   private nextSeq = 1;
   /** writes not yet finished, payload release included */
   private writes = 0;
+  /** hears each key whose file (or write in flight) this tier let go of */
+  onDrop: ((key: string) => void) | undefined;
 
   constructor(
     readonly dir: string,
@@ -195,9 +197,10 @@ export class DiskTier {
 
   /** A newer PUT (or a delete) supersedes whatever the disk holds for `key`. */
   invalidate(key: string): void {
-    this.pending.delete(key);
+    const wasPending = this.pending.delete(key);
     const entry = this.index.get(key);
     if (entry) this.drop(entry);
+    else if (wasPending) this.onDrop?.(key);
   }
 
   /**
@@ -283,6 +286,7 @@ export class DiskTier {
 
   private drop(entry: DiskEntry): void {
     if (this.index.get(entry.key) === entry) this.index.delete(entry.key);
+    this.onDrop?.(entry.key);
     this.used -= entry.fileBytes;
     const path = join(this.dir, entry.file);
     const p = unlink(path)

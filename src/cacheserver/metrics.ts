@@ -2,6 +2,7 @@
 // process (tests, `switchyard up`) do not collide. Label children are resolved once: the hot path
 // only increments.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ChunkAnnouncer } from "./kv-events.js";
 import type { ProtocolErrorKind } from "./protocol.js";
 
 export type Tier = "memory" | "disk";
@@ -205,5 +206,39 @@ export class CacheMetrics {
 
   protocolError(kind: ProtocolErrorKind): void {
     this.protocolErrors.labels(kind).inc();
+  }
+
+  /** The KV events' figures (`--kv-events-port`), read at scrape time; zeros while they are off. */
+  kvEvents(announcer: () => ChunkAnnouncer | undefined): void {
+    const registers = [this.registry];
+    new Counter({
+      name: "switchyard_cache_kv_events_chunks_total",
+      help: "chunk hashes announced in KV events: stored (every TP rank's shard held) or removed (one gone from memory and disk)",
+      labelNames: ["event"],
+      registers,
+      collect() {
+        this.reset();
+        const a = announcer();
+        this.inc({ event: "stored" }, a?.stats.stored ?? 0);
+        this.inc({ event: "removed" }, a?.stats.removed ?? 0);
+      },
+    });
+    new Gauge({
+      name: "switchyard_cache_kv_events_keys",
+      help: "LMCache chunk shard keys the KV events follow (capped; the oldest forgotten beyond)",
+      registers,
+      collect() {
+        this.set(announcer()?.size ?? 0);
+      },
+    });
+    new Counter({
+      name: "switchyard_cache_kv_events_forgotten_total",
+      help: "shard keys the KV events stopped following at their cap while still held (their chunks announced removed)",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(announcer()?.stats.forgotten ?? 0);
+      },
+    });
   }
 }

@@ -3,11 +3,15 @@
 // connection cap; what differs is the namespace its clients' keys live in (namespace.ts). Inside those,
 // each namespace has a cap of its own on memory (a share of the budget) and on open connections, so
 // one namespace's clients cannot evict or crowd out every other's. An optional RESP listener (resp.ts)
-// serves the same store to Redis clients, LMCache's RESP L2 adapter among them.
+// serves the same store to Redis clients, LMCache's RESP L2 adapter among them. With `kvEvents` the
+// server announces the LMCache chunks it holds and loses as KV events over ZMQ (kv-events.ts).
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { logger, type Logger } from "../obs/log.js";
+import { connectableEndpoint } from "../kvevents/endpoint.js";
+import { ZmqEventPublisher } from "../kvevents/publisher.js";
 import { Connection } from "./connection.js";
+import { ChunkAnnouncer, DEFAULT_EVENT_CHUNK_TOKENS } from "./kv-events.js";
 import { DiskTier } from "./disk.js";
 import { RespConnection } from "./resp.js";
 import { CacheMetrics } from "./metrics.js";
@@ -69,6 +73,23 @@ export interface CacheServerOptions {
   stallTimeoutMs?: number;
   /** a PUT whose payload is not all in this long after its header is closed (slow_payload) */
   putTimeoutMs?: number;
+  /** announce the LMCache chunks held as KV events (kv-events.ts); undefined: none */
+  kvEvents?: CacheKvEventsOptions;
+}
+
+export interface CacheKvEventsOptions {
+  /** the ZMQ PUB port, bound on `host` (0 picks a free one) */
+  port: number;
+  /** the replay ROUTER port (0 picks a free one; undefined: no replay) */
+  replayPort?: number;
+  /** tokens per LMCache chunk (block_size in the events); default 256, LMCache's */
+  chunkTokens?: number;
+  /** the namespace whose chunks are announced; default the unnamed one */
+  namespace?: string;
+  /** shard keys followed at most (the oldest forgotten beyond, announced removed) */
+  maxKeys?: number;
+  /** batches kept for replay (default 10,000) */
+  bufferSteps?: number;
 }
 
 export interface CacheServer {
@@ -80,6 +101,11 @@ export interface CacheServer {
   respPort: number | undefined;
   store: TieredStore;
   metrics: CacheMetrics;
+  /** where the KV events are published (connectable), when asked for */
+  kvEventsEndpoint: string | undefined;
+  kvEventsReplayEndpoint: string | undefined;
+  /** the KV events' state (tests, metrics), when asked for */
+  kvEvents: ChunkAnnouncer | undefined;
   connections(): number;
   /** Stops accepting, lets replies in flight finish, flushes disk writes. Idempotent. */
   close(): Promise<void>;
@@ -118,6 +144,14 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   }));
   if (listens.length === 0) throw new RangeError("at least one listener is needed");
   const byAddress = new NamespaceMap(opts.namespaceByAddress ?? []);
+  // the KV events' settings, checked before anything is opened
+  const eventNamespace =
+    opts.kvEvents?.namespace === undefined || opts.kvEvents.namespace === DEFAULT_NAMESPACE
+      ? DEFAULT_NAMESPACE
+      : checkNamespace(opts.kvEvents.namespace, "KV events");
+  const eventChunkTokens = opts.kvEvents?.chunkTokens ?? DEFAULT_EVENT_CHUNK_TOKENS;
+  if (!(Number.isInteger(eventChunkTokens) && eventChunkTokens > 0))
+    throw new RangeError("KV events: chunkTokens must be a positive integer");
   if (opts.diskDir) {
     if (!(opts.maxDiskBytes && opts.maxDiskBytes > 0)) throw new RangeError("a disk tier needs maxDiskBytes");
     disk = new DiskTier(opts.diskDir, opts.maxDiskBytes, log, () => metrics.evictDisk.inc());
@@ -241,6 +275,43 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
     await disk?.flush();
     throw err;
   }
+  let publisher: ZmqEventPublisher | undefined;
+  let announcer: ChunkAnnouncer | undefined;
+  if (opts.kvEvents) {
+    const ev = opts.kvEvents;
+    try {
+      // a wildcard endpoint bound on the server's own address (wildcardOnHost): --host 127.0.0.1 keeps
+      // the events on loopback too
+      publisher = await ZmqEventPublisher.create(
+        {
+          enabled: true,
+          publisher: "zmq",
+          endpoint: `tcp://*:${ev.port}`,
+          replayEndpoint: ev.replayPort !== undefined ? `tcp://*:${ev.replayPort}` : null,
+          topic: "",
+          bufferSteps: ev.bufferSteps ?? 10_000,
+          hwm: 100_000,
+          maxQueueSize: 100_000,
+        },
+        { bindHost: opts.host ?? "0.0.0.0" },
+      );
+    } catch (err) {
+      await closeListeners();
+      await disk?.flush();
+      throw err;
+    }
+    const a = (announcer = new ChunkAnnouncer({
+      publisher,
+      held: (key) => store.has(key),
+      chunkTokens: eventChunkTokens,
+      namespace: eventNamespace,
+      maxKeys: ev.maxKeys,
+    }));
+    store.onKey = (key) => a.touched(key);
+    // what the disk tier kept from an earlier run is held now
+    for (const key of disk?.keys() ?? []) a.touched(key);
+  }
+  metrics.kvEvents(() => announcer);
   const ports = servers.slice(0, listens.length).map((srv) => (srv.address() as AddressInfo).port);
   const port = ports[0]!;
   const respPort =
@@ -282,6 +353,8 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       maxObjectBytes: ctx.maxObjectBytes,
       diskDir: opts.diskDir,
       maxDiskBytes: disk?.maxBytes,
+      kvEvents: publisher?.endpoint,
+      kvEventsReplay: publisher?.replayEndpoint ?? undefined,
     },
     "cache server listening",
   );
@@ -298,8 +371,24 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
         await new Promise<void>((resolve) => h.close(() => resolve()));
       }
       await disk?.flush();
+      announcer?.close();
+      await publisher?.close();
       log.info("cache server stopped");
     })());
 
-  return { port, ports, metricsPort, respPort, store, metrics, connections: () => live.size, close };
+  return {
+    port,
+    ports,
+    metricsPort,
+    respPort,
+    store,
+    metrics,
+    kvEventsEndpoint: publisher ? connectableEndpoint(publisher.endpoint) : undefined,
+    kvEventsReplayEndpoint: publisher?.replayEndpoint
+      ? connectableEndpoint(publisher.replayEndpoint)
+      : undefined,
+    kvEvents: announcer,
+    connections: () => live.size,
+    close,
+  };
 }

@@ -18,6 +18,12 @@ export function defaultPoolBytes(budgetBytes: number): number {
 export class TieredStore {
   readonly memory: MemoryTier;
   readonly pool: BufferPool;
+  /**
+   * hears every (scoped) key that may have been stored or gone from both tiers: a PUT, an object that
+   * left memory with no disk write holding it, a disk file dropped (the KV events, kv-events.ts, look
+   * again once the turn ends)
+   */
+  onKey: ((key: string) => void) | undefined;
 
   constructor(
     budgetBytes: number,
@@ -30,9 +36,13 @@ export class TieredStore {
       disk ? (obj, released) => disk.offer(obj, released) : undefined,
       (outcome) => (outcome === "offloaded" ? metrics?.evictOffloaded.inc() : metrics?.evictDropped.inc()),
       undefined,
-      (obj) => this.retire(obj),
+      (obj) => {
+        this.retire(obj);
+        this.onKey?.(obj.key);
+      },
     );
     this.pool = new BufferPool(defaultPoolBytes(budgetBytes));
+    if (disk) disk.onDrop = (key) => this.onKey?.(key);
   }
 
   /** A GET reply with `obj`'s payload was queued on a socket; `sent` must follow when it is written. */
@@ -92,6 +102,7 @@ export class TieredStore {
   put(obj: StoredObject): boolean {
     this.disk?.invalidate(obj.key);
     const ok = this.memory.put(obj);
+    this.onKey?.(obj.key);
     if (!ok) {
       this.retire(obj);
       this.metrics?.rejectedPuts.inc();

@@ -19,6 +19,12 @@
 // temporary directory, hands each process its own key directory, and removes it when the stack ends:
 // a stack on a shared network then takes KV events only from its own engines, and each engine's only
 // from the holder of that engine's key.
+//
+// `--cache-server` adds one `switchyard cache-server` that every engine uses as its LMCache remote and
+// whose KV events the router reads (up-cache-server.ts): started before the engines, stopped after them.
+//
+// `--prefill N --decode M` makes the engines two pools, prefill and decode, with the router in its P/D
+// mode (up-pd.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -33,6 +39,15 @@ import { ROUTER_PORT } from "../config/defaults.js";
 import { GPU_IDS_TEXT } from "../models/index.js";
 import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { portProblems, type StackPort } from "./ports.js";
+import { CACHE_SERVER_SPECS, cacheServerPorts, cacheServerWiring, waitTcp } from "./up-cache-server.js";
+import {
+  describeSlots,
+  engineSlots,
+  isDisaggregated,
+  PD_SPECS,
+  routerBackendArgs,
+  routerTp,
+} from "./up-pd.js";
 
 const specs: FlagSpecs = {
   engines: { type: "int", default: 2, min: 1, max: 64, help: "number of simulated engines" },
@@ -92,6 +107,8 @@ const specs: FlagSpecs = {
     max: 60,
     help: "seconds between Prometheus scrapes and rule evaluations, with --monitoring",
   },
+  ...PD_SPECS,
+  ...CACHE_SERVER_SPECS,
 };
 
 const UP_FLAGS = new Set(Object.keys(specs));
@@ -154,15 +171,18 @@ export async function main(argv: string[]): Promise<number> {
       helpText(
         "usage: switchyard up [options] [any `switchyard sim` flag, passed to every engine]\n\n" +
           "Starts N simulated engines and the router on this machine. Example:\n" +
-          "  switchyard up --engines 4 --model Qwen/Qwen2.5-0.5B-Instruct --time-scale 0.1 --max-model-len 8192",
+          "  switchyard up --engines 4 --model Qwen/Qwen2.5-0.5B-Instruct --time-scale 0.1 --max-model-len 8192\n" +
+          "  switchyard up --prefill 8 --decode 2 --prefill-tp 1 --decode-tp 4 --gpu l40s --policy least-load\n" +
+          "  switchyard up --engines 4 --cache-server   (the engines share one LMCache cache server)",
         specs,
       ),
     );
     return 0;
   }
   const { own, engine: engineArgs } = splitArgs(argv);
-  const { flags } = parseFlags(own, specs);
-  const n = flags.engines as number;
+  const { flags, given } = parseFlags(own, specs);
+  const slots = engineSlots(flags, given, engineArgs);
+  const n = slots.length;
   const host = flags.host as string;
   const basePort = flags["engine-base-port"] as number;
   const kvBase = flags["kv-events-base-port"] as number;
@@ -171,11 +191,11 @@ export async function main(argv: string[]): Promise<number> {
   const children: { name: string; child: ChildProcess }[] = [];
   let stopping = false;
 
-  const start = (name: string, args: string[]): ChildProcess => {
+  const start = (name: string, args: string[], env: Record<string, string> = {}): ChildProcess => {
     const child = spawn(cmd, [...pre, ...args], {
       // the IPC channel is how the child learns that this process is gone, however it went
       stdio: ["ignore", "inherit", "inherit", "ipc"],
-      env: { ...process.env, [PARENT_WATCH_ENV]: "ipc" },
+      env: { ...process.env, ...env, [PARENT_WATCH_ENV]: "ipc" },
       // its own process group: the terminal's Ctrl-C is this process's to pass on, once
       detached: true,
     });
@@ -201,7 +221,10 @@ export async function main(argv: string[]): Promise<number> {
     stopping = true;
     // the router first: its in-flight streams drain through engines that must still be up
     await Promise.all(children.filter((c) => c.name === "router").map((c) => stopOne(c.child)));
-    await Promise.all(children.filter((c) => c.name !== "router").map((c) => stopOne(c.child)));
+    const rest = children.filter((c) => c.name !== "router");
+    // the cache server last: the engines' stores still in flight go to it
+    await Promise.all(rest.filter((c) => c.name !== "cache-server").map((c) => stopOne(c.child)));
+    await Promise.all(rest.filter((c) => c.name === "cache-server").map((c) => stopOne(c.child)));
   };
   // however this process ends (a second signal exits at once), no child outlives it: they are in
   // their own process groups, so nothing else would stop them. The whole group: the router's workers
@@ -219,7 +242,9 @@ export async function main(argv: string[]): Promise<number> {
     process.env.SWITCHYARD_SHUTDOWN_MS = String(CHILD_STOP_MS + 5_000);
   }
 
-  const problems = await portProblems(stackPorts(flags), host);
+  // the shared tier's wiring is checked with the ports, before anything starts
+  const tier = cacheServerWiring(flags, host, engineArgs, isDisaggregated(slots));
+  const problems = await portProblems(stackPorts(flags, n), host);
   if (problems.length > 0) throw new CliError(`cannot start the stack:\n  ${problems.join("\n  ")}`);
 
   let curveDirs: { engines: string[]; router: string } | null = null;
@@ -243,7 +268,18 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;
+  if (tier) {
+    // before the engines, whose first lookups go to it
+    const server = start("cache-server", tier.serverArgs);
+    try {
+      await waitTcp(host, flags["cache-server-port"] as number, deadline, server, "the cache server");
+    } catch (err) {
+      await stopAll();
+      throw err;
+    }
+  }
   const engineUrls: string[] = [];
+  const engineChildren: ChildProcess[] = [];
   for (let i = 0; i < n; i++) {
     const port = basePort + i;
     const url = `http://${host}:${port}`;
@@ -271,11 +307,17 @@ export async function main(argv: string[]): Promise<number> {
       );
       if (curveDirs) args.push("--kv-curve-dir", curveDirs.engines[i]!);
     }
-    start(`engine-${i}`, [...args, ...engineArgs]);
+    engineChildren.push(
+      start(
+        `engine-${i}`,
+        [...args, ...slots[i]!.args(engineArgs), ...(tier?.engineArgs ?? [])],
+        tier?.engineEnv,
+      ),
+    );
   }
   try {
     await Promise.all(
-      engineUrls.map((u, i) => waitReady(`${u}/health`, deadline, children[i]!.child, `engine ${i}`)),
+      engineUrls.map((u, i) => waitReady(`${u}/health`, deadline, engineChildren[i]!, `engine ${i}`)),
     );
   } catch (err) {
     await stopAll();
@@ -291,13 +333,16 @@ export async function main(argv: string[]): Promise<number> {
     "--policy",
     flags.policy as string,
   ];
-  for (const u of engineUrls) routerArgs.push("--backend", u);
+  routerArgs.push(...routerBackendArgs(slots, engineUrls));
   // the predictive policy times the engines with the profile they simulate (GPU, TP, time scale)
   routerArgs.push("--predictive-gpu", flags.gpu as string);
+  const roleTp = routerTp(slots);
+  if (roleTp !== null) routerArgs.push("--predictive-tp", String(roleTp));
   for (const [sim, router] of [
     ["--tensor-parallel-size", "--predictive-tp"],
     ["--time-scale", "--predictive-time-scale"],
   ] as const) {
+    if (router === "--predictive-tp" && roleTp !== null) continue;
     const at = engineArgs.indexOf(sim);
     const eq = engineArgs.find((a) => a.startsWith(`${sim}=`));
     if (eq !== undefined) routerArgs.push(router, eq.slice(sim.length + 1));
@@ -314,6 +359,8 @@ export async function main(argv: string[]): Promise<number> {
     );
     if (curveDirs) routerArgs.push("--kv-curve-dir", curveDirs.router);
   }
+  // every engine loads from the one cache server: the router prices what it holds for all of them
+  if (tier) routerArgs.push(...tier.routerArgs);
   const router = start("router", routerArgs);
   const routerUrl = `http://${host}:${routerPort}`;
   try {
@@ -347,6 +394,7 @@ export async function main(argv: string[]): Promise<number> {
       throw new CliError(`--monitoring: ${(err as Error).message}`);
     }
   }
+  const described = describeSlots(slots);
   const body = JSON.stringify({
     model,
     messages: [{ role: "user", content: "Hello! What can you do?" }],
@@ -355,9 +403,10 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(
     [
       "",
-      `Switchyard is up: ${n} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
+      `Switchyard is up: ${described.fleet} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
       `  router   ${routerUrl}   (metrics ${routerUrl}/metrics, fleet ${routerUrl}/engines)`,
-      ...engineUrls.map((u, i) => `  engine ${i} ${u}`),
+      ...engineUrls.map((u, i) => `  engine ${i} ${u}${described.tag(i)}`),
+      ...(tier ? [tier.summary] : []),
       ...(prometheusUrl
         ? [
             `  prometheus ${prometheusUrl}   (alert rules from deploy/prometheus loaded; dashboards to import: deploy/grafana/*.json)`,
@@ -377,8 +426,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 /** The ports a stack binds, engine by engine (see where they are passed below). */
-function stackPorts(flags: Record<string, unknown>): StackPort[] {
-  const n = flags.engines as number;
+function stackPorts(flags: Record<string, unknown>, n: number): StackPort[] {
   const base = flags["engine-base-port"] as number;
   const kv = flags["kv-events-base-port"] as number;
   const out: StackPort[] = [];
@@ -392,6 +440,7 @@ function stackPorts(flags: Record<string, unknown>): StackPort[] {
   }
   if (flags.monitoring)
     out.push({ port: flags["prometheus-port"] as number, what: "Prometheus", flag: "--prometheus-port" });
+  out.push(...cacheServerPorts(flags));
   return out;
 }
 

@@ -75,6 +75,7 @@ export class Engine {
     kvReadTokens: 0,
     loadBytesPerGpu: 0,
     extraTransferSeconds: 0,
+    seqs: 0,
   };
   /** the array onTokens receives, reused (valid during the call only) */
   private readonly oneToken: number[] = [0];
@@ -175,6 +176,19 @@ export class Engine {
    */
   probeCachedTokens(promptTokenIds: readonly number[], opts: ProbeOptions = {}): number {
     return this.kv.probeCachedTokens(promptTokenIds, opts);
+  }
+
+  /**
+   * Prompt tokens beyond a GPU hit of `gpuTokens` that the engine's own CPU tier (native offload or
+   * LMCache's local CPU) would load, and the seconds the load adds to its step. No side effects
+   * (KvCacheManager.probeTierTokens).
+   */
+  probeTierTokens(
+    promptTokenIds: readonly number[],
+    gpuTokens: number,
+    opts: ProbeOptions = {},
+  ): { tokens: number; seconds: number } {
+    return this.kv.probeTierTokens(promptTokenIds, gpuTokens, opts);
   }
 
   // ---- scheduling -------------------------------------------------------------------------------
@@ -288,6 +302,7 @@ export class Engine {
     work.decodeSeqs = 0;
     work.attentionContext = 0;
     work.kvReadTokens = 0;
+    work.seqs = this.scheduled.length;
     work.loadBytesPerGpu = st.loadBytesPerGpu;
     work.extraTransferSeconds = st.lmcacheLoadSeconds + st.storeSeconds + st.externalSeconds;
     for (const r of this.scheduled) {

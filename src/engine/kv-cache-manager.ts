@@ -190,6 +190,52 @@ export class KvCacheManager {
     return n * bs;
   }
 
+  /**
+   * What the engine's own CPU tier adds to a GPU hit of `gpuTokens` for this prompt, as findCached would
+   * take it (native: the blocks continuing the hit; LMCache: its whole chunks from the prompt start,
+   * beyond the hit), and the seconds loading them adds to a step (each rank copies its shard over its
+   * own link): what a router's price of the tier reads. No side effects; zeros without a CPU tier.
+   */
+  probeTierTokens(
+    promptTokenIds: readonly number[],
+    gpuTokens: number,
+    opts: ProbeOptions = {},
+  ): { tokens: number; seconds: number } {
+    const none = { tokens: 0, seconds: 0 };
+    if ((!this.cpu && !this.lmcache) || promptTokenIds.length === 0) return none;
+    const bs = this.config.blockSize;
+    const maxHit = Math.floor((promptTokenIds.length - 1) / bs);
+    const gpu = Math.min(maxHit, Math.floor(gpuTokens / bs));
+    const salt = opts.cacheSalt ?? null;
+    const lora = opts.loraName ?? null;
+    let parent: Buffer = this.noneHash;
+    /** the chained id of block n, hashing the chain as far as it is asked */
+    const ids: bigint[] = [];
+    const idOf = (n: number): bigint => {
+      for (let b = ids.length; b <= n; b++) {
+        const keys = b === 0 || lora ? extraKeysFor(b, lora, salt) : null;
+        const d = this.hasher.hash(parent, promptTokenIds, b * bs, (b + 1) * bs, keys);
+        ids.push(d.readBigUInt64BE(24));
+        parent = d;
+      }
+      return ids[n]!;
+    };
+    let blocks = 0;
+    let bps = this.config.gpu.hostLinkBandwidth;
+    if (this.cpu) {
+      while (gpu + blocks < maxHit && this.cpu.has(idOf(gpu + blocks))) blocks++;
+    } else {
+      const cb = this.chunkBlocks;
+      const maxChunks = Math.floor(maxHit / cb);
+      let c = 0;
+      while (c < maxChunks && this.lmcache!.has(idOf((c + 1) * cb - 1))) c++;
+      blocks = Math.max(0, c * cb - gpu);
+      bps = this.lmcacheBps;
+    }
+    if (blocks === 0) return none;
+    return { tokens: blocks * bs, seconds: (blocks * this.capacity.blockBytesPerGpu) / bps };
+  }
+
   // ---- lookup and allocation (vLLM: get_computed_blocks, the connector's matched tokens, allocate_slots)
 
   /**

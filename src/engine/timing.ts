@@ -1,7 +1,8 @@
 // The roofline step-time model: one forward pass over THIS step's batch, never per request.
 //   compute = FLOPs / (peak × COMPUTE_EFFICIENCY)
 //   memory  = bytes / (HBM bandwidth × MEMORY_EFFICIENCY)
-//   step    = max(compute, memory) + TP all-reduce time + STEP_OVERHEAD + offload load and store time
+//   step    = max(compute, memory) + TP all-reduce time + STEP_OVERHEAD + sequences × the profile's
+//             per-sequence cost (none unless calibrated) + offload load and store time
 // Every constant and its source is listed in docs/engine-model.md.
 import type { EngineConfig } from "./types.js";
 import { kvHeadsPerGpu } from "./capacity.js";
@@ -33,6 +34,11 @@ export interface StepWork {
    * offload stores (LMCache and native); optional so that callers of the loads-only shape keep working
    */
   extraTransferSeconds?: number;
+  /**
+   * sequences scheduled this step (decoding or prefilling); optional: callers that time one prefill
+   * and a decode batch leave it to be counted as the decode sequences plus one for any prefill
+   */
+  seqs?: number;
 }
 
 export interface StepTime {
@@ -56,6 +62,7 @@ export class StepTimer {
   private readonly hostLink: number;
   private readonly layers: number;
   private readonly overhead: number;
+  private readonly seqOverhead: number;
 
   constructor(config: EngineConfig) {
     const m = config.model;
@@ -75,6 +82,7 @@ export class StepTimer {
     this.hostLink = config.gpu.hostLinkBandwidth;
     // a calibrated profile carries its machine's own
     this.overhead = config.gpu.stepOverheadS ?? STEP_OVERHEAD_S;
+    this.seqOverhead = config.gpu.seqOverheadS ?? 0;
   }
 
   time(w: StepWork): StepTime {
@@ -88,7 +96,8 @@ export class StepTimer {
         ? 2 * this.layers * ALL_REDUCE_LATENCY_S + (this.allReduceBytesPerToken * tokens) / this.interconnect
         : 0;
     const transfer = w.loadBytesPerGpu / this.hostLink + (w.extraTransferSeconds ?? 0);
-    const duration = Math.max(compute, memory) + comm + this.overhead + transfer;
+    const seqs = w.seqs ?? w.decodeSeqs + (w.prefillTokens > 0 ? 1 : 0);
+    const duration = Math.max(compute, memory) + comm + this.overhead + this.seqOverhead * seqs + transfer;
     return { duration, compute, memory, comm, transfer };
   }
 }

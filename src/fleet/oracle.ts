@@ -5,7 +5,9 @@
 // oracle asks each engine directly (Engine.probeCachedTokens), without the event lag of a live router.
 // What each engine's cache holds in all (CachePrediction.heldTokens) is read from it as well, as the
 // router counts it from the events. The prompt's chained block ids (CachePrediction.blocks) are the
-// approximate index's, as the live router's oracle gives them.
+// approximate index's, as the live router's oracle gives them. What the engine's own CPU tier holds
+// beyond its GPU hit is always priced at its load time (CachePrediction.tierTokens), as is the shared
+// server's part when the router is told of the server (tier-aware).
 import type { Engine } from "../engine/index.js";
 import type { SharedCacheServer } from "./remote.js";
 import {
@@ -49,22 +51,23 @@ export class EngineProbeOracle implements CacheOracle {
     const source: CacheSource[] = new Array<CacheSource>(n).fill("kv");
     if (!p) return { promptTokens: 0, cachedTokens, source };
     const heldTokens = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      const e = this.byId.get(engines[i]!.id);
-      cachedTokens[i] = e ? e.probeCachedTokens(p.tokens, { sharedPrefix: p.sharedPrefix }) : 0;
-      heldTokens[i] = e ? e.heldTokens() : NaN;
-    }
+    // beyond each engine's GPU hit: what its own CPU tier holds (native offload, LMCache's local CPU),
+    // then what the shared server holds beyond that, each at its own load time
     let tierTokens: Float64Array | undefined;
     let tierLoadSeconds: Float64Array | undefined;
-    if (this.tier) {
-      const shared = this.tier.held(p.tokens);
-      tierTokens = new Float64Array(n);
-      tierLoadSeconds = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        const extra = Math.max(0, Math.min(shared, p.tokens.length - 1) - cachedTokens[i]!);
-        tierTokens[i] = extra;
-        tierLoadSeconds[i] = extra > 0 ? this.tier.loadSeconds(extra) : 0;
-      }
+    const shared = this.tier ? Math.min(this.tier.held(p.tokens), p.tokens.length - 1) : 0;
+    for (let i = 0; i < n; i++) {
+      const e = this.byId.get(engines[i]!.id);
+      const gpu = e ? e.probeCachedTokens(p.tokens, { sharedPrefix: p.sharedPrefix }) : 0;
+      cachedTokens[i] = gpu;
+      heldTokens[i] = e ? e.heldTokens() : NaN;
+      const own = e ? e.probeTierTokens(p.tokens, gpu) : { tokens: 0, seconds: 0 };
+      const extra = Math.max(0, shared - gpu - own.tokens);
+      if (own.tokens + extra === 0) continue;
+      tierTokens ??= new Float64Array(n);
+      tierLoadSeconds ??= new Float64Array(n);
+      tierTokens[i] = own.tokens + extra;
+      tierLoadSeconds[i] = own.seconds + (extra > 0 ? this.tier!.loadSeconds(extra) : 0);
     }
     const prepared = this.ids.prepare(req);
     // a block's estimated tokens in the prompt's (exact) token units

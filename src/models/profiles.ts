@@ -207,6 +207,7 @@ const GpuSchema = z.object({
   hostLinkBandwidth: positive,
   interconnectBandwidth: positive.optional(),
   stepOverheadS: positive.optional(),
+  seqOverheadS: z.number().nonnegative().optional(),
   source: z.string().min(1),
 });
 

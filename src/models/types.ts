@@ -21,6 +21,12 @@ export interface GpuProfile {
    * model's STEP_OVERHEAD_S when absent (a `switchyard calibrate` fit sets it)
    */
   stepOverheadS?: number;
+  /**
+   * the cost each sequence in a step adds beside the forward pass (its input preparation, sampling and
+   * output processing), seconds; none when absent. A GPU hides it behind the forward pass; on a CPU
+   * engine it is a large part of a decode step (`switchyard calibrate` fits it)
+   */
+  seqOverheadS?: number;
   source: string;
 }
 

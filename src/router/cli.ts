@@ -112,6 +112,23 @@ const specs: FlagSpecs = {
     default: false,
     help: "take KV events from endpoints beyond this host without authentication on purpose (routing.kvEvents.plain): silences the warning; keep them on a private network",
   },
+  "cache-server-events": {
+    type: "string",
+    help: "a shared LMCache cache server's KV events (its --kv-events-port, e.g. tcp://cache:5600) that every engine loads from: predictive prices the prefix it holds at its load time (routing.cacheServers)",
+  },
+  "cache-server-replay": {
+    type: "string",
+    help: "with --cache-server-events: the server's replay endpoint (its --kv-events-replay-port)",
+  },
+  "cache-server-bandwidth-gbps": {
+    type: "number",
+    help: "with --cache-server-events: the engines' link to it, gigabits/s (default 100)",
+  },
+  "cache-server-chunk-tokens": {
+    type: "int",
+    min: 1,
+    help: "with --cache-server-events: the engines' LMCache chunk_size (default 256)",
+  },
   "session-header": { type: "string", default: "x-session-id", help: "header carrying the session key" },
   "session-key": { type: "string", help: "body field used as the session key when the header is absent" },
   "session-infer": {
@@ -270,6 +287,16 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
     if (has("kv-curve-dir")) kvEvents.curve = { dir: flags["kv-curve-dir"] };
     if (flags["kv-events-plain"] === true) kvEvents.plain = true;
     sub("routing").kvEvents = kvEvents;
+  }
+  if (has("cache-server-events")) {
+    const server: Record<string, unknown> = { name: "cache-server", events: flags["cache-server-events"] };
+    if (has("cache-server-replay")) server.replay = flags["cache-server-replay"];
+    if (has("cache-server-bandwidth-gbps")) server.bandwidthGbps = flags["cache-server-bandwidth-gbps"];
+    if (has("cache-server-chunk-tokens")) server.chunkTokens = flags["cache-server-chunk-tokens"];
+    sub("routing").cacheServers = [server];
+  } else {
+    for (const f of ["cache-server-replay", "cache-server-bandwidth-gbps", "cache-server-chunk-tokens"])
+      if (has(f)) throw new CliError(`--${f} needs --cache-server-events`);
   }
   if (has("discovery")) {
     const mode = flags.discovery as string;

@@ -6,17 +6,21 @@
 //   ttft(e) = prefill(queued(e) + peers(e) + others(e) + P − credit(e))   when prompts are queued ahead
 //           = residual(e) + prefill(P − credit(e))                   otherwise
 //   cost(e) = ttft(e) + missWeight · backlog · prefill(P − credit(e)) + missWeight · prefill(pushed(e))
+//           + missWeight · load(e) · decoding(e)                      a tier load stalls e's batch
 //           + busyWeightS · busy(e) / weight(e)
 //           + (1 + missWeight) · prefill(evicted(e))                    paused sessions' KV pushed out
 //           + out · step((batch(e) + mean batch) / 2 + 1)              a session's decode
 //
 // queued/peers/others: the prefill queued ahead on e (this router's ledger, its group's, the rest);
-// credit: the prefix e holds or will have computed for a queued prompt that shares it; backlog: the
-// fewest prompts queued on any engine, since once every engine has a queue a miss's extra prefill holds
-// up the prompts behind it; pushed: what does not fit e's spare room beyond the fleet's mean, since only
-// that evicts cached work; evicted: paused sessions' contexts the new blocks push out, weighted by the
-// chance each comes back (held-contexts.ts); the decode term places a session's later turns by whose
-// batches they would share. Each term, with the measurements that set it: docs/routing.md.
+// credit: the prefix e holds or will have computed for a queued prompt that shares it, and what a tier e
+// loads from holds beyond that (CachePrediction.tierTokens: its CPU tier, a shared cache server), whose
+// load time load(e) each prefill term above includes; backlog: the fewest prompts queued on any engine,
+// since once every engine has a queue a miss's extra prefill holds up the prompts behind it; pushed:
+// what does not fit e's spare room beyond the fleet's mean, since only that evicts cached work (a
+// loaded prefix takes new blocks as a computed one does); evicted: paused sessions' contexts the new
+// blocks push out, weighted by the chance each comes back (held-contexts.ts); the decode term places a
+// session's later turns by whose batches they would share. Each term, with the measurements that set
+// it: docs/routing.md.
 import type { CachePrediction, EngineView, RequestView } from "./types.js";
 import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./load.js";
 import type { PrefillLedger } from "./ledger.js";
@@ -204,34 +208,37 @@ export class TtftModel {
         if (ahead > heldAnywhere + QUEUED_PREFIX_SLACK_BLOCKS * b.tokensPerBlock)
           held = Math.max(held, ahead);
       }
-      // a tier the engine loads from (a shared cache server) gives what it holds beyond: at its load time
+      // a tier the engine loads from gives what it holds beyond: at its load time
       const tier = pred.tierTokens?.[i] ?? 0;
+      const load = tier > 0 ? (pred.tierLoadSeconds?.[i] ?? 0) : 0;
       const credit = Math.min(P, Math.max(0, held) + tier);
       const u = P - credit;
       uncached[i] = u;
       // a prompt queued behind others starts when they are through; else when the current step ends
       const ahead = queued + (e.peerPrefillTokens ?? 0) + others;
-      const prefill =
-        t.prefillSeconds(u, credit, decoding, kvTokens) + (tier > 0 ? pred.tierLoadSeconds![i]! : 0);
+      const prefill = t.prefillSeconds(u, credit, decoding, kvTokens) + load;
       const ttft =
         ahead > 0
-          ? t.prefillSeconds(ahead + u, credit, decoding, kvTokens)
+          ? t.prefillSeconds(ahead + u, credit, decoding, kvTokens) + load
           : stepResidualMs(e, now, t.stepSeconds(decoding, kvTokens) * 1000) / 1000 + prefill;
       ttftMs[i] = ttft * 1000;
       const w = e.weight > 0 ? e.weight : 1;
-      // what a miss's new blocks push out of e's cache: all of them, unless e has room the fleet lacks
-      let pushed = prefill;
+      // what its new blocks (computed, loaded) push out of e's cache: all, unless e has room the fleet lacks
+      const fresh = tier > 0 ? P - Math.min(P, Math.max(0, held)) : u;
+      let pushed = fresh > u ? t.prefillSeconds(fresh, Math.max(0, held), decoding, kvTokens) : prefill;
       const moving = homed && home![i] === 0;
-      if (o.roomAwareMiss && !moving && !Number.isNaN(roomOf[i]!) && u > 0) {
+      if (o.roomAwareMiss && !moving && !Number.isNaN(roomOf[i]!) && fresh > 0) {
         const spare = roomOf[i]! - ahead - meanRoom;
-        const over = u - Math.max(0, spare);
-        pushed = over >= u ? prefill : over > 0 ? t.prefillSeconds(over, credit, decoding, kvTokens) : 0;
+        const over = fresh - Math.max(0, spare);
+        pushed = over >= fresh ? pushed : over > 0 ? t.prefillSeconds(over, credit, decoding, kvTokens) : 0;
       }
-      let cost = ttft + queueWeight * prefill + o.missWeight * pushed + (o.busyWeightS * busy) / w;
+      // a load stalls its step (LMCache's retrieve blocks the forward pass): e's decodes all wait for it
+      const stall = load * decoding;
+      let cost = ttft + queueWeight * prefill + o.missWeight * (pushed + stall) + (o.busyWeightS * busy) / w;
       // the paused sessions' contexts this prompt would push out of e's KV: their sessions will prefill
       // them again, a TTFT and a miss as this prompt's own are priced, if they come back
       if (this.held && now !== undefined) {
-        const evicted = this.held.evictedTokens(e.id, u, t.kvCapacityTokens, kvTokens, req.sessionKey, now);
+        const evicted = this.held.evictedTokens(e.id, fresh, t.kvCapacityTokens, kvTokens, key, now);
         if (evicted > 0) cost += (1 + o.missWeight) * t.prefillSeconds(evicted, 0, decoding, kvTokens);
       }
       // a session's decode: its later turns follow its KV, so where it lands decides whose decode batches

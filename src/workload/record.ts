@@ -31,6 +31,13 @@ export interface RequestRecord {
    * the engine's cache while it waited
    */
   resumed?: boolean;
+  /**
+   * the engine's own timing of this request, ms, where it returned one (vLLM's per-request `metrics`,
+   * `--enable-per-request-metrics`): queue wait + prefill (QUEUED → first token) and decode time /
+   * (output − 1), both on the engine core's clock, so without the API server's own time
+   */
+  engineTtft?: number;
+  engineTpot?: number;
 }
 
 /** TPOT as vllm bench defines it: (E2EL − TTFT) / (output tokens − 1), only for outputs of 2+ tokens. */

@@ -9,7 +9,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
-import { fitEngine, runsFromBench } from "../../src/bench/engine-fit.js";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { fitEngine, pooled, runsFromBench } from "../../src/bench/engine-fit.js";
+import { BenchClient } from "../../src/bench/client.js";
 import { sampleArrays } from "../../src/bench/report.js";
 import { main as calibrate } from "../../src/bench/calibrate-cli.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
@@ -79,7 +82,7 @@ test("runs of a known profile, fitted from another GPU's, give back that profile
   } finally {
     console.log = log;
   }
-  assert.match(lines.join("\n"), /fit error: at most \d+\.\d% on any run's mean/);
+  assert.match(lines.join("\n"), /fit error: at most \d+\.\d% on any run's figure/);
   const doc = parse(readFileSync(out, "utf8"));
   assert.equal(doc.gpus[0].id, "l4-fit");
   const loaded = loadProfilesFile(out);
@@ -113,6 +116,8 @@ test("against a live sim engine on L4, the probe and the fit land near the L4's 
         out,
         "--requests",
         "2",
+        "--rounds",
+        "1",
         "--id",
         "l4-live",
       ]);
@@ -167,4 +172,96 @@ test("a model with no catalogue entry (its Hugging Face folder) goes into the pr
     simulation: { requests: 4 },
   });
   assert.equal(simulateFleet(fleetOptionsFor(r, "none")).records.length, 4);
+});
+
+test("the engine's own per-request timing (vLLM's per-request metrics) is what the fit matches: the medians, the rounds of one probe point pooled", () => {
+  const round = (ttfts: number[], tpots: number[], label: string, client = 0.5) => ({
+    input_lens: ttfts.map(() => 500),
+    output_lens: ttfts.map(() => 48),
+    start_times: ttfts.map((_, i) => i * 0.2),
+    // the client's figures carry the API server's time: not what the engine model times
+    ttfts: ttfts.map(() => client),
+    e2els: ttfts.map(() => client + 0.001),
+    engine_ttfts: ttfts,
+    engine_tpots: tpots,
+    server: { mean_ttft_ms: 400, mean_itl_ms: 40 },
+    calibrate_probe: label,
+    ...(label.endsWith("c=4") ? { calibrate_fit: "tpot" } : {}),
+  });
+  const runs = pooled(
+    runsFromBench({
+      sweep: [
+        round([0.01, 0.012, 0.5], [0.002, 0.0021, 0.05], "in=500 out=48 c=1"),
+        round([0.03, 0.03, 0.03, 0.03], [0.004, 0.004, 0.004, 0.004], "in=256 out=64 c=4"),
+        round([0.011, 0.013, 0.014], [0.0022, 0.0023, 0.0024], "in=500 out=48 c=1"),
+      ],
+    }),
+  );
+  assert.equal(runs.length, 2);
+  const [one, batch] = runs;
+  assert.equal(one!.source, "engine-request");
+  assert.equal(one!.statistic, "p50");
+  // six requests over two rounds: the median of the engine's figures (a slow outlier does not move it)
+  assert.equal(one!.inputLens.length, 6);
+  assert.ok(Math.abs(one!.ttftMs - 12.5) < 1e-9, `TTFT ${one!.ttftMs}`);
+  assert.ok(Math.abs(one!.tpotMs - 2.25) < 1e-9, `TPOT ${one!.tpotMs}`);
+  // the second round follows the first on the replay's clock, never overlapping it
+  assert.ok(one!.startTimes[3]! > one!.startTimes[2]! + 60);
+  assert.equal(batch!.fitTtft, false);
+});
+
+test("the bench records vLLM's per-request metrics from the final usage chunk as the engine's TTFT (queue + prefill) and TPOT", async () => {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const chunk = (o: unknown) => res.write(`data: ${JSON.stringify(o)}\n\n`);
+      chunk({ choices: [{ index: 0, text: "a" }] });
+      chunk({ choices: [{ index: 0, text: "b" }] });
+      chunk({
+        choices: [],
+        usage: { prompt_tokens: 5, completion_tokens: 2 },
+        metrics: { time_to_first_token_ms: 7.5, queue_time_ms: 2.5, mean_itl_ms: 1.25 },
+      });
+      res.end("data: [DONE]\n\n");
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as AddressInfo).port;
+  const client = new BenchClient({
+    baseUrl: `http://127.0.0.1:${port}`,
+    model: "m",
+    endpoint: "completions",
+    apiKey: null,
+    connections: 1,
+    timeoutMs: 10_000,
+    extraHeaders: {},
+    extraBody: {},
+  });
+  try {
+    const { record } = await client.send({
+      index: 0,
+      sessionId: "s",
+      round: 0,
+      prompt: "hi",
+      messages: null,
+      maxTokens: 2,
+      intendedPromptTokens: 5,
+      sessionHeader: false,
+      keepText: false,
+    });
+    assert.equal(record.engineTtft, 10);
+    assert.equal(record.engineTpot, 1.25);
+    const arrays = sampleArrays([record]);
+    assert.deepEqual(arrays.engine_ttfts, [0.01]);
+    assert.deepEqual(arrays.engine_tpots, [0.00125]);
+    // a server without them adds no arrays
+    assert.equal(
+      "engine_ttfts" in sampleArrays([{ ...record, engineTtft: undefined, engineTpot: undefined }]),
+      false,
+    );
+  } finally {
+    await client.close();
+    server.close();
+  }
 });

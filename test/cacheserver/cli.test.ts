@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { freePorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
+import { freePorts, hangGuardDeadline, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { LmClient } from "../../src/cacheserver/client.js";
 
 test("switchyard cache-server: flags with units, metrics endpoint, graceful SIGTERM", async () => {
@@ -51,6 +51,41 @@ test("switchyard cache-server rejects bad flags", async () => {
   const code = await new Promise((resolve) => p.child.once("exit", resolve));
   assert.equal(code, 2);
   assert.match(p.output(), /--max-memory: cannot read 'lots' as a size/);
+});
+
+test("switchyard cache-server --kv-events-port publishes KV events and counts them; its companions need it", async () => {
+  const bad = spawnCli(["cache-server", "--kv-events-replay-port", "5601"]);
+  assert.equal(await new Promise((resolve) => bad.child.once("exit", resolve)), 2);
+  assert.match(bad.output(), /--kv-events-replay-port needs --kv-events-port/);
+  const [port, eventsPort, metricsPort] = (await freePorts(3)) as [number, number, number];
+  const p = spawnCli([
+    "cache-server",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--kv-events-port",
+    String(eventsPort),
+    "--metrics-port",
+    String(metricsPort),
+  ]);
+  try {
+    await waitForHttp(`http://127.0.0.1:${metricsPort}/health`, 30_000, 200, p);
+    const c = await LmClient.connect("127.0.0.1", port);
+    await c.put("m@1@0@abc@bfloat16", Buffer.alloc(100, 1));
+    await c.put("not-a-chunk", Buffer.alloc(100, 1));
+    await c.close();
+    const metrics = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const stored = 'switchyard_cache_kv_events_chunks_total{event="stored"} 1';
+    for (const deadline = hangGuardDeadline(10_000); !(await metrics()).includes(stored);) {
+      assert.ok(Date.now() < deadline, await metrics()); // timing-ok: a hang guard
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.match(await metrics(), /switchyard_cache_kv_events_keys 1\n/);
+  } finally {
+    // SIGTERM: the event socket closes with the rest
+    assert.equal(await p.stop(), 0);
+  }
 });
 
 test("switchyard cache-server --listen opens one listener per namespace; --port beside --listen is refused", async () => {

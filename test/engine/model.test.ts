@@ -245,3 +245,21 @@ test("real-time driver compensates timer lateness over many steps", () => {
     mock.timers.reset();
   }
 });
+
+test("a profile's per-sequence cost lengthens each step by its cost for every sequence in it", () => {
+  // 8 streams decoding together, with and without a millisecond a sequence: 8 ms more a step
+  const itlWith = (seqOverheadS?: number) => {
+    const base = config();
+    const gpu = seqOverheadS === undefined ? base.gpu : { ...base.gpu, seqOverheadS };
+    const rec = new Recorder();
+    const e = new Engine({ ...base, gpu }, rec);
+    const driver = new VirtualDriver();
+    driver.attach(e);
+    for (let i = 0; i < 8; i++) e.add(request(`r${i}`, tokens(64, i * 1000), { maxTokens: 32 }));
+    runToIdle(e, driver);
+    return meanItl(rec);
+  };
+  const plain = itlWith();
+  const costed = itlWith(0.001);
+  assert.ok(Math.abs(costed - plain - 0.008) < 1e-6, `ITL ${plain} s without, ${costed} s with`);
+});

@@ -1,6 +1,7 @@
-// The shared cache server's tier index as the fleet's router reads it (`simulation.tier_aware`): what the
-// server holds of a prompt beyond an engine's GPU hit, and its load time from bytes and the link's
-// bandwidth, not a fixed credit.
+// The tiers as the fleet's router reads them: the shared cache server's tier index
+// (`simulation.tier_aware`), what the server holds of a prompt beyond an engine's GPU hit, and each
+// engine's own CPU tier, each priced at its load time from bytes and the link's bandwidth, not a fixed
+// credit.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EngineProbeOracle } from "../../src/fleet/oracle.js";
@@ -11,7 +12,7 @@ import { resolveScenario } from "../../src/fleet/scenario.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 import { Engine } from "../../src/engine/engine.js";
-import { config } from "../engine/helpers.js";
+import { config, makeEngine, request, runToIdle, tokens } from "../engine/helpers.js";
 
 const llama = resolveModel("meta-llama/Llama-3.1-8B-Instruct");
 
@@ -69,4 +70,31 @@ test("a scenario's tier_aware router decides with the tier index; without it, as
   const aware = simulateFleet(fleetOptionsFor(scen(true), "lmcache"));
   assert.equal(aware.records.length, 90);
   assert.notDeepEqual(aware.routedTo, blind.routedTo);
+});
+
+test("the fleet's router prices an engine's own CPU tier at its load time over the host link, as much as the engine then loads", () => {
+  const { engine, driver, rec } = makeEngine({
+    numGpuBlocksOverride: 16,
+    offload: { backend: "native", bytes: 64 * 2 ** 21 },
+  });
+  const prompt = tokens(160);
+  engine.add(request("a", prompt, { maxTokens: 1 }));
+  runToIdle(engine, driver);
+  // another prompt takes every GPU block: a's blocks are on the CPU tier only
+  engine.add(request("o", tokens(250, 2), { maxTokens: 1 }));
+  runToIdle(engine, driver);
+  const oracle = new EngineProbeOracle([engine], ["e0"]);
+  oracle.current = { tokens: prompt };
+  const p = oracle.predict({ model: "m", seq: 0, prompt: "x" }, [{ id: "e0" } as never]);
+  const gpu = p.cachedTokens[0]!;
+  const cpu = p.tierTokens![0]!;
+  assert.ok(cpu > 0, `CPU tier ${cpu}`);
+  // the 9 whole blocks below the last token, between the GPU and the CPU tier
+  assert.equal(gpu + cpu, 144);
+  const seconds = ((cpu / 16) * engine.capacity.blockBytesPerGpu) / engine.config.gpu.hostLinkBandwidth;
+  assert.ok(Math.abs(p.tierLoadSeconds![0]! - seconds) < 1e-12);
+  // the same prompt again finds that much cached: the price reads the tier the engine loads from
+  engine.add(request("a2", prompt, { maxTokens: 1 }));
+  runToIdle(engine, driver);
+  assert.equal(rec.finished.get("a2")!.timings.cachedTokens, gpu + cpu);
 });

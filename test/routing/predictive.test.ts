@@ -387,3 +387,77 @@ test("configuration: engines are timed by their GPU profile for a known model, l
   assert.equal(o.timing!(a, "no/such-model"), undefined, "no profile, no counters yet: the policy's default");
   assert.deepEqual(o.slo?.models, { m: 100 });
 });
+
+/**
+ * One engine's predicted TTFT and cost for a 5,500-token prompt of which 3,000 tokens are where `where`
+ * says: on its GPU, in a tier it loads from in `loadS` seconds, or nowhere (computed). `held`: what its
+ * cache holds in all (its KV events); `decoding`: the sequences it is decoding; `queued`: prompts this
+ * router sent it first (a 4,000-token miss each), awaiting their first token.
+ */
+function tierPrice(
+  where: "gpu" | "tier" | "nowhere",
+  o: { held: number; decoding?: number; queued?: number; loadS?: number },
+): { ttftMs: number; cost: number } {
+  let first = true;
+  const p = createPolicy("predictive", {
+    cache: {
+      predict: (_req, engines) => {
+        const n = engines.length;
+        if (first) return { promptTokens: 4000, cachedTokens: new Float64Array(n), source: ["kv"] };
+        return {
+          promptTokens: 5500,
+          cachedTokens: new Float64Array(n).fill(where === "gpu" ? 3000 : 0),
+          source: ["kv"],
+          heldTokens: new Float64Array(n).fill(o.held),
+          ...(where === "tier"
+            ? {
+                tierTokens: new Float64Array(n).fill(3000),
+                tierLoadSeconds: new Float64Array(n).fill(o.loadS ?? 0.03),
+              }
+            : {}),
+        };
+      },
+    },
+    predictive: { timing: () => l4, lateBinding: { queuedPrompts: 0 } },
+  });
+  const e = eng("e", { awaitingFirstToken: 0, inFlight: o.decoding ?? 0 });
+  for (let i = 0; i < (o.queued ?? 0); i++) {
+    assert.equal(picked(decide(p, req(i), { engines: [e], now: 0 })), "e");
+    noteSent(e, 0);
+  }
+  first = false;
+  const r = req(100);
+  assert.equal(picked(decide(p, r, { engines: [e], now: 0 })), "e");
+  const x = p.explain!(r)!;
+  return { ttftMs: x.ttftMs![0]!, cost: x.cost[0]! };
+}
+
+test("predictive: a prefix loaded from a tier takes GPU blocks as a computed one does: in a full cache it costs the cached work it pushes out, beside its load time", () => {
+  const cap = l4.kvCapacityTokens;
+  const gpu = tierPrice("gpu", { held: cap });
+  const tier = tierPrice("tier", { held: cap });
+  const miss = tierPrice("nowhere", { held: cap });
+  // first token: the load (30 ms) instead of a 3,000-token prefill
+  assert.ok(tier.ttftMs > gpu.ttftMs && tier.ttftMs < miss.ttftMs, JSON.stringify({ gpu, tier, miss }));
+  assert.ok(Math.abs(tier.ttftMs - gpu.ttftMs - 30) < 50, JSON.stringify({ gpu, tier }));
+  // the 3,000 loaded tokens push out as much cached work as 3,000 computed ones would
+  const pushedExtra = (l4.prefillSeconds(5500, 0, 0, 0) - l4.prefillSeconds(2500, 3000, 0, 0)) * 0.5;
+  assert.ok(tier.cost - gpu.cost > pushedExtra, JSON.stringify({ gpu, tier, pushedExtra }));
+  // and still less than computing them: the load is shorter than their prefill
+  assert.ok(tier.cost < miss.cost, JSON.stringify({ tier, miss }));
+});
+
+test("predictive: a tier load stalls the engine's step, so every sequence decoding there pays it; queued behind others it still adds its load", () => {
+  const cap = l4.kvCapacityTokens;
+  const extra = (decoding: number) =>
+    tierPrice("tier", { held: cap, decoding, loadS: 0.2 }).cost -
+    tierPrice("gpu", { held: cap, decoding, loadS: 0.2 }).cost;
+  // 16 more sequences decoding: 16 more waits of 0.2 s (the decode term is alike on both sides)
+  assert.ok(Math.abs(extra(16) - extra(0) - 16 * 0.2) < 0.2, `${extra(0)} → ${extra(16)}`);
+  // two prompts queued ahead: the prompt starts after them and then waits for its load
+  const queued = {
+    gpu: tierPrice("gpu", { held: 0, queued: 2, loadS: 0.2 }),
+    tier: tierPrice("tier", { held: 0, queued: 2, loadS: 0.2 }),
+  };
+  assert.ok(Math.abs(queued.tier.ttftMs - queued.gpu.ttftMs - 200) < 50, JSON.stringify(queued));
+});

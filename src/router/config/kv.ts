@@ -49,6 +49,80 @@ const curveFilesSchema = z
     message: "needs dir (a directory with secret.key) or secretKeyFile",
   });
 
+/** names a cache server in logs and metric labels */
+const cacheServerName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, "must be 1-63 of A-Z a-z 0-9 . _ - (starting alphanumeric)");
+
+/**
+ * A shared LMCache cache server the engines load KV from (`switchyard cache-server --kv-events-port`):
+ * where its KV events are published, which engines load from it and over what link. The router keeps
+ * an index of the chunks it holds and prices a prompt's prefix there at its load time (docs/routing.md).
+ */
+export const cacheServerSchema = z.strictObject({
+  name: cacheServerName,
+  /** the server's KV-event PUB endpoint (its --kv-events-port) */
+  events: zmqEndpoint,
+  /** its replay endpoint (--kv-events-replay-port): the router asks it for what it missed */
+  replay: zmqEndpoint.optional(),
+  /** base URLs of the engines whose LMCache remote_url is this server; omitted = every engine */
+  engines: z
+    .array(z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, "")))
+    .min(1)
+    .optional(),
+  /** the engines' link to the server, gigabits/s (LMCache's lm:// gets run at most at this rate) */
+  bandwidthGbps: z.number().positive().max(100_000).default(100),
+  /** tokens per LMCache chunk (the engines' chunk_size) */
+  chunkTokens: z.number().int().min(1).max(1_048_576).default(256),
+  /** chunk hashes indexed at most; least recently stored evicted first */
+  maxChunks: z.number().int().min(1).default(1_000_000),
+});
+export type CacheServerConfig = z.output<typeof cacheServerSchema>;
+
+/** Each engine loads from one server (LMCache has one remote_url); names and endpoints are unique. */
+const cacheServersSchema = z
+  .array(cacheServerSchema)
+  .max(64)
+  .default([])
+  .superRefine((servers, ctx) => {
+    const names = new Set<string>();
+    const endpoints = new Set<string>();
+    const owner = new Map<string, string>();
+    let everyEngine: string | undefined;
+    servers.forEach((s, i) => {
+      if (names.has(s.name))
+        ctx.addIssue({ code: "custom", path: [i, "name"], message: `cache server '${s.name}' named twice` });
+      names.add(s.name);
+      if (endpoints.has(s.events))
+        ctx.addIssue({
+          code: "custom",
+          path: [i, "events"],
+          message: `${s.events} is already another cache server's events endpoint`,
+        });
+      endpoints.add(s.events);
+      if (s.engines === undefined) {
+        if (everyEngine !== undefined || servers.length > 1)
+          ctx.addIssue({
+            code: "custom",
+            path: [i, "engines"],
+            message: `cache server '${s.name}' lists no engines (every engine loads from it), so no other cache server may be configured; list each server's engines`,
+          });
+        everyEngine = s.name;
+        return;
+      }
+      s.engines.forEach((url, j) => {
+        const other = owner.get(url);
+        if (other !== undefined)
+          ctx.addIssue({
+            code: "custom",
+            path: [i, "engines", j],
+            message: `engine ${url} already loads from cache server '${other}' (an engine has one LMCache remote_url)`,
+          });
+        else owner.set(url, s.name);
+      });
+    });
+  });
+
 export const routingConfigSchema = z
   .strictObject({
     /** the engines' PYTHONHASHSEED (block hashes start from it); default $PYTHONHASHSEED, else "0" */
@@ -118,9 +192,17 @@ export const routingConfigSchema = z
     kvIndex: z
       .strictObject({
         maxBlocks: z.number().int().min(1).default(1_000_000),
+        /** what a block held only in an engine's offload tier counts (every policy but predictive) */
         offloadCredit: z.number().min(0).max(1).default(0.8),
+        /**
+         * predictive: the engines' GPU-to-host link, gigabits/s per GPU, that an offloaded prefix loads
+         * over; default the predictive GPU profile's host link, else 200 (PCIe Gen4 x16 in practice)
+         */
+        offloadBandwidthGbps: z.number().positive().max(100_000).optional(),
       })
       .prefault({}),
+    /** shared LMCache cache servers the engines load KV from, with the router subscribed to their events */
+    cacheServers: cacheServersSchema,
     cost: z
       .strictObject({
         prefillTokensPerUnit: z.number().positive().default(CACHE_AWARE_DEFAULTS.prefillTokensPerUnit),

@@ -225,6 +225,11 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     return Buffer.isBuffer(this.ctx.upstreamBody);
   }
 
+  /** the model the request asks for (the drain moves it only to an engine serving it) */
+  get model(): string {
+    return this.ctx.view.model;
+  }
+
   /** a migratable stream this attempt is relaying (its own bytes have reached the client) */
   get midStream(): boolean {
     return !this.done && this.tracked && this.relayedAny;

@@ -198,6 +198,29 @@ export class KvBlockIndex {
     return { blocks: k, credit };
   }
 
+  /**
+   * Longest cached prefix of `hashes` on `engine` by tier: `gpu` leading blocks in its GPU tier, and
+   * `any` leading blocks held in some tier (the GPU's, then its offload tier's beyond them): what vLLM
+   * finds in HBM, and what its offloading connector loads after that.
+   */
+  matchTiers(hashes: ArrayLike<bigint>, engine: string): { gpu: number; any: number } {
+    const no = this.engineNos.get(engine);
+    if (no === undefined) return { gpu: 0, any: 0 };
+    let gpu = 0;
+    let onGpu = true;
+    let k = 0;
+    for (; k < hashes.length; k++) {
+      const holders = this.blocks.get(hashes[k]!);
+      if (!holders) break;
+      let mask = 0;
+      for (const p of holders) if (p >> 2 === no) mask = p & 3;
+      if (mask === 0) break;
+      if (onGpu && mask & TIER_GPU) gpu++;
+      else onGpu = false;
+    }
+    return { gpu, any: k };
+  }
+
   /** every hash held for an engine (tests) */
   hashesOf(engine: string): bigint[] {
     const no = this.engineNos.get(engine);

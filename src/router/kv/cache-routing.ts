@@ -6,6 +6,14 @@
 // metrics and logs. Where the events come from is KvSubscriptions' business (subscriptions.ts); the
 // metrics are in metrics.ts; the silent-miss watchdog (watchdog.ts) reads the registry's own /metrics
 // scrapes.
+//
+// For `predictive` a prefix is priced by where it is (CachePrediction.tierTokens / tierLoadSeconds):
+// the engine's GPU blocks are free (cachedTokens), the blocks its own offload tier holds beyond them
+// (vLLM's native offload; or, for an engine wired to a cache server, LMCache's local CPU tier, whose
+// events name LMCache chunks) load over its host link, and the LMCache chunks a shared cache server it
+// loads from holds beyond both (tier-index.ts) load over its link to that server; each at bytes (the
+// model's KV bytes per token) / bandwidth, not a fixed credit. The other policies keep cachedTokens
+// with the offload credit.
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
 import { logger } from "../../obs/log.js";
@@ -21,6 +29,8 @@ import {
   type EngineView,
   type RequestView,
 } from "../../routing/index.js";
+import { resolveGpu, resolveModel } from "../../models/profiles.js";
+import { chunkHashes, chunkHashesInto } from "../../protocol/lmcache-chunks.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
@@ -28,11 +38,15 @@ import { KvIndex } from "./kv-index.js";
 import { createCacheMetrics, type CacheMetrics } from "./metrics.js";
 import { KvSubscriptions } from "./subscriptions.js";
 import { requestTokenizerFor, type RequestTokenizer } from "./tokenizers.js";
+import { SharedTiers } from "./tier-index.js";
 import { HitWatchdog, judgeEngines, parsePrefixCacheHits } from "./watchdog.js";
 
 export { kvSourceFor, type KvSource } from "./subscriptions.js";
 
 const log = logger("router.cache");
+
+/** an offload tier's link when neither the config nor a GPU profile says: PCIe Gen4 x16 in practice (25 GB/s) */
+export const DEFAULT_OFFLOAD_BANDWIDTH_GBPS = 200;
 
 /**
  * Blocks hashed per turn of the event loop ahead of a decision: 1,024 blocks of 16 tokens cost 2.3–3 ms
@@ -47,6 +61,8 @@ const HASH_SLICE_BLOCKS = 1024;
  * at 16 per block; the rest of a larger prompt re-enters the line as new work, as the tokenizer's does
  */
 const HASH_OLDEST_FIRST_SLICES = 8;
+/** prompt tokens per slice of a shared tier's LMCache chunk hashes: as many as a slice of blocks holds */
+const CHUNK_SLICE_TOKENS = HASH_SLICE_BLOCKS * 16;
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
@@ -60,6 +76,9 @@ interface RouteNote {
   promptTokens: number;
   ttftMs: number | undefined;
   bestOtherTtftMs: number | undefined;
+  /** prompt tokens beyond the GPU hit priced at a tier's load time, and that time */
+  tierTokens: number;
+  tierLoadMs: number;
   /** the picked engine as the policy saw it */
   kvUsage: number;
   inFlight: number;
@@ -71,6 +90,16 @@ interface Prepared {
   tokens: number[] | null;
   /** block size → hashes of the blocks an engine could report as hits */
   hashes: Map<number, bigint[]>;
+  /** chunk size → the prompt's LMCache chunk hashes (a shared tier's keys) */
+  chunks?: Map<number, BigUint64Array>;
+  /** the last prediction's tier figures, by engine id (the route note) */
+  tier?: { ids: readonly string[]; tokens: Float64Array; seconds: Float64Array };
+}
+
+/** The model's KV cache per token: all of it (what a shared server sends), and its kv heads. */
+interface KvShape {
+  bytesPerToken: number;
+  kvHeads: number;
 }
 
 export class CacheRouting implements CacheOracle {
@@ -85,6 +114,10 @@ export class CacheRouting implements CacheOracle {
   readonly subs: KvSubscriptions;
   private readonly tokenizers = new Map<string, RequestTokenizer | null>();
   private readonly loraOf = new Map<string, string | null>();
+  /** served model → its KV shape (null: no profile, its tiers are not priced) */
+  private readonly kvShapes = new Map<string, KvShape | null>();
+  /** the shared cache servers the engines load from (routing.cacheServers) */
+  readonly tiers: SharedTiers;
   private readonly prepared = new RequestMemo<Prepared>("cache-routing.prepared");
   private readonly notes = new RequestMemo<RouteNote>("cache-routing.note");
   private timers: NodeJS.Timeout[] = [];
@@ -116,6 +149,7 @@ export class CacheRouting implements CacheOracle {
       minTokens: cfg.routing.watchdog.minTokens,
       sustainMs: cfg.routing.watchdog.sustain,
     });
+    this.tiers = new SharedTiers(() => this.cfg.routing.kvEvents.maxMessageBytes);
     this.subs = new KvSubscriptions(
       {
         registry,
@@ -132,6 +166,7 @@ export class CacheRouting implements CacheOracle {
     this.m = createCacheMetrics(prom, {
       prefix: this.prefix,
       kv: this.kv,
+      tiers: this.tiers,
       mode: () => this.mode,
       collector: () => this.subs.collector,
       engines: () =>
@@ -155,13 +190,16 @@ export class CacheRouting implements CacheOracle {
     this.hashSeed = cfg.routing.hashSeed ?? process.env.PYTHONHASHSEED ?? "0";
     this.setPolicy(cfg.policy);
     this.tokenizers.clear();
+    this.kvShapes.clear();
     this.subs.setConfig(cfg);
     void this.subs.reconcile();
+    void this.tiers.apply(cfg.routing.cacheServers);
   }
 
   /** Binds the collector when configured (a bind that fails fails the start), then follows the registry. */
   async start(): Promise<void> {
     await this.subs.ensureCollector();
+    await this.tiers.apply(this.cfg.routing.cacheServers);
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, Math.max(50, ms));
       t.unref();
@@ -179,7 +217,7 @@ export class CacheRouting implements CacheOracle {
     this.timers = [];
     this.registry.off("scraped", this.onScrape);
     this.registry.off("capacity", this.onCapacity);
-    await this.subs.close();
+    await Promise.all([this.subs.close(), this.tiers.close()]);
   }
 
   /** whether an engine is routed from its KV events now */
@@ -212,6 +250,8 @@ export class CacheRouting implements CacheOracle {
     }
     if (this.tokenizers.size > 4096) this.tokenizers.clear();
     this.tokenizers.set(model, tk);
+    if (this.kvShapes.size > 4096) this.kvShapes.clear();
+    this.kvShapes.set(model, kvShapeOf(parent ?? root ?? model) ?? kvShapeOf(model));
     this.loraOf.set(model, parent !== null ? model : null);
     this.m.tokenizer.set({ model, source: tk?.source ?? "none" }, 1);
     log.info({ model, tokenizer: tk?.source ?? "none" }, "router tokenizer for KV routing");
@@ -254,7 +294,8 @@ export class CacheRouting implements CacheOracle {
   /**
    * Hashes a long prompt's blocks before its decision, one slice per turn of the event loop in the
    * line of sliced work (src/eventloop/turns.ts), for each block size the model's KV-routed engines
-   * use; the decision then finds them done, where hashing 128k tokens in one piece held the loop about
+   * use (and, for `predictive`, the LMCache chunk hashes of the shared cache servers it prices); the
+   * decision then finds them done, where hashing 128k tokens in one piece held the loop about
    * 18 ms and every stream and routing claim of the process waited behind it. Undefined (nothing to
    * wait for) when no engine is KV-routed or the prompt fits in one slice: the decision hashes it. A
    * migrated stream's continuation (a new view) is hashed in its decision. Stops between slices once
@@ -271,13 +312,25 @@ export class CacheRouting implements CacheOracle {
       const bs = this.kvBlockSize(st, req.model);
       if (bs !== undefined && bs < smallest) smallest = bs;
     }
-    if (smallest === Infinity || hashedBlocks(tokens, smallest) <= HASH_SLICE_BLOCKS) return undefined;
+    const longBlocks = smallest !== Infinity && hashedBlocks(tokens, smallest) > HASH_SLICE_BLOCKS;
+    const chunkSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.tierChunkSizes() : [];
+    if (!longBlocks && chunkSizes.length === 0) return undefined;
     const sizes: number[] = [];
-    for (const st of this.subs.states.values()) {
-      const bs = this.kvBlockSize(st, req.model);
-      if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
-    }
-    return this.hashInSlices(req, tokens, sizes, since, request);
+    if (longBlocks)
+      for (const st of this.subs.states.values()) {
+        const bs = this.kvBlockSize(st, req.model);
+        if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
+      }
+    return this.hashInSlices(req, tokens, sizes, chunkSizes, since, request);
+  }
+
+  /** the chunk sizes of the shared cache servers `predictive` prices (and their engines' own LMCache tiers) */
+  private tierChunkSizes(): number[] {
+    const sizes: number[] = [];
+    if (this.policyName !== "predictive") return sizes;
+    for (const t of this.tiers.all())
+      if (!sizes.includes(t.index.chunkTokens)) sizes.push(t.index.chunkTokens);
+    return sizes;
   }
 
   /** the block size of an engine routed by its KV events (not fallen back) when it serves `model` */
@@ -291,12 +344,20 @@ export class CacheRouting implements CacheOracle {
     req: RequestView,
     tokens: number[],
     sizes: readonly number[],
+    chunkSizes: readonly number[],
     since: number,
     request: Cancellable,
   ): Promise<void> {
     const p = this.prepare(req);
     // a hash seed reloaded meanwhile leaves this request's hashes on the old seed: it misses, once
     let slices = 0;
+    const turn = async () => {
+      if (slices > 0 || waitingSlices() > 0) {
+        // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
+        await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now(), request);
+      }
+      slices++;
+    };
     for (const bs of sizes) {
       if (p.hashes.has(bs)) continue;
       const blocks = hashedBlocks(tokens, bs);
@@ -304,17 +365,24 @@ export class CacheRouting implements CacheOracle {
       const ids: bigint[] = new Array(blocks);
       let parent: Uint8Array | null = null;
       for (let b = 0; b < blocks; b += HASH_SLICE_BLOCKS) {
-        if (slices > 0 || waitingSlices() > 0) {
-          // as the tokenizer does: past its first slices a huge prompt takes turns with newer work
-          await nextTurn(slices < HASH_OLDEST_FIRST_SLICES ? since : performance.now(), request);
-        }
+        await turn();
         const end = Math.min(blocks, b + HASH_SLICE_BLOCKS);
         const h = computeBlockHashes(tokens.slice(b * bs, end * bs), opts, parent, b);
         for (let i = 0; i < h.ids.length; i++) ids[b + i] = h.ids[i]!;
         parent = h.digests[h.digests.length - 1]!;
-        slices++;
       }
       p.hashes.set(bs, ids);
+    }
+    for (const ct of chunkSizes) {
+      if (p.chunks?.has(ct)) continue;
+      const scheme = { chunkTokens: ct, hashSeed: this.hashSeed };
+      const out = new BigUint64Array(Math.floor(tokens.length / ct));
+      const step = Math.max(1, Math.floor(CHUNK_SLICE_TOKENS / ct));
+      for (let c = 0; c < out.length; c += step) {
+        await turn();
+        chunkHashesInto(tokens, out, c, Math.min(out.length, c + step), scheme);
+      }
+      (p.chunks ??= new Map()).set(ct, out);
     }
   }
 
@@ -326,6 +394,10 @@ export class CacheRouting implements CacheOracle {
     const estimate = this.prefix.predictInto(req, engines, cachedTokens);
     let exact = -1;
     const p = this.mode === "prefix" ? undefined : this.prepare(req);
+    // predictive prices each tier by its load time: that needs the prompt's tokens and the model's KV size
+    const shape = p?.tokens && this.policyName === "predictive" ? this.kvShapes.get(req.model) : undefined;
+    /** per candidate: prompt tokens the engine itself holds in some tier (GPU, then offload), -1 unknown */
+    const local = shape ? new Float64Array(n).fill(-1) : undefined;
     for (let i = 0; i < n; i++) {
       source[i] = "prefix";
       if (!p) continue;
@@ -335,14 +407,23 @@ export class CacheRouting implements CacheOracle {
       // what its cache holds in all, from its events, whether or not this prompt's hashes can be made
       heldTokens[i] = this.kv.gpuBlocksOf(st.url) * bs;
       if (p.tokens === null) continue;
-      const { credit } = this.kv.match(this.hashesFor(req, p, bs), st.url);
-      cachedTokens[i] = credit * bs;
+      if (local) {
+        const m = this.kv.matchTiers(this.hashesFor(req, p, bs), st.url);
+        cachedTokens[i] = m.gpu * bs;
+        local[i] = m.any * bs;
+      } else {
+        const { credit } = this.kv.match(this.hashesFor(req, p, bs), st.url);
+        cachedTokens[i] = credit * bs;
+      }
       source[i] = "kv";
       exact = p.tokens.length;
     }
     for (let i = 0; i < n; i++) {
       // an engine failing live traffic must not attract requests by what it (maybe) caches
-      if ((this.registry.engines.get(engines[i]!.id)?.passiveFailures ?? 0) > 0) cachedTokens[i] = 0;
+      if ((this.registry.engines.get(engines[i]!.id)?.passiveFailures ?? 0) > 0) {
+        cachedTokens[i] = 0;
+        if (local) local[i] = 0;
+      }
     }
     let promptTokens = estimate;
     let scale = 1;
@@ -354,7 +435,109 @@ export class CacheRouting implements CacheOracle {
     } else if (exact >= 0) promptTokens = exact;
     // the prompt's blocks, so a prompt queued behind another with its prefix is credited for it
     const blocks = { ids: this.prefix.prepare(req).ids, tokensPerBlock: this.prefix.tokensPerBlock * scale };
-    return { promptTokens, cachedTokens, source, blocks, heldTokens };
+    const pred: CachePrediction = { promptTokens, cachedTokens, source, blocks, heldTokens };
+    if (shape && local) this.priceTiers(p!, engines, pred, local, shape);
+    return pred;
+  }
+
+  /**
+   * Fills tierTokens / tierLoadSeconds: per candidate, the prompt tokens beyond its GPU hit that its own
+   * offload tier and then the shared cache server it loads from hold, and the seconds they take to load.
+   */
+  private priceTiers(
+    p: Prepared,
+    engines: readonly EngineView[],
+    pred: CachePrediction,
+    local: Float64Array,
+    shape: KvShape,
+  ): void {
+    const n = engines.length;
+    const tokens = p.tokens!;
+    // vLLM always computes the last prompt token: a tier can give at most the rest
+    const loadable = Math.max(0, tokens.length - 1);
+    const tierTokens = new Float64Array(n);
+    const tierLoadSeconds = new Float64Array(n);
+    const pc = this.cfg.predictive;
+    let any = false;
+    for (let i = 0; i < n; i++) {
+      const id = engines[i]!.id;
+      // an engine failing live traffic is credited with nothing it (maybe) holds, here either
+      if ((this.registry.engines.get(id)?.passiveFailures ?? 0) > 0) continue;
+      const gpu = pred.cachedTokens[i]!;
+      let own = local[i]! >= 0 ? local[i]! : gpu;
+      const server = this.tiers.serverFor(id);
+      // an engine loading from a cache server runs LMCache: its own CPU tier's events name LMCache
+      // chunks (medium "cpu"), found in its index by the prompt's chunk hashes
+      const kvRouted = local[i]! >= 0;
+      const hashes =
+        server && (kvRouted || server.index.size > 0)
+          ? this.chunksOf(p, server.index.chunkTokens)
+          : undefined;
+      if (server && hashes && kvRouted)
+        own = Math.max(
+          own,
+          Math.min(loadable, this.kv.matchTiers(hashes, id).any * server.index.chunkTokens),
+        );
+      let extra = 0;
+      let seconds = 0;
+      if (own > gpu) {
+        const tp = pc.engines[id]?.tensorParallelSize ?? pc.tensorParallelSize;
+        // each GPU loads its own shard of the heads over its own host link
+        const perGpu = shape.bytesPerToken * (Math.max(1, Math.floor(shape.kvHeads / tp)) / shape.kvHeads);
+        extra += own - gpu;
+        seconds += ((own - gpu) * perGpu) / this.offloadBandwidth(id);
+      }
+      if (server && hashes && server.index.size > 0) {
+        const shared = Math.min(loadable, server.index.match(hashes) * server.index.chunkTokens);
+        const beyond = shared - own;
+        if (beyond > 0) {
+          extra += beyond;
+          seconds += (beyond * shape.bytesPerToken) / server.bandwidth;
+        }
+      }
+      if (extra > 0) {
+        tierTokens[i] = extra;
+        tierLoadSeconds[i] = seconds * pc.timeScale;
+        any = true;
+      }
+    }
+    if (!any) {
+      p.tier = undefined;
+      return;
+    }
+    pred.tierTokens = tierTokens;
+    pred.tierLoadSeconds = tierLoadSeconds;
+    p.tier = { ids: engines.map((e) => e.id), tokens: tierTokens, seconds: pred.tierLoadSeconds };
+  }
+
+  /** the prompt's LMCache chunk hashes for chunks of `ct` tokens, made once per request */
+  private chunksOf(p: Prepared, ct: number): BigUint64Array {
+    p.chunks ??= new Map();
+    let hashes = p.chunks.get(ct);
+    if (!hashes) {
+      const tokens = p.tokens!;
+      hashes = chunkHashes(tokens, Math.floor(tokens.length / ct), {
+        chunkTokens: ct,
+        hashSeed: this.hashSeed,
+      });
+      p.chunks.set(ct, hashes);
+    }
+    return hashes;
+  }
+
+  /** bytes/s an engine's offload tier loads at: configured, else its GPU profile's host link, else PCIe Gen4 */
+  private offloadBandwidth(engine: string): number {
+    const gbps = this.cfg.routing.kvIndex.offloadBandwidthGbps;
+    if (gbps !== undefined) return (gbps * 1e9) / 8;
+    const gpu = this.cfg.predictive.engines[engine]?.gpu ?? this.cfg.predictive.gpu;
+    if (gpu !== undefined) {
+      try {
+        return resolveGpu(gpu).hostLinkBandwidth;
+      } catch {
+        // an unknown profile: the default below
+      }
+    }
+    return (DEFAULT_OFFLOAD_BANDWIDTH_GBPS * 1e9) / 8;
   }
 
   onPicked(
@@ -373,6 +556,7 @@ export class CacheRouting implements CacheOracle {
     this.m.predicted.inc({ source }, cachedTokens);
     this.m.prompt.inc({ source }, promptTokens);
     if (source === "kv") this.watchdog.predicted(engine.id, cachedTokens);
+    const k = p?.tier ? p.tier.ids.indexOf(engine.id) : -1;
     // kept as figures and written out only when asked for (the debug header, the debug line)
     this.notes.set(req, {
       engine: engine.id,
@@ -383,6 +567,8 @@ export class CacheRouting implements CacheOracle {
       promptTokens,
       ttftMs,
       bestOtherTtftMs,
+      tierTokens: k >= 0 ? p!.tier!.tokens[k]! : 0,
+      tierLoadMs: k >= 0 ? p!.tier!.seconds[k]! * 1000 : 0,
       kvUsage: engine.kvUsage,
       inFlight: engine.inFlight,
       awaitingFirstToken: engine.awaitingFirstToken,
@@ -398,6 +584,9 @@ export class CacheRouting implements CacheOracle {
     if (n.ttftMs !== undefined) note += `; predicted_ttft_ms=${Math.round(n.ttftMs)}`;
     if (n.bestOtherTtftMs !== undefined && Number.isFinite(n.bestOtherTtftMs))
       note += `; next_best_ttft_ms=${Math.round(n.bestOtherTtftMs)}`;
+    // a prefix beyond the GPU hit that a tier (the engine's offload, a shared cache server) loads
+    if (n.tierTokens > 0)
+      note += `; tier_tokens=${Math.round(n.tierTokens)}; tier_load_ms=${n.tierLoadMs.toFixed(1)}`;
     // the engine as the policy saw it: a prediction read beside the TTFT that came is judged by these
     // (a full KV cache admits a prompt only as running requests finish)
     note += `; kv_usage=${n.kvUsage.toFixed(3)}; in_flight=${n.inFlight}`;
@@ -431,4 +620,14 @@ export class CacheRouting implements CacheOracle {
 /** the full blocks of a prompt an engine can report as hits: vLLM always computes the last token */
 function hashedBlocks(tokens: readonly number[], blockSize: number): number {
   return Math.floor(Math.max(0, tokens.length - 1) / blockSize);
+}
+
+/** The model's KV shape from its profile; null for a model the catalogue does not know. */
+function kvShapeOf(model: string): KvShape | null {
+  try {
+    const m = resolveModel(model);
+    return { bytesPerToken: 2 * m.layers * m.kvHeads * m.headDim * m.dtypeBytes, kvHeads: m.kvHeads };
+  } catch {
+    return null;
+  }
 }

@@ -70,6 +70,18 @@ export class KvIndex {
     return best ?? { blocks: 0, credit: 0 };
   }
 
+  /** Longest cached prefix on `engine` by tier (KvBlockIndex.matchTiers): the shortest over its full-attention groups. */
+  matchTiers(hashes: ArrayLike<bigint>, engine: string): { gpu: number; any: number } {
+    let gpu = Infinity;
+    let any = Infinity;
+    for (const g of this.gatingGroups(engine)) {
+      const m = this.groups[g]?.matchTiers(hashes, engine) ?? { gpu: 0, any: 0 };
+      gpu = Math.min(gpu, m.gpu);
+      any = Math.min(any, m.any);
+    }
+    return Number.isFinite(any) ? { gpu, any } : { gpu: 0, any: 0 };
+  }
+
   /** Forgets what an engine holds (cache reset, restart, lost events, ejection). */
   purge(engine: string): number {
     let n = 0;

@@ -7,11 +7,14 @@ import type { KvEventCollector } from "../../kvevents/collector.js";
 import { zmqGuardCounts } from "../../kvevents/zmq-guard.js";
 import type { PrefixOracle } from "../../routing/index.js";
 import type { KvIndex } from "./kv-index.js";
+import type { SharedTier, SharedTiers } from "./tier-index.js";
 
 /** What the gauges read when scraped. */
 export interface CacheMetricsView {
   prefix: PrefixOracle;
   kv: KvIndex;
+  /** the shared cache servers' chunk indexes */
+  tiers: SharedTiers;
   /** per engine: why it is not routed by its KV events (null: it is), and whether it has a KV source */
   engines(): Iterable<{ url: string; fallback: string | null; hasSource: boolean }>;
   mode(): "prefix" | "kv" | "hybrid";
@@ -41,12 +44,16 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
   });
   new Gauge({
     name: "switchyard_routing_index_entries",
-    help: "blocks held by the routing indexes (prefix: character blocks; kv: KV-event block hashes, every KV-cache group)",
+    help: "blocks held by the routing indexes (prefix: character blocks; kv: KV-event block hashes, every KV-cache group; tier: the shared cache servers' LMCache chunk hashes)",
     labelNames: ["index"],
     registers: [prom],
     collect() {
       this.set({ index: "prefix" }, view.prefix.index.size);
       this.set({ index: "kv" }, view.kv.size);
+      this.set(
+        { index: "tier" },
+        sumTiers(view.tiers, (t) => t.index.size),
+      );
     },
   });
   new Gauge({
@@ -57,6 +64,10 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
     collect() {
       this.set({ index: "prefix" }, view.prefix.index.approxBytes());
       this.set({ index: "kv" }, view.kv.approxBytes());
+      this.set(
+        { index: "tier" },
+        sumTiers(view.tiers, (t) => t.index.approxBytes()),
+      );
     },
   });
   new Gauge({
@@ -67,6 +78,10 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
     collect() {
       this.set({ index: "prefix" }, view.prefix.index.capBytes());
       this.set({ index: "kv" }, view.kv.capBytes());
+      this.set(
+        { index: "tier" },
+        sumTiers(view.tiers, (t) => t.index.capBytes()),
+      );
     },
   });
   new Gauge({
@@ -119,6 +134,39 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
       this.inc(view.kv.droppedGroupEvents);
     },
   });
+  new Gauge({
+    name: "switchyard_routing_tier_chunks",
+    help: "LMCache chunks a shared cache server holds, as its KV events say (routing.cacheServers), by server",
+    labelNames: ["server"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      for (const t of view.tiers.all()) this.set({ server: t.name }, t.index.size);
+    },
+  });
+  new Gauge({
+    name: "switchyard_routing_tier_events_flowing",
+    help: "1 once a shared cache server's KV events have arrived since the router subscribed, by server",
+    labelNames: ["server"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      for (const t of view.tiers.all()) this.set({ server: t.name }, t.flowing ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: "switchyard_routing_tier_index_drops_total",
+    help: "chunks leaving a shared cache server's index other than by its word, by server and reason (evicted: the index's cap; purged: a gap in its events or its restart)",
+    labelNames: ["server", "reason"],
+    registers: [prom],
+    collect() {
+      this.reset();
+      for (const t of view.tiers.all()) {
+        this.inc({ server: t.name, reason: "evicted" }, t.index.evictions);
+        this.inc({ server: t.name, reason: "purged" }, t.purgedChunks);
+      }
+    },
+  });
   const purges = new Counter({
     name: "switchyard_routing_kv_purges_total",
     help: "times an engine's index entries were dropped, by reason (cleared, restart, gap, ejected, removed)",
@@ -145,6 +193,12 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
   });
   registerZmqGuardMetrics(prom);
   return { decisions, predicted, prompt, purges, mismatch, mismatchError, tokenizer };
+}
+
+function sumTiers(tiers: SharedTiers, f: (t: SharedTier) => number): number {
+  let n = 0;
+  for (const t of tiers.all()) n += f(t);
+  return n;
 }
 
 /**

@@ -3,7 +3,9 @@
 // new requests from the moment the registry says so; the requests it holds may finish for
 // `engineDrainTimeout`. Then the streams among them that can migrate move to other engines, and
 // requests still waiting for their first byte are sent elsewhere; streams that cannot migrate are
-// left to finish (or fail) where they are. An ejected engine's streams that have gone silent move at
+// left to finish (or fail) where they are. A request whose model no other engine in rotation serves
+// yet (its replacement just discovered and not yet probed) stays on the draining engine, which still
+// answers, and the deadline is tried again a moment later: moving it then would only fail it. An ejected engine's streams that have gone silent move at
 // once rather than waiting out the idle timeout: the engine was judged unhealthy and says nothing.
 import { logger } from "../../obs/log.js";
 import type { MoveReason } from "./rules.js";
@@ -13,11 +15,16 @@ import type { Upstream } from "../engines/upstream.js";
 
 const log = logger("router.drain");
 
+/** how soon a deadline that left requests with nowhere to go is tried again (ms) */
+const RETRY_MS = 250;
+
 /**
  * What a drain asks of an attempt in flight: the data plane's Attempt (../dataplane/attempt.ts), named
  * here by what it must do so that this room does not import the data plane that imports it.
  */
 export interface MovableAttempt {
+  /** the model the request asks for: it moves only to an engine that serves it */
+  readonly model: string;
   readonly movable: boolean;
   readonly midStream: boolean;
   silentFor(now: number): number;
@@ -40,15 +47,26 @@ export class EngineDrains {
   }
 
   /** An engine started draining: its requests in flight get engineDrainTimeout, then move. */
-  start(e: Upstream): void {
+  start(e: Upstream, afterMs?: number): void {
     if (this.timers.has(e)) return;
-    const ms = this.d.config().engineDrainTimeout;
+    const ms = afterMs ?? this.d.config().engineDrainTimeout;
     const t = setTimeout(() => {
       this.timers.delete(e);
       // back in rotation meanwhile (a drain ended by hand, an engine that came back): nothing to do
       if (!e.draining && e.state !== "draining") return;
-      const moved = this.move(e, "drain", () => true);
-      log.info({ engine: e.url, moved, drainMs: ms }, "engine drain deadline: requests in flight moved");
+      const served = this.servedElsewhere(e);
+      const moved = this.move(e, "drain", (a) => served.has(a.model));
+      const left = this.d
+        .attemptsOn(e)
+        .toArray()
+        .filter((a) => a.movable && !served.has(a.model)).length;
+      if (afterMs === undefined || moved > 0)
+        log.info(
+          { engine: e.url, moved, left, drainMs: ms },
+          "engine drain deadline: requests in flight moved",
+        );
+      // a request with nowhere to go yet is tried again once its model's engine may be in rotation
+      if (left > 0) this.start(e, RETRY_MS);
     }, ms);
     t.unref();
     this.timers.set(e, t);
@@ -68,6 +86,15 @@ export class EngineDrains {
     const now = performance.now();
     const moved = this.move(e, "ejected", (a) => a.midStream && a.silentFor(now) >= quiet);
     if (moved > 0) log.warn({ engine: url, moved }, "engine ejected: its silent streams moved");
+  }
+
+  /** the models some other engine in rotation (healthy, not draining) serves now */
+  private servedElsewhere(e: Upstream): Set<string> {
+    const served = new Set<string>();
+    for (const o of this.d.registry.engines.values())
+      if (o !== e && o.healthy && !o.draining && o.state !== "draining")
+        for (const m of o.view.models) served.add(m);
+    return served;
   }
 
   private move(e: Upstream, why: MoveReason, which: (a: MovableAttempt) => boolean): number {

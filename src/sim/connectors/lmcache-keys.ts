@@ -1,17 +1,18 @@
-// LMCache chunk identity as it crosses the wire, exactly as LMCache 0.5.x computes it for vLLM (its
-// token_database.py), so that a sim and a real vLLM + LMCache engine hit each other's chunks on a
-// shared server:
-//   NONE_HASH = first 8 bytes, big-endian, of vLLM's sha256_cbor(PYTHONHASHSEED)  (init_none_hash)
-//   h_c = first 8 bytes of sha256(cbor([h_{c-1}, [tokens of chunk c], []]))      (chained from NONE_HASH)
-// over full chunks of `chunk_size` tokens (save_unfull_chunk is off by default); the key of one TP
-// rank's shard is `model@world_size@worker_id@<h_c as lowercase hex>@<dtype>` (CacheEngineKey.to_string).
-// LMCache hashes tokens only: a LoRA adapter or a cache salt does not enter the chunk hash.
-// Payloads are derived from their key, so a GET can be checked without remembering what was sent.
+// LMCache chunks as the sim's connector stores them: the key scheme's checks against lm://'s key field,
+// the header fields of one rank's chunk, and payloads derived from their key, so that a GET can be
+// checked without remembering what was sent. The chunk hashes and key strings themselves are
+// src/protocol/lmcache-chunks.ts's (the cache server and the router compute them too), re-exported here.
 import { createHash } from "node:crypto";
 import { type ObjectMeta, KEY_BYTES } from "../../cacheserver/protocol.js";
-import { writeArrayHead, writeHead } from "../../protocol/cbor.js";
-import { noneHash } from "../../protocol/block-hashing.js";
+import { chunkKey, U64, type ChunkKeyScheme } from "../../protocol/lmcache-chunks.js";
 import type { ModelProfile } from "../../models/types.js";
+
+export {
+  chunkHashes,
+  chunkKey,
+  lmcacheNoneHash,
+  type ChunkKeyScheme,
+} from "../../protocol/lmcache-chunks.js";
 
 /** LMCache's MemoryFormat.KV_2LTD: [2 (K and V), layers, tokens, kv_heads × head_dim] */
 const FMT_KV_2LTD = 1;
@@ -33,65 +34,6 @@ const LMCACHE_DTYPE_NAMES: Record<string, string> = {
 
 export function lmcacheDtypeName(dtype: string): string {
   return LMCACHE_DTYPE_NAMES[dtype] ?? dtype;
-}
-
-export interface ChunkKeyScheme {
-  /** the model as given to vLLM (LMCache's model_name) */
-  modelName: string;
-  /** TP size (LMCache's world_size); one key per rank (worker_id) */
-  worldSize: number;
-  /** the KV dtype as LMCache names it in keys ("bfloat16", "half", ...) */
-  dtype: string;
-  chunkTokens: number;
-  hashSeed: string;
-}
-
-const U64 = (1n << 64n) - 1n;
-
-/** LMCache's NONE_HASH when vLLM is importable: vLLM's sha256_cbor(seed) folded to its first 8 bytes. */
-export function lmcacheNoneHash(seed: string): bigint {
-  return noneHash(seed).readBigUInt64BE(0);
-}
-
-/** Canonical CBOR of a Python int ≥ 0 below 2^64 (major type 0, shortest form). */
-function writeUint64(buf: Buffer, off: number, v: bigint): number {
-  if (v < 0n || v > U64) throw new RangeError(`chunk hash ${v} outside uint64`);
-  if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return writeHead(buf, off, 0, Number(v));
-  buf[off] = 0x1b;
-  buf.writeBigUInt64BE(v, off + 1);
-  return off + 9;
-}
-
-/**
- * The chunk hashes of the first `numChunks` full chunks of `tokens`, chained from NONE_HASH: one
- * BigUint64Array per request, kept from its lookup until it finishes.
- */
-export function chunkHashes(tokens: ArrayLike<number>, numChunks: number, s: ChunkKeyScheme): BigUint64Array {
-  const out = new BigUint64Array(numChunks);
-  const n = s.chunkTokens;
-  // [prefix, [tokens...], []]: 1 + 9 + 5 + 9 per token + 1
-  const buf = Buffer.allocUnsafe(16 + 9 * n);
-  let prefix = lmcacheNoneHash(s.hashSeed);
-  for (let c = 0; c < numChunks; c++) {
-    let off = writeArrayHead(buf, 0, 3);
-    off = writeUint64(buf, off, prefix);
-    off = writeArrayHead(buf, off, n);
-    for (let i = c * n; i < (c + 1) * n; i++) {
-      const t = tokens[i]!;
-      if (!Number.isSafeInteger(t) || t < 0)
-        throw new RangeError(`token id ${t} is not a non-negative integer`);
-      off = writeHead(buf, off, 0, t);
-    }
-    off = writeArrayHead(buf, off, 0);
-    prefix = createHash("sha256").update(buf.subarray(0, off)).digest().readBigUInt64BE(0);
-    out[c] = prefix;
-  }
-  return out;
-}
-
-/** LMCache's CacheEngineKey string of one rank's shard of a chunk (0.5.x; no tags). */
-export function chunkKey(s: ChunkKeyScheme, workerId: number, hash: bigint): string {
-  return `${s.modelName}@${s.worldSize}@${workerId}@${hash.toString(16)}@${s.dtype}`;
 }
 
 /** null when every key fits the lm:// key field, else why not (long model names do not). */

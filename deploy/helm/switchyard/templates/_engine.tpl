@@ -269,6 +269,12 @@ exec ray start --address=$(LWS_LEADER_ADDRESS):{{ $mn.rayPort }} --num-gpus={{ i
       value: {{ printf "lm://%s:%d" (include "switchyard.cacheServerName" $root) (int $root.Values.cacheServer.port) | quote }}
     - name: LMCACHE_REMOTE_SERDE
       value: {{ $l.remoteSerde | quote }}
+    {{- if include "switchyard.cacheServerEvents" $root }}
+    # chunk hashes the router can compute from the prompt (with PYTHONHASHSEED above) to match the
+    # cache server's KV events; LMCache's default, Python's hash(), only Python can compute
+    - name: LMCACHE_PRE_CACHING_HASH_ALGORITHM
+      value: sha256_cbor
+    {{- end }}
     {{- end }}
     {{- with $e.extraEnv }}
     {{- toYaml . | nindent 4 }}

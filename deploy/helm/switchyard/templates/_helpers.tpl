@@ -46,6 +46,14 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "switchyard.routerName" -}}{{ include "switchyard.fullname" . }}-router{{- end -}}
 {{- define "switchyard.cacheServerName" -}}{{ include "switchyard.fullname" . }}-cache-server{{- end -}}
+{{/*
+"true" when the cache server announces what it holds to the router (cacheServer.kvEvents): only where
+the engines load from it themselves, as their LMCache lm:// remote (layout connector). In the mp layout
+the engines load from their node's LMCache server, which keeps its own keys in the cache server.
+*/}}
+{{- define "switchyard.cacheServerEvents" -}}
+{{- if and .Values.cacheServer.enabled .Values.cacheServer.kvEvents.enabled .Values.engines.enabled (eq (include "switchyard.lmcacheLayout" .) "connector") -}}true{{- end -}}
+{{- end -}}
 {{- define "switchyard.engineName" -}}
 {{- printf "%s-engine-%s" (include "switchyard.fullname" .root) .model.name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
