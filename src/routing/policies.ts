@@ -56,11 +56,15 @@ export const roundRobinPicker: Picker = (req, engines) => {
 
 /**
  * least-load's order. First, requests that have no first token yet, per unit of weight: a new prompt
- * waits for all of them. Among the engines with the fewest, an engine with none goes by the requests on it (its batch); one
- * with some goes by how long ago the router last sent it one (the older its newest prompt, the sooner it is
- * through). Ranking those by load instead picks exactly the engine whose request just finished — the least
- * busy — which also holds the freshest prompt, so the next prompt waits longest there.
- * Scores: the least queued get (0.5, 1], the rest [0, 0.4] by their queue.
+ * waits for all of them. Among the engines with the fewest, an engine where an answered request ended
+ * within `RECENT_END_MS` and the router has sent it nothing since goes first, the earliest such end first:
+ * a session's next turn follows its answer (the sessions in the order they were answered) and belongs
+ * where its context is. Then the fewest requests on it, per unit of weight. An engine's first tokens earn
+ * it nothing: preferring whichever engine answered last, first tokens included, put prompts back to back
+ * on the engines that had just prefilled one (long shared-prefix prompts at 20 req/s, at most 120 in
+ * flight, 8 engines: TTFT p90 1.16–1.22× round-robin's); ranking the rest by their last send instead
+ * costs multi-round sessions their context at round-robin's capacity (docs/routing.md).
+ * Scores: the least queued get (0.5, 1] (an end awaiting its next turn (0.75, 1]), the rest [0, 0.4].
  */
 export const loadScorer: Scorer = {
   name: "load",
@@ -75,19 +79,34 @@ export const loadScorer: Scorer = {
       if (q < minQ) minQ = q;
       if (q > maxQ) maxQ = q;
     }
-    const queued = minQ > 0;
+    // the range of each tier's key among the least queued: ends awaiting their next turn, the rest
+    let endLo = Infinity;
+    let endHi = -Infinity;
     let lo = Infinity;
     let hi = -Infinity;
     for (let i = 0; i < engines.length; i++) {
       if (out[i]! > minQ + 1e-9) continue;
-      const x = secondaryOf(engines[i]!, queued, now);
+      const e = engines[i]!;
+      const end = unansweredEnd(e, now);
+      if (end !== undefined) {
+        if (end < endLo) endLo = end;
+        if (end > endHi) endHi = end;
+        continue;
+      }
+      const x = busyOf(e, now) / e.weight;
       if (x < lo) lo = x;
       if (x > hi) hi = x;
     }
     for (let i = 0; i < engines.length; i++) {
       const q = out[i]!;
-      if (q > minQ + 1e-9) out[i] = (0.4 * (maxQ - q)) / (maxQ - minQ);
-      else out[i] = hi > lo ? 0.5 + (0.5 * (hi - secondaryOf(engines[i]!, queued, now))) / (hi - lo) : 1;
+      const e = engines[i]!;
+      if (q > minQ + 1e-9) {
+        out[i] = (0.4 * (maxQ - q)) / (maxQ - minQ);
+        continue;
+      }
+      const end = unansweredEnd(e, now);
+      if (end !== undefined) out[i] = endHi > endLo ? 0.75 + (0.24 * (endHi - end)) / (endHi - endLo) : 0.99;
+      else out[i] = hi > lo ? 0.5 + (0.24 * (hi - busyOf(e, now) / e.weight)) / (hi - lo) : 0.74;
     }
   },
 };
@@ -101,20 +120,17 @@ function queuedOf(e: EngineView, now: number | undefined): number {
   return (own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now)) / e.weight;
 }
 
-/** how long an answer counts as recent for least-load's tie-break */
-const RECENT_ANSWER_MS = 1000;
+/** how long an answered request's end waits for its session's next turn in least-load's order */
+const RECENT_END_MS = 1000;
 
-/** lower is better: requests on the engine per unit of weight, or (all queued) the last send time */
-function secondaryOf(e: EngineView, queued: boolean, now: number | undefined): number {
-  if (queued) return e.lastSentAt ?? 0;
-  const busy = busyOf(e, now) / e.weight;
-  if (now === undefined || e.lastEventAt === undefined) return busy;
-  // within equal load, the engine that answered most recently first: in a closed loop a session's next
-  // request follows its answer at once, and goes back to the engine holding its context (measured on
-  // multi-round QA at 6, 10 and 14 sessions: 641, 961, 1,112 output tok/s against 576, 818, 1,184
-  // without, round-robin's 633, 951, 959)
-  const ago = Math.min(RECENT_ANSWER_MS, Math.max(0, now - e.lastEventAt));
-  return busy - 0.5 * (1 - ago / RECENT_ANSWER_MS);
+/**
+ * when an answered request on the engine ended, if that was within `RECENT_END_MS` and the router has
+ * sent the engine nothing since; otherwise undefined
+ */
+function unansweredEnd(e: EngineView, now: number | undefined): number | undefined {
+  const end = e.lastDoneAt;
+  if (now === undefined || end === undefined || now - end >= RECENT_END_MS) return undefined;
+  return e.lastSentAt !== undefined && e.lastSentAt >= end ? undefined : end;
 }
 
 /** Free KV cache scores higher; a small weight makes it a tie-break between equally loaded engines. */

@@ -54,6 +54,11 @@ export interface EngineView {
    */
   lastEventAt?: number | undefined;
   /**
+   * when a request on the engine whose answer had begun last ended, ms: a session's next turn follows
+   * its answer (least-load sends it back there)
+   */
+  lastDoneAt?: number | undefined;
+  /**
    * of this router's `awaitingFirstToken`, requests whose answer is not streamed: their first byte comes
    * with their last, so they count as awaiting until they end (late binding leaves them out)
    */
