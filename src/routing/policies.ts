@@ -55,16 +55,12 @@ export const roundRobinPicker: Picker = (req, engines) => {
 };
 
 /**
- * least-load's order. First, requests that have no first token yet, per unit of weight: a new prompt
- * waits for all of them. Among the engines with the fewest, an engine where an answered request ended
- * within `RECENT_END_MS` and the router has sent it nothing since goes first, the earliest such end first:
- * a session's next turn follows its answer (the sessions in the order they were answered) and belongs
- * where its context is. Then the fewest requests on it, per unit of weight. An engine's first tokens earn
- * it nothing: preferring whichever engine answered last, first tokens included, put prompts back to back
- * on the engines that had just prefilled one (long shared-prefix prompts at 20 req/s, at most 120 in
- * flight, 8 engines: TTFT p90 1.16–1.22× round-robin's); ranking the rest by their last send instead
- * costs multi-round sessions their context at round-robin's capacity (docs/routing.md).
- * Scores: the least queued get (0.5, 1] (an end awaiting its next turn (0.75, 1]), the rest [0, 0.4].
+ * least-load's order: requests with no first token yet, per unit of weight (a new prompt waits for all of
+ * them); among the fewest, an engine where an answered request ended within `RECENT_END_MS` with no send
+ * there since, the earliest end first (a session's next turn follows its answer and belongs where its
+ * context is); then the fewest requests on it. A first token earns nothing: a bonus for any recent answer
+ * put prompts back to back on engines that had just prefilled one (docs/routing.md).
+ * Scores: the least queued (0.5, 1] (an end awaiting its next turn (0.75, 1]), the rest [0, 0.4].
  */
 export const loadScorer: Scorer = {
   name: "load",
@@ -79,7 +75,7 @@ export const loadScorer: Scorer = {
       if (q < minQ) minQ = q;
       if (q > maxQ) maxQ = q;
     }
-    // the range of each tier's key among the least queued: ends awaiting their next turn, the rest
+    // each tier's range among the least queued: ends awaiting their next turn, then the rest by load
     let endLo = Infinity;
     let endHi = -Infinity;
     let lo = Infinity;
@@ -123,10 +119,7 @@ function queuedOf(e: EngineView, now: number | undefined): number {
 /** how long an answered request's end waits for its session's next turn in least-load's order */
 const RECENT_END_MS = 1000;
 
-/**
- * when an answered request on the engine ended, if that was within `RECENT_END_MS` and the router has
- * sent the engine nothing since; otherwise undefined
- */
+/** when an answered request on the engine ended, if within `RECENT_END_MS` and nothing was sent since */
 function unansweredEnd(e: EngineView, now: number | undefined): number | undefined {
   const end = e.lastDoneAt;
   if (now === undefined || end === undefined || now - end >= RECENT_END_MS) return undefined;

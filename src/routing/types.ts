@@ -53,10 +53,7 @@ export interface EngineView {
    * ended then, and the engine began its next at once (it runs steps back to back while busy)
    */
   lastEventAt?: number | undefined;
-  /**
-   * when a request on the engine whose answer had begun last ended, ms: a session's next turn follows
-   * its answer (least-load sends it back there)
-   */
+  /** when a request on the engine whose answer had begun last ended, ms (a session's next turn follows) */
   lastDoneAt?: number | undefined;
   /**
    * of this router's `awaitingFirstToken`, requests whose answer is not streamed: their first byte comes
