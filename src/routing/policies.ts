@@ -69,11 +69,13 @@ export const loadScorer: Scorer = {
     const now = fleet.now;
     let minQ = Infinity;
     let maxQ = -Infinity;
+    let group = false; // one router of a group sees only its own sends: no end tier
     for (let i = 0; i < engines.length; i++) {
       const q = queuedOf(engines[i]!, now);
       out[i] = q;
       if (q < minQ) minQ = q;
       if (q > maxQ) maxQ = q;
+      if (engines[i]!.peerAwaitingFirstToken !== undefined) group = true;
     }
     // each tier's range among the least queued: ends awaiting their next turn, then the rest by load
     let endLo = Infinity;
@@ -83,7 +85,7 @@ export const loadScorer: Scorer = {
     for (let i = 0; i < engines.length; i++) {
       if (out[i]! > minQ + 1e-9) continue;
       const e = engines[i]!;
-      const end = unansweredEnd(e, now);
+      const end = group ? undefined : unansweredEnd(e, now);
       if (end !== undefined) {
         if (end < endLo) endLo = end;
         if (end > endHi) endHi = end;
@@ -100,7 +102,7 @@ export const loadScorer: Scorer = {
         out[i] = (0.4 * (maxQ - q)) / (maxQ - minQ);
         continue;
       }
-      const end = unansweredEnd(e, now);
+      const end = group ? undefined : unansweredEnd(e, now);
       if (end !== undefined) out[i] = endHi > endLo ? 0.75 + (0.24 * (endHi - end)) / (endHi - endLo) : 0.99;
       else out[i] = hi > lo ? 0.5 + (0.24 * (hi - busyOf(e, now) / e.weight)) / (hi - lo) : 0.74;
     }
@@ -116,7 +118,7 @@ function queuedOf(e: EngineView, now: number | undefined): number {
   return (own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now)) / e.weight;
 }
 
-/** how long an answered request's end waits for its session's next turn in least-load's order */
+// how long an answered request's end waits for its session's next turn (an open loop sends it later)
 const RECENT_END_MS = 1000;
 
 /** when an answered request on the engine ended, if within `RECENT_END_MS` and nothing was sent since */

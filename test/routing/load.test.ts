@@ -112,9 +112,23 @@ test("least-load sends a session's next turn back where an answer just ended, no
   noteFirstToken(d, 1001);
   const next = decide(p, req(2), { engines: [a, b, c, d], now: 1002 });
   assert.equal(next.kind === "picked" && next.engine.id, "c", "an end followed by a send counts no more");
-  // an end older than a second is no longer waiting for its session's next turn
-  const late = decide(p, req(1), { engines: [b, c], now: 2100 });
+  // an end a second old is no longer waiting for its session's next turn
+  const late = decide(p, req(1), { engines: [b, c], now: 1990 });
   assert.equal(late.kind === "picked" && late.engine.id, "b", "then by requests on it");
+});
+
+test("least-load in a router group goes by load alone: an end there may have been followed by another router's send", () => {
+  const p = createPolicy("least-load");
+  const a = eng("a");
+  const b = eng("b");
+  for (let i = 0; i < 3; i++) noteSent(a, 0);
+  for (let i = 0; i < 3; i++) noteFirstToken(a, 100);
+  noteDone(a, true, 990); // a: 2 requests, one just ended
+  noteSent(b, 0);
+  noteFirstToken(b, 100); // b: 1 request
+  for (const e of [a, b]) e.peerAwaitingFirstToken = 0; // the group's counts are in the views
+  const d = decide(p, req(0), { engines: [a, b], now: 1000 });
+  assert.equal(d.kind === "picked" && d.engine.id, "b");
 });
 
 test("least-load: when every engine has a prompt awaiting, the fewest awaiting, then the fewest requests", () => {
