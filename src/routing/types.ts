@@ -53,8 +53,6 @@ export interface EngineView {
    * ended then, and the engine began its next at once (it runs steps back to back while busy)
    */
   lastEventAt?: number | undefined;
-  /** when a request on the engine whose answer had begun last ended, ms (a session's next turn follows) */
-  lastDoneAt?: number | undefined;
   /**
    * of this router's `awaitingFirstToken`, requests whose answer is not streamed: their first byte comes
    * with their last, so they count as awaiting until they end (late binding leaves them out)
