@@ -17,7 +17,7 @@
 //   node dist/bench/routing/range.js [--workloads multi-round-qa,multi-tenant,random]
 //     [--policies round-robin,least-load,prefix,kv,hybrid,predictive] [--loads 0.2,0.5,0.8,1,1.2,1.5,1.75]
 //     [--loops open,closed] [--seeds 1,2,3] [--out results.json] [--plot-dir docs/img]
-//     [--calibration-cache FILE]
+//     [--calibration-cache FILE] [--rates 15,20,25 (open loop, req/s)] [--open-cap N (open loop, in flight)]
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
@@ -39,6 +39,8 @@ const specs: FlagSpecs = {
   out: { type: "string", help: "write every figure as JSON" },
   "plot-dir": { type: "string", help: "write one SVG per workload (TTFT p50/p90 and throughput vs load)" },
   "calibration-cache": { type: "string", help: "JSON file keeping round-robin's calibration between runs" },
+  rates: { type: "string", help: "open loop: these req/s instead of --loads" },
+  "open-cap": { type: "number", min: 1, help: "open loop: at most this many requests in flight" },
 };
 const { flags } = parseFlags(process.argv.slice(2), specs);
 const list = (k: string) => (flags[k] as string).split(",").filter(Boolean);
@@ -46,6 +48,8 @@ const policies = list("policies") as PolicyName[];
 const loads = list("loads").map(Number);
 const loops = list("loops") as Loop[];
 const seeds = list("seeds").map(Number);
+const rates = flags.rates === undefined ? undefined : list("rates").map(Number);
+const openCap = flags["open-cap"] as number | undefined;
 const workloads = list("workloads").map((n) => {
   const w = WORKLOADS.find((x) => x.name === n);
   if (!w) throw new Error(`unknown workload ${n} (known: ${WORKLOADS.map((x) => x.name).join(", ")})`);
@@ -119,16 +123,23 @@ for (const w of workloads) {
     `round-robin's capacity ${f2(cal.capacity)} req/s (the highest Poisson rate it keeps up with); closed loop 100% = ${cal.full} sessions (the fewest with which it serves that); ${w.requests} requests per run, seeds ${seeds.join(", ")} pooled`,
   );
   for (const loop of loops) {
-    console.log(`\n### ${w.name}, ${loop} loop: TTFT p50 / p90 ms · output tok/s · prefix-cache hit rate\n`);
+    const cap = loop === "open" && openCap !== undefined ? ` (at most ${openCap} in flight)` : "";
+    console.log(
+      `\n### ${w.name}, ${loop} loop${cap}: TTFT p50 / p90 ms · output tok/s · prefix-cache hit rate\n`,
+    );
     console.log(`| load | ${loop === "open" ? "req/s" : "sessions"} | ${policies.join(" | ")} |`);
     console.log(`|---|---|${policies.map(() => "---").join("|")}|`);
-    for (const load of loads) {
+    const levels = loop === "open" && rates ? rates.map((r) => r / cal.capacity) : loads;
+    for (const load of levels) {
       const level = loop === "open" ? load * cal.capacity : Math.max(1, Math.round(load * cal.full));
       const cells: string[] = [];
       const done = new Map<string, Point>();
       for (const policy of policies) {
         const reuse = policy === "hybrid" ? done.get("kv") : undefined;
-        const point = reuse ?? pool(seeds.map((seed) => runPoint({ w, policy, loop, level, seed })));
+        // open loop with --open-cap: a client holding its sends to a cap, so once it is reached every new
+        // request follows an answer's end (round-robin's calibration stays the uncapped one)
+        const wl = loop === "open" && openCap !== undefined ? { ...w, openSessionCap: openCap } : w;
+        const point = reuse ?? pool(seeds.map((seed) => runPoint({ w: wl, policy, loop, level, seed })));
         done.set(policy, point);
         rows.push({ workload: w.name, loop, load, level, policy, point });
         cells.push(cell(point));
