@@ -107,6 +107,11 @@ export function cacheServerWiring(
     );
   // the sims chunk prompts as LMCache does, by LMCACHE_CHUNK_SIZE from the environment they inherit; the
   // server's events and the router's chunk hashes must use the same size
+  // (a chunk_size in LMCACHE_CONFIG_FILE would reach the sims only: the size must be said where all read it)
+  if (env.LMCACHE_CONFIG_FILE && !env.LMCACHE_CHUNK_SIZE)
+    throw new CliError(
+      "--cache-server with LMCACHE_CONFIG_FILE: set LMCACHE_CHUNK_SIZE too, so that the cache server's events and the router chunk prompts as the engines do",
+    );
   const chunkText = env.LMCACHE_CHUNK_SIZE?.trim() || "256";
   if (!/^[1-9]\d*$/.test(chunkText))
     throw new CliError(`--cache-server: LMCACHE_CHUNK_SIZE must be a positive integer, got '${chunkText}'`);

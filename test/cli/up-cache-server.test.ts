@@ -92,6 +92,19 @@ test("up --cache-server: the engines' LMCache chunk size from the environment re
       cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], false, { LMCACHE_CHUNK_SIZE: "big" }),
     /LMCACHE_CHUNK_SIZE must be a positive integer, got 'big'/,
   );
+  // a config file's chunk_size would reach the sims only: the size must come from the environment too
+  assert.throws(
+    () =>
+      cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], false, {
+        LMCACHE_CONFIG_FILE: "lmcache.yaml",
+      }),
+    /LMCACHE_CONFIG_FILE: set LMCACHE_CHUNK_SIZE too/,
+  );
+  const both = cacheServerWiring(flagsOf(["--cache-server"]), "127.0.0.1", [], false, {
+    LMCACHE_CONFIG_FILE: "lmcache.yaml",
+    LMCACHE_CHUNK_SIZE: "512",
+  })!;
+  assert.equal(both.routerArgs[both.routerArgs.indexOf("--cache-server-chunk-tokens") + 1], "512");
 });
 
 test("up --cache-server: an engine's own LMCache connector flag is kept, and flags that would bypass the server or hide its rate from the router are refused", () => {

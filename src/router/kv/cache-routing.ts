@@ -41,6 +41,9 @@ import { requestTokenizerFor, type RequestTokenizer } from "./tokenizers.js";
 import { SharedTiers } from "./tier-index.js";
 import { HitWatchdog, judgeEngines, parsePrefixCacheHits } from "./watchdog.js";
 
+/** engines remembered per configuration by the per-engine memos (a fleet larger than this starts them over) */
+const MAX_ENGINE_MEMOS = 4096;
+
 export { kvSourceFor, type KvSource } from "./subscriptions.js";
 
 const log = logger("router.cache");
@@ -116,6 +119,8 @@ export class CacheRouting implements CacheOracle {
   private readonly loraOf = new Map<string, string | null>();
   /** served model → its KV shape (null: no profile, its tiers are not priced) */
   private readonly kvShapes = new Map<string, KvShape | null>();
+  /** per engine: bytes/s its offload tier loads at (offloadBandwidth) */
+  private readonly offloadBandwidths = new Map<string, number>();
   /** the shared cache servers the engines load from (routing.cacheServers) */
   readonly tiers: SharedTiers;
   private readonly prepared = new RequestMemo<Prepared>("cache-routing.prepared");
@@ -191,6 +196,7 @@ export class CacheRouting implements CacheOracle {
     this.setPolicy(cfg.policy);
     this.tokenizers.clear();
     this.kvShapes.clear();
+    this.offloadBandwidths.clear();
     this.subs.setConfig(cfg);
     void this.subs.reconcile();
     void this.tiers.apply(cfg.routing.cacheServers);
@@ -525,8 +531,21 @@ export class CacheRouting implements CacheOracle {
     return hashes;
   }
 
-  /** bytes/s an engine's offload tier loads at: configured, else its GPU profile's host link, else PCIe Gen4 */
+  /**
+   * bytes/s an engine's offload tier loads at: configured, else its GPU profile's host link, else PCIe
+   * Gen4; resolved once per engine and configuration, not per decision (bounded as the engine set is)
+   */
   private offloadBandwidth(engine: string): number {
+    let bw = this.offloadBandwidths.get(engine);
+    if (bw === undefined) {
+      if (this.offloadBandwidths.size >= MAX_ENGINE_MEMOS) this.offloadBandwidths.clear();
+      bw = this.resolveOffloadBandwidth(engine);
+      this.offloadBandwidths.set(engine, bw);
+    }
+    return bw;
+  }
+
+  private resolveOffloadBandwidth(engine: string): number {
     const gbps = this.cfg.routing.kvIndex.offloadBandwidthGbps;
     if (gbps !== undefined) return (gbps * 1e9) / 8;
     const gpu = this.cfg.predictive.engines[engine]?.gpu ?? this.cfg.predictive.gpu;

@@ -129,7 +129,12 @@ export class SharedTiers {
    * longer configured is closed, a new one subscribed to.
    */
   apply(configs: readonly CacheServerConfig[]): Promise<void> {
-    this.applying = this.applying.then(() => this.follow(configs));
+    // one failed apply (a socket that would not close) must not stop the ones after it
+    const next = () =>
+      this.follow(configs).catch((err: unknown) =>
+        log.error({ err: String(err) }, "cache servers: applying the configuration failed"),
+      );
+    this.applying = this.applying.then(next, next);
     return this.applying;
   }
 
@@ -188,6 +193,7 @@ export class SharedTiers {
 
   private streamOptions(s: SharedTier): StreamOptions {
     const purge = (reason: string) => {
+      s.flowing = false;
       const n = s.index.purge();
       s.purgedChunks += n;
       log.warn({ cacheServer: s.name, reason, chunks: n }, "cache server's tier index dropped");
@@ -199,7 +205,14 @@ export class SharedTiers {
       initialSeq: s.config.replay ? 0 : undefined,
       onBatch: (_seq, batch) => {
         s.flowing = true;
+        const mismatched = s.index.mismatchedEvents;
         for (const ev of batch.events) s.index.apply(ev);
+        // chunks of another size than configured match no prompt: say so once, or nothing is priced
+        if (mismatched === 0 && s.index.mismatchedEvents > 0)
+          log.warn(
+            { cacheServer: s.name, chunkTokens: s.index.chunkTokens },
+            "cache server announces chunks of another size than chunkTokens: none of them is priced",
+          );
       },
       onGap: (from) => {
         // joining late without replay: what came before is simply unknown, nothing to drop

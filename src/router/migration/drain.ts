@@ -5,8 +5,9 @@
 // requests still waiting for their first byte are sent elsewhere; streams that cannot migrate are
 // left to finish (or fail) where they are. A request whose model no other engine in rotation serves
 // yet (its replacement just discovered and not yet probed) stays on the draining engine, which still
-// answers, and the deadline is tried again a moment later: moving it then would only fail it. An ejected engine's streams that have gone silent move at
-// once rather than waiting out the idle timeout: the engine was judged unhealthy and says nothing.
+// answers, and the deadline is tried again a moment later: moving it then would only fail it. An
+// ejected engine's streams that have gone silent move at once rather than waiting out the idle
+// timeout: the engine was judged unhealthy and says nothing.
 import { logger } from "../../obs/log.js";
 import type { MoveReason } from "./rules.js";
 import type { RouterConfig } from "../config/config.js";
