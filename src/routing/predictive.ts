@@ -230,7 +230,12 @@ export class TtftModel {
       if (o.roomAwareMiss && !moving && !Number.isNaN(roomOf[i]!) && fresh > 0) {
         const spare = roomOf[i]! - ahead - meanRoom;
         const over = fresh - Math.max(0, spare);
-        pushed = over >= fresh ? pushed : over > 0 ? t.prefillSeconds(over, credit, decoding, kvTokens) : 0;
+        pushed =
+          over >= fresh
+            ? pushed
+            : over > 0
+              ? t.prefillSeconds(over, Math.max(0, held), decoding, kvTokens)
+              : 0;
       }
       // a load stalls its step (LMCache's retrieve blocks the forward pass): e's decodes all wait for it
       const stall = load * decoding;

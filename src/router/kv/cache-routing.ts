@@ -154,7 +154,10 @@ export class CacheRouting implements CacheOracle {
       minTokens: cfg.routing.watchdog.minTokens,
       sustainMs: cfg.routing.watchdog.sustain,
     });
-    this.tiers = new SharedTiers(() => this.cfg.routing.kvEvents.maxMessageBytes);
+    this.tiers = new SharedTiers(
+      () => this.cfg.routing.kvEvents.maxMessageBytes,
+      () => this.cfg.routing.kvEvents.plain,
+    );
     this.subs = new KvSubscriptions(
       {
         registry,

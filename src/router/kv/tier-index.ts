@@ -9,6 +9,7 @@
 import { LruMap } from "../../collections/lru-map.js";
 import type { KvEvent } from "../../kvevents/events.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
+import { endpointIsLocal } from "../../kvevents/curve.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { logger } from "../../obs/log.js";
 import type { CacheServerConfig } from "../config/kv.js";
@@ -106,7 +107,11 @@ export class SharedTiers {
   /** config changes applied one after another (each may wait on sockets) */
   private applying: Promise<void> = Promise.resolve();
 
-  constructor(private readonly maxMessageBytes: () => number) {}
+  constructor(
+    private readonly maxMessageBytes: () => number,
+    /** routing.kvEvents.plain: events from beyond this host taken in plain on purpose, unwarned */
+    private readonly plainMeant: () => boolean = () => false,
+  ) {}
 
   /** every configured server (metrics, tests) */
   all(): Iterable<SharedTier> {
@@ -166,6 +171,13 @@ export class SharedTiers {
         purgedChunks: 0,
       };
       this.servers.set(c.name, s);
+      // the cache server publishes without CURVE: whoever reaches its port could announce chunks
+      if (!endpointIsLocal(c.events) && !this.plainMeant())
+        log.warn(
+          { cacheServer: c.name, endpoint: c.events },
+          "a cache server's KV events are taken in plain from beyond this host: forged events would misprice routing. " +
+            "Keep its events port on a private network (the chart's NetworkPolicy admits only the router) and set routing.kvEvents.plain: true to say so",
+        );
       try {
         s.sub = await KvEventSubscriber.create({
           endpoint: c.events,
