@@ -6,10 +6,14 @@
 // in queue order up to max_num_batched_tokens, admissions up to max_num_seqs), each step timed by the
 // engine's own roofline. No router can know this much: it bounds what placement alone can do for the same
 // requests. KV admission is counted in tokens (in use now, plus what each step computes, less what a
-// finished sequence computed). What it leaves out, and so what it can still be beaten by: later arrivals
-// (they queue behind under FCFS, but share steps), preemption, what a placement evicts for later requests, the CPU tier's and a shared server's
-// hits, and the step in flight at arrival.
+// finished sequence computed). The tiers count as the engine counts them: what the engine's own CPU tier
+// (Engine.probeTierTokens) and then the fleet's shared cache server hold beyond the GPU hit is not
+// computed but loaded, its load time added to the step that admits the request. What it leaves out, and
+// so what it can still be beaten by: later arrivals (they queue behind under FCFS, but share steps),
+// preemption, what a placement evicts for later requests, the loads of requests already queued, and the
+// step in flight at arrival.
 import { StepTimer, type Engine, type QueuedRequest, type StepWork } from "../engine/index.js";
+import type { SharedCacheServer } from "./remote.js";
 
 /** steps simulated at most per engine and decision: past this the engine is taken as hopeless */
 const MAX_STEPS = 20_000;
@@ -26,9 +30,14 @@ export class ClairvoyantPlacer {
     attentionContext: 0,
     kvReadTokens: 0,
     loadBytesPerGpu: 0,
+    extraTransferSeconds: 0,
   };
 
-  constructor(private readonly engines: readonly Engine[]) {
+  /** `shared`: the fleet's shared cache server, when its engines load from one */
+  constructor(
+    private readonly engines: readonly Engine[],
+    private readonly shared: SharedCacheServer | null = null,
+  ) {
     this.timers = engines.map((e) => new StepTimer(e.config));
   }
 
@@ -59,7 +68,14 @@ export class ClairvoyantPlacer {
   ): number {
     const engine = this.engines[e]!;
     const cfg = engine.config;
-    const cached = Math.min(prompt.length - 1, engine.probeCachedTokens(prompt, { sharedPrefix }));
+    const last = prompt.length - 1;
+    const gpu = Math.min(last, engine.probeCachedTokens(prompt, { sharedPrefix }));
+    // beyond the GPU hit: the engine's own CPU tier, then the shared server, each loaded, not computed
+    const own = engine.probeTierTokens(prompt, gpu, { sharedPrefix });
+    const held = this.shared ? Math.min(last, this.shared.held(prompt)) : 0;
+    const extra = Math.max(0, held - gpu - own.tokens);
+    const cached = Math.min(last, gpu + own.tokens + extra);
+    const loadSeconds = own.seconds + (extra > 0 ? this.shared!.loadSeconds(extra) : 0);
     const q: Shadow[] = engine.queueState().map((r: QueuedRequest) => ({ ...r, candidate: false }));
     q.push({
       toCompute: prompt.length - cached,
@@ -82,6 +98,7 @@ export class ClairvoyantPlacer {
       w.decodeSeqs = 0;
       w.attentionContext = 0;
       w.kvReadTokens = 0;
+      w.extraTransferSeconds = 0;
       // running first, in order; then admissions while the batch has room
       let candidateDone = false;
       for (const r of q) {
@@ -89,8 +106,15 @@ export class ClairvoyantPlacer {
         const n = Math.min(r.toCompute, budget);
         if (!r.running) {
           // admission stops at the first request whose new tokens do not fit (FCFS)
-          if (running >= cfg.maxNumSeqs || used + n > capacity) break;
+          const loaded = r.candidate ? cached - gpu : 0;
+          if (running >= cfg.maxNumSeqs || used + loaded + n > capacity) break;
           r.running = true;
+          if (r.candidate) {
+            // the step that admits it loads its tier hit (into blocks of its own) before the forward pass
+            used += loaded;
+            r.ownTokens += loaded;
+            w.extraTransferSeconds += loadSeconds;
+          }
         }
         running++;
         used += n;

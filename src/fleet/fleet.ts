@@ -63,7 +63,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     if (sentAfterPause(f.turn.active.session, f.turn.active.round)) record.resumed = true;
     load.answered(f.turn, ok, record, f);
   });
-  const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines) : null;
+  const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines, shared) : null;
   const router = new RouterView(
     {
       // the clairvoyant placement bypasses the router's policy; the view still counts what it sends

@@ -6,6 +6,8 @@ import { resolveScenario } from "../../src/fleet/scenario.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 import { ClairvoyantPlacer } from "../../src/fleet/clairvoyant.js";
+import { SharedCacheServer } from "../../src/fleet/remote.js";
+import { chunkKeys } from "../../src/fleet/tokens.js";
 import { defaultEngineConfig, Engine, VirtualDriver } from "../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
 
@@ -71,6 +73,27 @@ test("on an idle engine the predicted time to first token is the engine model's 
   const prompt = Array.from({ length: 3000 }, (_, i) => 1000 + (i % 500));
   const predicted = new ClairvoyantPlacer(list).ttftSeconds(0, prompt, 8);
   list[0]!.add(request("a", prompt, 0));
+  driver.wake(list[0]!);
+  driver.run();
+  assert.ok(
+    Math.abs(first[0]! - predicted) <= predicted * 0.01,
+    `engine ${first[0]} s, predicted ${predicted} s`,
+  );
+});
+
+test("a prefix the shared cache server holds is predicted loaded, not computed, as the engine then gives it", () => {
+  const model = resolveModel("meta-llama/Llama-3.1-8B-Instruct");
+  const shared = new SharedCacheServer({ bytes: 2 ** 30, bandwidth: 1.25e9, chunkTokens: 256 }, model);
+  const prompt = Array.from({ length: 3000 }, (_, i) => 1000 + (i % 500));
+  const keys = chunkKeys(prompt, 256);
+  shared.store.put(keys, 0, keys.length);
+  const held = shared.held(prompt);
+  assert.equal(held, 2816);
+  const { list, driver, first } = engines(1);
+  const blind = new ClairvoyantPlacer(list).ttftSeconds(0, prompt, 8);
+  const predicted = new ClairvoyantPlacer(list, shared).ttftSeconds(0, prompt, 8);
+  assert.ok(predicted < blind, `with the server ${predicted} s, without ${blind} s`);
+  list[0]!.add({ ...request("a", prompt, 0), externalCachedTokens: held, externalLoadBandwidth: 1.25e9 });
   driver.wake(list[0]!);
   driver.run();
   assert.ok(
