@@ -15,7 +15,8 @@
 //     [--idle-s 120] [--seed 1]
 import { monitorEventLoopDelay, performance, PerformanceObserver } from "node:perf_hooks";
 import { setImmediate as yieldLoop } from "node:timers/promises";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { SessionTracker, type SessionRequest } from "../../src/routing/session-identity.js";
 import { makeRng, type Rng } from "../../src/random/rng.js";
 import { IndexedHeap } from "../../src/collections/indexed-heap.js";
@@ -27,7 +28,7 @@ const specs: FlagSpecs = {
   "idle-s": { type: "number", default: 120, min: 1, help: "idle expiry, virtual seconds" },
   seed: { type: "int", default: 1, help: "" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const ACTIVE = Number(flags.sessions);
 const TOTAL = Number(flags.total);
 const CAP = Number(flags.cap);

@@ -8,7 +8,8 @@
 // request's prompt is hashed to find the session it extends, so the cost grows with the prompt; a
 // policy that never reads `sessionKey` skips this (policyReadsSessions).
 //   node dist/bench/micro/session-identify.js [--sessions 64] [--agents 16] [--rounds 5] [--reps 7] [--seed 1]
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { SessionTracker } from "../../src/routing/session-identity.js";
 import { makeRng, type Rng } from "../../src/random/rng.js";
 
@@ -24,7 +25,7 @@ const specs: FlagSpecs = {
   reps: { type: "int", default: 7, min: 1, help: "timed passes per shape (the median is reported)" },
   seed: { type: "int", default: 1, help: "" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const SESSIONS = Number(flags.sessions);
 const AGENTS = Number(flags.agents);
 const ROUNDS = Number(flags.rounds);

@@ -25,7 +25,8 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { percentile } from "../../src/workload/stats.js";
 import { freePort } from "../support/cli.js";
 import { completionBody, postAndDrain, spawnUpstream, waitHttp } from "../support/router-harness.js";
@@ -39,7 +40,7 @@ const specs: FlagSpecs = {
   policy: { type: "string", default: "least-load", help: "the router's --policy" },
   functions: { type: "int", default: 0, min: 0, help: "list this many JavaScript functions (0: none)" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const builds = String(flags.builds).split(",").filter(Boolean);
 const stream = flags.workload === "stream-256";
 if (!stream && flags.workload !== "tiny") throw new Error(`--workload: tiny or stream-256`);

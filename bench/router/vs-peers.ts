@@ -14,7 +14,8 @@ import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawnSync } from "node:child_process";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { freePorts } from "../support/cli.js";
 import { ensureBenchTools, startLogged, stopAll, vllmRouterBin } from "../support/peer-tools.js";
 import { waitHttp } from "../support/router-harness.js";
@@ -45,7 +46,7 @@ const specs: FlagSpecs = {
   "out-dir": { type: "string", help: "logs and results (default: a temporary folder)" },
   json: { type: "string", help: "also write the results here" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "router-vs-peers-"));
 mkdirSync(outDir, { recursive: true });
 const rounds = flags.rounds as number;

@@ -32,7 +32,8 @@
 //     [--resolution 0.03125] [--max-load 4] [--loads 0.25,1.25] [--no-capacity] [--sessions N] [--json FILE]
 //     [--calibration-cache FILE] [--decisions FILE]
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { BASELINE_POLICY_NAMES, type PolicyName } from "../../src/routing/index.js";
 import {
   AGENTIC_PRESETS,
@@ -87,7 +88,7 @@ const specs: FlagSpecs = {
   "calibration-cache": { type: "string", help: "JSON file keeping round-robin's capacity between runs" },
   decisions: { type: "string", help: "write the decision log of resumed turns (JSON lines) to this file" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const list = (k: string) => (flags[k] as string).split(",").filter(Boolean);
 const presets = list("preset").map((p) => {
   if (!(AGENTIC_PRESET_NAMES as string[]).includes(p))

@@ -16,7 +16,8 @@
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { parseSamples } from "../../src/protocol/prometheus-text.js";
 import { histogramBuckets, histogramQuantile } from "../../src/ops/fleet-status.js";
 import { samplesFromBenchJson, steadyStats, type SteadyStats } from "./stats.js";
@@ -48,7 +49,7 @@ const specs: FlagSpecs = {
   replicas: { type: "int", default: 1, help: "" },
   json: { type: "string", help: "also write the rows here" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-compare-"));
 mkdirSync(outDir, { recursive: true });
 const cli = (args: string[], log?: string, inherit = false, level = "warn") =>

@@ -12,7 +12,8 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { mulberry32 } from "../../src/random/rng.js";
 import { WORDS } from "../../src/workload/text.js";
 import { startStack } from "./live.js";
@@ -23,7 +24,7 @@ const specs: FlagSpecs = {
   model: { type: "string", default: "meta-llama/Llama-3.1-8B-Instruct", help: "" },
   "out-dir": { type: "string", help: "logs (default: a temporary folder)" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "kv-hash-hold-"));
 const model = flags.model as string;
 const rnd = mulberry32(7);

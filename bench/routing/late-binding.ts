@@ -7,7 +7,8 @@
 //   node dist/bench/routing/late-binding.js [--seeds 1,2,3] [--queued-prompts 2] [--max-hold-ms 5000]
 //     [--min-cached-share 0.2]
 import { readFileSync } from "node:fs";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 import { LATE_BINDING_DEFAULTS } from "../../src/routing/late-binding.js";
@@ -25,7 +26,7 @@ const specs: FlagSpecs = {
     help: "late binding holds only while the router's picks find this share of their prompts cached",
   },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const seeds = String(flags.seeds).split(",").map(Number);
 const on = Number(flags["queued-prompts"]);
 const window = Number(flags["max-hold-ms"]);

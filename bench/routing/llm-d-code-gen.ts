@@ -15,7 +15,8 @@
 //   node dist/bench/routing/llm-d-code-gen.js [--policies round-robin,llm-d-sticky,predictive]
 //     [--concurrency 10,20,...,100] [--seeds 1,2,3] [--engines 10] [--json FILE]
 import { writeFileSync } from "node:fs";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import type { PolicyName } from "../../src/routing/index.js";
 import {
   conversationReplayOptions,
@@ -37,7 +38,7 @@ const specs: FlagSpecs = {
   engines: { type: "string", default: "10", help: "" },
   json: { type: "string", help: "write one row per policy and concurrency as JSON" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const list = (k: string) => (flags[k] as string).split(",").filter(Boolean);
 const policies = list("policies") as PolicyName[];
 const levels = list("concurrency")

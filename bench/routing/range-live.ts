@@ -14,7 +14,8 @@
 import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { recordsFromResult } from "../../src/bench/report.js";
 import { percentile } from "../../src/workload/stats.js";
 import type { RequestRecord } from "../../src/workload/record.js";
@@ -44,7 +45,7 @@ const specs: FlagSpecs = {
   },
   "out-dir": { type: "string", help: "" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-range-live-"));
 mkdirSync(outDir, { recursive: true });
 const scale = flags["time-scale"] as number;

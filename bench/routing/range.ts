@@ -20,7 +20,8 @@
 //     [--calibration-cache FILE] [--rates 15,20,25 (open loop, req/s)] [--open-cap N (open loop, in flight)]
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import type { PolicyName } from "../../src/routing/index.js";
 import { percentile } from "../../src/workload/stats.js";
 import { renderPanels, type Panel } from "../../src/bench/svg.js";
@@ -42,7 +43,7 @@ const specs: FlagSpecs = {
   rates: { type: "string", help: "open loop: these req/s instead of --loads" },
   "open-cap": { type: "number", min: 1, help: "open loop: at most this many requests in flight" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const list = (k: string) => (flags[k] as string).split(",").filter(Boolean);
 const policies = list("policies") as PolicyName[];
 const loads = list("loads").map(Number);

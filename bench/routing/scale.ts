@@ -12,7 +12,8 @@ import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { mulberry32 } from "../../src/random/rng.js";
 import { mean, percentile, percentileSorted } from "../../src/workload/stats.js";
 import { samplesFromBenchJson } from "./stats.js";
@@ -29,7 +30,7 @@ const specs: FlagSpecs = {
     help: "also run one process a second time each round: its ratio to the first is this box's noise",
   },
 };
-const { flags } = parseFlags(sep < 0 ? argv : argv.slice(0, sep), specs);
+const { flags } = benchFlags(specs, sep < 0 ? argv : argv.slice(0, sep));
 const passOn = sep < 0 ? [] : argv.slice(sep + 1);
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "routing-scale-"));
 mkdirSync(outDir, { recursive: true });

@@ -9,7 +9,8 @@
 import { performance } from "node:perf_hooks";
 import { multiRoundQaWorkload, MULTI_ROUND_QA_DEFAULTS } from "../../src/workload/multi-round-qa.js";
 import { summarize } from "../../src/workload/metrics.js";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { defaultEngineConfig, kvCapacity } from "../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
@@ -34,7 +35,7 @@ const specs: FlagSpecs = {
   seed: { type: "int", default: 1, help: "" },
   routers: { type: "int", default: 1, help: "router processes sharing the group's counts" },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const model = resolveModel(flags.model as string);
 const gpu = resolveGpu(flags.gpu as string);
 const engine = defaultEngineConfig(model, gpu, {

@@ -24,7 +24,8 @@
 //     blind to the server (it sees each engine's GPU and CPU tier), as the live router without
 //     routing.cacheServers.
 import { readFileSync, writeFileSync } from "node:fs";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 import { fleetReport } from "../../src/fleet/report.js";
@@ -70,7 +71,7 @@ const specs: FlagSpecs = {
     help: "tiered: each engine's LMCache local CPU tier, GiB",
   },
 };
-const { flags } = parseFlags(process.argv.slice(2), specs);
+const { flags } = benchFlags(specs);
 const list = (k: string) => String(flags[k]).split(",").filter(Boolean);
 const tiered = flags.tiered === true;
 /** predictive reading the shared server's tier index (the tiered fleet's policy name) */

@@ -31,7 +31,8 @@ import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { freePort } from "../support/cli.js";
 import { runBench, startStack, stop, waitHttp } from "./live.js";
 import { decisionTable, rowsFromRouterLog } from "../support/decision-table.js";
@@ -83,7 +84,7 @@ const specs: FlagSpecs = {
     help: "where the trace shapes' files are (Mooncake's FAST25-release/traces)",
   },
 };
-const { flags, given } = parseFlags(process.argv.slice(2), specs);
+const { flags, given } = benchFlags(specs);
 const tiered = flags.tiered === true;
 /** the targets --tiered compares by default */
 const TIERED_TARGETS = "sy-predictive,sy-predictive@tier-blind,sy-round-robin,vr-cache_aware";

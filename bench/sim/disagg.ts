@@ -9,7 +9,8 @@
 //   npm run build && node dist/bench/sim/disagg.js [--requests 48] [--concurrency 8]
 //     [--prompt-words 3000] [--output 64] [--time-scale 2] [--model meta-llama/Llama-3.1-8B-Instruct]
 import { Agent, request } from "undici";
-import { parseFlags, type FlagSpecs } from "../../src/config/args.js";
+import type { FlagSpecs } from "../../src/config/args.js";
+import { benchFlags } from "../support/flags.js";
 import { startRouter } from "../../src/router/index.js";
 import { freePort, spawnCli, waitForHttp, type Spawned } from "../support/cli.js";
 
@@ -21,7 +22,7 @@ const specs: FlagSpecs = {
   "time-scale": { type: "number", default: 2, help: "" },
   model: { type: "string", default: "meta-llama/Llama-3.1-8B-Instruct", help: "" },
 };
-const f = parseFlags(process.argv.slice(2), specs).flags;
+const f = benchFlags(specs).flags;
 const REQUESTS = f.requests as number;
 const CONCURRENCY = f.concurrency as number;
 const WORDS = f["prompt-words"] as number;
