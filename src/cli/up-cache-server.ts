@@ -31,6 +31,13 @@ export const CACHE_SERVER_SPECS: FlagSpecs = {
     max: 65535,
     help: "the cache server's KV-event PUB port (the router subscribes to it), with --cache-server",
   },
+  "cache-server-metrics-port": {
+    type: "int",
+    default: 65434,
+    min: 1,
+    max: 65535,
+    help: "the cache server's Prometheus /metrics port (scraped by --monitoring), with --cache-server",
+  },
   "cache-server-max-memory": {
     type: "size",
     default: "1GiB",
@@ -52,6 +59,8 @@ export interface CacheServerWiring {
   lmUrl: string;
   /** where the router subscribes to its KV events */
   eventsUrl: string;
+  /** its Prometheus metrics (scraped by `up --monitoring`) */
+  metricsUrl: string;
   /** added to every engine's flags */
   engineArgs: string[];
   /** added to every engine's environment (LMCache reads its settings from LMCACHE_*) */
@@ -88,9 +97,12 @@ export function cacheServerWiring(
     );
   const port = flags["cache-server-port"] as number;
   const eventsPort = flags["cache-server-events-port"] as number;
+  const metricsPort = flags["cache-server-metrics-port"] as number;
   const gbps = flags["cache-server-bandwidth-gbps"] as number;
-  if (port === eventsPort)
-    throw new CliError("--cache-server-port and --cache-server-events-port must differ");
+  if (new Set([port, eventsPort, metricsPort]).size < 3)
+    throw new CliError(
+      "--cache-server-port, --cache-server-events-port and --cache-server-metrics-port must differ",
+    );
   const backend = flagValue(engineArgs, "--kv-offloading-backend");
   if (backend !== undefined && backend !== "lmcache")
     throw new CliError(
@@ -132,9 +144,12 @@ export function cacheServerWiring(
       chunkText,
       "--max-memory",
       String(flags["cache-server-max-memory"] as number),
+      "--metrics-port",
+      String(metricsPort),
     ],
     lmUrl,
     eventsUrl,
+    metricsUrl: `http://${at}:${metricsPort}/metrics`,
     engineArgs: [
       ...(backend === undefined && transfer === undefined ? ["--kv-offloading-backend", "lmcache"] : []),
       "--lmcache-remote-bandwidth",
@@ -170,6 +185,11 @@ export function cacheServerPorts(flags: Record<string, unknown>): StackPort[] {
       port: flags["cache-server-events-port"] as number,
       what: "the cache server's KV-event PUB",
       flag: "--cache-server-events-port",
+    },
+    {
+      port: flags["cache-server-metrics-port"] as number,
+      what: "the cache server's metrics",
+      flag: "--cache-server-metrics-port",
     },
   ];
 }

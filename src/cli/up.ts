@@ -91,7 +91,7 @@ const specs: FlagSpecs = {
   monitoring: {
     type: "boolean",
     default: false,
-    help: "also run Prometheus (installed by scripts/install-prometheus.sh when absent) scraping the router and engines, with deploy/prometheus's alert rules",
+    help: "also run Prometheus (installed by scripts/install-prometheus.sh when absent) scraping the router, the engines and the cache server (--cache-server), with deploy/prometheus's alert rules",
   },
   "prometheus-port": {
     type: "int",
@@ -376,7 +376,13 @@ export async function main(argv: string[]): Promise<number> {
       const bin = findOrInstallPrometheus((msg) => log.info(msg));
       const prom = await startPrometheus(
         bin,
-        { router: routerUrl, engines: engineUrls, model, intervalS: flags["prometheus-interval"] as number },
+        {
+          router: routerUrl,
+          engines: engineUrls,
+          cacheServer: tier?.metricsUrl,
+          model,
+          intervalS: flags["prometheus-interval"] as number,
+        },
         { host, port: flags["prometheus-port"] as number },
       );
       children.push({ name: "prometheus", child: prom.child });

@@ -49,7 +49,7 @@ export const EMPTY_ON_A_HEALTHY_LOCAL_STACK: Record<string, string> = {
   switchyard_rejected_requests_total: "admission refuses requests only under overload",
   switchyard_engine_ejections_total: "no engine is ejected while all are healthy",
   "vllm:kv_offload_total_bytes_total": "KV offload is off unless a sim offload flag is passed to `up`",
-  switchyard_cache_: "the LMCache cache server is not part of `up`",
+  switchyard_cache_: "the cache server runs in `up` only with --cache-server",
 };
 
 export type Verdict = "data" | "expected-empty" | "empty" | "error";

@@ -1,5 +1,5 @@
-// `switchyard up --monitoring`: a real Prometheus beside the local stack, scraping the router and every
-// engine with the labels the Helm chart's ServiceMonitors set (job, namespace, pod, switchyard_model)
+// `switchyard up --monitoring`: a real Prometheus beside the local stack, scraping the router, every
+// engine and the shared cache server (`up --cache-server`) with the labels the Helm chart's ServiceMonitors set (job, namespace, pod, switchyard_model)
 // and the project's alert rules loaded, so the dashboards and alerts shipped in deploy/ can be tried
 // on a laptop before a cluster. Prometheus is Debian's package, installed by
 // scripts/install-prometheus.sh when absent.
@@ -52,6 +52,8 @@ export function findOrInstallPrometheus(log: (msg: string) => void): string {
 export interface ScrapeTargets {
   router: string;
   engines: string[];
+  /** the shared cache server's /metrics URL, when the stack runs one */
+  cacheServer?: string | undefined;
   model: string;
   /** seconds between scrapes */
   intervalS: number;
@@ -72,7 +74,10 @@ export function prometheusConfig(t: ScrapeTargets, ruleFiles: string[]): string 
     `scrape_configs:\n` +
     `  - job_name: switchyard-router\n    static_configs:\n${target(t.router, "router")}` +
     `  - job_name: switchyard-engine\n    static_configs:\n` +
-    t.engines.map((u, i) => target(u, `engine-${i}`)).join("")
+    t.engines.map((u, i) => target(u, `engine-${i}`)).join("") +
+    (t.cacheServer
+      ? `  - job_name: switchyard-cache-server\n    static_configs:\n${target(t.cacheServer, "cache-server")}`
+      : "")
   );
 }
 

@@ -20,6 +20,8 @@ test("up --cache-server: the cache server publishes KV events, every engine uses
       "7000",
       "--cache-server-events-port",
       "7001",
+      "--cache-server-metrics-port",
+      "7002",
       "--cache-server-bandwidth-gbps",
       "40",
       "--cache-server-max-memory",
@@ -42,7 +44,10 @@ test("up --cache-server: the cache server publishes KV events, every engine uses
     "256",
     "--max-memory",
     String(2 * 2 ** 30),
+    "--metrics-port",
+    "7002",
   ]);
+  assert.equal(w.metricsUrl, "http://127.0.0.1:7002/metrics");
   // 40 Gbit/s is 5 GB/s, the sim's unit
   assert.deepEqual(w.engineArgs, ["--kv-offloading-backend", "lmcache", "--lmcache-remote-bandwidth", "5"]);
   assert.deepEqual(w.engineEnv, {
@@ -77,6 +82,7 @@ test("up --cache-server: defaults to a 100 GbE link (80 Gbit/s, the sim's 10 GB/
     [
       [65432, "--cache-server-port"],
       [65433, "--cache-server-events-port"],
+      [65434, "--cache-server-metrics-port"],
     ],
   );
 });
@@ -177,8 +183,8 @@ async function metricSum(url: string, name: string): Promise<number> {
   return sum;
 }
 
-test("up --cache-server: a long prompt's chunks are stored in the shared cache server and reach the router's index of it by its KV events; SIGINT stops the server too", async () => {
-  const [lmPort, eventsPort] = await freePorts(2);
+test("up --cache-server: a long prompt's chunks are stored in the shared cache server and reach the router's index of it by its KV events, the server serves its metrics; SIGINT stops the server too", async () => {
+  const [lmPort, eventsPort, metricsPort] = await freePorts(3);
   const up = await upArgs(2, [
     "--model",
     "Qwen/Qwen2.5-0.5B-Instruct",
@@ -189,6 +195,8 @@ test("up --cache-server: a long prompt's chunks are stored in the shared cache s
     String(lmPort),
     "--cache-server-events-port",
     String(eventsPort),
+    "--cache-server-metrics-port",
+    String(metricsPort),
   ]);
   const stack = spawnCli(up.args);
   const router = `http://127.0.0.1:${up.port}`;
@@ -214,6 +222,9 @@ test("up --cache-server: a long prompt's chunks are stored in the shared cache s
       await new Promise((res) => setTimeout(res, 100));
     }
     assert.equal(await metricSum(router, "switchyard_routing_tier_events_flowing"), 1);
+    // the server serves its own metrics (what `up --monitoring` scrapes)
+    const server = `http://127.0.0.1:${metricsPort}`;
+    assert.ok((await fetch(`${server}/metrics`)).ok);
     // printed once the router is ready, so surely by now
     assert.match(stack.output(), new RegExp(`cache server lm://127\\.0\\.0\\.1:${lmPort} `));
   } finally {
@@ -221,7 +232,7 @@ test("up --cache-server: a long prompt's chunks are stored in the shared cache s
     assert.equal(code, 0, stack.output().slice(-2000));
   }
   // the cache server stopped with the stack: its ports are free again
-  for (const port of [lmPort, eventsPort]) {
+  for (const port of [lmPort, eventsPort, metricsPort]) {
     const free = await new Promise<boolean>((resolve) => {
       const s = createServer();
       s.once("error", () => resolve(false));

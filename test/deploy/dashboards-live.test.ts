@@ -1,5 +1,5 @@
-// `switchyard up --monitoring` starts a real Prometheus (Debian's package) that scrapes the router and
-// both engines with the project's alert rules loaded, and every query of the shipped Grafana dashboards
+// `switchyard up --monitoring` starts a real Prometheus (Debian's package) that scrapes the router, both
+// engines and the shared cache server (`--cache-server`) with the project's alert rules loaded, and every query of the shipped Grafana dashboards
 // returns data from it, except the series a healthy local stack never has (named, with the reason, in
 // src/ops/dashboards.ts). Under CI=true a missing prometheus binary fails (.ci/install-tools.sh installs
 // it); elsewhere the test is skipped.
@@ -18,12 +18,14 @@ test("up --monitoring: Prometheus scrapes the stack with the rules loaded, and e
     if (process.env.CI === "true" || process.env.CI === "1") throw new Error(msg);
     return t.skip(msg);
   }
-  const [port, promPort] = await freePorts(2);
+  const [port, promPort, lmPort, eventsPort, cacheMetricsPort] = await freePorts(5);
   const { engineBase, kvBase } = await freeUpPorts(2);
   const stack = spawnCli(
     ["up", "--engines", "2", "--port", String(port), "--engine-base-port", String(engineBase)].concat(
       ["--kv-events-base-port", String(kvBase), "--model", MODEL, "--time-scale", "0.2", "--monitoring"],
-      ["--prometheus-port", String(promPort), "--prometheus-interval", "1"],
+      ["--prometheus-port", String(promPort), "--prometheus-interval", "1", "--cache-server"],
+      ["--cache-server-port", String(lmPort), "--cache-server-events-port", String(eventsPort)],
+      ["--cache-server-metrics-port", String(cacheMetricsPort)],
     ),
   );
   const router = `http://127.0.0.1:${port}`;
@@ -66,14 +68,15 @@ test("up --monitoring: Prometheus scrapes the stack with the rules loaded, and e
       "switchyard-router",
     ]);
     // targets appear once Prometheus has applied its configuration, a moment after it is ready
-    const targets = await until("three scrape targets", 15_000, async () => {
+    const targets = await until("four scrape targets", 15_000, async () => {
       const body = (await (await fetch(`${prom}/api/v1/targets`)).json()) as {
         data: { activeTargets: { labels: Record<string, string> }[] };
       };
       const list = body.data.activeTargets.map((x) => `${x.labels.job} ${x.labels.pod}`).sort();
-      return list.length >= 3 ? list : undefined;
+      return list.length >= 4 ? list : undefined;
     });
     assert.deepEqual(targets, [
+      "switchyard-cache-server cache-server",
       "switchyard-engine engine-0",
       "switchyard-engine engine-1",
       "switchyard-router router",
@@ -91,14 +94,17 @@ test("up --monitoring: Prometheus scrapes the stack with the rules loaded, and e
         `${err.message}:\n${bad.map((r) => `  ${r.dashboard} | ${r.panel} | ${r.verdict}: ${r.detail}\n    ${r.query}`).join("\n")}`,
       );
     });
-    // the router's and the engines' dashboards show data everywhere but the failure panels
+    // the router's and the engines' dashboards show data everywhere but the failure panels (the engines
+    // load from the cache server through LMCache: their offload traffic shows)
     const quiet = last.filter((r) => r.verdict === "expected-empty" && r.dashboard !== "cache-server.json");
     assert.deepEqual(quiet.map((r) => r.panel).sort(), [
       "Engine ejections",
-      "KV offload traffic",
       "Rejected by reason",
       "Retries by reason",
     ]);
+    // and the cache server's dashboard reads the server the engines store to
+    const cache = last.filter((r) => r.dashboard === "cache-server.json" && r.verdict === "data");
+    assert.ok(cache.length > 0, "no cache-server panel shows data");
   } finally {
     traffic = false;
     await load;
