@@ -385,6 +385,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "bench/support": {
     imports: [
       "src/bench",
+      "src/config",
       "src/engine",
       "src/fleet",
       "src/kvevents",

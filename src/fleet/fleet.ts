@@ -5,10 +5,9 @@
 //   load.ts (turns) → router-view.ts (which engine) → engines.ts (the engines, and the shared LMCache
 //   server of remote.ts) → back to load.ts (the answer, then the session's next turn).
 //   A disaggregated fleet (prefill and decode pools) runs in pd.ts.
-import type { RequestRecord } from "../workload/record.js";
-import { sentAfterPause } from "../workload/types.js";
 import { VirtualDriver } from "../engine/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
+import { answeredRecord, refusedRecord } from "./records.js";
 import { LoadDriver, type Turn } from "./load.js";
 import { simulatePdFleet } from "./pd.js";
 import type { FleetOptions, FleetResult } from "./types.js";
@@ -42,26 +41,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     if (router.hasWaiting) driver.at(driver.now, retry);
     cachedTokens[f.turn.index] = t.cachedTokens;
     load.lastEnd = t.finishedTime;
-    const ok = t.outputTokens > 0;
-    const record: RequestRecord = {
-      index: f.turn.index,
-      sessionId: f.turn.active.session.id,
-      round: f.turn.active.round,
-      start: f.start * 1000,
-      ok,
-      ttft: ok ? (t.firstTokenTime - f.start) * 1000 : NaN,
-      itl: f.itl,
-      e2el: (t.finishedTime - f.start) * 1000,
-      promptTokens: t.promptTokens,
-      outputTokens: t.outputTokens,
-      usageReported: true,
-      httpStatus: 200,
-      errorKind: ok ? null : "no_output",
-      error: "",
-    };
-    // as the live bench marks its records (resumed turns' TTFT)
-    if (sentAfterPause(f.turn.active.session, f.turn.active.round)) record.resumed = true;
-    load.answered(f.turn, ok, record, f);
+    const record = answeredRecord(f, t);
+    load.answered(f.turn, record.ok, record, f);
   });
   const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines, shared) : null;
   const router = new RouterView(
@@ -113,23 +94,8 @@ export function simulateFleet(o: FleetOptions): FleetResult {
 
   // a refusal is answered at once, as the router's 429 is: the session ends there
   const refuse = (turn: Turn, arrivedAt: number, why: string) => {
-    const start = arrivedAt * 1000;
-    const record: RequestRecord = {
-      index: turn.index,
-      sessionId: turn.active.session.id,
-      round: turn.active.round,
-      start,
-      ok: false,
-      ttft: NaN,
-      itl: [],
-      e2el: driver.now * 1000 - start,
-      promptTokens: turn.prompt.length,
-      outputTokens: 0,
-      usageReported: false,
-      httpStatus: 429,
-      errorKind: "http_4xx",
-      error: why,
-    };
+    const record = refusedRecord(turn, arrivedAt, driver.now, why);
+    const start = record.start;
     driver.at(driver.now, () => load.answered(turn, false, record, { start, itl: [], answer: [] }));
   };
 

@@ -6,9 +6,8 @@
 // (computing only its last partial block) and produces the answer. TTFT runs from the arrival at the
 // router to the decode engine's first token, as the live router measures it.
 import { kvCapacity, VirtualDriver, type EngineConfig } from "../engine/index.js";
-import type { RequestRecord } from "../workload/record.js";
-import { sentAfterPause } from "../workload/types.js";
 import { FleetEngines, type Flight } from "./engines.js";
+import { answeredRecord, refusedRecord } from "./records.js";
 import { CLAIRVOYANT, type FleetOptions, type FleetResult, type PdOptions } from "./types.js";
 import { LoadDriver, type Turn } from "./load.js";
 import { SharedCacheServer } from "./remote.js";
@@ -75,25 +74,8 @@ export function simulatePdFleet(o: FleetOptions, pd: PdOptions): FleetResult {
       if (dRouter.hasWaiting) driver.at(driver.now, retryDecode);
       arrived.delete(f.turn.index);
       load.lastEnd = t.finishedTime;
-      const ok = t.outputTokens > 0;
-      const record: RequestRecord = {
-        index: f.turn.index,
-        sessionId: f.turn.active.session.id,
-        round: f.turn.active.round,
-        start: f.start * 1000,
-        ok,
-        ttft: ok ? (t.firstTokenTime - f.start) * 1000 : NaN,
-        itl: f.itl,
-        e2el: (t.finishedTime - f.start) * 1000,
-        promptTokens: t.promptTokens,
-        outputTokens: t.outputTokens,
-        usageReported: true,
-        httpStatus: 200,
-        errorKind: ok ? null : "no_output",
-        error: "",
-      };
-      if (sentAfterPause(f.turn.active.session, f.turn.active.round)) record.resumed = true;
-      load.answered(f.turn, ok, record, f);
+      const record = answeredRecord(f, t);
+      load.answered(f.turn, record.ok, record, f);
     },
   );
   const view = (engines: FleetEngines, seed: number) =>
@@ -121,23 +103,8 @@ export function simulatePdFleet(o: FleetOptions, pd: PdOptions): FleetResult {
   const refuse = (turn: Turn, arrivedAt: number, why: string) => {
     routedTo[turn.index] = -1;
     arrived.delete(turn.index);
-    const start = arrivedAt * 1000;
-    const record: RequestRecord = {
-      index: turn.index,
-      sessionId: turn.active.session.id,
-      round: turn.active.round,
-      start,
-      ok: false,
-      ttft: NaN,
-      itl: [],
-      e2el: driver.now * 1000 - start,
-      promptTokens: turn.prompt.length,
-      outputTokens: 0,
-      usageReported: false,
-      httpStatus: 429,
-      errorKind: "http_4xx",
-      error: why,
-    };
+    const record = refusedRecord(turn, arrivedAt, driver.now, why);
+    const start = record.start;
     driver.at(driver.now, () => load.answered(turn, false, record, { start, itl: [], answer: [] }));
   };
   const sendPrefill = (turn: Turn, e: number, at: number) => {
