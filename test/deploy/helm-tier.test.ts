@@ -2,7 +2,8 @@
 // remote (offload mode lmcache, connector layout), the cache server announces what it holds on its
 // KV-event port and the router subscribes to it, told the engines' link and LMCache's chunk size; the
 // port admits the router only. Where the engines do not load from it (no LMCache, LMCache's mp layout,
-// kvEvents off) nothing of it is rendered.
+// kvEvents off) nothing of it is rendered. Simulated engines run the same tier (connector layout, at
+// the router's link rate), and the rendered sim, server and router work together under the real CLI.
 import assert from "node:assert/strict";
 import { describe, it, type TestContext } from "node:test";
 import { createConnection } from "node:net";
@@ -151,6 +152,83 @@ describe("helm chart: the cache server's KV events to the router", { timeout: 30
       assert.match(metrics, /^switchyard_routing_tier_chunks\{server="cache-server"\} 0$/m);
     } finally {
       await router.stop();
+      await server.stop();
+    }
+  });
+
+  it("simulated engines on LMCache: the connector layout with the cache server as remote, loading at the link the router prices; LMCache's mp layout is refused", (t) => {
+    const objs = renderOf(t, "sim-values.yaml", ["--set", "engines.offload.mode=lmcache"]);
+    if (!objs) return;
+    const sim = argsOf(objs, "-engine-llama-3-1-8b");
+    assert.equal(sim[0], "sim");
+    assert.ok(sim.includes('--kv-transfer-config={"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'));
+    assert.ok(sim.includes("--lmcache-remote-bandwidth=12.5"), sim.join(" "));
+    const env = envOf(container(one(objs, "Deployment", "-engine-llama-3-1-8b")));
+    assert.equal(env.get("LMCACHE_REMOTE_URL")?.value, `lm://${SERVER}:65432`);
+    assert.equal(env.get("LMCACHE_PRE_CACHING_HASH_ALGORITHM")?.value, "sha256_cbor");
+    assert.ok(argsOf(objs, "-router").includes("--cache-server-bandwidth-gbps=100"));
+    assert.ok(!objs.some((o) => o.metadata.name.endsWith("-lmcache")), "no LMCache mp server for sims");
+    const helm = requireTool(t, "helm")!;
+    const mp = renderRaw(helm, "sim-values.yaml", [
+      ...["--set", "engines.offload.mode=lmcache", "--set", "engines.offload.lmcache.layout=mp"],
+    ]);
+    assert.notEqual(mp.status, 0);
+    assert.match(mp.stderr, /layout=mp needs engines.mode=vllm/);
+  });
+
+  it("a rendered simulated engine, cache server and router, run under the real CLI: a long prompt's chunks reach the server and, by its events, the router", async (t) => {
+    const helm = requireTool(t, "helm");
+    if (!helm) return;
+    const [lm, metrics, events, enginePort, kv, routerPort] = await freePorts(6);
+    const objs = render(helm, "sim-values.yaml", [
+      ...["--set", "engines.offload.mode=lmcache", `--set=cacheServer.port=${lm}`],
+      ...[`--set=cacheServer.metricsPort=${metrics}`, `--set=cacheServer.kvEvents.port=${events}`],
+      ...["--set=cacheServer.maxMemory=64MiB", "--set=cacheServer.disk.enabled=false"],
+    ]);
+    const local = (a: string) =>
+      a === "--host=0.0.0.0" ? "--host=127.0.0.1" : a.replace(`${SERVER}:`, "127.0.0.1:");
+    const serverArgs = argsOf(objs, "-cache-server").map(local);
+    const engine = container(one(objs, "Deployment", "-engine-llama-3-1-8b"));
+    const simArgs = (engine.args as string[])
+      .map(local)
+      .map((a) => (a.startsWith("--port=") ? `--port=${enginePort}` : a))
+      .map((a) => a.replace("tcp://*:5557", `tcp://127.0.0.1:${kv}`));
+    const simEnv: Record<string, string> = {};
+    for (const [k, v] of envOf(engine)) if (typeof v.value === "string") simEnv[k] = local(v.value);
+    const routerArgs = [
+      ...["router", "--host=127.0.0.1", `--port=${routerPort}`, `--backend=http://127.0.0.1:${enginePort}`],
+      ...["--kv-events-port", String(kv)],
+      ...argsOf(objs, "-router")
+        .filter((a) => a.startsWith("--cache-server-"))
+        .map(local),
+    ];
+    const server = spawnCli(serverArgs);
+    const sim = spawnCli(simArgs, simEnv);
+    const router = spawnCli(routerArgs);
+    try {
+      await waitForHttp(`http://127.0.0.1:${metrics}/health`, 30_000, 200, server);
+      await waitForHttp(`http://127.0.0.1:${routerPort}/ready`, 60_000, 200, router);
+      const r = await fetch(`http://127.0.0.1:${routerPort}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "meta-llama/Llama-3.1-8B-Instruct",
+          prompt: "The rivers of Europe, described in careful detail. ".repeat(120),
+          max_tokens: 2,
+        }),
+      });
+      assert.equal(r.status, 200, await r.text());
+      const chunks = async () => {
+        const text = await (await fetch(`http://127.0.0.1:${routerPort}/metrics`)).text();
+        return Number(/^switchyard_routing_tier_chunks\{[^}]*\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      };
+      for (let i = 0; (await chunks()) < 4; i++) {
+        assert.ok(i < 300, `the router's tier index stayed below 4 chunks:\n${sim.output().slice(-2000)}`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    } finally {
+      await router.stop();
+      await sim.stop();
       await server.stop();
     }
   });

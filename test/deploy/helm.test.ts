@@ -418,7 +418,14 @@ describe("helm chart", { timeout: 300_000 }, () => {
       [["--set=engines.offload.mode=disk"], /offload/],
       [["--set=router.policy=random"], /policy/],
       [["--set=router.repliccas=3"], /repliccas/],
-      [["--set=engines.mode=sim", "--set=engines.offload.mode=lmcache"], /lmcache needs engines\.mode=vllm/],
+      [
+        [
+          "--set=engines.mode=sim",
+          "--set=engines.offload.mode=lmcache",
+          "--set=engines.offload.lmcache.layout=mp",
+        ],
+        /layout=mp needs engines\.mode=vllm/,
+      ],
     ];
     for (const [args, why] of cases) {
       const r = run(h, ["template", RELEASE, chart, "--kube-version", RENDER_KUBE_VERSION, ...args]);

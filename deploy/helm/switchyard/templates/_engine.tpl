@@ -17,12 +17,15 @@ Every helper takes (dict "root" $ "model" $m "role" ROLE) where ROLE is:
 LMCache's layout, from root: "mp" (LMCache's multiprocess server on each node, lmcache-mp.yaml;
 vLLM >= 0.32 maps --kv-offloading-backend lmcache to its LMCacheMPConnector), "connector"
 (LMCacheConnectorV1 inside each engine, the cache server its lm:// remote), "" without LMCache.
+Simulated engines model the connector layout only: auto is connector for them.
 */}}
 {{- define "switchyard.lmcacheLayout" -}}
 {{- $e := .Values.engines -}}
 {{- if eq $e.offload.mode "lmcache" -}}
 {{- $l := default "auto" $e.offload.lmcache.layout -}}
-{{- if eq $l "auto" -}}
+{{- if and (eq $l "auto") (eq $e.mode "sim") -}}
+connector
+{{- else if eq $l "auto" -}}
 {{- $v := regexFind "^[0-9]+\\.[0-9]+(\\.[0-9]+)?" (trimPrefix "v" (toString $e.vllmImage.tag)) -}}
 {{- if and $v (semverCompare ">=0.32.0-0" $v) -}}mp{{- else -}}connector{{- end -}}
 {{- else -}}
@@ -108,6 +111,10 @@ that connects to the router's collector socket, its topic naming the engine as d
 - {{ printf "--kv-transfer-config=%s" (dict "kv_connector_extra_config" (dict "lmcache.mp.host" (printf "tcp://%s" (include "switchyard.lmcacheMpName" .root)) "lmcache.mp.port" (int $e.offload.lmcache.mp.port)) | toJson) | quote }}
 {{- else if eq $e.offload.mode "lmcache" }}
 - '--kv-transfer-config={"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"}'
+{{- if eq $e.mode "sim" }}
+# the link a simulated engine loads from the cache server at, GB/s: the one the router prices loads by
+- --lmcache-remote-bandwidth={{ divf .root.Values.cacheServer.bandwidthGbps 8 }}
+{{- end }}
 {{- end }}
 {{- /* disaggregated prefill/decode (docs/disaggregated.md): NixlConnector, producer or consumer */}}
 {{- $pd := or (eq $m.role "prefill") (eq $m.role "decode") }}
