@@ -96,7 +96,11 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 1250,
   },
   // vLLM's Prometheus families, LMCache's among them, as the claimed release writes them
-  "src/sim/metrics": { imports: ["src/engine", "src/kvevents", "src/sim/connectors"], lines: 1250 },
+  // the per-GPU work estimates size KV with the one formula src/models holds
+  "src/sim/metrics": {
+    imports: ["src/engine", "src/kvevents", "src/models", "src/sim/connectors"],
+    lines: 1250,
+  },
   // the engine on the wall clock, its steps delivered to the requests' sinks
   "src/sim/runtime": {
     imports: [

@@ -49,6 +49,16 @@ function encodeFileHeader(seq: number, obj: StoredObject): Buffer {
   return h;
 }
 
+/** The file an object of write number `seq` is kept in. */
+export function objectFileName(seq: number): string {
+  return `${seq.toString(16).padStart(12, "0")}.kv`;
+}
+
+/** An object's file as the pieces written in order: header, key, payload (tests lay out a disk with it). */
+export function objectFileParts(seq: number, obj: StoredObject): Buffer[] {
+  return [encodeFileHeader(seq, obj), Buffer.from(obj.key, "latin1"), ...obj.payload.chunks];
+}
+
 /** What is left of `parts` after its first `written` bytes went out. */
 function unwritten(parts: Buffer[], written: number): Buffer[] {
   let i = 0;
@@ -226,14 +236,14 @@ export class DiskTier {
   }
 
   private async write(rec: PendingWrite, fileBytes: number): Promise<void> {
-    const file = `${rec.seq.toString(16).padStart(12, "0")}.kv`;
+    const file = objectFileName(rec.seq);
     const tmp = join(this.dir, `${file}.tmp`);
     const { obj } = rec;
     let ok = false;
     try {
       const fh = await open(tmp, "wx");
       try {
-        let parts = [encodeFileHeader(rec.seq, obj), Buffer.from(obj.key, "latin1"), ...obj.payload.chunks];
+        let parts = objectFileParts(rec.seq, obj);
         // one writev for header, key and every payload chunk (libuv splits it at IOV_MAX)
         let pos = 0;
         while (parts.length > 0) {

@@ -28,6 +28,11 @@ export const DEFAULT_EVENT_CHUNK_TOKENS = 256;
 export const DEFAULT_MAX_EVENT_KEYS = 1_000_000;
 /** keys waiting for a look before they are looked at without waiting for the turn to end */
 const MAX_DIRTY = 65_536;
+/**
+ * Keys looked at per turn of the event loop when a start announces what its disk tier kept: a few
+ * milliseconds of work, so that requests are answered between slices however large the disk.
+ */
+export const ANNOUNCE_SLICE = 1024;
 
 export interface ChunkEventsOptions {
   publisher: KvEventPublisher;
@@ -87,6 +92,21 @@ export class ChunkAnnouncer {
     this.dirty.add(scopedKey);
     if (this.dirty.size >= MAX_DIRTY) this.flush();
     else this.scheduled ??= setImmediate(() => this.flush());
+  }
+
+  /**
+   * Announces `scopedKeys` (what the disk tier kept from an earlier run) a slice per turn of the event
+   * loop, each slice published as one batch, so that a large disk does not hold up the requests the
+   * server answers meanwhile. Resolves once every key has been looked at (or the announcer closed).
+   */
+  async announceAll(scopedKeys: readonly string[]): Promise<void> {
+    let i = 0;
+    while (i < scopedKeys.length && !this.closed) {
+      const end = Math.min(scopedKeys.length, i + ANNOUNCE_SLICE);
+      for (; i < end; i++) this.touched(scopedKeys[i]!);
+      this.flush();
+      if (i < scopedKeys.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   /** Looks at every touched key and publishes what changed, as one batch. */

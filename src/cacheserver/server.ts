@@ -106,6 +106,11 @@ export interface CacheServer {
   kvEventsReplayEndpoint: string | undefined;
   /** the KV events' state (tests, metrics), when asked for */
   kvEvents: ChunkAnnouncer | undefined;
+  /**
+   * settles once what the disk tier kept from an earlier run has been announced (at once without a
+   * disk tier or KV events); the server answers requests meanwhile
+   */
+  diskAnnounced: Promise<void>;
   connections(): number;
   /** Stops accepting, lets replies in flight finish, flushes disk writes. Idempotent. */
   close(): Promise<void>;
@@ -277,6 +282,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
   }
   let publisher: ZmqEventPublisher | undefined;
   let announcer: ChunkAnnouncer | undefined;
+  let diskAnnounced = Promise.resolve();
   if (opts.kvEvents) {
     const ev = opts.kvEvents;
     try {
@@ -308,8 +314,12 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       maxKeys: ev.maxKeys,
     }));
     store.onKey = (key) => a.touched(key);
-    // what the disk tier kept from an earlier run is held now
-    for (const key of disk?.keys() ?? []) a.touched(key);
+    // what the disk tier kept from an earlier run is held now: announced a slice per turn of the event
+    // loop while the listeners already answer
+    if (disk)
+      diskAnnounced = a
+        .announceAll(disk.keys())
+        .catch((err: unknown) => log.error({ err: String(err) }, "announcing the disk tier's chunks failed"));
   }
   metrics.kvEvents(() => announcer);
   const ports = servers.slice(0, listens.length).map((srv) => (srv.address() as AddressInfo).port);
@@ -388,6 +398,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
       ? connectableEndpoint(publisher.replayEndpoint)
       : undefined,
     kvEvents: announcer,
+    diskAnnounced,
     connections: () => live.size,
     close,
   };

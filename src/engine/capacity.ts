@@ -1,5 +1,6 @@
 // KV-cache capacity the way vLLM sizes it at start-up: what is left of HBM × gpu_memory_utilization after
 // the weights and the memory its profiling run sees in use, divided into blocks. See docs/engine-model.md.
+import { kvBytesPerToken } from "../models/kv-shape.js";
 import type { EngineConfig } from "./types.js";
 
 const GiB = 2 ** 30;
@@ -27,11 +28,6 @@ export interface KvCapacity {
   numCpuBlocks: number;
 }
 
-export function kvHeadsPerGpu(config: EngineConfig): number {
-  // vLLM replicates KV heads when TP exceeds their number
-  return Math.max(1, Math.floor(config.model.kvHeads / config.tensorParallelSize));
-}
-
 export function reserveBytesPerGpu(config: EngineConfig): number {
   const m = config.model;
   const tp = config.tensorParallelSize;
@@ -45,8 +41,8 @@ const fmtGiB = (b: number) => `${(b / GiB).toFixed(2)} GiB`;
 export function kvCapacity(config: EngineConfig): KvCapacity {
   const m = config.model;
   const tp = config.tensorParallelSize;
-  const kvBytesPerToken = 2 * m.layers * kvHeadsPerGpu(config) * m.headDim * m.dtypeBytes;
-  const blockBytesPerGpu = kvBytesPerToken * config.blockSize;
+  const kvBytes = kvBytesPerToken(m, tp);
+  const blockBytesPerGpu = kvBytes * config.blockSize;
   const weightBytesPerGpu = Math.ceil((m.params * m.dtypeBytes) / tp);
   const reserveBytes = reserveBytesPerGpu(config);
   const budget = config.gpu.hbmBytes * config.gpuMemoryUtilization;
@@ -73,5 +69,12 @@ export function kvCapacity(config: EngineConfig): KvCapacity {
   const numCpuBlocks = !off
     ? 0
     : Math.floor(off.bytes / (off.backend === "lmcache" ? blockBytesPerGpu : blockBytesPerGpu * tp));
-  return { numGpuBlocks, blockBytesPerGpu, kvBytesPerToken, weightBytesPerGpu, reserveBytes, numCpuBlocks };
+  return {
+    numGpuBlocks,
+    blockBytesPerGpu,
+    kvBytesPerToken: kvBytes,
+    weightBytesPerGpu,
+    reserveBytes,
+    numCpuBlocks,
+  };
 }

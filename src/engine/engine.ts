@@ -13,6 +13,7 @@ import type {
   EngineRequest,
   EngineSnapshot,
   FinishReason,
+  PrefixProbe,
   ProbeOptions,
   RequestTimings,
   StepPlan,
@@ -189,6 +190,15 @@ export class Engine {
     opts: ProbeOptions = {},
   ): { tokens: number; seconds: number } {
     return this.kv.probeTierTokens(promptTokenIds, gpuTokens, opts);
+  }
+
+  /**
+   * probeCachedTokens and probeTierTokens of one prompt at once, each of its blocks hashed once (what
+   * a router's price of every tier reads per engine). No side effects; the result is a scratch value
+   * (KvCacheManager.probePrefix).
+   */
+  probePrefix(promptTokenIds: readonly number[], opts: ProbeOptions = {}): PrefixProbe {
+    return this.kv.probePrefix(promptTokenIds, opts);
   }
 
   // ---- scheduling -------------------------------------------------------------------------------

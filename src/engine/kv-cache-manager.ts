@@ -10,7 +10,7 @@ import { BlockHasher, extraKeysFor, noneHash } from "../protocol/block-hashing.j
 import { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";
 import { CpuTier } from "./offload.js";
 import type { PrefixMemo, Req } from "./request.js";
-import type { EngineConfig, EngineCounters, ProbeOptions } from "./types.js";
+import type { EngineConfig, EngineCounters, PrefixProbe, ProbeOptions } from "./types.js";
 
 /** shared prefixes whose block hashes an engine remembers (EngineRequest.sharedPrefix) */
 const MAX_PREFIX_MEMOS = 256;
@@ -62,6 +62,12 @@ export class KvCacheManager {
   private readonly hasher: BlockHasher;
   private readonly wantEvents: boolean;
   private readonly hit: PrefixHit = { gpu: 0, cpu: 0, lmcache: 0, external: 0 };
+  /**
+   * a probe's chain: the digest of each of the prompt's leading blocks hashed so far, block b at b, so
+   * that its GPU and tier walks hash each block once (reused, emptied when the probe ends)
+   */
+  private readonly probeChain: Buffer[] = [];
+  private readonly probed: PrefixProbe = { gpuTokens: 0, tierTokens: 0, tierSeconds: 0 };
 
   constructor(config: EngineConfig, counters: EngineCounters, wantEvents: boolean) {
     this.config = config;
@@ -164,6 +170,42 @@ export class KvCacheManager {
    * engine. No side effects on the cache; `sharedPrefix` reuses a remembered hash chain.
    */
   probeCachedTokens(promptTokenIds: readonly number[], opts: ProbeOptions = {}): number {
+    return this.walkGpu(promptTokenIds, opts, null);
+  }
+
+  /**
+   * What the engine's own CPU tier adds to a GPU hit of `gpuTokens` for this prompt, as findCached would
+   * take it (native: the blocks continuing the hit; LMCache: its whole chunks from the prompt start,
+   * beyond the hit), and the seconds loading them adds to a step (each rank copies its shard over its
+   * own link): what a router's price of the tier reads. No side effects; zeros without a CPU tier.
+   */
+  probeTierTokens(
+    promptTokenIds: readonly number[],
+    gpuTokens: number,
+    opts: ProbeOptions = {},
+  ): { tokens: number; seconds: number } {
+    const tier = this.walkTier(promptTokenIds, gpuTokens, opts, this.probeChain);
+    this.probeChain.length = 0;
+    return tier;
+  }
+
+  /**
+   * probeCachedTokens and probeTierTokens of one prompt at once, each of its blocks hashed once: the
+   * tier walk goes on from the chain the GPU walk hashed. The result is a scratch value.
+   */
+  probePrefix(promptTokenIds: readonly number[], opts: ProbeOptions = {}): PrefixProbe {
+    const chain = this.probeChain;
+    const r = this.probed;
+    r.gpuTokens = this.walkGpu(promptTokenIds, opts, chain);
+    const tier = this.walkTier(promptTokenIds, r.gpuTokens, opts, chain);
+    chain.length = 0;
+    r.tierTokens = tier.tokens;
+    r.tierSeconds = tier.seconds;
+    return r;
+  }
+
+  /** probeCachedTokens, leaving the digests of the blocks it walks in `chain` when one is given */
+  private walkGpu(promptTokenIds: readonly number[], opts: ProbeOptions, chain: Buffer[] | null): number {
     if (!this.config.enablePrefixCaching || promptTokenIds.length === 0) return 0;
     const bs = this.config.blockSize;
     const maxHit = Math.floor((promptTokenIds.length - 1) / bs);
@@ -178,28 +220,27 @@ export class KvCacheManager {
       // blocks checked since the last eviction are still exact
       if (m.epoch === this.pool.cacheEpoch) n = Math.min(m.blocks.length, lim);
       while (n < lim && this.pool.lookup(m.ids[n]!, m.digests[n]) >= 0) n++;
+      // the remembered chain is the prompt's own as far as the shared prefix goes
+      if (chain) for (let b = 0; b < lim; b++) chain.push(m.digests[b]!);
       if (n < lim) return n * bs;
       if (n > 0) parent = m.digests[n - 1]!;
     }
     for (; n < maxHit; n++) {
       const keys = n === 0 || lora ? extraKeysFor(n, lora, salt) : null;
       const d = this.hasher.hash(parent, promptTokenIds, n * bs, (n + 1) * bs, keys);
+      chain?.push(d);
       if (this.pool.lookup(0n, d) < 0) break;
       parent = d;
     }
     return n * bs;
   }
 
-  /**
-   * What the engine's own CPU tier adds to a GPU hit of `gpuTokens` for this prompt, as findCached would
-   * take it (native: the blocks continuing the hit; LMCache: its whole chunks from the prompt start,
-   * beyond the hit), and the seconds loading them adds to a step (each rank copies its shard over its
-   * own link): what a router's price of the tier reads. No side effects; zeros without a CPU tier.
-   */
-  probeTierTokens(
+  /** probeTierTokens, hashing the prompt's blocks on from the digests `chain` already holds */
+  private walkTier(
     promptTokenIds: readonly number[],
     gpuTokens: number,
-    opts: ProbeOptions = {},
+    opts: ProbeOptions,
+    chain: Buffer[],
   ): { tokens: number; seconds: number } {
     const none = { tokens: 0, seconds: 0 };
     if ((!this.cpu && !this.lmcache) || promptTokenIds.length === 0) return none;
@@ -208,17 +249,14 @@ export class KvCacheManager {
     const gpu = Math.min(maxHit, Math.floor(gpuTokens / bs));
     const salt = opts.cacheSalt ?? null;
     const lora = opts.loraName ?? null;
-    let parent: Buffer = this.noneHash;
     /** the chained id of block n, hashing the chain as far as it is asked */
-    const ids: bigint[] = [];
     const idOf = (n: number): bigint => {
-      for (let b = ids.length; b <= n; b++) {
+      for (let b = chain.length; b <= n; b++) {
         const keys = b === 0 || lora ? extraKeysFor(b, lora, salt) : null;
-        const d = this.hasher.hash(parent, promptTokenIds, b * bs, (b + 1) * bs, keys);
-        ids.push(d.readBigUInt64BE(24));
-        parent = d;
+        const parent = b === 0 ? this.noneHash : chain[b - 1]!;
+        chain.push(this.hasher.hash(parent, promptTokenIds, b * bs, (b + 1) * bs, keys));
       }
-      return ids[n]!;
+      return chain[n]!.readBigUInt64BE(24);
     };
     let blocks = 0;
     let bps = this.config.gpu.hostLinkBandwidth;

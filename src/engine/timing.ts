@@ -5,7 +5,7 @@
 //             per-sequence cost (none unless calibrated) + offload load and store time
 // Every constant and its source is listed in docs/engine-model.md.
 import type { EngineConfig } from "./types.js";
-import { kvHeadsPerGpu } from "./capacity.js";
+import { kvBytesPerToken } from "../models/kv-shape.js";
 
 /** fraction of dense peak FLOP/s a serving forward pass sustains (MFU); see docs/engine-model.md */
 export const COMPUTE_EFFICIENCY = 0.5;
@@ -71,7 +71,7 @@ export class StepTimer {
     // QKᵀ and AV: 2 FLOPs per multiply-add each, over the query heads (= hidden for most models)
     this.attnFlopsPerCtx = (4 * m.layers * m.numHeads * m.headDim) / this.tp;
     this.weightBytes = (m.params * m.dtypeBytes) / this.tp;
-    this.kvBytesPerToken = 2 * m.layers * kvHeadsPerGpu(config) * m.headDim * m.dtypeBytes;
+    this.kvBytesPerToken = kvBytesPerToken(m, this.tp);
     this.peak = config.gpu.bf16Flops * COMPUTE_EFFICIENCY;
     this.bw = config.gpu.hbmBandwidth * MEMORY_EFFICIENCY;
     this.layers = m.layers;

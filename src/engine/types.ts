@@ -94,6 +94,15 @@ export interface ProbeOptions {
   sharedPrefix?: { key: string; tokens: number };
 }
 
+/** what one probe finds of a prompt on an engine (Engine.probePrefix; a reused scratch value) */
+export interface PrefixProbe {
+  /** prompt tokens its GPU prefix cache would serve (probeCachedTokens) */
+  gpuTokens: number;
+  /** tokens its own CPU tier adds beyond them, and the seconds their load adds to a step (probeTierTokens) */
+  tierTokens: number;
+  tierSeconds: number;
+}
+
 export interface RequestTimings {
   arrivalTime: number;
   firstScheduledTime: number;

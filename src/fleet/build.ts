@@ -13,6 +13,7 @@ import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../workload/shared
 import type { Workload } from "../workload/types.js";
 import { TRACE_DEFAULTS, traceWorkload } from "../workload/trace.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
+import { kvBytesPerToken } from "../models/index.js";
 import type { FleetOptions, FleetPolicy, SessionKeyMode } from "./fleet.js";
 import type { PdOptions } from "./types.js";
 import { REMOTE_BANDWIDTH_BPS } from "./remote.js";
@@ -52,13 +53,7 @@ export function engineConfigFor(r: ResolvedScenario, mode: OffloadMode, kvScale 
     blockHashAlgo: "fast",
   });
   let offload: OffloadConfig | null = null;
-  const perRankBlock =
-    2 *
-    r.model.layers *
-    Math.max(1, Math.floor(r.model.kvHeads / f.tensor_parallel_size)) *
-    r.model.headDim *
-    r.model.dtypeBytes *
-    base.blockSize;
+  const perRankBlock = kvBytesPerToken(r.model, f.tensor_parallel_size) * base.blockSize;
   if (mode === "native") {
     const bytes =
       off.native_cpu_blocks !== undefined

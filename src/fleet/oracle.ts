@@ -2,7 +2,7 @@
 // fleet. `prefix` runs the routing library's own PrefixOracle on the rendered prompt text, as the live
 // router does. `kv` and `hybrid` stand for the router's KV-event index: in a simulation every engine's
 // events would flow and its hashes match, so the index would mirror each engine's GPU prefix cache; the
-// oracle asks each engine directly (Engine.probeCachedTokens), without the event lag of a live router.
+// oracle asks each engine directly (Engine.probePrefix), without the event lag of a live router.
 // What each engine's cache holds in all (CachePrediction.heldTokens) is read from it as well, as the
 // router counts it from the events. The prompt's chained block ids (CachePrediction.blocks) are the
 // approximate index's, as the live router's oracle gives them. What the engine's own CPU tier holds
@@ -58,16 +58,19 @@ export class EngineProbeOracle implements CacheOracle {
     const shared = this.tier ? Math.min(this.tier.held(p.tokens), p.tokens.length - 1) : 0;
     for (let i = 0; i < n; i++) {
       const e = this.byId.get(engines[i]!.id);
-      const gpu = e ? e.probeCachedTokens(p.tokens, { sharedPrefix: p.sharedPrefix }) : 0;
+      // the GPU hit and the engine's own tier beyond it, the prompt's blocks hashed once for both
+      const probe = e?.probePrefix(p.tokens, { sharedPrefix: p.sharedPrefix });
+      const gpu = probe?.gpuTokens ?? 0;
+      const ownTokens = probe?.tierTokens ?? 0;
+      const ownSeconds = probe?.tierSeconds ?? 0;
       cachedTokens[i] = gpu;
       heldTokens[i] = e ? e.heldTokens() : NaN;
-      const own = e ? e.probeTierTokens(p.tokens, gpu) : { tokens: 0, seconds: 0 };
-      const extra = Math.max(0, shared - gpu - own.tokens);
-      if (own.tokens + extra === 0) continue;
+      const extra = Math.max(0, shared - gpu - ownTokens);
+      if (ownTokens + extra === 0) continue;
       tierTokens ??= new Float64Array(n);
       tierLoadSeconds ??= new Float64Array(n);
-      tierTokens[i] = own.tokens + extra;
-      tierLoadSeconds[i] = own.seconds + (extra > 0 ? this.tier!.loadSeconds(extra) : 0);
+      tierTokens[i] = ownTokens + extra;
+      tierLoadSeconds[i] = ownSeconds + (extra > 0 ? this.tier!.loadSeconds(extra) : 0);
     }
     const prepared = this.ids.prepare(req);
     // a block's estimated tokens in the prompt's (exact) token units

@@ -1,7 +1,7 @@
 // The shared LMCache server of a fleet (`remote_url: lm://...`, our cache server) in virtual time: an
 // LRU of chunk keys bounded by its memory, shared by every engine. Puts are asynchronous in LMCache's
 // remote backend, so they cost the engines nothing; gets are charged by the engine at `bandwidth`.
-import type { ModelProfile } from "../models/index.js";
+import { kvBytesPerToken, type ModelProfile } from "../models/index.js";
 import { chunkKeys } from "./tokens.js";
 
 /**
@@ -85,7 +85,7 @@ export class SharedCacheServer {
   readonly chunkTokens: number;
 
   constructor(o: SharedServerOptions, model: ModelProfile) {
-    const chunkBytes = o.chunkTokens * 2 * model.layers * model.kvHeads * model.headDim * model.dtypeBytes;
+    const chunkBytes = o.chunkTokens * kvBytesPerToken(model);
     this.store = new RemoteStore(o.bytes, chunkBytes, o.bandwidth);
     this.chunkTokens = o.chunkTokens;
   }

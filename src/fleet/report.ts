@@ -3,6 +3,7 @@
 // prefills avoided by offload, and hit rates per cache tier.
 import { summarize, type MetricFields } from "../workload/metrics.js";
 import type { EngineCounters } from "../engine/index.js";
+import { kvBytesPerToken } from "../models/index.js";
 import type { FleetOptions, FleetResult } from "./fleet.js";
 
 export interface FleetReport {
@@ -65,8 +66,7 @@ export function fleetReport(
   let sum = 0;
   for (const x of kv) sum += x;
   const queries = c.prefixCacheQueries || c.promptTokens || 1;
-  const kvBytesPerToken =
-    2 * o.engine.model.layers * o.engine.model.kvHeads * o.engine.model.headDim * o.engine.model.dtypeBytes;
+  const kvBytesAllHeads = kvBytesPerToken(o.engine.model);
   const virtualS = r.records.length ? r.durationS + r.records[0]!.start / 1000 : 0;
   return {
     offload: o.engine.offload?.backend ?? "none",
@@ -100,7 +100,7 @@ export function fleetReport(
     capacity: {
       gpu_blocks_per_engine: r.numGpuBlocks,
       kv_tokens_per_engine: r.numGpuBlocks * o.engine.blockSize,
-      kv_gb_per_engine: (r.numGpuBlocks * o.engine.blockSize * kvBytesPerToken) / 1e9,
+      kv_gb_per_engine: (r.numGpuBlocks * o.engine.blockSize * kvBytesAllHeads) / 1e9,
       cpu_blocks_per_engine: r.numCpuBlocks,
     },
     offload_transfer_s: c.offloadTransferSeconds + c.externalTransferSeconds,

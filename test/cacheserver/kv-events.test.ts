@@ -1,20 +1,27 @@
 // The cache server's KV events over real ZMQ on loopback: an LMCache chunk is announced stored once
 // every TP rank's shard is held, once however often it is written again; a key that is no LMCache
 // chunk is never announced; a chunk pushed from memory to disk is still held, and is announced removed
-// once the disk lets it go too; a subscriber joining late gets the history from the replay socket.
+// once the disk lets it go too; a subscriber joining late gets the history from the replay socket; a
+// disk tier of thousands of chunks kept from an earlier run is announced in full, a slice at a time,
+// while the server already answers.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startCacheServer, type CacheServer } from "../../src/cacheserver/server.js";
-import { SHARED_TIER_MEDIUM } from "../../src/cacheserver/kv-events.js";
+import { ANNOUNCE_SLICE, SHARED_TIER_MEDIUM } from "../../src/cacheserver/kv-events.js";
+import { objectFileName, objectFileParts } from "../../src/cacheserver/disk.js";
+import { payloadOf } from "../../src/cacheserver/payload.js";
 import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
 import type { KvEvent } from "../../src/kvevents/events.js";
 import { waitUntil } from "../helpers/router.js";
 import { RawConn } from "./raw.js";
 
 const MiB = 2 ** 20;
+/** the header fields of a chunk written to the disk tier directly */
+const meta = { fmt: 1, dtype: 0, shape: [2, 32, 256, 1024] as [number, number, number, number] };
 
 /** one rank's shard of a chunk, as LMCache 0.5 names it */
 const key = (hash: bigint, worker: number, worldSize = 2) =>
@@ -143,5 +150,49 @@ test("without --kv-events-port the cache server opens no event socket", async ()
     assert.equal(server.store.onKey, undefined);
   } finally {
     await server.close();
+  }
+});
+
+test("a disk tier of thousands of chunks kept from an earlier run is announced in full while the server already answers", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sy-kvev-disk-"));
+  // an earlier run's disk tier: many small chunks, several slices of the announcement
+  const n = 16 * ANNOUNCE_SLICE;
+  for (let i = 0; i < n; i += 256) {
+    const files = [];
+    for (let j = i; j < Math.min(n, i + 256); j++) {
+      const obj = { key: key(BigInt(j + 1), 0, 1), payload: payloadOf(Buffer.alloc(16, j)), meta };
+      files.push(writeFile(join(dir, objectFileName(j + 1)), Buffer.concat(objectFileParts(j + 1, obj))));
+    }
+    await Promise.all(files);
+  }
+  const server = await startCacheServer({
+    host: "127.0.0.1",
+    port: 0,
+    maxMemoryBytes: 16 * MiB,
+    diskDir: dir,
+    maxDiskBytes: 64 * MiB,
+    kvEvents: { port: 0, replayPort: 0 },
+  });
+  let announced = false;
+  void server.diskAnnounced.then(() => (announced = true));
+  const c = await RawConn.open(server.port);
+  let sub: KvEventSubscriber | undefined;
+  try {
+    assert.equal(server.store.disk!.stats().objects, n, "every chunk re-indexed");
+    // a request is answered before the announcement of the disk's chunks is through
+    assert.equal(await c.exist(key(BigInt(n), 0, 1)), true);
+    assert.equal(announced, false, "answered while the disk's chunks were still being announced");
+    const l = await listen(server);
+    sub = l.sub;
+    await server.diskAnnounced;
+    assert.equal(server.kvEvents!.size, n);
+    await waitUntil(() => storedOf(l.events).length >= n, 10_000, "every chunk announced");
+    assert.equal(new Set(storedOf(l.events)).size, n);
+    assert.deepEqual(removedOf(l.events), []);
+  } finally {
+    await c.close();
+    await sub?.close();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,5 +1,6 @@
 // The LMCache extension points of the engine model: the in-engine local CPU tier (chunk-granular LRU,
-// blocking stores), externally cached prefixes loaded at a given bandwidth, and chunk announcements.
+// blocking stores), externally cached prefixes loaded at a given bandwidth, and chunk announcements;
+// the probes a router's price reads of the GPU and the CPU tier, apart or in one walk.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Engine } from "../../src/engine/engine.js";
@@ -23,7 +24,7 @@ function cycle(offload: "native" | "lmcache" | null) {
       runToIdle(engine, driver);
     }
   }
-  return { c: engine.snapshot().counters, end: driver.now, engine };
+  return { c: engine.snapshot().counters, end: driver.now, engine, driver };
 }
 
 test("lmcache tier: evicted prefixes come back in whole 256-token chunks", () => {
@@ -45,6 +46,42 @@ test("lmcache tier: evicted prefixes come back in whole 256-token chunks", () =>
   // 2 chunks × 6 prompts stored once each (the second round finds them present)
   assert.equal(lm.c.offloadStoredBlocks, 6 * 2 * 16);
   assert.equal(lm.engine.debugState().cpuBlocks, 6 * 2 * 16);
+});
+
+test("one probe of a prompt reads the GPU hit and the own tier beyond it as the two probes apart do", () => {
+  for (const offload of ["native", "lmcache"] as const) {
+    const { engine, driver } = cycle(offload);
+    // the cycled prompts (the early ones on the CPU tier only, the late ones on the GPU too), one
+    // sharing a cycled prompt's first chunk, one unseen
+    const prompts = Array.from({ length: 6 }, (_, i) => tokens(520, 300 + i));
+    prompts.push(tokens(256, 300).concat(tokens(300, 999)), tokens(600, 77));
+    // the first prompt's two chunks remembered as a shared prefix, and a prompt that shares them
+    const shared = { key: "p0", tokens: 512 };
+    engine.add(request("memo", prompts[0]!, { maxTokens: 1, sharedPrefix: shared, arrivalTime: driver.now }));
+    runToIdle(engine, driver);
+    const sharing = prompts[0]!.slice(0, 512).concat(tokens(100, 5));
+    const cases = prompts.flatMap((p) => [
+      { p, opts: {} },
+      { p, opts: { sharedPrefix: { key: "none remembered", tokens: 256 } } },
+    ]);
+    cases.push(
+      { p: prompts[0]!, opts: { sharedPrefix: shared } },
+      { p: sharing, opts: { sharedPrefix: shared } },
+    );
+    let tier = 0;
+    for (const { p, opts } of cases) {
+      const gpu = engine.probeCachedTokens(p, opts);
+      const own = engine.probeTierTokens(p, gpu, opts);
+      const both = engine.probePrefix(p, opts);
+      assert.deepEqual(
+        { ...both },
+        { gpuTokens: gpu, tierTokens: own.tokens, tierSeconds: own.seconds },
+        `${offload}: ${p.length} tokens`,
+      );
+      tier += own.tokens;
+    }
+    assert.ok(tier > 0, `${offload}: some prompt is found on the CPU tier`);
+  }
 });
 
 test("lmcache tier: capacity is per TP rank and chunk-bounded, LRU", () => {

@@ -35,6 +35,9 @@ export class KvBlockIndex {
   private readonly byEngine = new Map<number, EngineBlocks>();
   private readonly engineNos = new Map<string, number>();
   private nextNo = 0;
+  /** the last walk's leading GPU-tier blocks and its blocks' credit (scratch, read right after walk) */
+  private walkGpu = 0;
+  private walkCredit = 0;
   evictions = 0;
 
   constructor(opts: KvBlockIndexOptions = {}) {
@@ -185,17 +188,8 @@ export class KvBlockIndex {
   match(hashes: readonly bigint[], engine: string): { blocks: number; credit: number } {
     const no = this.engineNos.get(engine);
     if (no === undefined) return { blocks: 0, credit: 0 };
-    let credit = 0;
-    let k = 0;
-    for (; k < hashes.length; k++) {
-      const holders = this.blocks.get(hashes[k]!);
-      if (!holders) break;
-      let mask = 0;
-      for (const p of holders) if (p >> 2 === no) mask = p & 3;
-      if (mask === 0) break;
-      credit += mask & TIER_GPU ? 1 : this.offloadCredit;
-    }
-    return { blocks: k, credit };
+    const blocks = this.walk(hashes, no);
+    return { blocks, credit: this.walkCredit };
   }
 
   /**
@@ -206,6 +200,17 @@ export class KvBlockIndex {
   matchTiers(hashes: ArrayLike<bigint>, engine: string): { gpu: number; any: number } {
     const no = this.engineNos.get(engine);
     if (no === undefined) return { gpu: 0, any: 0 };
+    const any = this.walk(hashes, no);
+    return { gpu: this.walkGpu, any };
+  }
+
+  /**
+   * The one walk both matches read: the leading blocks of `hashes` engine number `no` holds in some
+   * tier, returned; how many of them lead on its GPU tier and what they are credited left in walkGpu
+   * and walkCredit, so that a match allocates nothing beyond its answer.
+   */
+  private walk(hashes: ArrayLike<bigint>, no: number): number {
+    let credit = 0;
     let gpu = 0;
     let onGpu = true;
     let k = 0;
@@ -215,10 +220,17 @@ export class KvBlockIndex {
       let mask = 0;
       for (const p of holders) if (p >> 2 === no) mask = p & 3;
       if (mask === 0) break;
-      if (onGpu && mask & TIER_GPU) gpu++;
-      else onGpu = false;
+      if (mask & TIER_GPU) {
+        credit += 1;
+        if (onGpu) gpu++;
+      } else {
+        credit += this.offloadCredit;
+        onGpu = false;
+      }
     }
-    return { gpu, any: k };
+    this.walkGpu = gpu;
+    this.walkCredit = credit;
+    return k;
   }
 
   /** every hash held for an engine (tests) */

@@ -29,7 +29,9 @@ import {
   type EngineView,
   type RequestView,
 } from "../../routing/index.js";
+import { kvBytesPerToken } from "../../models/kv-shape.js";
 import { resolveGpu, resolveModel } from "../../models/profiles.js";
+import type { ModelProfile } from "../../models/types.js";
 import { chunkHashes, chunkHashesInto } from "../../protocol/lmcache-chunks.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Registry } from "../engines/registry.js";
@@ -99,10 +101,10 @@ interface Prepared {
   tier?: { ids: readonly string[]; tokens: Float64Array; seconds: Float64Array };
 }
 
-/** The model's KV cache per token: all of it (what a shared server sends), and its kv heads. */
+/** The model's KV cache per token: all of it (what a shared server sends), and the profile it is of. */
 interface KvShape {
   bytesPerToken: number;
-  kvHeads: number;
+  model: ModelProfile;
 }
 
 export class CacheRouting implements CacheOracle {
@@ -492,7 +494,7 @@ export class CacheRouting implements CacheOracle {
       if (own > gpu) {
         const tp = pc.engines[id]?.tensorParallelSize ?? pc.tensorParallelSize;
         // each GPU loads its own shard of the heads over its own host link
-        const perGpu = shape.bytesPerToken * (Math.max(1, Math.floor(shape.kvHeads / tp)) / shape.kvHeads);
+        const perGpu = kvBytesPerToken(shape.model, tp);
         extra += own - gpu;
         seconds += ((own - gpu) * perGpu) / this.offloadBandwidth(id);
       }
@@ -648,7 +650,7 @@ function hashedBlocks(tokens: readonly number[], blockSize: number): number {
 function kvShapeOf(model: string): KvShape | null {
   try {
     const m = resolveModel(model);
-    return { bytesPerToken: 2 * m.layers * m.kvHeads * m.headDim * m.dtypeBytes, kvHeads: m.kvHeads };
+    return { bytesPerToken: kvBytesPerToken(m), model: m };
   } catch {
     return null;
   }

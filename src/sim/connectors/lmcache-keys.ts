@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { type ObjectMeta, KEY_BYTES } from "../../cacheserver/protocol.js";
 import { chunkKey, U64, type ChunkKeyScheme } from "../../protocol/lmcache-chunks.js";
+import { kvHeadsPerRank } from "../../models/kv-shape.js";
 import type { ModelProfile } from "../../models/types.js";
 
 export {
@@ -49,11 +50,10 @@ export function keyProblem(s: ChunkKeyScheme): string | null {
 
 /** Header fields of one rank's chunk: the shape a naive-serde KV chunk has (the length is scaled). */
 export function chunkMeta(model: ModelProfile, tp: number, chunkTokens: number): ObjectMeta {
-  const kvHeadsPerRank = Math.max(1, Math.floor(model.kvHeads / tp));
   return {
     fmt: FMT_KV_2LTD,
     dtype: DTYPE_CODES[model.dtype] ?? 0,
-    shape: [2, model.layers, chunkTokens, kvHeadsPerRank * model.headDim],
+    shape: [2, model.layers, chunkTokens, kvHeadsPerRank(model, tp) * model.headDim],
   };
 }
 

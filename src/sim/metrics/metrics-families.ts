@@ -6,7 +6,7 @@
 // buckets are vLLM's (v1/metrics/loggers.py and perf.py); values come from the engine model where it
 // knows them, and stay at zero where the sim models nothing (multimodal inputs).
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { kvHeadsPerGpu } from "../../engine/capacity.js";
+import { kvBytesPerToken } from "../../models/kv-shape.js";
 import type { EngineConfig, EngineSnapshot, RequestTimings } from "../../engine/types.js";
 import type { MetricsRelease } from "./metrics-release.js";
 
@@ -81,7 +81,7 @@ export class WorkEstimate {
     this.flopsPerToken = (2 * m.params) / tp;
     this.attnFlopsPerCtx = (4 * m.layers * m.numHeads * m.headDim) / tp;
     this.weightBytes = (m.params * m.dtypeBytes) / tp;
-    this.kvBytesPerToken = 2 * m.layers * kvHeadsPerGpu(config) * m.headDim * m.dtypeBytes;
+    this.kvBytesPerToken = kvBytesPerToken(m, tp);
     this.blockTokens = config.blockSize;
   }
 

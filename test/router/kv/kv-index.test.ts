@@ -1,8 +1,10 @@
 // One KV index per KV-cache group: an eviction in one group leaves the others alone, and a predicted hit
-// is gated by the full-attention groups only.
+// is gated by the full-attention groups only. One engine's chain read by tier: the credit a hit earns
+// and the GPU and offload blocks it spans come from the same leading blocks.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { BlockStored } from "../../../src/kvevents/events.js";
+import { KvBlockIndex } from "../../../src/router/kv/block-index.js";
 import { KvIndex, MAX_KV_GROUPS } from "../../../src/router/kv/kv-index.js";
 
 const stored = (hashes: bigint[], extra: Partial<BlockStored> = {}): BlockStored => ({
@@ -50,4 +52,26 @@ test("a hit needs every full-attention group; sliding-window groups do not short
   idx.forget("e");
   assert.equal(idx.blocksOf("e"), 0);
   assert.equal(idx.size, 4);
+});
+
+test("a chain held partly on the GPU and partly offloaded reads the same leading blocks as credit and as tiers", () => {
+  const idx = new KvBlockIndex({ offloadCredit: 0.5 });
+  // blocks 1-2 on the GPU, 3 offloaded only, 4 on the GPU again, 5 on another engine only
+  idx.apply("e", stored([1n, 2n, 4n]));
+  idx.apply("e", stored([3n], { medium: "CPU" }));
+  idx.apply("f", stored([5n]));
+  const chain = [1n, 2n, 3n, 4n, 5n];
+  // the prefix ends where the engine holds a block in no tier (5); an offloaded block counts at its credit
+  assert.deepEqual(idx.match(chain, "e"), { blocks: 4, credit: 3.5 });
+  // the GPU run ends at the first block held only offloaded, even though a later one is on the GPU
+  assert.deepEqual(idx.matchTiers(chain, "e"), { gpu: 2, any: 4 });
+  // a block held in both tiers counts as a GPU block
+  idx.apply("e", stored([3n]));
+  assert.deepEqual(idx.match(chain, "e"), { blocks: 4, credit: 4 });
+  assert.deepEqual(idx.matchTiers(chain, "e"), { gpu: 4, any: 4 });
+  // a chain whose first block it lacks, and an engine it never heard of
+  assert.deepEqual(idx.match([9n, 1n], "e"), { blocks: 0, credit: 0 });
+  assert.deepEqual(idx.matchTiers([9n, 1n], "e"), { gpu: 0, any: 0 });
+  assert.deepEqual(idx.match(chain, "nobody"), { blocks: 0, credit: 0 });
+  assert.deepEqual(idx.matchTiers(chain, "nobody"), { gpu: 0, any: 0 });
 });
