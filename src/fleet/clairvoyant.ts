@@ -7,7 +7,7 @@
 // engine's own roofline. No router can know this much: it bounds what placement alone can do for the same
 // requests. KV admission is counted in tokens (in use now, plus what each step computes, less what a
 // finished sequence computed). The tiers count as the engine counts them: what the engine's own CPU tier
-// (Engine.probeTierTokens) and then the fleet's shared cache server hold beyond the GPU hit is not
+// (Engine.probePrefix) and then the fleet's shared cache server hold beyond the GPU hit is not
 // computed but loaded, its load time added to the step that admits the request. What it leaves out, and
 // so what it can still be beaten by: later arrivals (they queue behind under FCFS, but share steps),
 // preemption, what a placement evicts for later requests, the loads of requests already queued, and the
@@ -69,13 +69,13 @@ export class ClairvoyantPlacer {
     const engine = this.engines[e]!;
     const cfg = engine.config;
     const last = prompt.length - 1;
-    const gpu = Math.min(last, engine.probeCachedTokens(prompt, { sharedPrefix }));
-    // beyond the GPU hit: the engine's own CPU tier, then the shared server, each loaded, not computed
-    const own = engine.probeTierTokens(prompt, gpu, { sharedPrefix });
+    // the GPU hit, then beyond it the engine's own CPU tier and the shared server, loaded, not computed
+    const probe = engine.probePrefix(prompt, { sharedPrefix });
+    const gpu = Math.min(last, probe.gpuTokens);
     const held = this.shared ? Math.min(last, this.shared.held(prompt)) : 0;
-    const extra = Math.max(0, held - gpu - own.tokens);
-    const cached = Math.min(last, gpu + own.tokens + extra);
-    const loadSeconds = own.seconds + (extra > 0 ? this.shared!.loadSeconds(extra) : 0);
+    const extra = Math.max(0, held - gpu - probe.tierTokens);
+    const cached = Math.min(last, gpu + probe.tierTokens + extra);
+    const loadSeconds = probe.tierSeconds + (extra > 0 ? this.shared!.loadSeconds(extra) : 0);
     const q: Shadow[] = engine.queueState().map((r: QueuedRequest) => ({ ...r, candidate: false }));
     q.push({
       toCompute: prompt.length - cached,
