@@ -1,5 +1,5 @@
 // The clairvoyant reference placement: each request goes where its time to first token is lowest given
-// every engine's exact state at its arrival — its GPU prefix cache (Engine.probeCachedTokens) and its
+// every engine's exact state at its arrival — its GPU prefix cache and CPU tier (Engine.probePrefix) and its
 // queues (Engine.queueState: what each running and waiting request still computes, its context, its
 // answer still to come) — found by stepping each engine's scheduler forward with the request added last,
 // as the engine model steps it (vLLM's chunked prefill: decodes first, one token each, then prompt tokens
@@ -7,8 +7,7 @@
 // engine's own roofline. No router can know this much: it bounds what placement alone can do for the same
 // requests. KV admission is counted in tokens (in use now, plus what each step computes, less what a
 // finished sequence computed). The tiers count as the engine counts them: what the engine's own CPU tier
-// (Engine.probePrefix) and then the fleet's shared cache server hold beyond the GPU hit is not
-// computed but loaded, its load time added to the step that admits the request. What it leaves out, and
+// and then the fleet's shared cache server hold beyond the GPU hit is not computed but loaded, its load time added to the step that admits the request. What it leaves out, and
 // so what it can still be beaten by: later arrivals (they queue behind under FCFS, but share steps),
 // preemption, what a placement evicts for later requests, the loads of requests already queued, and the
 // step in flight at arrival.
