@@ -3,6 +3,7 @@ import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
 import { checkNamespace, parseCidrRule, parseListen } from "./namespace.js";
+import { loadCurveKeys, type CurveKeys } from "../kvevents/curve.js";
 import {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PORT,
@@ -87,6 +88,10 @@ const specs: FlagSpecs = {
     type: "string",
     help: "the namespace whose chunks are announced (default: the unnamed one)",
   },
+  "kv-events-curve-dir": {
+    type: "string",
+    help: "with --kv-events-port: ZMQ CURVE for the events (a directory with secret.key, and clients.keys: the routers' public keys admitted); the router names this server's public key (routing.cacheServers[].serverKey)",
+  },
   "metrics-port": {
     type: "int",
     min: 0,
@@ -96,7 +101,7 @@ const specs: FlagSpecs = {
 };
 
 const USAGE =
-  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--kv-events-port P [--kv-events-replay-port P] [--kv-events-chunk-tokens 256]] [--metrics-port P]";
+  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--kv-events-port P [--kv-events-replay-port P] [--kv-events-chunk-tokens 256] [--kv-events-curve-dir DIR]] [--metrics-port P]";
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);
@@ -120,7 +125,12 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
   if (!given.has("kv-events-port")) {
-    for (const f of ["kv-events-replay-port", "kv-events-chunk-tokens", "kv-events-namespace"])
+    for (const f of [
+      "kv-events-replay-port",
+      "kv-events-chunk-tokens",
+      "kv-events-namespace",
+      "kv-events-curve-dir",
+    ])
       if (given.has(f)) throw new CliError(`--${f} needs --kv-events-port`);
   }
   const kvEvents = given.has("kv-events-port")
@@ -129,6 +139,7 @@ export async function main(argv: string[]): Promise<number> {
         replayPort: flags["kv-events-replay-port"] as number | undefined,
         chunkTokens: flags["kv-events-chunk-tokens"] as number,
         namespace: flags["kv-events-namespace"] as string | undefined,
+        curve: given.has("kv-events-curve-dir") ? curveKeysOf(flags["kv-events-curve-dir"] as string) : null,
       }
     : undefined;
   const server = await startCacheServer({
@@ -153,4 +164,13 @@ export async function main(argv: string[]): Promise<number> {
   onShutdown(() => server.close());
   await new Promise(() => {}); // runs until a signal; shutdown() exits the process
   return 0;
+}
+
+/** The events' CURVE keys from a directory, a bad one refused as a usage error. */
+function curveKeysOf(dir: string): CurveKeys {
+  try {
+    return loadCurveKeys({ dir });
+  } catch (err) {
+    throw new CliError(`--kv-events-curve-dir ${dir}: ${(err as Error).message}`);
+  }
 }

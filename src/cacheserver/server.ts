@@ -10,6 +10,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from "node:n
 import { logger, type Logger } from "../obs/log.js";
 import { connectableEndpoint } from "../kvevents/endpoint.js";
 import { ZmqEventPublisher } from "../kvevents/publisher.js";
+import type { CurveKeys } from "../kvevents/curve.js";
 import { Connection } from "./connection.js";
 import { ChunkAnnouncer, DEFAULT_EVENT_CHUNK_TOKENS } from "./kv-events.js";
 import { DiskTier } from "./disk.js";
@@ -90,6 +91,11 @@ export interface CacheKvEventsOptions {
   maxKeys?: number;
   /** batches kept for replay (default 10,000) */
   bufferSteps?: number;
+  /**
+   * CURVE keys of the events' PUB and replay sockets (their secret key, and the subscribers admitted:
+   * clients.keys); null or undefined: plain
+   */
+  curve?: CurveKeys | null;
 }
 
 export interface CacheServer {
@@ -299,7 +305,7 @@ export async function startCacheServer(opts: CacheServerOptions): Promise<CacheS
           hwm: 100_000,
           maxQueueSize: 100_000,
         },
-        { bindHost: opts.host ?? "0.0.0.0" },
+        { bindHost: opts.host ?? "0.0.0.0", curve: ev.curve ?? null },
       );
     } catch (err) {
       await closeListeners();

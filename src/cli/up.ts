@@ -15,8 +15,8 @@
 // port is tried before anything starts, so a port still taken says which one and by whom (ports.ts),
 // and every socket the stack opens binds on --host (the engines' KV PUB and replay sockets too).
 //
-// `--kv-curve` makes CURVE keypairs for the run (one per engine, one for the router) in a private
-// temporary directory, hands each process its own key directory, and removes it when the stack ends:
+// `--kv-curve` makes CURVE keypairs for the run (one per engine, one for the router, one for the cache
+// server's events with --cache-server) in a private temporary directory, hands each process its own key directory, and removes it when the stack ends:
 // a stack on a shared network then takes KV events only from its own engines, and each engine's only
 // from the holder of that engine's key.
 //
@@ -85,7 +85,7 @@ const specs: FlagSpecs = {
   "kv-curve": {
     type: "boolean",
     default: false,
-    help: "authenticate and encrypt the KV events (ZMQ CURVE): a keypair per engine and one for the router, made for this run in a private temporary directory and removed when the stack stops",
+    help: "authenticate and encrypt the KV events (ZMQ CURVE): a keypair per engine, one for the router and one for the cache server (--cache-server), made for this run in a private temporary directory and removed when the stack stops",
   },
   "ready-timeout": { type: "number", default: 60, help: "seconds to wait for the stack to become ready" },
   monitoring: {
@@ -265,6 +265,14 @@ export async function main(argv: string[]): Promise<number> {
       engineKeys.set(new URL(`http://${host}:${basePort + i}`).origin, pair.publicKey);
     }
     writeKeyDir(curveDirs.router, router, { engineKeys });
+    if (tier) {
+      // the cache server's events too: it serves to the router's key, the router believes its key alone
+      const pair = newKeyPair();
+      const dir = join(root, "cache-server");
+      writeKeyDir(dir, pair, { clientKeys: [router.publicKey] });
+      tier.serverArgs.push("--kv-events-curve-dir", dir);
+      tier.routerArgs.push("--cache-server-key", pair.publicKey);
+    }
   }
 
   const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;

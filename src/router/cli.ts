@@ -129,6 +129,10 @@ const specs: FlagSpecs = {
     min: 1,
     help: "with --cache-server-events: the engines' LMCache chunk_size (default 256)",
   },
+  "cache-server-key": {
+    type: "string",
+    help: "with --cache-server-events and --kv-curve-dir: the server's CURVE public key (Z85), whose events alone are believed (default: the router's server.key)",
+  },
   "session-header": { type: "string", default: "x-session-id", help: "header carrying the session key" },
   "session-key": { type: "string", help: "body field used as the session key when the header is absent" },
   "session-infer": {
@@ -293,10 +297,16 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
     if (has("cache-server-replay")) server.replay = flags["cache-server-replay"];
     if (has("cache-server-bandwidth-gbps")) server.bandwidthGbps = flags["cache-server-bandwidth-gbps"];
     if (has("cache-server-chunk-tokens")) server.chunkTokens = flags["cache-server-chunk-tokens"];
+    if (has("cache-server-key")) server.serverKey = flags["cache-server-key"];
     sub("routing").cacheServers = [server];
   } else {
-    for (const f of ["cache-server-replay", "cache-server-bandwidth-gbps", "cache-server-chunk-tokens"])
-      if (has(f)) throw new CliError(`--${f} needs --cache-server-events`);
+    const only = [
+      "cache-server-replay",
+      "cache-server-bandwidth-gbps",
+      "cache-server-chunk-tokens",
+      "cache-server-key",
+    ];
+    for (const f of only) if (has(f)) throw new CliError(`--${f} needs --cache-server-events`);
   }
   if (has("discovery")) {
     const mode = flags.discovery as string;

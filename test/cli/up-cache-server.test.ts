@@ -183,7 +183,7 @@ async function metricSum(url: string, name: string): Promise<number> {
   return sum;
 }
 
-test("up --cache-server: a long prompt's chunks are stored in the shared cache server and reach the router's index of it by its KV events, the server serves its metrics; SIGINT stops the server too", async () => {
+test("up --cache-server --kv-curve: a long prompt's chunks are stored in the shared cache server and reach the router's index of it by its KV events over CURVE, the server serves its metrics; SIGINT stops the server too", async () => {
   const [lmPort, eventsPort, metricsPort] = await freePorts(3);
   const up = await upArgs(2, [
     "--model",
@@ -197,6 +197,7 @@ test("up --cache-server: a long prompt's chunks are stored in the shared cache s
     String(eventsPort),
     "--cache-server-metrics-port",
     String(metricsPort),
+    "--kv-curve",
   ]);
   const stack = spawnCli(up.args);
   const router = `http://127.0.0.1:${up.port}`;

@@ -76,6 +76,13 @@ export const cacheServerSchema = z.strictObject({
   chunkTokens: z.number().int().min(1).max(1_048_576).default(256),
   /** chunk hashes indexed at most; least recently stored evicted first */
   maxChunks: z.number().int().min(1).default(1_000_000),
+  /**
+   * with `routing.kvEvents.curve`: the server's CURVE public key (Z85; its --kv-events-curve-dir),
+   * instead of the router's shared server.key
+   */
+  serverKey: z.string().refine(isZ85Key, "must be a 40-character Z85 CURVE public key").optional(),
+  /** its events are taken in plain although the router has CURVE keys (a server started without keys) */
+  plain: z.boolean().optional(),
 });
 export type CacheServerConfig = z.output<typeof cacheServerSchema>;
 

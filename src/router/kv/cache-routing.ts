@@ -159,6 +159,8 @@ export class CacheRouting implements CacheOracle {
     this.tiers = new SharedTiers(
       () => this.cfg.routing.kvEvents.maxMessageBytes,
       () => this.cfg.routing.kvEvents.plain,
+      // the router's keys as its engine subscriptions hold them (loaded, and reloaded, there)
+      () => this.subs.curveKeys,
     );
     this.subs = new KvSubscriptions(
       {

@@ -221,6 +221,11 @@ export class KvSubscriptions {
     return undefined;
   }
 
+  /** the router's CURVE keys (routing.kvEvents.curve), null: plain; a new object whenever they change */
+  get curveKeys(): CurveKeys | null {
+    return this.curve;
+  }
+
   /** the bound collector, once bound (collector mode only) */
   get collector(): KvEventCollector | null {
     return this.collectorNow;

@@ -9,7 +9,7 @@
 import { LruMap } from "../../collections/lru-map.js";
 import type { KvEvent } from "../../kvevents/events.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
-import { endpointIsLocal } from "../../kvevents/curve.js";
+import { endpointIsLocal, type CurveClient, type CurveKeys } from "../../kvevents/curve.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { logger } from "../../obs/log.js";
 import type { CacheServerConfig } from "../config/kv.js";
@@ -94,6 +94,8 @@ export interface SharedTier {
   /** bytes/s over the engines' link to it */
   bandwidth: number;
   sub: KvEventSubscriber | undefined;
+  /** the router's CURVE keys it was subscribed with (null: plain); new keys subscribe it afresh */
+  keys: CurveKeys | null;
   /** at least one batch delivered since subscribing */
   flowing: boolean;
   /** chunks dropped by purges (gaps, restarts) */
@@ -111,6 +113,8 @@ export class SharedTiers {
     private readonly maxMessageBytes: () => number,
     /** routing.kvEvents.plain: events from beyond this host taken in plain on purpose, unwarned */
     private readonly plainMeant: () => boolean = () => false,
+    /** the router's CURVE keys (routing.kvEvents.curve), null: plain */
+    private readonly curveKeys: () => CurveKeys | null = () => null,
   ) {}
 
   /** every configured server (metrics, tests) */
@@ -147,7 +151,7 @@ export class SharedTiers {
     const wanted = new Map(configs.map((c) => [c.name, c]));
     for (const [name, s] of this.servers) {
       const c = wanted.get(name);
-      if (c && sameFeed(c, s.config)) {
+      if (c && sameFeed(c, s.config) && s.keys === this.curveKeys()) {
         s.config = c;
         s.engines = c.engines ? new Set(c.engines) : null;
         s.bandwidth = (c.bandwidthGbps * 1e9) / 8;
@@ -167,21 +171,18 @@ export class SharedTiers {
         engines: c.engines ? new Set(c.engines) : null,
         bandwidth: (c.bandwidthGbps * 1e9) / 8,
         sub: undefined,
+        keys: this.curveKeys(),
         flowing: false,
         purgedChunks: 0,
       };
       this.servers.set(c.name, s);
-      // the cache server publishes without CURVE: whoever reaches its port could announce chunks
-      if (!endpointIsLocal(c.events) && !this.plainMeant())
-        log.warn(
-          { cacheServer: c.name, endpoint: c.events },
-          "a cache server's KV events are taken in plain from beyond this host: forged events would misprice routing. " +
-            "Keep its events port on a private network (the chart's NetworkPolicy admits only the router) and set routing.kvEvents.plain: true to say so",
-        );
+      const curve = this.security(c, s.keys);
+      if (curve === undefined) continue;
       try {
         s.sub = await KvEventSubscriber.create({
           endpoint: c.events,
           label: `cache-server:${c.name}`,
+          curve,
           ...this.streamOptions(s),
         });
         log.info(
@@ -201,6 +202,32 @@ export class SharedTiers {
       }
       if (this.closed) await s.sub?.close();
     }
+  }
+
+  /**
+   * How to reach a server's events: CURVE with its key (its own serverKey, else the router's server.key),
+   * plain (the router has no keys, or the server is marked plain), or undefined when the router has
+   * keys but none for this server (not subscribed: taking it in plain would undo the keys).
+   */
+  private security(c: CacheServerConfig, keys: CurveKeys | null): CurveClient | null | undefined {
+    if (keys && !c.plain) {
+      const serverKey = c.serverKey ?? keys.serverKey;
+      if (serverKey) return { keys, serverKey };
+      log.error(
+        { cacheServer: c.name, endpoint: c.events, keys: keys.source },
+        "not subscribed to a cache server's KV events: the router has CURVE keys but no key for this server (its serverKey, or server.key; plain: true for a server without keys); its tier is not priced",
+      );
+      return undefined;
+    }
+    // whoever reaches a plain events port could announce chunks
+    if (!endpointIsLocal(c.events) && !this.plainMeant() && !c.plain)
+      log.warn(
+        { cacheServer: c.name, endpoint: c.events },
+        "a cache server's KV events are taken in plain from beyond this host: forged events would misprice routing. " +
+          "Keep its events port on a private network (the chart's NetworkPolicy admits only the router) and set routing.kvEvents.plain: true to say so, " +
+          "or give the server and the router CURVE keys (cache-server --kv-events-curve-dir, the server's serverKey)",
+      );
+    return null;
   }
 
   private streamOptions(s: SharedTier): StreamOptions {
@@ -249,6 +276,8 @@ function sameFeed(a: CacheServerConfig, b: CacheServerConfig): boolean {
     a.events === b.events &&
     a.replay === b.replay &&
     a.chunkTokens === b.chunkTokens &&
-    a.maxChunks === b.maxChunks
+    a.maxChunks === b.maxChunks &&
+    a.serverKey === b.serverKey &&
+    a.plain === b.plain
   );
 }
