@@ -75,6 +75,7 @@ export function noteFirstToken(e: EngineView, now: number): void {
 /** A request on the engine ended at `now`; `answered`: its first token had come back (noteFirstToken). */
 export function noteDone(e: EngineView, answered: boolean, now: number): void {
   e.lastEventAt = now;
+  e.lastDoneAt = now;
   e.inFlight--;
   if (!answered && e.awaitingFirstToken) e.awaitingFirstToken--;
 }

@@ -14,7 +14,7 @@ import type {
   Scorer,
 } from "./types.js";
 import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
-import { busyOf, othersQueuedOf, waitingOf } from "./load.js";
+import { kvFreeScorer, loadScorer } from "./scorers/load.js";
 import type { PredictiveOptions } from "./predictive.js";
 import { createScorer } from "./scorers/registry.js";
 import {
@@ -52,78 +52,6 @@ export const roundRobinPicker: Picker = (req, engines) => {
   if (engines.length === 0) return undefined;
   if (allWeightsEqual(engines)) return engines[req.seq % engines.length];
   return weightedBySeq(req.seq, engines);
-};
-
-/**
- * least-load's order. First, requests that have no first token yet, per unit of weight: a new prompt
- * waits for all of them. Among the engines with the fewest, an engine with none goes by the requests on it (its batch); one
- * with some goes by how long ago the router last sent it one (the older its newest prompt, the sooner it is
- * through). Ranking those by load instead picks exactly the engine whose request just finished — the least
- * busy — which also holds the freshest prompt, so the next prompt waits longest there.
- * Scores: the least queued get (0.5, 1], the rest [0, 0.4] by their queue.
- */
-export const loadScorer: Scorer = {
-  name: "load",
-  weight: 1,
-  score(_req, engines, out, fleet) {
-    const now = fleet.now;
-    let minQ = Infinity;
-    let maxQ = -Infinity;
-    for (let i = 0; i < engines.length; i++) {
-      const q = queuedOf(engines[i]!, now);
-      out[i] = q;
-      if (q < minQ) minQ = q;
-      if (q > maxQ) maxQ = q;
-    }
-    const queued = minQ > 0;
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (let i = 0; i < engines.length; i++) {
-      if (out[i]! > minQ + 1e-9) continue;
-      const x = secondaryOf(engines[i]!, queued, now);
-      if (x < lo) lo = x;
-      if (x > hi) hi = x;
-    }
-    for (let i = 0; i < engines.length; i++) {
-      const q = out[i]!;
-      if (q > minQ + 1e-9) out[i] = (0.4 * (maxQ - q)) / (maxQ - minQ);
-      else out[i] = hi > lo ? 0.5 + (0.5 * (hi - secondaryOf(engines[i]!, queued, now))) / (hi - lo) : 1;
-    }
-  },
-};
-
-/**
- * requests on the engine with no first token yet, per unit of weight: the router's own plus other clients'
- * queued ones (load.ts), or the engine's queue as estimated from the scrape when the caller counts none
- */
-function queuedOf(e: EngineView, now: number | undefined): number {
-  const own = e.awaitingFirstToken;
-  return (own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now)) / e.weight;
-}
-
-/** how long an answer counts as recent for least-load's tie-break */
-const RECENT_ANSWER_MS = 1000;
-
-/** lower is better: requests on the engine per unit of weight, or (all queued) the last send time */
-function secondaryOf(e: EngineView, queued: boolean, now: number | undefined): number {
-  if (queued) return e.lastSentAt ?? 0;
-  const busy = busyOf(e, now) / e.weight;
-  if (now === undefined || e.lastEventAt === undefined) return busy;
-  // within equal load, the engine that answered most recently first: in a closed loop a session's next
-  // request follows its answer at once, and goes back to the engine holding its context (measured on
-  // multi-round QA at 6, 10 and 14 sessions: 641, 961, 1,112 output tok/s against 576, 818, 1,184
-  // without, round-robin's 633, 951, 959)
-  const ago = Math.min(RECENT_ANSWER_MS, Math.max(0, now - e.lastEventAt));
-  return busy - 0.5 * (1 - ago / RECENT_ANSWER_MS);
-}
-
-/** Free KV cache scores higher; a small weight makes it a tie-break between equally loaded engines. */
-export const kvFreeScorer: Scorer = {
-  name: "kv-free",
-  weight: 0.01,
-  score(_req, engines, out) {
-    for (let i = 0; i < engines.length; i++) out[i] = 1 - Math.min(1, Math.max(0, engines[i]!.kvUsage));
-  },
 };
 
 /** Highest score wins; exact ties go round-robin's way (below). */
@@ -221,7 +149,8 @@ export function policyReadsKv(name: string): boolean {
  * a session's decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`,
  * `llm-d-sticky`, whose affinity is the cache's) the router's edge does not track sessions
  * (session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
- * key does not pay for working it out.
+ * key does not pay for working it out; `least-load` reads only a key the request names (a header, a
+ * body field), which the edge passes on without tracking.
  */
 export const SESSION_POLICY_NAMES: readonly PolicyName[] = [
   "session",

@@ -53,6 +53,8 @@ export interface EngineView {
    * ended then, and the engine began its next at once (it runs steps back to back while busy)
    */
   lastEventAt?: number | undefined;
+  /** when this router last saw a request on the engine end, ms */
+  lastDoneAt?: number | undefined;
   /**
    * of this router's `awaitingFirstToken`, requests whose answer is not streamed: their first byte comes
    * with their last, so they count as awaiting until they end (late binding leaves them out)

@@ -89,3 +89,53 @@ test("least-load: when every engine has a prompt awaiting, the one sent to longe
   const d = decide(p, req(0), { engines: [a, b], now: 1000 });
   assert.equal(d.kind === "picked" && d.engine.id, "a");
 });
+
+/** an engine with `n` requests decoding, the last sent at `sentAt` ms */
+function decoding(id: string, n: number, sentAt: number) {
+  const e = eng(id);
+  for (let i = 0; i < n; i++) noteSent(e, sentAt);
+  for (let i = 0; i < n; i++) noteFirstToken(e, sentAt + 1);
+  return e;
+}
+
+test("least-load sends the next prompt to the engine sent to longest ago, not to the one whose request just ended", () => {
+  const p = createPolicy("least-load");
+  // a client at its in-flight cap: a's request ended just now, and the next goes out at once
+  const a = decoding("a", 16, 900);
+  noteDone(a, true, 1000);
+  const b = decoding("b", 15, 200);
+  const c = decoding("c", 15, 500);
+  const d = decide(p, req(0), { engines: [a, b, c], now: 1000 });
+  assert.equal(
+    d.kind === "picked" && d.engine.id,
+    "b",
+    "within a few requests of the least busy: oldest send",
+  );
+  // far busier than the least busy, an old send does not draw it
+  const idle = decoding("idle", 2, 990);
+  const far = decide(p, req(0), { engines: [idle, b], now: 1000 });
+  assert.equal(far.kind === "picked" && far.engine.id, "idle");
+});
+
+test("least-load sends a request naming a session where a request just ended, the engine holding its context", () => {
+  const p = createPolicy("least-load");
+  const a = decoding("a", 16, 900);
+  noteDone(a, true, 1000);
+  const b = decoding("b", 15, 200);
+  const named = decide(p, req(0, { sessionKey: "user-1" }), { engines: [a, b], now: 1000 });
+  assert.equal(named.kind === "picked" && named.engine.id, "a");
+  // once a request was sent there since the end, that end is followed
+  noteSent(a, 1001);
+  noteFirstToken(a, 1002);
+  const next = decide(p, req(1, { sessionKey: "user-2" }), { engines: [a, b], now: 1003 });
+  assert.equal(next.kind === "picked" && next.engine.id, "b");
+});
+
+test("least-load in a router group ranks by requests on the engines alone (its own sends are part of the group's)", () => {
+  const p = createPolicy("least-load");
+  const a = decoding("a", 15, 900);
+  const b = decoding("b", 16, 200);
+  for (const e of [a, b]) e.peerAwaitingFirstToken = 0;
+  const d = decide(p, req(1), { engines: [a, b], now: 1000 });
+  assert.equal(d.kind === "picked" && d.engine.id, "a");
+});

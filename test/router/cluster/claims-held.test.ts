@@ -121,11 +121,13 @@ test("a refused pick decided again onto the same engine keeps its request there:
   const first = engines.find((e) => e.url === word.claims[0]!.engine)!;
   // it may have answered already: the answer is held either way
   await waitUntil(() => first.hits === 1, 5000, "the request on its engine");
-  // the other engine is the busier one when the request is decided again
+  // the other engine has a prompt awaiting its first token when the request is decided again
   const other = reg.engines.get(engines.find((e) => e !== first)!.url)!.view;
   other.inFlight++;
+  other.awaitingFirstToken = (other.awaitingFirstToken ?? 0) + 1;
   assert.equal(word.claims[0]!.holder.takeBack(), true);
   other.inFlight--;
+  other.awaitingFirstToken--;
   assert.equal(word.claims.length, 2, "decided again at once");
   assert.equal(word.claims[1]!.engine, first.url);
   assert.deepEqual(word.withdrawn, [1]);

@@ -1,0 +1,111 @@
+// least-load's two scorers (the `load` and `kv-free` of a config's `scorers`): the load order that
+// least-load and keyless `session` picks rank by, and free KV cache as a tie-break.
+import { busyOf, othersQueuedOf, waitingOf } from "../load.js";
+import type { EngineView, Scorer } from "../types.js";
+
+/**
+ * least-load's order. First, requests with no first token yet, per unit of weight: a new prompt waits for
+ * all of them. Among the engines with the fewest, when none of them has one queued (a router alone, equal
+ * weights):
+ *   1. for a request that names a session, the engine whose request ended within SESSION_END_MS with no
+ *      send there since: in a closed loop the next turn follows its answer at once, and goes back to the
+ *      engine holding its context;
+ *   2. the engines within BAND requests of the least busy, the one sent to longest ago first (then the
+ *      one with fewer requests). Ranking them by load alone picks the engine whose request just ended:
+ *      under a client's in-flight cap every send follows an end, so the sends repeat the ends' bunching
+ *      on each engine, and prompts wait behind each other's prefill;
+ *   3. the rest by requests on them.
+ * All with a prompt queued: the one sent to longest ago (its newest prompt is nearest its first token).
+ * A router of a group, whose sends and ends are only its own part of the group's, and unequal weights
+ * (a canary's share): by requests on them alone.
+ * Scores: the session's end 1, the band [0.75, 0.95], the rest [0.5, 0.7], the more queued [0, 0.4].
+ */
+export const loadScorer: Scorer = {
+  name: "load",
+  weight: 1,
+  score(req, engines, out, fleet) {
+    const now = fleet.now;
+    let minQ = Infinity;
+    let maxQ = -Infinity;
+    let spread = true;
+    for (let i = 0; i < engines.length; i++) {
+      const e = engines[i]!;
+      const q = (out[i] = queuedOf(e, now));
+      if (q < minQ) minQ = q;
+      if (q > maxQ) maxQ = q;
+      if (e.peerAwaitingFirstToken !== undefined || e.weight !== engines[0]!.weight) spread = false;
+    }
+    let minBusy = Infinity;
+    for (let i = 0; i < engines.length; i++)
+      if (out[i]! <= minQ + 1e-9) minBusy = Math.min(minBusy, busyOf(engines[i]!, now) / engines[i]!.weight);
+    // how far above the least busy an engine still ranks by its last send (-1: none does)
+    const band = minQ > 0 ? Infinity : spread ? BAND : -1;
+    const named = spread && minQ <= 0 && now !== undefined && !!req.sessionKey;
+    let end = -Infinity;
+    let kLo = Infinity;
+    let kHi = -Infinity;
+    let bLo = Infinity;
+    let bHi = -Infinity;
+    for (let i = 0; i < engines.length; i++) {
+      if (out[i]! > minQ + 1e-9) continue;
+      const e = engines[i]!;
+      const b = busyOf(e, now) / e.weight;
+      if (named) end = Math.max(end, sessionEndOf(e, now));
+      if (b > minBusy + band) {
+        bLo = Math.min(bLo, b);
+        bHi = Math.max(bHi, b);
+      } else {
+        kLo = Math.min(kLo, sentKey(e, b));
+        kHi = Math.max(kHi, sentKey(e, b));
+      }
+    }
+    for (let i = 0; i < engines.length; i++) {
+      const e = engines[i]!;
+      const q = out[i]!;
+      const b = busyOf(e, now) / e.weight;
+      if (q > minQ + 1e-9) out[i] = (0.4 * (maxQ - q)) / (maxQ - minQ);
+      else if (named && end > -Infinity && sessionEndOf(e, now) === end) out[i] = 1;
+      else if (b > minBusy + band) out[i] = bHi > bLo ? 0.5 + (0.2 * (bHi - b)) / (bHi - bLo) : 0.7;
+      else out[i] = kHi > kLo ? 0.75 + (0.2 * (kHi - sentKey(e, b))) / (kHi - kLo) : 0.95;
+    }
+  },
+};
+
+/**
+ * How many requests above the least busy an engine may be and still rank by the age of its last send.
+ * On the multi-tenant shape at a 120-request cap (bench/routing/range.ts --open-cap 120), 3 left TTFT p90
+ * 8% over round-robin's at 25 req/s; 5 and 8 held it, and 8 kept the closed loops' p50 nearer.
+ */
+const BAND = 8;
+/** how soon after a request's end a session's next turn counts as following it, ms */
+const SESSION_END_MS = 50;
+
+/** lower goes first: the older last send, then fewer requests (an engine never sent to: sent at 0) */
+function sentKey(e: EngineView, busy: number): number {
+  return (e.lastSentAt ?? 0) + busy * 1e-6;
+}
+
+/** when a request on the engine ended, if within SESSION_END_MS of `now` with no send there since */
+function sessionEndOf(e: EngineView, now: number | undefined): number {
+  const d = e.lastDoneAt;
+  if (now === undefined || d === undefined || now - d > SESSION_END_MS) return -Infinity;
+  return e.lastSentAt !== undefined && e.lastSentAt > d ? -Infinity : d;
+}
+
+/**
+ * requests on the engine with no first token yet, per unit of weight: the router's own plus other clients'
+ * queued ones (load.ts), or the engine's queue as estimated from the scrape when the caller counts none
+ */
+function queuedOf(e: EngineView, now: number | undefined): number {
+  const own = e.awaitingFirstToken;
+  return (own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now)) / e.weight;
+}
+
+/** Free KV cache scores higher; a small weight makes it a tie-break between equally loaded engines. */
+export const kvFreeScorer: Scorer = {
+  name: "kv-free",
+  weight: 0.01,
+  score(_req, engines, out) {
+    for (let i = 0; i < engines.length; i++) out[i] = 1 - Math.min(1, Math.max(0, engines[i]!.kvUsage));
+  },
+};
