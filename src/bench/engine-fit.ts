@@ -211,18 +211,25 @@ export function replay(
   gpu: GpuProfile,
   tp: number,
 ): { ttftMs: number; tpotMs: number } {
-  const p = replayRequests(run, model, gpu, tp);
+  // the engine's own timing starts where its engine core took the request in, as the replay's must
+  const p = replayRequests(run, model, gpu, tp, run.source === "engine-request" ? "queued" : "arrival");
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const stat = run.statistic === "p50" ? median : mean;
   return { ttftMs: stat(p.ttfts) * 1000, tpotMs: stat(p.tpots) * 1000 };
 }
 
-/** the run replayed on one engine of `gpu`: every request's TTFT and TPOT (those of 2+ tokens), s */
+/**
+ * the run replayed on one engine of `gpu`: every request's TTFT and TPOT (those of 2+ tokens), s. TTFT
+ * from the request's arrival, or (`from: "queued"`) from when the engine took it in, as vLLM's
+ * per-request queue + prefill time counts it: its engine core reads new requests between steps, so one
+ * sent while a step runs starts its queue time when that step ends
+ */
 export function replayRequests(
   run: Pick<FitRun, "inputLens" | "outputLens" | "startTimes">,
   model: ModelProfile,
   gpu: GpuProfile,
   tp: number,
+  from: "arrival" | "queued" = "arrival",
 ): { ttfts: number[]; tpots: number[] } {
   const cfg0 = defaultEngineConfig(model, gpu, { tensorParallelSize: tp, blockHashAlgo: "fast" });
   // no more KV blocks than the run can fill (a small model on a big profile has millions, and a fit
@@ -237,7 +244,7 @@ export function replayRequests(
   const engine: Engine = new Engine(cfg, {
     onTokens: () => {},
     onFinished: (_id, _reason, t) => {
-      ttfts.push(t.firstTokenTime - t.arrivalTime);
+      ttfts.push(t.firstTokenTime - (from === "queued" ? t.queuedTime : t.arrivalTime));
       if (t.outputTokens > 1) tpots.push((t.finishedTime - t.firstTokenTime) / (t.outputTokens - 1));
     },
   });

@@ -67,6 +67,8 @@ export class Engine {
   private readonly running: Req[] = [];
   private waiting: Req[] = [];
   private readonly scheduled: Req[] = [];
+  /** requests added since the last step began: taken in (queuedTime) when the next one begins */
+  private readonly arrived: Req[] = [];
   private readonly finishedScratch: Req[] = [];
   private readonly counters = newCounters();
   private readonly work: StepWork = {
@@ -126,6 +128,7 @@ export class Engine {
     this.requests.set(req.requestId, r);
     this.counters.promptTokens += r.promptLen;
     this.enqueueWaiting(r, false);
+    this.arrived.push(r);
   }
 
   private before(a: Req, b: Req): boolean {
@@ -237,6 +240,9 @@ export class Engine {
   beginStep(now: number): StepPlan | null {
     if (this.inFlight) throw new Error("beginStep called while a step is in flight");
     this.lastNow = Math.max(this.lastNow, now);
+    // the engine core takes in what arrived since the last step before it schedules this one
+    for (const r of this.arrived) r.queuedTime = now;
+    this.arrived.length = 0;
     const cfg = this.config;
     const kv = this.kv;
     let budget = cfg.maxNumBatchedTokens;
@@ -404,6 +410,7 @@ export class Engine {
     this.requests.delete(r.r.requestId);
     const timings: RequestTimings = {
       arrivalTime: r.r.arrivalTime,
+      queuedTime: r.queuedTime >= 0 ? r.queuedTime : r.r.arrivalTime,
       firstScheduledTime: r.firstScheduledTime,
       firstTokenTime: r.firstTokenTime,
       finishedTime: now,

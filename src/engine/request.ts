@@ -40,6 +40,8 @@ export class Req {
   externalTokens = 0;
   /** prompt chunks (of externalChunkTokens) already announced to onChunksComputed */
   announcedChunks = 0;
+  /** when the scheduler took it in: the start of the first step after its arrival (vLLM's queued_ts) */
+  queuedTime = -1;
   firstScheduledTime = -1;
   firstTokenTime = -1;
   finishReason: FinishReason | null = null;

@@ -105,6 +105,12 @@ export interface PrefixProbe {
 
 export interface RequestTimings {
   arrivalTime: number;
+  /**
+   * when the scheduler took the request in: vLLM's engine core reads new requests between steps, so one
+   * that arrives while a step runs is queued (its QUEUED event, the start of its per-request queue
+   * time) when that step ends; at arrival on an idle engine
+   */
+  queuedTime: number;
   firstScheduledTime: number;
   firstTokenTime: number;
   finishedTime: number;

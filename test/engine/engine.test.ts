@@ -193,6 +193,25 @@ test("abort frees blocks at once, mid-step included", () => {
   void driver;
 });
 
+test("a request that arrives while a step runs is taken in when that step ends, as vLLM's engine core reads its input between steps; on an idle engine at once", () => {
+  const { engine, rec } = makeEngine();
+  engine.add(request("a", tokens(500), { maxTokens: 2, arrivalTime: 0 }));
+  const first = engine.beginStep(0)!;
+  // b arrives mid-step
+  engine.add(request("b", tokens(500, 1), { maxTokens: 2, arrivalTime: first.duration / 2 }));
+  engine.completeStep(first.duration);
+  let now = first.duration;
+  while (engine.hasWork()) {
+    const p = engine.beginStep(now)!;
+    now += p.duration;
+    engine.completeStep(now);
+  }
+  assert.equal(rec.finished.get("a")!.timings.queuedTime, 0);
+  const b = rec.finished.get("b")!.timings;
+  assert.equal(b.arrivalTime, first.duration / 2);
+  assert.equal(b.queuedTime, first.duration);
+});
+
 test("resetPrefixCache is refused while blocks are in use", () => {
   const { engine } = makeEngine();
   engine.add(request("a", tokens(50), { maxTokens: 10 }));

@@ -412,7 +412,8 @@ export class SimMetrics {
     const p = this.perRequest;
     const scheduled = t.firstScheduledTime > 0 ? t.firstScheduledTime : t.finishedTime;
     p.e2e!.observe(Math.max(0, t.finishedTime - t.arrivalTime));
-    p.queue!.observe(Math.max(0, scheduled - t.arrivalTime));
+    // vLLM's queue time runs from the engine core taking the request in (between steps), not its arrival
+    p.queue!.observe(Math.max(0, scheduled - t.queuedTime));
     p.inference!.observe(Math.max(0, t.finishedTime - scheduled));
     if (t.firstTokenTime > 0) {
       p.prefill!.observe(Math.max(0, t.firstTokenTime - scheduled));

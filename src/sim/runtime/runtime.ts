@@ -231,6 +231,7 @@ export class SimRuntime {
       const now = req.arrivalTime;
       t.sink.onFinished("abort", {
         arrivalTime: now,
+        queuedTime: now,
         firstScheduledTime: now,
         firstTokenTime: -1,
         finishedTime: now,
