@@ -244,7 +244,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   console.log(
-    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s), step overhead ${(fit.stepOverheadS * 1000).toFixed(2)} ms, ${(fit.seqOverheadS * 1000).toFixed(3)} ms a sequence → ${f.out}`,
+    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s), step overhead ${(fit.stepOverheadS * 1000).toFixed(2)} ms, ${(fit.seqOverheadS * 1000).toFixed(3)} ms a sequence, ${(fit.prefillSeqOverheadS * 1000).toFixed(3)} ms a prefilling sequence, prefill attention × ${fit.prefillAttentionCostFactor.toFixed(2)} → ${f.out}`,
   );
   printRows(runs, fit.runs);
   console.log(`fit error: at most ${(fit.maxError * 100).toFixed(1)}% on any run's figure`);

@@ -7,14 +7,18 @@
 //   batch's KV) and the per-token KV reads;
 // - the fixed cost of a step (scheduling, input prep: STEP_OVERHEAD_S unless the profile has its own);
 // - the cost each sequence adds to a step (sampling, its input prep and output processing: none on the
-//   GPU profiles), which on a CPU engine far exceeds a prompt token's share of a step.
+//   GPU profiles), which on a CPU engine far exceeds a prompt token's share of a step;
+// - a prefill's own shape: the cost each prefilling sequence adds to its step (a new request's input
+//   preparation and attention metadata) and what its attention FLOPs cost against dense ones (a CPU
+//   engine's prefill attention kernel runs far below its matrix multiplies, so its prefill time bends
+//   upward with the prompt's length; decode attention is another kernel, not scaled).
 // The all-reduce terms stay the model's. What is matched is what the engine model times: the engine's
 // own per-request timing where the run has it (vLLM's `--enable-per-request-metrics`: queue + prefill
 // and decode time / (output − 1) on the engine core's clock, their medians), else its /metrics
 // histogram means, else the client's means (which carry the API server's own time, and on a busy
 // machine its bursts). The fit minimises the squared log errors of every run's TTFT and TPOT: one
 // common factor for both figures first (2^-16..2^8), a grid over the two around it, a scan of the
-// per-sequence cost, then a pattern search over the four. The result is a GPU profile (`gpus:` of a
+// per-sequence cost, a grid over the prefill's shape, then a pattern search over the six. The result is a GPU profile (`gpus:` of a
 // profiles YAML) that `switchyard sim`, `simulate` and `plan` take with `--profiles`.
 import { defaultEngineConfig, Engine, kvCapacity, STEP_OVERHEAD_S, VirtualDriver } from "../engine/index.js";
 import type { GpuProfile, ModelProfile } from "../models/index.js";
@@ -56,6 +60,10 @@ export interface FitResult {
   stepOverheadS: number;
   /** the fitted cost each sequence adds to a step, seconds (0: none) */
   seqOverheadS: number;
+  /** what a prefill's attention FLOP costs against a dense one (1: the same) */
+  prefillAttentionCostFactor: number;
+  /** the fitted cost each prefilling sequence adds to a step, seconds (0: none) */
+  prefillSeqOverheadS: number;
   /** per run: measured and predicted means, and the relative errors */
   runs: {
     ttftMs: number;
@@ -274,20 +282,35 @@ export function replayRequests(
   return { ttfts, tpots };
 }
 
-const scaled = (g: GpuProfile, f: number, b: number, overhead?: number, seq?: number): GpuProfile => ({
+const scaled = (
+  g: GpuProfile,
+  f: number,
+  b: number,
+  overhead: number,
+  seq: number,
+  attention: number,
+  prefillSeq: number,
+): GpuProfile => ({
   ...g,
   bf16Flops: g.bf16Flops * f,
   hbmBandwidth: g.hbmBandwidth * b,
-  ...(overhead !== undefined ? { stepOverheadS: overhead } : {}),
-  ...(seq !== undefined && seq > 0 ? { seqOverheadS: seq } : {}),
+  stepOverheadS: overhead,
+  ...(seq > 0 ? { seqOverheadS: seq } : {}),
+  ...(attention !== 1 ? { prefillAttentionCostFactor: attention } : {}),
+  ...(prefillSeq > 0 ? { prefillSeqOverheadS: prefillSeq } : {}),
 });
 
-/** a point of the search: log FLOP/s and bandwidth factors, log step and sequence costs (−∞: none) */
+/**
+ * a point of the search: log FLOP/s and bandwidth factors, log step and sequence costs (−∞: none), log
+ * prefill attention cost factor
+ */
 interface Point {
   lf: number;
   lb: number;
   lo: number;
   ls: number;
+  la: number;
+  lp: number;
   c: number;
 }
 
@@ -302,22 +325,56 @@ export function fitEngine(
   const tp = o.tp ?? 1;
   const o0 = Math.log(base.stepOverheadS ?? STEP_OVERHEAD_S);
   const s0 = base.seqOverheadS ? Math.log(base.seqOverheadS) : -Infinity;
-  const gpuAt = (lf: number, lb: number, lo: number, ls: number) =>
-    scaled(base, Math.exp(lf), Math.exp(lb), Math.exp(lo), Math.exp(ls));
-  const at = (lf: number, lb: number, lo: number, ls: number): Point => {
+  const a0 = Math.log(base.prefillAttentionCostFactor ?? 1);
+  const p0 = base.prefillSeqOverheadS ? Math.log(base.prefillSeqOverheadS) : -Infinity;
+  const gpuAt = (lf: number, lb: number, lo: number, ls: number, la: number, lp: number) =>
+    scaled(base, Math.exp(lf), Math.exp(lb), Math.exp(lo), Math.exp(ls), Math.exp(la), Math.exp(lp));
+  const at = (lf: number, lb: number, lo: number, ls: number, la = a0, lp = p0): Point => {
     let c = 0;
-    const gpu = gpuAt(lf, lb, lo, ls);
+    const gpu = gpuAt(lf, lb, lo, ls, la, lp);
     for (const r of runs) {
       const p = replay(r, model, gpu, tp);
       c +=
         (r.fitTtft === false ? 0 : Math.log(p.ttftMs / r.ttftMs) ** 2) + Math.log(p.tpotMs / r.tpotMs) ** 2;
     }
-    return { lf, lb, lo, ls, c };
+    return { lf, lb, lo, ls, la, lp, c };
   };
   const better = (a: Point, b: Point) => (b.c < a.c ? b : a);
+  /** pattern search from `from`: each figure (and, with `shape`, the prefill's two) up and down */
+  const descend = (from: Point, shape: boolean): Point => {
+    let p = from;
+    let step = Math.LN2 / 2;
+    while (step > 0.004) {
+      let moved = false;
+      const dirs: [number, number, number, number, number, number][] = [
+        [step, 0, 0, 0, 0, 0],
+        [-step, 0, 0, 0, 0, 0],
+        [0, step, 0, 0, 0, 0],
+        [0, -step, 0, 0, 0, 0],
+        [0, 0, step, 0, 0, 0],
+        [0, 0, -step, 0, 0, 0],
+      ];
+      if (Number.isFinite(p.ls)) dirs.push([0, 0, 0, step, 0, 0], [0, 0, 0, -step, 0, 0]);
+      if (shape) {
+        // the attention factor alone, and along its valley (more attention, faster dense FLOPs)
+        dirs.push([0, 0, 0, 0, step, 0], [0, 0, 0, 0, -step, 0]);
+        dirs.push([step, 0, 0, 0, step, 0], [-step, 0, 0, 0, -step, 0]);
+        if (Number.isFinite(p.lp)) dirs.push([0, 0, 0, 0, 0, step], [0, 0, 0, 0, 0, -step]);
+      }
+      for (const [df, db, dl, ds, da, dp] of dirs) {
+        const next = at(p.lf + df, p.lb + db, p.lo + dl, p.ls + ds, p.la + da, p.lp + dp);
+        if (next.c < p.c) {
+          p = next;
+          moved = true;
+        }
+      }
+      if (!moved) step /= 2;
+    }
+    return p;
+  };
   // one factor for both over 2^-16..2^8 (a CPU engine is a thousand times slower than a GPU profile),
   // a grid of 1/16..16 of each figure around it, the per-sequence cost from none to twice the step's,
-  // then a pattern search from the best point over the four
+  // then a pattern search over the four
   let best = at(0, 0, o0, s0);
   for (let k = -16; k <= 8; k++) best = better(best, at(k * Math.LN2, k * Math.LN2, o0, s0));
   const common = best.lf;
@@ -325,36 +382,29 @@ export function fitEngine(
     for (let j = -4; j <= 4; j++)
       best = better(best, at(common + i * Math.LN2, common + j * Math.LN2, best.lo, best.ls));
   for (let k = -10; k <= 1; k++) best = better(best, at(best.lf, best.lb, best.lo, best.lo + k * Math.LN2));
-  let step = Math.LN2 / 2;
-  while (step > 0.004) {
-    let moved = false;
-    const dirs: [number, number, number, number][] = [
-      [step, 0, 0, 0],
-      [-step, 0, 0, 0],
-      [0, step, 0, 0],
-      [0, -step, 0, 0],
-      [0, 0, step, 0],
-      [0, 0, -step, 0],
-    ];
-    if (Number.isFinite(best.ls)) dirs.push([0, 0, 0, step], [0, 0, 0, -step]);
-    for (const [df, db, dl, ds] of dirs) {
-      const next = at(best.lf + df, best.lb + db, best.lo + dl, best.ls + ds);
-      if (next.c < best.c) {
-        best = next;
-        moved = true;
+  best = descend(best, false);
+  // then a prefill's own shape, where the runs ask for one: its attention against a dense FLOP
+  // (1..256), a fixed cost per prefilling sequence (none, or 1/32..4 of the step's), the dense FLOP/s
+  // around the fit so far (1/2..4); a pattern search over the six from the best of them
+  const at0 = best;
+  for (let k = 0; k <= 8; k++)
+    for (let j = -2; j <= 4; j++)
+      for (let q = -6; q <= 2; q++) {
+        const lp = q === -6 ? at0.lp : at0.lo + q * Math.LN2;
+        best = better(best, at(at0.lf + (j * Math.LN2) / 2, at0.lb, at0.lo, at0.ls, a0 + k * Math.LN2, lp));
       }
-    }
-    if (!moved) step /= 2;
-  }
+  if (best !== at0) best = descend(best, true);
   const f = Math.exp(best.lf);
   const b = Math.exp(best.lb);
   const overhead = Math.exp(best.lo);
   const seq = Math.exp(best.ls);
+  const attention = Math.exp(best.la);
+  const prefillSeq = Math.exp(best.lp);
   const gpu: GpuProfile = {
-    ...gpuAt(best.lf, best.lb, best.lo, best.ls),
+    ...gpuAt(best.lf, best.lb, best.lo, best.ls, best.la, best.lp),
     id: o.id ?? `${base.id}-calibrated`,
     name: `${base.name}, calibrated`,
-    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => `${r.source} ${r.statistic}`).join(", ")}) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}, step overhead ${(overhead * 1000).toFixed(2)} ms, ${(seq * 1000).toFixed(3)} ms a sequence`,
+    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => `${r.source} ${r.statistic}`).join(", ")}) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}, step overhead ${(overhead * 1000).toFixed(2)} ms, ${(seq * 1000).toFixed(3)} ms a sequence, ${(prefillSeq * 1000).toFixed(3)} ms a prefilling sequence, prefill attention × ${attention.toFixed(2)}`,
   };
   const { rows, maxError } = predict(runs, model, gpu, tp);
   return {
@@ -363,6 +413,8 @@ export function fitEngine(
     bandwidthFactor: b,
     stepOverheadS: overhead,
     seqOverheadS: seq,
+    prefillAttentionCostFactor: attention,
+    prefillSeqOverheadS: prefillSeq,
     runs: rows,
     maxError,
   };

@@ -75,6 +75,7 @@ export class Engine {
     prefillTokens: 0,
     decodeSeqs: 0,
     attentionContext: 0,
+    prefillAttentionContext: 0,
     kvReadTokens: 0,
     loadBytesPerGpu: 0,
     extraTransferSeconds: 0,
@@ -317,6 +318,7 @@ export class Engine {
     work.prefillTokens = 0;
     work.decodeSeqs = 0;
     work.attentionContext = 0;
+    work.prefillAttentionContext = 0;
     work.kvReadTokens = 0;
     work.seqs = this.scheduled.length;
     work.loadBytesPerGpu = st.loadBytesPerGpu;
@@ -327,9 +329,13 @@ export class Engine {
       if (n <= 0 || r.status !== Status.Running)
         throw new Error(`scheduler invariant: request ${r.r.requestId} scheduled with ${n} tokens`);
       kv.assertCovers(r);
+      const ctx = n * c + (n * (n + 1)) / 2;
       if (n === 1 && r.outputs > 0 && c + 1 === r.numTokens) work.decodeSeqs++;
-      else work.prefillTokens += n;
-      work.attentionContext += n * c + (n * (n + 1)) / 2;
+      else {
+        work.prefillTokens += n;
+        work.prefillAttentionContext! += ctx;
+      }
+      work.attentionContext += ctx;
       work.kvReadTokens += c;
     }
     if (work.prefillTokens + work.decodeSeqs > cfg.maxNumBatchedTokens)

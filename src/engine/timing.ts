@@ -25,6 +25,8 @@ export interface StepWork {
   decodeSeqs: number;
   /** Σ over every computed token of the context it attends to (itself included) */
   attentionContext: number;
+  /** of attentionContext, the prompt (prefill) tokens' part; optional: none when absent */
+  prefillAttentionContext?: number;
   /** Σ over scheduled sequences of KV tokens read (their context before this step) */
   kvReadTokens: number;
   /** bytes per GPU loaded from the CPU offload tier before the forward pass */
@@ -63,6 +65,9 @@ export class StepTimer {
   private readonly layers: number;
   private readonly overhead: number;
   private readonly seqOverhead: number;
+  /** the extra cost of a prefill attention FLOP beyond a dense one's (profile's factor − 1) */
+  private readonly prefillAttnExtra: number;
+  private readonly prefillSeqOverhead: number;
 
   constructor(config: EngineConfig) {
     const m = config.model;
@@ -83,11 +88,14 @@ export class StepTimer {
     // a calibrated profile carries its machine's own
     this.overhead = config.gpu.stepOverheadS ?? STEP_OVERHEAD_S;
     this.seqOverhead = config.gpu.seqOverheadS ?? 0;
+    this.prefillAttnExtra = (config.gpu.prefillAttentionCostFactor ?? 1) - 1;
+    this.prefillSeqOverhead = config.gpu.prefillSeqOverheadS ?? 0;
   }
 
   time(w: StepWork): StepTime {
     const tokens = w.prefillTokens + w.decodeSeqs;
-    const flops = this.flopsPerToken * tokens + this.attnFlopsPerCtx * w.attentionContext;
+    const attention = w.attentionContext + this.prefillAttnExtra * (w.prefillAttentionContext ?? 0);
+    const flops = this.flopsPerToken * tokens + this.attnFlopsPerCtx * attention;
     const compute = flops / this.peak;
     const bytes = this.weightBytes + this.kvBytesPerToken * (w.kvReadTokens + tokens);
     const memory = bytes / this.bw;
@@ -97,7 +105,14 @@ export class StepTimer {
         : 0;
     const transfer = w.loadBytesPerGpu / this.hostLink + (w.extraTransferSeconds ?? 0);
     const seqs = w.seqs ?? w.decodeSeqs + (w.prefillTokens > 0 ? 1 : 0);
-    const duration = Math.max(compute, memory) + comm + this.overhead + this.seqOverhead * seqs + transfer;
+    const prefillSeqs = Math.max(0, seqs - w.decodeSeqs);
+    const duration =
+      Math.max(compute, memory) +
+      comm +
+      this.overhead +
+      this.seqOverhead * seqs +
+      this.prefillSeqOverhead * prefillSeqs +
+      transfer;
     return { duration, compute, memory, comm, transfer };
   }
 }

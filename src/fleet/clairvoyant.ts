@@ -27,6 +27,7 @@ export class ClairvoyantPlacer {
     prefillTokens: 0,
     decodeSeqs: 0,
     attentionContext: 0,
+    prefillAttentionContext: 0,
     kvReadTokens: 0,
     loadBytesPerGpu: 0,
     extraTransferSeconds: 0,
@@ -96,6 +97,7 @@ export class ClairvoyantPlacer {
       w.prefillTokens = 0;
       w.decodeSeqs = 0;
       w.attentionContext = 0;
+      w.prefillAttentionContext = 0;
       w.kvReadTokens = 0;
       w.extraTransferSeconds = 0;
       // running first, in order; then admissions while the batch has room
@@ -119,10 +121,14 @@ export class ClairvoyantPlacer {
         used += n;
         r.ownTokens += n;
         budget -= n;
+        const ctx = n * r.context + (n * (n + 1)) / 2;
         if (n === 1 && r.toCompute === 1 && r.context > 0 && !r.candidate && r.outputsLeft > 0)
           w.decodeSeqs++;
-        else w.prefillTokens += n;
-        w.attentionContext += n * r.context + (n * (n + 1)) / 2;
+        else {
+          w.prefillTokens += n;
+          w.prefillAttentionContext! += ctx;
+        }
+        w.attentionContext += ctx;
         w.kvReadTokens += r.context;
         r.context += n;
         r.toCompute -= n;

@@ -208,6 +208,8 @@ const GpuSchema = z.object({
   interconnectBandwidth: positive.optional(),
   stepOverheadS: positive.optional(),
   seqOverheadS: z.number().nonnegative().optional(),
+  prefillAttentionCostFactor: positive.optional(),
+  prefillSeqOverheadS: z.number().nonnegative().optional(),
   source: z.string().min(1),
 });
 

@@ -27,6 +27,18 @@ export interface GpuProfile {
    * engine it is a large part of a decode step (`switchyard calibrate` fits it)
    */
   seqOverheadS?: number;
+  /**
+   * the cost of a prompt token's attention FLOP (QKᵀ and AV over its context, in a prefill) relative to
+   * a dense one, on this machine's prefill attention kernel; 1 when absent. A CPU engine's prefill
+   * attention runs far below its matrix multiplies' rate, which bends its prefill time upward with the
+   * prompt's length (`switchyard calibrate` fits it); decode attention is another kernel, not scaled
+   */
+  prefillAttentionCostFactor?: number;
+  /**
+   * the cost each sequence that prefills in a step adds beside the forward pass (a new request's input
+   * preparation, its attention metadata), seconds; none when absent (`switchyard calibrate` fits it)
+   */
+  prefillSeqOverheadS?: number;
   source: string;
 }
 

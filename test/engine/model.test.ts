@@ -263,3 +263,30 @@ test("a profile's per-sequence cost lengthens each step by its cost for every se
   const costed = itlWith(0.001);
   assert.ok(Math.abs(costed - plain - 0.008) < 1e-6, `ITL ${plain} s without, ${costed} s with`);
 });
+
+test("a profile's prefill shape (attention cost factor, cost a prefilling sequence) lengthens prefill steps only", () => {
+  const run = (gpuExtra: object) => {
+    const base = config();
+    const rec = new Recorder();
+    const e = new Engine({ ...base, gpu: { ...base.gpu, ...gpuExtra } }, rec);
+    const driver = new VirtualDriver();
+    driver.attach(e);
+    e.add(request("long", tokens(4000), { maxTokens: 16 }));
+    runToIdle(e, driver);
+    const t = rec.tokens.get("long")!.times;
+    return { ttft: t[0]!, itl: meanItl(rec) };
+  };
+  const plain = run({});
+  const overhead = run({ prefillSeqOverheadS: 0.005 });
+  // one prefilling sequence a step: 5 ms more a prefill step, decode steps as they were
+  const prefillSteps = Math.ceil(4000 / config().maxNumBatchedTokens);
+  assert.ok(
+    Math.abs(overhead.ttft - plain.ttft - 0.005 * prefillSteps) < 1e-9,
+    `${plain.ttft} → ${overhead.ttft}`,
+  );
+  assert.ok(Math.abs(overhead.itl - plain.itl) < 1e-12);
+  // prompt tokens' attention at 16x: a longer prefill, the same decode steps
+  const attention = run({ prefillAttentionCostFactor: 16 });
+  assert.ok(attention.ttft > plain.ttft, `${plain.ttft} → ${attention.ttft}`);
+  assert.ok(Math.abs(attention.itl - plain.itl) < 1e-12);
+});
