@@ -82,16 +82,25 @@ const specs: FlagSpecs = {
 const USAGE =
   "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID]\n       switchyard calibrate --predict --from-bench held-out.json --model M --profiles fitted.yaml --gpu ID";
 
-/** the engine's context as its /v1/models lists it (vLLM's `max_model_len`), or null */
+/**
+ * the engine's context as its /v1/models lists it (vLLM's `max_model_len`), or null where it lists none;
+ * asked three times a second apart (a busy engine's API server can stall for seconds), then refused: a
+ * probe that guessed the context would send prompts the engine refuses
+ */
 async function contextOf(url: string): Promise<number | null> {
-  try {
-    const res = await request(`${url}/v1/models`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
-    const body = (await res.body.json()) as { data?: { max_model_len?: unknown }[] };
-    const n = body?.data?.[0]?.max_model_len;
-    return typeof n === "number" && n > 0 ? n : null;
-  } catch {
-    return null;
+  let last = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
+    try {
+      const res = await request(`${url}/v1/models`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+      const body = (await res.body.json()) as { data?: { max_model_len?: unknown }[] };
+      const n = body?.data?.[0]?.max_model_len;
+      return typeof n === "number" && n > 0 ? n : null;
+    } catch (err) {
+      last = (err as Error).message;
+    }
   }
+  throw new CliError(`--engine ${url}: /v1/models did not answer (${last})`);
 }
 
 async function probe(
@@ -138,6 +147,15 @@ async function probe(
         ...(model ? ["--model", model] : []),
       ];
       const runs = await runBench(benchOptionsFrom(argv), { warn });
+      // a run the engine answered none of cannot be fitted: say why, not what the fit trips over later
+      for (const r of runs) {
+        const res = r.result as { completed?: number; errors?: string[] };
+        const first = res.errors?.find((e) => e !== "");
+        if (!res.completed)
+          throw new CliError(
+            `probe of ${input} prompt tokens × ${conc}: no request completed${first ? ` (${first})` : ""}`,
+          );
+      }
       // the rounds of one point are pooled by this tag (engine-fit.ts)
       for (const r of runs)
         out.push({
