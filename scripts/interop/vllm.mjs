@@ -3,7 +3,7 @@
 // token counts, every route's status and body shape, the Anthropic and OpenAI SDKs, stored responses,
 // migration — checked once against the real thing. Called by scripts/interop.mjs with its helpers
 // (processes stopped by pid, one line per check); never part of `npm test`.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -512,11 +512,22 @@ export async function vllmChecks(h, p) {
       },
     );
   async function calibration(d) {
-    const run = (args, what) => {
-      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 1_800_000 });
-      if (r.status !== 0) throw new Error(`${what}: exit ${r.status}: ${(r.stderr || r.stdout).slice(-600)}`);
-      return r.stdout;
-    };
+    // asynchronous: this process must keep reading the engine's output while the CLI runs, or vLLM's
+    // request log fills its pipe and its API server blocks on the write (a synchronous spawn hung it)
+    const run = (args, what) =>
+      new Promise((resolve, reject) => {
+        const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (b) => (stdout += b.toString()));
+        child.stderr.on("data", (b) => (stderr = (stderr + b.toString()).slice(-4000)));
+        const timer = setTimeout(() => child.kill("SIGKILL"), 1_800_000);
+        child.once("exit", (code) => {
+          clearTimeout(timer);
+          if (code !== 0) reject(new Error(`${what}: exit ${code}: ${(stderr || stdout).slice(-600)}`));
+          else resolve(stdout);
+        });
+      });
     const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
     const loads = [load()];
     // the probe's rounds and the held-out run's segments take turns, so that the machine's slow and fast
@@ -526,7 +537,7 @@ export async function vllmChecks(h, p) {
     const seed = 7919 + (Date.now() % 100_000);
     for (let k = 0; k < 3; k++) {
       const probeOut = join(RUN, `calibrate-probe-${k}.json`);
-      run(
+      await run(
         [
           ..."calibrate --gpu l4 --requests 4 --rounds 1".split(" "),
           ...["--engine", d.url, "--model", p.model, "--out", join(RUN, "calibrate-round.yaml")],
@@ -536,7 +547,7 @@ export async function vllmChecks(h, p) {
       );
       probes.push(...JSON.parse(readFileSync(probeOut, "utf8")).sweep);
       const out = join(RUN, `held-out-${k}.json`);
-      run(
+      await run(
         [
           ...["bench", "--base-url", d.url, "--model", MODEL, "--endpoint", "completions"],
           ...["--workload", "random", "--input-len", "512", "--output-len", "48", "--concurrency", "2"],
@@ -556,7 +567,7 @@ export async function vllmChecks(h, p) {
     const profile = join(RUN, "calibrated.yaml");
     // the tiny model has no catalogue entry: calibrate profiles its folder and writes it beside the GPU
     const fit = JSON.parse(
-      run(
+      await run(
         [
           ...["calibrate", "--from-bench", probeFile, "--model", p.model, "--gpu", "l4", "--id", "vllm-cpu"],
           ...["--out", profile, "--format", "json"],
@@ -565,7 +576,7 @@ export async function vllmChecks(h, p) {
       ),
     );
     const pred = JSON.parse(
-      run(
+      await run(
         [
           ...["calibrate", "--predict", "--from-bench", heldFile, "--model", p.model],
           ...["--profiles", profile, "--gpu", "vllm-cpu", "--format", "json"],
@@ -595,14 +606,14 @@ export async function vllmChecks(h, p) {
       }),
     );
     const sim = JSON.parse(
-      run(["simulate", "--scenario", scenario, "--profiles", profile, "--format", "json"], "simulate"),
+      await run(["simulate", "--scenario", scenario, "--profiles", profile, "--format", "json"], "simulate"),
     ).bench;
     const err = (x, y) => x / y - 1;
     const pct = (x) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}%`;
     const eT = err(pred.model_ttft_ms, pred.ttft_ms);
     const eP = err(pred.model_tpot_ms, pred.tpot_ms);
     const g = fit.gpu;
-    const detail = `held-out (${pred.requests} requests of ${prompt} prompt tokens, 48 out, 2 at once, in 3 segments between the probe's rounds): engine TTFT p50 ${pred.ttft_ms.toFixed(1)} ms, model ${pred.model_ttft_ms.toFixed(1)} ms (${pct(eT)}); engine TPOT p50 ${pred.tpot_ms.toFixed(2)} ms, model ${pred.model_tpot_ms.toFixed(2)} ms (${pct(eP)}); client TTFT p50 ${clientTtft.toFixed(1)} ms, TPOT p50 ${clientTpot.toFixed(2)} ms; simulate of the scenario TTFT p50 ${sim.median_ttft_ms.toFixed(1)} ms, TPOT p50 ${sim.median_tpot_ms.toFixed(2)} ms; profile ${(g.bf16Flops / 1e12).toFixed(3)} TFLOP/s, ${(g.hbmBandwidth / 1e9).toFixed(1)} GB/s, step ${(g.stepOverheadS * 1000).toFixed(2)} ms, ${((g.seqOverheadS ?? 0) * 1000).toFixed(3)} ms a sequence; fit error at most ${(fit.max_error * 100).toFixed(1)}%; load ${loads.join(" → ")}`;
+    const detail = `held-out (${pred.requests} requests of ${prompt} prompt tokens, 48 out, 2 at once, in 3 segments between the probe's rounds): engine TTFT p50 ${pred.ttft_ms.toFixed(1)} ms, model ${pred.model_ttft_ms.toFixed(1)} ms (${pct(eT)}); engine TPOT p50 ${pred.tpot_ms.toFixed(2)} ms, model ${pred.model_tpot_ms.toFixed(2)} ms (${pct(eP)}); client TTFT p50 ${clientTtft.toFixed(1)} ms, TPOT p50 ${clientTpot.toFixed(2)} ms; simulate of the scenario TTFT p50 ${sim.median_ttft_ms.toFixed(1)} ms, TPOT p50 ${sim.median_tpot_ms.toFixed(2)} ms; profile ${(g.bf16Flops / 1e12).toFixed(3)} TFLOP/s, ${(g.hbmBandwidth / 1e9).toFixed(1)} GB/s, step ${(g.stepOverheadS * 1000).toFixed(2)} ms, ${((g.seqOverheadS ?? 0) * 1000).toFixed(3)} ms a sequence, ${((g.prefillSeqOverheadS ?? 0) * 1000).toFixed(2)} ms a prefilling sequence, prefill attention × ${(g.prefillAttentionCostFactor ?? 1).toFixed(1)}; fit error at most ${(fit.max_error * 100).toFixed(1)}%; load ${loads.join(" → ")}`;
     if (Math.abs(eT) > 0.15 || Math.abs(eP) > 0.15) throw new Error(detail);
     return detail;
   }
