@@ -3,13 +3,15 @@
 // token counts, every route's status and body shape, the Anthropic and OpenAI SDKs, stored responses,
 // migration — checked once against the real thing. Called by scripts/interop.mjs with its helpers
 // (processes stopped by pid, one line per check); never part of `npm test`.
-import { spawn, spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
+import { promisify } from "node:util";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** What a first start of an engine may take on 2 busy cores (observed ~2 min when idle). */
 const ENGINE_START_MS = 900_000;
+const execFileP = promisify(execFile);
 const MODEL = "tiny";
 const BLOCK = 128;
 
@@ -512,22 +514,13 @@ export async function vllmChecks(h, p) {
       },
     );
   async function calibration(d) {
-    // asynchronous: this process must keep reading the engine's output while the CLI runs, or vLLM's
-    // request log fills its pipe and its API server blocks on the write (a synchronous spawn hung it)
+    // async: the suite must keep reading the engine's output (a full pipe hangs vLLM's API server)
     const run = (args, what) =>
-      new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-        let stdout = "";
-        let stderr = "";
-        child.stdout.on("data", (b) => (stdout += b.toString()));
-        child.stderr.on("data", (b) => (stderr = (stderr + b.toString()).slice(-4000)));
-        const timer = setTimeout(() => child.kill("SIGKILL"), 1_800_000);
-        child.once("exit", (code) => {
-          clearTimeout(timer);
-          if (code !== 0) reject(new Error(`${what}: exit ${code}: ${(stderr || stdout).slice(-600)}`));
-          else resolve(stdout);
-        });
-      });
+      execFileP(process.execPath, [CLI, ...args], { timeout: 1_800_000, maxBuffer: 1 << 26 }).then(
+        (r) => r.stdout,
+        (e) =>
+          Promise.reject(new Error(`${what}: exit ${e.code}: ${(e.stderr || e.stdout || "").slice(-600)}`)),
+      );
     const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
     const loads = [load()];
     // the probe's rounds and the held-out run's segments take turns, so that the machine's slow and fast
