@@ -2,7 +2,9 @@
 //   compute = FLOPs / (peak × COMPUTE_EFFICIENCY)
 //   memory  = bytes / (HBM bandwidth × MEMORY_EFFICIENCY)
 //   step    = max(compute, memory) + TP all-reduce time + STEP_OVERHEAD + sequences × the profile's
-//             per-sequence cost (none unless calibrated) + offload load and store time
+//             per-sequence cost + prefilling sequences × its per-prefill cost (both none unless
+//             calibrated) + offload load and store time; prompt tokens' attention FLOPs are scaled by
+//             the profile's prefill attention cost factor (1 unless calibrated)
 // Every constant and its source is listed in docs/engine-model.md.
 import type { EngineConfig } from "./types.js";
 import { kvBytesPerToken } from "../models/kv-shape.js";
