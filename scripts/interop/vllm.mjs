@@ -523,60 +523,23 @@ export async function vllmChecks(h, p) {
       );
     const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
     const loads = [load()];
-    // the probe's rounds and the held-out run's segments take turns, so that the machine's slow and fast
-    // minutes fall on both; then the fit on every probe round, the replay of every held-out segment
-    const probes = [];
-    const held = [];
-    const seed = 7919 + (Date.now() % 100_000);
-    for (let k = 0; k < 3; k++) {
-      const probeOut = join(RUN, `calibrate-probe-${k}.json`);
-      await run(
-        [
-          ..."calibrate --gpu l4 --requests 4 --rounds 1".split(" "),
-          ...["--engine", d.url, "--model", p.model, "--out", join(RUN, "calibrate-round.yaml")],
-          ...["--probe-out", probeOut],
-        ],
-        "calibrate probe",
-      );
-      probes.push(...JSON.parse(readFileSync(probeOut, "utf8")).sweep);
-      const out = join(RUN, `held-out-${k}.json`);
-      await run(
-        [
-          ...["bench", "--base-url", d.url, "--model", MODEL, "--endpoint", "completions"],
-          ...["--workload", "random", "--input-len", "512", "--output-len", "48", "--concurrency", "2"],
-          ...["--num-requests", "12", "--warmup", "0", "--seed", String(seed + k), "--ignore-eos"],
-          ...["--no-progress", "--request-timeout", "120", "--out", out],
-        ],
-        "held-out bench",
-      );
-      // one tag: the segments are pooled into one held-out run
-      held.push({ ...JSON.parse(readFileSync(out, "utf8")), calibrate_probe: "held-out" });
-      loads.push(load());
-    }
+    // the held-out workload runs between every point of the probe's three rounds (`--check`), so that
+    // the machine's slow and fast moments fall on both alike; the fit never sees it
     const probeFile = join(RUN, "calibrate-probe.json");
-    const heldFile = join(RUN, "held-out.json");
-    writeFileSync(probeFile, JSON.stringify({ sweep: probes }));
-    writeFileSync(heldFile, JSON.stringify({ sweep: held }));
     const profile = join(RUN, "calibrated.yaml");
     // the tiny model has no catalogue entry: calibrate profiles its folder and writes it beside the GPU
     const fit = JSON.parse(
       await run(
         [
-          ...["calibrate", "--from-bench", probeFile, "--model", p.model, "--gpu", "l4", "--id", "vllm-cpu"],
-          ...["--out", profile, "--format", "json"],
+          ..."calibrate --gpu l4 --id vllm-cpu --requests 4 --rounds 3 --check 512:48:2 --format json".split(" "),
+          ...["--engine", d.url, "--model", p.model, "--out", profile, "--probe-out", probeFile],
         ],
-        "calibrate fit",
+        "calibrate",
       ),
     );
-    const pred = JSON.parse(
-      await run(
-        [
-          ...["calibrate", "--predict", "--from-bench", heldFile, "--model", p.model],
-          ...["--profiles", profile, "--gpu", "vllm-cpu", "--format", "json"],
-        ],
-        "calibrate predict",
-      ),
-    ).runs[0];
+    loads.push(load());
+    const pred = fit.held_out[0];
+    const held = JSON.parse(readFileSync(probeFile, "utf8")).sweep.filter((r) => r.calibrate_check);
     // for the record: the client's view (API server included) and the scenario simulated
     const median = (xs) => {
       const s = [...xs].sort((x, y) => x - y);
@@ -595,7 +558,7 @@ export async function vllmChecks(h, p) {
         workload: { prompt_tokens: prompt, output_tokens: 48, concurrency: 2 },
         fleet: { model: p.model, gpu: "vllm-cpu", engines: 1, max_model_len: 2048 },
         ops: { kubernetes: true, hbm_monitoring: true },
-        simulation: { requests: 36 },
+        simulation: { requests: pred.requests },
       }),
     );
     const sim = JSON.parse(
@@ -606,7 +569,7 @@ export async function vllmChecks(h, p) {
     const eT = err(pred.model_ttft_ms, pred.ttft_ms);
     const eP = err(pred.model_tpot_ms, pred.tpot_ms);
     const g = fit.gpu;
-    const detail = `held-out (${pred.requests} requests of ${prompt} prompt tokens, 48 out, 2 at once, in 3 segments between the probe's rounds): engine TTFT p50 ${pred.ttft_ms.toFixed(1)} ms, model ${pred.model_ttft_ms.toFixed(1)} ms (${pct(eT)}); engine TPOT p50 ${pred.tpot_ms.toFixed(2)} ms, model ${pred.model_tpot_ms.toFixed(2)} ms (${pct(eP)}); client TTFT p50 ${clientTtft.toFixed(1)} ms, TPOT p50 ${clientTpot.toFixed(2)} ms; simulate of the scenario TTFT p50 ${sim.median_ttft_ms.toFixed(1)} ms, TPOT p50 ${sim.median_tpot_ms.toFixed(2)} ms; profile ${(g.bf16Flops / 1e12).toFixed(3)} TFLOP/s, ${(g.hbmBandwidth / 1e9).toFixed(1)} GB/s, step ${(g.stepOverheadS * 1000).toFixed(2)} ms, ${((g.seqOverheadS ?? 0) * 1000).toFixed(3)} ms a sequence, ${((g.prefillSeqOverheadS ?? 0) * 1000).toFixed(2)} ms a prefilling sequence, prefill attention × ${(g.prefillAttentionCostFactor ?? 1).toFixed(1)}; fit error at most ${(fit.max_error * 100).toFixed(1)}%; load ${loads.join(" → ")}`;
+    const detail = `held-out (${pred.requests} requests of ${prompt} prompt tokens, 48 out, 2 at once, in ${held.length} segments between the probe's points): engine TTFT p50 ${pred.ttft_ms.toFixed(1)} ms, model ${pred.model_ttft_ms.toFixed(1)} ms (${pct(eT)}); engine TPOT p50 ${pred.tpot_ms.toFixed(2)} ms, model ${pred.model_tpot_ms.toFixed(2)} ms (${pct(eP)}); client TTFT p50 ${clientTtft.toFixed(1)} ms, TPOT p50 ${clientTpot.toFixed(2)} ms; simulate of the scenario TTFT p50 ${sim.median_ttft_ms.toFixed(1)} ms, TPOT p50 ${sim.median_tpot_ms.toFixed(2)} ms; profile ${(g.bf16Flops / 1e12).toFixed(3)} TFLOP/s, ${(g.hbmBandwidth / 1e9).toFixed(1)} GB/s, step ${(g.stepOverheadS * 1000).toFixed(2)} ms, ${((g.seqOverheadS ?? 0) * 1000).toFixed(3)} ms a sequence, ${((g.prefillSeqOverheadS ?? 0) * 1000).toFixed(2)} ms a prefilling sequence, prefill attention × ${(g.prefillAttentionCostFactor ?? 1).toFixed(1)}; fit error at most ${(fit.max_error * 100).toFixed(1)}%; load ${loads.join(" → ")}`;
     if (Math.abs(eT) > 0.15 || Math.abs(eP) > 0.15) throw new Error(detail);
     return detail;
   }

@@ -2,9 +2,12 @@
 // fits the engine model's timing (engine-fit.ts) to a running engine or a saved bench result, writes
 // the fitted GPU profile as a profiles YAML (`--profiles FILE` of sim, simulate and plan) and prints
 // the fit's error per run. Against an engine it first sends a short probe: a few prompt lengths one
-// at a time (the prefill term) and a few batch sizes of short prompts (the decode term), each a bench
-// run with the engine's /metrics scraped before and after, so the engine's own TTFT and ITL
-// histogram means are what the fit matches.
+// at a time (the prefill term) and a few batch sizes (the decode term), each a bench run with the
+// engine's /metrics scraped before and after, so the engine's own TTFT and ITL (per request where
+// vLLM returns them, else its histogram means) are what the fit matches. A fit's error on its own
+// runs flatters it: `--check IN:OUT:CONC` runs a held-out workload between the probe's points (so that
+// a busy machine's slow and fast moments fall on both alike), fits nothing to it, and reports the
+// fitted profile's error on it.
 import { randomInt } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { request } from "undici";
@@ -36,6 +39,7 @@ export const PROBE: readonly [number, number, number][] = [
   [512, 32, 1],
   [1024, 32, 1],
   [4096, 32, 1],
+  [1024, 64, 2],
   [256, 64, 4],
   [256, 64, 16],
 ];
@@ -77,10 +81,19 @@ const specs: FlagSpecs = {
     type: "string",
     help: "also write the probe's bench results here ({sweep: [...]}, which --from-bench reads)",
   },
+  "intake-ms": {
+    type: "number",
+    default: 0,
+    help: "with --predict: the API server's hand-over time a request that the fit printed (engine-timed runs only)",
+  },
+  check: {
+    type: "string",
+    help: "a held-out workload, PROMPT:OUTPUT:CONCURRENCY tokens and streams: run between the probe's points (--requests a time), not fitted, its error reported",
+  },
 };
 
 const USAGE =
-  "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID]\n       switchyard calibrate --predict --from-bench held-out.json --model M --profiles fitted.yaml --gpu ID";
+  "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID] [--check IN:OUT:CONC]\n       switchyard calibrate --predict --from-bench held-out.json --model M --profiles fitted.yaml --gpu ID";
 
 /**
  * the engine's context as its /v1/models lists it (vLLM's `max_model_len`), or null where it lists none;
@@ -103,11 +116,29 @@ async function contextOf(url: string): Promise<number | null> {
   throw new CliError(`--engine ${url}: /v1/models did not answer (${last})`);
 }
 
+/** a held-out workload (`--check`): prompt and output tokens, concurrency */
+export interface CheckShape {
+  input: number;
+  output: number;
+  concurrency: number;
+}
+
+export function parseCheck(v: string): CheckShape {
+  const m = /^(\d+):(\d+):(\d+)$/.exec(v.trim());
+  const [input, output, concurrency] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [0, 0, 0];
+  if (!(input >= 1 && output >= 2 && concurrency >= 1))
+    throw new CliError(
+      `--check: PROMPT:OUTPUT:CONCURRENCY (prompt ≥ 1 and output ≥ 2 tokens, ≥ 1 stream), got ${v}`,
+    );
+  return { input, output, concurrency };
+}
+
 async function probe(
   url: string,
   model: string | null,
   requests: number,
   rounds: number,
+  check: CheckShape | null,
   warn: (m: string) => void,
 ): Promise<unknown[]> {
   const out: unknown[] = [];
@@ -116,57 +147,79 @@ async function probe(
   // prompts no earlier run sent (this probe's, a previous probe's, a held-out run's): a prefix-cache hit
   // would time a prefill that never ran
   const seed = randomInt(1, 2 ** 30);
+  const bench = async (input: number, output: number, conc: number, n: number, runSeed: number) => {
+    const argv = [
+      "--base-url",
+      url,
+      "--workload",
+      "random",
+      "--input-len",
+      String(input),
+      "--output-len",
+      String(output),
+      "--concurrency",
+      String(conc),
+      "--num-requests",
+      String(n),
+      "--seed",
+      String(runSeed),
+      "--warmup",
+      "0",
+      "--ignore-eos",
+      "--no-progress",
+      // a probe request two minutes without a chunk is a stuck engine: the probe ends, with errors
+      "--request-timeout",
+      "120",
+      "--endpoint",
+      "completions",
+      ...(model ? ["--model", model] : []),
+    ];
+    const runs = await runBench(benchOptionsFrom(argv), { warn });
+    // a run the engine answered none of cannot be fitted: say why, not what the fit trips over later
+    for (const r of runs) {
+      const res = r.result as { completed?: number; errors?: string[] };
+      const first = res.errors?.find((e) => e !== "");
+      if (!res.completed)
+        throw new CliError(
+          `probe of ${input} prompt tokens × ${conc}: no request completed${first ? ` (${first})` : ""}`,
+        );
+    }
+    return runs.map((r) => r.result as Record<string, unknown>);
+  };
+  let segment = 0;
   for (let round = 1; round <= rounds; round++)
     for (const [point, [want, output, conc]] of PROBE.entries()) {
       const input = Math.max(16, Math.min(want, context - output - 64));
       const n = conc > 1 ? Math.max(requests * 2, conc * 2) : requests;
-      const argv = [
-        "--base-url",
-        url,
-        "--workload",
-        "random",
-        "--input-len",
-        String(input),
-        "--output-len",
-        String(output),
-        "--concurrency",
-        String(conc),
-        "--num-requests",
-        String(n),
-        "--seed",
-        String(seed + round * PROBE.length + point),
-        "--warmup",
-        "0",
-        "--ignore-eos",
-        "--no-progress",
-        // a probe request two minutes without a chunk is a stuck engine: the probe ends, with errors
-        "--request-timeout",
-        "120",
-        "--endpoint",
-        "completions",
-        ...(model ? ["--model", model] : []),
-      ];
-      const runs = await runBench(benchOptionsFrom(argv), { warn });
-      // a run the engine answered none of cannot be fitted: say why, not what the fit trips over later
-      for (const r of runs) {
-        const res = r.result as { completed?: number; errors?: string[] };
-        const first = res.errors?.find((e) => e !== "");
-        if (!res.completed)
-          throw new CliError(
-            `probe of ${input} prompt tokens × ${conc}: no request completed${first ? ` (${first})` : ""}`,
-          );
-      }
+      const results = await bench(input, output, conc, n, seed + round * PROBE.length + point);
       // the rounds of one point are pooled by this tag (engine-fit.ts)
-      for (const r of runs)
+      for (const r of results)
         out.push({
-          ...r.result,
+          ...r,
           calibrate_probe: `in=${input} out=${output} c=${conc}`,
-          // a batch run's requests reach the engine as the API server hands them over, not at once
-          ...(conc > 1 ? { calibrate_fit: "tpot" } : {}),
+          // a batch run's requests reach the engine as the API server hands them over, not at once: its
+          // TTFT is fitted with that hand-over modelled
+          ...(conc > 1 ? { calibrate_fit: "intake" } : {}),
         });
       process.stderr.write(
         `calibrate: probe ${input} prompt tokens × ${conc} at once: ${n} requests done (round ${round}/${rounds})\n`,
       );
+      if (check === null) continue;
+      // a segment of the held-out workload after every point, its prompts seeded apart from the probe's
+      const c = check;
+      const held = await bench(
+        Math.max(1, Math.min(c.input, context - c.output - 64)),
+        c.output,
+        c.concurrency,
+        Math.max(requests, 2 * c.concurrency),
+        seed + 1_000_003 + segment++,
+      );
+      for (const r of held)
+        out.push({
+          ...r,
+          calibrate_probe: `check in=${c.input} out=${c.output} c=${c.concurrency}`,
+          calibrate_check: true,
+        });
     }
   return out;
 }
@@ -200,6 +253,9 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     throw new CliError(`${(err as Error).message} (GPUs: ${GPUS.map((g) => g.id).join(", ")})`);
   }
+  const check = typeof f.check === "string" ? parseCheck(f.check) : null;
+  if (check !== null && engine === null)
+    throw new CliError("--check runs a held-out workload on --engine (a --from-bench file brings its own)");
   let bodies: unknown[];
   if (fromBench !== null) {
     try {
@@ -213,33 +269,42 @@ export async function main(argv: string[]): Promise<number> {
       isModelFolder(modelId) ? null : modelId,
       Number(f.requests),
       Number(f.rounds),
+      check,
       (m) => process.stderr.write(`calibrate: ${m}\n`),
     );
   if (engine !== null && typeof f["probe-out"] === "string")
     writeFileSync(f["probe-out"], JSON.stringify({ sweep: bodies }));
-  let runs: FitRun[];
+  let all: FitRun[];
   try {
-    runs = pooled(bodies.flatMap((b) => runsFromBench(b, timeScale)));
+    all = pooled(bodies.flatMap((b) => runsFromBench(b, timeScale)));
   } catch (err) {
     throw new CliError(`--from-bench: ${(err as Error).message}`);
   }
+  // held-out runs are predicted, never fitted (--predict replays every run alike)
+  const runs = predictOnly ? all : all.filter((r) => !r.check);
+  const held = predictOnly ? [] : all.filter((r) => r.check);
+  if (runs.length === 0) throw new CliError("--from-bench: nothing to fit (every run is a held-out one)");
   if (engine !== null && !runs.some((r) => r.source === "engine-request"))
     process.stderr.write(
       "calibrate: the engine returned no per-request timing (vLLM: start it with --enable-per-request-metrics); fitting its /metrics means, or the client's\n",
     );
-  const table = (rows: FitResult["runs"]) =>
+  const intakeArg = Number(f["intake-ms"]) / 1000;
+  if (!(intakeArg >= 0)) throw new CliError(`--intake-ms: 0 or more, got ${f["intake-ms"]}`);
+  let intake = intakeArg;
+  const table = (rows: FitResult["runs"], of: readonly FitRun[] = runs) =>
     rows.map((r, i) => ({
-      source: runs[i]!.source,
-      statistic: runs[i]!.statistic,
-      requests: runs[i]!.inputLens.length,
+      source: of[i]!.source,
+      statistic: of[i]!.statistic,
+      requests: of[i]!.inputLens.length,
       ttft_ms: r.ttftMs,
       model_ttft_ms: r.predTtftMs,
-      ttft_fitted: runs[i]!.fitTtft !== false,
+      ttft_fitted: of[i]!.fitTtft !== false && (of[i]!.fitTtft !== "intake" || intake > 0) && !of[i]!.check,
+      ...(of[i]!.check ? { ttft_error: r.ttftErr, tpot_error: r.tpotErr } : {}),
       tpot_ms: r.tpotMs,
       model_tpot_ms: r.predTpotMs,
     }));
   if (predictOnly) {
-    const p = predict(runs, model, base, Number(f.tp));
+    const p = predict(runs, model, base, Number(f.tp), intake);
     if (format === "json")
       console.log(JSON.stringify({ gpu: base.id, runs: table(p.rows), max_error: p.maxError }));
     else {
@@ -257,15 +322,30 @@ export async function main(argv: string[]): Promise<number> {
     f.out as string,
     stringify(profileDocument(fit.gpu, isModelFolder(modelId) ? model : undefined)),
   );
+  intake = fit.intakeS;
+  const checked = held.length > 0 ? predict(held, model, fit.gpu, Number(f.tp), intake) : null;
   if (format === "json") {
-    console.log(JSON.stringify({ gpu: fit.gpu, runs: table(fit.runs), max_error: fit.maxError }));
+    console.log(
+      JSON.stringify({
+        gpu: fit.gpu,
+        intake_ms: fit.intakeS * 1000,
+        runs: table(fit.runs),
+        max_error: fit.maxError,
+        ...(checked ? { held_out: table(checked.rows, held), held_out_max_error: checked.maxError } : {}),
+      }),
+    );
     return 0;
   }
   console.log(
-    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s), step overhead ${(fit.stepOverheadS * 1000).toFixed(2)} ms, ${(fit.seqOverheadS * 1000).toFixed(3)} ms a sequence, ${(fit.prefillSeqOverheadS * 1000).toFixed(3)} ms a prefilling sequence, prefill attention × ${fit.prefillAttentionCostFactor.toFixed(2)} → ${f.out}`,
+    `calibrated ${fit.gpu.id}: ${base.id} × ${fit.flopsFactor.toFixed(3)} dense FLOP/s (${(fit.gpu.bf16Flops / 1e12).toFixed(1)} TFLOP/s), × ${fit.bandwidthFactor.toFixed(3)} HBM bandwidth (${(fit.gpu.hbmBandwidth / 1e12).toFixed(3)} TB/s), step overhead ${(fit.stepOverheadS * 1000).toFixed(2)} ms, ${(fit.seqOverheadS * 1000).toFixed(3)} ms a sequence, ${(fit.prefillSeqOverheadS * 1000).toFixed(3)} ms a prefilling sequence, prefill attention × ${fit.prefillAttentionCostFactor.toFixed(2)}${fit.intakeS > 0 ? `; the API server hands a request over in ${(fit.intakeS * 1000).toFixed(2)} ms (the replay's: --predict --intake-ms)` : ""} → ${f.out}`,
   );
   printRows(runs, fit.runs);
   console.log(`fit error: at most ${(fit.maxError * 100).toFixed(1)}% on any run's figure`);
+  if (checked) {
+    console.log(`held out (not fitted, run between the probe's points):`);
+    printRows(held, checked.rows);
+    console.log(`held-out error: at most ${(checked.maxError * 100).toFixed(1)}% on any figure`);
+  }
   return 0;
 }
 

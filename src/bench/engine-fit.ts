@@ -44,11 +44,17 @@ export interface FitRun {
   /** the probe point a run is a round of (`calibrate_probe` of the result): one label's rounds are pooled */
   label?: string;
   /**
-   * false where the run's TTFT is not the engine model's to match: the probe's batch runs send their
-   * requests at once, and the engine meets them as the API server hands them over, not at once
-   * (`calibrate_fit: "tpot"` of the result)
+   * false where the run's TTFT is not the engine model's to match (`calibrate_fit: "tpot"` of the
+   * result); "intake" where it is only once the API server's hand-over is modelled: the probe's batch
+   * runs send their requests at once, and the engine core meets them one by one as the API server
+   * hands them over (`calibrate_fit: "intake"`)
    */
-  fitTtft?: boolean;
+  fitTtft?: boolean | "intake";
+  /**
+   * a held-out run, not fitted: the fitted profile predicts it, and its error is the fit's honest one
+   * (`calibrate_check: true` of the result: `calibrate --check` runs it between the probe's points)
+   */
+  check?: boolean;
 }
 
 export interface FitResult {
@@ -64,6 +70,12 @@ export interface FitResult {
   prefillAttentionCostFactor: number;
   /** the fitted cost each prefilling sequence adds to a step, seconds (0: none) */
   prefillSeqOverheadS: number;
+  /**
+   * the fitted time the engine's API server takes to hand one request to its engine core, seconds (0:
+   * none): requests sent at once reach the engine core this far apart. The replay's, not the profile's
+   * (the engine model has no API server); `calibrate --predict --intake-ms` takes it back
+   */
+  intakeS: number;
   /** per run: measured and predicted means, and the relative errors */
   runs: {
     ttftMs: number;
@@ -135,7 +147,12 @@ function benchRuns(body: unknown, timeScale: number): FitRun[] {
     const clientTpot = meanTpot(sel(ttfts), sel(e2els), sel(outs));
     const base = {
       ...(typeof r.calibrate_probe === "string" ? { label: r.calibrate_probe } : {}),
-      ...(r.calibrate_fit === "tpot" ? { fitTtft: false } : {}),
+      ...(r.calibrate_fit === "tpot"
+        ? { fitTtft: false }
+        : r.calibrate_fit === "intake"
+          ? { fitTtft: "intake" as const }
+          : {}),
+      ...(r.calibrate_check === true ? { check: true } : {}),
       inputLens: sel(ins),
       outputLens: sel(outs),
       startTimes: sel(starts).map((s) => (s - t0) / timeScale),
@@ -218,9 +235,11 @@ export function replay(
   model: ModelProfile,
   gpu: GpuProfile,
   tp: number,
+  intakeS = 0,
 ): { ttftMs: number; tpotMs: number } {
   // the engine's own timing starts where its engine core took the request in, as the replay's must
-  const p = replayRequests(run, model, gpu, tp, run.source === "engine-request" ? "queued" : "arrival");
+  const queued = run.source === "engine-request";
+  const p = replayRequests(run, model, gpu, tp, queued ? "queued" : "arrival", queued ? intakeS : 0);
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const stat = run.statistic === "p50" ? median : mean;
   return { ttftMs: stat(p.ttfts) * 1000, tpotMs: stat(p.tpots) * 1000 };
@@ -230,7 +249,9 @@ export function replay(
  * the run replayed on one engine of `gpu`: every request's TTFT and TPOT (those of 2+ tokens), s. TTFT
  * from the request's arrival, or (`from: "queued"`) from when the engine took it in, as vLLM's
  * per-request queue + prefill time counts it: its engine core reads new requests between steps, so one
- * sent while a step runs starts its queue time when that step ends
+ * sent while a step runs starts its queue time when that step ends. `intakeS`: the API server's time to
+ * hand a request over, one at a time: a request reaches the engine that long after it was sent, or
+ * after the request before it reached it (only with `from: "queued"`, whose clock starts at the engine)
  */
 export function replayRequests(
   run: Pick<FitRun, "inputLens" | "outputLens" | "startTimes">,
@@ -238,7 +259,10 @@ export function replayRequests(
   gpu: GpuProfile,
   tp: number,
   from: "arrival" | "queued" = "arrival",
+  intakeS = 0,
 ): { ttfts: number[]; tpots: number[] } {
+  if (from === "arrival" && intakeS > 0)
+    throw new Error("an intake time needs TTFT from the engine's intake");
   const cfg0 = defaultEngineConfig(model, gpu, { tensorParallelSize: tp, blockHashAlgo: "fast" });
   // no more KV blocks than the run can fill (a small model on a big profile has millions, and a fit
   // replays thousands of times), never more than the profile holds
@@ -257,10 +281,15 @@ export function replayRequests(
     },
   });
   driver.attach(engine);
+  // the API server hands requests over in the order they were sent, one at a time
+  const order = run.startTimes.map((_, i) => i).sort((x, y) => run.startTimes[x]! - run.startTimes[y]!);
+  const reach = new Array<number>(order.length);
+  let free = -Infinity;
+  for (const i of order) free = reach[i] = Math.max(run.startTimes[i]!, free) + intakeS;
   for (let i = 0; i < run.inputLens.length; i++) {
     const len = Math.max(1, Math.min(run.inputLens[i]!, cfg.maxModelLen - 2));
     const outN = Math.max(1, Math.min(run.outputLens[i]!, cfg.maxModelLen - len));
-    driver.at(run.startTimes[i]!, () => {
+    driver.at(reach[i]!, () => {
       engine.add({
         requestId: `c${i}`,
         // distinct ids per request: no prefix is shared unless the run shared one (none is assumed)
@@ -302,7 +331,7 @@ const scaled = (
 
 /**
  * a point of the search: log FLOP/s and bandwidth factors, log step and sequence costs (−∞: none), log
- * prefill attention cost factor
+ * prefill attention cost factor, log prefilling-sequence cost and log intake time (−∞: none)
  */
 interface Point {
   lf: number;
@@ -311,8 +340,12 @@ interface Point {
   ls: number;
   la: number;
   lp: number;
+  li: number;
   c: number;
 }
+
+/** the figures of a point a search may move */
+type Dir = [number, number, number, number, number, number, number];
 
 /** fits the base GPU's FLOP/s and bandwidth, the step's and each sequence's cost to the runs (module comment) */
 export function fitEngine(
@@ -327,42 +360,62 @@ export function fitEngine(
   const s0 = base.seqOverheadS ? Math.log(base.seqOverheadS) : -Infinity;
   const a0 = Math.log(base.prefillAttentionCostFactor ?? 1);
   const p0 = base.prefillSeqOverheadS ? Math.log(base.prefillSeqOverheadS) : -Infinity;
-  const gpuAt = (lf: number, lb: number, lo: number, ls: number, la: number, lp: number) =>
-    scaled(base, Math.exp(lf), Math.exp(lb), Math.exp(lo), Math.exp(ls), Math.exp(la), Math.exp(lp));
-  const at = (lf: number, lb: number, lo: number, ls: number, la = a0, lp = p0): Point => {
+  const gpuAt = (p: Omit<Point, "c" | "li">) =>
+    scaled(
+      base,
+      Math.exp(p.lf),
+      Math.exp(p.lb),
+      Math.exp(p.lo),
+      Math.exp(p.ls),
+      Math.exp(p.la),
+      Math.exp(p.lp),
+    );
+  // the batch runs' TTFT counts once the API server's hand-over is modelled (the last stage)
+  let withIntake = false;
+  const fitsTtft = (r: FitRun) =>
+    r.fitTtft === undefined || r.fitTtft === true || (withIntake && r.fitTtft === "intake");
+  const at = (q: Omit<Point, "c">): Point => {
     let c = 0;
-    const gpu = gpuAt(lf, lb, lo, ls, la, lp);
+    const gpu = gpuAt(q);
     for (const r of runs) {
-      const p = replay(r, model, gpu, tp);
-      c +=
-        (r.fitTtft === false ? 0 : Math.log(p.ttftMs / r.ttftMs) ** 2) + Math.log(p.tpotMs / r.tpotMs) ** 2;
+      const p = replay(r, model, gpu, tp, Math.exp(q.li));
+      c += (fitsTtft(r) ? Math.log(p.ttftMs / r.ttftMs) ** 2 : 0) + Math.log(p.tpotMs / r.tpotMs) ** 2;
     }
-    return { lf, lb, lo, ls, la, lp, c };
+    return { ...q, c };
   };
+  const move = (p: Point, d: Dir) =>
+    at({
+      lf: p.lf + d[0],
+      lb: p.lb + d[1],
+      lo: p.lo + d[2],
+      ls: p.ls + d[3],
+      la: p.la + d[4],
+      lp: p.lp + d[5],
+      li: p.li + d[6],
+    });
   const better = (a: Point, b: Point) => (b.c < a.c ? b : a);
-  /** pattern search from `from`: each figure (and, with `shape`, the prefill's two) up and down */
+  /** pattern search from `from`: each figure (and, with `shape`, the prefill's two and the intake) up and down */
   const descend = (from: Point, shape: boolean): Point => {
     let p = from;
     let step = Math.LN2 / 2;
+    const unit = (k: number, v: number): Dir => {
+      const d: Dir = [0, 0, 0, 0, 0, 0, 0];
+      d[k] = v;
+      return d;
+    };
     while (step > 0.004) {
       let moved = false;
-      const dirs: [number, number, number, number, number, number][] = [
-        [step, 0, 0, 0, 0, 0],
-        [-step, 0, 0, 0, 0, 0],
-        [0, step, 0, 0, 0, 0],
-        [0, -step, 0, 0, 0, 0],
-        [0, 0, step, 0, 0, 0],
-        [0, 0, -step, 0, 0, 0],
-      ];
-      if (Number.isFinite(p.ls)) dirs.push([0, 0, 0, step, 0, 0], [0, 0, 0, -step, 0, 0]);
+      const dirs: Dir[] = [0, 1, 2].flatMap((k) => [unit(k, step), unit(k, -step)]);
+      if (Number.isFinite(p.ls)) dirs.push(unit(3, step), unit(3, -step));
       if (shape) {
         // the attention factor alone, and along its valley (more attention, faster dense FLOPs)
-        dirs.push([0, 0, 0, 0, step, 0], [0, 0, 0, 0, -step, 0]);
-        dirs.push([step, 0, 0, 0, step, 0], [-step, 0, 0, 0, -step, 0]);
-        if (Number.isFinite(p.lp)) dirs.push([0, 0, 0, 0, 0, step], [0, 0, 0, 0, 0, -step]);
+        dirs.push(unit(4, step), unit(4, -step));
+        dirs.push([step, 0, 0, 0, step, 0, 0], [-step, 0, 0, 0, -step, 0, 0]);
+        if (Number.isFinite(p.lp)) dirs.push(unit(5, step), unit(5, -step));
+        if (Number.isFinite(p.li)) dirs.push(unit(6, step), unit(6, -step));
       }
-      for (const [df, db, dl, ds, da, dp] of dirs) {
-        const next = at(p.lf + df, p.lb + db, p.lo + dl, p.ls + ds, p.la + da, p.lp + dp);
+      for (const d of dirs) {
+        const next = move(p, d);
         if (next.c < p.c) {
           p = next;
           moved = true;
@@ -375,13 +428,15 @@ export function fitEngine(
   // one factor for both over 2^-16..2^8 (a CPU engine is a thousand times slower than a GPU profile),
   // a grid of 1/16..16 of each figure around it, the per-sequence cost from none to twice the step's,
   // then a pattern search over the four
-  let best = at(0, 0, o0, s0);
-  for (let k = -16; k <= 8; k++) best = better(best, at(k * Math.LN2, k * Math.LN2, o0, s0));
+  const none = -Infinity;
+  const p00 = { lf: 0, lb: 0, lo: o0, ls: s0, la: a0, lp: p0, li: none };
+  let best = at(p00);
+  for (let k = -16; k <= 8; k++) best = better(best, at({ ...p00, lf: k * Math.LN2, lb: k * Math.LN2 }));
   const common = best.lf;
   for (let i = -4; i <= 4; i++)
     for (let j = -4; j <= 4; j++)
-      best = better(best, at(common + i * Math.LN2, common + j * Math.LN2, best.lo, best.ls));
-  for (let k = -10; k <= 1; k++) best = better(best, at(best.lf, best.lb, best.lo, best.lo + k * Math.LN2));
+      best = better(best, at({ ...best, lf: common + i * Math.LN2, lb: common + j * Math.LN2 }));
+  for (let k = -10; k <= 1; k++) best = better(best, at({ ...best, ls: best.lo + k * Math.LN2 }));
   best = descend(best, false);
   // then a prefill's own shape, where the runs ask for one: its attention against a dense FLOP
   // (1..256), a fixed cost per prefilling sequence (none, or 1/32..4 of the step's), the dense FLOP/s
@@ -391,22 +446,32 @@ export function fitEngine(
     for (let j = -2; j <= 4; j++)
       for (let q = -6; q <= 2; q++) {
         const lp = q === -6 ? at0.lp : at0.lo + q * Math.LN2;
-        best = better(best, at(at0.lf + (j * Math.LN2) / 2, at0.lb, at0.lo, at0.ls, a0 + k * Math.LN2, lp));
+        best = better(best, at({ ...at0, lf: at0.lf + (j * Math.LN2) / 2, la: a0 + k * Math.LN2, lp }));
       }
   if (best !== at0) best = descend(best, true);
+  // last, where the engine timed batch runs itself, the API server's hand-over: none, or 1/8..8 of a
+  // step's fixed cost, the batch runs' TTFT now counted; a pattern search over the seven from there
+  if (runs.some((r) => r.fitTtft === "intake" && r.source === "engine-request")) {
+    withIntake = true;
+    const at1 = at(best);
+    best = at1;
+    for (let k = -3; k <= 3; k++) best = better(best, at({ ...at1, li: at1.lo + k * Math.LN2 }));
+    best = descend(best, true);
+  }
   const f = Math.exp(best.lf);
   const b = Math.exp(best.lb);
   const overhead = Math.exp(best.lo);
   const seq = Math.exp(best.ls);
   const attention = Math.exp(best.la);
   const prefillSeq = Math.exp(best.lp);
+  const intake = Math.exp(best.li);
   const gpu: GpuProfile = {
-    ...gpuAt(best.lf, best.lb, best.lo, best.ls, best.la, best.lp),
+    ...gpuAt(best),
     id: o.id ?? `${base.id}-calibrated`,
     name: `${base.name}, calibrated`,
-    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => `${r.source} ${r.statistic}`).join(", ")}) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}, step overhead ${(overhead * 1000).toFixed(2)} ms, ${(seq * 1000).toFixed(3)} ms a sequence, ${(prefillSeq * 1000).toFixed(3)} ms a prefilling sequence, prefill attention × ${attention.toFixed(2)}`,
+    source: `fitted by switchyard calibrate to ${runs.length} run${runs.length === 1 ? "" : "s"} (${runs.map((r) => `${r.source} ${r.statistic}`).join(", ")}) of ${model.id} at TP ${tp}: ${base.id}'s dense FLOP/s × ${f.toFixed(3)}, HBM bandwidth × ${b.toFixed(3)}, step overhead ${(overhead * 1000).toFixed(2)} ms, ${(seq * 1000).toFixed(3)} ms a sequence, ${(prefillSeq * 1000).toFixed(3)} ms a prefilling sequence, prefill attention × ${attention.toFixed(2)}${intake > 0 ? `; the API server's hand-over ${(intake * 1000).toFixed(2)} ms a request (replay only)` : ""}`,
   };
-  const { rows, maxError } = predict(runs, model, gpu, tp);
+  const { rows, maxError } = predict(runs, model, gpu, tp, intake);
   return {
     gpu,
     flopsFactor: f,
@@ -415,6 +480,7 @@ export function fitEngine(
     seqOverheadS: seq,
     prefillAttentionCostFactor: attention,
     prefillSeqOverheadS: prefillSeq,
+    intakeS: intake,
     runs: rows,
     maxError,
   };
@@ -429,9 +495,10 @@ export function predict(
   model: ModelProfile,
   gpu: GpuProfile,
   tp = 1,
+  intakeS = 0,
 ): { rows: FitResult["runs"]; maxError: number } {
   const rows = runs.map((r) => {
-    const p = replay(r, model, gpu, tp);
+    const p = replay(r, model, gpu, tp, intakeS);
     return {
       ttftMs: r.ttftMs,
       tpotMs: r.tpotMs,
@@ -441,8 +508,10 @@ export function predict(
       tpotErr: p.tpotMs / r.tpotMs - 1,
     };
   });
+  // a batch run's TTFT counts where the hand-over was modelled
+  const counted = (r: FitRun) => r.fitTtft !== false && (r.fitTtft !== "intake" || intakeS > 0);
   const maxError = Math.max(
-    ...rows.flatMap((x, i) => [runs[i]!.fitTtft === false ? 0 : Math.abs(x.ttftErr), Math.abs(x.tpotErr)]),
+    ...rows.flatMap((x, i) => [counted(runs[i]!) ? Math.abs(x.ttftErr) : 0, Math.abs(x.tpotErr)]),
   );
   return { rows, maxError };
 }

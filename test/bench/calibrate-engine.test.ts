@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { fitEngine, pooled, runsFromBench } from "../../src/bench/engine-fit.js";
+import { fitEngine, pooled, replayRequests, runsFromBench } from "../../src/bench/engine-fit.js";
 import { BenchClient } from "../../src/bench/client.js";
 import { sampleArrays } from "../../src/bench/report.js";
 import { main as calibrate } from "../../src/bench/calibrate-cli.js";
@@ -67,10 +67,12 @@ test("runs of a known profile, fitted from another GPU's, give back that profile
     fit.stepOverheadS > STEP_OVERHEAD_S / 4 && fit.stepOverheadS < STEP_OVERHEAD_S * 4,
     `step overhead ${fit.stepOverheadS} s`,
   );
-  // the same through the command, from a saved result; the profile loads as sim/simulate/plan load it
+  // the same through the command, from a saved result with a held-out run (what `--check` adds): not
+  // fitted, predicted by the fitted profile; the profile loads as sim/simulate/plan load it
   const saved = join(dir, "bench.json");
   const out = join(dir, "profile.yaml");
-  writeFileSync(saved, JSON.stringify(sweep));
+  const held = { ...virtualRun(512, 48, 2, 12), calibrate_probe: "check", calibrate_check: true };
+  writeFileSync(saved, JSON.stringify({ sweep: [...sweep.sweep, held] }));
   const lines: string[] = [];
   const log = console.log;
   console.log = (...a: unknown[]) => void lines.push(a.join(" "));
@@ -82,7 +84,12 @@ test("runs of a known profile, fitted from another GPU's, give back that profile
   } finally {
     console.log = log;
   }
-  assert.match(lines.join("\n"), /fit error: at most \d+\.\d% on any run's figure/);
+  const text = lines.join("\n");
+  assert.match(text, /fit error: at most \d+\.\d% on any run's figure/);
+  // five runs fitted, the held-out one after them, predicted within the fit's own error's order
+  assert.match(text, /\| 5 \| [^\n]*\n[^|]*fit error/);
+  const heldErr = Number(/held-out error: at most (\d+\.\d)%/.exec(text)?.[1]);
+  assert.ok(heldErr < 25, `held-out error ${heldErr}%\n${text}`);
   const doc = parse(readFileSync(out, "utf8"));
   assert.equal(doc.gpus[0].id, "l4-fit");
   const loaded = loadProfilesFile(out);
@@ -208,6 +215,29 @@ test("the engine's own per-request timing (vLLM's per-request metrics) is what t
   // the second round follows the first on the replay's clock, never overlapping it
   assert.ok(one!.startTimes[3]! > one!.startTimes[2]! + 60);
   assert.equal(batch!.fitTtft, false);
+});
+
+test("requests sent at once reach the engine one by one as its API server hands them over: with a hand-over longer than a prefill, each is prefilled alone", () => {
+  const run = { inputLens: [512, 512, 512, 512], outputLens: [8, 8, 8, 8], startTimes: [0, 0, 0, 0] };
+  const model = resolveModel(MODEL);
+  const h100 = resolveGpu("h100");
+  const alone = replayRequests(
+    { ...run, inputLens: [512], outputLens: [8], startTimes: [0] },
+    model,
+    h100,
+    1,
+    "queued",
+  );
+  const together = replayRequests(run, model, h100, 1, "queued");
+  const handed = replayRequests(run, model, h100, 1, "queued", 1);
+  const lone = alone.ttfts[0]!;
+  // at once: the engine core takes the first in, the other three in one step after it
+  assert.ok(Math.max(...together.ttfts) > lone * 1.5, `together ${together.ttfts} vs ${lone}`);
+  // a second apart: each meets an idle engine (its clock starts at the engine's intake)
+  for (const t of handed.ttfts)
+    assert.ok(Math.abs(t / lone - 1) < 1e-9, `handed over ${handed.ttfts} vs ${lone}`);
+  // a TTFT from the client's send cannot start at the engine's intake
+  assert.throws(() => replayRequests(run, model, h100, 1, "arrival", 1), /intake/);
 });
 
 test("the bench records vLLM's per-request metrics from the final usage chunk as the engine's TTFT (queue + prefill) and TPOT", async () => {
