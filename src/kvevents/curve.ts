@@ -219,6 +219,23 @@ export function engineKeyFor(keys: CurveKeys, url: string): string | undefined {
   }
 }
 
+/**
+ * How a subscriber reaches one publisher, the rule every event subscriber follows: plain where the
+ * publisher is marked plain or the subscriber has no keys (the caller warns as its case asks); else
+ * CURVE with the first server key named (the publisher's own, then `fallback`, e.g. its line in
+ * engines.keys, then the shared server.key); "no-key" where none is named: the publisher is not
+ * subscribed to, as taking it in plain would undo the keys.
+ */
+export function curveClientFor(
+  keys: CurveKeys | null,
+  publisher: { plain?: boolean | undefined; serverKey?: string | undefined },
+  fallback?: string,
+): { mode: "plain" } | { mode: "curve"; curve: CurveClient } | { mode: "no-key" } {
+  if (publisher.plain || !keys) return { mode: "plain" };
+  const serverKey = publisher.serverKey ?? fallback ?? keys.serverKey;
+  return serverKey ? { mode: "curve", curve: { keys, serverKey } } : { mode: "no-key" };
+}
+
 function readSmall(path: string, what: string, optional: boolean): string | null {
   try {
     if (statSync(path).size > MAX_KEY_FILE_BYTES) throw new CurveKeyError(`${what} ${path} is over 64 KiB`);

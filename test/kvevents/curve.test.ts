@@ -10,8 +10,10 @@ import { curveKeyPair } from "zeromq";
 import { KvEventCollector } from "../../src/kvevents/collector.js";
 import {
   CurveKeyError,
+  curveClientFor,
   endpointIsLocal,
   loadCurveKeys,
+  newKeyPair,
   publicKeyOf,
   writeKeyDir,
   z85Decode,
@@ -92,6 +94,21 @@ test("a secret key file every user can read is refused, and key file errors name
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("a subscriber reaches a publisher in plain when it is marked plain or there are no keys, else by its own key, the fallback, then server.key, and not at all without one", () => {
+  const pair = newKeyPair();
+  const keys: CurveKeys = { ...pair, serverKey: "S", clientKeys: null, source: "test" };
+  const none: CurveKeys = { ...keys, serverKey: null };
+  assert.deepEqual(curveClientFor(null, {}), { mode: "plain" });
+  assert.deepEqual(curveClientFor(keys, { plain: true, serverKey: "P" }), { mode: "plain" });
+  assert.deepEqual(curveClientFor(keys, { serverKey: "P" }, "E"), {
+    mode: "curve",
+    curve: { keys, serverKey: "P" },
+  });
+  assert.deepEqual(curveClientFor(keys, {}, "E"), { mode: "curve", curve: { keys, serverKey: "E" } });
+  assert.deepEqual(curveClientFor(keys, {}), { mode: "curve", curve: { keys, serverKey: "S" } });
+  assert.deepEqual(curveClientFor(none, {}), { mode: "no-key" });
 });
 
 test("loopback and ipc endpoints are local; wildcards, other addresses and names are not", () => {

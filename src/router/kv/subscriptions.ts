@@ -10,6 +10,7 @@
 // it, an endpoint beyond this host is taken in plain and said once, unless `plain: true` says it is meant.
 import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
 import {
+  curveClientFor,
   endpointIsLocal,
   engineKeyFor,
   loadCurveKeys,
@@ -202,19 +203,18 @@ export class KvSubscriptions {
     src: { serverKey?: string | undefined; plain?: boolean | undefined },
     url: string,
   ): CurveClient | null | undefined {
-    if (src.plain) return null;
     const keys = this.curve;
-    if (!keys) {
-      this.warnPlain(endpoint, `KV events from ${endpoint} are taken`);
-      return null;
-    }
     // the engine's own key (its backend's kvEvents.serverKey, or engines.keys) binds its events to
     // the holder of that engine's secret; the shared server key only where neither names one
-    const serverKey = src.serverKey ?? engineKeyFor(keys, url) ?? keys.serverKey;
-    if (serverKey) return { keys, serverKey };
+    const choice = curveClientFor(keys, src, keys ? engineKeyFor(keys, url) : undefined);
+    if (choice.mode === "curve") return choice.curve;
+    if (choice.mode === "plain") {
+      if (!src.plain) this.warnPlain(endpoint, `KV events from ${endpoint} are taken`);
+      return null;
+    }
     this.warnOnce(`nokey ${endpoint}`, () =>
       log.error(
-        { endpoint, keys: keys.source },
+        { endpoint, keys: keys?.source },
         "not subscribed to KV events: the router has CURVE keys but no server key for this publisher (its line in engines.keys, the backend's kvEvents.serverKey, or server.key; kvEvents.plain for an engine that cannot do CURVE)",
       ),
     );

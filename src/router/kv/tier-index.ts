@@ -9,7 +9,7 @@
 import { LruMap } from "../../collections/lru-map.js";
 import type { KvEvent } from "../../kvevents/events.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
-import { endpointIsLocal, type CurveClient, type CurveKeys } from "../../kvevents/curve.js";
+import { curveClientFor, endpointIsLocal, type CurveClient, type CurveKeys } from "../../kvevents/curve.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { logger } from "../../obs/log.js";
 import type { CacheServerConfig } from "../config/kv.js";
@@ -210,11 +210,11 @@ export class SharedTiers {
    * keys but none for this server (not subscribed: taking it in plain would undo the keys).
    */
   private security(c: CacheServerConfig, keys: CurveKeys | null): CurveClient | null | undefined {
-    if (keys && !c.plain) {
-      const serverKey = c.serverKey ?? keys.serverKey;
-      if (serverKey) return { keys, serverKey };
+    const choice = curveClientFor(keys, c);
+    if (choice.mode === "curve") return choice.curve;
+    if (choice.mode === "no-key") {
       log.error(
-        { cacheServer: c.name, endpoint: c.events, keys: keys.source },
+        { cacheServer: c.name, endpoint: c.events, keys: keys?.source },
         "not subscribed to a cache server's KV events: the router has CURVE keys but no key for this server (its serverKey, or server.key; plain: true for a server without keys); its tier is not priced",
       );
       return undefined;
