@@ -146,6 +146,19 @@ const SETUPS: Record<AgenticPreset, Setup> = {
     sloTpotMs: 100,
     describe: "16 × Qwen3-32B TP 2 on H100, 9,271 KV blocks each; goodput SLO TTFT ≤ 1 s, TPOT ≤ 100 ms",
   },
+  // the lead agents' contexts (7k-12k tokens, four sub-agent copies each) overfill 2,500 blocks an engine
+  "fan-out": {
+    engine: defaultEngineConfig(qwen, h100, {
+      tensorParallelSize: 2,
+      maxModelLen: 81_920,
+      numGpuBlocksOverride: 2500,
+      blockHashAlgo: "fast",
+    }),
+    engines: 16,
+    sloTtftMs: 1000,
+    sloTpotMs: 100,
+    describe: "16 × Qwen3-32B TP 2 on H100, 2,500 KV blocks each; goodput SLO TTFT ≤ 1 s, TPOT ≤ 100 ms",
+  },
 };
 
 interface RunResult {

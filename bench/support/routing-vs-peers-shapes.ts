@@ -18,8 +18,11 @@ export type Shape =
   | { kind: "multi-round-qa"; users: number }
   | {
       kind: "agentic";
-      /** the b2b agent preset (src/workload/agentic.ts: 5k-token starts, 2k shared, 600 tokens a turn) */
-      preset: "b2b";
+      /**
+       * the agent preset (src/workload/agentic.ts): b2b (5k-token starts, 2k shared, 600 tokens a turn)
+       * or fan-out (6k starts, every turn forking four sub-agents at once)
+       */
+      preset: "b2b" | "fan-out";
       sessions: number;
       /** each answer's tokens (the preset's 1,000 would make one live run take ten minutes) */
       outputTokens: number;
@@ -63,6 +66,9 @@ export const SHAPES: Record<string, Shape> = {
   // 48 sessions of 3 turns; at 1.2 req/s their contexts (5k-9k tokens each) held by paused sessions
   // and running ones overfill the fleet's KV (4 × 36k tokens), so where a resumed turn goes matters
   "agentic-b2b": { kind: "agentic", preset: "b2b", sessions: 48, outputTokens: 128, qps: 1.2 },
+  // 32 orchestrators, each turn answered then forked into four sub-agents resending its 7k-12k context
+  // at once (16 requests a session); 128-token answers as above
+  "agentic-fan-out": { kind: "agentic", preset: "fan-out", sessions: 32, outputTokens: 128, qps: 1.5 },
   // Kimi's conversation traffic (Mooncake's FAST'25 conversation trace, docs/bench.md): its first five
   // minutes (918 requests, 3.1 req/s), 64 tokens per hash block (prompts of 1,700 tokens on average, up
   // to 15k), answers capped at 48 tokens; at the trace's rate and at 1.5 times it

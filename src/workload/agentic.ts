@@ -52,6 +52,12 @@ export interface AgenticOptions {
  * - `b2b`: the same post's b2b-SaaS shape (7,200 tokens in, 1,000 out), as three-turn sessions averaging
  *   7,200 prompt tokens: a 5k start (2k shared), 600 tokens per turn, 1,000-token answers, capped at 9k;
  *   short tool pauses (API lookups: median 2 s, up to 30 s); no sub-agents.
+ * - `fan-out`: an orchestrator that spawns sub-agents in parallel, as Anthropic's multi-agent research
+ *   system does ("How we built our multi-agent research system", 2025: the lead agent starts 3–5
+ *   sub-agents at once): four-turn sessions on a 6k start (1k shared), 1,000 tokens per turn, 400-token
+ *   answers, capped at 12k; every turn but the last forks four one-turn sub-agents the moment it is
+ *   answered, each resending the lead's whole context. A burst of four on a context that one engine's
+ *   GPU holds and the others do not: where it goes is what a router decides.
  */
 export const AGENTIC_PRESETS = {
   "code-gen": {
@@ -85,6 +91,22 @@ export const AGENTIC_PRESETS = {
     forkProbability: 0,
     forkCount: 0,
     forkTurns: 0,
+  },
+  "fan-out": {
+    sessions: 64,
+    turns: 4,
+    startTokens: 6_000,
+    sharedTokens: 1_000,
+    growthTokens: 1_000,
+    outputTokens: 400,
+    capTokens: 12_000,
+    rangeRatio: 0.5,
+    pauseMedianS: 2,
+    pauseSigma: 0.75,
+    pauseMaxS: 30,
+    forkProbability: 1,
+    forkCount: 4,
+    forkTurns: 1,
   },
 } as const satisfies Record<string, Omit<AgenticOptions, "seed">>;
 export type AgenticPreset = keyof typeof AGENTIC_PRESETS;

@@ -186,11 +186,11 @@ test("a scenario can name the agentic and conversation-replay presets: the simul
   );
   assert.throws(
     () => scen({ generator: { name: "agentic", preset: "chat" } }, long),
-    /preset: expected one of code-gen, b2b, got "chat"/,
+    /preset: expected one of code-gen, b2b, fan-out, got "chat"/,
   );
   assert.throws(
     () => scen({ generator: { name: "agentic", preset: "constructor" } }, long),
-    /preset: expected one of code-gen, b2b, got "constructor"/,
+    /preset: expected one of code-gen, b2b, fan-out, got "constructor"/,
   );
   assert.throws(
     () => scen({ generator: { name: "random", sessions: 4 } }, long),
