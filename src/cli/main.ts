@@ -30,7 +30,7 @@ const commands: Record<string, { help: string; load: () => Promise<{ main: Main 
   },
   calibrate: {
     help: "fit the engine model's timing to a running engine or a bench result (a GPU profile)",
-    load: () => import("../bench/calibrate-cli.js"),
+    load: () => import("../calibrate/cli.js"),
   },
   status: {
     help: "one screen of a running stack: engines, rates, latencies, warnings",

@@ -1,5 +1,5 @@
 // `switchyard calibrate --engine URL --out FILE` or `--from-bench result.json --model M --out FILE`:
-// fits the engine model's timing (engine-fit.ts) to a running engine or a saved bench result, writes
+// fits the engine model's timing (fit.ts) to a running engine or a saved bench result, writes
 // the fitted GPU profile as a profiles YAML (`--profiles FILE` of sim, simulate and plan) and prints
 // the fit's error per run. Against an engine it first sends a short probe: a few prompt lengths one
 // at a time (the prefill term) and a few batch sizes (the decode term), each a bench run with the
@@ -21,7 +21,7 @@ import {
   resolveGpu,
   resolveModel,
 } from "../models/index.js";
-import { benchOptionsFrom } from "./cli.js";
+import { benchOptionsFrom } from "../bench/cli.js";
 import {
   fitEngine,
   pooled,
@@ -30,8 +30,8 @@ import {
   runsFromBench,
   type FitResult,
   type FitRun,
-} from "./engine-fit.js";
-import { resolveModel as servedModel, runBench } from "./run.js";
+} from "./fit.js";
+import { resolveModel as servedModel, runBench } from "../bench/run.js";
 
 /** the probe: [prompt tokens, output tokens, concurrency] per run */
 export const PROBE: readonly [number, number, number][] = [
@@ -192,7 +192,7 @@ async function probe(
       const input = Math.max(16, Math.min(want, context - output - 64));
       const n = conc > 1 ? Math.max(requests * 2, conc * 2) : requests;
       const results = await bench(input, output, conc, n, seed + round * PROBE.length + point);
-      // the rounds of one point are pooled by this tag (engine-fit.ts)
+      // the rounds of one point are pooled by this tag (fit.ts)
       for (const r of results)
         out.push({
           ...r,
