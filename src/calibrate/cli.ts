@@ -86,6 +86,12 @@ const specs: FlagSpecs = {
     default: 0,
     help: "with --predict: the API server's hand-over time a request that the fit printed (engine-timed runs only)",
   },
+  warmup: {
+    type: "boolean",
+    default: true,
+    negatable: true,
+    help: "first one pass over the probe's points, not fitted (a fresh engine runs its first requests slower)",
+  },
   check: {
     type: "string",
     help: "a held-out workload, PROMPT:OUTPUT:CONCURRENCY tokens and streams: run between the probe's points (--requests a time), not fitted, its error reported",
@@ -139,6 +145,7 @@ async function probe(
   requests: number,
   rounds: number,
   check: CheckShape | null,
+  warmup: boolean,
   warn: (m: string) => void,
 ): Promise<unknown[]> {
   const out: unknown[] = [];
@@ -186,6 +193,14 @@ async function probe(
     }
     return runs.map((r) => r.result as Record<string, unknown>);
   };
+  // first a pass over the points the fit never sees: a fresh engine runs its first requests slower (a
+  // CPU engine's round-1 single-stream prefills ran 10-35% slower than its third round's)
+  if (warmup)
+    for (const [point, [want, output, conc]] of PROBE.entries()) {
+      const input = Math.max(16, Math.min(want, context - output - 64));
+      await bench(input, output, conc, Math.max(2, conc), seed + 2_000_003 + point);
+    }
+  if (warmup) process.stderr.write(`calibrate: warm-up pass done (${PROBE.length} runs, not fitted)\n`);
   let segment = 0;
   for (let round = 1; round <= rounds; round++)
     for (const [point, [want, output, conc]] of PROBE.entries()) {
@@ -270,6 +285,7 @@ export async function main(argv: string[]): Promise<number> {
       Number(f.requests),
       Number(f.rounds),
       check,
+      f.warmup === true,
       (m) => process.stderr.write(`calibrate: ${m}\n`),
     );
   if (engine !== null && typeof f["probe-out"] === "string")
