@@ -28,6 +28,7 @@ import {
   predict,
   profileDocument,
   runsFromBench,
+  ttftMatched,
   type FitResult,
   type FitRun,
 } from "./fit.js";
@@ -193,18 +194,20 @@ async function probe(
     }
     return runs.map((r) => r.result as Record<string, unknown>);
   };
+  /** a prompt of `want` tokens, cut to what the context leaves beside `output` (at least `least`) */
+  const fitted = (want: number, output: number, least: number) =>
+    Math.max(least, Math.min(want, context - output - 64));
   // first a pass over the points the fit never sees: a fresh engine runs its first requests slower (a
   // CPU engine's round-1 single-stream prefills ran 10-35% slower than its third round's)
-  if (warmup)
-    for (const [point, [want, output, conc]] of PROBE.entries()) {
-      const input = Math.max(16, Math.min(want, context - output - 64));
-      await bench(input, output, conc, Math.max(2, conc), seed + 2_000_003 + point);
-    }
-  if (warmup) process.stderr.write(`calibrate: warm-up pass done (${PROBE.length} runs, not fitted)\n`);
+  if (warmup) {
+    for (const [point, [want, output, conc]] of PROBE.entries())
+      await bench(fitted(want, output, 16), output, conc, Math.max(2, conc), seed + 2_000_003 + point);
+    process.stderr.write(`calibrate: warm-up pass done (${PROBE.length} runs, not fitted)\n`);
+  }
   let segment = 0;
   for (let round = 1; round <= rounds; round++)
     for (const [point, [want, output, conc]] of PROBE.entries()) {
-      const input = Math.max(16, Math.min(want, context - output - 64));
+      const input = fitted(want, output, 16);
       const n = conc > 1 ? Math.max(requests * 2, conc * 2) : requests;
       const results = await bench(input, output, conc, n, seed + round * PROBE.length + point);
       // the rounds of one point are pooled by this tag (fit.ts)
@@ -223,7 +226,7 @@ async function probe(
       // a segment of the held-out workload after every point, its prompts seeded apart from the probe's
       const c = check;
       const held = await bench(
-        Math.max(1, Math.min(c.input, context - c.output - 64)),
+        fitted(c.input, c.output, 1),
         c.output,
         c.concurrency,
         Math.max(requests, 2 * c.concurrency),
@@ -314,7 +317,7 @@ export async function main(argv: string[]): Promise<number> {
       requests: of[i]!.inputLens.length,
       ttft_ms: r.ttftMs,
       model_ttft_ms: r.predTtftMs,
-      ttft_fitted: of[i]!.fitTtft !== false && (of[i]!.fitTtft !== "intake" || intake > 0) && !of[i]!.check,
+      ttft_fitted: ttftMatched(of[i]!, intake > 0) && !of[i]!.check,
       ...(of[i]!.check ? { ttft_error: r.ttftErr, tpot_error: r.tpotErr } : {}),
       tpot_ms: r.tpotMs,
       model_tpot_ms: r.predTpotMs,

@@ -231,6 +231,14 @@ export function pooled(runs: FitRun[]): FitRun[] {
   return out;
 }
 
+/**
+ * whether a run's TTFT is the engine model's to match: not where the run says it is not, and a batch
+ * run's only with the API server's hand-over modelled (`handOver`)
+ */
+export function ttftMatched(r: FitRun, handOver: boolean): boolean {
+  return r.fitTtft === undefined || r.fitTtft === true || (handOver && r.fitTtft === "intake");
+}
+
 /** virtual seconds between two pooled rounds: every request of a round has finished by then */
 const ROUND_GAP_S = 3600;
 
@@ -377,14 +385,14 @@ export function fitEngine(
     );
   // the batch runs' TTFT counts once the API server's hand-over is modelled (the last stage)
   let withIntake = false;
-  const fitsTtft = (r: FitRun) =>
-    r.fitTtft === undefined || r.fitTtft === true || (withIntake && r.fitTtft === "intake");
   const at = (q: Omit<Point, "c">): Point => {
     let c = 0;
     const gpu = gpuAt(q);
     for (const r of runs) {
       const p = replay(r, model, gpu, tp, Math.exp(q.li));
-      c += (fitsTtft(r) ? Math.log(p.ttftMs / r.ttftMs) ** 2 : 0) + Math.log(p.tpotMs / r.tpotMs) ** 2;
+      c +=
+        (ttftMatched(r, withIntake) ? Math.log(p.ttftMs / r.ttftMs) ** 2 : 0) +
+        Math.log(p.tpotMs / r.tpotMs) ** 2;
     }
     return { ...q, c };
   };
@@ -513,10 +521,11 @@ export function predict(
       tpotErr: p.tpotMs / r.tpotMs - 1,
     };
   });
-  // a batch run's TTFT counts where the hand-over was modelled
-  const counted = (r: FitRun) => r.fitTtft !== false && (r.fitTtft !== "intake" || intakeS > 0);
   const maxError = Math.max(
-    ...rows.flatMap((x, i) => [counted(runs[i]!) ? Math.abs(x.ttftErr) : 0, Math.abs(x.tpotErr)]),
+    ...rows.flatMap((x, i) => [
+      ttftMatched(runs[i]!, intakeS > 0) ? Math.abs(x.ttftErr) : 0,
+      Math.abs(x.tpotErr),
+    ]),
   );
   return { rows, maxError };
 }
