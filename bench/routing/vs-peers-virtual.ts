@@ -16,7 +16,10 @@
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once) [--pool median]
 //     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing/vs-peers.js sums up
 //                      the live router's at --router-log-level debug: bench/support/decision-table.ts)
-//     [--tiered [--shared-gib 64] [--shared-gbps 100] [--local-cpu-gib 0.25]]
+//     [--tiered [--shared-gib 64] [--shared-gbps 100] [--local-cpu-gib 0.25] [--chunk-tokens 256]]
+//     [--gpu-blocks N]   (each engine's KV blocks, vLLM's num_gpu_blocks_override: with --tiered, a
+//                        huge --shared-gib and --shared-gbps and --chunk-tokens 64, an ideal cache that
+//                        holds every block ever computed, for every engine, at no load time)
 //     The tiered fleet: the same engines, each with LMCache's local CPU tier, sharing one LMCache cache
 //     server (offload.shared_server) that every engine looks prompts up in and stores to. Its policies
 //     (default predictive+tier,predictive,vllm-router-cache-aware,round-robin): `predictive+tier` is
@@ -65,6 +68,11 @@ const specs: FlagSpecs = {
   tiered: { type: "boolean", default: false, help: "the engines share one LMCache cache server" },
   "shared-gib": { type: "number", default: 64, help: "tiered: the cache server's memory, GiB" },
   "shared-gbps": { type: "number", default: 100, help: "tiered: each engine's link to it, Gbit/s" },
+  "chunk-tokens": { type: "int", default: 256, help: "tiered: LMCache's chunk size, tokens" },
+  "gpu-blocks": {
+    type: "int",
+    help: "each engine's KV blocks (num_gpu_blocks_override); default: what fits",
+  },
   "local-cpu-gib": {
     type: "number",
     default: 0.25,
@@ -85,6 +93,7 @@ const policies =
 if (!tiered && policies.includes(TIER_AWARE)) throw new Error(`--policies: ${TIER_AWARE} needs --tiered`);
 /** the fields of the shared-prefix scenario a shape sets (the rest stay as the file has them) */
 interface BaseScenario {
+  fleet: { num_gpu_blocks_override?: number };
   workload: { qps: number; prompt_tokens: number };
   simulation: {
     policy: string;
@@ -162,10 +171,11 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
     doc.simulation.offload = {
       mode: "lmcache",
       lmcache_local_cpu_gib: Number(flags["local-cpu-gib"]),
-      lmcache_chunk_size: 256,
+      lmcache_chunk_size: Number(flags["chunk-tokens"]),
       shared_server: { size_gib: Number(flags["shared-gib"]), bandwidth_gbps: Number(flags["shared-gbps"]) },
     };
   }
+  if (flags["gpu-blocks"] !== undefined) doc.fleet.num_gpu_blocks_override = Number(flags["gpu-blocks"]);
   if (flags["queued-prompts"] !== undefined) doc.simulation.queued_prompts = Number(flags["queued-prompts"]);
   if (sp) {
     const g = doc.simulation.generator;
