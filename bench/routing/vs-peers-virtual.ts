@@ -16,7 +16,9 @@
 //     [--queued-prompts N]   (predictive's late binding; 0 binds every request at once) [--pool median]
 //     [--decisions]   (each policy's decisions summed up, seeds pooled, as routing/vs-peers.js sums up
 //                      the live router's at --router-log-level debug: bench/support/decision-table.ts)
-//     [--tiered [--shared-gib 64] [--shared-gbps 100] [--local-cpu-gib 0.25] [--chunk-tokens 256]]
+//     [--tiered [--shared-gib 64] [--shared-gbps 100] [--local-cpu-gib 0.25] [--chunk-tokens 256]
+//               [--engines-per-server N]]   (a server per N engines, as one per node: the router's
+//                                           tier index then tells engines apart by their server)
 //     [--gpu-blocks N]   (each engine's KV blocks, vLLM's num_gpu_blocks_override: with --tiered, a
 //                        huge --shared-gib and --shared-gbps and --chunk-tokens 64, an ideal cache that
 //                        holds every block ever computed, for every engine, at no load time)
@@ -68,6 +70,10 @@ const specs: FlagSpecs = {
   tiered: { type: "boolean", default: false, help: "the engines share one LMCache cache server" },
   "shared-gib": { type: "number", default: 64, help: "tiered: the cache server's memory, GiB" },
   "shared-gbps": { type: "number", default: 100, help: "tiered: each engine's link to it, Gbit/s" },
+  "engines-per-server": {
+    type: "int",
+    help: "tiered: a cache server per this many engines (a server per node); default: one for all",
+  },
   "chunk-tokens": { type: "int", default: 256, help: "tiered: LMCache's chunk size, tokens" },
   "gpu-blocks": {
     type: "int",
@@ -104,7 +110,7 @@ interface BaseScenario {
       mode: "lmcache";
       lmcache_local_cpu_gib: number;
       lmcache_chunk_size: number;
-      shared_server: { size_gib: number; bandwidth_gbps: number };
+      shared_server: { size_gib: number; bandwidth_gbps: number; engines_per_server?: number };
     };
     generator: {
       num_groups: number;
@@ -172,7 +178,13 @@ function runShape(s: Shape, policy: string, seed: number, name: string, decision
       mode: "lmcache",
       lmcache_local_cpu_gib: Number(flags["local-cpu-gib"]),
       lmcache_chunk_size: Number(flags["chunk-tokens"]),
-      shared_server: { size_gib: Number(flags["shared-gib"]), bandwidth_gbps: Number(flags["shared-gbps"]) },
+      shared_server: {
+        size_gib: Number(flags["shared-gib"]),
+        bandwidth_gbps: Number(flags["shared-gbps"]),
+        ...(flags["engines-per-server"] !== undefined
+          ? { engines_per_server: Number(flags["engines-per-server"]) }
+          : {}),
+      },
     };
   }
   if (flags["gpu-blocks"] !== undefined) doc.fleet.num_gpu_blocks_override = Number(flags["gpu-blocks"]);
@@ -276,7 +288,7 @@ for (const shape of list("shapes")) {
           ? `${s.file} from ${s.startS} s for ${s.durationS} s at ${s.speed}x, ${s.blockTokens} tokens a block, answers of ${s.maxOutput} at most`
           : `${s.users} users`;
   const fleet = tiered
-    ? `; engines sharing a ${flags["shared-gib"]} GiB cache server at ${flags["shared-gbps"]} Gbit/s, ${flags["local-cpu-gib"]} GiB local CPU each`
+    ? `; ${flags["engines-per-server"] !== undefined ? `each ${flags["engines-per-server"]} engines` : "engines"} sharing a ${flags["shared-gib"]} GiB cache server at ${flags["shared-gbps"]} Gbit/s, ${flags["local-cpu-gib"]} GiB local CPU each`
     : "";
   console.log(`\n## ${shape}${tiered ? " (tiered)" : ""}: ${what}${fleet} (seeds ${list("seeds")})\n`);
   const agentic = s.kind === "agentic";

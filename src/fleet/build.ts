@@ -313,6 +313,7 @@ export function fleetOptionsFor(
               ? (off.shared_server.bandwidth_gbps * 1e9) / 8
               : REMOTE_BANDWIDTH_BPS,
             chunkTokens: off.lmcache_chunk_size,
+            enginesPerServer: off.shared_server.engines_per_server,
           }
         : null,
     workload,

@@ -33,12 +33,16 @@ export class ClairvoyantPlacer {
     extraTransferSeconds: 0,
   };
 
-  /** `shared`: the fleet's shared cache server, when its engines load from one */
+  /** the shared cache server each engine loads from, by engine index (none: undefined) */
+  private readonly servers: readonly (SharedCacheServer | undefined)[];
+
+  /** `shared`: the fleet's shared cache server, or each engine's, when its engines load from one */
   constructor(
     private readonly engines: readonly Engine[],
-    private readonly shared: SharedCacheServer | null = null,
+    shared: SharedCacheServer | readonly SharedCacheServer[] | null = null,
   ) {
     this.timers = engines.map((e) => new StepTimer(e.config));
+    this.servers = engines.map((_, i) => (shared && "held" in shared ? shared : shared?.[i]));
   }
 
   /** the engine (by index) where a prompt of these ids gets its first token soonest; ties: the lower index */
@@ -72,10 +76,11 @@ export class ClairvoyantPlacer {
     // the GPU hit, then beyond it the engine's own CPU tier and the shared server, loaded, not computed
     const probe = engine.probePrefix(prompt, { sharedPrefix });
     const gpu = Math.min(last, probe.gpuTokens);
-    const held = this.shared ? Math.min(last, this.shared.held(prompt)) : 0;
+    const server = this.servers[e];
+    const held = server ? Math.min(last, server.held(prompt)) : 0;
     const extra = Math.max(0, held - gpu - probe.tierTokens);
     const cached = Math.min(last, gpu + probe.tierTokens + extra);
-    const loadSeconds = probe.tierSeconds + (extra > 0 ? this.shared!.loadSeconds(extra) : 0);
+    const loadSeconds = probe.tierSeconds + (extra > 0 ? server!.loadSeconds(extra) : 0);
     const q: Shadow[] = engine.queueState().map((r: QueuedRequest) => ({ ...r, candidate: false }));
     q.push({
       toCompute: prompt.length - cached,

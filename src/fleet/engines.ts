@@ -1,6 +1,6 @@
 // The engines of a simulated fleet: N copies of the one engine model (src/engine) on the virtual driver,
 // the requests each is serving (first token, inter-token gaps, the answer's ids), and the shared LMCache
-// server they look prefixes up in and store computed chunks to. A finished request goes back to the
+// server each looks prefixes up in and stores computed chunks to. A finished request goes back to the
 // caller with what was observed of it.
 import { Engine, type EngineConfig, type RequestTimings, type VirtualDriver } from "../engine/index.js";
 import type { Answer, Turn } from "./load.js";
@@ -24,13 +24,16 @@ export class FleetEngines {
     config: EngineConfig,
     count: number,
     private readonly driver: VirtualDriver,
-    private readonly shared: SharedCacheServer | null,
+    /** the shared server each engine uses, by engine index; null: none */
+    private readonly servers: readonly SharedCacheServer[] | null,
     recordItl: boolean,
     onFirstToken: (f: Flight) => void,
     onFinished: (f: Flight, t: RequestTimings) => void,
   ) {
-    const cfg: EngineConfig = shared ? { ...config, externalChunkTokens: shared.chunkTokens } : config;
+    const chunkTokens = servers?.[0]?.chunkTokens;
+    const cfg: EngineConfig = chunkTokens ? { ...config, externalChunkTokens: chunkTokens } : config;
     for (let e = 0; e < count; e++) {
+      const shared = servers?.[e] ?? null;
       const engine: Engine = new Engine(cfg, {
         onTokens: (rid, ids, time) => {
           const f = this.flights.get(rid)!;
@@ -83,11 +86,12 @@ export class FleetEngines {
     let keys: number[] | null = null;
     let ext = opts.transferredTokens ?? 0;
     let bandwidth = Number.POSITIVE_INFINITY;
-    if (this.shared) {
-      const hit = this.shared.lookup(prompt);
+    const shared = this.servers?.[e];
+    if (shared) {
+      const hit = shared.lookup(prompt);
       keys = hit.keys;
       ext = hit.tokens;
-      bandwidth = this.shared.store.bandwidth;
+      bandwidth = shared.store.bandwidth;
     }
     const rid = `r${turn.index}`;
     this.flights.set(rid, {

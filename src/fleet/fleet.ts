@@ -11,7 +11,7 @@ import { answeredRecord, refusedRecord } from "./records.js";
 import { LoadDriver, type Turn } from "./load.js";
 import { simulatePdFleet } from "./pd.js";
 import type { FleetOptions, FleetResult } from "./types.js";
-import { SharedCacheServer } from "./remote.js";
+import { cacheServersFor, cacheServersStats } from "./remote.js";
 import { ClairvoyantPlacer } from "./clairvoyant.js";
 import { CLAIRVOYANT } from "./types.js";
 import {
@@ -31,12 +31,12 @@ export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 export function simulateFleet(o: FleetOptions): FleetResult {
   if (o.pd) return simulatePdFleet(o, o.pd);
   const driver = new VirtualDriver();
-  const shared = o.sharedServer ? new SharedCacheServer(o.sharedServer, o.engine.model) : null;
+  const servers = o.sharedServer ? cacheServersFor(o.sharedServer, o.engine.model, o.engines) : null;
   const onFirstToken = (f: Flight) => {
     router.firstToken(f.engine, f.turn.index);
     if (router.waitsOnFirstTokens) driver.at(driver.now, retry);
   };
-  const fleet = new FleetEngines(o.engine, o.engines, driver, shared, o.recordItl, onFirstToken, (f, t) => {
+  const fleet = new FleetEngines(o.engine, o.engines, driver, servers, o.recordItl, onFirstToken, (f, t) => {
     router.done(f.engine, f.turn.index, f.firstTokenAt >= 0);
     if (router.hasWaiting) driver.at(driver.now, retry);
     cachedTokens[f.turn.index] = t.cachedTokens;
@@ -44,7 +44,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     const record = answeredRecord(f, t);
     load.answered(f.turn, record.ok, record, f);
   });
-  const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines, shared) : null;
+  const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines, servers) : null;
   const router = new RouterView(
     {
       // the clairvoyant placement bypasses the router's policy; the view still counts what it sends
@@ -59,7 +59,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       scorers: o.scorers,
       lateBinding: o.lateBinding,
       onDecision: o.onDecision,
-      tier: o.tierAware ? shared : null,
+      tier: o.tierAware ? servers : null,
     },
     o.engine.model.id,
     fleet.engines,
@@ -114,7 +114,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     counters: engines.map((e) => ({ ...e.snapshot().counters })),
     numGpuBlocks: engines[0]?.capacity.numGpuBlocks ?? 0,
     numCpuBlocks: engines[0]?.capacity.numCpuBlocks ?? 0,
-    remote: shared ? shared.stats() : null,
+    remote: servers ? cacheServersStats(servers) : null,
     events,
     routedTo,
     cachedTokens,

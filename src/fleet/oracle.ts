@@ -32,16 +32,24 @@ export class EngineProbeOracle implements CacheOracle {
   /** the prompt's block ids, from the approximate index's rendering (nothing is learned into it) */
   private readonly ids = new PrefixOracle();
 
+  /** the shared server each engine (by id) loads from, when the router is told of them */
+  private readonly tierById = new Map<string, SharedCacheServer>();
+
   /**
-   * `tier`: the shared cache server every engine loads from, when the router is told of it: what it holds
-   * of the prompt beyond an engine's GPU hit is priced at its load time (CachePrediction.tierTokens)
+   * `tier`: the shared cache server every engine loads from, or each engine's (by index), when the
+   * router is told of it: what it holds of the prompt beyond an engine's GPU hit is priced at its load
+   * time (CachePrediction.tierTokens)
    */
   constructor(
     engines: readonly Engine[],
     ids: readonly string[],
-    private readonly tier: SharedCacheServer | null = null,
+    tier: SharedCacheServer | readonly SharedCacheServer[] | null = null,
   ) {
-    engines.forEach((e, i) => this.byId.set(ids[i]!, e));
+    engines.forEach((e, i) => {
+      this.byId.set(ids[i]!, e);
+      const server = tier && "held" in tier ? tier : tier?.[i];
+      if (server) this.tierById.set(ids[i]!, server);
+    });
   }
 
   predict(req: RequestView, engines: readonly EngineView[]): CachePrediction {
@@ -55,9 +63,16 @@ export class EngineProbeOracle implements CacheOracle {
     // then what the shared server holds beyond that, each at its own load time
     let tierTokens: Float64Array | undefined;
     let tierLoadSeconds: Float64Array | undefined;
-    const shared = this.tier ? Math.min(this.tier.held(p.tokens), p.tokens.length - 1) : 0;
+    // what each server holds of the prompt, looked up once per server
+    const held = new Map<SharedCacheServer, number>();
     for (let i = 0; i < n; i++) {
       const e = this.byId.get(engines[i]!.id);
+      const server = this.tierById.get(engines[i]!.id);
+      let shared = 0;
+      if (server) {
+        shared = held.get(server) ?? Math.min(server.held(p.tokens), p.tokens.length - 1);
+        held.set(server, shared);
+      }
       // the GPU hit and the engine's own tier beyond it, the prompt's blocks hashed once for both
       const probe = e?.probePrefix(p.tokens, { sharedPrefix: p.sharedPrefix });
       const gpu = probe?.gpuTokens ?? 0;
@@ -70,7 +85,7 @@ export class EngineProbeOracle implements CacheOracle {
       tierTokens ??= new Float64Array(n);
       tierLoadSeconds ??= new Float64Array(n);
       tierTokens[i] = ownTokens + extra;
-      tierLoadSeconds[i] = ownSeconds + (extra > 0 ? this.tier!.loadSeconds(extra) : 0);
+      tierLoadSeconds[i] = ownSeconds + (extra > 0 ? server!.loadSeconds(extra) : 0);
     }
     const prepared = this.ids.prepare(req);
     // a block's estimated tokens in the prompt's (exact) token units

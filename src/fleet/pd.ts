@@ -10,7 +10,7 @@ import { FleetEngines, type Flight } from "./engines.js";
 import { answeredRecord, refusedRecord } from "./records.js";
 import { CLAIRVOYANT, type FleetOptions, type FleetResult, type PdOptions } from "./types.js";
 import { LoadDriver, type Turn } from "./load.js";
-import { SharedCacheServer } from "./remote.js";
+import { cacheServersFor, cacheServersStats } from "./remote.js";
 import {
   QUEUE_FULL_REFUSAL,
   ROUTE_QUEUE_FULL,
@@ -33,8 +33,8 @@ export function simulatePdFleet(o: FleetOptions, pd: PdOptions): FleetResult {
   // the reference placement reads one pool of engines' exact state; two pools have no such reference
   if (policy === CLAIRVOYANT) throw new Error("the clairvoyant placement is for aggregated fleets only");
   const driver = new VirtualDriver();
-  const shared = o.sharedServer ? new SharedCacheServer(o.sharedServer, pd.prefill.engine.model) : null;
   const P = pd.prefill.count;
+  const shared = o.sharedServer ? cacheServersFor(o.sharedServer, pd.prefill.engine.model, P) : null;
   /** when each turn in flight reached the router (s), by request index: its TTFT and E2E run from there */
   const arrived = new Map<number, number>();
   const routedTo: number[] = [];
@@ -149,7 +149,7 @@ export function simulatePdFleet(o: FleetOptions, pd: PdOptions): FleetResult {
     counters: all.map((e) => ({ ...e.snapshot().counters })),
     numGpuBlocks: decode.engines[0]?.capacity.numGpuBlocks ?? 0,
     numCpuBlocks: decode.engines[0]?.capacity.numCpuBlocks ?? 0,
-    remote: shared ? shared.stats() : null,
+    remote: shared ? cacheServersStats(shared) : null,
     events,
     routedTo,
     cachedTokens,

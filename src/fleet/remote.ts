@@ -1,5 +1,6 @@
 // The shared LMCache server of a fleet (`remote_url: lm://...`, our cache server) in virtual time: an
-// LRU of chunk keys bounded by its memory, shared by every engine. Puts are asynchronous in LMCache's
+// LRU of chunk keys bounded by its memory, shared by every engine, or one such server per group of
+// engines (one per node, as LMCache's multiprocess server runs). Puts are asynchronous in LMCache's
 // remote backend, so they cost the engines nothing; gets are charged by the engine at `bandwidth`.
 import { kvBytesPerToken, type ModelProfile } from "../models/index.js";
 import { chunkKeys } from "./tokens.js";
@@ -77,6 +78,41 @@ export interface SharedServerOptions {
   bandwidth: number;
   /** LMCache chunk_size, tokens */
   chunkTokens: number;
+  /**
+   * engines per server: one server, of `bytes`, for each run of this many engines in engine order (a
+   * server per node); absent: one server for every engine
+   */
+  enginesPerServer?: number | undefined;
+}
+
+/** The server each engine loads from and stores to, by engine index: one for all, or one per group. */
+export function cacheServersFor(
+  o: SharedServerOptions,
+  model: ModelProfile,
+  engines: number,
+): SharedCacheServer[] {
+  const per = o.enginesPerServer ?? engines;
+  if (!Number.isInteger(per) || per < 1) throw new Error(`engines per server: expected ≥ 1, got ${per}`);
+  const servers: SharedCacheServer[] = [];
+  const byEngine: SharedCacheServer[] = [];
+  for (let e = 0; e < engines; e++)
+    byEngine.push((servers[Math.floor(e / per)] ??= new SharedCacheServer(o, model)));
+  return byEngine;
+}
+
+/** the servers' counters summed, each server once */
+export function cacheServersStats(
+  byEngine: readonly SharedCacheServer[],
+): ReturnType<SharedCacheServer["stats"]> {
+  const sum = { lookups: 0, hitTokens: 0, storedChunks: 0, evictedChunks: 0 };
+  for (const s of new Set(byEngine)) {
+    const t = s.stats();
+    sum.lookups += t.lookups;
+    sum.hitTokens += t.hitTokens;
+    sum.storedChunks += t.storedChunks;
+    sum.evictedChunks += t.evictedChunks;
+  }
+  return sum;
 }
 
 /** The shared server as the fleet's engines use it: chunk keys of a prompt, lookups, stores. */

@@ -91,8 +91,8 @@ export interface RouterOptions {
   lateBinding?: Partial<LateBindingOptions> | undefined;
   /** the decision log: told of every decision with what the policy predicted per engine */
   onDecision?: ((d: FleetDecision) => void) | undefined;
-  /** the shared cache server the engines load from, when the router reads its tier index; null: blind */
-  tier?: SharedCacheServer | null | undefined;
+  /** the shared cache server each engine loads from, when the router reads their tier index; null: blind */
+  tier?: readonly SharedCacheServer[] | null | undefined;
 }
 
 /**

@@ -105,7 +105,12 @@ const offloadSchema = z.strictObject({
   lmcache_local_cpu_gib: positive.default(20),
   lmcache_chunk_size: posInt.default(256),
   shared_server: z
-    .strictObject({ size_gib: positive, bandwidth_gbps: positive.default(100) })
+    .strictObject({
+      size_gib: positive,
+      bandwidth_gbps: positive.default(100),
+      /** one server (of size_gib) per this many engines, in engine order: a server per node; default: one for all */
+      engines_per_server: posInt.optional(),
+    })
     .nullable()
     .default(null),
 });

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EngineProbeOracle } from "../../src/fleet/oracle.js";
 import { chunkKeys } from "../../src/fleet/tokens.js";
-import { SharedCacheServer } from "../../src/fleet/remote.js";
+import { SharedCacheServer, cacheServersFor } from "../../src/fleet/remote.js";
 import { resolveModel } from "../../src/models/index.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
@@ -38,6 +38,66 @@ test("the tier index gives each engine what the shared server holds beyond its G
     blind.predict({ model: "m", seq: 0, prompt: "x" }, [{ id: "e0" } as never]).tierTokens,
     undefined,
   );
+});
+
+test("with a cache server per node, an engine is priced by what its own node's server holds, not another's", () => {
+  const opts = { bytes: 2 ** 34, bandwidth: 12.5e9, chunkTokens: 256, enginesPerServer: 2 };
+  const servers = cacheServersFor(opts, llama, 4);
+  // engines 0 and 1 share one server, 2 and 3 the other
+  assert.equal(servers[0], servers[1]);
+  assert.equal(servers[2], servers[3]);
+  assert.notEqual(servers[0], servers[2]);
+  const prompt = Array.from({ length: 1100 }, (_, i) => 1000 + (i % 300));
+  servers[0]!.store.put(chunkKeys(prompt, 256), 0, 3);
+  const list = [0, 1, 2, 3].map(() => new Engine(config(), { onTokens: () => {}, onFinished: () => {} }));
+  const ids = ["e0", "e1", "e2", "e3"];
+  const oracle = new EngineProbeOracle(list, ids, servers);
+  oracle.current = { tokens: prompt };
+  const p = oracle.predict(
+    { model: "m", seq: 0, prompt: "x" },
+    ids.map((id) => ({ id }) as never),
+  );
+  assert.deepEqual(Array.from(p.tierTokens!), [768, 768, 0, 0]);
+  assert.equal(p.tierLoadSeconds![2], 0);
+});
+
+test("a scenario's engines_per_server gives each node its own server, and the fleet's counters sum them", () => {
+  const run = (perServer: number | undefined) =>
+    simulateFleet(
+      fleetOptionsFor(
+        resolveScenario({
+          workload: { prompt_tokens: 3600, output_tokens: 16, qps: 4 },
+          fleet: { model: "meta-llama/Llama-3.1-8B-Instruct", gpu: "l4", engines: 4, max_model_len: 16384 },
+          ops: { kubernetes: true, hbm_monitoring: true },
+          simulation: {
+            policy: "round-robin",
+            seed: 1,
+            requests: 48,
+            offload: {
+              mode: "lmcache",
+              lmcache_local_cpu_gib: 0.25,
+              shared_server: { size_gib: 16, bandwidth_gbps: 100, engines_per_server: perServer },
+            },
+            generator: {
+              name: "shared-prefix",
+              num_groups: 4,
+              prompts_per_group: 12,
+              system_prompt_len: 3000,
+              question_len: 600,
+              output_len: 16,
+            },
+          },
+        }),
+        "lmcache",
+      ),
+    );
+  const one = run(undefined);
+  const perNode = run(2);
+  assert.equal(perNode.records.length, 48);
+  // round-robin puts a group's prompts on every engine: with one server each group's prefix is stored
+  // once, with two servers once per server, and found on half as many engines
+  assert.ok(perNode.remote!.storedChunks > one.remote!.storedChunks);
+  assert.ok(perNode.remote!.hitTokens < one.remote!.hitTokens);
 });
 
 test("a scenario's tier_aware router decides with the tier index; without it, as before", () => {
