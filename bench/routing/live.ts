@@ -2,7 +2,8 @@
 // router in front of them, and `switchyard bench` against it, as child processes of this one (their
 // stderr kept in an output folder). Shared by bench/routing/compare.ts and bench/routing/range-live.ts.
 // With `cacheServer` the engines share one `switchyard cache-server` as their LMCache remote (the tiered
-// stack of bench/routing/vs-peers.ts --tiered), and the router may subscribe to its KV events.
+// stack of bench/routing/vs-peers.ts --tiered), or one per group of engines (a server per node), and the
+// router may subscribe to their KV events.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
@@ -128,7 +129,7 @@ export interface StackOptions {
   replicas?: number;
   /** start no router: the caller puts another one (a peer) in front of the engines */
   noRouter?: boolean;
-  /** one cache server every engine uses as its LMCache remote (the engines run LMCache) */
+  /** one cache server every engine uses as its LMCache remote (the engines run LMCache), or one per group */
   cacheServer?: SharedTier;
 }
 
@@ -138,6 +139,8 @@ export interface SharedTier {
   bandwidthGbps: number;
   /** the router subscribes to its KV events (tier-aware); false: it routes as if the tier were not there */
   routerSeesIt: boolean;
+  /** a server per this many engines, in engine order (a server per node); absent: one for all */
+  enginesPerServer?: number | undefined;
 }
 
 export interface Stack {
@@ -187,7 +190,7 @@ export async function startStack(o: StackOptions): Promise<Stack> {
         `${o.tag}-sim${i}.log`,
         false,
         "warn",
-        tier?.simEnv,
+        tier?.simEnv(i),
       ),
     );
   }
@@ -209,13 +212,13 @@ export async function startStack(o: StackOptions): Promise<Stack> {
       ...(tier ? { lmUrl: tier.lmUrl } : {}),
       async close() {
         for (const p of sims) await stop(p);
-        if (tier) await stop(tier.server);
+        for (const p of tier?.servers ?? []) await stop(p);
       },
     };
   // a starved host (other work on its cores) delays the sims' health answers: patient probes, so that
   // a slow answer is not taken for a dead engine (the benchmark measures routing, not ejection)
   const config = join(o.outDir, `${o.tag}-router.yaml`);
-  writeFileSync(config, "health: { timeout: 10s, failuresToEject: 10 }\n");
+  writeFileSync(config, "health: { timeout: 10s, failuresToEject: 10 }\n" + (tier?.routerConfig(urls) ?? ""));
   // one router, or replicas that tell each other their load and picks, behind one balancer port
   const replicas = o.replicas ?? 1;
   const rports: number[] = [];
@@ -258,34 +261,85 @@ export async function startStack(o: StackOptions): Promise<Stack> {
     ...(tier ? { lmUrl: tier.lmUrl } : {}),
     async close() {
       await balancer?.close();
-      for (const p of [...sims, ...routers]) await stop(p);
-      if (tier) await stop(tier.server);
+      for (const p of [...sims, ...routers, ...(tier?.servers ?? [])]) await stop(p);
     },
   };
 }
 
 /**
- * The shared cache server, started and listening, and what the engines and the router are given for
- * it: as `switchyard up --cache-server` wires it (src/cli/up-cache-server.ts).
+ * The shared cache servers, started and listening, and what the engines and the router are given for
+ * them: as `switchyard up --cache-server` wires one (src/cli/up-cache-server.ts). With one server the
+ * router is told of it by flags; with several, by `routing.cacheServers` in its config file, each server
+ * naming its engines.
  */
 async function startSharedTier(o: StackOptions): Promise<{
-  server: ChildProcess;
+  servers: ChildProcess[];
   lmUrl: string;
   simArgs: string[];
-  simEnv: Record<string, string>;
+  simEnv: (engine: number) => Record<string, string>;
   routerArgs: string[];
+  routerConfig: (engineUrls: readonly string[]) => string;
 }> {
   const t = o.cacheServer!;
+  const per = t.enginesPerServer ?? o.engines;
+  const count = Math.ceil(o.engines / per);
+  const started: { server: ChildProcess; lmUrl: string; eventsPort: number }[] = [];
+  for (let k = 0; k < count; k++)
+    started.push(
+      await startCacheServer(o.outDir, count > 1 ? `${o.tag}-cache-server${k}` : `${o.tag}-cache-server`),
+    );
+  const only = count === 1 && t.routerSeesIt;
+  return {
+    servers: started.map((x) => x.server),
+    lmUrl: started[0]!.lmUrl,
+    simArgs: [
+      "--kv-offloading-backend",
+      "lmcache",
+      "--lmcache-remote-bandwidth",
+      String(t.bandwidthGbps / 8),
+    ],
+    simEnv: (i) => ({
+      LMCACHE_REMOTE_URL: started[Math.floor(i / per)]!.lmUrl,
+      LMCACHE_PRE_CACHING_HASH_ALGORITHM: "sha256_cbor",
+    }),
+    routerArgs: only
+      ? [
+          "--cache-server-events",
+          `tcp://127.0.0.1:${started[0]!.eventsPort}`,
+          "--cache-server-bandwidth-gbps",
+          String(t.bandwidthGbps),
+        ]
+      : [],
+    routerConfig: (urls) =>
+      count > 1 && t.routerSeesIt
+        ? "routing:\n  cacheServers:\n" +
+          started
+            .map(
+              (x, k) =>
+                `    - name: node${k}\n      events: tcp://127.0.0.1:${x.eventsPort}\n` +
+                `      bandwidthGbps: ${t.bandwidthGbps}\n` +
+                `      engines: ${JSON.stringify(urls.slice(k * per, (k + 1) * per))}\n`,
+            )
+            .join("")
+        : "",
+  };
+}
+
+/** one `switchyard cache-server`, with its KV events, once it listens */
+async function startCacheServer(
+  outDir: string,
+  tag: string,
+): Promise<{ server: ChildProcess; lmUrl: string; eventsPort: number }> {
   const port = await freePort();
   const eventsPort = await freePort();
   const server = cli(
-    o.outDir,
+    outDir,
     ["cache-server", "--host", "127.0.0.1", "--port", String(port), "--kv-events-port", String(eventsPort)],
-    `${o.tag}-cache-server.log`,
+    `${tag}.log`,
   );
   const end = Date.now() + 60_000;
   for (;;) {
-    if (server.exitCode !== null) throw new Error(`the cache server exited; see ${o.tag}-cache-server.log`);
+    if (server.exitCode !== null) throw new Error(`the cache server exited; see ${tag}.log`);
     const up = await new Promise<boolean>((resolve) => {
       const s = connect({ host: "127.0.0.1", port }, () => {
         s.destroy();
@@ -297,26 +351,7 @@ async function startSharedTier(o: StackOptions): Promise<{
     if (Date.now() > end) throw new Error("the cache server did not listen in time");
     await new Promise((r) => setTimeout(r, 200));
   }
-  const lmUrl = `lm://127.0.0.1:${port}`;
-  return {
-    server,
-    lmUrl,
-    simArgs: [
-      "--kv-offloading-backend",
-      "lmcache",
-      "--lmcache-remote-bandwidth",
-      String(t.bandwidthGbps / 8),
-    ],
-    simEnv: { LMCACHE_REMOTE_URL: lmUrl, LMCACHE_PRE_CACHING_HASH_ALGORITHM: "sha256_cbor" },
-    routerArgs: t.routerSeesIt
-      ? [
-          "--cache-server-events",
-          `tcp://127.0.0.1:${eventsPort}`,
-          "--cache-server-bandwidth-gbps",
-          String(t.bandwidthGbps),
-        ]
-      : [],
-  };
+  return { server, lmUrl: `lm://127.0.0.1:${port}`, eventsPort };
 }
 
 /** Runs `switchyard bench` with `args` to completion; its JSON result goes to `file`. */

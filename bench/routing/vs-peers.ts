@@ -26,7 +26,8 @@
 // keeps LMCache's local CPU tier), loading from it at --tier-bandwidth-gbps. Targets by default:
 // sy-predictive told what the server holds (its KV events: tier-aware), sy-predictive@tier-blind (the
 // same router without them), sy-round-robin and vr-cache_aware on the same tiered sims. `@tier-blind`
-// works on any target of ours.
+// works on any target of ours. --engines-per-server N: a cache server per N sims (a server per node), the
+// router told which sims load from which (routing.cacheServers[].engines).
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -78,6 +79,11 @@ const specs: FlagSpecs = {
     min: 0.001,
     help: "with --tiered: Gbit/s of each sim's link to the cache server (80: the sims' default 10 GB/s)",
   },
+  "engines-per-server": {
+    type: "int",
+    min: 1,
+    help: "with --tiered: a cache server per this many sims (a server per node; default: one for all)",
+  },
   "trace-dir": {
     type: "string",
     default: "traces",
@@ -113,6 +119,8 @@ interface Figures {
 
 /** a target suffix that is no router flag: the router is not told what the shared tier holds */
 const TIER_BLIND = "tier-blind";
+if (!tiered && flags["engines-per-server"] !== undefined)
+  throw new Error("--engines-per-server needs --tiered");
 if (!tiered && targets.some((t) => t.split("@").includes(TIER_BLIND)))
   throw new Error(`@${TIER_BLIND} needs --tiered`);
 
@@ -149,6 +157,7 @@ async function runOnce(shape: string, target: string, round: number, seed: numbe
           cacheServer: {
             bandwidthGbps: Number(flags["tier-bandwidth-gbps"]),
             routerSeesIt: !target.split("@").includes(TIER_BLIND),
+            enginesPerServer: flags["engines-per-server"] as number | undefined,
           },
         }
       : {}),
@@ -305,7 +314,7 @@ for (const shape of shapes) {
 
 const x = (v: number | undefined) => (v === undefined ? "—" : `${v.toFixed(2)}×`);
 console.log(
-  `\n${tiered ? `tiered (4 sims sharing one cache server at ${String(flags["tier-bandwidth-gbps"])} Gbit/s), ` : ""}median of ${String(flags.rounds)} rounds${seeds.length > 1 ? ` x ${seeds.length} seeds` : ""} (ratios: higher is better; TTFT ratios are theirs / ours)`,
+  `\n${tiered ? `tiered (${flags["engines-per-server"] !== undefined ? `a cache server per ${String(flags["engines-per-server"])} sims` : "4 sims sharing one cache server"} at ${String(flags["tier-bandwidth-gbps"])} Gbit/s), ` : ""}median of ${String(flags.rounds)} rounds${seeds.length > 1 ? ` x ${seeds.length} seeds` : ""} (ratios: higher is better; TTFT ratios are theirs / ours)`,
 );
 console.log(
   "| shape | target | output tok/s | TTFT p50 ms | TTFT p90 ms | vs round-robin (tok/s, p50, p90) | vs vllm-router's best (tok/s, p50, p90) |",
