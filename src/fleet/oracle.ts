@@ -34,6 +34,8 @@ export class EngineProbeOracle implements CacheOracle {
 
   /** the shared server each engine (by id) loads from, when the router is told of them */
   private readonly tierById = new Map<string, SharedCacheServer>();
+  /** what each server holds of the prompt being priced, looked up once per server (cleared per prompt) */
+  private readonly heldBy = new Map<SharedCacheServer, number>();
 
   /**
    * `tier`: the shared cache server every engine loads from, or each engine's (by index), when the
@@ -63,8 +65,8 @@ export class EngineProbeOracle implements CacheOracle {
     // then what the shared server holds beyond that, each at its own load time
     let tierTokens: Float64Array | undefined;
     let tierLoadSeconds: Float64Array | undefined;
-    // what each server holds of the prompt, looked up once per server
-    const held = new Map<SharedCacheServer, number>();
+    const held = this.heldBy;
+    held.clear();
     for (let i = 0; i < n; i++) {
       const e = this.byId.get(engines[i]!.id);
       const server = this.tierById.get(engines[i]!.id);
