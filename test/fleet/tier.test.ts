@@ -61,33 +61,46 @@ test("with a cache server per node, an engine is priced by what its own node's s
   assert.equal(p.tierLoadSeconds![2], 0);
 });
 
+/** a tiered shared-prefix scenario on L4 engines sharing one cache server (or one per node) */
+function tieredScenario(o: {
+  engines: number;
+  policy: string;
+  requests: number;
+  groups: number;
+  tierAware?: boolean;
+  enginesPerServer?: number;
+}) {
+  return resolveScenario({
+    workload: { prompt_tokens: 3600, output_tokens: 16, qps: 4 },
+    fleet: { model: "meta-llama/Llama-3.1-8B-Instruct", gpu: "l4", engines: o.engines, max_model_len: 16384 },
+    ops: { kubernetes: true, hbm_monitoring: true },
+    simulation: {
+      policy: o.policy,
+      seed: 1,
+      requests: o.requests,
+      tier_aware: o.tierAware ?? false,
+      offload: {
+        mode: "lmcache",
+        lmcache_local_cpu_gib: 0.25,
+        shared_server: { size_gib: 16, bandwidth_gbps: 100, engines_per_server: o.enginesPerServer },
+      },
+      generator: {
+        name: "shared-prefix",
+        num_groups: o.groups,
+        prompts_per_group: o.requests / o.groups,
+        system_prompt_len: 3000,
+        question_len: 600,
+        output_len: 16,
+      },
+    },
+  });
+}
+
 test("a scenario's engines_per_server gives each node its own server, and the fleet's counters sum them", () => {
-  const run = (perServer: number | undefined) =>
+  const run = (enginesPerServer: number | undefined) =>
     simulateFleet(
       fleetOptionsFor(
-        resolveScenario({
-          workload: { prompt_tokens: 3600, output_tokens: 16, qps: 4 },
-          fleet: { model: "meta-llama/Llama-3.1-8B-Instruct", gpu: "l4", engines: 4, max_model_len: 16384 },
-          ops: { kubernetes: true, hbm_monitoring: true },
-          simulation: {
-            policy: "round-robin",
-            seed: 1,
-            requests: 48,
-            offload: {
-              mode: "lmcache",
-              lmcache_local_cpu_gib: 0.25,
-              shared_server: { size_gib: 16, bandwidth_gbps: 100, engines_per_server: perServer },
-            },
-            generator: {
-              name: "shared-prefix",
-              num_groups: 4,
-              prompts_per_group: 12,
-              system_prompt_len: 3000,
-              question_len: 600,
-              output_len: 16,
-            },
-          },
-        }),
+        tieredScenario({ engines: 4, policy: "round-robin", requests: 48, groups: 4, enginesPerServer }),
         "lmcache",
       ),
     );
@@ -101,31 +114,8 @@ test("a scenario's engines_per_server gives each node its own server, and the fl
 });
 
 test("a scenario's tier_aware router decides with the tier index; without it, as before", () => {
-  const scen = (tier: boolean) =>
-    resolveScenario({
-      workload: { prompt_tokens: 3600, output_tokens: 16, qps: 4 },
-      fleet: { model: "meta-llama/Llama-3.1-8B-Instruct", gpu: "l4", engines: 3, max_model_len: 16384 },
-      ops: { kubernetes: true, hbm_monitoring: true },
-      simulation: {
-        policy: "predictive",
-        seed: 1,
-        requests: 90,
-        tier_aware: tier,
-        offload: {
-          mode: "lmcache",
-          lmcache_local_cpu_gib: 0.25,
-          shared_server: { size_gib: 16, bandwidth_gbps: 100 },
-        },
-        generator: {
-          name: "shared-prefix",
-          num_groups: 15,
-          prompts_per_group: 6,
-          system_prompt_len: 3000,
-          question_len: 600,
-          output_len: 16,
-        },
-      },
-    });
+  const scen = (tierAware: boolean) =>
+    tieredScenario({ engines: 3, policy: "predictive", requests: 90, groups: 15, tierAware });
   const blind = simulateFleet(fleetOptionsFor(scen(false), "lmcache"));
   const aware = simulateFleet(fleetOptionsFor(scen(true), "lmcache"));
   assert.equal(aware.records.length, 90);
