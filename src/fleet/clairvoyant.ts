@@ -33,16 +33,12 @@ export class ClairvoyantPlacer {
     extraTransferSeconds: 0,
   };
 
-  /** the shared cache server each engine loads from, by engine index (none: undefined) */
-  private readonly servers: readonly (SharedCacheServer | undefined)[];
-
-  /** `shared`: the fleet's shared cache server, or each engine's, when its engines load from one */
+  /** `servers`: the shared cache server each engine loads from, by engine index, when they load from one */
   constructor(
     private readonly engines: readonly Engine[],
-    shared: SharedCacheServer | readonly SharedCacheServer[] | null = null,
+    private readonly servers: readonly SharedCacheServer[] | null = null,
   ) {
     this.timers = engines.map((e) => new StepTimer(e.config));
-    this.servers = engines.map((_, i) => (shared && "held" in shared ? shared : shared?.[i]));
   }
 
   /** the engine (by index) where a prompt of these ids gets its first token soonest; ties: the lower index */
@@ -76,7 +72,7 @@ export class ClairvoyantPlacer {
     // the GPU hit, then beyond it the engine's own CPU tier and the shared server, loaded, not computed
     const probe = engine.probePrefix(prompt, { sharedPrefix });
     const gpu = Math.min(last, probe.gpuTokens);
-    const server = this.servers[e];
+    const server = this.servers?.[e];
     const held = server ? Math.min(last, server.held(prompt)) : 0;
     const extra = Math.max(0, held - gpu - probe.tierTokens);
     const cached = Math.min(last, gpu + probe.tierTokens + extra);

@@ -38,18 +38,18 @@ export class EngineProbeOracle implements CacheOracle {
   private readonly heldBy = new Map<SharedCacheServer, number>();
 
   /**
-   * `tier`: the shared cache server every engine loads from, or each engine's (by index), when the
-   * router is told of it: what it holds of the prompt beyond an engine's GPU hit is priced at its load
-   * time (CachePrediction.tierTokens)
+   * `tier`: the shared cache server each engine loads from (by index), when the router is told of them:
+   * what it holds of the prompt beyond an engine's GPU hit is priced at its load time
+   * (CachePrediction.tierTokens)
    */
   constructor(
     engines: readonly Engine[],
     ids: readonly string[],
-    tier: SharedCacheServer | readonly SharedCacheServer[] | null = null,
+    tier: readonly SharedCacheServer[] | null = null,
   ) {
     engines.forEach((e, i) => {
       this.byId.set(ids[i]!, e);
-      const server = tier && "held" in tier ? tier : tier?.[i];
+      const server = tier?.[i];
       if (server) this.tierById.set(ids[i]!, server);
     });
   }

@@ -91,7 +91,7 @@ test("a prefix the shared cache server holds is predicted loaded, not computed, 
   assert.equal(held, 2816);
   const { list, driver, first } = engines(1);
   const blind = new ClairvoyantPlacer(list).ttftSeconds(0, prompt, 8);
-  const predicted = new ClairvoyantPlacer(list, shared).ttftSeconds(0, prompt, 8);
+  const predicted = new ClairvoyantPlacer(list, [shared]).ttftSeconds(0, prompt, 8);
   assert.ok(predicted < blind, `with the server ${predicted} s, without ${blind} s`);
   list[0]!.add({ ...request("a", prompt, 0), externalCachedTokens: held, externalLoadBandwidth: 1.25e9 });
   driver.wake(list[0]!);

@@ -22,7 +22,7 @@ test("the tier index gives each engine what the shared server holds beyond its G
   // the server holds the first three chunks (768 tokens)
   server.store.put(chunkKeys(prompt, 256), 0, 3);
   const engine = new Engine(config(), { onTokens: () => {}, onFinished: () => {} });
-  const oracle = new EngineProbeOracle([engine], ["e0"], server);
+  const oracle = new EngineProbeOracle([engine], ["e0"], [server]);
   oracle.current = { tokens: prompt };
   const p = oracle.predict({ model: "m", seq: 0, prompt: "x" }, [{ id: "e0" } as never]);
   assert.equal(p.cachedTokens[0], 0);
