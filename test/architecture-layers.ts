@@ -250,8 +250,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/tokenizer",
     ],
-    // the shared cache servers' chunk index and the pricing of every tier by its load time
-    lines: 2750,
+    // the shared cache servers' chunk index, the pricing of every tier by its load time, and the
+    // offload tiers whose blocks are not the GPU's (LMCache's multiprocess server's chunks)
+    lines: 2800,
   },
   "src/router/dataplane": {
     imports: [

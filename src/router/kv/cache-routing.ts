@@ -68,6 +68,8 @@ const HASH_SLICE_BLOCKS = 1024;
 const HASH_OLDEST_FIRST_SLICES = 8;
 /** prompt tokens per slice of a shared tier's LMCache chunk hashes: as many as a slice of blocks holds */
 const CHUNK_SLICE_TOKENS = HASH_SLICE_BLOCKS * 16;
+/** the largest offload block a prompt is hashed at (LMCache's chunks: 256 tokens by default) */
+const MAX_OFFLOAD_BLOCK_TOKENS = 8192;
 
 export type CacheMode = "prefix" | "kv" | "hybrid";
 
@@ -327,13 +329,15 @@ export class CacheRouting implements CacheOracle {
     }
     const longBlocks = smallest !== Infinity && hashedBlocks(tokens, smallest) > HASH_SLICE_BLOCKS;
     const chunkSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.tierChunkSizes() : [];
-    if (!longBlocks && chunkSizes.length === 0) return undefined;
+    const offloadSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.offloadBlockSizes(req.model) : [];
+    if (!longBlocks && chunkSizes.length === 0 && offloadSizes.length === 0) return undefined;
     const sizes: number[] = [];
     if (longBlocks)
       for (const st of this.subs.states.values()) {
         const bs = this.kvBlockSize(st, req.model);
         if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
       }
+    for (const ob of offloadSizes) if (!sizes.includes(ob)) sizes.push(ob);
     return this.hashInSlices(req, tokens, sizes, chunkSizes, since, request);
   }
 
@@ -344,6 +348,26 @@ export class CacheRouting implements CacheOracle {
     for (const t of this.tiers.all())
       if (!sizes.includes(t.index.chunkTokens)) sizes.push(t.index.chunkTokens);
     return sizes;
+  }
+
+  /** the offload block sizes `predictive` matches beside the GPU blocks (predict: LMCache's MP chunks) */
+  private offloadBlockSizes(model: string): number[] {
+    const sizes: number[] = [];
+    if (this.policyName !== "predictive") return sizes;
+    for (const st of this.subs.states.values()) {
+      const ob = this.offloadBlockOf(st, model);
+      if (ob !== undefined && !sizes.includes(ob)) sizes.push(ob);
+    }
+    return sizes;
+  }
+
+  /** an engine's offload block size where it is not its GPU block's (KvIndex.offloadBlockSize) */
+  private offloadBlockOf(st: { url: string; fallback: unknown }, model: string): number | undefined {
+    const bs = this.kvBlockSize(st, model);
+    const ob = this.kv.offloadBlockSize(st.url);
+    return bs !== undefined && ob !== undefined && ob !== bs && ob <= MAX_OFFLOAD_BLOCK_TOKENS
+      ? ob
+      : undefined;
   }
 
   /** the block size of an engine routed by its KV events (not fallen back) when it serves `model` */
@@ -377,9 +401,11 @@ export class CacheRouting implements CacheOracle {
       const opts = this.hashOptions(req, bs);
       const ids: bigint[] = new Array(blocks);
       let parent: Uint8Array | null = null;
-      for (let b = 0; b < blocks; b += HASH_SLICE_BLOCKS) {
+      // a slice is so many tokens, whatever the block size (the time goes per token)
+      const step = Math.max(1, Math.floor(CHUNK_SLICE_TOKENS / bs));
+      for (let b = 0; b < blocks; b += step) {
         await turn();
-        const end = Math.min(blocks, b + HASH_SLICE_BLOCKS);
+        const end = Math.min(blocks, b + step);
         const h = computeBlockHashes(tokens.slice(b * bs, end * bs), opts, parent, b);
         for (let i = 0; i < h.ids.length; i++) ids[b + i] = h.ids[i]!;
         parent = h.digests[h.digests.length - 1]!;
@@ -424,6 +450,10 @@ export class CacheRouting implements CacheOracle {
         const m = this.kv.matchTiers(this.hashesFor(req, p, bs), st.url);
         cachedTokens[i] = m.gpu * bs;
         local[i] = m.any * bs;
+        // an offload tier of larger blocks (LMCache's MP server's chunks): hashed at their size
+        const ob = this.offloadBlockOf(st, req.model);
+        if (ob !== undefined)
+          local[i] = Math.max(local[i]!, this.kv.matchTiers(this.hashesFor(req, p, ob), st.url).any * ob);
       } else {
         const { credit } = this.kv.match(this.hashesFor(req, p, bs), st.url);
         cachedTokens[i] = credit * bs;

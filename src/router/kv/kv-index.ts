@@ -23,6 +23,8 @@ export class KvIndex {
   private readonly gating = new Map<string, Set<number>>();
   /** events dropped because their group was beyond MAX_KV_GROUPS */
   droppedGroupEvents = 0;
+  /** engine → its offload events' block size (LMCache's MP server's chunks; one entry per engine) */
+  private readonly offloadBlock = new Map<string, number>();
 
   constructor(private readonly opts: KvBlockIndexOptions = {}) {
     this.groups[0] = new KvBlockIndex(opts);
@@ -50,6 +52,9 @@ export class KvIndex {
       this.droppedGroupEvents++;
       return;
     }
+    // "CPU": vLLM's native offload, LMCache's MP server (in-process LMCache's "cpu" is hashed its own way)
+    if (ev.type === "BlockStored" && ev.medium === "CPU" && ev.blockSize > 0)
+      this.offloadBlock.set(engine, ev.blockSize);
     if (ev.type === "BlockStored" && ev.kvCacheSpecKind !== undefined) {
       let s = this.gating.get(engine);
       if (FULL_ATTENTION_KINDS.has(ev.kvCacheSpecKind)) {
@@ -93,6 +98,12 @@ export class KvIndex {
   forget(engine: string): void {
     for (const idx of this.groups) idx?.forget(engine);
     this.gating.delete(engine);
+    this.offloadBlock.delete(engine);
+  }
+
+  /** the block size of the engine's offload tier's last stored blocks; undefined: none seen */
+  offloadBlockSize(engine: string): number | undefined {
+    return this.offloadBlock.get(engine);
   }
 
   /** blocks indexed for one engine, over every group */

@@ -3,12 +3,13 @@
 // long prefix on the cache server and on no engine's GPU, predictive's prediction prices it at its load
 // time on the engines wired to that server and on no other; chunks sims store through LMCache reach the
 // router under the hashes it computes itself; an engine's own CPU tier (vLLM's native offload, LMCache's
-// local one) is priced by load time too (predictive), while the other policies keep their fixed credit;
-// bad config is refused.
+// local one, the chunks LMCache's multiprocess server relays through vLLM) is priced by load time too
+// (predictive), while the other policies keep their fixed credit; bad config is refused.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startCacheServer, type CacheServer } from "../../../src/cacheserver/server.js";
 import { chunkHashes, chunkKey, type ChunkKeyScheme } from "../../../src/protocol/lmcache-chunks.js";
+import { computeBlockHashes } from "../../../src/protocol/block-hashing.js";
 import { resolveGpu, resolveModel } from "../../../src/models/profiles.js";
 import { parseConfig } from "../../../src/router/index.js";
 import { main as routerMain } from "../../../src/router/cli.js";
@@ -374,6 +375,58 @@ test("predictive prices an engine's own CPU-offload blocks at their load time ov
     const kv = cache.predict({ ...viewA, seq: 2 }, engines());
     assert.ok(Math.abs(kv.cachedTokens[0]! - (onGpu + onCpu * 0.8)) < 1e-6, `${kv.cachedTokens[0]}`);
     assert.equal(kv.tierTokens, undefined);
+  } finally {
+    await router.close();
+    await s.close();
+  }
+});
+
+test("predictive prices the 256-token chunks LMCache's multiprocess server relays as an engine's CPU blocks, hashed as vLLM hashes blocks", async () => {
+  const ports = await freePorts(2);
+  const s = await sim(ports, ["--max-model-len", "2048"]);
+  const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], {
+    policy: "predictive",
+    predictive: { gpu: "h100", timeScale: 0.05 },
+  });
+  try {
+    const cache = router.router.cache;
+    await waitUntil(
+      () => router.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
+      10_000,
+      "sim",
+    );
+    await routeOf(router.url, "/v1/completions", { model: MODEL, prompt: tokenIds(40, 5), max_tokens: 1 });
+    await waitUntil(() => cache.kvRouted(s.url), 10_000, "kv mode");
+    // a prompt the engine never saw: the node's LMCache server holds its first three chunks, and vLLM
+    // relays them on the engine's own event stream (medium CPU, block_size the chunk's 256 tokens)
+    const a = tokenIds(900, 6);
+    const chunks = computeBlockHashes(a.slice(0, 768), {
+      blockSize: 256,
+      hashSeed: process.env.PYTHONHASHSEED ?? "0",
+      loraName: null,
+      cacheSalt: null,
+    }).ids;
+    cache.kv.apply(s.url, {
+      type: "BlockStored",
+      blockHashes: chunks,
+      parentBlockHash: null,
+      tokenIds: a.slice(0, 768),
+      blockSize: 256,
+      loraId: null,
+      medium: "CPU",
+    });
+    const view = { model: MODEL, seq: 1, prompt: a, body: { model: MODEL, prompt: a, max_tokens: 1 } };
+    const pred = cache.predict(view, router.router.registry.snapshot());
+    assert.equal(pred.cachedTokens[0], 0);
+    assert.equal(pred.tierTokens?.[0], 768);
+    const seconds = ((768 * KV_BYTES_PER_TOKEN) / resolveGpu("h100").hostLinkBandwidth) * 0.05;
+    assert.ok(
+      Math.abs(pred.tierLoadSeconds![0]! - seconds) < 1e-9,
+      `${pred.tierLoadSeconds![0]} vs ${seconds}`,
+    );
+    // the server evicts one: the chain stops before it
+    cache.kv.apply(s.url, { type: "BlockRemoved", blockHashes: [chunks[1]!], medium: "CPU" });
+    assert.equal(cache.predict({ ...view, seq: 2 }, router.router.registry.snapshot()).tierTokens?.[0], 256);
   } finally {
     await router.close();
     await s.close();
