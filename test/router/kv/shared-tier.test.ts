@@ -66,6 +66,29 @@ async function sim(ports: number[], extra: string[] = []): Promise<RunningSim> {
   return startTestSim(MODEL, ["--kv-events-config", kv, "--time-scale", "0.05", ...extra]);
 }
 
+/** One sim with KV events behind a `predictive` router (H100 timing, time scale 0.05), the sim seen healthy. */
+async function predictiveOverSim(extra: string[]) {
+  const s = await sim(await freePorts(2), extra);
+  try {
+    const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], {
+      policy: "predictive",
+      predictive: { gpu: "h100", timeScale: 0.05 },
+    });
+    await waitUntil(
+      () => router.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
+      10_000,
+      "sim",
+    ).catch(async (err: unknown) => {
+      await router.close();
+      throw err;
+    });
+    return { s, router };
+  } catch (err) {
+    await s.close();
+    throw err;
+  }
+}
+
 test("the router's tier index follows a cache server's events and keeps within its cap", async () => {
   const server = await cacheServer();
   const tiers = new SharedTiers(() => 64 * 2 ** 20);
@@ -324,9 +347,8 @@ test("chunks a sim stores through LMCache reach the router, under the hashes it 
 });
 
 test("predictive prices an engine's own CPU-offload blocks at their load time over its host link", async () => {
-  const ports = await freePorts(2);
   // 64 GPU blocks of 16 tokens: a second prompt pushes the first out of HBM; the CPU tier keeps it
-  const s = await sim(ports, [
+  const { s, router } = await predictiveOverSim([
     "--num-gpu-blocks-override",
     "64",
     "--kv-offloading-size",
@@ -334,17 +356,8 @@ test("predictive prices an engine's own CPU-offload blocks at their load time ov
     "--max-model-len",
     "1024",
   ]);
-  const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], {
-    policy: "predictive",
-    predictive: { gpu: "h100", timeScale: 0.05 },
-  });
   try {
     const cache = router.router.cache;
-    await waitUntil(
-      () => router.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
-      10_000,
-      "sim",
-    );
     const a = tokenIds(513, 3);
     const b = tokenIds(1000, 4);
     const viewA = { model: MODEL, seq: 1, prompt: a, body: { model: MODEL, prompt: a, max_tokens: 1 } };
@@ -382,19 +395,9 @@ test("predictive prices an engine's own CPU-offload blocks at their load time ov
 });
 
 test("predictive prices the 256-token chunks LMCache's multiprocess server relays as an engine's CPU blocks, hashed as vLLM hashes blocks", async () => {
-  const ports = await freePorts(2);
-  const s = await sim(ports, ["--max-model-len", "2048"]);
-  const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], {
-    policy: "predictive",
-    predictive: { gpu: "h100", timeScale: 0.05 },
-  });
+  const { s, router } = await predictiveOverSim(["--max-model-len", "2048"]);
   try {
     const cache = router.router.cache;
-    await waitUntil(
-      () => router.router.registry.snapshot().every((v) => v.healthy && v.blockSize === 16),
-      10_000,
-      "sim",
-    );
     await routeOf(router.url, "/v1/completions", { model: MODEL, prompt: tokenIds(40, 5), max_tokens: 1 });
     await waitUntil(() => cache.kvRouted(s.url), 10_000, "kv mode");
     // a prompt the engine never saw: the node's LMCache server holds its first three chunks, and vLLM
