@@ -5,6 +5,7 @@
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
+import { availableParallelism } from "node:os";
 
 function walk(dir, out) {
   for (const name of readdirSync(dir)) {
@@ -23,12 +24,15 @@ if (files.length === 0) {
   console.error("no test files found under dist/test (did the build run?)");
   process.exit(1);
 }
-// Files run one at a time: several start servers and measure timing, and the machine has 2 cores.
+// Files run side by side, one per core (at most 4; SWITCHYARD_TEST_CONCURRENCY=1 runs them one at a
+// time): no test asserts a wall-clock timing, waits are hang guards, servers bind port 0 or ports
+// claimed across processes (bench/support/cli.ts freePortBlock), and every file has its own temp dir.
+const concurrency = Number(process.env.SWITCHYARD_TEST_CONCURRENCY) || Math.min(availableParallelism(), 4);
 const res = spawnSync(
   process.execPath,
   [
     "--test",
-    "--test-concurrency=1",
+    `--test-concurrency=${concurrency}`,
     // a test that leaves a server open (say, after failing in its setup) must not hang the run:
     // each file exits when its tests are done, and no single test may run past 5 minutes
     "--test-force-exit",

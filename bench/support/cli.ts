@@ -2,7 +2,10 @@
 // the benchmarks so that no benchmark imports the tests). Callers bind port 0 or ask freePort() so
 // that files can run side by side; every child is killed when its caller ends.
 import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = import.meta.url;
@@ -121,14 +124,48 @@ const handedOut = new Set<number>();
 const HANDED_OUT_CAP = 1024;
 
 /**
+ * Where processes running side by side (test files, a benchmark beside them) claim the ports they were
+ * handed: one empty file per port, made with O_EXCL, so two processes never take the same port in the
+ * seconds between its check and its bind. A claim older than CLAIM_MS is taken as left behind.
+ */
+const CLAIMS = join(tmpdir(), `switchyard-ports-${process.getuid?.() ?? "user"}`);
+const CLAIM_MS = 10 * 60_000;
+
+/** whether this process now holds `port`'s claim */
+function claim(port: number): boolean {
+  const file = join(CLAIMS, String(port));
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      closeSync(openSync(file, "wx"));
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") mkdirSync(CLAIMS, { recursive: true });
+      // no claims folder to be had: the in-process set still guards
+      else if (code !== "EEXIST") return true;
+      else {
+        try {
+          if (Date.now() - statSync(file).mtimeMs < CLAIM_MS) return false; // timing-ok: a claim's age
+          unlinkSync(file);
+        } catch {
+          return false;
+        }
+      }
+    }
+  }
+  return false;
+}
+
+/**
  * A base port with `base + o` free for every offset `o`, checked on all interfaces (the sim's ZMQ
  * sockets bind `*`) and taken from below Linux's ephemeral range (32768–60999), where neither
  * a listener on port 0 nor an outgoing connection's local port can land on it between the check and the bind.
  */
 export async function freePortBlock(offsets: readonly number[]): Promise<number> {
   // a port handed out here is free until its user binds it, so a later call, or one running at the
-  // same time, could hand it out again (a benchmark's sim once failed to start with EADDRINUSE): a
-  // block's ports are reserved before they are checked, and given back if the block is not taken
+  // same time in this process or another, could hand it out again (a benchmark's sim once failed to
+  // start with EADDRINUSE): a block's ports are reserved before they are checked, in this process and
+  // by a claim file for the others, and a block that is not taken gives back only this process's hold
   const isFree = (port: number): Promise<boolean> =>
     new Promise<boolean>((resolve) => {
       const srv = createServer();
@@ -142,7 +179,7 @@ export async function freePortBlock(offsets: readonly number[]): Promise<number>
     if (ports.some((p) => handedOut.has(p))) continue;
     for (const p of ports) handedOut.add(p);
     let ok = true;
-    for (const p of ports) if (!(ok = await isFree(p))) break;
+    for (const p of ports) if (!(ok = claim(p) && (await isFree(p)))) break;
     if (ok) {
       while (handedOut.size > HANDED_OUT_CAP) handedOut.delete(handedOut.values().next().value!);
       return base;

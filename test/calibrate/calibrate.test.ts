@@ -106,6 +106,8 @@ test("against a live sim engine on L4, the probe and the fit land near the L4's 
     `--port=${port}`,
     "--gpu=l4",
     "--max-model-len=8192",
+    // four times faster than the L4 it models, and the fit told so: the probe takes a quarter of the time
+    "--time-scale=0.25",
   ]);
   try {
     await waitForHttp(`http://127.0.0.1:${port}/health`, 60_000, 200, sim);
@@ -127,6 +129,8 @@ test("against a live sim engine on L4, the probe and the fit land near the L4's 
         "1",
         // a sim runs as fast at once as later: no pass to drop
         "--no-warmup",
+        "--time-scale",
+        "0.25",
         "--id",
         "l4-live",
       ]);

@@ -19,7 +19,7 @@ import { readStream } from "../../../bench/support/sse-client.js";
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const MAX_TOKENS = 320;
 /** slow enough that the kill lands mid-stream; a mean answer length far past max_tokens */
-const SIM_FLAGS = ["--time-scale", "5", "--seed", "11", "--output-len-mean", "100000"];
+const SIM_FLAGS = ["--time-scale", "2", "--seed", "11", "--output-len-mean", "100000"];
 
 function requestOf(i: number): StreamRequest {
   const common = {
