@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { mulberry32 } from "../../src/random/rng.js";
 import { cliCommand } from "../../bench/support/cli.js";
 import { startMini, type MiniOptions } from "../../bench/support/fakes/mini-server.js";
+import type { Json } from "../helpers/json.js";
 
 const dir = mkdtempSync(join(tmpdir(), "bench-test-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -41,7 +42,7 @@ async function withMini<T>(
   }
 }
 
-const json = (p: string) => JSON.parse(readFileSync(p, "utf8")) as Record<string, any>;
+const json = (p: string) => JSON.parse(readFileSync(p, "utf8")) as Record<string, Json>;
 
 /** A quiet, uncalibrated run against `url` that must succeed; its JSON result. */
 async function benchJson(url: string, name: string, args: string[]): Promise<ReturnType<typeof json>> {
@@ -175,7 +176,7 @@ test("multi-round-qa: chat, x-user-id, each round waits for and carries the prev
     for (const s of mini.seen) {
       assert.equal(s.path, "/v1/chat/completions");
       const u = String(s.headers["x-user-id"]);
-      byUser.set(u, [...(byUser.get(u) ?? []), s.body as any]);
+      byUser.set(u, [...(byUser.get(u) ?? []), s.body as Json]);
     }
     assert.deepEqual([...byUser.keys()].sort(), ["user-0", "user-1", "user-2"]);
     for (const rounds of byUser.values()) {

@@ -3,6 +3,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../src/sim/app.js";
 import { postJson, startTestSim } from "./helpers.js";
+import type { Json } from "../helpers/json.js";
 
 let sim: RunningSim;
 before(async () => {
@@ -19,7 +20,12 @@ after(async () => sim.close());
 
 const auth = { authorization: "Bearer sekret" };
 
-function assertError(r: { status: number; json: any }, status: number, type: string, message?: RegExp): void {
+function assertError(
+  r: { status: number; json: Json },
+  status: number,
+  type: string,
+  message?: RegExp,
+): void {
   assert.equal(r.status, status, JSON.stringify(r.json));
   assert.equal(r.json.error.code, status);
   assert.equal(r.json.error.type, type);

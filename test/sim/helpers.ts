@@ -3,6 +3,7 @@
 import { startSim, type RunningSim } from "../../src/sim/app.js";
 import { parseSimArgs } from "../../src/sim/config/config.js";
 import { connectableEndpoint } from "../../src/kvevents/endpoint.js";
+import type { Json } from "../helpers/json.js";
 
 /** A sim in-process on loopback: on `port` (a free one by default), with `env` as its environment (none by default). */
 export async function startTestSim(
@@ -27,14 +28,14 @@ export async function postJson(
   url: string,
   body: unknown,
   headers: Record<string, string> = {},
-): Promise<{ status: number; json: any; text: string }> {
+): Promise<{ status: number; json: Json; text: string }> {
   const res = await fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
   const text = await res.text();
-  let json: any = null;
+  let json: Json = null;
   try {
     json = JSON.parse(text);
   } catch {

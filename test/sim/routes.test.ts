@@ -4,6 +4,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../src/sim/app.js";
 import { postJson, startTestSim } from "./helpers.js";
+import type { Json } from "../helpers/json.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 let sim: RunningSim;
@@ -34,7 +35,7 @@ const port = (endpoint: string | null) => Number(/:(\d+)$/.exec(endpoint ?? "")?
 test("/kv_event_sources answers the KV-events config per DP rank with the ports the sockets bound", async () => {
   const r = await fetch(`${withEvents.url}/kv_event_sources`);
   assert.equal(r.status, 200);
-  const body = (await r.json()) as any;
+  const body = (await r.json()) as Json;
   assert.deepEqual(Object.keys(body), ["0"]);
   const s = body["0"];
   assert.equal(s.enable_kv_cache_events, true);
@@ -98,7 +99,7 @@ test("a batch of conversations answers one chat.completion, choice i the chat an
   assert.equal(r.json.object, "chat.completion");
   assert.match(r.json.id, /^chatcmpl-/);
   assert.deepEqual(
-    r.json.choices.map((c: any) => c.index),
+    r.json.choices.map((c: Json) => c.index),
     [0, 1],
   );
   let prompt = 0;

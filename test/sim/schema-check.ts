@@ -2,8 +2,9 @@
 // use (type, properties, required, additionalProperties false, enum, const, items, min/maxItems,
 // min/maxLength, pattern, minimum/maximum, anyOf, $ref into $defs) to say whether an answer obeys its
 // schema, written apart from the sim's generator so the two cannot share a mistake.
+import type { Json } from "../helpers/json.js";
 
-type Schema = Record<string, any>;
+type Schema = Record<string, Json>;
 
 /** The problems found (empty: the value validates). */
 export function schemaProblems(schema: Schema, value: unknown, root: Schema = schema, at = "$"): string[] {

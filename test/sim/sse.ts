@@ -2,10 +2,11 @@
 // `data:` text, parsed as JSON where it is JSON. Shared by the tests of the sim's streamed APIs.
 import type { RunningSim } from "../../src/sim/app.js";
 import { startTestSim } from "./helpers.js";
+import type { Json } from "../helpers/json.js";
 
 export interface SseEvent {
   event: string | null;
-  data: any;
+  data: Json;
 }
 
 export function parseSse(text: string): SseEvent[] {

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import type { RunningSim } from "../../../src/sim/app.js";
 import { postJson, startTestSim } from "../helpers.js";
+import type { Json } from "../../helpers/json.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 let sim: RunningSim;
@@ -60,8 +61,8 @@ test("chat, streamed: role chunk, the tokens in content chunks, finish and usage
     stream_options: { include_usage: true },
     ignore_eos: true,
   } as never);
-  const chunks: any[] = [];
-  for await (const c of stream as unknown as AsyncIterable<any>) chunks.push(c);
+  const chunks: Json[] = [];
+  for await (const c of stream as unknown as AsyncIterable<Json>) chunks.push(c);
   assert.equal(chunks[0].choices[0].delta.role, "assistant");
   const content = chunks.filter((c) => c.choices.length > 0 && c.choices[0].delta.content);
   // one chunk per engine step; steps the sim completes within a timer tick share one (src/sim/runtime/runtime.ts)
@@ -115,8 +116,8 @@ test("completions, not streamed and streamed; token-id prompts; usage matches /t
     ignore_eos: true,
   } as never);
   const perIndex = [0, 0];
-  let usage: any = null;
-  for await (const c of stream as unknown as AsyncIterable<any>) {
+  let usage: Json = null;
+  for await (const c of stream as unknown as AsyncIterable<Json>) {
     if (c.usage) usage = c.usage;
     // tokens, not chunks: steps within one timer tick share a chunk (src/sim/runtime/runtime.ts)
     for (const ch of c.choices) if (ch.text) perIndex[ch.index]! += ch.text.split(" ").length - 1;

@@ -7,6 +7,7 @@ import type { RunningSim } from "../../../src/sim/app.js";
 import { ResponseStore } from "../../../src/sim/serving/response-store.js";
 import { postJson, startTestSim } from "../helpers.js";
 import { postSse, startSimWithEnv } from "../sse.js";
+import type { Json } from "../../helpers/json.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 let plain: RunningSim;
@@ -60,7 +61,7 @@ const RESPONSE_KEYS = [
 
 async function get(url: string) {
   const r = await fetch(url);
-  return { status: r.status, json: (await r.json()) as any };
+  return { status: r.status, json: (await r.json()) as Json };
 }
 
 test("a response answers the chat of its instructions and input, in vLLM's ResponsesResponse shape", async () => {

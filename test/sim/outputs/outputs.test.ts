@@ -7,6 +7,7 @@ import OpenAI from "openai";
 import type { RunningSim } from "../../../src/sim/app.js";
 import { postJson, startTestSim } from "../helpers.js";
 import { schemaProblems } from "../schema-check.js";
+import type { Json } from "../../helpers/json.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 let sim: RunningSim;
@@ -73,7 +74,7 @@ test("tool_choice required: tool_calls whose arguments validate, content '', fin
   assert.equal(c.finish_reason, "tool_calls");
   assert.equal(c.message.content, "");
   assert.equal(c.message.tool_calls!.length, 1);
-  const call = c.message.tool_calls![0]! as any;
+  const call = c.message.tool_calls![0]! as Json;
   assert.match(call.id, /^chatcmpl-tool-[0-9a-f]{32}$/);
   assert.equal(call.type, "function");
   const args = JSON.parse(call.function.arguments);
@@ -88,7 +89,7 @@ test("tool_choice required: tool_calls whose arguments validate, content '', fin
     tools,
     tool_choice: "required",
   });
-  assert.deepEqual((again.choices[0]!.message.tool_calls![0] as any).function, call.function);
+  assert.deepEqual((again.choices[0]!.message.tool_calls![0] as Json).function, call.function);
 });
 
 test("a named function: that function's call, finish_reason stop (vLLM's forced-function convention)", async () => {
@@ -100,7 +101,7 @@ test("a named function: that function's call, finish_reason stop (vLLM's forced-
   });
   const c = r.choices[0]!;
   assert.equal(c.finish_reason, "stop");
-  const call = c.message.tool_calls![0]! as any;
+  const call = c.message.tool_calls![0]! as Json;
   assert.equal(call.function.name, "search");
   assert.deepEqual(schemaProblems(schemaOf("search"), JSON.parse(call.function.arguments)), []);
   assert.equal(r.usage!.completion_tokens, (await tokenCount(call.function.arguments)) + 1);
@@ -118,9 +119,9 @@ test("auto: a seeded choice between text and a call, the same for the same reque
     if (kind(a) === "call") {
       assert.equal(a.choices[0]!.finish_reason, "tool_calls");
       assert.equal(a.choices[0]!.message.content, null);
-      const call = a.choices[0]!.message.tool_calls![0]! as any;
+      const call = a.choices[0]!.message.tool_calls![0]! as Json;
       assert.deepEqual(schemaProblems(schemaOf(call.function.name), JSON.parse(call.function.arguments)), []);
-      assert.deepEqual((b.choices[0]!.message.tool_calls![0] as any).function, call.function);
+      assert.deepEqual((b.choices[0]!.message.tool_calls![0] as Json).function, call.function);
     }
   }
   assert.equal(outcomes.size, 2, `8 questions gave only ${[...outcomes].join()}`);
@@ -129,8 +130,8 @@ test("auto: a seeded choice between text and a call, the same for the same reque
   const auto = await client.chat.completions.create(q);
   const asNull = await client.chat.completions.create({ ...q, tool_choice: null } as never);
   assert.deepEqual(
-    (asNull as typeof auto).choices[0]!.message.tool_calls?.map((c: any) => c.function),
-    auto.choices[0]!.message.tool_calls?.map((c: any) => c.function),
+    (asNull as typeof auto).choices[0]!.message.tool_calls?.map((c: Json) => c.function),
+    auto.choices[0]!.message.tool_calls?.map((c: Json) => c.function),
   );
   const afterTool = await client.chat.completions.create({
     model: MODEL,
@@ -167,12 +168,12 @@ test("auto: a seeded choice between text and a call, the same for the same reque
 
 /** The streamed tool-call deltas of a request, merged per index as the openai client's users do. */
 async function streamedCalls(body: Record<string, unknown>) {
-  const stream = await client.chat.completions.create({ ...body, stream: true } as any);
+  const stream = await client.chat.completions.create({ ...body, stream: true } as Json);
   const calls: Array<{ id?: string; type?: string; name?: string; args: string }> = [];
-  const firsts: any[] = [];
+  const firsts: Json[] = [];
   let finish: string | null = null;
   let content = "";
-  for await (const chunk of stream as unknown as AsyncIterable<any>) {
+  for await (const chunk of stream as unknown as AsyncIterable<Json>) {
     const ch = chunk.choices[0];
     if (!ch) continue;
     if (ch.finish_reason) finish = ch.finish_reason;
@@ -204,7 +205,7 @@ test("streamed tool calls: the first delta names the call (id, type, name), late
     tools,
     tool_choice: "required",
   });
-  assert.equal(req.calls[0]!.args, (whole.choices[0]!.message.tool_calls![0] as any).function.arguments);
+  assert.equal(req.calls[0]!.args, (whole.choices[0]!.message.tool_calls![0] as Json).function.arguments);
 
   const named = await streamedCalls({
     model: MODEL,
@@ -283,21 +284,21 @@ test("structured_outputs choice and regex, and legacy guided_json, on completion
     model: MODEL,
     prompt: "Is it raining?",
     structured_outputs: { choice: ["yes", "no", "maybe"] },
-  } as any);
+  } as Json);
   assert.ok(["yes", "no", "maybe"].includes(choice.choices[0]!.text));
   const regex = "[A-Z]{2}-\\d{3,5}(-[a-f]+)?";
   const re = await client.chat.completions.create({
     model: MODEL,
     messages,
     structured_outputs: { regex },
-  } as any);
+  } as Json);
   assert.match(re.choices[0]!.message.content!, new RegExp(`^(?:${regex})$`));
   const schema = {
     type: "object",
     properties: { n: { type: "integer", minimum: 3, maximum: 3 } },
     required: ["n"],
   };
-  const legacy = await client.completions.create({ model: MODEL, prompt: "n?", guided_json: schema } as any);
+  const legacy = await client.completions.create({ model: MODEL, prompt: "n?", guided_json: schema } as Json);
   assert.deepEqual(JSON.parse(legacy.choices[0]!.text), { n: 3 });
 });
 
@@ -310,7 +311,7 @@ test("chat logprobs: one entry per token with top_logprobs of the asked length; 
     max_tokens: 6,
     temperature: 0,
     ignore_eos: true,
-  } as any);
+  } as Json);
   const content = r.choices[0]!.logprobs!.content!;
   assert.equal(content.length, r.usage!.completion_tokens);
   assert.equal(content.map((e) => e.token).join(""), r.choices[0]!.message.content);
@@ -330,7 +331,7 @@ test("chat logprobs: one entry per token with top_logprobs of the asked length; 
     max_tokens: 6,
     temperature: 0,
     ignore_eos: true,
-  } as any);
+  } as Json);
   assert.deepEqual(again.choices[0]!.logprobs, r.choices[0]!.logprobs);
 
   const stream = await client.chat.completions.create({
@@ -408,7 +409,7 @@ test("prompt_logprobs and echo with logprobs cover the prompt, its first positio
   assert.equal(pl.length, chat.json.usage.prompt_tokens);
   assert.equal(pl[0], null);
   for (const entry of pl.slice(1)) {
-    const values = Object.values(entry) as any[];
+    const values = Object.values(entry) as Json[];
     assert.ok(values.length >= 1 && values.length <= 2);
     for (const v of values) assert.ok(v.logprob <= 0 && v.rank >= 1 && typeof v.decoded_token === "string");
   }

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { RunningSim } from "../../../src/sim/app.js";
 import { postJson, startTestSim } from "../helpers.js";
 import { postSse } from "../sse.js";
+import type { Json } from "../../helpers/json.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 let off: RunningSim;
@@ -130,13 +131,13 @@ test("completions render is a list, one GenerateRequest per prompt; completions 
   for (const g of r.json) gens.push((await postJson(`${on.url}/inference/v1/generate`, g, auth)).json);
   const de = await postJson(
     `${on.url}/v1/completions/derender`,
-    { model: MODEL, generate_responses: gens, prompt_tokens: r.json.map((g: any) => g.token_ids.length) },
+    { model: MODEL, generate_responses: gens, prompt_tokens: r.json.map((g: Json) => g.token_ids.length) },
     auth,
   );
   assert.equal(de.status, 200, de.text);
   assert.equal(de.json.object, "text_completion");
   assert.deepEqual(
-    de.json.choices.map((c: any) => c.index),
+    de.json.choices.map((c: Json) => c.index),
     [0, 1],
   );
   const cmpl = await postJson(`${on.url}/v1/completions`, { prompt: "The sky is", max_tokens: 5 }, auth);
@@ -193,7 +194,7 @@ test("messages and responses render to the prompts their APIs run; vLLM has no d
   // and a GET of it asks for a response by that id
   const get = await fetch(`${on.url}/v1/responses/derender`, { headers: auth });
   assert.equal(get.status, 404);
-  assert.equal(((await get.json()) as any).error.param, "response_id");
+  assert.equal(((await get.json()) as Json).error.param, "response_id");
 });
 
 test("generate streams one chunk per step with the ids, the reason on the last, usage, then [DONE]", async () => {

@@ -5,6 +5,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../../src/sim/app.js";
 import { postJson, startTestSim, tokenIds } from "../helpers.js";
+import type { Json } from "../../helpers/json.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 let v32: RunningSim;
@@ -18,7 +19,7 @@ after(async () => {
   await v28.close();
 });
 
-function refusal(r: { status: number; json: any }, param: string): string {
+function refusal(r: { status: number; json: Json }, param: string): string {
   assert.equal(r.status, 400, JSON.stringify(r.json));
   assert.equal(r.json.error.type, "BadRequestError");
   assert.equal(r.json.error.param, param);
