@@ -140,16 +140,16 @@ function claim(port: number): boolean {
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") mkdirSync(CLAIMS, { recursive: true });
-      // no claims folder to be had: the in-process set still guards
-      else if (code !== "EEXIST") return true;
-      else {
-        try {
-          if (Date.now() - statSync(file).mtimeMs < CLAIM_MS) return false; // timing-ok: a claim's age
-          unlinkSync(file);
-        } catch {
-          return false;
-        }
+      try {
+        if (code === "ENOENT") mkdirSync(CLAIMS, { recursive: true });
+        else if (code !== "EEXIST")
+          return true; // a folder we cannot write: the in-process set still guards
+        else if (Date.now() - statSync(file).mtimeMs < CLAIM_MS)
+          return false; // timing-ok: a claim's age
+        else unlinkSync(file); // left behind: taken over on the next try
+      } catch {
+        // no folder to be had: the in-process set still guards; a claim that moved: another's now
+        return code === "ENOENT";
       }
     }
   }
