@@ -262,7 +262,7 @@ test("no plan output names a machine path or an internal source: every example, 
     const scen = write(`${f}.yaml`, s);
     return ["md", "json"].map((format) => ({ f, format, scen }));
   });
-  // two plans at a time, one simulation thread each: the machine's two cores, without the thread pools
+  // two plans at a time, one simulation thread each: thread pools per plan cost more than they save here
   for (let i = 0; i < runs.length; i += 2) {
     await Promise.all(
       runs.slice(i, i + 2).map(async ({ f, format, scen }) => {

@@ -14,7 +14,7 @@ import { post, routerFor, waitUntil } from "../../helpers/router.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 /** slow enough that a kill lands mid-stream; a mean answer length far past max_tokens */
-const SIM_FLAGS = ["--time-scale", "3", "--seed", "7", "--output-len-mean", "100000"];
+const SIM_FLAGS = ["--time-scale", "5", "--seed", "7", "--output-len-mean", "100000"];
 
 function requestOf(i: number): StreamRequest {
   const common = { model: MODEL, max_tokens: 160, temperature: 0, stream_options: { include_usage: true } };
