@@ -38,7 +38,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
 
   // libraries: the KV-event wire format, tokenizers, the engine model, workloads, the cache server,
   // tenants, engine discovery
-  "src/kvevents": { imports: ["src/obs"], lines: 3500 },
+  "src/kvevents": { imports: ["src/obs", "src/protocol"], lines: 3500 },
   "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2500 },
   // the engine emits KV events as values (kvevents/events.ts, types only)
   "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2500 },
@@ -72,7 +72,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the sim's rooms, from its settings up to the APIs it serves; src/sim itself is the wiring (cli.ts,
   // app.ts, server.ts)
   // flags and YAML, LMCache and NixlConnector settings, the KV-event sources it answers
-  "src/sim/config": { imports: ["src/config", "src/kvevents", "src/models"], lines: 1000 },
+  "src/sim/config": { imports: ["src/config", "src/kvevents", "src/models", "src/protocol"], lines: 1000 },
   // request bodies' schemas and vLLM's 400, the sink a request's tokens arrive through
   "src/sim/protocol": { imports: ["src/engine", "src/http"], lines: 500 },
   // what an answer says: the greedy chain, structured outputs, tool calls, logprobs
@@ -251,8 +251,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/tokenizer",
     ],
     // the shared cache servers' chunk index, the pricing of every tier by its load time, and the
-    // offload tiers whose blocks are not the GPU's (LMCache's multiprocess server's chunks)
-    lines: 2800,
+    // offload tiers whose blocks are not the GPU's (LMCache's multiprocess server's chunks), and
+    // hashing each engine as its release does (seed, extra-key form, hash unit)
+    lines: 3000,
   },
   "src/router/dataplane": {
     imports: [
@@ -340,7 +341,15 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget
   "src/fleet": {
-    imports: ["src/config", "src/engine", "src/models", "src/random", "src/routing", "src/workload"],
+    imports: [
+      "src/config",
+      "src/engine",
+      "src/models",
+      "src/protocol",
+      "src/random",
+      "src/routing",
+      "src/workload",
+    ],
     // trace scenarios, the clairvoyant reference placement and P/D fleets
     lines: 2750,
   },

@@ -1,5 +1,6 @@
 // Engine configuration with vLLM V1's defaults for `vllm serve` (the API-server usage context), and
 // validation whose errors name the offending field the way the CLI flag is spelled.
+import { PINNED_HASH_SEED } from "../protocol/vllm-releases.js";
 import type { EngineConfig } from "./types.js";
 import type { GpuProfile, ModelProfile } from "../models/types.js";
 
@@ -33,9 +34,10 @@ export function defaultEngineConfig(
     maxNumBatchedTokens: batch.maxNumBatchedTokens,
     blockSize: 16,
     enablePrefixCaching: true,
-    // vLLM draws a random NONE_HASH when PYTHONHASHSEED is unset; a KV-aware router must predict block
-    // hashes, so the production stack pins PYTHONHASHSEED. We pin "0" by default for the same reason.
-    hashSeed: "0",
+    // what an engine of the sim's default release (0.28, before vLLM's fixed default seed) is pinned
+    // to; the sim sets the seed and the extra-key form of the release it claims (vllm-releases.ts)
+    hashSeed: PINNED_HASH_SEED,
+    extraKeyStyle: "untagged",
     schedulingPolicy: "fcfs",
     offload: null,
     ...overrides,

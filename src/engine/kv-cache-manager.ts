@@ -6,7 +6,13 @@
 import type { KvEvent } from "../kvevents/events.js";
 import { BlockPool } from "./block-pool.js";
 import { kvCapacity, type KvCapacity } from "./capacity.js";
-import { BlockHasher, extraKeysFor, noneHash } from "../protocol/block-hashing.js";
+import {
+  BlockHasher,
+  eventExtraKeys,
+  extraKeysFor,
+  noneHash,
+  type ExtraKeys,
+} from "../protocol/block-hashing.js";
 import { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";
 import { CpuTier } from "./offload.js";
 import type { PrefixMemo, Req } from "./request.js";
@@ -122,7 +128,7 @@ export class KvCacheManager {
     const n = Math.floor(Math.min(p.tokens, r.promptLen) / this.config.blockSize);
     if (!(n > 0)) return;
     // the chain depends on the salt (block 0) and the adapter (every block) as well as on the tokens
-    const key = `${r.r.cacheSalt ?? ""}\u0000${r.r.loraName ?? ""}\u0000${p.key}`;
+    const key = `${r.r.cacheSalt ?? ""}\u0000${r.r.loraName ?? ""}\u0000${r.r.loraPath ?? ""}\u0000${p.key}`;
     let m = this.prefixMemos.get(key);
     if (m && m.ids.length < n) {
       // a longer claim under the same key: extend the chain from this request's tokens
@@ -153,11 +159,22 @@ export class KvCacheManager {
     r.memo = m;
   }
 
+  /** vLLM's extra keys of block `b`, in the form of the release modelled */
+  private extraKeys(
+    b: number,
+    lora: string | null | undefined,
+    salt: string | null | undefined,
+    path: string | null | undefined,
+  ): ExtraKeys {
+    return extraKeysFor(b, lora, salt, this.config.extraKeyStyle, path);
+  }
+
   private ensureHashes(r: Req, numBlocks: number): void {
     const bs = this.config.blockSize;
     for (let b = r.hashIds.length; b < numBlocks; b++) {
       const parent = b === 0 ? this.noneHash : r.hashDigests[b - 1]!;
-      const keys = b === 0 || r.r.loraName ? extraKeysFor(b, r.r.loraName, r.r.cacheSalt) : null;
+      const keys =
+        b === 0 || r.r.loraName ? this.extraKeys(b, r.r.loraName, r.r.cacheSalt, r.r.loraPath) : null;
       const d = this.hasher.hash(parent, r.tokens, b * bs, (b + 1) * bs, keys);
       r.hashDigests.push(d);
       r.hashIds.push(d.readBigUInt64BE(24));
@@ -211,10 +228,13 @@ export class KvCacheManager {
     const maxHit = Math.floor((promptTokenIds.length - 1) / bs);
     const salt = opts.cacheSalt ?? null;
     const lora = opts.loraName ?? null;
+    const path = opts.loraPath ?? null;
     let n = 0;
     let parent: Buffer = this.noneHash;
     const sp = opts.sharedPrefix;
-    const m = sp ? this.prefixMemos.get(`${salt ?? ""}\u0000${lora ?? ""}\u0000${sp.key}`) : undefined;
+    const m = sp
+      ? this.prefixMemos.get(`${salt ?? ""}\u0000${lora ?? ""}\u0000${path ?? ""}\u0000${sp.key}`)
+      : undefined;
     if (m && sp) {
       const lim = Math.min(m.ids.length, maxHit, Math.floor(sp.tokens / bs));
       // blocks checked since the last eviction are still exact
@@ -226,7 +246,7 @@ export class KvCacheManager {
       if (n > 0) parent = m.digests[n - 1]!;
     }
     for (; n < maxHit; n++) {
-      const keys = n === 0 || lora ? extraKeysFor(n, lora, salt) : null;
+      const keys = n === 0 || lora ? this.extraKeys(n, lora, salt, path) : null;
       const d = this.hasher.hash(parent, promptTokenIds, n * bs, (n + 1) * bs, keys);
       chain?.push(d);
       if (this.pool.lookup(0n, d) < 0) break;
@@ -249,10 +269,11 @@ export class KvCacheManager {
     const gpu = Math.min(maxHit, Math.floor(gpuTokens / bs));
     const salt = opts.cacheSalt ?? null;
     const lora = opts.loraName ?? null;
+    const path = opts.loraPath ?? null;
     /** the chained id of block n, hashing the chain as far as it is asked */
     const idOf = (n: number): bigint => {
       for (let b = chain.length; b <= n; b++) {
-        const keys = b === 0 || lora ? extraKeysFor(b, lora, salt) : null;
+        const keys = b === 0 || lora ? this.extraKeys(b, lora, salt, path) : null;
         const parent = b === 0 ? this.noneHash : chain[b - 1]!;
         chain.push(this.hasher.hash(parent, promptTokenIds, b * bs, (b + 1) * bs, keys));
       }
@@ -499,6 +520,18 @@ export class KvCacheManager {
     this.step.storeSeconds += perRank / this.lmcacheBps;
   }
 
+  /**
+   * A stored event's extra_keys where its request has any (a salt, an adapter): one untagged entry per
+   * block, as every release publishes them (to_event_extra_keys); left out otherwise, as before.
+   */
+  private eventKeys(r: Req, start: number, end: number): { extraKeys?: (string[] | null)[] } {
+    if (!r.r.loraName && !(start === 0 && r.r.cacheSalt)) return {};
+    const out: (string[] | null)[] = [];
+    for (let b = start; b < end; b++)
+      out.push(eventExtraKeys(this.extraKeys(b, r.r.loraName, r.r.cacheSalt, r.r.loraPath)));
+    return { extraKeys: out };
+  }
+
   private emitStored(r: Req, start: number, end: number): void {
     if (!this.wantEvents) return;
     const bs = this.config.blockSize;
@@ -511,6 +544,7 @@ export class KvCacheManager {
       loraId: null,
       medium: "GPU",
       loraName: r.r.loraName,
+      ...this.eventKeys(r, start, end),
     });
   }
 

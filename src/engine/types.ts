@@ -1,6 +1,7 @@
 // The engine model's public contract. The engine has no I/O and no clock of its own: a driver
 // (real time for `switchyard sim`, virtual time for the fleet simulator) calls beginStep/completeStep
 // and passes the current time in seconds. Everything here is a typed value; parsing happens at the edges.
+import type { ExtraKeyStyle } from "../protocol/vllm-releases.js";
 import type { KvEvent } from "../kvevents/events.js";
 import type { GpuProfile, ModelProfile } from "../models/types.js";
 
@@ -33,6 +34,8 @@ export interface EngineConfig {
   enablePrefixCaching: boolean;
   /** PYTHONHASHSEED as text; NONE_HASH = sha256_cbor(hashSeed) */
   hashSeed: string;
+  /** the extra-key form of the vLLM release modelled: bare (<= 0.30) or tagged (>= 0.31) */
+  extraKeyStyle: ExtraKeyStyle;
   /**
    * block hash function: sha256_cbor (default; byte-exact with vLLM, what KV events carry) or fast (a
    * non-cryptographic hash with the same chaining, for virtual-time fleets where no one reads the ids)
@@ -66,6 +69,8 @@ export interface EngineRequest {
   priority: number;
   cacheSalt: string | null;
   loraName: string | null;
+  /** the adapter's path as loaded (vLLM >= 0.31 hashes it with the name); null: unknown or no adapter */
+  loraPath?: string | null;
   /** time the request reached the engine, seconds on the driver's clock */
   arrivalTime: number;
   /** produces the i-th output token id (0-based) deterministically; supplied by the caller */
@@ -91,6 +96,7 @@ export interface EngineRequest {
 export interface ProbeOptions {
   cacheSalt?: string | null;
   loraName?: string | null;
+  loraPath?: string | null;
   sharedPrefix?: { key: string; tokens: number };
 }
 

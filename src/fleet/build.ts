@@ -13,6 +13,7 @@ import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "../workload/shared
 import type { Workload } from "../workload/types.js";
 import { TRACE_DEFAULTS, traceWorkload } from "../workload/trace.js";
 import { defaultEngineConfig, kvCapacity, type EngineConfig, type OffloadConfig } from "../engine/index.js";
+import { engineHashSeed, extraKeyStyleFor } from "../protocol/vllm-releases.js";
 import { kvBytesPerToken } from "../models/index.js";
 import type { FleetOptions, FleetPolicy, SessionKeyMode } from "./fleet.js";
 import type { PdOptions } from "./types.js";
@@ -51,6 +52,13 @@ export function engineConfigFor(r: ResolvedScenario, mode: OffloadMode, kvScale 
     ...(f.max_model_len !== undefined ? { maxModelLen: f.max_model_len } : {}),
     ...(f.num_gpu_blocks_override !== undefined ? { numGpuBlocksOverride: f.num_gpu_blocks_override } : {}),
     blockHashAlgo: "fast",
+    // hashed as a sim claiming the fleet's release hashes (its own default release when unnamed)
+    ...(f.vllm_version !== undefined
+      ? {
+          extraKeyStyle: extraKeyStyleFor(f.vllm_version),
+          hashSeed: engineHashSeed(f.vllm_version, undefined),
+        }
+      : {}),
   });
   let offload: OffloadConfig | null = null;
   const perRankBlock = kvBytesPerToken(r.model, f.tensor_parallel_size) * base.blockSize;

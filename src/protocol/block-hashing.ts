@@ -1,18 +1,29 @@
 // vLLM's prefix-cache block hashes with --prefix-caching-hash-algo sha256_cbor (vLLM >= 0.11):
 //   NONE_HASH = sha256(cbor(PYTHONHASHSEED as text))
 //   h_i = sha256(cbor([parent_32_bytes, [token ids of block i], extra_keys]))
-// extra_keys is null unless the request has a LoRA adapter name and/or (on block 0 only) a cache salt, in
-// that order. The uint64 form published in KV events is the digest's low 64 bits read big-endian.
-// The router hashes every prompt with this too, so the hot path reuses one scratch buffer per call.
+// extra_keys is null unless the request has a LoRA adapter and/or (on block 0 only) a cache salt, in
+// that order: bare values up to vLLM 0.30, tuples tagged by source since 0.31 (`("lora", name, path)`,
+// `("cache_salt", salt)`: vllm-releases.ts). The uint64 form published in KV events is the digest's
+// low 64 bits read big-endian. The router hashes every prompt with this too, so the hot path reuses
+// one scratch buffer per call.
 import { createHash } from "node:crypto";
 import { CBOR_NULL, textSize, writeArrayHead, writeBytes, writeHead, writeText, writeUint } from "./cbor.js";
+import type { ExtraKeyStyle } from "./vllm-releases.js";
 
 export interface BlockHashOptions {
   blockSize: number;
   hashSeed: string;
   cacheSalt?: string | null;
   loraName?: string | null;
+  /** the adapter's path as the engine loaded it (the tagged form hashes it with the name) */
+  loraPath?: string | null;
+  /** the engine release's extra-key form (default untagged, vLLM <= 0.30) */
+  extraKeyStyle?: ExtraKeyStyle;
 }
+
+/** One extra key: a bare value (vLLM <= 0.30) or a tuple tagged by its source (vLLM >= 0.31). */
+export type ExtraKey = string | readonly string[];
+export type ExtraKeys = readonly ExtraKey[] | null;
 
 export interface BlockHashes {
   /** the 32-byte sha256 digests, one per full block, in chain order */
@@ -41,9 +52,13 @@ export function digestToId(digest: Uint8Array): bigint {
   return Buffer.from(digest.buffer, digest.byteOffset, digest.byteLength).readBigUInt64BE(24);
 }
 
-function scratchSize(numTokens: number, extraKeys: readonly string[] | null): number {
+function scratchSize(numTokens: number, extraKeys: ExtraKeys): number {
   let n = 1 + 2 + 32 + 9 + numTokens * 9 + 1;
-  if (extraKeys) for (const k of extraKeys) n += textSize(k);
+  if (extraKeys)
+    for (const k of extraKeys) {
+      if (typeof k === "string") n += textSize(k);
+      else for (const part of k) n += 9 + textSize(part);
+    }
   return n + 9;
 }
 
@@ -53,7 +68,7 @@ function encodeBlock(
   tokens: ArrayLike<number>,
   start: number,
   end: number,
-  extraKeys: readonly string[] | null,
+  extraKeys: ExtraKeys,
 ): number {
   let off = writeArrayHead(buf, 0, 3);
   off = writeBytes(buf, off, parent);
@@ -68,7 +83,13 @@ function encodeBlock(
     buf[off++] = CBOR_NULL;
   } else {
     off = writeArrayHead(buf, off, extraKeys.length);
-    for (const k of extraKeys) off = writeText(buf, off, k);
+    for (const k of extraKeys) {
+      if (typeof k === "string") off = writeText(buf, off, k);
+      else {
+        off = writeArrayHead(buf, off, k.length);
+        for (const part of k) off = writeText(buf, off, part);
+      }
+    }
   }
   return off;
 }
@@ -77,23 +98,45 @@ function encodeBlock(
 export function hashBlockTokens(
   parent32: Uint8Array,
   tokens: ArrayLike<number>,
-  extraKeys: readonly string[] | null = null,
+  extraKeys: ExtraKeys = null,
 ): Buffer {
   const buf = Buffer.allocUnsafe(scratchSize(tokens.length, extraKeys));
   const len = encodeBlock(buf, parent32, tokens, 0, tokens.length, extraKeys);
   return createHash("sha256").update(buf.subarray(0, len)).digest();
 }
 
-/** vLLM's extra_keys for a block: (lora_name?, cache_salt if block 0), or null when empty. */
+/**
+ * vLLM's extra_keys for a block: (LoRA adapter?, cache_salt if block 0), or null when empty. Untagged
+ * (vLLM <= 0.30): the bare name and salt. Tagged (vLLM >= 0.31, `generate_block_hash_extra_keys`):
+ * `("lora", name, path)` and `("cache_salt", salt)`; an adapter whose path is unknown is hashed with
+ * an empty path, which matches no engine (its blocks are simply not found).
+ */
 export function extraKeysFor(
   blockIndex: number,
   loraName: string | null | undefined,
   cacheSalt: string | null | undefined,
-): string[] | null {
-  const keys: string[] = [];
-  if (loraName) keys.push(loraName);
-  if (blockIndex === 0 && cacheSalt) keys.push(cacheSalt);
+  style: ExtraKeyStyle = "untagged",
+  loraPath: string | null | undefined = null,
+): ExtraKey[] | null {
+  const keys: ExtraKey[] = [];
+  const salted = blockIndex === 0 && cacheSalt;
+  if (style === "untagged") {
+    if (loraName) keys.push(loraName);
+    if (salted) keys.push(cacheSalt);
+  } else {
+    if (loraName) keys.push(["lora", loraName, loraPath ?? ""]);
+    if (salted) keys.push(["cache_salt", cacheSalt]);
+  }
   return keys.length > 0 ? keys : null;
+}
+
+/**
+ * The untagged per-block values a KV event's `extra_keys` carries, in every release
+ * (`to_event_extra_keys`): the tagged tuples' values without their tags.
+ */
+export function eventExtraKeys(keys: ExtraKeys): string[] | null {
+  if (!keys) return null;
+  return keys.map((k) => (typeof k === "string" ? k : k[1]!));
 }
 
 /**
@@ -116,8 +159,10 @@ export function computeBlockHashes(
   if (numBlocks === 0) return { digests: [], ids: [] };
   const lora = opts.loraName ?? null;
   const salt = opts.cacheSalt ?? null;
-  const plainKeys = extraKeysFor(1, lora, salt);
-  const firstKeys = extraKeysFor(0, lora, salt);
+  const style = opts.extraKeyStyle ?? "untagged";
+  const path = opts.loraPath ?? null;
+  const plainKeys = extraKeysFor(1, lora, salt, style, path);
+  const firstKeys = extraKeysFor(0, lora, salt, style, path);
   const buf = Buffer.allocUnsafe(scratchSize(bs, firstKeys ?? plainKeys));
   let prev: Uint8Array = parent ?? noneHash(opts.hashSeed);
   for (let b = 0; b < numBlocks; b++) {
@@ -142,7 +187,7 @@ export function fastBlockHash(
   tokens: ArrayLike<number>,
   start: number,
   end: number,
-  extraKeys: readonly string[] | null,
+  extraKeys: ExtraKeys,
 ): Buffer {
   const p = parent.length;
   let a =
@@ -156,12 +201,16 @@ export function fastBlockHash(
     b ^= b >>> 13;
   }
   if (extraKeys) {
-    for (const k of extraKeys) {
-      for (let i = 0; i < k.length; i++) {
-        a = Math.imul(a ^ k.charCodeAt(i), 0x01000193);
-        b = Math.imul(b ^ k.charCodeAt(i), 0x85ebca6b);
+    for (const key of extraKeys) {
+      for (const k of typeof key === "string" ? [key] : key) {
+        for (let i = 0; i < k.length; i++) {
+          a = Math.imul(a ^ k.charCodeAt(i), 0x01000193);
+          b = Math.imul(b ^ k.charCodeAt(i), 0x85ebca6b);
+        }
+        a = Math.imul(a ^ 0xff, 0x01000193);
       }
-      a = Math.imul(a ^ 0xff, 0x01000193);
+      // a tuple ends apart from its parts, so ("a","b") and "a","b" differ; bare keys hash as before
+      if (typeof key !== "string") a = Math.imul(a ^ 0xfe, 0x01000193);
     }
   }
   b = Math.imul(b ^ (b >>> 16), 0xc2b2ae35);
@@ -185,7 +234,7 @@ export class BlockHasher {
     tokens: ArrayLike<number>,
     start: number,
     end: number,
-    extraKeys: readonly string[] | null,
+    extraKeys: ExtraKeys,
   ): Buffer {
     if (this.fast) return fastBlockHash(parent, tokens, start, end, extraKeys);
     const need = scratchSize(end - start, extraKeys);

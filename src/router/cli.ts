@@ -76,7 +76,7 @@ const specs: FlagSpecs = {
   },
   "hash-seed": {
     type: "string",
-    help: "the engines' PYTHONHASHSEED, for KV-event routing (default $PYTHONHASHSEED, else 0)",
+    help: "the engines' PYTHONHASHSEED, for KV-event routing (default $PYTHONHASHSEED, else as each engine's release leaves it unset: vllm-none-hash from vLLM 0.29, 0 before)",
   },
   "tokenizer-dir": {
     type: "list",

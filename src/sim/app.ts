@@ -17,6 +17,7 @@ import { parseKvEventsConfig } from "../kvevents/config.js";
 import { loadCurveKeys } from "../kvevents/curve.js";
 import { ZmqEventPublisher } from "../kvevents/publisher.js";
 import { layoutForVersion } from "../kvevents/versions.js";
+import { extraKeyStyleFor } from "../protocol/vllm-releases.js";
 import { logger } from "../obs/log.js";
 import { tokenizerForModel } from "../tokenizer/index.js";
 import { CliError } from "../config/args.js";
@@ -45,8 +46,9 @@ export interface RunningSim {
   kvEventsEndpoint: string | null;
   kvReplayEndpoint: string | null;
   /**
-   * vLLM's drain: from now on only /live and /metrics answer (the rest 503, /health included), and
-   * the promise resolves once no request is being answered or `timeoutS` passed.
+   * vLLM's drain: from now on every POST is refused with vLLM's shutdown 500 while /health and the
+   * other reads answer 200, and the promise resolves once no request is being answered or
+   * `timeoutS` passed.
    */
   drain(timeoutS: number): Promise<void>;
   close(): Promise<void>;
@@ -99,6 +101,7 @@ export function buildEngineConfig(o: SimOptions): EngineConfig {
     blockSize: o.blockSize,
     enablePrefixCaching: o.enablePrefixCaching,
     hashSeed: o.hashSeed,
+    extraKeyStyle: extraKeyStyleFor(o.vllmVersion),
     schedulingPolicy: o.schedulingPolicy,
     offload,
     dataParallelRank: 0,

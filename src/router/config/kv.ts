@@ -132,7 +132,10 @@ const cacheServersSchema = z
 
 export const routingConfigSchema = z
   .strictObject({
-    /** the engines' PYTHONHASHSEED (block hashes start from it); default $PYTHONHASHSEED, else "0" */
+    /**
+     * the engines' PYTHONHASHSEED (block hashes start from it); default $PYTHONHASHSEED, else what each
+     * engine's release uses unset: "vllm-none-hash" from vLLM 0.29, "0" (pinned) before
+     */
     hashSeed: z.string().optional(),
     /** served model (or its root) → folder with tokenizer.json and tokenizer_config.json */
     tokenizers: z.record(z.string(), z.string()).default({}),

@@ -16,6 +16,12 @@
 // with the offload credit.
 import type { Registry as PromRegistry } from "prom-client";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
+import {
+  engineHashSeed,
+  extraKeyStyleFor,
+  PINNED_HASH_SEED,
+  type ExtraKeyStyle,
+} from "../../protocol/vllm-releases.js";
 import { logger } from "../../obs/log.js";
 import { nextTurn, waitingSlices, type Cancellable } from "../../eventloop/turns.js";
 import {
@@ -92,11 +98,26 @@ interface RouteNote {
   awaitingFirstToken: number | undefined;
 }
 
+/**
+ * How one engine's block hashes are made, so a prompt is hashed as that engine hashes it: its block
+ * size, the token unit vLLM hashes in (its hash_block_size: the block size, or a divisor of it on
+ * hybrid models, where a block's hash is the chained hash at its end), and the NONE_HASH seed and
+ * extra-key form of its release (vllm-releases.ts).
+ */
+interface HashScheme {
+  blockSize: number;
+  unit: number;
+  seed: string;
+  style: ExtraKeyStyle;
+  /** what a prompt's hashes under this scheme are kept by */
+  key: string;
+}
+
 interface Prepared {
   model: string;
   tokens: number[] | null;
-  /** block size → hashes of the blocks an engine could report as hits */
-  hashes: Map<number, bigint[]>;
+  /** hash scheme key → hashes of the blocks an engine could report as hits */
+  hashes: Map<string, bigint[]>;
   /** chunk size → the prompt's LMCache chunk hashes (a shared tier's keys) */
   chunks?: Map<number, BigUint64Array>;
   /** the last prediction's tier figures, by engine id (the route note) */
@@ -120,7 +141,10 @@ export class CacheRouting implements CacheOracle {
   readonly watchdog: HitWatchdog;
   readonly subs: KvSubscriptions;
   private readonly tokenizers = new Map<string, RequestTokenizer | null>();
-  private readonly loraOf = new Map<string, string | null>();
+  /** served model → the adapter it names (name and path, as /v1/models says), or null for a base model */
+  private readonly loraOf = new Map<string, { name: string; path: string | null } | null>();
+  /** per engine: the hash scheme last made for it (remade when what it is made of changes) */
+  private readonly schemes = new Map<string, HashScheme>();
   /** served model → its KV shape (null: no profile, its tiers are not priced) */
   private readonly kvShapes = new Map<string, KvShape | null>();
   /** per engine: bytes/s its offload tier loads at (offloadBandwidth) */
@@ -131,7 +155,8 @@ export class CacheRouting implements CacheOracle {
   private readonly notes = new RequestMemo<RouteNote>("cache-routing.note");
   private timers: NodeJS.Timeout[] = [];
   private cfg: RouterConfig;
-  private hashSeed: string;
+  /** the engines' PYTHONHASHSEED as configured (routing.hashSeed, else $PYTHONHASHSEED); undefined: unset */
+  private hashSeed: string | undefined;
   private readonly m: CacheMetrics;
   private readonly onScrape = (e: Upstream, text: string): void => this.scraped(e, text);
   /** an engine came into rotation (or its models changed): subscribe at once, not at the next tick */
@@ -143,7 +168,7 @@ export class CacheRouting implements CacheOracle {
     prom: PromRegistry,
   ) {
     this.cfg = cfg;
-    this.hashSeed = cfg.routing.hashSeed ?? process.env.PYTHONHASHSEED ?? "0";
+    this.hashSeed = cfg.routing.hashSeed ?? process.env.PYTHONHASHSEED;
     this.prefix = new PrefixOracle({
       blockChars: cfg.routing.prefix.blockChars,
       maxBlocks: cfg.routing.prefix.maxBlocks,
@@ -201,9 +226,10 @@ export class CacheRouting implements CacheOracle {
 
   setConfig(cfg: RouterConfig): void {
     this.cfg = cfg;
-    this.hashSeed = cfg.routing.hashSeed ?? process.env.PYTHONHASHSEED ?? "0";
+    this.hashSeed = cfg.routing.hashSeed ?? process.env.PYTHONHASHSEED;
     this.setPolicy(cfg.policy);
     this.tokenizers.clear();
+    this.schemes.clear();
     this.kvShapes.clear();
     this.offloadBandwidths.clear();
     this.subs.setConfig(cfg);
@@ -267,7 +293,7 @@ export class CacheRouting implements CacheOracle {
     this.tokenizers.set(model, tk);
     if (this.kvShapes.size > 4096) this.kvShapes.clear();
     this.kvShapes.set(model, kvShapeOf(parent ?? root ?? model) ?? kvShapeOf(model));
-    this.loraOf.set(model, parent !== null ? model : null);
+    this.loraOf.set(model, parent !== null ? { name: model, path: root ?? null } : null);
     this.m.tokenizer.set({ model, source: tk?.source ?? "none" }, 1);
     log.info({ model, tokenizer: tk?.source ?? "none" }, "router tokenizer for KV routing");
     return tk;
@@ -283,25 +309,67 @@ export class CacheRouting implements CacheOracle {
     return p;
   }
 
-  private hashOptions(req: RequestView, blockSize: number): BlockHashOptions {
+  /**
+   * The hash scheme of a KV-routed engine for blocks of `blockSize` tokens: its release (from its
+   * /version) decides the default seed and the extra-key form, its cache_config_info's hash_block_size
+   * the unit where that divides the block size.
+   */
+  private schemeOf(st: { url: string; version: string | undefined }, blockSize: number): HashScheme {
+    const version = st.version ?? "";
+    const seed = engineHashSeed(version, this.hashSeed);
+    const style = extraKeyStyleFor(version);
+    const unit = hashUnitOf(this.registry.engines.get(st.url)?.load.cacheConfig, blockSize);
+    const known = this.schemes.get(st.url);
+    if (
+      known &&
+      known.blockSize === blockSize &&
+      known.unit === unit &&
+      known.seed === seed &&
+      known.style === style
+    )
+      return known;
+    const scheme = { blockSize, unit, seed, style, key: `${blockSize}/${unit}/${style}/${seed}` };
+    if (this.schemes.size >= MAX_ENGINE_MEMOS) this.schemes.clear();
+    // an offload tier's larger blocks are hashed under their own scheme, not remembered per engine
+    if (!known || known.blockSize === blockSize) this.schemes.set(st.url, scheme);
+    return scheme;
+  }
+
+  /**
+   * The seed of a shared tier's LMCache chunk hashes: LMCache chains from its engines' NONE_HASH, so
+   * the configured seed, else what the engines' release defaults to (the first engine whose version
+   * is known; a fleet mixing releases across 0.29 must set one), else the pinned seed.
+   */
+  private sharedTierSeed(): string {
+    if (this.hashSeed !== undefined) return this.hashSeed;
+    for (const st of this.subs.states.values())
+      if (st.version !== undefined && st.version !== "unknown") return engineHashSeed(st.version, undefined);
+    return PINNED_HASH_SEED;
+  }
+
+  private hashOptions(req: RequestView, s: HashScheme): BlockHashOptions {
     const salt = req.body?.cache_salt;
+    const lora = this.loraOf.get(req.model) ?? null;
     return {
-      blockSize,
-      hashSeed: this.hashSeed,
-      loraName: this.loraOf.get(req.model) ?? null,
+      blockSize: s.unit,
+      hashSeed: s.seed,
+      extraKeyStyle: s.style,
+      loraName: lora?.name ?? null,
+      loraPath: lora?.path ?? null,
       cacheSalt: typeof salt === "string" ? salt : null,
     };
   }
 
-  private hashesFor(req: RequestView, p: Prepared, blockSize: number): bigint[] {
-    let h = p.hashes.get(blockSize);
+  private hashesFor(req: RequestView, p: Prepared, s: HashScheme): bigint[] {
+    let h = p.hashes.get(s.key);
     if (!h) {
       const tokens = p.tokens!;
-      h = computeBlockHashes(
-        tokens.slice(0, hashedBlocks(tokens, blockSize) * blockSize),
-        this.hashOptions(req, blockSize),
+      const units = computeBlockHashes(
+        tokens.slice(0, hashedBlocks(tokens, s.blockSize) * s.blockSize),
+        this.hashOptions(req, s),
       ).ids;
-      p.hashes.set(blockSize, h);
+      h = blockEnds(units, s);
+      p.hashes.set(s.key, h);
     }
     return h;
   }
@@ -331,14 +399,18 @@ export class CacheRouting implements CacheOracle {
     const chunkSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.tierChunkSizes() : [];
     const offloadSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.offloadBlockSizes(req.model) : [];
     if (!longBlocks && chunkSizes.length === 0 && offloadSizes.length === 0) return undefined;
-    const sizes: number[] = [];
-    if (longBlocks)
-      for (const st of this.subs.states.values()) {
-        const bs = this.kvBlockSize(st, req.model);
-        if (bs !== undefined && !sizes.includes(bs)) sizes.push(bs);
-      }
-    for (const ob of offloadSizes) if (!sizes.includes(ob)) sizes.push(ob);
-    return this.hashInSlices(req, tokens, sizes, chunkSizes, since, request);
+    const schemes: HashScheme[] = [];
+    const add = (s: HashScheme) => {
+      if (!schemes.some((o) => o.key === s.key)) schemes.push(s);
+    };
+    for (const st of this.subs.states.values()) {
+      const bs = this.kvBlockSize(st, req.model);
+      if (bs === undefined) continue;
+      if (longBlocks) add(this.schemeOf(st, bs));
+      const ob = offloadSizes.length > 0 ? this.offloadBlockOf(st, req.model) : undefined;
+      if (ob !== undefined) add(this.schemeOf(st, ob));
+    }
+    return this.hashInSlices(req, tokens, schemes, chunkSizes, since, request);
   }
 
   /** the chunk sizes of the shared cache servers `predictive` prices (and their engines' own LMCache tiers) */
@@ -380,7 +452,7 @@ export class CacheRouting implements CacheOracle {
   private async hashInSlices(
     req: RequestView,
     tokens: number[],
-    sizes: readonly number[],
+    schemes: readonly HashScheme[],
     chunkSizes: readonly number[],
     since: number,
     request: Cancellable,
@@ -395,10 +467,11 @@ export class CacheRouting implements CacheOracle {
       }
       slices++;
     };
-    for (const bs of sizes) {
-      if (p.hashes.has(bs)) continue;
-      const blocks = hashedBlocks(tokens, bs);
-      const opts = this.hashOptions(req, bs);
+    for (const s of schemes) {
+      if (p.hashes.has(s.key)) continue;
+      const bs = s.unit;
+      const blocks = (hashedBlocks(tokens, s.blockSize) * s.blockSize) / bs;
+      const opts = this.hashOptions(req, s);
       const ids: bigint[] = new Array(blocks);
       let parent: Uint8Array | null = null;
       // a slice is so many tokens, whatever the block size (the time goes per token)
@@ -410,11 +483,11 @@ export class CacheRouting implements CacheOracle {
         for (let i = 0; i < h.ids.length; i++) ids[b + i] = h.ids[i]!;
         parent = h.digests[h.digests.length - 1]!;
       }
-      p.hashes.set(bs, ids);
+      p.hashes.set(s.key, blockEnds(ids, s));
     }
     for (const ct of chunkSizes) {
       if (p.chunks?.has(ct)) continue;
-      const scheme = { chunkTokens: ct, hashSeed: this.hashSeed };
+      const scheme = { chunkTokens: ct, hashSeed: this.sharedTierSeed() };
       const out = new BigUint64Array(Math.floor(tokens.length / ct));
       const step = Math.max(1, Math.floor(CHUNK_SLICE_TOKENS / ct));
       for (let c = 0; c < out.length; c += step) {
@@ -446,16 +519,20 @@ export class CacheRouting implements CacheOracle {
       // what its cache holds in all, from its events, whether or not this prompt's hashes can be made
       heldTokens[i] = this.kv.gpuBlocksOf(st.url) * bs;
       if (p.tokens === null) continue;
+      const scheme = this.schemeOf(st, bs);
       if (local) {
-        const m = this.kv.matchTiers(this.hashesFor(req, p, bs), st.url);
+        const m = this.kv.matchTiers(this.hashesFor(req, p, scheme), st.url);
         cachedTokens[i] = m.gpu * bs;
         local[i] = m.any * bs;
         // an offload tier of larger blocks (LMCache's MP server's chunks): hashed at their size
         const ob = this.offloadBlockOf(st, req.model);
         if (ob !== undefined)
-          local[i] = Math.max(local[i]!, this.kv.matchTiers(this.hashesFor(req, p, ob), st.url).any * ob);
+          local[i] = Math.max(
+            local[i]!,
+            this.kv.matchTiers(this.hashesFor(req, p, this.schemeOf(st, ob)), st.url).any * ob,
+          );
       } else {
-        const { credit } = this.kv.match(this.hashesFor(req, p, bs), st.url);
+        const { credit } = this.kv.match(this.hashesFor(req, p, scheme), st.url);
         cachedTokens[i] = credit * bs;
       }
       source[i] = "kv";
@@ -561,7 +638,7 @@ export class CacheRouting implements CacheOracle {
       const tokens = p.tokens!;
       hashes = chunkHashes(tokens, Math.floor(tokens.length / ct), {
         chunkTokens: ct,
-        hashSeed: this.hashSeed,
+        hashSeed: this.sharedTierSeed(),
       });
       p.chunks.set(ct, hashes);
     }
@@ -674,6 +751,27 @@ export class CacheRouting implements CacheOracle {
 }
 
 /** the full blocks of a prompt an engine can report as hits: vLLM always computes the last token */
+/**
+ * The hash unit vLLM 0.32 publishes in cache_config_info's hash_block_size where it is not the block
+ * size ("None" on a plain engine): a divisor of the block size, else the block size.
+ */
+export function hashUnitOf(cacheConfig: Record<string, string> | undefined, blockSize: number): number {
+  const unit = Number(cacheConfig?.hash_block_size);
+  return Number.isInteger(unit) && unit > 0 && unit < blockSize && blockSize % unit === 0 ? unit : blockSize;
+}
+
+/**
+ * A block's hash from the hashes of its units: the chained hash at the block's end
+ * (vLLM's BlockHashListWithBlockSize); the units' own list where they are the blocks.
+ */
+function blockEnds(units: bigint[], s: HashScheme): bigint[] {
+  if (s.unit === s.blockSize) return units;
+  const ratio = s.blockSize / s.unit;
+  const out: bigint[] = new Array(Math.floor(units.length / ratio));
+  for (let k = 0; k < out.length; k++) out[k] = units[(k + 1) * ratio - 1]!;
+  return out;
+}
+
 function hashedBlocks(tokens: readonly number[], blockSize: number): number {
   return Math.floor(Math.max(0, tokens.length - 1) / blockSize);
 }

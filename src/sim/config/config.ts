@@ -7,6 +7,7 @@ import { GPU_IDS_TEXT } from "../../models/index.js";
 import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
 import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
 import { parseVersion } from "../../kvevents/versions.js";
+import { engineHashSeed } from "../../protocol/vllm-releases.js";
 
 /**
  * The vLLM release the sim claims by default: the newest one its KV events were checked against byte
@@ -115,7 +116,7 @@ export const SIM_FLAGS: FlagSpecs = {
   seed: { type: "int", default: 0, help: "[sim] seed for outputs, answer lengths and faults" },
   "hash-seed": {
     type: "string",
-    help: "[sim] PYTHONHASHSEED for block hashes (default env PYTHONHASHSEED, else 0)",
+    help: "[sim] PYTHONHASHSEED for block hashes (default env PYTHONHASHSEED, else as the claimed --vllm-version: vllm-none-hash since 0.29, 0 before)",
   },
   "fail-rate": {
     type: "number",
@@ -148,7 +149,7 @@ export const SIM_FLAGS: FlagSpecs = {
     type: "number",
     default: 0,
     min: 0,
-    help: "on SIGTERM, drain: refuse new requests (/health 503, /live 200) and let those in flight finish for up to this many seconds (vLLM's drain shutdown); 0 = stop at once",
+    help: "on SIGTERM, drain as vLLM does: new requests get its 500 'cannot schedule new futures after shutdown' while /health answers 200, and those in flight finish for up to this many seconds; 0 = stop at once",
   },
   "output-len-mean": {
     type: "number",
@@ -396,7 +397,8 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     gpu: String(f.gpu),
     timeScale: f["time-scale"] as number,
     seed: f.seed as number,
-    hashSeed: str(f["hash-seed"]) ?? env.PYTHONHASHSEED ?? "0",
+    // as the claimed release resolves it (vllm-releases.ts): PYTHONHASHSEED, else its default
+    hashSeed: str(f["hash-seed"]) ?? engineHashSeed(vllmVersion, env.PYTHONHASHSEED),
     failRate: f["fail-rate"] as number,
     failStatus: f["fail-status"] as number,
     stallMs: f["stall-ms"] as number,

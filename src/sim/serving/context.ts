@@ -22,7 +22,7 @@ export interface SimState {
   generationRequests: number;
   /** requests being answered (vLLM's server_load) */
   serverLoad: number;
-  /** draining (shutdown): only /live and /metrics answer; requests in flight finish */
+  /** draining (shutdown): new POSTs get vLLM's shutdown 500, reads answer; requests in flight finish */
   draining: boolean;
   nextRequestNumber: number;
   /** uniform [0,1) stream for fault injection, seeded by --seed */
@@ -58,6 +58,8 @@ export interface ModelChoice {
   /** the name to report in responses */
   name: string;
   loraName: string | null;
+  /** the adapter's path as loaded (vLLM >= 0.31 hashes blocks with it) */
+  loraPath?: string | null;
 }
 
 /** vLLM resolves `model` against served names and loaded adapters; absent means the base model. */
@@ -66,7 +68,7 @@ export function resolveRequestModel(ctx: SimContext, model: string | null | unde
   // vLLM reports the first served name whichever alias the client used.
   if (ctx.options.servedModelNames.includes(model)) return { name: ctx.servedName, loraName: null };
   const lora = ctx.loras.get(model);
-  if (lora) return { name: lora.name, loraName: lora.name };
+  if (lora) return { name: lora.name, loraName: lora.name, loraPath: lora.path };
   throw new HttpError(404, `The model \`${model}\` does not exist.`, "model");
 }
 
