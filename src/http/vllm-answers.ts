@@ -36,3 +36,24 @@ export function systemFingerprint(version: string, tensorParallelSize: number, c
   }
   return fingerprint.value;
 }
+
+/**
+ * What vLLM (0.18 through 0.33, read in vllm/entrypoints/launchers/launcher.py and
+ * vllm/v1/engine/async_llm.py) answers a new request with while it drains on SIGTERM with
+ * `--shutdown-timeout` > 0: its renderer's thread pool is shut down first, so anything it must render
+ * fails with Python's RuntimeError, a 500, while `/health` keeps answering 200 and the requests in
+ * flight finish. `Server shutting down` is the engine core's answer to a utility call then (core.py).
+ */
+export const VLLM_SHUTDOWN_MESSAGES = ["cannot schedule new futures after shutdown", "Server shutting down"];
+
+/** Whether an engine's 500 answer is that drain's refusal (the request was never started). */
+export function isShutdownRefusal(status: number, body: Buffer | undefined): boolean {
+  if (status !== 500 || !body || body.length > 4096) return false;
+  let message: unknown;
+  try {
+    message = (JSON.parse(body.toString("utf8")) as { error?: { message?: unknown } }).error?.message;
+  } catch {
+    return false;
+  }
+  return typeof message === "string" && VLLM_SHUTDOWN_MESSAGES.some((m) => message === m);
+}

@@ -4,6 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { lingerAfterRefusal, readBody, parseJsonObjectOffLoop } from "../http/body.js";
 import { HttpError, sendError, type ErrorType } from "../http/errors.js";
+import { VLLM_SHUTDOWN_MESSAGES } from "../http/vllm-answers.js";
 import { logger } from "../obs/log.js";
 import { versionAtLeast } from "../kvevents/versions.js";
 import { resolveRequestModel, type SimContext } from "./serving/context.js";
@@ -198,8 +199,6 @@ function modelCards(ctx: SimContext): unknown {
 
 const routes: Record<string, Handler> = {
   "GET /health": (_ctx, _req, res) => sendEmpty(res),
-  // liveness (vLLM's /live): 200 while the process serves, draining included
-  "GET /live": (_ctx, _req, res) => sendEmpty(res),
   "GET /ping": (_ctx, _req, res) => sendEmpty(res),
   "POST /ping": (_ctx, _req, res) => sendEmpty(res),
   "GET /version": (ctx, _req, res) => sendJson(res, 200, { version: ctx.options.vllmVersion }),
@@ -419,10 +418,11 @@ export function createSimServer(ctx: SimContext): Server {
       sendError(res, 503, "the engine is starting up");
       return;
     }
-    if (ctx.state.draining && path !== "/live" && path !== "/metrics") {
-      // vLLM's answer while it drains (its ServiceUnavailableMiddleware), /health included
+    if (ctx.state.draining && req.method === "POST" && path !== "/ping") {
+      // vLLM's drain (VLLM_SHUTDOWN_MESSAGES): what it would render is refused with a 500, while
+      // /health, /metrics and the other reads answer and the requests in flight finish
       req.resume();
-      sendJson(res, 503, { error: "Server is unavailable. Please try again later." });
+      sendError(res, 500, VLLM_SHUTDOWN_MESSAGES[0]!);
       return;
     }
     let result: Promise<void> | void;

@@ -99,6 +99,12 @@ export class ControlPlane {
     if (e && !e.draining) this.registry.reportFailure(e, what);
   }
 
+  /** A worker's request was refused by the engine's shutdown drain. */
+  shuttingDown(url: string): void {
+    const e = this.registry.engines.get(url);
+    if (e && !e.draining) this.registry.reportShutdown(e);
+  }
+
   success(url: string): void {
     const e = this.registry.engines.get(url);
     if (!e || e.draining) return;

@@ -24,6 +24,12 @@ export class RegistryFollower implements RegistryLeader {
     this.send({ t: "fail", url: e.url, what });
   }
 
+  shutdown(e: Upstream): void {
+    // out of this worker's rotation at once; the primary decides for everyone
+    e.view.healthy = false;
+    this.send({ t: "shutdown", url: e.url });
+  }
+
   success(e: Upstream): void {
     // sent once: the primary's next status says the count it keeps
     e.passiveFailures = 0;

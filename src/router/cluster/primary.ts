@@ -228,6 +228,8 @@ export class Primary {
         return;
       case "fail":
         return this.cp.failure(m.url, m.what);
+      case "shutdown":
+        return this.cp.shuttingDown(m.url);
       case "ok":
         return this.cp.success(m.url);
       case "metrics-json": {

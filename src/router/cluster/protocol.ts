@@ -99,6 +99,8 @@ export type ToPrimary =
   | { t: "listening"; address: string; port: number; family: string }
   | ({ t: "sync" } & SyncBatch)
   | { t: "fail"; url: string; what: string }
+  /** the engine refused a request as vLLM does while it drains on shutdown (../engines/health.ts) */
+  | { t: "shutdown"; url: string }
   | { t: "ok"; url: string }
   | { t: "metrics-json"; id: number; data: unknown[] }
   /** a request that needs the primary: aggregated metrics, a reload, a drain of the group */

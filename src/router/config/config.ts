@@ -212,6 +212,12 @@ export const routerConfigSchema = z.strictObject({
        * of two, two of four; a model's last engine is never ejected below 100
        */
       maxEjectionPercent: z.number().min(0).max(100).default(50),
+      /**
+       * how long an engine that refused a request as vLLM does while it drains on SIGTERM (a 500
+       * "cannot schedule new futures after shutdown", /health still 200) stays out of rotation unless
+       * a probe fails first (it stopped); then it is tried again, and a new refusal holds it again
+       */
+      shutdownHold: duration.default(60_000),
     })
     .prefault({}),
   discovery: discoveryConfigSchema,

@@ -24,6 +24,7 @@ import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
 import type { Linked } from "../../collections/linked-list.js";
 import { endStreamWithError } from "../../http/errors.js";
+import { isShutdownRefusal } from "../../http/vllm-answers.js";
 import { DONE_BYTES } from "../../protocol/sse.js";
 import type { RouterConfig } from "../config/config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
@@ -54,6 +55,8 @@ function endsWith(b: Buffer, tail: Buffer): boolean {
 }
 /** an engine's failure answer kept for relaying when no other engine does better */
 const MAX_FAILURE_BODY = 64 * 1024;
+/** a 500 longer than this is not vLLM's shutdown refusal (a short JSON error) and is relayed as it comes */
+const MAX_SHUTDOWN_BODY = 4096;
 
 /** What an attempt reads and updates of its request (proxy.ts's RequestContext). */
 export interface AttemptContext {
@@ -108,6 +111,8 @@ export interface AttemptHost {
   answerHeld(ctx: AttemptContext, seconds: number): void;
   /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
   brokeOff(ctx: AttemptContext, reason: BreakReason): string;
+  /** the engine refused the request as vLLM does while it drains on shutdown: out of rotation */
+  engineShutdown(e: Upstream): void;
 }
 
 const enum AttemptDeadline {
@@ -124,6 +129,8 @@ const enum Mode {
   CollectRetry,
   /** collecting a non-200 answer that must become an SSE error event (keep-alives went out) */
   CollectSseError,
+  /** collecting a 500 that may be vLLM's refusal while it drains on shutdown (retried elsewhere) */
+  CollectShutdown,
 }
 
 /**
@@ -341,6 +348,13 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       this.collected = [];
       return true;
     }
+    // a 0.18+ vLLM draining on SIGTERM refuses new work with a 500 before starting it: told apart
+    // from any other 500 by its short body (isShutdownRefusal), which is read before it is relayed
+    if (status === 500 && (!ctx.relayed || this.resumes)) {
+      this.mode = Mode.CollectShutdown;
+      this.collected = [];
+      return true;
+    }
     if (status >= 500) this.host.reportFailure(this.engine, `answered ${status}`);
     else this.host.reportSuccess(this.engine);
     if (ctx.res.headersSent && status !== 200) {
@@ -360,6 +374,10 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       if (this.heldSince === 0) this.heldSince = now;
       this.holding.push(chunk);
       return false;
+    }
+    if (this.mode === Mode.CollectShutdown && this.collectedSize + chunk.length > MAX_SHUTDOWN_BODY) {
+      this.notShutdown();
+      return this.onData(chunk);
     }
     if (this.mode !== Mode.Relay) {
       if (this.collected) {
@@ -437,6 +455,20 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     ctx.status = this.status;
   }
 
+  /** The 500 being read is not a shutdown refusal: from here on it is any other error answer. */
+  private notShutdown(): void {
+    this.host.reportFailure(this.engine, `answered ${this.status}`);
+    const held = this.collected ?? [];
+    if (this.ctx.res.headersSent) {
+      this.mode = Mode.CollectSseError;
+      return;
+    }
+    this.mode = Mode.Relay;
+    this.collected = undefined;
+    this.collectedSize = 0;
+    for (const chunk of held) this.onData(chunk);
+  }
+
   private collectedBody(): Buffer | undefined {
     return this.collected ? Buffer.concat(this.collected, this.collectedSize) : undefined;
   }
@@ -456,6 +488,17 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         return this.finish(
           this.interrupted() ?? retry(`status ${s}`, s, "answer", this.collectedBody(), this.headers),
         );
+      }
+      case Mode.CollectShutdown: {
+        if (isShutdownRefusal(this.status, this.collectedBody())) {
+          // not a failure of the engine's, nor the request's: it never started there
+          this.host.engineShutdown(this.engine);
+          return this.finish(
+            this.interrupted() ?? retry("engine shutting down (vLLM drain)", 503, "connect"),
+          );
+        }
+        this.notShutdown();
+        return this.onComplete();
       }
       case Mode.CollectSseError:
         ctx.relayed = true;
@@ -556,6 +599,9 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         ctx.relayed = true;
         endStreamWithError(ctx.res, this.status, `engine answered ${this.status}`);
         return this.finish(DONE);
+      case Mode.CollectShutdown:
+        this.host.reportFailure(this.engine, `answered ${this.status}`);
+        return this.finish(why ?? this.transportFailure(err, " in a 500 answer"));
     }
     // relaying
     if (why === CLIENT_GONE) return this.finish(why);

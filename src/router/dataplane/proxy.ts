@@ -161,6 +161,10 @@ export class Proxy implements AttemptHost {
     this.d.registry.reportSuccess(e);
   }
 
+  engineShutdown(e: Upstream): void {
+    this.d.registry.reportShutdown(e);
+  }
+
   /** Not async: hands back the attempts loop's promise itself (one async frame per request, not two). */
   handle(req: IncomingMessage, res: ServerResponse, pr: RoutedRequest): Promise<void> {
     const cfg = this.d.config();

@@ -37,6 +37,12 @@ export interface HealthRecord {
   withheldLoggedAt: number;
   /** drained by hand: stays draining whatever the probes say, until undrained */
   drainHeld: boolean;
+  /**
+   * performance.now() when the engine refused a request with vLLM's shutdown 500 (0: it has not):
+   * it drains with /health still 200, so it stays out until a probe fails (it stopped) or
+   * health.shutdownHold passes
+   */
+  shutdownAt: number;
   readonly view: { healthy: boolean; readonly models: ReadonlySet<string> };
   /** recent failures by request (the data plane's poison judgement); probes and ejections mark 0 */
   readonly failures?: FailureMarks;
@@ -188,6 +194,8 @@ export class Health {
       return "none";
     }
     if (v.kind === "failed") {
+      // a process that drained and stopped: when it answers again it is a new engine
+      e.shutdownAt = 0;
       e.failures?.mark(0, performance.now());
       e.lastError = `health: ${v.error}`;
       e.healthSuccesses = 0;
@@ -197,6 +205,12 @@ export class Health {
     e.healthFailures = 0;
     e.healthSuccesses++;
     if (e.drainHeld) return "none";
+    if (e.shutdownAt > 0) {
+      // vLLM's /health answers 200 all through its drain: only time (or a failed probe) ends it
+      if (performance.now() - e.shutdownAt < this.cfg.health.shutdownHold) return "none";
+      e.shutdownAt = 0;
+      log.info({ engine: e.url }, "engine still answers after its shutdown hold; back in rotation");
+    }
     if (e.state === "probing" || e.state === "draining") return "admit";
     if (e.state === "ejected" && e.healthSuccesses >= this.cfg.health.successesToReadmit) return "admit";
     return "none";
@@ -222,6 +236,17 @@ export class Health {
     e.healthSuccesses = 0;
     log.info({ engine: e.url, was, byHand: held }, "engine draining: no new requests");
     this.hooks.onDraining?.(e.url);
+  }
+
+  /**
+   * The engine refused a request with vLLM's shutdown 500 (VLLM_SHUTDOWN_MESSAGES): it drains as vLLM
+   * 0.18 and later do on SIGTERM, finishing what it holds while /health keeps answering 200. Out of
+   * rotation at once, as any drain, and held there until a probe fails or health.shutdownHold passes.
+   */
+  shuttingDown(e: HealthRecord): void {
+    if (e.shutdownAt === 0) log.info({ engine: e.url }, "engine refused a request as it shuts down");
+    e.shutdownAt = performance.now();
+    this.drain(e, false);
   }
 
   /** Ends a drain made by hand: the engine is probed again and admitted like a new one. */

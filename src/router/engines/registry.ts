@@ -37,6 +37,7 @@ export interface RegistryEvents {
  */
 export interface RegistryLeader {
   failure(e: Upstream, what: string): void;
+  shutdown(e: Upstream): void;
   success(e: Upstream): void;
 }
 
@@ -246,6 +247,13 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   reportFailure(e: Upstream, what: string): void {
     if (this.leader) return this.leader.failure(e, what);
     this.health.reportFailure(e, what);
+    this.emit("changed", e);
+  }
+
+  /** live traffic: the engine refused a request as vLLM does while it drains on shutdown */
+  reportShutdown(e: Upstream): void {
+    if (this.leader) return this.leader.shutdown(e);
+    this.health.shuttingDown(e);
     this.emit("changed", e);
   }
 

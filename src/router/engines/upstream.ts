@@ -86,6 +86,7 @@ export class Upstream {
   withheldLoggedAt = -Infinity;
   /** drained by hand (POST /admin/engines/drain): draining until undrained */
   drainHeld = false;
+  shutdownAt = 0;
   private probing = { health: false, models: false, metrics: false };
   /** the view policies read; mutated in place so building a snapshot allocates nothing */
   readonly view: ViewWithCounters & { models: Set<string> };

@@ -24,7 +24,7 @@ import { freePort } from "../../../bench/support/cli.js";
 function registryWith(urls: string[]): Registry {
   const reg = new Registry(parseConfig({}));
   // a follower's registry: records only, no probes
-  reg.leader = { failure: () => undefined, success: () => undefined };
+  reg.leader = { failure: () => undefined, shutdown: () => undefined, success: () => undefined };
   for (const url of urls) reg.upsert({ url, weight: 1 });
   return reg;
 }

@@ -23,7 +23,7 @@ import { createPolicy, PrefixIndex } from "../../../src/routing/index.js";
 function registryWith(urls: string[]): Registry {
   const reg = new Registry(parseConfig({}));
   // records only, no probes
-  reg.leader = { failure: () => undefined, success: () => undefined };
+  reg.leader = { failure: () => undefined, shutdown: () => undefined, success: () => undefined };
   for (const url of urls) reg.upsert({ url, weight: 1 });
   return reg;
 }

@@ -35,6 +35,7 @@ function record(url: string, models: string[] = ["m"]): HealthRecord {
     lastByteAt: 0,
     withheldLoggedAt: -Infinity,
     drainHeld: false,
+    shutdownAt: 0,
     view: { healthy: true, models: new Set(models) },
   };
 }

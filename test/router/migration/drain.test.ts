@@ -1,6 +1,6 @@
 // Draining one engine: by hand (POST /admin/engines/drain) or because the engine says so (vLLM's
-// drain: /health 503 while /live answers 200). Either way it takes no new requests at once; its
-// streams finish there, or move when engineDrainTimeout passes.
+// drain on SIGTERM: new requests refused with a 500, /health still 200). Either way it takes no new
+// requests at once; its streams finish there, or move when engineDrainTimeout passes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { hashKey } from "../../../src/tenancy/keys.js";
@@ -66,8 +66,9 @@ test("POST /admin/engines/drain: the engine takes no new requests, its streams m
   }
 });
 
-test("an engine that answers its health probe as draining (503, /live 200) leaves rotation at once, unejected; its streams finish there", async () => {
-  const [a, b] = await Promise.all([0, 1].map(() => startTestSim(MODEL, SIM_ARGS)));
+test("an engine draining as vLLM does (new requests refused with a 500 while /health answers 200) leaves rotation at its first refusal, unejected; the refused request is answered elsewhere and its streams finish there", async () => {
+  const simArgs = [...SIM_ARGS, "--vllm-version", "0.32.0"];
+  const [a, b] = await Promise.all([0, 1].map(() => startTestSim(MODEL, simArgs)));
   // the deadline is far: streams on the draining engine finish where they are
   const router = await routerFor([a!.url, b!.url], { policy: "round-robin", engineDrainTimeout: 60_000 });
   const reg = router.router.registry;
@@ -77,10 +78,16 @@ test("an engine that answers its health probe as draining (503, /live 200) leave
     await waitUntil(() => streams.every((s) => s.events >= 3), 30_000, "streams under way");
     const onA = streams.find((s) => s.route.includes(a!.url))!;
     const drained = a!.drain(30);
-    await waitUntil(() => reg.engines.get(a!.url)!.state === "draining", 5000, "seen draining");
-    const n = await post(`${router.url}/v1/completions`, { ...body(9), max_tokens: 2 });
-    assert.equal(n.status, 200);
-    await n.arrayBuffer();
+    // round-robin sends one of these to the draining engine: it refuses, the router goes elsewhere
+    for (let i = 0; i < 4; i++) {
+      const n = await post(`${router.url}/v1/completions`, { ...body(9 + i), max_tokens: 2 });
+      assert.equal(n.status, 200, await n.clone().text());
+      await n.arrayBuffer();
+    }
+    assert.equal(reg.engines.get(a!.url)!.state, "draining");
+    // /health still answers 200: the probes do not bring it back while it drains
+    await new Promise((res) => setTimeout(res, 2500));
+    assert.equal(reg.engines.get(a!.url)!.state, "draining");
     await Promise.all(streams.map((s) => s.done));
     await drained;
     assert.deepEqual(onA.errors, []);
@@ -91,6 +98,9 @@ test("an engine that answers its health probe as draining (503, /live 200) leave
     ).text();
     assert.doesNotMatch(m, /switchyard_engine_ejections_total\{/, "a drain is not an ejection");
     assert.doesNotMatch(m, /switchyard_migrations_total\{/, "nothing had to move");
+    // once it stops, a probe fails; started again, it is a new engine and comes back
+    await a!.close();
+    await waitUntil(() => reg.engines.get(a!.url)!.state !== "draining", 10_000, "seen stopped");
   } finally {
     await router.close();
     await a!.close();
