@@ -263,7 +263,7 @@ export async function lmcacheMpVllmChecks(h, p) {
               "--kv-transfer-config",
               transfer,
             ],
-            { ...VLLM_ENV, PYTHONPATH: lib, LMCACHE_TRACK_USAGE: "false" },
+            { ...VLLM_ENV, PYTHONHASHSEED: "0", PYTHONPATH: lib, LMCACHE_TRACK_USAGE: "false" },
             { group: true },
           );
           procs.push(e);
