@@ -250,8 +250,11 @@ const ENGINE_START_MS = 900_000;
  */
 export async function conformanceChecks(h, p) {
   const { start, stop, check, until, httpOk, freePort, log, RUN, CLI } = h;
+  /** each engine's KV-event ports, in start order (vLLM first, then the sim) */
+  const kvPorts = [];
   const kvConfig = async () => {
     const [kv, replay] = [await freePort(), await freePort()];
+    kvPorts.push({ kv, replay });
     return JSON.stringify({
       enable_kv_cache_events: true,
       publisher: "zmq",
@@ -317,9 +320,62 @@ export async function conformanceChecks(h, p) {
         return report.summary;
       },
     );
+    if (kvPorts.length === 2)
+      await check(
+        "differential KV events: the same salted prompt to a real vLLM 0.32 (no PYTHONHASHSEED) and to the sim publishes the same block hashes and extra_keys",
+        () => salted(kvPorts[0], kvPorts[1], vllmUrl, simUrl),
+      );
   } finally {
     for (const proc of procs.reverse()) await stop(proc);
   }
+}
+
+/** Block hashes and extra keys each engine publishes for one salted token-id prompt, compared. */
+async function salted(vllmKv, simKv, vllmUrl, simUrl) {
+  const { KvEventSubscriber } = await import(join(ROOT, "dist", "src", "kvevents", "subscriber.js"));
+  // three blocks of 128 (vLLM's CPU block size) and a tail, ids inside the tiny model's vocabulary
+  const prompt = Array.from({ length: 400 }, (_, i) => 100 + ((i * 7919) % 7900));
+  const model = VLLM_SERVE_FLAGS[VLLM_SERVE_FLAGS.indexOf("--served-model-name") + 1];
+  const body = { model, prompt, max_tokens: 1, cache_salt: "conformance-salt" };
+  const seen = [];
+  for (const [ports, url] of [
+    [vllmKv, vllmUrl],
+    [simKv, simUrl],
+  ]) {
+    const got = { hashes: [], keys: [] };
+    const sub = await KvEventSubscriber.create({
+      endpoint: `tcp://127.0.0.1:${ports.kv}`,
+      replayEndpoint: `tcp://127.0.0.1:${ports.replay}`,
+      onBatch: (_seq, batch) => {
+        for (const e of batch.events)
+          if (e.type === "BlockStored" && (e.tokenIds?.[0] === prompt[0] || got.hashes.length > 0)) {
+            got.hashes.push(...e.blockHashes.map(String));
+            got.keys.push(...(e.extraKeys ?? []));
+          }
+      },
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 1000)); // the subscription reaches the publisher
+      const res = await fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      if (res.status !== 200) throw new Error(`${url}: ${res.status} ${(await res.text()).slice(0, 200)}`);
+      await res.arrayBuffer();
+      for (let i = 0; i < 100 && got.hashes.length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      await sub.close();
+    }
+    seen.push(got);
+  }
+  const [v, s] = seen;
+  if (v.hashes.length < 3) throw new Error(`vLLM published ${v.hashes.length} block hashes for the prompt`);
+  if (JSON.stringify(v.hashes.slice(0, 3)) !== JSON.stringify(s.hashes.slice(0, 3)))
+    throw new Error(`hashes differ: vLLM ${v.hashes.slice(0, 3)} sim ${s.hashes.slice(0, 3)}`);
+  if (JSON.stringify(v.keys.slice(0, 3)) !== JSON.stringify(s.keys.slice(0, 3)))
+    throw new Error(`extra_keys differ: vLLM ${JSON.stringify(v.keys)} sim ${JSON.stringify(s.keys)}`);
+  return `3 blocks equal (${v.hashes[0]}, ...); extra_keys ${JSON.stringify(v.keys.slice(0, 3))}`;
 }
 
 async function cli(argv) {
