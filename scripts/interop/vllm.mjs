@@ -8,6 +8,7 @@ import { promisify } from "node:util";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { drainUnderLoad, saltedHits, vectorsCheck } from "./vllm-release.mjs";
 
 /** What a first start of an engine may take on 2 busy cores (observed ~2 min when idle). */
 const ENGINE_START_MS = 900_000;
@@ -500,13 +501,7 @@ export async function vllmChecks(h, p) {
   // ---- (f) vLLM 0.32's block hashes and its drain ----------------------------------------------------
   await check(
     "vLLM 0.32's own hash functions (generate_block_hash_extra_keys, hash_block_tokens, init_none_hash) give the tagged-key vectors the router and the sim are tested against",
-    async () => {
-      const out = h.py(p.python, "vllm_block_hashes.py", [
-        "check",
-        join(ROOT, "test/fixtures/vectors/vllm-block-hashes-tagged.json"),
-      ]);
-      return out.trim();
-    },
+    async () => vectorsCheck(h, p, ROOT),
   );
   await check(
     "a salted long prompt (cache_salt, vLLM 0.32's tagged first-block key) warmed on A is routed to A by kv-hit 3/3; engines started without PYTHONHASHSEED, the router without --hash-seed",
@@ -514,112 +509,27 @@ export async function vllmChecks(h, p) {
       const r = await router("router-vllm-salted", [a, c]);
       try {
         await kvDiscovered(r, 2);
-        return await saltedHits(r, a);
+        return await saltedHits({ h, call, note, ROOT, MODEL }, r, a);
       } finally {
         await stop(r.proc);
       }
     },
   );
-  async function saltedHits(r, home) {
-    const words = readFileSync(join(ROOT, "docs", "router.md"), "utf8").replace(/\s+/g, " ");
-    const body = {
-      model: MODEL,
-      messages: [{ role: "user", content: words.slice(0, 4500) }],
-      max_tokens: 1,
-      cache_salt: "tenant-a-0123456789",
-    };
-    const warm = await call(home.url, "POST", "/v1/chat/completions", body);
-    if (warm.status !== 200) throw new Error(`warming: ${warm.status} ${warm.text.slice(0, 200)}`);
-    await h.sleep(1000);
-    const picks = [];
-    for (let i = 0; i < 3; i++) {
-      const res = await call(r.url, "POST", "/v1/chat/completions", body, { "x-switchyard-debug": "1" });
-      if (res.status !== 200) throw new Error(`via router: ${res.status} ${res.text.slice(0, 200)}`);
-      const nt = note(res.headers.get("x-switchyard-route"));
-      picks.push({ engine: nt.engine, reason: nt.reason, cached: Number(nt.predicted_cached_tokens) });
-    }
-    const bad = picks.filter((x) => !x.engine?.includes(String(home.port)) || x.reason !== "kv-hit");
-    if (bad.length)
-      throw new Error(`${bad.length}/3 not to the warmed engine by kv-hit: ${JSON.stringify(picks)}`);
-    // another tenant's salt shares no block with it
-    const other = await call(
-      r.url,
-      "POST",
-      "/v1/chat/completions",
-      { ...body, cache_salt: "tenant-b-0123456789" },
-      { "x-switchyard-debug": "1" },
-    );
-    const on = note(other.headers.get("x-switchyard-route"));
-    if (Number(on.predicted_cached_tokens) !== 0)
-      throw new Error(`tenant b predicted ${on.predicted_cached_tokens}`);
-    return `3/3 kv-hit, predicted_cached_tokens ${picks.map((x) => x.cached).join("/")}; another salt: 0`;
-  }
   await check(
     "two real vLLM 0.32 engines (--shutdown-timeout 30) behind the router with static backends, a steady stream of requests, SIGTERM to one: no client gets an error and the stream in flight on it finishes",
     async () => {
       for (const e of [a, b, c]) await stop(e.proc);
-      let [d1, d2] = [
-        await engine("vllm-drain-a", ["--shutdown-timeout", "30"]),
-        await engine("vllm-drain-b", ["--shutdown-timeout", "30"]),
-      ];
+      const flags = ["--shutdown-timeout", "30"];
+      const ds = [await engine("vllm-drain-a", flags), await engine("vllm-drain-b", flags)];
+      const [d1, d2] = await Promise.all(ds.map(readyEngine));
+      const r = await router("router-vllm-drain", [d1, d2], ["--policy", "round-robin"]);
       try {
-        [d1, d2] = await Promise.all([readyEngine(d1), readyEngine(d2)]);
-        const r = await router("router-vllm-drain", [d1, d2], ["--policy", "round-robin"]);
-        try {
-          return await drainUnderLoad(r, [d1, d2]);
-        } finally {
-          await stop(r.proc);
-        }
+        return await drainUnderLoad({ h, call, stream, MODEL }, r, [d1, d2]);
       } finally {
-        await stop(d1.proc);
-        await stop(d2.proc);
+        for (const x of [r, d1, d2]) await stop(x.proc);
       }
     },
   );
-  async function drainUnderLoad(r, engines) {
-    // a stream long enough to outlast the drain's start; the engine it runs on is the one stopped
-    let routed;
-    const onRoute = new Promise((res) => (routed = res));
-    const long = stream(
-      r.url,
-      "/v1/completions",
-      { model: MODEL, prompt: "a long story", max_tokens: 1500, ignore_eos: true, stream: true },
-      { "x-switchyard-debug": "1" },
-      (o) => routed(o.route),
-    );
-    const route = await Promise.race([onRoute, h.sleep(60_000).then(() => "")]);
-    const victim = engines.find((e) => String(route).includes(`:${e.port}`));
-    if (!victim) throw new Error(`the long stream's route names no engine: ${route}`);
-    const results = { ok: 0, errors: [] };
-    let stopLoad = false;
-    const load = (async () => {
-      for (let i = 0; !stopLoad; i++) {
-        const res = await call(r.url, "POST", "/v1/completions", {
-          model: MODEL,
-          prompt: `steady ${i}`,
-          max_tokens: 4,
-        });
-        if (res.status === 200) results.ok++;
-        else results.errors.push(`${res.status} ${res.text.slice(0, 160)}`);
-        await h.sleep(100);
-      }
-    })();
-    await h.sleep(1500);
-    const before = results.ok;
-    h.signal(victim.proc, "SIGTERM");
-    await h.sleep(8000);
-    stopLoad = true;
-    await load;
-    const s = await long;
-    const during = results.ok - before;
-    if (results.errors.length)
-      throw new Error(`${results.errors.length} errors: ${results.errors.slice(0, 3).join("; ")}`);
-    if (s.errors.length || s.done !== 1)
-      throw new Error(`the long stream: ${s.errors.join("; ")} (${s.done} [DONE], ${s.events} events)`);
-    const doc = (await call(r.url, "GET", "/engines")).json;
-    const st = (doc?.engines ?? doc ?? []).map((e) => `${e.url} ${e.state}`).join(", ");
-    return `${results.ok} requests answered (${during} after the SIGTERM), none failed; the stream on the stopped engine ended with [DONE] after ${s.events} events; engines then: ${st}`;
-  }
   // ---- (g) calibration: the engine model fitted to an engine predicts a run it was not fitted to ------
   // opt-in (SWITCHYARD_INTEROP_CALIBRATE=1): on a busy machine the engine's speed drifts by more than the
   // bound between two minutes (docs/planner.md, "Calibrating the engine model")

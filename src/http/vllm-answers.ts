@@ -46,14 +46,26 @@ export function systemFingerprint(version: string, tensorParallelSize: number, c
  */
 export const VLLM_SHUTDOWN_MESSAGES = ["cannot schedule new futures after shutdown", "Server shutting down"];
 
-/** Whether an engine's 500 answer is that drain's refusal (the request was never started). */
-export function isShutdownRefusal(status: number, body: Buffer | undefined): boolean {
-  if (status !== 500 || !body || body.length > 4096) return false;
+/**
+ * What vLLM answers a request whose engine core died while holding it (`EngineDeadError`,
+ * vllm/v1/engine/exceptions.py): a drain that ran out of time, a crash.
+ */
+export const VLLM_ENGINE_DEAD_MESSAGE =
+  "EngineCore encountered an issue. See stack trace (above) for the root cause.";
+
+/**
+ * What an engine's 500 answer is: that drain's refusal (the request never started), the engine core
+ * dead while it held the request, or any other error (null).
+ */
+export function engineFailureKind(status: number, body: Buffer | undefined): "shutdown" | "dead" | null {
+  if (status !== 500 || !body || body.length > 4096) return null;
   let message: unknown;
   try {
     message = (JSON.parse(body.toString("utf8")) as { error?: { message?: unknown } }).error?.message;
   } catch {
-    return false;
+    return null;
   }
-  return typeof message === "string" && VLLM_SHUTDOWN_MESSAGES.some((m) => message === m);
+  if (typeof message !== "string") return null;
+  if (VLLM_SHUTDOWN_MESSAGES.includes(message)) return "shutdown";
+  return message === VLLM_ENGINE_DEAD_MESSAGE ? "dead" : null;
 }

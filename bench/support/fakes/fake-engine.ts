@@ -1,11 +1,13 @@
 // A small stand-in for `vllm serve` for router tests: vLLM's wire formats for chat and completions
 // (streaming or not, usage), /v1/models with LoRA adapters, /metrics with the gauges the router
 // scrapes, and fault modes (hang, 503, reset, killed). Each output token is the word "tok".
+import { VLLM_ENGINE_DEAD_MESSAGE } from "../../../src/http/vllm-answers.js";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { AddressInfo } from "node:net";
 
-export type FaultMode = "ok" | "hang" | "503" | "reset";
+/** "dead": vLLM's EngineDeadError 500; "500": any other 500 */
+export type FaultMode = "ok" | "hang" | "503" | "reset" | "dead" | "500";
 
 export interface FakeEngineOptions {
   models?: string[];
@@ -237,6 +239,11 @@ export async function startFakeEngine(opts: FakeEngineOptions = {}): Promise<Fak
       return json(res, 503, {
         error: { message: "engine overloaded", type: "ServiceUnavailableError", param: null, code: 503 },
       });
+    }
+    if (eng.mode === "dead" || eng.mode === "500") {
+      req.resume();
+      const message = eng.mode === "dead" ? VLLM_ENGINE_DEAD_MESSAGE : "something else went wrong";
+      return json(res, 500, { error: { message, type: "InternalServerError", param: null, code: 500 } });
     }
     if (opts.apiKey && path.startsWith("/v1") && req.headers.authorization !== `Bearer ${opts.apiKey}`) {
       req.resume();

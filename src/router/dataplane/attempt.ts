@@ -24,7 +24,7 @@ import type { ServerResponse } from "node:http";
 import type { Dispatcher } from "undici";
 import type { Linked } from "../../collections/linked-list.js";
 import { endStreamWithError } from "../../http/errors.js";
-import { isShutdownRefusal } from "../../http/vllm-answers.js";
+import { engineFailureKind } from "../../http/vllm-answers.js";
 import { DONE_BYTES } from "../../protocol/sse.js";
 import type { RouterConfig } from "../config/config.js";
 import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
@@ -348,8 +348,9 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       this.collected = [];
       return true;
     }
-    // a 0.18+ vLLM draining on SIGTERM refuses new work with a 500 before starting it: told apart
-    // from any other 500 by its short body (isShutdownRefusal), which is read before it is relayed
+    // a 0.18+ vLLM draining on SIGTERM refuses new work with a 500 before starting it, and answers a
+    // request its dead engine core held with another: told apart from any other 500 by their short
+    // bodies (engineFailureKind), read before anything is relayed
     if (status === 500 && (!ctx.relayed || this.resumes)) {
       this.mode = Mode.CollectShutdown;
       this.collected = [];
@@ -490,11 +491,20 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         );
       }
       case Mode.CollectShutdown: {
-        if (isShutdownRefusal(this.status, this.collectedBody())) {
+        const kind = engineFailureKind(this.status, this.collectedBody());
+        if (kind === "shutdown") {
           // not a failure of the engine's, nor the request's: it never started there
           this.host.engineShutdown(this.engine);
           return this.finish(
             this.interrupted() ?? retry("engine shutting down (vLLM drain)", 503, "connect"),
+          );
+        }
+        if (kind === "dead") {
+          // the engine core died holding it (a crash, a drain out of time): as a reset before any
+          // byte, retried elsewhere, and a strike against the request (poison.ts)
+          this.host.reportFailure(this.engine, "answered 500: its engine core is dead");
+          return this.finish(
+            this.interrupted() ?? retry("engine core died holding the request", 502, "in-flight"),
           );
         }
         this.notShutdown();
