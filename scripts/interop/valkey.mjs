@@ -314,8 +314,10 @@ export async function valkeyChecks(h, p) {
             .filter((l) => l.startsWith(name) && (l[name.length] === " " || l[name.length] === "{"))
             .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
         const hitsB = () => metric(B.url, "vllm:external_prefix_cache_hits_total");
+        // the node the cluster is asked about: a survivor once a primary is killed
+        let seen = c.ports[0];
         const clusterKeys = () =>
-          [...c.primaries(c.ports[0])].reduce((n, [addr]) => n + c.keys(Number(addr.split(":")[1])), 0);
+          [...c.primaries(seen)].reduce((n, [addr]) => n + c.keys(Number(addr.split(":")[1])), 0);
         /** A computes prompt i, its chunks reach the cluster, L1 is emptied, B asks for it */
         const viaCluster = async (i, waitStore) => {
           const before = clusterKeys();
@@ -353,6 +355,7 @@ export async function valkeyChecks(h, p) {
         const victim = perPrimary[0][0];
         const victimNode = c.nodes[c.ports.indexOf(Number(victim.split(":")[1]))];
         const survivor = c.ports.find((q) => q !== Number(victim.split(":")[1]));
+        seen = survivor;
         process.kill(victimNode.child.pid, "SIGKILL");
         const killedAt = Date.now();
         const whole = () => {
@@ -368,7 +371,8 @@ export async function valkeyChecks(h, p) {
         let failoverS = null;
         for (let i = 6; i < 30 && after.length < 6; i++) {
           const phase = failoverS === null ? during : after;
-          const got = await viaCluster(i, false);
+          // during the failover a store may not reach the cluster: nothing is waited for
+          const got = await viaCluster(i, failoverS !== null);
           phase.push(got);
           await compare(i, got);
           if (failoverS === null && whole()) failoverS = (Date.now() - killedAt) / 1000;
