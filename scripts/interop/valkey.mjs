@@ -297,7 +297,8 @@ export async function valkeyChecks(h, p) {
         const U = engine("vllm-uncached", u, false);
         for (const { e, url } of [A, B, U])
           await until(`${e.name} (vllm serve)`, () => fetch(`${url}/health`).then((r) => r.ok), 900_000, e);
-        const prompt = (i) => Array.from({ length: 700 }, (_, k) => `p${i}w${k}`).join(" ");
+        // about 1,000 tokens each (the engines' context is 2,048), no two alike from the first token
+        const prompt = (i) => Array.from({ length: 350 }, (_, k) => `w${(k * 7 + i * 131) % 1000}`).join(" ");
         const complete = async (url, i) => {
           const r = await fetch(`${url}/v1/completions`, {
             method: "POST",
