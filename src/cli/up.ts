@@ -23,6 +23,9 @@
 // `--cache-server` adds one `switchyard cache-server` that every engine uses as its LMCache remote and
 // whose KV events the router reads (up-cache-server.ts): started before the engines, stopped after them.
 //
+// `--kv-cluster N` adds a Valkey/Redis Cluster of N primaries with a replica each, joined before the
+// engines start and stopped after them (up-kv-cluster.ts); the sims model it as one shared tier.
+//
 // `--prefill N --decode M` makes the engines two pools, prefill and decode, with the router in its P/D
 // mode (up-pd.ts).
 import { spawn, type ChildProcess } from "node:child_process";
@@ -40,6 +43,8 @@ import { GPU_IDS_TEXT } from "../models/index.js";
 import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { portProblems, type StackPort } from "./ports.js";
 import { CACHE_SERVER_SPECS, cacheServerPorts, cacheServerWiring, waitTcp } from "./up-cache-server.js";
+import { KV_CLUSTER_SPECS, kvClusterPorts, kvClusterWiring } from "./up-kv-cluster.js";
+import { joinKvCluster, startKvNodes } from "../ops/kv-cluster.js";
 import {
   describeSlots,
   engineSlots,
@@ -109,6 +114,7 @@ const specs: FlagSpecs = {
   },
   ...PD_SPECS,
   ...CACHE_SERVER_SPECS,
+  ...KV_CLUSTER_SPECS,
 };
 
 const UP_FLAGS = new Set(Object.keys(specs));
@@ -173,7 +179,8 @@ export async function main(argv: string[]): Promise<number> {
           "Starts N simulated engines and the router on this machine. Example:\n" +
           "  switchyard up --engines 4 --model Qwen/Qwen2.5-0.5B-Instruct --time-scale 0.1 --max-model-len 8192\n" +
           "  switchyard up --prefill 8 --decode 2 --prefill-tp 1 --decode-tp 4 --gpu l40s --policy least-load\n" +
-          "  switchyard up --engines 4 --cache-server   (the engines share one LMCache cache server)",
+          "  switchyard up --engines 4 --cache-server   (the engines share one LMCache cache server)\n" +
+          "  switchyard up --engines 4 --kv-cluster 3   (a Valkey/Redis Cluster of 3 primaries + 3 replicas as the shared tier)",
         specs,
       ),
     );
@@ -222,9 +229,10 @@ export async function main(argv: string[]): Promise<number> {
     // the router first: its in-flight streams drain through engines that must still be up
     await Promise.all(children.filter((c) => c.name === "router").map((c) => stopOne(c.child)));
     const rest = children.filter((c) => c.name !== "router");
-    // the cache server last: the engines' stores still in flight go to it
-    await Promise.all(rest.filter((c) => c.name !== "cache-server").map((c) => stopOne(c.child)));
-    await Promise.all(rest.filter((c) => c.name === "cache-server").map((c) => stopOne(c.child)));
+    // the shared tier last: the engines' stores still in flight go to it
+    const tierLast = (c: { name: string }) => c.name === "cache-server" || c.name.startsWith("kv-cluster");
+    await Promise.all(rest.filter((c) => !tierLast(c)).map((c) => stopOne(c.child)));
+    await Promise.all(rest.filter(tierLast).map((c) => stopOne(c.child)));
   };
   // however this process ends (a second signal exits at once), no child outlives it: they are in
   // their own process groups, so nothing else would stop them. The whole group: the router's workers
@@ -243,7 +251,9 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   // the shared tier's wiring is checked with the ports, before anything starts
-  const tier = cacheServerWiring(flags, host, engineArgs, isDisaggregated(slots));
+  const cluster = kvClusterWiring(flags, host, engineArgs, isDisaggregated(slots));
+  if (cluster) process.on("exit", () => rmSync(cluster.options.dir, { recursive: true, force: true }));
+  const tier = cluster ? cluster.model : cacheServerWiring(flags, host, engineArgs, isDisaggregated(slots));
   const problems = await portProblems(stackPorts(flags, n), host);
   if (problems.length > 0) throw new CliError(`cannot start the stack:\n  ${problems.join("\n  ")}`);
 
@@ -276,6 +286,25 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const deadline = Date.now() + (flags["ready-timeout"] as number) * 1000;
+  if (cluster) {
+    // the nodes are not ours: each gets a guard that kills it should this process die unannounced; a
+    // node that exits leaves the stack up (the cluster fails over to its replica)
+    for (const [port, node] of startKvNodes(cluster.options)) {
+      children.push({ name: `kv-cluster ${port}`, child: node });
+      const nodeGuard = guard(node.pid!);
+      children.push({ name: "kv-cluster guard", child: nodeGuard });
+      node.once("exit", (code, signal) => {
+        nodeGuard.kill("SIGKILL");
+        if (!stopping) log.warn({ port, code, signal }, "a kv cluster node exited; its replica takes over");
+      });
+    }
+    try {
+      await joinKvCluster(cluster.options, deadline);
+    } catch (err) {
+      await stopAll();
+      throw new CliError(`--kv-cluster: ${(err as Error).message}`);
+    }
+  }
   if (tier) {
     // before the engines, whose first lookups go to it
     const server = start("cache-server", tier.serverArgs);
@@ -420,7 +449,7 @@ export async function main(argv: string[]): Promise<number> {
       `Switchyard is up: ${described.fleet} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
       `  router   ${routerUrl}   (metrics ${routerUrl}/metrics, fleet ${routerUrl}/engines)`,
       ...engineUrls.map((u, i) => `  engine ${i} ${u}${described.tag(i)}`),
-      ...(tier ? [tier.summary] : []),
+      ...(cluster ? cluster.summary : tier ? [tier.summary] : []),
       ...(prometheusUrl
         ? [
             `  prometheus ${prometheusUrl}   (alert rules from deploy/prometheus loaded; dashboards to import: deploy/grafana/*.json)`,
@@ -454,7 +483,9 @@ function stackPorts(flags: Record<string, unknown>, n: number): StackPort[] {
   }
   if (flags.monitoring)
     out.push({ port: flags["prometheus-port"] as number, what: "Prometheus", flag: "--prometheus-port" });
-  out.push(...cacheServerPorts(flags));
+  // --kv-cluster models its tier with a cache server on the cache server's ports
+  out.push(...cacheServerPorts({ ...flags, "cache-server": flags["cache-server"] || flags["kv-cluster"] }));
+  out.push(...kvClusterPorts(flags));
   return out;
 }
 

@@ -110,6 +110,15 @@ const offloadSchema = z.strictObject({
       bandwidth_gbps: positive.default(100),
       /** one server (of size_gib) per this many engines, in engine order: a server per node; default: one for all */
       engines_per_server: posInt.optional(),
+      /**
+       * `plan`: the memory one node gives the shared tier, GiB; a tier that needs more (size_gib, or the
+       * working set with headroom) is a Valkey Cluster sharded over several nodes (src/planner/l2.ts)
+       */
+      node_memory_gib: positive.default(256),
+      /** `plan`: the tier must survive a node's loss (a cluster with a replica per primary) */
+      ha: z.boolean().default(false),
+      /** `plan`: the reused prefix bytes the workload keeps live, GiB; default: estimated from the workload */
+      working_set_gib: positive.optional(),
     })
     .nullable()
     .default(null),

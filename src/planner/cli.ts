@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
 import { GPUS, loadProfilesFile } from "../models/index.js";
 import { emittedScenario, helmValues, prometheusRule, prometheusRuleFile, toYaml } from "./emit.js";
+import { withL2 } from "./l2.js";
 import { planMarkdown } from "./format.js";
 import { parsePlanScenario, PlanInputError, withFleet, withTarget } from "./input.js";
 import { choiceOf, makePlan, SWEEP_SCALES } from "./plan.js";
@@ -123,7 +124,9 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const plan = outcome.plan;
-    const planned = withFleet(input.r, choiceOf(plan.fleet), plan.router.policy);
+    // as the plan ran it: its fleet, policy and shared tier (a cluster at its size)
+    const ran = plan.kv_l2 ? withL2(input.r, plan.kv_l2) : input.r;
+    const planned = withFleet(ran, choiceOf(plan.fleet), plan.router.policy);
     if (typeof flags["emit-scenario"] === "string")
       writeFileSync(flags["emit-scenario"], toYaml(emittedScenario(plan, planned)));
     if (typeof flags["emit-front"] === "string")

@@ -52,6 +52,12 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
   const off = s.simulation.offload;
   const choice = plan.kv_offload.choice;
   const shared = choice === "lmcache" && off.shared_server !== null;
+  // the L2 the plan chose: a Valkey Cluster needs LMCache's MP server (vLLM 0.32), the chart's default
+  const cluster =
+    shared && plan.kv_l2?.cluster && lmcacheLayout(s.fleet.vllm_version) !== "connector"
+      ? plan.kv_l2.cluster
+      : null;
+  const serverShared = shared && !cluster;
   // the engine the simulator ran: its vLLM defaults (max_num_seqs, max_model_len) go out explicitly;
   // `r` carries the plan's fleet (sized by the search where the scenario left it open)
   const replicas = plan.stack.kind === "helm-chart" ? plan.fleet.engines : 1;
@@ -121,17 +127,25 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
           localCpu: true,
           maxLocalCpuSizeGB: off.lmcache_local_cpu_gib,
           remoteSerde: "naive",
-          // the MP server's L1 is the node's CPU tier; the shared server, when planned, its L2
-          ...(layout === "mp"
-            ? { mp: { l1SizeGB: off.lmcache_local_cpu_gib, l2: shared ? "cacheServer" : "none" } }
-            : {}),
+          // the MP server's L1 is the node's CPU tier; the shared tier, when planned, its L2
+          ...(layout === "mp" ? { mp: { l1SizeGB: off.lmcache_local_cpu_gib } } : {}),
         },
+        l2: cluster
+          ? {
+              type: "cluster",
+              cluster: {
+                shards: cluster.shards,
+                replicasPerShard: cluster.replicas_per_shard,
+                maxMemoryGB: cluster.memory_per_shard_gib,
+              },
+            }
+          : { type: shared ? "cache-server" : "none" },
       },
       models,
     },
     cacheServer: {
-      enabled: shared,
-      ...(shared ? { maxMemory: `${off.shared_server!.size_gib}GiB` } : {}),
+      enabled: serverShared,
+      ...(serverShared ? { maxMemory: `${off.shared_server!.size_gib}GiB` } : {}),
     },
     monitoring: {
       serviceMonitors: { enabled: true },

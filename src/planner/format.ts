@@ -127,6 +127,23 @@ export function planMarkdown(p: Plan): string {
     out.push("");
     for (const [k, v] of cfg) out.push(`- \`${k}\` = \`${String(v)}\``);
   }
+  if (p.kv_l2) {
+    const l = p.kv_l2;
+    out.push("", "### Shared tier (LMCache's L2)", "");
+    out.push(`**${l.choice}** — \`${l.rule}\`: ${l.reason}.`);
+    out.push(
+      "",
+      `- working set ${l.working_set_gib} GiB (${l.working_set_source}); the tier holds ${l.needed_gib} GiB at least; one node gives it ${l.node_memory_gib} GiB; HA ${l.ha ? "required" : "not required"}`,
+    );
+    if (l.cluster)
+      out.push(
+        `- Helm: \`engines.offload.l2.type: cluster\`, \`shards: ${l.cluster.shards}\`, \`replicasPerShard: ${l.cluster.replicas_per_shard}\`, \`maxMemoryGB: ${l.cluster.memory_per_shard_gib}\` (${l.cluster.nodes} pods); simulated as one shared tier of ${l.size_gib} GiB`,
+      );
+    else
+      out.push(
+        `- Helm: \`engines.offload.l2.type: cache-server\`, \`cacheServer.maxMemory: ${l.size_gib}GiB\``,
+      );
+  }
   if (p.refusals.length) {
     out.push("", "### Refused along the way", "");
     for (const f of p.refusals) out.push(`- \`${f.rule}\`: ${f.reason}`);

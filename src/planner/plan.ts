@@ -30,6 +30,7 @@ import {
 import { SimPool } from "./pool.js";
 import { costOf, fleetCost, priceTable, PRICE_SOURCE, usd, type PriceTable } from "./prices.js";
 import { frontOf, type Front } from "./front.js";
+import { planL2, withL2, type L2Plan } from "./l2.js";
 import { searchPd, type PdOutcome } from "./layouts.js";
 import { KV_ALERT_THRESHOLD, planRefusal, REFUSALS, type Finding } from "./rules.js";
 import {
@@ -154,6 +155,8 @@ export interface Plan {
   prices: { usd_per_gpu_hour: PriceTable; source: string };
   stack: ReturnType<typeof stackSection>;
   kv_offload: { choice: OffloadMode; rule: string; reason: string; config: Record<string, unknown> };
+  /** the shared tier's store (LMCache's L2) where the scenario has one (offload.shared_server) */
+  kv_l2: L2Plan | null;
   refusals: Finding[];
   decisions: Finding[];
   hbm: {
@@ -284,9 +287,12 @@ function within(p: Predicted, t: SloTargets): string {
   return parts.join(", ");
 }
 
-export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Promise<PlanOutcome> {
-  const stop = planRefusal(r0);
+export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {}): Promise<PlanOutcome> {
+  const stop = planRefusal(scenario);
   if (stop) return { ok: false, refusals: [stop] };
+  // the shared tier's store, chosen first: every run simulates the tier it will be (a cluster at its size)
+  const l2 = planL2(scenario);
+  const r0 = l2 ? withL2(scenario, l2) : scenario;
   const t0 = performance.now();
   const open = opts.open ?? NO_OPEN_FIELDS;
   const anyOpen = open.gpu || open.engines || open.tensorParallelSize;
@@ -530,6 +536,7 @@ export async function makePlan(r0: ResolvedScenario, opts: PlanOptions = {}): Pr
         reason: d.finding.reason,
         config: offloadConfig(d.choice, s),
       },
+      kv_l2: l2,
       refusals: d.refusals,
       decisions: [d.finding, d.routing.finding],
       hbm: {

@@ -31,11 +31,11 @@ const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 const subset = (sel: Record<string, string> | undefined, labels: Record<string, string> | undefined) =>
   Object.entries(sel ?? {}).every(([k, v]) => labels?.[k] === v);
 
-/** Every pod template the chart renders (Deployments, DaemonSets, LeaderWorkerSet leaders and workers, RayCluster pods). */
+/** Every pod template the chart renders (Deployments, DaemonSets, StatefulSets, Jobs, LeaderWorkerSet leaders and workers, RayCluster pods). */
 function podTemplates(objs: K8sObject[]): PodTemplate[] {
   const out: PodTemplate[] = [];
   for (const o of objs) {
-    if (o.kind === "Deployment" || o.kind === "DaemonSet") out.push(o.spec.template);
+    if (["Deployment", "DaemonSet", "StatefulSet", "Job"].includes(o.kind)) out.push(o.spec.template);
     if (o.kind === "LeaderWorkerSet")
       out.push(o.spec.leaderWorkerTemplate.leaderTemplate, o.spec.leaderWorkerTemplate.workerTemplate);
     if (o.kind === "RayCluster")

@@ -211,7 +211,11 @@ describe("helm chart", { timeout: 300_000 }, () => {
   it("every pod runs non-root with a read-only root filesystem", (t) => {
     if (!renderOf(t, "defaults")) return;
     for (const [set, objs] of rendered) {
-      for (const d of byKind(objs, "Deployment")) {
+      for (const d of [
+        ...byKind(objs, "Deployment"),
+        ...byKind(objs, "StatefulSet"),
+        ...byKind(objs, "Job"),
+      ]) {
         const spec = d.spec.template.spec;
         assert.equal(spec.securityContext.runAsNonRoot, true, `${set} ${d.metadata.name}`);
         for (const c of spec.containers) {
@@ -319,6 +323,14 @@ describe("helm chart", { timeout: 300_000 }, () => {
     const oc = container(one(old, "Deployment", "-engine-llama-3-1-8b"));
     assert.ok(oc.args.some((a: string) => a.includes("LMCacheConnectorV1")));
     assert.ok(!container(one(old, "Deployment", "-cache-server")).args.includes("--resp-port=6379"));
+    // the default engine image is the vLLM 0.32 the project is held to: offload.mode=lmcache alone
+    // renders LMCache's MP server
+    const dflt = render(helm!, undefined, ["--set=engines.offload.mode=lmcache"]);
+    assert.equal(
+      container(one(dflt, "Deployment", "-engine-llama-3-1-8b")).image,
+      "vllm/vllm-openai:v0.32.0",
+    );
+    assert.match(container(one(dflt, "DaemonSet", "-lmcache")).image, /^lmcache\/standalone:/);
   });
 
   it("offload values: LMCache connector pointed at the cache server; native offload flags", (t) => {

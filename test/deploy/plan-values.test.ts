@@ -121,15 +121,19 @@ function checkEngine(
   assert.equal(Number(gpus), tp, `GPUs: ${gpus}`);
   const seqs = args.find((a) => a.startsWith("--max-num-seqs="));
   assert.ok(seqs && Number(seqs.split("=")[1]) > 0, `max-num-seqs rendered: ${seqs}`);
-  const lmcache = args.some((a) => a.includes("LMCacheConnectorV1"));
-  const native = args.some((a) => a.includes("OffloadingConnector") || a.startsWith("--kv-offloading"));
+  // LMCache in either layout: its MP server (vLLM >= 0.32, the chart's default image) or the connector
+  const mp = args.includes("--kv-offloading-backend=lmcache");
+  const lmcache = mp || args.some((a) => a.includes("LMCacheConnectorV1"));
+  const native = args.some(
+    (a) => a.includes("OffloadingConnector") || a === "--kv-offloading-backend=native",
+  );
   assert.equal(
     lmcache,
     p.kv_offload.choice === "lmcache",
     `LMCache connector vs choice ${p.kv_offload.choice}`,
   );
   assert.equal(native, p.kv_offload.choice === "native", `native offload vs choice ${p.kv_offload.choice}`);
-  assert.equal(env.has("LMCACHE_CHUNK_SIZE"), p.kv_offload.choice === "lmcache");
+  assert.equal(env.has("LMCACHE_CHUNK_SIZE"), p.kv_offload.choice === "lmcache" && !mp);
   const scaled = objs.find((o) => o.kind === "ScaledObject");
   if (scaled) assert.equal(scaled.spec.minReplicaCount, scenario.fleet.engines);
   else assert.equal(engines[0]!.spec.replicas, scenario.fleet.engines);

@@ -239,7 +239,10 @@ test("where the plan chooses LMCache it emits LMCache's multiprocess layout for 
     assert.equal(v.engines.offload.mode, "lmcache");
     assert.equal(v.engines.vllmImage.tag, `v${version}`);
     assert.equal(v.engines.offload.lmcache.layout, layout);
-    if (layout === "mp") assert.deepEqual(v.engines.offload.lmcache.mp, { l1SizeGB: 20, l2: "cacheServer" });
+    if (layout === "mp") assert.deepEqual(v.engines.offload.lmcache.mp, { l1SizeGB: 20 });
     else assert.equal(v.engines.offload.lmcache.mp, undefined);
+    // the shared tier fits one node: the cache server, as the MP servers' L2 or the connector's remote
+    assert.deepEqual(v.engines.offload.l2, { type: "cache-server" });
+    assert.equal(v.cacheServer.enabled, true);
   }
 });

@@ -34,6 +34,19 @@ connector
 {{- end -}}
 {{- end -}}
 
+{{/*
+The shared tier (L2) behind LMCache's MP servers, from root: engines.offload.l2.type in the mp layout
+(cache-server, external, cluster or none; cache-server is none where the cache server is off), ""
+in any other layout.
+*/}}
+{{- define "switchyard.lmcacheL2" -}}
+{{- if eq (include "switchyard.lmcacheLayout" .) "mp" -}}
+{{- $t := .Values.engines.offload.l2.type -}}
+{{- if and (eq $t "cache-server") (not .Values.cacheServer.enabled) -}}none{{- else -}}{{ $t }}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- define "switchyard.kvClusterName" -}}{{ include "switchyard.fullname" . }}-kv-cluster{{- end -}}
+
 {{- define "switchyard.lmcacheMpName" -}}{{ include "switchyard.fullname" . }}-lmcache{{- end -}}
 
 {{/* GPUs per pod: TP × PP for a single pod; TP × PP ÷ nodes for each pod of a group (whole GPUs only) */}}
