@@ -335,7 +335,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // calibrate fits the engine model's timing (src/engine) to a GPU profile (src/models) from the bench's
   // results, and runs its probe and held-out check as bench runs
   "src/calibrate": {
-    imports: ["src/bench", "src/config", "src/engine", "src/models"],
+    imports: ["src/bench", "src/config", "src/engine", "src/models", "src/workload"],
     lines: 1250,
   },
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget
@@ -447,16 +447,26 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 500,
   },
   // the sim: its timings against the engine model, many streams, P/D
-  "bench/sim": { imports: ["bench/support", "src/bench", "src/config", "src/router"], lines: 500 },
+  "bench/sim": {
+    imports: ["bench/support", "src/bench", "src/config", "src/router", "src/workload"],
+    lines: 500,
+  },
   // `switchyard bench` itself: what the client can drive, and whether its ITL is the engine's
   "bench/client": { imports: ["src/bench"], lines: 500 },
   // tenants through the live router: fair queuing, fuzzing the request path
   "bench/tenancy": {
-    imports: ["bench/support", "bench/support/fakes", "src/random", "src/router", "src/tenancy"],
+    imports: [
+      "bench/support",
+      "bench/support/fakes",
+      "src/random",
+      "src/router",
+      "src/tenancy",
+      "src/workload",
+    ],
     lines: 500,
   },
   // the cache server beside redis-server (each a child process)
-  "bench/cacheserver": { imports: [], lines: 750 },
+  "bench/cacheserver": { imports: ["src/workload"], lines: 750 },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
   // the picker check runs a sim in-process beside the real API server
   "scripts/interop": { imports: ["src/discovery", "src/sim", "src/sim/config"], lines: 3250 },
