@@ -3,6 +3,7 @@
 // re-reads what each engine serves and how loaded it is.
 import { z } from "zod";
 import { duration, size } from "../config/values.js";
+import { VLLM_PORT } from "../config/vllm-defaults.js";
 
 export const discoveryConfigSchema = z
   .strictObject({
@@ -21,7 +22,7 @@ export const discoveryConfigSchema = z
         tokenFile: z.string().optional(),
         caFile: z.string().optional(),
         resyncInterval: duration.default(300_000),
-        defaultPort: z.number().int().min(1).max(65535).default(8000),
+        defaultPort: z.number().int().min(1).max(65535).default(VLLM_PORT),
       })
       .prefault({}),
     /** YAML/JSON list of backends, re-read on change (src/discovery/file.ts) */

@@ -2,6 +2,12 @@
 // validation whose errors name the offending field the way the CLI flag is spelled.
 import type { EngineConfig } from "./types.js";
 import type { GpuProfile, ModelProfile } from "../models/types.js";
+import {
+  DEFAULT_HASH_SEED,
+  LMCACHE_CHUNK_TOKENS,
+  VLLM_BLOCK_SIZE,
+  VLLM_GPU_MEMORY_UTILIZATION,
+} from "../config/vllm-defaults.js";
 
 const GiB = 2 ** 30;
 
@@ -27,15 +33,15 @@ export function defaultEngineConfig(
     model,
     gpu,
     tensorParallelSize: 1,
-    gpuMemoryUtilization: 0.9,
+    gpuMemoryUtilization: VLLM_GPU_MEMORY_UTILIZATION,
     maxModelLen: model.maxContext,
     maxNumSeqs: batch.maxNumSeqs,
     maxNumBatchedTokens: batch.maxNumBatchedTokens,
-    blockSize: 16,
+    blockSize: VLLM_BLOCK_SIZE,
     enablePrefixCaching: true,
     // vLLM draws a random NONE_HASH when PYTHONHASHSEED is unset; a KV-aware router must predict block
-    // hashes, so the production stack pins PYTHONHASHSEED. We pin "0" by default for the same reason.
-    hashSeed: "0",
+    // hashes, so the production stack pins PYTHONHASHSEED. We pin it by default for the same reason.
+    hashSeed: DEFAULT_HASH_SEED,
     schedulingPolicy: "fcfs",
     offload: null,
     ...overrides,
@@ -90,7 +96,7 @@ export function validateEngineConfig(c: EngineConfig): void {
       fail("kv_offloading_backend", `must be "native" or "lmcache", got ${backend}`);
     if (!(c.offload.bytes > 0)) fail("kv_offloading_size", `must be > 0, got ${c.offload.bytes}`);
     if (backend === "lmcache") {
-      const chunk = c.offload.chunkTokens ?? 256;
+      const chunk = c.offload.chunkTokens ?? LMCACHE_CHUNK_TOKENS;
       requireInt("chunk_size", chunk, 1);
       if (chunk % c.blockSize !== 0)
         fail("chunk_size", `(${chunk}) must be a multiple of block_size (${c.blockSize})`);

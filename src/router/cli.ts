@@ -13,6 +13,7 @@ import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { startRouter } from "./index.js";
 import { runPrimary } from "./cluster/primary.js";
 import { awaitStart, WorkerLink } from "./cluster/worker.js";
+import { DEFAULT_HASH_SEED, LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
 
 const specs: FlagSpecs = {
   config: { type: "string", help: "YAML config file (watched: changes apply without dropping requests)" },
@@ -76,7 +77,7 @@ const specs: FlagSpecs = {
   },
   "hash-seed": {
     type: "string",
-    help: "the engines' PYTHONHASHSEED, for KV-event routing (default $PYTHONHASHSEED, else 0)",
+    help: `the engines' PYTHONHASHSEED, for KV-event routing (default $PYTHONHASHSEED, else ${DEFAULT_HASH_SEED})`,
   },
   "tokenizer-dir": {
     type: "list",
@@ -127,7 +128,7 @@ const specs: FlagSpecs = {
   "cache-server-chunk-tokens": {
     type: "int",
     min: 1,
-    help: "with --cache-server-events: the engines' LMCache chunk_size (default 256)",
+    help: `with --cache-server-events: the engines' LMCache chunk_size (default ${LMCACHE_CHUNK_TOKENS})`,
   },
   "cache-server-key": {
     type: "string",

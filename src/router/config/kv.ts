@@ -5,6 +5,7 @@ import { duration, size } from "../../config/values.js";
 import { CurveKeyError, isZ85Key, loadCurveKeys } from "../../kvevents/curve.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../kvevents/zmq-guard.js";
 import { CACHE_AWARE_DEFAULTS } from "../../routing/index.js";
+import { LMCACHE_CHUNK_TOKENS } from "../../config/vllm-defaults.js";
 
 const zmqEndpoint = z
   .string()
@@ -73,7 +74,7 @@ export const cacheServerSchema = z.strictObject({
   /** the engines' link to the server, gigabits/s (LMCache's lm:// gets run at most at this rate) */
   bandwidthGbps: z.number().positive().max(100_000).default(100),
   /** tokens per LMCache chunk (the engines' chunk_size) */
-  chunkTokens: z.number().int().min(1).max(1_048_576).default(256),
+  chunkTokens: z.number().int().min(1).max(1_048_576).default(LMCACHE_CHUNK_TOKENS),
   /** chunk hashes indexed at most; least recently stored evicted first */
   maxChunks: z.number().int().min(1).default(1_000_000),
   /**

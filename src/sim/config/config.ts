@@ -7,6 +7,12 @@ import { GPU_IDS_TEXT } from "../../models/index.js";
 import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
 import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
 import { parseVersion } from "../../kvevents/versions.js";
+import {
+  DEFAULT_HASH_SEED,
+  VLLM_BLOCK_SIZE,
+  VLLM_GPU_MEMORY_UTILIZATION,
+  VLLM_PORT,
+} from "../../config/vllm-defaults.js";
 
 /**
  * The vLLM release the sim claims by default: the newest one its KV events were checked against byte
@@ -15,7 +21,7 @@ import { parseVersion } from "../../kvevents/versions.js";
 export const DEFAULT_VLLM_VERSION = "0.28.0";
 
 export const SIM_FLAGS: FlagSpecs = {
-  port: { type: "int", default: 8000, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
+  port: { type: "int", default: VLLM_PORT, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
   host: { type: "string", default: "0.0.0.0", help: "address to bind" },
   "served-model-name": {
     type: "list",
@@ -32,7 +38,7 @@ export const SIM_FLAGS: FlagSpecs = {
   },
   "gpu-memory-utilization": {
     type: "number",
-    default: 0.9,
+    default: VLLM_GPU_MEMORY_UTILIZATION,
     min: 0.01,
     max: 1,
     help: "share of HBM vLLM may use",
@@ -40,7 +46,7 @@ export const SIM_FLAGS: FlagSpecs = {
   "max-model-len": { type: "int", min: 1, help: "context length (default: the model's)" },
   "max-num-seqs": { type: "int", min: 1, help: "max running sequences per step" },
   "max-num-batched-tokens": { type: "int", min: 1, help: "token budget per step" },
-  "block-size": { type: "int", default: 16, min: 1, help: "tokens per KV block" },
+  "block-size": { type: "int", default: VLLM_BLOCK_SIZE, min: 1, help: "tokens per KV block" },
   "tensor-parallel-size": { type: "int", default: 1, min: 1, help: "GPUs the model is split over" },
   "enable-prefix-caching": {
     type: "boolean",
@@ -115,7 +121,7 @@ export const SIM_FLAGS: FlagSpecs = {
   seed: { type: "int", default: 0, help: "[sim] seed for outputs, answer lengths and faults" },
   "hash-seed": {
     type: "string",
-    help: "[sim] PYTHONHASHSEED for block hashes (default env PYTHONHASHSEED, else 0)",
+    help: `[sim] PYTHONHASHSEED for block hashes (default env PYTHONHASHSEED, else ${DEFAULT_HASH_SEED})`,
   },
   "fail-rate": {
     type: "number",
@@ -396,7 +402,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     gpu: String(f.gpu),
     timeScale: f["time-scale"] as number,
     seed: f.seed as number,
-    hashSeed: str(f["hash-seed"]) ?? env.PYTHONHASHSEED ?? "0",
+    hashSeed: str(f["hash-seed"]) ?? env.PYTHONHASHSEED ?? DEFAULT_HASH_SEED,
     failRate: f["fail-rate"] as number,
     failStatus: f["fail-status"] as number,
     stallMs: f["stall-ms"] as number,
