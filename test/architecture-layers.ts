@@ -206,7 +206,15 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the router's rooms, from its configuration up to the edge and the cluster; src/router itself is the
   // wiring (index.ts, cli.ts)
   "src/router/config": {
-    imports: ["src/config", "src/discovery", "src/kvevents", "src/obs", "src/routing", "src/tenancy"],
+    imports: [
+      "src/config",
+      "src/discovery",
+      "src/kvevents",
+      "src/models",
+      "src/obs",
+      "src/routing",
+      "src/tenancy",
+    ],
     lines: 1000,
   },
   "src/router/request": { imports: ["src/http", "src/protocol", "src/tenancy"], lines: 1000 },
@@ -320,12 +328,10 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: [
       "src/config",
       "src/discovery",
-      "src/models",
       "src/obs",
       "src/router/cluster",
       "src/router/config",
       "src/router/edge",
-      "src/routing",
       "src/tenancy",
     ],
     lines: 750,
