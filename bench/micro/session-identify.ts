@@ -12,6 +12,7 @@ import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
 import { SessionTracker } from "../../src/routing/session-identity.js";
 import { makeRng, type Rng } from "../../src/random/rng.js";
+import { median } from "../../src/workload/stats.js";
 
 const specs: FlagSpecs = {
   sessions: { type: "int", default: 64, min: 1, help: "multi-round QA sessions interleaved" },
@@ -144,8 +145,6 @@ function cpuUs(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** µs per identify() over `bodies` (those before `from` only warm the tracker), and how many found a session */
 function timeIdentify(bodies: Record<string, unknown>[], from: number): { us: number; found: number } {

@@ -11,7 +11,8 @@ import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { WORDS } from "../../src/workload/text.js";
 import { mulberry32 } from "../../src/random/rng.js";
-import { metricSum, metrics, pct, rssMiB, startStack, type Stack } from "../support/stack.js";
+import { metricSum, metrics, rssMiB, startStack, type Stack } from "../support/stack.js";
+import { percentile } from "../../src/workload/stats.js";
 
 const argv = process.argv.slice(2);
 const get = (f: string, d: string) => (argv.includes(f) ? argv[argv.indexOf(f) + 1]! : d);
@@ -205,26 +206,26 @@ async function round(
     `  answer time  ${took.map((x) => (x / 1000).toFixed(2)).join(", ")} s (max ${(Math.max(...took) / 1000).toFixed(2)} s)`,
   );
   console.log(
-    `  /health      idle p50 ${f1(pct(idleH, 50))} p99 ${f1(pct(idleH, 99))} max ${f1(Math.max(...idleH))} ms (n ${idleH.length}); ` +
-      `during p50 ${f1(pct(hugeH, 50))} p99 ${f1(pct(hugeH, 99))} max ${f1(Math.max(...hugeH))} ms (n ${hugeH.length})`,
+    `  /health      idle p50 ${f1(percentile(idleH, 50))} p99 ${f1(percentile(idleH, 99))} max ${f1(Math.max(...idleH))} ms (n ${idleH.length}); ` +
+      `during p50 ${f1(percentile(hugeH, 50))} p99 ${f1(percentile(hugeH, 99))} max ${f1(Math.max(...hugeH))} ms (n ${hugeH.length})`,
   );
-  const ip99 = pct(
+  const ip99 = percentile(
     idleS.map((s) => s.ms),
     99,
   );
-  const hp99 = pct(
+  const hp99 = percentile(
     hugeS.map((s) => s.ms),
     99,
   );
   console.log(
     `  small chats  idle p50 ${f1(
-      pct(
+      percentile(
         idleS.map((s) => s.ms),
         50,
       ),
     )} p99 ${f1(ip99)} ms (n ${idleS.length}, failed ${failed(idleS)}); ` +
       `during p50 ${f1(
-        pct(
+        percentile(
           hugeS.map((s) => s.ms),
           50,
         ),

@@ -19,6 +19,7 @@ import { benchFlags } from "../support/flags.js";
 import { freePorts } from "../support/cli.js";
 import { ensureBenchTools, startLogged, stopAll, vllmRouterBin } from "../support/peer-tools.js";
 import { waitHttp } from "../support/router-harness.js";
+import { percentile } from "../../src/workload/stats.js";
 
 const specs: FlagSpecs = {
   rounds: { type: "int", default: 5, min: 1, help: "interleaved rounds (the median is reported)" },
@@ -174,12 +175,8 @@ function wrk(url: string, c: number, seconds: number, pid: number, script: strin
   };
 }
 
-const median = (xs: number[]): number => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
+/** the median of the finite figures (a cell that failed has none) */
+const median = (xs: number[]): number => percentile(xs.filter(Number.isFinite), 50);
 
 interface Target {
   name: string;

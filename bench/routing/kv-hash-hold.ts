@@ -17,6 +17,7 @@ import { benchFlags } from "../support/flags.js";
 import { mulberry32 } from "../../src/random/rng.js";
 import { WORDS } from "../../src/workload/text.js";
 import { startStack } from "./live.js";
+import { median } from "../../src/workload/stats.js";
 
 const specs: FlagSpecs = {
   requests: { type: "int", default: 5, min: 2, help: "prompts per policy" },
@@ -88,11 +89,6 @@ async function run(policy: string): Promise<Row> {
   return row;
 }
 
-const median = (a: number[]) => {
-  const s = [...a].sort((x, y) => x - y);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 console.log(
   `kv hash hold: ${flags.requests} novel chat prompts of ${flags.words} words per policy, one router process, one sim; logs in ${outDir}`,
 );

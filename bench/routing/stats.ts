@@ -5,6 +5,7 @@
 // from the last round-0 completion to the first time some user finished its last round (after that
 // fewer sessions are active and the closed loop drains).
 import { recordsFromResult } from "../../src/bench/report.js";
+import { percentileSorted } from "../../src/workload/stats.js";
 
 export interface TurnSample {
   session: string;
@@ -31,15 +32,6 @@ export interface SteadyStats {
   reqPs: number;
   /** seconds of the warm window (0: no such window, the figures are NaN) */
   windowS: number;
-}
-
-/** numpy's linear-interpolation percentile (as the bench reports), NaN for an empty set */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const x = (p / 100) * (sorted.length - 1);
-  const lo = Math.floor(x);
-  const hi = Math.min(sorted.length - 1, lo + 1);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (x - lo);
 }
 
 export function steadyStats(samples: readonly TurnSample[]): SteadyStats {
@@ -71,8 +63,8 @@ export function steadyStats(samples: readonly TurnSample[]): SteadyStats {
   const windowS = drainAt > warmAt && Number.isFinite(drainAt) ? (drainAt - warmAt) / 1000 : 0;
   return {
     requests: ttfts.length,
-    ttftP50: percentile(ttfts, 50),
-    ttftP99: percentile(ttfts, 99),
+    ttftP50: percentileSorted(ttfts, 50),
+    ttftP99: percentileSorted(ttfts, 99),
     outputTps: windowS > 0 ? tokens / windowS : NaN,
     reqPs: windowS > 0 ? done / windowS : NaN,
     windowS,

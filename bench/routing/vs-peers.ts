@@ -39,6 +39,7 @@ import { runBench, startStack, stop, waitHttp } from "./live.js";
 import { decisionTable, rowsFromRouterLog } from "../support/decision-table.js";
 import { startLogged, vllmRouterBin } from "../support/peer-tools.js";
 import { SHAPES, benchArgs, shapeOf } from "../support/routing-vs-peers-shapes.js";
+import { median } from "../../src/workload/stats.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const GPU = "l4";
@@ -217,11 +218,6 @@ async function runOnce(shape: string, target: string, round: number, seed: numbe
   }
   return figures;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 const resumedText = (f: Figures) =>
   f.resumedP50 !== undefined

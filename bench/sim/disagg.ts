@@ -13,6 +13,7 @@ import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
 import { startRouter } from "../../src/router/index.js";
 import { freePort, spawnCli, waitForHttp, type Spawned } from "../support/cli.js";
+import { percentile } from "../../src/workload/stats.js";
 
 const specs: FlagSpecs = {
   requests: { type: "int", default: 48, help: "" },
@@ -47,11 +48,8 @@ function prompt(i: number): string {
   return out.join(" ");
 }
 
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
+// percentiles interpolated as numpy does (this benchmark took the rank above p·n until 2026-11-27)
+const pct = percentile;
 
 async function metricValue(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();

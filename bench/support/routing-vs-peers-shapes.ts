@@ -69,7 +69,7 @@ export const SHAPES: Record<string, Shape> = {
   // 32 orchestrators, each turn answered then forked into four sub-agents resending its 7k-12k context
   // at once (16 requests a session); 128-token answers as above
   "agentic-fan-out": { kind: "agentic", preset: "fan-out", sessions: 32, outputTokens: 128, qps: 1.5 },
-  // Kimi's conversation traffic (Mooncake's FAST'25 conversation trace, docs/bench.md): its first five
+  // Kimi's conversation traffic (Mooncake's FAST'25 conversation trace, docs/load-generator.md): its first five
   // minutes (918 requests, 3.1 req/s), 64 tokens per hash block (prompts of 1,700 tokens on average, up
   // to 15k), answers capped at 48 tokens; at the trace's rate and at 1.5 times it
   "trace-conversation": {

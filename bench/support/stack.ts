@@ -88,10 +88,3 @@ export async function metrics(url: string): Promise<string> {
   const r = await fetch(`${url}/metrics`);
   return r.text();
 }
-
-/** Percentile of sorted-on-demand numbers (NaN when empty). */
-export function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}

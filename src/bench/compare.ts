@@ -4,7 +4,7 @@
 // so that tiny, statistically detectable shifts (timer noise on a busy host) are not reported.
 import { tpotOf, type RequestRecord } from "../workload/record.js";
 import { makeRng, type Rng } from "../random/rng.js";
-import { mean, percentileSorted } from "../workload/stats.js";
+import { mean, percentile, percentileSorted } from "../workload/stats.js";
 
 /** One metric's samples in ms (samplesOf without building the other three, since this runs per resample). */
 function valuesOf(records: readonly RequestRecord[], metric: "ttft" | "tpot" | "itl" | "e2el"): number[] {
@@ -28,8 +28,7 @@ function latencyStat(metric: "ttft" | "tpot" | "itl" | "e2el", kind: "mean" | "m
     const xs = valuesOf(records, metric);
     if (xs.length === 0) return NaN;
     if (kind === "mean") return mean(xs);
-    const s = Float64Array.from(xs).sort();
-    return percentileSorted(s as unknown as number[], kind === "median" ? 50 : 99);
+    return percentile(xs, kind === "median" ? 50 : 99);
   };
 }
 
@@ -205,10 +204,11 @@ export function compareRuns(a: Run, b: Run, o: CompareOptions = COMPARE_DEFAULTS
     }
     deltas.sort((x, y) => x - y);
     const alpha = (1 - o.confidence) / 2;
-    const ci: [number, number] = [
-      percentileSorted(deltas, alpha * 100),
-      percentileSorted(deltas, (1 - alpha) * 100),
-    ];
+    // no resample with a finite ratio: an interval of nothing, written as [0, 0]
+    const ci: [number, number] =
+      deltas.length === 0
+        ? [0, 0]
+        : [percentileSorted(deltas, alpha * 100), percentileSorted(deltas, (1 - alpha) * 100)];
     const delta = (vb - va) / va;
     const tooFew =
       h.tail !== undefined &&

@@ -4,6 +4,7 @@ import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
 import { checkNamespace, parseCidrRule, parseListen } from "./namespace.js";
 import { loadCurveKeys, type CurveKeys } from "../kvevents/curve.js";
+import { DEFAULT_EVENT_CHUNK_TOKENS } from "./kv-events.js";
 import {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_PORT,
@@ -80,7 +81,7 @@ const specs: FlagSpecs = {
   },
   "kv-events-chunk-tokens": {
     type: "int",
-    default: 256,
+    default: DEFAULT_EVENT_CHUNK_TOKENS,
     min: 1,
     help: "tokens per LMCache chunk (its chunk_size), written as the events' block_size",
   },
@@ -100,8 +101,7 @@ const specs: FlagSpecs = {
   },
 };
 
-const USAGE =
-  "usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--kv-events-port P [--kv-events-replay-port P] [--kv-events-chunk-tokens 256] [--kv-events-curve-dir DIR]] [--metrics-port P]";
+const USAGE = `usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--kv-events-port P [--kv-events-replay-port P] [--kv-events-chunk-tokens ${DEFAULT_EVENT_CHUNK_TOKENS}] [--kv-events-curve-dir DIR]] [--metrics-port P]`;
 
 export async function main(argv: string[]): Promise<number> {
   const parsed = parseCommand(argv, USAGE, specs);

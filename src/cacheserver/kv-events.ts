@@ -19,11 +19,12 @@ import type { BlockRemoved, BlockStored, KvEvent } from "../kvevents/events.js";
 import type { KvEventPublisher } from "../kvevents/publisher.js";
 import { parseChunkKey } from "../protocol/lmcache-chunks.js";
 import { keyIn } from "./namespace.js";
+import { LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
 
 /** The medium of the cache server's events: LMCache chunks on a server every wired engine loads from. */
 export const SHARED_TIER_MEDIUM = "LMCACHE_SHARED";
 /** LMCache's default chunk_size */
-export const DEFAULT_EVENT_CHUNK_TOKENS = 256;
+export const DEFAULT_EVENT_CHUNK_TOKENS = LMCACHE_CHUNK_TOKENS;
 /** shard keys followed at most (each costs its key string and a small record) */
 export const DEFAULT_MAX_EVENT_KEYS = 1_000_000;
 /** keys waiting for a look before they are looked at without waiting for the turn to end */

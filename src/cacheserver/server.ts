@@ -25,8 +25,9 @@ import {
   type ListenSpec,
 } from "./namespace.js";
 import { TieredStore } from "./store.js";
+import { CACHE_SERVER_PORT } from "../config/vllm-defaults.js";
 
-export const DEFAULT_PORT = 65432;
+export const DEFAULT_PORT = CACHE_SERVER_PORT;
 export const DEFAULT_MAX_OBJECT_BYTES = 2 ** 30;
 /** LMCache opens one connection per worker: a large fleet stays far below this */
 export const DEFAULT_MAX_CONNECTIONS = 1024;

@@ -32,7 +32,7 @@ import {
   type FitResult,
   type FitRun,
 } from "./fit.js";
-import { resolveModel as servedModel, runBench } from "../bench/run.js";
+import { runBench } from "../bench/run.js";
 
 /** the probe: [prompt tokens, output tokens, concurrency] per run */
 export const PROBE: readonly [number, number, number][] = [
@@ -51,7 +51,7 @@ const specs: FlagSpecs = {
   out: { type: "string", help: "write the fitted profile (profiles YAML, gpus:) here" },
   model: {
     type: "string",
-    help: "the catalogue model the engine serves, or its Hugging Face folder (default: the engine's /v1/models)",
+    help: "the catalogue model the engine serves, or its Hugging Face folder (default: the engine's /v1/models: the name it serves, else where its weights are, `root`)",
   },
   gpu: {
     type: "string",
@@ -103,24 +103,71 @@ const USAGE =
   "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID] [--check IN:OUT:CONC]\n       switchyard calibrate --predict --from-bench held-out.json --model M --profiles fitted.yaml --gpu ID";
 
 /**
- * the engine's context as its /v1/models lists it (vLLM's `max_model_len`), or null where it lists none;
- * asked three times a second apart (a busy engine's API server can stall for seconds), then refused: a
- * probe that guessed the context would send prompts the engine refuses
+ * what an engine's /v1/models says of the model it serves, as vLLM writes it (`serving_models.py`):
+ * `id` the served names (`--served-model-name`, or the model as given), `root` where its weights are
+ * (the Hugging Face id or folder `vllm serve` was given), `max_model_len` its context
  */
-async function contextOf(url: string): Promise<number | null> {
+export interface EngineModel {
+  /** the names the engine answers to, its base model first (a LoRA adapter's `parent` is the base) */
+  served: string[];
+  root: string | null;
+  context: number | null;
+}
+
+/**
+ * the engine's /v1/models, asked three times a second apart (a busy engine's API server can stall for
+ * seconds), then refused: a probe that guessed the context would send prompts the engine refuses
+ */
+async function engineModel(url: string): Promise<EngineModel> {
   let last = "";
   for (let attempt = 0; attempt < 3; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
     try {
       const res = await request(`${url}/v1/models`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
-      const body = (await res.body.json()) as { data?: { max_model_len?: unknown }[] };
-      const n = body?.data?.[0]?.max_model_len;
-      return typeof n === "number" && n > 0 ? n : null;
+      const body = (await res.body.json()) as {
+        data?: { id?: unknown; root?: unknown; parent?: unknown; max_model_len?: unknown }[];
+      };
+      const listed = (Array.isArray(body?.data) ? body.data : []).filter((m) => typeof m?.id === "string");
+      // base models (no parent) before LoRA adapters
+      listed.sort((a, b) => Number(typeof a.parent === "string") - Number(typeof b.parent === "string"));
+      if (res.statusCode !== 200 || listed.length === 0)
+        throw new Error(`HTTP ${res.statusCode}, no model listed`);
+      const base = listed[0]!;
+      const n = base.max_model_len;
+      return {
+        served: listed.map((m) => m.id as string),
+        root: typeof base.root === "string" && base.root !== "" ? base.root : null,
+        context: typeof n === "number" && n > 0 ? n : null,
+      };
     } catch (err) {
       last = (err as Error).message;
     }
   }
   throw new CliError(`--engine ${url}: /v1/models did not answer (${last})`);
+}
+
+function known(model: string): boolean {
+  if (isModelFolder(model)) return true;
+  try {
+    resolveModel(model);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * the model to profile for an engine: the name it serves where the catalogue knows it (or it is a model
+ * folder here), else its weights' `root` (`vllm serve Qwen/Qwen2.5-0.5B-Instruct --served-model-name
+ * tiny` serves "tiny" from "Qwen/Qwen2.5-0.5B-Instruct"); a clear refusal where neither is known
+ */
+export function modelToProfile(name: string, engine: EngineModel): string {
+  if (known(name)) return name;
+  if (engine.root !== null && known(engine.root)) return engine.root;
+  const from = engine.root === null ? "" : ` from "${engine.root}"`;
+  throw new CliError(
+    `the engine serves "${name}"${from}, and neither is a catalogue model or a model folder on this machine: give --model (a catalogue model or the weights' folder) or a profiles YAML with --profiles`,
+  );
 }
 
 /** a held-out workload (`--check`): prompt and output tokens, concurrency */
@@ -142,7 +189,8 @@ export function parseCheck(v: string): CheckShape {
 
 async function probe(
   url: string,
-  model: string | null,
+  model: string,
+  context: number,
   requests: number,
   rounds: number,
   check: CheckShape | null,
@@ -150,8 +198,6 @@ async function probe(
   warn: (m: string) => void,
 ): Promise<unknown[]> {
   const out: unknown[] = [];
-  // prompts fit the engine's context (an engine started with a short --max-model-len refuses longer ones)
-  const context = (await contextOf(url)) ?? Infinity;
   // prompts no earlier run sent (this probe's, a previous probe's, a held-out run's): a prefix-cache hit
   // would time a prefill that never ran
   const seed = randomInt(1, 2 ** 30);
@@ -180,7 +226,8 @@ async function probe(
       "120",
       "--endpoint",
       "completions",
-      ...(model ? ["--model", model] : []),
+      "--model",
+      model,
     ];
     const runs = await runBench(benchOptionsFrom(argv), { warn });
     // a run the engine answered none of cannot be fitted: say why, not what the fit trips over later
@@ -259,7 +306,16 @@ export async function main(argv: string[]): Promise<number> {
   const timeScale = Number(f["time-scale"]);
   if (!(timeScale > 0)) throw new CliError(`--time-scale: must be above 0, got ${timeScale}`);
   let modelId = typeof f.model === "string" ? f.model : null;
-  if (modelId === null && engine !== null) modelId = await servedModel(engine, {});
+  // the engine's requests name a model it serves; the profile is of the weights behind that name
+  let served: string | null = null;
+  let context = Infinity;
+  if (engine !== null) {
+    const listed = await engineModel(engine);
+    served = modelId !== null && listed.served.includes(modelId) ? modelId : listed.served[0]!;
+    // prompts fit the engine's context (an engine started with a short --max-model-len refuses longer ones)
+    context = listed.context ?? Infinity;
+    modelId = modelToProfile(modelId ?? served, listed);
+  }
   if (modelId === null)
     throw new CliError("--model: needed with --from-bench (the catalogue model the engine served)");
   let model;
@@ -284,7 +340,8 @@ export async function main(argv: string[]): Promise<number> {
   } else
     bodies = await probe(
       engine!,
-      isModelFolder(modelId) ? null : modelId,
+      served!,
+      context,
       Number(f.requests),
       Number(f.rounds),
       check,

@@ -27,6 +27,7 @@
 // `--profiles`.
 import { defaultEngineConfig, Engine, kvCapacity, STEP_OVERHEAD_S, VirtualDriver } from "../engine/index.js";
 import type { GpuProfile, ModelProfile } from "../models/index.js";
+import { median } from "../workload/stats.js";
 
 /** what one run offers the fit: its requests and its measured means */
 export interface FitRun {
@@ -106,14 +107,6 @@ function meanTpot(ttfts: number[], e2els: number[], outs: number[]): number {
     n++;
   }
   return n ? (s / n) * 1000 : NaN;
-}
-
-/** the median of a list (the mean of the middle two for an even count); NaN for none */
-export function median(xs: readonly number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /**

@@ -10,6 +10,7 @@ import type { ChildProcess } from "node:child_process";
 import { CliError, type FlagSpecs, type FlagValues } from "../config/args.js";
 import type { StackPort } from "./ports.js";
 import { flagValue } from "./up-pd.js";
+import { CACHE_SERVER_PORT, LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
 
 export const CACHE_SERVER_SPECS: FlagSpecs = {
   "cache-server": {
@@ -19,7 +20,7 @@ export const CACHE_SERVER_SPECS: FlagSpecs = {
   },
   "cache-server-port": {
     type: "int",
-    default: 65432,
+    default: CACHE_SERVER_PORT,
     min: 1,
     max: 65535,
     help: "the cache server's lm:// port, with --cache-server",
@@ -124,7 +125,7 @@ export function cacheServerWiring(
     throw new CliError(
       "--cache-server with LMCACHE_CONFIG_FILE: set LMCACHE_CHUNK_SIZE too, so that the cache server's events and the router chunk prompts as the engines do",
     );
-  const chunkText = env.LMCACHE_CHUNK_SIZE?.trim() || "256";
+  const chunkText = env.LMCACHE_CHUNK_SIZE?.trim() || String(LMCACHE_CHUNK_TOKENS);
   if (!/^[1-9]\d*$/.test(chunkText))
     throw new CliError(`--cache-server: LMCACHE_CHUNK_SIZE must be a positive integer, got '${chunkText}'`);
   const at = connectHost(host);

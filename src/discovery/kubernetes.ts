@@ -10,6 +10,7 @@ import { readFileSync } from "node:fs";
 import { Agent, request, type Dispatcher } from "undici";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "./types.js";
 import { logger } from "../obs/log.js";
+import { VLLM_PORT } from "../config/vllm-defaults.js";
 
 const log = logger("discovery.kubernetes");
 
@@ -116,7 +117,7 @@ function validPort(v: unknown): number | undefined {
 }
 
 /** The engine a pod stands for, or undefined when it must not take traffic now. */
-export function engineOfPod(p: Pod, defaultPort = 8000): EngineSpec | undefined {
+export function engineOfPod(p: Pod, defaultPort = VLLM_PORT): EngineSpec | undefined {
   const meta = p.metadata ?? {};
   const ip = p.status?.podIP;
   if (!ip || meta.deletionTimestamp || !isReady(p)) return undefined;
@@ -170,7 +171,7 @@ export class KubernetesDiscovery implements DiscoverySource {
     this.opts = {
       resyncInterval: 300_000,
       watchTimeoutSeconds: 290,
-      defaultPort: 8000,
+      defaultPort: VLLM_PORT,
       minBackoff: 250,
       maxBackoff: 10_000,
       ...opts,

@@ -3,6 +3,11 @@
 import { PINNED_HASH_SEED } from "../protocol/vllm-releases.js";
 import type { EngineConfig } from "./types.js";
 import type { GpuProfile, ModelProfile } from "../models/types.js";
+import {
+  LMCACHE_CHUNK_TOKENS,
+  VLLM_BLOCK_SIZE,
+  VLLM_GPU_MEMORY_UTILIZATION,
+} from "../config/vllm-defaults.js";
 
 const GiB = 2 ** 30;
 
@@ -28,11 +33,11 @@ export function defaultEngineConfig(
     model,
     gpu,
     tensorParallelSize: 1,
-    gpuMemoryUtilization: 0.9,
+    gpuMemoryUtilization: VLLM_GPU_MEMORY_UTILIZATION,
     maxModelLen: model.maxContext,
     maxNumSeqs: batch.maxNumSeqs,
     maxNumBatchedTokens: batch.maxNumBatchedTokens,
-    blockSize: 16,
+    blockSize: VLLM_BLOCK_SIZE,
     enablePrefixCaching: true,
     // what an engine of the sim's default release (0.28, before vLLM's fixed default seed) is pinned
     // to; the sim sets the seed and the extra-key form of the release it claims (vllm-releases.ts)
@@ -92,7 +97,7 @@ export function validateEngineConfig(c: EngineConfig): void {
       fail("kv_offloading_backend", `must be "native" or "lmcache", got ${backend}`);
     if (!(c.offload.bytes > 0)) fail("kv_offloading_size", `must be > 0, got ${c.offload.bytes}`);
     if (backend === "lmcache") {
-      const chunk = c.offload.chunkTokens ?? 256;
+      const chunk = c.offload.chunkTokens ?? LMCACHE_CHUNK_TOKENS;
       requireInt("chunk_size", chunk, 1);
       if (chunk % c.blockSize !== 0)
         fail("chunk_size", `(${chunk}) must be a multiple of block_size (${c.blockSize})`);

@@ -18,6 +18,7 @@ import type {
   RequestTimings,
   StepPlan,
 } from "./types.js";
+import { LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
 
 /** every counter at zero */
 export function newCounters(): EngineCounters {
@@ -100,7 +101,7 @@ export class Engine {
     // KV events are built only for an observer that takes them (a fleet in virtual time does not)
     this.kv = new KvCacheManager(config, this.counters, observer.onKvEvents !== undefined);
     this.capacity = this.kv.capacity;
-    this.announceTokens = config.externalChunkTokens ?? 256;
+    this.announceTokens = config.externalChunkTokens ?? LMCACHE_CHUNK_TOKENS;
     this.timer = new StepTimer(config);
   }
 

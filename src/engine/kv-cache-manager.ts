@@ -17,6 +17,7 @@ import { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";
 import { CpuTier } from "./offload.js";
 import type { PrefixMemo, Req } from "./request.js";
 import type { EngineConfig, EngineCounters, PrefixProbe, ProbeOptions } from "./types.js";
+import { LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
 
 /** shared prefixes whose block hashes an engine remembers (EngineRequest.sharedPrefix) */
 const MAX_PREFIX_MEMOS = 256;
@@ -85,7 +86,8 @@ export class KvCacheManager {
     const off = config.offload;
     this.cpu = off?.backend === "native" ? new CpuTier(this.capacity.numCpuBlocks, this.events) : null;
     if (this.cpu) this.cpu.enableEvents = wantEvents;
-    this.chunkBlocks = off?.backend === "lmcache" ? (off.chunkTokens ?? 256) / config.blockSize : 1;
+    this.chunkBlocks =
+      off?.backend === "lmcache" ? (off.chunkTokens ?? LMCACHE_CHUNK_TOKENS) / config.blockSize : 1;
     this.lmcache =
       off?.backend === "lmcache"
         ? new ChunkTier(Math.floor(this.capacity.numCpuBlocks / this.chunkBlocks))

@@ -19,6 +19,7 @@ import type { FleetOptions, FleetPolicy, SessionKeyMode } from "./fleet.js";
 import type { PdOptions } from "./types.js";
 import { REMOTE_BANDWIDTH_BPS } from "./remote.js";
 import type { ResolvedScenario } from "./scenario.js";
+import { VLLM_GPU_MEMORY_UTILIZATION } from "../config/vllm-defaults.js";
 
 const GiB = 2 ** 30;
 export type OffloadMode = "none" | "native" | "lmcache";
@@ -46,7 +47,7 @@ export function engineConfigFor(r: ResolvedScenario, mode: OffloadMode, kvScale 
   const off = r.scenario.simulation.offload;
   const base = defaultEngineConfig(r.model, r.gpu, {
     tensorParallelSize: f.tensor_parallel_size,
-    gpuMemoryUtilization: f.gpu_memory_utilization ?? 0.9,
+    gpuMemoryUtilization: f.gpu_memory_utilization ?? VLLM_GPU_MEMORY_UTILIZATION,
     ...(f.max_num_seqs !== undefined ? { maxNumSeqs: f.max_num_seqs } : {}),
     ...(f.max_num_batched_tokens !== undefined ? { maxNumBatchedTokens: f.max_num_batched_tokens } : {}),
     ...(f.max_model_len !== undefined ? { maxModelLen: f.max_model_len } : {}),

@@ -2,6 +2,7 @@
 // simulated per-request timings) plus the engine side: KV (HBM) usage percentiles, preemptions,
 // prefills avoided by offload, and hit rates per cache tier.
 import { summarize, type MetricFields } from "../workload/metrics.js";
+import { percentileSorted } from "../workload/stats.js";
 import type { EngineCounters } from "../engine/index.js";
 import { kvBytesPerToken } from "../models/index.js";
 import type { FleetOptions, FleetResult } from "./fleet.js";
@@ -33,14 +34,6 @@ export interface FleetReport {
   offload_store_s: number;
   remote: FleetResult["remote"];
   sim: { virtual_s: number; wall_s: number; speedup: number; events: number };
-}
-
-function quantile(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return 0;
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.min(sorted.length - 1, lo + 1);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
 export function sumCounters(all: readonly EngineCounters[]): EngineCounters {
@@ -82,9 +75,10 @@ export function fleetReport(
     bench: summarize(r.records, r.durationS, null),
     kv_usage: {
       mean: kv.length ? sum / kv.length : 0,
-      p50: quantile(kv, 0.5),
-      p90: quantile(kv, 0.9),
-      p99: quantile(kv, 0.99),
+      // a fleet that never sampled its KV writes 0s, as its mean and max do
+      p50: kv.length ? percentileSorted(kv, 50) : 0,
+      p90: kv.length ? percentileSorted(kv, 90) : 0,
+      p99: kv.length ? percentileSorted(kv, 99) : 0,
       max: kv.length ? kv[kv.length - 1]! : 0,
       samples: kv.length,
     },

@@ -19,6 +19,7 @@ import {
   longestReplayTurn,
 } from "../workload/conversation-replay.js";
 import { parseTrace, type TraceEntry } from "../workload/trace.js";
+import { LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -103,7 +104,7 @@ const offloadSchema = z.strictObject({
   native_cpu_blocks: posInt.optional(),
   /** lmcache: max_local_cpu_size per worker, GiB (LMCache allocates × 1024³) */
   lmcache_local_cpu_gib: positive.default(20),
-  lmcache_chunk_size: posInt.default(256),
+  lmcache_chunk_size: posInt.default(LMCACHE_CHUNK_TOKENS),
   shared_server: z
     .strictObject({
       size_gib: positive,
@@ -155,7 +156,7 @@ const simulationSchema = z.strictObject({
     mode: "none",
     native_gib: 64,
     lmcache_local_cpu_gib: 20,
-    lmcache_chunk_size: 256,
+    lmcache_chunk_size: LMCACHE_CHUNK_TOKENS,
     shared_server: null,
   }),
   /** an explicit bench generator and its options, instead of one derived from `workload` */

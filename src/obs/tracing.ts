@@ -1,18 +1,50 @@
-// Minimal OpenTelemetry tracing: spans with attributes and events, W3C `traceparent` in and out,
-// and an OTLP/HTTP JSON exporter with batching, a bounded queue (spans beyond it are dropped and
-// counted) and a flush on shutdown. Written here rather than taken from @opentelemetry/* because
-// no OpenTelemetry package is installed (and none may be added); the subset the router needs is
-// small, and the wire format is the stable OTLP/JSON encoding (hex trace/span ids, int64 as
-// strings, enum numbers). When no endpoint is configured no Tracer exists and callers skip all of
-// this behind one `undefined` check: tracing off costs nothing per request.
-import { randomBytes } from "node:crypto";
-import { request } from "undici";
+// OpenTelemetry tracing on the SDK: spans from @opentelemetry/sdk-trace-base, batched to a collector by
+// the OTLP/HTTP exporter, sampled parent-first, W3C `traceparent` read and written by the SDK's
+// propagator. This module adds only what the router reports about its exporter: spans exported, and
+// spans dropped because the queue was full or the collector failed. With no endpoint configured no
+// Tracer exists and callers skip all of it behind one `undefined` check: tracing off costs nothing.
+import {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  defaultTextMapGetter,
+  defaultTextMapSetter,
+  isSpanContextValid,
+  trace,
+  type Span,
+  type SpanContext,
+  type Tracer as ApiTracer,
+} from "@opentelemetry/api";
+import { ExportResultCode, W3CTraceContextPropagator, type ExportResult } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+  type ReadableSpan,
+  type SpanExporter,
+  type SpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
+import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
 import { logger } from "./log.js";
+
+export type { Span, SpanContext } from "@opentelemetry/api";
 
 const log = logger("obs.tracing");
 
-export const SPAN_KIND = { internal: 1, server: 2, client: 3 } as const;
-export const STATUS = { unset: 0, ok: 1, error: 2 } as const;
+export const SPAN_KIND = {
+  internal: SpanKind.INTERNAL,
+  server: SpanKind.SERVER,
+  client: SpanKind.CLIENT,
+} as const;
+export const STATUS = {
+  unset: SpanStatusCode.UNSET,
+  ok: SpanStatusCode.OK,
+  error: SpanStatusCode.ERROR,
+} as const;
 
 export type AttrValue = string | number | boolean;
 
@@ -34,6 +66,8 @@ export interface TracingOptions {
   flushInterval?: number;
   /** one export request's timeout (ms) */
   exportTimeout?: number;
+  /** the longest string attribute a span keeps (the SDK cuts longer ones) */
+  maxAttributeChars?: number;
 }
 
 /** The tracing endpoint from flags/config or the standard OTEL_* variables; undefined = tracing off. */
@@ -43,230 +77,171 @@ export function endpointFromEnv(env: NodeJS.ProcessEnv = process.env): string | 
   return env.OTEL_EXPORTER_OTLP_ENDPOINT || undefined;
 }
 
-/** A parsed W3C traceparent. */
-export interface SpanContext {
-  traceId: string;
-  spanId: string;
-  sampled: boolean;
-}
+const propagator = new W3CTraceContextPropagator();
 
-const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?$/;
-
-export function parseTraceparent(h: string | string[] | undefined): SpanContext | undefined {
+/** A W3C traceparent (and its tracestate) as the SDK's propagator reads it; undefined when invalid. */
+export function parseTraceparent(
+  h: string | string[] | undefined,
+  tracestate?: string | string[],
+): SpanContext | undefined {
   if (typeof h !== "string") return undefined;
-  const m = TRACEPARENT.exec(h.trim().toLowerCase());
-  if (!m || m[1] === "ff") return undefined;
-  const [, , traceId, spanId, flags] = m;
-  if (/^0+$/.test(traceId!) || /^0+$/.test(spanId!)) return undefined;
-  return { traceId: traceId!, spanId: spanId!, sampled: (parseInt(flags!, 16) & 1) === 1 };
+  const carrier: Record<string, string | string[]> = { traceparent: h };
+  if (tracestate !== undefined) carrier.tracestate = tracestate;
+  const sc = trace.getSpanContext(propagator.extract(ROOT_CONTEXT, carrier, defaultTextMapGetter));
+  return sc && isSpanContextValid(sc) ? sc : undefined;
 }
 
-/** Wall-clock nanoseconds since the epoch as a decimal string, with sub-millisecond precision. */
-function nowNanos(): string {
-  const ms = performance.timeOrigin + performance.now();
-  const whole = Math.floor(ms);
-  return `${whole}${String(Math.round((ms - whole) * 1e6)).padStart(6, "0")}`;
+/** whether a parsed traceparent asks for its trace to be recorded */
+export function isSampled(sc: SpanContext): boolean {
+  return (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
 }
 
-function otlpValue(v: AttrValue): Record<string, unknown> {
-  if (typeof v === "string") return { stringValue: v };
-  if (typeof v === "boolean") return { boolValue: v };
-  return Number.isInteger(v) ? { intValue: String(v) } : { doubleValue: v };
+/** The `traceparent` that names `span` as the parent, for the next hop. */
+export function traceparentOf(span: Span): string {
+  const carrier: Record<string, string> = {};
+  propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, defaultTextMapSetter);
+  return carrier.traceparent!;
 }
 
-function otlpAttributes(a: Record<string, AttrValue>): { key: string; value: Record<string, unknown> }[] {
-  const out = [];
-  for (const key in a) out.push({ key, value: otlpValue(a[key]!) });
-  return out;
-}
-
-export class Span {
-  readonly traceId: string;
-  readonly spanId: string;
-  readonly parentSpanId: string | undefined;
-  private readonly start = nowNanos();
-  private endTime: string | undefined;
-  private readonly attributes: Record<string, AttrValue> = {};
-  private readonly events: { name: string; time: string; attributes: Record<string, AttrValue> }[] = [];
-  private status: { code: number; message?: string } = { code: STATUS.unset };
-
+/**
+ * The exporter between the batch processor and OTLP/HTTP, counting what the collector took and what
+ * it refused; `settled` hands back how many of the queued spans a finished export took out.
+ */
+class CountingExporter implements SpanExporter {
+  exported = 0;
+  failed = 0;
   constructor(
-    private readonly tracer: Tracer,
-    public name: string,
-    readonly kind: number,
-    parent: SpanContext | undefined,
-    readonly sampled: boolean,
-  ) {
-    this.traceId = parent?.traceId ?? randomBytes(16).toString("hex");
-    this.spanId = randomBytes(8).toString("hex");
-    this.parentSpanId = parent?.spanId;
+    private readonly inner: SpanExporter,
+    private readonly settled: (n: number) => void,
+  ) {}
+
+  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
+    this.inner.export(spans, (result) => {
+      this.settled(spans.length);
+      if (result.code === ExportResultCode.SUCCESS) this.exported += spans.length;
+      else {
+        this.failed += spans.length;
+        log.warn({ err: result.error?.message, spans: spans.length }, "OTLP export failed");
+      }
+      done(result);
+    });
   }
 
-  setAttribute(key: string, value: AttrValue | undefined | null): this {
-    if (value !== undefined && value !== null) this.attributes[key] = value;
-    return this;
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
   }
 
-  addEvent(name: string, attributes: Record<string, AttrValue> = {}): this {
-    if (this.events.length < 128) this.events.push({ name, time: nowNanos(), attributes });
-    return this;
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush?.() ?? Promise.resolve();
   }
+}
 
-  setStatus(code: number, message?: string): this {
-    this.status = message === undefined ? { code } : { code, message };
-    return this;
-  }
+/**
+ * The batch processor behind a count of the spans it holds: a span past `maxQueue` (or after shutdown)
+ * is dropped here, where it is counted, rather than inside the SDK, where it would only be logged.
+ */
+class BoundedProcessor implements SpanProcessor {
+  queued = 0;
+  dropped = 0;
+  private closed = false;
+  constructor(
+    private readonly inner: SpanProcessor,
+    private readonly maxQueue: number,
+  ) {}
 
-  /** `traceparent` naming this span as the parent, for the next hop */
-  traceparent(): string {
-    return `00-${this.traceId}-${this.spanId}-${this.sampled ? "01" : "00"}`;
-  }
+  onStart(): void {}
 
-  /** A span under this one, in the same trace. */
-  child(name: string, kind: number): Span {
-    return this.tracer.startSpan(name, kind, this.context());
-  }
-
-  context(): SpanContext {
-    return { traceId: this.traceId, spanId: this.spanId, sampled: this.sampled };
-  }
-
-  get ended(): boolean {
-    return this.endTime !== undefined;
-  }
-
-  end(): void {
-    if (this.endTime !== undefined) return;
-    this.endTime = nowNanos();
-    if (this.sampled) this.tracer.enqueue(this);
-  }
-
-  toOtlp(): Record<string, unknown> {
-    const s: Record<string, unknown> = {
-      traceId: this.traceId,
-      spanId: this.spanId,
-      name: this.name,
-      kind: this.kind,
-      startTimeUnixNano: this.start,
-      endTimeUnixNano: this.endTime ?? nowNanos(),
-      attributes: otlpAttributes(this.attributes),
-      status: this.status,
-    };
-    if (this.parentSpanId) s.parentSpanId = this.parentSpanId;
-    if (this.events.length > 0) {
-      s.events = this.events.map((e) => ({
-        timeUnixNano: e.time,
-        name: e.name,
-        attributes: otlpAttributes(e.attributes),
-      }));
+  onEnd(span: ReadableSpan): void {
+    if (!(span.spanContext().traceFlags & TraceFlags.SAMPLED)) return;
+    if (this.closed || this.queued >= this.maxQueue) {
+      this.dropped++;
+      return;
     }
-    return s;
+    this.queued++;
+    this.inner.onEnd(span);
+  }
+
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush();
+  }
+
+  async shutdown(): Promise<void> {
+    this.closed = true;
+    await this.inner.shutdown();
   }
 }
 
 export class Tracer {
   readonly url: string;
-  private readonly opts: Required<Omit<TracingOptions, "resource" | "headers">> &
-    Pick<TracingOptions, "resource" | "headers">;
-  private queue: Span[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private exporting: Promise<void> | undefined;
-  private closed = false;
-  /** spans handed to the collector (2xx) */
-  exported = 0;
-  /** spans lost: the queue was full, or the collector refused or could not be reached */
-  readonly dropped = { queue_full: 0, export_failed: 0 };
+  private readonly provider: BasicTracerProvider;
+  private readonly tracer: ApiTracer;
+  private readonly exporter: CountingExporter;
+  private readonly processor: BoundedProcessor;
 
   constructor(opts: TracingOptions) {
-    this.opts = {
-      serviceName: "switchyard-router",
-      sampleRatio: 1,
-      maxQueue: 4096,
-      maxBatch: 512,
-      flushInterval: 1000,
-      exportTimeout: 10_000,
-      ...opts,
-    };
     const base = opts.endpoint.replace(/\/+$/, "");
     this.url = base.endsWith("/v1/traces") ? base : `${base}/v1/traces`;
-  }
-
-  /** A span; continues `parent` (an incoming traceparent) when given, else starts a trace. */
-  startSpan(name: string, kind: number, parent?: SpanContext): Span {
-    const sampled = parent ? parent.sampled : Math.random() < this.opts.sampleRatio;
-    return new Span(this, name, kind, parent, sampled);
-  }
-
-  enqueue(span: Span): void {
-    if (this.closed || this.queue.length >= this.opts.maxQueue) {
-      this.dropped.queue_full++;
-      return;
-    }
-    this.queue.push(span);
-    if (this.queue.length >= this.opts.maxBatch) void this.flush();
-    else if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        void this.flush();
-      }, this.opts.flushInterval);
-      this.timer.unref();
-    }
-  }
-
-  /** Exports everything queued now, one batch at a time. */
-  async flush(): Promise<void> {
-    while (this.exporting) await this.exporting;
-    if (this.queue.length === 0) return;
-    this.exporting = this.exportAll().finally(() => (this.exporting = undefined));
-    await this.exporting;
-  }
-
-  private async exportAll(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.opts.maxBatch);
-      await this.send(batch);
-    }
-  }
-
-  private body(batch: Span[]): string {
-    return JSON.stringify({
-      resourceSpans: [
-        {
-          resource: {
-            attributes: otlpAttributes({ "service.name": this.opts.serviceName, ...this.opts.resource }),
-          },
-          scopeSpans: [{ scope: { name: "switchyard" }, spans: batch.map((s) => s.toOtlp()) }],
-        },
-      ],
+    const maxQueue = opts.maxQueue ?? 4096;
+    this.exporter = new CountingExporter(
+      new OTLPTraceExporter({
+        url: this.url,
+        headers: opts.headers,
+        timeoutMillis: opts.exportTimeout ?? 10_000,
+      }),
+      (n) => (this.processor.queued -= n),
+    );
+    this.processor = new BoundedProcessor(
+      new BatchSpanProcessor(this.exporter, {
+        maxQueueSize: maxQueue,
+        maxExportBatchSize: Math.min(opts.maxBatch ?? 512, maxQueue),
+        scheduledDelayMillis: opts.flushInterval ?? 1000,
+        exportTimeoutMillis: opts.exportTimeout ?? 10_000,
+      }),
+      maxQueue,
+    );
+    this.provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({
+        [ATTR_SERVICE_NAME]: opts.serviceName ?? "switchyard-router",
+        ...opts.resource,
+      }),
+      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(opts.sampleRatio ?? 1) }),
+      spanLimits: { attributeValueLengthLimit: opts.maxAttributeChars ?? 256, eventCountLimit: 128 },
+      spanProcessors: [this.processor],
     });
+    this.tracer = this.provider.getTracer("switchyard");
   }
 
-  private async send(batch: Span[]): Promise<void> {
-    try {
-      const res = await request(this.url, {
-        method: "POST",
-        headers: { "content-type": "application/json", ...this.opts.headers },
-        body: this.body(batch),
-        headersTimeout: this.opts.exportTimeout,
-        bodyTimeout: this.opts.exportTimeout,
-      });
-      await res.body.dump();
-      if (res.statusCode >= 200 && res.statusCode < 300) this.exported += batch.length;
-      else {
-        this.dropped.export_failed += batch.length;
-        log.warn({ status: res.statusCode, spans: batch.length }, "OTLP collector refused spans");
-      }
-    } catch (err) {
-      this.dropped.export_failed += batch.length;
-      log.warn({ err: (err as Error).message, spans: batch.length }, "OTLP export failed");
-    }
+  /** spans the collector accepted */
+  get exported(): number {
+    return this.exporter.exported;
+  }
+
+  /** spans lost: the queue was full (or tracing had shut down), or the collector refused or was away */
+  get dropped(): { queue_full: number; export_failed: number } {
+    return { queue_full: this.processor.dropped, export_failed: this.exporter.failed };
+  }
+
+  /**
+   * A span; under `parent` when given (a span of ours, or a client's traceparent, whose sampled flag
+   * it follows), else the root of a new trace.
+   */
+  startSpan(name: string, kind: SpanKind, parent?: Span | SpanContext): Span {
+    const ctx =
+      parent === undefined
+        ? ROOT_CONTEXT
+        : "spanContext" in parent
+          ? trace.setSpan(ROOT_CONTEXT, parent)
+          : trace.setSpanContext(ROOT_CONTEXT, parent);
+    return this.tracer.startSpan(name, { kind }, ctx);
+  }
+
+  /** Exports everything queued now. */
+  flush(): Promise<void> {
+    return this.provider.forceFlush();
   }
 
   /** Flushes what is queued and stops taking spans. */
-  async shutdown(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.flush();
-    this.closed = true;
+  shutdown(): Promise<void> {
+    return this.provider.shutdown();
   }
 }

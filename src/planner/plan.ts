@@ -48,13 +48,14 @@ import {
 } from "./search.js";
 import { p90Interval, secs, sloOf, targetsOf, type Predicted, type Slo, type SloTargets } from "./slo.js";
 import { routerSection, stackSection, offloadConfig, OBSERVABILITY } from "./sections.js";
+import { VLLM_GPU_MEMORY_UTILIZATION } from "../config/vllm-defaults.js";
 
 export { SWEEP_SCALES } from "./sections.js";
 export type { SweepPoint } from "./decide.js";
 
 export const GATE_PROMQL = "max(quantile_over_time(0.99, vllm:kv_cache_usage_perc[24h]))";
 /** vLLM's default; the 10% it leaves covers CUDA graphs, NCCL and allocator slack outside the profile */
-export const RECOMMENDED_GPU_MEMORY_UTILIZATION = 0.9;
+export const RECOMMENDED_GPU_MEMORY_UTILIZATION = VLLM_GPU_MEMORY_UTILIZATION;
 export const ALERT_FOR = "5m";
 
 /** the published 16× H100 figures, set beside the user's own */

@@ -3,6 +3,8 @@
 import type { OffloadMode } from "../fleet/build.js";
 import type { Scenario } from "../fleet/scenario.js";
 import { CACHE_POLICY_NAMES } from "../routing/index.js";
+import { CACHE_SERVER_PORT } from "../config/vllm-defaults.js";
+import { PINNED_HASH_SEED } from "../protocol/vllm-releases.js";
 
 /** KV-size factors of the break-even sweep (1 = the scenario's own KV cache) */
 export const SWEEP_SCALES = [0.25, 0.5, 0.75, 1, 1.5, 2, 3];
@@ -93,7 +95,7 @@ export function routerSection(
       "--enable-prefix-caching",
     ],
     // LMCache keys are block hashes too: the hash seed is pinned whatever the policy
-    engine_env: { PYTHONHASHSEED: "0" },
+    engine_env: { PYTHONHASHSEED: PINNED_HASH_SEED },
     notes: routerNotes(policy, sessionKey, kvEvents),
   };
 }
@@ -109,7 +111,7 @@ export function offloadConfig(choice: OffloadMode, s: Scenario): Record<string, 
       LMCACHE_LOCAL_CPU: "True",
       LMCACHE_MAX_LOCAL_CPU_SIZE: off.lmcache_local_cpu_gib,
       ...(off.shared_server
-        ? { LMCACHE_REMOTE_URL: "lm://<cache-server>:65432", LMCACHE_REMOTE_SERDE: "naive" }
+        ? { LMCACHE_REMOTE_URL: `lm://<cache-server>:${CACHE_SERVER_PORT}`, LMCACHE_REMOTE_SERDE: "naive" }
         : {}),
     };
   return {};

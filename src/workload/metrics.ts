@@ -81,10 +81,12 @@ export function summarize(
   for (const m of LATENCY_METRICS) {
     const sorted = Float64Array.from(s[m]).sort();
     const xs = Array.from(sorted);
+    // vllm bench serve writes 0 where no request succeeded (`np.percentile(ttfts or 0, p)`)
+    const at = (p: number) => (xs.length === 0 ? 0 : percentileSorted(xs, p));
     f[`mean_${m}_ms`] = mean(xs);
-    f[`median_${m}_ms`] = percentileSorted(xs, 50);
+    f[`median_${m}_ms`] = at(50);
     f[`std_${m}_ms`] = std(xs);
-    for (const p of percentiles) f[`p${String(p)}_${m}_ms`] = percentileSorted(xs, p);
+    for (const p of percentiles) f[`p${String(p)}_${m}_ms`] = at(p);
   }
   return f;
 }

@@ -14,7 +14,7 @@ import type { AddressInfo } from "node:net";
 import { fitEngine, pooled, replayRequests, runsFromBench } from "../../src/calibrate/fit.js";
 import { BenchClient } from "../../src/bench/client.js";
 import { sampleArrays } from "../../src/bench/report.js";
-import { main as calibrate } from "../../src/calibrate/cli.js";
+import { main as calibrate, modelToProfile } from "../../src/calibrate/cli.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
 import { resolveScenario } from "../../src/fleet/scenario.js";
@@ -97,7 +97,7 @@ test("runs of a known profile, fitted from another GPU's, give back that profile
   assert.ok(Math.abs(resolveGpu("l4-fit").bf16Flops / l4.bf16Flops - 1) < 0.1);
 });
 
-test("against a live sim engine on L4, the probe and the fit land near the L4's figures", async () => {
+test("against a live sim engine on L4 serving an aliased name, the probe and the fit land near the L4's figures", async () => {
   const port = await freePort();
   const sim = spawnCli([
     "sim",
@@ -106,6 +106,8 @@ test("against a live sim engine on L4, the probe and the fit land near the L4's 
     `--port=${port}`,
     "--gpu=l4",
     "--max-model-len=8192",
+    // as `vllm serve MODEL --served-model-name tiny`: requests name "tiny", /v1/models' root names MODEL
+    "--served-model-name=tiny",
     // four times faster than the L4 it models, and the fit told so: the probe takes a quarter of the time
     "--time-scale=0.25",
   ]);
@@ -119,8 +121,6 @@ test("against a live sim engine on L4, the probe and the fit land near the L4's 
       const code = await calibrate([
         "--engine",
         `http://127.0.0.1:${port}`,
-        "--model",
-        MODEL,
         "--out",
         out,
         "--requests",
@@ -149,6 +149,19 @@ test("against a live sim engine on L4, the probe and the fit land near the L4's 
   } finally {
     await sim.stop();
   }
+});
+
+test("an engine's served name the catalogue does not know is profiled from where its weights are, and neither known is refused by name", () => {
+  const engine = { served: ["tiny"], root: MODEL, context: 8192 };
+  assert.equal(modelToProfile("tiny", engine), MODEL);
+  // a name the catalogue knows is its own answer, whatever the root
+  assert.equal(modelToProfile(MODEL, { ...engine, root: "/models/elsewhere" }), MODEL);
+  const folder = join(repoRoot(), "test", "fixtures", "tiny-model");
+  assert.equal(modelToProfile("tiny", { ...engine, root: folder }), folder);
+  assert.throws(
+    () => modelToProfile("tiny", { ...engine, root: "acme/unheard-of-7b" }),
+    /serves "tiny" from "acme\/unheard-of-7b".*give --model/,
+  );
 });
 
 test("a model with no catalogue entry (its Hugging Face folder) goes into the profile, so a scenario can name it", async () => {

@@ -73,6 +73,13 @@ test("README, docs and src name no tracker issue or acceptance point of this pro
   assert.equal(hits.length, 0, `tracker references in user-facing text:\n${report(hits)}`);
 });
 
+test("the README and docs use no words of the team's process ('helper', 'brief')", () => {
+  // `test/helpers` is a folder's name; the words as prose are how the work was organised, not the product
+  const pages = files.filter((f) => f.endsWith(".md") && !f.startsWith(join(root, "src")));
+  const hits = scan(pages, /(?<![/\w])(helpers?|briefs?)\b/i);
+  assert.equal(hits.length, 0, `process words in the docs:\n${report(hits)}`);
+});
+
 test("every fixture under test/fixtures says where it came from", () => {
   const dir = join(root, "test", "fixtures");
   const provenance = readFileSync(join(dir, "PROVENANCE.md"), "utf8");

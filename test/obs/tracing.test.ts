@@ -1,18 +1,28 @@
-// Tracing: the router's spans reach a local OTLP/HTTP receiver as OTLP JSON with the GenAI
-// attributes; the client's trace is continued and our attempt span is the engine's parent; usage
-// is read from what passes by (never injected); the exporter's queue is bounded and drops count.
+// Tracing: the router's spans (OpenTelemetry's SDK and OTLP/HTTP exporter) reach a local receiver as
+// OTLP JSON with the GenAI semantic conventions' attributes; the client's trace is continued and our
+// attempt span is the engine's parent; usage is read from what passes by (never injected); the
+// exporter's queue is bounded and drops count.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { SPAN_KIND, Tracer, parseTraceparent } from "../../src/obs/tracing.js";
+import { SPAN_KIND, Tracer, isSampled, parseTraceparent, traceparentOf } from "../../src/obs/tracing.js";
 import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
 import { post, routerFor } from "../helpers/router.js";
 import { freePort } from "../../bench/support/cli.js";
 
+/** span kinds as OTLP numbers them (SPAN_KIND_INTERNAL = 1, SERVER = 2, CLIENT = 3) */
+const OTLP_KIND = { internal: 1, server: 2, client: 3 } as const;
+
 interface OtlpAttr {
   key: string;
-  value: { stringValue?: string; intValue?: string; doubleValue?: number; boolValue?: boolean };
+  value: {
+    stringValue?: string;
+    intValue?: string | number;
+    doubleValue?: number;
+    boolValue?: boolean;
+    arrayValue?: { values: { stringValue?: string }[] };
+  };
 }
 interface OtlpSpan {
   traceId: string;
@@ -69,16 +79,32 @@ function attrs(s: OtlpSpan): Record<string, string | number | boolean | undefine
 
 test("parseTraceparent accepts W3C version 00 headers and rejects malformed or all-zero ids", () => {
   const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-  assert.deepEqual(parseTraceparent(tp), {
-    traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
-    spanId: "00f067aa0ba902b7",
-    sampled: true,
-  });
-  assert.equal(parseTraceparent(tp.replace(/-01$/, "-00"))?.sampled, false);
+  const sc = parseTraceparent(tp)!;
+  assert.equal(sc.traceId, "4bf92f3577b34da6a3ce929d0e0e4736");
+  assert.equal(sc.spanId, "00f067aa0ba902b7");
+  assert.equal(isSampled(sc), true);
+  assert.equal(isSampled(parseTraceparent(tp.replace(/-01$/, "-00"))!), false);
   assert.equal(parseTraceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), undefined);
   assert.equal(parseTraceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), undefined);
   assert.equal(parseTraceparent("garbage"), undefined);
   assert.equal(parseTraceparent(undefined), undefined);
+});
+
+test("a span under a client's traceparent names the same trace and itself in the next hop's traceparent, sampled as the client asked", async () => {
+  const t = new Tracer({ endpoint: "http://127.0.0.1:1", flushInterval: 60_000 });
+  try {
+    const client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const span = t.startSpan("s", SPAN_KIND.server, parseTraceparent(client));
+    const next = parseTraceparent(traceparentOf(span))!;
+    assert.equal(next.traceId, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert.equal(next.spanId, span.spanContext().spanId);
+    assert.notEqual(next.spanId, "00f067aa0ba902b7");
+    assert.equal(isSampled(next), true);
+    const unsampled = t.startSpan("u", SPAN_KIND.server, parseTraceparent(client.replace(/-01$/, "-00")));
+    assert.equal(isSampled(parseTraceparent(traceparentOf(unsampled))!), false);
+  } finally {
+    await t.shutdown();
+  }
 });
 
 test("router spans: GenAI attributes, client trace continued, attempt span as the engine's parent, usage as it passed", async () => {
@@ -142,7 +168,7 @@ test("router spans: GenAI attributes, client trace continued, attempt span as th
       assert.ok(BigInt(s.endTimeUnixNano) >= BigInt(s.startTimeUnixNano));
     }
     const server = (id: string) =>
-      spans.find((s) => s.kind === SPAN_KIND.server && attrs(s)["switchyard.request_id"] === id)!;
+      spans.find((s) => s.kind === OTLP_KIND.server && attrs(s)["switchyard.request_id"] === id)!;
 
     const chat = server("req-1");
     assert.ok(chat, "server span of the chat request");
@@ -151,6 +177,7 @@ test("router spans: GenAI attributes, client trace continued, attempt span as th
     assert.equal(chat.parentSpanId, clientSpan);
     const a = attrs(chat);
     assert.equal(a["gen_ai.operation.name"], "chat");
+    assert.equal(a["gen_ai.provider.name"], "vllm");
     assert.equal(a["gen_ai.system"], "vllm");
     assert.equal(a["gen_ai.request.model"], "fake/m");
     assert.equal(a["gen_ai.response.model"], "fake/m");
@@ -166,7 +193,7 @@ test("router spans: GenAI attributes, client trace continued, attempt span as th
     assert.ok(chat.events?.some((e) => e.name === "gen_ai.first_token"));
     const attempt = spans.find((s) => s.parentSpanId === chat.spanId);
     assert.ok(attempt, "attempt span under the server span");
-    assert.equal(attempt.kind, SPAN_KIND.client);
+    assert.equal(attempt.kind, OTLP_KIND.client);
     assert.equal(attrs(attempt)["http.response.status_code"], 200);
 
     const streamed = attrs(server("req-2"));
@@ -200,7 +227,7 @@ test("a client's X-Request-Id of kilobytes goes into the span cut to 200 charact
     await engine.close();
   }
   try {
-    const server = otlp.spans().find((s) => s.kind === SPAN_KIND.server)!;
+    const server = otlp.spans().find((s) => s.kind === OTLP_KIND.server)!;
     assert.ok(server, "the request's span");
     assert.equal(attrs(server)["switchyard.request_id"], long.slice(0, 200));
     for (const s of otlp.spans())

@@ -3,6 +3,7 @@
 // (../cluster/peers.ts). Parsed by the router's schema (config.ts).
 import { z } from "zod";
 import { duration } from "../../config/values.js";
+import { flag } from "../../config/schema-flags.js";
 
 /** Requests one replica may report in flight on one engine unless `peers.maxReportedInFlight` says. */
 export const DEFAULT_MAX_REPORTED_IN_FLIGHT = 4096;
@@ -12,17 +13,29 @@ const endpoint = z.string().regex(/^(tcp|ipc):\/\/.+/, "must be a ZMQ endpoint l
 export const peersConfigSchema = z
   .strictObject({
     /** where this replica publishes its reports (e.g. tcp://*:5590); absent: no peers */
-    bind: endpoint.optional(),
+    bind: flag(endpoint.optional(), {
+      flag: "peers-bind",
+      help: "active-active replicas: publish this replica's load and routing picks here (e.g. tcp://*:5590)",
+    }),
     /** the other replicas' endpoints (tcp://host:port); this replica's own is recognised and skipped */
-    endpoints: z.array(endpoint).default([]),
+    endpoints: flag(z.array(endpoint).default([]), {
+      flag: "peer",
+      help: "another replica's --peers-bind endpoint (tcp://host:5590), repeatable",
+    }),
     /**
      * host:port of a DNS name whose addresses are the replicas (a Kubernetes headless Service),
      * resolved every `resolveInterval`; each address is reached on the port
      */
-    dns: z
-      .string()
-      .regex(/^[^\s:]+:\d{1,5}$/, "must be host:port, e.g. switchyard-router-peers:5590")
-      .optional(),
+    dns: flag(
+      z
+        .string()
+        .regex(/^[^\s:]+:\d{1,5}$/, "must be host:port, e.g. switchyard-router-peers:5590")
+        .optional(),
+      {
+        flag: "peers-dns",
+        help: "host:port of a DNS name whose addresses are the replicas (a headless Service), re-resolved every 10 s",
+      },
+    ),
     resolveInterval: duration.default(10_000),
     /** how often a replica reports (the staleness of another replica's load is at most about this) */
     interval: duration.default(100),
@@ -41,7 +54,10 @@ export const peersConfigSchema = z
      * With tenancy on, stored responses' owners are taken only from signed reports.
      */
     secret: z.string().min(16).optional(),
-    secretFile: z.string().min(1).optional(),
+    secretFile: flag(z.string().min(1).optional(), {
+      flag: "peers-secret-file",
+      help: "file holding the replicas' shared secret: reports are signed with it, unsigned ones dropped (with tenancy on, stored responses' owners cross replicas only so)",
+    }),
     /** largest report accepted from a peer */
     maxMessageBytes: z
       .number()

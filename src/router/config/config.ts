@@ -7,7 +7,9 @@ import { duration, size } from "../../config/values.js";
 import { ROUTER_PORT } from "../../config/defaults.js";
 import {
   DEFAULT_POLICY,
+  POLICY_HELP,
   type PolicySettings,
+  SESSION_DEFAULTS,
   SESSION_LOAD_FACTOR_DEFAULT,
   predictiveConfigSchema,
   ROUTER_POLICY_NAMES,
@@ -20,6 +22,8 @@ import { tenancyConfigSchema } from "../../tenancy/config.js";
 import { discoveryConfigSchema } from "../../discovery/config.js";
 import { peersConfigSchema } from "./cluster.js";
 import { endpointFromEnv } from "../../obs/tracing.js";
+import { cliFlags, flag } from "../../config/schema-flags.js";
+import { GPU_IDS_TEXT } from "../../models/index.js";
 
 /** How the router talks to an engine: HTTP/1.1 (one socket per request in flight) or cleartext HTTP/2. */
 export const BACKEND_PROTOCOLS = ["http1", "h2c"] as const;
@@ -128,7 +132,10 @@ export function backendTransport(
 const eppConfigSchema = z
   .strictObject({
     /** gRPC port of the endpoint picker (needs a restart to change); absent = off */
-    port: z.number().int().min(0).max(65535).optional(),
+    port: flag(z.number().int().min(0).max(65535).optional(), {
+      flag: "epp-port",
+      help: "also serve the Gateway API Inference Extension endpoint picker (Envoy ext_proc v3, gRPC) on this port",
+    }),
     /** address to listen on (default: the router's `host`) */
     host: z.string().optional(),
     /** fallback endpoints listed after the primary one (default: retry.maxAttempts − 1) */
@@ -136,10 +143,19 @@ const eppConfigSchema = z
     /** ext_proc streams open at once, one per request in flight through the gateway */
     maxStreams: z.number().int().min(1).default(10_000),
     /** serve TLS with this PEM certificate chain and key (both or neither); plaintext HTTP/2 otherwise */
-    tlsCertFile: z.string().optional(),
-    tlsKeyFile: z.string().optional(),
+    tlsCertFile: flag(z.string().optional(), {
+      flag: "epp-tls-cert",
+      help: "PEM certificate chain for the endpoint picker (with --epp-tls-key)",
+    }),
+    tlsKeyFile: flag(z.string().optional(), {
+      flag: "epp-tls-key",
+      help: "PEM private key for the endpoint picker (with --epp-tls-cert)",
+    }),
     /** PEM CA bundle: callers must present a certificate it signed (mutual TLS); needs tlsCertFile */
-    tlsClientCaFile: z.string().optional(),
+    tlsClientCaFile: flag(z.string().optional(), {
+      flag: "epp-tls-client-ca",
+      help: "PEM CA bundle: the endpoint picker requires a client certificate it signed (with --epp-tls-cert)",
+    }),
   })
   .refine((e) => (e.tlsCertFile === undefined) === (e.tlsKeyFile === undefined), {
     message: "tlsCertFile and tlsKeyFile go together",
@@ -151,15 +167,66 @@ const eppConfigSchema = z
   })
   .prefault({});
 
+/** `--backend URL#weight`: a canary weight after the URL */
+function backendsFromFlag(entries: unknown): unknown[] {
+  return (entries as string[]).map((b) => {
+    const hash = b.lastIndexOf("#");
+    if (hash < 0) return b;
+    const weight = Number(b.slice(hash + 1));
+    if (!Number.isFinite(weight) || weight < 0) throw new Error(`${b}: weight must be a number ≥ 0`);
+    return { url: b.slice(0, hash), weight };
+  });
+}
+
+// the predictive policy's and the SLO's fields that flags set (their schemas are the routing library's)
+const predictiveFields = predictiveConfigSchema.unwrap().shape;
+cliFlags.add(predictiveFields.gpu, {
+  flag: "predictive-gpu",
+  help: `predictive policy: the engines' GPU profile (${GPU_IDS_TEXT}); none = learn each engine's speed from its metrics`,
+});
+cliFlags.add(predictiveFields.tensorParallelSize, {
+  flag: "predictive-tp",
+  help: "predictive policy: the engines' tensor-parallel size",
+});
+cliFlags.add(predictiveFields.timeScale, {
+  flag: "predictive-time-scale",
+  help: "predictive policy: the engines are switchyard sims at --time-scale S (their times are S× the GPU's)",
+});
+cliFlags.add(predictiveFields.queuedPrompts, {
+  flag: "predictive-queued-prompts",
+  help: "predictive policy, late binding: this router's streamed prompts awaiting a first token an engine may have before the next one picked for it waits in the router, cheapest first (one being prefilled, one ready to follow; 0 binds every request at once)",
+});
+cliFlags.add(predictiveFields.minCachedShare, {
+  flag: "predictive-min-cached-share",
+  help: "predictive policy, late binding: hold requests only while the router's picks find at least this share of their prompts cached, a moving mean (0 holds whatever the share)",
+});
+cliFlags.add(sloConfigSchema.unwrap().shape.ttftMs, {
+  flag: "slo-ttft-ms",
+  help: "default TTFT SLO in ms (requests may set their own with x-slo-ttft-ms); the predictive policy answers 429 with Retry-After when no engine can meet it",
+});
+
 export const routerConfigSchema = z.strictObject({
-  host: z.string().default("0.0.0.0"),
-  port: z.number().int().min(0).max(65535).default(ROUTER_PORT),
+  host: flag(z.string().default("0.0.0.0"), { flag: "host", help: "address to listen on" }),
+  port: flag(z.number().int().min(0).max(65535).default(ROUTER_PORT), {
+    flag: "port",
+    help: "port to listen on",
+  }),
   /** worker processes serving the port (default 1: one process); needs a restart */
-  workers: z.number().int().min(1).max(256).optional(),
+  workers: flag(z.number().int().min(1).max(256).optional(), {
+    flag: "workers",
+    help: "worker processes serving the port, sharing engines, health, load and routing state (default 1, a single process; see docs/router.md for when more help)",
+  }),
   /** active-active replicas exchanging load and routing picks (src/router/cluster/peers.ts) */
   peers: peersConfigSchema,
-  backends: z.array(backend).default([]),
-  policy: z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default(DEFAULT_POLICY),
+  backends: flag(z.array(backend).default([]), {
+    flag: "backend",
+    help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight; h2c://host:port reaches it over cleartext HTTP/2",
+    toConfig: backendsFromFlag,
+  }),
+  policy: flag(z.enum(ROUTER_POLICY_NAMES as [string, ...string[]]).default(DEFAULT_POLICY), {
+    flag: "policy",
+    help: `routing policy: ${POLICY_HELP}`,
+  }),
   /** cache-aware routing (prefix, kv, hybrid): see docs/routing.md */
   routing: routingConfigSchema,
   /** the predictive policy's engine timing (docs/routing.md) */
@@ -170,32 +237,68 @@ export const routerConfigSchema = z.strictObject({
   slo: sloConfigSchema,
   session: z
     .strictObject({
-      header: z.string().default("x-session-id"),
+      header: flag(z.string().default("x-session-id"), {
+        flag: "session-header",
+        help: "header carrying the session key",
+      }),
       /** top-level body field used when the header is absent (e.g. "user") */
-      bodyKey: z.string().optional(),
+      bodyKey: flag(z.string().optional(), {
+        flag: "session-key",
+        help: "body field used as the session key when the header is absent",
+      }),
       loadFactor: z.number().min(1).default(SESSION_LOAD_FACTOR_DEFAULT),
       /** session identity (src/routing/session-identity.ts): vllm_xargs.agentic_context names the session */
-      agenticContext: z.boolean().default(true),
+      agenticContext: z.boolean().default(SESSION_DEFAULTS.agenticContext),
       /** a Responses follow-up is in its previous_response_id's session */
-      responseChain: z.boolean().default(true),
+      responseChain: z.boolean().default(SESSION_DEFAULTS.responseChain),
       /** a request naming no session joins the one whose last prompt it extends */
-      infer: z.boolean().default(true),
+      infer: flag(z.boolean().default(SESSION_DEFAULTS.infer), {
+        flag: "session-infer",
+        negatable: true,
+        help: "a request naming no session (no agentic_context, header, body field or previous_response_id) joins the session whose last prompt it extends (only under a policy that reads session keys: all but round-robin, least-load and vllm-router-cache-aware)",
+      }),
       /** sessions remembered (LRU beyond) */
-      maxSessions: z.number().int().min(1).default(65_536),
+      maxSessions: flag(z.number().int().min(1).default(SESSION_DEFAULTS.maxSessions), {
+        flag: "max-sessions",
+        help: "sessions remembered for session identity (the least recently seen dropped beyond)",
+      }),
       /** a session unseen this long is forgotten (vllm-router's paused_retention_ttl_seconds) */
-      idleTimeout: duration.default(1_800_000),
+      idleTimeout: flag(duration.default(SESSION_DEFAULTS.idleMs), {
+        flag: "session-idle-timeout",
+        help: "a session unseen this long is forgotten",
+        kind: "duration",
+      }),
     })
     .prefault({}),
   /** alias → served model name */
   aliases: z.record(z.string(), z.string()).default({}),
   /** API key the engines expect (else VLLM_API_KEY); clients' Authorization is then never forwarded */
-  engineApiKey: z.string().optional(),
+  engineApiKey: flag(z.string().optional(), {
+    flag: "engine-api-key",
+    help: "API key the engines expect (default: $VLLM_API_KEY)",
+  }),
   timeouts: z
     .strictObject({
-      connect: duration.default(5_000),
-      firstByte: duration.default(600_000),
-      idle: duration.default(300_000),
-      total: duration.default(3_600_000),
+      connect: flag(duration.default(5_000), {
+        flag: "connect-timeout",
+        help: "upstream connect timeout",
+        kind: "duration",
+      }),
+      firstByte: flag(duration.default(600_000), {
+        flag: "first-byte-timeout",
+        help: "time to the first response byte",
+        kind: "duration",
+      }),
+      idle: flag(duration.default(300_000), {
+        flag: "idle-timeout",
+        help: "longest gap between streamed chunks",
+        kind: "duration",
+      }),
+      total: flag(duration.default(3_600_000), {
+        flag: "total-timeout",
+        help: "longest request",
+        kind: "duration",
+      }),
       keepAlive: duration.default(15_000),
     })
     .prefault({}),
@@ -223,7 +326,10 @@ export const routerConfigSchema = z.strictObject({
   discovery: discoveryConfigSchema,
   retry: z
     .strictObject({
-      maxAttempts: z.number().int().min(1).max(10).default(3),
+      maxAttempts: flag(z.number().int().min(1).max(10).default(3), {
+        flag: "max-attempts",
+        help: "engines tried per request",
+      }),
       /** retries allowed as a fraction of requests over the window */
       budgetRatio: z.number().min(0).max(10).default(0.2),
       budgetWindow: duration.default(10_000),
@@ -239,16 +345,30 @@ export const routerConfigSchema = z.strictObject({
   admission: z
     .strictObject({
       /** 0 = no cap */
-      maxInFlightPerEngine: z.number().int().min(0).default(0),
-      queueSize: z.number().int().min(0).default(WAITING_ROOM_DEFAULTS.size),
-      queueTimeout: duration.default(WAITING_ROOM_DEFAULTS.timeoutMs),
+      maxInFlightPerEngine: flag(z.number().int().min(0).default(0), {
+        flag: "max-in-flight-per-engine",
+        help: "per-engine in-flight cap; 0 = none",
+      }),
+      queueSize: flag(z.number().int().min(0).default(WAITING_ROOM_DEFAULTS.size), {
+        flag: "queue-size",
+        help: "requests that may wait for room (429 beyond)",
+      }),
+      queueTimeout: flag(duration.default(WAITING_ROOM_DEFAULTS.timeoutMs), {
+        flag: "queue-timeout",
+        help: "longest wait in the queue before 429",
+        kind: "duration",
+      }),
     })
     .prefault({}),
   limits: z
     .strictObject({
       /** larger bodies get 413 before they are read (Content-Length) or as soon as they pass it;
        * the sim's (and this default's) 16 MiB, so the router never accepts what engines refuse */
-      maxBodyBytes: size.default(16 * 2 ** 20),
+      maxBodyBytes: flag(size.default(16 * 2 ** 20), {
+        flag: "max-body-size",
+        help: "largest request body accepted (413 above); keep it at or under the engines' limit (the sim's is 16MiB)",
+        kind: "size",
+      }),
       /** request line + headers; larger → 431 (node's maxHeaderSize; needs a restart) */
       maxHeaderBytes: size.default(16 * 1024),
       /** slowloris: the whole header block must arrive within this (restart) */
@@ -272,17 +392,28 @@ export const routerConfigSchema = z.strictObject({
       /** listening sockets sharing the port (SO_REUSEPORT; Node 22.12+ on Linux, an explicit port,
        * else 1): a burst of new connections is accepted this many per event-loop turn instead of one.
        * Only where the port is the router's alone, as in a pod: see src/router/edge/accept.ts (restart) */
-      listenSockets: z.number().int().min(1).max(64).default(1),
+      listenSockets: flag(z.number().int().min(1).max(64).default(1), {
+        flag: "listen-sockets",
+        help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn (per worker with --workers); only where no other process of this user may bind the port, as in a pod",
+      }),
     })
     .prefault({}),
   /** SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close */
-  drainTimeout: duration.default(30_000),
+  drainTimeout: flag(duration.default(30_000), {
+    flag: "drain-timeout",
+    help: "on SIGTERM: stop accepting, let in-flight requests finish for up to this long, then close",
+    kind: "duration",
+  }),
   /**
    * an engine that leaves discovery, answers its health probe as draining or is drained by hand
    * (POST /admin/engines/drain) gets no new requests; its in-flight ones may finish for this long,
    * then the streams among them that can migrate continue on other engines
    */
-  engineDrainTimeout: duration.default(30_000),
+  engineDrainTimeout: flag(duration.default(30_000), {
+    flag: "engine-drain-timeout",
+    help: "an engine leaving discovery, draining, or drained by hand: its in-flight requests finish for up to this long, then streams move to other engines",
+    kind: "duration",
+  }),
   /** mid-stream migration: a stream whose engine fails continues on another (docs/reliability.md) */
   migration: z
     .strictObject({
@@ -344,11 +475,14 @@ export const routerConfigSchema = z.strictObject({
       access: z.enum(["auto", "admin", "open"]).default("auto"),
     })
     .prefault({}),
-  /** OpenTelemetry spans over OTLP/HTTP JSON (src/obs/tracing.ts); off without an endpoint */
+  /** OpenTelemetry spans over OTLP/HTTP (src/obs/tracing.ts); off without an endpoint */
   tracing: z
     .strictObject({
       /** collector base URL (http://otel-collector:4318) or full /v1/traces URL; else $OTEL_EXPORTER_OTLP_ENDPOINT */
-      otlpEndpoint: z.string().optional(),
+      otlpEndpoint: flag(z.string().optional(), {
+        flag: "otlp-endpoint",
+        help: "OTLP/HTTP collector for request spans, e.g. http://otel-collector:4318 (default $OTEL_EXPORTER_OTLP_ENDPOINT; none = tracing off)",
+      }),
       serviceName: z.string().default("switchyard-router"),
       /** share of root traces recorded; requests carrying a traceparent follow its sampled flag */
       sampleRatio: z.number().min(0).max(1).default(1),

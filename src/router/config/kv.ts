@@ -5,6 +5,8 @@ import { duration, size } from "../../config/values.js";
 import { CurveKeyError, isZ85Key, loadCurveKeys } from "../../kvevents/curve.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../kvevents/zmq-guard.js";
 import { CACHE_AWARE_DEFAULTS } from "../../routing/index.js";
+import { LMCACHE_CHUNK_TOKENS } from "../../config/vllm-defaults.js";
+import { flag } from "../../config/schema-flags.js";
 
 const zmqEndpoint = z
   .string()
@@ -37,7 +39,10 @@ export type BackendKvEvents = z.output<typeof backendKvEventsSchema>;
 
 const curveFilesSchema = z
   .strictObject({
-    dir: z.string().min(1).optional(),
+    dir: flag(z.string().min(1).optional(), {
+      flag: "kv-curve-dir",
+      help: "CURVE keys for the KV-event sockets (routing.kvEvents.curve.dir): a directory, e.g. a mounted Secret, with secret.key (the router's, not readable by other users), server.key (the publishers' public key), clients.keys (publishers the collector lets in) and engines.keys (each engine's own public key by URL); Switchyard's sims only, vLLM cannot do CURVE",
+    }),
     secretKeyFile: z.string().min(1).optional(),
     publicKeyFile: z.string().min(1).optional(),
     serverKeyFile: z.string().min(1).optional(),
@@ -62,25 +67,45 @@ const cacheServerName = z
 export const cacheServerSchema = z.strictObject({
   name: cacheServerName,
   /** the server's KV-event PUB endpoint (its --kv-events-port) */
-  events: zmqEndpoint,
+  events: flag(zmqEndpoint, {
+    flag: "cache-server-events",
+    help: "a shared LMCache cache server's KV events (its --kv-events-port, e.g. tcp://cache:5600) that every engine loads from: predictive prices the prefix it holds at its load time (routing.cacheServers)",
+    implies: { name: "cache-server" },
+  }),
   /** its replay endpoint (--kv-events-replay-port): the router asks it for what it missed */
-  replay: zmqEndpoint.optional(),
+  replay: flag(zmqEndpoint.optional(), {
+    flag: "cache-server-replay",
+    needs: "cache-server-events",
+    help: "with --cache-server-events: the server's replay endpoint (its --kv-events-replay-port)",
+  }),
   /** base URLs of the engines whose LMCache remote_url is this server; omitted = every engine */
   engines: z
     .array(z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, "")))
     .min(1)
     .optional(),
   /** the engines' link to the server, gigabits/s (LMCache's lm:// gets run at most at this rate) */
-  bandwidthGbps: z.number().positive().max(100_000).default(100),
+  bandwidthGbps: flag(z.number().positive().max(100_000).default(100), {
+    flag: "cache-server-bandwidth-gbps",
+    needs: "cache-server-events",
+    help: "with --cache-server-events: the engines' link to it, gigabits/s",
+  }),
   /** tokens per LMCache chunk (the engines' chunk_size) */
-  chunkTokens: z.number().int().min(1).max(1_048_576).default(256),
+  chunkTokens: flag(z.number().int().min(1).max(1_048_576).default(LMCACHE_CHUNK_TOKENS), {
+    flag: "cache-server-chunk-tokens",
+    needs: "cache-server-events",
+    help: "with --cache-server-events: the engines' LMCache chunk_size",
+  }),
   /** chunk hashes indexed at most; least recently stored evicted first */
   maxChunks: z.number().int().min(1).default(1_000_000),
   /**
    * with `routing.kvEvents.curve`: the server's CURVE public key (Z85; its --kv-events-curve-dir),
    * instead of the router's shared server.key
    */
-  serverKey: z.string().refine(isZ85Key, "must be a 40-character Z85 CURVE public key").optional(),
+  serverKey: flag(z.string().refine(isZ85Key, "must be a 40-character Z85 CURVE public key").optional(), {
+    flag: "cache-server-key",
+    needs: "cache-server-events",
+    help: "with --cache-server-events and --kv-curve-dir: the server's CURVE public key (Z85), whose events alone are believed (default: the router's server.key)",
+  }),
   /** its events are taken in plain although the router has CURVE keys (a server started without keys) */
   plain: z.boolean().optional(),
 });
@@ -136,9 +161,24 @@ export const routingConfigSchema = z
      * the engines' PYTHONHASHSEED (block hashes start from it); default $PYTHONHASHSEED, else what each
      * engine's release uses unset: "vllm-none-hash" from vLLM 0.29, "0" (pinned) before
      */
-    hashSeed: z.string().optional(),
+    hashSeed: flag(z.string().optional(), {
+      flag: "hash-seed",
+      help: "the engines' PYTHONHASHSEED, for KV-event routing (default $PYTHONHASHSEED, else as each engine's release leaves it unset: vllm-none-hash from vLLM 0.29, 0 before)",
+    }),
     /** served model (or its root) → folder with tokenizer.json and tokenizer_config.json */
-    tokenizers: z.record(z.string(), z.string()).default({}),
+    tokenizers: flag(z.record(z.string(), z.string()).default({}), {
+      flag: "tokenizer-dir",
+      help: "MODEL=DIR: the served model's tokenizer.json + tokenizer_config.json for exact KV routing (repeatable)",
+      toConfig: (entries) => {
+        const dirs: Record<string, string> = {};
+        for (const kv of entries as string[]) {
+          const eq = kv.indexOf("=");
+          if (eq <= 0) throw new Error(`${kv}: expected MODEL=DIR`);
+          dirs[kv.slice(0, eq)] = kv.slice(eq + 1);
+        }
+        return dirs;
+      },
+    }),
     /** oldest vLLM /version whose KV events and sha256_cbor hashes the router reproduces */
     minVllmVersion: z.string().default("0.11.0"),
     kvEvents: z
@@ -149,9 +189,20 @@ export const routingConfigSchema = z
          */
         derive: z
           .strictObject({
-            port: z.number().int().min(1).max(65535),
-            replayPort: z.number().int().min(1).max(65535).optional(),
-            byIndex: z.boolean().default(false),
+            port: flag(z.number().int().min(1).max(65535), {
+              flag: "kv-events-port",
+              help: "engines publish KV events on tcp://<engine host>:PORT (+ i for backend i with --kv-events-by-index)",
+            }),
+            replayPort: flag(z.number().int().min(1).max(65535).optional(), {
+              flag: "kv-events-replay-port",
+              needs: "kv-events-port",
+              help: "engines' KV-event replay port (same rule)",
+            }),
+            byIndex: flag(z.boolean().default(false), {
+              flag: "kv-events-by-index",
+              needs: "kv-events-port",
+              help: "add the backend's position to both ports (switchyard up)",
+            }),
           })
           .optional(),
         topic: z.string().default(""),
@@ -161,7 +212,10 @@ export const routingConfigSchema = z
          * apart by their topic, kv@<engine host or host:port>@<model>; engines with their own
          * `kvEvents` endpoint are still subscribed to directly.
          */
-        bind: zmqEndpoint.optional(),
+        bind: flag(zmqEndpoint.optional(), {
+          flag: "kv-events-bind",
+          help: "collector mode: bind one SUB socket here (e.g. tcp://*:5557) for engines whose --kv-events-config endpoint points at the router; their topics must read kv@<engine host:port>@<model>",
+        }),
         /**
          * the largest KV-event message (one scheduler step's batch) any of the router's KV-event
          * sockets takes; a larger frame costs its sender the connection (src/kvevents/zmq-guard.ts)
@@ -180,7 +234,10 @@ export const routingConfigSchema = z
          * purpose (a private network): without it, and without `curve`, each such endpoint is warned
          * about once
          */
-        plain: z.boolean().default(false),
+        plain: flag(z.boolean().default(false), {
+          flag: "kv-events-plain",
+          help: "take KV events from endpoints beyond this host without authentication on purpose (routing.kvEvents.plain): silences the warning; keep them on a private network",
+        }),
       })
       .superRefine((kv, ctx) => {
         if (!kv.curve) return;

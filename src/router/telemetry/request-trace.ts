@@ -1,10 +1,49 @@
-// One client request as OpenTelemetry spans with the GenAI semantic conventions: a SERVER span for
-// the request (continuing the client's traceparent) and a CLIENT span per engine attempt, whose
-// traceparent goes upstream. Token usage is read from what passes by — the JSON body's `usage`, or
-// the stream's final usage chunk when the client asked for one — never by changing the request.
-// Only built when a Tracer exists, so none of this runs with tracing off.
+// One client request as OpenTelemetry spans with the GenAI semantic conventions (the attribute names
+// from @opentelemetry/semantic-conventions): a SERVER span for the request (continuing the client's
+// traceparent) and a CLIENT span per engine attempt, whose traceparent goes upstream. Token usage is
+// read from what passes by — the JSON body's `usage`, or the stream's final usage chunk when the client
+// asked for one — never by changing the request. Only built when a Tracer exists, so none of this runs
+// with tracing off.
 import type { IncomingMessage } from "node:http";
-import { SPAN_KIND, STATUS, parseTraceparent, type Span, type Tracer } from "../../obs/tracing.js";
+import type { AttributeValue, Attributes } from "@opentelemetry/api";
+import {
+  ATTR_ERROR_TYPE,
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
+  ATTR_URL_PATH,
+} from "@opentelemetry/semantic-conventions";
+import {
+  ATTR_GEN_AI_OPERATION_NAME,
+  ATTR_GEN_AI_PROVIDER_NAME,
+  ATTR_GEN_AI_REQUEST_MAX_TOKENS,
+  ATTR_GEN_AI_REQUEST_MODEL,
+  ATTR_GEN_AI_REQUEST_SEED,
+  ATTR_GEN_AI_REQUEST_STREAM,
+  ATTR_GEN_AI_REQUEST_TEMPERATURE,
+  ATTR_GEN_AI_REQUEST_TOP_P,
+  ATTR_GEN_AI_RESPONSE_FINISH_REASONS,
+  ATTR_GEN_AI_RESPONSE_ID,
+  ATTR_GEN_AI_RESPONSE_MODEL,
+  ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+  ATTR_GEN_AI_SYSTEM,
+  ATTR_GEN_AI_USAGE_INPUT_TOKENS,
+  ATTR_GEN_AI_USAGE_OUTPUT_TOKENS,
+} from "@opentelemetry/semantic-conventions/incubating";
+import {
+  SPAN_KIND,
+  STATUS,
+  parseTraceparent,
+  traceparentOf,
+  type Span,
+  type Tracer,
+} from "../../obs/tracing.js";
+
+/** the GenAI provider the spans name: vLLM's OpenAI-compatible server behind the router */
+const PROVIDER = "vllm";
+/** the first token's time, as the GenAI conventions' server metric of that name */
+const TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token";
 
 /** Response bytes kept to find `usage` in a non-streamed body; larger bodies go unread. */
 const MAX_JSON_BODY = 4 * 2 ** 20;
@@ -22,6 +61,18 @@ const MAX_REQUEST_ID_CHARS = 200;
 /** A string attribute cut to `max` characters; other values as they are. */
 function cap<T extends string | number | boolean | undefined>(v: T, max = MAX_ATTRIBUTE_CHARS): T {
   return (typeof v === "string" && v.length > max ? v.slice(0, max) : v) as T;
+}
+
+/** the attributes that have a value (the SDK refuses undefined ones, with a warning) */
+function defined(a: Record<string, AttributeValue | undefined>): Attributes {
+  const out: Attributes = {};
+  for (const k in a) if (a[k] !== undefined) out[k] = a[k];
+  return out;
+}
+
+/** what the data plane does with an attempt's span: name it as the engine's parent */
+export interface AttemptSpan {
+  traceparent(): string;
 }
 
 interface Usage {
@@ -57,6 +108,7 @@ function readUsage(doc: unknown, into: Usage): void {
 
 export class RequestTrace {
   readonly span: Span;
+  private readonly tracer: Tracer;
   private attemptSpan: Span | undefined;
   private readonly usage: Usage = {};
   private json: Buffer[] | undefined = [];
@@ -81,45 +133,59 @@ export class RequestTrace {
     const s = tracer.startSpan(
       cap(`${op} ${model}`),
       SPAN_KIND.server,
-      parseTraceparent(req.headers.traceparent),
+      parseTraceparent(req.headers.traceparent, req.headers.tracestate),
     );
-    s.setAttribute("gen_ai.operation.name", cap(op))
-      .setAttribute("gen_ai.system", "vllm")
-      .setAttribute("gen_ai.request.model", cap(model))
-      .setAttribute("http.request.method", cap(req.method ?? "POST"))
-      .setAttribute("url.path", cap(route))
-      .setAttribute("switchyard.stream", stream);
-    if (parsed) {
-      const num = (k: string) => (typeof parsed[k] === "number" ? (parsed[k] as number) : undefined);
-      s.setAttribute("gen_ai.request.max_tokens", num("max_tokens") ?? num("max_completion_tokens"))
-        .setAttribute("gen_ai.request.temperature", num("temperature"))
-        .setAttribute("gen_ai.request.top_p", num("top_p"))
-        .setAttribute("gen_ai.request.seed", num("seed"));
-    }
+    const num = (k: string) =>
+      parsed !== undefined && typeof parsed[k] === "number" ? (parsed[k] as number) : undefined;
     const id = req.headers["x-request-id"];
-    if (typeof id === "string") s.setAttribute("switchyard.request_id", cap(id, MAX_REQUEST_ID_CHARS));
+    s.setAttributes(
+      defined({
+        [ATTR_GEN_AI_OPERATION_NAME]: cap(op),
+        [ATTR_GEN_AI_PROVIDER_NAME]: PROVIDER,
+        // the name before gen_ai.provider.name, which backends still read
+        [ATTR_GEN_AI_SYSTEM]: PROVIDER,
+        [ATTR_GEN_AI_REQUEST_MODEL]: cap(model),
+        [ATTR_GEN_AI_REQUEST_STREAM]: stream,
+        [ATTR_HTTP_REQUEST_METHOD]: cap(req.method ?? "POST"),
+        [ATTR_URL_PATH]: cap(route),
+        "switchyard.stream": stream,
+        [ATTR_GEN_AI_REQUEST_MAX_TOKENS]: num("max_tokens") ?? num("max_completion_tokens"),
+        [ATTR_GEN_AI_REQUEST_TEMPERATURE]: num("temperature"),
+        [ATTR_GEN_AI_REQUEST_TOP_P]: num("top_p"),
+        [ATTR_GEN_AI_REQUEST_SEED]: num("seed"),
+        "switchyard.request_id": typeof id === "string" ? cap(id, MAX_REQUEST_ID_CHARS) : undefined,
+      }),
+    );
+    this.tracer = tracer;
     this.span = s;
   }
 
   /** A CLIENT span for one engine attempt; its traceparent is what the engine receives. */
-  attempt(engineUrl: string, n: number): Span {
+  attempt(engineUrl: string, n: number): AttemptSpan {
     this.attemptSpan?.end();
     const u = new URL(engineUrl);
-    const a = this.span.child(cap(`${this.method} ${this.path.split("?", 1)[0]}`), SPAN_KIND.client);
-    a.setAttribute("server.address", u.hostname)
-      .setAttribute("server.port", Number(u.port) || 80)
-      .setAttribute("switchyard.engine", engineUrl)
-      .setAttribute("switchyard.attempt", n);
+    const a = this.tracer.startSpan(
+      cap(`${this.method} ${this.path.split("?", 1)[0]}`),
+      SPAN_KIND.client,
+      this.span,
+    );
+    a.setAttributes({
+      [ATTR_SERVER_ADDRESS]: u.hostname,
+      [ATTR_SERVER_PORT]: Number(u.port) || 80,
+      "switchyard.engine": engineUrl,
+      "switchyard.attempt": n,
+    });
     this.attemptSpan = a;
-    return a;
+    return { traceparent: () => traceparentOf(a) };
   }
 
   /** The engine attempt ended (answer relayed, or failed over with `error`). */
   attemptEnded(status: number, error?: string): void {
     const a = this.attemptSpan;
     if (!a) return;
-    if (status) a.setAttribute("http.response.status_code", status);
-    if (error) a.setAttribute("error.type", cap(error)).setStatus(STATUS.error, cap(error));
+    if (status) a.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, status);
+    if (error)
+      a.setAttribute(ATTR_ERROR_TYPE, cap(error)).setStatus({ code: STATUS.error, message: cap(error) });
     a.end();
     this.attemptSpan = undefined;
   }
@@ -134,8 +200,9 @@ export class RequestTrace {
   }
 
   firstByte(ttftSeconds: number): void {
-    this.span.setAttribute("gen_ai.server.time_to_first_token", ttftSeconds);
-    this.span.addEvent("gen_ai.first_token", { "gen_ai.server.time_to_first_token": ttftSeconds });
+    this.span.setAttribute(TIME_TO_FIRST_TOKEN, ttftSeconds);
+    this.span.setAttribute(ATTR_GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttftSeconds);
+    this.span.addEvent("gen_ai.first_token", { [TIME_TO_FIRST_TOKEN]: ttftSeconds });
   }
 
   /** Response bytes as relayed: keeps what is needed to read `usage` at the end. */
@@ -182,15 +249,19 @@ export class RequestTrace {
     }
     const s = this.span;
     const u = this.usage;
-    s.setAttribute("gen_ai.usage.input_tokens", u.input)
-      .setAttribute("gen_ai.usage.output_tokens", u.output)
-      .setAttribute("gen_ai.response.model", cap(u.model))
-      .setAttribute("gen_ai.response.id", cap(u.id))
-      .setAttribute("gen_ai.response.finish_reasons", cap(u.finish))
-      .setAttribute("http.response.status_code", status);
-    if (engineUrl !== "none") s.setAttribute("switchyard.engine", engineUrl);
-    if (status >= 500) s.setStatus(STATUS.error, `HTTP ${status}`);
-    else if (status === 499) s.setAttribute("error.type", "client_closed");
+    s.setAttributes(
+      defined({
+        [ATTR_GEN_AI_USAGE_INPUT_TOKENS]: u.input,
+        [ATTR_GEN_AI_USAGE_OUTPUT_TOKENS]: u.output,
+        [ATTR_GEN_AI_RESPONSE_MODEL]: cap(u.model),
+        [ATTR_GEN_AI_RESPONSE_ID]: cap(u.id),
+        [ATTR_GEN_AI_RESPONSE_FINISH_REASONS]: u.finish === undefined ? undefined : [cap(u.finish)],
+        [ATTR_HTTP_RESPONSE_STATUS_CODE]: status,
+        "switchyard.engine": engineUrl !== "none" ? engineUrl : undefined,
+      }),
+    );
+    if (status >= 500) s.setStatus({ code: STATUS.error, message: `HTTP ${status}` });
+    else if (status === 499) s.setAttribute(ATTR_ERROR_TYPE, "client_closed");
     s.end();
   }
 }

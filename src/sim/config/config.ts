@@ -8,6 +8,7 @@ import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./l
 import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
 import { parseVersion } from "../../kvevents/versions.js";
 import { engineHashSeed } from "../../protocol/vllm-releases.js";
+import { VLLM_BLOCK_SIZE, VLLM_GPU_MEMORY_UTILIZATION, VLLM_PORT } from "../../config/vllm-defaults.js";
 
 /**
  * The vLLM release the sim claims by default: the newest one its KV events were checked against byte
@@ -16,7 +17,7 @@ import { engineHashSeed } from "../../protocol/vllm-releases.js";
 export const DEFAULT_VLLM_VERSION = "0.28.0";
 
 export const SIM_FLAGS: FlagSpecs = {
-  port: { type: "int", default: 8000, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
+  port: { type: "int", default: VLLM_PORT, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
   host: { type: "string", default: "0.0.0.0", help: "address to bind" },
   "served-model-name": {
     type: "list",
@@ -33,7 +34,7 @@ export const SIM_FLAGS: FlagSpecs = {
   },
   "gpu-memory-utilization": {
     type: "number",
-    default: 0.9,
+    default: VLLM_GPU_MEMORY_UTILIZATION,
     min: 0.01,
     max: 1,
     help: "share of HBM vLLM may use",
@@ -41,7 +42,7 @@ export const SIM_FLAGS: FlagSpecs = {
   "max-model-len": { type: "int", min: 1, help: "context length (default: the model's)" },
   "max-num-seqs": { type: "int", min: 1, help: "max running sequences per step" },
   "max-num-batched-tokens": { type: "int", min: 1, help: "token budget per step" },
-  "block-size": { type: "int", default: 16, min: 1, help: "tokens per KV block" },
+  "block-size": { type: "int", default: VLLM_BLOCK_SIZE, min: 1, help: "tokens per KV block" },
   "tensor-parallel-size": { type: "int", default: 1, min: 1, help: "GPUs the model is split over" },
   "enable-prefix-caching": {
     type: "boolean",

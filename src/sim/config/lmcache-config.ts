@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { CliError } from "../../config/args.js";
 import { DISAGG_CONNECTORS } from "./disagg-config.js";
+import { LMCACHE_CHUNK_TOKENS } from "../../config/vllm-defaults.js";
 
 export interface LmcacheSettings {
   /** tokens per chunk (LMCache's chunk_size, 256) */
@@ -43,7 +44,7 @@ export const LMCACHE_REMOTE_LOAD_BPS = 10e9;
 export const DEFAULT_PAYLOAD_SCALE = 1 / 1024;
 /** LMCache's defaults (lmcache/v1/config.py): 256-token chunks, 5 GB local CPU, 10 s blocking timeout. */
 const DEFAULTS = {
-  chunk_size: 256,
+  chunk_size: LMCACHE_CHUNK_TOKENS,
   local_cpu: true,
   max_local_cpu_size: 5,
   blocking_timeout_secs: 10,

@@ -4,6 +4,7 @@
 // and its sources (config/cache.py, v1/metrics/loggers.py); a claim of an earlier release keeps
 // what the sim showed before it was checked against 0.32.
 import { versionAtLeast } from "../../kvevents/versions.js";
+import { VLLM_BLOCK_SIZE } from "../../config/vllm-defaults.js";
 
 /**
  * vLLM answers /metrics with prometheus_client's CONTENT_TYPE_LATEST, which prometheus_client 0.22.0
@@ -54,9 +55,6 @@ export interface CacheFacts {
   /** GiB of it, null when none */
   offloadingGiB: number | null;
 }
-
-/** vLLM's CacheConfig.DEFAULT_BLOCK_SIZE, what a GPU engine takes without --block-size */
-const DEFAULT_BLOCK_SIZE = 16;
 
 /** Python's str() of a config value, as vLLM's info gauges print labels. */
 export function pyStr(v: unknown): string {
@@ -115,7 +113,7 @@ export function cacheConfigLabels(release: MetricsRelease, f: CacheFacts): Recor
     prefix_cache_retention_interval: "0",
     prefix_match_unit: pyStr(null),
     // the sim cannot tell a --block-size 16 from none: 16 is read as vLLM's default, any other as asked
-    user_specified_block_size: pyStr(f.blockSize !== DEFAULT_BLOCK_SIZE),
+    user_specified_block_size: pyStr(f.blockSize !== VLLM_BLOCK_SIZE),
     // Mamba and hybrid-model fields, at their defaults for an attention model
     mamba_block_size: pyStr(null),
     mamba_cache_dtype: "auto",
