@@ -209,6 +209,14 @@ export class TenancyState {
     return { tenant, grant, limiter };
   }
 
+  /**
+   * The prompt reservation raised to `promptEstimate` once the body is read (a chunked body declared
+   * no length at admission); rejects with the tenant's 429 when its prompt budget could not hold it.
+   */
+  reserve(a: Admission, promptEstimate: number): Promise<void> {
+    return a.limiter.reserve(a.grant, promptEstimate);
+  }
+
   /** Token usage once the engine reported it (settles the prompt estimate). */
   record(a: Admission, usage: Usage): void {
     a.limiter.record(a.grant, usage);

@@ -188,6 +188,9 @@ export class Ingress {
         b = jsonStep(path, body, parsed instanceof Promise ? await parsed : parsed);
       }
       const obj = b.parsed;
+      // the reservation taken at the headers checked against the body read (a chunked body declared
+      // no length): a prompt over the tenant's budget is refused here, before it is routed
+      if (admission) await this.d.gate.reserve(admission, promptEstimate(b.bytes));
       const pinId =
         ep.pin === "path-id"
           ? pathId
