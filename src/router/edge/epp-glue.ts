@@ -41,6 +41,7 @@ function pathRule(method: string, path: string): PathRule {
       previousResponse: e.pin === "previous-response-id",
       remembers: e.remembers,
       abortIds: e.abortIds,
+      jsonBody: e.body === "json" && method === "POST",
     };
   if (method === "GET" && path === "/v1/models") return {};
   if (e?.served === "router")
