@@ -10,6 +10,9 @@ import { HttpError } from "../http/errors.js";
 import { TenantRequest, type TenantSink } from "./request.js";
 import type { Admission, Tenant, TenancyState } from "./state.js";
 
+/** The metadata key of a stored response's owner tag (read back by the router's response affinity). */
+export const OWNER_METADATA_KEY = "switchyard_owner";
+
 /** Per-tenant numbers the router exports (metrics.ts): tenant names only, never keys. */
 export interface TenantMetricsSink extends TenantSink {
   rejected(tenant: string, limit: string): void;
@@ -313,6 +316,9 @@ export class RouterGate {
       throw backgroundRefused(tenant);
     if (obj) {
       mutated = dropOwnedFields(obj);
+      // a stored response carries its owner's tag, so that its owner, and only its owner, reaches
+      // it after the router forgot it (a restart, another replica: response-affinity.ts)
+      if (route === "/v1/responses") mutated = this.tagOwner(tenant, obj) || mutated;
       if (tenant.cacheSalt !== undefined) {
         const own = typeof obj.cache_salt === "string" ? obj.cache_salt : undefined;
         obj.cache_salt = this.state.cacheSaltFor(tenant, own);
@@ -353,6 +359,27 @@ export class RouterGate {
       stripUsageEvent: strip,
     });
     return { request, mutated };
+  }
+
+  /** The tag `tenant`'s stored responses carry; undefined without the router's secret. */
+  ownerTag(tenant: Tenant): string | undefined {
+    return this.state.ownerTag(tenant.name);
+  }
+
+  /**
+   * Writes the tenant's owner tag into a Responses request's `metadata` (over a client's value of
+   * that key, which could otherwise claim another's tag); metadata that is not an object is left for
+   * the engine to refuse.
+   */
+  private tagOwner(tenant: Tenant, obj: Record<string, unknown>): boolean {
+    const tag = this.state.ownerTag(tenant.name);
+    if (tag === undefined) return false;
+    const md = obj.metadata;
+    if (md === undefined || md === null) obj.metadata = { [OWNER_METADATA_KEY]: tag };
+    else if (typeof md === "object" && !Array.isArray(md))
+      obj.metadata = { ...(md as Record<string, unknown>), [OWNER_METADATA_KEY]: tag };
+    else return false;
+    return true;
   }
 
   /**

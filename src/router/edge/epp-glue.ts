@@ -11,6 +11,7 @@ import {
   type RoutingHost,
   type Slot,
 } from "../../epp/index.js";
+import type { StoredResponse } from "../../epp/types.js";
 import { HttpError } from "../../http/errors.js";
 import type { RouterConfig } from "../config/config.js";
 import { flowOf, queueAskOf } from "./ingress.js";
@@ -19,6 +20,7 @@ import type { Router } from "./server.js";
 import { FORWARDED_HEADERS, upstreamAuthorization } from "../engines/upstream-rules.js";
 import {
   followUpWaitMs,
+  locateResponse,
   ownerMay,
   responseNotFound,
   ResponseIdScan,
@@ -120,9 +122,25 @@ export function routingHost(router: Router): RoutingHost {
     pathRule,
     upstreamHeaders: FORWARDED_HEADERS,
     storedResponse: (id, tenant, withSlot) => {
-      const at = (home: ResponseHome | undefined) => {
-        // the HTTP edge's rule (ingress.ts): another tenant's, or an unowned one with tenancy on, is not there
-        if (!ownerMay(home, tenant)) throw responseNotFound(id);
+      const at = (
+        home: ResponseHome | undefined,
+      ): StoredResponse | undefined | Promise<StoredResponse | undefined> => {
+        // the HTTP edge's rule (ingress.ts): another tenant's, or an unowned one with tenancy on, is not
+        // there, unless an engine holds it under this tenant's owner tag
+        if (!ownerMay(home, tenant)) {
+          const t = tenant !== undefined ? router.tenancy.tenant(tenant) : undefined;
+          const tag = t ? router.gate.ownerTag(t) : undefined;
+          if (tag === undefined) throw responseNotFound(id);
+          return locateResponse(reg, router.affinity, id, undefined, { tenant: tenant!, tag }).then(
+            (found) => {
+              if (found === undefined) throw responseNotFound(id);
+              return placed(found);
+            },
+          );
+        }
+        return placed(home);
+      };
+      const placed = (home: ResponseHome | undefined): StoredResponse | undefined => {
         if (!home) return undefined;
         const e = reg.engines.get(home.engine);
         if (!e) throw responseNotFound(id);

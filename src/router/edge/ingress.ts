@@ -208,7 +208,21 @@ export class Ingress {
       }
       // tenancy on: another tenant's response, or one whose owner nobody knows, is not there for this
       // tenant (the answer an id nobody made gets; the engines are not asked)
-      if (pinId !== undefined && !ownerMay(home, tenant?.name)) throw responseNotFound(pinId);
+      // ... unless its engine holds it under this tenant's owner tag (the router restarted, the replica
+      // that made it is gone, its entry was evicted): the engines are asked, and only the tag decides;
+      // another tenant's known id is asked for too, so its 404 comes no sooner than an unknown one's
+      if (pinId !== undefined && !ownerMay(home, tenant?.name)) {
+        const tag = tenant ? this.d.gate.ownerTag(tenant) : undefined;
+        const found =
+          tag !== undefined
+            ? await locateResponse(this.d.registry, this.d.affinity, pinId, undefined, {
+                tenant: tenant!.name,
+                tag,
+              })
+            : undefined;
+        if (found === undefined) throw responseNotFound(pinId);
+        home = found;
+      }
       let model = ep.modelless
         ? this.anyModel(home?.model)
         : this.model(b.model, multipart || ep.modelOptional, multipart);
