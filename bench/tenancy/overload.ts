@@ -60,13 +60,21 @@ function quantile(xs: number[], q: number): number {
 
 const DATA = Buffer.from("data:");
 
-const BODY = JSON.stringify({
-  model: MODEL,
-  messages: [{ role: "user", content: "write a short poem about the sea" }],
-  max_tokens: MAX_TOKENS,
-  ignore_eos: true,
-  stream: true,
-});
+/**
+ * A request's body: answers of 1 to 2× `--max-tokens` - 1 tokens, spread evenly (mean `--max-tokens`),
+ * as an engine's are. With one fixed length the slots of an engine free in lockstep, and a waiting
+ * request waits for the next burst whatever the queue's order.
+ */
+const lengths = rng(99);
+function body(): string {
+  return JSON.stringify({
+    model: MODEL,
+    messages: [{ role: "user", content: "write a short poem about the sea" }],
+    max_tokens: 1 + Math.floor(lengths() * (2 * MAX_TOKENS - 1)),
+    ignore_eos: true,
+    stream: true,
+  });
+}
 
 async function one(url: string, agent: Agent, tenant: string, auth: boolean): Promise<Sample> {
   const sent = performance.now();
@@ -77,7 +85,7 @@ async function one(url: string, agent: Agent, tenant: string, auth: boolean): Pr
       method: "POST",
       dispatcher: agent,
       headers,
-      body: BODY,
+      body: body(),
       headersTimeout: HANG_MS,
       bodyTimeout: HANG_MS,
     });
@@ -328,7 +336,7 @@ async function main(): Promise<void> {
         if (cap === 0) {
           cap = await capacity(r.url, tenancy);
           console.log(
-            `fleet: ${ENGINES} sims (time scale ${SCALE}), ${SLOTS} slots each, ${MAX_TOKENS}-token streams: capacity ${cap.toFixed(1)} req/s`,
+            `fleet: ${ENGINES} sims (time scale ${SCALE}), ${SLOTS} slots each, streams of ${MAX_TOKENS} tokens on average: capacity ${cap.toFixed(1)} req/s`,
           );
         }
         for (const load of LOADS) {

@@ -103,15 +103,17 @@ export class AdmissionQueue {
   ): Promise<void> {
     // a client already gone never takes a queue slot (an aborted signal fires no more events)
     if (signal.aborted) return Promise.reject(new Error("client went away while queued"));
-    if (flow.priority < 0 && !tryAcquire())
-      return Promise.reject(
-        new HttpError(
-          429,
-          `every engine is full and '${flow.key}' is sheddable (priority ${flow.priority}): refused rather than queued; retry later`,
-          null,
-          { "retry-after": "1" },
-        ),
-      );
+    if (flow.priority < 0)
+      return tryAcquire()
+        ? Promise.resolve()
+        : Promise.reject(
+            new HttpError(
+              429,
+              `every engine is full and '${flow.key}' is sheddable (priority ${flow.priority}): refused rather than queued; retry later`,
+              null,
+              { "retry-after": "1" },
+            ),
+          );
     return new Promise<void>((resolve, reject) => {
       const own = ask?.timeoutMs;
       const timeoutMs = own !== undefined && own >= 0 && own < this.limits.queueTimeout ? own : undefined;
