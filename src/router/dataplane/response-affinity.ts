@@ -32,7 +32,6 @@ import { HttpError } from "../../http/errors.js";
 import { logger } from "../../obs/log.js";
 import type { Registry } from "../engines/registry.js";
 import { UpstreamTooLargeError } from "../engines/engine-get.js";
-import { OWNER_METADATA_KEY } from "../../tenancy/router-gate.js";
 
 /** Where a response was made: its engine, and the model it was asked of (for the follow-up's metrics). */
 export interface ResponseHome {
@@ -262,14 +261,16 @@ let lookups = 0;
 /** a stored response read whole to find its owner's tag (its output can be long) */
 const OWNED_LOOKUP_BYTES = 8 * 1024 * 1024;
 
-/** A tenant asking for a response, and the tag its responses carry (tenancy on). */
+/** A tenant asking for a response, the tag its responses carry and the metadata key it is under (tenancy on). */
 export interface OwnerProof {
   tenant: string;
   tag: string;
+  /** the metadata key the router writes the tag under (the tenancy gate's) */
+  field: string;
 }
 
-/** Whether a stored response's body (vLLM's JSON) carries `tag` as its owner's. */
-export function ownedBy(body: string, tag: string): boolean {
+/** Whether a stored response's body (vLLM's JSON) carries `tag` as its owner's under `field`. */
+export function ownedBy(body: string, field: string, tag: string): boolean {
   let o: unknown;
   try {
     o = JSON.parse(body);
@@ -277,8 +278,7 @@ export function ownedBy(body: string, tag: string): boolean {
     return false;
   }
   const md = o !== null && typeof o === "object" ? (o as Record<string, unknown>).metadata : undefined;
-  const got =
-    md !== null && typeof md === "object" ? (md as Record<string, unknown>)[OWNER_METADATA_KEY] : undefined;
+  const got = md !== null && typeof md === "object" ? (md as Record<string, unknown>)[field] : undefined;
   if (typeof got !== "string") return false;
   const a = Buffer.from(got);
   const b = Buffer.from(tag);
@@ -308,7 +308,7 @@ export async function locateResponse(
     asked.push(
       owner
         ? registry.get(e, path, LOOKUP_TIMEOUT_MS, OWNED_LOOKUP_BYTES).then(
-            (body) => (ownedBy(body, owner.tag) ? e.url : undefined),
+            (body) => (ownedBy(body, owner.field, owner.tag) ? e.url : undefined),
             () => undefined,
           )
         : registry.get(e, path, LOOKUP_TIMEOUT_MS, 64 * 1024).then(

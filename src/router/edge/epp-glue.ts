@@ -13,6 +13,7 @@ import {
 } from "../../epp/index.js";
 import type { StoredResponse } from "../../epp/types.js";
 import { HttpError } from "../../http/errors.js";
+import { OWNER_METADATA_KEY } from "../../tenancy/router-gate.js";
 import type { RouterConfig } from "../config/config.js";
 import { flowOf, queueAskOf } from "./ingress.js";
 import { endpointOf, matchEndpoint, notRelayed, routingInput } from "../request/endpoints.js";
@@ -131,12 +132,14 @@ export function routingHost(router: Router): RoutingHost {
           const t = tenant !== undefined ? router.tenancy.tenant(tenant) : undefined;
           const tag = t ? router.gate.ownerTag(t) : undefined;
           if (tag === undefined) throw responseNotFound(id);
-          return locateResponse(reg, router.affinity, id, undefined, { tenant: tenant!, tag }).then(
-            (found) => {
-              if (found === undefined) throw responseNotFound(id);
-              return placed(found);
-            },
-          );
+          return locateResponse(reg, router.affinity, id, undefined, {
+            tenant: tenant!,
+            tag,
+            field: OWNER_METADATA_KEY,
+          }).then((found) => {
+            if (found === undefined) throw responseNotFound(id);
+            return placed(found);
+          });
         }
         return placed(home);
       };

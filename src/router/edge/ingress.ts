@@ -17,7 +17,7 @@ import {
   SLO_HEADER,
 } from "../../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../../http/body.js";
-import { promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
+import { OWNER_METADATA_KEY, promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
 import type { Admission, Tenant } from "../../tenancy/state.js";
 import { WorkCancelled } from "../../eventloop/turns.js";
 import { ANONYMOUS_FLOW, type QueueAsk, type QueueFlow } from "../request/admission.js";
@@ -218,6 +218,7 @@ export class Ingress {
             ? await locateResponse(this.d.registry, this.d.affinity, pinId, undefined, {
                 tenant: tenant!.name,
                 tag,
+                field: OWNER_METADATA_KEY,
               })
             : undefined;
         if (found === undefined) throw responseNotFound(pinId);
