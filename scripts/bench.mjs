@@ -60,6 +60,7 @@ const BENCHMARKS = [
   { name: "client/sse-pacing" },
   { name: "tenancy/fairness" },
   { name: "tenancy/fuzz" },
+  { name: "tenancy/overload", defaults: ["--duration", "15"] },
   { name: "cacheserver/throughput" },
 ];
 

@@ -9,8 +9,9 @@
 // FULL_DUPLEX_STREAMED (the GIE contract's mode, and the default when the gateway says nothing) —
 // the body is buffered, then sent back as streamed_response chunks after the headers response;
 // BUFFERED / BUFFERED_PARTIAL — the headers are answered at once and the destination travels in the
-// body response; NONE — decided on the headers alone. STREAMED and GRPC cannot hold the headers for
-// the body and are refused with UNIMPLEMENTED.
+// body response; NONE — decided on the headers alone (with tenancy on, a JSON-bodied route is then
+// refused with a 501 ImmediateResponse: its tenancy controls live in the body). STREAMED and GRPC
+// cannot hold the headers for the body and are refused with UNIMPLEMENTED.
 //
 // Tenancy goes through the router's own gate (src/tenancy/router-gate.ts), in HTTP ingress's order:
 // the key is checked on the request headers (401/403 before any body byte is buffered), the tenant's
@@ -48,6 +49,14 @@ const log = logger("epp");
 
 /** Envoy caps a streamed body chunk at 64 KiB in some builds: stay under it (as GIE's EPP does). */
 export const BODY_CHUNK_BYTES = 62_000;
+
+/** The answer to a tenant's JSON-bodied request through a gateway that sends the picker no body. */
+function noBodyForTenant(): HttpError {
+  return new HttpError(
+    501,
+    "request_body_mode NONE sends the endpoint picker no body, and with tenant keys the router must read a JSON body before it is routed (cache isolation, stored-response owners, usage): set the gateway's processing_mode request_body_mode to FULL_DUPLEX_STREAMED (the GIE contract) or BUFFERED",
+  );
+}
 
 /** gRPC status codes this file ends streams with. */
 export const enum GrpcCode {
@@ -192,6 +201,13 @@ export class ExtProcStream {
         this.inference = true;
         return this.refuse(err);
       }
+    }
+    // body mode NONE (Envoy's default without processing_mode): the body would reach the engine
+    // unseen, without the tenant's cache_salt, its owner checks, the usage event or the fields only
+    // the router sets removed; a tenant's JSON-bodied request is refused rather than routed so
+    if (this.tenant && this.requestMode === BodySendMode.None && this.rule.jsonBody) {
+      this.inference = true;
+      return this.refuse(noBodyForTenant());
     }
     if (msg.endOfStream || this.requestMode === BodySendMode.None) return this.bodyless();
     this.stage = Stage.Body;

@@ -76,6 +76,8 @@ export interface PathRule {
    * an abort, whose `request_ids` keep only the caller's own requests (the router's rule)
    */
   abortIds?: "issued" | "scoped" | undefined;
+  /** the route's request is a JSON body the router reads (its tenancy controls are in the body) */
+  jsonBody?: boolean | undefined;
 }
 
 /** Where a stored response lives: its engine, and a slot there when one was asked for. */

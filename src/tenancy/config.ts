@@ -70,7 +70,10 @@ export const tenancyConfigSchema = z
     /** a mounted Kubernetes Secret: one file per tenant (hashes, one a line); `_admin` holds admin hashes */
     keysDir: z.string().optional(),
     adminKeys: z.array(keyHash).default([]),
-    /** HMAC secret for cache salts; required when a tenant has cacheIsolation (same on every replica) */
+    /**
+     * HMAC secret for cache salts and for the owner tags of stored responses (which keep them their
+     * owner's through restarts); required when a tenant has cacheIsolation (same on every replica)
+     */
     cacheSaltSecret: z.string().min(16).optional(),
     /**
      * the same secret read from a file (a mounted Kubernetes Secret), so it never sits in the config

@@ -7,6 +7,7 @@ import {
   fullBuckets,
   isFull,
   LIMIT_TEXT,
+  MINUTE_MS,
   refill,
   settle,
   take,
@@ -22,8 +23,8 @@ export interface Usage {
 /** What admit hands back; record and release take it, so a reload in between changes nothing. */
 export interface Grant {
   readonly tenant: string;
-  /** prompt tokens reserved at admission, settled when usage is known */
-  readonly promptReserved: number;
+  /** prompt tokens reserved at admission (raised by `reserve` once the body is read), settled when usage is known */
+  promptReserved: number;
   /** the limits it was admitted under (settling uses the same ones) */
   readonly limits: TenantLimits;
   /** set by record / release so each happens once */
@@ -34,6 +35,12 @@ export interface Grant {
 export interface Limiter {
   /** Resolves with a grant, or rejects with an HttpError (429 over a limit, 503 store down + closed). */
   admit(tenant: string, limits: TenantLimits, promptEstimate: number): Promise<Grant>;
+  /**
+   * Raises an admitted request's prompt reservation to `promptEstimate` (its body read: a chunked
+   * body declared no length at admission), checked as admission checks it: rejects with the 429 when
+   * the tenant's prompt bucket could not have admitted that estimate, and then reserves nothing more.
+   */
+  reserve(grant: Grant, promptEstimate: number): Promise<void>;
   record(grant: Grant, usage: Usage): void;
   release(grant: Grant): void;
   close(): Promise<void>;
@@ -131,6 +138,33 @@ export class LocalLimiter implements Limiter {
       state: s,
     };
     return g;
+  }
+
+  reserve(grant: Grant, promptEstimate: number): Promise<void> {
+    const r = this.reserveNow(grant, promptEstimate);
+    return r ? Promise.reject(r) : Promise.resolve();
+  }
+
+  /** Synchronous `reserve`: the refusal returned instead of thrown. */
+  reserveNow(grant: Grant, promptEstimate: number): HttpError | undefined {
+    const extra = promptEstimate - grant.promptReserved;
+    const s = (grant as LocalGrant).state;
+    if (extra <= 0 || !s || grant.recorded) return undefined;
+    const l = grant.limits;
+    const now = this.now();
+    refill(s, l, now);
+    const ptpm = l.promptTokensPerMinute;
+    // as admission would have judged the whole estimate: what is reserved already counts as held
+    const need = Math.min(promptEstimate, ptpm);
+    if (ptpm > 0 && s.prompt + grant.promptReserved < need)
+      return limitError(grant.tenant, {
+        limit: "prompt_tokens_per_minute",
+        value: ptpm,
+        retryAfterMs: Math.ceil(((need - s.prompt - grant.promptReserved) * MINUTE_MS) / ptpm),
+      });
+    if (ptpm > 0) s.prompt -= extra;
+    grant.promptReserved = promptEstimate;
+    return undefined;
   }
 
   record(grant: Grant, usage: Usage): void {

@@ -75,6 +75,17 @@ if ctpm > 0 then ct = math.min(ctpm, ct - dc) end
 ${SAVE}return 0
 `;
 
+// KEYS[1] buckets hash. ARGV: rpm ptpm ctpm extra total: the prompt reservation raised by extra to
+// total, refused as ADMIT refuses an estimate of total (what is reserved already counts as held)
+const RESERVE = `
+${NOW}local extra, total = tonumber(ARGV[4]), tonumber(ARGV[5])
+${REFILL}local need = math.min(total, ptpm)
+local held = total - extra
+if ptpm > 0 and pt + held < need then return {3, math.ceil((need - pt - held) * 60000 / ptpm)} end
+if ptpm > 0 then pt = pt - extra end
+${SAVE}return {0, 0}
+`;
+
 function hasLimits(l: TenantLimits): boolean {
   return (
     l.requestsPerMinute > 0 ||
@@ -100,6 +111,7 @@ class Script {
 
 const admitScript = new Script(ADMIT);
 const recordScript = new Script(RECORD);
+const reserveScript = new Script(RESERVE);
 
 /** failed releases kept for retry; beyond this the oldest is left to expire with its lease */
 const MAX_UNRELEASED = 4096;
@@ -208,6 +220,45 @@ export class RedisLimiter implements Limiter {
       leaseId,
     };
     return g;
+  }
+
+  async reserve(grant: Grant, promptEstimate: number): Promise<void> {
+    const extra = promptEstimate - grant.promptReserved;
+    if (extra <= 0 || grant.recorded) return;
+    const g = grant as RedisGrant;
+    if (g.local) {
+      await this.fallback.reserve(g.local, promptEstimate);
+      grant.promptReserved = promptEstimate;
+      return;
+    }
+    const l = grant.limits;
+    if (l.promptTokensPerMinute <= 0) {
+      grant.promptReserved = promptEstimate;
+      return;
+    }
+    let reply: RespValue;
+    try {
+      reply = await this.eval(
+        reserveScript,
+        [this.bucketsKey(grant.tenant)],
+        [l.requestsPerMinute, l.promptTokensPerMinute, l.completionTokensPerMinute, extra, promptEstimate],
+      );
+    } catch (err) {
+      // the store failed after admitting: the request keeps its admission (usage settles it later)
+      this.logError("reserve", err as Error);
+      if (this.opts.onError === "closed")
+        throw new HttpError(503, "the rate-limit store is unreachable; retry later", null, {
+          "retry-after": "1",
+        });
+      return;
+    }
+    if (Array.isArray(reply) && reply[0] === 3)
+      throw limitError(grant.tenant, {
+        limit: "prompt_tokens_per_minute",
+        value: l.promptTokensPerMinute,
+        retryAfterMs: Number(reply[1]),
+      });
+    grant.promptReserved = promptEstimate;
   }
 
   record(grant: Grant, usage: Usage): void {

@@ -5,7 +5,9 @@
 // Usage is read by a scanner that sees every relayed byte once (usage-scan.ts): OpenAI, Anthropic
 // Messages and Responses usage, in a body (wherever it sits in it) or a stream's events. An answer
 // without usage (a client gone mid-stream, a stream cut short, an engine that gives none) is
-// charged the request's declared maximum: a count the client can suppress must never cost less.
+// charged the request's declared maximum: a count the client can suppress must never cost less. A
+// stream's running counts (`continuous_usage_stats`) settle nothing: each is one choice's so far, and
+// the engine goes on generating after the client is gone until the abort reaches it.
 // The usage event the router added to a stream (`stream_options.include_usage`) is dropped again
 // before the client sees it; events are assembled only while that is needed.
 import type { Admission, TenancyState } from "./state.js";
@@ -86,7 +88,8 @@ export class TenantRequest {
     const a = this.admission;
     const name = a.tenant.name;
     const u = this.scan?.usage;
-    const prompt = u?.prompt ?? this.opts.promptEstimate;
+    // a stream's running counts are one prompt's each (a list of prompts): never below the estimate
+    const prompt = u?.prompt ?? Math.max(this.opts.promptEstimate, this.scan?.runningPrompt ?? 0);
     const generated = reachedEngine && ((status >= 200 && status < 300) || status === 499 || status === 504);
     const completion = u?.completion ?? (generated ? (this.opts.maxCompletion ?? 0) : 0);
     this.state.record(a, { promptTokens: prompt, completionTokens: completion });

@@ -10,6 +10,9 @@ import { HttpError } from "../http/errors.js";
 import { TenantRequest, type TenantSink } from "./request.js";
 import type { Admission, Tenant, TenancyState } from "./state.js";
 
+/** The metadata key of a stored response's owner tag (read back by the router's response affinity). */
+export const OWNER_METADATA_KEY = "switchyard_owner";
+
 /** Per-tenant numbers the router exports (metrics.ts): tenant names only, never keys. */
 export interface TenantMetricsSink extends TenantSink {
   rejected(tenant: string, limit: string): void;
@@ -32,7 +35,6 @@ const GENERATING_PATHS = new Set([
   "/v1/responses",
   "/v1/messages",
   "/v1/chat/completions/batch",
-  "/invocations",
   "/inference/v1/generate",
   "/v1/audio/transcriptions",
   "/v1/audio/translations",
@@ -44,39 +46,74 @@ const COMPLETION_DEFAULT_MAX = 16;
 export const UNKNOWN_CONTEXT_TOKENS = 32_768;
 
 /**
- * The most completion tokens a request can cost, as the client declared it: `max_output_tokens`
- * (Responses), `max_completion_tokens` or `max_tokens` (token-in generate: in `sampling_params`),
- * vLLM's default of 16 for a completion, else the model's context; times the answers it asks for
- * (`n`, a completion's list of prompts, a batch's conversations). What a request without usage in
- * its answer is charged.
+ * The route a request is served as: SageMaker's `/invocations` goes to the first request type its
+ * body validates as, in vLLM's order: a chat (a `messages` list), a completion with a prompt, an
+ * embedding (an `input`: it generates nothing), else a completion; every other path is itself.
+ */
+export function servedAs(route: string, obj: Record<string, unknown> | undefined): string {
+  if (route !== "/invocations") return route;
+  if (obj === undefined) return "/v1/completions";
+  if (Array.isArray(obj.messages)) return "/v1/chat/completions";
+  if (obj.prompt == null && obj.input != null) return "/v1/embeddings";
+  return "/v1/completions";
+}
+
+/**
+ * The output limits each route's engine reads, as vLLM 0.32 reads them: chat (and its batch)
+ * `max_completion_tokens`, else `max_tokens` (both are honoured, the first winning: the larger is what
+ * the request may cost); a completion, Anthropic Messages (the engine hands it on as the chat's
+ * limit) and token-in generate's `sampling_params` only `max_tokens` (a `max_completion_tokens` there
+ * is ignored, so it must not lower the charge); Responses `max_output_tokens`.
+ */
+const LIMIT_FIELDS: Record<string, readonly string[]> = {
+  "/v1/chat/completions": ["max_completion_tokens", "max_tokens"],
+  "/v1/chat/completions/batch": ["max_completion_tokens", "max_tokens"],
+  "/v1/completions": ["max_tokens"],
+  "/v1/messages": ["max_tokens"],
+  "/inference/v1/generate": ["max_tokens"],
+  "/v1/responses": ["max_output_tokens"],
+};
+
+/**
+ * The most completion tokens a request can cost, read as its engine reads it: the largest of the
+ * output limits the route honours (LIMIT_FIELDS; token-in generate's in `sampling_params`), else
+ * vLLM's default (16 for a completion, what the context leaves for every other route: the context
+ * bounds it); times the answers it asks for (`n`, a completion's list of prompts, a batch's
+ * conversations). What a request without a closing usage in its answer is charged.
  */
 export function declaredMaxCompletion(
   path: string,
   obj: Record<string, unknown> | undefined,
   context: number | undefined,
 ): number {
-  if (!GENERATING_PATHS.has(path)) return 0;
+  const route = servedAs(path, obj);
+  if (!GENERATING_PATHS.has(route)) return 0;
   const ctx = context !== undefined && context > 0 ? context : UNKNOWN_CONTEXT_TOKENS;
   if (!obj) return ctx;
-  if (path === "/inference/v1/generate") {
+  const body = obj;
+  if (route === "/inference/v1/generate") {
     // token-in generate keeps its limits in `sampling_params`
     const sp = obj.sampling_params;
     obj = sp !== null && typeof sp === "object" ? (sp as Record<string, unknown>) : {};
   }
-  const declared =
-    path === "/v1/responses"
-      ? positive(obj.max_output_tokens)
-      : (positive(obj.max_completion_tokens) ?? positive(obj.max_tokens));
-  const each = Math.min(ctx, declared ?? (path === "/v1/completions" ? COMPLETION_DEFAULT_MAX : ctx));
-  let answers = positive(obj.n) ?? 1;
-  if (path === "/v1/completions" && Array.isArray(obj.prompt) && obj.prompt.length > 0) {
-    // a list of prompts (strings or token-id lists) is one completion each; a list of ids is one
-    const first: unknown = obj.prompt[0];
-    if (typeof first === "string" || Array.isArray(first)) answers *= obj.prompt.length;
+  let declared: number | undefined;
+  for (const f of LIMIT_FIELDS[route] ?? []) {
+    const v = positive(obj[f]);
+    if (v !== undefined) declared = Math.max(declared ?? 0, v);
   }
-  if (path === "/v1/chat/completions/batch" && Array.isArray(obj.messages))
-    answers *= Math.max(1, obj.messages.length);
+  const each = Math.min(ctx, declared ?? (route === "/v1/completions" ? COMPLETION_DEFAULT_MAX : ctx));
+  let answers = positive(obj.n) ?? 1;
+  if (route === "/v1/completions") answers *= promptCount(body.prompt);
+  if (route === "/v1/chat/completions/batch" && Array.isArray(body.messages))
+    answers *= Math.max(1, body.messages.length);
   return each * answers;
+}
+
+/** A completion's prompts: a list of strings or of token-id lists is one completion each; else one. */
+export function promptCount(prompt: unknown): number {
+  if (!Array.isArray(prompt) || prompt.length === 0) return 1;
+  const first: unknown = prompt[0];
+  return typeof first === "string" || Array.isArray(first) ? prompt.length : 1;
 }
 
 function positive(v: unknown): number | undefined {
@@ -240,6 +277,22 @@ export class RouterGate {
   }
 
   /**
+   * The admission's prompt reservation checked against the body once it is read, before routing: a
+   * request that declared no length (chunked) was admitted on an estimate of 0, and is refused here
+   * with the tenant's 429 when its real prompt would not have been admitted (counted as a refusal).
+   */
+  async reserve(admission: Admission, estimate: number): Promise<void> {
+    if (estimate <= admission.grant.promptReserved) return;
+    try {
+      await this.state.reserve(admission, estimate);
+    } catch (err) {
+      if (err instanceof HttpError)
+        this.sink.rejected(admission.tenant.name, err.headers["x-ratelimit-limit"] ?? "other");
+      throw err;
+    }
+  }
+
+  /**
    * The body's part of admission, once it is read: the fields the router owns set or removed, and
    * the TenantRequest that settles usage and frees the slot when the request ends. Throws a 400 for
    * a background response the tenant's limits could not hold (the caller releases the admission).
@@ -257,10 +310,15 @@ export class RouterGate {
     const stream = obj?.stream === true;
     const q = path.indexOf("?");
     const route = q < 0 ? path : path.slice(0, q);
+    // /invocations: its usage event and its charge as the chat or completion it is served as
+    const served = servedAs(route, obj);
     if (route === "/v1/responses" && asksBackground(obj?.background) && boundByLimits(tenant))
       throw backgroundRefused(tenant);
     if (obj) {
       mutated = dropOwnedFields(obj);
+      // a stored response carries its owner's tag, so that its owner, and only its owner, reaches
+      // it after the router forgot it (a restart, another replica: response-affinity.ts)
+      if (route === "/v1/responses") mutated = this.tagOwner(tenant, obj) || mutated;
       if (tenant.cacheSalt !== undefined) {
         const own = typeof obj.cache_salt === "string" ? obj.cache_salt : undefined;
         obj.cache_salt = this.state.cacheSaltFor(tenant, own);
@@ -270,7 +328,7 @@ export class RouterGate {
       if (
         stream &&
         opts.usageEvent !== false &&
-        USAGE_STREAM_PATHS.has(route) &&
+        USAGE_STREAM_PATHS.has(served) &&
         (l.promptTokensPerMinute > 0 || l.completionTokensPerMinute > 0)
       ) {
         const so = obj.stream_options;
@@ -301,6 +359,27 @@ export class RouterGate {
       stripUsageEvent: strip,
     });
     return { request, mutated };
+  }
+
+  /** The tag `tenant`'s stored responses carry; undefined without the router's secret. */
+  ownerTag(tenant: Tenant): string | undefined {
+    return this.state.ownerTag(tenant.name);
+  }
+
+  /**
+   * Writes the tenant's owner tag into a Responses request's `metadata` (over a client's value of
+   * that key, which could otherwise claim another's tag); metadata that is not an object is left for
+   * the engine to refuse.
+   */
+  private tagOwner(tenant: Tenant, obj: Record<string, unknown>): boolean {
+    const tag = this.state.ownerTag(tenant.name);
+    if (tag === undefined) return false;
+    const md = obj.metadata;
+    if (md === undefined || md === null) obj.metadata = { [OWNER_METADATA_KEY]: tag };
+    else if (typeof md === "object" && !Array.isArray(md))
+      obj.metadata = { ...(md as Record<string, unknown>), [OWNER_METADATA_KEY]: tag };
+    else return false;
+    return true;
   }
 
   /**

@@ -18,7 +18,7 @@ import {
 import { adminDisabledError, adminOnlyError, invalidKeyError, KeyTable, missingKeyError } from "./keys.js";
 import { LocalLimiter, type Grant, type Limiter, type Usage } from "./limiter.js";
 import { RedisLimiter } from "./redis-limiter.js";
-import { deriveCacheSalt } from "./salt.js";
+import { deriveCacheSalt, deriveOwnerTag } from "./salt.js";
 
 const log = logger("tenancy");
 
@@ -47,9 +47,14 @@ interface Snapshot {
   keys: KeyTable;
   tenants: Map<string, Tenant>;
   limiter: Limiter;
-  /** the cache-salt secret, from the config or its file */
+  /** the cache-salt secret, from the config or its file (it signs stored responses' owner tags too) */
   salt: string | undefined;
+  /** owner tags made under `salt`, by tenant (bounded) */
+  ownerTags: Map<string, string>;
 }
+
+/** owner tags kept made; past it a tag is made per request (an HMAC) */
+const MAX_OWNER_TAGS = 100_000;
 
 export interface TenancyStateOptions {
   now?: () => number;
@@ -131,7 +136,7 @@ export class TenancyState {
       });
     }
     this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
-    this.snap = { cfg, keys: new KeyTable(keys, admin), tenants, limiter, salt };
+    this.snap = { cfg, keys: new KeyTable(keys, admin), tenants, limiter, salt, ownerTags: new Map() };
     this.applied = true;
   }
 
@@ -209,6 +214,14 @@ export class TenancyState {
     return { tenant, grant, limiter };
   }
 
+  /**
+   * The prompt reservation raised to `promptEstimate` once the body is read (a chunked body declared
+   * no length at admission); rejects with the tenant's 429 when its prompt budget could not hold it.
+   */
+  reserve(a: Admission, promptEstimate: number): Promise<void> {
+    return a.limiter.reserve(a.grant, promptEstimate);
+  }
+
   /** Token usage once the engine reported it (settles the prompt estimate). */
   record(a: Admission, usage: Usage): void {
     a.limiter.record(a.grant, usage);
@@ -224,6 +237,21 @@ export class TenancyState {
     if (tenant.cacheSalt === undefined) return undefined;
     if (clientSalt === undefined) return tenant.cacheSalt;
     return deriveCacheSalt(this.snap.salt!, tenant.name, clientSalt);
+  }
+
+  /**
+   * The owner tag of `tenant`'s stored responses (salt.ts); undefined without the router's secret
+   * (`cacheSaltSecret` / `cacheSaltSecretFile`), when ownership lives in the router's table alone.
+   */
+  ownerTag(tenant: string): string | undefined {
+    const s = this.snap;
+    if (s.salt === undefined) return undefined;
+    let tag = s.ownerTags.get(tenant);
+    if (tag === undefined) {
+      tag = deriveOwnerTag(s.salt, tenant);
+      if (s.ownerTags.size < MAX_OWNER_TAGS) s.ownerTags.set(tenant, tag);
+    }
+    return tag;
   }
 
   /** In-flight requests of a tenant on this replica's local limiter (tests). */

@@ -15,6 +15,13 @@
 //
 // SSE is read line by line: each event's `data:` lines are one JSON document (`event:` lines and
 // comments are skipped); a blank line ends the event and resets the scanner.
+//
+// In a stream, only a closing usage counts for the completion: an event's usage is settled when the
+// event ends, and one in an event that carries choices is a running count (`continuous_usage_stats`),
+// which is one choice's (or one prompt's) count so far and never what the engine generated in all
+// (vLLM's serving_chat / serving_completion report `previous_num_tokens[i]` per choice; the closing
+// event sums them). A stream cut before its closing usage is charged the request's declared maximum
+// (request.ts), not the largest running count.
 
 /** Token counts read from an answer; a count the answer did not give is undefined. */
 export interface FoundUsage {
@@ -65,6 +72,8 @@ class JsonUsageScanner {
   /** message_start's `message.usage`: the prompt only (its output_tokens is 0 by design) */
   private promptOnly = false;
   private captureFrom = 0;
+  /** an element of a top-level `choices` list was opened: the document's usage is a running count */
+  choicesNonEmpty = false;
   /** the next backslash at or after a position of `bsBuf` (-1: none left): one search per buffer, not per string */
   private bsBuf: Buffer | undefined;
   private bsAt = -1;
@@ -83,6 +92,7 @@ class JsonUsageScanner {
     this.key = this.capture = undefined;
     this.key1 = this.key2 = "";
     this.captureSize = 0;
+    this.choicesNonEmpty = false;
   }
 
   /** Scans buf[from, to). */
@@ -116,7 +126,8 @@ class JsonUsageScanner {
           this.key2 = "";
           if (c === OPEN_OBJ) this.objects |= bit;
           else this.objects &= ~bit;
-        }
+        } else if (d === 3 && this.key1 === "choices" && (this.objects & 3) === 1)
+          this.choicesNonEmpty = true;
         if (c === OPEN_OBJ && !this.capture && this.wantsUsage(d)) this.startCapture(i, d);
         this.expectKey = c === OPEN_OBJ;
         i++;
@@ -272,7 +283,9 @@ const enum Line {
 
 /**
  * The usage of one relayed answer, from its bytes in order (JSON or SSE, chosen per chunk as the
- * content type says). Counts seen more than once (a stream's running usage) keep the largest.
+ * content type says). A body's usage is the answer's; a stream's closing usage is (the largest seen,
+ * Messages giving the prompt and the output in two events); a stream's running counts give only a
+ * prompt count, kept apart (`runningPrompt`).
  */
 export class UsageScan {
   private readonly json = new JsonUsageScanner((u, k) => this.take(u, k));
@@ -280,25 +293,57 @@ export class UsageScan {
   private matched = 0;
   /** skip the one space after `data:` */
   private afterColon = false;
+  private sseMode = false;
   private prompt: number | undefined;
   private completion: number | undefined;
+  /** the usage of the SSE event being read, settled when it ends */
+  private pendingPrompt: number | undefined;
+  private pendingCompletion: number | undefined;
+  private running: number | undefined;
 
-  /** the counts found so far (undefined: none of that kind) */
+  /** the closing counts found so far (undefined: none of that kind) */
   get usage(): FoundUsage | undefined {
     if (this.prompt === undefined && this.completion === undefined) return undefined;
     return { prompt: this.prompt, completion: this.completion };
   }
 
+  /** the largest prompt count of a stream's running usage (one prompt's, with a list of prompts) */
+  get runningPrompt(): number | undefined {
+    return this.running;
+  }
+
   feed(chunk: Buffer, isSse: boolean): void {
     this.json.forget();
+    this.sseMode = isSse;
     if (!isSse) this.json.feed(chunk, 0, chunk.length);
     else this.sse(chunk);
   }
 
   private take(u: FoundUsage, promptOnly: boolean): void {
-    if (u.prompt !== undefined) this.prompt = Math.max(this.prompt ?? 0, u.prompt);
-    if (!promptOnly && u.completion !== undefined)
-      this.completion = Math.max(this.completion ?? 0, u.completion);
+    if (this.sseMode) {
+      // settled when the event ends: whether it carries choices may come after its usage
+      if (u.prompt !== undefined) this.pendingPrompt = Math.max(this.pendingPrompt ?? 0, u.prompt);
+      if (!promptOnly && u.completion !== undefined)
+        this.pendingCompletion = Math.max(this.pendingCompletion ?? 0, u.completion);
+      return;
+    }
+    this.settle(u.prompt, promptOnly ? undefined : u.completion);
+  }
+
+  private settle(prompt: number | undefined, completion: number | undefined): void {
+    if (prompt !== undefined) this.prompt = Math.max(this.prompt ?? 0, prompt);
+    if (completion !== undefined) this.completion = Math.max(this.completion ?? 0, completion);
+  }
+
+  /** An SSE event ended: its usage is the closing one unless it carried choices (a running count). */
+  private endEvent(): void {
+    if (this.pendingPrompt !== undefined || this.pendingCompletion !== undefined) {
+      if (this.json.choicesNonEmpty) {
+        if (this.pendingPrompt !== undefined) this.running = Math.max(this.running ?? 0, this.pendingPrompt);
+      } else this.settle(this.pendingPrompt, this.pendingCompletion);
+      this.pendingPrompt = this.pendingCompletion = undefined;
+    }
+    this.json.reset();
   }
 
   private sse(buf: Buffer): void {
@@ -310,7 +355,7 @@ export class UsageScan {
           const c = buf[i]!;
           if (c === NL) {
             // a blank line: the event ends; its data was one document
-            this.json.reset();
+            this.endEvent();
             i++;
           } else if (c === 0x0d) i++;
           else {

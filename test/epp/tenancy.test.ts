@@ -242,6 +242,39 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
     ).text();
     assert.match(metrics, /switchyard_tenant_rejected_total\{tenant="conc",limit="concurrent_requests"\} 1/);
   });
+
+  it("body mode NONE with tenant keys: a JSON-bodied route is refused with a 501 ImmediateResponse naming the fix, no engine picked; a bodyless GET is still routed", async (t) => {
+    const c = start(t);
+    if (!c) return;
+    const auth = { authorization: `Bearer ${KEYS.salted}` };
+    const none = { protocolConfig: { requestBodyMode: "NONE", responseBodyMode: "NONE" } };
+    const hits = engine.hits;
+    for (const [id, path] of [
+      ["none-chat", "/v1/chat/completions"],
+      ["none-responses", "/v1/responses"],
+      ["none-messages", "/v1/messages"],
+      ["none-generate", "/inference/v1/generate"],
+    ] as const) {
+      await c.open(id);
+      await c.send(id, requestHeaders({ ...HEADERS, ":path": path, ...auth }, none));
+      const ir = immediate(await c.recv(id));
+      assert.equal(ir.status, "NotImplemented", id);
+      const msg = (ir.body as { error: { message: string } }).error.message;
+      assert.match(msg, /request_body_mode NONE/);
+      assert.match(msg, /FULL_DUPLEX_STREAMED/);
+      assert.equal((await c.recv(id)).eof, true);
+      assert.equal(engineInFlight(), 0, "no engine slot taken");
+    }
+    assert.equal(engine.hits, hits, "nothing reached the engine");
+    // a route without a body is decided on the headers, as before
+    await c.open("none-get");
+    await c.send(
+      "none-get",
+      requestHeaders({ ":method": "GET", ":path": "/v1/models", ...auth }, { ...none, endOfStream: true }),
+    );
+    assert.ok(destination(await c.recv("none-get")));
+    await c.cancel("none-get");
+  });
 });
 
 describe(

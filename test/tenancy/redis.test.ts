@@ -41,7 +41,7 @@ const L = (o: Partial<Record<string, number>>) => ({
   ...o,
 });
 
-async function outcome(p: Promise<Grant>): Promise<Grant | HttpError> {
+async function outcome<T = Grant>(p: Promise<T>): Promise<T | HttpError> {
   try {
     return await p;
   } catch (err) {
@@ -87,6 +87,28 @@ test("two replicas share one requests-per-minute limit exactly", { skip }, async
   await r1.close();
   await r2.close();
 });
+
+test(
+  "a reservation raised once a chunked body is read: one of 8 admitted at 0 gets the prompt budget, 7 get its 429, on either replica",
+  { skip },
+  async () => {
+    const prefix = `reserve${prefixN++}:`;
+    const r1 = limiter({}, prefix);
+    const r2 = limiter({}, prefix);
+    const limits = L({ promptTokensPerMinute: 2000 });
+    // admitted at the headers with no length declared: nothing reserved yet
+    const grants = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => (i % 2 ? r1 : r2).admit("a", limits, 0)),
+    );
+    const raised = await Promise.all(grants.map((g, i) => outcome((i % 2 ? r1 : r2).reserve(g, 6000))));
+    const refused = raised.filter((x) => x instanceof HttpError) as HttpError[];
+    assert.equal(refused.length, 7);
+    for (const e of refused) assert.equal(e.headers["x-ratelimit-limit"], "prompt_tokens_per_minute");
+    assert.equal(grants.filter((g) => g.promptReserved === 6000).length, 1);
+    await r1.close();
+    await r2.close();
+  },
+);
 
 test("two replicas share concurrency; release on one frees a slot for the other", { skip }, async () => {
   const prefix = `conc${prefixN++}:`;

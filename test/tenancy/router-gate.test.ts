@@ -51,11 +51,27 @@ test("a caller that cannot strip the usage event gets the salt but leaves stream
   await g.state.close();
 });
 
-test("an answer without usage costs the declared maximum: each route's field, vLLM's defaults, the context", () => {
+test("an answer without usage costs the declared maximum: the largest field each route's engine honours, vLLM's defaults, the context", () => {
   const ctx = 4096;
   const m = (path: string, obj: Record<string, unknown> | undefined) => declaredMaxCompletion(path, obj, ctx);
   assert.equal(m("/v1/chat/completions", { max_tokens: 90 }), 90);
-  assert.equal(m("/v1/chat/completions", { max_completion_tokens: 40, max_tokens: 90 }), 40);
+  // chat honours both (max_completion_tokens first): the larger is what it may cost
+  assert.equal(m("/v1/chat/completions", { max_completion_tokens: 40, max_tokens: 90 }), 90);
+  assert.equal(m("/v1/chat/completions", { max_completion_tokens: 90, max_tokens: 40 }), 90);
+  // Messages, completions and generate's sampling_params read max_tokens alone: a tiny
+  // max_completion_tokens beside it lowers nothing
+  assert.equal(m("/v1/messages", { max_tokens: 2000, max_completion_tokens: 1 }), 2000);
+  assert.equal(m("/v1/completions", { max_tokens: 2000, max_completion_tokens: 1 }), 2000);
+  assert.equal(m("/v1/completions", { max_completion_tokens: 1 }), 16, "the default, not the ignored field");
+  assert.equal(
+    m("/inference/v1/generate", { sampling_params: { max_tokens: 500, max_completion_tokens: 1 } }),
+    500,
+  );
+  // /invocations as what it is served as: a chat, a completion (its prompts each), an embedding
+  assert.equal(m("/invocations", { messages: [], max_completion_tokens: 1, max_tokens: 70 }), 70);
+  assert.equal(m("/invocations", { prompt: Array(20).fill("a"), max_tokens: 100 }), 2000);
+  assert.equal(m("/invocations", { prompt: "a" }), 16);
+  assert.equal(m("/invocations", { input: "a" }), 0);
   assert.equal(m("/v1/chat/completions", { n: 3, max_tokens: 10 }), 30);
   assert.equal(m("/v1/chat/completions", {}), ctx, "chat without a maximum: what the context leaves");
   assert.equal(m("/v1/chat/completions", { max_tokens: 1e9 }), ctx, "never more than the context");

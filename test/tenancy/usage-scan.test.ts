@@ -127,7 +127,7 @@ test("a Responses stream: usage from response.completed, none from the created e
   assert.equal(scan(created + text, true), undefined);
 });
 
-test("chat streams: the usage event, and running usage keeps the largest counts", () => {
+test("chat streams: the closing usage event counts, a running count (an event with choices) gives only a prompt", () => {
   const content = ev({ choices: [{ index: 0, delta: { content: "hi" } }], usage: null });
   const usage = ev({ choices: [], usage: { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 } });
   const whole = content + content + usage + "data: [DONE]\n\n";
@@ -137,7 +137,13 @@ test("chat streams: the usage event, and running usage keeps the largest counts"
       choices: [{ index: 0, delta: { content: "x" } }],
       usage: { prompt_tokens: 4, completion_tokens: n },
     });
-  assert.deepEqual(scan(running(1) + running(2) + running(3), true), { prompt: 4, completion: 3 });
+  // continuous usage: one choice's count so far, never the answer's: no completion, no closing prompt
+  assert.equal(scan(running(1) + running(2) + running(3), true), undefined);
+  const s = new UsageScan();
+  s.feed(Buffer.from(running(1) + running(2)), true);
+  assert.equal(s.runningPrompt, 4);
+  // the closing event (no choices) settles it, whatever the running counts said
+  assert.deepEqual(scan(running(1) + running(2) + usage, true), { prompt: 12, completion: 3 });
   // CRLF line ends are SSE too
   assert.deepEqual(scan(usage.replace(/\n/g, "\r\n"), true), { prompt: 12, completion: 3 });
 });
@@ -194,4 +200,24 @@ test("random documents cut at random points: the top-level usage and nothing els
     // the same document as one SSE event's data
     assert.deepEqual(scan(`event: x\ndata: ${text}\n\n`, true, cuts), sized, text);
   }
+});
+
+test("several choices with continuous usage: a stream cut before its closing event has no completion count, however the events are split", () => {
+  // n = 3: each event reports its own choice's running count (vLLM's previous_num_tokens[i])
+  let text = "";
+  for (let t = 1; t <= 5; t++)
+    for (let i = 0; i < 3; i++)
+      text += ev({
+        id: "cmpl-1",
+        choices: [{ index: i, text: "x", finish_reason: null }],
+        usage: { prompt_tokens: 9, completion_tokens: t, total_tokens: 9 + t },
+      });
+  for (const cuts of cutsOf(text)) assert.equal(scan(text, true, cuts), undefined);
+  // token-in generate puts the usage before the choices: the event is judged when it ends
+  const gen = `data: {"request_id":"r","usage":{"prompt_tokens":2,"completion_tokens":7},"choices":[{"index":1,"token_ids":[5]}]}\n\n`;
+  for (const cuts of cutsOf(gen)) assert.equal(scan(gen, true, cuts), undefined);
+  const closing = `data: {"request_id":"r","usage":{"prompt_tokens":2,"completion_tokens":40},"choices":[]}\n\n`;
+  assert.deepEqual(scan(gen + closing, true), { prompt: 2, completion: 40 });
+  // an event cut before it ends settles nothing
+  assert.equal(scan(closing.slice(0, -2), true), undefined);
 });

@@ -11,6 +11,7 @@ import { LocalLimiter, type Grant, type Limiter, type Usage } from "../../tenanc
 /** worker → primary */
 export type LimitRequest =
   | { t: "limit-admit"; id: number; tenant: string; limits: TenantLimits; estimate: number }
+  | { t: "limit-reserve"; id: number; grant: number; estimate: number }
   | { t: "limit-record"; grant: number; usage: Usage }
   | { t: "limit-release"; grant: number };
 
@@ -34,6 +35,28 @@ export class GroupLimiter implements Limiter {
   private readonly waiting = new Map<number, (a: LimitAnswer) => void>();
 
   constructor(private readonly send: (m: LimitRequest) => void) {}
+
+  /** The primary raises the reservation (a body read without a declared length), or answers its 429. */
+  reserve(grant: Grant, estimate: number): Promise<void> {
+    if (estimate <= grant.promptReserved || grant.recorded) return Promise.resolve();
+    const id = ++this.seq;
+    return new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiting.delete(id);
+        // the primary did not answer: the request keeps its admission (usage settles it)
+        resolve();
+      }, ANSWER_TIMEOUT_MS);
+      this.waiting.set(id, (a) => {
+        clearTimeout(t);
+        if (a.refusal) reject(new HttpError(a.refusal.status, a.refusal.message, null, a.refusal.headers));
+        else {
+          grant.promptReserved = estimate;
+          resolve();
+        }
+      });
+      this.send({ t: "limit-reserve", id, grant: (grant as GroupGrant).id, estimate });
+    });
+  }
 
   admit(tenant: string, limits: TenantLimits, estimate: number): Promise<Grant> {
     const id = ++this.seq;
@@ -111,6 +134,16 @@ export class LimitKeeper {
       return { t: "limit-answer", id: m.id, grant: id };
     }
     const held = this.grants.get(m.grant);
+    if (m.t === "limit-reserve") {
+      const r = held ? this.local.reserveNow(held.grant, m.estimate) : undefined;
+      return r
+        ? {
+            t: "limit-answer",
+            id: m.id,
+            refusal: { status: r.status, message: r.message, headers: r.headers },
+          }
+        : { t: "limit-answer", id: m.id, grant: m.grant };
+    }
     if (!held) return undefined;
     if (m.t === "limit-record") this.local.record(held.grant, m.usage);
     else {

@@ -244,6 +244,7 @@ export class Primary {
       case "claims":
         return this.claims(slot, w, m);
       case "limit-admit":
+      case "limit-reserve":
       case "limit-record":
       case "limit-release": {
         const a = this.limits.handle(slot, m);

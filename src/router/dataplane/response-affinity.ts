@@ -12,9 +12,21 @@
 //
 // With tenancy on, a stored response belongs to the tenant whose request made it (OpenAI scopes stored
 // responses to their project): its entry holds the tenant's name (never a key), and another tenant's
-// GET, cancel or `previous_response_id` gets the same 404 as an id nobody made (`ownerMay`). An id with
-// no entry is then a 404 too: nothing says whose it is, and asking the engines would let any tenant
-// reach any response whose id it has.
+// GET, cancel or `previous_response_id` gets the same 404 as an id nobody made (`ownerMay`).
+//
+// The table is a cache, not the record: the record travels with the response itself. The router
+// writes an owner tag into each Responses request's `metadata` (`switchyard_owner`, an HMAC of the
+// tenant's name under the router's secret, the same on every replica), which vLLM stores with the
+// response and returns with it. An id the table does not hold for the asking tenant (a router that
+// restarted, a replica that is gone, an entry evicted) is looked for on the engines
+// (`locateResponse`): the engine whose stored response carries the asking tenant's tag is its home,
+// and any other answer is the 404 of an id nobody made. So ownership and engine affinity survive a
+// restart, a rolling upgrade and the loss of a replica, with or without Redis, and no table must be
+// shared for it. Without the secret there is no tag, and an id the table lost is a 404.
+//
+// The table is fair between owners: past its cap, the owner holding the most entries loses its
+// least recently used one, so one tenant's volume never evicts another's ids.
+import { timingSafeEqual } from "node:crypto";
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
 import { logger } from "../../obs/log.js";
@@ -55,6 +67,8 @@ const MAX_LINKS_PER_BATCH = 4096;
 
 export class ResponseAffinity {
   private readonly homes = new LruMap<string, ResponseHome>();
+  /** each owner's ids ("" for none), least recently used first: what the cap evicts, fairly */
+  private readonly byOwner = new Map<string, LruMap<string, true>>();
   /** ids requests wait for (`arrival`), each with its waiters */
   private readonly waiting = new Map<string, Array<(home: ResponseHome) => void>>();
   private waiters = 0;
@@ -84,7 +98,14 @@ export class ResponseAffinity {
 
   /** The engine that made response `id`, made the most recently used; undefined when unknown. */
   home(id: string): ResponseHome | undefined {
-    return this.homes.use(id);
+    const h = this.homes.use(id);
+    if (h !== undefined) this.byOwner.get(h.owner ?? "")?.touch(id);
+    return h;
+  }
+
+  /** Entries held for `owner` ("" for entries without one): tests, metrics. */
+  ownedBy(owner: string): number {
+    return this.byOwner.get(owner)?.size ?? 0;
   }
 
   /**
@@ -179,7 +200,12 @@ export class ResponseAffinity {
     const home: ResponseHome = { engine, model };
     if (session !== undefined) home.session = session;
     if (owner !== undefined) home.owner = owner;
+    const was = this.homes.get(id);
+    if (was !== undefined) this.unown(id, was.owner);
     this.homes.set(id, home);
+    let ids = this.byOwner.get(owner ?? "");
+    if (ids === undefined) this.byOwner.set(owner ?? "", (ids = new LruMap()));
+    ids.set(id, true);
     this.trim();
     const w = this.waiting.get(id);
     if (w !== undefined) {
@@ -188,8 +214,33 @@ export class ResponseAffinity {
     }
   }
 
+  private unown(id: string, owner: string | undefined): void {
+    const ids = this.byOwner.get(owner ?? "");
+    if (ids === undefined) return;
+    ids.delete(id);
+    if (ids.size === 0) this.byOwner.delete(owner ?? "");
+  }
+
+  /** Past the cap: the least recently used entry of the owner holding the most goes. */
   private trim(): void {
-    while (this.homes.size > this.cap && this.homes.shift()) this.evictions++;
+    while (this.homes.size > this.cap) {
+      let most: LruMap<string, true> | undefined;
+      let mostOwner = "";
+      for (const [o, ids] of this.byOwner)
+        if (most === undefined || ids.size > most.size) {
+          most = ids;
+          mostOwner = o;
+        }
+      const gone = most?.shift();
+      if (gone === undefined) {
+        // not reachable while both maps agree; keeps the cap whatever happens
+        if (!this.homes.shift()) return;
+      } else {
+        this.homes.delete(gone.key);
+        if (most!.size === 0) this.byOwner.delete(mostOwner);
+      }
+      this.evictions++;
+    }
   }
 }
 
@@ -207,18 +258,47 @@ const MAX_LOOKUPS = 64;
 const LOOKUP_TIMEOUT_MS = 2_000;
 let lookups = 0;
 
+/** a stored response read whole to find its owner's tag (its output can be long) */
+const OWNED_LOOKUP_BYTES = 8 * 1024 * 1024;
+
+/** A tenant asking for a response, the tag its responses carry and the metadata key it is under (tenancy on). */
+export interface OwnerProof {
+  tenant: string;
+  tag: string;
+  /** the metadata key the router writes the tag under (the tenancy gate's) */
+  field: string;
+}
+
+/** Whether a stored response's body (vLLM's JSON) carries `tag` as its owner's under `field`. */
+export function ownedBy(body: string, field: string, tag: string): boolean {
+  let o: unknown;
+  try {
+    o = JSON.parse(body);
+  } catch {
+    return false;
+  }
+  const md = o !== null && typeof o === "object" ? (o as Record<string, unknown>).metadata : undefined;
+  const got = md !== null && typeof md === "object" ? (md as Record<string, unknown>)[field] : undefined;
+  if (typeof got !== "string") return false;
+  const a = Buffer.from(got);
+  const b = Buffer.from(tag);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
 /**
- * An id the router never saw (it restarted; a replica that made it has not reported yet): each
- * engine that could hold it is asked for it (`GET /v1/responses/{id}`, as a client would), and the
- * one that answers 200 is remembered as its home. Undefined when none holds it, or too many lookups
- * are under way (each costs a request to every engine). Only with tenancy off: an id found this way
- * has no owner.
+ * An id the router does not hold (it restarted; a replica that made it has not reported yet, or is
+ * gone): each engine that could hold it is asked for it (`GET /v1/responses/{id}`, as a client
+ * would), and the one that answers 200 is remembered as its home. With tenancy on (`owner`), only an
+ * answer carrying the asking tenant's owner tag counts: another tenant's response, or one made
+ * without a tag, is not found. Undefined when none holds it, or too many lookups are under way (each
+ * costs a request to every engine).
  */
 export async function locateResponse(
   registry: Registry,
   affinity: ResponseAffinity,
   id: string,
   model: string | undefined,
+  owner?: OwnerProof,
 ): Promise<ResponseHome | undefined> {
   if (lookups >= MAX_LOOKUPS) return undefined;
   const path = `/v1/responses/${encodeURIComponent(id)}`;
@@ -226,11 +306,16 @@ export async function locateResponse(
   for (const e of registry.engines.values()) {
     if (e.draining || !e.healthy || (model !== undefined && !e.view.models.has(model))) continue;
     asked.push(
-      registry.get(e, path, LOOKUP_TIMEOUT_MS, 64 * 1024).then(
-        () => e.url,
-        // a stored response larger than the router reads is still there
-        (err: unknown) => (err instanceof UpstreamTooLargeError ? e.url : undefined),
-      ),
+      owner
+        ? registry.get(e, path, LOOKUP_TIMEOUT_MS, OWNED_LOOKUP_BYTES).then(
+            (body) => (ownedBy(body, owner.field, owner.tag) ? e.url : undefined),
+            () => undefined,
+          )
+        : registry.get(e, path, LOOKUP_TIMEOUT_MS, 64 * 1024).then(
+            () => e.url,
+            // a stored response larger than the router reads is still there
+            (err: unknown) => (err instanceof UpstreamTooLargeError ? e.url : undefined),
+          ),
     );
   }
   if (asked.length === 0) return undefined;
@@ -243,8 +328,9 @@ export async function locateResponse(
   }
   if (engine === undefined) return undefined;
   const any = registry.engines.get(engine)?.view.models.values().next().value;
-  const home = { engine, model: model ?? any ?? "" };
-  affinity.remember(id, home.engine, home.model);
+  const home: ResponseHome = { engine, model: model ?? any ?? "" };
+  if (owner) home.owner = owner.tenant;
+  affinity.remember(id, home.engine, home.model, undefined, owner?.tenant);
   return home;
 }
 

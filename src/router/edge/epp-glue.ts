@@ -11,7 +11,9 @@ import {
   type RoutingHost,
   type Slot,
 } from "../../epp/index.js";
+import type { StoredResponse } from "../../epp/types.js";
 import { HttpError } from "../../http/errors.js";
+import { OWNER_METADATA_KEY } from "../../tenancy/router-gate.js";
 import type { RouterConfig } from "../config/config.js";
 import { flowOf, queueAskOf } from "./ingress.js";
 import { endpointOf, matchEndpoint, notRelayed, routingInput } from "../request/endpoints.js";
@@ -19,6 +21,7 @@ import type { Router } from "./server.js";
 import { FORWARDED_HEADERS, upstreamAuthorization } from "../engines/upstream-rules.js";
 import {
   followUpWaitMs,
+  locateResponse,
   ownerMay,
   responseNotFound,
   ResponseIdScan,
@@ -41,6 +44,7 @@ function pathRule(method: string, path: string): PathRule {
       previousResponse: e.pin === "previous-response-id",
       remembers: e.remembers,
       abortIds: e.abortIds,
+      jsonBody: e.body === "json" && method === "POST",
     };
   if (method === "GET" && path === "/v1/models") return {};
   if (e?.served === "router")
@@ -119,9 +123,27 @@ export function routingHost(router: Router): RoutingHost {
     pathRule,
     upstreamHeaders: FORWARDED_HEADERS,
     storedResponse: (id, tenant, withSlot) => {
-      const at = (home: ResponseHome | undefined) => {
-        // the HTTP edge's rule (ingress.ts): another tenant's, or an unowned one with tenancy on, is not there
-        if (!ownerMay(home, tenant)) throw responseNotFound(id);
+      const at = (
+        home: ResponseHome | undefined,
+      ): StoredResponse | undefined | Promise<StoredResponse | undefined> => {
+        // the HTTP edge's rule (ingress.ts): another tenant's, or an unowned one with tenancy on, is not
+        // there, unless an engine holds it under this tenant's owner tag
+        if (!ownerMay(home, tenant)) {
+          const t = tenant !== undefined ? router.tenancy.tenant(tenant) : undefined;
+          const tag = t ? router.gate.ownerTag(t) : undefined;
+          if (tag === undefined) throw responseNotFound(id);
+          return locateResponse(reg, router.affinity, id, undefined, {
+            tenant: tenant!,
+            tag,
+            field: OWNER_METADATA_KEY,
+          }).then((found) => {
+            if (found === undefined) throw responseNotFound(id);
+            return placed(found);
+          });
+        }
+        return placed(home);
+      };
+      const placed = (home: ResponseHome | undefined): StoredResponse | undefined => {
         if (!home) return undefined;
         const e = reg.engines.get(home.engine);
         if (!e) throw responseNotFound(id);

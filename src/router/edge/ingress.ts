@@ -17,7 +17,7 @@ import {
   SLO_HEADER,
 } from "../../routing/index.js";
 import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../../http/body.js";
-import { promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
+import { OWNER_METADATA_KEY, promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
 import type { Admission, Tenant } from "../../tenancy/state.js";
 import { WorkCancelled } from "../../eventloop/turns.js";
 import { ANONYMOUS_FLOW, type QueueAsk, type QueueFlow } from "../request/admission.js";
@@ -188,6 +188,9 @@ export class Ingress {
         b = jsonStep(path, body, parsed instanceof Promise ? await parsed : parsed);
       }
       const obj = b.parsed;
+      // the reservation taken at the headers checked against the body read (a chunked body declared
+      // no length): a prompt over the tenant's budget is refused here, before it is routed
+      if (admission) await this.d.gate.reserve(admission, promptEstimate(b.bytes));
       const pinId =
         ep.pin === "path-id"
           ? pathId
@@ -205,7 +208,22 @@ export class Ingress {
       }
       // tenancy on: another tenant's response, or one whose owner nobody knows, is not there for this
       // tenant (the answer an id nobody made gets; the engines are not asked)
-      if (pinId !== undefined && !ownerMay(home, tenant?.name)) throw responseNotFound(pinId);
+      // ... unless its engine holds it under this tenant's owner tag (the router restarted, the replica
+      // that made it is gone, its entry was evicted): the engines are asked, and only the tag decides;
+      // another tenant's known id is asked for too, so its 404 comes no sooner than an unknown one's
+      if (pinId !== undefined && !ownerMay(home, tenant?.name)) {
+        const tag = tenant ? this.d.gate.ownerTag(tenant) : undefined;
+        const found =
+          tag !== undefined
+            ? await locateResponse(this.d.registry, this.d.affinity, pinId, undefined, {
+                tenant: tenant!.name,
+                tag,
+                field: OWNER_METADATA_KEY,
+              })
+            : undefined;
+        if (found === undefined) throw responseNotFound(pinId);
+        home = found;
+      }
       let model = ep.modelless
         ? this.anyModel(home?.model)
         : this.model(b.model, multipart || ep.modelOptional, multipart);

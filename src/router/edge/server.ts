@@ -435,6 +435,11 @@ export class Router {
         case "/ping":
           return this.ready(res);
         case "/load":
+          try {
+            this.authenticateFleetState(req);
+          } catch (err) {
+            return sendError(res, err as HttpError);
+          }
           return this.json(res, 200, { server_load: this.metrics.inFlight });
         case "/v1/models":
           try {
@@ -469,6 +474,28 @@ export class Router {
       return sendError(res, new HttpError(503, "router is draining", null, { "retry-after": "1" }));
     if (this.registry.anyReady()) return this.json(res, 200, { status: "ready" });
     sendError(res, new HttpError(503, "no engine is ready", null, { "retry-after": "1" }));
+  }
+
+  /**
+   * /load tells the fleet's live request count (vLLM's `server_load`): once the router has keys, a
+   * client must present one (a tenant's or the admin's), so an anonymous one learns nothing of the
+   * traffic of others; without keys it stays open, as vLLM serves it.
+   */
+  private authenticateFleetState(req: IncomingMessage): void {
+    if (!this.gate.enabled) {
+      if (this.tenancy.adminGuarded) this.gate.authenticateAdmin(req);
+      return;
+    }
+    try {
+      this.gate.authenticate(req);
+    } catch (err) {
+      if (!this.tenancy.adminGuarded) throw err;
+      try {
+        this.gate.authenticateAdmin(req);
+      } catch {
+        throw err;
+      }
+    }
   }
 
   /**

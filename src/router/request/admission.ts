@@ -89,7 +89,12 @@ export class AdmissionQueue {
     return { "retry-after": String(Math.max(1, Math.ceil(this.limits.queueTimeout / 1000))) };
   }
 
-  /** Waits until `tryAcquire` succeeds; 429 when the queue is full or the wait times out. */
+  /**
+   * Waits until `tryAcquire` succeeds; 429 when the queue is full or the wait times out. A sheddable
+   * flow (priority below 0, as the Gateway API Inference Extension's `Sheddable` criticality) is never
+   * queued: with every engine full it is refused at once, so it neither waits out its timeout nor
+   * takes queue room a higher band could use.
+   */
   wait(
     tryAcquire: () => boolean,
     signal: AbortSignal,
@@ -98,6 +103,17 @@ export class AdmissionQueue {
   ): Promise<void> {
     // a client already gone never takes a queue slot (an aborted signal fires no more events)
     if (signal.aborted) return Promise.reject(new Error("client went away while queued"));
+    if (flow.priority < 0)
+      return tryAcquire()
+        ? Promise.resolve()
+        : Promise.reject(
+            new HttpError(
+              429,
+              `every engine is full and '${flow.key}' is sheddable (priority ${flow.priority}): refused rather than queued; retry later`,
+              null,
+              { "retry-after": "1" },
+            ),
+          );
     return new Promise<void>((resolve, reject) => {
       const own = ask?.timeoutMs;
       const timeoutMs = own !== undefined && own >= 0 && own < this.limits.queueTimeout ? own : undefined;
