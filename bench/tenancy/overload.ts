@@ -11,6 +11,7 @@
 // router's RSS within 1.5× its 1× figure; no request left without an answer. A missed target is named,
 // with the figures that explain it. Exits 1 when one is missed.
 //   node dist/bench/tenancy/overload.js [--duration 15] [--slots 4] [--time-scale 4] [--max-tokens 32]
+import { percentile } from "../../src/workload/stats.js";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,10 +53,9 @@ interface Sample {
   retryAfter: boolean;
 }
 
+/** the project's one percentile (numpy's linear), of a share q in 0..1 */
 function quantile(xs: number[], q: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+  return percentile(xs, q * 100);
 }
 
 const DATA = Buffer.from("data:");
