@@ -48,7 +48,7 @@ function shapeDiff(a, b, path = "$", out = []) {
   return out;
 }
 
-async function call(base, method, path, body, headers = {}) {
+export async function call(base, method, path, body, headers = {}) {
   const r = await fetch(`${base}${path}`, {
     method,
     headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
@@ -778,7 +778,7 @@ async function routeTable(a, b, r) {
 }
 
 /** Reads an SSE stream to the end: the text, the token ids, how many [DONE]. */
-async function stream(base, path, body, headers = {}, onEvent) {
+export async function stream(base, path, body, headers = {}, onEvent) {
   const res = await fetch(`${base}${path}`, {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
