@@ -40,8 +40,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // tenants, engine discovery
   "src/kvevents": { imports: ["src/obs"], lines: 3500 },
   "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2500 },
-  // the engine emits KV events as values (kvevents/events.ts, types only)
-  "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2500 },
+  // the engine emits KV events as values (kvevents/events.ts, types only); LoRA slots and host cache joined it
+  "src/engine": { imports: ["src/collections", "src/kvevents", "src/models", "src/protocol"], lines: 2800 },
   // production-trace replay (trace.ts) joined the generators
   "src/workload": { imports: ["src/random"], lines: 1700 },
   // two protocols on one store (lm:// and RESP), namespaces with shares of their own
@@ -98,7 +98,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // vLLM's Prometheus families, LMCache's among them, as the claimed release writes them
   // the per-GPU work estimates size KV with the one formula src/models holds
   "src/sim/metrics": {
-    imports: ["src/engine", "src/kvevents", "src/models", "src/sim/connectors"],
+    // collections: the past series of vllm:lora_requests_info, kept bounded
+    imports: ["src/collections", "src/engine", "src/kvevents", "src/models", "src/sim/connectors"],
     lines: 1250,
   },
   // the engine on the wall clock, its steps delivered to the requests' sinks

@@ -396,6 +396,7 @@ export class Generation implements RequestSink {
       priority: spec.priority ?? 0,
       cacheSalt: spec.cacheSalt ?? null,
       loraName: spec.model.loraName,
+      lora: spec.model.lora,
       arrivalTime: performance.now() / 1000,
       sampleToken: (i: number) => chain.token(i),
     };
