@@ -62,7 +62,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/baselines",
       "src/routing/scorers",
     ],
-    lines: 3500,
+    // LoRA placement (ours, GIE's LoRA affinity, static) joined it
+    lines: 4000,
   },
   "src/routing/scorers": { imports: ["src/routing"], lines: 250 },
   // the peers' designs as baselines, policies over the library's types, filters and oracles
