@@ -213,8 +213,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 1250,
   },
   "src/router/engines": {
-    imports: ["src/discovery", "src/obs", "src/router/config", "src/routing"],
-    lines: 1500,
+    // collections, http: the LoRA adapters the router loads (its books of each engine, the load's error)
+    imports: ["src/collections", "src/discovery", "src/http", "src/obs", "src/router/config", "src/routing"],
+    lines: 1800,
   },
   "src/router/migration": {
     imports: [
@@ -342,9 +343,17 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget
   "src/fleet": {
-    imports: ["src/config", "src/engine", "src/models", "src/random", "src/routing", "src/workload"],
-    // trace scenarios, the clairvoyant reference placement and P/D fleets
-    lines: 2750,
+    imports: [
+      "src/collections",
+      "src/config",
+      "src/engine",
+      "src/models",
+      "src/random",
+      "src/routing",
+      "src/workload",
+    ],
+    // trace scenarios, the clairvoyant reference placement, P/D fleets and LoRA fleets
+    lines: 3100,
   },
   // the planner draws its throughput/interactivity front with the bench's SVG panels
   "src/planner": {
@@ -441,7 +450,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/workload",
     ],
-    lines: 4000,
+    // routing/lora joined it
+    lines: 4300,
   },
   // the fleet simulator: its speed, and its figures against published and live runs
   "bench/fleet": {

@@ -41,6 +41,15 @@ const specs: FlagSpecs = {
     type: "list",
     help: "engine base URL, repeatable; URL#weight (e.g. http://e2:8000#0.1) sets a canary weight; h2c://host:port reaches it over cleartext HTTP/2",
   },
+  "lora-dir": {
+    type: "string",
+    help: "LoRA adapters the router loads on demand: each subfolder a PEFT adapter, named by its folder (engines need VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and the same path)",
+  },
+  "lora-max-cpu-loras": {
+    type: "int",
+    min: 1,
+    help: "the engines' --max-cpu-loras: adapters the router keeps loaded on one engine at most (default: their max_lora)",
+  },
   policy: {
     type: "string",
     default: DEFAULT_POLICY,
@@ -235,6 +244,8 @@ function flagsToConfig(flags: Record<string, unknown>, given: Set<string>): Rout
   if (has("peers-dns")) sub("peers").dns = flags["peers-dns"];
   if (has("peers-secret-file")) sub("peers").secretFile = flags["peers-secret-file"];
   if (has("policy")) c.policy = flags.policy;
+  if (has("lora-dir")) sub("lora").dir = flags["lora-dir"];
+  if (has("lora-max-cpu-loras")) sub("lora").maxCpuLoras = flags["lora-max-cpu-loras"];
   if (has("backend")) {
     c.backends = (flags.backend as string[]).map((b) => {
       const hash = b.lastIndexOf("#");

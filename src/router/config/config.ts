@@ -188,6 +188,23 @@ export const routerConfigSchema = z.strictObject({
     .prefault({}),
   /** alias → served model name */
   aliases: z.record(z.string(), z.string()).default({}),
+  /**
+   * LoRA adapters the router loads on demand through the engines' load API: `dir` scanned (each
+   * subfolder a PEFT adapter named by its folder, at the same path on the engines), `adapters` for
+   * folders elsewhere; `maxCpuLoras` the engines' --max-cpu-loras (default: their scraped max_lora,
+   * vLLM's default)
+   */
+  lora: z
+    .strictObject({
+      dir: z.string().optional(),
+      adapters: z
+        .array(
+          z.strictObject({ name: z.string().min(1), path: z.string().min(1), base: z.string().optional() }),
+        )
+        .default([]),
+      maxCpuLoras: z.number().int().min(1).optional(),
+    })
+    .optional(),
   /** API key the engines expect (else VLLM_API_KEY); clients' Authorization is then never forwarded */
   engineApiKey: z.string().optional(),
   timeouts: z
