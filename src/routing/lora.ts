@@ -54,13 +54,39 @@ function isActive(v: EngineLoraView, name: string): boolean {
 
 /**
  * The adapter a load of `name` would push out of the engine's host cache (the oldest loaded one with
- * nothing in flight), or null while there is room. What the caller unloads first, so that the engine
- * never holds more than max_cpu_loras.
+ * nothing in flight, else the oldest), or null while there is room. What the caller unloads first, so
+ * that the engine never holds more than max_cpu_loras (loads in flight counted).
  */
 export function evictionFor(v: EngineLoraView, name: string): string | null {
   if (v.loaded.has(name) || v.loaded.size + v.loading.size < v.maxCpuLoras) return null;
-  for (const e of v.loaded.oldestFirst()) if (!isActive(v, e.key) && !v.loading.has(e.key)) return e.key;
-  return null;
+  for (const e of v.loaded.oldestFirst()) if (!isActive(v, e.key)) return e.key;
+  // every loaded adapter has requests: the oldest goes all the same (vLLM keeps the adapter of a request
+  // it holds, and reads it again from disk if its batch needs it; new requests are not sent it there)
+  return v.loaded.oldest()?.key ?? null;
+}
+
+/**
+ * Seconds until `over` of an engine's active adapters have drained: each drains about one request's
+ * time (`service`) after the router last sent it one there; one the router did not send (another
+ * client's, or queued) is taken at half of that.
+ */
+export function slotWaitSeconds(v: EngineLoraView, over: number, service: number, now: number): number {
+  const drains: number[] = [];
+  const seen = new Set<string>();
+  for (const [name, k] of v.inFlight) {
+    if (k <= 0) continue;
+    seen.add(name);
+    const sent = v.lastSentAt?.get(name);
+    drains.push(sent === undefined ? service / 2 : Math.max(0, (sent - now) / 1000 + service));
+  }
+  for (const set of [v.running, v.waiting])
+    for (const name of set) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      drains.push(service / 2);
+    }
+  drains.sort((a, b) => a - b);
+  return drains[Math.min(drains.length, over) - 1] ?? 0;
 }
 
 // ---- ours ---------------------------------------------------------------------------------------
@@ -126,9 +152,9 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
         if (r.lora && v) {
           cost += coldLoadSeconds(v, r.lora);
           if (!isActive(v, r.lora.name)) {
-            // every slot serves another adapter: it waits until one of them drains
+            // every slot serves another adapter: it waits until enough of them drain
             const over = activeAdapters(v) + 1 - v.maxLoras;
-            if (over > 0) cost += (service * over) / v.maxLoras;
+            if (over > 0) cost += slotWaitSeconds(v, over, service, now);
             const victim = evictionFor(v, r.lora.name);
             if (victim !== null) {
               // the victim comes back at its rate, each time at a cold load

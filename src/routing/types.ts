@@ -52,6 +52,11 @@ export interface EngineLoraView {
   loading: ReadonlySet<string>;
   /** the router's own requests in flight there, per adapter */
   inFlight: ReadonlyMap<string, number>;
+  /**
+   * when the router last sent each of those adapters a request there, ms on the snapshot's clock: the
+   * adapter's slot frees about one request's time after it (absent: unknown, half of one)
+   */
+  lastSentAt?: ReadonlyMap<string, number> | undefined;
   /** bytes/s of its adapter reads from disk, and of its copies into slots (the host link) */
   diskBps: number;
   linkBps: number;
