@@ -26,6 +26,9 @@ import {
   type RequestView,
 } from "../routing/types.js";
 
+/** requests the router holds for a slot at most (its admission queue's default size) */
+const MAX_HELD = 1024;
+
 /** a LoRA workload: many adapters of one rank, popularity Zipf(s), a few shared system prompts */
 export interface LoraWorkload {
   adapters: number;
@@ -151,6 +154,8 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
     { t: number; measured: boolean; node: Node; adapter: string; req: RequestView }
   >();
   const nodes: Node[] = [];
+  let retryHeld = (): void => {};
+  let retryQueued = false;
   for (let i = 0; i < o.engines; i++) {
     const node = {} as Node;
     node.engine = new Engine(cfg, {
@@ -173,6 +178,14 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
         }
         noteDone(node.view, true, timings.finishedTime * 1000);
         o.policy.onDone?.(a.req, node.view, (timings.finishedTime - timings.arrivalTime) * 1000);
+        // a slot may have freed: the held requests are decided again (after this step's other ends)
+        if (!retryQueued) {
+          retryQueued = true;
+          driver.after(0, () => {
+            retryQueued = false;
+            retryHeld();
+          });
+        }
       },
     });
     node.lora = {
@@ -257,21 +270,21 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
   );
   let seq = 0;
   const views = nodes.map((n) => n.view);
-  const arrive = () => {
+  /** requests the policy held ("saturated"), in arrival order; tried again whenever a request ends */
+  const held: { id: string; name: string; req: RequestView; t: number }[] = [];
+  /** places one request; false: the policy holds it */
+  const place = (id: string, name: string, req: RequestView, arrivedAt: number): boolean => {
     const now = driver.now;
-    if (now >= o.durationS) return;
-    const id = `r${seq}`;
-    const name = names[drawRank(cdf, rng.next())]!;
     const a = adapters.get(name)!;
-    const req: RequestView = { model: name, seq: seq++, lora: { name, path: a.path, base, bytes: a.bytes } };
     if (o.clairvoyant) for (const n of nodes) scrape(n, now * 1000);
     const d = decide(o.policy, req, { engines: views, now: now * 1000 });
+    if (d.kind === "saturated") return false;
     if (d.kind === "picked") {
       const n = nodes[views.indexOf(d.engine)]!;
-      const prompt = [...sys[seq % w.systemPrompts]!];
-      for (let i = 0; i < w.userTokens; i++) prompt.push(200_000 + ((seq * 131 + i * 31) % 20_000));
-      const measured = now >= o.warmupS;
-      arrivals.set(id, { t: now, measured, node: n, adapter: name, req });
+      const prompt = [...sys[req.seq % w.systemPrompts]!];
+      for (let i = 0; i < w.userTokens; i++) prompt.push(200_000 + ((req.seq * 131 + i * 31) % 20_000));
+      const measured = arrivedAt >= o.warmupS;
+      arrivals.set(id, { t: arrivedAt, measured, node: n, adapter: name, req });
       n.lora.inFlight.set(name, (n.lora.inFlight.get(name) ?? 0) + 1);
       n.lora.lastSentAt.set(name, now * 1000);
       noteSent(n.view, now * 1000);
@@ -288,18 +301,40 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
           loraName: name,
           lora: a,
           arrivalTime: driver.now,
-          sharedPrefix: { key: `sys-${seq % w.systemPrompts}`, tokens: w.systemPromptTokens },
+          sharedPrefix: { key: `sys-${req.seq % w.systemPrompts}`, tokens: w.systemPromptTokens },
           sampleToken: (i) => 500 + (i % 1000),
         });
         driver.wake(n.engine);
       });
-    } else if (now >= o.warmupS) result.ttfts.push(Infinity);
+    } else if (arrivedAt >= o.warmupS) result.ttfts.push(Infinity);
+    return true;
+  };
+  retryHeld = () => {
+    for (let i = 0; i < held.length;) {
+      const h = held[i]!;
+      if (place(h.id, h.name, h.req, h.t)) held.splice(i, 1);
+      else i++;
+    }
+  };
+  const arrive = () => {
+    const now = driver.now;
+    if (now >= o.durationS) return;
+    const id = `r${seq}`;
+    const name = names[drawRank(cdf, rng.next())]!;
+    const a = adapters.get(name)!;
+    const req: RequestView = { model: name, seq: seq++, lora: { name, path: a.path, base, bytes: a.bytes } };
+    if (!place(id, name, req, now)) {
+      if (held.length >= MAX_HELD) {
+        if (now >= o.warmupS) result.ttfts.push(Infinity);
+      } else held.push({ id, name, req, t: now });
+    }
     driver.after(rng.exp(1 / o.rate), arrive);
   };
   driver.at(0, arrive);
   // arrivals end at durationS; what is still unanswered two minutes later counts as missed
   driver.run(o.durationS + 120);
   for (const a of arrivals.values()) if (a.measured && a.t >= 0) result.ttfts.push(Infinity);
+  for (const h of held) if (h.t >= o.warmupS) result.ttfts.push(Infinity);
   for (const n of nodes) {
     const c = n.engine.snapshot().counters;
     result.gpuLoads += c.loraGpuLoads;

@@ -9,7 +9,9 @@
 //   otherwise), the wait for a slot when every slot serves another adapter, and the price of the adapter
 //   a load would evict from the host cache (its recent traffic × its own cold load). The cheapest wins,
 //   so hot adapters stay where they run and replicate when their engine is loaded, cold ones go where
-//   slots are free.
+//   slots are free. (Holding a request at the router while its cheapest engine has no free slot, to
+//   take the first slot that frees anywhere, measured worse in virtual time: the scraped adapter sets
+//   lag, and the engine's own queue admits it in the step its adapter's slot frees.)
 // - `gie-lora-affinity`: the Gateway API Inference Extension's first scheduler (pkg/epp/scheduling
 //   filter.go and scheduler.go, v0.2–v0.3) as its source reads: a low-queue filter (waiting ≤ 128), then
 //   its LoRA soft-affinity filter (engines running or queueing the adapter, else engines with
