@@ -286,6 +286,7 @@ const routes: Record<string, Handler> = {
       body.lora_name,
       body.lora_path,
       body.load_inplace ?? false,
+      ctx.options.servedModelNames,
     );
     const waitMs = seconds * ctx.runtime.timeScale * 1000;
     if (waitMs >= 1) await new Promise((r) => setTimeout(r, waitMs));

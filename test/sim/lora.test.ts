@@ -67,6 +67,7 @@ test("the sim loads and unloads PEFT folders at run time with vLLM's answers and
       lora_path: a.path("a2"),
     });
     assert.equal(dup.status, 400);
+    assert.equal(dup.json.error.type, "InvalidUserInput");
     assert.equal(
       dup.json.error.message,
       "The lora adapter 'a1' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.",
@@ -82,7 +83,7 @@ test("the sim loads and unloads PEFT folders at run time with vLLM's answers and
       lora_name: "wide",
       lora_path: big.path("wide"),
     });
-    assert.equal(tooWide.status, 400);
+    assert.equal(tooWide.status, 500);
     assert.equal(tooWide.json.error.message, "LoRA rank 16 is greater than max_lora_rank 8.");
 
     const models = JSON.parse((await getText(`${sim.url}/v1/models`)).text) as Json;

@@ -36,7 +36,15 @@ function alreadyLoaded(name: string): HttpError {
   return new HttpError(
     400,
     `The lora adapter '${name}' has already been loaded. If you want to load the adapter in place, set 'load_inplace' to True.`,
+    null,
+    {},
+    "InvalidUserInput",
   );
+}
+
+/** the engine's refusal of an adapter, which vLLM 0.32's load API answers as a 500 with its text */
+function engineRefused(message: string): HttpError {
+  return new HttpError(500, message, null, {}, "InternalServerError");
 }
 
 /** vLLM's LoRAAdapterNotFoundError, answered as a 404 by the load API (vllm/exceptions.py) */
@@ -46,7 +54,9 @@ function notFound(name: string, path: string): HttpError {
 
 /**
  * Reads a PEFT adapter folder: adapter_config.json's rank and targets, and the size of its weights.
- * Errors are vLLM's: no folder or config is its 404, a rank over max_lora_rank or no weights its 400.
+ * Errors are vLLM 0.32's (vllm/entrypoints/openai/models/serving.py): no folder or config is its 404
+ * (LoRAAdapterNotFoundError); what the engine refuses (a rank over max_lora_rank, no weights) a 500
+ * carrying the engine's text.
  */
 export async function readPeftAdapter(name: string, path: string, maxLoraRank: number): Promise<PeftAdapter> {
   let configText: string;
@@ -59,13 +69,13 @@ export async function readPeftAdapter(name: string, path: string, maxLoraRank: n
   try {
     cfg = JSON.parse(configText) as Record<string, unknown>;
   } catch (err) {
-    throw new HttpError(400, `Loading lora ${name} failed: adapter_config.json: ${(err as Error).message}`);
+    throw engineRefused(`Loading lora ${name} failed: adapter_config.json: ${(err as Error).message}`);
   }
   const rank = Number(cfg.r);
   if (!Number.isInteger(rank) || rank < 1)
-    throw new HttpError(400, `Loading lora ${name} failed: adapter_config.json has no rank 'r'`);
+    throw engineRefused(`Loading lora ${name} failed: adapter_config.json has no rank 'r'`);
   if (rank > maxLoraRank)
-    throw new HttpError(400, `LoRA rank ${rank} is greater than max_lora_rank ${maxLoraRank}.`);
+    throw engineRefused(`LoRA rank ${rank} is greater than max_lora_rank ${maxLoraRank}.`);
   let bytes = 0;
   for (const f of WEIGHT_FILES) {
     const s = await stat(join(path, f)).catch(() => null);
@@ -74,7 +84,7 @@ export async function readPeftAdapter(name: string, path: string, maxLoraRank: n
       break;
     }
   }
-  if (bytes === 0) throw new HttpError(400, `${path} doesn't contain tensors`);
+  if (bytes === 0) throw engineRefused(`${path} doesn't contain tensors`);
   const tm = cfg.target_modules;
   const targetModules = Array.isArray(tm) ? tm.map(String) : typeof tm === "string" ? [tm] : [];
   const base = cfg.base_model_name_or_path;
@@ -144,10 +154,18 @@ export async function loadAdapter(
   name: string,
   path: string,
   inplace = false,
+  baseNames: readonly string[] = [],
 ): Promise<{ adapter: LoraAdapter; seconds: number }> {
-  if (maxLoraRank === null)
-    throw new HttpError(400, "LoRA is not enabled. Use --enable-lora to enable LoRA.");
+  if (baseNames.includes(name))
+    throw new HttpError(
+      400,
+      `The lora adapter '${name}' conflicts with a served base model.`,
+      null,
+      {},
+      "InvalidUserInput",
+    );
   if (loras.has(name) && !inplace) throw alreadyLoaded(name);
+  if (maxLoraRank === null) throw engineRefused("LoRA is not enabled. Use --enable-lora to enable LoRA.");
   const peft = await readPeftAdapter(name, path, maxLoraRank);
   const adapter = loras.add(name, path, peft, inplace);
   return { adapter, seconds: engine.loadLora(adapter) };
