@@ -237,7 +237,8 @@ export class AdapterLoader {
 
   private async load(e: Upstream, b: EngineBooks, a: AdapterEntry): Promise<void> {
     // room first, so that the engine never holds more than max_cpu_loras of the router's adapters
-    while (b.view.loaded.size + b.pending.size > b.view.maxCpuLoras) {
+    // (this load is not among `pending` yet: it is registered when this first await returns)
+    while (b.view.loaded.size + b.pending.size + 1 > b.view.maxCpuLoras) {
       const victim = this.victim(b);
       if (victim === null) break;
       b.view.loaded.delete(victim);

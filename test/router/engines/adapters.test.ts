@@ -45,7 +45,7 @@ async function adaptersOn(url: string): Promise<string[]> {
 
 test("the router loads an adapter no engine holds, once per engine under a burst, within max_cpu_loras; unknown names 404; a failed load is an error", async () => {
   const dir = mkdtempSync(join(tmpdir(), "sy-router-lora-"));
-  for (const n of ["a1", "a2", "a3", "a4"])
+  for (const n of ["a1", "a2", "a3", "a4", "a5"])
     writePeftAdapter(join(dir, n), { rank: 8, hidden: 64, layers: 2, baseModel: MODEL });
   const sims = [await loraSim(), await loraSim()];
   const router = await routerFor(
@@ -68,7 +68,20 @@ test("the router loads an adapter no engine holds, once per engine under a burst
         post(`${router.url}/v1/completions`, { model: `a${1 + (i % 4)}`, prompt: `q ${i}`, max_tokens: 3 }),
       );
     for (const r of await Promise.all(burst)) assert.equal(r.status, 200, await r.text());
-    for (const s of sims) assert.ok((await adaptersOn(s.url)).length <= 2);
+    // then one at a time over five: more than the two engines' host caches hold (2 + 2)
+    for (let i = 0; i < 10; i++) {
+      const r = await post(`${router.url}/v1/completions`, {
+        model: `a${1 + (i % 5)}`,
+        prompt: "x",
+        max_tokens: 2,
+      });
+      assert.equal(r.status, 200);
+    }
+    for (const s of sims) assert.ok((await adaptersOn(s.url)).length <= 2, `${await adaptersOn(s.url)}`);
+    assert.ok(
+      router.router.registry.adapters!.stats.unloads > 0,
+      `room was made by unloading: ${JSON.stringify(router.router.registry.adapters!.stats)} ${await adaptersOn(sims[0]!.url)} / ${await adaptersOn(sims[1]!.url)}`,
+    );
     const stats = router.router.registry.adapters!.stats;
     // one load per adapter and engine at a time: at most one load per request that found it unloaded
     assert.ok(stats.loads >= 4 && stats.loads <= 25, `loads ${stats.loads}`);
