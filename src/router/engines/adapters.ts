@@ -119,7 +119,16 @@ interface EngineBooks {
   };
   /** loads in flight, by adapter: the one promise every request for it waits on */
   pending: Map<string, Promise<void>>;
+  /**
+   * when the router last loaded or unloaded each adapter there (ms, performance.now()): a /v1/models
+   * answer read before that change says nothing about it, so the books keep the router's own word for
+   * a while (bounded: an entry goes when it is older than SYNC_GRACE_MS at the next scrape)
+   */
+  changedAt: Map<string, number>;
 }
+
+/** how long the router's own load or unload outranks what the engine's /v1/models says, ms */
+const SYNC_GRACE_MS = 10_000;
 
 export interface AdapterStats {
   loads: number;
@@ -167,6 +176,7 @@ export class AdapterLoader {
           loadOverheadS: LOAD_OVERHEAD_S,
         },
         pending: new Map(),
+        changedAt: new Map(),
       };
       this.books.set(e.url, b);
       (e.view as { lora?: EngineLoraView }).lora = b.view;
@@ -186,10 +196,18 @@ export class AdapterLoader {
       b.view.running = new Set(lora.running);
       b.view.waiting = new Set(lora.waiting);
     }
+    const now = performance.now();
+    for (const [n, at] of b.changedAt) if (now - at > SYNC_GRACE_MS) b.changedAt.delete(n);
     for (const m of e.view.models)
-      if (this.registry.get(m) && !b.view.loaded.has(m)) b.view.loaded.set(m, true);
+      if (this.registry.get(m) && !b.view.loaded.has(m) && !b.changedAt.has(m)) b.view.loaded.set(m, true);
     for (const x of b.view.loaded.oldestFirst())
-      if (!e.view.models.has(x.key) && !b.view.loading.has(x.key)) b.view.loaded.delete(x.key);
+      if (!e.view.models.has(x.key) && !b.view.loading.has(x.key) && !b.changedAt.has(x.key))
+        b.view.loaded.delete(x.key);
+    // the engine's list, corrected by the router's recent word, is what routing reads
+    for (const [n] of b.changedAt) {
+      if (b.view.loaded.has(n)) e.view.models.add(n);
+      else e.view.models.delete(n);
+    }
   }
 
   /** the router sent a request for `name` to `e` (its slot-wait and eviction books) */
@@ -210,9 +228,9 @@ export class AdapterLoader {
     }
   }
 
-  /** whether `name` is usable on `e` now (listed in its /v1/models) */
+  /** whether `name` is usable on `e` now: in the router's books (its /v1/models and its own loads) */
   isLoaded(e: Upstream, name: string): boolean {
-    return e.view.models.has(name);
+    return this.booksOf(e).view.loaded.has(name);
   }
 
   /**
@@ -237,11 +255,13 @@ export class AdapterLoader {
 
   private async load(e: Upstream, b: EngineBooks, a: AdapterEntry): Promise<void> {
     // room first, so that the engine never holds more than max_cpu_loras of the router's adapters
-    // (this load is not among `pending` yet: it is registered when this first await returns)
-    while (b.view.loaded.size + b.pending.size + 1 > b.view.maxCpuLoras) {
+    // this load counted once: it joins `pending` when load() first awaits
+    const others = () => b.pending.size - (b.pending.has(a.name) ? 1 : 0);
+    while (b.view.loaded.size + others() + 1 > b.view.maxCpuLoras) {
       const victim = this.victim(b);
       if (victim === null) break;
       b.view.loaded.delete(victim);
+      b.changedAt.set(victim, performance.now());
       e.view.models.delete(victim);
       this.stats.unloads++;
       await this.post(e, "/v1/unload_lora_adapter", { lora_name: victim }).catch(() => undefined);
@@ -250,6 +270,12 @@ export class AdapterLoader {
     try {
       await this.post(e, "/v1/load_lora_adapter", { lora_name: a.name, lora_path: a.path });
     } catch (err) {
+      // loaded there already (before the router's books heard of it): it is usable
+      if (/has already been loaded/.test((err as Error).message)) {
+        b.view.loaded.set(a.name, true);
+        e.view.models.add(a.name);
+        return;
+      }
       this.stats.loadFailures++;
       const why = (err as Error).message;
       throw new HttpError(502, `loading the LoRA adapter '${a.name}' on ${e.url} failed: ${why}`, "model", {
@@ -259,6 +285,7 @@ export class AdapterLoader {
     this.stats.loads++;
     this.stats.loadSeconds += (performance.now() - t0) / 1000;
     b.view.loaded.set(a.name, true);
+    b.changedAt.set(a.name, performance.now());
     e.view.models.add(a.name);
   }
 
