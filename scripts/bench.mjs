@@ -49,6 +49,7 @@ const BENCHMARKS = [
   { name: "routing/late-binding" },
   { name: "routing/kv-hash-hold" },
   { name: "routing/agentic" },
+  { name: "routing/lora", defaults: ["--virtual"] },
   { name: "routing/llm-d-code-gen" },
   { name: "fleet/speed" },
   { name: "fleet/fidelity", defaults: ["3"] },

@@ -41,10 +41,10 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/kvevents": { imports: ["src/obs", "src/protocol"], lines: 3500 },
   "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2500 },
   // the engine emits KV events as values (kvevents/events.ts, types only); its defaults are vLLM's
-  // (config/vllm-defaults.ts, constants only)
+  // (config/vllm-defaults.ts, constants only); LoRA slots and host cache joined it
   "src/engine": {
     imports: ["src/collections", "src/config", "src/kvevents", "src/models", "src/protocol"],
-    lines: 2500,
+    lines: 2800,
   },
   // production-trace replay (trace.ts) joined the generators
   "src/workload": { imports: ["src/random"], lines: 1700 },
@@ -66,7 +66,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/baselines",
       "src/routing/scorers",
     ],
-    lines: 3500,
+    // LoRA placement (ours, GIE's LoRA affinity, static) joined it
+    lines: 4000,
   },
   "src/routing/scorers": { imports: ["src/routing"], lines: 250 },
   // the peers' designs as baselines, policies over the library's types, filters and oracles
@@ -102,7 +103,15 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // vLLM's Prometheus families, LMCache's among them, as the claimed release writes them
   // the per-GPU work estimates size KV with the one formula src/models holds
   "src/sim/metrics": {
-    imports: ["src/config", "src/engine", "src/kvevents", "src/models", "src/sim/connectors"],
+    // collections: the past series of vllm:lora_requests_info, kept bounded
+    imports: [
+      "src/collections",
+      "src/config",
+      "src/engine",
+      "src/kvevents",
+      "src/models",
+      "src/sim/connectors",
+    ],
     lines: 1250,
   },
   // the engine on the wall clock, its steps delivered to the requests' sinks
@@ -223,8 +232,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 1250,
   },
   "src/router/engines": {
-    imports: ["src/discovery", "src/obs", "src/router/config", "src/routing"],
-    lines: 1500,
+    // collections, http: the LoRA adapters the router loads (its books of each engine, the load's error)
+    imports: ["src/collections", "src/discovery", "src/http", "src/obs", "src/router/config", "src/routing"],
+    lines: 1800,
   },
   "src/router/migration": {
     imports: [
@@ -352,6 +362,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget
   "src/fleet": {
     imports: [
+      "src/collections",
       "src/config",
       "src/engine",
       "src/models",
@@ -360,8 +371,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/workload",
     ],
-    // trace scenarios, the clairvoyant reference placement and P/D fleets
-    lines: 2750,
+    // trace scenarios, the clairvoyant reference placement, P/D fleets and LoRA fleets
+    lines: 3100,
   },
   // the planner draws its throughput/interactivity front with the bench's SVG panels
   "src/planner": {
@@ -458,7 +469,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/workload",
     ],
-    lines: 4000,
+    // routing/lora joined it
+    lines: 4300,
   },
   // the fleet simulator: its speed, and its figures against published and live runs
   "bench/fleet": {

@@ -93,6 +93,10 @@ const specs: FlagSpecs = {
     help: "authenticate and encrypt the KV events (ZMQ CURVE): a keypair per engine, one for the router and one for the cache server (--cache-server), made for this run in a private temporary directory and removed when the stack stops",
   },
   "ready-timeout": { type: "number", default: 60, help: "seconds to wait for the stack to become ready" },
+  "lora-dir": {
+    type: "string",
+    help: "LoRA adapters the router loads on demand (each subfolder a PEFT adapter, named by its folder): the engines run with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, the router with --lora-dir",
+  },
   monitoring: {
     type: "boolean",
     default: false,
@@ -344,11 +348,14 @@ export async function main(argv: string[]): Promise<number> {
       );
       if (curveDirs) args.push("--kv-curve-dir", curveDirs.engines[i]!);
     }
+    // the router manages the adapters: the engines serve LoRA and their load API (vLLM's runtime updating)
+    const loraDir = flags["lora-dir"] as string | undefined;
+    if (loraDir && !engineArgs.includes("--enable-lora")) args.push("--enable-lora");
     engineChildren.push(
       start(
         `engine-${i}`,
         [...args, ...slots[i]!.args(engineArgs), ...(tier?.engineArgs ?? [])],
-        tier?.engineEnv,
+        loraDir ? { ...tier?.engineEnv, VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" } : tier?.engineEnv,
       ),
     );
   }
@@ -398,6 +405,19 @@ export async function main(argv: string[]): Promise<number> {
   }
   // every engine loads from the one cache server: the router prices what it holds for all of them
   if (tier) routerArgs.push(...tier.routerArgs);
+  if (flags["lora-dir"]) {
+    routerArgs.push("--lora-dir", flags["lora-dir"] as string);
+    // the router keeps each engine within its host cache: --max-cpu-loras, else vLLM's default (--max-loras)
+    for (const f of ["--max-cpu-loras", "--max-loras"]) {
+      const at = engineArgs.indexOf(f);
+      const eq = engineArgs.find((a) => a.startsWith(`${f}=`));
+      const v = eq !== undefined ? eq.slice(f.length + 1) : at >= 0 ? engineArgs[at + 1] : undefined;
+      if (v !== undefined) {
+        routerArgs.push("--lora-max-cpu-loras", v);
+        break;
+      }
+    }
+  }
   const router = start("router", routerArgs);
   const routerUrl = `http://${host}:${routerPort}`;
   try {

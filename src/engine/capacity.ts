@@ -1,6 +1,7 @@
 // KV-cache capacity the way vLLM sizes it at start-up: what is left of HBM × gpu_memory_utilization after
 // the weights and the memory its profiling run sees in use, divided into blocks. See docs/engine-model.md.
 import { kvBytesPerToken } from "../models/kv-shape.js";
+import { loraSlotBytes } from "./lora.js";
 import type { EngineConfig } from "./types.js";
 
 const GiB = 2 ** 30;
@@ -33,7 +34,9 @@ export function reserveBytesPerGpu(config: EngineConfig): number {
   const tp = config.tensorParallelSize;
   const activations = config.maxNumBatchedTokens * m.hiddenSize * m.dtypeBytes * ACTIVATION_HIDDEN_MULTIPLE;
   const logits = config.maxNumSeqs * m.vocabSize * LOGIT_BYTES;
-  return NON_TORCH_BYTES + (tp > 1 ? NCCL_BYTES_TP : 0) + Math.ceil(activations / tp) + logits;
+  // with LoRA on, the adapter slots' buffers are allocated before the KV cache is sized
+  const loraSlots = config.lora ? loraSlotBytes(m, config.lora, tp) : 0;
+  return NON_TORCH_BYTES + (tp > 1 ? NCCL_BYTES_TP : 0) + Math.ceil(activations / tp) + logits + loraSlots;
 }
 
 const fmtGiB = (b: number) => `${(b / GiB).toFixed(2)} GiB`;

@@ -109,4 +109,14 @@ export function validateEngineConfig(c: EngineConfig): void {
     fail("prefix_caching_hash_algo", `must be "sha256_cbor" or "fast", got ${String(c.blockHashAlgo)}`);
   if (c.externalChunkTokens !== undefined) requireInt("external_chunk_tokens", c.externalChunkTokens, 1);
   if (c.numGpuBlocksOverride !== undefined) requireInt("num_gpu_blocks_override", c.numGpuBlocksOverride, 1);
+  if (c.lora) {
+    requireInt("max_loras", c.lora.maxLoras, 1);
+    requireInt("max_cpu_loras", c.lora.maxCpuLoras, 1);
+    // vLLM's LoRAConfig: "max_cpu_loras must be >= max_loras"
+    if (c.lora.maxCpuLoras < c.lora.maxLoras)
+      fail("max_cpu_loras", `(${c.lora.maxCpuLoras}) must be >= max_loras (${c.lora.maxLoras})`);
+    requireInt("max_lora_rank", c.lora.maxLoraRank, 1);
+    if (c.lora.diskBandwidth !== undefined && !(c.lora.diskBandwidth > 0))
+      fail("lora disk bandwidth", `must be > 0, got ${c.lora.diskBandwidth}`);
+  }
 }

@@ -4,11 +4,13 @@
 import { validateEngineConfig } from "./config.js";
 import type { KvCapacity } from "./capacity.js";
 import { KvCacheManager } from "./kv-cache-manager.js";
+import { LoraCache, type LoraResidency } from "./lora.js";
 import { Req, Status } from "./request.js";
 import { StepTimer, type StepWork } from "./timing.js";
 import type {
   EngineConfig,
   EngineCounters,
+  EngineLora,
   EngineObserver,
   EngineRequest,
   EngineSnapshot,
@@ -41,6 +43,12 @@ export function newCounters(): EngineCounters {
     externalTransferSeconds: 0,
     steps: 0,
     busySeconds: 0,
+    loraDiskLoads: 0,
+    loraGpuLoads: 0,
+    loraGpuEvictions: 0,
+    loraCpuEvictions: 0,
+    loraLoadSeconds: 0,
+    loraBatchSkips: 0,
   };
 }
 
@@ -93,6 +101,12 @@ export class Engine {
   private stepExternalSeconds = 0;
   /** the latest time a driver passed in (aborts carry no time of their own) */
   private lastNow = 0;
+  /** adapter slots and host cache (null without LoRA) */
+  private readonly lora: LoraCache | null;
+  /** the adapters of the batch being scheduled, by name (vLLM's scheduled_loras), reused */
+  private readonly batchLoras = new Map<string, EngineLora>();
+  /** when the adapter loads the load API asked for are done (the engine core runs them between steps) */
+  private loraBusyUntil = 0;
 
   constructor(config: EngineConfig, observer: EngineObserver) {
     validateEngineConfig(config);
@@ -103,6 +117,7 @@ export class Engine {
     this.capacity = this.kv.capacity;
     this.announceTokens = config.externalChunkTokens ?? LMCACHE_CHUNK_TOKENS;
     this.timer = new StepTimer(config);
+    this.lora = config.lora ? new LoraCache(config.lora, config.gpu.hostLinkBandwidth, this.counters) : null;
   }
 
   /** vLLM's 400 message when prompt + max_tokens does not fit max_model_len, else null */
@@ -123,6 +138,10 @@ export class Engine {
     const err = this.validateRequest(req.promptTokenIds.length, req.maxTokens);
     if (err) throw new Error(err);
     if (!(req.maxTokens >= 1)) throw new Error(`request ${req.requestId}: max_tokens must be >= 1`);
+    if (req.lora && req.lora.name !== req.loraName)
+      throw new Error(
+        `request ${req.requestId}: lora.name '${req.lora.name}' is not loraName '${req.loraName}'`,
+      );
     if ((req.externalCachedTokens ?? 0) > 0 && !((req.externalLoadBandwidth ?? 0) > 0))
       throw new Error(`request ${req.requestId}: externalCachedTokens needs externalLoadBandwidth > 0`);
     const r = new Req(req, this.nextSeq++);
@@ -251,6 +270,9 @@ export class Engine {
     let preempted = false;
     kv.beginStep();
     this.scheduled.length = 0;
+    const batch = this.lora ? this.batchLoras : null;
+    batch?.clear();
+    const maxLoras = cfg.lora?.maxLoras ?? 0;
 
     // running requests first, in order
     let i = 0;
@@ -276,19 +298,32 @@ export class Engine {
       }
       if (selfPreempted) continue;
       this.schedule(r, numNew, now);
+      if (batch && r.r.lora) batch.set(r.r.lora.name, r.r.lora);
       budget -= numNew;
       i++;
     }
 
-    // then waiting requests, unless this step had to preempt (vLLM skips admissions then)
-    while (!preempted && budget > 0 && this.waiting.length > 0 && this.running.length < cfg.maxNumSeqs) {
-      const r = this.waiting[0]!;
+    // then waiting requests, unless this step had to preempt (vLLM skips admissions then); a request
+    // whose adapter would be one more than max_loras in this batch is passed over and keeps its place
+    // (vllm/v1/core/sched/scheduler.py: "Scheduling would exceed max_loras, skip")
+    let w = 0;
+    let skipped = false;
+    while (!preempted && budget > 0 && w < this.waiting.length && this.running.length < cfg.maxNumSeqs) {
+      const r = this.waiting[w]!;
+      const a = batch ? r.r.lora : null;
+      if (a && batch!.size >= maxLoras && !batch!.has(a.name)) {
+        skipped = true;
+        w++;
+        continue;
+      }
       const hit = kv.findCached(r);
       const hitTokens = (hit.gpu + hit.cpu + hit.lmcache + hit.external) * cfg.blockSize;
       const numNew = Math.min(r.numTokens - hitTokens, budget);
       // admission stops at the first request whose blocks do not fit (FCFS, as vLLM)
       if (!kv.admit(r, hit, numNew)) break;
-      this.waiting.shift();
+      if (w === 0) this.waiting.shift();
+      else this.waiting.splice(w, 1);
+      if (a) batch!.set(a.name, a);
       r.numComputed = hitTokens;
       r.announcedChunks = Math.max(r.announcedChunks, Math.floor(hitTokens / this.announceTokens));
       r.recomputeLeft = Math.max(0, r.recomputeLeft - hitTokens);
@@ -299,12 +334,15 @@ export class Engine {
       budget -= numNew;
     }
 
+    if (skipped) this.counters.loraBatchSkips++;
     if (this.scheduled.length === 0) return null;
-    return this.planStep(budget);
+    // the engine core finishes the load API's adapter loads before it runs this step
+    const loadWait = Math.max(0, this.loraBusyUntil - now);
+    return this.planStep(budget, loadWait);
   }
 
   /** the step's work and duration from what was scheduled, after checking the scheduler's invariants */
-  private planStep(budget: number): StepPlan {
+  private planStep(budget: number, loadWait: number): StepPlan {
     const cfg = this.config;
     const kv = this.kv;
     // vLLM's scheduler asserts these at the end of schedule(): the token budget held, the batch fits
@@ -324,6 +362,16 @@ export class Engine {
     work.seqs = this.scheduled.length;
     work.loadBytesPerGpu = st.loadBytesPerGpu;
     work.extraTransferSeconds = st.lmcacheLoadSeconds + st.storeSeconds + st.externalSeconds;
+    // the batch's adapters go into slots (from disk when the host cache lacks them) before the forward pass
+    let loraSeconds = loadWait;
+    work.loraAdapters = 0;
+    work.loraWeightBytes = 0;
+    if (this.lora && this.batchLoras.size > 0) {
+      loraSeconds += this.lora.prepareBatch(this.batchLoras);
+      work.loraAdapters = this.batchLoras.size;
+      for (const a of this.batchLoras.values()) work.loraWeightBytes += a.bytes;
+    }
+    work.extraTransferSeconds += loraSeconds;
     for (const r of this.scheduled) {
       const n = r.stepTokens;
       const c = r.numComputed;
@@ -344,7 +392,7 @@ export class Engine {
         `scheduler invariant: ${work.prefillTokens + work.decodeSeqs} tokens scheduled over max_num_batched_tokens ${cfg.maxNumBatchedTokens}`,
       );
     const t = this.timer.time(work);
-    this.stepLoadSeconds = t.transfer - st.storeSeconds - st.externalSeconds;
+    this.stepLoadSeconds = t.transfer - st.storeSeconds - st.externalSeconds - loraSeconds;
     this.stepStoreSeconds = st.storeSeconds;
     this.stepExternalSeconds = st.externalSeconds;
     this.inFlight = true;
@@ -435,6 +483,52 @@ export class Engine {
     if (events.length === 0) return;
     const batch = events.splice(0, events.length);
     this.observer.onKvEvents?.(batch, now);
+  }
+
+  // ---- LoRA -------------------------------------------------------------------------------------
+
+  /**
+   * vLLM's add_lora (POST /v1/load_lora_adapter, a static --lora-modules entry): the adapter is read
+   * into the host cache and activated in a slot now; the engine core spends the seconds returned on it,
+   * so a step that begins before they have passed waits for the rest. Throws without LoRA.
+   */
+  loadLora(a: EngineLora, now: number): number {
+    if (!this.lora) throw new Error("LoRA is not enabled on this engine");
+    this.lastNow = Math.max(this.lastNow, now);
+    // adapters of requests running now keep their slots
+    const busy = new Set<string>();
+    for (const r of this.running) if (r.r.loraName) busy.add(r.r.loraName);
+    // when every slot serves a running request the adapter waits in the host cache for a batch to need it
+    const slotsBusy = busy.size >= this.config.lora!.maxLoras && !this.lora.onGpu(a.name);
+    const s = slotsBusy ? this.lora.loadToCpu(a) : this.lora.load(a, busy);
+    this.loraBusyUntil = Math.max(this.loraBusyUntil, now) + s;
+    return s;
+  }
+
+  /** vLLM's remove_lora (POST /v1/unload_lora_adapter): out of the slots and the host cache */
+  unloadLora(name: string): boolean {
+    return this.lora?.drop(name) ?? false;
+  }
+
+  /**
+   * Seconds a request for `a` would spend waiting for its adapter here now: 0 in a slot, the copy from
+   * host memory, or the read from disk and the copy. No side effects (what a router prices a cold load at).
+   */
+  loraColdSeconds(a: EngineLora): number {
+    return this.lora ? this.lora.coldSeconds(a) : 0;
+  }
+
+  /**
+   * The adapters the scheduler holds: slots and host cache (most recent last), and the adapters of
+   * its running and waiting requests, as vllm:lora_requests_info reports them. Null without LoRA.
+   */
+  loraState(): (LoraResidency & { running: string[]; waiting: string[] }) | null {
+    if (!this.lora) return null;
+    const running = new Set<string>();
+    const waiting = new Set<string>();
+    for (const r of this.running) if (r.r.loraName) running.add(r.r.loraName);
+    for (const r of this.waiting) if (r.r.loraName) waiting.add(r.r.loraName);
+    return { ...this.lora.residency(), running: [...running], waiting: [...waiting] };
   }
 
   snapshot(): EngineSnapshot {

@@ -12,3 +12,12 @@ export {
   type StepWork,
 } from "./timing.js";
 export { ChunkTier, LMCACHE_LOCAL_CPU_BPS } from "./lmcache.js";
+export {
+  LoraCache,
+  loraAdapterBytes,
+  loraSlotBytes,
+  LORA_DISK_BPS,
+  LORA_LOAD_OVERHEAD_S,
+  DEFAULT_LORA_MODULES,
+  type LoraResidency,
+} from "./lora.js";

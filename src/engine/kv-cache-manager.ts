@@ -130,7 +130,7 @@ export class KvCacheManager {
     const n = Math.floor(Math.min(p.tokens, r.promptLen) / this.config.blockSize);
     if (!(n > 0)) return;
     // the chain depends on the salt (block 0) and the adapter (every block) as well as on the tokens
-    const key = `${r.r.cacheSalt ?? ""}\u0000${r.r.loraName ?? ""}\u0000${r.r.loraPath ?? ""}\u0000${p.key}`;
+    const key = `${r.r.cacheSalt ?? ""}\u0000${r.r.loraName ?? ""}\u0000${r.r.lora?.path ?? ""}\u0000${p.key}`;
     let m = this.prefixMemos.get(key);
     if (m && m.ids.length < n) {
       // a longer claim under the same key: extend the chain from this request's tokens
@@ -176,7 +176,7 @@ export class KvCacheManager {
     for (let b = r.hashIds.length; b < numBlocks; b++) {
       const parent = b === 0 ? this.noneHash : r.hashDigests[b - 1]!;
       const keys =
-        b === 0 || r.r.loraName ? this.extraKeys(b, r.r.loraName, r.r.cacheSalt, r.r.loraPath) : null;
+        b === 0 || r.r.loraName ? this.extraKeys(b, r.r.loraName, r.r.cacheSalt, r.r.lora?.path) : null;
       const d = this.hasher.hash(parent, r.tokens, b * bs, (b + 1) * bs, keys);
       r.hashDigests.push(d);
       r.hashIds.push(d.readBigUInt64BE(24));
@@ -530,7 +530,7 @@ export class KvCacheManager {
     if (!r.r.loraName && !(start === 0 && r.r.cacheSalt)) return {};
     const out: (string[] | null)[] = [];
     for (let b = start; b < end; b++)
-      out.push(eventExtraKeys(this.extraKeys(b, r.r.loraName, r.r.cacheSalt, r.r.loraPath)));
+      out.push(eventExtraKeys(this.extraKeys(b, r.r.loraName, r.r.cacheSalt, r.r.lora?.path)));
     return { extraKeys: out };
   }
 

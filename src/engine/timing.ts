@@ -3,11 +3,13 @@
 //   memory  = bytes / (HBM bandwidth × MEMORY_EFFICIENCY)
 //   step    = max(compute, memory) + TP all-reduce time + STEP_OVERHEAD + sequences × the profile's
 //             per-sequence cost + prefilling sequences × its per-prefill cost (both none unless
-//             calibrated) + offload load and store time; prompt tokens' attention FLOPs are scaled by
+//             calibrated) + LoRA's addon per distinct adapter + offload, external and adapter load
+//             time; prompt tokens' attention FLOPs are scaled by
 //             the profile's prefill attention cost factor (1 unless calibrated)
 // Every constant and its source is listed in docs/engine-model.md.
 import type { EngineConfig } from "./types.js";
 import { kvBytesPerToken } from "../models/kv-shape.js";
+import { LORA_LAYER_OVERHEAD_S, LORA_SEGMENT_S } from "./lora.js";
 
 /** fraction of dense peak FLOP/s a serving forward pass sustains (MFU); see docs/engine-model.md */
 export const COMPUTE_EFFICIENCY = 0.5;
@@ -43,6 +45,10 @@ export interface StepWork {
    * and a decode batch leave it to be counted as the decode sequences plus one for any prefill
    */
   seqs?: number;
+  /** distinct LoRA adapters in the batch (their addon kernels' segments); none when absent */
+  loraAdapters?: number;
+  /** bytes of those adapters' weights, read from HBM once per step */
+  loraWeightBytes?: number;
 }
 
 export interface StepTime {
@@ -107,6 +113,15 @@ export class StepTimer {
         : 0;
     const transfer = w.loadBytesPerGpu / this.hostLink + (w.extraTransferSeconds ?? 0);
     const seqs = w.seqs ?? w.decodeSeqs + (w.prefillTokens > 0 ? 1 : 0);
+    // LoRA's addon (Punica's SGMV shrink and expand): a fixed launch cost per layer, a segment per
+    // distinct adapter, and the adapters' weights read once; its FLOPs (2 × rank × (in + out) per
+    // token and projection) are under 1% of the base model's and are left out
+    const n = w.loraAdapters ?? 0;
+    const lora =
+      n > 0
+        ? this.layers * (LORA_LAYER_OVERHEAD_S + n * LORA_SEGMENT_S) +
+          (w.loraWeightBytes ?? 0) / this.tp / this.bw
+        : 0;
     const prefillSeqs = Math.max(0, seqs - w.decodeSeqs);
     const duration =
       Math.max(compute, memory) +
@@ -114,6 +129,7 @@ export class StepTimer {
       this.overhead +
       this.seqOverhead * seqs +
       this.prefillSeqOverhead * prefillSeqs +
+      lora +
       transfer;
     return { duration, compute, memory, comm, transfer };
   }

@@ -22,6 +22,29 @@ export interface OffloadConfig {
   bandwidth?: number;
 }
 
+/** an adapter as it flows through the stack: its name and its folder (vLLM 0.32 hashes both into blocks) */
+export interface LoraRef {
+  name: string;
+  path: string;
+}
+
+/** an adapter as the engine loads it: where it is and how many bytes its weights are */
+export interface EngineLora extends LoraRef {
+  bytes: number;
+}
+
+/** vLLM's LoRA settings (--enable-lora and friends) */
+export interface LoraConfig {
+  /** adapters in GPU slots at once, and distinct adapters in one batch at most (--max-loras) */
+  maxLoras: number;
+  /** adapters kept in host memory (--max-cpu-loras; vLLM's default is max_loras) */
+  maxCpuLoras: number;
+  /** the largest rank an adapter may have (--max-lora-rank); sizes the GPU slots */
+  maxLoraRank: number;
+  /** bytes/s an adapter's files are read at; LORA_DISK_BPS when absent */
+  diskBandwidth?: number;
+}
+
 export interface EngineConfig {
   model: ModelProfile;
   gpu: GpuProfile;
@@ -52,6 +75,8 @@ export interface EngineConfig {
    * chunk_size; LMCache's default 256); default 256
    */
   externalChunkTokens?: number;
+  /** LoRA serving (--enable-lora): adapter slots, host cache, the per-batch limit; none when absent */
+  lora?: LoraConfig | null;
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -69,8 +94,11 @@ export interface EngineRequest {
   priority: number;
   cacheSalt: string | null;
   loraName: string | null;
-  /** the adapter's path as loaded (vLLM >= 0.31 hashes it with the name); null: unknown or no adapter */
-  loraPath?: string | null;
+  /**
+   * the adapter the request runs with (its name equals loraName): an engine with `lora` configured
+   * loads it into a slot before the request's first step and counts it against max_loras per batch
+   */
+  lora?: EngineLora | null;
   /** time the request reached the engine, seconds on the driver's clock */
   arrivalTime: number;
   /** produces the i-th output token id (0-based) deterministically; supplied by the caller */
@@ -185,6 +213,17 @@ export interface EngineCounters {
   externalTransferSeconds: number;
   steps: number;
   busySeconds: number;
+  /** adapters read from disk into the host cache (a load API call, or a batch's cold adapter) */
+  loraDiskLoads: number;
+  /** adapters copied into a GPU slot */
+  loraGpuLoads: number;
+  /** adapters evicted from a GPU slot, and from the host cache */
+  loraGpuEvictions: number;
+  loraCpuEvictions: number;
+  /** seconds of adapter loads (disk and slot copies) */
+  loraLoadSeconds: number;
+  /** steps that left a waiting request behind because its adapter would have been one over max_loras */
+  loraBatchSkips: number;
 }
 
 export interface EngineSnapshot {

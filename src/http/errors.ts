@@ -17,7 +17,9 @@ export type ErrorType =
   | "GatewayTimeoutError"
   | "BadGatewayError"
   /** OpenAI's own type name, which vLLM's Responses API answers some errors with */
-  | "invalid_request_error";
+  | "invalid_request_error"
+  /** vLLM's type for a refused LoRA load or unload request (serving_models) */
+  | "InvalidUserInput";
 
 const TYPE_BY_STATUS: Record<number, ErrorType> = {
   400: "BadRequestError",

@@ -19,12 +19,14 @@ function keep<A>(
   return engines;
 }
 
-const serves = (e: EngineView, model: string): boolean => e.models.has(model);
+// a registry adapter may go to any engine serving its base model: the caller loads it there
+const serves = (e: EngineView, req: RequestView): boolean =>
+  e.models.has(req.model) || (req.lora !== undefined && e.models.has(req.lora.base));
 const isHealthy = (e: EngineView): boolean => e.healthy && e.weight > 0;
 const notIn = (e: EngineView, exclude: ReadonlySet<string>): boolean => !exclude.has(e.id);
 const hasRoom = (e: EngineView): boolean => e.maxInFlight <= 0 || e.inFlight < e.maxInFlight;
 
-export const servesModel: Filter = (req, engines) => keep(engines, serves, req.model);
+export const servesModel: Filter = (req, engines) => keep(engines, serves, req);
 export const healthyOnly: Filter = (_req, engines) => keep(engines, isHealthy, undefined);
 export const notExcluded: Filter = (req, engines) =>
   req.exclude && req.exclude.size > 0 ? keep(engines, notIn, req.exclude) : engines;

@@ -1,6 +1,7 @@
 // The vocabulary every routing policy speaks. Policies are pure functions of a request view and a
 // fleet snapshot, so the live router and the virtual-time fleet simulator run the same code: the
 // caller owns every piece of state (counters, clocks) and passes it in.
+import type { LruMap } from "../collections/lru-map.js";
 
 /** What a policy may know about a request. Cache-aware policies read `prompt` / `messages`. */
 export interface RequestView {
@@ -20,7 +21,52 @@ export interface RequestView {
   body?: Record<string, unknown> | undefined;
   /** the client's time-to-first-token SLO, ms (x-slo-ttft-ms); the predictive policy admits by it */
   sloTtftMs?: number | undefined;
+  /**
+   * the registry adapter `model` names, when it is one: engines serving its base model may take the
+   * request (the caller loads the adapter there first); LoRA policies price where it is loaded
+   */
+  lora?: LoraRequestView | undefined;
 }
+
+/** the adapter a request names, from the router's registry */
+export interface LoraRequestView {
+  name: string;
+  /** the adapter's folder as the engine reads it (vLLM 0.32 hashes it into the blocks) */
+  path: string;
+  /** the base model it adapts: engines serving it may load the adapter */
+  base: string;
+  /** bytes of its weights (what a load moves) */
+  bytes: number;
+}
+
+/** what a policy knows of one engine's adapters */
+export interface EngineLoraView {
+  maxLoras: number;
+  maxCpuLoras: number;
+  /** adapters of its running and waiting requests as last scraped (vllm:lora_requests_info) */
+  running: ReadonlySet<string>;
+  waiting: ReadonlySet<string>;
+  /** adapters loaded there (its /v1/models, and the router's own loads), oldest use first */
+  loaded: LruMap<string, true>;
+  /** adapters whose load the router has in flight there */
+  loading: ReadonlySet<string>;
+  /** the router's own requests in flight there, per adapter */
+  inFlight: ReadonlyMap<string, number>;
+  /**
+   * when the router last sent each of those adapters a request there, ms on the snapshot's clock: the
+   * adapter's slot frees about one request's time after it (absent: unknown, half of one)
+   */
+  lastSentAt?: ReadonlyMap<string, number> | undefined;
+  /** bytes/s of its adapter reads from disk, and of its copies into slots (the host link) */
+  diskBps: number;
+  linkBps: number;
+  /** seconds of a load beside the bytes (the load API's round trip, the engine's fixed cost) */
+  loadOverheadS: number;
+}
+
+/** the engine view a LoRA policy reads: EngineView plus its adapters (absent: the engine serves none) */
+export type LoraEngineView = EngineView & { lora?: EngineLoraView | undefined };
+export type LoraRequest = RequestView & { lora?: LoraRequestView | undefined };
 
 /** What a policy may know about an engine at the moment of the decision. */
 export interface EngineView {
@@ -77,6 +123,8 @@ export interface EngineView {
   scrapedAt?: number | undefined;
   /** the router's `inFlight` on the engine when those gauges were read (see load.ts) */
   inFlightAtScrape?: number | undefined;
+  /** its LoRA adapters (slots, what it runs and has loaded), when it serves LoRA and the caller tracks them */
+  lora?: EngineLoraView | undefined;
 }
 
 /** A healthy engine with nothing in flight and nothing scraped yet: the starting view of an engine. */

@@ -28,7 +28,7 @@ import { kvEventSources } from "./config/kv-sources.js";
 import { keyProblem } from "./connectors/lmcache-keys.js";
 import { LmcacheTier } from "./connectors/lmcache.js";
 import { SHA256_CBOR_NAMES } from "./config/lmcache-config.js";
-import { LoraRegistry } from "./serving/lora.js";
+import { LoraRegistry, loadAdapter } from "./serving/lora.js";
 import { SimMetrics } from "./metrics/metrics.js";
 import { cacheConfigLabels, metricsRelease } from "./metrics/metrics-release.js";
 import { SimRuntime } from "./runtime/runtime.js";
@@ -110,6 +110,8 @@ export function buildEngineConfig(o: SimOptions): EngineConfig {
   if (o.maxNumSeqs !== undefined) overrides.maxNumSeqs = o.maxNumSeqs;
   if (o.maxNumBatchedTokens !== undefined) overrides.maxNumBatchedTokens = o.maxNumBatchedTokens;
   if (o.numGpuBlocksOverride !== undefined) overrides.numGpuBlocksOverride = o.numGpuBlocksOverride;
+  if (o.enableLora || o.loraModules.length > 0)
+    overrides.lora = { maxLoras: o.maxLoras, maxCpuLoras: o.maxCpuLoras, maxLoraRank: o.maxLoraRank };
   if (lm) {
     overrides.externalChunkTokens = lm.chunkTokens;
     if (lm.chunkTokens % o.blockSize !== 0)
@@ -145,7 +147,14 @@ export async function startSim(o: SimOptions): Promise<RunningSim> {
     runtime.lmcache = lmcache;
   }
   const loras = new LoraRegistry();
-  for (const m of o.loraModules) loras.load(m.name, m.path);
+  // vLLM loads the static adapters at start-up and refuses to start when one fails
+  for (const m of o.loraModules) {
+    try {
+      await loadAdapter(loras, engineConfig.lora!.maxLoraRank, runtime, m.name, m.path);
+    } catch (err) {
+      throw new CliError(`--lora-modules ${m.name}=${m.path}: ${(err as Error).message}`);
+    }
+  }
 
   const kvCfg = o.kvEventsConfig ? asCliError(() => parseKvEventsConfig(o.kvEventsConfig)) : null;
   let publisher: ZmqEventPublisher | null = null;

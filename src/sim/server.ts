@@ -13,6 +13,7 @@ import { handleChatBatch, invocationKind } from "./openai/batch.js";
 import { handleChat, handleCompletions, newRequestHex } from "./openai/completions.js";
 import { handleAbortRequests, handleGenerate } from "./scale-out/tokens-in-out.js";
 import { uncountedRefusal } from "./serving/engine-request.js";
+import { loadAdapter } from "./serving/lora.js";
 import {
   countTokensSchema,
   handleCountTokens,
@@ -272,14 +273,29 @@ const routes: Record<string, Handler> = {
       throw new HttpError(400, "number too large to fit in target type");
     sendJson(res, 200, { prompt: ctx.tokenizer.decode(body.tokens.filter((id) => id < vocab)) });
   },
+  // vLLM's API server has these routes only with VLLM_ALLOW_RUNTIME_LORA_UPDATING set; it answers when
+  // the engine has loaded the adapter (its add_lora), so the answer waits the modelled load time
   "POST /v1/load_lora_adapter": async (ctx, req, res) => {
+    if (!ctx.options.allowRuntimeLoraUpdating) return sendJson(res, 404, { detail: "Not Found" });
     const body = validate(loadLoraSchema, await jsonBody(ctx, req));
-    ctx.loras.load(body.lora_name, body.lora_path);
+    const { seconds } = await loadAdapter(
+      ctx.loras,
+      ctx.engineConfig.lora ? ctx.engineConfig.lora.maxLoraRank : null,
+      ctx.runtime,
+      body.lora_name,
+      body.lora_path,
+      body.load_inplace ?? false,
+      ctx.options.servedModelNames,
+    );
+    const waitMs = seconds * ctx.runtime.timeScale * 1000;
+    if (waitMs >= 1) await new Promise((r) => setTimeout(r, waitMs));
     sendText(res, 200, `Success: LoRA adapter '${body.lora_name}' added successfully.`);
   },
   "POST /v1/unload_lora_adapter": async (ctx, req, res) => {
+    if (!ctx.options.allowRuntimeLoraUpdating) return sendJson(res, 404, { detail: "Not Found" });
     const body = validate(unloadLoraSchema, await jsonBody(ctx, req));
     ctx.loras.unload(body.lora_name);
+    ctx.runtime.unloadLora(body.lora_name);
     sendText(res, 200, `Success: LoRA adapter '${body.lora_name}' removed successfully.`);
   },
   "POST /v1/embeddings": async (ctx, req, res) =>

@@ -3,6 +3,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { freePort, spawnCli, waitForHttp } from "../../bench/support/cli.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writePeftAdapter } from "../../bench/support/peft.js";
 import { getText, metric, postJson, startTestSim, tokenIds } from "./helpers.js";
 
 const OPT = "facebook/opt-125m";
@@ -23,15 +27,17 @@ test("--fail-rate 1 answers every generation request with --fail-status; --stall
 });
 
 test("LoRA: load → listed with parent, usable as model, hashed apart; unload", async () => {
-  const sim = await startTestSim("meta-llama/Llama-3.1-8B-Instruct", [
-    "--time-scale",
-    "0.05",
-    "--enable-prompt-tokens-details",
-  ]);
+  const dir = mkdtempSync(join(tmpdir(), "sy-admin-lora-"));
+  writePeftAdapter(join(dir, "sql"), { rank: 8, hidden: 64, layers: 2 });
+  const sim = await startTestSim(
+    "meta-llama/Llama-3.1-8B-Instruct",
+    ["--time-scale", "0.05", "--enable-prompt-tokens-details", "--enable-lora"],
+    { env: { VLLM_ALLOW_RUNTIME_LORA_UPDATING: "1" } },
+  );
   try {
     const load = await postJson(`${sim.url}/v1/load_lora_adapter`, {
       lora_name: "sql",
-      lora_path: "/adapters/sql",
+      lora_path: join(dir, "sql"),
     });
     assert.equal(load.status, 200, load.text);
     const dup = await postJson(`${sim.url}/v1/load_lora_adapter`, { lora_name: "sql", lora_path: "/x" });
@@ -39,7 +45,7 @@ test("LoRA: load → listed with parent, usable as model, hashed apart; unload",
     const models = JSON.parse((await getText(`${sim.url}/v1/models`)).text);
     const card = models.data.find((m: { id: string }) => m.id === "sql");
     assert.equal(card.parent, "meta-llama/Llama-3.1-8B-Instruct");
-    assert.equal(card.root, "/adapters/sql");
+    assert.equal(card.root, join(dir, "sql"));
     const prompt = tokenIds(64, 3);
     const base = await postJson(`${sim.url}/v1/completions`, { prompt, max_tokens: 2 });
     const lora = await postJson(`${sim.url}/v1/completions`, { model: "sql", prompt, max_tokens: 2 });
@@ -56,6 +62,7 @@ test("LoRA: load → listed with parent, usable as model, hashed apart; unload",
     assert.equal(gone.status, 404);
   } finally {
     await sim.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

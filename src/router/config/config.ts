@@ -272,6 +272,29 @@ export const routerConfigSchema = z.strictObject({
     .prefault({}),
   /** alias → served model name */
   aliases: z.record(z.string(), z.string()).default({}),
+  /**
+   * LoRA adapters the router loads on demand through the engines' load API: `dir` scanned (each
+   * subfolder a PEFT adapter named by its folder, at the same path on the engines), `adapters` for
+   * folders elsewhere; `maxCpuLoras` the engines' --max-cpu-loras (default: their scraped max_lora,
+   * vLLM's default)
+   */
+  lora: z
+    .strictObject({
+      dir: flag(z.string().optional(), {
+        flag: "lora-dir",
+        help: "LoRA adapters the router loads on demand: each subfolder a PEFT adapter, named by its folder (engines need VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and the same path)",
+      }),
+      adapters: z
+        .array(
+          z.strictObject({ name: z.string().min(1), path: z.string().min(1), base: z.string().optional() }),
+        )
+        .default([]),
+      maxCpuLoras: flag(z.number().int().min(1).optional(), {
+        flag: "lora-max-cpu-loras",
+        help: "the engines' --max-cpu-loras: adapters the router keeps loaded on one engine at most (default: their max_lora)",
+      }),
+    })
+    .optional(),
   /** API key the engines expect (else VLLM_API_KEY); clients' Authorization is then never forwarded */
   engineApiKey: flag(z.string().optional(), {
     flag: "engine-api-key",

@@ -32,6 +32,7 @@ import {
   type Policy,
   type RequestView,
 } from "../../routing/index.js";
+import { createLoraPolicy } from "../../routing/lora.js";
 import { addStrike, standingStrikes } from "./poison.js";
 import { HttpError, endStreamWithError, sendError } from "../../http/errors.js";
 import { SSE_HEADERS } from "../../protocol/sse.js";
@@ -124,6 +125,8 @@ export class Proxy implements AttemptHost {
   };
   /** slots on the policy's picks: a lone router's, or a router worker's claims (useClaims) */
   private claims: SlotClaims<RequestContext>;
+  /** the LoRA placement for registry adapters, made on the first such request */
+  private loraPolicy: Policy | undefined;
 
   constructor(private readonly d: ProxyDeps) {
     this.migrations = new Migrations({
@@ -259,7 +262,7 @@ export class Proxy implements AttemptHost {
       reg.takeSlot(e, now);
       return e;
     }
-    const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
+    const dec = decide(this.policyFor(ctx), ctx.view, { engines: reg.snapshot(), now });
     if (dec.kind === "picked") {
       const e = reg.engines.get(dec.engine.id)!;
       // a router worker's load-aware pick may await its group's word (ctx.claim): the request goes out
@@ -276,7 +279,7 @@ export class Proxy implements AttemptHost {
   /** A refused pick let go of: its claim and slot freed, and the policy forgets it (its prefill ledger). */
   private unpick(ctx: RequestContext, e: Upstream): void {
     this.releaseSlot(e, ctx);
-    this.d.policy().onUnpicked?.(ctx.view, e.view);
+    this.policyFor(ctx).onUnpicked?.(ctx.view, e.view);
   }
 
   /**
@@ -290,7 +293,7 @@ export class Proxy implements AttemptHost {
     const views: EngineView[] | undefined = reg.panicViews(model);
     if (views) {
       const now = performance.now();
-      const dec = decide(this.d.policy(), ctx.view, { engines: views, now });
+      const dec = decide(this.policyFor(ctx), ctx.view, { engines: views, now });
       const e = dec.kind === "picked" ? reg.engines.get(dec.engine.id) : undefined;
       if (e) {
         reg.takeSlot(e, now);
@@ -312,7 +315,7 @@ export class Proxy implements AttemptHost {
     let picked: Upstream | undefined;
     const tryAcquire = (): boolean => {
       const now = performance.now();
-      const dec = decide(this.d.policy(), ctx.view, { engines: reg.snapshot(), now });
+      const dec = decide(this.policyFor(ctx), ctx.view, { engines: reg.snapshot(), now });
       if (dec.kind !== "picked") return false;
       const e = reg.engines.get(dec.engine.id);
       if (!e) return false;
@@ -325,7 +328,7 @@ export class Proxy implements AttemptHost {
       await this.d.queue.wait(tryAcquire, ctx.queueSignal(), ctx.pr.flow, ctx.pr.queueAsk);
     } catch (err) {
       // timed out, refused or its client gone while held: it ranks among the waiting no more
-      this.d.policy().onLeftQueue?.(ctx.view);
+      this.policyFor(ctx).onLeftQueue?.(ctx.view);
       throw err;
     } finally {
       ctx.queuedMs += performance.now() - since;
@@ -355,7 +358,7 @@ export class Proxy implements AttemptHost {
     const ctx = c as RequestContext;
     this.d.registry.firstToken(e, now);
     this.countUnstreamed(ctx, undefined);
-    const policy = this.d.policy();
+    const policy = this.policyFor(ctx);
     if (ctx.migrating !== undefined) this.migrations.continued(ctx);
     else policy.onFirstToken?.(ctx.view, e.view, now - ctx.started);
     // a policy that binds late holds requests until an engine's queued prompts are answered
@@ -370,7 +373,7 @@ export class Proxy implements AttemptHost {
    * flight there; a completion's timings would mislead it.
    */
   private attemptEnded(ctx: RequestContext, e: Upstream, outcome: Outcome | undefined): void {
-    const policy = this.d.policy();
+    const policy = this.policyFor(ctx);
     const elapsed = performance.now() - ctx.started;
     if (outcome?.kind === "done" && ctx.status >= 200 && ctx.status < 300)
       policy.onDone?.(ctx.view, e.view, elapsed);
@@ -395,13 +398,49 @@ export class Proxy implements AttemptHost {
    * the attempt's first byte reached the client (and firstToken was told then).
    */
   private releaseSlot(e: Upstream, ctx: RequestContext, answered = false): void {
+    if (ctx.loraEngine === e.url) {
+      ctx.loraEngine = undefined;
+      this.d.registry.adapters?.noteDone(e, ctx.view.lora!.name);
+    }
     this.claims.free(e, ctx, answered);
     this.d.queue.kick(1);
+  }
+
+  /**
+   * The policy that places a request: a registry adapter's by the LoRA placement (src/routing/lora.ts),
+   * which prices where the adapter is loaded and what loading it costs; every other by the router's
+   */
+  private policyFor(ctx: RequestContext): Policy {
+    return ctx.view.lora ? (this.loraPolicy ??= createLoraPolicy()) : this.d.policy();
+  }
+
+  /**
+   * A registry adapter's request on its picked engine: counted there, then sent once the adapter is
+   * loaded (at once, or after the one load in flight for it there); a failed load frees the slot and
+   * answers the load's error
+   */
+  private async ensureAdapter(ctx: RequestContext, e: Upstream): Promise<void> {
+    const loader = this.d.registry.adapters;
+    if (!loader || !ctx.view.lora) return;
+    loader.noteSent(e, ctx.view.lora.name, performance.now());
+    ctx.loraEngine = e.url;
+    try {
+      await loader.ensure(e, ctx.view.lora.name);
+    } catch (err) {
+      this.releaseSlot(e, ctx);
+      throw err;
+    }
   }
 
   private async run(ctx: RequestContext, cfg: RouterConfig): Promise<void> {
     try {
       if (ctx.clientGone) return;
+      const adapters = this.d.registry.adapters;
+      if (adapters && ctx.view.lora === undefined) {
+        const v = adapters.requestView(ctx.pr.model);
+        if (v) v.base = this.d.registry.adapterBase(v.base || null) ?? v.base;
+        ctx.view.lora = v;
+      }
       const ahead = this.d.hashAhead?.(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
       if (ahead !== undefined) {
         // given up (WorkCancelled) only for a request whose client left or whose time ran out
@@ -444,6 +483,7 @@ export class Proxy implements AttemptHost {
           const got = ctx.repicked ?? this.acquire(ctx);
           ctx.repicked = undefined;
           engine = got instanceof Promise ? await got : got;
+          if (ctx.view.lora) await this.ensureAdapter(ctx, engine);
         } catch (err) {
           if (ctx.clientGone) return;
           if (ctx.totalTimedOut) throw totalTimeoutError();

@@ -80,6 +80,8 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   readonly started = performance.now();
   /** what routing reads; a continuation gets a new one (per-request routing memos live on it) */
   view: RequestView;
+  /** the engine a registry adapter's request is counted on (AdapterLoader's books), until its slot is freed */
+  loraEngine: string | undefined = undefined;
   /**
    * the id the engines get (X-Request-Id), always the router's own: vLLM names the request by it (and
    * `/inference/v1/abort_requests` aborts by it), so a client's chosen id could match another's

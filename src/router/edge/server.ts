@@ -15,6 +15,7 @@ import { RouterMetrics } from "../telemetry/metrics.js";
 import { Proxy } from "../dataplane/proxy.js";
 import { Disaggregation, roleOf } from "../pd/disagg.js";
 import { Registry } from "../engines/registry.js";
+import { AdapterLoader, AdapterRegistry } from "../engines/adapters.js";
 import type { ModelCard, Upstream } from "../engines/upstream.js";
 import { CacheRouting } from "../kv/cache-routing.js";
 import { logger } from "../../obs/log.js";
@@ -151,6 +152,15 @@ export class Router {
         refused: this.tenancy.keyReloads,
       }),
     });
+    if (cfg.lora && (cfg.lora.dir || cfg.lora.adapters.length > 0)) {
+      const adapters = new AdapterLoader(
+        new AdapterRegistry(cfg.lora.dir, cfg.lora.adapters),
+        () => this.cfg,
+        cfg.lora.maxCpuLoras,
+      );
+      this.registry.adapters = adapters;
+      this.metrics.watchAdapters(adapters.stats);
+    }
     this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
     const m = this.metrics;

@@ -6,6 +6,7 @@
 import { EventEmitter } from "node:events";
 import { noteDone, noteFirstToken, noteScraped, noteSent, type EngineView } from "../../routing/index.js";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "../../discovery/types.js";
+import type { AdapterLoader } from "./adapters.js";
 import type { EngineLoad } from "./scrape.js";
 import { logger } from "../../obs/log.js";
 import { backendTransport, type RouterConfig } from "../config/config.js";
@@ -59,6 +60,8 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   leader: RegistryLeader | undefined;
   /** told of every slot taken or freed (router workers share the counts) */
   onSlot: ((e: Upstream) => void) | undefined;
+  /** the LoRA adapters the router loads on demand (--lora-dir, `loras:`), when it manages any */
+  adapters: AdapterLoader | null = null;
 
   constructor(
     private cfg: RouterConfig,
@@ -182,9 +185,26 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   }
 
   /** Every model name some engine serves (ready or not): decides 404 versus 503. */
+  /**
+   * The served model a registry adapter's requests go with: its base when an engine serves it, else
+   * the base model of any engine (an adapter_config.json names its base by a path or hub id, which
+   * need not be the served name)
+   */
+  adapterBase(base: string | null): string | undefined {
+    let any: string | undefined;
+    for (const e of this.engines.values()) {
+      if (e.draining) continue;
+      if (base !== null && e.view.models.has(base)) return base;
+      any ??= e.modelCards.find((c) => !c.parent)?.id;
+    }
+    return any;
+  }
+
   knowsModel(model: string): boolean {
     for (const e of this.engines.values()) if (!e.draining && e.view.models.has(model)) return true;
-    return false;
+    // a registry adapter is known where its base model is served (the router loads it there)
+    const a = this.adapters?.registry.get(model);
+    return a !== undefined && this.adapterBase(a.base) !== undefined;
   }
 
   anyReady(): boolean {
@@ -278,6 +298,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     e.view.kvUsage = load.kvUsage;
     e.view.blockSize = load.blockSize;
     e.view.prefillCounters = load.prefill;
+    this.adapters?.applyScrape(e, load.lora);
     // on this process's clock (a worker hears of the primary's scrape a moment later)
     noteScraped(e.view, performance.now() - Math.max(0, Date.now() - scrapedAtMs));
     e.lastScrapeMs = scrapedAtMs;

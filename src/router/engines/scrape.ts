@@ -1,6 +1,13 @@
 // Reads the few engine gauges routing needs out of a Prometheus text page, touching only the lines
 // that start with those names (a vLLM /metrics page has thousands of histogram lines we skip).
 
+/** vllm:lora_requests_info's current series (the one with the largest value, a timestamp) */
+export interface EngineLora {
+  maxLora: number;
+  running: string[];
+  waiting: string[];
+}
+
 export interface EngineLoad {
   running: number;
   waiting: number;
@@ -13,6 +20,8 @@ export interface EngineLoad {
   prefixCacheQueries?: number | undefined;
   /** cumulative prefill seconds, prompt tokens and cached prompt tokens (predictive routing learns speed) */
   prefill?: { prefillSeconds: number; promptTokens: number; cachedTokens: number } | undefined;
+  /** the engine's adapters, when it serves LoRA */
+  lora?: EngineLora | undefined;
 }
 
 const RUNNING = "vllm:num_requests_running";
@@ -24,6 +33,7 @@ const HITS = "vllm:prefix_cache_hits";
 const QUERIES = "vllm:prefix_cache_queries";
 const PREFILL_SUM = "vllm:request_prefill_time_seconds_sum";
 const PROMPT_TOKENS = "vllm:prompt_tokens_total";
+const LORA_INFO = "vllm:lora_requests_info";
 
 function sampleValue(line: string): number {
   // `name{labels} value [timestamp]` — the value follows the last '}' or the name
@@ -59,6 +69,7 @@ const zeroPrefill = () => ({ prefillSeconds: 0, promptTokens: 0, cachedTokens: 0
 export function parseEngineMetrics(text: string): EngineLoad {
   const load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
   let sawKv = false;
+  let loraAt = -Infinity;
   let pos = 0;
   while (pos < text.length) {
     let end = text.indexOf("\n", pos);
@@ -67,7 +78,20 @@ export function parseEngineMetrics(text: string): EngineLoad {
     if (text.charCodeAt(pos) === 118 && text.startsWith("vllm:", pos)) {
       const line = text.slice(pos, end);
       if (startsWithName(line, RUNNING)) load.running += sampleValue(line);
-      else if (startsWithName(line, WAITING)) load.waiting += sampleValue(line);
+      else if (startsWithName(line, LORA_INFO)) {
+        // vLLM keeps a series per label combination it ever reported: the latest has the largest value
+        const at = sampleValue(line);
+        if (loraAt <= at) {
+          loraAt = at;
+          const l = parseLabels(line);
+          const list = (v: string | undefined) => (v ? v.split(",").filter((x) => x.length > 0) : []);
+          load.lora = {
+            maxLora: Number(l.max_lora) || 1,
+            running: list(l.running_lora_adapters),
+            waiting: list(l.waiting_lora_adapters),
+          };
+        }
+      } else if (startsWithName(line, WAITING)) load.waiting += sampleValue(line);
       else if (startsWithName(line, KV)) {
         load.kvUsage = sawKv ? Math.max(load.kvUsage, sampleValue(line)) : sampleValue(line);
         sawKv = true;

@@ -543,6 +543,48 @@ export class RouterMetrics {
   }
 
   /** Counts one stream's break and what became of it. */
+  /**
+   * The LoRA adapters the router loads (src/router/engines/adapters.ts): loads, failed loads, unloads
+   * (host-cache evictions it asked for) and the seconds loads took, read at scrape
+   */
+  watchAdapters(stats: { loads: number; loadFailures: number; unloads: number; loadSeconds: number }): void {
+    const r = this.registry;
+    // counters that follow the loader's own totals: each scrape adds what they grew by since the last
+    const counter = (name: string, help: string, read: () => number) => {
+      let seen = 0;
+      new Counter({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const now = read();
+          if (now > seen) this.inc(now - seen);
+          seen = now;
+        },
+      });
+    };
+    counter(
+      "switchyard_lora_loads_total",
+      "LoRA adapter loads the router made through the engines' load API",
+      () => stats.loads,
+    );
+    counter(
+      "switchyard_lora_load_failures_total",
+      "LoRA adapter loads an engine refused or did not answer",
+      () => stats.loadFailures,
+    );
+    counter(
+      "switchyard_lora_unloads_total",
+      "LoRA adapters the router unloaded to stay within max_cpu_loras",
+      () => stats.unloads,
+    );
+    counter(
+      "switchyard_lora_load_seconds_total",
+      "Seconds the router's LoRA adapter loads took",
+      () => stats.loadSeconds,
+    );
+  }
+
   countMigration(model: string, reason: string, outcome: string): void {
     this.migrations.child(model, reason, outcome).value++;
   }

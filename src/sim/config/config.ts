@@ -82,10 +82,20 @@ export const SIM_FLAGS: FlagSpecs = {
   "enable-lora": {
     type: "boolean",
     default: false,
-    help: "expose vllm:lora_requests_info, as vLLM does with LoRA on (adapters load without it too)",
+    help: "serve LoRA adapters: GPU slots, a host cache, vllm:lora_requests_info (on with --lora-modules too)",
   },
-  "lora-modules": { type: "list", help: "static LoRA adapters, name=path" },
-  "max-loras": { type: "int", default: 1, min: 1, help: "reported in vllm:lora_requests_info" },
+  "lora-modules": {
+    type: "list",
+    help: 'static LoRA adapters, PEFT folders: name=path or {"name":..,"path":..,"base_model_name":..}',
+  },
+  "max-loras": {
+    type: "int",
+    default: 1,
+    min: 1,
+    help: "adapters in GPU slots, and distinct ones per batch",
+  },
+  "max-cpu-loras": { type: "int", min: 1, help: "adapters cached in host memory (default: --max-loras)" },
+  "max-lora-rank": { type: "int", default: 16, min: 1, help: "the largest adapter rank served" },
   "enable-auto-tool-choice": {
     type: "boolean",
     default: false,
@@ -223,10 +233,15 @@ export interface SimOptions {
   enableServerLoadTracking: boolean;
   schedulingPolicy: "fcfs" | "priority";
   numGpuBlocksOverride?: number;
-  loraModules: Array<{ name: string; path: string }>;
-  /** --enable-lora: vllm:lora_requests_info is exposed (so it is with --lora-modules) */
+  loraModules: Array<{ name: string; path: string; baseModelName?: string }>;
+  /** --enable-lora: adapters are served and vllm:lora_requests_info exposed (so they are with --lora-modules) */
   enableLora: boolean;
   maxLoras: number;
+  /** --max-cpu-loras (vLLM's default: max_loras) */
+  maxCpuLoras: number;
+  maxLoraRank: number;
+  /** env VLLM_ALLOW_RUNTIME_LORA_UPDATING: /v1/load_lora_adapter and /v1/unload_lora_adapter are served */
+  allowRuntimeLoraUpdating: boolean;
   /** --enable-auto-tool-choice with --tool-call-parser: tool_choice "auto" answers instead of 400 */
   enableAutoToolChoice: boolean;
   toolCallParser?: string;
@@ -287,6 +302,26 @@ function yamlModel(file: string | undefined): string | undefined {
   return doc && typeof doc.model === "string" ? doc.model : undefined;
 }
 
+/** one --lora-modules entry as vLLM's LoRAParserAction reads it: name=path, or a JSON object */
+function parseLoraModule(spec: string): { name: string; path: string; baseModelName?: string } {
+  const t = spec.trim();
+  if (t.startsWith("{")) {
+    let o: Record<string, unknown>;
+    try {
+      o = JSON.parse(t) as Record<string, unknown>;
+    } catch (err) {
+      throw new CliError(`--lora-modules: invalid JSON '${spec}': ${(err as Error).message}`);
+    }
+    if (typeof o.name !== "string" || !o.name || typeof o.path !== "string" || !o.path)
+      throw new CliError(`--lora-modules: a JSON entry needs "name" and "path", got '${spec}'`);
+    const base = typeof o.base_model_name === "string" ? o.base_model_name : undefined;
+    return { name: o.name, path: o.path, ...(base ? { baseModelName: base } : {}) };
+  }
+  const eq = t.indexOf("=");
+  if (eq <= 0) throw new CliError(`--lora-modules: expected name=path, got '${spec}'`);
+  return { name: t.slice(0, eq), path: t.slice(eq + 1) };
+}
+
 /** vLLM reads its boolean env vars as integers ("1"); "true" is taken too, anything else is off */
 function envFlag(v: string | undefined): boolean {
   const t = (v ?? "").trim().toLowerCase();
@@ -331,11 +366,12 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   if (policy !== "fcfs" && policy !== "priority") {
     throw new CliError(`--scheduling-policy must be fcfs or priority, got '${policy}'`);
   }
-  const loraModules = (f["lora-modules"] as string[]).map((spec) => {
-    const eq = spec.indexOf("=");
-    if (eq <= 0) throw new CliError(`--lora-modules: expected name=path, got '${spec}'`);
-    return { name: spec.slice(0, eq), path: spec.slice(eq + 1) };
-  });
+  const loraModules = (f["lora-modules"] as string[]).map(parseLoraModule);
+  const maxLoras = f["max-loras"] as number;
+  const maxCpuLoras = num(f["max-cpu-loras"]) ?? maxLoras;
+  // vLLM's LoRAConfig refuses a host cache smaller than the slots
+  if (maxCpuLoras < maxLoras)
+    throw new CliError(`max_cpu_loras (${maxCpuLoras}) must be >= max_loras (${maxLoras})`);
   const names = f["served-model-name"] as string[];
   const enableAutoToolChoice = f["enable-auto-tool-choice"] as boolean;
   const toolCallParser = str(f["tool-call-parser"]);
@@ -389,7 +425,10 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     numGpuBlocksOverride: num(f["num-gpu-blocks-override"]),
     loraModules,
     enableLora: f["enable-lora"] as boolean,
-    maxLoras: f["max-loras"] as number,
+    maxLoras,
+    maxCpuLoras,
+    maxLoraRank: f["max-lora-rank"] as number,
+    allowRuntimeLoraUpdating: envFlag(env.VLLM_ALLOW_RUNTIME_LORA_UPDATING),
     enableAutoToolChoice,
     toolCallParser,
     maxLogprobs: f["max-logprobs"] as number,

@@ -3,6 +3,7 @@
 // mirrored at scrape time (no work on the token path); per-request histograms are observed once when
 // a request finishes, inter-token latency once per token through a pre-bound child.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { LruMap } from "../../collections/lru-map.js";
 import type { EngineConfig, EngineSnapshot, FinishReason, RequestTimings } from "../../engine/types.js";
 import type { LmcacheStats } from "../connectors/lmcache.js";
 import { EngineFamilies, mirroredCounter, type AdmissionReason } from "./metrics-families.js";
@@ -59,6 +60,9 @@ export interface MetricsSources {
 }
 
 const ENGINE = "0";
+
+/** past label combinations of vllm:lora_requests_info kept in a scrape (vLLM keeps every one) */
+export const LORA_INFO_SERIES = 32;
 
 export class SimMetrics {
   readonly registry = new Registry();
@@ -121,6 +125,10 @@ export class SimMetrics {
     });
     void sleepGauge;
 
+    // vLLM sets this gauge to the time of its latest report under that report's labels and never
+    // removes a series, so a scrape shows every combination reported so far and the current one has
+    // the largest value; the sim keeps the latest LORA_INFO_SERIES of them
+    const loraSeries = new LruMap<string, { labels: Record<string, string>; at: number }>();
     if (src.loraEnabled)
       new Gauge({
         name: "vllm:lora_requests_info",
@@ -129,15 +137,18 @@ export class SimMetrics {
         registers: [r],
         collect() {
           const a = src.loraActivity();
+          const labels = {
+            max_lora: String(src.maxLoras),
+            waiting_lora_adapters: a.waiting.join(","),
+            running_lora_adapters: a.running.join(","),
+          };
+          loraSeries.set(`${labels.waiting_lora_adapters}\u0000${labels.running_lora_adapters}`, {
+            labels,
+            at: Date.now() / 1000,
+          });
+          while (loraSeries.size > LORA_INFO_SERIES) loraSeries.shift();
           this.reset();
-          this.set(
-            {
-              max_lora: String(src.maxLoras),
-              waiting_lora_adapters: a.waiting.join(","),
-              running_lora_adapters: a.running.join(","),
-            },
-            Date.now() / 1000,
-          );
+          for (const s of loraSeries.values()) this.set(s.labels, s.at);
         },
       });
 

@@ -256,7 +256,7 @@ async function startGeneration(
         priority: p.priority,
         cacheSalt: p.cacheSalt,
         loraName: chosen.loraName,
-        loraPath: chosen.loraPath ?? null,
+        lora: chosen.lora,
         arrivalTime: now,
         sampleToken: forced ? (i: number) => forced.token(i) : (i: number) => chain!.token(i),
       });

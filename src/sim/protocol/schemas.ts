@@ -180,7 +180,11 @@ export const rerankSchema = z.object({
   return_documents: z.boolean().nullish(),
 });
 
-export const loadLoraSchema = z.object({ lora_name: z.string().min(1), lora_path: z.string().min(1) });
+export const loadLoraSchema = z.object({
+  lora_name: z.string().min(1),
+  lora_path: z.string().min(1),
+  load_inplace: z.boolean().nullish(),
+});
 export const unloadLoraSchema = z.object({ lora_name: z.string().min(1), lora_int_id: int.nullish() });
 
 /** The location of an issue as pydantic writes it; a union names its first form's first refusal. */

@@ -11,9 +11,10 @@
 // delivery is held and merged into the next one, as vLLM's output collector merges the deltas of
 // steps a consumer has not taken yet; the engine's own metrics still see every step.
 import { Engine } from "../../engine/index.js";
-import { RealTimeDriver } from "./real-time-driver.js";
+import { RealTimeDriver, wallSeconds } from "./real-time-driver.js";
 import type {
   EngineConfig,
+  EngineLora,
   EngineObserver,
   EngineRequest,
   EngineSnapshot,
@@ -253,14 +254,19 @@ export class SimRuntime {
     if (!this.engine.abort(requestId)) this.tracked.delete(requestId);
   }
 
+  /** the adapters of the scheduler's running and waiting requests (vllm:lora_requests_info) */
   loraActivity(): { running: string[]; waiting: string[] } {
-    const running = new Set<string>();
-    const waiting = new Set<string>();
-    for (const t of this.tracked.values()) {
-      if (t.loraName) (t.producing ? running : waiting).add(t.loraName);
-    }
-    for (const n of running) waiting.delete(n);
-    return { running: [...running], waiting: [...waiting] };
+    const st = this.engine.loraState();
+    return st ? { running: st.running, waiting: st.waiting } : { running: [], waiting: [] };
+  }
+
+  /** vLLM's add_lora: the adapter into the host cache and a slot; the modelled seconds it takes */
+  loadLora(a: EngineLora): number {
+    return this.engine.loadLora(a, wallSeconds());
+  }
+
+  unloadLora(name: string): void {
+    this.engine.unloadLora(name);
   }
 
   private tokens(id: string, ids: readonly number[], time: number): void {

@@ -3,7 +3,7 @@
 import { HttpError } from "../../http/errors.js";
 import { CLAMP_SINCE, type ContextRules } from "../../http/context-length.js";
 import { versionAtLeast } from "../../kvevents/versions.js";
-import type { EngineConfig } from "../../engine/types.js";
+import type { EngineConfig, EngineLora } from "../../engine/types.js";
 import type { ModelProfile } from "../../models/types.js";
 import type { Tokenizer } from "../../tokenizer/types.js";
 import type { SimOptions } from "../config/config.js";
@@ -58,18 +58,27 @@ export interface ModelChoice {
   /** the name to report in responses */
   name: string;
   loraName: string | null;
-  /** the adapter's path as loaded (vLLM >= 0.31 hashes blocks with it) */
-  loraPath?: string | null;
+  /** the adapter, with its folder and size, when the model named one */
+  lora: EngineLora | null;
 }
 
 /** vLLM resolves `model` against served names and loaded adapters; absent means the base model. */
 export function resolveRequestModel(ctx: SimContext, model: string | null | undefined): ModelChoice {
-  if (model === undefined || model === null || model === "") return { name: ctx.servedName, loraName: null };
+  if (model === undefined || model === null || model === "")
+    return { name: ctx.servedName, loraName: null, lora: null };
   // vLLM reports the first served name whichever alias the client used.
-  if (ctx.options.servedModelNames.includes(model)) return { name: ctx.servedName, loraName: null };
+  if (ctx.options.servedModelNames.includes(model))
+    return { name: ctx.servedName, loraName: null, lora: null };
   const lora = ctx.loras.get(model);
-  if (lora) return { name: lora.name, loraName: lora.name, loraPath: lora.path };
-  throw new HttpError(404, `The model \`${model}\` does not exist.`, "model");
+  if (lora)
+    return {
+      name: lora.name,
+      loraName: lora.name,
+      lora: { name: lora.name, path: lora.path, bytes: lora.bytes },
+    };
+  // vLLM 0.32 with LoRA on names the base model's aliases (measured: "Valid aliases: tiny.")
+  const aliases = ctx.engineConfig.lora ? ` Valid aliases: ${ctx.options.servedModelNames.join(", ")}.` : "";
+  throw new HttpError(404, `The model \`${model}\` does not exist.${aliases}`, "model");
 }
 
 /** How max_tokens fits the context here: as the vLLM release the sim claims (--vllm-version) fits it. */

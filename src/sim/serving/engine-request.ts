@@ -396,7 +396,7 @@ export class Generation implements RequestSink {
       priority: spec.priority ?? 0,
       cacheSalt: spec.cacheSalt ?? null,
       loraName: spec.model.loraName,
-      loraPath: spec.model.loraPath ?? null,
+      lora: spec.model.lora,
       arrivalTime: performance.now() / 1000,
       sampleToken: (i: number) => chain.token(i),
     };

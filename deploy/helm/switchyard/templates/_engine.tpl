@@ -113,6 +113,12 @@ that connects to the router's collector socket, its topic naming the engine as d
 {{- if and $e.kvEvents.enabled (ne .role "worker") }}
 - {{ printf "--kv-events-config=%s" (include "switchyard.engineKvEventsConfig" .) | quote }}
 {{- end }}
+{{- if $e.lora.enabled }}
+- --enable-lora
+- --max-loras={{ int $e.lora.maxLoras }}
+- --max-cpu-loras={{ int $e.lora.maxCpuLoras }}
+- --max-lora-rank={{ int $e.lora.maxLoraRank }}
+{{- end }}
 {{- if eq $e.offload.mode "native" }}
 - --kv-offloading-size={{ $e.offload.native.sizeGiB }}
 - --kv-offloading-backend=native
@@ -235,6 +241,11 @@ exec ray start --address=$(LWS_LEADER_ADDRESS):{{ $mn.rayPort }} --num-gpus={{ i
   env:
     - name: PYTHONHASHSEED
       value: {{ $e.pythonHashSeed | quote }}
+    {{- if and $e.lora.enabled $e.lora.runtimeUpdating }}
+    # the router loads adapters through /v1/load_lora_adapter (the NetworkPolicy admits only the router)
+    - name: VLLM_ALLOW_RUNTIME_LORA_UPDATING
+      value: "True"
+    {{- end }}
     {{- $pdRole := and (or (eq .model.role "prefill") (eq .model.role "decode")) (ne .role "worker") }}
     {{- if or (and $e.kvEvents.enabled $e.kvEvents.collector.enabled) $pdRole }}
     # collector mode: the KV-event topic names the engine by its pod IP, as discovery does; P/D: the
@@ -375,6 +386,11 @@ exec ray start --address=$(LWS_LEADER_ADDRESS):{{ $mn.rayPort }} --num-gpus={{ i
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- if $e.lora.enabled }}
+    - name: lora-adapters
+      mountPath: {{ $e.lora.mountPath }}
+      readOnly: true
+    {{- end }}
     {{- if not $sim }}
     - name: dshm
       mountPath: /dev/shm
@@ -420,6 +436,13 @@ switchyard.dev/kv-events-port: {{ $e.kvEvents.port | quote }}
 {{- $sim := eq $e.mode "sim" -}}
 volumes:
   {{- include "switchyard.tmpVolume" $root | nindent 2 }}
+  {{- if $e.lora.enabled }}
+  - name: lora-adapters
+    {{- if not $e.lora.volume }}
+    {{- fail "engines.lora.enabled needs engines.lora.volume: the volume holding the adapters' folders" }}
+    {{- end }}
+    {{- toYaml $e.lora.volume | nindent 4 }}
+  {{- end }}
   {{- if not $sim }}
   - name: dshm
     emptyDir:

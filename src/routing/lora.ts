@@ -1,0 +1,315 @@
+// LoRA placement as pure policies over a fleet snapshot, shared by the live router and the fleet
+// simulator. An engine holds adapters in max_loras GPU slots and a max_cpu_loras host cache, and runs at
+// most max_loras distinct adapters in one batch (vLLM's scheduler passes a request for another over);
+// a request for an adapter the engine has not loaded waits for the router to load it (the engine's load
+// API: a read from disk, a copy into a slot). Three policies and the bookkeeping their callers keep:
+//
+// - `lora` (ours): each candidate priced in seconds: the load the request finds there, the cold load
+//   (nothing when the adapter is in flight or loaded there; the read and copy at the engine's rates
+//   otherwise), the wait for a slot when every slot serves another adapter, and the price of the adapter
+//   a load would evict from the host cache (its recent traffic × its own cold load). The cheapest wins,
+//   so hot adapters stay where they run and replicate when their engine is loaded, cold ones go where
+//   slots are free. (Holding a request at the router while its cheapest engine has no free slot, to
+//   take the first slot that frees anywhere, measured worse in virtual time: the scraped adapter sets
+//   lag, and the engine's own queue admits it in the step its adapter's slot frees.)
+// - `gie-lora-affinity`: the Gateway API Inference Extension's first scheduler (pkg/epp/scheduling
+//   filter.go and scheduler.go, v0.2–v0.3) as its source reads: a low-queue filter (waiting ≤ 128), then
+//   its LoRA soft-affinity filter (engines running or queueing the adapter, else engines with
+//   running + waiting adapters under max_lora; the affinity set taken with probability 0.999), then
+//   least queueing and least KV-cache filters (each keeps the lowest (max − min)/n band), then a random
+//   pick. A queue over the threshold runs least queueing first, then affinity, then least KV.
+// - `lora-static`: an operator's static placement: each adapter pinned to `replicas` engines by
+//   rendezvous hashing, the least loaded of them picked.
+import { LruMap } from "../collections/lru-map.js";
+import { hash32, unitHash } from "./hash.js";
+import { busyOf } from "./load.js";
+import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./filters.js";
+import type {
+  EngineLoraView,
+  EngineView,
+  Filter,
+  FleetSnapshot,
+  LoraRequestView,
+  Policy,
+  RequestView,
+  Scorer,
+} from "./types.js";
+
+/** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
+export function coldLoadSeconds(v: EngineLoraView, a: LoraRequestView): number {
+  if (v.loaded.has(a.name) || (v.inFlight.get(a.name) ?? 0) > 0) return 0;
+  if (v.loading.has(a.name)) return (v.loadOverheadS + a.bytes / v.diskBps) / 2;
+  return v.loadOverheadS + a.bytes / v.diskBps + a.bytes / v.linkBps;
+}
+
+/** the distinct adapters an engine is running or holding queued, by the scrape and the router's own counts */
+export function activeAdapters(v: EngineLoraView): number {
+  let n = v.running.size;
+  for (const w of v.waiting) if (!v.running.has(w)) n++;
+  for (const [name, k] of v.inFlight) if (k > 0 && !v.running.has(name) && !v.waiting.has(name)) n++;
+  return n;
+}
+
+function isActive(v: EngineLoraView, name: string): boolean {
+  return v.running.has(name) || v.waiting.has(name) || (v.inFlight.get(name) ?? 0) > 0;
+}
+
+/**
+ * The adapter a load of `name` would push out of the engine's host cache (the oldest loaded one with
+ * nothing in flight, else the oldest), or null while there is room. What the caller unloads first, so
+ * that the engine never holds more than max_cpu_loras (loads in flight counted).
+ */
+export function evictionFor(v: EngineLoraView, name: string): string | null {
+  if (v.loaded.has(name) || v.loaded.size + v.loading.size < v.maxCpuLoras) return null;
+  for (const e of v.loaded.oldestFirst()) if (!isActive(v, e.key)) return e.key;
+  // every loaded adapter has requests: the oldest goes all the same (vLLM keeps the adapter of a request
+  // it holds, and reads it again from disk if its batch needs it; new requests are not sent it there)
+  return v.loaded.oldest()?.key ?? null;
+}
+
+/**
+ * Seconds until `over` of an engine's active adapters have drained: each drains about one request's
+ * time (`service`) after the router last sent it one there; one the router did not send (another
+ * client's, or queued) is taken at half of that.
+ */
+export function slotWaitSeconds(v: EngineLoraView, over: number, service: number, now: number): number {
+  const drains: number[] = [];
+  const seen = new Set<string>();
+  for (const [name, k] of v.inFlight) {
+    if (k <= 0) continue;
+    seen.add(name);
+    const sent = v.lastSentAt?.get(name);
+    drains.push(sent === undefined ? service / 2 : Math.max(0, (sent - now) / 1000 + service));
+  }
+  for (const set of [v.running, v.waiting])
+    for (const name of set) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      drains.push(service / 2);
+    }
+  drains.sort((a, b) => a - b);
+  return drains[Math.min(drains.length, over) - 1] ?? 0;
+}
+
+// ---- ours ---------------------------------------------------------------------------------------
+
+export interface LoraPolicyOptions {
+  /** seconds one request takes on an engine, before it learns them from completions; default 2 */
+  serviceSeconds?: number;
+  /** requests an engine serves at once before a new one queues (its batch); default 32 */
+  batchSize?: number;
+  /** half-life of the per-adapter traffic rates, ms; default 60 s */
+  rateHalfLifeMs?: number;
+}
+
+/** per-adapter request rates (decayed counts), bounded: what an eviction's price reads */
+class AdapterRates {
+  private readonly rates = new LruMap<string, { n: number; at: number }>();
+  constructor(
+    private readonly halfLifeMs: number,
+    private readonly cap = 16_384,
+  ) {}
+  note(name: string, now: number): void {
+    const r = this.rates.use(name);
+    if (r) {
+      r.n = r.n * Math.pow(0.5, (now - r.at) / this.halfLifeMs) + 1;
+      r.at = now;
+    } else {
+      this.rates.set(name, { n: 1, at: now });
+      while (this.rates.size > this.cap) this.rates.shift();
+    }
+  }
+  /** requests per second, decayed to `now` */
+  perSecond(name: string, now: number): number {
+    const r = this.rates.get(name);
+    if (!r) return 0;
+    const n = r.n * Math.pow(0.5, (now - r.at) / this.halfLifeMs);
+    return (n * Math.LN2) / (this.halfLifeMs / 1000);
+  }
+}
+
+/** ours: the cheapest engine by queue, cold load, slot wait and the eviction's price, in seconds */
+export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
+  const batch = opts.batchSize ?? 32;
+  let service = opts.serviceSeconds ?? 2;
+  const rates = new AdapterRates(opts.rateHalfLifeMs ?? 60_000);
+  const costs: number[] = [];
+  /** the time of the latest decision (the caller's clock), for the rates onPicked notes */
+  let lastNow = 0;
+  const scorer: Scorer = {
+    name: "lora-cost",
+    weight: 1,
+    score(req, engines, out, fleet) {
+      const r = req as RequestView;
+      const now = fleet.now ?? 0;
+      lastNow = now;
+      let best = Infinity;
+      costs.length = engines.length;
+      for (let i = 0; i < engines.length; i++) {
+        const e = engines[i] as EngineView;
+        const busy = busyOf(e, fleet.now);
+        // the requests ahead of this one's first step, in batches of `batch`
+        let cost = (busy / batch) * service * 0.5;
+        const v = e.lora;
+        if (r.lora && v) {
+          cost += coldLoadSeconds(v, r.lora);
+          if (!isActive(v, r.lora.name)) {
+            // every slot serves another adapter: it waits until enough of them drain
+            const over = activeAdapters(v) + 1 - v.maxLoras;
+            if (over > 0) cost += slotWaitSeconds(v, over, service, now);
+            const victim = evictionFor(v, r.lora.name);
+            if (victim !== null) {
+              // the victim comes back at its rate, each time at a cold load
+              const reload = v.loadOverheadS + r.lora.bytes / v.diskBps + r.lora.bytes / v.linkBps;
+              cost += Math.min(1, rates.perSecond(victim, now) * service) * reload;
+            }
+          }
+        }
+        costs[i] = cost;
+        if (cost < best) best = cost;
+      }
+      // higher is better: the cheapest scores 1
+      for (let i = 0; i < engines.length; i++) out[i] = 1 / (1 + costs[i]! - best);
+    },
+  };
+  return {
+    name: "lora",
+    filters: standardFilters,
+    scorers: [scorer],
+    picker: (req, engines, scores) => {
+      let best: EngineView | undefined;
+      let bestScore = -Infinity;
+      // exact ties rotate by the request's seq
+      const n = engines.length;
+      for (let k = 0; k < n; k++) {
+        const i = (k + req.seq) % n;
+        if (scores[i]! > bestScore) {
+          bestScore = scores[i]!;
+          best = engines[i];
+        }
+      }
+      return best;
+    },
+    loadElsewhereKeepsPick: true,
+    onPicked: (req) => {
+      const r = req as RequestView;
+      if (r.lora) rates.note(r.lora.name, lastNow);
+    },
+    onDone: (_req, _e, elapsedMs) => {
+      // a moving mean of how long a request holds its engine
+      service = 0.95 * service + 0.05 * (elapsedMs / 1000);
+    },
+  };
+}
+
+// ---- the Gateway API Inference Extension's scheduler (baseline) ------------------------------------
+
+/** GIE's config.QueueingThresholdLoRA and LoraAffinityThreshold defaults */
+export const GIE_QUEUEING_THRESHOLD_LORA = 128;
+export const GIE_LORA_AFFINITY_THRESHOLD = 0.999;
+
+/** a deterministic draw in [0, 1) per request and stage (the decision stays a pure function) */
+function draw(req: RequestView, stage: number): number {
+  return hash32(`${req.seq}`, 0x9e3779b9 ^ stage) / 4294967296;
+}
+
+function band(engines: readonly EngineView[], value: (e: EngineView) => number): EngineView[] {
+  let min = Infinity;
+  let max = -Infinity;
+  for (const e of engines) {
+    const v = value(e);
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const top = min + (max - min) / engines.length;
+  return engines.filter((e) => value(e) >= min && value(e) <= top);
+}
+
+const queueOf = (e: EngineView) => e.waiting;
+
+function loraAffinity(req: RequestView, engines: readonly EngineView[]): EngineView[] {
+  const name = req.lora?.name ?? req.model;
+  const affinity: EngineView[] = [];
+  const available: EngineView[] = [];
+  for (const e of engines) {
+    const v = (e as EngineView).lora;
+    if (!v) {
+      available.push(e);
+      continue;
+    }
+    if (v.running.has(name) || v.waiting.has(name)) affinity.push(e);
+    else if (v.running.size + v.waiting.size < v.maxLoras) available.push(e);
+  }
+  if (affinity.length > 0 && available.length > 0)
+    return draw(req, 1) < GIE_LORA_AFFINITY_THRESHOLD ? affinity : available;
+  return affinity.length > 0 ? affinity : available;
+}
+
+/** GIE's decision tree: each stage narrows the set, a stage that empties it hands its input on */
+const gieTree: Filter = (req, engines) => {
+  const step = (set: readonly EngineView[], f: (s: readonly EngineView[]) => EngineView[]) => {
+    const out = f(set);
+    return out.length > 0 ? out : set;
+  };
+  const affinity = (s: readonly EngineView[]) => loraAffinity(req, s);
+  const leastQueue = (s: readonly EngineView[]) => band(s, queueOf);
+  const leastKv = (s: readonly EngineView[]) => band(s, (e) => e.kvUsage);
+  const low = engines.filter((e) => e.waiting <= GIE_QUEUEING_THRESHOLD_LORA);
+  if (low.length > 0) return step(step(step(low, affinity), leastQueue), leastKv);
+  return step(step(step(engines, leastQueue), affinity), leastKv);
+};
+
+export function createGieLoraAffinityPolicy(): Policy {
+  return {
+    name: "gie-lora-affinity",
+    filters: [...standardFilters, gieTree],
+    scorers: [],
+    // GIE picks at random among what the filters leave
+    picker: (req, engines) => engines[Math.floor(draw(req, 2) * engines.length)],
+  };
+}
+
+// ---- static placement (baseline) ----------------------------------------------------------------
+
+/** each adapter pinned to `replicas` engines (rendezvous hashing), the least busy of them picked */
+export function createStaticLoraPolicy(replicas = 2): Policy {
+  const pinned: Filter = (req, engines) => {
+    const r = req as RequestView;
+    if (!r.lora || engines.length <= replicas) return engines;
+    const ranked = [...engines].sort((a, b) => unitHash(r.lora!.name, b.id) - unitHash(r.lora!.name, a.id));
+    return ranked.slice(0, replicas);
+  };
+  return {
+    name: "lora-static",
+    // pinned before the health and capacity stages: an adapter's engines are its engines
+    filters: [standardFilters[0]!, pinned, healthyOnly, notExcluded, hasCapacity],
+    scorers: [],
+    picker: (req, engines, _s, fleet) => {
+      let best: EngineView | undefined;
+      let least = Infinity;
+      for (let k = 0; k < engines.length; k++) {
+        const e = engines[(k + req.seq) % engines.length]!;
+        const b = busyOf(e, fleet.now);
+        if (b < least) {
+          least = b;
+          best = e;
+        }
+      }
+      return best;
+    },
+  };
+}
+
+export type LoraPolicyName = "lora" | "gie-lora-affinity" | "lora-static";
+export const LORA_POLICY_NAMES: readonly LoraPolicyName[] = ["lora", "gie-lora-affinity", "lora-static"];
+
+export function createLoraPolicyByName(name: LoraPolicyName): Policy {
+  if (name === "lora") return createLoraPolicy();
+  if (name === "gie-lora-affinity") return createGieLoraAffinityPolicy();
+  return createStaticLoraPolicy();
+}
+
+/** an engine's adapters as the fleet snapshot carries them, for callers that keep the books */
+export function loraSnapshotOf(fleet: FleetSnapshot, id: string): EngineLoraView | undefined {
+  return (fleet.engines.find((e) => e.id === id) as EngineView | undefined)?.lora;
+}

@@ -1,0 +1,116 @@
+// The router loads LoRA adapters where it places them: a registry folder (--lora-dir), loads through
+// the engines' own API, one load per adapter and engine at a time, never more than max_cpu_loras per
+// engine, an unknown name an OpenAI 404, a failed load a clear error rather than a hang.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writePeftAdapter } from "../../../bench/support/peft.js";
+import { startSim, type RunningSim } from "../../../src/sim/app.js";
+import { parseSimArgs } from "../../../src/sim/config/config.js";
+import { post, routerFor, waitUntil } from "../../helpers/router.js";
+import type { Json } from "../../helpers/json.js";
+
+const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
+
+async function loraSim(): Promise<RunningSim> {
+  return startSim(
+    parseSimArgs(
+      [
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--enable-lora",
+        "--max-loras",
+        "1",
+        "--max-cpu-loras",
+        "2",
+        "--max-lora-rank",
+        "8",
+        "--time-scale",
+        "0.02",
+      ],
+      { VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" },
+    ),
+  );
+}
+
+async function adaptersOn(url: string): Promise<string[]> {
+  const doc = (await (await fetch(`${url}/v1/models`)).json()) as Json;
+  return doc.data.filter((m: Json) => m.parent !== null).map((m: Json) => m.id as string);
+}
+
+test("the router loads an adapter no engine holds, once per engine under a burst, within max_cpu_loras; unknown names 404; a failed load is an error", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sy-router-lora-"));
+  for (const n of ["a1", "a2", "a3", "a4", "a5"])
+    writePeftAdapter(join(dir, n), { rank: 8, hidden: 64, layers: 2, baseModel: MODEL });
+  const sims = [await loraSim(), await loraSim()];
+  const router = await routerFor(
+    sims.map((s) => s.url),
+    { lora: { dir, adapters: [{ name: "broken", path: join(dir, "missing") }], maxCpuLoras: 2 } },
+  );
+  try {
+    await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 5000, "both sims");
+    // an adapter no engine has loaded is answered: the router loads it first
+    const first = await post(`${router.url}/v1/completions`, { model: "a1", prompt: "hello", max_tokens: 4 });
+    assert.equal(first.status, 200, await first.clone().text());
+    assert.equal(((await first.json()) as Json).model, "a1");
+    const holding = (await Promise.all(sims.map((s) => adaptersOn(s.url)))).filter((l) => l.includes("a1"));
+    assert.equal(holding.length, 1, "loaded on the engine it was sent to");
+
+    // a burst over four adapters: every request answered, no engine over max_cpu_loras (2)
+    const burst = [];
+    for (let i = 0; i < 24; i++)
+      burst.push(
+        post(`${router.url}/v1/completions`, { model: `a${1 + (i % 4)}`, prompt: `q ${i}`, max_tokens: 3 }),
+      );
+    for (const r of await Promise.all(burst)) assert.equal(r.status, 200, await r.text());
+    // then one at a time over five: more than the two engines' host caches hold (2 + 2)
+    for (let i = 0; i < 10; i++) {
+      const r = await post(`${router.url}/v1/completions`, {
+        model: `a${1 + (i % 5)}`,
+        prompt: "x",
+        max_tokens: 2,
+      });
+      assert.equal(r.status, 200);
+    }
+    for (const s of sims) assert.ok((await adaptersOn(s.url)).length <= 2, `${await adaptersOn(s.url)}`);
+    assert.ok(
+      router.router.registry.adapters!.stats.unloads > 0,
+      `room was made by unloading: ${JSON.stringify(router.router.registry.adapters!.stats)} ${await adaptersOn(sims[0]!.url)} / ${await adaptersOn(sims[1]!.url)}`,
+    );
+    const stats = router.router.registry.adapters!.stats;
+    // one load per adapter and engine at a time: at most one load per request that found it unloaded
+    assert.ok(stats.loads >= 4 && stats.loads <= 25, `loads ${stats.loads}`);
+    const metrics = await (await fetch(`${router.url}/metrics`)).text();
+    assert.match(metrics, /switchyard_lora_loads_total \d+/);
+
+    // a name in no registry and served by no engine: OpenAI's 404
+    const unknown = await post(`${router.url}/v1/completions`, { model: "a9", prompt: "hi", max_tokens: 1 });
+    assert.equal(unknown.status, 404);
+    const err = ((await unknown.json()) as Json).error;
+    assert.equal(err.type, "NotFoundError");
+    assert.equal(err.message, "The model `a9` does not exist.");
+
+    // a registry entry whose folder the engine cannot read: a clear error, not a hang
+    const broken = await post(`${router.url}/v1/completions`, {
+      model: "broken",
+      prompt: "hi",
+      max_tokens: 1,
+    });
+    assert.equal(broken.status, 502);
+    const b = ((await broken.json()) as Json).error;
+    assert.match(
+      b.message,
+      /loading the LoRA adapter 'broken' on http:\/\/127\.0\.0\.1:\d+ failed: .*No adapter found/,
+    );
+    assert.ok(stats.loadFailures >= 1);
+  } finally {
+    await router.close();
+    for (const s of sims) await s.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
