@@ -292,7 +292,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/router/telemetry",
       "src/routing",
     ],
-    lines: 2500,
+    // reading an engine's 500 (vLLM's shutdown refusal, its dead engine core) before relaying it
+    lines: 2750,
   },
   "src/router/edge": {
     imports: [
@@ -382,6 +383,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/engine",
       "src/fleet",
       "src/models",
+      "src/protocol",
       "src/routing",
       "src/workload",
     ],
@@ -406,8 +408,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/sim",
     ],
-    // with up's P/D pools and its shared cache server (up-pd.ts, up-cache-server.ts)
-    lines: 1250,
+    // with up's P/D pools, its shared cache server (up-pd.ts, up-cache-server.ts), its Valkey Cluster
+    // and its LoRA folder
+    lines: 1500,
   },
 
   // outside the package: the benchmarks may use any layer, never the tests
@@ -502,7 +505,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
   // the picker check runs a sim in-process beside the real API server
   // the valkey group starts its cluster with src/ops/kv-cluster.ts, as `up --kv-cluster` does
-  "scripts/interop": { imports: ["src/discovery", "src/ops", "src/sim", "src/sim/config"], lines: 3250 },
+  // the peers' groups: vLLM (with its 0.32 release checks), LMCache, a Valkey Cluster, Kubernetes,
+  // an OpenTelemetry Collector
+  "scripts/interop": { imports: ["src/discovery", "src/ops", "src/sim", "src/sim/config"], lines: 4000 },
   scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1250 },
 };
 

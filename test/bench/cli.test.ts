@@ -228,8 +228,10 @@ test("timings: TTFT, TPOT and ITL match the server's controlled delays; an early
     const meanS = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const sameScale = (ms: number, s: number) => ms / (s * 1000) > 0.5 && ms / (s * 1000) < 2;
     assert.ok(sameScale(res.mean_ttft_ms, meanS(res.ttfts)), `ttft ${res.mean_ttft_ms} ms`);
+    // the median against the samples' median: one stall of a busy machine moves a mean, not a median
+    const medianS = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     assert.ok(
-      sameScale(res.median_itl_ms, meanS((res.itls as number[][]).flat())),
+      sameScale(res.median_itl_ms, medianS((res.itls as number[][]).flat())),
       `itl ${res.median_itl_ms} ms`,
     );
     assert.ok(

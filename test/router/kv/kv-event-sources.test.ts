@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { computeBlockHashes } from "../../../src/protocol/block-hashing.js";
+import { engineHashSeed } from "../../../src/protocol/vllm-releases.js";
 import { parseKvEventsConfig } from "../../../src/kvevents/config.js";
 import { ZmqEventPublisher } from "../../../src/kvevents/publisher.js";
 import { anthropicToChat } from "../../../src/router/request/endpoints.js";
@@ -115,7 +116,9 @@ test("an engine whose /kv_event_sources names tcp://*:PORT is subscribed at its 
     const ids = tk.tokens({ model: MODEL, seq: 0, messages: anthropicToChat(body), body: {} })!;
     const blocks = Math.floor((ids.length - 1) / 16);
     assert.ok(blocks > 10, `${blocks} blocks`);
-    const hashes = computeBlockHashes(ids.slice(0, blocks * 16), { blockSize: 16, hashSeed: "0" }).ids;
+    // as a 0.32 engine hashes without PYTHONHASHSEED: from vLLM's fixed default seed
+    const hashSeed = engineHashSeed("0.32.0", undefined);
+    const hashes = computeBlockHashes(ids.slice(0, blocks * 16), { blockSize: 16, hashSeed }).ids;
     publisher.publish({
       ts: Date.now() / 1000,
       dataParallelRank: 0,
