@@ -50,8 +50,10 @@ export function kvNodeArgs(o: KvClusterOptions, port: number): string[] {
     ...["--port", String(port), "--bind", o.host],
     ...["--cluster-enabled", "yes", "--cluster-config-file", join(o.dir, `nodes-${port}.conf`)],
     ...["--cluster-node-timeout", String(o.nodeTimeoutMs ?? 2000)],
-    // a cache: a shard with no node left serves misses, the others keep serving
+    // a cache: a shard with no node left serves misses, the others keep serving; a replica that lost
+    // touch with its primary for a while (a busy machine) still takes over, its chunks content-addressed
     ...["--cluster-require-full-coverage", "no", "--cluster-allow-reads-when-down", "yes"],
+    ...["--cluster-replica-validity-factor", "0"],
     ...["--maxmemory", String(o.maxMemoryBytes), "--maxmemory-policy", "allkeys-lru"],
     ...["--save", "", "--appendonly", "no", "--dir", o.dir, "--protected-mode", "no"],
   ];
