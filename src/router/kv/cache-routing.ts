@@ -111,6 +111,9 @@ interface HashScheme {
   style: ExtraKeyStyle;
   /** what a prompt's hashes under this scheme are kept by */
   key: string;
+  /** what it was made from: the engine's /version and its cache_config_info labels */
+  version: string | undefined;
+  cacheConfig: Record<string, string> | undefined;
 }
 
 interface Prepared {
@@ -143,8 +146,11 @@ export class CacheRouting implements CacheOracle {
   private readonly tokenizers = new Map<string, RequestTokenizer | null>();
   /** served model → the adapter it names (name and path, as /v1/models says), or null for a base model */
   private readonly loraOf = new Map<string, { name: string; path: string | null } | null>();
-  /** per engine: the hash scheme last made for it (remade when what it is made of changes) */
-  private readonly schemes = new Map<string, HashScheme>();
+  /**
+   * per engine and block size: the hash scheme made for it, remade when what it is made of changes
+   * (the engine's version or cache config; every scheme is dropped when the configured seed changes)
+   */
+  private readonly schemes = new Map<string, Map<number, HashScheme>>();
   /** served model → its KV shape (null: no profile, its tiers are not priced) */
   private readonly kvShapes = new Map<string, KvShape | null>();
   /** per engine: bytes/s its offload tier loads at (offloadBandwidth) */
@@ -315,23 +321,32 @@ export class CacheRouting implements CacheOracle {
    * the unit where that divides the block size.
    */
   private schemeOf(st: { url: string; version: string | undefined }, blockSize: number): HashScheme {
+    const cacheConfig = this.registry.engines.get(st.url)?.load.cacheConfig;
+    let byEngine = this.schemes.get(st.url);
+    const known = byEngine?.get(blockSize);
+    // per request and engine: what it is made of is compared, the version not parsed again
+    if (known && known.version === st.version && known.cacheConfig === cacheConfig) return known;
     const version = st.version ?? "";
     const seed = engineHashSeed(version, this.hashSeed);
     const style = extraKeyStyleFor(version);
-    const unit = hashUnitOf(this.registry.engines.get(st.url)?.load.cacheConfig, blockSize);
-    const known = this.schemes.get(st.url);
-    if (
-      known &&
-      known.blockSize === blockSize &&
-      known.unit === unit &&
-      known.seed === seed &&
-      known.style === style
-    )
-      return known;
-    const scheme = { blockSize, unit, seed, style, key: `${blockSize}/${unit}/${style}/${seed}` };
-    if (this.schemes.size >= MAX_ENGINE_MEMOS) this.schemes.clear();
-    // an offload tier's larger blocks are hashed under their own scheme, not remembered per engine
-    if (!known || known.blockSize === blockSize) this.schemes.set(st.url, scheme);
+    const unit = hashUnitOf(cacheConfig, blockSize);
+    const scheme: HashScheme = {
+      blockSize,
+      unit,
+      seed,
+      style,
+      key: `${blockSize}/${unit}/${style}/${seed}`,
+      version: st.version,
+      cacheConfig,
+    };
+    if (!byEngine) {
+      if (this.schemes.size >= MAX_ENGINE_MEMOS) this.schemes.clear();
+      byEngine = new Map();
+      this.schemes.set(st.url, byEngine);
+    }
+    // a GPU block size and an offload tier's: two at most, but a cap all the same
+    if (byEngine.size >= 4) byEngine.clear();
+    byEngine.set(blockSize, scheme);
     return scheme;
   }
 
