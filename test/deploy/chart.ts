@@ -26,6 +26,9 @@ export const CRD_GROUPS = [
 /** the CRD kinds with published schemas in deploy/ci/fetch-crds.sh's cache */
 export const PUBLISHED_CRD_KINDS = ["LeaderWorkerSet", "RayCluster", "InferencePool", "HTTPRoute"];
 
+/** how objects are written for Python validators: PyYAML reads YAML 1.1, where a bare `yes` is true */
+export const YAML_1_1 = { version: "1.1" } as const;
+
 export type K8sObject = {
   apiVersion: string;
   kind: string;

@@ -21,6 +21,7 @@ import {
   render,
   renderRaw,
   type K8sObject,
+  YAML_1_1,
 } from "./chart.js";
 import { repoRoot, requireCrds, requireTool, run } from "./tools.js";
 
@@ -235,7 +236,7 @@ describe("helm chart: custom resources", { timeout: 300_000 }, () => {
         .filter((o) => PUBLISHED_CRD_KINDS.includes(o.kind));
       assert.deepEqual([...new Set(objs.map((o) => o.kind))].sort(), [...PUBLISHED_CRD_KINDS].sort());
       const file = join(dir, "custom.yaml");
-      writeFileSync(file, objs.map((o) => stringify(o)).join("---\n"));
+      writeFileSync(file, objs.map((o) => stringify(o, YAML_1_1)).join("---\n"));
       // and it catches mistakes: an unknown field deep in a pod template, a CEL rule, a pattern
       const lws = structuredClone(objs.find((o) => o.kind === "LeaderWorkerSet")!);
       lws.spec.leaderWorkerTemplate.workerTemplate.spec.containers[0].imagePulPolicy = "Always";
@@ -244,7 +245,7 @@ describe("helm chart: custom resources", { timeout: 300_000 }, () => {
       const route = structuredClone(objs.find((o) => o.kind === "HTTPRoute")!);
       route.spec.rules[0].timeouts.request = "5 minutes";
       const bad = { "bad-field.yaml": lws, "bad-cel.yaml": pool, "bad-pattern.yaml": route };
-      for (const [name, o] of Object.entries(bad)) writeFileSync(join(dir, name), stringify(o));
+      for (const [name, o] of Object.entries(bad)) writeFileSync(join(dir, name), stringify(o, YAML_1_1));
       const r = run(python, [script, crds!, file, ...Object.keys(bad).map((n) => join(dir, n))], {
         timeoutMs: 240_000,
       });

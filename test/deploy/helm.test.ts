@@ -23,6 +23,7 @@ import {
   render,
   RENDER_KUBE_VERSION,
   type K8sObject,
+  YAML_1_1,
 } from "./chart.js";
 
 const root = repoRoot();
@@ -84,7 +85,7 @@ describe("helm chart", { timeout: 300_000 }, () => {
         objs.forEach((o, i) => {
           if (CRD_GROUPS.some((g) => o.apiVersion.startsWith(g))) return;
           const f = join(dir, `${set}-${i}-${o.kind}.yaml`);
-          writeFileSync(f, stringify(o));
+          writeFileSync(f, stringify(o, YAML_1_1));
           files.push(f);
         });
       }
@@ -97,7 +98,7 @@ describe("helm chart", { timeout: 300_000 }, () => {
       const bad = join(dir, "bad.yaml");
       const deploy = structuredClone(byKind(rendered.get("defaults")!, "Deployment")[0]!);
       deploy.spec.template.spec.containers[0].imagePulPolicy = "Always";
-      writeFileSync(bad, stringify(deploy));
+      writeFileSync(bad, stringify(deploy, YAML_1_1));
       const r = run(validator, ["--strict", "--quiet", "-k", KUBE_VERSIONS[0]!, bad]);
       assert.notEqual(r.status, 0, "a misspelt field should fail strict validation");
     } finally {
