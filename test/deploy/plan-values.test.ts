@@ -2,7 +2,8 @@
 // values pass `helm lint --strict` and `helm template`, and the rendered engine carries what the plan
 // decided (model, TP, utilisation, offload connector, replicas). deploy/helm/switchyard/ci/plan-values.yaml
 // is the file plan emits for examples/scenarios/chat-multi-tenant.yaml, kept current by the first test
-// (helm.test.ts renders every ci/ file, so the chart's own checks cover it too).
+// (helm.test.ts renders every ci/ file, so the chart's own checks cover it too). Each plan's JSON is
+// also held to what plan text must never name (planner/plan-text.ts).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -11,6 +12,7 @@ import { basename, join } from "node:path";
 import { after, describe, it } from "node:test";
 import { parse as parseYaml, parseAllDocuments, stringify } from "yaml";
 import { cliCommand } from "../../bench/support/cli.js";
+import { assertPlanTextClean } from "../planner/plan-text.js";
 import { repoRoot, requireTool, run } from "./tools.js";
 
 const root = repoRoot();
@@ -22,7 +24,7 @@ const COMMITTED_FROM = "chat-multi-tenant.yaml";
  * Requests per simulation for the other examples: the rendering, not the figures, is under test here,
  * and the published-shape scenarios run 30k-token prompts (the full runs are bench/fleet/fidelity.ts)
  */
-const RENDER_REQUESTS = 120;
+const RENDER_REQUESTS = 60;
 const RENDER_KUBE_VERSION = "1.31.0";
 
 interface PlanJson {
@@ -55,6 +57,7 @@ function plan(scenario: string, valuesOut: string): PlanJson {
     { encoding: "utf8", timeout: 120_000, maxBuffer: 16 * 2 ** 20 },
   );
   assert.equal(r.status, 0, `plan ${scenario}: exit ${r.status}\n${r.stderr}`);
+  assertPlanTextClean(r.stdout + r.stderr, `${basename(scenario)} (json)`);
   return JSON.parse(r.stdout) as PlanJson;
 }
 
