@@ -21,9 +21,12 @@ const BUDGET = 96 * 2 ** 20;
  * Runs a Python script without blocking the event loop: the servers started beside it log into
  * pipes this process reads, and a blocked reader stalls them mid-write (their threads then hang).
  */
-function pyAsync(python, script, args, log, timeoutMs) {
+export function pyAsync(python, script, args, env, log, timeoutMs) {
   return new Promise((resolve, reject) => {
-    const child = spawn(python, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(python, [script, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...env },
+    });
     let text = "";
     const keep = (b) => {
       text += b.toString();
@@ -118,6 +121,7 @@ export async function lmcacheMpChecks(h, p) {
             SHAPE,
             out,
           ],
+          {},
           join(RUN, "lmcache-mp-client.log"),
           1_200_000,
         );

@@ -16,6 +16,8 @@ import urllib.request
 from lmcache.cli.commands.bench.server_bench.client import ServerBenchClient
 from lmcache.cli.commands.bench.server_bench.config import BenchConfig
 
+import lmcache_bench_ops as ops
+
 rpc_url, http_url, metrics_url, chunk_tokens, per_seq, seqs, shape, out = sys.argv[1:9]
 chunk_tokens, per_seq, seqs = int(chunk_tokens), int(per_seq), int(seqs)
 
@@ -38,33 +40,15 @@ client.start()
 
 
 def request(seq, kind):
-    return client.create_request(seq, request_id=f"req-{seq}-{kind}", request_kind=kind)
+    return ops.request(client, seq, kind)
 
 
 def store(seq):
-    """LOOKUP (a cold miss), checksums of the blocks about to be stored, STORE."""
-    r = request(seq, "cold")
-    look = client.lookup(r)
-    sums = client.compute_checksums(r, start_token=0, token_count=r.num_full_tokens)
-    st = client.store(r, start_token=0, token_count=r.num_full_tokens)
-    client.end_session(r)
-    return look.hit_chunks, sums, bool(st and st.succeeded)
+    return ops.store(client, seq)
 
 
 def retrieve(seq):
-    """LOOKUP (prefetching from L2 into L1), zero the blocks, RETRIEVE, checksums after."""
-    r = request(seq, "warm")
-    look = client.lookup(r)
-    hit = look.hit_chunks * r.chunk_size
-    sums = None
-    ok = True
-    if hit > 0:
-        client.zero_destination(r, start_token=0, token_count=hit)
-        rt = client.retrieve(r, start_token=0, token_count=hit)
-        ok = bool(rt and rt.succeeded)
-        sums = client.compute_checksums(r, start_token=0, token_count=hit)
-    client.end_session(r)
-    return look.hit_chunks, sums, ok
+    return ops.retrieve(client, seq)
 
 
 def cache_server_puts():

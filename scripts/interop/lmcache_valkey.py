@@ -18,6 +18,8 @@ import urllib.request
 from lmcache.cli.commands.bench.server_bench.client import ServerBenchClient
 from lmcache.cli.commands.bench.server_bench.config import BenchConfig
 
+import lmcache_bench_ops as ops
+
 rpc_url, http_url, cli, host, ports, victim, chunk_tokens, per_seq, seqs, shape, out = sys.argv[1:12]
 ports = [int(p) for p in ports.split(",")]
 victim = int(victim)
@@ -61,29 +63,15 @@ def primaries(port):
 
 
 def request(seq, kind):
-    return client.create_request(seq, request_id=f"req-{seq}-{kind}-{time.monotonic_ns()}", request_kind=kind)
+    return ops.request(client, seq, kind)
 
 
 def store(seq):
-    r = request(seq, "cold")
-    look = client.lookup(r)
-    sums = client.compute_checksums(r, start_token=0, token_count=r.num_full_tokens)
-    st = client.store(r, start_token=0, token_count=r.num_full_tokens)
-    client.end_session(r)
-    return look.hit_chunks, sums, bool(st and st.succeeded)
+    return ops.store(client, seq)
 
 
 def retrieve(seq):
-    r = request(seq, "warm")
-    look = client.lookup(r)
-    hit = look.hit_chunks * r.chunk_size
-    sums = None
-    if hit > 0:
-        client.zero_destination(r, start_token=0, token_count=hit)
-        client.retrieve(r, start_token=0, token_count=hit)
-        sums = client.compute_checksums(r, start_token=0, token_count=hit)
-    client.end_session(r)
-    return look.hit_chunks, sums
+    return ops.retrieve(client, seq)
 
 
 def clear_l1():
@@ -99,7 +87,7 @@ def clear_l1():
 def read_all(before, seq_range):
     hits = identical = wrong = 0
     for s in seq_range:
-        h, sums = retrieve(s)
+        h, sums, _ok = retrieve(s)
         hits += h
         if sums is not None:
             same = sum(1 for a, b in zip(sums, before[s]) if a == b)

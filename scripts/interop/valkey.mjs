@@ -10,11 +10,11 @@
 //    third with no cache at all: B's prefill of A's prompts comes from the cluster
 //    (vllm:external_prefix_cache_hits_total), then a stream of new prompts while a primary is killed -9:
 //    every request answered, B's greedy answers equal the uncached engine's, hits before/during/after.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { lmcacheForVllm } from "./lmcache-mp.mjs";
+import { lmcacheForVllm, pyAsync } from "./lmcache-mp.mjs";
 import { VLLM_ENV, VLLM_SERVE_FLAGS } from "./vllm.mjs";
 
 const GLIDE = "valkey-glide-sync==2.5.3";
@@ -23,29 +23,6 @@ const NODE_TIMEOUT_MS = 2000;
 const CHUNK_TOKENS = 64;
 /** 2 layers of K and V, 2 heads of 64 fp16: 1 KiB per token, 64 KiB per chunk */
 const SHAPE = "(2,1024,16,2,64):float16:2";
-
-function pyAsync(python, script, args, env, log, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(python, [script, ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, ...env },
-    });
-    let text = "";
-    const keep = (b) => {
-      text += b.toString();
-      if (text.length > 2e6) text = text.slice(-1e6);
-    };
-    child.stdout.on("data", keep);
-    child.stderr.on("data", keep);
-    const t = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("exit", (code, sig) => {
-      clearTimeout(t);
-      writeFileSync(log, text);
-      if (code === 0) resolve();
-      else reject(new Error(`${script} exited ${code ?? sig}: ${text.slice(-800)}`));
-    });
-  });
-}
 
 /** valkey-glide-sync (the client LMCache's valkey adapter needs) in a folder of its own, once */
 function installGlide(p, PEERS) {
