@@ -11,7 +11,7 @@ import { logger } from "../../obs/log.js";
 import type { RequestView } from "../../routing/index.js";
 import { endStreamWithError } from "../../http/errors.js";
 import { DONE_EVENT } from "../../protocol/sse.js";
-import { sendAnswer, type AttemptContext } from "./attempt.js";
+import { sendAnswer, type AttemptContext } from "./attempt-context.js";
 import type { RouterConfig } from "../config/config.js";
 import type { DeadlineQueue, OwnedDeadline } from "./deadlines.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
@@ -84,12 +84,10 @@ export class Migrations {
     ctx.trace?.migrated(ctx.engineUrl, reason, seconds);
   }
 
-  /** A stream without a plan broke off: counted when it is one that could not move; says why. */
-  brokeOff(ctx: MigratingRequest, reason: BreakReason): string {
-    const why = ctx.migrationRefusal;
-    if (why === undefined) return "";
+  /** A stream without a plan broke off: counted when it is one that could not move. */
+  brokeOff(ctx: MigratingRequest, reason: BreakReason): void {
+    if (ctx.migrationRefusal === undefined) return;
     this.d.metrics.countMigration(ctx.pr.model, reason, "not_migratable");
-    return `; the stream could not move to another engine: ${why}`;
   }
 
   /**

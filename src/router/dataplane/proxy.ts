@@ -46,9 +46,10 @@ import { LoneSlotClaims, type PickHost, type SlotClaims, type SlotClaimsFactory 
 import type { Disaggregation } from "../pd/disagg.js";
 import type { Tracer } from "../../obs/tracing.js";
 import { logger } from "../../obs/log.js";
-import { Attempt, type AttemptContext, type AttemptHost } from "./attempt.js";
+import { Attempt } from "./attempt.js";
+import type { AttemptContext, AttemptServices } from "./attempt-context.js";
 import { totalTimeoutError, type Outcome, type RetryOutcome } from "./attempt-outcome.js";
-import { firstBody, type BreakReason } from "../migration/rules.js";
+import { firstBody } from "../migration/rules.js";
 import { Migrations } from "./migration-flow.js";
 import { RequestContext } from "./request-context.js";
 import { modelNotFound, type RoutedRequest } from "../request/routed-request.js";
@@ -110,7 +111,7 @@ function onResponseClose(this: WithContext): void {
 /** The attempts in flight on one engine (what a drain or an ejection moves). */
 export class EngineAttempts extends LinkedList<Attempt> {}
 
-export class Proxy implements AttemptHost {
+export class Proxy {
   /** every per-request timeout of this router, on one coarse timer */
   readonly deadlines = new DeadlineQueue();
   /** keyed by the long-lived engine record; the attempts link themselves in (no per-request entry) */
@@ -127,6 +128,8 @@ export class Proxy implements AttemptHost {
   private claims: SlotClaims<RequestContext>;
   /** the LoRA placement for registry adapters, made on the first such request */
   private loraPolicy: Policy | undefined;
+  /** what each attempt works with; it tells only its first output as it happens */
+  private readonly services: AttemptServices;
 
   constructor(private readonly d: ProxyDeps) {
     this.migrations = new Migrations({
@@ -135,6 +138,12 @@ export class Proxy implements AttemptHost {
       fail: (ctx, e) => this.fail(ctx as RequestContext, e),
     });
     this.claims = new LoneSlotClaims(d.registry, this.host);
+    this.services = {
+      deadlines: this.deadlines,
+      engines: d.registry,
+      affinity: d.affinity,
+      answered: (ctx, e, now) => this.answered(ctx, e, now),
+    };
   }
 
   /** Who confirms this data plane's picks: `make`'s claims (a router worker's), or none (a lone router). */
@@ -150,22 +159,6 @@ export class Proxy implements AttemptHost {
       this.inFlight.set(e, l);
     }
     return l;
-  }
-
-  brokeOff(ctx: AttemptContext, reason: BreakReason): string {
-    return this.migrations.brokeOff(ctx as RequestContext, reason);
-  }
-
-  reportFailure(e: Upstream, what: string): void {
-    this.d.registry.reportFailure(e, what);
-  }
-
-  reportSuccess(e: Upstream): void {
-    this.d.registry.reportSuccess(e);
-  }
-
-  engineShutdown(e: Upstream): void {
-    this.d.registry.reportShutdown(e);
   }
 
   /** Not async: hands back the attempts loop's promise itself (one async frame per request, not two). */
@@ -336,25 +329,12 @@ export class Proxy implements AttemptHost {
     return picked!;
   }
 
-  /** The first bytes of a Responses answer: its id, once read, is remembered with the engine. */
-  responseBytes(c: AttemptContext, e: Upstream, chunk: Buffer): void {
-    const ctx = c as RequestContext;
-    const id = ctx.responseScan?.feed(chunk);
-    if (id === undefined) return;
-    ctx.responseScan = undefined;
-    if (id !== null) this.d.affinity?.remember(id, e.url, c.pr.model, c.pr.sessionKey, c.pr.tenant?.tenant);
-  }
-
-  answerHeld(c: AttemptContext, seconds: number): void {
-    this.d.metrics.claimHeld.child(c.pr.model).observe(seconds);
-  }
-
   /**
    * An attempt's first output reached the client: routing counts it answered, the policy calibrates.
    * A continuation's first token ends its migration instead: its time is not the request's TTFT,
    * and calibrating the prediction with it would mix two different quantities.
    */
-  firstToken(c: AttemptContext, e: Upstream, now: number): void {
+  private answered(c: AttemptContext, e: Upstream, now: number): void {
     const ctx = c as RequestContext;
     this.d.registry.firstToken(e, now);
     this.countUnstreamed(ctx, undefined);
@@ -375,8 +355,8 @@ export class Proxy implements AttemptHost {
   private attemptEnded(ctx: RequestContext, e: Upstream, outcome: Outcome | undefined): void {
     const policy = this.policyFor(ctx);
     const elapsed = performance.now() - ctx.started;
-    if (outcome?.kind === "done" && ctx.status >= 200 && ctx.status < 300)
-      policy.onDone?.(ctx.view, e.view, elapsed);
+    const ended = outcome?.kind === "done" || outcome?.kind === "broke-off";
+    if (ended && ctx.status >= 200 && ctx.status < 300) policy.onDone?.(ctx.view, e.view, elapsed);
     else policy.onAbandoned?.(ctx.view, e.view, elapsed);
   }
 
@@ -507,7 +487,7 @@ export class Proxy implements AttemptHost {
         if (ctx.trace) headers.push("traceparent", ctx.trace.attempt(engine.url, attempt).traceparent());
         let outcome;
         const attemptFrom = performance.now();
-        const att = new Attempt(this, ctx, engine, cfg);
+        const att = new Attempt(this.services, ctx, engine, cfg);
         try {
           outcome = await att.start(headers, this.attemptsOn(engine));
         } finally {
@@ -524,6 +504,9 @@ export class Proxy implements AttemptHost {
             }
           }
         }
+        // read off the attempt once it ended: how long its answer was held, a broken stream to count
+        if (att.heldSeconds > 0) this.d.metrics.claimHeld.child(ctx.pr.model).observe(att.heldSeconds);
+        if (outcome.kind === "broke-off") this.migrations.brokeOff(ctx, outcome.reason);
         if (outcome.kind === "unclaimed") {
           // not a failure of the engine's: the next attempt is picked already (ctx.repicked)
           ctx.trace?.attemptEnded(0, "pick refused by the router group");
