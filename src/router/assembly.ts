@@ -12,7 +12,7 @@ import { Tracer } from "../obs/tracing.js";
 import { logger } from "../obs/log.js";
 import { RouterMetrics } from "./telemetry/metrics.js";
 import { AccessLog } from "./telemetry/access-log.js";
-import { Proxy } from "./dataplane/proxy.js";
+import { AttemptLoop } from "./dataplane/attempt-loop.js";
 import { IssuedIds } from "./dataplane/issued-ids.js";
 import { ResponseAffinity } from "./dataplane/response-affinity.js";
 import { Disaggregation } from "./pd/disagg.js";
@@ -49,7 +49,7 @@ export class RouterAssembly implements RouterRooms {
   private currentPolicy!: Policy;
   /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
   readonly cache: CacheRouting;
-  readonly proxy: Proxy;
+  readonly attemptLoop: AttemptLoop;
   readonly accessLog: AccessLog;
   /** OTLP span exporter; undefined when tracing is off */
   readonly tracer: Tracer | undefined;
@@ -147,7 +147,7 @@ export class RouterAssembly implements RouterRooms {
       () => this.cfg,
       () => linesSkipped.value++,
     );
-    this.proxy = new Proxy({
+    this.attemptLoop = new AttemptLoop({
       accessLog: this.accessLog,
       tracer: this.tracer,
       registry: this.registry,
@@ -189,17 +189,17 @@ export class RouterAssembly implements RouterRooms {
       gate: this.gate,
       metrics: this.metrics,
       budget: this.prompts,
-      deadlines: this.proxy.deadlines,
+      deadlines: this.attemptLoop.deadlines,
       policyName: () => this.currentPolicy.name,
       accessLog: this.accessLog,
       affinity: this.affinity,
       issued: this.issued,
-      forward: (req, res, pr) => this.proxy.handle(req, res, pr),
+      forward: (req, res, pr) => this.attemptLoop.handle(req, res, pr),
     });
     this.drains = new EngineDrains({
       registry: this.registry,
       config: () => this.cfg,
-      attemptsOn: (e) => this.proxy.attemptsOn(e),
+      attemptsOn: (e) => this.attemptLoop.attemptsOn(e),
     });
     this.discovery = new StaticDiscovery(engineSpecs(cfg));
   }

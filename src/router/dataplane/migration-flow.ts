@@ -1,4 +1,4 @@
-// What becomes of a request whose stream breaks off mid-answer, for the data plane (proxy.ts): the
+// What becomes of a request whose stream breaks off mid-answer, for the data plane (attempt-loop.ts): the
 // plan made when it arrives (may it move at all? the ledger that keeps what it delivers, the body
 // asking the engine for token ids), and at a break the decision — continue it on another engine with
 // the request ../migration/rules.ts builds (from the exact token ids, as a completion), end it (the
@@ -27,7 +27,7 @@ import {
 
 const log = logger("router.migration");
 
-/** What migration reads and updates of a request (proxy.ts's RequestContext). */
+/** What migration reads and updates of a request (request-context.ts's RequestContext). */
 export interface MigratingRequest extends AttemptContext {
   /** what routing reads; a continuation gets a new one */
   view: RequestView;

@@ -179,7 +179,7 @@ export class OwnRoutes {
     try {
       this.authenticateAdminRoute(req);
       const body = await readRequestBody(req, 64 * 1024, {
-        queue: rooms.proxy.deadlines,
+        queue: rooms.attemptLoop.deadlines,
         ms: rooms.config.limits.bodyIdleTimeout,
       });
       let doc: { engine?: unknown };

@@ -8,7 +8,7 @@ import type { StaticDiscovery } from "../../discovery/static.js";
 import type { Tracer } from "../../obs/tracing.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
 import type { AccessLog } from "../telemetry/access-log.js";
-import type { Proxy } from "../dataplane/proxy.js";
+import type { AttemptLoop } from "../dataplane/attempt-loop.js";
 import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
 import type { CacheRouting } from "../kv/cache-routing.js";
@@ -45,7 +45,8 @@ export interface RouterRooms {
   readonly discovery: StaticDiscovery;
   /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
   readonly cache: CacheRouting;
-  readonly proxy: Proxy;
+  /** the data plane: each routed request's attempts on engines */
+  readonly attemptLoop: AttemptLoop;
   readonly accessLog: AccessLog;
   /** OTLP span exporter; undefined when tracing is off */
   readonly tracer: Tracer | undefined;

@@ -1,7 +1,7 @@
 // The router's HTTP edge: the server and its connections, the lifecycle (start, hot reconfigure,
 // drain, close) and dispatch by the endpoint table. The rooms it serves with are wired in
 // ../assembly.ts; turning an HTTP request into a routed one is ingress.ts's, serving it
-// ../dataplane/proxy.ts's; the router's own routes (/health, /metrics, /admin/*, ...) are
+// ../dataplane/attempt-loop.ts's; the router's own routes (/health, /metrics, /admin/*, ...) are
 // own-routes.ts's; draining one engine, ../migration/drain.ts's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { sendError } from "../../http/errors.js";
@@ -26,7 +26,7 @@ export class Router {
   readonly budget: RouterRooms["budget"];
   readonly discovery: RouterRooms["discovery"];
   readonly cache: RouterRooms["cache"];
-  readonly proxy: RouterRooms["proxy"];
+  readonly attemptLoop: RouterRooms["attemptLoop"];
   readonly tracer: RouterRooms["tracer"];
   readonly tenancy: RouterRooms["tenancy"];
   readonly gate: RouterRooms["gate"];
@@ -56,7 +56,7 @@ export class Router {
     this.budget = rooms.budget;
     this.discovery = rooms.discovery;
     this.cache = rooms.cache;
-    this.proxy = rooms.proxy;
+    this.attemptLoop = rooms.attemptLoop;
     this.tracer = rooms.tracer;
     this.tenancy = rooms.tenancy;
     this.gate = rooms.gate;
