@@ -213,7 +213,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/epp": { imports: ["src/http", "src/obs", "src/routing", "src/tenancy"], lines: 2250 },
 
   // the router's rooms, from its configuration up to the edge and the cluster; src/router itself is the
-  // wiring (index.ts, cli.ts)
+  // wiring (index.ts, cli.ts, assembly.ts)
   "src/router/config": {
     imports: [
       "src/config",
@@ -336,6 +336,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     ],
     lines: 2750,
   },
+  // the wiring: assembly.ts builds every room and hands them to the edge
   "src/router": {
     imports: [
       "src/config",
@@ -343,7 +344,15 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/obs",
       "src/router/cluster",
       "src/router/config",
+      "src/router/dataplane",
       "src/router/edge",
+      "src/router/engines",
+      "src/router/kv",
+      "src/router/migration",
+      "src/router/pd",
+      "src/router/request",
+      "src/router/telemetry",
+      "src/routing",
       "src/tenancy",
     ],
     lines: 750,

@@ -89,7 +89,7 @@ async function runWorker(): Promise<void> {
       link = new WorkerLink(router, start);
       router.group = link;
       // the worker's load-aware picks are claims its primary confirms (a lone router's just stand)
-      router.proxy.useClaims(link.slotClaims);
+      router.attemptLoop.useClaims(link.slotClaims);
       if (start.configFile) router.onReload = () => link!.reload();
     },
   });
@@ -100,6 +100,6 @@ async function runWorker(): Promise<void> {
   onShutdown(async () => {
     await running.close();
     l.close();
-    running.router.proxy.useClaims(undefined);
+    running.router.attemptLoop.useClaims(undefined);
   });
 }

@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { logger } from "../obs/log.js";
 import { loadConfig, type RouterConfigInput } from "./config/config.js";
 import { Router } from "./edge/server.js";
+import { RouterAssembly } from "./assembly.js";
 import { startEndpointPicker } from "./edge/epp-glue.js";
 import { KeysDirWatcher } from "../tenancy/keys-watch.js";
 import { watchConfigFile } from "./config/watch.js";
@@ -58,7 +59,7 @@ export async function startRouter(
   if (withKey.engineApiKey === undefined && process.env.VLLM_API_KEY)
     withKey.engineApiKey = process.env.VLLM_API_KEY;
   const cfg = loadConfig(withKey, opts.configFile);
-  const router = new Router(cfg);
+  const router = new Router(new RouterAssembly(cfg));
   opts.prepare?.(router);
   await router.start();
   try {

@@ -1,7 +1,7 @@
 // What one attempt on an engine ended as (attempt.ts), and how a failure is classed: which answers
 // another engine may do better than, which transport errors mean the request never reached the
 // engine, and which count against the engine's health; the error of a request out of time. The data
-// plane (proxy.ts) acts on the outcome.
+// plane's attempts loop acts on the outcome.
 import { HttpError } from "../../http/errors.js";
 import type { BreakReason, MigrateOutcome } from "../migration/rules.js";
 
@@ -42,9 +42,18 @@ export interface RetryOutcome {
   /** the failing engine's response headers, flat [name, value, ...] */
   headers: string[];
 }
+/**
+ * A stream that could not migrate broke off mid-answer; the attempt ended it with an error event
+ * (unmovedNote says why it could not move) and the data plane counts it.
+ */
+export interface BrokeOffOutcome {
+  kind: "broke-off";
+  reason: BreakReason;
+}
 /** What one attempt ended as. */
 export type Outcome =
   | { kind: "done" }
+  | BrokeOffOutcome
   | { kind: "client-gone" }
   | { kind: "total-timeout" }
   /** router workers: the group refused the pick before the engine's answer went out (`takeBack`) */
@@ -55,6 +64,15 @@ export const DONE: Outcome = { kind: "done" };
 export const UNCLAIMED: Outcome = { kind: "unclaimed" };
 export const CLIENT_GONE: Outcome = { kind: "client-gone" };
 export const TOTAL_TIMEOUT: Outcome = { kind: "total-timeout" };
+
+export function brokeOff(reason: BreakReason): BrokeOffOutcome {
+  return { kind: "broke-off", reason };
+}
+
+/** The end of a broken stream's error event: why it could not move (`refusal`), if it was one that could not. */
+export function unmovedNote(refusal: string | undefined): string {
+  return refusal === undefined ? "" : `; the stream could not move to another engine: ${refusal}`;
+}
 
 export function migrate(reason: BreakReason, detail: string, cause: MigrateOutcome["cause"]): MigrateOutcome {
   return { kind: "migrate", reason, detail, cause };

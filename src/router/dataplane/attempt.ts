@@ -1,36 +1,21 @@
-// One try of a client request on one engine, as an undici dispatch handler (no request() promise,
-// Readable body, async iterator or AbortController per attempt: see docs/router.md, "Performance").
-// Response bytes are relayed chunk by chunk as they arrive; a 502/503/504 answer is collected so
-// that another engine may answer instead, and relayed as it was if none does better.
-//
-// Each failed attempt says what it failed of (`cause`), because the data plane treats them apart:
-// a connection that never carried the request is the engine's trouble; an engine that dies or falls
-// silent while it holds the request may be the request's own doing (a poison request, proxy.ts).
-// Every byte an engine sends marks it as making progress, which the health checker reads: a busy
-// engine that still streams is not ejected for a slow probe (../engines/health.ts).
-//
-// A stream that may migrate (it has a ledger, ../migration/ledger.ts) is relayed event by event through
-// its ledger; when its engine fails after the first byte — reset, closed, silent past the idle
-// timeout, an in-stream error event, or moved off a draining or ejected engine — the attempt ends
-// as `migrate` instead of writing an error event, and the data plane continues the stream elsewhere.
-// An attempt that continues a stream (`resumes`) may still fail over before its own first byte.
-//
-// In a router group, a pick awaiting the group's word (src/router/cluster/claims.ts) has its request
-// sent at once; its engine's answer is held (the engine paused after the first chunk) until the pick
-// stands (`release`), or the attempt is taken back unseen and the request decided again (`takeBack`).
-import type { Readable } from "node:stream";
-import type { RequestView } from "../../routing/index.js";
-import type { ServerResponse } from "node:http";
+// One try of a client request on one engine, as an undici dispatch handler (no promise, stream or
+// AbortController per attempt: docs/router.md, "Performance"). Bytes are relayed as they arrive; a
+// 502/503/504 answer is collected so another engine may answer instead. It ends as one outcome
+// (attempt-outcome.ts) that the attempts loop reads: done, retry with its `cause` (connect, in-flight:
+// perhaps a poison request, answer), `migrate` for a stream with a ledger (../migration/ledger.ts)
+// whose engine failed after the first byte, or a stream that broke off and could not move. Every byte
+// marks its engine as making progress (../engines/health.ts). In a router group a pick awaiting the
+// group's word (../cluster/claims.ts) has its answer held until the pick stands (`release`), or is
+// taken back unseen and decided again (`takeBack`).
 import type { Dispatcher } from "undici";
 import type { Linked } from "../../collections/linked-list.js";
 import { endStreamWithError } from "../../http/errors.js";
 import { engineFailureKind } from "../../http/vllm-answers.js";
 import { DONE_BYTES } from "../../protocol/sse.js";
 import type { RouterConfig } from "../config/config.js";
-import { OwnedDeadline, type DeadlineOwner, type DeadlineQueue } from "./deadlines.js";
-import type { ModelSeries } from "../telemetry/metrics.js";
-import type { MigrationLedger } from "../migration/ledger.js";
-import type { BreakReason, MoveReason } from "../migration/rules.js";
+import { OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
+import type { MoveReason } from "../migration/rules.js";
+import { sendAnswer, type AttemptContext, type AttemptServices } from "./attempt-context.js";
 import {
   CLIENT_GONE,
   CONNECT_ERRORS,
@@ -39,15 +24,15 @@ import {
   RETRIABLE_STATUS,
   TOTAL_TIMEOUT,
   UNCLAIMED,
+  brokeOff,
   migrate,
+  unmovedNote,
   retry,
   type FailureCause,
   type Outcome,
   type RetryOutcome,
 } from "./attempt-outcome.js";
 import type { Upstream } from "../engines/upstream.js";
-import type { RequestTrace } from "../telemetry/request-trace.js";
-import type { RoutedRequest } from "../request/routed-request.js";
 import { RESPONSE_SKIP, engineErrorMessage } from "../engines/upstream-rules.js";
 
 function endsWith(b: Buffer, tail: Buffer): boolean {
@@ -57,63 +42,6 @@ function endsWith(b: Buffer, tail: Buffer): boolean {
 const MAX_FAILURE_BODY = 64 * 1024;
 /** a 500 longer than this is not vLLM's shutdown refusal (a short JSON error) and is relayed as it comes */
 const MAX_SHUTDOWN_BODY = 4096;
-
-/** What an attempt reads and updates of its request (proxy.ts's RequestContext). */
-export interface AttemptContext {
-  readonly pr: RoutedRequest;
-  /** what the routing policy saw of the request (its calibration hears how the first token came out) */
-  readonly view: RequestView;
-  readonly res: ServerResponse;
-  /** the router's id for the request, the X-Request-Id its engines get */
-  readonly requestId: string;
-  /** the X-Request-Id the client sees: its own when it sent one (the engine gets the router's) */
-  readonly echoId: string;
-  readonly started: number;
-  readonly series: ModelSeries;
-  readonly trace: RequestTrace | undefined;
-  /** bytes from an engine (not our keep-alives) have reached the client: no more failover */
-  relayed: boolean;
-  readonly clientGone: boolean;
-  readonly totalTimedOut: boolean;
-  status: number;
-  /** ms from arrival to the first relayed byte */
-  ttftMs: number;
-  /** the last relayed chunk as the engine sent it, where vLLM puts `usage` */
-  lastChunk: Buffer | undefined;
-  /** the attempt in progress, which client disconnects and the total timeout cut */
-  current: { cancel(): void } | undefined;
-  /** router workers: the claim the pick of this attempt awaits the group's word on; 0 when none */
-  readonly claim: number;
-  /** the bytes sent to engines: the client's (token ids asked for when it may migrate), or a continuation */
-  readonly upstreamBody: Buffer | Readable;
-  /** present when the stream may migrate: what was delivered so far (relayed through it) */
-  readonly ledger: MigrationLedger | undefined;
-  /** a completion or chat stream that may not migrate: why (its break is explained with it) */
-  readonly migrationRefusal: string | undefined;
-  /** performance.now() of the last chunk relayed to the client, across attempts (ITL) */
-  lastRelayAt: number;
-}
-
-/** The data plane's machinery an attempt uses. */
-export interface AttemptHost {
-  readonly deadlines: DeadlineQueue;
-  reportFailure(e: Upstream, what: string): void;
-  reportSuccess(e: Upstream): void;
-  /**
-   * the attempt's first output reached the client (or, for a JSON answer assembled by the router, its
-   * ledger): routing counts the engine's request answered; on an attempt that continues a migrated
-   * stream, the move is done
-   */
-  firstToken(ctx: AttemptContext, e: Upstream, now: number): void;
-  /** bytes of a Responses answer from `e` (its id, once read, is remembered with `e`) */
-  responseBytes(ctx: AttemptContext, e: Upstream, chunk: Buffer): void;
-  /** router workers: the engine's answer waited `seconds` for the group's word on its pick (release) */
-  answerHeld(ctx: AttemptContext, seconds: number): void;
-  /** a stream that could not migrate broke off mid-response: counted; says why it could not move */
-  brokeOff(ctx: AttemptContext, reason: BreakReason): string;
-  /** the engine refused the request as vLLM does while it drains on shutdown: out of rotation */
-  engineShutdown(e: Upstream): void;
-}
 
 const enum AttemptDeadline {
   FirstByte,
@@ -186,11 +114,13 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private heldSince = 0;
   /** taken back: the group refused the pick */
   private unclaimed = false;
+  /** seconds the engine's answer waited for the group's word on its pick (`release`); 0: it did not */
+  heldSeconds = 0;
   private readonly ttfb = new OwnedDeadline(this, AttemptDeadline.FirstByte);
   private readonly idle = new OwnedDeadline(this, AttemptDeadline.Idle);
 
   constructor(
-    private readonly host: AttemptHost,
+    private readonly services: AttemptServices,
     private readonly ctx: AttemptContext,
     readonly engine: Upstream,
     private readonly cfg: RouterConfig,
@@ -215,7 +145,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const held = this.holding;
     if (!held) return;
     this.holding = undefined;
-    if (this.heldSince > 0) this.host.answerHeld(this.ctx, (performance.now() - this.heldSince) / 1000);
+    if (this.heldSince > 0) this.heldSeconds = (performance.now() - this.heldSince) / 1000;
     let flowing = true;
     for (const c of held) flowing = this.onData(c) && flowing;
     if (this.endHeld) this.onComplete();
@@ -277,7 +207,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       this.eventsBefore = ledger.events;
     }
     this.startedAt = performance.now();
-    this.host.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
+    this.services.deadlines.arm(this.ttfb, this.cfg.timeouts.firstByte, this.startedAt);
     // undici serialises the headers synchronously, so the caller may reuse the array afterwards
     const method = ctx.pr.method ?? "POST";
     // a chat continued from token ids goes to the completions route (../migration/rules.ts)
@@ -305,7 +235,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
 
   private finish(o: Outcome): void {
     this.done = true;
-    const dl = this.host.deadlines;
+    const dl = this.services.deadlines;
     dl.disarm(this.ttfb);
     dl.disarm(this.idle);
     if (this.ctx.current === this) this.ctx.current = undefined;
@@ -356,8 +286,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       this.collected = [];
       return true;
     }
-    if (status >= 500) this.host.reportFailure(this.engine, `answered ${status}`);
-    else this.host.reportSuccess(this.engine);
+    if (status >= 500) this.services.engines.reportFailure(this.engine, `answered ${status}`);
+    else this.services.engines.reportSuccess(this.engine);
     if (ctx.res.headersSent && status !== 200) {
       this.mode = Mode.CollectSseError;
       this.collected = [];
@@ -391,10 +321,10 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const ctx = this.ctx;
     const res = ctx.res;
     this.lastChunk = now;
-    this.host.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
+    this.services.deadlines.arm(this.idle, this.cfg.timeouts.idle, now);
     if (!this.gotByte) {
       this.gotByte = true;
-      this.host.deadlines.disarm(this.ttfb);
+      this.services.deadlines.disarm(this.ttfb);
     }
     if (this.tracked) {
       const ledger = ctx.ledger!;
@@ -411,7 +341,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       if (out.length === 0) return true;
       chunk = Buffer.from(out);
     }
-    if (ctx.pr.endpoint?.remembers && this.status === 200) this.host.responseBytes(ctx, this.engine, chunk);
+    if (ctx.pr.endpoint?.remembers && this.status === 200) this.responseBytes(chunk);
     if (this.lastRelayed === 0) this.firstOutput(now);
     if (!ctx.relayed) {
       ctx.relayed = true;
@@ -441,10 +371,21 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     return false;
   }
 
+  /** The first bytes of a Responses answer: its id, once read, is remembered with the engine. */
+  private responseBytes(chunk: Buffer): void {
+    const ctx = this.ctx;
+    const id = ctx.responseScan?.feed(chunk);
+    if (id === undefined) return;
+    ctx.responseScan = undefined;
+    const pr = ctx.pr;
+    if (id !== null)
+      this.services.affinity?.remember(id, this.engine.url, pr.model, pr.sessionKey, pr.tenant?.tenant);
+  }
+
   /** This attempt's first output went out: the engine's request counts as answered from now on. */
   private firstOutput(now: number): void {
     this.answered = true;
-    this.host.firstToken(this.ctx, this.engine, now);
+    this.services.answered(this.ctx, this.engine, now);
   }
 
   private writeHead(): void {
@@ -458,7 +399,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
 
   /** The 500 being read is not a shutdown refusal: from here on it is any other error answer. */
   private notShutdown(): void {
-    this.host.reportFailure(this.engine, `answered ${this.status}`);
+    this.services.engines.reportFailure(this.engine, `answered ${this.status}`);
     const held = this.collected ?? [];
     if (this.ctx.res.headersSent) {
       this.mode = Mode.CollectSseError;
@@ -484,7 +425,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const ctx = this.ctx;
     switch (this.mode) {
       case Mode.CollectRetry: {
-        this.host.reportFailure(this.engine, `answered ${this.status}`);
+        this.services.engines.reportFailure(this.engine, `answered ${this.status}`);
         const s = this.status;
         return this.finish(
           this.interrupted() ?? retry(`status ${s}`, s, "answer", this.collectedBody(), this.headers),
@@ -494,7 +435,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         const kind = engineFailureKind(this.status, this.collectedBody());
         if (kind === "shutdown") {
           // not a failure of the engine's, nor the request's: it never started there
-          this.host.engineShutdown(this.engine);
+          this.services.engines.reportShutdown(this.engine);
           return this.finish(
             this.interrupted() ?? retry("engine shutting down (vLLM drain)", 503, "connect"),
           );
@@ -502,7 +443,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         if (kind === "dead") {
           // the engine core died holding it (a crash, a drain out of time): as a reset before any
           // byte, retried elsewhere, and a strike against the request (poison.ts)
-          this.host.reportFailure(this.engine, "answered 500: its engine core is dead");
+          this.services.engines.reportFailure(this.engine, "answered 500: its engine core is dead");
           return this.finish(
             this.interrupted() ?? retry("engine core died holding the request", 502, "in-flight"),
           );
@@ -525,7 +466,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
           const detail = ledger.heldError
             ? `engine error mid-stream: ${ledger.heldError.message}`
             : "engine ended the stream before [DONE]";
-          this.host.reportFailure(this.engine, detail);
+          this.services.engines.reportFailure(this.engine, detail);
           if (!this.relayedAny) return this.finish(retry(detail, 502, "in-flight"));
           return this.finish(migrate(ledger.heldError ? "error_event" : "closed", detail, "in-flight"));
         }
@@ -535,11 +476,11 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         }
         // a stream that ends without its [DONE] was cut by its engine: the client is told so
         if (ctx.migrationRefusal !== undefined && this.isSse && !this.endsWithDone()) {
-          const why = this.host.brokeOff(ctx, "closed");
-          this.host.reportFailure(this.engine, "engine ended the stream before [DONE]");
+          const why = unmovedNote(ctx.migrationRefusal);
+          this.services.engines.reportFailure(this.engine, "engine ended the stream before [DONE]");
           ctx.relayed = true;
           endStreamWithError(ctx.res, 502, `engine ended the stream before [DONE]${why}`);
-          return this.finish(DONE);
+          return this.finish(brokeOff("closed"));
         }
         // an empty body: headers only
         if (!ctx.relayed) {
@@ -583,7 +524,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   /** A transport failure before any byte was relayed: retried on another engine. */
   private transportFailure(err: Error, when: string): RetryOutcome {
     const code = (err as { code?: string }).code ?? "";
-    if (ENGINE_FAULTS.has(code)) this.host.reportFailure(this.engine, `${code}: ${err.message}`);
+    if (ENGINE_FAULTS.has(code)) this.services.engines.reportFailure(this.engine, `${code}: ${err.message}`);
     const cause: FailureCause = CONNECT_ERRORS.has(code) || !this.sent ? "connect" : "in-flight";
     return retry(`transport ${code || "error"}${when}`, 502, cause);
   }
@@ -600,7 +541,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         if (this.moving && !why) return this.finish(this.moved(this.moving));
         return this.finish(why ?? this.transportFailure(err, ""));
       case Mode.CollectRetry: {
-        this.host.reportFailure(this.engine, `answered ${this.status}`);
+        this.services.engines.reportFailure(this.engine, `answered ${this.status}`);
         const s = this.status;
         return this.finish(why ?? retry(`status ${s}`, s, "answer", undefined, this.headers));
       }
@@ -610,7 +551,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
         endStreamWithError(ctx.res, this.status, `engine answered ${this.status}`);
         return this.finish(DONE);
       case Mode.CollectShutdown:
-        this.host.reportFailure(this.engine, `answered ${this.status}`);
+        this.services.engines.reportFailure(this.engine, `answered ${this.status}`);
         return this.finish(why ?? this.transportFailure(err, " in a 500 answer"));
     }
     // relaying
@@ -629,37 +570,14 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       : ctx.totalTimedOut
         ? "request exceeded the router's total timeout"
         : `engine connection lost mid-response: ${err.message}`;
-    if (!idle && !ctx.totalTimedOut) this.host.reportFailure(this.engine, reason);
+    if (!idle && !ctx.totalTimedOut) this.services.engines.reportFailure(this.engine, reason);
     if (this.tracked && !ctx.totalTimedOut)
       return this.finish(migrate(idle ? "idle_timeout" : "connection_lost", reason, "in-flight"));
-    const unmoved = ctx.totalTimedOut
-      ? ""
-      : this.host.brokeOff(ctx, idle ? "idle_timeout" : "connection_lost");
+    const unmoved = ctx.totalTimedOut ? "" : unmovedNote(ctx.migrationRefusal);
     if (this.isSse || ctx.pr.stream)
       endStreamWithError(ctx.res, idle || ctx.totalTimedOut ? 504 : 502, reason + unmoved);
     else ctx.res.destroy();
     ctx.status = 502;
-    this.finish(DONE);
+    this.finish(ctx.totalTimedOut ? DONE : brokeOff(idle ? "idle_timeout" : "connection_lost"));
   }
-}
-
-/** A non-streamed answer assembled by its ledger goes to the client whole, with its usage counted. */
-export function sendAnswer(ctx: AttemptContext): void {
-  const res = ctx.res;
-  if (res.headersSent || res.destroyed) return;
-  let body = Buffer.from(ctx.ledger!.answer());
-  ctx.relayed = true;
-  ctx.status = 200;
-  ctx.ttftMs = performance.now() - ctx.started;
-  ctx.series.ttft.observe(ctx.ttftMs / 1000);
-  ctx.trace?.firstByte(ctx.ttftMs / 1000);
-  ctx.trace?.onBody(body, false);
-  ctx.lastChunk = body;
-  if (ctx.pr.tenant) body = Buffer.concat([ctx.pr.tenant.onBody(body, false), ctx.pr.tenant.flush()]);
-  res.writeHead(200, {
-    "content-type": "application/json",
-    "content-length": body.length,
-    "x-request-id": ctx.echoId,
-  });
-  res.end(body);
 }

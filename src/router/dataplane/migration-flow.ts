@@ -1,4 +1,4 @@
-// What becomes of a request whose stream breaks off mid-answer, for the data plane (proxy.ts): the
+// What becomes of a request whose stream breaks off mid-answer, for the data plane (attempt-loop.ts): the
 // plan made when it arrives (may it move at all? the ledger that keeps what it delivers, the body
 // asking the engine for token ids), and at a break the decision — continue it on another engine with
 // the request ../migration/rules.ts builds (from the exact token ids, as a completion), end it (the
@@ -11,7 +11,7 @@ import { logger } from "../../obs/log.js";
 import type { RequestView } from "../../routing/index.js";
 import { endStreamWithError } from "../../http/errors.js";
 import { DONE_EVENT } from "../../protocol/sse.js";
-import { sendAnswer, type AttemptContext } from "./attempt.js";
+import { sendAnswer, type AttemptContext } from "./attempt-context.js";
 import type { RouterConfig } from "../config/config.js";
 import type { DeadlineQueue, OwnedDeadline } from "./deadlines.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
@@ -27,7 +27,7 @@ import {
 
 const log = logger("router.migration");
 
-/** What migration reads and updates of a request (proxy.ts's RequestContext). */
+/** What migration reads and updates of a request (request-context.ts's RequestContext). */
 export interface MigratingRequest extends AttemptContext {
   /** what routing reads; a continuation gets a new one */
   view: RequestView;
@@ -84,12 +84,10 @@ export class Migrations {
     ctx.trace?.migrated(ctx.engineUrl, reason, seconds);
   }
 
-  /** A stream without a plan broke off: counted when it is one that could not move; says why. */
-  brokeOff(ctx: MigratingRequest, reason: BreakReason): string {
-    const why = ctx.migrationRefusal;
-    if (why === undefined) return "";
+  /** A stream without a plan broke off: counted when it is one that could not move. */
+  brokeOff(ctx: MigratingRequest, reason: BreakReason): void {
+    if (ctx.migrationRefusal === undefined) return;
     this.d.metrics.countMigration(ctx.pr.model, reason, "not_migratable");
-    return `; the stream could not move to another engine: ${why}`;
   }
 
   /**

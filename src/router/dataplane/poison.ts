@@ -46,3 +46,37 @@ export function standingStrikes(
   for (const s of strikes) if (!s.marks.othersFailed(owner, s.from - lookbackMs, s.at + graceMs)) n++;
   return n;
 }
+
+/** What a strike reads and records of a request (request-context.ts's RequestContext). */
+export interface StruckRequest {
+  strikes: Strike[] | undefined;
+  /** the request's serial number (its FailureMarks owner) */
+  readonly serial: number;
+  /** the strikes that stand, as last judged */
+  inFlightFailures: number;
+}
+
+/**
+ * An engine failed while holding the request: true when the strikes that stand reach `poisonAfter`.
+ * Only then does it wait the grace period for the engine's other requests and probes to show whether
+ * it broke under everyone. `from`: when the attempt on the engine began.
+ */
+export async function strike(
+  req: StruckRequest,
+  marks: FailureMarks,
+  from: number,
+  poisonAfter: number,
+  health: { interval: number; timeout: number },
+): Promise<boolean> {
+  if (poisonAfter <= 0) return false;
+  const strikes = (req.strikes ??= []);
+  const at = performance.now();
+  addStrike(strikes, { marks, from, at });
+  const lookback = health.interval;
+  const grace = health.interval + health.timeout;
+  req.inFlightFailures = standingStrikes(strikes, req.serial, lookback, grace);
+  if (req.inFlightFailures < poisonAfter) return false;
+  await new Promise((r) => setTimeout(r, grace));
+  req.inFlightFailures = standingStrikes(strikes, req.serial, lookback, grace);
+  return req.inFlightFailures >= poisonAfter;
+}

@@ -1,4 +1,4 @@
-// Everything the data plane (proxy.ts) tracks about one client request while it is served: what
+// Everything the data plane (attempt-loop.ts) tracks about one client request while it is served: what
 // routing sees of it, its attempts, deadlines, migration and trace, and its id. Made once per request;
 // the attempts (attempt.ts), migration (migration-flow.ts) and the access log read it through their
 // own narrow interfaces.
@@ -123,7 +123,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   claim = 0;
   /** the engine its next attempt goes to, picked when the group refused the last one's pick */
   repicked: Upstream | Promise<Upstream> | undefined;
-  /** the engine counting this request's attempt as unstreamed (proxy.countUnstreamed); none once answered */
+  /** the engine counting this request's attempt as unstreamed (EnginePicks.countUnstreamed); none once answered */
   unstreamedOn: Upstream | undefined = undefined;
   upstreamBody: Buffer | Readable;
   /** a stream that may migrate: its plan and ledger; undefined for every other request */
@@ -153,7 +153,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly pr: RoutedRequest,
-    private readonly proxy: { sendKeepAlive(ctx: RequestContext): void },
+    private readonly loop: { sendKeepAlive(ctx: RequestContext): void },
     metrics: RouterMetrics,
     tracer: Tracer | undefined,
   ) {
@@ -195,7 +195,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   }
 
   onDeadline(kind: CtxDeadline): void {
-    if (kind === CtxDeadline.KeepAlive) return this.proxy.sendKeepAlive(this);
+    if (kind === CtxDeadline.KeepAlive) return this.loop.sendKeepAlive(this);
     this.totalTimedOut = true;
     this.cancel();
   }

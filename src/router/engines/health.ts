@@ -10,7 +10,7 @@
 // - At most `health.maxEjectionPercent` of a model's engines are out of rotation at once, so the
 //   last engines of a model stay in rotation whatever the probes say (the ejection is withheld,
 //   counted and logged). When a model has no engine in rotation anyway (never admitted, or the cap is
-//   100), the data plane routes among all of them: panic mode (../dataplane/proxy.ts).
+//   100), the data plane routes among all of them: panic mode (../dataplane/engine-picks.ts).
 // - Ejection stops new traffic only: attempts in flight on the engine finish or fail on their own
 //   (streams that can migrate and have gone silent are moved at once: ../migration/drain.ts).
 // - Draining is not failing: an engine whose /health answers 503 while its /live answers 200 (vLLM's

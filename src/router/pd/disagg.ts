@@ -5,7 +5,7 @@
 // `kv_transfer_params.do_remote_decode`; the engine computes the prompt's KV, keeps it, and answers
 // with `kv_transfer_params` saying where it is. Transport errors and 5xx answers fail over to another
 // prefill engine; a 4xx is the client's error and is relayed. 2) Decode: the ORIGINAL request, plus
-// those params, goes to a decode engine through the proxy's ordinary path, so a stream is relayed
+// those params, goes to a decode engine through the data plane's ordinary path, so a stream is relayed
 // chunk by chunk as it arrives (never buffered), with the usual failover, timeouts and SSE errors.
 // If no prefill engine can answer, the decode engine gets the request without params and computes
 // the prompt itself: slower, but answered (counted as a fallback).
@@ -45,7 +45,7 @@ export function roleOf(spec: EngineSpec): EngineRole {
   return "both";
 }
 
-/** What the prefill step reads and changes of the proxy's per-request state. */
+/** What the prefill step reads and changes of the data plane's per-request state. */
 export interface DisaggContext {
   readonly pr: RoutedRequest;
   readonly view: RequestView;
@@ -56,7 +56,7 @@ export interface DisaggContext {
   readonly totalTimedOut: boolean;
 }
 
-/** The proxy's machinery the prefill step borrows: picking under admission, and answering errors. */
+/** The data plane's machinery the prefill step borrows: picking under admission, and answering errors. */
 export interface DisaggHooks {
   /** the client's headers for upstream, without Authorization (decided per engine) */
   headers: readonly string[];
@@ -193,7 +193,7 @@ export class Disaggregation {
   /**
    * Runs the prefill step and readies the decode step: on return the request's body carries the
    * params and its candidates are the decode pool. Returns true when the request is finished
-   * (answered with an error, or the client left), false when the proxy should send the decode step.
+   * (answered with an error, or the client left), false when the data plane should send the decode step.
    */
   async prefill(ctx: DisaggContext, hooks: DisaggHooks): Promise<boolean> {
     const started = performance.now();
@@ -201,7 +201,7 @@ export class Disaggregation {
     const cfg = this.d.config();
     const parsed = ctx.pr.parsed!;
     const body = Buffer.from(JSON.stringify(prefillBody(parsed, model)));
-    // the prefill pick sees only prefill engines; the decode pick (the proxy's loop) only the others
+    // the prefill pick sees only prefill engines; the decode pick (the attempts loop) only the others
     const notPrefill = new Set<string>();
     const prefillOnly = new Set<string>();
     for (const e of this.d.registry.engines.values())

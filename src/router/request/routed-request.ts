@@ -1,6 +1,6 @@
 // A client request once the ingress has accepted it: the typed value the data plane
-// (../dataplane/proxy.ts), the prefill step (../pd/disagg.ts) and the attempts (../dataplane/attempt.ts)
-// share. It lives in its own module so that none of them imports another for its types (proxy ↔ disagg was a file cycle).
+// (../dataplane/attempt-loop.ts), the prefill step (../pd/disagg.ts) and the attempts (../dataplane/attempt.ts)
+// share. It lives in its own module so that none of them imports another for its types (loop ↔ disagg was a file cycle).
 import type { Readable } from "node:stream";
 import { HttpError } from "../../http/errors.js";
 import type { QueueAsk, QueueFlow } from "./admission.js";

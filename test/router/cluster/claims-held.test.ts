@@ -42,10 +42,10 @@ async function setup(
   const reg = router.router.registry;
   await waitUntil(() => reg.snapshot().length === roles.length, 5000, "every engine in rotation");
   const word = new HeldWord((e) => reg.takeSlot(e));
-  const proxy = router.router.proxy;
-  proxy.useClaims((host) => new WorkerSlotClaims(word, reg, host));
+  const loop = router.router.attemptLoop;
+  loop.useClaims((host) => new WorkerSlotClaims(word, reg, host));
   t.after(async () => {
-    proxy.useClaims(undefined);
+    loop.useClaims(undefined);
     await router.close();
     for (const e of engines) await e.close();
   });

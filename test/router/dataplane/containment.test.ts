@@ -16,7 +16,7 @@ import {
   type ProbeClock,
 } from "../../../src/router/engines/health.js";
 import { RetryBudget } from "../../../src/router/request/admission.js";
-import { Proxy } from "../../../src/router/dataplane/proxy.js";
+import { AttemptLoop } from "../../../src/router/dataplane/attempt-loop.js";
 import { resolveModel } from "../../../src/models/profiles.js";
 import { tokenizerForModel } from "../../../src/tokenizer/index.js";
 import { WorkCancelled } from "../../../src/eventloop/turns.js";
@@ -562,8 +562,8 @@ test("a request whose client left while the ingress awaited is counted as gone (
   const router = await routerFor([e.url]);
   // the data plane takes the request only once its connection has closed, as when the ingress
   // awaits a body parsed on a thread or a tenant's admission and the client leaves meanwhile
-  const handle = Proxy.prototype.handle;
-  Proxy.prototype.handle = function (this: Proxy, req, res, pr) {
+  const handle = AttemptLoop.prototype.handle;
+  AttemptLoop.prototype.handle = function (this: AttemptLoop, req, res, pr) {
     if (req.socket.destroyed) return handle.call(this, req, res, pr);
     return new Promise<void>((r) => req.socket.once("close", r)).then(() => handle.call(this, req, res, pr));
   };
@@ -580,7 +580,7 @@ test("a request whose client left while the ingress awaited is counted as gone (
     assert.equal(e.hits, 0, "the engine never saw it");
     s.destroy();
   } finally {
-    Proxy.prototype.handle = handle;
+    AttemptLoop.prototype.handle = handle;
     await router.close();
     await e.close();
   }

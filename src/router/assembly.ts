@@ -1,0 +1,268 @@
+// One router's rooms, wired: the registry and its health, metrics, tracing, tenancy and its gate,
+// admission, cache-aware routing, the policy, the prompt budget, the data plane, ingress and engine
+// drains, each handed what it needs of the others. Built once per router process; the HTTP edge
+// (edge/server.ts) serves with it, and a reload applies a new config to it (`reconfigure`).
+import type { IncomingMessage } from "node:http";
+import { createPolicy, policyOptions, type Policy, type PolicyName } from "../routing/index.js";
+import { AdmissionQueue, RetryBudget, type QueueLimits } from "./request/admission.js";
+import { engineSpecs, policySettingsOf, type RouterConfig } from "./config/config.js";
+import { StaticDiscovery } from "../discovery/static.js";
+import { discoverySources } from "../discovery/index.js";
+import { Tracer } from "../obs/tracing.js";
+import { logger } from "../obs/log.js";
+import { RouterMetrics } from "./telemetry/metrics.js";
+import { AccessLog } from "./telemetry/access-log.js";
+import { AttemptLoop } from "./dataplane/attempt-loop.js";
+import { IssuedIds } from "./dataplane/issued-ids.js";
+import { ResponseAffinity } from "./dataplane/response-affinity.js";
+import { Disaggregation } from "./pd/disagg.js";
+import { Registry } from "./engines/registry.js";
+import { AdapterLoader, AdapterRegistry } from "./engines/adapters.js";
+import { CacheRouting } from "./kv/cache-routing.js";
+import { EngineDrains } from "./migration/drain.js";
+import { TenancyState } from "../tenancy/state.js";
+import { RouterGate } from "../tenancy/router-gate.js";
+import { Ingress } from "./edge/ingress.js";
+import { PromptBudget } from "./edge/prompt-budget.js";
+import type { RouterGroup, RouterRooms } from "./edge/rooms.js";
+
+const log = logger("router");
+/** one line per routing decision, at debug level */
+const routeLog = logger("router.route");
+
+/**
+ * Admission-queue bounds: the tenancy block's queue when the config has one (whether or not keys are
+ * loaded yet: a keys directory can turn tenancy on without a reload), else the admission block.
+ */
+function queueLimits(cfg: RouterConfig): QueueLimits {
+  const t = cfg.tenancy?.queue;
+  if (t) return { queueSize: t.size, queueTimeout: t.timeout, perFlow: t.perTenant };
+  return { queueSize: cfg.admission.queueSize, queueTimeout: cfg.admission.queueTimeout };
+}
+
+export class RouterAssembly implements RouterRooms {
+  readonly registry: Registry;
+  readonly metrics: RouterMetrics;
+  readonly queue: AdmissionQueue;
+  readonly budget: RetryBudget;
+  readonly discovery: StaticDiscovery;
+  private currentPolicy!: Policy;
+  /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
+  readonly cache: CacheRouting;
+  readonly attemptLoop: AttemptLoop;
+  readonly accessLog: AccessLog;
+  /** OTLP span exporter; undefined when tracing is off */
+  readonly tracer: Tracer | undefined;
+  /** API keys, tenant limits, cache salts (src/tenancy); off until a key is configured */
+  readonly tenancy: TenancyState;
+  /** the tenancy gate every way in goes through: HTTP ingress and the endpoint picker (epp-glue.ts) */
+  readonly gate: RouterGate;
+  /** the edge: HTTP request → routed request or rejection */
+  readonly ingress: Ingress;
+  /** long prompts counted off the loop at the edge; tokenizers loaded at discovery */
+  private readonly prompts: PromptBudget;
+  /** engines draining: the deadline after which their requests in flight move elsewhere */
+  readonly drains: EngineDrains;
+  /** which engine made each stored response (dataplane/response-affinity.ts); a router group shares it */
+  readonly affinity: ResponseAffinity;
+  /** the token-in requests in flight by tenant, so an abort stops only the caller's own */
+  readonly issued = new IssuedIds();
+  /** set in a router worker: the process group it serves with */
+  group: RouterGroup | undefined;
+
+  constructor(private cfg: RouterConfig) {
+    this.registry = new Registry(cfg, {
+      onEject: (url, reason) => {
+        this.metrics.ejections.inc({ engine: url, reason });
+        this.drains.ejected(url);
+      },
+      onEjectWithheld: (url, reason) => this.metrics.ejectionsWithheld.inc({ engine: url, reason }),
+      onProbeExcused: (url, why) => this.metrics.probeTimeoutsExcused.inc({ engine: url, why }),
+      onPanic: (model) => this.metrics.panics.inc({ model }),
+    });
+    this.tenancy = new TenancyState(cfg.tenancy ?? {});
+    this.queue = new AdmissionQueue(queueLimits(cfg));
+    this.budget = new RetryBudget(cfg.retry);
+    this.tracer = cfg.tracing.otlpEndpoint
+      ? new Tracer({
+          endpoint: cfg.tracing.otlpEndpoint,
+          serviceName: cfg.tracing.serviceName,
+          sampleRatio: cfg.tracing.sampleRatio,
+        })
+      : undefined;
+    this.metrics = new RouterMetrics({
+      tracing: () => this.tracer,
+      forEachEngine: (fn) => {
+        for (const e of this.registry.engines.values()) {
+          if (e.draining) continue;
+          fn(e.url, {
+            healthy: e.healthy,
+            // a worker reports its own (the group's /metrics adds them up)
+            inFlight: this.group ? this.group.ownInFlight(e) : e.view.inFlight,
+            running: e.view.running,
+            waiting: e.view.waiting,
+            kv: e.view.kvUsage,
+          });
+        }
+      },
+      queueDepth: () => this.queue.depth,
+      responseIds: () => ({ size: this.affinity.size, evictions: this.affinity.evictions }),
+      sessions: () => this.ingress.sessions,
+      tenancyKeys: () => ({
+        keys: this.tenancy.keyCount,
+        stale: this.tenancy.keysError !== undefined,
+        refused: this.tenancy.keyReloads,
+      }),
+    });
+    if (cfg.lora && (cfg.lora.dir || cfg.lora.adapters.length > 0)) {
+      const adapters = new AdapterLoader(
+        new AdapterRegistry(cfg.lora.dir, cfg.lora.adapters),
+        () => this.cfg,
+        cfg.lora.maxCpuLoras,
+      );
+      this.registry.adapters = adapters;
+      this.metrics.watchAdapters(adapters.stats);
+    }
+    this.affinity = new ResponseAffinity(cfg.responses.maxIds);
+    this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
+    const m = this.metrics;
+    this.gate = new RouterGate(
+      this.tenancy,
+      {
+        finished: (t, status) => m.tenantRequests.child(t, String(status)).value++,
+        tokens: (t, kind, n) => (m.tenantTokens.child(t, kind).value += n),
+        rejected: (t, limit) => m.tenantRejected.child(t, limit).value++,
+      },
+      { contextOf: (model) => this.registry.maxModelLen(model) },
+    );
+    this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
+    this.currentPolicy = this.makePolicy(cfg);
+    this.queue.recheckMs = this.currentPolicy.recheckMs ?? 0;
+    this.registry.on("capacity", () => this.queue.kick());
+    this.prompts = new PromptBudget(this.registry, () => this.cfg);
+    // before the engine can enter rotation with these models: no request waits for a tokenizer load
+    this.registry.on("models", (e) => this.prompts.warm(e.modelCards));
+    const linesSkipped = m.accessLinesSkipped.child();
+    this.accessLog = new AccessLog(
+      () => this.cfg,
+      () => linesSkipped.value++,
+    );
+    this.attemptLoop = new AttemptLoop({
+      accessLog: this.accessLog,
+      tracer: this.tracer,
+      registry: this.registry,
+      metrics: this.metrics,
+      queue: this.queue,
+      budget: this.budget,
+      config: () => this.cfg,
+      policy: () => this.currentPolicy,
+      disagg: new Disaggregation({
+        registry: this.registry,
+        config: () => this.cfg,
+        budget: this.budget,
+        metrics: this.metrics.registry,
+        mayDebug: (req) => this.mayDebug(req),
+      }),
+      hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
+      affinity: this.affinity,
+      issued: this.issued,
+      onRouted: (req, res, view, engineUrl, requestId) => {
+        const debugLine = routeLog.isLevelEnabled("debug");
+        const header = !res.headersSent && this.mayDebug(req);
+        if (!debugLine && !header) return;
+        const note = this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.currentPolicy.name}`;
+        // with the request id its access line carries, so a decision log joins what was predicted to
+        // the TTFT that came (bench/support/decision-table.ts)
+        if (debugLine) routeLog.debug({ requestId, model: view.model, seq: view.seq, note }, "routed");
+        if (!header) return;
+        res.setHeader(
+          "x-switchyard-route",
+          note +
+            (view.sessionKey !== undefined ? `; session=${encodeURIComponent(view.sessionKey)}` : "") +
+            (this.group ? `; ${this.group.label}` : ""),
+        );
+      },
+    });
+    this.ingress = new Ingress({
+      config: () => this.cfg,
+      registry: this.registry,
+      gate: this.gate,
+      metrics: this.metrics,
+      budget: this.prompts,
+      deadlines: this.attemptLoop.deadlines,
+      policyName: () => this.currentPolicy.name,
+      accessLog: this.accessLog,
+      affinity: this.affinity,
+      issued: this.issued,
+      forward: (req, res, pr) => this.attemptLoop.handle(req, res, pr),
+    });
+    this.drains = new EngineDrains({
+      registry: this.registry,
+      config: () => this.cfg,
+      attemptsOn: (e) => this.attemptLoop.attemptsOn(e),
+    });
+    this.discovery = new StaticDiscovery(engineSpecs(cfg));
+  }
+
+  get config(): RouterConfig {
+    return this.cfg;
+  }
+
+  /** The policy new requests are routed with (the endpoint picker decides with it too). */
+  get policy(): Policy {
+    return this.currentPolicy;
+  }
+
+  /**
+   * `x-switchyard-debug: 1` from a client debug.allowHeader lets have the explanation (RouterGate.mayDebug);
+   * anyone else's changes nothing in the answer.
+   */
+  mayDebug(req: IncomingMessage): boolean {
+    if (req.headers["x-switchyard-debug"] !== "1") return false;
+    return this.gate.mayDebug(this.cfg.debug.allowHeader, req.headers["x-switchyard-debug-key"]);
+  }
+
+  private makePolicy(cfg: RouterConfig): Policy {
+    return createPolicy(
+      cfg.policy as PolicyName,
+      policyOptions(policySettingsOf(cfg), { cache: this.cache }),
+    );
+  }
+
+  async start(): Promise<void> {
+    // a router worker's engines come from its primary (src/router/cluster)
+    if (this.registry.leader) return this.cache.start();
+    await this.registry.addSource(this.discovery);
+    // Kubernetes / file discovery (not hot-reloaded: a mode change needs a restart)
+    for (const src of discoverySources(this.cfg.discovery)) await this.registry.addSource(src);
+    this.registry.startLoops();
+    await this.cache.start();
+  }
+
+  /** Applies a new configuration to new requests; in-flight ones finish under the old one. */
+  reconfigure(cfg: RouterConfig): void {
+    // first: reading a new keys directory may fail, and a failed reload must change nothing
+    this.tenancy.apply(cfg.tenancy ?? {});
+    this.cfg = cfg;
+    this.cache.setConfig(cfg);
+    this.prompts.reset();
+    this.currentPolicy = this.makePolicy(cfg);
+    this.queue.recheckMs = this.currentPolicy.recheckMs ?? 0;
+    this.queue.setLimits(queueLimits(cfg));
+    this.budget.setOptions(cfg.retry);
+    this.affinity.setCap(cfg.responses.maxIds);
+    this.registry.setConfig(cfg);
+    this.discovery.update(engineSpecs(cfg));
+    log.info({ backends: cfg.backends.length, policy: cfg.policy }, "configuration applied");
+  }
+
+  /** After the HTTP server closed: what is still queued is dropped, then every room stops. */
+  async close(): Promise<void> {
+    this.queue.clear();
+    this.drains.close();
+    this.accessLog.close();
+    await this.cache.close();
+    await this.registry.close();
+    await this.tracer?.shutdown();
+  }
+}
