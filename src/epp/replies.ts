@@ -31,11 +31,15 @@ export function streamed(
 }
 
 /** Full duplex: the body as streamed chunks of at most BODY_CHUNK_BYTES, the last one marked if `last`. */
-export function sendBodyChunks(send: (resp: ProcessingResponse) => void, body: Buffer, last: boolean): void {
-  if (body.length === 0) send(streamed("requestBody", body, last));
+export function sendBodyChunks(
+  sink: { send(resp: ProcessingResponse): void },
+  body: Buffer,
+  last: boolean,
+): void {
+  if (body.length === 0) sink.send(streamed("requestBody", body, last));
   for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
     const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
-    send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
+    sink.send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
   }
 }
 

@@ -252,7 +252,7 @@ export class ExtProcStream {
 
   /** Full duplex: the body goes back as streamed chunks after the headers response, then trailers. */
   private sendBody(body: Buffer): void {
-    sendBodyChunks((resp) => this.sink.send(resp), body, !this.sawRequestTrailers);
+    sendBodyChunks(this.sink, body, !this.sawRequestTrailers);
     if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
   }
 

@@ -2,7 +2,7 @@
 // KV-event index when the engine's events flow and its hashes can be reproduced (block size and hash
 // algorithm from vllm:cache_config_info, vLLM version from /version, hash seed from config, the model's
 // tokenizer; an engine that has computed no prompt has published nothing, and its empty index is right:
-// subscriptions.ts), and from the approximate prefix index otherwise — saying which, and why, in
+// fallback.ts), and from the approximate prefix index otherwise — saying which, and why, in
 // metrics and logs. Where the events come from is KvSubscriptions' business (subscriptions.ts); the
 // metrics are in metrics.ts; the silent-miss watchdog (watchdog.ts) reads the registry's own /metrics
 // scrapes. A prompt is hashed as each engine hashes it (prompt-hashes.ts); `predictive` prices a prefix
