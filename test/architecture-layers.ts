@@ -274,8 +274,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     ],
     // the shared cache servers' chunk index, the pricing of every tier by its load time, and the
     // offload tiers whose blocks are not the GPU's (LMCache's multiprocess server's chunks), and
-    // hashing each engine as its release does (seed, extra-key form, hash unit)
-    lines: 3000,
+    // hashing each engine as its release does (seed, extra-key form, hash unit); the oracle and the
+    // subscriptions split into one module per job (prompt hashes, tier pricing, sources, fallback, keys)
+    lines: 3250,
   },
   "src/router/dataplane": {
     imports: [

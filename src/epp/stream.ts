@@ -18,23 +18,24 @@
 // limits are applied once the body is in (429 before any engine slot is taken), and the body gets
 // the tenant's cache_salt before the routing view is built, so the KV-aware policy hashes what the
 // engine will. The tenant's key stops here, as it stops at the router: the engine gets its own key.
+// What the answers hold (destination, refusal, streamed body) is replies.ts's.
 import { randomUUID } from "node:crypto";
-import { HttpError, errorBody } from "../http/errors.js";
+import { HttpError } from "../http/errors.js";
 import { logger } from "../obs/log.js";
 import type { RequestView } from "../routing/index.js";
 import type { TenantRequest } from "../tenancy/request.js";
 import type { Tenant } from "../tenancy/state.js";
-import {
-  BodySendMode,
-  type CommonResponse,
-  type MetadataStruct,
-  type ProcessingRequest,
-  type ProcessingResponse,
-} from "./messages.js";
+import { BodySendMode, type ProcessingRequest, type ProcessingResponse } from "./messages.js";
 import { endpointOf, type EndpointPicker, type Picked } from "./picker.js";
 import {
-  DESTINATION_KEY,
-  DESTINATION_NAMESPACE,
+  destinationResponse,
+  modeName,
+  noBodyForTenant,
+  refusalResponse,
+  sendBodyChunks,
+  streamed,
+} from "./replies.js";
+import {
   parseInference,
   readHead,
   readServed,
@@ -46,17 +47,6 @@ import type { InferenceRequest } from "./request.js";
 import type { IssuedRequest, PathRule, RoutingHost, Slot, StoredResponse } from "./types.js";
 
 const log = logger("epp");
-
-/** Envoy caps a streamed body chunk at 64 KiB in some builds: stay under it (as GIE's EPP does). */
-export const BODY_CHUNK_BYTES = 62_000;
-
-/** The answer to a tenant's JSON-bodied request through a gateway that sends the picker no body. */
-function noBodyForTenant(): HttpError {
-  return new HttpError(
-    501,
-    "request_body_mode NONE sends the endpoint picker no body, and with tenant keys the router must read a JSON body before it is routed (cache isolation, stored-response owners, usage): set the gateway's processing_mode request_body_mode to FULL_DUPLEX_STREAMED (the GIE contract) or BUFFERED",
-  );
-}
 
 /** gRPC status codes this file ends streams with. */
 export const enum GrpcCode {
@@ -91,10 +81,6 @@ const enum Stage {
   /** request phase answered; passing the response through */
   Response,
   Done,
-}
-
-function modeName(m: number): string {
-  return ["NONE", "STREAMED", "BUFFERED", "BUFFERED_PARTIAL", "FULL_DUPLEX_STREAMED", "GRPC"][m] ?? String(m);
 }
 
 export class ExtProcStream {
@@ -266,12 +252,7 @@ export class ExtProcStream {
 
   /** Full duplex: the body goes back as streamed chunks after the headers response, then trailers. */
   private sendBody(body: Buffer): void {
-    const last = !this.sawRequestTrailers;
-    if (body.length === 0) this.sink.send(streamed("requestBody", body, last));
-    for (let off = 0; off < body.length; off += BODY_CHUNK_BYTES) {
-      const end = Math.min(body.length, off + BODY_CHUNK_BYTES);
-      this.sink.send(streamed("requestBody", body.subarray(off, end), last && end === body.length));
-    }
+    sendBodyChunks(this.sink, body, !this.sawRequestTrailers);
     if (this.sawRequestTrailers) this.sink.send({ kind: "requestTrailers" });
   }
 
@@ -442,32 +423,21 @@ export class ExtProcStream {
     this.sendBody(body);
   }
 
-  /** The header and the dynamic metadata naming the endpoints, identical as the contract requires. */
+  /** The header and the dynamic metadata naming the endpoints (replies.ts). */
   private destination(
     kind: "requestHeaders" | "requestBody",
     endpoints: readonly string[],
     extra: ReadonlyArray<readonly [string, string]> = [],
     replaceBody?: Buffer,
   ): ProcessingResponse {
-    const value = endpoints.join(",");
-    const md: MetadataStruct = { [DESTINATION_NAMESPACE]: { [DESTINATION_KEY]: value } };
-    const setHeaders: Array<readonly [string, string]> = [[DESTINATION_KEY, value], ...extra];
-    // only what the router's HTTP edge relays: the client's other headers are removed, its
-    // X-Request-Id among them (vLLM names the request by it), and the picker's own id is set
-    let removeHeaders: string[] | undefined = this.head?.dropped.length ? [...this.head.dropped] : undefined;
-    if (this.host.upstreamHeaders) setHeaders.push(["x-request-id", this.upstreamId]);
-    // the router's upstream rule, for the primary engine: its key, else the client's when tenancy
-    // did not consume it; a tenant's key never reaches an engine
-    const client = this.tenant ? undefined : this.head?.authorization;
-    const engineId = this.picker.engineAt(endpoints[0]!);
-    const auth = engineId !== undefined ? this.host.upstreamAuthorization(engineId, client) : client;
-    if (auth !== undefined) {
-      if (auth !== this.head?.authorization) setHeaders.push(["authorization", auth]);
-    } else if (this.head?.authorization !== undefined) (removeHeaders ??= []).push("authorization");
-    // the admin key a debugging client sent stops here, as it does at the router's HTTP edge
-    if (this.head?.debugKey !== undefined) (removeHeaders ??= []).push("x-switchyard-debug-key");
-    const common: CommonResponse = { setHeaders, removeHeaders, clearRouteCache: true, replaceBody };
-    return { kind, common, dynamicMetadata: md };
+    const ctx = {
+      head: this.head,
+      tenant: this.tenant !== undefined,
+      upstreamId: this.upstreamId,
+      host: this.host,
+      engineAt: (endpoint: string) => this.picker.engineAt(endpoint),
+    };
+    return destinationResponse(kind, endpoints, ctx, extra, replaceBody);
   }
 
   private onResponseHeaders(msg: ProcessingRequest): void {
@@ -543,11 +513,7 @@ export class ExtProcStream {
     if (status === 429 && !byTenantLimits) this.host.metrics.rejected.inc({ reason: "queue" });
     // refused before admission: counted for the tenant here, as ingress does (the gate counts its own)
     if (!this.admitted && !byTenantLimits) this.host.gate.refused(this.tenant, status);
-    const message = e?.message ?? "internal endpoint picker error";
-    const body = Buffer.from(errorBody(status, message, e?.param ?? null, e?.type));
-    const headers: Array<readonly [string, string]> = [["content-type", "application/json"]];
-    for (const [k, v] of Object.entries(e?.headers ?? {})) headers.push([k, v]);
-    this.sink.send({ kind: "immediate", status, headers, body, details: `switchyard_epp_${status}` });
+    this.sink.send(refusalResponse(e, status));
     this.finish(status);
     this.sink.end();
   }
@@ -600,12 +566,4 @@ export class ExtProcStream {
     );
     if (this.engine !== "none") m.forModel(this.model).e2e.observe((performance.now() - this.started) / 1000);
   }
-}
-
-function streamed(
-  kind: "requestBody" | "responseBody",
-  body: Buffer,
-  endOfStream: boolean,
-): ProcessingResponse {
-  return { kind, common: { streamed: { body, endOfStream } } };
 }

@@ -9,7 +9,7 @@
 // began first goes first, and one waiting slice runs per turn: a turn holds at most one of them
 // however many requests are tokenising, and the first of a burst of requests is routed first instead
 // of all of them finishing together at its end. A caller whose work runs long re-enters the line as
-// new work (src/tokenizer/family-tokenizer.ts, src/router/kv/cache-routing.ts), so one huge prompt
+// new work (src/tokenizer/family-tokenizer.ts, src/router/kv/prompt-hashes.ts), so one huge prompt
 // takes turns with those after it. The tokenizer's slices and the router's hashing wait in this one
 // line, which is why it lives on the ground floor rather than in either of them.
 //

@@ -13,7 +13,7 @@ import { logger } from "../obs/log.js";
 import type { TenantLimits } from "./config.js";
 import { splitLimits, type LimitName } from "./buckets.js";
 import { LocalLimiter, limitError, type Grant, type Limiter, type Usage } from "./limiter.js";
-import { RespClient, RespError, type RespValue } from "./resp.js";
+import { RedisConnection } from "./redis-connection.js";
 
 const log = logger("tenancy");
 
@@ -135,7 +135,7 @@ export interface RedisLimiterOptions {
 }
 
 export class RedisLimiter implements Limiter {
-  private readonly client: RespClient;
+  private readonly client: RedisConnection;
   readonly fallback: Limiter;
   private lastErrorLog = 0;
   /** Redis failures seen (tests, metrics) */
@@ -146,7 +146,7 @@ export class RedisLimiter implements Limiter {
   private closed = false;
 
   constructor(private opts: RedisLimiterOptions) {
-    this.client = new RespClient({ url: opts.url, timeout: opts.timeout });
+    this.client = new RedisConnection({ url: opts.url, timeout: opts.timeout });
     this.fallback = opts.fallback ?? new LocalLimiter();
   }
 
@@ -173,7 +173,7 @@ export class RedisLimiter implements Limiter {
       return free;
     }
     const leaseId = limits.maxConcurrent > 0 ? randomBytes(12).toString("base64url") : undefined;
-    let reply: RespValue;
+    let reply: unknown;
     try {
       reply = await this.eval(
         admitScript,
@@ -236,7 +236,7 @@ export class RedisLimiter implements Limiter {
       grant.promptReserved = promptEstimate;
       return;
     }
-    let reply: RespValue;
+    let reply: unknown;
     try {
       reply = await this.eval(
         reserveScript,
@@ -300,10 +300,12 @@ export class RedisLimiter implements Limiter {
 
   private removeLease(key: string, leaseId: string): void {
     // ZREM is idempotent, so a retry after a reply that was lost (timeout) does no harm
-    this.client.command("ZREM", key, leaseId).catch((err: Error) => {
-      this.logError("release", err);
-      this.keepForRetry(key, leaseId);
-    });
+    this.client
+      .run((redis) => redis.zrem(key, leaseId))
+      .catch((err: Error) => {
+        this.logError("release", err);
+        this.keepForRetry(key, leaseId);
+      });
   }
 
   private keepForRetry(key: string, leaseId: string): void {
@@ -328,7 +330,7 @@ export class RedisLimiter implements Limiter {
 
   /** Resolves once every command sent so far has been answered (tests). */
   async flush(): Promise<void> {
-    await this.client.command("PING");
+    await this.client.run((redis) => redis.ping());
   }
 
   async close(): Promise<void> {
@@ -336,7 +338,7 @@ export class RedisLimiter implements Limiter {
     clearInterval(this.retryTimer);
     this.retryTimer = undefined;
     this.unreleased.clear();
-    await this.client.close();
+    this.client.close();
   }
 
   private bucketsKey(tenant: string): string {
@@ -348,12 +350,16 @@ export class RedisLimiter implements Limiter {
     return `${this.opts.prefix}{${tenant}}:c`;
   }
 
-  private async eval(script: Script, keys: string[], args: (string | number)[]): Promise<RespValue> {
-    let r = await this.client.command("EVALSHA", script.sha, keys.length, ...keys, ...args);
-    if (r instanceof RespError && r.message.startsWith("NOSCRIPT"))
-      r = await this.client.command("EVAL", script.body, keys.length, ...keys, ...args);
-    if (r instanceof RespError) throw r;
-    return r;
+  /** Runs a script by its digest, sending its body only when this Redis does not hold it yet. */
+  private eval(script: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
+    return this.client.run(async (redis) => {
+      try {
+        return await redis.evalsha(script.sha, keys.length, ...keys, ...args);
+      } catch (err) {
+        if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
+        return await redis.eval(script.body, keys.length, ...keys, ...args);
+      }
+    });
   }
 
   private async onFailure(

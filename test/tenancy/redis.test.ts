@@ -5,7 +5,7 @@ import { HttpError } from "../../src/http/errors.js";
 import { freePort } from "../../bench/support/cli.js";
 import { RedisLimiter } from "../../src/tenancy/redis-limiter.js";
 import { LocalLimiter, type Grant } from "../../src/tenancy/limiter.js";
-import { RespClient, RespError } from "../../src/tenancy/resp.js";
+import { RedisConnection, RedisUnavailable } from "../../src/tenancy/redis-connection.js";
 import { redisSkip, startRedis, type RedisProc } from "./redis-server.js";
 
 const skip = redisSkip();
@@ -50,22 +50,60 @@ async function outcome<T = Grant>(p: Promise<T>): Promise<T | HttpError> {
   }
 }
 
-test("RESP client: commands, pipelining, errors, bulk and arrays", { skip }, async () => {
-  const c = new RespClient({ url: redis.url });
-  assert.equal(await c.command("PING"), "PONG");
-  const big = "x".repeat(100_000);
-  const replies = await Promise.all([
-    c.command("SET", "k", big),
-    c.command("GET", "k"),
-    c.command("GET", "missing"),
-  ]);
-  assert.deepEqual(replies, ["OK", big, null]);
-  assert.ok((await c.command("NOSUCHCOMMAND")) instanceof RespError);
-  await c.command("RPUSH", "l", "a", "b", 3);
-  assert.deepEqual(await c.command("LRANGE", "l", 0, -1), ["a", "b", "3"]);
-  assert.equal(await c.command("INCR", "n"), 1);
-  await c.close();
-});
+test(
+  "the Redis connection: commands pipelined and answered in order, an error reply rejects its command alone",
+  { skip },
+  async () => {
+    const c = new RedisConnection({ url: redis.url });
+    assert.equal(await c.run((r) => r.ping()), "PONG");
+    const big = "x".repeat(100_000);
+    const replies = await Promise.all([
+      c.run((r) => r.set("k", big)),
+      c.run((r) => r.get("k")),
+      c.run((r) => r.get("missing")),
+    ]);
+    assert.deepEqual(replies, ["OK", big, null]);
+    await assert.rejects(
+      c.run((r) => r.call("NOSUCHCOMMAND")),
+      /unknown command/i,
+    );
+    await c.run((r) => r.rpush("l", "a", "b", 3));
+    assert.deepEqual(await c.run((r) => r.lrange("l", 0, -1)), ["a", "b", "3"]);
+    assert.equal(await c.run((r) => r.incr("n")), 1);
+    c.close();
+    await assert.rejects(
+      c.run((r) => r.ping()),
+      RedisUnavailable,
+    );
+  },
+);
+
+test(
+  "a Redis that refuses connections: commands fail, then fail at once while the client waits to reconnect",
+  { skip },
+  async () => {
+    const port = await freePort(); // nothing listens
+    const c = new RedisConnection({ url: `redis://127.0.0.1:${port}`, timeout: 200 });
+    await assert.rejects(c.run((r) => r.ping()));
+    // once an attempt has failed the client waits a second before the next: meanwhile nothing is sent
+    const deadline = Date.now() + 30_000; // timing-ok: a hang guard, polled
+    for (;;) {
+      const err = await c
+        .run((r) => r.ping())
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      if (err instanceof RedisUnavailable) {
+        assert.match(err.message, /reconnecting/);
+        break;
+      }
+      assert.ok(Date.now() < deadline, `never refused at once: ${String(err)}`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    c.close();
+  },
+);
 
 test("two replicas share one requests-per-minute limit exactly", { skip }, async () => {
   const prefix = `share${prefixN++}:`;

@@ -1,122 +1,30 @@
 // Where each engine's KV events come from, following the registry: a SUB socket connected to the
 // engine's publisher (connect mode), or the router's one bound collector that engines publish to
-// (collector mode, `routing.kvEvents.bind`). Per engine it tracks whether the events can be used for
-// routing — and why not: no source, a hash the router cannot reproduce, a vLLM too old, no events yet,
-// events held until the publisher confirms them — and drops what the index holds for an engine whose
-// view can no longer be trusted (cache reset, restart, lost events, ejection, removal): a restart or a
-// loss only once the publisher's own stream confirms it, never on one message's word (sequencer.ts).
-// With `routing.kvEvents.curve` every socket it opens is CURVE (a subscription believes only the
-// publisher holding the server key's secret; the collector lets in only the listed publishers); without
-// it, an endpoint beyond this host is taken in plain and said once, unless `plain: true` says it is meant.
+// (collector mode, `routing.kvEvents.bind`), or what the engine's `/kv_event_sources` says. It drops
+// what the index holds for an engine whose view can no longer be trusted (cache reset, restart, lost
+// events, ejection, removal): a restart or a loss only once the publisher's own stream confirms it,
+// never on one message's word (sequencer.ts). Sources are kv-source.ts's, the CURVE keys on every
+// socket subscription-keys.ts's, and why an engine is routed by prefix instead fallback.ts's.
 import { KvEventCollector, urlAddresses } from "../../kvevents/collector.js";
-import {
-  curveClientFor,
-  endpointIsLocal,
-  engineKeyFor,
-  loadCurveKeys,
-  withEnginePublishers,
-  type CurveClient,
-  type CurveKeys,
-} from "../../kvevents/curve.js";
+import { withEnginePublishers, type CurveClient, type CurveKeys } from "../../kvevents/curve.js";
 import type { StreamOptions } from "../../kvevents/sequencer.js";
 import { KvEventSubscriber } from "../../kvevents/subscriber.js";
-import { versionAtLeast } from "../../kvevents/versions.js";
 import { logger } from "../../obs/log.js";
 import type { PrefixOracle } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
 import { UpstreamHttpError } from "../engines/engine-get.js";
-import type { BackendKvEvents } from "../config/kv.js";
 import type { KvIndex } from "./kv-index.js";
 import { MAX_SOURCES_BYTES, parseKvEventSources } from "./event-sources.js";
+import { noteScrape, updateFallback, type FallbackRules } from "./fallback.js";
+import { kvSourceFor, newEngineKv, type EngineKv } from "./kv-source.js";
+import { SubscriptionKeys } from "./subscription-keys.js";
 
 const log = logger("router.cache");
 
 /** an engine that did not answer /kv_event_sources is asked again after this long */
 const SOURCES_RETRY_MS = 30_000;
-/** endpoints warned about (plain beyond this host, CURVE without a server key) at most, then silent */
-const MAX_WARNED_ENDPOINTS = 1024;
-
-/** Where one engine's events come from. */
-export type KvSource =
-  /** `ranks`: the publishers of the engine's other data-parallel ranks (its /kv_event_sources) */
-  | ({ mode: "connect"; ranks?: BackendKvEvents[] } & BackendKvEvents)
-  /** the engine publishes to our collector; replay (its ROUTER endpoint) if it has one */
-  | { mode: "collect"; replay: string | undefined };
-
-/** scrapes in a row with computed prompts and no KV event before an engine's silence is warned of */
-const QUIET_SCRAPES = 3;
-
-export interface EngineKv {
-  url: string;
-  source: KvSource | undefined;
-  /** connect mode: our SUB socket to the engine */
-  sub: KvEventSubscriber | undefined;
-  /** collect mode: attached to the collector */
-  collecting: boolean;
-  /** at least one batch delivered since (re)subscribing */
-  flowing: boolean;
-  /** a publisher socket of the engine failed the CURVE handshake since (re)subscribing */
-  refused: boolean;
-  version: string | undefined;
-  versionAsked: boolean;
-  /** why the engine is routed by prefix instead of KV events (null: it is not) */
-  fallback: string | null;
-  healthy: boolean;
-  /** streams (one per data-parallel rank) holding batches until their publisher confirms a jump or a restart */
-  unconfirmed: number;
-  /** configured (backend, discovery entry, derive rule, collector), read from the engine, or none */
-  origin: "explicit" | "discovered" | "none";
-  /** SUB sockets to the engine's other data-parallel ranks (discovered sources) */
-  rankSubs: KvEventSubscriber[];
-  /** when to ask the engine's /kv_event_sources (performance.now(); Infinity: not again) */
-  sourcesAskAt: number;
-  /** scrapes in a row that showed computed prompts and no event yet (warned once at QUIET_SCRAPES) */
-  quietScrapes: number;
-}
-
-/**
- * Where the engine at `url` publishes: its configured `kvEvents` (connect); else, in collector mode, the
- * collector (with a replay endpoint from discovery or the derive rule); else the endpoint discovery
- * found (pod annotation, file entry); else the derive rule.
- */
-export function kvSourceFor(
-  url: string,
-  cfg: RouterConfig,
-  discovered?: { endpoint: string; replay?: string | undefined; topic?: string | undefined },
-): KvSource | undefined {
-  const i = cfg.backends.findIndex((b) => b.url === url);
-  const b = i >= 0 ? cfg.backends[i] : undefined;
-  const explicit = (b as { kvEvents?: BackendKvEvents } | undefined)?.kvEvents;
-  if (explicit) return { mode: "connect", ...explicit };
-  const kv = cfg.routing.kvEvents;
-  const d = kv.derive;
-  const off = d?.byIndex ? i : 0;
-  const host = new URL(url).hostname;
-  const derivedReplay =
-    d && d.replayPort !== undefined && !(d.byIndex && i < 0)
-      ? `tcp://${host}:${d.replayPort + off}`
-      : undefined;
-  if (kv.bind) return { mode: "collect", replay: discovered?.replay ?? derivedReplay };
-  // engines found by Kubernetes or file discovery carry their endpoint (pod annotation / file entry)
-  if (discovered) {
-    return {
-      mode: "connect",
-      endpoint: discovered.endpoint,
-      replay: discovered.replay,
-      topic: discovered.topic ?? kv.topic,
-    };
-  }
-  if (!d || (d.byIndex && i < 0)) return undefined;
-  return {
-    mode: "connect",
-    endpoint: `tcp://${host}:${d.port + off}`,
-    replay: derivedReplay,
-    topic: kv.topic,
-  };
-}
-
 export interface SubscriptionsDeps {
   registry: Registry;
   kv: KvIndex;
@@ -137,93 +45,28 @@ export class KvSubscriptions {
   private bindFailureLogged: string | undefined;
   /** engines whose /kv_event_sources could not be read, said once each */
   private readonly sourcesFailedOnce = new Set<string>();
-  /** the router's CURVE keys (routing.kvEvents.curve), null: plain */
-  private curve: CurveKeys | null = null;
-  /** the keys as last loaded, to see a rotation (in memory only) */
-  private curveSeen = "null";
-  private readonly warned = new Set<string>();
+  /** the router's CURVE keys (routing.kvEvents.curve) on every socket it opens */
+  private readonly keys: SubscriptionKeys;
 
   constructor(
     private readonly d: SubscriptionsDeps,
     private cfg: RouterConfig,
   ) {
-    const files = cfg.routing.kvEvents.curve;
-    this.curve = files ? loadCurveKeys(files) : null;
-    this.curveSeen = fingerprint(this.curve);
+    this.keys = new SubscriptionKeys(cfg, () => this.cfg.routing.kvEvents.plain);
   }
 
-  /**
-   * Re-reads the key files (a reload after a rotated Secret); true when the keys changed. A file that
-   * cannot be read now keeps the keys in use: the config's own check would have refused the reload,
-   * so this is a file changed in between.
-   */
-  private reloadCurve(cfg: RouterConfig): boolean {
-    const files = cfg.routing.kvEvents.curve;
-    let next: CurveKeys | null;
-    try {
-      next = files ? loadCurveKeys(files) : null;
-    } catch (err) {
-      log.error({ err: (err as Error).message }, "KV-event CURVE keys not reloaded; keeping the keys in use");
-      return false;
-    }
-    const seen = fingerprint(next);
-    if (seen === this.curveSeen) return false;
-    this.curve = next;
-    this.curveSeen = seen;
-    return true;
+  /** what the fallback judgement reads besides the engine */
+  private rules(): FallbackRules {
+    return { mode: this.d.mode(), minVllmVersion: this.cfg.routing.minVllmVersion };
   }
 
-  /** Says a thing about an endpoint once (bounded: a fleet of ten thousand engines says the first thousand). */
-  private warnOnce(key: string, fn: () => void): void {
-    if (this.warned.has(key) || this.warned.size >= MAX_WARNED_ENDPOINTS) return;
-    this.warned.add(key);
-    fn();
-  }
-
-  /** A plain KV-event endpoint beyond this host, without `routing.kvEvents.plain`: said once. */
-  private warnPlain(endpoint: string, what: string): void {
-    if (this.cfg.routing.kvEvents.plain || endpointIsLocal(endpoint)) return;
-    this.warnOnce(`plain ${endpoint}`, () =>
-      log.warn(
-        { endpoint },
-        `${what} without authentication: any process that reaches it can publish KV events as an engine and steer routing. ` +
-          "Keep it on a private network (vLLM's publisher cannot do CURVE) and set routing.kvEvents.plain: true to say so, " +
-          "or give Switchyard's publishers and the router CURVE keys (routing.kvEvents.curve)",
-      ),
-    );
-  }
-
-  /**
-   * How to reach one publisher: CURVE with its server key, plain (no keys, or a backend marked plain),
-   * or undefined when the router has keys but none for this publisher (it is not subscribed to: taking
-   * it in plain would undo the keys).
-   */
-  private clientSecurity(
-    endpoint: string,
-    src: { serverKey?: string | undefined; plain?: boolean | undefined },
-    url: string,
-  ): CurveClient | null | undefined {
-    const keys = this.curve;
-    // the engine's own key (its backend's kvEvents.serverKey, or engines.keys) binds its events to
-    // the holder of that engine's secret; the shared server key only where neither names one
-    const choice = curveClientFor(keys, src, keys ? engineKeyFor(keys, url) : undefined);
-    if (choice.mode === "curve") return choice.curve;
-    if (choice.mode === "plain") {
-      if (!src.plain) this.warnPlain(endpoint, `KV events from ${endpoint} are taken`);
-      return null;
-    }
-    this.warnOnce(`nokey ${endpoint}`, () =>
-      log.error(
-        { endpoint, keys: keys?.source },
-        "not subscribed to KV events: the router has CURVE keys but no server key for this publisher (its line in engines.keys, the backend's kvEvents.serverKey, or server.key; kvEvents.plain for an engine that cannot do CURVE)",
-      ),
-    );
-    return undefined;
+  private updateFallback(st: EngineKv, e: Upstream): void {
+    updateFallback(st, e, this.rules());
   }
 
   /** the router's CURVE keys (routing.kvEvents.curve), null: plain; a new object whenever they change */
   get curveKeys(): CurveKeys | null {
-    return this.curve;
+    return this.keys.keys;
   }
 
   /** the bound collector, once bound (collector mode only) */
@@ -234,7 +77,7 @@ export class KvSubscriptions {
   setConfig(cfg: RouterConfig): void {
     this.cfg = cfg;
     // new keys: every socket is made again with them
-    if (this.reloadCurve(cfg)) {
+    if (this.keys.reload(cfg)) {
       for (const st of this.states.values()) void this.unsubscribe(st);
       void this.dropCollector();
     }
@@ -261,14 +104,15 @@ export class KvSubscriptions {
     if (!this.collectorP) {
       this.bound = ep;
       const maxMessageBytes = this.cfg.routing.kvEvents.maxMessageBytes;
-      if (!this.curve) this.warnPlain(ep, `the KV-event collector at ${ep} takes messages`);
+      const routerKeys = this.keys.keys;
+      if (!routerKeys) this.keys.warnPlain(ep, `the KV-event collector at ${ep} takes messages`);
       // ipc is reached through the file system, not the network: a router worker's private endpoint,
       // fed by its primary's relay (which holds the keys), stays plain
-      const keys = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : this.curve;
+      const keys = ep.startsWith("ipc://") || ep.startsWith("inproc://") ? null : routerKeys;
       // the publishers let in: clients.keys and every engine's own key (engines.keys)
       const curve = keys && withEnginePublishers(keys);
       // behind a relay (ipc) the socket is plain, yet engines' signatures are checked with the router's keys
-      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve, identity: this.curve }).then(
+      this.collectorP = KvEventCollector.bind(ep, { maxMessageBytes, curve, identity: routerKeys }).then(
         (c) => {
           if (this.closed || this.bound !== ep) {
             void c.close();
@@ -330,23 +174,7 @@ export class KvSubscriptions {
       let st = this.states.get(e.url);
       if (!st) {
         const source = kvSourceFor(e.url, this.cfg, e.spec.kvEvents);
-        st = {
-          url: e.url,
-          source,
-          origin: source ? "explicit" : "none",
-          rankSubs: [],
-          sourcesAskAt: 0,
-          sub: undefined,
-          collecting: false,
-          flowing: false,
-          refused: false,
-          quietScrapes: 0,
-          version: undefined,
-          versionAsked: false,
-          fallback: "starting",
-          healthy: false,
-          unconfirmed: 0,
-        };
+        st = newEngineKv(e.url, source);
         this.states.set(e.url, st);
       }
       if (st.healthy && !e.healthy) {
@@ -437,14 +265,12 @@ export class KvSubscriptions {
       }
       if (!c || st.collecting || !this.states.has(st.url)) return;
       st.flowing = false;
-      // the engine's replay socket is CURVE like its publisher: believed with the publishers' key
-      const replayKey = this.curve ? (engineKeyFor(this.curve, st.url) ?? this.curve.serverKey) : null;
-      const replayCurve = this.curve && replayKey ? { keys: this.curve, serverKey: replayKey } : null;
+      const replayCurve = this.keys.replayCurve(st.url);
       c.attach(
         {
           id: st.url,
           addresses: urlAddresses(st.url),
-          publicKey: this.curve ? engineKeyFor(this.curve, st.url) : undefined,
+          publicKey: this.keys.engineKey(st.url),
         },
         this.streamOptions(st, src.replay, replayCurve),
       );
@@ -453,7 +279,7 @@ export class KvSubscriptions {
       return;
     }
     if (st.sub) return;
-    const curve = this.clientSecurity(src.endpoint, src, st.url);
+    const curve = this.keys.clientSecurity(src.endpoint, src, st.url);
     if (curve === undefined) return;
     st.flowing = false;
     st.refused = false;
@@ -472,7 +298,7 @@ export class KvSubscriptions {
       );
       // the other data-parallel ranks: each its own socket and sequence, all into the engine's entries
       for (const r of src.ranks ?? []) {
-        const rankCurve = this.clientSecurity(r.endpoint, { ...r, plain: src.plain }, st.url);
+        const rankCurve = this.keys.clientSecurity(r.endpoint, { ...r, plain: src.plain }, st.url);
         if (rankCurve === undefined) continue;
         st.rankSubs.push(
           await KvEventSubscriber.create({
@@ -581,33 +407,6 @@ export class KvSubscriptions {
     return { origin: st.origin, endpoints: [src.endpoint, ...(src.ranks ?? []).map((r) => r.endpoint)] };
   }
 
-  /** Why this engine cannot be routed by its KV events right now (null: it can). */
-  private kvBlocker(st: EngineKv, e: Upstream): string | null {
-    if (this.d.mode() === "prefix") return "policy-prefix";
-    if (!st.source) return "no-kv-events-endpoint";
-    const cc = e.load.cacheConfig;
-    if (!cc) return "no-cache-config";
-    const algo = cc.prefix_caching_hash_algo;
-    if (algo !== "sha256_cbor") return `hash-algo-${algo ?? "unknown"}`;
-    if (cc.enable_prefix_caching === "False") return "prefix-caching-off";
-    if (!e.view.blockSize) return "no-block-size";
-    if (st.version === undefined) return "version-unknown";
-    if (!versionAtLeast(st.version, this.cfg.routing.minVllmVersion)) return `version-${st.version}`;
-    if (!st.sub && !st.collecting) return "not-subscribed";
-    // Silence from a publisher whose handshake failed is not an empty cache: nothing it sends is taken
-    if (!st.flowing && st.refused) return "handshake-refused";
-    // An engine that has computed no prompt has published no event: its silence is an empty cache, and
-    // its empty index says so exactly. Counted as unknown, its room did not count and a miss sent there
-    // was priced as pushing out its own size, so a fresh engine (started, scaled up, or passed over by
-    // the first prompts) drew no new prefix while the others held one (live, 4 engines, agent sessions
-    // sharing a 2,000-token prompt at 1.2 req/s: one engine got no prompt for 20 s). Once its own
-    // counters show a prompt (vllm:prefix_cache_queries, as last scraped) and no event has come, it is
-    // routed by the approximate index.
-    if (!st.flowing && e.load.prefixCacheQueries !== 0) return "no-events-yet";
-    if (st.unconfirmed > 0) return "events-unconfirmed";
-    return null;
-  }
-
   /**
    * An engine's /metrics were just read: whether it is routed by its events may have changed with them
    * (its counters show its first prompt, its cache config arrived), so it is judged now, not at the next
@@ -617,14 +416,7 @@ export class KvSubscriptions {
     const st = this.states.get(e.url);
     if (!st) return;
     this.updateFallback(st, e);
-    // its first events may come a moment after its counters show the prompt, so silence is a fault only
-    // once it lasts: then the operator hears of it once (a publisher not configured, a port not reached)
-    if (st.fallback !== "no-events-yet") st.quietScrapes = 0;
-    else if (++st.quietScrapes === QUIET_SCRAPES)
-      log.warn(
-        { engine: st.url, reason: st.fallback, scrapes: QUIET_SCRAPES },
-        "engine has computed prompts but published no KV event: routed by the approximate prefix index",
-      );
+    noteScrape(st);
   }
 
   /** A publisher socket of the engine failed the handshake: it is judged at once, not at the next scrape. */
@@ -633,42 +425,4 @@ export class KvSubscriptions {
     const e = this.d.registry.engines.get(st.url);
     if (e && this.states.get(st.url) === st) this.updateFallback(st, e);
   }
-
-  private updateFallback(st: EngineKv, e: Upstream): void {
-    const why = this.kvBlocker(st, e);
-    if (why === st.fallback) return;
-    const was = st.fallback;
-    st.fallback = why;
-    if (why === null)
-      log.info(
-        { engine: st.url },
-        st.flowing
-          ? "engine routed by its KV events"
-          : "engine routed by its KV events: none yet, it has computed no prompt (an empty cache)",
-      );
-    else if (
-      // an engine routed while it had computed nothing falls back quietly while its first batch is on
-      // its way (its counters may show the prompt a moment before its events come); scraped() warns if
-      // the silence lasts
-      (was === null && why !== "no-events-yet") ||
-      (st.source &&
-        ![
-          "starting",
-          "no-events-yet",
-          "no-cache-config",
-          "version-unknown",
-          "not-subscribed",
-          "events-unconfirmed",
-        ].includes(why))
-    )
-      log.warn(
-        { engine: st.url, reason: why },
-        "engine routed by the approximate prefix index, not KV events",
-      );
-  }
-}
-
-/** The keys as compared across reloads (engines.keys is a Map, which JSON would write as {}). */
-function fingerprint(keys: CurveKeys | null): string {
-  return JSON.stringify(keys && { ...keys, engineKeys: keys.engineKeys ? [...keys.engineKeys] : null });
 }

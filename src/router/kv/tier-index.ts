@@ -4,7 +4,7 @@
 // router keeps the chunk hashes it holds (bounded: at most `maxChunks`, least recently stored evicted
 // first, as the engines' block index) and knows which engines load from it, so that a prompt's prefix
 // can be priced on each engine by where it is: the engine's GPU, its own offload tier, or this server
-// (cache-routing.ts). A gap in the events or a restarted server drops the server's index: what it
+// (tier-pricing.ts). A gap in the events or a restarted server drops the server's index: what it
 // holds is then under-estimated, never over-estimated.
 import { LruMap } from "../../collections/lru-map.js";
 import type { KvEvent } from "../../kvevents/events.js";

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { RunningSim } from "../../../src/sim/app.js";
 import { computeBlockHashes } from "../../../src/protocol/block-hashing.js";
-import { hashUnitOf } from "../../../src/router/kv/cache-routing.js";
+import { hashUnitOf } from "../../../src/router/kv/prompt-hashes.js";
 import { routeOf, routerFor, waitUntil } from "../../helpers/router.js";
 import { kvEventsOf, startTestSim } from "../../sim/helpers.js";
 
