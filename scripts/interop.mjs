@@ -28,6 +28,7 @@ import { lmcacheMpChecks, lmcacheMpVllmChecks } from "./interop/lmcache-mp.mjs";
 import { valkeyChecks } from "./interop/valkey.mjs";
 import { otelChecks } from "./interop/otel.mjs";
 import { vllmChecks } from "./interop/vllm.mjs";
+import { vllmUsageChecks } from "./interop/vllm-usage.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const HERE = join(ROOT, "scripts", "interop");
@@ -726,11 +727,14 @@ async function main() {
   if (want("valkey")) await valkeyChecks({ start, stop, check, until, freePort, RUN, HERE, ROOT, PEERS }, p);
   if (want("vllm-router")) await vllmRouterChecks(p);
   if (want("guidellm")) await guidellmChecks(p);
-  if (want("vllm"))
+  if (want("vllm")) {
     await vllmChecks(
       { start, stop, signal, check, until, httpOk, freePort, log, py, sleep, RUN, CLI, ROOT },
       p.vllm,
     );
+    // every route's answer charged by its own usage, on an engine of its own (scripts/interop/vllm-usage.mjs)
+    await vllmUsageChecks({ start, stop, check, until, httpOk, freePort, sleep, RUN, CLI }, p.vllm);
+  }
   // the sim against one real vLLM engine, case by case (scripts/interop/conformance.mjs)
   if (want("conformance"))
     await conformanceChecks({ start, stop, check, until, httpOk, freePort, log, RUN, CLI }, p.vllm);

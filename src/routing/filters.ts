@@ -24,14 +24,15 @@ const serves = (e: EngineView, req: RequestView): boolean =>
   e.models.has(req.model) || (req.lora !== undefined && e.models.has(req.lora.base));
 const isHealthy = (e: EngineView): boolean => e.healthy && e.weight > 0;
 const notIn = (e: EngineView, exclude: ReadonlySet<string>): boolean => !exclude.has(e.id);
-const hasRoom = (e: EngineView): boolean => e.maxInFlight <= 0 || e.inFlight < e.maxInFlight;
+const hasRoom = (e: EngineView, req: RequestView): boolean =>
+  e.maxInFlight <= 0 || e.inFlight < e.maxInFlight + (req.headroom ?? 0);
 
 export const servesModel: Filter = (req, engines) => keep(engines, serves, req);
 export const healthyOnly: Filter = (_req, engines) => keep(engines, isHealthy, undefined);
 export const notExcluded: Filter = (req, engines) =>
   req.exclude && req.exclude.size > 0 ? keep(engines, notIn, req.exclude) : engines;
 export const hasCapacity: Filter = Object.assign(
-  (_req: RequestView, engines: readonly EngineView[]) => keep(engines, hasRoom, undefined),
+  (req: RequestView, engines: readonly EngineView[]) => keep(engines, hasRoom, req),
   { waitsForRoom: true },
 );
 

@@ -26,6 +26,11 @@ export interface RequestView {
    * request (the caller loads the adapter there first); LoRA policies price where it is loaded
    */
   lora?: LoraRequestView | undefined;
+  /**
+   * slots above each engine's in-flight cap (EngineView.maxInFlight) this request may take: the room
+   * the router keeps for its top priority band (admission.topBandHeadroom); absent or 0: none
+   */
+  headroom?: number | undefined;
 }
 
 /** the adapter a request names, from the router's registry */

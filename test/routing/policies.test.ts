@@ -31,6 +31,17 @@ test("round-robin cycles; skips unhealthy, excluded and other-model engines", ()
   );
 });
 
+test("a request with headroom may take an engine at its cap, up to the cap plus its headroom, under every policy", () => {
+  for (const name of ROUTER_POLICY_NAMES) {
+    const p = createPolicy(name);
+    const full = { engines: [eng("a", { inFlight: 2, maxInFlight: 2 })] };
+    assert.equal(pickId(decide(p, req(0), full)), "saturated", name);
+    assert.equal(pickId(decide(p, req(0, { headroom: 1 }), full)), "a", name);
+    const over = { engines: [eng("a", { inFlight: 3, maxInFlight: 2 })] };
+    assert.equal(pickId(decide(p, req(0, { headroom: 1 }), over)), "saturated", name);
+  }
+});
+
 test("weights split traffic among healthy engines (canary)", () => {
   for (const name of ["round-robin", "least-load", "session"] as const) {
     const p = createPolicy(name);

@@ -372,6 +372,11 @@ export const routerConfigSchema = z.strictObject({
         flag: "max-in-flight-per-engine",
         help: "per-engine in-flight cap; 0 = none",
       }),
+      /**
+       * slots per engine above maxInFlightPerEngine that only requests of tenants with a priority
+       * above 0 may take: the top band starts at once while the others wait for the cap (0 = none)
+       */
+      topBandHeadroom: z.number().int().min(0).default(0),
       queueSize: flag(z.number().int().min(0).default(WAITING_ROOM_DEFAULTS.size), {
         flag: "queue-size",
         help: "requests that may wait for room (429 beyond)",

@@ -176,6 +176,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
       body: input?.addSpecialTokens ? { ...pr.parsed, add_special_tokens: true } : pr.parsed,
       exclude: NO_EXCLUDE,
       sloTtftMs: pr.sloTtftMs,
+      headroom: pr.headroom,
     };
     this.series = pr.generation ? metrics.forModel(pr.model) : metrics.unlistedSeries;
     this.trace = tracer

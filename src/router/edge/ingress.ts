@@ -20,7 +20,7 @@ import { bodyTooLarge, lingerAfterRefusal, parseJsonObjectOffLoop } from "../../
 import { OWNER_METADATA_KEY, promptEstimate, type RouterGate } from "../../tenancy/router-gate.js";
 import type { Admission, Tenant } from "../../tenancy/state.js";
 import { WorkCancelled } from "../../eventloop/turns.js";
-import { ANONYMOUS_FLOW, type QueueAsk, type QueueFlow } from "../request/admission.js";
+import { ANONYMOUS_FLOW, sheddableRefusal, type QueueAsk, type QueueFlow } from "../request/admission.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import { readRequestBody } from "./body.js";
 import type { RouterConfig } from "../config/config.js";
@@ -178,6 +178,12 @@ export class Ingress {
       // before any body byte is read: a tenant's slow bodies hold its own concurrency slots, and one
       // over its limit is refused now rather than after its body has been buffered
       if (tenant) admission = await this.d.gate.take(tenant, promptEstimate(declaredBytes(req)));
+      // a sheddable tenant's generation with every engine full: the queue would refuse it at once
+      // (../request/admission.ts), so it is refused now, before its body is read, parsed and routed
+      if (tenant && tenant.priority < 0 && ep.counted === "requests" && this.d.registry.saturated()) {
+        this.d.metrics.rejected.inc({ reason: "queue" });
+        throw sheddableRefusal(flowOf(tenant));
+      }
       let b: Body;
       if (multipart) b = await this.multipartBody(req);
       else if (ep.body === "none") b = await this.noBody(req);
@@ -283,6 +289,8 @@ export class Ingress {
         clientAuthorization: tenant ? undefined : req.headers.authorization,
         tenant: admitted?.request,
         flow: flowOf(tenant),
+        // a tenant above the default priority may take the room kept above each engine's cap
+        headroom: tenant && tenant.priority > 0 ? this.d.config().admission.topBandHeadroom : undefined,
         queueAsk: ep.counted === "requests" && obj ? queueAskOf(obj, this.d.config()) : undefined,
         generation: ep.counted === "requests",
         promptTokens: promptTokens && promptTokens.length > 0 ? promptTokens : undefined,

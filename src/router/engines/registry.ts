@@ -115,6 +115,16 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     return this.viewList;
   }
 
+  /**
+   * Every engine in rotation holds its in-flight cap (admission.maxInFlightPerEngine): no request of
+   * any model can be placed now. False without a cap or without an engine.
+   */
+  saturated(): boolean {
+    if (this.viewList.length === 0) return false;
+    for (const v of this.viewList) if (v.maxInFlight <= 0 || v.inFlight < v.maxInFlight) return false;
+    return true;
+  }
+
   upsert(spec: EngineSpec): void {
     const known = this.engines.get(spec.url);
     // a new protocol needs a new pool: the old record's requests finish on the old one (pool.close)

@@ -43,6 +43,19 @@ interface Waiter {
   timeoutMs: number | undefined;
 }
 
+/**
+ * The 429 of a sheddable flow's request with every engine full: never queued, refused at once (the
+ * edge refuses it before its body is read when it can tell the fleet is full by then).
+ */
+export function sheddableRefusal(flow: QueueFlow): HttpError {
+  return new HttpError(
+    429,
+    `every engine is full and '${flow.key}' is sheddable (priority ${flow.priority}): refused rather than queued; retry later`,
+    null,
+    { "retry-after": "1" },
+  );
+}
+
 export class AdmissionQueue {
   private readonly q: FairQueue<Waiter>;
   private timer: NodeJS.Timeout | undefined;
@@ -103,17 +116,7 @@ export class AdmissionQueue {
   ): Promise<void> {
     // a client already gone never takes a queue slot (an aborted signal fires no more events)
     if (signal.aborted) return Promise.reject(new Error("client went away while queued"));
-    if (flow.priority < 0)
-      return tryAcquire()
-        ? Promise.resolve()
-        : Promise.reject(
-            new HttpError(
-              429,
-              `every engine is full and '${flow.key}' is sheddable (priority ${flow.priority}): refused rather than queued; retry later`,
-              null,
-              { "retry-after": "1" },
-            ),
-          );
+    if (flow.priority < 0) return tryAcquire() ? Promise.resolve() : Promise.reject(sheddableRefusal(flow));
     return new Promise<void>((resolve, reject) => {
       const own = ask?.timeoutMs;
       const timeoutMs = own !== undefined && own >= 0 && own < this.limits.queueTimeout ? own : undefined;

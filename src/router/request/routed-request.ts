@@ -37,6 +37,8 @@ export interface RoutedRequest {
   tenant?: TenantRequest | undefined;
   /** the fair admission queue's flow (tenant, weight, priority); anonymous when absent */
   flow?: QueueFlow | undefined;
+  /** slots above each engine's cap it may take (its tenant is in the top band: admission.topBandHeadroom) */
+  headroom?: number | undefined;
   /** its own rank and longest wait within that flow (an agentic context's priority and deadline) */
   queueAsk?: QueueAsk | undefined;
   /**
