@@ -6,7 +6,7 @@ import { stringify } from "yaml";
 import { engineConfigFor, roleScenario } from "../fleet/build.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { ROUTER_POLICY_NAMES } from "../routing/index.js";
-import { ALERT_FOR, type Plan } from "./plan.js";
+import { ALERT_FOR, type Plan } from "./plan-json.js";
 
 /** a DNS-1123 label from a model id: `Qwen/Qwen3-32B` → `qwen3-32b` */
 export function dnsName(model: string): string {

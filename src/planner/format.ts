@@ -2,7 +2,7 @@
 // its cost); every figure below it is read from the same runs as the JSON.
 import type { OffloadMode } from "../fleet/build.js";
 import { frontSvg } from "./front.js";
-import { choiceOf, type FleetJson, type Plan } from "./plan.js";
+import { choiceOf, type FleetJson, type Plan } from "./plan-json.js";
 import { label } from "./search.js";
 import { usd } from "./prices.js";
 import { secs } from "./slo.js";
