@@ -8,6 +8,7 @@ import { gpusOf, type FleetChoice } from "./input.js";
 import type { PriceTable } from "./prices.js";
 import type { Front } from "./front.js";
 import type { L2Plan } from "./l2.js";
+import type { LoraPlan } from "./lora.js";
 import type { PdOutcome } from "./layouts.js";
 import type { Finding } from "./rules.js";
 import type { Evaluated } from "./search.js";
@@ -119,6 +120,8 @@ export interface Plan {
   kv_offload: { choice: OffloadMode; rule: string; reason: string; config: Record<string, unknown> };
   /** the shared tier's store (LMCache's L2) where the scenario has one (offload.shared_server) */
   kv_l2: L2Plan | null;
+  /** the LoRA flags where the workload names adapters (workload.lora), and the adapters held at the SLO */
+  lora: LoraPlan | null;
   refusals: Finding[];
   decisions: Finding[];
   hbm: {

@@ -47,6 +47,7 @@ import {
   type PlanOutcome,
 } from "./plan-json.js";
 import { rightSize, type RightSize } from "./right-size.js";
+import { loraSummary, planLora, withLoraFlags } from "./lora.js";
 import { noFleetReason, summaryLines, sweepNote, usdh } from "./summary.js";
 
 export { SWEEP_SCALES } from "./sections.js";
@@ -81,6 +82,12 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
   const targets = slo ? targetsOf(slo) : null;
   const prices = opts.prices ?? priceTable(r0);
   const budget = r0.scenario.ops.budget_usd_per_hour ?? null;
+  if (r0.scenario.workload.lora && !targets)
+    throw new PlanInputError("slo: needed to choose max_loras and max_cpu_loras for workload.lora");
+  if (r0.scenario.workload.lora && fleetOf(r0).pd)
+    throw new PlanInputError(
+      "fleet.disaggregated: LoRA is planned on aggregated engines; drop fleet.disaggregated for workload.lora",
+    );
   const pool = opts.pool ?? new SimPool(1);
   const progress = pool.progress;
   const ev = new Evaluator(r0, pool, targets, opts.profiles);
@@ -104,7 +111,8 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
       const byGpus = opts.target !== undefined;
       const searchPrices = byGpus ? gpuCountPrices(prices) : prices;
       const money = byGpus ? gpuCount : usdPerHour;
-      const layouts = opts.layouts ?? "both";
+      // LoRA is planned on aggregated engines (the LoRA fleet simulator has no P/D roles)
+      const layouts = r0.scenario.workload.lora ? "agg" : (opts.layouts ?? "both");
       const o = {
         prices: searchPrices,
         budget: byGpus ? null : budget,
@@ -279,6 +287,9 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
     progress.set("KV-size sweep");
     const sweep = await kvSweep(ev, d, spillOption, sweepScales, perPoint < impactRequests ? perPoint : null);
     const be = breakEven(sweep);
+    if (r0.scenario.workload.lora && targets) progress.set(`choosing max_loras at ${label(fleet)}`);
+    const lora =
+      r0.scenario.workload.lora && targets ? planLora(ev.scenario(fleet).r, fleet.engines, targets) : null;
     progress.clear();
 
     const r = ev.scenario(fleet).r;
@@ -318,6 +329,7 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
         config: offloadConfig(d.choice, s),
       },
       kv_l2: l2,
+      lora,
       refusals: d.refusals,
       decisions: [d.finding, d.routing.finding],
       hbm: {
@@ -328,7 +340,7 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
         kv_tokens_per_engine: base.capacity.kv_tokens_per_engine,
         kv_gb_per_engine: base.capacity.kv_gb_per_engine,
       },
-      router: routerSection(policy, sessionKeyFor(r, generator), policyReadsKv(policy)),
+      router: withLoraFlags(routerSection(policy, sessionKeyFor(r, generator), policyReadsKv(policy)), lora),
       observability: OBSERVABILITY,
       impact: {
         none: impactOf(d.runs.none, base, false),
@@ -366,6 +378,7 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
       },
     };
     plan.summary = summaryLines(plan, d, overBudgetNote);
+    if (lora) plan.summary.push(loraSummary(lora));
     return { ok: true, plan };
   } finally {
     progress.clear();
