@@ -12,10 +12,11 @@ import { StaticDiscovery } from "../../discovery/static.js";
 import { discoverySources } from "../../discovery/index.js";
 import { Tracer } from "../../obs/tracing.js";
 import { RouterMetrics } from "../telemetry/metrics.js";
+import { watchAdapterTraffic } from "../telemetry/lora-metrics.js";
 import { Proxy } from "../dataplane/proxy.js";
 import { Disaggregation, roleOf } from "../pd/disagg.js";
 import { Registry } from "../engines/registry.js";
-import { AdapterLoader, AdapterRegistry } from "../engines/adapters.js";
+import { AdapterLoader, AdapterRegistry, loraResidency } from "../engines/adapters.js";
 import type { ModelCard, Upstream } from "../engines/upstream.js";
 import { CacheRouting } from "../kv/cache-routing.js";
 import { logger } from "../../obs/log.js";
@@ -160,6 +161,7 @@ export class Router {
       );
       this.registry.adapters = adapters;
       this.metrics.watchAdapters(adapters.stats);
+      watchAdapterTraffic(this.metrics.registry, adapters);
     }
     this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
@@ -643,6 +645,7 @@ export class Router {
       lastError: e.lastError || null,
       // where its KV events come from: configured, read from the engine (/kv_event_sources), or none
       kvEvents: this.cache.subs.describe(e.url),
+      lora: loraResidency(e, this.registry.adapters),
     }));
   }
 }
