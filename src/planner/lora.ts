@@ -13,7 +13,7 @@ import { percentile } from "../workload/stats.js";
 import type { routerSection } from "./sections.js";
 import { secs, type SloTargets } from "./slo.js";
 
-/** GPU slots per engine tried, fewest first */
+/** GPU slots per engine tried, fewest first (and the adapter count, where fewer adapters than 32 fall between) */
 export const MAX_LORAS_CANDIDATES: readonly number[] = [1, 2, 4, 8, 16, 32];
 /** host-cache sizes tried for each max_loras, as multiples of it (vLLM's default is 1×) */
 export const CPU_CACHE_FACTORS: readonly number[] = [1, 2, 4, 8];
@@ -72,15 +72,14 @@ export function maxLoraRankFor(rank: number): number {
 
 /** the (max_loras, max_cpu_loras) pairs for `adapters` adapters, in the order they are tried */
 export function loraCandidates(adapters: number): { maxLoras: number; cpu: number[] }[] {
-  const out: { maxLoras: number; cpu: number[] }[] = [];
-  for (const maxLoras of MAX_LORAS_CANDIDATES) {
-    if (maxLoras > adapters && out.length > 0) break;
-    const cpu = [
-      ...new Set(CPU_CACHE_FACTORS.map((k) => Math.min(maxLoras * k, Math.max(adapters, maxLoras)))),
-    ];
-    out.push({ maxLoras, cpu });
-  }
-  return out;
+  // the listed slot counts up to the adapters, and one slot per adapter where that falls between them
+  const slots = MAX_LORAS_CANDIDATES.filter((m) => m <= adapters);
+  if (slots.length === 0 || (adapters < MAX_LORAS_CANDIDATES.at(-1)! && !slots.includes(adapters)))
+    slots.push(adapters);
+  return slots.map((maxLoras) => ({
+    maxLoras,
+    cpu: [...new Set(CPU_CACHE_FACTORS.map((k) => Math.min(maxLoras * k, Math.max(adapters, maxLoras))))],
+  }));
 }
 
 interface LoraContext {

@@ -49,6 +49,12 @@ test("the candidates keep max_cpu_loras at or above max_loras and no larger than
       );
     }
   }
+  // fewer adapters than the largest slot count: one slot each is tried too
+  assert.deepEqual(
+    loraCandidates(3).map((x) => x.maxLoras),
+    [1, 2, 3],
+  );
+  assert.deepEqual(loraCandidates(3).at(-1)!.cpu, [3]);
 });
 
 test("--max-lora-rank is vLLM's smallest accepted rank that serves the adapters", () => {
