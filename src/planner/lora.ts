@@ -30,6 +30,7 @@ export interface LoraRun {
   max_loras: number;
   max_cpu_loras: number;
   adapters: number;
+  /** Infinity (null in JSON) when over a tenth of the requests were not answered by the end of the run */
   ttft_p90_ms: number;
   tpot_p90_ms: number;
   /** adapter loads the router made per minute of arrivals, fleet-wide */
@@ -124,8 +125,13 @@ function runOnce(c: LoraContext, maxLoras: number, maxCpuLoras: number, adapters
     warmupS: durationS / 5,
     seed: sim.seed,
   });
-  const ttft = res.ttfts.length ? percentile(res.ttfts, 90) : Infinity;
-  const tpot = res.tpots.length ? percentile(res.tpots, 90) : Infinity;
+  // unanswered requests count as Infinity: a p90 among them (Infinity − Infinity) is NaN, and missed
+  const p90 = (xs: number[]) => {
+    const v = xs.length ? percentile(xs, 90) : Infinity;
+    return Number.isNaN(v) ? Infinity : v;
+  };
+  const ttft = p90(res.ttfts);
+  const tpot = p90(res.tpots);
   const run: LoraRun = {
     max_loras: maxLoras,
     max_cpu_loras: maxCpuLoras,
