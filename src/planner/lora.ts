@@ -197,11 +197,14 @@ export function planLora(r: ResolvedScenario, engines: number, targets: SloTarge
       }
     }
   const adapterBytes = loraAdapterBytes(r.model, mix.rank, mix.modules);
-  const slotBytes = loraSlotBytes(
-    r.model,
-    { maxLoras: pick.max_loras, maxCpuLoras: pick.max_cpu_loras, maxLoraRank: c.maxLoraRank },
-    r.scenario.fleet.tensor_parallel_size,
-  );
+  // the slots' memory on each of the engine's GPUs (vLLM shards them over TP), times its GPUs
+  const tp = r.scenario.fleet.tensor_parallel_size;
+  const slotBytes =
+    loraSlotBytes(
+      r.model,
+      { maxLoras: pick.max_loras, maxCpuLoras: pick.max_cpu_loras, maxLoraRank: c.maxLoraRank },
+      tp,
+    ) * tp;
   const resident = {
     gpu_slots: engines * pick.max_loras,
     host_cache: Math.min(mix.adapters, engines * pick.max_cpu_loras),
