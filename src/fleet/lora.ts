@@ -29,14 +29,18 @@ import {
 /** requests the router holds for a slot at most (its admission queue's default size) */
 const MAX_HELD = 1024;
 
-/** a LoRA workload: many adapters of one rank, popularity Zipf(s), a few shared system prompts */
-export interface LoraWorkload {
+/** the adapters of a LoRA workload (a scenario's `workload.lora`): how many, how popular, how large */
+export interface LoraAdapterMix {
   adapters: number;
   /** Zipf exponent of adapter popularity (1.0: the k-th most popular gets 1/k of the first's share) */
   zipf: number;
   rank: number;
   /** projections each adapter targets; the attention projections by default */
-  modules?: string[];
+  modules?: string[] | undefined;
+}
+
+/** a LoRA workload: many adapters of one rank, popularity Zipf(s), a few shared system prompts */
+export interface LoraWorkload extends LoraAdapterMix {
   /** shared system prompts and their length, tokens */
   systemPrompts: number;
   systemPromptTokens: number;
@@ -69,6 +73,8 @@ export interface LoraFleetOptions {
 export interface LoraFleetResult {
   /** TTFT of every measured request, ms (Infinity: not answered by the end of the drain) */
   ttfts: number[];
+  /** TPOT of every measured request that finished with more than one output token, ms */
+  tpots: number[];
   /** adapter loads the router made, unloads (host-cache evictions it asked for), and their engine seconds */
   loads: number;
   unloads: number;
@@ -141,6 +147,7 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
   const scrapeMs = o.scrapeMs ?? 100;
   const result: LoraFleetResult = {
     ttfts: [],
+    tpots: [],
     loads: 0,
     unloads: 0,
     loadSeconds: 0,
@@ -170,6 +177,10 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
         const a = arrivals.get(id);
         arrivals.delete(id);
         if (!a) return;
+        if (a.measured && timings.outputTokens > 1)
+          result.tpots.push(
+            ((timings.finishedTime - timings.firstTokenTime) * 1000) / (timings.outputTokens - 1),
+          );
         const k = (node.lora.inFlight.get(a.adapter) ?? 1) - 1;
         if (k > 0) node.lora.inFlight.set(a.adapter, k);
         else {

@@ -54,6 +54,18 @@ const workloadSchema = z.strictObject({
   prefix_reuse: z.enum(REUSE_KINDS).default("none"),
   tenants: posInt.default(1),
   preemption_heavy: z.boolean().default(false),
+  /**
+   * `plan`: the requests name LoRA adapters of one base model (src/fleet/lora.ts, LoraAdapterMix); the
+   * plan chooses max_loras and max_cpu_loras for them (src/planner/lora.ts)
+   */
+  lora: z
+    .strictObject({
+      adapters: posInt,
+      zipf: z.number().min(0).default(1),
+      rank: posInt.default(16),
+      modules: z.array(z.string().min(1)).min(1).optional(),
+    })
+    .optional(),
 });
 
 const VLLM_RELEASE = /^\d+\.\d+(\.\d+)?$/; // fleet.vllm_version, the chart's image tag: LMCache MP from 0.32
@@ -283,6 +295,8 @@ export function resolveScenario(raw: unknown): ResolvedScenario {
   const g = s.simulation.generator;
   if (w.concurrency === undefined && w.qps === undefined && g?.name !== "trace")
     problems.push("workload: needs qps (an open loop) or concurrency (a closed loop), got neither");
+  if (w.lora && w.qps === undefined)
+    problems.push("workload.lora: a LoRA workload is an open loop: needs workload.qps, got nothing");
   if (w.shared_prefix_tokens >= promptTokens) {
     problems.push(
       `workload.shared_prefix_tokens: must be below workload.prompt_tokens (${promptTokens}), got ${w.shared_prefix_tokens}`,

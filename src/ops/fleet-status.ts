@@ -4,6 +4,13 @@
 // router started. Pure functions of the samples, so the report is tested without a clock.
 import { request } from "undici";
 import { parseSamples, type Sample } from "../protocol/prometheus-text.js";
+import {
+  adapterShares,
+  engineLora,
+  type AdapterShares,
+  type EngineLoraStatus,
+  type LoraRow,
+} from "./lora-status.js";
 
 /** KV usage from which HBM pressure is reported: the engines' alert rule fires at ≥ 0.92 for 5 m. */
 export const KV_PRESSURE = 0.92;
@@ -30,7 +37,8 @@ export interface EngineRow {
   role?: string;
   state?: string;
   healthy?: boolean;
-  models?: { id: string }[];
+  /** served models, then LoRA adapters (those with a parent) */
+  models?: { id: string; parent?: string | null }[];
   inFlight?: number;
   running?: number;
   waiting?: number;
@@ -41,6 +49,8 @@ export interface EngineRow {
   lastError?: string | null;
   /** where the router reads the engine's KV events (absent from a router that does not report it) */
   kvEvents?: { origin?: string; endpoints?: string[] };
+  /** its LoRA adapters (null: it serves none; absent from a router that does not report them) */
+  lora?: LoraRow | null;
 }
 
 export interface StatusSample {
@@ -81,6 +91,8 @@ export interface EngineStatus {
   hitMismatch: boolean;
   scrapeAgeMs: number | null;
   lastError: string | null;
+  /** its LoRA adapters: slots, host cache, loaded, running, waiting; null when it serves none */
+  lora: EngineLoraStatus | null;
 }
 
 export interface RouterStatus {
@@ -115,6 +127,8 @@ export interface StatusReport {
   summary: { engines: number; healthy: number };
   routerStats: RouterStatus;
   engines: EngineStatus[];
+  /** how the router's adapter requests split between adapters; null without LoRA traffic */
+  adapters: AdapterShares | null;
   warnings: Warning[];
 }
 
@@ -275,7 +289,8 @@ export function buildReport(router: string, after: StatusSample, before: StatusS
     const mode = kvMode.get(key) ?? kvMode.get(e.url);
     return {
       url: e.url,
-      models: (e.models ?? []).map((x) => x.id),
+      // the served models; adapters are in `lora`
+      models: (e.models ?? []).filter((x) => !x.parent).map((x) => x.id),
       role: e.role ?? "both",
       state: e.state ?? (e.healthy ? "healthy" : "unknown"),
       healthy: e.healthy === true,
@@ -292,6 +307,7 @@ export function buildReport(router: string, after: StatusSample, before: StatusS
       hitMismatch: (mismatch.get(key) ?? mismatch.get(e.url) ?? 0) > 0,
       scrapeAgeMs: e.scrapeAgeMs ?? null,
       lastError: e.lastError ?? null,
+      lora: engineLora(e.lora),
     };
   });
 
@@ -301,6 +317,7 @@ export function buildReport(router: string, after: StatusSample, before: StatusS
     summary: { engines: engines.length, healthy: engines.filter((e) => e.healthy).length },
     routerStats,
     engines,
+    adapters: adapterShares(m, b),
     warnings: warningsFor(engines, routerStats),
   };
 }

@@ -93,6 +93,7 @@ export function renderStatus(r: StatusReport): string {
     ];
     for (const l of table(rows)) lines.push(`  ${l}`);
   }
+  lines.push(...loraLines(r));
   lines.push("");
   if (r.warnings.length === 0) lines.push("  no warnings");
   else {
@@ -100,4 +101,50 @@ export function renderStatus(r: StatusReport): string {
     for (const w of r.warnings) lines.push(`  ! ${w.engine ? `${host(w.engine)}: ` : ""}${w.message}`);
   }
   return lines.join("\n");
+}
+
+/** adapter names shown per cell at most; the count says how many there are */
+const NAMES_SHOWN = 6;
+
+function names(xs: readonly string[], count = xs.length): string {
+  if (count === 0) return "-";
+  const shown = xs.slice(-NAMES_SHOWN).join(",");
+  return count > NAMES_SHOWN ? `${count}: …${shown}` : shown;
+}
+
+/** the LoRA lines: each engine's adapters, then the routing share per adapter; none without LoRA */
+function loraLines(r: StatusReport): string[] {
+  const engines = r.engines.filter((e) => e.lora !== null);
+  if (engines.length === 0 && !r.adapters) return [];
+  const out = ["", "  LoRA adapters per engine:"];
+  const rows = [
+    ["ENGINE", "SLOTS", "HOST CACHE", "LOADED", "RUNNING", "WAITING"],
+    ...engines.map((e) => {
+      const l = e.lora!;
+      return [
+        host(e.url),
+        l.maxLoras === null ? "-" : String(l.maxLoras),
+        l.maxCpuLoras === null ? "-" : String(l.maxCpuLoras),
+        l.loaded === null
+          ? "-"
+          : names(l.loaded, l.loadedCount ?? l.loaded.length) +
+            (l.loading.length ? ` (+${l.loading.length} loading)` : ""),
+        names(l.running),
+        names(l.waiting),
+      ];
+    }),
+  ];
+  if (engines.length) for (const l of table(rows)) out.push(`  ${l}`);
+  const a = r.adapters;
+  if (a) {
+    const span = a.span === "window" ? "over the window" : "since the router started";
+    out.push("", `  adapter routing share (${a.requests} requests ${span}):`);
+    out.push(
+      ...table([
+        ["ADAPTER", "REQUESTS", "SHARE"],
+        ...a.adapters.map((x) => [x.adapter, String(x.requests), pct(x.share, 1)]),
+      ]).map((l) => `  ${l}`),
+    );
+  }
+  return out;
 }

@@ -28,7 +28,8 @@ const SPECS: FlagSpecs = {
 const USAGE =
   "usage: switchyard status [--router URL] [--watch] [--format json]\n\n" +
   "Every engine behind the router (model, role, health, in flight, running/waiting, KV usage, prefix hit\n" +
-  "rate, routing share, ejections), the router's rates and latencies, and warnings. Example:\n" +
+  "rate, routing share, ejections), LoRA adapters per engine and per-adapter routing share, the router's\n" +
+  "rates and latencies, and warnings. Example:\n" +
   `  switchyard status --router ${ROUTER_URL} --watch`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

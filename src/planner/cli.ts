@@ -9,7 +9,8 @@ import { emittedScenario, helmValues, prometheusRule, prometheusRuleFile, toYaml
 import { withL2 } from "./l2.js";
 import { planMarkdown } from "./format.js";
 import { parsePlanScenario, PlanInputError, withFleet, withTarget } from "./input.js";
-import { choiceOf, makePlan, SWEEP_SCALES } from "./plan.js";
+import { makePlan, SWEEP_SCALES } from "./plan.js";
+import { choiceOf } from "./plan-json.js";
 import { frontSvg } from "./front.js";
 import { SimPool } from "./pool.js";
 import { parsePriceFlag, PriceError, priceTable } from "./prices.js";

@@ -6,7 +6,7 @@ import { stringify } from "yaml";
 import { engineConfigFor, roleScenario } from "../fleet/build.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { ROUTER_POLICY_NAMES } from "../routing/index.js";
-import { ALERT_FOR, type Plan } from "./plan.js";
+import { ALERT_FOR, type Plan } from "./plan-json.js";
 
 /** a DNS-1123 label from a model id: `Qwen/Qwen3-32B` → `qwen3-32b` */
 export function dnsName(model: string): string {
@@ -32,6 +32,9 @@ function routerValues(policy: string): Record<string, unknown> {
   if (!CHART_ROUTER_POLICIES.has(policy)) throw new Error(`the chart has no router policy '${policy}'`);
   return { policy };
 }
+
+/** the adapters' volume the emitted values name, for the operator to create or replace */
+export const LORA_VOLUME_CLAIM = "lora-adapters";
 
 /** vLLM 0.32 maps `--kv-offloading-backend lmcache` to LMCache's multiprocess server */
 export const LMCACHE_MP_SINCE = [0, 32] as const;
@@ -142,6 +145,20 @@ export function helmValues(plan: Plan, r: ResolvedScenario): Record<string, unkn
           : { type: shared ? "cache-server" : "none" },
       },
       models,
+      ...(plan.lora
+        ? {
+            // the router loads adapters on demand from the volume it shares with the engines: point
+            // `volume` at yours (the claim named here is a placeholder)
+            lora: {
+              enabled: true,
+              runtimeUpdating: true,
+              maxLoras: plan.lora.max_loras,
+              maxCpuLoras: plan.lora.max_cpu_loras,
+              maxLoraRank: plan.lora.max_lora_rank,
+              volume: { persistentVolumeClaim: { claimName: LORA_VOLUME_CLAIM } },
+            },
+          }
+        : {}),
     },
     cacheServer: {
       enabled: serverShared,

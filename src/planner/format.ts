@@ -2,7 +2,8 @@
 // its cost); every figure below it is read from the same runs as the JSON.
 import type { OffloadMode } from "../fleet/build.js";
 import { frontSvg } from "./front.js";
-import { choiceOf, type FleetJson, type Plan } from "./plan.js";
+import { choiceOf, type FleetJson, type Plan } from "./plan-json.js";
+import { loraSection } from "./lora.js";
 import { label } from "./search.js";
 import { usd } from "./prices.js";
 import { secs } from "./slo.js";
@@ -166,6 +167,7 @@ export function planMarkdown(p: Plan): string {
   for (const f of p.router.engine_flags) out.push(`- engine flag: \`${f}\``);
   for (const [k, v] of Object.entries(p.router.engine_env)) out.push(`- engine env: \`${k}=${v}\``);
   for (const n of p.router.notes) out.push(`- ${n}`);
+  if (p.lora) out.push("", ...loraSection(p.lora));
   out.push("", "## Observability", "");
   for (const o of p.observability) out.push(`- ${o}`);
   out.push(

@@ -2,37 +2,26 @@
 // fleet it names, runs the decider at that fleet (decide.ts), and assembles the one-page answer. The
 // first lines say whether the fleet meets the SLO, by how much, and what it costs.
 import { sessionKeyFor, workloadFor, type OffloadMode } from "../fleet/build.js";
-import type { FleetReport } from "../fleet/report.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { GPUS } from "../models/index.js";
 import { policyReadsKv } from "../routing/index.js";
-import {
-  breakEven,
-  decideAt,
-  sweepRequests,
-  gain,
-  kvSweep,
-  type BreakEven,
-  type Decision,
-  type SweepPoint,
-} from "./decide.js";
+import { breakEven, decideAt, sweepRequests, gain, kvSweep } from "./decide.js";
 import {
   candidateShapes,
   fitShape,
   fixedFleetProblem,
   fleetOf,
-  gpusOf,
   NO_OPEN_FIELDS,
   PlanInputError,
   type FleetChoice,
   type OpenFields,
 } from "./input.js";
 import { SimPool } from "./pool.js";
-import { costOf, fleetCost, priceTable, PRICE_SOURCE, usd, type PriceTable } from "./prices.js";
-import { frontOf, type Front } from "./front.js";
-import { planL2, withL2, type L2Plan } from "./l2.js";
+import { costOf, fleetCost, priceTable, PRICE_SOURCE, type PriceTable } from "./prices.js";
+import { frontOf } from "./front.js";
+import { planL2, withL2 } from "./l2.js";
 import { searchPd, type PdOutcome } from "./layouts.js";
-import { KV_ALERT_THRESHOLD, planRefusal, REFUSALS, type Finding } from "./rules.js";
+import { KV_ALERT_THRESHOLD, planRefusal, REFUSALS } from "./rules.js";
 import {
   Evaluator,
   gpuCount,
@@ -42,164 +31,27 @@ import {
   MAX_ENGINES,
   minEngines,
   searchFleet,
-  type Evaluated,
   type ShapeOutcome,
   uncachedPromptTokens,
 } from "./search.js";
-import { p90Interval, secs, sloOf, targetsOf, type Predicted, type Slo, type SloTargets } from "./slo.js";
+import { p90Interval, sloOf, targetsOf } from "./slo.js";
 import { routerSection, stackSection, offloadConfig, OBSERVABILITY } from "./sections.js";
-import { VLLM_GPU_MEMORY_UTILIZATION } from "../config/vllm-defaults.js";
+import {
+  ALERT_FOR,
+  fleetJson,
+  GATE_PROMQL,
+  impactOf,
+  PUBLISHED,
+  RECOMMENDED_GPU_MEMORY_UTILIZATION,
+  type Plan,
+  type PlanOutcome,
+} from "./plan-json.js";
+import { rightSize, type RightSize } from "./right-size.js";
+import { loraSummary, planLora, withLoraFlags } from "./lora.js";
+import { noFleetReason, summaryLines, sweepNote, usdh } from "./summary.js";
 
 export { SWEEP_SCALES } from "./sections.js";
 export type { SweepPoint } from "./decide.js";
-
-export const GATE_PROMQL = "max(quantile_over_time(0.99, vllm:kv_cache_usage_perc[24h]))";
-/** vLLM's default; the 10% it leaves covers CUDA graphs, NCCL and allocator slack outside the profile */
-export const RECOMMENDED_GPU_MEMORY_UTILIZATION = VLLM_GPU_MEMORY_UTILIZATION;
-export const ALERT_FOR = "5m";
-
-/** the published 16× H100 figures, set beside the user's own */
-export const PUBLISHED = {
-  source:
-    'llm-d "tiered prefix cache" benchmark, 8 × Qwen3-32B TP2 on 16 × H100 (github.com/llm-d/llm-d, guides/tiered-prefix-cache)',
-  high_cache: {
-    baseline_tok_s: 38535,
-    native_gain: 0.213,
-    lmcache_gain: 0.217,
-    native_mean_ttft_change: -0.256,
-    lmcache_mean_ttft_change: -0.278,
-  },
-  low_cache: { baseline_tok_s: 23390, native_gain: -0.015, lmcache_gain: -0.026 },
-  note: "other write-ups put LMCache's cost at 3–5% when KV fits; this run measured 1.5–2.6%, and that is what we quote",
-};
-
-export interface OptionImpact {
-  throughput_tok_s: number;
-  output_tok_s: number;
-  ttft_p50_ms: number;
-  ttft_p90_ms: number;
-  ttft_mean_ms: number;
-  tpot_p90_ms: number;
-  e2e_mean_ms: number;
-  e2e_p90_ms: number;
-  kv_usage_p99: number;
-  preemptions: number;
-  reprefill_avoided_tokens: number;
-  hit_rates: FleetReport["hit_rates"];
-  gain_vs_none: number;
-  refused: boolean;
-}
-
-export interface FleetJson {
-  gpu: string;
-  engines: number;
-  tensor_parallel_size: number;
-  /** set when the model's own context does not fit and the plan sized it to the workload */
-  max_model_len?: number;
-  /** a disaggregated fleet: `engines` is prefill + decode, `tensor_parallel_size` the decode engines' */
-  disaggregated?: {
-    prefill_engines: number;
-    decode_engines: number;
-    prefill_tensor_parallel_size: number;
-    decode_tensor_parallel_size: number;
-  };
-  /** GPUs in all */
-  gpus: number;
-}
-
-export interface Alternative {
-  fleet: FleetJson;
-  cost_usd_per_hour: number | null;
-  predicted: Predicted;
-  /** the run was ended once it was certain to miss: its figures cover the requests finished by then */
-  stopped_early?: boolean;
-}
-
-export interface Plan {
-  scenario: string;
-  /** the verdict in a few lines: SLO met or not and by how much, the fleet, its cost */
-  summary: string[];
-  fleet: FleetJson;
-  slo: (Slo & { targets_ms: SloTargets }) | null;
-  /** null without an SLO */
-  slo_met: boolean | null;
-  headroom: number | null;
-  cost_usd_per_hour: number | null;
-  budget_usd_per_hour: number | null;
-  within_budget: boolean | null;
-  predicted: Predicted;
-  /**
-   * the same fleet with one engine fewer (a sized fleet's evidence that it is not over-built); for a
-   * disaggregated fleet, one decode engine fewer
-   */
-  one_engine_fewer: (Alternative & { slo_met: boolean; misses: string[] }) | null;
-  /** a disaggregated fleet with one prefill engine fewer */
-  one_prefill_fewer: (Alternative & { slo_met: boolean; misses: string[] }) | null;
-  /** `--target-rps` / `--target-concurrency`: the load the fleet is sized for, and the objective */
-  target: { rps: number | null; concurrency: number | null; objective: string } | null;
-  /** the disaggregated (xPyD) layouts searched, per GPU and TP pair; null when none was */
-  disaggregated_search: PdOutcome[] | null;
-  /** output tokens/s per GPU against tokens/s per user over every layout simulated to the end */
-  front: Front;
-  /** a fixed fleet that misses the SLO: by how much, and the fleet that would meet it */
-  undersized: { over_by: Record<string, number>; meets_slo_with: Alternative | null; note: string } | null;
-  search: {
-    shapes: {
-      gpu: string;
-      tensor_parallel_size: number;
-      engines: number | null;
-      cost_usd_per_hour: number | null;
-      note: string;
-    }[];
-    runs: number;
-  } | null;
-  prices: { usd_per_gpu_hour: PriceTable; source: string };
-  stack: ReturnType<typeof stackSection>;
-  kv_offload: { choice: OffloadMode; rule: string; reason: string; config: Record<string, unknown> };
-  /** the shared tier's store (LMCache's L2) where the scenario has one (offload.shared_server) */
-  kv_l2: L2Plan | null;
-  refusals: Finding[];
-  decisions: Finding[];
-  hbm: {
-    gpu_memory_utilization: number;
-    alert_threshold: number;
-    alert_for: string;
-    alert_promql: string;
-    kv_tokens_per_engine: number;
-    kv_gb_per_engine: number;
-  };
-  router: ReturnType<typeof routerSection>;
-  observability: string[];
-  impact: Record<OffloadMode, OptionImpact>;
-  published: typeof PUBLISHED;
-  kv_spill: {
-    option: OffloadMode;
-    reprefill_avoided_tokens: number;
-    throughput_gain: number;
-    /** baseline KV usage P99 of the largest KV cache at which offload gains ≥ 3% */
-    break_even_kv_usage_p99: number | null;
-    /** the same figure at the next larger KV cache, where offload did not pay yet */
-    no_gain_below_kv_usage_p99: number | null;
-    break_even: BreakEven;
-    /** requests per sweep point; the impact runs' own count makes its ×1 point those runs */
-    sweep_requests: number;
-    /** why the sweep's runs are shorter than the impact table's, when they are */
-    sweep_note: string | null;
-    sweep: SweepPoint[];
-  };
-  gate: { metric: string; promql: string; threshold: number; pass_if: string };
-  simulation: {
-    engines: number;
-    requests: number;
-    generator: string;
-    /** how well a p90 is known from that many requests */
-    confidence: string;
-    runs: number;
-    wall_s: number;
-  };
-}
-
-export type PlanOutcome = { ok: true; plan: Plan } | { ok: false; refusals: Finding[] };
 
 export interface PlanOptions {
   /** sweep points (KV-size factors); [] skips the sweep */
@@ -217,77 +69,6 @@ export interface PlanOptions {
   target?: { rps: number | null; concurrency: number | null };
 }
 
-function impactOf(e: Evaluated, base: FleetReport, refused: boolean): OptionImpact {
-  const b = e.report.bench;
-  return {
-    throughput_tok_s: b.total_token_throughput as number,
-    output_tok_s: b.output_throughput as number,
-    ttft_p50_ms: b.median_ttft_ms as number,
-    ttft_p90_ms: b.p90_ttft_ms as number,
-    ttft_mean_ms: b.mean_ttft_ms as number,
-    tpot_p90_ms: b.p90_tpot_ms as number,
-    e2e_mean_ms: b.mean_e2el_ms as number,
-    e2e_p90_ms: b.p90_e2el_ms as number,
-    kv_usage_p99: e.report.kv_usage.p99,
-    preemptions: e.report.preemptions,
-    reprefill_avoided_tokens: e.report.reprefill_avoided_tokens,
-    hit_rates: e.report.hit_rates,
-    gain_vs_none: gain(e.report, base),
-    refused,
-  };
-}
-
-export const fleetJson = (f: FleetChoice): FleetJson => ({
-  gpu: f.gpu,
-  engines: f.engines,
-  tensor_parallel_size: f.tp,
-  ...(f.maxModelLen !== undefined ? { max_model_len: f.maxModelLen } : {}),
-  ...(f.pd
-    ? {
-        disaggregated: {
-          prefill_engines: f.pd.prefill,
-          decode_engines: f.pd.decode,
-          prefill_tensor_parallel_size: f.pd.prefillTp,
-          decode_tensor_parallel_size: f.pd.decodeTp,
-        },
-      }
-    : {}),
-  gpus: gpusOf(f),
-});
-
-/** the FleetChoice a plan's fleet JSON stands for */
-export function choiceOf(f: FleetJson): FleetChoice {
-  const d = f.disaggregated;
-  return {
-    gpu: f.gpu,
-    tp: f.tensor_parallel_size,
-    engines: f.engines,
-    ...(f.max_model_len !== undefined ? { maxModelLen: f.max_model_len } : {}),
-    ...(d
-      ? {
-          pd: {
-            prefill: d.prefill_engines,
-            decode: d.decode_engines,
-            prefillTp: d.prefill_tensor_parallel_size,
-            decodeTp: d.decode_tensor_parallel_size,
-          },
-        }
-      : {}),
-  };
-}
-
-const usdh = (x: number | null) => (x === null ? "no price" : `${usd(x)}/h`);
-
-/** "TTFT p90 1.21 s (≤ 1.80 s)" for every bound */
-function within(p: Predicted, t: SloTargets): string {
-  const parts = [
-    `TTFT p90 ${secs(p.ttft_p90_ms)} (≤ ${secs(t.ttft)})`,
-    `TPOT p90 ${secs(p.tpot_p90_ms)} (≤ ${secs(t.tpot)})`,
-  ];
-  if (t.e2e !== null) parts.push(`E2E p90 ${secs(p.e2e_p90_ms)} (≤ ${secs(t.e2e)})`);
-  return parts.join(", ");
-}
-
 export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {}): Promise<PlanOutcome> {
   const stop = planRefusal(scenario);
   if (stop) return { ok: false, refusals: [stop] };
@@ -301,6 +82,12 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
   const targets = slo ? targetsOf(slo) : null;
   const prices = opts.prices ?? priceTable(r0);
   const budget = r0.scenario.ops.budget_usd_per_hour ?? null;
+  if (r0.scenario.workload.lora && !targets)
+    throw new PlanInputError("slo: needed to choose max_loras and max_cpu_loras for workload.lora");
+  if (r0.scenario.workload.lora && fleetOf(r0).pd)
+    throw new PlanInputError(
+      "fleet.disaggregated: LoRA is planned on aggregated engines; drop fleet.disaggregated for workload.lora",
+    );
   const pool = opts.pool ?? new SimPool(1);
   const progress = pool.progress;
   const ev = new Evaluator(r0, pool, targets, opts.profiles);
@@ -324,7 +111,8 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
       const byGpus = opts.target !== undefined;
       const searchPrices = byGpus ? gpuCountPrices(prices) : prices;
       const money = byGpus ? gpuCount : usdPerHour;
-      const layouts = opts.layouts ?? "both";
+      // LoRA is planned on aggregated engines (the LoRA fleet simulator has no P/D roles)
+      const layouts = r0.scenario.workload.lora ? "agg" : (opts.layouts ?? "both");
       const o = {
         prices: searchPrices,
         budget: byGpus ? null : budget,
@@ -499,6 +287,9 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
     progress.set("KV-size sweep");
     const sweep = await kvSweep(ev, d, spillOption, sweepScales, perPoint < impactRequests ? perPoint : null);
     const be = breakEven(sweep);
+    if (r0.scenario.workload.lora && targets) progress.set(`choosing max_loras at ${label(fleet)}`);
+    const lora =
+      r0.scenario.workload.lora && targets ? planLora(ev.scenario(fleet).r, fleet.engines, targets) : null;
     progress.clear();
 
     const r = ev.scenario(fleet).r;
@@ -538,6 +329,7 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
         config: offloadConfig(d.choice, s),
       },
       kv_l2: l2,
+      lora,
       refusals: d.refusals,
       decisions: [d.finding, d.routing.finding],
       hbm: {
@@ -548,7 +340,7 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
         kv_tokens_per_engine: base.capacity.kv_tokens_per_engine,
         kv_gb_per_engine: base.capacity.kv_gb_per_engine,
       },
-      router: routerSection(policy, sessionKeyFor(r, generator), policyReadsKv(policy)),
+      router: withLoraFlags(routerSection(policy, sessionKeyFor(r, generator), policyReadsKv(policy)), lora),
       observability: OBSERVABILITY,
       impact: {
         none: impactOf(d.runs.none, base, false),
@@ -586,159 +378,10 @@ export async function makePlan(scenario: ResolvedScenario, opts: PlanOptions = {
       },
     };
     plan.summary = summaryLines(plan, d, overBudgetNote);
+    if (lora) plan.summary.push(loraSummary(lora));
     return { ok: true, plan };
   } finally {
     progress.clear();
     if (!opts.pool) await pool.close();
   }
-}
-
-/** the fleet that meets the SLO where the planned one misses, and how it was found */
-interface RightSize {
-  meets_slo_with: Alternative | null;
-  note: string;
-}
-
-/**
- * The fewest engines of the same shape that meet the SLO, else the cheapest fleet of any shape. Searched
- * without offload: the option chosen for an overloaded fleet answers its pressure, which a fleet sized
- * to the load does not have (its own plan decides again).
- */
-async function rightSize(ev: Evaluator, f: FleetChoice, prices: PriceTable): Promise<RightSize> {
-  ev.pool.progress.set(`under-sized: sizing ${f.gpu.toUpperCase()} TP ${f.tp} fleets`);
-  const shape = {
-    gpu: f.gpu,
-    tp: f.tp,
-    ...(f.maxModelLen !== undefined ? { maxModelLen: f.maxModelLen } : {}),
-  };
-  // any count, any cost, no offload
-  const open = {
-    prices,
-    budget: null,
-    engines: null,
-    maxEngines: ev.base.scenario.ops.kubernetes ? MAX_ENGINES : 1,
-    mode: "none" as OffloadMode,
-  };
-  const same = await searchFleet(ev, [shape], open);
-  const found = same.found;
-  if (found && found.fleet.engines > f.engines)
-    return {
-      meets_slo_with: {
-        fleet: fleetJson(found.fleet),
-        cost_usd_per_hour: found.cost,
-        predicted: found.at.predicted,
-      },
-      note: `${label(found.fleet)} meet it without offload (${found.fleet.engines - f.engines} more engines)`,
-    };
-  const why = same.shapes[0]?.note ?? "";
-  // no count of this shape will do: search every GPU and TP the model fits on
-  ev.pool.progress.set("under-sized: searching other GPUs and TP sizes");
-  const { shapes } = candidateShapes(
-    { r: ev.base, open: { gpu: true, engines: true, tensorParallelSize: true } },
-    GPUS.map((g) => g.id),
-  );
-  const other = await searchFleet(
-    ev,
-    shapes.filter((x) => x.gpu !== f.gpu || x.tp !== f.tp),
-    open,
-  );
-  const alt = other.found;
-  return {
-    meets_slo_with: alt
-      ? { fleet: fleetJson(alt.fleet), cost_usd_per_hour: alt.cost, predicted: alt.at.predicted }
-      : null,
-    note: `no count of ${f.gpu.toUpperCase()} TP ${f.tp} engines meets it${why ? ` (${why})` : ""}; ${alt ? `the cheapest fleet that does is ${label(alt.fleet)}` : "no GPU and TP searched does either"}`,
-  };
-}
-
-/** why the sweep ran shorter than the impact table, and how far its ×1 row is from the table's runs */
-function sweepNote(
-  n: number,
-  impact: number,
-  promptTokens: number,
-  d: Decision,
-  sweep: readonly SweepPoint[],
-): string {
-  const one = sweep.find((p) => p.kv_scale === 1);
-  const base = d.runs.none.report;
-  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
-  return (
-    `the sweep runs the first ${n} of the impact table's ${impact} requests at each point (${impact} prompts of ${promptTokens.toLocaleString("en-US")} tokens to compute each, at every point, would make the plan slow); ` +
-    (one
-      ? `its ×1 row is that shorter run of the same fleet: KV P99 ${pct(one.baseline_kv_usage_p99)} and ${one.baseline_preemptions} preemptions against the impact table's ${pct(base.kv_usage.p99)} and ${base.preemptions}`
-      : "it has no ×1 row")
-  );
-}
-
-function noFleetReason(slo: Slo, shapes: readonly ShapeOutcome[]): string {
-  const notes = shapes
-    .map((s) => `${s.shape.gpu} TP ${s.shape.tp}: ${s.note}`)
-    .slice(0, 4)
-    .join("; ");
-  return `slo: no fleet meets TTFT p90 ≤ ${secs(slo.ttft_p90_ms)} and TPOT p90 ≤ ${secs(slo.tpot_p90_ms)}${slo.e2e_p90_ms !== undefined ? ` and E2E p90 ≤ ${secs(slo.e2e_p90_ms)}` : ""} with ${Math.round(slo.headroom * 100)}% headroom (${notes || "no shape fits"})`;
-}
-
-function summaryLines(p: Plan, d: Decision, overBudget: string | null): string[] {
-  const f = d.fleet;
-  const out: string[] = [];
-  const cost = usdh(p.cost_usd_per_hour);
-  const t = p.slo?.targets_ms;
-  if (p.slo_met === null || !t) {
-    out.push(
-      `Fleet: ${label(f)} at ${cost}. No SLO given: add slo.ttft_p90_ms and slo.tpot_p90_ms to have the fleet sized and checked.`,
-    );
-  } else if (p.slo_met) {
-    out.push(
-      `SLO met: ${label(f)} at ${cost}, with ${Math.round(p.headroom! * 100)}% headroom: ${within(p.predicted, t)}${d.choice !== "none" ? `, with ${d.choice} offload` : ""}.`,
-    );
-    const fw = p.one_engine_fewer;
-    const pd = p.fleet.disaggregated;
-    const gpus = (x: FleetJson) => `${x.gpus} GPU${x.gpus === 1 ? "" : "s"}`;
-    if (fw && pd)
-      out.push(
-        fw.slo_met
-          ? `${fw.fleet.disaggregated!.decode_engines} decode engines would also meet it (${usdh(fw.cost_usd_per_hour)}).`
-          : `One decode engine fewer (${label(choiceOf(fw.fleet))}, ${gpus(fw.fleet)}) misses it: ${fw.misses.join(", ")}.`,
-      );
-    else if (fw)
-      out.push(
-        fw.slo_met
-          ? `${fw.fleet.engines} engines would also meet it (${usdh(fw.cost_usd_per_hour)}).`
-          : `One engine fewer (${fw.fleet.engines}, ${gpus(fw.fleet)}) misses it: ${fw.misses.join(", ")}.`,
-      );
-    const pf = p.one_prefill_fewer;
-    if (pf)
-      out.push(
-        pf.slo_met
-          ? `${pf.fleet.disaggregated!.prefill_engines} prefill engines would also meet it (${usdh(pf.cost_usd_per_hour)}).`
-          : `One prefill engine fewer (${label(choiceOf(pf.fleet))}, ${gpus(pf.fleet)}) misses it: ${pf.misses.join(", ")}.`,
-      );
-    if (p.target)
-      out.push(
-        `Target: ${p.target.rps !== null ? `${p.target.rps} requests/s` : `${p.target.concurrency} concurrent requests`}: ${gpus(p.fleet)}, the fewest that meet the SLO (then the cheapest).`,
-      );
-  } else {
-    const worst = Math.max(...Object.values(p.undersized?.over_by ?? { x: 1 }));
-    out.push(
-      `UNDER-SIZED: ${label(f)} misses the SLO by ${worst.toFixed(1)}×: ${d.runs[d.choice].check!.misses.join(", ")} (bounds less ${Math.round(p.headroom! * 100)}% headroom).`,
-    );
-    const u = p.undersized;
-    if (u?.meets_slo_with)
-      out.push(
-        `${u.note}: ${usdh(u.meets_slo_with.cost_usd_per_hour)}, ${within(u.meets_slo_with.predicted, t)}.`,
-      );
-    else if (u) out.push(`${u.note}.`);
-  }
-  const b = p.budget_usd_per_hour;
-  const needed = p.undersized?.meets_slo_with?.cost_usd_per_hour ?? null;
-  if (overBudget) out.push(`Over budget: ${overBudget}.`);
-  else if (b !== null && needed !== null && needed > b + 1e-9)
-    out.push(`Over budget: meeting the SLO costs ${usdh(needed)} against a budget of ${usdh(b)}.`);
-  else if (b !== null && p.cost_usd_per_hour !== null)
-    out.push(
-      p.within_budget
-        ? `Budget ${usdh(b)}: this fleet costs ${cost}.`
-        : `Over budget: this fleet costs ${cost} against ${usdh(b)}.`,
-    );
-  return out;
 }

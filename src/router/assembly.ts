@@ -11,6 +11,7 @@ import { discoverySources } from "../discovery/index.js";
 import { Tracer } from "../obs/tracing.js";
 import { logger } from "../obs/log.js";
 import { RouterMetrics } from "./telemetry/metrics.js";
+import { watchAdapterTraffic } from "./telemetry/lora-metrics.js";
 import { AccessLog } from "./telemetry/access-log.js";
 import { AttemptLoop } from "./dataplane/attempt-loop.js";
 import { IssuedIds } from "./dataplane/issued-ids.js";
@@ -122,6 +123,7 @@ export class RouterAssembly implements RouterRooms {
       );
       this.registry.adapters = adapters;
       this.metrics.watchAdapters(adapters.stats);
+      watchAdapterTraffic(this.metrics.registry, adapters);
     }
     this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);

@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { HttpError, sendError } from "../../http/errors.js";
 import { notRelayed, type EndpointMatch } from "../request/endpoints.js";
 import type { ModelCard } from "../engines/upstream.js";
+import { loraResidency } from "../engines/adapters.js";
 import { roleOf } from "../pd/disagg.js";
 import { readRequestBody } from "./body.js";
 import type { RouterRooms } from "./rooms.js";
@@ -250,6 +251,7 @@ export class OwnRoutes {
       lastError: e.lastError || null,
       // where its KV events come from: configured, read from the engine (/kv_event_sources), or none
       kvEvents: this.rooms.cache.subs.describe(e.url),
+      lora: loraResidency(e, this.rooms.registry.adapters),
     }));
   }
 }

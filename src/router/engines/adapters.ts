@@ -127,6 +127,45 @@ interface EngineBooks {
   changedAt: Map<string, number>;
 }
 
+/** adapter names one list of an engine's residency row carries at most (the most recent, for loaded) */
+export const RESIDENCY_NAMES = 64;
+
+/**
+ * An engine's adapters as `GET /engines` shows them: GPU slots (max_loras, vllm:lora_requests_info's
+ * max_lora) and host cache (max_cpu_loras), the adapters loaded there (the router's books: the engine's
+ * /v1/models and its own loads, oldest first), loading, and running or waiting in its scheduler
+ */
+export interface LoraResidencyRow {
+  maxLoras: number;
+  maxCpuLoras: number | null;
+  loaded: string[] | null;
+  loadedCount: number | null;
+  loading: string[];
+  running: string[];
+  waiting: string[];
+}
+
+/**
+ * The residency row of an engine: the router's books where it manages adapters, else what the engine
+ * reports in vllm:lora_requests_info (its statically loaded adapters are in its model list); null when
+ * the engine serves no LoRA
+ */
+export function loraResidency(e: Upstream, loader: AdapterLoader | null): LoraResidencyRow | null {
+  const row = loader?.residency(e) ?? null;
+  if (row) return row;
+  const l = e.load.lora;
+  if (!l) return null;
+  return {
+    maxLoras: l.maxLora,
+    maxCpuLoras: null,
+    loaded: null,
+    loadedCount: null,
+    loading: [],
+    running: l.running.slice(0, RESIDENCY_NAMES),
+    waiting: l.waiting.slice(0, RESIDENCY_NAMES),
+  };
+}
+
 /** how long the router's own load or unload outranks what the engine's /v1/models says, ms */
 const SYNC_GRACE_MS = 10_000;
 
@@ -143,6 +182,8 @@ export interface AdapterStats {
  */
 export class AdapterLoader {
   readonly stats: AdapterStats = { loads: 0, loadFailures: 0, unloads: 0, loadSeconds: 0 };
+  /** requests routed per registry adapter since the router started (at most the registry's size) */
+  readonly requests = new Map<string, number>();
   private readonly books = new Map<string, EngineBooks>();
 
   constructor(
@@ -212,6 +253,8 @@ export class AdapterLoader {
 
   /** the router sent a request for `name` to `e` (its slot-wait and eviction books) */
   noteSent(e: Upstream, name: string, nowMs: number): void {
+    // only registry adapters are sent here, so the counts hold at most the registry's names
+    this.requests.set(name, (this.requests.get(name) ?? 0) + 1);
     const b = this.booksOf(e);
     b.view.inFlight.set(name, (b.view.inFlight.get(name) ?? 0) + 1);
     b.view.lastSentAt.set(name, nowMs);
@@ -226,6 +269,27 @@ export class AdapterLoader {
       b.view.inFlight.delete(name);
       b.view.lastSentAt.delete(name);
     }
+  }
+
+  /** adapters loaded per engine URL, as the books say */
+  *loadedPerEngine(): Iterable<[string, number]> {
+    for (const [url, b] of this.books) yield [url, b.view.loaded.size];
+  }
+
+  /** what the router's books say `e` holds; null before the router has kept any for it */
+  residency(e: Upstream): LoraResidencyRow | null {
+    const b = this.books.get(e.url);
+    if (!b) return null;
+    const loaded = [...b.view.loaded.oldestFirst()].map((x) => x.key);
+    return {
+      maxLoras: b.view.maxLoras,
+      maxCpuLoras: b.view.maxCpuLoras,
+      loaded: loaded.slice(-RESIDENCY_NAMES),
+      loadedCount: loaded.length,
+      loading: [...b.view.loading].slice(0, RESIDENCY_NAMES),
+      running: [...b.view.running].slice(0, RESIDENCY_NAMES),
+      waiting: [...b.view.waiting].slice(0, RESIDENCY_NAMES),
+    };
   }
 
   /** whether `name` is usable on `e` now: in the router's books (its /v1/models and its own loads) */
