@@ -17,7 +17,7 @@ import { monitorEventLoopDelay, performance, PerformanceObserver } from "node:pe
 import { setImmediate as yieldLoop } from "node:timers/promises";
 import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
-import { SessionTracker, type SessionRequest } from "../../src/routing/session-identity.js";
+import { SessionTracker, type SessionRequest } from "../../src/routing/index.js";
 import { makeRng, type Rng } from "../../src/random/rng.js";
 import { IndexedHeap } from "../../src/collections/indexed-heap.js";
 import { percentileSorted } from "../../src/workload/stats.js";

@@ -10,7 +10,7 @@
 //   node dist/bench/micro/session-identify.js [--sessions 64] [--agents 16] [--rounds 5] [--reps 7] [--seed 1]
 import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
-import { SessionTracker } from "../../src/routing/session-identity.js";
+import { SessionTracker } from "../../src/routing/index.js";
 import { makeRng, type Rng } from "../../src/random/rng.js";
 import { median } from "../../src/workload/stats.js";
 

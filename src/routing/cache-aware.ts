@@ -20,13 +20,13 @@ import type {
   EngineView,
   Policy,
   Scorer,
-} from "./types.js";
-import { RequestMemo } from "./memo.js";
-import { busyOf, waitingOf } from "./load.js";
-import { PrefillLedger } from "./ledger.js";
-import { TtftModel, type PredictiveOptions } from "./predictive.js";
-import { LateBinding, type LateBindingOptions } from "./late-binding.js";
-import { RunningQuantile, sloFor } from "./slo.js";
+} from "./policy/types.js";
+import { RequestMemo } from "./policy/memo.js";
+import { busyOf, waitingOf } from "./cost/engine-load.js";
+import { PrefillLedger } from "./cost/prefill-ledger.js";
+import { TtftModel, type PredictiveOptions } from "./cost/ttft-model.js";
+import { LateBinding, type LateBindingOptions } from "./cost/late-binding.js";
+import { RunningQuantile, sloFor } from "./cost/slo.js";
 
 export interface CacheAwareOptions {
   /** prompt tokens whose prefill costs one load unit */

@@ -6,13 +6,13 @@
 import { z } from "zod";
 import { defaultEngineConfig } from "../engine/index.js";
 import { GPU_IDS_TEXT, resolveGpu, resolveModel } from "../models/index.js";
-import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
-import type { EngineView } from "./types.js";
-import type { PredictiveOptions } from "./predictive.js";
+import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./cost/timing.js";
+import type { EngineView } from "./policy/types.js";
+import type { PredictiveOptions } from "./cost/ttft-model.js";
 import { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./cache-aware.js";
 import { SESSION_LOAD_FACTOR_DEFAULT, type PolicyOptions } from "./policies.js";
-import type { CacheOracle } from "./types.js";
-import { LATE_BINDING_DEFAULTS } from "./late-binding.js";
+import type { CacheOracle } from "./policy/types.js";
+import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 import { scorerNames } from "./scorers/index.js";
 
 const gpuId = z.string().refine(

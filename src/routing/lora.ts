@@ -21,9 +21,9 @@
 // - `lora-static`: an operator's static placement: each adapter pinned to `replicas` engines by
 //   rendezvous hashing, the least loaded of them picked.
 import { LruMap } from "../collections/lru-map.js";
-import { hash32, unitHash } from "./hash.js";
-import { busyOf } from "./load.js";
-import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./filters.js";
+import { hash32, unitHash } from "./policy/hash.js";
+import { busyOf } from "./cost/engine-load.js";
+import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./policy/filters.js";
 import type {
   EngineLoraView,
   EngineView,
@@ -33,7 +33,7 @@ import type {
   Policy,
   RequestView,
   Scorer,
-} from "./types.js";
+} from "./policy/types.js";
 
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
 export function coldLoadSeconds(v: EngineLoraView, a: LoraRequestView): number {

@@ -1,8 +1,8 @@
 // The basic policies (round-robin, least-load, session affinity) and the names of every policy. Each is
 // a Policy value (filters → scorers → picker); the cache-aware ones (cache-aware.ts) are extra scorers
 // over the same views. The name lists live here so every caller agrees on what a policy is called.
-import { unitHash } from "./hash.js";
-import { applyFilters, standardFilters } from "./filters.js";
+import { unitHash } from "./policy/hash.js";
+import { applyFilters, standardFilters } from "./policy/filters.js";
 import type {
   CacheOracle,
   Decision,
@@ -12,10 +12,10 @@ import type {
   Policy,
   RequestView,
   Scorer,
-} from "./types.js";
+} from "./policy/types.js";
 import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
-import { kvFreeScorer, loadScorer } from "./scorers/load.js";
-import type { PredictiveOptions } from "./predictive.js";
+import { kvFreeScorer, loadScorer } from "./scorers/least-load.js";
+import type { PredictiveOptions } from "./cost/ttft-model.js";
 import { createScorer } from "./scorers/registry.js";
 import {
   createLlmdStickyPolicy,
@@ -25,7 +25,7 @@ import {
   createVllmRouterProgramPolicy,
   type VllmRouterProgramOptions,
 } from "./baselines/index.js";
-import { LATE_BINDING_DEFAULTS } from "./late-binding.js";
+import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 
 const GOLDEN = 0.6180339887498949;
 

@@ -16,7 +16,7 @@ import {
   type EngineLoraView,
   type EngineView,
   type RequestView,
-} from "../../src/routing/types.js";
+} from "../../src/routing/policy/types.js";
 
 const BASE = "base-model";
 

@@ -14,8 +14,8 @@
 // It reads the engines' KV events where they flow (llm-d's precise prefix-cache mode), so prompt and
 // cached token counts are the tokenizer's. Not modelled: the post's decode-bound (active requests) and
 // latency-predictor configurations, which it picks for other workload kinds.
-import { standardFilters } from "../filters.js";
-import { RequestMemo } from "../memo.js";
+import { standardFilters } from "../policy/filters.js";
+import { RequestMemo } from "../policy/memo.js";
 import type {
   CacheOracle,
   CachePrediction,
@@ -24,7 +24,7 @@ import type {
   Policy,
   RequestView,
   Scorer,
-} from "../types.js";
+} from "../policy/types.js";
 
 export interface LlmdStickyOptions {
   /** the share of the prompt an engine must hold to be warm */

@@ -10,9 +10,9 @@
 // The tree here is the `prefix` policy's character-block index (prefix-index.ts), the same kind of
 // approximation at 64-character granularity instead of single characters: for prompts thousands of
 // characters long the match rates differ by at most one block.
-import { standardFilters } from "../filters.js";
-import { RequestMemo } from "../memo.js";
-import type { CacheOracle, CachePrediction, EngineView, Picker, Policy, Scorer } from "../types.js";
+import { standardFilters } from "../policy/filters.js";
+import { RequestMemo } from "../policy/memo.js";
+import type { CacheOracle, CachePrediction, EngineView, Picker, Policy, Scorer } from "../policy/types.js";
 
 export interface VllmRouterCacheAwareOptions {
   /** minimum prefix match rate for the best-match engine (vllm-router's --cache-threshold) */

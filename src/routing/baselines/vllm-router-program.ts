@@ -37,10 +37,10 @@
 // keep the request waiting and decide again when requests finish and every `recheckMs` (capacity also
 // frees when a TTL runs out, which no request's end announces).
 import { LruMap } from "../../collections/lru-map.js";
-import { standardFilters } from "../filters.js";
-import { unitHash } from "../hash.js";
-import { RequestMemo } from "../memo.js";
-import { agenticContextOf, type AgenticContext } from "../session-identity.js";
+import { standardFilters } from "../policy/filters.js";
+import { unitHash } from "../policy/hash.js";
+import { RequestMemo } from "../policy/memo.js";
+import { agenticContextOf, type AgenticContext } from "../sessions/session-identity.js";
 import { firstMaxPicker } from "./vllm-router-cache-aware.js";
 import type {
   CacheOracle,
@@ -51,7 +51,7 @@ import type {
   Policy,
   RequestView,
   Scorer,
-} from "../types.js";
+} from "../policy/types.js";
 
 export interface VllmRouterProgramOptions {
   /**

@@ -1,6 +1,6 @@
 // Small, allocation-free string hashing for consistent hashing and tie-breaks (FNV-1a 32-bit,
 // then a murmur3 finaliser so that similar keys land far apart).
-import { fmix } from "../random/rng.js";
+import { fmix } from "../../random/rng.js";
 
 export function hash32(text: string, seed = 0): number {
   let h = (0x811c9dc5 ^ seed) >>> 0;

@@ -16,8 +16,8 @@
 // hashed whole up to 16 KiB and sampled beyond (its length, both ends and 32 slices), a text prompt in
 // 256-character blocks up to 2,048 of them; at most 256 KiB of a request so, the rest thinly (a message
 // by 128 characters, a block by 64); and a prompt is looked up at one end per unit.
-import { LruMap } from "../collections/lru-map.js";
-import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
+import { LruMap } from "../../collections/lru-map.js";
+import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
 
 export type SessionSource = "agentic-context" | "header" | "body" | "response-chain" | "inferred";
 export const SESSION_SOURCES: readonly SessionSource[] = [

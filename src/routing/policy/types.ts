@@ -1,7 +1,7 @@
 // The vocabulary every routing policy speaks. Policies are pure functions of a request view and a
 // fleet snapshot, so the live router and the virtual-time fleet simulator run the same code: the
 // caller owns every piece of state (counters, clocks) and passes it in.
-import type { LruMap } from "../collections/lru-map.js";
+import type { LruMap } from "../../collections/lru-map.js";
 
 /** What a policy may know about a request. Cache-aware policies read `prompt` / `messages`. */
 export interface RequestView {

@@ -21,12 +21,12 @@
 // blocks push out, weighted by the chance each comes back (held-contexts.ts); the decode term places a
 // session's later turns by whose batches they would share. Each term, with the measurements that set
 // it: docs/routing.md.
-import type { CachePrediction, EngineView, RequestView } from "./types.js";
-import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./load.js";
-import type { PrefillLedger } from "./ledger.js";
+import type { CachePrediction, EngineView, RequestView } from "../policy/types.js";
+import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./engine-load.js";
+import type { PrefillLedger } from "./prefill-ledger.js";
 import { LEARNED_DEFAULT_TOKENS_PER_S, type EngineTiming } from "./timing.js";
 import type { SloOptions } from "./slo.js";
-import { HeldContexts } from "./held-contexts.js";
+import { HeldContexts } from "../sessions/held-contexts.js";
 import type { LateBindingOptions } from "./late-binding.js";
 
 export interface PredictiveOptions {

@@ -20,8 +20,8 @@
 //     used again. A context idle past every gap seen is worth nothing and is forgotten (a session that
 //     ended, or moved for good).
 // Bounded: at most `maxSessions` contexts (the least recently used forgotten) and `maxEngines` engines.
-import { LruMap } from "../collections/lru-map.js";
-import { LinkedList, type Linked } from "../collections/linked-list.js";
+import { LruMap } from "../../collections/lru-map.js";
+import { LinkedList, type Linked } from "../../collections/linked-list.js";
 
 interface Ctx extends Linked<Ctx> {
   /** the session key, and the context's own (key and engine) */

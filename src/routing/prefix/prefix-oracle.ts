@@ -1,8 +1,8 @@
 // The `prefix` policy's oracle: predictions from the approximate character-block index, which learns
 // from the policy's own picks. Deterministic, so the fleet simulator can run it in virtual time.
-import { RequestMemo } from "./memo.js";
+import { RequestMemo } from "../policy/memo.js";
 import { PrefixIndex, type PrefixIndexOptions } from "./prefix-index.js";
-import type { CacheOracle, CachePrediction, CacheSource, EngineView, RequestView } from "./types.js";
+import type { CacheOracle, CachePrediction, CacheSource, EngineView, RequestView } from "../policy/types.js";
 
 /** English text averages about 4 characters per token in BPE vocabularies of this size. */
 export const CHARS_PER_TOKEN = 4;

@@ -2,8 +2,8 @@
 // time for its GPU and model (src/engine: the same StepTimer `switchyard sim` and the fleet simulator run
 // on), or, when the engine's profile is unknown, learned online from what the engine reports about
 // itself (vLLM's prefill-time histogram and prompt/prefix-hit counters, as scraped).
-import { StepTimer, kvCapacity, type EngineConfig } from "../engine/index.js";
-import type { EngineView } from "./types.js";
+import { StepTimer, kvCapacity, type EngineConfig } from "../../engine/index.js";
+import type { EngineView } from "../policy/types.js";
 
 export interface EngineTiming {
   /**

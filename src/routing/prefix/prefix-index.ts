@@ -2,9 +2,9 @@
 // fixed character blocks, each block's id chains its parent's (so equal ids mean equal prefixes), and
 // each id remembers which engines were last sent a request carrying it. Bounded: at most `maxBlocks`
 // ids, least recently used evicted first, at most `maxEnginesPerBlock` engines per id.
-import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
-import { LruMap } from "../collections/lru-map.js";
-import type { RequestView } from "./types.js";
+import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
+import { LruMap } from "../../collections/lru-map.js";
+import type { RequestView } from "../policy/types.js";
 
 export interface PrefixIndexOptions {
   /** characters per block; 64 characters ≈ 16 tokens of English, llm-d's equivalent */
