@@ -15,9 +15,9 @@ import {
 } from "../engine/index.js";
 import { LruMap } from "../collections/lru-map.js";
 import { makeRng, shuffle } from "../random/rng.js";
-import { decide } from "../routing/policies.js";
 import { evictionFor } from "../routing/lora.js";
 import {
+  decide,
   idleEngineView,
   noteDone,
   noteFirstToken,

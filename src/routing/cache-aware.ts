@@ -12,15 +12,9 @@
 //   cost(e) = (P − credit(e)) / prefillTokensPerUnit + (runWeight · busy(e) + waitWeight · waiting(e)) / weight(e)
 // with a saturation guard: an engine ≥ balanceAbs busier than the least busy candidate AND > balanceRel ×
 // it gets no cache credit, so a hot prefix spills to the next engine rather than piling onto one.
-import type {
-  CacheOracle,
-  CachePrediction,
-  CacheSource,
-  Decision,
-  EngineView,
-  Policy,
-  Scorer,
-} from "./policy/types.js";
+import type { CacheOracle, CachePrediction, CacheSource } from "./policy/cache-oracle.js";
+import type { Decision, Policy, Scorer } from "./policy/policy.js";
+import type { EngineView } from "./policy/views.js";
 import { RequestMemo } from "./policy/memo.js";
 import { busyOf, waitingOf } from "./cost/engine-load.js";
 import { PrefillLedger } from "./cost/prefill-ledger.js";

@@ -27,13 +27,11 @@ import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./policy
 import type {
   EngineLoraView,
   EngineView,
-  Filter,
   FleetSnapshot,
   LoraRequestView,
-  Policy,
   RequestView,
-  Scorer,
-} from "./policy/types.js";
+} from "./policy/views.js";
+import type { Filter, Policy, Scorer } from "./policy/policy.js";
 
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
 export function coldLoadSeconds(v: EngineLoraView, a: LoraRequestView): number {

@@ -16,15 +16,9 @@
 // latency-predictor configurations, which it picks for other workload kinds.
 import { standardFilters } from "../policy/filters.js";
 import { RequestMemo } from "../policy/memo.js";
-import type {
-  CacheOracle,
-  CachePrediction,
-  EngineView,
-  Picker,
-  Policy,
-  RequestView,
-  Scorer,
-} from "../policy/types.js";
+import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
+import type { EngineView, RequestView } from "../policy/views.js";
+import type { Picker, Policy, Scorer } from "../policy/policy.js";
 
 export interface LlmdStickyOptions {
   /** the share of the prompt an engine must hold to be warm */

@@ -12,7 +12,9 @@
 // characters long the match rates differ by at most one block.
 import { standardFilters } from "../policy/filters.js";
 import { RequestMemo } from "../policy/memo.js";
-import type { CacheOracle, CachePrediction, EngineView, Picker, Policy, Scorer } from "../policy/types.js";
+import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
+import type { EngineView } from "../policy/views.js";
+import type { Picker, Policy, Scorer } from "../policy/policy.js";
 
 export interface VllmRouterCacheAwareOptions {
   /** minimum prefix match rate for the best-match engine (vllm-router's --cache-threshold) */

@@ -42,16 +42,9 @@ import { unitHash } from "../policy/hash.js";
 import { RequestMemo } from "../policy/memo.js";
 import { agenticContextOf, type AgenticContext } from "../sessions/session-identity.js";
 import { firstMaxPicker } from "./vllm-router-cache-aware.js";
-import type {
-  CacheOracle,
-  CachePrediction,
-  EngineView,
-  Filter,
-  FleetSnapshot,
-  Policy,
-  RequestView,
-  Scorer,
-} from "../policy/types.js";
+import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
+import type { EngineView, FleetSnapshot, RequestView } from "../policy/views.js";
+import type { Filter, Policy, Scorer } from "../policy/policy.js";
 
 export interface VllmRouterProgramOptions {
   /**

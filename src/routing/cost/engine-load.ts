@@ -16,7 +16,7 @@
 // then): what the router sent since queues behind it and every completion since lets one in. An
 // engine that was not queueing has an unknown limit, and the router's own in-flight count carries it.
 // A view with no scrape time (a caller that does not track one) takes the larger of the two.
-import type { EngineView } from "../policy/types.js";
+import type { EngineView } from "../policy/views.js";
 
 /** how fast the other clients' share of a scraped count ages out (ms) */
 export const OTHERS_HALF_LIFE_MS = 2000;

@@ -32,7 +32,7 @@
 // State: the requests held, per engine, and the moving mean (no I/O, no clock: the caller passes the
 // time). Bounded: at most `MAX_HELD` (the oldest forgotten first); one not decided again for `STALE_MS`
 // is taken to have left (a caller that does not say so, or a queue deeper than it retries at once).
-import type { EngineView, RequestView } from "../policy/types.js";
+import type { EngineView, RequestView } from "../policy/views.js";
 
 export interface LateBindingOptions {
   /** this router's prompts awaiting a first token an engine may have; 0: bind at once (no holding) */

@@ -15,7 +15,7 @@
 // Each entry may also carry its prompt's chained block ids (CachePrediction.blocks): a prompt queued
 // behind another that shares its prefix finds that prefix computed when its turn comes, although the
 // engine holds none of it yet (its KV events come only once the blocks are computed).
-import type { EngineView } from "../policy/types.js";
+import type { EngineView } from "../policy/views.js";
 
 interface EngineQueue {
   /** uncached tokens per awaiting request, oldest first; `head` is the first live one */

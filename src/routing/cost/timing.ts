@@ -3,7 +3,7 @@
 // on), or, when the engine's profile is unknown, learned online from what the engine reports about
 // itself (vLLM's prefill-time histogram and prompt/prefix-hit counters, as scraped).
 import { StepTimer, kvCapacity, type EngineConfig } from "../../engine/index.js";
-import type { EngineView } from "../policy/types.js";
+import type { EngineView } from "../policy/views.js";
 
 export interface EngineTiming {
   /**

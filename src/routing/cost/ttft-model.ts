@@ -21,7 +21,8 @@
 // blocks push out, weighted by the chance each comes back (held-contexts.ts); the decode term places a
 // session's later turns by whose batches they would share. Each term, with the measurements that set
 // it: docs/routing.md.
-import type { CachePrediction, EngineView, RequestView } from "../policy/types.js";
+import type { CachePrediction } from "../policy/cache-oracle.js";
+import type { EngineView, RequestView } from "../policy/views.js";
 import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./engine-load.js";
 import type { PrefillLedger } from "./prefill-ledger.js";
 import { LEARNED_DEFAULT_TOKENS_PER_S, type EngineTiming } from "./timing.js";

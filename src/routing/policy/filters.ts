@@ -1,6 +1,7 @@
 // Filters shared by every policy: the engine must serve the model, be healthy, not be excluded
 // (tried already), carry weight, and have room under its in-flight cap.
-import type { EngineView, Filter, FleetSnapshot, RequestView } from "./types.js";
+import type { EngineView, FleetSnapshot, RequestView } from "./views.js";
+import type { Filter } from "./policy.js";
 
 // Each filter hands back its input array when every engine passes (the usual case), so a decision
 // allocates no arrays; it copies only when an engine is dropped. Predicates are module-level with

@@ -4,7 +4,7 @@
 // ids, least recently used evicted first, at most `maxEnginesPerBlock` engines per id.
 import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
 import { LruMap } from "../../collections/lru-map.js";
-import type { RequestView } from "../policy/types.js";
+import type { RequestView } from "../policy/views.js";
 
 export interface PrefixIndexOptions {
   /** characters per block; 64 characters ≈ 16 tokens of English, llm-d's equivalent */

@@ -2,7 +2,8 @@
 // from the policy's own picks. Deterministic, so the fleet simulator can run it in virtual time.
 import { RequestMemo } from "../policy/memo.js";
 import { PrefixIndex, type PrefixIndexOptions } from "./prefix-index.js";
-import type { CacheOracle, CachePrediction, CacheSource, EngineView, RequestView } from "../policy/types.js";
+import type { CacheOracle, CachePrediction, CacheSource } from "../policy/cache-oracle.js";
+import type { EngineView, RequestView } from "../policy/views.js";
 
 /** English text averages about 4 characters per token in BPE vocabularies of this size. */
 export const CHARS_PER_TOKEN = 4;

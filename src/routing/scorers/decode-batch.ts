@@ -5,7 +5,7 @@
 //   scorers: [{ name: decode-batch, weight: 0.3 }]
 // Scores in [0, 1] as every scorer's: 1 for the least busy candidate, 0 for the busiest.
 import { busyOf } from "../cost/engine-load.js";
-import type { Scorer } from "../policy/types.js";
+import type { Scorer } from "../policy/policy.js";
 import { registerScorer } from "./registry.js";
 
 registerScorer("decode-batch", (weight): Scorer => ({

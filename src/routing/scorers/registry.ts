@@ -1,7 +1,7 @@
 // Scorers by name, so a router's config (and a fleet scenario) can add them to any policy that picks by
 // score, as the Gateway API Inference Extension composes its plugins: `scorers: [{ name, weight }]`.
 // A scorer module registers itself here when imported; scorers/index.ts imports every one.
-import type { Scorer } from "../policy/types.js";
+import type { Scorer } from "../policy/policy.js";
 
 /** makes a scorer with the weight the config gives it */
 export type ScorerFactory = (weight: number) => Scorer;
