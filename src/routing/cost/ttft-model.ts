@@ -3,24 +3,17 @@
 // predicted time to first token there, from the engine's timing (timing.ts: the roofline step time of its
 // GPU and model, or learned from its metrics), plus the work a miss adds to the fleet:
 //
-//   ttft(e) = prefill(queued(e) + peers(e) + others(e) + P − credit(e))   when prompts are queued ahead
-//           = residual(e) + prefill(P − credit(e))                   otherwise
-//   cost(e) = ttft(e) + missWeight · backlog · prefill(P − credit(e)) + missWeight · prefill(pushed(e))
-//           + missWeight · load(e) · decoding(e)                      a tier load stalls e's batch
-//           + busyWeightS · busy(e) / weight(e)
-//           + (1 + missWeight) · prefill(evicted(e))                    paused sessions' KV pushed out
-//           + out · step((batch(e) + mean batch) / 2 + 1)              a session's decode
+//   cost(e) = ttftSeconds                              behind queuedAheadTokens, or the step's residual
+//           + missWeight · backlog · prefill(uncached) the prompts a miss's extra prefill holds up
+//           + missWeight · (pushedOutSeconds + tier load · decoding(e))   cached work evicted, a stalled batch
+//           + busyWeightS · busy(e) / weight(e)         decode batches kept level
+//           + pausedSessionsEvictionSeconds             paused sessions' KV pushed out (session key)
+//           + sessionDecodeSeconds                      a session's decode (callers report completions)
 //
-// queued/peers/others: the prefill queued ahead on e (this router's ledger, its group's, the rest);
-// credit: the prefix e holds or will have computed for a queued prompt that shares it, and what a tier e
-// loads from holds beyond that (CachePrediction.tierTokens: its CPU tier, a shared cache server), whose
-// load time load(e) each prefill term above includes; backlog: the fewest prompts queued on any engine,
-// since once every engine has a queue a miss's extra prefill holds up the prompts behind it; pushed:
-// what does not fit e's spare room beyond the fleet's mean, since only that evicts cached work (a
-// loaded prefix takes new blocks as a computed one does); evicted: paused sessions' contexts the new
-// blocks push out, weighted by the chance each comes back (held-contexts.ts); the decode term places a
-// session's later turns by whose batches they would share. Each term, with the measurements that set
-// it: docs/routing.md.
+// uncached = prompt − credit, credit being cachedOrComputedAhead (what e holds, or will have computed for
+// a queued prompt sharing the prefix) plus what a tier e loads from holds beyond it; backlog: the fewest
+// prompts queued on any engine (FleetFigures). Each term, with its reasons: docs/routing.md; the
+// measurements that set them: docs/benchmarks.md.
 import type { CachePrediction } from "../policy/cache-oracle.js";
 import type { EngineView, RequestView } from "../policy/views.js";
 import { busyOf, othersQueuedOf, stepResidualMs, waitingOf } from "./engine-load.js";
@@ -89,16 +82,21 @@ export const PREDICTIVE_DEFAULTS = {
 /**
  * Blocks (of CachePrediction.blocks) by which a prefix shared with a prompt queued on an engine must
  * exceed what any engine holds before it counts. The blocks are the approximate index's 64 characters,
- * whose token estimate wanders around the exact count: a 1,000-token system prompt every engine holds
- * (992 tokens in 16-token blocks) comes out at 996–1,017. Credited as it comes, that noise would favour
- * the engines with prompts queued (in the load-range benchmark's multi-round QA at round-robin's
- * capacity, TTFT p90 374 ms with the slack, 1,249 without); a prefix being computed ahead is thousands
- * of tokens beyond it.
+ * whose token estimate wanders around the exact count (a 1,000-token system prompt every engine holds
+ * comes out at 996–1,017); credited as it comes, that noise would draw requests to the engines with
+ * prompts queued (docs/benchmarks.md, the cost model's terms). A prefix being computed ahead is
+ * thousands of tokens beyond it.
  */
 const QUEUED_PREFIX_SLACK_BLOCKS = 4;
 
 /** tokens whose prefill time gives an engine's current prefill rate (one full step of a large budget) */
 const RATE_PROBE_TOKENS = 8192;
+
+/** seconds added to the cost of an engine predicted over the request's TTFT SLO: it loses to any under it */
+const OVER_SLO_PENALTY_S = 1e6;
+
+/** weight of an engine's free KV share in its score: a tie-break between otherwise equal engines */
+const KV_FREE_TIE_BREAK = 1e-6;
 
 /** the speed assumed for an engine with no timing: a fixed rate, no decode term */
 export const DEFAULT_TIMING: EngineTiming = {
@@ -107,9 +105,184 @@ export const DEFAULT_TIMING: EngineTiming = {
   prefillSeconds: (tokens) => (tokens > 0 ? tokens / LEARNED_DEFAULT_TOKENS_PER_S : 0),
 };
 
+type ResolvedOptions = Required<Omit<PredictiveOptions, "timing" | "slo" | "lateBinding">> &
+  PredictiveOptions;
+
+/** What pricing one candidate reads of the whole fleet, gathered once per decision. */
+interface FleetFigures {
+  /** per candidate: its timing for the request's model */
+  timings: EngineTiming[];
+  /** per candidate: requests in its decode batch (busy less those awaiting a first token) */
+  decodingRequests: Float64Array;
+  /** per candidate: KV tokens in use (the scraped usage times the capacity) */
+  kvTokensInUse: Float64Array;
+  /** per candidate: its cache's empty room in tokens, where its KV events say what it holds (NaN: they do not) */
+  emptyRoomTokens: Float64Array;
+  /** the longest prefix any candidate holds: a prompt queued ahead is evidence of more only beyond it */
+  longestCachedPrefix: number;
+  meanDecodingRequests: number;
+  meanKvTokensInUse: number;
+  /** the mean room of the candidates whose KV events say what their caches hold */
+  meanEmptyRoomTokens: number;
+  /** the fewest prompts queued on any candidate (the router's own and other clients'): the fleet's backlog */
+  fewestQueuedPrompts: number;
+}
+
+/** KV tokens an engine's running requests hold: its scraped usage (clamped to 0..1) times the capacity. */
+function kvTokensInUseOf(engine: EngineView, timing: EngineTiming): number {
+  return Math.min(1, Math.max(0, engine.kvUsage)) * timing.kvCapacityTokens;
+}
+
+function gatherFleetFigures(
+  options: ResolvedOptions,
+  req: RequestView,
+  engines: readonly EngineView[],
+  prediction: CachePrediction,
+  now: number | undefined,
+): FleetFigures {
+  const count = engines.length;
+  const figures: FleetFigures = {
+    timings: new Array<EngineTiming>(count),
+    decodingRequests: new Float64Array(count),
+    kvTokensInUse: new Float64Array(count),
+    emptyRoomTokens: new Float64Array(count),
+    longestCachedPrefix: 0,
+    meanDecodingRequests: 0,
+    meanKvTokensInUse: 0,
+    meanEmptyRoomTokens: 0,
+    fewestQueuedPrompts: Infinity,
+  };
+  let roomKnown = 0;
+  for (let i = 0; i < count; i++) {
+    const engine = engines[i]!;
+    figures.longestCachedPrefix = Math.max(figures.longestCachedPrefix, prediction.cachedTokens[i]!);
+    const ownAwaiting = engine.awaitingFirstToken;
+    figures.fewestQueuedPrompts = Math.min(
+      figures.fewestQueuedPrompts,
+      ownAwaiting !== undefined ? ownAwaiting + othersQueuedOf(engine, now) : waitingOf(engine, now),
+    );
+    const timing = (figures.timings[i] = options.timing?.(engine, req.model) ?? DEFAULT_TIMING);
+    figures.decodingRequests[i] = Math.max(
+      0,
+      busyOf(engine, now) - (engine.awaitingFirstToken ?? waitingOf(engine, now)),
+    );
+    figures.kvTokensInUse[i] = kvTokensInUseOf(engine, timing);
+    figures.meanDecodingRequests += figures.decodingRequests[i]! / count;
+    figures.meanKvTokensInUse += figures.kvTokensInUse[i]! / count;
+    const heldByEvents = prediction.heldTokens?.[i] ?? NaN;
+    figures.emptyRoomTokens[i] =
+      timing.kvCapacityTokens > 0
+        ? Math.max(0, timing.kvCapacityTokens - Math.max(heldByEvents, figures.kvTokensInUse[i]!))
+        : NaN;
+    if (!Number.isNaN(figures.emptyRoomTokens[i]!)) {
+      figures.meanEmptyRoomTokens += figures.emptyRoomTokens[i]!;
+      roomKnown++;
+    }
+  }
+  if (roomKnown > 0) figures.meanEmptyRoomTokens /= roomKnown;
+  return figures;
+}
+
+/**
+ * Per candidate, 1 where the request's session has a context (its home): a move elsewhere is priced as a
+ * full miss. null when no candidate is home, or the request names no session, or contexts are not kept.
+ */
+function sessionHomes(
+  held: HeldContexts | null,
+  sessionKey: string | undefined,
+  engines: readonly EngineView[],
+): Uint8Array | null {
+  if (!held || sessionKey === undefined) return null;
+  const homes = new Uint8Array(engines.length);
+  let homed = false;
+  for (let i = 0; i < engines.length; i++) {
+    homes[i] = held.holds(sessionKey, engines[i]!.id) ? 1 : 0;
+    homed ||= homes[i] === 1;
+  }
+  return homed ? homes : null;
+}
+
+/** the engine's prefill rate now, tokens per ms: one large step's tokens over its time (undefined: no time) */
+function prefillTokensPerMs(timing: EngineTiming, decoding: number, kvTokens: number): number | undefined {
+  const probeSeconds = timing.prefillSeconds(RATE_PROBE_TOKENS, 0, decoding, kvTokens);
+  return probeSeconds > 0 ? RATE_PROBE_TOKENS / (probeSeconds * 1000) : undefined;
+}
+
+/**
+ * Seconds to the first token: a prompt queued behind `aheadTokens` of others' prefill starts when they
+ * are through; else when the engine's current step ends. A tier load adds its time either way.
+ */
+function ttftSeconds(
+  engine: EngineView,
+  timing: EngineTiming,
+  now: number | undefined,
+  aheadTokens: number,
+  uncachedTokens: number,
+  creditedTokens: number,
+  decoding: number,
+  kvTokens: number,
+  tierLoadSeconds: number,
+  ownPrefillSeconds: number,
+): number {
+  return aheadTokens > 0
+    ? timing.prefillSeconds(aheadTokens + uncachedTokens, creditedTokens, decoding, kvTokens) +
+        tierLoadSeconds
+    : stepResidualMs(engine, now, timing.stepSeconds(decoding, kvTokens) * 1000) / 1000 + ownPrefillSeconds;
+}
+
+/**
+ * Seconds of prefill worth of cached work the prompt's new blocks (computed or loaded) push out of the
+ * engine's cache: all of them, unless (room-aware) the engine has spare room beyond the fleet's mean and
+ * the request is not a session leaving its home, when only what does not fit there.
+ */
+function pushedOutSeconds(
+  options: ResolvedOptions,
+  timing: EngineTiming,
+  newTokens: number,
+  uncachedTokens: number,
+  cachedTokens: number,
+  ownPrefillSeconds: number,
+  emptyRoomTokens: number,
+  aheadTokens: number,
+  meanEmptyRoomTokens: number,
+  leavingHome: boolean,
+  decoding: number,
+  kvTokens: number,
+): number {
+  const pushed =
+    newTokens > uncachedTokens
+      ? timing.prefillSeconds(newTokens, cachedTokens, decoding, kvTokens)
+      : ownPrefillSeconds;
+  if (!options.roomAwareMiss || leavingHome || Number.isNaN(emptyRoomTokens) || !(newTokens > 0))
+    return pushed;
+  const spareTokens = emptyRoomTokens - aheadTokens - meanEmptyRoomTokens;
+  const overflowTokens = newTokens - Math.max(0, spareTokens);
+  if (overflowTokens >= newTokens) return pushed;
+  return overflowTokens > 0 ? timing.prefillSeconds(overflowTokens, cachedTokens, decoding, kvTokens) : 0;
+}
+
+/**
+ * Seconds a session's decode adds where it lands: its later turns follow its KV, so the placement
+ * decides whose decode batches it shares, `outputTokens` steps a turn. The batch turns over while it
+ * decodes (its sequences finish, new ones come, levelled by the router), so on average it sees halfway
+ * between the engine's batch now and the fleet's mean.
+ */
+function sessionDecodeSeconds(
+  timing: EngineTiming,
+  outputTokens: number,
+  promptTokens: number,
+  decoding: number,
+  kvTokens: number,
+  figures: FleetFigures,
+): number {
+  const batch = (decoding + figures.meanDecodingRequests) / 2 + 1;
+  const contextTokens = (kvTokens + figures.meanKvTokensInUse) / 2 + promptTokens + outputTokens / 2;
+  return outputTokens * timing.stepSeconds(batch, contextTokens);
+}
+
 /** Per-request TTFT predictions over the candidates, with the state they need across requests. */
 export class TtftModel {
-  private readonly o: Required<Omit<PredictiveOptions, "timing" | "slo" | "lateBinding">> & PredictiveOptions;
+  private readonly options: ResolvedOptions;
   /** mean uncached tokens of the router's picks: the size assumed for other clients' queued prompts */
   private meanUncached = 1024;
   /** the router's sessions' contexts per engine, paused or in flight (null: not priced) */
@@ -122,8 +295,10 @@ export class TtftModel {
     options: PredictiveOptions,
     readonly ledger: PrefillLedger,
   ) {
-    this.o = { ...PREDICTIVE_DEFAULTS, ...options };
-    this.held = this.o.pausedSessions ? new HeldContexts({ releaseOnDone: this.o.reportsCompletions }) : null;
+    this.options = { ...PREDICTIVE_DEFAULTS, ...options };
+    this.held = this.options.pausedSessions
+      ? new HeldContexts({ releaseOnDone: this.options.reportsCompletions })
+      : null;
   }
 
   /**
@@ -133,134 +308,156 @@ export class TtftModel {
   score(
     req: RequestView,
     engines: readonly EngineView[],
-    pred: CachePrediction,
+    prediction: CachePrediction,
     now: number | undefined,
     sloMs: number | undefined,
     out: Float64Array,
     uncached: Float64Array,
     ttftMs: Float64Array,
   ): void {
-    const o = this.o;
-    const P = pred.promptTokens;
-    const n = engines.length;
-    // per candidate: its timing, its decoding batch and the KV that batch holds
-    const timings: EngineTiming[] = new Array<EngineTiming>(n);
-    const decodingOf = new Float64Array(n);
-    const kvOf = new Float64Array(n);
-    // and its cache's empty room, where its KV events say what the cache holds (NaN: they do not)
-    const roomOf = new Float64Array(n);
-    // the longest prefix any candidate holds: a prompt queued ahead is evidence of more only beyond it
-    let heldAnywhere = 0;
-    let meanDecoding = 0;
-    let meanKv = 0;
-    // the mean room of the engines whose KV events say what their caches hold
-    let meanRoom = 0;
-    let roomKnown = 0;
-    // the fleet's backlog: the fewest prompts queued on any engine (the router's own and other clients')
-    let backlog = Infinity;
-    for (let i = 0; i < n; i++) {
-      const e = engines[i]!;
-      heldAnywhere = Math.max(heldAnywhere, pred.cachedTokens[i]!);
-      const own = e.awaitingFirstToken;
-      backlog = Math.min(backlog, own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now));
-      const t = (timings[i] = o.timing?.(e, req.model) ?? DEFAULT_TIMING);
-      decodingOf[i] = Math.max(0, busyOf(e, now) - (e.awaitingFirstToken ?? waitingOf(e, now)));
-      kvOf[i] = Math.min(1, Math.max(0, e.kvUsage)) * t.kvCapacityTokens;
-      meanDecoding += decodingOf[i]! / n;
-      meanKv += kvOf[i]! / n;
-      const inCache = pred.heldTokens?.[i] ?? NaN;
-      roomOf[i] =
-        t.kvCapacityTokens > 0 ? Math.max(0, t.kvCapacityTokens - Math.max(inCache, kvOf[i]!)) : NaN;
-      if (!Number.isNaN(roomOf[i]!)) {
-        meanRoom += roomOf[i]!;
-        roomKnown++;
-      }
-    }
-    if (roomKnown > 0) meanRoom /= roomKnown;
-    const outTokens = this.expectedOutput(req);
-    // a session with a context on some candidate (its home): a move elsewhere is priced as a full miss
-    const key = req.sessionKey;
-    const home = this.held && key !== undefined ? new Uint8Array(n) : null;
-    let homed = false;
-    if (home)
-      for (let i = 0; i < n; i++) {
-        home[i] = this.held!.holds(key!, engines[i]!.id) ? 1 : 0;
-        homed ||= home[i] === 1;
-      }
+    const options = this.options;
+    const promptTokens = prediction.promptTokens;
+    const count = engines.length;
+    const figures = gatherFleetFigures(options, req, engines, prediction, now);
+    const outputTokens = this.expectedOutput(req);
+    const sessionKey = req.sessionKey;
+    const homes = sessionHomes(this.held, sessionKey, engines);
     // the queueing part of a miss's price: the prompts its extra prefill holds up
-    const queueWeight = o.queueScaledMiss && n > 0 ? o.missWeight * backlog : 0;
-    for (let i = 0; i < n; i++) {
-      const e = engines[i]!;
-      const t = timings[i]!;
-      const busy = busyOf(e, now);
-      const queue = waitingOf(e, now);
-      const own = e.awaitingFirstToken;
-      const decoding = decodingOf[i]!;
-      const kvTokens = kvOf[i]!;
-      const probe = t.prefillSeconds(RATE_PROBE_TOKENS, 0, decoding, kvTokens);
-      const tokensPerMs = probe > 0 ? RATE_PROBE_TOKENS / (probe * 1000) : undefined;
-      const queued = this.ledger.pending(e, now, tokensPerMs) ?? queue * this.meanUncached;
-      const others = own !== undefined ? othersQueuedOf(e, now) * this.meanUncached : 0;
-      // what the engine holds now, or will have computed for a prompt queued ahead with the same prefix
-      let held = pred.cachedTokens[i]!;
-      const b = pred.blocks;
-      if (b && own !== undefined) {
-        const ahead = this.ledger.sharedBlocks(e, b.ids) * b.tokensPerBlock;
-        if (ahead > heldAnywhere + QUEUED_PREFIX_SLACK_BLOCKS * b.tokensPerBlock)
-          held = Math.max(held, ahead);
-      }
+    const queueWeight =
+      options.queueScaledMiss && count > 0 ? options.missWeight * figures.fewestQueuedPrompts : 0;
+    for (let i = 0; i < count; i++) {
+      const engine = engines[i]!;
+      const timing = figures.timings[i]!;
+      const busy = busyOf(engine, now);
+      const decoding = figures.decodingRequests[i]!;
+      const kvTokens = figures.kvTokensInUse[i]!;
+      const aheadTokens = this.queuedAheadTokens(engine, now, timing, decoding, kvTokens);
+      const cachedTokens = this.cachedOrComputedAhead(engine, prediction, i, figures.longestCachedPrefix);
       // a tier the engine loads from gives what it holds beyond: at its load time
-      const tier = pred.tierTokens?.[i] ?? 0;
-      const load = tier > 0 ? (pred.tierLoadSeconds?.[i] ?? 0) : 0;
-      const credit = Math.min(P, Math.max(0, held) + tier);
-      const u = P - credit;
-      uncached[i] = u;
-      // a prompt queued behind others starts when they are through; else when the current step ends
-      const ahead = queued + (e.peerPrefillTokens ?? 0) + others;
-      const prefill = t.prefillSeconds(u, credit, decoding, kvTokens) + load;
-      const ttft =
-        ahead > 0
-          ? t.prefillSeconds(ahead + u, credit, decoding, kvTokens) + load
-          : stepResidualMs(e, now, t.stepSeconds(decoding, kvTokens) * 1000) / 1000 + prefill;
+      const tierTokens = prediction.tierTokens?.[i] ?? 0;
+      const tierLoadSeconds = tierTokens > 0 ? (prediction.tierLoadSeconds?.[i] ?? 0) : 0;
+      const creditedTokens = Math.min(promptTokens, Math.max(0, cachedTokens) + tierTokens);
+      const uncachedTokens = promptTokens - creditedTokens;
+      uncached[i] = uncachedTokens;
+      const ownPrefillSeconds =
+        timing.prefillSeconds(uncachedTokens, creditedTokens, decoding, kvTokens) + tierLoadSeconds;
+      const ttft = ttftSeconds(
+        engine,
+        timing,
+        now,
+        aheadTokens,
+        uncachedTokens,
+        creditedTokens,
+        decoding,
+        kvTokens,
+        tierLoadSeconds,
+        ownPrefillSeconds,
+      );
       ttftMs[i] = ttft * 1000;
-      const w = e.weight > 0 ? e.weight : 1;
-      // what its new blocks (computed, loaded) push out of e's cache: all, unless e has room the fleet lacks
-      const fresh = tier > 0 ? P - Math.min(P, Math.max(0, held)) : u;
-      let pushed = fresh > u ? t.prefillSeconds(fresh, Math.max(0, held), decoding, kvTokens) : prefill;
-      const moving = homed && home![i] === 0;
-      if (o.roomAwareMiss && !moving && !Number.isNaN(roomOf[i]!) && fresh > 0) {
-        const spare = roomOf[i]! - ahead - meanRoom;
-        const over = fresh - Math.max(0, spare);
-        pushed =
-          over >= fresh
-            ? pushed
-            : over > 0
-              ? t.prefillSeconds(over, Math.max(0, held), decoding, kvTokens)
-              : 0;
-      }
-      // a load stalls its step (LMCache's retrieve blocks the forward pass): e's decodes all wait for it
-      const stall = load * decoding;
-      let cost = ttft + queueWeight * prefill + o.missWeight * (pushed + stall) + (o.busyWeightS * busy) / w;
-      // the paused sessions' contexts this prompt would push out of e's KV: their sessions will prefill
-      // them again, a TTFT and a miss as this prompt's own are priced, if they come back
-      if (this.held && now !== undefined) {
-        const evicted = this.held.evictedTokens(e.id, fresh, t.kvCapacityTokens, kvTokens, key, now);
-        if (evicted > 0) cost += (1 + o.missWeight) * t.prefillSeconds(evicted, 0, decoding, kvTokens);
-      }
-      // a session's decode: its later turns follow its KV, so where it lands decides whose decode batches
-      // it shares, `outTokens` steps a turn. The batch turns over while it decodes (its sequences finish,
-      // new ones come, levelled by the router), so on average it sees halfway between e's batch now and
-      // the fleet's mean
-      if (outTokens > 0) {
-        const batch = (decoding + meanDecoding) / 2 + 1;
-        const kv = (kvTokens + meanKv) / 2 + P + outTokens / 2;
-        cost += outTokens * t.stepSeconds(batch, kv);
-      }
-      // an engine over the SLO loses to any under it
-      if (sloMs !== undefined && ttft * 1000 > sloMs) cost += 1e6;
-      // KV free space as a tie-break between otherwise equal engines
-      out[i] = -cost + 1e-6 * (1 - Math.min(1, Math.max(0, e.kvUsage)));
+      // the blocks the prompt adds to the engine's cache: computed, or loaded from a tier
+      const newTokens =
+        tierTokens > 0 ? promptTokens - Math.min(promptTokens, Math.max(0, cachedTokens)) : uncachedTokens;
+      const pushedSeconds = pushedOutSeconds(
+        options,
+        timing,
+        newTokens,
+        uncachedTokens,
+        Math.max(0, cachedTokens),
+        ownPrefillSeconds,
+        figures.emptyRoomTokens[i]!,
+        aheadTokens,
+        figures.meanEmptyRoomTokens,
+        homes !== null && homes[i] === 0,
+        decoding,
+        kvTokens,
+      );
+      // a load stalls its step (LMCache's retrieve blocks the forward pass): the engine's decodes all wait
+      const stallSeconds = tierLoadSeconds * decoding;
+      const weight = engine.weight > 0 ? engine.weight : 1;
+      let cost = ttft;
+      cost += queueWeight * ownPrefillSeconds;
+      cost += options.missWeight * (pushedSeconds + stallSeconds);
+      cost += (options.busyWeightS * busy) / weight;
+      if (this.held && now !== undefined)
+        cost += this.pausedSessionsEvictionSeconds(
+          engine,
+          timing,
+          newTokens,
+          decoding,
+          kvTokens,
+          sessionKey,
+          now,
+        );
+      if (outputTokens > 0)
+        cost += sessionDecodeSeconds(timing, outputTokens, promptTokens, decoding, kvTokens, figures);
+      if (sloMs !== undefined && ttft * 1000 > sloMs) cost += OVER_SLO_PENALTY_S;
+      out[i] = -cost + KV_FREE_TIE_BREAK * (1 - Math.min(1, Math.max(0, engine.kvUsage)));
     }
+  }
+
+  /**
+   * Prefill tokens queued ahead of a prompt on the engine: this router's (its ledger, drained at the
+   * engine's rate; else the scraped queue at the mean prompt), its router group's, and other clients'.
+   */
+  private queuedAheadTokens(
+    engine: EngineView,
+    now: number | undefined,
+    timing: EngineTiming,
+    decoding: number,
+    kvTokens: number,
+  ): number {
+    const waiting = waitingOf(engine, now);
+    const tokensPerMs = prefillTokensPerMs(timing, decoding, kvTokens);
+    const ownTokens = this.ledger.pending(engine, now, tokensPerMs) ?? waiting * this.meanUncached;
+    const othersTokens =
+      engine.awaitingFirstToken !== undefined ? othersQueuedOf(engine, now) * this.meanUncached : 0;
+    return ownTokens + (engine.peerPrefillTokens ?? 0) + othersTokens;
+  }
+
+  /**
+   * The prompt's prefix the engine holds now, or will have computed for a prompt of the router's queued
+   * ahead there that shares it (counted only beyond what any candidate holds, by the slack)
+   */
+  private cachedOrComputedAhead(
+    engine: EngineView,
+    prediction: CachePrediction,
+    index: number,
+    longestCachedPrefix: number,
+  ): number {
+    const cachedTokens = prediction.cachedTokens[index]!;
+    const blocks = prediction.blocks;
+    if (!blocks || engine.awaitingFirstToken === undefined) return cachedTokens;
+    const computedAheadTokens = this.ledger.sharedBlocks(engine, blocks.ids) * blocks.tokensPerBlock;
+    return computedAheadTokens > longestCachedPrefix + QUEUED_PREFIX_SLACK_BLOCKS * blocks.tokensPerBlock
+      ? Math.max(cachedTokens, computedAheadTokens)
+      : cachedTokens;
+  }
+
+  /**
+   * Seconds the paused sessions' contexts this prompt would push out of the engine's KV are worth: their
+   * sessions will prefill them again, a TTFT and a miss as this prompt's own are priced, if they come
+   * back (held-contexts.ts weighs each by that chance)
+   */
+  private pausedSessionsEvictionSeconds(
+    engine: EngineView,
+    timing: EngineTiming,
+    newTokens: number,
+    decoding: number,
+    kvTokens: number,
+    sessionKey: string | undefined,
+    now: number,
+  ): number {
+    const evictedTokens = this.held!.evictedTokens(
+      engine.id,
+      newTokens,
+      timing.kvCapacityTokens,
+      kvTokens,
+      sessionKey,
+      now,
+    );
+    return evictedTokens > 0
+      ? (1 + this.options.missWeight) * timing.prefillSeconds(evictedTokens, 0, decoding, kvTokens)
+      : 0;
   }
 
   /**
@@ -269,17 +466,17 @@ export class TtftModel {
    * first completion); 0 when neither is known. 0 for a request with no session key: a one-off's
    * placement decides only its own decode, and the batch it would pick by (KV in use) cannot tell an
    * engine holding many paused contexts from an empty one, so without keys (which the paused-context
-   * prices need) it would steer new prompts onto others' cached KV (multi-round QA at round-robin's
-   * capacity, sessions unnamed: TTFT p90 377 ms without the term, 571 ms with it; hit rate 78% and 72%)
+   * prices need) it would steer new prompts onto others' cached KV (docs/benchmarks.md, the cost
+   * model's terms)
    */
   private expectedOutput(req: RequestView): number {
-    if (!this.o.decode || !this.o.reportsCompletions || req.sessionKey === undefined) return 0;
+    if (!this.options.decode || !this.options.reportsCompletions || req.sessionKey === undefined) return 0;
     const body = req.body;
     const cap = body ? (body.max_tokens ?? body.max_completion_tokens ?? body.max_output_tokens) : undefined;
-    const max = typeof cap === "number" && cap > 0 ? cap : Infinity;
-    const mean = this.decodeSamples > 0 ? this.meanOutput : Infinity;
-    const out = Math.min(max, mean);
-    return Number.isFinite(out) ? out : 0;
+    const maxTokens = typeof cap === "number" && cap > 0 ? cap : Infinity;
+    const meanTokens = this.decodeSamples > 0 ? this.meanOutput : Infinity;
+    const expected = Math.min(maxTokens, meanTokens);
+    return Number.isFinite(expected) ? expected : 0;
   }
 
   /**
@@ -298,11 +495,15 @@ export class TtftModel {
     if (engine.awaitingFirstToken !== undefined) this.ledger.add(engine, uncached, now, ids);
     if (!this.held) return;
     // any prompt's new tokens push paused contexts out of the engine's cache, keyed or not
-    const t = this.o.timing?.(engine, req.model);
-    if (t) {
-      const used = Math.min(1, Math.max(0, engine.kvUsage)) * t.kvCapacityTokens;
-      this.held.placed(engine.id, uncached, t.kvCapacityTokens, used, req.sessionKey);
-    }
+    const timing = this.options.timing?.(engine, req.model);
+    if (timing)
+      this.held.placed(
+        engine.id,
+        uncached,
+        timing.kvCapacityTokens,
+        kvTokensInUseOf(engine, timing),
+        req.sessionKey,
+      );
     if (req.sessionKey !== undefined && now !== undefined)
       this.held.picked(req.sessionKey, engine.id, promptTokens, promptTokens - uncached, now);
   }
@@ -328,13 +529,12 @@ export class TtftModel {
   done(req: RequestView, engine: EngineView, now: number, decodeMs: number | undefined): void {
     if (this.held && req.sessionKey !== undefined) this.held.done(req.sessionKey, engine.id, now);
     if (decodeMs === undefined || decodeMs <= 0) return;
-    const t = this.o.timing?.(engine, req.model);
-    if (!t) return;
+    const timing = this.options.timing?.(engine, req.model);
+    if (!timing) return;
     const decoding = Math.max(1, busyOf(engine, now) - (engine.awaitingFirstToken ?? 0));
-    const kv = Math.min(1, Math.max(0, engine.kvUsage)) * t.kvCapacityTokens;
-    const step = t.stepSeconds(decoding, kv) * 1000;
-    if (step <= 0) return;
-    const tokens = decodeMs / step;
+    const stepMs = timing.stepSeconds(decoding, kvTokensInUseOf(engine, timing)) * 1000;
+    if (stepMs <= 0) return;
+    const tokens = decodeMs / stepMs;
     this.meanOutput = this.decodeSamples === 0 ? tokens : this.meanOutput + (tokens - this.meanOutput) * 0.05;
     this.decodeSamples++;
   }
