@@ -1,4 +1,4 @@
-// 10,000 concurrent agent sessions through the router's session identity (src/routing/session-identity.ts),
+// 10,000 concurrent agent sessions through the router's session identity (src/routing/sessions/session-identity.ts),
 // coming and going: each session sends 2-12 turns with tool pauses between them (log-normal, median 8 s,
 // at most 2 min) on a virtual clock, one in ten abandons mid-way (left for the idle expiry), and a
 // finished or abandoned session's slot starts a new one, so 10,000 are always active. The sessions name

@@ -4,7 +4,7 @@
 //
 // When the caller counts, per engine, its requests awaiting their first token (the live router and the
 // fleet simulator do), the cost is in seconds: the candidate's predicted time to first token and what a
-// miss adds (predictive.ts, TtftModel), so a prompt goes where it starts soonest, a tenant's burst on the
+// miss adds (cost/ttft-model.ts, TtftModel), so a prompt goes where it starts soonest, a tenant's burst on the
 // engine holding its prefix is priced for queueing behind itself, and a hot prefix replicates to as many
 // engines as its load needs and no more.
 //
@@ -134,7 +134,7 @@ export interface CacheAwarePolicyOptions {
   admitBySlo?: boolean;
   /**
    * hold a request in the router while the engine it picked has prompts enough queued, cheapest first
-   * (late-binding.ts): the predictive policy; needs a caller that counts first tokens
+   * (cost/late-binding.ts): the predictive policy; needs a caller that counts first tokens
    */
   lateBinding?: LateBindingOptions | undefined;
 }

@@ -71,7 +71,7 @@ export function policyReadsKv(name: string): boolean {
  * `predictive`: cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and
  * a session's decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`,
  * `llm-d-sticky`, whose affinity is the cache's) the router's edge does not track sessions
- * (session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
+ * (sessions/session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
  * key does not pay for working it out; `least-load` reads only a key the request names (a header, a
  * body field), which the edge passes on without tracking.
  */

@@ -1,4 +1,4 @@
-// The load signal between scrapes (src/routing/load.ts) and least-load's order on it.
+// The load signal between scrapes (src/routing/cost/engine-load.ts) and least-load's order on it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {

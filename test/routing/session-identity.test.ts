@@ -1,4 +1,4 @@
-// Session identity from what clients send (src/routing/session-identity.ts): vllm-router's
+// Session identity from what clients send (src/routing/sessions/session-identity.ts): vllm-router's
 // `vllm_xargs.agentic_context`, the session header, a body field, the Responses chain, and for requests
 // naming none the session whose last prompt they extend; bounded by a cap and an idle expiry.
 import { test } from "node:test";

@@ -7,7 +7,7 @@
 //     router's own picks, never from the engines): match rate = matched / prompt length; above
 //     cache_threshold (0.3) the engine with the best match, otherwise the least loaded;
 //   - ties go to the first engine in list order (Rust's min_by_key), not round-robin's way.
-// The tree here is the `prefix` policy's character-block index (prefix-index.ts), the same kind of
+// The tree here is the `prefix` policy's character-block index (prefix/prefix-index.ts), the same kind of
 // approximation at 64-character granularity instead of single characters: for prompts thousands of
 // characters long the match rates differ by at most one block.
 import { standardFilters } from "../policy/filters.js";

@@ -45,7 +45,7 @@ export interface PredictiveOptions {
   /** TTFT SLOs (the predictive policy admits by them): a default and per-model values */
   slo?: SloOptions;
   /**
-   * price the paused sessions' contexts a placement would evict (held-contexts.ts; requests need a
+   * price the paused sessions' contexts a placement would evict (sessions/held-contexts.ts; requests need a
    * session key); false: the cost without that term (comparisons)
    */
   pausedSessions?: boolean;
@@ -84,7 +84,7 @@ export const PREDICTIVE_DEFAULTS = {
  * exceed what any engine holds before it counts. The blocks are the approximate index's 64 characters,
  * whose token estimate wanders around the exact count (a 1,000-token system prompt every engine holds
  * comes out at 996–1,017); credited as it comes, that noise would draw requests to the engines with
- * prompts queued (docs/benchmarks.md, the cost model's terms). A prefix being computed ahead is
+ * prompts queued (docs/benchmarks.md, the cost model's choices). A prefix being computed ahead is
  * thousands of tokens beyond it.
  */
 const QUEUED_PREFIX_SLACK_BLOCKS = 4;
@@ -436,7 +436,7 @@ export class TtftModel {
   /**
    * Seconds the paused sessions' contexts this prompt would push out of the engine's KV are worth: their
    * sessions will prefill them again, a TTFT and a miss as this prompt's own are priced, if they come
-   * back (held-contexts.ts weighs each by that chance)
+   * back (sessions/held-contexts.ts weighs each by that chance)
    */
   private pausedSessionsEvictionSeconds(
     engine: EngineView,
@@ -467,7 +467,7 @@ export class TtftModel {
    * placement decides only its own decode, and the batch it would pick by (KV in use) cannot tell an
    * engine holding many paused contexts from an empty one, so without keys (which the paused-context
    * prices need) it would steer new prompts onto others' cached KV (docs/benchmarks.md, the cost
-   * model's terms)
+   * model's choices)
    */
   private expectedOutput(req: RequestView): number {
     if (!this.options.decode || !this.options.reportsCompletions || req.sessionKey === undefined) return 0;

@@ -25,7 +25,7 @@ export interface CachePrediction {
    * per candidate: tokens its GPU KV cache holds, in use or cached and free (vLLM evicts a cached block
    * only when it needs the room), from its KV events (blocks stored less removed, times the block
    * size); NaN where its events do not flow. What `kvUsage` cannot tell: whether a new prompt's blocks
-   * go to empty room or push cached work out (predictive.ts prices a miss by that)
+   * go to empty room or push cached work out (cost/ttft-model.ts prices a miss by that)
    */
   heldTokens?: Float64Array | undefined;
   /**

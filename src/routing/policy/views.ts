@@ -121,7 +121,7 @@ export interface EngineView {
    * caller does not track it, and load is max(inFlight, running + waiting) as if just scraped
    */
   scrapedAt?: number | undefined;
-  /** the router's `inFlight` on the engine when those gauges were read (see load.ts) */
+  /** the router's `inFlight` on the engine when those gauges were read (see cost/engine-load.ts) */
   inFlightAtScrape?: number | undefined;
   /** its LoRA adapters (slots, what it runs and has loaded), when it serves LoRA and the caller tracks them */
   lora?: EngineLoraView | undefined;

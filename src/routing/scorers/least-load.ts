@@ -95,7 +95,7 @@ function sessionEndOf(e: EngineView, now: number | undefined): number {
 
 /**
  * requests on the engine with no first token yet, per unit of weight: the router's own plus other clients'
- * queued ones (load.ts), or the engine's queue as estimated from the scrape when the caller counts none
+ * queued ones (cost/engine-load.ts), or the engine's queue as estimated from the scrape when the caller counts none
  */
 function queuedOf(e: EngineView, now: number | undefined): number {
   const own = e.awaitingFirstToken;

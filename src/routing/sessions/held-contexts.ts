@@ -4,7 +4,7 @@
 // hold). An engine evicts those blocks oldest first once new work needs more than its truly free room,
 // and the session's next turn then prefills its whole context again. So placing work on an engine has a
 // cost the TTFT model alone does not see: the paused contexts it pushes out, priced as the prefill their
-// sessions will redo, times the chance that they come back at all (predictive.ts adds it to the cost).
+// sessions will redo, times the chance that they come back at all (cost/ttft-model.ts adds it to the cost).
 //
 // What is kept, from the router's own picks and answers (no I/O, no clock: the caller passes the time):
 //   - per session key and engine it ran on, its footprint there: its latest prompt's tokens beyond what
