@@ -34,22 +34,23 @@ import type {
 import type { Filter, Policy, Scorer } from "./policy/policy.js";
 
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
-export function coldLoadSeconds(v: EngineLoraView, a: LoraRequestView): number {
-  if (v.loaded.has(a.name) || (v.inFlight.get(a.name) ?? 0) > 0) return 0;
-  if (v.loading.has(a.name)) return (v.loadOverheadS + a.bytes / v.diskBps) / 2;
-  return v.loadOverheadS + a.bytes / v.diskBps + a.bytes / v.linkBps;
+export function coldLoadSeconds(adapters: EngineLoraView, a: LoraRequestView): number {
+  if (adapters.loaded.has(a.name) || (adapters.inFlight.get(a.name) ?? 0) > 0) return 0;
+  if (adapters.loading.has(a.name)) return (adapters.loadOverheadS + a.bytes / adapters.diskBps) / 2;
+  return adapters.loadOverheadS + a.bytes / adapters.diskBps + a.bytes / adapters.linkBps;
 }
 
 /** the distinct adapters an engine is running or holding queued, by the scrape and the router's own counts */
-export function activeAdapters(v: EngineLoraView): number {
-  let n = v.running.size;
-  for (const w of v.waiting) if (!v.running.has(w)) n++;
-  for (const [name, k] of v.inFlight) if (k > 0 && !v.running.has(name) && !v.waiting.has(name)) n++;
+export function activeAdapters(adapters: EngineLoraView): number {
+  let n = adapters.running.size;
+  for (const w of adapters.waiting) if (!adapters.running.has(w)) n++;
+  for (const [name, k] of adapters.inFlight)
+    if (k > 0 && !adapters.running.has(name) && !adapters.waiting.has(name)) n++;
   return n;
 }
 
-function isActive(v: EngineLoraView, name: string): boolean {
-  return v.running.has(name) || v.waiting.has(name) || (v.inFlight.get(name) ?? 0) > 0;
+function isActive(adapters: EngineLoraView, name: string): boolean {
+  return adapters.running.has(name) || adapters.waiting.has(name) || (adapters.inFlight.get(name) ?? 0) > 0;
 }
 
 /**
@@ -57,12 +58,13 @@ function isActive(v: EngineLoraView, name: string): boolean {
  * nothing in flight, else the oldest), or null while there is room. What the caller unloads first, so
  * that the engine never holds more than max_cpu_loras (loads in flight counted).
  */
-export function evictionFor(v: EngineLoraView, name: string): string | null {
-  if (v.loaded.has(name) || v.loaded.size + v.loading.size < v.maxCpuLoras) return null;
-  for (const e of v.loaded.oldestFirst()) if (!isActive(v, e.key)) return e.key;
+export function evictionFor(adapters: EngineLoraView, name: string): string | null {
+  if (adapters.loaded.has(name) || adapters.loaded.size + adapters.loading.size < adapters.maxCpuLoras)
+    return null;
+  for (const e of adapters.loaded.oldestFirst()) if (!isActive(adapters, e.key)) return e.key;
   // every loaded adapter has requests: the oldest goes all the same (vLLM keeps the adapter of a request
   // it holds, and reads it again from disk if its batch needs it; new requests are not sent it there)
-  return v.loaded.oldest()?.key ?? null;
+  return adapters.loaded.oldest()?.key ?? null;
 }
 
 /**
@@ -70,16 +72,21 @@ export function evictionFor(v: EngineLoraView, name: string): string | null {
  * time (`service`) after the router last sent it one there; one the router did not send (another
  * client's, or queued) is taken at half of that.
  */
-export function slotWaitSeconds(v: EngineLoraView, over: number, service: number, now: number): number {
+export function slotWaitSeconds(
+  adapters: EngineLoraView,
+  over: number,
+  service: number,
+  now: number,
+): number {
   const drains: number[] = [];
   const seen = new Set<string>();
-  for (const [name, k] of v.inFlight) {
+  for (const [name, k] of adapters.inFlight) {
     if (k <= 0) continue;
     seen.add(name);
-    const sent = v.lastSentAt?.get(name);
+    const sent = adapters.lastSentAt?.get(name);
     drains.push(sent === undefined ? service / 2 : Math.max(0, (sent - now) / 1000 + service));
   }
-  for (const set of [v.running, v.waiting])
+  for (const set of [adapters.running, adapters.waiting])
     for (const name of set) {
       if (seen.has(name)) continue;
       seen.add(name);
@@ -138,27 +145,30 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
     name: "lora-cost",
     weight: 1,
     score(req, engines, out, fleet) {
-      const r = req as RequestView;
+      const request = req as RequestView;
       const now = fleet.now ?? 0;
       lastNow = now;
       let best = Infinity;
       costs.length = engines.length;
       for (let i = 0; i < engines.length; i++) {
-        const e = engines[i] as EngineView;
-        const busy = busyOf(e, fleet.now);
+        const engine = engines[i] as EngineView;
+        const busy = busyOf(engine, fleet.now);
         // the requests ahead of this one's first step, in batches of `batch`
         let cost = (busy / batch) * service * 0.5;
-        const v = e.lora;
-        if (r.lora && v) {
-          cost += coldLoadSeconds(v, r.lora);
-          if (!isActive(v, r.lora.name)) {
+        const adapters = engine.lora;
+        if (request.lora && adapters) {
+          cost += coldLoadSeconds(adapters, request.lora);
+          if (!isActive(adapters, request.lora.name)) {
             // every slot serves another adapter: it waits until enough of them drain
-            const over = activeAdapters(v) + 1 - v.maxLoras;
-            if (over > 0) cost += slotWaitSeconds(v, over, service, now);
-            const victim = evictionFor(v, r.lora.name);
+            const over = activeAdapters(adapters) + 1 - adapters.maxLoras;
+            if (over > 0) cost += slotWaitSeconds(adapters, over, service, now);
+            const victim = evictionFor(adapters, request.lora.name);
             if (victim !== null) {
               // the victim comes back at its rate, each time at a cold load
-              const reload = v.loadOverheadS + r.lora.bytes / v.diskBps + r.lora.bytes / v.linkBps;
+              const reload =
+                adapters.loadOverheadS +
+                request.lora.bytes / adapters.diskBps +
+                request.lora.bytes / adapters.linkBps;
               cost += Math.min(1, rates.perSecond(victim, now) * service) * reload;
             }
           }
@@ -190,8 +200,8 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
     },
     loadElsewhereKeepsPick: true,
     onPicked: (req) => {
-      const r = req as RequestView;
-      if (r.lora) rates.note(r.lora.name, lastNow);
+      const request = req as RequestView;
+      if (request.lora) rates.note(request.lora.name, lastNow);
     },
     onDone: (_req, _e, elapsedMs) => {
       // a moving mean of how long a request holds its engine
@@ -211,7 +221,7 @@ function draw(req: RequestView, stage: number): number {
   return hash32(`${req.seq}`, 0x9e3779b9 ^ stage) / 4294967296;
 }
 
-function band(engines: readonly EngineView[], value: (e: EngineView) => number): EngineView[] {
+function band(engines: readonly EngineView[], value: (engine: EngineView) => number): EngineView[] {
   let min = Infinity;
   let max = -Infinity;
   for (const e of engines) {
@@ -229,14 +239,14 @@ function loraAffinity(req: RequestView, engines: readonly EngineView[]): EngineV
   const name = req.lora?.name ?? req.model;
   const affinity: EngineView[] = [];
   const available: EngineView[] = [];
-  for (const e of engines) {
-    const v = (e as EngineView).lora;
-    if (!v) {
-      available.push(e);
+  for (const engine of engines) {
+    const adapters = (engine as EngineView).lora;
+    if (!adapters) {
+      available.push(engine);
       continue;
     }
-    if (v.running.has(name) || v.waiting.has(name)) affinity.push(e);
-    else if (v.running.size + v.waiting.size < v.maxLoras) available.push(e);
+    if (adapters.running.has(name) || adapters.waiting.has(name)) affinity.push(engine);
+    else if (adapters.running.size + adapters.waiting.size < adapters.maxLoras) available.push(engine);
   }
   if (affinity.length > 0 && available.length > 0)
     return draw(req, 1) < GIE_LORA_AFFINITY_THRESHOLD ? affinity : available;
@@ -272,9 +282,11 @@ export function createGieLoraAffinityPolicy(): Policy {
 /** each adapter pinned to `replicas` engines (rendezvous hashing), the least busy of them picked */
 export function createStaticLoraPolicy(replicas = 2): Policy {
   const pinned: Filter = (req, engines) => {
-    const r = req as RequestView;
-    if (!r.lora || engines.length <= replicas) return engines;
-    const ranked = [...engines].sort((a, b) => unitHash(r.lora!.name, b.id) - unitHash(r.lora!.name, a.id));
+    const request = req as RequestView;
+    if (!request.lora || engines.length <= replicas) return engines;
+    const ranked = [...engines].sort(
+      (a, b) => unitHash(request.lora!.name, b.id) - unitHash(request.lora!.name, a.id),
+    );
     return ranked.slice(0, replicas);
   };
   return {
@@ -286,11 +298,11 @@ export function createStaticLoraPolicy(replicas = 2): Policy {
       let best: EngineView | undefined;
       let least = Infinity;
       for (let k = 0; k < engines.length; k++) {
-        const e = engines[(k + req.seq) % engines.length]!;
-        const b = busyOf(e, fleet.now);
+        const engine = engines[(k + req.seq) % engines.length]!;
+        const b = busyOf(engine, fleet.now);
         if (b < least) {
           least = b;
-          best = e;
+          best = engine;
         }
       }
       return best;

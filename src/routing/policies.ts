@@ -184,9 +184,9 @@ function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
       const timing = opts.predictive?.timing;
       return createVllmRouterProgramPolicy(name, opts.cache ?? NO_CACHE, {
         tokenCapacity: timing
-          ? (e) => {
-              const model = e.models.values().next().value;
-              return model === undefined ? undefined : timing(e, model)?.kvCapacityTokens;
+          ? (engine) => {
+              const model = engine.models.values().next().value;
+              return model === undefined ? undefined : timing(engine, model)?.kvCapacityTokens;
             }
           : undefined,
         ...opts.vllmRouterProgram,

@@ -156,58 +156,58 @@ export function createVllmRouterProgramPolicy(
   const isActive = (p: Program, now: number) => p.inFlight > 0 || now < p.actingUntil;
 
   function activeOn(id: string): Set<Program> {
-    let s = active.get(id);
-    if (!s) {
+    let programs = active.get(id);
+    if (!programs) {
       if (active.size >= MAX_ENGINES) active.delete(active.keys().next().value!);
-      s = new Set();
-      active.set(id, s);
+      programs = new Set();
+      active.set(id, programs);
     }
-    return s;
+    return programs;
   }
 
   /** logical occupancy and active programs on an engine at `now`, paused ones dropped from its set */
-  function occupancy(e: EngineView, now: number, except?: Program): { tokens: number; count: number } {
-    const s = active.get(e.id);
+  function occupancy(engine: EngineView, now: number, except?: Program): { tokens: number; count: number } {
+    const programs = active.get(engine.id);
     let tokens = 0;
     let count = 0;
-    if (s)
-      for (const p of s) {
-        if (!isActive(p, now) || p.engine !== e.id) {
-          s.delete(p);
+    if (programs)
+      for (const program of programs) {
+        if (!isActive(program, now) || program.engine !== engine.id) {
+          programs.delete(program);
           continue;
         }
-        if (p === except) continue;
-        tokens += p.demand;
+        if (program === except) continue;
+        tokens += program.demand;
         count++;
       }
     return { tokens, count };
   }
 
   /** free logical capacity (Infinity without a token capacity); NaN when the gates refuse `demand` */
-  function admissible(e: EngineView, demand: number, now: number, self: Program | undefined): number {
-    const occ = occupancy(e, now, self);
+  function admissible(engine: EngineView, demand: number, now: number, self: Program | undefined): number {
+    const occ = occupancy(engine, now, self);
     if (occ.count >= o.maxActivePrograms) return NaN;
-    if (o.waitingThreshold > 0 && e.waiting >= o.waitingThreshold) return NaN;
-    const cap = o.tokenCapacity?.(e);
+    if (o.waitingThreshold > 0 && engine.waiting >= o.waitingThreshold) return NaN;
+    const cap = o.tokenCapacity?.(engine);
     if (cap === undefined || !(cap > 0)) return Infinity;
     const free = cap - occ.tokens;
     return free >= demand ? free : NaN;
   }
 
-  function freeOf(e: EngineView, now: number, self: Program | undefined): number {
-    const cap = o.tokenCapacity?.(e);
-    return cap === undefined || !(cap > 0) ? Infinity : cap - occupancy(e, now, self).tokens;
+  function freeOf(engine: EngineView, now: number, self: Program | undefined): number {
+    const cap = o.tokenCapacity?.(engine);
+    return cap === undefined || !(cap > 0) ? Infinity : cap - occupancy(engine, now, self).tokens;
   }
 
   function forget(now: number): void {
     for (;;) {
       const oldest = programs.oldest();
       if (!oldest) return;
-      const p = oldest.value;
-      const stale = !isActive(p, now) && now - p.lastSeen > o.pausedRetentionMs;
+      const program = oldest.value;
+      const stale = !isActive(program, now) && now - program.lastSeen > o.pausedRetentionMs;
       if (!stale && programs.size <= o.maxPrograms) return;
       programs.shift();
-      active.get(p.engine)?.delete(p);
+      active.get(program.engine)?.delete(program);
     }
   }
 
@@ -243,16 +243,16 @@ export function createVllmRouterProgramPolicy(
       return engines;
     }
     forget(now);
-    const p = programs.get(key);
-    const home = p ? engines.find((e) => e.id === p.engine) : undefined;
+    const program = programs.get(key);
+    const home = program ? engines.find((e) => e.id === program.engine) : undefined;
     // an ACTIVE program is not reclaimed by admission: its request goes straight to its engine, or
     // waits for it while only its in-flight cap keeps it out (its other requests run there)
-    if (p && isActive(p, now)) {
+    if (program && isActive(program, now)) {
       if (home) {
         m.reason = "acting";
         return [home];
       }
-      const there = fleet.engines.find((e) => e.id === p.engine);
+      const there = fleet.engines.find((e) => e.id === program.engine);
       if (there && there.healthy && !req.exclude?.has(there.id)) {
         m.reason = "acting-full";
         return [];
@@ -260,13 +260,13 @@ export function createVllmRouterProgramPolicy(
     }
     // a new program's home by consistent hashing; a known one's is where it was
     let bound = home;
-    if (!bound && !p) {
+    if (!bound && !program) {
       let best = -Infinity;
-      for (const e of engines) {
-        const r = -e.weight / Math.log(unitHash(key, e.id));
+      for (const engine of engines) {
+        const r = -engine.weight / Math.log(unitHash(key, engine.id));
         if (r > best) {
           best = r;
-          bound = e;
+          bound = engine;
         }
       }
     }
@@ -274,8 +274,8 @@ export function createVllmRouterProgramPolicy(
       m.reason = "force-resume";
       return [bound];
     }
-    if (bound && !Number.isNaN(admissible(bound, m.demand, now, p))) {
-      m.reason = p ? "resume" : "admit";
+    if (bound && !Number.isNaN(admissible(bound, m.demand, now, program))) {
+      m.reason = program ? "resume" : "admit";
       return [bound];
     }
     if (!o.globalQueue && bound) {
@@ -287,12 +287,14 @@ export function createVllmRouterProgramPolicy(
     // down or already tried)
     const own =
       bound ??
-      (p ? fleet.engines.find((e) => e.id === p.engine && e.healthy && !req.exclude?.has(e.id)) : undefined);
-    const floor = (own ? freeOf(own, now, p) : 0) + o.crossRankHeadroom * m.demand;
+      (program
+        ? fleet.engines.find((e) => e.id === program.engine && e.healthy && !req.exclude?.has(e.id))
+        : undefined);
+    const floor = (own ? freeOf(own, now, program) : 0) + o.crossRankHeadroom * m.demand;
     let out: EngineView[] | undefined;
     for (const e of engines) {
       if (e === bound) continue;
-      const free = admissible(e, m.demand, now, p);
+      const free = admissible(e, m.demand, now, program);
       if (Number.isNaN(free) || free < floor) continue;
       (out ??= []).push(e);
     }
@@ -311,8 +313,9 @@ export function createVllmRouterProgramPolicy(
       let lo = Infinity;
       let hi = -Infinity;
       for (let i = 0; i < engines.length; i++) {
-        const e = engines[i]!;
-        const x = req.sessionKey === undefined ? -e.inFlight : Math.min(1e12, freeOf(e, now, undefined));
+        const engine = engines[i]!;
+        const x =
+          req.sessionKey === undefined ? -engine.inFlight : Math.min(1e12, freeOf(engine, now, undefined));
         out[i] = x;
         if (x < lo) lo = x;
         if (x > hi) hi = x;
@@ -325,19 +328,19 @@ export function createVllmRouterProgramPolicy(
   function ended(req: RequestView, elapsedMs: number, completed: boolean): void {
     const key = req.sessionKey;
     const m = pending.get(req);
-    const p = key !== undefined ? programs.get(key) : undefined;
+    const program = key !== undefined ? programs.get(key) : undefined;
     if (m) m.waitFrom = -1; // a retry of it (failover) waits anew
-    if (!p || !m || p.inFlight <= 0) return;
-    p.inFlight--;
-    if (p.inFlight > 0) return;
+    if (!program || !m || program.inFlight <= 0) return;
+    program.inFlight--;
+    if (program.inFlight > 0) return;
     const at = m.firstSeen + elapsedMs;
-    p.lastDoneAt = at;
-    p.lastSeen = Math.max(p.lastSeen, at);
+    program.lastDoneAt = at;
+    program.lastSeen = Math.max(program.lastSeen, at);
     const retain = m.agentic?.kvRetentionTtlS;
     // a request cancelled or failed drops its program's hold at once; a client's own TTL is held to
     // the same cap as the automatic one, so no request can hold an engine's room for long
     const hold = retain !== undefined && retain >= 0 ? Math.min(retain * 1000, o.maxActingTtlMs) : ttlMs;
-    p.actingUntil = completed ? at + hold : at;
+    program.actingUntil = completed ? at + hold : at;
   }
 
   function sample(ms: number): void {
@@ -359,9 +362,9 @@ export function createVllmRouterProgramPolicy(
       const m = pending.get(req);
       const key = req.sessionKey;
       if (m && key !== undefined) {
-        let p = programs.use(key);
-        if (!p) {
-          p = {
+        let program = programs.use(key);
+        if (!program) {
+          program = {
             engine: engine.id,
             demand: m.demand,
             inFlight: 0,
@@ -369,18 +372,23 @@ export function createVllmRouterProgramPolicy(
             lastDoneAt: -1,
             lastSeen: m.firstSeen,
           };
-          programs.set(key, p);
-        } else if (!m.sampled && p.inFlight === 0 && p.lastDoneAt >= 0 && m.firstSeen >= p.lastDoneAt) {
+          programs.set(key, program);
+        } else if (
+          !m.sampled &&
+          program.inFlight === 0 &&
+          program.lastDoneAt >= 0 &&
+          m.firstSeen >= program.lastDoneAt
+        ) {
           m.sampled = true;
-          sample(m.firstSeen - p.lastDoneAt);
+          sample(m.firstSeen - program.lastDoneAt);
         }
-        m.before = { engine: p.engine, demand: p.demand };
-        if (p.engine !== engine.id) active.get(p.engine)?.delete(p);
-        p.engine = engine.id;
-        p.demand = m.demand;
-        p.inFlight++;
-        p.lastSeen = Math.max(p.lastSeen, m.firstSeen);
-        activeOn(engine.id).add(p);
+        m.before = { engine: program.engine, demand: program.demand };
+        if (program.engine !== engine.id) active.get(program.engine)?.delete(program);
+        program.engine = engine.id;
+        program.demand = m.demand;
+        program.inFlight++;
+        program.lastSeen = Math.max(program.lastSeen, m.firstSeen);
+        activeOn(engine.id).add(program);
       }
       const i = m ? m.engines.indexOf(engine) : -1;
       if (m && i >= 0) oracle.onPicked?.(req, engine, m.cached[i]!, m.source[i] ?? "none", m.reason);
@@ -388,19 +396,19 @@ export function createVllmRouterProgramPolicy(
     // a router group's claim refused the pick: the program is where it was before it
     onUnpicked(req) {
       const key = req.sessionKey;
-      const p = key !== undefined ? programs.get(key) : undefined;
+      const program = key !== undefined ? programs.get(key) : undefined;
       const m = pending.get(req);
-      if (!p || p.inFlight <= 0) return;
-      p.inFlight--;
+      if (!program || program.inFlight <= 0) return;
+      program.inFlight--;
       const was = m?.before;
       if (!was) return;
       m.before = undefined;
-      if (was.engine !== p.engine) {
-        active.get(p.engine)?.delete(p);
-        p.engine = was.engine;
-        activeOn(was.engine).add(p); // (dropped there again at the next look if no longer active)
+      if (was.engine !== program.engine) {
+        active.get(program.engine)?.delete(program);
+        program.engine = was.engine;
+        activeOn(was.engine).add(program); // (dropped there again at the next look if no longer active)
       }
-      p.demand = was.demand;
+      program.demand = was.demand;
     },
     onDone: (req, _engine, elapsedMs) => ended(req, elapsedMs, true),
     onAbandoned: (req, _engine, elapsedMs) => ended(req, elapsedMs, false),

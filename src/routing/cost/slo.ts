@@ -32,9 +32,9 @@ export function parseSloHeader(value: string | string[] | undefined): number | u
 /** the SLO that applies to a request: its own, else its model's, else the default; undefined: none */
 export function sloFor(
   req: { model: string; sloTtftMs?: number | undefined },
-  o: SloOptions | undefined,
+  options: SloOptions | undefined,
 ): number | undefined {
-  return req.sloTtftMs ?? o?.models?.[req.model] ?? o?.defaultTtftMs;
+  return req.sloTtftMs ?? options?.models?.[req.model] ?? options?.defaultTtftMs;
 }
 
 /** Retry-After, whole seconds (at least 1), for a refusal predicted `overMs` over the SLO */
@@ -63,12 +63,12 @@ export class RunningQuantile {
     return Math.exp(this.log);
   }
 
-  add(x: number): void {
-    if (!(x > 0) || !Number.isFinite(x)) return;
+  add(value: number): void {
+    if (!(value > 0) || !Number.isFinite(value)) return;
     this.count++;
-    this.log += Math.log(x) > this.log ? this.step * this.q : -this.step * (1 - this.q);
-    const b = Math.log(this.bound);
-    if (this.log > b) this.log = b;
-    else if (this.log < -b) this.log = -b;
+    this.log += Math.log(value) > this.log ? this.step * this.q : -this.step * (1 - this.q);
+    const logBound = Math.log(this.bound);
+    if (this.log > logBound) this.log = logBound;
+    else if (this.log < -logBound) this.log = -logBound;
   }
 }

@@ -8,7 +8,7 @@ import type { Filter } from "./policy.js";
 // their argument passed in, so no closure is made per decision either.
 function keep<A>(
   engines: readonly EngineView[],
-  pass: (e: EngineView, arg: A) => boolean,
+  pass: (engine: EngineView, arg: A) => boolean,
   arg: A,
 ): readonly EngineView[] {
   for (let i = 0; i < engines.length; i++) {

@@ -15,11 +15,11 @@ registerScorer("decode-batch", (weight): Scorer => ({
     let lo = Infinity;
     let hi = -Infinity;
     for (let i = 0; i < engines.length; i++) {
-      const e = engines[i]!;
-      const b = busyOf(e, fleet.now) / (e.weight > 0 ? e.weight : 1);
-      out[i] = b;
-      if (b < lo) lo = b;
-      if (b > hi) hi = b;
+      const engine = engines[i]!;
+      const busyPerWeight = busyOf(engine, fleet.now) / (engine.weight > 0 ? engine.weight : 1);
+      out[i] = busyPerWeight;
+      if (busyPerWeight < lo) lo = busyPerWeight;
+      if (busyPerWeight > hi) hi = busyPerWeight;
     }
     for (let i = 0; i < engines.length; i++) out[i] = hi > lo ? (hi - out[i]!) / (hi - lo) : 1;
   },

@@ -20,8 +20,8 @@ export function scorerNames(): string[] {
 
 /** One scorer from its config entry; an unknown name throws, naming the ones there are. */
 export function createScorer(name: string, weight: number): Scorer {
-  const f = factories.get(name);
-  if (!f) throw new Error(`unknown scorer '${name}' (known: ${scorerNames().join(", ")})`);
+  const factory = factories.get(name);
+  if (!factory) throw new Error(`unknown scorer '${name}' (known: ${scorerNames().join(", ")})`);
   if (!(weight >= 0) || !Number.isFinite(weight)) throw new Error(`scorer '${name}': weight must be ≥ 0`);
-  return f(weight);
+  return factory(weight);
 }

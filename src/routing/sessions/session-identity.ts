@@ -161,13 +161,13 @@ export class SessionTracker {
     inferred: 0,
   };
 
-  constructor(o: Partial<SessionTrackerOptions> = {}) {
-    this.o = { ...SESSION_DEFAULTS, ...o };
+  constructor(options: Partial<SessionTrackerOptions> = {}) {
+    this.o = { ...SESSION_DEFAULTS, ...options };
   }
 
   /** New options (hot reload): a lower cap drops the least recently seen at once. */
-  configure(o: Partial<SessionTrackerOptions>): void {
-    this.o = { ...this.o, ...o };
+  configure(options: Partial<SessionTrackerOptions>): void {
+    this.o = { ...this.o, ...options };
     this.trim();
   }
 
@@ -224,20 +224,20 @@ export class SessionTracker {
   }
 
   private explicit(req: SessionRequest): SessionIdentity | undefined {
-    const o = this.o;
-    if (o.agenticContext && req.body) {
+    const options = this.o;
+    if (options.agenticContext && req.body) {
       const agentic = agenticContextOf(req.body);
       if (agentic) return { key: boundedKey(agentic.programId), source: "agentic-context", agentic };
     }
     if (req.header !== undefined && req.header !== "")
       return { key: boundedKey(req.header), source: "header" };
-    if (o.bodyKey && req.body) {
-      const v = req.body[o.bodyKey];
+    if (options.bodyKey && req.body) {
+      const v = req.body[options.bodyKey];
       if ((typeof v === "string" && v !== "") || (typeof v === "number" && Number.isFinite(v)))
         return { key: boundedKey(String(v)), source: "body" };
     }
     const prev = req.previousResponse;
-    if (o.responseChain && prev)
+    if (options.responseChain && prev)
       return { key: prev.session ?? boundedKey(`~r:${prev.id}`), source: "response-chain" };
     return undefined;
   }
@@ -265,19 +265,20 @@ export class SessionTracker {
     for (let i = ends.length; i >= 1; i--) {
       const list = this.ends.get(ends[i - 1]!);
       if (!list) continue;
-      for (const e of list) {
-        if (now - e.at > this.o.idleMs) continue;
-        if (e.truncated) {
-          if (chain.truncated && i === ends.length) return e.key;
+      for (const promptEnd of list) {
+        if (now - promptEnd.at > this.o.idleMs) continue;
+        if (promptEnd.truncated) {
+          if (chain.truncated && i === ends.length) return promptEnd.key;
           continue;
         }
         if (text === undefined) {
           // a conversation: the remembered one is a strict prefix in messages
-          if (i < ends.length) return e.key;
+          if (i < ends.length) return promptEnd.key;
           continue;
         }
         const at = i * BLOCK_CHARS;
-        if (text.length > at + e.tail.length && text.startsWith(e.tail, at)) return e.key;
+        if (text.length > at + promptEnd.tail.length && text.startsWith(promptEnd.tail, at))
+          return promptEnd.key;
       }
     }
     return undefined;
@@ -286,16 +287,16 @@ export class SessionTracker {
   /** The prompt's end remembered for the session, as its newest. */
   private remember(chain: PromptChain, key: string, now: number): void {
     const end = chain.ends[chain.ends.length - 1]!;
-    const e: PromptEnd = { key, tail: chain.tail, truncated: chain.truncated, at: now };
+    const promptEnd: PromptEnd = { key, tail: chain.tail, truncated: chain.truncated, at: now };
     const list = this.ends.use(end);
     if (!list) {
-      this.ends.set(end, [e]);
+      this.ends.set(end, [promptEnd]);
       while (this.ends.size > this.o.maxSessions * ENDS_PER_SESSION) this.ends.shift();
       return;
     }
-    const same = list.findIndex((x) => x.tail === e.tail && x.truncated === e.truncated);
+    const same = list.findIndex((x) => x.tail === promptEnd.tail && x.truncated === promptEnd.truncated);
     if (same >= 0) list.splice(same, 1);
-    list.unshift(e);
+    list.unshift(promptEnd);
     if (list.length > MAX_TAILS) list.length = MAX_TAILS;
   }
 
@@ -362,9 +363,9 @@ export function agenticContextOf(body: Record<string, unknown>): AgenticContext 
 
 function boundedKey(key: string): string {
   if (key.length <= MAX_KEY_CHARS) return key;
-  const l = new Lanes();
-  l.text(key, 0, key.length);
-  return `~h:${l.value().toString(36)}`;
+  const lanes = new Lanes();
+  lanes.text(key, 0, key.length);
+  return `~h:${lanes.value().toString(36)}`;
 }
 
 /**
@@ -425,31 +426,31 @@ const ITEM_NAMES = ["type", "role", "name", "tool_call_id", "call_id"] as const;
 const ITEM_TEXTS = ["output", "arguments", "text"] as const;
 
 /** one unit of a conversation: a message, or a Responses input item */
-function hashItem(l: Lanes, m: unknown): void {
-  if (typeof m === "string") return l.sampled(m);
-  if (!m || typeof m !== "object") return l.num(0);
+function hashItem(lanes: Lanes, m: unknown): void {
+  if (typeof m === "string") return lanes.sampled(m);
+  if (!m || typeof m !== "object") return lanes.num(0);
   const o = m as Record<string, unknown>;
   for (const k of ITEM_NAMES) {
     const v = o[k];
-    l.sampled(typeof v === "string" ? v : "");
+    lanes.sampled(typeof v === "string" ? v : "");
   }
   const content = o.content;
-  l.sampled(
+  lanes.sampled(
     typeof content === "string" || Array.isArray(content)
       ? contentText(content as ChatMessage["content"])
       : "",
   );
   for (const k of ITEM_TEXTS) {
     const v = o[k];
-    if (typeof v === "string") l.sampled(v);
+    if (typeof v === "string") lanes.sampled(v);
   }
   const calls = o.tool_calls;
   if (Array.isArray(calls)) {
-    l.num(calls.length);
+    lanes.num(calls.length);
     for (let i = 0; i < calls.length && i < 64; i++) {
       const f = (calls[i] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
-      l.sampled(typeof f?.name === "string" ? f.name : "");
-      l.sampled(typeof f?.arguments === "string" ? f.arguments : "");
+      lanes.sampled(typeof f?.name === "string" ? f.name : "");
+      lanes.sampled(typeof f?.arguments === "string" ? f.arguments : "");
     }
   }
 }
@@ -468,17 +469,17 @@ function promptChain(body: Record<string, unknown>): PromptChain | undefined {
           : undefined;
     return text === undefined ? undefined : textChain(text);
   }
-  const l = new Lanes();
+  const lanes = new Lanes();
   const ends: number[] = [];
   // Anthropic Messages carry the system prompt beside the messages
   if (messages && body.system !== undefined && body.system !== null) {
-    hashItem(l, { role: "system", content: body.system });
-    ends.push(l.value());
+    hashItem(lanes, { role: "system", content: body.system });
+    ends.push(lanes.value());
   }
   const n = Math.min(items.length, MAX_UNITS);
   for (let i = 0; i < n; i++) {
-    hashItem(l, items[i]);
-    ends.push(l.value());
+    hashItem(lanes, items[i]);
+    ends.push(lanes.value());
   }
   if (ends.length === 0) return undefined;
   return { ends, text: undefined, tail: "", truncated: items.length > MAX_UNITS };
@@ -488,18 +489,18 @@ function textChain(text: string): PromptChain | undefined {
   const full = Math.floor(text.length / BLOCK_CHARS);
   if (full === 0) return undefined;
   const units = Math.min(full, MAX_UNITS);
-  const l = new Lanes();
+  const lanes = new Lanes();
   const ends: number[] = [];
   for (let k = 0; k < units; k++) {
     const at = k * BLOCK_CHARS;
-    if (l.budget >= BLOCK_CHARS) {
-      l.budget -= BLOCK_CHARS;
-      l.text(text, at, at + BLOCK_CHARS);
+    if (lanes.budget >= BLOCK_CHARS) {
+      lanes.budget -= BLOCK_CHARS;
+      lanes.text(text, at, at + BLOCK_CHARS);
     } else {
-      l.text(text, at, at + THIN_CHARS / 2);
-      l.text(text, at + BLOCK_CHARS - THIN_CHARS / 2, at + BLOCK_CHARS);
+      lanes.text(text, at, at + THIN_CHARS / 2);
+      lanes.text(text, at + BLOCK_CHARS - THIN_CHARS / 2, at + BLOCK_CHARS);
     }
-    ends.push(l.value());
+    ends.push(lanes.value());
   }
   const truncated = full > MAX_UNITS;
   return { ends, text, tail: truncated ? "" : text.slice(units * BLOCK_CHARS), truncated };
