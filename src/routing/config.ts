@@ -16,9 +16,9 @@ import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 import { scorerNames } from "./scorers/index.js";
 
 const gpuId = z.string().refine(
-  (g) => {
+  (gpu) => {
     try {
-      resolveGpu(g);
+      resolveGpu(gpu);
       return true;
     } catch {
       return false;

@@ -34,19 +34,20 @@ import type {
 import type { Filter, Policy, Scorer } from "./policy/policy.js";
 
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
-export function coldLoadSeconds(adapters: EngineLoraView, a: LoraRequestView): number {
-  if (adapters.loaded.has(a.name) || (adapters.inFlight.get(a.name) ?? 0) > 0) return 0;
-  if (adapters.loading.has(a.name)) return (adapters.loadOverheadS + a.bytes / adapters.diskBps) / 2;
-  return adapters.loadOverheadS + a.bytes / adapters.diskBps + a.bytes / adapters.linkBps;
+export function coldLoadSeconds(adapters: EngineLoraView, adapter: LoraRequestView): number {
+  if (adapters.loaded.has(adapter.name) || (adapters.inFlight.get(adapter.name) ?? 0) > 0) return 0;
+  if (adapters.loading.has(adapter.name))
+    return (adapters.loadOverheadS + adapter.bytes / adapters.diskBps) / 2;
+  return adapters.loadOverheadS + adapter.bytes / adapters.diskBps + adapter.bytes / adapters.linkBps;
 }
 
 /** the distinct adapters an engine is running or holding queued, by the scrape and the router's own counts */
 export function activeAdapters(adapters: EngineLoraView): number {
-  let n = adapters.running.size;
-  for (const w of adapters.waiting) if (!adapters.running.has(w)) n++;
+  let active = adapters.running.size;
+  for (const waiting of adapters.waiting) if (!adapters.running.has(waiting)) active++;
   for (const [name, k] of adapters.inFlight)
-    if (k > 0 && !adapters.running.has(name) && !adapters.waiting.has(name)) n++;
-  return n;
+    if (k > 0 && !adapters.running.has(name) && !adapters.waiting.has(name)) active++;
+  return active;
 }
 
 function isActive(adapters: EngineLoraView, name: string): boolean {
@@ -61,7 +62,7 @@ function isActive(adapters: EngineLoraView, name: string): boolean {
 export function evictionFor(adapters: EngineLoraView, name: string): string | null {
   if (adapters.loaded.has(name) || adapters.loaded.size + adapters.loading.size < adapters.maxCpuLoras)
     return null;
-  for (const e of adapters.loaded.oldestFirst()) if (!isActive(adapters, e.key)) return e.key;
+  for (const entry of adapters.loaded.oldestFirst()) if (!isActive(adapters, entry.key)) return entry.key;
   // every loaded adapter has requests: the oldest goes all the same (vLLM keeps the adapter of a request
   // it holds, and reads it again from disk if its batch needs it; new requests are not sent it there)
   return adapters.loaded.oldest()?.key ?? null;
@@ -115,10 +116,10 @@ class AdapterRates {
     private readonly cap = 16_384,
   ) {}
   note(name: string, now: number): void {
-    const r = this.rates.use(name);
-    if (r) {
-      r.n = r.n * Math.pow(0.5, (now - r.at) / this.halfLifeMs) + 1;
-      r.at = now;
+    const rate = this.rates.use(name);
+    if (rate) {
+      rate.n = rate.n * Math.pow(0.5, (now - rate.at) / this.halfLifeMs) + 1;
+      rate.at = now;
     } else {
       this.rates.set(name, { n: 1, at: now });
       while (this.rates.size > this.cap) this.rates.shift();
@@ -126,10 +127,10 @@ class AdapterRates {
   }
   /** requests per second, decayed to `now` */
   perSecond(name: string, now: number): number {
-    const r = this.rates.get(name);
-    if (!r) return 0;
-    const n = r.n * Math.pow(0.5, (now - r.at) / this.halfLifeMs);
-    return (n * Math.LN2) / (this.halfLifeMs / 1000);
+    const rate = this.rates.get(name);
+    if (!rate) return 0;
+    const decayed = rate.n * Math.pow(0.5, (now - rate.at) / this.halfLifeMs);
+    return (decayed * Math.LN2) / (this.halfLifeMs / 1000);
   }
 }
 
@@ -188,9 +189,9 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
       let best: EngineView | undefined;
       let bestScore = -Infinity;
       // exact ties rotate by the request's seq
-      const n = engines.length;
-      for (let k = 0; k < n; k++) {
-        const i = (k + req.seq) % n;
+      const count = engines.length;
+      for (let k = 0; k < count; k++) {
+        const i = (k + req.seq) % count;
         if (scores[i]! > bestScore) {
           bestScore = scores[i]!;
           best = engines[i];
@@ -224,10 +225,10 @@ function draw(req: RequestView, stage: number): number {
 function band(engines: readonly EngineView[], value: (engine: EngineView) => number): EngineView[] {
   let min = Infinity;
   let max = -Infinity;
-  for (const e of engines) {
-    const v = value(e);
-    if (v < min) min = v;
-    if (v > max) max = v;
+  for (const candidate of engines) {
+    const engineValue = value(candidate);
+    if (engineValue < min) min = engineValue;
+    if (engineValue > max) max = engineValue;
   }
   const top = min + (max - min) / engines.length;
   return engines.filter((e) => value(e) >= min && value(e) <= top);
@@ -255,8 +256,8 @@ function loraAffinity(req: RequestView, engines: readonly EngineView[]): EngineV
 
 /** GIE's decision tree: each stage narrows the set, a stage that empties it hands its input on */
 const gieTree: Filter = (req, engines) => {
-  const step = (set: readonly EngineView[], f: (s: readonly EngineView[]) => EngineView[]) => {
-    const out = f(set);
+  const step = (set: readonly EngineView[], narrow: (s: readonly EngineView[]) => EngineView[]) => {
+    const out = narrow(set);
     return out.length > 0 ? out : set;
   };
   const affinity = (s: readonly EngineView[]) => loraAffinity(req, s);
@@ -299,9 +300,9 @@ export function createStaticLoraPolicy(replicas = 2): Policy {
       let least = Infinity;
       for (let k = 0; k < engines.length; k++) {
         const engine = engines[(k + req.seq) % engines.length]!;
-        const b = busyOf(engine, fleet.now);
-        if (b < least) {
-          least = b;
+        const busy = busyOf(engine, fleet.now);
+        if (busy < least) {
+          least = busy;
           best = engine;
         }
       }

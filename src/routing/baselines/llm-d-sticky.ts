@@ -145,10 +145,10 @@ class QueuedPrefill {
   }
 
   release(req: RequestView): void {
-    const m = this.mine.get(req);
-    if (!m || m.tokens === 0) return;
-    m.count.tokens = Math.max(0, m.count.tokens - m.tokens);
-    m.tokens = 0;
+    const held = this.mine.get(req);
+    if (!held || held.tokens === 0) return;
+    held.count.tokens = Math.max(0, held.count.tokens - held.tokens);
+    held.tokens = 0;
   }
 }
 

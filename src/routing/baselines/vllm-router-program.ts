@@ -143,13 +143,13 @@ export function createVllmRouterProgramPolicy(
   oracle: CacheOracle,
   options: VllmRouterProgramOptions = {},
 ): Policy {
-  const o = { ...VLLM_ROUTER_PROGRAM_DEFAULTS, ...options };
+  const settings = { ...VLLM_ROUTER_PROGRAM_DEFAULTS, ...options };
   const programs = new LruMap<string, Program>();
   /** per engine, the programs bound there that were ACTIVE when last looked at */
   const active = new Map<string, Set<Program>>();
   const pending = new RequestMemo<Pending>("vllm-router-program.pending");
   /** intervals (ms) between a program's request ending and its next arriving, the last statsWindow */
-  const window = new Float64Array(o.statsWindow);
+  const window = new Float64Array(settings.statsWindow);
   let samples = 0;
   let ttlMs = 0;
 
@@ -186,16 +186,16 @@ export function createVllmRouterProgramPolicy(
   /** free logical capacity (Infinity without a token capacity); NaN when the gates refuse `demand` */
   function admissible(engine: EngineView, demand: number, now: number, self: Program | undefined): number {
     const occ = occupancy(engine, now, self);
-    if (occ.count >= o.maxActivePrograms) return NaN;
-    if (o.waitingThreshold > 0 && engine.waiting >= o.waitingThreshold) return NaN;
-    const cap = o.tokenCapacity?.(engine);
+    if (occ.count >= settings.maxActivePrograms) return NaN;
+    if (settings.waitingThreshold > 0 && engine.waiting >= settings.waitingThreshold) return NaN;
+    const cap = settings.tokenCapacity?.(engine);
     if (cap === undefined || !(cap > 0)) return Infinity;
     const free = cap - occ.tokens;
     return free >= demand ? free : NaN;
   }
 
   function freeOf(engine: EngineView, now: number, self: Program | undefined): number {
-    const cap = o.tokenCapacity?.(engine);
+    const cap = settings.tokenCapacity?.(engine);
     return cap === undefined || !(cap > 0) ? Infinity : cap - occupancy(engine, now, self).tokens;
   }
 
@@ -204,8 +204,8 @@ export function createVllmRouterProgramPolicy(
       const oldest = programs.oldest();
       if (!oldest) return;
       const program = oldest.value;
-      const stale = !isActive(program, now) && now - program.lastSeen > o.pausedRetentionMs;
-      if (!stale && programs.size <= o.maxPrograms) return;
+      const stale = !isActive(program, now) && now - program.lastSeen > settings.pausedRetentionMs;
+      if (!stale && programs.size <= settings.maxPrograms) return;
       programs.shift();
       active.get(program.engine)?.delete(program);
     }
@@ -216,13 +216,13 @@ export function createVllmRouterProgramPolicy(
     // predicted at every decision: a request that waited finds the caches as they are now, and the
     // oracle's onPicked checks what it is told against what the engine then reports
     const pred = oracle.predict(req, engines);
-    let m = pending.get(req);
-    if (!m) {
+    let entry = pending.get(req);
+    if (!entry) {
       const agentic = req.body ? agenticContextOf(req.body) : undefined;
-      m = {
+      entry = {
         firstSeen: now,
         waitFrom: now,
-        demand: pred.promptTokens + outputAllowance(req, agentic, o.decodeBufferTokens),
+        demand: pred.promptTokens + outputAllowance(req, agentic, settings.decodeBufferTokens),
         agentic,
         reason: "",
         engines,
@@ -230,16 +230,16 @@ export function createVllmRouterProgramPolicy(
         source: pred.source,
         sampled: false,
       };
-      pending.set(req, m);
+      pending.set(req, entry);
     } else {
-      m.engines = engines;
-      m.cached = pred.cachedTokens;
-      m.source = pred.source;
-      if (m.waitFrom < 0) m.waitFrom = now;
+      entry.engines = engines;
+      entry.cached = pred.cachedTokens;
+      entry.source = pred.source;
+      if (entry.waitFrom < 0) entry.waitFrom = now;
     }
     const key = req.sessionKey;
     if (key === undefined) {
-      m.reason = "no-program";
+      entry.reason = "no-program";
       return engines;
     }
     forget(now);
@@ -249,12 +249,12 @@ export function createVllmRouterProgramPolicy(
     // waits for it while only its in-flight cap keeps it out (its other requests run there)
     if (program && isActive(program, now)) {
       if (home) {
-        m.reason = "acting";
+        entry.reason = "acting";
         return [home];
       }
       const there = fleet.engines.find((e) => e.id === program.engine);
       if (there && there.healthy && !req.exclude?.has(there.id)) {
-        m.reason = "acting-full";
+        entry.reason = "acting-full";
         return [];
       }
     }
@@ -263,23 +263,23 @@ export function createVllmRouterProgramPolicy(
     if (!bound && !program) {
       let best = -Infinity;
       for (const engine of engines) {
-        const r = -engine.weight / Math.log(unitHash(key, engine.id));
-        if (r > best) {
-          best = r;
+        const rank = -engine.weight / Math.log(unitHash(key, engine.id));
+        if (rank > best) {
+          best = rank;
           bound = engine;
         }
       }
     }
-    if (bound && now - m.waitFrom >= o.forceResumeMs) {
-      m.reason = "force-resume";
+    if (bound && now - entry.waitFrom >= settings.forceResumeMs) {
+      entry.reason = "force-resume";
       return [bound];
     }
-    if (bound && !Number.isNaN(admissible(bound, m.demand, now, program))) {
-      m.reason = program ? "resume" : "admit";
+    if (bound && !Number.isNaN(admissible(bound, entry.demand, now, program))) {
+      entry.reason = program ? "resume" : "admit";
       return [bound];
     }
-    if (!o.globalQueue && bound) {
-      m.reason = "pool";
+    if (!settings.globalQueue && bound) {
+      entry.reason = "pool";
       return [];
     }
     // cross-engine: room for the program and more than its own engine has, by the headroom ratio
@@ -290,15 +290,15 @@ export function createVllmRouterProgramPolicy(
       (program
         ? fleet.engines.find((e) => e.id === program.engine && e.healthy && !req.exclude?.has(e.id))
         : undefined);
-    const floor = (own ? freeOf(own, now, program) : 0) + o.crossRankHeadroom * m.demand;
+    const floor = (own ? freeOf(own, now, program) : 0) + settings.crossRankHeadroom * entry.demand;
     let out: EngineView[] | undefined;
-    for (const e of engines) {
-      if (e === bound) continue;
-      const free = admissible(e, m.demand, now, program);
+    for (const candidate of engines) {
+      if (candidate === bound) continue;
+      const free = admissible(candidate, entry.demand, now, program);
       if (Number.isNaN(free) || free < floor) continue;
-      (out ??= []).push(e);
+      (out ??= []).push(candidate);
     }
-    m.reason = out ? "cross-engine" : "pool";
+    entry.reason = out ? "cross-engine" : "pool";
     return out ?? [];
   };
 
@@ -314,11 +314,11 @@ export function createVllmRouterProgramPolicy(
       let hi = -Infinity;
       for (let i = 0; i < engines.length; i++) {
         const engine = engines[i]!;
-        const x =
+        const freeScore =
           req.sessionKey === undefined ? -engine.inFlight : Math.min(1e12, freeOf(engine, now, undefined));
-        out[i] = x;
-        if (x < lo) lo = x;
-        if (x > hi) hi = x;
+        out[i] = freeScore;
+        if (freeScore < lo) lo = freeScore;
+        if (freeScore > hi) hi = freeScore;
       }
       for (let i = 0; i < engines.length; i++) out[i] = hi > lo ? (out[i]! - lo) / (hi - lo) : 1;
     },
@@ -327,19 +327,20 @@ export function createVllmRouterProgramPolicy(
   /** the request of a program ended `elapsedMs` after it was first decided: its acting TTL starts */
   function ended(req: RequestView, elapsedMs: number, completed: boolean): void {
     const key = req.sessionKey;
-    const m = pending.get(req);
+    const entry = pending.get(req);
     const program = key !== undefined ? programs.get(key) : undefined;
-    if (m) m.waitFrom = -1; // a retry of it (failover) waits anew
-    if (!program || !m || program.inFlight <= 0) return;
+    if (entry) entry.waitFrom = -1; // a retry of it (failover) waits anew
+    if (!program || !entry || program.inFlight <= 0) return;
     program.inFlight--;
     if (program.inFlight > 0) return;
-    const at = m.firstSeen + elapsedMs;
+    const at = entry.firstSeen + elapsedMs;
     program.lastDoneAt = at;
     program.lastSeen = Math.max(program.lastSeen, at);
-    const retain = m.agentic?.kvRetentionTtlS;
+    const retain = entry.agentic?.kvRetentionTtlS;
     // a request cancelled or failed drops its program's hold at once; a client's own TTL is held to
     // the same cap as the automatic one, so no request can hold an engine's room for long
-    const hold = retain !== undefined && retain >= 0 ? Math.min(retain * 1000, o.maxActingTtlMs) : ttlMs;
+    const hold =
+      retain !== undefined && retain >= 0 ? Math.min(retain * 1000, settings.maxActingTtlMs) : ttlMs;
     program.actingUntil = completed ? at + hold : at;
   }
 
@@ -349,7 +350,7 @@ export function createVllmRouterProgramPolicy(
     if (samples < window.length) return;
     // the 90th percentile of the window, capped (our reading of "from the interval window")
     const sorted = Float64Array.from(window).sort();
-    ttlMs = Math.min(o.maxActingTtlMs, sorted[Math.floor(0.9 * (sorted.length - 1))]!);
+    ttlMs = Math.min(settings.maxActingTtlMs, sorted[Math.floor(0.9 * (sorted.length - 1))]!);
   }
 
   return {
@@ -359,50 +360,51 @@ export function createVllmRouterProgramPolicy(
     picker: firstMaxPicker,
     recheckMs: PROGRAM_RECHECK_MS,
     onPicked(req, engine) {
-      const m = pending.get(req);
+      const entry = pending.get(req);
       const key = req.sessionKey;
-      if (m && key !== undefined) {
+      if (entry && key !== undefined) {
         let program = programs.use(key);
         if (!program) {
           program = {
             engine: engine.id,
-            demand: m.demand,
+            demand: entry.demand,
             inFlight: 0,
             actingUntil: 0,
             lastDoneAt: -1,
-            lastSeen: m.firstSeen,
+            lastSeen: entry.firstSeen,
           };
           programs.set(key, program);
         } else if (
-          !m.sampled &&
+          !entry.sampled &&
           program.inFlight === 0 &&
           program.lastDoneAt >= 0 &&
-          m.firstSeen >= program.lastDoneAt
+          entry.firstSeen >= program.lastDoneAt
         ) {
-          m.sampled = true;
-          sample(m.firstSeen - program.lastDoneAt);
+          entry.sampled = true;
+          sample(entry.firstSeen - program.lastDoneAt);
         }
-        m.before = { engine: program.engine, demand: program.demand };
+        entry.before = { engine: program.engine, demand: program.demand };
         if (program.engine !== engine.id) active.get(program.engine)?.delete(program);
         program.engine = engine.id;
-        program.demand = m.demand;
+        program.demand = entry.demand;
         program.inFlight++;
-        program.lastSeen = Math.max(program.lastSeen, m.firstSeen);
+        program.lastSeen = Math.max(program.lastSeen, entry.firstSeen);
         activeOn(engine.id).add(program);
       }
-      const i = m ? m.engines.indexOf(engine) : -1;
-      if (m && i >= 0) oracle.onPicked?.(req, engine, m.cached[i]!, m.source[i] ?? "none", m.reason);
+      const i = entry ? entry.engines.indexOf(engine) : -1;
+      if (entry && i >= 0)
+        oracle.onPicked?.(req, engine, entry.cached[i]!, entry.source[i] ?? "none", entry.reason);
     },
     // a router group's claim refused the pick: the program is where it was before it
     onUnpicked(req) {
       const key = req.sessionKey;
       const program = key !== undefined ? programs.get(key) : undefined;
-      const m = pending.get(req);
+      const entry = pending.get(req);
       if (!program || program.inFlight <= 0) return;
       program.inFlight--;
-      const was = m?.before;
+      const was = entry?.before;
       if (!was) return;
-      m.before = undefined;
+      entry.before = undefined;
       if (was.engine !== program.engine) {
         active.get(program.engine)?.delete(program);
         program.engine = was.engine;

@@ -44,16 +44,16 @@ export function retryAfterSeconds(overMs: number): number {
 
 /**
  * A running estimate of a quantile of positive values (here: actual over predicted TTFT), by stochastic
- * approximation in the log domain: each value moves the estimate up by `step · q` when above it and down
- * by `step · (1 − q)` when below, so it settles where a fraction q of values fall below. O(1), no samples
- * kept; follows drift (a host that got slower, overheads the model does not know).
+ * approximation in the log domain: each value moves the estimate up by `step · quantile` when above it
+ * and down by `step · (1 − quantile)` when below, so it settles where a fraction `quantile` of values fall
+ * below. O(1), no samples kept; follows drift (a host that got slower, overheads the model does not know).
  */
 export class RunningQuantile {
   private log = 0;
   count = 0;
 
   constructor(
-    readonly q: number,
+    readonly quantile: number,
     private readonly step = 0.02,
     /** the estimate stays within [1/bound, bound] */
     private readonly bound = 20,
@@ -66,7 +66,7 @@ export class RunningQuantile {
   add(value: number): void {
     if (!(value > 0) || !Number.isFinite(value)) return;
     this.count++;
-    this.log += Math.log(value) > this.log ? this.step * this.q : -this.step * (1 - this.q);
+    this.log += Math.log(value) > this.log ? this.step * this.quantile : -this.step * (1 - this.quantile);
     const logBound = Math.log(this.bound);
     if (this.log > logBound) this.log = logBound;
     else if (this.log < -logBound) this.log = -logBound;

@@ -5,7 +5,7 @@
 //
 //   cost(e) = ttftSeconds                              behind queuedAheadTokens, or the step's residual
 //           + missWeight · backlog · prefill(uncached) the prompts a miss's extra prefill holds up
-//           + missWeight · (pushedOutSeconds + tier load · decoding(e))   cached work evicted, a stalled batch
+//           + missWeight · (pushedOutSeconds + tier load · decoding(e))   evicted work, a stalled batch
 //           + busyWeightS · busy(e) / weight(e)         decode batches kept level
 //           + pausedSessionsEvictionSeconds             paused sessions' KV pushed out (session key)
 //           + sessionDecodeSeconds                      a session's decode (callers report completions)
@@ -116,7 +116,7 @@ interface FleetFigures {
   decodingRequests: Float64Array;
   /** per candidate: KV tokens in use (the scraped usage times the capacity) */
   kvTokensInUse: Float64Array;
-  /** per candidate: its cache's empty room in tokens, where its KV events say what it holds (NaN: they do not) */
+  /** per candidate: its cache's empty room, tokens, where its KV events say what it holds (else NaN) */
   emptyRoomTokens: Float64Array;
   /** the longest prefix any candidate holds: a prompt queued ahead is evidence of more only beyond it */
   longestCachedPrefix: number;
@@ -202,7 +202,7 @@ function sessionHomes(
   return homed ? homes : null;
 }
 
-/** the engine's prefill rate now, tokens per ms: one large step's tokens over its time (undefined: no time) */
+/** the engine's prefill rate now, tokens per ms: one large step's tokens over its time (undefined: none) */
 function prefillTokensPerMs(timing: EngineTiming, decoding: number, kvTokens: number): number | undefined {
   const probeSeconds = timing.prefillSeconds(RATE_PROBE_TOKENS, 0, decoding, kvTokens);
   return probeSeconds > 0 ? RATE_PROBE_TOKENS / (probeSeconds * 1000) : undefined;

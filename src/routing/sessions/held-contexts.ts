@@ -82,10 +82,10 @@ export class HeldContexts {
   private ended = 0;
   private readonly releaseOnDone: boolean;
 
-  constructor(o: HeldContextsOptions = {}) {
-    this.maxSessions = o.maxSessions ?? 16384;
-    this.maxEngines = o.maxEngines ?? 4096;
-    this.releaseOnDone = o.releaseOnDone ?? false;
+  constructor(options: HeldContextsOptions = {}) {
+    this.maxSessions = options.maxSessions ?? 16384;
+    this.maxEngines = options.maxEngines ?? 4096;
+    this.releaseOnDone = options.releaseOnDone ?? false;
     this.sessions = new LruMap<string, Ctx>();
   }
 
@@ -134,13 +134,13 @@ export class HeldContexts {
       };
       this.sessions.set(id, context);
     }
-    const e = context.engine;
+    const engineId = context.engine;
     this.unaccount(context);
     context.tokens = Math.max(context.tokens, promptTokens - Math.min(context.base, promptTokens));
     context.active++;
     context.at = now;
     this.account(context);
-    e.list.push(context);
+    engineId.list.push(context);
   }
 
   /** the first token of a turn of `key` on `engine` came back: a caller that reports no completions releases here */
@@ -233,12 +233,12 @@ export class HeldContexts {
   resumeChance(idleMs: number): number {
     if (this.gapWeight < MIN_GAPS) return idleMs < PRIOR_HORIZON_MS ? PRIOR_RESUME : 0;
     if (this.tailDirty) this.rebuildTail();
-    const b = binOf(idleMs);
-    if (b > this.longestGapBin) return 0;
-    const s = (this.tail[b + 1]! + 0.5 * this.gaps[b]!) / this.gapWeight;
-    const q = (this.returned + 1) / (this.returned + this.ended + 2);
-    const x = q * s;
-    return x / (x + 1 - q);
+    const bin = binOf(idleMs);
+    if (bin > this.longestGapBin) return 0;
+    const longerShare = (this.tail[bin + 1]! + 0.5 * this.gaps[bin]!) / this.gapWeight;
+    const reusedShare = (this.returned + 1) / (this.returned + this.ended + 2);
+    const weighted = reusedShare * longerShare;
+    return weighted / (weighted + 1 - reusedShare);
   }
 
   private release(key: string, engine: string, now: number): void {
@@ -270,10 +270,10 @@ export class HeldContexts {
   }
 
   private noteGap(ms: number): void {
-    const b = binOf(ms);
-    this.gaps[b]! += 1;
+    const bin = binOf(ms);
+    this.gaps[bin]! += 1;
     this.gapWeight += 1;
-    if (b > this.longestGapBin) this.longestGapBin = b;
+    if (bin > this.longestGapBin) this.longestGapBin = bin;
     if (this.gapWeight > GAP_WEIGHT_CAP) {
       for (let i = 0; i < GAP_BINS; i++) this.gaps[i]! *= 0.5;
       this.gapWeight *= 0.5;
@@ -343,6 +343,6 @@ function idOf(key: string, engine: string): string {
 
 function binOf(ms: number): number {
   if (ms <= GAP_MIN_MS) return 0;
-  const b = Math.floor(Math.log(ms / GAP_MIN_MS) / Math.log(GAP_RATIO));
-  return b < GAP_BINS ? b : GAP_BINS - 1;
+  const bin = Math.floor(Math.log(ms / GAP_MIN_MS) / Math.log(GAP_RATIO));
+  return bin < GAP_BINS ? bin : GAP_BINS - 1;
 }

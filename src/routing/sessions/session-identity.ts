@@ -232,9 +232,12 @@ export class SessionTracker {
     if (req.header !== undefined && req.header !== "")
       return { key: boundedKey(req.header), source: "header" };
     if (options.bodyKey && req.body) {
-      const v = req.body[options.bodyKey];
-      if ((typeof v === "string" && v !== "") || (typeof v === "number" && Number.isFinite(v)))
-        return { key: boundedKey(String(v)), source: "body" };
+      const named = req.body[options.bodyKey];
+      if (
+        (typeof named === "string" && named !== "") ||
+        (typeof named === "number" && Number.isFinite(named))
+      )
+        return { key: boundedKey(String(named)), source: "body" };
     }
     const prev = req.previousResponse;
     if (options.responseChain && prev)
@@ -312,15 +315,15 @@ export class SessionTracker {
   /** Sessions and prompt ends past their idle time, oldest first (both LRUs are in time order). */
   private expire(now: number): void {
     const idle = this.o.idleMs;
-    for (let n = 0; n < EXPIRE_PER_CALL; n++) {
-      const e = this.sessions.oldest();
-      if (!e || now - e.value.lastSeen <= idle) break;
+    for (let round = 0; round < EXPIRE_PER_CALL; round++) {
+      const oldest = this.sessions.oldest();
+      if (!oldest || now - oldest.value.lastSeen <= idle) break;
       this.sessions.shift();
       this.expired++;
     }
-    for (let n = 0; n < EXPIRE_PER_CALL; n++) {
-      const e = this.ends.oldest();
-      if (!e || now - (e.value[0]?.at ?? -Infinity) <= idle) break;
+    for (let round = 0; round < EXPIRE_PER_CALL; round++) {
+      const oldest = this.ends.oldest();
+      if (!oldest || now - (oldest.value[0]?.at ?? -Infinity) <= idle) break;
       this.ends.shift();
     }
   }
@@ -330,22 +333,22 @@ export class SessionTracker {
 export function agenticContextOf(body: Record<string, unknown>): AgenticContext | undefined {
   const xargs = body.vllm_xargs;
   if (!xargs || typeof xargs !== "object" || Array.isArray(xargs)) return undefined;
-  const c = (xargs as Record<string, unknown>).agentic_context;
-  if (!c || typeof c !== "object" || Array.isArray(c)) return undefined;
-  const ctx = c as Record<string, unknown>;
+  const raw = (xargs as Record<string, unknown>).agentic_context;
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) return undefined;
+  const ctx = raw as Record<string, unknown>;
   const str = (k: string) => {
-    const v = ctx[k];
-    return typeof v === "string" && v !== "" ? v : undefined;
+    const value = ctx[k];
+    return typeof value === "string" && value !== "" ? value : undefined;
   };
   const num = (k: string) => {
-    const v = ctx[k];
-    return typeof v === "number" && Number.isFinite(v) ? v : undefined;
+    const value = ctx[k];
+    return typeof value === "number" && Number.isFinite(value) ? value : undefined;
   };
   const programId = str("program_id") ?? str("session_id") ?? str("task_id");
   if (programId === undefined) return undefined;
   const out: AgenticContext = { programId };
-  const set = <K extends keyof AgenticContext>(k: K, v: AgenticContext[K] | undefined) => {
-    if (v !== undefined) out[k] = v;
+  const set = <K extends keyof AgenticContext>(k: K, value: AgenticContext[K] | undefined) => {
+    if (value !== undefined) out[k] = value;
   };
   set("parentProgramId", str("parent_program_id"));
   set("rootProgramId", str("root_program_id"));
@@ -379,42 +382,42 @@ class Lanes {
   budget = REQUEST_HASH_CHARS;
 
   /** characters [from, to) of s */
-  text(s: string, from: number, to: number): void {
-    let a = this.a;
-    let b = this.b;
+  text(source: string, from: number, to: number): void {
+    let laneA = this.a;
+    let laneB = this.b;
     for (let i = from; i < to; i++) {
-      const c = s.charCodeAt(i);
-      a = Math.imul(a ^ c, 0x01000193);
-      b = Math.imul(b ^ c, 0x01000193) ^ (b >>> 15);
+      const code = source.charCodeAt(i);
+      laneA = Math.imul(laneA ^ code, 0x01000193);
+      laneB = Math.imul(laneB ^ code, 0x01000193) ^ (laneB >>> 15);
     }
-    this.a = a;
-    this.b = b;
+    this.a = laneA;
+    this.b = laneB;
   }
 
-  num(v: number): void {
-    this.a = Math.imul(this.a ^ (v | 0), 0x01000193);
-    this.b = Math.imul(this.b ^ ((v / 4294967296) | 0), 0x01000193) ^ (v & 0xffff);
+  num(value: number): void {
+    this.a = Math.imul(this.a ^ (value | 0), 0x01000193);
+    this.b = Math.imul(this.b ^ ((value / 4294967296) | 0), 0x01000193) ^ (value & 0xffff);
   }
 
   /**
    * a string hashed whole when short, else by its length, its ends and 32 slices; once the request's
    * budget is spent, by its length and its ends' 64 characters
    */
-  sampled(s: string): void {
-    this.num(s.length);
-    const cost = Math.min(s.length, FULL_HASH_CHARS);
+  sampled(source: string): void {
+    this.num(source.length);
+    const cost = Math.min(source.length, FULL_HASH_CHARS);
     if (cost > this.budget) {
-      const n = Math.min(s.length, THIN_CHARS);
-      this.text(s, 0, n);
-      this.text(s, s.length - n, s.length);
+      const sampledLength = Math.min(source.length, THIN_CHARS);
+      this.text(source, 0, sampledLength);
+      this.text(source, source.length - sampledLength, source.length);
       return;
     }
     this.budget -= cost;
-    if (s.length <= FULL_HASH_CHARS) return this.text(s, 0, s.length);
-    this.text(s, 0, END_CHARS);
-    this.text(s, s.length - END_CHARS, s.length);
-    const step = Math.floor((s.length - SLICE_CHARS) / SLICES);
-    for (let k = 0; k < SLICES; k++) this.text(s, k * step, k * step + SLICE_CHARS);
+    if (source.length <= FULL_HASH_CHARS) return this.text(source, 0, source.length);
+    this.text(source, 0, END_CHARS);
+    this.text(source, source.length - END_CHARS, source.length);
+    const step = Math.floor((source.length - SLICE_CHARS) / SLICES);
+    for (let k = 0; k < SLICES; k++) this.text(source, k * step, k * step + SLICE_CHARS);
   }
 
   value(): number {
@@ -426,31 +429,31 @@ const ITEM_NAMES = ["type", "role", "name", "tool_call_id", "call_id"] as const;
 const ITEM_TEXTS = ["output", "arguments", "text"] as const;
 
 /** one unit of a conversation: a message, or a Responses input item */
-function hashItem(lanes: Lanes, m: unknown): void {
-  if (typeof m === "string") return lanes.sampled(m);
-  if (!m || typeof m !== "object") return lanes.num(0);
-  const o = m as Record<string, unknown>;
+function hashItem(lanes: Lanes, item: unknown): void {
+  if (typeof item === "string") return lanes.sampled(item);
+  if (!item || typeof item !== "object") return lanes.num(0);
+  const fields = item as Record<string, unknown>;
   for (const k of ITEM_NAMES) {
-    const v = o[k];
-    lanes.sampled(typeof v === "string" ? v : "");
+    const value = fields[k];
+    lanes.sampled(typeof value === "string" ? value : "");
   }
-  const content = o.content;
+  const content = fields.content;
   lanes.sampled(
     typeof content === "string" || Array.isArray(content)
       ? contentText(content as ChatMessage["content"])
       : "",
   );
   for (const k of ITEM_TEXTS) {
-    const v = o[k];
-    if (typeof v === "string") lanes.sampled(v);
+    const value = fields[k];
+    if (typeof value === "string") lanes.sampled(value);
   }
-  const calls = o.tool_calls;
+  const calls = fields.tool_calls;
   if (Array.isArray(calls)) {
     lanes.num(calls.length);
     for (let i = 0; i < calls.length && i < 64; i++) {
-      const f = (calls[i] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
-      lanes.sampled(typeof f?.name === "string" ? f.name : "");
-      lanes.sampled(typeof f?.arguments === "string" ? f.arguments : "");
+      const call = (calls[i] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
+      lanes.sampled(typeof call?.name === "string" ? call.name : "");
+      lanes.sampled(typeof call?.arguments === "string" ? call.arguments : "");
     }
   }
 }
@@ -460,12 +463,12 @@ function promptChain(body: Record<string, unknown>): PromptChain | undefined {
   const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : undefined;
   const items = messages ?? (Array.isArray(body.input) ? (body.input as unknown[]) : undefined);
   if (!items) {
-    const p = body.prompt ?? body.input;
+    const prompt = body.prompt ?? body.input;
     const text =
-      typeof p === "string"
-        ? p
-        : Array.isArray(p) && p.length === 1 && typeof p[0] === "string"
-          ? p[0]
+      typeof prompt === "string"
+        ? prompt
+        : Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string"
+          ? prompt[0]
           : undefined;
     return text === undefined ? undefined : textChain(text);
   }
@@ -476,8 +479,8 @@ function promptChain(body: Record<string, unknown>): PromptChain | undefined {
     hashItem(lanes, { role: "system", content: body.system });
     ends.push(lanes.value());
   }
-  const n = Math.min(items.length, MAX_UNITS);
-  for (let i = 0; i < n; i++) {
+  const count = Math.min(items.length, MAX_UNITS);
+  for (let i = 0; i < count; i++) {
     hashItem(lanes, items[i]);
     ends.push(lanes.value());
   }
