@@ -3,7 +3,7 @@
 // naming none the session whose last prompt they extend; bounded by a cap and an idle expiry.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SessionTracker, agenticContextOf } from "../../src/routing/index.js";
+import { SessionTracker, agenticContextOf } from "../../../src/routing/index.js";
 
 const system = { role: "system", content: `You are a coding agent. ${"tools and rules ".repeat(200)}` };
 /** an agent's conversation after `turns` answered turns, with the next turn's tool output last */

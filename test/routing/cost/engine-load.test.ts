@@ -12,8 +12,8 @@ import {
   OTHERS_HALF_LIFE_MS,
   waitingOf,
   type RequestView,
-} from "../../src/routing/index.js";
-import { eng } from "../helpers/routing.js";
+} from "../../../src/routing/index.js";
+import { eng } from "../../helpers/routing.js";
 
 const req = (seq: number, over: Partial<RequestView> = {}): RequestView => ({ model: "m", seq, ...over });
 
