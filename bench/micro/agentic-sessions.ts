@@ -1,4 +1,4 @@
-// 10,000 concurrent agent sessions through the router's session identity (src/routing/session-identity.ts),
+// 10,000 concurrent agent sessions through the router's session identity (src/routing/sessions/session-identity.ts),
 // coming and going: each session sends 2-12 turns with tool pauses between them (log-normal, median 8 s,
 // at most 2 min) on a virtual clock, one in ten abandons mid-way (left for the idle expiry), and a
 // finished or abandoned session's slot starts a new one, so 10,000 are always active. The sessions name
@@ -17,7 +17,7 @@ import { monitorEventLoopDelay, performance, PerformanceObserver } from "node:pe
 import { setImmediate as yieldLoop } from "node:timers/promises";
 import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
-import { SessionTracker, type SessionRequest } from "../../src/routing/session-identity.js";
+import { SessionTracker, type SessionRequest } from "../../src/routing/index.js";
 import { makeRng, type Rng } from "../../src/random/rng.js";
 import { IndexedHeap } from "../../src/collections/indexed-heap.js";
 import { percentileSorted } from "../../src/workload/stats.js";

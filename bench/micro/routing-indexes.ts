@@ -7,7 +7,7 @@
 //   node --expose-gc dist/bench/micro/routing-indexes.js [--seconds 4]
 import { blockStored as stored } from "../support/kv.js";
 import { KvBlockIndex } from "../../src/router/kv/block-index.js";
-import { charBlockIds, PrefixIndex } from "../../src/routing/prefix-index.js";
+import { charBlockIds, PrefixIndex } from "../../src/routing/index.js";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) {

@@ -1,5 +1,5 @@
 // What the router's edge pays per generation request to find its session (SessionTracker.identify,
-// src/routing/session-identity.ts), in-process and steady (the tracker already holds the sessions), for
+// src/routing/sessions/session-identity.ts), in-process and steady (the tracker already holds the sessions), for
 // the request shapes the router sees: the router benchmarks' completion `"hi"`, a one-message chat
 // "hello", a 3.6k-token single user message, a multi-round QA turn (a 1k-token system prompt and a
 // 4k-token history, each turn extending its session's last) and a coding agent's turn (a 100k-token
@@ -10,7 +10,7 @@
 //   node dist/bench/micro/session-identify.js [--sessions 64] [--agents 16] [--rounds 5] [--reps 7] [--seed 1]
 import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
-import { SessionTracker } from "../../src/routing/session-identity.js";
+import { SessionTracker } from "../../src/routing/index.js";
 import { makeRng, type Rng } from "../../src/random/rng.js";
 import { median } from "../../src/workload/stats.js";
 

@@ -11,7 +11,7 @@ import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
 import { fleetOptionsFor } from "../../src/fleet/build.js";
 import { simulateFleet } from "../../src/fleet/fleet.js";
-import { LATE_BINDING_DEFAULTS } from "../../src/routing/late-binding.js";
+import { LATE_BINDING_DEFAULTS } from "../../src/routing/index.js";
 import { fleetReport } from "../../src/fleet/report.js";
 import { parseScenarioText } from "../../src/fleet/scenario.js";
 import { randomWorkload } from "../../src/workload/random.js";

@@ -21,7 +21,7 @@ import {
   createLoraPolicy,
   createStaticLoraPolicy,
 } from "../../src/routing/lora.js";
-import type { Policy } from "../../src/routing/types.js";
+import type { Policy } from "../../src/routing/index.js";
 import { simulateLoraFleet, type LoraWorkload } from "../../src/fleet/lora.js";
 import { percentile } from "../../src/workload/stats.js";
 import { highestLoadHeld } from "../support/capacity.js";

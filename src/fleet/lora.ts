@@ -15,16 +15,18 @@ import {
 } from "../engine/index.js";
 import { LruMap } from "../collections/lru-map.js";
 import { makeRng, shuffle } from "../random/rng.js";
-import { decide } from "../routing/policies.js";
 import { evictionFor } from "../routing/lora.js";
-import { noteDone, noteFirstToken, noteSent } from "../routing/load.js";
 import {
+  decide,
   idleEngineView,
+  noteDone,
+  noteFirstToken,
+  noteSent,
   type EngineLoraView,
   type EngineView,
   type Policy,
   type RequestView,
-} from "../routing/types.js";
+} from "../routing/index.js";
 
 /** requests the router holds for a slot at most (its admission queue's default size) */
 const MAX_HELD = 1024;

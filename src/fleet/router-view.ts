@@ -2,7 +2,7 @@
 // one EngineView per engine — its own in-flight counts, always current, and the engines' gauges as of
 // its last scrape (every `scrapeIntervalS`, so they go stale in between as they do live) — and decides
 // with the routing library's policies (src/routing), fed by the oracle the live router would have. Each
-// request's session key is worked out as the live router's edge does (src/routing/session-identity.ts):
+// request's session key is worked out as the live router's edge does (src/routing/sessions/session-identity.ts):
 // from the header the live bench would send, else inferred from the prompt, so that the policy sees the
 // sessions it sees live; under a policy that reads no session key only the header's, as live.
 import type { Engine, VirtualDriver } from "../engine/index.js";

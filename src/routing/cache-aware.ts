@@ -4,7 +4,7 @@
 //
 // When the caller counts, per engine, its requests awaiting their first token (the live router and the
 // fleet simulator do), the cost is in seconds: the candidate's predicted time to first token and what a
-// miss adds (predictive.ts, TtftModel), so a prompt goes where it starts soonest, a tenant's burst on the
+// miss adds (cost/ttft-model.ts, TtftModel), so a prompt goes where it starts soonest, a tenant's burst on the
 // engine holding its prefix is priced for queueing behind itself, and a hot prefix replicates to as many
 // engines as its load needs and no more.
 //
@@ -12,21 +12,15 @@
 //   cost(e) = (P − credit(e)) / prefillTokensPerUnit + (runWeight · busy(e) + waitWeight · waiting(e)) / weight(e)
 // with a saturation guard: an engine ≥ balanceAbs busier than the least busy candidate AND > balanceRel ×
 // it gets no cache credit, so a hot prefix spills to the next engine rather than piling onto one.
-import type {
-  CacheOracle,
-  CachePrediction,
-  CacheSource,
-  Decision,
-  EngineView,
-  Policy,
-  Scorer,
-} from "./types.js";
-import { RequestMemo } from "./memo.js";
-import { busyOf, waitingOf } from "./load.js";
-import { PrefillLedger } from "./ledger.js";
-import { TtftModel, type PredictiveOptions } from "./predictive.js";
-import { LateBinding, type LateBindingOptions } from "./late-binding.js";
-import { RunningQuantile, sloFor } from "./slo.js";
+import type { CacheOracle, CachePrediction, CacheSource } from "./policy/cache-oracle.js";
+import type { Decision, Policy, Scorer } from "./policy/policy.js";
+import type { EngineView } from "./policy/views.js";
+import { RequestMemo } from "./policy/memo.js";
+import { busyOf, waitingOf } from "./cost/engine-load.js";
+import { PrefillLedger } from "./cost/prefill-ledger.js";
+import { TtftModel, type PredictiveOptions } from "./cost/ttft-model.js";
+import { LateBinding, type LateBindingOptions } from "./cost/late-binding.js";
+import { RunningQuantile, sloFor } from "./cost/slo.js";
 
 export interface CacheAwareOptions {
   /** prompt tokens whose prefill costs one load unit */
@@ -68,13 +62,13 @@ interface Scored {
 }
 
 /** Why an engine was picked, in the words of the routing metrics and the debug header. */
-function explainPick(s: Scored, i: number): { cached: number; source: CacheSource; reason: string } {
-  const cached = s.pred.cachedTokens[i]!;
-  const source: CacheSource = s.pred.source[i] ?? "none";
+function explainPick(scored: Scored, i: number): { cached: number; source: CacheSource; reason: string } {
+  const cached = scored.pred.cachedTokens[i]!;
+  const source: CacheSource = scored.pred.source[i] ?? "none";
   let best = 0;
-  for (let k = 0; k < s.engines.length; k++) best = Math.max(best, s.pred.cachedTokens[k]!);
+  for (let k = 0; k < scored.engines.length; k++) best = Math.max(best, scored.pred.cachedTokens[k]!);
   let reason: string;
-  if (s.guarded?.some((g) => g === 1) && cached < best) reason = "saturation-guard";
+  if (scored.guarded?.some((g) => g === 1) && cached < best) reason = "saturation-guard";
   else if (cached > 0 && cached >= best) reason = `${source}-hit`;
   else if (best > 0) reason = "load-over-hit";
   else reason = "least-cost";
@@ -83,31 +77,32 @@ function explainPick(s: Scored, i: number): { cached: number; source: CacheSourc
 
 /** The earlier load-unit cost, for callers that do not count first tokens (see the file's comment). */
 function loadUnitCost(
-  o: Required<CacheAwareOptions>,
+  costOptions: Required<CacheAwareOptions>,
   engines: readonly EngineView[],
   pred: CachePrediction,
   now: number | undefined,
   out: Float64Array,
   uncached: Float64Array,
 ): Uint8Array | null {
-  const P = pred.promptTokens;
+  const promptTokens = pred.promptTokens;
   let minBusy = Infinity;
-  for (const e of engines) minBusy = Math.min(minBusy, busyOf(e, now));
+  for (const engine of engines) minBusy = Math.min(minBusy, busyOf(engine, now));
   let guarded: Uint8Array | null = null;
   for (let i = 0; i < engines.length; i++) {
-    const e = engines[i]!;
-    const busy = busyOf(e, now);
-    let credit = Math.min(P, Math.max(0, pred.cachedTokens[i]!));
-    if (credit > 0 && busy - minBusy >= o.balanceAbs && busy > o.balanceRel * minBusy) {
+    const candidate = engines[i]!;
+    const busy = busyOf(candidate, now);
+    let credit = Math.min(promptTokens, Math.max(0, pred.cachedTokens[i]!));
+    if (credit > 0 && busy - minBusy >= costOptions.balanceAbs && busy > costOptions.balanceRel * minBusy) {
       (guarded ??= new Uint8Array(engines.length))[i] = 1;
       credit = 0;
     }
-    uncached[i] = P - credit;
-    const w = e.weight > 0 ? e.weight : 1;
+    uncached[i] = promptTokens - credit;
+    const weight = candidate.weight > 0 ? candidate.weight : 1;
     const cost =
-      (P - credit) / o.prefillTokensPerUnit + (o.runWeight * busy + o.waitWeight * waitingOf(e, now)) / w;
+      (promptTokens - credit) / costOptions.prefillTokensPerUnit +
+      (costOptions.runWeight * busy + costOptions.waitWeight * waitingOf(candidate, now)) / weight;
     // KV free space as a tie-break between otherwise equal engines
-    out[i] = -cost + 0.001 * (1 - Math.min(1, Math.max(0, e.kvUsage)));
+    out[i] = -cost + 0.001 * (1 - Math.min(1, Math.max(0, candidate.kvUsage)));
   }
   return guarded;
 }
@@ -120,15 +115,15 @@ function loadUnitCost(
  */
 const COST_HALF_SCORE = 1;
 
-function negated(out: Float64Array, n: number): Float64Array {
-  const c = new Float64Array(n);
-  for (let i = 0; i < n; i++) c[i] = -out[i]!;
-  return c;
+function negated(out: Float64Array, count: number): Float64Array {
+  const negatedScores = new Float64Array(count);
+  for (let i = 0; i < count; i++) negatedScores[i] = -out[i]!;
+  return negatedScores;
 }
-function unitScores(out: Float64Array, n: number): void {
+function unitScores(out: Float64Array, count: number): void {
   let best = -Infinity;
-  for (let i = 0; i < n; i++) if (out[i]! > best) best = out[i]!;
-  for (let i = 0; i < n; i++) out[i] = 1 / (1 + (best - out[i]!) / COST_HALF_SCORE);
+  for (let i = 0; i < count; i++) if (out[i]! > best) best = out[i]!;
+  for (let i = 0; i < count; i++) out[i] = 1 / (1 + (best - out[i]!) / COST_HALF_SCORE);
 }
 
 export interface CacheAwarePolicyOptions {
@@ -140,7 +135,7 @@ export interface CacheAwarePolicyOptions {
   admitBySlo?: boolean;
   /**
    * hold a request in the router while the engine it picked has prompts enough queued, cheapest first
-   * (late-binding.ts): the predictive policy; needs a caller that counts first tokens
+   * (cost/late-binding.ts): the predictive policy; needs a caller that counts first tokens
    */
   lateBinding?: LateBindingOptions | undefined;
 }
@@ -159,7 +154,7 @@ export function createCacheAwarePolicy(
   options: CacheAwarePolicyOptions = {},
   ledger = new PrefillLedger(),
 ): Policy {
-  const o = { ...CACHE_AWARE_DEFAULTS, ...options.cacheAware };
+  const costOptions = { ...CACHE_AWARE_DEFAULTS, ...options.cacheAware };
   const model = new TtftModel(options.predictive ?? {}, ledger);
   const admitBySlo = options.admitBySlo === true;
   const late = options.lateBinding?.queuedPrompts ? new LateBinding(options.lateBinding) : undefined;
@@ -178,13 +173,13 @@ export function createCacheAwarePolicy(
       const now = fleet.now;
       lastNow = now;
       const pred = oracle.predict(req, engines);
-      const n = engines.length;
-      const uncached = new Float64Array(n);
+      const count = engines.length;
+      const uncached = new Float64Array(count);
       // the seconds-based cost needs every candidate's first tokens counted (or, for predictive, none)
       let tracked = true;
-      for (let i = 0; i < n && tracked; i++) tracked = engines[i]!.awaitingFirstToken !== undefined;
+      for (let i = 0; i < count && tracked; i++) tracked = engines[i]!.awaitingFirstToken !== undefined;
       if (tracked || admitBySlo) {
-        const ttftMs = new Float64Array(n);
+        const ttftMs = new Float64Array(count);
         const sloMs = admitBySlo ? sloFor(req, sloOptions) : undefined;
         model.score(req, engines, pred, now, sloMs, out, uncached, ttftMs);
         last.set(req, {
@@ -194,11 +189,11 @@ export function createCacheAwarePolicy(
           uncached,
           ttftMs,
           sloMs,
-          cost: negated(out, n),
+          cost: negated(out, count),
           at: now,
         });
       } else {
-        const guarded = loadUnitCost(o, engines, pred, now, out, uncached);
+        const guarded = loadUnitCost(costOptions, engines, pred, now, out, uncached);
         last.set(req, {
           engines,
           pred,
@@ -206,11 +201,11 @@ export function createCacheAwarePolicy(
           uncached,
           ttftMs: null,
           sloMs: undefined,
-          cost: negated(out, n),
+          cost: negated(out, count),
           at: now,
         });
       }
-      unitScores(out, n);
+      unitScores(out, count);
     },
   };
   return {
@@ -221,34 +216,40 @@ export function createCacheAwarePolicy(
     // each engine's cost is its own queue, prefix and load (the time model or the load-unit cost)
     loadElsewhereKeepsPick: true,
     explain(req) {
-      const s = last.get(req);
-      if (!s) return undefined;
-      const P = s.pred.promptTokens;
-      const cachedTokens = s.uncached.map((u) => P - u);
-      return { engines: s.engines, cachedTokens, ttftMs: s.ttftMs, cost: s.cost, promptTokens: P };
+      const scored = last.get(req);
+      if (!scored) return undefined;
+      const promptTokens = scored.pred.promptTokens;
+      const cachedTokens = scored.uncached.map((u) => promptTokens - u);
+      return {
+        engines: scored.engines,
+        cachedTokens,
+        ttftMs: scored.ttftMs,
+        cost: scored.cost,
+        promptTokens: promptTokens,
+      };
     },
     admit:
       admitBySlo || late
         ? (req, engine, fleet): Decision | undefined => {
-            const s = last.get(req);
-            const i = s ? s.engines.indexOf(engine) : -1;
-            if (admitBySlo && s?.ttftMs && s.sloMs !== undefined) {
-              const ttft = (i >= 0 ? s.ttftMs[i]! : Infinity) * calibration.value;
-              if (ttft > s.sloMs) {
+            const scored = last.get(req);
+            const i = scored ? scored.engines.indexOf(engine) : -1;
+            if (admitBySlo && scored?.ttftMs && scored.sloMs !== undefined) {
+              const ttft = (i >= 0 ? scored.ttftMs[i]! : Infinity) * calibration.value;
+              if (ttft > scored.sloMs) {
                 late?.left(req);
                 return {
                   kind: "over-slo",
                   predictedTtftMs: ttft,
-                  sloTtftMs: s.sloMs,
-                  retryAfterMs: ttft - s.sloMs,
+                  sloTtftMs: scored.sloMs,
+                  retryAfterMs: ttft - scored.sloMs,
                 };
               }
             }
             // held in the router until the engine can start it soon; but a request with a TTFT SLO was
             // admitted by a prediction that binds it now, and is bound now
-            if (late && i >= 0 && s!.sloMs === undefined) {
+            if (late && i >= 0 && scored!.sloMs === undefined) {
               const step = options.predictive?.timing?.(engine, req.model)?.stepTokens ?? DEFAULT_STEP_TOKENS;
-              if (late.holds(req, engine, s!.uncached[i]!, fleet.now, step)) return SATURATED;
+              if (late.holds(req, engine, scored!.uncached[i]!, fleet.now, step)) return SATURATED;
             }
             return undefined;
           }
@@ -258,45 +259,53 @@ export function createCacheAwarePolicy(
     recheckMs: late ? LATE_BINDING_RECHECK_MS : undefined,
     onLeftQueue: late ? (req) => late.left(req) : undefined,
     onFirstToken(req, engine, ttftMs) {
-      const s = last.get(req);
-      if (s?.at !== undefined) {
-        s.firstTokenMs = ttftMs;
-        model.firstToken(req, engine, s.at + ttftMs);
+      const scored = last.get(req);
+      if (scored?.at !== undefined) {
+        scored.firstTokenMs = ttftMs;
+        model.firstToken(req, engine, scored.at + ttftMs);
       }
-      if (!s?.ttftMs) return;
-      const i = s.engines.indexOf(engine);
-      if (i >= 0 && s.ttftMs[i]! > 0) calibration.add(ttftMs / s.ttftMs[i]!);
+      if (!scored?.ttftMs) return;
+      const i = scored.engines.indexOf(engine);
+      if (i >= 0 && scored.ttftMs[i]! > 0) calibration.add(ttftMs / scored.ttftMs[i]!);
     },
     onDone(req, engine, elapsedMs) {
-      const s = last.get(req);
-      if (s?.at === undefined) return;
-      const first = s.firstTokenMs;
-      model.done(req, engine, s.at + elapsedMs, first !== undefined ? elapsedMs - first : undefined);
+      const scored = last.get(req);
+      if (scored?.at === undefined) return;
+      const first = scored.firstTokenMs;
+      model.done(req, engine, scored.at + elapsedMs, first !== undefined ? elapsedMs - first : undefined);
     },
     onAbandoned(req, engine, elapsedMs) {
-      const s = last.get(req);
-      if (s?.at !== undefined) model.unpicked(req, engine, s.at + elapsedMs);
+      const scored = last.get(req);
+      if (scored?.at !== undefined) model.unpicked(req, engine, scored.at + elapsedMs);
     },
     queuedPrefillTokens: (engine) => ledger.pending(engine, undefined) ?? 0,
     onUnpicked(req, engine) {
-      const s = last.get(req);
-      const i = s ? s.engines.indexOf(engine) : -1;
-      if (i >= 0 && engine.awaitingFirstToken !== undefined) ledger.withdraw(engine, s!.uncached[i]!);
-      if (i >= 0) model.unpicked(req, engine, s!.at);
+      const scored = last.get(req);
+      const i = scored ? scored.engines.indexOf(engine) : -1;
+      if (i >= 0 && engine.awaitingFirstToken !== undefined) ledger.withdraw(engine, scored!.uncached[i]!);
+      if (i >= 0) model.unpicked(req, engine, scored!.at);
     },
     onPicked(req, engine) {
-      const s = last.get(req);
-      if (!s) return;
-      const i = s.engines.indexOf(engine);
+      const scored = last.get(req);
+      if (!scored) return;
+      const i = scored.engines.indexOf(engine);
       if (i < 0) return;
-      model.picked(req, engine, s.pred.promptTokens, s.uncached[i]!, lastNow, s.pred.blocks?.ids);
-      late?.picked(s.pred.promptTokens - s.uncached[i]!, s.pred.promptTokens);
+      model.picked(
+        req,
+        engine,
+        scored.pred.promptTokens,
+        scored.uncached[i]!,
+        lastNow,
+        scored.pred.blocks?.ids,
+      );
+      late?.picked(scored.pred.promptTokens - scored.uncached[i]!, scored.pred.promptTokens);
       if (!oracle.onPicked) return;
-      const why = explainPick(s, i);
+      const why = explainPick(scored, i);
       let other = Infinity;
-      if (s.ttftMs)
-        for (let k = 0; k < s.ttftMs.length; k++) if (k !== i) other = Math.min(other, s.ttftMs[k]!);
-      oracle.onPicked(req, engine, why.cached, why.source, why.reason, s.ttftMs?.[i], other);
+      if (scored.ttftMs)
+        for (let k = 0; k < scored.ttftMs.length; k++)
+          if (k !== i) other = Math.min(other, scored.ttftMs[k]!);
+      oracle.onPicked(req, engine, why.cached, why.source, why.reason, scored.ttftMs?.[i], other);
     },
   };
 }

@@ -6,19 +6,19 @@
 import { z } from "zod";
 import { defaultEngineConfig } from "../engine/index.js";
 import { GPU_IDS_TEXT, resolveGpu, resolveModel } from "../models/index.js";
-import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./timing.js";
-import type { EngineView } from "./types.js";
-import type { PredictiveOptions } from "./predictive.js";
+import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./cost/timing.js";
+import type { EngineView } from "./policy/views.js";
+import type { PredictiveOptions } from "./cost/ttft-model.js";
 import { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./cache-aware.js";
 import { SESSION_LOAD_FACTOR_DEFAULT, type PolicyOptions } from "./policies.js";
-import type { CacheOracle } from "./types.js";
-import { LATE_BINDING_DEFAULTS } from "./late-binding.js";
+import type { CacheOracle } from "./policy/cache-oracle.js";
+import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 import { scorerNames } from "./scorers/index.js";
 
 const gpuId = z.string().refine(
-  (g) => {
+  (gpu) => {
     try {
-      resolveGpu(g);
+      resolveGpu(gpu);
       return true;
     } catch {
       return false;
@@ -96,27 +96,27 @@ export interface ViewWithCounters extends EngineView {
  * GPU (fleet-wide or its own) and the request's model, when both profiles are known; otherwise learned
  * from the engine's scraped counters. Profiles are built once per (engine, model) and kept (bounded).
  */
-export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): PredictiveOptions {
+export function predictiveOptions(config: PredictiveConfig, slo: SloConfig): PredictiveOptions {
   const learned = new LearnedTiming((e) => (e as ViewWithCounters).prefillCounters);
   // per model, per engine id: asked for every candidate of every pick, and again when an attempt is
   // picked and when it ends, so the lookup allocates nothing (a joined key string did, each time)
   const built = new Map<string, Map<string, EngineTiming | null>>();
   let builtCount = 0;
-  const profiled = (e: EngineView, model: string): EngineTiming | null => {
+  const profiled = (engine: EngineView, model: string): EngineTiming | null => {
     let byEngine = built.get(model);
-    let t = byEngine?.get(e.id);
-    if (t !== undefined) return t;
-    const own = p.engines[e.id];
-    const gpu = own?.gpu ?? p.gpu;
-    t = null;
+    let timing = byEngine?.get(engine.id);
+    if (timing !== undefined) return timing;
+    const own = config.engines[engine.id];
+    const gpu = own?.gpu ?? config.gpu;
+    timing = null;
     if (gpu !== undefined) {
       try {
         const cfg = defaultEngineConfig(resolveModel(model), resolveGpu(gpu), {
-          tensorParallelSize: own?.tensorParallelSize ?? p.tensorParallelSize,
+          tensorParallelSize: own?.tensorParallelSize ?? config.tensorParallelSize,
         });
-        t = rooflineTiming(cfg, p.timeScale);
+        timing = rooflineTiming(cfg, config.timeScale);
       } catch {
-        t = null; // a model the engine model has no profile of (an adapter, a private model): learned
+        timing = null; // a model the engine model has no profile of (an adapter, a private model): learned
       }
     }
     // bounded: the oldest model's profiles go first
@@ -127,17 +127,21 @@ export function predictiveOptions(p: PredictiveConfig, slo: SloConfig): Predicti
       if (oldest === model) byEngine = undefined;
     }
     if (byEngine === undefined) built.set(model, (byEngine = new Map()));
-    byEngine.set(e.id, t);
+    byEngine.set(engine.id, timing);
     builtCount++;
-    return t;
+    return timing;
   };
   return {
     timing: (e, model) => profiled(e, model) ?? learned.timing(e),
-    missWeight: p.missWeight,
+    missWeight: config.missWeight,
     slo: { defaultTtftMs: slo.ttftMs, models: slo.models },
     // the router's proxy reports every attempt's end (Policy.onDone, onAbandoned)
     reportsCompletions: true,
-    lateBinding: { queuedPrompts: p.queuedPrompts, maxHoldMs: p.maxHoldMs, minCachedShare: p.minCachedShare },
+    lateBinding: {
+      queuedPrompts: config.queuedPrompts,
+      maxHoldMs: config.maxHoldMs,
+      minCachedShare: config.minCachedShare,
+    },
   };
 }
 
@@ -169,16 +173,16 @@ export function defaultPolicySettings(): PolicySettings {
  * simulator's engines are the engine model's own).
  */
 export function policyOptions(
-  s: PolicySettings,
+  settings: PolicySettings,
   given: { cache?: CacheOracle | undefined; timing?: PredictiveOptions["timing"] } = {},
 ): PolicyOptions {
-  const predictive = predictiveOptions(s.predictive, s.slo);
+  const predictive = predictiveOptions(settings.predictive, settings.slo);
   if (given.timing) predictive.timing = given.timing;
   return {
-    sessionLoadFactor: s.sessionLoadFactor,
+    sessionLoadFactor: settings.sessionLoadFactor,
     ...(given.cache ? { cache: given.cache } : {}),
-    cacheAware: s.cost,
+    cacheAware: settings.cost,
     predictive,
-    scorers: s.scorers,
+    scorers: settings.scorers,
   };
 }

@@ -21,37 +21,37 @@
 // - `lora-static`: an operator's static placement: each adapter pinned to `replicas` engines by
 //   rendezvous hashing, the least loaded of them picked.
 import { LruMap } from "../collections/lru-map.js";
-import { hash32, unitHash } from "./hash.js";
-import { busyOf } from "./load.js";
-import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./filters.js";
+import { hash32, unitHash } from "./policy/hash.js";
+import { busyOf } from "./cost/engine-load.js";
+import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./policy/filters.js";
 import type {
   EngineLoraView,
   EngineView,
-  Filter,
   FleetSnapshot,
   LoraRequestView,
-  Policy,
   RequestView,
-  Scorer,
-} from "./types.js";
+} from "./policy/views.js";
+import type { Filter, Policy, Scorer } from "./policy/policy.js";
 
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
-export function coldLoadSeconds(v: EngineLoraView, a: LoraRequestView): number {
-  if (v.loaded.has(a.name) || (v.inFlight.get(a.name) ?? 0) > 0) return 0;
-  if (v.loading.has(a.name)) return (v.loadOverheadS + a.bytes / v.diskBps) / 2;
-  return v.loadOverheadS + a.bytes / v.diskBps + a.bytes / v.linkBps;
+export function coldLoadSeconds(adapters: EngineLoraView, adapter: LoraRequestView): number {
+  if (adapters.loaded.has(adapter.name) || (adapters.inFlight.get(adapter.name) ?? 0) > 0) return 0;
+  if (adapters.loading.has(adapter.name))
+    return (adapters.loadOverheadS + adapter.bytes / adapters.diskBps) / 2;
+  return adapters.loadOverheadS + adapter.bytes / adapters.diskBps + adapter.bytes / adapters.linkBps;
 }
 
 /** the distinct adapters an engine is running or holding queued, by the scrape and the router's own counts */
-export function activeAdapters(v: EngineLoraView): number {
-  let n = v.running.size;
-  for (const w of v.waiting) if (!v.running.has(w)) n++;
-  for (const [name, k] of v.inFlight) if (k > 0 && !v.running.has(name) && !v.waiting.has(name)) n++;
-  return n;
+export function activeAdapters(adapters: EngineLoraView): number {
+  let active = adapters.running.size;
+  for (const waiting of adapters.waiting) if (!adapters.running.has(waiting)) active++;
+  for (const [name, k] of adapters.inFlight)
+    if (k > 0 && !adapters.running.has(name) && !adapters.waiting.has(name)) active++;
+  return active;
 }
 
-function isActive(v: EngineLoraView, name: string): boolean {
-  return v.running.has(name) || v.waiting.has(name) || (v.inFlight.get(name) ?? 0) > 0;
+function isActive(adapters: EngineLoraView, name: string): boolean {
+  return adapters.running.has(name) || adapters.waiting.has(name) || (adapters.inFlight.get(name) ?? 0) > 0;
 }
 
 /**
@@ -59,12 +59,13 @@ function isActive(v: EngineLoraView, name: string): boolean {
  * nothing in flight, else the oldest), or null while there is room. What the caller unloads first, so
  * that the engine never holds more than max_cpu_loras (loads in flight counted).
  */
-export function evictionFor(v: EngineLoraView, name: string): string | null {
-  if (v.loaded.has(name) || v.loaded.size + v.loading.size < v.maxCpuLoras) return null;
-  for (const e of v.loaded.oldestFirst()) if (!isActive(v, e.key)) return e.key;
+export function evictionFor(adapters: EngineLoraView, name: string): string | null {
+  if (adapters.loaded.has(name) || adapters.loaded.size + adapters.loading.size < adapters.maxCpuLoras)
+    return null;
+  for (const entry of adapters.loaded.oldestFirst()) if (!isActive(adapters, entry.key)) return entry.key;
   // every loaded adapter has requests: the oldest goes all the same (vLLM keeps the adapter of a request
   // it holds, and reads it again from disk if its batch needs it; new requests are not sent it there)
-  return v.loaded.oldest()?.key ?? null;
+  return adapters.loaded.oldest()?.key ?? null;
 }
 
 /**
@@ -72,16 +73,21 @@ export function evictionFor(v: EngineLoraView, name: string): string | null {
  * time (`service`) after the router last sent it one there; one the router did not send (another
  * client's, or queued) is taken at half of that.
  */
-export function slotWaitSeconds(v: EngineLoraView, over: number, service: number, now: number): number {
+export function slotWaitSeconds(
+  adapters: EngineLoraView,
+  over: number,
+  service: number,
+  now: number,
+): number {
   const drains: number[] = [];
   const seen = new Set<string>();
-  for (const [name, k] of v.inFlight) {
+  for (const [name, k] of adapters.inFlight) {
     if (k <= 0) continue;
     seen.add(name);
-    const sent = v.lastSentAt?.get(name);
+    const sent = adapters.lastSentAt?.get(name);
     drains.push(sent === undefined ? service / 2 : Math.max(0, (sent - now) / 1000 + service));
   }
-  for (const set of [v.running, v.waiting])
+  for (const set of [adapters.running, adapters.waiting])
     for (const name of set) {
       if (seen.has(name)) continue;
       seen.add(name);
@@ -110,10 +116,10 @@ class AdapterRates {
     private readonly cap = 16_384,
   ) {}
   note(name: string, now: number): void {
-    const r = this.rates.use(name);
-    if (r) {
-      r.n = r.n * Math.pow(0.5, (now - r.at) / this.halfLifeMs) + 1;
-      r.at = now;
+    const rate = this.rates.use(name);
+    if (rate) {
+      rate.n = rate.n * Math.pow(0.5, (now - rate.at) / this.halfLifeMs) + 1;
+      rate.at = now;
     } else {
       this.rates.set(name, { n: 1, at: now });
       while (this.rates.size > this.cap) this.rates.shift();
@@ -121,10 +127,10 @@ class AdapterRates {
   }
   /** requests per second, decayed to `now` */
   perSecond(name: string, now: number): number {
-    const r = this.rates.get(name);
-    if (!r) return 0;
-    const n = r.n * Math.pow(0.5, (now - r.at) / this.halfLifeMs);
-    return (n * Math.LN2) / (this.halfLifeMs / 1000);
+    const rate = this.rates.get(name);
+    if (!rate) return 0;
+    const decayed = rate.n * Math.pow(0.5, (now - rate.at) / this.halfLifeMs);
+    return (decayed * Math.LN2) / (this.halfLifeMs / 1000);
   }
 }
 
@@ -140,27 +146,30 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
     name: "lora-cost",
     weight: 1,
     score(req, engines, out, fleet) {
-      const r = req as RequestView;
+      const request = req as RequestView;
       const now = fleet.now ?? 0;
       lastNow = now;
       let best = Infinity;
       costs.length = engines.length;
       for (let i = 0; i < engines.length; i++) {
-        const e = engines[i] as EngineView;
-        const busy = busyOf(e, fleet.now);
+        const engine = engines[i] as EngineView;
+        const busy = busyOf(engine, fleet.now);
         // the requests ahead of this one's first step, in batches of `batch`
         let cost = (busy / batch) * service * 0.5;
-        const v = e.lora;
-        if (r.lora && v) {
-          cost += coldLoadSeconds(v, r.lora);
-          if (!isActive(v, r.lora.name)) {
+        const adapters = engine.lora;
+        if (request.lora && adapters) {
+          cost += coldLoadSeconds(adapters, request.lora);
+          if (!isActive(adapters, request.lora.name)) {
             // every slot serves another adapter: it waits until enough of them drain
-            const over = activeAdapters(v) + 1 - v.maxLoras;
-            if (over > 0) cost += slotWaitSeconds(v, over, service, now);
-            const victim = evictionFor(v, r.lora.name);
+            const over = activeAdapters(adapters) + 1 - adapters.maxLoras;
+            if (over > 0) cost += slotWaitSeconds(adapters, over, service, now);
+            const victim = evictionFor(adapters, request.lora.name);
             if (victim !== null) {
               // the victim comes back at its rate, each time at a cold load
-              const reload = v.loadOverheadS + r.lora.bytes / v.diskBps + r.lora.bytes / v.linkBps;
+              const reload =
+                adapters.loadOverheadS +
+                request.lora.bytes / adapters.diskBps +
+                request.lora.bytes / adapters.linkBps;
               cost += Math.min(1, rates.perSecond(victim, now) * service) * reload;
             }
           }
@@ -180,9 +189,9 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
       let best: EngineView | undefined;
       let bestScore = -Infinity;
       // exact ties rotate by the request's seq
-      const n = engines.length;
-      for (let k = 0; k < n; k++) {
-        const i = (k + req.seq) % n;
+      const count = engines.length;
+      for (let k = 0; k < count; k++) {
+        const i = (k + req.seq) % count;
         if (scores[i]! > bestScore) {
           bestScore = scores[i]!;
           best = engines[i];
@@ -192,8 +201,8 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
     },
     loadElsewhereKeepsPick: true,
     onPicked: (req) => {
-      const r = req as RequestView;
-      if (r.lora) rates.note(r.lora.name, lastNow);
+      const request = req as RequestView;
+      if (request.lora) rates.note(request.lora.name, lastNow);
     },
     onDone: (_req, _e, elapsedMs) => {
       // a moving mean of how long a request holds its engine
@@ -213,13 +222,13 @@ function draw(req: RequestView, stage: number): number {
   return hash32(`${req.seq}`, 0x9e3779b9 ^ stage) / 4294967296;
 }
 
-function band(engines: readonly EngineView[], value: (e: EngineView) => number): EngineView[] {
+function band(engines: readonly EngineView[], value: (engine: EngineView) => number): EngineView[] {
   let min = Infinity;
   let max = -Infinity;
-  for (const e of engines) {
-    const v = value(e);
-    if (v < min) min = v;
-    if (v > max) max = v;
+  for (const candidate of engines) {
+    const engineValue = value(candidate);
+    if (engineValue < min) min = engineValue;
+    if (engineValue > max) max = engineValue;
   }
   const top = min + (max - min) / engines.length;
   return engines.filter((e) => value(e) >= min && value(e) <= top);
@@ -231,14 +240,14 @@ function loraAffinity(req: RequestView, engines: readonly EngineView[]): EngineV
   const name = req.lora?.name ?? req.model;
   const affinity: EngineView[] = [];
   const available: EngineView[] = [];
-  for (const e of engines) {
-    const v = (e as EngineView).lora;
-    if (!v) {
-      available.push(e);
+  for (const engine of engines) {
+    const adapters = (engine as EngineView).lora;
+    if (!adapters) {
+      available.push(engine);
       continue;
     }
-    if (v.running.has(name) || v.waiting.has(name)) affinity.push(e);
-    else if (v.running.size + v.waiting.size < v.maxLoras) available.push(e);
+    if (adapters.running.has(name) || adapters.waiting.has(name)) affinity.push(engine);
+    else if (adapters.running.size + adapters.waiting.size < adapters.maxLoras) available.push(engine);
   }
   if (affinity.length > 0 && available.length > 0)
     return draw(req, 1) < GIE_LORA_AFFINITY_THRESHOLD ? affinity : available;
@@ -247,8 +256,8 @@ function loraAffinity(req: RequestView, engines: readonly EngineView[]): EngineV
 
 /** GIE's decision tree: each stage narrows the set, a stage that empties it hands its input on */
 const gieTree: Filter = (req, engines) => {
-  const step = (set: readonly EngineView[], f: (s: readonly EngineView[]) => EngineView[]) => {
-    const out = f(set);
+  const step = (set: readonly EngineView[], narrow: (s: readonly EngineView[]) => EngineView[]) => {
+    const out = narrow(set);
     return out.length > 0 ? out : set;
   };
   const affinity = (s: readonly EngineView[]) => loraAffinity(req, s);
@@ -274,9 +283,11 @@ export function createGieLoraAffinityPolicy(): Policy {
 /** each adapter pinned to `replicas` engines (rendezvous hashing), the least busy of them picked */
 export function createStaticLoraPolicy(replicas = 2): Policy {
   const pinned: Filter = (req, engines) => {
-    const r = req as RequestView;
-    if (!r.lora || engines.length <= replicas) return engines;
-    const ranked = [...engines].sort((a, b) => unitHash(r.lora!.name, b.id) - unitHash(r.lora!.name, a.id));
+    const request = req as RequestView;
+    if (!request.lora || engines.length <= replicas) return engines;
+    const ranked = [...engines].sort(
+      (a, b) => unitHash(request.lora!.name, b.id) - unitHash(request.lora!.name, a.id),
+    );
     return ranked.slice(0, replicas);
   };
   return {
@@ -288,11 +299,11 @@ export function createStaticLoraPolicy(replicas = 2): Policy {
       let best: EngineView | undefined;
       let least = Infinity;
       for (let k = 0; k < engines.length; k++) {
-        const e = engines[(k + req.seq) % engines.length]!;
-        const b = busyOf(e, fleet.now);
-        if (b < least) {
-          least = b;
-          best = e;
+        const engine = engines[(k + req.seq) % engines.length]!;
+        const busy = busyOf(engine, fleet.now);
+        if (busy < least) {
+          least = busy;
+          best = engine;
         }
       }
       return best;

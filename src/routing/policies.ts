@@ -1,21 +1,13 @@
 // The basic policies (round-robin, least-load, session affinity) and the names of every policy. Each is
 // a Policy value (filters → scorers → picker); the cache-aware ones (cache-aware.ts) are extra scorers
 // over the same views. The name lists live here so every caller agrees on what a policy is called.
-import { unitHash } from "./hash.js";
-import { applyFilters, standardFilters } from "./filters.js";
-import type {
-  CacheOracle,
-  Decision,
-  EngineView,
-  FleetSnapshot,
-  Picker,
-  Policy,
-  RequestView,
-  Scorer,
-} from "./types.js";
+import { standardFilters } from "./policy/filters.js";
+import { maxScorePicker, roundRobinPicker, sessionPicker } from "./policy/pickers.js";
+import type { CacheOracle } from "./policy/cache-oracle.js";
+import type { Policy, Scorer } from "./policy/policy.js";
 import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
-import { kvFreeScorer, loadScorer } from "./scorers/load.js";
-import type { PredictiveOptions } from "./predictive.js";
+import { kvFreeScorer, loadScorer } from "./scorers/least-load.js";
+import type { PredictiveOptions } from "./cost/ttft-model.js";
 import { createScorer } from "./scorers/registry.js";
 import {
   createLlmdStickyPolicy,
@@ -25,76 +17,7 @@ import {
   createVllmRouterProgramPolicy,
   type VllmRouterProgramOptions,
 } from "./baselines/index.js";
-import { LATE_BINDING_DEFAULTS } from "./late-binding.js";
-
-const GOLDEN = 0.6180339887498949;
-
-function allWeightsEqual(engines: readonly EngineView[]): boolean {
-  const w = engines[0]!.weight;
-  for (let i = 1; i < engines.length; i++) if (engines[i]!.weight !== w) return false;
-  return true;
-}
-
-/** Weighted choice by a deterministic low-discrepancy sequence: over many requests engine i gets w_i / Σw. */
-function weightedBySeq(seq: number, engines: readonly EngineView[]): EngineView {
-  let total = 0;
-  for (const e of engines) total += e.weight;
-  const x = ((seq * GOLDEN) % 1) * total;
-  let acc = 0;
-  for (const e of engines) {
-    acc += e.weight;
-    if (x < acc) return e;
-  }
-  return engines[engines.length - 1]!;
-}
-
-export const roundRobinPicker: Picker = (req, engines) => {
-  if (engines.length === 0) return undefined;
-  if (allWeightsEqual(engines)) return engines[req.seq % engines.length];
-  return weightedBySeq(req.seq, engines);
-};
-
-/** Highest score wins; exact ties go round-robin's way (below). */
-export const maxScorePicker: Picker = (req, engines, scores) => {
-  const n = engines.length;
-  if (n === 0) return undefined;
-  let best = -Infinity;
-  for (let i = 0; i < n; i++) if (scores[i]! > best) best = scores[i]!;
-  // among the tied, the one round-robin would pick, or the next after it: equal engines share the work
-  // as round-robin shares it, and a policy never breaks a tie against where round-robin would go
-  const start = req.seq % n;
-  for (let k = 0; k < n; k++) {
-    const i = (start + k) % n;
-    if (best - scores[i]! <= 1e-12) return engines[i];
-  }
-  return engines[0];
-};
-
-/**
- * Consistent hashing with bounded loads, done as weighted rendezvous hashing: engines are ranked by
- * −w / ln(u(key, engine)) and the first whose in-flight is under ⌈c · (total + 1) · w / Σw⌉ wins, so a
- * hot session spills to its next engine instead of overloading one. No key → least-load.
- */
-export function sessionPicker(loadFactor: number): Picker {
-  return (req, engines, scores, fleet) => {
-    if (engines.length === 0) return undefined;
-    const key = req.sessionKey;
-    if (key === undefined || key === "") return maxScorePicker(req, engines, scores, fleet);
-    let total = 0;
-    let sumW = 0;
-    for (const e of engines) {
-      total += e.inFlight;
-      sumW += e.weight;
-    }
-    const ranks = engines.map((e) => ({ e, r: -e.weight / Math.log(unitHash(key, e.id)) }));
-    ranks.sort((a, b) => b.r - a.r);
-    for (const { e } of ranks) {
-      const cap = Math.ceil((loadFactor * (total + 1) * e.weight) / sumW);
-      if (e.inFlight < cap) return e;
-    }
-    return ranks[0]!.e;
-  };
-}
+import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 
 /** Policies needing nothing but the fleet snapshot (the fleet simulator runs these). */
 export type BasicPolicyName = "round-robin" | "least-load" | "session";
@@ -148,7 +71,7 @@ export function policyReadsKv(name: string): boolean {
  * `predictive`: cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and
  * a session's decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`,
  * `llm-d-sticky`, whose affinity is the cache's) the router's edge does not track sessions
- * (session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
+ * (sessions/session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
  * key does not pay for working it out; `least-load` reads only a key the request names (a header, a
  * body field), which the edge passes on without tracking.
  */
@@ -261,9 +184,9 @@ function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
       const timing = opts.predictive?.timing;
       return createVllmRouterProgramPolicy(name, opts.cache ?? NO_CACHE, {
         tokenCapacity: timing
-          ? (e) => {
-              const model = e.models.values().next().value;
-              return model === undefined ? undefined : timing(e, model)?.kvCapacityTokens;
+          ? (engine) => {
+              const model = engine.models.values().next().value;
+              return model === undefined ? undefined : timing(engine, model)?.kvCapacityTokens;
             }
           : undefined,
         ...opts.vllmRouterProgram,
@@ -272,44 +195,9 @@ function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
   }
 }
 
-// Score buffers reused across decisions (decide is synchronous and scorers and pickers keep no
-// reference), one zeroed pair per candidate count: a decision allocates no typed arrays.
-const scratchBuffers: [Float64Array[], Float64Array[]] = [[], []];
-function scratch(which: 0 | 1, n: number): Float64Array {
-  const a = (scratchBuffers[which][n] ??= new Float64Array(n));
-  a.fill(0);
-  return a;
-}
-
 /**
  * How many requests a caller keeps waiting for room (`decide` said "saturated") and for how long: the
  * live router's admission queue defaults (`admission.queueSize`, `admission.queueTimeout`), which the
  * fleet simulator's waiting queue keeps too, so both refuse (429) where the other would.
  */
 export const WAITING_ROOM_DEFAULTS = { size: 1024, timeoutMs: 30_000 } as const;
-
-/** Runs a policy over a snapshot: the whole decision, pure. */
-export function decide(policy: Policy, req: RequestView, fleet: FleetSnapshot): Decision {
-  const { candidates, emptiedAt } = applyFilters(policy.filters, req, fleet);
-  if (emptiedAt === 0) return { kind: "unknown-model" };
-  if (candidates.length === 0) {
-    // emptied by the health/exclude stages → nothing usable; by a capacity stage → wait for room
-    return emptiedAt >= 0 && policy.filters[emptiedAt]!.waitsForRoom
-      ? { kind: "saturated" }
-      : { kind: "unavailable" };
-  }
-  const scores = scratch(0, candidates.length);
-  if (policy.scorers.length > 0) {
-    const tmp = scratch(1, candidates.length);
-    for (const s of policy.scorers) {
-      s.score(req, candidates, tmp, fleet);
-      for (let i = 0; i < tmp.length; i++) scores[i] = scores[i]! + s.weight * tmp[i]!;
-    }
-  }
-  const engine = policy.picker(req, candidates, scores, fleet);
-  if (!engine) return { kind: "unavailable" };
-  const refused = policy.admit?.(req, engine, fleet);
-  if (refused) return refused;
-  policy.onPicked?.(req, engine);
-  return { kind: "picked", engine };
-}

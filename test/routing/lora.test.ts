@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LruMap } from "../../src/collections/lru-map.js";
-import { decide } from "../../src/routing/policies.js";
+import { decide } from "../../src/routing/policy/decide.js";
 import {
   coldLoadSeconds,
   createGieLoraAffinityPolicy,
@@ -16,7 +16,7 @@ import {
   type EngineLoraView,
   type EngineView,
   type RequestView,
-} from "../../src/routing/types.js";
+} from "../../src/routing/policy/views.js";
 
 const BASE = "base-model";
 

@@ -12,7 +12,7 @@ import {
   type EngineView,
   type RequestView,
 } from "../../src/routing/index.js";
-import { HeldContexts } from "../../src/routing/held-contexts.js";
+import { HeldContexts } from "../../src/routing/sessions/held-contexts.js";
 import { defaultEngineConfig } from "../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { eng } from "../helpers/routing.js";

@@ -247,7 +247,7 @@ export const routerConfigSchema = z.strictObject({
         help: "body field used as the session key when the header is absent",
       }),
       loadFactor: z.number().min(1).default(SESSION_LOAD_FACTOR_DEFAULT),
-      /** session identity (src/routing/session-identity.ts): vllm_xargs.agentic_context names the session */
+      /** session identity (src/routing/sessions/session-identity.ts): vllm_xargs.agentic_context names the session */
       agenticContext: z.boolean().default(SESSION_DEFAULTS.agenticContext),
       /** a Responses follow-up is in its previous_response_id's session */
       responseChain: z.boolean().default(SESSION_DEFAULTS.responseChain),

@@ -134,7 +134,7 @@ export function validateFields(path: string, obj: Record<string, unknown>): void
 }
 
 export class Ingress {
-  /** which session each generation request belongs to (src/routing/session-identity.ts) */
+  /** which session each generation request belongs to (src/routing/sessions/session-identity.ts) */
   readonly sessions = new SessionTracker({ namespace: `${process.pid.toString(36)}.` });
   /** the configuration the tracker's options and `tracking` were last taken from */
   private sessionConfig: RouterConfig | undefined;

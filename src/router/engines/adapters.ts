@@ -10,7 +10,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
-import type { EngineLoraView, LoraRequestView } from "../../routing/types.js";
+import type { EngineLoraView, LoraRequestView } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Upstream } from "./upstream.js";
 import { discard } from "./engine-get.js";

@@ -14,17 +14,11 @@
 // It reads the engines' KV events where they flow (llm-d's precise prefix-cache mode), so prompt and
 // cached token counts are the tokenizer's. Not modelled: the post's decode-bound (active requests) and
 // latency-predictor configurations, which it picks for other workload kinds.
-import { standardFilters } from "../filters.js";
-import { RequestMemo } from "../memo.js";
-import type {
-  CacheOracle,
-  CachePrediction,
-  EngineView,
-  Picker,
-  Policy,
-  RequestView,
-  Scorer,
-} from "../types.js";
+import { standardFilters } from "../policy/filters.js";
+import { RequestMemo } from "../policy/memo.js";
+import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
+import type { EngineView, RequestView } from "../policy/views.js";
+import type { Picker, Policy, Scorer } from "../policy/policy.js";
 
 export interface LlmdStickyOptions {
   /** the share of the prompt an engine must hold to be warm */
@@ -53,7 +47,7 @@ export function createLlmdStickyPolicy(
   picker: Picker,
   options: LlmdStickyOptions = {},
 ): Policy {
-  const o = { ...LLM_D_STICKY_DEFAULTS, ...options };
+  const settings = { ...LLM_D_STICKY_DEFAULTS, ...options };
   const queued = new QueuedPrefill();
   /** per request: the candidates scored and each one's uncached tokens, for onPicked */
   const last = new RequestMemo<{
@@ -67,26 +61,26 @@ export function createLlmdStickyPolicy(
     weight: 1,
     score(req, engines, out) {
       const pred = oracle.predict(req, engines);
-      const n = engines.length;
-      const uncached = new Float64Array(n);
-      const p = pred.promptTokens;
+      const count = engines.length;
+      const uncached = new Float64Array(count);
+      const promptTokens = pred.promptTokens;
       // warm: holds affinityThreshold of the prompt (an empty prompt is warm nowhere)
-      const warmAt = p > 0 ? o.affinityThreshold * p : Infinity;
+      const warmAt = promptTokens > 0 ? settings.affinityThreshold * promptTokens : Infinity;
       let minWarm = Infinity;
       let minCold = Infinity;
-      for (let i = 0; i < n; i++) {
-        uncached[i] = Math.max(0, p - pred.cachedTokens[i]!);
+      for (let i = 0; i < count; i++) {
+        uncached[i] = Math.max(0, promptTokens - pred.cachedTokens[i]!);
         const load = queued.of(engines[i]!);
         out[i] = load;
         if (pred.cachedTokens[i]! >= warmAt) minWarm = Math.min(minWarm, load);
         else minCold = Math.min(minCold, load);
       }
       // every engine competes when none is warm, or when the warm ones are saturated against a cold one
-      const open = minWarm === Infinity || minWarm - minCold > o.saturationTokens;
+      const open = minWarm === Infinity || minWarm - minCold > settings.saturationTokens;
       const reason = minWarm === Infinity ? "no-warm" : open ? "saturated" : "warm";
       let minCost = Infinity;
-      for (let i = 0; i < n; i++) minCost = Math.min(minCost, out[i]! + uncached[i]!);
-      for (let i = 0; i < n; i++) {
+      for (let i = 0; i < count; i++) minCost = Math.min(minCost, out[i]! + uncached[i]!);
+      for (let i = 0; i < count; i++) {
         const candidate = open || pred.cachedTokens[i]! >= warmAt;
         // candidates above every other engine; among them, fewest uncached tokens in flight with this one's
         out[i] = (candidate ? 0.5 : 0) + 0.5 / (1 + (out[i]! + uncached[i]! - minCost) / STICKY_LOAD_UNIT);
@@ -100,11 +94,17 @@ export function createLlmdStickyPolicy(
     scorers: [scorer],
     picker,
     onPicked(req, engine) {
-      const s = last.get(req);
-      const i = s ? s.engines.indexOf(engine) : -1;
-      if (!s || i < 0) return;
-      queued.add(req, engine, s.uncached[i]!);
-      oracle.onPicked?.(req, engine, s.pred.cachedTokens[i]!, s.pred.source[i] ?? "none", s.reason);
+      const scored = last.get(req);
+      const i = scored ? scored.engines.indexOf(engine) : -1;
+      if (!scored || i < 0) return;
+      queued.add(req, engine, scored.uncached[i]!);
+      oracle.onPicked?.(
+        req,
+        engine,
+        scored.pred.cachedTokens[i]!,
+        scored.pred.source[i] ?? "none",
+        scored.reason,
+      );
     },
     onUnpicked: (req) => queued.release(req),
     onFirstToken: (req) => queued.release(req),
@@ -124,31 +124,31 @@ class QueuedPrefill {
     "llm-d-sticky.queued",
   );
 
-  of(e: EngineView): number {
-    if (e.awaitingFirstToken === 0) {
-      this.byEngine.delete(e.id);
+  of(engine: EngineView): number {
+    if (engine.awaitingFirstToken === 0) {
+      this.byEngine.delete(engine.id);
       return 0;
     }
-    return this.byEngine.get(e.id)?.tokens ?? 0;
+    return this.byEngine.get(engine.id)?.tokens ?? 0;
   }
 
-  add(req: RequestView, e: EngineView, uncachedTokens: number): void {
+  add(req: RequestView, engine: EngineView, uncachedTokens: number): void {
     this.release(req);
-    let count = this.byEngine.get(e.id);
+    let count = this.byEngine.get(engine.id);
     if (!count) {
       if (this.byEngine.size >= MAX_ENGINES) this.byEngine.delete(this.byEngine.keys().next().value!);
       count = { tokens: 0 };
-      this.byEngine.set(e.id, count);
+      this.byEngine.set(engine.id, count);
     }
     count.tokens += uncachedTokens;
     this.mine.set(req, { count, tokens: uncachedTokens });
   }
 
   release(req: RequestView): void {
-    const m = this.mine.get(req);
-    if (!m || m.tokens === 0) return;
-    m.count.tokens = Math.max(0, m.count.tokens - m.tokens);
-    m.tokens = 0;
+    const held = this.mine.get(req);
+    if (!held || held.tokens === 0) return;
+    held.count.tokens = Math.max(0, held.count.tokens - held.tokens);
+    held.tokens = 0;
   }
 }
 

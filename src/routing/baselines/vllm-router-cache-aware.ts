@@ -7,12 +7,14 @@
 //     router's own picks, never from the engines): match rate = matched / prompt length; above
 //     cache_threshold (0.3) the engine with the best match, otherwise the least loaded;
 //   - ties go to the first engine in list order (Rust's min_by_key), not round-robin's way.
-// The tree here is the `prefix` policy's character-block index (prefix-index.ts), the same kind of
+// The tree here is the `prefix` policy's character-block index (prefix/prefix-index.ts), the same kind of
 // approximation at 64-character granularity instead of single characters: for prompts thousands of
 // characters long the match rates differ by at most one block.
-import { standardFilters } from "../filters.js";
-import { RequestMemo } from "../memo.js";
-import type { CacheOracle, CachePrediction, EngineView, Picker, Policy, Scorer } from "../types.js";
+import { standardFilters } from "../policy/filters.js";
+import { RequestMemo } from "../policy/memo.js";
+import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
+import type { EngineView } from "../policy/views.js";
+import type { Picker, Policy, Scorer } from "../policy/policy.js";
 
 export interface VllmRouterCacheAwareOptions {
   /** minimum prefix match rate for the best-match engine (vllm-router's --cache-threshold) */
@@ -42,7 +44,7 @@ export function createVllmRouterCacheAwarePolicy(
   oracle: CacheOracle,
   options: VllmRouterCacheAwareOptions = {},
 ): Policy {
-  const o = { ...VLLM_ROUTER_CACHE_AWARE_DEFAULTS, ...options };
+  const settings = { ...VLLM_ROUTER_CACHE_AWARE_DEFAULTS, ...options };
   const last = new RequestMemo<{ engines: readonly EngineView[]; pred: CachePrediction; reason: string }>(
     "vllm-router-cache-aware.scored",
   );
@@ -52,16 +54,16 @@ export function createVllmRouterCacheAwarePolicy(
     score(req, engines, out) {
       let min = Infinity;
       let max = 0;
-      for (const e of engines) {
-        min = Math.min(min, e.inFlight);
-        max = Math.max(max, e.inFlight);
+      for (const engine of engines) {
+        min = Math.min(min, engine.inFlight);
+        max = Math.max(max, engine.inFlight);
       }
       const pred = oracle.predict(req, engines);
       let reason = "least-load";
-      if (!(max - min > o.balanceAbs && max > min * o.balanceRel)) {
+      if (!(max - min > settings.balanceAbs && max > min * settings.balanceRel)) {
         let best = 0;
         for (let i = 0; i < engines.length; i++) best = Math.max(best, pred.cachedTokens[i]!);
-        if (pred.promptTokens > 0 && best / pred.promptTokens > o.cacheThreshold) {
+        if (pred.promptTokens > 0 && best / pred.promptTokens > settings.cacheThreshold) {
           for (let i = 0; i < engines.length; i++) out[i] = pred.cachedTokens[i]!;
           last.set(req, { engines, pred, reason: `${pred.source[0] ?? "prefix"}-hit` });
           return;
@@ -77,10 +79,16 @@ export function createVllmRouterCacheAwarePolicy(
     scorers: [scorer],
     picker: firstMaxPicker,
     onPicked(req, engine) {
-      const s = last.get(req);
-      const i = s ? s.engines.indexOf(engine) : -1;
-      if (!s || i < 0) return;
-      oracle.onPicked?.(req, engine, s.pred.cachedTokens[i]!, s.pred.source[i] ?? "none", s.reason);
+      const scored = last.get(req);
+      const i = scored ? scored.engines.indexOf(engine) : -1;
+      if (!scored || i < 0) return;
+      oracle.onPicked?.(
+        req,
+        engine,
+        scored.pred.cachedTokens[i]!,
+        scored.pred.source[i] ?? "none",
+        scored.reason,
+      );
     },
   };
 }

@@ -37,21 +37,14 @@
 // keep the request waiting and decide again when requests finish and every `recheckMs` (capacity also
 // frees when a TTL runs out, which no request's end announces).
 import { LruMap } from "../../collections/lru-map.js";
-import { standardFilters } from "../filters.js";
-import { unitHash } from "../hash.js";
-import { RequestMemo } from "../memo.js";
-import { agenticContextOf, type AgenticContext } from "../session-identity.js";
+import { standardFilters } from "../policy/filters.js";
+import { unitHash } from "../policy/hash.js";
+import { RequestMemo } from "../policy/memo.js";
+import { agenticContextOf, type AgenticContext } from "../sessions/session-identity.js";
 import { firstMaxPicker } from "./vllm-router-cache-aware.js";
-import type {
-  CacheOracle,
-  CachePrediction,
-  EngineView,
-  Filter,
-  FleetSnapshot,
-  Policy,
-  RequestView,
-  Scorer,
-} from "../types.js";
+import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
+import type { EngineView, FleetSnapshot, RequestView } from "../policy/views.js";
+import type { Filter, Policy, Scorer } from "../policy/policy.js";
 
 export interface VllmRouterProgramOptions {
   /**
@@ -150,71 +143,71 @@ export function createVllmRouterProgramPolicy(
   oracle: CacheOracle,
   options: VllmRouterProgramOptions = {},
 ): Policy {
-  const o = { ...VLLM_ROUTER_PROGRAM_DEFAULTS, ...options };
+  const settings = { ...VLLM_ROUTER_PROGRAM_DEFAULTS, ...options };
   const programs = new LruMap<string, Program>();
   /** per engine, the programs bound there that were ACTIVE when last looked at */
   const active = new Map<string, Set<Program>>();
   const pending = new RequestMemo<Pending>("vllm-router-program.pending");
   /** intervals (ms) between a program's request ending and its next arriving, the last statsWindow */
-  const window = new Float64Array(o.statsWindow);
+  const window = new Float64Array(settings.statsWindow);
   let samples = 0;
   let ttlMs = 0;
 
   const isActive = (p: Program, now: number) => p.inFlight > 0 || now < p.actingUntil;
 
   function activeOn(id: string): Set<Program> {
-    let s = active.get(id);
-    if (!s) {
+    let programs = active.get(id);
+    if (!programs) {
       if (active.size >= MAX_ENGINES) active.delete(active.keys().next().value!);
-      s = new Set();
-      active.set(id, s);
+      programs = new Set();
+      active.set(id, programs);
     }
-    return s;
+    return programs;
   }
 
   /** logical occupancy and active programs on an engine at `now`, paused ones dropped from its set */
-  function occupancy(e: EngineView, now: number, except?: Program): { tokens: number; count: number } {
-    const s = active.get(e.id);
+  function occupancy(engine: EngineView, now: number, except?: Program): { tokens: number; count: number } {
+    const programs = active.get(engine.id);
     let tokens = 0;
     let count = 0;
-    if (s)
-      for (const p of s) {
-        if (!isActive(p, now) || p.engine !== e.id) {
-          s.delete(p);
+    if (programs)
+      for (const program of programs) {
+        if (!isActive(program, now) || program.engine !== engine.id) {
+          programs.delete(program);
           continue;
         }
-        if (p === except) continue;
-        tokens += p.demand;
+        if (program === except) continue;
+        tokens += program.demand;
         count++;
       }
     return { tokens, count };
   }
 
   /** free logical capacity (Infinity without a token capacity); NaN when the gates refuse `demand` */
-  function admissible(e: EngineView, demand: number, now: number, self: Program | undefined): number {
-    const occ = occupancy(e, now, self);
-    if (occ.count >= o.maxActivePrograms) return NaN;
-    if (o.waitingThreshold > 0 && e.waiting >= o.waitingThreshold) return NaN;
-    const cap = o.tokenCapacity?.(e);
+  function admissible(engine: EngineView, demand: number, now: number, self: Program | undefined): number {
+    const occ = occupancy(engine, now, self);
+    if (occ.count >= settings.maxActivePrograms) return NaN;
+    if (settings.waitingThreshold > 0 && engine.waiting >= settings.waitingThreshold) return NaN;
+    const cap = settings.tokenCapacity?.(engine);
     if (cap === undefined || !(cap > 0)) return Infinity;
     const free = cap - occ.tokens;
     return free >= demand ? free : NaN;
   }
 
-  function freeOf(e: EngineView, now: number, self: Program | undefined): number {
-    const cap = o.tokenCapacity?.(e);
-    return cap === undefined || !(cap > 0) ? Infinity : cap - occupancy(e, now, self).tokens;
+  function freeOf(engine: EngineView, now: number, self: Program | undefined): number {
+    const cap = settings.tokenCapacity?.(engine);
+    return cap === undefined || !(cap > 0) ? Infinity : cap - occupancy(engine, now, self).tokens;
   }
 
   function forget(now: number): void {
     for (;;) {
       const oldest = programs.oldest();
       if (!oldest) return;
-      const p = oldest.value;
-      const stale = !isActive(p, now) && now - p.lastSeen > o.pausedRetentionMs;
-      if (!stale && programs.size <= o.maxPrograms) return;
+      const program = oldest.value;
+      const stale = !isActive(program, now) && now - program.lastSeen > settings.pausedRetentionMs;
+      if (!stale && programs.size <= settings.maxPrograms) return;
       programs.shift();
-      active.get(p.engine)?.delete(p);
+      active.get(program.engine)?.delete(program);
     }
   }
 
@@ -223,13 +216,13 @@ export function createVllmRouterProgramPolicy(
     // predicted at every decision: a request that waited finds the caches as they are now, and the
     // oracle's onPicked checks what it is told against what the engine then reports
     const pred = oracle.predict(req, engines);
-    let m = pending.get(req);
-    if (!m) {
+    let entry = pending.get(req);
+    if (!entry) {
       const agentic = req.body ? agenticContextOf(req.body) : undefined;
-      m = {
+      entry = {
         firstSeen: now,
         waitFrom: now,
-        demand: pred.promptTokens + outputAllowance(req, agentic, o.decodeBufferTokens),
+        demand: pred.promptTokens + outputAllowance(req, agentic, settings.decodeBufferTokens),
         agentic,
         reason: "",
         engines,
@@ -237,56 +230,56 @@ export function createVllmRouterProgramPolicy(
         source: pred.source,
         sampled: false,
       };
-      pending.set(req, m);
+      pending.set(req, entry);
     } else {
-      m.engines = engines;
-      m.cached = pred.cachedTokens;
-      m.source = pred.source;
-      if (m.waitFrom < 0) m.waitFrom = now;
+      entry.engines = engines;
+      entry.cached = pred.cachedTokens;
+      entry.source = pred.source;
+      if (entry.waitFrom < 0) entry.waitFrom = now;
     }
     const key = req.sessionKey;
     if (key === undefined) {
-      m.reason = "no-program";
+      entry.reason = "no-program";
       return engines;
     }
     forget(now);
-    const p = programs.get(key);
-    const home = p ? engines.find((e) => e.id === p.engine) : undefined;
+    const program = programs.get(key);
+    const home = program ? engines.find((e) => e.id === program.engine) : undefined;
     // an ACTIVE program is not reclaimed by admission: its request goes straight to its engine, or
     // waits for it while only its in-flight cap keeps it out (its other requests run there)
-    if (p && isActive(p, now)) {
+    if (program && isActive(program, now)) {
       if (home) {
-        m.reason = "acting";
+        entry.reason = "acting";
         return [home];
       }
-      const there = fleet.engines.find((e) => e.id === p.engine);
+      const there = fleet.engines.find((e) => e.id === program.engine);
       if (there && there.healthy && !req.exclude?.has(there.id)) {
-        m.reason = "acting-full";
+        entry.reason = "acting-full";
         return [];
       }
     }
     // a new program's home by consistent hashing; a known one's is where it was
     let bound = home;
-    if (!bound && !p) {
+    if (!bound && !program) {
       let best = -Infinity;
-      for (const e of engines) {
-        const r = -e.weight / Math.log(unitHash(key, e.id));
-        if (r > best) {
-          best = r;
-          bound = e;
+      for (const engine of engines) {
+        const rank = -engine.weight / Math.log(unitHash(key, engine.id));
+        if (rank > best) {
+          best = rank;
+          bound = engine;
         }
       }
     }
-    if (bound && now - m.waitFrom >= o.forceResumeMs) {
-      m.reason = "force-resume";
+    if (bound && now - entry.waitFrom >= settings.forceResumeMs) {
+      entry.reason = "force-resume";
       return [bound];
     }
-    if (bound && !Number.isNaN(admissible(bound, m.demand, now, p))) {
-      m.reason = p ? "resume" : "admit";
+    if (bound && !Number.isNaN(admissible(bound, entry.demand, now, program))) {
+      entry.reason = program ? "resume" : "admit";
       return [bound];
     }
-    if (!o.globalQueue && bound) {
-      m.reason = "pool";
+    if (!settings.globalQueue && bound) {
+      entry.reason = "pool";
       return [];
     }
     // cross-engine: room for the program and more than its own engine has, by the headroom ratio
@@ -294,16 +287,18 @@ export function createVllmRouterProgramPolicy(
     // down or already tried)
     const own =
       bound ??
-      (p ? fleet.engines.find((e) => e.id === p.engine && e.healthy && !req.exclude?.has(e.id)) : undefined);
-    const floor = (own ? freeOf(own, now, p) : 0) + o.crossRankHeadroom * m.demand;
+      (program
+        ? fleet.engines.find((e) => e.id === program.engine && e.healthy && !req.exclude?.has(e.id))
+        : undefined);
+    const floor = (own ? freeOf(own, now, program) : 0) + settings.crossRankHeadroom * entry.demand;
     let out: EngineView[] | undefined;
-    for (const e of engines) {
-      if (e === bound) continue;
-      const free = admissible(e, m.demand, now, p);
+    for (const candidate of engines) {
+      if (candidate === bound) continue;
+      const free = admissible(candidate, entry.demand, now, program);
       if (Number.isNaN(free) || free < floor) continue;
-      (out ??= []).push(e);
+      (out ??= []).push(candidate);
     }
-    m.reason = out ? "cross-engine" : "pool";
+    entry.reason = out ? "cross-engine" : "pool";
     return out ?? [];
   };
 
@@ -318,11 +313,12 @@ export function createVllmRouterProgramPolicy(
       let lo = Infinity;
       let hi = -Infinity;
       for (let i = 0; i < engines.length; i++) {
-        const e = engines[i]!;
-        const x = req.sessionKey === undefined ? -e.inFlight : Math.min(1e12, freeOf(e, now, undefined));
-        out[i] = x;
-        if (x < lo) lo = x;
-        if (x > hi) hi = x;
+        const engine = engines[i]!;
+        const freeScore =
+          req.sessionKey === undefined ? -engine.inFlight : Math.min(1e12, freeOf(engine, now, undefined));
+        out[i] = freeScore;
+        if (freeScore < lo) lo = freeScore;
+        if (freeScore > hi) hi = freeScore;
       }
       for (let i = 0; i < engines.length; i++) out[i] = hi > lo ? (out[i]! - lo) / (hi - lo) : 1;
     },
@@ -331,20 +327,21 @@ export function createVllmRouterProgramPolicy(
   /** the request of a program ended `elapsedMs` after it was first decided: its acting TTL starts */
   function ended(req: RequestView, elapsedMs: number, completed: boolean): void {
     const key = req.sessionKey;
-    const m = pending.get(req);
-    const p = key !== undefined ? programs.get(key) : undefined;
-    if (m) m.waitFrom = -1; // a retry of it (failover) waits anew
-    if (!p || !m || p.inFlight <= 0) return;
-    p.inFlight--;
-    if (p.inFlight > 0) return;
-    const at = m.firstSeen + elapsedMs;
-    p.lastDoneAt = at;
-    p.lastSeen = Math.max(p.lastSeen, at);
-    const retain = m.agentic?.kvRetentionTtlS;
+    const entry = pending.get(req);
+    const program = key !== undefined ? programs.get(key) : undefined;
+    if (entry) entry.waitFrom = -1; // a retry of it (failover) waits anew
+    if (!program || !entry || program.inFlight <= 0) return;
+    program.inFlight--;
+    if (program.inFlight > 0) return;
+    const at = entry.firstSeen + elapsedMs;
+    program.lastDoneAt = at;
+    program.lastSeen = Math.max(program.lastSeen, at);
+    const retain = entry.agentic?.kvRetentionTtlS;
     // a request cancelled or failed drops its program's hold at once; a client's own TTL is held to
     // the same cap as the automatic one, so no request can hold an engine's room for long
-    const hold = retain !== undefined && retain >= 0 ? Math.min(retain * 1000, o.maxActingTtlMs) : ttlMs;
-    p.actingUntil = completed ? at + hold : at;
+    const hold =
+      retain !== undefined && retain >= 0 ? Math.min(retain * 1000, settings.maxActingTtlMs) : ttlMs;
+    program.actingUntil = completed ? at + hold : at;
   }
 
   function sample(ms: number): void {
@@ -353,7 +350,7 @@ export function createVllmRouterProgramPolicy(
     if (samples < window.length) return;
     // the 90th percentile of the window, capped (our reading of "from the interval window")
     const sorted = Float64Array.from(window).sort();
-    ttlMs = Math.min(o.maxActingTtlMs, sorted[Math.floor(0.9 * (sorted.length - 1))]!);
+    ttlMs = Math.min(settings.maxActingTtlMs, sorted[Math.floor(0.9 * (sorted.length - 1))]!);
   }
 
   return {
@@ -363,51 +360,57 @@ export function createVllmRouterProgramPolicy(
     picker: firstMaxPicker,
     recheckMs: PROGRAM_RECHECK_MS,
     onPicked(req, engine) {
-      const m = pending.get(req);
+      const entry = pending.get(req);
       const key = req.sessionKey;
-      if (m && key !== undefined) {
-        let p = programs.use(key);
-        if (!p) {
-          p = {
+      if (entry && key !== undefined) {
+        let program = programs.use(key);
+        if (!program) {
+          program = {
             engine: engine.id,
-            demand: m.demand,
+            demand: entry.demand,
             inFlight: 0,
             actingUntil: 0,
             lastDoneAt: -1,
-            lastSeen: m.firstSeen,
+            lastSeen: entry.firstSeen,
           };
-          programs.set(key, p);
-        } else if (!m.sampled && p.inFlight === 0 && p.lastDoneAt >= 0 && m.firstSeen >= p.lastDoneAt) {
-          m.sampled = true;
-          sample(m.firstSeen - p.lastDoneAt);
+          programs.set(key, program);
+        } else if (
+          !entry.sampled &&
+          program.inFlight === 0 &&
+          program.lastDoneAt >= 0 &&
+          entry.firstSeen >= program.lastDoneAt
+        ) {
+          entry.sampled = true;
+          sample(entry.firstSeen - program.lastDoneAt);
         }
-        m.before = { engine: p.engine, demand: p.demand };
-        if (p.engine !== engine.id) active.get(p.engine)?.delete(p);
-        p.engine = engine.id;
-        p.demand = m.demand;
-        p.inFlight++;
-        p.lastSeen = Math.max(p.lastSeen, m.firstSeen);
-        activeOn(engine.id).add(p);
+        entry.before = { engine: program.engine, demand: program.demand };
+        if (program.engine !== engine.id) active.get(program.engine)?.delete(program);
+        program.engine = engine.id;
+        program.demand = entry.demand;
+        program.inFlight++;
+        program.lastSeen = Math.max(program.lastSeen, entry.firstSeen);
+        activeOn(engine.id).add(program);
       }
-      const i = m ? m.engines.indexOf(engine) : -1;
-      if (m && i >= 0) oracle.onPicked?.(req, engine, m.cached[i]!, m.source[i] ?? "none", m.reason);
+      const i = entry ? entry.engines.indexOf(engine) : -1;
+      if (entry && i >= 0)
+        oracle.onPicked?.(req, engine, entry.cached[i]!, entry.source[i] ?? "none", entry.reason);
     },
     // a router group's claim refused the pick: the program is where it was before it
     onUnpicked(req) {
       const key = req.sessionKey;
-      const p = key !== undefined ? programs.get(key) : undefined;
-      const m = pending.get(req);
-      if (!p || p.inFlight <= 0) return;
-      p.inFlight--;
-      const was = m?.before;
+      const program = key !== undefined ? programs.get(key) : undefined;
+      const entry = pending.get(req);
+      if (!program || program.inFlight <= 0) return;
+      program.inFlight--;
+      const was = entry?.before;
       if (!was) return;
-      m.before = undefined;
-      if (was.engine !== p.engine) {
-        active.get(p.engine)?.delete(p);
-        p.engine = was.engine;
-        activeOn(was.engine).add(p); // (dropped there again at the next look if no longer active)
+      entry.before = undefined;
+      if (was.engine !== program.engine) {
+        active.get(program.engine)?.delete(program);
+        program.engine = was.engine;
+        activeOn(was.engine).add(program); // (dropped there again at the next look if no longer active)
       }
-      p.demand = was.demand;
+      program.demand = was.demand;
     },
     onDone: (req, _engine, elapsedMs) => ended(req, elapsedMs, true),
     onAbandoned: (req, _engine, elapsedMs) => ended(req, elapsedMs, false),

@@ -4,8 +4,8 @@
 // trades a little TTFT for steadier output speed:
 //   scorers: [{ name: decode-batch, weight: 0.3 }]
 // Scores in [0, 1] as every scorer's: 1 for the least busy candidate, 0 for the busiest.
-import { busyOf } from "../load.js";
-import type { Scorer } from "../types.js";
+import { busyOf } from "../cost/engine-load.js";
+import type { Scorer } from "../policy/policy.js";
 import { registerScorer } from "./registry.js";
 
 registerScorer("decode-batch", (weight): Scorer => ({
@@ -15,11 +15,11 @@ registerScorer("decode-batch", (weight): Scorer => ({
     let lo = Infinity;
     let hi = -Infinity;
     for (let i = 0; i < engines.length; i++) {
-      const e = engines[i]!;
-      const b = busyOf(e, fleet.now) / (e.weight > 0 ? e.weight : 1);
-      out[i] = b;
-      if (b < lo) lo = b;
-      if (b > hi) hi = b;
+      const engine = engines[i]!;
+      const busyPerWeight = busyOf(engine, fleet.now) / (engine.weight > 0 ? engine.weight : 1);
+      out[i] = busyPerWeight;
+      if (busyPerWeight < lo) lo = busyPerWeight;
+      if (busyPerWeight > hi) hi = busyPerWeight;
     }
     for (let i = 0; i < engines.length; i++) out[i] = hi > lo ? (hi - out[i]!) / (hi - lo) : 1;
   },

@@ -1,7 +1,7 @@
 // Scorers by name, so a router's config (and a fleet scenario) can add them to any policy that picks by
 // score, as the Gateway API Inference Extension composes its plugins: `scorers: [{ name, weight }]`.
 // A scorer module registers itself here when imported; scorers/index.ts imports every one.
-import type { Scorer } from "../types.js";
+import type { Scorer } from "../policy/policy.js";
 
 /** makes a scorer with the weight the config gives it */
 export type ScorerFactory = (weight: number) => Scorer;
@@ -20,8 +20,8 @@ export function scorerNames(): string[] {
 
 /** One scorer from its config entry; an unknown name throws, naming the ones there are. */
 export function createScorer(name: string, weight: number): Scorer {
-  const f = factories.get(name);
-  if (!f) throw new Error(`unknown scorer '${name}' (known: ${scorerNames().join(", ")})`);
+  const factory = factories.get(name);
+  if (!factory) throw new Error(`unknown scorer '${name}' (known: ${scorerNames().join(", ")})`);
   if (!(weight >= 0) || !Number.isFinite(weight)) throw new Error(`scorer '${name}': weight must be ≥ 0`);
-  return f(weight);
+  return factory(weight);
 }

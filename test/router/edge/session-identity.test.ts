@@ -1,4 +1,4 @@
-// Session identity through a live router (src/routing/session-identity.ts, wired in edge/ingress.ts):
+// Session identity through a live router (src/routing/sessions/session-identity.ts, wired in edge/ingress.ts):
 // a generation request's session comes from vllm_xargs.agentic_context, the session header, the
 // Responses chain (response affinity remembers each response's session with its engine), or, naming
 // none, from the conversation it extends. The debug header (x-switchyard-route) names the session.

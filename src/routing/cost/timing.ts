@@ -2,8 +2,8 @@
 // time for its GPU and model (src/engine: the same StepTimer `switchyard sim` and the fleet simulator run
 // on), or, when the engine's profile is unknown, learned online from what the engine reports about
 // itself (vLLM's prefill-time histogram and prompt/prefix-hit counters, as scraped).
-import { StepTimer, kvCapacity, type EngineConfig } from "../engine/index.js";
-import type { EngineView } from "./types.js";
+import { StepTimer, kvCapacity, type EngineConfig } from "../../engine/index.js";
+import type { EngineView } from "../policy/views.js";
 
 export interface EngineTiming {
   /**
@@ -36,31 +36,32 @@ export function rooflineTiming(config: EngineConfig, timeScale = 1): EngineTimin
     stepTokens: budget,
     prefillSeconds(tokens, cached, decoding, kvTokens) {
       if (tokens <= 0) return 0;
-      const d = Math.min(decoding, maxSeqs - 1, budget - 1);
-      const perStep = budget - d;
+      const decodingSeqs = Math.min(decoding, maxSeqs - 1, budget - 1);
+      const perStep = budget - decodingSeqs;
       const steps = Math.ceil(tokens / perStep);
       const chunk = tokens / steps;
       // attention over the context each computed token sees: the cached prefix plus half the new part
-      const t = timer.time({
+      const stepTime = timer.time({
         prefillTokens: chunk,
-        decodeSeqs: d,
-        attentionContext: chunk * (cached + tokens / 2) + d * (kvTokens / Math.max(1, d)),
+        decodeSeqs: decodingSeqs,
+        attentionContext:
+          chunk * (cached + tokens / 2) + decodingSeqs * (kvTokens / Math.max(1, decodingSeqs)),
         kvReadTokens: kvTokens + cached,
         loadBytesPerGpu: 0,
       });
-      return steps * t.duration * timeScale;
+      return steps * stepTime.duration * timeScale;
     },
     stepSeconds(decoding, kvTokens) {
       if (decoding <= 0) return 0;
-      const d = Math.min(decoding, maxSeqs);
-      const t = timer.time({
+      const decodingSeqs = Math.min(decoding, maxSeqs);
+      const stepTime = timer.time({
         prefillTokens: 0,
-        decodeSeqs: d,
+        decodeSeqs: decodingSeqs,
         attentionContext: kvTokens,
         kvReadTokens: kvTokens,
         loadBytesPerGpu: 0,
       });
-      return t.duration * timeScale;
+      return stepTime.duration * timeScale;
     },
   };
 }
@@ -124,19 +125,19 @@ export class LearnedTiming {
   >();
 
   constructor(
-    private readonly countersOf: (e: EngineView) => PrefillCounters | undefined,
+    private readonly countersOf: (engine: EngineView) => PrefillCounters | undefined,
     private readonly maxEngines = 4096,
   ) {}
 
   /** the engine's timing, folding in its counters if they moved since last time */
-  timing(e: EngineView): EngineTiming | undefined {
-    const c = this.countersOf(e);
-    if (!c) return undefined;
-    const s = this.engines.get(e.id);
-    if (!s) {
+  timing(engine: EngineView): EngineTiming | undefined {
+    const counters = this.countersOf(engine);
+    if (!counters) return undefined;
+    const learned = this.engines.get(engine.id);
+    if (!learned) {
       if (this.engines.size >= this.maxEngines) this.engines.delete(this.engines.keys().next().value!);
       const state: Learned = {
-        last: { ...c },
+        last: { ...counters },
         tokensPerS: LEARNED_DEFAULT_TOKENS_PER_S,
         timing: DEFAULT_LEARNED,
       };
@@ -145,22 +146,23 @@ export class LearnedTiming {
         stepSeconds: () => 0,
         prefillSeconds: (tokens) => (tokens > 0 ? tokens / state.tokensPerS : 0),
       };
-      this.engines.set(e.id, state);
+      this.engines.set(engine.id, state);
       return state.timing;
     }
-    const tokens = c.promptTokens - c.cachedTokens - (s.last.promptTokens - s.last.cachedTokens);
-    const secs = c.prefillSeconds - s.last.prefillSeconds;
+    const tokens =
+      counters.promptTokens - counters.cachedTokens - (learned.last.promptTokens - learned.last.cachedTokens);
+    const secs = counters.prefillSeconds - learned.last.prefillSeconds;
     if (tokens < 0 || secs < 0)
-      s.last = { ...c }; // counters went back: the engine restarted
+      learned.last = { ...counters }; // counters went back: the engine restarted
     else if (tokens >= LEARN_MIN_TOKENS && secs > 0) {
       const rate = tokens / secs;
-      s.tokensPerS =
-        s.tokensPerS === LEARNED_DEFAULT_TOKENS_PER_S
+      learned.tokensPerS =
+        learned.tokensPerS === LEARNED_DEFAULT_TOKENS_PER_S
           ? rate
-          : s.tokensPerS * (1 - LEARN_ALPHA) + rate * LEARN_ALPHA;
-      s.last = { ...c };
+          : learned.tokensPerS * (1 - LEARN_ALPHA) + rate * LEARN_ALPHA;
+      learned.last = { ...counters };
     }
-    return s.timing;
+    return learned.timing;
   }
 
   /** the speed learned for an engine so far, tokens/s (tests, diagnostics) */

@@ -4,7 +4,7 @@
 // hold). An engine evicts those blocks oldest first once new work needs more than its truly free room,
 // and the session's next turn then prefills its whole context again. So placing work on an engine has a
 // cost the TTFT model alone does not see: the paused contexts it pushes out, priced as the prefill their
-// sessions will redo, times the chance that they come back at all (predictive.ts adds it to the cost).
+// sessions will redo, times the chance that they come back at all (cost/ttft-model.ts adds it to the cost).
 //
 // What is kept, from the router's own picks and answers (no I/O, no clock: the caller passes the time):
 //   - per session key and engine it ran on, its footprint there: its latest prompt's tokens beyond what
@@ -20,8 +20,8 @@
 //     used again. A context idle past every gap seen is worth nothing and is forgotten (a session that
 //     ended, or moved for good).
 // Bounded: at most `maxSessions` contexts (the least recently used forgotten) and `maxEngines` engines.
-import { LruMap } from "../collections/lru-map.js";
-import { LinkedList, type Linked } from "../collections/linked-list.js";
+import { LruMap } from "../../collections/lru-map.js";
+import { LinkedList, type Linked } from "../../collections/linked-list.js";
 
 interface Ctx extends Linked<Ctx> {
   /** the session key, and the context's own (key and engine) */
@@ -82,10 +82,10 @@ export class HeldContexts {
   private ended = 0;
   private readonly releaseOnDone: boolean;
 
-  constructor(o: HeldContextsOptions = {}) {
-    this.maxSessions = o.maxSessions ?? 16384;
-    this.maxEngines = o.maxEngines ?? 4096;
-    this.releaseOnDone = o.releaseOnDone ?? false;
+  constructor(options: HeldContextsOptions = {}) {
+    this.maxSessions = options.maxSessions ?? 16384;
+    this.maxEngines = options.maxEngines ?? 4096;
+    this.releaseOnDone = options.releaseOnDone ?? false;
     this.sessions = new LruMap<string, Ctx>();
   }
 
@@ -96,8 +96,10 @@ export class HeldContexts {
 
   /** paused and in-flight tokens of the router's sessions on an engine (tests, diagnostics) */
   tokensOn(engine: string): { paused: number; active: number } {
-    const e = this.engines.get(engine);
-    return e ? { paused: e.pausedTokens, active: e.activeTokens } : { paused: 0, active: 0 };
+    const contexts = this.engines.get(engine);
+    return contexts
+      ? { paused: contexts.pausedTokens, active: contexts.activeTokens }
+      : { paused: 0, active: 0 };
   }
 
   /**
@@ -106,22 +108,22 @@ export class HeldContexts {
    */
   picked(key: string, engine: string, promptTokens: number, cachedTokens: number, now: number): void {
     const id = idOf(key, engine);
-    let c = this.sessions.use(id);
-    if (c && c.active === 0) {
-      this.noteGap(now - c.at);
+    let context = this.sessions.use(id);
+    if (context && context.active === 0) {
+      this.noteGap(now - context.at);
       this.returned++;
     }
-    if (!c) {
+    if (!context) {
       if (this.sessions.size >= this.maxSessions) {
         const old = this.sessions.shift()!.value;
         this.detach(old);
         this.ended++;
       }
-      const e = this.engineOf(engine);
-      c = {
+      const contexts = this.engineOf(engine);
+      context = {
         key,
         id,
-        engine: e,
+        engine: contexts,
         tokens: 0,
         base: cachedTokens,
         active: 0,
@@ -130,15 +132,15 @@ export class HeldContexts {
         next: null,
         list: null,
       };
-      this.sessions.set(id, c);
+      this.sessions.set(id, context);
     }
-    const e = c.engine;
-    this.unaccount(c);
-    c.tokens = Math.max(c.tokens, promptTokens - Math.min(c.base, promptTokens));
-    c.active++;
-    c.at = now;
-    this.account(c);
-    e.list.push(c);
+    const engineId = context.engine;
+    this.unaccount(context);
+    context.tokens = Math.max(context.tokens, promptTokens - Math.min(context.base, promptTokens));
+    context.active++;
+    context.at = now;
+    this.account(context);
+    engineId.list.push(context);
   }
 
   /** the first token of a turn of `key` on `engine` came back: a caller that reports no completions releases here */
@@ -171,17 +173,17 @@ export class HeldContexts {
     own: string | undefined,
     now: number,
   ): number {
-    const e = this.engines.get(engine);
-    if (!e || capacityTokens <= 0 || tokens <= 0) return 0;
-    this.expire(e, now);
-    if (e.pausedTokens <= 0) return 0;
-    let over = overRoom(e, tokens, capacityTokens, usedTokens);
+    const contexts = this.engines.get(engine);
+    if (!contexts || capacityTokens <= 0 || tokens <= 0) return 0;
+    this.expire(contexts, now);
+    if (contexts.pausedTokens <= 0) return 0;
+    let over = overRoom(contexts, tokens, capacityTokens, usedTokens);
     if (over <= 0) return 0;
     let weighted = 0;
-    for (let c = e.list.head; c !== null && over > 0; c = c.next) {
-      if (c.active > 0 || c.key === own) continue;
-      const k = Math.min(over, c.tokens);
-      weighted += k * this.resumeChance(now - c.at);
+    for (let context = contexts.list.head; context !== null && over > 0; context = context.next) {
+      if (context.active > 0 || context.key === own) continue;
+      const k = Math.min(over, context.tokens);
+      weighted += k * this.resumeChance(now - context.at);
       over -= k;
     }
     return weighted;
@@ -202,23 +204,23 @@ export class HeldContexts {
     usedTokens: number,
     own: string | undefined,
   ): void {
-    const e = this.engines.get(engine);
-    if (!e || capacityTokens <= 0 || tokens <= 0 || e.pausedTokens <= 0) return;
-    let over = overRoom(e, tokens, capacityTokens, usedTokens);
-    for (let c = e.list.head; c !== null && over > 0;) {
-      const next = c.next;
-      if (c.active === 0 && c.key !== own) {
-        const k = Math.min(over, c.tokens);
+    const contexts = this.engines.get(engine);
+    if (!contexts || capacityTokens <= 0 || tokens <= 0 || contexts.pausedTokens <= 0) return;
+    let over = overRoom(contexts, tokens, capacityTokens, usedTokens);
+    for (let context = contexts.list.head; context !== null && over > 0;) {
+      const next = context.next;
+      if (context.active === 0 && context.key !== own) {
+        const k = Math.min(over, context.tokens);
         over -= k;
-        this.unaccount(c);
-        c.tokens -= k;
-        if (c.tokens > 0) this.account(c);
+        this.unaccount(context);
+        context.tokens -= k;
+        if (context.tokens > 0) this.account(context);
         else {
-          e.list.remove(c);
-          this.sessions.delete(c.id);
+          contexts.list.remove(context);
+          this.sessions.delete(context.id);
         }
       }
-      c = next;
+      context = next;
     }
   }
 
@@ -231,47 +233,47 @@ export class HeldContexts {
   resumeChance(idleMs: number): number {
     if (this.gapWeight < MIN_GAPS) return idleMs < PRIOR_HORIZON_MS ? PRIOR_RESUME : 0;
     if (this.tailDirty) this.rebuildTail();
-    const b = binOf(idleMs);
-    if (b > this.longestGapBin) return 0;
-    const s = (this.tail[b + 1]! + 0.5 * this.gaps[b]!) / this.gapWeight;
-    const q = (this.returned + 1) / (this.returned + this.ended + 2);
-    const x = q * s;
-    return x / (x + 1 - q);
+    const bin = binOf(idleMs);
+    if (bin > this.longestGapBin) return 0;
+    const longerShare = (this.tail[bin + 1]! + 0.5 * this.gaps[bin]!) / this.gapWeight;
+    const reusedShare = (this.returned + 1) / (this.returned + this.ended + 2);
+    const weighted = reusedShare * longerShare;
+    return weighted / (weighted + 1 - reusedShare);
   }
 
   private release(key: string, engine: string, now: number): void {
-    const c = this.sessions.get(idOf(key, engine));
-    if (!c || c.active === 0) return;
-    this.unaccount(c);
-    c.active--;
-    c.at = now;
-    this.account(c);
+    const context = this.sessions.get(idOf(key, engine));
+    if (!context || context.active === 0) return;
+    this.unaccount(context);
+    context.active--;
+    context.at = now;
+    this.account(context);
     // the engine's eviction order is by when blocks were freed
-    c.engine.list.push(c);
+    context.engine.list.push(context);
   }
 
   /** forgets contexts idle past every gap seen (their sessions ended), oldest first */
-  private expire(e: EngineContexts, now: number): void {
+  private expire(contexts: EngineContexts, now: number): void {
     const horizon =
       this.gapWeight < MIN_GAPS
         ? PRIOR_HORIZON_MS
         : HORIZON_FACTOR * GAP_MIN_MS * Math.pow(GAP_RATIO, this.longestGapBin + 1);
-    for (let c = e.list.head; c !== null;) {
-      const next = c.next;
-      if (c.active === 0 && now - c.at > horizon) {
-        this.detach(c);
-        this.sessions.delete(c.id);
+    for (let context = contexts.list.head; context !== null;) {
+      const next = context.next;
+      if (context.active === 0 && now - context.at > horizon) {
+        this.detach(context);
+        this.sessions.delete(context.id);
         this.ended++;
-      } else if (c.active === 0) break;
-      c = next;
+      } else if (context.active === 0) break;
+      context = next;
     }
   }
 
   private noteGap(ms: number): void {
-    const b = binOf(ms);
-    this.gaps[b]! += 1;
+    const bin = binOf(ms);
+    this.gaps[bin]! += 1;
     this.gapWeight += 1;
-    if (b > this.longestGapBin) this.longestGapBin = b;
+    if (bin > this.longestGapBin) this.longestGapBin = bin;
     if (this.gapWeight > GAP_WEIGHT_CAP) {
       for (let i = 0; i < GAP_BINS; i++) this.gaps[i]! *= 0.5;
       this.gapWeight *= 0.5;
@@ -288,35 +290,35 @@ export class HeldContexts {
   }
 
   private engineOf(id: string): EngineContexts {
-    let e = this.engines.get(id);
-    if (!e) {
+    let contexts = this.engines.get(id);
+    if (!contexts) {
       if (this.engines.size >= this.maxEngines) {
         const [oldId, old] = this.engines.entries().next().value!;
-        for (const c of old.list.toArray()) {
-          old.list.remove(c);
-          this.sessions.delete(c.id);
+        for (const context of old.list.toArray()) {
+          old.list.remove(context);
+          this.sessions.delete(context.id);
         }
         this.engines.delete(oldId);
       }
-      e = { list: new LinkedList<Ctx>(), activeTokens: 0, pausedTokens: 0 };
-      this.engines.set(id, e);
+      contexts = { list: new LinkedList<Ctx>(), activeTokens: 0, pausedTokens: 0 };
+      this.engines.set(id, contexts);
     }
-    return e;
+    return contexts;
   }
 
-  private account(c: Ctx): void {
-    if (c.active > 0) c.engine.activeTokens += c.tokens;
-    else c.engine.pausedTokens += c.tokens;
+  private account(context: Ctx): void {
+    if (context.active > 0) context.engine.activeTokens += context.tokens;
+    else context.engine.pausedTokens += context.tokens;
   }
 
-  private unaccount(c: Ctx): void {
-    if (c.active > 0) c.engine.activeTokens -= c.tokens;
-    else c.engine.pausedTokens -= c.tokens;
+  private unaccount(context: Ctx): void {
+    if (context.active > 0) context.engine.activeTokens -= context.tokens;
+    else context.engine.pausedTokens -= context.tokens;
   }
 
-  private detach(c: Ctx): void {
-    this.unaccount(c);
-    c.engine.list.remove(c);
+  private detach(context: Ctx): void {
+    this.unaccount(context);
+    context.engine.list.remove(context);
   }
 }
 
@@ -325,8 +327,13 @@ export class HeldContexts {
  * (oldest first). Room: its KV less the paused contexts and what is in use (the scraped usage, or the
  * router's sessions in flight there if more).
  */
-function overRoom(e: EngineContexts, tokens: number, capacityTokens: number, usedTokens: number): number {
-  const room = capacityTokens - e.pausedTokens - Math.max(usedTokens, e.activeTokens);
+function overRoom(
+  contexts: EngineContexts,
+  tokens: number,
+  capacityTokens: number,
+  usedTokens: number,
+): number {
+  const room = capacityTokens - contexts.pausedTokens - Math.max(usedTokens, contexts.activeTokens);
   return tokens - Math.max(0, room);
 }
 
@@ -336,6 +343,6 @@ function idOf(key: string, engine: string): string {
 
 function binOf(ms: number): number {
   if (ms <= GAP_MIN_MS) return 0;
-  const b = Math.floor(Math.log(ms / GAP_MIN_MS) / Math.log(GAP_RATIO));
-  return b < GAP_BINS ? b : GAP_BINS - 1;
+  const bin = Math.floor(Math.log(ms / GAP_MIN_MS) / Math.log(GAP_RATIO));
+  return bin < GAP_BINS ? bin : GAP_BINS - 1;
 }

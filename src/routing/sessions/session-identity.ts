@@ -16,8 +16,8 @@
 // hashed whole up to 16 KiB and sampled beyond (its length, both ends and 32 slices), a text prompt in
 // 256-character blocks up to 2,048 of them; at most 256 KiB of a request so, the rest thinly (a message
 // by 128 characters, a block by 64); and a prompt is looked up at one end per unit.
-import { LruMap } from "../collections/lru-map.js";
-import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
+import { LruMap } from "../../collections/lru-map.js";
+import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
 
 export type SessionSource = "agentic-context" | "header" | "body" | "response-chain" | "inferred";
 export const SESSION_SOURCES: readonly SessionSource[] = [
@@ -161,13 +161,13 @@ export class SessionTracker {
     inferred: 0,
   };
 
-  constructor(o: Partial<SessionTrackerOptions> = {}) {
-    this.o = { ...SESSION_DEFAULTS, ...o };
+  constructor(options: Partial<SessionTrackerOptions> = {}) {
+    this.o = { ...SESSION_DEFAULTS, ...options };
   }
 
   /** New options (hot reload): a lower cap drops the least recently seen at once. */
-  configure(o: Partial<SessionTrackerOptions>): void {
-    this.o = { ...this.o, ...o };
+  configure(options: Partial<SessionTrackerOptions>): void {
+    this.o = { ...this.o, ...options };
     this.trim();
   }
 
@@ -224,20 +224,23 @@ export class SessionTracker {
   }
 
   private explicit(req: SessionRequest): SessionIdentity | undefined {
-    const o = this.o;
-    if (o.agenticContext && req.body) {
+    const options = this.o;
+    if (options.agenticContext && req.body) {
       const agentic = agenticContextOf(req.body);
       if (agentic) return { key: boundedKey(agentic.programId), source: "agentic-context", agentic };
     }
     if (req.header !== undefined && req.header !== "")
       return { key: boundedKey(req.header), source: "header" };
-    if (o.bodyKey && req.body) {
-      const v = req.body[o.bodyKey];
-      if ((typeof v === "string" && v !== "") || (typeof v === "number" && Number.isFinite(v)))
-        return { key: boundedKey(String(v)), source: "body" };
+    if (options.bodyKey && req.body) {
+      const named = req.body[options.bodyKey];
+      if (
+        (typeof named === "string" && named !== "") ||
+        (typeof named === "number" && Number.isFinite(named))
+      )
+        return { key: boundedKey(String(named)), source: "body" };
     }
     const prev = req.previousResponse;
-    if (o.responseChain && prev)
+    if (options.responseChain && prev)
       return { key: prev.session ?? boundedKey(`~r:${prev.id}`), source: "response-chain" };
     return undefined;
   }
@@ -265,19 +268,20 @@ export class SessionTracker {
     for (let i = ends.length; i >= 1; i--) {
       const list = this.ends.get(ends[i - 1]!);
       if (!list) continue;
-      for (const e of list) {
-        if (now - e.at > this.o.idleMs) continue;
-        if (e.truncated) {
-          if (chain.truncated && i === ends.length) return e.key;
+      for (const promptEnd of list) {
+        if (now - promptEnd.at > this.o.idleMs) continue;
+        if (promptEnd.truncated) {
+          if (chain.truncated && i === ends.length) return promptEnd.key;
           continue;
         }
         if (text === undefined) {
           // a conversation: the remembered one is a strict prefix in messages
-          if (i < ends.length) return e.key;
+          if (i < ends.length) return promptEnd.key;
           continue;
         }
         const at = i * BLOCK_CHARS;
-        if (text.length > at + e.tail.length && text.startsWith(e.tail, at)) return e.key;
+        if (text.length > at + promptEnd.tail.length && text.startsWith(promptEnd.tail, at))
+          return promptEnd.key;
       }
     }
     return undefined;
@@ -286,16 +290,16 @@ export class SessionTracker {
   /** The prompt's end remembered for the session, as its newest. */
   private remember(chain: PromptChain, key: string, now: number): void {
     const end = chain.ends[chain.ends.length - 1]!;
-    const e: PromptEnd = { key, tail: chain.tail, truncated: chain.truncated, at: now };
+    const promptEnd: PromptEnd = { key, tail: chain.tail, truncated: chain.truncated, at: now };
     const list = this.ends.use(end);
     if (!list) {
-      this.ends.set(end, [e]);
+      this.ends.set(end, [promptEnd]);
       while (this.ends.size > this.o.maxSessions * ENDS_PER_SESSION) this.ends.shift();
       return;
     }
-    const same = list.findIndex((x) => x.tail === e.tail && x.truncated === e.truncated);
+    const same = list.findIndex((x) => x.tail === promptEnd.tail && x.truncated === promptEnd.truncated);
     if (same >= 0) list.splice(same, 1);
-    list.unshift(e);
+    list.unshift(promptEnd);
     if (list.length > MAX_TAILS) list.length = MAX_TAILS;
   }
 
@@ -311,15 +315,15 @@ export class SessionTracker {
   /** Sessions and prompt ends past their idle time, oldest first (both LRUs are in time order). */
   private expire(now: number): void {
     const idle = this.o.idleMs;
-    for (let n = 0; n < EXPIRE_PER_CALL; n++) {
-      const e = this.sessions.oldest();
-      if (!e || now - e.value.lastSeen <= idle) break;
+    for (let round = 0; round < EXPIRE_PER_CALL; round++) {
+      const oldest = this.sessions.oldest();
+      if (!oldest || now - oldest.value.lastSeen <= idle) break;
       this.sessions.shift();
       this.expired++;
     }
-    for (let n = 0; n < EXPIRE_PER_CALL; n++) {
-      const e = this.ends.oldest();
-      if (!e || now - (e.value[0]?.at ?? -Infinity) <= idle) break;
+    for (let round = 0; round < EXPIRE_PER_CALL; round++) {
+      const oldest = this.ends.oldest();
+      if (!oldest || now - (oldest.value[0]?.at ?? -Infinity) <= idle) break;
       this.ends.shift();
     }
   }
@@ -329,22 +333,22 @@ export class SessionTracker {
 export function agenticContextOf(body: Record<string, unknown>): AgenticContext | undefined {
   const xargs = body.vllm_xargs;
   if (!xargs || typeof xargs !== "object" || Array.isArray(xargs)) return undefined;
-  const c = (xargs as Record<string, unknown>).agentic_context;
-  if (!c || typeof c !== "object" || Array.isArray(c)) return undefined;
-  const ctx = c as Record<string, unknown>;
+  const raw = (xargs as Record<string, unknown>).agentic_context;
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) return undefined;
+  const ctx = raw as Record<string, unknown>;
   const str = (k: string) => {
-    const v = ctx[k];
-    return typeof v === "string" && v !== "" ? v : undefined;
+    const value = ctx[k];
+    return typeof value === "string" && value !== "" ? value : undefined;
   };
   const num = (k: string) => {
-    const v = ctx[k];
-    return typeof v === "number" && Number.isFinite(v) ? v : undefined;
+    const value = ctx[k];
+    return typeof value === "number" && Number.isFinite(value) ? value : undefined;
   };
   const programId = str("program_id") ?? str("session_id") ?? str("task_id");
   if (programId === undefined) return undefined;
   const out: AgenticContext = { programId };
-  const set = <K extends keyof AgenticContext>(k: K, v: AgenticContext[K] | undefined) => {
-    if (v !== undefined) out[k] = v;
+  const set = <K extends keyof AgenticContext>(k: K, value: AgenticContext[K] | undefined) => {
+    if (value !== undefined) out[k] = value;
   };
   set("parentProgramId", str("parent_program_id"));
   set("rootProgramId", str("root_program_id"));
@@ -362,9 +366,9 @@ export function agenticContextOf(body: Record<string, unknown>): AgenticContext 
 
 function boundedKey(key: string): string {
   if (key.length <= MAX_KEY_CHARS) return key;
-  const l = new Lanes();
-  l.text(key, 0, key.length);
-  return `~h:${l.value().toString(36)}`;
+  const lanes = new Lanes();
+  lanes.text(key, 0, key.length);
+  return `~h:${lanes.value().toString(36)}`;
 }
 
 /**
@@ -378,42 +382,42 @@ class Lanes {
   budget = REQUEST_HASH_CHARS;
 
   /** characters [from, to) of s */
-  text(s: string, from: number, to: number): void {
-    let a = this.a;
-    let b = this.b;
+  text(source: string, from: number, to: number): void {
+    let laneA = this.a;
+    let laneB = this.b;
     for (let i = from; i < to; i++) {
-      const c = s.charCodeAt(i);
-      a = Math.imul(a ^ c, 0x01000193);
-      b = Math.imul(b ^ c, 0x01000193) ^ (b >>> 15);
+      const code = source.charCodeAt(i);
+      laneA = Math.imul(laneA ^ code, 0x01000193);
+      laneB = Math.imul(laneB ^ code, 0x01000193) ^ (laneB >>> 15);
     }
-    this.a = a;
-    this.b = b;
+    this.a = laneA;
+    this.b = laneB;
   }
 
-  num(v: number): void {
-    this.a = Math.imul(this.a ^ (v | 0), 0x01000193);
-    this.b = Math.imul(this.b ^ ((v / 4294967296) | 0), 0x01000193) ^ (v & 0xffff);
+  num(value: number): void {
+    this.a = Math.imul(this.a ^ (value | 0), 0x01000193);
+    this.b = Math.imul(this.b ^ ((value / 4294967296) | 0), 0x01000193) ^ (value & 0xffff);
   }
 
   /**
    * a string hashed whole when short, else by its length, its ends and 32 slices; once the request's
    * budget is spent, by its length and its ends' 64 characters
    */
-  sampled(s: string): void {
-    this.num(s.length);
-    const cost = Math.min(s.length, FULL_HASH_CHARS);
+  sampled(source: string): void {
+    this.num(source.length);
+    const cost = Math.min(source.length, FULL_HASH_CHARS);
     if (cost > this.budget) {
-      const n = Math.min(s.length, THIN_CHARS);
-      this.text(s, 0, n);
-      this.text(s, s.length - n, s.length);
+      const sampledLength = Math.min(source.length, THIN_CHARS);
+      this.text(source, 0, sampledLength);
+      this.text(source, source.length - sampledLength, source.length);
       return;
     }
     this.budget -= cost;
-    if (s.length <= FULL_HASH_CHARS) return this.text(s, 0, s.length);
-    this.text(s, 0, END_CHARS);
-    this.text(s, s.length - END_CHARS, s.length);
-    const step = Math.floor((s.length - SLICE_CHARS) / SLICES);
-    for (let k = 0; k < SLICES; k++) this.text(s, k * step, k * step + SLICE_CHARS);
+    if (source.length <= FULL_HASH_CHARS) return this.text(source, 0, source.length);
+    this.text(source, 0, END_CHARS);
+    this.text(source, source.length - END_CHARS, source.length);
+    const step = Math.floor((source.length - SLICE_CHARS) / SLICES);
+    for (let k = 0; k < SLICES; k++) this.text(source, k * step, k * step + SLICE_CHARS);
   }
 
   value(): number {
@@ -425,31 +429,31 @@ const ITEM_NAMES = ["type", "role", "name", "tool_call_id", "call_id"] as const;
 const ITEM_TEXTS = ["output", "arguments", "text"] as const;
 
 /** one unit of a conversation: a message, or a Responses input item */
-function hashItem(l: Lanes, m: unknown): void {
-  if (typeof m === "string") return l.sampled(m);
-  if (!m || typeof m !== "object") return l.num(0);
-  const o = m as Record<string, unknown>;
+function hashItem(lanes: Lanes, item: unknown): void {
+  if (typeof item === "string") return lanes.sampled(item);
+  if (!item || typeof item !== "object") return lanes.num(0);
+  const fields = item as Record<string, unknown>;
   for (const k of ITEM_NAMES) {
-    const v = o[k];
-    l.sampled(typeof v === "string" ? v : "");
+    const value = fields[k];
+    lanes.sampled(typeof value === "string" ? value : "");
   }
-  const content = o.content;
-  l.sampled(
+  const content = fields.content;
+  lanes.sampled(
     typeof content === "string" || Array.isArray(content)
       ? contentText(content as ChatMessage["content"])
       : "",
   );
   for (const k of ITEM_TEXTS) {
-    const v = o[k];
-    if (typeof v === "string") l.sampled(v);
+    const value = fields[k];
+    if (typeof value === "string") lanes.sampled(value);
   }
-  const calls = o.tool_calls;
+  const calls = fields.tool_calls;
   if (Array.isArray(calls)) {
-    l.num(calls.length);
+    lanes.num(calls.length);
     for (let i = 0; i < calls.length && i < 64; i++) {
-      const f = (calls[i] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
-      l.sampled(typeof f?.name === "string" ? f.name : "");
-      l.sampled(typeof f?.arguments === "string" ? f.arguments : "");
+      const call = (calls[i] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
+      lanes.sampled(typeof call?.name === "string" ? call.name : "");
+      lanes.sampled(typeof call?.arguments === "string" ? call.arguments : "");
     }
   }
 }
@@ -459,26 +463,26 @@ function promptChain(body: Record<string, unknown>): PromptChain | undefined {
   const messages = Array.isArray(body.messages) ? (body.messages as unknown[]) : undefined;
   const items = messages ?? (Array.isArray(body.input) ? (body.input as unknown[]) : undefined);
   if (!items) {
-    const p = body.prompt ?? body.input;
+    const prompt = body.prompt ?? body.input;
     const text =
-      typeof p === "string"
-        ? p
-        : Array.isArray(p) && p.length === 1 && typeof p[0] === "string"
-          ? p[0]
+      typeof prompt === "string"
+        ? prompt
+        : Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string"
+          ? prompt[0]
           : undefined;
     return text === undefined ? undefined : textChain(text);
   }
-  const l = new Lanes();
+  const lanes = new Lanes();
   const ends: number[] = [];
   // Anthropic Messages carry the system prompt beside the messages
   if (messages && body.system !== undefined && body.system !== null) {
-    hashItem(l, { role: "system", content: body.system });
-    ends.push(l.value());
+    hashItem(lanes, { role: "system", content: body.system });
+    ends.push(lanes.value());
   }
-  const n = Math.min(items.length, MAX_UNITS);
-  for (let i = 0; i < n; i++) {
-    hashItem(l, items[i]);
-    ends.push(l.value());
+  const count = Math.min(items.length, MAX_UNITS);
+  for (let i = 0; i < count; i++) {
+    hashItem(lanes, items[i]);
+    ends.push(lanes.value());
   }
   if (ends.length === 0) return undefined;
   return { ends, text: undefined, tail: "", truncated: items.length > MAX_UNITS };
@@ -488,18 +492,18 @@ function textChain(text: string): PromptChain | undefined {
   const full = Math.floor(text.length / BLOCK_CHARS);
   if (full === 0) return undefined;
   const units = Math.min(full, MAX_UNITS);
-  const l = new Lanes();
+  const lanes = new Lanes();
   const ends: number[] = [];
   for (let k = 0; k < units; k++) {
     const at = k * BLOCK_CHARS;
-    if (l.budget >= BLOCK_CHARS) {
-      l.budget -= BLOCK_CHARS;
-      l.text(text, at, at + BLOCK_CHARS);
+    if (lanes.budget >= BLOCK_CHARS) {
+      lanes.budget -= BLOCK_CHARS;
+      lanes.text(text, at, at + BLOCK_CHARS);
     } else {
-      l.text(text, at, at + THIN_CHARS / 2);
-      l.text(text, at + BLOCK_CHARS - THIN_CHARS / 2, at + BLOCK_CHARS);
+      lanes.text(text, at, at + THIN_CHARS / 2);
+      lanes.text(text, at + BLOCK_CHARS - THIN_CHARS / 2, at + BLOCK_CHARS);
     }
-    ends.push(l.value());
+    ends.push(lanes.value());
   }
   const truncated = full > MAX_UNITS;
   return { ends, text, tail: truncated ? "" : text.slice(units * BLOCK_CHARS), truncated };

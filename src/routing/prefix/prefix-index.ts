@@ -2,9 +2,9 @@
 // fixed character blocks, each block's id chains its parent's (so equal ids mean equal prefixes), and
 // each id remembers which engines were last sent a request carrying it. Bounded: at most `maxBlocks`
 // ids, least recently used evicted first, at most `maxEnginesPerBlock` engines per id.
-import { contentText, type ChatMessage } from "../protocol/chat-messages.js";
-import { LruMap } from "../collections/lru-map.js";
-import type { RequestView } from "./types.js";
+import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
+import { LruMap } from "../../collections/lru-map.js";
+import type { RequestView } from "../policy/views.js";
 
 export interface PrefixIndexOptions {
   /** characters per block; 64 characters ≈ 16 tokens of English, llm-d's equivalent */
@@ -33,28 +33,28 @@ const DEFAULTS: Required<PrefixIndexOptions> = {
 
 /** The text a request's prefix is judged by: the prompt, or the chat messages with their roles. */
 export function renderForPrefix(req: Pick<RequestView, "prompt" | "messages">): string {
-  const m = req.messages;
-  if (Array.isArray(m)) {
+  const messages = req.messages;
+  if (Array.isArray(messages)) {
     let out = "";
-    for (const msg of m as ChatMessage[]) {
+    for (const msg of messages as ChatMessage[]) {
       if (!msg || typeof msg !== "object") continue;
       out += `<${String(msg.role)}>\n${contentText(msg.content)}\n`;
     }
     return out;
   }
-  const p = req.prompt;
-  if (typeof p === "string") return p;
-  if (Array.isArray(p) && typeof p[0] === "string") return p[0] as string;
+  const prompt = req.prompt;
+  if (typeof prompt === "string") return prompt;
+  if (Array.isArray(prompt) && typeof prompt[0] === "string") return prompt[0] as string;
   return tokenIdPrompt(req)?.join(" ") ?? "";
 }
 
 /** a token-id prompt (the array renderForPrefix joins), or undefined for text and chats */
 function tokenIdPrompt(req: Pick<RequestView, "prompt" | "messages">): readonly unknown[] | undefined {
   if (Array.isArray(req.messages)) return undefined;
-  const p = req.prompt;
-  if (!Array.isArray(p) || p.length === 0) return undefined;
-  if (typeof p[0] === "number") return p;
-  if (Array.isArray(p[0])) return p[0] as unknown[];
+  const prompt = req.prompt;
+  if (!Array.isArray(prompt) || prompt.length === 0) return undefined;
+  if (typeof prompt[0] === "number") return prompt;
+  if (Array.isArray(prompt[0])) return prompt[0] as unknown[];
   return undefined;
 }
 
@@ -63,16 +63,16 @@ let idBytes = new Uint8Array(0);
 // UTF-8, which every build of the platform decodes (ASCII reads the same in it)
 const ascii = new TextDecoder();
 
-function decimalDigits(v: number): number {
-  if (v < 10) return 1;
-  if (v < 100) return 2;
-  if (v < 1_000) return 3;
-  if (v < 10_000) return 4;
-  if (v < 100_000) return 5;
-  if (v < 1_000_000) return 6;
-  if (v < 10_000_000) return 7;
-  if (v < 100_000_000) return 8;
-  if (v < 1_000_000_000) return 9;
+function decimalDigits(value: number): number {
+  if (value < 10) return 1;
+  if (value < 100) return 2;
+  if (value < 1_000) return 3;
+  if (value < 10_000) return 4;
+  if (value < 100_000) return 5;
+  if (value < 1_000_000) return 6;
+  if (value < 10_000_000) return 7;
+  if (value < 100_000_000) return 8;
+  if (value < 1_000_000_000) return 9;
   return 10;
 }
 
@@ -93,19 +93,19 @@ function renderTokenIds(
   let len = 0;
   let chars = Math.max(0, tokens.length - 1);
   for (let t = 0; t < tokens.length; t++) {
-    const v = tokens[t];
-    if (typeof v !== "number" || (v | 0) !== v || v < 0) return undefined;
-    const d = decimalDigits(v);
-    chars += d;
+    const token = tokens[t];
+    if (typeof token !== "number" || (token | 0) !== token || token < 0) return undefined;
+    const digits = decimalDigits(token);
+    chars += digits;
     if (len >= limit) continue;
     if (t > 0) out[len++] = 32;
-    let x = v;
-    for (let i = len + d - 1; i >= len; i--) {
-      const q = (x / 10) | 0;
-      out[i] = 48 + x - q * 10;
-      x = q;
+    let rest = token;
+    for (let i = len + digits - 1; i >= len; i--) {
+      const quotient = (rest / 10) | 0;
+      out[i] = 48 + rest - quotient * 10;
+      rest = quotient;
     }
-    len += d;
+    len += digits;
   }
   return { text: ascii.decode(out.subarray(0, len)), chars };
 }
@@ -115,25 +115,25 @@ function renderTokenIds(
  * lanes give 53-bit ids: collisions are negligible at the index's size.
  */
 export function charBlockIds(text: string, model: string, blockChars: number, maxBlocks: number): number[] {
-  const n = Math.min(Math.floor(text.length / blockChars), maxBlocks);
-  const ids: number[] = new Array(n);
-  let a = 0x811c9dc5;
-  let b = 0x9e3779b9;
+  const blockCount = Math.min(Math.floor(text.length / blockChars), maxBlocks);
+  const ids: number[] = new Array(blockCount);
+  let hashA = 0x811c9dc5;
+  let hashB = 0x9e3779b9;
   for (let i = 0; i < model.length; i++) {
-    a = Math.imul(a ^ model.charCodeAt(i), 0x01000193);
-    b = Math.imul(b ^ model.charCodeAt(i), 0x85ebca6b);
+    hashA = Math.imul(hashA ^ model.charCodeAt(i), 0x01000193);
+    hashB = Math.imul(hashB ^ model.charCodeAt(i), 0x85ebca6b);
   }
-  for (let k = 0; k < n; k++) {
+  for (let k = 0; k < blockCount; k++) {
     const end = (k + 1) * blockChars;
     for (let i = k * blockChars; i < end; i++) {
-      const c = text.charCodeAt(i);
-      a = Math.imul(a ^ c, 0x01000193);
-      b = Math.imul(b ^ c, 0x85ebca6b);
-      b ^= b >>> 15;
+      const code = text.charCodeAt(i);
+      hashA = Math.imul(hashA ^ code, 0x01000193);
+      hashB = Math.imul(hashB ^ code, 0x85ebca6b);
+      hashB ^= hashB >>> 15;
     }
-    a ^= a >>> 13;
-    a = Math.imul(a, 0xc2b2ae35);
-    ids[k] = (a >>> 0) * 0x200000 + ((b >>> 0) & 0x1fffff);
+    hashA ^= hashA >>> 13;
+    hashA = Math.imul(hashA, 0xc2b2ae35);
+    ids[k] = (hashA >>> 0) * 0x200000 + ((hashB >>> 0) & 0x1fffff);
   }
   return ids;
 }
@@ -251,21 +251,21 @@ export class PrefixIndex {
   /** Forgets an engine everywhere (it left the fleet, restarted, or cleared its cache). */
   purge(engine: string): number {
     let removed = 0;
-    for (const e of this.blocks.oldestFirst()) {
-      const at = e.value.indexOf(engine);
+    for (const entry of this.blocks.oldestFirst()) {
+      const at = entry.value.indexOf(engine);
       if (at < 0) continue;
-      e.value.splice(at, 1);
+      entry.value.splice(at, 1);
       this.refs--;
       removed++;
-      if (e.value.length === 0) this.blocks.delete(e.key);
+      if (entry.value.length === 0) this.blocks.delete(entry.key);
     }
     return removed;
   }
 
   /** engines with at least one id (for tests and /engines) */
   enginesHeld(): Set<string> {
-    const s = new Set<string>();
-    for (const h of this.blocks.values()) for (const e of h) s.add(e);
-    return s;
+    const engineIds = new Set<string>();
+    for (const holders of this.blocks.values()) for (const engineId of holders) engineIds.add(engineId);
+    return engineIds;
   }
 }

@@ -10,8 +10,8 @@ import {
   PrefixOracle,
   type CacheOracle,
   type Decision,
-} from "../../src/routing/index.js";
-import { eng } from "../helpers/routing.js";
+} from "../../../src/routing/index.js";
+import { eng } from "../../helpers/routing.js";
 
 const pickedId = (d: Decision) => (d.kind === "picked" ? d.engine.id : d.kind);
 const text = (group: number, question: number) =>

@@ -1,9 +1,9 @@
-// Session identity from what clients send (src/routing/session-identity.ts): vllm-router's
+// Session identity from what clients send (src/routing/sessions/session-identity.ts): vllm-router's
 // `vllm_xargs.agentic_context`, the session header, a body field, the Responses chain, and for requests
 // naming none the session whose last prompt they extend; bounded by a cap and an idle expiry.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SessionTracker, agenticContextOf } from "../../src/routing/index.js";
+import { SessionTracker, agenticContextOf } from "../../../src/routing/index.js";
 
 const system = { role: "system", content: `You are a coding agent. ${"tools and rules ".repeat(200)}` };
 /** an agent's conversation after `turns` answered turns, with the next turn's tool output last */

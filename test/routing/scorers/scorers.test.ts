@@ -12,11 +12,11 @@ import {
   scorersConfigSchema,
   type CacheOracle,
   type EngineView,
-} from "../../src/routing/index.js";
-import { parseConfig } from "../../src/router/config/config.js";
-import { defaultEngineConfig } from "../../src/engine/index.js";
-import { resolveGpu, resolveModel } from "../../src/models/index.js";
-import { eng } from "../helpers/routing.js";
+} from "../../../src/routing/index.js";
+import { parseConfig } from "../../../src/router/config/config.js";
+import { defaultEngineConfig } from "../../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../../src/models/index.js";
+import { eng } from "../../helpers/routing.js";
 
 const h100 = rooflineTiming(
   defaultEngineConfig(resolveModel("meta-llama/Llama-3.1-8B-Instruct"), resolveGpu("h100")),

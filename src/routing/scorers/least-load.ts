@@ -1,7 +1,8 @@
 // least-load's two scorers (the `load` and `kv-free` of a config's `scorers`): the load order that
 // least-load and keyless `session` picks rank by, and free KV cache as a tie-break.
-import { busyOf, othersQueuedOf, waitingOf } from "../load.js";
-import type { EngineView, Scorer } from "../types.js";
+import { busyOf, othersQueuedOf, waitingOf } from "../cost/engine-load.js";
+import type { EngineView } from "../policy/views.js";
+import type { Scorer } from "../policy/policy.js";
 
 /**
  * least-load's order. First, requests with no first token yet, per unit of weight: a new prompt waits for
@@ -29,11 +30,11 @@ export const loadScorer: Scorer = {
     let maxQ = -Infinity;
     let spread = true;
     for (let i = 0; i < engines.length; i++) {
-      const e = engines[i]!;
-      const q = (out[i] = queuedOf(e, now));
-      if (q < minQ) minQ = q;
-      if (q > maxQ) maxQ = q;
-      if (e.peerAwaitingFirstToken !== undefined || e.weight !== engines[0]!.weight) spread = false;
+      const engine = engines[i]!;
+      const queued = (out[i] = queuedOf(engine, now));
+      if (queued < minQ) minQ = queued;
+      if (queued > maxQ) maxQ = queued;
+      if (engine.peerAwaitingFirstToken !== undefined || engine.weight !== engines[0]!.weight) spread = false;
     }
     let minBusy = Infinity;
     for (let i = 0; i < engines.length; i++)
@@ -48,25 +49,26 @@ export const loadScorer: Scorer = {
     let bHi = -Infinity;
     for (let i = 0; i < engines.length; i++) {
       if (out[i]! > minQ + 1e-9) continue;
-      const e = engines[i]!;
-      const b = busyOf(e, now) / e.weight;
-      if (named) end = Math.max(end, sessionEndOf(e, now));
-      if (b > minBusy + band) {
-        bLo = Math.min(bLo, b);
-        bHi = Math.max(bHi, b);
+      const candidate = engines[i]!;
+      const busyPerWeight = busyOf(candidate, now) / candidate.weight;
+      if (named) end = Math.max(end, sessionEndOf(candidate, now));
+      if (busyPerWeight > minBusy + band) {
+        bLo = Math.min(bLo, busyPerWeight);
+        bHi = Math.max(bHi, busyPerWeight);
       } else {
-        kLo = Math.min(kLo, sentKey(e, b));
-        kHi = Math.max(kHi, sentKey(e, b));
+        kLo = Math.min(kLo, sentKey(candidate, busyPerWeight));
+        kHi = Math.max(kHi, sentKey(candidate, busyPerWeight));
       }
     }
     for (let i = 0; i < engines.length; i++) {
-      const e = engines[i]!;
-      const q = out[i]!;
-      const b = busyOf(e, now) / e.weight;
-      if (q > minQ + 1e-9) out[i] = (0.4 * (maxQ - q)) / (maxQ - minQ);
-      else if (named && end > -Infinity && sessionEndOf(e, now) === end) out[i] = 1;
-      else if (b > minBusy + band) out[i] = bHi > bLo ? 0.5 + (0.2 * (bHi - b)) / (bHi - bLo) : 0.7;
-      else out[i] = kHi > kLo ? 0.75 + (0.2 * (kHi - sentKey(e, b))) / (kHi - kLo) : 0.95;
+      const candidate = engines[i]!;
+      const queued = out[i]!;
+      const busyPerWeight = busyOf(candidate, now) / candidate.weight;
+      if (queued > minQ + 1e-9) out[i] = (0.4 * (maxQ - queued)) / (maxQ - minQ);
+      else if (named && end > -Infinity && sessionEndOf(candidate, now) === end) out[i] = 1;
+      else if (busyPerWeight > minBusy + band)
+        out[i] = bHi > bLo ? 0.5 + (0.2 * (bHi - busyPerWeight)) / (bHi - bLo) : 0.7;
+      else out[i] = kHi > kLo ? 0.75 + (0.2 * (kHi - sentKey(candidate, busyPerWeight))) / (kHi - kLo) : 0.95;
     }
   },
 };
@@ -81,24 +83,24 @@ const BAND = 8;
 const SESSION_END_MS = 50;
 
 /** lower goes first: the older last send, then fewer requests (an engine never sent to: sent at 0) */
-function sentKey(e: EngineView, busy: number): number {
-  return (e.lastSentAt ?? 0) + busy * 1e-6;
+function sentKey(engine: EngineView, busy: number): number {
+  return (engine.lastSentAt ?? 0) + busy * 1e-6;
 }
 
 /** when a request on the engine ended, if within SESSION_END_MS of `now` with no send there since */
-function sessionEndOf(e: EngineView, now: number | undefined): number {
-  const d = e.lastDoneAt;
-  if (now === undefined || d === undefined || now - d > SESSION_END_MS) return -Infinity;
-  return e.lastSentAt !== undefined && e.lastSentAt > d ? -Infinity : d;
+function sessionEndOf(engine: EngineView, now: number | undefined): number {
+  const lastDoneAt = engine.lastDoneAt;
+  if (now === undefined || lastDoneAt === undefined || now - lastDoneAt > SESSION_END_MS) return -Infinity;
+  return engine.lastSentAt !== undefined && engine.lastSentAt > lastDoneAt ? -Infinity : lastDoneAt;
 }
 
 /**
  * requests on the engine with no first token yet, per unit of weight: the router's own plus other clients'
- * queued ones (load.ts), or the engine's queue as estimated from the scrape when the caller counts none
+ * queued ones (cost/engine-load.ts), or the engine's queue as estimated from the scrape when the caller counts none
  */
-function queuedOf(e: EngineView, now: number | undefined): number {
-  const own = e.awaitingFirstToken;
-  return (own !== undefined ? own + othersQueuedOf(e, now) : waitingOf(e, now)) / e.weight;
+function queuedOf(engine: EngineView, now: number | undefined): number {
+  const own = engine.awaitingFirstToken;
+  return (own !== undefined ? own + othersQueuedOf(engine, now) : waitingOf(engine, now)) / engine.weight;
 }
 
 /** Free KV cache scores higher; a small weight makes it a tie-break between equally loaded engines. */

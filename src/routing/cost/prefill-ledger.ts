@@ -15,7 +15,7 @@
 // Each entry may also carry its prompt's chained block ids (CachePrediction.blocks): a prompt queued
 // behind another that shares its prefix finds that prefix computed when its turn comes, although the
 // engine holds none of it yet (its KV events come only once the blocks are computed).
-import type { EngineView } from "./types.js";
+import type { EngineView } from "../policy/views.js";
 
 interface EngineQueue {
   /** uncached tokens per awaiting request, oldest first; `head` is the first live one */
@@ -42,49 +42,49 @@ export class PrefillLedger {
    * awaiting a first token (the ledger cannot tell which entries are done). `tokensPerMs` drains the
    * queue's head by elapsed time.
    */
-  pending(e: EngineView, now: number | undefined, tokensPerMs?: number): number | undefined {
-    if (e.awaitingFirstToken === undefined) return undefined;
+  pending(engine: EngineView, now: number | undefined, tokensPerMs?: number): number | undefined {
+    if (engine.awaitingFirstToken === undefined) return undefined;
     // this router's own requests: the ledger holds no other router's prompts
-    const awaiting = e.awaitingFirstToken - (e.peerAwaitingFirstToken ?? 0);
-    const q = this.byEngine.get(e.id);
-    if (!q) return 0;
+    const awaiting = engine.awaitingFirstToken - (engine.peerAwaitingFirstToken ?? 0);
+    const queue = this.byEngine.get(engine.id);
+    if (!queue) return 0;
     // the oldest requests answered first
-    while (q.tokens.length - q.head > awaiting) {
-      q.ids[q.head] = undefined;
-      q.total -= q.tokens[q.head++]!;
+    while (queue.tokens.length - queue.head > awaiting) {
+      queue.ids[queue.head] = undefined;
+      queue.total -= queue.tokens[queue.head++]!;
     }
-    if (tokensPerMs !== undefined && now !== undefined && now > q.at) {
-      let budget = (now - q.at) * tokensPerMs;
+    if (tokensPerMs !== undefined && now !== undefined && now > queue.at) {
+      let budget = (now - queue.at) * tokensPerMs;
       // only the head is being prefilled: the prompts behind it wait (possibly for KV space), and
       // their turn shows as the head's first token
-      const lim = Math.min(q.tokens.length, q.head + 1);
-      for (let i = q.head; i < lim && budget > 0; i++) {
-        const t = q.tokens[i]!;
-        const used = t < budget ? t : budget;
-        q.tokens[i] = t - used;
-        q.total -= used;
+      const lim = Math.min(queue.tokens.length, queue.head + 1);
+      for (let i = queue.head; i < lim && budget > 0; i++) {
+        const entryTokens = queue.tokens[i]!;
+        const used = entryTokens < budget ? entryTokens : budget;
+        queue.tokens[i] = entryTokens - used;
+        queue.total -= used;
         budget -= used;
       }
     }
-    if (now !== undefined && now > q.at) q.at = now;
-    this.compact(q);
-    return q.total > 0 ? q.total : 0;
+    if (now !== undefined && now > queue.at) queue.at = now;
+    this.compact(queue);
+    return queue.total > 0 ? queue.total : 0;
   }
 
   /**
    * Leading blocks of `ids` that a prompt queued on `e` shares (call after `pending`, which trims the
    * entries answered since): the engine will have computed them by the time a prompt sent now starts.
    */
-  sharedBlocks(e: EngineView, ids: readonly number[]): number {
-    const q = this.byEngine.get(e.id);
-    if (!q || ids.length === 0) return 0;
+  sharedBlocks(engine: EngineView, ids: readonly number[]): number {
+    const queue = this.byEngine.get(engine.id);
+    if (!queue || ids.length === 0) return 0;
     let best = 0;
-    for (let i = q.head; i < q.tokens.length; i++) {
-      const other = q.ids[i];
+    for (let i = queue.head; i < queue.tokens.length; i++) {
+      const other = queue.ids[i];
       if (!other || other[0] !== ids[0]) continue;
-      const n = Math.min(other.length, ids.length);
+      const comparable = Math.min(other.length, ids.length);
       let k = 1;
-      while (k < n && other[k] === ids[k]) k++;
+      while (k < comparable && other[k] === ids[k]) k++;
       if (k > best) best = k;
       // the whole prompt is shared: no entry can say more
       if (best === ids.length) break;
@@ -93,19 +93,19 @@ export class PrefillLedger {
   }
 
   /** the request just picked for `e` will need `tokens` of prefill there (`ids`: its prompt's blocks) */
-  add(e: EngineView, tokens: number, now: number | undefined, ids?: readonly number[]): void {
-    let q = this.byEngine.get(e.id);
-    if (!q) {
+  add(engine: EngineView, tokens: number, now: number | undefined, ids?: readonly number[]): void {
+    let queue = this.byEngine.get(engine.id);
+    if (!queue) {
       if (this.byEngine.size >= MAX_ENGINES) this.byEngine.delete(this.byEngine.keys().next().value!);
-      q = { tokens: [], ids: [], head: 0, total: 0, at: now ?? 0 };
-      this.byEngine.set(e.id, q);
-    } else if (q.tokens.length - q.head >= MAX_ENTRIES) {
-      q.ids[q.head] = undefined;
-      q.total -= q.tokens[q.head++]!;
+      queue = { tokens: [], ids: [], head: 0, total: 0, at: now ?? 0 };
+      this.byEngine.set(engine.id, queue);
+    } else if (queue.tokens.length - queue.head >= MAX_ENTRIES) {
+      queue.ids[queue.head] = undefined;
+      queue.total -= queue.tokens[queue.head++]!;
     }
-    q.tokens.push(tokens);
-    q.ids.push(ids);
-    q.total += tokens;
+    queue.tokens.push(tokens);
+    queue.ids.push(ids);
+    queue.total += tokens;
   }
 
   /**
@@ -113,33 +113,33 @@ export class PrefillLedger {
    * so that the count trims nothing else. The newest entry of its size; failing that, a head that
    * drained below it while the pick waited for the answer.
    */
-  withdraw(e: EngineView, tokens: number): void {
-    const q = this.byEngine.get(e.id);
-    if (!q) return;
-    for (let i = q.tokens.length - 1; i >= q.head; i--) {
-      if (q.tokens[i] !== tokens) continue;
-      q.total -= tokens;
-      q.tokens.splice(i, 1);
-      q.ids.splice(i, 1);
+  withdraw(engine: EngineView, tokens: number): void {
+    const queue = this.byEngine.get(engine.id);
+    if (!queue) return;
+    for (let i = queue.tokens.length - 1; i >= queue.head; i--) {
+      if (queue.tokens[i] !== tokens) continue;
+      queue.total -= tokens;
+      queue.tokens.splice(i, 1);
+      queue.ids.splice(i, 1);
       return;
     }
-    if (q.head < q.tokens.length && q.tokens[q.head]! <= tokens) {
-      q.ids[q.head] = undefined;
-      q.total -= q.tokens[q.head++]!;
+    if (queue.head < queue.tokens.length && queue.tokens[queue.head]! <= tokens) {
+      queue.ids[queue.head] = undefined;
+      queue.total -= queue.tokens[queue.head++]!;
     }
   }
 
   /** entries for `e` (tests, diagnostics) */
   size(id: string): number {
-    const q = this.byEngine.get(id);
-    return q ? q.tokens.length - q.head : 0;
+    const queue = this.byEngine.get(id);
+    return queue ? queue.tokens.length - queue.head : 0;
   }
 
-  private compact(q: EngineQueue): void {
-    if (q.head > 64 && q.head * 2 > q.tokens.length) {
-      q.tokens.splice(0, q.head);
-      q.ids.splice(0, q.head);
-      q.head = 0;
+  private compact(queue: EngineQueue): void {
+    if (queue.head > 64 && queue.head * 2 > queue.tokens.length) {
+      queue.tokens.splice(0, queue.head);
+      queue.ids.splice(0, queue.head);
+      queue.head = 0;
     }
   }
 }

@@ -1,13 +1,14 @@
 // Filters shared by every policy: the engine must serve the model, be healthy, not be excluded
 // (tried already), carry weight, and have room under its in-flight cap.
-import type { EngineView, Filter, FleetSnapshot, RequestView } from "./types.js";
+import type { EngineView, FleetSnapshot, RequestView } from "./views.js";
+import type { Filter } from "./policy.js";
 
 // Each filter hands back its input array when every engine passes (the usual case), so a decision
 // allocates no arrays; it copies only when an engine is dropped. Predicates are module-level with
 // their argument passed in, so no closure is made per decision either.
 function keep<A>(
   engines: readonly EngineView[],
-  pass: (e: EngineView, arg: A) => boolean,
+  pass: (engine: EngineView, arg: A) => boolean,
   arg: A,
 ): readonly EngineView[] {
   for (let i = 0; i < engines.length; i++) {

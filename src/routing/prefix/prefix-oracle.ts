@@ -1,8 +1,9 @@
 // The `prefix` policy's oracle: predictions from the approximate character-block index, which learns
 // from the policy's own picks. Deterministic, so the fleet simulator can run it in virtual time.
-import { RequestMemo } from "./memo.js";
+import { RequestMemo } from "../policy/memo.js";
 import { PrefixIndex, type PrefixIndexOptions } from "./prefix-index.js";
-import type { CacheOracle, CachePrediction, CacheSource, EngineView, RequestView } from "./types.js";
+import type { CacheOracle, CachePrediction, CacheSource } from "../policy/cache-oracle.js";
+import type { EngineView, RequestView } from "../policy/views.js";
 
 /** English text averages about 4 characters per token in BPE vocabularies of this size. */
 export const CHARS_PER_TOKEN = 4;
@@ -27,21 +28,21 @@ export class PrefixOracle implements CacheOracle {
 
   /** the request's block ids, computed once per request however often it is scored */
   prepare(req: RequestView): Prepared {
-    let p = this.prepared.get(req);
-    if (!p) {
-      p = this.index.ids(req);
-      this.prepared.set(req, p);
+    let prepared = this.prepared.get(req);
+    if (!prepared) {
+      prepared = this.index.ids(req);
+      this.prepared.set(req, prepared);
     }
-    return p;
+    return prepared;
   }
 
   /** Matched characters per candidate, converted to estimated tokens. */
   predictInto(req: RequestView, engines: readonly EngineView[], blocks: Float64Array): number {
-    const p = this.prepare(req);
-    this.index.match(p.ids, engines, blocks);
+    const prepared = this.prepare(req);
+    this.index.match(prepared.ids, engines, blocks);
     const perBlock = this.index.opts.blockChars / CHARS_PER_TOKEN;
     for (let i = 0; i < blocks.length; i++) blocks[i] = blocks[i]! * perBlock;
-    return Math.ceil(p.chars / CHARS_PER_TOKEN);
+    return Math.ceil(prepared.chars / CHARS_PER_TOKEN);
   }
 
   predict(req: RequestView, engines: readonly EngineView[]): CachePrediction {
@@ -60,7 +61,7 @@ export class PrefixOracle implements CacheOracle {
   }
 
   learn(req: RequestView, engineId: string): void {
-    const p = this.prepare(req);
-    if (p.ids.length > 0) this.index.insert(p.ids, engineId);
+    const prepared = this.prepare(req);
+    if (prepared.ids.length > 0) this.index.insert(prepared.ids, engineId);
   }
 }

@@ -32,7 +32,7 @@
 // State: the requests held, per engine, and the moving mean (no I/O, no clock: the caller passes the
 // time). Bounded: at most `MAX_HELD` (the oldest forgotten first); one not decided again for `STALE_MS`
 // is taken to have left (a caller that does not say so, or a queue deeper than it retries at once).
-import type { EngineView, RequestView } from "./types.js";
+import type { EngineView, RequestView } from "../policy/views.js";
 
 export interface LateBindingOptions {
   /** this router's prompts awaiting a first token an engine may have; 0: bind at once (no holding) */
@@ -75,9 +75,9 @@ interface Held {
 }
 
 /** This router's streamed prompts on `e` that await their first token; undefined: not counted. */
-export function queuedPromptsOn(e: EngineView): number | undefined {
-  if (e.awaitingFirstToken === undefined) return undefined;
-  const own = e.awaitingFirstToken - (e.peerAwaitingFirstToken ?? 0) - (e.unstreamed ?? 0);
+export function queuedPromptsOn(engine: EngineView): number | undefined {
+  if (engine.awaitingFirstToken === undefined) return undefined;
+  const own = engine.awaitingFirstToken - (engine.peerAwaitingFirstToken ?? 0) - (engine.unstreamed ?? 0);
   return own > 0 ? own : 0;
 }
 
@@ -87,12 +87,12 @@ export class LateBinding {
   /** moving mean of the share of a picked prompt its engine had cached */
   private share = SHARE_START;
 
-  constructor(private readonly o: LateBindingOptions) {
-    if (!(o.queuedPrompts >= 0) || !Number.isInteger(o.queuedPrompts))
-      throw new Error(`late binding: queuedPrompts must be a whole number ≥ 0, got ${o.queuedPrompts}`);
-    if (!(o.maxHoldMs >= 0)) throw new Error(`late binding: maxHoldMs must be ≥ 0`);
-    if (!(o.minCachedShare >= 0 && o.minCachedShare <= 1))
-      throw new Error(`late binding: minCachedShare must lie in [0, 1], got ${o.minCachedShare}`);
+  constructor(private readonly options: LateBindingOptions) {
+    if (!(options.queuedPrompts >= 0) || !Number.isInteger(options.queuedPrompts))
+      throw new Error(`late binding: queuedPrompts must be a whole number ≥ 0, got ${options.queuedPrompts}`);
+    if (!(options.maxHoldMs >= 0)) throw new Error(`late binding: maxHoldMs must be ≥ 0`);
+    if (!(options.minCachedShare >= 0 && options.minCachedShare <= 1))
+      throw new Error(`late binding: minCachedShare must lie in [0, 1], got ${options.minCachedShare}`);
   }
 
   /**
@@ -104,12 +104,12 @@ export class LateBinding {
    */
   picked(cached: number, promptTokens: number): void {
     if (!(promptTokens > 0)) return;
-    const s = Math.min(1, Math.max(0, cached / promptTokens));
-    this.share += SHARE_WEIGHT * (s - this.share);
+    const cachedShare = Math.min(1, Math.max(0, cached / promptTokens));
+    this.share += SHARE_WEIGHT * (cachedShare - this.share);
   }
 
   get enabled(): boolean {
-    return this.o.queuedPrompts > 0;
+    return this.options.queuedPrompts > 0;
   }
 
   get size(): number {
@@ -131,39 +131,42 @@ export class LateBinding {
     stepTokens: number,
   ): boolean {
     const queued = this.enabled && now !== undefined ? queuedPromptsOn(engine) : undefined;
-    const h = this.held.get(req);
+    const held = this.held.get(req);
     if (
       queued === undefined ||
       uncached <= stepTokens / SMALL_SHARE_OF_STEP ||
-      this.share < this.o.minCachedShare
+      this.share < this.options.minCachedShare
     ) {
-      if (h) this.forget(h);
+      if (held) this.forget(held);
       return false;
     }
-    const since = h?.since ?? now!;
+    const since = held?.since ?? now!;
     // held long enough: bound now, room or not (the engine queues it first come, first served)
-    const due = now! - since >= this.o.maxHoldMs;
+    const due = now! - since >= this.options.maxHoldMs;
     // Decided again toward another engine where it would compute more (its prefix is cached where it
     // waits): it keeps waiting for its own. Moved, it would buy a shorter wait with a prefill that, under
     // a backlog, pushes out prefixes others there will need; in the fleet simulator, moving such
     // requests cost multi-round QA past capacity half its cache hits (docs/routing.md, "Late binding").
-    const moves = h !== undefined && h.engine !== engine.id;
-    if (moves && !due && uncached > h.uncached) {
-      this.touch(h, now!);
+    const moves = held !== undefined && held.engine !== engine.id;
+    if (moves && !due && uncached > held.uncached) {
+      this.touch(held, now!);
       return true;
     }
-    if (due || (queued < this.o.queuedPrompts && !this.ranksBehind(req, engine.id, uncached, since, now!))) {
-      if (h) this.forget(h);
+    if (
+      due ||
+      (queued < this.options.queuedPrompts && !this.ranksBehind(req, engine.id, uncached, since, now!))
+    ) {
+      if (held) this.forget(held);
       return false;
     }
-    if (h) {
+    if (held) {
       if (moves) {
-        this.byEngine.get(h.engine)?.delete(h);
-        h.engine = engine.id;
-        this.bucketFor(h.engine).add(h);
+        this.byEngine.get(held.engine)?.delete(held);
+        held.engine = engine.id;
+        this.bucketFor(held.engine).add(held);
       }
-      h.uncached = uncached;
-      this.touch(h, now!);
+      held.uncached = uncached;
+      this.touch(held, now!);
       return true;
     }
     while (this.held.size >= MAX_HELD) this.forget(this.held.values().next().value!);
@@ -175,8 +178,8 @@ export class LateBinding {
 
   /** `req` left the queue without being bound (timed out, refused, its client gone): it ranks no more. */
   left(req: RequestView): void {
-    const h = this.held.get(req);
-    if (h) this.forget(h);
+    const held = this.held.get(req);
+    if (held) this.forget(held);
   }
 
   /** whether another request held for `engine` goes before this one: less prefill, else longer held */
@@ -189,35 +192,35 @@ export class LateBinding {
   ): boolean {
     const set = this.byEngine.get(engine);
     if (!set || set.size === 0) return false;
-    for (const h of set) {
-      if (h.req === req) continue;
+    for (const held of set) {
+      if (held.req === req) continue;
       // deleting the entry being visited is safe in a Set's iteration
-      if (now - h.seen > STALE_MS) {
-        this.forget(h);
+      if (now - held.seen > STALE_MS) {
+        this.forget(held);
         continue;
       }
-      if (h.uncached < uncached || (h.uncached === uncached && h.since < since)) return true;
+      if (held.uncached < uncached || (held.uncached === uncached && held.since < since)) return true;
     }
     return false;
   }
 
   /** `h` was decided again at `now`: most recently decided last, the entry a full map forgets first */
-  private touch(h: Held, now: number): void {
-    h.seen = now;
-    this.held.delete(h.req);
-    this.held.set(h.req, h);
+  private touch(held: Held, now: number): void {
+    held.seen = now;
+    this.held.delete(held.req);
+    this.held.set(held.req, held);
   }
 
-  private forget(h: Held): void {
-    this.held.delete(h.req);
-    const set = this.byEngine.get(h.engine);
-    set?.delete(h);
-    if (set && set.size === 0) this.byEngine.delete(h.engine);
+  private forget(held: Held): void {
+    this.held.delete(held.req);
+    const set = this.byEngine.get(held.engine);
+    set?.delete(held);
+    if (set && set.size === 0) this.byEngine.delete(held.engine);
   }
 
   private bucketFor(engine: string): Set<Held> {
-    let s = this.byEngine.get(engine);
-    if (!s) this.byEngine.set(engine, (s = new Set()));
-    return s;
+    let heldHere = this.byEngine.get(engine);
+    if (!heldHere) this.byEngine.set(engine, (heldHere = new Set()));
+    return heldHere;
   }
 }

@@ -10,12 +10,12 @@ import {
   type CacheOracle,
   type Decision,
   type EngineView,
-} from "../../src/routing/index.js";
-import { defaultEngineConfig } from "../../src/engine/index.js";
-import { resolveGpu, resolveModel } from "../../src/models/index.js";
-import { simulateFleet } from "../../src/fleet/fleet.js";
-import { smallAgentic } from "../helpers/agentic.js";
-import { eng } from "../helpers/routing.js";
+} from "../../../src/routing/index.js";
+import { defaultEngineConfig } from "../../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../../src/models/index.js";
+import { simulateFleet } from "../../../src/fleet/fleet.js";
+import { smallAgentic } from "../../helpers/agentic.js";
+import { eng } from "../../helpers/routing.js";
 
 const pickedId = (d: Decision) => (d.kind === "picked" ? d.engine.id : d.kind);
 

@@ -1,18 +1,18 @@
 // Small, allocation-free string hashing for consistent hashing and tie-breaks (FNV-1a 32-bit,
 // then a murmur3 finaliser so that similar keys land far apart).
-import { fmix } from "../random/rng.js";
+import { fmix } from "../../random/rng.js";
 
 export function hash32(text: string, seed = 0): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
+  let hash = (0x811c9dc5 ^ seed) >>> 0;
   for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
   }
-  return fmix(h);
+  return fmix(hash);
 }
 
 /** Hash of a pair mapped to (0, 1), for rendezvous hashing. */
 export function unitHash(key: string, id: string): number {
-  const h = hash32(id, hash32(key));
-  return (h + 0.5) / 4294967296;
+  const mixed = hash32(id, hash32(key));
+  return (mixed + 0.5) / 4294967296;
 }

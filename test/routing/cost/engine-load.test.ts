@@ -1,4 +1,4 @@
-// The load signal between scrapes (src/routing/load.ts) and least-load's order on it.
+// The load signal between scrapes (src/routing/cost/engine-load.ts) and least-load's order on it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -12,8 +12,8 @@ import {
   OTHERS_HALF_LIFE_MS,
   waitingOf,
   type RequestView,
-} from "../../src/routing/index.js";
-import { eng } from "../helpers/routing.js";
+} from "../../../src/routing/index.js";
+import { eng } from "../../helpers/routing.js";
 
 const req = (seq: number, over: Partial<RequestView> = {}): RequestView => ({ model: "m", seq, ...over });
 

@@ -32,9 +32,9 @@ export function parseSloHeader(value: string | string[] | undefined): number | u
 /** the SLO that applies to a request: its own, else its model's, else the default; undefined: none */
 export function sloFor(
   req: { model: string; sloTtftMs?: number | undefined },
-  o: SloOptions | undefined,
+  options: SloOptions | undefined,
 ): number | undefined {
-  return req.sloTtftMs ?? o?.models?.[req.model] ?? o?.defaultTtftMs;
+  return req.sloTtftMs ?? options?.models?.[req.model] ?? options?.defaultTtftMs;
 }
 
 /** Retry-After, whole seconds (at least 1), for a refusal predicted `overMs` over the SLO */
@@ -44,16 +44,16 @@ export function retryAfterSeconds(overMs: number): number {
 
 /**
  * A running estimate of a quantile of positive values (here: actual over predicted TTFT), by stochastic
- * approximation in the log domain: each value moves the estimate up by `step · q` when above it and down
- * by `step · (1 − q)` when below, so it settles where a fraction q of values fall below. O(1), no samples
- * kept; follows drift (a host that got slower, overheads the model does not know).
+ * approximation in the log domain: each value moves the estimate up by `step · quantile` when above it
+ * and down by `step · (1 − quantile)` when below, so it settles where a fraction `quantile` of values fall
+ * below. O(1), no samples kept; follows drift (a host that got slower, overheads the model does not know).
  */
 export class RunningQuantile {
   private log = 0;
   count = 0;
 
   constructor(
-    readonly q: number,
+    readonly quantile: number,
     private readonly step = 0.02,
     /** the estimate stays within [1/bound, bound] */
     private readonly bound = 20,
@@ -63,12 +63,12 @@ export class RunningQuantile {
     return Math.exp(this.log);
   }
 
-  add(x: number): void {
-    if (!(x > 0) || !Number.isFinite(x)) return;
+  add(value: number): void {
+    if (!(value > 0) || !Number.isFinite(value)) return;
     this.count++;
-    this.log += Math.log(x) > this.log ? this.step * this.q : -this.step * (1 - this.q);
-    const b = Math.log(this.bound);
-    if (this.log > b) this.log = b;
-    else if (this.log < -b) this.log = -b;
+    this.log += Math.log(value) > this.log ? this.step * this.quantile : -this.step * (1 - this.quantile);
+    const logBound = Math.log(this.bound);
+    if (this.log > logBound) this.log = logBound;
+    else if (this.log < -logBound) this.log = -logBound;
   }
 }

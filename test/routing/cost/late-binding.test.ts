@@ -15,10 +15,10 @@ import {
   type EngineView,
   type LateBindingOptions,
   type RequestView,
-} from "../../src/routing/index.js";
-import { defaultEngineConfig } from "../../src/engine/index.js";
-import { resolveGpu, resolveModel } from "../../src/models/index.js";
-import { eng } from "../helpers/routing.js";
+} from "../../../src/routing/index.js";
+import { defaultEngineConfig } from "../../../src/engine/index.js";
+import { resolveGpu, resolveModel } from "../../../src/models/index.js";
+import { eng } from "../../helpers/routing.js";
 
 const l4 = rooflineTiming(
   defaultEngineConfig(resolveModel("meta-llama/Llama-3.1-8B-Instruct"), resolveGpu("l4")),
