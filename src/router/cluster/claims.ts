@@ -1,46 +1,9 @@
-// Exact routing across router workers. Each worker decides on its own copy of the group's in-flight
-// counts, which the others' reports keep current within about a millisecond; two workers deciding in
-// that millisecond would each miss the other's last picks and could both pick the same engine
-// (measured: 1 burst in 5 of 8 simultaneous requests over 4 engines came out 3/2/2/1 instead of 2/2/2/2).
-// So a pick of a load-aware policy is a claim: the worker sends its own counts and the others' on the
-// engine it picked as it saw them; the primary applies claims one at a time, confirms one made on
-// counts no lower than the current ones, and answers any other with the current counts, on which the
-// worker decides again. A pick never stands without counting every other pick that stood before it on
-// its engine. Picks elsewhere need no check when the policy prices each engine by its own view
-// (Policy.loadElsewhereKeepsPick: least-load, the cache-aware policies): load added to another engine
-// only makes that one costlier, and the pick stands as it would have with it counted (checking every
-// engine refused picks that another worker's pick elsewhere could not have changed, and sent every
-// engine's counts with each claim). Session's bounded load reads the fleet's total, so its claims
-// carry and are checked on every engine. A count that only fell (another process's request finished
-// or got its first token) is news the worker learns a moment late, as a single process learns it only
-// when it reads the engine's answer. Refusing those too (equal counts only) refused 31% of claims
-// instead of 18% and raised mean TTFT by a tenth (bench/routing/scale.ts's workload, two workers, six
-// interleaved rounds). Round-robin reads no load and claims nothing.
-//
-// The request does not wait for the word: it goes to its engine at once, and what the engine answers
-// is held until the pick stands (src/router/dataplane/attempt.ts). A refused one is decided again at once
-// (worker-claims.ts, the data plane's SlotClaims in a worker): picked again, its engine keeps the
-// request; otherwise it is cancelled there and sent to the new pick. The word takes a round trip to the primary, mostly spent waiting
-// for this worker's own busy event loop, while an engine's first token after a long prompt takes
-// longer: waiting before sending put that round trip (5–6 ms mean wall in bursts,
-// bench/routing/scale.ts) into the TTFT of every claimed request; now only a refused pick that moves
-// (under 4–7% there) costs its first engine the work done before the cancel. Until the word, the
-// pick is counted in this worker's view (its next picks count it) and left out of its reports (the
-// primary counts it once confirmed: ledger.ts); nothing of the answer reaches the client or moves a
-// count before then, and a request that ends first (it failed, or its client left) lets go of its
-// claim, whose word is then moot.
-//
-// Claims leave at once when none is out; while some are out, those made in one turn of the event
-// loop leave together at its end, so a busy worker sends one message per turn, not one per request,
-// and no claim waits for another's answer (waiting for the batch out cost such a claim a second round
-// trip). A claim decided while an earlier one of this worker's was out counted that pick as its own;
-// if the earlier one is refused, the later one read one request too many on that engine, never one
-// too few, so it is judged on its own like any other.
-//
-// The wait for the word (`switchyard_routing_claim_wait_seconds`) now costs a request only where its
-// engine answers sooner (short prompts on an idle engine), and it is mostly this worker's own event
-// loop being busy when the word arrives, not the primary: hence long prompts are tokenised one slice
-// per turn of the loop (src/eventloop/turns.ts).
+// Claims: across router workers, a load-aware pick stands only once the primary has checked that it
+// counted every other pick that stood on its engine. Each worker decides on its own copy of the group's
+// counts, which lag the others' picks by about a millisecond, so two workers deciding at once could both
+// pick the same engine. The request goes to its engine at once and its answer is held until the pick
+// stands; a refused pick is decided again (worker-claims.ts). What is checked, how claims are batched
+// and the measurements behind both: this folder's README.md, "Claims".
 import { logger } from "../../obs/log.js";
 import { noteSent, type Policy } from "../../routing/index.js";
 import type { Registry } from "../engines/registry.js";

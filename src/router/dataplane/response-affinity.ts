@@ -1,31 +1,10 @@
-// Response affinity: which engine made each Responses API answer. vLLM keeps a stored response
-// (`VLLM_ENABLE_RESPONSES_API_STORE=1`) in the memory of the engine that made it, so a
-// `GET /v1/responses/{id}`, a `POST /v1/responses/{id}/cancel` or a follow-up naming it as
-// `previous_response_id` must reach that engine: any other answers 404, or worse, nothing tells the
-// client its history was not there. Routed by load, such a follow-up found its response on one
-// engine out of N.
-//
-// The id is read off the answer as it is relayed (the JSON body's `id`, or the `response.created`
-// event's `response.id`), within its first bytes; the map is an LRU with a cap. A router group
-// (`--workers`, `peers:`) shares what each process learns (src/router/cluster), so a follow-up may
-// arrive at any of them.
-//
-// With tenancy on, a stored response belongs to the tenant whose request made it (OpenAI scopes stored
-// responses to their project): its entry holds the tenant's name (never a key), and another tenant's
-// GET, cancel or `previous_response_id` gets the same 404 as an id nobody made (`ownerMay`).
-//
-// The table is a cache, not the record: the record travels with the response itself. The router
-// writes an owner tag into each Responses request's `metadata` (`switchyard_owner`, an HMAC of the
-// tenant's name under the router's secret, the same on every replica), which vLLM stores with the
-// response and returns with it. An id the table does not hold for the asking tenant (a router that
-// restarted, a replica that is gone, an entry evicted) is looked for on the engines
-// (`locateResponse`): the engine whose stored response carries the asking tenant's tag is its home,
-// and any other answer is the 404 of an id nobody made. So ownership and engine affinity survive a
-// restart, a rolling upgrade and the loss of a replica, with or without Redis, and no table must be
-// shared for it. Without the secret there is no tag, and an id the table lost is a 404.
-//
-// The table is fair between owners: past its cap, the owner holding the most entries loses its
-// least recently used one, so one tenant's volume never evicts another's ids.
+// Response affinity: which engine made each Responses API answer. vLLM keeps a stored response in the
+// memory of the engine that made it, so a GET, a cancel or a `previous_response_id` follow-up must reach
+// that engine. The id is read off the answer as it is relayed; the table is an LRU shared by a router
+// group, fair between owners (past its cap the owner holding the most entries loses its oldest). With
+// tenancy on an entry holds its tenant's name, and the record travels with the response as an owner tag
+// in its `metadata`, so an id the table lost is found on the engines (`locateResponse`).
+// See docs/router.md#response-affinity and docs/security.md#tenant-owned-state-routes-and-request-ids.
 import { timingSafeEqual } from "node:crypto";
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";

@@ -1,24 +1,10 @@
-// Listening on several sockets at once, so that a storm of new connections is accepted in a few
-// event-loop turns rather than hundreds. Since libuv 1.45 (Node 20), a listening socket accepts one
-// connection per turn of the loop; a router already saturated by its first connections' requests
-// (each turn handling hundreds of them) then takes up to a second to accept the rest of a burst, and
-// their first requests wait that long (measured: wrk's 256 connections accepted over 0.1–1.2 s; its
-// p99 followed). With SO_REUSEPORT (Node's `reusePort`, 22.12 and later, Linux) the kernel spreads new
-// connections over N sockets bound to the same port, each accepting one per turn: N per turn. Every
-// socket hands its connections to the one HTTP server, so nothing else changes.
-//
-// SO_REUSEPORT has a hazard: another process of the same user that binds the port with it too joins
-// the group silently and takes a share of the connections, where a plain bind would have failed with
-// EADDRINUSE; and an ephemeral port (0) may be one such a process holds. So several sockets are used
-// only on an explicit port, after a plain bind on it has proved it free, and only when asked for
-// (`limits.listenSockets`, 1 by default; the chart asks for 8, each pod having its own network).
-// Where Node or the platform has no `reusePort` the router listens on one socket.
-//
-// Router workers (`--workers N`) where `reusePort` exists: each worker listens on sockets of its own in
-// the port's group (`exclusive`), so connections go from the kernel straight to a worker and the
-// primary neither accepts nor hands over sockets; the primary proves the port free once, before it
-// starts any (a worker cannot: its siblings already hold the port). Elsewhere a worker's socket is its
-// primary's, which accepts and hands each connection to a worker in turn (node:cluster's default).
+// Listening on several sockets at once (SO_REUSEPORT, Node's `reusePort`), so that a storm of new
+// connections is accepted in a few event-loop turns rather than hundreds: since libuv 1.45 a listening
+// socket accepts one connection per turn, and a busy router took up to a second to accept a burst.
+// Because another process of the same user could join the port's group silently, several sockets are
+// used only on an explicit port, after a plain bind has proved it free, and only when asked for
+// (`limits.listenSockets`). Router workers each listen on sockets of their own in the group. The
+// measurements and the hazard in full: docs/router.md#hardening-and-drain.
 import cluster from "node:cluster";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import type { Server } from "node:http";

@@ -1,22 +1,10 @@
 // Client connections: the cap (`limits.maxConnections`) and who gives way at it. Node's own
-// `server.maxConnections` refuses a new connection at accept whatever the open ones are doing, so 200
-// keep-alive connections that each sent `GET /health` once a minute (inside the keep-alive timeout)
-// held every slot of a cap of 200, without a key, and a new client got nothing; a connection that never
-// sends a byte Node closes only at its periodic headers check (a 408, up to connectionsCheckingInterval
-// after headersTimeout). Here the router keeps the cap itself: at it, a new connection takes the slot of
-// the one idle longest (open between requests, or never used), which is
-// closed and counted; only when every open connection has a request in progress is the new one refused.
-// An idle connection that has sent bytes since it went idle is a client sending a request's headers
-// (slowly, or over a slow link): it gives way only after every silent idle one, so a burst of new
-// connections cannot cut off requests that are already arriving.
-// A connection that has sent no request within `limits.headersTimeout` is closed; one idle after a
-// response, after `limits.keepAliveTimeout` (Node's keep-alive timer).
-//
-// Node's cap stays as a backstop a little above ours (`backstop`): a closed socket leaves Node's count
-// only when its close event runs, and a burst of accepts may come first.
-//
-// Per-connection state lives on the socket and in an intrusive list (no Set or WeakMap of sockets):
-// joining and leaving the idle list costs a few pointer writes per request.
+// `server.maxConnections` refuses a new connection whatever the open ones are doing, so idle keep-alive
+// connections could hold every slot; here, at the cap, a new connection takes the slot of the one idle
+// longest, and is refused only when every open one has a request in progress (the rules in full:
+// docs/router.md#hardening-and-drain). Node's cap stays a little above as a backstop. Per-connection
+// state lives on the socket and in an intrusive list, so joining and leaving the idle list costs a few
+// pointer writes per request.
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { LinkedList, type Linked } from "../../collections/linked-list.js";

@@ -1,27 +1,9 @@
 // Long prompts at the router's edge: counted off the event loop, refused early when they cannot fit.
-//
-// Routing needs at most `max_model_len` tokens of a prompt (the engine announces it in /v1/models),
-// and tokenising a megabyte prompt in one go held the router's loop for seconds (and its /health with
-// it). So for generation prompts (chat, completion, and Messages and Responses conversations, found
-// where the endpoint table says) over PROMPT_CHECK_CHARS characters, the ingress tokenises
-// here with the engine's own tokenizer (src/tokenizer, the same ids the sim computes) in slices between
-// turns of the event loop; a prompt that cannot fit gets vLLM's 400 text at once, and one that fits is
-// routed by those ids (cache-aware routing hashes them rather than tokenising again on the loop).
-//
-// Why not a test on characters alone: only a LOWER bound on the token count can prove a prompt too
-// long, and characters give an upper bound (a byte-level BPE token is at least one byte) — a token can
-// cover dozens of characters. Words do give a lower bound (every whitespace-separated run is at least
-// one token, src/tokenizer/lower-bound.ts), so a prompt over 256K characters is first held against
-// that floor: a 1M-word prompt is refused in milliseconds, saying "at least" before the figure, and
-// only a prompt that may fit is counted exactly (15+ million characters a second with the piece cache).
-//
-// The router follows vLLM 0.32's rules (src/http/context-length.ts), whatever release its engines run:
-// it refuses only a prompt past max_model_len, a max_tokens above it, or a prompt that leaves no room
-// to generate, which every release refuses; an older engine that holds max_tokens back from the context
-// refuses the rest itself (docs/router.md).
-//
-// Models the router has no tokenizer for (not a sim model, or an explicit tokenizer folder, whose
-// library cannot be sliced) are left to the engine, which answers the same 400.
+// Routing needs at most `max_model_len` tokens, and tokenising a megabyte prompt in one go held the
+// loop for seconds. So long generation prompts are tokenised here with the engine's own tokenizer in
+// slices between turns of the loop, first held against a lower bound on their token count (words), a
+// prompt that cannot fit gets vLLM 0.32's 400 at once (src/http/context-length.ts), and one that fits is
+// routed by those ids. Why words and not characters, and which release's rules: docs/router.md#long-prompts.
 import { resolveModel } from "../../models/profiles.js";
 import { contextLengthError, type ContextAsk } from "../../http/context-length.js";
 import { tokenizerForModel, tokenCountFloorAsync, type Tokenizer } from "../../tokenizer/index.js";

@@ -1,22 +1,9 @@
-// Engine health as Envoy's outlier detection does it: active probes and passive signals decide
-// whether an engine is in rotation, and neither may empty the fleet on a guess.
-//
-// - Active: GET /health every `health.interval`. A probe that times out is not evidence that the
-//   engine is down when the engine sent bytes on any of its requests while the probe waited (it is
-//   busy, not dead), nor when the router's own event loop ran late (the timeout then measured the
-//   router, not the engine: counted, a CPU-starved router would eject every engine at once). Refused,
-//   reset and non-200 probes count.
-// - Passive: connect errors, resets and 5xx answers on live traffic (reported by the data plane).
-// - At most `health.maxEjectionPercent` of a model's engines are out of rotation at once, so the
-//   last engines of a model stay in rotation whatever the probes say (the ejection is withheld,
-//   counted and logged). When a model has no engine in rotation anyway (never admitted, or the cap is
-//   100), the data plane routes among all of them: panic mode (../dataplane/engine-picks.ts).
-// - Ejection stops new traffic only: attempts in flight on the engine finish or fail on their own
-//   (streams that can migrate and have gone silent are moved at once: ../migration/drain.ts).
-// - Draining is not failing: an engine whose /health answers 503 while its /live answers 200 (vLLM's
-//   drain on shutdown) is out of rotation at once, whatever maxEjectionPercent says, and its requests
-//   in flight get `engineDrainTimeout` to finish; the same for one drained by hand (held until
-//   undrained). It comes back like a new engine, when /health answers 200 again.
+// Engine health as Envoy's outlier detection does it: active probes (GET /health) and passive signals
+// (connect errors, resets, 5xx on live traffic) decide whether an engine is in rotation, and neither may
+// empty the fleet on a guess. A probe timeout is excused while the engine sends bytes or the router's
+// own event loop ran late; at most `health.maxEjectionPercent` of a model's engines are out at once;
+// ejection stops new traffic only; an engine draining (503 on /health, 200 on /live) leaves rotation at
+// once. The rules and their reasons: docs/router.md#containment.
 import { logger } from "../../obs/log.js";
 import type { RouterConfig } from "../config/config.js";
 import type { FailureMarks } from "./failure-marks.js";

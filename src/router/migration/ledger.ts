@@ -1,25 +1,11 @@
 // What a migratable stream has delivered so far, kept while it is relayed: the output's token ids
-// (vLLM's `return_token_ids`, asked for by the router) and text, where the answer stands (finished,
-// [DONE]), and whatever would keep it from continuing elsewhere (tool calls, reasoning output). It
-// also shapes what reaches the client, event by event:
-//
-// - Only whole SSE events are relayed, so an engine that dies mid-event never leaves half an event
-//   in the client's stream for the next engine's events to follow.
-// - The token ids the router asked for are blanked (`null`, what vLLM sends when nobody asked)
-//   unless the client asked for them itself.
-// - An engine's in-stream error event (vLLM reports a failed generation that way) is held back: the
-//   stream may still continue on another engine, and the client sees the error only if it cannot.
-// - After a migration, the next engine's stream is made to read as the same one: its opening role
-//   event is dropped (the client had it), its id and `created` are the first engine's, its usage
-//   counts the original prompt once and every completion token, completion logprobs' text offsets
-//   run on from the text already delivered. A chat continued as a completion from token ids
-//   (rules.ts) has the completion's chunks re-wrapped as chat chunks: the text as the delta's
-//   content, logprobs in chat's layout.
-//
-// A non-streamed request that may migrate (`migration.nonStreaming`) is asked of the engines as a
-// stream; its ledger relays nothing and assembles vLLM's JSON answer at the end (`answer`).
-//
-// Only requests that may migrate get a ledger (rules.ts decides); the rest are relayed as bytes.
+// (asked for with `return_token_ids`) and text, where the answer stands, and whatever would keep it
+// from continuing elsewhere. It also shapes what reaches the client: only whole SSE events (an engine
+// that dies mid-event leaves no half event), the router's token ids blanked unless the client asked,
+// in-stream errors held while the stream may still move, and after a migration the next engine's events
+// made to read as the same stream. A non-streamed request that may migrate is asked as a stream and its
+// JSON answer assembled here. Only requests that may migrate get a ledger (rules.ts decides).
+// See docs/reliability.md#migration.
 import { StringDecoder } from "node:string_decoder";
 import { assistantMessage } from "../../http/vllm-answers.js";
 import { DONE_DATA, DONE_EVENT } from "../../protocol/sse.js";

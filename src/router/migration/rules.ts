@@ -1,24 +1,10 @@
-// Which requests may move to another engine mid-stream, and the request that continues one. A
-// stream continues from the exact token ids its engine saw and produced: the first engine is asked
-// for them (`return_token_ids`, vLLM 0.10.2+; the prompt's ids ride on its first event, the output's
-// on every event), and the continuation is a `/v1/completions` request whose `prompt` is the prompt's
-// ids followed by every output id, with `add_special_tokens: false`, what is left of `max_tokens` and
-// `min_tokens`, and the client's sampling parameters. A chat continues that way too: rendering the
-// partial answer through the chat template again does not give back the same ids (templates trim
-// message text, text tokenises differently than it was generated), and a greedy model continues
-// exactly only from the same ids. The ledger (ledger.ts) re-wraps the completion's events
-// as chat chunks.
-//
-// Without ids (an engine before vLLM 0.10.2 returns none) a greedy request (temperature 0 or top_k
-// 1) ends with an error event saying so (`outcome="no_token_ids"`), and a greedy chat carrying
-// images, audio or video (which a token-id prompt cannot carry) may not move at all; a sampled one
-// (any other temperature, or none: vLLM's default samples) still continues from the text — the
-// completion's prompt + text, the chat's conversation with the partial answer as an open assistant
-// message (`continue_final_message`) — since its continuation is a new draw either way.
-//
-// What cannot continue at all is refused up front (the stream then ends with an error event on
-// failure, as it did before migration existed); the reasons are the documented list in
-// docs/reliability.md.
+// Which requests may move to another engine mid-stream, and the request that continues one. A stream
+// continues from the exact token ids its engine saw and produced (`return_token_ids`), as a
+// `/v1/completions` request of the prompt's ids and every output id, a chat included: rendering the
+// partial answer through the chat template again does not give back the same ids, and a greedy model
+// continues exactly only from the same ids. Without ids a greedy request ends with an error event and a
+// sampled one continues from the text. What cannot continue at all is refused up front; the reasons
+// and the why of each choice: docs/reliability.md#migration.
 import type { MigrationLedger, GenerationKind } from "./ledger.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { endpointOf } from "../request/endpoints.js";

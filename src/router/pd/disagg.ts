@@ -1,19 +1,9 @@
-// Disaggregated prefill/decode: vLLM's kv_transfer_params flow, orchestrated by the router.
-//
-// When a model has engines in a prefill pool AND in a decode pool, a chat/completions request runs
-// in two steps. 1) Prefill: the request goes to a prefill engine with max_tokens 1, stream off and
-// `kv_transfer_params.do_remote_decode`; the engine computes the prompt's KV, keeps it, and answers
-// with `kv_transfer_params` saying where it is. Transport errors and 5xx answers fail over to another
-// prefill engine; a 4xx is the client's error and is relayed. 2) Decode: the ORIGINAL request, plus
-// those params, goes to a decode engine through the data plane's ordinary path, so a stream is relayed
-// chunk by chunk as it arrives (never buffered), with the usual failover, timeouts and SSE errors.
-// If no prefill engine can answer, the decode engine gets the request without params and computes
-// the prompt itself: slower, but answered (counted as a fallback).
-//
-// Pools come from each engine's role (config `backends[].role`, file discovery `role`, Kubernetes
-// label `switchyard.dev/role`): prefill engines form the prefill pool; decode and both/mixed engines
-// the decode pool. Within a pool the configured policy picks (least-load by default), so both sides
-// are load-balanced. See docs/disaggregated.md.
+// Disaggregated prefill/decode: vLLM's kv_transfer_params flow, orchestrated by the router. When a
+// model has engines in a prefill pool and a decode pool, a chat/completions request is first prefilled
+// (max_tokens 1, `do_remote_decode`) on a prefill engine, then the original request plus the returned
+// params goes to a decode engine through the data plane's ordinary path (streamed, with its failover);
+// with no prefill engine answering, the decode engine computes the prompt itself. Pools come from each
+// engine's role. See docs/disaggregated.md.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Counter, Histogram, type Registry as PromRegistry } from "prom-client";
 import type { RequestView } from "../../routing/index.js";
