@@ -1,19 +1,9 @@
-// `llm-d-sticky`: llm-d's "sticky until saturated" token-aware routing for prefill-bound work, as its blog
-// post of that name gives it ("Sticky Until Saturated: Token-Aware Routing in llm-d", llm-d.ai,
-// 2026-08-17; the configuration its runs used, `prefix-cache-affinity-filter` + `token-load-scorer` +
-// `max-score-picker`):
-//   - the affinity filter: an engine is warm when it holds at least `affinityThreshold` (0.8) of the
-//     prompt; if any is, only warm engines are candidates, else every engine is;
-//   - its saturation override: once the best warm engine's uncached tokens in flight exceed the best
-//     cold engine's by more than τ (286,720 = 35 × 8,192 for the post's Qwen3-32B TP 2 / H100 runs:
-//     14 s of prefill at the 20,480 tokens/s it calibrated), every engine is a candidate again;
-//   - the token-load scorer, lookahead form: the candidate with the fewest uncached tokens in flight plus
-//     this prompt's uncached part there. A request's uncached tokens count from its pick to its first
-//     streamed token (the in-flight load producer's default), so an engine holds only prefill yet to do.
-// No session table: affinity is the cache's, which follows a conversation wherever its context is.
-// It reads the engines' KV events where they flow (llm-d's precise prefix-cache mode), so prompt and
-// cached token counts are the tokenizer's. Not modelled: the post's decode-bound (active requests) and
-// latency-predictor configurations, which it picks for other workload kinds.
+// `llm-d-sticky`: llm-d's "sticky until saturated" token-aware routing for prefill-bound work, as its
+// blog post "Sticky Until Saturated: Token-Aware Routing in llm-d" (llm-d.ai, 2026-08-17) gives it: an
+// affinity filter keeps only engines that hold most of the prompt, overridden once the best warm engine's
+// uncached tokens in flight exceed the best cold one's by τ, then the candidate with the fewest uncached
+// tokens in flight plus this prompt's wins. No session table: affinity is the cache's. The parameters and
+// what is not modelled: docs/routing.md#agent-aware-baselines.
 import { standardFilters } from "../policy/filters.js";
 import { RequestMemo } from "../policy/memo.js";
 import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";

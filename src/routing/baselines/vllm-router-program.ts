@@ -1,41 +1,11 @@
 // `vllm-router-program`: vllm-router 0.1.17's program scheduling, as its `docs/program_scheduling.md`
 // describes it, as a baseline beside ours. What sets it apart from an affinity policy is that it holds
-// requests: a program (one agent's loop of model turns and tool calls) is admitted to an engine only while
-// the engine has logical KV-token capacity for it, and otherwise waits in the router's request pool.
-//   - a program is the request's session (vllm-router's `auto` identity: `vllm_xargs.agentic_context`,
-//     then headers such as `x-session-id`); requests without one go by in-flight count (its native
-//     request-level fallback);
-//   - a new program is bound to an engine by consistent hashing of its id (`binding_strategy`'s
-//     default);
-//   - an engine's logical occupancy is the demand of its ACTIVE programs: each one's context (the
-//     prompt) plus an output allowance (`expected_output_length`, else `decode_buffer_tokens`, 100);
-//   - ordinary admission or resume on an engine needs occupancy + demand ≤ its token capacity
-//     (`token_capacity_per_target` × `low_watermark_ratio`, 1.0), fewer than 64 active programs there,
-//     and its scraped waiting count under `admission_waiting_request_threshold` (1);
-//   - `global_queue` (the recommended mode, on here): a paused program first tries the engine it was on,
-//     then another one that passes the gates and has at least that engine's free capacity plus 1.2× the
-//     program's demand (`cross_rank_headroom_ratio`); else it waits;
-//   - a program stays ACTIVE (its capacity held, so no other program is admitted into the KV its next
-//     turn will need) while a request of it is in flight and for its acting TTL after: the request's
-//     `kv_retention_ttl_seconds`, else automatic, 0 until 100 intervals between a program's turns have
-//     been seen (`stats_window_size`) and then at most 10 s (`max_acting_ttl_seconds`). An ACTIVE
-//     program's next request goes straight to its engine;
-//   - a request that has waited its force-resume deadline (300 s, `force_resume_timeout_seconds`) goes
-//     to its program's engine whatever the gates say. A request's `deadline_seconds` is the callers'
-//     business: the live router's admission queue ends its wait there (vllm-router: it "can shorten,
-//     but not extend" the pool's timeout), as it ends every wait at its queue timeout (30 s by
-//     default, so with the defaults the forced resume is never reached).
-// Our reading where the document gives no formula: the automatic TTL is the 90th percentile of the
-// window's intervals, capped (the document derives it from the window and the cache-miss impact); the
-// force-resume deadline is the 300 s cap (the document may shorten it from queued work and throughput).
-// Not modelled: capacity repair (pausing reasoning programs above the high watermark, 1.0 by default),
-// the segment-rounds yield, batch-gain admission, prefix-freshness polling. Waiters are ordered by the
-// callers' queues: the live router's by arrival within each flow, `priority` and `deadline_seconds`
-// reordering a flow's own requests; the fleet simulator's by arrival.
-//
-// Holding is the policy's last filter emptying the candidates: `decide` says "saturated", and both callers
-// keep the request waiting and decide again when requests finish and every `recheckMs` (capacity also
-// frees when a TTL runs out, which no request's end announces).
+// requests: a program (one agent's loop of model turns and tool calls) is admitted to an engine only
+// while the engine has logical KV-token capacity for it, and otherwise waits in the router's pool.
+// Holding is the policy's last filter emptying the candidates: `decide` says "saturated", and both
+// callers keep the request waiting and decide again when requests finish and every `recheckMs`. The
+// document's rules as modelled, our reading where it gives no formula, and what is not modelled:
+// docs/routing.md#agent-aware-baselines.
 import { LruMap } from "../../collections/lru-map.js";
 import { standardFilters } from "../policy/filters.js";
 import { unitHash } from "../policy/hash.js";

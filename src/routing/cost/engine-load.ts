@@ -1,21 +1,9 @@
 // How loaded an engine is right now, from what the router knows: its own in-flight count (exact and
-// current) and the engine's gauges as of the last scrape (exact then, stale now).
-//
-// Not the larger of the two (`max(inFlight, running + waiting)`): that makes an engine that drained
-// since its last scrape look busy for up to a whole scrape interval, so load piles onto the others.
-// Here the scrape only says what the router cannot know itself: the work other
-// clients (other router replicas, direct clients) put on the engine. That is the scraped count less
-// the router's own in-flight count at scrape time; it ages out as the scrape gets older, and the
-// router's own count since then is added exactly:
-//
-//   others  = max(0, running_s + waiting_s − inFlight_s) · 2^(−age / OTHERS_HALF_LIFE_MS)
-//   busy    = inFlight + others
-//   waiting = waiting_s > 0 ? max(0, busy − running_s) : 0
-//
-// An engine that was queueing at the scrape was running all it could (`running_s` is its batch limit
-// then): what the router sent since queues behind it and every completion since lets one in. An
-// engine that was not queueing has an unknown limit, and the router's own in-flight count carries it.
-// A view with no scrape time (a caller that does not track one) takes the larger of the two.
+// current) and the engine's gauges as of the last scrape (exact then, stale now). Not the larger of the
+// two, which makes an engine that drained since its scrape look busy for a whole interval: the scrape
+// says only what the router cannot know itself (other clients' work), aged out as it gets older, and
+// the router's own count is added exactly. The formula: docs/routing.md#the-load-signal-between-scrapes.
+// A view with no scrape time takes the larger of the two.
 import type { EngineView } from "../policy/views.js";
 
 /** how fast the other clients' share of a scraped count ages out (ms) */

@@ -1,37 +1,11 @@
 // Late binding, for the predictive policy: a prompt is bound to an engine only when that engine will
 // start it soon. While the engine already has `queuedPrompts` of this router's prompts awaiting their
-// first token (one being prefilled, one ready to follow, so the engine never waits on the router), a
-// request picked for it waits in the router's admission queue instead of the engine's. Work waiting
-// there is not lost to a choice made early: it is decided again whenever room frees (a first token, an
-// answer's end), so it can still go to another engine that frees first, though not to one where it
-// would compute more than where it waits, and the waiters are ordered. Of the requests held for an
-// engine, the one with the least prefill to do goes first (shortest remaining processing first, which
-// minimises the mean wait of a backlog: a prompt whose prefix is cached takes a sixth of the time of one
-// that misses). A request is held at most `maxHoldMs`: then it is bound at once, to its engine's own
-// first-come-first-served queue, so no prompt starves behind a stream of cheaper ones, and none waits
-// in the router until its queue timeout (429) where bound at once it would only have waited in the
-// engine.
-//
-// The engine's own scheduler (vLLM's, first come first served) cannot reorder this way, and under a
-// backlog its queue is where prompts wait: keeping the queue in the router is what lets the order be
-// chosen. Below the fleet's capacity nothing queues and nothing is held. A prompt under an eighth of a
-// step is never held: many such prompts share one step, and holding them would thin the engine's batches.
-//
-// Holding pays only where the order matters: a backlog that mixes prompts whose prefix is cached with
-// prompts that miss (shared prefixes under KV pressure, many tenants' system prompts, conversations).
-// Where prompts are independent, reordering gains nothing, and a closed loop of many clients past the
-// fleet's capacity would wait in the router instead of in the engines' batches (TTFT p50 5× in the
-// fleet simulator). So nothing is held while the router's picks find under `minCachedShare` of their
-// prompts cached (a moving mean over picks). On by default (`queuedPrompts` 2); 0 binds every request
-// at once (figures: docs/routing.md, "Late binding").
-//
-// Only prompts whose first token the router will see are counted: a non-streamed answer's first byte
-// comes with its last, so it would count as queued for its whole answer (EngineView.unstreamed). In a
-// router group each process counts its own prompts (each keeps up to `queuedPrompts` on an engine).
-//
-// State: the requests held, per engine, and the moving mean (no I/O, no clock: the caller passes the
-// time). Bounded: at most `MAX_HELD` (the oldest forgotten first); one not decided again for `STALE_MS`
-// is taken to have left (a caller that does not say so, or a queue deeper than it retries at once).
+// first token, a request picked for it waits in the router's admission queue instead of the engine's,
+// where the order can be chosen (least prefill first; vLLM's own queue is first come, first served) and
+// the request can still go to another engine that frees first. Held at most `maxHoldMs`; nothing held
+// while few prompts hit the cache (`minCachedShare`) or for a prompt under an eighth of a step. The rules,
+// their reasons and figures: docs/routing.md#late-binding. State: the requests held per engine and the
+// moving mean (no I/O, no clock); bounded by `MAX_HELD`, one not decided again for `STALE_MS` forgotten.
 import type { EngineView, RequestView } from "../policy/views.js";
 
 export interface LateBindingOptions {

@@ -1,20 +1,9 @@
-// The prefill work a router has queued on each engine: for every request it sent that has no first token
-// yet, the prompt tokens the engine must compute for it (its prompt less the cached prefix predicted at
-// the pick). The cache-aware policies add a candidate's queue to the request's own uncached tokens: a
-// prompt waits for every prefill ahead of it, and a tenant's burst on the engine holding its prefix is
-// priced for queueing behind itself, so it replicates to a second engine once that is faster.
-//
-// No request ids are needed: the caller counts, per engine, the requests still awaiting their first token
-// (EngineView.awaitingFirstToken), and an engine prefills in arrival order, so when that count has
-// dropped to k the k newest entries are the ones left. In a router group (workers, replicas) the
-// count is the group's and the entries only this router's: its own count is the group's less the
-// others' part (EngineView.peerAwaitingFirstToken), and the others' queued prefill comes from their
-// own ledgers, reported (peerPrefillTokens). With a prefill rate the head of the queue (the
-// prompt being prefilled) also drains with time between two decisions, as the engine works through it.
-//
-// Each entry may also carry its prompt's chained block ids (CachePrediction.blocks): a prompt queued
-// behind another that shares its prefix finds that prefix computed when its turn comes, although the
-// engine holds none of it yet (its KV events come only once the blocks are computed).
+// The prefill work a router has queued on each engine: for every request it sent that has no first
+// token yet, the prompt tokens the engine must compute for it. The cache-aware policies add a
+// candidate's queue to the request's own uncached tokens, since a prompt waits for every prefill ahead
+// of it. No request ids are needed: an engine prefills in arrival order, so when the caller's count of
+// requests awaiting a first token drops to k, the k newest entries are the ones left. How a router group
+// and shared prefixes are counted: src/routing/README.md, `cost/`.
 import type { EngineView } from "../policy/views.js";
 
 interface EngineQueue {

@@ -1,18 +1,8 @@
 // The predictive cost for the cache-aware policies (`prefix`, `kv`, `hybrid`, `predictive`;
-// cache-aware.ts): what a prompt sent to each candidate now would cost in time. It is the prompt's
-// predicted time to first token there, from the engine's timing (timing.ts: the roofline step time of its
-// GPU and model, or learned from its metrics), plus the work a miss adds to the fleet:
-//
-//   cost(e) = ttftSeconds                              behind queuedAheadTokens, or the step's residual
-//           + missWeight · backlog · prefill(uncached) the prompts a miss's extra prefill holds up
-//           + missWeight · (pushedOutSeconds + tier load · decoding(e))   evicted work, a stalled batch
-//           + busyWeightS · busy(e) / weight(e)         decode batches kept level
-//           + pausedSessionsEvictionSeconds             paused sessions' KV pushed out (session key)
-//           + sessionDecodeSeconds                      a session's decode (callers report completions)
-//
-// uncached = prompt − credit, credit being cachedOrComputedAhead (what e holds, or will have computed for
-// a queued prompt sharing the prefix) plus what a tier e loads from holds beyond it; backlog: the fewest
-// prompts queued on any engine (FleetFigures). Each term, with its reasons: docs/routing.md; the
+// cache-aware.ts): what a prompt sent to each candidate now would cost in time: its predicted time to
+// first token there, from the engine's timing (timing.ts), plus the work a miss adds to the fleet (the
+// prompts its extra prefill holds up, evicted work, level decode batches, paused sessions' KV pushed out,
+// a session's decode). Each term, with its reasons: docs/routing.md#how-a-request-is-scored; the
 // measurements that set them: docs/benchmarks.md.
 import type { CachePrediction } from "../policy/cache-oracle.js";
 import type { EngineView, RequestView } from "../policy/views.js";

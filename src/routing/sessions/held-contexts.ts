@@ -1,25 +1,10 @@
-// The KV that sessions paused between turns will need, per engine, for the predictive policy: an agent
-// session idles on its tools between turns, and while it does its context sits in the engine's prefix
-// cache as free blocks, invisible to the engine's KV usage (vLLM counts only blocks running requests
-// hold). An engine evicts those blocks oldest first once new work needs more than its truly free room,
-// and the session's next turn then prefills its whole context again. So placing work on an engine has a
-// cost the TTFT model alone does not see: the paused contexts it pushes out, priced as the prefill their
-// sessions will redo, times the chance that they come back at all (cost/ttft-model.ts adds it to the cost).
-//
-// What is kept, from the router's own picks and answers (no I/O, no clock: the caller passes the time):
-//   - per session key and engine it ran on, its footprint there: its latest prompt's tokens beyond what
-//     the engine already held when the session arrived on it (the shared system prompt, a parent's
-//     context for a sub-agent), so that shared blocks are not counted once per session. A key may hold
-//     contexts on several engines (a tenant's prefix replicated to a second engine, a session that moved);
-//     each is worth what the chance of the key coming back to that engine says;
-//   - per engine, its sessions in the order they last ran (oldest first: the engine's own eviction order),
-//     the footprint of those with a request in flight (pinned, in the engine's KV usage) and of those paused;
-//   - the gaps between a context's release (its turn's answer) and the key's next turn on that engine (a
-//     log-spaced histogram) and how many contexts were used again or not: P(a context idle for t is used
-//     again) = q·S(t) / (q·S(t) + 1 − q), S the share of gaps longer than t and q the share of contexts
-//     used again. A context idle past every gap seen is worth nothing and is forgotten (a session that
-//     ended, or moved for good).
-// Bounded: at most `maxSessions` contexts (the least recently used forgotten) and `maxEngines` engines.
+// The KV that sessions paused between turns will need, per engine, for the predictive policy: an
+// agent's context sits in the engine's prefix cache as free blocks while it waits on its tools, and
+// placing work there may evict it, so its next turn prefills it all again. That cost, priced as the
+// prefill the sessions will redo times the chance they come back (learned from the gaps between turns),
+// is what cost/ttft-model.ts adds. Kept from the router's own picks and answers (no I/O, no clock); the
+// model and its formula: docs/routing.md#paused-sessions. Bounded: at most `maxSessions` contexts (the
+// least recently used forgotten) and `maxEngines` engines.
 import { LruMap } from "../../collections/lru-map.js";
 import { LinkedList, type Linked } from "../../collections/linked-list.js";
 

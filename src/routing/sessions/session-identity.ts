@@ -1,21 +1,10 @@
-// Session identity: which agent session a request belongs to, from what clients actually send. An agent
-// resends its growing context every turn and idles between turns for its tools; routing a turn where the
-// session's KV still is needs the session's name, and clients name it in different ways or not at all:
-//   - vLLM-router's program scheduling (0.1.17, docs/program_scheduling.md) puts an `agentic_context`
-//     object in `vllm_xargs`: `program_id` names the program (one agent's loop), `parent_program_id` and
-//     `root_program_id` its place in a tree of sub-agents, and request-scoped hints (priority, deadline);
-//   - a header (`x-session-id` by default, the router's `session.header`), or a top-level body field;
-//   - the Responses API chains turns by `previous_response_id`: the follow-up carries only its new items,
-//     so its session is the previous response's (response affinity remembers it with the response's
-//     engine, src/router/dataplane/response-affinity.ts, and the caller passes it in);
-//   - nothing: the session is inferred from the prompt, as the one whose last prompt this one extends.
-//
-// Pure and bounded: no I/O, no clock (the caller passes the time). Sessions are an LRU with a cap and an
-// idle expiry; the inference index keeps, per recent prompt, where it ended (a chained hash), at most
-// twice the session cap, also LRU and expiring. Per request the work is bounded too: a message's text is
-// hashed whole up to 16 KiB and sampled beyond (its length, both ends and 32 slices), a text prompt in
-// 256-character blocks up to 2,048 of them; at most 256 KiB of a request so, the rest thinly (a message
-// by 128 characters, a block by 64); and a prompt is looked up at one end per unit.
+// Session identity: which agent session a request belongs to, from what clients actually send
+// (vllm-router's `vllm_xargs.agentic_context`, a header or body field, the Responses API's
+// `previous_response_id` chain), else inferred as the session whose last prompt this one extends.
+// Routing a turn where the session's KV still is needs the session's name, and clients name it in
+// different ways or not at all. Pure and bounded: no I/O, no clock; sessions and remembered prompt
+// ends are LRUs with a cap and an idle expiry, and per request the hashing is bounded (the limits:
+// docs/routing.md#session-identity).
 import { LruMap } from "../../collections/lru-map.js";
 import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
 
