@@ -1,25 +1,8 @@
 // Sliced CPU work (a long prompt's tokenising, then its block hashing for KV-aware routing) gives the
-// event loop back between slices so that its sockets are served. With a bare setImmediate per slice,
-// every waiting request's next slice ran in the same turn of the loop: eight long prompts made one
-// turn eight slices long, and whatever arrived on a socket meanwhile waited for all of them. For a
-// router worker that is the answer to its routing claim (bench/routing/compare.ts, two workers: the
-// answer waited over 10 ms at p90, over a third of the 1-process TTFT p50, while the primary had sent
-// it within 2 ms).
-// Here waiting slices form one line per event loop (module state: one per thread), the work that
-// began first goes first, and one waiting slice runs per turn: a turn holds at most one of them
-// however many requests are tokenising, and the first of a burst of requests is routed first instead
-// of all of them finishing together at its end. A caller whose work runs long re-enters the line as
-// new work (src/tokenizer/family-tokenizer.ts, src/router/kv/prompt-hashes.ts), so one huge prompt
-// takes turns with those after it. The tokenizer's slices and the router's hashing wait in this one
-// line, which is why it lives on the ground floor rather than in either of them.
-//
-// Work is done for someone: a caller passes what it is for (`Cancellable`), and once that is cancelled
-// (the client gone, the request's time up) the work stops at its next turn instead of running its
-// remaining slices for nobody.
-//
-// The line holds one small entry per sliced piece of work in progress. Tokenising and hashing happen
-// before a request is admitted to an engine, so what bounds it is the connections the server holds
-// open (`limits.maxConnections`), each with one request body at a time.
+// event loop back between slices so that its sockets are served. Waiting slices form one line per event
+// loop (module state: one per thread), the work that began first goes first, and one waiting slice runs
+// per turn, however many requests are slicing; work whose `Cancellable` is cancelled stops at its next
+// turn. Why one line and not a setImmediate per slice, and what bounds it: this folder's README.md.
 import { IndexedHeap } from "../collections/indexed-heap.js";
 
 interface Waiter {
