@@ -1,20 +1,10 @@
 // The cache server's KV events (`--kv-events-port`): what it holds of LMCache's chunks, announced in
-// vLLM's KV-event wire format (src/kvevents: msgpack KVEventBatch over ZMQ PUB, with a replay socket), so
-// that a router can price a prompt's prefix by what every engine wired to this server could load from it.
-//
-// Only keys that read as LMCache CacheEngineKeys (src/protocol/lmcache-chunks.ts) in the announced
-// namespace count. A chunk is one (model, world size, hash, dtype); it is loadable once every TP rank's
-// shard is held, in memory or on disk, and stops being so when any shard is gone from both. Events
-// carry the chunk hash alone (the wire format has no model field), so a hash is announced stored when
-// its first loadable chunk appears and removed when its last one goes: each once, however many models
-// or dtypes share it. BlockStored has no parent and no token ids (the server never sees tokens); its
-// block_size is the chunk size the server is told, its medium LMCACHE_SHARED.
-//
-// The store reports every key that may have changed (a PUT, an eviction, a disk drop, a DEL); the
-// keys are looked at again once the turn of the event loop ends, so a PUT superseding a key is no
-// removal and the events of one turn go out as one batch. Bounded: the keys followed are capped
-// (the oldest forgotten first, its chunk announced removed: a router then under-estimates, never
-// over-estimates), and the keys waiting for a look are flushed at once when they reach their cap.
+// vLLM's KV-event wire format (src/kvevents), so that a router can price a prompt's prefix by what
+// every engine wired to this server could load from it. A chunk's hash is announced once its first
+// chunk is loadable (every TP rank's shard held) and removed when its last one goes; the changes of
+// one turn of the event loop go out as one batch. Bounded: the keys followed are capped (the oldest
+// forgotten and announced removed: a router then under-estimates, never over-estimates).
+// See docs/cache-server.md#kv-events.
 import type { BlockRemoved, BlockStored, KvEvent } from "../kvevents/events.js";
 import type { KvEventPublisher } from "../kvevents/publisher.js";
 import { parseChunkKey } from "../protocol/lmcache-chunks.js";

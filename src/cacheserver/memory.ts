@@ -1,21 +1,9 @@
-// The memory tier: a byte-budgeted LRU over stored objects. A JS Map keeps insertion order, so
-// "delete then set" on a hit moves a key to the young end and eviction takes from the old end. That is
-// not O(1) on V8: eviction walks past the slots earlier hits deleted, and the walk grows with the
-// number of objects (src/collections/lru-map.ts). Objects here are KV chunks of megabytes, so a tier
-// holds thousands at most and the walk costs far less than copying one payload.
-// The budget counts the memory a payload holds (see payload.ts) plus a fixed per-object overhead, and also the payloads of evicted
-// objects whose disk write has not finished yet (they are still in RAM). With a disk tier, a slice of
-// the budget (default min(1/8, 256 MiB)) is set aside for those writes: resident objects get the rest,
-// and a victim that finds the slice full is dropped rather than queued, so the total never exceeds
-// the budget and eviction never takes more than the incoming object needs.
-// A PUT reserves its object's cost when its header arrives, before its receive buffer exists:
-// reservations count against the resident part of the budget like stored objects (LRU objects are
-// evicted to make room for them), so receive buffers of PUTs in progress stay inside the budget too,
-// and a reservation that other reservations leave no room for is refused rather than granted.
-// Each namespace may hold at most its cap of the resident budget (stored objects and reservations
-// together): a namespace over its cap evicts its own least recently used objects, never another's, and
-// a reservation its own reservations leave no room for is refused. So one namespace's clients — a
-// trickle of large PUTs included — cannot empty the cache of every other namespace.
+// The memory tier: a byte-budgeted LRU over stored objects, on a JS Map's insertion order (not O(1) on
+// V8, src/collections/lru-map.ts, but a tier holds thousands of megabyte chunks at most, so the walk
+// costs far less than copying one payload). The budget counts payloads, a per-object overhead, evicted
+// payloads whose disk write is in flight (a slice set aside for them) and the reservations of PUTs in
+// progress, so the total never exceeds it; each namespace is capped to its share and evicts only its
+// own. See docs/cache-server.md#memory-and-eviction and the sections after it.
 import { namespaceOfKey } from "./namespace.js";
 import type { Payload } from "./payload.js";
 import type { ObjectMeta } from "./protocol.js";

@@ -1,21 +1,11 @@
 // Collector mode: one SUB socket that binds, and any number of engines whose publishers connect to it
-// (vLLM connects when its endpoint has no wildcard, e.g. `tcp://router:5557`; llm-d deploys every engine
-// that way). A message's engine is named by its topic, `kv@<engine address>@<model>` (llm-d's
-// convention; the address is the engine's host or host:port). Each attached engine gets its own
-// PublisherStream — sequence tracking, replay, gaps and restarts exactly as with a connected subscriber —
-// and messages from engines nobody attached are counted and dropped. Messages are capped in size
-// (zmq-guard.ts): the bound socket is the one any host that reaches it can write to.
-//
-// With CURVE keys (curve.ts) the bound socket is a CURVE server that lets in only the publishers whose
-// public keys it was given (ZAP, zap.ts): a process without one of those secret keys cannot connect, so
-// it cannot write any engine's topic. One SUB socket does not say which connection a message came on,
-// so an engine attached with its public key takes only messages signed with the key it shares with
-// the collector (curve.ts topicMac, a fourth frame): another admitted publisher cannot write its topic.
-// vLLM's own publisher cannot do CURVE; this is for publishers Switchyard runs (its sims) or relays
-// that can.
-//
-// The seam: attach(engine, callbacks) says where one engine's decoded batches go; the collector knows
-// nothing about indexes or routers.
+// (vLLM connects when its endpoint has no wildcard; llm-d deploys every engine that way). A message's
+// engine is named by its topic, `kv@<engine address>@<model>` (llm-d's convention), and each attached
+// engine gets its own PublisherStream; messages from engines nobody attached are counted and dropped,
+// and sizes are capped (zmq-guard.ts), since anyone who reaches the bound socket can write to it. With
+// CURVE keys only admitted publishers connect, and an engine attached with its key takes only messages
+// signed with it. The seam: attach(engine, callbacks); the collector knows nothing about indexes or
+// routers. See docs/kv-events.md, "Collector mode".
 import { Subscriber } from "zeromq";
 import { logger } from "../obs/log.js";
 import { timingSafeEqual } from "node:crypto";

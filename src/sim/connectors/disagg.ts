@@ -1,18 +1,10 @@
-// vLLM's NixlConnector around the engine model: disaggregated prefill and decode.
-//
-// Producer (`kv_transfer_params.do_remote_decode`): the request runs as usual (the proxy asked for one
-// token); when it finishes length-capped, its prompt KV is kept for a decode engine to read, and the
-// answer carries `kv_transfer_params` saying where (engine id, block ids, host, port, request id).
-// Unread KV is dropped after VLLM_NIXL_ABORT_REQUEST_TIMEOUT, as vLLM frees it.
-//
-// Consumer (`do_remote_prefill` with those params): before the request enters the engine, it reads the
-// KV from the producer (the sim's stand-in for NIXL's RDMA read plus its "done" notification: one HTTP
-// call to the producer's side channel, which checks and releases the held KV), waits the modelled
-// transfer time (bytes ÷ RDMA bandwidth, asynchronous like NIXL's pull, so running requests keep
-// decoding), and then enters the engine with the transferred prefix as an external prefix: the engine
-// computes only what was not transferred (the last partial block and the first token). A failed read
-// counts in vllm:nixl_num_failed_transfers and the prompt is computed locally, as vLLM recomputes
-// blocks whose load failed.
+// vLLM's NixlConnector around the engine model: disaggregated prefill and decode. A producer
+// (`do_remote_decode`) keeps a length-capped request's prompt KV for a decode engine to read (dropped
+// after VLLM_NIXL_ABORT_REQUEST_TIMEOUT) and answers with `kv_transfer_params` saying where. A consumer
+// (`do_remote_prefill`) reads it through the producer's side channel (the sim's stand-in for NIXL's RDMA
+// read), waits the modelled transfer time without stalling running requests, and computes only what was
+// not transferred; a failed read is counted and the prompt computed locally, as vLLM recomputes blocks
+// whose load failed. See docs/disaggregated.md#simulated-engines.
 import { createHash } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";

@@ -1,19 +1,10 @@
-// Tool calls on /v1/chat/completions, shaped as vLLM answers them.
-//
-// - `tool_choice: "required"`: vLLM constrains the model to a JSON list `[{"name": ..., "parameters":
-//   {...}}]` and turns it into `tool_calls` (content "", finish_reason "tool_calls").
-// - a named function: the model writes that function's arguments as JSON; one tool call,
-//   finish_reason "stop" (OpenAI's convention for a forced function, which vLLM follows).
-// - `"auto"` (the default when tools are given): vLLM needs --enable-auto-tool-choice and
-//   --tool-call-parser, else 400. The sim then decides, from the seeded context, between a text answer
-//   and one tool call written in the Hermes form (`<tool_call>\n{"name": ..., "arguments": {...}}\n
-//   </tool_call>`), parsed to `tool_calls` with content null and finish_reason "tool_calls". After a
-//   tool result (the last message has role "tool") it answers in text.
-// - `"none"`: text.
-// Arguments are an instance of the tool's `parameters` schema (json-schema.ts). The request checks
-// and their messages are vLLM's (ChatCompletionRequest.check_tool_usage). Streaming deltas follow
-// vLLM's: the first names the call (id, type, function.name, the arguments so far), later ones carry
-// only argument text.
+// Tool calls on /v1/chat/completions, shaped as vLLM answers them: `"required"` (vLLM's JSON-list
+// form), a named function (its arguments, finish_reason "stop"), `"auto"` (needs
+// --enable-auto-tool-choice and --tool-call-parser; the sim then decides from the seeded context
+// between text and one Hermes-form call, and answers in text after a tool result) and `"none"`.
+// Arguments are an instance of the tool's `parameters` schema (json-schema.ts); the request checks,
+// their messages and the streaming deltas are vLLM's (ChatCompletionRequest.check_tool_usage). See
+// docs/sim.md#tool-calls-structured-outputs-and-logprobs.
 import { randomUUID } from "node:crypto";
 import { HttpError } from "../../http/errors.js";
 import { assistantMessage } from "../../http/vllm-answers.js";
