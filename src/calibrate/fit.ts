@@ -1,30 +1,11 @@
-// Fitting the engine model's timing to a measured engine: the requests of one or more bench runs
-// (prompt and output lengths, send times) are replayed on one engine of the engine model in virtual
-// time, and the figures its step time rests on (src/engine/timing.ts) are scaled until the replay's
-// TTFT and TPOT match the measured ones:
-// - the GPU's effective dense FLOP/s: the prefill per-token term (compute-bound prompt steps);
-// - its effective memory bandwidth: the decode per-step term (a decode step reads the weights and the
-//   batch's KV) and the per-token KV reads;
-// - the fixed cost of a step (scheduling, input prep: STEP_OVERHEAD_S unless the profile has its own);
-// - the cost each sequence adds to a step (sampling, its input prep and output processing: none on the
-//   GPU profiles), which on a CPU engine far exceeds a prompt token's share of a step;
-// - a prefill's own shape: the cost each prefilling sequence adds to its step (a new request's input
-//   preparation and attention metadata) and what its attention FLOPs cost against dense ones (a CPU
-//   engine's prefill attention kernel runs far below its matrix multiplies, so its prefill time bends
-//   upward with the prompt's length; decode attention is another kernel, not scaled);
-// - last, where the engine timed runs that sent requests at once, the time its API server takes to
-//   hand one over: those requests reach the engine core one by one, their prefills interleaved with
-//   the earlier ones' decodes (the replay's figure, not the profile's: the engine model has none).
-// The all-reduce terms stay the model's. What is matched is what the engine model times: the engine's
-// own per-request timing where the run has it (vLLM's `--enable-per-request-metrics`: queue + prefill
-// and decode time / (output − 1) on the engine core's clock, their medians), else its /metrics
-// histogram means, else the client's means (which carry the API server's own time, and on a busy
-// machine its bursts). The fit minimises the squared log errors of every run's TTFT and TPOT: one
-// common factor for both figures first (2^-16..2^8), a grid over the two around it, a scan of the
-// per-sequence cost, a grid over the prefill's shape and a pattern search over the six, then a scan of
-// the hand-over with those runs' TTFT counted and a pattern search over the seven. The result is a GPU
-// profile (`gpus:` of a profiles YAML) that `switchyard sim`, `simulate` and `plan` take with
-// `--profiles`.
+// Fitting the engine model's timing to a measured engine: the requests of one or more bench runs are
+// replayed on one engine of the engine model in virtual time, and the figures its step time rests on
+// (src/engine/timing.ts: FLOP/s, memory bandwidth, the fixed and per-sequence costs of a step, a
+// prefill's own shape, and the API server's hand-over) are scaled until the replay's TTFT and TPOT
+// match the engine's own timing (else its /metrics, else the client's). The fit minimises the squared
+// log errors in stages (grids, scans, pattern searches). The result is a GPU profile that `switchyard
+// sim`, `simulate` and `plan` take with `--profiles`. What is fitted and why:
+// docs/planner.md#calibrating-the-engine-model.
 import { defaultEngineConfig, Engine, kvCapacity, STEP_OVERHEAD_S, VirtualDriver } from "../engine/index.js";
 import type { GpuProfile, ModelProfile } from "../models/index.js";
 import { median } from "../workload/stats.js";

@@ -1,33 +1,11 @@
-// `switchyard up`: the whole stack on one machine. Starts N simulated engines and a router as
-// child processes of this one (each engine gets its own process, so they use every core), waits
-// until all are ready, prints how to call the stack, and stops everything on Ctrl-C.
-//
-// Signals: the children run in their own process groups, so a terminal's Ctrl-C reaches this process
-// only (reaching every child too, it would give the router this process's SIGTERM moments after the
-// terminal's SIGINT: a second signal, which cuts streams instead of draining them). The first signal
-// drains: the router gets one SIGTERM and drains its in-flight streams, then the engines are stopped
-// (they serve those streams until the router is done). A second signal exits at once, and takes the
-// children with it.
-//
-// Death without a signal (kill -9, the OOM killer) runs no handler here: each child holds an IPC
-// channel to this process and stops when the kernel closes it (src/obs/lifecycle.ts, watchParent);
-// Prometheus, not ours, is stopped by a small guard process that holds such a channel for it. Every
-// port is tried before anything starts, so a port still taken says which one and by whom (ports.ts),
-// and every socket the stack opens binds on --host (the engines' KV PUB and replay sockets too).
-//
-// `--kv-curve` makes CURVE keypairs for the run (one per engine, one for the router, one for the cache
-// server's events with --cache-server) in a private temporary directory, hands each process its own key directory, and removes it when the stack ends:
-// a stack on a shared network then takes KV events only from its own engines, and each engine's only
-// from the holder of that engine's key.
-//
-// `--cache-server` adds one `switchyard cache-server` that every engine uses as its LMCache remote and
-// whose KV events the router reads (up-cache-server.ts): started before the engines, stopped after them.
-//
-// `--kv-cluster N` adds a Valkey/Redis Cluster of N primaries with a replica each, joined before the
-// engines start and stopped after them (up-kv-cluster.ts); the sims model it as one shared tier.
-//
-// `--prefill N --decode M` makes the engines two pools, prefill and decode, with the router in its P/D
-// mode (up-pd.ts).
+// `switchyard up`: the whole stack on one machine. Starts N simulated engines and a router as child
+// processes of this one (each engine its own process, so they use every core), waits until all are
+// ready, prints how to call the stack, and stops everything on Ctrl-C: the children run in their own
+// process groups so that a terminal's Ctrl-C reaches this process only, and the first signal drains
+// (router first, then engines), a second exits at once. Children also stop when this process dies
+// without a signal (they hold an IPC channel to it). Optional parts live beside it: up-cache-server.ts,
+// up-kv-cluster.ts, up-pd.ts, ports.ts. Signals, ports, --kv-curve and the options in full:
+// docs/operations.md#running-the-stack-on-one-machine.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -1,27 +1,11 @@
 // Finds an answer's token usage in the bytes the router relays, in every protocol an engine answers
-// with, wherever the usage sits: OpenAI's top-level `usage` (prompt_tokens / completion_tokens, in a
-// body or a stream's usage event), Anthropic Messages' `usage` (input_tokens / output_tokens, in the
-// body, in `message_start`'s `message.usage` and in `message_delta`), and the Responses API's
-// (in the body, and in `response.completed`'s `response.usage`).
-//
-// A JSON answer's `usage` may come anywhere: vLLM writes `prompt_logprobs` and `prompt_token_ids`
-// after it in a chat answer, megabytes with a long prompt. So the bytes are scanned as they pass, once,
-// by a small state machine that knows only what it must (inside a string or not, the nesting depth,
-// the keys of the first two levels) and copies out nothing but the usage object itself (bounded).
-// Strings are skipped with native searches; only structure is walked byte by byte. Only a `usage`
-// at the protocol's place counts (top level, or under a top-level `message` / `response`), so an
-// object named `usage` deeper down (a tool's JSON schema echoed back, a tool call's output) is never
-// taken for the answer's.
-//
-// SSE is read line by line: each event's `data:` lines are one JSON document (`event:` lines and
-// comments are skipped); a blank line ends the event and resets the scanner.
-//
-// In a stream, only a closing usage counts for the completion: an event's usage is settled when the
-// event ends, and one in an event that carries choices is a running count (`continuous_usage_stats`),
-// which is one choice's (or one prompt's) count so far and never what the engine generated in all
-// (vLLM's serving_chat / serving_completion report `previous_num_tokens[i]` per choice; the closing
-// event sums them). A stream cut before its closing usage is charged the request's declared maximum
-// (request.ts), not the largest running count.
+// with (OpenAI's, Anthropic Messages', the Responses API's), wherever it sits. A JSON answer's `usage`
+// may come before megabytes of `prompt_logprobs`, so the bytes are scanned once as they pass, by a
+// small state machine (in a string or not, nesting depth, the first two levels' keys) that copies out
+// only the usage object (bounded) and counts only a `usage` at the protocol's place. SSE is read line
+// by line, each event's `data:` one JSON document. In a stream only the closing usage settles the
+// completion; running counts (`continuous_usage_stats`) are one choice's so far. See
+// docs/security.md#in-the-router-request-path.
 
 /** Token counts read from an answer; a count the answer did not give is undefined. */
 export interface FoundUsage {
