@@ -2,8 +2,9 @@
 // Routing needs at most `max_model_len` tokens, and tokenising a megabyte prompt in one go held the
 // loop for seconds. So long generation prompts are tokenised here with the engine's own tokenizer in
 // slices between turns of the loop, first held against a lower bound on their token count (words), a
-// prompt that cannot fit gets vLLM 0.32's 400 at once (src/http/context-length.ts), and one that fits is
-// routed by those ids. Why words and not characters, and which release's rules: docs/router.md#long-prompts.
+// prompt that cannot fit gets vLLM 0.32's 400 at once (src/http/context-length.ts), and one that fits
+// is routed by those ids. Why words and not characters, and which release's rules:
+// docs/router.md#long-prompts.
 import { resolveModel } from "../../models/profiles.js";
 import { contextLengthError, type ContextAsk } from "../../http/context-length.js";
 import { tokenizerForModel, tokenCountFloorAsync, type Tokenizer } from "../../tokenizer/index.js";

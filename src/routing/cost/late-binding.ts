@@ -3,9 +3,9 @@
 // first token, a request picked for it waits in the router's admission queue instead of the engine's,
 // where the order can be chosen (least prefill first; vLLM's own queue is first come, first served) and
 // the request can still go to another engine that frees first. Held at most `maxHoldMs`; nothing held
-// while few prompts hit the cache (`minCachedShare`) or for a prompt under an eighth of a step. The rules,
-// their reasons and figures: docs/routing.md#late-binding. State: the requests held per engine and the
-// moving mean (no I/O, no clock); bounded by `MAX_HELD`, one not decided again for `STALE_MS` forgotten.
+// while few prompts hit the cache (`minCachedShare`), nor a prompt under an eighth of a step (rules,
+// reasons, figures: docs/routing.md#late-binding). State: the held requests per engine and the moving
+// mean (no I/O, no clock); at most `MAX_HELD`, one not decided again for `STALE_MS` forgotten.
 import type { EngineView, RequestView } from "../policy/views.js";
 
 export interface LateBindingOptions {
