@@ -1,22 +1,10 @@
 // RESP (the Redis serialization protocol, version 2) beside lm://, on the same store, budget and
-// metrics: LMCache's multiprocess server reaches a shared tier through its RESP L2 adapter (the native
-// `lmcache_redis` connector), which sends `SET key value`, `GET key`, `EXISTS key`, `DEL key` and, with
-// a password configured, `AUTH`, one command at a time per worker connection. This serves that subset
-// and what redis-cli and ordinary clients need around it (PING, ECHO, HELLO 2, SELECT 0, CLIENT
-// SETNAME/SETINFO, MGET, MSET, UNLINK, QUIT, COMMAND, INFO), pipelined, in order.
-// Everything a peer sends is bounded before it is held: a line (an inline command or a `*N`/`$N`
-// header) at 64 KiB, a command at 1,024 arguments and 1 MiB of arguments other than values, and a
-// value (SET's, MSET's) at the server's max object size. A value reserves its cost in the memory
-// budget when its `$N` header arrives, before its buffer exists, as an lm:// PUT does; refused (PUTs in
-// progress hold the budget) or not fitting, it is read and dropped and the SET still answers `+OK`:
-// to a cache that is an object evicted at once (counted in the put_refused/put_rejected metrics), and
-// LMCache's connector reads exactly `+OK\r\n` after a SET, so any other reply would leave the rest
-// of it in the stream and desynchronise that worker's connection for good. Framing errors are
-// answered `-ERR Protocol error: …` and close the connection (as Redis does); a command error
-// (unknown command, wrong arguments, a key we refuse) gets `-ERR …` and the connection goes on.
-// Keys are printable ASCII (as lm:// keys), 1-512 bytes, scoped to the connection's namespace: a key
-// written over RESP is the same object over lm:// (its bytes, fmt BINARY, dtype uint8). This file frames
-// the commands and holds the connection; resp-commands.ts runs them.
+// metrics: LMCache's multiprocess server reaches a shared tier through its RESP L2 adapter, which sends
+// SET, GET, EXISTS, DEL (and AUTH) one command at a time per worker connection. This serves that subset
+// and what redis-cli needs around it, pipelined, in order, with every line, command and value bounded
+// before it is held; a SET the budget refuses still answers `+OK`, since LMCache's connector reads
+// exactly that and any other reply would desynchronise its connection. This file frames the commands
+// and holds the connection; resp-commands.ts runs them. See docs/cache-server.md#resp-lmcache-mp-l2.
 import type { Socket } from "node:net";
 import type { ConnectionContext } from "./connection.js";
 import { namespaceLabel, scopedKey } from "./namespace.js";

@@ -1,24 +1,11 @@
-// One ext_proc stream = one HTTP request through the gateway. The request phase is held until the
-// body is complete (the prompt decides), then answered with the destination header and metadata;
-// the response phase is passed through and measured. The engine's in-flight slot is held from the
-// pick to the end of the response body, or to the stream's end, whichever comes first: ext_proc
-// sees both phases of a request on one stream, so the router counts EPP-routed requests in flight
-// exactly as it counts proxied ones.
-//
-// Body modes (the gateway's processing_mode, announced in protocol_config where Envoy sends it):
-// FULL_DUPLEX_STREAMED (the GIE contract's mode, and the default when the gateway says nothing) —
-// the body is buffered, then sent back as streamed_response chunks after the headers response;
-// BUFFERED / BUFFERED_PARTIAL — the headers are answered at once and the destination travels in the
-// body response; NONE — decided on the headers alone (with tenancy on, a JSON-bodied route is then
-// refused with a 501 ImmediateResponse: its tenancy controls live in the body). STREAMED and GRPC
-// cannot hold the headers for the body and are refused with UNIMPLEMENTED.
-//
-// Tenancy goes through the router's own gate (src/tenancy/router-gate.ts), in HTTP ingress's order:
-// the key is checked on the request headers (401/403 before any body byte is buffered), the tenant's
-// limits are applied once the body is in (429 before any engine slot is taken), and the body gets
-// the tenant's cache_salt before the routing view is built, so the KV-aware policy hashes what the
-// engine will. The tenant's key stops here, as it stops at the router: the engine gets its own key.
-// What the answers hold (destination, refusal, streamed body) is replies.ts's.
+// One ext_proc stream = one HTTP request through the gateway. The request phase is held until the body
+// is complete (the prompt decides), then answered with the destination header and metadata; the
+// response phase is passed through and measured. The engine's in-flight slot is held from the pick to
+// the end of the response body or of the stream, so the router counts EPP-routed requests in flight
+// exactly as it counts proxied ones. Tenancy goes through the router's own gate
+// (src/tenancy/router-gate.ts) in HTTP ingress's order; what the answers hold is replies.ts's. Body
+// modes and the tenancy rules: docs/router.md#endpoint-picker-gateway-api-inference-extension and
+// docs/security.md#the-endpoint-picker---epp-port.
 import { randomUUID } from "node:crypto";
 import { HttpError } from "../http/errors.js";
 import { logger } from "../obs/log.js";
