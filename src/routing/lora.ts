@@ -7,7 +7,8 @@
 // - `lora` (ours): each candidate priced in seconds: the load the request finds there, the cold load
 //   (nothing when the adapter is in flight or loaded there; the read and copy at the engine's rates
 //   otherwise), the wait for a slot when every slot serves another adapter, and the price of the adapter
-//   a load would evict from the host cache (its recent traffic × its own cold load). The cheapest wins,
+//   a load would evict from the host cache (its recent traffic × its own cold load), less the prefill its
+//   cached prefix of the prompt saves where the caller gives a cache oracle. The cheapest wins,
 //   so hot adapters stay where they run and replicate when their engine is loaded, cold ones go where
 //   slots are free. (Holding a request at the router while its cheapest engine has no free slot, to
 //   take the first slot that frees anywhere, measured worse in virtual time: the scraped adapter sets
@@ -24,7 +25,10 @@ import { LruMap } from "../collections/lru-map.js";
 import { hash32, unitHash } from "./hash.js";
 import { busyOf } from "./load.js";
 import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./filters.js";
+import { RequestMemo } from "./memo.js";
 import type {
+  CacheOracle,
+  CacheSource,
   EngineLoraView,
   EngineView,
   Filter,
@@ -100,6 +104,21 @@ export interface LoraPolicyOptions {
   batchSize?: number;
   /** half-life of the per-adapter traffic rates, ms; default 60 s */
   rateHalfLifeMs?: number;
+  /**
+   * the router's cache oracle: a candidate's cached prefix of the request (vLLM hashes the adapter
+   * into its blocks, so only that adapter's earlier prompts count) is taken off its cost at the
+   * prefill time it saves; the decision is told to it (the route note). Absent: no prefix is priced.
+   */
+  cache?: CacheOracle | undefined;
+  /** seconds of prefill one cached prompt token saves; default 50 µs (20,000 tokens/s) */
+  prefillSecondsPerToken?: number;
+}
+
+/** a request's candidates and cached tokens, from its decision to its pick */
+interface LoraScored {
+  engines: readonly EngineView[];
+  cached: Float64Array;
+  source: CacheSource[];
 }
 
 /** per-adapter request rates (decayed counts), bounded: what an eviction's price reads */
@@ -134,6 +153,9 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
   let service = opts.serviceSeconds ?? 2;
   const rates = new AdapterRates(opts.rateHalfLifeMs ?? 60_000);
   const costs: number[] = [];
+  const cache = opts.cache;
+  const perToken = opts.prefillSecondsPerToken ?? 50e-6;
+  const scored = new RequestMemo<LoraScored>("lora.scored");
   /** the time of the latest decision (the caller's clock), for the rates onPicked notes */
   let lastNow = 0;
   const scorer: Scorer = {
@@ -145,6 +167,8 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
       lastNow = now;
       let best = Infinity;
       costs.length = engines.length;
+      const pred = cache && r.lora ? cache.predict(r, engines) : undefined;
+      if (pred) scored.set(r, { engines, cached: pred.cachedTokens, source: pred.source });
       for (let i = 0; i < engines.length; i++) {
         const e = engines[i] as EngineView;
         const busy = busyOf(e, fleet.now);
@@ -165,6 +189,7 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
             }
           }
         }
+        if (pred) cost -= pred.cachedTokens[i]! * perToken;
         costs[i] = cost;
         if (cost < best) best = cost;
       }
@@ -191,9 +216,14 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
       return best;
     },
     loadElsewhereKeepsPick: true,
-    onPicked: (req) => {
+    onPicked: (req, engine) => {
       const r = req as RequestView;
       if (r.lora) rates.note(r.lora.name, lastNow);
+      const s = scored.get(r);
+      const i = s ? s.engines.indexOf(engine) : -1;
+      if (i < 0 || !cache?.onPicked) return;
+      const cached = s!.cached[i]!;
+      cache.onPicked(r, engine, cached, s!.source[i]!, cached > 0 ? `${s!.source[i]}-hit` : "lora-cost");
     },
     onDone: (_req, _e, elapsedMs) => {
       // a moving mean of how long a request holds its engine

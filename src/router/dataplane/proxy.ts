@@ -30,6 +30,7 @@ import {
   type Decision,
   type EngineView,
   type Policy,
+  type CacheOracle,
   type RequestView,
 } from "../../routing/index.js";
 import { createLoraPolicy } from "../../routing/lora.js";
@@ -81,6 +82,8 @@ export interface ProxyDeps {
    */
   hashAhead?:
     ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
+  /** what the LoRA placement prices a candidate's cached prefix of an adapter's prompt by */
+  loraCache?: CacheOracle | undefined;
   /** which engine made each stored response: learned from answers, read by pinned requests */
   affinity?: ResponseAffinity | undefined;
   /** the token-in requests in flight by tenant, for `/inference/v1/abort_requests` (issued-ids.ts) */
@@ -411,7 +414,9 @@ export class Proxy implements AttemptHost {
    * which prices where the adapter is loaded and what loading it costs; every other by the router's
    */
   private policyFor(ctx: RequestContext): Policy {
-    return ctx.view.lora ? (this.loraPolicy ??= createLoraPolicy()) : this.d.policy();
+    return ctx.view.lora
+      ? (this.loraPolicy ??= createLoraPolicy({ cache: this.d.loraCache }))
+      : this.d.policy();
   }
 
   /**

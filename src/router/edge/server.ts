@@ -202,6 +202,7 @@ export class Router {
         mayDebug: (req) => this.mayDebug(req),
       }),
       hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
+      loraCache: this.cache,
       affinity: this.affinity,
       issued: this.issued,
       onRouted: (req, res, view, engineUrl, requestId) => {

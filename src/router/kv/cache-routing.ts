@@ -33,6 +33,7 @@ import {
   type CachePrediction,
   type CacheSource,
   type EngineView,
+  type LoraRequestView,
   type RequestView,
 } from "../../routing/index.js";
 import { kvBytesPerToken } from "../../models/kv-shape.js";
@@ -274,17 +275,27 @@ export class CacheRouting implements CacheOracle {
 
   // ---- predictions -----------------------------------------------------------------------------
 
-  private tokenizerFor(model: string): RequestTokenizer | null {
+  /**
+   * `lora`: the registry adapter the model names, for one no engine lists yet (the router loads it on
+   * the engine it picks): its base's tokenizer, its name and folder in the block hashes
+   */
+  private tokenizerFor(model: string, lora?: LoraRequestView): RequestTokenizer | null {
     if (this.tokenizers.has(model)) return this.tokenizers.get(model)!;
     let root: string | undefined;
     let parent: string | null = null;
+    let listed = false;
     for (const e of this.registry.engines.values()) {
       const card = e.modelCards.find((c) => c.id === model);
       if (card) {
         parent = typeof card.parent === "string" ? card.parent : null;
         root = typeof card.root === "string" ? card.root : (parent ?? undefined);
+        listed = true;
         break;
       }
+    }
+    if (!listed && lora) {
+      parent = lora.base || null;
+      root = lora.path;
     }
     let tk: RequestTokenizer | null = null;
     try {
@@ -295,11 +306,15 @@ export class CacheRouting implements CacheOracle {
         "cannot load the model's tokenizer; KV routing off for it",
       );
     }
-    if (this.tokenizers.size > 4096) this.tokenizers.clear();
+    if (this.tokenizers.size > 4096) {
+      this.tokenizers.clear();
+      this.loraOf.clear();
+    }
     this.tokenizers.set(model, tk);
     if (this.kvShapes.size > 4096) this.kvShapes.clear();
     this.kvShapes.set(model, kvShapeOf(parent ?? root ?? model) ?? kvShapeOf(model));
-    this.loraOf.set(model, parent !== null ? { name: model, path: root ?? null } : null);
+    const adapter = listed ? parent !== null : lora !== undefined;
+    this.loraOf.set(model, adapter ? { name: model, path: root ?? null } : null);
     this.m.tokenizer.set({ model, source: tk?.source ?? "none" }, 1);
     log.info({ model, tokenizer: tk?.source ?? "none" }, "router tokenizer for KV routing");
     return tk;
@@ -308,7 +323,7 @@ export class CacheRouting implements CacheOracle {
   private prepare(req: RequestView): Prepared {
     let p = this.prepared.get(req);
     if (!p) {
-      const tk = this.tokenizerFor(req.model);
+      const tk = this.tokenizerFor(req.model, req.lora);
       p = { model: req.model, tokens: tk ? tk.tokens(req) : null, hashes: new Map() };
       this.prepared.set(req, p);
     }
