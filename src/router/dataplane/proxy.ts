@@ -25,6 +25,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { LinkedList } from "../../collections/linked-list.js";
 import {
+  createPolicy,
   decide,
   retryAfterSeconds,
   type Decision,
@@ -33,7 +34,7 @@ import {
   type CacheOracle,
   type RequestView,
 } from "../../routing/index.js";
-import { createLoraPolicy } from "../../routing/lora.js";
+import { createLoraPolicy, createLoraPolicyByName } from "../../routing/lora.js";
 import { addStrike, standingStrikes } from "./poison.js";
 import { HttpError, endStreamWithError, sendError } from "../../http/errors.js";
 import { SSE_HEADERS } from "../../protocol/sse.js";
@@ -414,9 +415,15 @@ export class Proxy implements AttemptHost {
    * which prices where the adapter is loaded and what loading it costs; every other by the router's
    */
   private policyFor(ctx: RequestContext): Policy {
-    return ctx.view.lora
-      ? (this.loraPolicy ??= createLoraPolicy({ cache: this.d.loraCache }))
-      : this.d.policy();
+    return ctx.view.lora ? (this.loraPolicy ??= this.makeLoraPolicy()) : this.d.policy();
+  }
+
+  /** the configured placement (`lora.policy`): ours, priced with the cache oracle, or a baseline */
+  private makeLoraPolicy(): Policy {
+    const name = this.d.config().lora?.policy ?? "lora";
+    if (name === "lora") return createLoraPolicy({ cache: this.d.loraCache });
+    if (name === "round-robin") return createPolicy("round-robin");
+    return createLoraPolicyByName(name);
   }
 
   /**
