@@ -49,7 +49,7 @@ const BENCHMARKS = [
   { name: "routing/late-binding" },
   { name: "routing/kv-hash-hold" },
   { name: "routing/agentic" },
-  { name: "routing/lora", defaults: ["--virtual"] },
+  { name: "routing/lora" },
   { name: "routing/llm-d-code-gen" },
   { name: "fleet/speed" },
   { name: "fleet/fidelity", defaults: ["3"] },
@@ -71,6 +71,7 @@ const PARTS = [
   "router/raw-relay-proxy",
   "routing/agentic-decisions",
   "routing/live",
+  "routing/lora-live",
   "routing/range-setup",
   "routing/stats",
 ];

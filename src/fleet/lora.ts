@@ -90,13 +90,13 @@ export interface LoraFleetResult {
 }
 
 /** adapter names by popularity rank (a seeded shuffle, so that rank and name hash do not correlate) */
-function adapterNames(n: number, seed: number): string[] {
+export function adapterNames(n: number, seed: number): string[] {
   const names = Array.from({ length: n }, (_, i) => `lora-${String(i).padStart(4, "0")}`);
   return shuffle(names, makeRng(seed, "lora-names"));
 }
 
 /** the cumulative Zipf(s) distribution over n ranks */
-function zipfCdf(n: number, s: number): Float64Array {
+export function zipfCdf(n: number, s: number): Float64Array {
   const cdf = new Float64Array(n);
   let sum = 0;
   for (let k = 1; k <= n; k++) sum += 1 / Math.pow(k, s);
@@ -108,7 +108,7 @@ function zipfCdf(n: number, s: number): Float64Array {
   return cdf;
 }
 
-function drawRank(cdf: Float64Array, u: number): number {
+export function drawRank(cdf: Float64Array, u: number): number {
   let lo = 0;
   let hi = cdf.length - 1;
   while (lo < hi) {

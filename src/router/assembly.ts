@@ -166,6 +166,7 @@ export class RouterAssembly implements RouterRooms {
         mayDebug: (req) => this.mayDebug(req),
       }),
       hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
+      loraCache: this.cache,
       affinity: this.affinity,
       issued: this.issued,
       onRouted: (req, res, view, engineUrl, requestId) => {

@@ -7,7 +7,8 @@
 // - `lora` (ours): each candidate priced in seconds: the load the request finds there, the cold load
 //   (nothing when the adapter is in flight or loaded there; the read and copy at the engine's rates
 //   otherwise), the wait for a slot when every slot serves another adapter, and the price of the adapter
-//   a load would evict from the host cache (its recent traffic × its own cold load). The cheapest wins,
+//   a load would evict from the host cache (its recent traffic × its own cold load), less the prefill its
+//   cached prefix of the prompt saves where the caller gives a cache oracle. The cheapest wins,
 //   so hot adapters stay where they run and replicate when their engine is loaded, cold ones go where
 //   slots are free. (Holding a request at the router while its cheapest engine has no free slot, to
 //   take the first slot that frees anywhere, measured worse in virtual time: the scraped adapter sets
@@ -24,6 +25,8 @@ import { LruMap } from "../collections/lru-map.js";
 import { hash32, unitHash } from "./policy/hash.js";
 import { busyOf } from "./cost/engine-load.js";
 import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./policy/filters.js";
+import { RequestMemo } from "./policy/memo.js";
+import type { CacheOracle, CacheSource } from "./policy/cache-oracle.js";
 import type {
   EngineLoraView,
   EngineView,
@@ -106,6 +109,21 @@ export interface LoraPolicyOptions {
   batchSize?: number;
   /** half-life of the per-adapter traffic rates, ms; default 60 s */
   rateHalfLifeMs?: number;
+  /**
+   * the router's cache oracle: a candidate's cached prefix of the request (vLLM hashes the adapter
+   * into its blocks, so only that adapter's earlier prompts count) is taken off its cost at the
+   * prefill time it saves; the decision is told to it (the route note). Absent: no prefix is priced.
+   */
+  cache?: CacheOracle | undefined;
+  /** seconds of prefill one cached prompt token saves; default 50 µs (20,000 tokens/s) */
+  prefillSecondsPerToken?: number;
+}
+
+/** a request's candidates and cached tokens, from its decision to its pick */
+interface LoraScored {
+  engines: readonly EngineView[];
+  cached: Float64Array;
+  source: CacheSource[];
 }
 
 /** per-adapter request rates (decayed counts), bounded: what an eviction's price reads */
@@ -140,6 +158,9 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
   let service = opts.serviceSeconds ?? 2;
   const rates = new AdapterRates(opts.rateHalfLifeMs ?? 60_000);
   const costs: number[] = [];
+  const cache = opts.cache;
+  const perToken = opts.prefillSecondsPerToken ?? 50e-6;
+  const scored = new RequestMemo<LoraScored>("lora.scored");
   /** the time of the latest decision (the caller's clock), for the rates onPicked notes */
   let lastNow = 0;
   const scorer: Scorer = {
@@ -151,6 +172,9 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
       lastNow = now;
       let best = Infinity;
       costs.length = engines.length;
+      const prediction = cache && request.lora ? cache.predict(request, engines) : undefined;
+      if (prediction)
+        scored.set(request, { engines, cached: prediction.cachedTokens, source: prediction.source });
       for (let i = 0; i < engines.length; i++) {
         const engine = engines[i] as EngineView;
         const busy = busyOf(engine, fleet.now);
@@ -174,6 +198,7 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
             }
           }
         }
+        if (prediction) cost -= prediction.cachedTokens[i]! * perToken;
         costs[i] = cost;
         if (cost < best) best = cost;
       }
@@ -200,9 +225,15 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
       return best;
     },
     loadElsewhereKeepsPick: true,
-    onPicked: (req) => {
+    onPicked: (req, engine) => {
       const request = req as RequestView;
       if (request.lora) rates.note(request.lora.name, lastNow);
+      const picked = scored.get(request);
+      const i = picked ? picked.engines.indexOf(engine) : -1;
+      if (!picked || i < 0 || !cache?.onPicked) return;
+      const cached = picked.cached[i]!;
+      const source = picked.source[i]!;
+      cache.onPicked(request, engine, cached, source, cached > 0 ? `${source}-hit` : "lora-cost");
     },
     onDone: (_req, _e, elapsedMs) => {
       // a moving mean of how long a request holds its engine

@@ -11,6 +11,7 @@ import {
   createStaticLoraPolicy,
   evictionFor,
 } from "../../src/routing/lora.js";
+import type { CacheOracle } from "../../src/routing/policy/cache-oracle.js";
 import {
   idleEngineView,
   type EngineLoraView,
@@ -63,6 +64,35 @@ test("ours sends a request where its adapter is loaded rather than cold-loading 
     const d = decide(createLoraPolicy(), req("a1", seq), fleet);
     assert.equal(d.kind === "picked" && d.engine.id, "warm");
   }
+});
+
+test("given a cache oracle, ours sends an adapter's prompt where its prefix is cached and tells the oracle it was a kv-hit", () => {
+  const picked: { engine: string; cached: number; reason: string }[] = [];
+  const oracle: CacheOracle = {
+    predict: (_r, engines) => ({
+      promptTokens: 400,
+      cachedTokens: Float64Array.from(engines, (e) => (e.id === "cached" ? 384 : 0)),
+      source: engines.map(() => "kv" as const),
+    }),
+    onPicked: (_r, e, cached, _source, reason) => picked.push({ engine: e.id, cached, reason }),
+  };
+  const fleet = {
+    engines: [engine("other", loraView({ loaded: ["a1"] })), engine("cached", loraView({ loaded: ["a1"] }))],
+    now: 0,
+  };
+  const policy = createLoraPolicy({ cache: oracle });
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(policy, req("a1", seq), fleet);
+    assert.equal(d.kind === "picked" && d.engine.id, "cached");
+  }
+  assert.deepEqual(picked[0], { engine: "cached", cached: 384, reason: "kv-hit" });
+  // without one, a tie rotates: no prefix is priced
+  const ids = new Set<string>();
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(createLoraPolicy(), req("a1", seq), fleet);
+    if (d.kind === "picked") ids.add(d.engine.id);
+  }
+  assert.equal(ids.size, 2);
 });
 
 test("ours avoids an engine whose slots all serve other adapters when another has a free slot", () => {

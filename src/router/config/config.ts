@@ -31,6 +31,8 @@ export type BackendProtocol = (typeof BACKEND_PROTOCOLS)[number];
 
 /** streams per h2c connection unless a backend says otherwise (undici's and most proxies' default) */
 export const DEFAULT_H2C_STREAMS = 100;
+/** how the router places registry adapters' requests (src/routing/lora.ts; the others are baselines) */
+export const LORA_PLACEMENTS = ["lora", "gie-lora-affinity", "lora-static", "round-robin"] as const;
 
 // `h2c://host:port` (Traefik's spelling) is shorthand for `{ url: http://host:port, protocol: h2c }`,
 // so the `--backend` flag can name an h2c engine without a syntax of its own. The engine's identity
@@ -292,6 +294,10 @@ export const routerConfigSchema = z.strictObject({
       maxCpuLoras: flag(z.number().int().min(1).optional(), {
         flag: "lora-max-cpu-loras",
         help: "the engines' --max-cpu-loras: adapters the router keeps loaded on one engine at most (default: their max_lora)",
+      }),
+      policy: flag(z.enum(LORA_PLACEMENTS).default("lora"), {
+        flag: "lora-policy",
+        help: "placement of registry adapters' requests: lora (priced), or a baseline: gie-lora-affinity, lora-static, round-robin",
       }),
     })
     .optional(),

@@ -9,7 +9,7 @@
 // once per request, metrics through pre-bound children.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { LinkedList } from "../../collections/linked-list.js";
-import type { Policy, RequestView } from "../../routing/index.js";
+import type { CacheOracle, Policy, RequestView } from "../../routing/index.js";
 import { HttpError } from "../../http/errors.js";
 import type { AdmissionQueue, RetryBudget } from "../request/admission.js";
 import type { RouterConfig } from "../config/config.js";
@@ -60,6 +60,8 @@ export interface AttemptLoopDeps {
    */
   hashAhead?:
     ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
+  /** what the LoRA placement prices a candidate's cached prefix of an adapter's prompt by */
+  loraCache?: CacheOracle | undefined;
   /** which engine made each stored response: learned from answers, read by pinned requests */
   affinity?: ResponseAffinity | undefined;
   /** the token-in requests in flight by tenant, for `/inference/v1/abort_requests` (issued-ids.ts) */

@@ -6,13 +6,15 @@
 // decided again through the PickHost here. Also the engines' count of requests awaiting a first
 // token that will not stream (`unstreamed`).
 import {
+  createPolicy,
   decide,
   retryAfterSeconds,
+  type CacheOracle,
   type Decision,
   type EngineView,
   type Policy,
 } from "../../routing/index.js";
-import { createLoraPolicy } from "../../routing/lora.js";
+import { createLoraPolicy, createLoraPolicyByName } from "../../routing/lora.js";
 import { HttpError } from "../../http/errors.js";
 import type { AdmissionQueue } from "../request/admission.js";
 import type { RouterConfig } from "../config/config.js";
@@ -28,6 +30,8 @@ export interface PickDeps {
   queue: AdmissionQueue;
   config: () => RouterConfig;
   policy: () => Policy;
+  /** what the LoRA placement prices a candidate's cached prefix of an adapter's prompt by */
+  loraCache?: CacheOracle | undefined;
 }
 
 export class EnginePicks {
@@ -176,7 +180,15 @@ export class EnginePicks {
    * which prices where the adapter is loaded and what loading it costs; every other by the router's
    */
   policyFor(ctx: RequestContext): Policy {
-    return ctx.view.lora ? (this.loraPolicy ??= createLoraPolicy()) : this.d.policy();
+    return ctx.view.lora ? (this.loraPolicy ??= this.makeLoraPolicy()) : this.d.policy();
+  }
+
+  /** the configured placement (`lora.policy`): ours, priced with the cache oracle, or a baseline */
+  private makeLoraPolicy(): Policy {
+    const name = this.d.config().lora?.policy ?? "lora";
+    if (name === "lora") return createLoraPolicy({ cache: this.d.loraCache });
+    if (name === "round-robin") return createPolicy("round-robin");
+    return createLoraPolicyByName(name);
   }
 
   /**

@@ -19,6 +19,7 @@ import {
   type CachePrediction,
   type CacheSource,
   type EngineView,
+  type LoraRequestView,
   type RequestView,
 } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
@@ -189,17 +190,27 @@ export class CacheRouting implements CacheOracle {
 
   // ---- predictions -----------------------------------------------------------------------------
 
-  private tokenizerFor(model: string): RequestTokenizer | null {
+  /**
+   * `lora`: the registry adapter the model names, for one no engine lists yet (the router loads it on
+   * the engine it picks): its base's tokenizer, its name and folder in the block hashes
+   */
+  private tokenizerFor(model: string, lora?: LoraRequestView): RequestTokenizer | null {
     if (this.tokenizers.has(model)) return this.tokenizers.get(model)!;
     let root: string | undefined;
     let parent: string | null = null;
+    let listed = false;
     for (const e of this.registry.engines.values()) {
       const card = e.modelCards.find((c) => c.id === model);
       if (card) {
         parent = typeof card.parent === "string" ? card.parent : null;
         root = typeof card.root === "string" ? card.root : (parent ?? undefined);
+        listed = true;
         break;
       }
+    }
+    if (!listed && lora) {
+      parent = lora.base || null;
+      root = lora.path;
     }
     let tk: RequestTokenizer | null = null;
     try {
@@ -210,10 +221,15 @@ export class CacheRouting implements CacheOracle {
         "cannot load the model's tokenizer; KV routing off for it",
       );
     }
-    if (this.tokenizers.size > 4096) this.tokenizers.clear();
+    if (this.tokenizers.size > 4096) {
+      // the adapter keys go with the tokenizers: a model's hashes need both or neither
+      this.tokenizers.clear();
+      this.hasher.loraOf.clear();
+    }
     this.tokenizers.set(model, tk);
     this.pricing.learnModel(model, parent ?? root ?? model);
-    this.hasher.loraOf.set(model, parent !== null ? { name: model, path: root ?? null } : null);
+    const adapter = listed ? parent !== null : lora !== undefined;
+    this.hasher.loraOf.set(model, adapter ? { name: model, path: root ?? null } : null);
     this.m.tokenizer.set({ model, source: tk?.source ?? "none" }, 1);
     log.info({ model, tokenizer: tk?.source ?? "none" }, "router tokenizer for KV routing");
     return tk;
@@ -222,7 +238,7 @@ export class CacheRouting implements CacheOracle {
   private prepare(req: RequestView): PreparedPrompt {
     let p = this.prepared.get(req);
     if (!p) {
-      const tk = this.tokenizerFor(req.model);
+      const tk = this.tokenizerFor(req.model, req.lora);
       p = { model: req.model, tokens: tk ? tk.tokens(req) : null, hashes: new Map() };
       this.prepared.set(req, p);
     }

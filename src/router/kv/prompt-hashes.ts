@@ -74,7 +74,10 @@ export class PromptHasher {
    * (the engine's version or cache config; every scheme is dropped when the configured seed changes)
    */
   private readonly schemes = new Map<string, Map<number, HashScheme>>();
-  /** served model → the adapter it names (name and path, as /v1/models says), or null for a base model */
+  /**
+   * served model → the adapter it names (name and path, as /v1/models says), or null for a base
+   * model; cleared with the router's tokenizers at their cap (cache-routing.ts), so bounded as they are
+   */
   readonly loraOf = new Map<string, { name: string; path: string | null } | null>();
   /** the engines' PYTHONHASHSEED as configured (routing.hashSeed, else $PYTHONHASHSEED); undefined: unset */
   private hashSeed: string | undefined;

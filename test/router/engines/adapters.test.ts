@@ -114,3 +114,34 @@ test("the router loads an adapter no engine holds, once per engine under a burst
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("lora.policy names the placement: round-robin loads an adapter on every engine in turn, ours keeps it where it is loaded", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sy-router-lora-policy-"));
+  writePeftAdapter(join(dir, "a1"), { rank: 8, hidden: 64, layers: 2, baseModel: MODEL });
+  const holders: Record<string, number> = {};
+  try {
+    for (const policy of ["round-robin", "lora"] as const) {
+      const sims = [await loraSim(), await loraSim()];
+      const router = await routerFor(
+        sims.map((s) => s.url),
+        { lora: { dir, adapters: [], policy } },
+      );
+      try {
+        await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 5000, "both sims");
+        for (let i = 0; i < 4; i++) {
+          const r = await post(`${router.url}/v1/completions`, { model: "a1", prompt: "x", max_tokens: 1 });
+          assert.equal(r.status, 200, await r.text());
+        }
+        holders[policy] = (await Promise.all(sims.map((s) => adaptersOn(s.url)))).filter((l) =>
+          l.includes("a1"),
+        ).length;
+      } finally {
+        await router.close();
+        for (const s of sims) await s.close();
+      }
+    }
+    assert.deepEqual(holders, { "round-robin": 2, lora: 1 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
