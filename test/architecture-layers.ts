@@ -236,7 +236,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/tenancy",
     ],
-    lines: 1000,
+    // the schema is every router option's one declaration (flags are generated from it), so it grows
+    // with the options
+    lines: 1100,
   },
   "src/router/request": { imports: ["src/http", "src/protocol", "src/tenancy"], lines: 1000 },
   "src/router/telemetry": {
