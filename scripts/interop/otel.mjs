@@ -160,7 +160,9 @@ export async function otelChecks(h) {
           `http://127.0.0.1:${otlpPort}`,
         ]);
         const base = `http://127.0.0.1:${routerPort}`;
-        await until("the router", async () => (await fetch(`${base}/health`)).ok, 60_000, router);
+        // ready, not only alive: an engine in rotation with its models known (on a busy machine the
+        // first /v1/models probe may come after /health answers)
+        await until("the router", async () => (await fetch(`${base}/ready`)).ok, 60_000, router);
         const clientTrace = "0af7651916cd43dd8448eb211c80319c";
         const clientSpan = "b7ad6b7169203331";
         const chat = await fetch(`${base}/v1/chat/completions`, {
