@@ -85,8 +85,9 @@ test(
     const port = await freePort(); // nothing listens
     const c = new RedisConnection({ url: `redis://127.0.0.1:${port}`, timeout: 200 });
     await assert.rejects(c.run((r) => r.ping()));
-    // once an attempt has failed the client waits a second before the next: meanwhile nothing is sent
-    const deadline = Date.now() + 30_000; // timing-ok: a hang guard, polled
+    // once an attempt has failed the client waits a second before the next: meanwhile nothing is sent.
+    // Polled until the client is in that wait, however long a busy machine takes to get there (the
+    // test runner's timeout is the hang guard; no wall-clock bound is asserted)
     for (;;) {
       const err = await c
         .run((r) => r.ping())
@@ -94,11 +95,9 @@ test(
           () => undefined,
           (e: unknown) => e,
         );
-      if (err instanceof RedisUnavailable) {
-        assert.match(err.message, /reconnecting/);
-        break;
-      }
-      assert.ok(Date.now() < deadline, `never refused at once: ${String(err)}`);
+      // until then a command may still try a connection: it fails as unavailable too, never otherwise
+      assert.ok(err instanceof RedisUnavailable, `not a RedisUnavailable: ${String(err)}`);
+      if (/reconnecting/.test(err.message)) break;
       await new Promise((res) => setTimeout(res, 20));
     }
     c.close();
