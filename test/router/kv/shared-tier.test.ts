@@ -295,6 +295,9 @@ test("chunks a sim stores through LMCache reach the router, under the hashes it 
     const view = { model: MODEL, seq: 9, prompt, body: { model: MODEL, prompt, max_tokens: 1 } };
     await waitUntil(() => cache.kv.blocksOf(home) >= 256, 10_000, "the home engine's blocks indexed");
     const engines = router.router.registry.snapshot();
+    // routed by its events, not by the prefix estimate it falls back to while they stall (a busy
+    // machine can hold a sim's publisher long enough for the watchdog to notice)
+    await waitUntil(() => sims.every((s) => cache.kvRouted(s.url)), 10_000, "kv mode again");
     const pred = cache.predict(view, engines);
     engines.forEach((e, i) => {
       if (e.id === home) {
