@@ -107,10 +107,14 @@ export class Engine {
   private readonly batchLoras = new Map<string, EngineLora>();
   /** when the adapter loads the load API asked for are done (the engine core runs them between steps) */
   private loraBusyUntil = 0;
+  /** the driver's clock seconds per modelled second (the sim's --time-scale; 1 in virtual time) */
+  private readonly clockScale: number;
 
-  constructor(config: EngineConfig, observer: EngineObserver) {
+  constructor(config: EngineConfig, observer: EngineObserver, opts: { clockScale?: number } = {}) {
     validateEngineConfig(config);
     this.config = config;
+    this.clockScale = opts.clockScale ?? 1;
+    if (!(this.clockScale > 0)) throw new RangeError(`clockScale must be > 0, got ${this.clockScale}`);
     this.observer = observer;
     // KV events are built only for an observer that takes them (a fleet in virtual time does not)
     this.kv = new KvCacheManager(config, this.counters, observer.onKvEvents !== undefined);
@@ -337,7 +341,7 @@ export class Engine {
     if (skipped) this.counters.loraBatchSkips++;
     if (this.scheduled.length === 0) return null;
     // the engine core finishes the load API's adapter loads before it runs this step
-    const loadWait = Math.max(0, this.loraBusyUntil - now);
+    const loadWait = Math.max(0, this.loraBusyUntil - now) / this.clockScale;
     return this.planStep(budget, loadWait);
   }
 
@@ -501,7 +505,8 @@ export class Engine {
     // when every slot serves a running request the adapter waits in the host cache for a batch to need it
     const slotsBusy = busy.size >= this.config.lora!.maxLoras && !this.lora.onGpu(a.name);
     const s = slotsBusy ? this.lora.loadToCpu(a) : this.lora.load(a, busy);
-    this.loraBusyUntil = Math.max(this.loraBusyUntil, now) + s;
+    // the driver's clock may run slower than the model's (a scaled sim): the window is in its seconds
+    this.loraBusyUntil = Math.max(this.loraBusyUntil, now) + s * this.clockScale;
     return s;
   }
 

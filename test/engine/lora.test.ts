@@ -134,6 +134,20 @@ test("a step that begins while the load API's load runs waits for it", () => {
   assert.ok(Math.abs(busy - d - s) < 1e-12);
 });
 
+test("on a scaled clock the load API's load holds steps for its modelled seconds times the scale", () => {
+  // the sim at --time-scale 4 passes wall seconds: a load of s modelled seconds spans 4s of them
+  const cfg = config({ lora: LORA });
+  const e = new Engine(cfg, new Recorder(), { clockScale: 4 });
+  const s = e.loadLora(adapter("a"), 0);
+  e.add(loraRequest("base", null, 1));
+  // half the load's wall window has passed: the step waits the other half, in modelled seconds
+  const busy = e.beginStep(2 * s)!.duration;
+  const idle = new Engine(cfg, new Recorder(), { clockScale: 4 });
+  idle.add(loraRequest("base", null, 1));
+  const d = idle.beginStep(0)!.duration;
+  assert.ok(Math.abs(busy - d - s / 2) < 1e-12, `busy ${busy} idle ${d} load ${s}`);
+});
+
 test("each distinct adapter in a batch adds its addon segment and weight reads to the step", () => {
   const cfg = config({ lora: LORA });
   const t = new StepTimer(cfg);

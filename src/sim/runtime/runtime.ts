@@ -97,7 +97,7 @@ export class SimRuntime {
       onKvEvents: (events, time) => this.kvEvents(events, time),
       onChunksComputed: (id, from, to, tokenIds, time) => this.chunksComputed(id, from, to, tokenIds, time),
     };
-    this.engine = new Engine(config, observer);
+    this.engine = new Engine(config, observer, { clockScale: timeScale });
     this.observeSteps();
     this.paceSteps();
     this.driver = new RealTimeDriver(this.engine, {
