@@ -54,3 +54,24 @@ test("with runtime LoRA updating, only the router reaches the engines' port; an 
   assert.notEqual(refused.status, 0);
   assert.match(refused.stderr, /unauthenticated load API/);
 });
+
+test("engines.lora.hub: adapters on the Hub need no volume; the router loads each by its repository id", (t) => {
+  const r = rendered(t, [
+    "--set",
+    "engines.lora.enabled=true",
+    "--set",
+    "engines.lora.hub[0].name=sql",
+    "--set",
+    "engines.lora.hub[0].repo=acme/sql-lora-r16",
+  ]);
+  if (!r) return;
+  const engine = byKind(r.objs, "Deployment").find((d) => d.metadata.name.includes("engine"))!;
+  assert.ok(!container(engine).volumeMounts.some((m: Any) => m.name === "lora-adapters"));
+  assert.ok(!engine.spec.template.spec.volumes.some((v: Any) => v.name === "lora-adapters"));
+  const args = container(one(r.objs, "Deployment", "-router")).args as string[];
+  assert.ok(args.includes("--lora-adapter=sql=hf:acme/sql-lora-r16"), args.join(" "));
+  assert.ok(!args.some((a) => a.startsWith("--lora-dir")));
+  const refused = renderRaw(r.helm, undefined, ["--set", "engines.lora.enabled=true"]);
+  assert.notEqual(refused.status, 0);
+  assert.match(refused.stderr, /engines\.lora\.volume .* or engines\.lora\.hub/);
+});

@@ -180,6 +180,35 @@ function backendsFromFlag(entries: unknown): unknown[] {
   });
 }
 
+// A registry adapter from elsewhere than --lora-dir: a folder the engines read (`path`), or a Hugging
+// Face Hub repository (`hub`), which vLLM downloads itself when the load API names it (its
+// get_adapter_absolute_path). `bytes` prices a load when the router cannot read the weights.
+const loraAdapterEntry = z
+  .strictObject({
+    name: z.string().min(1).max(256),
+    path: z.string().min(1).optional(),
+    hub: z
+      .string()
+      .regex(/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/, { message: "expected a Hub repository id, ORG/REPO" })
+      .optional(),
+    base: z.string().optional(),
+    bytes: z.number().int().positive().optional(),
+  })
+  .refine((e) => (e.path === undefined) !== (e.hub === undefined), {
+    message: "give the adapter's path or its hub repository, one of them",
+  });
+
+function loraAdaptersFromFlag(entries: unknown): unknown[] {
+  return (entries as string[]).map((raw) => {
+    const eq = raw.indexOf("=");
+    if (eq <= 0 || eq === raw.length - 1)
+      throw new Error(`${raw}: expected NAME=/folder or NAME=hf:ORG/REPO`);
+    const name = raw.slice(0, eq);
+    const source = raw.slice(eq + 1);
+    return source.startsWith("hf:") ? { name, hub: source.slice(3) } : { name, path: source };
+  });
+}
+
 // the predictive policy's and the SLO's fields that flags set (their schemas are the routing library's)
 const predictiveFields = predictiveConfigSchema.unwrap().shape;
 cliFlags.add(predictiveFields.gpu, {
@@ -286,11 +315,11 @@ export const routerConfigSchema = z.strictObject({
         flag: "lora-dir",
         help: "LoRA adapters the router loads on demand: each subfolder a PEFT adapter, named by its folder (engines need VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and the same path)",
       }),
-      adapters: z
-        .array(
-          z.strictObject({ name: z.string().min(1), path: z.string().min(1), base: z.string().optional() }),
-        )
-        .default([]),
+      adapters: flag(z.array(loraAdapterEntry).max(100_000).default([]), {
+        flag: "lora-adapter",
+        help: "a LoRA adapter the router may load, repeatable: NAME=/folder (a PEFT folder at the same path on the engines) or NAME=hf:ORG/REPO (the engines download it from the Hugging Face Hub)",
+        toConfig: loraAdaptersFromFlag,
+      }),
       maxCpuLoras: flag(z.number().int().min(1).optional(), {
         flag: "lora-max-cpu-loras",
         help: "the engines' --max-cpu-loras: adapters the router keeps loaded on one engine at most (default: their max_lora)",

@@ -1,11 +1,12 @@
 // LoRA adapters the router manages: a registry (`--lora-dir DIR`, each subfolder a PEFT adapter named
-// by its folder; config `loras:` for folders elsewhere), what each engine holds (its /v1/models, its
-// vllm:lora_requests_info, the router's own loads and requests), and the loads themselves through the
-// engine's own API (POST /v1/load_lora_adapter, which vLLM serves with VLLM_ALLOW_RUNTIME_LORA_UPDATING):
-// one load per adapter and engine at a time, requests for it waiting on that load; before a load the
-// oldest adapter the router loaded there is unloaded when the engine would otherwise hold more than
-// max_cpu_loras; a failed or stuck load is an error for the requests waiting on it, never a hang.
-// Clients never name a path: only registry adapters are loaded.
+// by its folder; `--lora-adapter` or config `lora.adapters` for folders elsewhere and Hub repositories),
+// what each engine holds (its /v1/models, its vllm:lora_requests_info, the router's own loads and
+// requests), and the loads themselves through the engine's own API (POST /v1/load_lora_adapter, which
+// vLLM serves with VLLM_ALLOW_RUNTIME_LORA_UPDATING): one load per adapter and engine at a time,
+// requests for it waiting on that load; before a load the oldest adapter the router loaded there is
+// unloaded when the engine would otherwise hold more than max_cpu_loras; a failed or stuck load is an
+// error for the requests waiting on it, never a hang. Clients never name a path: only registry
+// adapters are loaded.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LruMap } from "../../collections/lru-map.js";
@@ -65,7 +66,7 @@ export class AdapterRegistry {
 
   constructor(
     dir: string | undefined,
-    entries: readonly { name: string; path: string; base?: string }[] = [],
+    entries: readonly { name: string; path?: string; hub?: string; base?: string; bytes?: number }[] = [],
   ) {
     if (dir) {
       const root = resolve(dir);
@@ -86,11 +87,23 @@ export class AdapterRegistry {
       }
     }
     for (const e of entries) {
+      if (e.hub !== undefined) {
+        // the engines download it (vLLM resolves a load's path that is no folder as a Hub repository):
+        // the router hands them the id, which is also the path vLLM 0.32 hashes into the blocks
+        this.add({
+          name: e.name,
+          path: e.hub,
+          base: e.base ?? null,
+          bytes: e.bytes ?? UNKNOWN_ADAPTER_BYTES,
+        });
+        continue;
+      }
+      const path = e.path!;
       this.add({
         name: e.name,
-        path: e.path,
-        base: e.base ?? baseOf(e.path),
-        bytes: weightBytes(e.path),
+        path,
+        base: e.base ?? baseOf(path),
+        bytes: e.bytes ?? weightBytes(path),
       });
     }
   }
@@ -107,6 +120,26 @@ export class AdapterRegistry {
   get size(): number {
     return this.adapters.size;
   }
+}
+
+/** weight of the newest load in the learned rate (about the last 10 loads count) */
+const LOAD_RATE_WEIGHT = 0.1;
+
+/**
+ * After a load of `bytes` took `seconds` (the load API's whole answer: read, copy and round trip), cold
+ * loads there are priced at that engine's measured seconds per byte rather than the assumed disk and
+ * link rates: disks, links and a scaled sim's clock differ, and the price must be in the same seconds as
+ * the queue it is weighed against (which the policy learns from answers).
+ */
+export function learnLoadRate(view: EngineLoraView, bytes: number, seconds: number): void {
+  if (!(bytes > 0) || !(seconds > 0)) return;
+  const measured = bytes / seconds;
+  const first = view.linkBps !== Infinity;
+  // the first measurement replaces the assumption; later ones move an average of the rate
+  const rate = first ? measured : 1 / ((1 - LOAD_RATE_WEIGHT) / view.diskBps + LOAD_RATE_WEIGHT / measured);
+  view.diskBps = rate;
+  view.linkBps = Infinity;
+  view.loadOverheadS = 0;
 }
 
 /** an engine's adapters as the router keeps them: the view policies read, and what is in flight */
@@ -347,7 +380,9 @@ export class AdapterLoader {
       });
     }
     this.stats.loads++;
-    this.stats.loadSeconds += (performance.now() - t0) / 1000;
+    const took = (performance.now() - t0) / 1000;
+    this.stats.loadSeconds += took;
+    learnLoadRate(b.view, a.bytes, took);
     b.view.loaded.set(a.name, true);
     b.changedAt.set(a.name, performance.now());
     e.view.models.add(a.name);

@@ -88,3 +88,21 @@ test("a cache server's or a derived KV-event flag without the flag it is part of
   );
   assert.throws(() => configOf(["--kv-events-by-index"]), /--kv-events-by-index needs --kv-events-port/);
 });
+
+test("--lora-adapter names a folder or a Hub repository; an entry with neither or both is refused", () => {
+  const c = configOf([
+    "--lora-adapter=support=/adapters/support-v2",
+    "--lora-adapter=sql=hf:acme/sql-lora-r16",
+  ]);
+  assert.deepEqual(c.lora!.adapters, [
+    { name: "support", path: "/adapters/support-v2" },
+    { name: "sql", hub: "acme/sql-lora-r16" },
+  ]);
+  assert.throws(() => configOf(["--lora-adapter=nosource"]), /NAME=\/folder or NAME=hf:ORG\/REPO/);
+  assert.throws(() => configOf(["--lora-adapter=x=hf:not a repo"]), /Hub repository id/);
+  assert.throws(
+    () => parseConfig({ lora: { adapters: [{ name: "x", path: "/a", hub: "o/r" }] } }),
+    /one of them/,
+  );
+  assert.throws(() => parseConfig({ lora: { adapters: [{ name: "x" }] } }), /one of them/);
+});

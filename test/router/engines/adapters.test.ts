@@ -10,6 +10,9 @@ import { writePeftAdapter } from "../../../bench/support/peft.js";
 import { startSim, type RunningSim } from "../../../src/sim/app.js";
 import { parseSimArgs } from "../../../src/sim/config/config.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
+import { AdapterRegistry, learnLoadRate } from "../../../src/router/engines/adapters.js";
+import { coldLoadSeconds } from "../../../src/routing/lora.js";
+import { LruMap } from "../../../src/collections/lru-map.js";
 import type { Json } from "../../helpers/json.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
@@ -144,4 +147,37 @@ test("lora.policy names the placement: round-robin loads an adapter on every eng
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("a Hub adapter is registered by its repository id, the path the engines download and hash it by", () => {
+  const reg = new AdapterRegistry(undefined, [
+    { name: "sql", hub: "acme/sql-lora-r16", base: MODEL },
+    { name: "chat", hub: "acme/chat-lora", bytes: 27_262_976 },
+  ]);
+  assert.deepEqual(reg.get("sql"), { name: "sql", path: "acme/sql-lora-r16", base: MODEL, bytes: 50e6 });
+  assert.deepEqual(reg.get("chat"), { name: "chat", path: "acme/chat-lora", base: null, bytes: 27_262_976 });
+});
+
+test("cold loads are priced at the engine's measured load time, not the assumed rates, once one is measured", () => {
+  const view = {
+    maxLoras: 8,
+    maxCpuLoras: 32,
+    running: new Set<string>(),
+    waiting: new Set<string>(),
+    loaded: new LruMap<string, true>(),
+    loading: new Set<string>(),
+    inFlight: new Map<string, number>(),
+    lastSentAt: new Map<string, number>(),
+    diskBps: 1e9,
+    linkBps: 25e9,
+    loadOverheadS: 0.05,
+  };
+  const adapter = { name: "a", path: "/a", base: MODEL, bytes: 20e6 };
+  assert.ok(Math.abs(coldLoadSeconds(view, adapter) - (0.05 + 0.02 + 0.0008)) < 1e-12);
+  // a scaled sim (8 wall seconds per modelled one) answers a 40 MB load in 0.8 s
+  learnLoadRate(view, 40e6, 0.8);
+  assert.ok(Math.abs(coldLoadSeconds(view, adapter) - 0.4) < 1e-12);
+  // later loads move the price by a tenth of their difference in seconds per byte
+  learnLoadRate(view, 20e6, 0.2);
+  assert.ok(Math.abs(coldLoadSeconds(view, adapter) - (0.9 * 0.4 + 0.1 * 0.2)) < 1e-12);
 });

@@ -386,7 +386,7 @@ exec ray start --address=$(LWS_LEADER_ADDRESS):{{ $mn.rayPort }} --num-gpus={{ i
   volumeMounts:
     - name: tmp
       mountPath: /tmp
-    {{- if $e.lora.enabled }}
+    {{- if and $e.lora.enabled $e.lora.volume }}
     - name: lora-adapters
       mountPath: {{ $e.lora.mountPath }}
       readOnly: true
@@ -437,11 +437,13 @@ switchyard.dev/kv-events-port: {{ $e.kvEvents.port | quote }}
 volumes:
   {{- include "switchyard.tmpVolume" $root | nindent 2 }}
   {{- if $e.lora.enabled }}
+  {{- if and (not $e.lora.volume) (not $e.lora.hub) }}
+  {{- fail "engines.lora.enabled needs engines.lora.volume (the volume holding the adapters' folders) or engines.lora.hub (adapters on the Hugging Face Hub)" }}
+  {{- end }}
+  {{- if $e.lora.volume }}
   - name: lora-adapters
-    {{- if not $e.lora.volume }}
-    {{- fail "engines.lora.enabled needs engines.lora.volume: the volume holding the adapters' folders" }}
-    {{- end }}
     {{- toYaml $e.lora.volume | nindent 4 }}
+  {{- end }}
   {{- end }}
   {{- if not $sim }}
   - name: dshm
