@@ -61,6 +61,10 @@ const specs: FlagSpecs = {
     help: "the load of the TTFT table, a fraction of the fleet's capacity",
   },
   json: { type: "string", help: "write {policies:[{policy,baseline,ttft_p90_ms,capacity}]} here" },
+  policies: {
+    type: "string",
+    help: "run only these policies (and the bound), comma-separated (default: all)",
+  },
 };
 
 const { flags } = benchFlags(specs);
@@ -102,13 +106,24 @@ interface Entry {
   /** the bound, not a router: left out of "best baseline" */
   bound?: boolean;
 }
-const entries: Entry[] = [
+const allEntries: Entry[] = [
   { policy: "lora", baseline: false, make: () => createLoraPolicy() },
   { policy: "gie-lora-affinity", baseline: true, make: () => createGieLoraAffinityPolicy() },
   { policy: "round-robin", baseline: true, make: () => createPolicy("round-robin") },
   { policy: "lora-static", baseline: true, make: () => createStaticLoraPolicy(2) },
   { policy: "clairvoyant", baseline: false, make: () => createLoraPolicy(), clairvoyant: true, bound: true },
 ];
+const only = flags.policies
+  ? new Set(
+      String(flags.policies)
+        .split(",")
+        .map((p) => p.trim()),
+    )
+  : null;
+for (const p of only ?? [])
+  if (!allEntries.some((e) => e.policy === p)) throw new Error(`--policies: no policy ${p}`);
+// the bound stays: the virtual figures are fractions of its capacity (live runs skip it)
+const entries = only ? allEntries.filter((e) => only.has(e.policy) || e.bound) : allEntries;
 
 interface Point {
   ttfts: number[];
