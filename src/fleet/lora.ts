@@ -15,13 +15,14 @@ import {
 } from "../engine/index.js";
 import { LruMap } from "../collections/lru-map.js";
 import { makeRng, shuffle } from "../random/rng.js";
-import { evictionFor } from "../routing/lora.js";
+import { evictionFor, noteAdapterUse } from "../routing/lora.js";
 import {
   decide,
   idleEngineView,
   noteDone,
   noteFirstToken,
   noteSent,
+  type AdapterUse,
   type EngineLoraView,
   type EngineView,
   type Policy,
@@ -70,6 +71,11 @@ export interface LoraFleetOptions {
   scrapeMs?: number;
   /** the load API's round trip beside the engine's own load time, seconds; default 0.01 */
   loadRttS?: number;
+  /**
+   * the engines' ids (default engine-0, engine-1, ...): a policy that hashes them (a static placement)
+   * places as a live stack does only under the live engines' ids
+   */
+  engineIds?: readonly string[];
 }
 
 export interface LoraFleetResult {
@@ -127,6 +133,7 @@ interface Node {
     loading: Set<string>;
     inFlight: Map<string, number>;
     lastSentAt: Map<string, number>;
+    uses: Map<string, AdapterUse>;
   };
   /** requests waiting on a load in flight, per adapter */
   waitingOnLoad: Map<string, (() => void)[]>;
@@ -210,11 +217,12 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
       loading: new Set(),
       inFlight: new Map(),
       lastSentAt: new Map(),
+      uses: new Map(),
       diskBps: cfg.lora.diskBandwidth ?? 1e9,
       linkBps: cfg.gpu.hostLinkBandwidth,
       loadOverheadS: rtt + 0.005,
     };
-    node.view = idleEngineView(`engine-${i}`, new Set([base]), {
+    node.view = idleEngineView(o.engineIds?.[i] ?? `engine-${i}`, new Set([base]), {
       lora: node.lora,
       scrapedAt: 0,
       inFlightAtScrape: 0,
@@ -254,9 +262,10 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
       return;
     }
     // room first: the router unloads the oldest idle adapter, so the engine never holds more than max_cpu_loras
-    const victim = evictionFor(n.lora, name);
+    const victim = evictionFor(n.lora, name, driver.now * 1000);
     if (victim !== null) {
       n.lora.loaded.delete(victim);
+      n.lora.uses.delete(victim);
       n.engine.unloadLora(victim);
       result.unloads++;
     }
@@ -300,6 +309,7 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
       arrivals.set(id, { t: arrivedAt, measured, node: n, adapter: name, req });
       n.lora.inFlight.set(name, (n.lora.inFlight.get(name) ?? 0) + 1);
       n.lora.lastSentAt.set(name, now * 1000);
+      noteAdapterUse(n.lora.uses, name, now * 1000);
       noteSent(n.view, now * 1000);
       ensureLoaded(n, name, () => {
         n.engine.add({

@@ -28,6 +28,7 @@ import { healthyOnly, hasCapacity, notExcluded, standardFilters } from "./policy
 import { RequestMemo } from "./policy/memo.js";
 import type { CacheOracle, CacheSource } from "./policy/cache-oracle.js";
 import type {
+  AdapterUse,
   EngineLoraView,
   EngineView,
   FleetSnapshot,
@@ -57,18 +58,61 @@ function isActive(adapters: EngineLoraView, name: string): boolean {
   return adapters.running.has(name) || adapters.waiting.has(name) || (adapters.inFlight.get(name) ?? 0) > 0;
 }
 
+/** half-life of an adapter's use on an engine, ms: what the host-cache eviction weighs */
+export const ADAPTER_USE_HALF_LIFE_MS = 60_000;
+
+/** The router sent `name` a request on an engine at `now` ms: its use there (`uses`) grows by one. */
+export function noteAdapterUse(uses: Map<string, AdapterUse>, name: string, now: number): void {
+  const use = uses.get(name);
+  if (use) {
+    use.n = use.n * Math.pow(0.5, Math.max(0, now - use.at) / ADAPTER_USE_HALF_LIFE_MS) + 1;
+    use.at = Math.max(use.at, now);
+  } else uses.set(name, { n: 1, at: now });
+}
+
+/** an adapter's decayed use on the engine at `now` (0: never used there, or no books kept) */
+export function adapterUseAt(adapters: EngineLoraView, name: string, now: number): number {
+  const use = adapters.uses?.get(name);
+  return use ? use.n * Math.pow(0.5, Math.max(0, now - use.at) / ADAPTER_USE_HALF_LIFE_MS) : 0;
+}
+
 /**
- * The adapter a load of `name` would push out of the engine's host cache (the oldest loaded one with
- * nothing in flight, else the oldest), or null while there is room. What the caller unloads first, so
- * that the engine never holds more than max_cpu_loras (loads in flight counted).
+ * The adapter a load of `name` would push out of the engine's host cache (`evictionVictim`), or null
+ * while there is room. What the caller unloads first, so that the engine never holds more than
+ * max_cpu_loras (loads in flight counted).
  */
-export function evictionFor(adapters: EngineLoraView, name: string): string | null {
+export function evictionFor(adapters: EngineLoraView, name: string, now = 0): string | null {
   if (adapters.loaded.has(name) || adapters.loaded.size + adapters.loading.size < adapters.maxCpuLoras)
     return null;
-  for (const entry of adapters.loaded.oldestFirst()) if (!isActive(adapters, entry.key)) return entry.key;
+  return evictionVictim(adapters, now);
+}
+
+/**
+ * The loaded adapter to unload first: the least used one with nothing in flight (the oldest among
+ * equals, and the oldest when the caller keeps no use counts), else the oldest. Least used, not least
+ * recent: adapter popularity is heavy-tailed, and a recency order lets a run of rare adapters push out
+ * popular ones. `skip`: adapters the caller cannot unload now (its loads in flight).
+ */
+export function evictionVictim(
+  adapters: EngineLoraView,
+  now: number,
+  skip?: (name: string) => boolean,
+): string | null {
+  let victim: string | null = null;
+  let least = Infinity;
+  for (const entry of adapters.loaded.oldestFirst()) {
+    if (isActive(adapters, entry.key) || skip?.(entry.key)) continue;
+    const use = adapterUseAt(adapters, entry.key, now);
+    if (use < least) {
+      least = use;
+      victim = entry.key;
+    }
+  }
+  if (victim !== null) return victim;
   // every loaded adapter has requests: the oldest goes all the same (vLLM keeps the adapter of a request
   // it holds, and reads it again from disk if its batch needs it; new requests are not sent it there)
-  return adapters.loaded.oldest()?.key ?? null;
+  for (const entry of adapters.loaded.oldestFirst()) if (!skip?.(entry.key)) return entry.key;
+  return null;
 }
 
 /**
@@ -187,7 +231,7 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
             // every slot serves another adapter: it waits until enough of them drain
             const over = activeAdapters(adapters) + 1 - adapters.maxLoras;
             if (over > 0) cost += slotWaitSeconds(adapters, over, service, now);
-            const victim = evictionFor(adapters, request.lora.name);
+            const victim = evictionFor(adapters, request.lora.name, now);
             if (victim !== null) {
               // the victim comes back at its rate, each time at a cold load
               const reload =

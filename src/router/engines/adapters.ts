@@ -11,7 +11,8 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
-import type { EngineLoraView, LoraRequestView } from "../../routing/index.js";
+import type { AdapterUse, EngineLoraView, LoraRequestView } from "../../routing/index.js";
+import { evictionVictim, noteAdapterUse } from "../../routing/lora.js";
 import type { RouterConfig } from "../config/config.js";
 import type { Upstream } from "./upstream.js";
 import { discard } from "./engine-get.js";
@@ -149,6 +150,8 @@ interface EngineBooks {
     loading: Set<string>;
     inFlight: Map<string, number>;
     lastSentAt: Map<string, number>;
+    /** the router's use of each adapter there (at most the loaded ones and those being loaded) */
+    uses: Map<string, AdapterUse>;
   };
   /** loads in flight, by adapter: the one promise every request for it waits on */
   pending: Map<string, Promise<void>>;
@@ -245,6 +248,7 @@ export class AdapterLoader {
           loading: new Set(),
           inFlight: new Map(),
           lastSentAt: new Map(),
+          uses: new Map(),
           diskBps: ASSUMED_DISK_BPS,
           linkBps: ASSUMED_LINK_BPS,
           loadOverheadS: LOAD_OVERHEAD_S,
@@ -275,8 +279,10 @@ export class AdapterLoader {
     for (const m of e.view.models)
       if (this.registry.get(m) && !b.view.loaded.has(m) && !b.changedAt.has(m)) b.view.loaded.set(m, true);
     for (const x of b.view.loaded.oldestFirst())
-      if (!e.view.models.has(x.key) && !b.view.loading.has(x.key) && !b.changedAt.has(x.key))
+      if (!e.view.models.has(x.key) && !b.view.loading.has(x.key) && !b.changedAt.has(x.key)) {
         b.view.loaded.delete(x.key);
+        b.view.uses.delete(x.key);
+      }
     // the engine's list, corrected by the router's recent word, is what routing reads
     for (const [n] of b.changedAt) {
       if (b.view.loaded.has(n)) e.view.models.add(n);
@@ -291,6 +297,7 @@ export class AdapterLoader {
     const b = this.booksOf(e);
     b.view.inFlight.set(name, (b.view.inFlight.get(name) ?? 0) + 1);
     b.view.lastSentAt.set(name, nowMs);
+    noteAdapterUse(b.view.uses, name, performance.now());
     if (b.view.loaded.has(name)) b.view.loaded.touch(name);
   }
 
@@ -358,6 +365,7 @@ export class AdapterLoader {
       const victim = this.victim(b);
       if (victim === null) break;
       b.view.loaded.delete(victim);
+      b.view.uses.delete(victim);
       b.changedAt.set(victim, performance.now());
       e.view.models.delete(victim);
       this.stats.unloads++;
@@ -388,12 +396,9 @@ export class AdapterLoader {
     e.view.models.add(a.name);
   }
 
-  /** the oldest adapter loaded there with nothing of the router's in flight, else the oldest */
+  /** the least used adapter loaded there with nothing in flight, else the oldest (src/routing/lora.ts) */
   private victim(b: EngineBooks): string | null {
-    for (const x of b.view.loaded.oldestFirst())
-      if (!(b.view.inFlight.get(x.key) ?? 0) && !b.pending.has(x.key)) return x.key;
-    for (const x of b.view.loaded.oldestFirst()) if (!b.pending.has(x.key)) return x.key;
-    return null;
+    return evictionVictim(b.view, performance.now(), (name) => b.pending.has(name));
   }
 
   /** a POST to the engine's own API: 200 or an error carrying the engine's answer */

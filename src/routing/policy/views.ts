@@ -62,11 +62,22 @@ export interface EngineLoraView {
    * adapter's slot frees about one request's time after it (absent: unknown, half of one)
    */
   lastSentAt?: ReadonlyMap<string, number> | undefined;
+  /**
+   * how much the router has used each loaded adapter there: requests sent, decayed (`noteAdapterUse`,
+   * src/routing/lora.ts); the host-cache eviction keeps the most used. Absent: the oldest goes.
+   */
+  uses?: ReadonlyMap<string, AdapterUse> | undefined;
   /** bytes/s of its adapter reads from disk, and of its copies into slots (the host link) */
   diskBps: number;
   linkBps: number;
   /** seconds of a load beside the bytes (the load API's round trip, the engine's fixed cost) */
   loadOverheadS: number;
+}
+
+/** an adapter's use on one engine: requests sent there, decayed by half each half-life, as of `at` ms */
+export interface AdapterUse {
+  n: number;
+  at: number;
 }
 
 /** the engine view a LoRA policy reads: EngineView plus its adapters (absent: the engine serves none) */
