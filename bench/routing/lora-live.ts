@@ -36,6 +36,8 @@ export interface LiveLoraOptions {
 }
 
 export interface LiveLoraPoint {
+  /** the engines' base URLs, the ids the router knows them by */
+  engineIds: string[];
   /** modelled ms; Infinity: not answered */
   ttfts: number[];
   loads: number;
@@ -135,7 +137,7 @@ export async function runLiveLora(policy: string, rate: number, o: LiveLoraOptio
   const w = o.workload;
   const lora = o.engine.lora!;
   const children: ChildProcess[] = [];
-  const point: LiveLoraPoint = { ttfts: [], loads: 0, unloads: 0, errors: 0 };
+  const point: LiveLoraPoint = { engineIds: [], ttfts: [], loads: 0, unloads: 0, errors: 0 };
   const cfgDir = mkdtempSync(join(tmpdir(), "sy-bench-lora-router-"));
   try {
     const engines: string[] = [];
@@ -153,6 +155,7 @@ export async function runLiveLora(policy: string, rate: number, o: LiveLoraOptio
       children.push(c);
       engines.push(`http://127.0.0.1:${port}`);
     }
+    point.engineIds = engines;
     for (let i = 0; i < engines.length; i++) await waitOk(`${engines[i]}/health`, `sim ${i}`, children[i]!);
     const routerPort = await freePort();
     const cfgFile = join(cfgDir, "router.json");

@@ -9,12 +9,13 @@
 // seeds pooled, reported as a fraction of the fleet's capacity (the clairvoyant bound's). Virtual time
 // (the fleet simulator, src/fleet/lora.ts).
 // Without --virtual, live (bench/routing/lora-live.ts): each policy but the clairvoyant bound on a fresh
-// stack of sims behind a real router (`--lora-policy`) at each of --rates (modelled req/s), the engines
-// at --time-scale; capacity is the highest of those rates held within the SLO, and the fleet simulator
-// runs the same grid (same seed, duration and arrivals) beside it for the comparison.
+// stack of sims behind a real router (`--lora-policy`) at each of --rates (modelled req/s) for each seed,
+// the engines at --time-scale; capacity is the highest of those rates held within the SLO, and the fleet
+// simulator runs the same grid (same seeds, duration and arrivals, engines named as the live ones)
+// beside it for the comparison.
 //
 //   npm run bench -- routing/lora --virtual [--json FILE] [--seeds 1,2] [--duration 60]
-//   npm run bench -- routing/lora [--rates 24,30,36] [--live-duration 12] [--time-scale 8] [--json FILE]
+//   npm run bench -- routing/lora [--rates 24,30,36] [--live-duration 24] [--time-scale 4] [--json FILE]
 import { writeFileSync } from "node:fs";
 import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
@@ -35,8 +36,8 @@ import { makeAdapters, removeAdapters, runLiveLora } from "./lora-live.js";
 const specs: FlagSpecs = {
   virtual: { type: "boolean", default: false, help: "virtual time (the fleet simulator); else live" },
   rates: { type: "string", default: "24,30,36", help: "live: request rates tried, modelled req/s" },
-  "live-duration": { type: "number", default: 12, help: "live: seconds of arrivals per run, modelled" },
-  "time-scale": { type: "number", default: 8, help: "live: the sims' --time-scale (wall s per modelled s)" },
+  "live-duration": { type: "number", default: 24, help: "live: seconds of arrivals per run, modelled" },
+  "time-scale": { type: "number", default: 4, help: "live: the sims' --time-scale (wall s per modelled s)" },
   engines: { type: "int", default: 4, min: 1, help: "engines" },
   "max-loras": { type: "int", default: 8, min: 1, help: "GPU slots per engine" },
   "max-cpu-loras": { type: "int", default: 32, min: 1, help: "host-cache adapters per engine" },
@@ -246,15 +247,15 @@ async function runLive(): Promise<void> {
     .filter((r) => r > 0);
   const liveS = flags["live-duration"] as number;
   const liveWarm = Math.min(5, liveS / 4);
-  const seed = seeds[0] ?? 1;
   const timeScale = flags["time-scale"] as number;
   console.log(
     `routing/lora (live): ${flags.engines} sims (${flags.model} on ${flags.gpu}, --max-loras ${flags["max-loras"]}, ` +
       `--max-cpu-loras ${flags["max-cpu-loras"]}, --time-scale ${timeScale}) behind a router per run, ` +
       `${workload.adapters} adapters Zipf(${workload.zipf}) rank ${workload.rank}, ${liveS} s per run ` +
-      `(the first ${liveWarm} not measured), seed ${seed}, rates ${rates.join(", ")} req/s; SLO TTFT p90 ≤ ${slo} ms`,
+      `(the first ${liveWarm} not measured), seeds ${seeds.join(",")} pooled, rates ${rates.join(", ")} req/s; SLO TTFT p90 ≤ ${slo} ms`,
   );
-  const dir = makeAdapters(engineConfig, workload, seed);
+  // the adapters' names are the same for every seed (only their popularity order differs)
+  const dir = makeAdapters(engineConfig, workload, seeds[0] ?? 1);
   const out: Record<string, unknown>[] = [];
   try {
     for (const e of entries) {
@@ -263,31 +264,43 @@ async function runLive(): Promise<void> {
       let virtualCap = 0;
       const points: Record<string, unknown>[] = [];
       for (const rate of rates) {
-        const v = simulateLoraFleet({
-          engines: flags.engines as number,
-          engine: engineConfig,
-          workload,
-          policy: e.make(),
-          rate,
-          durationS: liveS,
-          warmupS: liveWarm,
-          seed,
-        });
-        const l = await runLiveLora(e.policy, rate, {
-          engines: flags.engines as number,
-          engine: engineConfig,
-          gpu: String(flags.gpu),
-          workload,
-          timeScale,
-          durationS: liveS,
-          warmupS: liveWarm,
-          seed,
-          dir,
-        });
+        // each seed on a fresh stack, then the same run in virtual time with its engines named as the
+        // live ones (a static placement hashes them); seeds pooled
+        const l = { ttfts: [] as number[], loads: 0, errors: 0 };
+        const v = { ttfts: [] as number[], loads: 0 };
+        for (const seed of seeds) {
+          const live = await runLiveLora(e.policy, rate, {
+            engines: flags.engines as number,
+            engine: engineConfig,
+            gpu: String(flags.gpu),
+            workload,
+            timeScale,
+            durationS: liveS,
+            warmupS: liveWarm,
+            seed,
+            dir,
+          });
+          const virtual = simulateLoraFleet({
+            engines: flags.engines as number,
+            engine: engineConfig,
+            workload,
+            policy: e.make(),
+            rate,
+            durationS: liveS,
+            warmupS: liveWarm,
+            seed,
+            engineIds: live.engineIds,
+          });
+          l.ttfts.push(...live.ttfts);
+          l.loads += live.loads;
+          l.errors += live.errors;
+          v.ttfts.push(...virtual.ttfts);
+          v.loads += virtual.loads;
+        }
         const [lp, vp] = [p90(l.ttfts), p90(v.ttfts)];
         if (lp <= slo) liveCap = Math.max(liveCap, rate);
         if (vp <= slo) virtualCap = Math.max(virtualCap, rate);
-        const perMin = 60 / liveS;
+        const perMin = 60 / (liveS * seeds.length);
         console.log(
           `${e.policy.padEnd(18)} ${String(rate).padStart(4)} req/s: TTFT p50 live ${Math.round(percentile(l.ttfts, 50))} ms, ` +
             `virtual ${Math.round(percentile(v.ttfts, 50))} ms; p90 live ${Math.round(lp)} ms, virtual ${Math.round(vp)} ms ` +
