@@ -28,7 +28,7 @@ import type { DeadlineQueue } from "../dataplane/deadlines.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
 import type { PromptBudget } from "./prompt-budget.js";
 import type { Registry } from "../engines/registry.js";
-import { modelNotFound, type RoutedRequest } from "../request/routed-request.js";
+import { modelNotFound, modelsNotYetKnown, type RoutedRequest } from "../request/routed-request.js";
 import type { Endpoint, EndpointMatch } from "../request/endpoints.js";
 import {
   followUpWaitMs,
@@ -439,7 +439,8 @@ export class Ingress {
         ? new HttpError(400, "the form needs a `model` field before the file part", "model")
         : new HttpError(400, "the request needs a `model` field", "model");
     }
-    if (!this.d.registry.knowsModel(model)) throw modelNotFound(model);
+    if (!this.d.registry.knowsModel(model))
+      throw this.d.registry.modelsPending() ? modelsNotYetKnown(model) : modelNotFound(model);
     return model;
   }
 

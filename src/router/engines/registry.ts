@@ -15,6 +15,9 @@ import { engineGet } from "./engine-get.js";
 import { Probes } from "./probes.js";
 import { transportKey, Upstream, type ModelCard } from "./upstream.js";
 
+/** how long after an engine is taken on a name it might serve is answered 503 + Retry-After, not 404 */
+export const MODELS_UNKNOWN_MS = 30_000;
+
 const log = logger("router.registry");
 
 export interface RegistryEvents {
@@ -215,6 +218,23 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
     // a registry adapter is known where its base model is served (the router loads it there)
     const a = this.adapters?.registry.get(model);
     return a !== undefined && this.adapterBase(a.base) !== undefined;
+  }
+
+  /**
+   * Whether an engine taken on in the last MODELS_UNKNOWN_MS may still serve a model the router has not
+   * heard of: in rotation or still probed, and its /v1/models not yet answered (vLLM always lists one).
+   */
+  modelsPending(): boolean {
+    const now = performance.now();
+    for (const e of this.engines.values())
+      if (
+        !e.draining &&
+        e.state !== "ejected" &&
+        e.view.models.size === 0 &&
+        now - e.addedAt < MODELS_UNKNOWN_MS
+      )
+        return true;
+    return false;
   }
 
   anyReady(): boolean {

@@ -78,6 +78,8 @@ export class Upstream {
   load: EngineLoad = { running: 0, waiting: 0, kvUsage: 0 };
   lastScrapeMs = 0;
   lastModelsMs = 0;
+  /** performance.now() when the router took the engine on (how long its model list may be unknown) */
+  readonly addedAt = performance.now();
   /** performance.now() of the last byte received on a client request to this engine (health.ts reads it) */
   lastByteAt = 0;
   /** its recent failures, by request (health probes: 0) */

@@ -61,6 +61,19 @@ export interface RoutedRequest {
   sloTtftMs?: number | undefined;
 }
 
+/**
+ * The answer for a model no engine is known to serve while an engine's model list is still unknown
+ * (just started or just discovered): the client retries rather than hearing a 404 that is not true.
+ */
+export function modelsNotYetKnown(model: string): HttpError {
+  return new HttpError(
+    503,
+    `The router has not yet learned every engine's models, so it cannot tell whether \`${model}\` is served: retry shortly.`,
+    "model",
+    { "retry-after": "1" },
+  );
+}
+
 /** vLLM's answer for a model nobody serves (the one place the text is written). */
 export function modelNotFound(model: string): HttpError {
   return new HttpError(404, `The model \`${model}\` does not exist.`, "model");
