@@ -149,7 +149,12 @@ export function slotWaitSeconds(
 export interface LoraPolicyOptions {
   /** seconds one request takes on an engine, before it learns them from completions; default 2 */
   serviceSeconds?: number;
-  /** requests an engine serves at once before a new one queues (its batch); default 32 */
+  /**
+   * the queue's price: each request in flight on an engine costs service / (2 × batchSize) seconds;
+   * default 256. vLLM runs 256 to 1,024 sequences at once (max_num_seqs), so a request in flight
+   * delays a new one's first token little; at 32 an engine with 4 more in flight looked twice a cold
+   * load slower, and ours loaded adapters to avoid it (routing/lora: TTFT p90 99 → 86 ms at 70%)
+   */
   batchSize?: number;
   /** half-life of the per-adapter traffic rates, ms; default 60 s */
   rateHalfLifeMs?: number;
@@ -198,7 +203,7 @@ class AdapterRates {
 
 /** ours: the cheapest engine by queue, cold load, slot wait and the eviction's price, in seconds */
 export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
-  const batch = opts.batchSize ?? 32;
+  const batch = opts.batchSize ?? 256;
   let service = opts.serviceSeconds ?? 2;
   const rates = new AdapterRates(opts.rateHalfLifeMs ?? 60_000);
   const costs: number[] = [];
@@ -222,7 +227,7 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
       for (let i = 0; i < engines.length; i++) {
         const engine = engines[i] as EngineView;
         const busy = busyOf(engine, fleet.now);
-        // the requests ahead of this one's first step, in batches of `batch`
+        // the requests in flight there, each delaying this one's first step a little (see batchSize)
         let cost = (busy / batch) * service * 0.5;
         const adapters = engine.lora;
         if (request.lora && adapters) {
