@@ -43,6 +43,9 @@ export interface LiveLoraPoint {
   loads: number;
   unloads: number;
   errors: number;
+  /** the engines' prefix cache, summed: tokens looked up and found (vllm:prefix_cache_*_total) */
+  prefixQueries: number;
+  prefixHits: number;
 }
 
 /** the workload's adapters as PEFT folders named as the fleet simulator names them, in a fresh temp folder */
@@ -137,7 +140,15 @@ export async function runLiveLora(policy: string, rate: number, o: LiveLoraOptio
   const w = o.workload;
   const lora = o.engine.lora!;
   const children: ChildProcess[] = [];
-  const point: LiveLoraPoint = { engineIds: [], ttfts: [], loads: 0, unloads: 0, errors: 0 };
+  const point: LiveLoraPoint = {
+    engineIds: [],
+    ttfts: [],
+    loads: 0,
+    unloads: 0,
+    errors: 0,
+    prefixQueries: 0,
+    prefixHits: 0,
+  };
   const cfgDir = mkdtempSync(join(tmpdir(), "sy-bench-lora-router-"));
   try {
     const engines: string[] = [];
@@ -220,6 +231,11 @@ export async function runLiveLora(policy: string, rate: number, o: LiveLoraOptio
     const m = await (await fetch(`${url}/metrics`)).text();
     point.loads = metricSum(m, "switchyard_lora_loads_total");
     point.unloads = metricSum(m, "switchyard_lora_unloads_total");
+    for (const e of engines) {
+      const em = await (await fetch(`${e}/metrics`)).text();
+      point.prefixQueries += metricSum(em, "vllm:prefix_cache_queries_total");
+      point.prefixHits += metricSum(em, "vllm:prefix_cache_hits_total");
+    }
     return point;
   } finally {
     await stopAll(children);

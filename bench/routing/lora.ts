@@ -161,6 +161,7 @@ const p90 = (xs: number[]) => {
   const v = percentile(xs, 90);
   return Number.isNaN(v) ? Infinity : v;
 };
+const pct = (part: number, whole: number) => (whole > 0 ? `${((100 * part) / whole).toFixed(1)}%` : "n/a");
 const held = (p: Point) => p90(p.ttfts) <= slo;
 /** a policy's capacity in requests per second: the capacity search over rates (a unit of 1 req/s) */
 const capacityRps = (e: Entry) =>
@@ -266,8 +267,8 @@ async function runLive(): Promise<void> {
       for (const rate of rates) {
         // each seed on a fresh stack, then the same run in virtual time with its engines named as the
         // live ones (a static placement hashes them); seeds pooled
-        const l = { ttfts: [] as number[], loads: 0, errors: 0 };
-        const v = { ttfts: [] as number[], loads: 0 };
+        const l = { ttfts: [] as number[], loads: 0, errors: 0, queries: 0, hits: 0 };
+        const v = { ttfts: [] as number[], loads: 0, queries: 0, hits: 0 };
         for (const seed of seeds) {
           const live = await runLiveLora(e.policy, rate, {
             engines: flags.engines as number,
@@ -294,6 +295,10 @@ async function runLive(): Promise<void> {
           l.ttfts.push(...live.ttfts);
           l.loads += live.loads;
           l.errors += live.errors;
+          l.queries += live.prefixQueries;
+          l.hits += live.prefixHits;
+          v.queries += virtual.prefixQueries;
+          v.hits += virtual.prefixHits;
           v.ttfts.push(...virtual.ttfts);
           v.loads += virtual.loads;
         }
@@ -305,6 +310,7 @@ async function runLive(): Promise<void> {
           `${e.policy.padEnd(18)} ${String(rate).padStart(4)} req/s: TTFT p50 live ${Math.round(percentile(l.ttfts, 50))} ms, ` +
             `virtual ${Math.round(percentile(v.ttfts, 50))} ms; p90 live ${Math.round(lp)} ms, virtual ${Math.round(vp)} ms ` +
             `(${((vp / lp - 1) * 100).toFixed(1)}%); loads/min live ${Math.round(l.loads * perMin)}, virtual ${Math.round(v.loads * perMin)}; ` +
+            `prefix cache hits live ${pct(l.hits, l.queries)}, virtual ${pct(v.hits, v.queries)}; ` +
             `${l.ttfts.length} measured live, ${l.errors} errors`,
         );
         points.push({

@@ -93,6 +93,9 @@ export interface LoraFleetResult {
   batchSkips: number;
   /** the most adapters the router ever held loaded on one engine (never over max_cpu_loras) */
   maxLoaded: number;
+  /** the engines' prefix cache, summed over the run: tokens looked up and found */
+  prefixQueries: number;
+  prefixHits: number;
 }
 
 /** adapter names by popularity rank (a seeded shuffle, so that rank and name hash do not correlate) */
@@ -164,6 +167,8 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
     gpuEvictions: 0,
     batchSkips: 0,
     maxLoaded: 0,
+    prefixQueries: 0,
+    prefixHits: 0,
   };
   const arrivals = new Map<
     string,
@@ -363,6 +368,8 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
     result.gpuLoads += c.loraGpuLoads;
     result.gpuEvictions += c.loraGpuEvictions;
     result.batchSkips += c.loraBatchSkips;
+    result.prefixQueries += c.prefixCacheQueries;
+    result.prefixHits += c.prefixCacheHits;
   }
   return result;
 }
