@@ -3,10 +3,10 @@
 // what each engine holds (its /v1/models, its vllm:lora_requests_info, the router's own loads and
 // requests), and the loads themselves through the engine's own API (POST /v1/load_lora_adapter, which
 // vLLM serves with VLLM_ALLOW_RUNTIME_LORA_UPDATING): one load per adapter and engine at a time,
-// requests for it waiting on that load; before a load the oldest adapter the router loaded there is
-// unloaded when the engine would otherwise hold more than max_cpu_loras; a failed or stuck load is an
-// error for the requests waiting on it, never a hang. Clients never name a path: only registry
-// adapters are loaded.
+// requests for it waiting on that load; before a load the least used idle adapter there is unloaded
+// when the engine would otherwise hold more than max_cpu_loras; a failed or stuck load is an error for
+// the requests waiting on it, never a hang. Clients never name a path: only registry adapters are
+// loaded.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LruMap } from "../../collections/lru-map.js";
@@ -150,7 +150,7 @@ interface EngineBooks {
     loading: Set<string>;
     inFlight: Map<string, number>;
     lastSentAt: Map<string, number>;
-    /** the router's use of each adapter there (at most the loaded ones and those being loaded) */
+    /** the router's use of each adapter there: one entry per registry adapter at most, gone when unloaded */
     uses: Map<string, AdapterUse>;
   };
   /** loads in flight, by adapter: the one promise every request for it waits on */
