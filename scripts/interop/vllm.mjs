@@ -72,8 +72,8 @@ function bodyShape(r) {
   return `(${r.type.split(";")[0] || "text"})`;
 }
 
-/** Route note fields: `engine=...; reason=...; prompt_tokens=...`. */
-function note(text) {
+/** Route note fields (x-switchyard-route): `engine=...; reason=...; prompt_tokens=...`. */
+export function note(text) {
   const o = {};
   for (const part of (text ?? "").split(";")) {
     const i = part.indexOf("=");
