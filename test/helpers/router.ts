@@ -28,3 +28,23 @@ export async function routeOf(url: string, path: string, body: unknown): Promise
   const h = res.headers.get("x-switchyard-route") ?? "";
   return Object.fromEntries(h.split("; ").map((kv) => kv.split("=") as [string, string]));
 }
+
+/**
+ * Sends `body` `times` times and expects each to go back to `home` as a KV hit predicting at least
+ * `minCached` tokens cached there.
+ */
+export async function expectKvHits(
+  url: string,
+  path: string,
+  body: unknown,
+  home: string,
+  minCached: number,
+  times = 3,
+): Promise<void> {
+  for (let i = 0; i < times; i++) {
+    const again = await routeOf(url, path, body);
+    assert.equal(again.engine, home);
+    assert.equal(again.reason, "kv-hit");
+    assert.ok(Number(again.predicted_cached_tokens) >= minCached, again.predicted_cached_tokens);
+  }
+}
