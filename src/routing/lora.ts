@@ -37,12 +37,17 @@ import type {
 } from "./policy/views.js";
 import type { Filter, Policy, Scorer } from "./policy/policy.js";
 
+/** seconds a load of `bytes` takes on an engine: the load API's overhead, the read and the copy */
+function loadSeconds(adapters: EngineLoraView, bytes: number): number {
+  return adapters.loadOverheadS + bytes / adapters.diskBps + bytes / adapters.linkBps;
+}
+
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
 export function coldLoadSeconds(adapters: EngineLoraView, adapter: LoraRequestView): number {
   if (adapters.loaded.has(adapter.name) || (adapters.inFlight.get(adapter.name) ?? 0) > 0) return 0;
   if (adapters.loading.has(adapter.name))
     return (adapters.loadOverheadS + adapter.bytes / adapters.diskBps) / 2;
-  return adapters.loadOverheadS + adapter.bytes / adapters.diskBps + adapter.bytes / adapters.linkBps;
+  return loadSeconds(adapters, adapter.bytes);
 }
 
 /** the distinct adapters an engine is running or holding queued, by the scrape and the router's own counts */
@@ -239,10 +244,7 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
             const victim = evictionFor(adapters, request.lora.name, now);
             if (victim !== null) {
               // the victim comes back at its rate, each time at a cold load
-              const reload =
-                adapters.loadOverheadS +
-                request.lora.bytes / adapters.diskBps +
-                request.lora.bytes / adapters.linkBps;
+              const reload = loadSeconds(adapters, request.lora.bytes);
               cost += Math.min(1, rates.perSecond(victim, now) * service) * reload;
             }
           }
