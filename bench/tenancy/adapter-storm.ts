@@ -9,9 +9,10 @@
 // 70% of the streams she finishes alone; bob's refusals carry Retry-After; the engines see at most
 // the budget + 2 loads from bob (a minute's allowance, and what refills in the run). Exits 1 when one
 // is missed. bob pauses `--bob-pause-ms` after a refusal so that his retries measure the engines, not
-// how fast a 2-core machine answers 429s.
+// how fast a 2-core machine answers 429s. A third run, the reference, repeats the storm through a
+// router where bob has no load budget (skipped with `--no-reference`): what the budget saves.
 //   node dist/bench/tenancy/adapter-storm.js [--duration 10] [--loads-per-minute 6] [--time-scale 1]
-//   [--max-tokens 32] [--bob-pause-ms 50]
+//   [--max-tokens 32] [--bob-pause-ms 100] [--no-reference]
 import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -40,7 +41,8 @@ const DURATION_S = arg("duration", 10);
 const LOADS_PER_MINUTE = arg("loads-per-minute", 6);
 const SCALE = arg("time-scale", 1);
 const MAX_TOKENS = arg("max-tokens", 32);
-const BOB_PAUSE_MS = arg("bob-pause-ms", 50);
+const BOB_PAUSE_MS = arg("bob-pause-ms", 100);
+const REFERENCE = !process.argv.includes("--no-reference");
 
 /** the registry: PEFT folders whose weights file is the model's real adapter size (a sparse hole) */
 function makeAdapters(): string {
@@ -160,12 +162,12 @@ async function run(url: string, storm: boolean): Promise<Run> {
   return { alice, bob: storm ? bob : undefined, bobLoads: (await loadsOf(url, "bob")) - loadsBefore };
 }
 
-function routerConfig(backends: string[], dir: string): unknown {
+function routerConfig(backends: string[], dir: string, metered: boolean): unknown {
   return {
     backends,
     lora: { dir, maxCpuLoras: 2 },
     tenancy: {
-      tenants: { alice: {}, bob: { limits: { adapterLoadsPerMinute: LOADS_PER_MINUTE } } },
+      tenants: { alice: {}, bob: metered ? { limits: { adapterLoadsPerMinute: LOADS_PER_MINUTE } } : {} },
       keys: ["alice", "bob"].map((t) => ({ hash: hashKey(keyOf(t)), tenant: t })),
       adminKeys: [hashKey(ADMIN)],
     },
@@ -191,15 +193,18 @@ async function main(): Promise<void> {
       urls.push(`http://127.0.0.1:${port}`);
     }
     await Promise.all(urls.map((u, i) => waitForHttp(`${u}/health`, 60_000, 200, procs[i])));
-    const file = join(dir, "router.json");
-    writeFileSync(file, JSON.stringify(routerConfig(urls, dir)));
-    const port = await freePort();
-    const router = spawnCli(["router", `--config=${file}`, "--host=127.0.0.1", `--port=${port}`], {
-      SWITCHYARD_LOG_LEVEL: "error",
-    });
-    procs.push(router);
-    const url = `http://127.0.0.1:${port}`;
-    await waitForHttp(`${url}/ready`, 60_000, 200, router);
+    const startRouter = async (metered: boolean) => {
+      const file = join(dir, `router-${metered}.json`);
+      writeFileSync(file, JSON.stringify(routerConfig(urls, dir, metered)));
+      const port = await freePort();
+      const router = spawnCli(["router", `--config=${file}`, "--host=127.0.0.1", `--port=${port}`], {
+        SWITCHYARD_LOG_LEVEL: "error",
+      });
+      const url = `http://127.0.0.1:${port}`;
+      await waitForHttp(`${url}/ready`, 60_000, 200, router);
+      return { router, url };
+    };
+    const { router, url } = await startRouter(true);
     console.log(
       `adapter storm: 2 sims (--enable-lora --max-loras 1 --max-cpu-loras 2, --time-scale ${SCALE}), ` +
         `${ADAPTERS} adapters of rank ${RANK}; alice ${ALICE_CONNECTIONS} streams of ${MAX_TOKENS} tokens at a time, ` +
@@ -208,6 +213,16 @@ async function main(): Promise<void> {
     );
     const alone = await run(url, false);
     const storm = await run(url, true);
+    await router.stop();
+    let unmetered: Run | undefined;
+    if (REFERENCE) {
+      const ref = await startRouter(false);
+      try {
+        unmetered = await run(ref.url, true);
+      } finally {
+        await ref.router.stop();
+      }
+    }
     const row = (name: string, r: Run) => {
       const g = r.alice.gaps;
       const bob = r.bob;
@@ -226,6 +241,7 @@ async function main(): Promise<void> {
     };
     row("alone", alone);
     row("beside storm", storm);
+    if (unmetered) row("unmetered", unmetered);
     const share = alone.alice.streams > 0 ? storm.alice.streams / alone.alice.streams : 0;
     const maxLoads = Math.ceil(LOADS_PER_MINUTE) + 2;
     const checks: [string, boolean][] = [

@@ -1,7 +1,12 @@
 // Which models a tenant may use: its `models` patterns (exact names and `*` globs) and the registry
 // adapters private to some tenants. A model a tenant may not use is answered exactly as one that does
 // not exist, so the router's edges ask this one question before anything else of the model.
-import type { Tenant } from "./state.js";
+
+/** What the rule reads of a tenant (state.ts's Tenant). */
+export interface ModelUser {
+  readonly name: string;
+  readonly models: ModelPatterns | undefined;
+}
 
 /** A tenant's `models` list, compiled once per configuration. */
 export class ModelPatterns {
@@ -39,7 +44,7 @@ export class ModelPatterns {
  * operator listed, or the model itself.
  */
 export function tenantMayUse(
-  tenant: Tenant | undefined,
+  tenant: ModelUser | undefined,
   requested: string,
   served: string,
   privateTo: (name: string) => ReadonlySet<string> | undefined,

@@ -202,10 +202,11 @@ const loraAdapterEntry = z
     tenants: z.array(tenantName).max(10_000).optional(),
   })
   .refine((e) => e.path === undefined || e.hub === undefined, {
-    message: "give the adapter's path or its hub repository, not both",
+    message: "give the adapter's path or its hub repository, one of them, not both",
   })
   .refine((e) => e.path !== undefined || e.hub !== undefined || e.tenants !== undefined, {
-    message: "give the adapter's path or its hub repository (or, for a folder of lora.dir, its tenants)",
+    message:
+      "give the adapter's path or its hub repository, one of them (or, for a folder of lora.dir, only its tenants)",
   });
 
 /** The served name an alias stands for (own keys only: `constructor` is no alias). */
