@@ -68,6 +68,8 @@ interface Alice {
   streams: number;
   failed: number;
   gaps: number[];
+  /** ms from sending to the first body chunk */
+  ttfts: number[];
 }
 
 interface Bob {
@@ -84,16 +86,18 @@ async function aliceLoop(url: string, agent: Agent, until: number, out: Alice): 
     stream: true,
   });
   while (performance.now() < until) {
+    const sent = performance.now();
     const res = await request(`${url}/v1/chat/completions`, {
       method: "POST",
       dispatcher: agent,
       headers: { "content-type": "application/json", authorization: `Bearer ${keyOf("alice")}` },
       body,
     });
-    let last = performance.now();
+    let last = -1;
     for await (const _ of res.body) {
       const now = performance.now();
-      out.gaps.push(now - last);
+      if (last < 0) out.ttfts.push(now - sent);
+      else out.gaps.push(now - last);
       last = now;
     }
     if (res.statusCode !== 200) out.failed++;
@@ -144,7 +148,7 @@ interface Run {
 
 async function run(url: string, storm: boolean): Promise<Run> {
   const until = performance.now() + DURATION_S * 1000;
-  const alice: Alice = { streams: 0, failed: 0, gaps: [] };
+  const alice: Alice = { streams: 0, failed: 0, gaps: [], ttfts: [] };
   const bob: Bob = { byStatus: new Map(), refusalsWithoutRetryAfter: 0 };
   const a = new Agent({ connections: ALICE_CONNECTIONS });
   const b = new Agent({ connections: BOB_CONNECTIONS });
@@ -232,6 +236,7 @@ async function main(): Promise<void> {
         : 0;
       console.log(
         `${name.padEnd(14)} alice streams ${String(r.alice.streams).padStart(5)} (failed ${r.alice.failed}), ` +
+          `first chunk p50 ${percentile(r.alice.ttfts, 50).toFixed(0)} ms, p90 ${percentile(r.alice.ttfts, 90).toFixed(0)} ms, ` +
           `gap p50 ${percentile(g, 50).toFixed(1)} ms, max ${Math.max(0, ...g).toFixed(0)} ms` +
           (bob
             ? `; bob 200 ${st(200)}, 429 ${st(429)}, 503 ${st(503)}, other ${other}, ` +
