@@ -99,7 +99,7 @@ export class RouterMetrics {
   );
   readonly tenantRejected = new CounterFamily(
     "switchyard_tenant_rejected_total",
-    "Requests refused for a tenant limit, by the limit (requests_per_minute, prompt_tokens_per_minute, completion_tokens_per_minute, concurrent_requests, store)",
+    "Requests refused for a tenant limit, by the limit (requests_per_minute, prompt_tokens_per_minute, completion_tokens_per_minute, concurrent_requests, adapter_loads_per_minute, store)",
     ["tenant", "limit"] as const,
   );
   readonly tenantTokens = new CounterFamily(
