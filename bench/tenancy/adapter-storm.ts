@@ -237,7 +237,8 @@ async function main(): Promise<void> {
       console.log(
         `${name.padEnd(14)} alice streams ${String(r.alice.streams).padStart(5)} (failed ${r.alice.failed}), ` +
           `first chunk p50 ${percentile(r.alice.ttfts, 50).toFixed(0)} ms, p90 ${percentile(r.alice.ttfts, 90).toFixed(0)} ms, ` +
-          `gap p50 ${percentile(g, 50).toFixed(1)} ms, max ${Math.max(0, ...g).toFixed(0)} ms` +
+          `gap p50 ${percentile(g, 50).toFixed(1)} ms, mean ${(g.reduce((x, y) => x + y, 0) / Math.max(1, g.length)).toFixed(1)} ms, ` +
+          `p99 ${percentile(g, 99).toFixed(0)} ms, max ${Math.max(0, ...g).toFixed(0)} ms` +
           (bob
             ? `; bob 200 ${st(200)}, 429 ${st(429)}, 503 ${st(503)}, other ${other}, ` +
               `refusals without Retry-After ${bob.refusalsWithoutRetryAfter}, loads for bob ${r.bobLoads}`
