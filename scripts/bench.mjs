@@ -62,6 +62,7 @@ const BENCHMARKS = [
   { name: "tenancy/fairness" },
   { name: "tenancy/fuzz" },
   { name: "tenancy/overload", defaults: ["--duration", "15"] },
+  { name: "tenancy/adapter-storm", defaults: ["--duration", "10"] },
   { name: "cacheserver/throughput" },
 ];
 

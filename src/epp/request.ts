@@ -114,6 +114,8 @@ export function readHead(
 /** An inference request as the routing library sees it, and the body to forward. */
 export interface InferenceRequest {
   model: string;
+  /** the name the client gave (an alias before it was resolved), or the fleet's only model */
+  requested: string;
   /** parsed JSON body (undefined for multipart uploads): prompt, messages, cache_salt */
   parsed: Record<string, unknown> | undefined;
   sessionKey: string | undefined;
@@ -139,13 +141,21 @@ export function parseInference(
   if (ctype.startsWith("multipart/form-data")) {
     const m = MULTIPART_MODEL.exec(body.subarray(0, MULTIPART_SNIFF_BYTES).toString("latin1"));
     const named = m ? Buffer.from(m[1]!, "latin1").toString("utf8") : undefined;
-    const model = named !== undefined ? (settings.aliases[named] ?? named) : soleModel();
+    const model = named !== undefined ? (aliasOf(settings, named) ?? named) : soleModel();
     if (model === undefined)
       throw new HttpError(400, "the form needs a `model` field before the file part", "model");
-    return { model, parsed: undefined, sessionKey: head.sessionKey, body, rewritten: false };
+    return {
+      model,
+      requested: named ?? model,
+      parsed: undefined,
+      sessionKey: head.sessionKey,
+      body,
+      rewritten: false,
+    };
   }
   const obj = parseJsonObject({ headers: { "content-type": head.contentType } }, body);
   let model = obj.model;
+  const requested = typeof model === "string" ? model : undefined;
   let rewritten = false;
   let out = body;
   if (model === undefined || model === null) {
@@ -154,7 +164,7 @@ export function parseInference(
   } else if (typeof model !== "string") {
     throw new HttpError(400, "`model` must be a string", "model");
   } else {
-    const target = settings.aliases[model];
+    const target = aliasOf(settings, model);
     if (target !== undefined && target !== model) {
       // the engines know only the served name: this (rare) request is re-serialised
       obj.model = target;
@@ -169,7 +179,19 @@ export function parseInference(
     const v = obj[key];
     if (typeof v === "string" || typeof v === "number") sessionKey = String(v);
   }
-  return { model: model as string, parsed: obj, sessionKey, body: out, rewritten };
+  return {
+    model: model as string,
+    requested: requested ?? (model as string),
+    parsed: obj,
+    sessionKey,
+    body: out,
+    rewritten,
+  };
+}
+
+/** The served name an alias stands for: own keys only (`constructor` is no alias). */
+function aliasOf(settings: EppSettings, name: string): string | undefined {
+  return Object.hasOwn(settings.aliases, name) ? settings.aliases[name] : undefined;
 }
 
 /** The GIE subset hint's namespace and key (EPP protocol, "Endpoint Subset"). */

@@ -352,6 +352,9 @@ export class ExtProcStream {
 
   private route(req: InferenceRequest): Promise<void> | void {
     let picked: Picked | Promise<Picked>;
+    // a model the tenant may not use: the answer of a model that does not exist
+    if (this.host.mayUse && !this.host.mayUse(this.tenant, req.requested, req.model))
+      return this.refuse(new HttpError(404, `The model \`${req.requested}\` does not exist.`, "model"));
     try {
       this.view = this.picker.view(req.model, req.parsed, req.sessionKey, this.pathOnly);
       const prev = this.rule.previousResponse ? req.parsed?.previous_response_id : undefined;

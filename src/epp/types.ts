@@ -136,6 +136,11 @@ export interface RoutingHost {
   /** the policy new requests are routed with (the router's own object, KV-event oracle included) */
   policy(): Policy;
   settings(): EppSettings;
+  /**
+   * Whether `tenant` (undefined: tenancy off) may use the model it named (`requested`, served as
+   * `served`): one it may not use is answered as one that does not exist. Absent: every model.
+   */
+  mayUse?(tenant: Tenant | undefined, requested: string, served: string): boolean;
   /** some engine (ready or not) serves this model: decides 404 versus 503 */
   knowsModel(model: string): boolean;
   /** the only model in the fleet, when there is exactly one */

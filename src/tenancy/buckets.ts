@@ -113,5 +113,8 @@ export function splitLimits(l: TenantLimits, replicas: number): TenantLimits {
     promptTokensPerMinute: l.promptTokensPerMinute / replicas,
     completionTokensPerMinute: l.completionTokensPerMinute / replicas,
     maxConcurrent: l.maxConcurrent > 0 ? Math.max(1, Math.floor(l.maxConcurrent / replicas)) : 0,
+    ...(l.adapterLoadsPerMinute !== undefined
+      ? { adapterLoadsPerMinute: l.adapterLoadsPerMinute / replicas }
+      : {}),
   };
 }

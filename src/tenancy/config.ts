@@ -39,6 +39,12 @@ export const limitsSchema = z.strictObject({
   promptTokensPerMinute: z.number().nonnegative().default(0),
   completionTokensPerMinute: z.number().nonnegative().default(0),
   maxConcurrent: z.number().int().nonnegative().default(0),
+  /**
+   * registry LoRA adapter loads the tenant's requests may cause a minute (a load stalls its engine's
+   * steps for everyone): charged before the load starts, 429 with Retry-After beyond it; a request
+   * for an adapter already loaded (or loading) costs nothing; absent or 0: no limit
+   */
+  adapterLoadsPerMinute: z.number().nonnegative().optional(),
 });
 export type TenantLimits = z.output<typeof limitsSchema>;
 
@@ -50,6 +56,12 @@ export const tenantSchema = z.strictObject({
   limits: limitsSchema.prefault({}),
   /** inject a per-tenant `cache_salt` so no other tenant can hit (or time) this tenant's prefix cache */
   cacheIsolation: z.boolean().default(false),
+  /**
+   * the models the tenant may use: exact names and `*` globs over served models, aliases and registry
+   * LoRA adapters; absent: every model that is not private to other tenants. A model outside the list
+   * is answered as one that does not exist (404).
+   */
+  models: z.array(z.string().min(1).max(256)).max(1000).optional(),
 });
 export type TenantConfig = z.output<typeof tenantSchema>;
 

@@ -40,6 +40,8 @@ export interface TenantRequestOptions {
   stream: boolean;
   /** the router added `stream_options.include_usage`: drop the usage event before the client sees it */
   stripUsageEvent: boolean;
+  /** charges one LoRA adapter load to the tenant (its 429 thrown beyond its budget) */
+  chargeLoad?: () => void;
 }
 
 export class TenantRequest {
@@ -60,6 +62,21 @@ export class TenantRequest {
 
   get tenant(): string {
     return this.admission.tenant.name;
+  }
+
+  /** the tenant's weight: its share of an engine's LoRA adapter slots beside other tenants */
+  get weight(): number {
+    return this.admission.tenant.weight;
+  }
+
+  /** another tenant's weight (1 when it is not configured any more) */
+  weightOf(tenant: string): number {
+    return this.state.tenant(tenant)?.weight ?? 1;
+  }
+
+  /** Charges one LoRA adapter load this request causes to its tenant; throws the tenant's 429. */
+  chargeAdapterLoad(): void {
+    this.opts.chargeLoad?.();
   }
 
   /** Every relayed body chunk passes here; returns what to send on (the chunk itself unless stripped). */

@@ -7,6 +7,7 @@
 // the router goes through this one gate: HTTP ingress (src/router/edge/ingress.ts) and the endpoint
 // picker (src/epp/stream.ts) alike, so a gateway-routed request cannot skip a key, a limit or a salt.
 import { HttpError } from "../http/errors.js";
+import { tenantMayUse } from "./models.js";
 import { TenantRequest, type TenantSink } from "./request.js";
 import type { Admission, Tenant, TenancyState } from "./state.js";
 
@@ -357,8 +358,33 @@ export class RouterGate {
       readUsage: !route.startsWith("/v1/responses/"),
       stream,
       stripUsageEvent: strip,
+      chargeLoad: () => this.chargeAdapterLoad(tenant),
     });
     return { request, mutated };
+  }
+
+  /**
+   * Whether `tenant` (undefined: tenancy off) may use the model it named (`requested`, served as
+   * `served`): its `models` patterns and the adapters private to some tenants (models.ts). A model it
+   * may not use is answered as one that does not exist.
+   */
+  mayUse(
+    tenant: Tenant | undefined,
+    requested: string,
+    served: string,
+    privateTo: (name: string) => ReadonlySet<string> | undefined,
+  ): boolean {
+    return tenantMayUse(tenant, requested, served, privateTo);
+  }
+
+  /** One LoRA adapter load charged to `tenant` before it starts; its 429 counted as a refusal. */
+  chargeAdapterLoad(tenant: Tenant): void {
+    try {
+      this.state.chargeAdapterLoad(tenant);
+    } catch (err) {
+      if (err instanceof HttpError) this.sink.rejected(tenant.name, "adapter_loads_per_minute");
+      throw err;
+    }
   }
 
   /** The tag `tenant`'s stored responses carry; undefined without the router's secret. */

@@ -17,6 +17,8 @@ import {
 } from "./config.js";
 import { adminDisabledError, adminOnlyError, invalidKeyError, KeyTable, missingKeyError } from "./keys.js";
 import { LocalLimiter, type Grant, type Limiter, type Usage } from "./limiter.js";
+import { AdapterLoadMeter } from "./adapter-loads.js";
+import { ModelPatterns } from "./models.js";
 import { RedisLimiter } from "./redis-limiter.js";
 import { deriveCacheSalt, deriveOwnerTag } from "./salt.js";
 
@@ -34,6 +36,8 @@ export interface Tenant {
   readonly limits: TenantLimits;
   /** the `cache_salt` to inject, when isolation is on */
   readonly cacheSalt: string | undefined;
+  /** the models it may use (its `models` patterns); undefined: every model not private to others */
+  readonly models: ModelPatterns | undefined;
 }
 
 export interface Admission {
@@ -65,6 +69,7 @@ export class TenancyState {
   /** a first configuration is in force (a reload has something to keep) */
   private applied = false;
   private readonly local: LocalLimiter;
+  private readonly loads: AdapterLoadMeter;
   private redis: RedisLimiter | undefined;
   private readonly retired = new Set<RedisLimiter>();
   /** set in a router worker: the replica's local limits, kept by its primary (src/router/cluster) */
@@ -72,6 +77,7 @@ export class TenancyState {
 
   constructor(cfg: unknown = {}, opts: TenancyStateOptions = {}) {
     this.local = new LocalLimiter(opts.now ? { now: opts.now } : {});
+    this.loads = new AdapterLoadMeter(opts.now);
     this.apply(cfg);
   }
 
@@ -133,6 +139,7 @@ export class TenancyState {
         priority: t.priority,
         limits: cfg.redis ? t.limits : splitLimits(t.limits, cfg.replicas),
         cacheSalt: t.cacheIsolation && salt ? deriveCacheSalt(salt, name) : undefined,
+        models: t.models ? new ModelPatterns(t.models) : undefined,
       });
     }
     this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
@@ -230,6 +237,14 @@ export class TenancyState {
   /** The request finished (any way): frees its concurrency slot. Idempotent. */
   release(a: Admission): void {
     a.limiter.release(a.grant);
+  }
+
+  /**
+   * Charges one LoRA adapter load to the tenant whose request causes it (limits.adapterLoadsPerMinute,
+   * on this replica); throws its 429 with Retry-After beyond it.
+   */
+  chargeAdapterLoad(tenant: Tenant): void {
+    this.loads.charge(tenant.name, tenant.limits.adapterLoadsPerMinute ?? 0);
   }
 
   /** The salt to inject for this tenant (undefined: isolation off), mixed with a client's own salt. */

@@ -23,7 +23,12 @@ import {
 } from "./client.js";
 
 const MODEL = "fake/model-a";
-const KEYS = { salted: "sk-salted-0000000000", conc: "sk-conc-000000000000", admin: "sk-admin-00000000000" };
+const KEYS = {
+  salted: "sk-salted-0000000000",
+  conc: "sk-conc-000000000000",
+  admin: "sk-admin-00000000000",
+  narrow: "sk-narrow-0000000000",
+};
 const HEADERS = { ":method": "POST", ":path": "/v1/chat/completions", "content-type": "application/json" };
 const CHAT = { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 2 };
 /** the recording vLLM's model (stored responses) */
@@ -77,10 +82,15 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
       epp: { port: 0 },
       tenancy: {
         cacheSaltSecret: "a-secret-of-sixteen-or-more",
-        tenants: { salted: { cacheIsolation: true }, conc: { limits: { maxConcurrent: 1 } } },
+        tenants: {
+          salted: { cacheIsolation: true },
+          conc: { limits: { maxConcurrent: 1 } },
+          narrow: { models: ["other/*"] },
+        },
         keys: [
           { hash: hashKey(KEYS.salted), tenant: "salted" },
           { hash: hashKey(KEYS.conc), tenant: "conc" },
+          { hash: hashKey(KEYS.narrow), tenant: "narrow" },
         ],
         adminKeys: [hashKey(KEYS.admin)],
       },
@@ -130,6 +140,27 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
     await c.send("get", requestHeaders({ ":method": "GET", ":path": "/v1/models" }, { endOfStream: true }));
     assert.equal(immediate(await c.recv("get")).status, "Unauthorized");
     assert.equal(engine.hits, 0, "no request reached the engine");
+  });
+
+  it("a model outside the tenant's list: the 404 of a model that exists nowhere, as over HTTP, and no engine picked", async (t) => {
+    const c = start(t);
+    if (!c) return;
+    const auth = { authorization: `Bearer ${KEYS.narrow}` };
+    const answers: Record<string, unknown>[] = [];
+    for (const model of [MODEL, "zz/nowhere"]) {
+      const id = `narrow-${model}`;
+      await c.open(id);
+      await c.send(id, requestHeaders({ ...HEADERS, ...auth }));
+      await c.send(id, requestBody(JSON.stringify({ ...CHAT, model })));
+      const ir = immediate(await c.recv(id));
+      assert.equal(ir.status, "NotFound", model);
+      const http = await post(`${router.url}/v1/chat/completions`, { ...CHAT, model }, auth);
+      assert.equal(http.status, 404);
+      assert.deepEqual(ir.body, await http.json(), model);
+      answers.push(ir.body as Record<string, unknown>);
+    }
+    assert.equal(JSON.stringify(answers[0]), JSON.stringify(answers[1]).replaceAll("zz/nowhere", MODEL));
+    assert.equal(engineInFlight(), 0, "no engine slot taken");
   });
 
   it("a tenant's key: picked, its cache_salt in the body exactly as HTTP ingress injects it, its key kept from the engine", async (t) => {

@@ -18,7 +18,7 @@ import {
   WAITING_ROOM_DEFAULTS,
 } from "../../routing/index.js";
 import { backendKvEventsSchema, routingConfigSchema } from "./kv.js";
-import { tenancyConfigSchema } from "../../tenancy/config.js";
+import { tenancyConfigSchema, tenantName } from "../../tenancy/config.js";
 import { discoveryConfigSchema } from "../../discovery/config.js";
 import { peersConfigSchema } from "./cluster.js";
 import { endpointFromEnv } from "../../obs/tracing.js";
@@ -183,6 +183,8 @@ function backendsFromFlag(entries: unknown): unknown[] {
 // A registry adapter from elsewhere than --lora-dir: a folder the engines read (`path`), or a Hugging
 // Face Hub repository (`hub`), which vLLM downloads itself when the load API names it (its
 // get_adapter_absolute_path). `bytes` prices a load when the router cannot read the weights.
+// `tenants` makes it private to those tenants; an entry with neither path nor hub names a folder of
+// `dir` to give it tenants.
 const loraAdapterEntry = z
   .strictObject({
     name: z.string().min(1).max(256),
@@ -190,13 +192,27 @@ const loraAdapterEntry = z
     hub: z
       .string()
       .regex(/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/, { message: "expected a Hub repository id, ORG/REPO" })
+      .refine((h) => h.split("/").every((seg) => seg !== "." && seg !== ".."), {
+        message: "a Hub repository id has no . or .. segment",
+      })
       .optional(),
     base: z.string().optional(),
     bytes: z.number().int().positive().optional(),
+    /** the tenants that may use it (private to them); absent: every tenant */
+    tenants: z.array(tenantName).max(10_000).optional(),
   })
-  .refine((e) => (e.path === undefined) !== (e.hub === undefined), {
-    message: "give the adapter's path or its hub repository, one of them",
+  .refine((e) => e.path === undefined || e.hub === undefined, {
+    message: "give the adapter's path or its hub repository, one of them, not both",
+  })
+  .refine((e) => e.path !== undefined || e.hub !== undefined || e.tenants !== undefined, {
+    message:
+      "give the adapter's path or its hub repository, one of them (or, for a folder of lora.dir, only its tenants)",
   });
+
+/** The served name an alias stands for (own keys only: `constructor` is no alias). */
+export function aliasTarget(aliases: Readonly<Record<string, string>>, name: string): string | undefined {
+  return Object.hasOwn(aliases, name) ? aliases[name] : undefined;
+}
 
 function loraAdaptersFromFlag(entries: unknown): unknown[] {
   return (entries as string[]).map((raw) => {

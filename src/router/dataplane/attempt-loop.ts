@@ -221,7 +221,8 @@ export class AttemptLoop {
             return this.migrations.stranded(ctx, err);
           // every engine tried already: report what the last one said rather than "unavailable"
           if (last && err instanceof HttpError && err.status === 503) return answerFailure(ctx, last);
-          if (err instanceof HttpError && err.status === 429)
+          // a tenant's adapter-load budget is its own limit (counted by the gate), not the queue's
+          if (err instanceof HttpError && err.status === 429 && !err.headers["x-ratelimit-limit"])
             this.d.metrics.rejected.inc({ reason: err instanceof OverSloError ? "slo" : "queue" });
           throw err;
         }

@@ -199,10 +199,20 @@ export class EnginePicks {
   async ensureAdapter(ctx: RequestContext, e: Upstream): Promise<void> {
     const loader = this.d.registry.adapters;
     if (!loader || !ctx.view.lora) return;
-    loader.noteSent(e, ctx.view.lora.name, performance.now());
+    const t = ctx.pr.tenant;
+    // a load is the cost of the tenant whose request causes it (charged before it starts)
+    const who = t
+      ? {
+          tenant: t.tenant,
+          weight: t.weight,
+          charge: () => t.chargeAdapterLoad(),
+          weightOf: (name: string) => t.weightOf(name),
+        }
+      : undefined;
+    loader.noteSent(e, ctx.view.lora.name, performance.now(), t?.tenant);
     ctx.loraEngine = e.url;
     try {
-      await loader.ensure(e, ctx.view.lora.name);
+      await loader.ensure(e, ctx.view.lora.name, who);
     } catch (err) {
       this.releaseSlot(e, ctx);
       throw err;

@@ -109,6 +109,9 @@ export function routingHost(router: Router): RoutingHost {
       return settings!;
     },
     knowsModel: (model) => reg.knowsModel(model),
+    // the HTTP edge's rule (ingress.ts): a model the tenant may not use is one that does not exist
+    mayUse: (tenant, requested, served) =>
+      router.gate.mayUse(tenant, requested, served, (n) => reg.adapters?.registry.privateTo(n)),
     soleModel: () => {
       let only: string | undefined;
       for (const e of reg.engines.values()) {

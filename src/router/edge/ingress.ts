@@ -23,7 +23,7 @@ import { WorkCancelled } from "../../eventloop/turns.js";
 import { ANONYMOUS_FLOW, sheddableRefusal, type QueueAsk, type QueueFlow } from "../request/admission.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import { readRequestBody } from "./body.js";
-import type { RouterConfig } from "../config/config.js";
+import { aliasTarget, type RouterConfig } from "../config/config.js";
 import type { DeadlineQueue } from "../dataplane/deadlines.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
 import type { PromptBudget } from "./prompt-budget.js";
@@ -232,7 +232,7 @@ export class Ingress {
       }
       let model = ep.modelless
         ? this.anyModel(home?.model)
-        : this.model(b.model, multipart || ep.modelOptional, multipart);
+        : this.model(b.model, multipart || ep.modelOptional, multipart, tenant);
       // an id the router never saw, among several engines: the engines are asked who holds it; when
       // none does, an engine that lacks the history must not answer as if it did (vLLM's own 404)
       if (pinId !== undefined && home === undefined) {
@@ -425,12 +425,21 @@ export class Ingress {
     };
   }
 
-  /** The served model a request goes to: aliases resolved, the fleet's only model when optional. */
-  private model(requested: string | undefined, optional: boolean, multipart: boolean): string {
+  /**
+   * The served model a request goes to: aliases resolved, the fleet's only model when optional. A
+   * model the tenant may not use (its `models`, adapters private to others) is answered exactly as one
+   * that does not exist.
+   */
+  private model(
+    requested: string | undefined,
+    optional: boolean,
+    multipart: boolean,
+    tenant: Tenant | undefined,
+  ): string {
     const cfg = this.d.config();
     const model =
       requested !== undefined
-        ? (cfg.aliases[requested] ?? requested)
+        ? (aliasTarget(cfg.aliases, requested) ?? requested)
         : optional
           ? this.soleModel()
           : undefined;
@@ -441,6 +450,11 @@ export class Ingress {
     }
     if (!this.d.registry.knowsModel(model))
       throw this.d.registry.modelsPending() ? modelsNotYetKnown(model) : modelNotFound(model);
+    const adapters = this.d.registry.adapters?.registry;
+    const named = requested ?? model;
+    // as a name that exists nowhere: the name the client gave, and the same 503 while models are unknown
+    if (!this.d.gate.mayUse(tenant, named, model, (n) => adapters?.privateTo(n)))
+      throw this.d.registry.modelsPending() ? modelsNotYetKnown(named) : modelNotFound(named);
     return model;
   }
 

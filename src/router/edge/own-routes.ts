@@ -10,6 +10,8 @@ import { loraResidency } from "../engines/adapters.js";
 import { roleOf } from "../pd/disagg.js";
 import { readRequestBody } from "./body.js";
 import type { RouterRooms } from "./rooms.js";
+import { aliasTarget } from "../config/config.js";
+import type { Tenant } from "../../tenancy/state.js";
 
 /** What these routes read of the router's lifecycle (edge/server.ts's Router). */
 export interface RouterLifecycle {
@@ -59,13 +61,15 @@ export class OwnRoutes {
             return sendError(res, err as HttpError);
           }
           return json(res, 200, { server_load: rooms.metrics.inFlight });
-        case "/v1/models":
+        case "/v1/models": {
+          let tenant;
           try {
-            rooms.gate.authenticate(req);
+            tenant = rooms.gate.authenticate(req);
           } catch (err) {
             return sendError(res, err as HttpError);
           }
-          return json(res, 200, { object: "list", data: this.models() });
+          return json(res, 200, { object: "list", data: this.models(tenant) });
+        }
         case "/engines":
           try {
             rooms.gate.authenticateAdmin(req);
@@ -213,19 +217,31 @@ export class OwnRoutes {
     json(res, 200, { engine: url, state: e.state });
   }
 
-  /** Models of engines in rotation (all engines when none is), each once; aliases listed with their target as root. */
-  models(): ModelCard[] {
+  /**
+   * Models of engines in rotation (all engines when none is), each once; aliases listed with their
+   * target as root. With tenancy, only those the caller may use (the gate's rule, as a request naming
+   * one meets it). An adapter's card carries its name as its root, never its folder or Hub id.
+   */
+  models(tenant?: Tenant): ModelCard[] {
     const seen = new Map<string, ModelCard>();
     const engines = [...this.rooms.registry.engines.values()].filter((e) => !e.draining);
     const live = engines.filter((e) => e.healthy);
     for (const e of live.length > 0 ? live : engines) {
-      for (const card of e.modelCards) if (!seen.has(card.id)) seen.set(card.id, card);
+      for (const card of e.modelCards)
+        if (!seen.has(card.id)) seen.set(card.id, card.parent != null ? { ...card, root: card.id } : card);
     }
     for (const [alias, target] of Object.entries(this.rooms.config.aliases)) {
       const t = seen.get(target);
       if (t && !seen.has(alias)) seen.set(alias, { ...t, id: alias, root: t.root ?? target });
     }
-    return [...seen.values()];
+    const reg = this.rooms.registry.adapters?.registry;
+    const privateTo = (n: string) => reg?.privateTo(n);
+    const out: ModelCard[] = [];
+    for (const card of seen.values()) {
+      const target = aliasTarget(this.rooms.config.aliases, card.id) ?? card.id;
+      if (this.rooms.gate.mayUse(tenant, card.id, target, privateTo)) out.push(card);
+    }
+    return out;
   }
 
   engines(): unknown[] {

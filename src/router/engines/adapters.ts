@@ -6,11 +6,16 @@
 // requests for it waiting on that load; before a load the least used idle adapter there is unloaded
 // when the engine would otherwise hold more than max_cpu_loras; a failed or stuck load is an error for
 // the requests waiting on it, never a hang. Clients never name a path: only registry adapters are
-// loaded.
+// loaded. With tenants, a load is charged to the tenant whose request caused it (before it starts), a
+// tenant over its weighted share of an engine's slots may not push out the adapters others use, and a
+// failed load is remembered per adapter and engine with a backoff; its client hears which adapter and
+// an id to quote, never the path, the Hub id or the engine (those go to the log and /engines).
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
+import { logger } from "../../obs/log.js";
 import type { AdapterUse, EngineLoraView, LoraRequestView } from "../../routing/index.js";
 import { evictionVictim, noteAdapterUse } from "../../routing/lora.js";
 import type { RouterConfig } from "../config/config.js";
@@ -26,7 +31,21 @@ export interface AdapterEntry {
   /** the base model (adapter_config.json's base_model_name_or_path, or the config's); null: any */
   base: string | null;
   bytes: number;
+  /** the tenants it is private to (undefined: every tenant's) */
+  tenants?: ReadonlySet<string> | undefined;
 }
+
+/** a registry entry as the configuration gives it (`lora.adapters`) */
+export interface AdapterConfigEntry {
+  name: string;
+  path?: string | undefined;
+  hub?: string | undefined;
+  base?: string | undefined;
+  bytes?: number | undefined;
+  tenants?: readonly string[] | undefined;
+}
+
+const log = logger("lora");
 
 /** adapters in one registry at most */
 export const MAX_ADAPTERS = 100_000;
@@ -65,10 +84,7 @@ function baseOf(dir: string): string | null {
 export class AdapterRegistry {
   readonly adapters = new Map<string, AdapterEntry>();
 
-  constructor(
-    dir: string | undefined,
-    entries: readonly { name: string; path?: string; hub?: string; base?: string; bytes?: number }[] = [],
-  ) {
+  constructor(dir: string | undefined, entries: readonly AdapterConfigEntry[] = []) {
     if (dir) {
       const root = resolve(dir);
       let names: string[];
@@ -88,6 +104,17 @@ export class AdapterRegistry {
       }
     }
     for (const e of entries) {
+      const tenants = e.tenants ? { tenants: new Set(e.tenants) } : {};
+      if (e.hub === undefined && e.path === undefined) {
+        // a folder of --lora-dir, named here for its tenants
+        const found = this.adapters.get(e.name);
+        if (!found)
+          throw new Error(
+            `lora.adapters: '${e.name}' gives no path or hub, so it names a folder of lora.dir, which has none of that name`,
+          );
+        found.tenants = tenants.tenants;
+        continue;
+      }
       if (e.hub !== undefined) {
         // the engines download it (vLLM resolves a load's path that is no folder as a Hub repository):
         // the router hands them the id, which is also the path vLLM 0.32 hashes into the blocks
@@ -96,6 +123,7 @@ export class AdapterRegistry {
           path: e.hub,
           base: e.base ?? null,
           bytes: e.bytes ?? UNKNOWN_ADAPTER_BYTES,
+          ...tenants,
         });
         continue;
       }
@@ -105,6 +133,7 @@ export class AdapterRegistry {
         path,
         base: e.base ?? baseOf(path),
         bytes: e.bytes ?? weightBytes(path),
+        ...tenants,
       });
     }
   }
@@ -116,6 +145,11 @@ export class AdapterRegistry {
 
   get(name: string): AdapterEntry | undefined {
     return this.adapters.get(name);
+  }
+
+  /** the tenants a registry adapter is private to; undefined: not a registry adapter, or not private */
+  privateTo(name: string): ReadonlySet<string> | undefined {
+    return this.adapters.get(name)?.tenants;
   }
 
   get size(): number {
@@ -161,6 +195,38 @@ interface EngineBooks {
    * a while (bounded: an entry goes when it is older than SYNC_GRACE_MS at the next scrape)
    */
   changedAt: Map<string, number>;
+  /** the tenant whose request last used each adapter there ("" without tenancy): who holds its slot */
+  holder: Map<string, string>;
+  /** failed loads there, by adapter (registry names only: bounded by the registry) */
+  failed: Map<string, LoadFailure>;
+}
+
+/** a failed load remembered: no new attempt there before `until` */
+interface LoadFailure {
+  /** the id its clients may quote (the log line and /engines carry it with the details) */
+  id: string;
+  /** performance.now() ms */
+  until: number;
+  attempts: number;
+  /** the engine's answer, for the log and /engines only */
+  error: string;
+}
+
+/** the first backoff after a failed load, doubled for each failure after it, up to the most */
+export const LOAD_FAILURE_BACKOFF_MS = 10_000;
+export const LOAD_FAILURE_BACKOFF_MAX_MS = 300_000;
+/** an adapter used this recently by a tenant (or with requests in flight) is in use by it */
+export const ADAPTER_IN_USE_MS = 30_000;
+
+/** who a request's load is for: its tenant, the tenant's weight, and the charge of a load to it */
+export interface LoadRequester {
+  /** the tenant's name ("" without tenancy) */
+  tenant: string;
+  weight: number;
+  /** charges one load to the tenant before it starts; throws its 429 (adapterLoadsPerMinute) */
+  charge?: (() => void) | undefined;
+  /** the weight of a tenant by name (others holding the engine's slots) */
+  weightOf?: ((tenant: string) => number) | undefined;
 }
 
 /** adapter names one list of an engine's residency row carries at most (the most recent, for loaded) */
@@ -179,6 +245,8 @@ export interface LoraResidencyRow {
   loading: string[];
   running: string[];
   waiting: string[];
+  /** failed loads in their backoff: the adapter, the id its clients were given, the engine's answer */
+  failures?: { adapter: string; id: string; error: string; attempts: number; retryInMs: number }[];
 }
 
 /**
@@ -210,6 +278,8 @@ export interface AdapterStats {
   loadFailures: number;
   unloads: number;
   loadSeconds: number;
+  /** loads by the tenant whose request caused them ("" without tenancy) */
+  loadsByTenant: Map<string, number>;
 }
 
 /**
@@ -217,7 +287,13 @@ export interface AdapterStats {
  * (`EngineView.lora`) are what the routing policies read.
  */
 export class AdapterLoader {
-  readonly stats: AdapterStats = { loads: 0, loadFailures: 0, unloads: 0, loadSeconds: 0 };
+  readonly stats: AdapterStats = {
+    loads: 0,
+    loadFailures: 0,
+    unloads: 0,
+    loadSeconds: 0,
+    loadsByTenant: new Map(),
+  };
   /** requests routed per registry adapter since the router started (at most the registry's size) */
   readonly requests = new Map<string, number>();
   private readonly books = new Map<string, EngineBooks>();
@@ -255,6 +331,8 @@ export class AdapterLoader {
         },
         pending: new Map(),
         changedAt: new Map(),
+        holder: new Map(),
+        failed: new Map(),
       };
       this.books.set(e.url, b);
       (e.view as { lora?: EngineLoraView }).lora = b.view;
@@ -282,6 +360,7 @@ export class AdapterLoader {
       if (!e.view.models.has(x.key) && !b.view.loading.has(x.key) && !b.changedAt.has(x.key)) {
         b.view.loaded.delete(x.key);
         b.view.uses.delete(x.key);
+        b.holder.delete(x.key);
       }
     // the engine's list, corrected by the router's recent word, is what routing reads
     for (const [n] of b.changedAt) {
@@ -291,13 +370,14 @@ export class AdapterLoader {
   }
 
   /** the router sent a request for `name` to `e` (its slot-wait and eviction books) */
-  noteSent(e: Upstream, name: string, nowMs: number): void {
+  noteSent(e: Upstream, name: string, nowMs: number, tenant = ""): void {
     // only registry adapters are sent here, so the counts hold at most the registry's names
     this.requests.set(name, (this.requests.get(name) ?? 0) + 1);
     const b = this.booksOf(e);
     b.view.inFlight.set(name, (b.view.inFlight.get(name) ?? 0) + 1);
     b.view.lastSentAt.set(name, nowMs);
     noteAdapterUse(b.view.uses, name, performance.now());
+    b.holder.set(name, tenant);
     if (b.view.loaded.has(name)) b.view.loaded.touch(name);
   }
 
@@ -321,6 +401,17 @@ export class AdapterLoader {
     const b = this.books.get(e.url);
     if (!b) return null;
     const loaded = [...b.view.loaded.oldestFirst()].map((x) => x.key);
+    const now = performance.now();
+    const failures = [...b.failed]
+      .filter(([, f]) => f.until > now)
+      .slice(0, RESIDENCY_NAMES)
+      .map(([adapter, f]) => ({
+        adapter,
+        id: f.id,
+        error: f.error,
+        attempts: f.attempts,
+        retryInMs: Math.round(f.until - now),
+      }));
     return {
       maxLoras: b.view.maxLoras,
       maxCpuLoras: b.view.maxCpuLoras,
@@ -329,6 +420,7 @@ export class AdapterLoader {
       loading: [...b.view.loading].slice(0, RESIDENCY_NAMES),
       running: [...b.view.running].slice(0, RESIDENCY_NAMES),
       waiting: [...b.view.waiting].slice(0, RESIDENCY_NAMES),
+      failures,
     };
   }
 
@@ -341,13 +433,27 @@ export class AdapterLoader {
    * Makes `name` usable on `e`: at once when the engine lists it; else the one load in flight for it
    * there, or a new one (after unloading what would push the engine over max_cpu_loras).
    */
-  ensure(e: Upstream, name: string): Promise<void> {
+  ensure(e: Upstream, name: string, who?: LoadRequester): Promise<void> {
     if (this.isLoaded(e, name)) return Promise.resolve();
     const a = this.registry.get(name);
     if (!a) return Promise.reject(new HttpError(404, `The model \`${name}\` does not exist.`, "model"));
     const b = this.booksOf(e);
     const pending = b.pending.get(name);
     if (pending) return pending;
+    const failed = b.failed.get(name);
+    const now = performance.now();
+    if (failed && failed.until > now) return Promise.reject(loadFailedError(name, failed, now));
+    try {
+      // a load pushes out another adapter: not one other tenants use while this one holds its share
+      if (who && this.overShare(b, who, now)) return Promise.reject(slotsHeldError(name));
+      // charged before it starts, to the tenant whose request causes it
+      who?.charge?.();
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    const tenant = who?.tenant ?? "";
+    this.stats.loadsByTenant.set(tenant, (this.stats.loadsByTenant.get(tenant) ?? 0) + 1);
+    b.holder.set(name, tenant);
     const p = this.load(e, b, a).finally(() => {
       b.pending.delete(name);
       b.view.loading.delete(name);
@@ -357,15 +463,40 @@ export class AdapterLoader {
     return p;
   }
 
+  /**
+   * Whether a load for `who` on that engine would push out an adapter another tenant uses while `who`
+   * already holds its weighted share of the engine's slots (max_cpu_loras): its share is the slots
+   * times its weight over the weights of the tenants holding adapters there (itself among them). A
+   * tenant under its share, or one with an adapter of its own or an idle one to push out, may load.
+   */
+  private overShare(b: EngineBooks, who: LoadRequester, now: number): boolean {
+    const slots = b.view.maxCpuLoras;
+    if (b.view.loaded.size + b.pending.size + 1 <= slots) return false; // nothing pushed out
+    const held = new Map<string, number>();
+    for (const x of b.view.loaded.oldestFirst()) {
+      const h = b.holder.get(x.key) ?? "";
+      held.set(h, (held.get(h) ?? 0) + 1);
+    }
+    if (held.size === 0 || (held.size === 1 && held.has(who.tenant))) return false;
+    let weights = who.weight;
+    for (const t of held.keys()) if (t !== who.tenant) weights += who.weightOf?.(t) ?? 1;
+    const share = (slots * who.weight) / weights;
+    if ((held.get(who.tenant) ?? 0) < share) return false;
+    // at its share: only its own adapters, or idle ones, may go
+    return this.victim(b, who.tenant, now) === null;
+  }
+
   private async load(e: Upstream, b: EngineBooks, a: AdapterEntry): Promise<void> {
     // room first, so that the engine never holds more than max_cpu_loras of the router's adapters
     // this load counted once: it joins `pending` when load() first awaits
     const others = () => b.pending.size - (b.pending.has(a.name) ? 1 : 0);
+    const tenant = b.holder.get(a.name) ?? "";
     while (b.view.loaded.size + others() + 1 > b.view.maxCpuLoras) {
-      const victim = this.victim(b);
+      const victim = this.victim(b, tenant, performance.now()) ?? this.victim(b);
       if (victim === null) break;
       b.view.loaded.delete(victim);
       b.view.uses.delete(victim);
+      b.holder.delete(victim);
       b.changedAt.set(victim, performance.now());
       e.view.models.delete(victim);
       this.stats.unloads++;
@@ -383,10 +514,24 @@ export class AdapterLoader {
       }
       this.stats.loadFailures++;
       const why = (err as Error).message;
-      throw new HttpError(502, `loading the LoRA adapter '${a.name}' on ${e.url} failed: ${why}`, "model", {
-        "retry-after": "1",
-      });
+      const prev = b.failed.get(a.name);
+      const attempts = (prev?.attempts ?? 0) + 1;
+      const backoff = Math.min(LOAD_FAILURE_BACKOFF_MAX_MS, LOAD_FAILURE_BACKOFF_MS * 2 ** (attempts - 1));
+      const failure: LoadFailure = {
+        id: `lora-${randomBytes(6).toString("hex")}`,
+        until: performance.now() + backoff,
+        attempts,
+        error: why.slice(0, 500),
+      };
+      b.failed.set(a.name, failure);
+      // the details for the operator only: the client's error names the adapter and the id
+      log.warn(
+        { adapter: a.name, path: a.path, engine: e.url, id: failure.id, attempts, backoffMs: backoff },
+        `loading the LoRA adapter failed: ${failure.error}`,
+      );
+      throw loadFailedError(a.name, failure, performance.now());
     }
+    b.failed.delete(a.name);
     this.stats.loads++;
     const took = (performance.now() - t0) / 1000;
     this.stats.loadSeconds += took;
@@ -396,9 +541,19 @@ export class AdapterLoader {
     e.view.models.add(a.name);
   }
 
-  /** the least used adapter loaded there with nothing in flight, else the oldest (src/routing/lora.ts) */
-  private victim(b: EngineBooks): string | null {
-    return evictionVictim(b.view, performance.now(), (name) => b.pending.has(name));
+  /**
+   * the least used adapter loaded there with nothing in flight, else the oldest (src/routing/lora.ts);
+   * for `tenant`: only its own adapters or ones nobody else has used in ADAPTER_IN_USE_MS
+   */
+  private victim(b: EngineBooks, tenant?: string, now = performance.now()): string | null {
+    if (tenant === undefined) return evictionVictim(b.view, now, (name) => b.pending.has(name));
+    return evictionVictim(b.view, now, (name) => {
+      if (b.pending.has(name)) return true;
+      const h = b.holder.get(name) ?? "";
+      if (h === tenant) return false;
+      const at = b.view.uses.get(name)?.at;
+      return (b.view.inFlight.get(name) ?? 0) > 0 || (at !== undefined && now - at < ADAPTER_IN_USE_MS);
+    });
   }
 
   /** a POST to the engine's own API: 200 or an error carrying the engine's answer */
@@ -431,4 +586,28 @@ export class AdapterLoader {
         : "";
     throw new Error(`${path} answered ${res.statusCode}: ${message}${hint}`);
   }
+}
+
+/**
+ * A failed load's answer to its clients: which adapter, that it could not be loaded, and an id to quote
+ * (the log and /engines hold the path, the Hub id, the engine and its answer under the same id).
+ */
+function loadFailedError(name: string, f: LoadFailure, now: number): HttpError {
+  const secs = Math.max(1, Math.ceil((f.until - now) / 1000));
+  return new HttpError(
+    502,
+    `The LoRA adapter \`${name}\` could not be loaded (error id ${f.id}); retry in ${secs} s, or quote the id to the operator.`,
+    "model",
+    { "retry-after": String(secs) },
+  );
+}
+
+/** A tenant at its share of an engine's adapter slots, whose load would push out another tenant's. */
+function slotsHeldError(name: string): HttpError {
+  return new HttpError(
+    503,
+    `The LoRA adapter \`${name}\` cannot be loaded now: this tenant holds its share of the engine's adapter slots and the others are in use; retry shortly.`,
+    "model",
+    { "retry-after": "1" },
+  );
 }

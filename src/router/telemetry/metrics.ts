@@ -99,7 +99,7 @@ export class RouterMetrics {
   );
   readonly tenantRejected = new CounterFamily(
     "switchyard_tenant_rejected_total",
-    "Requests refused for a tenant limit, by the limit (requests_per_minute, prompt_tokens_per_minute, completion_tokens_per_minute, concurrent_requests, store)",
+    "Requests refused for a tenant limit, by the limit (requests_per_minute, prompt_tokens_per_minute, completion_tokens_per_minute, concurrent_requests, adapter_loads_per_minute, store)",
     ["tenant", "limit"] as const,
   );
   readonly tenantTokens = new CounterFamily(
@@ -431,7 +431,13 @@ export class RouterMetrics {
    * The LoRA adapters the router loads (src/router/engines/adapters.ts): loads, failed loads, unloads
    * (host-cache evictions it asked for) and the seconds loads took, read at scrape
    */
-  watchAdapters(stats: { loads: number; loadFailures: number; unloads: number; loadSeconds: number }): void {
+  watchAdapters(stats: {
+    loads: number;
+    loadFailures: number;
+    unloads: number;
+    loadSeconds: number;
+    loadsByTenant: ReadonlyMap<string, number>;
+  }): void {
     const r = this.registry;
     // counters that follow the loader's own totals: each scrape adds what they grew by since the last
     const counter = (name: string, help: string, read: () => number) => {
@@ -447,11 +453,21 @@ export class RouterMetrics {
         },
       });
     };
-    counter(
-      "switchyard_lora_loads_total",
-      "LoRA adapter loads the router made through the engines' load API",
-      () => stats.loads,
-    );
+    // by the tenant whose request caused the load ("" without tenancy): a load is that tenant's cost
+    const seenBy = new Map<string, number>();
+    new Counter({
+      name: "switchyard_lora_loads_total",
+      help: "LoRA adapter loads the router started through the engines' load API, by the tenant whose request caused them",
+      labelNames: ["tenant"],
+      registers: [r],
+      collect() {
+        for (const [tenant, now] of stats.loadsByTenant) {
+          const was = seenBy.get(tenant) ?? 0;
+          if (now > was) this.inc({ tenant }, now - was);
+          seenBy.set(tenant, now);
+        }
+      },
+    });
     counter(
       "switchyard_lora_load_failures_total",
       "LoRA adapter loads an engine refused or did not answer",

@@ -100,6 +100,8 @@ test("--lora-adapter names a folder or a Hub repository; an entry with neither o
   ]);
   assert.throws(() => configOf(["--lora-adapter=nosource"]), /NAME=\/folder or NAME=hf:ORG\/REPO/);
   assert.throws(() => configOf(["--lora-adapter=x=hf:not a repo"]), /Hub repository id/);
+  // no . or .. segment: the engines resolve a Hub id as a path first
+  assert.throws(() => configOf(["--lora-adapter=x=hf:a/.."]), /Hub repository id/);
   assert.throws(
     () => parseConfig({ lora: { adapters: [{ name: "x", path: "/a", hub: "o/r" }] } }),
     /one of them/,
