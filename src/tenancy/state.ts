@@ -10,6 +10,7 @@ import {
   parseTenancyConfig,
   readKeysDir,
   readSaltSecretFile,
+  redisPassword,
   TenancyConfigError,
   type KeyEntry,
   type TenancyConfig,
@@ -34,6 +35,8 @@ export interface Tenant {
   readonly limits: TenantLimits;
   /** the `cache_salt` to inject, when isolation is on */
   readonly cacheSalt: string | undefined;
+  /** what becomes of a body `priority` from this tenant's clients (request-fields.ts) */
+  readonly clientPriority: "drop" | "clamp";
 }
 
 export interface Admission {
@@ -58,6 +61,8 @@ const MAX_OWNER_TAGS = 100_000;
 
 export interface TenancyStateOptions {
   now?: () => number;
+  /** where SWITCHYARD_REDIS_PASSWORD is read (process.env) */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class TenancyState {
@@ -70,7 +75,10 @@ export class TenancyState {
   /** set in a router worker: the replica's local limits, kept by its primary (src/router/cluster) */
   private group: Limiter | undefined;
 
+  private readonly env: NodeJS.ProcessEnv;
+
   constructor(cfg: unknown = {}, opts: TenancyStateOptions = {}) {
+    this.env = opts.env ?? process.env;
     this.local = new LocalLimiter(opts.now ? { now: opts.now } : {});
     this.apply(cfg);
   }
@@ -133,6 +141,7 @@ export class TenancyState {
         priority: t.priority,
         limits: cfg.redis ? t.limits : splitLimits(t.limits, cfg.replicas),
         cacheSalt: t.cacheIsolation && salt ? deriveCacheSalt(salt, name) : undefined,
+        clientPriority: t.clientPriority,
       });
     }
     this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
@@ -170,6 +179,11 @@ export class TenancyState {
   /** Keys are required once any tenant key is configured. */
   get enabled(): boolean {
     return this.snap.keys.size > 0;
+  }
+
+  /** the configuration's rules for the fields the router owns (request-fields.ts) */
+  get fieldRules(): { enginePriority: TenancyConfig["enginePriority"]; vllmXargs: readonly string[] } {
+    return { enginePriority: this.snap.cfg.enginePriority, vllmXargs: this.snap.cfg.vllmXargs };
   }
 
   /** Admin endpoints are guarded once tenancy is on or an admin key exists. */
