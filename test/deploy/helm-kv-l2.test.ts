@@ -62,7 +62,7 @@ describe("helm chart: the shared KV tier (engines.offload.l2)", { timeout: 300_0
     assert.equal(opt("--cluster-config-file"), "/data/nodes.conf");
     assert.equal(opt("--save"), "");
     // probes: alive when it answers PING, ready when the cluster serves every slot
-    assert.deepEqual(c.livenessProbe.exec.command, ["valkey-cli", "-p", "6379", "ping"]);
+    assert.deepEqual(c.livenessProbe.exec.command, ["sh", "-c", "valkey-cli -p 6379 ping | grep -q PONG"]);
     assert.match(c.readinessProbe.exec.command[2], /cluster info \| grep -q '\^cluster_state:ok'/);
     assert.equal(sts.spec.volumeClaimTemplates[0].spec.resources.requests.storage, "1Gi");
     // every node by name, ready or not
