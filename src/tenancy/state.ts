@@ -298,12 +298,13 @@ export class TenancyState {
       leaseTtl: r.leaseTtl,
       replicas: cfg.replicas,
     };
-    if (this.redis && this.redis.url === r.url) {
+    const password = redisPassword(r.passwordFile, this.env);
+    if (this.redis && this.redis.url === r.url && this.redis.password === password) {
       this.redis.setOptions(opts);
       return this.redis;
     }
     if (this.redis) this.retire(this.redis);
-    this.redis = new RedisLimiter({ url: r.url, ...opts, fallback: this.group ?? this.local });
+    this.redis = new RedisLimiter({ url: r.url, password, ...opts, fallback: this.group ?? this.local });
     return this.redis;
   }
 
