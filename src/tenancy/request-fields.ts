@@ -34,9 +34,9 @@ export function enginePriority(rule: PriorityRule, asked: unknown): number | und
 }
 
 /**
- * Sets `obj.priority` by the rule and cuts `obj.vllm_xargs` to the allowed keys (never the transfer
- * keys); true when the body changed. A `vllm_xargs` that is not an object is removed (vLLM would refuse
- * it anyway); one left empty is removed.
+ * Sets `obj.priority` by the rule and cuts `obj.vllm_xargs` (and a generate request's
+ * `sampling_params.extra_args`) to the allowed keys, never the transfer keys; true when the body
+ * changed. One that is not an object is removed (vLLM would refuse it anyway); one left empty too.
  */
 export function ownRequestFields(
   obj: Record<string, unknown>,
@@ -54,23 +54,32 @@ export function ownRequestFields(
     obj.priority = p;
     changed = true;
   }
-  if ("vllm_xargs" in obj) {
-    const x = obj.vllm_xargs;
-    if (x === null || typeof x !== "object" || Array.isArray(x)) {
-      delete obj.vllm_xargs;
-      return true;
-    }
-    const kept: Record<string, unknown> = {};
-    let dropped = false;
-    for (const [k, v] of Object.entries(x as Record<string, unknown>)) {
-      if (allowedXargs.includes(k) && !ROUTER_XARGS.has(k)) kept[k] = v;
-      else dropped = true;
-    }
-    if (dropped) {
-      changed = true;
-      if (Object.keys(kept).length === 0) delete obj.vllm_xargs;
-      else obj.vllm_xargs = kept;
-    }
-  }
+  changed = cutArgs(obj, "vllm_xargs", allowedXargs) || changed;
+  // /inference/v1/generate takes vLLM's SamplingParams as they are, `extra_args` (where vllm_xargs
+  // lands on the other routes) among them
+  const sp = obj.sampling_params;
+  if (sp !== null && typeof sp === "object" && !Array.isArray(sp))
+    changed = cutArgs(sp as Record<string, unknown>, "extra_args", allowedXargs) || changed;
   return changed;
+}
+
+/** `holder[field]` cut to the allowed keys, never the transfer keys; removed when not an object or left empty */
+function cutArgs(holder: Record<string, unknown>, field: string, allowed: readonly string[]): boolean {
+  if (!(field in holder)) return false;
+  const x = holder[field];
+  if (x === null || x === undefined) return false;
+  if (typeof x !== "object" || Array.isArray(x)) {
+    delete holder[field];
+    return true;
+  }
+  const kept: Record<string, unknown> = {};
+  let dropped = false;
+  for (const [k, v] of Object.entries(x as Record<string, unknown>)) {
+    if (allowed.includes(k) && !ROUTER_XARGS.has(k)) kept[k] = v;
+    else dropped = true;
+  }
+  if (!dropped) return false;
+  if (Object.keys(kept).length === 0) delete holder[field];
+  else holder[field] = kept;
+  return true;
 }

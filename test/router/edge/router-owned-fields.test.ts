@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { hashKey } from "../../../src/tenancy/keys.js";
-import { enginePriority } from "../../../src/tenancy/request-fields.js";
+import { enginePriority, ownRequestFields } from "../../../src/tenancy/request-fields.js";
 import { parseTenancyConfig } from "../../../src/tenancy/config.js";
 import { startFakeVllm } from "../../../bench/support/fakes/fake-vllm.js";
 import { routerFor, post } from "../../helpers/router.js";
@@ -114,4 +114,26 @@ test("enginePriority: bands never overlap, a higher band is always served first,
     () => parseTenancyConfig({ vllmXargs: ["kv_transfer_params"] }),
     /tenancy\.vllmXargs: kv_transfer_params and ec_transfer_params are set by the router only/,
   );
+});
+
+test("a token-in generate request's sampling_params.extra_args is cut like vllm_xargs: the transfer keys never pass", () => {
+  const rule = { band: 0, client: "drop" as const, fromBand: false, bandWidth: 1000 };
+  const body: Record<string, unknown> = {
+    token_ids: [1, 2, 3],
+    priority: -5,
+    sampling_params: {
+      max_tokens: 2,
+      extra_args: { kv_transfer_params: STOLEN_KV, agentic_context: { a: 1 } },
+    },
+  };
+  assert.equal(ownRequestFields(body, rule, ["agentic_context"]), true);
+  assert.deepEqual(body, {
+    token_ids: [1, 2, 3],
+    sampling_params: { max_tokens: 2, extra_args: { agentic_context: { a: 1 } } },
+  });
+  const only: Record<string, unknown> = { sampling_params: { extra_args: { ec_transfer_params: {} } } };
+  ownRequestFields(only, rule, ["ec_transfer_params"]);
+  assert.deepEqual(only, { sampling_params: {} });
+  const clean: Record<string, unknown> = { sampling_params: { max_tokens: 2, extra_args: null } };
+  assert.equal(ownRequestFields(clean, rule, []), false, "nothing to cut, nothing changed");
 });
