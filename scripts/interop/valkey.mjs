@@ -142,7 +142,12 @@ export async function valkeyChecks(h, p) {
       type: "valkey",
       startup_nodes: c.seeds,
       cluster_mode: true,
-      password: PASSWORD,
+      // LMCache 0.5.6 builds glide's ServerCredentials(username, password) positionally, whose order
+      // is (password, username) (lmcache/v1/storage_backend/valkey/worker_pool.py): its `username`
+      // reaches the server as the password and its `password` as the user name. `password` alone
+      // connects without AUTH (NOAUTH). Swapped here, the default user with the cluster's password
+      username: PASSWORD,
+      password: "default",
       num_workers: 2,
       request_timeout: 2,
     });
