@@ -118,8 +118,9 @@ describe("helm chart: the shared KV tier (engines.offload.l2)", { timeout: 300_0
       tls_enable: true,
       key_prefix: "switchyard",
       max_capacity_gb: 500,
-      username: "$(LMCACHE_L2_USERNAME)",
-      password: "$(LMCACHE_L2_PASSWORD)",
+      // swapped for LMCache 0.5.6, which hands glide (username, password) as (password, username)
+      username: "$(LMCACHE_L2_PASSWORD)",
+      password: "$(LMCACHE_L2_USERNAME)",
     });
     // Kubernetes expands $(VAR) in args from env, set from the Secret: no credential in the pod spec
     const env = envOf(container(one(objs, "DaemonSet", "-lmcache")));

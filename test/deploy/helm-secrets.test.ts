@@ -110,9 +110,12 @@ describe("helm chart: secrets out of plain config", { timeout: 300_000 }, () => 
     const job = byKind(objs, "Job").find((j) => j.metadata.name.includes("-kv-cluster-join-"))!;
     const jenv = envOf(job.spec.template.spec.containers[0]);
     assert.deepEqual(secretRef(jenv.get("REDISCLI_AUTH")), { name: "kv-auth", key: "password" });
-    // LMCache 0.5.6's valkey adapter config takes `password` (and `username`, `tls_enable`)
+    // LMCache 0.5.6's valkey adapter takes `username`/`password` but hands glide's
+    // ServerCredentials(password, username) them in the wrong order: the password goes in `username`
+    // (the interop valkey group connects only so)
     const a = adapterOf(objs);
-    assert.equal(a.password, "$(LMCACHE_L2_PASSWORD)");
+    assert.equal(a.username, "$(LMCACHE_L2_PASSWORD)");
+    assert.equal(a.password, "default");
     assert.equal(a.cluster_mode, true);
     const mp = container(one(objs, "DaemonSet", "-lmcache"));
     assert.deepEqual(secretRef(envOf(mp).get("LMCACHE_L2_PASSWORD")), { name: "kv-auth", key: "password" });
