@@ -6,6 +6,9 @@
 // 1. LMCache's own MP client (lmcache_valkey.py): chunks stored, spread over the three primaries, read
 //    back from the cluster byte for byte; a primary killed -9, read while the cluster fails over and
 //    after: every chunk a hit with the stored bytes or a miss, never other bytes.
+// Every node runs with a password (requirepass, masterauth), as the chart's l2.cluster.auth runs it:
+// LMCache's adapter sends it in its JSON (`password`), and a client without it is refused (NOAUTH,
+// FLUSHALL included).
 // 2. Two real vLLM 0.32 engines (CPU) on --kv-offloading-backend lmcache sharing the MP server, and a
 //    third with no cache at all: B's prefill of A's prompts comes from the cluster
 //    (vllm:external_prefix_cache_hits_total), then a stream of new prompts while a primary is killed -9:
@@ -23,6 +26,8 @@ const NODE_TIMEOUT_MS = 2000;
 const CHUNK_TOKENS = 64;
 /** 2 layers of K and V, 2 heads of 64 fp16: 1 KiB per token, 64 KiB per chunk */
 const SHAPE = "(2,1024,16,2,64):float16:2";
+/** every node's password (letters, digits and -_.~: it rides in the adapter's JSON) */
+const PASSWORD = "interop-kv-cluster_pass.1";
 
 /** valkey-glide-sync (the client LMCache's valkey adapter needs) in a folder of its own, once */
 function installGlide(p, PEERS) {
@@ -82,13 +87,14 @@ export async function valkeyChecks(h, p) {
       maxMemoryBytes: 256 * 2 ** 20,
       dir,
       nodeTimeoutMs: NODE_TIMEOUT_MS,
+      password: PASSWORD,
     };
     for (const q of ports) nodes.push(start(`${name}-${q}`, bins.server, kv.kvNodeArgs(o, q)));
     // --cluster create over these ports (not consecutive: joined by hand, as joinKvCluster does)
     for (const q of ports)
       await until(
         `${bins.name} node ${q}`,
-        async () => kv.kvCli(bins, "127.0.0.1", q, ["ping"]).includes("PONG"),
+        async () => kv.kvCli(bins, "127.0.0.1", q, ["ping"], PASSWORD).includes("PONG"),
         30_000,
       );
     const r = spawnSync(
@@ -101,21 +107,30 @@ export async function valkeyChecks(h, p) {
         "1",
         "--cluster-yes",
       ],
-      { encoding: "utf8", timeout: 60_000 },
+      { encoding: "utf8", timeout: 60_000, env: kv.kvCliEnv(PASSWORD) },
     );
     if (r.status !== 0) throw new Error(`--cluster create: ${(r.stdout + r.stderr).slice(-800)}`);
     for (const q of ports)
       await until(
         `cluster state ok on ${q}`,
-        async () => kv.clusterState(bins, "127.0.0.1", q).cluster_state === "ok",
+        async () => kv.clusterState(bins, "127.0.0.1", q, PASSWORD).cluster_state === "ok",
         60_000,
       );
     return {
       ports,
       nodes,
       seeds: ports.map((q) => `127.0.0.1:${q}`).join(","),
-      primaries: (from) => kv.clusterPrimaries(bins, "127.0.0.1", from),
-      keys: (q) => Number(kv.kvCli(bins, "127.0.0.1", q, ["dbsize"]).trim() || 0),
+      primaries: (from) => kv.clusterPrimaries(bins, "127.0.0.1", from, PASSWORD),
+      keys: (q) => Number(kv.kvCli(bins, "127.0.0.1", q, ["dbsize"], PASSWORD).trim() || 0),
+      /** what a client without the password gets for `args` on node q */
+      bare: (q, args) => {
+        const b = spawnSync(bins.cli, ["-h", "127.0.0.1", "-p", String(q), ...args], {
+          encoding: "utf8",
+          env: kv.kvCliEnv(undefined),
+          timeout: 10_000,
+        });
+        return `${b.stdout}${b.stderr}`.trim();
+      },
       close: async () => {
         for (const x of nodes) await stop(x);
         rmSync(dir, { recursive: true, force: true });
@@ -127,6 +142,12 @@ export async function valkeyChecks(h, p) {
       type: "valkey",
       startup_nodes: c.seeds,
       cluster_mode: true,
+      // LMCache 0.5.6 builds glide's ServerCredentials(username, password) positionally, whose order
+      // is (password, username) (lmcache/v1/storage_backend/valkey/worker_pool.py): its `username`
+      // reaches the server as the password and its `password` as the user name. `password` alone
+      // connects without AUTH (NOAUTH). Swapped here, the default user with the cluster's password
+      username: PASSWORD,
+      password: "default",
       num_workers: 2,
       request_timeout: 2,
     });
@@ -167,9 +188,16 @@ export async function valkeyChecks(h, p) {
     let m;
     try {
       await check(
-        "LMCache 0.5.6's MP server with its valkey L2 in cluster mode on 3 primaries + 3 replicas: chunks spread over every primary, read back from the cluster byte for byte; a primary killed -9: hits or misses while it fails over, never other bytes, every chunk back after",
+        "LMCache 0.5.6's MP server with its valkey L2 in cluster mode on 3 primaries + 3 replicas, every node with a password (a client without it refused, FLUSHALL included): chunks spread over every primary, read back from the cluster byte for byte; a primary killed -9: hits or misses while it fails over, never other bytes, every chunk back after",
         async () => {
           c = await cluster("kv-a");
+          // a client without the password is refused by every node, FLUSHALL included
+          for (const q of c.ports)
+            for (const args of [["ping"], ["get", "k"], ["flushall"]]) {
+              const got = c.bare(q, args);
+              if (!/NOAUTH/.test(got))
+                throw new Error(`node ${q} answered ${args[0]} without the password: ${got}`);
+            }
           m = await mpServer("lmcache-mp-valkey", c, [
             ...["--chunk-size", String(CHUNK_TOKENS), "--l1-size-gb", "0.2"],
             ...["--supported-transfer-mode", "engine_driven"],
@@ -192,7 +220,8 @@ export async function valkeyChecks(h, p) {
               SHAPE,
               out,
             ],
-            { PYTHONPATH: glide },
+            // the script's own CLI calls (keys per primary, the victim's pid) send the password too
+            { PYTHONPATH: glide, REDISCLI_AUTH: PASSWORD, VALKEYCLI_AUTH: PASSWORD },
             join(RUN, "lmcache-valkey-client.log"),
             900_000,
           );
@@ -341,7 +370,7 @@ export async function valkeyChecks(h, p) {
           return (
             now.size === 3 &&
             !now.has(victim) &&
-            kv.clusterState(bins, "127.0.0.1", survivor).cluster_state === "ok"
+            kv.clusterState(bins, "127.0.0.1", survivor, PASSWORD).cluster_state === "ok"
           );
         };
         const during = [];

@@ -22,8 +22,13 @@ import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   BasicTracerProvider,
   BatchSpanProcessor,
+  AlwaysOffSampler,
+  AlwaysOnSampler,
   ParentBasedSampler,
+  SamplingDecision,
   TraceIdRatioBasedSampler,
+  type Sampler,
+  type SamplingResult,
   type ReadableSpan,
   type SpanExporter,
   type SpanProcessor,
@@ -56,8 +61,13 @@ export interface TracingOptions {
   resource?: Record<string, AttrValue>;
   /** extra request headers for the collector (auth) */
   headers?: Record<string, string>;
-  /** root spans sampled, 0..1; requests that carry a traceparent follow its sampled flag */
+  /**
+   * spans sampled, 0..1: root spans, and (unless trustClientSampling) requests whose traceparent
+   * comes from a client, whose sampled flag is then ignored
+   */
   sampleRatio?: number;
+  /** a client's traceparent decides by its sampled flag (a trusted caller: a gateway, the operator's own services) */
+  trustClientSampling?: boolean;
   /** finished spans kept while waiting for export; beyond it new spans are dropped (counted) */
   maxQueue?: number;
   /** spans per OTLP request */
@@ -137,6 +147,46 @@ class CountingExporter implements SpanExporter {
 }
 
 /**
+ * The router's own coin for a span whose parent came from a client: sampled at `ratio`, at random. Not
+ * by trace id, as the root sampler is: a client picks its trace id, and could pick one that always
+ * falls under the ratio.
+ */
+class CoinSampler implements Sampler {
+  constructor(
+    private readonly ratio: number,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  shouldSample(): SamplingResult {
+    return {
+      decision:
+        this.ratio > 0 && this.random() < this.ratio
+          ? SamplingDecision.RECORD_AND_SAMPLED
+          : SamplingDecision.NOT_RECORD,
+    };
+  }
+
+  toString(): string {
+    return `CoinSampler{${this.ratio}}`;
+  }
+}
+
+/**
+ * Parent-first sampling: our own spans follow their parent; root spans sample by trace id at `ratio`;
+ * a client's traceparent follows its sampled flag only where the client is trusted, else the router's
+ * coin at `ratio` decides (a client's flag would spend the operator's trace budget, and the
+ * collector's, at the client's choice).
+ */
+export function samplerFor(ratio: number, trustClientSampling: boolean): Sampler {
+  const coin = new CoinSampler(ratio);
+  return new ParentBasedSampler({
+    root: new TraceIdRatioBasedSampler(ratio),
+    remoteParentSampled: trustClientSampling ? new AlwaysOnSampler() : coin,
+    remoteParentNotSampled: trustClientSampling ? new AlwaysOffSampler() : coin,
+  });
+}
+
+/**
  * The batch processor behind a count of the spans it holds: a span past `maxQueue` (or after shutdown)
  * is dropped here, where it is counted, rather than inside the SDK, where it would only be logged.
  */
@@ -204,7 +254,7 @@ export class Tracer {
         [ATTR_SERVICE_NAME]: opts.serviceName ?? "switchyard-router",
         ...opts.resource,
       }),
-      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(opts.sampleRatio ?? 1) }),
+      sampler: samplerFor(opts.sampleRatio ?? 1, opts.trustClientSampling ?? false),
       spanLimits: { attributeValueLengthLimit: opts.maxAttributeChars ?? 256, eventCountLimit: 128 },
       spanProcessors: [this.processor],
     });
@@ -222,8 +272,8 @@ export class Tracer {
   }
 
   /**
-   * A span; under `parent` when given (a span of ours, or a client's traceparent, whose sampled flag
-   * it follows), else the root of a new trace.
+   * A span; under `parent` when given (a span of ours, whose sampled flag it follows, or a client's
+   * traceparent: see samplerFor), else the root of a new trace.
    */
   startSpan(name: string, kind: SpanKind, parent?: Span | SpanContext): Span {
     const ctx =

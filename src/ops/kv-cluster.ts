@@ -39,6 +39,12 @@ export interface KvClusterOptions {
   dir: string;
   /** how long a primary may be unreachable before a replica takes over */
   nodeTimeoutMs?: number;
+  /**
+   * every node requires it (requirepass; masterauth for replication), and the CLI calls here send it
+   * through the environment. On one machine it rides the nodes' command lines: a dev and test cluster
+   * (the chart writes it to a config file instead)
+   */
+  password?: string | undefined;
 }
 
 export const clusterPorts = (o: Pick<KvClusterOptions, "basePort" | "primaries" | "replicasPerPrimary">) =>
@@ -56,21 +62,43 @@ export function kvNodeArgs(o: KvClusterOptions, port: number): string[] {
     ...["--cluster-replica-validity-factor", "0"],
     ...["--maxmemory", String(o.maxMemoryBytes), "--maxmemory-policy", "allkeys-lru"],
     ...["--save", "", "--appendonly", "no", "--dir", o.dir, "--protected-mode", "no"],
+    ...(o.password !== undefined ? ["--requirepass", o.password, "--masterauth", o.password] : []),
   ];
 }
 
-/** `CLUSTER INFO` (or any `cli` command) of one node; "" when it does not answer */
-export function kvCli(bins: KvServerBinaries, host: string, port: number, args: string[]): string {
+/** the environment a CLI call sends `password` through (never its arguments) */
+export function kvCliEnv(password: string | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.REDISCLI_AUTH;
+  delete env.VALKEYCLI_AUTH;
+  if (password !== undefined) env.REDISCLI_AUTH = env.VALKEYCLI_AUTH = password;
+  return env;
+}
+
+/** `CLUSTER INFO` (or any `cli` command) of one node; "" when it does not answer (or refuses) */
+export function kvCli(
+  bins: KvServerBinaries,
+  host: string,
+  port: number,
+  args: string[],
+  password?: string,
+): string {
   const r = spawnSync(bins.cli, ["-h", host, "-p", String(port), ...args], {
     encoding: "utf8",
     timeout: 10_000,
+    env: kvCliEnv(password),
   });
-  return r.status === 0 ? r.stdout : "";
+  return r.status === 0 && !/^(NOAUTH|WRONGPASS|ERR)/.test(r.stdout) ? r.stdout : "";
 }
 
-export function clusterState(bins: KvServerBinaries, host: string, port: number): Record<string, string> {
+export function clusterState(
+  bins: KvServerBinaries,
+  host: string,
+  port: number,
+  password?: string,
+): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of kvCli(bins, host, port, ["cluster", "info"]).split(/\r?\n/)) {
+  for (const line of kvCli(bins, host, port, ["cluster", "info"], password).split(/\r?\n/)) {
     const at = line.indexOf(":");
     if (at > 0) out[line.slice(0, at)] = line.slice(at + 1).trim();
   }
@@ -86,7 +114,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function joinKvCluster(o: KvClusterOptions, deadline: number): Promise<void> {
   const ports = clusterPorts(o);
   for (const p of ports)
-    while (!kvCli(o.bins, o.host, p, ["ping"]).includes("PONG")) {
+    while (!kvCli(o.bins, o.host, p, ["ping"], o.password).includes("PONG")) {
       if (Date.now() > deadline)
         throw new Error(`the ${o.bins.name} node on ${o.host}:${p} did not answer in time`);
       await sleep(100);
@@ -101,12 +129,12 @@ export async function joinKvCluster(o: KvClusterOptions, deadline: number): Prom
       String(o.replicasPerPrimary),
       "--cluster-yes",
     ],
-    { encoding: "utf8", timeout: 60_000 },
+    { encoding: "utf8", timeout: 60_000, env: kvCliEnv(o.password) },
   );
   if (r.status !== 0)
     throw new Error(`${o.bins.name}-cli --cluster create failed: ${(r.stdout + r.stderr).slice(-1500)}`);
   for (const p of ports)
-    while (clusterState(o.bins, o.host, p).cluster_state !== "ok") {
+    while (clusterState(o.bins, o.host, p, o.password).cluster_state !== "ok") {
       if (Date.now() > deadline)
         throw new Error(`the cluster did not reach state ok on ${o.host}:${p} in time`);
       await sleep(100);
@@ -122,9 +150,14 @@ export function startKvNodes(o: KvClusterOptions): Map<number, ChildProcess> {
 }
 
 /** the primaries serving slots now, as "host:port", and their slot counts (from CLUSTER SHARDS/NODES) */
-export function clusterPrimaries(bins: KvServerBinaries, host: string, port: number): Map<string, number> {
+export function clusterPrimaries(
+  bins: KvServerBinaries,
+  host: string,
+  port: number,
+  password?: string,
+): Map<string, number> {
   const out = new Map<string, number>();
-  for (const line of kvCli(bins, host, port, ["cluster", "nodes"]).split(/\r?\n/)) {
+  for (const line of kvCli(bins, host, port, ["cluster", "nodes"], password).split(/\r?\n/)) {
     const f = line.split(" ");
     if (f.length < 8 || !f[2]!.includes("master") || f[2]!.includes("fail")) continue;
     let slots = 0;

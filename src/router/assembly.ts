@@ -89,6 +89,7 @@ export class RouterAssembly implements RouterRooms {
           endpoint: cfg.tracing.otlpEndpoint,
           serviceName: cfg.tracing.serviceName,
           sampleRatio: cfg.tracing.sampleRatio,
+          trustClientSampling: cfg.tracing.trustClientSampling,
         })
       : undefined;
     this.metrics = new RouterMetrics({

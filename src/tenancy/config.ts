@@ -33,6 +33,19 @@ export const keyHash = z.string().transform((v, ctx) => {
   return h;
 });
 
+/** `vllm_xargs` keys vLLM's connectors read as transfer state: the router's alone. */
+export const ROUTER_XARGS: ReadonlySet<string> = new Set(["kv_transfer_params", "ec_transfer_params"]);
+
+/** the password in a redis:// URL's userinfo, undefined when it carries none */
+export function urlPassword(url: string): string | undefined {
+  try {
+    const p = new URL(url).password;
+    return p === "" ? undefined : decodeURIComponent(p);
+  } catch {
+    return undefined;
+  }
+}
+
 /** 0 = no limit, for every field. */
 export const limitsSchema = z.strictObject({
   requestsPerMinute: z.number().nonnegative().default(0),
@@ -62,6 +75,12 @@ export const tenantSchema = z.strictObject({
    * is answered as one that does not exist (404).
    */
   models: z.array(z.string().min(1).max(256)).max(1000).optional(),
+  /**
+   * a body `priority` from this tenant's clients: drop (the engine sees the band's value only) or
+   * clamp (kept, moved inside the band's span of engine priorities: it can only order the tenant's
+   * own requests, never lift one above its band)
+   */
+  clientPriority: z.enum(["drop", "clamp"]).default("drop"),
 });
 export type TenantConfig = z.output<typeof tenantSchema>;
 
@@ -113,8 +132,45 @@ export const tenancyConfigSchema = z
         timeout: duration.default(250),
         /** a concurrency slot held by a replica that died is reclaimed after this */
         leaseTtl: duration.default(3_600_000),
+        /**
+         * the Redis password read from a file (a mounted Kubernetes Secret), so neither the URL nor the
+         * config file carries it; read at each apply, trailing whitespace dropped. Without it,
+         * $SWITCHYARD_REDIS_PASSWORD is used when set
+         */
+        passwordFile: z.string().min(1).optional(),
+      })
+      .superRefine((r, ctx) => {
+        if (r.passwordFile !== undefined && urlPassword(r.url) !== undefined)
+          ctx.addIssue({
+            code: "custom",
+            path: ["url"],
+            message: "the URL carries a password and passwordFile is set: keep the password out of the URL",
+          });
       })
       .optional(),
+    /**
+     * vLLM's `priority` (lower is served earlier, with `--scheduling-policy priority`) set from the
+     * tenant's band: band b gets `-b × bandWidth`, plus a clamped client value where the tenant allows
+     * it. Off (the default): the router sets none, so engines run FCFS as before.
+     */
+    enginePriority: z
+      .strictObject({
+        fromBand: z.boolean().default(false),
+        /** engine priority values one band spans (a clamped client value is 0..bandWidth-1) */
+        bandWidth: z.number().int().min(1).max(1_000_000).default(1000),
+      })
+      .prefault({}),
+    /**
+     * the keys of a client's `vllm_xargs` the engine gets; every other key is removed. vLLM copies
+     * `vllm_xargs` into the request's `extra_args`, where its KV connectors read `kv_transfer_params`:
+     * `kv_transfer_params` and `ec_transfer_params` are never passed, whatever this lists
+     */
+    vllmXargs: z
+      .array(z.string().min(1))
+      .default(["agentic_context"])
+      .refine((l) => !l.some((k) => ROUTER_XARGS.has(k)), {
+        message: "kv_transfer_params and ec_transfer_params are set by the router only",
+      }),
     /** tenant states idle this long are dropped (they are full again by then) */
     idleEvictAfter: duration.default(600_000),
     maxTenantStates: z.number().int().min(1).default(100_000),
@@ -179,6 +235,33 @@ export function readSaltSecretFile(path: string): string {
   }
   if (text.length < 16)
     throw new TenancyConfigError(`cacheSaltSecretFile ${path}: the secret needs 16 characters or more`);
+  return text;
+}
+
+/** the environment variable a Redis password may come from when no passwordFile is set */
+export const REDIS_PASSWORD_ENV = "SWITCHYARD_REDIS_PASSWORD";
+
+/**
+ * The tenancy Redis password: `passwordFile`'s content (trailing whitespace dropped), else
+ * $SWITCHYARD_REDIS_PASSWORD, else none (the URL's own, if any). Errors name the file, never its content.
+ */
+export function redisPassword(file: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  if (file === undefined) {
+    const v = env[REDIS_PASSWORD_ENV];
+    return v !== undefined && v !== "" ? v : undefined;
+  }
+  let text: string;
+  try {
+    if (statSync(file).size > MAX_KEY_FILE_BYTES)
+      throw new TenancyConfigError(`redis passwordFile ${file} is over 1 MiB`);
+    text = readFileSync(file, "utf8").trimEnd();
+  } catch (err) {
+    if (err instanceof TenancyConfigError) throw err;
+    throw new TenancyConfigError(
+      `cannot read tenancy.redis.passwordFile ${file}: ${(err as NodeJS.ErrnoException).code ?? "error"}`,
+    );
+  }
+  if (text === "") throw new TenancyConfigError(`tenancy.redis.passwordFile ${file} is empty`);
   return text;
 }
 

@@ -12,6 +12,8 @@ export class RedisUnavailable extends Error {}
 export interface RedisConnectionOptions {
   /** redis:// or rediss:// (TLS), with user, password and database as Redis URLs carry them */
   url: string;
+  /** the password, given apart from the URL (a Secret's file, an environment variable); wins over the URL's */
+  password?: string | undefined;
   /** per command, ms */
   timeout?: number;
   /** between reconnect attempts after the first, ms */
@@ -46,6 +48,7 @@ export class RedisConnection {
       autoResendUnfulfilledCommands: false,
       // a dropped connection is tried again at once; a Redis that refuses, every retryBackoff
       retryStrategy: (attempt) => (attempt <= 1 ? 0 : retryBackoff),
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
     });
     // each failure reaches its caller through its command's rejection (the limiter logs those)
     this.client.on("error", () => {});

@@ -125,6 +125,8 @@ interface RedisGrant extends Grant {
 
 export interface RedisLimiterOptions {
   url: string;
+  /** the password apart from the URL (tenancy.redis.passwordFile or $SWITCHYARD_REDIS_PASSWORD) */
+  password?: string | undefined;
   prefix: string;
   onError: "open" | "closed";
   timeout: number;
@@ -146,7 +148,7 @@ export class RedisLimiter implements Limiter {
   private closed = false;
 
   constructor(private opts: RedisLimiterOptions) {
-    this.client = new RedisConnection({ url: opts.url, timeout: opts.timeout });
+    this.client = new RedisConnection({ url: opts.url, password: opts.password, timeout: opts.timeout });
     this.fallback = opts.fallback ?? new LocalLimiter();
   }
 
@@ -157,6 +159,10 @@ export class RedisLimiter implements Limiter {
 
   get url(): string {
     return this.opts.url;
+  }
+
+  get password(): string | undefined {
+    return this.opts.password;
   }
 
   async admit(tenant: string, limits: TenantLimits, promptEstimate: number): Promise<Grant> {

@@ -9,6 +9,7 @@
 import { HttpError } from "../http/errors.js";
 import { tenantMayUse } from "./models.js";
 import { TenantRequest, type TenantSink } from "./request.js";
+import { ownRequestFields } from "./request-fields.js";
 import type { Admission, Tenant, TenancyState } from "./state.js";
 
 /** The metadata key of a stored response's owner tag (read back by the router's response affinity). */
@@ -181,9 +182,10 @@ export function promptEstimate(bodyBytes: number): number {
  * engine connect where the client says, and read blocks another tenant's prompt left. The router's P/D
  * flow (src/router/pd/disagg.ts) adds its own after this. `request_id` is what vLLM names the request
  * by when no X-Request-Id comes with it (the endpoint picker's way): a tenant's chosen id could match
- * another's. Removed rather than refused: a client library that fills them in keeps working.
+ * another's. `ec_transfer_params` is the same for the encoder cache (vLLM's encoder-disaggregated
+ * serving). Removed rather than refused: a client library that fills them in keeps working.
  */
-export const ROUTER_OWNED_FIELDS = ["kv_transfer_params", "request_id"] as const;
+export const ROUTER_OWNED_FIELDS = ["kv_transfer_params", "ec_transfer_params", "request_id"] as const;
 
 function dropOwnedFields(obj: Record<string, unknown>): boolean {
   let dropped = false;
@@ -317,6 +319,10 @@ export class RouterGate {
       throw backgroundRefused(tenant);
     if (obj) {
       mutated = dropOwnedFields(obj);
+      // the engine's priority from the tenant's band, vllm_xargs cut to what the operator lists
+      const rules = this.state.fieldRules;
+      const rule = { band: tenant.priority, client: tenant.clientPriority, ...rules.enginePriority };
+      mutated = ownRequestFields(obj, rule, rules.vllmXargs) || mutated;
       // a stored response carries its owner's tag, so that its owner, and only its owner, reaches
       // it after the router forgot it (a restart, another replica: response-affinity.ts)
       if (route === "/v1/responses") mutated = this.tagOwner(tenant, obj) || mutated;

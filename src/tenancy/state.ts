@@ -10,6 +10,7 @@ import {
   parseTenancyConfig,
   readKeysDir,
   readSaltSecretFile,
+  redisPassword,
   TenancyConfigError,
   type KeyEntry,
   type TenancyConfig,
@@ -38,6 +39,8 @@ export interface Tenant {
   readonly cacheSalt: string | undefined;
   /** the models it may use (its `models` patterns); undefined: every model not private to others */
   readonly models: ModelPatterns | undefined;
+  /** what becomes of a body `priority` from this tenant's clients (request-fields.ts) */
+  readonly clientPriority: "drop" | "clamp";
 }
 
 export interface Admission {
@@ -62,6 +65,8 @@ const MAX_OWNER_TAGS = 100_000;
 
 export interface TenancyStateOptions {
   now?: () => number;
+  /** where SWITCHYARD_REDIS_PASSWORD is read (process.env) */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class TenancyState {
@@ -75,7 +80,10 @@ export class TenancyState {
   /** set in a router worker: the replica's local limits, kept by its primary (src/router/cluster) */
   private group: Limiter | undefined;
 
+  private readonly env: NodeJS.ProcessEnv;
+
   constructor(cfg: unknown = {}, opts: TenancyStateOptions = {}) {
+    this.env = opts.env ?? process.env;
     this.local = new LocalLimiter(opts.now ? { now: opts.now } : {});
     this.loads = new AdapterLoadMeter(opts.now);
     this.apply(cfg);
@@ -140,6 +148,7 @@ export class TenancyState {
         limits: cfg.redis ? t.limits : splitLimits(t.limits, cfg.replicas),
         cacheSalt: t.cacheIsolation && salt ? deriveCacheSalt(salt, name) : undefined,
         models: t.models ? new ModelPatterns(t.models) : undefined,
+        clientPriority: t.clientPriority,
       });
     }
     this.local.setOptions({ idleEvictAfter: cfg.idleEvictAfter, maxStates: cfg.maxTenantStates });
@@ -177,6 +186,11 @@ export class TenancyState {
   /** Keys are required once any tenant key is configured. */
   get enabled(): boolean {
     return this.snap.keys.size > 0;
+  }
+
+  /** the configuration's rules for the fields the router owns (request-fields.ts) */
+  get fieldRules(): { enginePriority: TenancyConfig["enginePriority"]; vllmXargs: readonly string[] } {
+    return { enginePriority: this.snap.cfg.enginePriority, vllmXargs: this.snap.cfg.vllmXargs };
   }
 
   /** Admin endpoints are guarded once tenancy is on or an admin key exists. */
@@ -299,12 +313,13 @@ export class TenancyState {
       leaseTtl: r.leaseTtl,
       replicas: cfg.replicas,
     };
-    if (this.redis && this.redis.url === r.url) {
+    const password = redisPassword(r.passwordFile, this.env);
+    if (this.redis && this.redis.url === r.url && this.redis.password === password) {
       this.redis.setOptions(opts);
       return this.redis;
     }
     if (this.redis) this.retire(this.redis);
-    this.redis = new RedisLimiter({ url: r.url, ...opts, fallback: this.group ?? this.local });
+    this.redis = new RedisLimiter({ url: r.url, password, ...opts, fallback: this.group ?? this.local });
     return this.redis;
   }
 

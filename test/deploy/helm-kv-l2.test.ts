@@ -62,7 +62,7 @@ describe("helm chart: the shared KV tier (engines.offload.l2)", { timeout: 300_0
     assert.equal(opt("--cluster-config-file"), "/data/nodes.conf");
     assert.equal(opt("--save"), "");
     // probes: alive when it answers PING, ready when the cluster serves every slot
-    assert.deepEqual(c.livenessProbe.exec.command, ["valkey-cli", "-p", "6379", "ping"]);
+    assert.deepEqual(c.livenessProbe.exec.command, ["sh", "-c", "valkey-cli -p 6379 ping | grep -q PONG"]);
     assert.match(c.readinessProbe.exec.command[2], /cluster info \| grep -q '\^cluster_state:ok'/);
     assert.equal(sts.spec.volumeClaimTemplates[0].spec.resources.requests.storage, "1Gi");
     // every node by name, ready or not
@@ -118,8 +118,9 @@ describe("helm chart: the shared KV tier (engines.offload.l2)", { timeout: 300_0
       tls_enable: true,
       key_prefix: "switchyard",
       max_capacity_gb: 500,
-      username: "$(LMCACHE_L2_USERNAME)",
-      password: "$(LMCACHE_L2_PASSWORD)",
+      // swapped for LMCache 0.5.6, which hands glide (username, password) as (password, username)
+      username: "$(LMCACHE_L2_PASSWORD)",
+      password: "$(LMCACHE_L2_USERNAME)",
     });
     // Kubernetes expands $(VAR) in args from env, set from the Secret: no credential in the pod spec
     const env = envOf(container(one(objs, "DaemonSet", "-lmcache")));

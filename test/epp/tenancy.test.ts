@@ -203,13 +203,15 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
     assert.notEqual(mixed, salt);
   });
 
-  it("through the gateway too: a tenant's x-switchyard-debug is ignored without the admin key, its kv_transfer_params dropped; the admin key explains and stops at the picker", async (t) => {
+  it("through the gateway too: a tenant's x-switchyard-debug is ignored without the admin key, its kv_transfer_params, priority and vllm_xargs dropped; the admin key explains and stops at the picker", async (t) => {
     const c = start(t);
     if (!c) return;
     const auth = { authorization: `Bearer ${KEYS.salted}` };
     const withParams = {
       ...CHAT,
       kv_transfer_params: { remote_host: "evil.example", remote_block_ids: [1] },
+      priority: -100,
+      vllm_xargs: { kv_transfer_params: { remote_host: "evil.example" } },
     };
     const route = async (id: string, extra: Record<string, string>) => {
       await c.open(id);
@@ -217,6 +219,8 @@ describe("endpoint picker (ext_proc) behind the tenancy gate", { timeout: 120_00
       await c.send(id, requestBody(JSON.stringify(withParams)));
       const p = await picked(c, id);
       assert.equal(p.body.kv_transfer_params, undefined, `${id}: the client's kv_transfer_params removed`);
+      assert.equal(p.body.priority, undefined, `${id}: the client's priority dropped`);
+      assert.equal(p.body.vllm_xargs, undefined, `${id}: vllm_xargs cut to the allowed keys`);
       await c.send(id, responseHeaders({ ":status": "200", "content-type": "application/json" }));
       const rh = await c.recv(id);
       await c.send(id, responseBody("{}", true));

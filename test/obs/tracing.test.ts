@@ -90,8 +90,8 @@ test("parseTraceparent accepts W3C version 00 headers and rejects malformed or a
   assert.equal(parseTraceparent(undefined), undefined);
 });
 
-test("a span under a client's traceparent names the same trace and itself in the next hop's traceparent, sampled as the client asked", async () => {
-  const t = new Tracer({ endpoint: "http://127.0.0.1:1", flushInterval: 60_000 });
+test("a span under a client's traceparent names the same trace and itself in the next hop's traceparent, sampled as a trusted client asked", async () => {
+  const t = new Tracer({ endpoint: "http://127.0.0.1:1", flushInterval: 60_000, trustClientSampling: true });
   try {
     const client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const span = t.startSpan("s", SPAN_KIND.server, parseTraceparent(client));
@@ -104,6 +104,69 @@ test("a span under a client's traceparent names the same trace and itself in the
     assert.equal(isSampled(parseTraceparent(traceparentOf(unsampled))!), false);
   } finally {
     await t.shutdown();
+  }
+});
+
+test("a client's sampled flag is ignored unless trusted: with sampleRatio 0 its span records nothing and the next hop is told not to sample", async () => {
+  const client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const untrusted = new Tracer({ endpoint: "http://127.0.0.1:1", flushInterval: 60_000, sampleRatio: 0 });
+  const trusted = new Tracer({
+    endpoint: "http://127.0.0.1:1",
+    flushInterval: 60_000,
+    sampleRatio: 0,
+    trustClientSampling: true,
+  });
+  const always = new Tracer({ endpoint: "http://127.0.0.1:1", flushInterval: 60_000, sampleRatio: 1 });
+  try {
+    const u = untrusted.startSpan("u", SPAN_KIND.server, parseTraceparent(client));
+    assert.equal(u.isRecording(), false);
+    const next = parseTraceparent(traceparentOf(u))!;
+    assert.equal(next.traceId, "4bf92f3577b34da6a3ce929d0e0e4736", "the client's trace is still named");
+    assert.equal(isSampled(next), false);
+    assert.equal(trusted.startSpan("t", SPAN_KIND.server, parseTraceparent(client)).isRecording(), true);
+    // the router's own ratio decides either way: at 1 a client's unsampled flag is recorded too
+    const off = parseTraceparent(client.replace(/-01$/, "-00"));
+    assert.equal(always.startSpan("a", SPAN_KIND.server, off).isRecording(), true);
+  } finally {
+    await Promise.all([untrusted.shutdown(), trusted.shutdown(), always.shutdown()]);
+  }
+});
+
+test("through the router with sampleRatio 0: a client's sampled traceparent makes no span unless tracing.trustClientSampling", async () => {
+  const otlp = await otlpReceiver();
+  const engine = await startFakeEngine({ models: ["fake/m"] });
+  const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  try {
+    for (const trust of [false, true]) {
+      const router = await routerFor([engine.url], {
+        tracing: { otlpEndpoint: otlp.url, sampleRatio: 0, trustClientSampling: trust },
+      });
+      try {
+        const before = otlp.spans().length;
+        const r = await post(
+          `${router.url}/v1/completions`,
+          { model: "fake/m", prompt: "x", max_tokens: 2 },
+          { traceparent: tp },
+        );
+        assert.equal(r.status, 200);
+        await r.arrayBuffer();
+        await router.router.tracer!.flush();
+        const made = otlp.spans().length - before;
+        const upstream = parseTraceparent(engine.lastHeaders?.traceparent)!;
+        if (trust) {
+          assert.ok(made >= 2, `a trusted client's flag makes the server and attempt spans (${made})`);
+          assert.equal(isSampled(upstream), true);
+        } else {
+          assert.equal(made, 0, "no span for a client's flag");
+          assert.equal(isSampled(upstream), false, "the engine is told not to sample either");
+        }
+      } finally {
+        await router.close();
+      }
+    }
+  } finally {
+    await engine.close();
+    await new Promise<void>((r) => otlp.server.close(() => r()));
   }
 });
 

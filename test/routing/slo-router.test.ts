@@ -88,3 +88,30 @@ test("predictive: a model's default SLO applies to requests without the header",
     await e.close();
   }
 });
+
+test("predictive: the operator's SLO is a ceiling, so x-slo-ttft-ms above it does not lift it and a lower one tightens it", async () => {
+  const e = await startFakeEngine({ models: ["fake/m"] });
+  const router = await routerFor([e.url], { policy: "predictive", slo: { ttftMs: 20 } });
+  try {
+    await waitUntil(
+      () => router.router.registry.engines.get(e.url)!.state === "healthy",
+      5000,
+      "engine ready",
+    );
+    const ask = (headers: Record<string, string>) =>
+      post(`${router.url}/v1/completions`, { model: "fake/m", prompt: LONG, max_tokens: 2 }, headers);
+    const without = await ask({});
+    assert.equal(without.status, 429);
+    assert.match(((await without.json()) as { error: { message: string } }).error.message, /SLO of 20 ms/);
+    const lifted = await ask({ "x-slo-ttft-ms": "600000" });
+    assert.equal(lifted.status, 429, "the header cannot lift the operator's SLO");
+    assert.match(((await lifted.json()) as { error: { message: string } }).error.message, /SLO of 20 ms/);
+    const tighter = await ask({ "x-slo-ttft-ms": "5" });
+    assert.equal(tighter.status, 429);
+    assert.match(((await tighter.json()) as { error: { message: string } }).error.message, /SLO of 5 ms/);
+    assert.equal(e.hits, 0, "no engine saw the long prompt");
+  } finally {
+    await router.close();
+    await e.close();
+  }
+});

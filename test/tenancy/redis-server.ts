@@ -24,7 +24,8 @@ export interface RedisProc {
   stop: () => Promise<void>;
 }
 
-export async function startRedis(port?: number): Promise<RedisProc> {
+/** `args`: more server options (`--requirepass`, an ACL), appended to the defaults */
+export async function startRedis(port?: number, args: readonly string[] = []): Promise<RedisProc> {
   const p = port ?? (await freePort());
   const child = spawn(
     "redis-server",
@@ -39,6 +40,7 @@ export async function startRedis(port?: number): Promise<RedisProc> {
       "no",
       "--protected-mode",
       "yes",
+      ...args,
     ],
     { stdio: "ignore" },
   );
@@ -51,7 +53,8 @@ export async function startRedis(port?: number): Promise<RedisProc> {
       });
       s.once("data", (d) => {
         s.destroy();
-        resolve(d.toString().startsWith("+PONG"));
+        // a server with a password answers NOAUTH: up all the same
+        resolve(d.toString().startsWith("+PONG") || d.toString().startsWith("-NOAUTH"));
       });
       s.once("error", () => resolve(false));
     });

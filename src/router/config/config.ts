@@ -563,8 +563,10 @@ export const routerConfigSchema = z.strictObject({
         help: "OTLP/HTTP collector for request spans, e.g. http://otel-collector:4318 (default $OTEL_EXPORTER_OTLP_ENDPOINT; none = tracing off)",
       }),
       serviceName: z.string().default("switchyard-router"),
-      /** share of root traces recorded; requests carrying a traceparent follow its sampled flag */
+      /** share of requests traced; a client's traceparent is a parent, its sampled flag ignored unless trustClientSampling */
       sampleRatio: z.number().min(0).max(1).default(1),
+      /** a client's traceparent sampled flag decides (every caller trusted: a gateway, the operator's own services) */
+      trustClientSampling: z.boolean().default(false),
     })
     .prefault({}),
 });

@@ -1,5 +1,5 @@
-// Time-to-first-token SLOs: a request's own (the `x-slo-ttft-ms` header, parsed at the router's edge)
-// or its model's default from the configuration. The predictive policy refuses, early, a request that no
+// Time-to-first-token SLOs: the model's from the configuration (or the default), which a request's own
+// (the `x-slo-ttft-ms` header, parsed at the router's edge) may tighten but never lift. The predictive policy refuses, early, a request that no
 // engine is predicted to start within its SLO.
 
 export interface SloOptions {
@@ -29,12 +29,21 @@ export function parseSloHeader(value: string | string[] | undefined): number | u
   return ms;
 }
 
-/** the SLO that applies to a request: its own, else its model's, else the default; undefined: none */
+/**
+ * The SLO that applies to a request: the operator's (its model's, else the default) is a ceiling the
+ * request's own may only tighten; the request's own where the operator set none; undefined: none. A
+ * client that could lift the operator's SLO with a header would get served what the operator refuses
+ * to everyone else (a long prompt at a busy time), at their cost.
+ */
 export function sloFor(
   req: { model: string; sloTtftMs?: number | undefined },
   options: SloOptions | undefined,
 ): number | undefined {
-  return req.sloTtftMs ?? options?.models?.[req.model] ?? options?.defaultTtftMs;
+  const models = options?.models;
+  const own = models && Object.hasOwn(models, req.model) ? models[req.model] : undefined;
+  const operator = own ?? options?.defaultTtftMs;
+  if (req.sloTtftMs === undefined) return operator;
+  return operator === undefined ? req.sloTtftMs : Math.min(operator, req.sloTtftMs);
 }
 
 /** Retry-After, whole seconds (at least 1), for a refusal predicted `overMs` over the SLO */
