@@ -20,8 +20,8 @@ describe("Dockerfile", () => {
   it("builds in one stage and runs from a slim one as a numeric non-root user", () => {
     const stages = [...text.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]);
     assert.ok(stages.length >= 2, "multi-stage");
-    // a maintained LTS with `reusePort` (the router listens on several sockets with it)
-    assert.match(text, /^ARG NODE_IMAGE=node:22-slim$/m);
+    // the Node the tests run on: the active LTS, with `reusePort` (the router listens on several sockets with it)
+    assert.match(text, /^ARG NODE_IMAGE=node:24-slim$/m);
     const lastStage = text.slice(text.lastIndexOf("\nFROM "));
     assert.match(
       lastStage,
