@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// Runs every compiled test file under dist/test with node's test runner.
-// Node 20 has no glob support for --test, so we list the files ourselves.
+// Runs every compiled test file under dist/test with node's test runner (`npm test` runs it after the
+// tools, the build and beside the lint, scripts/test.mjs). Node 22+ could take a glob for --test, but
+// listing the files here lets a filter pick some and lets the longest start first.
 // Usage: node scripts/run-tests.mjs [substring-filter ...]
-import { readdirSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { availableParallelism } from "node:os";
@@ -16,14 +18,30 @@ function walk(dir, out) {
   return out;
 }
 
+// How long each file took last time (scripts/test-durations.mjs writes it; the build folder, so
+// `npm ci` keeps it). The longest start first: with the files in name order, a slow one that happens
+// to come late runs alone at the end while the other lanes are idle. Files not seen yet go first.
+const DURATIONS = "dist/.test-durations.json";
+function readDurations() {
+  try {
+    return JSON.parse(readFileSync(DURATIONS, "utf8"));
+  } catch {
+    return {};
+  }
+}
+const last = readDurations();
+const known = (f) => last[f] ?? Number.POSITIVE_INFINITY;
+
 const filters = process.argv.slice(2);
 const files = walk("dist/test", [])
   .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
-  .sort();
+  .sort()
+  .sort((a, b) => known(b) - known(a));
 if (files.length === 0) {
   console.error("no test files found under dist/test (did the build run?)");
   process.exit(1);
 }
+console.log(`run-tests: ${files.length} files on Node ${process.version}`);
 // Files run side by side, one more than the cores (at most 4: a file
 // spends part of its time waiting on the servers it starts, so a third file on two cores took the
 // suite from 517 s to 467 s; SWITCHYARD_TEST_CONCURRENCY=1 runs them one at a
@@ -31,6 +49,8 @@ if (files.length === 0) {
 // claimed across processes (bench/support/cli.ts freePortBlock), and every file has its own temp dir.
 const concurrency =
   Number(process.env.SWITCHYARD_TEST_CONCURRENCY) || Math.min(availableParallelism() + 1, 4);
+const tmp = mkdtempSync(join(tmpdir(), "switchyard-run-tests-"));
+const record = join(tmp, "durations.json");
 const res = spawnSync(
   process.execPath,
   [
@@ -41,6 +61,9 @@ const res = spawnSync(
     "--test-force-exit",
     "--test-timeout=300000",
     "--test-reporter=spec",
+    "--test-reporter-destination=stdout",
+    "--test-reporter=./scripts/test-durations.mjs",
+    `--test-reporter-destination=${record}`,
     ...files,
   ],
   {
@@ -48,4 +71,16 @@ const res = spawnSync(
     env: { ...process.env, SWITCHYARD_LOG_LEVEL: process.env.SWITCHYARD_LOG_LEVEL ?? "warn" },
   },
 );
+// keep what this run measured, and the rest of the last record (a filtered run sees only some files)
+try {
+  const measured = JSON.parse(readFileSync(record, "utf8"));
+  const cwd = process.cwd() + "/";
+  const next = { ...readDurations() };
+  for (const [file, ms] of Object.entries(measured))
+    next[file.startsWith(cwd) ? file.slice(cwd.length) : file] = ms;
+  writeFileSync(DURATIONS, JSON.stringify(next, null, 1) + "\n");
+} catch {
+  // no record (the runner stopped early): the order stays as it was
+}
+rmSync(tmp, { recursive: true, force: true });
 process.exit(res.status ?? 1);
