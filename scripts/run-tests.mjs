@@ -5,7 +5,7 @@
 // Usage: node scripts/run-tests.mjs [substring-filter ...]
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
 import { availableParallelism } from "node:os";
 
@@ -42,13 +42,14 @@ if (files.length === 0) {
   process.exit(1);
 }
 console.log(`run-tests: ${files.length} files on Node ${process.version}`);
-// Files run side by side, one more than the cores (at most 4: a file
-// spends part of its time waiting on the servers it starts, so a third file on two cores took the
-// suite from 517 s to 467 s; SWITCHYARD_TEST_CONCURRENCY=1 runs them one at a
-// time): no test asserts a wall-clock timing, waits are hang guards, servers bind port 0 or ports
-// claimed across processes (bench/support/cli.ts freePortBlock), and every file has its own temp dir.
+// Files run side by side, two more than the cores (at most 6): a file spends much of its time
+// waiting on the servers it starts (a third file on two cores took the suite from 517 s to 467 s
+// under Node 20, and a fourth is the same bet; SWITCHYARD_TEST_CONCURRENCY=3 for the old count, 1
+// for one at a time): no test asserts a wall-clock timing, waits are hang guards, servers bind port 0
+// or ports claimed across processes (bench/support/cli.ts freePortBlock), and every file has its own
+// temp dir.
 const concurrency =
-  Number(process.env.SWITCHYARD_TEST_CONCURRENCY) || Math.min(availableParallelism() + 1, 4);
+  Number(process.env.SWITCHYARD_TEST_CONCURRENCY) || Math.min(availableParallelism() + 2, 6);
 const tmp = mkdtempSync(join(tmpdir(), "switchyard-run-tests-"));
 const record = join(tmp, "durations.json");
 const res = spawnSync(
@@ -68,7 +69,14 @@ const res = spawnSync(
   ],
   {
     stdio: "inherit",
-    env: { ...process.env, SWITCHYARD_LOG_LEVEL: process.env.SWITCHYARD_LOG_LEVEL ?? "warn" },
+    env: {
+      ...process.env,
+      SWITCHYARD_LOG_LEVEL: process.env.SWITCHYARD_LOG_LEVEL ?? "warn",
+      // V8's compiled code for every module, kept on disk (keyed by the source's content): each test
+      // file and each sim, router or stack it starts is a new process loading the same modules, and
+      // with the cache they skip compiling them, about a tenth of the suite's CPU time
+      NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? resolve("dist/.node-compile-cache"),
+    },
   },
 );
 // keep what this run measured, and the rest of the last record (a filtered run sees only some files)

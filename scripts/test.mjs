@@ -8,7 +8,11 @@
 // (SWITCHYARD_REQUIRE_TOOLS=1). Every step's time is printed at the end.
 // Usage: npm test [-- <substring-of-a-test-path> ...]   (the filters go to scripts/run-tests.mjs)
 import { spawn, spawnSync } from "node:child_process";
+import { resolve } from "node:path";
 
+// every step's Node processes (tsc, eslint, prettier, the tests and what they start) reuse compiled
+// code from the last run: see run-tests.mjs
+process.env.NODE_COMPILE_CACHE ??= resolve("dist/.node-compile-cache");
 const times = [];
 const since = (t0) => ((performance.now() - t0) / 1000).toFixed(1);
 const fromBin = process.execPath.includes("node_modules") ? " (the `node` dev dependency)" : "";
