@@ -45,4 +45,16 @@ describe("Dockerfile", () => {
       }
     }
   });
+
+  it("runs the Node the tests run on: the image, .nvmrc and the node dev dependency name one major", () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8"));
+    const image = /^ARG NODE_IMAGE=node:(\d+)-slim$/m.exec(text)?.[1];
+    const nvmrc = readFileSync(join(repoRoot(), ".nvmrc"), "utf8").trim();
+    const dev = /^\D*(\d+)\./.exec(pkg.devDependencies.node)?.[1];
+    assert.deepEqual([image, nvmrc, dev], ["24", "24", "24"]);
+    // the floor: the first Node with listen({ reusePort }), which --listen-sockets uses
+    assert.equal(pkg.engines.node, ">=22.12");
+    // npm runs the node package's install script, which fetches the binary from the npm registry
+    assert.equal(pkg.allowScripts.node, true);
+  });
 });
