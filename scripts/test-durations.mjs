@@ -8,7 +8,7 @@ export default async function* durations(source) {
     if (event.type !== "test:pass" && event.type !== "test:fail") continue;
     const { nesting, file, details } = event.data;
     if (nesting !== 0 || !file) continue;
-    perFile[file] = (perFile[file] ?? 0) + (details?.duration_ms ?? 0);
+    perFile[file] = Math.round((perFile[file] ?? 0) + (details?.duration_ms ?? 0));
   }
   yield JSON.stringify(perFile);
 }
