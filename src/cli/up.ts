@@ -446,6 +446,8 @@ export async function main(argv: string[]): Promise<number> {
       "",
       `Switchyard is up: ${described.fleet} simulated ${flags.gpu as string} engine(s) serving ${model}, router policy ${flags.policy as string}.`,
       `  router   ${routerUrl}   (metrics ${routerUrl}/metrics, fleet ${routerUrl}/engines)`,
+      // which Node runs the stack: `npm start` runs node_modules/.bin's (Node 24) where the machine's is older
+      `  node     ${process.version}`,
       ...engineUrls.map((u, i) => `  engine ${i} ${u}${described.tag(i)}`),
       ...(cluster ? cluster.summary : tier ? [tier.summary] : []),
       ...(prometheusUrl

@@ -11,11 +11,10 @@ import { CACHE_SERVER_SPECS } from "../../src/cli/up-cache-server.js";
 import { KV_CLUSTER_SPECS, kvClusterPorts, kvClusterWiring } from "../../src/cli/up-kv-cluster.js";
 import { clusterPrimaries, clusterState, findKvServer, kvNodeArgs } from "../../src/ops/kv-cluster.js";
 import { freePortBlock, freePorts, spawnCli, upArgs, waitForHttp } from "../../bench/support/cli.js";
+import { missingTool } from "../deploy/tools.js";
 
 const bins = findKvServer();
-const skip = bins
-  ? false
-  : "neither valkey-server nor redis-server installed (.ci/install-tools.sh installs redis-server)";
+const skip = bins ? false : missingTool("neither valkey-server nor redis-server (with its cli) installed");
 const flagsOf = (argv: string[]) => parseFlags(argv, { ...CACHE_SERVER_SPECS, ...KV_CLUSTER_SPECS }).flags;
 
 test(

@@ -43,6 +43,8 @@ test("up: two engines and the router serve a chat completion, and SIGINT stops t
       ["Qwen/Qwen2.5-0.5B-Instruct"],
     );
     assert.match(stack.output(), /Switchyard is up: 2 simulated/);
+    // the banner names the Node the stack runs on (npm start's may be node_modules/.bin's)
+    assert.match(stack.output(), /^ {2}node {5}v\d+\.\d+\.\d+$/m);
     assert.match(stack.output(), /curl -s http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions/);
   } finally {
     const code = await stack.stop("SIGINT");

@@ -1,22 +1,20 @@
 // `switchyard up --monitoring` starts a real Prometheus (Debian's package) that scrapes the router, both
 // engines and the shared cache server (`--cache-server`) with the project's alert rules loaded, and every query of the shipped Grafana dashboards
 // returns data from it, except the series a healthy local stack never has (named, with the reason, in
-// src/ops/dashboards.ts). Under CI=true a missing prometheus binary fails (.ci/install-tools.sh installs
-// it); elsewhere the test is skipped.
+// src/ops/dashboards.ts). Under `npm test` or CI=true a missing prometheus binary fails (.ci/install-tools.sh
+// installs it); a file run on its own skips.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { freePorts, freeUpPorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { checkDashboards, dashboardQueries, type QueryResult } from "../../src/ops/dashboards.js";
-import { findTool, repoRoot } from "./tools.js";
+import { findTool, repoRoot, skipForTool } from "./tools.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 
 test("up --monitoring: Prometheus scrapes the stack with the rules loaded, and every dashboard query answers", async (t) => {
   if (!findTool("prometheus")) {
-    const msg = "prometheus not found on PATH: run scripts/install-prometheus.sh";
-    if (process.env.CI === "true" || process.env.CI === "1") throw new Error(msg);
-    return t.skip(msg);
+    return skipForTool(t, "prometheus not found on PATH: run scripts/install-prometheus.sh");
   }
   const [port, promPort, lmPort, eventsPort, cacheMetricsPort] = await freePorts(5);
   const { engineBase, kvBase } = await freeUpPorts(2);

@@ -20,8 +20,8 @@ describe("Dockerfile", () => {
   it("builds in one stage and runs from a slim one as a numeric non-root user", () => {
     const stages = [...text.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]);
     assert.ok(stages.length >= 2, "multi-stage");
-    // a maintained LTS with `reusePort` (the router listens on several sockets with it)
-    assert.match(text, /^ARG NODE_IMAGE=node:22-slim$/m);
+    // the Node the tests run on: the active LTS, with `reusePort` (the router listens on several sockets with it)
+    assert.match(text, /^ARG NODE_IMAGE=node:24-slim$/m);
     const lastStage = text.slice(text.lastIndexOf("\nFROM "));
     assert.match(
       lastStage,
@@ -44,5 +44,17 @@ describe("Dockerfile", () => {
         assert.ok(ignore.includes(`!${src}`), `COPY ${src}: excluded by Dockerfile.dockerignore`);
       }
     }
+  });
+
+  it("runs the Node the tests run on: the image, .nvmrc and the node dev dependency name one major", () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8"));
+    const image = /^ARG NODE_IMAGE=node:(\d+)-slim$/m.exec(text)?.[1];
+    const nvmrc = readFileSync(join(repoRoot(), ".nvmrc"), "utf8").trim();
+    const dev = /^\D*(\d+)\./.exec(pkg.devDependencies.node)?.[1];
+    assert.deepEqual([image, nvmrc, dev], ["24", "24", "24"]);
+    // the floor: the first Node with listen({ reusePort }), which --listen-sockets uses
+    assert.equal(pkg.engines.node, ">=22.12");
+    // npm runs the node package's install script, which fetches the binary from the npm registry
+    assert.equal(pkg.allowScripts.node, true);
   });
 });

@@ -23,7 +23,7 @@ import {
   type K8sObject,
   YAML_1_1,
 } from "./chart.js";
-import { repoRoot, requireCrds, requireTool, run } from "./tools.js";
+import { repoRoot, requireCrds, requirePython, requireTool, run } from "./tools.js";
 
 const LWS = "multinode-lws-values.yaml";
 const RAY = "multinode-ray-values.yaml";
@@ -226,7 +226,9 @@ describe("helm chart: custom resources", { timeout: 300_000 }, () => {
 
   it("every LeaderWorkerSet, RayCluster, InferencePool and HTTPRoute validates strictly against its published CRD", (t) => {
     const crds = requireCrds(t);
-    const python = crds && requireTool(t, "python3");
+    // the script's own imports, cel-python included: without it no CEL rule would be checked
+    const python =
+      crds && requirePython(t, ["jsonschema", "yaml", "celpy"], ["jsonschema", "pyyaml", "cel-python"]);
     if (!python || !renderOf(t, LWS)) return;
     const dir = mkdtempSync(join(tmpdir(), "switchyard-crd-"));
     const script = join(repoRoot(), "test", "deploy", "crd_validate.py");

@@ -21,7 +21,7 @@ import {
   renderRaw,
   type K8sObject,
 } from "./chart.js";
-import { findTool, requireTool, run } from "./tools.js";
+import { findTool, requireTool, run, skipForTool } from "./tools.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -170,7 +170,7 @@ describe("helm chart: the shared KV tier (engines.offload.l2)", { timeout: 300_0
     if (!objs) return;
     const server = findTool("redis-server");
     const cli = findTool("redis-cli");
-    if (!server || !cli) return t.skip("redis-server not installed (.ci/install-tools.sh installs it)");
+    if (!server || !cli) return skipForTool(t, "redis-server and redis-cli not found on PATH");
     const [port, bus] = await freePorts(2);
     const dir = mkdtempSync(join(tmpdir(), "sy-kv-node-"));
     const c = one(objs, "StatefulSet", "-kv-cluster").spec.template.spec.containers[0];

@@ -32,15 +32,44 @@ export function findTool(name: string): string | undefined {
 }
 
 /**
- * The tool's path. Under CI=true a missing tool fails the test (CI installs it with
- * deploy/ci/install-k8s-tools.sh); elsewhere the test is skipped with the reason.
+ * Whether a missing tool fails the test instead of skipping it: under `npm test` (which installs the
+ * tools first, .ci/install-tools.sh, and sets SWITCHYARD_REQUIRE_TOOLS=1) and under CI=true. A test
+ * file run on its own (`node --test`, `node scripts/run-tests.mjs <filter>`) skips with the reason.
  */
+export function toolsRequired(): boolean {
+  const on = (v: string | undefined) => v === "true" || v === "1";
+  return on(process.env.SWITCHYARD_REQUIRE_TOOLS) || on(process.env.CI);
+}
+
+/** A missing tool: throws where tools are required, else returns the reason as node:test's `skip`. */
+export function missingTool(msg: string): string {
+  if (toolsRequired()) throw new Error(`${msg} (npm test installs it: .ci/install-tools.sh)`);
+  return msg;
+}
+
+/** A missing tool inside a test: fails it where tools are required, else skips it with the reason. */
+export function skipForTool(t: TestContext, msg: string): void {
+  t.skip(missingTool(msg));
+}
+
+/** The tool's path, or undefined after skipping the test (failing it where tools are required). */
 export function requireTool(t: TestContext, name: string): string | undefined {
   const p = findTool(name);
   if (p) return p;
-  const msg = `${name} not found on PATH or in ${TOOLS_BIN}: run deploy/ci/install-k8s-tools.sh`;
-  if (process.env.CI === "true" || process.env.CI === "1") throw new Error(msg);
-  t.skip(msg);
+  skipForTool(t, `${name} not found on PATH or in ${TOOLS_BIN}: run deploy/ci/install-k8s-tools.sh`);
+  return undefined;
+}
+
+/**
+ * python3 with these modules, or undefined after skipping (failing where tools are required): a test
+ * checks for every module its script imports, so a neighbour's cache does not pass for its own.
+ */
+export function requirePython(t: TestContext, modules: string[], pipNames: string[]): string | undefined {
+  const python = requireTool(t, "python3");
+  if (!python) return undefined;
+  const r = spawnSync(python, ["-c", `import ${modules.join(", ")}`], { stdio: "ignore" });
+  if (r.status === 0) return python;
+  skipForTool(t, `python3 cannot import ${modules.join(", ")}: pip install ${pipNames.join(" ")}`);
   return undefined;
 }
 
@@ -66,11 +95,12 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs
 export const CRD_DIR =
   process.env.SWITCHYARD_CRD_DIR ?? join(homedir(), ".cache", "switchyard-tools", "crds");
 
-/** The CRD cache, like requireTool: under CI its absence fails the test, elsewhere it skips. */
+/** The CRD cache, like requireTool: where tools are required its absence fails the test, elsewhere it skips. */
 export function requireCrds(t: TestContext): string | undefined {
   if (existsSync(join(CRD_DIR, "SOURCES"))) return CRD_DIR;
-  const msg = `no CRDs in ${CRD_DIR}: run deploy/ci/install-k8s-tools.sh (it runs deploy/ci/fetch-crds.sh)`;
-  if (process.env.CI === "true" || process.env.CI === "1") throw new Error(msg);
-  t.skip(msg);
+  skipForTool(
+    t,
+    `no CRDs in ${CRD_DIR}: run deploy/ci/install-k8s-tools.sh (it runs deploy/ci/fetch-crds.sh)`,
+  );
   return undefined;
 }

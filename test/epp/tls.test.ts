@@ -13,6 +13,7 @@ import * as grpc from "@grpc/grpc-js";
 import { parseConfig } from "../../src/router/config/config.js";
 import type { RunningRouter } from "../../src/router/index.js";
 import { startFakeEngine, type FakeEngine } from "../../bench/support/fakes/fake-engine.js";
+import { skipForTool } from "../deploy/tools.js";
 import { routerFor } from "../helpers/router.js";
 
 const hasOpenssl = spawnSync("openssl", ["version"]).status === 0;
@@ -117,7 +118,7 @@ describe("endpoint picker over TLS, with client certificates required when a CA 
   }
 
   it("a client CA: the gateway's certificate is served; none, or one from another CA, is refused", async (t) => {
-    if (!hasOpenssl) return t.skip("no openssl to make certificates");
+    if (!hasOpenssl) return skipForTool(t, "no openssl to make certificates");
     const port = await picker(true);
     const root = file("ca.pem");
     const SERVING = 1;
@@ -134,7 +135,7 @@ describe("endpoint picker over TLS, with client certificates required when a CA 
   });
 
   it("TLS without a client CA: any TLS caller is served, plaintext is not", async (t) => {
-    if (!hasOpenssl) return t.skip("no openssl to make certificates");
+    if (!hasOpenssl) return skipForTool(t, "no openssl to make certificates");
     const port = await picker(false);
     assert.equal(await check(port, grpc.credentials.createSsl(file("ca.pem"))), 1);
     assert.equal(await check(port, grpc.credentials.createInsecure()), "UNAVAILABLE");

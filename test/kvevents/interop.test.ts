@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import type { KvEventBatch } from "../../src/kvevents/events.js";
 import { ZmqEventPublisher } from "../../src/kvevents/publisher.js";
 import { KvEventSubscriber } from "../../src/kvevents/subscriber.js";
+import { missingTool } from "../deploy/tools.js";
 import { batchNo, loopbackConfig, waitFor } from "./helpers.js";
 import { typedFromVectorForm } from "./vectors.js";
 
@@ -18,11 +19,10 @@ const script = (name: string) => fileURLToPath(new URL(name, scriptDir));
 
 const python = process.env.PYTHON ?? "python3";
 const hasPyDeps = spawnSync(python, ["-c", "import zmq, msgpack"], { stdio: "ignore" }).status === 0;
-// Under CI the deps are installed by .ci/install-tools.sh, so a missing one must fail the run, not skip it.
-const skip =
-  hasPyDeps || process.env.CI
-    ? false
-    : `${python} with pyzmq and msgpack is not available (pip install pyzmq msgpack)`;
+// Under `npm test` and CI the deps are installed (.ci/install-tools.sh), so a missing one fails the run.
+const skip = hasPyDeps
+  ? false
+  : missingTool(`${python} cannot import zmq, msgpack (pip install pyzmq msgpack)`);
 
 /** Reads a child's stdout as JSON lines. */
 function jsonLines(child: ChildProcess): { lines: Array<Record<string, unknown>>; stderr: () => string } {

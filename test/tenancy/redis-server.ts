@@ -1,20 +1,19 @@
-// Starts a throwaway redis-server on a free loopback port (no persistence). Under CI a missing
-// binary is a failure (CI installs it); locally the Redis tests are skipped.
+// Starts a throwaway redis-server on a free loopback port (no persistence). Under `npm test` or CI a
+// missing binary is a failure (npm test installs it); a file run on its own skips the Redis tests.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { connect } from "node:net";
 import { freePort } from "../../bench/support/cli.js";
+import { missingTool } from "../deploy/tools.js";
 
 export function redisAvailable(): boolean {
   const r = spawnSync("redis-server", ["--version"], { stdio: "ignore" });
   return r.status === 0;
 }
 
-/** Skip reason for node:test, or false to run; throws under CI when redis-server is missing. */
+/** Skip reason for node:test, or false to run; throws where tools are required and redis-server is missing. */
 export function redisSkip(): string | false {
   if (redisAvailable()) return false;
-  if (process.env.CI === "true")
-    throw new Error("redis-server is required under CI (.ci/install-tools.sh installs it)");
-  return "redis-server not installed";
+  return missingTool("redis-server not installed");
 }
 
 export interface RedisProc {

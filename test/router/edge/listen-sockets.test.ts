@@ -2,7 +2,7 @@
 // share a port between sockets (reusePort, Node 22.12+ on Linux) and the router is asked to, it
 // listens on several, all feeding one HTTP server; elsewhere on one, as before. Sharing must never
 // hide a port already in use: a second router on it fails with EADDRINUSE as a plain one would.
-// The several-socket paths run where Node supports them (this suite also runs under Node 22).
+// The several-socket paths run where Node supports them (Node 22.12+, the floor, on Linux).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { get } from "node:http";
