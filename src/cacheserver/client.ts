@@ -17,6 +17,7 @@ import {
   parseServerHeader,
   type ObjectMeta,
 } from "./protocol.js";
+import { UnsupportedError } from "../errors/index.js";
 
 export interface LmObject {
   payload: Buffer;
@@ -46,7 +47,7 @@ export const PROBE_KEY = "switchyard-probe@1@0@0@half";
 export const DEFAULT_LIST_TIMEOUT_MS = 2000;
 
 /** The server did not answer LIST: it does not implement it (LMCache's own server does not). */
-export class ListUnsupportedError extends Error {
+export class ListUnsupportedError extends UnsupportedError {
   override name = "ListUnsupportedError";
 }
 

@@ -4,6 +4,7 @@
 // per turn, however many requests are slicing; work whose `Cancellable` is cancelled stops at its next
 // turn. Why one line and not a setImmediate per slice, and what bounds it: this folder's README.md.
 import { IndexedHeap } from "../collections/indexed-heap.js";
+import { ERROR_CODES, SwitchyardError } from "../errors/index.js";
 
 interface Waiter {
   /** when the work began (performance.now()): older goes first */
@@ -66,7 +67,9 @@ export interface Cancellable {
 }
 
 /** Sliced work given up at a turn because what it was for was cancelled. */
-export class WorkCancelled extends Error {
+export class WorkCancelled extends SwitchyardError {
+  static override readonly code = ERROR_CODES.cancelled;
+
   constructor() {
     super("sliced work given up: nobody waits for it");
     this.name = "WorkCancelled";

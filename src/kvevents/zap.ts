@@ -12,6 +12,7 @@
 import { Router } from "zeromq";
 import { logger } from "../obs/log.js";
 import { z85Encode } from "./curve.js";
+import { BindError } from "../errors/index.js";
 
 const ZAP_ENDPOINT = "inproc://zeromq.zap.01";
 const log = logger("kvevents.zap");
@@ -90,7 +91,7 @@ async function open(): Promise<void> {
     } catch (err) {
       if ((err as { code?: string }).code !== "EADDRINUSE" || tries >= 500) {
         h.close();
-        throw new Error(`cannot start the ZAP handler: ${(err as Error).message}`);
+        throw new BindError(`cannot start the ZAP handler: ${(err as Error).message}`);
       }
       await new Promise((r) => setTimeout(r, 2));
     }

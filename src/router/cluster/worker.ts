@@ -21,6 +21,7 @@ import { WorkerSlotClaims } from "./worker-claims.js";
 import type { SlotClaimsFactory } from "../dataplane/slot-claims.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
 import { SharedLoad, queuedPrefillOf } from "./shared-load.js";
+import { PeerError } from "../../errors/index.js";
 
 const log = logger("router.worker");
 
@@ -268,7 +269,7 @@ export class WorkerLink implements RouterGroup {
 
   async metrics(): Promise<string> {
     const r = await this.ask("metrics");
-    if (r.error !== undefined) throw new Error(r.error);
+    if (r.error !== undefined) throw new PeerError(r.error);
     return r.text ?? "";
   }
 

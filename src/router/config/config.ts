@@ -24,6 +24,7 @@ import { peersConfigSchema } from "./cluster.js";
 import { endpointFromEnv } from "../../obs/tracing.js";
 import { cliFlags, flag } from "../../config/schema-flags.js";
 import { GPU_IDS_TEXT } from "../../models/index.js";
+import { InvalidConfigError } from "../../errors/index.js";
 
 /** How the router talks to an engine: HTTP/1.1 (one socket per request in flight) or cleartext HTTP/2. */
 export const BACKEND_PROTOCOLS = ["http1", "h2c"] as const;
@@ -175,7 +176,8 @@ function backendsFromFlag(entries: unknown): unknown[] {
     const hash = b.lastIndexOf("#");
     if (hash < 0) return b;
     const weight = Number(b.slice(hash + 1));
-    if (!Number.isFinite(weight) || weight < 0) throw new Error(`${b}: weight must be a number ≥ 0`);
+    if (!Number.isFinite(weight) || weight < 0)
+      throw new InvalidConfigError(`${b}: weight must be a number ≥ 0`);
     return { url: b.slice(0, hash), weight };
   });
 }
@@ -202,7 +204,7 @@ function loraAdaptersFromFlag(entries: unknown): unknown[] {
   return (entries as string[]).map((raw) => {
     const eq = raw.indexOf("=");
     if (eq <= 0 || eq === raw.length - 1)
-      throw new Error(`${raw}: expected NAME=/folder or NAME=hf:ORG/REPO`);
+      throw new InvalidConfigError(`${raw}: expected NAME=/folder or NAME=hf:ORG/REPO`);
     const name = raw.slice(0, eq);
     const source = raw.slice(eq + 1);
     return source.startsWith("hf:") ? { name, hub: source.slice(3) } : { name, path: source };
@@ -556,7 +558,7 @@ export const routerConfigSchema = z.strictObject({
 export type RouterConfigInput = z.input<typeof routerConfigSchema>;
 export type RouterConfig = z.output<typeof routerConfigSchema>;
 
-export class ConfigError extends Error {}
+export class ConfigError extends InvalidConfigError {}
 
 function describe(err: z.ZodError): string {
   return err.issues.map((i) => `${i.path.length ? i.path.join(".") : "(root)"}: ${i.message}`).join("; ");
