@@ -138,22 +138,17 @@ export class Engine {
   }
 
   add(req: EngineRequest): void {
-    if (this.requests.has(req.requestId))
-      throw new InvalidArgumentError(`duplicate request id ${req.requestId}`);
-    if (req.promptTokenIds.length === 0)
-      throw new InvalidArgumentError(`request ${req.requestId}: empty prompt`);
+    const id = req.requestId;
+    const Bad = InvalidArgumentError;
+    if (this.requests.has(id)) throw new Bad(`duplicate request id ${id}`);
+    if (req.promptTokenIds.length === 0) throw new Bad(`request ${id}: empty prompt`);
     const err = this.validateRequest(req.promptTokenIds.length, req.maxTokens);
-    if (err) throw new InvalidArgumentError(err);
-    if (!(req.maxTokens >= 1))
-      throw new InvalidArgumentError(`request ${req.requestId}: max_tokens must be >= 1`);
+    if (err) throw new Bad(err);
+    if (!(req.maxTokens >= 1)) throw new Bad(`request ${id}: max_tokens must be >= 1`);
     if (req.lora && req.lora.name !== req.loraName)
-      throw new InvalidArgumentError(
-        `request ${req.requestId}: lora.name '${req.lora.name}' is not loraName '${req.loraName}'`,
-      );
+      throw new Bad(`request ${id}: lora.name '${req.lora.name}' is not loraName '${req.loraName}'`);
     if ((req.externalCachedTokens ?? 0) > 0 && !((req.externalLoadBandwidth ?? 0) > 0))
-      throw new InvalidArgumentError(
-        `request ${req.requestId}: externalCachedTokens needs externalLoadBandwidth > 0`,
-      );
+      throw new Bad(`request ${id}: externalCachedTokens needs externalLoadBandwidth > 0`);
     const r = new Req(req, this.nextSeq++);
     if (req.sharedPrefix) this.kv.attachSharedPrefix(r, req.sharedPrefix);
     this.requests.set(req.requestId, r);

@@ -25,11 +25,12 @@ const line = new IndexedHeap<Waiter>(
     w.pos = i;
   },
 );
-let seq = 0;
-let scheduled = false;
+// process-wide: there is one event loop per process, so one line of sliced work, its arrival counter,
+// and whether a turn is scheduled
+const turn = { seq: 0, scheduled: false };
 
 function runOne(): void {
-  scheduled = false;
+  turn.scheduled = false;
   let w = line.pop();
   // work nobody waits for any more runs no slice, and takes no turn from the rest
   while (w?.owner?.cancelled) {
@@ -43,8 +44,8 @@ function runOne(): void {
 }
 
 function schedule(): void {
-  if (scheduled) return;
-  scheduled = true;
+  if (turn.scheduled) return;
+  turn.scheduled = true;
   setImmediate(runOne);
 }
 
@@ -55,7 +56,7 @@ function schedule(): void {
  */
 export function nextTurn(since: number, owner?: Cancellable): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    line.push({ since, seq: seq++, pos: -1, owner, resolve, reject });
+    line.push({ since, seq: turn.seq++, pos: -1, owner, resolve, reject });
     schedule();
   });
 }
