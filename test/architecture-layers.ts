@@ -26,7 +26,7 @@ export interface Room {
 
 export const ROOMS: Readonly<Record<string, Room>> = {
   // the error classes and their codes: under everything, so every folder may import it (EVERYWHERE)
-  "src/errors": { imports: [], lines: 100 },
+  "src/errors": { imports: [], lines: 117 },
   // the ground floor: what every layer may share, importing nothing of ours (the turn line uses a heap)
   // containers, flags, logging, HTTP answers
   "src/collections": { imports: [], lines: 303 },

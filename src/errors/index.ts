@@ -13,7 +13,7 @@ export const ERROR_CODES = {
   invalidArgument: "SY_ERR_INVALID_ARGUMENT",
   /** bytes on a wire (KV events, the cache server's protocols, the picker's gRPC) break their format */
   protocol: "SY_ERR_PROTOCOL",
-  /** a service this process talks to (an engine, Kubernetes, Redis, Prometheus) failed or did not answer */
+  /** a service or process this one talks to (an engine, Kubernetes, Redis, a worker) failed or did not answer */
   peer: "SY_ERR_PEER",
   /** a listening socket could not be bound or set up */
   bind: "SY_ERR_BIND",
@@ -92,6 +92,11 @@ export class UnsupportedError extends SwitchyardError {
 /** A bounded resource is full. */
 export class CapacityError extends SwitchyardError {
   static override readonly code = ERROR_CODES.capacity;
+}
+
+/** Work given up because nobody waits for it any more (a client went away, the router cut an attempt). */
+export class CancelledError extends SwitchyardError {
+  static override readonly code = ERROR_CODES.cancelled;
 }
 
 /** An internal rule was broken: a bug. */

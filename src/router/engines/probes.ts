@@ -69,7 +69,7 @@ export class Probes {
         () => true,
         () => false,
       );
-      throw live ? new Error(ENGINE_DRAINING) : err;
+      throw live ? new PeerError(ENGINE_DRAINING) : err;
     }
   }
 
