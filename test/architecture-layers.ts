@@ -8,38 +8,45 @@
 // from rows above its own, so no two folders import each other. A pair that does (a folder and its
 // sub-folder that share one design) is named in DOWNWARD; none does today.
 //
-// Budgets: about a fifth above what the folder held when its budget was set, rounded up to 250 lines.
-// A folder that outgrows its budget is a design question (split it, or agree to the size here), not
-// a formatting one.
+// Budgets: at most a ninth above what the folder holds (its use is 90% of the budget or more), unless
+// the row's `grows` says what it is growing by. A folder that outgrows its budget is a design question
+// (split it, or agree to the size here), not a formatting one.
 
 export interface Room {
   /** folders (repository paths) this folder's files may import */
   imports: readonly string[];
   /** the most lines its own files (not its sub-folders') may hold */
   lines: number;
+  /**
+   * why the budget stands more than a tenth above what the folder holds: the work it is growing by.
+   * Without it the budget is trimmed to its use (within BUDGET_SLACK), so that budgets do not only grow.
+   */
+  grows?: string;
 }
 
 export const ROOMS: Readonly<Record<string, Room>> = {
+  // the error classes and their codes: under everything, so every folder may import it (EVERYWHERE)
+  "src/errors": { imports: [], lines: 117 },
   // the ground floor: what every layer may share, importing nothing of ours (the turn line uses a heap)
   // containers, flags, logging, HTTP answers
-  "src/collections": { imports: [], lines: 500 },
+  "src/collections": { imports: [], lines: 303 },
   "src/config": { imports: [], lines: 500 },
-  "src/obs": { imports: [], lines: 750 },
+  "src/obs": { imports: [], lines: 558 },
   // wire formats several layers read or write: Prometheus text, SSE, chat messages, vLLM's block hashes
   "src/protocol": { imports: [], lines: 750 },
   // HTTP answers end an event stream with SSE's framing
-  "src/http": { imports: ["src/protocol"], lines: 750 },
+  "src/http": { imports: ["src/protocol"], lines: 542 },
   // GPU and model profiles: the catalogue, a user's YAML file, a Hugging Face model folder
-  "src/models": { imports: [], lines: 750 },
+  "src/models": { imports: [], lines: 675 },
   // the line sliced CPU work waits in between turns of the event loop
-  "src/eventloop": { imports: ["src/collections"], lines: 250 },
+  "src/eventloop": { imports: ["src/collections"], lines: 93 },
   // the one seeded PRNG and its hash mixes
-  "src/random": { imports: [], lines: 250 },
+  "src/random": { imports: [], lines: 98 },
 
   // libraries: the KV-event wire format, tokenizers, the engine model, workloads, the cache server,
   // tenants, engine discovery
   "src/kvevents": { imports: ["src/obs", "src/protocol"], lines: 3500 },
-  "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2500 },
+  "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2198 },
   // the engine emits KV events as values (kvevents/events.ts, types only); its defaults are vLLM's
   // (config/vllm-defaults.ts, constants only); LoRA slots and host cache joined it
   "src/engine": {
@@ -52,22 +59,22 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the KV events of the chunks it holds: the wire format, and LMCache's chunk keys read back
   "src/cacheserver": { imports: ["src/config", "src/kvevents", "src/obs", "src/protocol"], lines: 4000 },
   // tenants grew usage read from every protocol (Messages, Responses, token-in) and key-set guards
-  "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 3500 },
-  "src/discovery": { imports: ["src/config", "src/obs"], lines: 1000 },
+  "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 3208 },
+  "src/discovery": { imports: ["src/config", "src/obs"], lines: 745 },
 
   // routing policies: pure functions of a fleet snapshot, in rooms from the ground up: who a request's
   // session is, the policy's vocabulary, what a placement costs (predictive routing uses the engine's
   // step time), the prefix index; then scorers and the peers' baselines; src/routing itself names the
   // policies and builds them from config
-  "src/routing/sessions": { imports: ["src/collections", "src/protocol"], lines: 1250 },
-  "src/routing/policy": { imports: ["src/collections", "src/random"], lines: 750 },
-  "src/routing/cost": { imports: ["src/engine", "src/routing/policy", "src/routing/sessions"], lines: 1750 },
-  "src/routing/prefix": { imports: ["src/collections", "src/protocol", "src/routing/policy"], lines: 500 },
-  "src/routing/scorers": { imports: ["src/routing/cost", "src/routing/policy"], lines: 250 },
+  "src/routing/sessions": { imports: ["src/collections", "src/protocol"], lines: 925 },
+  "src/routing/policy": { imports: ["src/collections", "src/random"], lines: 649 },
+  "src/routing/cost": { imports: ["src/engine", "src/routing/policy", "src/routing/sessions"], lines: 1340 },
+  "src/routing/prefix": { imports: ["src/collections", "src/protocol", "src/routing/policy"], lines: 377 },
+  "src/routing/scorers": { imports: ["src/routing/cost", "src/routing/policy"], lines: 200 },
   // the peers' designs as baselines, policies over the library's types, filters and session identity
   "src/routing/baselines": {
     imports: ["src/collections", "src/routing/policy", "src/routing/sessions"],
-    lines: 750,
+    lines: 703,
   },
   "src/routing": {
     imports: [
@@ -89,13 +96,13 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the sim's rooms, from its settings up to the APIs it serves; src/sim itself is the wiring (cli.ts,
   // app.ts, server.ts)
   // flags and YAML, LMCache and NixlConnector settings, the KV-event sources it answers
-  "src/sim/config": { imports: ["src/config", "src/kvevents", "src/models", "src/protocol"], lines: 1000 },
+  "src/sim/config": { imports: ["src/config", "src/kvevents", "src/models", "src/protocol"], lines: 854 },
   // request bodies' schemas and vLLM's 400, the sink a request's tokens arrive through
-  "src/sim/protocol": { imports: ["src/engine", "src/http"], lines: 500 },
+  "src/sim/protocol": { imports: ["src/engine", "src/http"], lines: 257 },
   // what an answer says: the greedy chain, structured outputs, tool calls, logprobs
   "src/sim/outputs": {
     imports: ["src/engine", "src/http", "src/random", "src/sim/protocol", "src/tokenizer"],
-    lines: 2250,
+    lines: 1902,
   },
   // KV connectors around the engine: LMCache (speaking the cache server's lm:// protocol) and P/D's Nixl
   "src/sim/connectors": {
@@ -110,7 +117,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/sim/config",
       "src/sim/protocol",
     ],
-    lines: 1250,
+    lines: 1016,
   },
   // vLLM's Prometheus families, LMCache's among them, as the claimed release writes them
   // the per-GPU work estimates size KV with the one formula src/models holds
@@ -124,7 +131,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/models",
       "src/sim/connectors",
     ],
-    lines: 1250,
+    lines: 976,
   },
   // the engine on the wall clock, its steps delivered to the requests' sinks
   "src/sim/runtime": {
@@ -136,7 +143,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/sim/metrics",
       "src/sim/protocol",
     ],
-    lines: 750,
+    lines: 490,
   },
   // what every API's handler shares: the context, prompts, one engine request, the registries
   "src/sim/serving": {
@@ -170,7 +177,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/sim/runtime",
       "src/sim/serving",
     ],
-    lines: 2500,
+    lines: 2189,
   },
   // Anthropic Messages, run as vLLM runs it: through the chat path
   "src/sim/anthropic": {
@@ -183,7 +190,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/sim/protocol",
       "src/sim/serving",
     ],
-    lines: 500,
+    lines: 379,
   },
   // scale-out: render and derender of every API, token ids in and out
   "src/sim/scale-out": {
@@ -196,7 +203,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/sim/protocol",
       "src/sim/serving",
     ],
-    lines: 750,
+    lines: 689,
   },
   "src/sim": {
     imports: [
@@ -219,7 +226,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/sim/serving",
       "src/tokenizer",
     ],
-    lines: 1000,
+    lines: 952,
   },
   // the endpoint picker decides with the router's policy and admits with its tenants
   "src/epp": { imports: ["src/http", "src/obs", "src/routing", "src/tenancy"], lines: 2250 },
@@ -240,7 +247,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // with the options
     lines: 1100,
   },
-  "src/router/request": { imports: ["src/http", "src/protocol", "src/tenancy"], lines: 1000 },
+  "src/router/request": { imports: ["src/http", "src/protocol", "src/tenancy"], lines: 957 },
   "src/router/telemetry": {
     imports: ["src/obs", "src/router/config", "src/router/request", "src/tenancy"],
     lines: 1250,
@@ -260,7 +267,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/router/engines",
       "src/router/request",
     ],
-    lines: 1500,
+    lines: 1187,
   },
   "src/router/pd": {
     imports: [
@@ -272,7 +279,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/router/request",
       "src/routing",
     ],
-    lines: 750,
+    lines: 378,
   },
   "src/router/kv": {
     imports: [
@@ -333,7 +340,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/tenancy",
       "src/tokenizer",
     ],
-    lines: 2250,
+    lines: 2165,
   },
   "src/router/cluster": {
     imports: [
@@ -371,19 +378,19 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/tenancy",
     ],
-    lines: 750,
+    lines: 554,
   },
 
   // calibrate, once here, took the folder past its budget twice: it has a folder of its own (below)
   "src/bench": {
     imports: ["src/config", "src/obs", "src/protocol", "src/random", "src/workload"],
-    lines: 3000,
+    lines: 2743,
   },
   // calibrate fits the engine model's timing (src/engine) to a GPU profile (src/models) from the bench's
   // results, and runs its probe and held-out check as bench runs
   "src/calibrate": {
     imports: ["src/bench", "src/config", "src/engine", "src/models", "src/workload"],
-    lines: 1250,
+    lines: 1063,
   },
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget
   "src/fleet": {
@@ -436,7 +443,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     ],
     // with up's P/D pools, its shared cache server (up-pd.ts, up-cache-server.ts), its Valkey Cluster
     // and its LoRA folder
-    lines: 1500,
+    lines: 1380,
   },
 
   // outside the package: the benchmarks may use any layer, never the tests
@@ -458,7 +465,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 1850,
   },
   // stand-in engines that benchmarks and tests both start
-  "bench/support/fakes": { imports: ["bench/support", "src/http"], lines: 1500 },
+  "bench/support/fakes": { imports: ["bench/support", "src/http"], lines: 1244 },
   // the benchmarks by purpose, each group a program per benchmark (bench/README.md is their index)
   // in-process costs: the engine step, codecs, indexes, tokenizers, the router's per-request pieces
   "bench/micro": {
@@ -476,12 +483,12 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/tokenizer",
       "src/workload",
     ],
-    lines: 1250,
+    lines: 1023,
   },
   // the live router: overhead and its floors, peers, soak, chaos, starvation, huge prompts, migration
   "bench/router": {
     imports: ["bench/support", "src/config", "src/random", "src/router", "src/workload"],
-    lines: 2750,
+    lines: 2480,
   },
   // routing quality, live and in virtual time, against the peers' policies
   "bench/routing": {
@@ -504,15 +511,15 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the fleet simulator: its speed, and its figures against published and live runs
   "bench/fleet": {
     imports: ["bench/support", "src/engine", "src/fleet", "src/models", "src/workload"],
-    lines: 500,
+    lines: 423,
   },
   // the sim: its timings against the engine model, many streams, P/D
   "bench/sim": {
     imports: ["bench/support", "src/bench", "src/config", "src/router", "src/workload"],
-    lines: 500,
+    lines: 449,
   },
   // `switchyard bench` itself: what the client can drive, and whether its ITL is the engine's
-  "bench/client": { imports: ["src/bench"], lines: 500 },
+  "bench/client": { imports: ["src/bench"], lines: 283 },
   // tenants through the live router: fair queuing, fuzzing the request path, overload by priority
   // (the overload run, four sims and a router in child processes, took it past its first budget)
   // the adapter storm makes its adapters the model's real size (src/engine's formula, src/models' profile)
@@ -530,14 +537,14 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 1100,
   },
   // the cache server beside redis-server (each a child process)
-  "bench/cacheserver": { imports: ["src/workload"], lines: 750 },
+  "bench/cacheserver": { imports: ["src/workload"], lines: 476 },
   // build and interop scripts load the compiled package (dist/src/...); gen-config-doc runs the CLI
   // the picker check runs a sim in-process beside the real API server
   // the valkey group starts its cluster with src/ops/kv-cluster.ts, as `up --kv-cluster` does
   // the peers' groups: vLLM (with its 0.32 release checks and every route's charge), LMCache, a Valkey
   // Cluster, Kubernetes, an OpenTelemetry Collector
   "scripts/interop": { imports: ["src/discovery", "src/ops", "src/sim", "src/sim/config"], lines: 4400 },
-  scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1250 },
+  scripts: { imports: ["scripts/interop", "src/cacheserver", "src/cli", "src/ops"], lines: 1132 },
 };
 
 /**
@@ -546,6 +553,12 @@ export const ROOMS: Readonly<Record<string, Room>> = {
  * imports a benchmark script; no folder above imports a test (no row lists one).
  */
 export const TEST_IMPORTS: readonly string[] = ["src", "test", "bench/support"];
+
+/**
+ * Folders every folder may import without its row listing them: the ground under the ground floor,
+ * importing nothing of ours. An edge to one of them is neither required in a row nor reported stale.
+ */
+export const EVERYWHERE: readonly string[] = ["src/errors"];
 
 /** Listed edges that point down the table: a folder and its sub-folder that import each other. */
 export const DOWNWARD: readonly (readonly [from: string, to: string])[] = [];
@@ -564,3 +577,9 @@ export const PURITY_EXCEPTIONS: readonly PurityException[] = [];
 
 /** A sanity ceiling per file; the folder budgets above are the real measure. */
 export const FILE_CEILING = 900;
+
+/** The most lines one file of the package (src) may hold: a longer file is two jobs. */
+export const SRC_FILE_CEILING = 600;
+
+/** A row's budget is at most its use over this (rounded up: use ≥ 90% of it) unless the row says why it grows. */
+export const BUDGET_SLACK = 0.9;

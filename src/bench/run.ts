@@ -32,6 +32,7 @@ import {
   type Endpoint,
   type Workload,
 } from "../workload/types.js";
+import { InvalidConfigError, PeerError } from "../errors/index.js";
 
 export interface BenchOptions {
   baseUrl: string;
@@ -79,9 +80,9 @@ export async function resolveModel(baseUrl: string, headers: Record<string, stri
     const body = (await res.body.json()) as { data?: { id?: string }[] };
     const id = body?.data?.[0]?.id;
     if (res.statusCode === 200 && typeof id === "string") return id;
-    throw new Error(`HTTP ${res.statusCode}, no model listed`);
+    throw new PeerError(`HTTP ${res.statusCode}, no model listed`);
   } catch (err) {
-    throw new Error(`--model not given and ${url} did not name one (${(err as Error).message})`);
+    throw new PeerError(`--model not given and ${url} did not name one (${(err as Error).message})`);
   }
 }
 
@@ -129,7 +130,9 @@ export async function runBench(o: BenchOptions, io: BenchIo): Promise<BenchRun[]
   }
   const probe = buildWorkload(o.workload, o.workloadFlags, o.seed, 0, cal.shape, readText).workload;
   if (probe.arrivalGapsS && o.qps.length > 1)
-    throw new Error("--qps does not apply to a replayed trace, which keeps its own times: use --trace-speed");
+    throw new InvalidConfigError(
+      "--qps does not apply to a replayed trace, which keeps its own times: use --trace-speed",
+    );
   const endpoint: Endpoint = o.endpoint === "auto" ? probe.defaultEndpoint : o.endpoint;
   const numUsers = o.workload === "multi-round-qa" ? (o.workloadFlags.numUsers ?? 10) : null;
   const concurrency = o.concurrency ?? numUsers ?? Infinity;

@@ -6,6 +6,7 @@
 // the bench points at one engine, and carries each engine's prefix-cache counters as the router read them.
 import { request } from "undici";
 import { parsePrometheus } from "../protocol/prometheus-text.js";
+import { PeerError } from "../errors/index.js";
 
 /** Families we read; counters are matched with and without the `_total` suffix. */
 export const SCRAPED = {
@@ -42,7 +43,7 @@ export async function scrapeEach(
       try {
         const res = await request(url, { headers, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
         const text = await res.body.text();
-        if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`);
+        if (res.statusCode !== 200) throw new PeerError(`HTTP ${res.statusCode}`);
         pages.set(url, parsePrometheus(text));
       } catch (err) {
         failures.push(`${url}: ${(err as Error).message}`);

@@ -17,6 +17,7 @@ import {
   parseServerHeader,
   type ObjectMeta,
 } from "./protocol.js";
+import { CancelledError, PeerError, UnsupportedError, WireFormatError } from "../errors/index.js";
 
 export interface LmObject {
   payload: Buffer;
@@ -46,7 +47,7 @@ export const PROBE_KEY = "switchyard-probe@1@0@0@half";
 export const DEFAULT_LIST_TIMEOUT_MS = 2000;
 
 /** The server did not answer LIST: it does not implement it (LMCache's own server does not). */
-export class ListUnsupportedError extends Error {
+export class ListUnsupportedError extends UnsupportedError {
   override name = "ListUnsupportedError";
 }
 
@@ -79,13 +80,13 @@ export class LmClient {
     // events of a replaced socket are ignored: its requests were settled when it was replaced
     s.on("data", (c: Buffer) => s === this.socket && this.onData(c));
     s.on("error", (e) => s === this.socket && this.failAll(e));
-    s.on("close", () => s === this.socket && this.failAll(new Error("lm:// connection closed")));
+    s.on("close", () => s === this.socket && this.failAll(new PeerError("lm:// connection closed")));
   }
 
   private static open(host: string, port: number, timeoutMs: number): Promise<Socket> {
     return new Promise((resolve, reject) => {
       const s = connect({ host, port });
-      const t = setTimeout(() => s.destroy(new Error(`connect to ${host}:${port} timed out`)), timeoutMs);
+      const t = setTimeout(() => s.destroy(new PeerError(`connect to ${host}:${port} timed out`)), timeoutMs);
       s.once("error", (e) => {
         clearTimeout(t);
         reject(e);
@@ -134,7 +135,7 @@ export class LmClient {
       s.write(h);
       // a socket destroyed with this write still queued calls back without an error: the bytes were dropped
       s.write(payload, (err) =>
-        err || s.destroyed ? reject(err ?? this.failed ?? new Error("lm:// write dropped")) : resolve(),
+        err || s.destroyed ? reject(err ?? this.failed ?? new PeerError("lm:// write dropped")) : resolve(),
       );
       s.uncork();
     });
@@ -194,7 +195,7 @@ export class LmClient {
    * close() is the orderly way.
    */
   destroy(): void {
-    this.failAll(new Error("lm:// client destroyed"));
+    this.failAll(new CancelledError("lm:// client destroyed"));
     this.socket.destroy();
   }
 
@@ -295,7 +296,7 @@ export class LmClient {
       const h = parseServerHeader(this.hdr);
       const w = this.nextWaiter();
       if (!w) {
-        this.socket.destroy(new Error("lm:// reply with no request waiting for it"));
+        this.socket.destroy(new WireFormatError("lm:// reply with no request waiting for it"));
         return;
       }
       if (w.kind === "status") w.resolve(h.code === SUCCESS);
@@ -303,7 +304,7 @@ export class LmClient {
       else if (h.length === 0)
         w.resolve({ payload: Buffer.alloc(0), meta: { fmt: h.fmt, dtype: h.dtype, shape: h.shape } });
       else if (h.length < 0 || h.length > this.maxReplyBytes) {
-        const err = new Error(
+        const err = new WireFormatError(
           `lm:// reply length ${h.length} outside 0..${this.maxReplyBytes} (maxReplyBytes)`,
         );
         // taken off the queue already: failAll on the socket's close would not reach it

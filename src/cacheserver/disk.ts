@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { Logger } from "../obs/log.js";
 import type { ObjectMeta } from "./protocol.js";
 import type { StoredObject } from "./memory.js";
+import { InvariantError } from "../errors/index.js";
 
 const MAGIC = 0x4b565953; // "SYVK" little-endian: Switchyard KV file
 const VERSION = 1;
@@ -248,7 +249,7 @@ export class DiskTier {
         let pos = 0;
         while (parts.length > 0) {
           const { bytesWritten } = await fh.writev(parts, pos);
-          if (bytesWritten <= 0) throw new Error("disk writev wrote nothing");
+          if (bytesWritten <= 0) throw new InvariantError("disk writev wrote nothing");
           pos += bytesWritten;
           parts = unwritten(parts, bytesWritten);
         }

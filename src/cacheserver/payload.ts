@@ -5,6 +5,7 @@
 // a read shared with a header or the next request, and small reads, are copied into blocks cut to
 // fit, so every stored byte pins exactly one byte of memory and per-buffer overhead stays below 1%
 // (at most 256 B per 32 KiB).
+import { WireFormatError } from "../errors/index.js";
 
 export interface Payload {
   readonly chunks: readonly Buffer[];
@@ -148,7 +149,7 @@ export class PayloadBuilder {
 
   /** The payload, once `missing` is 0. */
   finish(): Payload {
-    if (this.missing !== 0) throw new Error(`payload ${this.missing} bytes short`);
+    if (this.missing !== 0) throw new WireFormatError(`payload ${this.missing} bytes short`);
     return { chunks: this.chunks, length: this.length, heldBytes: held(this.chunks) };
   }
 }
@@ -191,7 +192,7 @@ export class DirectPayload {
   }
 
   finish(): Payload {
-    if (this.missing !== 0) throw new Error(`payload ${this.missing} bytes short`);
+    if (this.missing !== 0) throw new WireFormatError(`payload ${this.missing} bytes short`);
     return { ...payloadOf(this.buf), recyclable: this.pool !== undefined && this.length > 0 };
   }
 }

@@ -2,6 +2,7 @@
 // Client → server: 186 bytes = nine int32 [command, length, fmt, dtype, location, shape0..3] + 150-byte
 // key (ASCII, right-padded with spaces). Server → client: 36 bytes = nine int32
 // [code, length, fmt, dtype, shape0..3, location] (location moves to the end).
+import { WireFormatError } from "../errors/index.js";
 
 export const CLIENT_HEADER_BYTES = 186;
 export const SERVER_HEADER_BYTES = 36;
@@ -45,7 +46,7 @@ export type ProtocolErrorKind =
   /** RESP framing that is not RESP (resp.ts) */
   | "bad_frame";
 
-export class ProtocolError extends Error {
+export class ProtocolError extends WireFormatError {
   constructor(
     readonly kind: ProtocolErrorKind,
     message: string,

@@ -12,6 +12,7 @@ import { DirectPayload, DiscardPayload } from "./payload.js";
 import type { ProtocolErrorKind } from "./protocol.js";
 import { printable, RespCommands, type RespValue } from "./resp-commands.js";
 import { TieredStore } from "./store.js";
+import { WireFormatError } from "../errors/index.js";
 
 export { RESP_MAX_KEY } from "./resp-commands.js";
 
@@ -30,7 +31,7 @@ function isValueArg(cmd: string, index: number): boolean {
   return (cmd === "SET" && index === 2) || (cmd === "MSET" && index >= 2 && index % 2 === 0);
 }
 
-class FrameError extends Error {
+class FrameError extends WireFormatError {
   constructor(
     message: string,
     readonly kind: ProtocolErrorKind = "bad_frame",

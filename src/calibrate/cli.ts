@@ -33,6 +33,7 @@ import {
   type FitRun,
 } from "./fit.js";
 import { runBench } from "../bench/run.js";
+import { PeerError } from "../errors/index.js";
 
 /** the probe: [prompt tokens, output tokens, concurrency] per run */
 export const PROBE: readonly [number, number, number][] = [
@@ -131,7 +132,7 @@ async function engineModel(url: string): Promise<EngineModel> {
       // base models (no parent) before LoRA adapters
       listed.sort((a, b) => Number(typeof a.parent === "string") - Number(typeof b.parent === "string"));
       if (res.statusCode !== 200 || listed.length === 0)
-        throw new Error(`HTTP ${res.statusCode}, no model listed`);
+        throw new PeerError(`HTTP ${res.statusCode}, no model listed`);
       const base = listed[0]!;
       const n = base.max_model_len;
       return {

@@ -9,6 +9,7 @@
 import { defaultEngineConfig, Engine, kvCapacity, STEP_OVERHEAD_S, VirtualDriver } from "../engine/index.js";
 import type { GpuProfile, ModelProfile } from "../models/index.js";
 import { median } from "../workload/stats.js";
+import { InputFileError, InvalidArgumentError } from "../errors/index.js";
 
 /** what one run offers the fit: its requests and its measured means */
 export interface FitRun {
@@ -115,7 +116,7 @@ function benchRuns(body: unknown, timeScale: number): FitRun[] {
     const ttfts = arr("ttfts");
     const e2els = arr("e2els");
     if (ins.length === 0 || ins.length !== outs.length || ins.length !== starts.length)
-      throw new Error("a bench result needs input_lens, output_lens and start_times of one length");
+      throw new InputFileError("a bench result needs input_lens, output_lens and start_times of one length");
     const server = (r.server ?? null) as Record<string, unknown> | null;
     const engTtft = num(server?.mean_ttft_ms);
     const engItl = num(server?.mean_itl_ms);
@@ -249,7 +250,7 @@ export function replayRequests(
   intakeS = 0,
 ): { ttfts: number[]; tpots: number[] } {
   if (from === "arrival" && intakeS > 0)
-    throw new Error("an intake time needs TTFT from the engine's intake");
+    throw new InputFileError("an intake time needs TTFT from the engine's intake");
   const cfg0 = defaultEngineConfig(model, gpu, { tensorParallelSize: tp, blockHashAlgo: "fast" });
   // no more KV blocks than the run can fill (a small model on a big profile has millions, and a fit
   // replays thousands of times), never more than the profile holds
@@ -341,7 +342,7 @@ export function fitEngine(
   base: GpuProfile,
   o: { tp?: number; id?: string } = {},
 ): FitResult {
-  if (runs.length === 0) throw new Error("nothing to fit: no runs");
+  if (runs.length === 0) throw new InvalidArgumentError("nothing to fit: no runs");
   const tp = o.tp ?? 1;
   const o0 = Math.log(base.stepOverheadS ?? STEP_OVERHEAD_S);
   const s0 = base.seqOverheadS ? Math.log(base.seqOverheadS) : -Infinity;

@@ -3,6 +3,7 @@
 // `switchyard cache-server` never pays for the tokenizer tables the sim needs.
 import { CliError } from "../config/args.js";
 import { watchParent } from "../obs/lifecycle.js";
+import { SwitchyardError } from "../errors/index.js";
 
 type Main = (argv: string[]) => Promise<number | void>;
 
@@ -88,6 +89,8 @@ run().then(
   },
   (err: unknown) => {
     console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    // the stable code says which kind of failure it is; docs/operations.md says what to do about each
+    if (err instanceof SwitchyardError) console.error(`error code: ${err.code}`);
     process.exit(1);
   },
 );

@@ -224,13 +224,10 @@ export async function main(argv: string[]): Promise<number> {
     for (const { child } of children)
       if (child.exitCode === null && child.signalCode === null) killGroup(child);
   });
-  onShutdown(stopAll);
+  // this process's own shutdown deadline must outlast the children's drain
+  onShutdown(stopAll, CHILD_STOP_MS + 5_000);
   // a closed terminal sends SIGHUP, whose default would leave the children running
   process.once("SIGHUP", () => void shutdown("SIGHUP"));
-  // this process's own shutdown deadline must outlast the children's drain
-  if (!(Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0) > CHILD_STOP_MS)) {
-    process.env.SWITCHYARD_SHUTDOWN_MS = String(CHILD_STOP_MS + 5_000);
-  }
 
   // the shared tier's wiring is checked with the ports, before anything starts
   const cluster = kvClusterWiring(flags, host, engineArgs, isDisaggregated(slots));

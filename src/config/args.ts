@@ -1,8 +1,9 @@
 // A small flag parser shared by every subcommand, so flags behave the same everywhere:
 // `--flag value`, `--flag=value`, `--no-flag` for booleans, repeatable list flags, and
 // numbers validated at the boundary with the flag named in the error.
+import { InvalidConfigError } from "../errors/index.js";
 
-export class CliError extends Error {}
+export class CliError extends InvalidConfigError {}
 
 export type FlagType = "string" | "number" | "int" | "boolean" | "list" | "size";
 

@@ -4,6 +4,7 @@
 // partial config they stand for (`configFromFlags`), which is layered over the config file.
 import { z } from "zod";
 import { CliError, type FlagSpec, type FlagSpecs, type FlagValues } from "./args.js";
+import { InvariantError } from "../errors/index.js";
 
 export interface FlagMeta {
   /** the flag, without its dashes */
@@ -104,7 +105,8 @@ function specOf(field: z.ZodType, meta: FlagMeta, path: (string | number)[]): Fl
     } else if (type === "boolean") spec.type = "boolean";
     else if (type === "enum") spec.choices = (node as unknown as z.ZodEnum).options as string[];
     else if (type === "array") spec.type = "list";
-    else if (type !== "string") throw new Error(`${where}: a ${type} field needs a kind or toConfig`);
+    else if (type !== "string")
+      throw new InvariantError(`${where}: a ${type} field needs a kind or toConfig`);
   }
   const shown = typeof fallback === "function" ? (fallback as () => unknown)() : fallback;
   if (shown !== undefined && !(Array.isArray(shown) && shown.length === 0)) {
@@ -123,7 +125,7 @@ export function schemaFlags(schema: z.ZodType): SchemaFlag[] {
   const walk = (node: z.ZodType, path: (string | number)[]) => {
     const meta = cliFlags.get(node);
     if (meta) {
-      if (seen.has(meta.flag)) throw new Error(`--${meta.flag} is declared twice`);
+      if (seen.has(meta.flag)) throw new InvariantError(`--${meta.flag} is declared twice`);
       seen.add(meta.flag);
       out.push({ name: meta.flag, path, spec: specOf(node, meta, path), meta });
       return;

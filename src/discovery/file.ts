@@ -10,6 +10,7 @@ import { z } from "zod";
 import { StaticDiscovery } from "./static.js";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "./types.js";
 import { logger } from "../obs/log.js";
+import { InputFileError } from "../errors/index.js";
 
 const log = logger("discovery.file");
 
@@ -40,7 +41,7 @@ export function readBackendsFile(path: string): EngineSpec[] {
   const r = Array.isArray(doc ?? []) ? listSchema.safeParse(doc ?? []) : mapSchema.safeParse(doc);
   if (!r.success) {
     const why = r.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
-    throw new Error(`${path}: ${why}`);
+    throw new InputFileError(`${path}: ${why}`);
   }
   const list = Array.isArray(r.data) ? r.data : r.data.backends;
   return list.map((b) => {

@@ -3,6 +3,7 @@ import type { DiscoverySource } from "./types.js";
 import type { DiscoveryConfig } from "./config.js";
 import { FileDiscovery } from "./file.js";
 import { KubernetesDiscovery, inClusterOptions } from "./kubernetes.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 export { StaticDiscovery } from "./static.js";
 export { discoveryConfigSchema, type DiscoveryConfig } from "./config.js";
@@ -12,14 +13,15 @@ export { KubernetesDiscovery, engineOfPod, inClusterOptions, type Pod } from "./
 
 export function discoverySources(d: DiscoveryConfig): DiscoverySource[] {
   if (d.mode === "file") {
-    if (!d.file) throw new Error("discovery mode 'file' needs discovery.file (--discovery-file)");
+    if (!d.file)
+      throw new InvalidConfigError("discovery mode 'file' needs discovery.file (--discovery-file)");
     return [new FileDiscovery(d.file)];
   }
   if (d.mode === "kubernetes") {
     const k = d.kubernetes;
     const cluster = k.apiUrl ? undefined : inClusterOptions();
     const namespace = k.namespace ?? cluster?.namespace ?? process.env.POD_NAMESPACE;
-    if (!namespace) throw new Error("Kubernetes discovery needs a namespace (--k8s-namespace)");
+    if (!namespace) throw new InvalidConfigError("Kubernetes discovery needs a namespace (--k8s-namespace)");
     return [
       new KubernetesDiscovery({
         apiUrl: k.apiUrl ?? cluster!.apiUrl,

@@ -11,6 +11,7 @@ import { Agent, request, type Dispatcher } from "undici";
 import type { DiscoverySink, DiscoverySource, EngineSpec } from "./types.js";
 import { logger } from "../obs/log.js";
 import { VLLM_PORT } from "../config/vllm-defaults.js";
+import { InvalidConfigError, PeerError, WireFormatError } from "../errors/index.js";
 
 const log = logger("discovery.kubernetes");
 
@@ -57,7 +58,7 @@ export function inClusterOptions(
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT ?? "443";
   if (!host) {
-    throw new Error(
+    throw new InvalidConfigError(
       "not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST unset): pass --k8s-api-url and --k8s-token-file",
     );
   }
@@ -101,7 +102,7 @@ interface WatchEvent {
 }
 
 /** Watch expired (410 Gone) or was told to start over. */
-class Expired extends Error {}
+class Expired extends PeerError {}
 
 function podKey(p: Pod): string {
   return p.metadata?.uid ?? `${p.metadata?.namespace ?? ""}/${p.metadata?.name ?? ""}`;
@@ -282,7 +283,7 @@ export class KubernetesDiscovery implements DiscoverySource {
       const text = await res.body.text();
       if (res.statusCode === 410) throw new Expired("continue token expired");
       if (res.statusCode !== 200)
-        throw new Error(`pod list answered ${res.statusCode}: ${text.slice(0, 300)}`);
+        throw new PeerError(`pod list answered ${res.statusCode}: ${text.slice(0, 300)}`);
       const doc = JSON.parse(text) as PodList;
       for (const p of doc.items ?? []) if (fresh.size < MAX_PODS) fresh.set(podKey(p), p);
       cont = doc.metadata?.continue || undefined;
@@ -322,7 +323,7 @@ export class KubernetesDiscovery implements DiscoverySource {
       }
       if (res.statusCode !== 200) {
         const text = await res.body.text();
-        throw new Error(`pod watch answered ${res.statusCode}: ${text.slice(0, 300)}`);
+        throw new PeerError(`pod watch answered ${res.statusCode}: ${text.slice(0, 300)}`);
       }
       this.stats.watches++;
       let buf = "";
@@ -334,7 +335,7 @@ export class KubernetesDiscovery implements DiscoverySource {
           buf = buf.slice(nl + 1);
           if (line) rv = this.onEvent(JSON.parse(line) as WatchEvent, rv);
         }
-        if (buf.length > MAX_LINE_BYTES) throw new Error("watch event larger than the line limit");
+        if (buf.length > MAX_LINE_BYTES) throw new WireFormatError("watch event larger than the line limit");
       }
       // the server ended the watch (timeoutSeconds) or the connection dropped: the loop re-lists
     } catch (err) {
@@ -368,7 +369,7 @@ export class KubernetesDiscovery implements DiscoverySource {
         break;
       case "ERROR":
         if (obj?.code === 410) throw new Expired(obj.message ?? "resourceVersion too old");
-        throw new Error(`watch error event: ${obj?.code ?? "?"} ${obj?.message ?? ""}`);
+        throw new PeerError(`watch error event: ${obj?.code ?? "?"} ${obj?.message ?? ""}`);
       default:
         return rv;
     }

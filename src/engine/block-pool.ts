@@ -3,6 +3,7 @@
 // hash (and stay hittable) until they are reallocated; reallocating one evicts it (BlockRemoved).
 // Blocks freed together are appended tail-of-chain first, so a chain's tail is evicted before its head.
 import type { KvEvent } from "../kvevents/events.js";
+import { InvariantError } from "../errors/index.js";
 
 const NIL = -1;
 
@@ -191,7 +192,7 @@ export class BlockPool {
     for (let i = blocks.length - 1; i >= 0; i--) {
       const b = blocks[i]!;
       const rc = --this.refCount[b]!;
-      if (rc < 0) throw new Error(`block ${b} freed twice`);
+      if (rc < 0) throw new InvariantError(`block ${b} freed twice`);
       if (rc === 0) this.pushTail(b);
     }
   }

@@ -3,6 +3,7 @@
 import { kvBytesPerToken } from "../models/kv-shape.js";
 import { loraSlotBytes } from "./lora.js";
 import type { EngineConfig } from "./types.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 const GiB = 2 ** 30;
 
@@ -54,7 +55,7 @@ export function kvCapacity(config: EngineConfig): KvCapacity {
   if (config.numGpuBlocksOverride !== undefined) {
     numGpuBlocks = config.numGpuBlocksOverride;
   } else if (numGpuBlocks <= 0) {
-    throw new Error(
+    throw new InvalidConfigError(
       `not enough memory for the weights and activations of ${m.id} on ${config.gpu.id} with tensor_parallel_size=${tp}: ` +
         `${fmtGiB(budget)} (gpu_memory_utilization=${config.gpuMemoryUtilization}) - weights ${fmtGiB(weightBytesPerGpu)} - reserve ${fmtGiB(reserveBytes)} ` +
         `leaves no room for the KV cache; raise gpu_memory_utilization or tensor_parallel_size, or pick a larger GPU`,
@@ -62,7 +63,7 @@ export function kvCapacity(config: EngineConfig): KvCapacity {
   }
   const blocksForOneRequest = Math.ceil(config.maxModelLen / config.blockSize);
   if (config.numGpuBlocksOverride === undefined && numGpuBlocks < blocksForOneRequest) {
-    throw new Error(
+    throw new InvalidConfigError(
       `to serve at least one request with max_model_len (${config.maxModelLen}), ${fmtGiB(blocksForOneRequest * blockBytesPerGpu)} of KV cache is needed, ` +
         `which is larger than the available KV cache memory (${fmtGiB(numGpuBlocks * blockBytesPerGpu)}); decrease max_model_len or raise gpu_memory_utilization`,
     );

@@ -8,6 +8,7 @@ import {
   VLLM_BLOCK_SIZE,
   VLLM_GPU_MEMORY_UTILIZATION,
 } from "../config/vllm-defaults.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 const GiB = 2 ** 30;
 
@@ -52,7 +53,7 @@ export function defaultEngineConfig(
 }
 
 function fail(field: string, message: string): never {
-  throw new Error(`invalid engine config: ${field} ${message}`);
+  throw new InvalidConfigError(`invalid engine config: ${field} ${message}`);
 }
 
 function requireInt(field: string, value: number, min: number): void {

@@ -21,6 +21,7 @@ import type {
   StepPlan,
 } from "./types.js";
 import { LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
+import { InvalidArgumentError, InvariantError, UnsupportedError } from "../errors/index.js";
 
 /** every counter at zero */
 export function newCounters(): EngineCounters {
@@ -137,17 +138,17 @@ export class Engine {
   }
 
   add(req: EngineRequest): void {
-    if (this.requests.has(req.requestId)) throw new Error(`duplicate request id ${req.requestId}`);
-    if (req.promptTokenIds.length === 0) throw new Error(`request ${req.requestId}: empty prompt`);
+    const id = req.requestId;
+    const Bad = InvalidArgumentError;
+    if (this.requests.has(id)) throw new Bad(`duplicate request id ${id}`);
+    if (req.promptTokenIds.length === 0) throw new Bad(`request ${id}: empty prompt`);
     const err = this.validateRequest(req.promptTokenIds.length, req.maxTokens);
-    if (err) throw new Error(err);
-    if (!(req.maxTokens >= 1)) throw new Error(`request ${req.requestId}: max_tokens must be >= 1`);
+    if (err) throw new Bad(err);
+    if (!(req.maxTokens >= 1)) throw new Bad(`request ${id}: max_tokens must be >= 1`);
     if (req.lora && req.lora.name !== req.loraName)
-      throw new Error(
-        `request ${req.requestId}: lora.name '${req.lora.name}' is not loraName '${req.loraName}'`,
-      );
+      throw new Bad(`request ${id}: lora.name '${req.lora.name}' is not loraName '${req.loraName}'`);
     if ((req.externalCachedTokens ?? 0) > 0 && !((req.externalLoadBandwidth ?? 0) > 0))
-      throw new Error(`request ${req.requestId}: externalCachedTokens needs externalLoadBandwidth > 0`);
+      throw new Bad(`request ${id}: externalCachedTokens needs externalLoadBandwidth > 0`);
     const r = new Req(req, this.nextSeq++);
     if (req.sharedPrefix) this.kv.attachSharedPrefix(r, req.sharedPrefix);
     this.requests.set(req.requestId, r);
@@ -263,7 +264,7 @@ export class Engine {
   }
 
   beginStep(now: number): StepPlan | null {
-    if (this.inFlight) throw new Error("beginStep called while a step is in flight");
+    if (this.inFlight) throw new InvariantError("beginStep called while a step is in flight");
     this.lastNow = Math.max(this.lastNow, now);
     // the engine core takes in what arrived since the last step before it schedules this one
     for (const r of this.arrived) r.queuedTime = now;
@@ -352,7 +353,7 @@ export class Engine {
     // vLLM's scheduler asserts these at the end of schedule(): the token budget held, the batch fits
     // max_num_seqs, every scheduled request is running with tokens scheduled and blocks for them
     if (budget < 0 || this.running.length > cfg.maxNumSeqs || this.scheduled.length > this.running.length)
-      throw new Error(
+      throw new InvariantError(
         `scheduler invariant: budget ${budget}, ${this.running.length} running of ${cfg.maxNumSeqs}, ${this.scheduled.length} scheduled`,
       );
     const st = kv.step;
@@ -380,7 +381,7 @@ export class Engine {
       const n = r.stepTokens;
       const c = r.numComputed;
       if (n <= 0 || r.status !== Status.Running)
-        throw new Error(`scheduler invariant: request ${r.r.requestId} scheduled with ${n} tokens`);
+        throw new InvariantError(`scheduler invariant: request ${r.r.requestId} scheduled with ${n} tokens`);
       kv.assertCovers(r);
       const ctx = n * c + (n * (n + 1)) / 2;
       if (n === 1 && r.outputs > 0 && c + 1 === r.numTokens) work.decodeSeqs++;
@@ -392,7 +393,7 @@ export class Engine {
       work.kvReadTokens += c;
     }
     if (work.prefillTokens + work.decodeSeqs > cfg.maxNumBatchedTokens)
-      throw new Error(
+      throw new InvariantError(
         `scheduler invariant: ${work.prefillTokens + work.decodeSeqs} tokens scheduled over max_num_batched_tokens ${cfg.maxNumBatchedTokens}`,
       );
     const t = this.timer.time(work);
@@ -413,7 +414,7 @@ export class Engine {
   }
 
   completeStep(now: number): void {
-    if (!this.inFlight) throw new Error("completeStep called with no step in flight");
+    if (!this.inFlight) throw new InvariantError("completeStep called with no step in flight");
     this.inFlight = false;
     this.lastNow = Math.max(this.lastNow, now);
     this.counters.steps++;
@@ -497,7 +498,7 @@ export class Engine {
    * so a step that begins before they have passed waits for the rest. Throws without LoRA.
    */
   loadLora(a: EngineLora, now: number): number {
-    if (!this.lora) throw new Error("LoRA is not enabled on this engine");
+    if (!this.lora) throw new UnsupportedError("LoRA is not enabled on this engine");
     this.lastNow = Math.max(this.lastNow, now);
     // adapters of requests running now keep their slots
     const busy = new Set<string>();

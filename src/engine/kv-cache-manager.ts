@@ -18,6 +18,7 @@ import { CpuTier } from "./offload.js";
 import type { PrefixMemo, Req } from "./request.js";
 import type { EngineConfig, EngineCounters, PrefixProbe, ProbeOptions } from "./types.js";
 import { LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
+import { InvariantError } from "../errors/index.js";
 
 /** shared prefixes whose block hashes an engine remembers (EngineRequest.sharedPrefix) */
 const MAX_PREFIX_MEMOS = 256;
@@ -559,7 +560,7 @@ export class KvCacheManager {
   assertCovers(r: Req): void {
     const need = this.blocksFor(r.numComputed + r.stepTokens);
     if (r.blocks.length < need)
-      throw new Error(
+      throw new InvariantError(
         `KV invariant: request ${r.r.requestId} has ${r.blocks.length} blocks for ${r.numComputed + r.stepTokens} tokens (needs ${need})`,
       );
   }

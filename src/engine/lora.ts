@@ -8,6 +8,7 @@
 import { LruMap } from "../collections/lru-map.js";
 import type { ModelProfile } from "../models/types.js";
 import type { EngineCounters, EngineLora, LoraConfig } from "./types.js";
+import { CapacityError, InvariantError } from "../errors/index.js";
 
 /**
  * bytes/s an adapter's files are read at when no rate is configured: a local NVMe SSD's sequential
@@ -163,7 +164,8 @@ export class LoraCache {
           break;
         }
       }
-      if (victim === null) throw new Error(`LoRA: every one of ${this.config.maxLoras} slots is in use`);
+      if (victim === null)
+        throw new CapacityError(`LoRA: every one of ${this.config.maxLoras} slots is in use`);
       this.gpu.delete(victim);
       this.counters.loraGpuEvictions++;
     }
@@ -179,7 +181,7 @@ export class LoraCache {
   prepareBatch(batch: ReadonlyMap<string, EngineLora>): number {
     if (batch.size === 0) return 0;
     if (batch.size > this.config.maxLoras)
-      throw new Error(
+      throw new InvariantError(
         `scheduler invariant: ${batch.size} adapters in one batch over max_loras ${this.config.maxLoras}`,
       );
     for (const name of batch.keys()) {

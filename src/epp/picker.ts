@@ -62,9 +62,10 @@ function quietPolicy(p: Policy): Policy {
   return q;
 }
 
-let seq = 0;
-
 export class EndpointPicker {
+  /** this picker's request counter: the routing library's rotation among ties */
+  private seq = 0;
+
   constructor(private readonly host: RoutingHost) {}
 
   /** A request view for the routing library, as the proxy builds one. */
@@ -78,7 +79,7 @@ export class EndpointPicker {
       parsed && path !== undefined && this.host.routingInput ? this.host.routingInput(path, parsed) : parsed;
     return {
       model,
-      seq: seq++ & 0x3fffffff,
+      seq: this.seq++ & 0x3fffffff,
       sessionKey,
       prompt: input?.prompt,
       messages: input?.messages,
@@ -181,7 +182,7 @@ export class EndpointPicker {
   pickAny(subset: Subset | undefined): string {
     let best: EngineView | undefined;
     let ties = 0;
-    const s = seq++;
+    const s = this.seq++;
     for (const e of this.candidates(subset)) {
       if (!e.healthy || e.weight <= 0) continue;
       if (!best || e.inFlight < best.inFlight) {

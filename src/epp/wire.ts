@@ -2,8 +2,9 @@
 // fields, doubles and bools. The ext_proc messages are decoded by hand against the field numbers of
 // Envoy's published protos (messages.ts), so no schema compiler or generated code is needed, and every
 // read is bounds-checked: a malformed peer message throws WireError, never reads past its buffer.
+import { WireFormatError } from "../errors/index.js";
 
-export class WireError extends Error {}
+export class WireError extends WireFormatError {}
 
 export const enum WireType {
   Varint = 0,

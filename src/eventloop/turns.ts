@@ -4,6 +4,7 @@
 // per turn, however many requests are slicing; work whose `Cancellable` is cancelled stops at its next
 // turn. Why one line and not a setImmediate per slice, and what bounds it: this folder's README.md.
 import { IndexedHeap } from "../collections/indexed-heap.js";
+import { ERROR_CODES, SwitchyardError } from "../errors/index.js";
 
 interface Waiter {
   /** when the work began (performance.now()): older goes first */
@@ -24,11 +25,12 @@ const line = new IndexedHeap<Waiter>(
     w.pos = i;
   },
 );
-let seq = 0;
-let scheduled = false;
+// process-wide: there is one event loop per process, so one line of sliced work, its arrival counter,
+// and whether a turn is scheduled
+const turn = { seq: 0, scheduled: false };
 
 function runOne(): void {
-  scheduled = false;
+  turn.scheduled = false;
   let w = line.pop();
   // work nobody waits for any more runs no slice, and takes no turn from the rest
   while (w?.owner?.cancelled) {
@@ -42,8 +44,8 @@ function runOne(): void {
 }
 
 function schedule(): void {
-  if (scheduled) return;
-  scheduled = true;
+  if (turn.scheduled) return;
+  turn.scheduled = true;
   setImmediate(runOne);
 }
 
@@ -54,7 +56,7 @@ function schedule(): void {
  */
 export function nextTurn(since: number, owner?: Cancellable): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    line.push({ since, seq: seq++, pos: -1, owner, resolve, reject });
+    line.push({ since, seq: turn.seq++, pos: -1, owner, resolve, reject });
     schedule();
   });
 }
@@ -66,7 +68,9 @@ export interface Cancellable {
 }
 
 /** Sliced work given up at a turn because what it was for was cancelled. */
-export class WorkCancelled extends Error {
+export class WorkCancelled extends SwitchyardError {
+  static override readonly code = ERROR_CODES.cancelled;
+
   constructor() {
     super("sliced work given up: nobody waits for it");
     this.name = "WorkCancelled";

@@ -20,6 +20,7 @@ import type { PdOptions } from "./types.js";
 import { REMOTE_BANDWIDTH_BPS } from "./remote.js";
 import type { ResolvedScenario } from "./scenario.js";
 import { VLLM_GPU_MEMORY_UTILIZATION } from "../config/vllm-defaults.js";
+import { InvalidArgumentError } from "../errors/index.js";
 
 const GiB = 2 ** 30;
 export type OffloadMode = "none" | "native" | "lmcache";
@@ -159,7 +160,9 @@ export function workloadFor(
       case "trace": {
         // the window whole, at the trace's own times (the scenario's qps does not apply)
         if (!r.trace)
-          throw new Error("simulation.generator: a trace scenario must be read with its trace (withTrace)");
+          throw new InvalidArgumentError(
+            "simulation.generator: a trace scenario must be read with its trace (withTrace)",
+          );
         const o = {
           startS: g.trace_start_s ?? TRACE_DEFAULTS.startS,
           durationS: g.trace_duration_s ?? TRACE_DEFAULTS.durationS,

@@ -28,6 +28,7 @@ import {
   type Policy,
   type RequestView,
 } from "../routing/index.js";
+import { InvalidArgumentError } from "../errors/index.js";
 
 /** requests the router holds for a slot at most (its admission queue's default size) */
 const MAX_HELD = 1024;
@@ -144,7 +145,7 @@ interface Node {
 
 export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
   const cfg = o.engine;
-  if (!cfg.lora) throw new Error("simulateLoraFleet: the engine config needs lora");
+  if (!cfg.lora) throw new InvalidArgumentError("simulateLoraFleet: the engine config needs lora");
   const w = o.workload;
   const driver = new VirtualDriver();
   const base = cfg.model.id;

@@ -18,6 +18,7 @@ import {
   RouterView,
   SLO_REFUSAL,
 } from "./router-view.js";
+import { UnsupportedError } from "../errors/index.js";
 
 /** vLLM NixlConnector over GPUDirect RDMA, bytes/s per TP rank (the sim's default, docs/disaggregated.md) */
 export const PD_TRANSFER_BPS_PER_RANK = 40e9;
@@ -31,7 +32,8 @@ export function transferSeconds(decode: EngineConfig, tokens: number, bandwidthP
 export function simulatePdFleet(o: FleetOptions, pd: PdOptions): FleetResult {
   const policy = o.policy;
   // the reference placement reads one pool of engines' exact state; two pools have no such reference
-  if (policy === CLAIRVOYANT) throw new Error("the clairvoyant placement is for aggregated fleets only");
+  if (policy === CLAIRVOYANT)
+    throw new UnsupportedError("the clairvoyant placement is for aggregated fleets only");
   const driver = new VirtualDriver();
   const P = pd.prefill.count;
   const shared = o.sharedServer ? cacheServersFor(o.sharedServer, pd.prefill.engine.model, P) : null;

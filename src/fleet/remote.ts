@@ -4,6 +4,7 @@
 // remote backend, so they cost the engines nothing; gets are charged by the engine at `bandwidth`.
 import { kvBytesPerToken, type ModelProfile } from "../models/index.js";
 import { chunkKeys } from "./tokens.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 /**
  * Default network rate for lm:// gets: the line rate of 100 GbE (12.5 GB/s). It is an upper bound:
@@ -92,7 +93,8 @@ export function cacheServersFor(
   engines: number,
 ): SharedCacheServer[] {
   const per = o.enginesPerServer ?? engines;
-  if (!Number.isInteger(per) || per < 1) throw new Error(`engines per server: expected ≥ 1, got ${per}`);
+  if (!Number.isInteger(per) || per < 1)
+    throw new InvalidConfigError(`engines per server: expected ≥ 1, got ${per}`);
   const servers: SharedCacheServer[] = [];
   const byEngine: SharedCacheServer[] = [];
   for (let e = 0; e < engines; e++)

@@ -38,6 +38,7 @@ import { mulberry32 } from "../random/rng.js";
 import type { Turn } from "./load.js";
 import { EngineProbeOracle } from "./oracle.js";
 import type { SharedCacheServer } from "./remote.js";
+import { InvariantError } from "../errors/index.js";
 
 /**
  * Where a request's session key comes from. `router`: as the live router keys it by default, its session
@@ -284,7 +285,7 @@ export class RouterView {
     }
     if (this.o.onDecision) this.logDecision(turn, policy, req, d.kind === "picked" ? d.engine : undefined);
     if (d.kind === "over-slo") return -1;
-    if (d.kind !== "picked") throw new Error(`routing failed: ${d.kind}`);
+    if (d.kind !== "picked") throw new InvariantError(`routing failed: ${d.kind}`);
     // timed from the request's arrival, as the live proxy times a request that waited in its queue
     if (policy.onFirstToken || policy.onDone) this.routed.set(turn.index, { req, at: w.at, policy });
     if (n > 1) this.routerOf.set(turn.index, r);

@@ -20,6 +20,7 @@ import {
 } from "../workload/conversation-replay.js";
 import { parseTrace, type TraceEntry } from "../workload/trace.js";
 import { LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -243,7 +244,7 @@ export interface ResolvedScenario {
   promptP90: number;
 }
 
-export class ScenarioError extends Error {
+export class ScenarioError extends InvalidConfigError {
   constructor(readonly problems: string[]) {
     super(problems.join("\n"));
   }

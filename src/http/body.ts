@@ -3,6 +3,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { HttpError } from "./errors.js";
 import { jsonThread } from "./json-thread.js";
+import { CancelledError } from "../errors/index.js";
 
 /** 413 for a body over the limit: never buffered past it (a declared Content-Length over it: not at all). */
 export function bodyTooLarge(what: string, limitBytes: number): HttpError {
@@ -55,7 +56,8 @@ export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buff
       else chunks.push(chunk);
     };
     const onEnd = () => done(undefined);
-    const onClose = () => done(new Error("client closed the connection before sending the whole body"));
+    const onClose = () =>
+      done(new CancelledError("client closed the connection before sending the whole body"));
     req.on("data", onData);
     req.on("end", onEnd);
     req.on("error", done);

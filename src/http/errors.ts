@@ -3,6 +3,7 @@
 // A stream whose headers went out ends with such a body as an event, then [DONE] (endStreamWithError).
 import type { ServerResponse } from "node:http";
 import { DONE_BYTES } from "../protocol/sse.js";
+import { ERROR_CODES, SwitchyardError } from "../errors/index.js";
 
 export type ErrorType =
   | "BadRequestError"
@@ -35,7 +36,9 @@ const TYPE_BY_STATUS: Record<number, ErrorType> = {
   504: "GatewayTimeoutError",
 };
 
-export class HttpError extends Error {
+export class HttpError extends SwitchyardError {
+  static override readonly code = ERROR_CODES.http;
+
   constructor(
     readonly status: number,
     message: string,

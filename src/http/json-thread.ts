@@ -4,6 +4,7 @@
 // process, started on first use and unref'd while idle; errors come back as the same HttpErrors.
 import { Worker } from "node:worker_threads";
 import { HttpError } from "./errors.js";
+import { PeerError } from "../errors/index.js";
 
 type Reply = { id: number; value?: Record<string, unknown>; status?: number; message?: string };
 
@@ -31,7 +32,7 @@ class JsonThread {
       this.worker = undefined;
     };
     w.on("error", fail);
-    w.on("exit", (code) => fail(new Error(`JSON worker exited with ${code}`)));
+    w.on("exit", (code) => fail(new PeerError(`JSON worker exited with ${code}`)));
     return w;
   }
 

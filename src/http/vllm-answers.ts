@@ -20,7 +20,8 @@ export function assistantMessage(content: string): Record<string, unknown> {
   };
 }
 
-let fingerprint: { key: string; value: string } | undefined;
+// process-wide: a one-entry memo of the last fingerprint computed (a sim has one configuration)
+const memo = { fingerprint: undefined as { key: string; value: string } | undefined };
 
 /**
  * `system_fingerprint` as vLLM 0.32 writes it by default (--fingerprint-mode full):
@@ -29,12 +30,12 @@ let fingerprint: { key: string; value: string } | undefined;
  */
 export function systemFingerprint(version: string, tensorParallelSize: number, config: string): string {
   const key = `${version} ${tensorParallelSize} ${config}`;
-  if (fingerprint?.key !== key) {
+  if (memo.fingerprint?.key !== key) {
     const hash = createHash("sha256").update(config).digest("hex").slice(0, 8);
     const tp = tensorParallelSize > 1 ? `-tp${tensorParallelSize}` : "";
-    fingerprint = { key, value: `vllm-${version}${tp}-${hash}` };
+    memo.fingerprint = { key, value: `vllm-${version}${tp}-${hash}` };
   }
-  return fingerprint.value;
+  return memo.fingerprint.value;
 }
 
 /**

@@ -188,7 +188,8 @@ function encodeMapEvent(w: Writer, ev: KvEvent): void {
   }
 }
 
-let scratch: Writer | undefined;
+// process-wide: one scratch writer, reused by every encoder in the process (encoding is synchronous)
+const scratch = { writer: undefined as Writer | undefined };
 
 /**
  * The msgspec msgpack bytes vLLM publishes for this batch, with events in `layout` (the tagged arrays of
@@ -196,7 +197,7 @@ let scratch: Writer | undefined;
  */
 export function encodeBatch(batch: KvEventBatch, layout: KvEventLayout = "array"): Buffer {
   // One scratch writer, reused: encoding allocates only the returned copy.
-  const w = (scratch ??= new Writer(64 * 1024));
+  const w = (scratch.writer ??= new Writer(64 * 1024));
   w.pos = 0;
   const hasRank = batch.dataParallelRank !== null && batch.dataParallelRank !== undefined;
   w.arrayHeader(hasRank ? 3 : 2);
@@ -207,7 +208,7 @@ export function encodeBatch(batch: KvEventBatch, layout: KvEventLayout = "array"
   if (hasRank) w.int(batch.dataParallelRank as number);
   const out = Buffer.from(w.buf.subarray(0, w.pos));
   // Do not pin a huge scratch buffer after one outsized batch.
-  if (w.buf.length > 4 * 1024 * 1024) scratch = undefined;
+  if (w.buf.length > 4 * 1024 * 1024) scratch.writer = undefined;
   return out;
 }
 

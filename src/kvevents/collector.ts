@@ -20,6 +20,7 @@ import {
 } from "./sequencer.js";
 import { registerZap, type ZapRegistration } from "./zap.js";
 import { DEFAULT_MAX_MESSAGE_BYTES, observeFromNow, oversized, watchDisconnects } from "./zmq-guard.js";
+import { BindError, InvalidConfigError } from "../errors/index.js";
 
 /** Why a message was dropped (malformed and oversized ones are not counted as received). */
 export type CollectorDrop =
@@ -184,7 +185,7 @@ export class KvEventCollector {
     const curve = opts.curve ?? null;
     // CURVE without an allow-list proves the collector to publishers, not publishers to the collector
     if (curve && !curve.clientKeys?.length)
-      throw new Error(
+      throw new InvalidConfigError(
         `the KV-event collector's CURVE keys (${curve.source}) name no publisher: list the engines' public keys in clients.keys`,
       );
     const zap = curve ? await registerZap("kv-collector", curve.clientKeys) : null;
@@ -201,7 +202,7 @@ export class KvEventCollector {
     } catch (err) {
       sub.close();
       await zap?.release();
-      throw new Error(`cannot bind the KV-event collector to ${endpoint}: ${(err as Error).message}`);
+      throw new BindError(`cannot bind the KV-event collector to ${endpoint}: ${(err as Error).message}`);
     }
     const c = new KvEventCollector(
       sub,

@@ -1,5 +1,6 @@
 // `--kv-events-config`: vLLM's KVEventsConfig JSON, validated once at the boundary.
 import { z } from "zod";
+import { InvalidConfigError } from "../errors/index.js";
 
 export interface KvEventsConfig {
   enabled: boolean;
@@ -36,7 +37,7 @@ const schema = z
   })
   .strict();
 
-export class KvEventsConfigError extends Error {
+export class KvEventsConfigError extends InvalidConfigError {
   override name = "KvEventsConfigError";
 }
 

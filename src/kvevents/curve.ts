@@ -9,6 +9,7 @@ import { createHash, createHmac, createPrivateKey, createPublicKey, diffieHellma
 import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { curveKeyPair } from "zeromq";
+import { InvalidConfigError } from "../errors/index.js";
 
 /** Z85's alphabet (ZMQ RFC 32). */
 const Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
@@ -25,7 +26,7 @@ const X25519_PKCS8 = Buffer.from("302e020100300506032b656e04220420", "hex");
 /** SPKI DER prefix of a raw 32-byte X25519 public key. */
 const X25519_SPKI = Buffer.from("302a300506032b656e032100", "hex");
 
-export class CurveKeyError extends Error {
+export class CurveKeyError extends InvalidConfigError {
   override name = "CurveKeyError";
 }
 

@@ -3,8 +3,9 @@
 // every failure is a DecodeError naming what was being read and the byte offset.
 import type { MsgValue } from "./events.js";
 import { MAX_VALUE_DEPTH } from "./msgpack-write.js";
+import { WireFormatError } from "../errors/index.js";
 
-export class DecodeError extends Error {
+export class DecodeError extends WireFormatError {
   override name = "DecodeError";
 }
 

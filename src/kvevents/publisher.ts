@@ -20,6 +20,7 @@ import { curveClientOptions, curveServerOptions, sharedMacKey, topicMac, type Cu
 import { BoundedQueue } from "./ring.js";
 import { registerZap, type ZapRegistration } from "./zap.js";
 import { CONTROL_MAX_MESSAGE_BYTES } from "./zmq-guard.js";
+import { BindError, InvalidConfigError } from "../errors/index.js";
 
 /** The seq of the frame that ends a replay answer. */
 export const REPLAY_END_SEQ = 0xffffffffffffffffn;
@@ -116,7 +117,7 @@ export class ZmqEventPublisher implements KvEventPublisher {
     const here = binds ? wildcardOnHost(endpoint, opts.bindHost) : { endpoint, ipv6: false };
     const curve = opts.curve ?? null;
     if (curve && !binds && !curve.serverKey)
-      throw new Error(
+      throw new InvalidConfigError(
         `KV-event endpoint ${endpoint} connects out: with CURVE keys (${curve.source}) it needs the collector's public key (server.key)`,
       );
     // a server socket registers its allow-list before it binds: a CURVE server without a ZAP handler lets anyone in
@@ -310,7 +311,7 @@ async function bindOrSay(sock: Publisher | Router, endpoint: string, what: strin
   try {
     await sock.bind(endpoint);
   } catch (err) {
-    throw new Error(`cannot bind the ${what} socket to ${endpoint}: ${(err as Error).message}`);
+    throw new BindError(`cannot bind the ${what} socket to ${endpoint}: ${(err as Error).message}`);
   }
 }
 

@@ -12,6 +12,7 @@
 import { Router } from "zeromq";
 import { logger } from "../obs/log.js";
 import { z85Encode } from "./curve.js";
+import { BindError } from "../errors/index.js";
 
 const ZAP_ENDPOINT = "inproc://zeromq.zap.01";
 const log = logger("kvevents.zap");
@@ -26,11 +27,15 @@ interface Domain {
 }
 
 const domains = new Map<string, Domain>();
-let handler: Router | null = null;
-let loop: Promise<void> = Promise.resolve();
-/** opens and closes run one at a time */
-let chain: Promise<unknown> = Promise.resolve();
-let counter = 0;
+// process-wide: libzmq asks the one handler bound at inproc://zeromq.zap.01 in the process's context,
+// so the handler, its read loop, the queue of opens and closes and the domain counter are the process's
+const zap = {
+  handler: null as Router | null,
+  loop: Promise.resolve() as Promise<void>,
+  /** opens and closes run one at a time */
+  chain: Promise.resolve() as Promise<unknown>,
+  counter: 0,
+};
 
 export interface ZapRegistration {
   /** set it as the server socket's `zapDomain` */
@@ -46,13 +51,13 @@ export interface ZapRegistration {
  * binds: a CURVE server with no handler in its context lets every client in.
  */
 export function registerZap(label: string, clientKeys: readonly string[] | null): Promise<ZapRegistration> {
-  const domain = `switchyard-${label}-${process.pid}-${++counter}`;
+  const domain = `switchyard-${label}-${process.pid}-${++zap.counter}`;
   const d: Domain = { allow: clientKeys ? new Set(clientKeys) : null, label, denied: 0 };
-  const run = chain.then(async () => {
+  const run = zap.chain.then(async () => {
     domains.set(domain, d);
-    if (!handler) await open();
+    if (!zap.handler) await open();
   });
-  chain = run.catch(() => undefined);
+  zap.chain = run.catch(() => undefined);
   return run.then(
     () => ({
       domain,
@@ -69,14 +74,14 @@ export function registerZap(label: string, clientKeys: readonly string[] | null)
 }
 
 function release(domain: string): Promise<void> {
-  const run = chain.then(async () => {
-    if (!domains.delete(domain) || domains.size > 0 || !handler) return;
-    const h = handler;
-    handler = null;
+  const run = zap.chain.then(async () => {
+    if (!domains.delete(domain) || domains.size > 0 || !zap.handler) return;
+    const h = zap.handler;
+    zap.handler = null;
     h.close();
-    await loop;
+    await zap.loop;
   });
-  chain = run.catch(() => undefined);
+  zap.chain = run.catch(() => undefined);
   return run;
 }
 
@@ -90,13 +95,13 @@ async function open(): Promise<void> {
     } catch (err) {
       if ((err as { code?: string }).code !== "EADDRINUSE" || tries >= 500) {
         h.close();
-        throw new Error(`cannot start the ZAP handler: ${(err as Error).message}`);
+        throw new BindError(`cannot start the ZAP handler: ${(err as Error).message}`);
       }
       await new Promise((r) => setTimeout(r, 2));
     }
   }
-  handler = h;
-  loop = serve(h);
+  zap.handler = h;
+  zap.loop = serve(h);
 }
 
 const OK = Buffer.from("200");

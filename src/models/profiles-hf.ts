@@ -5,6 +5,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { ModelProfile } from "./types.js";
+import { InputFileError, InvalidConfigError } from "../errors/index.js";
 
 /** bytes per element of the dtypes config.json and --dtype name */
 const DTYPE_BYTES: Record<string, { name: string; bytes: number }> = {
@@ -91,7 +92,7 @@ function num(cfg: Record<string, unknown>, ...names: string[]): number | undefin
 function need(cfg: Record<string, unknown>, what: string, ...names: string[]): number {
   const v = num(cfg, ...names);
   if (v === undefined || !Number.isInteger(v) || v <= 0)
-    throw new Error(`config.json: ${what} (${names.join(" or ")}) must be a positive integer`);
+    throw new InputFileError(`config.json: ${what} (${names.join(" or ")}) must be a positive integer`);
   return v;
 }
 
@@ -112,7 +113,10 @@ function runDtype(configDtype: unknown, flag: string | undefined): { name: strin
   const want = (flag ?? "auto").toLowerCase();
   if (want !== "auto") {
     const d = DTYPE_BYTES[want];
-    if (!d) throw new Error(`--dtype must be auto, bfloat16, float16, half, float32 or float, got '${flag}'`);
+    if (!d)
+      throw new InvalidConfigError(
+        `--dtype must be auto, bfloat16, float16, half, float32 or float, got '${flag}'`,
+      );
     return d;
   }
   const fromConfig = typeof configDtype === "string" ? DTYPE_BYTES[configDtype.toLowerCase()] : undefined;
@@ -227,9 +231,10 @@ export function loadModelFolder(
   try {
     raw = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
   } catch (err) {
-    throw new Error(`cannot read ${path}: ${(err as Error).message}`);
+    throw new InputFileError(`cannot read ${path}: ${(err as Error).message}`);
   }
-  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new Error(`${path}: expected an object`);
+  if (!raw || typeof raw !== "object" || Array.isArray(raw))
+    throw new InputFileError(`${path}: expected an object`);
   const tokenizer = `hf:${resolve(opts.tokenizerDir ?? dir)}`;
   const r = profileFromConfig(raw, id, tokenizer, { dtype: opts.dtype, source: `${id}/config.json` });
   return { ...r, unread: unreadConfigFields(raw) };

@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import type { GpuProfile, ModelProfile } from "./types.js";
+import { InputFileError, InvalidConfigError } from "../errors/index.js";
 
 const MiB = 2 ** 20;
 
@@ -167,7 +168,7 @@ export function resolveGpu(id: string): GpuProfile {
   const key = id.trim().toLowerCase();
   const gpu = GPUS.find((g) => g.id === key);
   if (!gpu) {
-    throw new Error(
+    throw new InvalidConfigError(
       `unknown GPU "${id}"; known: ${GPUS.map((g) => g.id).join(", ")}. Add one with a profiles YAML file (gpus: [...]), see profiles/example.yaml`,
     );
   }
@@ -190,7 +191,7 @@ export function resolveModel(hfId: string): ModelProfile {
   if (exact) return exact;
   const loose = MODELS.find((m) => baseName(m.id) === base || m.aliases.some((a) => baseName(a) === base));
   if (loose) return loose;
-  throw new Error(
+  throw new InvalidConfigError(
     `unknown model "${hfId}"; known: ${MODELS.map((m) => m.id).join(", ")}. Add one with a profiles YAML file (models: [...]), see profiles/example.yaml`,
   );
 }
@@ -242,12 +243,12 @@ export function loadProfilesFile(path: string): { gpus: GpuProfile[]; models: Mo
   try {
     doc = parseYaml(readFileSync(path, "utf8"));
   } catch (e) {
-    throw new Error(`cannot read profiles file ${path}: ${(e as Error).message}`);
+    throw new InputFileError(`cannot read profiles file ${path}: ${(e as Error).message}`);
   }
   const parsed = ProfilesFileSchema.safeParse(doc ?? {});
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-    throw new Error(`invalid profiles file ${path}: ${issues}`);
+    throw new InputFileError(`invalid profiles file ${path}: ${issues}`);
   }
   const gpus = parsed.data.gpus.map((g) => ({ ...g, id: g.id.toLowerCase() }));
   const models = parsed.data.models;

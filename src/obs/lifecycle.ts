@@ -4,16 +4,26 @@
 import { logger } from "./log.js";
 
 type Handler = () => Promise<void> | void;
-const handlers: Handler[] = [];
-let installed = false;
-let stopping = false;
+// process-wide: signals are delivered to the process, so the handlers they run, whether they are
+// installed, and whether a shutdown has begun belong to the process, whichever command registered them
+const life = { handlers: [] as Handler[], installed: false, stopping: false, needsMs: 0 };
 
-export function onShutdown(fn: Handler): void {
-  handlers.push(fn);
-  if (installed) return;
-  installed = true;
+/** The deadline an operator may set (SWITCHYARD_SHUTDOWN_MS), else 30 s. */
+function configuredDeadlineMs(): number {
+  return Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 30000);
+}
+
+/**
+ * Runs `fn` on SIGINT/SIGTERM. `needsMs`: how long `fn` may take (a router's drain); the shutdown's
+ * deadline is the larger of the configured one and every handler's need, so no drain is cut short.
+ */
+export function onShutdown(fn: Handler, needsMs = 0): void {
+  life.handlers.push(fn);
+  life.needsMs = Math.max(life.needsMs, needsMs);
+  if (life.installed) return;
+  life.installed = true;
   const go = (sig: string) => {
-    if (stopping) {
+    if (life.stopping) {
       logger("lifecycle").warn({ signal: sig }, "second signal: exiting now");
       process.exit(130);
     }
@@ -23,17 +33,22 @@ export function onShutdown(fn: Handler): void {
   process.on("SIGTERM", () => go("SIGTERM"));
 }
 
+/** What a handler that drains for up to `drainMs` needs: the drain and 10 s to close what is left. */
+export function shutdownNeedsMs(drainMs: number): number {
+  return drainMs + 10_000;
+}
+
 /** True once a shutdown has begun (a further request to stop means: exit now). */
 export function shuttingDown(): boolean {
-  return stopping;
+  return life.stopping;
 }
 
 export async function shutdown(
   reason: string,
-  deadlineMs = Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 30000),
+  deadlineMs = Math.max(configuredDeadlineMs(), life.needsMs),
 ): Promise<void> {
-  if (stopping) return;
-  stopping = true;
+  if (life.stopping) return;
+  life.stopping = true;
   const log = logger("lifecycle");
   log.info({ reason }, "shutting down");
   const timer = setTimeout(() => {
@@ -41,7 +56,7 @@ export async function shutdown(
     process.exit(1);
   }, deadlineMs);
   timer.unref();
-  for (const h of [...handlers].reverse()) {
+  for (const h of [...life.handlers].reverse()) {
     try {
       await h();
     } catch (err) {

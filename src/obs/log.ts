@@ -109,24 +109,27 @@ function jsonStream(): {
   };
 }
 
-let root: Logger | undefined;
-let rootStream: { write(line: string): unknown } | undefined;
-/** what every line of the root logger carries after level and time (`"pid":N,` in JSON) */
-let rootBase = "";
+// process-wide: one root logger per process writes stderr, whichever part of the stack logs
+const logRoot = {
+  root: undefined as Logger | undefined,
+  rootStream: undefined as { write(line: string): unknown } | undefined,
+  /** what every line of the root logger carries after level and time (`"pid":N,` in JSON) */
+  rootBase: "",
+};
 
 export function rootLogger(): Logger {
-  if (root) return root;
+  if (logRoot.root) return logRoot.root;
   const level = process.env.SWITCHYARD_LOG_LEVEL ?? "info";
   // Logs go to stderr so that commands printing results (bench, plan) keep stdout clean.
   if (logFormat(process.env, process.stderr.isTTY === true) === "pretty") {
-    rootStream = prettyStream();
-    root = pino({ level, base: undefined }, rootStream);
+    logRoot.rootStream = prettyStream();
+    logRoot.root = pino({ level, base: undefined }, logRoot.rootStream);
   } else {
-    rootStream = jsonStream();
-    rootBase = `"pid":${process.pid},`;
-    root = pino({ level, base: { pid: process.pid } }, rootStream);
+    logRoot.rootStream = jsonStream();
+    logRoot.rootBase = `"pid":${process.pid},`;
+    logRoot.root = pino({ level, base: { pid: process.pid } }, logRoot.rootStream);
   }
-  return root;
+  return logRoot.root;
 }
 
 export function logger(name: string): Logger {
@@ -144,11 +147,13 @@ export function infoLineWriter(name: string): {
   write(fields: string, msg: string): void;
 } {
   const log = logger(name);
-  const head = `,${rootBase}"name":${JSON.stringify(name)},`;
+  const head = `,${logRoot.rootBase}"name":${JSON.stringify(name)},`;
   return {
     enabled: () => log.isLevelEnabled("info"),
     write: (fields, msg) => {
-      rootStream!.write(`{"level":30,"time":${Date.now()}${head}${fields}"msg":${JSON.stringify(msg)}}\n`);
+      logRoot.rootStream!.write(
+        `{"level":30,"time":${Date.now()}${head}${fields}"msg":${JSON.stringify(msg)}}\n`,
+      );
     },
   };
 }

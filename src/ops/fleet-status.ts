@@ -11,6 +11,7 @@ import {
   type EngineLoraStatus,
   type LoraRow,
 } from "./lora-status.js";
+import { PeerError } from "../errors/index.js";
 
 /** KV usage from which HBM pressure is reported: the engines' alert rule fires at ≥ 0.92 for 5 m. */
 export const KV_PRESSURE = 0.92;
@@ -425,4 +426,4 @@ export async function sampleRouter(
   return { at, engines: list as EngineRow[], metrics: met.status === 200 ? parseSamples(met.text) : [] };
 }
 
-export class StatusError extends Error {}
+export class StatusError extends PeerError {}

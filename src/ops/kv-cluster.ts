@@ -6,6 +6,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { delimiter, join } from "node:path";
+import { PeerError } from "../errors/index.js";
 
 /** the server and its CLI: Valkey where installed, else Redis (the same protocol and cluster bus) */
 export interface KvServerBinaries {
@@ -116,7 +117,7 @@ export async function joinKvCluster(o: KvClusterOptions, deadline: number): Prom
   for (const p of ports)
     while (!kvCli(o.bins, o.host, p, ["ping"], o.password).includes("PONG")) {
       if (Date.now() > deadline)
-        throw new Error(`the ${o.bins.name} node on ${o.host}:${p} did not answer in time`);
+        throw new PeerError(`the ${o.bins.name} node on ${o.host}:${p} did not answer in time`);
       await sleep(100);
     }
   const r = spawnSync(
@@ -132,11 +133,11 @@ export async function joinKvCluster(o: KvClusterOptions, deadline: number): Prom
     { encoding: "utf8", timeout: 60_000, env: kvCliEnv(o.password) },
   );
   if (r.status !== 0)
-    throw new Error(`${o.bins.name}-cli --cluster create failed: ${(r.stdout + r.stderr).slice(-1500)}`);
+    throw new PeerError(`${o.bins.name}-cli --cluster create failed: ${(r.stdout + r.stderr).slice(-1500)}`);
   for (const p of ports)
     while (clusterState(o.bins, o.host, p, o.password).cluster_state !== "ok") {
       if (Date.now() > deadline)
-        throw new Error(`the cluster did not reach state ok on ${o.host}:${p} in time`);
+        throw new PeerError(`the cluster did not reach state ok on ${o.host}:${p} in time`);
       await sleep(100);
     }
 }

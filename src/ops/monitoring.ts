@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { EnvironmentError, PeerError } from "../errors/index.js";
 
 /** The package root (package.json beside deploy/), from src/ops under tsx or dist/src/ops once built. */
 export function packageRoot(): string {
@@ -15,7 +16,7 @@ export function packageRoot(): string {
   while (!(existsSync(join(dir, "package.json")) && existsSync(join(dir, "deploy")))) {
     const up = dirname(dir);
     if (up === dir)
-      throw new Error("the switchyard package root (package.json beside deploy/) was not found");
+      throw new EnvironmentError("the switchyard package root (package.json beside deploy/) was not found");
     dir = up;
   }
   return dir;
@@ -38,12 +39,14 @@ export function findOrInstallPrometheus(log: (msg: string) => void): string {
   if (found) return found;
   const script = join(packageRoot(), "scripts", "install-prometheus.sh");
   if (!existsSync(script))
-    throw new Error("prometheus is not on PATH: install it (Debian/Ubuntu: apt-get install prometheus)");
+    throw new EnvironmentError(
+      "prometheus is not on PATH: install it (Debian/Ubuntu: apt-get install prometheus)",
+    );
   log(`prometheus is not on PATH: installing it with ${join("scripts", "install-prometheus.sh")}`);
   const r = spawnSync("bash", [script], { stdio: ["ignore", "inherit", "inherit"] });
   const after = onPath("prometheus");
   if (r.status !== 0 || !after)
-    throw new Error(
+    throw new EnvironmentError(
       "prometheus could not be installed (see above): install it (apt-get install prometheus) and retry",
     );
   return after;
@@ -120,7 +123,7 @@ export async function startPrometheus(
   const deadline = Date.now() + readyTimeoutMs;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null)
-      throw new Error(
+      throw new PeerError(
         `prometheus exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${log}`,
       );
     try {
@@ -132,7 +135,7 @@ export async function startPrometheus(
     }
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
-      throw new Error(`prometheus was not ready at ${url} in time:\n${log}`);
+      throw new PeerError(`prometheus was not ready at ${url} in time:\n${log}`);
     }
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -7,6 +7,7 @@ import { request, type Dispatcher } from "undici";
 import { DONE_DATA, SseParser } from "../protocol/sse.js";
 import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
 import { ROUTER_URL } from "../config/defaults.js";
+import { ERROR_CODES, SwitchyardError } from "../errors/index.js";
 
 const SPECS: FlagSpecs = {
   model: { type: "string", help: "model to call (default: the first one /v1/models lists)" },
@@ -21,7 +22,9 @@ const USAGE =
   `and an error for an unknown model; prints one PASS or FAIL line. URL defaults to ${ROUTER_URL}.\n` +
   `  switchyard smoke ${ROUTER_URL}`;
 
-class CheckFailed extends Error {}
+class CheckFailed extends SwitchyardError {
+  static override readonly code = ERROR_CODES.checkFailed;
+}
 
 interface Ctx {
   base: string;

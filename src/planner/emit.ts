@@ -7,6 +7,7 @@ import { engineConfigFor, roleScenario } from "../fleet/build.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { ROUTER_POLICY_NAMES } from "../routing/index.js";
 import { ALERT_FOR, type Plan } from "./plan-json.js";
+import { UnsupportedError } from "../errors/index.js";
 
 /** a DNS-1123 label from a model id: `Qwen/Qwen3-32B` → `qwen3-32b` */
 export function dnsName(model: string): string {
@@ -29,7 +30,8 @@ export function dnsName(model: string): string {
 export const CHART_ROUTER_POLICIES: ReadonlySet<string> = new Set(ROUTER_POLICY_NAMES);
 
 function routerValues(policy: string): Record<string, unknown> {
-  if (!CHART_ROUTER_POLICIES.has(policy)) throw new Error(`the chart has no router policy '${policy}'`);
+  if (!CHART_ROUTER_POLICIES.has(policy))
+    throw new UnsupportedError(`the chart has no router policy '${policy}'`);
   return { policy };
 }
 

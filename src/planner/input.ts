@@ -7,6 +7,7 @@ import { DERIVED_QUESTION_TOKENS, DERIVED_ROUNDS, engineConfigFor } from "../fle
 import { resolveScenario, ScenarioError, type ResolvedScenario } from "../fleet/scenario.js";
 import { kvCapacity } from "../engine/index.js";
 import { GPUS, resolveGpu } from "../models/index.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 /** the fleet fields the scenario leaves to the planner */
 export interface OpenFields {
@@ -24,7 +25,7 @@ export interface PlanInput {
 }
 
 /** an invalid or infeasible scenario: exit 2 with this one line */
-export class PlanInputError extends Error {}
+export class PlanInputError extends InvalidConfigError {}
 
 /** tensor-parallel sizes the planner considers (one node) */
 export const TP_SIZES = [1, 2, 4, 8] as const;

@@ -12,6 +12,7 @@ import { createLoraPolicy } from "../routing/lora.js";
 import { percentile } from "../workload/stats.js";
 import type { routerSection } from "./sections.js";
 import { secs, type SloTargets } from "./slo.js";
+import { InvalidArgumentError, InvalidConfigError } from "../errors/index.js";
 
 /** GPU slots per engine tried, fewest first (and the adapter count, where fewer adapters than 32 fall between) */
 export const MAX_LORAS_CANDIDATES: readonly number[] = [1, 2, 4, 8, 16, 32];
@@ -67,7 +68,9 @@ export interface LoraPlan {
 export function maxLoraRankFor(rank: number): number {
   const r = VLLM_LORA_RANKS.find((x) => x >= rank);
   if (r === undefined)
-    throw new Error(`workload.lora.rank: vLLM serves ranks up to ${VLLM_LORA_RANKS.at(-1)}, got ${rank}`);
+    throw new InvalidConfigError(
+      `workload.lora.rank: vLLM serves ranks up to ${VLLM_LORA_RANKS.at(-1)}, got ${rank}`,
+    );
   return r;
 }
 
@@ -154,7 +157,7 @@ const figures = (x: LoraRun) => `TTFT p90 ${secs(x.ttft_p90_ms)}, TPOT p90 ${sec
  */
 export function planLora(r: ResolvedScenario, engines: number, targets: SloTargets): LoraPlan {
   const lora = r.scenario.workload.lora;
-  if (!lora) throw new Error("planLora: the scenario has no workload.lora");
+  if (!lora) throw new InvalidArgumentError("planLora: the scenario has no workload.lora");
   const mix: LoraAdapterMix = {
     adapters: lora.adapters,
     zipf: lora.zipf,

@@ -5,6 +5,7 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { runJob, type RunJob, type RunResult } from "./jobs.js";
+import { PeerError } from "../errors/index.js";
 
 interface Pending {
   id: number;
@@ -152,7 +153,7 @@ export class SimPool {
       this.idle.push(w);
       this.done++;
       if (task) {
-        if (msg.error !== undefined) task.reject(new Error(msg.error));
+        if (msg.error !== undefined) task.reject(new PeerError(msg.error));
         else task.resolve(msg.result!);
       }
       this.progress.render();

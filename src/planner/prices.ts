@@ -4,6 +4,7 @@
 // differ 2–4× between providers, so a plan that matters should run with the team's own prices.
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { gpusOf, type FleetChoice } from "./input.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 /** USD per GPU-hour, by the scenario's GPU ids */
 export type PriceTable = Readonly<Record<string, number>>;
@@ -23,7 +24,7 @@ export const PRICE_SOURCE =
   "analysis, December 2025: $0.87), L4 $0.70 (Google Cloud g2-standard-4 on-demand, us-central1); override with " +
   "ops.gpu_usd_per_hour or --gpu-price";
 
-export class PriceError extends Error {}
+export class PriceError extends InvalidConfigError {}
 
 /** `h100=2.5,l4=0.6` → { h100: 2.5, l4: 0.6 }; ids are checked against `known` */
 export function parsePriceFlag(text: string, known: readonly string[]): Record<string, number> {

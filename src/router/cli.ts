@@ -11,7 +11,7 @@ import {
   type FlagValues,
 } from "../config/args.js";
 import { configFromFlags, flagSpecsOf, schemaFlags } from "../config/schema-flags.js";
-import { onShutdown } from "../obs/lifecycle.js";
+import { onShutdown, shutdownNeedsMs } from "../obs/lifecycle.js";
 import cluster from "node:cluster";
 import type { AddressInfo } from "node:net";
 import { ConfigError, loadConfig, routerConfigSchema, type RouterConfigInput } from "./config/config.js";
@@ -55,10 +55,6 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new CliError(err.message);
     throw err;
   }
-  // the process-wide shutdown deadline must outlast the drain, else it would cut streams first
-  const drainMs = cfg.drainTimeout;
-  const shutdownMs = Number(process.env.SWITCHYARD_SHUTDOWN_MS ?? 0);
-  if (!(shutdownMs > drainMs + 5_000)) process.env.SWITCHYARD_SHUTDOWN_MS = String(drainMs + 10_000);
   // one process unless asked: with a load-aware policy every pick is confirmed by the primary, and on a
   // 2-core machine that costs more than the second core gives (half the tiny requests, docs/router.md)
   const workers = cfg.workers ?? 1;
@@ -73,7 +69,8 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new CliError(err.message);
     throw err;
   }
-  onShutdown(() => running.close());
+  // the shutdown deadline must outlast the drain, else it would cut streams first
+  onShutdown(() => running.close(), shutdownNeedsMs(cfg.drainTimeout));
   await new Promise<never>(() => undefined);
   return 0;
 }

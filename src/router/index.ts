@@ -55,10 +55,8 @@ export async function startRouter(
   config: RouterConfigInput = {},
   opts: StartOptions = {},
 ): Promise<RunningRouter> {
-  const withKey = { ...config };
-  if (withKey.engineApiKey === undefined && process.env.VLLM_API_KEY)
-    withKey.engineApiKey = process.env.VLLM_API_KEY;
-  const cfg = loadConfig(withKey, opts.configFile);
+  // VLLM_API_KEY and PYTHONHASHSEED are read with the schema (parseConfig)
+  const cfg = loadConfig(config, opts.configFile);
   const router = new Router(new RouterAssembly(cfg));
   opts.prepare?.(router);
   await router.start();
@@ -103,7 +101,7 @@ export async function startRouter(
       return (err as Error).message;
     }
   };
-  const tryReload = () => apply(withKey, opts.configFile);
+  const tryReload = () => apply(config, opts.configFile);
   const reload = () => void tryReload();
   if (opts.configFile) router.onReload = tryReload;
   const unwatch = opts.configFile ? watchConfigFile(opts.configFile, reload) : undefined;

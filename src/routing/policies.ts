@@ -18,6 +18,7 @@ import {
   type VllmRouterProgramOptions,
 } from "./baselines/index.js";
 import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 /** Policies needing nothing but the fleet snapshot (the fleet simulator runs these). */
 export type BasicPolicyName = "round-robin" | "least-load" | "session";
@@ -140,7 +141,7 @@ export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy
   const extra = (opts.scorers ?? []).map((s) => ("score" in s ? s : createScorer(s.name, s.weight)));
   if (extra.length === 0) return policy;
   if (policy.picker === roundRobinPicker)
-    throw new Error(`policy '${name}' does not pick by score: scorers cannot be added to it`);
+    throw new InvalidConfigError(`policy '${name}' does not pick by score: scorers cannot be added to it`);
   // an added scorer may compare each engine with the others (decode-batch does)
   return { ...policy, scorers: [...policy.scorers, ...extra], loadElsewhereKeepsPick: false };
 }

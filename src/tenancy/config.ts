@@ -5,6 +5,7 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { duration } from "../config/values.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 /**
  * Tenant names end up in metric labels, Redis keys and Secret file names, so they are restricted to
@@ -196,7 +197,7 @@ export const tenancyConfigSchema = z
 export type TenancyConfigInput = z.input<typeof tenancyConfigSchema>;
 export type TenancyConfig = z.output<typeof tenancyConfigSchema>;
 
-export class TenancyConfigError extends Error {}
+export class TenancyConfigError extends InvalidConfigError {}
 
 export function parseTenancyConfig(input: unknown): TenancyConfig {
   const r = tenancyConfigSchema.safeParse(input ?? {});

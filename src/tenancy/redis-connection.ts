@@ -5,9 +5,10 @@
 // ioredis waits to reconnect (at once, then every second) commands fail at once, so the caller's
 // fail-open/closed rule decides quickly instead of stacking requests behind a dead socket.
 import { Redis } from "ioredis";
+import { PeerError } from "../errors/index.js";
 
 /** Redis cannot be asked now (down, reconnecting, closed, too busy), as opposed to an error reply. */
-export class RedisUnavailable extends Error {}
+export class RedisUnavailable extends PeerError {}
 
 export interface RedisConnectionOptions {
   /** redis:// or rediss:// (TLS), with user, password and database as Redis URLs carry them */

@@ -14,6 +14,7 @@ import type { TenantLimits } from "./config.js";
 import { splitLimits, type LimitName } from "./buckets.js";
 import { LocalLimiter, limitError, type Grant, type Limiter, type Usage } from "./limiter.js";
 import { RedisConnection } from "./redis-connection.js";
+import { PeerError } from "../errors/index.js";
 
 const log = logger("tenancy");
 
@@ -199,7 +200,7 @@ export class RedisLimiter implements Limiter {
     }
     if (!Array.isArray(reply) || typeof reply[0] !== "number")
       return this.onFailure(
-        new Error("unexpected reply to the admit script"),
+        new PeerError("unexpected reply to the admit script"),
         tenant,
         limits,
         promptEstimate,

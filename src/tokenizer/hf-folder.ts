@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
+import { InputFileError, UnsupportedError } from "../errors/index.js";
 
 /** one entry of tokenizer.json's `added_tokens` */
 export interface HfAddedToken {
@@ -75,7 +76,7 @@ function readJson(path: string): unknown {
   try {
     return JSON.parse(readFileSync(path, "utf8"));
   } catch (err) {
-    throw new Error(`cannot read ${path}: ${(err as Error).message}`);
+    throw new InputFileError(`cannot read ${path}: ${(err as Error).message}`);
   }
 }
 
@@ -105,7 +106,7 @@ function templateSource(dir: string, cfg: Record<string, unknown>): string | nul
 export function loadHfFolder(dir: string): HfFolder {
   const tokPath = join(dir, "tokenizer.json");
   if (!existsSync(tokPath))
-    throw new Error(
+    throw new InputFileError(
       `${dir} has no tokenizer.json (only fast tokenizers are supported; convert a slow one with transformers)`,
     );
   const json = readJson(tokPath) as HfTokenizerJson;
@@ -127,7 +128,7 @@ export function loadHfFolder(dir: string): HfFolder {
     templateText,
     specials,
     render(messages, addGenerationPrompt, kwargs = {}) {
-      if (!template) throw new Error("the tokenizer has no chat template");
+      if (!template) throw new UnsupportedError("the tokenizer has no chat template");
       return template.render({
         ...specials,
         ...kwargs,

@@ -4,6 +4,7 @@ import type { FamilyTokenizer } from "./family-tokenizer.js";
 import { createHfTokenizer, HF_FAMILY_PREFIX, hfFamily } from "./hf-tokenizer.js";
 import { createLlama3Tokenizer } from "./llama3.js";
 import type { Tokenizer } from "./types.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 export type { ChatTemplateOptions, Tokenizer } from "./types.js";
 export { ChatTemplateError } from "./types.js";
@@ -54,7 +55,7 @@ function canonicalFamily(family: string): string {
   const f = family.toLowerCase();
   const name = ALIASES[f] ?? f;
   if (!(name in FACTORIES)) {
-    throw new Error(
+    throw new InvalidConfigError(
       `unknown tokenizer family "${family}" (known: ${[...TOKENIZER_FAMILIES, ...Object.keys(ALIASES)].join(", ")})`,
     );
   }

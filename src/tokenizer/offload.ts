@@ -13,6 +13,7 @@
 // timer raises once the ask's owner is cancelled (an owner is read, not notified).
 import { Worker } from "node:worker_threads";
 import { WorkCancelled, type Cancellable } from "../eventloop/turns.js";
+import { CapacityError, PeerError } from "../errors/index.js";
 
 /** what the worker is sent (offload-worker.ts) */
 export interface WorkerAsk {
@@ -75,7 +76,7 @@ class TokenizerThread {
       } else if (m.stopped) {
         this.loaded.add(a.family);
         a.reject(new WorkCancelled());
-      } else a.reject(new Error(m.error ?? "tokenizer worker failed"));
+      } else a.reject(new PeerError(m.error ?? "tokenizer worker failed"));
       this.next();
     });
     const fail = (err: Error) => {
@@ -88,7 +89,7 @@ class TokenizerThread {
       for (const a of owed) a.reject(err);
     };
     w.on("error", fail);
-    w.on("exit", (code) => fail(new Error(`tokenizer worker exited with ${code}`)));
+    w.on("exit", (code) => fail(new PeerError(`tokenizer worker exited with ${code}`)));
     return w;
   }
 
@@ -172,7 +173,7 @@ class TokenizerThread {
   ): Promise<{ count: number; ids: number[] }> {
     if (this.owed() >= MAX_PENDING) this.dropCancelled();
     if (this.owed() >= MAX_PENDING)
-      return Promise.reject(new Error("the tokenizer worker has too much text queued"));
+      return Promise.reject(new CapacityError("the tokenizer worker has too much text queued"));
     return new Promise((resolve, reject) => {
       this.waiting.push({ id: ++this.seq, family, text, addSpecialTokens, keep, owner, resolve, reject });
       this.next();

@@ -2,6 +2,7 @@
 // and the router (exact KV-aware routing needs the same token ids the engine computes).
 import type { Cancellable } from "../eventloop/turns.js";
 import type { ChatMessage } from "../protocol/chat-messages.js";
+import { UnsupportedError } from "../errors/index.js";
 
 export interface ChatTemplateOptions {
   addGenerationPrompt: boolean;
@@ -71,6 +72,6 @@ export interface Tokenizer {
 }
 
 /** A conversation the template cannot render (vLLM answers 400). */
-export class ChatTemplateError extends Error {
+export class ChatTemplateError extends UnsupportedError {
   override name = "ChatTemplateError";
 }

@@ -12,6 +12,7 @@
 import { makeRng, standardNormal, type Rng } from "../random/rng.js";
 import { DEFAULT_SHAPE, randomText, type TextShape } from "./text.js";
 import type { Session, Turn, Workload } from "./types.js";
+import { InvalidArgumentError } from "../errors/index.js";
 
 /** A log-normal length (or time) with this mean and standard deviation, clamped to [min, max]. */
 export interface LogNormal {
@@ -73,7 +74,9 @@ export const CONVERSATION_REPLAY_PRESET_NAMES = Object.keys(
 /** One draw: the normal's parameters chosen so that the log-normal has the given mean and deviation. */
 export function drawLogNormal(d: LogNormal, rng: Rng): number {
   if (!(d.min <= d.max) || !(d.mean > 0) || !(d.stdDev >= 0))
-    throw new Error(`log-normal: need 0 < mean, 0 <= stdDev, min <= max (got ${JSON.stringify(d)})`);
+    throw new InvalidArgumentError(
+      `log-normal: need 0 < mean, 0 <= stdDev, min <= max (got ${JSON.stringify(d)})`,
+    );
   const s2 = Math.log(1 + (d.stdDev * d.stdDev) / (d.mean * d.mean));
   const mu = Math.log(d.mean) - s2 / 2;
   return Math.min(d.max, Math.max(d.min, Math.exp(mu + Math.sqrt(s2) * standardNormal(rng))));

@@ -6,6 +6,7 @@
 // Parsing is separate from generation so that generation stays pure.
 import { makeRng, shuffle } from "../random/rng.js";
 import type { Session, Turn, Workload } from "./types.js";
+import { InputFileError } from "../errors/index.js";
 
 export interface DatasetEntry {
   system: string | null;
@@ -73,7 +74,7 @@ export function parseDataset(text: string): { entries: DatasetEntry[]; skipped: 
   const trimmed = text.trimStart();
   if (trimmed.startsWith("[")) {
     const arr = JSON.parse(trimmed) as unknown;
-    if (!Array.isArray(arr)) throw new Error("dataset: expected a JSON array");
+    if (!Array.isArray(arr)) throw new InputFileError("dataset: expected a JSON array");
     for (const v of arr) take(v);
   } else {
     for (const line of text.split("\n")) {

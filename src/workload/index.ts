@@ -22,6 +22,7 @@ import { RANDOM_DEFAULTS, randomWorkload } from "./random.js";
 import { SHARED_PREFIX_DEFAULTS, sharedPrefixWorkload } from "./shared-prefix.js";
 import { parseTrace, TRACE_DEFAULTS, traceSummary, traceWorkload, type TraceOptions } from "./trace.js";
 import type { Workload } from "./types.js";
+import { InputFileError, InvalidArgumentError, InvalidConfigError } from "../errors/index.js";
 
 export const WORKLOADS = [
   "random",
@@ -131,7 +132,7 @@ export function buildWorkload(
     case "agentic": {
       const preset = (f.agenticPreset ?? AGENTIC_DEFAULT_PRESET) as AgenticPreset;
       if (!AGENTIC_PRESET_NAMES.includes(preset))
-        throw new Error(`--agentic-preset: expected one of ${AGENTIC_PRESET_NAMES.join(", ")}`);
+        throw new InvalidConfigError(`--agentic-preset: expected one of ${AGENTIC_PRESET_NAMES.join(", ")}`);
       const knobs = {
         sessions: f.agenticSessions,
         turns: f.agenticTurns,
@@ -151,13 +152,17 @@ export function buildWorkload(
       const over = Object.fromEntries(Object.entries(knobs).filter(([, v]) => v !== undefined));
       const o = agenticOptions(preset, seed, over);
       if (o.sharedTokens > o.startTokens)
-        throw new Error("--agentic-shared-tokens: the shared part cannot exceed --agentic-start-tokens");
+        throw new InvalidConfigError(
+          "--agentic-shared-tokens: the shared part cannot exceed --agentic-start-tokens",
+        );
       return { workload: agenticWorkload(o, shape), options: { preset, ...o } };
     }
     case "conversation-replay": {
       const preset = (f.replayPreset ?? CONVERSATION_REPLAY_DEFAULT_PRESET) as ConversationReplayPreset;
       if (!CONVERSATION_REPLAY_PRESET_NAMES.includes(preset))
-        throw new Error(`--replay-preset: expected one of ${CONVERSATION_REPLAY_PRESET_NAMES.join(", ")}`);
+        throw new InvalidConfigError(
+          `--replay-preset: expected one of ${CONVERSATION_REPLAY_PRESET_NAMES.join(", ")}`,
+        );
       const o = conversationReplayOptions(
         preset,
         seed,
@@ -166,8 +171,10 @@ export function buildWorkload(
       return { workload: conversationReplayWorkload(o, shape), options: { preset, ...o } };
     }
     case "trace": {
-      if (!f.traceFile) throw new Error("--workload trace needs --trace-file FILE (Mooncake JSONL)");
-      if (!readText) throw new Error("the trace workload needs its caller to read the file (readText)");
+      if (!f.traceFile)
+        throw new InvalidArgumentError("--workload trace needs --trace-file FILE (Mooncake JSONL)");
+      if (!readText)
+        throw new InvalidArgumentError("the trace workload needs its caller to read the file (readText)");
       const entries = parseTrace(readText(f.traceFile), f.traceFile);
       const o: TraceOptions = {
         startS: f.traceStartS ?? TRACE_DEFAULTS.startS,
@@ -179,7 +186,9 @@ export function buildWorkload(
       };
       const workload = traceWorkload(entries, o, shape);
       if (workload.naturalRequests === 0)
-        throw new Error(`${f.traceFile}: no request in the window from ${o.startS} s for ${o.durationS} s`);
+        throw new InputFileError(
+          `${f.traceFile}: no request in the window from ${o.startS} s for ${o.durationS} s`,
+        );
       return {
         workload,
         options: {
@@ -192,10 +201,14 @@ export function buildWorkload(
     }
     case "dataset": {
       if (!f.datasetPath)
-        throw new Error("--workload dataset needs --dataset-path FILE (JSONL or ShareGPT JSON)");
-      if (!readText) throw new Error("the dataset workload needs its caller to read the file (readText)");
+        throw new InvalidArgumentError(
+          "--workload dataset needs --dataset-path FILE (JSONL or ShareGPT JSON)",
+        );
+      if (!readText)
+        throw new InvalidArgumentError("the dataset workload needs its caller to read the file (readText)");
       const { entries, skipped } = parseDataset(readText(f.datasetPath));
-      if (entries.length === 0) throw new Error(`${f.datasetPath}: no usable entries (${skipped} skipped)`);
+      if (entries.length === 0)
+        throw new InputFileError(`${f.datasetPath}: no usable entries (${skipped} skipped)`);
       const o = {
         seed,
         outputLen: f.outputLen ?? null,

@@ -5,6 +5,7 @@
 // meeting every SLO bound (a 1-token output has TPOT 0, as in vllm). Empty sets report 0, as vllm does.
 import { tpotOf, type RequestRecord } from "./record.js";
 import { mean, percentileSorted, std } from "./stats.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 export const LATENCY_METRICS = ["ttft", "tpot", "itl", "e2el"] as const;
 export type LatencyMetric = (typeof LATENCY_METRICS)[number];
@@ -22,7 +23,8 @@ export function parseSlo(text: string): Slo {
   const slo: Slo = {};
   for (const part of text.split(/[\s,]+/).filter(Boolean)) {
     const m = /^(ttft|tpot|e2el):([0-9]+(?:\.[0-9]+)?)$/.exec(part.trim());
-    if (!m) throw new Error(`--slo: cannot read '${part}' (expected ttft:MS, tpot:MS or e2el:MS)`);
+    if (!m)
+      throw new InvalidConfigError(`--slo: cannot read '${part}' (expected ttft:MS, tpot:MS or e2el:MS)`);
     slo[m[1] as keyof Slo] = Number(m[2]);
   }
   return slo;

@@ -11,6 +11,7 @@
 import { makeRng } from "../random/rng.js";
 import { DEFAULT_SHAPE, WORDS, wordsFor, type TextShape } from "./text.js";
 import type { Session, Workload } from "./types.js";
+import { InputFileError, InvalidConfigError } from "../errors/index.js";
 
 /** tokens per hash block in the trace's own accounting (Mooncake's) */
 export const TRACE_BLOCK_TOKENS = 512;
@@ -64,24 +65,24 @@ export function parseTrace(text: string, source = "trace"): TraceEntry[] {
     try {
       o = JSON.parse(line) as Record<string, unknown>;
     } catch (err) {
-      throw new Error(`${where}: not JSON (${(err as Error).message})`);
+      throw new InputFileError(`${where}: not JSON (${(err as Error).message})`);
     }
     if (o === null || typeof o !== "object" || Array.isArray(o))
-      throw new Error(`${where}: expected an object`);
+      throw new InputFileError(`${where}: expected an object`);
     const ts = o.timestamp;
     if (typeof ts !== "number" || !Number.isFinite(ts) || ts < 0)
-      throw new Error(`${where}: timestamp: expected milliseconds >= 0, got ${JSON.stringify(ts)}`);
+      throw new InputFileError(`${where}: timestamp: expected milliseconds >= 0, got ${JSON.stringify(ts)}`);
     if (!isCount(o.input_length) || o.input_length < 1)
-      throw new Error(
+      throw new InputFileError(
         `${where}: input_length: expected a positive integer, got ${JSON.stringify(o.input_length)}`,
       );
     if (!isCount(o.output_length))
-      throw new Error(
+      throw new InputFileError(
         `${where}: output_length: expected an integer >= 0, got ${JSON.stringify(o.output_length)}`,
       );
     const ids = o.hash_ids;
     if (!Array.isArray(ids) || ids.length === 0 || !ids.every(isCount))
-      throw new Error(`${where}: hash_ids: expected a non-empty list of integers >= 0`);
+      throw new InputFileError(`${where}: hash_ids: expected a non-empty list of integers >= 0`);
     const chat = o.chat_id;
     out.push({
       timestampMs: ts,
@@ -91,7 +92,7 @@ export function parseTrace(text: string, source = "trace"): TraceEntry[] {
       chatId: typeof chat === "number" || typeof chat === "string" ? chat : null,
     });
     if (out.length > MAX_TRACE_REQUESTS)
-      throw new Error(`${source}: more than ${MAX_TRACE_REQUESTS} requests`);
+      throw new InputFileError(`${source}: more than ${MAX_TRACE_REQUESTS} requests`);
   }
   return out;
 }
@@ -133,14 +134,15 @@ export function traceWindow(entries: readonly TraceEntry[], o: TraceOptions): Tr
 }
 
 export function checkTraceOptions(o: TraceOptions): void {
-  if (!(o.startS >= 0)) throw new Error(`--trace-start: expected seconds >= 0, got ${o.startS}`);
-  if (!(o.durationS > 0)) throw new Error(`--trace-duration: expected seconds > 0, got ${o.durationS}`);
+  if (!(o.startS >= 0)) throw new InvalidConfigError(`--trace-start: expected seconds >= 0, got ${o.startS}`);
+  if (!(o.durationS > 0))
+    throw new InvalidConfigError(`--trace-duration: expected seconds > 0, got ${o.durationS}`);
   if (!(o.speed > 0) || !Number.isFinite(o.speed))
-    throw new Error(`--trace-speed: expected a factor > 0, got ${o.speed}`);
+    throw new InvalidConfigError(`--trace-speed: expected a factor > 0, got ${o.speed}`);
   if (!Number.isInteger(o.blockTokens) || o.blockTokens < 1)
-    throw new Error(`--trace-block-tokens: expected a positive integer, got ${o.blockTokens}`);
+    throw new InvalidConfigError(`--trace-block-tokens: expected a positive integer, got ${o.blockTokens}`);
   if (o.maxOutput !== null && (!Number.isInteger(o.maxOutput) || o.maxOutput < 1))
-    throw new Error(`--trace-max-output: expected a positive integer, got ${o.maxOutput}`);
+    throw new InvalidConfigError(`--trace-max-output: expected a positive integer, got ${o.maxOutput}`);
 }
 
 /**

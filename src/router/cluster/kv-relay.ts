@@ -20,6 +20,7 @@ import {
   watchDisconnects,
 } from "../../kvevents/zmq-guard.js";
 import { logger } from "../../obs/log.js";
+import { BindError, InvalidConfigError } from "../../errors/index.js";
 
 const log = logger("router.kv-relay");
 
@@ -55,7 +56,7 @@ export class KvEventRelay {
     curve: CurveKeys | null = null,
   ): Promise<KvEventRelay> {
     if (curve && !curve.clientKeys?.length)
-      throw new Error(
+      throw new InvalidConfigError(
         `the KV-event collector's CURVE keys (${curve.source}) name no publisher: list the engines' public keys in clients.keys`,
       );
     const zap = curve ? await registerZap("kv-relay", curve.clientKeys) : null;
@@ -72,7 +73,7 @@ export class KvEventRelay {
     } catch (err) {
       sub.close();
       await zap?.release();
-      throw new Error(`cannot bind the KV-event collector to ${bind}: ${(err as Error).message}`);
+      throw new BindError(`cannot bind the KV-event collector to ${bind}: ${(err as Error).message}`);
     }
     const pub = new Publisher({ sendHighWaterMark: 100_000, linger: 0 });
     for (const t of targets) pub.connect(t);

@@ -22,6 +22,7 @@ import { logger } from "../../obs/log.js";
 import { DEFAULT_MAX_REPORTED_IN_FLIGHT, type PeersConfig } from "../config/cluster.js";
 import type { LoadCounts, Pick } from "./protocol.js";
 import type { ResponseLink } from "../dataplane/response-affinity.js";
+import { BindError, InputFileError, InvalidConfigError } from "../../errors/index.js";
 
 const log = logger("router.peers");
 
@@ -149,15 +150,17 @@ export function peerSecret(cfg: {
   if (cfg.secretFile === undefined) return undefined;
   let text: string;
   try {
-    if (statSync(cfg.secretFile).size > 64 * 1024) throw new Error("over 64 KiB");
+    if (statSync(cfg.secretFile).size > 64 * 1024) throw new InputFileError("over 64 KiB");
     text = readFileSync(cfg.secretFile, "utf8").trim();
   } catch (err) {
-    throw new Error(
+    throw new InputFileError(
       `cannot read peers.secretFile ${cfg.secretFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
     );
   }
   if (text.length < 16)
-    throw new Error(`peers.secretFile ${cfg.secretFile}: the secret needs 16 characters or more`);
+    throw new InvalidConfigError(
+      `peers.secretFile ${cfg.secretFile}: the secret needs 16 characters or more`,
+    );
   return Buffer.from(text, "utf8");
 }
 
@@ -213,7 +216,7 @@ export class PeerSync {
       await pub.bind(cfg.bind);
     } catch (err) {
       pub.close();
-      throw new Error(`cannot bind peers.bind ${cfg.bind}: ${(err as Error).message}`);
+      throw new BindError(`cannot bind peers.bind ${cfg.bind}: ${(err as Error).message}`);
     }
     const sub = new Subscriber({ linger: 0, receiveHighWaterMark: 100, maxMessageSize: cfg.maxMessageBytes });
     sub.subscribe(TOPIC);

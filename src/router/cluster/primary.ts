@@ -9,7 +9,7 @@
 //   second exits.
 import cluster, { type Worker } from "node:cluster";
 import { logger } from "../../obs/log.js";
-import { onShutdown } from "../../obs/lifecycle.js";
+import { onShutdown, shutdownNeedsMs } from "../../obs/lifecycle.js";
 import {
   loadConfig,
   mergeConfig,
@@ -104,8 +104,6 @@ export class Primary {
   private readInput(): Record<string, unknown> {
     const base = this.o.configFile ? readConfigFile(this.o.configFile) : {};
     const flags = { ...this.o.flags };
-    if (flags.engineApiKey === undefined && process.env.VLLM_API_KEY)
-      flags.engineApiKey = process.env.VLLM_API_KEY;
     return mergeConfig(base, flags as Record<string, unknown>);
   }
 
@@ -428,7 +426,7 @@ export class Primary {
 export async function runPrimary(o: PrimaryOptions): Promise<Primary> {
   const p = new Primary(o);
   // before the workers start: a signal while they do still drains and exits cleanly
-  onShutdown(() => p.close());
+  onShutdown(() => p.close(), shutdownNeedsMs(p.config.drainTimeout));
   const url = await p.start();
   log.info(
     { url, workers: o.workers, backends: p.config.backends.length, policy: p.config.policy },

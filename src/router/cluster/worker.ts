@@ -21,6 +21,7 @@ import { WorkerSlotClaims } from "./worker-claims.js";
 import type { SlotClaimsFactory } from "../dataplane/slot-claims.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
 import { SharedLoad, queuedPrefillOf } from "./shared-load.js";
+import { PeerError } from "../../errors/index.js";
 
 const log = logger("router.worker");
 
@@ -53,22 +54,25 @@ function send(m: ToPrimary): void {
   if (process.connected) process.send!(m, undefined, undefined, ignore);
 }
 
-/** what arrived after the start message and before the link was made (one IPC read can carry many) */
-let early: ToWorker[] | undefined;
-let earlyListener: ((m: unknown) => void) | undefined;
+// process-wide: a worker process has one IPC channel to its primary; what arrived after the start
+// message and before the link was made (one IPC read can carry many), and who listened for it
+const ipc = {
+  early: undefined as ToWorker[] | undefined,
+  earlyListener: undefined as ((m: unknown) => void) | undefined,
+};
 
 /** Says hello to the primary and waits for its start message (config, slot). */
 export function awaitStart(): Promise<StartMessage> {
   return new Promise((resolve) => {
-    earlyListener = (m: unknown) => {
+    ipc.earlyListener = (m: unknown) => {
       if (!isToWorker(m)) return;
-      if (early) early.push(m);
+      if (ipc.early) ipc.early.push(m);
       else if (m.t === "start") {
-        early = [];
+        ipc.early = [];
         resolve(m);
       }
     };
-    process.on("message", earlyListener);
+    process.on("message", ipc.earlyListener);
     send({ t: "hello" });
   });
 }
@@ -138,10 +142,10 @@ export class WorkerLink implements RouterGroup {
     router.tenancy.shareLocalLimits(this.limits);
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
     this.progressTimer.unref();
-    if (earlyListener) process.off("message", earlyListener);
+    if (ipc.earlyListener) process.off("message", ipc.earlyListener);
     process.on("message", this.onMessage);
-    for (const m of early ?? []) this.handle(m);
-    early = undefined;
+    for (const m of ipc.early ?? []) this.handle(m);
+    ipc.early = undefined;
     cluster.worker?.on("disconnect", () => {
       // the primary is gone: drain and exit; if a drain is already under way (the primary's second
       // signal ends it by exiting), exit now
@@ -268,7 +272,7 @@ export class WorkerLink implements RouterGroup {
 
   async metrics(): Promise<string> {
     const r = await this.ask("metrics");
-    if (r.error !== undefined) throw new Error(r.error);
+    if (r.error !== undefined) throw new PeerError(r.error);
     return r.text ?? "";
   }
 

@@ -17,119 +17,27 @@ import {
   sloConfigSchema,
   WAITING_ROOM_DEFAULTS,
 } from "../../routing/index.js";
-import { backendKvEventsSchema, routingConfigSchema } from "./kv.js";
+import { routingConfigSchema } from "./kv.js";
+import { backend, backendsFromFlag } from "./backends.js";
 import { tenancyConfigSchema, tenantName } from "../../tenancy/config.js";
 import { discoveryConfigSchema } from "../../discovery/config.js";
 import { peersConfigSchema } from "./cluster.js";
 import { endpointFromEnv } from "../../obs/tracing.js";
 import { cliFlags, flag } from "../../config/schema-flags.js";
 import { GPU_IDS_TEXT } from "../../models/index.js";
+import { InvalidConfigError } from "../../errors/index.js";
 
-/** How the router talks to an engine: HTTP/1.1 (one socket per request in flight) or cleartext HTTP/2. */
-export const BACKEND_PROTOCOLS = ["http1", "h2c"] as const;
-export type BackendProtocol = (typeof BACKEND_PROTOCOLS)[number];
+export {
+  BACKEND_PROTOCOLS,
+  type BackendConfig,
+  type BackendProtocol,
+  backendTransport,
+  DEFAULT_H2C_STREAMS,
+  engineSpecs,
+} from "./backends.js";
 
-/** streams per h2c connection unless a backend says otherwise (undici's and most proxies' default) */
-export const DEFAULT_H2C_STREAMS = 100;
 /** how the router places registry adapters' requests (src/routing/lora.ts; the others are baselines) */
 export const LORA_PLACEMENTS = ["lora", "gie-lora-affinity", "lora-static", "round-robin"] as const;
-
-// `h2c://host:port` (Traefik's spelling) is shorthand for `{ url: http://host:port, protocol: h2c }`,
-// so the `--backend` flag can name an h2c engine without a syntax of its own. The engine's identity
-// stays the http:// URL either way.
-const H2C_SCHEME = /^h2c:\/\//i;
-
-function isBackendUrl(raw: string): boolean {
-  try {
-    const u = new URL(raw.replace(H2C_SCHEME, "http://"));
-    return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
-  } catch {
-    return false;
-  }
-}
-
-const backendUrl = z
-  .string()
-  .refine(isBackendUrl, { message: "expected an http://, https:// or h2c:// URL" })
-  .transform((u) => u.replace(/\/+$/, ""));
-
-const backendObject = z
-  .strictObject({
-    url: backendUrl,
-    weight: z.number().nonnegative().default(1),
-    /** overrides the fleet-wide engine API key for this engine */
-    apiKey: z.string().optional(),
-    /** the engine's KV-event PUB (and replay) endpoints, for the kv/hybrid policies */
-    kvEvents: backendKvEventsSchema.optional(),
-    /** disaggregated prefill/decode pool (docs/disaggregated.md); mixed = both, the default */
-    role: z.enum(["prefill", "decode", "both", "mixed"]).optional(),
-    /** http1 (default) or h2c: cleartext HTTP/2, for engines behind an h2c-capable proxy */
-    protocol: z.enum(BACKEND_PROTOCOLS).optional(),
-    /** h2c: requests multiplexed on one connection before another is opened; keep it at or under
-     * the proxy's SETTINGS_MAX_CONCURRENT_STREAMS, else the surplus streams wait in its queue */
-    maxConcurrentStreams: z.number().int().min(1).max(10_000).optional(),
-  })
-  .superRefine((b, ctx) => {
-    // an h2c:// url is still here only when it conflicts with an explicit protocol (normalizeBackend)
-    if (H2C_SCHEME.test(b.url))
-      ctx.addIssue({
-        code: "custom",
-        path: ["protocol"],
-        message: "an h2c:// url cannot use protocol http1",
-      });
-    else if (b.protocol === "h2c" && /^https:/i.test(b.url))
-      ctx.addIssue({ code: "custom", path: ["url"], message: "h2c is cleartext: the url must be http://" });
-    if (b.maxConcurrentStreams !== undefined && b.protocol !== "h2c")
-      ctx.addIssue({
-        code: "custom",
-        path: ["maxConcurrentStreams"],
-        message: "applies to protocol h2c only",
-      });
-  });
-
-/**
- * A bare URL is `{ url }`; `h2c://host` (string or `url`) becomes `{ url: http://host, protocol: h2c }`.
- * One object schema after this, so every validation error names its field.
- */
-function normalizeBackend(v: string | z.input<typeof backendObject>): unknown {
-  const o = typeof v === "string" ? { url: v } : v;
-  if (
-    o &&
-    typeof o === "object" &&
-    typeof o.url === "string" &&
-    H2C_SCHEME.test(o.url) &&
-    (o.protocol === undefined || o.protocol === "h2c")
-  )
-    return { ...o, url: o.url.replace(H2C_SCHEME, "http://"), protocol: "h2c" };
-  return o;
-}
-
-const backend = z.preprocess(normalizeBackend, backendObject);
-
-/** One `backends` entry after parsing. */
-export type BackendConfig = z.output<typeof backend>;
-
-/** The configured backends as discovery's engine specs. */
-export function engineSpecs(cfg: { backends: readonly BackendConfig[] }) {
-  return cfg.backends.map((b) => ({
-    url: b.url,
-    weight: b.weight,
-    apiKey: "apiKey" in b ? b.apiKey : undefined,
-    role: "role" in b ? b.role : undefined,
-  }));
-}
-
-/** The transport settings of the configured backend at `url`; engines found by discovery use HTTP/1.1. */
-export function backendTransport(
-  cfg: { backends: readonly BackendConfig[] },
-  url: string,
-): { protocol: BackendProtocol; maxConcurrentStreams: number } {
-  const b = cfg.backends.find((x) => x.url === url);
-  return {
-    protocol: b?.protocol ?? "http1",
-    maxConcurrentStreams: b?.maxConcurrentStreams ?? DEFAULT_H2C_STREAMS,
-  };
-}
 
 const eppConfigSchema = z
   .strictObject({
@@ -169,17 +77,6 @@ const eppConfigSchema = z
   })
   .prefault({});
 
-/** `--backend URL#weight`: a canary weight after the URL */
-function backendsFromFlag(entries: unknown): unknown[] {
-  return (entries as string[]).map((b) => {
-    const hash = b.lastIndexOf("#");
-    if (hash < 0) return b;
-    const weight = Number(b.slice(hash + 1));
-    if (!Number.isFinite(weight) || weight < 0) throw new Error(`${b}: weight must be a number ≥ 0`);
-    return { url: b.slice(0, hash), weight };
-  });
-}
-
 // A registry adapter from elsewhere than --lora-dir: a folder the engines read (`path`), or a Hugging
 // Face Hub repository (`hub`), which vLLM downloads itself when the load API names it (its
 // get_adapter_absolute_path). `bytes` prices a load when the router cannot read the weights.
@@ -218,7 +115,7 @@ function loraAdaptersFromFlag(entries: unknown): unknown[] {
   return (entries as string[]).map((raw) => {
     const eq = raw.indexOf("=");
     if (eq <= 0 || eq === raw.length - 1)
-      throw new Error(`${raw}: expected NAME=/folder or NAME=hf:ORG/REPO`);
+      throw new InvalidConfigError(`${raw}: expected NAME=/folder or NAME=hf:ORG/REPO`);
     const name = raw.slice(0, eq);
     const source = raw.slice(eq + 1);
     return source.startsWith("hf:") ? { name, hub: source.slice(3) } : { name, path: source };
@@ -574,7 +471,7 @@ export const routerConfigSchema = z.strictObject({
 export type RouterConfigInput = z.input<typeof routerConfigSchema>;
 export type RouterConfig = z.output<typeof routerConfigSchema>;
 
-export class ConfigError extends Error {}
+export class ConfigError extends InvalidConfigError {}
 
 function describe(err: z.ZodError): string {
   return err.issues.map((i) => `${i.path.length ? i.path.join(".") : "(root)"}: ${i.message}`).join("; ");
@@ -591,12 +488,39 @@ export function policySettingsOf(cfg: RouterConfig): PolicySettings {
   };
 }
 
-export function parseConfig(input: unknown): RouterConfig {
-  const r = routerConfigSchema.safeParse(input ?? {});
+/**
+ * Options an environment variable sets where neither the file nor a flag does, as vLLM reads them: the
+ * engines' API key and their PYTHONHASHSEED. Read here, with the schema, and nowhere else.
+ */
+export function applyConfigEnv(cfg: RouterConfig, env: NodeJS.ProcessEnv): RouterConfig {
+  cfg.engineApiKey ??= env.VLLM_API_KEY || undefined;
+  cfg.routing.hashSeed ??= env.PYTHONHASHSEED || undefined;
+  return cfg;
+}
+
+/**
+ * `engines:` is the list's name in the glossary (docs/glossary.md); `backends:` stays its name in the
+ * schema and is kept as an alias, so either may be written (not both). Applied to a file as it is read
+ * and to a config as it is parsed, so a `--backend` flag still replaces the file's list.
+ */
+export function engineListAlias(doc: Record<string, unknown>, where: string): Record<string, unknown> {
+  if (!("engines" in doc)) return doc;
+  if ("backends" in doc)
+    throw new ConfigError(`${where}: engines and backends name one list (backends is its alias): give one`);
+  const { engines, ...rest } = doc;
+  return { ...rest, backends: engines };
+}
+
+export function parseConfig(input: unknown, env: NodeJS.ProcessEnv = process.env): RouterConfig {
+  const raw =
+    input && typeof input === "object" && !Array.isArray(input)
+      ? engineListAlias(input as Record<string, unknown>, "invalid router config")
+      : input;
+  const r = routerConfigSchema.safeParse(raw ?? {});
   if (!r.success) throw new ConfigError(`invalid router config: ${describe(r.error)}`);
   if (r.data.scorers.length > 0 && r.data.policy === "round-robin")
     throw new ConfigError("invalid router config: scorers: round-robin does not pick by score");
-  return r.data;
+  return applyConfigEnv(r.data, env);
 }
 
 export function readConfigFile(path: string): Record<string, unknown> {
@@ -615,7 +539,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== "object" || Array.isArray(doc))
     throw new ConfigError(`config file ${path}: expected a mapping`);
-  return doc as Record<string, unknown>;
+  return engineListAlias(doc as Record<string, unknown>, `config file ${path}`);
 }
 
 /** Deep-merges `over` into `base` (objects only; arrays and scalars replace). */

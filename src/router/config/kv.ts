@@ -7,6 +7,7 @@ import { DEFAULT_MAX_MESSAGE_BYTES } from "../../kvevents/zmq-guard.js";
 import { CACHE_AWARE_DEFAULTS } from "../../routing/index.js";
 import { LMCACHE_CHUNK_TOKENS } from "../../config/vllm-defaults.js";
 import { flag } from "../../config/schema-flags.js";
+import { InvalidConfigError } from "../../errors/index.js";
 
 const zmqEndpoint = z
   .string()
@@ -173,7 +174,7 @@ export const routingConfigSchema = z
         const dirs: Record<string, string> = {};
         for (const kv of entries as string[]) {
           const eq = kv.indexOf("=");
-          if (eq <= 0) throw new Error(`${kv}: expected MODEL=DIR`);
+          if (eq <= 0) throw new InvalidConfigError(`${kv}: expected MODEL=DIR`);
           dirs[kv.slice(0, eq)] = kv.slice(eq + 1);
         }
         return dirs;

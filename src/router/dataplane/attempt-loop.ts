@@ -39,7 +39,7 @@ import type { ResponseAffinity } from "./response-affinity.js";
 import type { IssuedIds } from "./issued-ids.js";
 
 /** the data plane's logger (its name kept from before the loop had one of its own) */
-const log = logger("router.proxy");
+const log = logger("router.dataplane");
 
 export interface AttemptLoopDeps {
   registry: Registry;

@@ -34,6 +34,7 @@ import {
 } from "./attempt-outcome.js";
 import type { Upstream } from "../engines/upstream.js";
 import { RESPONSE_SKIP, engineErrorMessage } from "../engines/upstream-rules.js";
+import { CancelledError } from "../../errors/index.js";
 
 function endsWith(b: Buffer, tail: Buffer): boolean {
   return b.length >= tail.length && b.compare(tail, 0, tail.length, b.length - tail.length) === 0;
@@ -218,7 +219,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
 
   cancel(): void {
     if (this.done) return;
-    const err = new Error("attempt cancelled by the router");
+    const err = new CancelledError("attempt cancelled by the router");
     this.abortUpstream?.(err);
     // before the connection is handed over there is nothing to abort yet: onConnect does it
     if (!this.done) this.onError(err);
@@ -245,7 +246,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   }
 
   onConnect(abort: (err?: Error) => void): void {
-    if (this.done) abort(new Error("attempt cancelled by the router"));
+    if (this.done) abort(new CancelledError("attempt cancelled by the router"));
     else this.abortUpstream = abort;
   }
 

@@ -10,7 +10,7 @@ import type { RequestContext } from "./request-context.js";
 import { responseNotFound } from "./response-affinity.js";
 
 /** the data plane's logger (its name kept from before the loop had one of its own) */
-const log = logger("router.proxy");
+const log = logger("router.dataplane");
 
 /** Answers with an error: a JSON error before anything was sent, an SSE error event after. */
 export function answerError(ctx: AttemptContext, e: HttpError): void {

@@ -30,7 +30,10 @@ const NO_EXCLUDE: ReadonlySet<string> = new Set();
  */
 const SAFE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
-let seq = 0;
+// process-wide: ids, serials and the tie-break counter are unique across every router in a process,
+// so two routers' logs, failure marks and engines' request ids never mix (and an id draws from one pool)
+// (idAt past the pool's end: the first id fills the pool)
+const counters = { seq: 0, serials: 0, idHex: "", idAt: Number.POSITIVE_INFINITY };
 
 /**
  * Request ids the router makes up when the client sent none, UUID-shaped (vLLM builds its response
@@ -41,18 +44,16 @@ let seq = 0;
  */
 const ID_POOL_BYTES = 4096;
 const idPool = Buffer.allocUnsafe(ID_POOL_BYTES);
-let idHex = "";
-let idAt = ID_POOL_BYTES * 2;
 const VARIANT = "89ab";
 export function newRequestId(): string {
-  if (idAt >= ID_POOL_BYTES * 2) {
+  if (counters.idAt >= ID_POOL_BYTES * 2) {
     randomFillSync(idPool);
-    idHex = idPool.toString("hex");
-    idAt = 0;
+    counters.idHex = idPool.toString("hex");
+    counters.idAt = 0;
   }
-  const h = idHex;
-  const i = idAt;
-  idAt += 32;
+  const h = counters.idHex;
+  const i = counters.idAt;
+  counters.idAt += 32;
   return (
     h.slice(i, i + 8) +
     "-" +
@@ -67,8 +68,7 @@ export function newRequestId(): string {
   );
 }
 
-/** request serial numbers (FailureMarks owners); 0 is a probe's */
-let serials = 0;
+// counters.serials: request serial numbers (FailureMarks owners); 0 is a probe's
 
 const enum CtxDeadline {
   Total,
@@ -99,7 +99,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   /** engines that failed while holding the request for it alone (poison.ts: the strikes that stand) */
   inFlightFailures = 0;
   /** numbers this request's failures on an engine's FailureMarks */
-  readonly serial = ++serials;
+  readonly serial = ++counters.serials;
   /** each engine failure while it held the request, judged by poison.ts; none on most requests */
   strikes: Strike[] | undefined = undefined;
   /** the strikes standing reached retry.poisonAfter: not retried or moved again */
@@ -167,7 +167,7 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
     const input = tokens ? undefined : routingInput(ep, pr.parsed);
     this.view = {
       model: pr.model,
-      seq: seq++ & 0x3fffffff,
+      seq: counters.seq++ & 0x3fffffff,
       sessionKey: pr.sessionKey,
       // ids computed off the loop by the ingress: routing hashes them instead of tokenising again
       prompt: tokens ?? input?.prompt,

@@ -58,6 +58,8 @@ export class ResponseAffinity {
   onLearned: (() => void) | undefined;
   /** whether this process sends what it learns to others (a router group) */
   sharing = false;
+  /** unknown ids being looked up on the engines now (locateResponse), at most MAX_LOOKUPS: this router's */
+  lookups = 0;
 
   constructor(private cap: number) {}
 
@@ -235,7 +237,6 @@ export function followUpWaitMs(peers: { bind?: string | undefined; interval: num
 const MAX_LOOKUPS = 64;
 /** a stored response is in memory: an engine that has not answered in this long is not asked again */
 const LOOKUP_TIMEOUT_MS = 2_000;
-let lookups = 0;
 
 /** a stored response read whole to find its owner's tag (its output can be long) */
 const OWNED_LOOKUP_BYTES = 8 * 1024 * 1024;
@@ -279,7 +280,7 @@ export async function locateResponse(
   model: string | undefined,
   owner?: OwnerProof,
 ): Promise<ResponseHome | undefined> {
-  if (lookups >= MAX_LOOKUPS) return undefined;
+  if (affinity.lookups >= MAX_LOOKUPS) return undefined;
   const path = `/v1/responses/${encodeURIComponent(id)}`;
   const asked: Promise<string | undefined>[] = [];
   for (const e of registry.engines.values()) {
@@ -298,12 +299,12 @@ export async function locateResponse(
     );
   }
   if (asked.length === 0) return undefined;
-  lookups++;
+  affinity.lookups++;
   let engine: string | undefined;
   try {
     for (const url of await Promise.all(asked)) engine ??= url;
   } finally {
-    lookups--;
+    affinity.lookups--;
   }
   if (engine === undefined) return undefined;
   const any = registry.engines.get(engine)?.view.models.values().next().value;

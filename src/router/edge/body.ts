@@ -12,6 +12,7 @@ import { HttpError } from "../../http/errors.js";
 import { bodyTooLarge } from "../../http/body.js";
 import type { LinkedList } from "../../collections/linked-list.js";
 import type { Deadline, DeadlineQueue } from "../dataplane/deadlines.js";
+import { CancelledError } from "../../errors/index.js";
 
 const EMPTY = Buffer.alloc(0);
 
@@ -96,7 +97,8 @@ function onError(this: Reading, err: Error): void {
 
 function onClose(this: Reading): void {
   const s = this[STATE];
-  if (s && !s.done) s.settle(new Error("client closed the connection before sending the whole body"));
+  if (s && !s.done)
+    s.settle(new CancelledError("client closed the connection before sending the whole body"));
 }
 
 export function readRequestBody(req: IncomingMessage, limitBytes: number, idle?: BodyIdle): Promise<Buffer> {

@@ -23,6 +23,7 @@ import type { Upstream } from "./upstream.js";
 import { discard } from "./engine-get.js";
 import { probeHeaders } from "./upstream-rules.js";
 import type { EngineLora } from "./scrape.js";
+import { CapacityError, InputFileError, PeerError } from "../../errors/index.js";
 
 /** one registry entry: the adapter's name, its folder as the engines read it, its base and size */
 export interface AdapterEntry {
@@ -91,7 +92,7 @@ export class AdapterRegistry {
       try {
         names = readdirSync(root);
       } catch (err) {
-        throw new Error(`--lora-dir ${dir}: ${(err as Error).message}`);
+        throw new InputFileError(`--lora-dir ${dir}: ${(err as Error).message}`);
       }
       for (const n of names.sort()) {
         const p = join(root, n);
@@ -139,7 +140,7 @@ export class AdapterRegistry {
   }
 
   private add(e: AdapterEntry): void {
-    if (this.adapters.size >= MAX_ADAPTERS) throw new Error(`at most ${MAX_ADAPTERS} LoRA adapters`);
+    if (this.adapters.size >= MAX_ADAPTERS) throw new CapacityError(`at most ${MAX_ADAPTERS} LoRA adapters`);
     this.adapters.set(e.name, e);
   }
 
@@ -584,7 +585,7 @@ export class AdapterLoader {
       res.statusCode === 404 && /not found/i.test(message)
         ? " (is VLLM_ALLOW_RUNTIME_LORA_UPDATING=True set on the engine?)"
         : "";
-    throw new Error(`${path} answered ${res.statusCode}: ${message}${hint}`);
+    throw new PeerError(`${path} answered ${res.statusCode}: ${message}${hint}`);
   }
 }
 

@@ -4,9 +4,10 @@
 import type { RouterConfig } from "../config/config.js";
 import type { Upstream } from "./upstream.js";
 import { probeHeaders } from "./upstream-rules.js";
+import { PeerError } from "../../errors/index.js";
 
 /** An engine answered a router-initiated GET with a status other than 200. */
-export class UpstreamHttpError extends Error {
+export class UpstreamHttpError extends PeerError {
   override name = "UpstreamHttpError";
   constructor(
     readonly path: string,
@@ -17,7 +18,7 @@ export class UpstreamHttpError extends Error {
 }
 
 /** An engine's answer to a router-initiated GET was larger than the router reads. */
-export class UpstreamTooLargeError extends Error {
+export class UpstreamTooLargeError extends PeerError {
   override name = "UpstreamTooLargeError";
   constructor(readonly maxBytes: number) {
     super(`answer larger than ${maxBytes} bytes`);

@@ -7,6 +7,7 @@
 import { logger } from "../../obs/log.js";
 import type { RouterConfig } from "../config/config.js";
 import type { FailureMarks } from "./failure-marks.js";
+import { PeerError } from "../../errors/index.js";
 
 export type HealthState = "probing" | "healthy" | "ejected" | "draining";
 
@@ -162,7 +163,7 @@ export class Health {
       if (await answer) return { kind: "ok" };
       return error === ENGINE_DRAINING ? { kind: "draining" } : { kind: "failed", error };
     }
-    ac.abort(new Error(`no answer within ${this.cfg.health.timeout} ms`));
+    ac.abort(new PeerError(`no answer within ${this.cfg.health.timeout} ms`));
     void answer;
     if (e.lastByteAt > sentAt) return { kind: "excused", why: "progress" };
     if (how === "router_lag") return { kind: "excused", why: "router_lag" };

@@ -9,6 +9,7 @@ import { engineGet, UpstreamHttpError } from "./engine-get.js";
 import { ENGINE_DRAINING, type Health } from "./health.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
 import type { ModelCard, Upstream } from "./upstream.js";
+import { PeerError } from "../../errors/index.js";
 
 // the registry's logger: these lines were always the registry's
 const log = logger("router.registry");
@@ -68,7 +69,7 @@ export class Probes {
         () => true,
         () => false,
       );
-      throw live ? new Error(ENGINE_DRAINING) : err;
+      throw live ? new PeerError(ENGINE_DRAINING) : err;
     }
   }
 
@@ -82,7 +83,7 @@ export class Probes {
     try {
       const text = await this.get(e, "/v1/models", this.t.config().health.timeout * 5, 8 * 2 ** 20);
       const doc = JSON.parse(text) as { data?: unknown };
-      if (!Array.isArray(doc.data)) throw new Error("/v1/models: no data array");
+      if (!Array.isArray(doc.data)) throw new PeerError("/v1/models: no data array");
       const cards: ModelCard[] = [];
       for (const m of doc.data.slice(0, MAX_MODELS_PER_ENGINE)) {
         if (m && typeof m === "object" && typeof (m as ModelCard).id === "string") cards.push(m as ModelCard);

@@ -118,7 +118,7 @@ export class CacheRouting implements CacheOracle {
       (url) => registry.engines.get(url)?.load.cacheConfig,
       () => this.subs.states.values(),
     );
-    this.hasher.setHashSeed(cfg.routing.hashSeed ?? process.env.PYTHONHASHSEED);
+    this.hasher.setHashSeed(cfg.routing.hashSeed);
     this.pricing = new TierPricing({
       registry,
       kv: this.kv,
@@ -150,7 +150,7 @@ export class CacheRouting implements CacheOracle {
 
   setConfig(cfg: RouterConfig): void {
     this.cfg = cfg;
-    this.hasher.setHashSeed(cfg.routing.hashSeed ?? process.env.PYTHONHASHSEED);
+    this.hasher.setHashSeed(cfg.routing.hashSeed);
     this.setPolicy(cfg.policy);
     this.tokenizers.clear();
     this.pricing.clear();

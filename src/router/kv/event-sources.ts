@@ -9,6 +9,7 @@
 // "topic": ...}]`). A wildcard host (`*`, `0.0.0.0`, `::`) is where the engine bound its socket on
 // every interface: the router connects to the engine's own host.
 import type { BackendKvEvents } from "../config/kv.js";
+import { InvalidConfigError } from "../../errors/index.js";
 
 /** One data-parallel rank's publisher, with its host resolved. */
 export type RankSource = BackendKvEvents & { rank: number };
@@ -59,7 +60,7 @@ export function parseKvEventSources(text: string, engineUrl: string): RankSource
       if (v && typeof v === "object" && /^\d+$/.test(k))
         entries.push([Number(k), v as Record<string, unknown>]);
     }
-  } else throw new Error("expected an object keyed by data-parallel rank, or a list");
+  } else throw new InvalidConfigError("expected an object keyed by data-parallel rank, or a list");
   const out: RankSource[] = [];
   for (const [rank, e] of entries.slice(0, MAX_RANKS)) {
     if (e.enable_kv_cache_events === false) continue;

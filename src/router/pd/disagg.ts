@@ -18,6 +18,7 @@ import type { Registry } from "../engines/registry.js";
 import type { Upstream } from "../engines/upstream.js";
 import { discard } from "../engines/engine-get.js";
 import { engineErrorMessage, upstreamAuthorization } from "../engines/upstream-rules.js";
+import { CancelledError } from "../../errors/index.js";
 
 const log = logger("router.disagg");
 
@@ -103,7 +104,7 @@ class PrefillCall {
   stop(why: string, message: string): void {
     if (this.why) return;
     this.why = why;
-    this.abort.abort(new Error(message));
+    this.abort.abort(new CancelledError(message));
   }
 }
 

@@ -5,6 +5,7 @@
 // is in one flow ("anonymous"), which makes the fair queue a bounded FIFO.
 import { HttpError } from "../../http/errors.js";
 import { FairQueue, type Ticket } from "../../tenancy/fair-queue.js";
+import { CancelledError } from "../../errors/index.js";
 
 /** Who a waiting request belongs to; the fair queue shares freed room between flows by weight. */
 export interface QueueFlow {
@@ -115,7 +116,7 @@ export class AdmissionQueue {
     ask?: QueueAsk,
   ): Promise<void> {
     // a client already gone never takes a queue slot (an aborted signal fires no more events)
-    if (signal.aborted) return Promise.reject(new Error("client went away while queued"));
+    if (signal.aborted) return Promise.reject(new CancelledError("client went away while queued"));
     if (flow.priority < 0) return tryAcquire() ? Promise.resolve() : Promise.reject(sheddableRefusal(flow));
     return new Promise<void>((resolve, reject) => {
       const own = ask?.timeoutMs;
@@ -145,7 +146,8 @@ export class AdmissionQueue {
       signal.addEventListener(
         "abort",
         () => {
-          if (w.ticket && this.q.cancel(w.ticket)) reject(new Error("client went away while queued"));
+          if (w.ticket && this.q.cancel(w.ticket))
+            reject(new CancelledError("client went away while queued"));
         },
         { once: true },
       );

@@ -15,6 +15,7 @@ import { infoLineWriter, logger } from "../../obs/log.js";
 import { findUsage } from "../../tenancy/request.js";
 import type { RouterConfig } from "../config/config.js";
 import type { RoutedRequest } from "../request/routed-request.js";
+import { InvariantError } from "../../errors/index.js";
 
 const log = logger("router.access");
 /** the per-request line, serialised here (pino's generic serialiser cost more than the fields) */
@@ -61,7 +62,9 @@ export class LinesPerSecond {
   take(now: number, max: number): boolean {
     if (now >= this.end) {
       if (this.skipped !== 0)
-        throw new Error("lines-per-second invariant: the ended second's skipped lines were not taken");
+        throw new InvariantError(
+          "lines-per-second invariant: the ended second's skipped lines were not taken",
+        );
       this.end = now + 1000;
       this.left = max;
     }

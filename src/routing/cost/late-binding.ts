@@ -7,6 +7,7 @@
 // reasons, figures: docs/routing.md#late-binding). State: the held requests per engine and the moving
 // mean (no I/O, no clock); at most `MAX_HELD`, one not decided again for `STALE_MS` forgotten.
 import type { EngineView, RequestView } from "../policy/views.js";
+import { InvalidConfigError } from "../../errors/index.js";
 
 export interface LateBindingOptions {
   /** this router's prompts awaiting a first token an engine may have; 0: bind at once (no holding) */
@@ -63,10 +64,14 @@ export class LateBinding {
 
   constructor(private readonly options: LateBindingOptions) {
     if (!(options.queuedPrompts >= 0) || !Number.isInteger(options.queuedPrompts))
-      throw new Error(`late binding: queuedPrompts must be a whole number ≥ 0, got ${options.queuedPrompts}`);
-    if (!(options.maxHoldMs >= 0)) throw new Error(`late binding: maxHoldMs must be ≥ 0`);
+      throw new InvalidConfigError(
+        `late binding: queuedPrompts must be a whole number ≥ 0, got ${options.queuedPrompts}`,
+      );
+    if (!(options.maxHoldMs >= 0)) throw new InvalidConfigError(`late binding: maxHoldMs must be ≥ 0`);
     if (!(options.minCachedShare >= 0 && options.minCachedShare <= 1))
-      throw new Error(`late binding: minCachedShare must lie in [0, 1], got ${options.minCachedShare}`);
+      throw new InvalidConfigError(
+        `late binding: minCachedShare must lie in [0, 1], got ${options.minCachedShare}`,
+      );
   }
 
   /**

@@ -1,6 +1,7 @@
 // Time-to-first-token SLOs: the model's from the configuration (or the default), which a request's own
 // (the `x-slo-ttft-ms` header, parsed at the router's edge) may tighten but never lift. The predictive policy refuses, early, a request that no
 // engine is predicted to start within its SLO.
+import { InvalidArgumentError } from "../../errors/index.js";
 
 export interface SloOptions {
   /** ms, for every model without its own */
@@ -23,7 +24,7 @@ export function parseSloHeader(value: string | string[] | undefined): number | u
   const text = Array.isArray(value) ? value[0] : value;
   const ms = Number(text);
   if (text === undefined || text.trim() === "" || !Number.isFinite(ms) || ms <= 0 || ms > MAX_SLO_MS)
-    return new Error(
+    return new InvalidArgumentError(
       `${SLO_HEADER} must be a number of milliseconds above 0 and at most ${MAX_SLO_MS}, got ${JSON.stringify(text ?? "")}`,
     );
   return ms;

@@ -58,8 +58,9 @@ function tokenIdPrompt(req: Pick<RequestView, "prompt" | "messages">): readonly 
   return undefined;
 }
 
-/** the rendered ids' characters (ASCII), reused (a decision is synchronous); at most the limit's size */
-let idBytes = new Uint8Array(0);
+// process-wide: a scratch buffer, the rendered ids' characters (ASCII), reused by every index in the
+// process (a decision is synchronous, so no two use it at once); at most the limit's size
+const scratch = { idBytes: new Uint8Array(0) };
 // UTF-8, which every build of the platform decodes (ASCII reads the same in it)
 const ascii = new TextDecoder();
 
@@ -88,8 +89,8 @@ function renderTokenIds(
 ): { text: string; chars: number } | undefined {
   // an id is at most 10 digits and a space; one past the limit (16 more) may be written whole
   const need = Math.min(limit, tokens.length * 11) + 16;
-  if (idBytes.length < need) idBytes = new Uint8Array(need);
-  const out = idBytes;
+  if (scratch.idBytes.length < need) scratch.idBytes = new Uint8Array(need);
+  const out = scratch.idBytes;
   let len = 0;
   let chars = Math.max(0, tokens.length - 1);
   for (let t = 0; t < tokens.length; t++) {

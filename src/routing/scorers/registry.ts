@@ -2,6 +2,7 @@
 // score, as the Gateway API Inference Extension composes its plugins: `scorers: [{ name, weight }]`.
 // A scorer module registers itself here when imported; scorers/index.ts imports every one.
 import type { Scorer } from "../policy/policy.js";
+import { InvalidConfigError, InvariantError } from "../../errors/index.js";
 
 /** makes a scorer with the weight the config gives it */
 export type ScorerFactory = (weight: number) => Scorer;
@@ -9,7 +10,7 @@ export type ScorerFactory = (weight: number) => Scorer;
 const factories = new Map<string, ScorerFactory>();
 
 export function registerScorer(name: string, factory: ScorerFactory): void {
-  if (factories.has(name)) throw new Error(`scorer '${name}' is registered twice`);
+  if (factories.has(name)) throw new InvariantError(`scorer '${name}' is registered twice`);
   factories.set(name, factory);
 }
 
@@ -21,7 +22,8 @@ export function scorerNames(): string[] {
 /** One scorer from its config entry; an unknown name throws, naming the ones there are. */
 export function createScorer(name: string, weight: number): Scorer {
   const factory = factories.get(name);
-  if (!factory) throw new Error(`unknown scorer '${name}' (known: ${scorerNames().join(", ")})`);
-  if (!(weight >= 0) || !Number.isFinite(weight)) throw new Error(`scorer '${name}': weight must be ≥ 0`);
+  if (!factory) throw new InvalidConfigError(`unknown scorer '${name}' (known: ${scorerNames().join(", ")})`);
+  if (!(weight >= 0) || !Number.isFinite(weight))
+    throw new InvalidConfigError(`scorer '${name}': weight must be ≥ 0`);
   return factory(weight);
 }

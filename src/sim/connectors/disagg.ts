@@ -15,6 +15,7 @@ import { HttpError } from "../../http/errors.js";
 import type { Logger } from "../../obs/log.js";
 import type { DisaggSettings, KvRole } from "../config/disagg-config.js";
 import type { RequestSink } from "../protocol/sink.js";
+import { PeerError } from "../../errors/index.js";
 
 /** The producer's side-channel path: a decode engine reads (and thereby releases) held KV here. */
 export const NIXL_READ_PATH = "/switchyard/nixl/read";
@@ -271,9 +272,10 @@ export class DisaggConnector {
       });
       const text = await res.body.text();
       if (res.statusCode !== 200)
-        throw new Error(`producer answered ${res.statusCode}: ${text.slice(0, 300)}`);
+        throw new PeerError(`producer answered ${res.statusCode}: ${text.slice(0, 300)}`);
       const got = (JSON.parse(text) as { num_tokens?: unknown }).num_tokens;
-      if (typeof got !== "number" || got < tokens) throw new Error(`producer holds ${String(got)} tokens`);
+      if (typeof got !== "number" || got < tokens)
+        throw new PeerError(`producer holds ${String(got)} tokens`);
     } catch (err) {
       this.stats.failedTransfers++;
       this.log.warn(

@@ -10,6 +10,7 @@ import { LmClient } from "../../cacheserver/client.js";
 import type { ObjectMeta } from "../../cacheserver/protocol.js";
 import type { Logger } from "../../obs/log.js";
 import { chunkKey, chunkPayload, payloadMatches, type ChunkKeyScheme } from "./lmcache-keys.js";
+import { PeerError } from "../../errors/index.js";
 
 /** Chunks waiting to be stored at most; beyond it the oldest are dropped (a slow server must not grow us). */
 export const MAX_STORE_QUEUE = 4096;
@@ -37,7 +38,7 @@ interface StoreItem {
   chunk: number;
 }
 
-class TimeoutError extends Error {}
+class TimeoutError extends PeerError {}
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   if (!(ms > 0) || !Number.isFinite(ms)) return p;
@@ -107,7 +108,7 @@ export class LmcacheRemote {
 
   private async lookupOnce(hashes: BigUint64Array, numChunks: number): Promise<number> {
     const client = await this.connection();
-    if (!client) throw new Error("LMCache server unreachable");
+    if (!client) throw new PeerError("LMCache server unreachable");
     const ranks = this.scheme.worldSize;
     const keys: string[] = [];
     for (let c = 0; c < numChunks; c++)

@@ -13,8 +13,9 @@
 // dumpJson writes the value as Python's json.dumps does (", " and ": " separators, non-ASCII kept),
 // which is how vLLM turns a parsed tool call's parameters back into its `arguments` string.
 import { parseRegex, RegexUnsupported } from "./regex-gen.js";
+import { UnsupportedError } from "../../errors/index.js";
 
-export class SchemaUnsupported extends Error {
+export class SchemaUnsupported extends UnsupportedError {
   override name = "SchemaUnsupported";
 }
 

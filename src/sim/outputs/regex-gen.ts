@@ -8,8 +8,9 @@
 // {n,} {n,m}` (lazy and possessive suffixes read the same). Anchors and `\b` match the empty string.
 // Backreferences and lookaround have no grammar form: xgrammar refuses them, and so does this parser
 // (RegexUnsupported, which the caller turns into vLLM's 400).
+import { UnsupportedError } from "../../errors/index.js";
 
-export class RegexUnsupported extends Error {
+export class RegexUnsupported extends UnsupportedError {
   override name = "RegexUnsupported";
 }
 
