@@ -159,7 +159,7 @@ export interface AdapterStats {
   loads: number;
   loadFailures: number;
   unloads: number;
-  loadSeconds: number;
+  loadSecondsTotal: number;
   /** loads by the tenant whose request caused them ("" without tenancy) */
   loadsByTenant: Map<string, number>;
 }
@@ -173,7 +173,7 @@ export class AdapterLoader {
     loads: 0,
     loadFailures: 0,
     unloads: 0,
-    loadSeconds: 0,
+    loadSecondsTotal: 0,
     loadsByTenant: new Map(),
   };
   /** requests routed per registry adapter since the router started (at most the registry's size) */
@@ -416,7 +416,7 @@ export class AdapterLoader {
     b.failed.delete(a.name);
     this.stats.loads++;
     const took = (performance.now() - t0) / 1000;
-    this.stats.loadSeconds += took;
+    this.stats.loadSecondsTotal += took;
     learnLoadRate(b.view, a.bytes, took);
     b.view.loaded.set(a.name, true);
     b.changedAt.set(a.name, performance.now());
