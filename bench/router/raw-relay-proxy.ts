@@ -57,7 +57,7 @@ function contentLength(head: string): number {
   return m ? Number(m[1]) : 0;
 }
 
-class Upstream {
+class EngineSocket {
   readonly sock: Socket;
   buf: Buffer | null = null;
   need = -1;
@@ -107,7 +107,7 @@ class Upstream {
     if (client.buf) client.onData(EMPTY);
   }
 }
-const idle: Upstream[] = [];
+const idle: EngineSocket[] = [];
 
 class Client {
   buf: Buffer | null = null;
@@ -135,7 +135,7 @@ class Client {
       if (this.buf) this.onData(EMPTY);
       return;
     }
-    const up = idle.pop() ?? new Upstream();
+    const up = idle.pop() ?? new EngineSocket();
     up.client = this;
     this.busy = true;
     if (!h) return void up.sock.write(buf.subarray(0, end));

@@ -15,7 +15,7 @@ import { hashKey } from "../../src/tenancy/keys.js";
 import { mulberry32 as rng } from "../../src/random/rng.js"; // seeded: every run sends the same arrivals
 import type { RunningRouter } from "../../src/router/index.js";
 import { routerFor } from "../support/router.js";
-import { startUpstream, type Upstream } from "../support/fakes/tenancy-upstream.js";
+import { startUpstream, type TenancyEngine } from "../support/fakes/tenancy-upstream.js";
 import { percentile } from "../../src/workload/stats.js";
 
 const MODEL = "bench/m";
@@ -37,7 +37,7 @@ interface Sample {
 /** the 99th percentile, interpolated as numpy does (this benchmark took the nearest rank until 2026-11-27) */
 const p99 = (xs: number[]): number => percentile(xs, 99);
 
-async function start(sameTenant: boolean): Promise<{ eng: Upstream; r: RunningRouter }> {
+async function start(sameTenant: boolean): Promise<{ eng: TenancyEngine; r: RunningRouter }> {
   const eng = await startUpstream({ firstTokenMs: [100, 300], tokenIntervalMs: 25 });
   const r = await routerFor([eng.url], {
     admission: { maxInFlightPerEngine: SLOTS },

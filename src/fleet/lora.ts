@@ -87,7 +87,7 @@ export interface LoraFleetResult {
   /** adapter loads the router made, unloads (host-cache evictions it asked for), and their engine seconds */
   loads: number;
   unloads: number;
-  loadSeconds: number;
+  loadSecondsTotal: number;
   /** the engines' own counters summed: slot loads and evictions, steps that passed a request over */
   gpuLoads: number;
   gpuEvictions: number;
@@ -163,7 +163,7 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
     tpots: [],
     loads: 0,
     unloads: 0,
-    loadSeconds: 0,
+    loadSecondsTotal: 0,
     gpuLoads: 0,
     gpuEvictions: 0,
     batchSkips: 0,
@@ -280,7 +280,7 @@ export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
     result.loads++;
     driver.after(rtt / 2, () => {
       const s = n.engine.loadLora(adapters.get(name)!, driver.now);
-      result.loadSeconds += s;
+      result.loadSecondsTotal += s;
       driver.after(s + rtt / 2, () => {
         n.lora.loading.delete(name);
         n.lora.loaded.set(name, true);

@@ -17,8 +17,8 @@ import { AttemptLoop } from "./dataplane/attempt-loop.js";
 import { IssuedIds } from "./dataplane/issued-ids.js";
 import { ResponseAffinity } from "./dataplane/response-affinity.js";
 import { Disaggregation } from "./pd/disagg.js";
-import { Registry } from "./engines/registry.js";
-import { AdapterLoader, AdapterRegistry } from "./engines/adapters.js";
+import { EngineRegistry } from "./engines/engine-registry.js";
+import { AdapterLoader, AdapterCatalog } from "./engines/adapters.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { EngineDrains } from "./migration/drain.js";
 import { TenancyState } from "../tenancy/state.js";
@@ -42,7 +42,7 @@ function queueLimits(cfg: RouterConfig): QueueLimits {
 }
 
 export class RouterAssembly implements RouterRooms {
-  readonly registry: Registry;
+  readonly registry: EngineRegistry;
   readonly metrics: RouterMetrics;
   readonly queue: AdmissionQueue;
   readonly budget: RetryBudget;
@@ -72,7 +72,7 @@ export class RouterAssembly implements RouterRooms {
   group: RouterGroup | undefined;
 
   constructor(private cfg: RouterConfig) {
-    this.registry = new Registry(cfg, {
+    this.registry = new EngineRegistry(cfg, {
       onEject: (url, reason) => {
         this.metrics.ejections.inc({ engine: url, reason });
         this.drains.ejected(url);
@@ -118,7 +118,7 @@ export class RouterAssembly implements RouterRooms {
     });
     if (cfg.lora && (cfg.lora.dir || cfg.lora.adapters.length > 0)) {
       const adapters = new AdapterLoader(
-        new AdapterRegistry(cfg.lora.dir, cfg.lora.adapters),
+        new AdapterCatalog(cfg.lora.dir, cfg.lora.adapters),
         () => this.cfg,
         cfg.lora.maxCpuLoras,
       );

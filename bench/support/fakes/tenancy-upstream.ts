@@ -48,7 +48,7 @@ function gone(res: ServerResponse | Http2ServerResponse): boolean {
   return "stream" in res ? res.stream.destroyed || res.stream.closed : res.destroyed;
 }
 
-export interface Upstream {
+export interface TenancyEngine {
   url: string;
   port: number;
   fault: UpstreamFault;
@@ -61,7 +61,7 @@ export interface Upstream {
 
 const FAULTS = new Set<UpstreamFault>(["ok", "hang", "slow", "5xx", "reset"]);
 
-export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstream> {
+export async function startUpstream(opts: UpstreamOptions = {}): Promise<TenancyEngine> {
   const model = opts.model ?? "bench/m";
   const interval = opts.tokenIntervalMs ?? 0;
   const maxTokens = opts.maxTokens ?? 4096;
@@ -71,7 +71,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
   });
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
-  const up: Upstream = {
+  const up: TenancyEngine = {
     url: "",
     port: 0,
     fault: "ok",

@@ -6,8 +6,8 @@
 // and the measurements behind both: this folder's README.md, "Claims".
 import { logger } from "../../obs/log.js";
 import { noteSent, type Policy } from "../../routing/index.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import type { ClaimItem, LoadCounts, ToPrimary } from "./protocol.js";
 import type { SharedLoad } from "./shared-load.js";
 import type { PickExchange } from "./picks.js";
@@ -32,7 +32,7 @@ export interface ClaimHolder {
 /** The claims' side worker-claims.ts uses (Claims; a test stands in for the primary's word with its own). */
 export interface ClaimArbiter {
   /** Takes a slot on `e` for the holder's pick; one that awaits the group's word sets `holder.claim`. */
-  take(e: Upstream, holder: ClaimHolder): void;
+  take(e: EngineRecord, holder: ClaimHolder): void;
   /** The holder let go of claim `id` (its slot is freed: the request ended or was taken back). */
   withdraw(id: number): void;
 }
@@ -67,7 +67,7 @@ export class Claims implements ClaimArbiter {
   acked = 0;
 
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: EngineRegistry,
     private readonly load: SharedLoad,
     private readonly picks: PickExchange,
     private readonly send: (m: ToPrimary) => void,
@@ -79,7 +79,7 @@ export class Claims implements ClaimArbiter {
     private readonly counted: (result: "confirmed" | "refused" | "unconfirmed", waitedS: number) => void,
   ) {}
 
-  take(e: Upstream, holder: ClaimHolder): void {
+  take(e: EngineRecord, holder: ClaimHolder): void {
     const reg = this.registry;
     holder.claim = 0;
     if (!this.loadAware() || this.retries >= MAX_RETRIES) {

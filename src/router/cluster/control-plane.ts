@@ -1,5 +1,5 @@
 // The primary's half of a router process group: the one registry that discovers engines, probes
-// them, scrapes their load and judges their health (the same Registry and Health a lone router runs),
+// them, scrapes their load and judges their health (the same EngineRegistry and Health a lone router runs),
 // with the workers' live-traffic signals fed in. Every change is sent to the workers as it happens
 // (coalesced per event-loop turn), models before the state that may admit an engine with them.
 import { discoverySources } from "../../discovery/index.js";
@@ -8,12 +8,12 @@ import { engineSpecs, type RouterConfig } from "../config/config.js";
 import { parsePrefixCacheHits } from "../kv/watchdog.js";
 import { RouterMetrics } from "../telemetry/metrics.js";
 import { registerZmqGuardMetrics } from "../kv/metrics.js";
-import { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import type { EngineStatus, ToWorker } from "./protocol.js";
 import { SharedLoad } from "./shared-load.js";
 
-function statusOf(e: Upstream, prefixCacheHits: number | undefined): EngineStatus {
+function statusOf(e: EngineRecord, prefixCacheHits: number | undefined): EngineStatus {
   return {
     ...(prefixCacheHits !== undefined ? { prefixCacheHits } : {}),
     spec: e.spec,
@@ -29,7 +29,7 @@ function statusOf(e: Upstream, prefixCacheHits: number | undefined): EngineStatu
 }
 
 export class ControlPlane {
-  readonly registry: Registry;
+  readonly registry: EngineRegistry;
   /** ejections, withheld ejections, excused probes: counted here, aggregated into the group's /metrics */
   readonly metrics: RouterMetrics;
   /** the workers' (and replicas') in-flight counts, summed per engine */
@@ -37,7 +37,7 @@ export class ControlPlane {
   private readonly discovery: StaticDiscovery;
   private readonly sentStatus = new Map<string, string>();
   private readonly sentModels = new Map<string, string>();
-  private readonly dirty = new Set<Upstream>();
+  private readonly dirty = new Set<EngineRecord>();
   private flushScheduled = false;
   /** per engine, vllm:prefix_cache_hits at its last scrape (the workers' watchdogs read no page) */
   private readonly hits = new Map<string, number>();
@@ -50,7 +50,7 @@ export class ControlPlane {
     // the primary's own ZMQ sockets: the KV-event relay and the peer link
     registerZmqGuardMetrics(this.metrics.registry);
     const m = this.metrics;
-    this.registry = new Registry(cfg, {
+    this.registry = new EngineRegistry(cfg, {
       onEject: (url, reason) => m.ejections.inc({ engine: url, reason }),
       onEjectWithheld: (url, reason) => m.ejectionsWithheld.inc({ engine: url, reason }),
       onProbeExcused: (url, why) => m.probeTimeoutsExcused.inc({ engine: url, why }),
@@ -123,7 +123,7 @@ export class ControlPlane {
     if (e) e.lastByteAt = performance.now();
   }
 
-  private mark(e: Upstream): void {
+  private mark(e: EngineRecord): void {
     this.dirty.add(e);
     if (this.flushScheduled) return;
     this.flushScheduled = true;

@@ -2,21 +2,21 @@
 // (control-plane.ts), so every worker has the same engines in the same state, and engines see one
 // router's probes whatever the worker count. What the worker's own traffic says of an engine (a reset,
 // a 5xx, a success after failures) goes to the primary, which decides and tells every worker.
-import type { Registry, RegistryLeader } from "../engines/registry.js";
+import type { EngineRegistry, RegistryLeader } from "../engines/engine-registry.js";
 import type { EngineStatus, ToPrimary } from "./protocol.js";
-import type { ModelCard, Upstream } from "../engines/upstream.js";
+import type { ModelCard, EngineRecord } from "../engines/engine-record.js";
 
 export class RegistryFollower implements RegistryLeader {
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: EngineRegistry,
     private readonly send: (m: ToPrimary) => void,
     /** the engine's prefix-cache hit counter at the primary's last scrape */
-    private readonly onHits?: (e: Upstream, hits: number) => void,
+    private readonly onHits?: (e: EngineRecord, hits: number) => void,
   ) {
     registry.leader = this;
   }
 
-  failure(e: Upstream, what: string): void {
+  failure(e: EngineRecord, what: string): void {
     // counted here too until the primary's verdict arrives: cache credit stops at once
     // (../kv/cache-routing.ts)
     e.passiveFailures++;
@@ -24,13 +24,13 @@ export class RegistryFollower implements RegistryLeader {
     this.send({ t: "fail", url: e.url, what });
   }
 
-  shutdown(e: Upstream): void {
+  shutdown(e: EngineRecord): void {
     // out of this worker's rotation at once; the primary decides for everyone
     e.view.healthy = false;
     this.send({ t: "shutdown", url: e.url });
   }
 
-  success(e: Upstream): void {
+  success(e: EngineRecord): void {
     // sent once: the primary's next status says the count it keeps
     e.passiveFailures = 0;
     this.send({ t: "ok", url: e.url });

@@ -3,7 +3,7 @@
 // package's own code, so the shapes are trusted (peers over the network are validated in peers.ts).
 import type { EngineSpec } from "../../discovery/types.js";
 import type { HealthState } from "../engines/health.js";
-import type { ModelCard } from "../engines/upstream.js";
+import type { ModelCard } from "../engines/engine-record.js";
 import type { EngineLoad } from "../engines/scrape.js";
 import type { LimitAnswer, LimitRequest } from "./limits.js";
 import type { ResponseLink } from "../dataplane/response-affinity.js";

@@ -9,8 +9,8 @@
 // simply replaced, and a source that dies is dropped whole (`drop`) without leaving a drift behind.
 // A process's own count is then its view minus what others added.
 import type { EngineView, Policy } from "../../routing/index.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import type { LoadCounts } from "./protocol.js";
 
 /**
@@ -39,7 +39,7 @@ function addTo(v: EngineView, i: number, d: number): void {
 }
 
 /** What a process reports as its own queued prefill on an engine: its current policy's ledger. */
-export function queuedPrefillOf(policy: () => Policy): (e: Upstream) => number {
+export function queuedPrefillOf(policy: () => Policy): (e: EngineRecord) => number {
   return (e) => policy().queuedPrefillTokens?.(e.view) ?? 0;
 }
 
@@ -57,9 +57,9 @@ export class SharedLoad {
   private readonly tentative = new Map<string, number>();
 
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: EngineRegistry,
     /** this process's own queued prefill on the engine (its policy's ledger); none: 0 */
-    private readonly ownPrefill: (e: Upstream) => number = () => 0,
+    private readonly ownPrefill: (e: EngineRecord) => number = () => 0,
   ) {
     // a new record (new engine, or a new pool) starts from the others' counts
     registry.on("added", (e) => {
@@ -69,7 +69,7 @@ export class SharedLoad {
   }
 
   /** This process's own count of `field` on `e` (the view holds the group's). */
-  own(e: Upstream, field: Field = "inFlight"): number {
+  own(e: EngineRecord, field: Field = "inFlight"): number {
     const i = SHARED_FIELDS.indexOf(field);
     // a whole number of tokens: a peer takes nothing else (setOne)
     if (i === PREFILL) return Math.round(this.ownPrefill(e));
@@ -78,7 +78,7 @@ export class SharedLoad {
   }
 
   /** What this process reports of its own: unconfirmed picks left out of the counts. */
-  private reportable(e: Upstream, field: Field): number {
+  private reportable(e: EngineRecord, field: Field): number {
     // a held pick counts in both: sent (in flight) and not answered yet; its prefill is in the ledger
     // from the decision on (the policy learned it), and the next report after its answer restates it
     if (field === "prefillTokens") return this.own(e, field);
@@ -99,7 +99,7 @@ export class SharedLoad {
   }
 
   /** This process's reportable counts for `e`, and marks them reported (a claim carries them). */
-  report(e: Upstream): LoadCounts {
+  report(e: EngineRecord): LoadCounts {
     const row: LoadCounts = [e.url];
     for (const f of SHARED_FIELDS) row.push(this.reportable(e, f));
     this.markReported(e.url, row.slice(1) as number[]);

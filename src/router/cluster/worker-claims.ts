@@ -6,8 +6,8 @@
 // unseen (it ends as `unclaimed`) and the next one goes to the new pick. A pick that must stand before
 // its request goes out (P/D's prefill step) waits for the word instead, and is decided again until one
 // stands. Wired in ../cli.ts, when the worker links to its primary.
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import type { ClaimingRequest, PickHost, SlotClaims } from "../dataplane/slot-claims.js";
 import type { ClaimArbiter, ClaimHolder } from "./claims.js";
 
@@ -48,11 +48,11 @@ export class WorkerSlotClaims<R extends ClaimingRequest> implements SlotClaims<R
 
   constructor(
     private readonly claims: ClaimArbiter,
-    private readonly registry: Registry,
+    private readonly registry: EngineRegistry,
     private readonly host: PickHost<R>,
   ) {}
 
-  take(e: Upstream, req: R, _now: number, word?: object): void {
+  take(e: EngineRecord, req: R, _now: number, word?: object): void {
     if (word instanceof AwaitedWord) return this.claims.take(e, word);
     const h = this.spare ?? new RequestClaim(this);
     h.req = req;
@@ -66,7 +66,7 @@ export class WorkerSlotClaims<R extends ClaimingRequest> implements SlotClaims<R
     req.claim = h.claim;
   }
 
-  free(e: Upstream, req: R, answered: boolean): void {
+  free(e: EngineRecord, req: R, answered: boolean): void {
     if (req.claim !== 0) {
       this.claims.withdraw(req.claim);
       req.claim = 0;
@@ -74,11 +74,11 @@ export class WorkerSlotClaims<R extends ClaimingRequest> implements SlotClaims<R
     this.registry.freeSlot(e, answered);
   }
 
-  standing(req: R): Promise<Upstream> {
+  standing(req: R): Promise<EngineRecord> {
     return this.untilStanding(req);
   }
 
-  private async untilStanding(req: R): Promise<Upstream> {
+  private async untilStanding(req: R): Promise<EngineRecord> {
     for (;;) {
       const word = new AwaitedWord();
       const got = this.host.acquire(req, word);
@@ -106,7 +106,7 @@ export class WorkerSlotClaims<R extends ClaimingRequest> implements SlotClaims<R
     if (!att?.retractable) return false;
     const e = att.engine;
     this.host.unpick(req, e);
-    let next: Upstream | Promise<Upstream> | undefined;
+    let next: EngineRecord | Promise<EngineRecord> | undefined;
     try {
       next = this.host.acquire(req);
     } catch {

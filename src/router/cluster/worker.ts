@@ -12,7 +12,7 @@ import cluster from "node:cluster";
 import { logger } from "../../obs/log.js";
 import { shutdown, shuttingDown } from "../../obs/lifecycle.js";
 import type { Router, RouterGroup } from "../edge/server.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import { RegistryFollower } from "./follower.js";
 import { PickExchange } from "./picks.js";
 import { GroupLimiter } from "./limits.js";
@@ -156,7 +156,7 @@ export class WorkerLink implements RouterGroup {
   }
 
   /** This worker's own in-flight on the engine (the view carries the group's). */
-  ownInFlight(e: Upstream): number {
+  ownInFlight(e: EngineRecord): number {
     return this.load.own(e);
   }
 

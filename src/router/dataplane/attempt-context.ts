@@ -9,7 +9,7 @@ import type { RequestTrace } from "../telemetry/request-trace.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import type { ResponseAffinity, ResponseIdScan } from "./response-affinity.js";
 import type { DeadlineQueue } from "./deadlines.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 
 /** What an attempt reads and updates of its request (request-context.ts's RequestContext). */
 export interface AttemptContext {
@@ -65,15 +65,15 @@ export interface AttemptServices {
    * ledger): routing counts the engine's request answered; on an attempt that continues a migrated
    * stream, the move is done
    */
-  answered(ctx: AttemptContext, e: Upstream, now: number): void;
+  answered(ctx: AttemptContext, e: EngineRecord, now: number): void;
 }
 
 /** What the engines' health hears of an attempt (the registry's reports). */
 export interface EngineReports {
-  reportFailure(e: Upstream, what: string): void;
-  reportSuccess(e: Upstream): void;
+  reportFailure(e: EngineRecord, what: string): void;
+  reportSuccess(e: EngineRecord): void;
   /** the engine refused the request as vLLM does while it drains on shutdown: out of rotation */
-  reportShutdown(e: Upstream): void;
+  reportShutdown(e: EngineRecord): void;
 }
 
 /** A non-streamed answer assembled by its ledger goes to the client whole, with its usage counted. */

@@ -15,8 +15,8 @@ import type { AdmissionQueue, RetryBudget } from "../request/admission.js";
 import type { RouterConfig } from "../config/config.js";
 import { DeadlineQueue } from "./deadlines.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import type { SlotClaimsFactory } from "./slot-claims.js";
 import type { Disaggregation } from "../pd/disagg.js";
 import type { Tracer } from "../../obs/tracing.js";
@@ -42,7 +42,7 @@ import type { IssuedIds } from "./issued-ids.js";
 const log = logger("router.dataplane");
 
 export interface AttemptLoopDeps {
-  registry: Registry;
+  registry: EngineRegistry;
   metrics: RouterMetrics;
   queue: AdmissionQueue;
   budget: RetryBudget;
@@ -83,7 +83,7 @@ export class AttemptLoop {
   /** every per-request timeout of this router, on one coarse timer */
   readonly deadlines = new DeadlineQueue();
   /** keyed by the long-lived engine record; the attempts link themselves in (no per-request entry) */
-  private readonly inFlight = new WeakMap<Upstream, EngineAttempts>();
+  private readonly inFlight = new WeakMap<EngineRecord, EngineAttempts>();
 
   /** what a stream that breaks off mid-answer becomes (migration-flow.ts) */
   private readonly migrations: Migrations;
@@ -116,7 +116,7 @@ export class AttemptLoop {
   }
 
   /** The attempts in flight on an engine now. */
-  attemptsOn(e: Upstream): EngineAttempts {
+  attemptsOn(e: EngineRecord): EngineAttempts {
     let l = this.inFlight.get(e);
     if (!l) {
       l = new EngineAttempts();
@@ -136,7 +136,7 @@ export class AttemptLoop {
    * A continuation's first token ends its migration instead: its time is not the request's TTFT,
    * and calibrating the prediction with it would mix two different quantities.
    */
-  private answered(c: AttemptContext, e: Upstream, now: number): void {
+  private answered(c: AttemptContext, e: EngineRecord, now: number): void {
     const ctx = c as RequestContext;
     this.d.registry.firstToken(e, now);
     this.picks.countUnstreamed(ctx, undefined);
@@ -154,7 +154,7 @@ export class AttemptLoop {
    * (failed, moved on, its client gone, an error relayed) tells the policy the turn is no longer in
    * flight there; a completion's timings would mislead it.
    */
-  private attemptEnded(ctx: RequestContext, e: Upstream, outcome: Outcome | undefined): void {
+  private attemptEnded(ctx: RequestContext, e: EngineRecord, outcome: Outcome | undefined): void {
     const policy = this.picks.policyFor(ctx);
     const elapsed = performance.now() - ctx.started;
     const ended = outcome?.kind === "done" || outcome?.kind === "broke-off";
@@ -208,7 +208,7 @@ export class AttemptLoop {
       let tries = 0;
       for (let attempt = 1; ; attempt++) {
         tries++;
-        let engine: Upstream;
+        let engine: EngineRecord;
         try {
           const got = ctx.repicked ?? this.picks.acquire(ctx);
           ctx.repicked = undefined;

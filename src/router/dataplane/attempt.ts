@@ -32,7 +32,7 @@ import {
   type Outcome,
   type RetryOutcome,
 } from "./attempt-outcome.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import { RESPONSE_SKIP, engineErrorMessage } from "../engines/upstream-rules.js";
 import { CancelledError } from "../../errors/index.js";
 
@@ -123,7 +123,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   constructor(
     private readonly services: AttemptServices,
     private readonly ctx: AttemptContext,
-    readonly engine: Upstream,
+    readonly engine: EngineRecord,
     private readonly cfg: RouterConfig,
   ) {
     this.resumes = ctx.relayed;

@@ -18,15 +18,15 @@ import { createLoraPolicy, createLoraPolicyByName } from "../../routing/lora.js"
 import { HttpError } from "../../http/errors.js";
 import type { AdmissionQueue } from "../request/admission.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import { modelNotFound } from "../request/routed-request.js";
 import { LoneSlotClaims, type PickHost, type SlotClaims, type SlotClaimsFactory } from "./slot-claims.js";
 import type { RequestContext } from "./request-context.js";
 import { responseNotFound } from "./response-affinity.js";
 
 export interface PickDeps {
-  registry: Registry;
+  registry: EngineRegistry;
   queue: AdmissionQueue;
   config: () => RouterConfig;
   policy: () => Policy;
@@ -55,7 +55,7 @@ export class EnginePicks {
   }
 
   /** A pick that must stand first (the prefill step's): the claims' own way of taking it. */
-  standing(ctx: RequestContext): Upstream | Promise<Upstream> {
+  standing(ctx: RequestContext): EngineRecord | Promise<EngineRecord> {
     return this.claims.standing(ctx);
   }
 
@@ -64,7 +64,7 @@ export class EnginePicks {
    * no promise, no microtask); a promise only when every candidate is at its cap and it queues.
    * `word`: the claims' own token for a pick that must stand first (SlotClaims.standing).
    */
-  acquire(ctx: RequestContext, word?: object): Upstream | Promise<Upstream> {
+  acquire(ctx: RequestContext, word?: object): EngineRecord | Promise<EngineRecord> {
     const reg = this.d.registry;
     const now = performance.now();
     const pin = ctx.pr.pin;
@@ -90,7 +90,7 @@ export class EnginePicks {
   }
 
   /** A refused pick let go of: its claim and slot freed, and the policy forgets it (its prefill ledger). */
-  private unpick(ctx: RequestContext, e: Upstream): void {
+  private unpick(ctx: RequestContext, e: EngineRecord): void {
     this.releaseSlot(e, ctx);
     this.policyFor(ctx).onUnpicked?.(ctx.view, e.view);
   }
@@ -100,7 +100,7 @@ export class EnginePicks {
    * in rotation at all (every one ejected or never admitted), route among them anyway: panic mode,
    * as Envoy does below its panic threshold. Otherwise (the ones in rotation were tried) it is a 503.
    */
-  private panicPick(ctx: RequestContext): Upstream {
+  private panicPick(ctx: RequestContext): EngineRecord {
     const reg = this.d.registry;
     const model = ctx.pr.model;
     const views: EngineView[] | undefined = reg.panicViews(model);
@@ -123,9 +123,9 @@ export class EnginePicks {
   }
 
   /** Saturated (or over its SLO, queueing): waits in the bounded queue for room. */
-  private async queueForSlot(ctx: RequestContext): Promise<Upstream> {
+  private async queueForSlot(ctx: RequestContext): Promise<EngineRecord> {
     const reg = this.d.registry;
-    let picked: Upstream | undefined;
+    let picked: EngineRecord | undefined;
     const tryAcquire = (): boolean => {
       const now = performance.now();
       const dec = decide(this.policyFor(ctx), ctx.view, { engines: reg.snapshot(), now });
@@ -154,7 +154,7 @@ export class EnginePicks {
    * first token holds it all along: `unstreamed` says how many of those it holds (late binding leaves
    * them out). `e`: the attempt now counted on that engine; undefined: none (answered, or ended).
    */
-  countUnstreamed(ctx: RequestContext, e: Upstream | undefined): void {
+  countUnstreamed(ctx: RequestContext, e: EngineRecord | undefined): void {
     const was = ctx.unstreamedOn;
     if (was === e) return;
     if (was?.view.unstreamed) was.view.unstreamed--;
@@ -166,7 +166,7 @@ export class EnginePicks {
    * The request's slot on `e` is free (a claim of its still out is withdrawn with it). `answered`:
    * the attempt's first byte reached the client (and firstToken was told then).
    */
-  releaseSlot(e: Upstream, ctx: RequestContext, answered = false): void {
+  releaseSlot(e: EngineRecord, ctx: RequestContext, answered = false): void {
     if (ctx.loraEngine === e.url) {
       ctx.loraEngine = undefined;
       this.d.registry.adapters?.noteDone(e, ctx.view.lora!.name);
@@ -196,7 +196,7 @@ export class EnginePicks {
    * loaded (at once, or after the one load in flight for it there); a failed load frees the slot and
    * answers the load's error
    */
-  async ensureAdapter(ctx: RequestContext, e: Upstream): Promise<void> {
+  async ensureAdapter(ctx: RequestContext, e: EngineRecord): Promise<void> {
     const loader = this.d.registry.adapters;
     if (!loader || !ctx.view.lora) return;
     const t = ctx.pr.tenant;

@@ -15,7 +15,7 @@ import type { MigrationLedger } from "../migration/ledger.js";
 import type { BreakReason, MigrationPlan } from "../migration/rules.js";
 import type { MigratingRequest } from "./migration-flow.js";
 import type { ClaimingRequest } from "./slot-claims.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import { RequestTrace } from "../telemetry/request-trace.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { endpointOf, routingInput, type Endpoint } from "../request/endpoints.js";
@@ -122,9 +122,9 @@ export class RequestContext implements MigratingRequest, DeadlineOwner<CtxDeadli
   /** a router worker's claim its current pick awaits the group's word on (slot-claims.ts); 0 when none */
   claim = 0;
   /** the engine its next attempt goes to, picked when the group refused the last one's pick */
-  repicked: Upstream | Promise<Upstream> | undefined;
+  repicked: EngineRecord | Promise<EngineRecord> | undefined;
   /** the engine counting this request's attempt as unstreamed (EnginePicks.countUnstreamed); none once answered */
-  unstreamedOn: Upstream | undefined = undefined;
+  unstreamedOn: EngineRecord | undefined = undefined;
   upstreamBody: Buffer | Readable;
   /** a stream that may migrate: its plan and ledger; undefined for every other request */
   migration: MigrationPlan | undefined;

@@ -9,7 +9,7 @@ import { timingSafeEqual } from "node:crypto";
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
 import { logger } from "../../obs/log.js";
-import type { Registry } from "../engines/registry.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
 import { UpstreamTooLargeError } from "../engines/engine-get.js";
 
 /** Where a response was made: its engine, and the model it was asked of (for the follow-up's metrics). */
@@ -274,7 +274,7 @@ export function ownedBy(body: string, field: string, tag: string): boolean {
  * costs a request to every engine).
  */
 export async function locateResponse(
-  registry: Registry,
+  registry: EngineRegistry,
   affinity: ResponseAffinity,
   id: string,
   model: string | undefined,

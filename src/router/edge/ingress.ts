@@ -27,7 +27,7 @@ import { aliasTarget, type RouterConfig } from "../config/config.js";
 import type { DeadlineQueue } from "../dataplane/deadlines.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
 import type { PromptBudget } from "./prompt-budget.js";
-import type { Registry } from "../engines/registry.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
 import { modelNotFound, modelsNotYetKnown, type RoutedRequest } from "../request/routed-request.js";
 import type { Endpoint, EndpointMatch } from "../request/endpoints.js";
 import {
@@ -49,7 +49,7 @@ const MODEL_FIELD = /name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n/;
 
 export interface IngressDeps {
   config: () => RouterConfig;
-  registry: Registry;
+  registry: EngineRegistry;
   gate: RouterGate;
   metrics: RouterMetrics;
   budget: PromptBudget;

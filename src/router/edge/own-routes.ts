@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { HttpError, sendError } from "../../http/errors.js";
 import { notRelayed, type EndpointMatch } from "../request/endpoints.js";
-import type { ModelCard } from "../engines/upstream.js";
+import type { ModelCard } from "../engines/engine-record.js";
 import { loraResidency } from "../engines/adapters.js";
 import { roleOf } from "../pd/disagg.js";
 import { readRequestBody } from "./body.js";

@@ -12,8 +12,8 @@ import { type ChatMessage } from "../../protocol/chat-messages.js";
 import { WorkCancelled, type Cancellable } from "../../eventloop/turns.js";
 import { logger } from "../../obs/log.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry } from "../engines/registry.js";
-import type { ModelCard } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { ModelCard } from "../engines/engine-record.js";
 import { routingInput, type Endpoint, type RoutingInput } from "../request/endpoints.js";
 
 const log = logger("router.prompt");
@@ -68,7 +68,7 @@ export class PromptBudget {
   private readonly tokenizers = new Map<string, Tokenizer | null>();
 
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: EngineRegistry,
     private readonly config: () => RouterConfig,
   ) {}
 

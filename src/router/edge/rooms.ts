@@ -9,8 +9,8 @@ import type { Tracer } from "../../obs/tracing.js";
 import type { RouterMetrics } from "../telemetry/metrics.js";
 import type { AccessLog } from "../telemetry/access-log.js";
 import type { AttemptLoop } from "../dataplane/attempt-loop.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import type { CacheRouting } from "../kv/cache-routing.js";
 import type { TenancyState } from "../../tenancy/state.js";
 import type { RouterGate } from "../../tenancy/router-gate.js";
@@ -33,12 +33,12 @@ export interface RouterGroup {
   /** re-reads the config file in the primary and applies it everywhere; the refusal, if any */
   reload(): Promise<string | undefined>;
   /** this worker's own requests in flight on the engine (its view counts the group's) */
-  ownInFlight(e: Upstream): number;
+  ownInFlight(e: EngineRecord): number;
 }
 
 /** Every room the edge serves with, wired (../assembly.ts). */
 export interface RouterRooms {
-  readonly registry: Registry;
+  readonly registry: EngineRegistry;
   readonly metrics: RouterMetrics;
   readonly queue: AdmissionQueue;
   readonly budget: RetryBudget;

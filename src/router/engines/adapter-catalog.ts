@@ -55,7 +55,7 @@ function baseOf(dir: string): string | null {
 }
 
 /** The adapters the router may load: a scanned folder's subfolders, then the config's entries. */
-export class AdapterRegistry {
+export class AdapterCatalog {
   readonly adapters = new Map<string, AdapterEntry>();
 
   constructor(dir: string | undefined, entries: readonly AdapterConfigEntry[] = []) {

@@ -17,14 +17,14 @@ import { logger } from "../../obs/log.js";
 import type { AdapterUse, EngineLoraView, LoraRequestView } from "../../routing/index.js";
 import { evictionVictim, noteAdapterUse } from "../../routing/lora.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Upstream } from "./upstream.js";
+import type { EngineRecord } from "./engine-record.js";
 import { discard } from "./engine-get.js";
 import { probeHeaders } from "./upstream-rules.js";
 import type { EngineLora } from "./scrape.js";
 import { PeerError } from "../../errors/index.js";
-import { AdapterRegistry, type AdapterEntry } from "./adapter-catalog.js";
+import { AdapterCatalog, type AdapterEntry } from "./adapter-catalog.js";
 export {
-  AdapterRegistry,
+  AdapterCatalog,
   MAX_ADAPTERS,
   type AdapterConfigEntry,
   type AdapterEntry,
@@ -136,7 +136,7 @@ export interface LoraResidencyRow {
  * reports in vllm:lora_requests_info (its statically loaded adapters are in its model list); null when
  * the engine serves no LoRA
  */
-export function loraResidency(e: Upstream, loader: AdapterLoader | null): LoraResidencyRow | null {
+export function loraResidency(e: EngineRecord, loader: AdapterLoader | null): LoraResidencyRow | null {
   const row = loader?.residency(e) ?? null;
   if (row) return row;
   const l = e.load.lora;
@@ -159,7 +159,7 @@ export interface AdapterStats {
   loads: number;
   loadFailures: number;
   unloads: number;
-  loadSeconds: number;
+  loadSecondsTotal: number;
   /** loads by the tenant whose request caused them ("" without tenancy) */
   loadsByTenant: Map<string, number>;
 }
@@ -173,7 +173,7 @@ export class AdapterLoader {
     loads: 0,
     loadFailures: 0,
     unloads: 0,
-    loadSeconds: 0,
+    loadSecondsTotal: 0,
     loadsByTenant: new Map(),
   };
   /** requests routed per registry adapter since the router started (at most the registry's size) */
@@ -181,7 +181,7 @@ export class AdapterLoader {
   private readonly books = new Map<string, EngineBooks>();
 
   constructor(
-    readonly registry: AdapterRegistry,
+    readonly registry: AdapterCatalog,
     private readonly cfg: () => RouterConfig,
     /** the engines' max_cpu_loras when the config names it; else their scraped max_lora */
     private readonly maxCpuLoras: number | undefined,
@@ -193,7 +193,7 @@ export class AdapterLoader {
     return a ? { name: a.name, path: a.path, base: a.base ?? "", bytes: a.bytes } : undefined;
   }
 
-  private booksOf(e: Upstream): EngineBooks {
+  private booksOf(e: EngineRecord): EngineBooks {
     let b = this.books.get(e.url);
     if (!b) {
       b = {
@@ -226,7 +226,7 @@ export class AdapterLoader {
    * A scrape's vllm:lora_requests_info and the engine's /v1/models: registry adapters it lists are
    * loaded there (touched, not reordered), ones it no longer lists are not (unless a load is in flight)
    */
-  applyScrape(e: Upstream, lora: EngineLora | undefined): void {
+  applyScrape(e: EngineRecord, lora: EngineLora | undefined): void {
     const b = this.booksOf(e);
     if (lora) {
       b.view.maxLoras = lora.maxLora;
@@ -252,7 +252,7 @@ export class AdapterLoader {
   }
 
   /** the router sent a request for `name` to `e` (its slot-wait and eviction books) */
-  noteSent(e: Upstream, name: string, nowMs: number, tenant = ""): void {
+  noteSent(e: EngineRecord, name: string, nowMs: number, tenant = ""): void {
     // only registry adapters are sent here, so the counts hold at most the registry's names
     this.requests.set(name, (this.requests.get(name) ?? 0) + 1);
     const b = this.booksOf(e);
@@ -263,7 +263,7 @@ export class AdapterLoader {
     if (b.view.loaded.has(name)) b.view.loaded.touch(name);
   }
 
-  noteDone(e: Upstream, name: string): void {
+  noteDone(e: EngineRecord, name: string): void {
     const b = this.booksOf(e);
     const k = (b.view.inFlight.get(name) ?? 1) - 1;
     if (k > 0) b.view.inFlight.set(name, k);
@@ -279,7 +279,7 @@ export class AdapterLoader {
   }
 
   /** what the router's books say `e` holds; null before the router has kept any for it */
-  residency(e: Upstream): LoraResidencyRow | null {
+  residency(e: EngineRecord): LoraResidencyRow | null {
     const b = this.books.get(e.url);
     if (!b) return null;
     const loaded = [...b.view.loaded.oldestFirst()].map((x) => x.key);
@@ -307,7 +307,7 @@ export class AdapterLoader {
   }
 
   /** whether `name` is usable on `e` now: in the router's books (its /v1/models and its own loads) */
-  isLoaded(e: Upstream, name: string): boolean {
+  isLoaded(e: EngineRecord, name: string): boolean {
     return this.booksOf(e).view.loaded.has(name);
   }
 
@@ -315,7 +315,7 @@ export class AdapterLoader {
    * Makes `name` usable on `e`: at once when the engine lists it; else the one load in flight for it
    * there, or a new one (after unloading what would push the engine over max_cpu_loras).
    */
-  ensure(e: Upstream, name: string, who?: LoadRequester): Promise<void> {
+  ensure(e: EngineRecord, name: string, who?: LoadRequester): Promise<void> {
     if (this.isLoaded(e, name)) return Promise.resolve();
     const a = this.registry.get(name);
     if (!a) return Promise.reject(new HttpError(404, `The model \`${name}\` does not exist.`, "model"));
@@ -368,7 +368,7 @@ export class AdapterLoader {
     return this.victim(b, who.tenant, now) === null;
   }
 
-  private async load(e: Upstream, b: EngineBooks, a: AdapterEntry): Promise<void> {
+  private async load(e: EngineRecord, b: EngineBooks, a: AdapterEntry): Promise<void> {
     // room first, so that the engine never holds more than max_cpu_loras of the router's adapters
     // this load counted once: it joins `pending` when load() first awaits
     const others = () => b.pending.size - (b.pending.has(a.name) ? 1 : 0);
@@ -416,7 +416,7 @@ export class AdapterLoader {
     b.failed.delete(a.name);
     this.stats.loads++;
     const took = (performance.now() - t0) / 1000;
-    this.stats.loadSeconds += took;
+    this.stats.loadSecondsTotal += took;
     learnLoadRate(b.view, a.bytes, took);
     b.view.loaded.set(a.name, true);
     b.changedAt.set(a.name, performance.now());
@@ -439,7 +439,7 @@ export class AdapterLoader {
   }
 
   /** a POST to the engine's own API: 200 or an error carrying the engine's answer */
-  private async post(e: Upstream, path: string, body: unknown): Promise<void> {
+  private async post(e: EngineRecord, path: string, body: unknown): Promise<void> {
     const res = await e.pool.request({
       path,
       method: "POST",

@@ -2,7 +2,7 @@
 // response's lookup): through the engine's own pool, with the engine key (upstream-rules.ts), bounded
 // in size, and the errors it throws. The data plane's requests are relayed, never read this way.
 import type { RouterConfig } from "../config/config.js";
-import type { Upstream } from "./upstream.js";
+import type { EngineRecord } from "./engine-record.js";
 import { probeHeaders } from "./upstream-rules.js";
 import { PeerError } from "../../errors/index.js";
 
@@ -55,7 +55,7 @@ async function readBounded(body: UpstreamBody, max: number): Promise<string> {
  * throws UpstreamHttpError unless 200.
  */
 export async function engineGet(
-  e: Upstream,
+  e: EngineRecord,
   path: string,
   signal: AbortSignal,
   maxBytes: number,

@@ -11,7 +11,7 @@ import { PeerError } from "../../errors/index.js";
 
 export type HealthState = "probing" | "healthy" | "ejected" | "draining";
 
-/** What health reads and writes of an engine record (the registry's Upstream). */
+/** What health reads and writes of an engine record (the registry's EngineRecord). */
 export interface HealthRecord {
   readonly url: string;
   state: HealthState;

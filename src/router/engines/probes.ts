@@ -8,7 +8,7 @@ import { logger } from "../../obs/log.js";
 import { engineGet, UpstreamHttpError } from "./engine-get.js";
 import { ENGINE_DRAINING, type Health } from "./health.js";
 import { parseEngineMetrics, type EngineLoad } from "./scrape.js";
-import type { ModelCard, Upstream } from "./upstream.js";
+import type { ModelCard, EngineRecord } from "./engine-record.js";
 import { PeerError } from "../../errors/index.js";
 
 // the registry's logger: these lines were always the registry's
@@ -18,16 +18,16 @@ const MAX_MODELS_PER_ENGINE = 4096;
 
 /** What the probes read and tell: the registry's records, its health rules, and its events. */
 export interface ProbeTarget {
-  readonly engines: ReadonlyMap<string, Upstream>;
+  readonly engines: ReadonlyMap<string, EngineRecord>;
   readonly health: Health;
   config(): RouterConfig;
-  applyLoad(e: Upstream, load: EngineLoad, scrapedAtMs: number): void;
+  applyLoad(e: EngineRecord, load: EngineLoad, scrapedAtMs: number): void;
   /** a probe or scrape may have changed what the registry says of `e` */
-  changed(e: Upstream): void;
+  changed(e: EngineRecord): void;
   /** `e`'s served models changed (it may now take their requests) */
-  modelsChanged(e: Upstream): void;
+  modelsChanged(e: EngineRecord): void;
   /** a /metrics page was read from `e` */
-  scraped(e: Upstream, text: string): void;
+  scraped(e: EngineRecord, text: string): void;
 }
 
 export class Probes {
@@ -40,7 +40,7 @@ export class Probes {
     return this.timers.length > 0;
   }
 
-  async checkHealth(e: Upstream): Promise<void> {
+  async checkHealth(e: EngineRecord): Promise<void> {
     if (!e.claim("health")) return;
     try {
       const verdict = await this.t.health.probe(e, (signal) => this.healthOf(e, signal));
@@ -59,7 +59,7 @@ export class Probes {
    * GET /health; a 503 there is a drain, not a failure, when the engine's /live still answers 200
    * (vLLM's drain on shutdown: /health 503 for load balancers, /live 200 until the engine is dead).
    */
-  private async healthOf(e: Upstream, signal: AbortSignal): Promise<void> {
+  private async healthOf(e: EngineRecord, signal: AbortSignal): Promise<void> {
     const cfg = this.t.config();
     try {
       await engineGet(e, "/health", signal, 64 * 1024, cfg);
@@ -74,11 +74,11 @@ export class Probes {
   }
 
   /** `engineGet` bounded in time too. */
-  private get(e: Upstream, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
+  private get(e: EngineRecord, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
     return engineGet(e, path, AbortSignal.timeout(Math.max(1, timeoutMs)), maxBytes, this.t.config());
   }
 
-  async refreshModels(e: Upstream, force = false): Promise<void> {
+  async refreshModels(e: EngineRecord, force = false): Promise<void> {
     if (!force && !e.claim("models")) return;
     try {
       const text = await this.get(e, "/v1/models", this.t.config().health.timeout * 5, 8 * 2 ** 20);
@@ -106,7 +106,7 @@ export class Probes {
     }
   }
 
-  async scrapeMetrics(e: Upstream): Promise<void> {
+  async scrapeMetrics(e: EngineRecord): Promise<void> {
     if (!e.claim("metrics")) return;
     try {
       const cfg = this.t.config();
@@ -125,12 +125,12 @@ export class Probes {
   }
 
   /** A new engine's first look: its health (and models), then its load. */
-  async probeNow(e: Upstream): Promise<void> {
+  async probeNow(e: EngineRecord): Promise<void> {
     await this.checkHealth(e);
     await this.scrapeMetrics(e);
   }
 
-  private each(fn: (e: Upstream) => Promise<void>): void {
+  private each(fn: (e: EngineRecord) => Promise<void>): void {
     for (const e of this.t.engines.values()) if (!e.draining) void fn(e);
   }
 

@@ -23,8 +23,8 @@ import {
   type RequestView,
 } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import { KvIndex } from "./kv-index.js";
 import { createCacheMetrics, type CacheMetrics } from "./metrics.js";
 import {
@@ -71,12 +71,12 @@ export class CacheRouting implements CacheOracle {
   private timers: NodeJS.Timeout[] = [];
   private cfg: RouterConfig;
   private readonly m: CacheMetrics;
-  private readonly onScrape = (e: Upstream, text: string): void => this.scraped(e, text);
+  private readonly onScrape = (e: EngineRecord, text: string): void => this.scraped(e, text);
   /** an engine came into rotation (or its models changed): subscribe at once, not at the next tick */
   private readonly onCapacity = (): void => void this.subs.reconcile();
 
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: EngineRegistry,
     cfg: RouterConfig,
     prom: PromRegistry,
   ) {
@@ -426,14 +426,14 @@ export class CacheRouting implements CacheOracle {
   // ---- watchdog --------------------------------------------------------------------------------
 
   /** The engine's hit counter, from the registry's scrape: only engines routed by KV events are judged. */
-  private scraped(e: Upstream, text: string): void {
+  private scraped(e: EngineRecord, text: string): void {
     this.subs.scraped(e);
     const hits = parsePrefixCacheHits(text);
     if (hits !== null) this.hitsScraped(e, hits);
   }
 
   /** The engine's prefix-cache hit counter as scraped (a router worker hears it from its primary). */
-  hitsScraped(e: Upstream, hits: number): void {
+  hitsScraped(e: EngineRecord, hits: number): void {
     const st = this.subs.states.get(e.url);
     if (!st || !st.healthy || st.fallback !== null) return;
     this.watchdog.reported(e.url, hits);

@@ -3,7 +3,7 @@
 // them), and what the operator is told when that changes or an engine's silence lasts.
 import { versionAtLeast } from "../../kvevents/versions.js";
 import { logger } from "../../obs/log.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import type { EngineKv } from "./kv-source.js";
 
 const log = logger("router.cache");
@@ -28,7 +28,7 @@ export interface FallbackRules {
 }
 
 /** Why this engine cannot be routed by its KV events right now (null: it can). */
-export function kvBlocker(st: EngineKv, e: Upstream, rules: FallbackRules): string | null {
+export function kvBlocker(st: EngineKv, e: EngineRecord, rules: FallbackRules): string | null {
   if (rules.mode === "prefix") return "policy-prefix";
   if (!st.source) return "no-kv-events-endpoint";
   const cc = e.load.cacheConfig;
@@ -55,7 +55,7 @@ export function kvBlocker(st: EngineKv, e: Upstream, rules: FallbackRules): stri
 }
 
 /** Judges the engine again and says a change that the operator should hear of. */
-export function updateFallback(st: EngineKv, e: Upstream, rules: FallbackRules): void {
+export function updateFallback(st: EngineKv, e: EngineRecord, rules: FallbackRules): void {
   const why = kvBlocker(st, e, rules);
   if (why === st.fallback) return;
   const was = st.fallback;

@@ -12,8 +12,8 @@ import { KvEventSubscriber } from "../../kvevents/subscriber.js";
 import { logger } from "../../obs/log.js";
 import type { PrefixOracle } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import { UpstreamHttpError } from "../engines/engine-get.js";
 import type { KvIndex } from "./kv-index.js";
 import { MAX_SOURCES_BYTES, parseKvEventSources } from "./event-sources.js";
@@ -26,7 +26,7 @@ const log = logger("router.cache");
 /** an engine that did not answer /kv_event_sources is asked again after this long */
 const SOURCES_RETRY_MS = 30_000;
 export interface SubscriptionsDeps {
-  registry: Registry;
+  registry: EngineRegistry;
   kv: KvIndex;
   prefix: PrefixOracle;
   mode: () => "prefix" | "kv" | "hybrid";
@@ -60,7 +60,7 @@ export class KvSubscriptions {
     return { mode: this.d.mode(), minVllmVersion: this.cfg.routing.minVllmVersion };
   }
 
-  private updateFallback(st: EngineKv, e: Upstream): void {
+  private updateFallback(st: EngineKv, e: EngineRecord): void {
     updateFallback(st, e, this.rules());
   }
 
@@ -412,7 +412,7 @@ export class KvSubscriptions {
    * (its counters show its first prompt, its cache config arrived), so it is judged now, not at the next
    * reconcile.
    */
-  scraped(e: Upstream): void {
+  scraped(e: EngineRecord): void {
     const st = this.states.get(e.url);
     if (!st) return;
     this.updateFallback(st, e);

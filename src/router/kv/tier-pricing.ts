@@ -9,7 +9,7 @@ import { resolveGpu, resolveModel } from "../../models/profiles.js";
 import type { ModelProfile } from "../../models/types.js";
 import type { CachePrediction, EngineView } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry } from "../engines/registry.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
 import type { KvIndex } from "./kv-index.js";
 import { MAX_ENGINE_MEMOS, type PreparedPrompt, type PromptHasher } from "./prompt-hashes.js";
 import type { SharedTiers } from "./tier-index.js";
@@ -24,7 +24,7 @@ export interface KvShape {
 }
 
 export interface TierPricingDeps {
-  registry: Registry;
+  registry: EngineRegistry;
   kv: KvIndex;
   tiers: SharedTiers;
   hasher: PromptHasher;

@@ -11,8 +11,8 @@
 import { logger } from "../../obs/log.js";
 import type { MoveReason } from "./rules.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 
 const log = logger("router.drain");
 
@@ -33,22 +33,22 @@ export interface MovableAttempt {
 }
 
 export interface DrainDeps {
-  registry: Registry;
+  registry: EngineRegistry;
   config: () => RouterConfig;
   /** the attempts in flight on an engine (the data plane's list) */
-  attemptsOn: (e: Upstream) => { toArray(): MovableAttempt[] };
+  attemptsOn: (e: EngineRecord) => { toArray(): MovableAttempt[] };
 }
 
 export class EngineDrains {
   /** one deadline per engine draining now; entries go when they fire or the drain ends */
-  private readonly timers = new Map<Upstream, NodeJS.Timeout>();
+  private readonly timers = new Map<EngineRecord, NodeJS.Timeout>();
 
   constructor(private readonly d: DrainDeps) {
     d.registry.on("draining", (e) => this.start(e));
   }
 
   /** An engine started draining: its requests in flight get engineDrainTimeout, then move. */
-  start(e: Upstream, afterMs?: number): void {
+  start(e: EngineRecord, afterMs?: number): void {
     if (this.timers.has(e)) return;
     const ms = afterMs ?? this.d.config().engineDrainTimeout;
     const t = setTimeout(() => {
@@ -74,7 +74,7 @@ export class EngineDrains {
   }
 
   /** A drain ended (by hand): the deadline is off. */
-  cancel(e: Upstream): void {
+  cancel(e: EngineRecord): void {
     clearTimeout(this.timers.get(e));
     this.timers.delete(e);
   }
@@ -90,7 +90,7 @@ export class EngineDrains {
   }
 
   /** the models some other engine in rotation (healthy, not draining) serves now */
-  private servedElsewhere(e: Upstream): Set<string> {
+  private servedElsewhere(e: EngineRecord): Set<string> {
     const served = new Set<string>();
     for (const o of this.d.registry.engines.values())
       if (o !== e && o.healthy && !o.draining && o.state !== "draining")
@@ -98,7 +98,7 @@ export class EngineDrains {
     return served;
   }
 
-  private move(e: Upstream, why: MoveReason, which: (a: MovableAttempt) => boolean): number {
+  private move(e: EngineRecord, why: MoveReason, which: (a: MovableAttempt) => boolean): number {
     let n = 0;
     for (const a of this.d.attemptsOn(e).toArray()) {
       if (!a.movable || !which(a)) continue;

@@ -14,8 +14,8 @@ import type { RouterConfig } from "../config/config.js";
 import type { EngineSpec } from "../../discovery/types.js";
 import type { RoutedRequest } from "../request/routed-request.js";
 import { endpointOf } from "../request/endpoints.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 import { discard } from "../engines/engine-get.js";
 import { engineErrorMessage, upstreamAuthorization } from "../engines/upstream-rules.js";
 import { CancelledError } from "../../errors/index.js";
@@ -52,14 +52,14 @@ export interface DisaggHooks {
   /** the client's headers for upstream, without Authorization (decided per engine) */
   headers: readonly string[];
   /** picks an engine among the view's non-excluded candidates and claims a slot (may queue) */
-  acquire(): Upstream | Promise<Upstream>;
-  release(e: Upstream): void;
+  acquire(): EngineRecord | Promise<EngineRecord>;
+  release(e: EngineRecord): void;
   /** answers the client with an error (JSON, or an SSE error event once a stream began) */
   fail(e: HttpError): void;
 }
 
 export interface DisaggDeps {
-  registry: Registry;
+  registry: EngineRegistry;
   config: () => RouterConfig;
   budget: RetryBudget;
   metrics: PromRegistry;
@@ -113,7 +113,7 @@ export class Disaggregation {
   private readonly attempts: Counter<"engine" | "result">;
   private readonly prefillSeconds: Histogram<"model">;
   /** prefill-role engines as of the snapshot array `views` (see prefillEngines) */
-  private readonly roles: { views: unknown; at: number; prefill: Upstream[] } = {
+  private readonly roles: { views: unknown; at: number; prefill: EngineRecord[] } = {
     views: null,
     at: 0,
     prefill: [],
@@ -150,7 +150,7 @@ export class Disaggregation {
    * second later (a hot reload may change a known engine's role in place), so that a fleet without
    * prefill engines pays one comparison per request.
    */
-  private prefillEngines(): readonly Upstream[] {
+  private prefillEngines(): readonly EngineRecord[] {
     const views = this.d.registry.snapshot();
     const now = performance.now();
     const c = this.roles;
@@ -173,7 +173,7 @@ export class Disaggregation {
       return false;
     // a client (or another proxy) already speaking the protocol is passed through untouched
     if (pr.parsed.kv_transfer_params !== undefined && pr.parsed.kv_transfer_params !== null) return false;
-    const usable = (e: Upstream) =>
+    const usable = (e: EngineRecord) =>
       !e.draining && e.view.healthy && e.view.weight > 0 && e.view.models.has(pr.model);
     if (!prefill.some(usable)) return false;
     for (const e of this.d.registry.engines.values())
@@ -201,7 +201,7 @@ export class Disaggregation {
 
     let outcome: PrefillResult = { kind: "retry", reason: "no prefill engine" };
     for (let attempt = 1; ; attempt++) {
-      let engine: Upstream;
+      let engine: EngineRecord;
       try {
         engine = await hooks.acquire();
       } catch (err) {
@@ -262,7 +262,7 @@ export class Disaggregation {
 
   private async call(
     ctx: DisaggContext,
-    engine: Upstream,
+    engine: EngineRecord,
     body: Buffer,
     base: readonly string[],
     cfg: RouterConfig,

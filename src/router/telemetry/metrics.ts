@@ -435,7 +435,7 @@ export class RouterMetrics {
     loads: number;
     loadFailures: number;
     unloads: number;
-    loadSeconds: number;
+    loadSecondsTotal: number;
     loadsByTenant: ReadonlyMap<string, number>;
   }): void {
     const r = this.registry;
@@ -481,7 +481,7 @@ export class RouterMetrics {
     counter(
       "switchyard_lora_load_seconds_total",
       "Seconds the router's LoRA adapter loads took",
-      () => stats.loadSeconds,
+      () => stats.loadSecondsTotal,
     );
   }
 

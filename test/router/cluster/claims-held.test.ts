@@ -5,7 +5,7 @@
 // the word refuses the pick, the request ends first) is met on purpose.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Upstream } from "../../../src/router/engines/upstream.js";
+import type { EngineRecord } from "../../../src/router/engines/engine-record.js";
 import type { ClaimArbiter, ClaimHolder } from "../../../src/router/cluster/claims.js";
 import { WorkerSlotClaims } from "../../../src/router/cluster/worker-claims.js";
 import { startFakeEngine, type FakeEngine } from "../../../bench/support/fakes/fake-engine.js";
@@ -16,8 +16,8 @@ class HeldWord implements ClaimArbiter {
   private seq = 0;
   readonly claims: { id: number; engine: string; holder: ClaimHolder }[] = [];
   readonly withdrawn: number[] = [];
-  constructor(private readonly takeSlot: (e: Upstream) => void) {}
-  take(e: Upstream, holder: ClaimHolder): void {
+  constructor(private readonly takeSlot: (e: EngineRecord) => void) {}
+  take(e: EngineRecord, holder: ClaimHolder): void {
     this.takeSlot(e);
     holder.claim = ++this.seq;
     this.claims.push({ id: this.seq, engine: e.url, holder });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Publisher, Subscriber } from "zeromq";
 import { Counter, Gauge, Registry as PromRegistry } from "prom-client";
 import { parseConfig } from "../../../src/router/config/config.js";
-import { Registry } from "../../../src/router/engines/registry.js";
+import { EngineRegistry } from "../../../src/router/engines/engine-registry.js";
 import { SharedLoad } from "../../../src/router/cluster/shared-load.js";
 import { WorkerLedger, countedEveryPick } from "../../../src/router/cluster/ledger.js";
 import { PickExchange } from "../../../src/router/cluster/picks.js";
@@ -21,8 +21,8 @@ import { createPolicy, PrefixIndex, type Policy } from "../../../src/routing/ind
 import { HitWatchdog } from "../../../src/router/kv/watchdog.js";
 import { freePort } from "../../../bench/support/cli.js";
 
-function registryWith(urls: string[]): Registry {
-  const reg = new Registry(parseConfig({}));
+function registryWith(urls: string[]): EngineRegistry {
+  const reg = new EngineRegistry(parseConfig({}));
   // a follower's registry: records only, no probes
   reg.leader = { failure: () => undefined, shutdown: () => undefined, success: () => undefined };
   for (const url of urls) reg.upsert({ url, weight: 1 });

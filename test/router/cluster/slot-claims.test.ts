@@ -5,8 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseConfig } from "../../../src/router/config/config.js";
-import { Registry } from "../../../src/router/engines/registry.js";
-import type { Upstream } from "../../../src/router/engines/upstream.js";
+import { EngineRegistry } from "../../../src/router/engines/engine-registry.js";
+import type { EngineRecord } from "../../../src/router/engines/engine-record.js";
 import {
   LoneSlotClaims,
   type ClaimingRequest,
@@ -20,8 +20,8 @@ import { PickExchange } from "../../../src/router/cluster/picks.js";
 import { HitWatchdog } from "../../../src/router/kv/watchdog.js";
 import { createPolicy, PrefixIndex } from "../../../src/routing/index.js";
 
-function registryWith(urls: string[]): Registry {
-  const reg = new Registry(parseConfig({}));
+function registryWith(urls: string[]): EngineRegistry {
+  const reg = new EngineRegistry(parseConfig({}));
   // records only, no probes
   reg.leader = { failure: () => undefined, shutdown: () => undefined, success: () => undefined };
   for (const url of urls) reg.upsert({ url, weight: 1 });
@@ -33,7 +33,7 @@ function request(): ClaimingRequest {
 }
 
 /** A data plane that picks `e` every time and says how often it was asked to. */
-function hostPicking(e: Upstream, claims: () => SlotClaims<ClaimingRequest>) {
+function hostPicking(e: EngineRecord, claims: () => SlotClaims<ClaimingRequest>) {
   const said = { acquired: 0, unpicked: 0 };
   const host: PickHost<ClaimingRequest> = {
     acquire: (req, word) => {

@@ -10,7 +10,7 @@ import { writePeftAdapter } from "../../../bench/support/peft.js";
 import { startSim, type RunningSim } from "../../../src/sim/app.js";
 import { parseSimArgs } from "../../../src/sim/config/config.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
-import { AdapterRegistry, learnLoadRate } from "../../../src/router/engines/adapters.js";
+import { AdapterCatalog, learnLoadRate } from "../../../src/router/engines/adapters.js";
 import { coldLoadSeconds } from "../../../src/routing/lora.js";
 import { LruMap } from "../../../src/collections/lru-map.js";
 import type { Json } from "../../helpers/json.js";
@@ -152,7 +152,7 @@ test("lora.policy names the placement: round-robin loads an adapter on every eng
 });
 
 test("a Hub adapter is registered by its repository id, the path the engines download and hash it by", () => {
-  const reg = new AdapterRegistry(undefined, [
+  const reg = new AdapterCatalog(undefined, [
     { name: "sql", hub: "acme/sql-lora-r16", base: MODEL },
     { name: "chat", hub: "acme/chat-lora", bytes: 27_262_976 },
   ]);

@@ -63,7 +63,7 @@ function h2cPool(url: string, cfg: RouterConfig, streams: number): Pool {
  * The router's record of one engine it proxies to: its connection pool, health state, what it serves
  * and how loaded it looks. (The engine model's `Engine` in src/engine is the simulated engine itself.)
  */
-export class Upstream {
+export class EngineRecord {
   readonly pool: Pool;
   readonly protocol: BackendProtocol;
   /** protocol and stream count: a config change to either needs a new pool */

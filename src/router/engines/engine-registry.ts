@@ -13,7 +13,7 @@ import { backendTransport, type RouterConfig } from "../config/config.js";
 import { Health, type HealthHooks } from "./health.js";
 import { engineGet } from "./engine-get.js";
 import { Probes } from "./probes.js";
-import { transportKey, Upstream, type ModelCard } from "./upstream.js";
+import { transportKey, EngineRecord, type ModelCard } from "./engine-record.js";
 
 /** how long after an engine is taken on a name it might serve is answered 503 + Retry-After, not 404 */
 export const MODELS_UNKNOWN_MS = 30_000;
@@ -24,15 +24,15 @@ export interface RegistryEvents {
   /** an engine became usable or gained room: queued requests may proceed */
   capacity: [];
   /** an engine's served models changed (emitted before it can enter rotation with them) */
-  models: [engine: Upstream];
+  models: [engine: EngineRecord];
   /** a probe, scrape or passive signal may have changed what the registry says of an engine */
-  changed: [engine: Upstream];
+  changed: [engine: EngineRecord];
   /** a new record for an engine (a new URL, or a new pool after a protocol change) */
-  added: [engine: Upstream];
+  added: [engine: EngineRecord];
   /** an engine takes no new requests (it left discovery, or is draining); those in flight may finish */
-  draining: [engine: Upstream];
+  draining: [engine: EngineRecord];
   /** a /metrics page was scraped from an engine (for readers of other series than the load) */
-  scraped: [engine: Upstream, text: string];
+  scraped: [engine: EngineRecord, text: string];
 }
 
 /**
@@ -40,9 +40,9 @@ export interface RegistryEvents {
  * of its own, and sends what live traffic says of an engine to whoever decides its health.
  */
 export interface RegistryLeader {
-  failure(e: Upstream, what: string): void;
-  shutdown(e: Upstream): void;
-  success(e: Upstream): void;
+  failure(e: EngineRecord, what: string): void;
+  shutdown(e: EngineRecord): void;
+  success(e: EngineRecord): void;
 }
 
 export interface RegistryHooks extends HealthHooks {
@@ -50,8 +50,8 @@ export interface RegistryHooks extends HealthHooks {
   onPanic?: (model: string) => void;
 }
 
-export class Registry extends EventEmitter<RegistryEvents> implements DiscoverySink {
-  readonly engines = new Map<string, Upstream>();
+export class EngineRegistry extends EventEmitter<RegistryEvents> implements DiscoverySink {
+  readonly engines = new Map<string, EngineRecord>();
   /** views of the engines in rotation candidates (not draining), rebuilt only on membership change */
   private viewList: EngineView[] = [];
   private sources: DiscoverySource[] = [];
@@ -62,7 +62,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   /** set when another process decides health (a router worker): no probes, passive signals go there */
   leader: RegistryLeader | undefined;
   /** told of every slot taken or freed (router workers share the counts) */
-  onSlot: ((e: Upstream) => void) | undefined;
+  onSlot: ((e: EngineRecord) => void) | undefined;
   /** the LoRA adapters the router loads on demand (--lora-dir, `loras:`), when it manages any */
   adapters: AdapterLoader | null = null;
 
@@ -138,7 +138,7 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
       return;
     }
     if (known) this.finishRemoval(known);
-    const e = new Upstream(spec, this.cfg);
+    const e = new EngineRecord(spec, this.cfg);
     this.engines.set(spec.url, e);
     this.rebuildViews();
     this.emit("added", e);
@@ -162,13 +162,13 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   }
 
   /** A request takes a slot on `e` (the data plane's in-flight count, which policies read). */
-  takeSlot(e: Upstream, now = performance.now()): void {
+  takeSlot(e: EngineRecord, now = performance.now()): void {
     noteSent(e.view, now);
     this.onSlot?.(e);
   }
 
   /** A request's first token (its first answer byte) came back from the engine. */
-  firstToken(e: Upstream, now: number): void {
+  firstToken(e: EngineRecord, now: number): void {
     noteFirstToken(e.view, now);
     this.onSlot?.(e);
   }
@@ -177,18 +177,18 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
    * The slot is free again: a draining engine may now leave. `answered`: the request's first token
    * had come back (firstToken was told then).
    */
-  freeSlot(e: Upstream, answered = false): void {
+  freeSlot(e: EngineRecord, answered = false): void {
     noteDone(e.view, answered, performance.now());
     this.onSlot?.(e);
     this.maybeFinishDrain(e);
   }
 
   /** called when an attempt on a draining engine ends (or another worker's did) */
-  maybeFinishDrain(e: Upstream): void {
+  maybeFinishDrain(e: EngineRecord): void {
     if (e.draining && e.view.inFlight === 0) this.finishRemoval(e);
   }
 
-  private finishRemoval(e: Upstream): void {
+  private finishRemoval(e: EngineRecord): void {
     if (this.engines.get(e.url) === e) this.engines.delete(e.url);
     void e.pool.close().catch(() => undefined);
   }
@@ -294,20 +294,20 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   // ---- health (rules in health.ts) -------------------------------------------------------------
 
   /** live traffic: a connect error, reset or 5xx answer from the engine */
-  reportFailure(e: Upstream, what: string): void {
+  reportFailure(e: EngineRecord, what: string): void {
     if (this.leader) return this.leader.failure(e, what);
     this.health.reportFailure(e, what);
     this.emit("changed", e);
   }
 
   /** live traffic: the engine refused a request as vLLM does while it drains on shutdown */
-  reportShutdown(e: Upstream): void {
+  reportShutdown(e: EngineRecord): void {
     if (this.leader) return this.leader.shutdown(e);
     this.health.shuttingDown(e);
     this.emit("changed", e);
   }
 
-  reportSuccess(e: Upstream): void {
+  reportSuccess(e: EngineRecord): void {
     // per request: only a reset of a failure count is news
     if (e.passiveFailures === 0) return;
     if (this.leader) return this.leader.success(e);
@@ -316,12 +316,12 @@ export class Registry extends EventEmitter<RegistryEvents> implements DiscoveryS
   }
 
   /** A GET from an engine bounded in size and time (engine-get.ts), for readers beside the probes. */
-  get(e: Upstream, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
+  get(e: EngineRecord, path: string, timeoutMs: number, maxBytes: number): Promise<string> {
     return engineGet(e, path, AbortSignal.timeout(Math.max(1, timeoutMs)), maxBytes, this.cfg);
   }
 
   /** A scrape's load, into the record and the view policies read (router workers get it from the primary). */
-  applyLoad(e: Upstream, load: EngineLoad, scrapedAtMs: number): void {
+  applyLoad(e: EngineRecord, load: EngineLoad, scrapedAtMs: number): void {
     e.load = load;
     e.view.running = load.running;
     e.view.waiting = load.waiting;
