@@ -1,0 +1,519 @@
+// Routing cost at rate: what the router adds to each request, and the CPU it burns, when it is driven at
+// a fixed open-loop rate (100, 250, 500, 1,000 req/s by default) with long prompts that share prefixes
+// against fast engines that publish real KV events (bench/support/fakes/kv-upstream.ts: answered at once,
+// events over ZMQ as vLLM 0.32 writes them), so that the router's own work - tokenizing and hashing each
+// prompt for exact KV routing, the index lookups, pricing every engine with the TTFT model, the relay -
+// is what is measured. Per policy (round-robin and the default, predictive), prompt size and rate:
+// added latency = the router's percentile minus the same percentile of the same workload sent straight to
+// the engines (p50/p95/p99), the router's CPU in cores over the measured window (/proc, its workers
+// included), and the knee: the first rate at which the router stops keeping up (CPU near the machine's
+// cores, completions short of the rate, errors) or its added p95 breaks away from the lowest rate's.
+// Started by bench/router/overhead.ts (`npm run bench -- router/overhead`), the load client in its own
+// process so that its CPU does not mix with the router's.
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import { freePort } from "../support/cli.js";
+import { waitHttp } from "../support/router-harness.js";
+import { resolveModel } from "../../src/models/profiles.js";
+import { tokenizerForModel } from "../../src/tokenizer/index.js";
+
+const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+const here = (rel: string) => fileURLToPath(new URL(rel + ext, import.meta.url));
+const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
+/** share of a prompt's tokens in its group's shared prefix; the rest is unique to the request */
+const SHARED = 7 / 8;
+/** requests in flight the client allows before it counts a send as refused (the router has fallen over) */
+const MAX_IN_FLIGHT = 4096;
+/** the longest a request may take, and the longest the client waits for stragglers after its last send */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+export interface Options {
+  rates: number[];
+  promptTokens: number[];
+  policies: string[];
+  durationS: number;
+  warmupS: number;
+  engines: number;
+  groups: number;
+  workers: string;
+  json: string;
+  /** a folder for the router's --cpu-prof profiles (one per policy), or "" */
+  cpuProf: string;
+}
+
+export function parseOptions(argv: string[]): Options {
+  const get = (f: string, d: string) => {
+    const i = argv.indexOf(f);
+    return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : d;
+  };
+  const nums = (s: string) => s.split(",").filter(Boolean).map(Number);
+  const o: Options = {
+    rates: nums(get("--rates", "100,250,500,1000")),
+    promptTokens: nums(get("--prompt-tokens", "1024,4096,16384")),
+    policies: get("--policies", "round-robin,predictive").split(",").filter(Boolean),
+    durationS: Number(get("--duration", "4")),
+    warmupS: Number(get("--warmup", "1")),
+    engines: Number(get("--engines", "4")),
+    groups: Number(get("--groups", "16")),
+    workers: get("--workers", ""),
+    json: get("--json", ""),
+    cpuProf: get("--cpu-prof", ""),
+  };
+  const bad = [...o.rates, ...o.promptTokens].some((x) => !Number.isFinite(x) || x <= 0);
+  if (bad || !(o.durationS > 0) || !(o.warmupS >= 0) || !(o.engines >= 1) || !(o.groups >= 1))
+    throw new Error(
+      "router/overhead: --rates, --prompt-tokens, --duration, --engines and --groups must be positive",
+    );
+  o.rates.sort((a, b) => a - b);
+  return o;
+}
+
+/** CPU ms (user + system) a process and its direct children have used so far; Linux /proc only. */
+export function cpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  const one = (p: string): number => {
+    const f = readFileSync(`/proc/${p}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100; // utime, stime in 100 Hz ticks
+  };
+  try {
+    let total = one(String(pid));
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
+      if (c) total += one(c);
+    }
+    return total;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- the load client (its own process) ----
+
+/** a small deterministic generator (mulberry32), so a cell's prompts are the same run after run */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const SYLLABLES = "ka lo mi ra ten sor vel an ti mun dor el pa qui ber os lin gar fe tu".split(" ");
+
+/** Prompts of `tokens` tokens (the BOS included): one of `groups` shared prefixes, then a unique tail. */
+export class PromptMaker {
+  private readonly words: { w: string; lead: number; inner: number }[] = [];
+  private readonly prefixes: string[] = [];
+  private readonly prefixTokens: number[] = [];
+  private readonly next: () => number;
+
+  constructor(
+    private readonly tokens: number,
+    groups: number,
+    seed: number,
+  ) {
+    const tk = tokenizerForModel(resolveModel(MODEL));
+    const r = rng(1);
+    const seen = new Set<string>();
+    while (this.words.length < 600) {
+      let w = "";
+      const n = 1 + Math.floor(r() * 3);
+      for (let i = 0; i < n; i++) w += SYLLABLES[Math.floor(r() * SYLLABLES.length)]!;
+      if (seen.has(w)) continue;
+      seen.add(w);
+      this.words.push({ w, lead: tk.encode(w, false).length, inner: tk.encode(" " + w, false).length });
+    }
+    const target = Math.max(1, Math.round(tokens * SHARED));
+    for (let g = 0; g < groups; g++) {
+      const pr = rng(1000 + g);
+      let text = "";
+      let n = tk.bosTokenId !== null ? 1 : 0;
+      while (n < target) {
+        const x = this.words[Math.floor(pr() * this.words.length)]!;
+        text += text ? " " + x.w : x.w;
+        n += text === x.w ? x.lead : x.inner;
+      }
+      this.prefixes.push(text);
+      this.prefixTokens.push(n);
+    }
+    this.next = rng(seed);
+  }
+
+  /** the i-th request's group and prompt */
+  make(): { group: number; prefixChars: number; prompt: string } {
+    const group = Math.floor(this.next() * this.prefixes.length);
+    const prefix = this.prefixes[group]!;
+    let n = this.prefixTokens[group]!;
+    const parts: string[] = [prefix];
+    // at least one word of its own, so that no two requests are the same prompt
+    do {
+      const x = this.words[Math.floor(this.next() * this.words.length)]!;
+      parts.push(x.w);
+      n += x.inner;
+    } while (n < this.tokens);
+    return { group, prefixChars: prefix.length, prompt: parts.join(" ") };
+  }
+}
+
+export interface ClientResult {
+  sent: number;
+  ok: number;
+  errors: number;
+  /** requests measured (sent after the warm-up) */
+  n: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  /** completions per second over the measured window */
+  achieved: number;
+  /** how late the client sent, p99 ms (its own lag on a busy machine) */
+  lagP99: number;
+  /** the watched process's CPU over the measured window, in cores (null: none watched) */
+  cores: number | null;
+}
+
+export async function client(args: {
+  urls: string[];
+  rate: number;
+  durationS: number;
+  warmupS: number;
+  tokens: number;
+  groups: number;
+  seed: number;
+  cpuPid?: number;
+}): Promise<ClientResult> {
+  const maker = new PromptMaker(args.tokens, args.groups, args.seed);
+  const pools = args.urls.map(
+    (u) =>
+      new Pool(new URL(u).origin, {
+        connections: 256,
+        pipelining: 1,
+        keepAliveTimeout: 60_000,
+        headersTimeout: REQUEST_TIMEOUT_MS,
+        bodyTimeout: REQUEST_TIMEOUT_MS,
+      }),
+  );
+  const total = Math.round(args.rate * (args.warmupS + args.durationS));
+  const warm = Math.round(args.rate * args.warmupS);
+  const lat: number[] = [];
+  const lag: number[] = [];
+  let ok = 0;
+  let errors = 0;
+  let inFlight = 0;
+  let measuredDone = 0;
+  let sent = 0;
+  const t0 = performance.now() + 20;
+  const at = (i: number) => t0 + (i * 1000) / args.rate;
+  const fire = (i: number) => {
+    const { group, prefixChars, prompt } = maker.make();
+    const body = JSON.stringify({ model: MODEL, prompt, max_tokens: 1, temperature: 0 });
+    if (inFlight >= MAX_IN_FLIGHT) {
+      errors++;
+      return;
+    }
+    const pool = pools[i % pools.length]!;
+    const start = performance.now();
+    if (i >= warm) lag.push(start - at(i));
+    inFlight++;
+    sent++;
+    void pool
+      .request({
+        path: "/v1/completions",
+        method: "POST",
+        headers: { "content-type": "application/json", "x-bench-prefix": `${group}:${prefixChars}` },
+        body,
+      })
+      .then(async (r) => {
+        for await (const _ of r.body) void _;
+        if (r.statusCode !== 200) throw new Error(`status ${r.statusCode}`);
+        const ms = performance.now() - start;
+        ok++;
+        if (i >= warm) {
+          lat.push(ms);
+          measuredDone++;
+        }
+      })
+      .catch(() => errors++)
+      .finally(() => inFlight--);
+  };
+  let cpu0: number | undefined;
+  let w0 = 0;
+  let i = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      while (i < total && at(i) <= now) {
+        if (i === warm) {
+          cpu0 = cpuMs(args.cpuPid);
+          w0 = performance.now();
+        }
+        fire(i++);
+      }
+      if (i < total) setTimeout(tick, Math.max(0, Math.min(5, at(i) - performance.now())));
+      else resolve();
+    };
+    setTimeout(tick, Math.max(0, t0 - performance.now()));
+  });
+  const sendEnd = performance.now();
+  const cpu1 = cpuMs(args.cpuPid);
+  const doneAtSendEnd = measuredDone;
+  const wait0 = performance.now();
+  while (inFlight > 0 && performance.now() - wait0 < REQUEST_TIMEOUT_MS)
+    await new Promise((r) => setTimeout(r, 10));
+  await Promise.all(pools.map((p) => p.destroy()));
+  lat.sort((a, b) => a - b);
+  lag.sort((a, b) => a - b);
+  const q = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? NaN;
+  const window = (sendEnd - w0) / 1000;
+  return {
+    sent,
+    ok,
+    errors,
+    n: lat.length,
+    p50: q(lat, 0.5),
+    p95: q(lat, 0.95),
+    p99: q(lat, 0.99),
+    achieved: window > 0 ? doneAtSendEnd / window : 0,
+    lagP99: q(lag, 0.99),
+    cores: cpu0 !== undefined && cpu1 !== undefined && window > 0 ? (cpu1 - cpu0) / 1000 / window : null,
+  };
+}
+
+// ---- the run ----
+
+function runClient(args: Parameters<typeof client>[0]): Promise<ClientResult> {
+  return new Promise((resolve, reject) => {
+    const ch = spawn(
+      process.execPath,
+      [...process.execArgv, here("./overhead"), "rate-client", JSON.stringify(args)],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    ch.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    ch.on("exit", (code) =>
+      code === 0 ? resolve(JSON.parse(out) as ClientResult) : reject(new Error(`load client exit ${code}`)),
+    );
+  });
+}
+
+export interface Run {
+  policy: string;
+  rate: number;
+  prompt_tokens: number;
+  added_ms: { p50: number; p95: number; p99: number };
+  router_cores: number | null;
+  /** the router's CPU per request sent in the measured window: router_cores at any rate it keeps up with */
+  router_cpu_ms_per_req: number | null;
+  router_ms: { p50: number; p95: number; p99: number };
+  direct_ms: { p50: number; p95: number; p99: number };
+  achieved_rps: number;
+  errors: number;
+  client_lag_p99_ms: number;
+}
+
+export interface Knee {
+  policy: string;
+  prompt_tokens: number;
+  /** the first rate at which the router broke away; null: none up to the highest rate run */
+  rate: number | null;
+  reason: string;
+}
+
+/**
+ * Where the router stops keeping up, per policy and prompt size: the first rate at which it uses 90% of
+ * the machine's cores, completes under 95% of the rate, fails over 1% of requests, or adds a p95 above
+ * twice the lowest rate's plus 5 ms.
+ */
+export function knees(runs: Run[], cores: number): Knee[] {
+  const out: Knee[] = [];
+  const keys = new Map<string, Run[]>();
+  for (const r of runs) {
+    const k = `${r.policy}\u0000${r.prompt_tokens}`;
+    if (!keys.has(k)) keys.set(k, []);
+    keys.get(k)!.push(r);
+  }
+  for (const rs of keys.values()) {
+    rs.sort((a, b) => a.rate - b.rate);
+    const base = Math.max(0, rs[0]!.added_ms.p95);
+    let knee: Knee = {
+      policy: rs[0]!.policy,
+      prompt_tokens: rs[0]!.prompt_tokens,
+      rate: null,
+      reason: `none up to ${rs[rs.length - 1]!.rate} req/s`,
+    };
+    for (const r of rs) {
+      const why =
+        r.router_cores !== null && r.router_cores >= 0.9 * cores
+          ? `router CPU ${r.router_cores.toFixed(2)} of ${cores} cores`
+          : r.achieved_rps < 0.95 * r.rate
+            ? `completes ${r.achieved_rps.toFixed(0)} of ${r.rate} req/s`
+            : r.errors > 0.01 * r.rate
+              ? `${r.errors} errors`
+              : r.added_ms.p95 > 2 * base + 5
+                ? `added p95 ${r.added_ms.p95.toFixed(1)} ms vs ${base.toFixed(1)} ms at ${rs[0]!.rate} req/s`
+                : null;
+      if (why) {
+        knee = { ...knee, rate: r.rate, reason: why };
+        break;
+      }
+    }
+    out.push(knee);
+  }
+  return out;
+}
+
+function spawnEngines(ports: number[]): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const ch = spawn(
+      process.execPath,
+      [...process.execArgv, here("../support/fakes/kv-upstream"), ports.join(","), MODEL],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    ch.stdout!.on("data", (b: Buffer) => {
+      out += b.toString();
+      if (out.includes("ready")) resolve(ch);
+    });
+    ch.on("exit", (code) => reject(new Error(`kv-upstream exit ${code}`)));
+  });
+}
+
+function spawnRouter(
+  port: number,
+  urls: string[],
+  policy: string,
+  workers: string,
+  prof: string,
+): ChildProcess {
+  const node = prof
+    ? ["--cpu-prof", "--cpu-prof-dir", prof, "--cpu-prof-name", `router-${policy}.cpuprofile`]
+    : [];
+  const args = ["router", "--host", "127.0.0.1", "--port", String(port), "--policy", policy];
+  for (const u of urls) args.push("--backend", u);
+  if (workers) args.push("--workers", workers);
+  return spawn(process.execPath, [...process.execArgv, ...node, here("../../src/cli/main"), ...args], {
+    stdio: "ignore",
+    env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" },
+  });
+}
+
+async function resetEngines(url: string): Promise<void> {
+  const r = await fetch(`${url}/bench/reset`, { method: "POST", body: "" });
+  await r.arrayBuffer();
+}
+
+const pct = (x: { p50: number; p95: number; p99: number }) => ({ p50: x.p50, p95: x.p95, p99: x.p99 });
+const round = (x: number) => Math.round(x * 100) / 100;
+
+export async function main(argv: string[]): Promise<void> {
+  const o = parseOptions(argv);
+  const cores = availableParallelism();
+  const ports: number[] = [];
+  for (let i = 0; i < o.engines; i++) ports.push(await freePort());
+  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+  const engines = await spawnEngines(ports);
+  const children: ChildProcess[] = [engines];
+  const load0 = loadavg()[0]!;
+  console.log(
+    `router/overhead at rate: ${o.engines} fast engines publishing KV events, ${o.groups} shared prefixes (${Math.round(SHARED * 100)}% of each prompt), ${o.warmupS}+${o.durationS} s per cell; ${cores} cores, load ${load0.toFixed(2)}`,
+  );
+  console.log(
+    "policy        tokens   rate  achieved  direct p95  router p50/p95/p99      added p50/p95/p99     cores  errors",
+  );
+  const seedOf = (tokens: number, rate: number, pass: number) => tokens * 7 + rate * 13 + pass;
+  const runs: Run[] = [];
+  try {
+    await Promise.all(urls.map((u) => waitHttp(`${u}/health`)));
+    const direct = new Map<string, ClientResult>();
+    for (const tokens of o.promptTokens)
+      for (const rate of o.rates) {
+        await resetEngines(urls[0]!);
+        const c = { urls, rate, durationS: o.durationS, warmupS: o.warmupS, tokens, groups: o.groups };
+        direct.set(`${tokens}/${rate}`, await runClient({ ...c, seed: seedOf(tokens, rate, 0) }));
+      }
+    for (const policy of o.policies) {
+      const port = await freePort();
+      const router = spawnRouter(port, urls, policy, o.workers, o.cpuProf);
+      children.push(router);
+      const url = `http://127.0.0.1:${port}`;
+      await waitHttp(`${url}/ready`);
+      // the router subscribes to each engine's events once it has read /version and /kv_event_sources
+      await new Promise((r) => setTimeout(r, 2000));
+      for (const tokens of o.promptTokens)
+        for (const rate of o.rates) {
+          await resetEngines(urls[0]!);
+          const c = {
+            urls: [url],
+            rate,
+            durationS: o.durationS,
+            warmupS: o.warmupS,
+            tokens,
+            groups: o.groups,
+          };
+          const r = await runClient({ ...c, seed: seedOf(tokens, rate, 1), cpuPid: router.pid });
+          const d = direct.get(`${tokens}/${rate}`)!;
+          const run: Run = {
+            policy,
+            rate,
+            prompt_tokens: tokens,
+            added_ms: { p50: round(r.p50 - d.p50), p95: round(r.p95 - d.p95), p99: round(r.p99 - d.p99) },
+            router_cores: r.cores === null ? null : round(r.cores),
+            router_cpu_ms_per_req: r.cores === null ? null : round((r.cores * 1000) / rate),
+            router_ms: pct(r),
+            direct_ms: pct(d),
+            achieved_rps: round(r.achieved),
+            errors: r.errors,
+            client_lag_p99_ms: round(r.lagP99),
+          };
+          for (const k of ["router_ms", "direct_ms"] as const)
+            run[k] = { p50: round(run[k].p50), p95: round(run[k].p95), p99: round(run[k].p99) };
+          runs.push(run);
+          const f = (x: number) => x.toFixed(1);
+          console.log(
+            `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)} ${r.achieved.toFixed(0).padStart(9)} ${f(d.p95).padStart(11)}  ${`${f(r.p50)}/${f(r.p95)}/${f(r.p99)}`.padStart(20)}  ${`${f(run.added_ms.p50)}/${f(run.added_ms.p95)}/${f(run.added_ms.p99)}`.padStart(20)}  ${(r.cores ?? NaN).toFixed(2).padStart(6)}  ${String(r.errors).padStart(6)}`,
+          );
+        }
+      router.kill("SIGTERM");
+      // a profile is written as the router exits
+      if (o.cpuProf) await new Promise((r) => router.once("exit", r));
+    }
+  } finally {
+    for (const c of children) c.kill("SIGTERM");
+  }
+  const knee = knees(runs, cores);
+  for (const k of knee)
+    console.log(
+      `knee ${k.policy} ${k.prompt_tokens} tokens: ${k.rate === null ? "-" : `${k.rate} req/s`} (${k.reason})`,
+    );
+  const load1 = loadavg()[0]!;
+  console.log(`load average ${load0.toFixed(2)} at the start, ${load1.toFixed(2)} at the end`);
+  if (o.json) {
+    writeFileSync(
+      o.json,
+      JSON.stringify(
+        {
+          runs,
+          knee,
+          machine: { cores, load_start: round(load0), load_end: round(load1), node: process.version },
+          options: {
+            duration_s: o.durationS,
+            warmup_s: o.warmupS,
+            engines: o.engines,
+            groups: o.groups,
+            shared_prefix: SHARED,
+            workers: o.workers || null,
+          },
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    console.log(`wrote ${o.json}`);
+  }
+}
