@@ -8,10 +8,12 @@
 // number), the tokens are compared one by one, and the options by an id per distinct option set. The
 // hashes are the ones computeBlockHashes gives, bit for bit; a lookup key that collides only costs a
 // recompute.
+import { LruMap } from "../../collections/lru-map.js";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
 
 /**
- * Blocks remembered, oldest dropped first: a link holds a block's tokens, its digest and its id,
+ * Blocks remembered, the least recently used dropped first (a prompt's unique tail must not push out
+ * the prefixes that every prompt reuses): a link holds a block's tokens, its digest and its id,
  * about 300 bytes with the map's share, so 65,536 links are about 20 MB, one million tokens of
  * prefixes at 16 tokens a block.
  */
@@ -24,7 +26,7 @@ interface Link {
   /** the serial of the block before it, 0 for a first block */
   parent: number;
   opts: number;
-  tokens: Int32Array;
+  tokens: number[];
   digest: Uint8Array;
   id: bigint;
 }
@@ -37,7 +39,7 @@ export interface HashMemoStats {
 }
 
 export class BlockHashMemo {
-  private readonly links = new Map<number, Link>();
+  private readonly links = new LruMap<number, Link>();
   private readonly optionIds = new Map<string, number>();
   private nextSerial = 1;
   private nextOption = 1;
@@ -69,7 +71,7 @@ export class BlockHashMemo {
         k2 = Math.imul(k2 + t, 0x5bd1e995);
         k2 ^= k2 >>> 15;
       }
-      const link = this.links.get(key(k1, k2));
+      const link = this.links.use(key(k1, k2));
       if (
         link === undefined ||
         link.opts !== optId ||
@@ -101,7 +103,7 @@ export class BlockHashMemo {
           k2 = Math.imul(k2 + t, 0x5bd1e995);
           k2 ^= k2 >>> 15;
         }
-      const toks = new Int32Array(bs);
+      const toks: number[] = new Array<number>(bs);
       for (let i = 0; i < bs; i++) toks[i] = tokens[start + i]!;
       const link: Link = {
         serial: this.nextSerial++,
@@ -111,13 +113,11 @@ export class BlockHashMemo {
         digest: rest.digests[j]!,
         id: rest.ids[j]!,
       };
-      const k = key(k1, k2);
-      this.links.delete(k);
-      this.links.set(k, link);
+      this.links.set(key(k1, k2), link);
       out[b] = link.id;
       prev = link;
     }
-    while (this.links.size > this.cap) this.links.delete(this.links.keys().next().value!);
+    while (this.links.size > this.cap) this.links.shift();
     return out;
   }
 
@@ -134,12 +134,12 @@ export class BlockHashMemo {
   }
 }
 
-/** two 32-bit lanes folded into one exact double (53 bits) */
+/** two 32-bit lanes folded into a small integer (V8 hashes those fastest); a collision only costs a recompute */
 function key(k1: number, k2: number): number {
-  return (k1 >>> 0) * 0x200000 + (k2 >>> 11);
+  return (k1 ^ (k2 >>> 7)) & 0x3fffffff;
 }
 
-function sameTokens(a: Int32Array, tokens: ArrayLike<number>, start: number): boolean {
+function sameTokens(a: readonly number[], tokens: ArrayLike<number>, start: number): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== tokens[start + i]) return false;
   return true;
 }
