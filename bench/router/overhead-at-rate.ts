@@ -315,6 +315,8 @@ export interface Run {
   achieved_rps: number;
   errors: number;
   client_lag_p99_ms: number;
+  /** the share of prompt tokens the router predicted its picks hold (null: no cache-aware decision) */
+  predicted_cached_share: number | null;
 }
 
 export interface Knee {
@@ -403,6 +405,20 @@ function spawnRouter(
   });
 }
 
+/** what the router's /metrics say of KV routing: engines routed from their events, predicted and prompt tokens */
+async function routerKv(url: string): Promise<{ kvEngines: number; predicted: number; prompt: number }> {
+  const r = await fetch(`${url}/metrics`);
+  const text = await r.text();
+  const out = { kvEngines: 0, predicted: 0, prompt: 0 };
+  for (const line of text.split("\n")) {
+    const v = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (line.startsWith("switchyard_routing_engine_kv_mode{")) out.kvEngines += v === 1 ? 1 : 0;
+    else if (line.startsWith("switchyard_routing_predicted_cached_tokens_total{")) out.predicted += v;
+    else if (line.startsWith("switchyard_routing_prompt_tokens_total{")) out.prompt += v;
+  }
+  return out;
+}
+
 async function resetEngines(url: string): Promise<void> {
   const r = await fetch(`${url}/bench/reset`, { method: "POST", body: "" });
   await r.arrayBuffer();
@@ -430,13 +446,6 @@ export async function main(argv: string[]): Promise<void> {
   const runs: Run[] = [];
   try {
     await Promise.all(urls.map((u) => waitHttp(`${u}/health`)));
-    const direct = new Map<string, ClientResult>();
-    for (const tokens of o.promptTokens)
-      for (const rate of o.rates) {
-        await resetEngines(urls[0]!);
-        const c = { urls, rate, durationS: o.durationS, warmupS: o.warmupS, tokens, groups: o.groups };
-        direct.set(`${tokens}/${rate}`, await runClient({ ...c, seed: seedOf(tokens, rate, 0) }));
-      }
     for (const policy of o.policies) {
       const port = await freePort();
       const router = spawnRouter(port, urls, policy, o.workers, o.cpuProf);
@@ -444,10 +453,15 @@ export async function main(argv: string[]): Promise<void> {
       const url = `http://127.0.0.1:${port}`;
       await waitHttp(`${url}/ready`);
       // the router subscribes to each engine's events once it has read /version and /kv_event_sources
-      await new Promise((r) => setTimeout(r, 2000));
+      let kv = await routerKv(url);
+      for (let i = 0; i < 150 && policy !== "round-robin" && kv.kvEngines < o.engines; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        kv = await routerKv(url);
+      }
+      if (policy !== "round-robin")
+        console.log(`${policy}: ${kv.kvEngines} of ${o.engines} engines routed from their KV events`);
       for (const tokens of o.promptTokens)
         for (const rate of o.rates) {
-          await resetEngines(urls[0]!);
           const c = {
             urls: [url],
             rate,
@@ -456,8 +470,13 @@ export async function main(argv: string[]): Promise<void> {
             tokens,
             groups: o.groups,
           };
+          // the same workload straight to the engines just before, so that the machine's load drifts little between the two
+          await resetEngines(urls[0]!);
+          const d = await runClient({ ...c, urls, seed: seedOf(tokens, rate, 0) });
+          await resetEngines(urls[0]!);
+          const kv0 = await routerKv(url);
           const r = await runClient({ ...c, seed: seedOf(tokens, rate, 1), cpuPid: router.pid });
-          const d = direct.get(`${tokens}/${rate}`)!;
+          const kv1 = await routerKv(url);
           const run: Run = {
             policy,
             rate,
@@ -470,6 +489,10 @@ export async function main(argv: string[]): Promise<void> {
             achieved_rps: round(r.achieved),
             errors: r.errors,
             client_lag_p99_ms: round(r.lagP99),
+            predicted_cached_share:
+              kv1.prompt > kv0.prompt
+                ? round((kv1.predicted - kv0.predicted) / (kv1.prompt - kv0.prompt))
+                : null,
           };
           for (const k of ["router_ms", "direct_ms"] as const)
             run[k] = { p50: round(run[k].p50), p95: round(run[k].p95), p99: round(run[k].p99) };
