@@ -308,7 +308,7 @@ export interface Run {
   prompt_tokens: number;
   added_ms: { p50: number; p95: number; p99: number };
   router_cores: number | null;
-  /** the router's CPU per request sent in the measured window: router_cores at any rate it keeps up with */
+  /** the router's CPU per request completed in the measured window: what a rate costs it, rate × this */
   router_cpu_ms_per_req: number | null;
   router_ms: { p50: number; p95: number; p99: number };
   direct_ms: { p50: number; p95: number; p99: number };
@@ -483,7 +483,8 @@ export async function main(argv: string[]): Promise<void> {
             prompt_tokens: tokens,
             added_ms: { p50: round(r.p50 - d.p50), p95: round(r.p95 - d.p95), p99: round(r.p99 - d.p99) },
             router_cores: r.cores === null ? null : round(r.cores),
-            router_cpu_ms_per_req: r.cores === null ? null : round((r.cores * 1000) / rate),
+            router_cpu_ms_per_req:
+              r.cores === null || r.achieved <= 0 ? null : round((r.cores * 1000) / r.achieved),
             router_ms: pct(r),
             direct_ms: pct(d),
             achieved_rps: round(r.achieved),
