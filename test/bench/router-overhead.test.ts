@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { knees, type Run } from "../../bench/router/overhead-at-rate.js";
+import { knees, type Run } from "../../bench/support/rate-knee.js";
 import { repoRoot } from "../deploy/tools.js";
 
 test("router/overhead --json writes each policy's added latency and router cores at a rate, and a knee per policy and prompt size", async () => {
