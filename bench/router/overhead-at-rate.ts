@@ -28,8 +28,10 @@ const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const SHARED = 7 / 8;
 /** requests in flight the client allows before it counts a send as refused (the router has fallen over) */
 const MAX_IN_FLIGHT = 4096;
-/** the longest a request may take, and the longest the client waits for stragglers after its last send */
+/** the longest a request may take */
 const REQUEST_TIMEOUT_MS = 30_000;
+/** the longest the client waits for stragglers after its last send: those still out then count as errors */
+const STRAGGLERS_MS = 10_000;
 
 export interface Options {
   rates: number[];
@@ -265,8 +267,10 @@ export async function client(args: {
   const cpu1 = cpuMs(args.cpuPid);
   const doneAtSendEnd = measuredDone;
   const wait0 = performance.now();
-  while (inFlight > 0 && performance.now() - wait0 < REQUEST_TIMEOUT_MS)
+  while (inFlight > 0 && performance.now() - wait0 < STRAGGLERS_MS)
     await new Promise((r) => setTimeout(r, 10));
+  // still out after the wait: failed (counted before the pools' destruction fails them again)
+  const failed = errors + inFlight;
   await Promise.all(pools.map((p) => p.destroy()));
   lat.sort((a, b) => a - b);
   lag.sort((a, b) => a - b);
@@ -275,7 +279,7 @@ export async function client(args: {
   return {
     sent,
     ok,
-    errors,
+    errors: failed,
     n: lat.length,
     p50: q(lat, 0.5),
     p95: q(lat, 0.95),
