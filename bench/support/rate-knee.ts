@@ -16,6 +16,8 @@ export interface Run {
   client_lag_p99_ms: number;
   /** the share of prompt tokens the router predicted its picks hold (null: no cache-aware decision) */
   predicted_cached_share: number | null;
+  /** the same workload sent straight to the engines fell behind (the client or the engines were the limit) */
+  harness_bound: boolean;
 }
 
 export interface Knee {
@@ -28,42 +30,37 @@ export interface Knee {
 
 /**
  * Where the router stops keeping up, per policy and prompt size: the first rate at which it uses 90% of
- * the machine's cores, completes under 95% of the rate, fails over 1% of requests, or adds a p95 above
- * twice the lowest rate's plus 5 ms.
+ * the machine's cores, completes under 95% of the rate, fails a request, or adds a p95 above twice the
+ * lowest rate's plus 5 ms; not looked for at or past a rate where the direct run fell behind.
  */
 export function knees(runs: Run[], cores: number): Knee[] {
-  const out: Knee[] = [];
-  const keys = new Map<string, Run[]>();
+  const groups = new Map<string, Run[]>();
   for (const r of runs) {
     const k = `${r.policy}\u0000${r.prompt_tokens}`;
-    (keys.get(k) ?? keys.set(k, []).get(k)!).push(r);
+    (groups.get(k) ?? groups.set(k, []).get(k)!).push(r);
   }
-  for (const rs of keys.values()) {
+  return [...groups.values()].map((rs) => {
     rs.sort((a, b) => a.rate - b.rate);
     const base = Math.max(0, rs[0]!.added_ms.p95);
-    let knee: Knee = {
-      policy: rs[0]!.policy,
-      prompt_tokens: rs[0]!.prompt_tokens,
-      rate: null,
-      reason: `none up to ${rs[rs.length - 1]!.rate} req/s`,
-    };
+    const knee: Knee = { policy: rs[0]!.policy, prompt_tokens: rs[0]!.prompt_tokens, rate: null, reason: "" };
     for (const r of rs) {
+      if (r.harness_bound)
+        return {
+          ...knee,
+          reason: `none below ${r.rate} req/s, where the load client or the engines fell behind`,
+        };
       const why =
         r.router_cores !== null && r.router_cores >= 0.9 * cores
           ? `router CPU ${r.router_cores.toFixed(2)} of ${cores} cores`
           : r.achieved_rps < 0.95 * r.rate
             ? `completes ${r.achieved_rps.toFixed(0)} of ${r.rate} req/s`
-            : r.errors > 0.01 * r.rate
+            : r.errors > 0
               ? `${r.errors} errors`
               : r.added_ms.p95 > 2 * base + 5
                 ? `added p95 ${r.added_ms.p95.toFixed(1)} ms vs ${base.toFixed(1)} ms at ${rs[0]!.rate} req/s`
                 : null;
-      if (why) {
-        knee = { ...knee, rate: r.rate, reason: why };
-        break;
-      }
+      if (why) return { ...knee, rate: r.rate, reason: why };
     }
-    out.push(knee);
-  }
-  return out;
+    return { ...knee, reason: `none up to ${rs[rs.length - 1]!.rate} req/s` };
+  });
 }

@@ -75,12 +75,16 @@ test("the knee is the first rate where the router's CPU nears the machine's core
     errors: 0,
     client_lag_p99_ms: 0,
     predicted_cached_share: 0.8,
+    harness_bound: false,
   });
   const at = (rows: Run[]) => knees(rows, 2)[0]!;
   assert.equal(at([run(100, 1, 0.1), run(250, 1.5, 0.3), run(500, 2, 0.6), run(1000, 3, 1.2)]).rate, null);
   assert.equal(at([run(100, 1, 0.1), run(250, 1.5, 0.3), run(500, 9, 0.6)]).rate, 500);
   assert.equal(at([run(100, 1, 0.1), run(250, 1.5, 1.85)]).rate, 250);
   assert.equal(at([run(100, 1, 0.1), run(250, 1.5, 0.3, 200)]).rate, 250);
+  // where the direct run fell behind, the router's knee is not known, only that it is above the rates before
+  const bound = { ...run(1000, 50, 1.9), harness_bound: true };
+  assert.equal(at([run(100, 1, 0.1), run(500, 2, 0.6), bound]).rate, null);
   // rows given out of order are read by rate
   assert.equal(at([run(500, 9, 0.6), run(100, 1, 0.1)]).rate, 500);
 });
