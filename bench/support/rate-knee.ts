@@ -16,7 +16,9 @@ export interface Run {
   client_lag_p99_ms: number;
   /** the share of prompt tokens the router predicted its picks hold (null: no cache-aware decision) */
   predicted_cached_share: number | null;
-  /** the same workload sent straight to the engines fell behind (the client or the engines were the limit) */
+  /** completions per second of the same workload sent straight to the engines */
+  direct_achieved_rps: number;
+  /** that direct run fell behind the rate (the client or the engines were the limit) */
   harness_bound: boolean;
 }
 

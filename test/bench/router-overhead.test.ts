@@ -75,6 +75,7 @@ test("the knee is the first rate where the router's CPU nears the machine's core
     errors: 0,
     client_lag_p99_ms: 0,
     predicted_cached_share: 0.8,
+    direct_achieved_rps: rate,
     harness_bound: false,
   });
   const at = (rows: Run[]) => knees(rows, 2)[0]!;
