@@ -69,6 +69,7 @@ const BENCHMARKS = [
 /** Modules under bench/ that benchmarks import or start, not benchmarks themselves. */
 const PARTS = [
   "router/node-floor-proxy",
+  "router/overhead-at-rate",
   "router/raw-relay-proxy",
   "routing/agentic-decisions",
   "routing/live",

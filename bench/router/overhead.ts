@@ -8,8 +8,12 @@
 // (JSON body, engine pick, hop-by-hop headers, request id, four metrics): they bound what any
 // JavaScript router could reach on the machine the bench runs on.
 // The upstream is bench/support/fakes/fast-upstream.ts (not the sim) and the load client runs in its own process.
-//   node --import tsx bench/router/overhead.ts [--duration 5] [--concurrency 1,64,512] [--policy NAME]
+//   npm run bench -- router/overhead --floors [--duration 5] [--concurrency 1,64,512] [--policy NAME]
 //     [--workers N] (the router's --workers; default: its own, one per core)
+// Without --floors the same name measures routing cost at fixed rates (bench/router/overhead-at-rate.ts):
+//   npm run bench -- router/overhead [--rates 100,250,500,1000] [--prompt-tokens 1024,4096,16384]
+//     [--policies round-robin,predictive] [--duration 4] [--warmup 1] [--engines 4] [--groups 16]
+//     [--workers N] [--json FILE]
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -235,10 +239,20 @@ async function mainBench(): Promise<void> {
   }
 }
 
+const fail = (err: unknown) => {
+  console.error(err);
+  process.exit(1);
+};
 if (role === "client") {
   void client(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]), process.argv[6] === "true");
-} else
-  void mainBench().catch((err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  });
+} else if (role === "rate-client") {
+  const atRate = (await import(`./overhead-at-rate${ext}`)) as typeof import("./overhead-at-rate.js");
+  void atRate
+    .client(JSON.parse(process.argv[3]!) as Parameters<typeof atRate.client>[0])
+    .then((r) => process.stdout.write(JSON.stringify(r) + "\n"))
+    .catch(fail);
+} else if (process.argv.includes("--floors")) void mainBench().catch(fail);
+else {
+  const atRate = (await import(`./overhead-at-rate${ext}`)) as typeof import("./overhead-at-rate.js");
+  void atRate.main(process.argv.slice(2)).catch(fail);
+}

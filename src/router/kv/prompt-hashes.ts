@@ -12,6 +12,7 @@ import {
 import { nextTurn, waitingSlices, type Cancellable } from "../../eventloop/turns.js";
 import type { RequestView } from "../../routing/index.js";
 import { chunkHashes, chunkHashesInto } from "../../protocol/lmcache-chunks.js";
+import { BlockHashMemo } from "./hash-memo.js";
 
 /** engines remembered per configuration by the per-engine memos (a fleet larger than this starts them over) */
 export const MAX_ENGINE_MEMOS = 4096;
@@ -81,6 +82,8 @@ export class PromptHasher {
   readonly loraOf = new Map<string, { name: string; path: string | null } | null>();
   /** the engines' PYTHONHASHSEED as configured (routing.hashSeed, else $PYTHONHASHSEED); undefined: unset */
   private hashSeed: string | undefined;
+  /** shared prefixes' block hashes, so a prompt is hashed only past what it shares with earlier ones */
+  readonly memo = new BlockHashMemo();
 
   constructor(
     /** an engine's cache_config_info labels, as its last scrape read them */
@@ -160,10 +163,11 @@ export class PromptHasher {
     let h = p.hashes.get(s.key);
     if (!h) {
       const tokens = p.tokens!;
-      const units = computeBlockHashes(
-        tokens.slice(0, hashedBlocks(tokens, s.blockSize) * s.blockSize),
+      const units = this.memo.ids(
+        tokens,
+        hashedBlocks(tokens, s.blockSize) * s.blockSize,
         this.hashOptions(req, s),
-      ).ids;
+      );
       h = blockEnds(units, s);
       p.hashes.set(s.key, h);
     }

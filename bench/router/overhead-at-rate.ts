@@ -1,0 +1,485 @@
+// Routing cost at rate: what the router adds to each request, and the CPU it burns, when it is driven at
+// a fixed open-loop rate (100, 250, 500, 1,000 req/s by default) with long prompts that share prefixes
+// against fast engines that publish real KV events (bench/support/fakes/kv-upstream.ts: answered at once,
+// events over ZMQ as vLLM 0.32 writes them), so that the router's own work - tokenizing and hashing each
+// prompt for exact KV routing, the index lookups, pricing every engine with the TTFT model, the relay -
+// is what is measured. Per policy (round-robin and the default, predictive), prompt size and rate:
+// added latency = the router's percentile minus the same percentile of the same workload sent straight to
+// the engines (p50/p95/p99), the router's CPU in cores over the measured window (/proc, its workers
+// included), and the knee: the first rate at which the router stops keeping up (CPU near the machine's
+// cores, completions short of the rate, errors) or its added p95 breaks away from the lowest rate's.
+// Started by bench/router/overhead.ts (`npm run bench -- router/overhead`), the load client in its own
+// process so that its CPU does not mix with the router's.
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import { freePort } from "../support/cli.js";
+import { knees, type Run } from "../support/rate-knee.js";
+import { waitHttp } from "../support/router-harness.js";
+import { resolveModel } from "../../src/models/profiles.js";
+import { tokenizerForModel } from "../../src/tokenizer/index.js";
+
+const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+const here = (rel: string) => fileURLToPath(new URL(rel + ext, import.meta.url));
+const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
+/** share of a prompt's tokens in its group's shared prefix; the rest is unique to the request */
+const SHARED = 7 / 8;
+/** requests in flight the client allows before it counts a send as refused (the router has fallen over) */
+const MAX_IN_FLIGHT = 4096;
+/** the longest a request may take */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** the longest the client waits for stragglers after its last send: those still out then count as errors */
+const STRAGGLERS_MS = 10_000;
+
+export interface Options {
+  rates: number[];
+  promptTokens: number[];
+  policies: string[];
+  durationS: number;
+  warmupS: number;
+  engines: number;
+  groups: number;
+  workers: string;
+  json: string;
+  /** a folder for the router's --cpu-prof profiles (one per policy), or "" */
+  cpuProf: string;
+}
+
+export function parseOptions(argv: string[]): Options {
+  const get = (f: string, d: string) => {
+    const i = argv.indexOf(f);
+    return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : d;
+  };
+  const nums = (s: string) => s.split(",").filter(Boolean).map(Number);
+  const o: Options = {
+    rates: nums(get("--rates", "100,250,500,1000")),
+    promptTokens: nums(get("--prompt-tokens", "1024,4096,16384")),
+    policies: get("--policies", "round-robin,predictive").split(",").filter(Boolean),
+    durationS: Number(get("--duration", "4")),
+    warmupS: Number(get("--warmup", "1")),
+    engines: Number(get("--engines", "4")),
+    groups: Number(get("--groups", "16")),
+    workers: get("--workers", ""),
+    json: get("--json", ""),
+    cpuProf: get("--cpu-prof", ""),
+  };
+  const bad = [...o.rates, ...o.promptTokens].some((x) => !Number.isFinite(x) || x <= 0);
+  if (bad || !(o.durationS > 0) || !(o.warmupS >= 0) || !(o.engines >= 1) || !(o.groups >= 1))
+    throw new Error(
+      "router/overhead: --rates, --prompt-tokens, --duration, --engines and --groups must be positive",
+    );
+  o.rates.sort((a, b) => a - b);
+  return o;
+}
+
+/** CPU ms (user + system) a process and its direct children have used so far; Linux /proc only. */
+export function cpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  const one = (p: string): number => {
+    const f = readFileSync(`/proc/${p}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100; // utime, stime in 100 Hz ticks
+  };
+  try {
+    let total = one(String(pid));
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
+      if (c) total += one(c);
+    }
+    return total;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- the load client (its own process) ----
+
+/** a small deterministic generator (mulberry32), so a cell's prompts are the same run after run */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const SYLLABLES = "ka lo mi ra ten sor vel an ti mun dor el pa qui ber os lin gar fe tu".split(" ");
+
+/** Prompts of `tokens` tokens (the BOS included): one of `groups` shared prefixes, then a unique tail. */
+export class PromptMaker {
+  private readonly words: { w: string; lead: number; inner: number }[] = [];
+  private readonly prefixes: string[] = [];
+  private readonly prefixTokens: number[] = [];
+  private readonly next: () => number;
+
+  constructor(
+    private readonly tokens: number,
+    groups: number,
+    seed: number,
+  ) {
+    const tk = tokenizerForModel(resolveModel(MODEL));
+    const r = rng(1);
+    const seen = new Set<string>();
+    while (this.words.length < 600) {
+      let w = "";
+      const n = 1 + Math.floor(r() * 3);
+      for (let i = 0; i < n; i++) w += SYLLABLES[Math.floor(r() * SYLLABLES.length)]!;
+      if (seen.has(w)) continue;
+      seen.add(w);
+      this.words.push({ w, lead: tk.encode(w, false).length, inner: tk.encode(" " + w, false).length });
+    }
+    const target = Math.max(1, Math.round(tokens * SHARED));
+    for (let g = 0; g < groups; g++) {
+      const pr = rng(1000 + g);
+      let text = "";
+      let n = tk.bosTokenId !== null ? 1 : 0;
+      while (n < target) {
+        const x = this.words[Math.floor(pr() * this.words.length)]!;
+        text += text ? " " + x.w : x.w;
+        n += text === x.w ? x.lead : x.inner;
+      }
+      this.prefixes.push(text);
+      this.prefixTokens.push(n);
+    }
+    this.next = rng(seed);
+  }
+
+  /** the i-th request's group and prompt */
+  make(): { group: number; prefixChars: number; prompt: string } {
+    const group = Math.floor(this.next() * this.prefixes.length);
+    const prefix = this.prefixes[group]!;
+    let n = this.prefixTokens[group]!;
+    const parts: string[] = [prefix];
+    // at least one word of its own, so that no two requests are the same prompt
+    do {
+      const x = this.words[Math.floor(this.next() * this.words.length)]!;
+      parts.push(x.w);
+      n += x.inner;
+    } while (n < this.tokens);
+    return { group, prefixChars: prefix.length, prompt: parts.join(" ") };
+  }
+}
+
+export interface ClientResult {
+  sent: number;
+  ok: number;
+  errors: number;
+  /** requests measured (sent after the warm-up) */
+  n: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  /** completions per second over the measured window */
+  achieved: number;
+  /** how late the client sent, p99 ms (its own lag on a busy machine) */
+  lagP99: number;
+  /** the watched process's CPU over the measured window, in cores (null: none watched) */
+  cores: number | null;
+}
+
+export async function client(args: {
+  urls: string[];
+  rate: number;
+  durationS: number;
+  warmupS: number;
+  tokens: number;
+  groups: number;
+  seed: number;
+  cpuPid?: number;
+}): Promise<ClientResult> {
+  const maker = new PromptMaker(args.tokens, args.groups, args.seed);
+  const pools = args.urls.map(
+    (u) =>
+      new Pool(new URL(u).origin, {
+        connections: 256,
+        pipelining: 1,
+        keepAliveTimeout: 60_000,
+        headersTimeout: REQUEST_TIMEOUT_MS,
+        bodyTimeout: REQUEST_TIMEOUT_MS,
+      }),
+  );
+  const total = Math.round(args.rate * (args.warmupS + args.durationS));
+  const warm = Math.round(args.rate * args.warmupS);
+  const lat: number[] = [];
+  const lag: number[] = [];
+  let ok = 0;
+  let errors = 0;
+  let inFlight = 0;
+  let measuredDone = 0;
+  let sent = 0;
+  const t0 = performance.now() + 20;
+  const at = (i: number) => t0 + (i * 1000) / args.rate;
+  const fire = (i: number) => {
+    const { group, prefixChars, prompt } = maker.make();
+    const body = JSON.stringify({ model: MODEL, prompt, max_tokens: 1, temperature: 0 });
+    if (inFlight >= MAX_IN_FLIGHT) {
+      errors++;
+      return;
+    }
+    const pool = pools[i % pools.length]!;
+    const start = performance.now();
+    if (i >= warm) lag.push(start - at(i));
+    inFlight++;
+    sent++;
+    void pool
+      .request({
+        path: "/v1/completions",
+        method: "POST",
+        headers: { "content-type": "application/json", "x-bench-prefix": `${group}:${prefixChars}` },
+        body,
+      })
+      .then(async (r) => {
+        for await (const _ of r.body) void _;
+        if (r.statusCode !== 200) throw new Error(`status ${r.statusCode}`);
+        const ms = performance.now() - start;
+        ok++;
+        if (i >= warm) {
+          lat.push(ms);
+          measuredDone++;
+        }
+      })
+      .catch(() => errors++)
+      .finally(() => inFlight--);
+  };
+  let cpu0: number | undefined;
+  let w0 = 0;
+  let i = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      while (i < total && at(i) <= now) {
+        if (i === warm) {
+          cpu0 = cpuMs(args.cpuPid);
+          w0 = performance.now();
+        }
+        fire(i++);
+      }
+      if (i < total) setTimeout(tick, Math.max(0, Math.min(5, at(i) - performance.now())));
+      else resolve();
+    };
+    setTimeout(tick, Math.max(0, t0 - performance.now()));
+  });
+  const sendEnd = performance.now();
+  const cpu1 = cpuMs(args.cpuPid);
+  const doneAtSendEnd = measuredDone;
+  const wait0 = performance.now();
+  while (inFlight > 0 && performance.now() - wait0 < STRAGGLERS_MS)
+    await new Promise((r) => setTimeout(r, 10));
+  // still out after the wait: failed (counted before the pools' destruction fails them again)
+  const failed = errors + inFlight;
+  await Promise.all(pools.map((p) => p.destroy()));
+  lat.sort((a, b) => a - b);
+  lag.sort((a, b) => a - b);
+  const q = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? NaN;
+  const window = (sendEnd - w0) / 1000;
+  return {
+    sent,
+    ok,
+    errors: failed,
+    n: lat.length,
+    p50: q(lat, 0.5),
+    p95: q(lat, 0.95),
+    p99: q(lat, 0.99),
+    achieved: window > 0 ? doneAtSendEnd / window : 0,
+    lagP99: q(lag, 0.99),
+    cores: cpu0 !== undefined && cpu1 !== undefined && window > 0 ? (cpu1 - cpu0) / 1000 / window : null,
+  };
+}
+
+// ---- the run ----
+
+function runClient(args: Parameters<typeof client>[0]): Promise<ClientResult> {
+  return new Promise((resolve, reject) => {
+    const ch = spawn(
+      process.execPath,
+      [...process.execArgv, here("./overhead"), "rate-client", JSON.stringify(args)],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    ch.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    ch.on("exit", (code) =>
+      code === 0
+        ? // a percentile of no completed request went through JSON as null: NaN again, null in the report
+          resolve(JSON.parse(out, (_k, v: unknown) => (v === null ? NaN : v)) as ClientResult)
+        : reject(new Error(`load client exit ${code}`)),
+    );
+  });
+}
+
+function spawnEngines(ports: number[]): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const ch = spawn(
+      process.execPath,
+      [...process.execArgv, here("../support/fakes/kv-upstream"), ports.join(","), MODEL],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    ch.stdout!.on("data", (b: Buffer) => {
+      out += b.toString();
+      if (out.includes("ready")) resolve(ch);
+    });
+    ch.on("exit", (code) => reject(new Error(`kv-upstream exit ${code}`)));
+  });
+}
+
+function spawnRouter(
+  port: number,
+  urls: string[],
+  policy: string,
+  workers: string,
+  prof: string,
+): ChildProcess {
+  const node = prof
+    ? ["--cpu-prof", "--cpu-prof-dir", prof, "--cpu-prof-name", `router-${policy}.cpuprofile`]
+    : [];
+  const args = ["router", "--host", "127.0.0.1", "--port", String(port), "--policy", policy];
+  for (const u of urls) args.push("--backend", u);
+  if (workers) args.push("--workers", workers);
+  return spawn(process.execPath, [...process.execArgv, ...node, here("../../src/cli/main"), ...args], {
+    stdio: "ignore",
+    env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" },
+  });
+}
+
+/** what the router's /metrics say of KV routing: engines routed from their events, predicted and prompt tokens */
+async function routerKv(url: string): Promise<{ kvEngines: number; predicted: number; prompt: number }> {
+  const r = await fetch(`${url}/metrics`);
+  const text = await r.text();
+  const out = { kvEngines: 0, predicted: 0, prompt: 0 };
+  for (const line of text.split("\n")) {
+    const v = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (line.startsWith("switchyard_routing_engine_kv_mode{")) out.kvEngines += v === 1 ? 1 : 0;
+    else if (line.startsWith("switchyard_routing_predicted_cached_tokens_total{")) out.predicted += v;
+    else if (line.startsWith("switchyard_routing_prompt_tokens_total{")) out.prompt += v;
+  }
+  return out;
+}
+
+async function resetEngines(url: string): Promise<void> {
+  const r = await fetch(`${url}/bench/reset`, { method: "POST", body: "" });
+  await r.arrayBuffer();
+}
+
+const pct = (x: { p50: number; p95: number; p99: number }) => ({ p50: x.p50, p95: x.p95, p99: x.p99 });
+const round = (x: number) => Math.round(x * 100) / 100;
+
+export async function main(argv: string[]): Promise<void> {
+  const o = parseOptions(argv);
+  const cores = availableParallelism();
+  const ports: number[] = [];
+  for (let i = 0; i < o.engines; i++) ports.push(await freePort());
+  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+  const engines = await spawnEngines(ports);
+  const children: ChildProcess[] = [engines];
+  const load0 = loadavg()[0]!;
+  console.log(
+    `router/overhead at rate: ${o.engines} fast engines publishing KV events, ${o.groups} shared prefixes (${Math.round(SHARED * 100)}% of each prompt), ${o.warmupS}+${o.durationS} s per cell; ${cores} cores, load ${load0.toFixed(2)}`,
+  );
+  console.log(
+    "policy        tokens   rate  achieved  direct p95  router p50/p95/p99      added p50/p95/p99     cores  errors",
+  );
+  const seedOf = (tokens: number, rate: number, pass: number) => tokens * 7 + rate * 13 + pass;
+  const runs: Run[] = [];
+  try {
+    await Promise.all(urls.map((u) => waitHttp(`${u}/health`)));
+    for (const policy of o.policies) {
+      const port = await freePort();
+      const router = spawnRouter(port, urls, policy, o.workers, o.cpuProf);
+      children.push(router);
+      const url = `http://127.0.0.1:${port}`;
+      await waitHttp(`${url}/ready`);
+      // the router subscribes to each engine's events once it has read /version and /kv_event_sources
+      let kv = await routerKv(url);
+      for (let i = 0; i < 150 && policy !== "round-robin" && kv.kvEngines < o.engines; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        kv = await routerKv(url);
+      }
+      if (policy !== "round-robin")
+        console.log(`${policy}: ${kv.kvEngines} of ${o.engines} engines routed from their KV events`);
+      for (const tokens of o.promptTokens)
+        for (const rate of o.rates) {
+          const c = {
+            urls: [url],
+            rate,
+            durationS: o.durationS,
+            warmupS: o.warmupS,
+            tokens,
+            groups: o.groups,
+          };
+          // the same workload straight to the engines just before, so that the machine's load drifts little between the two
+          await resetEngines(urls[0]!);
+          const d = await runClient({ ...c, urls, seed: seedOf(tokens, rate, 0) });
+          await resetEngines(urls[0]!);
+          const kv0 = await routerKv(url);
+          const r = await runClient({ ...c, seed: seedOf(tokens, rate, 1), cpuPid: router.pid });
+          const kv1 = await routerKv(url);
+          const run: Run = {
+            policy,
+            rate,
+            prompt_tokens: tokens,
+            added_ms: { p50: round(r.p50 - d.p50), p95: round(r.p95 - d.p95), p99: round(r.p99 - d.p99) },
+            router_cores: r.cores === null ? null : round(r.cores),
+            router_cpu_ms_per_req:
+              r.cores === null || r.achieved <= 0 ? null : round((r.cores * 1000) / r.achieved),
+            router_ms: pct(r),
+            direct_ms: pct(d),
+            achieved_rps: round(r.achieved),
+            errors: r.errors,
+            client_lag_p99_ms: round(r.lagP99),
+            direct_achieved_rps: round(d.achieved),
+            harness_bound: d.achieved < 0.95 * rate,
+            predicted_cached_share:
+              kv1.prompt > kv0.prompt
+                ? round((kv1.predicted - kv0.predicted) / (kv1.prompt - kv0.prompt))
+                : null,
+          };
+          for (const k of ["router_ms", "direct_ms"] as const)
+            run[k] = { p50: round(run[k].p50), p95: round(run[k].p95), p99: round(run[k].p99) };
+          runs.push(run);
+          const f = (x: number) => x.toFixed(1);
+          console.log(
+            `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)} ${r.achieved.toFixed(0).padStart(9)} ${f(d.p95).padStart(11)}  ${`${f(r.p50)}/${f(r.p95)}/${f(r.p99)}`.padStart(20)}  ${`${f(run.added_ms.p50)}/${f(run.added_ms.p95)}/${f(run.added_ms.p99)}`.padStart(20)}  ${(r.cores ?? NaN).toFixed(2).padStart(6)}  ${String(r.errors).padStart(6)}`,
+          );
+        }
+      router.kill("SIGTERM");
+      // a profile is written as the router exits
+      if (o.cpuProf) await new Promise((r) => router.once("exit", r));
+    }
+  } finally {
+    for (const c of children) c.kill("SIGTERM");
+  }
+  const knee = knees(runs, cores);
+  for (const k of knee)
+    console.log(
+      `knee ${k.policy} ${k.prompt_tokens} tokens: ${k.rate === null ? "-" : `${k.rate} req/s`} (${k.reason})`,
+    );
+  const load1 = loadavg()[0]!;
+  console.log(`load average ${load0.toFixed(2)} at the start, ${load1.toFixed(2)} at the end`);
+  if (o.json) {
+    writeFileSync(
+      o.json,
+      JSON.stringify(
+        {
+          runs,
+          knee,
+          machine: { cores, load_start: round(load0), load_end: round(load1), node: process.version },
+          options: {
+            duration_s: o.durationS,
+            warmup_s: o.warmupS,
+            engines: o.engines,
+            groups: o.groups,
+            shared_prefix: SHARED,
+            workers: o.workers || null,
+          },
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    console.log(`wrote ${o.json}`);
+  }
+}
