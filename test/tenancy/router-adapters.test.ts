@@ -144,8 +144,15 @@ test("/v1/models lists only what the caller may use, and never an adapter's fold
     assert.equal(r.status, 200);
     return ((await r.json()) as Json).data as Json[];
   };
+  // alice's request (re)loads a0 where the router sends it; the listing follows that engine's models
   const ensureLoaded = await post(`${router.url}/v1/completions`, ROUTES[1]![1]("a0"), auth("alice"));
+  assert.equal(ensureLoaded.status, 200, await ensureLoaded.clone().text());
   await ensureLoaded.arrayBuffer();
+  await waitUntil(
+    async () => (await listed("alice")).some((m) => m.id === "a0"),
+    30_000,
+    "a0 listed for alice",
+  );
   const bob = await listed("bob");
   assert.ok(!bob.some((m) => m.id === "a0"), JSON.stringify(bob));
   assert.ok(bob.some((m) => m.id === MODEL));
