@@ -55,6 +55,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/tenancy": { imports: ["src/collections", "src/config", "src/http", "src/obs"], lines: 3500 },
   "src/discovery": { imports: ["src/config", "src/obs"], lines: 1000 },
 
+  // the SLO autoscaling decision: a pool's replicas from its signals and the engine model's step time
+  "src/autoscale": { imports: ["src/engine"], lines: 750 },
+
   // routing policies: pure functions of a fleet snapshot, in rooms from the ground up: who a request's
   // session is, the policy's vocabulary, what a placement costs (predictive routing uses the engine's
   // step time), the prefix index; then scorers and the peers' baselines; src/routing itself names the

@@ -1,0 +1,168 @@
+// The decision: the replicas a pool needs to hold TTFT p90 and TPOT p90 through the next start-up
+// interval. The forecast is the arrival rate at now + start-up + one interval (a least-squares trend
+// over the recent history, never below the rate now), plus the backlog the replicas hold, divided by
+// one replica's sustainable rate at the SLO from the engine model (EngineCapacity). Up is at once and
+// ahead of need; down is slow and safe: it needs extra spare capacity (hysteresis) and follows the
+// highest count asked for over the stabilisation window. State is per (model, role); the clock is the
+// signals' nowS.
+import type { AutoscaleConfig, CapacityModel, PoolSignals, ScaleDecision } from "./types.js";
+
+const DEFAULTS = {
+  intervalSeconds: 15,
+  trendWindowSeconds: 300,
+  headroom: 0.1,
+  scaleDownHysteresis: 0.1,
+};
+
+/** rate samples kept per pool (bounded; the trend window trims them first) */
+const HISTORY_LIMIT = 512;
+/** pools remembered (bounded: a model and role seen once more than this ago is forgotten first) */
+const POOL_LIMIT = 256;
+
+interface PoolState {
+  rates: { t: number; rate: number }[];
+  /** counts asked for, newest last, over the stabilisation window */
+  recommendations: { t: number; desired: number }[];
+}
+
+export function validateAutoscaleConfig(c: AutoscaleConfig): void {
+  const bad = (what: string) => {
+    throw new Error(`autoscale: ${what}`);
+  };
+  if (!(c.ttftP90Ms > 0) || !(c.tpotP90Ms > 0)) bad("the SLO's TTFT and TPOT bounds must be positive");
+  if (!Number.isInteger(c.minReplicas) || c.minReplicas < 0) bad("minReplicas must be an integer >= 0");
+  if (!Number.isInteger(c.maxReplicas) || c.maxReplicas < Math.max(1, c.minReplicas))
+    bad("maxReplicas must be an integer >= max(1, minReplicas)");
+  if (!(c.startupSeconds >= 0)) bad("startupSeconds must be >= 0");
+  if (!(c.scaleDownStabilizationSeconds >= 0)) bad("scaleDownStabilizationSeconds must be >= 0");
+}
+
+export class Autoscaler {
+  private readonly pools = new Map<string, PoolState>();
+  private readonly opts: Required<AutoscaleConfig>;
+
+  constructor(
+    config: AutoscaleConfig,
+    private readonly capacity: CapacityModel,
+  ) {
+    validateAutoscaleConfig(config);
+    this.opts = { ...DEFAULTS, ...config } as Required<AutoscaleConfig>;
+  }
+
+  get config(): Readonly<Required<AutoscaleConfig>> {
+    return this.opts;
+  }
+
+  decide(s: PoolSignals): ScaleDecision {
+    const o = this.opts;
+    const state = this.pool(`${s.model}\u0000${s.role}`);
+    const current = s.replicas.filter((r) => r.state !== "draining").length;
+
+    // the trend: least squares over the window's samples, the forecast at now + start-up + interval
+    state.rates.push({ t: s.nowS, rate: Math.max(0, s.arrivalRatePerS) });
+    while (state.rates.length > HISTORY_LIMIT || state.rates[0]!.t < s.nowS - o.trendWindowSeconds)
+      state.rates.shift();
+    const horizon = o.startupSeconds + o.intervalSeconds;
+    const { level, slope } = trend(state.rates, s.nowS);
+    const forecast = Math.max(s.arrivalRatePerS, level + Math.max(0, slope) * horizon, level);
+
+    const shape = {
+      promptTokens: s.meanPromptTokens,
+      outputTokens: s.meanOutputTokens,
+      prefixHitRate: s.prefixHitRate,
+    };
+    const perReplica = this.capacity.sustainableRate(s.role, shape, o.ttftP90Ms, o.tpotP90Ms);
+    // the backlog the replicas hold beyond what they run is served over one start-up interval
+    const waiting = s.replicas.reduce((n, r) => n + (r.state === "draining" ? 0 : r.waiting), 0);
+    const backlogRate = waiting / Math.max(o.intervalSeconds, o.startupSeconds);
+    const late = s.replicas.some((r) => r.state === "ready" && (r.predictedTtftMs ?? 0) > o.ttftP90Ms);
+    const need = forecast + backlogRate;
+    const up = perReplica > 0 ? Math.ceil((need * (1 + o.headroom)) / perReplica) : o.maxReplicas;
+    const downTarget =
+      perReplica > 0
+        ? Math.ceil((need * (1 + o.headroom + o.scaleDownHysteresis)) / perReplica)
+        : o.maxReplicas;
+    let raw = up > current ? up : Math.min(current, downTarget);
+    if (late && raw <= current) raw = current; // a replica already late: never scale down now
+    raw = clamp(raw, o.minReplicas, o.maxReplicas);
+
+    // stabilisation: a scale-down follows the highest count asked for over the window
+    state.recommendations.push({ t: s.nowS, desired: raw });
+    while (state.recommendations[0]!.t < s.nowS - o.scaleDownStabilizationSeconds)
+      state.recommendations.shift();
+    if (state.recommendations.length > HISTORY_LIMIT) state.recommendations.shift();
+    let desired = raw;
+    let reason: string;
+    if (raw > current) {
+      reason = `up: forecast ${forecast.toFixed(2)}/s (trend ${slope >= 0 ? "+" : ""}${(slope * 60).toFixed(2)}/s per min) + backlog ${waiting} over ${perReplica.toFixed(2)}/s per replica at the SLO`;
+    } else {
+      const held = Math.max(...state.recommendations.map((r) => r.desired));
+      desired = clamp(Math.min(current, held), o.minReplicas, o.maxReplicas);
+      if (desired < current)
+        reason = `down: forecast ${forecast.toFixed(2)}/s needs ${raw} at ${perReplica.toFixed(2)}/s per replica, stable for ${o.scaleDownStabilizationSeconds}s`;
+      else if (raw < current)
+        reason = `hold: ${raw} would do, waiting out the ${o.scaleDownStabilizationSeconds}s stabilisation window`;
+      else
+        reason = `hold: forecast ${forecast.toFixed(2)}/s within ${current} replicas' ${(current * perReplica).toFixed(2)}/s`;
+    }
+    if (desired < current && current < o.minReplicas) desired = o.minReplicas;
+    const perNow = desired > 0 ? need / desired : Infinity;
+    const l = this.capacity.latency(s.role, shape, perNow);
+    return {
+      model: s.model,
+      role: s.role,
+      current,
+      desired,
+      reason,
+      ...(l.stable ? { predictedTtftP90Ms: l.ttftP90Ms, predictedTpotP90Ms: l.tpotP90Ms } : {}),
+      forecastRatePerS: forecast,
+      replicaRatePerS: perReplica,
+    };
+  }
+
+  private pool(key: string): PoolState {
+    let p = this.pools.get(key);
+    if (p) {
+      this.pools.delete(key);
+      this.pools.set(key, p);
+      return p;
+    }
+    p = { rates: [], recommendations: [] };
+    this.pools.set(key, p);
+    if (this.pools.size > POOL_LIMIT) {
+      const oldest = this.pools.keys().next().value;
+      if (oldest !== undefined) this.pools.delete(oldest);
+    }
+    return p;
+  }
+}
+
+function clamp(n: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, n));
+}
+
+/** the least-squares line through the samples, read at `now`: its level and slope (per second) */
+export function trend(
+  samples: readonly { t: number; rate: number }[],
+  now: number,
+): { level: number; slope: number } {
+  const n = samples.length;
+  if (n === 0) return { level: 0, slope: 0 };
+  if (n < 3) return { level: samples[n - 1]!.rate, slope: 0 };
+  let st = 0;
+  let sr = 0;
+  for (const x of samples) {
+    st += x.t;
+    sr += x.rate;
+  }
+  const mt = st / n;
+  const mr = sr / n;
+  let num = 0;
+  let den = 0;
+  for (const x of samples) {
+    num += (x.t - mt) * (x.rate - mr);
+    den += (x.t - mt) ** 2;
+  }
+  const slope = den > 0 ? num / den : 0;
+  return { level: mr + slope * (now - mt), slope };
+}
