@@ -253,6 +253,19 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: ["src/collections", "src/discovery", "src/http", "src/obs", "src/router/config", "src/routing"],
     lines: 1800,
   },
+  // the SLO autoscaling decision on a timer over the registry's engines and the router's own counts
+  "src/router/autoscale": {
+    imports: [
+      "src/autoscale",
+      "src/engine",
+      "src/models",
+      "src/obs",
+      "src/router/config",
+      "src/router/engines",
+      "src/routing",
+    ],
+    lines: 450,
+  },
   "src/router/migration": {
     imports: [
       "src/http",
@@ -360,6 +373,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/config",
       "src/discovery",
       "src/obs",
+      "src/router/autoscale",
       "src/router/cluster",
       "src/router/config",
       "src/router/dataplane",

@@ -21,6 +21,7 @@ import { backendKvEventsSchema, routingConfigSchema } from "./kv.js";
 import { tenancyConfigSchema } from "../../tenancy/config.js";
 import { discoveryConfigSchema } from "../../discovery/config.js";
 import { peersConfigSchema } from "./cluster.js";
+import { autoscalingConfigSchema } from "./autoscale.js";
 import { endpointFromEnv } from "../../obs/tracing.js";
 import { cliFlags, flag } from "../../config/schema-flags.js";
 import { GPU_IDS_TEXT } from "../../models/index.js";
@@ -266,6 +267,8 @@ export const routerConfigSchema = z.strictObject({
   scorers: scorersConfigSchema,
   /** TTFT SLOs the predictive policy admits requests by (docs/routing.md) */
   slo: sloConfigSchema,
+  /** the SLO autoscaling decision the router runs and exports (./autoscale.ts, docs/autoscaling.md) */
+  autoscaling: autoscalingConfigSchema,
   session: z
     .strictObject({
       header: flag(z.string().default("x-session-id"), {
