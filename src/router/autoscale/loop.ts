@@ -27,7 +27,7 @@ const log = logger("router.autoscale");
 
 /** pools remembered (a pool whose engines all left still gets a decision: its traffic may need one) */
 const MAX_POOLS = 256;
-/** the GPU profile the decision sizes with when the predictive policy names none */
+/** the GPU profile the decision sizes with when neither autoscaling.gpu nor the predictive policy names one */
 const DEFAULT_GPU = "h100";
 
 /** What the loop reads of the rest of the router, handed in by the wiring (../assembly.ts). */
@@ -76,6 +76,19 @@ interface PoolMemo {
   hitRate: number;
 }
 
+/**
+ * The pool as a Kubernetes label value (a model id's `/` is not one), for an HPA's External metric
+ * selector: `meta-llama/Llama-3.1-8B-Instruct`, mixed → `meta-llama-llama-3.1-8b-instruct-mixed`. The
+ * chart writes the same (templates/engines.yaml).
+ */
+export function poolLabel(model: string, role: PoolRole): string {
+  return `${model}-${role}`
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]/g, "-")
+    .slice(0, 63)
+    .replace(/^[-._]+|[-._]+$/g, "");
+}
+
 function roleOf(e: Upstream): PoolRole {
   const r = e.spec.role?.trim().toLowerCase();
   return r === "prefill" || r === "decode" ? r : "mixed";
@@ -121,11 +134,12 @@ export class AutoscaleLoop {
       new Gauge({
         name,
         help,
-        labelNames: ["model", "role"],
+        labelNames: ["model", "role", "pool"],
         registers: [d.metrics],
         collect() {
           this.reset();
-          for (const r of reports()) this.set({ model: r.model, role: r.role }, pick(r));
+          for (const r of reports())
+            this.set({ model: r.model, role: r.role, pool: poolLabel(r.model, r.role) }, pick(r));
         },
       });
     gauge(
@@ -314,7 +328,7 @@ export class AutoscaleLoop {
     const a = cfg.autoscaling;
     const p = cfg.predictive;
     try {
-      const engine = defaultEngineConfig(resolveModel(model), resolveGpu(p?.gpu ?? DEFAULT_GPU), {
+      const engine = defaultEngineConfig(resolveModel(model), resolveGpu(a.gpu ?? p?.gpu ?? DEFAULT_GPU), {
         tensorParallelSize: p?.tensorParallelSize ?? 1,
       });
       s = new Autoscaler(

@@ -48,6 +48,11 @@ export const autoscalingConfigSchema = z
       help: "autoscaling: how often the decision runs",
       kind: "duration",
     }),
+    /** the GPU profile replicas are sized with (the engine model's catalogue); default: the predictive policy's, else h100 */
+    gpu: flag(z.string().min(1).optional(), {
+      flag: "autoscale-gpu",
+      help: "autoscaling: the GPU profile replicas are sized with (default: --predictive-gpu, else h100)",
+    }),
     /** how much arrival-rate history the trend is fitted over */
     trendWindow: duration.default(300_000),
     /** spare capacity kept above the forecast rate, as a fraction */
