@@ -5,7 +5,8 @@
 // and orders only: every wait is a bounded hang guard, never a timing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { freePort, freeUpPorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
+import { spawnSync } from "node:child_process";
+import { cliCommand, freePort, freeUpPorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { readStream, type StreamRead } from "../../bench/support/sse-client.js";
 import { autoscaleRange } from "../../src/cli/up-autoscale.js";
 
@@ -64,6 +65,7 @@ test("up --autoscale 1:3: rising load starts engines, falling load drains and st
     "120",
   ]);
   const url = `http://127.0.0.1:${port}`;
+  const { cmd, args: pre } = cliCommand();
   const sent: Sent[] = [];
   /** engines the router listed as draining, or stopped listing after it had listed them */
   const gone = new Set<string>();
@@ -114,6 +116,22 @@ test("up --autoscale 1:3: rising load starts engines, falling load drains and st
     for (let i = 0; i < 600 && !/autoscale 1:3 from the router's SLO decision/.test(stack.output()); i++)
       await new Promise((r) => setTimeout(r, 100));
     assert.match(stack.output(), /autoscale 1:3 from the router's SLO decision/);
+    // switchyard status shows the decision and its reason
+    const status = spawnSync(
+      cmd,
+      [...pre, "status", "--router", url, "--interval", "0", "--format", "json"],
+      {
+        encoding: "utf8",
+        timeout: 60_000,
+      },
+    );
+    assert.equal(status.status, 0, status.stderr);
+    const pools = (
+      JSON.parse(status.stdout) as { autoscale: { pools: { reason: string; current: number }[] } }
+    ).autoscale.pools;
+    assert.equal(pools.length, 1);
+    assert.equal(pools[0]!.current, 1);
+    assert.match(pools[0]!.reason, /^(hold|up|down):/);
     // low, then high until a third engine serves, then low until the fleet is back to one
     await load(0.5, 5_000, () => false);
     await load(6, 120_000, () => serving().includes(3));
