@@ -5,7 +5,7 @@
 // ahead of need; down is slow and safe: it needs extra spare capacity (hysteresis) and follows the
 // highest count asked for over the stabilisation window. State is per (model, role); the clock is the
 // signals' nowS.
-import type { AutoscaleConfig, CapacityModel, PoolSignals, ScaleDecision } from "./types.js";
+import type { AutoscaleConfig, CapacityModel, PoolSignals, ScaleDecision, ScalePolicy } from "./types.js";
 
 const DEFAULTS = {
   intervalSeconds: 15,
@@ -37,7 +37,8 @@ export function validateAutoscaleConfig(c: AutoscaleConfig): void {
   if (!(c.scaleDownStabilizationSeconds >= 0)) bad("scaleDownStabilizationSeconds must be >= 0");
 }
 
-export class Autoscaler {
+export class Autoscaler implements ScalePolicy {
+  readonly name = "slo";
   private readonly pools = new Map<string, PoolState>();
   private readonly opts: Required<AutoscaleConfig>;
 

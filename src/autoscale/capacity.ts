@@ -122,6 +122,45 @@ export class EngineCapacity implements CapacityModel {
     this.cache.set(key, lo);
     return lo;
   }
+
+  /**
+   * A pre-deployment profile's readings (as Dynamo's profiler sweeps them) from the engine model: a lone
+   * prefill of `uncached` prompt tokens, and the decode batch at context prompt + output/2 that keeps
+   * the step within `itlMs`.
+   */
+  profile(prompt: number, output: number, uncached: number, itlMs: number, concurrency = 0): EngineProfile {
+    const ctx = prompt + output / 2;
+    const prefillCtx = prompt - uncached / 2;
+    let t = 0;
+    for (let left = uncached; left > 0; left -= this.budget)
+      t += this.step(0, ctx, Math.min(left, this.budget), prefillCtx);
+    let lo = 0;
+    let hi = this.maxSeqs;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (this.step(mid, ctx, 0, prefillCtx) * 1000 <= itlMs && mid * (prompt + output) <= this.kvTokens)
+        lo = mid;
+      else hi = mid - 1;
+    }
+    const decodeStep = this.step(Math.max(1, lo), ctx, 0, prefillCtx);
+    return {
+      prefillTokensPerS: uncached / Math.max(1e-9, t),
+      expectedTtftMs: t * 1000,
+      decodeTokensPerS: lo > 0 ? lo / decodeStep : 0,
+      expectedItlMs: this.step(Math.max(1, concurrency), ctx, 0, prefillCtx) * 1000,
+    };
+  }
+}
+
+export interface EngineProfile {
+  /** prompt tokens per second one engine prefills a lone prompt of the shape at */
+  prefillTokensPerS: number;
+  /** that prefill's time: the TTFT the profile expects, ms */
+  expectedTtftMs: number;
+  /** output tokens per second one engine decodes at the largest batch whose step is within the ITL */
+  decodeTokensPerS: number;
+  /** the step time at `concurrency` decoding sequences: the ITL the profile expects there, ms */
+  expectedItlMs: number;
 }
 
 /** a coarse bucket (about 6% wide) of a token count, so nearby shapes share a cached answer */

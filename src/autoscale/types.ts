@@ -38,6 +38,8 @@ export interface ReplicaSignal {
   predictedTtftMs?: number;
   /** the router's prediction of this replica's time per output token, milliseconds */
   predictedTpotMs?: number;
+  /** share of the last interval the GPU ran a kernel (0..1), as nvidia-smi's utilisation reads it */
+  gpuUtilization?: number;
 }
 
 export interface PoolSignals {
@@ -52,6 +54,10 @@ export interface PoolSignals {
   /** share of prompt tokens served from cache (0..1) */
   prefixHitRate: number;
   replicas: ReplicaSignal[];
+  /** mean TTFT of the requests that finished over the last interval, ms (Dynamo's correction factor) */
+  observedTtftMs?: number;
+  /** mean time per output token of those requests, ms */
+  observedTpotMs?: number;
 }
 
 export interface ScaleDecision {
@@ -92,4 +98,10 @@ export interface CapacityModel {
   latency(role: PoolRole, shape: RequestShape, ratePerS: number): ReplicaLatency;
   /** the highest arrival rate per second one replica serves within both p90 bounds */
   sustainableRate(role: PoolRole, shape: RequestShape, ttftP90Ms: number, tpotP90Ms: number): number;
+}
+
+/** anything that turns a pool's signals into a replica count: ours (Autoscaler) and the baselines */
+export interface ScalePolicy {
+  readonly name: string;
+  decide(signals: PoolSignals): ScaleDecision;
 }
