@@ -18,12 +18,14 @@ export interface AutoscaleConfig {
   scaleDownStabilizationSeconds: number;
   /** seconds between two decisions (the loop's period); the forecast looks this far past start-up; default 15 */
   intervalSeconds?: number;
-  /** seconds of arrival-rate history the trend is fitted over; default 300 */
+  /** seconds of arrival-rate history the trend (and the request shape) is fitted over; default 600 */
   trendWindowSeconds?: number;
   /** spare capacity kept above the forecast rate, as a fraction; default 0.1 */
   headroom?: number;
   /** a scale-down needs this much more spare capacity than a scale-up keeps (hysteresis); default 0.1 */
   scaleDownHysteresis?: number;
+  /** the replicas are sized for p90s this fraction below the SLO's bounds (as `plan`'s headroom); default 0.1 */
+  sloMargin?: number;
 }
 
 export interface ReplicaSignal {
