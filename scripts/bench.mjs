@@ -51,6 +51,7 @@ const BENCHMARKS = [
   { name: "routing/agentic" },
   { name: "routing/lora" },
   { name: "routing/llm-d-code-gen" },
+  { name: "autoscale/trace", file: "autoscale/trace/index", defaults: ["--virtual"] },
   { name: "fleet/speed" },
   { name: "fleet/fidelity", defaults: ["3"] },
   { name: "fleet/vs-live", defaults: ["160", "0.25"] },
@@ -67,6 +68,7 @@ const BENCHMARKS = [
 
 /** Modules under bench/ that benchmarks import or start, not benchmarks themselves. */
 const PARTS = [
+  "autoscale/trace/run",
   "router/node-floor-proxy",
   "router/raw-relay-proxy",
   "routing/agentic-decisions",

@@ -404,6 +404,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the disaggregated fleet (prefill and decode pools in virtual time) took it past its first budget
   "src/fleet": {
     imports: [
+      "src/autoscale",
       "src/collections",
       "src/config",
       "src/engine",

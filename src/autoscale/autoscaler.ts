@@ -5,22 +5,26 @@
 // ahead of need; down is slow and safe: it needs extra spare capacity (hysteresis) and follows the
 // highest count asked for over the stabilisation window. State is per (model, role); the clock is the
 // signals' nowS.
-import type { AutoscaleConfig, CapacityModel, PoolSignals, ScaleDecision } from "./types.js";
+import type { AutoscaleConfig, CapacityModel, PoolSignals, ScaleDecision, ScalePolicy } from "./types.js";
 
 const DEFAULTS = {
   intervalSeconds: 15,
-  trendWindowSeconds: 300,
+  trendWindowSeconds: 600,
   headroom: 0.1,
   scaleDownHysteresis: 0.1,
+  sloMargin: 0.1,
 };
 
+/** seconds of the recent mean a burst is read from */
+const RECENT_SECONDS = 60;
 /** rate samples kept per pool (bounded; the trend window trims them first) */
 const HISTORY_LIMIT = 512;
 /** pools remembered (bounded: a model and role seen once more than this ago is forgotten first) */
 const POOL_LIMIT = 256;
 
 interface PoolState {
-  rates: { t: number; rate: number }[];
+  /** per decision: the arrival rate and the shape of the interval's requests */
+  rates: { t: number; rate: number; prompt: number; output: number; hit: number }[];
   /** counts asked for, newest last, over the stabilisation window */
   recommendations: { t: number; desired: number }[];
 }
@@ -37,7 +41,8 @@ export function validateAutoscaleConfig(c: AutoscaleConfig): void {
   if (!(c.scaleDownStabilizationSeconds >= 0)) bad("scaleDownStabilizationSeconds must be >= 0");
 }
 
-export class Autoscaler {
+export class Autoscaler implements ScalePolicy {
+  readonly name = "slo";
   private readonly pools = new Map<string, PoolState>();
   private readonly opts: Required<AutoscaleConfig>;
 
@@ -57,21 +62,48 @@ export class Autoscaler {
     const o = this.opts;
     const state = this.pool(`${s.model}\u0000${s.role}`);
     const current = s.replicas.filter((r) => r.state !== "draining").length;
+    // a pool seen for the first time holds what it has for a window before any scale-down
+    if (state.recommendations.length === 0) state.recommendations.push({ t: s.nowS, desired: current });
 
     // the trend: least squares over the window's samples, the forecast at now + start-up + interval
-    state.rates.push({ t: s.nowS, rate: Math.max(0, s.arrivalRatePerS) });
+    state.rates.push({
+      t: s.nowS,
+      rate: Math.max(0, s.arrivalRatePerS),
+      prompt: s.meanPromptTokens,
+      output: s.meanOutputTokens,
+      hit: s.prefixHitRate,
+    });
     while (state.rates.length > HISTORY_LIMIT || state.rates[0]!.t < s.nowS - o.trendWindowSeconds)
       state.rates.shift();
     const horizon = o.startupSeconds + o.intervalSeconds;
     const { level, slope } = trend(state.rates, s.nowS);
-    const forecast = Math.max(s.arrivalRatePerS, level + Math.max(0, slope) * horizon, level);
+    // the fit smooths one interval's Poisson noise away; a burst (the last minute's mean above the fit
+    // by more than three of its standard deviations) is taken as the new level at once
+    const base = Math.max(0, level + Math.max(0, slope) * horizon);
+    const recent = state.rates.filter((x) => x.t > s.nowS - RECENT_SECONDS);
+    const recentRate = recent.reduce((a, x) => a + x.rate, 0) / Math.max(1, recent.length);
+    const sigma = Math.sqrt(Math.max(level, 1e-9) / Math.max(o.intervalSeconds, recent.length * o.intervalSeconds));
+    const burst = recentRate > base + 3 * sigma;
+    const forecast = burst ? Math.max(recentRate, base) : base;
 
-    const shape = {
-      promptTokens: s.meanPromptTokens,
-      outputTokens: s.meanOutputTokens,
-      prefixHitRate: s.prefixHitRate,
-    };
-    const perReplica = this.capacity.sustainableRate(s.role, shape, o.ttftP90Ms, o.tpotP90Ms);
+    // the shape over the trend window, each interval weighted by its arrivals: one interval's mean of
+    // a heavy-tailed length is too noisy to size on
+    let w = 0;
+    let prompt = 0;
+    let output = 0;
+    let hit = 0;
+    for (const x of state.rates) {
+      const wx = x.rate + 1e-9;
+      w += wx;
+      prompt += wx * x.prompt;
+      output += wx * x.output;
+      hit += wx * x.hit;
+    }
+    const shape = { promptTokens: prompt / w, outputTokens: output / w, prefixHitRate: hit / w };
+    // sized so the engine model's p90s sit `sloMargin` below the bounds: a one-minute window's p90
+    // over a few hundred requests scatters about the steady state's
+    const margin = 1 - o.sloMargin;
+    const perReplica = this.capacity.sustainableRate(s.role, shape, o.ttftP90Ms * margin, o.tpotP90Ms * margin);
     // the backlog the replicas hold beyond what they run is served over one start-up interval
     const waiting = s.replicas.reduce((n, r) => n + (r.state === "draining" ? 0 : r.waiting), 0);
     const backlogRate = waiting / Math.max(o.intervalSeconds, o.startupSeconds);
@@ -94,7 +126,7 @@ export class Autoscaler {
     let desired = raw;
     let reason: string;
     if (raw > current) {
-      reason = `up: forecast ${forecast.toFixed(2)}/s (trend ${slope >= 0 ? "+" : ""}${(slope * 60).toFixed(2)}/s per min) + backlog ${waiting} over ${perReplica.toFixed(2)}/s per replica at the SLO`;
+      reason = `up${burst ? " (burst)" : ""}: forecast ${forecast.toFixed(2)}/s (trend ${slope >= 0 ? "+" : ""}${(slope * 60).toFixed(2)}/s per min) + backlog ${waiting} over ${perReplica.toFixed(2)}/s per replica at the SLO`;
     } else {
       const held = Math.max(...state.recommendations.map((r) => r.desired));
       desired = clamp(Math.min(current, held), o.minReplicas, o.maxReplicas);
@@ -141,7 +173,10 @@ function clamp(n: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, n));
 }
 
-/** the least-squares line through the samples, read at `now`: its level and slope (per second) */
+/**
+ * the least-squares line through the samples, read at `now`: its level and slope (per second); a slope
+ * within two standard errors of zero is taken as none (the level is then the mean)
+ */
 export function trend(
   samples: readonly { t: number; rate: number }[],
   now: number,
@@ -164,5 +199,10 @@ export function trend(
     den += (x.t - mt) ** 2;
   }
   const slope = den > 0 ? num / den : 0;
-  return { level: mr + slope * (now - mt), slope };
+  // the slope's standard error: a trend within two of it is noise, not a trend
+  let res = 0;
+  for (const x of samples) res += (x.rate - (mr + slope * (x.t - mt))) ** 2;
+  const se = den > 0 ? Math.sqrt(res / (n - 2) / den) : Infinity;
+  const real = Math.abs(slope) > 2 * se ? slope : 0;
+  return { level: real !== 0 ? mr + slope * (now - mt) : mr, slope: real };
 }

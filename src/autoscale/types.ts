@@ -18,12 +18,14 @@ export interface AutoscaleConfig {
   scaleDownStabilizationSeconds: number;
   /** seconds between two decisions (the loop's period); the forecast looks this far past start-up; default 15 */
   intervalSeconds?: number;
-  /** seconds of arrival-rate history the trend is fitted over; default 300 */
+  /** seconds of arrival-rate history the trend (and the request shape) is fitted over; default 600 */
   trendWindowSeconds?: number;
   /** spare capacity kept above the forecast rate, as a fraction; default 0.1 */
   headroom?: number;
   /** a scale-down needs this much more spare capacity than a scale-up keeps (hysteresis); default 0.1 */
   scaleDownHysteresis?: number;
+  /** the replicas are sized for p90s this fraction below the SLO's bounds (as `plan`'s headroom); default 0.1 */
+  sloMargin?: number;
 }
 
 export interface ReplicaSignal {
@@ -38,6 +40,8 @@ export interface ReplicaSignal {
   predictedTtftMs?: number;
   /** the router's prediction of this replica's time per output token, milliseconds */
   predictedTpotMs?: number;
+  /** share of the last interval the GPU ran a kernel (0..1), as nvidia-smi's utilisation reads it */
+  gpuUtilization?: number;
 }
 
 export interface PoolSignals {
@@ -52,6 +56,10 @@ export interface PoolSignals {
   /** share of prompt tokens served from cache (0..1) */
   prefixHitRate: number;
   replicas: ReplicaSignal[];
+  /** mean TTFT of the requests that finished over the last interval, ms (Dynamo's correction factor) */
+  observedTtftMs?: number;
+  /** mean time per output token of those requests, ms */
+  observedTpotMs?: number;
 }
 
 export interface ScaleDecision {
@@ -92,4 +100,10 @@ export interface CapacityModel {
   latency(role: PoolRole, shape: RequestShape, ratePerS: number): ReplicaLatency;
   /** the highest arrival rate per second one replica serves within both p90 bounds */
   sustainableRate(role: PoolRole, shape: RequestShape, ttftP90Ms: number, tpotP90Ms: number): number;
+}
+
+/** anything that turns a pool's signals into a replica count: ours (Autoscaler) and the baselines */
+export interface ScalePolicy {
+  readonly name: string;
+  decide(signals: PoolSignals): ScaleDecision;
 }
