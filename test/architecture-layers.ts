@@ -241,7 +241,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     ],
     // the schema is every router option's one declaration (flags are generated from it), so it grows
     // with the options
-    lines: 1100,
+    lines: 1250,
   },
   "src/router/request": { imports: ["src/http", "src/protocol", "src/tenancy"], lines: 1000 },
   "src/router/telemetry": {
@@ -434,7 +434,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   "src/ops": { imports: ["src/config", "src/obs", "src/protocol"], lines: 1500 },
 
-  // the one entry point: dispatches to every program; nothing imports it
+  // the one entry point: dispatches to every program; nothing imports it. `up` and its parts (P/D, the
+  // shared tier, the cluster, --autoscale) are most of it
   "src/cli": {
     imports: [
       "src/bench",
@@ -453,7 +454,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     ],
     // with up's P/D pools, its shared cache server (up-pd.ts, up-cache-server.ts), its Valkey Cluster
     // and its LoRA folder
-    lines: 1500,
+    lines: 1800,
   },
 
   // outside the package: the benchmarks may use any layer, never the tests
