@@ -57,9 +57,8 @@ export interface AutoscaleReport {
   pools: PoolReport[];
 }
 
-interface Counters {
-  answered: number;
-  inFlight: number;
+/** one engine's cumulative counters, as last scraped */
+interface EngineCounters {
   prompt: number;
   cached: number;
   generated: number;
@@ -69,7 +68,10 @@ interface Counters {
 interface PoolMemo {
   model: string;
   role: PoolRole;
-  last: Counters | undefined;
+  /** the router's counts at the last round: requests answered for the model, in flight on the pool */
+  last: { answered: number; inFlight: number } | undefined;
+  /** each engine's counters at the last round (only engines still in the pool are kept) */
+  engines: Map<string, EngineCounters>;
   /** the last lengths and hit rate seen (kept through intervals with no finished request) */
   promptTokens: number;
   outputTokens: number;
@@ -211,20 +213,22 @@ export class AutoscaleLoop {
     const reports: PoolReport[] = [];
     for (const [key, memo] of this.pools) {
       const engines = members.get(key) ?? [];
-      const now = this.counters(engines, answered.get(memo.model) ?? 0);
+      const now = { answered: answered.get(memo.model) ?? 0, inFlight: 0 };
+      for (const e of engines) now.inFlight += e.view.inFlight;
       const last = memo.last;
       memo.last = now;
+      // the engines' own counters, as differences per engine: one that joined or restarted adds nothing
+      // until its second round, one that left takes nothing away
+      const d = this.engineDeltas(engines, memo);
       let rate = 0;
       if (last && dt !== undefined && dt > 0) {
         // arrivals = answered + the growth of what is in flight (both the router's own counts)
         rate = Math.max(0, now.answered - last.answered + (now.inFlight - last.inFlight)) / dt;
-        const finished = now.finished - last.finished;
-        if (finished > 0) {
-          memo.promptTokens = Math.max(0, now.prompt - last.prompt) / finished;
-          memo.outputTokens = Math.max(0, now.generated - last.generated) / finished;
+        if (d.finished > 0) {
+          memo.promptTokens = d.prompt / d.finished;
+          memo.outputTokens = d.generated / d.finished;
         }
-        const prompt = now.prompt - last.prompt;
-        if (prompt > 0) memo.hitRate = Math.min(1, Math.max(0, now.cached - last.cached) / prompt);
+        if (d.prompt > 0) memo.hitRate = Math.min(1, d.cached / d.prompt);
       }
       const replicas = engines.map((e) => this.replica(e, memo));
       const signals: PoolSignals = {
@@ -272,19 +276,38 @@ export class AutoscaleLoop {
   private remember(key: string, model: string, role: PoolRole): void {
     if (this.pools.size >= MAX_POOLS) this.pools.delete(this.pools.keys().next().value!);
     // a first guess until the engines' counters say: a chat turn
-    this.pools.set(key, { model, role, last: undefined, promptTokens: 512, outputTokens: 128, hitRate: 0 });
+    this.pools.set(key, {
+      model,
+      role,
+      last: undefined,
+      engines: new Map(),
+      promptTokens: 512,
+      outputTokens: 128,
+      hitRate: 0,
+    });
   }
 
-  private counters(engines: Upstream[], answered: number): Counters {
-    const c: Counters = { answered, inFlight: 0, prompt: 0, cached: 0, generated: 0, finished: 0 };
+  private engineDeltas(engines: Upstream[], memo: PoolMemo): EngineCounters {
+    const sum: EngineCounters = { prompt: 0, cached: 0, generated: 0, finished: 0 };
+    const seen = new Map<string, EngineCounters>();
     for (const e of engines) {
-      c.inFlight += e.view.inFlight;
-      c.prompt += e.load.prefill?.promptTokens ?? 0;
-      c.cached += e.load.prefill?.cachedTokens ?? 0;
-      c.generated += e.load.generationTokens ?? 0;
-      c.finished += e.load.requestsFinished ?? 0;
+      const c: EngineCounters = {
+        prompt: e.load.prefill?.promptTokens ?? 0,
+        cached: e.load.prefill?.cachedTokens ?? 0,
+        generated: e.load.generationTokens ?? 0,
+        finished: e.load.requestsFinished ?? 0,
+      };
+      seen.set(e.url, c);
+      const before = memo.engines.get(e.url);
+      // a counter that went back is a restarted engine: nothing to add this round
+      if (!before || c.finished < before.finished || c.prompt < before.prompt) continue;
+      sum.prompt += c.prompt - before.prompt;
+      sum.cached += Math.max(0, c.cached - before.cached);
+      sum.generated += Math.max(0, c.generated - before.generated);
+      sum.finished += c.finished - before.finished;
     }
-    return c;
+    memo.engines = seen;
+    return sum;
   }
 
   private replica(e: Upstream, memo: PoolMemo): ReplicaSignal & { inFlight: number } {
