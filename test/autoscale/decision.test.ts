@@ -188,3 +188,18 @@ test("the decision runs on the signals' clock: the same signals give the same co
   };
   assert.deepEqual(run(), run());
 });
+
+test("under P/D the prefill and decode pools are sized apart, each on its own bound and state", () => {
+  const a = new Autoscaler(config, new EngineCapacity(engine));
+  const p = a.decide(signals(0, 100, 1, { role: "prefill" }));
+  const d = a.decide(signals(0, 100, 1, { role: "decode" }));
+  assert.equal(p.role, "prefill");
+  assert.equal(d.role, "decode");
+  assert.notEqual(p.replicaRatePerS, d.replicaRatePerS);
+  // a prefill replica is bounded by TTFT only: its TPOT bound does not limit it
+  const loose = new Autoscaler({ ...config, tpotP90Ms: 1 }, new EngineCapacity(engine));
+  assert.equal(loose.decide(signals(0, 100, 1, { role: "prefill" })).desired, p.desired);
+  // the decode pool's later lull does not move the prefill pool's window
+  for (let t = 15; t <= 600; t += 15) a.decide(signals(t, 1, d.desired, { role: "decode" }));
+  assert.equal(a.decide(signals(615, 100, p.desired, { role: "prefill" })).desired, p.desired);
+});
