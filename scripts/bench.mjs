@@ -68,7 +68,6 @@ const BENCHMARKS = [
 
 /** Modules under bench/ that benchmarks import or start, not benchmarks themselves. */
 const PARTS = [
-  "autoscale/trace/run",
   "router/node-floor-proxy",
   "router/raw-relay-proxy",
   "routing/agentic-decisions",

@@ -82,7 +82,9 @@ export class Autoscaler implements ScalePolicy {
     const base = Math.max(0, level + Math.max(0, slope) * horizon);
     const recent = state.rates.filter((x) => x.t > s.nowS - RECENT_SECONDS);
     const recentRate = recent.reduce((a, x) => a + x.rate, 0) / Math.max(1, recent.length);
-    const sigma = Math.sqrt(Math.max(level, 1e-9) / Math.max(o.intervalSeconds, recent.length * o.intervalSeconds));
+    const sigma = Math.sqrt(
+      Math.max(level, 1e-9) / Math.max(o.intervalSeconds, recent.length * o.intervalSeconds),
+    );
     const burst = recentRate > base + 3 * sigma;
     const forecast = burst ? Math.max(recentRate, base) : base;
 
@@ -103,7 +105,12 @@ export class Autoscaler implements ScalePolicy {
     // sized so the engine model's p90s sit `sloMargin` below the bounds: a one-minute window's p90
     // over a few hundred requests scatters about the steady state's
     const margin = 1 - o.sloMargin;
-    const perReplica = this.capacity.sustainableRate(s.role, shape, o.ttftP90Ms * margin, o.tpotP90Ms * margin);
+    const perReplica = this.capacity.sustainableRate(
+      s.role,
+      shape,
+      o.ttftP90Ms * margin,
+      o.tpotP90Ms * margin,
+    );
     // the backlog the replicas hold beyond what they run is served over one start-up interval
     const waiting = s.replicas.reduce((n, r) => n + (r.state === "draining" ? 0 : r.waiting), 0);
     const backlogRate = waiting / Math.max(o.intervalSeconds, o.startupSeconds);

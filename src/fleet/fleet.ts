@@ -31,7 +31,8 @@ export { CLAIRVOYANT } from "./types.js";
 export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 
 export function simulateFleet(o: FleetOptions): FleetResult {
-  if (o.pd && o.autoscale) throw new Error("autoscale: a disaggregated fleet is not autoscaled in the simulator yet");
+  if (o.pd && o.autoscale)
+    throw new Error("autoscale: a disaggregated fleet is not autoscaled in the simulator yet");
   if (o.pd) return simulatePdFleet(o, o.pd);
   const driver = new VirtualDriver();
   // an autoscaled fleet holds its most engines from the start, each off until the autoscaler starts it
