@@ -54,7 +54,7 @@ export const autoscalingConfigSchema = z
       help: "autoscaling: the GPU profile replicas are sized with (default: --predictive-gpu, else h100)",
     }),
     /** how much arrival-rate history the trend is fitted over */
-    trendWindow: duration.default(300_000),
+    trendWindow: duration.default(600_000),
     /** spare capacity kept above the forecast rate, as a fraction */
     headroom: z.number().min(0).max(10).default(0.1),
   })
