@@ -27,6 +27,8 @@ const log = logger("router.autoscale");
 
 /** pools remembered (a pool whose engines all left still gets a decision: its traffic may need one) */
 const MAX_POOLS = 256;
+/** requests finished before the mean lengths and hit rate move */
+const MIN_FINISHED = 20;
 /** the GPU profile the decision sizes with when neither autoscaling.gpu nor the predictive policy names one */
 const DEFAULT_GPU = "h100";
 
@@ -72,6 +74,8 @@ interface PoolMemo {
   last: { answered: number; inFlight: number } | undefined;
   /** each engine's counters at the last round (only engines still in the pool are kept) */
   engines: Map<string, EngineCounters>;
+  /** the engines' differences since the lengths last moved */
+  pending: EngineCounters;
   /** the last lengths and hit rate seen (kept through intervals with no finished request) */
   promptTokens: number;
   outputTokens: number;
@@ -224,11 +228,19 @@ export class AutoscaleLoop {
       if (last && dt !== undefined && dt > 0) {
         // arrivals = answered + the growth of what is in flight (both the router's own counts)
         rate = Math.max(0, now.answered - last.answered + (now.inFlight - last.inFlight)) / dt;
-        if (d.finished > 0) {
-          memo.promptTokens = d.prompt / d.finished;
-          memo.outputTokens = d.generated / d.finished;
-        }
-        if (d.prompt > 0) memo.hitRate = Math.min(1, d.cached / d.prompt);
+      }
+      // the lengths and hit rate move once enough requests finished: prompt tokens count when a prompt
+      // is computed, a request when it ends, so a few requests' worth would swing the mean
+      const acc = memo.pending;
+      acc.prompt += d.prompt;
+      acc.cached += d.cached;
+      acc.generated += d.generated;
+      acc.finished += d.finished;
+      if (acc.finished >= MIN_FINISHED) {
+        memo.promptTokens = acc.prompt / acc.finished;
+        memo.outputTokens = acc.generated / acc.finished;
+        if (acc.prompt > 0) memo.hitRate = Math.min(1, acc.cached / acc.prompt);
+        memo.pending = { prompt: 0, cached: 0, generated: 0, finished: 0 };
       }
       const replicas = engines.map((e) => this.replica(e, memo));
       const signals: PoolSignals = {
@@ -281,6 +293,7 @@ export class AutoscaleLoop {
       role,
       last: undefined,
       engines: new Map(),
+      pending: { prompt: 0, cached: 0, generated: 0, finished: 0 },
       promptTokens: 512,
       outputTokens: 128,
       hitRate: 0,
