@@ -41,6 +41,11 @@ const specs: FlagSpecs = {
   "burst-engines": { type: "number", default: 12, help: "the burst hour's mean rate, in engines at the SLO" },
   startup: { type: "number", default: SETUP_DEFAULTS.startupS, help: "engine start-up seconds" },
   seed: { type: "int", default: 1, help: "" },
+  headroom: {
+    type: "number",
+    default: SETUP_DEFAULTS.headroom,
+    help: "ours: spare capacity above the forecast",
+  },
   "slo-margin": {
     type: "number",
     default: SETUP_DEFAULTS.sloMargin,
@@ -54,6 +59,7 @@ const setup: BenchSetup = {
   startupS: flags.startup as number,
   seed: flags.seed as number,
   sloMargin: flags["slo-margin"] as number,
+  headroom: flags.headroom as number,
 };
 const k = setup.timeScale;
 const engine = scaledEngine(k);
