@@ -62,7 +62,7 @@ export const SETUP_DEFAULTS: BenchSetup = {
   maxEngines: 40,
   seed: 1,
   sloMargin: 0.1,
-  headroom: 0.1,
+  headroom: 0,
 };
 
 /** the engine at the benchmark's scale: Llama-3.1-8B on an L4 slowed k times */
