@@ -47,6 +47,8 @@ export interface BenchSetup {
   seed: number;
   /** ours: the p90s' margin below the SLO it sizes for */
   sloMargin: number;
+  /** ours: spare capacity kept above the forecast rate */
+  headroom: number;
 }
 
 export const SETUP_DEFAULTS: BenchSetup = {
@@ -60,6 +62,7 @@ export const SETUP_DEFAULTS: BenchSetup = {
   maxEngines: 40,
   seed: 1,
   sloMargin: 0.1,
+  headroom: 0,
 };
 
 /** the engine at the benchmark's scale: Llama-3.1-8B on an L4 slowed k times */
@@ -260,6 +263,7 @@ export function makePolicy(spec: PolicySpec, setup: BenchSetup, engine: EngineCo
           scaleDownStabilizationSeconds: 300,
           intervalSeconds: setup.intervalS,
           sloMargin: setup.sloMargin,
+          headroom: setup.headroom,
         },
         new EngineCapacity(engine),
       );

@@ -10,7 +10,8 @@ import type { AutoscaleConfig, CapacityModel, PoolSignals, ScaleDecision, ScaleP
 const DEFAULTS = {
   intervalSeconds: 15,
   trendWindowSeconds: 600,
-  headroom: 0.1,
+  // the margin below the SLO's bounds (sloMargin) is the spare capacity; headroom adds to it
+  headroom: 0,
   scaleDownHysteresis: 0.1,
   sloMargin: 0.1,
 };

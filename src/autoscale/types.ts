@@ -20,7 +20,7 @@ export interface AutoscaleConfig {
   intervalSeconds?: number;
   /** seconds of arrival-rate history the trend (and the request shape) is fitted over; default 600 */
   trendWindowSeconds?: number;
-  /** spare capacity kept above the forecast rate, as a fraction; default 0.1 */
+  /** spare capacity kept above the forecast rate, as a fraction, beyond sloMargin's; default 0 */
   headroom?: number;
   /** a scale-down needs this much more spare capacity than a scale-up keeps (hysteresis); default 0.1 */
   scaleDownHysteresis?: number;

@@ -38,7 +38,7 @@ export interface DrainRecord {
 export interface AutoscaleReport {
   /** GPU-seconds billed: every engine from asked-for to gone (per GPU of the engine's TP) */
   gpuSeconds: number;
-  /** decisions that changed the fleet's size */
+  /** decisions that asked for a new count (a scale-up or a scale-down) */
   scaleEvents: number;
   /** requests routed to an engine that was not serving (starting, draining or off): must stay 0 */
   sentToLeaving: number;
@@ -77,6 +77,8 @@ export class FleetScaler {
   private meanPrompt = 0;
   private meanOutput = 0;
   private readonly gpus: number;
+  /** the count last asked for */
+  private target: number;
 
   constructor(
     private readonly o: FleetAutoscaleOptions,
@@ -94,6 +96,7 @@ export class FleetScaler {
     this.chosenAt = new Array<number>(n).fill(0);
     this.held = new Array<number>(n).fill(0);
     this.gpus = engines[0]?.config.tensorParallelSize ?? 1;
+    this.target = o.initial;
   }
 
   start(): void {
@@ -210,8 +213,12 @@ export class FleetScaler {
     const now = this.driver.now;
     const live = () => this.state.filter((s) => s === "ready" || s === "starting").length;
     let n = live();
+    // an event is a new target: a count the fleet cannot reach yet (every engine slot busy draining)
+    // is not counted again at every decision
+    const changed = desired !== this.target;
+    this.target = desired;
     if (desired === n) return;
-    this.report.scaleEvents++;
+    if (changed) this.report.scaleEvents++;
     for (let e = 0; e < this.state.length && n < desired; e++) {
       if (this.state[e] !== "off") continue;
       this.state[e] = "starting";

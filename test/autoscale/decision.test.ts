@@ -77,7 +77,7 @@ test("the decision sizes a pool from the engine model: rate over one replica's r
   const a = new Autoscaler(config, new EngineCapacity(engine));
   const d = a.decide(signals(0, 40, 1));
   assert.ok(d.replicaRatePerS! > 0);
-  const expected = Math.ceil((40 * 1.1) / d.replicaRatePerS!);
+  const expected = Math.ceil(40 / d.replicaRatePerS!);
   assert.equal(d.desired, expected);
   assert.match(d.reason, /^up/);
   assert.ok(d.predictedTtftP90Ms! <= config.ttftP90Ms && d.predictedTpotP90Ms! <= config.tpotP90Ms);
