@@ -377,7 +377,7 @@ export class AutoscaleLoop {
           scaleDownStabilizationSeconds: a.scaleDownWindow / 1000,
           intervalSeconds: a.interval / 1000,
           trendWindowSeconds: a.trendWindow / 1000,
-          headroom: a.headroom,
+          ...(a.headroom !== undefined ? { headroom: a.headroom } : {}),
         },
         scaled(new EngineCapacity(engine), p?.timeScale ?? 1),
       );

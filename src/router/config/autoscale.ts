@@ -55,8 +55,8 @@ export const autoscalingConfigSchema = z
     }),
     /** how much arrival-rate history the trend is fitted over */
     trendWindow: duration.default(600_000),
-    /** spare capacity kept above the forecast rate, as a fraction */
-    headroom: z.number().min(0).max(10).default(0.1),
+    /** spare capacity kept above the forecast rate, as a fraction, beyond the SLO margin; default the decision's (none) */
+    headroom: z.number().min(0).max(10).optional(),
   })
   .refine((a) => a.maxReplicas >= a.minReplicas, {
     message: "maxReplicas must be at least minReplicas",
