@@ -51,6 +51,7 @@ const BENCHMARKS = [
   { name: "routing/agentic" },
   { name: "routing/lora" },
   { name: "routing/llm-d-code-gen" },
+  { name: "autoscale/trace", file: "autoscale/trace/index", defaults: ["--virtual"] },
   { name: "fleet/speed" },
   { name: "fleet/fidelity", defaults: ["3"] },
   { name: "fleet/vs-live", defaults: ["160", "0.25"] },

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The published CustomResourceDefinitions of the kinds the chart renders besides core Kubernetes
-# (LeaderWorkerSet, RayCluster, InferencePool, HTTPRoute), fetched through the Go module proxy
+# (LeaderWorkerSet, RayCluster, InferencePool, HTTPRoute, KEDA's ScaledObject), fetched through the Go module proxy
 # (each project publishes its CRDs in its Go module) into a cache outside the repository, never
 # committed. The deploy tests validate the rendered objects against them strictly
 # (test/deploy/crd_validate.py). Idempotent: a complete cache for these versions is kept.
@@ -14,6 +14,7 @@ CRDS=(
   "github.com/ray-project/kuberay/ray-operator@v1.5.1 config/crd/bases/ray.io_rayclusters.yaml"
   "sigs.k8s.io/gateway-api-inference-extension@v1.6.0 config/crd/bases/inference.networking.k8s.io_inferencepools.yaml"
   "sigs.k8s.io/gateway-api@v1.4.1 config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"
+  "github.com/kedacore/keda/v2@v2.18.3 config/crd/bases/keda.sh_scaledobjects.yaml"
 )
 stamp="$(printf '%s\n' "${CRDS[@]}" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$CRD_DIR/.stamp" 2>/dev/null)" = "$stamp" ]; then

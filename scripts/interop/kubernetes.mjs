@@ -19,7 +19,8 @@ const HERE = import.meta.dirname;
 
 /**
  * CRDs the chart renders objects of: the published ones from deploy/ci/fetch-crds.sh's cache (fetched
- * here when missing), a minimal schema for the rest (the Prometheus Operator's and KEDA's).
+ * here when missing; KEDA's ScaledObject among them, so ci/autoscale-slo-values.yaml's SLO-mode
+ * ScaledObject is checked by its real schema), a minimal schema for the rest (the Prometheus Operator's).
  */
 const CRDS = [
   { group: "inference.networking.k8s.io", version: "v1", kind: "InferencePool", plural: "inferencepools" },
@@ -65,7 +66,7 @@ export async function kubernetesChecks(h) {
   });
   const crdDir = process.env.SWITCHYARD_CRD_DIR ?? join(homedir(), ".cache", "switchyard-tools", "crds");
   await check(
-    "the published LeaderWorkerSet, RayCluster, InferencePool and HTTPRoute CRDs fetched from the Go module proxy (once)",
+    "the published LeaderWorkerSet, RayCluster, InferencePool, HTTPRoute and KEDA ScaledObject CRDs fetched from the Go module proxy (once)",
     async () => {
       sh("bash", [join(ROOT, "deploy", "ci", "fetch-crds.sh")], {
         timeout: 1800_000,

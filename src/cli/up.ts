@@ -4,10 +4,10 @@
 // process groups so that a terminal's Ctrl-C reaches this process only, and the first signal drains
 // (router first, then engines), a second exits at once. Children also stop when this process dies
 // without a signal (they hold an IPC channel to it). Optional parts live beside it: up-cache-server.ts,
-// up-kv-cluster.ts, up-pd.ts, ports.ts. Signals, ports, --kv-curve and the options in full:
+// up-kv-cluster.ts, up-pd.ts, up-autoscale.ts (--autoscale MIN:MAX), ports.ts. Signals, ports, --kv-curve and the options in full:
 // docs/operations.md#running-the-stack-on-one-machine.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,6 +22,13 @@ import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { portProblems, type StackPort } from "./ports.js";
 import { CACHE_SERVER_SPECS, cacheServerPorts, cacheServerWiring, waitTcp } from "./up-cache-server.js";
 import { KV_CLUSTER_SPECS, kvClusterPorts, kvClusterWiring } from "./up-kv-cluster.js";
+import {
+  AUTOSCALE_SPECS,
+  autoscaleRange,
+  autoscaleRouterConfig,
+  LocalScaler,
+  type ScaledEngine,
+} from "./up-autoscale.js";
 import { joinKvCluster, startKvNodes } from "../ops/kv-cluster.js";
 import {
   describeSlots,
@@ -97,6 +104,7 @@ const specs: FlagSpecs = {
   ...PD_SPECS,
   ...CACHE_SERVER_SPECS,
   ...KV_CLUSTER_SPECS,
+  ...AUTOSCALE_SPECS,
 };
 
 const UP_FLAGS = new Set(Object.keys(specs));
@@ -170,6 +178,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { own, engine: engineArgs } = splitArgs(argv);
   const { flags, given } = parseFlags(own, specs);
+  const range = autoscaleRange(flags);
+  if (range) {
+    if (given.has("prefill") || given.has("decode"))
+      throw new CliError("--autoscale sizes one pool of engines: leave out --prefill/--decode");
+    if (flags["kv-curve"]) throw new CliError("--autoscale starts engines as it goes: leave out --kv-curve");
+    // the stack starts with --engines, held within MIN:MAX (at least one: the router needs an engine)
+    const initial = given.has("engines") ? (flags.engines as number) : range.min;
+    flags.engines = Math.min(range.max, Math.max(1, range.min, initial));
+  }
   const slots = engineSlots(flags, given, engineArgs);
   const n = slots.length;
   const host = flags.host as string;
@@ -179,6 +196,9 @@ export async function main(argv: string[]): Promise<number> {
   const { cmd, pre } = binPath();
   const children: { name: string; child: ChildProcess }[] = [];
   let stopping = false;
+  /** engines --autoscale stopped on purpose: their exit does not stop the stack */
+  const retired = new Set<ChildProcess>();
+  let scaler: LocalScaler | undefined;
 
   const start = (name: string, args: string[], env: Record<string, string> = {}): ChildProcess => {
     const child = spawn(cmd, [...pre, ...args], {
@@ -190,6 +210,7 @@ export async function main(argv: string[]): Promise<number> {
     });
     children.push({ name, child });
     child.once("exit", (code, signal) => {
+      if (retired.has(child)) return;
       if (!stopping) log.error({ process: name, code, signal }, "a stack process exited; stopping the stack");
       if (!stopping) void stopAll().then(() => process.exit(1));
     });
@@ -208,6 +229,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   const stopAll = async () => {
     stopping = true;
+    scaler?.stop();
     // the router first: its in-flight streams drain through engines that must still be up
     await Promise.all(children.filter((c) => c.name === "router").map((c) => stopOne(c.child)));
     const rest = children.filter((c) => c.name !== "router");
@@ -233,7 +255,7 @@ export async function main(argv: string[]): Promise<number> {
   const cluster = kvClusterWiring(flags, host, engineArgs, isDisaggregated(slots));
   if (cluster) process.on("exit", () => rmSync(cluster.options.dir, { recursive: true, force: true }));
   const tier = cluster ? cluster.model : cacheServerWiring(flags, host, engineArgs, isDisaggregated(slots));
-  const problems = await portProblems(stackPorts(flags, n), host);
+  const problems = await portProblems(stackPorts(flags, range ? range.max : n), host);
   if (problems.length > 0) throw new CliError(`cannot start the stack:\n  ${problems.join("\n  ")}`);
 
   let curveDirs: { engines: string[]; router: string } | null = null;
@@ -296,10 +318,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const engineUrls: string[] = [];
   const engineChildren: ChildProcess[] = [];
-  for (let i = 0; i < n; i++) {
+  /** engine i: port base+i, KV events on kvBase+i (and replay on kvBase+1000+i) */
+  const launchEngine = (i: number): ChildProcess => {
     const port = basePort + i;
-    const url = `http://${host}:${port}`;
-    engineUrls.push(url);
     const args = [
       "sim",
       flags.model as string,
@@ -326,13 +347,16 @@ export async function main(argv: string[]): Promise<number> {
     // the router manages the adapters: the engines serve LoRA and their load API (vLLM's runtime updating)
     const loraDir = flags["lora-dir"] as string | undefined;
     if (loraDir && !engineArgs.includes("--enable-lora")) args.push("--enable-lora");
-    engineChildren.push(
-      start(
-        `engine-${i}`,
-        [...args, ...slots[i]!.args(engineArgs), ...(tier?.engineArgs ?? [])],
-        loraDir ? { ...tier?.engineEnv, VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" } : tier?.engineEnv,
-      ),
+    const slot = slots[i] ?? slots[0]!;
+    return start(
+      `engine-${i}`,
+      [...args, ...slot.args(engineArgs), ...(tier?.engineArgs ?? [])],
+      loraDir ? { ...tier?.engineEnv, VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" } : tier?.engineEnv,
     );
+  };
+  for (let i = 0; i < n; i++) {
+    engineUrls.push(`http://${host}:${basePort + i}`);
+    engineChildren.push(launchEngine(i));
   }
   try {
     await Promise.all(
@@ -352,7 +376,54 @@ export async function main(argv: string[]): Promise<number> {
     "--policy",
     flags.policy as string,
   ];
-  routerArgs.push(...routerBackendArgs(slots, engineUrls));
+  const routerUrl = `http://${host}:${routerPort}`;
+  const kvEventsOf = (i: number) => (kvBase > 0 ? `tcp://${host}:${kvBase + i}` : undefined);
+  if (range) {
+    // the engines come and go: the router reads them from a file this process keeps (up-autoscale.ts)
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-up-autoscale-"));
+    process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+    const backendsFile = join(dir, "engines.json");
+    const configFile = join(dir, "router.json");
+    writeFileSync(configFile, JSON.stringify(autoscaleRouterConfig(flags, range, backendsFile)), {
+      mode: 0o600,
+    });
+    scaler = new LocalScaler({
+      routerUrl,
+      backendsFile,
+      range,
+      intervalMs: (flags["autoscale-interval"] as number) * 1000,
+      launch: (slot) => ({
+        slot,
+        url: `http://${host}:${basePort + slot}`,
+        child: launchEngine(slot),
+        phase: "starting",
+        kvEvents: kvEventsOf(slot),
+      }),
+      ready: (e) =>
+        waitReady(
+          `${e.url}/health`,
+          Date.now() + (flags["ready-timeout"] as number) * 1000,
+          e.child,
+          `engine ${e.slot}`,
+        ),
+      retire: async (e) => {
+        retired.add(e.child);
+        const at = children.findIndex((c) => c.child === e.child);
+        if (at >= 0) children.splice(at, 1);
+        await stopOne(e.child);
+      },
+    });
+    scaler.adopt(
+      engineChildren.map((child, i) => ({
+        slot: i,
+        url: engineUrls[i]!,
+        child,
+        phase: "serving" as const,
+        kvEvents: kvEventsOf(i),
+      })) satisfies ScaledEngine[],
+    );
+    routerArgs.push("--config", configFile);
+  } else routerArgs.push(...routerBackendArgs(slots, engineUrls));
   // the predictive policy times the engines with the profile they simulate (GPU, TP, time scale)
   routerArgs.push("--predictive-gpu", flags.gpu as string);
   const roleTp = routerTp(slots);
@@ -367,7 +438,7 @@ export async function main(argv: string[]): Promise<number> {
     if (eq !== undefined) routerArgs.push(router, eq.slice(sim.length + 1));
     else if (at >= 0 && engineArgs[at + 1] !== undefined) routerArgs.push(router, engineArgs[at + 1]!);
   }
-  if (kvBase > 0) {
+  if (kvBase > 0 && !range) {
     // engine i publishes KV events on kvBase+i and serves replay on kvBase+1000+i (see above)
     routerArgs.push(
       "--kv-events-port",
@@ -394,7 +465,6 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   const router = start("router", routerArgs);
-  const routerUrl = `http://${host}:${routerPort}`;
   try {
     await waitReady(`${routerUrl}/ready`, deadline, router, "router");
   } catch (err) {
@@ -432,6 +502,7 @@ export async function main(argv: string[]): Promise<number> {
       throw new CliError(`--monitoring: ${(err as Error).message}`);
     }
   }
+  scaler?.start();
   const described = describeSlots(slots);
   const body = JSON.stringify({
     model,
@@ -446,6 +517,11 @@ export async function main(argv: string[]): Promise<number> {
       // which Node runs the stack: `npm start` runs node_modules/.bin's (Node 24) where the machine's is older
       `  node     ${process.version}`,
       ...engineUrls.map((u, i) => `  engine ${i} ${u}${described.tag(i)}`),
+      ...(range
+        ? [
+            `  autoscale ${range.min}:${range.max} from the router's SLO decision (${routerUrl}/autoscale); an engine leaving drains first`,
+          ]
+        : []),
       ...(cluster ? cluster.summary : tier ? [tier.summary] : []),
       ...(prometheusUrl
         ? [

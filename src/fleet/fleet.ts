@@ -7,6 +7,7 @@
 //   A disaggregated fleet (prefill and decode pools) runs in pd.ts.
 import { VirtualDriver } from "../engine/index.js";
 import { FleetEngines, type Flight } from "./engines.js";
+import { FleetScaler } from "./autoscale.js";
 import { answeredRecord, refusedRecord } from "./records.js";
 import { LoadDriver, type Turn } from "./load.js";
 import { simulatePdFleet } from "./pd.js";
@@ -23,25 +24,31 @@ import {
 } from "./router-view.js";
 
 export type { SharedServerOptions } from "./remote.js";
+export type { AutoscaleReport, DrainRecord, EngineState, FleetAutoscaleOptions } from "./autoscale.js";
 export type { FleetHooks } from "./load.js";
 export type { FleetOptions, FleetPolicy, FleetResult, PdOptions } from "./types.js";
 export { CLAIRVOYANT } from "./types.js";
 export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 
 export function simulateFleet(o: FleetOptions): FleetResult {
+  if (o.pd && o.autoscale)
+    throw new Error("autoscale: a disaggregated fleet is not autoscaled in the simulator yet");
   if (o.pd) return simulatePdFleet(o, o.pd);
   const driver = new VirtualDriver();
-  const servers = o.sharedServer ? cacheServersFor(o.sharedServer, o.engine.model, o.engines) : null;
+  // an autoscaled fleet holds its most engines from the start, each off until the autoscaler starts it
+  const count = o.autoscale ? o.autoscale.maxEngines : o.engines;
+  const servers = o.sharedServer ? cacheServersFor(o.sharedServer, o.engine.model, count) : null;
   const onFirstToken = (f: Flight) => {
     router.firstToken(f.engine, f.turn.index);
     if (router.waitsOnFirstTokens) driver.at(driver.now, retry);
   };
-  const fleet = new FleetEngines(o.engine, o.engines, driver, servers, o.recordItl, onFirstToken, (f, t) => {
+  const fleet = new FleetEngines(o.engine, count, driver, servers, o.recordItl, onFirstToken, (f, t) => {
     router.done(f.engine, f.turn.index, f.firstTokenAt >= 0);
     if (router.hasWaiting) driver.at(driver.now, retry);
     cachedTokens[f.turn.index] = t.cachedTokens;
     load.lastEnd = t.finishedTime;
     const record = answeredRecord(f, t);
+    scaler?.finishedOn(f.engine, record);
     load.answered(f.turn, record.ok, record, f);
   });
   const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines, servers) : null;
@@ -66,14 +73,18 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     driver,
     () => load.done,
   );
+  const scaler = o.autoscale ? new FleetScaler(o.autoscale, fleet.engines, driver, () => load.done) : null;
+  if (scaler) router.routable = scaler.routable;
   const routedTo: number[] = [];
   const cachedTokens: number[] = [];
   const send = (turn: Turn, e: number, arrivedAt: number) => {
     routedTo[turn.index] = e;
     router.sent(e, turn.index);
+    scaler?.sent(e);
     fleet.start(turn, e, arrivedAt);
   };
   const load = new LoadDriver(o, driver, (turn) => {
+    scaler?.arrived(turn.prompt.length, turn.maxTokens);
     const e = clairvoyant
       ? clairvoyant.place(turn.prompt, turn.maxTokens, turn.sharedPrefix)
       : router.route(turn);
@@ -101,6 +112,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
 
   load.start();
   router.start();
+  scaler?.start();
   const events = driver.run();
 
   const records = load.records;
@@ -119,5 +131,6 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     routedTo,
     cachedTokens,
     stoppedEarly: load.stoppedEarly,
+    ...(scaler ? { autoscale: scaler.close(Math.max(driver.now, load.lastEnd)) } : {}),
   };
 }

@@ -159,6 +159,12 @@ export class RouterView {
   /** routed requests not yet finished: their view and when they arrived (calibration, paused sessions) */
   private readonly routed = new Map<number, { req: RequestView; at: number; policy: Policy }>();
 
+  /**
+   * an autoscaled fleet's engines that may take a new request, by index (src/fleet/autoscale.ts sets
+   * it); null: every engine
+   */
+  routable: boolean[] | null = null;
+
   constructor(
     private readonly o: RouterOptions,
     private readonly model: string,
@@ -271,7 +277,10 @@ export class RouterView {
     if (probe) probe.current = { tokens: turn.prompt, sharedPrefix: turn.sharedPrefix };
     const policy = this.policies[r]!;
     if (n > 1) this.showPeers(r);
-    const d = decide(policy, req, { engines: this.views, now: this.driver.now * 1000 });
+    // an autoscaled fleet routes over its serving engines only: a starting or draining one gets nothing
+    const routable = this.routable;
+    const views = routable ? this.views.filter((_, e) => routable[e]) : this.views;
+    const d = decide(policy, req, { engines: views, now: this.driver.now * 1000 });
     if (probe) probe.current = null;
     if (d.kind === "saturated") {
       // as the live queue refuses a request that finds it full

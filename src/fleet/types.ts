@@ -6,6 +6,7 @@ import type { Workload } from "../workload/types.js";
 import type { EngineConfig, EngineCounters } from "../engine/index.js";
 import type { LateBindingOptions, PolicyName, ScorersConfig } from "../routing/index.js";
 import type { FleetHooks } from "./load.js";
+import type { AutoscaleReport, FleetAutoscaleOptions } from "./autoscale.js";
 import type { SharedServerOptions } from "./remote.js";
 import type { FleetDecision, SessionKeyMode } from "./router-view.js";
 
@@ -57,6 +58,11 @@ export interface FleetOptions {
    * prices what it holds of a prompt at its load time; false: the router sees the engines' GPUs only
    */
   tierAware?: boolean | undefined;
+  /**
+   * an autoscaled fleet (autoscale.ts): `engines` is ignored; the fleet starts at `initial` engines and
+   * the policy in the loop starts (after start-up) and drains engines up to `maxEngines`
+   */
+  autoscale?: FleetAutoscaleOptions | undefined;
 }
 
 export interface FleetResult {
@@ -77,6 +83,8 @@ export interface FleetResult {
   cachedTokens: number[];
   /** the run was ended by FleetHooks.onRecord before its load was done */
   stoppedEarly: boolean;
+  /** an autoscaled run's GPU-seconds, scale events and drains */
+  autoscale?: AutoscaleReport;
 }
 
 /** a disaggregated fleet (pd.ts): its prefill and decode pools */

@@ -59,6 +59,16 @@ export interface StatusSample {
   at: number;
   engines: EngineRow[];
   metrics: Sample[];
+  /** the router's GET /autoscale; null when it has none (an older router) or it is off */
+  autoscale?: AutoscaleStatus | null;
+}
+
+/** The router's SLO autoscaling decision per pool, as GET /autoscale says (docs/autoscaling.md). */
+export interface AutoscaleStatus {
+  slo: { ttftP90Ms: number; tpotP90Ms: number };
+  minReplicas: number;
+  maxReplicas: number;
+  pools: { model: string; role: string; current: number; desired: number; reason: string }[];
 }
 
 export interface EngineStatus {
@@ -130,6 +140,8 @@ export interface StatusReport {
   engines: EngineStatus[];
   /** how the router's adapter requests split between adapters; null without LoRA traffic */
   adapters: AdapterShares | null;
+  /** the SLO autoscaling decision and its reason per pool; null when the router runs none */
+  autoscale: AutoscaleStatus | null;
   warnings: Warning[];
 }
 
@@ -319,6 +331,7 @@ export function buildReport(router: string, after: StatusSample, before: StatusS
     routerStats,
     engines,
     adapters: adapterShares(m, b),
+    autoscale: after.autoscale ?? null,
     warnings: warningsFor(engines, routerStats),
   };
 }
@@ -407,7 +420,7 @@ export async function sampleRouter(
       throw new StatusError(`cannot reach the router at ${router} (${e.code ?? e.message ?? String(err)})`);
     }
   };
-  const [eng, met] = await Promise.all([get("/engines"), get("/metrics")]);
+  const [eng, met, scale] = await Promise.all([get("/engines"), get("/metrics"), get("/autoscale")]);
   const at = Date.now();
   if (eng.status === 401 || eng.status === 403)
     throw new StatusError(
@@ -423,7 +436,34 @@ export async function sampleRouter(
     throw new StatusError(
       `${router}/engines answered ${eng.status} without an engine list: is it a Switchyard router?`,
     );
-  return { at, engines: list as EngineRow[], metrics: met.status === 200 ? parseSamples(met.text) : [] };
+  return {
+    at,
+    engines: list as EngineRow[],
+    metrics: met.status === 200 ? parseSamples(met.text) : [],
+    autoscale: scale.status === 200 ? autoscaleOf(scale.text) : null,
+  };
+}
+
+/** GET /autoscale's answer when the decision runs; null when it is off or the answer is not one */
+function autoscaleOf(text: string): AutoscaleStatus | null {
+  try {
+    const r = JSON.parse(text) as Partial<AutoscaleStatus> & { enabled?: boolean };
+    if (r.enabled !== true || !Array.isArray(r.pools) || !r.slo) return null;
+    return {
+      slo: r.slo,
+      minReplicas: Number(r.minReplicas),
+      maxReplicas: Number(r.maxReplicas),
+      pools: r.pools.map((p) => ({
+        model: String(p.model),
+        role: String(p.role),
+        current: Number(p.current),
+        desired: Number(p.desired),
+        reason: String(p.reason),
+      })),
+    };
+  } catch {
+    return null;
+  }
 }
 
 export class StatusError extends PeerError {}

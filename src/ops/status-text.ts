@@ -94,6 +94,7 @@ export function renderStatus(r: StatusReport): string {
     for (const l of table(rows)) lines.push(`  ${l}`);
   }
   lines.push(...loraLines(r));
+  lines.push(...autoscaleLines(r));
   lines.push("");
   if (r.warnings.length === 0) lines.push("  no warnings");
   else {
@@ -101,6 +102,20 @@ export function renderStatus(r: StatusReport): string {
     for (const w of r.warnings) lines.push(`  ! ${w.engine ? `${host(w.engine)}: ` : ""}${w.message}`);
   }
   return lines.join("\n");
+}
+
+/** the SLO autoscaling decision per pool and its reason; none when the router runs none */
+function autoscaleLines(r: StatusReport): string[] {
+  const a = r.autoscale;
+  if (!a) return [];
+  const lines = [
+    "",
+    `  autoscaling to TTFT p90 ${dur(a.slo.ttftP90Ms)}, TPOT p90 ${dur(a.slo.tpotP90Ms)}, ${a.minReplicas}-${a.maxReplicas} replicas per pool:`,
+  ];
+  if (a.pools.length === 0) lines.push("  no pool decided yet");
+  for (const p of a.pools)
+    lines.push(`  ${p.model} (${p.role}): ${p.current} -> ${p.desired} replicas: ${p.reason}`);
+  return lines;
 }
 
 /** adapter names shown per cell at most; the count says how many there are */

@@ -21,6 +21,7 @@ import { EngineRegistry } from "./engines/engine-registry.js";
 import { AdapterLoader, AdapterCatalog } from "./engines/adapters.js";
 import { CacheRouting } from "./kv/cache-routing.js";
 import { EngineDrains } from "./migration/drain.js";
+import { AutoscaleLoop } from "./autoscale/loop.js";
 import { TenancyState } from "../tenancy/state.js";
 import { RouterGate } from "../tenancy/router-gate.js";
 import { Ingress } from "./edge/ingress.js";
@@ -70,6 +71,8 @@ export class RouterAssembly implements RouterRooms {
   readonly issued = new IssuedIds();
   /** set in a router worker: the process group it serves with */
   group: RouterGroup | undefined;
+  /** the SLO autoscaling decision on a timer (autoscale/loop.ts); idle unless `autoscaling.enabled` */
+  readonly autoscale: AutoscaleLoop;
 
   constructor(private cfg: RouterConfig) {
     this.registry = new EngineRegistry(cfg, {
@@ -206,6 +209,19 @@ export class RouterAssembly implements RouterRooms {
       attemptsOn: (e) => this.attemptLoop.attemptsOn(e),
     });
     this.discovery = new StaticDiscovery(engineSpecs(cfg));
+    this.autoscale = new AutoscaleLoop({
+      registry: this.registry,
+      config: () => this.cfg,
+      answeredByModel: () => {
+        const by = new Map<string, number>();
+        for (const v of this.metrics.requests.get().values) {
+          const model = String(v.labels.model);
+          by.set(model, (by.get(model) ?? 0) + v.value);
+        }
+        return by;
+      },
+      metrics: this.metrics.registry,
+    });
   }
 
   get config(): RouterConfig {
@@ -241,6 +257,7 @@ export class RouterAssembly implements RouterRooms {
     for (const src of discoverySources(this.cfg.discovery)) await this.registry.addSource(src);
     this.registry.startLoops();
     await this.cache.start();
+    this.autoscale.apply();
   }
 
   /** Applies a new configuration to new requests; in-flight ones finish under the old one. */
@@ -257,6 +274,7 @@ export class RouterAssembly implements RouterRooms {
     this.affinity.setCap(cfg.responses.maxIds);
     this.registry.setConfig(cfg);
     this.discovery.update(engineSpecs(cfg));
+    if (!this.registry.leader) this.autoscale.apply();
     log.info({ backends: cfg.backends.length, policy: cfg.policy }, "configuration applied");
   }
 
@@ -264,6 +282,7 @@ export class RouterAssembly implements RouterRooms {
   async close(): Promise<void> {
     this.queue.clear();
     this.drains.close();
+    this.autoscale.close();
     this.accessLog.close();
     await this.cache.close();
     await this.registry.close();

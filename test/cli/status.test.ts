@@ -9,6 +9,7 @@ import { cliCommand, freePort, freeUpPorts, spawnCli, waitForHttp } from "../../
 import { buildReport, histogramQuantile, type StatusSample } from "../../src/ops/fleet-status.js";
 import { parseSamples } from "../../src/protocol/prometheus-text.js";
 import type { StatusReport } from "../../src/ops/fleet-status.js";
+import { renderStatus } from "../../src/ops/status-text.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 
@@ -205,6 +206,26 @@ test("an engine that is starting or has no KV events yet is routed by prefix wit
   const r = buildReport("http://router", s, null);
   assert.equal(r.engines[0]!.kvFallback, "no-events-yet");
   assert.deepEqual(r.warnings, []);
+});
+
+test("status shows the router's autoscaling decision per pool with its reason, and nothing when it runs none", () => {
+  const s = sample(0, [{ url: E1, healthy: true, state: "healthy", kvUsage: 0 }], "");
+  const plain = buildReport("http://router", s, null);
+  assert.equal(plain.autoscale, null);
+  assert.doesNotMatch(renderStatus(plain), /autoscaling/);
+  const reason =
+    "up: forecast 4.80/s (trend +47.96/s per min) + backlog 0 over 3.78/s per replica at the SLO";
+  s.autoscale = {
+    slo: { ttftP90Ms: 2000, tpotP90Ms: 100 },
+    minReplicas: 1,
+    maxReplicas: 4,
+    pools: [{ model: MODEL, role: "mixed", current: 1, desired: 2, reason }],
+  };
+  const r = buildReport("http://router", s, null);
+  assert.deepEqual(r.autoscale, s.autoscale);
+  const text = renderStatus(r);
+  assert.match(text, /autoscaling to TTFT p90 2\.00 s, TPOT p90 100 ms, 1-4 replicas per pool:/);
+  assert.ok(text.includes(`${MODEL} (mixed): 1 -> 2 replicas: ${reason}`), text);
 });
 
 test("histogram quantiles interpolate within a bucket as Prometheus does", () => {

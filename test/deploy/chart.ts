@@ -11,9 +11,9 @@ export const NAMESPACE = "inference";
 /** helm built from source assumes Kubernetes 1.20 without a cluster; render for a current one */
 export const RENDER_KUBE_VERSION = "1.31.0";
 /**
- * API groups whose kinds are CRDs, not in the Kubernetes OpenAPI: the Prometheus Operator's and
- * KEDA's are checked by assertions; the rest against their projects' published CRDs
- * (helm-custom.test.ts).
+ * API groups whose kinds are CRDs, not in the Kubernetes OpenAPI: the Prometheus Operator's are
+ * checked by assertions; the rest against their projects' published CRDs (helm-custom.test.ts, and
+ * KEDA's ScaledObject in helm-autoscale.test.ts).
  */
 export const CRD_GROUPS = [
   "monitoring.coreos.com/",

@@ -97,6 +97,10 @@ test("auth paths with the openai client; the engine sees its own key, never the 
     assert.equal((await get("/engines")).status, 401);
     assert.equal((await get("/engines", KEY_A)).status, 403);
     assert.equal((await get("/engines", ADMIN)).status, 200);
+    // the autoscaling decision names the engines too
+    assert.equal((await get("/autoscale")).status, 401);
+    assert.equal((await get("/autoscale", KEY_A)).status, 403);
+    assert.equal((await get("/autoscale", ADMIN)).status, 200);
     assert.equal((await get("/admin/reload", KEY_A, "POST")).status, 403);
     // no config file: nothing to reload
     assert.equal((await get("/admin/reload", ADMIN, "POST")).status, 409);

@@ -22,6 +22,7 @@ import { backend, backendsFromFlag } from "./backends.js";
 import { tenancyConfigSchema, tenantName } from "../../tenancy/config.js";
 import { discoveryConfigSchema } from "../../discovery/config.js";
 import { peersConfigSchema } from "./cluster.js";
+import { autoscalingConfigSchema } from "./autoscale.js";
 import { endpointFromEnv } from "../../obs/tracing.js";
 import { cliFlags, flag } from "../../config/schema-flags.js";
 import { GPU_IDS_TEXT } from "../../models/index.js";
@@ -179,6 +180,8 @@ export const routerConfigSchema = z.strictObject({
   scorers: scorersConfigSchema,
   /** TTFT SLOs the predictive policy admits requests by (docs/routing.md) */
   slo: sloConfigSchema,
+  /** the SLO autoscaling decision the router runs and exports (./autoscale.ts, docs/autoscaling.md) */
+  autoscaling: autoscalingConfigSchema,
   session: z
     .strictObject({
       header: flag(z.string().default("x-session-id"), {

@@ -1,5 +1,5 @@
 // The router's own routes, the ones it answers itself rather than relaying: /health, /ready and
-// /ping, /load, /v1/models, /engines, /metrics, and the admin routes (/admin/reload, /admin/drain,
+// /ping, /load, /v1/models, /engines, /autoscale, /metrics, and the admin routes (/admin/reload, /admin/drain,
 // /admin/engines/drain, /admin/engines/undrain), each behind the key its contents call for. Relayed
 // routes are the endpoint table's (../request/endpoints.ts) and go through ingress.ts.
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -77,6 +77,14 @@ export class OwnRoutes {
             return sendError(res, err as HttpError);
           }
           return json(res, 200, { engines: this.engines() });
+        case "/autoscale":
+          // the decision names the engines: behind the key /engines is
+          try {
+            rooms.gate.authenticateAdmin(req);
+          } catch (err) {
+            return sendError(res, err as HttpError);
+          }
+          return json(res, 200, rooms.autoscale.report());
         case "/metrics":
           try {
             this.authenticateMetrics(req);

@@ -36,6 +36,11 @@ export interface RouterGroup {
   ownInFlight(e: EngineRecord): number;
 }
 
+/** The autoscaling decision as GET /autoscale shows it (../autoscale/loop.ts's report). */
+export interface AutoscaleView {
+  report(): unknown;
+}
+
 /** Every room the edge serves with, wired (../assembly.ts). */
 export interface RouterRooms {
   readonly registry: EngineRegistry;
@@ -62,6 +67,8 @@ export interface RouterRooms {
   readonly affinity: ResponseAffinity;
   /** the token-in requests in flight by tenant, so an abort stops only the caller's own */
   readonly issued: IssuedIds;
+  /** the SLO autoscaling decision, exported (../autoscale/loop.ts) */
+  readonly autoscale: AutoscaleView;
   /** the config in force and the policy new requests are routed with */
   readonly config: RouterConfig;
   readonly policy: Policy;

@@ -20,6 +20,9 @@ export interface EngineLoad {
   prefixCacheQueries?: number | undefined;
   /** cumulative prefill seconds, prompt tokens and cached prompt tokens (predictive routing learns speed) */
   prefill?: { prefillSeconds: number; promptTokens: number; cachedTokens: number } | undefined;
+  /** cumulative output tokens and finished requests (the autoscaler's mean lengths; ../autoscale) */
+  generationTokens?: number | undefined;
+  requestsFinished?: number | undefined;
   /** the engine's adapters, when it serves LoRA */
   lora?: EngineLora | undefined;
 }
@@ -34,6 +37,8 @@ const QUERIES = "vllm:prefix_cache_queries";
 const PREFILL_SUM = "vllm:request_prefill_time_seconds_sum";
 const PROMPT_TOKENS = "vllm:prompt_tokens_total";
 const LORA_INFO = "vllm:lora_requests_info";
+const GENERATION_TOKENS = "vllm:generation_tokens_total";
+const SUCCESS = "vllm:request_success_total";
 
 function sampleValue(line: string): number {
   // `name{labels} value [timestamp]` — the value follows the last '}' or the name
@@ -107,6 +112,10 @@ export function parseEngineMetrics(text: string): EngineLoad {
         (load.prefill ??= zeroPrefill()).prefillSeconds += sampleValue(line);
       else if (startsWithName(line, PROMPT_TOKENS))
         (load.prefill ??= zeroPrefill()).promptTokens += sampleValue(line);
+      else if (startsWithName(line, GENERATION_TOKENS))
+        load.generationTokens = (load.generationTokens ?? 0) + sampleValue(line);
+      else if (startsWithName(line, SUCCESS))
+        load.requestsFinished = (load.requestsFinished ?? 0) + sampleValue(line);
       else if (startsWithName(line, CACHE_INFO) && !load.cacheConfig) {
         const labels = parseLabels(line);
         load.cacheConfig = labels;
