@@ -6,6 +6,7 @@
 // highest count asked for over the stabilisation window. State is per (model, role); the clock is the
 // signals' nowS.
 import type { AutoscaleConfig, CapacityModel, PoolSignals, ScaleDecision, ScalePolicy } from "./types.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 const DEFAULTS = {
   intervalSeconds: 15,
@@ -32,7 +33,7 @@ interface PoolState {
 
 export function validateAutoscaleConfig(c: AutoscaleConfig): void {
   const bad = (what: string) => {
-    throw new Error(`autoscale: ${what}`);
+    throw new InvalidConfigError(`autoscale: ${what}`);
   };
   if (!(c.ttftP90Ms > 0) || !(c.tpotP90Ms > 0)) bad("the SLO's TTFT and TPOT bounds must be positive");
   if (!Number.isInteger(c.minReplicas) || c.minReplicas < 0) bad("minReplicas must be an integer >= 0");

@@ -9,6 +9,7 @@ import type { ChildProcess } from "node:child_process";
 import { renameSync, writeFileSync } from "node:fs";
 import { CliError, type FlagSpecs } from "../config/args.js";
 import { logger } from "../obs/log.js";
+import { PeerError } from "../errors/index.js";
 
 export const AUTOSCALE_SPECS: FlagSpecs = {
   autoscale: {
@@ -243,7 +244,7 @@ export class LocalScaler {
 
   private async getJson(path: string): Promise<unknown> {
     const res = await fetch(`${this.d.routerUrl}${path}`, { signal: AbortSignal.timeout(5_000) });
-    if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status}`);
+    if (!res.ok) throw new PeerError(`GET ${path}: HTTP ${res.status}`);
     return res.json();
   }
 

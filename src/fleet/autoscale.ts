@@ -8,6 +8,7 @@
 import type { PoolSignals, ReplicaSignal, ScaleDecision, ScalePolicy } from "../autoscale/index.js";
 import type { Engine, VirtualDriver } from "../engine/index.js";
 import type { RequestRecord } from "../workload/record.js";
+import { InvalidConfigError } from "../errors/index.js";
 
 export interface FleetAutoscaleOptions {
   policy: ScalePolicy;
@@ -87,7 +88,8 @@ export class FleetScaler {
     private readonly finished: () => boolean,
   ) {
     const n = engines.length;
-    if (o.initial < 1 || o.initial > n) throw new Error(`autoscale: initial engines must be 1..${n}`);
+    if (o.initial < 1 || o.initial > n)
+      throw new InvalidConfigError(`autoscale: initial engines must be 1..${n}`);
     this.state = Array.from({ length: n }, (_, e) => (e < o.initial ? "ready" : "off"));
     this.routable = this.state.map((s) => s === "ready");
     this.since = new Array<number>(n).fill(0);

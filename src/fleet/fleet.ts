@@ -22,6 +22,7 @@ import {
   QUEUE_FULL_REFUSAL,
   ROUTE_QUEUE_FULL,
 } from "./router-view.js";
+import { UnsupportedError } from "../errors/index.js";
 
 export type { SharedServerOptions } from "./remote.js";
 export type { AutoscaleReport, DrainRecord, EngineState, FleetAutoscaleOptions } from "./autoscale.js";
@@ -32,7 +33,7 @@ export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 
 export function simulateFleet(o: FleetOptions): FleetResult {
   if (o.pd && o.autoscale)
-    throw new Error("autoscale: a disaggregated fleet is not autoscaled in the simulator yet");
+    throw new UnsupportedError("autoscale: a disaggregated fleet is not autoscaled in the simulator yet");
   if (o.pd) return simulatePdFleet(o, o.pd);
   const driver = new VirtualDriver();
   // an autoscaled fleet holds its most engines from the start, each off until the autoscaler starts it

@@ -20,8 +20,8 @@ import { resolveGpu, resolveModel } from "../../models/index.js";
 import { logger } from "../../obs/log.js";
 import { predictiveOptions, type EngineTiming, type EngineView } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
-import type { Registry } from "../engines/registry.js";
-import type { Upstream } from "../engines/upstream.js";
+import type { EngineRegistry } from "../engines/engine-registry.js";
+import type { EngineRecord } from "../engines/engine-record.js";
 
 const log = logger("router.autoscale");
 
@@ -34,7 +34,7 @@ const DEFAULT_GPU = "h100";
 
 /** What the loop reads of the rest of the router, handed in by the wiring (../assembly.ts). */
 export interface AutoscaleDeps {
-  registry: Registry;
+  registry: EngineRegistry;
   config: () => RouterConfig;
   /** requests answered so far by model (the router's switchyard_requests_total, summed) */
   answeredByModel: () => Map<string, number>;
@@ -95,13 +95,13 @@ export function poolLabel(model: string, role: PoolRole): string {
     .replace(/^[-._]+|[-._]+$/g, "");
 }
 
-function roleOf(e: Upstream): PoolRole {
+function roleOf(e: EngineRecord): PoolRole {
   const r = e.spec.role?.trim().toLowerCase();
   return r === "prefill" || r === "decode" ? r : "mixed";
 }
 
 /** the models an engine serves as itself (an adapter's requests are its base model's load) */
-function baseModels(e: Upstream): string[] {
+function baseModels(e: EngineRecord): string[] {
   const cards = e.modelCards.filter((c) => c.parent === undefined || c.parent === null);
   return cards.length > 0 ? cards.map((c) => c.id) : [...e.view.models];
 }
@@ -204,7 +204,7 @@ export class AutoscaleLoop {
     this.lastTickS = nowS;
     const answered = this.d.answeredByModel();
     // the engines of each pool (an engine serving several models is in each of their pools)
-    const members = new Map<string, Upstream[]>();
+    const members = new Map<string, EngineRecord[]>();
     for (const e of this.d.registry.engines.values()) {
       for (const model of baseModels(e)) {
         const key = `${model}\u0000${roleOf(e)}`;
@@ -300,7 +300,7 @@ export class AutoscaleLoop {
     });
   }
 
-  private engineDeltas(engines: Upstream[], memo: PoolMemo): EngineCounters {
+  private engineDeltas(engines: EngineRecord[], memo: PoolMemo): EngineCounters {
     const sum: EngineCounters = { prompt: 0, cached: 0, generated: 0, finished: 0 };
     const seen = new Map<string, EngineCounters>();
     for (const e of engines) {
@@ -323,7 +323,7 @@ export class AutoscaleLoop {
     return sum;
   }
 
-  private replica(e: Upstream, memo: PoolMemo): ReplicaSignal & { inFlight: number } {
+  private replica(e: EngineRecord, memo: PoolMemo): ReplicaSignal & { inFlight: number } {
     const state: ReplicaSignal["state"] =
       e.draining || e.state === "draining" ? "draining" : e.healthy ? "ready" : "starting";
     const r: ReplicaSignal & { inFlight: number } = {
