@@ -120,19 +120,26 @@ test("up --autoscale 1:3: rising load starts engines, falling load drains and st
     for (let i = 0; i < 600 && !/autoscale 1:3 from the router's SLO decision/.test(stack.output()); i++)
       await new Promise((r) => setTimeout(r, 100));
     assert.match(stack.output(), /autoscale 1:3 from the router's SLO decision/);
-    // switchyard status shows the decision and its reason
-    const status = spawnSync(
-      cmd,
-      [...pre, "status", "--router", url, "--interval", "0", "--format", "json"],
-      {
-        encoding: "utf8",
-        timeout: 60_000,
-      },
-    );
-    assert.equal(status.status, 0, status.stderr);
-    const pools = (
-      JSON.parse(status.stdout) as { autoscale: { pools: { reason: string; current: number }[] } }
-    ).autoscale.pools;
+    // switchyard status shows the decision and its reason (the router's first decision may come a
+    // period after up's summary: asked again until it counts the first engine)
+    type Pools = { autoscale: { pools: { reason: string; current: number }[] } };
+    const statusPools = (): Pools["autoscale"]["pools"] => {
+      const status = spawnSync(
+        cmd,
+        [...pre, "status", "--router", url, "--interval", "0", "--format", "json"],
+        {
+          encoding: "utf8",
+          timeout: 60_000,
+        },
+      );
+      assert.equal(status.status, 0, status.stderr);
+      return (JSON.parse(status.stdout) as Pools).autoscale.pools;
+    };
+    let pools = statusPools();
+    for (let i = 0; i < 60 && pools[0]?.current !== 1; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      pools = statusPools();
+    }
     assert.equal(pools.length, 1);
     assert.equal(pools[0]!.current, 1);
     assert.match(pools[0]!.reason, /^(hold|up|down):/);
