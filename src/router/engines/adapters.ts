@@ -81,6 +81,11 @@ interface EngineBooks {
   holder: Map<string, string>;
   /** failed loads there, by adapter (registry names only: bounded by the registry) */
   failed: Map<string, LoadFailure>;
+  /**
+   * requests waiting for room there (every adapter loaded has requests in flight, or is loading): woken
+   * when a request there ends or a load settles; one entry per waiting request at most
+   */
+  waiters: (() => void)[];
 }
 
 /** a failed load remembered: no new attempt there before `until` */
@@ -215,6 +220,7 @@ export class AdapterLoader {
         changedAt: new Map(),
         holder: new Map(),
         failed: new Map(),
+        waiters: [],
       };
       this.books.set(e.url, b);
       (e.view as { lora?: EngineLoraView }).lora = b.view;
@@ -270,6 +276,7 @@ export class AdapterLoader {
     else {
       b.view.inFlight.delete(name);
       b.view.lastSentAt.delete(name);
+      wake(b);
     }
   }
 
@@ -315,7 +322,12 @@ export class AdapterLoader {
    * Makes `name` usable on `e`: at once when the engine lists it; else the one load in flight for it
    * there, or a new one (after unloading what would push the engine over max_cpu_loras).
    */
-  ensure(e: EngineRecord, name: string, who?: LoadRequester): Promise<void> {
+  ensure(
+    e: EngineRecord,
+    name: string,
+    who?: LoadRequester,
+    deadline = performance.now() + LOAD_TIMEOUT_MS,
+  ): Promise<void> {
     if (this.isLoaded(e, name)) return Promise.resolve();
     const a = this.registry.get(name);
     if (!a) return Promise.reject(new HttpError(404, `The model \`${name}\` does not exist.`, "model"));
@@ -325,6 +337,19 @@ export class AdapterLoader {
     const failed = b.failed.get(name);
     const now = performance.now();
     if (failed && failed.until > now) return Promise.reject(loadFailedError(name, failed, now));
+    // no room without pushing out an adapter that is loading or has requests in flight: the engine would
+    // either hold more adapters than its host cache (reading them from disk again in every batch that
+    // needs one, a stall for every stream there that nobody is charged for) or drop one that requests
+    // were just sent for (vLLM answers those 404); the request waits for a request there to end or a
+    // load to settle, and is refused (503, Retry-After) past the load timeout
+    if (b.view.loaded.size + b.pending.size + 1 > b.view.maxCpuLoras && !this.hasIdle(b)) {
+      if (now > deadline) return Promise.reject(slotsBusyError(name));
+      return new Promise<void>((woken) => {
+        b.waiters.push(woken);
+        // a hang guard: nothing wakes it when the engine goes
+        setTimeout(woken, Math.min(1000, Math.max(1, deadline - now))).unref();
+      }).then(() => this.ensure(e, name, who, deadline));
+    }
     try {
       // a load pushes out another adapter: not one other tenants use while this one holds its share
       if (who && this.overShare(b, who, now)) return Promise.reject(slotsHeldError(name));
@@ -339,10 +364,18 @@ export class AdapterLoader {
     const p = this.load(e, b, a).finally(() => {
       b.pending.delete(name);
       b.view.loading.delete(name);
+      wake(b);
     });
     b.pending.set(name, p);
     b.view.loading.add(name);
     return p;
+  }
+
+  /** whether an adapter loaded there has no request in flight and no load pending */
+  private hasIdle(b: EngineBooks): boolean {
+    for (const x of b.view.loaded.oldestFirst())
+      if (!b.pending.has(x.key) && (b.view.inFlight.get(x.key) ?? 0) === 0) return true;
+    return false;
   }
 
   /**
@@ -485,6 +518,21 @@ function loadFailedError(name: string, f: LoadFailure, now: number): HttpError {
 }
 
 /** A tenant at its share of an engine's adapter slots, whose load would push out another tenant's. */
+/** wakes the requests waiting for room on an engine (they look again) */
+function wake(b: EngineBooks): void {
+  if (b.waiters.length === 0) return;
+  for (const w of b.waiters.splice(0)) w();
+}
+
+function slotsBusyError(name: string): HttpError {
+  return new HttpError(
+    503,
+    `The LoRA adapter \`${name}\` cannot be loaded now: every adapter slot of the engine is in use; retry shortly.`,
+    "model",
+    { "retry-after": "1" },
+  );
+}
+
 function slotsHeldError(name: string): HttpError {
   return new HttpError(
     503,

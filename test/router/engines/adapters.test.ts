@@ -120,6 +120,30 @@ test("the router loads an adapter no engine holds, once per engine under a burst
   }
 });
 
+test("loads at once beyond an engine's host cache wait for one to settle: the engine never holds more adapters than max_cpu_loras", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sy-router-lora-"));
+  for (const n of ["b1", "b2", "b3", "b4"])
+    writePeftAdapter(join(dir, n), { rank: 8, hidden: 64, layers: 2, baseModel: MODEL });
+  const sim = await loraSim();
+  const router = await routerFor([sim.url], { lora: { dir, maxCpuLoras: 2 } });
+  try {
+    // four adapters asked for at once on one engine with nothing loaded: nothing can be unloaded to
+    // make room while the first loads are in flight, so the others wait rather than push the engine
+    // over its host cache (where it would read adapters from disk again in every batch)
+    const burst = ["b1", "b2", "b3", "b4", "b1", "b3"].map((model, i) =>
+      post(`${router.url}/v1/completions`, { model, prompt: `q ${i}`, max_tokens: 2 }),
+    );
+    for (const r of await Promise.all(burst)) assert.equal(r.status, 200, await r.text());
+    const held = await adaptersOn(sim.url);
+    assert.ok(held.length <= 2, `the engine holds ${held.join(", ")}`);
+    assert.ok(router.router.registry.adapters!.stats.unloads >= 2);
+  } finally {
+    await router.close();
+    await sim.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("lora.policy names the placement: round-robin loads an adapter on every engine in turn, ours keeps it where it is loaded", async () => {
   const dir = mkdtempSync(join(tmpdir(), "sy-router-lora-policy-"));
   writePeftAdapter(join(dir, "a1"), { rank: 8, hidden: 64, layers: 2, baseModel: MODEL });
