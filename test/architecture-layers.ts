@@ -259,7 +259,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // collections, http: the LoRA adapters the router loads (its books of each engine, the load's error,
     // per tenant: loads charged, fair eviction, failed loads remembered)
     imports: ["src/collections", "src/discovery", "src/http", "src/obs", "src/router/config", "src/routing"],
-    lines: 2000,
+    lines: 2200,
   },
   // the SLO autoscaling decision on a timer over the registry's engines and the router's own counts
   "src/router/autoscale": {

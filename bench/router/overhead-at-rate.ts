@@ -20,6 +20,7 @@ import { knees, type Run } from "../support/rate-knee.js";
 import { waitHttp } from "../support/router-harness.js";
 import { resolveModel } from "../../src/models/profiles.js";
 import { tokenizerForModel } from "../../src/tokenizer/index.js";
+import { mulberry32 } from "../../src/random/rng.js";
 
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 const here = (rel: string) => fileURLToPath(new URL(rel + ext, import.meta.url));
@@ -95,18 +96,6 @@ export function cpuMs(pid: number | undefined): number | undefined {
 
 // ---- the load client (its own process) ----
 
-/** a small deterministic generator (mulberry32), so a cell's prompts are the same run after run */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const SYLLABLES = "ka lo mi ra ten sor vel an ti mun dor el pa qui ber os lin gar fe tu".split(" ");
 
 /** Prompts of `tokens` tokens (the BOS included): one of `groups` shared prefixes, then a unique tail. */
@@ -122,7 +111,7 @@ export class PromptMaker {
     seed: number,
   ) {
     const tk = tokenizerForModel(resolveModel(MODEL));
-    const r = rng(1);
+    const r = mulberry32(1);
     const seen = new Set<string>();
     while (this.words.length < 600) {
       let w = "";
@@ -134,7 +123,7 @@ export class PromptMaker {
     }
     const target = Math.max(1, Math.round(tokens * SHARED));
     for (let g = 0; g < groups; g++) {
-      const pr = rng(1000 + g);
+      const pr = mulberry32(1000 + g);
       let text = "";
       let n = tk.bosTokenId !== null ? 1 : 0;
       while (n < target) {
@@ -145,7 +134,7 @@ export class PromptMaker {
       this.prefixes.push(text);
       this.prefixTokens.push(n);
     }
-    this.next = rng(seed);
+    this.next = mulberry32(seed);
   }
 
   /** the i-th request's group and prompt */

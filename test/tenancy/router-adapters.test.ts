@@ -10,14 +10,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writePeftAdapter } from "../../bench/support/peft.js";
-import { startSim, type RunningSim } from "../../src/sim/app.js";
-import { parseSimArgs } from "../../src/sim/config/config.js";
 import type { RunningRouter } from "../../src/router/index.js";
 import { parseConfig } from "../../src/router/config/config.js";
 import { hashKey } from "../../src/tenancy/keys.js";
 import type { TenancyConfigInput } from "../../src/tenancy/config.js";
 import { post, routerFor, waitUntil } from "../helpers/router.js";
 import type { Json } from "../helpers/json.js";
+import { loraSim } from "../helpers/lora-sim.js";
+import type { RunningSim } from "../../src/sim/app.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 const keyOf = (tenant: string) => `sk-${tenant}-`.padEnd(24, "0");
@@ -26,30 +26,6 @@ const ADMIN = "sk-admin-0000000000000000";
 const metricsText = async () =>
   (await fetch(`${router.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
 const ADAPTERS = ["a0", "big1", "big2", "big3", "c1", "c2", "c3", "secret"];
-
-async function loraSim(): Promise<RunningSim> {
-  return startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--enable-lora",
-        "--max-loras",
-        "1",
-        "--max-cpu-loras",
-        "2",
-        "--max-lora-rank",
-        "8",
-        "--time-scale",
-        "0.02",
-      ],
-      { VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" },
-    ),
-  );
-}
 
 let dir: string;
 let sims: RunningSim[];

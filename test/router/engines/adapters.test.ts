@@ -7,39 +7,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writePeftAdapter } from "../../../bench/support/peft.js";
-import { startSim, type RunningSim } from "../../../src/sim/app.js";
-import { parseSimArgs } from "../../../src/sim/config/config.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
 import { AdapterCatalog, learnLoadRate } from "../../../src/router/engines/adapters.js";
 import { coldLoadSeconds } from "../../../src/routing/lora.js";
 import { LruMap } from "../../../src/collections/lru-map.js";
 import type { Json } from "../../helpers/json.js";
+import { loraSim } from "../../helpers/lora-sim.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
-
-async function loraSim(): Promise<RunningSim> {
-  return startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--enable-lora",
-        "--max-loras",
-        "1",
-        "--max-cpu-loras",
-        "2",
-        "--max-lora-rank",
-        "8",
-        "--time-scale",
-        "0.02",
-      ],
-      { VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" },
-    ),
-  );
-}
 
 async function adaptersOn(url: string): Promise<string[]> {
   const doc = (await (await fetch(`${url}/v1/models`)).json()) as Json;

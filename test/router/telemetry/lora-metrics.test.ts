@@ -7,8 +7,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writePeftAdapter } from "../../../bench/support/peft.js";
-import { startSim } from "../../../src/sim/app.js";
-import { parseSimArgs } from "../../../src/sim/config/config.js";
 import { OTHER_ADAPTERS, TOP_ADAPTERS, topAdapters } from "../../../src/router/telemetry/lora-metrics.js";
 import { adapterShares } from "../../../src/ops/lora-status.js";
 import { buildReport, sampleRouter } from "../../../src/ops/fleet-status.js";
@@ -16,6 +14,7 @@ import { renderStatus } from "../../../src/ops/status-text.js";
 import { parseSamples } from "../../../src/protocol/prometheus-text.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
 import type { Json } from "../../helpers/json.js";
+import { loraSim } from "../../helpers/lora-sim.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
 
@@ -80,27 +79,8 @@ test("GET /engines shows each engine's adapters and status shows residency and t
   const dir = mkdtempSync(join(tmpdir(), "sy-lora-metrics-"));
   for (const n of ["a1", "a2", "a3"])
     writePeftAdapter(join(dir, n), { rank: 8, hidden: 64, layers: 2, baseModel: MODEL });
-  const sim = await startSim(
-    parseSimArgs(
-      [
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--enable-lora",
-        "--max-loras",
-        "1",
-        "--max-cpu-loras",
-        "2",
-        "--max-lora-rank",
-        "8",
-        "--time-scale",
-        "0.02",
-      ],
-      { VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" },
-    ),
-  );
+  const sim = await loraSim();
+
   const router = await routerFor([sim.url], { lora: { dir, adapters: [], maxCpuLoras: 2 } });
   try {
     await waitUntil(() => router.router.registry.snapshot().every((v) => v.healthy), 5000, "the sim");
