@@ -47,11 +47,22 @@ describe("router autoscaling decision", { timeout: 120_000 }, () => {
     assert.equal(pool.current, 1);
     assert.ok(pool.desired <= 5, "within maxReplicas");
     assert.match(pool.reason, /^up: .*backlog 60/);
-    const metrics = await (await fetch(`${r.url}/metrics`)).text();
-    const line = metrics
-      .split("\n")
-      .find((l) => l.startsWith("switchyard_autoscale_desired_replicas{"))
-      ?.split(" ");
+    // the gauge follows each decision: read until it shows one to scale up (a scrape the loaded
+    // machine delayed may leave one period without the queue)
+    let metrics = "";
+    let line: string[] | undefined;
+    await waitUntil(
+      async () => {
+        metrics = await (await fetch(`${r.url}/metrics`)).text();
+        line = metrics
+          .split("\n")
+          .find((l) => l.startsWith("switchyard_autoscale_desired_replicas{"))
+          ?.split(" ");
+        return line !== undefined && Number(line[1]) > 1;
+      },
+      30_000,
+      "the desired replicas gauge above 1",
+    );
     assert.ok(line, metrics.slice(0, 500));
     assert.ok(
       line[0]!.includes(`model="${MODEL}"`) && line[0]!.includes(`pool="${poolLabel(MODEL, "mixed")}"`),
