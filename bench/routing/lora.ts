@@ -8,7 +8,7 @@
 // adapter loads per minute, and each policy's capacity within the TTFT p90 SLO, as routing/agentic
 // measures it: the highest request rate held (doubling from 16 req/s, then bisection to --resolution),
 // seeds pooled, reported as a fraction of the clairvoyant heuristic's capacity. Virtual time
-// (the fleet simulator, src/fleet/lora.ts).
+// (the fleet simulator: src/fleet/lora-run.ts through simulateFleet).
 // Without --virtual, live (bench/routing/lora-live.ts): each policy but the clairvoyant heuristic on a fresh
 // stack of sims behind a real router (`--lora-policy`) at each of --rates (modelled req/s) for each seed,
 // the engines at --time-scale; capacity is the highest of those rates held within the SLO, and the fleet
@@ -29,7 +29,8 @@ import {
   createStaticLoraPolicy,
 } from "../../src/routing/lora.js";
 import type { Policy } from "../../src/routing/index.js";
-import { simulateLoraFleet, type LoraWorkload } from "../../src/fleet/lora.js";
+import type { LoraWorkload } from "../../src/fleet/lora.js";
+import { simulateLoraFleet } from "../../src/fleet/lora-run.js";
 import { percentile } from "../../src/workload/stats.js";
 import { highestLoadHeld } from "../support/capacity.js";
 import { makeAdapters, removeAdapters, runLiveLora } from "./lora-live.js";

@@ -2,7 +2,13 @@
 // the requests each is serving (first token, inter-token gaps, the answer's ids), and the shared LMCache
 // server each looks prefixes up in and stores computed chunks to. A finished request goes back to the
 // caller with what was observed of it.
-import { Engine, type EngineConfig, type RequestTimings, type VirtualDriver } from "../engine/index.js";
+import {
+  Engine,
+  type EngineConfig,
+  type EngineLora,
+  type RequestTimings,
+  type VirtualDriver,
+} from "../engine/index.js";
 import type { Answer, Turn } from "./load.js";
 import type { SharedCacheServer } from "./remote.js";
 
@@ -67,13 +73,13 @@ export class FleetEngines {
    * Sends a turn to engine `e` now. `arrivedAt`: when the turn reached the router (it may have waited
    * there); the record is timed from it. `maxTokens`: a cap below the turn's (a P/D prefill's 1);
    * `transferredTokens`: prompt tokens whose KV a prefill engine computed and moved here (in place, at
-   * no further cost: the transfer was waited for before).
+   * no further cost: the transfer was waited for before); `lora`: the adapter it names (loaded there).
    */
   start(
     turn: Turn,
     e: number,
     arrivedAt = this.driver.now,
-    opts: { maxTokens?: number; transferredTokens?: number } = {},
+    opts: { maxTokens?: number; transferredTokens?: number; lora?: EngineLora | undefined } = {},
   ): void {
     const now = this.driver.now;
     const engine = this.engines[e]!;
@@ -114,7 +120,8 @@ export class FleetEngines {
       minTokens: 0,
       priority: 0,
       cacheSalt: null,
-      loraName: null,
+      loraName: opts.lora?.name ?? null,
+      ...(opts.lora ? { lora: opts.lora } : {}),
       arrivalTime: now,
       sampleToken: (i) => 1000 + (((salt + i * 40503) >>> 0) % 50000),
       externalCachedTokens: ext > 0 ? ext : undefined,

@@ -14,6 +14,7 @@ import { simulatePdFleet } from "./pd.js";
 import type { FleetOptions, FleetResult } from "./types.js";
 import { cacheServersFor, cacheServersStats } from "./remote.js";
 import { ClairvoyantPlacer } from "./clairvoyant.js";
+import { LoraBooks } from "./lora.js";
 import { CLAIRVOYANT } from "./types.js";
 import {
   ROUTE_WAITING,
@@ -34,6 +35,7 @@ export type { FleetDecision, SessionKeyMode } from "./router-view.js";
 export function simulateFleet(o: FleetOptions): FleetResult {
   if (o.pd && o.autoscale)
     throw new UnsupportedError("autoscale: a disaggregated fleet is not autoscaled in the simulator yet");
+  if (o.pd && o.lora) throw new UnsupportedError("lora: a disaggregated LoRA fleet is not simulated yet");
   if (o.pd) return simulatePdFleet(o, o.pd);
   const driver = new VirtualDriver();
   // an autoscaled fleet holds its most engines from the start, each off until the autoscaler starts it
@@ -44,6 +46,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     if (router.waitsOnFirstTokens) driver.at(driver.now, retry);
   };
   const fleet = new FleetEngines(o.engine, count, driver, servers, o.recordItl, onFirstToken, (f, t) => {
+    lora?.done(f.engine, f.turn.index);
     router.done(f.engine, f.turn.index, f.firstTokenAt >= 0);
     if (router.hasWaiting) driver.at(driver.now, retry);
     cachedTokens[f.turn.index] = t.cachedTokens;
@@ -52,6 +55,7 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     scaler?.finishedOn(f.engine, record);
     load.answered(f.turn, record.ok, record, f);
   });
+  const lora = o.lora ? new LoraBooks(o.lora, o.engine, fleet.engines, driver, o.seed) : null;
   const clairvoyant = o.policy === CLAIRVOYANT ? new ClairvoyantPlacer(fleet.engines, servers) : null;
   const router = new RouterView(
     {
@@ -68,6 +72,9 @@ export function simulateFleet(o: FleetOptions): FleetResult {
       lateBinding: o.lateBinding,
       onDecision: o.onDecision,
       tier: o.tierAware ? servers : null,
+      engineIds: o.lora?.engineIds,
+      makePolicy: o.lora?.policy,
+      lora: lora ?? undefined,
     },
     o.engine.model.id,
     fleet.engines,
@@ -76,13 +83,16 @@ export function simulateFleet(o: FleetOptions): FleetResult {
   );
   const scaler = o.autoscale ? new FleetScaler(o.autoscale, fleet.engines, driver, () => load.done) : null;
   if (scaler) router.routable = scaler.routable;
+  lora?.attach(router.views);
   const routedTo: number[] = [];
   const cachedTokens: number[] = [];
   const send = (turn: Turn, e: number, arrivedAt: number) => {
     routedTo[turn.index] = e;
     router.sent(e, turn.index);
     scaler?.sent(e);
-    fleet.start(turn, e, arrivedAt);
+    // a LoRA request waits on its adapter's load there (started now when none is in flight)
+    if (lora) lora.send(turn, e, (adapter) => fleet.start(turn, e, arrivedAt, { lora: adapter }));
+    else fleet.start(turn, e, arrivedAt);
   };
   const load = new LoadDriver(o, driver, (turn) => {
     scaler?.arrived(turn.prompt.length, turn.maxTokens);
@@ -133,5 +143,6 @@ export function simulateFleet(o: FleetOptions): FleetResult {
     cachedTokens,
     stoppedEarly: load.stoppedEarly,
     ...(scaler ? { autoscale: scaler.close(Math.max(driver.now, load.lastEnd)) } : {}),
+    ...(lora ? { lora: lora.report() } : {}),
   };
 }

@@ -1,37 +1,28 @@
-// A LoRA fleet in virtual time: N engines of the engine model with adapter slots and host caches
-// (src/engine/lora.ts), a router that keeps the books the live router keeps (each engine's loaded
-// adapters from its own loads, its requests in flight per adapter, vllm:lora_requests_info as of the last
-// scrape), places each request with a routing policy (src/routing/lora.ts or any other), loads a cold
-// adapter through the engine's load API (one load per adapter and engine at a time; requests for it wait
-// on that load) after unloading what would push the host cache over max_cpu_loras, and a Poisson stream of
-// requests over many adapters with Zipf popularity. `clairvoyant` runs ours on exact engine state (the
-// scrape taken at every decision) as the bound of what fresher knowledge buys.
+// A LoRA fleet in virtual time, inside the fleet simulator's one loop (fleet.ts): what is LoRA's own
+// lives here. The adapter catalog of a scenario (many adapters of one rank, Zipf popularity, each
+// session naming one), the router-side books the live router keeps (src/router/engines/adapters.ts:
+// each engine's loaded adapters from its own loads, its requests in flight per adapter,
+// vllm:lora_requests_info as of the last scrape) that the routing policies read (src/routing/lora.ts),
+// and loads through the engine model's adapter cache (src/engine/lora.ts): one load per adapter and
+// engine at a time, requests for it waiting on that load, after unloading what would push the host cache
+// over max_cpu_loras; where nothing there can go (every adapter loaded has requests in flight, or is
+// loading) the load waits until a request there ends or a load settles, as the live router's does.
+// The LoRA benchmark's shape through `simulateFleet` is lora-run.ts.
 import {
-  Engine,
-  VirtualDriver,
   loraAdapterBytes,
+  type Engine,
   type EngineConfig,
   type EngineLora,
+  type VirtualDriver,
 } from "../engine/index.js";
 import { LruMap } from "../collections/lru-map.js";
 import { makeRng, shuffle } from "../random/rng.js";
 import { evictionFor, noteAdapterUse } from "../routing/lora.js";
-import {
-  decide,
-  idleEngineView,
-  noteDone,
-  noteFirstToken,
-  noteSent,
-  type AdapterUse,
-  type EngineLoraView,
-  type EngineView,
-  type Policy,
-  type RequestView,
-} from "../routing/index.js";
+import type { AdapterUse, EngineLoraView, EngineView, Policy, RequestView } from "../routing/index.js";
 import { InvalidArgumentError } from "../errors/index.js";
-
-/** requests the router holds for a slot at most (its admission queue's default size) */
-const MAX_HELD = 1024;
+import type { Session } from "../workload/types.js";
+import type { Turn } from "./load.js";
+import type { RouterLoraHooks } from "./router-view.js";
 
 /** the adapters of a LoRA workload (a scenario's `workload.lora`): how many, how popular, how large */
 export interface LoraAdapterMix {
@@ -51,52 +42,6 @@ export interface LoraWorkload extends LoraAdapterMix {
   /** each request's own prompt part and its output, tokens */
   userTokens: number;
   outputTokens: number;
-}
-
-export interface LoraFleetOptions {
-  engines: number;
-  /** each engine's config; its `lora` sets slots and host cache */
-  engine: EngineConfig;
-  workload: LoraWorkload;
-  /** the routing policy, or clairvoyant: ours on exact state */
-  policy: Policy;
-  /** decide on the engines' exact adapter state (scraped at every decision) */
-  clairvoyant?: boolean;
-  /** requests per second */
-  rate: number;
-  /** seconds of arrivals; requests in the first `warmupS` are not measured */
-  durationS: number;
-  warmupS: number;
-  seed: number;
-  /** how often the router scrapes lora_requests_info and the queue gauges, ms; default 100 */
-  scrapeMs?: number;
-  /** the load API's round trip beside the engine's own load time, seconds; default 0.01 */
-  loadRttS?: number;
-  /**
-   * the engines' ids (default engine-0, engine-1, ...): a policy that hashes them (a static placement)
-   * places as a live stack does only under the live engines' ids
-   */
-  engineIds?: readonly string[];
-}
-
-export interface LoraFleetResult {
-  /** TTFT of every measured request, ms (Infinity: not answered by the end of the drain) */
-  ttfts: number[];
-  /** TPOT of every measured request that finished with more than one output token, ms */
-  tpots: number[];
-  /** adapter loads the router made, unloads (host-cache evictions it asked for), and their engine seconds */
-  loads: number;
-  unloads: number;
-  loadSecondsTotal: number;
-  /** the engines' own counters summed: slot loads and evictions, steps that passed a request over */
-  gpuLoads: number;
-  gpuEvictions: number;
-  batchSkips: number;
-  /** the most adapters the router ever held loaded on one engine (never over max_cpu_loras) */
-  maxLoaded: number;
-  /** the engines' prefix cache, summed over the run: tokens looked up and found */
-  prefixQueries: number;
-  prefixHits: number;
 }
 
 /** adapter names by popularity rank (a seeded shuffle, so that rank and name hash do not correlate) */
@@ -129,9 +74,41 @@ export function drawRank(cdf: Float64Array, u: number): number {
   return lo;
 }
 
-interface Node {
+/** a LoRA fleet (FleetOptions.lora): its adapters, which one each session names, who places them */
+export interface FleetLoraOptions {
+  mix: LoraAdapterMix;
+  /**
+   * the popularity rank (0: the most popular) of the adapter a session's requests name; default a seeded
+   * Zipf draw per session (a sub-agent names its parent's)
+   */
+  rankOf?: ((session: Session) => number) | undefined;
+  /** the placement (one per router process), e.g. src/routing/lora.ts's; default the fleet's named policy */
+  policy?: (() => Policy) | undefined;
+  /** decide on the engines' exact state (scraped at every decision): an oracle heuristic */
+  clairvoyant?: boolean | undefined;
+  /** the load API's round trip beside the engine's own load time, seconds; default 0.01 */
+  loadRttS?: number | undefined;
+  /**
+   * the engines' ids (default http://engine-0, ...): a policy that hashes them (a static placement)
+   * places as a live stack does only under the live engines' ids
+   */
+  engineIds?: readonly string[] | undefined;
+}
+
+/** what a LoRA fleet's router did to the engines' adapter caches */
+export interface LoraReport {
+  /** adapter loads the router made, unloads (host-cache evictions it asked for), and their engine seconds */
+  loads: number;
+  unloads: number;
+  loadSecondsTotal: number;
+  /** the most adapters the router ever held loaded on one engine (never over max_cpu_loras) */
+  maxLoaded: number;
+  /** loads that waited for room (every adapter loaded there busy or loading) */
+  roomWaits: number;
+}
+
+interface Books {
   engine: Engine;
-  view: EngineView;
   lora: EngineLoraView & {
     loaded: LruMap<string, true>;
     loading: Set<string>;
@@ -140,237 +117,206 @@ interface Node {
     uses: Map<string, AdapterUse>;
   };
   /** requests waiting on a load in flight, per adapter */
-  waitingOnLoad: Map<string, (() => void)[]>;
+  waitingOnLoad: Map<string, ((a: EngineLora) => void)[]>;
+  /** loads waiting for room: woken when a request there ends or a load settles */
+  roomWaiters: (() => void)[];
 }
 
-export function simulateLoraFleet(o: LoraFleetOptions): LoraFleetResult {
-  const cfg = o.engine;
-  if (!cfg.lora) throw new InvalidArgumentError("simulateLoraFleet: the engine config needs lora");
-  const w = o.workload;
-  const driver = new VirtualDriver();
-  const base = cfg.model.id;
-  const names = adapterNames(w.adapters, o.seed);
-  const bytes = loraAdapterBytes(cfg.model, w.rank, w.modules);
-  const adapters = new Map<string, EngineLora>(
-    names.map((n) => [n, { name: n, path: `/adapters/${n}`, bytes }]),
-  );
-  const cdf = zipfCdf(w.adapters, w.zipf);
-  const rng = makeRng(o.seed, "lora-arrivals");
-  const rtt = o.loadRttS ?? 0.01;
-  const scrapeMs = o.scrapeMs ?? 100;
-  const result: LoraFleetResult = {
-    ttfts: [],
-    tpots: [],
+/**
+ * The router-side books of a LoRA fleet, in the fleet loop (fleet.ts): the catalog, which adapter each
+ * request names, each engine's loaded adapters and loads, and the lora view the policies read.
+ */
+export class LoraBooks implements RouterLoraHooks {
+  private readonly names: string[];
+  private readonly cdf: Float64Array;
+  private readonly adapters: Map<string, EngineLora>;
+  private readonly base: string;
+  private readonly rtt: number;
+  private readonly books: Books[] = [];
+  private views: readonly EngineView[] = [];
+  /** the adapter of each request in flight, by request index */
+  private readonly sentAdapter = new Map<number, string>();
+  private readonly counts: LoraReport = {
     loads: 0,
     unloads: 0,
     loadSecondsTotal: 0,
-    gpuLoads: 0,
-    gpuEvictions: 0,
-    batchSkips: 0,
     maxLoaded: 0,
-    prefixQueries: 0,
-    prefixHits: 0,
+    roomWaits: 0,
   };
-  const arrivals = new Map<
-    string,
-    { t: number; measured: boolean; node: Node; adapter: string; req: RequestView }
-  >();
-  const nodes: Node[] = [];
-  let retryHeld = (): void => {};
-  let retryQueued = false;
-  for (let i = 0; i < o.engines; i++) {
-    const node = {} as Node;
-    node.engine = new Engine(cfg, {
-      onTokens: (id, _ids, time) => {
-        const a = arrivals.get(id);
-        if (!a || a.t < 0) return;
-        if (a.measured) result.ttfts.push((time - a.t) * 1000);
-        a.t = -1;
-        noteFirstToken(node.view, time * 1000);
-      },
-      onFinished: (id, _reason, timings) => {
-        const a = arrivals.get(id);
-        arrivals.delete(id);
-        if (!a) return;
-        if (a.measured && timings.outputTokens > 1)
-          result.tpots.push(
-            ((timings.finishedTime - timings.firstTokenTime) * 1000) / (timings.outputTokens - 1),
-          );
-        const k = (node.lora.inFlight.get(a.adapter) ?? 1) - 1;
-        if (k > 0) node.lora.inFlight.set(a.adapter, k);
-        else {
-          node.lora.inFlight.delete(a.adapter);
-          node.lora.lastSentAt.delete(a.adapter);
-        }
-        noteDone(node.view, true, timings.finishedTime * 1000);
-        o.policy.onDone?.(a.req, node.view, (timings.finishedTime - timings.arrivalTime) * 1000);
-        // a slot may have freed: the held requests are decided again (after this step's other ends)
-        if (!retryQueued) {
-          retryQueued = true;
-          driver.after(0, () => {
-            retryQueued = false;
-            retryHeld();
-          });
-        }
-      },
-    });
-    node.lora = {
-      maxLoras: cfg.lora.maxLoras,
-      maxCpuLoras: cfg.lora.maxCpuLoras,
-      running: new Set(),
-      waiting: new Set(),
-      loaded: new LruMap(),
-      loading: new Set(),
-      inFlight: new Map(),
-      lastSentAt: new Map(),
-      uses: new Map(),
-      diskBps: cfg.lora.diskBandwidth ?? 1e9,
-      linkBps: cfg.gpu.hostLinkBandwidth,
-      loadOverheadS: rtt + 0.005,
-    };
-    node.view = idleEngineView(o.engineIds?.[i] ?? `engine-${i}`, new Set([base]), {
-      lora: node.lora,
-      scrapedAt: 0,
-      inFlightAtScrape: 0,
-    });
-    node.waitingOnLoad = new Map();
-    driver.attach(node.engine);
-    nodes.push(node);
+
+  constructor(
+    private readonly o: FleetLoraOptions,
+    cfg: EngineConfig,
+    engines: readonly Engine[],
+    private readonly driver: VirtualDriver,
+    private readonly seed: number,
+  ) {
+    if (!cfg.lora)
+      throw new InvalidArgumentError("lora: the engine config needs lora (slots and host cache)");
+    const w = o.mix;
+    this.base = cfg.model.id;
+    this.names = adapterNames(w.adapters, seed);
+    const bytes = loraAdapterBytes(cfg.model, w.rank, w.modules);
+    this.adapters = new Map(this.names.map((n) => [n, { name: n, path: `/adapters/${n}`, bytes }]));
+    this.cdf = zipfCdf(w.adapters, w.zipf);
+    this.rtt = o.loadRttS ?? 0.01;
+    for (const engine of engines)
+      this.books.push({
+        engine,
+        lora: {
+          maxLoras: cfg.lora.maxLoras,
+          maxCpuLoras: cfg.lora.maxCpuLoras,
+          running: new Set(),
+          waiting: new Set(),
+          loaded: new LruMap(),
+          loading: new Set(),
+          inFlight: new Map(),
+          lastSentAt: new Map(),
+          uses: new Map(),
+          diskBps: cfg.lora.diskBandwidth ?? 1e9,
+          linkBps: cfg.gpu.hostLinkBandwidth,
+          loadOverheadS: this.rtt + 0.005,
+        },
+        waitingOnLoad: new Map(),
+        roomWaiters: [],
+      });
   }
 
-  const scrape = (n: Node, nowMs: number) => {
-    const st = n.engine.loraState()!;
-    n.lora.running = new Set(st.running);
-    n.lora.waiting = new Set(st.waiting);
-    const snap = n.engine.snapshot();
-    n.view.running = snap.numRunning;
-    n.view.waiting = snap.numWaiting;
-    n.view.kvUsage = snap.kvCacheUsage;
-    n.view.scrapedAt = nowMs;
-    n.view.inFlightAtScrape = n.view.inFlight;
-  };
-  const scrapeAll = () => {
-    for (const n of nodes) scrape(n, driver.now * 1000);
-    if (driver.now < o.durationS + 120) driver.after(scrapeMs / 1000, scrapeAll);
-  };
-  driver.at(0, scrapeAll);
+  /** the router's engine views carry each engine's books (what the policies read) */
+  attach(views: readonly EngineView[]): void {
+    this.views = views;
+    for (let e = 0; e < views.length; e++) views[e]!.lora = this.books[e]!.lora;
+  }
 
-  /** the adapter usable on the node now, or after its load (started here when none is in flight) */
-  const ensureLoaded = (n: Node, name: string, then: () => void) => {
-    if (n.lora.loaded.has(name)) {
-      n.lora.loaded.touch(name);
-      then();
+  /** the adapter a session's requests name */
+  adapterOf(session: Session): string {
+    const rank = this.o.rankOf
+      ? this.o.rankOf(session)
+      : drawRank(this.cdf, makeRng(this.seed, `lora-${session.parentId ?? session.id}`).next());
+    return this.names[rank]!;
+  }
+
+  request(turn: Turn, req: RequestView): void {
+    const a = this.adapters.get(this.adapterOf(turn.active.session))!;
+    req.model = a.name;
+    req.lora = { name: a.name, path: a.path, base: this.base, bytes: a.bytes };
+  }
+
+  beforeDecide(): void {
+    if (!this.o.clairvoyant) return;
+    const now = this.driver.now * 1000;
+    for (let e = 0; e < this.books.length; e++) {
+      const v = this.views[e]!;
+      const snap = this.books[e]!.engine.snapshot();
+      v.running = snap.numRunning;
+      v.waiting = snap.numWaiting;
+      v.kvUsage = snap.kvCacheUsage;
+      v.scrapedAt = now;
+      v.inFlightAtScrape = v.inFlight;
+      this.scraped(e);
+    }
+  }
+
+  scraped(e: number): void {
+    const b = this.books[e]!;
+    const st = b.engine.loraState()!;
+    b.lora.running = new Set(st.running);
+    b.lora.waiting = new Set(st.waiting);
+  }
+
+  /** request `index` was sent to engine `e`: counted there, started once its adapter is loaded */
+  send(turn: Turn, e: number, start: (adapter: EngineLora) => void): void {
+    const name = this.adapterOf(turn.active.session);
+    const l = this.books[e]!.lora;
+    const now = this.driver.now * 1000;
+    this.sentAdapter.set(turn.index, name);
+    l.inFlight.set(name, (l.inFlight.get(name) ?? 0) + 1);
+    l.lastSentAt.set(name, now);
+    noteAdapterUse(l.uses, name, now);
+    this.ensure(e, name, start);
+  }
+
+  /** request `index` on engine `e` ended */
+  done(e: number, index: number): void {
+    const name = this.sentAdapter.get(index);
+    if (name === undefined) return;
+    this.sentAdapter.delete(index);
+    const b = this.books[e]!;
+    const k = (b.lora.inFlight.get(name) ?? 1) - 1;
+    if (k > 0) b.lora.inFlight.set(name, k);
+    else {
+      b.lora.inFlight.delete(name);
+      b.lora.lastSentAt.delete(name);
+      this.wake(b);
+    }
+  }
+
+  report(): LoraReport {
+    return { ...this.counts };
+  }
+
+  /** the adapter usable on engine `e` now, or after its load (started here when none is in flight) */
+  private ensure(e: number, name: string, then: (a: EngineLora) => void): void {
+    const b = this.books[e]!;
+    const l = b.lora;
+    const adapter = this.adapters.get(name)!;
+    if (l.loaded.has(name)) {
+      l.loaded.touch(name);
+      then(adapter);
       return;
     }
-    const queue = n.waitingOnLoad.get(name);
+    const queue = b.waitingOnLoad.get(name);
     if (queue) {
       queue.push(then);
       return;
     }
-    // room first: the router unloads the oldest idle adapter, so the engine never holds more than max_cpu_loras
-    const victim = evictionFor(n.lora, name, driver.now * 1000);
-    if (victim !== null) {
-      n.lora.loaded.delete(victim);
-      n.lora.uses.delete(victim);
-      n.engine.unloadLora(victim);
-      result.unloads++;
+    // no room without pushing out an adapter that is loading or has requests in flight: as the live
+    // router's, the load waits for a request there to end or a load to settle
+    if (l.loaded.size + l.loading.size + 1 > l.maxCpuLoras && !this.hasIdle(b)) {
+      this.counts.roomWaits++;
+      b.roomWaiters.push(() => this.ensure(e, name, then));
+      return;
     }
-    n.waitingOnLoad.set(name, [then]);
-    n.lora.loading.add(name);
-    result.loads++;
-    driver.after(rtt / 2, () => {
-      const s = n.engine.loadLora(adapters.get(name)!, driver.now);
-      result.loadSecondsTotal += s;
-      driver.after(s + rtt / 2, () => {
-        n.lora.loading.delete(name);
-        n.lora.loaded.set(name, true);
-        result.maxLoaded = Math.max(result.maxLoaded, n.lora.loaded.size);
-        const waiters = n.waitingOnLoad.get(name)!;
-        n.waitingOnLoad.delete(name);
-        for (const f of waiters) f();
+    // room first: the router unloads the least used idle adapter, so the engine never holds more than max_cpu_loras
+    const victim = evictionFor(l, name, this.driver.now * 1000);
+    if (victim !== null) {
+      l.loaded.delete(victim);
+      l.uses.delete(victim);
+      b.engine.unloadLora(victim);
+      this.counts.unloads++;
+    }
+    b.waitingOnLoad.set(name, [then]);
+    l.loading.add(name);
+    this.counts.loads++;
+    const d = this.driver;
+    d.after(this.rtt / 2, () => {
+      const s = b.engine.loadLora(adapter, d.now);
+      this.counts.loadSecondsTotal += s;
+      d.after(s + this.rtt / 2, () => {
+        l.loading.delete(name);
+        l.loaded.set(name, true);
+        this.counts.maxLoaded = Math.max(this.counts.maxLoaded, l.loaded.size);
+        const waiters = b.waitingOnLoad.get(name)!;
+        b.waitingOnLoad.delete(name);
+        for (const f of waiters) f(adapter);
+        this.wake(b);
       });
     });
-  };
-
-  // the shared system prompts and a per-request tail
-  const sys = Array.from({ length: w.systemPrompts }, (_, p) =>
-    Array.from({ length: w.systemPromptTokens }, (_, i) => 1000 + ((p * 7919 + i * 104729) % 100000)),
-  );
-  let seq = 0;
-  const views = nodes.map((n) => n.view);
-  /** requests the policy held ("saturated"), in arrival order; tried again whenever a request ends */
-  const held: { id: string; name: string; req: RequestView; t: number }[] = [];
-  /** places one request; false: the policy holds it */
-  const place = (id: string, name: string, req: RequestView, arrivedAt: number): boolean => {
-    const now = driver.now;
-    const a = adapters.get(name)!;
-    if (o.clairvoyant) for (const n of nodes) scrape(n, now * 1000);
-    const d = decide(o.policy, req, { engines: views, now: now * 1000 });
-    if (d.kind === "saturated") return false;
-    if (d.kind === "picked") {
-      const n = nodes[views.indexOf(d.engine)]!;
-      const prompt = [...sys[req.seq % w.systemPrompts]!];
-      for (let i = 0; i < w.userTokens; i++) prompt.push(200_000 + ((req.seq * 131 + i * 31) % 20_000));
-      const measured = arrivedAt >= o.warmupS;
-      arrivals.set(id, { t: arrivedAt, measured, node: n, adapter: name, req });
-      n.lora.inFlight.set(name, (n.lora.inFlight.get(name) ?? 0) + 1);
-      n.lora.lastSentAt.set(name, now * 1000);
-      noteAdapterUse(n.lora.uses, name, now * 1000);
-      noteSent(n.view, now * 1000);
-      ensureLoaded(n, name, () => {
-        n.engine.add({
-          requestId: id,
-          promptTokenIds: prompt,
-          maxTokens: w.outputTokens,
-          stopAfter: w.outputTokens,
-          ignoreEos: true,
-          minTokens: 0,
-          priority: 0,
-          cacheSalt: null,
-          loraName: name,
-          lora: a,
-          arrivalTime: driver.now,
-          sharedPrefix: { key: `sys-${req.seq % w.systemPrompts}`, tokens: w.systemPromptTokens },
-          sampleToken: (i) => 500 + (i % 1000),
-        });
-        driver.wake(n.engine);
-      });
-    } else if (arrivedAt >= o.warmupS) result.ttfts.push(Infinity);
-    return true;
-  };
-  retryHeld = () => {
-    for (let i = 0; i < held.length;) {
-      const h = held[i]!;
-      if (place(h.id, h.name, h.req, h.t)) held.splice(i, 1);
-      else i++;
-    }
-  };
-  const arrive = () => {
-    const now = driver.now;
-    if (now >= o.durationS) return;
-    const id = `r${seq}`;
-    const name = names[drawRank(cdf, rng.next())]!;
-    const a = adapters.get(name)!;
-    const req: RequestView = { model: name, seq: seq++, lora: { name, path: a.path, base, bytes: a.bytes } };
-    if (!place(id, name, req, now)) {
-      if (held.length >= MAX_HELD) {
-        if (now >= o.warmupS) result.ttfts.push(Infinity);
-      } else held.push({ id, name, req, t: now });
-    }
-    driver.after(rng.exp(1 / o.rate), arrive);
-  };
-  driver.at(0, arrive);
-  // arrivals end at durationS; what is still unanswered two minutes later counts as missed
-  driver.run(o.durationS + 120);
-  for (const a of arrivals.values()) if (a.measured && a.t >= 0) result.ttfts.push(Infinity);
-  for (const h of held) if (h.t >= o.warmupS) result.ttfts.push(Infinity);
-  for (const n of nodes) {
-    const c = n.engine.snapshot().counters;
-    result.gpuLoads += c.loraGpuLoads;
-    result.gpuEvictions += c.loraGpuEvictions;
-    result.batchSkips += c.loraBatchSkips;
-    result.prefixQueries += c.prefixCacheQueries;
-    result.prefixHits += c.prefixCacheHits;
   }
-  return result;
+
+  /** whether an adapter loaded there has no request in flight and no load pending */
+  private hasIdle(b: Books): boolean {
+    for (const x of b.lora.loaded.oldestFirst())
+      if (!b.lora.loading.has(x.key) && (b.lora.inFlight.get(x.key) ?? 0) === 0) return true;
+    return false;
+  }
+
+  /** the loads waiting for room there look again (after the event that made room) */
+  private wake(b: Books): void {
+    if (b.roomWaiters.length === 0) return;
+    const waiters = b.roomWaiters.splice(0);
+    this.driver.at(this.driver.now, () => {
+      for (const f of waiters) f();
+    });
+  }
 }

@@ -94,6 +94,22 @@ export interface RouterOptions {
   onDecision?: ((d: FleetDecision) => void) | undefined;
   /** the shared cache server each engine loads from, when the router reads their tier index; null: blind */
   tier?: readonly SharedCacheServer[] | null | undefined;
+  /** the engines' ids (default http://engine-0, ...): a policy that hashes them places by them */
+  engineIds?: readonly string[] | undefined;
+  /** a policy object in place of `policy` (one per router process), e.g. a LoRA placement's */
+  makePolicy?: (() => Policy) | undefined;
+  /** a LoRA fleet's router-side books (src/fleet/lora.ts): what each request names, what it scrapes */
+  lora?: RouterLoraHooks | undefined;
+}
+
+/** what a LoRA fleet's books add to the router (src/fleet/lora.ts) */
+export interface RouterLoraHooks {
+  /** names the turn's adapter on its request view (model and lora) */
+  request(turn: Turn, req: RequestView): void;
+  /** before each decision (a clairvoyant reading takes the engines' exact state) */
+  beforeDecide?(): void;
+  /** the router scraped engine `e` (vllm:lora_requests_info with the queue gauges) */
+  scraped(e: number): void;
 }
 
 /**
@@ -174,7 +190,7 @@ export class RouterView {
     private readonly loadDone: () => boolean,
   ) {
     for (let e = 0; e < engines.length; e++) {
-      const id = `http://engine-${e}`;
+      const id = o.engineIds?.[e] ?? `http://engine-${e}`;
       this.views.push(
         idleEngineView(id, new Set([model]), {
           blockSize: engines[e]!.config.blockSize,
@@ -207,7 +223,9 @@ export class RouterView {
     };
     for (let r = 0; r < (o.routers ?? 1); r++)
       this.policies.push(
-        createPolicy(o.policy, policyOptions(settings, { cache, timing: (v) => timing.get(v.id) })),
+        o.makePolicy
+          ? o.makePolicy()
+          : createPolicy(o.policy, policyOptions(settings, { cache, timing: (v) => timing.get(v.id) })),
       );
     // the router's default session settings; keys prefixed per process as a worker's are
     this.tracking = policyReadsSessions(o.policy);
@@ -267,6 +285,7 @@ export class RouterView {
       if (messages) req.messages = messages;
       else req.prompt = prompt;
     }
+    o.lora?.request(turn, req);
     return this.decideTurn({ turn, req, r, at: this.driver.now });
   }
 
@@ -280,6 +299,7 @@ export class RouterView {
     // an autoscaled fleet routes over its serving engines only: a starting or draining one gets nothing
     const routable = this.routable;
     const views = routable ? this.views.filter((_, e) => routable[e]) : this.views;
+    this.o.lora?.beforeDecide?.();
     const d = decide(policy, req, { engines: views, now: this.driver.now * 1000 });
     if (probe) probe.current = null;
     if (d.kind === "saturated") {
@@ -459,6 +479,7 @@ export class RouterView {
       v.waiting = s.numWaiting;
       v.kvUsage = s.kvCacheUsage;
       noteScraped(v, this.driver.now * 1000);
+      this.o.lora?.scraped(e);
       this.kvSamples.push(s.kvCacheUsage);
     }
     if (!this.loadDone() || this.outstanding > 0 || this.waiting.length > 0)

@@ -9,6 +9,7 @@ import type { FleetHooks } from "./load.js";
 import type { AutoscaleReport, FleetAutoscaleOptions } from "./autoscale.js";
 import type { SharedServerOptions } from "./remote.js";
 import type { FleetDecision, SessionKeyMode } from "./router-view.js";
+import type { FleetLoraOptions, LoraReport } from "./lora.js";
 
 /** the reference placement no router can make: each request where its TTFT is lowest (clairvoyant.ts) */
 export const CLAIRVOYANT = "clairvoyant";
@@ -63,6 +64,11 @@ export interface FleetOptions {
    * the policy in the loop starts (after start-up) and drains engines up to `maxEngines`
    */
   autoscale?: FleetAutoscaleOptions | undefined;
+  /**
+   * a LoRA fleet (lora.ts): each session's requests name one adapter of the mix, loaded on demand
+   * through the engines' host caches by the router's load books; `engine.lora` sets slots and cache
+   */
+  lora?: FleetLoraOptions | undefined;
 }
 
 export interface FleetResult {
@@ -85,6 +91,8 @@ export interface FleetResult {
   stoppedEarly: boolean;
   /** an autoscaled run's GPU-seconds, scale events and drains */
   autoscale?: AutoscaleReport;
+  /** a LoRA fleet's loads and unloads, as its router made them */
+  lora?: LoraReport;
 }
 
 /** a disaggregated fleet (pd.ts): its prefill and decode pools */

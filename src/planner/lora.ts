@@ -1,11 +1,13 @@
 // The LoRA part of a plan: where the scenario's requests name adapters (workload.lora), the planned
-// fleet is run in the LoRA fleet simulator (src/fleet/lora.ts: the engine model's slots, host cache,
-// load time and max_loras-per-batch rule, the router's LoRA placement) over max_loras / max_cpu_loras
-// candidates, and the cheapest pair that meets the SLO is chosen: the fewest GPU slots (their memory
-// comes out of the KV cache), then the smallest host cache. With that pair the fleet is tried on more
-// adapters than the workload names, to say how many it holds at the SLO.
+// fleet is run through the fleet simulator's one loop with its LoRA books (src/fleet/lora.ts and
+// lora-run.ts: the engine model's slots, host cache, load time and max_loras-per-batch rule, the
+// router's LoRA placement) over max_loras / max_cpu_loras candidates, and the cheapest pair that meets
+// the SLO is chosen: the fewest GPU slots (their memory comes out of the KV cache), then the smallest
+// host cache. With that pair the fleet is tried on more adapters than the workload names, to say how
+// many it holds at the SLO.
 import { engineConfigFor } from "../fleet/build.js";
-import { simulateLoraFleet, type LoraAdapterMix, type LoraWorkload } from "../fleet/lora.js";
+import type { LoraAdapterMix, LoraWorkload } from "../fleet/lora.js";
+import { simulateLoraFleet } from "../fleet/lora-run.js";
 import type { ResolvedScenario } from "../fleet/scenario.js";
 import { loraAdapterBytes, loraSlotBytes, type EngineConfig } from "../engine/index.js";
 import { createLoraPolicy } from "../routing/lora.js";

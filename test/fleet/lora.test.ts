@@ -6,7 +6,8 @@ import { defaultEngineConfig } from "../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import { createPolicy } from "../../src/routing/policies.js";
 import { createLoraPolicy } from "../../src/routing/lora.js";
-import { simulateLoraFleet, type LoraWorkload } from "../../src/fleet/lora.js";
+import type { LoraWorkload } from "../../src/fleet/lora.js";
+import { simulateLoraFleet } from "../../src/fleet/lora-run.js";
 
 const engine = defaultEngineConfig(resolveModel("meta-llama/Llama-3.1-8B-Instruct"), resolveGpu("h100"), {
   lora: { maxLoras: 4, maxCpuLoras: 8, maxLoraRank: 16 },
