@@ -33,6 +33,16 @@ function fromEnv(f: SchemaFlag, raw: string): Parsed["flags"][string] {
   return parsed.flags[f.name];
 }
 
+/** `parsed`, with each field's environment variable standing in for its flag where it was not given. */
+export function withEnv(command: CommandFlags, parsed: Parsed, env: NodeJS.ProcessEnv = process.env): Parsed {
+  for (const f of command.flags) {
+    const name = f.meta.env;
+    const raw = name === undefined ? undefined : env[name];
+    if (raw !== undefined && raw !== "" && !parsed.given.has(f.name)) parsed.flags[f.name] = fromEnv(f, raw);
+  }
+  return parsed;
+}
+
 /**
  * The start of a command: prints help and returns null for --help/-h, else parses argv with the
  * schema's flags; a field's environment variable stands in for a flag not given (never marked given).
@@ -47,13 +57,7 @@ export function parseCommandFlags(
     console.log(helpText(usageLine, command.specs));
     return null;
   }
-  const parsed = parseFlags(argv, command.specs);
-  const env = opts.env ?? process.env;
-  for (const f of command.flags) {
-    const name = f.meta.env;
-    const raw = name === undefined ? undefined : env[name];
-    if (raw !== undefined && raw !== "" && !parsed.given.has(f.name)) parsed.flags[f.name] = fromEnv(f, raw);
-  }
+  const parsed = withEnv(command, parseFlags(argv, command.specs), opts.env);
   const max = opts.maxPositionals ?? 0;
   if (parsed.positionals.length > max)
     throw new CliError(
