@@ -38,7 +38,8 @@ export function withEnv(command: CommandFlags, parsed: Parsed, env: NodeJS.Proce
   for (const f of command.flags) {
     const name = f.meta.env;
     const raw = name === undefined ? undefined : env[name];
-    if (raw !== undefined && raw !== "" && !parsed.given.has(f.name)) parsed.flags[f.name] = fromEnv(f, raw);
+    const set = raw !== undefined && (raw !== "" || f.meta.envKeepsEmpty === true);
+    if (set && !parsed.given.has(f.name)) parsed.flags[f.name] = fromEnv(f, raw);
   }
   return parsed;
 }

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { CliError } from "../../src/config/args.js";
 import { commandFlags, parseCommandFlags } from "../../src/config/command.js";
 import { flag } from "../../src/config/schema-flags.js";
+import { parseSimArgs } from "../../src/sim/config/config.js";
 
 const options = commandFlags(
   z.object({
@@ -45,4 +46,20 @@ test("arguments beyond the command's positionals are refused in its own words", 
       }),
     /one URL, got 2/,
   );
+});
+
+test("the sim reads VLLM_API_KEY and PYTHONHASHSEED through its schema, an empty PYTHONHASHSEED being a seed as in vLLM", () => {
+  const model = "Qwen/Qwen2.5-0.5B-Instruct";
+  const fromEnv = parseSimArgs([model], { VLLM_API_KEY: "k", PYTHONHASHSEED: "" });
+  assert.equal(fromEnv.apiKey, "k");
+  assert.equal(fromEnv.hashSeed, "");
+  const flags = parseSimArgs([model, "--api-key", "f", "--hash-seed", "7"], {
+    VLLM_API_KEY: "k",
+    PYTHONHASHSEED: "3",
+  });
+  assert.equal(flags.apiKey, "f");
+  assert.equal(flags.hashSeed, "7");
+  const none = parseSimArgs([model], { VLLM_API_KEY: "" });
+  assert.equal(none.apiKey, undefined);
+  assert.equal(none.hashSeed, parseSimArgs([model], {}).hashSeed);
 });

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { CliError, parseFlags, type FlagValues } from "../../config/args.js";
+import { withEnv } from "../../config/command.js";
 import { SIM_OPTIONS } from "./options.js";
 
 export { DEFAULT_VLLM_VERSION } from "./options.js";
@@ -156,7 +157,8 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   const parsed = configFile
     ? parseFlags([...yamlToArgv(configFile, first.given), ...argv], SIM_FLAGS)
     : first;
-  const f = parsed.flags;
+  // the environment variables its fields name (VLLM_API_KEY, PYTHONHASHSEED), where no flag was given
+  const f = withEnv(SIM_OPTIONS, parsed, env).flags;
   const model = parsed.positionals[0] ?? yamlModel(configFile);
   if (!model)
     throw new CliError(
@@ -231,7 +233,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     kvOffloadingGiB: !lmcache && offload !== undefined && offload > 0 ? offload : undefined,
     lmcache,
     disagg,
-    apiKey: str(f["api-key"]) ?? (env.VLLM_API_KEY || undefined),
+    apiKey: str(f["api-key"]),
     enablePromptTokensDetails: f["enable-prompt-tokens-details"] as boolean,
     enableForceIncludeUsage: f["enable-force-include-usage"] as boolean,
     enableRequestIdHeaders: f["enable-request-id-headers"] as boolean,
@@ -253,7 +255,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     timeScale: f["time-scale"] as number,
     seed: f.seed as number,
     // as the claimed release resolves it (vllm-releases.ts): PYTHONHASHSEED, else its default
-    hashSeed: str(f["hash-seed"]) ?? engineHashSeed(vllmVersion, env.PYTHONHASHSEED),
+    hashSeed: str(f["hash-seed"]) ?? engineHashSeed(vllmVersion, undefined),
     failRate: f["fail-rate"] as number,
     failStatus: f["fail-status"] as number,
     stallMs: f["stall-ms"] as number,

@@ -89,6 +89,7 @@ export const simOptions = z.object({
   }),
   apiKey: flag(z.string().optional(), {
     flag: "api-key",
+    env: "VLLM_API_KEY",
     help: "require 'Authorization: Bearer KEY' on /v1/* (env VLLM_API_KEY)",
   }),
   enablePromptTokensDetails: flag(z.boolean().default(false), {
@@ -160,6 +161,8 @@ export const simOptions = z.object({
   }),
   hashSeed: flag(z.string().optional(), {
     flag: "hash-seed",
+    env: "PYTHONHASHSEED",
+    envKeepsEmpty: true,
     help: "[sim] PYTHONHASHSEED for block hashes (default env PYTHONHASHSEED, else as the claimed --vllm-version: vllm-none-hash since 0.29, 0 before)",
   }),
   failRate: flag(z.number().min(0).max(1).default(0), {
