@@ -30,7 +30,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // the ground floor: what every layer may share, importing nothing of ours (the turn line uses a heap)
   // containers, flags, logging, HTTP answers
   "src/collections": { imports: [], lines: 303 },
-  "src/config": { imports: [], lines: 500 },
+  "src/config": { imports: [], lines: 570 },
   "src/obs": { imports: [], lines: 558 },
   // wire formats several layers read or write: Prometheus text, SSE, chat messages, vLLM's block hashes
   "src/protocol": { imports: [], lines: 750 },
@@ -441,7 +441,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // with the LoRA part of a plan (lora.ts)
     lines: 4100,
   },
-  "src/ops": { imports: ["src/config", "src/obs", "src/protocol"], lines: 1500 },
+  "src/ops": { imports: ["src/config", "src/obs", "src/protocol"], lines: 1600 },
 
   // the one entry point: dispatches to every program; nothing imports it. `up` and its parts (P/D, the
   // shared tier, the cluster, --autoscale) are most of it
@@ -463,7 +463,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     ],
     // with up's P/D pools, its shared cache server (up-pd.ts, up-cache-server.ts), its Valkey Cluster
     // and its LoRA folder
-    lines: 1756,
+    lines: 1700,
   },
 
   // outside the package: the benchmarks may use any layer, never the tests

@@ -1,18 +1,12 @@
 // `switchyard bench`: load generator and report; `switchyard bench compare A.json B.json`: A/B.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import {
-  CliError,
-  helpText,
-  parseFlags,
-  wantsHelp,
-  type FlagSpecs,
-  type FlagValues,
-} from "../config/args.js";
-import { ROUTER_URL } from "../config/defaults.js";
+import { CliError, parseFlags, type FlagValues } from "../config/args.js";
+import { parseCommandFlags, withEnv } from "../config/command.js";
+import { BENCH_FLAGS, COMPARE_FLAGS } from "./cli-options.js";
 import { logger } from "../obs/log.js";
 import { onShutdown } from "../obs/lifecycle.js";
-import { COMPARE_DEFAULTS, compareRuns, compareTable, type CompareOptions } from "./compare.js";
+import { compareRuns, compareTable, type CompareOptions } from "./compare.js";
 import type { LoadRun } from "./load.js";
 import { parseSlo } from "../workload/metrics.js";
 import { recordsFromResult, summaryTable, toCsv, type ClientFigures } from "./report.js";
@@ -24,221 +18,7 @@ import { AGENTIC_PRESET_NAMES } from "../workload/agentic.js";
 import { CONVERSATION_REPLAY_PRESET_NAMES } from "../workload/conversation-replay.js";
 
 /** the bench's flags (exported for the tests that parse them as the command does) */
-export const SPECS: FlagSpecs = {
-  "base-url": {
-    type: "string",
-    default: ROUTER_URL,
-    help: "server root; the bench adds /v1/... (the default is where `npm start` serves the router)",
-  },
-  model: { type: "string", help: "model name (default: the first one /v1/models lists)" },
-  workload: { type: "string", default: "random", help: `one of ${WORKLOADS.join(", ")}` },
-  endpoint: {
-    type: "string",
-    default: "auto",
-    help: "chat | completions | auto (chat for multi-round-qa, agentic and multi-turn datasets, else completions)",
-  },
-  "api-key": { type: "string", help: "bearer token (default: $OPENAI_API_KEY)" },
-  header: { type: "list", help: "extra request header 'name: value' (repeatable)" },
-  // load
-  qps: { type: "string", default: "inf", help: "offered requests/s; a comma list sweeps (e.g. 1,2,4,8)" },
-  arrival: { type: "string", default: "poisson", help: "poisson | constant gaps between arrivals" },
-  concurrency: {
-    type: "int",
-    min: 1,
-    help: "sessions active at once (closed loop; for multi-round-qa: users; default: all users for multi-round-qa, all sessions for agentic, no cap otherwise)",
-  },
-  "num-requests": {
-    type: "int",
-    min: 1,
-    help: "requests to measure (default: the workload's natural size, else 200; no limit with --duration)",
-  },
-  duration: { type: "number", min: 0, help: "stop starting requests after this many seconds" },
-  warmup: { type: "int", default: 0, min: 0, help: "requests sent first and left out of the results" },
-  seed: { type: "int", default: 0, help: "seed for prompts, lengths and arrivals" },
-  // workloads
-  "input-len": { type: "int", min: 1, help: "random: prompt tokens (default 1024)" },
-  "output-len": {
-    type: "int",
-    min: 1,
-    help: "random/shared-prefix/prefix-repetition: max_tokens (default 128); dataset: overrides the file; agentic: each answer's max_tokens (the preset's)",
-  },
-  "range-ratio": {
-    type: "number",
-    min: 0,
-    max: 1,
-    help: "random: lengths uniform in len·[1−r, 1+r] (default 0); agentic: of each turn's growth (the preset's)",
-  },
-  "num-groups": { type: "int", min: 1, help: "shared-prefix: groups (default 16)" },
-  "prompts-per-group": { type: "int", min: 1, help: "shared-prefix: prompts per group (default 8)" },
-  "system-prompt-len": { type: "int", min: 0, help: "shared-prefix: shared prompt tokens (default 1024)" },
-  "question-len": { type: "int", min: 1, help: "shared-prefix: 128; multi-round-qa: 20 (question tokens)" },
-  "prefix-len": { type: "int", min: 0, help: "prefix-repetition: prefix tokens (default 256)" },
-  "suffix-len": { type: "int", min: 1, help: "prefix-repetition: suffix tokens (default 256)" },
-  "num-prefixes": { type: "int", min: 1, help: "prefix-repetition: distinct prefixes (default 10)" },
-  "num-users": { type: "int", min: 1, help: "multi-round-qa: users (default 10)" },
-  "num-rounds": { type: "int", min: 1, help: "multi-round-qa: questions per user (default 5)" },
-  "shared-system-prompt": {
-    type: "int",
-    min: 0,
-    help: "multi-round-qa: tokens every user shares (default 1000)",
-  },
-  "user-history-prompt": {
-    type: "int",
-    min: 0,
-    help: "multi-round-qa: tokens of each user's own history (default 2000)",
-  },
-  "answer-len": { type: "int", min: 1, help: "multi-round-qa: max_tokens of each answer (default 100)" },
-  "init-user-id": { type: "int", min: 0, help: "multi-round-qa: first user number (default 0)" },
-  "dataset-path": { type: "string", help: "dataset: JSONL ({prompt} or {messages}) or ShareGPT JSON file" },
-  "dataset-shuffle": {
-    type: "boolean",
-    default: true,
-    negatable: true,
-    help: "dataset: shuffle entries (seeded)",
-  },
-  "agentic-preset": {
-    type: "string",
-    help: `agentic: ${AGENTIC_PRESET_NAMES.join(" | ")} (default code-gen); the agentic-* flags override its knobs`,
-  },
-  "agentic-sessions": { type: "int", min: 1, help: "agentic: agent sessions (code-gen 64, b2b 256)" },
-  "agentic-turns": { type: "int", min: 1, help: "agentic: turns per session at most (12, 3)" },
-  "agentic-start-tokens": {
-    type: "int",
-    min: 1,
-    help: "agentic: tokens of the context the first turn builds on (50000, 5000)",
-  },
-  "agentic-shared-tokens": {
-    type: "int",
-    min: 0,
-    help: "agentic: of the start, tokens every session shares: system prompt and tools (10000, 2000)",
-  },
-  "agentic-growth-tokens": {
-    type: "int",
-    min: 1,
-    help: "agentic: tokens each turn appends, the tool's output (3000, 600)",
-  },
-  "agentic-cap-tokens": {
-    type: "int",
-    min: 1,
-    help: "agentic: a session ends before its context would pass this (72000, 9000)",
-  },
-  "agentic-pause-median": {
-    type: "number",
-    min: 0,
-    help: "agentic: tool pause before each later turn, log-normal median in seconds (8, 2); 0 = none",
-  },
-  "agentic-pause-sigma": {
-    type: "number",
-    min: 0,
-    help: "agentic: spread of the pause's logarithm (1, 0.75)",
-  },
-  "agentic-pause-max": { type: "number", min: 0, help: "agentic: longest pause in seconds (120, 30)" },
-  "agentic-fork-probability": {
-    type: "number",
-    min: 0,
-    max: 1,
-    help: "agentic: chance that an answered turn spawns sub-agents (0.1, 0)",
-  },
-  "agentic-fork-count": { type: "int", min: 0, help: "agentic: sub-agents per fork, run in parallel (2, 0)" },
-  "agentic-fork-turns": { type: "int", min: 0, help: "agentic: turns of each sub-agent (3, 0)" },
-  "replay-preset": {
-    type: "string",
-    help: "conversation-replay: llm-d-code-gen (default; llm-d's published code-generation conversations)",
-  },
-  "replay-conversations": {
-    type: "int",
-    min: 1,
-    help: "conversation-replay: conversations (the preset's 60); with --concurrency N, N in flight",
-  },
-  "trace-file": {
-    type: "string",
-    help: "trace: a Mooncake-format JSONL trace (timestamp ms, input_length, output_length, hash_ids), replayed at its own times",
-  },
-  "trace-start": { type: "number", min: 0, help: "trace: window start, seconds into the trace (default 0)" },
-  "trace-duration": {
-    type: "number",
-    min: 0.001,
-    help: "trace: window length in trace seconds (default: to the end)",
-  },
-  "trace-speed": {
-    type: "number",
-    min: 0.001,
-    help: "trace: replay speed factor (default 1: the trace's rate)",
-  },
-  "trace-block-tokens": {
-    type: "int",
-    min: 1,
-    help: "trace: tokens per hash block (default 512, the trace's; e.g. 64 for CPU-sized runs)",
-  },
-  "trace-max-output": {
-    type: "int",
-    min: 1,
-    help: "trace: max_tokens at most (default: the trace's output_length)",
-  },
-  // request shape
-  temperature: { type: "number", default: 0, min: 0, help: "sampling temperature sent with every request" },
-  "ignore-eos": {
-    type: "boolean",
-    default: false,
-    help: "send ignore_eos (vLLM) so outputs run to max_tokens",
-  },
-  "extra-body": { type: "string", help: "JSON object merged into every request body" },
-  "request-timeout": {
-    type: "number",
-    default: 600,
-    min: 0.001,
-    help: "seconds to wait for headers and between chunks",
-  },
-  connections: { type: "int", min: 1, help: "HTTP connections (default: the concurrency cap, else 1024)" },
-  calibrate: {
-    type: "boolean",
-    default: true,
-    negatable: true,
-    help: "measure tokens per word with the server's /tokenize",
-  },
-  // metrics and output
-  slo: { type: "string", help: "goodput bounds in ms, e.g. ttft:500,tpot:50,e2el:5000 (alias --goodput)" },
-  goodput: { type: "string", help: "same as --slo, vllm bench's name" },
-  percentiles: { type: "string", default: "90,95,99", help: "latency percentiles to report" },
-  scrape: {
-    type: "list",
-    help: "Prometheus /metrics URL to scrape before and after, summed (repeatable; default: BASE/metrics, and through a router its engines' hit rates from BASE/engines)",
-  },
-  "scrape-metrics": {
-    type: "boolean",
-    default: true,
-    negatable: true,
-    help: "read server figures from /metrics",
-  },
-  out: { type: "string", help: "write JSON results here" },
-  csv: { type: "string", help: "write per-request CSV here" },
-  "plot-dir": { type: "string", help: "write SVG plots (latency CDFs; sweep curves) into this folder" },
-  label: {
-    type: "string",
-    help: "name of this run in plots, compare and plot file names (default: from the run's settings)",
-  },
-  progress: { type: "boolean", default: true, negatable: true, help: "progress on stderr" },
-};
-
-const COMPARE_SPECS: FlagSpecs = {
-  iterations: { type: "int", default: COMPARE_DEFAULTS.iterations, min: 50, help: "bootstrap resamples" },
-  confidence: {
-    type: "number",
-    default: COMPARE_DEFAULTS.confidence,
-    min: 0.5,
-    max: 0.999,
-    help: "confidence level",
-  },
-  "min-effect": {
-    type: "number",
-    default: COMPARE_DEFAULTS.minEffect,
-    min: 0,
-    help: "smallest relative change called a difference (0.02 = 2%)",
-  },
-  seed: { type: "int", default: 0, help: "bootstrap seed" },
-  out: { type: "string", help: "write the comparison as JSON here" },
-  plot: { type: "string", help: "write overlaid latency CDFs of A and B as SVG here" },
-};
+export const SPECS = BENCH_FLAGS.specs;
 
 const USAGE = "usage: switchyard bench [options]\n       switchyard bench compare A.json B.json [options]";
 
@@ -315,7 +95,7 @@ export function toOptions(f: FlagValues): BenchOptions {
     baseUrl: String(f["base-url"]),
     model: (f.model as string | undefined) ?? null,
     endpoint: endpoint as BenchOptions["endpoint"],
-    apiKey: (f["api-key"] as string | undefined) ?? process.env.OPENAI_API_KEY ?? null,
+    apiKey: (f["api-key"] as string | undefined) ?? null,
     headers: parseHeaders(f.header as string[]),
     extraBody: { ...body, ...extra },
     workload,
@@ -379,7 +159,7 @@ export function toOptions(f: FlagValues): BenchOptions {
 
 /** bench options from bench's own flags (the probe runs of `switchyard calibrate`) */
 export function benchOptionsFrom(argv: string[]): BenchOptions {
-  return toOptions(parseFlags(argv, SPECS).flags);
+  return toOptions(withEnv(BENCH_FLAGS, parseFlags(argv, SPECS)).flags);
 }
 
 function writeOut(path: string, text: string): void {
@@ -388,12 +168,19 @@ function writeOut(path: string, text: string): void {
 }
 
 async function compareMain(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    console.log(helpText("usage: switchyard bench compare A.json B.json [options]", COMPARE_SPECS));
-    return 0;
-  }
-  const { flags, positionals } = parseFlags(argv, COMPARE_SPECS);
-  if (positionals.length !== 2) throw new CliError("compare needs two result files: A.json B.json");
+  const twoFiles = "compare needs two result files: A.json B.json";
+  const parsed = parseCommandFlags(
+    argv,
+    "usage: switchyard bench compare A.json B.json [options]",
+    COMPARE_FLAGS,
+    {
+      maxPositionals: 2,
+      tooMany: () => twoFiles,
+    },
+  );
+  if (!parsed) return 0;
+  const { flags, positionals } = parsed;
+  if (positionals.length !== 2) throw new CliError(twoFiles);
   const load = (p: string) => {
     let res: Record<string, unknown>;
     try {
@@ -432,12 +219,11 @@ async function compareMain(argv: string[]): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   if (argv[0] === "compare") return compareMain(argv.slice(1));
-  if (wantsHelp(argv)) {
-    console.log(helpText(USAGE, SPECS));
-    return 0;
-  }
-  const { flags, positionals } = parseFlags(argv, SPECS);
-  if (positionals.length) throw new CliError(`unexpected argument '${positionals[0]}' (see --help)`);
+  const parsed = parseCommandFlags(argv, USAGE, BENCH_FLAGS, {
+    tooMany: (positionals) => `unexpected argument '${positionals[0]}' (see --help)`,
+  });
+  if (!parsed) return 0;
+  const { flags } = parsed;
   const o = toOptions(flags);
   const log = logger("bench");
   let current: LoadRun | null = null;

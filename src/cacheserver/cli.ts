@@ -1,5 +1,8 @@
 // `switchyard cache-server`: flags → startCacheServer, then wait for SIGINT/SIGTERM.
-import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { commandFlags, parseCommandFlags } from "../config/command.js";
+import { flag } from "../config/schema-flags.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { logger } from "../obs/log.js";
 import { checkNamespace, parseCidrRule, parseListen } from "./namespace.js";
@@ -13,98 +16,113 @@ import {
   startCacheServer,
 } from "./server.js";
 
-const specs: FlagSpecs = {
-  host: { type: "string", default: "0.0.0.0", help: "address to listen on (and --listen's default host)" },
-  port: { type: "int", default: DEFAULT_PORT, min: 0, max: 65535, help: "lm:// port (0 picks a free one)" },
-  listen: {
-    type: "list",
+const GIB = 2 ** 30;
+const port = z.number().int().min(0).max(65535);
+
+/** The command's options: each field declares its flag, type, bounds, default and help. */
+const cacheServerOptions = z.object({
+  host: flag(z.string().default("0.0.0.0"), {
+    flag: "host",
+    help: "address to listen on (and --listen's default host)",
+  }),
+  port: flag(z.number().int().min(0).max(65535).default(DEFAULT_PORT), {
+    flag: "port",
+    help: "lm:// port (0 picks a free one)",
+  }),
+  listen: flag(z.array(z.string()).default([]), {
+    flag: "listen",
     help: "[HOST:]PORT[=NAMESPACE], repeatable: listeners whose clients' keys live in NAMESPACE (replaces --port)",
-  },
-  "namespace-cidr": {
-    type: "list",
+  }),
+  namespaceCidr: flag(z.array(z.string()).default([]), {
+    flag: "namespace-cidr",
     help: "CIDR=NAMESPACE, repeatable: clients from these addresses use NAMESPACE (first match; before --listen's)",
-  },
-  "max-memory": { type: "size", default: "16GiB", help: "memory budget for stored objects (LRU beyond it)" },
-  "max-object-size": {
-    type: "size",
-    default: "1GiB",
+  }),
+  maxMemory: flag(z.number().default(16 * GIB), {
+    flag: "max-memory",
+    kind: "size",
+    help: "memory budget for stored objects (LRU beyond it)",
+  }),
+  maxObjectSize: flag(z.number().default(GIB), {
+    flag: "max-object-size",
+    kind: "size",
     help: "largest PUT accepted; a larger one closes the connection (capped at --max-memory)",
-  },
-  "disk-dir": { type: "string", help: "folder for the disk tier (objects evicted from memory go there)" },
-  "max-disk": { type: "size", default: "200GiB", help: "disk tier budget (LRU beyond it)" },
-  "max-connections": {
-    type: "int",
-    default: DEFAULT_MAX_CONNECTIONS,
-    min: 1,
+  }),
+  diskDir: flag(z.string().optional(), {
+    flag: "disk-dir",
+    help: "folder for the disk tier (objects evicted from memory go there)",
+  }),
+  maxDisk: flag(z.number().default(200 * GIB), {
+    flag: "max-disk",
+    kind: "size",
+    help: "disk tier budget (LRU beyond it)",
+  }),
+  maxConnections: flag(z.number().int().min(1).default(DEFAULT_MAX_CONNECTIONS), {
+    flag: "max-connections",
     help: "connections beyond this are closed at accept",
-  },
-  "namespace-memory-share": {
-    type: "number",
-    min: 0.001,
-    max: 1,
+  }),
+  namespaceMemoryShare: flag(z.number().min(0.001).max(1).optional(), {
+    flag: "namespace-memory-share",
     help: "share of --max-memory one namespace may hold (default 0.5 with more than one namespace, else 1)",
-  },
-  "namespace-max-connections": {
-    type: "int",
-    min: 1,
+  }),
+  namespaceMaxConnections: flag(z.number().int().min(1).optional(), {
+    flag: "namespace-max-connections",
     help: "connections one namespace may hold open (default half of --max-connections with more than one namespace)",
-  },
-  "stall-timeout": {
-    type: "number",
-    default: DEFAULT_STALL_TIMEOUT_MS / 1000,
-    min: 0.001,
-    help: "seconds a peer may move no bytes mid-request or with unread replies before it is closed",
-  },
-  "put-timeout": {
-    type: "number",
-    default: DEFAULT_PUT_TIMEOUT_MS / 1000,
-    min: 0.001,
-    help: "seconds a PUT may take from its header to its last byte before its connection is closed",
-  },
-  "resp-port": {
-    type: "int",
-    min: 0,
-    max: 65535,
+  }),
+  stallTimeout: flag(
+    z
+      .number()
+      .min(0.001)
+      .default(DEFAULT_STALL_TIMEOUT_MS / 1000),
+    {
+      flag: "stall-timeout",
+      help: "seconds a peer may move no bytes mid-request or with unread replies before it is closed",
+    },
+  ),
+  putTimeout: flag(
+    z
+      .number()
+      .min(0.001)
+      .default(DEFAULT_PUT_TIMEOUT_MS / 1000),
+    {
+      flag: "put-timeout",
+      help: "seconds a PUT may take from its header to its last byte before its connection is closed",
+    },
+  ),
+  respPort: flag(port.optional(), {
+    flag: "resp-port",
     help: "also serve RESP (Redis protocol: GET/SET/EXISTS/DEL...) on this port, same store (LMCache's RESP L2 adapter)",
-  },
-  "kv-events-port": {
-    type: "int",
-    min: 0,
-    max: 65535,
+  }),
+  kvEventsPort: flag(port.optional(), {
+    flag: "kv-events-port",
     help: "announce the LMCache chunks held and evicted as vLLM KV events (ZMQ PUB, medium LMCACHE_SHARED) on this port, for a router's shared-tier index (off when not given)",
-  },
-  "kv-events-replay-port": {
-    type: "int",
-    min: 0,
-    max: 65535,
+  }),
+  kvEventsReplayPort: flag(port.optional(), {
+    flag: "kv-events-replay-port",
     help: "with --kv-events-port: serve replays of recent KV-event batches on this port (vLLM's replay ROUTER)",
-  },
-  "kv-events-chunk-tokens": {
-    type: "int",
-    default: DEFAULT_EVENT_CHUNK_TOKENS,
-    min: 1,
+  }),
+  kvEventsChunkTokens: flag(z.number().int().min(1).default(DEFAULT_EVENT_CHUNK_TOKENS), {
+    flag: "kv-events-chunk-tokens",
     help: "tokens per LMCache chunk (its chunk_size), written as the events' block_size",
-  },
-  "kv-events-namespace": {
-    type: "string",
+  }),
+  kvEventsNamespace: flag(z.string().optional(), {
+    flag: "kv-events-namespace",
     help: "the namespace whose chunks are announced (default: the unnamed one)",
-  },
-  "kv-events-curve-dir": {
-    type: "string",
+  }),
+  kvEventsCurveDir: flag(z.string().optional(), {
+    flag: "kv-events-curve-dir",
     help: "with --kv-events-port: ZMQ CURVE for the events (a directory with secret.key, and clients.keys: the routers' public keys admitted); the router names this server's public key (routing.cacheServers[].serverKey)",
-  },
-  "metrics-port": {
-    type: "int",
-    min: 0,
-    max: 65535,
+  }),
+  metricsPort: flag(port.optional(), {
+    flag: "metrics-port",
     help: "serve Prometheus metrics at http://HOST:PORT/metrics (off when not given)",
-  },
-};
+  }),
+});
+const FLAGS = commandFlags(cacheServerOptions);
 
 const USAGE = `usage: switchyard cache-server [--host H] [--port P | --listen [HOST:]PORT=NAMESPACE ...] [--namespace-cidr CIDR=NAMESPACE ...] [--max-memory 16GiB] [--disk-dir DIR --max-disk 200GiB] [--max-connections N] [--namespace-memory-share F] [--namespace-max-connections N] [--stall-timeout S] [--put-timeout S] [--resp-port P] [--kv-events-port P [--kv-events-replay-port P] [--kv-events-chunk-tokens ${DEFAULT_EVENT_CHUNK_TOKENS}] [--kv-events-curve-dir DIR]] [--metrics-port P]`;
 
 export async function main(argv: string[]): Promise<number> {
-  const parsed = parseCommand(argv, USAGE, specs);
+  const parsed = parseCommandFlags(argv, USAGE, FLAGS);
   if (!parsed) return 0;
   const { flags, given } = parsed;
   const sizeFlag = (name: string) => flags[name] as number;

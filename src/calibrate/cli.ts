@@ -12,7 +12,10 @@ import { randomInt } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { request } from "undici";
 import { stringify } from "yaml";
-import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { commandFlags, parseCommandFlags } from "../config/command.js";
+import { flag } from "../config/schema-flags.js";
 import {
   GPUS,
   isModelFolder,
@@ -46,59 +49,73 @@ export const PROBE: readonly [number, number, number][] = [
   [256, 64, 16],
 ];
 
-const specs: FlagSpecs = {
-  engine: { type: "string", help: "a running engine's base URL (vLLM or switchyard sim): probe it" },
-  "from-bench": { type: "string", help: "fit to a saved `switchyard bench --out` result instead" },
-  out: { type: "string", help: "write the fitted profile (profiles YAML, gpus:) here" },
-  model: {
-    type: "string",
+/** The command's options: each field declares its flag, type, bounds, default and help. */
+const calibrateOptions = z.object({
+  engine: flag(z.string().optional(), {
+    flag: "engine",
+    help: "a running engine's base URL (vLLM or switchyard sim): probe it",
+  }),
+  fromBench: flag(z.string().optional(), {
+    flag: "from-bench",
+    help: "fit to a saved `switchyard bench --out` result instead",
+  }),
+  out: flag(z.string().optional(), {
+    flag: "out",
+    help: "write the fitted profile (profiles YAML, gpus:) here",
+  }),
+  model: flag(z.string().optional(), {
+    flag: "model",
     help: "the catalogue model the engine serves, or its Hugging Face folder (default: the engine's /v1/models: the name it serves, else where its weights are, `root`)",
-  },
-  gpu: {
-    type: "string",
-    default: "h100",
+  }),
+  gpu: flag(z.string().default("h100"), {
+    flag: "gpu",
     help: "the GPU profile to start from (its memory and links are kept)",
-  },
-  tp: { type: "int", default: 1, min: 1, help: "the engine's tensor-parallel size" },
-  id: { type: "string", help: "the fitted profile's id (default: GPU-calibrated)" },
-  "time-scale": {
-    type: "number",
-    default: 1,
+  }),
+  tp: flag(z.number().int().min(1).default(1), { flag: "tp", help: "the engine's tensor-parallel size" }),
+  id: flag(z.string().optional(), { flag: "id", help: "the fitted profile's id (default: GPU-calibrated)" }),
+  timeScale: flag(z.number().default(1), {
+    flag: "time-scale",
     help: "a sim's --time-scale: measured durations are divided by it",
-  },
-  requests: { type: "int", default: 8, min: 2, help: "requests per probe run (×2 for the batch runs)" },
-  rounds: {
-    type: "int",
-    default: 3,
-    min: 1,
+  }),
+  requests: flag(z.number().int().min(2).default(8), {
+    flag: "requests",
+    help: "requests per probe run (×2 for the batch runs)",
+  }),
+  rounds: flag(z.number().int().min(1).default(3), {
+    flag: "rounds",
     help: "times the probe's runs are repeated, one after another, and pooled per run (a busy machine's slow moments fall on every run)",
-  },
-  profiles: { type: "string", help: "YAML with extra gpus:/models: profiles to resolve --gpu and --model" },
-  predict: {
-    type: "boolean",
+  }),
+  profiles: flag(z.string().optional(), {
+    flag: "profiles",
+    help: "YAML with extra gpus:/models: profiles to resolve --gpu and --model",
+  }),
+  predict: flag(z.boolean().optional(), {
+    flag: "predict",
     help: "fit nothing: replay --from-bench's runs on --gpu as it is (a fitted profile, with --profiles) and print the error",
-  },
-  format: { type: "string", default: "text", help: "text or json (the per-run table as JSON)" },
-  "probe-out": {
-    type: "string",
+  }),
+  format: flag(z.string().default("text"), {
+    flag: "format",
+    help: "text or json (the per-run table as JSON)",
+  }),
+  probeOut: flag(z.string().optional(), {
+    flag: "probe-out",
     help: "also write the probe's bench results here ({sweep: [...]}, which --from-bench reads)",
-  },
-  "intake-ms": {
-    type: "number",
-    default: 0,
+  }),
+  intakeMs: flag(z.number().default(0), {
+    flag: "intake-ms",
     help: "with --predict: the API server's hand-over time a request that the fit printed (engine-timed runs only)",
-  },
-  warmup: {
-    type: "boolean",
-    default: true,
+  }),
+  warmup: flag(z.boolean().default(true), {
+    flag: "warmup",
     negatable: true,
     help: "first one pass over the probe's points, not fitted (a fresh engine runs its first requests slower)",
-  },
-  check: {
-    type: "string",
+  }),
+  check: flag(z.string().optional(), {
+    flag: "check",
     help: "a held-out workload, PROMPT:OUTPUT:CONCURRENCY tokens and streams: run between the probe's points (--requests a time), not fitted, its error reported",
-  },
-};
+  }),
+});
+const FLAGS = commandFlags(calibrateOptions);
 
 const USAGE =
   "usage: switchyard calibrate (--engine URL | --from-bench result.json --model M) --out FILE [--gpu BASE] [--tp N] [--time-scale S] [--id ID] [--check IN:OUT:CONC]\n       switchyard calibrate --predict --from-bench held-out.json --model M --profiles fitted.yaml --gpu ID";
@@ -291,7 +308,7 @@ async function probe(
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const parsed = parseCommand(argv, USAGE, specs);
+  const parsed = parseCommandFlags(argv, USAGE, FLAGS);
   if (!parsed) return 0;
   const f = parsed.flags;
   const engine = typeof f.engine === "string" ? f.engine.replace(/\/+$/, "") : null;

@@ -7,55 +7,42 @@
 // engine holds no request. One engine drains at a time. docs/autoscaling.md#running-it.
 import type { ChildProcess } from "node:child_process";
 import { renameSync, writeFileSync } from "node:fs";
-import { CliError, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { flag } from "../config/schema-flags.js";
 import { logger } from "../obs/log.js";
 import { PeerError } from "../errors/index.js";
 
-export const AUTOSCALE_SPECS: FlagSpecs = {
-  autoscale: {
-    type: "string",
+/** The autoscaling flags of `switchyard up`: fields of its option schema (src/cli/up-options.ts). */
+export const AUTOSCALE_OPTIONS = {
+  autoscale: flag(z.string().optional(), {
+    flag: "autoscale",
     help: "MIN:MAX: start and stop engines between MIN and MAX from the router's SLO autoscaling decision (--engines is the count it starts with, held within MIN:MAX); an engine leaving drains first",
-  },
-  "autoscale-interval": {
-    type: "number",
-    default: 2,
-    min: 0.1,
-    max: 600,
+  }),
+  autoscaleInterval: flag(z.number().min(0.1).max(600).default(2), {
+    flag: "autoscale-interval",
     help: "with --autoscale: seconds between decisions",
-  },
-  "autoscale-startup": {
-    type: "number",
-    default: 5,
-    min: 0,
-    max: 3600,
+  }),
+  autoscaleStartup: flag(z.number().min(0).max(3600).default(5), {
+    flag: "autoscale-startup",
     help: "with --autoscale: seconds a new engine takes to serve (the decision looks this far ahead)",
-  },
-  "autoscale-scale-down-window": {
-    type: "number",
-    default: 30,
-    min: 0,
-    max: 3600,
+  }),
+  autoscaleScaleDownWindow: flag(z.number().min(0).max(3600).default(30), {
+    flag: "autoscale-scale-down-window",
     help: "with --autoscale: a scale-down follows the highest count asked for over this many seconds",
-  },
-  "autoscale-trend-window": {
-    type: "number",
-    default: 30,
-    min: 1,
-    max: 3600,
+  }),
+  autoscaleTrendWindow: flag(z.number().min(1).max(3600).default(30), {
+    flag: "autoscale-trend-window",
     help: "with --autoscale: seconds of arrival-rate history the trend is fitted over",
-  },
-  "autoscale-ttft-p90-ms": {
-    type: "number",
-    default: 2000,
-    min: 1,
+  }),
+  autoscaleTtftP90Ms: flag(z.number().min(1).default(2000), {
+    flag: "autoscale-ttft-p90-ms",
     help: "with --autoscale: the SLO's TTFT p90 in milliseconds",
-  },
-  "autoscale-tpot-p90-ms": {
-    type: "number",
-    default: 100,
-    min: 1,
+  }),
+  autoscaleTpotP90Ms: flag(z.number().min(1).default(100), {
+    flag: "autoscale-tpot-p90-ms",
     help: "with --autoscale: the SLO's TPOT p90 in milliseconds",
-  },
+  }),
 };
 
 export interface AutoscaleRange {

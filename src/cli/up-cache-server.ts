@@ -7,49 +7,40 @@
 // up.ts starts and stops the processes.
 import { createConnection } from "node:net";
 import type { ChildProcess } from "node:child_process";
-import { CliError, type FlagSpecs, type FlagValues } from "../config/args.js";
+import { z } from "zod";
+import { CliError, type FlagValues } from "../config/args.js";
+import { flag } from "../config/schema-flags.js";
 import type { StackPort } from "./ports.js";
 import { flagValue } from "./up-pd.js";
 import { CACHE_SERVER_PORT, LMCACHE_CHUNK_TOKENS } from "../config/vllm-defaults.js";
 
-export const CACHE_SERVER_SPECS: FlagSpecs = {
-  "cache-server": {
-    type: "boolean",
-    default: false,
+/** The cache server flags of `switchyard up`: fields of its option schema (src/cli/up-options.ts). */
+export const CACHE_SERVER_OPTIONS = {
+  cacheServer: flag(z.boolean().default(false), {
+    flag: "cache-server",
     help: "also run one `switchyard cache-server` as every engine's LMCache remote (the sims run with --kv-offloading-backend lmcache), and route by what it holds (its KV events)",
-  },
-  "cache-server-port": {
-    type: "int",
-    default: CACHE_SERVER_PORT,
-    min: 1,
-    max: 65535,
+  }),
+  cacheServerPort: flag(z.number().int().min(1).max(65535).default(CACHE_SERVER_PORT), {
+    flag: "cache-server-port",
     help: "the cache server's lm:// port, with --cache-server",
-  },
-  "cache-server-events-port": {
-    type: "int",
-    default: 65433,
-    min: 1,
-    max: 65535,
+  }),
+  cacheServerEventsPort: flag(z.number().int().min(1).max(65535).default(65433), {
+    flag: "cache-server-events-port",
     help: "the cache server's KV-event PUB port (the router subscribes to it), with --cache-server",
-  },
-  "cache-server-metrics-port": {
-    type: "int",
-    default: 65434,
-    min: 1,
-    max: 65535,
+  }),
+  cacheServerMetricsPort: flag(z.number().int().min(1).max(65535).default(65434), {
+    flag: "cache-server-metrics-port",
     help: "the cache server's Prometheus /metrics port (scraped by --monitoring), with --cache-server",
-  },
-  "cache-server-max-memory": {
-    type: "size",
-    default: "1GiB",
+  }),
+  cacheServerMaxMemory: flag(z.number().default(2 ** 30), {
+    flag: "cache-server-max-memory",
+    kind: "size",
     help: "the cache server's memory budget, with --cache-server; the sims send 1/1024 of each chunk's modelled bytes (--lmcache-payload-scale), so 1 GiB holds 1 TiB of modelled KV",
-  },
-  "cache-server-bandwidth-gbps": {
-    type: "number",
-    default: 80,
-    min: 0.001,
+  }),
+  cacheServerBandwidthGbps: flag(z.number().min(0.001).default(80), {
+    flag: "cache-server-bandwidth-gbps",
     help: "Gbit/s of each engine's link to the cache server, with --cache-server: the sims load at this rate and the router prices loads by it (80: 10 GB/s, a 100 GbE NIC at the rate one stream keeps)",
-  },
+  }),
 };
 
 /** What a stack with a shared cache server adds to each process. */

@@ -8,31 +8,28 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CliError, type FlagSpecs, type FlagValues } from "../config/args.js";
+import { z } from "zod";
+import { CliError, type FlagValues } from "../config/args.js";
+import { flag } from "../config/schema-flags.js";
 import { clusterPorts, findKvServer, type KvClusterOptions } from "../ops/kv-cluster.js";
 import type { StackPort } from "./ports.js";
 import { cacheServerWiring, connectHost, type CacheServerWiring } from "./up-cache-server.js";
 
-export const KV_CLUSTER_SPECS: FlagSpecs = {
-  "kv-cluster": {
-    type: "int",
-    default: 0,
-    min: 0,
-    max: 16,
+/** The Valkey/Redis Cluster flags of `switchyard up`: fields of its option schema (src/cli/up-options.ts). */
+export const KV_CLUSTER_OPTIONS = {
+  kvCluster: flag(z.number().int().min(0).max(16).default(0), {
+    flag: "kv-cluster",
     help: "also run a Valkey/Redis Cluster of this many primaries (at least 3), each with a replica, as the shared KV tier (valkey-server or Debian's redis-server); the sims model it as one shared tier of the primaries' summed memory",
-  },
-  "kv-cluster-base-port": {
-    type: "int",
-    default: 7000,
-    min: 1,
-    max: 55535,
+  }),
+  kvClusterBasePort: flag(z.number().int().min(1).max(55535).default(7000), {
+    flag: "kv-cluster-base-port",
     help: "the cluster's first node port, with --kv-cluster: primaries then replicas on consecutive ports, each node's cluster bus 10000 above",
-  },
-  "kv-cluster-max-memory": {
-    type: "size",
-    default: "256MiB",
+  }),
+  kvClusterMaxMemory: flag(z.number().default(256 * 2 ** 20), {
+    flag: "kv-cluster-max-memory",
+    kind: "size",
     help: "each cluster node's memory for keys (allkeys-lru past it), with --kv-cluster",
-  },
+  }),
 };
 
 export interface KvClusterWiring {

@@ -8,35 +8,28 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CliError, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { flag } from "../config/schema-flags.js";
 
-export const PD_SPECS: FlagSpecs = {
-  prefill: {
-    type: "int",
-    default: 0,
-    min: 0,
-    max: 64,
+/** The P/D flags of `switchyard up`: fields of its option schema (src/cli/up-options.ts). */
+export const PD_OPTIONS = {
+  prefill: flag(z.number().int().min(0).max(64).default(0), {
+    flag: "prefill",
     help: "prefill engines: with --decode, a disaggregated stack (NixlConnector kv_producer engines first, the router in its P/D mode) in place of --engines",
-  },
-  decode: {
-    type: "int",
-    default: 0,
-    min: 0,
-    max: 64,
+  }),
+  decode: flag(z.number().int().min(0).max(64).default(0), {
+    flag: "decode",
     help: "decode engines, with --prefill (NixlConnector kv_consumer, after the prefill engines)",
-  },
-  "prefill-tp": {
-    type: "int",
-    min: 1,
-    max: 8,
+  }),
+  prefillTp: flag(z.number().int().min(1).max(8).optional(), {
+    flag: "prefill-tp",
     help: "tensor-parallel size of the prefill engines (default: a --tensor-parallel-size given for every engine, else 1)",
-  },
-  "decode-tp": {
-    type: "int",
-    min: 1,
-    max: 8,
+  }),
+  decodeTp: flag(z.number().int().min(1).max(8).optional(), {
+    flag: "decode-tp",
     help: "tensor-parallel size of the decode engines (default: as --prefill-tp's)",
-  },
+  }),
 };
 
 export type PdRole = "prefill" | "decode";

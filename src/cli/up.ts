@@ -11,103 +11,20 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
+import { CliError, helpText, parseFlags, wantsHelp } from "../config/args.js";
 import { newKeyPair, writeKeyDir } from "../kvevents/curve.js";
 import { logger } from "../obs/log.js";
 import { onShutdown, PARENT_WATCH_ENV, shutdown } from "../obs/lifecycle.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
-import { ROUTER_PORT } from "../config/defaults.js";
-import { GPU_IDS_TEXT } from "../models/index.js";
-import { DEFAULT_POLICY, POLICY_HELP } from "../routing/index.js";
 import { portProblems, type StackPort } from "./ports.js";
-import { CACHE_SERVER_SPECS, cacheServerPorts, cacheServerWiring, waitTcp } from "./up-cache-server.js";
-import { KV_CLUSTER_SPECS, kvClusterPorts, kvClusterWiring } from "./up-kv-cluster.js";
-import {
-  AUTOSCALE_SPECS,
-  autoscaleRange,
-  autoscaleRouterConfig,
-  LocalScaler,
-  type ScaledEngine,
-} from "./up-autoscale.js";
+import { UP_OPTIONS } from "./up-options.js";
+import { cacheServerPorts, cacheServerWiring, waitTcp } from "./up-cache-server.js";
+import { kvClusterPorts, kvClusterWiring } from "./up-kv-cluster.js";
+import { autoscaleRange, autoscaleRouterConfig, LocalScaler, type ScaledEngine } from "./up-autoscale.js";
 import { joinKvCluster, startKvNodes } from "../ops/kv-cluster.js";
-import {
-  describeSlots,
-  engineSlots,
-  isDisaggregated,
-  PD_SPECS,
-  routerBackendArgs,
-  routerTp,
-} from "./up-pd.js";
+import { describeSlots, engineSlots, isDisaggregated, routerBackendArgs, routerTp } from "./up-pd.js";
 
-const specs: FlagSpecs = {
-  engines: { type: "int", default: 2, min: 1, max: 64, help: "number of simulated engines" },
-  model: {
-    type: "string",
-    default: "meta-llama/Llama-3.1-8B-Instruct",
-    help: "model id (Hugging Face) every engine serves",
-  },
-  gpu: {
-    type: "string",
-    default: "h100",
-    help: `GPU profile of the simulated engines (${GPU_IDS_TEXT})`,
-  },
-  policy: {
-    type: "string",
-    default: DEFAULT_POLICY,
-    help: `router policy: ${POLICY_HELP}`,
-  },
-  port: { type: "int", default: ROUTER_PORT, min: 0, max: 65535, help: "router port" },
-  host: { type: "string", default: "127.0.0.1", help: "address the router and the engines listen on" },
-  "engine-base-port": {
-    type: "int",
-    default: 8100,
-    min: 1,
-    max: 65000,
-    help: "first engine port (engine i listens on base+i)",
-  },
-  "kv-events-base-port": {
-    type: "int",
-    default: 5557,
-    min: 0,
-    max: 65000,
-    help: "first KV-event PUB port (engine i publishes on base+i); 0 turns KV events off",
-  },
-  "kv-curve": {
-    type: "boolean",
-    default: false,
-    help: "authenticate and encrypt the KV events (ZMQ CURVE): a keypair per engine, one for the router and one for the cache server (--cache-server), made for this run in a private temporary directory and removed when the stack stops",
-  },
-  "ready-timeout": { type: "number", default: 60, help: "seconds to wait for the stack to become ready" },
-  "lora-dir": {
-    type: "string",
-    help: "LoRA adapters the router loads on demand (each subfolder a PEFT adapter, named by its folder): the engines run with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, the router with --lora-dir",
-  },
-  monitoring: {
-    type: "boolean",
-    default: false,
-    help: "also run Prometheus (installed by scripts/install-prometheus.sh when absent) scraping the router, the engines and the cache server (--cache-server), with deploy/prometheus's alert rules",
-  },
-  "prometheus-port": {
-    type: "int",
-    default: 9090,
-    min: 1,
-    max: 65535,
-    help: "Prometheus port, with --monitoring",
-  },
-  "prometheus-interval": {
-    type: "number",
-    default: 2,
-    min: 0.1,
-    max: 60,
-    help: "seconds between Prometheus scrapes and rule evaluations, with --monitoring",
-  },
-  ...PD_SPECS,
-  ...CACHE_SERVER_SPECS,
-  ...KV_CLUSTER_SPECS,
-  ...AUTOSCALE_SPECS,
-};
-
-const UP_FLAGS = new Set(Object.keys(specs));
+const UP_FLAGS = new Set(Object.keys(UP_OPTIONS.specs));
 
 /**
  * How long a stack process may take to stop after SIGTERM before it is killed: the router drains
@@ -171,13 +88,13 @@ export async function main(argv: string[]): Promise<number> {
           "  switchyard up --prefill 8 --decode 2 --prefill-tp 1 --decode-tp 4 --gpu l40s --policy least-load\n" +
           "  switchyard up --engines 4 --cache-server   (the engines share one LMCache cache server)\n" +
           "  switchyard up --engines 4 --kv-cluster 3   (a Valkey/Redis Cluster of 3 primaries + 3 replicas as the shared tier)",
-        specs,
+        UP_OPTIONS.specs,
       ),
     );
     return 0;
   }
   const { own, engine: engineArgs } = splitArgs(argv);
-  const { flags, given } = parseFlags(own, specs);
+  const { flags, given } = parseFlags(own, UP_OPTIONS.specs);
   const range = autoscaleRange(flags);
   if (range) {
     if (given.has("prefill") || given.has("decode"))

@@ -20,6 +20,10 @@ export interface FlagMeta {
   implies?: Record<string, unknown>;
   /** another flag this one is given with (a part of what that one turns on) */
   needs?: string;
+  /** the environment variable read when the flag is not given (a key kept off the command line) */
+  env?: string;
+  /** an empty environment variable is a value (Python's os.getenv), not unset */
+  envKeepsEmpty?: boolean;
 }
 
 /** The flags a schema declares: each field registered here with the flag it is set by. */

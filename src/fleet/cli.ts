@@ -1,7 +1,10 @@
 // `switchyard simulate --scenario file.yaml`: one scenario on N engines in virtual time.
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { commandFlags, parseCommandFlags } from "../config/command.js";
+import { flag } from "../config/schema-flags.js";
 import { loadProfilesFile } from "../models/index.js";
 import {
   OFFLOAD_MODES,
@@ -14,21 +17,29 @@ import type { OffloadMode } from "./build.js";
 import { formatReport } from "./report.js";
 import { runScenario } from "./run.js";
 
-const specs: FlagSpecs = {
-  scenario: { type: "string", help: "scenario YAML (docs/fleet-simulator.md)" },
-  offload: {
-    type: "string",
+/** The command's options: each field declares its flag, type, bounds, default and help. */
+const simulateOptions = z.object({
+  scenario: flag(z.string().optional(), {
+    flag: "scenario",
+    help: "scenario YAML (docs/fleet-simulator.md)",
+  }),
+  offload: flag(z.string().optional(), {
+    flag: "offload",
     help: "override simulation.offload.mode: none | native | lmcache",
-  },
-  requests: { type: "int", min: 1, help: "override simulation.requests" },
-  seed: { type: "int", min: 0, help: "override simulation.seed" },
-  format: { type: "string", default: "text", choices: ["text", "json"], help: "text | json" },
-  output: { type: "string", help: "also write the JSON report to this file" },
-  profiles: {
-    type: "string",
+  }),
+  requests: flag(z.number().int().min(1).optional(), {
+    flag: "requests",
+    help: "override simulation.requests",
+  }),
+  seed: flag(z.number().int().min(0).optional(), { flag: "seed", help: "override simulation.seed" }),
+  format: flag(z.enum(["text", "json"]).default("text"), { flag: "format", help: "text | json" }),
+  output: flag(z.string().optional(), { flag: "output", help: "also write the JSON report to this file" }),
+  profiles: flag(z.string().optional(), {
+    flag: "profiles",
     help: "YAML with extra gpus:/models: profiles (a `switchyard calibrate` result) the scenario may name",
-  },
-};
+  }),
+});
+const FLAGS = commandFlags(simulateOptions);
 
 const USAGE =
   "usage: switchyard simulate --scenario FILE [--offload none|native|lmcache] [--requests N] [--seed S] [--format text|json] [--output FILE] [--profiles FILE]";
@@ -51,7 +62,7 @@ export function loadScenario(path: string): ResolvedScenario {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const parsed = parseCommand(argv, USAGE, specs);
+  const parsed = parseCommandFlags(argv, USAGE, FLAGS);
   if (!parsed) return 0;
   const { flags } = parsed;
   if (typeof flags.scenario !== "string") throw new CliError(`--scenario FILE is required\n${USAGE}`);

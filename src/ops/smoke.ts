@@ -5,16 +5,31 @@
 import { performance } from "node:perf_hooks";
 import { request, type Dispatcher } from "undici";
 import { DONE_DATA, SseParser } from "../protocol/sse.js";
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { commandFlags, parseCommandFlags } from "../config/command.js";
+import { flag } from "../config/schema-flags.js";
 import { ROUTER_URL } from "../config/defaults.js";
 import { ERROR_CODES, SwitchyardError } from "../errors/index.js";
 
-const SPECS: FlagSpecs = {
-  model: { type: "string", help: "model to call (default: the first one /v1/models lists)" },
-  "api-key": { type: "string", help: "bearer token (default: $OPENAI_API_KEY)" },
-  timeout: { type: "number", default: 10, min: 0.1, help: "seconds each check may take" },
-  "max-tokens": { type: "int", default: 8, min: 1, max: 4096, help: "max_tokens of the chat and the stream" },
-};
+/** The command's options: each field declares its flag, type, bounds, default and help. */
+const smokeOptions = z.object({
+  model: flag(z.string().optional(), {
+    flag: "model",
+    help: "model to call (default: the first one /v1/models lists)",
+  }),
+  apiKey: flag(z.string().optional(), {
+    flag: "api-key",
+    env: "OPENAI_API_KEY",
+    help: "bearer token (default: $OPENAI_API_KEY)",
+  }),
+  timeout: flag(z.number().min(0.1).default(10), { flag: "timeout", help: "seconds each check may take" }),
+  maxTokens: flag(z.number().int().min(1).max(4096).default(8), {
+    flag: "max-tokens",
+    help: "max_tokens of the chat and the stream",
+  }),
+});
+const FLAGS = commandFlags(smokeOptions);
 
 const USAGE =
   "usage: switchyard smoke [URL] [options]\n\n" +
@@ -163,19 +178,19 @@ async function error(ctx: Ctx): Promise<string> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    console.log(helpText(USAGE, SPECS));
-    return 0;
-  }
-  const { flags, positionals } = parseFlags(argv, SPECS);
-  if (positionals.length > 1) throw new CliError(`one URL, got ${positionals.length}`);
+  const parsed = parseCommandFlags(argv, USAGE, FLAGS, {
+    maxPositionals: 1,
+    tooMany: (positionals) => `one URL, got ${positionals.length}`,
+  });
+  if (!parsed) return 0;
+  const { flags, positionals } = parsed;
   const base = (positionals[0] ?? ROUTER_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
   try {
     new URL(base);
   } catch {
     throw new CliError(`not a URL: ${base}`);
   }
-  const key = (flags["api-key"] as string | undefined) ?? process.env.OPENAI_API_KEY;
+  const key = flags["api-key"] as string | undefined;
   const ctx: Ctx = {
     base,
     headers: key ? { authorization: `Bearer ${key}` } : {},

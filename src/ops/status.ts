@@ -1,29 +1,38 @@
 // `switchyard status`: the state of a running stack on one screen, from the router alone. Plain text for
 // people, `--format json` for scripts (one object; one line per refresh with --watch). Exit 1 when the
 // router cannot be read, so a script can tell "down" from "degraded" (warnings are in the output).
-import { CliError, helpText, parseFlags, wantsHelp, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { commandFlags, parseCommandFlags } from "../config/command.js";
+import { flag } from "../config/schema-flags.js";
 import { ROUTER_URL } from "../config/defaults.js";
 import { onShutdown } from "../obs/lifecycle.js";
 import { buildReport, sampleRouter, StatusError, type StatusSample } from "./fleet-status.js";
 import { renderStatus } from "./status-text.js";
 
-const SPECS: FlagSpecs = {
-  router: { type: "string", default: ROUTER_URL, help: "the router's base URL" },
-  watch: { type: "boolean", default: false, help: "refresh every --interval seconds until Ctrl-C" },
-  interval: {
-    type: "number",
-    default: 2,
-    min: 0,
-    max: 3600,
+/** The command's options: each field declares its flag, type, bounds, default and help. */
+const statusOptions = z.object({
+  router: flag(z.string().default(ROUTER_URL), { flag: "router", help: "the router's base URL" }),
+  watch: flag(z.boolean().default(false), {
+    flag: "watch",
+    help: "refresh every --interval seconds until Ctrl-C",
+  }),
+  interval: flag(z.number().min(0).max(3600).default(2), {
+    flag: "interval",
     help: "seconds between the two samples that give rates and window figures (0: one sample, totals)",
-  },
-  format: { type: "string", default: "text", help: "text | json" },
-  "api-key": {
-    type: "string",
+  }),
+  format: flag(z.string().default("text"), { flag: "format", help: "text | json" }),
+  apiKey: flag(z.string().optional(), {
+    flag: "api-key",
+    env: "SWITCHYARD_ADMIN_KEY",
     help: "the router's admin key, for /engines when keys are on (default: $SWITCHYARD_ADMIN_KEY)",
-  },
-  timeout: { type: "number", default: 5, min: 0.1, help: "seconds to wait for each request to the router" },
-};
+  }),
+  timeout: flag(z.number().min(0.1).default(5), {
+    flag: "timeout",
+    help: "seconds to wait for each request to the router",
+  }),
+});
+const FLAGS = commandFlags(statusOptions);
 
 const USAGE =
   "usage: switchyard status [--router URL] [--watch] [--format json]\n\n" +
@@ -35,12 +44,11 @@ const USAGE =
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function main(argv: string[]): Promise<number> {
-  if (wantsHelp(argv)) {
-    console.log(helpText(USAGE, SPECS));
-    return 0;
-  }
-  const { flags, positionals } = parseFlags(argv, SPECS);
-  if (positionals.length) throw new CliError(`unexpected argument '${positionals[0]}' (see --help)`);
+  const parsed = parseCommandFlags(argv, USAGE, FLAGS, {
+    tooMany: (positionals) => `unexpected argument '${positionals[0]}' (see --help)`,
+  });
+  if (!parsed) return 0;
+  const { flags } = parsed;
   const format = String(flags.format);
   if (format !== "text" && format !== "json") throw new CliError("--format: expected text or json");
   const router = String(flags.router).replace(/\/+$/, "");
@@ -49,7 +57,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch {
     throw new CliError(`--router: not a URL: ${router}`);
   }
-  const key = (flags["api-key"] as string | undefined) ?? process.env.SWITCHYARD_ADMIN_KEY;
+  const key = flags["api-key"] as string | undefined;
   const headers: Record<string, string> = key ? { authorization: `Bearer ${key}` } : {};
   const intervalMs = Number(flags.interval) * 1000;
   const timeoutMs = Number(flags.timeout) * 1000;

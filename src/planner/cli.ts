@@ -3,7 +3,10 @@
 // Exit 0 when a plan is produced (refused options and a missed SLO are stated in it); 2 when planning is
 // refused or the scenario is invalid or infeasible, with a one-line reason naming the field.
 import { readFileSync, writeFileSync } from "node:fs";
-import { CliError, parseCommand, type FlagSpecs } from "../config/args.js";
+import { z } from "zod";
+import { CliError } from "../config/args.js";
+import { commandFlags, parseCommandFlags } from "../config/command.js";
+import { flag } from "../config/schema-flags.js";
 import { GPUS, loadProfilesFile } from "../models/index.js";
 import { emittedScenario, helmValues, prometheusRule, prometheusRuleFile, toYaml } from "./emit.js";
 import { withL2 } from "./l2.js";
@@ -15,60 +18,67 @@ import { frontSvg } from "./front.js";
 import { SimPool } from "./pool.js";
 import { parsePriceFlag, PriceError, priceTable } from "./prices.js";
 
-const specs: FlagSpecs = {
-  scenario: { type: "string", help: "scenario YAML (docs/planner.md)" },
-  format: { type: "string", default: "md", choices: ["md", "json"], help: "md | json" },
-  "emit-values": { type: "string", help: "write Helm values for deploy/helm/switchyard to this file" },
-  "emit-rules": {
-    type: "string",
+/** The command's options: each field declares its flag, type, bounds, default and help. */
+const planOptions = z.object({
+  scenario: flag(z.string().optional(), { flag: "scenario", help: "scenario YAML (docs/planner.md)" }),
+  format: flag(z.enum(["md", "json"]).default("md"), { flag: "format", help: "md | json" }),
+  emitValues: flag(z.string().optional(), {
+    flag: "emit-values",
+    help: "write Helm values for deploy/helm/switchyard to this file",
+  }),
+  emitRules: flag(z.string().optional(), {
+    flag: "emit-rules",
     help: "write a PrometheusRule (92% sustained KV alert, 24 h P99 gate, SLO alerts) to this file",
-  },
-  "emit-prometheus-rules": {
-    type: "string",
+  }),
+  emitPrometheusRules: flag(z.string().optional(), {
+    flag: "emit-prometheus-rules",
     help: "write the same rules as a plain Prometheus rule file (rule_files:, promtool) to this file",
-  },
-  "gpu-price": {
-    type: "string",
+  }),
+  gpuPrice: flag(z.string().optional(), {
+    flag: "gpu-price",
     help: "USD per GPU-hour over the default table, e.g. h100=2.5,l4=0.6 (docs/planner.md)",
-  },
-  jobs: { type: "int", min: 1, help: "simulations run at once on worker threads (default: one per core)" },
-  layouts: {
-    type: "string",
-    default: "both",
-    choices: ["agg", "pd", "both"],
+  }),
+  jobs: flag(z.number().int().min(1).optional(), {
+    flag: "jobs",
+    help: "simulations run at once on worker threads (default: one per core)",
+  }),
+  layouts: flag(z.enum(["agg", "pd", "both"]).default("both"), {
+    flag: "layouts",
     help: "layouts searched where the fleet is open: aggregated, disaggregated prefill/decode, or both",
-  },
-  "target-rps": {
-    type: "number",
+  }),
+  targetRps: flag(z.number().optional(), {
+    flag: "target-rps",
     help: "size for this request rate (an open loop): the fewest GPUs that meet the SLO, then the cheapest",
-  },
-  "target-concurrency": {
-    type: "int",
-    min: 1,
+  }),
+  targetConcurrency: flag(z.number().int().min(1).optional(), {
+    flag: "target-concurrency",
     help: "size for this many requests in flight (a closed loop): the fewest GPUs, then the cheapest",
-  },
-  "emit-scenario": {
-    type: "string",
+  }),
+  emitScenario: flag(z.string().optional(), {
+    flag: "emit-scenario",
     help: "write the scenario with the chosen fleet, policy and offload filled in (for switchyard simulate)",
-  },
-  profiles: {
-    type: "string",
+  }),
+  profiles: flag(z.string().optional(), {
+    flag: "profiles",
     help: "YAML with extra gpus:/models: profiles (a `switchyard calibrate` result), searched with the rest",
-  },
-  "emit-front": { type: "string", help: "write the throughput/interactivity front as an SVG chart" },
-  sweep: {
-    type: "boolean",
-    default: true,
+  }),
+  emitFront: flag(z.string().optional(), {
+    flag: "emit-front",
+    help: "write the throughput/interactivity front as an SVG chart",
+  }),
+  sweep: flag(z.boolean().default(true), {
+    flag: "sweep",
     negatable: true,
     help: "run the break-even KV sweep (--no-sweep skips it)",
-  },
-};
+  }),
+});
+const FLAGS = commandFlags(planOptions);
 
 const USAGE =
   "usage: switchyard plan --scenario FILE [--format md|json] [--emit-values values.yaml] [--emit-rules rules.yaml] [--emit-prometheus-rules rules.yaml] [--gpu-price GPU=USD,...] [--jobs N] [--no-sweep] [--layouts agg|pd|both] [--target-rps R | --target-concurrency C] [--emit-scenario FILE] [--emit-front FILE.svg] [--profiles FILE]";
 
 export async function main(argv: string[]): Promise<number> {
-  const parsed = parseCommand(argv, USAGE, specs);
+  const parsed = parseCommandFlags(argv, USAGE, FLAGS);
   if (!parsed) return 0;
   const { flags } = parsed;
   if (typeof flags.scenario !== "string") throw new CliError(`--scenario FILE is required\n${USAGE}`);

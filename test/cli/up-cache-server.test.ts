@@ -7,10 +7,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { parseFlags } from "../../src/config/args.js";
-import { CACHE_SERVER_SPECS, cacheServerPorts, cacheServerWiring } from "../../src/cli/up-cache-server.js";
+import { UP_OPTIONS } from "../../src/cli/up-options.js";
+import { cacheServerPorts, cacheServerWiring } from "../../src/cli/up-cache-server.js";
 import { freePorts, spawnCli, upArgs, waitForHttp } from "../../bench/support/cli.js";
 
-const flagsOf = (argv: string[]) => parseFlags(argv, CACHE_SERVER_SPECS).flags;
+const flagsOf = (argv: string[]) => parseFlags(argv, UP_OPTIONS.specs).flags;
 
 test("up --cache-server: the cache server publishes KV events, every engine uses it as its LMCache remote, the router subscribes at the engines' link rate", () => {
   const w = cacheServerWiring(

@@ -7,15 +7,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { parseFlags } from "../../src/config/args.js";
-import { CACHE_SERVER_SPECS } from "../../src/cli/up-cache-server.js";
-import { KV_CLUSTER_SPECS, kvClusterPorts, kvClusterWiring } from "../../src/cli/up-kv-cluster.js";
+import { UP_OPTIONS } from "../../src/cli/up-options.js";
+import { kvClusterPorts, kvClusterWiring } from "../../src/cli/up-kv-cluster.js";
 import { clusterPrimaries, clusterState, findKvServer, kvNodeArgs } from "../../src/ops/kv-cluster.js";
 import { freePortBlock, freePorts, spawnCli, upArgs, waitForHttp } from "../../bench/support/cli.js";
 import { missingTool } from "../deploy/tools.js";
 
 const bins = findKvServer();
 const skip = bins ? false : missingTool("neither valkey-server nor redis-server (with its cli) installed");
-const flagsOf = (argv: string[]) => parseFlags(argv, { ...CACHE_SERVER_SPECS, ...KV_CLUSTER_SPECS }).flags;
+const flagsOf = (argv: string[]) => parseFlags(argv, UP_OPTIONS.specs).flags;
 
 test(
   "up --kv-cluster: the sims model the cluster as one cache server of the primaries' summed memory, unread by the router; fewer than 3 primaries or a second shared tier is refused",

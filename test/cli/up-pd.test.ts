@@ -11,14 +11,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, freeUpPorts, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { CliError } from "../../src/config/args.js";
-import { engineSlots, PD_SPECS, routerTp } from "../../src/cli/up-pd.js";
+import { UP_OPTIONS } from "../../src/cli/up-options.js";
+import { engineSlots, routerTp } from "../../src/cli/up-pd.js";
 
 const MODEL = "Qwen/Qwen2.5-0.5B-Instruct";
 
 function slotsOf(flags: Record<string, unknown>, passThrough: string[] = []) {
   const given = new Set(Object.keys(flags));
   const defaults: Record<string, unknown> = { engines: 2 };
-  for (const [k, s] of Object.entries(PD_SPECS)) defaults[k] = s.default;
+  for (const [k, s] of Object.entries(UP_OPTIONS.specs)) defaults[k] = s.default;
   return engineSlots({ ...defaults, ...flags }, given, passThrough);
 }
 

@@ -2,202 +2,18 @@
 // an optional YAML file with the same keys (flags win), and the checks vLLM would make at startup.
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
-import { CliError, parseFlags, type FlagSpecs, type FlagValues } from "../../config/args.js";
-import { GPU_IDS_TEXT } from "../../models/index.js";
-import { DEFAULT_PAYLOAD_SCALE, resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
+import { CliError, parseFlags, type FlagValues } from "../../config/args.js";
+import { withEnv } from "../../config/command.js";
+import { SIM_OPTIONS } from "./options.js";
+
+export { DEFAULT_VLLM_VERSION } from "./options.js";
+import { resolveLmcache, type LmcacheSettings } from "./lmcache-config.js";
 import { resolveDisagg, type DisaggSettings } from "./disagg-config.js";
 import { parseVersion } from "../../kvevents/versions.js";
 import { engineHashSeed } from "../../protocol/vllm-releases.js";
-import { VLLM_BLOCK_SIZE, VLLM_GPU_MEMORY_UTILIZATION, VLLM_PORT } from "../../config/vllm-defaults.js";
 
-/**
- * The vLLM release the sim claims by default: the newest one its KV events were checked against byte
- * for byte (test/fixtures/vectors/vllm-kv-events-v028.json), which publishes events as tagged maps.
- */
-export const DEFAULT_VLLM_VERSION = "0.28.0";
-
-export const SIM_FLAGS: FlagSpecs = {
-  port: { type: "int", default: VLLM_PORT, min: 0, max: 65535, help: "HTTP port (0 = any free port)" },
-  host: { type: "string", default: "0.0.0.0", help: "address to bind" },
-  "served-model-name": {
-    type: "list",
-    help: "name(s) the model answers to; the first is reported (default: MODEL as given)",
-  },
-  tokenizer: {
-    type: "string",
-    help: "Hugging Face folder whose tokenizer.json and chat template to use (default: MODEL when it is a folder)",
-  },
-  dtype: {
-    type: "string",
-    default: "auto",
-    help: "weight and KV dtype: auto (the model's; float32 checkpoints run as bfloat16), bfloat16, float16, float32",
-  },
-  "gpu-memory-utilization": {
-    type: "number",
-    default: VLLM_GPU_MEMORY_UTILIZATION,
-    min: 0.01,
-    max: 1,
-    help: "share of HBM vLLM may use",
-  },
-  "max-model-len": { type: "int", min: 1, help: "context length (default: the model's)" },
-  "max-num-seqs": { type: "int", min: 1, help: "max running sequences per step" },
-  "max-num-batched-tokens": { type: "int", min: 1, help: "token budget per step" },
-  "block-size": { type: "int", default: VLLM_BLOCK_SIZE, min: 1, help: "tokens per KV block" },
-  "tensor-parallel-size": { type: "int", default: 1, min: 1, help: "GPUs the model is split over" },
-  "enable-prefix-caching": {
-    type: "boolean",
-    default: true,
-    negatable: true,
-    help: "automatic prefix caching",
-  },
-  "prefix-caching-hash-algo": {
-    type: "string",
-    default: "sha256_cbor",
-    help: "block hash: sha256_cbor only (sha256 uses Python pickle and cannot be reproduced outside Python)",
-  },
-  "kv-events-config": { type: "string", help: "KV events config JSON (as vLLM's --kv-events-config)" },
-  "kv-curve-dir": {
-    type: "string",
-    help: "[sim] CURVE keys for the KV-event sockets (vLLM has no such option): a directory with secret.key (not readable by other users), and server.key (the collector's public key) when the endpoint connects out, clients.keys (subscribers let in) when it binds",
-  },
-  "kv-offloading-size": { type: "number", min: 0, help: "CPU KV offload tier size in GiB" },
-  "kv-offloading-backend": {
-    type: "string",
-    default: "native",
-    help: "offload backend: native or lmcache (LMCache settings from LMCACHE_* env / LMCACHE_CONFIG_FILE)",
-  },
-  "kv-transfer-config": {
-    type: "string",
-    help:
-      'KV connector JSON; {"kv_connector":"LMCacheConnectorV1","kv_role":"kv_both"} turns LMCache on, ' +
-      '{"kv_connector":"NixlConnector","kv_role":"kv_producer|kv_consumer|kv_both"} disaggregated prefill/decode',
-  },
-  "api-key": { type: "string", help: "require 'Authorization: Bearer KEY' on /v1/* (env VLLM_API_KEY)" },
-  "enable-prompt-tokens-details": { type: "boolean", default: false, help: "usage.prompt_tokens_details" },
-  "enable-force-include-usage": { type: "boolean", default: false, help: "usage chunk on every stream" },
-  "enable-request-id-headers": { type: "boolean", default: false, help: "echo X-Request-Id" },
-  "enable-server-load-tracking": { type: "boolean", default: false, help: "track /load (always served)" },
-  "scheduling-policy": { type: "string", default: "fcfs", help: "fcfs or priority" },
-  "num-gpu-blocks-override": { type: "int", min: 1, help: "number of GPU KV blocks, bypassing profiling" },
-  "enable-lora": {
-    type: "boolean",
-    default: false,
-    help: "serve LoRA adapters: GPU slots, a host cache, vllm:lora_requests_info (on with --lora-modules too)",
-  },
-  "lora-modules": {
-    type: "list",
-    help: 'static LoRA adapters, PEFT folders: name=path or {"name":..,"path":..,"base_model_name":..}',
-  },
-  "max-loras": {
-    type: "int",
-    default: 1,
-    min: 1,
-    help: "adapters in GPU slots, and distinct ones per batch",
-  },
-  "max-cpu-loras": { type: "int", min: 1, help: "adapters cached in host memory (default: --max-loras)" },
-  "max-lora-rank": { type: "int", default: 16, min: 1, help: "the largest adapter rank served" },
-  "enable-auto-tool-choice": {
-    type: "boolean",
-    default: false,
-    help: 'tool_choice "auto" (and tools without a tool_choice); needs --tool-call-parser, 400 without',
-  },
-  "tool-call-parser": {
-    type: "string",
-    help: "the tool-call parser's name (any; the sim writes auto tool calls in the Hermes form and parses them itself)",
-  },
-  "max-logprobs": {
-    type: "int",
-    default: 20,
-    min: -1,
-    help: "most logprobs and prompt_logprobs a request may ask for (-1: the vocabulary size)",
-  },
-  "enable-scale-out": {
-    type: "boolean",
-    default: false,
-    help: "serve the scale-out endpoints: /render and /derender of chat, completions, messages and responses, /inference/v1/generate and /inference/v1/abort_requests (403 without it)",
-  },
-  // sim-only
-  gpu: { type: "string", default: "h100", help: `[sim] GPU profile: ${GPU_IDS_TEXT}` },
-  "time-scale": {
-    type: "number",
-    default: 1,
-    min: 0,
-    help: "[sim] every modelled duration is multiplied by this",
-  },
-  seed: { type: "int", default: 0, help: "[sim] seed for outputs, answer lengths and faults" },
-  "hash-seed": {
-    type: "string",
-    help: "[sim] PYTHONHASHSEED for block hashes (default env PYTHONHASHSEED, else as the claimed --vllm-version: vllm-none-hash since 0.29, 0 before)",
-  },
-  "fail-rate": {
-    type: "number",
-    default: 0,
-    min: 0,
-    max: 1,
-    help: "[sim] share of generation requests that fail",
-  },
-  "fail-status": {
-    type: "int",
-    default: 500,
-    min: 400,
-    max: 599,
-    help: "[sim] HTTP status of injected failures",
-  },
-  "stall-ms": {
-    type: "number",
-    default: 0,
-    min: 0,
-    help: "[sim] delay added before answering generation requests",
-  },
-  "startup-delay": {
-    type: "number",
-    default: 0,
-    min: 0,
-    help: "[sim] seconds during which /health answers 503",
-  },
-  "crash-after": { type: "int", min: 0, help: "[sim] exit abruptly when generation request N+1 arrives" },
-  "shutdown-timeout": {
-    type: "number",
-    default: 0,
-    min: 0,
-    help: "on SIGTERM, drain as vLLM does: new requests get its 500 'cannot schedule new futures after shutdown' while /health answers 200, and those in flight finish for up to this many seconds; 0 = stop at once",
-  },
-  "output-len-mean": {
-    type: "number",
-    default: 128,
-    min: 1,
-    help: "[sim] mean natural answer length (EOS point)",
-  },
-  "max-body-bytes": {
-    type: "size",
-    default: "16MiB",
-    help: "[sim] largest request body accepted (413 above)",
-  },
-  "lmcache-payload-scale": {
-    type: "number",
-    default: DEFAULT_PAYLOAD_SCALE,
-    min: 0,
-    max: 1,
-    help: "[sim] bytes sent per LMCache chunk = modelled bytes × this (timing uses the modelled size)",
-  },
-  "lmcache-remote-bandwidth": {
-    type: "number",
-    min: 0,
-    help: "[sim] GB/s a remote LMCache load delivers to the engine (default 10: one 100 GbE NIC)",
-  },
-  "kv-transfer-bandwidth": {
-    type: "number",
-    min: 0,
-    help: "[sim] GB/s per TP rank of a NixlConnector KV pull from a prefill engine (default 40: RDMA, one 400 Gb/s NIC per GPU)",
-  },
-  "vllm-version": {
-    type: "string",
-    default: DEFAULT_VLLM_VERSION,
-    help: "[sim] the vLLM release the sim claims (GET /version); its KV events take that release's layout: tagged maps from 0.24.0, tagged arrays before",
-  },
-  profiles: { type: "string", help: "[sim] YAML file with extra gpus:/models: profiles" },
-  config: { type: "string", help: "YAML file with the same keys as the flags (flags win)" },
-};
+/** the sim's flags, read from its option schema (src/sim/config/options.ts) */
+export const SIM_FLAGS = SIM_OPTIONS.specs;
 
 export interface SimOptions {
   /** a catalogue name (src/models/profiles.ts) or a Hugging Face model folder (config.json) */
@@ -341,7 +157,8 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   const parsed = configFile
     ? parseFlags([...yamlToArgv(configFile, first.given), ...argv], SIM_FLAGS)
     : first;
-  const f = parsed.flags;
+  // the environment variables its fields name (VLLM_API_KEY, PYTHONHASHSEED), where no flag was given
+  const f = withEnv(SIM_OPTIONS, parsed, env).flags;
   const model = parsed.positionals[0] ?? yamlModel(configFile);
   if (!model)
     throw new CliError(
@@ -416,7 +233,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     kvOffloadingGiB: !lmcache && offload !== undefined && offload > 0 ? offload : undefined,
     lmcache,
     disagg,
-    apiKey: str(f["api-key"]) ?? (env.VLLM_API_KEY || undefined),
+    apiKey: str(f["api-key"]),
     enablePromptTokensDetails: f["enable-prompt-tokens-details"] as boolean,
     enableForceIncludeUsage: f["enable-force-include-usage"] as boolean,
     enableRequestIdHeaders: f["enable-request-id-headers"] as boolean,
@@ -438,7 +255,7 @@ export function parseSimArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     timeScale: f["time-scale"] as number,
     seed: f.seed as number,
     // as the claimed release resolves it (vllm-releases.ts): PYTHONHASHSEED, else its default
-    hashSeed: str(f["hash-seed"]) ?? engineHashSeed(vllmVersion, env.PYTHONHASHSEED),
+    hashSeed: str(f["hash-seed"]) ?? engineHashSeed(vllmVersion, undefined),
     failRate: f["fail-rate"] as number,
     failStatus: f["fail-status"] as number,
     stallMs: f["stall-ms"] as number,
