@@ -395,7 +395,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/tenancy",
     ],
-    lines: 554,
+    lines: 640,
   },
 
   // calibrate, once here, took the folder past its budget twice: it has a folder of its own (below)

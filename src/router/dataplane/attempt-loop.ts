@@ -41,6 +41,22 @@ import type { IssuedIds } from "./issued-ids.js";
 /** the data plane's logger (its name kept from before the loop had one of its own) */
 const log = logger("router.dataplane");
 
+/** Hashes a long prompt's blocks ahead of its first decision; undefined when there is nothing to wait for. */
+export interface PromptHashing {
+  hashAhead(view: RequestView, since: number, request: Cancellable): Promise<void> | undefined;
+}
+
+/** Told of every engine picked for an attempt. */
+export interface RouteListener {
+  routed(
+    req: IncomingMessage,
+    res: ServerResponse,
+    view: RequestView,
+    engineUrl: string,
+    requestId: string,
+  ): void;
+}
+
 export interface AttemptLoopDeps {
   registry: EngineRegistry;
   metrics: RouterMetrics;
@@ -56,10 +72,9 @@ export interface AttemptLoopDeps {
   accessLog?: AccessLog | undefined;
   /**
    * cache-aware routing: hashes a long prompt's blocks a slice per turn before its first decision
-   * (src/router/kv/cache-routing.ts); undefined when there is nothing to wait for
+   * (src/router/kv/cache-routing.ts)
    */
-  hashAhead?:
-    ((view: RequestView, since: number, request: Cancellable) => Promise<void> | undefined) | undefined;
+  hashing?: PromptHashing | undefined;
   /** what the LoRA placement prices a candidate's cached prefix of an adapter's prompt by */
   loraCache?: CacheOracle | undefined;
   /** which engine made each stored response: learned from answers, read by pinned requests */
@@ -67,13 +82,7 @@ export interface AttemptLoopDeps {
   /** the token-in requests in flight by tenant, for `/inference/v1/abort_requests` (issued-ids.ts) */
   issued?: IssuedIds | undefined;
   /** told of every engine picked for an attempt (the decision's debug line and header) */
-  onRouted?: (
-    req: IncomingMessage,
-    res: ServerResponse,
-    view: RequestView,
-    engineUrl: string,
-    requestId: string,
-  ) => void;
+  routes?: RouteListener | undefined;
 }
 
 /** The attempts in flight on one engine (what a drain or an ejection moves). */
@@ -171,7 +180,7 @@ export class AttemptLoop {
         if (v) v.base = this.d.registry.adapterBase(v.base || null) ?? v.base;
         ctx.view.lora = v;
       }
-      const ahead = this.d.hashAhead?.(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
+      const ahead = this.d.hashing?.hashAhead(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
       if (ahead !== undefined) {
         // given up (WorkCancelled) only for a request whose client left or whose time ran out
         await ahead.catch(cancelledAhead);
@@ -231,7 +240,7 @@ export class AttemptLoop {
         if (!ctx.pr.stream) this.picks.countUnstreamed(ctx, engine);
         // the debug header names the engine a stream started on, not the one it moved to
         if (ctx.migrating === undefined)
-          this.d.onRouted?.(ctx.req, ctx.res, ctx.view, engine.url, ctx.echoId);
+          this.d.routes?.routed(ctx.req, ctx.res, ctx.view, engine.url, ctx.echoId);
         headers.length = baseHeaders;
         const auth = upstreamAuthorization(engine.spec, cfg, ctx.pr.clientAuthorization);
         if (auth !== undefined) headers.push("authorization", auth);

@@ -47,6 +47,11 @@ const MULTIPART_SNIFF_BYTES = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
 const MODEL_FIELD = /name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n/;
 
+/** What an accepted request is handed to: the data plane (../dataplane/attempt-loop.ts). */
+export interface DataPlane {
+  handle(req: IncomingMessage, res: ServerResponse, pr: RoutedRequest): Promise<void>;
+}
+
 export interface IngressDeps {
   config: () => RouterConfig;
   registry: EngineRegistry;
@@ -61,8 +66,8 @@ export interface IngressDeps {
   affinity: ResponseAffinity;
   /** the token-in requests in flight by tenant (an abort names only its caller's own) */
   issued: IssuedIds;
-  /** hands an accepted request to the data plane */
-  forward: (req: IncomingMessage, res: ServerResponse, pr: RoutedRequest) => Promise<void>;
+  /** takes an accepted request on (the data plane) */
+  dataPlane: DataPlane;
 }
 
 /** The body step's result: what the later steps need, whatever the body's format. */
@@ -300,7 +305,7 @@ export class Ingress {
     } catch (err) {
       return this.reject(req, res, path, ep, tenant, admission, err);
     }
-    return this.d.forward(req, res, pr);
+    return this.d.dataPlane.handle(req, res, pr);
   }
 
   /**
