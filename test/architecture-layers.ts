@@ -332,7 +332,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
     ],
     // reading an engine's 500 (vLLM's shutdown refusal, its dead engine core) before relaying it
-    lines: 2750,
+    lines: 3150,
   },
   "src/router/edge": {
     imports: [

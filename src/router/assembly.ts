@@ -127,17 +127,10 @@ export class RouterAssembly implements RouterRooms {
     });
     this.affinity = new ResponseAffinity(cfg.responses.maxIds);
     this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
-    const m = this.metrics;
-    this.gate = new RouterGate(
-      this.tenancy,
-      {
-        finished: (t, status) => m.tenantRequests.child(t, String(status)).value++,
-        tokens: (t, kind, n) => (m.tenantTokens.child(t, kind).value += n),
-        rejected: (t, limit) => m.tenantRejected.child(t, limit).value++,
-      },
-      { contextOf: (model) => this.registry.maxModelLen(model) },
-    );
-    this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
+    this.gate = new RouterGate(this.tenancy, this.metrics.tenantBooks, {
+      contextOf: (model) => this.registry.maxModelLen(model),
+    });
+    this.queue.onWaited = this.metrics.tenantWaited;
     this.live = new LiveState(cfg, undefined, this.gate, this.cache);
     const policy = this.makePolicy(cfg);
     this.live.set(cfg, policy);
@@ -156,8 +149,7 @@ export class RouterAssembly implements RouterRooms {
     this.prompts = new PromptBudget(this.registry, this.live.config);
     // before the engine can enter rotation with these models: no request waits for a tokenizer load
     this.registry.on("models", (e) => this.prompts.warm(e.modelCards));
-    const linesSkipped = m.accessLinesSkipped.child();
-    this.accessLog = new AccessLog(this.live.config, () => linesSkipped.value++);
+    this.accessLog = new AccessLog(this.live.config, this.metrics.accessLineSkipped);
     this.attemptLoop = new AttemptLoop({
       accessLog: this.accessLog,
       tracer: this.tracer,
