@@ -332,7 +332,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
     ],
     // reading an engine's 500 (vLLM's shutdown refusal, its dead engine core) before relaying it
-    lines: 2750,
+    lines: 3150,
   },
   "src/router/edge": {
     imports: [
@@ -356,7 +356,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/tenancy",
       "src/tokenizer",
     ],
-    lines: 2165,
+    lines: 2400,
   },
   "src/router/cluster": {
     imports: [
@@ -395,7 +395,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/tenancy",
     ],
-    lines: 554,
+    lines: 640,
   },
 
   // calibrate, once here, took the folder past its budget twice: it has a folder of its own (below)

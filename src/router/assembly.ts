@@ -27,10 +27,9 @@ import { RouterGate } from "../tenancy/router-gate.js";
 import { Ingress } from "./edge/ingress.js";
 import { PromptBudget } from "./edge/prompt-budget.js";
 import type { RouterGroup, RouterRooms } from "./edge/rooms.js";
+import { LiveState } from "./live-state.js";
 
 const log = logger("router");
-/** one line per routing decision, at debug level */
-const routeLog = logger("router.route");
 
 /**
  * Admission-queue bounds: the tenancy block's queue when the config has one (whether or not keys are
@@ -48,7 +47,8 @@ export class RouterAssembly implements RouterRooms {
   readonly queue: AdmissionQueue;
   readonly budget: RetryBudget;
   readonly discovery: StaticDiscovery;
-  private currentPolicy!: Policy;
+  /** the config and policy in force, as the rooms read them while requests run */
+  private readonly live: LiveState;
   /** cache-aware routing state (prefix index, KV-event index and subscriptions, watchdog) */
   readonly cache: CacheRouting;
   readonly attemptLoop: AttemptLoop;
@@ -70,7 +70,13 @@ export class RouterAssembly implements RouterRooms {
   /** the token-in requests in flight by tenant, so an abort stops only the caller's own */
   readonly issued = new IssuedIds();
   /** set in a router worker: the process group it serves with */
-  group: RouterGroup | undefined;
+  get group(): RouterGroup | undefined {
+    return this.live.group;
+  }
+
+  set group(group: RouterGroup | undefined) {
+    this.live.group = group;
+  }
   /** the SLO autoscaling decision on a timer (autoscale/loop.ts); idle unless `autoscaling.enabled` */
   readonly autoscale: AutoscaleLoop;
 
@@ -119,40 +125,31 @@ export class RouterAssembly implements RouterRooms {
         refused: this.tenancy.keyReloads,
       }),
     });
+    this.affinity = new ResponseAffinity(cfg.responses.maxIds);
+    this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
+    this.gate = new RouterGate(this.tenancy, this.metrics.tenantBooks, {
+      contextOf: (model) => this.registry.maxModelLen(model),
+    });
+    this.queue.onWaited = this.metrics.tenantWaited;
+    this.live = new LiveState(cfg, undefined, this.gate, this.cache);
+    const policy = this.makePolicy(cfg);
+    this.live.set(cfg, policy);
+    this.queue.recheckMs = policy.recheckMs ?? 0;
     if (cfg.lora && (cfg.lora.dir || cfg.lora.adapters.length > 0)) {
       const adapters = new AdapterLoader(
         new AdapterCatalog(cfg.lora.dir, cfg.lora.adapters),
-        () => this.cfg,
+        this.live.config,
         cfg.lora.maxCpuLoras,
       );
       this.registry.adapters = adapters;
       this.metrics.watchAdapters(adapters.stats);
       watchAdapterTraffic(this.metrics.registry, adapters);
     }
-    this.affinity = new ResponseAffinity(cfg.responses.maxIds);
-    this.cache = new CacheRouting(this.registry, cfg, this.metrics.registry);
-    const m = this.metrics;
-    this.gate = new RouterGate(
-      this.tenancy,
-      {
-        finished: (t, status) => m.tenantRequests.child(t, String(status)).value++,
-        tokens: (t, kind, n) => (m.tenantTokens.child(t, kind).value += n),
-        rejected: (t, limit) => m.tenantRejected.child(t, limit).value++,
-      },
-      { contextOf: (model) => this.registry.maxModelLen(model) },
-    );
-    this.queue.onWaited = (flow, s) => m.tenantQueueWait.child(flow).observe(s);
-    this.currentPolicy = this.makePolicy(cfg);
-    this.queue.recheckMs = this.currentPolicy.recheckMs ?? 0;
     this.registry.on("capacity", () => this.queue.kick());
-    this.prompts = new PromptBudget(this.registry, () => this.cfg);
+    this.prompts = new PromptBudget(this.registry, this.live.config);
     // before the engine can enter rotation with these models: no request waits for a tokenizer load
     this.registry.on("models", (e) => this.prompts.warm(e.modelCards));
-    const linesSkipped = m.accessLinesSkipped.child();
-    this.accessLog = new AccessLog(
-      () => this.cfg,
-      () => linesSkipped.value++,
-    );
+    this.accessLog = new AccessLog(this.live.config, this.metrics.accessLineSkipped);
     this.attemptLoop = new AttemptLoop({
       accessLog: this.accessLog,
       tracer: this.tracer,
@@ -160,58 +157,43 @@ export class RouterAssembly implements RouterRooms {
       metrics: this.metrics,
       queue: this.queue,
       budget: this.budget,
-      config: () => this.cfg,
-      policy: () => this.currentPolicy,
+      config: this.live.config,
+      policy: this.live.policy,
       disagg: new Disaggregation({
         registry: this.registry,
-        config: () => this.cfg,
+        config: this.live.config,
         budget: this.budget,
         metrics: this.metrics.registry,
-        mayDebug: (req) => this.mayDebug(req),
+        mayDebug: this.live.mayDebug,
       }),
-      hashAhead: (view, since, request) => this.cache.hashAhead(view, since, request),
+      hashing: this.cache,
       loraCache: this.cache,
       affinity: this.affinity,
       issued: this.issued,
-      onRouted: (req, res, view, engineUrl, requestId) => {
-        const debugLine = routeLog.isLevelEnabled("debug");
-        const header = !res.headersSent && this.mayDebug(req);
-        if (!debugLine && !header) return;
-        const note = this.cache.explain(view) ?? `engine=${engineUrl}; policy=${this.currentPolicy.name}`;
-        // with the request id its access line carries, so a decision log joins what was predicted to
-        // the TTFT that came (bench/support/decision-table.ts)
-        if (debugLine) routeLog.debug({ requestId, model: view.model, seq: view.seq, note }, "routed");
-        if (!header) return;
-        res.setHeader(
-          "x-switchyard-route",
-          note +
-            (view.sessionKey !== undefined ? `; session=${encodeURIComponent(view.sessionKey)}` : "") +
-            (this.group ? `; ${this.group.label}` : ""),
-        );
-      },
+      routes: this.live,
     });
     this.ingress = new Ingress({
-      config: () => this.cfg,
+      config: this.live.config,
       registry: this.registry,
       gate: this.gate,
       metrics: this.metrics,
       budget: this.prompts,
       deadlines: this.attemptLoop.deadlines,
-      policyName: () => this.currentPolicy.name,
+      policyName: this.live.policyName,
       accessLog: this.accessLog,
       affinity: this.affinity,
       issued: this.issued,
-      forward: (req, res, pr) => this.attemptLoop.handle(req, res, pr),
+      dataPlane: this.attemptLoop,
     });
     this.drains = new EngineDrains({
       registry: this.registry,
-      config: () => this.cfg,
+      config: this.live.config,
       attemptsOn: (e) => this.attemptLoop.attemptsOn(e),
     });
     this.discovery = new StaticDiscovery(engineSpecs(cfg));
     this.autoscale = new AutoscaleLoop({
       registry: this.registry,
-      config: () => this.cfg,
+      config: this.live.config,
       answeredByModel: () => {
         const by = new Map<string, number>();
         for (const v of this.metrics.requests.get().values) {
@@ -230,7 +212,7 @@ export class RouterAssembly implements RouterRooms {
 
   /** The policy new requests are routed with (the endpoint picker decides with it too). */
   get policy(): Policy {
-    return this.currentPolicy;
+    return this.live.policy();
   }
 
   /**
@@ -238,8 +220,7 @@ export class RouterAssembly implements RouterRooms {
    * anyone else's changes nothing in the answer.
    */
   mayDebug(req: IncomingMessage): boolean {
-    if (req.headers["x-switchyard-debug"] !== "1") return false;
-    return this.gate.mayDebug(this.cfg.debug.allowHeader, req.headers["x-switchyard-debug-key"]);
+    return this.live.mayDebug(req);
   }
 
   private makePolicy(cfg: RouterConfig): Policy {
@@ -267,8 +248,9 @@ export class RouterAssembly implements RouterRooms {
     this.cfg = cfg;
     this.cache.setConfig(cfg);
     this.prompts.reset();
-    this.currentPolicy = this.makePolicy(cfg);
-    this.queue.recheckMs = this.currentPolicy.recheckMs ?? 0;
+    const policy = this.makePolicy(cfg);
+    this.live.set(cfg, policy);
+    this.queue.recheckMs = policy.recheckMs ?? 0;
     this.queue.setLimits(queueLimits(cfg));
     this.budget.setOptions(cfg.retry);
     this.affinity.setCap(cfg.responses.maxIds);

@@ -190,34 +190,6 @@ export class EnginePicks {
     if (name === "round-robin") return createPolicy("round-robin");
     return createLoraPolicyByName(name);
   }
-
-  /**
-   * A registry adapter's request on its picked engine: counted there, then sent once the adapter is
-   * loaded (at once, or after the one load in flight for it there); a failed load frees the slot and
-   * answers the load's error
-   */
-  async ensureAdapter(ctx: RequestContext, e: EngineRecord): Promise<void> {
-    const loader = this.d.registry.adapters;
-    if (!loader || !ctx.view.lora) return;
-    const t = ctx.pr.tenant;
-    // a load is the cost of the tenant whose request causes it (charged before it starts)
-    const who = t
-      ? {
-          tenant: t.tenant,
-          weight: t.weight,
-          charge: () => t.chargeAdapterLoad(),
-          weightOf: (name: string) => t.weightOf(name),
-        }
-      : undefined;
-    loader.noteSent(e, ctx.view.lora.name, performance.now(), t?.tenant);
-    ctx.loraEngine = e.url;
-    try {
-      await loader.ensure(e, ctx.view.lora.name, who);
-    } catch (err) {
-      this.releaseSlot(e, ctx);
-      throw err;
-    }
-  }
 }
 
 /** 429 for a request no engine is predicted to start within its TTFT SLO */

@@ -223,7 +223,7 @@ export class AdapterLoader {
         waiters: [],
       };
       this.books.set(e.url, b);
-      (e.view as { lora?: EngineLoraView }).lora = b.view;
+      e.view.lora = b.view;
     }
     return b;
   }

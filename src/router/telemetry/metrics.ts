@@ -6,6 +6,7 @@
 // rest of the router's bookkeeping together; these are formatted by prom-client only at scrape.
 import { createRequire } from "node:module";
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
+import type { TenantMetricsSink } from "../../tenancy/router-gate.js";
 import { CounterFamily, HistogramChild, HistogramFamily } from "./metric-families.js";
 
 const LATENCY_BUCKETS = [
@@ -113,6 +114,15 @@ export class RouterMetrics {
     "tenant",
     LATENCY_BUCKETS,
   );
+  /** what the tenancy gate counts per tenant, into the families above */
+  readonly tenantBooks: TenantMetricsSink = {
+    finished: (t, status) => this.tenantRequests.child(t, String(status)).value++,
+    tokens: (t, kind, n) => (this.tenantTokens.child(t, kind).value += n),
+    rejected: (t, limit) => this.tenantRejected.child(t, limit).value++,
+  };
+  /** a request of `flow` left the admission queue after `seconds` */
+  readonly tenantWaited = (flow: string, seconds: number): void =>
+    this.tenantQueueWait.child(flow).observe(seconds);
   readonly connectionsDropped = new CounterFamily(
     "switchyard_connections_dropped_total",
     "Client connections refused because limits.maxConnections were open and every one had a request in progress",
@@ -128,6 +138,11 @@ export class RouterMetrics {
     "Successful requests given no access line because accessLog.maxPerSecond were written that second",
     [] as const,
   );
+  private readonly skippedLine = this.accessLinesSkipped.child();
+  /** a successful request given no access line (accessLog.maxPerSecond) */
+  readonly accessLineSkipped = (): void => {
+    this.skippedLine.value++;
+  };
   /** the tokenizer endpoints, kept out of the generation series above */
   readonly tokenizerRequests = new CounterFamily(
     "switchyard_tokenizer_requests_total",
