@@ -73,11 +73,27 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/routing/policy": { imports: ["src/collections", "src/random"], lines: 649 },
   "src/routing/cost": { imports: ["src/engine", "src/routing/policy", "src/routing/sessions"], lines: 1340 },
   "src/routing/prefix": { imports: ["src/collections", "src/protocol", "src/routing/policy"], lines: 377 },
-  "src/routing/scorers": { imports: ["src/routing/cost", "src/routing/policy"], lines: 200 },
-  // the peers' designs as baselines, policies over the library's types, filters and session identity
-  "src/routing/baselines": {
-    imports: ["src/collections", "src/routing/policy", "src/routing/sessions"],
-    lines: 703,
+  // routing plugins, GIE's way: one filter, scorer, picker or policy per folder, registered by name in
+  // src/routing/plugins (the registry)
+  "src/routing/plugins/least-load": { imports: ["src/routing/cost", "src/routing/policy"], lines: 113 },
+  "src/routing/plugins/decode-batch": { imports: ["src/routing/cost", "src/routing/policy"], lines: 27 },
+  // the peers' designs as baselines, policies over the library's types and filters
+  "src/routing/baselines": { imports: ["src/routing/policy"], lines: 270 },
+  "src/routing/plugins/cache-aware": { imports: ["src/routing/cost", "src/routing/policy"], lines: 460 },
+  // a policy plugin may reuse a baseline's picker (vllm-router's first max)
+  "src/routing/plugins/vllm-router-program": {
+    imports: ["src/collections", "src/routing/baselines", "src/routing/policy", "src/routing/sessions"],
+    lines: 530,
+  },
+  "src/routing/plugins": {
+    imports: [
+      "src/routing/plugins/cache-aware",
+      "src/routing/plugins/decode-batch",
+      "src/routing/plugins/least-load",
+      "src/routing/plugins/vllm-router-program",
+      "src/routing/policy",
+    ],
+    lines: 55,
   },
   "src/routing": {
     imports: [
@@ -87,12 +103,13 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/baselines",
       "src/routing/cost",
       "src/routing/policy",
+      "src/routing/plugins",
       "src/routing/prefix",
-      "src/routing/scorers",
       "src/routing/sessions",
     ],
-    // LoRA placement (ours, GIE's LoRA affinity, static) joined it
-    lines: 1250,
+    // LoRA placement (ours, GIE's LoRA affinity, static) joined it; the cache-aware policies moved to a
+    // plugin of their own
+    lines: 927,
   },
 
   // the programs: sim, router, endpoint picker, bench, fleet simulator, planner, operator commands

@@ -9,11 +9,11 @@ import { GPU_IDS_TEXT, resolveGpu, resolveModel } from "../models/index.js";
 import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./cost/timing.js";
 import type { EngineView } from "./policy/views.js";
 import type { PredictiveOptions } from "./cost/ttft-model.js";
-import { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./cache-aware.js";
+import { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./plugins/index.js";
 import { SESSION_LOAD_FACTOR_DEFAULT, type PolicyOptions } from "./policies.js";
 import type { CacheOracle } from "./policy/cache-oracle.js";
 import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
-import { scorerNames } from "./scorers/index.js";
+import { scorerNames } from "./plugins/index.js";
 
 const gpuId = z.string().refine(
   (gpu) => {
@@ -60,7 +60,7 @@ export const predictiveConfigSchema = z
   .prefault({});
 export type PredictiveConfig = z.output<typeof predictiveConfigSchema>;
 
-/** scorers added to the policy's own (weight 1), by name (scorers/registry.ts); at most 16 */
+/** scorers added to the policy's own (weight 1), by name (plugins/registry.ts); at most 16 */
 export const scorersConfigSchema = z
   .array(
     z.strictObject({

@@ -5,17 +5,22 @@ import { standardFilters } from "./policy/filters.js";
 import { maxScorePicker, roundRobinPicker, sessionPicker } from "./policy/pickers.js";
 import type { CacheOracle } from "./policy/cache-oracle.js";
 import type { Policy, Scorer } from "./policy/policy.js";
-import { createCacheAwarePolicy, NO_CACHE, type CacheAwareOptions } from "./cache-aware.js";
-import { kvFreeScorer, loadScorer } from "./scorers/least-load.js";
 import type { PredictiveOptions } from "./cost/ttft-model.js";
-import { createScorer } from "./scorers/registry.js";
+import {
+  createCacheAwarePolicy,
+  createScorer,
+  createVllmRouterProgramPolicy,
+  NO_CACHE,
+  type CacheAwareOptions,
+  kvFreeScorer,
+  loadScorer,
+  type VllmRouterProgramOptions,
+} from "./plugins/index.js";
 import {
   createLlmdStickyPolicy,
   createVllmRouterCacheAwarePolicy,
   type LlmdStickyOptions,
   type VllmRouterCacheAwareOptions,
-  createVllmRouterProgramPolicy,
-  type VllmRouterProgramOptions,
 } from "./baselines/index.js";
 import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 import { InvalidConfigError } from "../errors/index.js";
@@ -130,7 +135,7 @@ export interface PolicyOptions {
    */
   vllmRouterProgram?: VllmRouterProgramOptions;
   /**
-   * scorers added to the policy's own (weight 1): the config's `scorers` by name (scorers/registry.ts),
+   * scorers added to the policy's own (weight 1): the config's `scorers` by name (plugins/registry.ts),
    * or made already; every policy but round-robin picks by the weighted sum
    */
   scorers?: readonly ({ name: string; weight: number } | Scorer)[];

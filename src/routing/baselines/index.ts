@@ -1,4 +1,3 @@
 // The peers' routing designs as baselines (README.md): each named after the router it comes from.
 export * from "./vllm-router-cache-aware.js";
 export * from "./llm-d-sticky.js";
-export * from "./vllm-router-program.js";

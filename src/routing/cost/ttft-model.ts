@@ -173,6 +173,22 @@ function gatherFleetFigures(
   return figures;
 }
 
+/** what one scoring shares across its candidates (TtftModel.score → costOn) */
+interface ScoreContext {
+  engines: readonly EngineView[];
+  prediction: CachePrediction;
+  now: number | undefined;
+  sloMs: number | undefined;
+  uncached: Float64Array;
+  ttftMs: Float64Array;
+  figures: FleetFigures;
+  outputTokens: number;
+  sessionKey: string | undefined;
+  homes: Uint8Array | null;
+  /** the queueing part of a miss's price */
+  queueWeight: number;
+}
+
 /**
  * Per candidate, 1 where the request's session has a context (its home): a move elsewhere is priced as a
  * full miss. null when no candidate is home, or the request names no session, or contexts are not kept.
@@ -306,7 +322,6 @@ export class TtftModel {
     ttftMs: Float64Array,
   ): void {
     const options = this.options;
-    const promptTokens = prediction.promptTokens;
     const count = engines.length;
     const figures = gatherFleetFigures(options, req, engines, prediction, now);
     const outputTokens = this.expectedOutput(req);
@@ -315,74 +330,94 @@ export class TtftModel {
     // the queueing part of a miss's price: the prompts its extra prefill holds up
     const queueWeight =
       options.queueScaledMiss && count > 0 ? options.missWeight * figures.fewestQueuedPrompts : 0;
-    for (let i = 0; i < count; i++) {
-      const engine = engines[i]!;
-      const timing = figures.timings[i]!;
-      const busy = busyOf(engine, now);
-      const decoding = figures.decodingRequests[i]!;
-      const kvTokens = figures.kvTokensInUse[i]!;
-      const aheadTokens = this.queuedAheadTokens(engine, now, timing, decoding, kvTokens);
-      const cachedTokens = this.cachedOrComputedAhead(engine, prediction, i, figures.longestCachedPrefix);
-      // a tier the engine loads from gives what it holds beyond: at its load time
-      const tierTokens = prediction.tierTokens?.[i] ?? 0;
-      const tierLoadSeconds = tierTokens > 0 ? (prediction.tierLoadSeconds?.[i] ?? 0) : 0;
-      const creditedTokens = Math.min(promptTokens, Math.max(0, cachedTokens) + tierTokens);
-      const uncachedTokens = promptTokens - creditedTokens;
-      uncached[i] = uncachedTokens;
-      const ownPrefillSeconds =
-        timing.prefillSeconds(uncachedTokens, creditedTokens, decoding, kvTokens) + tierLoadSeconds;
-      const ttft = ttftSeconds(
+    const ctx: ScoreContext = {
+      engines,
+      prediction,
+      now,
+      sloMs,
+      uncached,
+      ttftMs,
+      figures,
+      outputTokens,
+      sessionKey,
+      homes,
+      queueWeight,
+    };
+    for (let i = 0; i < count; i++) out[i] = this.costOn(ctx, i);
+  }
+
+  /** −cost of engine `i` (plus the KV-free tie-break); its uncached tokens and TTFT into the context's arrays */
+  private costOn(ctx: ScoreContext, i: number): number {
+    const { engines, prediction, now, sloMs, uncached, ttftMs } = ctx;
+    const { figures, outputTokens, sessionKey, homes, queueWeight } = ctx;
+    const options = this.options;
+    const promptTokens = prediction.promptTokens;
+    const engine = engines[i]!;
+    const timing = figures.timings[i]!;
+    const busy = busyOf(engine, now);
+    const decoding = figures.decodingRequests[i]!;
+    const kvTokens = figures.kvTokensInUse[i]!;
+    const aheadTokens = this.queuedAheadTokens(engine, now, timing, decoding, kvTokens);
+    const cachedTokens = this.cachedOrComputedAhead(engine, prediction, i, figures.longestCachedPrefix);
+    // a tier the engine loads from gives what it holds beyond: at its load time
+    const tierTokens = prediction.tierTokens?.[i] ?? 0;
+    const tierLoadSeconds = tierTokens > 0 ? (prediction.tierLoadSeconds?.[i] ?? 0) : 0;
+    const creditedTokens = Math.min(promptTokens, Math.max(0, cachedTokens) + tierTokens);
+    const uncachedTokens = promptTokens - creditedTokens;
+    uncached[i] = uncachedTokens;
+    const ownPrefillSeconds =
+      timing.prefillSeconds(uncachedTokens, creditedTokens, decoding, kvTokens) + tierLoadSeconds;
+    const ttft = ttftSeconds(
+      engine,
+      timing,
+      now,
+      aheadTokens,
+      uncachedTokens,
+      creditedTokens,
+      decoding,
+      kvTokens,
+      tierLoadSeconds,
+      ownPrefillSeconds,
+    );
+    ttftMs[i] = ttft * 1000;
+    // the blocks the prompt adds to the engine's cache: computed, or loaded from a tier
+    const newTokens =
+      tierTokens > 0 ? promptTokens - Math.min(promptTokens, Math.max(0, cachedTokens)) : uncachedTokens;
+    const pushedSeconds = pushedOutSeconds(
+      options,
+      timing,
+      newTokens,
+      uncachedTokens,
+      Math.max(0, cachedTokens),
+      ownPrefillSeconds,
+      figures.emptyRoomTokens[i]!,
+      aheadTokens,
+      figures.meanEmptyRoomTokens,
+      homes !== null && homes[i] === 0,
+      decoding,
+      kvTokens,
+    );
+    // a load stalls its step (LMCache's retrieve blocks the forward pass): the engine's decodes all wait
+    const stallSeconds = tierLoadSeconds * decoding;
+    const weight = engine.weight > 0 ? engine.weight : 1;
+    let cost = ttft;
+    cost += queueWeight * ownPrefillSeconds;
+    cost += options.missWeight * (pushedSeconds + stallSeconds);
+    cost += (options.busyWeightS * busy) / weight;
+    if (this.held && now !== undefined)
+      cost += this.pausedSessionsEvictionSeconds(
         engine,
         timing,
-        now,
-        aheadTokens,
-        uncachedTokens,
-        creditedTokens,
-        decoding,
-        kvTokens,
-        tierLoadSeconds,
-        ownPrefillSeconds,
-      );
-      ttftMs[i] = ttft * 1000;
-      // the blocks the prompt adds to the engine's cache: computed, or loaded from a tier
-      const newTokens =
-        tierTokens > 0 ? promptTokens - Math.min(promptTokens, Math.max(0, cachedTokens)) : uncachedTokens;
-      const pushedSeconds = pushedOutSeconds(
-        options,
-        timing,
         newTokens,
-        uncachedTokens,
-        Math.max(0, cachedTokens),
-        ownPrefillSeconds,
-        figures.emptyRoomTokens[i]!,
-        aheadTokens,
-        figures.meanEmptyRoomTokens,
-        homes !== null && homes[i] === 0,
         decoding,
         kvTokens,
+        sessionKey,
+        now,
       );
-      // a load stalls its step (LMCache's retrieve blocks the forward pass): the engine's decodes all wait
-      const stallSeconds = tierLoadSeconds * decoding;
-      const weight = engine.weight > 0 ? engine.weight : 1;
-      let cost = ttft;
-      cost += queueWeight * ownPrefillSeconds;
-      cost += options.missWeight * (pushedSeconds + stallSeconds);
-      cost += (options.busyWeightS * busy) / weight;
-      if (this.held && now !== undefined)
-        cost += this.pausedSessionsEvictionSeconds(
-          engine,
-          timing,
-          newTokens,
-          decoding,
-          kvTokens,
-          sessionKey,
-          now,
-        );
-      if (outputTokens > 0)
-        cost += sessionDecodeSeconds(timing, outputTokens, promptTokens, decoding, kvTokens, figures);
-      if (sloMs !== undefined && ttft * 1000 > sloMs) cost += OVER_SLO_PENALTY_S;
-      out[i] = -cost + KV_FREE_TIE_BREAK * (1 - Math.min(1, Math.max(0, engine.kvUsage)));
-    }
+    if (outputTokens > 0)
+      cost += sessionDecodeSeconds(timing, outputTokens, promptTokens, decoding, kvTokens, figures);
+    if (sloMs !== undefined && ttft * 1000 > sloMs) cost += OVER_SLO_PENALTY_S;
+    return -cost + KV_FREE_TIE_BREAK * (1 - Math.min(1, Math.max(0, engine.kvUsage)));
   }
 
   /**

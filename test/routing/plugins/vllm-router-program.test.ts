@@ -1,4 +1,4 @@
-// vllm-router's program scheduling as a baseline (src/routing/baselines/vllm-router-program.ts): a program is admitted
+// vllm-router's program scheduling as a baseline (src/routing/plugins/vllm-router-program): a program is admitted
 // to an engine only while the engine has logical KV-token capacity for it, keeps that capacity while a
 // request of it runs and for its acting TTL after, and otherwise waits in the router's pool ("saturated",
 // which both callers keep waiting), until its deadline forces it through.

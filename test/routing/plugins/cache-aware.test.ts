@@ -1,4 +1,4 @@
-// Cache-aware routing as pure functions: the prefix index (matching, LRU cap, purge), the KV block
+// Cache-aware routing as pure functions (the `cache-aware` plugin and what it reads): the prefix index (matching, LRU cap, purge), the KV block
 // index fed from vLLM's own event bytes, the cost function and its saturation guard under skew.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,13 +12,13 @@ import {
   renderForPrefix,
   type EngineView,
   type RequestView,
-} from "../../src/routing/index.js";
-import { eng } from "../helpers/routing.js";
-import { KvBlockIndex } from "../../src/router/kv/block-index.js";
-import { blockStored as stored } from "../../bench/support/kv.js";
-import { decodeBatch } from "../../src/kvevents/codec.js";
-import { computeBlockHashes } from "../../src/protocol/block-hashing.js";
-import { fixturePath } from "../helpers/vectors.js";
+} from "../../../src/routing/index.js";
+import { eng } from "../../helpers/routing.js";
+import { KvBlockIndex } from "../../../src/router/kv/block-index.js";
+import { blockStored as stored } from "../../../bench/support/kv.js";
+import { decodeBatch } from "../../../src/kvevents/codec.js";
+import { computeBlockHashes } from "../../../src/protocol/block-hashing.js";
+import { fixturePath } from "../../helpers/vectors.js";
 
 const words = (seed: number, n: number) => {
   let x = seed >>> 0 || 1;

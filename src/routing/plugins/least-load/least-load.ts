@@ -1,8 +1,8 @@
 // least-load's two scorers (the `load` and `kv-free` of a config's `scorers`): the load order that
 // least-load and keyless `session` picks rank by, and free KV cache as a tie-break.
-import { busyOf, othersQueuedOf, waitingOf } from "../cost/engine-load.js";
-import type { EngineView } from "../policy/views.js";
-import type { Scorer } from "../policy/policy.js";
+import { busyOf, othersQueuedOf, waitingOf } from "../../cost/engine-load.js";
+import type { EngineView } from "../../policy/views.js";
+import type { Scorer } from "../../policy/policy.js";
 
 /**
  * least-load's order. First, requests with no first token yet, per unit of weight: a new prompt waits for

@@ -1,6 +1,6 @@
 // Scorers by name, so a router's config (and a fleet scenario) can add them to any policy that picks by
 // score, as the Gateway API Inference Extension composes its plugins: `scorers: [{ name, weight }]`.
-// A scorer module registers itself here when imported; scorers/index.ts imports every one.
+// Each plugin folder exports its scorer; plugins/index.ts registers every one by name.
 import type { Scorer } from "../policy/policy.js";
 import { InvalidConfigError, InvariantError } from "../../errors/index.js";
 

@@ -1,4 +1,4 @@
-// Scorers composed from config (src/routing/scorers): the registry, the [0, 1] contract every scorer
+// Scorers composed from config (src/routing/plugins): the registry, the [0, 1] contract every scorer
 // keeps (predictive's time cost included), and an added scorer weighed beside predictive's TTFT.
 import { test } from "node:test";
 import assert from "node:assert/strict";

@@ -4,11 +4,11 @@
 // trades a little TTFT for steadier output speed:
 //   scorers: [{ name: decode-batch, weight: 0.3 }]
 // Scores in [0, 1] as every scorer's: 1 for the least busy candidate, 0 for the busiest.
-import { busyOf } from "../cost/engine-load.js";
-import type { Scorer } from "../policy/policy.js";
-import { registerScorer } from "./registry.js";
+import { busyOf } from "../../cost/engine-load.js";
+import type { Scorer } from "../../policy/policy.js";
 
-registerScorer("decode-batch", (weight): Scorer => ({
+/** the `decode-batch` scorer at the weight the config gives it */
+export const decodeBatchScorer = (weight: number): Scorer => ({
   name: "decode-batch",
   weight,
   score(_req, engines, out, fleet) {
@@ -23,4 +23,4 @@ registerScorer("decode-batch", (weight): Scorer => ({
     }
     for (let i = 0; i < engines.length; i++) out[i] = hi > lo ? (hi - out[i]!) / (hi - lo) : 1;
   },
-}));
+});

@@ -1,0 +1,23 @@
+// Every plugin the config may name, registered by name: each plugin is a folder of its own
+// (`<name>/`, with a README and a test under test/routing/plugins/); a new one is its folder plus its
+// line here.
+import { registerScorer } from "./registry.js";
+import { kvFreeScorer, loadScorer } from "./least-load/least-load.js";
+import { decodeBatchScorer } from "./decode-batch/decode-batch.js";
+
+registerScorer("decode-batch", decodeBatchScorer);
+// least-load's two scorers, at the weight the config gives them
+registerScorer("load", (weight) => ({ ...loadScorer, weight }));
+registerScorer("kv-free", (weight) => ({ ...kvFreeScorer, weight }));
+
+export { createScorer, registerScorer, scorerNames, type ScorerFactory } from "./registry.js";
+export { kvFreeScorer, loadScorer } from "./least-load/least-load.js";
+export { decodeBatchScorer } from "./decode-batch/decode-batch.js";
+export { createVllmRouterProgramPolicy, PROGRAM_RECHECK_MS } from "./vllm-router-program/policy.js";
+export {
+  VLLM_ROUTER_PROGRAM_DEFAULTS,
+  type VllmRouterProgramOptions,
+} from "./vllm-router-program/programs.js";
+export { createCacheAwarePolicy, NO_CACHE } from "./cache-aware/policy.js";
+export { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./cache-aware/cost.js";
+export type { CacheAwarePolicyOptions } from "./cache-aware/book.js";
