@@ -17,7 +17,7 @@ import {
 } from "../engine/index.js";
 import { LruMap } from "../collections/lru-map.js";
 import { makeRng, shuffle } from "../random/rng.js";
-import { evictionFor, noteAdapterUse } from "../routing/lora.js";
+import { emptyLoraBooks, evictionFor, noteAdapterUse } from "../routing/lora.js";
 import type { AdapterUse, EngineLoraView, EngineView, Policy, RequestView } from "../routing/index.js";
 import { InvalidArgumentError } from "../errors/index.js";
 import type { Session } from "../workload/types.js";
@@ -163,20 +163,13 @@ export class LoraBooks implements RouterLoraHooks {
     for (const engine of engines)
       this.books.push({
         engine,
-        lora: {
+        lora: emptyLoraBooks({
           maxLoras: cfg.lora.maxLoras,
           maxCpuLoras: cfg.lora.maxCpuLoras,
-          running: new Set(),
-          waiting: new Set(),
-          loaded: new LruMap(),
-          loading: new Set(),
-          inFlight: new Map(),
-          lastSentAt: new Map(),
-          uses: new Map(),
           diskBps: cfg.lora.diskBandwidth ?? 1e9,
           linkBps: cfg.gpu.hostLinkBandwidth,
           loadOverheadS: this.rtt + 0.005,
-        },
+        }),
         waitingOnLoad: new Map(),
         roomWaiters: [],
       });

@@ -42,6 +42,29 @@ function loadSeconds(adapters: EngineLoraView, bytes: number): number {
   return adapters.loadOverheadS + bytes / adapters.diskBps + bytes / adapters.linkBps;
 }
 
+/**
+ * A new engine's adapter books as the live router and the fleet simulator keep them: its slots and
+ * rates, nothing loaded, nothing in flight (the view the policies read, with mutable collections)
+ */
+export function emptyLoraBooks(p: {
+  maxLoras: number;
+  maxCpuLoras: number;
+  diskBps: number;
+  linkBps: number;
+  loadOverheadS: number;
+}) {
+  return {
+    ...p,
+    running: new Set<string>(),
+    waiting: new Set<string>(),
+    loaded: new LruMap<string, true>(),
+    loading: new Set<string>(),
+    inFlight: new Map<string, number>(),
+    lastSentAt: new Map<string, number>(),
+    uses: new Map<string, AdapterUse>(),
+  };
+}
+
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
 export function coldLoadSeconds(adapters: EngineLoraView, adapter: LoraRequestView): number {
   if (adapters.loaded.has(adapter.name) || (adapters.inFlight.get(adapter.name) ?? 0) > 0) return 0;

@@ -15,7 +15,7 @@ import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
 import { logger } from "../../obs/log.js";
 import type { AdapterUse, EngineLoraView, LoraRequestView } from "../../routing/index.js";
-import { evictionVictim, noteAdapterUse } from "../../routing/lora.js";
+import { emptyLoraBooks, evictionVictim, noteAdapterUse } from "../../routing/lora.js";
 import type { RouterConfig } from "../config/config.js";
 import type { EngineRecord } from "./engine-record.js";
 import { discard } from "./engine-get.js";
@@ -202,20 +202,13 @@ export class AdapterLoader {
     let b = this.books.get(e.url);
     if (!b) {
       b = {
-        view: {
+        view: emptyLoraBooks({
           maxLoras: 1,
           maxCpuLoras: this.maxCpuLoras ?? 1,
-          running: new Set(),
-          waiting: new Set(),
-          loaded: new LruMap(),
-          loading: new Set(),
-          inFlight: new Map(),
-          lastSentAt: new Map(),
-          uses: new Map(),
           diskBps: ASSUMED_DISK_BPS,
           linkBps: ASSUMED_LINK_BPS,
           loadOverheadS: LOAD_OVERHEAD_S,
-        },
+        }),
         pending: new Map(),
         changedAt: new Map(),
         holder: new Map(),
