@@ -11,7 +11,7 @@
 // Started by bench/router/overhead.ts (`npm run bench -- router/overhead`), the load client in its own
 // process so that its CPU does not mix with the router's.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
@@ -21,6 +21,7 @@ import { waitHttp } from "../support/router-harness.js";
 import { resolveModel } from "../../src/models/profiles.js";
 import { tokenizerForModel } from "../../src/tokenizer/index.js";
 import { mulberry32 } from "../../src/random/rng.js";
+import { cpuMs } from "../support/stack.js";
 
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 const here = (rel: string) => fileURLToPath(new URL(rel + ext, import.meta.url));
@@ -73,25 +74,6 @@ export function parseOptions(argv: string[]): Options {
     );
   o.rates.sort((a, b) => a - b);
   return o;
-}
-
-/** CPU ms (user + system) a process and its direct children have used so far; Linux /proc only. */
-export function cpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  const one = (p: string): number => {
-    const f = readFileSync(`/proc/${p}/stat`, "utf8");
-    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
-    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100; // utime, stime in 100 Hz ticks
-  };
-  try {
-    let total = one(String(pid));
-    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
-      if (c) total += one(c);
-    }
-    return total;
-  } catch {
-    return undefined;
-  }
 }
 
 // ---- the load client (its own process) ----

@@ -15,7 +15,7 @@
 //     [--policies round-robin,predictive] [--duration 4] [--warmup 1] [--engines 4] [--groups 16]
 //     [--workers N] [--json FILE]
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +28,7 @@ import {
   spawnUpstream,
   waitHttp,
 } from "../support/router-harness.js";
+import { cpuMs } from "../support/stack.js";
 
 const self = fileURLToPath(import.meta.url);
 const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -91,25 +92,6 @@ function measure(url: string, c: number, d: number, stream: boolean): Promise<Re
       code === 0 ? resolve(JSON.parse(out) as Result) : reject(new Error(`client exit ${code}`)),
     );
   });
-}
-
-/** CPU ms (user + system) a process and its direct children have used so far; Linux /proc only. */
-function cpuMs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  const one = (p: string): number => {
-    const f = readFileSync(`/proc/${p}/stat`, "utf8");
-    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
-    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100; // utime, stime in 100 Hz ticks
-  };
-  try {
-    let total = one(String(pid));
-    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
-      if (c) total += one(c);
-    }
-    return total;
-  } catch {
-    return undefined;
-  }
 }
 
 function startNginx(upPort: number, port: number): { stop: () => void; pid: number | undefined } | undefined {

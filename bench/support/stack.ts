@@ -88,3 +88,22 @@ export async function metrics(url: string): Promise<string> {
   const r = await fetch(`${url}/metrics`);
   return r.text();
 }
+
+/** CPU ms (user + system) a process and its direct children have used so far; Linux /proc only. */
+export function cpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  const one = (p: string): number => {
+    const f = readFileSync(`/proc/${p}/stat`, "utf8");
+    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    return ((Number(rest[11]) + Number(rest[12])) * 1000) / 100; // utime, stime in 100 Hz ticks
+  };
+  try {
+    let total = one(String(pid));
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
+      if (c) total += one(c);
+    }
+    return total;
+  } catch {
+    return undefined;
+  }
+}

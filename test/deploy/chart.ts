@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { isAbsolute, join } from "node:path";
 import { parseAllDocuments } from "yaml";
-import { repoRoot, run } from "./tools.js";
+import type { TestContext } from "node:test";
+import { repoRoot, requireTool, run } from "./tools.js";
 
 export const chart = join(repoRoot(), "deploy", "helm", "switchyard");
 export const RELEASE = "sy";
@@ -64,3 +65,23 @@ export const one = (objs: K8sObject[], kind: string, nameEnd: string): K8sObject
 export const container = (deploy: K8sObject) => deploy.spec.template.spec.containers[0];
 export const envOf = (c: { env?: Array<{ name: string; value?: string; valueFrom?: unknown }> }) =>
   new Map((c.env ?? []).map((e) => [e.name, e]));
+
+/**
+ * A describe block's renders: each values file and flag set rendered once with the real helm, then
+ * served from the cache; undefined where helm is missing (`requireTool` has failed or skipped the test)
+ */
+export function renderCache(): (
+  t: TestContext,
+  file: string | undefined,
+  extra?: string[],
+) => K8sObject[] | undefined {
+  const cache = new Map<string, K8sObject[]>();
+  return (t, file, extra = []) => {
+    const helm = requireTool(t, "helm");
+    if (!helm) return undefined;
+    const key = `${file ?? "defaults"} ${extra.join(" ")}`;
+    let objs = cache.get(key);
+    if (!objs) cache.set(key, (objs = render(helm, file, extra)));
+    return objs;
+  };
+}

@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it, type TestContext } from "node:test";
+import { describe, it } from "node:test";
 import { freePorts } from "../../bench/support/cli.js";
 import {
   byKind,
@@ -17,7 +17,7 @@ import {
   NAMESPACE,
   one,
   RELEASE,
-  render,
+  renderCache,
   renderRaw,
   type K8sObject,
 } from "./chart.js";
@@ -36,15 +36,7 @@ function adapterOf(objs: K8sObject[]): Record<string, unknown> | undefined {
 }
 
 describe("helm chart: the shared KV tier (engines.offload.l2)", { timeout: 300_000 }, () => {
-  const cache = new Map<string, K8sObject[]>();
-  const renderOf = (t: TestContext, file: string | undefined, extra: string[] = []) => {
-    const helm = requireTool(t, "helm");
-    if (!helm) return undefined;
-    const key = `${file ?? "defaults"} ${extra.join(" ")}`;
-    let objs = cache.get(key);
-    if (!objs) cache.set(key, (objs = render(helm, file, extra)));
-    return objs;
-  };
+  const renderOf = renderCache();
 
   it("cluster: a StatefulSet of 3 primaries and 3 replicas in cluster mode, joined by a Job, the MP servers' valkey L2 in cluster mode", (t) => {
     const objs = renderOf(t, "kv-cluster-values.yaml");

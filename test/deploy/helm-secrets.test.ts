@@ -9,11 +9,11 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it, type TestContext } from "node:test";
+import { describe, it } from "node:test";
 import { parse } from "yaml";
 import { freePorts } from "../../bench/support/cli.js";
 import { parseTenancyConfig } from "../../src/tenancy/config.js";
-import { byKind, container, envOf, one, render, renderRaw, type K8sObject } from "./chart.js";
+import { byKind, container, envOf, one, renderCache, renderRaw, type K8sObject } from "./chart.js";
 import { findTool, requireTool } from "./tools.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -35,15 +35,7 @@ function adapterOf(objs: K8sObject[]): Record<string, unknown> {
 const secretRef = (e: Any) => e?.valueFrom?.secretKeyRef as { name: string; key: string } | undefined;
 
 describe("helm chart: secrets out of plain config", { timeout: 300_000 }, () => {
-  const cache = new Map<string, K8sObject[]>();
-  const renderOf = (t: TestContext, file: string | undefined, extra: string[] = []) => {
-    const helm = requireTool(t, "helm");
-    if (!helm) return undefined;
-    const key = `${file ?? "defaults"} ${extra.join(" ")}`;
-    let objs = cache.get(key);
-    if (!objs) cache.set(key, (objs = render(helm, file, extra)));
-    return objs;
-  };
+  const renderOf = renderCache();
 
   it("a password inside the tenancy Redis URL fails the render, naming router.tenancy.redisPasswordSecret", (t) => {
     const helm = requireTool(t, "helm");
