@@ -338,9 +338,21 @@ export class AdapterLoader {
     if (b.view.loaded.size + b.pending.size + 1 > b.view.maxCpuLoras && !this.hasIdle(b)) {
       if (now > deadline) return Promise.reject(slotsBusyError(name));
       return new Promise<void>((woken) => {
-        b.waiters.push(woken);
-        // a hang guard: nothing wakes it when the engine goes
-        setTimeout(woken, Math.min(1000, Math.max(1, deadline - now))).unref();
+        const wake = () => {
+          clearTimeout(guard);
+          woken();
+        };
+        // a hang guard (nothing wakes it when the engine goes): it takes its entry out of the list
+        const guard = setTimeout(
+          () => {
+            const i = b.waiters.indexOf(wake);
+            if (i >= 0) b.waiters.splice(i, 1);
+            woken();
+          },
+          Math.min(1000, Math.max(1, deadline - now)),
+        );
+        guard.unref();
+        b.waiters.push(wake);
       }).then(() => this.ensure(e, name, who, deadline));
     }
     try {
