@@ -12,8 +12,11 @@
 // are pooled until that interval ranks the two, i.e. lies wholly above or below 1, or is within ±5%
 // (level, within the acceptance's tolerance): a narrower interval changes no verdict. At least 3 seeds,
 // at most --max-seeds. Capacity pools --cap-seeds seeds per rate. Runs are short (virtual time): each has
-// at least 12 s and at most 25 s of measured arrivals (fewer at high rates), after 5 s of warm-up.
-import { writeFileSync } from "node:fs";
+// 20 s of measured arrivals (at least 10 s and 1,200 requests at high rates, up to 120 s and 300 requests at low ones), after 5 s of warm-up.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { defaultEngineConfig, type EngineConfig } from "../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
 import type { Policy } from "../../src/routing/index.js";
@@ -100,6 +103,9 @@ export interface SweepOptions {
   capSeeds: number;
   /** run only the points whose name contains one of these */
   only?: string[] | undefined;
+  /** a worker's points, by their index in the grid (it writes their records to `json`) */
+  indices?: number[] | undefined;
+  workers: number;
   json?: string | undefined;
 }
 
@@ -141,8 +147,11 @@ function shapeConfig(o: SweepOptions, s: SweepShape): { engine: EngineConfig; wo
   return { engine, workload };
 }
 
-/** the measured seconds of a run at `rate`: 25 s, fewer at high rates (1,500 requests), at least 12 s */
-const measuredSeconds = (rate: number) => Math.max(12, Math.min(25, 1500 / rate));
+/**
+ * the measured seconds of a run at `rate`: 20 s, fewer at high rates (1,200 requests, at least 10 s),
+ * more at low ones (300 requests, at most 120 s)
+ */
+const measuredSeconds = (rate: number) => Math.max(10, Math.min(20, 1200 / rate), Math.min(120, 300 / rate));
 const WARMUP_S = 5;
 
 /** one point of the sweep: capacities, then TTFTs per seed at the comparison's load */
@@ -162,16 +171,17 @@ export function sweepPoint(o: SweepOptions, shape: SweepShape, entries: readonly
     });
     return { ttfts: r.ttfts, loads: r.loads, minutes: durationS / 60 };
   };
-  // capacity on one geometric grid of rates for every policy: base × 1.05^k
-  const base = 4 * shape.engines;
+  // capacity on one geometric grid of rates for every policy: base × 1.05^k, from about the default
+  // shape's capacity per engine
+  const base = 8 * shape.engines;
   const rateAt = (k: number) => base * Math.pow(1.05, k);
   const capSeeds = Array.from({ length: o.capSeeds }, (_, i) => i + 1);
   const held = (e: SweepEntry, k: number) =>
     p90(capSeeds.flatMap((seed) => run(e, rateAt(k), seed).ttfts)) <= o.sloMs;
   const caps = new Map<string, number>();
-  let guess = 24;
+  let guess = 0;
   for (const e of entries) {
-    const k = highestIndexHeld((k) => held(e, k), guess, -40, 80);
+    const k = highestIndexHeld((k) => held(e, k), guess, -120, 80);
     caps.set(e.policy, k === null ? 0 : rateAt(k));
     if (k !== null) guess = k;
   }
@@ -260,57 +270,117 @@ export function highestIndexHeld(
   return lo;
 }
 
-/** the whole sweep: each point's table row, a summary table, and --json */
-export function runSweep(o: SweepOptions, entries: readonly SweepEntry[]): boolean {
-  const grid = sweepGrid().filter((p) => !o.only || o.only.some((s) => p.name.includes(s)));
-  console.log(
-    `routing/lora --sweep (virtual): ${grid.length} points, policies ${entries.map((e) => e.policy).join(", ")}; ` +
-      `TTFT at ${Math.round(o.atLoad * 100)}% of the best baseline's capacity; SLO TTFT p90 ≤ ${o.sloMs} ms; ` +
-      `seeds ${o.minSeeds}–${o.maxSeeds} (capacity: ${o.capSeeds} pooled)`,
-  );
-  const out: unknown[] = [];
-  let allPass = true;
-  const t0 = Date.now();
-  for (const { name, shape } of grid) {
-    const started = Date.now();
-    const p = sweepPoint(o, shape, entries);
-    const ours = p.rows.find((r) => !r.baseline)!;
-    const bestCap = Math.max(...p.rows.filter((r) => r.baseline).map((r) => r.capacity_rps));
-    const pass = p.verdict.ratio <= 1.05 && ours.capacity_rps >= bestCap;
-    allPass &&= pass;
-    const f = (x: number) => x.toFixed(2);
-    console.log(
-      `${name}: at ${p.rate.toFixed(1)} req/s, ours/${p.verdict.best} TTFT p90 ${f(p.verdict.ratio)} ` +
-        `[${f(p.verdict.lo)}, ${f(p.verdict.hi)}] over ${p.verdict.seeds} seeds; capacity ours ${ours.capacity_rps}, ` +
-        `best baseline ${bestCap} req/s; ${pass ? "ok" : "LOSES"} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
-    );
-    for (const r of p.rows)
-      console.log(
+type PointResult = ReturnType<typeof pointRecord>;
+
+/** one point run and printed (as one write, so that workers' lines do not interleave) */
+function pointRecord(o: SweepOptions, name: string, shape: SweepShape, entries: readonly SweepEntry[]) {
+  const started = Date.now();
+  const p = sweepPoint(o, shape, entries);
+  const ours = p.rows.find((r) => !r.baseline)!;
+  const bestCap = Math.max(...p.rows.filter((r) => r.baseline).map((r) => r.capacity_rps));
+  const pass = p.verdict.ratio <= 1.05 && ours.capacity_rps >= bestCap;
+  const f = (x: number) => x.toFixed(2);
+  const lines = [
+    `${name}: at ${p.rate.toFixed(1)} req/s, ours/${p.verdict.best} TTFT p90 ${f(p.verdict.ratio)} ` +
+      `[${f(p.verdict.lo)}, ${f(p.verdict.hi)}] over ${p.verdict.seeds} seeds; capacity ours ${ours.capacity_rps}, ` +
+      `best baseline ${bestCap} req/s; ${pass ? "ok" : "LOSES"} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+    ...p.rows.map(
+      (r) =>
         `  ${r.policy.padEnd(18)} p50 ${r.ttft_p50_ms} ms, p90 ${r.ttft_p90_ms} ms, ${r.loads_per_min} loads/min, capacity ${r.capacity_rps} req/s`,
-      );
-    out.push({
-      point: name,
-      shape,
-      at_rate_rps: Math.round(p.rate * 10) / 10,
-      policies: p.rows.map((r) => ({
-        ...r,
-        ttft_p90_ms: Number.isFinite(r.ttft_p90_ms) ? r.ttft_p90_ms : null,
-      })),
-      ours_vs_best: {
-        best: p.verdict.best,
-        ttft_p90_ratio: p.verdict.ratio,
-        ci95: [p.verdict.lo, p.verdict.hi],
-        seeds: p.verdict.seeds,
-        capacity_ratio: bestCap > 0 ? ours.capacity_rps / bestCap : null,
-      },
-      pass,
-    });
+    ),
+  ];
+  console.log(lines.join("\n"));
+  return {
+    point: name,
+    shape,
+    at_rate_rps: Math.round(p.rate * 10) / 10,
+    policies: p.rows.map((r) => ({ ...r, ttft_p90_ms: Number.isFinite(r.ttft_p90_ms) ? r.ttft_p90_ms : null })),
+    ours_vs_best: {
+      best: p.verdict.best,
+      ttft_p90_ratio: p.verdict.ratio,
+      ci95: [p.verdict.lo, p.verdict.hi],
+      seeds: p.verdict.seeds,
+      capacity_ratio: bestCap > 0 ? ours.capacity_rps / bestCap : null,
+    },
+    pass,
+  };
+}
+
+/** this script again as a worker, its output passed through; rejects when it fails */
+function runChild(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "inherit", "inherit"] });
+    child.on("error", reject);
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`sweep worker exited ${code}`))));
+  });
+}
+
+/** the summary: one row per point, ours against the best baseline */
+function summary(results: readonly PointResult[]): string {
+  const rows = results.map((r) => {
+    const ours = r.policies.find((p) => !p.baseline)!;
+    const best = r.policies.find((p) => p.policy === r.ours_vs_best.best)!;
+    const [lo, hi] = r.ours_vs_best.ci95 as [number, number];
+    return [
+      r.point,
+      `${ours.ttft_p90_ms ?? "∞"} / ${best.ttft_p90_ms ?? "∞"} ms (${best.policy})`,
+      `${r.ours_vs_best.ttft_p90_ratio.toFixed(2)} [${lo.toFixed(2)}, ${hi.toFixed(2)}], ${r.ours_vs_best.seeds}`,
+      `${ours.capacity_rps} / ${Math.max(...r.policies.filter((p) => p.baseline).map((p) => p.capacity_rps))}`,
+      r.pass ? "ok" : "LOSES",
+    ];
+  });
+  const head = ["point", "TTFT p90 ours / best baseline", "ratio [95%], seeds", "capacity ours / best, req/s", ""];
+  return [head, head.map(() => "---"), ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n");
+}
+
+/**
+ * The whole sweep: each point printed as it ends, a summary table, and --json. With `workers` > 1 the
+ * points are shared among that many child processes (this script again with --point-index), each
+ * writing its points' records to a file the parent reads back in grid order.
+ */
+export async function runSweep(o: SweepOptions, entries: readonly SweepEntry[]): Promise<boolean> {
+  const t0 = Date.now();
+  const grid = sweepGrid()
+    .map((p, index) => ({ ...p, index }))
+    .filter((p) => !o.only || o.only.some((s) => p.name.includes(s)))
+    .filter((p) => !o.indices || o.indices.includes(p.index));
+  if (!o.indices)
+    console.log(
+      `routing/lora --sweep (virtual): ${grid.length} points, policies ${entries.map((e) => e.policy).join(", ")}; ` +
+        `TTFT at ${Math.round(o.atLoad * 100)}% of the best baseline's capacity; SLO TTFT p90 ≤ ${o.sloMs} ms; ` +
+        `seeds ${o.minSeeds}–${o.maxSeeds} (capacity: ${o.capSeeds} pooled); ${o.workers} worker(s)`,
+    );
+  let results: PointResult[];
+  if (o.workers > 1 && !o.indices) {
+    const dir = mkdtempSync(join(tmpdir(), "lora-sweep-"));
+    const argv = process.argv.slice(1);
+    const j = argv.indexOf("--json");
+    if (j >= 0) argv.splice(j, 2);
+    const files = await Promise.all(
+      Array.from({ length: o.workers }, async (_, w) => {
+        const mine = grid.filter((_, i) => i % o.workers === w).map((p) => p.index);
+        const file = join(dir, `w${w}.json`);
+        if (mine.length === 0) return null;
+        await runChild([...argv, "--json", file, "--point-index", mine.join(",")]);
+        return file;
+      }),
+    );
+    results = [];
+    for (const f of files) if (f) results.push(...(JSON.parse(readFileSync(f, "utf8")) as PointResult[]));
+    rmSync(dir, { recursive: true, force: true });
+    results.sort((a, b) => grid.findIndex((p) => p.name === a.point) - grid.findIndex((p) => p.name === b.point));
+  } else results = grid.map((p) => pointRecord(o, p.name, p.shape, entries));
+  if (o.indices) {
+    writeFileSync(o.json!, JSON.stringify(results));
+    return true;
   }
+  const allPass = results.every((r) => r.pass);
+  console.log(`\n${summary(results)}\n`);
   console.log(
     `${allPass ? "every point: ours within 5% of the best baseline's TTFT p90 or better, capacity at least its" : "some point LOSES"} ` +
       `(${((Date.now() - t0) / 1000).toFixed(0)} s)`,
   );
   if (o.json)
-    writeFileSync(o.json, JSON.stringify({ sweep: out, slo_ttft_p90_ms: o.sloMs, at_load: o.atLoad }, null, 1));
+    writeFileSync(o.json, JSON.stringify({ sweep: results, slo_ttft_p90_ms: o.sloMs, at_load: o.atLoad }, null, 1));
   return allPass;
 }

@@ -18,7 +18,7 @@
 // With --sweep (virtual time), the grid of adapter mixes in bench/routing/lora-sweep.ts instead.
 //
 //   npm run bench -- routing/lora --virtual [--json FILE] [--seeds 1,2] [--duration 60]
-//   npm run bench -- routing/lora --virtual --sweep [--json FILE] [--points default,zipf=0.6]
+//   npm run bench -- routing/lora --virtual --sweep [--json FILE] [--workers 2] [--points "default;zipf=0.6"]
 //   npm run bench -- routing/lora [--rates 24,30,36] [--live-duration 24] [--time-scale 4] [--json FILE]
 import { writeFileSync } from "node:fs";
 import type { FlagSpecs } from "../../src/config/args.js";
@@ -73,8 +73,10 @@ const specs: FlagSpecs = {
     default: false,
     help: "virtual: the grid of adapter mixes (bench/routing/lora-sweep.ts); the shape flags are the grid's",
   },
-  points: { type: "string", help: "sweep: only the points whose name contains one of these, comma-separated" },
+  points: { type: "string", help: "sweep: only the points whose name contains one of these, separated by ;" },
   "max-seeds": { type: "int", default: 8, min: 3, help: "sweep: at most this many seeds per point" },
+  workers: { type: "int", default: 1, min: 1, help: "sweep: points run in this many processes at once" },
+  "point-index": { type: "string", help: "sweep (internal): a worker's points, by grid index" },
   "cap-seeds": { type: "int", default: 2, min: 1, help: "sweep: seeds pooled per rate of the capacity search" },
   policies: {
     type: "string",
@@ -148,7 +150,7 @@ const entries = only ? allEntries.filter((e) => only.has(e.policy) || e.referenc
 
 if (flags.sweep) {
   if (!flags.virtual) throw new Error("--sweep runs in virtual time: add --virtual");
-  const pass = runSweep(
+  const pass = await runSweep(
     {
       model: String(flags.model),
       gpu: String(flags.gpu),
@@ -157,7 +159,13 @@ if (flags.sweep) {
       minSeeds: 3,
       maxSeeds: flags["max-seeds"] as number,
       capSeeds: flags["cap-seeds"] as number,
-      only: flags.points ? String(flags.points).split(",") : undefined,
+      only: flags.points ? String(flags.points).split(";") : undefined,
+      indices: flags["point-index"]
+        ? String(flags["point-index"])
+            .split(",")
+            .map(Number)
+        : undefined,
+      workers: flags.workers as number,
       json: flags.json ? String(flags.json) : undefined,
     },
     // the clairvoyant heuristic decides on exact state: no router's placement, left out of the grid
