@@ -12,7 +12,7 @@
 // are pooled until that interval ranks the two, i.e. lies wholly above or below 1, or is within ±5%
 // (level, within the acceptance's tolerance): a narrower interval changes no verdict. At least 3 seeds,
 // at most --max-seeds. Capacity pools --cap-seeds seeds per rate. Runs are short (virtual time): each has
-// 20 s of measured arrivals (at least 10 s and 1,200 requests at high rates, up to 120 s and 300 requests at low ones), after 5 s of warm-up.
+// 20 s of measured arrivals (at least 10 s and 1,200 requests at high rates, up to 120 s and 300 requests at low ones), after 10 s of warm-up (host caches filled, as in the default run).
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -152,7 +152,7 @@ function shapeConfig(o: SweepOptions, s: SweepShape): { engine: EngineConfig; wo
  * more at low ones (300 requests, at most 120 s)
  */
 const measuredSeconds = (rate: number) => Math.max(10, Math.min(20, 1200 / rate), Math.min(120, 300 / rate));
-const WARMUP_S = 5;
+const WARMUP_S = 10;
 
 /** one point of the sweep: capacities, then TTFTs per seed at the comparison's load */
 export function sweepPoint(o: SweepOptions, shape: SweepShape, entries: readonly SweepEntry[]) {
