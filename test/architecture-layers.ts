@@ -572,7 +572,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   // the fleet simulator: its speed, and its figures against published and live runs
   // autoscaling policies through a day of traffic in the fleet simulator
-  "bench/autoscale/trace": { imports: ["bench/support", "src/autoscale", "src/config"], lines: 232 },
+  "bench/autoscale/trace": { imports: ["bench/support", "src/autoscale", "src/config"], lines: 269 },
   "bench/fleet": {
     imports: ["bench/support", "src/engine", "src/fleet", "src/models", "src/workload"],
     lines: 423,
