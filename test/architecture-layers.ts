@@ -75,6 +75,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/routing/prefix": { imports: ["src/collections", "src/protocol", "src/routing/policy"], lines: 377 },
   // routing plugins, GIE's way: one filter, scorer, picker or policy per folder, registered by name in
   // src/routing/plugins (the registry)
+  // the adapter books the LoRA plugins read and their callers keep
+  "src/routing/lora-books": { imports: ["src/collections", "src/routing/policy"], lines: 170 },
   "src/routing/plugins/least-load": { imports: ["src/routing/cost", "src/routing/policy"], lines: 113 },
   "src/routing/plugins/decode-batch": { imports: ["src/routing/cost", "src/routing/policy"], lines: 27 },
   // the peers' designs as baselines, policies over the library's types and filters
@@ -85,31 +87,40 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     imports: ["src/collections", "src/routing/baselines", "src/routing/policy", "src/routing/sessions"],
     lines: 530,
   },
+  // LoRA placement: ours (priced in seconds), GIE's LoRA affinity, a static placement
+  "src/routing/plugins/lora-placement": {
+    imports: ["src/collections", "src/routing/cost", "src/routing/lora-books", "src/routing/policy"],
+    lines: 260,
+  },
+  "src/routing/plugins/gie-lora-affinity": { imports: ["src/routing/policy"], lines: 85 },
+  "src/routing/plugins/lora-static": { imports: ["src/routing/cost", "src/routing/policy"], lines: 50 },
   "src/routing/plugins": {
     imports: [
       "src/routing/plugins/cache-aware",
       "src/routing/plugins/decode-batch",
+      "src/routing/plugins/gie-lora-affinity",
       "src/routing/plugins/least-load",
+      "src/routing/plugins/lora-placement",
+      "src/routing/plugins/lora-static",
       "src/routing/plugins/vllm-router-program",
       "src/routing/policy",
     ],
-    lines: 55,
+    lines: 66,
   },
   "src/routing": {
     imports: [
-      "src/collections",
       "src/engine",
       "src/models",
       "src/routing/baselines",
       "src/routing/cost",
+      "src/routing/lora-books",
       "src/routing/policy",
       "src/routing/plugins",
       "src/routing/prefix",
       "src/routing/sessions",
     ],
-    // LoRA placement (ours, GIE's LoRA affinity, static) joined it; the cache-aware policies moved to a
-    // plugin of their own
-    lines: 927,
+    // the policies by name and their configuration; the cache-aware and LoRA policies moved to plugins
+    lines: 500,
   },
 
   // the programs: sim, router, endpoint picker, bench, fleet simulator, planner, operator commands
@@ -561,7 +572,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   // the fleet simulator: its speed, and its figures against published and live runs
   // autoscaling policies through a day of traffic in the fleet simulator
-  "bench/autoscale/trace": { imports: ["bench/support", "src/autoscale", "src/config"], lines: 232 },
+  "bench/autoscale/trace": { imports: ["bench/support", "src/autoscale", "src/config"], lines: 269 },
   "bench/fleet": {
     imports: ["bench/support", "src/engine", "src/fleet", "src/models", "src/workload"],
     lines: 423,

@@ -9,7 +9,8 @@
 // are the real fleet's, while the simulator steps k times fewer steps and admits k times fewer
 // requests. Latencies reported are divided back by k. The cost is noise: a one-minute window holds k
 // times fewer requests.
-import { readFileSync } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -24,6 +25,7 @@ import {
 import { defaultEngineConfig, type EngineConfig } from "../../src/engine/index.js";
 import { simulateFleet, type AutoscaleReport } from "../../src/fleet/fleet.js";
 import { resolveGpu, resolveModel } from "../../src/models/index.js";
+import { InputFileError } from "../../src/errors/index.js";
 import { makeRng } from "../../src/random/rng.js";
 import { traceWorkload, TRACE_DEFAULTS, type TraceEntry } from "../../src/workload/trace.js";
 import type { RequestRecord } from "../../src/workload/record.js";
@@ -139,6 +141,75 @@ export function diurnalTrace(hours: number, peakRatePerS: number, seed: number, 
     const r = rows[Math.floor(rng.next() * rows.length)]!;
     out.push(entry(out.length, t, r.input, r.output));
   }
+  return out;
+}
+
+/** BurstGPT's CSV columns (github.com/HPMLL/BurstGPT, README): seconds from the trace's start */
+const BURSTGPT_HEADER = [
+  "Timestamp",
+  "Model",
+  "Request tokens",
+  "Response tokens",
+  "Total tokens",
+  "Log Type",
+];
+
+/**
+ * A real day from a BurstGPT CSV (`BurstGPT_1.csv` or a `_without_fails_` file, fetched by
+ * bench/autoscale/traces/fetch.sh): the rows of `logType` whose timestamp falls in day `day`'s
+ * `hours` from `startHour` (days counted from the trace's first second), failed rows (a zero token
+ * count) left out, thinned at random so that the day's busiest ten minutes ask for `peakRatePerS`
+ * (already scaled). Arrival instants and lengths are the trace's own. Streams the file: the full
+ * CSVs are over a hundred megabytes.
+ */
+export async function burstGptDay(
+  path: string,
+  opts: {
+    day: number;
+    hours: number;
+    startHour: number;
+    peakRatePerS: number;
+    seed: number;
+    logType: string;
+  },
+): Promise<TraceEntry[]> {
+  const from = opts.day * 86_400 + opts.startHour * 3600;
+  const to = from + opts.hours * 3600;
+  const rows: { t: number; input: number; output: number }[] = [];
+  const lines = createInterface({ input: createReadStream(path, "utf8"), crlfDelay: Infinity });
+  let col: Record<string, number> | null = null;
+  for await (const line of lines) {
+    if (!line.trim()) continue;
+    const cells = line.split(",");
+    if (col === null) {
+      const names = cells.map((c) => c.trim());
+      const missing = BURSTGPT_HEADER.filter((h) => h !== "Total tokens" && !names.includes(h));
+      if (missing.length)
+        throw new InputFileError(`${path}: not a BurstGPT CSV (missing ${missing.join(", ")})`);
+      col = Object.fromEntries(names.map((n, i) => [n, i]));
+      continue;
+    }
+    const t = Number(cells[col["Timestamp"]!]);
+    if (!(t >= from)) continue;
+    if (t >= to) break;
+    if (opts.logType !== "all" && cells[col["Log Type"]!]?.trim() !== opts.logType) continue;
+    const input = Number(cells[col["Request tokens"]!]);
+    const output = Number(cells[col["Response tokens"]!]);
+    if (!(input > 0 && output > 0)) continue;
+    rows.push({ t: t - from, input, output });
+  }
+  if (rows.length === 0) return [];
+  // the busiest ten minutes, by a sliding window over the sorted instants
+  rows.sort((a, b) => a.t - b.t);
+  let busiest = 0;
+  for (let i = 0, j = 0; i < rows.length; i++) {
+    while (rows[i]!.t - rows[j]!.t >= 600) j++;
+    busiest = Math.max(busiest, i - j + 1);
+  }
+  const keep = Math.min(1, opts.peakRatePerS / (busiest / 600));
+  const rng = makeRng(opts.seed, "burstgpt-day");
+  const out: TraceEntry[] = [];
+  for (const r of rows) if (rng.next() < keep) out.push(entry(out.length, r.t, r.input, r.output));
   return out;
 }
 

@@ -5,7 +5,7 @@
 // ours' attainment is reported beside the chart's default, so GPU-hours compare at equal attainment.
 // Traces, scale and sources: bench/autoscale/traces/README.md and docs/autoscaling.md.
 //   npm run bench -- autoscale/trace --virtual [--json F] [--hours 24] [--burst-minutes 60]
-//     [--time-scale 40] [--traces diurnal,burst] [--no-sweep]
+//     [--time-scale 40] [--traces diurnal,burst] [--no-sweep] [--day-csv BurstGPT_1.csv --day N]
 // A short run: --hours 3 --burst-minutes 20 --no-sweep
 import { writeFileSync } from "node:fs";
 import os from "node:os";
@@ -13,6 +13,7 @@ import type { FlagSpecs } from "../../../src/config/args.js";
 import { EngineCapacity } from "../../../src/autoscale/index.js";
 import { benchFlags } from "../../support/flags.js";
 import {
+  burstGptDay,
   burstTrace,
   diurnalTrace,
   runPolicy,
@@ -29,6 +30,22 @@ const specs: FlagSpecs = {
   json: { type: "string", default: "", help: "write the results as JSON to this file" },
   hours: { type: "number", default: 24, help: "hours of the diurnal day to replay (from midnight)" },
   "start-hour": { type: "number", default: 0, help: "the diurnal replay's first hour of the day" },
+  "day-csv": {
+    type: "string",
+    default: "",
+    help: "replay a real day from a BurstGPT CSV (bench/autoscale/traces/fetch.sh) as the diurnal trace",
+  },
+  day: {
+    type: "int",
+    default: 0,
+    min: 0,
+    help: "with --day-csv: which day of the CSV (from its first second)",
+  },
+  "log-type": {
+    type: "string",
+    default: "Conversation log",
+    help: "with --day-csv: the rows' Log Type to keep (all: every row)",
+  },
   "burst-minutes": { type: "number", default: 60, help: "minutes of the Azure conversation hour" },
   "time-scale": {
     type: "int",
@@ -72,7 +89,7 @@ const perEngine = cap.sustainableRate(
   setup.slo.tpotP90Ms * k,
 );
 const traces = (flags.traces as string).split(",").filter(Boolean);
-const out: { trace: string; policies: (PolicyResult & { ratio_vs_keda?: number })[] }[] = [];
+const out: { trace: string; source: string; policies: (PolicyResult & { ratio_vs_keda?: number })[] }[] = [];
 const sweep = flags.sweep as boolean;
 
 const line = (r: PolicyResult) =>
@@ -82,15 +99,25 @@ const line = (r: PolicyResult) =>
 
 for (const trace of traces) {
   const peakRate = (flags["peak-engines"] as number) * perEngine;
+  const dayCsv = flags["day-csv"] as string;
   const entries =
-    trace === "diurnal"
-      ? diurnalTrace(flags.hours as number, peakRate, setup.seed, flags["start-hour"] as number)
-      : burstTrace(
-          flags["burst-minutes"] as number,
-          // thin the hour so its mean rate asks for `burst-engines` engines
-          Math.min(1, ((flags["burst-engines"] as number) * perEngine) / (19365 / 3 / 3600)),
-          setup.seed,
-        );
+    trace === "diurnal" && dayCsv
+      ? await burstGptDay(dayCsv, {
+          day: flags.day as number,
+          hours: flags.hours as number,
+          startHour: flags["start-hour"] as number,
+          peakRatePerS: peakRate,
+          seed: setup.seed,
+          logType: flags["log-type"] as string,
+        })
+      : trace === "diurnal"
+        ? diurnalTrace(flags.hours as number, peakRate, setup.seed, flags["start-hour"] as number)
+        : burstTrace(
+            flags["burst-minutes"] as number,
+            // thin the hour so its mean rate asks for `burst-engines` engines
+            Math.min(1, ((flags["burst-engines"] as number) * perEngine) / (19365 / 3 / 3600)),
+            setup.seed,
+          );
   if (entries.length === 0) continue;
   const span = entries[entries.length - 1]!.timestampMs / 1000;
   // every policy starts from the engines the first minute's rate asks for
@@ -99,8 +126,14 @@ for (const trace of traces) {
   const initial = Math.max(s.minEngines, Math.ceil(first / perEngine));
   const run = (spec: PolicySpec) =>
     runPolicy(trace, entries, spec, { ...s, minEngines: s.minEngines }, initial);
+  const source =
+    trace === "diurnal" && dayCsv
+      ? `BurstGPT day ${flags.day as number}`
+      : trace === "diurnal"
+        ? "raised-cosine day"
+        : "Azure conversation hour";
   console.log(
-    `\n${trace}: ${entries.length} requests over ${(span / 3600).toFixed(2)} h (×${k} time scale), ` +
+    `\n${trace} (${source}): ${entries.length} requests over ${(span / 3600).toFixed(2)} h (×${k} time scale), ` +
       `one engine ${(perEngine * k).toFixed(2)} req/s at the SLO, start ${initial} engines`,
   );
   console.log("policy         setting        GPU-h  attain  TTFTp90 TPOTp90 events  lost  mean  peak  wall");
@@ -167,6 +200,7 @@ for (const trace of traces) {
   );
   out.push({
     trace,
+    source,
     policies: rows.map((r) => ({
       ...r,
       at_equal_attainment:

@@ -21,3 +21,11 @@ export {
 export { createCacheAwarePolicy, NO_CACHE } from "./cache-aware/policy.js";
 export { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./cache-aware/cost.js";
 export type { CacheAwarePolicyOptions } from "./cache-aware/book.js";
+export { createLoraPolicy } from "./lora-placement/policy.js";
+export type { LoraPolicyOptions } from "./lora-placement/book.js";
+export {
+  createGieLoraAffinityPolicy,
+  GIE_LORA_AFFINITY_THRESHOLD,
+  GIE_QUEUEING_THRESHOLD_LORA,
+} from "./gie-lora-affinity/policy.js";
+export { createStaticLoraPolicy } from "./lora-static/policy.js";

@@ -64,7 +64,7 @@ export interface EngineLoraView {
   lastSentAt?: ReadonlyMap<string, number> | undefined;
   /**
    * how much the router has used each loaded adapter there: requests sent, decayed (`noteAdapterUse`,
-   * src/routing/lora.ts); the host-cache eviction keeps the most used. Absent: the oldest goes.
+   * src/routing/lora-books/books.ts); the host-cache eviction keeps the most used. Absent: the oldest goes.
    */
   uses?: ReadonlyMap<string, AdapterUse> | undefined;
   /** bytes/s of its adapter reads from disk, and of its copies into slots (the host link) */

@@ -1,0 +1,46 @@
+// What making an adapter usable on an engine takes, in seconds, from its books: the load API's
+// overhead, the read from disk and the copy into a slot, and the wait for a slot while every slot
+// serves another adapter. The LoRA placement prices candidates by these; callers read them too.
+import type { EngineLoraView, LoraRequestView } from "../policy/views.js";
+
+/** seconds a load of `bytes` takes on an engine: the load API's overhead, the read and the copy */
+export function loadSeconds(adapters: EngineLoraView, bytes: number): number {
+  return adapters.loadOverheadS + bytes / adapters.diskBps + bytes / adapters.linkBps;
+}
+
+/** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
+export function coldLoadSeconds(adapters: EngineLoraView, adapter: LoraRequestView): number {
+  if (adapters.loaded.has(adapter.name) || (adapters.inFlight.get(adapter.name) ?? 0) > 0) return 0;
+  if (adapters.loading.has(adapter.name))
+    return (adapters.loadOverheadS + adapter.bytes / adapters.diskBps) / 2;
+  return loadSeconds(adapters, adapter.bytes);
+}
+
+/**
+ * Seconds until `over` of an engine's active adapters have drained: each drains about one request's
+ * time (`service`) after the router last sent it one there; one the router did not send (another
+ * client's, or queued) is taken at half of that.
+ */
+export function slotWaitSeconds(
+  adapters: EngineLoraView,
+  over: number,
+  service: number,
+  now: number,
+): number {
+  const drains: number[] = [];
+  const seen = new Set<string>();
+  for (const [name, k] of adapters.inFlight) {
+    if (k <= 0) continue;
+    seen.add(name);
+    const sent = adapters.lastSentAt?.get(name);
+    drains.push(sent === undefined ? service / 2 : Math.max(0, (sent - now) / 1000 + service));
+  }
+  for (const set of [adapters.running, adapters.waiting])
+    for (const name of set) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      drains.push(service / 2);
+    }
+  drains.sort((a, b) => a - b);
+  return drains[Math.min(drains.length, over) - 1] ?? 0;
+}

@@ -1,0 +1,81 @@
+// `lora` (ours) prices each candidate in seconds: the queue, the adapter's cold load, the wait for a slot,
+// the eviction a load would cause, less the prefill a cached prefix saves.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { decide } from "../../../src/routing/policy/decide.js";
+import { createLoraPolicy } from "../../../src/routing/plugins/lora-placement/policy.js";
+import type { CacheOracle } from "../../../src/routing/policy/cache-oracle.js";
+import { loraEngine, loraReq, loraView } from "../../helpers/lora-views.js";
+
+test("a request for a registry adapter may go to any engine serving its base model; an unknown name is unknown-model", () => {
+  const fleet = { engines: [loraEngine("e1", loraView())], now: 0 };
+  const d = decide(createLoraPolicy(), loraReq("a1"), fleet);
+  assert.equal(d.kind, "picked");
+  assert.equal(decide(createLoraPolicy(), { model: "nope", seq: 0 }, fleet).kind, "unknown-model");
+});
+
+test("ours sends a request where its adapter is loaded rather than cold-loading it elsewhere", () => {
+  const fleet = {
+    engines: [loraEngine("cold", loraView()), loraEngine("warm", loraView({ loaded: ["a1"] }))],
+    now: 0,
+  };
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(createLoraPolicy(), loraReq("a1", seq), fleet);
+    assert.equal(d.kind === "picked" && d.engine.id, "warm");
+  }
+});
+
+test("ours avoids an engine whose slots all serve other adapters when another has a free slot", () => {
+  const full = loraView({ loaded: ["x", "y", "a1"], running: new Set(["x", "y"]) });
+  const free = loraView({ loaded: [] });
+  const fleet = { engines: [loraEngine("full", full), loraEngine("free", free)], now: 0 };
+  const d = decide(createLoraPolicy({ serviceSeconds: 5 }), loraReq("a1"), fleet);
+  assert.equal(d.kind === "picked" && d.engine.id, "free");
+});
+
+test("ours replicates a hot adapter when the engine holding it is far busier than one without it", () => {
+  const fleet = {
+    engines: [
+      loraEngine("hot", loraView({ loaded: ["a1"], running: new Set(["a1"]) }), {
+        inFlight: 200,
+        awaitingFirstToken: 150,
+      }),
+      loraEngine("idle", loraView()),
+    ],
+    now: 0,
+  };
+  const d = decide(createLoraPolicy(), loraReq("a1"), fleet);
+  assert.equal(d.kind === "picked" && d.engine.id, "idle");
+});
+
+test("given a cache oracle, ours sends an adapter's prompt where its prefix is cached and tells the oracle it was a kv-hit", () => {
+  const picked: { engine: string; cached: number; reason: string }[] = [];
+  const oracle: CacheOracle = {
+    predict: (_r, engines) => ({
+      promptTokens: 400,
+      cachedTokens: Float64Array.from(engines, (e) => (e.id === "cached" ? 384 : 0)),
+      source: engines.map(() => "kv" as const),
+    }),
+    onPicked: (_r, e, cached, _source, reason) => picked.push({ engine: e.id, cached, reason }),
+  };
+  const fleet = {
+    engines: [
+      loraEngine("other", loraView({ loaded: ["a1"] })),
+      loraEngine("cached", loraView({ loaded: ["a1"] })),
+    ],
+    now: 0,
+  };
+  const policy = createLoraPolicy({ cache: oracle });
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(policy, loraReq("a1", seq), fleet);
+    assert.equal(d.kind === "picked" && d.engine.id, "cached");
+  }
+  assert.deepEqual(picked[0], { engine: "cached", cached: 384, reason: "kv-hit" });
+  // without one, a tie rotates: no prefix is priced
+  const ids = new Set<string>();
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(createLoraPolicy(), loraReq("a1", seq), fleet);
+    if (d.kind === "picked") ids.add(d.engine.id);
+  }
+  assert.equal(ids.size, 2);
+});
