@@ -90,7 +90,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // LoRA placement: ours (priced in seconds), GIE's LoRA affinity, a static placement
   "src/routing/plugins/lora-placement": {
     imports: ["src/collections", "src/routing/cost", "src/routing/lora-books", "src/routing/policy"],
-    lines: 260,
+    lines: 290,
   },
   "src/routing/plugins/gie-lora-affinity": { imports: ["src/routing/policy"], lines: 85 },
   "src/routing/plugins/lora-static": { imports: ["src/routing/cost", "src/routing/policy"], lines: 50 },
@@ -567,8 +567,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing",
       "src/workload",
     ],
-    // routing/lora joined it, then its live mode (lora-live.ts)
-    lines: 4500,
+    // routing/lora joined it, then its live mode (lora-live.ts), then its sweep over adapter mixes
+    lines: 5300,
   },
   // the fleet simulator: its speed, and its figures against published and live runs
   // autoscaling policies through a day of traffic in the fleet simulator

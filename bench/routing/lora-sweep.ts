@@ -294,7 +294,10 @@ function pointRecord(o: SweepOptions, name: string, shape: SweepShape, entries: 
     point: name,
     shape,
     at_rate_rps: Math.round(p.rate * 10) / 10,
-    policies: p.rows.map((r) => ({ ...r, ttft_p90_ms: Number.isFinite(r.ttft_p90_ms) ? r.ttft_p90_ms : null })),
+    policies: p.rows.map((r) => ({
+      ...r,
+      ttft_p90_ms: Number.isFinite(r.ttft_p90_ms) ? r.ttft_p90_ms : null,
+    })),
     ours_vs_best: {
       best: p.verdict.best,
       ttft_p90_ratio: p.verdict.ratio,
@@ -329,7 +332,13 @@ function summary(results: readonly PointResult[]): string {
       r.pass ? "ok" : "LOSES",
     ];
   });
-  const head = ["point", "TTFT p90 ours / best baseline", "ratio [95%], seeds", "capacity ours / best, req/s", ""];
+  const head = [
+    "point",
+    "TTFT p90 ours / best baseline",
+    "ratio [95%], seeds",
+    "capacity ours / best, req/s",
+    "",
+  ];
   return [head, head.map(() => "---"), ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n");
 }
 
@@ -368,7 +377,9 @@ export async function runSweep(o: SweepOptions, entries: readonly SweepEntry[]):
     results = [];
     for (const f of files) if (f) results.push(...(JSON.parse(readFileSync(f, "utf8")) as PointResult[]));
     rmSync(dir, { recursive: true, force: true });
-    results.sort((a, b) => grid.findIndex((p) => p.name === a.point) - grid.findIndex((p) => p.name === b.point));
+    results.sort(
+      (a, b) => grid.findIndex((p) => p.name === a.point) - grid.findIndex((p) => p.name === b.point),
+    );
   } else results = grid.map((p) => pointRecord(o, p.name, p.shape, entries));
   if (o.indices) {
     writeFileSync(o.json!, JSON.stringify(results));
@@ -381,6 +392,9 @@ export async function runSweep(o: SweepOptions, entries: readonly SweepEntry[]):
       `(${((Date.now() - t0) / 1000).toFixed(0)} s)`,
   );
   if (o.json)
-    writeFileSync(o.json, JSON.stringify({ sweep: results, slo_ttft_p90_ms: o.sloMs, at_load: o.atLoad }, null, 1));
+    writeFileSync(
+      o.json,
+      JSON.stringify({ sweep: results, slo_ttft_p90_ms: o.sloMs, at_load: o.atLoad }, null, 1),
+    );
   return allPass;
 }

@@ -77,7 +77,12 @@ const specs: FlagSpecs = {
   "max-seeds": { type: "int", default: 8, min: 3, help: "sweep: at most this many seeds per point" },
   workers: { type: "int", default: 1, min: 1, help: "sweep: points run in this many processes at once" },
   "point-index": { type: "string", help: "sweep (internal): a worker's points, by grid index" },
-  "cap-seeds": { type: "int", default: 2, min: 1, help: "sweep: seeds pooled per rate of the capacity search" },
+  "cap-seeds": {
+    type: "int",
+    default: 2,
+    min: 1,
+    help: "sweep: seeds pooled per rate of the capacity search",
+  },
   policies: {
     type: "string",
     help: "run only these policies (and the clairvoyant heuristic, the load unit), comma-separated (default: all)",
@@ -160,11 +165,7 @@ if (flags.sweep) {
       maxSeeds: flags["max-seeds"] as number,
       capSeeds: flags["cap-seeds"] as number,
       only: flags.points ? String(flags.points).split(";") : undefined,
-      indices: flags["point-index"]
-        ? String(flags["point-index"])
-            .split(",")
-            .map(Number)
-        : undefined,
+      indices: flags["point-index"] ? String(flags["point-index"]).split(",").map(Number) : undefined,
       workers: flags.workers as number,
       json: flags.json ? String(flags.json) : undefined,
     },
