@@ -10,9 +10,11 @@
 // so equal capacities tie exactly). Ours against the best baseline (the lowest pooled TTFT p90 among the
 // baselines): the per-seed ratio of TTFT p90s with a 95% t-interval over seeds (of the log ratio). Seeds
 // are pooled until that interval ranks the two, i.e. lies wholly above or below 1, or is within ±5%
-// (level, within the acceptance's tolerance): a narrower interval changes no verdict. At least 3 seeds,
-// at most --max-seeds. Capacity pools --cap-seeds seeds per rate. Runs are short (virtual time): each has
-// 20 s of measured arrivals (at least 10 s and 1,200 requests at high rates, up to 120 s and 300 requests at low ones), after 10 s of warm-up (host caches filled, as in the default run).
+// (level within the 5% the sweep allows): a narrower interval changes no verdict. At least 3 seeds,
+// at most --max-seeds. Capacity pools --cap-seeds seeds per rate (fewer on fleets over 8 engines, whose
+// runs measure as many requests as several seeds of a small fleet). Runs are short (virtual time): 20 s
+// of measured arrivals (at least 10 s and 1,200 requests at high rates, up to 120 s and 300 requests at
+// low ones), after 10 s of warm-up (host caches filled, as in the default run).
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -175,7 +177,9 @@ export function sweepPoint(o: SweepOptions, shape: SweepShape, entries: readonly
   // shape's capacity per engine
   const base = 8 * shape.engines;
   const rateAt = (k: number) => base * Math.pow(1.05, k);
-  const capSeeds = Array.from({ length: o.capSeeds }, (_, i) => i + 1);
+  // a big fleet's run measures as many requests as several seeds of a small one: fewer seeds pooled
+  const capSeedCount = Math.max(1, Math.min(o.capSeeds, Math.round((o.capSeeds * 8) / shape.engines)));
+  const capSeeds = Array.from({ length: capSeedCount }, (_, i) => i + 1);
   const held = (e: SweepEntry, k: number) =>
     p90(capSeeds.flatMap((seed) => run(e, rateAt(k), seed).ttfts)) <= o.sloMs;
   const caps = new Map<string, number>();
