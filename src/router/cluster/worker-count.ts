@@ -6,6 +6,7 @@
 // (docs/router.md, "Workers and replicas", has the figures). Workers also need each their own
 // sockets on an explicit port (SO_REUSEPORT, ../edge/accept.ts): with port 0 or without reusePort the
 // primary would accept every connection itself, so auto stays one process there.
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { RouterConfig } from "../config/config.js";
 import { reusePortSupported } from "../edge/accept.js";
@@ -19,12 +20,33 @@ export interface WorkerCount {
   why: string;
 }
 
+/**
+ * The cores this process may use: the CPUs it may run on, and no more than a cgroup v2 CPU quota
+ * (`cpu.max`, a container's CPU limit) allows, rounded up.
+ */
+export function usableCores(
+  cpuMax: () => string = () => readFileSync("/sys/fs/cgroup/cpu.max", "utf8"),
+): number {
+  const cpus = availableParallelism();
+  let text: string;
+  try {
+    text = cpuMax();
+  } catch {
+    return cpus;
+  }
+  const [quota, period] = text.trim().split(/\s+/);
+  const q = Number(quota);
+  const p = Number(period);
+  if (!(q > 0) || !(p > 0)) return cpus; // "max": no quota
+  return Math.max(1, Math.min(cpus, Math.ceil(q / p)));
+}
+
 /** The processes to serve with: `workers` as set, or auto's choice for this config and machine. */
 export function workerCount(
   cfg: Pick<RouterConfig, "workers" | "policy" | "port"> & {
     admission: Pick<RouterConfig["admission"], "maxInFlightPerEngine">;
   },
-  cores: number = availableParallelism(),
+  cores: number = usableCores(),
   reusePort: boolean = reusePortSupported(),
 ): WorkerCount {
   if (cfg.workers !== "auto") return { workers: cfg.workers, why: "set by workers" };

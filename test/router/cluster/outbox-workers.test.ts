@@ -5,7 +5,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Outbox } from "../../../src/router/cluster/outbox.js";
 import type { ToWorker } from "../../../src/router/cluster/protocol.js";
-import { workerCount } from "../../../src/router/cluster/worker-count.js";
+import { availableParallelism } from "node:os";
+import { usableCores, workerCount } from "../../../src/router/cluster/worker-count.js";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -92,5 +93,28 @@ test("workers: auto serves round-robin from every core and a load-aware policy f
     workerCount({ ...cfg, policy: "round-robin", workers: 1 }, 2, true).workers,
     1,
     "1 forces one",
+  );
+});
+
+test("auto counts the cores a container's CPU limit allows, not the node's", () => {
+  assert.equal(
+    usableCores(() => "200000 100000\n"),
+    Math.min(2, availableParallelism()),
+  );
+  assert.equal(
+    usableCores(() => "50000 100000\n"),
+    1,
+    "half a core is one",
+  );
+  assert.equal(
+    usableCores(() => "max 100000\n"),
+    availableParallelism(),
+    "no quota",
+  );
+  assert.equal(
+    usableCores(() => {
+      throw new Error("no cgroup v2");
+    }),
+    availableParallelism(),
   );
 });
