@@ -286,7 +286,12 @@ async function main(): Promise<void> {
       join(outDir, "switchyard-rr.log"),
       syEnv,
     );
-    add("sy-rr", `Switchyard round-robin (${syWorkers} workers)`, pSyRr!, c.pid);
+    add(
+      "sy-rr",
+      `Switchyard round-robin (${syWorkers} ${syWorkers === 1 ? "process" : "workers"})`,
+      pSyRr!,
+      c.pid,
+    );
   }
   if (wantTargets.includes("sy-hybrid")) {
     const c = startLogged(
