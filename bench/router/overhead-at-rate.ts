@@ -63,7 +63,9 @@ export function parseOptions(argv: string[]): Options {
     warmupS: Number(get("--warmup", "1")),
     engines: Number(get("--engines", "4")),
     groups: Number(get("--groups", "16")),
-    workers: get("--workers", ""),
+    // one process unless asked: the policies' cost side by side on one process shape (the default,
+    // auto, would give round-robin a worker per core and predictive one process)
+    workers: get("--workers", "1"),
     json: get("--json", ""),
     cpuProf: get("--cpu-prof", ""),
   };
