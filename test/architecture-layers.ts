@@ -79,12 +79,23 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/routing/lora-books": { imports: ["src/collections", "src/routing/policy"], lines: 170 },
   "src/routing/plugins/least-load": { imports: ["src/routing/cost", "src/routing/policy"], lines: 113 },
   "src/routing/plugins/decode-batch": { imports: ["src/routing/cost", "src/routing/policy"], lines: 27 },
-  // the peers' designs as baselines, policies over the library's types and filters
-  "src/routing/baselines": { imports: ["src/routing/policy"], lines: 270 },
+  // the peers' designs as baselines, policies over the library's types and filters; vllm-router's
+  // first-max picker is shared by its two
+  "src/routing/plugins/pick-first-max": { imports: ["src/routing/policy"], lines: 12 },
+  "src/routing/plugins/vllm-router-cache-aware": {
+    imports: ["src/routing/plugins/pick-first-max", "src/routing/policy"],
+    lines: 90,
+  },
+  "src/routing/plugins/llm-d-sticky": { imports: ["src/routing/policy"], lines: 160 },
   "src/routing/plugins/cache-aware": { imports: ["src/routing/cost", "src/routing/policy"], lines: 460 },
-  // a policy plugin may reuse a baseline's picker (vllm-router's first max)
+  // a policy plugin may reuse a shared picker plugin (vllm-router's first max)
   "src/routing/plugins/vllm-router-program": {
-    imports: ["src/collections", "src/routing/baselines", "src/routing/policy", "src/routing/sessions"],
+    imports: [
+      "src/collections",
+      "src/routing/plugins/pick-first-max",
+      "src/routing/policy",
+      "src/routing/sessions",
+    ],
     lines: 530,
   },
   // LoRA placement: ours (priced in seconds), GIE's LoRA affinity, a static placement
@@ -100,18 +111,20 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/plugins/decode-batch",
       "src/routing/plugins/gie-lora-affinity",
       "src/routing/plugins/least-load",
+      "src/routing/plugins/llm-d-sticky",
       "src/routing/plugins/lora-placement",
       "src/routing/plugins/lora-static",
+      "src/routing/plugins/pick-first-max",
+      "src/routing/plugins/vllm-router-cache-aware",
       "src/routing/plugins/vllm-router-program",
       "src/routing/policy",
     ],
-    lines: 66,
+    lines: 78,
   },
   "src/routing": {
     imports: [
       "src/engine",
       "src/models",
-      "src/routing/baselines",
       "src/routing/cost",
       "src/routing/lora-books",
       "src/routing/policy",
@@ -120,7 +133,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/sessions",
     ],
     // the policies by name and their configuration; the cache-aware and LoRA policies moved to plugins
-    lines: 500,
+    lines: 495,
   },
 
   // the programs: sim, router, endpoint picker, bench, fleet simulator, planner, operator commands

@@ -12,7 +12,6 @@ export * from "./policy/decide.js";
 export { hash32, unitHash } from "./policy/hash.js";
 // the policies by name, and their configuration
 export * from "./policies.js";
-export * from "./baselines/index.js";
 export * from "./plugins/index.js";
 export * from "./config.js";
 // cost/: load between scrapes, queued prefill, engine timing, the TTFT model, SLOs, late binding

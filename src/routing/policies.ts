@@ -15,13 +15,11 @@ import {
   kvFreeScorer,
   loadScorer,
   type VllmRouterProgramOptions,
-} from "./plugins/index.js";
-import {
   createLlmdStickyPolicy,
   createVllmRouterCacheAwarePolicy,
   type LlmdStickyOptions,
   type VllmRouterCacheAwareOptions,
-} from "./baselines/index.js";
+} from "./plugins/index.js";
 import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 import { InvalidConfigError } from "../errors/index.js";
 
@@ -31,7 +29,7 @@ export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-l
 /** Cache-aware policies: their CacheOracle (prefix index, KV-event index) is the caller's state. */
 export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
 export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
-/** Peers' designs, faithful to their published descriptions (baselines/): comparisons, not defaults. */
+/** Peers' designs, faithful to their published descriptions (plugins/): comparisons, not defaults. */
 export type BaselinePolicyName = "vllm-router-cache-aware" | "llm-d-sticky" | "vllm-router-program";
 export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = [
   "vllm-router-cache-aware",

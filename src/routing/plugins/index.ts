@@ -29,3 +29,14 @@ export {
   GIE_QUEUEING_THRESHOLD_LORA,
 } from "./gie-lora-affinity/policy.js";
 export { createStaticLoraPolicy } from "./lora-static/policy.js";
+export {
+  createLlmdStickyPolicy,
+  LLM_D_STICKY_DEFAULTS,
+  type LlmdStickyOptions,
+} from "./llm-d-sticky/policy.js";
+export {
+  createVllmRouterCacheAwarePolicy,
+  VLLM_ROUTER_CACHE_AWARE_DEFAULTS,
+  type VllmRouterCacheAwareOptions,
+} from "./vllm-router-cache-aware/policy.js";
+export { firstMaxPicker } from "./pick-first-max/picker.js";

@@ -5,7 +5,7 @@
 // the hooks (hooks.ts) that keep the programs' books (programs.ts). The document's rules as modelled,
 // our reading where it gives no formula, and what is not modelled: docs/routing.md#agent-aware-baselines.
 import { standardFilters } from "../../policy/filters.js";
-import { firstMaxPicker } from "../../baselines/vllm-router-cache-aware.js";
+import { firstMaxPicker } from "../pick-first-max/picker.js";
 import type { CacheOracle } from "../../policy/cache-oracle.js";
 import type { Policy } from "../../policy/policy.js";
 import { onProgramEnded, onProgramPicked, onProgramUnpicked } from "./hooks.js";
