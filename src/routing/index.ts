@@ -6,8 +6,7 @@ export * from "./policy/views.js";
 export * from "./policy/policy.js";
 export * from "./policy/cache-oracle.js";
 export { RequestMemo } from "./policy/memo.js";
-export * from "./policy/filters.js";
-export * from "./policy/pickers.js";
+export { applyFilters, keepEngines } from "./policy/filter-chain.js";
 export * from "./policy/decide.js";
 export { hash32, unitHash } from "./policy/hash.js";
 // the policies by name, and their configuration

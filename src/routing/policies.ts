@@ -1,8 +1,6 @@
 // The basic policies (round-robin, least-load, session affinity) and the names of every policy. Each is
 // a Policy value (filters → scorers → picker); the cache-aware ones (cache-aware.ts) are extra scorers
 // over the same views. The name lists live here so every caller agrees on what a policy is called.
-import { standardFilters } from "./policy/filters.js";
-import { maxScorePicker, roundRobinPicker, sessionPicker } from "./policy/pickers.js";
 import type { CacheOracle } from "./policy/cache-oracle.js";
 import type { Policy, Scorer } from "./policy/policy.js";
 import type { PredictiveOptions } from "./cost/ttft-model.js";
@@ -16,6 +14,10 @@ import {
   loadScorer,
   type VllmRouterProgramOptions,
   createLlmdStickyPolicy,
+  maxScorePicker,
+  roundRobinPicker,
+  sessionPicker,
+  standardFilters,
   createVllmRouterCacheAwarePolicy,
   type LlmdStickyOptions,
   type VllmRouterCacheAwareOptions,

@@ -40,3 +40,11 @@ export {
   type VllmRouterCacheAwareOptions,
 } from "./vllm-router-cache-aware/policy.js";
 export { firstMaxPicker } from "./pick-first-max/picker.js";
+export { servesModel } from "./filter-serves-model/filter.js";
+export { healthyOnly } from "./filter-healthy/filter.js";
+export { notExcluded } from "./filter-not-excluded/filter.js";
+export { hasCapacity } from "./filter-has-capacity/filter.js";
+export { standardFilters } from "./standard-filters/filters.js";
+export { maxScorePicker } from "./pick-max-score/picker.js";
+export { roundRobinPicker } from "./round-robin/picker.js";
+export { sessionPicker } from "./session-affinity/picker.js";

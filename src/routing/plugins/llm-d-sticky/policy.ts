@@ -4,7 +4,7 @@
 // uncached tokens in flight exceed the best cold one's by τ, then the candidate with the fewest uncached
 // tokens in flight plus this prompt's wins. No session table: affinity is the cache's. The parameters and
 // what is not modelled: docs/routing.md#agent-aware-baselines.
-import { standardFilters } from "../../policy/filters.js";
+import { standardFilters } from "../standard-filters/filters.js";
 import { RequestMemo } from "../../policy/memo.js";
 import type { CacheOracle, CachePrediction } from "../../policy/cache-oracle.js";
 import type { EngineView } from "../../policy/views.js";

@@ -10,7 +10,7 @@
 // The tree here is the `prefix` policy's character-block index (prefix/prefix-index.ts), the same kind of
 // approximation at 64-character granularity instead of single characters: for prompts thousands of
 // characters long the match rates differ by at most one block.
-import { standardFilters } from "../../policy/filters.js";
+import { standardFilters } from "../standard-filters/filters.js";
 import { RequestMemo } from "../../policy/memo.js";
 import type { CacheOracle, CachePrediction } from "../../policy/cache-oracle.js";
 import type { EngineView } from "../../policy/views.js";

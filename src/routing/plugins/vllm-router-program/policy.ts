@@ -4,7 +4,7 @@
 // KV-token capacity for it; the free-capacity scorer (scorer.ts); vllm-router's first-max picker; and
 // the hooks (hooks.ts) that keep the programs' books (programs.ts). The document's rules as modelled,
 // our reading where it gives no formula, and what is not modelled: docs/routing.md#agent-aware-baselines.
-import { standardFilters } from "../../policy/filters.js";
+import { standardFilters } from "../standard-filters/filters.js";
 import { firstMaxPicker } from "../pick-first-max/picker.js";
 import type { CacheOracle } from "../../policy/cache-oracle.js";
 import type { Policy } from "../../policy/policy.js";
