@@ -67,8 +67,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
 
   // routing policies: pure functions of a fleet snapshot, in rooms from the ground up: who a request's
   // session is, the policy's vocabulary, what a placement costs (predictive routing uses the engine's
-  // step time), the prefix index; then scorers and the peers' baselines; src/routing itself names the
-  // policies and builds them from config
+  // step time), the prefix index, the adapter books; then the plugins (every filter, scorer, picker and
+  // policy, the peers' baselines among them); src/routing itself names the policies
   "src/routing/sessions": { imports: ["src/collections", "src/protocol"], lines: 925 },
   "src/routing/policy": { imports: ["src/collections", "src/random"], lines: 540 },
   "src/routing/cost": { imports: ["src/engine", "src/routing/policy", "src/routing/sessions"], lines: 1340 },
@@ -90,14 +90,30 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     lines: 13,
   },
   "src/routing/plugins/pick-max-score": { imports: ["src/routing/policy"], lines: 22 },
-  "src/routing/plugins/round-robin": { imports: ["src/routing/policy"], lines: 35 },
-  "src/routing/plugins/session-affinity": {
-    imports: ["src/routing/plugins/pick-max-score", "src/routing/policy"],
-    lines: 36,
+  "src/routing/plugins/round-robin": {
+    imports: ["src/routing/plugins/standard-filters", "src/routing/policy"],
+    lines: 45,
   },
   // the adapter books the LoRA plugins read and their callers keep
   "src/routing/lora-books": { imports: ["src/collections", "src/routing/policy"], lines: 170 },
-  "src/routing/plugins/least-load": { imports: ["src/routing/cost", "src/routing/policy"], lines: 113 },
+  "src/routing/plugins/least-load": {
+    imports: [
+      "src/routing/cost",
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 140,
+  },
+  "src/routing/plugins/session-affinity": {
+    imports: [
+      "src/routing/plugins/least-load",
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 57,
+  },
   "src/routing/plugins/decode-batch": { imports: ["src/routing/cost", "src/routing/policy"], lines: 27 },
   // the peers' designs as baselines, policies over the library's types and filters; vllm-router's
   // first-max picker is shared by its two
@@ -108,17 +124,30 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/plugins/standard-filters",
       "src/routing/policy",
     ],
-    lines: 90,
+    lines: 105,
   },
   "src/routing/plugins/llm-d-sticky": {
-    imports: ["src/routing/plugins/standard-filters", "src/routing/policy"],
+    imports: [
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
     lines: 160,
   },
-  "src/routing/plugins/cache-aware": { imports: ["src/routing/cost", "src/routing/policy"], lines: 460 },
+  "src/routing/plugins/cache-aware": {
+    imports: [
+      "src/routing/cost",
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 460,
+  },
   // a policy plugin may reuse a shared picker plugin (vllm-router's first max)
   "src/routing/plugins/vllm-router-program": {
     imports: [
       "src/collections",
+      "src/routing/cost",
       "src/routing/plugins/pick-first-max",
       "src/routing/plugins/standard-filters",
       "src/routing/policy",
@@ -154,6 +183,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   "src/routing/plugins": {
     imports: [
+      "src/routing/cost",
       "src/routing/plugins/cache-aware",
       "src/routing/plugins/decode-batch",
       "src/routing/plugins/filter-has-capacity",
@@ -174,7 +204,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/plugins/vllm-router-program",
       "src/routing/policy",
     ],
-    lines: 88,
+    lines: 185,
   },
   "src/routing": {
     imports: [
@@ -188,7 +218,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/sessions",
     ],
     // the policies by name and their configuration; the cache-aware and LoRA policies moved to plugins
-    lines: 495,
+    lines: 406,
   },
 
   // the programs: sim, router, endpoint picker, bench, fleet simulator, planner, operator commands

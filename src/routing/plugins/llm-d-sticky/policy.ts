@@ -6,9 +6,10 @@
 // what is not modelled: docs/routing.md#agent-aware-baselines.
 import { standardFilters } from "../standard-filters/filters.js";
 import { RequestMemo } from "../../policy/memo.js";
-import type { CacheOracle, CachePrediction } from "../../policy/cache-oracle.js";
+import { NO_CACHE, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
 import type { EngineView } from "../../policy/views.js";
 import type { Picker, Policy, Scorer } from "../../policy/policy.js";
+import { maxScorePicker } from "../pick-max-score/picker.js";
 import { QueuedPrefill } from "./queued-prefill.js";
 
 export interface LlmdStickyOptions {
@@ -102,4 +103,12 @@ export function createLlmdStickyPolicy(
     onDone: (req) => queued.release(req),
     onAbandoned: (req) => queued.release(req),
   };
+}
+
+/** `llm-d-sticky` from the config's options: the library's highest-score picker */
+export function llmdStickyPolicy(
+  name: string,
+  opts: { cache?: CacheOracle; llmdSticky?: LlmdStickyOptions },
+): Policy {
+  return createLlmdStickyPolicy(name, opts.cache ?? NO_CACHE, maxScorePicker, opts.llmdSticky);
 }

@@ -12,7 +12,7 @@
 // characters long the match rates differ by at most one block.
 import { standardFilters } from "../standard-filters/filters.js";
 import { RequestMemo } from "../../policy/memo.js";
-import type { CacheOracle, CachePrediction } from "../../policy/cache-oracle.js";
+import { NO_CACHE, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
 import type { EngineView } from "../../policy/views.js";
 import type { Policy, Scorer } from "../../policy/policy.js";
 import { firstMaxPicker } from "../pick-first-max/picker.js";
@@ -85,4 +85,12 @@ export function createVllmRouterCacheAwarePolicy(
       );
     },
   };
+}
+
+/** `vllm-router-cache-aware` from the config's options (no cache oracle: by load alone) */
+export function vllmRouterCacheAwarePolicy(
+  name: string,
+  opts: { cache?: CacheOracle; vllmRouterCacheAware?: VllmRouterCacheAwareOptions },
+): Policy {
+  return createVllmRouterCacheAwarePolicy(name, opts.cache ?? NO_CACHE, opts.vllmRouterCacheAware);
 }
