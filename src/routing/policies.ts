@@ -60,7 +60,7 @@ export function policyReadsKv(name: string): boolean {
 /**
  * The policies that read a request's session key (`RequestView.sessionKey`): `session` hashes it,
  * `vllm-router-program` takes it for the program, and the cost-based ones (`prefix`, `kv`, `hybrid`,
- * `predictive`: cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and
+ * `predictive`: plugins/cache-aware/'s time model) price the paused sessions' contexts a placement evicts and
  * a session's decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`,
  * `llm-d-sticky`, whose affinity is the cache's) the router's edge does not track sessions
  * (sessions/session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
