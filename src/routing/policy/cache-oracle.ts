@@ -54,3 +54,14 @@ export interface CacheOracle {
     bestOtherTtftMs?: number,
   ): void;
 }
+
+/** An oracle that knows nothing: cache-aware policies then route by load alone (fleet simulator default). */
+export const NO_CACHE: CacheOracle = {
+  predict(req, engines) {
+    return {
+      promptTokens: 0,
+      cachedTokens: new Float64Array(engines.length),
+      source: engines.map(() => "none" as const),
+    };
+  },
+};
