@@ -140,7 +140,7 @@ export class FamilyTokenizer implements Tokenizer {
   private readonly addedFirstChars: string;
   private readonly segmentCache = new Map<string, readonly number[]>();
   /** no added token holds whitespace, so cutting at safeCut points never splits one */
-  private readonly sliceable: boolean;
+  readonly sliceable: boolean;
   /** a long encode's first slice, from the pace of the last slice encoded (see SYNC_ENCODE_CHARS) */
   private firstSlice: number;
   private readonly syncChars: number;
