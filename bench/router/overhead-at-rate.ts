@@ -3,13 +3,29 @@
 // against fast engines that publish real KV events (bench/support/fakes/kv-upstream.ts: answered at once,
 // events over ZMQ as vLLM 0.32 writes them), so that the router's own work - tokenizing and hashing each
 // prompt for exact KV routing, the index lookups, pricing every engine with the TTFT model, the relay -
-// is what is measured. Per policy (round-robin and the default, predictive), prompt size and rate:
-// added latency = the router's percentile minus the same percentile of the same workload sent straight to
-// the engines (p50/p95/p99), the router's CPU in cores over the measured window (/proc, its workers
-// included), and the knee: the first rate at which the router stops keeping up (CPU near the machine's
-// cores, completions short of the rate, errors) or its added p95 breaks away from the lowest rate's.
+// is what is measured. Per policy (round-robin and the default, predictive), prompt size and rate, the
+// same workload is sent straight to the engines just before the router's run, and:
+//   added_ms (p50/p95/p99): what the router adds, from stamps it cannot move. Each answer carries the
+//     engine's arrival time and how long it held the request (`x-bench-engine`, on CLOCK_MONOTONIC,
+//     which the client shares); a request's time outside the engine is its end-to-end time less that
+//     hold, and added = that percentile through the router − the same percentile straight to the
+//     engines. The engines' own time (and its jitter) is out of both; added_e2e_ms keeps the plain
+//     end-to-end difference, router_inbound_ms the leg before the engine, where the decision lies.
+//   cpu_us_per_req: CPU per completed request of the router (/proc, its workers included), the load
+//     client and the engines' process, over the measured window: the figure a busy machine moves least.
+//   router_cores, and the knee: the first rate at which the router stops keeping up (CPU near the
+//     machine's cores, completions short of the rate, errors) or its added p95 breaks away from the
+//     lowest rate's.
+// The harness is kept light, since on a small machine it shares the cores with the router: bodies are
+// a pre-encoded head per shared prefix and a tail of words (no JSON to write), the engines read the
+// prompt without parsing the body and answer from a template, the shared prefix is named in a body
+// field the router relays (a header would not pass it: behind the router the engines then tokenized and
+// hashed every whole prompt, and loaded the machine far more than in the direct run). Latency is timed
+// from the client's actual send; the client's lateness against the schedule is reported beside it
+// (client_lag_p99_ms), as a rate it could not hold shows in achieved_rps.
 // Started by bench/router/overhead.ts (`npm run bench -- router/overhead`), the load client in its own
-// process so that its CPU does not mix with the router's.
+// process so that its CPU does not mix with the router's; `--cpu-prof DIR` profiles the router, the
+// engines and each client run.
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
