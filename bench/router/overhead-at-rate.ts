@@ -51,7 +51,9 @@ const MAX_IN_FLIGHT = 4096;
 /** the longest a request may take */
 const REQUEST_TIMEOUT_MS = 30_000;
 /** the longest the client waits for stragglers after its last send: those still out then count as errors */
-const STRAGGLERS_MS = 10_000;
+const STRAGGLERS_MS = 5_000;
+/** a router that completes less than this share of a rate is not driven at the higher rates (its knee is found) */
+const FELL_OVER = 0.5;
 
 export interface Options {
   rates: number[];
@@ -473,8 +475,15 @@ export async function main(argv: string[]): Promise<void> {
       }
       if (policy !== "round-robin")
         console.log(`${policy}: ${kv.kvEngines} of ${o.engines} engines routed from their KV events`);
-      for (const tokens of o.promptTokens)
+      for (const tokens of o.promptTokens) {
+        let fellOver = false;
         for (const rate of o.rates) {
+          if (fellOver) {
+            console.log(
+              `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)}  not run: fell over at a lower rate`,
+            );
+            continue;
+          }
           const c = {
             urls: [url],
             rate,
@@ -526,11 +535,13 @@ export async function main(argv: string[]): Promise<void> {
           for (const k of PCT_FIELDS)
             run[k] = { p50: round(run[k].p50), p95: round(run[k].p95), p99: round(run[k].p99) };
           runs.push(run);
+          fellOver = r.achieved < FELL_OVER * rate;
           const f = (x: number) => x.toFixed(1);
           console.log(
             `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)} ${r.achieved.toFixed(0).padStart(9)} ${f(d.p95).padStart(11)}  ${`${f(r.p50)}/${f(r.p95)}/${f(r.p99)}`.padStart(20)}  ${`${f(run.added_ms.p50)}/${f(run.added_ms.p95)}/${f(run.added_ms.p99)}`.padStart(20)}  ${(r.cores ?? NaN).toFixed(2).padStart(6)}  ${String(r.errors).padStart(6)}  ${r.cpuUsPerReq.router}/${r.cpuUsPerReq.client}/${r.cpuUsPerReq.engines}`,
           );
         }
+      }
       router.kill("SIGTERM");
       // a profile is written as the router exits
       if (o.cpuProf) await new Promise((r) => router.once("exit", r));
