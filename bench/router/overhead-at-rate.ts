@@ -52,8 +52,13 @@ const MAX_IN_FLIGHT = 4096;
 const REQUEST_TIMEOUT_MS = 30_000;
 /** the longest the client waits for stragglers after its last send: those still out then count as errors */
 const STRAGGLERS_MS = 5_000;
-/** a router that completes less than this share of a rate is not driven at the higher rates (its knee is found) */
+/**
+ * a router that completes less than this share of a rate is not driven at the higher rates (its knee is
+ * found), except those up to ALWAYS_RUN_UP_TO req/s, which are always run (500 req/s is the one the
+ * docs quote, and a busy machine can fail a lower one by chance)
+ */
 const FELL_OVER = 0.5;
+const ALWAYS_RUN_UP_TO = 500;
 
 export interface Options {
   rates: number[];
@@ -478,9 +483,9 @@ export async function main(argv: string[]): Promise<void> {
       for (const tokens of o.promptTokens) {
         let fellOver = false;
         for (const rate of o.rates) {
-          if (fellOver) {
+          if (fellOver && rate > ALWAYS_RUN_UP_TO) {
             console.log(
-              `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)}  not run: fell over at a lower rate`,
+              `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)}  not run: a lower rate was not held`,
             );
             continue;
           }
