@@ -131,6 +131,14 @@ export const CHUNK_CHARS = 512;
 const CHUNK_CACHE_CHARS = 2_000_000;
 const CHUNK_CACHE_ENTRIES = 16_384;
 
+/**
+ * A copy of `s` that holds no reference to the string it was sliced from: V8 keeps a slice as a view of
+ * its parent, so a remembered 512-character chunk of a 5 MB prompt would keep all 5 MB alive.
+ */
+export function detached(s: string): string {
+  return (" " + s).slice(1);
+}
+
 /** the end of the chunk of `text` that starts at `pos` (a cut point, or 0) */
 export function chunkEnd(text: string, pos: number): number {
   return safeCut(text, pos + CHUNK_CHARS);
@@ -358,7 +366,7 @@ export class FamilyTokenizer implements Tokenizer {
       this.encodeInto(chunk, fresh);
       ids = fresh;
       if (chunk.length <= CHUNK_CACHE_CHARS / 4) {
-        this.chunks.set(chunk, ids);
+        this.chunks.set(detached(chunk), ids);
         this.chunkChars += chunk.length;
         while (this.chunkChars > CHUNK_CACHE_CHARS || this.chunks.size > CHUNK_CACHE_ENTRIES) {
           const old = this.chunks.shift();

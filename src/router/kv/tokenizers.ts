@@ -5,6 +5,7 @@
 import { resolveModel } from "../../models/profiles.js";
 import { LruMap } from "../../collections/lru-map.js";
 import {
+  detached,
   loadHfFolder,
   safeCut,
   tokenizerForModel,
@@ -141,7 +142,8 @@ export class SimRequestTokenizer implements RequestTokenizer {
   }
 
   private remember(chunk: string, ids: readonly number[]): void {
-    this.chunks.set(chunk, ids);
+    // a copy: a slice would keep the whole prompt it was cut from alive
+    this.chunks.set(detached(chunk), ids);
     this.longChars += chunk.length;
     while (this.longChars > LONG_SEGMENT_CACHE_CHARS || this.chunks.size > MAX_CHUNKS) {
       const old = this.chunks.shift();
