@@ -411,7 +411,8 @@ export class FamilyTokenizer implements Tokenizer {
         this.segmentCache.delete(this.segmentCache.keys().next().value!);
       }
     }
-    this.segmentCache.set(text, ids);
+    // a copy, not the slice of the caller's text: a slice would keep all of that text alive
+    this.segmentCache.set(detached(text), ids);
     appendAll(out, ids);
   }
 
