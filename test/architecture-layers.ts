@@ -46,7 +46,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // libraries: the KV-event wire format, tokenizers, the engine model, workloads, the cache server,
   // tenants, engine discovery
   "src/kvevents": { imports: ["src/obs", "src/protocol"], lines: 3500 },
-  "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2198 },
+  "src/tokenizer": { imports: ["src/collections", "src/eventloop", "src/protocol"], lines: 2198 },
   // the engine emits KV events as values (kvevents/events.ts, types only); its defaults are vLLM's
   // (config/vllm-defaults.ts, constants only); LoRA slots and host cache joined it
   "src/engine": {
@@ -439,8 +439,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // the shared cache servers' chunk index, the pricing of every tier by its load time, and the
     // offload tiers whose blocks are not the GPU's (LMCache's multiprocess server's chunks), and
     // hashing each engine as its release does (seed, extra-key form, hash unit); the oracle and the
-    // subscriptions split into one module per job (prompt hashes, tier pricing, sources, fallback, keys)
-    lines: 3250,
+    // subscriptions split into one module per job (prompt hashes, tier pricing, sources, fallback, keys);
+    // the sim tokenizer's memo of long pieces' chunks
+    lines: 3300,
   },
   "src/router/dataplane": {
     imports: [
@@ -648,7 +649,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/tokenizer",
       "src/workload",
     ],
-    lines: 2750,
+    lines: 2850,
   },
   // routing quality, live and in virtual time, against the peers' policies
   "bench/routing": {
