@@ -6,7 +6,7 @@
 // what is not modelled: docs/routing.md#agent-aware-baselines.
 import { standardFilters } from "../standard-filters/filters.js";
 import { RequestMemo } from "../../policy/memo.js";
-import { NO_CACHE, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
+import { NO_CACHE, tellPicked, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
 import type { EngineView } from "../../policy/views.js";
 import type { Picker, Policy, Scorer } from "../../policy/policy.js";
 import { maxScorePicker } from "../pick-max-score/picker.js";
@@ -87,16 +87,8 @@ export function createLlmdStickyPolicy(
     picker,
     onPicked(req, engine) {
       const scored = last.get(req);
-      const i = scored ? scored.engines.indexOf(engine) : -1;
-      if (!scored || i < 0) return;
-      queued.add(req, engine, scored.uncached[i]!);
-      oracle.onPicked?.(
-        req,
-        engine,
-        scored.pred.cachedTokens[i]!,
-        scored.pred.source[i] ?? "none",
-        scored.reason,
-      );
+      const i = tellPicked(oracle, scored, req, engine);
+      if (i >= 0) queued.add(req, engine, scored!.uncached[i]!);
     },
     onUnpicked: (req) => queued.release(req),
     onFirstToken: (req) => queued.release(req),

@@ -12,7 +12,7 @@
 // characters long the match rates differ by at most one block.
 import { standardFilters } from "../standard-filters/filters.js";
 import { RequestMemo } from "../../policy/memo.js";
-import { NO_CACHE, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
+import { NO_CACHE, tellPicked, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
 import type { EngineView } from "../../policy/views.js";
 import type { Policy, Scorer } from "../../policy/policy.js";
 import { firstMaxPicker } from "../pick-first-max/picker.js";
@@ -73,16 +73,7 @@ export function createVllmRouterCacheAwarePolicy(
     scorers: [scorer],
     picker: firstMaxPicker,
     onPicked(req, engine) {
-      const scored = last.get(req);
-      const i = scored ? scored.engines.indexOf(engine) : -1;
-      if (!scored || i < 0) return;
-      oracle.onPicked?.(
-        req,
-        engine,
-        scored.pred.cachedTokens[i]!,
-        scored.pred.source[i] ?? "none",
-        scored.reason,
-      );
+      tellPicked(oracle, last.get(req), req, engine);
     },
   };
 }
