@@ -46,7 +46,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // libraries: the KV-event wire format, tokenizers, the engine model, workloads, the cache server,
   // tenants, engine discovery
   "src/kvevents": { imports: ["src/obs", "src/protocol"], lines: 3500 },
-  "src/tokenizer": { imports: ["src/eventloop", "src/protocol"], lines: 2198 },
+  "src/tokenizer": { imports: ["src/collections", "src/eventloop", "src/protocol"], lines: 2198 },
   // the engine emits KV events as values (kvevents/events.ts, types only); its defaults are vLLM's
   // (config/vllm-defaults.ts, constants only); LoRA slots and host cache joined it
   "src/engine": {
@@ -67,51 +67,149 @@ export const ROOMS: Readonly<Record<string, Room>> = {
 
   // routing policies: pure functions of a fleet snapshot, in rooms from the ground up: who a request's
   // session is, the policy's vocabulary, what a placement costs (predictive routing uses the engine's
-  // step time), the prefix index; then scorers and the peers' baselines; src/routing itself names the
-  // policies and builds them from config
+  // step time), the prefix index, the adapter books; then the plugins (every filter, scorer, picker and
+  // policy, the peers' baselines among them); src/routing itself names the policies
   "src/routing/sessions": { imports: ["src/collections", "src/protocol"], lines: 925 },
-  "src/routing/policy": { imports: ["src/collections", "src/random"], lines: 649 },
+  "src/routing/policy": { imports: ["src/collections", "src/random"], lines: 540 },
   "src/routing/cost": { imports: ["src/engine", "src/routing/policy", "src/routing/sessions"], lines: 1340 },
   "src/routing/prefix": { imports: ["src/collections", "src/protocol", "src/routing/policy"], lines: 377 },
   // routing plugins, GIE's way: one filter, scorer, picker or policy per folder, registered by name in
-  // src/routing/plugins (the registry)
+  // src/routing/plugins (the registry); first the shared filters, their standard chain and the pickers
+  "src/routing/plugins/filter-serves-model": { imports: ["src/routing/policy"], lines: 14 },
+  "src/routing/plugins/filter-healthy": { imports: ["src/routing/policy"], lines: 10 },
+  "src/routing/plugins/filter-not-excluded": { imports: ["src/routing/policy"], lines: 12 },
+  "src/routing/plugins/filter-has-capacity": { imports: ["src/routing/policy"], lines: 16 },
+  "src/routing/plugins/standard-filters": {
+    imports: [
+      "src/routing/plugins/filter-has-capacity",
+      "src/routing/plugins/filter-healthy",
+      "src/routing/plugins/filter-not-excluded",
+      "src/routing/plugins/filter-serves-model",
+      "src/routing/policy",
+    ],
+    lines: 13,
+  },
+  "src/routing/plugins/pick-max-score": { imports: ["src/routing/policy"], lines: 22 },
+  "src/routing/plugins/round-robin": {
+    imports: ["src/routing/plugins/standard-filters", "src/routing/policy"],
+    lines: 45,
+  },
   // the adapter books the LoRA plugins read and their callers keep
   "src/routing/lora-books": { imports: ["src/collections", "src/routing/policy"], lines: 170 },
-  "src/routing/plugins/least-load": { imports: ["src/routing/cost", "src/routing/policy"], lines: 113 },
+  "src/routing/plugins/least-load": {
+    imports: [
+      "src/routing/cost",
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 140,
+  },
+  "src/routing/plugins/session-affinity": {
+    imports: [
+      "src/routing/plugins/least-load",
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 57,
+  },
   "src/routing/plugins/decode-batch": { imports: ["src/routing/cost", "src/routing/policy"], lines: 27 },
-  // the peers' designs as baselines, policies over the library's types and filters
-  "src/routing/baselines": { imports: ["src/routing/policy"], lines: 270 },
-  "src/routing/plugins/cache-aware": { imports: ["src/routing/cost", "src/routing/policy"], lines: 460 },
-  // a policy plugin may reuse a baseline's picker (vllm-router's first max)
+  // the peers' designs as baselines, policies over the library's types and filters; vllm-router's
+  // first-max picker is shared by its two
+  "src/routing/plugins/pick-first-max": { imports: ["src/routing/policy"], lines: 12 },
+  "src/routing/plugins/vllm-router-cache-aware": {
+    imports: [
+      "src/routing/plugins/pick-first-max",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 97,
+  },
+  "src/routing/plugins/llm-d-sticky": {
+    imports: [
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 160,
+  },
+  "src/routing/plugins/cache-aware": {
+    imports: [
+      "src/routing/cost",
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
+    lines: 460,
+  },
+  // a policy plugin may reuse a shared picker plugin (vllm-router's first max)
   "src/routing/plugins/vllm-router-program": {
-    imports: ["src/collections", "src/routing/baselines", "src/routing/policy", "src/routing/sessions"],
+    imports: [
+      "src/collections",
+      "src/routing/cost",
+      "src/routing/plugins/pick-first-max",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+      "src/routing/sessions",
+    ],
     lines: 530,
   },
   // LoRA placement: ours (priced in seconds), GIE's LoRA affinity, a static placement
   "src/routing/plugins/lora-placement": {
-    imports: ["src/collections", "src/routing/cost", "src/routing/lora-books", "src/routing/policy"],
+    imports: [
+      "src/collections",
+      "src/routing/cost",
+      "src/routing/lora-books",
+      "src/routing/plugins/standard-filters",
+      "src/routing/policy",
+    ],
     lines: 290,
   },
-  "src/routing/plugins/gie-lora-affinity": { imports: ["src/routing/policy"], lines: 85 },
-  "src/routing/plugins/lora-static": { imports: ["src/routing/cost", "src/routing/policy"], lines: 50 },
+  "src/routing/plugins/gie-lora-affinity": {
+    imports: ["src/routing/plugins/standard-filters", "src/routing/policy"],
+    lines: 85,
+  },
+  "src/routing/plugins/lora-static": {
+    imports: [
+      "src/routing/cost",
+      "src/routing/plugins/filter-has-capacity",
+      "src/routing/plugins/filter-healthy",
+      "src/routing/plugins/filter-not-excluded",
+      "src/routing/plugins/filter-serves-model",
+      "src/routing/policy",
+    ],
+    lines: 50,
+  },
   "src/routing/plugins": {
     imports: [
+      "src/routing/cost",
       "src/routing/plugins/cache-aware",
       "src/routing/plugins/decode-batch",
+      "src/routing/plugins/filter-has-capacity",
+      "src/routing/plugins/filter-healthy",
+      "src/routing/plugins/filter-not-excluded",
+      "src/routing/plugins/filter-serves-model",
       "src/routing/plugins/gie-lora-affinity",
       "src/routing/plugins/least-load",
+      "src/routing/plugins/llm-d-sticky",
       "src/routing/plugins/lora-placement",
       "src/routing/plugins/lora-static",
+      "src/routing/plugins/pick-first-max",
+      "src/routing/plugins/pick-max-score",
+      "src/routing/plugins/round-robin",
+      "src/routing/plugins/session-affinity",
+      "src/routing/plugins/standard-filters",
+      "src/routing/plugins/vllm-router-cache-aware",
       "src/routing/plugins/vllm-router-program",
       "src/routing/policy",
     ],
-    lines: 66,
+    lines: 185,
   },
   "src/routing": {
     imports: [
       "src/engine",
       "src/models",
-      "src/routing/baselines",
       "src/routing/cost",
       "src/routing/lora-books",
       "src/routing/policy",
@@ -120,7 +218,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/sessions",
     ],
     // the policies by name and their configuration; the cache-aware and LoRA policies moved to plugins
-    lines: 500,
+    lines: 406,
   },
 
   // the programs: sim, router, endpoint picker, bench, fleet simulator, planner, operator commands
@@ -341,8 +439,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // the shared cache servers' chunk index, the pricing of every tier by its load time, and the
     // offload tiers whose blocks are not the GPU's (LMCache's multiprocess server's chunks), and
     // hashing each engine as its release does (seed, extra-key form, hash unit); the oracle and the
-    // subscriptions split into one module per job (prompt hashes, tier pricing, sources, fallback, keys)
-    lines: 3250,
+    // subscriptions split into one module per job (prompt hashes, tier pricing, sources, fallback, keys);
+    // the sim tokenizer's memo of long pieces' chunks
+    lines: 3300,
   },
   "src/router/dataplane": {
     imports: [
@@ -550,7 +649,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/tokenizer",
       "src/workload",
     ],
-    lines: 2750,
+    lines: 3190,
   },
   // routing quality, live and in virtual time, against the peers' policies
   "bench/routing": {

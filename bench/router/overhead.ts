@@ -9,11 +9,11 @@
 // JavaScript router could reach on the machine the bench runs on.
 // The upstream is bench/support/fakes/fast-upstream.ts (not the sim) and the load client runs in its own process.
 //   npm run bench -- router/overhead --floors [--duration 5] [--concurrency 1,64,512] [--policy NAME]
-//     [--workers N] (the router's --workers; default: its own, one per core)
+//     [--workers N] (the router's --workers; default: its own, auto)
 // Without --floors the same name measures routing cost at fixed rates (bench/router/overhead-at-rate.ts):
 //   npm run bench -- router/overhead [--rates 100,250,500,1000] [--prompt-tokens 1024,4096,16384]
 //     [--policies round-robin,predictive] [--duration 4] [--warmup 1] [--engines 4] [--groups 16]
-//     [--workers N] [--json FILE]
+//     [--workers N (default 1)] [--json FILE] [--cpu-prof DIR]
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";

@@ -1,19 +1,21 @@
 // Switchyard's router beside the peer users compare it with, on one tiny upstream, loaded by wrk:
 // vllm-router 0.1.17 (the Rust router, from PyPI into the peers cache folder) with round_robin and
-// cache_aware, Switchyard with round-robin and hybrid, and nginx proxy_pass as the reference. Every
+// cache_aware, Switchyard with round-robin and hybrid, each with its defaults alone (`vr-default`,
+// `sy-default`: no flag but the engines and the port), and nginx proxy_pass as the reference. Every
 // proxy runs as a new user would start it (defaults, logs to a file), in front of the same two
 // "engines": two ports of one nginx answering a tiny completion (the upstream costs next to nothing,
 // so the proxies are what is measured). Rounds are interleaved (each round starts with the next
 // target) and each figure is the median over rounds; ratios are against vllm-router in the same run.
 //   node --import tsx bench/router/vs-peers.ts [--rounds 5] [--duration 8] [--concurrency 64,256]
-//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid] [--workers N] [--hybrid-workers N] [--listen-sockets N]
-//     [--switchyard-log-level info|warn]
+//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default] [--workers N] [--hybrid-workers N]
+//     [--listen-sockets N] [--switchyard-log-level info|warn] [--noisy-neighbour]
+// --noisy-neighbour keeps one core busy with a background busy loop while every cell is measured.
 //     [--out-dir DIR] [--json FILE]
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import type { FlagSpecs } from "../../src/config/args.js";
 import { benchFlags } from "../support/flags.js";
 import { freePorts } from "../support/cli.js";
@@ -25,7 +27,16 @@ const specs: FlagSpecs = {
   rounds: { type: "int", default: 5, min: 1, help: "interleaved rounds (the median is reported)" },
   duration: { type: "int", default: 8, min: 1, help: "seconds per measurement" },
   concurrency: { type: "string", default: "64,256", help: "wrk connections, comma-separated" },
-  targets: { type: "string", default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid", help: "which proxies" },
+  targets: {
+    type: "string",
+    default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default",
+    help: "which proxies (vr-default, sy-default: each router with no flag but its engines and port)",
+  },
+  "noisy-neighbour": {
+    type: "boolean",
+    default: false,
+    help: "keep one core busy with a background busy-loop process during the measurements",
+  },
   workers: { type: "int", min: 1, help: "Switchyard round-robin's --workers (default: one per core)" },
   "hybrid-workers": {
     type: "int",
@@ -189,6 +200,8 @@ export interface PeersResult {
   load: { before: number; after: number };
   rounds: number;
   duration: number;
+  /** one core was kept busy by a background busy loop */
+  noisyNeighbour?: boolean;
   /** concurrency → target → per-round cells */
   cells: Record<string, Record<string, Cell[]>>;
 }
@@ -196,7 +209,8 @@ export interface PeersResult {
 async function main(): Promise<void> {
   const tools = ensureBenchTools();
   const vr = wantTargets.some((t) => t.startsWith("vr-")) ? vllmRouterBin() : "";
-  const [upA, upB, pNginx, pVrRr, pVrCa, pVrProm1, pVrProm2, pSyRr, pSyHy] = await freePorts(9);
+  const [upA, upB, pNginx, pVrRr, pVrCa, pVrProm1, pVrProm2, pSyRr, pSyHy, pVrDef, pVrProm3, pSyDef] =
+    await freePorts(12);
   const engines = [`http://127.0.0.1:${upA}`, `http://127.0.0.1:${upB}`];
   const upDir = mkdtempSync(join(outDir, "upstream-"));
   writeFileSync(
@@ -221,13 +235,12 @@ async function main(): Promise<void> {
     const c = startLogged(tools.nginx, ["-c", join(dir, "nginx.conf"), "-p", dir], join(outDir, "nginx.log"));
     add("nginx", "nginx proxy_pass (worker_processes auto)", pNginx!, c.pid);
   }
-  const vrArgs = (port: number, policy: string, prom: number) => [
+  const vrArgs = (port: number, policy: string | undefined, prom: number) => [
     "--host",
     "127.0.0.1",
     "--port",
     String(port),
-    "--policy",
-    policy,
+    ...(policy !== undefined ? ["--policy", policy] : []),
     "--worker-urls",
     ...engines,
     "--worker-startup-check-interval",
@@ -242,6 +255,11 @@ async function main(): Promise<void> {
   if (wantTargets.includes("vr-ca")) {
     const c = startLogged(vr, vrArgs(pVrCa!, "cache_aware", pVrProm2!), join(outDir, "vllm-router-ca.log"));
     add("vr-ca", "vllm-router 0.1.17 cache_aware", pVrCa!, c.pid);
+  }
+  if (wantTargets.includes("vr-default")) {
+    // its default policy is cache_aware (vllm-router --help)
+    const c = startLogged(vr, vrArgs(pVrDef!, undefined, pVrProm3!), join(outDir, "vllm-router-default.log"));
+    add("vr-default", "vllm-router 0.1.17 defaults (cache_aware)", pVrDef!, c.pid);
   }
   const syWorkers = (flags.workers as number | undefined) ?? availableParallelism();
   const hyWorkers = flags["hybrid-workers"] as number;
@@ -268,7 +286,12 @@ async function main(): Promise<void> {
       join(outDir, "switchyard-rr.log"),
       syEnv,
     );
-    add("sy-rr", `Switchyard round-robin (${syWorkers} workers)`, pSyRr!, c.pid);
+    add(
+      "sy-rr",
+      `Switchyard round-robin (${syWorkers} ${syWorkers === 1 ? "process" : "workers"})`,
+      pSyRr!,
+      c.pid,
+    );
   }
   if (wantTargets.includes("sy-hybrid")) {
     const c = startLogged(
@@ -283,6 +306,12 @@ async function main(): Promise<void> {
       pSyHy!,
       c.pid,
     );
+  }
+  if (wantTargets.includes("sy-default")) {
+    const args = [...cliPre, "router", "--host", "127.0.0.1", "--port", String(pSyDef)];
+    args.push(...engines.flatMap((e) => ["--backend", e]));
+    const c = startLogged(process.execPath, args, join(outDir, "switchyard-default.log"), syEnv);
+    add("sy-default", "Switchyard defaults (predictive, workers auto)", pSyDef!, c.pid);
   }
   // every proxy answers a completion before the clock starts
   for (const t of targets) {
@@ -303,14 +332,32 @@ async function main(): Promise<void> {
     }
   }
   const script = luaScript();
-  const result: PeersResult = { load: { before: loadavg()[0]!, after: 0 }, rounds, duration, cells: {} };
+  // a background process that keeps one core busy (a noisy neighbour), for as long as the cells run
+  const noisy = flags["noisy-neighbour"]
+    ? spawn(process.execPath, ["-e", "for (;;) {}"], { stdio: "ignore" })
+    : undefined;
+  try {
+    await measureAll(targets, script, noisy !== undefined);
+  } finally {
+    noisy?.kill("SIGKILL");
+  }
+}
+
+async function measureAll(targets: Target[], script: string, noisy: boolean): Promise<void> {
+  const result: PeersResult = {
+    load: { before: loadavg()[0]!, after: 0 },
+    rounds,
+    duration,
+    noisyNeighbour: noisy,
+    cells: {},
+  };
   console.log(
     `router vs peers: ${rounds} interleaved rounds of ${duration} s per cell, wrk -t${flags["wrk-threads"]}, ` +
       `load average ${loadavg()
         .map((x) => x.toFixed(1))
         .join(
           " ",
-        )}, ${availableParallelism()} cores, Switchyard on Node ${process.versions.node}; logs in ${outDir}`,
+        )}, ${availableParallelism()} cores${noisy ? ", one kept busy by a background busy loop" : ""}, Switchyard on Node ${process.versions.node}; logs in ${outDir}`,
   );
   for (const t of targets) console.log(`  ${t.name.padEnd(10)} ${t.label}`);
   // warm-up: connections open, JITs warm
@@ -356,7 +403,12 @@ function printSummary(res: PeersResult, targets: Target[]): void {
   for (const [c, byTarget] of Object.entries(res.cells)) {
     for (const t of targets) {
       // each policy against its counterpart: cache-aware routing against vllm-router's cache_aware
-      const refName = t.name === "sy-hybrid" || t.name === "vr-ca" ? "vr-ca" : "vr-rr";
+      const refName =
+        t.name === "sy-default" || t.name === "vr-default"
+          ? "vr-default"
+          : t.name === "sy-hybrid" || t.name === "vr-ca"
+            ? "vr-ca"
+            : "vr-rr";
       const ref = byTarget[refName] ? summarize(byTarget[refName]) : undefined;
       const s = summarize(byTarget[t.name]!);
       const vs = (x: number | undefined) =>

@@ -1,16 +1,40 @@
 // The routing-cost benchmark's rows (bench/router/overhead-at-rate.ts, `router/overhead --json F`) and its
 // knee rule, here so that a test can hold the rule without importing a benchmark script.
 
+/** p50, p95, p99 in ms */
+export interface Pct {
+  p50: number;
+  p95: number;
+  p99: number;
+}
+
 export interface Run {
   policy: string;
   rate: number;
   prompt_tokens: number;
-  added_ms: { p50: number; p95: number; p99: number };
+  /**
+   * what the router adds: the percentiles of each request's time outside the engine (end to end less
+   * the time the engine itself stamps it held the request) through the router, less the same
+   * percentiles sent straight to the engines
+   */
+  added_ms: Pct;
   router_cores: number | null;
   /** the router's CPU per request completed in the measured window: what a rate costs it, rate × this */
   router_cpu_ms_per_req: number | null;
-  router_ms: { p50: number; p95: number; p99: number };
-  direct_ms: { p50: number; p95: number; p99: number };
+  /** CPU per request completed, µs: the router (its workers included), the load client, the engines */
+  cpu_us_per_req: { router: number | null; client: number; engines: number | null };
+  /** the same of the direct run (no router) */
+  direct_cpu_us_per_req: { client: number; engines: number | null };
+  /** end-to-end percentiles through the router less those straight to the engines (engine time included) */
+  added_e2e_ms: Pct;
+  router_ms: Pct;
+  direct_ms: Pct;
+  /** time outside the engine, through the router and straight to the engines */
+  router_outside_ms: Pct;
+  direct_outside_ms: Pct;
+  /** the client's send → the engine has the request: through the router (its decision lies here) and straight */
+  router_inbound_ms: Pct;
+  direct_inbound_ms: Pct;
   achieved_rps: number;
   errors: number;
   client_lag_p99_ms: number;

@@ -1,6 +1,7 @@
 // Clean shutdown on SIGINT/SIGTERM for every long-running command: handlers run once, in
 // reverse order of registration, within a deadline; a second signal exits at once. A process started
 // by `switchyard up` also stops when `up` is gone (watchParent).
+import cluster from "node:cluster";
 import { logger } from "./log.js";
 
 type Handler = () => Promise<void> | void;
@@ -91,6 +92,7 @@ export function watchParent(): void {
   };
   if (!process.connected) return gone();
   process.once("disconnect", gone);
-  // the channel alone keeps nothing alive: a process with nothing else to do still ends
-  process.channel.unref();
+  // the channel alone keeps nothing alive: a process with nothing else to do still ends. Not so in a
+  // router's worker: its channel is to the primary, whose first word it waits for before it listens
+  if (!cluster.isWorker) process.channel.unref();
 }

@@ -18,6 +18,10 @@ import { ConfigError, loadConfig, routerConfigSchema, type RouterConfigInput } f
 import { startRouter } from "./index.js";
 import { runPrimary } from "./cluster/primary.js";
 import { awaitStart, WorkerLink } from "./cluster/worker.js";
+import { workerCount } from "./cluster/worker-count.js";
+import { logger } from "../obs/log.js";
+
+const log = logger("router");
 
 /**
  * The router's flags: `--config`, the file they are layered on, and one flag for each config field
@@ -55,9 +59,9 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new CliError(err.message);
     throw err;
   }
-  // one process unless asked: with a load-aware policy every pick is confirmed by the primary, and on a
-  // 2-core machine that costs more than the second core gives (half the tiny requests, docs/router.md)
-  const workers = cfg.workers ?? 1;
+  // `workers: auto` (the default) is the count that measured fastest for the policy (worker-count.ts)
+  const { workers, why } = workerCount(cfg);
+  log.info({ workers, why }, workers > 1 ? "router workers" : "router: one process");
   if (workers > 1) {
     await runPrimary({ flags: overrides, configFile, workers });
     return await new Promise<never>(() => undefined);

@@ -9,8 +9,12 @@ import { GPU_IDS_TEXT, resolveGpu, resolveModel } from "../models/index.js";
 import { LearnedTiming, rooflineTiming, type EngineTiming, type PrefillCounters } from "./cost/timing.js";
 import type { EngineView } from "./policy/views.js";
 import type { PredictiveOptions } from "./cost/ttft-model.js";
-import { CACHE_AWARE_DEFAULTS, type CacheAwareOptions } from "./plugins/index.js";
-import { SESSION_LOAD_FACTOR_DEFAULT, type PolicyOptions } from "./policies.js";
+import {
+  CACHE_AWARE_DEFAULTS,
+  SESSION_LOAD_FACTOR_DEFAULT,
+  type CacheAwareOptions,
+  type PolicyOptions,
+} from "./plugins/index.js";
 import type { CacheOracle } from "./policy/cache-oracle.js";
 import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 import { scorerNames } from "./plugins/index.js";

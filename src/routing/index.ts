@@ -6,13 +6,11 @@ export * from "./policy/views.js";
 export * from "./policy/policy.js";
 export * from "./policy/cache-oracle.js";
 export { RequestMemo } from "./policy/memo.js";
-export * from "./policy/filters.js";
-export * from "./policy/pickers.js";
+export { applyFilters, keepEngines } from "./policy/filter-chain.js";
 export * from "./policy/decide.js";
 export { hash32, unitHash } from "./policy/hash.js";
 // the policies by name, and their configuration
 export * from "./policies.js";
-export * from "./baselines/index.js";
 export * from "./plugins/index.js";
 export * from "./config.js";
 // cost/: load between scrapes, queued prefill, engine timing, the TTFT model, SLOs, late binding

@@ -3,7 +3,7 @@
 // plugins/gie-lora-affinity and plugins/lora-static: the baselines), over the adapter books their
 // callers keep (lora-books/). This file names them and re-exports what callers use, so a caller imports
 // one file for LoRA placement.
-import { createGieLoraAffinityPolicy, createLoraPolicy, createStaticLoraPolicy } from "./plugins/index.js";
+import { createRegisteredPolicy } from "./plugins/index.js";
 import type { Policy } from "./policy/policy.js";
 
 export * from "./lora-books/index.js";
@@ -19,8 +19,7 @@ export {
 export type LoraPolicyName = "lora" | "gie-lora-affinity" | "lora-static";
 export const LORA_POLICY_NAMES: readonly LoraPolicyName[] = ["lora", "gie-lora-affinity", "lora-static"];
 
+/** a LoRA placement by name, by its plugin's factory (`lora` with no cache oracle) */
 export function createLoraPolicyByName(name: LoraPolicyName): Policy {
-  if (name === "lora") return createLoraPolicy();
-  if (name === "gie-lora-affinity") return createGieLoraAffinityPolicy();
-  return createStaticLoraPolicy();
+  return createRegisteredPolicy(name, {});
 }

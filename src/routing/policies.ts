@@ -1,28 +1,14 @@
-// The basic policies (round-robin, least-load, session affinity) and the names of every policy. Each is
-// a Policy value (filters → scorers → picker); the cache-aware ones (cache-aware.ts) are extra scorers
-// over the same views. The name lists live here so every caller agrees on what a policy is called.
-import { standardFilters } from "./policy/filters.js";
-import { maxScorePicker, roundRobinPicker, sessionPicker } from "./policy/pickers.js";
-import type { CacheOracle } from "./policy/cache-oracle.js";
-import type { Policy, Scorer } from "./policy/policy.js";
-import type { PredictiveOptions } from "./cost/ttft-model.js";
+// The names of every policy, and `createPolicy`, which makes one by name: each policy is a plugin of its
+// own (plugins/<folder>/, a Policy value: filters → scorers → picker) that plugins/index.ts registers
+// by name, so adding a policy is adding its folder and its line there (and its name in a list below).
+// The name lists live here so every caller agrees on what a policy is called.
+import type { Policy } from "./policy/policy.js";
 import {
-  createCacheAwarePolicy,
+  createRegisteredPolicy,
   createScorer,
-  createVllmRouterProgramPolicy,
-  NO_CACHE,
-  type CacheAwareOptions,
-  kvFreeScorer,
-  loadScorer,
-  type VllmRouterProgramOptions,
+  roundRobinPicker,
+  type PolicyOptions,
 } from "./plugins/index.js";
-import {
-  createLlmdStickyPolicy,
-  createVllmRouterCacheAwarePolicy,
-  type LlmdStickyOptions,
-  type VllmRouterCacheAwareOptions,
-} from "./baselines/index.js";
-import { LATE_BINDING_DEFAULTS } from "./cost/late-binding.js";
 import { InvalidConfigError } from "../errors/index.js";
 
 /** Policies needing nothing but the fleet snapshot (the fleet simulator runs these). */
@@ -31,7 +17,7 @@ export const POLICY_NAMES: readonly BasicPolicyName[] = ["round-robin", "least-l
 /** Cache-aware policies: their CacheOracle (prefix index, KV-event index) is the caller's state. */
 export type CachePolicyName = "prefix" | "kv" | "hybrid" | "predictive";
 export const CACHE_POLICY_NAMES: readonly CachePolicyName[] = ["prefix", "kv", "hybrid", "predictive"];
-/** Peers' designs, faithful to their published descriptions (baselines/): comparisons, not defaults. */
+/** Peers' designs, faithful to their published descriptions (plugins/): comparisons, not defaults. */
 export type BaselinePolicyName = "vllm-router-cache-aware" | "llm-d-sticky" | "vllm-router-program";
 export const BASELINE_POLICY_NAMES: readonly BaselinePolicyName[] = [
   "vllm-router-cache-aware",
@@ -74,7 +60,7 @@ export function policyReadsKv(name: string): boolean {
 /**
  * The policies that read a request's session key (`RequestView.sessionKey`): `session` hashes it,
  * `vllm-router-program` takes it for the program, and the cost-based ones (`prefix`, `kv`, `hybrid`,
- * `predictive`: cache-aware.ts's time model) price the paused sessions' contexts a placement evicts and
+ * `predictive`: plugins/cache-aware/'s time model) price the paused sessions' contexts a placement evicts and
  * a session's decode by it. For the others (`round-robin`, `least-load`, `vllm-router-cache-aware`,
  * `llm-d-sticky`, whose affinity is the cache's) the router's edge does not track sessions
  * (sessions/session-identity.ts: no prompt hashed, no session recorded), so that a policy that never reads the
@@ -113,92 +99,18 @@ export const POLICY_HELP: string = Object.entries(POLICY_SUMMARIES)
   .map(([name, summary]) => (summary === "" ? name : `${name} (${summary})`))
   .join(", ");
 
-/** session: how far above the average in-flight an engine may go before a session spills, by default */
-export const SESSION_LOAD_FACTOR_DEFAULT = 1.25;
-
-export interface PolicyOptions {
-  /** session: how far above the average in-flight an engine may go before a session spills (≥ 1) */
-  sessionLoadFactor?: number;
-  /** cache-aware policies: what each engine holds (none given: they route by load alone) */
-  cache?: CacheOracle;
-  /** cache-aware policies: the cost function's constants */
-  cacheAware?: CacheAwareOptions;
-  /** predictive: engine timing, cost constants, TTFT SLOs */
-  predictive?: PredictiveOptions;
-  /** vllm-router-cache-aware: its thresholds */
-  vllmRouterCacheAware?: VllmRouterCacheAwareOptions;
-  /** llm-d-sticky: its affinity threshold and saturation override (τ) */
-  llmdSticky?: LlmdStickyOptions;
-  /**
-   * vllm-router-program: its settings; each engine's token capacity defaults to the KV capacity of
-   * `predictive.timing` (what an operator would set `token_capacity_per_target` to)
-   */
-  vllmRouterProgram?: VllmRouterProgramOptions;
-  /**
-   * scorers added to the policy's own (weight 1): the config's `scorers` by name (plugins/registry.ts),
-   * or made already; every policy but round-robin picks by the weighted sum
-   */
-  scorers?: readonly ({ name: string; weight: number } | Scorer)[];
-}
-
+/**
+ * The policy `name`, made by its plugin's factory (plugins/index.ts registers each by name), with the
+ * config's scorers added to its own.
+ */
 export function createPolicy(name: PolicyName, opts: PolicyOptions = {}): Policy {
-  const policy = basePolicy(name, opts);
+  const policy = createRegisteredPolicy(name, opts);
   const extra = (opts.scorers ?? []).map((s) => ("score" in s ? s : createScorer(s.name, s.weight)));
   if (extra.length === 0) return policy;
   if (policy.picker === roundRobinPicker)
     throw new InvalidConfigError(`policy '${name}' does not pick by score: scorers cannot be added to it`);
   // an added scorer may compare each engine with the others (decode-batch does)
   return { ...policy, scorers: [...policy.scorers, ...extra], loadElsewhereKeepsPick: false };
-}
-
-function basePolicy(name: PolicyName, opts: PolicyOptions): Policy {
-  switch (name) {
-    case "round-robin":
-      return { name, filters: standardFilters, scorers: [], picker: roundRobinPicker };
-    case "least-load":
-      return {
-        name,
-        filters: standardFilters,
-        scorers: [loadScorer, kvFreeScorer],
-        picker: maxScorePicker,
-        // a rise elsewhere leaves the least queued as they were, and only narrows the tie-break's range
-        loadElsewhereKeepsPick: true,
-      };
-    case "session":
-      return {
-        name,
-        filters: standardFilters,
-        scorers: [loadScorer, kvFreeScorer],
-        picker: sessionPicker(opts.sessionLoadFactor ?? SESSION_LOAD_FACTOR_DEFAULT),
-      };
-    case "prefix":
-    case "kv":
-    case "hybrid":
-    case "predictive":
-      return createCacheAwarePolicy(name, opts.cache ?? NO_CACHE, standardFilters, maxScorePicker, {
-        cacheAware: opts.cacheAware,
-        predictive: opts.predictive,
-        admitBySlo: name === "predictive",
-        lateBinding:
-          name === "predictive" ? { ...LATE_BINDING_DEFAULTS, ...opts.predictive?.lateBinding } : undefined,
-      });
-    case "vllm-router-cache-aware":
-      return createVllmRouterCacheAwarePolicy(name, opts.cache ?? NO_CACHE, opts.vllmRouterCacheAware);
-    case "llm-d-sticky":
-      return createLlmdStickyPolicy(name, opts.cache ?? NO_CACHE, maxScorePicker, opts.llmdSticky);
-    case "vllm-router-program": {
-      const timing = opts.predictive?.timing;
-      return createVllmRouterProgramPolicy(name, opts.cache ?? NO_CACHE, {
-        tokenCapacity: timing
-          ? (engine) => {
-              const model = engine.models.values().next().value;
-              return model === undefined ? undefined : timing(engine, model)?.kvCapacityTokens;
-            }
-          : undefined,
-        ...opts.vllmRouterProgram,
-      });
-    }
-  }
 }
 
 /**

@@ -1,6 +1,7 @@
 // One Tokenizer built from parts: an ordinary-text BPE encoder, the added tokens recognised in text,
 // a decode table covering the model's whole vocabulary, and a chat template.
 import { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "../eventloop/turns.js";
+import { LruMap } from "../collections/lru-map.js";
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import { renderChat, type ChatTemplate } from "./chat-templates.js";
 import { buildOutputPool, type OutputPool } from "./output-pool.js";
@@ -121,6 +122,28 @@ export function safeCut(text: string, from: number): number {
   return n;
 }
 
+/**
+ * A long text is encoded (encodeAsync, countAsync) in chunks of at least CHUNK_CHARS, each ending at
+ * the first cut point (safeCut) past that: the grid depends only on the text up to each cut, so texts
+ * that share a prefix share its chunks, whose ids are remembered (LRU, CHUNK_CACHE_CHARS characters).
+ */
+export const CHUNK_CHARS = 512;
+const CHUNK_CACHE_CHARS = 2_000_000;
+const CHUNK_CACHE_ENTRIES = 16_384;
+
+/**
+ * A copy of `s` that holds no reference to the string it was sliced from: V8 keeps a slice as a view of
+ * its parent, so a remembered 512-character chunk of a 5 MB prompt would keep all 5 MB alive.
+ */
+export function detached(s: string): string {
+  return (" " + s).slice(1);
+}
+
+/** the end of the chunk of `text` that starts at `pos` (a cut point, or 0) */
+export function chunkEnd(text: string, pos: number): number {
+  return safeCut(text, pos + CHUNK_CHARS);
+}
+
 function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
@@ -139,8 +162,11 @@ export class FamilyTokenizer implements Tokenizer {
   /** every added token here starts with one of these chars: text without them skips the split */
   private readonly addedFirstChars: string;
   private readonly segmentCache = new Map<string, readonly number[]>();
+  /** long texts' chunks (chunkEnd) → their ids, least recently used first (encodeAsync, countAsync) */
+  private readonly chunks = new LruMap<string, readonly number[]>();
+  private chunkChars = 0;
   /** no added token holds whitespace, so cutting at safeCut points never splits one */
-  private readonly sliceable: boolean;
+  readonly sliceable: boolean;
   /** a long encode's first slice, from the pace of the last slice encoded (see SYNC_ENCODE_CHARS) */
   private firstSlice: number;
   private readonly syncChars: number;
@@ -261,8 +287,9 @@ export class FamilyTokenizer implements Tokenizer {
     if (waitingSlices() > 0) await nextTurn(since, owner);
     else if (owner?.cancelled) throw new WorkCancelled();
     let slice = this.firstSlice;
+    // pos and end stay on the text's chunk grid (chunkEnd), so that a slice is whole chunks
     for (let pos = 0; pos < n;) {
-      let end = safeCut(text, pos + 1);
+      let end = chunkEnd(text, pos);
       if (end - pos > this.offloadChars) {
         const ids = await tokenizerThread.encode(this.family, text.slice(pos, end), owner);
         for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
@@ -270,14 +297,18 @@ export class FamilyTokenizer implements Tokenizer {
         pos = end;
         continue;
       }
-      // grow the slice cut point by cut point, stopping before a stretch that must be offloaded
+      // grow the slice chunk by chunk, stopping before a stretch that must be offloaded
       while (end < n && end - pos < slice) {
-        const next = safeCut(text, end + 1);
+        const next = chunkEnd(text, end);
         if (next - end > this.offloadChars) break;
         end = next;
       }
       const t0 = performance.now();
-      this.encodeInto(text.slice(pos, end), out);
+      for (let c = pos; c < end;) {
+        const e = chunkEnd(text, c);
+        this.encodeChunk(c === 0 && e === n ? text : text.slice(c, e), out);
+        c = e;
+      }
       dropped += keepFirst(out, keep);
       const ms = performance.now() - t0;
       // aim the next slice at SLICE_TARGET_MS from this one's pace (cache hits make it vary)
@@ -323,6 +354,30 @@ export class FamilyTokenizer implements Tokenizer {
     return { count: out.length + dropped, ids: out };
   }
 
+  /**
+   * appends the ids of one chunk of a long text (chunkEnd), remembered: long prompts that share a
+   * prefix (a system prompt, a document, a conversation's history) share its whole chunks, so a
+   * prompt is encoded only from the chunk where it parts from the earlier ones
+   */
+  private encodeChunk(chunk: string, out: number[]): void {
+    let ids = this.chunks.use(chunk);
+    if (ids === undefined) {
+      const fresh: number[] = [];
+      this.encodeInto(chunk, fresh);
+      ids = fresh;
+      if (chunk.length <= CHUNK_CACHE_CHARS / 4) {
+        this.chunks.set(detached(chunk), ids);
+        this.chunkChars += chunk.length;
+        while (this.chunkChars > CHUNK_CACHE_CHARS || this.chunks.size > CHUNK_CACHE_ENTRIES) {
+          const old = this.chunks.shift();
+          if (old === undefined) break;
+          this.chunkChars -= old.key.length;
+        }
+      }
+    }
+    for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+  }
+
   /** appends the ids of `text` (added tokens recognised, no BOS) */
   private encodeInto(text: string, out: number[]): void {
     if (!this.mayContainAdded(text)) {
@@ -356,7 +411,8 @@ export class FamilyTokenizer implements Tokenizer {
         this.segmentCache.delete(this.segmentCache.keys().next().value!);
       }
     }
-    this.segmentCache.set(text, ids);
+    // a copy, not the slice of the caller's text: a slice would keep all of that text alive
+    this.segmentCache.set(detached(text), ids);
     appendAll(out, ids);
   }
 

@@ -3,7 +3,7 @@
 import { createRequire } from "node:module";
 import { byteLevelToBytes, VocabTable, type AddedToken } from "./byte-level.js";
 import { llama31Template } from "./chat-templates.js";
-import { FamilyTokenizer } from "./family-tokenizer.js";
+import { detached, FamilyTokenizer } from "./family-tokenizer.js";
 
 interface Llama3Lib {
   vocabById: string[];
@@ -39,7 +39,8 @@ function pieceCachingEncoder(lib: Llama3Lib): (text: string) => number[] {
       ids = lib.encode(piece, opts);
       if (piece.length <= PIECE_CACHE_MAX_CHARS) {
         if (cache.size >= PIECE_CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
-        cache.set(piece, ids);
+        // a copy, not the slice: a slice would keep the whole text it was cut from alive
+        cache.set(detached(piece), ids);
       }
     }
     for (let i = 0; i < ids.length; i++) out.push(ids[i]!);

@@ -28,6 +28,11 @@ export interface Tokenizer {
   readonly hasChatTemplate: boolean;
   /** special and added tokens recognised in text, content -> id */
   readonly addedTokens: ReadonlyMap<string, number>;
+  /**
+   * true when text without added tokens may be cut at safeCut points (family-tokenizer.ts) and its
+   * pieces encoded apart, their ids joined being the text's: the built-in families and byte-level folders
+   */
+  readonly sliceable?: boolean;
   /** added tokens are always recognised in text; addSpecialTokens only controls the BOS (default true) */
   encode(text: string, addSpecialTokens?: boolean): number[];
   /**

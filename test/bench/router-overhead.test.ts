@@ -42,6 +42,9 @@ test("router/overhead --json writes each policy's added latency and router cores
       for (const p of ["p50", "p95", "p99"] as const)
         assert.equal(typeof r.added_ms[p], "number", `${r.policy} added_ms.${p}`);
       assert.ok(r.router_cores === null || r.router_cores >= 0, `${r.policy} router_cores`);
+      // the engines stamped every answer, through the router too: the legs outside the engine are known
+      assert.ok(r.router_outside_ms.p50 > 0 && r.direct_outside_ms.p50 > 0, `${r.policy} outside`);
+      assert.equal(typeof r.cpu_us_per_req.client, "number", `${r.policy} client CPU`);
       assert.equal(r.errors, 0, `${r.policy} errors`);
     }
     // the default policy routed from the engines' KV events: it predicted some of the shared prefixes cached
@@ -69,8 +72,15 @@ test("the knee is the first rate where the router's CPU nears the machine's core
     added_ms: { p50: p95 / 2, p95, p99: p95 * 2 },
     router_cores: cores,
     router_cpu_ms_per_req: (cores * 1000) / rate,
+    cpu_us_per_req: { router: (cores * 1e6) / rate, client: 100, engines: 100 },
+    direct_cpu_us_per_req: { client: 100, engines: 100 },
+    added_e2e_ms: { p50: p95 / 2, p95, p99: p95 * 2 },
     router_ms: { p50: 0, p95: 0, p99: 0 },
     direct_ms: { p50: 0, p95: 0, p99: 0 },
+    router_outside_ms: { p50: 0, p95: 0, p99: 0 },
+    direct_outside_ms: { p50: 0, p95: 0, p99: 0 },
+    router_inbound_ms: { p50: 0, p95: 0, p99: 0 },
+    direct_inbound_ms: { p50: 0, p95: 0, p99: 0 },
     achieved_rps: achieved,
     errors: 0,
     client_lag_p99_ms: 0,

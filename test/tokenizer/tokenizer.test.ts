@@ -269,3 +269,30 @@ test("trimming a message with 200 000 spaces inside takes linear time (the regex
   assert.equal(pyStrip(`  ${inner}\n`), inner);
   assert.equal(pyStrip(" \u3000\x1c\x85 "), "");
 });
+
+test("long texts that share a prefix are encoded from remembered chunks with the whole text's ids (encodeAsync, countAsync)", async () => {
+  const words = "river Danube flows through ten countries, and the Rhine; 1999 Größe 東京".split(" ");
+  const text = (seed: number, n: number) => {
+    let x = seed >>> 0 || 1;
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) {
+      x = Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) >>> 0;
+      out.push(words[x % words.length]!);
+      if (x % 97 === 0) out.push("\n\n");
+    }
+    return out.join(" ");
+  };
+  for (const family of TOKENIZER_FAMILIES) {
+    const tk = tokenizerFor(family);
+    const shared = text(family.length, 6000);
+    for (let i = 0; i < 6; i++) {
+      // the same prefix, parting at a different place each time, a special token in some tails
+      const t = `${shared.slice(0, shared.length - i * 997)} ${text(100 + i, 300)}${i % 2 ? "<|endoftext|>x" : ""}`;
+      assert.deepEqual(await tk.encodeAsync(t, true), tk.encode(t, true), `${family} text ${i}`);
+      const c = await tk.countAsync(t, false, 5000);
+      const whole = tk.encode(t, false);
+      assert.equal(c.count, whole.length, `${family} count ${i}`);
+      assert.deepEqual(c.ids, whole.slice(0, 5000), `${family} kept ids ${i}`);
+    }
+  }
+});

@@ -8,9 +8,21 @@
 //
 // It is a stand-in, so it may lean on the load client to stay cheap: prompts are words of letters joined
 // by single spaces (each word's ids remembered, so a prompt is tokenized by lookup; checked against the
-// real tokenizer at start), and the client names the shared prefix a prompt starts with
-// (`x-bench-prefix: GROUP:CHARS`), whose ids and block hashes are computed once; only the unique tail is
-// hashed per request. `POST /bench/reset` empties every engine's cache (AllBlocksCleared published).
+// real tokenizer at start), and the client names the shared prefix a prompt starts with in a body field
+// the router relays as it relays the whole body (`"bench_prefix":"GROUP:CHARS"`; a header would not
+// pass the router, which forwards only the headers an engine reads, and the engines would then tokenize
+// and hash whole prompts behind the router only, loading the shared machine more in the router's run
+// than in the direct one), whose ids and block hashes are computed once; only the unique tail is hashed
+// per request. Where the client also says how many tokens the prompt has (`GROUP:CHARS:TOKENS`) not even
+// that: the tail's blocks are the request's own, which no later prompt can match, so they are published
+// under ids of their own with as many token ids as vLLM sends (the router decodes and stores them as it
+// would their real hashes). `POST /bench/reset` empties every engine's cache (AllBlocksCleared published).
+// Cheap per request, since it shares the machine with the router it measures: the prompt is read out of
+// the raw body where the client wrote it (JSON.parse only for a body it cannot read so), and the answer
+// is a template with the count filled in. Each answer says when the engine had the request and how long
+// it held it (`x-bench-engine: ARRIVAL_MS,HELD_MS`, ARRIVAL on process.hrtime's clock, CLOCK_MONOTONIC,
+// which every process on the machine shares), so the load client can split a request's time into the
+// legs before and after the engine: the router cannot move those stamps.
 //   node bench/support/fakes/kv-upstream.ts PORT,PORT,... MODEL    (prints "ready" once all listen)
 import { createServer } from "node:http";
 import { createServer as netServer } from "node:net";
@@ -80,6 +92,11 @@ interface Prefix {
   ids: bigint[];
 }
 const prefixes = new Map<string, Prefix>();
+/** ids of the blocks past a shared prefix: a range of their own, apart from any sha256 a router could compute */
+const OWN_IDS = 0xb1e5n << 48n;
+let nextOwnId = 0;
+/** token ids published with those blocks (as many as vLLM's BlockStored carries; the router reads past them) */
+const NO_TOKENS: number[] = new Array<number>(1 << 16).fill(0);
 
 function prefixOf(key: string, prompt: string, chars: number): Prefix | null {
   let p = prefixes.get(key);
@@ -108,24 +125,37 @@ class Engine {
   ) {}
 
   /** the prompt's blocks this engine had not stored, published; its prefix-cache counters moved */
-  compute(prompt: string, prefixHeader: string | undefined): number {
+  compute(prompt: string, hint: string | undefined): number {
     let tokens: number[];
     let fromBlock = 0;
     let parent: Buffer | null = null;
     let pre: Prefix | null = null;
-    const colon = prefixHeader ? prefixHeader.lastIndexOf(":") : -1;
-    if (prefixHeader && colon > 0)
-      pre = prefixOf(prefixHeader, prompt, Number(prefixHeader.slice(colon + 1)));
+    // GROUP:CHARS, or GROUP:CHARS:TOKENS where the client counted the prompt's tokens
+    const [key, chars, count] = (hint ?? "").split(":");
+    if (hint && key && chars) pre = prefixOf(`${key}:${chars}`, prompt, Number(chars));
     if (pre) {
-      tokens = pre.tokens.slice();
-      tokenizeWords(prompt.slice(pre.text.length), tokens);
       fromBlock = pre.ids.length;
-      parent = pre.digests[fromBlock - 1] ?? null;
       if (this.held.has(pre.text)) this.hits += fromBlock * BLOCK;
       else {
         this.held.add(pre.text);
         if (fromBlock > 0) this.stored(pre.ids, null, pre.tokens, 0);
       }
+      const n = Number(count);
+      if (Number.isInteger(n) && n >= pre.tokens.length) {
+        // the blocks past the shared prefix hold the request's own words: no other prompt can match
+        // them, so they go out under ids of their own (the router stores them as it would their hashes)
+        const blocks = Math.floor(n / BLOCK) - fromBlock;
+        if (blocks > 0) {
+          const ids: bigint[] = new Array(blocks);
+          for (let b = 0; b < blocks; b++) ids[b] = OWN_IDS + BigInt(nextOwnId++);
+          this.stored(ids, fromBlock > 0 ? pre.ids[fromBlock - 1]! : null, NO_TOKENS, 0);
+        }
+        this.queries += n;
+        return n;
+      }
+      tokens = pre.tokens.slice();
+      tokenizeWords(prompt.slice(pre.text.length), tokens);
+      parent = pre.digests[fromBlock - 1] ?? null;
     } else tokens = tokenize(prompt);
     const tail = computeBlockHashes(tokens, hashOpts, parent, fromBlock, fromBlock * BLOCK);
     if (tail.ids.length > 0)
@@ -169,15 +199,43 @@ function freeTcpPort(): Promise<number> {
   });
 }
 
+const [TINY_HEAD, TINY_TAIL] = JSON.stringify({
+  id: "cmpl-1",
+  object: "text_completion",
+  created: 1,
+  model,
+  choices: [{ index: 0, text: "ok", logprobs: null, finish_reason: "length", stop_reason: null }],
+  usage: { prompt_tokens: -1, total_tokens: -2, completion_tokens: 1 },
+}).split('"prompt_tokens":-1,"total_tokens":-2') as [string, string];
 const TINY = (tokens: number) =>
-  JSON.stringify({
-    id: "cmpl-1",
-    object: "text_completion",
-    created: 1,
-    model,
-    choices: [{ index: 0, text: "ok", logprobs: null, finish_reason: "length", stop_reason: null }],
-    usage: { prompt_tokens: tokens, total_tokens: tokens + 1, completion_tokens: 1 },
-  });
+  `${TINY_HEAD}"prompt_tokens":${tokens},"total_tokens":${tokens + 1}${TINY_TAIL}`;
+
+const PROMPT_KEY = Buffer.from('"prompt":"');
+const PREFIX_KEY = Buffer.from('"bench_prefix":"');
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+/**
+ * The prompt of a completion body, read where the JSON has it without parsing the rest: the text
+ * between `"prompt":"` and the next quote when no escape comes before it (the load client's prompts are
+ * words and spaces); undefined where that does not hold, and the body is then parsed.
+ */
+function promptOf(body: Buffer): string | undefined {
+  return stringField(body, PROMPT_KEY);
+}
+
+/** a string field of a JSON body at its `"key":"` where no escape comes before its closing quote */
+function stringField(body: Buffer, key: Buffer): string | undefined {
+  const at = body.indexOf(key);
+  if (at < 0) return undefined;
+  const from = at + key.length;
+  const end = body.indexOf(QUOTE, from);
+  if (end < 0) return undefined;
+  const esc = body.indexOf(BACKSLASH, from);
+  if (esc >= 0 && esc < end) return undefined;
+  return body.toString("utf8", from, end);
+}
+
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 
 async function engine(port: number, all: Engine[]): Promise<Engine> {
   const pubPort = await freeTcpPort();
@@ -227,6 +285,7 @@ async function engine(port: number, all: Engine[]): Promise<Engine> {
           `vllm:cache_config_info{${labels},block_size="${BLOCK}",enable_prefix_caching="True",prefix_caching_hash_algo="sha256_cbor",num_gpu_blocks="1000000"} 1\n`,
       );
     }
+    const arrived = nowMs();
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -237,17 +296,25 @@ async function engine(port: number, all: Engine[]): Promise<Engine> {
       }
       let tokens = 1;
       try {
-        const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { prompt?: unknown };
-        if (typeof body.prompt === "string") {
-          const h = req.headers["x-bench-prefix"];
-          tokens = e.compute(body.prompt, typeof h === "string" ? h : undefined);
+        const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        let prompt = promptOf(raw);
+        let hint = stringField(raw, PREFIX_KEY);
+        if (prompt === undefined) {
+          const body = JSON.parse(raw.toString("utf8")) as { prompt?: unknown; bench_prefix?: unknown };
+          if (typeof body.prompt === "string") prompt = body.prompt;
+          if (typeof body.bench_prefix === "string") hint = body.bench_prefix;
         }
+        if (prompt !== undefined) tokens = e.compute(prompt, hint);
       } catch {
         res.writeHead(400, { "content-type": "application/json" });
         return void res.end('{"error":{"message":"bad body"}}');
       }
       const out = TINY(tokens);
-      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(out) });
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(out),
+        "x-bench-engine": `${arrived.toFixed(3)},${(nowMs() - arrived).toFixed(3)}`,
+      });
       res.end(out);
     });
   });

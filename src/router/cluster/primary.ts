@@ -26,6 +26,8 @@ import { KvEventRelay, workerKvEndpoint } from "./kv-relay.js";
 import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
 import { WorkerLedger, countedEveryPick } from "./ledger.js";
+import { Outbox } from "./outbox.js";
+import { workerCount } from "./worker-count.js";
 import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
 import type { ResponseLink } from "../dataplane/response-affinity.js";
 
@@ -65,6 +67,8 @@ interface Slot {
   restartTimer?: NodeJS.Timeout;
   /** its in-flight counts as the group sees them (its reports and its confirmed claims) */
   ledger: WorkerLedger;
+  /** what is said to its worker this turn, written once (outbox.ts) */
+  outbox: Outbox<ToWorker> | undefined;
 }
 
 export class Primary {
@@ -150,7 +154,7 @@ export class Primary {
     cluster.setupPrimary({ serialization: "advanced" });
     const url = new Promise<string>((resolve) => (this.listening = resolve));
     for (let i = 0; i < this.o.workers; i++) {
-      this.slots.push({ worker: undefined, restarts: [], ledger: new WorkerLedger() });
+      this.slots.push({ worker: undefined, restarts: [], ledger: new WorkerLedger(), outbox: undefined });
       this.fork(i);
     }
     if (this.o.configFile) this.unwatch = watchConfigFile(this.o.configFile, () => void this.reload());
@@ -159,20 +163,29 @@ export class Primary {
 
   private fork(slot: number): void {
     const w = cluster.fork({ SWITCHYARD_ROUTER_WORKER: String(slot) });
-    this.slots[slot]!.worker = w;
+    const s = this.slots[slot]!;
+    s.worker = w;
+    s.outbox = new Outbox<ToWorker>((m) => {
+      // a worker that just died cannot be told anything: its exit is handled in onExit
+      if (w.isConnected()) w.send(m, undefined, undefined, ignore);
+    });
     w.on("message", (m: unknown) => {
-      if (isToPrimary(m)) this.onWorker(slot, w, m);
+      if (!isToPrimary(m)) return;
+      if (m.t !== "many") return this.onWorker(slot, w, m);
+      for (const one of m.ms) this.onWorker(slot, w, one);
     });
     w.on("exit", (code, signal) => this.onExit(slot, w, code, signal));
   }
 
   private send(w: Worker | undefined, m: ToWorker): void {
-    // a worker that just died cannot be told anything: its exit is handled in onExit
-    if (w?.isConnected()) w.send(m, undefined, undefined, ignore);
+    if (!w) return;
+    const s = this.slots.find((x) => x.worker === w);
+    if (s?.outbox) s.outbox.send(m);
+    else if (w.isConnected()) w.send(m, undefined, undefined, ignore);
   }
 
   private broadcast(m: ToWorker, except?: number): void {
-    for (let i = 0; i < this.slots.length; i++) if (i !== except) this.send(this.slots[i]!.worker, m);
+    for (let i = 0; i < this.slots.length; i++) if (i !== except) this.slots[i]!.outbox?.send(m);
   }
 
   private onWorker(slot: number, w: Worker, m: ToPrimary): void {
@@ -264,6 +277,9 @@ export class Primary {
     this.publishLoad(slot, ledger.report(m.own, m.acked));
     const results: [number, boolean][] = [];
     const stale = new Set<string>();
+    // this worker's rows as confirmed picks move them: told to the others once, after the batch (a
+    // claim is checked on the others' counts, never on its own worker's)
+    const confirmed = new Map<string, LoadCounts>();
     for (const item of m.items) {
       let ok = true;
       for (const seen of item.seen) {
@@ -273,9 +289,10 @@ export class Primary {
         stale.add(url);
         ok = false;
       }
-      if (ok) this.publishLoad(slot, [ledger.confirm(item.id, item.pick)]);
+      if (ok) confirmed.set(item.pick, ledger.confirm(item.id, item.pick));
       results.push([item.id, ok]);
     }
+    this.publishLoad(slot, [...confirmed.values()]);
     if (stale.size > 0) {
       // every source the worker may hold counts of, zeros included (a source with none has no rows)
       const sources = new Set(load.sources());
@@ -356,7 +373,7 @@ export class Primary {
       log.error({ err: (err as Error).message }, "config reload failed; keeping the previous configuration");
       return (err as Error).message;
     }
-    if (cfg.workers !== this.cfg.workers && cfg.workers !== undefined)
+    if (cfg.workers !== this.cfg.workers || workerCount(cfg).workers !== this.o.workers)
       log.warn(
         { workers: this.o.workers },
         "a new worker count needs a restart; keeping the current workers",
@@ -382,6 +399,7 @@ export class Primary {
     const s = this.slots[slot]!;
     if (s.worker !== w) return;
     s.worker = undefined;
+    s.outbox = undefined;
     const source = `w${slot}`;
     this.cp.load.drop(source);
     this.broadcast({ t: "gone", source });

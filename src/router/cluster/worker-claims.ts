@@ -99,11 +99,14 @@ export class WorkerSlotClaims<R extends ClaimingRequest> implements SlotClaims<R
    * The group refused the pick of the request's attempt, whose answer is held: the request is decided
    * again at once, as if that pick had not been made (its claim and slot let go of, the policy's memory
    * of it taken back). The same engine keeps the request it already has, claimed anew; another engine
-   * gets the next attempt, and this one is cancelled unseen. False when it can no longer be taken back.
+   * gets the next attempt, and this one is cancelled unseen. False when it can no longer be taken back,
+   * or its engine's whole answer is already held (it stands).
    */
   refused(req: R): boolean {
     const att = req.current;
-    if (!att?.retractable) return false;
+    // an engine that already answered in full did the work: sending it again elsewhere only doubles
+    // it (and aborting the finished exchange cost the engine's connection), so the pick stands
+    if (!att?.retractable || att.answeredInFull) return false;
     const e = att.engine;
     this.host.unpick(req, e);
     let next: EngineRecord | Promise<EngineRecord> | undefined;

@@ -19,6 +19,7 @@ import { GroupLimiter } from "./limits.js";
 import { Claims } from "./claims.js";
 import { WorkerSlotClaims } from "./worker-claims.js";
 import type { SlotClaimsFactory } from "../dataplane/slot-claims.js";
+import { Outbox } from "./outbox.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
 import { SharedLoad, queuedPrefillOf } from "./shared-load.js";
 import { PeerError } from "../../errors/index.js";
@@ -50,8 +51,19 @@ export type StartMessage = Extract<ToWorker, { t: "start" }>;
 /** a worker whose primary is gone is shutting down: what it would say is moot, and never an error */
 const ignore = () => undefined;
 
-function send(m: ToPrimary): void {
+/** what this worker says in one turn, written once (outbox.ts) */
+const outbox = new Outbox<ToPrimary>((m) => {
   if (process.connected) process.send!(m, undefined, undefined, ignore);
+});
+
+function send(m: ToPrimary): void {
+  outbox.send(m);
+}
+
+/** one message from the primary, or each of a turn's (outbox.ts) */
+function eachOf(m: ToWorker, fn: (one: ToWorker) => void): void {
+  if (m.t !== "many") return fn(m);
+  for (const one of m.ms) fn(one);
 }
 
 // process-wide: a worker process has one IPC channel to its primary; what arrived after the start
@@ -64,13 +76,15 @@ const ipc = {
 /** Says hello to the primary and waits for its start message (config, slot). */
 export function awaitStart(): Promise<StartMessage> {
   return new Promise((resolve) => {
-    ipc.earlyListener = (m: unknown) => {
-      if (!isToWorker(m)) return;
-      if (ipc.early) ipc.early.push(m);
-      else if (m.t === "start") {
-        ipc.early = [];
-        resolve(m);
-      }
+    ipc.earlyListener = (msg: unknown) => {
+      if (!isToWorker(msg)) return;
+      eachOf(msg, (m) => {
+        if (ipc.early) ipc.early.push(m);
+        else if (m.t === "start") {
+          ipc.early = [];
+          resolve(m);
+        }
+      });
     };
     process.on("message", ipc.earlyListener);
     send({ t: "hello" });
@@ -97,7 +111,7 @@ export class WorkerLink implements RouterGroup {
   /** applies a config the primary sent (set by the starter: it owns the keys watcher) */
   applyConfig: ((config: Record<string, unknown>) => void) | undefined;
   private readonly onMessage = (m: unknown) => {
-    if (isToWorker(m)) this.handle(m);
+    if (isToWorker(m)) eachOf(m, (one) => this.handle(one));
   };
 
   constructor(
@@ -251,6 +265,7 @@ export class WorkerLink implements RouterGroup {
         this.claims.answer(m.results);
         return this.schedule();
       case "start":
+      case "many":
         return;
     }
   }

@@ -156,10 +156,11 @@ export const routerConfigSchema = z.strictObject({
     flag: "port",
     help: "port to listen on",
   }),
-  /** worker processes serving the port (default 1: one process); needs a restart */
-  workers: flag(z.number().int().min(1).max(256).optional(), {
+  /** worker processes serving the port, or `auto` (../cluster/worker-count.ts); needs a restart */
+  workers: flag(z.union([z.literal("auto"), z.number().int().min(1).max(256)]).default("auto"), {
     flag: "workers",
-    help: "worker processes serving the port, sharing engines, health, load and routing state (default 1, a single process; see docs/router.md for when more help)",
+    help: 'worker processes serving the port, sharing engines, health, load and routing state; auto: one per core (at most 8) where the policy reads no load (round-robin), else one process, which measures faster for load-aware policies (docs/router.md, "Workers and replicas"); 1: one process',
+    toConfig: (v) => (v === "auto" ? "auto" : Number(v)),
   }),
   /** active-active replicas exchanging load and routing picks (src/router/cluster/peers.ts) */
   peers: peersConfigSchema,

@@ -43,6 +43,11 @@ function endsWith(b: Buffer, tail: Buffer): boolean {
 const MAX_FAILURE_BODY = 64 * 1024;
 /** a 500 longer than this is not vLLM's shutdown refusal (a short JSON error) and is relayed as it comes */
 const MAX_SHUTDOWN_BODY = 4096;
+/**
+ * an answer held for the group's word is read on up to this much before the engine is paused: a short
+ * one ends while held, and a refused pick whose answer came in full stands (../cluster/worker-claims.ts)
+ */
+const HOLD_READ_AHEAD = 16 * 1024;
 
 const enum AttemptDeadline {
   FirstByte,
@@ -111,6 +116,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private holding: Buffer[] | undefined;
   /** the engine's answer ended while held */
   private endHeld = false;
+  private heldBytes = 0;
   /** performance.now() of the first part of the answer held; 0 while none came */
   private heldSince = 0;
   /** taken back: the group refused the pick */
@@ -133,6 +139,11 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   /** Its pick may still be taken back: its answer is held, and its body can be sent again. */
   get retractable(): boolean {
     return !this.done && this.holding !== undefined && Buffer.isBuffer(this.ctx.upstreamBody);
+  }
+
+  /** The engine's whole answer is held (its pick awaits the word). */
+  get answeredInFull(): boolean {
+    return this.endHeld && !this.done;
   }
 
   /** Taken off its engine: a router worker's pick refused, the request decided onto another. */
@@ -305,7 +316,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     if (this.holding && this.mode === Mode.Relay) {
       if (this.heldSince === 0) this.heldSince = now;
       this.holding.push(chunk);
-      return false;
+      this.heldBytes += chunk.length;
+      return this.heldBytes < HOLD_READ_AHEAD;
     }
     if (this.mode === Mode.CollectShutdown && this.collectedSize + chunk.length > MAX_SHUTDOWN_BODY) {
       this.notShutdown();

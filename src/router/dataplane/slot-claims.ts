@@ -22,6 +22,8 @@ export interface HeldAttempt {
   readonly engine: EngineRecord;
   /** its answer is still held and its body can be sent again */
   readonly retractable: boolean;
+  /** the engine's whole answer is held: its work is done, and taking it back would throw that away */
+  readonly answeredInFull: boolean;
   /** taken off its engine unseen: it ends as `unclaimed`, and the request goes to `repicked` */
   takeBack(): void;
   /** the pick stands: the held answer goes out */

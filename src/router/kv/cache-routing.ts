@@ -325,9 +325,16 @@ export class CacheRouting implements CacheOracle {
     const cachedTokens = new Float64Array(n);
     const source: CacheSource[] = new Array(n);
     const heldTokens = new Float64Array(n).fill(NaN);
-    const estimate = this.prefix.predictInto(req, engines, cachedTokens);
-    let exact = -1;
     const p = this.mode === "prefix" ? undefined : this.prepare(req);
+    // the engines the loop below predicts from their KV events: the prefix index is not asked about them
+    let fromKv: Uint8Array | undefined;
+    if (p?.tokens)
+      for (let i = 0; i < n; i++) {
+        const st = this.subs.states.get(engines[i]!.id);
+        if (st && st.fallback === null && engines[i]!.blockSize) (fromKv ??= new Uint8Array(n))[i] = 1;
+      }
+    const estimate = this.prefix.predictInto(req, engines, cachedTokens, fromKv);
+    let exact = -1;
     // predictive prices each tier by its load time: that needs the prompt's tokens and the model's KV size
     const shape = p?.tokens && this.policyName === "predictive" ? this.pricing.shapeOf(req.model) : undefined;
     /** per candidate: prompt tokens the engine itself holds in some tier (GPU, then offload), -1 unknown */

@@ -3,7 +3,15 @@
 // folder (what a real vLLM engine uses), or Switchyard's sim tokenizer (what `switchyard sim` uses for
 // the models it knows). Models with neither are routed by the approximate prefix index.
 import { resolveModel } from "../../models/profiles.js";
-import { loadHfFolder, tokenizerForModel, type HfFolder, type Tokenizer } from "../../tokenizer/index.js";
+import { LruMap } from "../../collections/lru-map.js";
+import {
+  detached,
+  loadHfFolder,
+  safeCut,
+  tokenizerForModel,
+  type HfFolder,
+  type Tokenizer,
+} from "../../tokenizer/index.js";
 import { type ChatMessage } from "../../protocol/chat-messages.js";
 import type { RequestView } from "../../routing/index.js";
 
@@ -25,8 +33,16 @@ function firstPrompt(p: unknown): { text: string } | { ids: number[] } | null {
 
 /** segments up to this length are cached by the sim tokenizer itself */
 const LONG_SEGMENT_CHARS = 256;
-/** characters of long segments remembered (LRU): ≈ 2M chars + their ids ≈ 8 MB */
+/** characters of long segments' chunks remembered (LRU): ≈ 2M chars + their ids ≈ 8 MB */
 const LONG_SEGMENT_CACHE_CHARS = 2_000_000;
+/** chunks remembered at most, whatever their length (a chunk is at least CHUNK_CHARS but a piece's last) */
+const MAX_CHUNKS = 16_384;
+/**
+ * a long piece is cut into chunks of at least this many characters, each ending at a cut point
+ * (safeCut): two prompts that share a prefix share its whole chunks, so only the chunk the prompts part
+ * in and the rest are encoded again (512 characters: about 100 tokens, ~20 µs of text never seen)
+ */
+const CHUNK_CHARS = 512;
 
 function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -39,19 +55,28 @@ function escapeRegex(s: string): string {
  * independently, so a piece's ids never depend on its neighbours. Chat templates put special tokens
  * around every message, so a multi-round conversation repeats the same long pieces (a system prompt, a
  * user's history) request after request; BPE of a 9k-token piece costs 15–60 ms of the router's event
- * loop on a loaded 2-core host, more than a cache hit saves at the engine. Long pieces are therefore
- * remembered here (LRU by characters); the result is the same ids the tokenizer gives for the whole text.
+ * loop on a loaded 2-core host, more than a cache hit saves at the engine. And prompts that are one
+ * piece (a completion's text) share long prefixes without ever repeating whole: at 500 req/s of
+ * 4k-token prompts, encoding each whole was the largest part of the router's CPU a request. So a long
+ * piece is encoded in chunks cut where the tokenizer's pre-tokenizer cuts anyway (safeCut: BPE never
+ * merges across such a cut, so the ids of the chunks, joined, are the ids of the piece), and each
+ * chunk's ids are remembered (LRU by characters): a prompt that starts like an earlier one encodes
+ * only from the chunk where they part. The result is the same ids the tokenizer gives for the whole
+ * text. Tokenizers that cannot be cut so (not `sliceable`) encode long pieces whole, uncached.
  */
 export class SimRequestTokenizer implements RequestTokenizer {
   readonly source: string;
   private readonly added: RegExp | null;
-  private readonly longSegments = new Map<string, readonly number[]>();
+  /** chunk text → its ids, least recently used first */
+  private readonly chunks = new LruMap<string, readonly number[]>();
   private longChars = 0;
+  private readonly sliceable: boolean;
 
   constructor(private readonly tk: Tokenizer) {
     this.source = `sim:${tk.family}`;
     const contents = [...tk.addedTokens.keys()].sort((a, b) => b.length - a.length);
     this.added = contents.length ? new RegExp(contents.map(escapeRegex).join("|"), "g") : null;
+    this.sliceable = tk.sliceable === true;
   }
 
   tokens(req: RequestView): number[] | null {
@@ -96,25 +121,35 @@ export class SimRequestTokenizer implements RequestTokenizer {
   }
 
   private piece(text: string, out: number[]): void {
-    let ids: readonly number[] | undefined;
-    if (text.length <= LONG_SEGMENT_CHARS || text.length > LONG_SEGMENT_CACHE_CHARS / 4) {
-      ids = this.tk.encode(text, false);
-    } else {
-      ids = this.longSegments.get(text);
-      if (ids !== undefined)
-        this.longSegments.delete(text); // re-inserted below: most recent last
-      else {
-        ids = this.tk.encode(text, false);
-        this.longChars += text.length;
-        for (const [k] of this.longSegments) {
-          if (this.longChars <= LONG_SEGMENT_CACHE_CHARS) break;
-          this.longSegments.delete(k);
-          this.longChars -= k.length;
-        }
-      }
-      this.longSegments.set(text, ids);
+    const n = text.length;
+    if (n <= LONG_SEGMENT_CHARS || !this.sliceable) {
+      const ids = this.tk.encode(text, false);
+      for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+      return;
     }
-    for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+    for (let pos = 0; pos < n;) {
+      const end = safeCut(text, pos + CHUNK_CHARS);
+      const chunk = pos === 0 && end === n ? text : text.slice(pos, end);
+      let ids = this.chunks.use(chunk);
+      if (ids === undefined) {
+        ids = this.tk.encode(chunk, false);
+        // a stretch with no cut point as long as the cache is not worth keeping
+        if (chunk.length <= LONG_SEGMENT_CACHE_CHARS / 4) this.remember(chunk, ids);
+      }
+      for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
+      pos = end;
+    }
+  }
+
+  private remember(chunk: string, ids: readonly number[]): void {
+    // a copy: a slice would keep the whole prompt it was cut from alive
+    this.chunks.set(detached(chunk), ids);
+    this.longChars += chunk.length;
+    while (this.longChars > LONG_SEGMENT_CACHE_CHARS || this.chunks.size > MAX_CHUNKS) {
+      const old = this.chunks.shift();
+      if (old === undefined) break;
+      this.longChars -= old.key.length;
+    }
   }
 
   /** characters of long pieces remembered (bounded by LONG_SEGMENT_CACHE_CHARS) */

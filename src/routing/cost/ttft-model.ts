@@ -1,5 +1,5 @@
 // The predictive cost for the cache-aware policies (`prefix`, `kv`, `hybrid`, `predictive`;
-// cache-aware.ts): what a prompt sent to each candidate now would cost in time: its predicted time to
+// plugins/cache-aware/): what a prompt sent to each candidate now would cost in time: its predicted time to
 // first token there, from the engine's timing (timing.ts), plus the work a miss adds to the fleet (the
 // prompts its extra prefill holds up, evicted work, level decode batches, paused sessions' KV pushed out,
 // a session's decode). Each term, with its reasons: docs/routing.md#how-a-request-is-scored; the

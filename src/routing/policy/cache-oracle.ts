@@ -54,3 +54,36 @@ export interface CacheOracle {
     bestOtherTtftMs?: number,
   ): void;
 }
+
+/**
+ * Tells `oracle` of a pick made on a remembered prediction: the picked engine's predicted tokens and
+ * source. Returns the engine's index in the prediction, or -1 when there was none for it.
+ */
+export function tellPicked(
+  oracle: CacheOracle,
+  scored: { engines: readonly EngineView[]; pred: CachePrediction; reason: string } | undefined,
+  req: RequestView,
+  engine: EngineView,
+): number {
+  const i = scored ? scored.engines.indexOf(engine) : -1;
+  if (!scored || i < 0) return -1;
+  oracle.onPicked?.(
+    req,
+    engine,
+    scored.pred.cachedTokens[i]!,
+    scored.pred.source[i] ?? "none",
+    scored.reason,
+  );
+  return i;
+}
+
+/** An oracle that knows nothing: cache-aware policies then route by load alone (fleet simulator default). */
+export const NO_CACHE: CacheOracle = {
+  predict(req, engines) {
+    return {
+      promptTokens: 0,
+      cachedTokens: new Float64Array(engines.length),
+      source: engines.map(() => "none" as const),
+    };
+  },
+};

@@ -1,7 +1,7 @@
 // `decide`: a policy run over a fleet snapshot, the whole decision and pure — filters narrow the
 // candidates (which stage empties them says why none is left), the weighted scores are summed, the
 // picker picks, and the policy's admission may still refuse or hold the request.
-import { applyFilters } from "./filters.js";
+import { applyFilters } from "./filter-chain.js";
 import type { AdmissionHooks, Decision, PickHooks, ScoringPolicy } from "./policy.js";
 import type { FleetSnapshot, RequestView } from "./views.js";
 

@@ -196,12 +196,24 @@ export class PrefixIndex {
 
   /**
    * Longest run of leading ids each engine holds, in blocks. `engines` lists the candidates;
-   * `out[i]` gets engine i's matched blocks.
+   * `out[i]` gets engine i's matched blocks. Engines marked in `skip` are not looked up (0): their
+   * caller predicts them otherwise (the router's exact KV index).
    */
-  match(ids: readonly number[], engines: readonly { id: string }[], out: Float64Array): void {
+  match(
+    ids: readonly number[],
+    engines: readonly { id: string }[],
+    out: Float64Array,
+    skip?: Uint8Array,
+  ): void {
     out.fill(0);
     let alive = engines.length;
     const done = new Uint8Array(engines.length);
+    if (skip)
+      for (let i = 0; i < engines.length; i++)
+        if (skip[i]) {
+          done[i] = 1;
+          alive--;
+        }
     for (let k = 0; k < ids.length && alive > 0; k++) {
       const holders = this.blocks.get(ids[k]!);
       if (!holders) break;

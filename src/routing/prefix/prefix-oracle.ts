@@ -36,10 +36,18 @@ export class PrefixOracle implements CacheOracle {
     return prepared;
   }
 
-  /** Matched characters per candidate, converted to estimated tokens. */
-  predictInto(req: RequestView, engines: readonly EngineView[], blocks: Float64Array): number {
+  /**
+   * Matched characters per candidate, converted to estimated tokens; candidates marked in `skip` are
+   * not looked up (0), their caller predicting them otherwise. Returns the prompt's estimated tokens.
+   */
+  predictInto(
+    req: RequestView,
+    engines: readonly EngineView[],
+    blocks: Float64Array,
+    skip?: Uint8Array,
+  ): number {
     const prepared = this.prepare(req);
-    this.index.match(prepared.ids, engines, blocks);
+    this.index.match(prepared.ids, engines, blocks, skip);
     const perBlock = this.index.opts.blockChars / CHARS_PER_TOKEN;
     for (let i = 0; i < blocks.length; i++) blocks[i] = blocks[i]! * perBlock;
     return Math.ceil(prepared.chars / CHARS_PER_TOKEN);

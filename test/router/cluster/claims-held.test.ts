@@ -114,12 +114,42 @@ test("a refused pick is taken back and decided again: the client gets one whole 
   for (const v of reg.snapshot()) assert.equal(v.inFlight, 0, `${v.id}: no slot left taken`);
 });
 
-test("a refused pick decided again onto the same engine keeps its request there: nothing cancelled or sent twice", async (t) => {
+test("a refused pick whose engine has already answered in full stands: that work is not thrown away and sent again", async (t) => {
   const { engines, router, reg, word } = await setup(t, 0, "least-load");
   const res = post(`${router.url}/v1/completions`, { model: "fake/m", prompt: "x", max_tokens: 3 });
   await waitUntil(() => word.claims.length === 1, 5000, "the pick");
+  const engine = engines.find((e) => e.url === word.claims[0]!.engine)!;
+  await waitUntil(() => engine.hits === 1 && engine.active === 0, 5000, "the engine's whole answer");
+  await turns();
+  assert.equal(word.claims[0]!.holder.takeBack(), false, "not taken back");
+  // what Claims does with a pick that could not be taken back
+  word.claims[0]!.holder.stands();
+  const r = await res;
+  assert.equal(r.status, 200);
+  assert.equal(((await r.json()) as { choices: { text: string }[] }).choices[0]!.text, "tok tok tok");
+  assert.equal(word.claims.length, 1, "not decided again");
+  assert.equal(
+    engines.reduce((a, e) => a + e.hits, 0),
+    1,
+    "sent once",
+  );
+  assert.equal(engine.aborted, 0);
+  for (const v of reg.snapshot()) assert.equal(v.inFlight, 0, `${v.id}: no slot left taken`);
+});
+
+test("a refused pick decided again onto the same engine keeps its request there: nothing cancelled or sent twice", async (t) => {
+  const { engines, router, reg, word } = await setup(t, 0, "least-load");
+  // tokens far apart: its answer has begun and not ended when the pick is refused (one answered in
+  // full stands: the test above)
+  for (const e of engines) e.opts.tokenDelayMs = 500;
+  const res = post(`${router.url}/v1/completions`, {
+    model: "fake/m",
+    prompt: "x",
+    max_tokens: 3,
+    stream: true,
+  });
+  await waitUntil(() => word.claims.length === 1, 5000, "the pick");
   const first = engines.find((e) => e.url === word.claims[0]!.engine)!;
-  // it may have answered already: the answer is held either way
   await waitUntil(() => first.hits === 1, 5000, "the request on its engine");
   // the other engine has a prompt awaiting its first token when the request is decided again
   const other = reg.engines.get(engines.find((e) => e !== first)!.url)!.view;
@@ -134,7 +164,9 @@ test("a refused pick decided again onto the same engine keeps its request there:
   word.claims[1]!.holder.stands();
   const r = await res;
   assert.equal(r.status, 200);
-  assert.equal(((await r.json()) as { choices: { text: string }[] }).choices[0]!.text, "tok tok tok");
+  const text = await r.text();
+  assert.equal([...text.matchAll(/"text":"([^"]*)"/g)].map((m) => m[1]).join(""), "tok tok tok");
+  assert.equal(text.match(/\[DONE\]/g)?.length, 1);
   assert.equal(first.hits, 1, "sent once");
   assert.equal(first.aborted, 0);
   for (const v of reg.snapshot()) assert.equal(v.inFlight, 0, `${v.id}: no slot left taken`);

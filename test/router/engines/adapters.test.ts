@@ -9,8 +9,7 @@ import { join } from "node:path";
 import { writePeftAdapter } from "../../../bench/support/peft.js";
 import { post, routerFor, waitUntil } from "../../helpers/router.js";
 import { AdapterCatalog, learnLoadRate } from "../../../src/router/engines/adapters.js";
-import { coldLoadSeconds } from "../../../src/routing/lora.js";
-import { LruMap } from "../../../src/collections/lru-map.js";
+import { coldLoadSeconds, emptyLoraBooks } from "../../../src/routing/lora.js";
 import type { Json } from "../../helpers/json.js";
 import { loraSim } from "../../helpers/lora-sim.js";
 
@@ -160,19 +159,13 @@ test("a Hub adapter is registered by its repository id, the path the engines dow
 });
 
 test("cold loads are priced at the engine's measured load time, not the assumed rates, once one is measured", () => {
-  const view = {
+  const view = emptyLoraBooks({
     maxLoras: 8,
     maxCpuLoras: 32,
-    running: new Set<string>(),
-    waiting: new Set<string>(),
-    loaded: new LruMap<string, true>(),
-    loading: new Set<string>(),
-    inFlight: new Map<string, number>(),
-    lastSentAt: new Map<string, number>(),
     diskBps: 1e9,
     linkBps: 25e9,
     loadOverheadS: 0.05,
-  };
+  });
   const adapter = { name: "a", path: "/a", base: MODEL, bytes: 20e6 };
   assert.ok(Math.abs(coldLoadSeconds(view, adapter) - (0.05 + 0.02 + 0.0008)) < 1e-12);
   // a scaled sim (8 wall seconds per modelled one) answers a 40 MB load in 0.8 s

@@ -48,3 +48,20 @@ test("the long-piece cache is bounded by characters (LRU)", () => {
   assert.ok(rt.cachedChars <= 2_000_000, `${rt.cachedChars} chars cached`);
   assert.ok(rt.cachedChars > 1_000_000, `${rt.cachedChars} chars cached`);
 });
+
+test("prompts that share a prefix but never repeat whole give the tokenizer's own ids, chunk by chunk", () => {
+  const model = "meta-llama/Llama-3.1-8B-Instruct";
+  const tk = tokenizerForModel(resolveModel(model));
+  const rt = new SimRequestTokenizer(tk);
+  // shared prefixes of plain words, of code-like text with few cut points, and of mixed scripts
+  const prefixes = [
+    words(7, 1500),
+    `def f(x):\n    return x+1\n\n${"a_b=c;d-e ".repeat(300)} tail words here`,
+    `Größe 42, ünïcode — 東京 ${words(8, 300)}\n\n\tindented  double  spaces ${words(9, 300)}`,
+  ];
+  for (let i = 0; i < 30; i++) {
+    const prompt = `${prefixes[i % 3]!} ${words(100 + i, 50 + i)}${i % 2 ? "" : "!"}`;
+    const view = { model, seq: i, prompt, body: {} };
+    assert.deepEqual(rt.tokens(view), tk.encode(prompt, true), `prompt ${i}`);
+  }
+});

@@ -2,7 +2,8 @@
 // waiting on them first, and `kv-free` scores free KV cache, both in [0, 1].
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { kvFreeScorer, loadScorer, type EngineView } from "../../../src/routing/index.js";
+import { decide, kvFreeScorer, loadScorer, type EngineView } from "../../../src/routing/index.js";
+import { leastLoadPolicy } from "../../../src/routing/plugins/least-load/policy.js";
 import { eng } from "../../helpers/routing.js";
 
 const scores = (engines: EngineView[], scorer = loadScorer): number[] => {
@@ -23,4 +24,12 @@ test("the load scorer puts the engine with fewer prompts awaiting a first token 
 test("the kv-free scorer scores an engine by the share of its KV cache that is free", () => {
   const [a, b] = scores([eng("a", { kvUsage: 0.25 }), eng("b", { kvUsage: 1.5 })], kvFreeScorer);
   assert.deepEqual([a, b], [0.75, 0]);
+});
+
+test("the least-load policy sends a request to the engine with fewer prompts awaiting a first token", () => {
+  const engines = [eng("busy", { inFlight: 3, awaitingFirstToken: 3 }), eng("idle")];
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(leastLoadPolicy("least-load"), { model: "m", seq }, { engines });
+    assert.equal(d.kind === "picked" && d.engine.id, "idle");
+  }
 });

@@ -1,10 +1,15 @@
-// Scorers composed from config (src/routing/plugins): the registry, the [0, 1] contract every scorer
-// keeps (predictive's time cost included), and an added scorer weighed beside predictive's TTFT.
+// Scorers and policies composed from config (src/routing/plugins): the registry, the [0, 1] contract
+// every scorer keeps (predictive's time cost included), an added scorer weighed beside predictive's
+// TTFT, and every policy name registered.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   createPolicy,
+  createRegisteredPolicy,
   createScorer,
+  registeredPolicyNames,
+  registerPolicy,
+  ROUTER_POLICY_NAMES,
   decide,
   registerScorer,
   rooflineTiming,
@@ -13,6 +18,7 @@ import {
   type CacheOracle,
   type EngineView,
 } from "../../../src/routing/index.js";
+import { createLoraPolicyByName, LORA_POLICY_NAMES } from "../../../src/routing/lora.js";
 import { parseConfig } from "../../../src/router/config/config.js";
 import { defaultEngineConfig } from "../../../src/engine/index.js";
 import { resolveGpu, resolveModel } from "../../../src/models/index.js";
@@ -93,4 +99,16 @@ test("scorers come from config by name: unknown names and round-robin are refuse
   );
   assert.equal(parseConfig({ scorers: [{ name: "decode-batch", weight: 0.3 }] }).scorers[0]!.weight, 0.3);
   assert.throws(() => registerScorer("decode-batch", () => createScorer("load", 1)), /registered twice/);
+});
+
+test("every policy the router or the LoRA placement names is registered, and nothing else is", () => {
+  const named = [...ROUTER_POLICY_NAMES, ...LORA_POLICY_NAMES].sort();
+  assert.deepEqual(registeredPolicyNames(), named);
+  for (const name of ROUTER_POLICY_NAMES) assert.equal(createPolicy(name).name, name);
+  for (const name of LORA_POLICY_NAMES) assert.equal(createLoraPolicyByName(name).name, name);
+});
+
+test("an unknown policy name is a config error naming the known ones; a name registered twice is a bug", () => {
+  assert.throws(() => createRegisteredPolicy("nope", {}), /unknown policy 'nope' \(known: .*least-load/);
+  assert.throws(() => registerPolicy("least-load", () => createPolicy("least-load")), /registered twice/);
 });

@@ -16,9 +16,14 @@
 // Composed of this folder's parts (plugin `cache-aware`): the caller's filters and picker, the
 // `cache-load` scorer (scorer.ts), admission (admission.ts), the hooks (hooks.ts), over one policy's
 // books (book.ts).
-import type { CacheOracle } from "../../policy/cache-oracle.js";
+import { NO_CACHE, type CacheOracle } from "../../policy/cache-oracle.js";
 import type { Policy } from "../../policy/policy.js";
 import { PrefillLedger } from "../../cost/prefill-ledger.js";
+import { LATE_BINDING_DEFAULTS } from "../../cost/late-binding.js";
+import type { PredictiveOptions } from "../../cost/ttft-model.js";
+import { maxScorePicker } from "../pick-max-score/picker.js";
+import { standardFilters } from "../standard-filters/filters.js";
+import type { CacheAwareOptions } from "./cost.js";
 import { cacheAwareAdmit } from "./admission.js";
 import { CacheAwareBook, type CacheAwarePolicyOptions } from "./book.js";
 import { cacheAwareHooks } from "./hooks.js";
@@ -60,13 +65,19 @@ export function createCacheAwarePolicy(
   };
 }
 
-/** An oracle that knows nothing: cache-aware policies then route by load alone (fleet simulator default). */
-export const NO_CACHE: CacheOracle = {
-  predict(req, engines) {
-    return {
-      promptTokens: 0,
-      cachedTokens: new Float64Array(engines.length),
-      source: engines.map(() => "none" as const),
-    };
-  },
-};
+/**
+ * `prefix`, `kv`, `hybrid` or `predictive` from the config's options: the standard filters and the
+ * highest score; `predictive` admits by TTFT SLO and binds late.
+ */
+export function cacheAwarePolicy(
+  name: string,
+  opts: { cache?: CacheOracle; cacheAware?: CacheAwareOptions; predictive?: PredictiveOptions },
+): Policy {
+  return createCacheAwarePolicy(name, opts.cache ?? NO_CACHE, standardFilters, maxScorePicker, {
+    cacheAware: opts.cacheAware,
+    predictive: opts.predictive,
+    admitBySlo: name === "predictive",
+    lateBinding:
+      name === "predictive" ? { ...LATE_BINDING_DEFAULTS, ...opts.predictive?.lateBinding } : undefined,
+  });
+}

@@ -5,7 +5,7 @@
 // queueing and least KV-cache filters (each keeps the lowest (max − min)/n band), then a random pick. A
 // queue over the threshold runs least queueing first, then affinity, then least KV.
 import { hash32 } from "../../policy/hash.js";
-import { standardFilters } from "../../policy/filters.js";
+import { standardFilters } from "../standard-filters/filters.js";
 import type { Filter, Picker, Policy } from "../../policy/policy.js";
 import type { EngineView, RequestView } from "../../policy/views.js";
 

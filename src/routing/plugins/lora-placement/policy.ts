@@ -7,7 +7,8 @@
 // where slots are free. (Holding a request at the router while its cheapest engine has no free slot, to
 // take the first slot that frees anywhere, measured worse in virtual time: the scraped adapter sets
 // lag, and the engine's own queue admits it in the step its adapter's slot frees.)
-import { standardFilters } from "../../policy/filters.js";
+import { standardFilters } from "../standard-filters/filters.js";
+import type { CacheOracle } from "../../policy/cache-oracle.js";
 import type { Policy } from "../../policy/policy.js";
 import { LoraPlacementBook, type LoraPolicyOptions } from "./book.js";
 import { loraOutcomeHooks, loraPickHooks } from "./hooks.js";
@@ -26,4 +27,9 @@ export function createLoraPolicy(opts: LoraPolicyOptions = {}): Policy {
     ...loraPickHooks(book),
     ...loraOutcomeHooks(book),
   };
+}
+
+/** `lora` from the config's options: priced with the cache oracle where one is given */
+export function loraPlacementPolicy(_name: string, opts: { cache?: CacheOracle }): Policy {
+  return createLoraPolicy({ cache: opts.cache });
 }

@@ -2,7 +2,10 @@
 // engines by rendezvous hashing, the least busy of them picked.
 import { busyOf } from "../../cost/engine-load.js";
 import { unitHash } from "../../policy/hash.js";
-import { hasCapacity, healthyOnly, notExcluded, standardFilters } from "../../policy/filters.js";
+import { hasCapacity } from "../filter-has-capacity/filter.js";
+import { healthyOnly } from "../filter-healthy/filter.js";
+import { notExcluded } from "../filter-not-excluded/filter.js";
+import { servesModel } from "../filter-serves-model/filter.js";
 import type { Filter, Picker, Policy } from "../../policy/policy.js";
 import type { EngineView, RequestView } from "../../policy/views.js";
 
@@ -38,7 +41,7 @@ export function createStaticLoraPolicy(replicas = 2): Policy {
   return {
     name: "lora-static",
     // pinned before the health and capacity stages: an adapter's engines are its engines
-    filters: [standardFilters[0]!, pinnedFilter(replicas), healthyOnly, notExcluded, hasCapacity],
+    filters: [servesModel, pinnedFilter(replicas), healthyOnly, notExcluded, hasCapacity],
     scorers: [],
     picker: leastBusyPicker,
   };

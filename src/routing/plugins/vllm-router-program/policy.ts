@@ -4,9 +4,10 @@
 // KV-token capacity for it; the free-capacity scorer (scorer.ts); vllm-router's first-max picker; and
 // the hooks (hooks.ts) that keep the programs' books (programs.ts). The document's rules as modelled,
 // our reading where it gives no formula, and what is not modelled: docs/routing.md#agent-aware-baselines.
-import { standardFilters } from "../../policy/filters.js";
-import { firstMaxPicker } from "../../baselines/vllm-router-cache-aware.js";
-import type { CacheOracle } from "../../policy/cache-oracle.js";
+import { standardFilters } from "../standard-filters/filters.js";
+import { firstMaxPicker } from "../pick-first-max/picker.js";
+import { NO_CACHE, type CacheOracle } from "../../policy/cache-oracle.js";
+import type { PredictiveOptions } from "../../cost/ttft-model.js";
 import type { Policy } from "../../policy/policy.js";
 import { onProgramEnded, onProgramPicked, onProgramUnpicked } from "./hooks.js";
 import { programPoolFilter } from "./pool-filter.js";
@@ -33,4 +34,28 @@ export function createVllmRouterProgramPolicy(
     onDone: (req, _engine, elapsedMs) => onProgramEnded(book, req, elapsedMs, true),
     onAbandoned: (req, _engine, elapsedMs) => onProgramEnded(book, req, elapsedMs, false),
   };
+}
+
+/**
+ * `vllm-router-program` from the config's options: each engine's token capacity defaults to the KV
+ * capacity of `predictive.timing` (what an operator would set `token_capacity_per_target` to)
+ */
+export function vllmRouterProgramPolicy(
+  name: string,
+  opts: {
+    cache?: CacheOracle;
+    predictive?: Pick<PredictiveOptions, "timing">;
+    vllmRouterProgram?: VllmRouterProgramOptions;
+  },
+): Policy {
+  const timing = opts.predictive?.timing;
+  return createVllmRouterProgramPolicy(name, opts.cache ?? NO_CACHE, {
+    tokenCapacity: timing
+      ? (engine) => {
+          const model = engine.models.values().next().value;
+          return model === undefined ? undefined : timing(engine, model)?.kvCapacityTokens;
+        }
+      : undefined,
+    ...opts.vllmRouterProgram,
+  });
 }

@@ -10,11 +10,12 @@
 // The tree here is the `prefix` policy's character-block index (prefix/prefix-index.ts), the same kind of
 // approximation at 64-character granularity instead of single characters: for prompts thousands of
 // characters long the match rates differ by at most one block.
-import { standardFilters } from "../policy/filters.js";
-import { RequestMemo } from "../policy/memo.js";
-import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
-import type { EngineView } from "../policy/views.js";
-import type { Picker, Policy, Scorer } from "../policy/policy.js";
+import { standardFilters } from "../standard-filters/filters.js";
+import { RequestMemo } from "../../policy/memo.js";
+import { NO_CACHE, tellPicked, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
+import type { EngineView } from "../../policy/views.js";
+import type { Policy, Scorer } from "../../policy/policy.js";
+import { firstMaxPicker } from "../pick-first-max/picker.js";
 
 export interface VllmRouterCacheAwareOptions {
   /** minimum prefix match rate for the best-match engine (vllm-router's --cache-threshold) */
@@ -30,13 +31,6 @@ export const VLLM_ROUTER_CACHE_AWARE_DEFAULTS: Required<VllmRouterCacheAwareOpti
   cacheThreshold: 0.3,
   balanceAbs: 64,
   balanceRel: 1.5,
-};
-
-/** the first engine with the highest score: vllm-router breaks ties by list order */
-export const firstMaxPicker: Picker = (_req, engines, scores) => {
-  let best = -1;
-  for (let i = 0; i < engines.length; i++) if (best < 0 || scores[i]! > scores[best]!) best = i;
-  return best < 0 ? undefined : engines[best];
 };
 
 export function createVllmRouterCacheAwarePolicy(
@@ -79,16 +73,15 @@ export function createVllmRouterCacheAwarePolicy(
     scorers: [scorer],
     picker: firstMaxPicker,
     onPicked(req, engine) {
-      const scored = last.get(req);
-      const i = scored ? scored.engines.indexOf(engine) : -1;
-      if (!scored || i < 0) return;
-      oracle.onPicked?.(
-        req,
-        engine,
-        scored.pred.cachedTokens[i]!,
-        scored.pred.source[i] ?? "none",
-        scored.reason,
-      );
+      tellPicked(oracle, last.get(req), req, engine);
     },
   };
+}
+
+/** `vllm-router-cache-aware` from the config's options (no cache oracle: by load alone) */
+export function vllmRouterCacheAwarePolicy(
+  name: string,
+  opts: { cache?: CacheOracle; vllmRouterCacheAware?: VllmRouterCacheAwareOptions },
+): Policy {
+  return createVllmRouterCacheAwarePolicy(name, opts.cache ?? NO_CACHE, opts.vllmRouterCacheAware);
 }

@@ -4,11 +4,13 @@
 // uncached tokens in flight exceed the best cold one's by τ, then the candidate with the fewest uncached
 // tokens in flight plus this prompt's wins. No session table: affinity is the cache's. The parameters and
 // what is not modelled: docs/routing.md#agent-aware-baselines.
-import { standardFilters } from "../policy/filters.js";
-import { RequestMemo } from "../policy/memo.js";
-import type { CacheOracle, CachePrediction } from "../policy/cache-oracle.js";
-import type { EngineView, RequestView } from "../policy/views.js";
-import type { Picker, Policy, Scorer } from "../policy/policy.js";
+import { standardFilters } from "../standard-filters/filters.js";
+import { RequestMemo } from "../../policy/memo.js";
+import { NO_CACHE, tellPicked, type CacheOracle, type CachePrediction } from "../../policy/cache-oracle.js";
+import type { EngineView } from "../../policy/views.js";
+import type { Picker, Policy, Scorer } from "../../policy/policy.js";
+import { maxScorePicker } from "../pick-max-score/picker.js";
+import { QueuedPrefill } from "./queued-prefill.js";
 
 export interface LlmdStickyOptions {
   /** the share of the prompt an engine must hold to be warm */
@@ -85,16 +87,8 @@ export function createLlmdStickyPolicy(
     picker,
     onPicked(req, engine) {
       const scored = last.get(req);
-      const i = scored ? scored.engines.indexOf(engine) : -1;
-      if (!scored || i < 0) return;
-      queued.add(req, engine, scored.uncached[i]!);
-      oracle.onPicked?.(
-        req,
-        engine,
-        scored.pred.cachedTokens[i]!,
-        scored.pred.source[i] ?? "none",
-        scored.reason,
-      );
+      const i = tellPicked(oracle, scored, req, engine);
+      if (i >= 0) queued.add(req, engine, scored!.uncached[i]!);
     },
     onUnpicked: (req) => queued.release(req),
     onFirstToken: (req) => queued.release(req),
@@ -103,44 +97,10 @@ export function createLlmdStickyPolicy(
   };
 }
 
-/**
- * Per engine, the uncached prompt tokens of the router's requests there with no first token yet. An
- * engine on which nothing awaits a first token holds none, whatever a lost callback left counted: its
- * count starts again, and a request counted in the one before lets its tokens go from that one only.
- */
-class QueuedPrefill {
-  private readonly byEngine = new Map<string, { tokens: number }>();
-  private readonly mine = new RequestMemo<{ count: { tokens: number }; tokens: number }>(
-    "llm-d-sticky.queued",
-  );
-
-  of(engine: EngineView): number {
-    if (engine.awaitingFirstToken === 0) {
-      this.byEngine.delete(engine.id);
-      return 0;
-    }
-    return this.byEngine.get(engine.id)?.tokens ?? 0;
-  }
-
-  add(req: RequestView, engine: EngineView, uncachedTokens: number): void {
-    this.release(req);
-    let count = this.byEngine.get(engine.id);
-    if (!count) {
-      if (this.byEngine.size >= MAX_ENGINES) this.byEngine.delete(this.byEngine.keys().next().value!);
-      count = { tokens: 0 };
-      this.byEngine.set(engine.id, count);
-    }
-    count.tokens += uncachedTokens;
-    this.mine.set(req, { count, tokens: uncachedTokens });
-  }
-
-  release(req: RequestView): void {
-    const held = this.mine.get(req);
-    if (!held || held.tokens === 0) return;
-    held.count.tokens = Math.max(0, held.count.tokens - held.tokens);
-    held.tokens = 0;
-  }
+/** `llm-d-sticky` from the config's options: the library's highest-score picker */
+export function llmdStickyPolicy(
+  name: string,
+  opts: { cache?: CacheOracle; llmdSticky?: LlmdStickyOptions },
+): Policy {
+  return createLlmdStickyPolicy(name, opts.cache ?? NO_CACHE, maxScorePicker, opts.llmdSticky);
 }
-
-/** engines remembered at most (a caller that never lowers its counts) */
-const MAX_ENGINES = 4096;
