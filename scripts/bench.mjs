@@ -75,6 +75,7 @@ const PARTS = [
   "routing/agentic-decisions",
   "routing/live",
   "routing/lora-live",
+  "routing/lora-sweep",
   "routing/range-setup",
   "routing/stats",
 ];

@@ -15,7 +15,10 @@
 // simulator runs the same grid (same seeds, duration and arrivals, engines named as the live ones)
 // beside it for the comparison.
 //
+// With --sweep (virtual time), the grid of adapter mixes in bench/routing/lora-sweep.ts instead.
+//
 //   npm run bench -- routing/lora --virtual [--json FILE] [--seeds 1,2] [--duration 60]
+//   npm run bench -- routing/lora --virtual --sweep [--json FILE] [--workers 2] [--points "default;zipf=0.6"]
 //   npm run bench -- routing/lora [--rates 24,30,36] [--live-duration 24] [--time-scale 4] [--json FILE]
 import { writeFileSync } from "node:fs";
 import type { FlagSpecs } from "../../src/config/args.js";
@@ -34,6 +37,7 @@ import { simulateLoraFleet } from "../../src/fleet/lora-run.js";
 import { percentile } from "../../src/workload/stats.js";
 import { highestLoadHeld } from "../support/capacity.js";
 import { makeAdapters, removeAdapters, runLiveLora } from "./lora-live.js";
+import { runSweep } from "./lora-sweep.js";
 
 const specs: FlagSpecs = {
   virtual: { type: "boolean", default: false, help: "virtual time (the fleet simulator); else live" },
@@ -64,6 +68,21 @@ const specs: FlagSpecs = {
     help: "the load of the TTFT table, a fraction of the fleet's capacity",
   },
   json: { type: "string", help: "write {policies:[{policy,baseline,ttft_p90_ms,capacity}]} here" },
+  sweep: {
+    type: "boolean",
+    default: false,
+    help: "virtual: the grid of adapter mixes (bench/routing/lora-sweep.ts); the shape flags are the grid's",
+  },
+  points: { type: "string", help: "sweep: only the points whose name contains one of these, separated by ;" },
+  "max-seeds": { type: "int", default: 8, min: 3, help: "sweep: at most this many seeds per point" },
+  workers: { type: "int", default: 1, min: 1, help: "sweep: points run in this many processes at once" },
+  "point-index": { type: "string", help: "sweep (internal): a worker's points, by grid index" },
+  "cap-seeds": {
+    type: "int",
+    default: 2,
+    min: 1,
+    help: "sweep: seeds pooled per rate of the capacity search",
+  },
   policies: {
     type: "string",
     help: "run only these policies (and the clairvoyant heuristic, the load unit), comma-separated (default: all)",
@@ -133,6 +152,28 @@ for (const p of only ?? [])
   if (!allEntries.some((e) => e.policy === p)) throw new Error(`--policies: no policy ${p}`);
 // the reference stays: the virtual figures are fractions of its capacity (live runs skip it)
 const entries = only ? allEntries.filter((e) => only.has(e.policy) || e.reference) : allEntries;
+
+if (flags.sweep) {
+  if (!flags.virtual) throw new Error("--sweep runs in virtual time: add --virtual");
+  const pass = await runSweep(
+    {
+      model: String(flags.model),
+      gpu: String(flags.gpu),
+      sloMs: slo,
+      atLoad: flags["at-load"] as number,
+      minSeeds: 3,
+      maxSeeds: flags["max-seeds"] as number,
+      capSeeds: flags["cap-seeds"] as number,
+      only: flags.points ? String(flags.points).split(";") : undefined,
+      indices: flags["point-index"] ? String(flags["point-index"]).split(",").map(Number) : undefined,
+      workers: flags.workers as number,
+      json: flags.json ? String(flags.json) : undefined,
+    },
+    // the clairvoyant heuristic decides on exact state: no router's placement, left out of the grid
+    entries.filter((e) => !e.reference),
+  );
+  process.exit(pass ? 0 : 1);
+}
 
 interface Point {
   ttfts: number[];

@@ -1,12 +1,18 @@
 // The `lora-cost` scorer: each candidate priced in seconds (the load the request finds there, the cold
-// load, the wait for a slot when every slot serves another adapter, the price of the adapter a load
+// load, the adapter loads queued there ahead of it, the wait for a slot when every slot serves another adapter, the price of the adapter a load
 // would evict from the host cache, less the prefill its cached prefix saves), the cheapest scoring 1.
 import { busyOf } from "../../cost/engine-load.js";
 import { activeAdapters, evictionFor, isActive } from "../../lora-books/books.js";
 import { coldLoadSeconds, loadSeconds, slotWaitSeconds } from "../../lora-books/load-time.js";
 import type { CachePrediction } from "../../policy/cache-oracle.js";
 import type { Scorer } from "../../policy/policy.js";
-import type { EngineView, FleetSnapshot, LoraRequestView, RequestView } from "../../policy/views.js";
+import type {
+  EngineLoraView,
+  EngineView,
+  FleetSnapshot,
+  LoraRequestView,
+  RequestView,
+} from "../../policy/views.js";
 import type { LoraPlacementBook } from "./book.js";
 
 /**
@@ -21,7 +27,7 @@ function withAdapterSeconds(
   queued: number,
 ): number {
   const adapters = engine.lora!;
-  let cost = queued + coldLoadSeconds(adapters, lora);
+  let cost = queued + coldLoadSeconds(adapters, lora) + loadBacklogSeconds(adapters, lora);
   if (!isActive(adapters, lora.name)) {
     // every slot serves another adapter: it waits until enough of them drain
     const over = activeAdapters(adapters) + 1 - adapters.maxLoras;
@@ -34,6 +40,18 @@ function withAdapterSeconds(
     }
   }
   return cost;
+}
+
+/**
+ * Seconds of adapter loads queued on an engine ahead of a request sent there now: the router's own loads
+ * in flight there (its books), each taken half done, at this adapter's size (the books keep no other).
+ * vLLM's engine core runs a load between steps, so every request there waits for them, whatever its
+ * adapter. Where the working set outgrows the host caches a load is near certain wherever a request
+ * goes, and this queue is what sets TTFT: the loads spread over the engines as round-robin's do.
+ * Where hot adapters stay loaded, few loads are in flight and the term is small beside the cold load.
+ */
+function loadBacklogSeconds(adapters: EngineLoraView, lora: LoraRequestView): number {
+  return adapters.loading.size === 0 ? 0 : (adapters.loading.size * loadSeconds(adapters, lora.bytes)) / 2;
 }
 
 /** one candidate's cost in seconds */
