@@ -2,11 +2,15 @@
 import type { KvEvent, KvMedium } from "../../src/kvevents/events.js";
 
 /** A BlockStored event for `blockHashes` (no parent, no tokens, block size 16). */
-export function blockStored(blockHashes: bigint[], medium: KvMedium | null = "GPU"): KvEvent {
+export function blockStored(
+  blockHashes: bigint[],
+  medium: KvMedium | null = "GPU",
+  parentBlockHash: bigint | null = null,
+): KvEvent {
   return {
     type: "BlockStored",
     blockHashes,
-    parentBlockHash: null,
+    parentBlockHash,
     tokenIds: [],
     blockSize: 16,
     loraId: null,

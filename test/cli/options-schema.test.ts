@@ -4,22 +4,14 @@
 // and docs/configuration.md, so no source file outside src/config and src/router writes one.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fixturePath } from "../helpers/vectors.js";
+import { filesUnder } from "../helpers/files.js";
 
 const root = fixturePath("../..");
 /** the parser's home, and the router, whose one hand-written flag (--config) names its file */
 const EXEMPT = [join("src", "config"), join("src", "router")];
-
-function sources(dir: string, out: string[] = []): string[] {
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) sources(p, out);
-    else if (name.endsWith(".ts")) out.push(p);
-  }
-  return out;
-}
 
 /** a flag spec written by hand: `{ type: "int", ..., help: ... }` with no braces between */
 const HAND_SPEC = /\btype:\s*"(?:string|number|int|boolean|list|size)"[^{}]*\bhelp:/;
@@ -27,7 +19,7 @@ const HAND_SPEC = /\btype:\s*"(?:string|number|int|boolean|list|size)"[^{}]*\bhe
 test("no command outside the router writes a table of flags by hand: each reads its flags from its schema", () => {
   const found: string[] = [];
   let commands = 0;
-  for (const file of sources(join(root, "src"))) {
+  for (const file of filesUnder(join(root, "src"))) {
     const rel = relative(root, file);
     if (EXEMPT.some((e) => rel.startsWith(e + "/"))) continue;
     const code = readFileSync(file, "utf8");

@@ -4,7 +4,8 @@
 // read carry their provenance, so a clean clone knows where every byte came from.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { filesUnder } from "../helpers/files.js";
 import { homedir } from "node:os";
 import { join, relative } from "node:path";
 import { repoRoot } from "../deploy/tools.js";
@@ -12,14 +13,7 @@ import { repoRoot } from "../deploy/tools.js";
 const root = repoRoot();
 const TEXT = /\.(md|ts|js|mjs|json|ya?ml|txt|svg|sh|tpl)$/;
 
-function walk(dir: string, out: string[] = []): string[] {
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) walk(p, out);
-    else if (TEXT.test(name)) out.push(p);
-  }
-  return out;
-}
+const walk = (dir: string): string[] => filesUnder(dir, TEXT);
 
 interface Hit {
   where: string;

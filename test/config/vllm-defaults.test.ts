@@ -3,7 +3,7 @@
 // server, discovery and the router's config. A literal copy elsewhere in src fails here.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import {
   CACHE_SERVER_PORT,
@@ -19,6 +19,7 @@ import { parseSimArgs } from "../../src/sim/config/config.js";
 import { DEFAULT_PORT } from "../../src/cacheserver/server.js";
 import { DEFAULT_EVENT_CHUNK_TOKENS } from "../../src/cacheserver/kv-events.js";
 import { repoRoot } from "../deploy/tools.js";
+import { filesUnder } from "../helpers/files.js";
 
 test("the engine model and the sim start from vLLM's block size, memory share, port and hash seed", () => {
   const c = defaultEngineConfig(resolveModel("meta-llama/Llama-3.1-8B-Instruct"), resolveGpu("h100"));
@@ -60,19 +61,10 @@ const COPIES: readonly [literal: RegExp, words: RegExp][] = [
   [/["']0["']/, /hash.?seed/i],
 ];
 
-function sources(dir: string, out: string[] = []): string[] {
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) sources(p, out);
-    else if (name.endsWith(".ts")) out.push(p);
-  }
-  return out;
-}
-
 test("no file in src writes one of vLLM's shared defaults as a literal of its own", () => {
   const root = repoRoot();
   const copies: string[] = [];
-  for (const file of sources(join(root, "src"))) {
+  for (const file of filesUnder(join(root, "src"))) {
     const rel = relative(root, file);
     if (rel === join("src", "config", "vllm-defaults.ts") || ELSEWHERE.some((e) => rel.startsWith(e)))
       continue;

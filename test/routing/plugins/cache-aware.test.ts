@@ -120,49 +120,17 @@ test("KV index from vLLM's event bytes: router hashes match, removal shortens, A
 test("KV index: offload tier credit, purge per engine, LRU cap over a long run", () => {
   const idx = new KvBlockIndex({ maxBlocks: 1000, offloadCredit: 0.8 });
   const hs = [1n, 2n, 3n];
-  idx.apply("e1", {
-    type: "BlockStored",
-    blockHashes: hs,
-    parentBlockHash: null,
-    tokenIds: [],
-    blockSize: 16,
-    loraId: null,
-    medium: "GPU",
-  });
-  idx.apply("e1", {
-    type: "BlockStored",
-    blockHashes: [3n],
-    parentBlockHash: 2n,
-    tokenIds: [],
-    blockSize: 16,
-    loraId: null,
-    medium: "CPU",
-  });
+  idx.apply("e1", stored(hs, "GPU"));
+  idx.apply("e1", stored([3n], "CPU", 2n));
   idx.apply("e1", { type: "BlockRemoved", blockHashes: [3n], medium: "GPU" });
   assert.deepEqual(idx.match(hs, "e1"), { blocks: 3, credit: 2.8 });
-  idx.apply("e2", {
-    type: "BlockStored",
-    blockHashes: hs,
-    parentBlockHash: null,
-    tokenIds: [],
-    blockSize: 16,
-    loraId: null,
-    medium: "GPU",
-  });
+  idx.apply("e2", stored(hs, "GPU"));
   assert.equal(idx.purge("e1"), 3);
   assert.deepEqual(idx.match(hs, "e1"), { blocks: 0, credit: 0 });
   assert.equal(idx.match(hs, "e2").blocks, 3);
   for (let i = 0; i < 20_000; i++) {
     const h = BigInt(1000 + i);
-    idx.apply(`e${i % 3}`, {
-      type: "BlockStored",
-      blockHashes: [h],
-      parentBlockHash: null,
-      tokenIds: [],
-      blockSize: 16,
-      loraId: null,
-      medium: "GPU",
-    });
+    idx.apply(`e${i % 3}`, stored([h], "GPU", null));
     assert.ok(idx.size <= 1000);
   }
   assert.ok(idx.approxBytes() <= idx.capBytes());
