@@ -22,8 +22,12 @@ export function reusePortSupported(
 export interface Listening {
   /** sockets accepting for the server (1 where reusePort is not available) */
   readonly sockets: number;
-  /** stops the extra sockets accepting (the server's own is closed by server.close()) */
-  close(): void;
+  /**
+   * Stops the extra sockets accepting (the server's own is closed by server.close()); resolves once
+   * every connection they accepted has ended. The server counts only the connections its own socket
+   * accepted, so its close callback alone would fire while streams on the others are still open.
+   */
+  close(): Promise<void>;
 }
 
 /**
@@ -65,9 +69,8 @@ export async function listenOnSockets(
   }
   return {
     sockets: n,
-    close: () => {
-      for (const s of extra) s.close();
-    },
+    close: () =>
+      Promise.all(extra.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => {}),
   };
 }
 

@@ -177,8 +177,11 @@ export class Router {
    */
   async close(drainMs: number = this.config.drainTimeout): Promise<void> {
     this.startDrain();
-    this.listening?.close();
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // every connection ended: the server's own and those its extra listening sockets accepted
+    const closed = Promise.all([
+      new Promise<void>((resolve) => this.server.close(() => resolve())),
+      this.listening?.close(),
+    ]);
     this.server.closeIdleConnections();
     // a keep-alive connection whose response ended during the drain goes idle: close it promptly;
     // once no request is being handled, what is left (clients that stopped reading) is cut

@@ -5,10 +5,10 @@
 // The several-socket paths run where Node supports them (Node 22.12+, the floor, on Linux).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { get } from "node:http";
+import { get, request } from "node:http";
 import { reusePortSupported } from "../../../src/router/edge/accept.js";
 import { startRouter } from "../../../src/router/index.js";
-import { freePort } from "../../../bench/support/cli.js";
+import { freePort, waitForHttp } from "../../../bench/support/cli.js";
 import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";
 
 function status(url: string): Promise<number> {
@@ -72,3 +72,44 @@ test("an ephemeral port and the default get one listening socket", async () => {
     await e.close();
   }
 });
+
+/** one streamed completion on a connection of its own: its whole body, or the error that cut it */
+function stream(url: string, maxTokens: number): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const body = JSON.stringify({ model: "fake/m", prompt: "x", max_tokens: maxTokens, stream: true });
+    const req = request(
+      `${url}/v1/completions`,
+      { method: "POST", agent: false, headers: { "content-type": "application/json" } },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (text += c));
+        res.on("end", () => resolve(text));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+test(
+  "a drain waits for the streams that every listening socket accepted, not only the server's own",
+  { timeout: 60_000 },
+  async () => {
+    const e = await startFakeEngine({ models: ["fake/m"], tokenDelayMs: 20 });
+    const port = await freePort();
+    const r = await startRouter({ host: "127.0.0.1", port, backends: [e.url], limits: { listenSockets: 4 } });
+    await waitForHttp(`${r.url}/ready`, 30_000);
+    // 16 connections of their own: the kernel spreads them over the sockets, most on the extra ones
+    const streams = Array.from({ length: 16 }, () => stream(r.url, 20));
+    while (e.active < 16) await new Promise((resolve) => setTimeout(resolve, 10));
+    await r.close(30_000);
+    // close() resolving is what lets a router process exit: every stream must be over by then
+    assert.equal(e.active, 0, "close() resolved while the engine was still streaming");
+    const bodies = await Promise.all(streams);
+    await e.close();
+    for (const b of bodies)
+      assert.ok(b.trimEnd().endsWith("data: [DONE]"), `a stream was cut: ${b.slice(-80)}`);
+  },
+);
