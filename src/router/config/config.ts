@@ -371,10 +371,11 @@ export const routerConfigSchema = z.strictObject({
       keepAliveTimeout: duration.default(65_000),
       /** listening sockets sharing the port (SO_REUSEPORT; Node 22.12+ on Linux, an explicit port,
        * else 1): a burst of new connections is accepted this many per event-loop turn instead of one.
-       * Only where the port is the router's alone, as in a pod: see src/router/edge/accept.ts (restart) */
-      listenSockets: flag(z.number().int().min(1).max(64).default(1), {
+       * auto is AUTO_LISTEN_SOCKETS; the hazard of a shared port: src/router/edge/accept.ts (restart) */
+      listenSockets: flag(z.union([z.literal("auto"), z.number().int().min(1).max(64)]).default("auto"), {
         flag: "listen-sockets",
-        help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn (per worker with --workers); only where no other process of this user may bind the port, as in a pod",
+        help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn (per worker with --workers); auto: 8 where that works, else 1. Set 1 where another process of this user could bind the same port",
+        toConfig: (v) => (v === "auto" ? "auto" : Number(v)),
       }),
     })
     .prefault({}),

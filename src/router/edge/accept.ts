@@ -1,13 +1,17 @@
 // Listening on several sockets at once (SO_REUSEPORT, Node's `reusePort`), so that a storm of new
 // connections is accepted in a few event-loop turns rather than hundreds: since libuv 1.45 a listening
 // socket accepts one connection per turn, and a busy router took up to a second to accept a burst.
-// Because another process of the same user could join the port's group silently, several sockets are
-// used only on an explicit port, after a plain bind has proved it free, and only when asked for
-// (`limits.listenSockets`). Router workers each listen on sockets of their own in the group. The
-// measurements and the hazard in full: docs/router.md#hardening-and-drain.
+// Another process of the same user could join the port's group silently, so several sockets are used
+// only on an explicit port, after a plain bind has proved it free; `limits.listenSockets` is 8 by
+// default (auto), since one socket left a quarter of a second to a second of tail at 256 new
+// connections, and 1 turns it off. Router workers each listen on sockets of their own in the group.
+// The measurements and the hazard in full: docs/router.md#hardening-and-drain.
 import cluster from "node:cluster";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import type { Server } from "node:http";
+
+/** `limits.listenSockets: auto`: as many as took a burst of 256 new connections in a few turns */
+export const AUTO_LISTEN_SOCKETS = 8;
 
 /** True where `listen({ reusePort })` exists (Node 22.12+, 23.1+) and spreads connections (Linux). */
 export function reusePortSupported(

@@ -9,7 +9,7 @@ import type { Policy } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
 import { logger } from "../../obs/log.js";
 import { matchEndpoint } from "../request/endpoints.js";
-import { listenOnSockets, type Listening } from "./accept.js";
+import { AUTO_LISTEN_SOCKETS, listenOnSockets, type Listening } from "./accept.js";
 import { backstop, ClientConnections } from "./connections.js";
 import { OwnRoutes } from "./own-routes.js";
 import type { RouterGroup, RouterRooms } from "./rooms.js";
@@ -133,7 +133,7 @@ export class Router {
       this.server,
       port,
       host,
-      lim.listenSockets,
+      lim.listenSockets === "auto" ? AUTO_LISTEN_SOCKETS : lim.listenSockets,
       backstop(lim.maxConnections),
       this.connectionDropped,
       ownSockets,
