@@ -347,9 +347,9 @@ function summary(results: readonly PointResult[]): string {
 }
 
 /**
- * The whole sweep: each point printed as it ends, a summary table, and --json. With `workers` > 1 the
- * points are shared among that many child processes (this script again with --point-index), each
- * writing its points' records to a file the parent reads back in grid order.
+ * The whole sweep: each point printed as it ends, a summary table, and --json. With `workers` > 1 up
+ * to that many child processes run at once, one per point (this script again with --point-index),
+ * each writing its point's record to a file the parent reads back in grid order.
  */
 export async function runSweep(o: SweepOptions, entries: readonly SweepEntry[]): Promise<boolean> {
   const t0 = Date.now();
@@ -369,17 +369,22 @@ export async function runSweep(o: SweepOptions, entries: readonly SweepEntry[]):
     const argv = process.argv.slice(1);
     const j = argv.indexOf("--json");
     if (j >= 0) argv.splice(j, 2);
-    const files = await Promise.all(
-      Array.from({ length: o.workers }, async (_, w) => {
-        const mine = grid.filter((_, i) => i % o.workers === w).map((p) => p.index);
-        const file = join(dir, `w${w}.json`);
-        if (mine.length === 0) return null;
-        await runChild([...argv, "--json", file, "--point-index", mine.join(",")]);
-        return file;
+    // one child per point, the biggest fleets first (a point's runs simulate about as many requests
+    // as its fleet holds), each worker taking the next point as it ends one: the 32-engine point is
+    // a third of the sweep's work and must not wait behind the others
+    const queue = [...grid].sort((a, b) => b.shape.engines - a.shape.engines);
+    const files: string[] = [];
+    await Promise.all(
+      Array.from({ length: Math.min(o.workers, queue.length) }, async () => {
+        for (let p = queue.shift(); p; p = queue.shift()) {
+          const file = join(dir, `p${p.index}.json`);
+          await runChild([...argv, "--json", file, "--point-index", String(p.index)]);
+          files.push(file);
+        }
       }),
     );
     results = [];
-    for (const f of files) if (f) results.push(...(JSON.parse(readFileSync(f, "utf8")) as PointResult[]));
+    for (const f of files) results.push(...(JSON.parse(readFileSync(f, "utf8")) as PointResult[]));
     rmSync(dir, { recursive: true, force: true });
     results.sort(
       (a, b) => grid.findIndex((p) => p.name === a.point) - grid.findIndex((p) => p.name === b.point),
