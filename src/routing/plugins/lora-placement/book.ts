@@ -26,6 +26,14 @@ export interface LoraPolicyOptions {
   cache?: CacheOracle | undefined;
   /** seconds of prefill one cached prompt token saves; default 50 µs (20,000 tokens/s) */
   prefillSecondsPerToken?: number;
+  /**
+   * the prompt tokens a request queued on an engine for prefill holds a new one up by (at
+   * prefillSecondsPerToken); default 256: a prompt past a system prompt the engine holds (the LoRA
+   * benchmark's own part). In virtual time 100 and 256 tokens gave TTFT p90 within a few ms of each
+   * other at the sweep's points tried; 1,024, without the replica's price, made 50 adapters at high
+   * rates worse. Requests in flight (batchSize) price the decode batch; this prices the prefill queue.
+   */
+  queuedPromptTokens?: number;
 }
 
 /** a request's candidates and cached tokens, from its decision to its pick */
@@ -71,6 +79,10 @@ export class LoraPlacementBook {
   readonly costs: number[] = [];
   readonly cache: CacheOracle | undefined;
   readonly perToken: number;
+  /** seconds a prompt queued for prefill on an engine holds a new one up by */
+  readonly queuedPromptSeconds: number;
+  /** the request being scored has its adapter active on some candidate: a load elsewhere is a replica */
+  replicating = false;
   readonly scored = new RequestMemo<LoraScored>("lora.scored");
   /** the time of the latest decision (the caller's clock), for the rates onPicked notes */
   lastNow = 0;
@@ -81,5 +93,6 @@ export class LoraPlacementBook {
     this.rates = new AdapterRates(opts.rateHalfLifeMs ?? 60_000);
     this.cache = opts.cache;
     this.perToken = opts.prefillSecondsPerToken ?? 50e-6;
+    this.queuedPromptSeconds = (opts.queuedPromptTokens ?? 256) * this.perToken;
   }
 }
