@@ -101,6 +101,16 @@ function queuedPrompts(engine: EngineView, now: number | undefined): number {
   return queued > 0 ? queued : 0;
 }
 
+/**
+ * Requests on the engine now (busyOf), the router's own counted by when it sent them rather than as in
+ * flight (OwnRequests: an engine whose requests just finished their step is not the least loaded)
+ */
+function busySeconds(book: LoraPlacementBook, engine: EngineView, now: number | undefined): number {
+  const [ownInFlight, ownSent] = book.own.on(engine.id, now ?? 0, book.service);
+  const busy = busyOf(engine, now) - Math.min(ownInFlight, engine.inFlight) + ownSent;
+  return (busy / book.batch) * book.service * 0.5;
+}
+
 /** one candidate's cost in seconds */
 function engineSeconds(
   book: LoraPlacementBook,
@@ -109,10 +119,9 @@ function engineSeconds(
   fleet: FleetSnapshot,
   cached: number | undefined,
 ): number {
-  const busy = busyOf(engine, fleet.now);
   // the requests in flight there, each delaying this one's first step a little (see batchSize), and the
   // prompts queued there for prefill, each its own prefill ahead of this one
-  let cost = (busy / book.batch) * book.service * 0.5;
+  let cost = busySeconds(book, engine, fleet.now);
   cost += queuedPrompts(engine, fleet.now) * book.queuedPromptSeconds;
   if (request.lora && engine.lora)
     cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost);
