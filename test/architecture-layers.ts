@@ -155,7 +155,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     ],
     lines: 530,
   },
-  // LoRA placement: ours (priced in seconds), GIE's LoRA affinity, a static placement
+  // LoRA placement: ours (priced in seconds), GIE's LoRA affinity, a static placement. Past its first
+  // budget with the prefill queue, the router's own requests by send time and a replica's slot (the
+  // sweep's hot adapters at high rates)
   "src/routing/plugins/lora-placement": {
     imports: [
       "src/collections",
@@ -164,7 +166,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/plugins/standard-filters",
       "src/routing/policy",
     ],
-    lines: 290,
+    lines: 420,
   },
   "src/routing/plugins/gie-lora-affinity": {
     imports: ["src/routing/plugins/standard-filters", "src/routing/policy"],

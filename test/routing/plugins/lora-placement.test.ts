@@ -1,5 +1,6 @@
-// `lora` (ours) prices each candidate in seconds: the queue, the adapter's cold load, the wait for a slot,
-// the eviction a load would cause, less the prefill a cached prefix saves.
+// `lora` (ours) prices each candidate in seconds: the queue (requests on the engine, its own counted by
+// when it sent them; prompts queued for prefill), the adapter's cold load, the wait for a slot, the slot a replica takes, the eviction a load
+// would cause, less the prefill a cached prefix saves.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { decide } from "../../../src/routing/policy/decide.js";
@@ -46,6 +47,65 @@ test("ours replicates a hot adapter when the engine holding it is far busier tha
   };
   const d = decide(createLoraPolicy(), loraReq("a1"), fleet);
   assert.equal(d.kind === "picked" && d.engine.id, "idle");
+});
+
+test("ours keeps a hot adapter on the engine running it rather than take a slot on an engine whose slots are nearly all taken", () => {
+  const others = new Set(["x1", "x2", "x3", "x4", "x5", "x6", "x7"]);
+  const fleet = {
+    engines: [
+      loraEngine("home", loraView({ maxLoras: 8, loaded: ["a1"], running: new Set(["a1"]) }), {
+        inFlight: 40,
+      }),
+      loraEngine("full", loraView({ maxLoras: 8, loaded: ["a1"], running: others })),
+    ],
+    now: 0,
+  };
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(createLoraPolicy(), loraReq("a1", seq), fleet);
+    assert.equal(d.kind === "picked" && d.engine.id, "home");
+  }
+});
+
+test("ours sends a prompt away from an engine with prompts queued for prefill", () => {
+  const fleet = {
+    engines: [
+      loraEngine("queued", loraView({ loaded: ["a1"] }), { inFlight: 10, awaitingFirstToken: 10 }),
+      loraEngine("clear", loraView({ loaded: ["a1"] }), { inFlight: 10, awaitingFirstToken: 0 }),
+    ],
+    now: 0,
+  };
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(createLoraPolicy(), loraReq("a1", seq), fleet);
+    assert.equal(d.kind === "picked" && d.engine.id, "clear");
+  }
+});
+
+test("ours counts its own requests by when it sent them: an engine whose requests just finished does not look the least loaded", () => {
+  const engines = ["a", "b"].map((id) =>
+    loraEngine(id, loraView({ loaded: ["a1"], running: new Set(["a1"]) })),
+  );
+  const fleet = { engines, now: 0 };
+  const policy = createLoraPolicy();
+  for (let seq = 0; seq < 8; seq++) {
+    const d = decide(policy, loraReq("a1", seq), fleet);
+    assert.equal(d.kind, "picked");
+    if (d.kind !== "picked") return;
+    policy.onPicked?.(loraReq("a1", seq), d.engine);
+    d.engine.inFlight++;
+  }
+  assert.deepEqual(
+    engines.map((e) => e.inFlight),
+    [4, 4],
+  );
+  // two of a's requests end at the end of its step
+  for (let k = 0; k < 2; k++) policy.onDone?.(loraReq("a1"), engines[0]!, 2000);
+  engines[0]!.inFlight -= 2;
+  const picks = new Set<string>();
+  for (let seq = 8; seq < 12; seq++) {
+    const d = decide(policy, loraReq("a1", seq), fleet);
+    if (d.kind === "picked") picks.add(d.engine.id);
+  }
+  assert.deepEqual([...picks].sort(), ["a", "b"]);
 });
 
 test("given a cache oracle, ours sends an adapter's prompt where its prefix is cached and tells the oracle it was a kv-hit", () => {

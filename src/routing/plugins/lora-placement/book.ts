@@ -26,6 +26,14 @@ export interface LoraPolicyOptions {
   cache?: CacheOracle | undefined;
   /** seconds of prefill one cached prompt token saves; default 50 µs (20,000 tokens/s) */
   prefillSecondsPerToken?: number;
+  /**
+   * the prompt tokens a request queued on an engine for prefill holds a new one up by (at
+   * prefillSecondsPerToken); default 256: a prompt past a system prompt the engine holds (the LoRA
+   * benchmark's own part). In virtual time 100 and 256 tokens gave TTFT p90 within a few ms of each
+   * other at the sweep's points tried; 1,024, without the replica's price, made 50 adapters at high
+   * rates worse. Requests in flight (batchSize) price the decode batch; this prices the prefill queue.
+   */
+  queuedPromptTokens?: number;
 }
 
 /** a request's candidates and cached tokens, from its decision to its pick */
@@ -61,16 +69,61 @@ export class AdapterRates {
   }
 }
 
+/**
+ * This router's own requests on each engine, bounded: those in flight (picked, not yet ended) and the
+ * same counted by when they were sent (each send decayed over a request's time). The decayed count
+ * expects as many as are in flight but, unlike the in-flight count, does not drop at the end of the
+ * step in which requests finish: priced by it, an engine that has just begun a step (its finished
+ * requests just left) does not look the least loaded, and the sends spread as round-robin's do.
+ */
+export class OwnRequests {
+  private readonly engines = new LruMap<string, { inFlight: number; sent: number; at: number }>();
+  constructor(private readonly cap = 4096) {}
+  private entry(id: string, now: number) {
+    let e = this.engines.use(id);
+    if (!e) {
+      e = { inFlight: 0, sent: 0, at: now };
+      this.engines.set(id, e);
+      while (this.engines.size > this.cap) this.engines.shift();
+    }
+    return e;
+  }
+  sent(id: string, now: number, service: number): void {
+    const e = this.entry(id, now);
+    e.sent = this.decayed(e, now, service) + 1;
+    e.at = Math.max(e.at, now);
+    e.inFlight++;
+  }
+  ended(id: string): void {
+    const e = this.engines.get(id);
+    if (e && e.inFlight > 0) e.inFlight--;
+  }
+  /** [requests in flight, sends decayed to `now` over `service` seconds] */
+  on(id: string, now: number, service: number): [number, number] {
+    const e = this.engines.get(id);
+    return e ? [e.inFlight, this.decayed(e, now, service)] : [0, 0];
+  }
+  private decayed(e: { sent: number; at: number }, now: number, service: number): number {
+    return now > e.at ? e.sent * Math.exp(-(now - e.at) / (service * 1000)) : e.sent;
+  }
+}
+
 /** one `lora` policy's state */
 export class LoraPlacementBook {
   readonly batch: number;
   /** seconds a request holds its engine: a moving mean of completions (onDone) */
   service: number;
   readonly rates: AdapterRates;
+  /** this router's own requests per engine: in flight, and by when they were sent */
+  readonly own = new OwnRequests();
   /** each candidate's cost in seconds, reused across decisions */
   readonly costs: number[] = [];
   readonly cache: CacheOracle | undefined;
   readonly perToken: number;
+  /** seconds a prompt queued for prefill on an engine holds a new one up by */
+  readonly queuedPromptSeconds: number;
+  /** the request being scored has its adapter active on some candidate: a load elsewhere is a replica */
+  replicating = false;
   readonly scored = new RequestMemo<LoraScored>("lora.scored");
   /** the time of the latest decision (the caller's clock), for the rates onPicked notes */
   lastNow = 0;
@@ -81,5 +134,6 @@ export class LoraPlacementBook {
     this.rates = new AdapterRates(opts.rateHalfLifeMs ?? 60_000);
     this.cache = opts.cache;
     this.perToken = opts.prefillSecondsPerToken ?? 50e-6;
+    this.queuedPromptSeconds = (opts.queuedPromptTokens ?? 256) * this.perToken;
   }
 }
