@@ -69,6 +69,8 @@ interface Slot {
   ledger: WorkerLedger;
   /** what is said to its worker this turn, written once (outbox.ts) */
   outbox: Outbox<ToWorker> | undefined;
+  /** the client connections its worker last reported (conn-balance.ts) */
+  conns: number;
 }
 
 export class Primary {
@@ -154,7 +156,13 @@ export class Primary {
     cluster.setupPrimary({ serialization: "advanced" });
     const url = new Promise<string>((resolve) => (this.listening = resolve));
     for (let i = 0; i < this.o.workers; i++) {
-      this.slots.push({ worker: undefined, restarts: [], ledger: new WorkerLedger(), outbox: undefined });
+      this.slots.push({
+        worker: undefined,
+        restarts: [],
+        ledger: new WorkerLedger(),
+        outbox: undefined,
+        conns: 0,
+      });
       this.fork(i);
     }
     if (this.o.configFile) this.unwatch = watchConfigFile(this.o.configFile, () => void this.reload());
@@ -254,6 +262,9 @@ export class Primary {
         return void this.answer(w, m.id, m.what);
       case "claims":
         return this.claims(slot, w, m);
+      case "conns":
+        this.slots[slot]!.conns = m.n;
+        return this.broadcast({ t: "conns", total: this.slots.reduce((n, s) => n + s.conns, 0) });
       case "limit-admit":
       case "limit-reserve":
       case "limit-record":
@@ -404,6 +415,7 @@ export class Primary {
     this.cp.load.drop(source);
     this.broadcast({ t: "gone", source });
     s.ledger = new WorkerLedger();
+    s.conns = 0;
     this.limits.releaseAll(slot);
     if (this.stopping) return;
     const now = Date.now();

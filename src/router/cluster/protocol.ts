@@ -90,6 +90,8 @@ export type ToWorker =
   | { t: "reply"; id: number; text?: string; error?: string }
   /** per claim of a batch (claims.ts): it stands, or was made on stale counts (sent just before) */
   | { t: "claimed"; results: [id: number, ok: boolean][] }
+  /** the group's client connections now, summed over the workers' reports (conn-balance.ts) */
+  | { t: "conns"; total: number }
   /** the messages of one turn, in order (outbox.ts): one write on the channel instead of one each */
   | { t: "many"; ms: ToWorker[] }
   | LimitAnswer;
@@ -109,6 +111,8 @@ export type ToPrimary =
   | { t: "ask"; id: number; what: "metrics" | "reload" | "drain" }
   /** picks of a load-aware policy (claims.ts), after this worker's own counts without them */
   | { t: "claims"; own: LoadCounts[]; acked: number; items: ClaimItem[] }
+  /** the client connections this worker holds now, sent when the count changed (conn-balance.ts) */
+  | { t: "conns"; n: number }
   /** the messages of one turn, in order (outbox.ts) */
   | { t: "many"; ms: ToPrimary[] }
   | LimitRequest;

@@ -20,6 +20,7 @@ import { Claims } from "./claims.js";
 import { WorkerSlotClaims } from "./worker-claims.js";
 import type { SlotClaimsFactory } from "../dataplane/slot-claims.js";
 import { Outbox } from "./outbox.js";
+import { ConnectionBalance } from "./conn-balance.js";
 import { isToWorker, type ToPrimary, type ToWorker } from "./protocol.js";
 import { SharedLoad, queuedPrefillOf } from "./shared-load.js";
 import { PeerError } from "../../errors/index.js";
@@ -108,6 +109,9 @@ export class WorkerLink implements RouterGroup {
   private askSeq = 0;
   private readonly progressSeen = new Map<string, number>();
   private readonly progressTimer: NodeJS.Timeout;
+  /** this worker's share of the group's client connections (conn-balance.ts) */
+  readonly balance: ConnectionBalance;
+  private connsSent = 0;
   /** applies a config the primary sent (set by the starter: it owns the keys watcher) */
   applyConfig: ((config: Record<string, unknown>) => void) | undefined;
   private readonly onMessage = (m: unknown) => {
@@ -154,6 +158,13 @@ export class WorkerLink implements RouterGroup {
     router.affinity.sharing = true;
     router.affinity.onLearned = () => send({ t: "sync", responses: router.affinity.take() });
     router.tenancy.shareLocalLimits(this.limits);
+    this.balance = new ConnectionBalance(start.workers);
+    const rebalanced = router.metrics.connectionsRebalanced.child();
+    router.closeForBalance = () => {
+      if (!this.balance.closeThis()) return false;
+      rebalanced.value++;
+      return true;
+    };
     this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
     this.progressTimer.unref();
     if (ipc.earlyListener) process.off("message", ipc.earlyListener);
@@ -220,6 +231,11 @@ export class WorkerLink implements RouterGroup {
       (progress ??= []).push(e.url);
     }
     if (progress) send({ t: "sync", progress });
+    const conns = this.router.connections.count;
+    if (conns !== this.connsSent) {
+      this.connsSent = conns;
+      send({ t: "conns", n: conns });
+    }
   }
 
   private handle(m: ToWorker): void {
@@ -235,6 +251,8 @@ export class WorkerLink implements RouterGroup {
         return this.load.set(m.source, m.load);
       case "gone":
         return this.load.drop(m.source);
+      case "conns":
+        return this.balance.update(this.router.connections.count, m.total);
       case "picks":
         return this.picks.apply(m.picks);
       case "responses":

@@ -40,6 +40,8 @@ export class Router {
   private readonly ownRoutes: OwnRoutes;
   /** set once a drain starts: /ready answers 503 and responses close their connections */
   draining = false;
+  /** set in a router worker: true when a response should close its connection to even the group */
+  closeForBalance: (() => boolean) | undefined;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
   onReload: (() => string | undefined | Promise<string | undefined>) | undefined;
   private droppedLogged = 0;
@@ -222,7 +224,8 @@ export class Router {
     const q = url.indexOf("?");
     const path = q >= 0 ? url.slice(0, q) : url;
     // draining: finish this response, then close the connection so the client reconnects elsewhere
-    if (this.draining) res.setHeader("connection", "close");
+    // or this worker holds more than its share of the group's connections (../cluster/conn-balance.ts)
+    if (this.draining || this.closeForBalance?.()) res.setHeader("connection", "close");
     // what each path is, and whether it is relayed, is the endpoint table's (../request/endpoints.ts)
     const m = matchEndpoint(path);
     const method = req.method;

@@ -128,6 +128,11 @@ export class RouterMetrics {
     "Client connections refused because limits.maxConnections were open and every one had a request in progress",
     [] as const,
   );
+  readonly connectionsRebalanced = new CounterFamily(
+    "switchyard_connections_rebalanced_total",
+    "Client connections a router worker closed after their response (connection: close) because it held more than its share of the group's",
+    [] as const,
+  );
   readonly connectionsReclaimed = new CounterFamily(
     "switchyard_connections_reclaimed_total",
     "Idle client connections (keep-alive between requests, or never used) closed to make room for a new one at limits.maxConnections",
@@ -216,6 +221,7 @@ export class RouterMetrics {
       this.tenantQueueWait,
       this.connectionsDropped,
       this.connectionsReclaimed,
+      this.connectionsRebalanced,
       this.accessLinesSkipped,
       this.tokenizerRequests,
       this.otherRequests,

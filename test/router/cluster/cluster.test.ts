@@ -529,3 +529,55 @@ test(
     }
   },
 );
+
+test(
+  "two workers even out 48 keep-alive connections that the kernel split unevenly, every request answered",
+  { timeout: 60_000 },
+  async () => {
+    const g = await startGroup("round-robin");
+    const clients = Array.from(
+      { length: 48 },
+      () => new Client(g.url, { keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 }),
+    );
+    try {
+      const split = async (): Promise<Map<string, number>> => {
+        const on = new Map<string, number>();
+        await Promise.all(
+          clients.map(async (client) => {
+            const r = await client.request({
+              path: "/v1/completions",
+              method: "POST",
+              headers: {
+                "content-type": "application/json",
+                "x-switchyard-debug": "1",
+                "x-switchyard-debug-key": ADMIN,
+              },
+              body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
+            });
+            await r.body.text();
+            assert.equal(r.statusCode, 200);
+            const w = /worker (\d+)\/2/.exec(String(r.headers["x-switchyard-route"] ?? ""))?.[1] ?? "?";
+            on.set(w, (on.get(w) ?? 0) + 1);
+          }),
+        );
+        return on;
+      };
+      // the workers report their counts every quarter second; a round of requests every 100 ms
+      const end = Date.now() + 20_000;
+      let on = await split();
+      const gap = () => Math.abs((on.get("1") ?? 0) - (on.get("2") ?? 0));
+      while (gap() > 2 && Date.now() < end) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        on = await split();
+      }
+      assert.ok(gap() <= 2, `24 each, within the slack: ${JSON.stringify([...on])}`);
+      const m = await (
+        await fetch(`${g.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
+      ).text();
+      assert.match(m, /^switchyard_connections_rebalanced_total \d+/m);
+    } finally {
+      for (const c of clients) await c.close();
+      await g.close();
+    }
+  },
+);
