@@ -1,12 +1,12 @@
 // Client connections even across a worker group. Each worker listens on sockets of its own in the
 // port's SO_REUSEPORT group, and the kernel hands a new connection to a socket by a hash of its
 // addresses, not by how many each worker holds: 64 keep-alive connections split 37 / 27 between two
-// workers in one sample, and the worker with more serves each of its requests that much slower, which
-// is most of the group's p99 beyond one process's (docs/router.md, "Workers and replicas"). A worker
-// above its share closes that many connections after their current response (`connection: close`,
-// as a drain does); their clients reconnect and the hash places them again, half of them elsewhere,
-// so the split converges within a few reports. Envoy's "exact balance" of connections between its
-// worker threads is the same idea; a process group cannot hand a socket over, so it asks the client.
+// workers in one sample, and the busier worker serves each of its requests that much slower (the
+// group's p99 at 64 connections was 1.2–1.4× vllm-router's; docs/router.md, "Workers and replicas"). A
+// worker above its share closes that many connections after their current response (`connection:
+// close`, as a drain does); their clients reconnect and the hash places them again, about half of them
+// elsewhere, so the split converges within a few reports. A process cannot hand another a socket it
+// has read from, so it asks the client.
 
 /** a worker within this many connections of its share (and 5% of it) keeps them all */
 const SLACK = 1;
