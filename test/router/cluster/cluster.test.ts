@@ -67,9 +67,8 @@ interface Conn {
   worker: string;
 }
 
-/** A keep-alive connection to the group, and the worker it landed on. */
-async function connect(url: string): Promise<Conn> {
-  const client = new Client(url, { keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
+/** A one-token completion that asks for the debug route header: its status and that header. */
+async function routed(client: Client): Promise<{ status: number; route: string }> {
   const r = await client.request({
     path: "/v1/completions",
     method: "POST",
@@ -81,7 +80,13 @@ async function connect(url: string): Promise<Conn> {
     body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
   });
   await r.body.text();
-  const route = String(r.headers["x-switchyard-route"] ?? "");
+  return { status: r.statusCode, route: String(r.headers["x-switchyard-route"] ?? "") };
+}
+
+/** A keep-alive connection to the group, and the worker it landed on. */
+async function connect(url: string): Promise<Conn> {
+  const client = new Client(url, { keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
+  const { route } = await routed(client);
   const worker = /worker (\d+)\/2/.exec(route)?.[1];
   assert.ok(worker, `the route header names the worker: ${route}`);
   return { client, worker };
@@ -382,20 +387,7 @@ test("admin drain and config reloads reach every worker", { timeout: 60_000 }, a
   const g = await startGroup("round-robin");
   const by = await connections(g.url, 1);
   try {
-    const policyOf = async (c: Conn) => {
-      const r = await c.client.request({
-        path: "/v1/completions",
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          "x-switchyard-debug": "1",
-          "x-switchyard-debug-key": ADMIN,
-        },
-        body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
-      });
-      await r.body.text();
-      return /policy=([^;]+)/.exec(String(r.headers["x-switchyard-route"]))![1];
-    };
+    const policyOf = async (c: Conn) => /policy=([^;]+)/.exec((await routed(c.client)).route)![1];
     const cfg = (await import("yaml")).parse(
       (await import("node:fs")).readFileSync(g.file, "utf8"),
     ) as Record<string, unknown>;
@@ -544,19 +536,9 @@ test(
         const on = new Map<string, number>();
         await Promise.all(
           clients.map(async (client) => {
-            const r = await client.request({
-              path: "/v1/completions",
-              method: "POST",
-              headers: {
-                "content-type": "application/json",
-                "x-switchyard-debug": "1",
-                "x-switchyard-debug-key": ADMIN,
-              },
-              body: JSON.stringify({ model: MODEL, prompt: "x", max_tokens: 1 }),
-            });
-            await r.body.text();
-            assert.equal(r.statusCode, 200);
-            const w = /worker (\d+)\/2/.exec(String(r.headers["x-switchyard-route"] ?? ""))?.[1] ?? "?";
+            const r = await routed(client);
+            assert.equal(r.status, 200);
+            const w = /worker (\d+)\/2/.exec(r.route)?.[1] ?? "?";
             on.set(w, (on.get(w) ?? 0) + 1);
           }),
         );
