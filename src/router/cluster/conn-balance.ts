@@ -20,13 +20,11 @@ const MIN_SHARE = 8;
 export class ConnectionBalance {
   /** responses still to close before this worker is at its share */
   private toClose = 0;
-  constructor(private readonly workers: number) {}
-
-  /** The group holds `total` client connections, this worker `mine` of them. */
-  update(mine: number, total: number): void {
-    const share = total / this.workers;
+  /** The group holds `total` client connections, this worker `mine` of them, over `workers` listening. */
+  update(mine: number, total: number, workers: number): void {
+    const share = total / workers;
     const over = mine - share;
-    const even = this.workers < 2 || share < MIN_SHARE || over <= Math.max(SLACK, 0.05 * share);
+    const even = workers < 2 || share < MIN_SHARE || over <= Math.max(SLACK, 0.05 * share);
     this.toClose = even ? 0 : Math.floor(over);
   }
 

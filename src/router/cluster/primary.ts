@@ -192,6 +192,21 @@ export class Primary {
     else if (w.isConnected()) w.send(m, undefined, undefined, ignore);
   }
 
+  /**
+   * The group's client connections, and how many workers can take new ones: a worker that is starting
+   * (or restarting after a crash) takes none, so the others share the connections as if it were not there
+   */
+  private broadcastConns(): void {
+    let total = 0;
+    let accepting = 0;
+    for (let i = 0; i < this.slots.length; i++) {
+      const s = this.slots[i]!;
+      total += s.conns;
+      if (s.worker && this.listeningSlots.has(i)) accepting++;
+    }
+    this.broadcast({ t: "conns", total, workers: accepting });
+  }
+
   private broadcast(m: ToWorker, except?: number): void {
     for (let i = 0; i < this.slots.length; i++) if (i !== except) this.slots[i]!.outbox?.send(m);
   }
@@ -264,7 +279,7 @@ export class Primary {
         return this.claims(slot, w, m);
       case "conns":
         this.slots[slot]!.conns = m.n;
-        return this.broadcast({ t: "conns", total: this.slots.reduce((n, s) => n + s.conns, 0) });
+        return this.broadcastConns();
       case "limit-admit":
       case "limit-reserve":
       case "limit-record":
@@ -416,6 +431,8 @@ export class Primary {
     this.broadcast({ t: "gone", source });
     s.ledger = new WorkerLedger();
     s.conns = 0;
+    this.listeningSlots.delete(slot);
+    this.broadcastConns();
     this.limits.releaseAll(slot);
     if (this.stopping) return;
     const now = Date.now();

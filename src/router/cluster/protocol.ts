@@ -90,8 +90,11 @@ export type ToWorker =
   | { t: "reply"; id: number; text?: string; error?: string }
   /** per claim of a batch (claims.ts): it stands, or was made on stale counts (sent just before) */
   | { t: "claimed"; results: [id: number, ok: boolean][] }
-  /** the group's client connections now, summed over the workers' reports (conn-balance.ts) */
-  | { t: "conns"; total: number }
+  /**
+   * the group's client connections now, summed over the workers' reports, and the workers listening
+   * (conn-balance.ts)
+   */
+  | { t: "conns"; total: number; workers: number }
   /** the messages of one turn, in order (outbox.ts): one write on the channel instead of one each */
   | { t: "many"; ms: ToWorker[] }
   | LimitAnswer;

@@ -158,7 +158,7 @@ export class WorkerLink implements RouterGroup {
     router.affinity.sharing = true;
     router.affinity.onLearned = () => send({ t: "sync", responses: router.affinity.take() });
     router.tenancy.shareLocalLimits(this.limits);
-    this.balance = new ConnectionBalance(start.workers);
+    this.balance = new ConnectionBalance();
     const rebalanced = router.metrics.connectionsRebalanced.child();
     router.closeForBalance = () => {
       if (!this.balance.closeThis()) return false;
@@ -252,7 +252,7 @@ export class WorkerLink implements RouterGroup {
       case "gone":
         return this.load.drop(m.source);
       case "conns":
-        return this.balance.update(this.router.connections.count, m.total);
+        return this.balance.update(this.router.connections.count, m.total, m.workers);
       case "picks":
         return this.picks.apply(m.picks);
       case "responses":
