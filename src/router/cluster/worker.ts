@@ -252,7 +252,9 @@ export class WorkerLink implements RouterGroup {
       case "gone":
         return this.load.drop(m.source);
       case "conns":
-        return this.balance.update(this.router.connections.count, m.total, m.workers);
+        // the count in that total (its last report), not the live one: a live count beside a total of
+        // older reports took reconnections not yet reported for an excess, and closed them again
+        return this.balance.update(this.connsSent, m.total, m.workers);
       case "picks":
         return this.picks.apply(m.picks);
       case "responses":
