@@ -165,7 +165,10 @@ export class WorkerLink implements RouterGroup {
       rebalanced.value++;
       return true;
     };
-    this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
+    this.progressTimer = setInterval(() => {
+      this.reportProgress();
+      this.reportConnections();
+    }, PROGRESS_EVERY_MS);
     this.progressTimer.unref();
     if (ipc.earlyListener) process.off("message", ipc.earlyListener);
     process.on("message", this.onMessage);
@@ -231,6 +234,10 @@ export class WorkerLink implements RouterGroup {
       (progress ??= []).push(e.url);
     }
     if (progress) send({ t: "sync", progress });
+  }
+
+  /** this worker's client connections, when they changed (conn-balance.ts) */
+  private reportConnections(): void {
     const conns = this.router.connections.count;
     if (conns !== this.connsSent) {
       this.connsSent = conns;

@@ -122,8 +122,6 @@ export class LoraPlacementBook {
   readonly perToken: number;
   /** seconds a prompt queued for prefill on an engine holds a new one up by */
   readonly queuedPromptSeconds: number;
-  /** the request being scored has its adapter active on some candidate: a load elsewhere is a replica */
-  replicating = false;
   readonly scored = new RequestMemo<LoraScored>("lora.scored");
   /** the time of the latest decision (the caller's clock), for the rates onPicked notes */
   lastNow = 0;

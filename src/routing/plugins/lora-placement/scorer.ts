@@ -53,6 +53,8 @@ function withAdapterSeconds(
   lora: LoraRequestView,
   now: number,
   queued: number,
+  /** the adapter is active on some candidate: a load here would be a replica */
+  replicating: boolean,
 ): number {
   const adapters = engine.lora!;
   let cost = queued + coldLoadSeconds(adapters, lora) + loadBacklogSeconds(adapters, lora);
@@ -63,7 +65,7 @@ function withAdapterSeconds(
     if (over > 0) cost += slotWaitSeconds(adapters, over, book.service, now);
     // a replica takes a slot that the adapters without one may need (an adapter active nowhere needs
     // one somewhere whatever the pick)
-    if (book.replicating) {
+    if (replicating) {
       const fullness = Math.min(1, (active + 1) / adapters.maxLoras);
       cost += REPLICA_SLOT_SHARE * book.service * Math.pow(fullness, REPLICA_FULLNESS_POWER);
     }
@@ -118,13 +120,14 @@ function engineSeconds(
   engine: EngineView,
   fleet: FleetSnapshot,
   cached: number | undefined,
+  replicating: boolean,
 ): number {
   // the requests in flight there, each delaying this one's first step a little (see batchSize), and the
   // prompts queued there for prefill, each its own prefill ahead of this one
   let cost = busySeconds(book, engine, fleet.now);
   cost += queuedPrompts(engine, fleet.now) * book.queuedPromptSeconds;
   if (request.lora && engine.lora)
-    cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost);
+    cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost, replicating);
   if (cached !== undefined) cost -= cached * book.perToken;
   return cost;
 }
@@ -144,10 +147,10 @@ export function loraCostScorer(book: LoraPlacementBook): Scorer {
         book.cache && request.lora ? book.cache.predict(request, engines) : undefined;
       if (prediction)
         book.scored.set(request, { engines, cached: prediction.cachedTokens, source: prediction.source });
-      book.replicating = activeSomewhere(engines as readonly EngineView[], request.lora);
+      const replicating = activeSomewhere(engines as readonly EngineView[], request.lora);
       for (let i = 0; i < engines.length; i++) {
         const cached = prediction ? prediction.cachedTokens[i]! : undefined;
-        const cost = engineSeconds(book, request, engines[i] as EngineView, fleet, cached);
+        const cost = engineSeconds(book, request, engines[i] as EngineView, fleet, cached, replicating);
         costs[i] = cost;
         if (cost < best) best = cost;
       }
