@@ -142,7 +142,8 @@ export class AttemptLoop {
     try {
       if (ctx.clientGone) return;
       this.ensureAdapter.view(ctx);
-      const round = await this.prepare.run(ctx, cfg);
+      const prepared = this.prepare.run(ctx, cfg);
+      const round = prepared instanceof Promise ? await prepared : prepared;
       if (round === undefined) return;
       for (;;) {
         round.attempt++;
@@ -157,7 +158,8 @@ export class AttemptLoop {
           return this.pick.failed(ctx, round, err);
         }
         const tried = await this.tryEngine.run(ctx, engine, round, cfg);
-        if (!(await this.judge.run(ctx, engine, tried, round, cfg))) return;
+        const again = this.judge.run(ctx, engine, tried, round, cfg);
+        if (!(again === true || (again !== false && (await again)))) return;
       }
     } catch (err) {
       this.failed(ctx, err);

@@ -25,8 +25,24 @@ export interface JudgeNeeds {
 export class Judge {
   constructor(private readonly d: JudgeNeeds) {}
 
-  /** True: another attempt follows; false: the request is answered (or its client gone). */
-  async run(
+  /**
+   * True: another attempt follows; false: the request is answered (or its client gone). A promise only
+   * for an attempt that did not end the request: an answer relayed ends it in the same turn.
+   */
+  run(
+    ctx: RequestContext,
+    engine: EngineRecord,
+    tried: Tried,
+    round: Round,
+    cfg: RouterConfig,
+  ): boolean | Promise<boolean> {
+    const kind = tried.outcome.kind;
+    if (kind === "unclaimed" || kind === "total-timeout" || kind === "retry" || kind === "migrate")
+      return this.next(ctx, engine, tried, round, cfg);
+    return false;
+  }
+
+  private async next(
     ctx: RequestContext,
     engine: EngineRecord,
     tried: Tried,

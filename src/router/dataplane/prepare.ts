@@ -43,21 +43,42 @@ export interface Round {
 export class Prepare {
   constructor(private readonly d: PrepareNeeds) {}
 
-  /** The request's round; undefined when it is over already (its client left, the prefill answered). */
-  async run(ctx: RequestContext, cfg: RouterConfig): Promise<Round | undefined> {
+  /**
+   * The request's round; undefined when it is over already (its client left, the prefill answered). A
+   * promise only where it waits (blocks hashed ahead, a prefill step): the others go on in the same turn.
+   */
+  run(ctx: RequestContext, cfg: RouterConfig): Round | undefined | Promise<Round | undefined> {
     const ahead = this.d.hashing?.hashAhead(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
-    if (ahead !== undefined) {
-      // given up (WorkCancelled) only for a request whose client left or whose time ran out
-      await ahead.catch(cancelledAhead);
-      if (ctx.clientGone) return undefined;
-      if (ctx.totalTimedOut) throw totalTimeoutError();
-    }
-    const headers = forwardedHeaders(
+    if (ahead !== undefined) return this.afterHashing(ctx, cfg, ahead);
+    if (this.d.disagg?.applies(ctx.pr)) return this.round(ctx, cfg);
+    const headers = this.headers(ctx);
+    return this.roundOf(ctx, cfg, headers, headers.length);
+  }
+
+  private async afterHashing(
+    ctx: RequestContext,
+    cfg: RouterConfig,
+    ahead: Promise<void>,
+  ): Promise<Round | undefined> {
+    // given up (WorkCancelled) only for a request whose client left or whose time ran out
+    await ahead.catch(cancelledAhead);
+    if (ctx.clientGone) return undefined;
+    if (ctx.totalTimedOut) throw totalTimeoutError();
+    return this.round(ctx, cfg);
+  }
+
+  /** the headers every attempt sends */
+  private headers(ctx: RequestContext): string[] {
+    return forwardedHeaders(
       ctx.req.headers,
       ctx.requestId,
       ctx.trace !== undefined,
       ctx.req.socket.remoteAddress,
     );
+  }
+
+  private async round(ctx: RequestContext, cfg: RouterConfig): Promise<Round | undefined> {
+    const headers = this.headers(ctx);
     const baseHeaders = headers.length;
     // P/D: the prefill step runs first; the loop then sends the decode step (body and candidates
     // rewritten) like any request, so its stream is relayed as it arrives
@@ -74,6 +95,10 @@ export class Prepare {
       const body = ctx.pr.body;
       ctx.upstreamBody = plan && Buffer.isBuffer(body) ? firstBody(body, plan) : body;
     }
+    return this.roundOf(ctx, cfg, headers, baseHeaders);
+  }
+
+  private roundOf(ctx: RequestContext, cfg: RouterConfig, headers: string[], baseHeaders: number): Round {
     const replayable = Buffer.isBuffer(ctx.pr.body);
     // a pinned request has one engine to try
     const maxAttempts = replayable && ctx.pr.pin === undefined ? cfg.retry.maxAttempts : 1;

@@ -31,17 +31,22 @@ export function flowOf(t: Tenant | undefined): QueueFlow {
 export class Authenticate {
   constructor(private readonly d: AuthenticateNeeds) {}
 
-  async run(p: Passage): Promise<void> {
+  /** A promise only where it waits (a tenant's slot): the anonymous request goes on in the same turn. */
+  run(p: Passage): Promise<void> | undefined {
     const tenant = (p.tenant = this.d.gate.authenticate(p.req));
     const slo = parseSloHeader(p.req.headers[SLO_HEADER]);
     if (slo instanceof Error) throw new HttpError(400, slo.message, SLO_HEADER);
     p.slo = slo;
+    return tenant ? this.admit(p, tenant) : undefined;
+  }
+
+  private async admit(p: Passage, tenant: Tenant): Promise<void> {
     // before any body byte is read: a tenant's slow bodies hold its own concurrency slots, and one
     // over its limit is refused now rather than after its body has been buffered
-    if (tenant) p.admission = await this.d.gate.take(tenant, promptEstimate(declaredBytes(p.req)));
+    p.admission = await this.d.gate.take(tenant, promptEstimate(declaredBytes(p.req)));
     // a sheddable tenant's generation with every engine full: the queue would refuse it at once
     // (../request/admission.ts), so it is refused now, before its body is read, parsed and routed
-    if (tenant && tenant.priority < 0 && p.ep.counted === "requests" && this.d.registry.saturated()) {
+    if (tenant.priority < 0 && p.ep.counted === "requests" && this.d.registry.saturated()) {
       this.d.metrics.rejected.inc({ reason: "queue" });
       throw sheddableRefusal(flowOf(tenant));
     }

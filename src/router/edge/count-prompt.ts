@@ -13,13 +13,17 @@ export interface CountPromptNeeds {
 export class CountPrompt {
   constructor(private readonly d: CountPromptNeeds) {}
 
-  async run(p: Passage): Promise<void> {
+  /** A promise only where it waits (a prompt counted off the loop): a short one goes on in the same turn. */
+  run(p: Passage): Promise<void> | undefined {
     const obj = p.body?.parsed;
     const workBegan = (p.workBegan = performance.now());
-    if (!obj) return;
+    if (!obj) return undefined;
     // the connection, not the response: a pipelined request's response has no socket of its own
     const counting = this.d.budget.check(p.ep, p.model!, obj, workBegan, p.req.socket);
-    if (counting === undefined) return;
+    return counting === undefined ? undefined : this.counted(p, counting);
+  }
+
+  private async counted(p: Passage, counting: Promise<number[]>): Promise<void> {
     p.promptTokens = await counting;
     // gone after the counting's last look (it stops at its next slice or worker chunk once the
     // client is gone): not admitted or routed for nobody, and counted as a 499 by the way out

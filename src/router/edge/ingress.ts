@@ -93,17 +93,22 @@ export class Ingress {
     return this.run({ req, res, path, url, ep: match.endpoint, pathId: match.id });
   }
 
+  /** A step that need not wait returns nothing, and the request goes on in the same turn. */
   private async run(p: Passage): Promise<void> {
     let pr: RoutedRequest;
     try {
-      await this.authenticate.run(p);
+      let waits = this.authenticate.run(p);
+      if (waits !== undefined) await waits;
       await this.readBody.run(p);
-      await this.pin.home(p);
+      waits = this.pin.home(p);
+      if (waits !== undefined) await waits;
       this.resolveModel.run(p);
-      await this.pin.locate(p);
+      waits = this.pin.locate(p);
+      if (waits !== undefined) await waits;
       this.resolveModel.named(p);
       if (!this.admit.ownAbortIds(p)) return this.abortedNone(p);
-      await this.countPrompt.run(p);
+      waits = this.countPrompt.run(p);
+      if (waits !== undefined) await waits;
       pr = this.admit.run(p);
     } catch (err) {
       return this.reject(p, err);

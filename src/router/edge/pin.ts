@@ -28,9 +28,12 @@ export interface PinNeeds {
 export class Pin {
   constructor(private readonly d: PinNeeds) {}
 
-  /** Before the model: the response the request names, and where the router's books say it is. */
-  async home(p: Passage): Promise<void> {
-    const { ep, tenant } = p;
+  /**
+   * Before the model: the response the request names, and where the router's books say it is. A promise
+   * only for a request that names one: the others go on in the same turn.
+   */
+  home(p: Passage): Promise<void> | undefined {
+    const { ep } = p;
     const obj = p.body?.parsed;
     const pinId =
       ep.pin === "path-id"
@@ -39,7 +42,11 @@ export class Pin {
           ? obj.previous_response_id
           : undefined;
     p.pinId = pinId;
-    if (pinId === undefined) return;
+    return pinId === undefined ? undefined : this.homeOf(p, pinId);
+  }
+
+  private async homeOf(p: Passage, pinId: string): Promise<void> {
+    const tenant = p.tenant;
     let home = this.d.affinity.home(pinId);
     // a router group with tenancy on: the engines are not asked, so the entry is given the time the
     // group takes to pass it on (a follow-up may overtake the message about its response)
@@ -73,14 +80,19 @@ export class Pin {
   /**
    * After the model: an id the router never saw, among several engines: the engines are asked who
    * holds it; when none does, an engine that lacks the history must not answer as if it did (vLLM's
-   * own 404). A modelless request takes the model of the response found.
+   * own 404). A modelless request takes the model of the response found. A promise only where the
+   * engines are asked.
    */
-  async locate(p: Passage): Promise<void> {
-    if (p.pinId === undefined || p.home !== undefined) return;
+  locate(p: Passage): Promise<void> | undefined {
+    if (p.pinId === undefined || p.home !== undefined) return undefined;
     const among = p.ep.modelless ? undefined : p.model;
-    if (this.candidates(among) <= 1) return;
-    const home = await locateResponse(this.d.registry, this.d.affinity, p.pinId, among);
-    if (!home) throw responseNotFound(p.pinId);
+    if (this.candidates(among) <= 1) return undefined;
+    return this.ask(p, p.pinId, among);
+  }
+
+  private async ask(p: Passage, pinId: string, among: string | undefined): Promise<void> {
+    const home = await locateResponse(this.d.registry, this.d.affinity, pinId, among);
+    if (!home) throw responseNotFound(pinId);
     p.home = home;
     if (p.ep.modelless) p.model = this.d.models.anyModel(home.model);
   }
