@@ -7,6 +7,13 @@
 // close`, as a drain does); their clients reconnect and the hash places them again, about half of them
 // elsewhere, so the split converges within a few reports. A process cannot hand another a socket it
 // has read from, so it asks the client.
+//
+// Acting on counts of different ages closes connections for nothing: a client opens its connections
+// in a burst, and a worker that reported 37 while the other's last report still said 0 took a share
+// of 18 and closed 18 (20–42 closes a cell where 5 were needed, under wrk at 64 connections, each
+// new cell's burst alike). So a worker reports a change within a few milliseconds, the group's total
+// goes out only once no count has changed for a settle time (ConnectionCensus), and a worker whose
+// count moved since its report waits for the next total.
 
 /** a worker within this many connections of its share (and 5% of it) keeps them all */
 const SLACK = 1;
@@ -17,11 +24,54 @@ const SLACK = 1;
  */
 const MIN_SHARE = 8;
 
+/** ms without a change in any worker's count before the group's total goes out */
+export const SETTLE_MS = 25;
+/** ms at most between the first change and a total going out, however the counts keep moving */
+export const MAX_UNSETTLED_MS = 250;
+
+/**
+ * The primary's side: when the group's total may go out. Clock-free: the caller says the time
+ * (monotonic ms) and arms its one timer for `due`.
+ */
+export class ConnectionCensus {
+  /** when the first change not yet sent out came (undefined: nothing to send) */
+  private firstChange: number | undefined;
+  private lastChange = 0;
+
+  /** A worker's count changed at `now`. */
+  changed(now: number): void {
+    this.firstChange ??= now;
+    this.lastChange = now;
+  }
+
+  /** When the total should go out; undefined when there is nothing new. */
+  get due(): number | undefined {
+    if (this.firstChange === undefined) return undefined;
+    return Math.min(this.lastChange + SETTLE_MS, this.firstChange + MAX_UNSETTLED_MS);
+  }
+
+  /** True when the total should go out at `now` (and it is then taken as sent). */
+  take(now: number): boolean {
+    const due = this.due;
+    if (due === undefined || now < due) return false;
+    this.firstChange = undefined;
+    return true;
+  }
+}
+
 export class ConnectionBalance {
   /** responses still to close before this worker is at its share */
   private toClose = 0;
-  /** The group holds `total` client connections, this worker `mine` of them, over `workers` listening. */
-  update(mine: number, total: number, workers: number): void {
+  /**
+   * The group holds `total` client connections, this worker `mine` of them (its count in that total),
+   * over `workers` listening. `now`: its count at this moment; a different one is in a report not yet
+   * in the total, so nothing is decided until the next.
+   */
+  update(mine: number, total: number, workers: number, now = mine): void {
+    if (now !== mine) {
+      this.toClose = 0;
+      return;
+    }
     const share = total / workers;
     const over = mine - share;
     const even = workers < 2 || share < MIN_SHARE || over <= Math.max(SLACK, 0.05 * share);

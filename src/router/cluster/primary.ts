@@ -28,6 +28,7 @@ import { LimitKeeper } from "./limits.js";
 import { WorkerLedger, countedEveryPick } from "./ledger.js";
 import { Outbox } from "./outbox.js";
 import { workerCount } from "./worker-count.js";
+import { ConnectionCensus } from "./conn-balance.js";
 import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
 import type { ResponseLink } from "../dataplane/response-affinity.js";
 
@@ -82,6 +83,9 @@ export class Primary {
   private listening: ((url: string) => void) | undefined;
   private url: string | undefined;
   private readonly listeningSlots = new Set<number>();
+  /** when the group's connection total goes out (conn-balance.ts) */
+  private readonly census = new ConnectionCensus();
+  private censusTimer: NodeJS.Timeout | undefined;
   private relay: KvEventRelay | undefined;
   private peers: PeerSync | null = null;
   /** picks of this replica's workers since the last peer report */
@@ -196,6 +200,20 @@ export class Primary {
    * The group's client connections, and how many workers can take new ones: a worker that is starting
    * (or restarting after a crash) takes none, so the others share the connections as if it were not there
    */
+  private readonly armCensus = (): void => {
+    const due = this.census.due;
+    if (due === undefined || this.censusTimer !== undefined) return;
+    this.censusTimer = setTimeout(this.censusDue, Math.max(0, due - performance.now()));
+    this.censusTimer.unref();
+  };
+
+  private readonly censusDue = (): void => {
+    this.censusTimer = undefined;
+    if (this.census.take(performance.now())) this.broadcastConns();
+    // a change came meanwhile: its own settle time
+    else this.armCensus();
+  };
+
   private broadcastConns(): void {
     let total = 0;
     let accepting = 0;
@@ -279,7 +297,8 @@ export class Primary {
         return this.claims(slot, w, m);
       case "conns":
         this.slots[slot]!.conns = m.n;
-        return this.broadcastConns();
+        this.census.changed(performance.now());
+        return this.armCensus();
       case "limit-admit":
       case "limit-reserve":
       case "limit-record":
@@ -453,6 +472,7 @@ export class Primary {
     this.stopping = true;
     this.unwatch?.();
     for (const s of this.slots) clearTimeout(s.restartTimer);
+    clearTimeout(this.censusTimer);
     const exits = this.slots.map(
       (s) =>
         new Promise<void>((resolve) => {

@@ -44,6 +44,8 @@ const IMMEDIATE_GAP_MS = 1;
 const RELAXED_REPORT_MS = 100;
 /** how often engines that sent bytes are reported (probes time out in seconds) */
 const PROGRESS_EVERY_MS = 250;
+/** a change in this worker's client connections is reported this long after it (a burst as one) */
+const CONNS_REPORT_DELAY_MS = 5;
 /** a request to the primary that gets no answer in this long fails */
 const ASK_TIMEOUT_MS = 10_000;
 
@@ -112,6 +114,7 @@ export class WorkerLink implements RouterGroup {
   /** this worker's share of the group's client connections (conn-balance.ts) */
   readonly balance: ConnectionBalance;
   private connsSent = 0;
+  private connsReportDue = false;
   /** applies a config the primary sent (set by the starter: it owns the keys watcher) */
   applyConfig: ((config: Record<string, unknown>) => void) | undefined;
   private readonly onMessage = (m: unknown) => {
@@ -165,6 +168,7 @@ export class WorkerLink implements RouterGroup {
       rebalanced.value++;
       return true;
     };
+    router.onConnectionsChanged = this.reportConnectionsSoon;
     this.progressTimer = setInterval(() => {
       this.reportProgress();
       this.reportConnections();
@@ -236,6 +240,18 @@ export class WorkerLink implements RouterGroup {
     if (progress) send({ t: "sync", progress });
   }
 
+  /** a burst of connections opening or closing is reported once, a few ms after it began */
+  private readonly reportConnectionsSoon = (): void => {
+    if (this.connsReportDue) return;
+    this.connsReportDue = true;
+    setTimeout(this.reportConnectionsNow, CONNS_REPORT_DELAY_MS).unref();
+  };
+
+  private readonly reportConnectionsNow = (): void => {
+    this.connsReportDue = false;
+    this.reportConnections();
+  };
+
   /** this worker's client connections, when they changed (conn-balance.ts) */
   private reportConnections(): void {
     const conns = this.router.connections.count;
@@ -261,7 +277,7 @@ export class WorkerLink implements RouterGroup {
       case "conns":
         // the count in that total (its last report), not the live one: a live count beside a total of
         // older reports took reconnections not yet reported for an excess, and closed them again
-        return this.balance.update(this.connsSent, m.total, m.workers);
+        return this.balance.update(this.connsSent, m.total, m.workers, this.router.connections.count);
       case "picks":
         return this.picks.apply(m.picks);
       case "responses":

@@ -35,6 +35,8 @@ export interface ConnectionEvents {
   refused(): void;
   /** an idle connection closed to make room for a new one */
   reclaimed(): void;
+  /** the count of open connections changed */
+  changed?(): void;
 }
 
 export class ClientConnections {
@@ -80,6 +82,7 @@ export class ClientConnections {
     };
     socket[CONN] = conn;
     this.open++;
+    this.events.changed?.();
     this.idle.push(conn);
     socket.once("close", () => this.closed(conn));
     if (this.firstRequestMs > 0) {
@@ -136,6 +139,7 @@ export class ClientConnections {
     this.idle.remove(conn);
     this.open--;
     if (conn.busy > 0) this.inProgress--;
+    this.events.changed?.();
   }
 
   private closed(conn: Conn): void {

@@ -42,6 +42,8 @@ export class Router {
   draining = false;
   /** set in a router worker: true when a response should close its connection to even the group */
   closeForBalance: (() => boolean) | undefined;
+  /** set in a router worker: told when the count of client connections changes */
+  onConnectionsChanged: (() => void) | undefined;
   /** re-reads the config file (set by startRouter); returns an error message when it was refused */
   onReload: (() => string | undefined | Promise<string | undefined>) | undefined;
   private droppedLogged = 0;
@@ -95,6 +97,7 @@ export class Router {
     this.connections = new ClientConnections(this.server, lim.maxConnections, lim.headersTimeout, {
       refused: this.connectionDropped,
       reclaimed: () => this.metrics.connectionsReclaimed.child().value++,
+      changed: () => this.onConnectionsChanged?.(),
     });
   }
 

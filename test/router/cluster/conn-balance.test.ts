@@ -3,7 +3,12 @@
 // little of its share, or in a group too small to matter, it keeps every connection.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ConnectionBalance } from "../../../src/router/cluster/conn-balance.js";
+import {
+  ConnectionBalance,
+  ConnectionCensus,
+  MAX_UNSETTLED_MS,
+  SETTLE_MS,
+} from "../../../src/router/cluster/conn-balance.js";
 
 function closes(b: ConnectionBalance): number {
   let n = 0;
@@ -55,4 +60,33 @@ test("a worker that is starting takes no connections: the others share them as i
   // the other is restarting: this one holds every connection, and closing them would only bring them back
   b.update(64, 64, 1);
   assert.equal(closes(b), 0);
+});
+
+test("a worker whose count moved since its report decides nothing until the next total", () => {
+  const b = new ConnectionBalance();
+  // it reported 37 of 64, and has 35 now: two reconnections are in a report not yet in the total
+  b.update(37, 64, 2, 35);
+  assert.equal(closes(b), 0);
+  b.update(35, 64, 2, 35);
+  assert.equal(closes(b), 3);
+});
+
+test("the group's total goes out once no count has changed for the settle time, in a burst as one", () => {
+  const c = new ConnectionCensus();
+  assert.equal(c.due, undefined, "nothing new: nothing to send");
+  // a client opens its connections in a burst: the two workers' reports come 3 ms apart
+  c.changed(100);
+  c.changed(103);
+  assert.equal(c.due, 103 + SETTLE_MS);
+  assert.equal(c.take(100 + SETTLE_MS), false, "the second report is not settled yet");
+  assert.equal(c.take(103 + SETTLE_MS), true);
+  assert.equal(c.due, undefined, "sent: nothing new until the next change");
+  assert.equal(c.take(1000), false);
+});
+
+test("counts that keep moving still send a total every MAX_UNSETTLED_MS", () => {
+  const c = new ConnectionCensus();
+  for (let t = 0; t < MAX_UNSETTLED_MS; t += 10) c.changed(t);
+  assert.equal(c.due, MAX_UNSETTLED_MS);
+  assert.equal(c.take(MAX_UNSETTLED_MS), true);
 });
