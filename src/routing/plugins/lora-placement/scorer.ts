@@ -36,6 +36,18 @@ const REPLICA_SLOT_SHARE = 0.3;
  */
 const REPLICA_FULLNESS_POWER = 4;
 
+/** the request's adapter is loaded, loading or in flight on some candidate (no load needed there) */
+function loadedSomewhere(engines: readonly EngineView[], lora: LoraRequestView | undefined): boolean {
+  if (!lora) return false;
+  for (const engine of engines) {
+    const adapters = engine.lora;
+    if (!adapters) continue;
+    if (adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return true;
+    if ((adapters.inFlight.get(lora.name) ?? 0) > 0) return true;
+  }
+  return false;
+}
+
 /** the request's adapter is active (running, queued or in flight) on some candidate */
 function activeSomewhere(engines: readonly EngineView[], lora: LoraRequestView | undefined): boolean {
   if (!lora) return false;
@@ -53,14 +65,17 @@ function withAdapterSeconds(
   lora: LoraRequestView,
   now: number,
   queued: number,
-  /** prompts queued there for prefill (queuedPrompts) */
-  prompts: number,
+  /**
+   * prompts queued there that a load here would hold up, where another candidate holds the adapter
+   * (the load could be avoided); 0 where none does
+   */
+  stalled: number,
   /** the adapter is active on some candidate: a load here would be a replica */
   replicating: boolean,
 ): number {
   const adapters = engine.lora!;
   let cost = queued + coldLoadSeconds(adapters, lora) + loadBacklogSeconds(adapters, lora);
-  cost += loadStallSeconds(adapters, lora, prompts);
+  cost += loadStallSeconds(adapters, lora, stalled);
   if (!isActive(adapters, lora.name)) {
     const active = activeAdapters(adapters);
     // every slot serves another adapter: it waits until enough of them drain
@@ -97,12 +112,15 @@ function loadBacklogSeconds(adapters: EngineLoraView, lora: LoraRequestView): nu
 /**
  * What a load this request would start costs the prompts queued there: vLLM's engine core runs the load
  * between steps, so each of them waits its time too (the request's own wait is the cold load). Nothing
- * when the adapter is loaded, loading or in flight there (no new load), or nothing is queued. Near
- * capacity, where the queues are long, this keeps adapters on the engines that hold them rather than
- * loading them where the send count is lowest. Measured (routing/lora --sweep shapes, virtual time,
- * seeds 1–4): at 50 adapters, Zipf 1.6, 32 slots, a 10 GB/s disk, 333 req/s, TTFT p90 1,171 → 616 ms
- * (GIE 890) with loads 362 → 242; on 32 engines at 956 req/s 1,083 → 919 ms (GIE 1,016), both now
- * within the 1 s SLO; at 70% load on the default shape 74 ms either way.
+ * when the adapter is loaded, loading or in flight there (no new load), or nothing is queued; the
+ * caller passes no prompts where no candidate holds the adapter (a load happens wherever it goes).
+ * Near capacity, where the queues are long, this keeps adapters on the engines that hold them rather
+ * than loading them where the send count is lowest. Measured (routing/lora --sweep shapes, virtual
+ * time, seeds 1–4): at 50 adapters, Zipf 1.6, 32 slots, a 10 GB/s disk, 333 req/s, TTFT p90 1,171 →
+ * 654 ms (GIE 890), loads 362 → 245; on 32 engines at 956 req/s 1,083 → 919 ms (GIE 1,016), both
+ * within the 1 s SLO; 74 ms either way at 70% load on the default shape. Priced where no candidate held
+ * the adapter too, it cost the flat corner on a 0.1 GB/s disk (2,000 adapters, every request a 0.8 s
+ * load) 327 → 337 ms at 5.4 req/s (round-robin 319).
  */
 function loadStallSeconds(adapters: EngineLoraView, lora: LoraRequestView, prompts: number): number {
   if (prompts <= 0 || adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return 0;
@@ -139,15 +157,17 @@ function engineSeconds(
   engine: EngineView,
   fleet: FleetSnapshot,
   cached: number | undefined,
-  replicating: boolean,
+  /** the adapter is active (replicating) or loaded (avoidable) on some candidate */
+  { replicating, avoidable }: { replicating: boolean; avoidable: boolean },
 ): number {
   // the requests in flight there, each delaying this one's first step a little (see batchSize), and the
   // prompts queued there for prefill, each its own prefill ahead of this one
   let cost = busySeconds(book, engine, fleet.now);
   const prompts = queuedPrompts(engine, fleet.now);
   cost += prompts * book.queuedPromptSeconds;
+  const stalled = avoidable ? prompts : 0;
   if (request.lora && engine.lora)
-    cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost, prompts, replicating);
+    cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost, stalled, replicating);
   if (cached !== undefined) cost -= cached * book.perToken;
   return cost;
 }
@@ -168,9 +188,11 @@ export function loraCostScorer(book: LoraPlacementBook): Scorer {
       if (prediction)
         book.scored.set(request, { engines, cached: prediction.cachedTokens, source: prediction.source });
       const replicating = activeSomewhere(engines as readonly EngineView[], request.lora);
+      const avoidable = loadedSomewhere(engines as readonly EngineView[], request.lora);
       for (let i = 0; i < engines.length; i++) {
         const cached = prediction ? prediction.cachedTokens[i]! : undefined;
-        const cost = engineSeconds(book, request, engines[i] as EngineView, fleet, cached, replicating);
+        const engine = engines[i] as EngineView;
+        const cost = engineSeconds(book, request, engine, fleet, cached, { replicating, avoidable });
         costs[i] = cost;
         if (cost < best) best = cost;
       }
