@@ -1,7 +1,7 @@
 // The `lora-cost` scorer: each candidate priced in seconds (the requests in flight there and the prompts
 // queued there for prefill, the cold load, the adapter loads queued there ahead of it, the wait for a
 // slot when every slot serves another adapter, the slot a replica of an adapter active elsewhere takes,
-// the price of the adapter a load would evict from the host cache, the load's wait for the prompts queued
+// the price of the adapter a load would evict from the host cache, the load's wait for the prompts waiting
 // there, less the prefill its cached prefix saves), the cheapest scoring 1.
 import { busyOf, waitingOf } from "../../cost/engine-load.js";
 import { activeAdapters, evictionFor, isActive } from "../../lora-books/books.js";
@@ -36,18 +36,6 @@ const REPLICA_SLOT_SHARE = 0.3;
  */
 const REPLICA_FULLNESS_POWER = 4;
 
-/** the request's adapter is loaded, loading or in flight on some candidate (no load needed there) */
-function loadedSomewhere(engines: readonly EngineView[], lora: LoraRequestView | undefined): boolean {
-  if (!lora) return false;
-  for (const engine of engines) {
-    const adapters = engine.lora;
-    if (!adapters) continue;
-    if (adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return true;
-    if ((adapters.inFlight.get(lora.name) ?? 0) > 0) return true;
-  }
-  return false;
-}
-
 /** the request's adapter is active (running, queued or in flight) on some candidate */
 function activeSomewhere(engines: readonly EngineView[], lora: LoraRequestView | undefined): boolean {
   if (!lora) return false;
@@ -65,10 +53,7 @@ function withAdapterSeconds(
   lora: LoraRequestView,
   now: number,
   queued: number,
-  /**
-   * prompts queued there that a load here would hold up, where another candidate holds the adapter
-   * (the load could be avoided); 0 where none does
-   */
+  /** prompts queued there that a load here would hold up (not yet scheduled: see loadStallSeconds) */
   stalled: number,
   /** the adapter is active on some candidate: a load here would be a replica */
   replicating: boolean,
@@ -110,22 +95,23 @@ function loadBacklogSeconds(adapters: EngineLoraView, lora: LoraRequestView): nu
 }
 
 /**
- * What a load this request would start costs the prompts queued there: vLLM's engine core runs the load
- * between steps, so each of them waits its time too (the request's own wait is the cold load). Nothing
- * when the adapter is loaded, loading or in flight there (no new load), or nothing is queued; the
- * caller passes no prompts where no candidate holds the adapter (a load happens wherever it goes).
- * Near capacity, where the queues are long, this keeps adapters on the engines that hold them rather
- * than loading them where the send count is lowest. Measured (routing/lora --sweep shapes, virtual
- * time, seeds 1–4): at 50 adapters, Zipf 1.6, 32 slots, a 10 GB/s disk, 333 req/s, TTFT p90 1,171 →
- * 654 ms (GIE 890), loads 362 → 245; on 32 engines at 956 req/s 1,083 → 919 ms (GIE 1,016), both
- * within the 1 s SLO; 74 ms either way at 70% load on the default shape. Priced where no candidate held
- * the adapter too, it cost the flat corner on a 0.1 GB/s disk (2,000 adapters, every request a 0.8 s
- * load) 327 → 337 ms at 5.4 req/s (round-robin 319).
+ * What a load this request would start costs the prompts waiting there: vLLM's engine core runs the
+ * load between steps, so each prompt not yet scheduled waits its time too (the request's own wait is
+ * the cold load; a prompt in the step under way does not wait). Nothing when the adapter is loaded,
+ * loading or in flight there (no new load). Near capacity, where the queues are long, this keeps
+ * adapters on the engines that hold them rather than loading them where the send count is lowest.
+ * Measured (routing/lora --sweep shapes, virtual time, seeds 1–4): at 50 adapters, Zipf 1.6, 32 slots,
+ * a 10 GB/s disk, 333 req/s, TTFT p90 1,171 → 616 ms (GIE 890), loads 362 → 242; on 32 engines at
+ * 956 req/s 1,083 → 919 ms (GIE 1,016); 74 ms either way at 70% load on the default shape. Counting
+ * every prompt awaiting its first token (those in the step under way too) cost the flat corner on a
+ * 0.1 GB/s disk (2,000 adapters, a load for nearly every request) 327 → 337 ms at 5.4 req/s against
+ * round-robin's 319; counting only where another engine held the adapter cost 50 adapters on 8 slots
+ * its lead (capacity 145 → 125 req/s against GIE's 132). Counting the waiting: 328 ms, 138 req/s.
  */
-function loadStallSeconds(adapters: EngineLoraView, lora: LoraRequestView, prompts: number): number {
-  if (prompts <= 0 || adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return 0;
+function loadStallSeconds(adapters: EngineLoraView, lora: LoraRequestView, waiting: number): number {
+  if (waiting <= 0 || adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return 0;
   if ((adapters.inFlight.get(lora.name) ?? 0) > 0) return 0;
-  return prompts * loadSeconds(adapters, lora.bytes);
+  return waiting * loadSeconds(adapters, lora.bytes);
 }
 
 /**
@@ -157,15 +143,16 @@ function engineSeconds(
   engine: EngineView,
   fleet: FleetSnapshot,
   cached: number | undefined,
-  /** the adapter is active (replicating) or loaded (avoidable) on some candidate */
-  { replicating, avoidable }: { replicating: boolean; avoidable: boolean },
+  replicating: boolean,
 ): number {
   // the requests in flight there, each delaying this one's first step a little (see batchSize), and the
   // prompts queued there for prefill, each its own prefill ahead of this one
   let cost = busySeconds(book, engine, fleet.now);
   const prompts = queuedPrompts(engine, fleet.now);
   cost += prompts * book.queuedPromptSeconds;
-  const stalled = avoidable ? prompts : 0;
+  // of those, the ones the engine has not scheduled yet: a load runs before their step, not before the
+  // step under way
+  const stalled = Math.min(prompts, waitingOf(engine, fleet.now));
   if (request.lora && engine.lora)
     cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost, stalled, replicating);
   if (cached !== undefined) cost -= cached * book.perToken;
@@ -188,11 +175,9 @@ export function loraCostScorer(book: LoraPlacementBook): Scorer {
       if (prediction)
         book.scored.set(request, { engines, cached: prediction.cachedTokens, source: prediction.source });
       const replicating = activeSomewhere(engines as readonly EngineView[], request.lora);
-      const avoidable = loadedSomewhere(engines as readonly EngineView[], request.lora);
       for (let i = 0; i < engines.length; i++) {
         const cached = prediction ? prediction.cachedTokens[i]! : undefined;
-        const engine = engines[i] as EngineView;
-        const cost = engineSeconds(book, request, engine, fleet, cached, { replicating, avoidable });
+        const cost = engineSeconds(book, request, engines[i] as EngineView, fleet, cached, replicating);
         costs[i] = cost;
         if (cost < best) best = cost;
       }
