@@ -101,12 +101,13 @@ function loadBacklogSeconds(adapters: EngineLoraView, lora: LoraRequestView): nu
  * loading or in flight there (no new load). Near capacity, where the queues are long, this keeps
  * adapters on the engines that hold them rather than loading them where the send count is lowest.
  * Measured (routing/lora --sweep shapes, virtual time, seeds 1–4): at 50 adapters, Zipf 1.6, 32 slots,
- * a 10 GB/s disk, 333 req/s, TTFT p90 1,171 → 616 ms (GIE 890), loads 362 → 242; on 32 engines at
- * 956 req/s 1,083 → 919 ms (GIE 1,016); 74 ms either way at 70% load on the default shape. Counting
- * every prompt awaiting its first token (those in the step under way too) cost the flat corner on a
- * 0.1 GB/s disk (2,000 adapters, a load for nearly every request) 327 → 337 ms at 5.4 req/s against
- * round-robin's 319; counting only where another engine held the adapter cost 50 adapters on 8 slots
- * its lead (capacity 145 → 125 req/s against GIE's 132). Counting the waiting: 328 ms, 138 req/s.
+ * a 10 GB/s disk, 333 req/s, TTFT p90 1,171 → 830 ms (GIE 890), loads 362 → 277; on 32 engines at
+ * 956 req/s 988 ms (GIE 1,155; 1,083 before, against GIE's 1,016, with the system prompts in step with
+ * round-robin); 74 ms either way at 70% load on the default shape. Counting every prompt awaiting its
+ * first token (those in the step under way too) did more near capacity (616 and 919 ms) but cost the
+ * flat corner on a 0.1 GB/s disk (2,000 adapters, a load for nearly every request) 327 → 337 ms at
+ * 5.4 req/s against round-robin's 319; counting those only where another engine held the adapter cost
+ * 50 adapters on 8 slots its lead (capacity 145 → 125 req/s, GIE 132). The waiting: 328 ms, 138 req/s.
  */
 function loadStallSeconds(adapters: EngineLoraView, lora: LoraRequestView, waiting: number): number {
   if (waiting <= 0 || adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return 0;
