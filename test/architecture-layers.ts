@@ -157,7 +157,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   },
   // LoRA placement: ours (priced in seconds), GIE's LoRA affinity, a static placement. Past its first
   // budget with the prefill queue, the router's own requests by send time and a replica's slot (the
-  // sweep's hot adapters at high rates)
+  // sweep's hot adapters at high rates), then a new load's wait for the queued prompts (near capacity)
   "src/routing/plugins/lora-placement": {
     imports: [
       "src/collections",
@@ -166,7 +166,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
       "src/routing/plugins/standard-filters",
       "src/routing/policy",
     ],
-    lines: 420,
+    lines: 460,
   },
   "src/routing/plugins/gie-lora-affinity": {
     imports: ["src/routing/plugins/standard-filters", "src/routing/policy"],

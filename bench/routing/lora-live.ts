@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_LORA_MODULES, loraAdapterBytes, type EngineConfig } from "../../src/engine/index.js";
 import { adapterNames, drawRank, zipfCdf, type LoraWorkload } from "../../src/fleet/lora.js";
+import { loraSystemPrompts } from "../../src/fleet/lora-run.js";
 import { makeRng } from "../../src/random/rng.js";
 import { writePeftAdapter } from "../support/peft.js";
 import { metricSum } from "../support/stack.js";
@@ -202,6 +203,7 @@ export async function runLiveLora(policy: string, rate: number, o: LiveLoraOptio
     const sys = Array.from({ length: w.systemPrompts }, (_, p) =>
       Array.from({ length: w.systemPromptTokens }, (_, i) => 1000 + ((p * 7919 + i * 104729) % 100000)),
     );
+    const systemOf = loraSystemPrompts(o.seed, w.systemPrompts);
     const inflight: Promise<void>[] = [];
     const t0 = performance.now();
     let t = 0;
@@ -210,7 +212,7 @@ export async function runLiveLora(policy: string, rate: number, o: LiveLoraOptio
       const at = t;
       const wait = t0 + at * o.timeScale * 1000 - performance.now();
       if (wait > 1) await sleep(wait);
-      const prompt = [...sys[seq % w.systemPrompts]!];
+      const prompt = [...sys[systemOf()]!];
       // unique per request, inside the base model's vocabulary
       for (let i = 0; i < w.userTokens; i++) prompt.push(20_000 + ((seq * 131 + i * 31) % 20_000));
       const measured = at >= o.warmupS;
