@@ -79,7 +79,7 @@ const specs: FlagSpecs = {
   "point-index": { type: "string", help: "sweep (internal): a worker's points, by grid index" },
   "cap-seeds": {
     type: "int",
-    default: 2,
+    default: 4,
     min: 1,
     help: "sweep: seeds pooled per rate of the capacity search",
   },
