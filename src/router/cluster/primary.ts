@@ -196,10 +196,7 @@ export class Primary {
     else if (w.isConnected()) w.send(m, undefined, undefined, ignore);
   }
 
-  /**
-   * The group's client connections, and how many workers can take new ones: a worker that is starting
-   * (or restarting after a crash) takes none, so the others share the connections as if it were not there
-   */
+  /** a count changed: the total goes out once the counts settle (conn-balance.ts) */
   private readonly armCensus = (): void => {
     const due = this.census.due;
     if (due === undefined || this.censusTimer !== undefined) return;
@@ -214,6 +211,10 @@ export class Primary {
     else this.armCensus();
   };
 
+  /**
+   * The group's client connections, and how many workers can take new ones: a worker that is starting
+   * (or restarting after a crash) takes none, so the others share the connections as if it were not there
+   */
   private broadcastConns(): void {
     let total = 0;
     let accepting = 0;

@@ -46,6 +46,8 @@ const RELAXED_REPORT_MS = 100;
 const PROGRESS_EVERY_MS = 250;
 /** a change in this worker's client connections is reported this long after it (a burst as one) */
 const CONNS_REPORT_DELAY_MS = 5;
+/** and no sooner than this after the last report: clients that connect per request cost no more */
+const CONNS_REPORT_GAP_MS = 25;
 /** a request to the primary that gets no answer in this long fails */
 const ASK_TIMEOUT_MS = 10_000;
 
@@ -115,6 +117,7 @@ export class WorkerLink implements RouterGroup {
   readonly balance: ConnectionBalance;
   private connsSent = 0;
   private connsReportDue = false;
+  private connsReportedAt = -Infinity;
   /** applies a config the primary sent (set by the starter: it owns the keys watcher) */
   applyConfig: ((config: Record<string, unknown>) => void) | undefined;
   private readonly onMessage = (m: unknown) => {
@@ -244,7 +247,8 @@ export class WorkerLink implements RouterGroup {
   private readonly reportConnectionsSoon = (): void => {
     if (this.connsReportDue) return;
     this.connsReportDue = true;
-    setTimeout(this.reportConnectionsNow, CONNS_REPORT_DELAY_MS).unref();
+    const gap = this.connsReportedAt + CONNS_REPORT_GAP_MS - performance.now();
+    setTimeout(this.reportConnectionsNow, Math.max(CONNS_REPORT_DELAY_MS, gap)).unref();
   };
 
   private readonly reportConnectionsNow = (): void => {
@@ -257,6 +261,7 @@ export class WorkerLink implements RouterGroup {
     const conns = this.router.connections.count;
     if (conns !== this.connsSent) {
       this.connsSent = conns;
+      this.connsReportedAt = performance.now();
       send({ t: "conns", n: conns });
     }
   }
