@@ -107,7 +107,8 @@ function loadBacklogSeconds(adapters: EngineLoraView, lora: LoraRequestView): nu
  * first token (those in the step under way too) did more near capacity (616 and 919 ms) but cost the
  * flat corner on a 0.1 GB/s disk (2,000 adapters, a load for nearly every request) 327 → 337 ms at
  * 5.4 req/s against round-robin's 319; counting those only where another engine held the adapter cost
- * 50 adapters on 8 slots its lead (capacity 145 → 125 req/s, GIE 132). The waiting: 328 ms, 138 req/s.
+ * 50 adapters on 8 slots its lead (capacity 145 → 125 req/s, GIE 132). Counting the engine's waiting
+ * queue, as here: 328 ms on that corner, 138 req/s on 50 adapters.
  */
 function loadStallSeconds(adapters: EngineLoraView, lora: LoraRequestView, waiting: number): number {
   if (waiting <= 0 || adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return 0;
