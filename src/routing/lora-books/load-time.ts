@@ -8,9 +8,19 @@ export function loadSeconds(adapters: EngineLoraView, bytes: number): number {
   return adapters.loadOverheadS + bytes / adapters.diskBps + bytes / adapters.linkBps;
 }
 
+/** whether the adapter is usable on the engine without a load: loaded there, or requests of it in flight */
+function usable(adapters: EngineLoraView, name: string): boolean {
+  return adapters.loaded.has(name) || (adapters.inFlight.get(name) ?? 0) > 0;
+}
+
+/** whether a request of the adapter sent to the engine now starts a load there (none under way) */
+export function startsLoad(adapters: EngineLoraView, name: string): boolean {
+  return !usable(adapters, name) && !adapters.loading.has(name);
+}
+
 /** seconds to make `a` usable on an engine: nothing when loaded or in flight there, else a read and a copy */
 export function coldLoadSeconds(adapters: EngineLoraView, adapter: LoraRequestView): number {
-  if (adapters.loaded.has(adapter.name) || (adapters.inFlight.get(adapter.name) ?? 0) > 0) return 0;
+  if (usable(adapters, adapter.name)) return 0;
   if (adapters.loading.has(adapter.name))
     return (adapters.loadOverheadS + adapter.bytes / adapters.diskBps) / 2;
   return loadSeconds(adapters, adapter.bytes);

@@ -5,7 +5,7 @@
 // there, less the prefill its cached prefix saves), the cheapest scoring 1.
 import { busyOf, waitingOf } from "../../cost/engine-load.js";
 import { activeAdapters, evictionFor, isActive } from "../../lora-books/books.js";
-import { coldLoadSeconds, loadSeconds, slotWaitSeconds } from "../../lora-books/load-time.js";
+import { coldLoadSeconds, loadSeconds, slotWaitSeconds, startsLoad } from "../../lora-books/load-time.js";
 import type { CachePrediction } from "../../policy/cache-oracle.js";
 import type { Scorer } from "../../policy/policy.js";
 import type {
@@ -111,9 +111,7 @@ function loadBacklogSeconds(adapters: EngineLoraView, lora: LoraRequestView): nu
  * queue, as here: 328 ms on that corner, 138 req/s on 50 adapters.
  */
 function loadStallSeconds(adapters: EngineLoraView, lora: LoraRequestView, waiting: number): number {
-  if (waiting <= 0 || adapters.loaded.has(lora.name) || adapters.loading.has(lora.name)) return 0;
-  if ((adapters.inFlight.get(lora.name) ?? 0) > 0) return 0;
-  return waiting * loadSeconds(adapters, lora.bytes);
+  return waiting > 0 && startsLoad(adapters, lora.name) ? waiting * loadSeconds(adapters, lora.bytes) : 0;
 }
 
 /**
