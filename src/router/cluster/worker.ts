@@ -172,10 +172,7 @@ export class WorkerLink implements RouterGroup {
       return true;
     };
     router.onConnectionsChanged = this.reportConnectionsSoon;
-    this.progressTimer = setInterval(() => {
-      this.reportProgress();
-      this.reportConnections();
-    }, PROGRESS_EVERY_MS);
+    this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_EVERY_MS);
     this.progressTimer.unref();
     if (ipc.earlyListener) process.off("message", ipc.earlyListener);
     process.on("message", this.onMessage);
@@ -243,7 +240,10 @@ export class WorkerLink implements RouterGroup {
     if (progress) send({ t: "sync", progress });
   }
 
-  /** a burst of connections opening or closing is reported once, a few ms after it began */
+  /**
+   * Told of every change of the count (ClientConnections): a burst of connections opening or closing
+   * is reported once, a few ms after it began
+   */
   private readonly reportConnectionsSoon = (): void => {
     if (this.connsReportDue) return;
     this.connsReportDue = true;
@@ -251,20 +251,16 @@ export class WorkerLink implements RouterGroup {
     setTimeout(this.reportConnectionsNow, Math.max(CONNS_REPORT_DELAY_MS, gap)).unref();
   };
 
+  /**
+   * Sent even when the count is back where it was: connections closed for balance whose clients all
+   * came back here leave it unchanged, and only a new total lets this worker close again
+   */
   private readonly reportConnectionsNow = (): void => {
     this.connsReportDue = false;
-    this.reportConnections();
+    this.connsSent = this.router.connections.count;
+    this.connsReportedAt = performance.now();
+    send({ t: "conns", n: this.connsSent });
   };
-
-  /** this worker's client connections, when they changed (conn-balance.ts) */
-  private reportConnections(): void {
-    const conns = this.router.connections.count;
-    if (conns !== this.connsSent) {
-      this.connsSent = conns;
-      this.connsReportedAt = performance.now();
-      send({ t: "conns", n: conns });
-    }
-  }
 
   private handle(m: ToWorker): void {
     switch (m.t) {

@@ -544,7 +544,8 @@ test(
         );
         return on;
       };
-      // the workers report their counts every quarter second; a round of requests every 100 ms
+      // a worker reports its count within 25 ms of a change, the total goes out once counts settle;
+      // a round of requests every 100 ms
       const end = Date.now() + 20_000;
       let on = await split();
       const gap = () => Math.abs((on.get("1") ?? 0) - (on.get("2") ?? 0));
