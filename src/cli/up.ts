@@ -15,6 +15,7 @@ import { CliError, helpText, parseFlags, wantsHelp } from "../config/args.js";
 import { newKeyPair, writeKeyDir } from "../kvevents/curve.js";
 import { logger } from "../obs/log.js";
 import { onShutdown, PARENT_WATCH_ENV, shutdown } from "../obs/lifecycle.js";
+import { routerNodeFlags } from "./v8-heap.js";
 import { findOrInstallPrometheus, startPrometheus } from "../ops/monitoring.js";
 import { portProblems, type StackPort } from "./ports.js";
 import { UP_OPTIONS } from "./up-options.js";
@@ -118,7 +119,8 @@ export async function main(argv: string[]): Promise<number> {
   let scaler: LocalScaler | undefined;
 
   const start = (name: string, args: string[], env: Record<string, string> = {}): ChildProcess => {
-    const child = spawn(cmd, [...pre, ...args], {
+    const node = args[0] === "router" ? routerNodeFlags() : [];
+    const child = spawn(cmd, [...node, ...pre, ...args], {
       // the IPC channel is how the child learns that this process is gone, however it went
       stdio: ["ignore", "inherit", "inherit", "ipc"],
       env: { ...process.env, ...env, [PARENT_WATCH_ENV]: "ipc" },
