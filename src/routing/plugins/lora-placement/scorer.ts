@@ -23,10 +23,23 @@ import type { LoraPlacementBook } from "./book.js";
  * keeps it busy there), and the adapters that need a slot there wait for it. Where 8 slots serve 50
  * adapters at 88 req/s (routing/lora --sweep, virtual time, seeds 1–3) the policy without it had TTFT
  * p90 429–497 ms against GIE's 96–262; priced at 0.1 of a request's time (growing linearly as the
- * slots fill) 109–193 ms, at 0.3 103–167 ms, at 0.5 (growing as below) about the same there and worse
- * on the default shape.
+ * slots fill) 109–193 ms, at 0.3 103–167 ms. Over more seeds (92 req/s, seeds 1–24, with the new
+ * slot's price, the loads' waiters and the drain floor) 0.3 gave 0.97× GIE's pooled p90 and 0.6 0.90×
+ * (seeds 25–48: 0.85×); 1 and 1.5 ran the same as each other.
  */
-const REPLICA_SLOT_SHARE = 0.3;
+const REPLICA_SLOT_SHARE = 0.6;
+
+/**
+ * The share of a request's time a new slot is priced at on an engine whose slots it fills, for an
+ * adapter active nowhere (it needs a slot somewhere whatever the pick, so only the difference between
+ * engines counts): the slot it takes is one the next adapter sent there may wait for. It grows as the
+ * replica's does, so an engine with slots free costs little and the last free slot costs most: the
+ * cold adapters go where slots stay open, as joining the shortest queue does. Where 2 slots serve
+ * 8,000 rank-128 adapters (the sweep's flat corner, seeds 17–40, with the loads' waiters, the drain
+ * floor and the replica at 0.6) TTFT p90 1.00× round-robin's with it, 1.10× without; alone, 0.1 made 50
+ * adapters on 8 slots worse than 0.05 (seeds 1–24: 1.17× GIE's p90 against 1.09×).
+ */
+const NEW_SLOT_SHARE = 0.05;
 
 /**
  * How the replica's price grows as the engine's slots fill: (taken / slots)^4, little until most are
@@ -66,12 +79,11 @@ function withAdapterSeconds(
     // every slot serves another adapter: it waits until enough of them drain
     const over = active + 1 - adapters.maxLoras;
     if (over > 0) cost += slotWaitSeconds(adapters, over, book.service, now);
-    // a replica takes a slot that the adapters without one may need (an adapter active nowhere needs
-    // one somewhere whatever the pick)
-    if (replicating) {
-      const fullness = Math.min(1, (active + 1) / adapters.maxLoras);
-      cost += REPLICA_SLOT_SHARE * book.service * Math.pow(fullness, REPLICA_FULLNESS_POWER);
-    }
+    // a replica takes a slot that the adapters without one may need; an adapter active nowhere needs
+    // one somewhere whatever the pick, and the fuller engine's is the one the next adapter may wait for
+    const fullness = Math.min(1, (active + 1) / adapters.maxLoras);
+    const share = replicating ? REPLICA_SLOT_SHARE : NEW_SLOT_SHARE;
+    cost += share * book.service * Math.pow(fullness, REPLICA_FULLNESS_POWER);
     const victim = evictionFor(adapters, lora.name, now);
     if (victim !== null) {
       // the victim comes back at its rate, each time at a cold load
@@ -115,6 +127,22 @@ function loadStallSeconds(adapters: EngineLoraView, lora: LoraRequestView, waiti
 }
 
 /**
+ * The router's requests waiting on its loads in flight on an engine: the engine runs the loads it is
+ * asked for one after another, and a request's first step waits for all of them, so a new load there
+ * holds these up by its own time too. Where a load is near certain wherever a request goes (2 slots,
+ * 8,000 rank-128 adapters, a flat popularity: the sweep's corner) TTFT p90 292 → 282 ms against
+ * round-robin's 268 alone (seeds 1–8); with the other terms of this change 1.07× round-robin's without
+ * it and 1.00× with it (seeds 17–40).
+ */
+function waitingOnLoads(engine: EngineView): number {
+  const adapters = engine.lora;
+  if (!adapters || adapters.loading.size === 0) return 0;
+  let waiting = 0;
+  for (const name of adapters.loading) waiting += adapters.inFlight.get(name) ?? 0;
+  return waiting;
+}
+
+/**
  * Prompts queued on an engine for prefill: those awaiting a first token there (the router's own count,
  * else the scraped queue), less those waiting on a load of their adapter there (their wait is the load,
  * priced as the load backlog). The engine prefills them before a prompt sent now.
@@ -151,8 +179,9 @@ function engineSeconds(
   const prompts = queuedPrompts(engine, fleet.now);
   cost += prompts * book.queuedPromptSeconds;
   // of those, the ones the engine has not scheduled yet: a load runs before their step, not before the
-  // step under way
-  const stalled = Math.min(prompts, waitingOf(engine, fleet.now));
+  // step under way; and the requests waiting on the router's loads in flight there, whose first step
+  // comes after every load queued before it
+  const stalled = Math.min(prompts, waitingOf(engine, fleet.now)) + waitingOnLoads(engine);
   if (request.lora && engine.lora)
     cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost, stalled, replicating);
   if (cached !== undefined) cost -= cached * book.perToken;
