@@ -26,15 +26,8 @@ export function coldLoadSeconds(adapters: EngineLoraView, adapter: LoraRequestVi
   return loadSeconds(adapters, adapter.bytes);
 }
 
-/**
- * The least share of a request's time an adapter with requests in flight is taken to hold its slot
- * still, however long ago the router sent it the last: a request past the mean time is most often one
- * that waited (for a slot, a load, the queue), and it has its decode still to run. Taken at nothing, an
- * engine whose adapters were all overdue looked as free as one with a slot open: where 2 slots serve
- * 8,000 rank-128 adapters on a flat popularity (routing/lora --sweep's corner, virtual time, seeds
- * 17–40, with the LoRA placement's other terms) TTFT p90 1.06× round-robin's without it, 1.00× with a
- * quarter; alone it moved seeds 1–8 (292 → 268 ms, round-robin 268) but not 17–40 (1.19×).
- */
+/** the least share of a request's time an adapter in flight still holds its slot (one past the mean
+ * time has most often waited, for a slot or a load, and has its decode still to run) */
 export const DRAIN_FLOOR_SHARE = 0.25;
 
 /**
@@ -54,9 +47,8 @@ export function slotWaitSeconds(
     if (k <= 0) continue;
     seen.add(name);
     const sent = adapters.lastSentAt?.get(name);
-    drains.push(
-      sent === undefined ? service / 2 : Math.max(DRAIN_FLOOR_SHARE * service, (sent - now) / 1000 + service),
-    );
+    const floor = DRAIN_FLOOR_SHARE * service;
+    drains.push(sent === undefined ? service / 2 : Math.max(floor, (sent - now) / 1000 + service));
   }
   for (const set of [adapters.running, adapters.waiting])
     for (const name of set) {
