@@ -1,5 +1,5 @@
 // `lora` (ours) prices each candidate in seconds: the queue (requests on the engine, its own counted by
-// when it sent them; prompts queued for prefill), the adapter's cold load, the wait for a slot, the slot a replica takes, the eviction a load
+// when it sent them; prompts queued for prefill), the adapter's cold load, the wait for a slot, the slot a replica or a new adapter takes, the eviction a load
 // would cause, less the prefill a cached prefix saves.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -138,4 +138,21 @@ test("given a cache oracle, ours sends an adapter's prompt where its prefix is c
     if (d.kind === "picked") ids.add(d.engine.id);
   }
   assert.equal(ids.size, 2);
+});
+
+test("ours sends a cold adapter where slots stay open: of two engines alike but for the slots taken, the emptier", () => {
+  // both hold the same loaded set (so the eviction and the cold load cost the same); only the running
+  // adapters differ, 7 of 8 slots against 2
+  const loaded = ["x1", "x2", "x3", "x4", "x5", "x6", "x7"];
+  const fleet = {
+    engines: [
+      loraEngine("nearly-full", loraView({ maxLoras: 8, maxCpuLoras: 32, loaded, running: new Set(loaded) })),
+      loraEngine("open", loraView({ maxLoras: 8, maxCpuLoras: 32, loaded, running: new Set(["x1", "x2"]) })),
+    ],
+    now: 0,
+  };
+  for (let seq = 0; seq < 4; seq++) {
+    const d = decide(createLoraPolicy(), loraReq("a1", seq), fleet);
+    assert.equal(d.kind === "picked" && d.engine.id, "open");
+  }
 });
