@@ -64,5 +64,10 @@ export function setRouterHeap(): void {
     channel: process.channel !== undefined,
   });
   if (!args || !execve) return;
-  execve.call(process, process.execPath, args, { ...process.env, [MARK]: "1" });
+  try {
+    execve.call(process, process.execPath, args, { ...process.env, [MARK]: "1" });
+  } catch (err) {
+    // the exec itself failed (the binary gone, a seccomp rule): run on V8's default rather than not at all
+    console.error(`switchyard router: running on V8's default young generation (${(err as Error).message})`);
+  }
 }
