@@ -147,13 +147,11 @@ function waitingOnLoads(engine: EngineView): number {
 
 /**
  * Prompts queued on an engine for prefill: those awaiting a first token there (the router's own count,
- * else the scraped queue), less those waiting on a load of their adapter there (their wait is the load,
- * priced as the load backlog). The engine prefills them before a prompt sent now.
+ * else the scraped queue), less `onLoads`, those waiting on a load of their adapter there (their wait is
+ * the load, priced as the load backlog). The engine prefills them before a prompt sent now.
  */
-function queuedPrompts(engine: EngineView, now: number | undefined): number {
-  let queued = engine.awaitingFirstToken ?? waitingOf(engine, now);
-  const adapters = engine.lora;
-  if (adapters && queued > 0) for (const name of adapters.loading) queued -= adapters.inFlight.get(name) ?? 0;
+function queuedPrompts(engine: EngineView, now: number | undefined, onLoads: number): number {
+  const queued = (engine.awaitingFirstToken ?? waitingOf(engine, now)) - onLoads;
   return queued > 0 ? queued : 0;
 }
 
@@ -179,12 +177,13 @@ function engineSeconds(
   // the requests in flight there, each delaying this one's first step a little (see batchSize), and the
   // prompts queued there for prefill, each its own prefill ahead of this one
   let cost = busySeconds(book, engine, fleet.now);
-  const prompts = queuedPrompts(engine, fleet.now);
+  const onLoads = waitingOnLoads(engine);
+  const prompts = queuedPrompts(engine, fleet.now, onLoads);
   cost += prompts * book.queuedPromptSeconds;
   // of those, the ones the engine has not scheduled yet: a load runs before their step, not before the
   // step under way; and the requests waiting on the router's loads in flight there, whose first step
   // comes after every load queued before it
-  const stalled = Math.min(prompts, waitingOf(engine, fleet.now)) + waitingOnLoads(engine);
+  const stalled = Math.min(prompts, waitingOf(engine, fleet.now)) + onLoads;
   if (request.lora && engine.lora)
     cost = withAdapterSeconds(book, engine, request.lora, fleet.now ?? 0, cost, stalled, replicating);
   if (cached !== undefined) cost -= cached * book.perToken;
