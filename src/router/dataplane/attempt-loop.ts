@@ -159,7 +159,7 @@ export class AttemptLoop {
         }
         const tried = await this.tryEngine.run(ctx, engine, round, cfg);
         const again = this.judge.run(ctx, engine, tried, round, cfg);
-        if (!(again === true || (again !== false && (await again)))) return;
+        if (!(typeof again === "boolean" ? again : await again)) return;
       }
     } catch (err) {
       this.failed(ctx, err);

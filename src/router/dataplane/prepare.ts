@@ -49,10 +49,7 @@ export class Prepare {
    */
   run(ctx: RequestContext, cfg: RouterConfig): Round | undefined | Promise<Round | undefined> {
     const ahead = this.d.hashing?.hashAhead(ctx.view, ctx.pr.workBegan ?? ctx.started, ctx);
-    if (ahead !== undefined) return this.afterHashing(ctx, cfg, ahead);
-    if (this.d.disagg?.applies(ctx.pr)) return this.round(ctx, cfg);
-    const headers = this.headers(ctx);
-    return this.roundOf(ctx, cfg, headers, headers.length);
+    return ahead === undefined ? this.round(ctx, cfg) : this.afterHashing(ctx, cfg, ahead);
   }
 
   private async afterHashing(
@@ -67,34 +64,40 @@ export class Prepare {
     return this.round(ctx, cfg);
   }
 
-  /** the headers every attempt sends */
-  private headers(ctx: RequestContext): string[] {
-    return forwardedHeaders(
+  /** the round, after the prefill step where P/D applies (the only wait here) */
+  private round(ctx: RequestContext, cfg: RouterConfig): Round | Promise<Round | undefined> {
+    const headers = forwardedHeaders(
       ctx.req.headers,
       ctx.requestId,
       ctx.trace !== undefined,
       ctx.req.socket.remoteAddress,
     );
+    const disagg = this.d.disagg;
+    return disagg?.applies(ctx.pr)
+      ? this.afterPrefill(ctx, cfg, disagg, headers)
+      : this.roundOf(ctx, cfg, headers, headers.length);
   }
 
-  private async round(ctx: RequestContext, cfg: RouterConfig): Promise<Round | undefined> {
-    const headers = this.headers(ctx);
+  private async afterPrefill(
+    ctx: RequestContext,
+    cfg: RouterConfig,
+    disagg: Disaggregation,
+    headers: string[],
+  ): Promise<Round | undefined> {
     const baseHeaders = headers.length;
     // P/D: the prefill step runs first; the loop then sends the decode step (body and candidates
     // rewritten) like any request, so its stream is relayed as it arrives
-    if (this.d.disagg?.applies(ctx.pr)) {
-      const finished = await this.d.disagg.prefill(ctx, {
-        headers,
-        acquire: () => this.d.picks.standing(ctx),
-        release: (e) => this.d.picks.releaseSlot(e, ctx),
-        fail: (e) => answerError(ctx, e),
-      });
-      if (finished) return undefined;
-      // the decode step's body (the prefill's KV transfer params), token ids asked for as before
-      const plan = ctx.migration;
-      const body = ctx.pr.body;
-      ctx.upstreamBody = plan && Buffer.isBuffer(body) ? firstBody(body, plan) : body;
-    }
+    const finished = await disagg.prefill(ctx, {
+      headers,
+      acquire: () => this.d.picks.standing(ctx),
+      release: (e) => this.d.picks.releaseSlot(e, ctx),
+      fail: (e) => answerError(ctx, e),
+    });
+    if (finished) return undefined;
+    // the decode step's body (the prefill's KV transfer params), token ids asked for as before
+    const plan = ctx.migration;
+    const body = ctx.pr.body;
+    ctx.upstreamBody = plan && Buffer.isBuffer(body) ? firstBody(body, plan) : body;
     return this.roundOf(ctx, cfg, headers, baseHeaders);
   }
 
