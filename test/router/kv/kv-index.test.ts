@@ -75,3 +75,22 @@ test("a chain held partly on the GPU and partly offloaded reads the same leading
   assert.deepEqual(idx.match(chain, "nobody"), { blocks: 0, credit: 0 });
   assert.deepEqual(idx.matchTiers(chain, "nobody"), { gpu: 0, any: 0 });
 });
+
+test("one prompt walked for several engines reads each engine's blocks, and an event between walks is seen", () => {
+  const idx = new KvBlockIndex();
+  const prompt = [1n, 2n, 3n, 4n];
+  idx.apply("a", stored([1n, 2n, 3n]));
+  idx.apply("b", stored([1n]));
+  assert.deepEqual(idx.matchTiers(prompt, "a"), { gpu: 3, any: 3 });
+  // the walk for b reads past where a's stopped, on the same array
+  idx.apply("c", stored([1n, 2n, 3n, 4n]));
+  assert.deepEqual(idx.matchTiers(prompt, "b"), { gpu: 1, any: 1 });
+  assert.deepEqual(idx.matchTiers(prompt, "c"), { gpu: 4, any: 4 });
+  // a block b stores between two walks of the same prompt counts in the second
+  idx.apply("b", stored([2n]));
+  assert.deepEqual(idx.matchTiers(prompt, "b"), { gpu: 2, any: 2 });
+  idx.apply("c", { type: "BlockRemoved", blockHashes: [2n], medium: "GPU" });
+  assert.deepEqual(idx.matchTiers(prompt, "c"), { gpu: 1, any: 1 });
+  idx.purge("a");
+  assert.deepEqual(idx.matchTiers(prompt, "a"), { gpu: 0, any: 0 });
+});
