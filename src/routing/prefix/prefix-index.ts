@@ -242,10 +242,18 @@ export class PrefixIndex {
       const id = ids[k]!;
       const holders = this.blocks.use(id);
       if (holders) {
+        // the engine made the most recent holder in place: a shared prefix's blocks mostly have it
+        // there already, and splice made a new array for every block learned
+        const last = holders.length - 1;
+        if (holders[last] === engine) continue;
         const at = holders.indexOf(engine);
-        if (at >= 0) holders.splice(at, 1);
-        else this.refs++;
+        if (at >= 0) {
+          for (let i = at; i < last; i++) holders[i] = holders[i + 1]!;
+          holders[last] = engine;
+          continue;
+        }
         holders.push(engine);
+        this.refs++;
         if (holders.length > this.opts.maxEnginesPerBlock) {
           holders.shift();
           this.refs--;
