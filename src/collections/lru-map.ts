@@ -40,6 +40,18 @@ export class LruMap<K, V> {
     return e.value;
   }
 
+  /** The entry, making `key` the most recently used: its value may then be replaced in place. */
+  useEntry(key: K): LruEntry<K, V> | undefined {
+    const e = this.entries.get(key);
+    if (e) this.moveToNewest(e);
+    return e;
+  }
+
+  /** The entry, without making the key more recent: its value may be replaced in place. */
+  entry(key: K): LruEntry<K, V> | undefined {
+    return this.entries.get(key);
+  }
+
   /** Makes `key` the most recently used; false when it is absent. */
   touch(key: K): boolean {
     const e = this.entries.get(key);

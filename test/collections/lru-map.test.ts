@@ -47,3 +47,18 @@ test("LruMap: delete anywhere, including while walking oldest-first; clear; shif
   m.set("x", 1);
   assert.deepEqual(keys(m), ["x"], "usable after clear");
 });
+
+test("LruMap: an entry's value replaced in place reads back; useEntry touches, entry does not", () => {
+  const m = new LruMap<string, number>();
+  m.set("a", 1);
+  m.set("b", 2);
+  const a = m.entry("a")!;
+  a.value = 10;
+  assert.deepEqual(keys(m), ["a", "b"], "entry leaves the order alone");
+  assert.equal(m.get("a"), 10);
+  m.useEntry("a")!.value = 11;
+  assert.deepEqual(keys(m), ["b", "a"]);
+  assert.equal(m.use("a"), 11);
+  assert.equal(m.entry("zz"), undefined);
+  assert.equal(m.useEntry("zz"), undefined);
+});
