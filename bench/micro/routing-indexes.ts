@@ -3,7 +3,8 @@
 // own (about 125 blocks of 64 characters), four engines, the index already at its 200,000-id cap so
 // every request also evicts; each request costs block ids + match + insert, as the router pays it.
 // KV index: four engines' BlockStored events of 16 hashes at the 1,000,000-hash cap, half of them
-// re-storing hashes another engine stored (shared prefixes), one BlockRemoved per four events.
+// re-storing hashes another engine stored (shared prefixes), one BlockRemoved per four events; its
+// bytes per hash with one holder and with two.
 //   node --expose-gc dist/bench/micro/routing-indexes.js [--seconds 4]
 import { blockStored as stored } from "../support/kv.js";
 import { KvBlockIndex } from "../../src/router/kv/block-index.js";
@@ -53,18 +54,32 @@ console.log(
   `prefix index: µs per request (ids + match + insert): ${(((performance.now() - t0) * 1000) / done).toFixed(1)} over ${done} requests; ${idx.evictions} evictions, ${idx.size} ids held`,
 );
 
+// bytes per hash of a KV index at its cap whose every hash `holders` engines hold (one; two: a shared
+// prefix on two engines), measured in a function of its own so that nothing else is live beside it
+function kvBytesPerHash(holders: 1 | 2): number {
+  gc!();
+  gc!();
+  const before = process.memoryUsage().heapUsed;
+  const index = new KvBlockIndex({ maxBlocks: 1_000_000 });
+  let own = 1n;
+  for (let k = 0; k < 62_500; k++) {
+    const hashes = Array.from({ length: 16 }, () => own++);
+    for (let h = 0; h < holders; h++) index.apply(`http://engine-${(k + h) % 4}`, stored(hashes));
+  }
+  gc!();
+  return (process.memoryUsage().heapUsed - before) / index.size;
+}
+console.log(
+  `kv index: bytes per hash: ${kvBytesPerHash(1).toFixed(0)} with one holder, ${kvBytesPerHash(2).toFixed(0)} with two`,
+);
+
 // ---- KV index ----
 {
   gc();
-  const h0 = process.memoryUsage().heapUsed;
   const kv = new KvBlockIndex({ maxBlocks: 1_000_000 });
   let next = 1n;
   const fresh = () => Array.from({ length: 16 }, () => next++);
   for (let k = 0; k < 62_500; k++) kv.apply(`http://engine-${k % 4}`, stored(fresh()));
-  gc();
-  console.log(
-    `kv index: bytes per hash: ${((process.memoryUsage().heapUsed - h0) / kv.size).toFixed(0)} (${kv.size} hashes)`,
-  );
   const recent: bigint[][] = [];
   const t1 = performance.now();
   let events = 0;

@@ -7,14 +7,20 @@ import type { KvEvent } from "../../kvevents/events.js";
 export const TIER_GPU = 1;
 export const TIER_OFFLOAD = 2;
 
-/** Bytes one hash costs in V8 (Map slot with a bigint key, packed engine array, per-engine Set slot). */
-export const KV_BYTES_PER_BLOCK = 200;
+/**
+ * Bytes one hash costs in V8 (Map slot, LRU entry, bigint key, per-engine Set slot; an array of its
+ * holders when there are several): 130 with one holder, 215 with two (bench/micro/routing-indexes.ts).
+ */
+export const KV_BYTES_PER_BLOCK = 160;
 
 export interface KvBlockIndexOptions {
   maxBlocks?: number;
   /** credit for a block held only in an offload tier (llm-d: CPU 0.8 of a GPU hit) */
   offloadCredit?: number;
 }
+
+/** A hash's holders: one packed holder, or several (never fewer than two in an array). */
+type Holders = number | number[];
 
 /** One engine's part of the index: the hashes it holds, and how many in its GPU tier. */
 interface EngineBlocks {
@@ -26,11 +32,13 @@ export class KvBlockIndex {
   readonly maxBlocks: number;
   readonly offloadCredit: number;
   /**
-   * hash → packed (engineNo << 2 | tierMask) per holder, least recently stored first. An LruMap, not a
+   * hash → its holders, least recently stored first: one holder as its packed (engineNo << 2 |
+   * tierMask), several as an array of them. Most hashes have one holder, and an array for each was
+   * an object more per block for the collector to copy and a load more per lookup. An LruMap, not a
    * Map used as the LRU: deleting and re-inserting a hash on every store made each eviction walk past
    * the deleted slots (272 µs per 16-hash event at the cap, against 31; bench/micro/routing-indexes.ts).
    */
-  private readonly blocks = new LruMap<bigint, number[]>();
+  private readonly blocks = new LruMap<bigint, Holders>();
   /** per engine number: its hashes, and how many of them it holds in its GPU tier (in use or free) */
   private readonly byEngine = new Map<number, EngineBlocks>();
   private readonly engineNos = new Map<string, number>();
@@ -46,7 +54,7 @@ export class KvBlockIndex {
    * a decision before, 17-18 after. Holds at most the longest prompt's blocks; `changes` counts every
    * change to the index, so nothing read here outlives one.
    */
-  private readonly walked: (number[] | undefined)[] = [];
+  private readonly walked: (Holders | undefined)[] = [];
   private walkedOf: ArrayLike<bigint> | null = null;
   private walkedCount = 0;
   private walkedAt = -1;
@@ -117,8 +125,22 @@ export class KvBlockIndex {
 
   private store(no: number, h: bigint, tier: number): void {
     const mine = this.byEngine.get(no)!;
-    const holders = this.blocks.use(h);
-    if (holders) {
+    const entry = this.blocks.useEntry(h);
+    const packed = (no << 2) | tier;
+    if (!entry) {
+      this.blocks.set(h, packed);
+      if (tier & TIER_GPU) mine.gpu++;
+    } else if (typeof entry.value === "number") {
+      const held = entry.value;
+      if (held >> 2 === no) {
+        if (tier & TIER_GPU && !(held & TIER_GPU)) mine.gpu++;
+        entry.value = held | tier;
+      } else {
+        entry.value = [held, packed];
+        if (tier & TIER_GPU) mine.gpu++;
+      }
+    } else {
+      const holders = entry.value;
       let found = false;
       for (let i = 0; i < holders.length; i++) {
         if (holders[i]! >> 2 === no) {
@@ -128,29 +150,35 @@ export class KvBlockIndex {
           break;
         }
       }
-      if (!found) holders.push((no << 2) | tier);
-      if (!found && tier & TIER_GPU) mine.gpu++;
-    } else {
-      this.blocks.set(h, [(no << 2) | tier]);
-      if (tier & TIER_GPU) mine.gpu++;
+      if (!found) {
+        holders.push(packed);
+        if (tier & TIER_GPU) mine.gpu++;
+      }
     }
     mine.hashes.add(h);
   }
 
   private remove(no: number, h: bigint, tier: number): void {
-    const holders = this.blocks.get(h);
-    if (!holders) return;
-    for (let i = 0; i < holders.length; i++) {
-      if (holders[i]! >> 2 !== no) continue;
+    const entry = this.blocks.entry(h);
+    if (!entry) return;
+    const value = entry.value;
+    const many = typeof value !== "number";
+    const count = many ? value.length : 1;
+    for (let i = 0; i < count; i++) {
+      const held = many ? value[i]! : value;
+      if (held >> 2 !== no) continue;
       const mine = this.byEngine.get(no);
-      if (mine && tier & TIER_GPU && holders[i]! & TIER_GPU) mine.gpu--;
-      const mask = holders[i]! & 3 & ~tier;
-      if (mask !== 0) holders[i] = (no << 2) | mask;
-      else {
-        holders.splice(i, 1);
-        mine?.hashes.delete(h);
-        if (holders.length === 0) this.blocks.delete(h);
+      if (mine && tier & TIER_GPU && held & TIER_GPU) mine.gpu--;
+      const mask = held & 3 & ~tier;
+      if (mask !== 0) {
+        if (many) value[i] = (no << 2) | mask;
+        else entry.value = (no << 2) | mask;
+        return;
       }
+      mine?.hashes.delete(h);
+      if (!many) this.blocks.delete(h);
+      else if (count === 2) entry.value = value[1 - i]!;
+      else value.splice(i, 1);
       return;
     }
   }
@@ -158,7 +186,10 @@ export class KvBlockIndex {
   private evict(): void {
     while (this.blocks.size > this.maxBlocks) {
       const e = this.blocks.shift()!;
-      for (const p of e.value) {
+      const value = e.value;
+      const count = typeof value === "number" ? 1 : value.length;
+      for (let i = 0; i < count; i++) {
+        const p = typeof value === "number" ? value : value[i]!;
         const holder = this.byEngine.get(p >> 2);
         if (!holder) continue;
         holder.hashes.delete(e.key);
@@ -176,11 +207,17 @@ export class KvBlockIndex {
     const mine = this.byEngine.get(no)!;
     const n = mine.hashes.size;
     for (const h of mine.hashes) {
-      const holders = this.blocks.get(h);
-      if (!holders) continue;
-      const i = holders.findIndex((p) => p >> 2 === no);
-      if (i >= 0) holders.splice(i, 1);
-      if (holders.length === 0) this.blocks.delete(h);
+      const entry = this.blocks.entry(h);
+      if (!entry) continue;
+      const value = entry.value;
+      if (typeof value === "number") {
+        if (value >> 2 === no) this.blocks.delete(h);
+        continue;
+      }
+      const i = value.findIndex((p) => p >> 2 === no);
+      if (i < 0) continue;
+      if (value.length === 2) entry.value = value[1 - i]!;
+      else value.splice(i, 1);
     }
     mine.hashes.clear();
     mine.gpu = 0;
@@ -236,16 +273,18 @@ export class KvBlockIndex {
     let onGpu = true;
     let k = 0;
     for (; k < hashes.length; k++) {
-      let holders: number[] | undefined;
+      let holders: Holders | undefined;
       if (k < this.walkedCount) holders = walked[k];
       else {
         holders = this.blocks.get(hashes[k]!);
         walked[k] = holders;
         this.walkedCount = k + 1;
       }
-      if (!holders) break;
+      if (holders === undefined) break;
       let mask = 0;
-      for (const p of holders) if (p >> 2 === no) mask = p & 3;
+      if (typeof holders === "number") {
+        if (holders >> 2 === no) mask = holders & 3;
+      } else for (const p of holders) if (p >> 2 === no) mask = p & 3;
       if (mask === 0) break;
       if (mask & TIER_GPU) {
         credit += 1;

@@ -94,3 +94,29 @@ test("one prompt walked for several engines reads each engine's blocks, and an e
   idx.purge("a");
   assert.deepEqual(idx.matchTiers(prompt, "a"), { gpu: 0, any: 0 });
 });
+
+test("a hash gaining and losing holders, by event, purge and eviction, is read the same for each engine", () => {
+  const idx = new KvBlockIndex({ maxBlocks: 2 });
+  const seen = (engine: string) => idx.matchTiers([1n], engine).any;
+  idx.apply("a", stored([1n]));
+  idx.apply("b", stored([1n], { medium: "CPU" }));
+  idx.apply("c", stored([1n]));
+  assert.deepEqual([seen("a"), seen("b"), seen("c")], [1, 1, 1]);
+  assert.deepEqual(idx.matchTiers([1n], "b"), { gpu: 0, any: 1 });
+  // b's offload copy gone, then a's: c alone holds it, and b holding it again on its GPU makes two
+  idx.apply("b", { type: "BlockRemoved", blockHashes: [1n], medium: "CPU" });
+  idx.purge("a");
+  assert.deepEqual([seen("a"), seen("b"), seen("c")], [0, 0, 1]);
+  idx.apply("b", stored([1n]));
+  assert.deepEqual([idx.gpuBlocksOf("b"), idx.gpuBlocksOf("c")], [1, 1]);
+  idx.apply("c", { type: "BlockRemoved", blockHashes: [1n], medium: "GPU" });
+  assert.deepEqual([seen("b"), seen("c"), idx.blocksOf("c")], [1, 0, 0]);
+  // the last holder's removal drops the hash; two newer hashes evict an older one with all its holders
+  idx.apply("c", stored([1n]));
+  idx.apply("a", stored([2n, 3n]));
+  assert.equal(idx.size, 2);
+  assert.deepEqual(
+    [seen("b"), seen("c"), idx.gpuBlocksOf("b"), idx.gpuBlocksOf("c"), idx.evictions],
+    [0, 0, 0, 0, 1],
+  );
+});
