@@ -18,18 +18,24 @@ if (!gc) {
 const i = process.argv.indexOf("--seconds");
 const seconds = i > 0 ? Number(process.argv[i + 1]) : 4;
 
-// bytes per id, one engine each
-{
-  gc();
-  const h0 = process.memoryUsage().heapUsed;
-  const idx = new PrefixIndex({ maxBlocks: 200_000 });
+// bytes per id of a prefix index at its cap whose every id was sent to `engines` engines, in a
+// function of its own so that nothing else is live beside it
+function prefixBytesPerId(engines: number): number {
   const ids: number[] = [];
   for (let k = 0; k < 200_000; k++) ids.push((k * 2654435761) >>> 0);
-  for (let k = 0; k < ids.length; k += 100) idx.insert(ids.slice(k, k + 100), "http://engine-0");
-  gc();
-  const h1 = process.memoryUsage().heapUsed;
-  console.log(`prefix index: bytes per id: ${((h1 - h0) / idx.size).toFixed(0)} (${idx.size} ids)`);
+  gc!();
+  gc!();
+  const before = process.memoryUsage().heapUsed;
+  const idx = new PrefixIndex({ maxBlocks: 200_000 });
+  for (let k = 0; k < ids.length; k += 100)
+    for (let e = 0; e < engines; e++) idx.insert(ids.slice(k, k + 100), `http://engine-${e}`);
+  gc!();
+  gc!();
+  return (process.memoryUsage().heapUsed - before) / idx.size;
 }
+console.log(
+  `prefix index: bytes per id: ${[1, 2, 4].map((n) => `${prefixBytesPerId(n).toFixed(0)} sent to ${n}`).join(", ")}`,
+);
 
 const letters = (seed: number, n: number) =>
   Array.from({ length: n }, (_, j) => String.fromCharCode(97 + ((seed * 7 + j * 13) % 26))).join("");

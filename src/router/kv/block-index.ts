@@ -151,7 +151,8 @@ export class KvBlockIndex {
         }
       }
       if (!found) {
-        holders.push(packed);
+        // a new array of the exact size: push would grow it to 19 slots
+        entry.value = holders.concat(packed);
         if (tier & TIER_GPU) mine.gpu++;
       }
     }

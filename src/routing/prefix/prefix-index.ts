@@ -18,11 +18,12 @@ export interface PrefixIndexOptions {
 }
 
 /**
- * Bytes one id costs in V8 (Map slot, entry object with its LRU links, engine array), measured with
- * --expose-gc: 174–184 with one engine per id.
+ * Bytes one id costs in V8 (Map slot, entry object with its LRU links, its engines), measured with
+ * --expose-gc at the cap (bench/micro/routing-indexes.ts): 107 with one engine per id, 172-182 with
+ * two (their array), 188-198 with four; as a block's share and each engine's, 70 + 40 per engine.
  */
-export const PREFIX_BYTES_PER_BLOCK = 184;
-export const PREFIX_BYTES_PER_ENGINE_REF = 8;
+export const PREFIX_BYTES_PER_BLOCK = 70;
+export const PREFIX_BYTES_PER_ENGINE_REF = 40;
 
 const DEFAULTS: Required<PrefixIndexOptions> = {
   blockChars: 64,
@@ -139,6 +140,14 @@ export function charBlockIds(text: string, model: string, blockChars: number, ma
   return ids;
 }
 
+/**
+ * The engines an id was sent to, most recent last: one as its id, several as an array (never shorter
+ * than two). Most ids have one, and an array for each was one more object per id to collect.
+ */
+type Holders = string | string[];
+
+const holderCount = (holders: Holders): number => (typeof holders === "string" ? 1 : holders.length);
+
 export class PrefixIndex {
   readonly opts: Required<PrefixIndexOptions>;
   /**
@@ -146,7 +155,7 @@ export class PrefixIndex {
    * used as the LRU: deleting and re-inserting every touched id made each eviction walk past the
    * deleted slots (684 µs per 125-block request at the cap, against 80; bench/micro/routing-indexes.ts).
    */
-  private readonly blocks = new LruMap<number, string[]>();
+  private readonly blocks = new LruMap<number, Holders>();
   private refs = 0;
   evictions = 0;
   /**
@@ -216,10 +225,11 @@ export class PrefixIndex {
         }
     for (let k = 0; k < ids.length && alive > 0; k++) {
       const holders = this.blocks.get(ids[k]!);
-      if (!holders) break;
+      if (holders === undefined) break;
       for (let i = 0; i < engines.length; i++) {
         if (done[i]) continue;
-        if (holders.includes(engines[i]!.id)) out[i] = k + 1;
+        const id = engines[i]!.id;
+        if (typeof holders === "string" ? holders === id : holders.includes(id)) out[i] = k + 1;
         else {
           done[i] = 1;
           alive--;
@@ -240,8 +250,17 @@ export class PrefixIndex {
     // from their ends and never leaves an unreachable tail behind a missing head.
     for (let k = ids.length - 1; k >= 0; k--) {
       const id = ids[k]!;
-      const holders = this.blocks.use(id);
-      if (holders) {
+      const entry = this.blocks.useEntry(id);
+      if (entry) {
+        const holders = entry.value;
+        if (typeof holders === "string") {
+          if (holders === engine) continue;
+          if (this.opts.maxEnginesPerBlock > 1) {
+            entry.value = [holders, engine];
+            this.refs++;
+          } else entry.value = engine;
+          continue;
+        }
         // the engine made the most recent holder in place: a shared prefix's blocks mostly have it
         // there already, and splice made a new array for every block learned
         const last = holders.length - 1;
@@ -252,19 +271,21 @@ export class PrefixIndex {
           holders[last] = engine;
           continue;
         }
-        holders.push(engine);
+        // a new array of the exact size: push would grow it to 19 slots, for 4 engines at most
+        const more = holders.concat(engine);
         this.refs++;
-        if (holders.length > this.opts.maxEnginesPerBlock) {
-          holders.shift();
+        if (more.length > this.opts.maxEnginesPerBlock) {
+          more.shift();
           this.refs--;
         }
+        entry.value = more;
       } else {
-        this.blocks.set(id, [engine]);
+        this.blocks.set(id, engine);
         this.refs++;
       }
     }
     while (this.blocks.size > this.opts.maxBlocks) {
-      this.refs -= this.blocks.shift()!.value.length;
+      this.refs -= holderCount(this.blocks.shift()!.value);
       this.evictions++;
     }
   }
@@ -273,12 +294,18 @@ export class PrefixIndex {
   purge(engine: string): number {
     let removed = 0;
     for (const entry of this.blocks.oldestFirst()) {
-      const at = entry.value.indexOf(engine);
-      if (at < 0) continue;
-      entry.value.splice(at, 1);
+      const holders = entry.value;
+      if (typeof holders === "string") {
+        if (holders !== engine) continue;
+        this.blocks.delete(entry.key);
+      } else {
+        const at = holders.indexOf(engine);
+        if (at < 0) continue;
+        if (holders.length === 2) entry.value = holders[1 - at]!;
+        else holders.splice(at, 1);
+      }
       this.refs--;
       removed++;
-      if (entry.value.length === 0) this.blocks.delete(entry.key);
     }
     return removed;
   }
@@ -286,7 +313,9 @@ export class PrefixIndex {
   /** engines with at least one id (for tests and /engines) */
   enginesHeld(): Set<string> {
     const engineIds = new Set<string>();
-    for (const holders of this.blocks.values()) for (const engineId of holders) engineIds.add(engineId);
+    for (const holders of this.blocks.values())
+      if (typeof holders === "string") engineIds.add(holders);
+      else for (const engineId of holders) engineIds.add(engineId);
     return engineIds;
   }
 }

@@ -74,6 +74,32 @@ test("prefix index: a token-id prompt gets the blocks and length of its ids join
   }
 });
 
+test("prefix index: an id learned by one engine, then others, then purged, matches the engines it was last sent to", () => {
+  const engines = ["a", "b", "c"].map((id) => ({ id }));
+  const out = new Float64Array(3);
+  const matched = (idx: PrefixIndex, ids: number[]) => (idx.match(ids, engines, out), [...out]);
+  const idx = new PrefixIndex({ maxEnginesPerBlock: 2 });
+  idx.insert([1, 2], "a");
+  assert.deepEqual(matched(idx, [1, 2]), [2, 0, 0]);
+  idx.insert([1], "b");
+  idx.insert([1], "a"); // a again: the newest of the two, b kept
+  assert.deepEqual(matched(idx, [1, 2]), [2, 1, 0]);
+  idx.insert([1], "c"); // a third engine pushes out the least recent, b
+  assert.deepEqual(matched(idx, [1, 2]), [2, 0, 1]);
+  assert.equal(idx.engineRefs, 3);
+  assert.equal(idx.purge("a"), 2);
+  assert.deepEqual(matched(idx, [1, 2]), [0, 0, 1]);
+  assert.deepEqual([...idx.enginesHeld()], ["c"]);
+  assert.equal(idx.purge("c"), 1);
+  assert.equal(idx.size, 0);
+  // one engine per id: the newest replaces it
+  const one = new PrefixIndex({ maxEnginesPerBlock: 1 });
+  one.insert([7], "a");
+  one.insert([7], "b");
+  assert.deepEqual(matched(one, [7]), [0, 1, 0]);
+  assert.equal(one.engineRefs, 1);
+});
+
 test("prefix index memory stays within its cap over a long run of distinct prefixes", () => {
   const idx = new PrefixIndex({ blockChars: 64, maxBlocks: 5000 });
   const engines = ["a", "b", "c", "d"];
