@@ -271,7 +271,7 @@ export class PrefixIndex {
           holders[last] = engine;
           continue;
         }
-        // a new array of the exact size: push would grow it to 19 slots, for 4 engines at most
+        // a new array of the exact size: push would grow a two-slot array to nineteen
         const more = holders.concat(engine);
         this.refs++;
         if (more.length > this.opts.maxEnginesPerBlock) {
