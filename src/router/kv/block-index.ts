@@ -19,8 +19,32 @@ export interface KvBlockIndexOptions {
   offloadCredit?: number;
 }
 
-/** A hash's holders: one packed holder, or several (never fewer than two in an array). */
+/** A hash's holders: one packed holder (engineNo << 2 | tierMask, never 0), or an array of two or more. */
 type Holders = number | number[];
+
+/** engine number `no`'s packed holder among `holders`, 0 when it holds none */
+function heldBy(holders: Holders, no: number): number {
+  if (typeof holders === "number") return holders >> 2 === no ? holders : 0;
+  for (const p of holders) if (p >> 2 === no) return p;
+  return 0;
+}
+
+/**
+ * `holders` with `old` (0: none) replaced by `packed` (0: removed), undefined when none is left; an
+ * array changes in place, and a new one is made of the exact size (push grows two slots to nineteen).
+ */
+function replaced(holders: Holders, old: number, packed: number): Holders | undefined {
+  if (typeof holders === "number") {
+    if (old === 0) return [holders, packed];
+    return packed === 0 ? undefined : packed;
+  }
+  if (old === 0) return holders.concat(packed);
+  const i = holders.indexOf(old);
+  if (packed !== 0) holders[i] = packed;
+  else if (holders.length === 2) return holders[1 - i];
+  else holders.splice(i, 1);
+  return holders;
+}
 
 /** One engine's part of the index: the hashes it holds, and how many in its GPU tier. */
 interface EngineBlocks {
@@ -32,9 +56,8 @@ export class KvBlockIndex {
   readonly maxBlocks: number;
   readonly offloadCredit: number;
   /**
-   * hash → its holders, least recently stored first: one holder as its packed (engineNo << 2 |
-   * tierMask), several as an array of them. Most hashes have one holder, and an array for each was
-   * an object more per block for the collector to copy and a load more per lookup. An LruMap, not a
+   * hash → its holders, least recently stored first; one holder is kept as a number, as most hashes
+   * have one (an array each was one more object per block to collect and to load). An LruMap, not a
    * Map used as the LRU: deleting and re-inserting a hash on every store made each eviction walk past
    * the deleted slots (272 µs per 16-hash event at the cap, against 31; bench/micro/routing-indexes.ts).
    */
@@ -47,12 +70,9 @@ export class KvBlockIndex {
   private walkGpu = 0;
   private walkCredit = 0;
   /**
-   * The holders looked up along the last prompt walked, while the index is unchanged: a decision walks
-   * one prompt's hashes once per candidate engine, and where several engines hold its prefix each walk
-   * repeated the same lookups of bigint keys in a map of up to a million (the walks were 7-8% of the
-   * router's CPU at 500 req/s of 4k-token prompts). Four engines holding a 224-block prefix: 29-35 µs
-   * a decision before, 17-18 after. Holds at most the longest prompt's blocks; `changes` counts every
-   * change to the index, so nothing read here outlives one.
+   * The holders looked up along the last prompt walked, until the index next changes (`changes`): a
+   * decision walks a prompt once per engine, and where several hold its prefix each walk repeated
+   * the same cold lookups (four engines holding 224 blocks: 29-35 µs a decision, 17-18 with this).
    */
   private readonly walked: (Holders | undefined)[] = [];
   private walkedOf: ArrayLike<bigint> | null = null;
@@ -126,78 +146,46 @@ export class KvBlockIndex {
   private store(no: number, h: bigint, tier: number): void {
     const mine = this.byEngine.get(no)!;
     const entry = this.blocks.useEntry(h);
-    const packed = (no << 2) | tier;
-    if (!entry) {
-      this.blocks.set(h, packed);
-      if (tier & TIER_GPU) mine.gpu++;
-    } else if (typeof entry.value === "number") {
-      const held = entry.value;
-      if (held >> 2 === no) {
-        if (tier & TIER_GPU && !(held & TIER_GPU)) mine.gpu++;
-        entry.value = held | tier;
-      } else {
-        entry.value = [held, packed];
-        if (tier & TIER_GPU) mine.gpu++;
-      }
-    } else {
-      const holders = entry.value;
-      let found = false;
-      for (let i = 0; i < holders.length; i++) {
-        if (holders[i]! >> 2 === no) {
-          if (tier & TIER_GPU && !(holders[i]! & TIER_GPU)) mine.gpu++;
-          holders[i] = holders[i]! | tier;
-          found = true;
-          break;
-        }
-      }
-      if (!found) {
-        // a new array of the exact size: push would grow it to 19 slots
-        entry.value = holders.concat(packed);
-        if (tier & TIER_GPU) mine.gpu++;
-      }
-    }
+    const held = entry ? heldBy(entry.value, no) : 0;
+    if (tier & TIER_GPU && !(held & TIER_GPU)) mine.gpu++;
+    const packed = (no << 2) | tier | (held & 3);
+    if (entry) entry.value = replaced(entry.value, held, packed)!;
+    else this.blocks.set(h, packed);
     mine.hashes.add(h);
   }
 
   private remove(no: number, h: bigint, tier: number): void {
     const entry = this.blocks.entry(h);
-    if (!entry) return;
-    const value = entry.value;
-    const many = typeof value !== "number";
-    const count = many ? value.length : 1;
-    for (let i = 0; i < count; i++) {
-      const held = many ? value[i]! : value;
-      if (held >> 2 !== no) continue;
-      const mine = this.byEngine.get(no);
-      if (mine && tier & TIER_GPU && held & TIER_GPU) mine.gpu--;
-      const mask = held & 3 & ~tier;
-      if (mask !== 0) {
-        if (many) value[i] = (no << 2) | mask;
-        else entry.value = (no << 2) | mask;
-        return;
-      }
-      mine?.hashes.delete(h);
-      if (!many) this.blocks.delete(h);
-      else if (count === 2) entry.value = value[1 - i]!;
-      else value.splice(i, 1);
-      return;
-    }
+    const held = entry ? heldBy(entry.value, no) : 0;
+    if (held === 0) return;
+    const mine = this.byEngine.get(no);
+    if (mine && tier & TIER_GPU && held & TIER_GPU) mine.gpu--;
+    const mask = held & 3 & ~tier;
+    if (mask === 0) mine?.hashes.delete(h);
+    this.keep(h, entry!, replaced(entry!.value, held, mask === 0 ? 0 : (no << 2) | mask));
+  }
+
+  /** a hash's holders after a change: none left drops the hash */
+  private keep(h: bigint, entry: { value: Holders }, rest: Holders | undefined): void {
+    if (rest === undefined) this.blocks.delete(h);
+    else entry.value = rest;
   }
 
   private evict(): void {
     while (this.blocks.size > this.maxBlocks) {
       const e = this.blocks.shift()!;
-      const value = e.value;
-      const count = typeof value === "number" ? 1 : value.length;
-      for (let i = 0; i < count; i++) {
-        const p = typeof value === "number" ? value : value[i]!;
-        const holder = this.byEngine.get(p >> 2);
-        if (!holder) continue;
-        holder.hashes.delete(e.key);
-        if (p & TIER_GPU) holder.gpu--;
-      }
+      if (typeof e.value === "number") this.evicted(e.key, e.value);
+      else for (const p of e.value) this.evicted(e.key, p);
       this.evictions++;
     }
+  }
+
+  /** the engine of packed holder `p` no longer holds `h` */
+  private evicted(h: bigint, p: number): void {
+    const holder = this.byEngine.get(p >> 2);
+    if (!holder) return;
+    holder.hashes.delete(h);
+    if (p & TIER_GPU) holder.gpu--;
   }
 
   /** Forgets everything about an engine (cache reset, restart, lost events, removal). */
@@ -209,16 +197,8 @@ export class KvBlockIndex {
     const n = mine.hashes.size;
     for (const h of mine.hashes) {
       const entry = this.blocks.entry(h);
-      if (!entry) continue;
-      const value = entry.value;
-      if (typeof value === "number") {
-        if (value >> 2 === no) this.blocks.delete(h);
-        continue;
-      }
-      const i = value.findIndex((p) => p >> 2 === no);
-      if (i < 0) continue;
-      if (value.length === 2) entry.value = value[1 - i]!;
-      else value.splice(i, 1);
+      const held = entry ? heldBy(entry.value, no) : 0;
+      if (held !== 0) this.keep(h, entry!, replaced(entry!.value, held, 0));
     }
     mine.hashes.clear();
     mine.gpu = 0;
@@ -282,10 +262,7 @@ export class KvBlockIndex {
         this.walkedCount = k + 1;
       }
       if (holders === undefined) break;
-      let mask = 0;
-      if (typeof holders === "number") {
-        if (holders >> 2 === no) mask = holders & 3;
-      } else for (const p of holders) if (p >> 2 === no) mask = p & 3;
+      const mask = heldBy(holders, no) & 3;
       if (mask === 0) break;
       if (mask & TIER_GPU) {
         credit += 1;

@@ -148,6 +148,23 @@ type Holders = string | string[];
 
 const holderCount = (holders: Holders): number => (typeof holders === "string" ? 1 : holders.length);
 
+/** `holders` with `engine` made the newest, at most `max` kept (an array is changed in place if it can) */
+function sentTo(holders: Holders, engine: string, max: number): Holders {
+  if (typeof holders === "string") return holders === engine || max < 2 ? engine : [holders, engine];
+  // most blocks of a shared prefix have it as their newest already
+  const last = holders.length - 1;
+  const at = holders[last] === engine ? last : holders.indexOf(engine);
+  if (at >= 0) {
+    for (let i = at; i < last; i++) holders[i] = holders[i + 1]!;
+    holders[last] = engine;
+    return holders;
+  }
+  // a new array of the exact size: push would grow a two-slot array to nineteen
+  const more = holders.concat(engine);
+  if (more.length > max) more.shift();
+  return more;
+}
+
 export class PrefixIndex {
   readonly opts: Required<PrefixIndexOptions>;
   /**
@@ -252,33 +269,9 @@ export class PrefixIndex {
       const id = ids[k]!;
       const entry = this.blocks.useEntry(id);
       if (entry) {
-        const holders = entry.value;
-        if (typeof holders === "string") {
-          if (holders === engine) continue;
-          if (this.opts.maxEnginesPerBlock > 1) {
-            entry.value = [holders, engine];
-            this.refs++;
-          } else entry.value = engine;
-          continue;
-        }
-        // the engine made the most recent holder in place: a shared prefix's blocks mostly have it
-        // there already, and splice made a new array for every block learned
-        const last = holders.length - 1;
-        if (holders[last] === engine) continue;
-        const at = holders.indexOf(engine);
-        if (at >= 0) {
-          for (let i = at; i < last; i++) holders[i] = holders[i + 1]!;
-          holders[last] = engine;
-          continue;
-        }
-        // a new array of the exact size: push would grow a two-slot array to nineteen
-        const more = holders.concat(engine);
-        this.refs++;
-        if (more.length > this.opts.maxEnginesPerBlock) {
-          more.shift();
-          this.refs--;
-        }
-        entry.value = more;
+        const before = holderCount(entry.value);
+        entry.value = sentTo(entry.value, engine, this.opts.maxEnginesPerBlock);
+        this.refs += holderCount(entry.value) - before;
       } else {
         this.blocks.set(id, engine);
         this.refs++;
@@ -295,15 +288,11 @@ export class PrefixIndex {
     let removed = 0;
     for (const entry of this.blocks.oldestFirst()) {
       const holders = entry.value;
-      if (typeof holders === "string") {
-        if (holders !== engine) continue;
-        this.blocks.delete(entry.key);
-      } else {
-        const at = holders.indexOf(engine);
-        if (at < 0) continue;
-        if (holders.length === 2) entry.value = holders[1 - at]!;
-        else holders.splice(at, 1);
-      }
+      const at = typeof holders === "string" ? (holders === engine ? 0 : -1) : holders.indexOf(engine);
+      if (at < 0) continue;
+      if (typeof holders === "string") this.blocks.delete(entry.key);
+      else if (holders.length === 2) entry.value = holders[1 - at]!;
+      else holders.splice(at, 1);
       this.refs--;
       removed++;
     }
