@@ -1,5 +1,6 @@
 // Tokenizer throughput: first-use load time, encode of a ~1k-token prompt and of tiny chat prompts,
-// and decode. Prompts differ on every iteration so no cache sees the same text twice.
+// 200 made-up words once the piece caches are full, and decode. Prompts differ on every iteration so
+// no cache sees the same text twice.
 // Run: npm run bench -- micro/tokenizer   (or: node --import tsx bench/micro/tokenizer.ts [family ...])
 import { tokenizerFor, TOKENIZER_FAMILIES, type Tokenizer } from "../../src/tokenizer/index.js";
 
@@ -60,6 +61,20 @@ for (const family of families) {
     tinyTokens += tok.encode(tok.applyChatTemplate(tiny[i]!, { addGenerationPrompt: true }), false).length;
   });
 
+  // new words once the piece caches are full (40,000 made-up words first): what dropping a piece costs
+  const made = (n: number) => {
+    let s = "";
+    for (let w = 0; w < n; w++) {
+      s += " ";
+      for (let k = 3 + Math.floor(rand() * 8); k > 0; k--)
+        s += String.fromCharCode(97 + Math.floor(rand() * 26));
+    }
+    return s;
+  };
+  for (let i = 0; i < 200; i++) tok.encode(made(200), false);
+  const fresh = Array.from({ length: 200 }, () => made(200));
+  const fullSec = timeIt(fresh.length, (i) => tok.encode(fresh[i]!, false));
+
   const decodeIds = long.slice(0, 50).map((s) => tok.encode(s, false));
   let decodedTokens = 0;
   timeIt(200, (i) => tok.decode(decodeIds[i % decodeIds.length]!)); // warm-up (JIT)
@@ -78,6 +93,7 @@ for (const family of families) {
         usPerPrompt: Math.round((longSec / long.length) * 1e6),
         tokensPerSec: Math.round(longTokens / longSec),
       },
+      newWordsCacheFull: { words: 200, usPerPrompt: Math.round((fullSec / fresh.length) * 1e6) },
       tinyChat: {
         avgTokens: Math.round(tinyTokens / tiny.length),
         usPerPrompt: Number(((tinySec / tiny.length) * 1e6).toFixed(1)),

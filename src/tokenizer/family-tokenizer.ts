@@ -161,7 +161,8 @@ export class FamilyTokenizer implements Tokenizer {
   private readonly addedRegex: RegExp | null;
   /** every added token here starts with one of these chars: text without them skips the split */
   private readonly addedFirstChars: string;
-  private readonly segmentCache = new Map<string, readonly number[]>();
+  /** an LruMap: deleting and re-inserting a Map's key on every hit made each drop walk the deleted slots */
+  private readonly segmentCache = new LruMap<string, readonly number[]>();
   /** long texts' chunks (chunkEnd) → their ids, least recently used first (encodeAsync, countAsync) */
   private readonly chunks = new LruMap<string, readonly number[]>();
   private chunkChars = 0;
@@ -401,18 +402,13 @@ export class FamilyTokenizer implements Tokenizer {
       appendAll(out, this.parts.encodeOrdinary(text));
       return;
     }
-    let ids = this.segmentCache.get(text);
-    if (ids !== undefined) {
-      // Re-insert so the Map's insertion order stays least-recently-used first.
-      this.segmentCache.delete(text);
-    } else {
+    let ids = this.segmentCache.use(text);
+    if (ids === undefined) {
       ids = this.parts.encodeOrdinary(text);
-      if (this.segmentCache.size >= SEGMENT_CACHE_ENTRIES) {
-        this.segmentCache.delete(this.segmentCache.keys().next().value!);
-      }
+      if (this.segmentCache.size >= SEGMENT_CACHE_ENTRIES) this.segmentCache.shift();
+      // a copy, not the slice of the caller's text: a slice would keep all of that text alive
+      this.segmentCache.set(detached(text), ids);
     }
-    // a copy, not the slice of the caller's text: a slice would keep all of that text alive
-    this.segmentCache.set(detached(text), ids);
     appendAll(out, ids);
   }
 
