@@ -1,5 +1,6 @@
 // Per-tenant limits on one replica: token buckets (buckets.ts) and an in-flight count per tenant,
 // in a map bounded by a cap, with idle entries dropped once they are as good as fresh.
+import { LruMap } from "../collections/lru-map.js";
 import { HttpError } from "../http/errors.js";
 import type { TenantLimits } from "./config.js";
 import {
@@ -80,7 +81,12 @@ export interface LocalLimiterOptions {
 }
 
 export class LocalLimiter implements Limiter {
-  private readonly states = new Map<string, TenantState>();
+  /**
+   * An LruMap, not a Map re-inserting a tenant on every request: each re-insert left a deleted slot
+   * that dropping the oldest walked past (about 8 µs at 100,000 tenants) and that V8 rebuilt the whole
+   * table to clear, on a request's path.
+   */
+  private readonly states = new LruMap<string, TenantState>();
   private readonly now: () => number;
   private idleEvictAfter: number;
   private maxStates: number;
@@ -191,19 +197,11 @@ export class LocalLimiter implements Limiter {
   }
 
   private state(tenant: string, limits: TenantLimits, now: number): TenantState {
-    let s = this.states.get(tenant);
-    if (s) {
-      // least recently used first in iteration order: re-insert on use
-      this.states.delete(tenant);
-      this.states.set(tenant, s);
-      return s;
-    }
+    let s = this.states.use(tenant);
+    if (s) return s;
     if (this.states.size >= this.maxStates) {
       this.sweep(now);
-      while (this.states.size >= this.maxStates) {
-        const oldest = this.states.keys().next().value as string;
-        this.states.delete(oldest);
-      }
+      while (this.states.size >= this.maxStates) this.states.shift();
     }
     s = { ...fullBuckets(limits, now), inFlight: 0, lastUsed: now, limits };
     this.states.set(tenant, s);
@@ -218,7 +216,7 @@ export class LocalLimiter implements Limiter {
 
   /** Drops states idle past the threshold with nothing in flight and buckets full again. */
   private sweep(now: number): void {
-    for (const [tenant, s] of this.states) {
+    for (const { key: tenant, value: s } of this.states.oldestFirst()) {
       if (now - s.lastUsed < this.idleEvictAfter) break; // LRU order: the rest are newer
       if (s.inFlight > 0) continue;
       refill(s, s.limits, now);
