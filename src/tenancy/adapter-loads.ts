@@ -2,6 +2,7 @@
 // engine's steps for every request there, so the tenant whose request causes one pays for it, before
 // it starts. A token bucket per tenant holding one minute's allowance (at least one load), refilled
 // continuously, on this replica (split per replica as the other limits are without Redis).
+import { LruMap } from "../collections/lru-map.js";
 import { HttpError } from "../http/errors.js";
 import { MINUTE_MS } from "./buckets.js";
 
@@ -14,7 +15,8 @@ interface Bucket {
 const MAX_BUCKETS = 100_000;
 
 export class AdapterLoadMeter {
-  private readonly buckets = new Map<string, Bucket>();
+  /** least recently charged first: an LruMap, as a Map re-inserted on every charge walks its deleted slots */
+  private readonly buckets = new LruMap<string, Bucket>();
 
   constructor(private readonly now: () => number = () => performance.now()) {}
 
@@ -23,12 +25,12 @@ export class AdapterLoadMeter {
     if (!(perMinute > 0)) return;
     const cap = Math.max(1, perMinute);
     const now = this.now();
-    let b = this.buckets.get(tenant);
+    let b = this.buckets.use(tenant);
     if (b === undefined) {
       b = { level: cap, at: now };
-      if (this.buckets.size >= MAX_BUCKETS) this.buckets.delete(this.buckets.keys().next().value!);
-    } else this.buckets.delete(tenant); // re-inserted below: the map's order is recency
-    this.buckets.set(tenant, b);
+      if (this.buckets.size >= MAX_BUCKETS) this.buckets.shift();
+      this.buckets.set(tenant, b);
+    }
     b.level = Math.min(cap, b.level + (Math.max(0, now - b.at) * perMinute) / MINUTE_MS);
     b.at = now;
     if (b.level < 1) {
