@@ -78,7 +78,7 @@ const res = spawnSync(
   [
     // each file's report written whole before its process exits (scripts/test-child-report.mjs)
     "--import",
-    "./scripts/test-child-report.mjs",
+    resolve("scripts/test-child-report.mjs"),
     "--test",
     `--test-concurrency=${concurrency}`,
     // a test that leaves a server open (say, after failing in its setup) must not hang the run:
