@@ -527,6 +527,15 @@ test(
   { timeout: 60_000 },
   async () => {
     const g = await startGroup("round-robin");
+    // the group is ready once one worker is: wait for the other, or a busy machine's slow second
+    // worker (every connection on the first) is what the 20 s below measure
+    const seen = new Set<string>();
+    const upBy = Date.now() + 30_000;
+    while (seen.size < 2 && Date.now() < upBy) {
+      const probe = new Client(g.url);
+      seen.add(/worker (\d+)\/2/.exec((await routed(probe)).route)?.[1] ?? "?");
+      await probe.close();
+    }
     const clients = Array.from(
       { length: 48 },
       () => new Client(g.url, { keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 }),
