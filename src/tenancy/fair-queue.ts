@@ -12,6 +12,7 @@
 // ahead walks past those it passes. Pure: the clock is an argument, so the fleet simulator and tests
 // drive it in virtual time.
 import { IndexedHeap } from "../collections/indexed-heap.js";
+import { LruMap } from "../collections/lru-map.js";
 
 export interface FairQueueLimits {
   /** requests waiting in all, 0 = none may wait */
@@ -83,7 +84,11 @@ export type EnqueueResult<T> =
 export class FairQueue<T> {
   private readonly bands: Band[] = []; // highest priority first
   private readonly flows = new Map<string, Flow>();
-  private readonly idle = new Map<string, Flow>();
+  /**
+   * oldest idle first: an LruMap, as a Map whose every flow leaves and rejoins it walked its deleted
+   * slots each time the oldest was read
+   */
+  private readonly idle = new LruMap<string, Flow>();
   private readonly bySize = new IndexedHeap<Flow>(
     (a, b) => a.count > b.count,
     (f) => f.sizePos,
@@ -347,10 +352,9 @@ export class FairQueue<T> {
   /** An idle flow whose finish tag the band's clock has passed carries nothing: forget it. */
   private reclaimIdle(n: number): void {
     for (let i = 0; i < n; i++) {
-      const first = this.idle.entries().next();
-      if (first.done) return;
-      const [key, f] = first.value;
-      this.idle.delete(key);
+      const first = this.idle.shift();
+      if (first === undefined) return;
+      const { key, value: f } = first;
       if (f.lastFinish <= f.band.vtime) this.flows.delete(key);
       else this.idle.set(key, f); // not yet: to the back
     }
@@ -359,9 +363,7 @@ export class FairQueue<T> {
   private capIdle(): void {
     const max = this.limits.maxIdleFlows ?? 10_000;
     while (this.idle.size > max) {
-      const key = this.idle.keys().next().value as string;
-      this.idle.delete(key);
-      this.flows.delete(key);
+      this.flows.delete(this.idle.shift()!.key);
     }
   }
 }
