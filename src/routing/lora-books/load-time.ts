@@ -43,11 +43,11 @@ export function slotWaitSeconds(
 ): number {
   const drains: number[] = [];
   const seen = new Set<string>();
+  const floor = DRAIN_FLOOR_SHARE * service;
   for (const [name, k] of adapters.inFlight) {
     if (k <= 0) continue;
     seen.add(name);
     const sent = adapters.lastSentAt?.get(name);
-    const floor = DRAIN_FLOOR_SHARE * service;
     drains.push(sent === undefined ? service / 2 : Math.max(floor, (sent - now) / 1000 + service));
   }
   for (const set of [adapters.running, adapters.waiting])
