@@ -73,6 +73,16 @@ export class LruMap<K, V> {
     this.append(fresh);
   }
 
+  /**
+   * Adds `key`, known to be absent (the caller's lookup just missed), as the most recently used: one
+   * map operation, where set looks the key up again first.
+   */
+  add(key: K, value: V): void {
+    const fresh: LruEntry<K, V> = { key, value, older: null, newer: null };
+    this.entries.set(key, fresh);
+    this.append(fresh);
+  }
+
   delete(key: K): boolean {
     const e = this.entries.get(key);
     if (!e) return false;

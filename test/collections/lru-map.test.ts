@@ -48,7 +48,7 @@ test("LruMap: delete anywhere, including while walking oldest-first; clear; shif
   assert.deepEqual(keys(m), ["x"], "usable after clear");
 });
 
-test("LruMap: an entry's value replaced in place reads back; useEntry touches, entry does not", () => {
+test("LruMap: an entry's value replaced in place reads back; useEntry touches, entry does not; add appends", () => {
   const m = new LruMap<string, number>();
   m.set("a", 1);
   m.set("b", 2);
@@ -61,4 +61,8 @@ test("LruMap: an entry's value replaced in place reads back; useEntry touches, e
   assert.equal(m.use("a"), 11);
   assert.equal(m.entry("zz"), undefined);
   assert.equal(m.useEntry("zz"), undefined);
+  // a key known absent is added as the newest, and leaves first only after the older ones
+  m.add("c", 3);
+  assert.deepEqual(keys(m), ["b", "a", "c"]);
+  assert.equal(m.shift()!.key, "b");
 });

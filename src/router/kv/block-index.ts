@@ -150,7 +150,7 @@ export class KvBlockIndex {
     if (tier & TIER_GPU && !(held & TIER_GPU)) mine.gpu++;
     const packed = (no << 2) | tier | (held & 3);
     if (entry) entry.value = replaced(entry.value, held, packed)!;
-    else this.blocks.set(h, packed);
+    else this.blocks.add(h, packed);
     mine.hashes.add(h);
   }
 

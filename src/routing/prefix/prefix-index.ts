@@ -273,7 +273,7 @@ export class PrefixIndex {
         entry.value = sentTo(entry.value, engine, this.opts.maxEnginesPerBlock);
         this.refs += holderCount(entry.value) - before;
       } else {
-        this.blocks.set(id, engine);
+        this.blocks.add(id, engine);
         this.refs++;
       }
     }
