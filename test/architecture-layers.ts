@@ -72,7 +72,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/routing/sessions": { imports: ["src/collections", "src/protocol"], lines: 925 },
   "src/routing/policy": { imports: ["src/collections", "src/random"], lines: 540 },
   "src/routing/cost": { imports: ["src/engine", "src/routing/policy", "src/routing/sessions"], lines: 1340 },
-  "src/routing/prefix": { imports: ["src/collections", "src/protocol", "src/routing/policy"], lines: 390 },
+  "src/routing/prefix": { imports: ["src/collections", "src/protocol", "src/routing/policy"], lines: 420 },
   // routing plugins, GIE's way: one filter, scorer, picker or policy per folder, registered by name in
   // src/routing/plugins (the registry); first the shared filters, their standard chain and the pickers
   "src/routing/plugins/filter-serves-model": { imports: ["src/routing/policy"], lines: 14 },
@@ -442,8 +442,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // offload tiers whose blocks are not the GPU's (LMCache's multiprocess server's chunks), and
     // hashing each engine as its release does (seed, extra-key form, hash unit); the oracle and the
     // subscriptions split into one module per job (prompt hashes, tier pricing, sources, fallback, keys);
-    // the sim tokenizer's memo of long pieces' chunks; the KV index's single holders kept as numbers
-    lines: 3320,
+    // the sim tokenizer's memo of long pieces' chunks; the KV index's single holders kept as numbers;
+    // the prompt thread, which works long prompts out on a worker
+    lines: 3800,
   },
   "src/router/dataplane": {
     imports: [

@@ -69,6 +69,8 @@ export interface Options {
   engines: number;
   groups: number;
   workers: string;
+  /** more router flags, as one string split at spaces (`--no-prompt-thread`) */
+  routerArgs: string[];
   json: string;
   /** a folder for the router's --cpu-prof profiles (one per policy), or "" */
   cpuProf: string;
@@ -91,6 +93,7 @@ export function parseOptions(argv: string[]): Options {
     // one process unless asked: the policies' cost side by side on one process shape (the default,
     // auto, would give round-robin a worker per core and predictive one process)
     workers: get("--workers", "1"),
+    routerArgs: get("--router-args", "").split(" ").filter(Boolean),
     json: get("--json", ""),
     cpuProf: get("--cpu-prof", ""),
   };
@@ -405,11 +408,13 @@ function spawnRouter(
   policy: string,
   workers: string,
   prof: string,
+  more: readonly string[],
 ): ChildProcess {
   const node = profFlags(prof, `router-${policy}`);
   const args = ["router", "--host", "127.0.0.1", "--port", String(port), "--policy", policy];
   for (const u of urls) args.push("--backend", u);
   if (workers) args.push("--workers", workers);
+  args.push(...more);
   return spawn(process.execPath, [...process.execArgv, ...node, here("../../src/cli/main"), ...args], {
     stdio: "ignore",
     env: { ...process.env, SWITCHYARD_LOG_LEVEL: "warn" },
@@ -470,7 +475,7 @@ export async function main(argv: string[]): Promise<void> {
     await Promise.all(urls.map((u) => waitHttp(`${u}/health`)));
     for (const policy of o.policies) {
       const port = await freePort();
-      const router = spawnRouter(port, urls, policy, o.workers, o.cpuProf);
+      const router = spawnRouter(port, urls, policy, o.workers, o.cpuProf, o.routerArgs);
       children.push(router);
       const url = `http://127.0.0.1:${port}`;
       await waitHttp(`${url}/ready`);
@@ -580,6 +585,7 @@ export async function main(argv: string[]): Promise<void> {
             groups: o.groups,
             shared_prefix: SHARED,
             workers: o.workers || null,
+            router_args: o.routerArgs,
           },
         },
         null,

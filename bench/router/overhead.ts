@@ -13,7 +13,7 @@
 // Without --floors the same name measures routing cost at fixed rates (bench/router/overhead-at-rate.ts):
 //   npm run bench -- router/overhead [--rates 100,250,500,1000] [--prompt-tokens 1024,4096,16384]
 //     [--policies round-robin,predictive] [--duration 4] [--warmup 1] [--engines 4] [--groups 16]
-//     [--workers N (default 1)] [--json FILE] [--cpu-prof DIR]
+//     [--workers N (default 1)] [--router-args "--no-prompt-thread"] [--json FILE] [--cpu-prof DIR]
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";

@@ -251,6 +251,16 @@ export const routingConfigSchema = z
         }
       })
       .prefault({}),
+    /**
+     * long prompts (1k-128k tokens) tokenized and hashed on a worker thread once they keep coming,
+     * the same values as on the event loop; false keeps that work on the loop (and the worker's
+     * tokenizer tables, about 120 MiB for a big vocabulary, out of the process)
+     */
+    promptThread: flag(z.boolean().default(true), {
+      flag: "prompt-thread",
+      negatable: true,
+      help: "tokenize and hash long prompts (1k-128k tokens) for KV routing on a worker thread once they keep coming (routing.promptThread); --no-prompt-thread keeps that work on the event loop",
+    }),
     prefix: z
       .strictObject({
         blockChars: z.number().int().min(8).max(4096).default(64),

@@ -35,6 +35,8 @@ import {
   type HashScheme,
   type PreparedPrompt,
 } from "./prompt-hashes.js";
+import { promptChars, promptView, type PromptAnswer } from "./prompt-work.js";
+import { PromptThread, PROMPT_THREAD_MAX_CHARS, PROMPT_THREAD_MIN_CHARS } from "./prompt-thread.js";
 import { formatRouteNote, type RouteNote } from "./route-note.js";
 import { KvSubscriptions } from "./subscriptions.js";
 import { requestTokenizerFor, type RequestTokenizer } from "./tokenizers.js";
@@ -60,6 +62,10 @@ export class CacheRouting implements CacheOracle {
   readonly watchdog: HitWatchdog;
   readonly subs: KvSubscriptions;
   private readonly tokenizers = new Map<string, RequestTokenizer | null>();
+  /** per model, the parent or root its tokenizer was loaded by (the prompt thread loads the same) */
+  private readonly tokenizerRoots = new Map<string, string | undefined>();
+  /** long prompts worked out off the event loop under sustained load (routing.promptThread) */
+  readonly thread: PromptThread;
   /** how each engine hashes a prompt, and the prompt's hashes */
   private readonly hasher: PromptHasher;
   /** what `predictive` pays to load a prefix from a tier */
@@ -119,6 +125,7 @@ export class CacheRouting implements CacheOracle {
       () => this.subs.states.values(),
     );
     this.hasher.setHashSeed(cfg.routing.hashSeed);
+    this.thread = new PromptThread(cfg.routing.tokenizers);
     this.pricing = new TierPricing({
       registry,
       kv: this.kv,
@@ -132,6 +139,7 @@ export class CacheRouting implements CacheOracle {
       tiers: this.tiers,
       mode: () => this.mode,
       collector: () => this.subs.collector,
+      longPrompts: () => this.thread.stats,
       engines: () =>
         [...this.subs.states.values()].map((st) => ({
           url: st.url,
@@ -153,6 +161,8 @@ export class CacheRouting implements CacheOracle {
     this.hasher.setHashSeed(cfg.routing.hashSeed);
     this.setPolicy(cfg.policy);
     this.tokenizers.clear();
+    this.tokenizerRoots.clear();
+    this.thread.configure(cfg.routing.tokenizers);
     this.pricing.clear();
     this.subs.setConfig(cfg);
     void this.subs.reconcile();
@@ -180,7 +190,7 @@ export class CacheRouting implements CacheOracle {
     this.timers = [];
     this.registry.off("scraped", this.onScrape);
     this.registry.off("capacity", this.onCapacity);
-    await Promise.all([this.subs.close(), this.tiers.close()]);
+    await Promise.all([this.subs.close(), this.tiers.close(), this.thread.close()]);
   }
 
   /** whether an engine is routed from its KV events now */
@@ -224,9 +234,11 @@ export class CacheRouting implements CacheOracle {
     if (this.tokenizers.size > 4096) {
       // the adapter keys go with the tokenizers: a model's hashes need both or neither
       this.tokenizers.clear();
+      this.tokenizerRoots.clear();
       this.hasher.loraOf.clear();
     }
     this.tokenizers.set(model, tk);
+    this.tokenizerRoots.set(model, parent ?? root);
     this.pricing.learnModel(model, parent ?? root ?? model);
     const adapter = listed ? parent !== null : lora !== undefined;
     this.hasher.loraOf.set(model, adapter ? { name: model, path: root ?? null } : null);
@@ -257,6 +269,10 @@ export class CacheRouting implements CacheOracle {
    */
   hashAhead(req: RequestView, since: number, request: Cancellable): Promise<void> | undefined {
     if (!this.readsKv) return undefined;
+    if (this.cfg.routing.promptThread && this.prepared.get(req) === undefined) {
+      const offThread = this.askThread(req);
+      if (offThread) return offThread;
+    }
     // predict() prepares every request outside prefix mode anyway: nothing is spent here in vain
     const tokens = this.prepare(req).tokens;
     if (tokens === null) return undefined;
@@ -282,6 +298,64 @@ export class CacheRouting implements CacheOracle {
       if (ob !== undefined) add(this.hasher.schemeOf(st, ob));
     }
     return this.hasher.hashInSlices(req, this.prepare(req), tokens, schemes, chunkSizes, since, request);
+  }
+
+  /**
+   * A long prompt worked out on the prompt thread (prompt-thread.ts), where it takes it: what the
+   * decision would compute here (every KV-routed engine's block hashes for the model, and for
+   * `predictive` its offload blocks' and the shared tiers' chunks), given to the request's memos.
+   */
+  private askThread(req: RequestView): Promise<void> | undefined {
+    const chars = promptChars(req);
+    if (chars < PROMPT_THREAD_MIN_CHARS || chars > PROMPT_THREAD_MAX_CHARS) return undefined;
+    const tk = this.tokenizerFor(req.model, req.lora);
+    if (tk === null) return undefined;
+    const schemes: HashScheme[] = [];
+    const add = (s: HashScheme) => {
+      if (!schemes.some((o) => o.key === s.key)) schemes.push(s);
+    };
+    const predictive = this.policyName === "predictive";
+    for (const st of this.subs.states.values()) {
+      const bs = this.kvBlockSize(st, req.model);
+      if (bs === undefined) continue;
+      add(this.hasher.schemeOf(st, bs));
+      const ob = predictive ? this.offloadBlockOf(st, req.model) : undefined;
+      if (ob !== undefined) add(this.hasher.schemeOf(st, ob));
+    }
+    if (schemes.length === 0) return undefined;
+    const root = this.tokenizerRoots.get(req.model);
+    if (!this.thread.takes(req.model, root)) return undefined;
+    const chunkSeed = this.tierChunkSizes().length > 0 ? this.hasher.sharedTierSeed() : "";
+    const opts = this.prefix.index.opts;
+    return this.thread
+      .ask({
+        tokenizer: { model: req.model, root },
+        view: promptView(req),
+        schemes: schemes.map((s) => ({
+          key: s.key,
+          blockSize: s.blockSize,
+          unit: s.unit,
+          opts: this.hasher.hashOptions(req, s),
+        })),
+        chunks: this.tierChunkSizes().map((tokens) => ({ tokens, seed: chunkSeed })),
+        prefix: { blockChars: opts.blockChars, maxBlocks: opts.maxBlocksPerRequest },
+      })
+      .then((a) => this.provide(req, a));
+  }
+
+  /** the prompt thread's values in the request's memos (none given: the decision works them out) */
+  private provide(req: RequestView, a: PromptAnswer | undefined): void {
+    if (!a || this.prepared.get(req) !== undefined) return;
+    // copied by index: Array.from walks a typed array through its iterator, several times slower
+    const p: PreparedPrompt = {
+      model: req.model,
+      tokens: a.tokens ? plain(a.tokens) : null,
+      hashes: new Map(),
+    };
+    for (const h of a.hashes ?? []) p.hashes.set(h.key, plain(h.ids));
+    if (a.chunks && a.chunks.length > 0) p.chunks = new Map(a.chunks.map((c) => [c.tokens, c.hashes]));
+    this.prepared.set(req, p);
+    if (a.prefix) this.prefix.provide(req, { ids: plain(a.prefix.ids), chars: a.prefix.chars });
   }
 
   /** the chunk sizes of the shared cache servers `predictive` prices (and their engines' own LMCache tiers) */
@@ -451,4 +525,11 @@ export class CacheRouting implements CacheOracle {
     for (const st of this.subs.states.values()) if (st.healthy && st.fallback === null) judged.push(st.url);
     judgeEngines(this.watchdog, judged, { mismatch: this.m.mismatch, error: this.m.mismatchError }, log);
   }
+}
+
+/** a typed array's values as a plain array */
+function plain<T extends number | bigint>(a: { readonly length: number; readonly [i: number]: T }): T[] {
+  const out = new Array<T>(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i]!;
+  return out;
 }

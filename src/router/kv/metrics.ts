@@ -1,7 +1,8 @@
 // The metrics of cache-aware routing: decisions and predictions, the indexes' sizes, per engine whether it
 // is routed from its KV events (and why not), purges, the silent-miss watchdog's verdicts, the tokenizer in
 // use per model, what the KV-event collector dropped, and what the router's ZMQ sockets refused (sizes,
-// unconfirmed batches, peers' counts). Gauges read the live state at scrape time.
+// unconfirmed batches, peers' counts), and where long prompts were worked out. Gauges read the live
+// state at scrape time.
 import { Counter, Gauge, type Registry as PromRegistry } from "prom-client";
 import type { KvEventCollector } from "../../kvevents/collector.js";
 import { zmqGuardCounts } from "../../kvevents/zmq-guard.js";
@@ -19,6 +20,8 @@ export interface CacheMetricsView {
   engines(): Iterable<{ url: string; fallback: string | null; hasSource: boolean }>;
   mode(): "prefix" | "kv" | "hybrid";
   collector(): KvEventCollector | null;
+  /** long prompts worked out on the prompt thread, and on the event loop */
+  longPrompts(): { answered: number; onLoop: number };
 }
 
 export type CacheMetrics = ReturnType<typeof createCacheMetrics>;
@@ -105,6 +108,18 @@ export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
       for (const e of view.engines())
         if (e.fallback !== null && (mode === "kv" || e.hasSource))
           this.set({ engine: e.url, reason: e.fallback }, 1);
+    },
+  });
+  new Counter({
+    name: "switchyard_routing_long_prompts_total",
+    help: "long prompts (1k-128k tokens) tokenized and hashed for KV routing, by where: thread (the prompt thread) or loop (the event loop: before the thread is warm, or while it is behind)",
+    labelNames: ["by"],
+    registers: [prom],
+    collect() {
+      const s = view.longPrompts();
+      this.reset();
+      this.inc({ by: "thread" }, s.answered);
+      this.inc({ by: "loop" }, s.onLoop);
     },
   });
   new Counter({

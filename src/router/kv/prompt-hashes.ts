@@ -138,14 +138,14 @@ export class PromptHasher {
    * the configured seed, else what the engines' release defaults to (the first engine whose version
    * is known; a fleet mixing releases across 0.29 must set one), else the pinned seed.
    */
-  private sharedTierSeed(): string {
+  sharedTierSeed(): string {
     if (this.hashSeed !== undefined) return this.hashSeed;
     for (const st of this.engines())
       if (st.version !== undefined && st.version !== "unknown") return engineHashSeed(st.version, undefined);
     return PINNED_HASH_SEED;
   }
 
-  private hashOptions(req: RequestView, s: HashScheme): BlockHashOptions {
+  hashOptions(req: RequestView, s: HashScheme): BlockHashOptions {
     const salt = req.body?.cache_salt;
     const lora = this.loraOf.get(req.model) ?? null;
     return {
@@ -257,7 +257,7 @@ export function hashUnitOf(cacheConfig: Record<string, string> | undefined, bloc
  * A block's hash from the hashes of its units: the chained hash at the block's end
  * (vLLM's BlockHashListWithBlockSize); the units' own list where they are the blocks.
  */
-function blockEnds(units: bigint[], s: HashScheme): bigint[] {
+export function blockEnds(units: bigint[], s: Pick<HashScheme, "blockSize" | "unit">): bigint[] {
   if (s.unit === s.blockSize) return units;
   const ratio = s.blockSize / s.unit;
   const out: bigint[] = new Array(Math.floor(units.length / ratio));

@@ -141,6 +141,24 @@ export function charBlockIds(text: string, model: string, blockChars: number, ma
 }
 
 /**
+ * A request's block ids (at most `maxBlocks` of `blockChars` characters) and its rendered length, as
+ * an index with those options reads it: a pure function of the request, so a worker thread can make
+ * them ahead of the decision (src/router/kv/prompt-thread.ts).
+ */
+export function promptBlockIds(
+  req: Pick<RequestView, "prompt" | "messages" | "model">,
+  blockChars: number,
+  maxBlocks: number,
+): { ids: number[]; chars: number } {
+  const tokens = tokenIdPrompt(req);
+  const rendered = tokens && renderTokenIds(tokens, blockChars * maxBlocks);
+  if (rendered)
+    return { ids: charBlockIds(rendered.text, req.model, blockChars, maxBlocks), chars: rendered.chars };
+  const text = renderForPrefix(req);
+  return { ids: charBlockIds(text, req.model, blockChars, maxBlocks), chars: text.length };
+}
+
+/**
  * The engines an id was sent to, most recent last: one as its id, several as an array (never shorter
  * than two). Most ids have one, and an array for each was one more object per id to collect.
  */
@@ -206,18 +224,7 @@ export class PrefixIndex {
   }
 
   ids(req: Pick<RequestView, "prompt" | "messages" | "model">): { ids: number[]; chars: number } {
-    const tokens = tokenIdPrompt(req);
-    const rendered = tokens && renderTokenIds(tokens, this.opts.blockChars * this.opts.maxBlocksPerRequest);
-    if (rendered)
-      return {
-        ids: charBlockIds(rendered.text, req.model, this.opts.blockChars, this.opts.maxBlocksPerRequest),
-        chars: rendered.chars,
-      };
-    const text = renderForPrefix(req);
-    return {
-      ids: charBlockIds(text, req.model, this.opts.blockChars, this.opts.maxBlocksPerRequest),
-      chars: text.length,
-    };
+    return promptBlockIds(req, this.opts.blockChars, this.opts.maxBlocksPerRequest);
   }
 
   /**

@@ -36,6 +36,11 @@ export class PrefixOracle implements CacheOracle {
     return prepared;
   }
 
+  /** Gives the request its block ids made elsewhere (a worker thread, by promptBlockIds with these options). */
+  provide(req: RequestView, prepared: Prepared): void {
+    this.prepared.set(req, prepared);
+  }
+
   /**
    * Matched characters per candidate, converted to estimated tokens; candidates marked in `skip` are
    * not looked up (0), their caller predicting them otherwise. Returns the prompt's estimated tokens.

@@ -1,0 +1,181 @@
+// The prompt thread: long prompts tokenized and hashed on a worker give the values the event loop
+// gives (tokens, every hash scheme's block hashes, LMCache chunks, prefix ids), and a router under a
+// stream of long prompts moves that work to the thread without changing what it predicts.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { computeBlockHashes, type BlockHashOptions } from "../../../src/protocol/block-hashing.js";
+import { chunkHashes } from "../../../src/protocol/lmcache-chunks.js";
+import { promptBlockIds } from "../../../src/routing/index.js";
+import { blockEnds, hashedBlocks } from "../../../src/router/kv/prompt-hashes.js";
+import { PromptWorkshop, promptView, promptChars } from "../../../src/router/kv/prompt-work.js";
+import { PROMPT_THREAD_MIN_CHARS, WARM_AFTER } from "../../../src/router/kv/prompt-thread.js";
+import { requestTokenizerFor } from "../../../src/router/kv/tokenizers.js";
+import { post, routeOf, routerFor, waitUntil } from "../../helpers/router.js";
+import { kvEventsOf, startTestSim } from "../../sim/helpers.js";
+
+const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
+const LONG =
+  "You are a careful assistant. " + "Answer every question about the rivers of Europe in detail. ".repeat(90);
+
+test("the prompt thread's work gives the event loop's tokens, block hashes, chunk hashes and prefix ids", () => {
+  const shop = new PromptWorkshop({});
+  const loop = requestTokenizerFor(MODEL, undefined, {})!;
+  const views = [
+    {
+      model: MODEL,
+      seq: 0,
+      messages: [
+        { role: "system", content: LONG },
+        { role: "user", content: "Which is longest?" },
+      ],
+      body: { add_generation_prompt: true, cache_salt: "tenant-a", max_tokens: 4 },
+    },
+    { model: MODEL, seq: 1, prompt: `${LONG} The Danube`, body: { add_special_tokens: false } },
+    { model: MODEL, seq: 2, prompt: Array.from({ length: 1500 }, (_, i) => (i * 7919) % 128000), body: {} },
+  ];
+  const schemes: { key: string; blockSize: number; unit: number; opts: BlockHashOptions }[] = [
+    { key: "gpu", blockSize: 16, unit: 16, opts: { blockSize: 16, hashSeed: "0" } },
+    // a hybrid model's: hashed in units of 8, a block's hash the chain's at its end
+    {
+      key: "hybrid",
+      blockSize: 32,
+      unit: 8,
+      opts: { blockSize: 8, hashSeed: "vllm-none-hash", extraKeyStyle: "tagged" },
+    },
+    {
+      key: "adapter",
+      blockSize: 16,
+      unit: 16,
+      opts: {
+        blockSize: 16,
+        hashSeed: "0",
+        loraName: "sql",
+        loraPath: "/adapters/sql",
+        cacheSalt: "tenant-a",
+      },
+    },
+  ];
+  for (const view of views) {
+    assert.ok(promptChars(view) >= PROMPT_THREAD_MIN_CHARS, "a long prompt");
+    // twice: the second answer comes from the worker's memos (hash links, tokenizer chunks)
+    for (let round = 0; round < 2; round++) {
+      const a = shop.work({
+        id: 1,
+        generation: 0,
+        tokenizer: { model: MODEL, root: undefined },
+        view: structuredClone(promptView(view as never)),
+        schemes,
+        chunks: [{ tokens: 256, seed: "0" }],
+        prefix: { blockChars: 64, maxBlocks: 4096 },
+      });
+      const tokens = loop.tokens(view as never)!;
+      assert.deepEqual(Array.from(a.tokens!), tokens);
+      for (const s of schemes) {
+        const units = computeBlockHashes(
+          tokens.slice(0, hashedBlocks(tokens, s.blockSize) * s.blockSize),
+          s.opts,
+        ).ids;
+        const want = blockEnds(units, s);
+        assert.ok(want.length > 10);
+        assert.deepEqual(Array.from(a.hashes!.find((h) => h.key === s.key)!.ids), want, s.key);
+      }
+      assert.deepEqual(
+        Array.from(a.chunks![0]!.hashes),
+        Array.from(chunkHashes(tokens, Math.floor(tokens.length / 256), { chunkTokens: 256, hashSeed: "0" })),
+      );
+      const ids = promptBlockIds(view, 64, 4096);
+      assert.deepEqual(Array.from(a.prefix!.ids), ids.ids);
+      assert.equal(a.prefix!.chars, ids.chars);
+    }
+  }
+});
+
+test("a prompt of ids that are not token ids is left to the event loop", () => {
+  const shop = new PromptWorkshop({});
+  const a = shop.work({
+    id: 7,
+    generation: 0,
+    tokenizer: { model: MODEL, root: undefined },
+    view: { model: MODEL, prompt: [1, 2, 3.5, ...new Array(2000).fill(9)], body: {} },
+    schemes: [{ key: "gpu", blockSize: 16, unit: 16, opts: { blockSize: 16, hashSeed: "0" } }],
+    chunks: [],
+    prefix: { blockChars: 64, maxBlocks: 4096 },
+  });
+  assert.equal(a.tokens, undefined);
+  assert.ok(a.error);
+});
+
+test("a router under a stream of long prompts hashes them on its prompt thread and predicts what its loop predicts", async () => {
+  const s = await startTestSim(
+    MODEL,
+    [
+      "--kv-events-config",
+      JSON.stringify({
+        enable_kv_cache_events: true,
+        publisher: "zmq",
+        endpoint: "tcp://127.0.0.1:0",
+        replay_endpoint: "tcp://127.0.0.1:0",
+      }),
+      "--hash-seed",
+      "0",
+      "--time-scale",
+      "0.05",
+    ],
+    {},
+  );
+  const router = await routerFor([{ url: s.url, kvEvents: kvEventsOf(s) }], { policy: "kv" });
+  const cache = router.router.cache;
+  const registry = router.router.registry;
+  const chat = (i: number) => ({
+    model: MODEL,
+    messages: [
+      { role: "system", content: `${i === 0 ? "" : `${i} `}${LONG}` },
+      { role: "user", content: "Which is longest?" },
+    ],
+    max_tokens: 2,
+  });
+  const view = (i: number) => ({ model: MODEL, seq: i, messages: chat(i).messages, body: chat(i) });
+  const notCancelled = { cancelled: false };
+  try {
+    await waitUntil(() => registry.snapshot().every((v) => v.healthy && v.blockSize === 16), 5000, "sim");
+    // the engine computes the prompt, and the router indexes its events
+    const res = await post(`${router.url}/v1/chat/completions`, chat(0));
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    await waitUntil(() => cache.kvRouted(s.url) && cache.kv.blocksOf(s.url) > 50, 5000, "events indexed");
+    const onLoop = cache.predict(view(0) as never, registry.snapshot());
+    assert.equal(onLoop.source[0], "kv");
+    assert.ok(onLoop.cachedTokens[0]! > 16 * 50, String(onLoop.cachedTokens[0]));
+    assert.equal(cache.thread.stats.answered, 0);
+
+    // long prompts keep coming: the loop works out the first ones, then the thread starts
+    for (let i = 1; i <= WARM_AFTER; i++) await cache.hashAhead(view(i) as never, 0, notCancelled);
+    let fromThread: ReturnType<typeof cache.predict> | undefined;
+    await waitUntil(
+      async () => {
+        const v = view(0);
+        const ahead = cache.hashAhead(v as never, 0, notCancelled);
+        if (ahead === undefined) return false;
+        await ahead;
+        fromThread = cache.predict(v as never, registry.snapshot());
+        return cache.thread.stats.answered > 0;
+      },
+      20_000,
+      "the prompt thread answering",
+    );
+    assert.deepEqual(
+      { ...fromThread!, cachedTokens: Array.from(fromThread!.cachedTokens) },
+      { ...onLoop, cachedTokens: Array.from(onLoop.cachedTokens) },
+    );
+    // and a request through the router is routed by the thread's hashes
+    const again = await routeOf(router.url, "/v1/chat/completions", chat(0));
+    assert.equal(again.source, "kv");
+    assert.equal(Number(again.predicted_cached_tokens), onLoop.cachedTokens[0]);
+    const metrics = await (await fetch(`${router.url}/metrics`)).text();
+    const taken = /switchyard_routing_long_prompts_total\{by="thread"\} (\d+)/.exec(metrics);
+    assert.ok(taken && Number(taken[1]) >= 2, metrics.slice(0, 200));
+  } finally {
+    await router.close();
+    await s.close();
+  }
+});
