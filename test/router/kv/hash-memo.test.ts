@@ -60,3 +60,27 @@ test("a prompt whose block matches a remembered one only after a different block
   memo.ids(wrapped, 16, opts);
   assert.deepEqual(memo.ids(big, 16, opts), computeBlockHashes(big, opts).ids);
 });
+
+test("long shared prefixes, reused a span of blocks at a time, still get computeBlockHashes's own ids, however they part and however small the memo", () => {
+  const r = rng(11);
+  const prefixes = Array.from({ length: 6 }, () =>
+    Array.from({ length: 300 + Math.floor(r() * 3000) }, () => Math.floor(r() * 128_000)),
+  );
+  for (const cap of [100_000, 400, 40, 3]) {
+    const memo = new BlockHashMemo(cap);
+    for (let i = 0; i < 160; i++) {
+      const pre = prefixes[Math.floor(r() * prefixes.length)]!;
+      // sometimes a prefix with one token changed inside: its spans from there on must not be reused
+      const base = r() < 0.2 ? pre.map((t, k) => (k === Math.floor(pre.length / 2) ? t + 1 : t)) : pre;
+      const cut = Math.floor(r() * (base.length + 1));
+      const tail = Array.from({ length: Math.floor(r() * 400) }, () => Math.floor(r() * 128_000));
+      const tokens = [...base.slice(0, cut), ...tail];
+      const opts = OPTIONS[Math.floor(r() * OPTIONS.length)]!;
+      const count = r() < 0.5 ? tokens.length : Math.floor(r() * (tokens.length + 1));
+      const want = computeBlockHashes(tokens.slice(0, count - (count % opts.blockSize)), opts).ids;
+      assert.deepEqual(memo.ids(tokens, count, opts), want, `prompt ${i}, cap ${cap}`);
+      assert.ok(memo.size <= cap);
+    }
+    if (cap === 100_000) assert.ok(memo.stats.hits > memo.stats.misses, "shared prefixes are reused");
+  }
+});
