@@ -8,9 +8,8 @@
 // over full chunks of `chunk_size` tokens (save_unfull_chunk is off by default); the key of one TP
 // rank's shard is `model@world_size@worker_id@<h_c as lowercase hex>@<dtype>` (CacheEngineKey.to_string).
 // LMCache hashes tokens only: a LoRA adapter or a cache salt does not enter the chunk hash.
-import { createHash } from "node:crypto";
 import { writeArrayHead, writeHead } from "./cbor.js";
-import { noneHash } from "./block-hashing.js";
+import { noneHash, sha256 } from "./block-hashing.js";
 
 export interface ChunkKeyScheme {
   /** the model as given to vLLM (LMCache's model_name) */
@@ -82,7 +81,7 @@ export function chunkHashesInto(
       off = writeHead(buf, off, 0, t);
     }
     off = writeArrayHead(buf, off, 0);
-    prefix = createHash("sha256").update(buf.subarray(0, off)).digest().readBigUInt64BE(0);
+    prefix = sha256(buf.subarray(0, off)).readBigUInt64BE(0);
     out[c] = prefix;
   }
 }
