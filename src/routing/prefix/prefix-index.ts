@@ -3,7 +3,7 @@
 // each id remembers which engines were last sent a request carrying it. Bounded: at most `maxBlocks`
 // ids, least recently used evicted first, at most `maxEnginesPerBlock` engines per id.
 import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
-import { LruMap } from "../../collections/lru-map.js";
+import { NumberLruMap } from "../../collections/number-lru-map.js";
 import type { RequestView } from "../policy/views.js";
 
 export interface PrefixIndexOptions {
@@ -18,12 +18,13 @@ export interface PrefixIndexOptions {
 }
 
 /**
- * Bytes one id costs in V8 (Map slot, entry object with its LRU links, its engines), measured with
- * --expose-gc at the cap (bench/micro/routing-indexes.ts): 107 with one engine per id, 172-182 with
- * two (their array), 188-198 with four; as a block's share and each engine's, 70 + 40 per engine.
+ * Bytes one id costs (its share of the table's slots, half of them free or more, and its engines),
+ * measured with --expose-gc at the cap, typed arrays included (bench/micro/routing-indexes.ts): 56
+ * with one engine per id, 117 with two (their array), 147 with four; as a block's share and each
+ * engine's, 20 + 36 per engine.
  */
-export const PREFIX_BYTES_PER_BLOCK = 70;
-export const PREFIX_BYTES_PER_ENGINE_REF = 40;
+export const PREFIX_BYTES_PER_BLOCK = 20;
+export const PREFIX_BYTES_PER_ENGINE_REF = 36;
 
 const DEFAULTS: Required<PrefixIndexOptions> = {
   blockChars: 64,
@@ -186,11 +187,12 @@ function sentTo(holders: Holders, engine: string, max: number): Holders {
 export class PrefixIndex {
   readonly opts: Required<PrefixIndexOptions>;
   /**
-   * id → engines holding it (most recent last), least recently touched id first. An LruMap, not a Map
-   * used as the LRU: deleting and re-inserting every touched id made each eviction walk past the
-   * deleted slots (684 µs per 125-block request at the cap, against 80; bench/micro/routing-indexes.ts).
+   * id → engines holding it (most recent last), least recently touched id first. In typed arrays
+   * (NumberLruMap): every pick learns each of its prompt's ids, and a lookup in a Map of 200,000 ids
+   * was several cache misses (a Map used as the LRU, before that, made each eviction walk past the
+   * deleted slots: 684 µs per 125-block request at the cap; bench/micro/routing-indexes.ts).
    */
-  private readonly blocks = new LruMap<number, Holders>();
+  private readonly blocks = new NumberLruMap<Holders>();
   private refs = 0;
   evictions = 0;
   /**
@@ -274,18 +276,20 @@ export class PrefixIndex {
     // from their ends and never leaves an unreachable tail behind a missing head.
     for (let k = ids.length - 1; k >= 0; k--) {
       const id = ids[k]!;
-      const entry = this.blocks.useEntry(id);
-      if (entry) {
-        const before = holderCount(entry.value);
-        entry.value = sentTo(entry.value, engine, this.opts.maxEnginesPerBlock);
-        this.refs += holderCount(entry.value) - before;
+      const slot = this.blocks.find(id);
+      if (slot >= 0) {
+        const holders = this.blocks.valueAt(slot);
+        const now = sentTo(holders, engine, this.opts.maxEnginesPerBlock);
+        this.blocks.setValueAt(slot, now);
+        this.blocks.touch(slot);
+        this.refs += holderCount(now) - holderCount(holders);
       } else {
         this.blocks.add(id, engine);
         this.refs++;
       }
     }
     while (this.blocks.size > this.opts.maxBlocks) {
-      this.refs -= holderCount(this.blocks.shift()!.value);
+      this.refs -= holderCount(this.blocks.shift()!);
       this.evictions++;
     }
   }
@@ -293,12 +297,14 @@ export class PrefixIndex {
   /** Forgets an engine everywhere (it left the fleet, restarted, or cleared its cache). */
   purge(engine: string): number {
     let removed = 0;
-    for (const entry of this.blocks.oldestFirst()) {
-      const holders = entry.value;
+    // by key: a delete shifts other entries to other slots
+    for (const id of this.blocks.keysOldestFirst()) {
+      const slot = this.blocks.find(id);
+      const holders = this.blocks.valueAt(slot);
       const at = typeof holders === "string" ? (holders === engine ? 0 : -1) : holders.indexOf(engine);
       if (at < 0) continue;
-      if (typeof holders === "string") this.blocks.delete(entry.key);
-      else if (holders.length === 2) entry.value = holders[1 - at]!;
+      if (typeof holders === "string") this.blocks.delete(id);
+      else if (holders.length === 2) this.blocks.setValueAt(slot, holders[1 - at]!);
       else holders.splice(at, 1);
       this.refs--;
       removed++;
