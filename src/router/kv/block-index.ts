@@ -218,7 +218,7 @@ export class KvBlockIndex {
    * Longest cached prefix of `hashes` on `engine`: the leading blocks held in some tier, and their
    * credit (1 per GPU block, `offloadCredit` per block held only in an offload tier).
    */
-  match(hashes: readonly bigint[], engine: string): { blocks: number; credit: number } {
+  match(hashes: ArrayLike<bigint>, engine: string): { blocks: number; credit: number } {
     const no = this.engineNos.get(engine);
     if (no === undefined) return { blocks: 0, credit: 0 };
     const blocks = this.walk(hashes, no);

@@ -346,13 +346,9 @@ export class CacheRouting implements CacheOracle {
   /** the prompt thread's values in the request's memos (none given: the decision works them out) */
   private provide(req: RequestView, a: PromptAnswer | undefined): void {
     if (!a || this.prepared.get(req) !== undefined) return;
-    // copied by index: Array.from walks a typed array through its iterator, several times slower
-    const p: PreparedPrompt = {
-      model: req.model,
-      tokens: a.tokens ? plain(a.tokens) : null,
-      hashes: new Map(),
-    };
-    for (const h of a.hashes ?? []) p.hashes.set(h.key, plain(h.ids));
+    // the typed arrays as they came (the prefix ids are copied: the prefix index keeps number[])
+    const p: PreparedPrompt = { model: req.model, tokens: a.tokens ?? null, hashes: new Map() };
+    for (const h of a.hashes ?? []) p.hashes.set(h.key, h.ids);
     if (a.chunks && a.chunks.length > 0) p.chunks = new Map(a.chunks.map((c) => [c.tokens, c.hashes]));
     this.prepared.set(req, p);
     if (a.prefix) this.prefix.provide(req, { ids: plain(a.prefix.ids), chars: a.prefix.chars });
@@ -527,7 +523,7 @@ export class CacheRouting implements CacheOracle {
   }
 }
 
-/** a typed array's values as a plain array */
+/** a typed array's values as a plain array (Array.from walks it through its iterator, several times slower) */
 function plain<T extends number | bigint>(a: { readonly length: number; readonly [i: number]: T }): T[] {
   const out = new Array<T>(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i]!;

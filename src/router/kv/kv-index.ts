@@ -66,7 +66,7 @@ export class KvIndex {
   }
 
   /** Longest cached prefix on `engine`: the shortest over its full-attention groups. */
-  match(hashes: readonly bigint[], engine: string): { blocks: number; credit: number } {
+  match(hashes: ArrayLike<bigint>, engine: string): { blocks: number; credit: number } {
     let best: { blocks: number; credit: number } | null = null;
     for (const g of this.gatingGroups(engine)) {
       const m = this.groups[g]?.match(hashes, engine) ?? { blocks: 0, credit: 0 };

@@ -51,12 +51,15 @@ export interface HashScheme {
   cacheConfig: Record<string, string> | undefined;
 }
 
+/** A prompt's token ids: as the tokenizer gave them, or as the prompt thread sent them */
+export type PromptTokens = readonly number[] | Int32Array;
+
 /** A request's prompt as the cache oracle keeps it for its decision. */
 export interface PreparedPrompt {
   model: string;
-  tokens: number[] | null;
+  tokens: PromptTokens | null;
   /** hash scheme key → hashes of the blocks an engine could report as hits */
-  hashes: Map<string, bigint[]>;
+  hashes: Map<string, ArrayLike<bigint>>;
   /** chunk size → the prompt's LMCache chunk hashes (a shared tier's keys) */
   chunks?: Map<number, BigUint64Array>;
   /** the last prediction's tier figures, by engine id (the route note) */
@@ -159,7 +162,7 @@ export class PromptHasher {
   }
 
   /** the prompt's block hashes under a scheme, made once per request */
-  hashesFor(req: RequestView, p: PreparedPrompt, s: HashScheme): bigint[] {
+  hashesFor(req: RequestView, p: PreparedPrompt, s: HashScheme): ArrayLike<bigint> {
     let h = p.hashes.get(s.key);
     if (!h) {
       const tokens = p.tokens!;
@@ -197,7 +200,7 @@ export class PromptHasher {
   async hashInSlices(
     req: RequestView,
     p: PreparedPrompt,
-    tokens: number[],
+    tokens: PromptTokens,
     schemes: readonly HashScheme[],
     chunkSizes: readonly number[],
     since: number,
@@ -266,6 +269,6 @@ export function blockEnds(units: bigint[], s: Pick<HashScheme, "blockSize" | "un
 }
 
 /** the full blocks of a prompt an engine can report as hits: vLLM always computes the last token */
-export function hashedBlocks(tokens: readonly number[], blockSize: number): number {
+export function hashedBlocks(tokens: ArrayLike<number>, blockSize: number): number {
   return Math.floor(Math.max(0, tokens.length - 1) / blockSize);
 }
