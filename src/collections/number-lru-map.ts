@@ -58,6 +58,19 @@ export class NumberLruMap<V> {
     return s === EMPTY ? undefined : this.vals[s];
   }
 
+  /** The value, making `key` the most recently used. */
+  use(key: number): V | undefined {
+    const s = this.find(key);
+    if (s === EMPTY) return undefined;
+    this.touch(s);
+    return this.vals[s];
+  }
+
+  /** The least recently used entry's value, left in place (for expiry by age: check, then shift). */
+  oldestValue(): V | undefined {
+    return this.oldestSlot === EMPTY ? undefined : this.vals[this.oldestSlot];
+  }
+
   valueAt(slot: number): V {
     return this.vals[slot] as V;
   }

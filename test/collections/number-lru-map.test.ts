@@ -48,8 +48,11 @@ test("a number LRU map keeps LruMap's values and order through adds, touches, de
           map.add(key, i);
           known.push(key);
         }
-      } else if (op < 0.55) assert.equal(map.get(key), model.get(key));
-      else if (op < 0.7) assert.equal(map.delete(key), model.delete(key));
+      } else if (op < 0.5) assert.equal(map.get(key), model.get(key));
+      else if (op < 0.55) {
+        assert.equal(map.use(key), model.use(key));
+        assert.equal(map.oldestValue(), model.oldest()?.value);
+      } else if (op < 0.7) assert.equal(map.delete(key), model.delete(key));
       else if (op < 0.8) assert.equal(map.shift(), model.shift()?.value);
       else if (op < 0.9) {
         model.set(key, -i);

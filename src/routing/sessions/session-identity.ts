@@ -6,6 +6,7 @@
 // ends are LRUs with a cap and an idle expiry, and per request the hashing is bounded (the limits:
 // docs/routing.md#session-identity).
 import { LruMap } from "../../collections/lru-map.js";
+import { NumberLruMap } from "../../collections/number-lru-map.js";
 import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
 
 export type SessionSource = "agentic-context" | "header" | "body" | "response-chain" | "inferred";
@@ -134,7 +135,8 @@ interface PromptChain {
 
 export class SessionTracker {
   private readonly sessions = new LruMap<string, SessionRecord>();
-  private readonly ends = new LruMap<number, PromptEnd[]>();
+  /** in typed arrays: a prompt is matched by looking up each of its block ends, most of them absent */
+  private readonly ends = new NumberLruMap<PromptEnd[]>();
   private o: SessionTrackerOptions;
   private minted = 0;
   /** sessions dropped at the cap */
@@ -311,8 +313,8 @@ export class SessionTracker {
       this.expired++;
     }
     for (let round = 0; round < EXPIRE_PER_CALL; round++) {
-      const oldest = this.ends.oldest();
-      if (!oldest || now - (oldest.value[0]?.at ?? -Infinity) <= idle) break;
+      const oldest = this.ends.oldestValue();
+      if (!oldest || now - (oldest[0]?.at ?? -Infinity) <= idle) break;
       this.ends.shift();
     }
   }
