@@ -44,6 +44,8 @@ export class PromptThread {
   /** models whose tokenizer the running worker has loaded, in this generation */
   private readonly loaded = new Set<string>();
   private readonly loading = new Set<string>();
+  /** models whose tokenizer the worker could not load where the loop has one: theirs stay on the loop */
+  private readonly unusable = new Set<string>();
   private longOnLoop = 0;
   private failures = 0;
   private idle: NodeJS.Timeout | undefined;
@@ -57,6 +59,7 @@ export class PromptThread {
     this.dirs = dirs;
     this.generation++;
     this.loaded.clear();
+    this.unusable.clear();
     this.loading.clear();
     this.post({ type: "configure", dirs });
   }
@@ -66,6 +69,7 @@ export class PromptThread {
    * else the loop works it out, and enough of those start the worker and load the model's tokenizer.
    */
   takes(model: string, root: string | undefined): boolean {
+    if (this.unusable.has(model)) return false;
     if (this.loaded.has(model) && this.worker && this.owed.size < MAX_OWED) return true;
     this.stats.onLoop++;
     if (++this.longOnLoop >= WARM_AFTER && this.failures < MAX_FAILURES) this.load(model, root);
@@ -133,7 +137,13 @@ export class PromptThread {
     const current = a.generation === this.generation;
     if (o.model !== undefined) {
       this.loading.delete(o.model);
-      if (current && this.worker === w) this.loaded.add(o.model);
+      if (current && this.worker === w && a.tokens === null) {
+        this.unusable.add(o.model);
+        log.warn(
+          { model: o.model },
+          "the prompt thread cannot load the model's tokenizer; its prompts stay on the event loop",
+        );
+      } else if (current && this.worker === w) this.loaded.add(o.model);
     } else if (current && a.error === undefined) {
       this.stats.answered++;
       o.resolve(a);
