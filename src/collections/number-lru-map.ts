@@ -12,24 +12,30 @@
 const EMPTY = -1;
 
 export class NumberLruMap<V> {
-  private keys: Float64Array;
-  private vals: (V | undefined)[];
-  private used: Uint8Array;
-  private older: Int32Array;
-  private newer: Int32Array;
-  private mask: number;
+  private keys!: Float64Array;
+  private vals!: (V | undefined)[];
+  private used!: Uint8Array;
+  private older!: Int32Array;
+  private newer!: Int32Array;
+  private mask = 0;
   private oldestSlot = EMPTY;
   private newestSlot = EMPTY;
   private count = 0;
 
   constructor(private readonly initialSlots = 1024) {
-    const n = pow2(initialSlots);
+    this.empty(pow2(initialSlots));
+  }
+
+  /** an empty table of `n` slots (a power of two) */
+  private empty(n: number): void {
     this.mask = n - 1;
     this.keys = new Float64Array(n);
     this.vals = new Array<V | undefined>(n).fill(undefined);
     this.used = new Uint8Array(n);
     this.older = new Int32Array(n);
     this.newer = new Int32Array(n);
+    this.oldestSlot = this.newestSlot = EMPTY;
+    this.count = 0;
   }
 
   get size(): number {
@@ -137,15 +143,7 @@ export class NumberLruMap<V> {
   }
 
   clear(): void {
-    const n = pow2(this.initialSlots);
-    this.mask = n - 1;
-    this.keys = new Float64Array(n);
-    this.vals = new Array<V | undefined>(n).fill(undefined);
-    this.used = new Uint8Array(n);
-    this.older = new Int32Array(n);
-    this.newer = new Int32Array(n);
-    this.oldestSlot = this.newestSlot = EMPTY;
-    this.count = 0;
+    this.empty(pow2(this.initialSlots));
   }
 
   /** empties slot `s`, then shifts back the entries after it that it kept from their home slots */
@@ -203,15 +201,7 @@ export class NumberLruMap<V> {
   private grow(): void {
     const { keys, vals, newer } = this;
     let s = this.oldestSlot;
-    const n = 2 * (this.mask + 1);
-    this.mask = n - 1;
-    this.keys = new Float64Array(n);
-    this.vals = new Array<V | undefined>(n).fill(undefined);
-    this.used = new Uint8Array(n);
-    this.older = new Int32Array(n);
-    this.newer = new Int32Array(n);
-    this.oldestSlot = this.newestSlot = EMPTY;
-    this.count = 0;
+    this.empty(2 * (this.mask + 1));
     for (; s !== EMPTY; s = newer[s]!) this.add(keys[s]!, vals[s] as V);
   }
 }

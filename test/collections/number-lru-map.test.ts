@@ -5,16 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LruMap } from "../../src/collections/lru-map.js";
 import { NumberLruMap } from "../../src/collections/number-lru-map.js";
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "../../src/random/rng.js";
 
 const order = <V>(m: LruMap<number, V>) => [...m.oldestFirst()].map((e) => [e.key, e.value]);
 const orderOf = <V>(m: NumberLruMap<V>) => {
@@ -25,7 +16,7 @@ const orderOf = <V>(m: NumberLruMap<V>) => {
 
 test("a number LRU map keeps LruMap's values and order through adds, touches, deletes, evictions and growth", () => {
   for (const seed of [1, 2, 3]) {
-    const r = rng(seed);
+    const r = mulberry32(seed);
     // few distinct keys (many collisions and re-adds) for one seed, 53-bit ids for the others
     const keyOf = () => (seed === 1 ? Math.floor(r() * 300) : Math.floor(r() * 2 ** 53));
     const model = new LruMap<number, number>();
