@@ -83,7 +83,7 @@ export class PromptThread {
     return new Promise((resolve) => {
       this.owed.set(id, { resolve });
       if (!this.post({ type: "ask", ask: full })) {
-        this.owed.delete(id);
+        this.unsent(id);
         resolve(undefined);
       }
     });
@@ -95,24 +95,41 @@ export class PromptThread {
     const id = ++this.seq;
     this.owed.set(id, { resolve: () => undefined, model });
     if (!this.post({ type: "load", id, generation: this.generation, model, root })) {
-      this.owed.delete(id);
+      this.unsent(id);
       this.loading.delete(model);
     }
   }
 
+  /** an ask that could not be sent is owed nothing; a worker owed nothing rests */
+  private unsent(id: number): void {
+    this.owed.delete(id);
+    if (this.owed.size === 0 && this.worker) this.rest(this.worker);
+  }
+
   private post(m: ThreadMessage): boolean {
-    if (m.type === "configure" && !this.worker) return true;
-    try {
-      this.worker ??= this.start();
-      // referenced while it owes an answer, so a process waiting only for it stays alive
-      this.worker.ref();
-      clearTimeout(this.idle);
-      this.worker.postMessage(m);
+    if (m.type === "configure") {
+      // no answer comes: the worker is not held for it (one started later gets the folders itself)
+      this.worker?.postMessage(m);
       return true;
-    } catch (err) {
-      this.failed(err as Error);
+    }
+    if (!this.worker) {
+      try {
+        this.worker = this.start();
+      } catch (err) {
+        this.failed(err as Error);
+        return false;
+      }
+    }
+    try {
+      this.worker.postMessage(m);
+    } catch {
+      // this ask cannot be sent (its view does not clone): the loop works it out, the worker is fine
       return false;
     }
+    // referenced while it owes an answer, so a process waiting only for it stays alive
+    this.worker.ref();
+    clearTimeout(this.idle);
+    return true;
   }
 
   private start(): Worker {
