@@ -270,9 +270,16 @@ export class CacheRouting implements CacheOracle {
   hashAhead(req: RequestView, since: number, request: Cancellable): Promise<void> | undefined {
     if (!this.readsKv) return undefined;
     if (this.cfg.routing.promptThread && this.prepared.get(req) === undefined) {
-      const offThread = this.askThread(req);
-      if (offThread) return offThread;
+      const offThread = this.askThread(req, request);
+      // given back (the worker failed, was late, or the tokenizers changed): sliced on the loop
+      if (offThread)
+        return offThread.then((done) => (done ? undefined : this.hashOnLoop(req, since, request)));
     }
+    return this.hashOnLoop(req, since, request);
+  }
+
+  /** hashAhead on the event loop: tokenized in the decision, long prompts hashed a slice per turn */
+  private hashOnLoop(req: RequestView, since: number, request: Cancellable): Promise<void> | undefined {
     // predict() prepares every request outside prefix mode anyway: nothing is spent here in vain
     const tokens = this.prepare(req).tokens;
     if (tokens === null) return undefined;
@@ -305,7 +312,7 @@ export class CacheRouting implements CacheOracle {
    * decision would compute here (every KV-routed engine's block hashes for the model, and for
    * `predictive` its offload blocks' and the shared tiers' chunks), given to the request's memos.
    */
-  private askThread(req: RequestView): Promise<void> | undefined {
+  private askThread(req: RequestView, request: Cancellable): Promise<boolean> | undefined {
     const chars = promptChars(req);
     if (chars < PROMPT_THREAD_MIN_CHARS || chars > PROMPT_THREAD_MAX_CHARS) return undefined;
     const tk = this.tokenizerFor(req.model, req.lora);
@@ -328,30 +335,35 @@ export class CacheRouting implements CacheOracle {
     const chunkSeed = this.tierChunkSizes().length > 0 ? this.hasher.sharedTierSeed() : "";
     const opts = this.prefix.index.opts;
     return this.thread
-      .ask({
-        tokenizer: { model: req.model, root },
-        view: promptView(req),
-        schemes: schemes.map((s) => ({
-          key: s.key,
-          blockSize: s.blockSize,
-          unit: s.unit,
-          opts: this.hasher.hashOptions(req, s),
-        })),
-        chunks: this.tierChunkSizes().map((tokens) => ({ tokens, seed: chunkSeed })),
-        prefix: { blockChars: opts.blockChars, maxBlocks: opts.maxBlocksPerRequest },
-      })
+      .ask(
+        {
+          tokenizer: { model: req.model, root },
+          view: promptView(req),
+          schemes: schemes.map((s) => ({
+            key: s.key,
+            blockSize: s.blockSize,
+            unit: s.unit,
+            opts: this.hasher.hashOptions(req, s),
+          })),
+          chunks: this.tierChunkSizes().map((tokens) => ({ tokens, seed: chunkSeed })),
+          prefix: { blockChars: opts.blockChars, maxBlocks: opts.maxBlocksPerRequest },
+        },
+        request,
+      )
       .then((a) => this.provide(req, a));
   }
 
   /** the prompt thread's values in the request's memos (none given: the decision works them out) */
-  private provide(req: RequestView, a: PromptAnswer | undefined): void {
-    if (!a || this.prepared.get(req) !== undefined) return;
+  private provide(req: RequestView, a: PromptAnswer | undefined): boolean {
+    if (!a) return false;
+    if (this.prepared.get(req) !== undefined) return true;
     // the typed arrays as they came (the prefix ids are copied: the prefix index keeps number[])
     const p: PreparedPrompt = { model: req.model, tokens: a.tokens ?? null, hashes: new Map() };
     for (const h of a.hashes ?? []) p.hashes.set(h.key, h.ids);
     if (a.chunks && a.chunks.length > 0) p.chunks = new Map(a.chunks.map((c) => [c.tokens, c.hashes]));
     this.prepared.set(req, p);
     if (a.prefix) this.prefix.provide(req, { ids: plain(a.prefix.ids), chars: a.prefix.chars });
+    return true;
   }
 
   /** the chunk sizes of the shared cache servers `predictive` prices (and their engines' own LMCache tiers) */

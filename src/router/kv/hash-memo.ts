@@ -43,7 +43,8 @@ interface Span {
   /** the serial of the link before the span, 0 for a span that starts the prompt */
   parent: number;
   opts: number;
-  tokens: Float64Array;
+  /** as int32 (a span with a token id an Int32Array cannot hold is not remembered) */
+  tokens: Int32Array;
   ids: bigint[];
   last: Link;
 }
@@ -199,10 +200,13 @@ export class BlockHashMemo {
       const last = chain[b + SPAN_BLOCKS - 1];
       // a span found whole (its first block has no link here) is remembered already
       const remember = chain[b] !== undefined && before !== undefined && last !== undefined;
-      const spanTokens = remember ? new Float64Array(end - start) : undefined;
+      let spanTokens = remember ? new Int32Array(end - start) : undefined;
       for (let i = start; i < end; i++) {
         const t = tokens[i]!;
-        if (spanTokens) spanTokens[i - start] = t;
+        if (spanTokens) {
+          if ((t | 0) !== t) spanTokens = undefined;
+          else spanTokens[i - start] = t;
+        }
         k1 = Math.imul(k1 ^ t, 0x01000193);
         k2 = Math.imul(k2 + t, 0x5bd1e995);
         k2 ^= k2 >>> 15;
@@ -216,7 +220,10 @@ export class BlockHashMemo {
           last: last!,
         });
     }
-    while (this.spans.size > Math.max(1, Math.floor(this.cap / SPAN_BLOCKS))) this.spans.shift();
+    // bounded by tokens (as many as the links hold at 16 a block): a memo hashing 256-token offload
+    // blocks keeps a sixteenth as many spans, each of 16 KB
+    const maxSpans = Math.max(1, Math.floor((this.cap * 16) / (SPAN_BLOCKS * Math.max(16, bs))));
+    while (this.spans.size > maxSpans) this.spans.shift();
   }
 
   private optionId(o: BlockHashOptions): number {
@@ -237,7 +244,7 @@ function key(k1: number, k2: number): number {
   return (k1 ^ (k2 >>> 7)) & 0x3fffffff;
 }
 
-function sameSpan(a: Float64Array, tokens: ArrayLike<number>, start: number): boolean {
+function sameSpan(a: Int32Array, tokens: ArrayLike<number>, start: number): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== tokens[start + i]) return false;
   return true;
 }

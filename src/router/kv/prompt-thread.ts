@@ -3,16 +3,18 @@
 // At 500 req/s of 4k-token prompts that work was a third of the loop's CPU (1.6–2.1 ms a request on
 // two busy cores), and a loop near one full core queues every stream and decision behind it.
 //
-// It pays only under sustained long prompts: its tokenizer tables cost what the loop's cost (about
-// 120 MiB and a second to load for a big vocabulary), so the worker starts once the loop has worked out
+// It pays only under sustained long prompts: it holds tokenizer tables of its own (a second to load
+// for a big vocabulary; the routing-cost benchmark's router peaked 68 MiB higher with it), so the worker starts once the loop has worked out
 // WARM_AFTER long prompts itself, loads a model's tokenizer before it takes that model's prompts, and is
 // stopped after IDLE_MS without work. Until a model is loaded there, and whenever too much is owed, the
 // loop does the work as before: the answers are the same values either way, so no decision depends on
-// which did it. Asks are bounded in size (PROMPT_THREAD_MAX_CHARS), so a client that leaves waits out at most one
-// ask's work, and none is cancelled half way.
+// which did it. An ask is bounded in size (PROMPT_THREAD_MAX_CHARS) and in time: one not answered
+// within ASK_DEADLINE_MS, or whose request was cancelled, goes back to the loop (the worker's work for
+// it is then wasted, never half used).
 import { Worker } from "node:worker_threads";
 import { PeerError } from "../../errors/index.js";
 import { logger } from "../../obs/log.js";
+import type { Cancellable } from "../../eventloop/turns.js";
 import type { PromptAnswer, PromptAsk } from "./prompt-work.js";
 import type { ThreadMessage } from "./prompt-thread-worker.js";
 
@@ -24,8 +26,16 @@ export const PROMPT_THREAD_MIN_CHARS = 4096;
 export const PROMPT_THREAD_MAX_CHARS = 512 * 1024;
 /** long prompts the loop works out itself before the worker is started */
 export const WARM_AFTER = 64;
-/** asks owed at once; beyond, the loop does the work (the worker is behind) */
+/** asks sent to the worker and not yet answered; beyond, the loop does the work (the worker is behind) */
 const MAX_OWED = 256;
+/**
+ * an ask not answered this long is given back to the loop (which then hashes the prompt in slices),
+ * and while the oldest ask owed is half this old no new one is sent: a slow or stuck worker delays a
+ * request by at most this, and a request whose client left is given up at the next sweep
+ */
+const ASK_DEADLINE_MS = 1000;
+/** how often the asks owed are swept for cancelled and overdue ones */
+const SWEEP_MS = 50;
 /** an idle worker is stopped after this long (and started again on demand) */
 const IDLE_MS = 5 * 60_000;
 /** failures after which the worker is not started again (each logged) */
@@ -33,14 +43,22 @@ const MAX_FAILURES = 3;
 
 interface Owed {
   resolve: (a: PromptAnswer | undefined) => void;
+  /** a tokenizer load's model; undefined for an ask */
   model?: string;
+  /** when it was sent (performance.now()) */
+  since: number;
+  /** the request it is for: given up once cancelled */
+  owner?: Cancellable | undefined;
 }
 
 export class PromptThread {
   private worker: Worker | undefined;
   private seq = 0;
   private generation = 0;
+  /** what answers are awaited for, oldest first (an ask given up leaves it; its answer is ignored) */
   private readonly owed = new Map<number, Owed>();
+  /** messages the worker has been sent and has not answered, given up or not */
+  private inWorker = 0;
   /** models whose tokenizer the running worker has loaded, in this generation */
   private readonly loaded = new Set<string>();
   private readonly loading = new Set<string>();
@@ -48,20 +66,24 @@ export class PromptThread {
   private readonly unusable = new Set<string>();
   private longOnLoop = 0;
   private failures = 0;
+  private closed = false;
   private idle: NodeJS.Timeout | undefined;
-  /** asks answered by the worker, and long prompts the loop worked out itself */
+  private sweep: NodeJS.Timeout | undefined;
+  /** asks answered by the worker, and long prompts the loop worked out itself (given back included) */
   readonly stats = { answered: 0, onLoop: 0 };
 
   constructor(private dirs: Record<string, string>) {}
 
   /** New tokenizer folders: the worker's tokenizers are loaded again, answers owed are dropped. */
   configure(dirs: Record<string, string>): void {
+    if (JSON.stringify(dirs) === JSON.stringify(this.dirs)) return;
     this.dirs = dirs;
     this.generation++;
     this.loaded.clear();
     this.unusable.clear();
     this.loading.clear();
-    this.post({ type: "configure", dirs });
+    // no answer comes: the worker is not held for it (one started later gets the folders itself)
+    this.worker?.postMessage({ type: "configure", dirs } satisfies ThreadMessage);
   }
 
   /**
@@ -69,21 +91,30 @@ export class PromptThread {
    * else the loop works it out, and enough of those start the worker and load the model's tokenizer.
    */
   takes(model: string, root: string | undefined): boolean {
-    if (this.unusable.has(model)) return false;
-    if (this.loaded.has(model) && this.worker && this.owed.size < MAX_OWED) return true;
+    if (this.unusable.has(model) || this.closed) return false;
+    if (this.loaded.has(model) && this.worker && this.inWorker < MAX_OWED && !this.behind()) return true;
     this.stats.onLoop++;
     if (++this.longOnLoop >= WARM_AFTER && this.failures < MAX_FAILURES) this.load(model, root);
     return false;
   }
 
-  /** The prompt's values from the worker; undefined where it gave none (the loop then works them out). */
-  ask(ask: Omit<PromptAsk, "id" | "generation">): Promise<PromptAnswer | undefined> {
+  /** the oldest ask owed is half its deadline old: the worker is behind */
+  private behind(): boolean {
+    for (const o of this.owed.values())
+      if (o.model === undefined) return performance.now() - o.since > ASK_DEADLINE_MS / 2;
+    return false;
+  }
+
+  /**
+   * The prompt's values from the worker; undefined where it gave none (the loop then works them out):
+   * it failed, the tokenizers changed, it took longer than ASK_DEADLINE_MS, or `owner` was cancelled.
+   */
+  ask(ask: Omit<PromptAsk, "id" | "generation">, owner?: Cancellable): Promise<PromptAnswer | undefined> {
     const id = ++this.seq;
     const full: PromptAsk = { ...ask, id, generation: this.generation };
     return new Promise((resolve) => {
-      this.owed.set(id, { resolve });
-      if (!this.post({ type: "ask", ask: full })) {
-        this.unsent(id);
+      if (!this.post({ type: "ask", ask: full }, { resolve, since: performance.now(), owner }, id)) {
+        this.stats.onLoop++;
         resolve(undefined);
       }
     });
@@ -93,25 +124,14 @@ export class PromptThread {
     if (this.loading.has(model) || this.loaded.has(model)) return;
     this.loading.add(model);
     const id = ++this.seq;
-    this.owed.set(id, { resolve: () => undefined, model });
-    if (!this.post({ type: "load", id, generation: this.generation, model, root })) {
-      this.unsent(id);
+    const m: ThreadMessage = { type: "load", id, generation: this.generation, model, root };
+    if (!this.post(m, { resolve: () => undefined, model, since: performance.now() }, id))
       this.loading.delete(model);
-    }
   }
 
-  /** an ask that could not be sent is owed nothing; a worker owed nothing rests */
-  private unsent(id: number): void {
-    this.owed.delete(id);
-    if (this.owed.size === 0 && this.worker) this.rest(this.worker);
-  }
-
-  private post(m: ThreadMessage): boolean {
-    if (m.type === "configure") {
-      // no answer comes: the worker is not held for it (one started later gets the folders itself)
-      this.worker?.postMessage(m);
-      return true;
-    }
+  /** Sends `m`, owing `o` for it: false where it could not be sent (nothing is then owed). */
+  private post(m: ThreadMessage, o: Owed, id: number): boolean {
+    if (this.closed) return false;
     if (!this.worker) {
       try {
         this.worker = this.start();
@@ -124,12 +144,31 @@ export class PromptThread {
       this.worker.postMessage(m);
     } catch {
       // this ask cannot be sent (its view does not clone): the loop works it out, the worker is fine
+      if (this.owed.size === 0) this.rest(this.worker);
       return false;
     }
+    this.owed.set(id, o);
+    this.inWorker++;
     // referenced while it owes an answer, so a process waiting only for it stays alive
     this.worker.ref();
     clearTimeout(this.idle);
+    this.sweep ??= setInterval(() => this.sweepOwed(), SWEEP_MS);
+    this.sweep.unref();
     return true;
+  }
+
+  /** asks whose request was cancelled, or that are overdue, go back to the loop */
+  private sweepOwed(): void {
+    const now = performance.now();
+    for (const [id, o] of this.owed) {
+      if (o.model !== undefined) continue;
+      if (o.owner?.cancelled || now - o.since > ASK_DEADLINE_MS) {
+        this.owed.delete(id);
+        this.stats.onLoop++;
+        o.resolve(undefined);
+      }
+    }
+    if (this.owed.size === 0 && this.worker) this.rest(this.worker);
   }
 
   private start(): Worker {
@@ -148,29 +187,38 @@ export class PromptThread {
   }
 
   private answered(w: Worker, a: PromptAnswer): void {
+    if (this.worker !== w) return;
+    this.inWorker--;
     const o = this.owed.get(a.id);
     if (!o) return;
     this.owed.delete(a.id);
     const current = a.generation === this.generation;
     if (o.model !== undefined) {
-      this.loading.delete(o.model);
-      if (current && this.worker === w && a.tokens === null) {
+      if (current) this.loaded.add(o.model);
+      if (current) this.loading.delete(o.model);
+      if (current && a.tokens === null) {
+        this.loaded.delete(o.model);
         this.unusable.add(o.model);
         log.warn(
           { model: o.model },
           "the prompt thread cannot load the model's tokenizer; its prompts stay on the event loop",
         );
-      } else if (current && this.worker === w) this.loaded.add(o.model);
-    } else if (current && a.error === undefined) {
+      }
+    } else if (current && a.error === undefined && !o.owner?.cancelled) {
       this.stats.answered++;
       o.resolve(a);
-    } else o.resolve(undefined);
+    } else {
+      this.stats.onLoop++;
+      o.resolve(undefined);
+    }
     if (this.owed.size === 0) this.rest(w);
   }
 
   /** Nothing owed: unref'd, and stopped after IDLE_MS unless work comes. */
   private rest(w: Worker): void {
     w.unref();
+    clearInterval(this.sweep);
+    this.sweep = undefined;
     clearTimeout(this.idle);
     this.idle = setTimeout(() => {
       if (this.owed.size > 0 || this.worker !== w) return;
@@ -196,15 +244,19 @@ export class PromptThread {
   /** the worker forgotten: whatever it owed is worked out on the loop */
   private drop(): void {
     this.worker = undefined;
+    this.inWorker = 0;
     this.loaded.clear();
     this.loading.clear();
     this.longOnLoop = 0;
+    clearInterval(this.sweep);
+    this.sweep = undefined;
     const owed = [...this.owed.values()];
     this.owed.clear();
     for (const o of owed) o.resolve(undefined);
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     clearTimeout(this.idle);
     const w = this.worker;
     this.drop();

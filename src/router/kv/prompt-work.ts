@@ -114,7 +114,9 @@ export class PromptWorkshop {
     const view = a.view as RequestView;
     const p = promptBlockIds(view, a.prefix.blockChars, a.prefix.maxBlocks);
     const prefix = { ids: Float64Array.from(p.ids), chars: p.chars };
-    const tokens = tk ? tk.tokens(view) : null;
+    // no tokenizer here where the loop has one (the loop asks only then): the loop works it out
+    if (tk === null) return { id: a.id, generation: a.generation, error: "no tokenizer" };
+    const tokens = tk.tokens(view);
     if (tokens === null) return { id: a.id, generation: a.generation, tokens: null, prefix };
     // a prompt of ids is the client's: one that is not an int32 goes back as it is (the loop hashes it)
     for (let i = 0; i < tokens.length; i++)

@@ -8,7 +8,7 @@ import { chunkHashes } from "../../../src/protocol/lmcache-chunks.js";
 import { promptBlockIds } from "../../../src/routing/index.js";
 import { blockEnds, hashedBlocks } from "../../../src/router/kv/prompt-hashes.js";
 import { PromptWorkshop, promptView, promptChars } from "../../../src/router/kv/prompt-work.js";
-import { PROMPT_THREAD_MIN_CHARS, WARM_AFTER } from "../../../src/router/kv/prompt-thread.js";
+import { PROMPT_THREAD_MIN_CHARS, PromptThread, WARM_AFTER } from "../../../src/router/kv/prompt-thread.js";
 import { requestTokenizerFor } from "../../../src/router/kv/tokenizers.js";
 import { post, routeOf, routerFor, waitUntil } from "../../helpers/router.js";
 import { kvEventsOf, startTestSim } from "../../sim/helpers.js";
@@ -178,4 +178,34 @@ test("a router under a stream of long prompts hashes them on its prompt thread a
     await router.close();
     await s.close();
   }
+});
+
+test("an ask whose request is cancelled goes back to the loop, and the thread answers the next one", async () => {
+  const thread = new PromptThread({});
+  const ask = (prompt: string) => ({
+    tokenizer: { model: MODEL, root: undefined },
+    view: { model: MODEL, prompt, body: {} },
+    schemes: [{ key: "gpu", blockSize: 16, unit: 16, opts: { blockSize: 16, hashSeed: "0" } }],
+    chunks: [],
+    prefix: { blockChars: 64, maxBlocks: 4096 },
+  });
+  try {
+    // long prompts keep coming: the loop takes the first ones, then the thread loads the tokenizer
+    for (let i = 0; i < WARM_AFTER; i++) assert.equal(thread.takes(MODEL, undefined), false);
+    await waitUntil(() => thread.takes(MODEL, undefined), 30_000, "the tokenizer loaded on the thread");
+    const owner = { cancelled: false };
+    const gone = thread.ask(ask(LONG.repeat(40)), owner);
+    owner.cancelled = true;
+    assert.equal(await gone, undefined);
+    const answered = await thread.ask(ask(LONG), { cancelled: false });
+    assert.ok(
+      answered?.tokens && answered.tokens.length > 500,
+      JSON.stringify({ n: answered?.tokens?.length, e: answered?.error }),
+    );
+    assert.equal(thread.stats.answered, 1);
+  } finally {
+    await thread.close();
+  }
+  // closed: nothing is sent any more
+  assert.equal(await thread.ask(ask(LONG)), undefined);
 });
