@@ -29,7 +29,7 @@ export class AdapterLoadMeter {
     if (b === undefined) {
       b = { level: cap, at: now };
       if (this.buckets.size >= MAX_BUCKETS) this.buckets.shift();
-      this.buckets.set(tenant, b);
+      this.buckets.add(tenant, b);
     }
     b.level = Math.min(cap, b.level + (Math.max(0, now - b.at) * perMinute) / MINUTE_MS);
     b.at = now;

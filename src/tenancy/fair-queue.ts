@@ -356,7 +356,7 @@ export class FairQueue<T> {
       if (first === undefined) return;
       const { key, value: f } = first;
       if (f.lastFinish <= f.band.vtime) this.flows.delete(key);
-      else this.idle.set(key, f); // not yet: to the back
+      else this.idle.add(key, f); // not yet: to the back
     }
   }
 

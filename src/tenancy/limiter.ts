@@ -204,7 +204,7 @@ export class LocalLimiter implements Limiter {
       while (this.states.size >= this.maxStates) this.states.shift();
     }
     s = { ...fullBuckets(limits, now), inFlight: 0, lastUsed: now, limits };
-    this.states.set(tenant, s);
+    this.states.add(tenant, s);
     return s;
   }
 

@@ -407,7 +407,7 @@ export class FamilyTokenizer implements Tokenizer {
       ids = this.parts.encodeOrdinary(text);
       if (this.segmentCache.size >= SEGMENT_CACHE_ENTRIES) this.segmentCache.shift();
       // a copy, not the slice of the caller's text: a slice would keep all of that text alive
-      this.segmentCache.set(detached(text), ids);
+      this.segmentCache.add(detached(text), ids);
     }
     appendAll(out, ids);
   }

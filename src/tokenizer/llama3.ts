@@ -44,7 +44,7 @@ function pieceCachingEncoder(lib: Llama3Lib): (text: string) => number[] {
       if (piece.length <= PIECE_CACHE_MAX_CHARS) {
         if (cache.size >= PIECE_CACHE_ENTRIES) cache.shift();
         // a copy, not the slice: a slice would keep the whole text it was cut from alive
-        cache.set(detached(piece), ids);
+        cache.add(detached(piece), ids);
       }
     }
     for (let i = 0; i < ids.length; i++) out.push(ids[i]!);
