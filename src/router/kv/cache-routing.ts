@@ -61,9 +61,8 @@ export class CacheRouting implements CacheOracle {
   readonly kv: KvIndex;
   readonly watchdog: HitWatchdog;
   readonly subs: KvSubscriptions;
-  private readonly tokenizers = new Map<string, RequestTokenizer | null>();
-  /** per model, the parent or root its tokenizer was loaded by (the prompt thread loads the same) */
-  private readonly tokenizerRoots = new Map<string, string | undefined>();
+  /** per model: its tokenizer, and the parent or root it was loaded by (the prompt thread loads the same) */
+  private readonly tokenizers = new Map<string, { tk: RequestTokenizer | null; root: string | undefined }>();
   /** long prompts worked out off the event loop under sustained load (routing.promptThread) */
   readonly thread: PromptThread;
   /** how each engine hashes a prompt, and the prompt's hashes */
@@ -161,7 +160,6 @@ export class CacheRouting implements CacheOracle {
     this.hasher.setHashSeed(cfg.routing.hashSeed);
     this.setPolicy(cfg.policy);
     this.tokenizers.clear();
-    this.tokenizerRoots.clear();
     this.thread.configure(cfg.routing.tokenizers);
     this.pricing.clear();
     this.subs.setConfig(cfg);
@@ -205,7 +203,8 @@ export class CacheRouting implements CacheOracle {
    * the engine it picks): its base's tokenizer, its name and folder in the block hashes
    */
   private tokenizerFor(model: string, lora?: LoraRequestView): RequestTokenizer | null {
-    if (this.tokenizers.has(model)) return this.tokenizers.get(model)!;
+    const known = this.tokenizers.get(model);
+    if (known) return known.tk;
     let root: string | undefined;
     let parent: string | null = null;
     let listed = false;
@@ -234,11 +233,9 @@ export class CacheRouting implements CacheOracle {
     if (this.tokenizers.size > 4096) {
       // the adapter keys go with the tokenizers: a model's hashes need both or neither
       this.tokenizers.clear();
-      this.tokenizerRoots.clear();
       this.hasher.loraOf.clear();
     }
-    this.tokenizers.set(model, tk);
-    this.tokenizerRoots.set(model, parent ?? root);
+    this.tokenizers.set(model, { tk, root: parent ?? root });
     this.pricing.learnModel(model, parent ?? root ?? model);
     const adapter = listed ? parent !== null : lora !== undefined;
     this.hasher.loraOf.set(model, adapter ? { name: model, path: root ?? null } : null);
@@ -293,17 +290,7 @@ export class CacheRouting implements CacheOracle {
     const chunkSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.tierChunkSizes() : [];
     const offloadSizes = tokens.length > CHUNK_SLICE_TOKENS ? this.offloadBlockSizes(req.model) : [];
     if (!longBlocks && chunkSizes.length === 0 && offloadSizes.length === 0) return undefined;
-    const schemes: HashScheme[] = [];
-    const add = (s: HashScheme) => {
-      if (!schemes.some((o) => o.key === s.key)) schemes.push(s);
-    };
-    for (const st of this.subs.states.values()) {
-      const bs = this.kvBlockSize(st, req.model);
-      if (bs === undefined) continue;
-      if (longBlocks) add(this.hasher.schemeOf(st, bs));
-      const ob = offloadSizes.length > 0 ? this.offloadBlockOf(st, req.model) : undefined;
-      if (ob !== undefined) add(this.hasher.schemeOf(st, ob));
-    }
+    const schemes = this.schemesFor(req.model, longBlocks, offloadSizes.length > 0);
     return this.hasher.hashInSlices(req, this.prepare(req), tokens, schemes, chunkSizes, since, request);
   }
 
@@ -317,22 +304,12 @@ export class CacheRouting implements CacheOracle {
     if (chars < PROMPT_THREAD_MIN_CHARS || chars > PROMPT_THREAD_MAX_CHARS) return undefined;
     const tk = this.tokenizerFor(req.model, req.lora);
     if (tk === null) return undefined;
-    const schemes: HashScheme[] = [];
-    const add = (s: HashScheme) => {
-      if (!schemes.some((o) => o.key === s.key)) schemes.push(s);
-    };
-    const predictive = this.policyName === "predictive";
-    for (const st of this.subs.states.values()) {
-      const bs = this.kvBlockSize(st, req.model);
-      if (bs === undefined) continue;
-      add(this.hasher.schemeOf(st, bs));
-      const ob = predictive ? this.offloadBlockOf(st, req.model) : undefined;
-      if (ob !== undefined) add(this.hasher.schemeOf(st, ob));
-    }
+    const schemes = this.schemesFor(req.model, true, this.policyName === "predictive");
     if (schemes.length === 0) return undefined;
-    const root = this.tokenizerRoots.get(req.model);
+    const root = this.tokenizers.get(req.model)!.root;
     if (!this.thread.takes(req.model, root)) return undefined;
-    const chunkSeed = this.tierChunkSizes().length > 0 ? this.hasher.sharedTierSeed() : "";
+    const chunkSizes = this.tierChunkSizes();
+    const chunkSeed = chunkSizes.length > 0 ? this.hasher.sharedTierSeed() : "";
     const opts = this.prefix.index.opts;
     return this.thread
       .ask(
@@ -345,7 +322,7 @@ export class CacheRouting implements CacheOracle {
             unit: s.unit,
             opts: this.hasher.hashOptions(req, s),
           })),
-          chunks: this.tierChunkSizes().map((tokens) => ({ tokens, seed: chunkSeed })),
+          chunks: chunkSizes.map((tokens) => ({ tokens, seed: chunkSeed })),
           prefix: { blockChars: opts.blockChars, maxBlocks: opts.maxBlocksPerRequest },
         },
         request,
@@ -364,6 +341,25 @@ export class CacheRouting implements CacheOracle {
     this.prepared.set(req, p);
     if (a.prefix) this.prefix.provide(req, { ids: plain(a.prefix.ids), chars: a.prefix.chars });
     return true;
+  }
+
+  /**
+   * The hash schemes of the model's KV-routed engines, each once: their GPU blocks' (`gpu`) and their
+   * offload tiers' where those are larger blocks (`offload`).
+   */
+  private schemesFor(model: string, gpu: boolean, offload: boolean): HashScheme[] {
+    const schemes: HashScheme[] = [];
+    const add = (s: HashScheme) => {
+      if (!schemes.some((o) => o.key === s.key)) schemes.push(s);
+    };
+    for (const st of this.subs.states.values()) {
+      const bs = this.kvBlockSize(st, model);
+      if (bs === undefined) continue;
+      if (gpu) add(this.hasher.schemeOf(st, bs));
+      const ob = offload ? this.offloadBlockOf(st, model) : undefined;
+      if (ob !== undefined) add(this.hasher.schemeOf(st, ob));
+    }
+    return schemes;
   }
 
   /** the chunk sizes of the shared cache servers `predictive` prices (and their engines' own LMCache tiers) */
