@@ -77,26 +77,20 @@ export class BlockHashMemo {
     const out: bigint[] = new Array(blocks);
     if (blocks <= 0) return out;
     const optId = this.optionId(opts);
-    let k1 = optId | 0;
-    let k2 = Math.imul(optId, 0x9e3779b1);
+    const roll = this.roll.start(optId);
     let prev: Link | null = null;
     let b = 0;
-    const chain = (this.chain ??= []);
+    const chain = this.chain;
     chain.length = 0;
+    const spanKeys = this.spanKeys;
+    spanKeys.length = 0;
     // reuse while the chain is remembered: a span of SPAN_BLOCKS blocks at a time, else block by block
     for (; b < blocks; b++) {
       if (b % SPAN_BLOCKS === 0 && b + SPAN_BLOCKS <= blocks) {
-        const s1 = k1;
-        const s2 = k2;
-        const end = (b + SPAN_BLOCKS) * bs;
-        for (let i = b * bs; i < end; i++) {
-          const t = tokens[i]!;
-          k1 = Math.imul(k1 ^ t, 0x01000193);
-          k2 = Math.imul(k2 + t, 0x5bd1e995);
-          k2 ^= k2 >>> 15;
-          // the per-block keys fold the same way (a block's key is its span's key at its end)
-        }
-        const span = this.spans.use(key(k1, k2));
+        const s1 = roll.a;
+        const s2 = roll.b;
+        // a block's key is the rolling key at its end, so a span's is its last block's
+        const span = this.spans.use(roll.fold(tokens, b * bs, (b + SPAN_BLOCKS) * bs));
         if (
           span !== undefined &&
           span.opts === optId &&
@@ -111,17 +105,12 @@ export class BlockHashMemo {
           b += SPAN_BLOCKS - 1;
           continue;
         }
-        k1 = s1;
-        k2 = s2;
+        roll.a = s1;
+        roll.b = s2;
       }
       const start = b * bs;
-      for (let i = start; i < start + bs; i++) {
-        const t = tokens[i]!;
-        k1 = Math.imul(k1 ^ t, 0x01000193);
-        k2 = Math.imul(k2 + t, 0x5bd1e995);
-        k2 ^= k2 >>> 15;
-      }
-      const link = this.links.use(key(k1, k2));
+      const k = this.blockKey(roll, tokens, b, bs);
+      const link = this.links.use(k);
       if (
         link === undefined ||
         link.opts !== optId ||
@@ -145,15 +134,11 @@ export class BlockHashMemo {
         b * bs,
       );
       this.stats.misses += rest.ids.length;
+      // the first block's key was folded in the loop above, where its link was missed
+      let k = key(roll.a, roll.b);
       for (let j = 0; j < rest.ids.length; j++, b++) {
         const start = b * bs;
-        if (j > 0)
-          for (let i = start; i < start + bs; i++) {
-            const t = tokens[i]!;
-            k1 = Math.imul(k1 ^ t, 0x01000193);
-            k2 = Math.imul(k2 + t, 0x5bd1e995);
-            k2 ^= k2 >>> 15;
-          }
+        if (j > 0) k = this.blockKey(roll, tokens, b, bs);
         const toks: number[] = new Array<number>(bs);
         for (let i = 0; i < bs; i++) toks[i] = tokens[start + i]!;
         const link: Link = {
@@ -164,7 +149,7 @@ export class BlockHashMemo {
           digest: rest.digests[j]!,
           id: rest.ids[j]!,
         };
-        this.links.set(key(k1, k2), link);
+        this.links.set(k, link);
         out[b] = link.id;
         prev = link;
         chain[b] = link;
@@ -175,11 +160,20 @@ export class BlockHashMemo {
     return out;
   }
 
+  /** block `b`'s key, folded on from the block before; a span's last block's kept for rememberSpans */
+  private blockKey(roll: RollingKey, tokens: ArrayLike<number>, b: number, bs: number): number {
+    const k = roll.fold(tokens, b * bs, (b + 1) * bs);
+    if ((b + 1) % SPAN_BLOCKS === 0) this.spanKeys[(b + 1) / SPAN_BLOCKS - 1] = k;
+    return k;
+  }
+
+  private readonly roll = new RollingKey();
   /**
    * Per-call scratch: each block's link where ids() went block by block (a span found whole has only
-   * its last), so that the whole spans it did not find are remembered as spans
+   * its last), so that the whole spans it did not find are remembered as spans, under their keys
    */
-  private chain: Link[] | undefined;
+  private readonly chain: Link[] = [];
+  private readonly spanKeys: number[] = [];
 
   /** the prompt's whole spans that were not found as spans, remembered for the next prompt sharing them */
   private rememberSpans(
@@ -189,36 +183,28 @@ export class BlockHashMemo {
     bs: number,
     out: readonly bigint[],
   ): void {
-    const chain = this.chain!;
-    let k1 = optId | 0;
-    let k2 = Math.imul(optId, 0x9e3779b1);
-    // a span's key folds every token before it too (the rolling key of ids(), again: cheap, in order)
+    const chain = this.chain;
     for (let b = 0; b + SPAN_BLOCKS <= blocks; b += SPAN_BLOCKS) {
-      const start = b * bs;
-      const end = start + SPAN_BLOCKS * bs;
       const before = b === 0 ? null : chain[b - 1];
       const last = chain[b + SPAN_BLOCKS - 1];
       // a span found whole (its first block has no link here) is remembered already
-      const remember = chain[b] !== undefined && before !== undefined && last !== undefined;
-      let spanTokens = remember ? new Int32Array(end - start) : undefined;
-      for (let i = start; i < end; i++) {
-        const t = tokens[i]!;
-        if (spanTokens) {
-          if ((t | 0) !== t) spanTokens = undefined;
-          else spanTokens[i - start] = t;
-        }
-        k1 = Math.imul(k1 ^ t, 0x01000193);
-        k2 = Math.imul(k2 + t, 0x5bd1e995);
-        k2 ^= k2 >>> 15;
+      if (chain[b] === undefined || before === undefined || last === undefined) continue;
+      const start = b * bs;
+      const spanTokens = new Int32Array(SPAN_BLOCKS * bs);
+      let int32 = true;
+      for (let i = 0; i < spanTokens.length && int32; i++) {
+        const t = tokens[start + i]!;
+        spanTokens[i] = t;
+        int32 = (t | 0) === t;
       }
-      if (spanTokens)
-        this.spans.set(key(k1, k2), {
-          parent: before === null ? 0 : before!.serial,
-          opts: optId,
-          tokens: spanTokens,
-          ids: out.slice(b, b + SPAN_BLOCKS),
-          last: last!,
-        });
+      if (!int32) continue;
+      this.spans.set(this.spanKeys[b / SPAN_BLOCKS]!, {
+        parent: before === null ? 0 : before.serial,
+        opts: optId,
+        tokens: spanTokens,
+        ids: out.slice(b, b + SPAN_BLOCKS),
+        last,
+      });
     }
     // bounded by tokens (as many as the links hold at 16 a block): a memo hashing 256-token offload
     // blocks keeps a sixteenth as many spans, each of 16 KB
@@ -236,6 +222,36 @@ export class BlockHashMemo {
       this.optionIds.set(k, id);
     }
     return id;
+  }
+}
+
+/**
+ * The lookup key of a prompt's prefix so far: two 32-bit lanes folded over its tokens from the option
+ * set's id, one fold for links, spans and their keys alike.
+ */
+class RollingKey {
+  a = 0;
+  b = 0;
+
+  start(optId: number): this {
+    this.a = optId | 0;
+    this.b = Math.imul(optId, 0x9e3779b1);
+    return this;
+  }
+
+  /** folds tokens [from, to) in; the key of the prefix that ends at `to` */
+  fold(tokens: ArrayLike<number>, from: number, to: number): number {
+    let a = this.a;
+    let b = this.b;
+    for (let i = from; i < to; i++) {
+      const t = tokens[i]!;
+      a = Math.imul(a ^ t, 0x01000193);
+      b = Math.imul(b + t, 0x5bd1e995);
+      b ^= b >>> 15;
+    }
+    this.a = a;
+    this.b = b;
+    return key(a, b);
   }
 }
 
