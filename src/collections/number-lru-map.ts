@@ -1,220 +1,64 @@
-// An LruMap for number keys (the prefix index's 53-bit block ids), kept in typed arrays: open
-// addressing with linear probing, the least-recently-used order as index links. A lookup in a Map of
-// 200,000 ids reads the hash bucket, the entry, the key's heap number and the value's entry object, a
-// cache miss each on a busy host; here it reads the key's slot and the value beside it, and touching
-// an entry writes two integers, not pointers into old objects for the collector to track. Learning a
-// 256-block prompt at the cap took 46-60 µs with LruMap, 9-13 µs here (a micro benchmark).
-//
-// Deletion shifts the entries after it back (no tombstones, so no stop-the-world rebuild at the cap);
-// the table doubles when half full, its entries re-inserted oldest first (at most log2 of the cap
-// times). Keys are compared with ===: NaN is never found.
+// The least-recently-used map of u64-lru-map.ts for number keys: integers from 0 to 2^53 - 1 (the
+// prefix index's block ids, the session tracker's prompt ends), each split into its two 32-bit halves.
+// Any other number is never found, and adding one is an error.
+import { U64LruMap } from "./u64-lru-map.js";
 
-const EMPTY = -1;
+const TWO_32 = 4294967296;
 
-export class NumberLruMap<V> {
-  private keys!: Float64Array;
-  private vals!: (V | undefined)[];
-  private used!: Uint8Array;
-  private older!: Int32Array;
-  private newer!: Int32Array;
-  private mask = 0;
-  private oldestSlot = EMPTY;
-  private newestSlot = EMPTY;
-  private count = 0;
-
-  constructor(private readonly initialSlots = 1024) {
-    this.empty(pow2(initialSlots));
-  }
-
-  /** an empty table of `n` slots (a power of two) */
-  private empty(n: number): void {
-    this.mask = n - 1;
-    this.keys = new Float64Array(n);
-    this.vals = new Array<V | undefined>(n).fill(undefined);
-    this.used = new Uint8Array(n);
-    this.older = new Int32Array(n);
-    this.newer = new Int32Array(n);
-    this.oldestSlot = this.newestSlot = EMPTY;
-    this.count = 0;
-  }
-
-  get size(): number {
-    return this.count;
-  }
-
-  /** The slots the table holds (each costs 25 bytes and a value reference): for a bytes estimate. */
-  get slots(): number {
-    return this.mask + 1;
-  }
-
+export class NumberLruMap<V> extends U64LruMap<V> {
   /** `key`'s slot, or -1; valid until the next add, delete or shift. */
   find(key: number): number {
-    const mask = this.mask;
-    for (let i = home(key) & mask; this.used[i] === 1; i = (i + 1) & mask) if (this.keys[i] === key) return i;
-    return EMPTY;
+    const hi = (key / TWO_32) | 0;
+    // NaN, fractions, negatives and keys past 2^53 do not survive the split
+    if (hi * TWO_32 + (key >>> 0) !== key) return -1;
+    return this.findHalves(key | 0, hi);
   }
 
   has(key: number): boolean {
-    return this.find(key) !== EMPTY;
+    return this.find(key) !== -1;
   }
 
   /** The value, without making the key more recent. */
   get(key: number): V | undefined {
     const s = this.find(key);
-    return s === EMPTY ? undefined : this.vals[s];
+    return s === -1 ? undefined : this.valueAt(s);
   }
 
   /** The value, making `key` the most recently used. */
   use(key: number): V | undefined {
     const s = this.find(key);
-    if (s === EMPTY) return undefined;
+    if (s === -1) return undefined;
     this.touch(s);
-    return this.vals[s];
-  }
-
-  /** The least recently used entry's value, left in place (for expiry by age: check, then shift). */
-  oldestValue(): V | undefined {
-    return this.oldestSlot === EMPTY ? undefined : this.vals[this.oldestSlot];
-  }
-
-  valueAt(slot: number): V {
-    return this.vals[slot] as V;
-  }
-
-  setValueAt(slot: number, value: V): void {
-    this.vals[slot] = value;
-  }
-
-  /** Makes the entry in `slot` the most recently used. */
-  touch(slot: number): void {
-    if (slot === this.newestSlot) return;
-    this.unlink(slot);
-    this.append(slot);
+    return this.valueAt(s);
   }
 
   /** Adds `key`, known to be absent, as the most recently used. */
   add(key: number, value: V): void {
-    if (2 * (this.count + 1) > this.mask + 1) this.grow();
-    const mask = this.mask;
-    let i = home(key) & mask;
-    while (this.used[i] === 1) i = (i + 1) & mask;
-    this.used[i] = 1;
-    this.keys[i] = key;
-    this.vals[i] = value;
-    this.count++;
-    this.append(i);
+    const hi = (key / TWO_32) | 0;
+    if (hi * TWO_32 + (key >>> 0) !== key)
+      throw new RangeError(`a NumberLruMap key is an integer from 0 to 2^53 - 1, not ${key}`);
+    this.addHalves(key | 0, hi, value);
   }
 
   /** Sets the value and makes `key` the most recently used. */
   set(key: number, value: V): void {
     const s = this.find(key);
-    if (s === EMPTY) this.add(key, value);
+    if (s === -1) this.add(key, value);
     else {
-      this.vals[s] = value;
+      this.setValueAt(s, value);
       this.touch(s);
     }
   }
 
   delete(key: number): boolean {
     const s = this.find(key);
-    if (s === EMPTY) return false;
-    this.remove(s);
+    if (s === -1) return false;
+    this.removeAt(s);
     return true;
-  }
-
-  /** Removes the least recently used entry and hands back its value (undefined when empty). */
-  shift(): V | undefined {
-    const s = this.oldestSlot;
-    if (s === EMPTY) return undefined;
-    const v = this.vals[s];
-    this.remove(s);
-    return v;
   }
 
   /** The keys from the least to the most recently used, as they are now (the map may then change). */
   keysOldestFirst(): number[] {
-    const out: number[] = [];
-    for (let s = this.oldestSlot; s !== EMPTY; s = this.newer[s]!) out.push(this.keys[s]!);
-    return out;
+    return this.slotsOldestFirst().map((s) => (this.hiAt(s) >>> 0) * TWO_32 + (this.loAt(s) >>> 0));
   }
-
-  *values(): Generator<V> {
-    for (let s = this.oldestSlot; s !== EMPTY; s = this.newer[s]!) yield this.vals[s] as V;
-  }
-
-  clear(): void {
-    this.empty(pow2(this.initialSlots));
-  }
-
-  /** empties slot `s`, then shifts back the entries after it that it kept from their home slots */
-  private remove(s: number): void {
-    this.unlink(s);
-    this.used[s] = 0;
-    this.vals[s] = undefined;
-    this.count--;
-    const mask = this.mask;
-    let gap = s;
-    for (let j = (s + 1) & mask; this.used[j] === 1; j = (j + 1) & mask) {
-      const h = home(this.keys[j]!) & mask;
-      // the entry stays where its home lies cyclically in (gap, j]: probing from there never crosses the gap
-      const stays = gap <= j ? h > gap && h <= j : h > gap || h <= j;
-      if (stays) continue;
-      this.move(j, gap);
-      gap = j;
-    }
-  }
-
-  private move(from: number, to: number): void {
-    this.keys[to] = this.keys[from]!;
-    this.vals[to] = this.vals[from];
-    this.used[to] = 1;
-    const o = this.older[from]!;
-    const n = this.newer[from]!;
-    this.older[to] = o;
-    this.newer[to] = n;
-    if (o === EMPTY) this.oldestSlot = to;
-    else this.newer[o] = to;
-    if (n === EMPTY) this.newestSlot = to;
-    else this.older[n] = to;
-    this.used[from] = 0;
-    this.vals[from] = undefined;
-  }
-
-  private unlink(s: number): void {
-    const o = this.older[s]!;
-    const n = this.newer[s]!;
-    if (o === EMPTY) this.oldestSlot = n;
-    else this.newer[o] = n;
-    if (n === EMPTY) this.newestSlot = o;
-    else this.older[n] = o;
-  }
-
-  private append(s: number): void {
-    this.older[s] = this.newestSlot;
-    this.newer[s] = EMPTY;
-    if (this.newestSlot !== EMPTY) this.newer[this.newestSlot] = s;
-    else this.oldestSlot = s;
-    this.newestSlot = s;
-  }
-
-  /** twice the slots, the entries re-inserted oldest first (so their order is kept) */
-  private grow(): void {
-    const { keys, vals, newer } = this;
-    let s = this.oldestSlot;
-    this.empty(2 * (this.mask + 1));
-    for (; s !== EMPTY; s = newer[s]!) this.add(keys[s]!, vals[s] as V);
-  }
-}
-
-function pow2(n: number): number {
-  let p = 16;
-  while (p < n) p *= 2;
-  return p;
-}
-
-/** a 32-bit mix of the key's two halves (the ids are integers below 2^53; any number is hashed) */
-function home(key: number): number {
-  let h = Math.imul((key % 4294967296) | 0, 0x9e3779b1) ^ ((key / 4294967296) | 0);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  return h ^ (h >>> 13);
 }

@@ -1,17 +1,18 @@
 // The exact index of the `kv` policy: block hash (vLLM's uint64 KV-event form) → the engines that hold
 // the block and in which tiers (GPU, or an offload tier such as CPU). Fed by every engine's KV events;
 // bounded: at most `maxBlocks` hashes, least recently stored evicted first.
-import { LruMap } from "../../collections/lru-map.js";
+import { BigIntLruMap } from "../../collections/bigint-lru-map.js";
 import type { KvEvent } from "../../kvevents/events.js";
 
 export const TIER_GPU = 1;
 export const TIER_OFFLOAD = 2;
 
 /**
- * Bytes one hash costs in V8 (Map slot, LRU entry, bigint key, per-engine Set slot; an array of its
- * holders when there are several): 130 with one holder, 215 with two (bench/micro/routing-indexes.ts).
+ * Bytes one hash costs: its slots in a table kept from a quarter to a half full (two int32 halves, two
+ * int32 links, a used byte and a value reference: 21 bytes a slot), and an array of its holders where
+ * there are several: 52 with one holder, 117 with two (bench/micro/routing-indexes.ts).
  */
-export const KV_BYTES_PER_BLOCK = 160;
+export const KV_BYTES_PER_BLOCK = 80;
 
 export interface KvBlockIndexOptions {
   maxBlocks?: number;
@@ -46,9 +47,9 @@ function replaced(holders: Holders, old: number, packed: number): Holders | unde
   return holders;
 }
 
-/** One engine's part of the index: the hashes it holds, and how many in its GPU tier. */
+/** One engine's part of the index: how many hashes it holds, and how many of them in its GPU tier. */
 interface EngineBlocks {
-  hashes: Set<bigint>;
+  count: number;
   gpu: number;
 }
 
@@ -57,12 +58,13 @@ export class KvBlockIndex {
   readonly offloadCredit: number;
   /**
    * hash → its holders, least recently stored first; one holder is kept as a number, as most hashes
-   * have one (an array each was one more object per block to collect and to load). An LruMap, not a
-   * Map used as the LRU: deleting and re-inserting a hash on every store made each eviction walk past
-   * the deleted slots (272 µs per 16-hash event at the cap, against 31; bench/micro/routing-indexes.ts).
+   * have one (an array each was one more object per block to collect and to load). A table of typed
+   * arrays (BigIntLruMap), not a Map of bigints: at 500 req/s of 4k-token prompts the walk's lookups
+   * were a tenth of the router's loop, and the index's entries, bigints and per-engine sets grew the
+   * old generation by some 15,000 objects a second for the collector to mark.
    */
-  private readonly blocks = new LruMap<bigint, Holders>();
-  /** per engine number: its hashes, and how many of them it holds in its GPU tier (in use or free) */
+  private readonly blocks = new BigIntLruMap<Holders>();
+  /** per engine number: how many hashes it holds, and how many in its GPU tier (in use or free) */
   private readonly byEngine = new Map<number, EngineBlocks>();
   private readonly engineNos = new Map<string, number>();
   private nextNo = 0;
@@ -107,7 +109,7 @@ export class KvBlockIndex {
   /** blocks indexed for one engine */
   blocksOf(engine: string): number {
     const no = this.engineNos.get(engine);
-    return no === undefined ? 0 : (this.byEngine.get(no)?.hashes.size ?? 0);
+    return no === undefined ? 0 : (this.byEngine.get(no)?.count ?? 0);
   }
 
   private no(engine: string): number {
@@ -115,7 +117,7 @@ export class KvBlockIndex {
     if (n === undefined) {
       n = this.nextNo++;
       this.engineNos.set(engine, n);
-      this.byEngine.set(n, { hashes: new Set(), gpu: 0 });
+      this.byEngine.set(n, { count: 0, gpu: 0 });
     }
     return n;
   }
@@ -145,62 +147,83 @@ export class KvBlockIndex {
 
   private store(no: number, h: bigint, tier: number): void {
     const mine = this.byEngine.get(no)!;
-    const entry = this.blocks.useEntry(h);
-    const held = entry ? heldBy(entry.value, no) : 0;
+    const blocks = this.blocks;
+    const s = blocks.find(h);
+    if (s === -1) {
+      blocks.add(h, (no << 2) | tier);
+      mine.count++;
+      if (tier & TIER_GPU) mine.gpu++;
+      return;
+    }
+    const holders = blocks.valueAt(s);
+    const held = heldBy(holders, no);
+    if (held === 0) mine.count++;
     if (tier & TIER_GPU && !(held & TIER_GPU)) mine.gpu++;
-    const packed = (no << 2) | tier | (held & 3);
-    if (entry) entry.value = replaced(entry.value, held, packed)!;
-    else this.blocks.add(h, packed);
-    mine.hashes.add(h);
+    blocks.setValueAt(s, replaced(holders, held, (no << 2) | tier | (held & 3))!);
+    blocks.touch(s);
   }
 
   private remove(no: number, h: bigint, tier: number): void {
-    const entry = this.blocks.entry(h);
-    const held = entry ? heldBy(entry.value, no) : 0;
+    const s = this.blocks.find(h);
+    if (s === -1) return;
+    const holders = this.blocks.valueAt(s);
+    const held = heldBy(holders, no);
     if (held === 0) return;
     const mine = this.byEngine.get(no);
     if (mine && tier & TIER_GPU && held & TIER_GPU) mine.gpu--;
     const mask = held & 3 & ~tier;
-    if (mask === 0) mine?.hashes.delete(h);
-    this.keep(h, entry!, replaced(entry!.value, held, mask === 0 ? 0 : (no << 2) | mask));
+    if (mask === 0 && mine) mine.count--;
+    this.keep(s, replaced(holders, held, mask === 0 ? 0 : (no << 2) | mask));
   }
 
-  /** a hash's holders after a change: none left drops the hash */
-  private keep(h: bigint, entry: { value: Holders }, rest: Holders | undefined): void {
-    if (rest === undefined) this.blocks.delete(h);
-    else entry.value = rest;
+  /** the holders of the hash in slot `s` after a change: none left drops the hash */
+  private keep(s: number, rest: Holders | undefined): void {
+    if (rest === undefined) this.blocks.removeAt(s);
+    else this.blocks.setValueAt(s, rest);
   }
 
   private evict(): void {
     while (this.blocks.size > this.maxBlocks) {
-      const e = this.blocks.shift()!;
-      if (typeof e.value === "number") this.evicted(e.key, e.value);
-      else for (const p of e.value) this.evicted(e.key, p);
+      const holders = this.blocks.shift()!;
+      if (typeof holders === "number") this.evicted(holders);
+      else for (const p of holders) this.evicted(p);
       this.evictions++;
     }
   }
 
-  /** the engine of packed holder `p` no longer holds `h` */
-  private evicted(h: bigint, p: number): void {
+  /** the engine of packed holder `p` no longer holds a hash */
+  private evicted(p: number): void {
     const holder = this.byEngine.get(p >> 2);
-    if (!holder) return;
-    holder.hashes.delete(h);
-    if (p & TIER_GPU) holder.gpu--;
+    if (holder) holder.count--;
+    if (holder && p & TIER_GPU) holder.gpu--;
   }
 
-  /** Forgets everything about an engine (cache reset, restart, lost events, removal). */
+  /**
+   * Forgets everything about an engine (cache reset, restart, lost events, removal): one pass over the
+   * index (a per-engine set cost every event's hashes a second lookup), then its sole hashes dropped.
+   */
   purge(engine: string): number {
     this.changes++;
     const no = this.engineNos.get(engine);
     if (no === undefined) return 0;
     const mine = this.byEngine.get(no)!;
-    const n = mine.hashes.size;
-    for (const h of mine.hashes) {
-      const entry = this.blocks.entry(h);
-      const held = entry ? heldBy(entry.value, no) : 0;
-      if (held !== 0) this.keep(h, entry!, replaced(entry!.value, held, 0));
+    const n = mine.count;
+    if (n > 0) {
+      const blocks = this.blocks;
+      const dropped: number[] = [];
+      for (const s of blocks.slotsOldestFirst()) {
+        const holders = blocks.valueAt(s);
+        const held = heldBy(holders, no);
+        if (held === 0) continue;
+        const rest = replaced(holders, held, 0);
+        if (rest === undefined) dropped.push(blocks.loAt(s), blocks.hiAt(s));
+        else blocks.setValueAt(s, rest);
+      }
+      // dropped after the pass: a removal moves the entries after it
+      for (let i = 0; i < dropped.length; i += 2)
+        blocks.removeAt(blocks.findHalves(dropped[i]!, dropped[i + 1]!));
     }
-    mine.hashes.clear();
+    mine.count = 0;
     mine.gpu = 0;
     return n;
   }
@@ -279,7 +302,8 @@ export class KvBlockIndex {
 
   /** every hash held for an engine (tests) */
   hashesOf(engine: string): bigint[] {
-    const no = this.engineNos.get(engine);
-    return no === undefined ? [] : [...(this.byEngine.get(no)?.hashes ?? [])];
+    const no = this.engineNos.get(engine) ?? -1;
+    const slots = this.blocks.slotsOldestFirst().filter((s) => heldBy(this.blocks.valueAt(s), no) !== 0);
+    return slots.map((s) => this.blocks.keyAt(s));
   }
 }
