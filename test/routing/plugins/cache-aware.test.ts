@@ -187,6 +187,39 @@ test("KV index: what each engine's GPU cache holds is counted from its events, t
   assert.equal(kv.gpuBlocksOf("nobody"), 0);
 });
 
+test("purging one engine from a large KV index leaves every other engine's hashes, tiers and counts as they were", () => {
+  const kv = new KvBlockIndex({ maxBlocks: 100_000 });
+  const model = new Map<string, Map<bigint, number>>([
+    ["a", new Map()],
+    ["b", new Map()],
+    ["c", new Map()],
+  ]);
+  let x = 12345n;
+  const next = () => (x = (x * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn);
+  const shared: bigint[] = [];
+  for (let i = 0; i < 20_000; i++) {
+    // a third of the hashes held by two or three engines, some in the offload tier only
+    const h = i % 3 === 0 && shared.length > 0 ? shared[(i * 7919) % shared.length]! : next();
+    if (i % 3 !== 0) shared.push(h);
+    const engine = ["a", "b", "c"][i % 3]!;
+    const medium = i % 5 === 0 ? "CPU" : "GPU";
+    kv.apply(engine, stored([h], medium));
+    const m = model.get(engine)!;
+    m.set(h, (m.get(h) ?? 0) | (medium === "GPU" ? 1 : 2));
+  }
+  const gpuOf = (e: string) => [...model.get(e)!.values()].filter((t) => t & 1).length;
+  assert.equal(kv.purge("b"), model.get("b")!.size);
+  model.set("b", new Map());
+  for (const e of ["a", "b", "c"]) {
+    assert.equal(kv.blocksOf(e), model.get(e)!.size, e);
+    assert.equal(kv.gpuBlocksOf(e), gpuOf(e), e);
+    assert.deepEqual(new Set(kv.hashesOf(e)), new Set(model.get(e)!.keys()), e);
+    for (const [h, t] of [...model.get(e)!].slice(0, 500))
+      assert.deepEqual(kv.matchTiers([h], e), { gpu: t & 1 ? 1 : 0, any: 1 }, `${e} ${h}`);
+  }
+  assert.equal(kv.size, new Set([...model.get("a")!.keys(), ...model.get("c")!.keys()]).size);
+});
+
 test("both indexes evict the least recently touched id first; touching one makes it the newest", () => {
   const kv = new KvBlockIndex({ maxBlocks: 3 });
   kv.apply("e1", stored([1n, 2n, 3n]));
