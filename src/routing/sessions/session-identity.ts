@@ -365,6 +365,9 @@ function boundedKey(key: string): string {
 /**
  * Two 32-bit FNV-1a lanes with different offsets, read as one 53-bit number: chained over a prompt's
  * units, equal values mean equal prefixes (a 32-bit chain collides among ~77,000 prompts once in two).
+ * Text is taken two UTF-16 units a step, each lane folding its high bits back down (as FNV's multiply
+ * carries only upward): a chain of one multiply per lane per unit bound a long prompt's hashing to the
+ * multiplier's latency, a tenth of the router's loop at 500 req/s of 4k-token prompts.
  */
 class Lanes {
   a = 0x811c9dc5;
@@ -376,9 +379,15 @@ class Lanes {
   text(source: string, from: number, to: number): void {
     let laneA = this.a;
     let laneB = this.b;
-    for (let i = from; i < to; i++) {
+    let i = from;
+    for (; i + 1 < to; i += 2) {
+      const code = source.charCodeAt(i) | (source.charCodeAt(i + 1) << 16);
+      laneA = Math.imul(laneA ^ code, 0x01000193) ^ (laneA >>> 13);
+      laneB = Math.imul(laneB ^ code, 0x01000193) ^ (laneB >>> 15);
+    }
+    if (i < to) {
       const code = source.charCodeAt(i);
-      laneA = Math.imul(laneA ^ code, 0x01000193);
+      laneA = Math.imul(laneA ^ code, 0x01000193) ^ (laneA >>> 13);
       laneB = Math.imul(laneB ^ code, 0x01000193) ^ (laneB >>> 15);
     }
     this.a = laneA;
