@@ -443,8 +443,9 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // hashing each engine as its release does (seed, extra-key form, hash unit); the oracle and the
     // subscriptions split into one module per job (prompt hashes, tier pricing, sources, fallback, keys);
     // the sim tokenizer's memo of long pieces' chunks; the KV index's single holders kept as numbers;
-    // the prompt thread, which works long prompts out on a worker; the hash memo's spans
-    lines: 4000,
+    // the prompt thread, which works long prompts out on a worker (and paces it, to know when it is
+    // behind); the hash memo's spans
+    lines: 4100,
   },
   "src/router/dataplane": {
     imports: [

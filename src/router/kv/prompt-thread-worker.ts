@@ -22,8 +22,10 @@ parentPort!.on("message", (m: ThreadMessage) => {
     return;
   }
   let a: PromptAnswer;
+  const began = performance.now();
   try {
     a = shop.work(m.ask);
+    a.workMs = performance.now() - began;
   } catch (err) {
     a = { id: m.ask.id, generation: m.ask.generation, error: (err as Error).message };
   }

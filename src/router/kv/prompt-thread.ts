@@ -15,7 +15,7 @@ import { Worker } from "node:worker_threads";
 import { PeerError } from "../../errors/index.js";
 import { logger } from "../../obs/log.js";
 import type { Cancellable } from "../../eventloop/turns.js";
-import type { PromptAnswer, PromptAsk } from "./prompt-work.js";
+import { promptChars, type PromptAnswer, type PromptAsk } from "./prompt-work.js";
 import type { ThreadMessage } from "./prompt-thread-worker.js";
 
 const log = logger("router.prompt-thread");
@@ -35,10 +35,11 @@ const MAX_OWED = 256;
  */
 const ASK_DEADLINE_MS = 1000;
 /**
- * while the oldest ask owed is this old, the worker is behind and the loop works out new prompts
- * itself. A 4k-token prompt's ask is answered in 0.6 ms at the median and 2-7 ms at p99 on two busy
- * cores; a worker starting cold, or waiting for a core, kept asks waiting 20-150 ms at p95 while the
- * loop had room (it was allowed half of ASK_DEADLINE_MS). Nothing is worked out twice for this.
+ * while the oldest ask owed has waited this long beyond its expected work (its characters at the
+ * worker's measured pace), the worker is behind and the loop works out new prompts itself. A
+ * 4k-token prompt's ask is answered in 0.6 ms at the median and 2-7 ms at p99 on two busy cores; a
+ * worker starting cold, or waiting for a core, kept asks waiting 20-150 ms at p95 while the loop had
+ * room (it was allowed half of ASK_DEADLINE_MS). Nothing is worked out twice for this.
  */
 const BEHIND_MS = 5;
 /** how often the asks owed are swept for cancelled and overdue ones */
@@ -54,6 +55,8 @@ interface Owed {
   model?: string;
   /** when it was sent (performance.now()) */
   since: number;
+  /** an ask's prompt characters */
+  chars?: number;
   /** the request it is for: given up once cancelled */
   owner?: Cancellable | undefined;
 }
@@ -76,6 +79,8 @@ export class PromptThread {
   private closed = false;
   private idle: NodeJS.Timeout | undefined;
   private sweep: NodeJS.Timeout | undefined;
+  /** the worker's pace: ms of work a prompt character, averaged over its answers (0 until one) */
+  private msPerChar = 0;
   /** asks answered by the worker, and long prompts the loop worked out itself (given back included) */
   readonly stats = { answered: 0, onLoop: 0 };
 
@@ -105,11 +110,17 @@ export class PromptThread {
     return false;
   }
 
-  /** the oldest ask owed is BEHIND_MS old: the worker is behind */
+  /** the oldest ask owed has waited BEHIND_MS beyond its expected work: the worker is behind */
   private behind(): boolean {
     for (const o of this.owed.values())
-      if (o.model === undefined) return performance.now() - o.since > BEHIND_MS;
+      if (o.model === undefined) return performance.now() - o.since > BEHIND_MS + o.chars! * this.msPerChar;
     return false;
+  }
+
+  /** an answer's work (the worker's own clock) folded into the pace expected of the next asks */
+  private paced(o: Owed, workMs: number | undefined): void {
+    if (workMs === undefined || !o.chars) return;
+    this.msPerChar += (workMs / o.chars - this.msPerChar) / (this.msPerChar === 0 ? 1 : 8);
   }
 
   /**
@@ -119,8 +130,9 @@ export class PromptThread {
   ask(ask: Omit<PromptAsk, "id" | "generation">, owner?: Cancellable): Promise<PromptAnswer | undefined> {
     const id = ++this.seq;
     const full: PromptAsk = { ...ask, id, generation: this.generation };
+    const o = { since: performance.now(), owner, chars: promptChars(ask.view) };
     return new Promise((resolve) => {
-      if (!this.post({ type: "ask", ask: full }, { resolve, since: performance.now(), owner }, id)) {
+      if (!this.post({ type: "ask", ask: full }, { ...o, resolve }, id)) {
         this.stats.onLoop++;
         resolve(undefined);
       }
@@ -212,6 +224,7 @@ export class PromptThread {
         );
       }
     } else if (current && a.error === undefined && !o.owner?.cancelled) {
+      this.paced(o, a.workMs);
       this.stats.answered++;
       o.resolve(a);
     } else {

@@ -41,6 +41,8 @@ export interface PromptAnswer {
   chunks?: { tokens: number; hashes: BigUint64Array }[];
   prefix?: { ids: Float64Array; chars: number };
   error?: string;
+  /** how long the worker worked on it (ms): the pace the loop expects of the next asks */
+  workMs?: number;
 }
 
 /** the request view's body fields tokens() reads */
