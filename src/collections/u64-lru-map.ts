@@ -80,12 +80,23 @@ export class U64LruMap<V> {
   }
 
   /**
-   * Whether `slot` (0 to slots - 1) holds an entry: for a pass over the table in slot order. A pass
-   * that removes the entry in a slot looks at that slot again (a later entry may have moved back into
-   * it), and may meet an entry twice (one moved back across the table's end).
+   * Each entry's value replaced by `change`'s answer, the entry dropped where it answers undefined: one
+   * pass in slot order, allocating nothing and leaving the order as it was (a pass in LRU order needed
+   * every slot listed first, as a removal moves later entries back). `change` may be handed an entry
+   * twice (one moved back across the table's end), so the second answer must be the value unchanged.
    */
-  isUsed(slot: number): boolean {
-    return this.used[slot] === 1;
+  rewriteValues(change: (value: V) => V | undefined): void {
+    for (let s = 0; s <= this.mask; s++) {
+      // a removal may move a later entry into s: look at it again
+      while (this.used[s] === 1) {
+        const next = change(this.vals[s] as V);
+        if (next !== undefined) {
+          this.vals[s] = next;
+          break;
+        }
+        this.removeAt(s);
+      }
+    }
   }
 
   /** the low half of the key in `slot` (as an int32) */

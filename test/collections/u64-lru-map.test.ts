@@ -140,3 +140,30 @@ test("a bigint LRU map reads back the extreme keys it was given and finds none i
   assert.equal(map.get(3n), undefined);
   assert.equal(map.get(2n ** 64n - 2n), undefined);
 });
+
+test("rewriting values drops the entries it answers undefined for and keeps the rest in their order", () => {
+  const map = new NumberLruMap<number>(16);
+  const model = new LruMap<number, number>();
+  // clustered keys: removals move later entries back, across the table's end too
+  for (let k = 0; k < 3000; k++) {
+    const key = (k * 7) % 4096;
+    if (model.has(key)) continue;
+    map.add(key, k);
+    model.add(key, k);
+  }
+  let calls = 0;
+  map.rewriteValues((v) => {
+    calls++;
+    return v % 3 === 0 ? undefined : v % 3 === 1 ? v + 1_000_000 : v;
+  });
+  for (const e of [...model.oldestFirst()]) {
+    if (e.value % 3 === 0) model.delete(e.key);
+    else if (e.value % 3 === 1) e.value += 1_000_000;
+  }
+  const values = [...map.values()];
+  assert.deepEqual(
+    map.keysOldestFirst().map((k, i) => [k, values[i]]),
+    [...model.oldestFirst()].map((e) => [e.key, e.value]),
+  );
+  assert.ok(calls >= 3000);
+});

@@ -297,18 +297,16 @@ export class PrefixIndex {
   /** Forgets an engine everywhere (it left the fleet, restarted, or cleared its cache). */
   purge(engine: string): number {
     let removed = 0;
-    // by key: a delete shifts other entries to other slots
-    for (const id of this.blocks.keysOldestFirst()) {
-      const slot = this.blocks.find(id);
-      const holders = this.blocks.valueAt(slot);
+    this.blocks.rewriteValues((holders) => {
       const at = typeof holders === "string" ? (holders === engine ? 0 : -1) : holders.indexOf(engine);
-      if (at < 0) continue;
-      if (typeof holders === "string") this.blocks.delete(id);
-      else if (holders.length === 2) this.blocks.setValueAt(slot, holders[1 - at]!);
-      else holders.splice(at, 1);
-      this.refs--;
+      if (at < 0) return holders;
       removed++;
-    }
+      if (typeof holders === "string") return undefined;
+      if (holders.length === 2) return holders[1 - at]!;
+      holders.splice(at, 1);
+      return holders;
+    });
+    this.refs -= removed;
     return removed;
   }
 
