@@ -326,6 +326,7 @@ export class CacheRouting implements CacheOracle {
           prefix: { blockChars: opts.blockChars, maxBlocks: opts.maxBlocksPerRequest },
         },
         request,
+        chars,
       )
       .then((a) => this.provide(req, a));
   }

@@ -126,11 +126,16 @@ export class PromptThread {
   /**
    * The prompt's values from the worker; undefined where it gave none (the loop then works them out):
    * it failed, the tokenizers changed, it took longer than ASK_DEADLINE_MS, or `owner` was cancelled.
+   * `chars`: the prompt's characters, where the caller has counted them already.
    */
-  ask(ask: Omit<PromptAsk, "id" | "generation">, owner?: Cancellable): Promise<PromptAnswer | undefined> {
+  ask(
+    ask: Omit<PromptAsk, "id" | "generation">,
+    owner?: Cancellable,
+    chars = promptChars(ask.view),
+  ): Promise<PromptAnswer | undefined> {
     const id = ++this.seq;
     const full: PromptAsk = { ...ask, id, generation: this.generation };
-    const o = { since: performance.now(), owner, chars: promptChars(ask.view) };
+    const o = { since: performance.now(), owner, chars };
     return new Promise((resolve) => {
       if (!this.post({ type: "ask", ask: full }, { ...o, resolve }, id)) {
         this.stats.onLoop++;
@@ -213,10 +218,9 @@ export class PromptThread {
     this.owed.delete(a.id);
     const current = a.generation === this.generation;
     if (o.model !== undefined) {
-      if (current) this.loaded.add(o.model);
       if (current) this.loading.delete(o.model);
-      if (current && a.tokens === null) {
-        this.loaded.delete(o.model);
+      if (current && a.tokens !== null) this.loaded.add(o.model);
+      else if (current) {
         this.unusable.add(o.model);
         log.warn(
           { model: o.model },
