@@ -27,7 +27,7 @@ import { PeerSync } from "./peers.js";
 import { LimitKeeper } from "./limits.js";
 import { WorkerLedger, countedEveryPick } from "./ledger.js";
 import { Outbox } from "./outbox.js";
-import { workerCount } from "./worker-count.js";
+import { usableCores, workerCount, workerExecArgv } from "./worker-count.js";
 import { ConnectionCensus } from "./conn-balance.js";
 import { isToPrimary, type LoadCounts, type Pick, type ToPrimary, type ToWorker } from "./protocol.js";
 import type { ResponseLink } from "../dataplane/response-affinity.js";
@@ -157,7 +157,16 @@ export class Primary {
       peerResponses: (links, signed) =>
         this.broadcast(signed ? { t: "responses", links } : { t: "responses", links, unsigned: true }),
     });
-    cluster.setupPrimary({ serialization: "advanced" });
+    const execArgv = workerExecArgv(
+      process.execArgv,
+      process.env.NODE_OPTIONS,
+      usableCores(),
+      this.o.workers,
+    );
+    const pool = execArgv.find((a) => a.startsWith("--v8-pool-size="));
+    if (pool)
+      log.info({ v8PoolSize: Number(pool.slice(15)) }, "each worker keeps fewer V8 background threads");
+    cluster.setupPrimary({ serialization: "advanced", execArgv });
     const url = new Promise<string>((resolve) => (this.listening = resolve));
     for (let i = 0; i < this.o.workers; i++) {
       this.slots.push({

@@ -1,12 +1,13 @@
 // What a router group's processes say to each other leaves once per turn (src/router/cluster/outbox.ts)
 // without changing what is said: the order holds, and a source's counts folded together read as the
-// last of them. And how many processes `workers: auto` starts (src/router/cluster/worker-count.ts).
+// last of them. And how many processes `workers: auto` starts, with how many V8 background threads
+// each (src/router/cluster/worker-count.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Outbox } from "../../../src/router/cluster/outbox.js";
 import type { ToWorker } from "../../../src/router/cluster/protocol.js";
 import { availableParallelism } from "node:os";
-import { usableCores, workerCount } from "../../../src/router/cluster/worker-count.js";
+import { usableCores, workerCount, workerExecArgv } from "../../../src/router/cluster/worker-count.js";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -117,4 +118,20 @@ test("auto counts the cores a container's CPU limit allows, not the node's", () 
     }),
     availableParallelism(),
   );
+});
+
+test("workers keep no more V8 background threads than the cores give each, unless the operator chose", () => {
+  const own = ["--max-semi-space-size=8"];
+  assert.deepEqual(workerExecArgv(own, undefined, 2, 2), [...own, "--v8-pool-size=1"]);
+  assert.deepEqual(workerExecArgv(own, "", 6, 2), [...own, "--v8-pool-size=3"]);
+  // a share of one core or less still leaves the collector a thread
+  assert.deepEqual(workerExecArgv([], undefined, 2, 8), ["--v8-pool-size=1"]);
+  // where the share reaches V8's default of four, nothing is added
+  assert.deepEqual(workerExecArgv(own, undefined, 8, 2), own);
+  assert.deepEqual(workerExecArgv(["--v8-pool-size=3"], undefined, 2, 2), ["--v8-pool-size=3"]);
+  assert.deepEqual(workerExecArgv([], "--inspect --v8-pool-size=2", 2, 2), []);
+  // the primary's own flags are copied, not shared
+  const argv = workerExecArgv(own, undefined, 2, 2);
+  argv.push("x");
+  assert.deepEqual(own, ["--max-semi-space-size=8"]);
 });
