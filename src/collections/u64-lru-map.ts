@@ -86,7 +86,18 @@ export class U64LruMap<V> {
    * twice (one moved back across the table's end), so the second answer must be the value unchanged.
    */
   rewriteValues(change: (value: V) => V | undefined): void {
-    for (let s = 0; s <= this.mask; s++) {
+    this.rewriteValuesIn(0, this.mask + 1, change);
+  }
+
+  /**
+   * `rewriteValues` over slots `from` to `to` (exclusive) only, for a pass spread over several turns of
+   * the event loop. Between two parts the table may change: a removal elsewhere can move an entry from
+   * ahead of the pass to behind it, so a spread pass may miss an entry, and a table that grew (`slots`
+   * changed) has moved every entry. A caller that must see every entry passes all slots at once.
+   */
+  rewriteValuesIn(from: number, to: number, change: (value: V) => V | undefined): void {
+    const end = Math.min(to, this.mask + 1);
+    for (let s = Math.max(0, from); s < end; s++) {
       // a removal may move a later entry into s: look at it again
       while (this.used[s] === 1) {
         const next = change(this.vals[s] as V);

@@ -14,8 +14,17 @@ export const TIER_OFFLOAD = 2;
  */
 export const KV_BYTES_PER_BLOCK = 80;
 
+/**
+ * A purge of a table up to this many slots is one pass (about 2 ms at most); a larger one is spread over
+ * turns of the event loop, this many slots a turn (a million hashes fill two to four million slots:
+ * 32-66 ms in one pass).
+ */
+export const PURGE_SLOTS_PER_TURN = 65_536;
+
 export interface KvBlockIndexOptions {
   maxBlocks?: number;
+  /** slots a purge's pass takes per turn of the event loop (tests set it small) */
+  purgeSlotsPerTurn?: number;
   /** credit for a block held only in an offload tier (llm-d: CPU 0.8 of a GPU hit) */
   offloadCredit?: number;
 }
@@ -82,10 +91,22 @@ export class KvBlockIndex {
   private walkedAt = -1;
   private changes = 0;
   evictions = 0;
+  /**
+   * Engine numbers purged while their holders are still being swept out of a large table: no engine
+   * answers to them any more (its next event takes a new number), so what is left of them matches
+   * nothing, counts for no one and is evicted like any other entry.
+   */
+  private readonly retired = new Set<number>();
+  private readonly purgeSlotsPerTurn: number;
+  /** the sweep's next slot, and the table's size when it started (a table that grew starts it again) */
+  private sweepAt = 0;
+  private sweepSlots = 0;
+  private sweepTurn: NodeJS.Immediate | undefined;
 
   constructor(opts: KvBlockIndexOptions = {}) {
     this.maxBlocks = opts.maxBlocks ?? 1_000_000;
     this.offloadCredit = opts.offloadCredit ?? 0.8;
+    this.purgeSlotsPerTurn = Math.max(1, opts.purgeSlotsPerTurn ?? PURGE_SLOTS_PER_TURN);
   }
 
   get size(): number {
@@ -199,9 +220,10 @@ export class KvBlockIndex {
   }
 
   /**
-   * Forgets everything about an engine (cache reset, restart, lost events, removal): one pass over the
-   * table. At a million hashes, a quarter of them the engine's, 32-66 ms; walking a per-engine set of
-   * its hashes took 76-217 ms and cost every event a second lookup.
+   * Forgets everything about an engine (cache reset, restart, lost events, removal), at once for every
+   * answer the index gives. A small table is cleaned in one pass. In a large one the engine's number is
+   * retired instead (its next event takes a new one) and its holders are swept out a slice of slots
+   * per turn of the event loop: at a million hashes one pass blocked the loop 32-66 ms.
    */
   purge(engine: string): number {
     this.changes++;
@@ -209,13 +231,53 @@ export class KvBlockIndex {
     if (no === undefined) return 0;
     const mine = this.byEngine.get(no)!;
     const n = mine.count;
-    if (n > 0)
+    if (n === 0) return 0;
+    if (this.blocks.slots <= this.purgeSlotsPerTurn) {
       this.blocks.rewriteValues((holders) => {
         const held = heldBy(holders, no);
         return held === 0 ? holders : replaced(holders, held, 0);
       });
-    mine.count = mine.gpu = 0;
+      mine.count = mine.gpu = 0;
+      return n;
+    }
+    this.engineNos.delete(engine);
+    this.byEngine.delete(no);
+    this.retired.add(no);
+    // the pass starts again to cover every number retired so far (a holder dropped twice is dropped once)
+    this.sweepAt = 0;
+    this.sweepSlots = this.blocks.slots;
+    this.sweepTurn ??= setImmediate(this.sweep).unref();
     return n;
+  }
+
+  /** one slice of the pass that drops retired holders; the last one lets their numbers go */
+  private readonly sweep = (): void => {
+    this.sweepTurn = undefined;
+    if (this.blocks.slots !== this.sweepSlots) {
+      this.sweepAt = 0;
+      this.sweepSlots = this.blocks.slots;
+    }
+    const end = Math.min(this.sweepAt + this.purgeSlotsPerTurn, this.sweepSlots);
+    this.blocks.rewriteValuesIn(this.sweepAt, end, this.dropRetired);
+    this.sweepAt = end;
+    if (end < this.sweepSlots) this.sweepTurn = setImmediate(this.sweep).unref();
+    else this.retired.clear();
+  };
+
+  /** holders without retired numbers (a new array where one is dropped: the walk may hold the old one) */
+  private readonly dropRetired = (holders: Holders): Holders | undefined => {
+    const retired = this.retired;
+    if (typeof holders === "number") return retired.has(holders >> 2) ? undefined : holders;
+    let any = false;
+    for (const p of holders) if (retired.has(p >> 2)) any = true;
+    if (!any) return holders;
+    const kept = holders.filter((p) => !retired.has(p >> 2));
+    return kept.length === 0 ? undefined : kept.length === 1 ? kept[0] : kept;
+  };
+
+  /** whether a purge's holders are still being swept out of the table (tests, status) */
+  get sweeping(): boolean {
+    return this.retired.size > 0;
   }
 
   /** Drops the engine's number too (it left the fleet). */

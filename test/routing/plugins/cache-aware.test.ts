@@ -220,6 +220,62 @@ test("purging one engine from a large KV index leaves every other engine's hashe
   assert.equal(kv.size, new Set([...model.get("a")!.keys(), ...model.get("c")!.keys()]).size);
 });
 
+test("a purge of a large KV index answers at once and sweeps the engine's hashes out over turns", async () => {
+  const kv = new KvBlockIndex({ maxBlocks: 100_000, purgeSlotsPerTurn: 1024 });
+  const model = new Map<string, Map<bigint, number>>([
+    ["a", new Map()],
+    ["b", new Map()],
+    ["c", new Map()],
+  ]);
+  let x = 777n;
+  const next = () => (x = (x * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn);
+  const shared: bigint[] = [];
+  const store = (engine: string, h: bigint, medium: "GPU" | "CPU") => {
+    kv.apply(engine, stored([h], medium));
+    const m = model.get(engine)!;
+    m.set(h, (m.get(h) ?? 0) | (medium === "GPU" ? 1 : 2));
+  };
+  for (let i = 0; i < 6_000; i++) {
+    const h = i % 3 === 0 && shared.length > 0 ? shared[(i * 7919) % shared.length]! : next();
+    if (i % 3 !== 0) shared.push(h);
+    store(["a", "b", "c"][i % 3]!, h, i % 5 === 0 ? "CPU" : "GPU");
+  }
+  const check = () => {
+    for (const e of ["a", "b", "c"]) {
+      const m = model.get(e)!;
+      assert.equal(kv.blocksOf(e), m.size, e);
+      assert.equal(kv.gpuBlocksOf(e), [...m.values()].filter((t) => t & 1).length, e);
+      assert.deepEqual(new Set(kv.hashesOf(e)), new Set(m.keys()), e);
+      for (const [h, t] of [...m].slice(0, 200))
+        assert.deepEqual(kv.matchTiers([h], e), { gpu: t & 1 ? 1 : 0, any: 1 }, `${e} ${h}`);
+    }
+    // a hash b held before its purge and does not hold again is not b's, whatever the sweep has reached
+    for (const h of shared.slice(0, 300))
+      if (!model.get("b")!.has(h)) assert.deepEqual(kv.matchTiers([h], "b"), { gpu: 0, any: 0 });
+  };
+  const turn = () => new Promise<void>((r) => setImmediate(r));
+
+  assert.equal(kv.purge("b"), model.get("b")!.size);
+  model.set("b", new Map());
+  assert.ok(kv.sweeping);
+  check();
+  // between the sweep's turns b comes back (a new number: its old holders stay not its), stores a hash it
+  // held before, and c is purged too: the pass starts again for both
+  await turn();
+  store("b", shared[1]!, "GPU");
+  store("b", next(), "CPU");
+  check();
+  await turn();
+  assert.equal(kv.purge("c"), model.get("c")!.size);
+  model.set("c", new Map());
+  check();
+  while (kv.sweeping) await turn();
+  check();
+  // every retired holder is gone: the table holds exactly the live engines' hashes
+  const live = new Set([...model.get("a")!.keys(), ...model.get("b")!.keys()]);
+  assert.equal(kv.size, live.size);
+});
+
 test("both indexes evict the least recently touched id first; touching one makes it the newest", () => {
   const kv = new KvBlockIndex({ maxBlocks: 3 });
   kv.apply("e1", stored([1n, 2n, 3n]));
