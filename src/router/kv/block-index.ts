@@ -275,7 +275,7 @@ export class KvBlockIndex {
     return kept.length === 0 ? undefined : kept.length === 1 ? kept[0] : kept;
   };
 
-  /** whether a purge's holders are still being swept out of the table (tests, status) */
+  /** whether a purge's holders are still being swept out of the table (tests) */
   get sweeping(): boolean {
     return this.retired.size > 0;
   }
