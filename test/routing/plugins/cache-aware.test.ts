@@ -187,47 +187,14 @@ test("KV index: what each engine's GPU cache holds is counted from its events, t
   assert.equal(kv.gpuBlocksOf("nobody"), 0);
 });
 
-test("purging one engine from a large KV index leaves every other engine's hashes, tiers and counts as they were", () => {
-  const kv = new KvBlockIndex({ maxBlocks: 100_000 });
-  const model = new Map<string, Map<bigint, number>>([
-    ["a", new Map()],
-    ["b", new Map()],
-    ["c", new Map()],
-  ]);
-  let x = 12345n;
-  const next = () => (x = (x * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn);
-  const shared: bigint[] = [];
-  for (let i = 0; i < 20_000; i++) {
-    // a third of the hashes held by two or three engines, some in the offload tier only
-    const h = i % 3 === 0 && shared.length > 0 ? shared[(i * 7919) % shared.length]! : next();
-    if (i % 3 !== 0) shared.push(h);
-    const engine = ["a", "b", "c"][i % 3]!;
-    const medium = i % 5 === 0 ? "CPU" : "GPU";
-    kv.apply(engine, stored([h], medium));
-    const m = model.get(engine)!;
-    m.set(h, (m.get(h) ?? 0) | (medium === "GPU" ? 1 : 2));
-  }
-  const gpuOf = (e: string) => [...model.get(e)!.values()].filter((t) => t & 1).length;
-  assert.equal(kv.purge("b"), model.get("b")!.size);
-  model.set("b", new Map());
-  for (const e of ["a", "b", "c"]) {
-    assert.equal(kv.blocksOf(e), model.get(e)!.size, e);
-    assert.equal(kv.gpuBlocksOf(e), gpuOf(e), e);
-    assert.deepEqual(new Set(kv.hashesOf(e)), new Set(model.get(e)!.keys()), e);
-    for (const [h, t] of [...model.get(e)!].slice(0, 500))
-      assert.deepEqual(kv.matchTiers([h], e), { gpu: t & 1 ? 1 : 0, any: 1 }, `${e} ${h}`);
-  }
-  assert.equal(kv.size, new Set([...model.get("a")!.keys(), ...model.get("c")!.keys()]).size);
-});
-
-test("a purge of a large KV index answers at once and sweeps the engine's hashes out over turns", async () => {
-  const kv = new KvBlockIndex({ maxBlocks: 100_000, purgeSlotsPerTurn: 1024 });
-  const model = new Map<string, Map<bigint, number>>([
-    ["a", new Map()],
-    ["b", new Map()],
-    ["c", new Map()],
-  ]);
-  let x = 777n;
+/**
+ * `kv` filled with `n` hashes stored by engines a, b and c in turn (a third of them held by two or
+ * three, every fifth in the offload tier only), beside a model of what each engine holds; `check`
+ * compares every engine's counts, hashes and first `probe` matches with the model.
+ */
+function filledKvIndex(kv: KvBlockIndex, n: number, seed: bigint) {
+  const model = new Map<string, Map<bigint, number>>(["a", "b", "c"].map((e) => [e, new Map()]));
+  let x = seed;
   const next = () => (x = (x * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn);
   const shared: bigint[] = [];
   const store = (engine: string, h: bigint, medium: "GPU" | "CPU") => {
@@ -235,20 +202,38 @@ test("a purge of a large KV index answers at once and sweeps the engine's hashes
     const m = model.get(engine)!;
     m.set(h, (m.get(h) ?? 0) | (medium === "GPU" ? 1 : 2));
   };
-  for (let i = 0; i < 6_000; i++) {
+  for (let i = 0; i < n; i++) {
     const h = i % 3 === 0 && shared.length > 0 ? shared[(i * 7919) % shared.length]! : next();
     if (i % 3 !== 0) shared.push(h);
     store(["a", "b", "c"][i % 3]!, h, i % 5 === 0 ? "CPU" : "GPU");
   }
-  const check = () => {
+  const check = (probe: number) => {
     for (const e of ["a", "b", "c"]) {
       const m = model.get(e)!;
       assert.equal(kv.blocksOf(e), m.size, e);
       assert.equal(kv.gpuBlocksOf(e), [...m.values()].filter((t) => t & 1).length, e);
       assert.deepEqual(new Set(kv.hashesOf(e)), new Set(m.keys()), e);
-      for (const [h, t] of [...m].slice(0, 200))
+      for (const [h, t] of [...m].slice(0, probe))
         assert.deepEqual(kv.matchTiers([h], e), { gpu: t & 1 ? 1 : 0, any: 1 }, `${e} ${h}`);
     }
+  };
+  return { model, shared, next, store, check };
+}
+
+test("purging one engine from a large KV index leaves every other engine's hashes, tiers and counts as they were", () => {
+  const kv = new KvBlockIndex({ maxBlocks: 100_000 });
+  const { model, check } = filledKvIndex(kv, 20_000, 12345n);
+  assert.equal(kv.purge("b"), model.get("b")!.size);
+  model.set("b", new Map());
+  check(500);
+  assert.equal(kv.size, new Set([...model.get("a")!.keys(), ...model.get("c")!.keys()]).size);
+});
+
+test("a purge of a large KV index answers at once and sweeps the engine's hashes out over turns", async () => {
+  const kv = new KvBlockIndex({ maxBlocks: 100_000, purgeSlotsPerTurn: 1024 });
+  const { model, shared, next, store, check: checkEngines } = filledKvIndex(kv, 6_000, 777n);
+  const check = () => {
+    checkEngines(200);
     // a hash b held before its purge and does not hold again is not b's, whatever the sweep has reached
     for (const h of shared.slice(0, 300))
       if (!model.get("b")!.has(h)) assert.deepEqual(kv.matchTiers([h], "b"), { gpu: 0, any: 0 });
