@@ -12,14 +12,17 @@
 // is left as it is; where `process.execve` is missing (Node before 22.15, or Windows) the router runs
 // on V8's default. A process with an IPC channel to its parent is not replaced (Node takes the
 // channel's descriptor out of the environment once it has opened it): `switchyard up` starts its router
-// with the flag instead, and a router's workers inherit their primary's flags.
+// with the flag instead, and a router's workers inherit their primary's flags (round-robin workers all
+// but this one: src/router/cluster/worker-count.ts).
+
+import { HEAP_SET_ENV } from "../obs/lifecycle.js";
 
 /** the ceiling of each semi-space, MB, for commands whose tail latency is the product */
 export const SEMI_SPACE_MB = 8;
 
 const FLAG = "--max-semi-space-size";
-/** set in the re-executed process's environment: never twice, whatever happens to the flags */
-const MARK = "SWITCHYARD_HEAP_SET";
+/** set in the re-executed process's environment: never twice, and the flag is known to be ours */
+const MARK = HEAP_SET_ENV;
 
 type Execve = (file: string, args?: readonly string[], env?: NodeJS.ProcessEnv) => never;
 

@@ -159,9 +159,10 @@ export class Primary {
     });
     const execArgv = workerExecArgv(
       process.execArgv,
-      process.env.NODE_OPTIONS,
+      process.env,
       usableCores(),
       this.o.workers,
+      this.cfg.policy,
     );
     const pool = execArgv.find((a) => a.startsWith("--v8-pool-size="));
     if (pool)

@@ -1,13 +1,14 @@
 // What a router group's processes say to each other leaves once per turn (src/router/cluster/outbox.ts)
 // without changing what is said: the order holds, and a source's counts folded together read as the
 // last of them. And how many processes `workers: auto` starts, with how many V8 background threads
-// each (src/router/cluster/worker-count.ts).
+// each and which young generation (src/router/cluster/worker-count.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Outbox } from "../../../src/router/cluster/outbox.js";
 import type { ToWorker } from "../../../src/router/cluster/protocol.js";
 import { availableParallelism } from "node:os";
 import { usableCores, workerCount, workerExecArgv } from "../../../src/router/cluster/worker-count.js";
+import { HEAP_SET_ENV } from "../../../src/obs/lifecycle.js";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -122,16 +123,31 @@ test("auto counts the cores a container's CPU limit allows, not the node's", () 
 
 test("workers keep no more V8 background threads than the cores give each, unless the operator chose", () => {
   const own = ["--max-semi-space-size=8"];
-  assert.deepEqual(workerExecArgv(own, undefined, 2, 2), [...own, "--v8-pool-size=1"]);
-  assert.deepEqual(workerExecArgv(own, "", 6, 2), [...own, "--v8-pool-size=3"]);
+  const env = {};
+  const policy = "predictive";
+  assert.deepEqual(workerExecArgv(own, env, 2, 2, policy), [...own, "--v8-pool-size=1"]);
+  assert.deepEqual(workerExecArgv(own, { NODE_OPTIONS: "" }, 6, 2, policy), [...own, "--v8-pool-size=3"]);
   // a share of one core or less still leaves the collector a thread
-  assert.deepEqual(workerExecArgv([], undefined, 2, 8), ["--v8-pool-size=1"]);
+  assert.deepEqual(workerExecArgv([], env, 2, 8, policy), ["--v8-pool-size=1"]);
   // where the share reaches V8's default of four, nothing is added
-  assert.deepEqual(workerExecArgv(own, undefined, 8, 2), own);
-  assert.deepEqual(workerExecArgv(["--v8-pool-size=3"], undefined, 2, 2), ["--v8-pool-size=3"]);
-  assert.deepEqual(workerExecArgv([], "--inspect --v8-pool-size=2", 2, 2), []);
+  assert.deepEqual(workerExecArgv(own, env, 8, 2, policy), own);
+  assert.deepEqual(workerExecArgv(["--v8-pool-size=3"], env, 2, 2, policy), ["--v8-pool-size=3"]);
+  assert.deepEqual(workerExecArgv([], { NODE_OPTIONS: "--inspect --v8-pool-size=2" }, 2, 2, policy), []);
   // the primary's own flags are copied, not shared
-  const argv = workerExecArgv(own, undefined, 2, 2);
+  const argv = workerExecArgv(own, env, 2, 2, policy);
   argv.push("x");
   assert.deepEqual(own, ["--max-semi-space-size=8"]);
+});
+
+test("round-robin workers run on V8's young generation where the router chose its own, not the operator", () => {
+  const ours = { [HEAP_SET_ENV]: "1" };
+  const argv = ["--max-semi-space-size=8", "--enable-source-maps"];
+  assert.deepEqual(workerExecArgv(argv, ours, 2, 2, "round-robin"), [
+    "--enable-source-maps",
+    "--v8-pool-size=1",
+  ]);
+  // a policy that keeps the routing indexes keeps the router's size
+  assert.deepEqual(workerExecArgv(argv, ours, 2, 2, "predictive"), [...argv, "--v8-pool-size=1"]);
+  // the operator's size (no mark: the router did not re-execute itself for it) stays
+  assert.deepEqual(workerExecArgv(argv, {}, 2, 2, "round-robin"), [...argv, "--v8-pool-size=1"]);
 });
