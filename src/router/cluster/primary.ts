@@ -164,9 +164,10 @@ export class Primary {
       this.o.workers,
       this.cfg.policy,
     );
-    const pool = execArgv.find((a) => a.startsWith("--v8-pool-size="));
+    // only a size the primary chose: one the operator gave is theirs, and already on its command line
+    const pool = execArgv.find((a) => a.startsWith("--v8-pool-size=") && !process.execArgv.includes(a));
     if (pool)
-      log.info({ v8PoolSize: Number(pool.slice(15)) }, "each worker keeps fewer V8 background threads");
+      log.info({ v8PoolSize: Number(pool.split("=")[1]) }, "each worker keeps fewer V8 background threads");
     cluster.setupPrimary({ serialization: "advanced", execArgv });
     const url = new Promise<string>((resolve) => (this.listening = resolve));
     for (let i = 0; i < this.o.workers; i++) {
