@@ -29,6 +29,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
 import { freePort } from "../support/cli.js";
@@ -376,9 +377,12 @@ function runClient(args: Parameters<typeof client>[0], prof = ""): Promise<Clien
   });
 }
 
-/** node's flags for a profile of `name` in the folder `dir` ("" : none) */
+/**
+ * node's flags for profiles of `name` in the folder `dir/name` ("" : none): one file per thread under
+ * node's own names (pid, thread id), so the router's prompt thread keeps its profile beside the loop's
+ */
 const profFlags = (dir: string, name: string) =>
-  dir ? ["--cpu-prof", "--cpu-prof-dir", dir, "--cpu-prof-name", `${name}.cpuprofile`] : [];
+  dir ? ["--cpu-prof", "--cpu-prof-dir", join(dir, name)] : [];
 
 function spawnEngines(ports: number[], prof: string): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
