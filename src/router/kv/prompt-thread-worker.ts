@@ -4,12 +4,16 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { PromptWorkshop, type PromptAnswer, type PromptAsk } from "./prompt-work.js";
 
+/** the tokenizer folders, and one slot: the id of the last message answered (ids grow, answered in order) */
+export type ThreadData = { dirs: Record<string, string>; finished: Int32Array<SharedArrayBuffer> };
+
 export type ThreadMessage =
   | { type: "ask"; ask: PromptAsk }
   | { type: "load"; id: number; generation: number; model: string; root: string | undefined }
   | { type: "configure"; dirs: Record<string, string> };
 
-const shop = new PromptWorkshop((workerData as { dirs: Record<string, string> }).dirs);
+const data = workerData as ThreadData;
+const shop = new PromptWorkshop(data.dirs);
 
 parentPort!.on("message", (m: ThreadMessage) => {
   if (m.type === "configure") {
@@ -19,6 +23,7 @@ parentPort!.on("message", (m: ThreadMessage) => {
   if (m.type === "load") {
     const tk = shop.tokenizer(m.model, m.root);
     parentPort!.postMessage({ id: m.id, generation: m.generation, tokens: tk ? undefined : null });
+    Atomics.store(data.finished, 0, m.id);
     return;
   }
   let a: PromptAnswer;
@@ -35,4 +40,5 @@ parentPort!.on("message", (m: ThreadMessage) => {
   for (const h of a.hashes ?? []) transfer.push(h.ids.buffer as ArrayBuffer);
   for (const c of a.chunks ?? []) transfer.push(c.hashes.buffer as ArrayBuffer);
   parentPort!.postMessage(a, transfer);
+  Atomics.store(data.finished, 0, m.ask.id);
 });

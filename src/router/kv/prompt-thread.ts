@@ -16,7 +16,7 @@ import { PeerError } from "../../errors/index.js";
 import { logger } from "../../obs/log.js";
 import type { Cancellable } from "../../eventloop/turns.js";
 import { promptChars, type PromptAnswer, type PromptAsk } from "./prompt-work.js";
-import type { ThreadMessage } from "./prompt-thread-worker.js";
+import type { ThreadData, ThreadMessage } from "./prompt-thread-worker.js";
 
 const log = logger("router.prompt-thread");
 
@@ -35,11 +35,13 @@ const MAX_OWED = 256;
  */
 const ASK_DEADLINE_MS = 1000;
 /**
- * while the oldest ask owed has waited this long beyond its expected work (its characters at the
- * worker's measured pace), the worker is behind and the loop works out new prompts itself. A
- * 4k-token prompt's ask is answered in 0.6 ms at the median and 2-7 ms at p99 on two busy cores; a
- * worker starting cold, or waiting for a core, kept asks waiting 20-150 ms at p95 while the loop had
- * room (it was allowed half of ASK_DEADLINE_MS). Nothing is worked out twice for this.
+ * while the oldest ask the worker has not finished has waited this long beyond its expected work (its
+ * characters at the worker's measured pace), the worker is behind and the loop works out new prompts
+ * itself. A 4k-token prompt's ask is answered in 0.6 ms at the median and 2-7 ms at p99 on two busy
+ * cores; a worker starting cold, or waiting for a core, kept asks waiting 20-150 ms at p95 while the
+ * loop had room (it was allowed half of ASK_DEADLINE_MS). Nothing is worked out twice for this. An
+ * answer posted but not yet read (`finished`) does not count: a loop at a full core reads late, and
+ * taking that for a slow worker kept every prompt on that loop (the worker at 3% of a core).
  */
 const BEHIND_MS = 5;
 /** how often the asks owed are swept for cancelled and overdue ones */
@@ -79,6 +81,8 @@ export class PromptThread {
   private closed = false;
   private idle: NodeJS.Timeout | undefined;
   private sweep: NodeJS.Timeout | undefined;
+  /** shared with the running worker: the id of the last message it has answered */
+  private finished = new Int32Array(new SharedArrayBuffer(4));
   /** the worker's pace: ms of work a prompt character, averaged over its answers (0 until one) */
   private msPerChar = 0;
   /** asks answered by the worker, and long prompts the loop worked out itself (given back included) */
@@ -110,10 +114,17 @@ export class PromptThread {
     return false;
   }
 
-  /** the oldest ask owed has waited BEHIND_MS beyond its expected work: the worker is behind */
+  /** the id of the last message the running worker has answered, read or not (tests) */
+  get finishedThrough(): number {
+    return Atomics.load(this.finished, 0);
+  }
+
+  /** the oldest ask the worker has not finished has waited BEHIND_MS beyond its expected work */
   private behind(): boolean {
-    for (const o of this.owed.values())
-      if (o.model === undefined) return performance.now() - o.since > BEHIND_MS + o.chars! * this.msPerChar;
+    const finished = this.finishedThrough;
+    for (const [id, o] of this.owed)
+      if (o.model === undefined && id > finished)
+        return performance.now() - o.since > BEHIND_MS + o.chars! * this.msPerChar;
     return false;
   }
 
@@ -197,8 +208,10 @@ export class PromptThread {
 
   private start(): Worker {
     const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+    // ids only grow, so a new worker's counter starting at 0 owes nothing it has not been sent
+    this.finished = new Int32Array(new SharedArrayBuffer(4));
     const w = new Worker(new URL(`./prompt-thread-worker${ext}`, import.meta.url), {
-      workerData: { dirs: this.dirs },
+      workerData: { dirs: this.dirs, finished: this.finished } satisfies ThreadData,
     });
     w.on("message", (a: PromptAnswer) => this.answered(w, a));
     w.on("error", (err) => this.worker === w && this.failed(err));

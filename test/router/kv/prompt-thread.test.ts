@@ -209,3 +209,31 @@ test("an ask whose request is cancelled goes back to the loop, and the thread an
   // closed: nothing is sent any more
   assert.equal(await thread.ask(ask(LONG)), undefined);
 });
+
+test("a busy event loop that has not yet read the thread's answers keeps sending it long prompts", async () => {
+  const thread = new PromptThread({});
+  const ask = (prompt: string) => ({
+    tokenizer: { model: MODEL, root: undefined },
+    view: { model: MODEL, prompt, body: {} },
+    schemes: [{ key: "gpu", blockSize: 16, unit: 16, opts: { blockSize: 16, hashSeed: "0" } }],
+    chunks: [],
+    prefix: { blockChars: 64, maxBlocks: 4096 },
+  });
+  try {
+    for (let i = 0; i < WARM_AFTER; i++) thread.takes(MODEL, undefined);
+    await waitUntil(() => thread.takes(MODEL, undefined), 30_000, "the tokenizer loaded on the thread");
+    const before = thread.finishedThrough;
+    const answer = thread.ask(ask(LONG), { cancelled: false });
+    // the loop is held (as a loop at a full core is) while the worker answers: its message waits unread
+    const held = performance.now();
+    while (thread.finishedThrough === before && performance.now() - held < 30_000);
+    const spin = performance.now();
+    while (performance.now() - spin < 20);
+    assert.ok(thread.finishedThrough > before, "the worker finished the ask");
+    // the ask has been owed for over 20 ms, but the worker is done with it: not behind
+    assert.equal(thread.takes(MODEL, undefined), true);
+    assert.ok((await answer)?.tokens);
+  } finally {
+    await thread.close();
+  }
+});
