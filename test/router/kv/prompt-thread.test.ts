@@ -180,15 +180,17 @@ test("a router under a stream of long prompts hashes them on its prompt thread a
   }
 });
 
+/** an ask for one GPU block scheme and the prefix ids of a text prompt */
+const ask = (prompt: string) => ({
+  tokenizer: { model: MODEL, root: undefined },
+  view: { model: MODEL, prompt, body: {} },
+  schemes: [{ key: "gpu", blockSize: 16, unit: 16, opts: { blockSize: 16, hashSeed: "0" } }],
+  chunks: [],
+  prefix: { blockChars: 64, maxBlocks: 4096 },
+});
+
 test("an ask whose request is cancelled goes back to the loop, and the thread answers the next one", async () => {
   const thread = new PromptThread({});
-  const ask = (prompt: string) => ({
-    tokenizer: { model: MODEL, root: undefined },
-    view: { model: MODEL, prompt, body: {} },
-    schemes: [{ key: "gpu", blockSize: 16, unit: 16, opts: { blockSize: 16, hashSeed: "0" } }],
-    chunks: [],
-    prefix: { blockChars: 64, maxBlocks: 4096 },
-  });
   try {
     // long prompts keep coming: the loop takes the first ones, then the thread loads the tokenizer
     for (let i = 0; i < WARM_AFTER; i++) assert.equal(thread.takes(MODEL, undefined), false);
@@ -212,13 +214,6 @@ test("an ask whose request is cancelled goes back to the loop, and the thread an
 
 test("a busy event loop that has not yet read the thread's answers keeps sending it long prompts", async () => {
   const thread = new PromptThread({});
-  const ask = (prompt: string) => ({
-    tokenizer: { model: MODEL, root: undefined },
-    view: { model: MODEL, prompt, body: {} },
-    schemes: [{ key: "gpu", blockSize: 16, unit: 16, opts: { blockSize: 16, hashSeed: "0" } }],
-    chunks: [],
-    prefix: { blockChars: 64, maxBlocks: 4096 },
-  });
   try {
     for (let i = 0; i < WARM_AFTER; i++) thread.takes(MODEL, undefined);
     await waitUntil(() => thread.takes(MODEL, undefined), 30_000, "the tokenizer loaded on the thread");
