@@ -31,7 +31,8 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   // containers, flags, logging, HTTP answers
   "src/collections": { imports: [], lines: 660 },
   "src/config": { imports: [], lines: 570 },
-  "src/obs": { imports: [], lines: 558 },
+  // (node-flags.ts: the flag check the router re-exec and its workers share)
+  "src/obs": { imports: [], lines: 572 },
   // wire formats several layers read or write: Prometheus text, SSE, chat messages, vLLM's block hashes
   "src/protocol": { imports: [], lines: 750 },
   // HTTP answers end an event stream with SSE's framing

@@ -15,7 +15,7 @@
 // with the flag instead, and a router's workers inherit their primary's flags (round-robin workers all
 // but this one: src/router/cluster/worker-count.ts).
 
-import { HEAP_SET_ENV } from "../obs/lifecycle.js";
+import { HEAP_SET_ENV, nodeFlagGiven } from "../obs/node-flags.js";
 
 /** the ceiling of each semi-space, MB, for commands whose tail latency is the product */
 export const SEMI_SPACE_MB = 8;
@@ -37,12 +37,9 @@ export interface HeapLaunch {
   channel: boolean;
 }
 
-const given = (s: string) => s === FLAG || s.startsWith(`${FLAG}=`) || s.startsWith("--max_semi_space_size");
-
 /** whether the operator sized the young generation (NODE_OPTIONS, or flags given) */
-function operatorSet(execArgv: readonly string[], env: NodeJS.ProcessEnv): boolean {
-  return execArgv.some(given) || (env.NODE_OPTIONS ?? "").split(/\s+/).some(given);
-}
+const operatorSet = (execArgv: readonly string[], env: NodeJS.ProcessEnv) =>
+  nodeFlagGiven(FLAG, execArgv, env);
 
 /** node's flags for a router process started by another command (none when NODE_OPTIONS sizes it) */
 export function routerNodeFlags(env: NodeJS.ProcessEnv = process.env): string[] {

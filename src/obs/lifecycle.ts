@@ -4,9 +4,6 @@
 import cluster from "node:cluster";
 import { logger } from "./log.js";
 
-/** set by a router re-executed with its young generation (src/cli/v8-heap.ts): the flag is its own */
-export const HEAP_SET_ENV = "SWITCHYARD_HEAP_SET";
-
 type Handler = () => Promise<void> | void;
 // process-wide: signals are delivered to the process, so the handlers they run, whether they are
 // installed, and whether a shutdown has begun belong to the process, whichever command registered them

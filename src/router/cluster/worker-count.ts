@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { RouterConfig } from "../config/config.js";
 import { reusePortSupported } from "../edge/accept.js";
-import { HEAP_SET_ENV } from "../../obs/lifecycle.js";
+import { HEAP_SET_ENV, nodeFlagGiven } from "../../obs/node-flags.js";
 
 /** auto never starts more workers than this (the primary relays what each one reports) */
 export const AUTO_MAX_WORKERS = 8;
@@ -91,8 +91,7 @@ export function workerExecArgv(
 ): string[] {
   const ourYoungGen = env[HEAP_SET_ENV] === "1" && policy === "round-robin";
   const argv = execArgv.filter((a) => !(ourYoungGen && a.startsWith("--max-semi-space-size")));
-  const set = (s: string) => s.startsWith("--v8-pool-size");
-  if (argv.some(set) || (env.NODE_OPTIONS ?? "").split(/\s+/).some(set)) return argv;
+  if (nodeFlagGiven("--v8-pool-size", argv, env)) return argv;
   const pool = Math.max(1, Math.floor(cores / Math.max(1, workers)));
   return pool >= NODE_DEFAULT_V8_POOL ? argv : [...argv, `--v8-pool-size=${pool}`];
 }

@@ -8,7 +8,7 @@ import { Outbox } from "../../../src/router/cluster/outbox.js";
 import type { ToWorker } from "../../../src/router/cluster/protocol.js";
 import { availableParallelism } from "node:os";
 import { usableCores, workerCount, workerExecArgv } from "../../../src/router/cluster/worker-count.js";
-import { HEAP_SET_ENV } from "../../../src/obs/lifecycle.js";
+import { HEAP_SET_ENV } from "../../../src/obs/node-flags.js";
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
@@ -133,6 +133,8 @@ test("workers keep no more V8 background threads than the cores give each, unles
   assert.deepEqual(workerExecArgv(own, env, 8, 2, policy), own);
   assert.deepEqual(workerExecArgv(["--v8-pool-size=3"], env, 2, 2, policy), ["--v8-pool-size=3"]);
   assert.deepEqual(workerExecArgv([], { NODE_OPTIONS: "--inspect --v8-pool-size=2" }, 2, 2, policy), []);
+  // node takes `_` for `-` in its flags
+  assert.deepEqual(workerExecArgv(["--v8_pool_size=3"], env, 2, 2, policy), ["--v8_pool_size=3"]);
   // the primary's own flags are copied, not shared
   const argv = workerExecArgv(own, env, 2, 2, policy);
   argv.push("x");
