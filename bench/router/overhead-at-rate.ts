@@ -425,16 +425,27 @@ function spawnRouter(
   });
 }
 
-/** what the router's /metrics say of KV routing: engines routed from their events, predicted and prompt tokens */
-async function routerKv(url: string): Promise<{ kvEngines: number; predicted: number; prompt: number }> {
+/**
+ * what the router's /metrics say of KV routing: engines routed from their events, predicted and prompt
+ * tokens, and the long prompts worked out on the prompt thread and on the event loop
+ */
+async function routerKv(url: string): Promise<{
+  kvEngines: number;
+  predicted: number;
+  prompt: number;
+  onThread: number;
+  onLoop: number;
+}> {
   const r = await fetch(`${url}/metrics`);
   const text = await r.text();
-  const out = { kvEngines: 0, predicted: 0, prompt: 0 };
+  const out = { kvEngines: 0, predicted: 0, prompt: 0, onThread: 0, onLoop: 0 };
   for (const line of text.split("\n")) {
     const v = Number(line.slice(line.lastIndexOf(" ") + 1));
     if (line.startsWith("switchyard_routing_engine_kv_mode{")) out.kvEngines += v === 1 ? 1 : 0;
     else if (line.startsWith("switchyard_routing_predicted_cached_tokens_total{")) out.predicted += v;
     else if (line.startsWith("switchyard_routing_prompt_tokens_total{")) out.prompt += v;
+    else if (line.startsWith('switchyard_routing_long_prompts_total{by="thread"}')) out.onThread += v;
+    else if (line.startsWith('switchyard_routing_long_prompts_total{by="loop"}')) out.onLoop += v;
   }
   return out;
 }
@@ -447,6 +458,8 @@ async function resetEngines(url: string): Promise<void> {
 const pct = (x: Pct): Pct => ({ p50: x.p50, p95: x.p95, p99: x.p99 });
 const minus = (a: Pct, b: Pct): Pct => ({ p50: a.p50 - b.p50, p95: a.p95 - b.p95, p99: a.p99 - b.p99 });
 const round = (x: number) => Math.round(x * 100) / 100;
+/** the share of long prompts the event loop worked out itself (null: none was long) */
+const share = (loop: number, thread: number) => (loop + thread > 0 ? round(loop / (loop + thread)) : null);
 const PCT_FIELDS = [
   "added_ms",
   "added_e2e_ms",
@@ -471,7 +484,7 @@ export async function main(argv: string[]): Promise<void> {
     `router/overhead at rate: ${o.engines} fast engines publishing KV events, ${o.groups} shared prefixes (${Math.round(SHARED * 100)}% of each prompt), ${o.warmupS}+${o.durationS} s per cell; ${cores} cores, load ${load0.toFixed(2)}`,
   );
   console.log(
-    "policy        tokens   rate  achieved  direct p95  router p50/p95/p99      added p50/p95/p99     cores  errors  CPU µs/req router/client/engines",
+    "policy        tokens   rate  achieved  direct p95  router p50/p95/p99      added p50/p95/p99     cores  errors  CPU µs/req router/client/engines  on loop",
   );
   const seedOf = (tokens: number, rate: number, pass: number) => tokens * 7 + rate * 13 + pass;
   const runs: Run[] = [];
@@ -547,6 +560,7 @@ export async function main(argv: string[]): Promise<void> {
               kv1.prompt > kv0.prompt
                 ? round((kv1.predicted - kv0.predicted) / (kv1.prompt - kv0.prompt))
                 : null,
+            long_prompts_on_loop_share: share(kv1.onLoop - kv0.onLoop, kv1.onThread - kv0.onThread),
           };
           for (const k of PCT_FIELDS)
             run[k] = { p50: round(run[k].p50), p95: round(run[k].p95), p99: round(run[k].p99) };
@@ -554,7 +568,7 @@ export async function main(argv: string[]): Promise<void> {
           fellOver = r.achieved < FELL_OVER * rate;
           const f = (x: number) => x.toFixed(1);
           console.log(
-            `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)} ${r.achieved.toFixed(0).padStart(9)} ${f(d.p95).padStart(11)}  ${`${f(r.p50)}/${f(r.p95)}/${f(r.p99)}`.padStart(20)}  ${`${f(run.added_ms.p50)}/${f(run.added_ms.p95)}/${f(run.added_ms.p99)}`.padStart(20)}  ${(r.cores ?? NaN).toFixed(2).padStart(6)}  ${String(r.errors).padStart(6)}  ${r.cpuUsPerReq.router}/${r.cpuUsPerReq.client}/${r.cpuUsPerReq.engines}`,
+            `${policy.padEnd(12)} ${String(tokens).padStart(7)} ${String(rate).padStart(6)} ${r.achieved.toFixed(0).padStart(9)} ${f(d.p95).padStart(11)}  ${`${f(r.p50)}/${f(r.p95)}/${f(r.p99)}`.padStart(20)}  ${`${f(run.added_ms.p50)}/${f(run.added_ms.p95)}/${f(run.added_ms.p99)}`.padStart(20)}  ${(r.cores ?? NaN).toFixed(2).padStart(6)}  ${String(r.errors).padStart(6)}  ${r.cpuUsPerReq.router}/${r.cpuUsPerReq.client}/${r.cpuUsPerReq.engines}${run.long_prompts_on_loop_share === null ? "" : `  ${Math.round(run.long_prompts_on_loop_share * 100)}%`}`,
           );
         }
       }

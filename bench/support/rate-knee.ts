@@ -40,6 +40,8 @@ export interface Run {
   client_lag_p99_ms: number;
   /** the share of prompt tokens the router predicted its picks hold (null: no cache-aware decision) */
   predicted_cached_share: number | null;
+  /** the share of long prompts the router's event loop worked out itself, not its prompt thread (null: none) */
+  long_prompts_on_loop_share: number | null;
   /** completions per second of the same workload sent straight to the engines */
   direct_achieved_rps: number;
   /** that direct run fell behind the rate (the client or the engines were the limit) */

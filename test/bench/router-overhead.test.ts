@@ -85,6 +85,7 @@ test("the knee is the first rate where the router's CPU nears the machine's core
     errors: 0,
     client_lag_p99_ms: 0,
     predicted_cached_share: 0.8,
+    long_prompts_on_loop_share: 0,
     direct_achieved_rps: rate,
     harness_bound: false,
   });
