@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { drainUnderLoad, saltedHits, vectorsCheck } from "./vllm-release.mjs";
+import { migration, stream } from "./vllm-migration.mjs";
 
 /** What a first start of an engine may take on 2 busy cores (observed ~2 min when idle). */
 const ENGINE_START_MS = 900_000;
@@ -486,7 +487,7 @@ export async function vllmChecks(h, p) {
 
   // ---- (e) migration ---------------------------------------------------------------------------------
   await check(
-    "migration on real engines: 8 greedy streams, engine B SIGKILLed mid-stream, all end with one [DONE] and, where the engine reproduces its own output, the unbroken run's token ids",
+    "migration on real engines: 8 greedy streams, engine B SIGKILLed mid-stream, all end with one [DONE] with the unbroken run's token ids (or parting from them only at a bfloat16 tie), a moved stream matching well past its move",
     async () => {
       c = await readyEngine(c);
       const r3 = await router("router-vllm-migration", [a, b]);
@@ -775,125 +776,4 @@ async function routeTable(a, b, r) {
   const untested = served.filter((x) => !covered.has(x));
   const notServed = [...covered].filter((x) => !served.includes(x));
   return { rows, served: served.length, untested, notServed };
-}
-
-/** Reads an SSE stream to the end: the text, the token ids, how many [DONE]. */
-export async function stream(base, path, body, headers = {}, onEvent) {
-  const res = await fetch(`${base}${path}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: JSON.stringify(body),
-  });
-  const out = {
-    status: res.status,
-    route: res.headers.get("x-switchyard-route"),
-    text: "",
-    ids: [],
-    done: 0,
-    errors: [],
-    events: 0,
-  };
-  const dec = new TextDecoder();
-  let buf = "";
-  for await (const chunk of res.body) {
-    buf += dec.decode(chunk, { stream: true });
-    for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
-      const ev = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      for (const line of ev.split("\n")) {
-        if (!line.startsWith("data: ")) continue;
-        const data = line.slice(6);
-        if (data === "[DONE]") {
-          out.done++;
-          continue;
-        }
-        const j = JSON.parse(data);
-        if (j.error) out.errors.push(j.error.message ?? JSON.stringify(j.error));
-        for (const ch of j.choices ?? []) {
-          out.text += ch.text ?? ch.delta?.content ?? "";
-          if (Array.isArray(ch.token_ids)) out.ids.push(...ch.token_ids);
-        }
-        out.events++;
-        onEvent?.(out);
-      }
-    }
-  }
-  return out;
-}
-
-async function migration(h, r, b, c) {
-  const N = 8;
-  const MAX = 160;
-  const prompts = Array.from(
-    { length: N },
-    (_, i) => `Stream ${i}: tell a long story about river number ${i * 7 + 3} and its bridges.`,
-  );
-  // completions and chats in pairs: the router alternates fresh streams between the engines, so B gets both kinds
-  const isCompletion = (i) => (i >> 1) % 2 === 0;
-  const body = (i) =>
-    isCompletion(i)
-      ? {
-          model: MODEL,
-          prompt: prompts[i],
-          max_tokens: MAX,
-          temperature: 0,
-          ignore_eos: true,
-          stream: true,
-          return_token_ids: true,
-        }
-      : {
-          model: MODEL,
-          messages: [{ role: "user", content: prompts[i] }],
-          max_tokens: MAX,
-          temperature: 0,
-          ignore_eos: true,
-          stream: true,
-          return_token_ids: true,
-        };
-  const path = (i) => (isCompletion(i) ? "/v1/completions" : "/v1/chat/completions");
-  // the unbroken run, on the third engine, all at once as through the router
-  const ref = await Promise.all(prompts.map((_, i) => stream(c.url, path(i), body(i))));
-  // the same, once more, on the same engine: greedy output on vLLM's CPU build is not the same across
-  // batchings every time, so only the streams the engine reproduces itself can judge a migration
-  const again = await Promise.all(prompts.map((_, i) => stream(c.url, path(i), body(i))));
-  const identical = (x, y) => JSON.stringify(x.ids) === JSON.stringify(y.ids) && x.text === y.text;
-  const reproduced = ref.map((x, i) => identical(x, again[i]));
-  const selfSame = reproduced.filter(Boolean).length;
-
-  let killed = false;
-  const onB = new Set();
-  const runs = prompts.map((_, i) =>
-    stream(r.url, path(i), body(i), { "x-switchyard-debug": "1" }, (s) => {
-      if (s.route?.includes(String(b.port))) onB.add(i);
-      // kill B once every stream it serves is under way but far from its end
-      if (!killed && onB.size > 0 && s.route?.includes(String(b.port)) && s.events >= 20) {
-        killed = true;
-        h.signal(b.proc, "SIGKILL"); // the API server and its engine core at once, as a lost node
-      }
-    }),
-  );
-  const got = await Promise.all(runs);
-  const moved = {};
-  for (const line of (await (await fetch(`${r.url}/metrics`)).text()).split("\n")) {
-    const m = /^switchyard_migrations_total\{(.*)\} (\S+)$/.exec(line);
-    const outcome = m && /outcome="([^"]*)"/.exec(m[1])?.[1];
-    if (outcome) moved[outcome] = (moved[outcome] ?? 0) + Number(m[2]);
-  }
-  writeFileSync(join(h.RUN, "migration.json"), JSON.stringify({ ref, again, got, onB: [...onB] }, null, 1));
-  const lines = got.map((g, i) => {
-    const same = identical(g, ref[i]);
-    const judged = reproduced[i];
-    return { i, onB: onB.has(i), done: g.done, errors: g.errors.length, same, judged, n: g.ids.length };
-  });
-  // every stream must end once without an error; only the ones the engine reproduces must match
-  const bad = (l) => l.done !== 1 || l.errors !== 0 || (l.judged && !l.same);
-  const judged = lines.filter((l) => l.judged);
-  const judgedOnB = judged.filter((l) => l.onB);
-  const summary = `B killed: ${killed}; ${onB.size} streams were on B; [DONE] once ${lines.filter((l) => l.done === 1).length}/${N}; identical to the unbroken run (ids and text) ${judged.filter((l) => l.same).length}/${judged.length} judged (of B's: ${judgedOnB.filter((l) => l.same && isCompletion(l.i)).length} completions, ${judgedOnB.filter((l) => l.same && !isCompletion(l.i)).length} chats, ${judgedOnB.length} judged), ${lines.filter((l) => l.same).length}/${N} in all; router switchyard_migrations_total ${JSON.stringify(moved)}; control: the unbroken run repeated on one engine is identical ${selfSame}/${N}, so ${judged.length}/${N} streams could be judged`;
-  // a migrated stream none of which the engine reproduces leaves the check without a verdict
-  if (!killed || lines.some(bad) || judgedOnB.length === 0)
-    throw new Error(
-      `${summary}${judgedOnB.length === 0 ? "; no stream on B could be judged" : ""}; ${JSON.stringify(lines.filter(bad))}`,
-    );
-  return summary;
 }
