@@ -55,10 +55,8 @@ export async function stream(base, path, body, headers = {}, onEvent) {
   return out;
 }
 
-export async function migration(h, r, b, c) {
+export async function migration(h, r, b, c, gate) {
   const N = 8;
-  // long enough that B is still generating when a stream has shown 20 tokens: at 1-3 ms a step
-  // 160 tokens could all be out before the kill landed, and then nothing migrated
   const MAX = 600;
   const prompts = Array.from(
     { length: N },
@@ -95,44 +93,15 @@ export async function migration(h, r, b, c) {
   const control = again.map((x, i) => judge(x.ids, ref[i]));
   const reproduced = control.map((v) => v.same || v.tie);
 
-  // B is killed from its own counters, not from what the client has read: on a busy machine the client
-  // reads late (in one run B had sent all 600 tokens of its 4 streams while the client had read 7 to 22
-  // of them, so nothing was left to move)
-  const countersOfB = async () => {
-    const text = await (await fetch(`${b.url}/metrics`)).text();
-    return {
-      running: metricSum(text, "vllm:num_requests_running"),
-      generated: metricSum(text, "vllm:generation_tokens_total"),
-    };
-  };
-  const generated0 = (await countersOfB()).generated;
-  let killed = false;
-  let streamsEnded = false;
-  /** B's counters when it was killed */
-  let atKill = null;
-  const killer = (async () => {
-    const deadline = Date.now() + 120_000;
-    while (!streamsEnded && Date.now() < deadline) {
-      const now = await countersOfB().catch(() => null);
-      // under way (about 10 tokens a stream) and far from done (600 a stream)
-      if (now && now.running > 0 && now.generated - generated0 >= 40) {
-        killed = true;
-        atKill = { running: now.running, generated: now.generated - generated0 };
-        h.signal(b.proc, "SIGKILL"); // the API server and its engine core at once, as a lost node
-        return;
-      }
-      await h.sleep(20);
-    }
-  })();
   const onB = new Set();
+  gate.arm();
   const runs = prompts.map((_, i) =>
     stream(r.url, path(i), body(i), { "x-switchyard-debug": "1" }, (s) => {
-      if (s.route?.includes(String(b.port))) onB.add(i);
+      if (s.route?.includes(`:${gate.port}`)) onB.add(i);
     }),
   );
   const got = await Promise.all(runs);
-  streamsEnded = true;
-  await killer;
+  const { killed, events: atKill } = gate.state();
   const moved = {};
   for (const line of (await (await fetch(`${r.url}/metrics`)).text()).split("\n")) {
     const m = /^switchyard_migrations_total\{(.*)\} (\S+)$/.exec(line);
@@ -168,21 +137,12 @@ export async function migration(h, r, b, c) {
   const proven = lines.filter((l) => l.movedAt !== null && l.judged && l.through >= l.movedAt + PAST);
   const ties = lines.filter((l) => l.verdict.startsWith("tie"));
   const movedLines = lines.filter((l) => l.movedAt !== null);
-  const summary = `B killed: ${killed}${atKill ? ` (it was running ${atKill.running} and had generated ${atKill.generated} tokens)` : ""}; ${onB.size} streams were on B, ${movedLines.length} moved (${movedLines.map((l) => `stream ${l.i} after ${l.movedAt} tokens`).join(", ") || "none"}); [DONE] once ${lines.filter((l) => l.done === 1).length}/${N}; ${lines.filter((l) => l.verdict === "same").length}/${N} identical to the unbroken run's token ids, ${ties.length} parting only at a bfloat16 tie (${ties.map((l) => `stream ${l.i} at token ${l.through}`).join(", ") || "none"}); ${proven.length} moved streams matched ${PAST}+ tokens past the move (${proven.map((l) => `stream ${l.i}: ${l.movedAt} → ${l.through}`).join(", ") || "none"}); router switchyard_migrations_total ${JSON.stringify(moved)}; control: the unbroken run repeated agrees ${reproduced.filter(Boolean).length}/${N}`;
+  const summary = `B killed: ${killed} (after ${atKill} events had reached the router); ${onB.size} streams were on B, ${movedLines.length} moved (${movedLines.map((l) => `stream ${l.i} after ${l.movedAt} tokens`).join(", ") || "none"}); [DONE] once ${lines.filter((l) => l.done === 1).length}/${N}; ${lines.filter((l) => l.verdict === "same").length}/${N} identical to the unbroken run's token ids, ${ties.length} parting only at a bfloat16 tie (${ties.map((l) => `stream ${l.i} at token ${l.through}`).join(", ") || "none"}); ${proven.length} moved streams matched ${PAST}+ tokens past the move (${proven.map((l) => `stream ${l.i}: ${l.movedAt} → ${l.through}`).join(", ") || "none"}); router switchyard_migrations_total ${JSON.stringify(moved)}; control: the unbroken run repeated agrees ${reproduced.filter(Boolean).length}/${N}`;
   if (!killed || lines.some(bad) || proven.length === 0)
     throw new Error(
       `${summary}${movedLines.length === 0 ? "; no stream moved" : proven.length === 0 ? "; no moved stream could be judged past its move" : ""}; ${JSON.stringify(lines.filter(bad))}`,
     );
   return summary;
-}
-
-/** a Prometheus text's samples of one metric, summed over their labels */
-function metricSum(text, name) {
-  let n = 0;
-  for (const l of text.split("\n"))
-    if (l.startsWith(name) && (l[name.length] === " " || l[name.length] === "{"))
-      n += Number(l.slice(l.lastIndexOf(" ") + 1));
-  return n;
 }
 
 /**
@@ -212,4 +172,69 @@ async function migrationsLogged(h, log, streams) {
     await h.sleep(100);
   }
   return out;
+}
+
+/** events a stream of B's reaches the router with, in all, before B is killed and cut off */
+const GATE_EVENTS = 40;
+
+/**
+ * A TCP relay in front of engine B, the router's backend for it, that kills B at an exact point: once
+ * armed and GATE_EVENTS SSE events (`data: `) have passed from B towards the router, the rest of that read is
+ * held back, B's process group is SIGKILLed, every relayed connection is destroyed and the port closed,
+ * as the router finds a node that died mid-stream. Killing B from what the client had read (or from B's
+ * counters) missed on a busy machine: B's API server, starved of a core, sent each stream's 600 tokens
+ * within 0.1 s of the first, so B had finished before it was killed and nothing moved (3 runs of 6).
+ */
+export async function gateFor(h, b) {
+  const net = await import("node:net");
+  const sockets = new Set();
+  let events = 0;
+  let armed = false;
+  let killed = false;
+  let open = true;
+  const shut = () => open && ((open = false), server.close());
+  const kill = () => {
+    killed = true;
+    h.signal(b.proc, "SIGKILL"); // the API server and its engine core at once, as a lost node
+    for (const s of sockets) s.destroy();
+    shut();
+  };
+  const server = net.createServer((down) => {
+    if (killed) return down.destroy();
+    const up = net.connect(b.port, "127.0.0.1");
+    sockets.add(down).add(up);
+    const close = () => {
+      down.destroy();
+      up.destroy();
+      sockets.delete(down);
+      sockets.delete(up);
+    };
+    down.on("error", close).on("close", close);
+    up.on("error", close).on("close", close);
+    down.on("data", (chunk) => killed || up.write(chunk));
+    up.on("data", (chunk) => {
+      if (killed) return;
+      if (!armed) return down.write(chunk);
+      let pass = chunk.length;
+      for (let at = chunk.indexOf("data: "); at >= 0; at = chunk.indexOf("data: ", at + 6)) {
+        if (++events < GATE_EVENTS) continue;
+        // through the end of this event
+        const end = chunk.indexOf("\n\n", at);
+        pass = end < 0 ? chunk.length : end + 2;
+        break;
+      }
+      down.write(chunk.subarray(0, pass));
+      if (events >= GATE_EVENTS) kill();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = server.address().port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    /** counting starts: the streams are about to be sent (the router's probes before are not counted) */
+    arm: () => (armed = true),
+    state: () => ({ killed, events }),
+    close: shut,
+  };
 }

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { drainUnderLoad, saltedHits, vectorsCheck } from "./vllm-release.mjs";
-import { migration, stream } from "./vllm-migration.mjs";
+import { gateFor, migration, stream } from "./vllm-migration.mjs";
 
 /** What a first start of an engine may take on 2 busy cores (observed ~2 min when idle). */
 const ENGINE_START_MS = 900_000;
@@ -490,11 +490,13 @@ export async function vllmChecks(h, p) {
     "migration on real engines: 8 greedy streams, engine B SIGKILLed mid-stream, all end with one [DONE] with the unbroken run's token ids (or parting from them only at a bfloat16 tie), a moved stream matching well past its move",
     async () => {
       c = await readyEngine(c);
-      const r3 = await router("router-vllm-migration", [a, b]);
+      const gate = await gateFor(h, b);
+      const r3 = await router("router-vllm-migration", [a, gate]);
       try {
         await kvDiscovered(r3, 2);
-        return await migration(h, r3, b, c);
+        return await migration(h, r3, b, c, gate);
       } finally {
+        gate.close();
         await stop(r3.proc);
       }
     },
