@@ -26,6 +26,11 @@ export async function stream(base, path, body, headers = {}, onEvent) {
     /** each token's top two candidates [id, logprob, id, logprob], where the request asked for them */
     top2: [],
   };
+  // an error answer is one JSON body, not a stream: kept whole (its message says why)
+  if (res.status !== 200) {
+    out.errors.push(`${res.status}: ${(await res.text()).slice(0, 500)}`);
+    return out;
+  }
   const dec = new TextDecoder();
   let buf = "";
   for await (const chunk of res.body) {
@@ -103,10 +108,14 @@ export async function migration(h, r, b, c, gate) {
   const got = await Promise.all(runs);
   const { killed, events: atKill } = gate.state();
   const moved = {};
+  /** the router's retries by reason, for a failure's message */
+  const retried = [];
   for (const line of (await (await fetch(`${r.url}/metrics`)).text()).split("\n")) {
     const m = /^switchyard_migrations_total\{(.*)\} (\S+)$/.exec(line);
     const outcome = m && /outcome="([^"]*)"/.exec(m[1])?.[1];
     if (outcome) moved[outcome] = (moved[outcome] ?? 0) + Number(m[2]);
+    if (line.startsWith("switchyard_retries_total{"))
+      retried.push(line.slice("switchyard_retries_total".length));
   }
   // which streams moved, and after how many tokens: the router's log, by the x-request-id each answer carried
   const movedAt = await migrationsLogged(h, r.proc.log, got);
@@ -118,6 +127,7 @@ export async function migration(h, r, b, c, gate) {
       movedAt: movedAt.get(g.requestId) ?? null,
       done: g.done,
       errors: g.errors.length,
+      ...(g.errors.length ? { error: g.errors[0] } : {}),
       verdict: v.same ? "same" : v.tie ? `tie at ${v.at}` : v.why,
       agrees: v.same || v.tie,
       // how far it matches the unbroken run
@@ -140,7 +150,7 @@ export async function migration(h, r, b, c, gate) {
   const summary = `B killed: ${killed} (after ${atKill} events had reached the router); ${onB.size} streams were on B, ${movedLines.length} moved (${movedLines.map((l) => `stream ${l.i} after ${l.movedAt} tokens`).join(", ") || "none"}); [DONE] once ${lines.filter((l) => l.done === 1).length}/${N}; ${lines.filter((l) => l.verdict === "same").length}/${N} identical to the unbroken run's token ids, ${ties.length} parting only at a bfloat16 tie (${ties.map((l) => `stream ${l.i} at token ${l.through}`).join(", ") || "none"}); ${proven.length} moved streams matched ${PAST}+ tokens past the move (${proven.map((l) => `stream ${l.i}: ${l.movedAt} → ${l.through}`).join(", ") || "none"}); router switchyard_migrations_total ${JSON.stringify(moved)}; control: the unbroken run repeated agrees ${reproduced.filter(Boolean).length}/${N}`;
   if (!killed || lines.some(bad) || proven.length === 0)
     throw new Error(
-      `${summary}${movedLines.length === 0 ? "; no stream moved" : proven.length === 0 ? "; no moved stream could be judged past its move" : ""}; ${JSON.stringify(lines.filter(bad))}`,
+      `${summary}${movedLines.length === 0 ? "; no stream moved" : proven.length === 0 ? "; no moved stream could be judged past its move" : ""}; ${JSON.stringify(lines.filter(bad))}; router retries ${retried.join(", ") || "none"}`,
     );
   return summary;
 }
