@@ -2,6 +2,7 @@
 // A and B, B killed -9 while its streams are under way; every stream must end whole, and the ones that
 // moved must go on as the unbroken run on a third engine does (up to a bfloat16 tie: greedy-ties.mjs).
 import { writeFileSync } from "node:fs";
+import net from "node:net";
 import { join } from "node:path";
 import { collectTopTwo, judge, topTwo } from "./greedy-ties.mjs";
 
@@ -189,14 +190,14 @@ const GATE_EVENTS = 40;
 
 /**
  * A TCP relay in front of engine B, the router's backend for it, that kills B at an exact point: once
- * armed and GATE_EVENTS SSE events (`data: `) have passed from B towards the router, the rest of that read is
- * held back, B's process group is SIGKILLed, every relayed connection is destroyed and the port closed,
- * as the router finds a node that died mid-stream. Killing B from what the client had read (or from B's
+ * armed and GATE_EVENTS SSE events (`data: `) have passed from B towards the router, the rest of that
+ * read is held back, B's process group is SIGKILLed, every relayed connection is destroyed and the
+ * port closed, as the router finds a node that died mid-stream. Killing B from what the client had read (or from B's
  * counters) missed on a busy machine: B's API server, starved of a core, sent each stream's 600 tokens
- * within 0.1 s of the first, so B had finished before it was killed and nothing moved (3 runs of 6).
+ * within 0.1 s of the first, so B had finished before it was killed (or was never killed) and nothing
+ * moved (5 tries of 9).
  */
 export async function gateFor(h, b) {
-  const net = await import("node:net");
   const sockets = new Set();
   let events = 0;
   let armed = false;
