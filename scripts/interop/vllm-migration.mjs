@@ -192,10 +192,10 @@ const GATE_EVENTS = 40;
  * A TCP relay in front of engine B, the router's backend for it, that kills B at an exact point: once
  * armed and GATE_EVENTS SSE events (`data: `) have passed from B towards the router, the rest of that
  * read is held back, B's process group is SIGKILLed, every relayed connection is destroyed and the
- * port closed, as the router finds a node that died mid-stream. Killing B from what the client had read (or from B's
- * counters) missed on a busy machine: B's API server, starved of a core, sent each stream's 600 tokens
- * within 0.1 s of the first, so B had finished before it was killed (or was never killed) and nothing
- * moved (5 tries of 9).
+ * port closed, as the router finds a node that died mid-stream. Killing B from what the client had
+ * read (or from B's counters) missed on a busy machine: B's API server, starved of a core, sent each
+ * stream's 600 tokens within 0.1 s of the first, so B had finished before it was killed (or was never
+ * killed) and nothing moved (5 tries of 9).
  */
 export async function gateFor(h, b) {
   const sockets = new Set();
