@@ -1,6 +1,7 @@
 // One Tokenizer built from parts: an ordinary-text BPE encoder, the added tokens recognised in text,
 // a decode table covering the model's whole vocabulary, and a chat template.
 import { WorkCancelled, nextTurn, waitingSlices, type Cancellable } from "../eventloop/turns.js";
+import { detached } from "../collections/detached.js";
 import { LruMap } from "../collections/lru-map.js";
 import { VocabTable, type AddedToken } from "./byte-level.js";
 import { renderChat, type ChatTemplate } from "./chat-templates.js";
@@ -130,14 +131,6 @@ export function safeCut(text: string, from: number): number {
 export const CHUNK_CHARS = 512;
 const CHUNK_CACHE_CHARS = 2_000_000;
 const CHUNK_CACHE_ENTRIES = 16_384;
-
-/**
- * A copy of `s` that holds no reference to the string it was sliced from: V8 keeps a slice as a view of
- * its parent, so a remembered 512-character chunk of a 5 MB prompt would keep all 5 MB alive.
- */
-export function detached(s: string): string {
-  return (" " + s).slice(1);
-}
 
 /** the end of the chunk of `text` that starts at `pos` (a cut point, or 0) */
 export function chunkEnd(text: string, pos: number): number {

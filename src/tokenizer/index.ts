@@ -10,7 +10,7 @@ export type { ChatTemplateOptions, Tokenizer } from "./types.js";
 export { ChatTemplateError } from "./types.js";
 export { NO_CHAT_TEMPLATE_MESSAGE } from "./chat-templates.js";
 export { tokenCountFloor, tokenCountFloorAsync } from "./lower-bound.js";
-export { detached, safeCut } from "./family-tokenizer.js";
+export { safeCut } from "./family-tokenizer.js";
 export { hasTokenizerJson, loadHfFolder, type HfFolder } from "./hf-folder.js";
 export { createHfTokenizer, folderTokenIds, hfFamily, type FolderTokenItem } from "./hf-tokenizer.js";
 

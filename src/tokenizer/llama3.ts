@@ -4,7 +4,8 @@ import { createRequire } from "node:module";
 import { LruMap } from "../collections/lru-map.js";
 import { byteLevelToBytes, VocabTable, type AddedToken } from "./byte-level.js";
 import { llama31Template } from "./chat-templates.js";
-import { detached, FamilyTokenizer } from "./family-tokenizer.js";
+import { detached } from "../collections/detached.js";
+import { FamilyTokenizer } from "./family-tokenizer.js";
 
 interface Llama3Lib {
   vocabById: string[];

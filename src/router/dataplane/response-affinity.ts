@@ -6,6 +6,7 @@
 // in its `metadata`, so an id the table lost is found on the engines (`locateResponse`).
 // See docs/router.md#response-affinity and docs/security.md#tenant-owned-state-routes-and-request-ids.
 import { timingSafeEqual } from "node:crypto";
+import { detached } from "../../collections/detached.js";
 import { LruMap } from "../../collections/lru-map.js";
 import { HttpError } from "../../http/errors.js";
 import { logger } from "../../obs/log.js";
@@ -119,7 +120,9 @@ export class ResponseAffinity {
   }
 
   /** A response made here (by tenant `owner`, tenancy on): remembered, and told to the rest of the group. */
-  remember(id: string, engine: string, model: string, session?: string, owner?: string): void {
+  remember(found: string, engine: string, model: string, session?: string, owner?: string): void {
+    // read off the answer's bytes: kept as it is, the id would keep up to 64 KiB of them alive
+    const id = detached(found);
     this.learn(id, engine, model, session, owner);
     if (!this.sharing) return;
     const first = this.outgoing.length === 0;

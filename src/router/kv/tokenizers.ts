@@ -4,8 +4,8 @@
 // the models it knows). Models with neither are routed by the approximate prefix index.
 import { resolveModel } from "../../models/profiles.js";
 import { LruMap } from "../../collections/lru-map.js";
+import { detached } from "../../collections/detached.js";
 import {
-  detached,
   loadHfFolder,
   safeCut,
   tokenizerForModel,

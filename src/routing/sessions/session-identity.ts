@@ -5,6 +5,7 @@
 // different ways or not at all. Pure and bounded: no I/O, no clock; sessions and remembered prompt
 // ends are LRUs with a cap and an idle expiry, and per request the hashing is bounded (the limits:
 // docs/routing.md#session-identity).
+import { detached } from "../../collections/detached.js";
 import { LruMap } from "../../collections/lru-map.js";
 import { NumberLruMap } from "../../collections/number-lru-map.js";
 import { contentText, type ChatMessage } from "../../protocol/chat-messages.js";
@@ -281,7 +282,9 @@ export class SessionTracker {
   /** The prompt's end remembered for the session, as its newest. */
   private remember(chain: PromptChain, key: string, now: number): void {
     const end = chain.ends[chain.ends.length - 1]!;
-    const promptEnd: PromptEnd = { key, tail: chain.tail, truncated: chain.truncated, at: now };
+    // the tail is a slice of the prompt: kept as it is, it would keep the whole prompt alive
+    const tail = detached(chain.tail);
+    const promptEnd: PromptEnd = { key, tail, truncated: chain.truncated, at: now };
     const list = this.ends.use(end);
     if (!list) {
       this.ends.set(end, [promptEnd]);

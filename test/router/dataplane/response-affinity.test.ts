@@ -5,6 +5,8 @@
 // gets vLLM's own 404.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { ResponseAffinity, ResponseIdScan } from "../../../src/router/dataplane/response-affinity.js";
 import { startFakeVllm, type FakeVllm } from "../../../bench/support/fakes/fake-vllm.js";
 import { freePorts } from "../../../bench/support/cli.js";
@@ -48,6 +50,25 @@ test("the id is read off a JSON answer or an event stream, split anywhere, withi
   let r: string | null | undefined;
   for (let i = 0; i < 100 && r === undefined; i++) r = none.feed(Buffer.alloc(1024, 0x20));
   assert.equal(r, null, "gives up past its window");
+});
+
+test("ids read off answers hold none of the answers' bytes: 1,000 answers of 32 KB leave the heap a few MB larger", () => {
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc") as () => void;
+  const a = new ResponseAffinity(10_000);
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 1_000; i++) {
+    const answer = Buffer.from(
+      `{"id":"resp_${String(i).padStart(24, "0")}","output":"${"x".repeat(32_000)}"}`,
+    );
+    a.remember(new ResponseIdScan().feed(answer)!, "e1", "m");
+  }
+  gc();
+  const grew = (process.memoryUsage().heapUsed - before) / 2 ** 20;
+  // kept as slices of the text scanned, the ids held all 32 MB of it
+  assert.ok(grew < 8, `the heap grew ${grew.toFixed(1)} MB`);
+  assert.equal(a.size, 1_000);
 });
 
 test("the map keeps at most its cap, forgetting the least recently used, and counts what it drops", () => {

@@ -3,6 +3,8 @@
 // naming none the session whose last prompt they extend; bounded by a cap and an idle expiry.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { SessionTracker, agenticContextOf } from "../../../src/routing/index.js";
 
 const system = { role: "system", content: `You are a coding agent. ${"tools and rules ".repeat(200)}` };
@@ -166,4 +168,24 @@ test("10,000 sessions and more stay within the cap, their remembered prompts too
   assert.ok(s.evictions >= 12_000 - cap);
   const long = s.identify({ header: "k".repeat(100_000) }, now)!;
   assert.ok(long.key.length < 64);
+});
+
+test("the prompt ends remembered hold none of their prompts: 2,000 prompts of 64 KB leave the heap a few MB larger", () => {
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc") as () => void;
+  const s = new SessionTracker();
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 2_000; i++) {
+    // each prompt its own flat string, as JSON.parse gives them, with a tail past its last whole block
+    const prompt = JSON.parse(
+      JSON.stringify(`${i} ${"words of a long prompt ".repeat(2_850)} tail`),
+    ) as string;
+    s.identify({ body: { prompt } }, i);
+  }
+  gc();
+  const grew = (process.memoryUsage().heapUsed - before) / 2 ** 20;
+  // kept as slices of their prompts, the tails held all 128 MB of them
+  assert.ok(grew < 16, `the heap grew ${grew.toFixed(1)} MB`);
+  assert.equal(s.indexed, 2_000);
 });
