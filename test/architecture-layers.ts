@@ -29,7 +29,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
   "src/errors": { imports: [], lines: 117 },
   // the ground floor: what every layer may share, importing nothing of ours (the turn line uses a heap)
   // containers, flags, logging, HTTP answers
-  "src/collections": { imports: [], lines: 660 },
+  "src/collections": { imports: [], lines: 760 },
   "src/config": { imports: [], lines: 570 },
   // (node-flags.ts: the flag check the router re-exec and its workers share)
   "src/obs": { imports: [], lines: 572 },
@@ -446,7 +446,7 @@ export const ROOMS: Readonly<Record<string, Room>> = {
     // the sim tokenizer's memo of long pieces' chunks; the KV index's single holders kept as numbers;
     // the prompt thread, which works long prompts out on a worker (and paces it, to know when it is
     // behind); the hash memo's spans
-    lines: 4100,
+    lines: 4300,
   },
   "src/router/dataplane": {
     imports: [

@@ -8,6 +8,7 @@
 // number), the tokens are compared one by one, and the options by an id per distinct option set. The
 // hashes are the ones computeBlockHashes gives, bit for bit; a lookup key that collides only costs a
 // recompute.
+import { Doorkeeper } from "../../collections/doorkeeper.js";
 import { LruMap } from "../../collections/lru-map.js";
 import { computeBlockHashes, type BlockHashOptions } from "../../protocol/block-hashing.js";
 
@@ -59,12 +60,20 @@ export interface HashMemoStats {
 export class BlockHashMemo {
   private readonly links = new LruMap<number, Link>();
   private readonly spans = new LruMap<number, Span>();
+  /**
+   * blocks hashed once: a block is remembered when it is hashed a second time, so a prompt's unique
+   * tail, hashed once and never again, is not made links that the LRU drops seconds later
+   */
+  private readonly door: Doorkeeper;
   private readonly optionIds = new Map<string, number>();
   private nextSerial = 1;
   private nextOption = 1;
   readonly stats: HashMemoStats = { hits: 0, misses: 0 };
 
-  constructor(private readonly cap = HASH_MEMO_BLOCKS) {}
+  constructor(private readonly cap = HASH_MEMO_BLOCKS) {
+    // cleared after twice as many blocks as the memo holds (at 5% false positives)
+    this.door = new Doorkeeper(cap * 16);
+  }
 
   get size(): number {
     return this.links.size;
@@ -136,9 +145,16 @@ export class BlockHashMemo {
       this.stats.misses += rest.ids.length;
       // the first block's key was folded in the loop above, where its link was missed
       let k = key(roll.a, roll.b);
+      let admit = true;
       for (let j = 0; j < rest.ids.length; j++, b++) {
         const start = b * bs;
         if (j > 0) k = this.blockKey(roll, tokens, b, bs);
+        // past a block not remembered, none is (a link is reached only through its parent's)
+        admit = this.door.seen(roll.a, roll.b) && admit;
+        if (!admit) {
+          out[b] = rest.ids[j]!;
+          continue;
+        }
         const toks: number[] = new Array<number>(bs);
         for (let i = 0; i < bs; i++) toks[i] = tokens[start + i]!;
         const link: Link = {
