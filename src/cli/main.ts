@@ -4,7 +4,7 @@
 import { CliError } from "../config/args.js";
 import { watchParent } from "../obs/lifecycle.js";
 import { SwitchyardError } from "../errors/index.js";
-import { setRouterHeap } from "./v8-heap.js";
+import { setRouterHeap, setRouterPretenuring } from "./v8-heap.js";
 
 type Main = (argv: string[]) => Promise<number | void>;
 
@@ -55,7 +55,10 @@ function usage(): string {
 
 async function run(): Promise<number> {
   // a young generation sized for the router's tail (v8-heap.ts): re-executes this process, so first
-  if (process.argv[2] === "router") setRouterHeap();
+  if (process.argv[2] === "router") {
+    setRouterHeap();
+    setRouterPretenuring();
+  }
   // a stack process of `switchyard up` (and a router worker of one) goes when its parent goes
   watchParent();
   const [cmd, ...rest] = process.argv.slice(2);

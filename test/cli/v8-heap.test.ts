@@ -6,7 +6,13 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { freePort, spawnCli, waitForHttp } from "../../bench/support/cli.js";
 import { startFakeEngine } from "../../bench/support/fakes/fake-engine.js";
-import { heapReexecArgs, routerNodeFlags, SEMI_SPACE_MB, type HeapLaunch } from "../../src/cli/v8-heap.js";
+import {
+  heapReexecArgs,
+  pretenuringOff,
+  routerNodeFlags,
+  SEMI_SPACE_MB,
+  type HeapLaunch,
+} from "../../src/cli/v8-heap.js";
 
 const FLAG = `--max-semi-space-size=${SEMI_SPACE_MB}`;
 const launch = (over: Partial<HeapLaunch> = {}): HeapLaunch => ({
@@ -43,6 +49,13 @@ test("an operator's own semi-space size, on the command line or in NODE_OPTIONS,
   );
   assert.deepEqual(routerNodeFlags({ NODE_OPTIONS: "--max-semi-space-size=64" }), []);
   assert.deepEqual(routerNodeFlags({}), [FLAG]);
+});
+
+test("the router turns V8's allocation-site pretenuring off unless the operator gave the flag either way", () => {
+  assert.equal(pretenuringOff([], {}), true);
+  assert.equal(pretenuringOff(["--allocation-site-pretenuring"], {}), false);
+  assert.equal(pretenuringOff(["--no-allocation-site-pretenuring"], {}), false);
+  assert.equal(pretenuringOff([], { NODE_OPTIONS: "--no_allocation_site_pretenuring" }), false);
 });
 
 test("the router is not re-executed twice, nor without execve, nor with an IPC channel to its parent", () => {
