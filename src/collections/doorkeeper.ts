@@ -1,8 +1,8 @@
 // An admission filter for a cache whose entries cost the collector: a key is admitted on its second
 // sighting, so what is seen once never becomes an object. The router's block-hash memo remembered every
 // block it hashed, a prompt's unique tail too: at 500 req/s of 4k-token prompts that was some 15,000
-// links a second, each living a few seconds in the old generation before the LRU dropped it, and the
-// mark-compacts that swept them stalled the event loop for tens of milliseconds. TinyLFU's doorkeeper
+// links a second, each living a few seconds in the old generation before the LRU dropped it, for the
+// mark-compacts that stall the event loop to sweep. TinyLFU's doorkeeper
 // (Einziger, Friedman and Manes, "TinyLFU: A Highly Efficient Cache Admission Policy", ACM Transactions
 // on Storage 13(4), 2017): a Bloom filter of keys seen once, cleared whenever it has taken as many keys
 // as keep its false positives near 5%; a false positive only admits a key early.
