@@ -149,12 +149,10 @@ export class BlockHashMemo {
       for (let j = 0; j < rest.ids.length; j++, b++) {
         const start = b * bs;
         if (j > 0) k = this.blockKey(roll, tokens, b, bs);
+        out[b] = rest.ids[j]!;
         // past a block not remembered, none is (a link is reached only through its parent's)
         admit = this.door.seen(roll.a, roll.b) && admit;
-        if (!admit) {
-          out[b] = rest.ids[j]!;
-          continue;
-        }
+        if (!admit) continue;
         const toks: number[] = new Array<number>(bs);
         for (let i = 0; i < bs; i++) toks[i] = tokens[start + i]!;
         const link: Link = {
@@ -166,7 +164,6 @@ export class BlockHashMemo {
           id: rest.ids[j]!,
         };
         this.links.set(k, link);
-        out[b] = link.id;
         prev = link;
         chain[b] = link;
       }
