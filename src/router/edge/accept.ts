@@ -2,16 +2,32 @@
 // connections is accepted in a few event-loop turns rather than hundreds: since libuv 1.45 a listening
 // socket accepts one connection per turn, and a busy router took up to a second to accept a burst.
 // Another process of the same user could join the port's group silently, so several sockets are used
-// only on an explicit port, after a plain bind has proved it free; `limits.listenSockets` is 8 by
-// default (auto), since one socket left a quarter of a second to a second of tail at 256 new
-// connections, and 1 turns it off. Router workers each listen on sockets of their own in the group.
+// only on an explicit port, after a plain bind has proved it free; `limits.listenSockets` is 64 by
+// default (auto): a busy router took 39 turns (0.5 s) to accept a burst of 256 new connections on 8
+// sockets and about 10 (60-70 ms) on 64, and 1 turns it off. Router workers each listen on sockets
+// of their own in the group.
 // The measurements and the hazard in full: docs/router.md#hardening-and-drain.
 import cluster from "node:cluster";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import type { Server } from "node:http";
 
-/** `limits.listenSockets: auto`: as many as took a burst of 256 new connections in a few turns */
-export const AUTO_LISTEN_SOCKETS = 8;
+/**
+ * `limits.listenSockets: auto`. The kernel picks a connection's socket by a hash of its addresses, so
+ * a burst is accepted in as many turns as the busiest socket got connections: 256 over 64 sockets is
+ * 4 each on average and about 10 at the most, over 8 it is 32 and about 40.
+ */
+export const AUTO_LISTEN_SOCKETS = 64;
+
+/**
+ * Node's per-socket cap when `sockets` share `maxConnections`: an equal share plus four standard
+ * deviations of the kernel's hash spread, so that the busiest socket does not refuse connections while
+ * the router's own count (which sees them all) still has room.
+ */
+export function socketShare(maxConnections: number, sockets: number): number {
+  if (maxConnections <= 0 || sockets <= 1) return 0;
+  const mean = maxConnections / sockets;
+  return Math.ceil(mean + 4 * Math.sqrt(mean));
+}
 
 /** True where `listen({ reusePort })` exists (Node 22.12+, 23.1+) and spreads connections (Linux). */
 export function reusePortSupported(
@@ -36,8 +52,8 @@ export interface Listening {
 
 /**
  * Listens `server` on host:port with up to `sockets` listening sockets. `maxConnections` (0 = none)
- * bounds the connections the sockets accept together: each socket takes an equal share, since the
- * kernel spreads new connections over them evenly; `onDrop` is called for each one refused.
+ * bounds the connections the sockets accept together: each socket takes a share (socketShare), since
+ * the kernel spreads new connections over them; `onDrop` is called for each one refused.
  */
 export async function listenOnSockets(
   server: Server,
@@ -51,8 +67,8 @@ export async function listenOnSockets(
 ): Promise<Listening> {
   const own = ownSockets && cluster.isWorker;
   const n = own || (port !== 0 && !cluster.isWorker && reusePortSupported()) ? sockets : 1;
-  // one socket keeps the server's own maxConnections; several take an equal share of it each
-  const share = n > 1 && maxConnections > 0 ? Math.ceil(maxConnections / n) : 0;
+  // one socket keeps the server's own maxConnections; several take a share of it each
+  const share = socketShare(maxConnections, n);
   if (share > 0) server.maxConnections = share;
   // EADDRINUSE here, as a plain listener would get, rather than joining another process's group
   if (n > 1 && !own) await provePortFree(port, host);

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { get, request } from "node:http";
-import { reusePortSupported } from "../../../src/router/edge/accept.js";
+import { AUTO_LISTEN_SOCKETS, reusePortSupported, socketShare } from "../../../src/router/edge/accept.js";
 import { startRouter } from "../../../src/router/index.js";
 import { freePort, waitForHttp } from "../../../bench/support/cli.js";
 import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";
@@ -29,6 +29,21 @@ test("reusePort is used only where Node has it and the kernel spreads connection
   assert.equal(reusePortSupported("23.1.0", "linux"), true);
   assert.equal(reusePortSupported("24.0.0", "linux"), true);
   assert.equal(reusePortSupported("24.0.0", "darwin"), false);
+});
+
+test("each listening socket's own cap leaves room for the kernel's uneven spread of connections", () => {
+  assert.equal(AUTO_LISTEN_SOCKETS, 64);
+  // one socket, or no cap: Node's own cap is left as the server has it
+  assert.equal(socketShare(0, 64), 0);
+  assert.equal(socketShare(32_768, 1), 0);
+  // the default cap's backstop (34,816) over 64 sockets: 544 each on average; a hash spreads 34,816
+  // connections with a standard deviation of about 23 a socket, so an equal share would refuse some
+  const share = socketShare(34_816, 64);
+  assert.ok(share >= 544 + 4 * 23 && share < 544 * 1.25, `share ${share}`);
+  // small caps still let every socket take a few
+  assert.ok(socketShare(100, 64) >= 7);
+  // together they still bound the total: the router's own count is the cap, this the backstop
+  assert.ok(socketShare(4096, 8) * 8 < 4096 * 1.25);
 });
 
 test("a burst of 200 new connections is served whole, on several listening sockets where Node can", async () => {
@@ -59,7 +74,7 @@ test("a burst of 200 new connections is served whole, on several listening socke
   await e.close();
 });
 
-test("an ephemeral port gets one listening socket; an explicit one gets eight by default where Node shares ports", async () => {
+test("an ephemeral port gets one listening socket; an explicit one gets sixty-four by default where Node shares ports", async () => {
   const e = await startFakeEngine({ models: ["fake/m"] });
   const a = await startRouter({
     host: "127.0.0.1",
@@ -72,8 +87,8 @@ test("an ephemeral port gets one listening socket; an explicit one gets eight by
     assert.equal(a.router.listenSockets, 1, "port 0 could be one another reuse-port process holds");
     assert.equal(
       b.router.listenSockets,
-      reusePortSupported() ? 8 : 1,
-      "auto: eight where the port can be shared",
+      reusePortSupported() ? AUTO_LISTEN_SOCKETS : 1,
+      "auto: sixty-four where the port can be shared",
     );
   } finally {
     await a.close(0);
