@@ -86,6 +86,7 @@ async function runWorker(): Promise<void> {
   const running = await startRouter(start.config, {
     quiet: true,
     ownSockets: start.ownSockets === true,
+    groupSize: start.workers,
     prepare: (router) => {
       link = new WorkerLink(router, start);
       router.group = link;

@@ -36,6 +36,8 @@ export interface StartOptions {
   quiet?: boolean;
   /** a router worker binds sockets of its own on the port (its primary proved it free: edge/accept.ts) */
   ownSockets?: boolean;
+  /** processes listening on the port together (a router worker's group): `listenSockets: auto` is shared out */
+  groupSize?: number;
 }
 
 export interface RunningRouter {
@@ -61,7 +63,7 @@ export async function startRouter(
   opts.prepare?.(router);
   await router.start();
   try {
-    await router.listen(cfg.port, cfg.host, opts.ownSockets);
+    await router.listen(cfg.port, cfg.host, opts.ownSockets, opts.groupSize);
   } catch (err) {
     // the port is taken (or not ours to bind): nothing of this router may keep running
     await router.close(0);

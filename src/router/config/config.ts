@@ -374,7 +374,7 @@ export const routerConfigSchema = z.strictObject({
        * auto is AUTO_LISTEN_SOCKETS; the hazard of a shared port: src/router/edge/accept.ts (restart) */
       listenSockets: flag(z.union([z.literal("auto"), z.number().int().min(1).max(64)]).default("auto"), {
         flag: "listen-sockets",
-        help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn (per worker with --workers); auto: 64 where that works, else 1. Set 1 where another process of this user could bind the same port",
+        help: "listening sockets sharing the port (SO_REUSEPORT, Node 22.12+ on Linux, an explicit --port): a burst of new connections is accepted this many per event-loop turn (per worker with --workers); auto: 64 where that works (shared out between workers), else 1. Set 1 where another process of this user could bind the same port",
         toConfig: (v) => (v === "auto" ? "auto" : Number(v)),
       }),
     })

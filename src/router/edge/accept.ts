@@ -5,7 +5,7 @@
 // only on an explicit port, after a plain bind has proved it free; `limits.listenSockets` is 64 by
 // default (auto): a busy router took 39 turns (0.5 s) to accept a burst of 256 new connections on 8
 // sockets and about 10 (60-70 ms) on 64, and 1 turns it off. Router workers each listen on sockets
-// of their own in the group.
+// of their own in the group, auto sharing the 64 out between them.
 // The measurements and the hazard in full: docs/router.md#hardening-and-drain.
 import cluster from "node:cluster";
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
@@ -17,6 +17,15 @@ import type { Server } from "node:http";
  * 4 each on average and about 10 at the most, over 8 it is 32 and about 40.
  */
 export const AUTO_LISTEN_SOCKETS = 64;
+
+/**
+ * `auto` for one of `groupSize` processes listening on the port together (router workers): the
+ * group's AUTO_LISTEN_SOCKETS shared out, since a burst spreads over every socket in the group and
+ * each process accepts its own at once.
+ */
+export function autoListenSockets(groupSize: number): number {
+  return Math.max(1, Math.ceil(AUTO_LISTEN_SOCKETS / Math.max(1, groupSize)));
+}
 
 /**
  * Node's per-socket cap when `sockets` share `maxConnections`: an equal share plus four standard

@@ -9,7 +9,7 @@ import type { Policy } from "../../routing/index.js";
 import type { RouterConfig } from "../config/config.js";
 import { logger } from "../../obs/log.js";
 import { matchEndpoint } from "../request/endpoints.js";
-import { AUTO_LISTEN_SOCKETS, listenOnSockets, type Listening } from "./accept.js";
+import { autoListenSockets, listenOnSockets, type Listening } from "./accept.js";
 import { backstop, ClientConnections } from "./connections.js";
 import { OwnRoutes } from "./own-routes.js";
 import type { RouterGroup, RouterRooms } from "./rooms.js";
@@ -130,15 +130,16 @@ export class Router {
 
   /**
    * Listens on host:port, on `limits.listenSockets` sockets where Node can share a port between them
-   * (see accept.ts), else on one. Resolves once every socket accepts.
+   * (see accept.ts), else on one. Resolves once every socket accepts. `groupSize`: the processes
+   * listening on the port together, each with sockets of its own; `auto` is the group's, shared out.
    */
-  async listen(port: number, host: string, ownSockets = false): Promise<void> {
+  async listen(port: number, host: string, ownSockets = false, groupSize = 1): Promise<void> {
     const lim = this.config.limits;
     this.listening = await listenOnSockets(
       this.server,
       port,
       host,
-      lim.listenSockets === "auto" ? AUTO_LISTEN_SOCKETS : lim.listenSockets,
+      lim.listenSockets === "auto" ? autoListenSockets(groupSize) : lim.listenSockets,
       backstop(lim.maxConnections),
       this.connectionDropped,
       ownSockets,

@@ -6,7 +6,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { get, request } from "node:http";
-import { AUTO_LISTEN_SOCKETS, reusePortSupported, socketShare } from "../../../src/router/edge/accept.js";
+import {
+  AUTO_LISTEN_SOCKETS,
+  autoListenSockets,
+  reusePortSupported,
+  socketShare,
+} from "../../../src/router/edge/accept.js";
 import { startRouter } from "../../../src/router/index.js";
 import { freePort, waitForHttp } from "../../../bench/support/cli.js";
 import { startFakeEngine } from "../../../bench/support/fakes/fake-engine.js";
@@ -29,6 +34,14 @@ test("reusePort is used only where Node has it and the kernel spreads connection
   assert.equal(reusePortSupported("23.1.0", "linux"), true);
   assert.equal(reusePortSupported("24.0.0", "linux"), true);
   assert.equal(reusePortSupported("24.0.0", "darwin"), false);
+});
+
+test("auto is 64 sockets for the port's group, shared out between the workers listening on it", () => {
+  assert.equal(autoListenSockets(1), 64);
+  assert.equal(autoListenSockets(2), 32);
+  assert.equal(autoListenSockets(3), 22);
+  assert.equal(autoListenSockets(100), 1);
+  assert.equal(autoListenSockets(0), 64);
 });
 
 test("each listening socket's own cap leaves room for the kernel's uneven spread of connections", () => {
