@@ -85,8 +85,7 @@ async function runWorker(): Promise<void> {
   let link: WorkerLink | undefined;
   const running = await startRouter(start.config, {
     quiet: true,
-    ownSockets: start.ownSockets === true,
-    groupSize: start.workers,
+    ...(start.ownSockets ? { socketGroup: start.workers } : {}),
     prepare: (router) => {
       link = new WorkerLink(router, start);
       router.group = link;

@@ -34,10 +34,11 @@ export interface StartOptions {
   prepare?: (router: Router) => void;
   /** log the listening line at debug (a router worker: its primary says it once for the group) */
   quiet?: boolean;
-  /** a router worker binds sockets of its own on the port (its primary proved it free: edge/accept.ts) */
-  ownSockets?: boolean;
-  /** processes listening on the port together (a router worker's group): `listenSockets: auto` is shared out */
-  groupSize?: number;
+  /**
+   * a router worker that binds sockets of its own on the port (its primary proved it free:
+   * edge/accept.ts): how many processes listen on it together, which share `listenSockets: auto` out
+   */
+  socketGroup?: number;
 }
 
 export interface RunningRouter {
@@ -63,7 +64,7 @@ export async function startRouter(
   opts.prepare?.(router);
   await router.start();
   try {
-    await router.listen(cfg.port, cfg.host, opts.ownSockets, opts.groupSize);
+    await router.listen(cfg.port, cfg.host, opts.socketGroup);
   } catch (err) {
     // the port is taken (or not ours to bind): nothing of this router may keep running
     await router.close(0);

@@ -130,19 +130,19 @@ export class Router {
 
   /**
    * Listens on host:port, on `limits.listenSockets` sockets where Node can share a port between them
-   * (see accept.ts), else on one. Resolves once every socket accepts. `groupSize`: the processes
-   * listening on the port together, each with sockets of its own; `auto` is the group's, shared out.
+   * (see accept.ts), else on one. Resolves once every socket accepts. `socketGroup`: a router worker
+   * binding sockets of its own, one of this many processes on the port; `auto` is the group's, shared out.
    */
-  async listen(port: number, host: string, ownSockets = false, groupSize = 1): Promise<void> {
+  async listen(port: number, host: string, socketGroup?: number): Promise<void> {
     const lim = this.config.limits;
     this.listening = await listenOnSockets(
       this.server,
       port,
       host,
-      lim.listenSockets === "auto" ? autoListenSockets(groupSize) : lim.listenSockets,
+      lim.listenSockets === "auto" ? autoListenSockets(socketGroup ?? 1) : lim.listenSockets,
       backstop(lim.maxConnections),
       this.connectionDropped,
-      ownSockets,
+      socketGroup !== undefined,
     );
     if (this.listening.sockets > 1)
       log.debug({ sockets: this.listening.sockets }, "listening on several sockets");
