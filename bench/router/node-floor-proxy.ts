@@ -2,50 +2,85 @@
 // undici dispatch, relay status, headers and bytes. No routing, validation, limits, timeouts,
 // failover or metrics. bench/router/overhead.ts measures it beside the router and nginx, so the report can
 // tell the router's own cost from the cost of the HTTP stack it is built on. Not a product path.
-//   node --import tsx bench/router/node-floor-proxy.ts PORT UPSTREAM_PORT
+// With PROCESSES above 1 it runs as the router's workers do (node:cluster, each process on sockets of
+// its own in the port's SO_REUSEPORT group, V8's pool cut to its share of the cores, upstreams taken
+// in turn), so bench/router/vs-peers.ts can show what any Node process group pays beside a
+// work-stealing router, apart from what the router adds. SOCKETS: listening sockets each process
+// (vs-peers passes the router's `auto` share; the router's module graph is not loaded here).
+//   node --import tsx bench/router/node-floor-proxy.ts PORT UPSTREAM_PORT[,UPSTREAM_PORT...] [PROCESSES [SOCKETS]]
+import cluster from "node:cluster";
 import { createServer } from "node:http";
+import { createServer as createNetServer } from "node:net";
+import { availableParallelism } from "node:os";
 import { Pool, type Dispatcher } from "undici";
 
-const [port, upstream] = process.argv.slice(2).map(Number);
-const pool = new Pool(`http://127.0.0.1:${upstream}`, { connections: 1024, pipelining: 1 });
+const [portArg, upstreamArg, processesArg, socketsArg] = process.argv.slice(2);
+const port = Number(portArg);
+const upstreams = (upstreamArg ?? "").split(",").map(Number);
+const processes = Math.max(1, Number(processesArg ?? 1));
+const sockets = Math.max(1, Number(socketsArg ?? 1));
 const SKIP = new Set(["connection", "keep-alive", "transfer-encoding"]);
 
-createServer((req, res) => {
-  const chunks: Buffer[] = [];
-  req.on("data", (c: Buffer) => chunks.push(c));
-  req.on("end", () => {
-    const handler: Dispatcher.DispatchHandler = {
-      onConnect() {},
-      onHeaders(status, raw) {
-        const h: string[] = [];
-        for (let i = 0; i + 1 < raw.length; i += 2) {
-          const name = raw[i]!.toString("latin1");
-          if (!SKIP.has(name.toLowerCase())) h.push(name, raw[i + 1]!.toString("latin1"));
-        }
-        res.writeHead(status, h);
-        return true;
-      },
-      onData(chunk) {
-        res.write(chunk);
-        return true;
-      },
-      onComplete() {
-        res.end();
-      },
-      onError(err) {
-        res.destroy(err);
-      },
-    };
-    pool.dispatch(
-      {
-        path: req.url ?? "/",
-        method: "POST",
-        headers: ["content-type", "application/json"],
-        body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks),
-      },
-      handler,
-    );
+if (processes > 1 && cluster.isPrimary) {
+  // as the router's primary does for its workers (src/router/cluster/worker-count.ts)
+  const pool = Math.max(1, Math.floor(availableParallelism() / processes));
+  cluster.setupPrimary({ execArgv: [...process.execArgv, ...(pool < 4 ? [`--v8-pool-size=${pool}`] : [])] });
+  for (let i = 0; i < processes; i++) cluster.fork();
+  process.on("SIGTERM", () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
+    process.exit(0);
   });
-}).listen(port, "127.0.0.1").keepAliveTimeout = 65_000;
+} else {
+  serve();
+}
 
-process.on("SIGTERM", () => process.exit(0));
+function serve(): void {
+  const pools = upstreams.map((u) => new Pool(`http://127.0.0.1:${u}`, { connections: 1024, pipelining: 1 }));
+  let turn = 0;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const handler: Dispatcher.DispatchHandler = {
+        onConnect() {},
+        onHeaders(status, raw) {
+          const h: string[] = [];
+          for (let i = 0; i + 1 < raw.length; i += 2) {
+            const name = raw[i]!.toString("latin1");
+            if (!SKIP.has(name.toLowerCase())) h.push(name, raw[i + 1]!.toString("latin1"));
+          }
+          res.writeHead(status, h);
+          return true;
+        },
+        onData(chunk) {
+          res.write(chunk);
+          return true;
+        },
+        onComplete() {
+          res.end();
+        },
+        onError(err) {
+          res.destroy(err);
+        },
+      };
+      pools[turn++ % pools.length]!.dispatch(
+        {
+          path: req.url ?? "/",
+          method: "POST",
+          headers: ["content-type", "application/json"],
+          body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks),
+        },
+        handler,
+      );
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  if (processes === 1) {
+    server.listen(port, "127.0.0.1");
+  } else {
+    const opts = { port, host: "127.0.0.1", reusePort: true };
+    server.listen(opts);
+    for (let i = 1; i < sockets; i++) createNetServer((s) => server.emit("connection", s)).listen(opts);
+  }
+  process.on("SIGTERM", () => process.exit(0));
+}

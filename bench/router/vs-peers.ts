@@ -6,8 +6,11 @@
 // "engines": two ports of one nginx answering a tiny completion (the upstream costs next to nothing,
 // so the proxies are what is measured). Rounds are interleaved (each round starts with the next
 // target) and each figure is the median over rounds; ratios are against vllm-router in the same run.
+// `node-floor` (not run by default) is bench/router/node-floor-proxy.ts in as many processes as
+// round-robin's workers: what a Node process group costs before any of the router's own work.
 //   node --import tsx bench/router/vs-peers.ts [--rounds 5] [--duration 8] [--concurrency 64,256]
-//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default] [--workers N] [--hybrid-workers N]
+//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default,node-floor] [--workers N]
+//     [--hybrid-workers N]
 //     [--listen-sockets N] [--switchyard-log-level info|warn] [--noisy-neighbour]
 // --noisy-neighbour keeps one core busy with a background busy loop while every cell is measured.
 //     [--out-dir DIR] [--json FILE]
@@ -22,6 +25,7 @@ import { freePorts } from "../support/cli.js";
 import { ensureBenchTools, startLogged, stopAll, vllmRouterBin } from "../support/peer-tools.js";
 import { waitHttp } from "../support/router-harness.js";
 import { percentile } from "../../src/workload/stats.js";
+import { autoListenSockets } from "../../src/router/index.js";
 
 const specs: FlagSpecs = {
   rounds: { type: "int", default: 5, min: 1, help: "interleaved rounds (the median is reported)" },
@@ -30,7 +34,7 @@ const specs: FlagSpecs = {
   targets: {
     type: "string",
     default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default",
-    help: "which proxies (vr-default, sy-default: each router with no flag but its engines and port)",
+    help: "which proxies (vr-default, sy-default: each router with no flag but its engines and port; node-floor: node:http and undici alone, in as many processes as round-robin's workers)",
   },
   "noisy-neighbour": {
     type: "boolean",
@@ -209,8 +213,8 @@ export interface PeersResult {
 async function main(): Promise<void> {
   const tools = ensureBenchTools();
   const vr = wantTargets.some((t) => t.startsWith("vr-")) ? vllmRouterBin() : "";
-  const [upA, upB, pNginx, pVrRr, pVrCa, pVrProm1, pVrProm2, pSyRr, pSyHy, pVrDef, pVrProm3, pSyDef] =
-    await freePorts(12);
+  const [upA, upB, pNginx, pVrRr, pVrCa, pVrProm1, pVrProm2, pSyRr, pSyHy, pVrDef, pVrProm3, pSyDef, pFloor] =
+    await freePorts(13);
   const engines = [`http://127.0.0.1:${upA}`, `http://127.0.0.1:${upB}`];
   const upDir = mkdtempSync(join(outDir, "upstream-"));
   writeFileSync(
@@ -304,6 +308,27 @@ async function main(): Promise<void> {
       "sy-hybrid",
       `Switchyard hybrid (${hyWorkers} ${hyWorkers === 1 ? "process" : "workers"})`,
       pSyHy!,
+      c.pid,
+    );
+  }
+  if (wantTargets.includes("node-floor")) {
+    const script = join(here, `node-floor-proxy.${isTs ? "ts" : "js"}`);
+    const c = startLogged(
+      process.execPath,
+      [
+        ...(isTs ? ["--import", "tsx"] : []),
+        script,
+        String(pFloor),
+        `${upA},${upB}`,
+        String(syWorkers),
+        String(autoListenSockets(syWorkers)),
+      ],
+      join(outDir, "node-floor.log"),
+    );
+    add(
+      "node-floor",
+      `node:http + undici doing the least (${syWorkers} ${syWorkers === 1 ? "process" : "processes"}, as round-robin's workers)`,
+      pFloor!,
       c.pid,
     );
   }

@@ -10,6 +10,8 @@ import { watchConfigFile } from "./config/watch.js";
 import { startLonePeers } from "./cluster/lone.js";
 
 export { Router } from "./edge/server.js";
+/** how many listening sockets `limits.listenSockets: auto` gives each of N processes on one port */
+export { autoListenSockets } from "./edge/accept.js";
 export {
   loadConfig,
   parseConfig,
