@@ -2,16 +2,16 @@
 // undici dispatch, relay status, headers and bytes. No routing, validation, limits, timeouts,
 // failover or metrics. bench/router/overhead.ts measures it beside the router and nginx, so the report can
 // tell the router's own cost from the cost of the HTTP stack it is built on. Not a product path.
-// With PROCESSES above 1 it runs as the router's workers do (node:cluster, each process on sockets of
-// its own in the port's SO_REUSEPORT group, V8's pool cut to its share of the cores, upstreams taken
-// in turn), so bench/router/vs-peers.ts can show what any Node process group pays beside a
-// work-stealing router, apart from what the router adds. SOCKETS: listening sockets each process
-// (vs-peers passes the router's `auto` share; the router's module graph is not loaded here).
+// With PROCESSES above 1 it runs as the router's workers do (node:cluster, each process on SOCKETS
+// sockets of its own in the port's SO_REUSEPORT group, upstreams taken in turn), so
+// bench/router/vs-peers.ts can show what any Node process group pays beside a work-stealing router,
+// apart from what the router adds. The workers inherit this process's Node flags: vs-peers starts it
+// with the router workers' own (their V8 pool) and passes the router's `auto` share of sockets, so
+// the router's module graph is not loaded here.
 //   node --import tsx bench/router/node-floor-proxy.ts PORT UPSTREAM_PORT[,UPSTREAM_PORT...] [PROCESSES [SOCKETS]]
 import cluster from "node:cluster";
 import { createServer } from "node:http";
 import { createServer as createNetServer } from "node:net";
-import { availableParallelism } from "node:os";
 import { Pool, type Dispatcher } from "undici";
 
 const [portArg, upstreamArg, processesArg, socketsArg] = process.argv.slice(2);
@@ -22,9 +22,6 @@ const sockets = Math.max(1, Number(socketsArg ?? 1));
 const SKIP = new Set(["connection", "keep-alive", "transfer-encoding"]);
 
 if (processes > 1 && cluster.isPrimary) {
-  // as the router's primary does for its workers (src/router/cluster/worker-count.ts)
-  const pool = Math.max(1, Math.floor(availableParallelism() / processes));
-  cluster.setupPrimary({ execArgv: [...process.execArgv, ...(pool < 4 ? [`--v8-pool-size=${pool}`] : [])] });
   for (let i = 0; i < processes; i++) cluster.fork();
   process.on("SIGTERM", () => {
     for (const w of Object.values(cluster.workers ?? {})) w?.kill();

@@ -25,7 +25,7 @@ import { freePorts } from "../support/cli.js";
 import { ensureBenchTools, startLogged, stopAll, vllmRouterBin } from "../support/peer-tools.js";
 import { waitHttp } from "../support/router-harness.js";
 import { percentile } from "../../src/workload/stats.js";
-import { autoListenSockets } from "../../src/router/index.js";
+import { autoListenSockets, usableCores, workerExecArgv } from "../../src/router/index.js";
 
 const specs: FlagSpecs = {
   rounds: { type: "int", default: 5, min: 1, help: "interleaved rounds (the median is reported)" },
@@ -317,6 +317,8 @@ async function main(): Promise<void> {
       process.execPath,
       [
         ...(isTs ? ["--import", "tsx"] : []),
+        // the flags round-robin's workers start with (their V8 pool); the floor's workers inherit them
+        ...workerExecArgv([], process.env, usableCores(), syWorkers, "round-robin"),
         script,
         String(pFloor),
         `${upA},${upB}`,

@@ -12,6 +12,8 @@ import { startLonePeers } from "./cluster/lone.js";
 export { Router } from "./edge/server.js";
 /** how many listening sockets `limits.listenSockets: auto` gives each of N processes on one port */
 export { autoListenSockets } from "./edge/accept.js";
+/** the Node flags each router worker starts with, and the cores the count is taken from */
+export { usableCores, workerExecArgv } from "./cluster/worker-count.js";
 export {
   loadConfig,
   parseConfig,
