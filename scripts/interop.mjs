@@ -310,6 +310,14 @@ async function post(url, body) {
   return JSON.parse(text);
 }
 
+/** An error's message and its causes' (fetch's "fetch failed" says why only in its cause). */
+function reason(err) {
+  let text = String(err?.message ?? err);
+  for (let c = err?.cause, n = 0; c && n < 3; c = c.cause, n++)
+    text += ` (cause: ${c.code ? `${c.code} ` : ""}${c.message ?? c})`;
+  return text;
+}
+
 async function check(name, fn) {
   const t0 = Date.now();
   try {
@@ -317,8 +325,9 @@ async function check(name, fn) {
     results.push({ name, ok: true, detail, seconds: (Date.now() - t0) / 1000 });
     log(`✔ ${name}: ${detail}`);
   } catch (err) {
-    results.push({ name, ok: false, detail: err.message, seconds: (Date.now() - t0) / 1000 });
-    log(`✖ ${name}: ${err.message}`);
+    const why = reason(err);
+    results.push({ name, ok: false, detail: why, seconds: (Date.now() - t0) / 1000 });
+    log(`✖ ${name}: ${why}`);
   }
 }
 
