@@ -31,11 +31,23 @@ class MultiplexingH2CClient extends H2CClient {
   }
 }
 
+/**
+ * How long an idle connection to an engine is kept for the next request, where the engine's answers
+ * carry no Keep-Alive hint (a hint, as Node's http servers send, sets it instead): below the 5 s after
+ * which vLLM's API server (uvicorn, VLLM_HTTP_TIMEOUT_KEEP_ALIVE) closes an idle connection without
+ * one. Kept longer (it was 30 s), a request can go out on a connection the engine is closing at that
+ * moment and fail with "other side closed", which counts against the engine and excludes it from the
+ * request's next attempts: a stream moving off a killed engine found its only other engine excluded
+ * that way in a real-vLLM run. undici fires idle timers of a second or more within
+ * half a second of their time, so 3 s leaves the engine's 5 s a margin on a busy loop.
+ */
+export const ENGINE_IDLE_KEEPALIVE_MS = 3_000;
+
 /** Options both transports share: the proxy keeps its own first-byte and idle deadlines. */
 function clientOptions(cfg: RouterConfig) {
   return {
     connect: { timeout: cfg.timeouts.connect },
-    keepAliveTimeout: 30_000,
+    keepAliveTimeout: ENGINE_IDLE_KEEPALIVE_MS,
     keepAliveMaxTimeout: 600_000,
     headersTimeout: 0,
     bodyTimeout: 0,
