@@ -4,13 +4,23 @@
 import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
+import { Agent } from "undici";
 import { collectTopTwo, judge, topTwo } from "./greedy-ties.mjs";
 
 const MODEL = "tiny";
 
+/**
+ * Each stream on a connection of its own. vLLM's API server closes a connection idle for 5 s without
+ * a Keep-Alive hint, and the suite's streams to an engine start when the previous batch has ended,
+ * some of their connections idle about that long: one went out on a connection being closed and
+ * failed with "other side closed" before reaching the engine. The check is about the router.
+ */
+const FRESH = new Agent({ pipelining: 0 });
+
 /** Reads an SSE stream to the end: the text, the token ids, how many [DONE]. */
 export async function stream(base, path, body, headers = {}, onEvent) {
   const res = await fetch(`${base}${path}`, {
+    dispatcher: FRESH,
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
