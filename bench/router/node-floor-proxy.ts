@@ -8,17 +8,21 @@
 // apart from what the router adds. The workers inherit this process's Node flags: vs-peers starts it
 // with the router workers' own (their V8 pool) and passes the router's `auto` share of sockets, so
 // the router's module graph is not loaded here.
-//   node --import tsx bench/router/node-floor-proxy.ts PORT UPSTREAM_PORT[,UPSTREAM_PORT...] [PROCESSES [SOCKETS]]
+// WORK_US above 0 spends that many microseconds on the event loop per request before dispatching it (a
+// busy wait on the monotonic clock): a stand-in for a router's own work, so vs-peers can show how much
+// of it a process group affords before its tail falls behind a peer's (`node-floor+N` targets).
+//   node --import tsx bench/router/node-floor-proxy.ts PORT UPSTREAM_PORT[,UPSTREAM_PORT...] [PROCESSES [SOCKETS [WORK_US]]]
 import cluster from "node:cluster";
 import { createServer } from "node:http";
 import { createServer as createNetServer } from "node:net";
 import { Pool, type Dispatcher } from "undici";
 
-const [portArg, upstreamArg, processesArg, socketsArg] = process.argv.slice(2);
+const [portArg, upstreamArg, processesArg, socketsArg, workArg] = process.argv.slice(2);
 const port = Number(portArg);
 const upstreams = (upstreamArg ?? "").split(",").map(Number);
 const processes = Math.max(1, Number(processesArg ?? 1));
 const sockets = Math.max(1, Number(socketsArg ?? 1));
+const workMs = Math.max(0, Number(workArg ?? 0)) / 1000;
 const SKIP = new Set(["connection", "keep-alive", "transfer-encoding"]);
 
 if (processes > 1 && cluster.isPrimary) {
@@ -38,6 +42,10 @@ function serve(): void {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
+      if (workMs > 0) {
+        const until = performance.now() + workMs;
+        while (performance.now() < until);
+      }
       const handler: Dispatcher.DispatchHandler = {
         onConnect() {},
         onHeaders(status, raw) {

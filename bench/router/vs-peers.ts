@@ -8,8 +8,11 @@
 // target) and each figure is the median over rounds; ratios are against vllm-router in the same run.
 // `node-floor` (not run by default) is bench/router/node-floor-proxy.ts in as many processes as
 // round-robin's workers: what a Node process group costs before any of the router's own work.
+// `node-floor+N` is the same spending N µs of its event loop's time on each request: how much work a
+// request may cost a Node router before its tail falls behind vllm-router's.
 //   node --import tsx bench/router/vs-peers.ts [--rounds 5] [--duration 8] [--concurrency 64,256]
-//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default,node-floor] [--workers N]
+//     [--targets nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default,node-floor,node-floor+N]
+//     [--workers N]
 //     [--hybrid-workers N]
 //     [--listen-sockets N] [--switchyard-log-level info|warn] [--noisy-neighbour]
 // --noisy-neighbour keeps one core busy with a background busy loop while every cell is measured.
@@ -34,7 +37,7 @@ const specs: FlagSpecs = {
   targets: {
     type: "string",
     default: "nginx,vr-rr,vr-ca,sy-rr,sy-hybrid,vr-default,sy-default",
-    help: "which proxies (vr-default, sy-default: each router with no flag but its engines and port; node-floor: node:http and undici alone, in as many processes as round-robin's workers)",
+    help: "which proxies (vr-default, sy-default: each router with no flag but its engines and port; node-floor: node:http and undici alone, in as many processes as round-robin's workers; node-floor+N: the same spending N µs per request)",
   },
   "noisy-neighbour": {
     type: "boolean",
@@ -311,7 +314,13 @@ async function main(): Promise<void> {
       c.pid,
     );
   }
-  if (wantTargets.includes("node-floor")) {
+  // node-floor, and node-floor+N: the same with N µs of the event loop's time spent per request
+  const floors = wantTargets.flatMap((t) => {
+    const m = /^node-floor(?:\+(\d+))?$/.exec(t);
+    return m ? [{ name: t, workUs: Number(m[1] ?? 0) }] : [];
+  });
+  const floorPorts = floors.length > 1 ? [pFloor!, ...(await freePorts(floors.length - 1))] : [pFloor!];
+  for (const [i, f] of floors.entries()) {
     const script = join(here, `node-floor-proxy.${isTs ? "ts" : "js"}`);
     const c = startLogged(
       process.execPath,
@@ -320,17 +329,19 @@ async function main(): Promise<void> {
         // the flags round-robin's workers start with (their V8 pool); the floor's workers inherit them
         ...workerExecArgv([], process.env, usableCores(), syWorkers, "round-robin"),
         script,
-        String(pFloor),
+        String(floorPorts[i]),
         `${upA},${upB}`,
         String(syWorkers),
         String(autoListenSockets(syWorkers)),
+        String(f.workUs),
       ],
-      join(outDir, "node-floor.log"),
+      join(outDir, `${f.name}.log`),
     );
+    const work = f.workUs > 0 ? `, plus ${f.workUs} µs of work a request` : "";
     add(
-      "node-floor",
-      `node:http + undici doing the least (${syWorkers} ${syWorkers === 1 ? "process" : "processes"}, as round-robin's workers)`,
-      pFloor!,
+      f.name,
+      `node:http + undici doing the least${work} (${syWorkers} ${syWorkers === 1 ? "process" : "processes"}, as round-robin's workers)`,
+      floorPorts[i]!,
       c.pid,
     );
   }
@@ -386,7 +397,7 @@ async function measureAll(targets: Target[], script: string, noisy: boolean): Pr
           " ",
         )}, ${availableParallelism()} cores${noisy ? ", one kept busy by a background busy loop" : ""}, Switchyard on Node ${process.versions.node}; logs in ${outDir}`,
   );
-  for (const t of targets) console.log(`  ${t.name.padEnd(10)} ${t.label}`);
+  for (const t of targets) console.log(`  ${t.name.padEnd(13)} ${t.label}`);
   // warm-up: connections open, JITs warm
   for (const c of concs) for (const t of targets) wrk(t.url, c, 2, t.pid, script);
   for (const c of concs) result.cells[String(c)] = Object.fromEntries(targets.map((t) => [t.name, []]));
@@ -397,7 +408,7 @@ async function measureAll(targets: Target[], script: string, noisy: boolean): Pr
         const cell = wrk(t.url, c, duration, t.pid, script);
         result.cells[String(c)]![t.name]!.push(cell);
         console.log(
-          `round ${r + 1} c=${String(c).padEnd(4)} ${t.name.padEnd(10)} ${cell.rps.toFixed(0).padStart(7)} req/s  p50 ${cell.p50.toFixed(2).padStart(7)} ms  p99 ${cell.p99.toFixed(2).padStart(7)} ms  cpu ${cell.cpuUsPerReq.toFixed(0).padStart(4)} µs/req${cell.non2xx || cell.socketErrors ? `  non-2xx ${cell.non2xx} socket errors ${cell.socketErrors}` : ""}  load ${loadavg()[0]!.toFixed(1)}`,
+          `round ${r + 1} c=${String(c).padEnd(4)} ${t.name.padEnd(13)} ${cell.rps.toFixed(0).padStart(7)} req/s  p50 ${cell.p50.toFixed(2).padStart(7)} ms  p99 ${cell.p99.toFixed(2).padStart(7)} ms  cpu ${cell.cpuUsPerReq.toFixed(0).padStart(4)} µs/req${cell.non2xx || cell.socketErrors ? `  non-2xx ${cell.non2xx} socket errors ${cell.socketErrors}` : ""}  load ${loadavg()[0]!.toFixed(1)}`,
         );
       }
     }
