@@ -2,12 +2,13 @@
 // undici dispatch, relay status, headers and bytes. No routing, validation, limits, timeouts,
 // failover or metrics. bench/router/overhead.ts measures it beside the router and nginx, so the report can
 // tell the router's own cost from the cost of the HTTP stack it is built on. Not a product path.
-// With PROCESSES above 1 it runs as the router's workers do (node:cluster, each process on SOCKETS
-// sockets of its own in the port's SO_REUSEPORT group, upstreams taken in turn), so
-// bench/router/vs-peers.ts can show what any Node process group pays beside a work-stealing router,
-// apart from what the router adds. The workers inherit this process's Node flags: vs-peers starts it
-// with the router workers' own (their V8 pool) and passes the router's `auto` share of sockets, so
-// the router's module graph is not loaded here.
+// Each process listens on SOCKETS sockets of its own in the port's SO_REUSEPORT group, as the router
+// does on an explicit port. With PROCESSES above 1 it runs as the router's workers do (node:cluster,
+// upstreams taken in turn), so bench/router/vs-peers.ts can show what any Node process group pays
+// beside a work-stealing router, apart from what the router adds; a worker that exits stops the group.
+// The workers inherit this process's Node flags: vs-peers starts it with the router workers' own
+// (their V8 pool) and passes the router's share of sockets, so the router's module graph is not
+// loaded here.
 // WORK_US above 0 spends that many microseconds on the event loop per request before dispatching it (a
 // busy wait on the monotonic clock): a stand-in for a router's own work, so vs-peers can show how much
 // of it a process group affords before its tail falls behind a peer's (`node-floor+N` targets).
@@ -27,7 +28,17 @@ const SKIP = new Set(["connection", "keep-alive", "transfer-encoding"]);
 
 if (processes > 1 && cluster.isPrimary) {
   for (let i = 0; i < processes; i++) cluster.fork();
+  let stopping = false;
+  // a worker that could not listen, or died, would leave fewer processes measured than named
+  cluster.on("exit", (_w, code) => {
+    if (stopping) return;
+    console.error(`node-floor-proxy: a worker exited (code ${code}): stopping`);
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
+    process.exit(1);
+  });
   process.on("SIGTERM", () => {
+    stopping = true;
     for (const w of Object.values(cluster.workers ?? {})) w?.kill();
     process.exit(0);
   });
@@ -80,7 +91,8 @@ function serve(): void {
     });
   });
   server.keepAliveTimeout = 65_000;
-  if (processes === 1) {
+  // the router listens on several SO_REUSEPORT sockets on an explicit port, with one process or many
+  if (processes === 1 && sockets === 1) {
     server.listen(port, "127.0.0.1");
   } else {
     const opts = { port, host: "127.0.0.1", reusePort: true };

@@ -54,7 +54,7 @@ const specs: FlagSpecs = {
   "listen-sockets": {
     type: "int",
     min: 1,
-    help: "Switchyard's --listen-sockets (default: the router's, 1; more need Node 22.12+)",
+    help: "Switchyard's --listen-sockets, each process's (default: the router's auto, 64 shared among its workers; more than 1 needs Node 22.12+)",
   },
   "switchyard-log-level": {
     type: "string",
@@ -66,12 +66,34 @@ const specs: FlagSpecs = {
   json: { type: "string", help: "also write the results here" },
 };
 const { flags } = benchFlags(specs);
+const wantTargets = (flags.targets as string).split(",").map((t) => t.trim());
+const KNOWN_TARGETS = [
+  "nginx",
+  "vr-rr",
+  "vr-ca",
+  "vr-default",
+  "sy-rr",
+  "sy-hybrid",
+  "sy-default",
+  "node-floor",
+];
+for (const [i, t] of wantTargets.entries()) {
+  const why =
+    !KNOWN_TARGETS.includes(t) && !/^node-floor\+\d+$/.test(t)
+      ? `unknown target '${t}' (known: ${KNOWN_TARGETS.join(", ")}, node-floor+N)`
+      : wantTargets.indexOf(t) !== i
+        ? `'${t}' named twice`
+        : undefined;
+  if (why !== undefined) {
+    console.error(`router/vs-peers: --targets: ${why}`);
+    process.exit(2);
+  }
+}
 const outDir = (flags["out-dir"] as string | undefined) ?? mkdtempSync(join(tmpdir(), "router-vs-peers-"));
 mkdirSync(outDir, { recursive: true });
 const rounds = flags.rounds as number;
 const duration = flags.duration as number;
 const concs = (flags.concurrency as string).split(",").map(Number);
-const wantTargets = (flags.targets as string).split(",");
 const here = fileURLToPath(new URL(".", import.meta.url));
 const isTs = import.meta.url.endsWith(".ts");
 const cliMain = isTs ? join(here, "../../src/cli/main.ts") : join(here, "../../src/cli/main.js");
@@ -326,13 +348,15 @@ async function main(): Promise<void> {
       process.execPath,
       [
         ...(isTs ? ["--import", "tsx"] : []),
-        // the flags round-robin's workers start with (their V8 pool); the floor's workers inherit them
-        ...workerExecArgv([], process.env, usableCores(), syWorkers, "round-robin"),
+        // the flags round-robin's workers start with (their V8 pool; a lone router process adds
+        // none); the floor's workers inherit them
+        ...(syWorkers > 1 ? workerExecArgv([], process.env, usableCores(), syWorkers, "round-robin") : []),
         script,
         String(floorPorts[i]),
         `${upA},${upB}`,
         String(syWorkers),
-        String(autoListenSockets(syWorkers)),
+        // each process's sockets, as the router's: --listen-sockets, else auto's share
+        String((flags["listen-sockets"] as number | undefined) ?? autoListenSockets(syWorkers)),
         String(f.workUs),
       ],
       join(outDir, `${f.name}.log`),
