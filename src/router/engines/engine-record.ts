@@ -37,9 +37,9 @@ class MultiplexingH2CClient extends H2CClient {
  * which vLLM's API server (uvicorn, VLLM_HTTP_TIMEOUT_KEEP_ALIVE) closes an idle connection without
  * one. Kept longer (it was 30 s), a request can go out on a connection the engine is closing at that
  * moment and fail with "other side closed", which counts against the engine and excludes it from the
- * request's next attempts (a stream moving off a failed engine can then find no engine left). undici
- * fires idle timers of a second or more within half a second of their time, so 3 s leaves the
- * engine's 5 s a margin on a busy loop.
+ * request's next attempts (a stream moving off a failed engine can then find no engine left). 3 s
+ * leaves the engine's 5 s a margin of 2 s for undici's idle timer (a plain Node timer) firing late on
+ * a busy loop.
  */
 export const ENGINE_IDLE_KEEPALIVE_MS = 3_000;
 
