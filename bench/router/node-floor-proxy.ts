@@ -28,20 +28,17 @@ const SKIP = new Set(["connection", "keep-alive", "transfer-encoding"]);
 
 if (processes > 1 && cluster.isPrimary) {
   for (let i = 0; i < processes; i++) cluster.fork();
-  let stopping = false;
+  const stop = (code: number): never => {
+    cluster.removeAllListeners("exit");
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
+    process.exit(code);
+  };
   // a worker that could not listen, or died, would leave fewer processes measured than named
   cluster.on("exit", (_w, code) => {
-    if (stopping) return;
     console.error(`node-floor-proxy: a worker exited (code ${code}): stopping`);
-    stopping = true;
-    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
-    process.exit(1);
+    stop(1);
   });
-  process.on("SIGTERM", () => {
-    stopping = true;
-    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
-    process.exit(0);
-  });
+  process.on("SIGTERM", () => stop(0));
 } else {
   serve();
 }

@@ -67,20 +67,13 @@ const specs: FlagSpecs = {
 };
 const { flags } = benchFlags(specs);
 const wantTargets = (flags.targets as string).split(",").map((t) => t.trim());
-const KNOWN_TARGETS = [
-  "nginx",
-  "vr-rr",
-  "vr-ca",
-  "vr-default",
-  "sy-rr",
-  "sy-hybrid",
-  "sy-default",
-  "node-floor",
-];
+const KNOWN_TARGETS = ["nginx", "vr-rr", "vr-ca", "vr-default", "sy-rr", "sy-hybrid", "sy-default"];
+/** node-floor, and node-floor+N: the floor spending N µs of its event loop's time per request */
+const FLOOR_TARGET = /^node-floor(?:\+(\d+))?$/;
 for (const [i, t] of wantTargets.entries()) {
   const why =
-    !KNOWN_TARGETS.includes(t) && !/^node-floor\+\d+$/.test(t)
-      ? `unknown target '${t}' (known: ${KNOWN_TARGETS.join(", ")}, node-floor+N)`
+    !KNOWN_TARGETS.includes(t) && !FLOOR_TARGET.test(t)
+      ? `unknown target '${t}' (known: ${KNOWN_TARGETS.join(", ")}, node-floor, node-floor+N)`
       : wantTargets.indexOf(t) !== i
         ? `'${t}' named twice`
         : undefined;
@@ -238,8 +231,25 @@ export interface PeersResult {
 async function main(): Promise<void> {
   const tools = ensureBenchTools();
   const vr = wantTargets.some((t) => t.startsWith("vr-")) ? vllmRouterBin() : "";
-  const [upA, upB, pNginx, pVrRr, pVrCa, pVrProm1, pVrProm2, pSyRr, pSyHy, pVrDef, pVrProm3, pSyDef, pFloor] =
-    await freePorts(13);
+  const floors = wantTargets.flatMap((t) => {
+    const m = FLOOR_TARGET.exec(t);
+    return m ? [{ name: t, workUs: Number(m[1] ?? 0) }] : [];
+  });
+  const [
+    upA,
+    upB,
+    pNginx,
+    pVrRr,
+    pVrCa,
+    pVrProm1,
+    pVrProm2,
+    pSyRr,
+    pSyHy,
+    pVrDef,
+    pVrProm3,
+    pSyDef,
+    ...floorPorts
+  ] = await freePorts(12 + floors.length);
   const engines = [`http://127.0.0.1:${upA}`, `http://127.0.0.1:${upB}`];
   const upDir = mkdtempSync(join(outDir, "upstream-"));
   writeFileSync(
@@ -336,12 +346,6 @@ async function main(): Promise<void> {
       c.pid,
     );
   }
-  // node-floor, and node-floor+N: the same with N µs of the event loop's time spent per request
-  const floors = wantTargets.flatMap((t) => {
-    const m = /^node-floor(?:\+(\d+))?$/.exec(t);
-    return m ? [{ name: t, workUs: Number(m[1] ?? 0) }] : [];
-  });
-  const floorPorts = floors.length > 1 ? [pFloor!, ...(await freePorts(floors.length - 1))] : [pFloor!];
   for (const [i, f] of floors.entries()) {
     const script = join(here, `node-floor-proxy.${isTs ? "ts" : "js"}`);
     const c = startLogged(
