@@ -46,6 +46,13 @@ import { HitWatchdog, judgeEngines, parsePrefixCacheHits } from "./watchdog.js";
 
 const log = logger("router.cache");
 
+/** One source and reason's decision counters, bound once (../../obs/metric-families.ts). */
+interface DecisionSeries {
+  decisions: { value: number };
+  predicted: { value: number };
+  prompt: { value: number };
+}
+
 /** the largest offload block a prompt is hashed at (LMCache's chunks: 256 tokens by default) */
 const MAX_OFFLOAD_BLOCK_TOKENS = 8192;
 
@@ -73,6 +80,8 @@ export class CacheRouting implements CacheOracle {
   readonly tiers: SharedTiers;
   private readonly prepared = new RequestMemo<PreparedPrompt>("cache-routing.prepared");
   private readonly notes = new RequestMemo<RouteNote>("cache-routing.note");
+  /** the decision metrics' children by source, then reason (a few of each: explainPick's words) */
+  private readonly series = new Map<CacheSource, Map<string, DecisionSeries>>();
   private timers: NodeJS.Timeout[] = [];
   private cfg: RouterConfig;
   private readonly m: CacheMetrics;
@@ -150,6 +159,8 @@ export class CacheRouting implements CacheOracle {
   }
 
   setPolicy(name: string): void {
+    // the decisions' children are the policy's
+    if (name !== this.policyName) this.series.clear();
     this.policyName = name;
     this.mode = policyReadsPrefixOnly(name) ? "prefix" : name === "kv" ? "kv" : "hybrid";
     this.readsKv = policyReadsKv(name);
@@ -480,9 +491,10 @@ export class CacheRouting implements CacheOracle {
     this.prefix.learn(req, engine.id);
     const p = this.prepared.get(req);
     const promptTokens = p?.tokens ? p.tokens.length : this.prefix.prepare(req).chars / 4;
-    this.m.decisions.inc({ policy: this.policyName, source, reason });
-    this.m.predicted.inc({ source }, cachedTokens);
-    this.m.prompt.inc({ source }, promptTokens);
+    const c = this.countedAs(source, reason);
+    c.decisions.value++;
+    if (cachedTokens > 0) c.predicted.value += cachedTokens;
+    if (promptTokens > 0) c.prompt.value += promptTokens;
     if (source === "kv") this.watchdog.predicted(engine.id, cachedTokens);
     const k = p?.tier ? p.tier.ids.indexOf(engine.id) : -1;
     // kept as figures and written out only when asked for (the debug header, the debug line)
@@ -501,6 +513,25 @@ export class CacheRouting implements CacheOracle {
       inFlight: engine.inFlight,
       awaitingFirstToken: engine.awaitingFirstToken,
     });
+  }
+
+  /** The decision metrics' children for a pick's source and reason under the policy (bound once). */
+  private countedAs(source: CacheSource, reason: string): DecisionSeries {
+    let byReason = this.series.get(source);
+    if (byReason === undefined) {
+      byReason = new Map();
+      this.series.set(source, byReason);
+    }
+    let c = byReason.get(reason);
+    if (c === undefined) {
+      c = {
+        decisions: this.m.decisions.child(this.policyName, source, reason),
+        predicted: this.m.predicted.child(source),
+        prompt: this.m.prompt.child(source),
+      };
+      byReason.set(reason, c);
+    }
+    return c;
   }
 
   /** the last decision for a request, for the x-switchyard-route debug header */

@@ -3,7 +3,8 @@
 // use per model, what the KV-event collector dropped, and what the router's ZMQ sockets refused (sizes,
 // unconfirmed batches, peers' counts), and where long prompts were worked out. Gauges read the live
 // state at scrape time.
-import { Counter, Gauge, type Registry as PromRegistry } from "prom-client";
+import { Counter, Gauge, type Metric, type Registry as PromRegistry } from "prom-client";
+import { CounterFamily } from "../../obs/metric-families.js";
 import type { KvEventCollector } from "../../kvevents/collector.js";
 import { zmqGuardCounts } from "../../kvevents/zmq-guard.js";
 import type { PrefixOracle } from "../../routing/index.js";
@@ -27,24 +28,23 @@ export interface CacheMetricsView {
 export type CacheMetrics = ReturnType<typeof createCacheMetrics>;
 
 export function createCacheMetrics(prom: PromRegistry, view: CacheMetricsView) {
-  const decisions = new Counter({
-    name: "switchyard_routing_decisions_total",
-    help: "cache-aware routing decisions, by policy, the picked engine's prediction source and the reason",
-    labelNames: ["policy", "source", "reason"],
-    registers: [prom],
-  });
-  const predicted = new Counter({
-    name: "switchyard_routing_predicted_cached_tokens_total",
-    help: "prompt tokens the router predicted the picked engine holds, by prediction source",
-    labelNames: ["source"],
-    registers: [prom],
-  });
-  const prompt = new Counter({
-    name: "switchyard_routing_prompt_tokens_total",
-    help: "prompt tokens of cache-aware routed requests (exact with a tokenizer, else estimated), by source",
-    labelNames: ["source"],
-    registers: [prom],
-  });
+  // counted once a decision: children bound once per label set (../../obs/metric-families.ts)
+  const decisions = new CounterFamily(
+    "switchyard_routing_decisions_total",
+    "cache-aware routing decisions, by policy, the picked engine's prediction source and the reason",
+    ["policy", "source", "reason"],
+  );
+  const predicted = new CounterFamily(
+    "switchyard_routing_predicted_cached_tokens_total",
+    "prompt tokens the router predicted the picked engine holds, by prediction source",
+    ["source"],
+  );
+  const prompt = new CounterFamily(
+    "switchyard_routing_prompt_tokens_total",
+    "prompt tokens of cache-aware routed requests (exact with a tokenizer, else estimated), by source",
+    ["source"],
+  );
+  for (const f of [decisions, predicted, prompt]) prom.registerMetric(f as unknown as Metric);
   new Gauge({
     name: "switchyard_routing_index_entries",
     help: "blocks held by the routing indexes (prefix: character blocks; kv: KV-event block hashes, every KV-cache group; tier: the shared cache servers' LMCache chunk hashes)",

@@ -7,7 +7,7 @@
 import { createRequire } from "node:module";
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { TenantMetricsSink } from "../../tenancy/router-gate.js";
-import { CounterFamily, HistogramChild, HistogramFamily } from "./metric-families.js";
+import { CounterFamily, HistogramChild, HistogramFamily } from "../../obs/metric-families.js";
 
 const LATENCY_BUCKETS = [
   0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640,

@@ -1,7 +1,8 @@
 // Metric families for the per-request series: children bound once per label set, so an update is one
 // addition (prom-client hashes the label object on every inc/observe). They hold plain numbers and
-// answer prom-client's `get()` at scrape; RouterMetrics (metrics.ts) registers them. Bounded: past
-// MAX_SERIES label sets a family drops the least recently created.
+// answer prom-client's `get()` at scrape; whoever owns one registers it on its prom-client registry
+// (the router's metrics, cache-aware routing's decisions). Bounded: past MAX_SERIES label sets a family
+// drops the least recently created. Here, below every caller, so any layer's hot path can use them.
 
 /** Label sets one family keeps; past it the least recently created one is dropped (its series goes stale). */
 const MAX_SERIES = 10_000;
@@ -12,11 +13,27 @@ interface PromValue {
   metricName?: string;
 }
 
-/** A counter family whose children are bound once per label set and then cost one addition. */
+interface CounterChild<L extends string> {
+  labels: Record<L, string>;
+  value: number;
+}
+
+/** A level of a family's children by label value: the next level, or the child at the last label. */
+type Level<L extends string> = Map<string, Level<L> | CounterChild<L>>;
+
+/**
+ * A counter family whose children are bound once per label set and then cost one addition. A child is
+ * found by one map lookup per label value (no key string is built: joining the values cost a router
+ * request about as much as the rest of its metrics).
+ */
 export class CounterFamily<L extends string> {
   readonly type = "counter";
   readonly aggregator = "sum";
-  private readonly children = new Map<string, { labels: Record<L, string>; value: number }>();
+  /** every child, oldest first (scrape order, and which is dropped past MAX_SERIES) */
+  private readonly children = new Set<CounterChild<L>>();
+  private readonly byValue: Level<L> = new Map();
+  /** the child of a family without labels */
+  private only: CounterChild<L> | undefined;
 
   constructor(
     readonly name: string,
@@ -26,16 +43,55 @@ export class CounterFamily<L extends string> {
 
   /** The child for these label values (in `labelNames` order); keep it and call `inc` on it. */
   child(...values: string[]): { value: number } {
-    const key = values.join("\u0001");
-    let c = this.children.get(key);
-    if (!c) {
-      if (this.children.size >= MAX_SERIES) this.children.delete(this.children.keys().next().value!);
-      const labels = {} as Record<L, string>;
-      this.labelNames.forEach((n, i) => (labels[n] = values[i] ?? ""));
-      c = { labels, value: 0 };
-      this.children.set(key, c);
+    const n = this.labelNames.length;
+    if (n === 0) return (this.only ??= this.make(values));
+    let level = this.byValue;
+    for (let i = 0; i < n - 1; i++) {
+      const v = values[i] ?? "";
+      let next = level.get(v) as Level<L> | undefined;
+      if (next === undefined) {
+        next = new Map();
+        level.set(v, next);
+      }
+      level = next;
+    }
+    const last = values[n - 1] ?? "";
+    let c = level.get(last) as CounterChild<L> | undefined;
+    if (c === undefined) {
+      c = this.make(values);
+      level.set(last, c);
     }
     return c;
+  }
+
+  private make(values: string[]): CounterChild<L> {
+    if (this.children.size >= MAX_SERIES) this.drop(this.children.values().next().value!);
+    const labels = {} as Record<L, string>;
+    this.labelNames.forEach((n, i) => (labels[n] = values[i] ?? ""));
+    const c = { labels, value: 0 };
+    this.children.add(c);
+    return c;
+  }
+
+  /** `c` forgotten, and the levels it leaves empty */
+  private drop(c: CounterChild<L>): void {
+    this.children.delete(c);
+    if (this.only === c) {
+      this.only = undefined;
+      return;
+    }
+    const path: Level<L>[] = [];
+    let level = this.byValue;
+    const names = this.labelNames;
+    for (let i = 0; i < names.length - 1; i++) {
+      path.push(level);
+      level = level.get(c.labels[names[i]!]) as Level<L>;
+    }
+    level.delete(c.labels[names[names.length - 1]!]);
+    for (let i = path.length - 1; i >= 0 && level.size === 0; i--) {
+      path[i]!.delete(c.labels[names[i]!]);
+      level = path[i]!;
+    }
   }
 
   inc(labels: Record<L, string>, by = 1): void {
@@ -44,12 +100,14 @@ export class CounterFamily<L extends string> {
 
   get(): { name: string; help: string; type: string; aggregator: string; values: PromValue[] } {
     const values: PromValue[] = [];
-    for (const c of this.children.values()) values.push({ labels: c.labels, value: c.value });
+    for (const c of this.children) values.push({ labels: c.labels, value: c.value });
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }
 
   reset(): void {
     this.children.clear();
+    this.byValue.clear();
+    this.only = undefined;
   }
 }
 
