@@ -26,7 +26,7 @@ import type { RouterConfig } from "../config/config.js";
 import type { EngineRegistry } from "../engines/engine-registry.js";
 import type { EngineRecord } from "../engines/engine-record.js";
 import { KvIndex } from "./kv-index.js";
-import { createCacheMetrics, type CacheMetrics } from "./metrics.js";
+import { createCacheMetrics, DecisionCounts, type CacheMetrics } from "./metrics.js";
 import {
   CHUNK_SLICE_TOKENS,
   HASH_SLICE_BLOCKS,
@@ -46,12 +46,8 @@ import { HitWatchdog, judgeEngines, parsePrefixCacheHits } from "./watchdog.js";
 
 const log = logger("router.cache");
 
-/** One source and reason's decision counters, bound once (../../obs/metric-families.ts). */
-interface DecisionSeries {
-  decisions: { value: number };
-  predicted: { value: number };
-  prompt: { value: number };
-}
+/** base models a process loads the tokenizer of when an engine lists them, before their first request */
+const PRELOAD_MODELS = 4;
 
 /** the largest offload block a prompt is hashed at (LMCache's chunks: 256 tokens by default) */
 const MAX_OFFLOAD_BLOCK_TOKENS = 8192;
@@ -80,14 +76,17 @@ export class CacheRouting implements CacheOracle {
   readonly tiers: SharedTiers;
   private readonly prepared = new RequestMemo<PreparedPrompt>("cache-routing.prepared");
   private readonly notes = new RequestMemo<RouteNote>("cache-routing.note");
-  /** the decision metrics' children by source, then reason (a few of each: explainPick's words) */
-  private readonly series = new Map<CacheSource, Map<string, DecisionSeries>>();
   private timers: NodeJS.Timeout[] = [];
   private cfg: RouterConfig;
   private readonly m: CacheMetrics;
+  private readonly decisions: DecisionCounts;
   private readonly onScrape = (e: EngineRecord, text: string): void => this.scraped(e, text);
   /** an engine came into rotation (or its models changed): subscribe at once, not at the next tick */
   private readonly onCapacity = (): void => void this.subs.reconcile();
+  /** an engine listed its models: their tokenizers are loaded before their first request */
+  private readonly onModels = (e: EngineRecord): void => this.preloadTokenizers(e);
+  /** base models whose tokenizer was loaded when an engine listed them (at most PRELOAD_MODELS) */
+  private preloaded = 0;
 
   constructor(
     private readonly registry: EngineRegistry,
@@ -155,12 +154,11 @@ export class CacheRouting implements CacheOracle {
           hasSource: st.source !== undefined,
         })),
     });
+    this.decisions = new DecisionCounts(this.m);
     this.setPolicy(cfg.policy);
   }
 
   setPolicy(name: string): void {
-    // the decisions' children are the policy's
-    if (name !== this.policyName) this.series.clear();
     this.policyName = name;
     this.mode = policyReadsPrefixOnly(name) ? "prefix" : name === "kv" ? "kv" : "hybrid";
     this.readsKv = policyReadsKv(name);
@@ -191,7 +189,29 @@ export class CacheRouting implements CacheOracle {
     every(this.cfg.routing.watchdog.interval, () => this.checkWatchdog());
     this.registry.on("scraped", this.onScrape);
     this.registry.on("capacity", this.onCapacity);
+    this.registry.on("models", this.onModels);
+    for (const e of this.registry.engines.values()) this.preloadTokenizers(e);
     void this.subs.reconcile();
+  }
+
+  /**
+   * The tokenizer of each base model `e` lists, loaded now for a policy that reads prompts as tokens:
+   * on the loop, and in the prompt thread where that is on. Each is a second or so for a big
+   * vocabulary (Llama 3's). Loaded at a model's first request instead, the loop's held every request
+   * in flight that long, and the thread's came later still: a router started under 500 req/s of
+   * 4k-token prompts worked every prompt out on its loop for its first seconds, and its p95 over them
+   * was 0.3-1.3 s. The thread, if no long prompt comes, stops after its idle time as before. At most
+   * PRELOAD_MODELS a process: adapters and further models load theirs at their first request.
+   */
+  private preloadTokenizers(e: EngineRecord): void {
+    if (!this.readsKv) return;
+    for (const card of e.modelCards) {
+      if (this.preloaded >= PRELOAD_MODELS) return;
+      if (typeof card.parent === "string" || this.tokenizers.has(card.id)) continue;
+      this.preloaded++;
+      if (this.tokenizerFor(card.id) === null || !this.cfg.routing.promptThread) continue;
+      this.thread.warm(card.id, this.tokenizers.get(card.id)!.root);
+    }
   }
 
   async close(): Promise<void> {
@@ -199,6 +219,7 @@ export class CacheRouting implements CacheOracle {
     this.timers = [];
     this.registry.off("scraped", this.onScrape);
     this.registry.off("capacity", this.onCapacity);
+    this.registry.off("models", this.onModels);
     await Promise.all([this.subs.close(), this.tiers.close(), this.thread.close()]);
   }
 
@@ -216,22 +237,7 @@ export class CacheRouting implements CacheOracle {
   private tokenizerFor(model: string, lora?: LoraRequestView): RequestTokenizer | null {
     const known = this.tokenizers.get(model);
     if (known) return known.tk;
-    let root: string | undefined;
-    let parent: string | null = null;
-    let listed = false;
-    for (const e of this.registry.engines.values()) {
-      const card = e.modelCards.find((c) => c.id === model);
-      if (card) {
-        parent = typeof card.parent === "string" ? card.parent : null;
-        root = typeof card.root === "string" ? card.root : (parent ?? undefined);
-        listed = true;
-        break;
-      }
-    }
-    if (!listed && lora) {
-      parent = lora.base || null;
-      root = lora.path;
-    }
+    const { root, parent, listed } = this.lineageOf(model, lora);
     let tk: RequestTokenizer | null = null;
     try {
       tk = requestTokenizerFor(model, parent ?? root, this.cfg.routing.tokenizers);
@@ -253,6 +259,26 @@ export class CacheRouting implements CacheOracle {
     this.m.tokenizer.set({ model, source: tk?.source ?? "none" }, 1);
     log.info({ model, tokenizer: tk?.source ?? "none" }, "router tokenizer for KV routing");
     return tk;
+  }
+
+  /**
+   * Where a model's tokenizer comes from: its card on an engine (an adapter's parent, or its root),
+   * else a registry adapter's base and path; `listed`: an engine lists it.
+   */
+  private lineageOf(
+    model: string,
+    lora?: LoraRequestView,
+  ): { root: string | undefined; parent: string | null; listed: boolean } {
+    for (const e of this.registry.engines.values()) {
+      const card = e.modelCards.find((c) => c.id === model);
+      if (card) {
+        const parent = typeof card.parent === "string" ? card.parent : null;
+        const root = typeof card.root === "string" ? card.root : (parent ?? undefined);
+        return { root, parent, listed: true };
+      }
+    }
+    if (lora) return { root: lora.path, parent: lora.base || null, listed: false };
+    return { root: undefined, parent: null, listed: false };
   }
 
   private prepare(req: RequestView): PreparedPrompt {
@@ -313,10 +339,17 @@ export class CacheRouting implements CacheOracle {
   private askThread(req: RequestView, request: Cancellable): Promise<boolean> | undefined {
     const chars = promptChars(req);
     if (chars < PROMPT_THREAD_MIN_CHARS || chars > PROMPT_THREAD_MAX_CHARS) return undefined;
-    const tk = this.tokenizerFor(req.model, req.lora);
-    if (tk === null) return undefined;
     const schemes = this.schemesFor(req.model, true, this.policyName === "predictive");
     if (schemes.length === 0) return undefined;
+    if (!this.tokenizers.has(req.model)) {
+      // the model's first long prompt: the loop is about to load its own tokenizer (a second or so
+      // for a big vocabulary, which it must have for the short prompts and as the fallback), so the
+      // thread loads its copy on the other core meanwhile, not after the loop's next WARM_AFTER
+      const { root, parent } = this.lineageOf(req.model, req.lora);
+      this.thread.warm(req.model, parent ?? root);
+    }
+    const tk = this.tokenizerFor(req.model, req.lora);
+    if (tk === null) return undefined;
     const root = this.tokenizers.get(req.model)!.root;
     if (!this.thread.takes(req.model, root)) return undefined;
     const chunkSizes = this.tierChunkSizes();
@@ -491,10 +524,7 @@ export class CacheRouting implements CacheOracle {
     this.prefix.learn(req, engine.id);
     const p = this.prepared.get(req);
     const promptTokens = p?.tokens ? p.tokens.length : this.prefix.prepare(req).chars / 4;
-    const c = this.countedAs(source, reason);
-    c.decisions.value++;
-    if (cachedTokens > 0) c.predicted.value += cachedTokens;
-    if (promptTokens > 0) c.prompt.value += promptTokens;
+    this.decisions.count(this.policyName, source, reason, cachedTokens, promptTokens);
     if (source === "kv") this.watchdog.predicted(engine.id, cachedTokens);
     const k = p?.tier ? p.tier.ids.indexOf(engine.id) : -1;
     // kept as figures and written out only when asked for (the debug header, the debug line)
@@ -513,25 +543,6 @@ export class CacheRouting implements CacheOracle {
       inFlight: engine.inFlight,
       awaitingFirstToken: engine.awaitingFirstToken,
     });
-  }
-
-  /** The decision metrics' children for a pick's source and reason under the policy (bound once). */
-  private countedAs(source: CacheSource, reason: string): DecisionSeries {
-    let byReason = this.series.get(source);
-    if (byReason === undefined) {
-      byReason = new Map();
-      this.series.set(source, byReason);
-    }
-    let c = byReason.get(reason);
-    if (c === undefined) {
-      c = {
-        decisions: this.m.decisions.child(this.policyName, source, reason),
-        predicted: this.m.predicted.child(source),
-        prompt: this.m.prompt.child(source),
-      };
-      byReason.set(reason, c);
-    }
-    return c;
   }
 
   /** the last decision for a request, for the x-switchyard-route debug header */

@@ -273,3 +273,47 @@ export function registerZmqGuardMetrics(prom: PromRegistry): void {
     },
   });
 }
+
+/** One policy, source and reason's decision counters (bound once). */
+interface DecisionSeries {
+  decisions: { value: number };
+  predicted: { value: number };
+  prompt: { value: number };
+}
+
+/**
+ * Each decision counted on its children, kept by source then reason (a few of each: the words
+ * explainPick uses) under the policy deciding (a new policy starts them again): no label object or
+ * key string is made a decision.
+ */
+export class DecisionCounts {
+  private policy = "";
+  private readonly bySource = new Map<string, Map<string, DecisionSeries>>();
+
+  constructor(private readonly m: Pick<CacheMetrics, "decisions" | "predicted" | "prompt">) {}
+
+  count(policy: string, source: string, reason: string, cachedTokens: number, promptTokens: number): void {
+    if (policy !== this.policy) {
+      this.policy = policy;
+      this.bySource.clear();
+    }
+    let byReason = this.bySource.get(source);
+    if (byReason === undefined) {
+      byReason = new Map();
+      this.bySource.set(source, byReason);
+    }
+    let c = byReason.get(reason);
+    if (c === undefined) {
+      const m = this.m;
+      c = {
+        decisions: m.decisions.child(policy, source, reason),
+        predicted: m.predicted.child(source),
+        prompt: m.prompt.child(source),
+      };
+      byReason.set(reason, c);
+    }
+    c.decisions.value++;
+    if (cachedTokens > 0) c.predicted.value += cachedTokens;
+    if (promptTokens > 0) c.prompt.value += promptTokens;
+  }
+}

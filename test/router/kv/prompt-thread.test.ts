@@ -105,7 +105,7 @@ test("a prompt of ids that are not token ids is left to the event loop", () => {
   assert.ok(a.error);
 });
 
-test("a router under a stream of long prompts hashes them on its prompt thread and predicts what its loop predicts", async () => {
+test("a router loads its model's tokenizer on its loop and its prompt thread before the first request, hashes long prompts there, and predicts what its loop predicts", async () => {
   const s = await startTestSim(
     MODEL,
     [
@@ -138,18 +138,23 @@ test("a router under a stream of long prompts hashes them on its prompt thread a
   const notCancelled = { cancelled: false };
   try {
     await waitUntil(() => registry.snapshot().every((v) => v.healthy && v.blockSize === 16), 5000, "sim");
+    // the engine listed its model: the tokenizer is loaded on the loop and on the thread, unasked
+    await waitUntil(() => cache.thread.finishedThrough >= 1, 30_000, "the thread's tokenizer loaded");
+    const info = await (await fetch(`${router.url}/metrics`)).text();
+    assert.match(
+      info,
+      new RegExp(`switchyard_routing_tokenizer_info\\{model="${MODEL}",source="[^"]+"\\} 1`),
+    );
     // the engine computes the prompt, and the router indexes its events
     const res = await post(`${router.url}/v1/chat/completions`, chat(0));
     assert.equal(res.status, 200);
     await res.arrayBuffer();
     await waitUntil(() => cache.kvRouted(s.url) && cache.kv.blocksOf(s.url) > 50, 5000, "events indexed");
+    // worked out on the loop (predict without hashing ahead), then on the thread: the same prediction
     const onLoop = cache.predict(view(0) as never, registry.snapshot());
     assert.equal(onLoop.source[0], "kv");
     assert.ok(onLoop.cachedTokens[0]! > 16 * 50, String(onLoop.cachedTokens[0]));
-    assert.equal(cache.thread.stats.answered, 0);
-
-    // long prompts keep coming: the loop works out the first ones, then the thread starts
-    for (let i = 1; i <= WARM_AFTER; i++) await cache.hashAhead(view(i) as never, 0, notCancelled);
+    const answeredBefore = cache.thread.stats.answered;
     let fromThread: ReturnType<typeof cache.predict> | undefined;
     await waitUntil(
       async () => {
@@ -158,7 +163,7 @@ test("a router under a stream of long prompts hashes them on its prompt thread a
         if (ahead === undefined) return false;
         await ahead;
         fromThread = cache.predict(v as never, registry.snapshot());
-        return cache.thread.stats.answered > 0;
+        return cache.thread.stats.answered > answeredBefore;
       },
       20_000,
       "the prompt thread answering",
@@ -210,6 +215,22 @@ test("an ask whose request is cancelled goes back to the loop, and the thread an
   }
   // closed: nothing is sent any more
   assert.equal(await thread.ask(ask(LONG)), undefined);
+});
+
+test("warmed at a model's first long prompt, the thread takes the next ones once loaded, with none left on the loop", async () => {
+  const thread = new PromptThread({});
+  try {
+    thread.warm(MODEL, undefined);
+    // the worker answers the load (message 1); its answer is read on this loop's next turns
+    await waitUntil(() => thread.finishedThrough >= 1, 30_000, "the tokenizer loaded on the thread");
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(thread.takes(MODEL, undefined), true);
+    assert.equal(thread.stats.onLoop, 0);
+    const answered = await thread.ask(ask(LONG), { cancelled: false });
+    assert.ok(answered?.tokens && answered.tokens.length > 500);
+  } finally {
+    await thread.close();
+  }
 });
 
 test("a busy event loop that has not yet read the thread's answers keeps sending it long prompts", async () => {
