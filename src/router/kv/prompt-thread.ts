@@ -4,17 +4,18 @@
 // two busy cores), and a loop near one full core queues every stream and decision behind it.
 //
 // It holds tokenizer tables of its own (a second to load for a big vocabulary; the routing-cost
-// benchmark's router peaked 68 MiB higher with it). It starts at a model's first long prompt, while the
-// loop loads its own copy of the tokenizer (`warm`): the two loads run side by side on two cores, where
-// starting after the loop's first WARM_AFTER long prompts put the thread's second of loading after the
-// loop's, and a router started cold under load worked every prompt out on its loop for both. Once the
-// loop has the tokenizer (a worker stopped after IDLE_MS without work, started again), it starts after
-// WARM_AFTER long prompts worked out on the loop. It loads a model's tokenizer before it takes that
-// model's prompts. Until a model is loaded there, and whenever too much is owed, the loop does the work
-// as before: the answers are the same values either way, so no decision depends on which did it. An
-// ask is bounded in size (PROMPT_THREAD_MAX_CHARS) and in time: one not answered within
-// ASK_DEADLINE_MS, or whose request was cancelled, goes back to the loop (the worker's work for it is
-// then wasted, never half used).
+// benchmark's router peaked 68 MiB higher with it). It is started (`warm`) with a model's tokenizer
+// when an engine lists the model (cache-routing.ts loads the loop's copy then too), or at the first
+// long prompt of a model loaded neither way, while the loop loads its own copy: started after the
+// loop's first WARM_AFTER long prompts, its second of loading came after the loop's, and a router
+// started cold under load worked every prompt out on its loop for both. Stopped after IDLE_MS without
+// work and started again on demand (the loop has its tokenizer by then), it starts after WARM_AFTER
+// long prompts worked out on the loop. It loads a model's tokenizer before it takes that model's
+// prompts. Until a model is loaded there, and whenever too much is owed, the loop does the work as
+// before: the answers are the same values either way, so no decision depends on which did it. An ask
+// is bounded in size (PROMPT_THREAD_MAX_CHARS) and in time: one not answered within ASK_DEADLINE_MS,
+// or whose request was cancelled, goes back to the loop (the worker's work for it is then wasted,
+// never half used).
 import { Worker } from "node:worker_threads";
 import { PeerError } from "../../errors/index.js";
 import { logger } from "../../obs/log.js";
@@ -119,8 +120,8 @@ export class PromptThread {
   }
 
   /**
-   * Starts the worker and loads `model`'s tokenizer there now, where the caller knows long prompts of
-   * it are starting (its first, while the loop loads its own copy): `takes` then hands them over as
+   * Starts the worker and loads `model`'s tokenizer there now (an engine listed the model, or its
+   * first long prompt came while the loop loads its own copy): `takes` then hands its prompts over as
    * soon as the load is done rather than after WARM_AFTER more on the loop.
    */
   warm(model: string, root: string | undefined): void {
