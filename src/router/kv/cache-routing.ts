@@ -208,9 +208,10 @@ export class CacheRouting implements CacheOracle {
     for (const card of e.modelCards) {
       if (this.preloaded >= PRELOAD_MODELS) return;
       if (typeof card.parent === "string" || this.tokenizers.has(card.id)) continue;
+      // a model without a tokenizer costs a lookup, and does not count against the cap
+      if (this.tokenizerFor(card.id) === null) continue;
       this.preloaded++;
-      if (this.tokenizerFor(card.id) === null || !this.cfg.routing.promptThread) continue;
-      this.thread.warm(card.id, this.tokenizers.get(card.id)!.root);
+      if (this.cfg.routing.promptThread) this.thread.warm(card.id, this.tokenizers.get(card.id)!.root);
     }
   }
 
