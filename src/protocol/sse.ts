@@ -20,6 +20,15 @@ export const DONE_EVENT = `data: ${DONE_DATA}\n\n`;
 /** DONE_EVENT as bytes, for writers of Buffers. */
 export const DONE_BYTES = Buffer.from(DONE_EVENT);
 
+/** Whether a stream's bytes end with its [DONE] event, which may straddle its last two chunks. */
+export function endsWithDone(last: Buffer, prev: Buffer | undefined): boolean {
+  const tail = last.length >= DONE_BYTES.length || !prev ? last : Buffer.concat([prev, last]);
+  return (
+    tail.length >= DONE_BYTES.length &&
+    tail.compare(DONE_BYTES, 0, DONE_BYTES.length, tail.length - DONE_BYTES.length) === 0
+  );
+}
+
 const LF = 0x0a;
 const CR = 0x0d;
 

@@ -1,5 +1,6 @@
-// What an attempt (attempt.ts) reads and updates of its request, what it works with, and the write of a non-streamed
-// answer its migration ledger assembled (the attempt's end, or a migration's: migration-flow.ts).
+// What an attempt (attempt.ts) reads and updates of its request, what it works with, a Responses
+// answer's id remembered with its engine, and the write of a non-streamed answer its migration ledger
+// assembled (the attempt's end, or a migration's: migration-flow.ts).
 import type { Readable } from "node:stream";
 import type { ServerResponse } from "node:http";
 import type { RequestView } from "../../routing/index.js";
@@ -66,6 +67,8 @@ export interface AttemptServices {
    * stream, the move is done
    */
   answered(ctx: AttemptContext, e: EngineRecord, now: number): void;
+  /** the request went to its engine again: the kept-alive connection it went out on was closing */
+  sentAgain(ctx: AttemptContext, e: EngineRecord): void;
 }
 
 /** What the engines' health hears of an attempt (the registry's reports). */
@@ -74,6 +77,20 @@ export interface EngineReports {
   reportSuccess(e: EngineRecord): void;
   /** the engine refused the request as vLLM does while it drains on shutdown: out of rotation */
   reportShutdown(e: EngineRecord): void;
+}
+
+/** The first bytes of a Responses answer: its id, once read, is remembered with the engine `e`. */
+export function rememberResponseId(
+  ctx: AttemptContext,
+  s: AttemptServices,
+  e: EngineRecord,
+  chunk: Buffer,
+): void {
+  const id = ctx.responseScan?.feed(chunk);
+  if (id === undefined) return;
+  ctx.responseScan = undefined;
+  const pr = ctx.pr;
+  if (id !== null) s.affinity?.remember(id, e.url, pr.model, pr.sessionKey, pr.tenant?.tenant);
 }
 
 /** A non-streamed answer assembled by its ledger goes to the client whole, with its usage counted. */

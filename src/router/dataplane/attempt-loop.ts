@@ -23,6 +23,7 @@ import { logger } from "../../obs/log.js";
 import type { AttemptContext, AttemptServices } from "./attempt-context.js";
 import { EnginePicks } from "./engine-picks.js";
 import { answerError } from "./error-answers.js";
+import { CLOSED_UNDER_REQUEST } from "./attempt-outcome.js";
 import { Migrations } from "./migration-flow.js";
 import type { RequestContext } from "./request-context.js";
 import { RequestBooks } from "./request-books.js";
@@ -97,6 +98,10 @@ export class AttemptLoop {
       engines: d.registry,
       affinity: d.affinity,
       answered: (ctx, e, now) => this.answered(ctx, e, now),
+      sentAgain: (ctx, e) => {
+        d.metrics.retries.inc({ model: ctx.pr.model, reason: CLOSED_UNDER_REQUEST });
+        log.debug({ requestId: ctx.requestId, engine: e.url }, CLOSED_UNDER_REQUEST);
+      },
     };
     const steps = { ...d, picks: this.picks, migrations: this.migrations };
     this.prepare = new Prepare(steps);

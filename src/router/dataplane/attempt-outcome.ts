@@ -3,7 +3,7 @@
 // engine, and which count against the engine's health; the error of a request out of time. The data
 // plane's attempts loop acts on the outcome.
 import { HttpError } from "../../http/errors.js";
-import type { BreakReason, MigrateOutcome } from "../migration/rules.js";
+import type { BreakReason, MigrateOutcome, MoveReason } from "../migration/rules.js";
 
 /** answers another engine may do better than (overload, not the request) */
 export const RETRIABLE_STATUS = new Set([502, 503, 504]);
@@ -25,6 +25,22 @@ export const ENGINE_FAULTS = new Set([
   "UND_ERR_SOCKET",
   "UND_ERR_CLOSED",
 ]);
+
+/**
+ * undici's error for a connection the engine closed (end of stream, not a reset) after that
+ * connection had carried earlier answers: a pooled connection that was going away as the request went
+ * out on it (an idle close racing the request). Not a parse failure ("bad response"), which is this
+ * answer's own bytes. A reset carries no such facts in undici, so it counts as before.
+ */
+export function closedUnderRequest(err: Error): boolean {
+  const e = err as { code?: string; socket?: { bytesRead?: unknown } };
+  const read = e.socket?.bytesRead;
+  return (
+    e.code === "UND_ERR_SOCKET" && typeof read === "number" && read > 0 && !err.message.startsWith("bad ")
+  );
+}
+/** the reason a request sent again on its engine is counted under (`switchyard_retries_total`) */
+export const CLOSED_UNDER_REQUEST = "engine closed a kept-alive connection";
 
 /**
  * Why a retriable attempt failed: `connect` (the request never reached the engine), `in-flight` (the
@@ -86,6 +102,15 @@ export function retry(
   headers: string[] = [],
 ): RetryOutcome {
   return { kind: "retry", reason, status, cause, body, headers };
+}
+
+/** The router took an attempt off its engine before it relayed anything: it goes elsewhere. */
+export function movedOff(why: MoveReason): RetryOutcome {
+  return retry(
+    `moved off the engine (${why === "drain" ? "engine draining" : "engine ejected"})`,
+    503,
+    "connect",
+  );
 }
 
 /** The error a request gets when its total timeout passed. */

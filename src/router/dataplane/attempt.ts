@@ -11,11 +11,16 @@ import type { Dispatcher } from "undici";
 import type { Linked } from "../../collections/linked-list.js";
 import { endStreamWithError } from "../../http/errors.js";
 import { engineFailureKind } from "../../http/vllm-answers.js";
-import { DONE_BYTES } from "../../protocol/sse.js";
+import { endsWithDone } from "../../protocol/sse.js";
 import type { RouterConfig } from "../config/config.js";
 import { OwnedDeadline, type DeadlineOwner } from "./deadlines.js";
 import type { MoveReason } from "../migration/rules.js";
-import { sendAnswer, type AttemptContext, type AttemptServices } from "./attempt-context.js";
+import {
+  rememberResponseId,
+  sendAnswer,
+  type AttemptContext,
+  type AttemptServices,
+} from "./attempt-context.js";
 import {
   CLIENT_GONE,
   CONNECT_ERRORS,
@@ -25,6 +30,8 @@ import {
   TOTAL_TIMEOUT,
   UNCLAIMED,
   brokeOff,
+  closedUnderRequest,
+  movedOff,
   migrate,
   unmovedNote,
   retry,
@@ -33,12 +40,9 @@ import {
   type RetryOutcome,
 } from "./attempt-outcome.js";
 import type { EngineRecord } from "../engines/engine-record.js";
-import { RESPONSE_SKIP, engineErrorMessage } from "../engines/upstream-rules.js";
+import { engineErrorMessage, relayedHeaders } from "../engines/upstream-rules.js";
 import { CancelledError } from "../../errors/index.js";
 
-function endsWith(b: Buffer, tail: Buffer): boolean {
-  return b.length >= tail.length && b.compare(tail, 0, tail.length, b.length - tail.length) === 0;
-}
 /** an engine's failure answer kept for relaying when no other engine does better */
 const MAX_FAILURE_BODY = 64 * 1024;
 /** a 500 longer than this is not vLLM's shutdown refusal (a short JSON error) and is relayed as it comes */
@@ -82,6 +86,10 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   private done = false;
   /** undici wrote the whole request to the engine */
   private sent = false;
+  /** the request as dispatched, for sending it again (`sendAgain`) */
+  private request: Dispatcher.DispatchOptions | undefined;
+  /** sent again already: a second connection closed under it is the engine's failure */
+  private sentAgain = false;
   private abortUpstream: ((err?: Error) => void) | undefined;
   private resumeUpstream: (() => void) | undefined;
   private onDrain: (() => void) | undefined;
@@ -224,7 +232,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     const method = ctx.pr.method ?? "POST";
     // a chat continued from token ids goes to the completions route (../migration/rules.ts)
     const path = ledger?.path ?? ctx.pr.path;
-    this.engine.pool.dispatch({ path, method, headers, body: ctx.upstreamBody }, this);
+    this.request = { path, method, headers, body: ctx.upstreamBody };
+    this.engine.pool.dispatch(this.request, this);
     return p;
   }
 
@@ -272,15 +281,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.engine.lastByteAt = performance.now();
     this.status = status;
     this.resumeUpstream = resume;
-    const h = this.headers;
-    for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i]!.toString("latin1");
-      const lower = name.toLowerCase();
-      if (RESPONSE_SKIP.has(lower)) continue;
-      const value = rawHeaders[i + 1]!.toString("latin1");
-      if (lower === "content-type" && value.includes("text/event-stream")) this.isSse = true;
-      h.push(name, value);
-    }
+    this.isSse = relayedHeaders(rawHeaders, this.headers);
     const ctx = this.ctx;
     // anything but a 200 event stream (an error answer) is relayed as the engine sent it
     this.tracked = ctx.ledger !== undefined && status === 200 && this.isSse;
@@ -354,7 +355,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
       if (out.length === 0) return true;
       chunk = Buffer.from(out);
     }
-    if (ctx.pr.endpoint?.remembers && this.status === 200) this.responseBytes(chunk);
+    if (ctx.pr.endpoint?.remembers && this.status === 200)
+      rememberResponseId(ctx, this.services, this.engine, chunk);
     if (this.lastRelayed === 0) this.firstOutput(now);
     if (!ctx.relayed) {
       ctx.relayed = true;
@@ -382,17 +384,6 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     this.onDrain ??= () => this.resumeUpstream?.();
     res.once("drain", this.onDrain);
     return false;
-  }
-
-  /** The first bytes of a Responses answer: its id, once read, is remembered with the engine. */
-  private responseBytes(chunk: Buffer): void {
-    const ctx = this.ctx;
-    const id = ctx.responseScan?.feed(chunk);
-    if (id === undefined) return;
-    ctx.responseScan = undefined;
-    const pr = ctx.pr;
-    if (id !== null)
-      this.services.affinity?.remember(id, this.engine.url, pr.model, pr.sessionKey, pr.tenant?.tenant);
   }
 
   /** This attempt's first output went out: the engine's request counts as answered from now on. */
@@ -512,12 +503,10 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     }
   }
 
-  /** the bytes relayed end with the stream's [DONE] (which may straddle the last two chunks) */
+  /** the bytes relayed end with the stream's [DONE] */
   private endsWithDone(): boolean {
     const last = this.ctx.lastChunk;
-    if (!last || this.lastRelayed === 0) return false;
-    if (last.length >= DONE_BYTES.length || !this.prevChunk) return endsWith(last, DONE_BYTES);
-    return endsWith(Buffer.concat([this.prevChunk, last]), DONE_BYTES);
+    return last !== undefined && this.lastRelayed !== 0 && endsWithDone(last, this.prevChunk);
   }
 
   /** nothing of this attempt's own has reached the client: it may still fail over like a fresh one */
@@ -525,20 +514,34 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     return this.ctx.relayed && (!this.resumes || this.lastRelayed > 0);
   }
 
-  /** The router took the attempt off its engine before it relayed anything: it goes elsewhere. */
-  private moved(why: MoveReason): RetryOutcome {
-    return retry(
-      `moved off the engine (${why === "drain" ? "engine draining" : "engine ejected"})`,
-      503,
-      "connect",
-    );
+  /**
+   * The engine closed a kept-alive connection under the request (`closedUnderRequest`): sent to it
+   * again, once, on another connection, as Go's client does with a request it may replay; what ends
+   * that try counts as the first close would have (a strike, a failure against the engine). The attempt
+   * keeps its slot, deadlines and place in flight; only a body held whole goes again.
+   */
+  private sendAgain(err: Error): boolean {
+    const request = this.request;
+    if (this.sentAgain || !request || !Buffer.isBuffer(request.body) || !closedUnderRequest(err))
+      return false;
+    this.sentAgain = true;
+    this.sent = false;
+    this.abortUpstream = undefined;
+    this.services.sentAgain(this.ctx, this.engine);
+    // after undici has finished closing the connection whose request this was
+    queueMicrotask(() => {
+      if (!this.done) this.engine.pool.dispatch(request, this);
+    });
+    return true;
   }
 
   /** A transport failure before any byte was relayed: retried on another engine. */
   private transportFailure(err: Error, when: string): RetryOutcome {
     const code = (err as { code?: string }).code ?? "";
     if (ENGINE_FAULTS.has(code)) this.services.engines.reportFailure(this.engine, `${code}: ${err.message}`);
-    const cause: FailureCause = CONNECT_ERRORS.has(code) || !this.sent ? "connect" : "in-flight";
+    // sent again after a close: whatever ends it now is what the first close would have been
+    const connect = !this.sentAgain && (CONNECT_ERRORS.has(code) || !this.sent);
+    const cause: FailureCause = connect ? "connect" : "in-flight";
     return retry(`transport ${code || "error"}${when}`, 502, cause);
   }
 
@@ -551,7 +554,8 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     if (this.unclaimed) return this.finish(UNCLAIMED);
     switch (this.mode) {
       case Mode.Headers:
-        if (this.moving && !why) return this.finish(this.moved(this.moving));
+        if (this.moving && !why) return this.finish(movedOff(this.moving));
+        if (!why && this.sendAgain(err)) return;
         return this.finish(why ?? this.transportFailure(err, ""));
       case Mode.CollectRetry: {
         this.services.engines.reportFailure(this.engine, `answered ${this.status}`);
@@ -570,7 +574,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
     // relaying
     if (why === CLIENT_GONE) return this.finish(why);
     if (!this.relayedAny) {
-      if (this.moving && !why) return this.finish(this.moved(this.moving));
+      if (this.moving && !why) return this.finish(movedOff(this.moving));
       return this.finish(why ?? this.transportFailure(err, " before first byte"));
     }
     if (this.moving && this.tracked && !ctx.totalTimedOut)

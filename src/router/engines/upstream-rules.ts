@@ -38,6 +38,23 @@ export const RESPONSE_SKIP: ReadonlySet<string> = (() => {
   return s;
 })();
 
+/**
+ * An engine's response headers as the client gets them (RESPONSE_SKIP left out), pushed flat onto
+ * `into`; true when the answer is an event stream.
+ */
+export function relayedHeaders(raw: Buffer[], into: string[]): boolean {
+  let sse = false;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toString("latin1");
+    const lower = name.toLowerCase();
+    if (RESPONSE_SKIP.has(lower)) continue;
+    const value = raw[i + 1]!.toString("latin1");
+    if (lower === "content-type" && value.includes("text/event-stream")) sse = true;
+    into.push(name, value);
+  }
+  return sse;
+}
+
 /** What the credential rule needs to know of the configuration. */
 export interface EngineKeyConfig {
   engineApiKey?: string | undefined;

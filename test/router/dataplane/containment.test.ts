@@ -351,10 +351,12 @@ test("a request that breaks two engines while they hold it is not retried on a t
     assert.equal(r.headers.get("x-should-retry"), "false");
     const err = ((await r.json()) as { error: { message: string } }).error;
     assert.match(err.message, /not retried: 2 engines failed while serving it/);
-    assert.equal(
-      engines.reduce((n, e) => n + e.poisoned, 0),
-      2,
-      "no third engine was offered it",
+    assert.equal(engines.filter((e) => e.poisoned > 0).length, 2, "no third engine was offered it");
+    // a connection that carried the probes, closed under the request: sent there again once, and the
+    // second close is the strike the first would have been
+    assert.ok(
+      engines.every((e) => e.poisoned <= 2),
+      engines.map((e) => e.poisoned).join(),
     );
     const m = await (await fetch(`${router.url}/metrics`)).text();
     assert.match(m, /switchyard_poison_requests_total\{model="fake\/m"\} 1/);

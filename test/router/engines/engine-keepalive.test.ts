@@ -1,11 +1,12 @@
 // The router lets go of an idle connection to an engine before the engine would: vLLM's API server
 // (uvicorn) closes a connection idle for 5 s without saying so in a Keep-Alive header, and a request
 // sent on one as it closes fails with "other side closed" against an engine that is fine
-// (src/router/engines/engine-record.ts).
+// (src/router/engines/engine-record.ts). When it happens anyway, the request goes to that engine again
+// on another connection (src/router/dataplane/attempt.ts, `sendAgain`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
-import type { Socket } from "node:net";
+import { createServer as createNetServer, type Socket } from "node:net";
 import { ENGINE_IDLE_KEEPALIVE_MS } from "../../../src/router/engines/engine-record.js";
 import { startRouter } from "../../../src/router/index.js";
 
@@ -97,5 +98,113 @@ test("the router, not the engine, ends the connections its requests left idle", 
     await r.close(0);
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+/**
+ * An engine that closes a connection which carried a completion before when another comes on it,
+ * without answering (the race of an idle close with a request going out, every time; the router's
+ * probes may share connections, which this engine does not count). `freshToo`: it also closes every
+ * other connection under each completion after its first.
+ */
+async function closingEngine(freshToo: boolean) {
+  let completions = 0;
+  let closedUnder = 0;
+  const server = createNetServer((sock) => {
+    let carried = 0;
+    let buf = "";
+    sock.on("error", () => {});
+    sock.on("data", (d) => {
+      buf += d.toString("latin1");
+      for (;;) {
+        const end = buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        const head = buf.slice(0, end);
+        const len = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (buf.length < end + 4 + len) return;
+        buf = buf.slice(end + 4 + len);
+        const path = head.split(" ")[1] ?? "";
+        if (path === "/v1/completions" && (carried > 0 || (freshToo && completions > 0))) {
+          completions++;
+          closedUnder++;
+          sock.end();
+          return;
+        }
+        if (path === "/v1/completions") {
+          completions++;
+          carried++;
+        }
+        const body = path === "/v1/models" ? MODELS : path === "/v1/completions" ? ANSWER : "";
+        const type = path === "/metrics" ? "text/plain" : "application/json";
+        sock.write(
+          `HTTP/1.1 200 OK\r\ncontent-type: ${type}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  const r = await startRouter({
+    host: "127.0.0.1",
+    port: 0,
+    backends: [`http://127.0.0.1:${port}`],
+    policy: "round-robin",
+  });
+  for (let waited = 0; (await fetch(`${r.url}/ready`)).status !== 200; waited += 50) {
+    assert.ok(waited < 10_000, "the engine never came into rotation");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const send = async () => {
+    const res = await fetch(`${r.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "fake/m", prompt: "hi", max_tokens: 1 }),
+    });
+    return { status: res.status, body: await res.text() };
+  };
+  const sentAgain = async () => {
+    const text = await (await fetch(`${r.url}/metrics`)).text();
+    const line = text
+      .split("\n")
+      .find((l) => l.startsWith("switchyard_retries_total{") && l.includes("kept-alive"));
+    return line === undefined ? 0 : Number(line.split(" ").at(-1));
+  };
+  const close = async () => {
+    await r.close(0);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  return { r, send, sentAgain, close, counts: () => ({ completions, closedUnder }) };
+}
+
+test("a request whose kept-alive connection the engine closes under it is answered by that engine", async () => {
+  const e = await closingEngine(false);
+  try {
+    // one engine: before, each request after the first was a 502 and counted against it
+    for (let i = 0; i < 4; i++) {
+      const { status, body } = await e.send();
+      assert.equal(status, 200, body);
+      assert.equal(JSON.parse(body).choices[0].text, "ok");
+    }
+    const { completions, closedUnder } = e.counts();
+    assert.ok(closedUnder >= 1, "no connection was closed under a request");
+    assert.equal(completions, 4 + closedUnder, "each request closed under was sent again once");
+    assert.equal(await e.sentAgain(), closedUnder);
+    assert.equal((await fetch(`${e.r.url}/ready`)).status, 200, "the engine left rotation");
+  } finally {
+    await e.close();
+  }
+});
+
+test("a request is sent again only once, and a fresh connection closed under it is the engine's failure", async () => {
+  const e = await closingEngine(true);
+  try {
+    assert.equal((await e.send()).status, 200);
+    const { status, body } = await e.send();
+    assert.equal(status, 502, body);
+    // the second request: closed under on a used connection, sent again, closed under again
+    assert.deepEqual(e.counts(), { completions: 3, closedUnder: 2 });
+    assert.equal(await e.sentAgain(), 1);
+  } finally {
+    await e.close();
   }
 });
