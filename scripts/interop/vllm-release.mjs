@@ -1,6 +1,7 @@
 // What vLLM 0.32 does that the sim and the router once did otherwise, checked on real engines behind
 // the router (scripts/interop/vllm.mjs runs them): a salted prompt is routed as a KV hit (0.31's
-// tagged extra keys, 0.29's default seed), and a SIGTERM drain under load costs no client an error.
+// tagged extra keys, 0.29's default seed), a SIGTERM drain under load costs no client an error, and an
+// engine closing idle connections as requests go out on them costs none either.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -86,6 +87,42 @@ export async function drainUnderLoad({ h, call, stream, MODEL }, r, engines) {
   const doc = (await call(r.url, "GET", "/engines")).json;
   const st = (doc?.engines ?? doc ?? []).map((e) => `${e.url} ${e.state}`).join(", ");
   return `${results.ok} requests answered (${during} after the SIGTERM), none failed; the stream on the stopped engine ended with [DONE] after ${s.events} events; engines then: ${st}`;
+}
+
+/**
+ * Bursts of 16 completions through a router in front of an engine that closes a connection idle for
+ * 1 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE=1), each burst sent a set time after the last one ended, that time
+ * swept across the close in 0.5 ms steps: requests go out on connections uvicorn is closing. Every one
+ * is answered; the router's count of requests it sent again after such a close says how many met it.
+ */
+export async function idleCloses({ h, call, MODEL }, r) {
+  const statuses = new Map();
+  const one = async (i) => {
+    const res = await call(r.url, "POST", "/v1/completions", {
+      model: MODEL,
+      prompt: `idle ${i}`,
+      max_tokens: 1,
+    });
+    const k = res.status === 200 ? "200" : `${res.status} ${res.text.slice(0, 120)}`;
+    statuses.set(k, (statuses.get(k) ?? 0) + 1);
+  };
+  const bursts = 60;
+  for (let i = 0; i < bursts; i++) {
+    await Promise.all(Array.from({ length: 16 }, (_, j) => one(i * 16 + j)));
+    const gap = 990 + 0.5 * (i % 28);
+    const target = performance.now() + gap;
+    await h.sleep(gap - 3);
+    while (performance.now() < target); // the last milliseconds to the sweep's step
+  }
+  const metrics = (await call(r.url, "GET", "/metrics")).text;
+  const retries = metrics.split("\n").filter((l) => l.startsWith("switchyard_retries_total{"));
+  const again = retries.find((l) => l.includes('reason="engine closed a kept-alive connection"'));
+  const failed = [...statuses].filter(([k]) => k !== "200");
+  if (failed.length)
+    throw new Error(
+      `not all answered: ${JSON.stringify(Object.fromEntries(statuses))}; ${retries.join("; ")}`,
+    );
+  return `${bursts * 16} requests in ${bursts} bursts, all 200; sent again after a close under them: ${again ? again.split(" ").at(-1) : 0}; other retries: ${retries.filter((l) => l !== again).join("; ") || "none"}`;
 }
 
 /** vLLM's own hash functions recompute the tagged-key vectors (scripts/interop/vllm_block_hashes.py). */

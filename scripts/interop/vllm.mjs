@@ -8,7 +8,7 @@ import { promisify } from "node:util";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { drainUnderLoad, saltedHits, vectorsCheck } from "./vllm-release.mjs";
+import { drainUnderLoad, idleCloses, saltedHits, vectorsCheck } from "./vllm-release.mjs";
 import { gateFor, migration, stream } from "./vllm-migration.mjs";
 
 /** What a first start of an engine may take on 2 busy cores (observed ~2 min when idle). */
@@ -114,7 +114,7 @@ export async function vllmChecks(h, p) {
   const { start, stop, check, until, httpOk, freePort, log, RUN, CLI, ROOT } = h;
   const env = VLLM_ENV;
 
-  async function engine(name, extra = []) {
+  async function engine(name, extra = [], moreEnv = {}) {
     const [port, kv, replay] = [await freePort(), await freePort(), await freePort()];
     const cfg = {
       enable_kv_cache_events: true,
@@ -135,10 +135,10 @@ export async function vllmChecks(h, p) {
         JSON.stringify(cfg),
         ...extra,
       ],
-      env,
+      { ...env, ...moreEnv },
       { group: true },
     );
-    return { name, extra, proc, port, url: `http://127.0.0.1:${port}`, t0: Date.now() };
+    return { name, extra, moreEnv, proc, port, url: `http://127.0.0.1:${port}`, t0: Date.now() };
   }
   async function ready(e) {
     await until(`${e.name} (vllm serve)`, () => httpOk(`${e.url}/health`), ENGINE_START_MS, e.proc);
@@ -163,7 +163,7 @@ export async function vllmChecks(h, p) {
         if (attempt >= 3 || !/Address already in use/.test(text)) throw err;
         log(`${e.name}: a port it was given was taken while it started; starting it again on others`);
         await stop(e.proc);
-        e = await engine(e.name, e.extra);
+        e = await engine(e.name, e.extra, e.moreEnv);
       }
     }
   }
@@ -530,6 +530,18 @@ export async function vllmChecks(h, p) {
         return await drainUnderLoad({ h, call, stream, MODEL }, r, [d1, d2]);
       } finally {
         for (const x of [r, d1, d2]) await stop(x.proc);
+      }
+    },
+  );
+  await check(
+    "a real vLLM 0.32 closing connections idle for 1 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE=1) as the router's requests go out on them: every request answered, those it closed under sent to it again",
+    async () => {
+      const e = await readyEngine(await engine("vllm-idle-close", [], { VLLM_HTTP_TIMEOUT_KEEP_ALIVE: "1" }));
+      const r = await router("router-vllm-idle-close", [e], ["--policy", "round-robin"]);
+      try {
+        return await idleCloses({ h, call, MODEL }, r);
+      } finally {
+        for (const x of [r, e]) await stop(x.proc);
       }
     },
   );

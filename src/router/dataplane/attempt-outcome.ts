@@ -27,13 +27,16 @@ export const ENGINE_FAULTS = new Set([
 ]);
 
 /**
- * undici's error for a connection the engine closed (end of stream, not a reset) after that
- * connection had carried earlier answers: a pooled connection that was going away as the request went
- * out on it (an idle close racing the request). Not a parse failure ("bad response"), which is this
- * answer's own bytes. A reset carries no such facts in undici, so it counts as before.
+ * The engine let go of the connection under the request before any byte of its answer, as a
+ * connection it was closing when the request went out on it: a reset (its kernel resets a connection
+ * when data comes after its server closed it, so the request was not read whole), or undici's
+ * "other side closed" on a connection that had carried answers before (bytes read). Not a parse failure
+ * ("bad response"), which is this answer's own bytes. uvicorn closing idle connections under a stream
+ * of requests shows both.
  */
 export function closedUnderRequest(err: Error): boolean {
   const e = err as { code?: string; socket?: { bytesRead?: unknown } };
+  if (e.code === "ECONNRESET" || e.code === "EPIPE") return true;
   const read = e.socket?.bytesRead;
   return (
     e.code === "UND_ERR_SOCKET" && typeof read === "number" && read > 0 && !err.message.startsWith("bad ")

@@ -36,10 +36,10 @@ class MultiplexingH2CClient extends H2CClient {
  * carry no Keep-Alive hint (a hint, as Node's http servers send, sets it instead): below the 5 s after
  * which vLLM's API server (uvicorn, VLLM_HTTP_TIMEOUT_KEEP_ALIVE) closes an idle connection without
  * one. Kept longer (it was 30 s), requests often go out on a connection the engine is closing at that
- * moment: "other side closed" sends one to the same engine again (dataplane/attempt.ts, `sendAgain`),
- * but a reset instead counts against the engine and excludes it from the request's next attempts (a
- * stream moving off a failed engine can then find no engine left). 3 s leaves the engine's 5 s a
- * margin of 2 s for undici's idle timer (a plain Node timer) firing late on a busy loop.
+ * moment. Such a request goes to the same engine again once (dataplane/attempt.ts, `sendAgain`), but
+ * a second close counts against the engine and excludes it from the request's next attempts (a stream
+ * moving off a failed engine can then find no engine left). 3 s leaves the engine's 5 s a margin of
+ * 2 s for undici's idle timer (a plain Node timer) firing late on a busy loop.
  */
 export const ENGINE_IDLE_KEEPALIVE_MS = 3_000;
 

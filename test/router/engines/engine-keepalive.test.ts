@@ -104,10 +104,11 @@ test("the router, not the engine, ends the connections its requests left idle", 
 /**
  * An engine that closes a connection which carried a completion before when another comes on it,
  * without answering (the race of an idle close with a request going out, every time; the router's
- * probes may share connections, which this engine does not count). `freshToo`: it also closes every
+ * probes may share connections, which this engine does not count): with a FIN, or `how` "reset" with
+ * an RST as a kernel does when data comes after the server closed. `freshToo`: it also closes every
  * other connection under each completion after its first.
  */
-async function closingEngine(freshToo: boolean) {
+async function closingEngine(freshToo: boolean, how: "end" | "reset" = "end") {
   let completions = 0;
   let closedUnder = 0;
   const server = createNetServer((sock) => {
@@ -127,7 +128,8 @@ async function closingEngine(freshToo: boolean) {
         if (path === "/v1/completions" && (carried > 0 || (freshToo && completions > 0))) {
           completions++;
           closedUnder++;
-          sock.end();
+          if (how === "end") sock.end();
+          else sock.resetAndDestroy();
           return;
         }
         if (path === "/v1/completions") {
@@ -190,6 +192,19 @@ test("a request whose kept-alive connection the engine closes under it is answer
     assert.equal(completions, 4 + closedUnder, "each request closed under was sent again once");
     assert.equal(await e.sentAgain(), closedUnder);
     assert.equal((await fetch(`${e.r.url}/ready`)).status, 200, "the engine left rotation");
+  } finally {
+    await e.close();
+  }
+});
+
+test("a request whose connection the engine resets under it is answered by that engine", async () => {
+  const e = await closingEngine(false, "reset");
+  try {
+    for (let i = 0; i < 4; i++) assert.equal((await e.send()).status, 200);
+    const { completions, closedUnder } = e.counts();
+    assert.ok(closedUnder >= 1, "no connection was reset under a request");
+    assert.equal(completions, 4 + closedUnder);
+    assert.equal(await e.sentAgain(), closedUnder);
   } finally {
     await e.close();
   }
