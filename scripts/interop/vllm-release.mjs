@@ -116,7 +116,7 @@ export async function idleCloses({ h, call, MODEL }, r) {
   }
   const metrics = (await call(r.url, "GET", "/metrics")).text;
   const retries = metrics.split("\n").filter((l) => l.startsWith("switchyard_retries_total{"));
-  const again = retries.find((l) => l.includes('reason="engine closed a kept-alive connection"'));
+  const again = retries.find((l) => l.includes('reason="engine closed the connection under the request"'));
   const failed = [...statuses].filter(([k]) => k !== "200");
   if (failed.length)
     throw new Error(

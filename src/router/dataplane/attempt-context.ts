@@ -67,7 +67,7 @@ export interface AttemptServices {
    * stream, the move is done
    */
   answered(ctx: AttemptContext, e: EngineRecord, now: number): void;
-  /** the request went to its engine again: the kept-alive connection it went out on was closing */
+  /** the request went to its engine again: the connection it went out on was closing */
   sentAgain(ctx: AttemptContext, e: EngineRecord): void;
 }
 

@@ -43,7 +43,7 @@ export function closedUnderRequest(err: Error): boolean {
   );
 }
 /** the reason a request sent again on its engine is counted under (`switchyard_retries_total`) */
-export const CLOSED_UNDER_REQUEST = "engine closed a kept-alive connection";
+export const CLOSED_UNDER_REQUEST = "engine closed the connection under the request";
 
 /**
  * Why a retriable attempt failed: `connect` (the request never reached the engine), `in-flight` (the

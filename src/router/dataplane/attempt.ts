@@ -515,7 +515,7 @@ export class Attempt implements Dispatcher.DispatchHandler, DeadlineOwner<Attemp
   }
 
   /**
-   * The engine closed a kept-alive connection under the request (`closedUnderRequest`): sent to it
+   * The engine closed the connection under the request (`closedUnderRequest`): sent to it
    * again, once, on another connection, as Go's client does with a request it may replay; what ends
    * that try counts as the first close would have (a strike, a failure against the engine). The attempt
    * keeps its slot, deadlines and place in flight; only a body held whole goes again.

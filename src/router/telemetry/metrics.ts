@@ -241,7 +241,7 @@ export class RouterMetrics {
     }).set({ version: packageVersion(), node_version: process.version }, 1);
     this.retries = new Counter({
       name: "switchyard_retries_total",
-      help: "Attempts retried on another engine (or sent again to theirs when it closed a kept-alive connection under them), by model and reason",
+      help: "Attempts retried on another engine (or sent again to theirs when it closed their connection under them), by model and reason",
       labelNames: ["model", "reason"],
       registers: [r],
     });

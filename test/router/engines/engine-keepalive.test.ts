@@ -168,7 +168,7 @@ async function closingEngine(freshToo: boolean, how: "end" | "reset" = "end") {
     const text = await (await fetch(`${r.url}/metrics`)).text();
     const line = text
       .split("\n")
-      .find((l) => l.startsWith("switchyard_retries_total{") && l.includes("kept-alive"));
+      .find((l) => l.startsWith("switchyard_retries_total{") && l.includes("closed the connection under"));
     return line === undefined ? 0 : Number(line.split(" ").at(-1));
   };
   const close = async () => {
