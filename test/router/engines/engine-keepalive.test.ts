@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
-import { createServer as createNetServer, type Socket } from "node:net";
+import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import { ENGINE_IDLE_KEEPALIVE_MS } from "../../../src/router/engines/engine-record.js";
 import { startRouter } from "../../../src/router/index.js";
 
@@ -18,6 +18,29 @@ const ANSWER = JSON.stringify({
   choices: [{ index: 0, text: "ok", finish_reason: "length" }],
   usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
 });
+
+/** A round-robin router in front of `server`, listening here, once the engine is in rotation. */
+async function routerInFront(server: Server | NetServer) {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  const r = await startRouter({
+    host: "127.0.0.1",
+    port: 0,
+    backends: [`http://127.0.0.1:${port}`],
+    policy: "round-robin",
+  });
+  try {
+    // its probes answered
+    for (let waited = 0; (await fetch(`${r.url}/ready`)).status !== 200; waited += 50) {
+      assert.ok(waited < 10_000, "the engine never came into rotation");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return r;
+  } catch (err) {
+    await r.close(0);
+    throw err;
+  }
+}
 
 test("an idle connection to an engine is closed by the router well before the engines' 5 s", () => {
   // undici's idle timer is a plain Node timer, which a busy loop fires late: 2 s of room for that
@@ -58,20 +81,8 @@ test("the router, not the engine, ends the connections its requests left idle", 
       if (c) c.endedByRouter = performance.now();
     }),
   );
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  const r = await startRouter({
-    host: "127.0.0.1",
-    port: 0,
-    backends: [`http://127.0.0.1:${port}`],
-    policy: "round-robin",
-  });
+  const r = await routerInFront(server);
   try {
-    // the engine in rotation first (its probes answered)
-    for (let waited = 0; (await fetch(`${r.url}/ready`)).status !== 200; waited += 50) {
-      assert.ok(waited < 10_000, "the engine never came into rotation");
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
     const send = () =>
       fetch(`${r.url}/v1/completions`, {
         method: "POST",
@@ -144,18 +155,7 @@ async function closingEngine(freshToo: boolean, how: "end" | "reset" = "end") {
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  const r = await startRouter({
-    host: "127.0.0.1",
-    port: 0,
-    backends: [`http://127.0.0.1:${port}`],
-    policy: "round-robin",
-  });
-  for (let waited = 0; (await fetch(`${r.url}/ready`)).status !== 200; waited += 50) {
-    assert.ok(waited < 10_000, "the engine never came into rotation");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  const r = await routerInFront(server);
   const send = async () => {
     const res = await fetch(`${r.url}/v1/completions`, {
       method: "POST",
