@@ -2,7 +2,7 @@
 # Every tool the tests drive (real peers), installed where missing: `npm test` runs this first, so a
 # fresh machine runs the same suite as CI with nothing skipped. Each step is idempotent and skips
 # what is present, so once everything is installed a pass takes a few seconds. Installs need
-# apt-get (as root or through sudo), pip and Go (the module proxy) the first time.
+# apt-get (as root or through sudo), pip (.ci/pip-install.sh) and Go (the module proxy) the first time.
 set -euo pipefail
 HERE="$(dirname "$0")"
 as_root() {
@@ -11,9 +11,13 @@ as_root() {
     exit 1
   fi
 }
+# Python packages go to the machine's python3, or to a venv of ours where it is externally managed
+# (pip-install.sh): that venv first on PATH here, as npm test puts it for the tests
+VENV="${SWITCHYARD_TOOLS_VENV:-$HOME/.cache/switchyard-tools/venv}"
+export PATH="$VENV/bin:$PATH"
 # Python side: a reference msgpack + ZMQ subscriber and a protocol-only lm:// client.
 if ! python3 -c "import zmq, msgpack" 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyzmq msgpack
+  bash "$HERE/pip-install.sh" pyzmq msgpack
 fi
 # redis-server: shared rate-limit counters across router replicas are tested against a real Redis
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then

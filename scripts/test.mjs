@@ -8,11 +8,16 @@
 // (SWITCHYARD_REQUIRE_TOOLS=1). Every step's time is printed at the end.
 // Usage: npm test [-- <substring-of-a-test-path> ...]   (the filters go to scripts/run-tests.mjs)
 import { spawn } from "node:child_process";
-import { resolve } from "node:path";
+import { homedir } from "node:os";
+import { delimiter, join, resolve } from "node:path";
 
 // every step's Node processes (tsc, eslint, prettier, the tests and what they start) reuse compiled
 // code from the last run: see run-tests.mjs
 process.env.NODE_COMPILE_CACHE ??= resolve("dist/.node-compile-cache");
+// where the machine's python3 is externally managed (PEP 668), the Python packages and commands the
+// tests drive live in a venv of the tools cache (.ci/pip-install.sh): first on PATH for every step
+const toolsVenv = process.env.SWITCHYARD_TOOLS_VENV ?? join(homedir(), ".cache", "switchyard-tools", "venv");
+process.env.PATH = `${join(toolsVenv, "bin")}${delimiter}${process.env.PATH ?? ""}`;
 const times = [];
 const since = (t0) => ((performance.now() - t0) / 1000).toFixed(1);
 const fromBin = process.execPath.includes("node_modules") ? " (the `node` dev dependency)" : "";

@@ -9,6 +9,8 @@ set -euo pipefail
 
 TOOLS_BIN="${SWITCHYARD_TOOLS_BIN:-$HOME/.cache/switchyard-tools/bin}"
 mkdir -p "$TOOLS_BIN"
+# where python3 is externally managed, the Python tools live in a venv of ours (.ci/pip-install.sh)
+export PATH="${SWITCHYARD_TOOLS_VENV:-$HOME/.cache/switchyard-tools/venv}/bin:$PATH"
 
 sudo_if_needed() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi
@@ -34,7 +36,8 @@ if ! python3 -c "import jsonschema, yaml, celpy" 2>/dev/null; then
   python3 -c "import celpy" 2>/dev/null || py_missing+=(cel-python)
 fi
 if [ "${#py_missing[@]}" -gt 0 ]; then
-  python3 -m pip install --quiet --disable-pip-version-check "${py_missing[@]}"
+  # the machine's python3, or a venv of ours where that one is externally managed (PEP 668)
+  bash "$(dirname "$0")/../../.ci/pip-install.sh" "${py_missing[@]}"
 fi
 
 # the CRDs the chart's custom objects are validated against (outside the repository)
