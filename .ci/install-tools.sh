@@ -5,12 +5,8 @@
 # apt-get (as root or through sudo), pip (.ci/pip-install.sh) and Go (the module proxy) the first time.
 set -euo pipefail
 HERE="$(dirname "$0")"
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    echo "install-tools: run as root or install sudo (needs: apt-get install $*)" >&2
-    exit 1
-  fi
-}
+# shellcheck source=as-root.sh
+. "$HERE/as-root.sh"
 # Python packages go to the machine's python3, or to a venv of ours where it is externally managed
 # (pip-install.sh): that venv first on PATH here, as npm test puts it for the tests
 VENV="${SWITCHYARD_TOOLS_VENV:-$HOME/.cache/switchyard-tools/venv}"

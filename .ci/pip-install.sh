@@ -6,12 +6,8 @@
 # are the venv's there. Usage: bash .ci/pip-install.sh PACKAGE...
 set -euo pipefail
 VENV="${SWITCHYARD_TOOLS_VENV:-$HOME/.cache/switchyard-tools/venv}"
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    echo "pip-install: run as root or install sudo (needs: $*)" >&2
-    exit 1
-  fi
-}
+# shellcheck source=as-root.sh
+. "$(dirname "$0")/as-root.sh"
 py=python3
 if [ -x "$VENV/bin/python3" ]; then
   py="$VENV/bin/python3"
